@@ -1,0 +1,200 @@
+"""The ``raytrade`` command line: one click group, one subcommand per entrypoint.
+
+Known failures (bad input, missing keys, an unusable folder) end with a one-line ``error: …`` on
+stderr and exit status 2, never a traceback; anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import sys
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+EXIT_BAD_INPUT = 2
+
+
+def _known_errors() -> tuple[type[BaseException], ...]:
+    from cluster.settings import MissingCredentialsError
+    from replay.reader import StoreError
+    from replay.sources.alpaca import SourceError
+    from replay.sources.csv_dir import SourceFolderError
+    from replay.validation import ReplayValidationError
+    from replay.writer import StoreBusyError
+
+    return (
+        ReplayValidationError,
+        SourceFolderError,
+        StoreError,
+        MissingCredentialsError,
+        SourceError,
+        StoreBusyError,
+        ValueError,
+        FileNotFoundError,
+    )
+
+
+def one_line_errors(func: F) -> F:
+    """Turn the project's known errors into ``error: <message>`` and exit status 2."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except _known_errors() as exc:
+            message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            click.echo(f"error: {message}", err=True)
+            sys.exit(EXIT_BAD_INPUT)
+
+    return wrapper  # type: ignore[return-value]
+
+
+@click.group()
+@click.option("-v", "--verbose", is_flag=True, help="Log at INFO level.")
+def main(verbose: bool) -> None:
+    """raytrade: replay store, market simulator, RL policies on Ray, and the Serve policy."""
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(message)s"
+    )
+
+
+def _parse_utc(value: str | None, name: str) -> datetime | None:
+    if value is None:
+        return None
+    import pandas as pd
+
+    try:
+        stamp = pd.Timestamp(value)
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not a date", param_hint=name) from None
+    return (stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")).to_pydatetime()
+
+
+@main.command()
+@click.option(
+    "--source",
+    type=click.Choice(["synthetic", "csv", "alpaca", "forecasts"]),
+    required=True,
+    help="Where bars (or forecasts) come from.",
+)
+@click.option(
+    "--out", "out", type=click.Path(path_type=Path), required=True, help="Store root (created if new)."
+)
+@click.option("--seed", type=int, default=0, show_default=True, help="synthetic: random seed.")
+@click.option(
+    "--n-symbols", type=click.IntRange(min=1), default=20, show_default=True, help="synthetic: equities."
+)
+@click.option(
+    "--n-crypto", type=click.IntRange(min=0), default=0, show_default=True, help="synthetic: crypto pairs."
+)
+@click.option("--years", type=click.FloatRange(min=0, min_open=True), default=3.0, show_default=True)
+@click.option(
+    "--freq", type=click.Choice(["1d", "1h", "1m"]), default="1d", show_default=True, help="Bar length."
+)
+@click.option(
+    "--path", "path", type=click.Path(path_type=Path), help="csv: folder of CSVs; forecasts: the file."
+)
+@click.option("--symbols", help="alpaca: comma-separated symbols, e.g. AAPL,MSFT,BTCUSD.")
+@click.option("--start", help="alpaca: first date (UTC); synthetic: calendar start.")
+@click.option("--end", help="alpaca: last date (UTC, exclusive).")
+@click.option("--json-summary", "json_summary", is_flag=True, help="Print the store summary as JSON.")
+@one_line_errors
+def ingest(
+    source: str,
+    out: Path,
+    seed: int,
+    n_symbols: int,
+    n_crypto: int,
+    years: float,
+    freq: str,
+    path: Path | None,
+    symbols: str | None,
+    start: str | None,
+    end: str | None,
+    json_summary: bool,
+) -> None:
+    """Ingest a source into the replay store at OUT and print what the store holds."""
+    from replay.ingest import import_forecasts, ingest_frames
+    from replay.summary import summarize_store
+
+    if source == "synthetic":
+        from replay.sources.synthetic import generate
+
+        click.echo(
+            f"generating synthetic universe: {n_symbols} equities + {n_crypto} crypto, {years} y of {freq}"
+        )
+        market = generate(n_symbols, years, freq, seed, n_crypto, **({"start": start} if start else {}))  # type: ignore[arg-type]
+        result = ingest_frames(out, market.bars, market.macro, origin="synthetic")
+    elif source == "csv":
+        from replay.sources.csv_dir import read_csv_folder
+
+        if path is None:
+            raise ValueError("--source csv needs --path DIR")
+        click.echo(f"reading CSV files under {path}")
+        result = ingest_frames(out, read_csv_folder(path), origin=str(path))
+    elif source == "alpaca":
+        from cluster.settings import load_settings
+        from replay.sources.alpaca import fetch_alpaca_bars
+
+        if not symbols or not start or not end:
+            raise ValueError("--source alpaca needs --symbols, --start and --end")
+        settings = load_settings()
+        names = [s.strip() for s in symbols.split(",") if s.strip()]
+        click.echo(f"fetching {len(names)} symbols from Alpaca, {start} .. {end} ({freq})")
+        bars = fetch_alpaca_bars(
+            names,
+            _parse_utc(start, "--start"),  # type: ignore[arg-type]
+            _parse_utc(end, "--end"),  # type: ignore[arg-type]
+            settings=settings,
+            timeframe=freq,
+            url_override=settings.alpaca_data_url,
+        )
+        result = ingest_frames(out, bars, origin="alpaca")
+    else:
+        from replay.sources.forecast_file import read_forecast_file
+
+        if path is None:
+            raise ValueError("--source forecasts needs --path FILE")
+        result = import_forecasts(out, read_forecast_file(path), origin=str(path))
+    appended = ", ".join(f"{k} +{v:,}" for k, v in result.appended.items()) or "nothing new"
+    click.echo(f"appended: {appended}; bars already stored and skipped: {result.skipped_bars:,}")
+    summary = summarize_store(out)
+    click.echo(json.dumps(summary.as_dict(), indent=2) if json_summary else summary.render())
+
+
+@main.command()
+@click.argument("root", type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@one_line_errors
+def summary(root: Path, as_json: bool) -> None:
+    """Print what the replay store at ROOT holds."""
+    from replay.reader import StoreError
+    from replay.summary import summarize_store
+
+    if not root.is_dir():
+        raise StoreError(f"{root} is not a replay store folder")
+    result = summarize_store(root)
+    click.echo(json.dumps(result.as_dict(), indent=2) if as_json else result.render())
+
+
+@main.command()
+@click.option("--out", type=click.Path(path_type=Path), default=Path(".demo"), show_default=True)
+@click.option("--seed", type=int, default=7, show_default=True)
+@one_line_errors
+def demo(out: Path, seed: int) -> None:
+    """End-to-end demo on the embedded synthetic universe (grows with every capability)."""
+    from cluster.demo import run_demo
+
+    run_demo(out, seed)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,145 @@
+"""Secrets and endpoints: one frozen settings object, read only when an entrypoint asks for it.
+
+Design decisions
+----------------
+* Secrets (Alpaca keys, the Serve token, the wandb key) are ``SecretStr``: their ``repr``/``str``
+  and ``model_dump_json()`` print ``**********``; code calls ``get_secret_value()`` only at the
+  boundary where the secret is sent (an HTTP header), never to log it.
+* Values come from the environment, then from an optional ``.env``-style file named by
+  ``RAYTRADE_SETTINGS_FILE`` (environment wins). Alpaca keys are also read under Alpaca's own
+  names (``APCA_API_KEY_ID`` / ``APCA_API_SECRET_KEY``) so an existing trading-loop environment
+  works unchanged.
+* Nothing is read at import time: entrypoints call :func:`load_settings`.
+* An empty secret counts as unset, so ``ALPACA_API_KEY=`` fails like a missing key.
+* ``alpaca_data_url`` must be ``https://``, except on the loopback host (test doubles): keys travel
+  in request headers and must not cross a network in clear text.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Final
+from urllib.parse import urlsplit
+
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+SETTINGS_FILE_ENV: Final[str] = "RAYTRADE_SETTINGS_FILE"
+ALPACA_KEY_ENVS: Final[tuple[str, str]] = ("ALPACA_API_KEY", "APCA_API_KEY_ID")
+ALPACA_SECRET_ENVS: Final[tuple[str, str]] = ("ALPACA_SECRET_KEY", "APCA_API_SECRET_KEY")
+_LOOPBACK_HOSTS: Final[frozenset[str]] = frozenset({"127.0.0.1", "localhost", "::1"})
+
+
+class MissingCredentialsError(ValueError):
+    """A secret an entrypoint needs is not set; the message names the environment variable(s)."""
+
+
+class AlpacaCredentials(BaseModel):
+    """Alpaca market-data credentials, both present (still masked when printed)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    api_key: SecretStr
+    secret_key: SecretStr
+
+
+def check_data_url(url: str, *, field: str = "alpaca_data_url") -> str:
+    """Return ``url`` if it is ``https://`` or ``http://`` on a loopback host; else ``ValueError``.
+
+    ``field`` names the setting or argument in the error message.
+    """
+    parts = urlsplit(url)
+    if not parts.hostname:
+        raise ValueError(f"{field}={url!r} is not an absolute URL")
+    if parts.scheme == "https" or (parts.scheme == "http" and parts.hostname in _LOOPBACK_HOSTS):
+        return url
+    raise ValueError(
+        f"{field}={url!r} must use https:// (plain http:// is allowed only for 127.0.0.1/localhost)"
+    )
+
+
+class Settings(BaseSettings):
+    """Secrets and endpoints of raytrade. Build it with :func:`load_settings`, not at import time."""
+
+    model_config = SettingsConfigDict(
+        frozen=True,
+        extra="ignore",
+        populate_by_name=True,
+        env_file_encoding="utf-8",
+    )
+
+    alpaca_api_key: SecretStr | None = Field(
+        default=None,
+        validation_alias=AliasChoices(*ALPACA_KEY_ENVS, "alpaca_api_key"),
+        description="Alpaca API key id (env ALPACA_API_KEY or APCA_API_KEY_ID).",
+    )
+    alpaca_secret_key: SecretStr | None = Field(
+        default=None,
+        validation_alias=AliasChoices(*ALPACA_SECRET_ENVS, "alpaca_secret_key"),
+        description="Alpaca API secret key (env ALPACA_SECRET_KEY or APCA_API_SECRET_KEY).",
+    )
+    alpaca_data_url: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("ALPACA_DATA_URL", "alpaca_data_url"),
+        description="Override of Alpaca's market-data base URL (alpaca-py url_override); None = Alpaca's.",
+    )
+    serve_token: SecretStr | None = Field(
+        default=None,
+        validation_alias=AliasChoices("RAYTRADE_SERVE_TOKEN", "serve_token"),
+        description="Bearer token the Serve ingress requires (env RAYTRADE_SERVE_TOKEN).",
+    )
+    wandb_api_key: SecretStr | None = Field(
+        default=None,
+        validation_alias=AliasChoices("WANDB_API_KEY", "wandb_api_key"),
+        description="Weights & Biases API key (env WANDB_API_KEY); None = wandb disabled.",
+    )
+
+    @field_validator("alpaca_api_key", "alpaca_secret_key", "serve_token", "wandb_api_key", mode="before")
+    @classmethod
+    def _empty_secret_is_unset(cls, value: object) -> object:
+        if isinstance(value, SecretStr):
+            value = value.get_secret_value()
+        if isinstance(value, str) and not value.strip():
+            return None
+        return value
+
+    @field_validator("alpaca_data_url", mode="before")
+    @classmethod
+    def _data_url_is_safe(cls, value: object) -> object:
+        if isinstance(value, str):
+            if not value.strip():
+                return None
+            return check_data_url(value.strip().rstrip("/"))
+        return value
+
+    def alpaca_credentials(self) -> AlpacaCredentials:
+        """Both Alpaca keys, or ``MissingCredentialsError`` naming every env var still to set."""
+        missing = [
+            f"{envs[0]} (or {envs[1]})"
+            for envs, value in (
+                (ALPACA_KEY_ENVS, self.alpaca_api_key),
+                (ALPACA_SECRET_ENVS, self.alpaca_secret_key),
+            )
+            if value is None
+        ]
+        if missing:
+            raise MissingCredentialsError(f"missing Alpaca credentials: set {' and '.join(missing)}")
+        assert self.alpaca_api_key is not None and self.alpaca_secret_key is not None
+        return AlpacaCredentials(api_key=self.alpaca_api_key, secret_key=self.alpaca_secret_key)
+
+
+def load_settings(settings_file: Path | str | None = None) -> Settings:
+    """Read :class:`Settings` from the environment and an optional ``.env``-style file.
+
+    The file is ``settings_file`` if given, else ``$RAYTRADE_SETTINGS_FILE`` if set, else none.
+    Environment variables take precedence over the file. A named file that does not exist raises
+    ``FileNotFoundError`` (a typo must not silently drop the secrets it holds).
+    """
+    path = settings_file if settings_file is not None else os.environ.get(SETTINGS_FILE_ENV) or None
+    if path is None:
+        return Settings()
+    file = Path(path).expanduser()
+    if not file.is_file():
+        raise FileNotFoundError(f"settings file {str(file)!r} (from {SETTINGS_FILE_ENV}) does not exist")
+    return Settings(_env_file=file)

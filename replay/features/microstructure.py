@@ -1,0 +1,64 @@
+"""Microstructure group: spread (quoted, else estimated from high/low), depth, imbalance, slope, fills.
+
+* ``spread_bps``: (ask - bid) / mid in bps where the bar carries a positive two-sided quote
+  (``spread_is_quoted`` True); otherwise the Corwin-Schultz (2012) high/low estimator over the bar
+  and the one before it, negative estimates set to 0, averaged over ``spread_estimator_window`` bars
+  (``spread_is_quoted`` False). Both use only bars <= t.
+* ``depth_usd``: displayed notional at the touch, bid_size * bid + ask_size * ask.
+* ``imbalance``: (bid_size - ask_size) / (bid_size + ask_size), in [-1, 1].
+* ``book_slope``: half-spread in bps per $1M of displayed depth: what crossing the touch costs
+  relative to how much it holds (a steeper book is more expensive to trade).
+* ``fill_prob``: share of the last ``fill_prob_window`` bars s <= t where a passive buy at the
+  previous bar's bid would have filled (low_s <= bid_{s-1}).
+All quote-based columns are null when the bar has no quote.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from replay.features.config import FeatureConfig
+from replay.features.wide import Panel
+
+_CS_DENOM = 3.0 - 2.0 * np.sqrt(2.0)
+
+
+def corwin_schultz_bps(high: pd.DataFrame, low: pd.DataFrame) -> pd.DataFrame:
+    """Two-bar Corwin-Schultz spread estimate in bps for the pair (t-1, t); negatives become 0."""
+    hl = np.log(high / low) ** 2
+    beta = hl + hl.shift(1)
+    gamma = np.log(np.maximum(high, high.shift(1)) / np.minimum(low, low.shift(1))) ** 2
+    alpha = (np.sqrt(2.0 * beta) - np.sqrt(beta)) / _CS_DENOM - np.sqrt(gamma / _CS_DENOM)
+    spread = 2.0 * (np.exp(alpha) - 1.0) / (1.0 + np.exp(alpha))
+    return (spread.clip(lower=0.0)) * 1e4
+
+
+def microstructure_group(panel: Panel, cfg: FeatureConfig) -> dict[str, pd.DataFrame]:
+    bid, ask = panel.raw["bid"], panel.raw["ask"]
+    bid_size, ask_size = panel.raw["bid_size"], panel.raw["ask_size"]
+    quoted = (bid > 0) & (ask > 0) & (ask >= bid)
+    mid = (bid + ask) / 2.0
+    quoted_bps = ((ask - bid) / mid * 1e4).where(quoted)
+    estimated = (
+        corwin_schultz_bps(panel.filled("high"), panel.filled("low"))
+        .rolling(cfg.spread_estimator_window, min_periods=1)
+        .mean()
+    )
+    spread = quoted_bps.where(quoted, estimated)
+    depth = (bid_size * bid + ask_size * ask).where(quoted)
+    total_size = bid_size + ask_size
+    imbalance = ((bid_size - ask_size) / total_size).where(quoted & (total_size > 0))
+    slope = (spread / 2.0 / (depth / 1e6)).where(quoted & (depth > 0))
+    low = panel.raw["low"]
+    prev_bid = bid.shift(1)
+    filled = (low <= prev_bid).astype("float64").where(prev_bid.notna() & low.notna())
+    fill_prob = filled.rolling(cfg.fill_prob_window, min_periods=2).mean()
+    return {
+        "spread_bps": spread,
+        "spread_is_quoted": quoted,
+        "depth_usd": depth,
+        "imbalance": imbalance,
+        "book_slope": slope,
+        "fill_prob": fill_prob,
+    }

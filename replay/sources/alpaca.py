@@ -1,0 +1,328 @@
+"""Alpaca market data as rows of the replay store's ``bars`` table.
+
+Design decisions
+----------------
+* The real alpaca-py clients do the HTTP work (``StockHistoricalDataClient``,
+  ``CryptoHistoricalDataClient``); they follow ``next_page_token`` themselves, so a long window
+  arrives as one list. ``url_override`` points them at a proxy or a test double.
+* Symbols are stored as the trading loop writes them: ``BTCUSD``, not Alpaca's ``BTC/USD``. A
+  symbol is crypto when it contains ``/`` or ends in ``USD`` and is longer than 3 characters.
+* Top of book (``bid``, ``ask``, ``bid_size``, ``ask_size``) is only known *now* (latest stock
+  quote, latest crypto order book), so it lands on each symbol's last bar, and only when the
+  quote's timestamp falls inside that bar (``ts <= quote_ts < ts + timeframe``): a quote taken after
+  the bar closed would leak the future into the past. Every other bar has NaN there. For crypto the
+  sizes are the summed size of the best 5 levels of each side.
+* Stock data needs both Alpaca keys (``MissingCredentialsError`` otherwise); crypto data is public,
+  so keys are sent when set and a crypto-only fetch works without them.
+* Any HTTP or connection failure becomes ``SourceError`` with a one-line message (status, what,
+  symbols). A symbol for which Alpaca returns no bars is refused with ``ValueError`` naming it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import re
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, Final, Literal, NamedTuple
+
+import pandas as pd
+from alpaca.common.exceptions import APIError
+from alpaca.data.historical.crypto import CryptoHistoricalDataClient
+from alpaca.data.historical.stock import StockHistoricalDataClient
+from alpaca.data.models import Bar, BarSet, Orderbook, OrderbookQuote, Quote
+from alpaca.data.requests import (
+    CryptoBarsRequest,
+    CryptoLatestOrderbookRequest,
+    StockBarsRequest,
+    StockLatestQuoteRequest,
+)
+from alpaca.data.timeframe import TimeFrame, TimeFrameUnit
+from requests.exceptions import RequestException
+
+from cluster.settings import AlpacaCredentials, Settings, check_data_url
+from replay.schema import BARS_SCHEMA
+
+logger = logging.getLogger(__name__)
+
+SOURCE: Final[str] = "alpaca"
+BOOK_DEPTH: Final[int] = 5
+BAR_COLUMNS: Final[tuple[str, ...]] = tuple(BARS_SCHEMA.names)
+BAR_DTYPES: Final[dict[str, str]] = {
+    "symbol": "str",
+    "ts": "datetime64[us, UTC]",
+    "open": "float64",
+    "high": "float64",
+    "low": "float64",
+    "close": "float64",
+    "volume": "float64",
+    "vwap": "float64",
+    "trade_count": "Int64",
+    "bid": "float64",
+    "ask": "float64",
+    "bid_size": "float64",
+    "ask_size": "float64",
+    "asset_class": "str",
+    "source": "str",
+}
+# timeframe name -> (amount, Alpaca unit, bar length)
+TIMEFRAMES: Final[Mapping[str, tuple[int, TimeFrameUnit, timedelta]]] = {
+    "1d": (1, TimeFrameUnit.Day, timedelta(days=1)),
+    "1h": (1, TimeFrameUnit.Hour, timedelta(hours=1)),
+    "1m": (1, TimeFrameUnit.Minute, timedelta(minutes=1)),
+}
+_EQUITY_RE: Final[re.Pattern[str]] = re.compile(r"[A-Z0-9][A-Z0-9.]*")
+_PAIR_RE: Final[re.Pattern[str]] = re.compile(r"[A-Z0-9]+/[A-Z0-9]+")
+
+
+class SourceError(RuntimeError):
+    """Alpaca refused or failed a request; the message is one line (status, request, symbols)."""
+
+
+@dataclass(frozen=True)
+class AlpacaSymbol:
+    """A requested symbol: ``name`` as stored (``BTCUSD``), ``alpaca`` as Alpaca spells it."""
+
+    name: str
+    alpaca: str
+    asset_class: Literal["equity", "crypto"]
+
+
+class TopOfBook(NamedTuple):
+    """Best bid/ask at ``ts``; sizes in shares or coins (crypto: summed over the best 5 levels)."""
+
+    ts: datetime
+    bid: float
+    ask: float
+    bid_size: float
+    ask_size: float
+
+
+def is_crypto_symbol(symbol: str) -> bool:
+    """True for ``BTC/USD`` and ``BTCUSD`` (contains ``/`` or ends in ``USD`` with length > 3)."""
+    return "/" in symbol or (symbol.endswith("USD") and len(symbol) > 3)
+
+
+def parse_symbol(symbol: str) -> AlpacaSymbol:
+    """Classify ``symbol`` and derive both spellings; ``ValueError`` naming it when malformed."""
+    if not isinstance(symbol, str) or not (_PAIR_RE.fullmatch(symbol) or _EQUITY_RE.fullmatch(symbol)):
+        raise ValueError(
+            f"symbol={symbol!r} is not a valid Alpaca symbol (upper-case, e.g. 'AAPL', 'BTCUSD', 'BTC/USD')"
+        )
+    if not is_crypto_symbol(symbol):
+        return AlpacaSymbol(name=symbol, alpaca=symbol, asset_class="equity")
+    if "/" in symbol:
+        return AlpacaSymbol(name=symbol.replace("/", ""), alpaca=symbol, asset_class="crypto")
+    return AlpacaSymbol(name=symbol, alpaca=f"{symbol[:-3]}/USD", asset_class="crypto")
+
+
+def fetch_alpaca_bars(
+    symbols: Sequence[str],
+    start: datetime,
+    end: datetime,
+    *,
+    settings: Settings,
+    timeframe: str = "1d",
+    url_override: str | None = None,
+) -> pd.DataFrame:
+    """Bars of ``symbols`` in ``[start, end]`` from Alpaca, as a ``bars``-table frame.
+
+    Args:
+        symbols: stocks (``AAPL``) and crypto pairs (``BTCUSD`` or ``BTC/USD``), no duplicates.
+        start, end: timezone-aware bounds, ``start < end``; Alpaca includes both ends.
+        settings: supplies the Alpaca keys and, unless ``url_override`` is given, the data URL.
+        timeframe: ``"1d"``, ``"1h"`` or ``"1m"``.
+        url_override: base URL of a proxy or test double (``https://``, or ``http://`` on loopback).
+
+    Returns:
+        One row per (symbol, ts), sorted by symbol then ts, with exactly :data:`BAR_COLUMNS` in
+        the dtypes of :data:`BAR_DTYPES`; ``source`` is ``"alpaca"``.
+
+    Raises:
+        ValueError: empty/malformed/duplicate symbols, naive or reversed window, unknown
+            timeframe, or a symbol Alpaca returned no bars for (named in the message).
+        MissingCredentialsError: stock symbols requested without both Alpaca keys.
+        SourceError: Alpaca answered with an HTTP error or could not be reached.
+    """
+    parsed = _parse_symbols(symbols)
+    amount, unit, bar_length = _timeframe(timeframe)
+    _check_window(start, end)
+    url = check_data_url(url_override, field="url_override") if url_override else settings.alpaca_data_url
+    tf = TimeFrame(amount, unit)
+
+    bars: dict[str, list[Bar]] = {}
+    books: dict[str, TopOfBook] = {}
+    stocks = [s.alpaca for s in parsed if s.asset_class == "equity"]
+    crypto = [s.alpaca for s in parsed if s.asset_class == "crypto"]
+    if stocks:
+        creds = settings.alpaca_credentials()
+        stock_client = StockHistoricalDataClient(
+            api_key=creds.api_key.get_secret_value(),
+            secret_key=creds.secret_key.get_secret_value(),
+            url_override=url,
+        )
+        with _alpaca_call("stock bars", stocks):
+            bars |= _bar_data(
+                stock_client.get_stock_bars(
+                    StockBarsRequest(symbol_or_symbols=stocks, timeframe=tf, start=start, end=end)
+                )
+            )
+        with _alpaca_call("stock latest quotes", stocks):
+            quotes = stock_client.get_stock_latest_quote(StockLatestQuoteRequest(symbol_or_symbols=stocks))
+        books |= {sym: _quote_top(q) for sym, q in quotes.items() if isinstance(q, Quote)}
+    if crypto:
+        creds_or_none = _optional_credentials(settings)
+        crypto_client = CryptoHistoricalDataClient(
+            api_key=creds_or_none.api_key.get_secret_value() if creds_or_none else None,
+            secret_key=creds_or_none.secret_key.get_secret_value() if creds_or_none else None,
+            url_override=url,
+        )
+        with _alpaca_call("crypto bars", crypto):
+            bars |= _bar_data(
+                crypto_client.get_crypto_bars(
+                    CryptoBarsRequest(symbol_or_symbols=crypto, timeframe=tf, start=start, end=end)
+                )
+            )
+        with _alpaca_call("crypto latest orderbooks", crypto):
+            orderbooks = crypto_client.get_crypto_latest_orderbook(
+                CryptoLatestOrderbookRequest(symbol_or_symbols=crypto)
+            )
+        books |= {sym: _book_top(b) for sym, b in orderbooks.items() if isinstance(b, Orderbook)}
+
+    empty = [s.name for s in parsed if not bars.get(s.alpaca)]
+    if empty:
+        raise ValueError(
+            f"Alpaca returned no {timeframe} bars for symbols={empty} in [{start.isoformat()}, "
+            f"{end.isoformat()}] (unknown symbol or no trading in the window)"
+        )
+    frame = _frame(parsed, bars, books, bar_length)
+    logger.info("fetched %d alpaca %s bars for %d symbols", len(frame), timeframe, len(parsed))
+    return frame
+
+
+def _parse_symbols(symbols: Sequence[str]) -> list[AlpacaSymbol]:
+    if isinstance(symbols, str) or not symbols:
+        raise ValueError(f"symbols={symbols!r}: expected a non-empty list of symbols")
+    parsed = [parse_symbol(s) for s in symbols]
+    names = [p.name for p in parsed]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise ValueError(f"symbols={list(symbols)!r} name {duplicates} more than once")
+    return parsed
+
+
+def _timeframe(timeframe: str) -> tuple[int, TimeFrameUnit, timedelta]:
+    try:
+        return TIMEFRAMES[timeframe]
+    except KeyError:
+        raise ValueError(f"timeframe={timeframe!r}; expected one of {sorted(TIMEFRAMES)}") from None
+
+
+def _check_window(start: datetime, end: datetime) -> None:
+    for name, value in (("start", start), ("end", end)):
+        if value.tzinfo is None or value.utcoffset() is None:
+            raise ValueError(f"{name}={value.isoformat()} is naive; pass a timezone-aware datetime")
+    if start >= end:
+        raise ValueError(f"start={start.isoformat()} must be before end={end.isoformat()}")
+
+
+def _optional_credentials(settings: Settings) -> AlpacaCredentials | None:
+    if settings.alpaca_api_key is None and settings.alpaca_secret_key is None:
+        return None
+    return settings.alpaca_credentials()  # one key without the other is a mistake: refuse it
+
+
+@contextmanager
+def _alpaca_call(what: str, symbols: Sequence[str]) -> Iterator[None]:
+    """Turn alpaca-py / requests failures inside the block into a one-line :class:`SourceError`."""
+    try:
+        yield
+    except APIError as exc:
+        raise SourceError(
+            f"alpaca {what} for {','.join(symbols)} failed: HTTP {exc.status_code} {_error_text(str(exc))}"
+        ) from exc
+    except RequestException as exc:
+        raise SourceError(
+            f"alpaca {what} for {','.join(symbols)} failed: {type(exc).__name__}: {_error_text(str(exc))}"
+        ) from exc
+
+
+def _error_text(body: str, limit: int = 200) -> str:
+    try:
+        decoded = json.loads(body)
+    except ValueError:
+        decoded = None
+    text = str(decoded["message"]) if isinstance(decoded, dict) and "message" in decoded else body
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _bar_data(result: BarSet | dict[str, Any]) -> dict[str, list[Bar]]:
+    if not isinstance(result, BarSet):
+        raise SourceError(f"alpaca client returned {type(result).__name__}, expected BarSet")
+    return {sym: list(bars) for sym, bars in result.data.items()}
+
+
+def _quote_top(quote: Quote) -> TopOfBook:
+    return TopOfBook(quote.timestamp, quote.bid_price, quote.ask_price, quote.bid_size, quote.ask_size)
+
+
+def _book_top(book: Orderbook) -> TopOfBook:
+    bids: list[OrderbookQuote] = sorted(book.bids, key=lambda q: q.price, reverse=True)[:BOOK_DEPTH]
+    asks: list[OrderbookQuote] = sorted(book.asks, key=lambda q: q.price)[:BOOK_DEPTH]
+    return TopOfBook(
+        ts=book.timestamp,
+        bid=bids[0].price if bids else math.nan,
+        ask=asks[0].price if asks else math.nan,
+        bid_size=math.fsum(q.size for q in bids) if bids else math.nan,
+        ask_size=math.fsum(q.size for q in asks) if asks else math.nan,
+    )
+
+
+def _frame(
+    parsed: Sequence[AlpacaSymbol],
+    bars: Mapping[str, Sequence[Bar]],
+    books: Mapping[str, TopOfBook],
+    bar_length: timedelta,
+) -> pd.DataFrame:
+    records: list[dict[str, Any]] = []
+    for sym in sorted(parsed, key=lambda s: s.name):
+        series = sorted(bars[sym.alpaca], key=lambda b: b.timestamp)
+        book = books.get(sym.alpaca)
+        for i, bar in enumerate(series):
+            top = book if i == len(series) - 1 and _in_bar(book, bar.timestamp, bar_length) else None
+            records.append(
+                {
+                    "symbol": sym.name,
+                    "ts": bar.timestamp,
+                    "open": bar.open,
+                    "high": bar.high,
+                    "low": bar.low,
+                    "close": bar.close,
+                    "volume": bar.volume,
+                    "vwap": bar.vwap,
+                    "trade_count": bar.trade_count,
+                    "bid": top.bid if top else math.nan,
+                    "ask": top.ask if top else math.nan,
+                    "bid_size": top.bid_size if top else math.nan,
+                    "ask_size": top.ask_size if top else math.nan,
+                    "asset_class": sym.asset_class,
+                    "source": SOURCE,
+                }
+            )
+    frame = pd.DataFrame.from_records(records, columns=list(BAR_COLUMNS))
+    frame["ts"] = pd.to_datetime(frame["ts"], utc=True).dt.as_unit("us")
+    frame = frame.astype(BAR_DTYPES)
+    duplicated = frame.duplicated(["symbol", "ts"])
+    if duplicated.any():
+        first = frame.loc[duplicated].iloc[0]
+        raise SourceError(f"alpaca returned duplicate bars, e.g. symbol={first['symbol']} ts={first['ts']}")
+    return frame.reset_index(drop=True)
+
+
+def _in_bar(book: TopOfBook | None, bar_ts: datetime, bar_length: timedelta) -> bool:
+    return book is not None and bar_ts <= book.ts < bar_ts + bar_length

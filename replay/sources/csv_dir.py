@@ -1,0 +1,147 @@
+"""CSV folder source: one file per symbol, in the layouts of yahoo-style and crypto-style exports.
+
+Columns are matched by name, case-insensitively, whatever their order: a time column (``date``,
+``timestamp``, ``time`` or ``datetime``), ``open``, ``high``, ``low``, ``close``, ``volume``, and
+optionally ``vwap``, ``trade_count`` and ``symbol``. Other columns (e.g. ``adj close``) are ignored.
+
+Calendar rule (explicit, so equities and crypto are never silently aligned):
+* a date without a time (``2024-03-18``) is the session date of a daily bar and is labelled
+  ``YYYY-MM-DD 00:00 UTC``;
+* a timestamp with an offset (``2024-01-01 00:00:00+00:00``) is converted to UTC;
+* a timestamp with a time but no offset is refused (its zone is unknown).
+
+A symbol is crypto when its name ends in USD, USDT or USDC (``BTCUSD``, ``SUIUSDT``) or the file
+sits under a folder named ``crypto``; otherwise it is an equity.
+
+Every file is validated in full before anything is returned: a bad file raises
+``ReplayValidationError`` naming the file, the data row (1-based: row 1 is the line after the
+header), the column and the value.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Final
+
+import numpy as np
+import pandas as pd
+
+from replay.validation import ReplayValidationError, RowError, conform
+
+TIME_NAMES: Final[tuple[str, ...]] = ("date", "timestamp", "time", "datetime")
+REQUIRED: Final[tuple[str, ...]] = ("open", "high", "low", "close", "volume")
+OPTIONAL: Final[tuple[str, ...]] = ("vwap", "trade_count")
+_CRYPTO_SUFFIX = re.compile(r"(USD|USDT|USDC)$")
+_DATE_ONLY = re.compile(r"^\s*\d{4}-\d{2}-\d{2}\s*$")
+
+
+class SourceFolderError(ValueError):
+    """The folder itself is unusable (missing, empty); one line, no row detail."""
+
+
+def asset_class_of(symbol: str, path: Path) -> str:
+    if "crypto" in (p.lower() for p in path.parts[:-1]) or _CRYPTO_SUFFIX.search(symbol.upper()):
+        return "crypto"
+    return "equity"
+
+
+def _parse_times(raw: pd.Series, path: Path) -> pd.Series:
+    text = raw.astype("string").str.strip()
+    date_only = text.str.match(_DATE_ONLY.pattern).fillna(False).to_numpy(dtype=bool)
+    parsed = pd.Series(pd.NaT, index=raw.index, dtype="datetime64[us, UTC]")
+    errors: list[RowError] = []
+    if date_only.any():
+        days = pd.to_datetime(text[date_only], format="%Y-%m-%d", errors="coerce")
+        parsed[date_only] = days.dt.tz_localize("UTC").astype("datetime64[us, UTC]")
+    rest = ~date_only & text.notna().to_numpy()
+    if rest.any():
+        stamps = pd.to_datetime(text[rest], errors="coerce", utc=False, format="ISO8601")
+        if isinstance(stamps.dtype, pd.DatetimeTZDtype):
+            parsed[rest] = stamps.dt.tz_convert("UTC").astype("datetime64[us, UTC]")
+        else:
+            aware = stamps.map(lambda s: s is not pd.NaT and s.tzinfo is not None).to_numpy(dtype=bool)
+            for i in np.flatnonzero(~aware & stamps.notna().to_numpy()):
+                row = int(stamps.index[i])
+                errors.append(
+                    RowError("bars", row + 1, TIME_NAMES[0], raw.iloc[row], "timestamp without a UTC offset")
+                )
+            if aware.any():
+                conv = stamps[aware].map(lambda s: pd.Timestamp(s).tz_convert("UTC"))
+                parsed[stamps.index[aware]] = pd.DatetimeIndex(conv).astype("datetime64[us, UTC]")
+    bad = parsed.isna().to_numpy()
+    flagged = {e.row for e in errors}
+    for position in np.flatnonzero(bad).tolist():
+        if position + 1 not in flagged:
+            errors.append(RowError("bars", position + 1, "date", raw.iloc[position], "unparsable date"))
+    if errors:
+        errors.sort(key=lambda e: e.row or 0)
+        raise ReplayValidationError(errors, origin=str(path))
+    return parsed
+
+
+def read_symbol_file(path: Path) -> pd.DataFrame:
+    """One CSV file as validated bars rows (``BARS_SCHEMA`` columns); raises naming file/row/column."""
+    try:
+        frame = pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""])
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise ReplayValidationError(
+            [RowError("bars", None, "*", None, f"unreadable CSV: {exc}")], str(path)
+        ) from None
+    by_name = {str(c).strip().lower(): c for c in frame.columns}
+    time_col = next((by_name[n] for n in TIME_NAMES if n in by_name), None)
+    missing = [n for n in REQUIRED if n not in by_name]
+    if time_col is None:
+        missing.insert(0, "date|timestamp")
+    if missing:
+        raise ReplayValidationError(
+            [
+                RowError(
+                    "bars", None, missing[0], None, f"required column is missing (have {list(frame.columns)})"
+                )
+            ],
+            origin=str(path),
+        )
+    symbol = path.stem.upper()
+    if "symbol" in by_name:
+        names = frame[by_name["symbol"]].dropna().unique()
+        if len(names) > 1:
+            raise ReplayValidationError(
+                [RowError("bars", None, "symbol", list(names[:3]), "one file must hold one symbol")],
+                str(path),
+            )
+        if len(names) == 1:
+            symbol = str(names[0]).strip().upper()
+    out = pd.DataFrame({"symbol": symbol, "ts": _parse_times(frame[time_col], path)})
+    for name in REQUIRED + OPTIONAL:
+        if name in by_name:
+            out[name] = frame[by_name[name]]
+    out["asset_class"] = asset_class_of(symbol, path)
+    out["source"] = "csv"
+    valid, errors, _ = conform("bars", out)
+    if errors:
+        shifted = [
+            RowError(e.table, (e.row + 1) if e.row is not None else None, e.column, e.value, e.reason)
+            for e in errors
+        ]
+        raise ReplayValidationError(shifted, origin=str(path))
+    return valid.to_pandas()
+
+
+def read_csv_folder(folder: str | Path) -> pd.DataFrame:
+    """All ``*.csv`` under ``folder`` (recursively) as one bars frame, sorted by (symbol, ts)."""
+    root = Path(folder)
+    if not root.is_dir():
+        raise SourceFolderError(f"--path {root} is not a folder")
+    files = sorted(p for p in root.rglob("*") if p.suffix.lower() == ".csv" and p.is_file())
+    if not files:
+        raise SourceFolderError(f"no .csv files under {root}")
+    frames = [read_symbol_file(p) for p in files]
+    seen: dict[str, Path] = {}
+    for path, frame in zip(files, frames, strict=True):
+        sym = str(frame["symbol"].iloc[0]) if len(frame) else path.stem.upper()
+        if sym in seen:
+            raise SourceFolderError(f"symbol {sym} appears in both {seen[sym]} and {path}")
+        seen[sym] = path
+    bars = pd.concat(frames, ignore_index=True)
+    return bars.sort_values(["symbol", "ts"], kind="stable", ignore_index=True)

@@ -1,0 +1,85 @@
+"""What a store holds: rows and symbols per table, date range, null share per feature group."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from replay.reader import read_table, table_files
+from replay.schema import FEATURE_GROUPS, TABLES
+
+
+@dataclass(frozen=True)
+class TableSummary:
+    table: str
+    rows: int
+    symbols: int
+    start: str | None
+    end: str | None
+
+
+@dataclass(frozen=True)
+class StoreSummary:
+    root: str
+    tables: tuple[TableSummary, ...]
+    feature_null_share: dict[str, float] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "root": self.root,
+            "tables": {t.table: t.__dict__ for t in self.tables},
+            "feature_null_share": self.feature_null_share,
+        }
+
+    def render(self) -> str:
+        lines = [
+            f"replay store {self.root}",
+            f"{'table':<11}{'rows':>12}{'symbols':>9}  {'from':<26}{'to':<26}",
+        ]
+        for t in self.tables:
+            lines.append(f"{t.table:<11}{t.rows:>12,}{t.symbols:>9}  {t.start or '-':<26}{t.end or '-':<26}")
+        if self.feature_null_share:
+            lines.append("feature null share by group:")
+            lines.extend(f"  {group:<16}{share:>7.1%}" for group, share in self.feature_null_share.items())
+        return "\n".join(lines)
+
+
+def _table_summary(root: Path, table: str) -> TableSummary | None:
+    if not (root / table).is_dir() or not table_files(root, table):
+        return None
+    keys = read_table(root, table, columns=["symbol", "ts"])
+    if keys.num_rows == 0:
+        return TableSummary(table, 0, 0, None, None)
+    lo, hi = pc.min_max(keys["ts"]).values()
+    return TableSummary(
+        table,
+        keys.num_rows,
+        len(pc.unique(keys["symbol"])),
+        lo.as_py().isoformat(),
+        hi.as_py().isoformat(),
+    )
+
+
+def feature_null_share(features: pa.Table) -> dict[str, float]:
+    """Mean share of null cells over each feature group's columns."""
+    out = {}
+    for group, columns in FEATURE_GROUPS.items():
+        if features.num_rows == 0:
+            out[group] = 0.0
+            continue
+        nulls = sum(features[c].null_count for c in columns)
+        out[group] = nulls / (features.num_rows * len(columns))
+    return out
+
+
+def summarize_store(root: str | os.PathLike[str]) -> StoreSummary:
+    path = Path(root)
+    tables = tuple(s for t in TABLES if (s := _table_summary(path, t)) is not None)
+    nulls: dict[str, float] = {}
+    if any(t.table == "features" for t in tables):
+        nulls = feature_null_share(read_table(path, "features"))
+    return StoreSummary(str(path), tables, nulls)

@@ -1,0 +1,227 @@
+"""Row validation for the replay store: conform a batch to its table's schema or say exactly why not.
+
+``conform(table, frame)`` returns the rows that are valid as an Arrow table in the table's schema,
+and one ``RowError`` per refused row (the first problem found in that row). Batch-level problems
+(a missing required column, an unknown column, a column of the wrong kind) raise
+``ReplayValidationError`` at once: no row of such a batch can be trusted.
+
+Checks, in order: types (numbers parse, timestamps are timezone-aware), finiteness (no inf; NaN only
+in nullable columns), signs (prices > 0, sizes/volumes >= 0), OHLC coherence for bars, allowed
+asset classes, duplicates of the table's unique key inside the batch, and per-symbol time order
+(each symbol's rows non-decreasing in ``ts``; equal (symbol, ts) is a duplicate where that is
+the key). Watermark checks against rows already stored live in the writer.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Final
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from replay.schema import (
+    ASSET_CLASSES,
+    NON_NEGATIVE_COLUMNS,
+    POSITIVE_COLUMNS,
+    UNIQUE_KEYS,
+    schema_for,
+)
+
+_OHLC_TOLERANCE: Final[float] = 1e-6
+
+
+@dataclass(frozen=True)
+class RowError:
+    """Why one row was refused: the table, its position in the batch, the column and the value."""
+
+    table: str
+    row: int | None
+    column: str
+    value: Any
+    reason: str
+
+    def __str__(self) -> str:
+        where = f"row {self.row}" if self.row is not None else "batch"
+        return f"{self.table}: {where}, column {self.column!r}, value {self.value!r}: {self.reason}"
+
+
+class ReplayValidationError(ValueError):
+    """A batch (or rows of it) that the store refuses; ``errors`` lists every refused row."""
+
+    def __init__(self, errors: list[RowError], origin: str | None = None) -> None:
+        self.errors = errors
+        self.origin = origin
+        first = str(errors[0]) if errors else "no detail"
+        more = f" (and {len(errors) - 1} more refused rows)" if len(errors) > 1 else ""
+        prefix = f"{origin}: " if origin else ""
+        super().__init__(f"{prefix}{first}{more}")
+
+
+def _is_numeric_type(t: pa.DataType) -> bool:
+    return bool(pa.types.is_floating(t) or pa.types.is_integer(t))
+
+
+class _Collector:
+    """Keeps the first error per row, in row order."""
+
+    def __init__(self, table: str, n_rows: int) -> None:
+        self.table = table
+        self.bad = np.zeros(n_rows, dtype=bool)
+        self.errors: dict[int, RowError] = {}
+
+    def flag(self, mask: np.ndarray, column: str, values: pd.Series | np.ndarray, reason: str) -> None:
+        new = mask & ~self.bad
+        if not new.any():
+            return
+        vals = np.asarray(values, dtype=object)
+        for i in np.flatnonzero(new):
+            self.errors[int(i)] = RowError(self.table, int(i), column, _plain(vals[i]), reason)
+        self.bad |= new
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, pd.Timestamp):
+        return value.isoformat()
+    return value
+
+
+def _batch_error(table: str, column: str, value: Any, reason: str) -> ReplayValidationError:
+    return ReplayValidationError([RowError(table, None, column, value, reason)])
+
+
+def _convert_ts(table: str, raw: pd.Series, out: _Collector) -> pd.Series:
+    if isinstance(raw.dtype, pd.DatetimeTZDtype):
+        ts = raw.dt.tz_convert("UTC")
+    elif pd.api.types.is_datetime64_dtype(raw.dtype):
+        raise _batch_error(table, "ts", str(raw.dtype), "timestamps must be timezone-aware (UTC)")
+    else:
+        parsed = pd.to_datetime(raw, errors="coerce", utc=True, format="ISO8601")
+        unparsable = parsed.isna().to_numpy() & raw.notna().to_numpy()
+        out.flag(unparsable, "ts", raw, "unparsable timestamp")
+        ts = parsed
+    missing = ts.isna().to_numpy()
+    out.flag(missing, "ts", raw, "missing timestamp")
+    return ts.astype("datetime64[us, UTC]")
+
+
+def _convert_numeric(column: str, raw: pd.Series, field: pa.Field, out: _Collector) -> pd.Series:
+    if pd.api.types.is_bool_dtype(raw.dtype):
+        raise _batch_error(out.table, column, str(raw.dtype), "expected a number, got booleans")
+    values = pd.to_numeric(raw, errors="coerce").astype("float64")
+    arr = values.to_numpy()
+    unparsable = np.isnan(arr) & raw.notna().to_numpy()
+    if raw.dtype == object:
+        # A float NaN in an object column is "missing", not "unparsable".
+        unparsable &= ~raw.map(lambda v: isinstance(v, float) and np.isnan(v)).to_numpy(dtype=bool)
+    out.flag(unparsable, column, raw, "not a number")
+    out.flag(np.isinf(arr), column, raw, "not finite")
+    if not field.nullable:
+        out.flag(np.isnan(arr), column, raw, "missing or NaN in a required column")
+    if pa.types.is_integer(field.type):
+        fractional = ~np.isnan(arr) & (np.floor(arr) != arr)
+        out.flag(fractional, column, raw, "expected an integer")
+    return values
+
+
+def _check_signs(table: str, frame: dict[str, pd.Series], out: _Collector) -> None:
+    for column in POSITIVE_COLUMNS[table]:
+        if column in frame:
+            arr = frame[column].to_numpy(dtype="float64")
+            out.flag(~np.isnan(arr) & (arr <= 0), column, arr, "must be > 0")
+    for column in NON_NEGATIVE_COLUMNS[table]:
+        if column in frame:
+            arr = frame[column].to_numpy(dtype="float64")
+            out.flag(~np.isnan(arr) & (arr < 0), column, arr, "must be >= 0")
+
+
+def _check_ohlc(frame: dict[str, pd.Series], out: _Collector) -> None:
+    o, h, lo, c = (frame[k].to_numpy(dtype="float64") for k in ("open", "high", "low", "close"))
+    tol = _OHLC_TOLERANCE * np.abs(h)
+    out.flag(h < lo - tol, "high", h, "high below low")
+    out.flag(h < np.maximum(o, c) - tol, "high", h, "high below open or close")
+    out.flag(lo > np.minimum(o, c) + tol, "low", lo, "low above open or close")
+
+
+def _check_keys_and_order(table: str, frame: dict[str, pd.Series], out: _Collector) -> None:
+    keys = list(UNIQUE_KEYS[table])
+    key_frame = pd.DataFrame({k: frame[k] for k in keys})
+    dup = key_frame.duplicated(keep="first").to_numpy()
+    out.flag(dup, keys[-1], frame[keys[-1]], f"duplicate of an earlier row with the same ({', '.join(keys)})")
+    if table == "experience":
+        return
+    ts_ns = frame["ts"].to_numpy(dtype="datetime64[us]").astype("int64")
+    sym = frame["symbol"].to_numpy(dtype=object)
+    order = pd.DataFrame({"sym": sym, "ts": ts_ns})
+    prev = order.groupby("sym", sort=False)["ts"].shift(1).to_numpy(dtype="float64")
+    cur = ts_ns.astype("float64")
+    # Equal timestamps are duplicates for the (symbol, ts)-keyed tables, caught above.
+    unsorted = ~np.isnan(prev) & (cur < prev)
+    out.flag(unsorted, "ts", frame["ts"], "rows are not sorted by time within the symbol")
+
+
+def conform(table: str, frame: pd.DataFrame) -> tuple[pa.Table, list[RowError], np.ndarray]:
+    """Validate ``frame`` for ``table``.
+
+    Returns (valid rows as an Arrow table in schema order, refused rows, the batch positions of the
+    valid rows).
+
+    Raises ``ReplayValidationError`` for batch-level problems (missing required or unknown columns).
+    """
+    schema = schema_for(table)
+    names = set(schema.names)
+    unknown = [c for c in frame.columns if c not in names]
+    if unknown:
+        raise _batch_error(table, str(unknown[0]), None, f"unknown column; {table} has {sorted(names)}")
+    missing_required = [f.name for f in schema if not f.nullable and f.name not in frame.columns]
+    if missing_required:
+        raise _batch_error(table, missing_required[0], None, "required column is missing")
+
+    frame = frame.reset_index(drop=True)
+    n = len(frame)
+    out = _Collector(table, n)
+    converted: dict[str, pd.Series] = {}
+    for field in schema:
+        if field.name not in frame.columns:
+            converted[field.name] = pd.Series([None] * n, dtype=object)
+            continue
+        raw = frame[field.name]
+        if field.name == "ts":
+            converted["ts"] = _convert_ts(table, raw, out)
+        elif _is_numeric_type(field.type):
+            converted[field.name] = _convert_numeric(field.name, raw, field, out)
+        elif pa.types.is_boolean(field.type):
+            bad = raw.notna().to_numpy() & ~raw.map(lambda v: isinstance(v, bool | np.bool_)).to_numpy(bool)
+            out.flag(bad, field.name, raw, "expected a boolean")
+            converted[field.name] = raw
+        else:
+            missing = raw.isna().to_numpy()
+            if not field.nullable:
+                out.flag(missing, field.name, raw, "missing value in a required column")
+            empty = raw.map(lambda v: isinstance(v, str) and not v.strip()).to_numpy(dtype=bool)
+            if field.name in ("symbol", "source", "decision_id"):
+                out.flag(empty, field.name, raw, "empty string")
+            converted[field.name] = raw
+    _check_signs(table, converted, out)
+    if table == "bars":
+        _check_ohlc(converted, out)
+    if "asset_class" in converted:
+        ac = converted["asset_class"]
+        out.flag(~ac.isin(ASSET_CLASSES).to_numpy(), "asset_class", ac, f"not one of {sorted(ASSET_CLASSES)}")
+    _check_keys_and_order(table, converted, out)
+
+    good = ~out.bad
+    columns = []
+    for field in schema:
+        series = converted[field.name][good]
+        if _is_numeric_type(field.type) and pa.types.is_integer(field.type):
+            arr = pa.array(series.to_numpy(dtype="float64"), from_pandas=True).cast(field.type)
+        else:
+            arr = pa.array(series, type=field.type, from_pandas=True)
+        columns.append(arr)
+    table_out = pa.Table.from_arrays(columns, schema=schema)
+    errors = [out.errors[i] for i in sorted(out.errors)]
+    return table_out, errors, np.flatnonzero(good)

@@ -1,0 +1,295 @@
+"""Append-only, crash-safe writer of the replay store: the API a trading loop calls.
+
+Design decisions
+----------------
+* A batch is all-or-nothing. Its rows are validated first (``replay.validation``); then one parquet
+  file per ``year=`` partition is written under a hidden name (``.tmp-…``; pyarrow, Ray Data and
+  DuckDB skip names starting with ``.`` or ``_``), flushed and fsynced; an intent record listing
+  the renames is fsynced in ``_txn/``; the files are renamed into place; the intent is removed.
+  A crash before the intent exists leaves only hidden temp files (removed on the next open); a
+  crash after it is rolled forward on the next open. A reader never sees a half-written file.
+* Append-only per symbol: a row whose ``ts`` is not after the last stored ``ts`` of its symbol is
+  refused (it is a duplicate or out of order). The watermarks are read once when the writer opens.
+* One writer per table at a time: the writer holds an exclusive ``flock`` on ``_lock`` for its life.
+* ``on_error="raise"`` (ingest): any refused row raises ``ReplayValidationError`` and nothing of the
+  batch is written. ``on_error="quarantine"`` (live loops): never raises into the caller; refused
+  rows (or the whole batch when the write itself fails) go to ``ROOT/_quarantine/<table>/*.jsonl``
+  with their reasons, valid rows are written.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import logging
+import os
+import time
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any, Literal
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as ds
+import pyarrow.parquet as pq
+
+from replay.schema import PARTITION_KEY, SCHEMA_VERSION, TABLES, schema_for
+from replay.validation import ReplayValidationError, RowError, conform
+
+log = logging.getLogger(__name__)
+
+OnError = Literal["raise", "quarantine"]
+_WATERMARK_TABLES = frozenset({"bars", "features", "macro"})
+
+
+class StoreBusyError(RuntimeError):
+    """Another writer holds the table's lock."""
+
+
+@dataclass(frozen=True)
+class AppendResult:
+    """What one append did: rows written, rows refused (and where they were kept), files created."""
+
+    table: str
+    rows_written: int
+    rows_refused: int = 0
+    files: tuple[str, ...] = ()
+    quarantine_file: str | None = None
+    errors: tuple[RowError, ...] = field(default=(), repr=False)
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _write_durably(path: Path, write: Any) -> None:
+    with open(path, "wb") as handle:
+        write(handle)
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def recover_table(table_dir: Path) -> None:
+    """Finish or discard what a crashed writer left: roll intents forward, delete orphan temp files.
+
+    Call only while holding the table's lock (``ReplayWriter`` does on open).
+    """
+    txn_dir = table_dir / "_txn"
+    if txn_dir.is_dir():
+        for intent in sorted(txn_dir.glob("*.json")):
+            try:
+                renames = json.loads(intent.read_text())["renames"]
+            except (json.JSONDecodeError, KeyError):
+                # The intent itself was torn: the batch never reached the commit point.
+                intent.unlink()
+                continue
+            for tmp, final in renames:
+                tmp_path, final_path = table_dir / tmp, table_dir / final
+                if tmp_path.exists():
+                    os.replace(tmp_path, final_path)
+                    _fsync_dir(final_path.parent)
+            intent.unlink()
+        _fsync_dir(txn_dir)
+    for orphan in table_dir.glob(f"{PARTITION_KEY}=*/.tmp-*"):
+        orphan.unlink()
+
+
+def read_watermarks(table_dir: Path) -> dict[str, np.datetime64]:
+    """The last stored ``ts`` per symbol of one table (empty for a new table)."""
+    if not any(table_dir.glob(f"{PARTITION_KEY}=*/*.parquet")):
+        return {}
+    dataset = ds.dataset(table_dir, format="parquet", partitioning="hive")
+    keys = dataset.to_table(columns=["symbol", "ts"])
+    grouped = keys.group_by("symbol").aggregate([("ts", "max")])
+    return {
+        str(s): np.datetime64(t, "us")
+        for s, t in zip(
+            grouped["symbol"].to_pylist(),
+            grouped["ts_max"].cast(pa.int64()).to_pylist(),
+            strict=True,
+        )
+    }
+
+
+class ReplayWriter:
+    """Appends validated batches to ``root/<table>/year=YYYY/*.parquet``; see the module docstring.
+
+    Use as a context manager (or call ``close()``) so the per-table locks are released.
+    """
+
+    def __init__(self, root: str | os.PathLike[str], on_error: OnError = "raise") -> None:
+        if on_error not in ("raise", "quarantine"):
+            raise ValueError(f"on_error must be 'raise' or 'quarantine', got {on_error!r}")
+        self.root = Path(root)
+        self.on_error: OnError = on_error
+        self._locks: dict[str, IO[bytes]] = {}
+        self._watermarks: dict[str, dict[str, np.datetime64]] = {}
+
+    # -- public API -----------------------------------------------------------------------------
+    def append_bars(self, frame: pd.DataFrame) -> AppendResult:
+        """Append OHLCV bars (``replay.schema.BARS_SCHEMA``)."""
+        return self.append("bars", frame)
+
+    def append_features(self, frame: pd.DataFrame) -> AppendResult:
+        """Append feature rows (``replay.schema.FEATURES_SCHEMA``)."""
+        return self.append("features", frame)
+
+    def append_experience(self, frame: pd.DataFrame) -> AppendResult:
+        """Append decisions and fills of the live loop (``replay.schema.EXPERIENCE_SCHEMA``)."""
+        return self.append("experience", frame)
+
+    def append(self, table: str, frame: pd.DataFrame) -> AppendResult:
+        """Validate and append one batch to ``table``; all-or-nothing unless quarantining."""
+        if self.on_error == "raise":
+            return self._append(table, frame)
+        try:
+            return self._append(table, frame)
+        except Exception as exc:  # quarantine mode never raises into the trading loop
+            log.error("replay append to %s failed, batch quarantined: %s", table, exc)
+            errors = [RowError(table, None, "*", None, f"batch not written: {exc}")]
+            qfile = self._quarantine(table, frame, errors, whole_batch=True)
+            return AppendResult(table, 0, len(frame), (), qfile, tuple(errors))
+
+    def close(self) -> None:
+        for handle in self._locks.values():
+            fcntl.flock(handle, fcntl.LOCK_UN)
+            handle.close()
+        self._locks.clear()
+
+    def __enter__(self) -> ReplayWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- internals ------------------------------------------------------------------------------
+    def _open_table(self, table: str) -> Path:
+        schema_for(table)
+        table_dir = self.root / table
+        if table in self._locks:
+            return table_dir
+        (table_dir / "_txn").mkdir(parents=True, exist_ok=True)
+        handle = open(table_dir / "_lock", "ab")  # noqa: SIM115 - held for the writer's life
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.close()
+            raise StoreBusyError(f"replay table {table_dir} is open by another writer") from None
+        self._locks[table] = handle
+        recover_table(table_dir)
+        self._watermarks[table] = read_watermarks(table_dir) if table in _WATERMARK_TABLES else {}
+        return table_dir
+
+    def _append(self, table: str, frame: pd.DataFrame) -> AppendResult:
+        table_dir = self._open_table(table)
+        valid, errors, positions = conform(table, frame)
+        valid, stale = self._drop_stale(table, valid, positions)
+        errors = sorted(errors + stale, key=lambda e: e.row if e.row is not None else -1)
+        if errors and self.on_error == "raise":
+            raise ReplayValidationError(errors)
+        qfile = self._quarantine(table, frame, errors) if errors else None
+        files = self._commit(table, table_dir, valid) if valid.num_rows else ()
+        return AppendResult(table, valid.num_rows, len(errors), files, qfile, tuple(errors))
+
+    def _drop_stale(
+        self, table: str, valid: pa.Table, positions: np.ndarray
+    ) -> tuple[pa.Table, list[RowError]]:
+        marks = self._watermarks.get(table)
+        if not marks or valid.num_rows == 0:
+            return valid, []
+        symbols = valid["symbol"].to_numpy(zero_copy_only=False)
+        ts = valid["ts"].cast(pa.int64()).to_numpy()
+        floor = np.array([marks.get(s, np.datetime64("NaT")) for s in symbols], dtype="datetime64[us]")
+        floor_int = floor.astype("int64")
+        stale = ~np.isnat(floor) & (ts <= floor_int)
+        if not stale.any():
+            return valid, []
+        errors = [
+            RowError(
+                table,
+                int(positions[i]),
+                "ts",
+                pd.Timestamp(int(ts[i]), unit="us", tz="UTC").isoformat(),
+                f"not after the last stored ts of {symbols[i]} "
+                f"({pd.Timestamp(int(floor_int[i]), unit='us', tz='UTC').isoformat()}): "
+                "the store is append-only",
+            )
+            for i in np.flatnonzero(stale)
+        ]
+        return valid.filter(pa.array(~stale)), errors
+
+    def _commit(self, table: str, table_dir: Path, valid: pa.Table) -> tuple[str, ...]:
+        batch_id = f"{time.time_ns():020d}-{uuid.uuid4().hex[:8]}"
+        years = pc.year(valid["ts"]).to_numpy()
+        metadata = {b"raytrade.schema_version": SCHEMA_VERSION.encode(), b"raytrade.table": table.encode()}
+        valid = valid.replace_schema_metadata(metadata)
+        renames: list[tuple[str, str]] = []
+        for year in np.unique(years):
+            part = valid.filter(pa.array(years == year))
+            part_dir = table_dir / f"{PARTITION_KEY}={int(year)}"
+            part_dir.mkdir(exist_ok=True)
+            tmp = part_dir / f".tmp-{batch_id}.parquet"
+            _write_durably(tmp, lambda h, p=part: pq.write_table(p, h, compression="zstd"))
+            renames.append((str(tmp.relative_to(table_dir)), f"{part_dir.name}/part-{batch_id}.parquet"))
+        intent = table_dir / "_txn" / f"{batch_id}.json"
+        _write_durably(intent, lambda h: h.write(json.dumps({"renames": renames}).encode()))
+        _fsync_dir(intent.parent)
+        for tmp_rel, final_rel in renames:
+            os.replace(table_dir / tmp_rel, table_dir / final_rel)
+        for part_dir in {(table_dir / f).parent for _, f in renames}:
+            _fsync_dir(part_dir)
+        intent.unlink()
+        self._advance_watermarks(table, valid)
+        return tuple(str(table_dir / f) for _, f in renames)
+
+    def _advance_watermarks(self, table: str, valid: pa.Table) -> None:
+        if table not in _WATERMARK_TABLES:
+            return
+        grouped = valid.group_by("symbol").aggregate([("ts", "max")])
+        marks = self._watermarks.setdefault(table, {})
+        for s, t in zip(
+            grouped["symbol"].to_pylist(), grouped["ts_max"].cast(pa.int64()).to_pylist(), strict=True
+        ):
+            marks[str(s)] = np.datetime64(t, "us")
+
+    def _quarantine(
+        self, table: str, frame: pd.DataFrame, errors: Iterable[RowError], whole_batch: bool = False
+    ) -> str:
+        qdir = self.root / "_quarantine" / table
+        qdir.mkdir(parents=True, exist_ok=True)
+        path = qdir / f"{time.time_ns():020d}-{uuid.uuid4().hex[:8]}.jsonl"
+        frame = frame.reset_index(drop=True)
+        lines = []
+        for err in errors:
+            rows = range(len(frame)) if whole_batch or err.row is None else [err.row]
+            for row in rows:
+                record = frame.iloc[row].to_dict() if row < len(frame) else {}
+                lines.append(
+                    json.dumps(
+                        {
+                            "table": table,
+                            "row": row,
+                            "column": err.column,
+                            "value": err.value,
+                            "reason": err.reason,
+                            "record": record,
+                        },
+                        default=str,
+                    )
+                )
+        tmp = qdir / f".tmp-{path.name}"
+        _write_durably(tmp, lambda h: h.write(("\n".join(lines) + "\n").encode()))
+        os.replace(tmp, path)
+        return str(path)
+
+
+def known_tables() -> tuple[str, ...]:
+    return TABLES
