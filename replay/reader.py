@@ -12,7 +12,7 @@ import os
 from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, TypeAlias
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 import pandas as pd
 import pyarrow as pa
@@ -127,15 +127,34 @@ def read(
     if not files:
         return ray.data.from_arrow(schema.empty_table())
     _check_version(files[0])
-    row_filter = _row_filter(symbols, start, end)
-    kwargs = {"filter": row_filter} if row_filter is not None else {}
-    return ray.data.read_parquet(
+    dataset = ray.data.read_parquet(
         [str(f) for f in files],
         columns=list(columns) if columns is not None else schema.names,
         partitioning=None,
         schema=schema,
-        **kwargs,
     )
+    predicate = _ray_predicate(symbols, start, end)
+    return dataset.filter(expr=predicate) if predicate is not None else dataset
+
+
+def _ray_predicate(symbols: Sequence[str] | None, start: TimeLike, end: TimeLike) -> Any:
+    """The same row filter as ``_row_filter`` in Ray Data's expression language (pushed to Arrow)."""
+    from ray.data.expressions import col, lit
+
+    terms = []
+    if symbols is not None:
+        terms.append(col("symbol").is_in(list(symbols)))
+    lo, hi = _utc(start, "start"), _utc(end, "end")
+    if lo is not None:
+        terms.append(col("ts") >= lit(lo.to_pydatetime()))
+    if hi is not None:
+        terms.append(col("ts") <= lit(hi.to_pydatetime()))
+    if not terms:
+        return None
+    predicate = terms[0]
+    for term in terms[1:]:
+        predicate = predicate & term
+    return predicate
 
 
 def _check_version(path: Path) -> None:

@@ -43,8 +43,9 @@ class RowError:
     reason: str
 
     def __str__(self) -> str:
-        where = f"row {self.row}" if self.row is not None else "batch"
-        return f"{self.table}: {where}, column {self.column!r}, value {self.value!r}: {self.reason}"
+        if self.row is None:
+            return f"{self.table}: column {self.column!r}: {self.reason}"
+        return f"{self.table}: row {self.row}, column {self.column!r}, value {self.value!r}: {self.reason}"
 
 
 class ReplayValidationError(ValueError):
@@ -114,9 +115,12 @@ def _convert_numeric(column: str, raw: pd.Series, field: pa.Field, out: _Collect
     values = pd.to_numeric(raw, errors="coerce").astype("float64")
     arr = values.to_numpy()
     unparsable = np.isnan(arr) & raw.notna().to_numpy()
-    if raw.dtype == object:
-        # A float NaN in an object column is "missing", not "unparsable".
-        unparsable &= ~raw.map(lambda v: isinstance(v, float) and np.isnan(v)).to_numpy(dtype=bool)
+    if not pd.api.types.is_numeric_dtype(raw.dtype):
+        # A float NaN or the text "nan" is a missing value, not an unparsable one.
+        spelled_nan = raw.map(
+            lambda v: (isinstance(v, float) and np.isnan(v)) or str(v).strip().lower() == "nan"
+        )
+        unparsable &= ~spelled_nan.to_numpy(dtype=bool)
     out.flag(unparsable, column, raw, "not a number")
     out.flag(np.isinf(arr), column, raw, "not finite")
     if not field.nullable:

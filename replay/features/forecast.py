@@ -90,8 +90,10 @@ def forecast_group(
         dist = {}
         for col in _DIST_COLUMNS:
             stacked = np.stack([s[col].to_numpy() for s in sources])
-            with np.errstate(all="ignore"), pd.option_context("mode.use_inf_as_na", False):
-                avg = np.nanmean(stacked, axis=0) if stacked.shape[0] > 1 else stacked[0]
+            present = np.isfinite(stacked)
+            count = present.sum(axis=0)
+            total = np.where(present, stacked, 0.0).sum(axis=0)
+            avg = np.divide(total, count, out=np.full(total.shape, np.nan), where=count > 0)
             blended = pd.DataFrame(avg, index=panel.index, columns=panel.symbols)
             dist[col] = blended.where(has_import, base[col])
         consensus = _consensus([s["mean"].where(has_import, base["mean"]) for s in sources], cfg.min_move)

@@ -1,0 +1,43 @@
+"""Shared fixtures: one local Ray per test session, small synthetic stores, the shared sample data."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.shared_data import shared_data_dir, shared_data_reason
+
+
+@pytest.fixture(scope="session")
+def ray_session() -> Iterator[None]:
+    """A local Ray (2 CPUs) started once for the whole session, on first use."""
+    import ray
+
+    os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, ignore_reinit_error=True)
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """The real daily bars in ../shared/data; skips (with the reason) only when absent."""
+    path = shared_data_dir()
+    if path is None:
+        pytest.skip(shared_data_reason())
+    return path
+
+
+@pytest.fixture(scope="session")
+def synthetic_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small ingested synthetic store (12 equities + 2 crypto, 2 years daily), built once."""
+    from replay.ingest import ingest_frames
+    from replay.sources.synthetic import generate
+
+    root = tmp_path_factory.mktemp("synthetic") / "store"
+    market = generate(n_symbols=12, years=2.0, seed=3, n_crypto=2)
+    ingest_frames(root, market.bars, market.macro, show_progress=False)
+    return root

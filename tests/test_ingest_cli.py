@@ -1,0 +1,171 @@
+"""``raytrade ingest``: bad input exits non-zero with file/row/column/value and leaves the store untouched."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from cluster.cli import main
+from replay import read_frame
+
+GOOD_CSV = """Date,close,high,low,open,volume
+2024-01-02,10.5,11.0,10.0,10.2,1000
+2024-01-03,10.8,11.2,10.4,10.5,1200
+2024-01-04,10.6,10.9,10.1,10.8,900
+"""
+
+
+def run(*args: str) -> tuple[int, str]:
+    result = CliRunner().invoke(main, list(args))
+    return result.exit_code, result.output
+
+
+def error_line(out: str) -> str:
+    """The single ``error: …`` line of a failed command (fails if there is not exactly one)."""
+    lines = [line for line in out.splitlines() if line.startswith("error: ")]
+    assert len(lines) == 1, out
+    assert "Traceback" not in out
+    return lines[0]
+
+
+def write_folder(root: Path, files: dict[str, str]) -> Path:
+    root.mkdir(parents=True, exist_ok=True)
+    for name, text in files.items():
+        (root / name).write_text(text)
+    return root
+
+
+def snapshot(store: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(store)): p.read_bytes() for p in sorted(store.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Path:
+    folder = write_folder(tmp_path / "good", {"AAA.csv": GOOD_CSV})
+    code, out = run("ingest", "--source", "csv", "--path", str(folder), "--out", str(tmp_path / "store"))
+    assert code == 0, out
+    return tmp_path / "store"
+
+
+def test_good_csv_ingests_bars_and_features(store: Path) -> None:
+    bars = read_frame(store, "bars")
+    assert bars["close"].tolist() == [10.5, 10.8, 10.6]
+    assert str(bars["ts"].iloc[0]) == "2024-01-02 00:00:00+00:00"
+    assert len(read_frame(store, "features")) == 3
+
+
+@pytest.mark.parametrize(
+    ("mutate", "expected"),
+    [
+        (lambda t: t.replace("Date,close", "Date,closing"), "column 'close': required column is missing"),
+        (lambda t: t.replace("10.8,11.2", "nan,11.2"), "row 2, column 'close', value 'nan': missing or NaN"),
+        (lambda t: t.replace("10.8,11.2", "-10.8,11.2"), "row 2, column 'close', value -10.8: must be > 0"),
+        (lambda t: t.replace(",1200", ",-1200"), "row 2, column 'volume', value -1200.0: must be >= 0"),
+        (lambda t: t + "2024-01-04,10.6,10.9,10.1,10.8,900\n", "row 4, column 'ts'"),
+        (lambda t: t.replace("2024-01-03", "2024-01-05"), "row 3, column 'ts'"),
+        (
+            lambda t: t.replace("2024-01-03", "2024-13-03"),
+            "row 2, column 'date', value '2024-13-03': unparsable",
+        ),
+        (lambda t: t.replace("10.8,11.2", "ten,11.2"), "row 2, column 'close', value 'ten': not a number"),
+    ],
+    ids=[
+        "missing-column",
+        "nan-price",
+        "negative-price",
+        "negative-volume",
+        "duplicate",
+        "unsorted",
+        "bad-date",
+        "text",
+    ],
+)
+def test_bad_file_is_refused_naming_file_row_column_value(
+    tmp_path: Path, store: Path, mutate: object, expected: str
+) -> None:
+    before = snapshot(store)
+    bad = write_folder(
+        tmp_path / "bad", {"AAA.csv": mutate(GOOD_CSV).replace("2024-01", "2024-02"), "BBB.csv": GOOD_CSV}
+    )  # type: ignore[operator]
+    code, out = run("ingest", "--source", "csv", "--path", str(bad), "--out", str(store))
+    assert code == 2
+    line = error_line(out)
+    assert "AAA.csv" in line and expected in line, line
+    assert snapshot(store) == before
+
+
+def test_empty_folder_unknown_source_and_missing_keys_are_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "empty").mkdir()
+    code, out = run(
+        "ingest", "--source", "csv", "--path", str(tmp_path / "empty"), "--out", str(tmp_path / "s")
+    )
+    assert code == 2 and "no .csv files" in error_line(out)
+    code, out = run("ingest", "--source", "yahoo", "--out", str(tmp_path / "s"))
+    assert code == 2 and "Invalid value for '--source'" in out and "Traceback" not in out
+    for var in (
+        "ALPACA_API_KEY",
+        "ALPACA_SECRET_KEY",
+        "APCA_API_KEY_ID",
+        "APCA_API_SECRET_KEY",
+        "RAYTRADE_SETTINGS_FILE",
+    ):
+        monkeypatch.delenv(var, raising=False)
+    code, out = run(
+        "ingest", "--source", "alpaca", "--symbols", "AAPL", "--start", "2024-01-01", "--end", "2024-02-01",
+        "--out", str(tmp_path / "s"),
+    )  # fmt: skip
+    assert code == 2 and "ALPACA_API_KEY" in error_line(out)
+
+
+def test_reingest_appends_only_new_bars(tmp_path: Path, store: Path) -> None:
+    more = GOOD_CSV + "2024-01-05,10.9,11.1,10.5,10.6,1100\n"
+    folder = write_folder(tmp_path / "more", {"AAA.csv": more})
+    code, out = run("ingest", "--source", "csv", "--path", str(folder), "--out", str(store))
+    assert code == 0, out
+    assert "bars +1" in out and "already stored and skipped: 3" in out
+    assert len(read_frame(store, "bars")) == 4 and len(read_frame(store, "features")) == 4
+
+
+def test_alpaca_ingest_against_fake_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests.fake_alpaca import TEST_KEYS, FakeAlpaca
+
+    with FakeAlpaca() as fake:
+        monkeypatch.setenv("ALPACA_API_KEY", TEST_KEYS[0])
+        monkeypatch.setenv("ALPACA_SECRET_KEY", TEST_KEYS[1])
+        monkeypatch.setenv("ALPACA_DATA_URL", fake.url)
+        code, out = run(
+            "ingest", "--source", "alpaca", "--symbols", "AAPL,MSFT,BTCUSD", "--start", "2024-01-01",
+            "--end", "2024-01-05", "--out", str(tmp_path / "store"),
+        )  # fmt: skip
+    assert code == 0, out
+    assert TEST_KEYS[1] not in out
+    bars = read_frame(tmp_path / "store", "bars")
+    assert sorted(bars["symbol"].unique()) == ["AAPL", "BTCUSD", "MSFT"]
+    assert bars.loc[bars["symbol"] == "BTCUSD", "asset_class"].unique().tolist() == ["crypto"]
+    features = read_frame(tmp_path / "store", "features")
+    last_aapl = features[features["symbol"] == "AAPL"].iloc[-1]
+    assert bool(last_aapl["spread_is_quoted"]) is True
+    assert last_aapl["spread_bps"] == pytest.approx((181.93 - 181.9) / 181.915 * 1e4)
+
+
+def test_summary_command_reports_tables(store: Path) -> None:
+    code, out = run("summary", str(store))
+    assert code == 0 and "features" in out and "null share" in out
+    code, out = run("summary", str(store.parent / "nope"))
+    assert code == 2 and "not a replay store" in error_line(out)
+
+
+def test_store_untouched_when_second_file_of_folder_is_bad(tmp_path: Path, store: Path) -> None:
+    before = snapshot(store)
+    folder = write_folder(
+        tmp_path / "mixed", {"ZZZ.csv": GOOD_CSV, "AAB.csv": GOOD_CSV.replace("10.5,11.0", "-1,11.0")}
+    )
+    code, out = run("ingest", "--source", "csv", "--path", str(folder), "--out", str(store))
+    assert code == 2 and "AAB.csv" in error_line(out)
+    assert snapshot(store) == before
+    shutil.rmtree(folder)
