@@ -127,12 +127,9 @@ def read(
     if not files:
         return ray.data.from_arrow(schema.empty_table())
     _check_version(files[0])
-    dataset = ray.data.read_parquet(
-        [str(f) for f in files],
-        columns=list(columns) if columns is not None else schema.names,
-        partitioning=None,
-        schema=schema,
-    )
+    dataset = ray.data.read_parquet([str(f) for f in files], partitioning=None, schema=schema)
+    if columns is not None:
+        dataset = dataset.select_columns(list(columns))  # pushed down into the parquet read
     predicate = _ray_predicate(symbols, start, end)
     return dataset.filter(expr=predicate) if predicate is not None else dataset
 

@@ -253,7 +253,11 @@ def assert_matches_empyrical(r: np.ndarray, ppy: int) -> None:
         if n == 0 and name == "max_drawdown":
             assert ours == 0.0  # documented: empty path never left its start (empyrical: nan)
         elif math.isfinite(theirs):
-            assert _close(ours, theirs), f"{name}: ours {ours!r} vs empyrical {theirs!r}"
+            # Calmar divides by the max drawdown: when that is a few ulps, both libraries' rounding
+            # of the drawdown dominates, so compare at the drawdown's own precision.
+            tiny_dd = name == "calmar" and abs(m.max_drawdown(r)) < 1e-6
+            rtol = 1e-6 if tiny_dd else RTOL
+            assert _close(ours, theirs, rtol=rtol), f"{name}: ours {ours!r} vs empyrical {theirs!r}"
         else:
             assert math.isnan(ours), f"{name}: ours {ours!r} vs empyrical {theirs!r}"
     if n >= 1:

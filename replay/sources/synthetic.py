@@ -29,8 +29,8 @@ import pandas as pd
 
 Freq = Literal["1d", "1h", "1m"]
 BARS_PER_DAY: Final[dict[str, int]] = {"1d": 1, "1h": 7, "1m": 390}
-_REGIME_VOL: Final = np.array([1.0, 1.7, 3.2])
-_REGIME_DRIFT_ANNUAL: Final = np.array([0.12, 0.0, -0.6])
+_REGIME_VOL: Final = np.array([1.0, 1.5, 2.4])
+_REGIME_DRIFT_ANNUAL: Final = np.array([0.10, 0.0, -0.4])
 _REGIME_MARKET_WEIGHT: Final = np.array([0.45, 0.55, 0.8])
 _REGIME_SPREAD: Final = np.array([1.0, 1.6, 3.5])
 # Daily transition matrix (rows: from calm, choppy, crisis).
@@ -101,7 +101,7 @@ def _simulate_class(
     sector = rng.integers(0, n_sectors, size=n)
     beta = rng.uniform(0.6, 1.4, size=n)
     loading = rng.uniform(0.3, 0.8, size=n)
-    annual_vol = rng.uniform(0.18, 0.45, size=n) * (2.0 if asset_class == "crypto" else 1.0)
+    annual_vol = rng.uniform(0.15, 0.40, size=n) * (2.0 if asset_class == "crypto" else 1.0)
     bar_vol = annual_vol / np.sqrt(periods_per_year)
 
     market = _student_t(rng, (t, 1))

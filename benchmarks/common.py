@@ -1,0 +1,50 @@
+"""Shared helpers of the benchmarks: JSON output and a printed table (benchmarks are not tests)."""
+
+from __future__ import annotations
+
+import json
+import platform
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+
+def timed(fn: Callable[[], T]) -> tuple[T, float]:
+    """(result, wall seconds) of one call."""
+    start = time.perf_counter()
+    result = fn()
+    return result, time.perf_counter() - start
+
+
+def machine() -> dict[str, Any]:
+    import os
+
+    return {"python": platform.python_version(), "cpus": os.cpu_count(), "machine": platform.machine()}
+
+
+def write_report(path: str | Path | None, name: str, results: dict[str, Any]) -> None:
+    """Write ``{"benchmark": name, "machine": ..., **results}`` as JSON (when a path is given)."""
+    if path is None:
+        return
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"benchmark": name, "machine": machine(), **results}, indent=2, default=float))
+
+
+def print_table(title: str, rows: Sequence[tuple[str, Any, str]]) -> None:
+    """Rows of (metric, value, target or note)."""
+    print(f"\n{title}")
+    width = max(len(r[0]) for r in rows) + 2
+    print(f"{'metric':<{width}}{'value':>16}  target / note")
+    for metric, value, note in rows:
+        shown = (
+            f"{value:,.3f}"
+            if isinstance(value, float)
+            else f"{value:,}"
+            if isinstance(value, int)
+            else str(value)
+        )
+        print(f"{metric:<{width}}{shown:>16}  {note}")

@@ -1,0 +1,125 @@
+"""Simulator and gymnasium env throughput on one process; writes JSON and prints a table.
+
+    python benchmarks/env_throughput.py --json out.json [--quick]   (or python -m benchmarks.env_throughput)
+
+Measures (random target weights in [-1, 1], episodes reset as they end, like a training loop):
+
+* ``core_asset_steps_per_s``: ``MarketSimulator.step`` with B = 256 episodes x N = 32 assets
+  (target >= 10M asset-steps/s);
+* ``core_b1_step_us``: one B = 1 step (the live path), median microseconds;
+* ``gym_single_steps_per_s``: ``PortfolioEnv.step`` (B = 1, includes the observation dict);
+* ``gym_vector_env_steps_per_s``: ``PortfolioVectorEnv.step`` with 256 envs, env-steps per second.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+if __package__ in (None, ""):  # run as a script path: make the repo root importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.common import print_table, write_report
+from envs.config import SimulatorConfig
+from envs.gym_envs import PortfolioEnv, PortfolioVectorEnv
+from envs.simulator import MarketSimulator
+from envs.synthetic_market import synthetic_market_data
+
+
+def _core_throughput(b: int, n: int, n_steps: int) -> float:
+    data = synthetic_market_data(n_assets=n, n_steps=2000, seed=0, n_crypto=n // 8)
+    sim = MarketSimulator(data, SimulatorConfig(episode_len=252), n_envs=b, seed=0)
+    acts = np.random.default_rng(0).uniform(-1, 1, (16, b, n))
+    for i in range(5):
+        sim.step(acts[i])
+    t0 = time.perf_counter()
+    for i in range(n_steps):
+        res = sim.step(acts[i % 16])
+        done = res.terminated | res.truncated
+        if done.any():
+            sim.reset_envs(done)
+    return b * n * n_steps / (time.perf_counter() - t0)
+
+
+def _b1_latency_us(n: int, n_steps: int) -> float:
+    data = synthetic_market_data(n_assets=n, n_steps=2000, seed=0, n_crypto=n // 8)
+    sim = MarketSimulator(data, SimulatorConfig(episode_len=252), n_envs=1, seed=0)
+    acts = np.random.default_rng(0).uniform(-1, 1, (16, 1, n))
+    times = np.empty(n_steps)
+    for i in range(n_steps):
+        t0 = time.perf_counter()
+        res = sim.step(acts[i % 16])
+        times[i] = time.perf_counter() - t0
+        if res.truncated[0] or res.terminated[0]:
+            sim.reset_envs(np.ones(1, dtype=bool))
+    return float(np.median(times) * 1e6)
+
+
+def _env_config(n: int) -> dict[str, Any]:
+    return {
+        "data": {"kind": "synthetic", "n_assets": n, "n_steps": 2000, "seed": 0},
+        "sim": {"episode_len": 252},
+    }
+
+
+def _gym_single(n: int, n_steps: int) -> float:
+    env = PortfolioEnv(_env_config(n))
+    env.reset(seed=0)
+    acts = np.random.default_rng(0).uniform(-1, 1, (16, n)).astype(np.float32)
+    t0 = time.perf_counter()
+    for i in range(n_steps):
+        _, _, term, trunc, _ = env.step(acts[i % 16])
+        if term or trunc:
+            env.reset()
+    return n_steps / (time.perf_counter() - t0)
+
+
+def _gym_vector(b: int, n: int, n_steps: int) -> float:
+    venv = PortfolioVectorEnv(_env_config(n), num_envs=b)
+    venv.reset(seed=0)
+    acts = np.random.default_rng(0).uniform(-1, 1, (16, b, n)).astype(np.float32)
+    t0 = time.perf_counter()
+    for i in range(n_steps):
+        venv.step(acts[i % 16])
+    return b * n_steps / (time.perf_counter() - t0)
+
+
+def run(quick: bool = False) -> dict[str, Any]:
+    """All measurements; ``quick`` shrinks every budget to a smoke test."""
+    k = 20 if quick else 1
+    b, n = 256, 32
+    return {
+        "config": {"B": b, "N": n, "quick": quick},
+        "core_asset_steps_per_s": _core_throughput(b, n, 1000 // k),
+        "core_b1_step_us": _b1_latency_us(n, 5000 // k),
+        "gym_single_steps_per_s": _gym_single(n, 5000 // k),
+        "gym_vector_env_steps_per_s": _gym_vector(b, n, 500 // k),
+    }
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--json", type=Path, default=None, help="write the results here")
+    parser.add_argument("--quick", action="store_true", help="tiny budget (smoke test)")
+    args = parser.parse_args(argv)
+    out = run(quick=args.quick)
+    print_table(
+        "env throughput (one process)",
+        [
+            ("core asset-steps/s (B=256, N=32)", out["core_asset_steps_per_s"], ">= 10,000,000"),
+            ("core B=1 step latency (us, median)", out["core_b1_step_us"], "live path"),
+            ("gym PortfolioEnv steps/s", out["gym_single_steps_per_s"], "B=1 incl. obs dict"),
+            ("gym PortfolioVectorEnv env-steps/s", out["gym_vector_env_steps_per_s"], "256 envs"),
+        ],
+    )
+    write_report(args.json, "env_throughput", out)
+    return out
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,305 @@
+"""gymnasium environments over the vectorised simulator, buildable from a plain ``env_config`` dict.
+
+* ``raytrade/PortfolioEnv-v0`` (:class:`PortfolioEnv`, vector form :class:`PortfolioVectorEnv`):
+  action ``Box(-1, 1, (N,))`` target weights, projected onto the constraints by the simulator.
+* ``raytrade/GatedSymbolEnv-v0`` (:class:`GatedSymbolEnv`, :class:`GatedSymbolVectorEnv`): per symbol
+  a gate mode (0 flat, 1 probe, 2 passive, 3 aggressive) and a side (0 long, 1 short), as
+  ``MultiDiscrete([4, 2] * N)``. Flat targets 0; probe a tiny fixed ``probe_weight``; passive and
+  aggressive size by ``kelly_lite = min(kelly_cap, max(0, kelly_scale * |edge| / sigma^2))`` from the
+  edge and sigma feature columns. A passive order fills with probability ``passive_fill_prob`` (else
+  the position is left as it was) and pays ``passive_spread_mult`` of the half spread (negative:
+  earned) and ``passive_slippage_mult`` of slippage; aggressive pays full cost.
+
+Observation (both): ``Dict(features Box(N, F), weights Box(N), mask Box(N) in {0, 1}, portfolio
+Box(5) = [cash fraction, drawdown, kill-switch active, kill-switch bars / release bars, progress])``,
+or the same concatenated into one flat ``Box`` when ``flat_obs``.
+
+The vector forms step all episodes in one simulator call and use gymnasium's next-step autoreset
+(what RLlib's env runners expect). RLlib: ``tune.register_env(name, make_portfolio_env)``; the creator
+returns the vector form when RLlib adds ``num_envs`` (``gym_env_vectorize_mode="vector_entry_point"``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+from gymnasium import spaces
+from gymnasium.vector import AutoresetMode, VectorEnv
+from gymnasium.vector.utils import batch_space
+
+from envs.config import GatedEnvConfig, PortfolioEnvConfig
+from envs.costs import COST_COMPONENTS
+from envs.market_data import MarketData
+from envs.simulator import MarketSimulator, Observation
+from envs.synthetic_market import market_data_from_config
+
+PORTFOLIO_ENV_ID = "raytrade/PortfolioEnv-v0"
+GATED_ENV_ID = "raytrade/GatedSymbolEnv-v0"
+N_PORTFOLIO_STATE = 5
+GATE_MODES: tuple[str, ...] = ("flat", "probe", "passive", "aggressive")
+_BIG = float(np.finfo(np.float32).max)
+
+
+# ------------------------------------------------------------------------------------ shared pieces
+
+
+def _feature_index(data: MarketData, columns: tuple[str, ...] | None) -> np.ndarray:
+    """Indices of the requested feature columns; a missing one is an error that names it."""
+    if columns is None:
+        return np.arange(len(data.feature_names))
+    missing = [c for c in columns if c not in data.feature_names]
+    if missing:
+        raise ValueError(
+            f"feature column(s) {missing} missing from the data; available: {list(data.feature_names)}"
+        )
+    return np.array([data.feature_names.index(c) for c in columns], dtype=np.int64)
+
+
+def _observation_space(n: int, f: int, flat: bool) -> spaces.Space[Any]:
+    """Unbounded in effect (features are raw; weights drift), but finite so checkers accept it."""
+    feats = spaces.Box(-_BIG, _BIG, (n, f), np.float32)
+    weights = spaces.Box(-_BIG, _BIG, (n,), np.float32)
+    mask = spaces.Box(0.0, 1.0, (n,), np.float32)
+    port = spaces.Box(-_BIG, _BIG, (N_PORTFOLIO_STATE,), np.float32)
+    if flat:
+        return spaces.Box(-_BIG, _BIG, (n * f + 2 * n + N_PORTFOLIO_STATE,), np.float32)
+    return spaces.Dict({"features": feats, "weights": weights, "mask": mask, "portfolio": port})
+
+
+def _batched_obs(ob: Observation, feat_idx: np.ndarray, release_bars: int | None, flat: bool) -> Any:
+    """Observation arrays with a leading batch dimension ``[B, ...]`` (float32)."""
+    feats = ob.features[:, :, feat_idx]
+    denom = float(release_bars) if release_bars else 1.0
+    port = np.stack(
+        [ob.cash_fraction, ob.drawdown, ob.kill_active, ob.kill_bars / denom, ob.progress], axis=-1
+    ).astype(np.float32)
+    weights = ob.weights.astype(np.float32)
+    mask = ob.mask.astype(np.float32)
+    if flat:
+        b = feats.shape[0]
+        return np.concatenate([feats.reshape(b, -1), weights, mask, port], axis=-1)
+    return {"features": feats, "weights": weights, "mask": mask, "portfolio": port}
+
+
+def _unbatch(obs: Any) -> Any:
+    if isinstance(obs, dict):
+        return {k: v[0] for k, v in obs.items()}
+    return obs[0]
+
+
+class _ActionDecoder:
+    """Turns a batch of actions into simulator orders (target weights + execution parameters)."""
+
+    def __init__(self, cfg: PortfolioEnvConfig, data: MarketData, sim: MarketSimulator):
+        self.n = data.n_assets
+        self.gated = isinstance(cfg, GatedEnvConfig)
+        if isinstance(cfg, GatedEnvConfig):
+            idx = _feature_index(data, (cfg.edge_column, cfg.sigma_column))
+            self.edge_idx, self.sigma_idx = int(idx[0]), int(idx[1])
+            self.gcfg = cfg
+        self.sim = sim
+
+    def action_space(self) -> spaces.Space[Any]:
+        if self.gated:
+            return spaces.MultiDiscrete(np.tile(np.array([len(GATE_MODES), 2]), self.n))
+        return spaces.Box(-1.0, 1.0, (self.n,), np.float32)
+
+    def step(self, actions: np.ndarray, active: np.ndarray | None = None) -> Any:
+        a = np.asarray(actions)
+        if not self.gated:
+            return self.sim.step(np.clip(a.astype(np.float64), -1.0, 1.0), active=active)
+        cfg = self.gcfg
+        b = a.shape[0]
+        pairs = a.reshape(b, self.n, 2)
+        mode, side = pairs[..., 0], pairs[..., 1]
+        feats = self.sim.data.features[self.sim.t]
+        edge = np.abs(feats[..., self.edge_idx].astype(np.float64))
+        sigma = feats[..., self.sigma_idx].astype(np.float64)
+        kelly = np.where(
+            sigma > 0, np.minimum(cfg.kelly_cap, cfg.kelly_scale * edge / np.maximum(sigma, 1e-12) ** 2), 0.0
+        )
+        size = np.select([mode == 1, mode >= 2], [cfg.probe_weight, kelly], 0.0)
+        target = np.where(side == 1, -size, size)
+        passive = mode == 2
+        fill = ~passive | (self.sim.rng.random((b, self.n)) < cfg.passive_fill_prob)
+        spread_mult = np.where(passive, cfg.passive_spread_mult, 1.0)
+        slip_mult = np.where(passive, cfg.passive_slippage_mult, 1.0)
+        return self.sim.step(
+            target, fill=fill, spread_mult=spread_mult, slippage_mult=slip_mult, active=active
+        )
+
+
+def _build(
+    env_config: Mapping[str, Any] | None,
+    data: MarketData | None,
+    config_cls: type[PortfolioEnvConfig],
+    n_envs: int | None,
+) -> tuple[PortfolioEnvConfig, MarketData, MarketSimulator, _ActionDecoder, np.ndarray]:
+    """Validate the config and build data, simulator and decoder (all errors raised here)."""
+    cfg = config_cls.model_validate(dict(env_config or {}))
+    market = data if data is not None else market_data_from_config(cfg.data)
+    feat_idx = _feature_index(market, cfg.feature_columns)
+    sim = MarketSimulator(market, cfg.sim, n_envs=n_envs or cfg.num_envs, seed=cfg.seed)
+    return cfg, market, sim, _ActionDecoder(cfg, market, sim), feat_idx
+
+
+def _costs_info(costs: np.ndarray) -> dict[str, float]:
+    return {name: float(costs[i]) for i, name in enumerate(COST_COMPONENTS)}
+
+
+# ------------------------------------------------------------------------------------ single envs
+
+
+class PortfolioEnv(gym.Env[Any, np.ndarray]):
+    """One episode at a time over the simulator (B = 1, the live path)."""
+
+    metadata: dict[str, Any] = {"render_modes": []}  # noqa: RUF012 (gymnasium's convention)
+    config_cls: type[PortfolioEnvConfig] = PortfolioEnvConfig
+
+    def __init__(self, env_config: Mapping[str, Any] | None = None, data: MarketData | None = None):
+        self.cfg, self.data, self.sim, self._decoder, self._feat_idx = _build(
+            env_config, data, self.config_cls, n_envs=1
+        )
+        n, f = self.data.n_assets, len(self._feat_idx)
+        self.observation_space = _observation_space(n, f, self.cfg.flat_obs)
+        self.action_space = self._decoder.action_space()
+        self._seeded = False
+
+    def _obs(self) -> Any:
+        rb = self.cfg.sim.kill_switch.release_after_bars
+        return _unbatch(_batched_obs(self.sim.observe(), self._feat_idx, rb, self.cfg.flat_obs))
+
+    def reset(
+        self, *, seed: int | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[Any, dict[str, Any]]:
+        super().reset(seed=seed)
+        if seed is not None:
+            self.sim.reset(seed=seed)
+        else:
+            self.sim.reset_envs(np.ones(1, dtype=bool))
+        return self._obs(), {"equity": float(self.sim.equity[0])}
+
+    def step(self, action: np.ndarray) -> tuple[Any, float, bool, bool, dict[str, Any]]:
+        res = self._decoder.step(np.asarray(action)[None])
+        done = bool(res.terminated[0] or res.truncated[0])
+        info: dict[str, Any] = {
+            "equity": float(res.equity[0]),
+            "log_growth": float(res.log_growth[0]),
+            "costs": _costs_info(res.costs[0]),
+            "target_weights": res.target_weights[0],
+        }
+        if done:
+            info["episode_costs"] = _costs_info(self.sim.episode_costs[0])
+        return self._obs(), float(res.reward[0]), bool(res.terminated[0]), bool(res.truncated[0]), info
+
+
+class GatedSymbolEnv(PortfolioEnv):
+    """Per-symbol gate modes (flat / probe / passive / aggressive) and side, kelly-sized."""
+
+    config_cls = GatedEnvConfig
+
+
+# ------------------------------------------------------------------------------------ vector envs
+
+
+class PortfolioVectorEnv(VectorEnv[Any, np.ndarray, np.ndarray]):
+    """``num_envs`` episodes stepped by one simulator call; next-step autoreset."""
+
+    metadata: dict[str, Any] = {"autoreset_mode": AutoresetMode.NEXT_STEP}  # noqa: RUF012
+    config_cls: type[PortfolioEnvConfig] = PortfolioEnvConfig
+
+    def __init__(
+        self,
+        env_config: Mapping[str, Any] | None = None,
+        num_envs: int | None = None,
+        data: MarketData | None = None,
+    ):
+        cfg_dict = dict(env_config or {})
+        n_envs = num_envs if num_envs is not None else cfg_dict.pop("num_envs", None)
+        cfg_dict.pop("num_envs", None)
+        self.cfg, self.data, self.sim, self._decoder, self._feat_idx = _build(
+            cfg_dict, data, self.config_cls, n_envs=n_envs
+        )
+        self.num_envs = self.sim.n_envs
+        n, f = self.data.n_assets, len(self._feat_idx)
+        self.single_observation_space = _observation_space(n, f, self.cfg.flat_obs)
+        self.single_action_space = self._decoder.action_space()
+        self.observation_space = batch_space(self.single_observation_space, self.num_envs)
+        self.action_space = batch_space(self.single_action_space, self.num_envs)
+        self._autoreset = np.zeros(self.num_envs, dtype=bool)
+
+    def _obs(self) -> Any:
+        rb = self.cfg.sim.kill_switch.release_after_bars
+        return _batched_obs(self.sim.observe(), self._feat_idx, rb, self.cfg.flat_obs)
+
+    def reset(
+        self, *, seed: int | list[int | None] | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[Any, dict[str, Any]]:
+        if isinstance(seed, list):
+            seed = seed[0]
+        if seed is not None:
+            self.sim.reset(seed=seed)
+        else:
+            self.sim.reset_envs(np.ones(self.num_envs, dtype=bool))
+        self._autoreset[:] = False
+        return self._obs(), {}
+
+    def step(self, actions: np.ndarray) -> tuple[Any, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
+        ar = self._autoreset
+        if ar.any():
+            self.sim.reset_envs(ar)
+            res = self._decoder.step(actions, active=~ar)
+        else:
+            res = self._decoder.step(actions)
+        reward = np.where(ar, 0.0, res.reward)
+        terminated = res.terminated & ~ar
+        truncated = res.truncated & ~ar
+        self._autoreset = terminated | truncated
+        ok = ~ar
+        info: dict[str, Any] = {"equity": self.sim.equity.copy(), "_equity": np.ones(self.num_envs, bool)}
+        done = self._autoreset
+        for i, name in enumerate(COST_COMPONENTS):
+            info[f"cost_{name}"] = np.where(ok, res.costs[:, i], 0.0)
+            info[f"_cost_{name}"] = ok
+            info[f"episode_cost_{name}"] = np.where(done, self.sim.episode_costs[:, i], 0.0)
+            info[f"_episode_cost_{name}"] = done
+        return self._obs(), reward, terminated, truncated, info
+
+
+class GatedSymbolVectorEnv(PortfolioVectorEnv):
+    """Vector form of :class:`GatedSymbolEnv`."""
+
+    config_cls = GatedEnvConfig
+
+
+# ------------------------------------------------------------------------------------ registration
+
+
+def make_portfolio_env(env_config: Mapping[str, Any] | None = None) -> PortfolioEnv | PortfolioVectorEnv:
+    """RLlib env creator: the vector form when RLlib passes ``num_envs`` (vector entry point)."""
+    if env_config is not None and "num_envs" in env_config:
+        return PortfolioVectorEnv(env_config)
+    return PortfolioEnv(env_config)
+
+
+def make_gated_env(env_config: Mapping[str, Any] | None = None) -> PortfolioEnv | PortfolioVectorEnv:
+    """RLlib env creator for the gated env (vector form when ``num_envs`` is passed)."""
+    if env_config is not None and "num_envs" in env_config:
+        return GatedSymbolVectorEnv(env_config)
+    return GatedSymbolEnv(env_config)
+
+
+def register_envs() -> None:
+    """Register both envs with gymnasium (idempotent)."""
+    for env_id, single, vector in (
+        (PORTFOLIO_ENV_ID, "envs.gym_envs:PortfolioEnv", "envs.gym_envs:PortfolioVectorEnv"),
+        (GATED_ENV_ID, "envs.gym_envs:GatedSymbolEnv", "envs.gym_envs:GatedSymbolVectorEnv"),
+    ):
+        if env_id not in gym.registry:
+            gym.register(id=env_id, entry_point=single, vector_entry_point=vector)
+
+
+register_envs()

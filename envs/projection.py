@@ -1,0 +1,256 @@
+"""Exact Euclidean projection of target weights onto the portfolio constraints.
+
+The feasible set, per row of a batch of weight vectors ``v`` (shape ``[..., N]``), is
+
+    { w : sum_i |w_i| <= gross_cap,  sum_{i in group} |w_i| <= group_cap,  lower_i <= w_i <= upper_i }
+
+with ``lower_i <= 0 <= upper_i``. The box encodes the per-asset cap (``[-cap, cap]``), long-only
+(``lower = 0``), masked (unlisted) assets (``lower = upper = 0``) and the kill switch's unwind-only rule
+(``[min(0, w_now), max(0, w_now)]``). The optional group is the crypto sleeve (crypto unlevered).
+
+Why this is exact: the problem is separable, so KKT gives ``w_i = clip(soft(v_i, t_i), lower_i,
+upper_i)`` with one threshold ``t_i = tau + mu * [i in group]``, ``tau, mu >= 0``. The total L1 norm
+is a piecewise-linear non-increasing function of the threshold with breakpoints at ``|v_i| - cap_i``
+and ``|v_i|``; we sort the breakpoints, accumulate the function and interpolate on the one segment that
+crosses the budget (no iteration, no tolerance). With a group, its own threshold ``tau_g`` is found
+first; the group's elements then use ``max(tau, tau_g)`` (``mu = max(0, tau_g - tau)``), which
+satisfies complementary slackness for both constraints.
+
+The torch version finds the thresholds the same way without gradient and then recomputes them in
+closed form over the active set (``tau = (sum_active |v| + sum_capped cap - budget) / n_active``), so
+its gradients are the projection's exact (almost-everywhere) Jacobian.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+
+ArrayLike = np.ndarray | float
+
+
+class ConstraintConfig(BaseModel):
+    """Portfolio constraints, in fractions of equity."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    gross_cap: float = Field(2.0, ge=0, description="sum |w| cap; 2x = end-of-day equity leverage cap")
+    crypto_gross_cap: float = Field(1.0, ge=0, description="sum |w| over crypto assets (unlevered)")
+    per_asset_cap: float = Field(1.0, ge=0, description="|w_i| cap per asset")
+    long_only: bool = Field(False, description="forbid short weights")
+
+
+# --------------------------------------------------------------------------------------------- numpy
+
+
+def _threshold_np(a: np.ndarray, cap: np.ndarray, budget: np.ndarray, floor: np.ndarray) -> np.ndarray:
+    """Smallest ``tau >= 0`` with ``sum_i min(cap_i, max(0, a_i - max(tau, floor_i))) <= budget``."""
+    f0 = np.minimum(cap, np.maximum(a - floor, 0.0)).sum(-1)
+    need = f0 > budget
+    tau = np.zeros(f0.shape)
+    if not need.any():
+        return tau
+    a_n, cap_n, fl_n, b_n, f0_n = a[need], cap[need], floor[need], budget[need], f0[need]
+    n = a_n.shape[-1]
+    pts = np.concatenate([np.maximum(a_n - cap_n, fl_n), np.maximum(a_n, fl_n)], axis=-1)
+    order = np.argsort(pts, axis=-1)
+    ps = np.sort(pts, axis=-1)  # a second sort is cheaper than gathering by ``order``
+    count_t = np.int16 if 2 * n < np.iinfo(np.int16).max else np.int64
+    ds = (order >= n).astype(count_t) * 2 - 1  # -1 entering the linear piece, +1 leaving it
+    slope_before = np.zeros(ps.shape, dtype=count_t)
+    np.cumsum(ds[:, :-1], axis=-1, out=slope_before[:, 1:])
+    seg = np.empty_like(ps)
+    seg[:, 0] = ps[:, 0]
+    np.subtract(ps[:, 1:], ps[:, :-1], out=seg[:, 1:])
+    fvals = f0_n[:, None] + np.cumsum(slope_before * seg, axis=-1)
+    fvals[:, -1] = 0.0  # past the last breakpoint every element is zero
+    k = np.argmax(fvals <= b_n[:, None], axis=-1)  # >= 1 because fvals[0] = f0 > budget
+    rows = np.arange(k.shape[0])
+    slope = slope_before[rows, k]
+    safe = np.where(slope < 0, -slope, 1.0)
+    tau[need] = ps[rows, k - 1] + np.where(slope < 0, (fvals[rows, k - 1] - b_n) / safe, 0.0)
+    return tau
+
+
+def project_box_l1(
+    v: np.ndarray,
+    lower: ArrayLike,
+    upper: ArrayLike,
+    gross_cap: ArrayLike,
+    group: np.ndarray | None = None,
+    group_cap: ArrayLike | None = None,
+) -> np.ndarray:
+    """Exact projection of ``v [..., N]`` onto the L1 ball(s) intersected with ``[lower, upper]``.
+
+    ``lower``/``upper`` broadcast to ``v`` and must satisfy ``lower <= 0 <= upper``; ``gross_cap`` and
+    ``group_cap`` are scalars or arrays of shape ``v.shape[:-1]``; ``group`` is a boolean ``[N]`` (or
+    broadcastable) membership mask.
+    """
+    w, _, _ = _project_box_l1_full(v, lower, upper, gross_cap, group, group_cap)
+    return w
+
+
+def _per_elem(x: ArrayLike, shape: tuple[int, ...]) -> np.ndarray:
+    """``x`` broadcast to ``shape`` as rows ``[-1, N]`` (no copy when it already has that shape)."""
+    arr = np.asarray(x)
+    if arr.shape != shape:
+        arr = np.broadcast_to(arr, shape)
+    return arr.reshape(-1, shape[-1])
+
+
+def _per_row(x: ArrayLike, lead: tuple[int, ...]) -> np.ndarray:
+    """A per-row scalar ``x`` broadcast to ``lead`` and flattened to ``[-1]`` (float64)."""
+    arr = np.asarray(x, dtype=np.float64)
+    if arr.shape != lead:
+        arr = np.broadcast_to(arr, lead)
+    return arr.reshape(-1)
+
+
+def _project_box_l1_full(
+    v: np.ndarray,
+    lower: ArrayLike,
+    upper: ArrayLike,
+    gross_cap: ArrayLike,
+    group: np.ndarray | None,
+    group_cap: ArrayLike | None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Projection plus the thresholds ``tau`` [...] and per-element floor [..., N] (for KKT tests)."""
+    v = np.asarray(v, dtype=np.float64)
+    lead = v.shape[:-1]
+    flat = v.reshape(-1, v.shape[-1])
+    a = np.abs(flat)
+    cap = np.where(flat >= 0, _per_elem(upper, v.shape), -_per_elem(lower, v.shape))
+    budget = _per_row(gross_cap, lead)
+    floor = np.zeros_like(a)
+    if group is not None and group_cap is not None:
+        gb = _per_row(group_cap, lead)
+        g = np.asarray(group, dtype=bool)
+        if g.ndim == 1:  # one membership for every row: solve the group on its columns only
+            zero = np.zeros((a.shape[0], int(g.sum())))
+            tau_g = _threshold_np(a[:, g], cap[:, g], gb, zero)
+        else:
+            g = _per_elem(g, v.shape)
+            tau_g = _threshold_np(np.where(g, a, 0.0), np.where(g, cap, 0.0), gb, floor)
+        floor = np.where(g, tau_g[:, None], 0.0)
+    tau = _threshold_np(a, cap, budget, floor)
+    thr = np.maximum(tau[:, None], floor)
+    w = np.sign(flat) * np.minimum(cap, np.maximum(a - thr, 0.0))
+    return w.reshape(v.shape), tau.reshape(lead), floor.reshape(v.shape)
+
+
+def weight_bounds(mask: np.ndarray, per_asset_cap: float, long_only: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Box ``[lower, upper]`` for tradeable (``mask``) assets; masked assets get ``[0, 0]``."""
+    upper = np.where(mask, per_asset_cap, 0.0)
+    lower = np.zeros_like(upper) if long_only else -upper
+    return lower, upper
+
+
+def project_weights(
+    w: np.ndarray,
+    gross_cap: ArrayLike,
+    per_asset_cap: float,
+    long_only: bool = False,
+    mask: np.ndarray | None = None,
+    group: np.ndarray | None = None,
+    group_cap: ArrayLike | None = None,
+) -> np.ndarray:
+    """Project proposed weights ``w [..., N]`` onto the gross / per-asset / long-only / mask set."""
+    w = np.asarray(w, dtype=np.float64)
+    m = np.ones(w.shape, dtype=bool) if mask is None else np.broadcast_to(mask, w.shape)
+    lower, upper = weight_bounds(m, per_asset_cap, long_only)
+    return project_box_l1(w, lower, upper, gross_cap, group, group_cap)
+
+
+# --------------------------------------------------------------------------------------------- torch
+
+
+@torch.no_grad()
+def _threshold_torch_nograd(
+    a: torch.Tensor, cap: torch.Tensor, budget: torch.Tensor, floor: torch.Tensor
+) -> torch.Tensor:
+    f0 = torch.minimum(cap, torch.relu(a - floor)).sum(-1)
+    n = a.shape[-1]
+    pts = torch.cat([torch.maximum(a - cap, floor), torch.maximum(a, floor)], dim=-1)
+    ps, order = torch.sort(pts, dim=-1)
+    ds = torch.where(order < n, -1.0, 1.0).to(a.dtype)
+    slope_before = torch.zeros_like(ps)
+    slope_before[..., 1:] = torch.cumsum(ds[..., :-1], dim=-1)
+    seg = torch.diff(ps, dim=-1, prepend=torch.zeros_like(ps[..., :1]))
+    fvals = f0.unsqueeze(-1) + torch.cumsum(slope_before * seg, dim=-1)
+    fvals[..., -1] = 0.0
+    k = torch.argmax((fvals <= budget.unsqueeze(-1)).to(torch.int8), dim=-1, keepdim=True)
+    km1 = torch.clamp(k - 1, min=0)
+    slope = slope_before.gather(-1, k).squeeze(-1)
+    p_prev = ps.gather(-1, km1).squeeze(-1)
+    f_prev = fvals.gather(-1, km1).squeeze(-1)
+    safe = torch.where(slope < 0, -slope, torch.ones_like(slope))
+    tau = p_prev + torch.where(slope < 0, (f_prev - budget) / safe, torch.zeros_like(slope))
+    return torch.where(f0 > budget, tau, torch.zeros_like(tau))
+
+
+def _threshold_torch(
+    a: torch.Tensor, cap: torch.Tensor, budget: torch.Tensor, floor: torch.Tensor
+) -> torch.Tensor:
+    """Differentiable threshold: found without grad, then recomputed in closed form on the active set."""
+    tau0 = _threshold_torch_nograd(a, cap, budget, floor)
+    t0 = tau0.unsqueeze(-1)
+    governed = floor <= t0
+    excess = a - t0
+    active = governed & (excess > 0) & (excess < cap)
+    contrib = torch.where(
+        governed,
+        torch.where(excess >= cap, cap, torch.zeros_like(a)),
+        torch.minimum(cap, torch.relu(a - floor)),
+    )
+    n_active = active.sum(-1)
+    closed = (torch.where(active, a, torch.zeros_like(a)).sum(-1) + contrib.sum(-1) - budget) / torch.clamp(
+        n_active, min=1
+    ).to(a.dtype)
+    use_closed = (tau0 > 0) & (n_active > 0)
+    return torch.where(use_closed, closed, tau0)
+
+
+def project_box_l1_torch(
+    v: torch.Tensor,
+    lower: torch.Tensor,
+    upper: torch.Tensor,
+    gross_cap: torch.Tensor | float,
+    group: torch.Tensor | None = None,
+    group_cap: torch.Tensor | float | None = None,
+) -> torch.Tensor:
+    """Differentiable twin of :func:`project_box_l1` (same arguments, tensors)."""
+    lower = torch.broadcast_to(torch.as_tensor(lower, dtype=v.dtype), v.shape)
+    upper = torch.broadcast_to(torch.as_tensor(upper, dtype=v.dtype), v.shape)
+    lead = v.shape[:-1]
+    a = v.abs()
+    cap = torch.where(v >= 0, upper, -lower)
+    budget = torch.broadcast_to(torch.as_tensor(gross_cap, dtype=v.dtype), lead)
+    floor = torch.zeros_like(a)
+    if group is not None and group_cap is not None:
+        g = torch.broadcast_to(torch.as_tensor(group, dtype=torch.bool), v.shape)
+        gb = torch.broadcast_to(torch.as_tensor(group_cap, dtype=v.dtype), lead)
+        zero = torch.zeros_like(a)
+        tau_g = _threshold_torch(torch.where(g, a, zero), torch.where(g, cap, zero), gb, zero)
+        floor = torch.where(g, tau_g.unsqueeze(-1), zero)
+    tau = _threshold_torch(a, cap, budget, floor)
+    thr = torch.maximum(tau.unsqueeze(-1), floor)
+    return torch.sign(v) * torch.minimum(cap, torch.relu(a - thr))
+
+
+def project_weights_torch(
+    w: torch.Tensor,
+    gross_cap: torch.Tensor | float,
+    per_asset_cap: float,
+    long_only: bool = False,
+    mask: torch.Tensor | None = None,
+    group: torch.Tensor | None = None,
+    group_cap: torch.Tensor | float | None = None,
+) -> torch.Tensor:
+    """Differentiable twin of :func:`project_weights` (e.g. the last layer of a policy)."""
+    m: Any = torch.ones_like(w, dtype=torch.bool) if mask is None else torch.broadcast_to(mask, w.shape)
+    upper = torch.where(m, torch.full_like(w, per_asset_cap), torch.zeros_like(w))
+    lower = torch.zeros_like(w) if long_only else -upper
+    return project_box_l1_torch(w, lower, upper, gross_cap, group, group_cap)

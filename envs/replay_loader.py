@@ -1,0 +1,159 @@
+"""Load a split of the replay store as ``MarketData`` for the simulator.
+
+Calendar rule: when the universe holds any equity, the simulator steps on the equity calendar (the
+sorted union of equity bar timestamps) and crypto is observed at those same labels (its weekend bars
+are not stepped; nothing is forward-filled from a later bar). A crypto-only universe steps on its
+7-day calendar. ``periods_per_year`` follows: 252 (365 for crypto-only) x bars per day.
+
+Per (t, asset): ``listed`` is True only where the asset has a real bar at t. Prices are carried
+forward inside an asset's life (and backward before its listing, where it is masked) only to keep
+arithmetic finite. A missing spread is costed at the asset's median spread, or 25 bps when it never
+had one; a missing dollar volume at its last known value (1e6 floor). Feature NaNs become 0 (the
+store's nulls mean "not enough history yet"); an unknown volatility regime counts as 1 (choppy).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+
+from envs.config import ReplayDataConfig
+from envs.market_data import MarketData
+from replay.features.build import periods_per_year
+from replay.reader import read_frame
+from replay.schema import FEATURES_SCHEMA
+from replay.splits import fractional_splits
+
+DEFAULT_FEATURES: tuple[str, ...] = (
+    "ret_1",
+    "ret_5",
+    "ret_20",
+    "vol_20",
+    "vol_60",
+    "skew_60",
+    "atr_pct_14",
+    "spread_bps",
+    "drawdown",
+    "drawdown_velocity",
+    "var_95_60",
+    "vol_regime_code",
+    "fc_mean",
+    "fc_std",
+    "fc_q05",
+    "fc_q95",
+    "fc_calib_resid",
+    "fc_edge_bps",
+    "fc_gate_open",
+    "kelly_lite",
+    "dd_trigger_state",
+    "vix_level",
+    "vix_term",
+    "sector_momentum",
+)
+_MISSING_SPREAD_BPS = 25.0
+_MIN_DOLLAR_VOLUME = 1e6
+_SCALED = {"vix_level": 0.01, "fc_edge_bps": 1e-4, "spread_bps": 1e-4, "atr_pct_14": 0.01}
+
+
+def _numeric_feature(name: str) -> bool:
+    field = FEATURES_SCHEMA.field(name)
+    return str(field.type) != "string"
+
+
+def load_market_data(
+    root: str | os.PathLike[str],
+    split: str = "train",
+    symbols: Sequence[str] | None = None,
+    *,
+    train_fraction: float = 0.6,
+    validation_fraction: float = 0.2,
+    embargo_bars: int = 5,
+    feature_columns: Sequence[str] = DEFAULT_FEATURES,
+) -> MarketData:
+    """The ``split`` window ("train" | "validation" | "test" | "all") of the store at ``root``.
+
+    Raises ``ValueError`` naming unknown symbols, unknown or non-numeric feature columns, or a split
+    that would be empty.
+    """
+    names = set(FEATURES_SCHEMA.names)
+    unknown = [c for c in feature_columns if c not in names]
+    if unknown:
+        raise ValueError(f"feature column {unknown[0]!r} is not in the features table")
+    text = [c for c in feature_columns if not _numeric_feature(c)]
+    if text:
+        raise ValueError(f"feature column {text[0]!r} is text; use its numeric code instead")
+    bars = read_frame(root, "bars", symbols=symbols, columns=["symbol", "ts", "open", "close", "asset_class"])
+    if symbols is not None:
+        missing = sorted(set(symbols) - set(bars["symbol"].astype(str)))
+        if missing:
+            raise ValueError(f"symbols not in the store: {missing}")
+    if bars.empty:
+        raise ValueError(f"the store at {root} holds no bars")
+    classes = bars.groupby("symbol")["asset_class"].first()
+    has_equity = (classes == "equity").any()
+    calendar_class = "equity" if has_equity else "crypto"
+    calendar = pd.DatetimeIndex(np.unique(bars.loc[bars["asset_class"] == calendar_class, "ts"]))
+    if split != "all":
+        windows = fractional_splits(calendar, train_fraction, validation_fraction, embargo_bars)
+        if split not in windows:
+            raise ValueError(f"split must be one of train, validation, test, all; got {split!r}")
+        window = windows[split]
+        calendar = calendar[(calendar >= window.start) & (calendar <= window.end)]
+    order = sorted(classes.index.astype(str))
+    bars = bars[bars["ts"].isin(calendar)]
+
+    def wide(frame: pd.DataFrame, column: str) -> pd.DataFrame:
+        return frame.pivot(index="ts", columns="symbol", values=column).reindex(index=calendar, columns=order)
+
+    close_raw = wide(bars, "close").astype("float64")
+    listed = close_raw.notna().to_numpy()
+    close = close_raw.ffill().bfill().to_numpy()
+    open_ = wide(bars, "open").astype("float64").ffill().bfill().to_numpy()
+
+    wanted = sorted({*feature_columns, "spread_bps", "dollar_volume_20", "vol_regime_code"})
+    feats = read_frame(
+        root,
+        "features",
+        symbols=order,
+        start=calendar[0],
+        end=calendar[-1],
+        columns=["symbol", "ts", *wanted],
+    )
+    feats = feats[feats["ts"].isin(calendar)]
+    spread = wide(feats, "spread_bps").astype("float64")
+    spread = spread.fillna(spread.median()).fillna(_MISSING_SPREAD_BPS).to_numpy()
+    dollar_volume = wide(feats, "dollar_volume_20").astype("float64").ffill().fillna(_MIN_DOLLAR_VOLUME)
+    regime = wide(feats, "vol_regime_code").astype("float64").fillna(1.0).to_numpy().astype(np.int8)
+    stack = np.empty((len(calendar), len(order), len(feature_columns)), dtype=np.float32)
+    for k, name in enumerate(feature_columns):
+        values = wide(feats, name).astype("float64").to_numpy() * _SCALED.get(name, 1.0)
+        stack[:, :, k] = np.nan_to_num(values, nan=0.0, posinf=0.0, neginf=0.0)
+    return MarketData(
+        ts=calendar.tz_convert(None).to_numpy().astype("datetime64[us]"),
+        symbols=tuple(order),
+        asset_class=tuple(str(classes[s]) for s in order),
+        open=open_,
+        close=close,
+        listed=listed,
+        spread_bps=spread,
+        dollar_volume=np.maximum(dollar_volume.to_numpy(), _MIN_DOLLAR_VOLUME),
+        features=stack,
+        feature_names=tuple(feature_columns),
+        regime_code=regime,
+        periods_per_year=round(periods_per_year(calendar, calendar_class)),
+    )
+
+
+def load_market_data_from_config(cfg: ReplayDataConfig) -> MarketData:
+    """``load_market_data`` for an ``env_config["data"]`` entry of kind ``replay``."""
+    return load_market_data(
+        cfg.root,
+        split=cfg.split,
+        symbols=cfg.symbols,
+        train_fraction=cfg.train_fraction,
+        validation_fraction=cfg.validation_fraction,
+        embargo_bars=cfg.embargo_bars,
+    )

@@ -1,0 +1,82 @@
+"""Reward functions on one step's net log growth, selectable by config.
+
+All rewards start from ``g = log(equity_after / equity_before)``, net of every cost. They are pure:
+``compute_reward(cfg, g, dd, state) -> (reward, new_state)`` with per-episode state arrays, so a
+batch of episodes is one vectorised call.
+
+* ``log_growth`` (default): ``g``. Summed over an episode it is the log of final over initial equity,
+  the Kelly objective.
+* ``cvar``: ``g - lam * (z + max(0, -g - z) / (1 - alpha))``, the Rockafellar-Uryasev form of
+  CVaR_alpha of the loss ``-g``. ``z`` is the running alpha-quantile (VaR) of the loss, updated by
+  stochastic approximation after each step; at the true VaR the penalty's expectation is exactly
+  ``lam * CVaR_alpha``, and for any ``z`` it is an upper bound (R-U minimise over ``z``).
+* ``drawdown``: ``g - lam * max(0, dd_t - dd_{t-1})``: only a deepening drawdown is penalised, so the
+  episode's total penalty is at least ``lam`` times its maximum drawdown.
+* ``diff_sharpe``: Moody & Saffell (1998) differential Sharpe ratio with EMA rate ``eta``:
+  ``D_t = (B ΔA - A ΔB / 2) / (B - A^2)^{3/2}`` with ``A, B`` the EMAs of ``g`` and ``g^2`` before the
+  update; 0 while the EMA variance is not yet positive.
+"""
+
+from __future__ import annotations
+
+from typing import Literal, NamedTuple
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+RewardKind = Literal["log_growth", "cvar", "drawdown", "diff_sharpe"]
+
+
+class RewardConfig(BaseModel):
+    """Which reward and its parameters."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    kind: RewardKind = Field("log_growth", description="reward function")
+    cvar_alpha: float = Field(0.95, gt=0, lt=1, description="CVaR confidence level")
+    cvar_lambda: float = Field(0.1, ge=0, description="weight of the CVaR penalty")
+    cvar_quantile_lr: float = Field(0.01, gt=0, description="step of the running-VaR update")
+    drawdown_lambda: float = Field(1.0, ge=0, description="weight of the drawdown-increase penalty")
+    sharpe_eta: float = Field(0.01, gt=0, lt=1, description="EMA rate of the differential Sharpe")
+    scale: float = Field(1.0, gt=0, description="multiplies the reward (e.g. 100 for percent units)")
+
+
+class RewardState(NamedTuple):
+    """Per-episode reward state (shape ``[B]``)."""
+
+    var_z: np.ndarray  # running VaR of the loss -g (cvar)
+    prev_dd: np.ndarray  # drawdown after the previous step (drawdown)
+    ema_a: np.ndarray  # EMA of g (diff_sharpe)
+    ema_b: np.ndarray  # EMA of g^2 (diff_sharpe)
+
+
+def init_reward_state(n: int) -> RewardState:
+    """All-zero state for ``n`` episodes."""
+    z = np.zeros(n)
+    return RewardState(z.copy(), z.copy(), z.copy(), z.copy())
+
+
+def compute_reward(
+    cfg: RewardConfig, log_growth: np.ndarray, dd: np.ndarray, state: RewardState
+) -> tuple[np.ndarray, RewardState]:
+    """Reward for one step of every episode and the updated state."""
+    g = log_growth
+    if cfg.kind == "log_growth":
+        return cfg.scale * g, state._replace(prev_dd=dd)
+    if cfg.kind == "cvar":
+        loss = -g
+        z = state.var_z
+        penalty = z + np.maximum(loss - z, 0.0) / (1.0 - cfg.cvar_alpha)
+        new_z = z + cfg.cvar_quantile_lr * ((loss > z).astype(np.float64) - (1.0 - cfg.cvar_alpha))
+        return cfg.scale * (g - cfg.cvar_lambda * penalty), state._replace(var_z=new_z, prev_dd=dd)
+    if cfg.kind == "drawdown":
+        penalty = np.maximum(dd - state.prev_dd, 0.0)
+        return cfg.scale * (g - cfg.drawdown_lambda * penalty), state._replace(prev_dd=dd)
+    a, b = state.ema_a, state.ema_b
+    da, db = g - a, g * g - b
+    var = b - a * a
+    pos = var > 1e-18
+    d = np.where(pos, (b * da - 0.5 * a * db) / np.where(pos, var, 1.0) ** 1.5, 0.0)
+    eta = cfg.sharpe_eta
+    new = state._replace(ema_a=a + eta * da, ema_b=b + eta * db, prev_dd=dd)
+    return cfg.scale * d, new

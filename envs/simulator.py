@@ -1,0 +1,347 @@
+"""Vectorised market simulator: B episodes x N assets stepped by one numpy call.
+
+Timing contract (no look-ahead)
+-------------------------------
+A decision at bar ``t`` sees only data at bars ``<= t`` (features, listing, close, spread, volume).
+``step`` then: projects the target weights onto the constraints (mask = ``listed[t]``), liquidates
+held assets that are not listed at ``t + 1`` at their last price ``close[t]`` (no cost), fills the
+trades at ``open[t + 1]`` sized on the equity at that open, charges fee / spread / slippage with the
+spread and dollar volume known at ``t``, marks to ``close[t + 1]``, charges one bar of financing on
+gross exposure above 1x equity, and computes the reward. So bars after ``t + 1``'s open cannot change
+anything observed or earned up to ``t``.
+
+Accounting
+----------
+State is ``cash [B]``, ``units [B, N]`` and ``equity [B]``. Equity is carried forward by P&L (gap P&L
+close->open, intrabar P&L open->close, minus costs and financing) while cash moves by trade cash flows;
+``cash + sum(units * close) == equity`` is therefore a real check of the bookkeeping, which
+:meth:`MarketSimulator.equity_identity_error` exposes for tests.
+
+Vectorisation: every per-step quantity is an array op over ``[B, N]``; there is no Python loop over
+episodes or assets. B = 1 runs the same code (the live path) with small-array overheads only.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+
+from envs.config import SimulatorConfig
+from envs.costs import COST_COMPONENTS, fee_bps, financing_cost, financing_rate_per_bar, trade_costs
+from envs.kill_switch import KillSwitchState, init_kill_switch, unwind_bounds, update_kill_switch
+from envs.market_data import MarketData
+from envs.projection import project_box_l1, weight_bounds
+from envs.rewards import RewardState, compute_reward, init_reward_state
+
+
+class Observation(NamedTuple):
+    """What a policy may see at bar ``t`` for every episode (all from data <= t)."""
+
+    features: np.ndarray  # [B, N, F] float32
+    weights: np.ndarray  # [B, N] current weights (position value / equity) at close t
+    cash_fraction: np.ndarray  # [B] cash / equity
+    drawdown: np.ndarray  # [B] 1 - equity / running peak
+    kill_active: np.ndarray  # [B] bool
+    kill_bars: np.ndarray  # [B] bars since the kill switch tripped (0 when off)
+    mask: np.ndarray  # [B, N] bool, listed at t (tradeable)
+    progress: np.ndarray  # [B] fraction of the episode elapsed
+
+
+class StepResult(NamedTuple):
+    """One step of every episode. Costs are in currency, ``[B, 4]`` ordered as ``COST_COMPONENTS``."""
+
+    reward: np.ndarray  # [B]
+    log_growth: np.ndarray  # [B] net log(equity_after / equity_before)
+    equity: np.ndarray  # [B] at close t + 1
+    costs: np.ndarray  # [B, 4] fee, spread, slippage, financing this step
+    target_weights: np.ndarray  # [B, N] projected weights that were sent to the market
+    traded_notional: np.ndarray  # [B, N] signed notional filled at open t + 1
+    terminated: np.ndarray  # [B] ruin
+    truncated: np.ndarray  # [B] end of the episode window
+
+
+class MarketSimulator:
+    """Steps ``n_envs`` episodes sampled as windows of ``data`` (seeded ``numpy.random.Generator``)."""
+
+    def __init__(self, data: MarketData, cfg: SimulatorConfig, n_envs: int = 1, seed: int | None = None):
+        if n_envs < 1:
+            raise ValueError(f"n_envs must be >= 1, got {n_envs}")
+        if cfg.episode_len >= data.n_steps:
+            raise ValueError(
+                f"episode_len ({cfg.episode_len}) must be smaller than the data's number of bars "
+                f"({data.n_steps}): an episode needs episode_len + 1 bars"
+            )
+        _validate_data(data)
+        self.data = data
+        self.cfg = cfg
+        self.n_envs = n_envs
+        self.n_assets = data.n_assets
+        self._open = np.ascontiguousarray(data.open, dtype=np.float64)
+        self._close = np.ascontiguousarray(data.close, dtype=np.float64)
+        self._listed = np.ascontiguousarray(data.listed, dtype=bool)
+        self._spread = np.ascontiguousarray(data.spread_bps, dtype=np.float64)
+        self._dvol = np.ascontiguousarray(data.dollar_volume, dtype=np.float64)
+        self._features = np.ascontiguousarray(data.features, dtype=np.float32)
+        is_crypto = np.array([c == "crypto" for c in data.asset_class], dtype=bool)
+        self.is_crypto = is_crypto
+        self._fee_bps = fee_bps(is_crypto, cfg.costs)
+        con = cfg.constraints
+        all_crypto = bool(is_crypto.all())
+        self._gross_cap = min(con.gross_cap, con.crypto_gross_cap) if all_crypto else con.gross_cap
+        mixed = bool(is_crypto.any()) and not all_crypto
+        self._group: np.ndarray | None = is_crypto if mixed and con.crypto_gross_cap < con.gross_cap else None
+        self._fin_rate = financing_rate_per_bar(cfg.costs, all_crypto, cfg.days_per_bar)
+        self.rng = np.random.default_rng(seed)
+        self.reset()
+
+    # ------------------------------------------------------------------------------------- episodes
+
+    def reset(self, seed: int | None = None, starts: np.ndarray | None = None) -> None:
+        """Start fresh episodes in every slot (reseeding the sampler when ``seed`` is given).
+
+        ``starts [B]`` pins each episode's first bar (evaluation replays a split from its start);
+        otherwise windows are sampled.
+        """
+        if seed is not None:
+            self.rng = np.random.default_rng(seed)
+        b, n = self.n_envs, self.n_assets
+        self.start = np.zeros(b, dtype=np.int64)
+        self.t = np.zeros(b, dtype=np.int64)
+        self.steps = np.zeros(b, dtype=np.int64)
+        self.cash = np.zeros(b)
+        self.units = np.zeros((b, n))
+        self.equity = np.zeros(b)
+        self.peak = np.zeros(b)
+        self.episode_costs = np.zeros((b, len(COST_COMPONENTS)))
+        self.kill = init_kill_switch(np.ones(b))
+        self.reward_state = init_reward_state(b)
+        self.reset_envs(np.ones(b, dtype=bool), starts)
+
+    def reset_envs(self, which: np.ndarray, starts: np.ndarray | None = None) -> None:
+        """Restart the episodes where ``which [B]`` is True, on sampled windows or at ``starts``."""
+        idx = np.flatnonzero(which)
+        if idx.size == 0:
+            return
+        e0 = self.cfg.initial_equity
+        last_start = self.data.n_steps - self.cfg.episode_len
+        if starts is None:
+            starts = self.rng.integers(0, last_start, size=idx.size)
+        else:
+            starts = (
+                np.asarray(starts, dtype=np.int64)[idx] if len(starts) == self.n_envs else np.asarray(starts)
+            )
+            if starts.shape != idx.shape or (starts < 0).any() or (starts >= last_start).any():
+                raise ValueError(
+                    f"starts must be {idx.size} bars in [0, {last_start}), got {starts.tolist()}"
+                )
+        self.start[idx] = starts
+        self.t[idx] = starts
+        self.steps[idx] = 0
+        self.cash[idx] = e0
+        self.units[idx] = 0.0
+        self.equity[idx] = e0
+        self.peak[idx] = e0
+        self.episode_costs[idx] = 0.0
+        self.kill.peak[idx] = e0
+        self.kill.active[idx] = False
+        self.kill.bars_active[idx] = 0
+        for arr in self.reward_state:
+            arr[idx] = 0.0
+
+    # ------------------------------------------------------------------------------------- views
+
+    def weights(self) -> np.ndarray:
+        """Current weights ``units * close[t] / equity`` ``[B, N]``."""
+        return self.units * self._close[self.t] / self.equity[:, None]
+
+    def observe(self) -> Observation:
+        """Observation at bar ``t`` of every episode."""
+        t = self.t
+        dd = np.maximum(1.0 - self.equity / self.peak, 0.0)
+        return Observation(
+            features=self._features[t],
+            weights=self.weights(),
+            cash_fraction=self.cash / self.equity,
+            drawdown=dd,
+            kill_active=self.kill.active.copy(),
+            kill_bars=self.kill.bars_active.copy(),
+            mask=self._listed[t],
+            progress=self.steps / self.cfg.episode_len,
+        )
+
+    def equity_identity_error(self) -> np.ndarray:
+        """``|cash + sum(units * close) - equity| / |equity|`` per episode (0 up to rounding)."""
+        value = self.cash + (self.units * self._close[self.t]).sum(-1)
+        return np.abs(value - self.equity) / np.abs(self.equity)
+
+    # ------------------------------------------------------------------------------------- step
+
+    def step(
+        self,
+        target_weights: np.ndarray,
+        fill: np.ndarray | None = None,
+        spread_mult: np.ndarray | float = 1.0,
+        slippage_mult: np.ndarray | float = 1.0,
+        active: np.ndarray | None = None,
+    ) -> StepResult:
+        """Advance every episode one bar towards ``target_weights [B, N]`` (any finite values).
+
+        ``fill [B, N]`` (optional) marks which assets' orders execute; an unfilled asset keeps its
+        units, and the others share what is left of the gross budget. ``spread_mult`` /
+        ``slippage_mult`` scale those cost components per asset (execution modes). Episodes where
+        ``active [B]`` is False are left exactly as they were (a vector env's autoreset step); their
+        entries in the result are meaningless.
+        """
+        cfg, con = self.cfg, self.cfg.constraints
+        b = self.n_envs
+        target = np.asarray(target_weights, dtype=np.float64)
+        if target.shape != (b, self.n_assets):
+            raise ValueError(f"target_weights has shape {target.shape}, expected {(b, self.n_assets)}")
+        if not np.isfinite(target).all():
+            raise ValueError("target_weights contains NaN or inf")
+        over = self.steps >= cfg.episode_len
+        if over.any() and (active is None or (over & np.asarray(active, dtype=bool)).any()):
+            raise RuntimeError("an episode has ended (truncated); reset it before stepping again")
+        t = self.t
+        t1 = t + 1
+        listed_t, listed_t1 = self._listed[t], self._listed[t1]
+        close_t, open1, close1 = self._close[t], self._open[t1], self._close[t1]
+        units, cash, equity = self.units, self.cash, self.equity
+
+        # 1. project the decision onto the constraints (data <= t only)
+        w_now = units * close_t / equity[:, None]
+        lower, upper = weight_bounds(listed_t, con.per_asset_cap, con.long_only)
+        if self.kill.active.any():
+            lower, upper = unwind_bounds(w_now, lower, upper, self.kill.active)
+        budget: np.ndarray | float = self._gross_cap
+        group_budget: np.ndarray | float = con.crypto_gross_cap
+        locked = None
+        if fill is not None:
+            locked = ~np.asarray(fill, dtype=bool) & listed_t
+            lower = np.where(locked, 0.0, lower)
+            upper = np.where(locked, 0.0, upper)
+            locked_abs = np.abs(w_now) * locked
+            budget = np.maximum(self._gross_cap - locked_abs.sum(-1), 0.0)
+            if self._group is not None:
+                group_budget = np.maximum(con.crypto_gross_cap - (locked_abs * self._group).sum(-1), 0.0)
+        w_target = project_box_l1(target, lower, upper, budget, self._group, group_budget)
+
+        # 2. liquidate assets that are not listed at t + 1 at their last price, no cost
+        gone = listed_t & ~listed_t1
+        if gone.any():
+            cash = cash + (units * close_t * gone).sum(-1)
+            units = np.where(gone, 0.0, units)
+            w_target = np.where(gone, 0.0, w_target)
+        if locked is not None:
+            w_target = np.where(locked & ~gone, w_now, w_target)
+
+        # 3. fill at open t + 1, sized on the equity at that open
+        gap_pnl = (units * (open1 - close_t)).sum(-1)
+        equity_open = equity + gap_pnl
+        new_units = w_target * equity_open[:, None] / open1
+        if locked is not None:
+            new_units = np.where(locked & ~gone, units, new_units)
+        if self.kill.active.any():
+            act = self.kill.active[:, None]
+            clipped = np.clip(new_units, np.minimum(units, 0.0), np.maximum(units, 0.0))
+            new_units = np.where(act, clipped, new_units)
+        traded = (new_units - units) * open1
+        traded_abs = np.abs(traded)
+        tc = trade_costs(
+            traded_abs, self._spread[t], self._dvol[t], self._fee_bps, cfg.costs, spread_mult, slippage_mult
+        )
+        fee, spread, slip = tc.fee.sum(-1), tc.spread.sum(-1), tc.slippage.sum(-1)
+        trade_cost = fee + spread + slip
+        cash = cash - traded.sum(-1) - trade_cost
+
+        # 4. mark to close t + 1, then one bar of financing on the closing exposure
+        pos1 = new_units * close1
+        intrabar_pnl = (new_units * (close1 - open1)).sum(-1)
+        equity_close = equity_open - trade_cost + intrabar_pnl
+        fin = financing_cost(np.abs(pos1).sum(-1), equity_close, self._fin_rate, cfg.costs)
+        cash = cash - fin
+        new_equity = equity_close - fin
+
+        # 5. reward, kill switch, bookkeeping
+        floor = cfg.min_equity_fraction * cfg.initial_equity
+        ruined = new_equity <= floor
+        ratio = np.maximum(new_equity, 1e-12 * cfg.initial_equity) / equity
+        log_growth = np.log(ratio)
+        old_peak = self.peak
+        self.peak = np.maximum(self.peak, new_equity)
+        dd = np.maximum(1.0 - new_equity / self.peak, 0.0)
+        old_reward_state = self.reward_state
+        reward, self.reward_state = compute_reward(cfg.reward, log_growth, dd, self.reward_state)
+        old_kill = self.kill
+        self.kill = update_kill_switch(self.kill, new_equity, cfg.kill_switch)
+        costs = np.stack([fee, spread, slip, fin], axis=-1)
+        steps = self.steps + 1
+        if active is None:
+            self.episode_costs = self.episode_costs + costs
+            self.units, self.cash, self.equity, self.t, self.steps = new_units, cash, new_equity, t1, steps
+        else:
+            previous = (old_kill, old_reward_state, old_peak)
+            self._commit_partial(np.asarray(active, dtype=bool), previous, costs, new_units, cash, new_equity)
+        truncated = (self.steps >= cfg.episode_len) & ~ruined
+        return StepResult(
+            reward=reward,
+            log_growth=log_growth,
+            equity=new_equity.copy(),
+            costs=costs,
+            target_weights=w_target,
+            traded_notional=traded,
+            terminated=ruined,
+            truncated=truncated,
+        )
+
+    def _commit_partial(
+        self,
+        active: np.ndarray,
+        previous: tuple[KillSwitchState, RewardState, np.ndarray],
+        costs: np.ndarray,
+        units: np.ndarray,
+        cash: np.ndarray,
+        equity: np.ndarray,
+    ) -> None:
+        """Keep the step's new state only where ``active``; restore the previous state elsewhere."""
+        old_kill, old_reward, old_peak = previous
+        a1, a2 = active, active[:, None]
+        self.episode_costs = np.where(a2, self.episode_costs + costs, self.episode_costs)
+        self.units = np.where(a2, units, self.units)
+        self.cash = np.where(a1, cash, self.cash)
+        self.equity = np.where(a1, equity, self.equity)
+        self.t = np.where(a1, self.t + 1, self.t)
+        self.steps = np.where(a1, self.steps + 1, self.steps)
+        self.peak = np.where(a1, self.peak, old_peak)
+        self.kill = KillSwitchState(
+            *(np.where(a1, new, old) for new, old in zip(self.kill, old_kill, strict=True))
+        )
+        self.reward_state = RewardState(
+            *(np.where(a1, new, old) for new, old in zip(self.reward_state, old_reward, strict=True))
+        )
+
+    def kill_state(self) -> KillSwitchState:
+        """Current kill-switch state (read-only view for observers)."""
+        return self.kill
+
+    def rewards_state(self) -> RewardState:
+        """Current reward state (read-only view for observers)."""
+        return self.reward_state
+
+
+def _validate_data(data: MarketData) -> None:
+    """Refuse data the simulator cannot price, naming the field (cheap, once per construction)."""
+    for name in ("open", "close"):
+        arr = getattr(data, name)
+        if not np.isfinite(arr).all() or (arr <= 0).any():
+            raise ValueError(f"MarketData.{name} must be finite and > 0 everywhere (fill unlisted bars)")
+    if not np.isfinite(data.spread_bps).all() or (data.spread_bps < 0).any():
+        raise ValueError("MarketData.spread_bps must be finite and >= 0")
+    if not np.isfinite(data.dollar_volume).all() or (data.dollar_volume <= 0).any():
+        raise ValueError("MarketData.dollar_volume must be finite and > 0")
+    if not np.isfinite(data.features).all():
+        raise ValueError("MarketData.features must be finite (NaN replaced by 0)")
+    bad = sorted(set(data.asset_class) - {"equity", "crypto"})
+    if bad:
+        raise ValueError(f"MarketData.asset_class has unknown classes {bad}; expected equity or crypto")

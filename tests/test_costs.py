@@ -1,0 +1,107 @@
+"""Cost model: hand-computed fee, spread, slippage and financing, to the cent."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from pydantic import ValidationError
+
+from envs.config import SimulatorConfig
+from envs.costs import (
+    CostConfig,
+    fee_bps,
+    financing_cost,
+    financing_rate_per_bar,
+    liquidity_tier,
+    slippage_bps,
+    trade_costs,
+)
+from envs.market_data import MarketData
+from envs.simulator import MarketSimulator
+
+CFG = CostConfig()
+
+
+def test_one_equity_trade_fee_spread_slippage_to_the_cent() -> None:
+    # $15,000 bought; spread 4 bps -> half 2 bps; dollar volume $1.5M -> tier 2 (20 bps) and
+    # participation 1 % -> impact 100 * sqrt(0.01) = 10 bps; fee 5 bps.
+    tc = trade_costs(
+        np.array([15_000.0]), np.array([4.0]), np.array([1.5e6]), fee_bps(np.array([False]), CFG), CFG
+    )
+    assert round(float(tc.fee[0]), 2) == 7.50
+    assert round(float(tc.spread[0]), 2) == 3.00
+    assert round(float(tc.slippage[0]), 2) == 45.00
+
+
+def test_one_night_financing_to_the_cent() -> None:
+    # gross $15,000 on equity $9,944.50 -> borrowed $5,055.50 at 6.75 % / 252 = $1.3542 -> $1.35
+    rate = financing_rate_per_bar(CFG, all_crypto=False)
+    assert rate == pytest.approx(0.0675 / 252, rel=1e-15)
+    fin = financing_cost(np.array([15_000.0]), np.array([9_944.50]), rate, CFG)
+    assert round(float(fin[0]), 2) == 1.35
+    assert float(fin[0]) == pytest.approx(5_055.50 * 0.0675 / 252, rel=1e-12)
+
+
+def test_crypto_fee_and_calendar() -> None:
+    assert fee_bps(np.array([True]), CFG)[0] == 15.0
+    assert financing_rate_per_bar(CFG, all_crypto=True) == pytest.approx(0.0675 / 365, rel=1e-15)
+
+
+def test_no_financing_at_or_below_one_x() -> None:
+    fin = financing_cost(np.array([10_000.0, 9_000.0]), np.array([10_000.0, 10_000.0]), 0.01, CFG)
+    assert np.array_equal(fin, [0.0, 0.0])
+
+
+def test_liquidity_tiers_and_impact() -> None:
+    dv = np.array([2e9, 1e9, 5e8, 1e7, 9.99e6])
+    assert liquidity_tier(dv, CFG).tolist() == [0, 0, 1, 1, 2]
+    assert slippage_bps(np.zeros(5), dv, CFG).tolist() == [3.0, 3.0, 8.0, 8.0, 20.0]
+    # 0.01 % participation -> 100 * 0.01 = 1 bp of impact on top of tier 0
+    assert slippage_bps(np.array([1e5]), np.array([1e9]), CFG)[0] == pytest.approx(4.0, rel=1e-12)
+
+
+def test_zero_trade_costs_nothing() -> None:
+    tc = trade_costs(np.zeros(3), np.full(3, 10.0), np.full(3, 1e6), np.full(3, 5.0), CFG)
+    assert float(tc.fee.sum() + tc.spread.sum() + tc.slippage.sum()) == 0.0
+
+
+def test_bad_tier_thresholds_rejected() -> None:
+    with pytest.raises(ValidationError, match="tier_thresholds_usd"):
+        CostConfig(tier_thresholds_usd=(1e7, 1e9))
+
+
+def test_negative_fee_rejected_naming_field() -> None:
+    with pytest.raises(ValidationError, match="fee_bps_equity"):
+        CostConfig(fee_bps_equity=-1.0)
+
+
+def _flat_market(n_steps: int, price: float, spread: float, dvol: float, asset_class: str) -> MarketData:
+    t = n_steps
+    return MarketData(
+        ts=np.arange(t).astype("datetime64[D]").astype("datetime64[us]"),
+        symbols=("AAA",),
+        asset_class=(asset_class,),
+        open=np.full((t, 1), price),
+        close=np.full((t, 1), price),
+        listed=np.ones((t, 1), dtype=bool),
+        spread_bps=np.full((t, 1), spread),
+        dollar_volume=np.full((t, 1), dvol),
+        features=np.zeros((t, 1, 1), dtype=np.float32),
+        feature_names=("x",),
+        regime_code=np.zeros((t, 1), dtype=np.int8),
+    )
+
+
+def test_simulator_charges_one_trade_and_one_night_to_the_cent() -> None:
+    data = _flat_market(3, 100.0, 4.0, 1.5e6, "equity")
+    cfg = SimulatorConfig.model_validate(
+        {"episode_len": 1, "initial_equity": 10_000.0, "constraints": {"per_asset_cap": 2.0}}
+    )
+    sim = MarketSimulator(data, cfg, n_envs=1, seed=0)
+    res = sim.step(np.array([[1.5]]))
+    fee, spread, slip, fin = res.costs[0]
+    assert (round(fee, 2), round(spread, 2), round(slip, 2), round(fin, 2)) == (7.50, 3.00, 45.00, 1.35)
+    assert round(float(res.equity[0]), 2) == 9_943.15
+    assert sim.units[0, 0] == pytest.approx(150.0, rel=1e-15)
+    assert sim.cash[0] == pytest.approx(10_000.0 - 15_000.0 - 55.5 - fin, rel=1e-15)
+    assert np.allclose(sim.episode_costs[0], res.costs[0], rtol=0, atol=0)

@@ -1,0 +1,168 @@
+"""gymnasium wrappers: env checker, config validation, vector form, gate modes, seeding."""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import pytest
+from gymnasium.utils.env_checker import check_env
+from pydantic import ValidationError
+
+from envs.gym_envs import (
+    GATED_ENV_ID,
+    PORTFOLIO_ENV_ID,
+    GatedSymbolEnv,
+    GatedSymbolVectorEnv,
+    PortfolioEnv,
+    PortfolioVectorEnv,
+    make_portfolio_env,
+)
+from envs.synthetic_market import market_data_from_config
+
+BASE: dict[str, Any] = {
+    "data": {"kind": "synthetic", "n_assets": 4, "n_steps": 200, "seed": 0, "n_crypto": 1},
+    "sim": {"episode_len": 30},
+}
+
+
+@pytest.mark.parametrize("env_id", [PORTFOLIO_ENV_ID, GATED_ENV_ID])
+@pytest.mark.parametrize("flat", [False, True])
+def test_check_env_passes_without_warnings(env_id: str, flat: bool) -> None:
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        env = gym.make(env_id, env_config={**BASE, "flat_obs": flat})
+        check_env(env.unwrapped)
+    assert [str(w.message) for w in caught] == []
+
+
+def test_unknown_key_is_refused_naming_it() -> None:
+    with pytest.raises(ValidationError, match="gross_kap"):
+        PortfolioEnv({**BASE, "gross_kap": 2.0})
+
+
+def test_negative_cap_is_refused_naming_it() -> None:
+    with pytest.raises(ValidationError, match="per_asset_cap"):
+        PortfolioEnv({**BASE, "sim": {"constraints": {"per_asset_cap": -0.1}}})
+
+
+def test_window_longer_than_data_is_refused() -> None:
+    with pytest.raises(ValueError, match="episode_len"):
+        PortfolioEnv({**BASE, "sim": {"episode_len": 500}})
+
+
+def test_missing_feature_column_is_refused_naming_it() -> None:
+    with pytest.raises(ValueError, match="no_such_feature"):
+        PortfolioEnv({**BASE, "feature_columns": ["ret_1", "no_such_feature"]})
+    with pytest.raises(ValueError, match="edge_bps_x"):
+        GatedSymbolEnv({**BASE, "edge_column": "edge_bps_x"})
+
+
+def test_unknown_data_kind_is_refused() -> None:
+    with pytest.raises(ValueError, match="kind"):
+        market_data_from_config({"kind": "csv"})
+
+
+def test_feature_selection_orders_columns() -> None:
+    env = PortfolioEnv({**BASE, "feature_columns": ["vol_20", "ret_1"]})
+    obs, _ = env.reset(seed=0)
+    t = int(env.sim.t[0])
+    names = env.data.feature_names
+    expect = env.data.features[t][:, [names.index("vol_20"), names.index("ret_1")]]
+    assert np.array_equal(obs["features"], expect)
+
+
+def _rollout(env: gym.Env[Any, Any], seed: int, n: int) -> list[float]:
+    env.reset(seed=seed)
+    env.action_space.seed(seed)
+    out = []
+    for _ in range(n):
+        _, r, term, trunc, _ = env.step(env.action_space.sample())
+        out.append(float(r))
+        if term or trunc:
+            env.reset()
+    return out
+
+
+@pytest.mark.parametrize("cls", [PortfolioEnv, GatedSymbolEnv])
+def test_same_seed_same_rewards(cls: type[PortfolioEnv]) -> None:
+    assert _rollout(cls(BASE), 3, 70) == _rollout(cls(BASE), 3, 70)
+
+
+def test_vector_env_next_step_autoreset() -> None:
+    venv = PortfolioVectorEnv({**BASE, "sim": {"episode_len": 3}}, num_envs=5)
+    obs, _ = venv.reset(seed=0)
+    assert obs["features"].shape == (5, 4, 8) and venv.observation_space.contains(obs)
+    acts = np.zeros((5, 4), dtype=np.float32)
+    dones = [venv.step(acts)[3].tolist() for _ in range(3)]
+    assert dones[-1] == [True] * 5 and dones[0] == [False] * 5
+    obs, rew, term, trunc, _ = venv.step(acts)  # the reset step: reward 0, fresh episodes
+    assert rew.tolist() == [0.0] * 5 and not (term | trunc).any()
+    assert (obs["portfolio"][:, 4] == 0).all() and np.allclose(obs["portfolio"][:, 0], 1.0)
+
+
+def test_vector_env_matches_single_env_rows() -> None:
+    venv = PortfolioVectorEnv(BASE, num_envs=1)
+    env = PortfolioEnv(BASE)
+    venv.reset(seed=4)
+    env.reset(seed=4)
+    rng = np.random.default_rng(0)
+    for _ in range(10):
+        a = rng.uniform(-1, 1, 4).astype(np.float32)
+        r1 = env.step(a)[1]
+        rv = venv.step(a[None])[1]
+        assert rv[0] == r1
+
+
+def test_make_vec_with_vector_entry_point_and_rllib_creator() -> None:
+    venv = gym.make_vec(GATED_ENV_ID, num_envs=3, vectorization_mode="vector_entry_point", env_config=BASE)
+    assert isinstance(venv, GatedSymbolVectorEnv) and venv.num_envs == 3
+    venv.reset(seed=0)
+    venv.step(venv.action_space.sample())
+    assert isinstance(make_portfolio_env({**BASE, "num_envs": 4}), PortfolioVectorEnv)
+    assert isinstance(make_portfolio_env(BASE), PortfolioEnv)
+
+
+def _gated(extra: dict[str, Any]) -> GatedSymbolEnv:
+    cfg = {**BASE, "data": {**BASE["data"], "ragged": False}, **extra}
+    env = GatedSymbolEnv(cfg)
+    env.reset(seed=1)
+    return env
+
+
+def test_gate_probe_flat_and_aggressive_sizes() -> None:
+    env = _gated({"probe_weight": 0.002})
+    # asset 0 probe long, 1 flat, 2 aggressive short, 3 probe short
+    _, _, _, _, info = env.step(np.array([1, 0, 0, 0, 3, 1, 1, 1]))
+    w = info["target_weights"]
+    feats = env.data.features[int(env.sim.t[0]) - 1]
+    names = env.data.feature_names
+    edge, sigma = abs(float(feats[2, names.index("fc_mean")])), float(feats[2, names.index("vol_20")])
+    kelly = min(0.15, 0.2 * edge / sigma**2)
+    assert w[0] == 0.002 and w[1] == 0.0 and w[3] == -0.002
+    assert w[2] == pytest.approx(-kelly, rel=1e-6)
+
+
+def test_gate_passive_unfilled_does_not_trade() -> None:
+    env = _gated({"passive_fill_prob": 0.0})
+    _, _, _, _, info = env.step(np.array([2, 0, 2, 0, 2, 1, 2, 1]))
+    assert info["costs"]["fee"] == 0.0 and (env.sim.units == 0).all()
+
+
+def test_gate_passive_filled_earns_spread_and_pays_no_slippage() -> None:
+    env = _gated({"passive_fill_prob": 1.0, "kelly_scale": 1e6})
+    _, _, _, _, info = env.step(np.array([2, 0, 2, 0, 2, 1, 2, 1]))
+    c = info["costs"]
+    assert c["fee"] > 0 and c["spread"] < 0 and c["slippage"] == 0.0
+
+
+def test_throughput_benchmark_quick_mode(tmp_path: Path) -> None:
+    from benchmarks.env_throughput import main
+
+    out = main(["--quick", "--json", str(tmp_path / "bench.json")])
+    report = json.loads((tmp_path / "bench.json").read_text())
+    assert report["benchmark"] == "env_throughput" and out["core_asset_steps_per_s"] > 0
