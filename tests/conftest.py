@@ -11,7 +11,6 @@ from hypothesis import settings
 
 from tests.shared_data import shared_data_dir, shared_data_reason
 
-
 # Property tests draw the same examples on every run, so CI is reproducible; run with
 # HYPOTHESIS_PROFILE=explore locally to search new examples.
 settings.register_profile("ci", derandomize=True, deadline=None, print_blob=True)
