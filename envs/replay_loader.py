@@ -130,6 +130,11 @@ def load_market_data(
     stack = np.empty((len(calendar), len(order), len(feature_columns)), dtype=np.float32)
     for k, name in enumerate(feature_columns):
         values = wide(feats, name).astype("float64").to_numpy() * _SCALED.get(name, 1.0)
+        if not np.isfinite(values).any():
+            raise ValueError(
+                f"feature column {name!r} has no values in the {split!r} split of {root} "
+                "(the store predates it, or its source lacks the data): leave it out of feature_columns"
+            )
         stack[:, :, k] = np.nan_to_num(values, nan=0.0, posinf=0.0, neginf=0.0)
     return MarketData(
         ts=calendar.tz_convert(None).to_numpy().astype("datetime64[us]"),

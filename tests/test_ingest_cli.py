@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from click.testing import CliRunner
 
@@ -169,3 +170,29 @@ def test_store_untouched_when_second_file_of_folder_is_bad(tmp_path: Path, store
     assert code == 2 and "AAB.csv" in error_line(out)
     assert snapshot(store) == before
     shutil.rmtree(folder)
+
+
+def test_same_seed_gives_a_store_with_identical_rows(tmp_path: Path) -> None:
+    from replay.schema import TABLES
+
+    args = [
+        "ingest",
+        "--source",
+        "synthetic",
+        "--n-symbols",
+        "4",
+        "--n-crypto",
+        "1",
+        "--years",
+        "1",
+        "--seed",
+        "9",
+    ]
+    for name in ("a", "b"):
+        code, out = run(*args, "--out", str(tmp_path / name))
+        assert code == 0, out
+    for table in TABLES:
+        if (tmp_path / "a" / table).is_dir():
+            left, right = read_frame(tmp_path / "a", table), read_frame(tmp_path / "b", table)
+            assert len(left) > 0
+            pd.testing.assert_frame_equal(left, right)
