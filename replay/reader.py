@@ -20,6 +20,7 @@ import pyarrow.compute as pc
 import pyarrow.dataset as ds
 
 from replay.schema import PARTITION_KEY, SCHEMA_VERSION, schema_for
+from replay.timeutil import as_utc
 
 if TYPE_CHECKING:
     import ray.data
@@ -32,13 +33,7 @@ class StoreError(ValueError):
 
 
 def _utc(value: TimeLike, name: str) -> pd.Timestamp | None:
-    if value is None:
-        return None
-    try:
-        stamp = pd.Timestamp(value)
-    except (ValueError, TypeError):
-        raise ValueError(f"{name}={value!r} is not a date or timestamp") from None
-    return stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
+    return None if value is None else as_utc(value, name)
 
 
 def table_files(

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from replay.timeutil import as_utc
+
 
 @dataclass(frozen=True)
 class TimeWindow:
@@ -54,14 +56,6 @@ def _window(name: str, cal: pd.DatetimeIndex, lo: int, hi: int) -> TimeWindow:
     return TimeWindow(name, cal[lo], cal[hi - 1], hi - lo)
 
 
-def _as_utc(value: str | pd.Timestamp, name: str) -> pd.Timestamp:
-    try:
-        stamp = pd.Timestamp(value)
-    except (ValueError, TypeError):
-        raise ValueError(f"{name}={value!r} is not a date") from None
-    return stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
-
-
 def time_splits(
     timestamps: Sequence[pd.Timestamp] | pd.DatetimeIndex | np.ndarray,
     train_end: str | pd.Timestamp,
@@ -75,7 +69,7 @@ def time_splits(
     if embargo_bars < 0:
         raise ValueError(f"embargo_bars must be >= 0, got {embargo_bars}")
     cal = _calendar(timestamps)
-    t_end, v_end = _as_utc(train_end, "train_end"), _as_utc(validation_end, "validation_end")
+    t_end, v_end = as_utc(train_end, "train_end"), as_utc(validation_end, "validation_end")
     if v_end <= t_end:
         raise ValueError(f"validation_end {v_end.date()} must be after train_end {t_end.date()}")
     train_hi = int(cal.searchsorted(t_end, side="right"))
