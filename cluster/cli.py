@@ -57,7 +57,32 @@ def one_line_errors(func: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-@click.group()
+# Subcommands defined next to their entrypoints, imported only when invoked (or listed by --help):
+# the CLI starts fast and those modules may import this one without a cycle.
+LAZY_COMMANDS: dict[str, str] = {
+    "evaluate": "cluster.evaluate:evaluate_command",
+    "nightly": "cluster.nightly:nightly_command",
+}
+
+
+class LazyGroup(click.Group):
+    """A click group that imports ``LAZY_COMMANDS`` on first use."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *LAZY_COMMANDS})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name in LAZY_COMMANDS:
+            import importlib
+
+            module_name, attribute = LAZY_COMMANDS[cmd_name].split(":")
+            command = getattr(importlib.import_module(module_name), attribute)
+            assert isinstance(command, click.Command)
+            return command
+        return super().get_command(ctx, cmd_name)
+
+
+@click.group(cls=LazyGroup)
 @click.option("-v", "--verbose", is_flag=True, help="Log at INFO level.")
 def main(verbose: bool) -> None:
     """raytrade: replay store, market simulator, RL policies on Ray, and the Serve policy."""

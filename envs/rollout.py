@@ -1,14 +1,17 @@
 """Replay a policy over a whole ``MarketData`` window through the simulator (evaluation, demo, serving
 checks): one episode per seed, starting at the window's first bar and stepping to its last.
 
-A policy is any callable ``Observation -> target weights [B, N]``; every policy goes through the same
-simulator and cost model, so their results are comparable.
+A policy is any callable ``Observation -> target weights [B, N]`` or ``-> Decision(weights, hold)``:
+``hold [B, N]`` marks assets that send no order (their units are kept exactly and cost nothing, e.g.
+buy-and-hold after its first bar); sending the current weights instead would re-trade at the next open.
+Every policy goes through the same simulator and cost model, so their results are comparable.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
@@ -17,7 +20,15 @@ from envs.costs import COST_COMPONENTS
 from envs.market_data import MarketData
 from envs.simulator import MarketSimulator, Observation
 
-Policy = Callable[[Observation], np.ndarray]
+
+class Decision(NamedTuple):
+    """Target weights plus a per-asset hold mask (True: no order, units kept exactly)."""
+
+    weights: np.ndarray  # [B, N]
+    hold: np.ndarray  # [B, N] bool
+
+
+Policy = Callable[[Observation], "np.ndarray | Decision"]
 
 
 @dataclass(frozen=True)
@@ -53,7 +64,11 @@ def replay_policy(
     weights = np.zeros((n_envs, steps, data.n_assets))
     previous = simulator.equity.copy()
     for k in range(steps):
-        result = simulator.step(policy(simulator.observe()))
+        out = policy(simulator.observe())
+        if isinstance(out, Decision):
+            result = simulator.step(out.weights, fill=~np.asarray(out.hold, dtype=bool))
+        else:
+            result = simulator.step(out)
         returns[:, k] = result.equity / previous - 1.0
         turnover[:, k] = np.abs(result.traded_notional).sum(-1) / previous
         equity[:, k], costs[:, k], weights[:, k] = result.equity, result.costs, result.target_weights

@@ -1,0 +1,224 @@
+"""``raytrade nightly``: re-ingest what the source has new, evaluate every ``latest`` model and the
+baselines, and append a dated section to ``marketsimulatorresults.md``.
+
+Runs as a plain process or as a Ray job (the command is the same; nothing here needs a cluster)::
+
+    ray job submit --working-dir . -- raytrade nightly --replay store --registry registry \\
+        --source csv --path data/daily
+
+Steps: (1) with ``--source``, ingest it into ``--replay`` (``replay.ingest.ingest_frames`` appends
+only bars after each symbol's last stored bar, so a re-run adds nothing); (2) pin every registry
+model's ``latest`` version (``registry/NAME/latest``); (3) ``raytrade evaluate`` those models and the
+baselines into ``--reports/DATE``; (4) append the leaderboard with links to the report and to each
+model's manifest. Bad input fails with one ``error: …`` line before anything is evaluated or appended.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from cluster.cli import one_line_errors
+from cluster.evaluate import DEFAULT_POLICIES, run_evaluation, split_names
+
+if TYPE_CHECKING:
+    from envs.evaluation.policies import Loader
+
+RESULTS_FILE = "marketsimulatorresults.md"
+
+
+def latest_refs(registry: Path) -> list[str]:
+    """``NAME@VERSION`` of every model's ``latest`` version (sorted by name; empty registry: [])."""
+    from cluster.registry import names, resolve
+
+    return [f"{name}@{resolve(registry, name).name}" for name in names(registry)]
+
+
+def reingest(
+    replay: Path, source: str | None, path: Path | None, synthetic: dict[str, Any]
+) -> dict[str, int] | None:
+    """Ingest ``source`` into ``replay`` incrementally; rows appended per table (None: no source)."""
+    from replay.ingest import ingest_frames
+
+    if source is None:
+        return None
+    if source == "csv":
+        from replay.sources.csv_dir import read_csv_folder
+
+        if path is None:
+            raise ValueError("--source csv needs --path DIR")
+        result = ingest_frames(replay, read_csv_folder(path), origin=str(path), show_progress=False)
+    else:
+        from replay.sources.synthetic import generate
+
+        market = generate(**synthetic)
+        result = ingest_frames(replay, market.bars, market.macro, origin="synthetic", show_progress=False)
+    return dict(result.appended)
+
+
+def _link(target: Path, base: Path) -> str:
+    return Path(os.path.relpath(target.resolve(), base.resolve())).as_posix()
+
+
+def _pct(v: float | None) -> str:
+    return "n/a" if v is None else f"{v:.2%}"
+
+
+def _f(v: float | None) -> str:
+    return "n/a" if v is None else f"{v:.2f}"
+
+
+def results_section(
+    date: str, report: dict[str, Any], report_dir: Path, results: Path, appended: dict[str, int] | None
+) -> str:
+    """The dated markdown section: data, leaderboard, links to the report and each model's manifest."""
+    base = results.parent
+    pol = report["policies"]
+    ranked = sorted(
+        pol, key=lambda n: (pol[n]["metrics"]["sharpe"] is None, -(pol[n]["metrics"]["sharpe"] or 0))
+    )
+    if appended is None:
+        ingest = "no source given, store unchanged"
+    else:
+        ingest = ", ".join(f"{k} +{v:,}" for k, v in appended.items() if v) or "nothing new"
+    lines = [
+        f"## {date} nightly",
+        "",
+        f"Store `{report['replay']['root']}` (sha256 `{report['replay']['fingerprint_sha256'][:16]}`), "
+        f"ingest: {ingest}. Mode {report['mode']}, split `{report['split']}`, "
+        f"benchmark `{report['benchmark']}`.",
+        "",
+        "| rank | policy | total | sharpe | sortino | max dd | cvar 5% | costs | Δ sharpe [CI] |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for rank, name in enumerate(ranked, 1):
+        m, d = pol[name]["metrics"], pol[name]["vs_benchmark"]["sharpe_diff"]
+        lines.append(
+            f"| {rank} | {name} | {_pct(m['total_return'])} | {_f(m['sharpe'])} | {_f(m['sortino'])} | "
+            f"{_pct(m['max_drawdown'])} | {_pct(m['cvar_5'])} | {m['costs_paid'] or 0:,.0f} | "
+            f"{_f(d['estimate'])} [{_f(d['low'])}, {_f(d['high'])}] |"
+        )
+    links = " · ".join(f"[{k}]({_link(report_dir / f'report.{k}', base)})" for k in ("md", "html", "json"))
+    lines += ["", f"Report: {links}", ""]
+    models = [(n, p["manifest"]) for n, p in pol.items() if p["kind"] == "registry"]
+    if models:
+        lines.append("Models:")
+        lines += [f"- `{n}`: [manifest]({_link(Path(m), base)})" if m else f"- `{n}`" for n, m in models]
+    else:
+        lines.append("Models: none in the registry (baselines only).")
+    return "\n".join(lines) + "\n\n"
+
+
+def run_nightly(
+    replay: Path,
+    registry: Path,
+    *,
+    source: str | None = None,
+    path: Path | None = None,
+    synthetic: dict[str, Any] | None = None,
+    reports: Path = Path("reports/nightly"),
+    results: Path = Path(RESULTS_FILE),
+    date: str | None = None,
+    baselines: list[str] | None = None,
+    scenarios: list[str] | None = None,
+    split: str = "test",
+    seeds: int = 3,
+    bootstrap_samples: int = 1000,
+    plots: bool = True,
+    loader: Loader | None = None,
+) -> Path:
+    """Steps (1)-(4) of the module docstring; returns the night's report folder."""
+    day = date or datetime.now(UTC).date().isoformat()
+    appended = reingest(replay, source, path, synthetic or {})
+    models = latest_refs(registry) if registry.is_dir() else []
+    policies = [*(baselines or split_names(DEFAULT_POLICIES)), *(f"registry:{ref}" for ref in models)]
+    report_dir = reports / day
+    report = run_evaluation(
+        replay,
+        policies,
+        report_dir,
+        split=split,
+        seeds=seeds,
+        scenarios=scenarios,
+        registry=registry,
+        bootstrap_samples=bootstrap_samples,
+        plots=plots,
+        loader=loader,
+    )
+    section = results_section(day, report, report_dir, results, appended)
+    if not results.exists():
+        results.write_text(
+            "# Market simulator results\n\nOne section per nightly evaluation, newest last.\n\n"
+        )
+    with results.open("a") as fh:
+        fh.write(section)
+    return report_dir
+
+
+@click.command("nightly")
+@click.option("--replay", type=click.Path(path_type=Path), required=True, help="Replay store root.")
+@click.option("--registry", type=click.Path(path_type=Path), required=True, help="Model registry folder.")
+@click.option("--source", type=click.Choice(["csv", "synthetic"]), help="Re-ingest this source first.")
+@click.option("--path", "path", type=click.Path(path_type=Path), help="csv: folder of CSVs.")
+@click.option("--seed", type=int, default=0, show_default=True, help="synthetic: random seed.")
+@click.option("--n-symbols", type=click.IntRange(min=1), default=20, show_default=True, help="synthetic.")
+@click.option("--n-crypto", type=click.IntRange(min=0), default=0, show_default=True, help="synthetic.")
+@click.option("--years", type=click.FloatRange(min=0, min_open=True), default=3.0, show_default=True)
+@click.option(
+    "--reports",
+    type=click.Path(path_type=Path),
+    default=Path("reports/nightly"),
+    show_default=True,
+    help="Reports go to REPORTS/DATE.",
+)
+@click.option("--results", type=click.Path(path_type=Path), default=Path(RESULTS_FILE), show_default=True)
+@click.option("--date", help="Section date (default: today, UTC).")
+@click.option("--baselines", default=DEFAULT_POLICIES, show_default=True, help="Comma-separated baselines.")
+@click.option("--scenarios", default=None, help="Comma-separated stress scenarios (default: all four).")
+@click.option("--split", type=click.Choice(["train", "validation", "test", "all"]), default="test")
+@click.option("--seeds", type=click.IntRange(min=1), default=3, show_default=True)
+@click.option("--bootstrap-samples", type=click.IntRange(min=10), default=1000, show_default=True)
+@click.option("--no-plots", is_flag=True, help="Skip the PNG plots (tiny-budget runs).")
+@one_line_errors
+def nightly_command(
+    replay: Path,
+    registry: Path,
+    source: str | None,
+    path: Path | None,
+    seed: int,
+    n_symbols: int,
+    n_crypto: int,
+    years: float,
+    reports: Path,
+    results: Path,
+    date: str | None,
+    baselines: str,
+    scenarios: str | None,
+    split: str,
+    seeds: int,
+    bootstrap_samples: int,
+    no_plots: bool,
+) -> None:
+    """Re-ingest, evaluate the registry's latest models and the baselines, append to RESULTS."""
+    synthetic = {"n_symbols": n_symbols, "years": years, "seed": seed, "n_crypto": n_crypto}
+    report_dir = run_nightly(
+        replay,
+        registry,
+        source=source,
+        path=path,
+        synthetic=synthetic,
+        reports=reports,
+        results=results,
+        date=date,
+        baselines=split_names(baselines),
+        scenarios=None if scenarios is None else split_names(scenarios),
+        split=split,
+        seeds=seeds,
+        bootstrap_samples=bootstrap_samples,
+        plots=not no_plots,
+    )
+    click.echo(f"report: {report_dir / 'report.md'}; appended a section to {results}")

@@ -1,0 +1,6 @@
+"""Honest evaluation of policies: baselines and ``kelly_lite`` (``policies``, ``kelly_lite``), the
+harness that replays them all through one simulator and cost model (``harness``, ``replay``),
+bootstrap intervals (``stats``) and the report (``report``).
+
+Entrypoints live in ``cluster/evaluate.py`` (``raytrade evaluate``) and ``cluster/nightly.py``.
+"""

@@ -1,0 +1,346 @@
+"""Evaluation harness: every policy through the same simulator and cost model, on the same windows.
+
+Two phases, so bad input fails before any work:
+
+1. ``prepare`` resolves the policy names, checks that the store holds the features they need and
+   that every window is long enough for the longest lookback, builds the walk-forward folds and the
+   stress-scenario data, and fingerprints the replay files. Every problem raises
+   ``EvaluationInputError`` (a ``ValueError``) naming what is missing.
+2. ``evaluate`` replays each policy (``replay_policy``: one ``SimulatorConfig``, one cost model for
+   all) on the plan's windows, for each seed where a policy is stochastic, and on each stress
+   scenario. It returns per-bar series only; metrics are computed from those series by the report,
+   so the reported numbers always recompute from the reported returns.
+
+Windows: with ``walk_forward = K`` the evaluation windows are the test windows of
+``replay.splits.walk_forward_folds`` over the whole store calendar (fold k's test window starts
+after its training window and the embargo); pooled results chain the folds' returns in time order.
+Otherwise the window is the ``split`` of ``envs.replay_loader.load_market_data``. Stress scenarios
+always run on the ``split`` window (same shocked data for every policy, one seeded rng per scenario).
+Features are the store's, computed from data ``<= t``; a window taken from the whole store is the
+same as loading it, except that a missing spread is costed at the whole store's median.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field
+
+from envs.config import SimulatorConfig
+from envs.evaluation.kelly_lite import KellyLiteConfig
+from envs.evaluation.policies import EvaluationInputError, Loader, PolicySpec, resolve_policies
+from envs.evaluation.stats import BootstrapConfig
+from envs.market_data import MarketData
+from envs.rollout import replay_policy
+from envs.scenarios import ScenarioConfig, apply_scenario, row_regimes
+from replay.schema import FEATURES_SCHEMA
+from replay.splits import TimeWindow, walk_forward_folds
+
+DEFAULT_SCENARIOS: tuple[str, ...] = ("crisis_2008_like", "flash_crash", "vol_spike", "bootstrap_crisis")
+MIN_RETURNS = 2
+"""Returns a window must yield after the longest lookback."""
+
+
+class EvaluationConfig(BaseModel):
+    """What an evaluation run compares, on which windows, with which randomness."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    split: Literal["train", "validation", "test", "all"] = Field("test", description="evaluated window")
+    walk_forward: int | None = Field(None, ge=1, description="K consecutive folds instead of one split")
+    min_train_fraction: float = Field(
+        0.5, gt=0, lt=1, description="walk-forward: share of the calendar before the first test fold"
+    )
+    train_fraction: float = Field(0.6, gt=0, lt=1, description="share of the calendar in train")
+    validation_fraction: float = Field(0.2, gt=0, lt=1, description="share of the calendar in validation")
+    embargo_bars: int = Field(5, ge=0, description="bars left out between train and test windows")
+    symbols: tuple[str, ...] | None = Field(None, description="universe (None: every symbol)")
+    seeds: tuple[int, ...] = Field((0, 1, 2), min_length=1, description="seeds of stochastic policies")
+    scenarios: tuple[str, ...] = Field(DEFAULT_SCENARIOS, description="stress scenarios (envs.scenarios)")
+    scenario_seed: int = Field(0, description="seed of the scenario generators")
+    benchmark: str = Field("equal_weight", description="policy the bootstrap differences refer to")
+    bootstrap: BootstrapConfig = BootstrapConfig()
+    simulator: SimulatorConfig = SimulatorConfig()
+    kelly_lite: KellyLiteConfig = KellyLiteConfig()
+    scenario_config: ScenarioConfig = ScenarioConfig()
+
+
+@dataclass(frozen=True)
+class EvalWindow:
+    """One evaluated window; ``train`` is the fold's training window (walk-forward only)."""
+
+    name: str
+    data: MarketData
+    train: TimeWindow | None = None
+
+
+@dataclass(frozen=True)
+class EvaluationPlan:
+    """Everything checked and loaded; ``evaluate`` only replays."""
+
+    root: str
+    config: EvaluationConfig
+    specs: tuple[PolicySpec, ...]
+    windows: tuple[EvalWindow, ...]
+    split_data: MarketData
+    scenarios: dict[str, MarketData]
+    fingerprint: str
+    n_files: int
+
+    @property
+    def periods_per_year(self) -> int:
+        return self.split_data.periods_per_year
+
+
+@dataclass(frozen=True)
+class RunSeries:
+    """Per-step results of one policy on one window (or pooled windows); step k earns at ``timestamps[k]``."""
+
+    timestamps: np.ndarray  # [T] datetime64
+    returns: np.ndarray  # [T] simple net returns
+    turnover: np.ndarray  # [T] traded notional / equity before the trade
+    costs: np.ndarray  # [T, 4] currency, ordered as envs.costs.COST_COMPONENTS
+    regime: np.ndarray  # [T] int: 0 calm, 1 choppy, 2 crisis, -1 nothing listed
+
+
+@dataclass(frozen=True)
+class PolicyResult:
+    """One policy: its main series (first seed, pooled folds), folds, seeds and stress runs."""
+
+    spec: PolicySpec
+    seeds: tuple[int, ...]
+    main: RunSeries
+    folds: tuple[RunSeries, ...]
+    by_seed: dict[int, RunSeries]
+    stress: dict[str, RunSeries]
+
+
+@dataclass(frozen=True)
+class EvaluationResult:
+    plan: EvaluationPlan
+    policies: dict[str, PolicyResult]
+
+
+# --------------------------------------------------------------------------- prepare
+
+
+def data_fingerprint(root: str | os.PathLike[str]) -> tuple[str, int]:
+    """sha256 over the committed bars and features files (relative path and bytes), and their count."""
+    from replay.reader import table_files
+
+    digest = hashlib.sha256()
+    files = [f for table in ("bars", "features") for f in table_files(root, table)]
+    for path in files:
+        digest.update(path.relative_to(root).as_posix().encode())
+        digest.update(b"\0")
+        digest.update(path.read_bytes())
+    return digest.hexdigest(), len(files)
+
+
+def _needed_features(specs: Sequence[PolicySpec]) -> tuple[str, ...]:
+    columns: list[str] = []
+    for spec in specs:
+        columns.extend(c for c in spec.feature_columns if c not in columns)
+    return tuple(columns)
+
+
+def check_features(root: Path, specs: Sequence[PolicySpec], data: MarketData) -> None:
+    """Refuse a store whose features table lacks values a policy needs in the evaluated span."""
+    from replay.reader import read_frame
+
+    needed = _needed_features(specs)
+    if not needed:
+        return
+    frame = read_frame(
+        root,
+        "features",
+        symbols=list(data.symbols),
+        start=pd.Timestamp(data.ts[0], tz="UTC"),
+        end=pd.Timestamp(data.ts[-1], tz="UTC"),
+        columns=list(needed),
+    )
+    for column in needed:
+        if frame[column].notna().sum() == 0:
+            users = [s.name for s in specs if column in s.feature_columns]
+            raise EvaluationInputError(
+                f"the store at {root} has no values of feature {column!r} between "
+                f"{np.datetime_as_string(data.ts[0], 'D')} and {np.datetime_as_string(data.ts[-1], 'D')}, "
+                f"needed by {', '.join(users)}"
+            )
+
+
+def check_length(specs: Sequence[PolicySpec], window: str, data: MarketData) -> None:
+    """Refuse a window with fewer bars than the longest lookback plus ``MIN_RETURNS``."""
+    longest = max(specs, key=lambda s: s.lookback_bars)
+    need = longest.lookback_bars + MIN_RETURNS
+    if data.n_steps < need:
+        raise EvaluationInputError(
+            f"window {window!r} has {data.n_steps} bars; {longest.name} needs at least {need} "
+            f"(lookback {longest.lookback_bars} + {MIN_RETURNS} returns)"
+        )
+
+
+def slice_window(data: MarketData, window: TimeWindow) -> MarketData:
+    """The bars of ``data`` inside ``window`` (closed)."""
+    ts = pd.DatetimeIndex(data.ts).tz_localize("UTC")
+    lo, hi = int(ts.searchsorted(window.start, "left")), int(ts.searchsorted(window.end, "right"))
+    sl = slice(lo, hi)
+    return replace(
+        data,
+        ts=data.ts[sl],
+        open=data.open[sl],
+        close=data.close[sl],
+        listed=data.listed[sl],
+        spread_bps=data.spread_bps[sl],
+        dollar_volume=data.dollar_volume[sl],
+        features=data.features[sl],
+        regime_code=data.regime_code[sl],
+    )
+
+
+def _load(root: Path, split: str, cfg: EvaluationConfig, specs: Sequence[PolicySpec]) -> MarketData:
+    """``load_market_data`` of the union of the specs' features; its errors name the policies."""
+    from envs.replay_loader import load_market_data
+
+    try:
+        return load_market_data(
+            root,
+            split,
+            cfg.symbols,
+            train_fraction=cfg.train_fraction,
+            validation_fraction=cfg.validation_fraction,
+            embargo_bars=cfg.embargo_bars,
+            feature_columns=_needed_features(specs),
+        )
+    except ValueError as exc:
+        message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        users = [s.name for s in specs if any(repr(c) in message for c in s.feature_columns)]
+        if not users:
+            raise
+        raise EvaluationInputError(f"{', '.join(users)}: {message}") from None
+
+
+def prepare(
+    root: str | os.PathLike[str],
+    policies: Sequence[str],
+    config: EvaluationConfig | None = None,
+    registry: str | os.PathLike[str] | None = None,
+    loader: Loader | None = None,
+) -> EvaluationPlan:
+    """Check and load everything an evaluation needs (see the module docstring); no replay yet."""
+    cfg = config or EvaluationConfig()
+    store = Path(root)
+    if not (store / "bars").is_dir():
+        raise EvaluationInputError(f"{store} is not a replay store (no bars table)")
+    names = list(policies)
+    if cfg.benchmark not in names:
+        names.append(cfg.benchmark)
+    for name in cfg.scenarios:
+        cfg.scenario_config.get(name)  # unknown scenario: ValueError naming it
+    specs = resolve_policies(names, Path(registry) if registry is not None else None, cfg.kelly_lite, loader)
+    known = set(FEATURES_SCHEMA.names)
+    for spec in specs:
+        unknown = [c for c in spec.feature_columns if c not in known]
+        if unknown:
+            raise EvaluationInputError(
+                f"{spec.name} needs feature {unknown[0]!r}, which the replay store does not define"
+            )
+    needed = _needed_features(specs)
+    if needed and not (store / "features").is_dir():
+        users = [s.name for s in specs if s.feature_columns]
+        raise EvaluationInputError(
+            f"the store at {store} has no features table; {', '.join(users)} need features "
+            f"{', '.join(needed)}"
+        )
+    split_data = _load(store, cfg.split, cfg, specs)
+    check_features(store, specs, split_data)
+    check_length(specs, cfg.split, split_data)
+    windows: list[EvalWindow]
+    if cfg.walk_forward is None:
+        windows = [EvalWindow(cfg.split, split_data)]
+    else:
+        everything = _load(store, "all", cfg, specs)
+        calendar = pd.DatetimeIndex(everything.ts).tz_localize("UTC")
+        min_train = max(1, round(len(calendar) * cfg.min_train_fraction))
+        folds = walk_forward_folds(calendar, cfg.walk_forward, min_train, cfg.embargo_bars)
+        windows = [EvalWindow(f.test.name, slice_window(everything, f.test), f.train) for f in folds]
+        for w in windows:
+            check_length(specs, w.name, w.data)
+    scenarios = {}
+    for k, name in enumerate(cfg.scenarios):
+        rng = np.random.default_rng([cfg.scenario_seed, k])
+        try:
+            scenarios[name] = apply_scenario(name, split_data, rng, cfg.scenario_config)
+        except ValueError as exc:
+            raise EvaluationInputError(
+                f"scenario {name!r} on split {cfg.split!r}: {exc} (pick other scenarios or a longer split)"
+            ) from None
+    fingerprint, n_files = data_fingerprint(store)
+    return EvaluationPlan(
+        root=str(root),
+        config=cfg,
+        specs=tuple(specs),
+        windows=tuple(windows),
+        split_data=split_data,
+        scenarios=scenarios,
+        fingerprint=fingerprint,
+        n_files=n_files,
+    )
+
+
+# --------------------------------------------------------------------------- evaluate
+
+
+def bar_regimes(data: MarketData) -> np.ndarray:
+    """``[T]`` market regime of each bar (majority over listed assets, ties to the more severe)."""
+    return row_regimes(data.regime_code, np.where(data.listed, 0.0, np.nan))
+
+
+def run_window(spec: PolicySpec, data: MarketData, seed: int, sim: SimulatorConfig) -> RunSeries:
+    """Replay ``spec`` built for ``data`` with ``seed`` over the whole window (one episode)."""
+    rollout = replay_policy(data, spec.make(data, seed), sim, n_envs=1)
+    return RunSeries(
+        timestamps=rollout.timestamps,
+        returns=rollout.returns[0],
+        turnover=rollout.turnover[0],
+        costs=rollout.costs[0],
+        regime=bar_regimes(data)[1:],
+    )
+
+
+def pool(series: Sequence[RunSeries]) -> RunSeries:
+    """Chain runs in order (walk-forward folds): each fold restarts from fresh equity."""
+    if len(series) == 1:
+        return series[0]
+    return RunSeries(*(np.concatenate(parts) for parts in zip(*(_fields(s) for s in series), strict=True)))
+
+
+def _fields(s: RunSeries) -> tuple[np.ndarray, ...]:
+    return (s.timestamps, s.returns, s.turnover, s.costs, s.regime)
+
+
+def evaluate_policy(spec: PolicySpec, plan: EvaluationPlan) -> PolicyResult:
+    """All runs of one policy: each seed on every window, and the first seed on every scenario."""
+    cfg = plan.config
+    seeds = cfg.seeds if spec.stochastic else cfg.seeds[:1]
+    by_seed: dict[int, RunSeries] = {}
+    folds: tuple[RunSeries, ...] = ()
+    for seed in seeds:
+        runs = tuple(run_window(spec, w.data, seed, cfg.simulator) for w in plan.windows)
+        by_seed[seed] = pool(runs)
+        if seed == seeds[0]:
+            folds = runs
+    stress = {name: run_window(spec, data, seeds[0], cfg.simulator) for name, data in plan.scenarios.items()}
+    return PolicyResult(spec, tuple(seeds), by_seed[seeds[0]], folds, by_seed, stress)
+
+
+def evaluate(plan: EvaluationPlan) -> EvaluationResult:
+    """Replay every policy of ``plan`` (see ``evaluate_policy``)."""
+    return EvaluationResult(plan, {spec.name: evaluate_policy(spec, plan) for spec in plan.specs})

@@ -1,0 +1,199 @@
+"""``kelly_lite``: a replica of the live trading loop's gates and sizing, as an evaluation baseline.
+
+The loop's rules (``shared/contracts/README.md``, DESIGN §4), applied per symbol at every bar ``t``
+from data with timestamps ``<= t`` only:
+
+1. tradeable: listed, and a quote exists (a spread that is NaN or ``<= 0`` means "no quote"; the
+   loop stores None for such a spread);
+2. spread gate: full spread ``<=`` its cap: 8 bps for mega caps (average dollar volume per bar
+   ``>= mega_cap_dollar_volume``), 25 bps for other equities, 35 bps for crypto;
+3. consensus: the forecast sources agree on the direction (``fc_consensus_ok``) and the blended
+   expected move ``|fc_mean|`` reaches ``min_move`` (0.1 %; a smaller move counts as no move);
+4. edge gate: ``|fc_mean|`` in bps ``>=`` ``max(expected cost + 10, 15 equities / 40 crypto)`` with
+   expected cost 6 bps equities / 20 bps crypto (+25 bps for configured illiquid names);
+5. sizing: ``kelly = min(0.15, max(0, 0.2 * edge / sigma**2))`` with ``edge = |fc_mean|`` and
+   ``sigma`` the sample standard deviation (ddof 1) of the simple returns of the last 7 closes
+   (``trailing_sigma``); unknown sigma (fewer than 7 listed closes) sizes nothing;
+6. direction: long when ``fc_mean > 0``, short when ``< 0`` for equities if shorting is allowed;
+   crypto is long-only;
+7. probe mode: a designated probe symbol that passes checks 1-2 and has a direction trades a tiny
+   fixed ``probe_weight`` instead of its kelly size (edge and consensus are what the probe tests);
+8. exposure caps, by proportional scaling: crypto sleeve gross ``<=`` 1x (crypto unlevered), equity
+   sleeve ``<=`` 2x (end-of-day leverage cap), then total gross ``<=`` 120 % (the loop's own sizing cap).
+
+Sign conventions: weights are signed fractions of equity (``+0.1`` = long 10 % of equity);
+``kelly`` is an unsigned fraction. Known simplifications: the loop's "probe after a losing trade"
+needs per-trade history and is not replicated (only designated probe symbols probe); in a mixed
+universe crypto is observed on the equity calendar (``envs.replay_loader``), so its 7 closes span
+more calendar days than the loop's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Final, NamedTuple
+
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+from pydantic import BaseModel, ConfigDict, Field
+
+KELLY_FEATURES: Final[tuple[str, ...]] = ("fc_mean", "fc_consensus_ok", "spread_bps")
+"""Store feature columns the replica reads (``spread_bps`` only to tell a missing quote)."""
+
+# Bit flags of ``KellyDecision.blocked`` (0: nothing blocked the symbol).
+NOT_LISTED: Final = 1
+NO_QUOTE: Final = 2
+SPREAD: Final = 4
+CONSENSUS: Final = 8
+EDGE: Final = 16
+NO_SIGMA: Final = 32
+NO_SHORT: Final = 64
+
+
+class KellyLiteConfig(BaseModel):
+    """The trading loop's gate and sizing constants (defaults: the loop's; bps of notional)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    spread_cap_bps_mega: float = Field(8.0, gt=0, description="spread cap, largest liquid stocks (bps)")
+    spread_cap_bps_equity: float = Field(25.0, gt=0, description="spread cap, other stocks (bps)")
+    spread_cap_bps_crypto: float = Field(35.0, gt=0, description="spread cap, crypto pairs (bps)")
+    mega_cap_dollar_volume: float = Field(1e9, gt=0, description="dollar volume per bar of a mega cap")
+    expected_cost_bps_equity: float = Field(6.0, ge=0, description="expected round cost, stocks (bps)")
+    expected_cost_bps_crypto: float = Field(20.0, ge=0, description="expected round cost, crypto (bps)")
+    illiquid_symbols: tuple[str, ...] = Field((), description="names whose expected cost is raised")
+    illiquid_extra_cost_bps: float = Field(25.0, ge=0, description="extra expected cost of illiquid names")
+    edge_cost_margin_bps: float = Field(10.0, ge=0, description="edge threshold = expected cost + this")
+    edge_floor_bps_equity: float = Field(15.0, ge=0, description="edge threshold floor, stocks (bps)")
+    edge_floor_bps_crypto: float = Field(40.0, ge=0, description="edge threshold floor, crypto (bps)")
+    min_move: float = Field(0.001, ge=0, description="expected move (fraction) below which there is none")
+    kelly_scale: float = Field(0.2, gt=0, description="kelly = min(cap, max(0, scale * edge / sigma^2))")
+    kelly_cap: float = Field(0.15, gt=0, le=1, description="cap of one symbol's kelly fraction")
+    sigma_closes: int = Field(7, ge=3, description="closes whose simple returns give sigma")
+    gross_cap: float = Field(1.2, gt=0, description="gross exposure cap of the loop's own sizing")
+    leverage_cap_equity: float = Field(2.0, gt=0, description="gross cap of the equity sleeve")
+    leverage_cap_crypto: float = Field(1.0, gt=0, description="gross cap of the crypto sleeve")
+    allow_short_equity: bool = Field(True, description="short equities on a negative forecast")
+    probe_symbols: tuple[str, ...] = Field((), description="symbols traded at probe size only")
+    probe_weight: float = Field(0.002, ge=0, le=1, description="probe size, fraction of equity")
+
+
+class AssetFlags(NamedTuple):
+    """Static per-asset facts ``[N]`` the rules need."""
+
+    is_crypto: np.ndarray  # bool
+    illiquid: np.ndarray  # bool
+    probe: np.ndarray  # bool
+
+
+class KellyInputs(NamedTuple):
+    """What the loop knows at bar ``t``; every array ``[..., N]``."""
+
+    fc_mean: np.ndarray  # expected next-bar simple return, signed fraction
+    consensus_ok: np.ndarray  # bool: forecast sources agree on the direction
+    spread_bps: np.ndarray  # full spread in bps; NaN or <= 0: no quote
+    dollar_volume: np.ndarray  # average traded notional per bar (mega-cap test)
+    sigma: np.ndarray  # std of the last closes' simple returns; NaN when unknown
+    listed: np.ndarray  # bool
+
+
+class KellyDecision(NamedTuple):
+    """Per-symbol outcome ``[..., N]``."""
+
+    weights: np.ndarray  # signed target weights after the exposure caps
+    kelly: np.ndarray  # unsigned kelly fraction of the symbols that passed every gate (else 0)
+    blocked: np.ndarray  # int bit flags of the failed checks (NOT_LISTED, NO_QUOTE, ...)
+
+
+def asset_flags(symbols: Sequence[str], asset_class: Sequence[str], cfg: KellyLiteConfig) -> AssetFlags:
+    """Per-asset flags from the universe's symbols and asset classes."""
+    return AssetFlags(
+        is_crypto=np.array([c == "crypto" for c in asset_class], dtype=bool),
+        illiquid=np.array([s in cfg.illiquid_symbols for s in symbols], dtype=bool),
+        probe=np.array([s in cfg.probe_symbols for s in symbols], dtype=bool),
+    )
+
+
+def edge_threshold_bps(flags: AssetFlags, cfg: KellyLiteConfig) -> np.ndarray:
+    """``max(expected cost + margin, floor)`` per asset, bps."""
+    cost = np.where(flags.is_crypto, cfg.expected_cost_bps_crypto, cfg.expected_cost_bps_equity)
+    cost = cost + np.where(flags.illiquid, cfg.illiquid_extra_cost_bps, 0.0)
+    floor = np.where(flags.is_crypto, cfg.edge_floor_bps_crypto, cfg.edge_floor_bps_equity)
+    return np.maximum(cost + cfg.edge_cost_margin_bps, floor)
+
+
+def spread_cap_bps(flags: AssetFlags, dollar_volume: np.ndarray, cfg: KellyLiteConfig) -> np.ndarray:
+    """Spread cap per asset ``[..., N]``: crypto, mega-cap equity or other equity."""
+    equity_cap = np.where(
+        dollar_volume >= cfg.mega_cap_dollar_volume, cfg.spread_cap_bps_mega, cfg.spread_cap_bps_equity
+    )
+    return np.where(flags.is_crypto, cfg.spread_cap_bps_crypto, equity_cap)
+
+
+def kelly_fraction(edge: np.ndarray, sigma: np.ndarray, cfg: KellyLiteConfig) -> np.ndarray:
+    """``min(cap, max(0, scale * edge / sigma**2))``; 0 where sigma is unknown or not positive."""
+    ok = np.isfinite(sigma) & (sigma > 0)
+    safe = np.where(ok, sigma, 1.0)
+    raw = cfg.kelly_scale * edge / (safe * safe)
+    return np.where(ok, np.minimum(cfg.kelly_cap, np.maximum(0.0, raw)), 0.0)
+
+
+def trailing_sigma(close: np.ndarray, listed: np.ndarray, n_closes: int) -> np.ndarray:
+    """``[T, N]``: std (ddof 1) of the ``n_closes - 1`` simple returns of closes ``t-n+1 .. t``.
+
+    NaN for ``t < n_closes - 1`` and wherever one of those closes is not listed.
+    """
+    t_total, n_assets = close.shape
+    out = np.full((t_total, n_assets), np.nan)
+    if t_total < n_closes:
+        return out
+    simple = close[1:] / close[:-1] - 1.0  # simple[j] is the return earned at bar j + 1
+    windows = sliding_window_view(simple, n_closes - 1, axis=0)  # [T - n + 1, N, n - 1]
+    all_listed = sliding_window_view(listed, n_closes, axis=0).all(axis=-1)  # [T - n + 1, N]
+    sigma = windows.std(axis=-1, ddof=1)
+    out[n_closes - 1 :] = np.where(all_listed, sigma, np.nan)
+    return out
+
+
+def _scale_to_cap(weights: np.ndarray, members: np.ndarray, cap: float) -> np.ndarray:
+    """Scale the ``members`` columns down proportionally so their gross is at most ``cap``."""
+    gross = np.abs(weights * members).sum(-1, keepdims=True)
+    factor = np.where(gross > cap, cap / np.where(gross > 0, gross, 1.0), 1.0)
+    return np.where(members, weights * factor, weights)
+
+
+def kelly_lite_decision(inputs: KellyInputs, flags: AssetFlags, cfg: KellyLiteConfig) -> KellyDecision:
+    """The loop's decision for every symbol (rules in the module docstring), vectorised over ``[..., N]``."""
+    fc = np.asarray(inputs.fc_mean, dtype=np.float64)
+    spread = np.asarray(inputs.spread_bps, dtype=np.float64)
+    listed = np.asarray(inputs.listed, dtype=bool)
+    move = np.abs(fc)
+    direction = np.sign(fc)
+    blocked = np.zeros(fc.shape, dtype=np.int64)
+
+    def flag(condition: np.ndarray, bit: int) -> None:
+        nonlocal blocked
+        blocked = blocked | np.where(condition, bit, 0)
+
+    quoted = np.isfinite(spread) & (spread > 0)
+    flag(~listed, NOT_LISTED)
+    flag(~quoted, NO_QUOTE)
+    flag(quoted & (spread > spread_cap_bps(flags, np.asarray(inputs.dollar_volume), cfg)), SPREAD)
+    flag(~(np.asarray(inputs.consensus_ok, dtype=bool) & (move >= cfg.min_move)), CONSENSUS)
+    flag(~(move * 1e4 >= edge_threshold_bps(flags, cfg)), EDGE)
+    sigma = np.asarray(inputs.sigma, dtype=np.float64)
+    flag(~(np.isfinite(sigma) & (sigma > 0)), NO_SIGMA)
+    no_short = (direction < 0) & (flags.is_crypto | (not cfg.allow_short_equity))
+    flag(no_short, NO_SHORT)
+
+    kelly = np.where(blocked == 0, kelly_fraction(move, sigma, cfg), 0.0)
+    weights = direction * kelly
+    probe_ok = (blocked & (NOT_LISTED | NO_QUOTE | SPREAD | NO_SHORT)) == 0
+    probe_ok = probe_ok & flags.probe & (move >= cfg.min_move)
+    weights = np.where(flags.probe, np.where(probe_ok, direction * cfg.probe_weight, 0.0), weights)
+    kelly = np.where(flags.probe, 0.0, kelly)
+
+    weights = _scale_to_cap(weights, flags.is_crypto, cfg.leverage_cap_crypto)
+    weights = _scale_to_cap(weights, ~flags.is_crypto, cfg.leverage_cap_equity)
+    weights = _scale_to_cap(weights, np.ones(fc.shape[-1], dtype=bool), cfg.gross_cap)
+    return KellyDecision(weights=weights, kelly=kelly, blocked=blocked)

@@ -1,0 +1,318 @@
+"""Evaluation policies: the baselines, ``kelly_lite``, and an adapter for registry models.
+
+Contract
+--------
+A policy spec (``PolicySpec``) builds, for one ``MarketData`` window and one seed, a callable
+``Observation -> target weights [B, N]`` or ``Decision(weights, hold)``. ``hold [B, N]`` marks assets
+that send no order at all: the simulator keeps their units exactly (``MarketSimulator.step``'s
+``fill`` mask), so they trade nothing and cost nothing. That is how a "hold" is expressed exactly:
+re-sending the current weights would still trade, because the fill happens at the next open.
+
+Every evaluation replay starts all episodes at the window's first bar, so a policy recovers its bar
+index from ``Observation.progress`` (``step_index``); it never sees a bar after ``t``.
+
+Baselines (all long-only, gross 1):
+
+* ``cash``: hold nothing.
+* ``buy_and_hold``: equal weight over the listed assets on the first bar, then never an order
+  (assets listed later are never bought; delisted ones become cash).
+* ``equal_weight``: 1/n of equity in each listed asset on the first bar and the first bar of every
+  calendar month; otherwise hold.
+* ``inverse_vol``: weights proportional to ``1 / vol_20`` over listed assets with a volatility
+  estimate, summing to 1, on the same monthly schedule; cash when no asset has an estimate.
+* ``kelly_lite``: ``envs.evaluation.kelly_lite`` re-decided on every bar.
+
+Registry models (``registry:NAME`` or ``registry:NAME@VERSION``) are loaded lazily through
+``models.registry_load.load`` when the run starts (an unknown name or version fails then). The
+adapter uses ``handle.policy(data)`` (an ``Observation -> weights`` callable over ``data``) when the
+handle has it, else ``handle.act(observation)``; either way the model sees a ``MarketData`` and
+observations holding only its own feature columns, in its own order (``handle_feature_columns``),
+whatever other policies of the run requested. Optional handle members: ``lookback_bars`` (default 1),
+``stochastic`` (default False: run once) and ``reseed(seed)`` (called before each seed's replay).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, Final, Protocol
+
+import numpy as np
+
+from envs.evaluation.kelly_lite import (
+    KELLY_FEATURES,
+    KellyInputs,
+    KellyLiteConfig,
+    asset_flags,
+    kelly_lite_decision,
+    trailing_sigma,
+)
+from envs.market_data import MarketData
+from envs.rollout import Decision
+from envs.simulator import Observation
+
+
+class EvaluationInputError(ValueError):
+    """Bad evaluation input (unknown policy, missing feature, too short a window); names what is wrong."""
+
+
+PolicyOutput = np.ndarray | Decision
+EvalPolicy = Callable[[Observation], PolicyOutput]
+PolicyFactory = Callable[[MarketData, int], EvalPolicy]
+
+
+@dataclass(frozen=True)
+class PolicySpec:
+    """How to build one named policy for a window, and what it needs from the data."""
+
+    name: str
+    kind: str  # "baseline" | "registry"
+    make: PolicyFactory  # (window data, seed) -> policy
+    feature_columns: tuple[str, ...] = ()
+    lookback_bars: int = 1  # bars of the window a decision needs before it is fully informed
+    stochastic: bool = False
+    manifest: str | None = None  # registry models: path of manifest.json
+
+
+BASELINES: Final[tuple[str, ...]] = ("cash", "buy_and_hold", "equal_weight", "inverse_vol", "kelly_lite")
+REGISTRY_PREFIX: Final = "registry:"
+
+
+def step_index(obs: Observation, data: MarketData) -> np.ndarray:
+    """Bar index ``[B]`` of each episode of a replay that started at bar 0 of ``data``."""
+    return np.rint(obs.progress * (data.n_steps - 1)).astype(np.int64)
+
+
+def month_starts(ts: np.ndarray) -> np.ndarray:
+    """``[T]`` bool: the first bar of the window and the first bar of each calendar month."""
+    months = ts.astype("datetime64[M]")
+    out = np.ones(ts.shape, dtype=bool)
+    out[1:] = months[1:] != months[:-1]
+    return out
+
+
+def _equal(mask: np.ndarray) -> np.ndarray:
+    m = mask.astype(np.float64)
+    return m / np.maximum(m.sum(-1, keepdims=True), 1.0)
+
+
+def _scheduled(obs: Observation, trade_now: np.ndarray, target: np.ndarray) -> Decision:
+    """Trade to ``target`` where ``trade_now [B]``, hold every asset elsewhere."""
+    hold = np.broadcast_to(~trade_now[:, None], obs.mask.shape).copy()
+    return Decision(weights=np.where(hold, obs.weights, target), hold=hold)
+
+
+def cash_policy(data: MarketData, seed: int) -> EvalPolicy:
+    def policy(obs: Observation) -> PolicyOutput:
+        return np.zeros(obs.mask.shape)
+
+    return policy
+
+
+def buy_and_hold_policy(data: MarketData, seed: int) -> EvalPolicy:
+    def policy(obs: Observation) -> PolicyOutput:
+        return _scheduled(obs, step_index(obs, data) == 0, _equal(obs.mask))
+
+    return policy
+
+
+def equal_weight_policy(data: MarketData, seed: int) -> EvalPolicy:
+    starts = month_starts(data.ts)
+
+    def policy(obs: Observation) -> PolicyOutput:
+        return _scheduled(obs, starts[step_index(obs, data)], _equal(obs.mask))
+
+    return policy
+
+
+def _column(data: MarketData, name: str) -> int:
+    try:
+        return data.feature_names.index(name)
+    except ValueError:
+        raise EvaluationInputError(f"the evaluation data has no feature column {name!r}") from None
+
+
+def inverse_vol_weights(vol: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """``1 / vol`` over listed assets with ``vol > 0``, normalised to sum 1 (zeros when none)."""
+    ok = mask & np.isfinite(vol) & (vol > 0)
+    inv = np.where(ok, 1.0 / np.where(ok, vol, 1.0), 0.0)
+    total = inv.sum(-1, keepdims=True)
+    return np.where(total > 0, inv / np.where(total > 0, total, 1.0), 0.0)
+
+
+def inverse_vol_policy(data: MarketData, seed: int) -> EvalPolicy:
+    starts = month_starts(data.ts)
+    col = _column(data, "vol_20")
+
+    def policy(obs: Observation) -> PolicyOutput:
+        vol = obs.features[..., col].astype(np.float64)
+        return _scheduled(obs, starts[step_index(obs, data)], inverse_vol_weights(vol, obs.mask))
+
+    return policy
+
+
+def kelly_lite_factory(cfg: KellyLiteConfig) -> PolicyFactory:
+    """``kelly_lite`` with ``cfg``: sigma from ``data.close``, spread value from ``data.spread_bps``
+    (the one the simulator charges), missing quote from the store's ``spread_bps`` feature (0 = null)."""
+
+    def make(data: MarketData, seed: int) -> EvalPolicy:
+        flags = asset_flags(data.symbols, data.asset_class, cfg)
+        sigma = trailing_sigma(data.close, data.listed, cfg.sigma_closes)
+        fc_col, ok_col, spread_col = (_column(data, c) for c in KELLY_FEATURES)
+
+        def policy(obs: Observation) -> PolicyOutput:
+            t = step_index(obs, data)
+            quoted = obs.features[..., spread_col] > 0
+            inputs = KellyInputs(
+                fc_mean=obs.features[..., fc_col].astype(np.float64),
+                consensus_ok=obs.features[..., ok_col] > 0.5,
+                spread_bps=np.where(quoted, data.spread_bps[t], np.nan),
+                dollar_volume=data.dollar_volume[t],
+                sigma=sigma[t],
+                listed=obs.mask,
+            )
+            return kelly_lite_decision(inputs, flags, cfg).weights
+
+        return policy
+
+    return make
+
+
+def baseline_spec(name: str, kelly: KellyLiteConfig | None = None) -> PolicySpec:
+    """The spec of baseline ``name`` (one of ``BASELINES``)."""
+    if name == "cash":
+        return PolicySpec(name, "baseline", cash_policy)
+    if name == "buy_and_hold":
+        return PolicySpec(name, "baseline", buy_and_hold_policy)
+    if name == "equal_weight":
+        return PolicySpec(name, "baseline", equal_weight_policy)
+    if name == "inverse_vol":
+        return PolicySpec(name, "baseline", inverse_vol_policy, feature_columns=("vol_20",))
+    if name == "kelly_lite":
+        cfg = kelly or KellyLiteConfig()
+        return PolicySpec(
+            name,
+            "baseline",
+            kelly_lite_factory(cfg),
+            feature_columns=KELLY_FEATURES,
+            lookback_bars=cfg.sigma_closes,
+        )
+    raise EvaluationInputError(
+        f"unknown policy {name!r}; baselines are {', '.join(BASELINES)}, registry models "
+        f"{REGISTRY_PREFIX}NAME[@VERSION]"
+    )
+
+
+# --------------------------------------------------------------------------- registry adapter
+
+
+class PolicyHandleLike(Protocol):
+    """What the adapter needs of ``models.registry_load.PolicyHandle``: ``policy(data)`` (preferred:
+    ``Observation -> weights`` over ``data``) or ``act(observation)``."""
+
+    def act(self, observation: Any) -> Any: ...
+
+
+Loader = Callable[..., PolicyHandleLike]
+
+
+def parse_registry_ref(ref: str) -> tuple[str, str | None]:
+    """``"NAME"`` or ``"NAME@VERSION"`` -> (name, version or None)."""
+    name, sep, version = ref.partition("@")
+    if not name or (sep and not version):
+        raise EvaluationInputError(f"registry reference {ref!r} is not NAME or NAME@VERSION")
+    return name, version or None
+
+
+def _default_loader() -> Loader:
+    try:
+        from models.registry_load import load
+    except ImportError as exc:
+        raise EvaluationInputError(f"registry policies need models.registry_load ({exc})") from None
+    return load
+
+
+def handle_feature_columns(handle: Any, default: Sequence[str]) -> tuple[str, ...]:
+    """The feature columns a handle observes, in its order: its ``feature_columns``, else its
+    manifest's ``features.observed`` (what ``raytrade promote`` records), else its training env
+    config's ``feature_columns``, else ``default`` (the replay loader's defaults)."""
+    columns = getattr(handle, "feature_columns", None)
+    manifest = getattr(handle, "manifest", None)
+    if columns is None and isinstance(manifest, dict):
+        columns = (manifest.get("features") or {}).get("observed")
+    env_config = getattr(handle, "env_config", None)
+    if columns is None and callable(env_config):
+        columns = env_config().feature_columns
+    return tuple(columns or default)
+
+
+def registry_spec(
+    ref: str, registry: Path, loader: Loader | None = None, default_features: Sequence[str] = ()
+) -> PolicySpec:
+    """Spec of registry model ``ref`` (``NAME[@VERSION]``), loaded now through ``loader``.
+
+    The handle sees a ``MarketData`` and observations restricted to its own feature columns, so it
+    indexes features exactly as in training whatever else the run loaded.
+    """
+    parse_registry_ref(ref)
+    try:
+        handle: Any = (loader or _default_loader())(ref, registry=registry)
+    except (ValueError, FileNotFoundError) as exc:
+        raise EvaluationInputError(f"policy {REGISTRY_PREFIX}{ref}: {exc}") from None
+    columns = handle_feature_columns(handle, default_features)
+    lookback = int(getattr(handle, "lookback_bars", 1) or 1)
+    stochastic = bool(getattr(handle, "stochastic", False))
+    path = getattr(handle, "path", None)
+
+    def make(data: MarketData, seed: int) -> EvalPolicy:
+        idx = np.array([_column(data, c) for c in columns], dtype=np.int64)
+        own = replace(data, features=data.features[..., idx], feature_names=columns)
+        reseed = getattr(handle, "reseed", None)
+        if callable(reseed):
+            reseed(seed)
+        inner = handle.policy(own) if callable(getattr(handle, "policy", None)) else handle.act
+
+        def policy(obs: Observation) -> PolicyOutput:
+            out = inner(obs._replace(features=obs.features[..., idx]))
+            if isinstance(out, Decision):
+                return out
+            return np.asarray(out, dtype=np.float64).reshape(obs.mask.shape)
+
+        return policy
+
+    return PolicySpec(
+        name=f"{REGISTRY_PREFIX}{ref}",
+        kind="registry",
+        make=make,
+        feature_columns=columns,
+        lookback_bars=lookback,
+        stochastic=stochastic,
+        manifest=None if path is None else str(Path(path) / "manifest.json"),
+    )
+
+
+def resolve_policies(
+    names: Sequence[str],
+    registry: Path | None,
+    kelly: KellyLiteConfig | None = None,
+    loader: Loader | None = None,
+) -> list[PolicySpec]:
+    """Specs for ``names`` in order (duplicates refused), every name checked before any is used."""
+    from envs.replay_loader import DEFAULT_FEATURES
+
+    seen = [n for i, n in enumerate(names) if n in names[:i]]
+    if seen:
+        raise EvaluationInputError(f"policy {seen[0]!r} is listed twice")
+    if not names:
+        raise EvaluationInputError("no policies given")
+    specs = []
+    for name in names:
+        if name.startswith(REGISTRY_PREFIX):
+            if registry is None:
+                raise EvaluationInputError(f"policy {name!r} needs --registry DIR")
+            ref = name.removeprefix(REGISTRY_PREFIX)
+            specs.append(registry_spec(ref, registry, loader, DEFAULT_FEATURES))
+        else:
+            specs.append(baseline_spec(name, kelly))
+    return specs

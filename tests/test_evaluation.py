@@ -1,0 +1,303 @@
+"""Evaluation harness: identical treatment of identical trades, exact no-trade holds, metrics that
+recompute from the report, walk-forward folds after their training windows, determinism, bad input."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from cluster.evaluate import evaluate_command, run_evaluation
+from envs.evaluation.harness import EvaluationConfig, evaluate, prepare
+from envs.evaluation.policies import EvalPolicy, buy_and_hold_policy, month_starts, step_index
+from envs.evaluation.stats import difference_ci, sharpe_batch, sortino_batch, stationary_indices
+from envs.market_data import MarketData
+from envs.metrics import sharpe_ratio, sortino_ratio, summarize
+from envs.rollout import Decision, equal_weight, replay_policy
+from envs.simulator import Observation
+
+SCEN = ["flash_crash", "vol_spike"]
+FAST = EvaluationConfig(scenarios=tuple(SCEN), seeds=(0, 1))
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from replay.ingest import ingest_frames
+    from replay.sources.synthetic import generate
+
+    root = tmp_path_factory.mktemp("eval") / "store"
+    market = generate(n_symbols=6, years=2.0, seed=11)
+    ingest_frames(root, market.bars, market.macro, show_progress=False)
+    return root
+
+
+class FakeHandle:
+    """A registry handle that re-implements buy-and-hold independently (first bar 1/n, then hold)."""
+
+    path = Path("registry/fake/1")
+    feature_columns = ("ret_1", "vol_20")
+
+    def policy(self, data: MarketData) -> EvalPolicy:
+        def act(obs: Observation) -> Decision:
+            assert obs.features.shape[-1] == 2  # its own columns only
+            first = np.rint(obs.progress * (data.n_steps - 1)) == 0
+            n = obs.mask.sum(-1, keepdims=True)
+            target = np.where(first[:, None], obs.mask / np.maximum(n, 1), obs.weights)
+            return Decision(target, np.repeat(~first[:, None], obs.mask.shape[1], axis=1))
+
+        return act
+
+    def act(self, observation: Any) -> Any:  # pragma: no cover - policy() is preferred
+        raise AssertionError("policy() should be used")
+
+
+def fake_loader(ref: str, registry: Path) -> FakeHandle:
+    if not ref.startswith("fake"):
+        raise ValueError(f"no policy {ref!r} in registry {str(registry)!r}; available: fake")
+    return FakeHandle()
+
+
+def test_buy_and_hold_trades_only_on_the_first_bar(store: Path) -> None:
+    plan = prepare(store, ["buy_and_hold"], FAST)
+    data = plan.split_data
+    rollout = replay_policy(data, buy_and_hold_policy(data, 0))
+    assert rollout.turnover[0, 0] > 0.9
+    assert (rollout.turnover[0, 1:] == 0.0).all()
+    assert (rollout.costs[0, 1:, :3] == 0.0).all()  # fee, spread, slippage: nothing traded
+
+
+def test_identical_trades_give_identical_returns_and_costs(store: Path) -> None:
+    plan = prepare(store, ["buy_and_hold", "registry:fake"], FAST, registry=store.parent, loader=fake_loader)
+    result = evaluate(plan)
+    a, b = result.policies["buy_and_hold"].main, result.policies["registry:fake"].main
+    np.testing.assert_array_equal(a.returns, b.returns)
+    np.testing.assert_array_equal(a.costs, b.costs)
+    for scenario in SCEN:
+        np.testing.assert_array_equal(
+            result.policies["buy_and_hold"].stress[scenario].returns,
+            result.policies["registry:fake"].stress[scenario].returns,
+        )
+
+
+def test_a_decision_without_holds_trades_exactly_like_plain_weights(store: Path) -> None:
+    data = prepare(store, ["cash"], FAST).split_data
+
+    def as_decision(obs: Observation) -> Decision:
+        weights = equal_weight(obs)
+        return Decision(weights, np.zeros(weights.shape, dtype=bool))
+
+    ours, theirs = replay_policy(data, as_decision), replay_policy(data, equal_weight)
+    for name in ("returns", "equity", "costs", "turnover", "weights"):
+        np.testing.assert_array_equal(getattr(ours, name), getattr(theirs, name))
+
+
+def test_monthly_schedule_and_step_index() -> None:
+    ts = np.array(
+        ["2024-01-30", "2024-01-31", "2024-02-01", "2024-02-02", "2024-03-01"], dtype="datetime64[us]"
+    )
+    assert month_starts(ts).tolist() == [True, False, True, False, True]
+
+
+def _same(a: float | None, b: float) -> bool:
+    return (a is None and not math.isfinite(b)) or a == b
+
+
+def test_report_metrics_recompute_from_its_returns(store: Path, tmp_path: Path) -> None:
+    report = run_evaluation(
+        store,
+        ["buy_and_hold", "inverse_vol", "kelly_lite", "cash"],
+        tmp_path / "r",
+        scenarios=SCEN,
+        bootstrap_samples=50,
+        plots=False,
+    )
+    on_disk = json.loads((tmp_path / "r" / "report.json").read_text())
+    assert on_disk == report
+    ppy = on_disk["periods_per_year"]
+    for name, entry in on_disk["policies"].items():
+        assert len(entry["timestamps"]) == len(entry["returns"])
+        again = summarize(entry["returns"], ppy, turnover=entry["turnover"], costs=entry["costs_per_period"])
+        for key, value in again.items():
+            assert _same(entry["metrics"][key], value), (name, key)
+        assert set(entry["regimes"]) == {"calm", "choppy", "crisis"}
+        assert set(entry["stress"]) == set(SCEN)
+    assert on_disk["cost_model"]["fee_bps_equity"] == 5.0
+    assert len(on_disk["replay"]["fingerprint_sha256"]) == 64
+
+
+def test_walk_forward_folds_never_overlap_their_training_windows(store: Path) -> None:
+    cfg = FAST.model_copy(update={"walk_forward": 3})
+    plan = prepare(store, ["buy_and_hold"], cfg)
+    assert len(plan.windows) == 3
+    previous_end = None
+    for w in plan.windows:
+        assert w.train is not None
+        ts = w.data.ts.astype("datetime64[us]")
+        start = np.datetime64(w.train.end.tz_convert(None).to_datetime64(), "us")
+        assert (ts > start).all()  # every evaluated bar is after the training window
+        gap = int(((plan.split_data.ts > start) & (plan.split_data.ts < ts[0])).sum())
+        assert gap <= cfg.embargo_bars
+        if previous_end is not None:
+            assert ts[0] > previous_end  # folds do not overlap each other
+        previous_end = ts[-1]
+    result = evaluate(plan)
+    pooled = result.policies["buy_and_hold"].main
+    assert pooled.returns.size == sum(w.data.n_steps - 1 for w in plan.windows)
+
+
+def test_same_inputs_byte_identical_report(store: Path, tmp_path: Path) -> None:
+    args = [
+        "--replay",
+        str(store),
+        "--policies",
+        "kelly_lite,buy_and_hold",
+        "--scenarios",
+        ",".join(SCEN),
+        "--bootstrap-samples",
+        "50",
+    ]
+    outs = []
+    for k in range(2):
+        result = CliRunner().invoke(evaluate_command, [*args, "--out", str(tmp_path / str(k))])
+        assert result.exit_code == 0, result.output
+        outs.append((tmp_path / str(k) / "report.json").read_bytes())
+    assert outs[0] == outs[1]
+    md = (tmp_path / "0" / "report.md").read_text()
+    assert "Leaderboard" in md and "plots/equity.png" in md
+    assert (tmp_path / "0" / "report.html").exists() and (tmp_path / "0" / "plots" / "stress.png").exists()
+
+
+def _error(args: list[str]) -> str:
+    result = CliRunner().invoke(evaluate_command, args)
+    assert result.exit_code == 2, result.output
+    lines = [line for line in result.output.splitlines() if line.startswith("error: ")]
+    assert len(lines) == 1, result.output
+    return lines[0]
+
+
+def test_unknown_policy_is_refused_before_work(store: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    line = _error(["--replay", str(store), "--policies", "cash,buy_and_hodl", "--out", str(out)])
+    assert "buy_and_hodl" in line
+    line = _error(
+        [
+            "--replay",
+            str(store),
+            "--policies",
+            "registry:nope",
+            "--registry",
+            str(tmp_path),
+            "--out",
+            str(out),
+        ]
+    )
+    assert "nope" in line
+    assert not out.exists()
+
+
+def test_too_short_split_is_refused(tmp_path: Path) -> None:
+    from replay.ingest import ingest_frames
+    from replay.sources.synthetic import generate
+
+    root = tmp_path / "tiny"
+    market = generate(n_symbols=3, years=0.2, seed=1)
+    ingest_frames(root, market.bars, show_progress=False)
+    out = tmp_path / "out"
+    line = _error(["--replay", str(root), "--policies", "kelly_lite", "--scenarios", "", "--out", str(out)])
+    assert "kelly_lite" in line and "lookback 7" in line
+    assert not out.exists()
+
+
+def test_store_without_needed_features_is_refused(store: Path, tmp_path: Path) -> None:
+    bare = tmp_path / "bare"
+    shutil.copytree(store / "bars", bare / "bars")
+    out = tmp_path / "out"
+    line = _error(
+        ["--replay", str(bare), "--policies", "kelly_lite,inverse_vol", "--scenarios", "", "--out", str(out)]
+    )
+    assert "features" in line and "fc_mean" in line and "vol_20" in line and "kelly_lite" in line
+    line = _error(
+        ["--replay", str(store), "--policies", "cash", "--scenarios", "crash_of_29", "--out", str(out)]
+    )
+    assert "crash_of_29" in line
+    assert not out.exists()
+
+
+def test_null_feature_column_is_refused(store: Path, tmp_path: Path) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    copy = tmp_path / "nulls"
+    shutil.copytree(store, copy)
+    for f in (copy / "features").rglob("*.parquet"):
+        table = pq.read_table(f)
+        i = table.schema.get_field_index("fc_consensus_ok")
+        table = table.set_column(i, table.schema.field(i), pa.nulls(table.num_rows, pa.bool_()))
+        pq.write_table(table, f)
+    line = _error(
+        ["--replay", str(copy), "--policies", "kelly_lite", "--scenarios", "", "--out", str(tmp_path / "o")]
+    )
+    assert "fc_consensus_ok" in line and "kelly_lite" in line
+
+
+def test_bootstrap_matches_metrics_and_is_zero_against_itself() -> None:
+    rng = np.random.default_rng(0)
+    r = rng.normal(0.001, 0.01, 200)
+    assert sharpe_batch(r[None], 252)[0] == pytest.approx(sharpe_ratio(r, 252), rel=1e-12)
+    assert sortino_batch(r[None], 252)[0] == pytest.approx(sortino_ratio(r, 252), rel=1e-12)
+    idx = stationary_indices(200, 100, 10.0, np.random.default_rng(1))
+    assert idx.shape == (100, 200) and idx.min() >= 0 and idx.max() < 200
+    ci = difference_ci(r, r, 252, "sharpe", idx, 0.95)
+    assert (ci.estimate, ci.low, ci.high, ci.n_valid) == (0.0, 0.0, 0.0, 100)
+    better = difference_ci(r + 0.002, r, 252, "sortino", idx, 0.95)
+    assert better.low > 0
+
+
+def test_step_index_recovers_the_bar(store: Path) -> None:
+    data = prepare(store, ["cash"], FAST).split_data
+    seen: list[int] = []
+
+    def spy(obs: Observation) -> np.ndarray:
+        seen.append(int(step_index(obs, data)[0]))
+        return np.zeros(obs.mask.shape)
+
+    replay_policy(data, spy)
+    assert seen == list(range(data.n_steps - 1))
+
+
+class NoisyHandle:
+    """A stochastic registry model: random long-only weights from its own seeded generator."""
+
+    stochastic = True
+    feature_columns = ("vol_20",)
+
+    def __init__(self) -> None:
+        self.rng = np.random.default_rng(0)
+
+    def reseed(self, seed: int) -> None:
+        self.rng = np.random.default_rng(seed)
+
+    def act(self, obs: Observation) -> np.ndarray:
+        return self.rng.random(obs.mask.shape) * obs.mask / obs.mask.shape[1]
+
+
+def test_stochastic_models_run_every_seed_and_report_the_spread(store: Path, tmp_path: Path) -> None:
+    cfg = FAST.model_copy(update={"seeds": (0, 1, 2)})
+    plan = prepare(
+        store, ["registry:noisy"], cfg, registry=tmp_path, loader=lambda ref, registry: NoisyHandle()
+    )
+    result = evaluate(plan)
+    noisy = result.policies["registry:noisy"]
+    assert noisy.seeds == (0, 1, 2) and result.policies["equal_weight"].seeds == (0,)
+    assert not np.array_equal(noisy.by_seed[0].returns, noisy.by_seed[1].returns)
+    np.testing.assert_array_equal(noisy.main.returns, noisy.by_seed[0].returns)
+    from envs.evaluation.report import build_report
+
+    spread = build_report(result)["policies"]["registry:noisy"]["seeds"]["summary"]["sharpe"]
+    assert spread["std"] > 0 and spread["min"] < spread["mean"] < spread["max"]
