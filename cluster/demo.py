@@ -3,8 +3,9 @@
 Stages so far: ingest a seeded synthetic universe (equities + crypto, quotes, macro) into a fresh
 store under OUT/store, print the store summary, read the features back through Ray Data (a local
 Ray started here) and check it against the pandas path, show the train/validation/test split, and
-replay baseline policies over the test split through the market simulator (same costs for all),
-printing their metrics and writing OUT/demo_equity.png (equity curves and drawdowns).
+evaluate the baseline policies (cash, buy-and-hold, equal weight, inverse vol, kelly_lite) on the
+test split and under stress scenarios through the market simulator (same costs for all)
+with the evaluation harness, writing OUT/report/ (report.json, report.md, report.html, plots).
 """
 
 from __future__ import annotations
@@ -49,47 +50,28 @@ def run_demo(out: Path, seed: int) -> None:
     for name, window in fractional_splits(calendar, 0.6, 0.2, embargo_bars=5).items():
         click.echo(f"  {name:<11}{window.start.date()} .. {window.end.date()}  ({window.n_bars} bars)")
 
-    click.echo("[demo] 4/4 simulator: baselines replayed over the test split with the default cost model")
-    plot = replay_baselines(store, out / "demo_equity.png")
-    click.echo(f"equity curves and drawdowns: {plot}")
+    click.echo("[demo] 4/4 evaluation: baselines replayed over the test split, same simulator and costs")
+    from cluster.evaluate import run_evaluation
 
-
-def replay_baselines(store: Path, plot_path: Path) -> Path:
-    """Replay cash and equal-weight over the test split; print metrics and costs; plot equity."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import numpy as np
-
-    from envs.metrics import summarize
-    from envs.replay_loader import load_market_data
-    from envs.rollout import cash, equal_weight, replay_policy
-
-    data = load_market_data(store, "test")
-    fig, (top, bottom) = plt.subplots(2, 1, figsize=(9, 6), sharex=True, height_ratios=(2, 1))
-    header = (
-        f"  {'policy':<14}{'total':>9}{'sharpe':>8}{'sortino':>9}{'max dd':>9}{'cvar 5%':>9}{'costs $':>10}"
+    report_dir = out / "report"
+    report = run_evaluation(
+        store,
+        ["cash", "buy_and_hold", "equal_weight", "inverse_vol", "kelly_lite"],
+        report_dir,
+        split="test",
+        seeds=1,
+        scenarios=["crisis_2008_like", "flash_crash", "vol_spike"],
+        bootstrap_samples=500,
     )
-    click.echo(header)
-    for name, policy in (("cash", cash), ("equal_weight", equal_weight)):
-        rollout = replay_policy(data, policy)
-        r = rollout.returns[0]
-        m = summarize(r, data.periods_per_year, turnover=rollout.turnover[0], costs=rollout.costs[0].sum(-1))
+    click.echo(f"  {'policy':<14}{'total':>9}{'sharpe':>8}{'sortino':>9}{'max dd':>9}{'cvar 5%':>9}{'costs $':>10}")
+    for name, entry in report["policies"].items():
+        m = entry["metrics"]
         click.echo(
-            f"  {name:<14}{m['total_return']:>9.2%}{m['sharpe']:>8.2f}{m['sortino']:>9.2f}"
+            f"  {name:<14}{m['total_return']:>9.2%}{_num(m['sharpe']):>8}{_num(m['sortino']):>9}"
             f"{m['max_drawdown']:>9.2%}{m['cvar_5']:>9.2%}{m['costs_paid']:>10,.0f}"
         )
-        equity = np.cumprod(1.0 + r)
-        top.plot(rollout.timestamps, equity, label=name)
-        bottom.plot(rollout.timestamps, equity / np.maximum.accumulate(equity) - 1.0, label=name)
-    top.set_yscale("log")
-    top.set_ylabel("equity (log)")
-    top.set_title(f"baselines on the test split ({len(data.symbols)} assets, costs included)")
-    top.legend()
-    bottom.set_ylabel("drawdown")
-    fig.tight_layout()
-    plot_path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(plot_path, dpi=110)
-    plt.close(fig)
-    return plot_path
+    click.echo(f"report with plots: {report_dir / 'report.md'} (and report.html, report.json)")
+
+
+def _num(value: float | None) -> str:
+    return "n/a" if value is None or value != value else f"{value:.2f}"
