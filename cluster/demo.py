@@ -63,7 +63,10 @@ def run_demo(out: Path, seed: int) -> None:
         scenarios=["crisis_2008_like", "flash_crash", "vol_spike"],
         bootstrap_samples=500,
     )
-    click.echo(f"  {'policy':<14}{'total':>9}{'sharpe':>8}{'sortino':>9}{'max dd':>9}{'cvar 5%':>9}{'costs $':>10}")
+    header = ("policy", "total", "sharpe", "sortino", "max dd", "cvar 5%", "costs $")
+    click.echo(
+        "  " + header[0].ljust(14) + "".join(h.rjust(w) for h, w in zip(header[1:], (9, 8, 9, 9, 9, 10)))
+    )
     for name, entry in report["policies"].items():
         m = entry["metrics"]
         click.echo(
