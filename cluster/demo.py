@@ -65,7 +65,9 @@ def run_demo(out: Path, seed: int) -> None:
     )
     header = ("policy", "total", "sharpe", "sortino", "max dd", "cvar 5%", "costs $")
     click.echo(
-        "  " + header[0].ljust(14) + "".join(h.rjust(w) for h, w in zip(header[1:], (9, 8, 9, 9, 9, 10)))
+        "  "
+        + header[0].ljust(14)
+        + "".join(h.rjust(w) for h, w in zip(header[1:], (9, 8, 9, 9, 9, 10), strict=True))
     )
     for name, entry in report["policies"].items():
         m = entry["metrics"]
