@@ -1,0 +1,185 @@
+"""``gnn``: graph attention (GATv2) over an asset graph the module builds from each observation.
+
+RLlib has no graph observation space, so the graph lives inside the module (DESIGN §5).
+
+**Which similarity.** The observation holds only the *current* feature row of each asset (``ret_1``,
+``ret_5``, ``ret_20``, ``vol_20``, spread, forecast, ... - no return history), so a rolling
+return correlation cannot be computed from it. The similarity is the correlation across features
+of the assets' standardised feature profiles: each feature is z-scored across listed assets, each
+asset's profile is centred and normalised over features, and ``sim_ij`` is the dot product (a
+Pearson correlation in ``[-1, 1]``). The multi-horizon return features make it a coarse proxy for
+co-movement (assets that moved alike over 1, 5 and 20 bars score high). ``similarity_features``
+restricts it to chosen feature columns (indices into the observed features, e.g. the ``ret_*``).
+
+**Graph.** Each listed asset receives edges from its ``top_k`` most similar *other* listed assets
+(edge attribute: the similarity); masked assets have no edges (GATv2's self loops only) and are
+left out of pooling; their weights are exactly 0 (projection mask). A batch is one disjoint graph
+of ``B * N`` nodes.
+
+**Heads.** Node embeddings -> per-asset scores (Gaussian mean, as ``ppo_mlp``) and, through the
+masked mean of node embeddings plus the portfolio state, the value. Permuting assets permutes the
+outputs (up to ties in the top-k).
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import torch
+from pydantic import BaseModel, Field
+from ray.rllib.core.columns import Columns
+from ray.rllib.core.rl_module.apis import InferenceOnlyAPI, ValueFunctionAPI
+from ray.rllib.core.rl_module.torch import TorchRLModule
+from torch import nn
+from torch_geometric.nn import GATv2Conv
+
+from envs.gym_envs import N_PORTFOLIO_STATE
+from models.common import (
+    FROZEN,
+    PortfolioObs,
+    ProjectionConfig,
+    asset_input_dim,
+    asset_inputs,
+    cross_sectional_zscore,
+    features_per_asset,
+    gaussian_dist_inputs,
+    head_input,
+    masked_mean,
+    mlp,
+    project_scores,
+    scale_last_layer,
+    split_obs,
+    validate_model_config,
+)
+
+
+class GNNConfig(BaseModel):
+    """``model_config`` of :class:`GNNModule`."""
+
+    model_config = FROZEN
+
+    hidden: int = Field(64, ge=1, description="node embedding width (divisible by heads)")
+    heads: int = Field(4, ge=1, description="attention heads per GATv2 layer")
+    layers: int = Field(2, ge=1, description="GATv2 layers (residual)")
+    top_k: int = Field(4, ge=1, description="incoming edges per listed asset")
+    similarity_features: tuple[int, ...] | None = Field(
+        None, description="feature indices the similarity uses (None: all observed features)"
+    )
+    head_hidden: int = Field(64, ge=1, description="hidden width of the score and value heads")
+    log_std_init: float = Field(-1.0, description="initial log std of the Gaussian over scores")
+    projection: ProjectionConfig = ProjectionConfig()
+
+
+def feature_similarity(features: torch.Tensor, mask: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+    """``[B, N, N]`` correlation across features of the cross-sectionally standardised profiles."""
+    z = cross_sectional_zscore(features, mask)
+    zc = z - z.mean(-1, keepdim=True)
+    zn = zc / (zc.norm(dim=-1, keepdim=True) + eps)
+    return zn @ zn.transpose(1, 2)
+
+
+def topk_edges(sim: torch.Tensor, mask: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(edge_index [2, E], edge_attr [E, 1])`` of the disjoint batch graph (node id ``b * N + i``).
+
+    Target ``i`` gets edges from its ``k`` most similar other listed assets; masked assets neither
+    send nor receive.
+    """
+    b, n, _ = sim.shape
+    k_eff = min(k, n - 1)
+    if k_eff < 1:
+        return torch.zeros(2, 0, dtype=torch.long, device=sim.device), sim.new_zeros(0, 1)
+    eye = torch.eye(n, dtype=torch.bool, device=sim.device)
+    valid = mask.unsqueeze(2) & mask.unsqueeze(1) & ~eye
+    vals, src = sim.masked_fill(~valid, float("-inf")).topk(k_eff, dim=-1)  # [B, N, k]
+    offset = (torch.arange(b, device=sim.device) * n).view(b, 1, 1)
+    tgt = torch.arange(n, device=sim.device).view(1, n, 1).expand(b, n, k_eff)
+    keep = torch.isfinite(vals)
+    edge_index = torch.stack([(src + offset)[keep], (tgt + offset)[keep]])
+    return edge_index, vals[keep].unsqueeze(-1)
+
+
+class GraphEncoder(nn.Module):
+    """Input projection + residual GATv2 layers over the similarity graph."""
+
+    def __init__(self, cfg: GNNConfig, n_features: int):
+        super().__init__()
+        if cfg.hidden % cfg.heads:
+            raise ValueError(f"hidden ({cfg.hidden}) must be divisible by heads ({cfg.heads})")
+        if cfg.similarity_features is not None and any(
+            not 0 <= i < n_features for i in cfg.similarity_features
+        ):
+            raise ValueError(f"similarity_features {cfg.similarity_features} out of range [0, {n_features})")
+        self.cfg = cfg
+        self.inp = mlp([asset_input_dim(n_features), cfg.hidden], activate_last=True)
+        self.convs = nn.ModuleList(
+            GATv2Conv(cfg.hidden, cfg.hidden // cfg.heads, heads=cfg.heads, edge_dim=1)
+            for _ in range(cfg.layers)
+        )
+        self.act = nn.SiLU()
+
+    def forward(self, obs: PortfolioObs) -> torch.Tensor:
+        """Node embeddings ``[B, N, H]``."""
+        b, n, _ = obs.features.shape
+        sim_feats = obs.features
+        if self.cfg.similarity_features is not None:
+            sim_feats = sim_feats[..., list(self.cfg.similarity_features)]
+        edge_index, edge_attr = topk_edges(feature_similarity(sim_feats, obs.mask), obs.mask, self.cfg.top_k)
+        x = self.inp(asset_inputs(obs)).reshape(b * n, -1)
+        for conv in self.convs:
+            x = x + self.act(conv(x, edge_index, edge_attr))
+        return x.reshape(b, n, -1)
+
+
+class GNNModule(TorchRLModule, ValueFunctionAPI, InferenceOnlyAPI):
+    """GATv2 allocator: node scores -> Gaussian mean / projected weights; pooled nodes -> value."""
+
+    config_cls: ClassVar[type[GNNConfig]] = GNNConfig
+
+    def setup(self) -> None:
+        self.cfg = validate_model_config(self.config_cls, self.model_config)
+        self.n_features = features_per_asset(self.observation_space, self.action_space)
+        h, hh = self.cfg.hidden, self.cfg.head_hidden
+        self.encoder = GraphEncoder(self.cfg, self.n_features)
+        self.score_head = scale_last_layer(mlp([2 * h + N_PORTFOLIO_STATE, hh, 1]), 0.01)
+        self.log_std = nn.Parameter(torch.full((1,), self.cfg.log_std_init))
+        if not self.inference_only:
+            self.value_head = mlp([h + N_PORTFOLIO_STATE, hh, 1])
+
+    def _encode(self, raw_obs: Any) -> tuple[PortfolioObs, torch.Tensor, torch.Tensor]:
+        obs = split_obs(raw_obs, self.n_features)
+        h = self.encoder(obs)
+        ctx = masked_mean(h, obs.mask)
+        head_in = head_input(h, ctx, obs.portfolio)
+        return obs, self.score_head(head_in).squeeze(-1), torch.cat([ctx, obs.portfolio], dim=-1)
+
+    def weights(self, obs: torch.Tensor | dict[str, torch.Tensor]) -> torch.Tensor:
+        """Deterministic feasible weights ``[B, N]`` (projection of the Gaussian mean)."""
+        o, scores, _ = self._encode(obs)
+        return project_scores(scores, o.mask, self.cfg.projection)
+
+    def _forward(self, batch: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
+        obs, scores, _ = self._encode(batch[Columns.OBS])
+        return {Columns.ACTION_DIST_INPUTS: gaussian_dist_inputs(scores, self.log_std, obs.mask)}
+
+    def _forward_inference(self, batch: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
+        with torch.no_grad():
+            obs, scores, _ = self._encode(batch[Columns.OBS])
+            return {
+                Columns.ACTION_DIST_INPUTS: gaussian_dist_inputs(scores, self.log_std, obs.mask),
+                Columns.ACTIONS: project_scores(scores, obs.mask, self.cfg.projection),
+            }
+
+    def _forward_train(self, batch: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
+        obs, scores, emb = self._encode(batch[Columns.OBS])
+        return {
+            Columns.ACTION_DIST_INPUTS: gaussian_dist_inputs(scores, self.log_std, obs.mask),
+            Columns.EMBEDDINGS: emb,
+        }
+
+    def compute_values(self, batch: dict[str, Any], embeddings: Any | None = None) -> torch.Tensor:
+        if embeddings is None:
+            embeddings = self._encode(batch[Columns.OBS])[2]
+        return self.value_head(embeddings).squeeze(-1)
+
+    def get_non_inference_attributes(self) -> list[str]:
+        return ["value_head"]

@@ -1,0 +1,124 @@
+"""``ppo_mlp``: PPO policy whose MLP shares weights across assets (permutation-equivariant).
+
+Architecture (DeepSets): ``h_i = phi(x_i)`` for each asset row ``x_i`` (z-scored and raw features,
+current weight; see :mod:`models.common`), context ``c = mean_{listed} h_i``, portfolio state ``p``.
+
+* score ``s_i = psi([h_i, c, p])`` -> the mean of a diagonal Gaussian over the N pre-projection
+  scores, with one shared learned ``log_std``. PPO samples actions from it and the env clips them
+  to ``[-1, 1]`` and projects them onto the constraints, so the policy gradient is the plain one.
+* value ``V = v([c, p])``.
+* :meth:`PPOMLPModule.weights` is the deterministic allocation for inference and serving: the mean
+  clipped and projected with ``envs.projection.project_weights_torch`` under the mask, so masked
+  assets get exactly 0 and ``sum |w| <= gross_cap``, ``|w_i| <= per_asset_cap`` hold exactly.
+  ``forward_inference`` returns it as ``actions`` (RLlib then skips sampling).
+
+Permuting the assets of an observation permutes scores and weights and leaves the value unchanged
+(tested). Observations are the env's flat Box (``flat_obs=True``) or its Dict.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import torch
+from pydantic import BaseModel, Field
+from ray.rllib.core.columns import Columns
+from ray.rllib.core.rl_module.apis import InferenceOnlyAPI, ValueFunctionAPI
+from ray.rllib.core.rl_module.torch import TorchRLModule
+from torch import nn
+
+from envs.gym_envs import N_PORTFOLIO_STATE
+from models.common import (
+    FROZEN,
+    AssetSetEncoder,
+    PortfolioObs,
+    ProjectionConfig,
+    features_per_asset,
+    gaussian_dist_inputs,
+    head_input,
+    mlp,
+    project_scores,
+    scale_last_layer,
+    split_obs,
+    validate_model_config,
+)
+
+
+class PPOMLPConfig(BaseModel):
+    """``model_config`` of :class:`PPOMLPModule`."""
+
+    model_config = FROZEN
+
+    hidden: int = Field(64, ge=1, description="width of the per-asset encoder")
+    depth: int = Field(2, ge=1, description="layers of the per-asset encoder")
+    head_hidden: int = Field(64, ge=1, description="hidden width of the score and value heads")
+    log_std_init: float = Field(-1.0, description="initial log std of the Gaussian over scores")
+    projection: ProjectionConfig = ProjectionConfig()
+
+
+class ScorePolicy(nn.Module):
+    """Encoder + per-asset score head + shared log std: the policy half, reused by ``distributional``.
+
+    ``forward`` returns ``(obs, scores [B, N], value embedding [B, H + 5])``.
+    """
+
+    def __init__(self, cfg: PPOMLPConfig, n_features: int):
+        super().__init__()
+        h, hh = cfg.hidden, cfg.head_hidden
+        self.n_features = n_features
+        self.embedding_dim = h + N_PORTFOLIO_STATE
+        self.encoder = AssetSetEncoder(n_features, h, cfg.depth)
+        self.score_head = scale_last_layer(mlp([2 * h + N_PORTFOLIO_STATE, hh, 1]), 0.01)
+        self.log_std = nn.Parameter(torch.full((1,), cfg.log_std_init))
+
+    def forward(self, raw_obs: Any) -> tuple[PortfolioObs, torch.Tensor, torch.Tensor]:
+        obs = split_obs(raw_obs, self.n_features)
+        h, ctx = self.encoder(obs)
+        head_in = head_input(h, ctx, obs.portfolio)
+        scores = self.score_head(head_in).squeeze(-1)
+        return obs, scores, torch.cat([ctx, obs.portfolio], dim=-1)
+
+    def dist_inputs(self, obs: PortfolioObs, scores: torch.Tensor) -> torch.Tensor:
+        return gaussian_dist_inputs(scores, self.log_std, obs.mask)
+
+
+class PPOMLPModule(TorchRLModule, ValueFunctionAPI, InferenceOnlyAPI):
+    """Shared per-asset MLP, Gaussian over scores, projected deterministic weights, value head."""
+
+    config_cls: ClassVar[type[PPOMLPConfig]] = PPOMLPConfig
+
+    def setup(self) -> None:
+        self.cfg = validate_model_config(self.config_cls, self.model_config)
+        self.n_features = features_per_asset(self.observation_space, self.action_space)
+        self.policy = ScorePolicy(self.cfg, self.n_features)
+        if not self.inference_only:
+            self.value_head = mlp([self.policy.embedding_dim, self.cfg.head_hidden, 1])
+
+    def weights(self, obs: torch.Tensor | dict[str, torch.Tensor]) -> torch.Tensor:
+        """Deterministic feasible weights ``[B, N]`` (projection of the Gaussian mean)."""
+        o, scores, _ = self.policy(obs)
+        return project_scores(scores, o.mask, self.cfg.projection)
+
+    def _forward(self, batch: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
+        obs, scores, _ = self.policy(batch[Columns.OBS])
+        return {Columns.ACTION_DIST_INPUTS: self.policy.dist_inputs(obs, scores)}
+
+    def _forward_inference(self, batch: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
+        with torch.no_grad():
+            obs, scores, _ = self.policy(batch[Columns.OBS])
+            return {
+                Columns.ACTION_DIST_INPUTS: self.policy.dist_inputs(obs, scores),
+                Columns.ACTIONS: project_scores(scores, obs.mask, self.cfg.projection),
+            }
+
+    def _forward_train(self, batch: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
+        obs, scores, emb = self.policy(batch[Columns.OBS])
+        return {Columns.ACTION_DIST_INPUTS: self.policy.dist_inputs(obs, scores), Columns.EMBEDDINGS: emb}
+
+    def compute_values(self, batch: dict[str, Any], embeddings: Any | None = None) -> torch.Tensor:
+        if embeddings is None:
+            embeddings = self.policy(batch[Columns.OBS])[2]
+        return self.value_head(embeddings).squeeze(-1)
+
+    def get_non_inference_attributes(self) -> list[str]:
+        return ["value_head"]
