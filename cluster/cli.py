@@ -60,6 +60,8 @@ def one_line_errors(func: F) -> F:
 # Subcommands defined next to their entrypoints, imported only when invoked (or listed by --help):
 # the CLI starts fast and those modules may import this one without a cycle.
 LAZY_COMMANDS: dict[str, str] = {
+    "tune": "cluster.tune:tune_command",
+    "promote": "cluster.promote:promote_command",
     "evaluate": "cluster.evaluate:evaluate_command",
     "nightly": "cluster.nightly:nightly_command",
 }

@@ -46,7 +46,7 @@ _BIG = float(np.finfo(np.float32).max)
 # ------------------------------------------------------------------------------------ shared pieces
 
 
-def _feature_index(data: MarketData, columns: tuple[str, ...] | None) -> np.ndarray:
+def feature_index(data: MarketData, columns: tuple[str, ...] | None) -> np.ndarray:
     """Indices of the requested feature columns; a missing one is an error that names it."""
     if columns is None:
         return np.arange(len(data.feature_names))
@@ -69,7 +69,7 @@ def _observation_space(n: int, f: int, flat: bool) -> spaces.Space[Any]:
     return spaces.Dict({"features": feats, "weights": weights, "mask": mask, "portfolio": port})
 
 
-def _batched_obs(ob: Observation, feat_idx: np.ndarray, release_bars: int | None, flat: bool) -> Any:
+def batched_observation(ob: Observation, feat_idx: np.ndarray, release_bars: int | None, flat: bool) -> Any:
     """Observation arrays with a leading batch dimension ``[B, ...]`` (float32)."""
     feats = ob.features[:, :, feat_idx]
     denom = float(release_bars) if release_bars else 1.0
@@ -90,14 +90,14 @@ def _unbatch(obs: Any) -> Any:
     return obs[0]
 
 
-class _ActionDecoder:
+class ActionDecoder:
     """Turns a batch of actions into simulator orders (target weights + execution parameters)."""
 
     def __init__(self, cfg: PortfolioEnvConfig, data: MarketData, sim: MarketSimulator):
         self.n = data.n_assets
         self.gated = isinstance(cfg, GatedEnvConfig)
         if isinstance(cfg, GatedEnvConfig):
-            idx = _feature_index(data, (cfg.edge_column, cfg.sigma_column))
+            idx = feature_index(data, (cfg.edge_column, cfg.sigma_column))
             self.edge_idx, self.sigma_idx = int(idx[0]), int(idx[1])
             self.gcfg = cfg
         self.sim = sim
@@ -137,13 +137,13 @@ def _build(
     data: MarketData | None,
     config_cls: type[PortfolioEnvConfig],
     n_envs: int | None,
-) -> tuple[PortfolioEnvConfig, MarketData, MarketSimulator, _ActionDecoder, np.ndarray]:
+) -> tuple[PortfolioEnvConfig, MarketData, MarketSimulator, ActionDecoder, np.ndarray]:
     """Validate the config and build data, simulator and decoder (all errors raised here)."""
     cfg = config_cls.model_validate(dict(env_config or {}))
     market = data if data is not None else market_data_from_config(cfg.data)
-    feat_idx = _feature_index(market, cfg.feature_columns)
+    feat_idx = feature_index(market, cfg.feature_columns)
     sim = MarketSimulator(market, cfg.sim, n_envs=n_envs or cfg.num_envs, seed=cfg.seed)
-    return cfg, market, sim, _ActionDecoder(cfg, market, sim), feat_idx
+    return cfg, market, sim, ActionDecoder(cfg, market, sim), feat_idx
 
 
 def _costs_info(costs: np.ndarray) -> dict[str, float]:
@@ -170,7 +170,7 @@ class PortfolioEnv(gym.Env[Any, np.ndarray]):
 
     def _obs(self) -> Any:
         rb = self.cfg.sim.kill_switch.release_after_bars
-        return _unbatch(_batched_obs(self.sim.observe(), self._feat_idx, rb, self.cfg.flat_obs))
+        return _unbatch(batched_observation(self.sim.observe(), self._feat_idx, rb, self.cfg.flat_obs))
 
     def reset(
         self, *, seed: int | None = None, options: dict[str, Any] | None = None
@@ -233,7 +233,7 @@ class PortfolioVectorEnv(VectorEnv[Any, np.ndarray, np.ndarray]):
 
     def _obs(self) -> Any:
         rb = self.cfg.sim.kill_switch.release_after_bars
-        return _batched_obs(self.sim.observe(), self._feat_idx, rb, self.cfg.flat_obs)
+        return batched_observation(self.sim.observe(), self._feat_idx, rb, self.cfg.flat_obs)
 
     def reset(
         self, *, seed: int | list[int | None] | None = None, options: dict[str, Any] | None = None

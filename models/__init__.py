@@ -9,12 +9,15 @@ from models.catalog import (
     ppo_config,
     rl_module_spec,
 )
+from models.registry_load import PolicyHandle, load
 
 __all__ = [
     "FAMILIES",
+    "PolicyHandle",
     "env_name",
     "flops_per_decision",
     "learner_class",
+    "load",
     "module_class",
     "ppo_config",
     "rl_module_spec",

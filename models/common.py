@@ -5,7 +5,7 @@ Design decisions (all families):
 * **Flat observations.** The catalog builds envs with ``flat_obs=True``: RLlib's default connectors
   handle one ``Box`` without a flattening connector, and the module splits it back into
   ``features [B, N, F]``, ``weights [B, N]``, ``mask [B, N]`` and ``portfolio [B, 5]``
-  (:func:`split_obs`, the layout of ``envs.gym_envs._batched_obs``). A ``Dict`` observation is
+  (:func:`split_obs`, the layout of ``envs.gym_envs.batched_observation``). A ``Dict`` observation is
   accepted too (serving may pass one).
 * **N is read per batch, F is fixed.** ``F`` comes from the observation and action spaces at
   ``setup()`` (``D = N * (F + 2) + 5``); at forward time ``N = (D - 5) / (F + 2)``, so a

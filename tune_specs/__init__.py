@@ -1,0 +1,32 @@
+"""Tune experiment specs, one short file per model family; ``get_spec(name)`` looks one up.
+
+``SPECS`` maps a spec name to a module path; specs are imported on demand so listing them costs
+nothing and a family whose module is missing fails only when it is asked for.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from tune_specs.spec import TuneSpec
+
+SPECS: dict[str, str] = {
+    "ppo": "tune_specs.ppo",
+    "distrl": "tune_specs.distrl",
+    "tqc": "tune_specs.tqc",
+    "gnn": "tune_specs.gnn",
+    "gating": "tune_specs.gating",
+}
+
+
+def get_spec(name: str) -> TuneSpec:
+    """The spec called ``name``; an unknown name is a ``ValueError`` listing the available ones."""
+    if name not in SPECS:
+        raise ValueError(f"unknown tune spec {name!r}; available: {', '.join(sorted(SPECS))}")
+    spec: TuneSpec = importlib.import_module(SPECS[name]).SPEC
+    return spec
+
+
+__all__ = ["SPECS", "get_spec"]

@@ -1,0 +1,157 @@
+"""``raytrade promote``: copy a search's best trial into the registry with its manifest.
+
+The best trial is the first row of the run's ``leaderboard.json`` (written by ``raytrade tune``)
+that has a checkpoint: its best checkpoint by validation objective. Promotion re-scores that module
+on the validation split (and the test split, which no search ever looked at) with the same objective,
+so the manifest's metrics are measured on exactly the weights that are copied.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import click
+
+from cluster.cli import one_line_errors
+from cluster.objective import ObjectiveConfig, held_out_data, score_module
+from cluster.registry import (
+    DEFAULT_REGISTRY,
+    code_version,
+    feature_spec_hash,
+    library_versions,
+    replay_fingerprint,
+    write_version,
+)
+from cluster.tune import LEADERBOARD_FILE, read_run_file
+
+MODULE_ID = "default_policy"
+
+
+def best_row(run_dir: Path) -> dict[str, Any]:
+    """The leaderboard's best trial that has a checkpoint."""
+    path = run_dir / LEADERBOARD_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{str(run_dir)!r} has no {LEADERBOARD_FILE}: did `raytrade tune` finish?")
+    rows = [r for r in json.loads(path.read_text()) if r.get("checkpoint")]
+    if not rows:
+        raise ValueError(f"no trial of {str(run_dir)!r} left a checkpoint")
+    row: dict[str, Any] = rows[0]
+    return row
+
+
+def module_checkpoint(checkpoint: Path) -> Path:
+    """The RLModule folder inside an Algorithm checkpoint."""
+    return checkpoint / "learner_group" / "learner" / "rl_module" / MODULE_ID
+
+
+def flops_per_decision(module: Any, n_assets: int) -> int:
+    """The catalog's FLOP count for its modules; a generic count of one inference call otherwise."""
+    try:
+        from models.catalog import flops_per_decision as catalog_flops
+
+        return catalog_flops(module, n_assets)
+    except (ImportError, AttributeError):
+        import numpy as np
+        import torch
+        from ray.rllib.core.columns import Columns
+        from torch.utils.flop_counter import FlopCounterMode
+
+        obs = torch.as_tensor(np.zeros((1, *module.observation_space.shape), np.float32))
+        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+            module.forward_inference({Columns.OBS: obs})
+        return int(counter.get_total_flops()) // 2
+
+
+def _data_section(env_config: dict[str, Any]) -> dict[str, Any]:
+    data = env_config["data"]
+    if data.get("kind") == "replay":
+        sha, n_files = replay_fingerprint(Path(data["root"]))
+        return {"kind": "replay", "root": data["root"], "sha256": sha, "files": n_files}
+    return {"kind": data.get("kind"), "sha256": feature_spec_hash(data), "files": 0}
+
+
+def build_manifest(run_dir: Path, row: dict[str, Any]) -> tuple[dict[str, Any], Path]:
+    """(manifest, checkpoint folder) of the leaderboard row ``row`` of the run at ``run_dir``."""
+    from ray.rllib.core.rl_module.rl_module import RLModule
+
+    from envs.gym_envs import GATED_ENV_ID, N_PORTFOLIO_STATE
+    from envs.replay_loader import DEFAULT_FEATURES
+
+    run = read_run_file(run_dir)
+    checkpoint = run_dir / row["checkpoint"]
+    config: dict[str, Any] = json.loads((run_dir / row["trial_dir"] / "params.json").read_text())
+    env_config: dict[str, Any] = config["env_config"]
+    module: Any = RLModule.from_checkpoint(module_checkpoint(checkpoint))
+    module.eval()
+    objective = ObjectiveConfig(cvar_penalty=run["objective"]["cvar_penalty"])
+    validation = held_out_data(env_config, "validation")
+    gated = config.get("env") == GATED_ENV_ID
+    metrics = {"validation": score_module(module, env_config, objective, gated=gated)}
+    if env_config["data"].get("kind") == "replay":
+        test = objective.model_copy(update={"split": "test"})
+        metrics["test"] = score_module(module, env_config, test, gated=gated)
+    observed = env_config.get("feature_columns") or list(validation.feature_names)
+    feature_spec = {
+        "observed": list(observed),
+        "loader_columns": list(DEFAULT_FEATURES),
+        "flat_obs": bool(env_config.get("flat_obs", False)),
+        "portfolio_state": N_PORTFOLIO_STATE,
+    }
+    manifest = {
+        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "source": {
+            "run": str(run_dir),
+            "spec": run["spec"],
+            "family": run["family"],
+            "trial": row["trial"],
+            "checkpoint": row["checkpoint"],
+            "iteration": row["iteration"],
+        },
+        "data": {**_data_section(env_config), "symbols": list(validation.symbols)},
+        "features": {**feature_spec, "sha256": feature_spec_hash(feature_spec)},
+        "n_assets": validation.n_assets,
+        "params": row["params"],
+        "config": config,
+        "code_version": code_version(),
+        "libraries": library_versions(),
+        "flops_per_decision": flops_per_decision(module, validation.n_assets),
+        "objective": run["objective"],
+        "metrics": metrics,
+        "search_metrics": {k: row[k] for k in ("objective", "sharpe", "sortino", "cvar_5")},
+        "command": run["command"],
+        "reproduce": f"{run['command']}  # then promote trial {row['trial']}",
+    }
+    return manifest, checkpoint
+
+
+def promote(run_dir: Path, name: str, registry: Path) -> Path:
+    """Promote the best trial of ``run_dir`` to ``registry/name/<next version>``; returns that folder."""
+    run_dir = Path(run_dir).resolve()
+    row = best_row(run_dir)
+    manifest, checkpoint = build_manifest(run_dir, row)
+    return write_version(registry, name, checkpoint, manifest, MODULE_ID)
+
+
+@click.command("promote")
+@click.option("--run", "run_dir", type=click.Path(path_type=Path), required=True, help="A tune run folder.")
+@click.option("--name", required=True, help="Registry name of the policy.")
+@click.option(
+    "--registry",
+    type=click.Path(path_type=Path),
+    default=Path(DEFAULT_REGISTRY),
+    show_default=True,
+    help="Registry root.",
+)
+@one_line_errors
+def promote_command(run_dir: Path, name: str, registry: Path) -> None:
+    """Copy the best trial of RUN (module, connector state, manifest) to REGISTRY/NAME/VERSION."""
+    target = promote(run_dir, name, registry)
+    manifest = json.loads((target / "manifest.json").read_text())
+    val = manifest["metrics"]["validation"]
+    click.echo(
+        f"promoted {manifest['source']['trial']} -> {target} "
+        f"(validation objective {val['objective']:.3f}, sharpe {val['sharpe']:.3f})"
+    )

@@ -1,0 +1,460 @@
+"""``raytrade tune``: a Ray Tune search over one spec, scored on the validation window.
+
+Design decisions
+----------------
+* The trainable is the RLlib ``Algorithm`` class itself (a class trainable): Tune then checkpoints
+  it every ``budget.checkpoint_every`` iterations and at the end (``CheckpointConfig``), and a trial
+  whose process dies is restarted from its last checkpoint (``FailureConfig(max_failures)``).
+  Scoring happens inside ``Algorithm.train()`` (``cluster.objective.score_on_train_result``).
+* Per-trial resources come from ``Algorithm.default_resource_request``: one CPU bundle for the
+  algorithm (sampling and learning in-process unless the spec adds env runners) plus optional
+  custom resources; ``placement_strategy="SPREAD"`` spreads a trial's bundles over nodes.
+* One run = one folder ``STORAGE/NAME`` (Tune's experiment dir). Next to Tune's files it holds
+  ``raytrade_run.json`` (spec, replay, budget, the reproducing command; written first, so an
+  interrupted run is still described), and at the end ``leaderboard.json`` and
+  ``validation_objective.png``. ``raytrade promote --run DIR`` reads ``leaderboard.json``.
+* Logging: Tune's CSV/JSON/TensorBoard loggers always; wandb through Tune's
+  ``WandbLoggerCallback``, offline (files under the run folder) unless ``--wandb`` asks for online
+  logging, which needs ``WANDB_API_KEY`` (read by ``cluster.settings.load_settings``). The key is
+  handed to wandb through the process environment only; it is never put into the callback, the
+  run files or the logs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import shlex
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import click
+from pydantic import BaseModel, ConfigDict, Field
+
+from cluster.cli import one_line_errors
+from cluster.objective import METRIC, REPORTED
+from tune_specs import SPECS, get_spec
+from tune_specs.spec import Budget, TuneSpec
+
+RUN_FILE = "raytrade_run.json"
+LEADERBOARD_FILE = "leaderboard.json"
+PLOT_FILE = "validation_objective.png"
+WandbMode = Literal["offline", "online", "disabled"]
+
+
+class TuneOptions(BaseModel):
+    """One ``raytrade tune`` invocation."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    spec: str = Field(description="spec name (tune_specs.SPECS)")
+    replay: Path = Field(description="replay store root; trains on its train split")
+    smoke: bool = Field(False, description="use the spec's tiny smoke budget")
+    num_samples: int | None = Field(None, ge=1, description="trials (None: the budget's)")
+    iterations: int | None = Field(None, ge=1, description="iterations per trial (None: the budget's)")
+    storage: Path = Field(Path("ray_results"), description="folder holding experiment folders")
+    name: str | None = Field(None, description="experiment folder name (None: SPEC or SPEC-smoke)")
+    resume: bool = Field(False, description="continue the interrupted experiment STORAGE/NAME")
+    wandb: WandbMode = Field("offline", description="wandb logging mode")
+    cvar_penalty: float = Field(1.0, ge=0, description="objective = sortino - cvar_penalty * |cvar_5|")
+    max_failures: int = Field(2, ge=0, description="restarts of a crashed trial from its checkpoint")
+    seed: int = Field(0, description="search and training seed")
+    trial_resources: dict[str, float] = Field(
+        default_factory=dict, description="extra custom Ray resources each trial requests"
+    )
+
+    def budget(self, spec: TuneSpec) -> Budget:
+        base = spec.smoke if self.smoke else spec.budget
+        update: dict[str, int] = {}
+        if self.num_samples is not None:
+            update["num_samples"] = self.num_samples
+        if self.iterations is not None:
+            update["iterations"] = self.iterations
+        return base.model_copy(update=update)
+
+    def run_name(self) -> str:
+        return self.name or (f"{self.spec}-smoke" if self.smoke else self.spec)
+
+    def run_dir(self) -> Path:
+        return self.storage.resolve() / self.run_name()
+
+    def command(self) -> str:
+        """The ``raytrade tune`` command line that reproduces this search (not ``--resume``)."""
+        parts = ["raytrade", "tune", "--spec", self.spec, "--replay", str(self.replay.resolve())]
+        parts += ["--smoke"] if self.smoke else []
+        parts += ["--num-samples", str(self.num_samples)] if self.num_samples else []
+        parts += ["--iterations", str(self.iterations)] if self.iterations else []
+        parts += ["--storage", str(self.storage.resolve()), "--name", self.run_name()]
+        parts += ["--cvar-penalty", repr(self.cvar_penalty), "--seed", str(self.seed)]
+        return shlex.join(parts)
+
+
+class TuneOutcome(BaseModel):
+    """What a finished search left behind."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    run_dir: Path
+    leaderboard: list[dict[str, Any]]
+    plot: Path | None
+
+
+# ------------------------------------------------------------------------------ input checks
+
+
+def check_replay(root: Path, spec: TuneSpec) -> None:
+    """Fail (``ValueError``/``FileNotFoundError``, one line) when ``root`` cannot feed ``spec``:
+    no store, no bars/features table, features the spec observes that are all null or unknown, or
+    an empty train/validation split."""
+    from envs.replay_loader import DEFAULT_FEATURES
+    from replay.reader import read_frame, table_files
+
+    if not root.is_dir():
+        raise FileNotFoundError(f"replay store {str(root)!r} does not exist")
+    for table in ("bars", "features"):
+        if not table_files(root, table):
+            raise ValueError(f"replay store {str(root)!r} has no {table!r} data; run `raytrade ingest` first")
+    unknown = [c for c in spec.required_features if c not in DEFAULT_FEATURES]
+    if unknown:
+        raise ValueError(f"spec {spec.name!r} needs features the env cannot load: {unknown}")
+    frame = read_frame(root, "features", columns=list(spec.required_features))
+    missing = [c for c in spec.required_features if frame[c].isna().all()]
+    if missing:
+        present = [c for c in spec.required_features if c not in missing]
+        raise ValueError(
+            f"replay store {str(root)!r} lacks features spec {spec.name!r} needs: {missing} "
+            f"(present: {present})"
+        )
+    from envs.replay_loader import load_market_data
+
+    for split in ("train", "validation"):
+        load_market_data(root, split, feature_columns=spec.required_features)
+
+
+# ------------------------------------------------------------------------------ tuner
+
+
+@contextlib.contextmanager
+def _environment(values: Mapping[str, str]) -> Iterator[None]:
+    """Set environment variables for the duration of a search, restoring them afterwards."""
+    old = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def _wandb_setup(opts: TuneOptions, run_dir: Path) -> tuple[list[Any], dict[str, str]]:
+    """(Tune callbacks, environment) for the wandb mode; online needs WANDB_API_KEY."""
+    if opts.wandb == "disabled":
+        return [], {}
+    from ray.air.integrations.wandb import WandbLoggerCallback
+
+    env = {"WANDB_MODE": opts.wandb, "WANDB_SILENT": "true"}
+    if opts.wandb == "online":
+        from cluster.settings import MissingCredentialsError, load_settings
+
+        key = load_settings().wandb_api_key
+        if key is None:
+            raise MissingCredentialsError("--wandb needs a wandb key: set WANDB_API_KEY")
+        env["WANDB_API_KEY"] = key.get_secret_value()
+    callback = WandbLoggerCallback(
+        project="raytrade", group=opts.run_name(), log_config=False, mode=opts.wandb, dir=str(run_dir)
+    )
+    return [callback], env
+
+
+def _searched_keys(param_space: Mapping[str, Any], prefix: str = "") -> list[str]:
+    """Paths (``a/b`` for nested dicts) of the search domains in a param space."""
+    from ray.tune.search.sample import Domain
+
+    keys = []
+    for k, v in param_space.items():
+        if isinstance(v, Domain):
+            keys.append(f"{prefix}{k}")
+        elif isinstance(v, Mapping):
+            keys += _searched_keys(v, f"{prefix}{k}/")
+    return sorted(keys)
+
+
+def _param(config: Mapping[str, Any], path: str) -> Any:
+    node: Any = config
+    for part in path.split("/"):
+        node = node.get(part) if isinstance(node, Mapping) else None
+    return node
+
+
+def build_tuner(opts: TuneOptions, spec: TuneSpec, callbacks: list[Any]) -> Any:
+    """A fresh ``Tuner`` (or a restored one with ``opts.resume``) for ``spec`` on ``opts.replay``."""
+    from ray import tune
+    from ray.tune.search.basic_variant import BasicVariantGenerator
+
+    budget = opts.budget(spec)
+    env_config = spec.env_config(str(opts.replay.resolve()), budget)
+    objective = spec.objective.model_copy(update={"cvar_penalty": opts.cvar_penalty})
+    config = spec.algo_config(env_config, budget, objective)
+    config = config.resources(
+        placement_strategy="SPREAD", custom_resources_for_main_process=dict(opts.trial_resources)
+    ).debugging(seed=opts.seed)
+    trainable: Any = config.algo_class
+    run_dir = opts.run_dir()
+    if opts.resume:
+        if not tune.Tuner.can_restore(str(run_dir)):
+            raise FileNotFoundError(f"no experiment to resume at {str(run_dir)!r}")
+        return tune.Tuner.restore(str(run_dir), trainable=trainable, resume_errored=True)
+    return tune.Tuner(
+        trainable,
+        param_space=config,  # type: ignore[arg-type]  # Tuner takes any object with to_dict()
+        tune_config=tune.TuneConfig(
+            metric=spec.metric,
+            mode=spec.mode,
+            scheduler=spec.scheduler(budget),
+            num_samples=budget.num_samples,
+            search_alg=BasicVariantGenerator(random_state=opts.seed),
+        ),
+        run_config=tune.RunConfig(
+            name=run_dir.name,
+            storage_path=str(run_dir.parent),
+            stop=spec.stop(budget),
+            checkpoint_config=tune.CheckpointConfig(
+                checkpoint_frequency=budget.checkpoint_every, checkpoint_at_end=True
+            ),
+            failure_config=tune.FailureConfig(max_failures=opts.max_failures),
+            callbacks=callbacks,
+            verbose=1,
+        ),
+    )
+
+
+def _write_run_file(opts: TuneOptions, spec: TuneSpec, run_dir: Path) -> None:
+    budget = opts.budget(spec)
+    config = spec.algo_config(spec.env_config(str(opts.replay.resolve()), budget), budget).to_dict()
+    record = {
+        "spec": spec.name,
+        "family": spec.family,
+        "replay": str(opts.replay.resolve()),
+        "budget": budget.model_dump(),
+        "objective": {"metric": spec.metric, "mode": spec.mode, "cvar_penalty": opts.cvar_penalty},
+        "searched": _searched_keys(config),
+        "required_features": list(spec.required_features),
+        "seed": opts.seed,
+        "command": opts.command(),
+    }
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / RUN_FILE).write_text(json.dumps(record, indent=2))
+
+
+def read_run_file(run_dir: Path) -> dict[str, Any]:
+    """The ``raytrade_run.json`` of a run folder (``FileNotFoundError`` naming it when absent)."""
+    path = Path(run_dir) / RUN_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{str(run_dir)!r} is not a raytrade tune run (no {RUN_FILE})")
+    record: dict[str, Any] = json.loads(path.read_text())
+    return record
+
+
+# ------------------------------------------------------------------------------ results
+
+
+def metric_of(metrics: Mapping[str, Any], key: str) -> float:
+    """``metrics[key]`` for a flattened (``a/b``) or nested result dict; nan when absent."""
+    if key in metrics:
+        return float(metrics[key])
+    node: Any = metrics
+    for part in key.split("/"):
+        if not isinstance(node, Mapping) or part not in node:
+            return math.nan
+        node = node[part]
+    return float(node)
+
+
+def leaderboard(results: Any, run_dir: Path, searched: list[str]) -> list[dict[str, Any]]:
+    """One row per trial, best first: its best checkpoint (by validation objective) and scores."""
+    rows = []
+    for result in results:
+        if not result.metrics or "training_iteration" not in result.metrics:
+            continue
+        best = [(c, m) for c, m in (result.best_checkpoints or []) if math.isfinite(metric_of(m, METRIC))]
+        if best:
+            checkpoint, metrics = max(best, key=lambda cm: metric_of(cm[1], METRIC))
+            ckpt: str | None = os.path.relpath(checkpoint.path, run_dir)
+        else:
+            checkpoint, metrics, ckpt = None, result.metrics, None
+        rows.append(
+            {
+                "trial": str(result.metrics.get("trial_id", Path(result.path).name)),
+                "trial_dir": os.path.relpath(result.path, run_dir),
+                "params": {k: _param(result.config or {}, k) for k in searched},
+                "iteration": int(metrics.get("training_iteration", 0)),
+                "checkpoint": ckpt,
+                "node_id": metrics.get("node_id"),
+                "error": None if result.error is None else str(result.error).splitlines()[0][:200],
+                **{k: metric_of(metrics, f"validation/{k}") for k in REPORTED},
+            }
+        )
+    return sorted(rows, key=lambda r: -r["objective"] if math.isfinite(r["objective"]) else math.inf)
+
+
+def format_leaderboard(rows: list[dict[str, Any]]) -> str:
+    """The leaderboard as a fixed-width table (trial, params, objective, sharpe, sortino, cvar)."""
+    lines = [f"{'trial':<14}{'iter':>5}{'objective':>11}{'sharpe':>9}{'sortino':>9}{'cvar_5':>9}  params"]
+    for r in rows:
+        params = " ".join(
+            f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in r["params"].items()
+        )
+        lines.append(
+            f"{r['trial']:<14}{r['iteration']:>5}{r['objective']:>11.3f}{r['sharpe']:>9.3f}"
+            f"{r['sortino']:>9.3f}{r['cvar_5']:>9.4f}  {params}"
+        )
+    return "\n".join(lines)
+
+
+def plot_objective(results: Any, path: Path) -> Path | None:
+    """PNG of each trial's validation objective over training iterations (None: nothing to plot)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    plotted = 0
+    for result in results:
+        frame = result.metrics_dataframe
+        if frame is None or METRIC not in frame or frame.empty:
+            continue
+        frame = frame.sort_values("training_iteration").drop_duplicates("training_iteration", keep="last")
+        ax.plot(
+            frame["training_iteration"], frame[METRIC], marker="o", ms=3, label=Path(result.path).name[:24]
+        )
+        plotted += 1
+    if not plotted:
+        plt.close(fig)
+        return None
+    ax.set_xlabel("training iteration")
+    ax.set_ylabel("validation objective")
+    ax.set_title("Sortino net of costs - CVaR penalty, validation split")
+    ax.grid(alpha=0.3)
+    if plotted <= 12:
+        ax.legend(fontsize=6)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+# ------------------------------------------------------------------------------ entrypoint
+
+
+def _ensure_ray() -> None:
+    import ray
+
+    if not ray.is_initialized():
+        os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
+        ray.init(address=os.environ.get("RAY_ADDRESS"), include_dashboard=False, log_to_driver=False)
+
+
+def run_tune(opts: TuneOptions) -> TuneOutcome:
+    """Run (or resume) the search, then write the leaderboard and the objective plot."""
+    spec = get_spec(opts.spec)
+    check_replay(opts.replay, spec)
+    run_dir = opts.run_dir()
+    if opts.resume:
+        recorded = read_run_file(run_dir)
+        if recorded["spec"] != spec.name or recorded["replay"] != str(opts.replay.resolve()):
+            raise ValueError(
+                f"{str(run_dir)!r} was a search of spec {recorded['spec']!r} on {recorded['replay']!r}"
+            )
+    elif (run_dir / RUN_FILE).exists():
+        raise ValueError(f"experiment {str(run_dir)!r} exists: pass --resume, or --name for a new one")
+    _ensure_ray()
+    callbacks, env = _wandb_setup(opts, run_dir)
+    if not opts.resume:
+        _write_run_file(opts, spec, run_dir)
+    with _environment(env):
+        tuner = build_tuner(opts, spec, callbacks)
+        results = tuner.fit()
+    unfinished = len(results) - results.num_terminated - results.num_errors
+    if unfinished:
+        raise click.ClickException(
+            f"search interrupted with {unfinished} of {len(results)} trials unfinished; "
+            f"continue it with the same command and --resume (run folder {run_dir})"
+        )
+    searched = read_run_file(run_dir)["searched"]
+    rows = leaderboard(results, run_dir, searched)
+    if not any(r["checkpoint"] for r in rows):
+        errors = [str(r.error).splitlines()[-1] for r in results if r.error is not None]
+        raise click.ClickException(f"all trials of {run_dir} failed: {errors[0] if errors else 'no results'}")
+    (run_dir / LEADERBOARD_FILE).write_text(json.dumps(rows, indent=2, default=str))
+    plot = plot_objective(results, run_dir / PLOT_FILE)
+    return TuneOutcome(run_dir=run_dir, leaderboard=rows, plot=plot)
+
+
+@click.command("tune")
+@click.option("--spec", "spec", required=True, help=f"Experiment spec: {', '.join(sorted(SPECS))}.")
+@click.option("--replay", type=click.Path(path_type=Path), required=True, help="Replay store root.")
+@click.option("--smoke", is_flag=True, help="Tiny budget (about a minute on 2 CPUs).")
+@click.option("--num-samples", type=click.IntRange(min=1), help="Trials to sample (default: the budget's).")
+@click.option(
+    "--iterations", type=click.IntRange(min=1), help="Iterations per trial (default: the budget's)."
+)
+@click.option(
+    "--storage",
+    type=click.Path(path_type=Path),
+    default=Path("ray_results"),
+    show_default=True,
+    help="Folder of experiment folders.",
+)
+@click.option("--name", help="Experiment folder name (default: SPEC, or SPEC-smoke with --smoke).")
+@click.option("--resume", is_flag=True, help="Continue the interrupted experiment STORAGE/NAME.")
+@click.option("--wandb", "wandb_online", is_flag=True, help="Log to wandb online (needs WANDB_API_KEY).")
+@click.option("--no-wandb", "no_wandb", is_flag=True, help="No wandb logging at all (default: offline).")
+@click.option("--cvar-penalty", type=click.FloatRange(min=0), default=1.0, show_default=True)
+@click.option("--max-failures", type=click.IntRange(min=0), default=2, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@one_line_errors
+def tune_command(
+    spec: str,
+    replay: Path,
+    smoke: bool,
+    num_samples: int | None,
+    iterations: int | None,
+    storage: Path,
+    name: str | None,
+    resume: bool,
+    wandb_online: bool,
+    no_wandb: bool,
+    cvar_penalty: float,
+    max_failures: int,
+    seed: int,
+) -> None:
+    """Search SPEC's hyperparameters on REPLAY's train split, scored on its validation split."""
+    if wandb_online and no_wandb:
+        raise ValueError("--wandb and --no-wandb exclude each other")
+    opts = TuneOptions(
+        spec=spec,
+        replay=replay,
+        smoke=smoke,
+        num_samples=num_samples,
+        iterations=iterations,
+        storage=storage,
+        name=name,
+        resume=resume,
+        wandb="online" if wandb_online else "disabled" if no_wandb else "offline",
+        cvar_penalty=cvar_penalty,
+        max_failures=max_failures,
+        seed=seed,
+    )
+    outcome = run_tune(opts)
+    click.echo(f"\nleaderboard ({outcome.run_dir}):")
+    click.echo(format_leaderboard(outcome.leaderboard))
+    if outcome.plot is not None:
+        click.echo(f"plot: {outcome.plot}")
+    click.echo(f"promote the best trial: raytrade promote --run {outcome.run_dir} --name NAME")

@@ -1,0 +1,105 @@
+"""``models.load``: a promoted policy from the registry, ready to act.
+
+``load("NAME")`` is the newest version (``registry/NAME/latest``), ``load("NAME@3")`` version 3.
+The handle holds the RLModule only (no Algorithm, no env runners) and the manifest; ``act`` maps
+observations in the env's format (the flat ``Box`` or the ``Dict``, one or a batch) to target
+weights with the same deterministic decoding the Tune objective scored (``cluster.objective``).
+
+Connector state: the registry keeps the env-to-module connector state next to the module. Our specs
+use RLlib's default connectors, which carry no state; a policy trained with a stateful connector
+(e.g. ``MeanStdFilter``) is refused by :func:`load` rather than served with unnormalised inputs.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+
+from cluster.objective import deterministic_actions, deterministic_weights, module_policy
+from cluster.registry import CONNECTORS_DIR, DEFAULT_REGISTRY, MODULE_DIR, read_manifest, resolve
+from envs.config import PortfolioEnvConfig
+from envs.market_data import MarketData
+from envs.rollout import Policy
+
+
+@dataclass(frozen=True)
+class PolicyHandle:
+    """A loaded registry version: ``module`` (torch RLModule, eval mode) and its ``manifest``."""
+
+    name: str
+    version: int
+    path: Path
+    manifest: dict[str, Any]
+    module: Any
+
+    def act(self, observation: Any) -> np.ndarray:
+        """The deterministic decision for an env observation (``[...]`` for one, ``[B, ...]`` for a
+        batch): target weights ``[N]`` for a weights policy (Box action space); for the gated family
+        (``MultiDiscrete`` actions) the greedy gate action ``[2N]`` (mode, side per symbol), which
+        the gated env sizes."""
+        single = _is_single(observation, self.module.observation_space)
+        batch = _add_batch(observation) if single else observation
+        if isinstance(self.module.action_space, gym.spaces.Box):
+            out = deterministic_weights(self.module, batch)
+        else:
+            out = deterministic_actions(self.module, batch)
+        return out[0] if single else out
+
+    def env_config(self) -> PortfolioEnvConfig:
+        """The env config the policy was trained with (data, simulator, observed features)."""
+        raw = dict(self.manifest["config"]["env_config"])
+        keep = set(PortfolioEnvConfig.model_fields) - {"num_envs"}
+        return PortfolioEnvConfig.model_validate({k: v for k, v in raw.items() if k in keep})
+
+    def policy(self, data: MarketData) -> Policy:
+        """``Observation -> weights [B, N]`` over ``data`` (for ``envs.rollout.replay_policy``)."""
+        return module_policy(self.module, data, self.env_config())
+
+
+def _is_single(observation: Any, space: Any) -> bool:
+    if isinstance(observation, Mapping):
+        first = next(iter(observation))
+        return bool(np.ndim(observation[first]) == len(space[first].shape))
+    return bool(np.ndim(observation) == len(space.shape))
+
+
+def _add_batch(observation: Any) -> Any:
+    if isinstance(observation, Mapping):
+        return {k: np.asarray(v)[None] for k, v in observation.items()}
+    return np.asarray(observation)[None]
+
+
+def _check_connectors(folder: Path) -> None:
+    for state_file in sorted((folder / CONNECTORS_DIR).glob("*/state.pkl")):
+        with open(state_file, "rb") as fh:
+            state = pickle.load(fh)
+        if state:
+            raise ValueError(
+                f"{state_file.parent.name} of {str(folder)!r} carries state ({sorted(state)}); "
+                "stateful connectors are not supported by models.load"
+            )
+
+
+def load(ref: str, registry: str | os.PathLike[str] = DEFAULT_REGISTRY) -> PolicyHandle:
+    """The registry version ``ref`` (``NAME`` or ``NAME@VERSION``) as a :class:`PolicyHandle`.
+
+    An unknown name or version raises ``cluster.registry.RegistryError`` (a ``ValueError``) whose
+    one-line message lists what the registry holds.
+    """
+    from ray.rllib.core.rl_module.rl_module import RLModule
+
+    folder = resolve(registry, ref)
+    _check_connectors(folder)
+    module: Any = RLModule.from_checkpoint(folder / MODULE_DIR)
+    module.eval()
+    manifest = read_manifest(folder)
+    return PolicyHandle(
+        name=folder.parent.name, version=int(folder.name), path=folder, manifest=manifest, module=module
+    )

@@ -1,0 +1,65 @@
+"""``distrl``: PPO with a quantile critic and a CVaR-mixed value (``models`` family ``distributional``).
+
+Search: learning rate, entropy bonus and discount as for ``ppo``, plus the critic's CVaR level and the
+weight of the CVaR value in the advantage baseline (``model_config``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ray import tune
+from ray.rllib.algorithms.algorithm_config import AlgorithmConfig
+
+from tune_specs.ppo import FEATURES
+from tune_specs.spec import Budget, TuneSpec, add_training
+
+SPACE: dict[str, Any] = {
+    "lr": tune.loguniform(1e-4, 1e-3),
+    "entropy_coeff": tune.choice([0.0, 0.001, 0.01]),
+    "gamma": tune.choice([0.9, 0.99]),
+}
+MODEL_SPACE: dict[str, Any] = {
+    "cvar_alpha": tune.choice([0.05, 0.1, 0.25]),
+    "cvar_weight": tune.uniform(0.0, 1.0),
+}
+
+
+def build(env_config: dict[str, Any], budget: Budget) -> AlgorithmConfig:
+    """PPO + quantile critic on ``PortfolioEnv``; the model space is searched inside ``model_config``."""
+    from models.catalog import ppo_config
+
+    config = ppo_config("distributional", env_config, num_envs_per_env_runner=budget.num_envs)
+    # Tune resolves domains in the config's ``model_config`` dict (not inside the RLModuleSpec);
+    # RLlib merges it under the spec's own model_config.
+    config = config.rl_module(model_config=dict(MODEL_SPACE))
+    return add_training(config, budget, SPACE)
+
+
+SPEC = TuneSpec(
+    name="distrl",
+    family="distributional",
+    description="PPO, quantile critic with a CVaR value",
+    build=build,
+    required_features=FEATURES,
+    budget=Budget(
+        iterations=60,
+        grace_period=10,
+        num_samples=16,
+        train_batch=4000,
+        minibatch=500,
+        num_epochs=6,
+        episode_len=252,
+        checkpoint_every=10,
+    ),
+    smoke=Budget(
+        iterations=4,
+        grace_period=2,
+        num_samples=2,
+        train_batch=256,
+        minibatch=128,
+        num_epochs=1,
+        episode_len=64,
+        checkpoint_every=2,
+    ),
+)

@@ -1,0 +1,59 @@
+"""``gating``: per-symbol gate modes (flat / probe / passive / aggressive) and side on
+``GatedSymbolEnv`` (family ``gating``); sizes come from the env's kelly rule on ``fc_mean`` / ``vol_20``.
+
+Search: learning rate, entropy bonus (exploration over modes matters here) and discount.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ray import tune
+from ray.rllib.algorithms.algorithm_config import AlgorithmConfig
+
+from tune_specs.spec import Budget, TuneSpec, add_training
+
+FEATURES: tuple[str, ...] = ("ret_1", "ret_5", "vol_20", "spread_bps", "fc_mean", "fc_std", "kelly_lite")
+
+SPACE: dict[str, Any] = {
+    "lr": tune.loguniform(1e-4, 1e-3),
+    "entropy_coeff": tune.choice([0.001, 0.01, 0.03]),
+    "gamma": tune.choice([0.9, 0.99]),
+}
+
+
+def build(env_config: dict[str, Any], budget: Budget) -> AlgorithmConfig:
+    """PPO + gating module on ``GatedSymbolEnv``."""
+    from models.catalog import ppo_config
+
+    config = ppo_config("gating", env_config, num_envs_per_env_runner=budget.num_envs)
+    return add_training(config, budget, SPACE)
+
+
+SPEC = TuneSpec(
+    name="gating",
+    family="gating",
+    description="PPO, hierarchical gate: mode head and per-mode sizing",
+    build=build,
+    required_features=FEATURES,
+    budget=Budget(
+        iterations=60,
+        grace_period=10,
+        num_samples=16,
+        train_batch=4000,
+        minibatch=500,
+        num_epochs=6,
+        episode_len=252,
+        checkpoint_every=10,
+    ),
+    smoke=Budget(
+        iterations=4,
+        grace_period=2,
+        num_samples=2,
+        train_batch=256,
+        minibatch=128,
+        num_epochs=1,
+        episode_len=64,
+        checkpoint_every=2,
+    ),
+)

@@ -1,0 +1,58 @@
+"""``gnn``: PPO with graph attention over an in-module asset similarity graph (family ``gnn``).
+
+Search: learning rate, entropy bonus and discount; the graph's neighbour count is searched inside the
+module's ``model_config``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ray import tune
+from ray.rllib.algorithms.algorithm_config import AlgorithmConfig
+
+from tune_specs.ppo import FEATURES
+from tune_specs.spec import Budget, TuneSpec, add_training
+
+SPACE: dict[str, Any] = {
+    "lr": tune.loguniform(1e-4, 1e-3),
+    "entropy_coeff": tune.choice([0.0, 0.001, 0.01]),
+    "gamma": tune.choice([0.9, 0.99]),
+}
+
+
+def build(env_config: dict[str, Any], budget: Budget) -> AlgorithmConfig:
+    """PPO + GNN allocator on ``PortfolioEnv``."""
+    from models.catalog import ppo_config
+
+    config = ppo_config("gnn", env_config, num_envs_per_env_runner=budget.num_envs)
+    return add_training(config, budget, SPACE)
+
+
+SPEC = TuneSpec(
+    name="gnn",
+    family="gnn",
+    description="PPO, graph attention over an asset similarity graph",
+    build=build,
+    required_features=FEATURES,
+    budget=Budget(
+        iterations=60,
+        grace_period=10,
+        num_samples=12,
+        train_batch=4000,
+        minibatch=500,
+        num_epochs=6,
+        episode_len=252,
+        checkpoint_every=10,
+    ),
+    smoke=Budget(
+        iterations=3,
+        grace_period=2,
+        num_samples=2,
+        train_batch=256,
+        minibatch=128,
+        num_epochs=1,
+        episode_len=64,
+        checkpoint_every=2,
+    ),
+)

@@ -1,0 +1,60 @@
+"""``ppo``: PPO with the permutation-equivariant per-asset MLP (``models`` family ``ppo_mlp``).
+
+Search: learning rate, entropy bonus, clip range, discount. ASHA stops the bottom half of trials at
+each rung of ``validation/objective`` (Sortino net of costs minus the CVaR term).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ray import tune
+from ray.rllib.algorithms.algorithm_config import AlgorithmConfig
+
+from tune_specs.spec import Budget, TuneSpec, add_training
+
+FEATURES: tuple[str, ...] = ("ret_1", "ret_5", "ret_20", "vol_20", "spread_bps", "fc_mean", "fc_std")
+
+SPACE: dict[str, Any] = {
+    "lr": tune.loguniform(1e-4, 1e-3),
+    "entropy_coeff": tune.choice([0.0, 0.001, 0.01]),
+    "clip_param": tune.choice([0.1, 0.2, 0.3]),
+    "gamma": tune.choice([0.9, 0.99]),
+}
+
+
+def build(env_config: dict[str, Any], budget: Budget) -> AlgorithmConfig:
+    """PPO on ``PortfolioEnv`` with the ``ppo_mlp`` module; the budget sets the batch sizes."""
+    from models.catalog import ppo_config
+
+    config = ppo_config("ppo_mlp", env_config, num_envs_per_env_runner=budget.num_envs)
+    return add_training(config, budget, SPACE)
+
+
+SPEC = TuneSpec(
+    name="ppo",
+    family="ppo_mlp",
+    description="PPO, shared per-asset MLP",
+    build=build,
+    required_features=FEATURES,
+    budget=Budget(
+        iterations=60,
+        grace_period=10,
+        num_samples=16,
+        train_batch=4000,
+        minibatch=500,
+        num_epochs=6,
+        episode_len=252,
+        checkpoint_every=10,
+    ),
+    smoke=Budget(
+        iterations=4,
+        grace_period=2,
+        num_samples=2,
+        train_batch=256,
+        minibatch=128,
+        num_epochs=1,
+        episode_len=64,
+        checkpoint_every=2,
+    ),
+)

@@ -1,0 +1,103 @@
+"""What a Tune experiment is: a search space, an ASHA scheduler, a stop rule, an objective, budgets.
+
+A spec file (``tune_specs/ppo.py`` …) builds one :class:`TuneSpec`. ``raytrade tune`` turns it into
+a ``Tuner``: ``spec.algo_config(env_config, budget)`` is the param space (RLlib ``AlgorithmConfig``
+whose ``training`` / ``model_config`` entries may hold Tune search domains), ``spec.scheduler`` ranks
+trials on ``validation/objective`` (``cluster.objective``), ``spec.stop`` ends them.
+
+Budgets are explicit so the tiny ``smoke`` one is the same code path as a real search.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+from ray.rllib.algorithms.algorithm_config import AlgorithmConfig
+
+from cluster.objective import METRIC, ObjectiveConfig, score_on_train_result
+
+_FROZEN = ConfigDict(frozen=True, extra="forbid")
+
+
+class Budget(BaseModel):
+    """How much one search spends."""
+
+    model_config = _FROZEN
+
+    iterations: int = Field(ge=1, description="training iterations per trial (ASHA max_t, stop rule)")
+    grace_period: int = Field(1, ge=1, description="iterations before ASHA may stop a trial")
+    num_samples: int = Field(ge=1, description="trials sampled from the search space")
+    train_batch: int = Field(ge=32, description="env steps per training iteration (per learner)")
+    minibatch: int = Field(ge=16, description="SGD minibatch size")
+    num_epochs: int = Field(ge=1, description="SGD passes over each batch")
+    episode_len: int = Field(ge=2, description="bars per training episode")
+    num_envs: int = Field(4, ge=1, description="episodes stepped together per env runner")
+    checkpoint_every: int = Field(ge=1, description="checkpoint every k iterations (and at the end)")
+
+
+def add_training(config: AlgorithmConfig, budget: Budget, space: dict[str, Any]) -> AlgorithmConfig:
+    """Apply a budget's batch sizes and the search space (``training`` kwargs) to ``config``."""
+    return config.training(
+        train_batch_size_per_learner=budget.train_batch,
+        minibatch_size=budget.minibatch,
+        num_epochs=budget.num_epochs,
+        **space,
+    )
+
+
+def add_scoring(config: AlgorithmConfig, objective: ObjectiveConfig) -> AlgorithmConfig:
+    """Score every trial on its held-out window after each ``train()`` (see ``cluster.objective``)."""
+    hook = functools.partial(score_on_train_result, objective=objective.model_dump())
+    return config.callbacks(on_train_result=hook)
+
+
+class TuneSpec(BaseModel):
+    """One family's search: ``build(env_config, budget) -> AlgorithmConfig`` plus everything Tune needs."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", arbitrary_types_allowed=True)
+
+    name: str = Field(description="spec name (``raytrade tune --spec NAME``)")
+    family: str = Field(description="models.catalog family, or 'tqc'")
+    description: str
+    build: Callable[[dict[str, Any], Budget], AlgorithmConfig] = Field(
+        description="the AlgorithmConfig (search domains included) for an env_config and budget"
+    )
+    required_features: tuple[str, ...] = Field(description="feature columns the env observes")
+    budget: Budget
+    smoke: Budget
+    objective: ObjectiveConfig = ObjectiveConfig()
+    reduction_factor: float = Field(2.0, gt=1, description="ASHA keeps 1/reduction_factor per rung")
+    metric: str = METRIC
+    mode: str = "max"
+
+    def algo_config(
+        self, env_config: dict[str, Any], budget: Budget, objective: ObjectiveConfig | None = None
+    ) -> AlgorithmConfig:
+        """The param space of one search: the family's config with validation scoring attached."""
+        return add_scoring(self.build(env_config, budget), objective or self.objective)
+
+    def scheduler(self, budget: Budget) -> Any:
+        """ASHA on ``validation/objective`` over ``training_iteration``."""
+        from ray.tune.schedulers import ASHAScheduler
+
+        return ASHAScheduler(
+            time_attr="training_iteration",
+            max_t=budget.iterations,
+            grace_period=min(budget.grace_period, budget.iterations),
+            reduction_factor=self.reduction_factor,
+        )
+
+    def stop(self, budget: Budget) -> dict[str, int]:
+        """Stop rule: the budget's iterations (ASHA may stop a trial earlier)."""
+        return {"training_iteration": budget.iterations}
+
+    def env_config(self, replay_root: str, budget: Budget) -> dict[str, Any]:
+        """The training env config: the store's ``train`` split, the spec's features, smoke episodes."""
+        return {
+            "data": {"kind": "replay", "root": replay_root, "split": "train"},
+            "feature_columns": list(self.required_features),
+            "sim": {"episode_len": budget.episode_len},
+        }
