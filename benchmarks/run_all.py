@@ -19,6 +19,7 @@ BENCHMARKS: tuple[tuple[str, str, float, bool], ...] = (
     ("read_features", "ratio_ray_over_pyarrow", 0.3, True),
     ("env_throughput", "core_asset_steps_per_s", 10e6, True),
     ("inference_latency", "max_median_us", 2000.0, False),
+    ("ppo_throughput", "ratio", 0.7, True),
 )
 
 
