@@ -126,3 +126,29 @@ def test_promote_and_load_round_trip(
             obs, *_ = env.step(rng.uniform(-1, 1, (16, manifest["n_assets"])).astype(np.float32))
     finally:
         algo.stop()
+
+
+def test_promoted_model_is_evaluated_against_the_baselines(
+    run_dir: Path, synthetic_store: Path, tmp_path: Path
+) -> None:
+    from cluster.evaluate import run_evaluation
+    from envs.metrics import summarize
+
+    registry = tmp_path / "registry"
+    _promote(run_dir, registry, name="beta")
+    report = run_evaluation(
+        synthetic_store,
+        ["registry:beta", "kelly_lite"],
+        tmp_path / "report",
+        seeds=1,
+        scenarios=["flash_crash"],
+        registry=registry,
+        bootstrap_samples=50,
+        plots=False,
+    )
+    model = report["policies"]["registry:beta"]
+    baseline = report["policies"]["equal_weight"]
+    assert model["timestamps"] == baseline["timestamps"] and len(model["returns"]) > 50
+    recomputed = summarize(np.asarray(model["returns"]), report["periods_per_year"])
+    assert model["metrics"]["sharpe"] == pytest.approx(recomputed["sharpe"], rel=1e-12)
+    assert (tmp_path / "report" / "report.md").read_text().count("registry:beta") >= 2
