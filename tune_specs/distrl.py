@@ -12,7 +12,7 @@ from ray import tune
 from ray.rllib.algorithms.algorithm_config import AlgorithmConfig
 
 from tune_specs.ppo import FEATURES
-from tune_specs.spec import Budget, TuneSpec, add_training
+from tune_specs.spec import ON_POLICY_BUDGET, ON_POLICY_SMOKE, Budget, TuneSpec, add_training
 
 SPACE: dict[str, Any] = {
     "lr": tune.loguniform(1e-4, 1e-3),
@@ -42,24 +42,6 @@ SPEC = TuneSpec(
     description="PPO, quantile critic with a CVaR value",
     build=build,
     required_features=FEATURES,
-    budget=Budget(
-        iterations=60,
-        grace_period=10,
-        num_samples=16,
-        train_batch=4000,
-        minibatch=500,
-        num_epochs=6,
-        episode_len=252,
-        checkpoint_every=10,
-    ),
-    smoke=Budget(
-        iterations=4,
-        grace_period=2,
-        num_samples=2,
-        train_batch=256,
-        minibatch=128,
-        num_epochs=1,
-        episode_len=64,
-        checkpoint_every=2,
-    ),
+    budget=ON_POLICY_BUDGET,
+    smoke=ON_POLICY_SMOKE,
 )

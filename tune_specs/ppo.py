@@ -11,7 +11,7 @@ from typing import Any
 from ray import tune
 from ray.rllib.algorithms.algorithm_config import AlgorithmConfig
 
-from tune_specs.spec import Budget, TuneSpec, add_training
+from tune_specs.spec import ON_POLICY_BUDGET, ON_POLICY_SMOKE, Budget, TuneSpec, add_training
 
 FEATURES: tuple[str, ...] = ("ret_1", "ret_5", "ret_20", "vol_20", "spread_bps", "fc_mean", "fc_std")
 
@@ -37,24 +37,6 @@ SPEC = TuneSpec(
     description="PPO, shared per-asset MLP",
     build=build,
     required_features=FEATURES,
-    budget=Budget(
-        iterations=60,
-        grace_period=10,
-        num_samples=16,
-        train_batch=4000,
-        minibatch=500,
-        num_epochs=6,
-        episode_len=252,
-        checkpoint_every=10,
-    ),
-    smoke=Budget(
-        iterations=4,
-        grace_period=2,
-        num_samples=2,
-        train_batch=256,
-        minibatch=128,
-        num_epochs=1,
-        episode_len=64,
-        checkpoint_every=2,
-    ),
+    budget=ON_POLICY_BUDGET,
+    smoke=ON_POLICY_SMOKE,
 )

@@ -38,6 +38,30 @@ class Budget(BaseModel):
     checkpoint_every: int = Field(ge=1, description="checkpoint every k iterations (and at the end)")
 
 
+# The on-policy families (ppo, distrl, gnn, gating) share these; a spec overrides what differs with
+# ``model_copy(update=...)``.
+ON_POLICY_BUDGET = Budget(
+    iterations=60,
+    grace_period=10,
+    num_samples=16,
+    train_batch=4000,
+    minibatch=500,
+    num_epochs=6,
+    episode_len=252,
+    checkpoint_every=10,
+)
+ON_POLICY_SMOKE = Budget(
+    iterations=4,
+    grace_period=2,
+    num_samples=2,
+    train_batch=256,
+    minibatch=128,
+    num_epochs=1,
+    episode_len=64,
+    checkpoint_every=2,
+)
+
+
 def add_training(config: AlgorithmConfig, budget: Budget, space: dict[str, Any]) -> AlgorithmConfig:
     """Apply a budget's batch sizes and the search space (``training`` kwargs) to ``config``."""
     return config.training(
