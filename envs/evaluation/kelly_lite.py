@@ -35,7 +35,9 @@ from typing import Final, NamedTuple
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
+
+from replay.loop_rules import LoopRules
 
 KELLY_FEATURES: Final[tuple[str, ...]] = ("fc_mean", "fc_consensus_ok", "spread_bps")
 """Store feature columns the replica reads (``spread_bps`` only to tell a missing quote)."""
@@ -50,29 +52,15 @@ NO_SIGMA: Final = 32
 NO_SHORT: Final = 64
 
 
-class KellyLiteConfig(BaseModel):
-    """The trading loop's gate and sizing constants (defaults: the loop's; bps of notional)."""
+class KellyLiteConfig(LoopRules):
+    """The loop's rules (``LoopRules``) plus what only the replica needs: illiquid names, probes, the
+    loop's own 120 % gross sizing cap, shorting."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    spread_cap_bps_mega: float = Field(8.0, gt=0, description="spread cap, largest liquid stocks (bps)")
-    spread_cap_bps_equity: float = Field(25.0, gt=0, description="spread cap, other stocks (bps)")
-    spread_cap_bps_crypto: float = Field(35.0, gt=0, description="spread cap, crypto pairs (bps)")
-    mega_cap_dollar_volume: float = Field(1e9, gt=0, description="dollar volume per bar of a mega cap")
-    expected_cost_bps_equity: float = Field(6.0, ge=0, description="expected round cost, stocks (bps)")
-    expected_cost_bps_crypto: float = Field(20.0, ge=0, description="expected round cost, crypto (bps)")
     illiquid_symbols: tuple[str, ...] = Field((), description="names whose expected cost is raised")
     illiquid_extra_cost_bps: float = Field(25.0, ge=0, description="extra expected cost of illiquid names")
-    edge_cost_margin_bps: float = Field(10.0, ge=0, description="edge threshold = expected cost + this")
-    edge_floor_bps_equity: float = Field(15.0, ge=0, description="edge threshold floor, stocks (bps)")
-    edge_floor_bps_crypto: float = Field(40.0, ge=0, description="edge threshold floor, crypto (bps)")
-    min_move: float = Field(0.001, ge=0, description="expected move (fraction) below which there is none")
-    kelly_scale: float = Field(0.2, gt=0, description="kelly = min(cap, max(0, scale * edge / sigma^2))")
-    kelly_cap: float = Field(0.15, gt=0, le=1, description="cap of one symbol's kelly fraction")
-    sigma_closes: int = Field(7, ge=3, description="closes whose simple returns give sigma")
     gross_cap: float = Field(1.2, gt=0, description="gross exposure cap of the loop's own sizing")
-    leverage_cap_equity: float = Field(2.0, gt=0, description="gross cap of the equity sleeve")
-    leverage_cap_crypto: float = Field(1.0, gt=0, description="gross cap of the crypto sleeve")
     allow_short_equity: bool = Field(True, description="short equities on a negative forecast")
     probe_symbols: tuple[str, ...] = Field((), description="symbols traded at probe size only")
     probe_weight: float = Field(0.002, ge=0, le=1, description="probe size, fraction of equity")

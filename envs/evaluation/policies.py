@@ -158,7 +158,7 @@ def kelly_lite_factory(cfg: KellyLiteConfig) -> PolicyFactory:
 
     def make(data: MarketData, seed: int) -> EvalPolicy:
         flags = asset_flags(data.symbols, data.asset_class, cfg)
-        sigma = trailing_sigma(data.close, data.listed, cfg.sigma_closes)
+        sigma = trailing_sigma(data.close, data.listed, cfg.kelly_sigma_closes)
         fc_col, ok_col, spread_col = (_column(data, c) for c in KELLY_FEATURES)
 
         def policy(obs: Observation) -> PolicyOutput:
@@ -196,7 +196,7 @@ def baseline_spec(name: str, kelly: KellyLiteConfig | None = None) -> PolicySpec
             "baseline",
             kelly_lite_factory(cfg),
             feature_columns=KELLY_FEATURES,
-            lookback_bars=cfg.sigma_closes,
+            lookback_bars=cfg.kelly_sigma_closes,
         )
     raise EvaluationInputError(
         f"unknown policy {name!r}; baselines are {', '.join(BASELINES)}, registry models "

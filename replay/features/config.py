@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
+
+from replay.loop_rules import LoopRules
 
 
-class FeatureConfig(BaseModel):
+class FeatureConfig(LoopRules):
     """Windows (bars) and trading-loop constants the feature groups use. Defaults: DESIGN §4."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -32,21 +34,5 @@ class FeatureConfig(BaseModel):
     forecast_resid_window: int = Field(120, ge=20, description="bars of standardised residuals for quantiles")
     calibration_window: int = Field(60, ge=10, description="resolved forecasts the calibration residual uses")
     min_history: int = Field(20, ge=2, description="bars a symbol needs before its gate can open")
-    min_move: float = Field(0.001, ge=0.0, description="a forecast move below this (fraction) is no move")
-    expected_cost_bps_equity: float = Field(6.0, ge=0.0, description="the loop's expected cost, stocks")
-    expected_cost_bps_crypto: float = Field(20.0, ge=0.0, description="the loop's expected cost, crypto")
-    edge_floor_bps_equity: float = Field(15.0, ge=0.0, description="minimum edge threshold, stocks")
-    edge_floor_bps_crypto: float = Field(40.0, ge=0.0, description="minimum edge threshold, crypto")
-    edge_cost_margin_bps: float = Field(10.0, ge=0.0, description="edge threshold = expected cost + this")
-    spread_cap_bps_mega: float = Field(8.0, gt=0.0, description="spread gate for the largest liquid stocks")
-    spread_cap_bps_equity: float = Field(25.0, gt=0.0, description="spread gate for other stocks")
-    spread_cap_bps_crypto: float = Field(35.0, gt=0.0, description="spread gate for crypto pairs")
-    mega_cap_dollar_volume: float = Field(1e9, gt=0.0, description="average dollar volume of a 'mega cap'")
-    kelly_cap: float = Field(0.15, gt=0.0, le=1.0, description="cap of the kelly_lite fraction")
-    kelly_scale: float = Field(0.2, gt=0.0, description="kelly_lite = scale * edge / sigma^2")
-    kelly_sigma_closes: int = Field(7, ge=3, description="closes whose returns give kelly's sigma")
-    leverage_cap_equity: float = Field(2.0, gt=0.0, description="gross leverage cap at end of day, stocks")
-    leverage_cap_crypto: float = Field(1.0, gt=0.0, description="gross leverage cap, crypto")
-    financing_annual: float = Field(0.0675, ge=0.0, description="annual financing rate on borrowed notional")
     dd_reduce: float = Field(-0.10, lt=0.0, description="drawdown at which the trigger says reduce")
     dd_halt: float = Field(-0.20, lt=0.0, description="drawdown at which the trigger says halt")

@@ -1,0 +1,38 @@
+"""The live trading loop's gate and sizing constants: one source of truth for every replica of them.
+
+The feature builders (forecast gate, kelly_lite, leverage caps, financing), the ``kelly_lite``
+evaluation baseline and the serving gate all read these numbers from a ``LoopRules`` (their configs
+extend it), so changing a rule changes it everywhere. Defaults are the loop's (DESIGN §4,
+``shared/contracts/README.md``); units are basis points of notional unless a field says otherwise.
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class LoopRules(BaseModel):
+    """Spread gate, edge threshold, consensus move, kelly_lite sizing, leverage caps, financing."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    spread_cap_bps_mega: float = Field(8.0, gt=0.0, description="spread gate for the largest liquid stocks")
+    spread_cap_bps_equity: float = Field(25.0, gt=0.0, description="spread gate for other stocks")
+    spread_cap_bps_crypto: float = Field(35.0, gt=0.0, description="spread gate for crypto pairs")
+    mega_cap_dollar_volume: float = Field(
+        1e9, gt=0.0, description="average dollar volume per bar of a mega cap"
+    )
+    expected_cost_bps_equity: float = Field(6.0, ge=0.0, description="the loop's expected cost, stocks")
+    expected_cost_bps_crypto: float = Field(20.0, ge=0.0, description="the loop's expected cost, crypto")
+    edge_cost_margin_bps: float = Field(10.0, ge=0.0, description="edge threshold = expected cost + this")
+    edge_floor_bps_equity: float = Field(15.0, ge=0.0, description="minimum edge threshold, stocks")
+    edge_floor_bps_crypto: float = Field(40.0, ge=0.0, description="minimum edge threshold, crypto")
+    min_move: float = Field(0.001, ge=0.0, description="a forecast move below this (fraction) is no move")
+    kelly_scale: float = Field(
+        0.2, gt=0.0, description="kelly_lite = min(cap, max(0, scale * edge / sigma^2))"
+    )
+    kelly_cap: float = Field(0.15, gt=0.0, le=1.0, description="cap of one symbol's kelly_lite fraction")
+    kelly_sigma_closes: int = Field(7, ge=3, description="closes whose simple returns give kelly's sigma")
+    leverage_cap_equity: float = Field(2.0, gt=0.0, description="gross leverage cap at end of day, stocks")
+    leverage_cap_crypto: float = Field(1.0, gt=0.0, description="gross leverage cap, crypto (unlevered)")
+    financing_annual: float = Field(0.0675, ge=0.0, description="annual financing rate on borrowed notional")
