@@ -93,6 +93,11 @@ class PortfolioEnvConfig(BaseModel):
     )
     flat_obs: bool = Field(False, description="one flat Box instead of a Dict observation")
     num_envs: int = Field(1, ge=1, description="episodes stepped together by the vector env")
+    step_info: bool = Field(
+        False,
+        description="vector env: report each step's costs and equity in info (episode costs are always "
+        "reported when an episode ends); off by default because RLlib converts every info key per env",
+    )
     seed: int | None = Field(None, description="episode-sampling seed (reset(seed=...) overrides)")
 
 

@@ -258,15 +258,25 @@ class PortfolioVectorEnv(VectorEnv[Any, np.ndarray, np.ndarray]):
         terminated = res.terminated & ~ar
         truncated = res.truncated & ~ar
         self._autoreset = terminated | truncated
-        ok = ~ar
-        info: dict[str, Any] = {"equity": self.sim.equity.copy(), "_equity": np.ones(self.num_envs, bool)}
-        done = self._autoreset
-        for i, name in enumerate(COST_COMPONENTS):
-            info[f"cost_{name}"] = np.where(ok, res.costs[:, i], 0.0)
-            info[f"_cost_{name}"] = ok
-            info[f"episode_cost_{name}"] = np.where(done, self.sim.episode_costs[:, i], 0.0)
-            info[f"_episode_cost_{name}"] = done
-        return self._obs(), reward, terminated, truncated, info
+        return self._obs(), reward, terminated, truncated, self._info(res.costs, ~ar, self._autoreset)
+
+    def _info(self, costs: np.ndarray, stepped: np.ndarray, done: np.ndarray) -> dict[str, Any]:
+        """Gymnasium vector info: episode costs where an episode ended, step costs if asked.
+
+        Keys appear only when they carry something: RLlib splits every key per sub-env on every
+        step, which costs more than the simulator step itself at small batch sizes.
+        """
+        info: dict[str, Any] = {}
+        if self.cfg.step_info:
+            info["equity"], info["_equity"] = self.sim.equity.copy(), np.ones(self.num_envs, bool)
+            for i, name in enumerate(COST_COMPONENTS):
+                info[f"cost_{name}"] = np.where(stepped, costs[:, i], 0.0)
+                info[f"_cost_{name}"] = stepped
+        if done.any():
+            for i, name in enumerate(COST_COMPONENTS):
+                info[f"episode_cost_{name}"] = np.where(done, self.sim.episode_costs[:, i], 0.0)
+                info[f"_episode_cost_{name}"] = done
+        return info
 
 
 class GatedSymbolVectorEnv(PortfolioVectorEnv):

@@ -75,6 +75,29 @@ def _threshold_np(a: np.ndarray, cap: np.ndarray, budget: np.ndarray, floor: np.
     return tau
 
 
+def _threshold_box_inactive(a: np.ndarray, cap: np.ndarray, budget: np.ndarray) -> np.ndarray:
+    """``tau`` of the plain L1-ball projection (one sort) where the box does not bind, else NaN.
+
+    Zeroing the coordinates whose cap is 0 and projecting the rest onto ``sum |w| <= budget`` gives a
+    point of the L1 ball; where every coordinate also stays within its cap that point lies in the
+    intersection, so it is the projection onto the intersection too (the general
+    :func:`_threshold_np` gives the same ``tau``). Rows where a cap binds (or the budget is 0) are NaN
+    for the caller to solve in general. Policies' raw outputs rarely exceed the per-asset cap, so this
+    is the common case of the simulator's step.
+    """
+    eff = np.where(cap > 0, a, 0.0)
+    n = eff.shape[-1]
+    ranked = -np.sort(-eff, axis=-1)
+    css = np.cumsum(ranked, axis=-1)
+    positive = ranked * np.arange(1, n + 1) > css - budget[:, None]
+    last = n - 1 - np.argmax(positive[:, ::-1], axis=-1)
+    rows = np.arange(eff.shape[0])
+    tau = np.where(css[:, -1] <= budget, 0.0, (css[rows, last] - budget) / (last + 1))
+    tau = np.maximum(tau, 0.0)
+    fits = (eff - tau[:, None] <= cap).all(axis=-1) & (budget > 0)
+    return np.where(fits, tau, np.nan)
+
+
 def project_box_l1(
     v: np.ndarray,
     lower: ArrayLike,
@@ -135,7 +158,13 @@ def _project_box_l1_full(
             g = _per_elem(g, v.shape)
             tau_g = _threshold_np(np.where(g, a, 0.0), np.where(g, cap, 0.0), gb, floor)
         floor = np.where(g, tau_g[:, None], 0.0)
-    tau = _threshold_np(a, cap, budget, floor)
+    if group is None or group_cap is None:
+        tau = _threshold_box_inactive(a, cap, budget)
+        slow = np.isnan(tau)
+        if slow.any():
+            tau[slow] = _threshold_np(a[slow], cap[slow], budget[slow], floor[slow])
+    else:
+        tau = _threshold_np(a, cap, budget, floor)
     thr = np.maximum(tau[:, None], floor)
     w = np.sign(flat) * np.minimum(cap, np.maximum(a - thr, 0.0))
     return w.reshape(v.shape), tau.reshape(lead), floor.reshape(v.shape)

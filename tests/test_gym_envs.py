@@ -105,6 +105,22 @@ def test_vector_env_next_step_autoreset() -> None:
     assert (obs["portfolio"][:, 4] == 0).all() and np.allclose(obs["portfolio"][:, 0], 1.0)
 
 
+def test_vector_env_info_reports_episode_costs_at_the_end_and_step_costs_on_request() -> None:
+    acts = np.full((2, 4), 0.5, dtype=np.float32)
+    quiet = PortfolioVectorEnv({**BASE, "sim": {"episode_len": 2}}, num_envs=2)
+    quiet.reset(seed=0)
+    assert quiet.step(acts)[4] == {}  # mid-episode: nothing to report
+    info = quiet.step(acts)[4]
+    assert info["_episode_cost_fee"].tolist() == [True, True]
+    assert (info["episode_cost_fee"] > 0).all()
+    np.testing.assert_array_equal(info["episode_cost_fee"], quiet.sim.episode_costs[:, 0])
+    chatty = PortfolioVectorEnv({**BASE, "sim": {"episode_len": 2}, "step_info": True}, num_envs=2)
+    chatty.reset(seed=0)
+    step = chatty.step(acts)[4]
+    assert (step["cost_fee"] > 0).all() and "episode_cost_fee" not in step
+    np.testing.assert_array_equal(step["equity"], chatty.sim.equity)
+
+
 def test_vector_env_matches_single_env_rows() -> None:
     venv = PortfolioVectorEnv(BASE, num_envs=1)
     env = PortfolioEnv(BASE)

@@ -239,3 +239,22 @@ def test_tiny_budget_gives_zero_or_tiny(cap: float) -> None:
     # exact up to one rounding of the inputs' scale (|v| <= 2)
     w = project_weights(np.array([[1.0, -2.0, 0.5]]), gross_cap=cap, per_asset_cap=1.0)
     assert np.abs(w).sum() <= cap + 4e-16
+
+
+def test_one_sort_path_gives_the_general_threshold_where_the_box_does_not_bind() -> None:
+    from envs.projection import _threshold_box_inactive, _threshold_np
+
+    rng = np.random.default_rng(11)
+    a = np.abs(rng.normal(0.0, 0.6, size=(400, 12)))
+    cap = np.where(rng.random((400, 12)) < 0.15, 0.0, rng.uniform(0.3, 1.5, size=(400, 12)))
+    budget = rng.uniform(0.0, 4.0, size=400)
+    fast = _threshold_box_inactive(a, cap, budget)
+    general = _threshold_np(a, cap, budget, np.zeros_like(a))
+    used = ~np.isnan(fast)
+    assert 50 < used.sum() < 400  # both paths are exercised
+    np.testing.assert_allclose(fast[used], general[used], rtol=0, atol=1e-12)
+    # Where it declines, the box really binds at the plain L1 threshold (or the budget is 0).
+    eff = np.where(cap > 0, a, 0.0)
+    plain = _threshold_box_inactive(eff, np.full_like(cap, np.inf), budget)
+    declined = ~used & (budget > 0)
+    assert (eff[declined] - plain[declined, None] > cap[declined]).any(axis=-1).all()
