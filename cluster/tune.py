@@ -230,7 +230,24 @@ def build_tuner(opts: TuneOptions, spec: TuneSpec, callbacks: list[Any]) -> Any:
             failure_config=tune.FailureConfig(max_failures=opts.max_failures),
             callbacks=callbacks,
             verbose=1,
+            progress_reporter=_reporter(spec, config),
         ),
+    )
+
+
+def _reporter(spec: TuneSpec, config: Any) -> Any:
+    """Tune's table reporter showing only the searched parameters and the scores.
+
+    Ray's newer reporter prints the whole algorithm config as the best trial's "params" (hundreds of
+    keys); ``run_tune`` selects this one with ``RAY_AIR_NEW_OUTPUT=0``.
+    """
+    from ray.tune import CLIReporter
+
+    searched = _searched_keys(config.to_dict()) if hasattr(config, "to_dict") else []
+    return CLIReporter(
+        parameter_columns=searched,
+        metric_columns={"training_iteration": "iter", spec.metric: "objective"},
+        max_report_frequency=15,
     )
 
 
@@ -331,9 +348,8 @@ def plot_objective(results: Any, path: Path) -> Path | None:
         if frame is None or METRIC not in frame or frame.empty:
             continue
         frame = frame.sort_values("training_iteration").drop_duplicates("training_iteration", keep="last")
-        ax.plot(
-            frame["training_iteration"], frame[METRIC], marker="o", ms=3, label=Path(result.path).name[:24]
-        )
+        trial = str(result.metrics.get("trial_id", Path(result.path).name))
+        ax.plot(frame["training_iteration"], frame[METRIC], marker="o", ms=3, label=trial)
         plotted += 1
     if not plotted:
         plt.close(fig)
@@ -343,7 +359,7 @@ def plot_objective(results: Any, path: Path) -> Path | None:
     ax.set_title("Sortino net of costs - CVaR penalty, validation split")
     ax.grid(alpha=0.3)
     if plotted <= 12:
-        ax.legend(fontsize=6)
+        ax.legend(fontsize=7, title="trial", title_fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
@@ -376,6 +392,7 @@ def run_tune(opts: TuneOptions) -> TuneOutcome:
         raise ValueError(f"experiment {str(run_dir)!r} exists: pass --resume, or --name for a new one")
     _ensure_ray()
     callbacks, env = _wandb_setup(opts, run_dir)
+    env = {**env, "RAY_AIR_NEW_OUTPUT": "0"}  # the table reporter of ``_reporter``
     if not opts.resume:
         _write_run_file(opts, spec, run_dir)
     with _environment(env):
