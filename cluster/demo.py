@@ -63,7 +63,7 @@ def run_demo(out: Path, seed: int) -> None:
         report_dir,
         split="test",
         seeds=1,
-        scenarios=["crisis_2008_like", "flash_crash", "vol_spike"],
+        scenarios=["crisis_2008_like", "flash_crash", "vol_spike", "bootstrap_crisis"],
         bootstrap_samples=500,
     )
     header = ("policy", "total", "sharpe", "sortino", "max dd", "cvar 5%", "costs $")

@@ -395,6 +395,7 @@ def apply_scenario(
     market_data: MarketData,
     rng: np.random.Generator,
     config: ScenarioConfig | None = None,
+    history: MarketData | None = None,
 ) -> MarketData:
     """Return a new ``MarketData`` with scenario ``name`` of ``config`` (defaults when None) applied.
 
@@ -405,12 +406,16 @@ def apply_scenario(
     (``open[s] / close[s - 1]``); ``listed``, ``spread_bps``, ``dollar_volume``, ``features`` and
     ``regime_code`` are the drawn rows' values. An asset unlisted on a drawn row keeps its previous
     price (the simulator masks it). ``ts`` becomes ``ts[0] + i * median(diff(ts))`` (a synthetic
-    calendar). Features are never recomputed (see the module docstring).
+    calendar). Features are never recomputed (see the module docstring). ``history`` (same assets,
+    e.g. everything up to the window's end) is where a bootstrap draws its rows from instead of
+    ``market_data`` itself: a short window rarely holds enough bars of the requested regime.
     """
     scenario = (config or ScenarioConfig()).get(name)
     if isinstance(scenario, CrisisScenario):
         return _apply_crisis(scenario, market_data, rng)
-    return _apply_bootstrap(scenario, market_data, rng)
+    if history is not None and history.symbols != market_data.symbols:
+        raise ValueError("history must hold the same assets, in the same order, as market_data")
+    return _apply_bootstrap(scenario, market_data, rng, history or market_data)
 
 
 def _apply_crisis(sc: CrisisScenario, md: MarketData, rng: np.random.Generator) -> MarketData:
@@ -439,14 +444,17 @@ def _apply_crisis(sc: CrisisScenario, md: MarketData, rng: np.random.Generator) 
     )
 
 
-def _apply_bootstrap(sc: BootstrapScenario, md: MarketData, rng: np.random.Generator) -> MarketData:
+def _apply_bootstrap(
+    sc: BootstrapScenario, md: MarketData, rng: np.random.Generator, source: MarketData
+) -> MarketData:
+    """``md``'s window rebuilt from rows drawn out of ``source`` (``md`` itself or a longer history)."""
     n_steps = sc.n_steps or md.n_steps
-    r = simple_returns(md)
-    draw = regime_block_bootstrap(r, md.regime_code, sc.block_len, n_steps, rng, regime=sc.regime)
+    r = simple_returns(source)
+    draw = regime_block_bootstrap(r, source.regime_code, sc.block_len, n_steps, rng, regime=sc.regime)
     src = draw.index  # >= 1 always: row 0 has no finite return and is never drawn
-    listed = md.listed[src] & md.listed[src - 1]
-    growth = np.where(listed, md.close[src] / md.close[src - 1], 1.0)
-    gap = np.where(listed, md.open[src] / md.close[src - 1], 1.0)
+    listed = source.listed[src] & source.listed[src - 1]
+    growth = np.where(listed, source.close[src] / source.close[src - 1], 1.0)
+    gap = np.where(listed, source.open[src] / source.close[src - 1], 1.0)
     close = md.close[0] * np.cumprod(growth, axis=0)
     prev_close = np.vstack([md.close[:1], close[:-1]])
     step = np.median(np.diff(md.ts)) if md.n_steps > 1 else np.timedelta64(1, "D")
@@ -457,8 +465,8 @@ def _apply_bootstrap(sc: BootstrapScenario, md: MarketData, rng: np.random.Gener
         open=prev_close * gap,
         close=close,
         listed=listed,
-        spread_bps=md.spread_bps[src],
-        dollar_volume=md.dollar_volume[src],
-        features=md.features[src],
-        regime_code=md.regime_code[src],
+        spread_bps=source.spread_bps[src],
+        dollar_volume=source.dollar_volume[src],
+        features=source.features[src],
+        regime_code=source.regime_code[src],
     )

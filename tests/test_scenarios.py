@@ -350,3 +350,29 @@ def test_config_round_trips_through_dicts() -> None:
         {"scenarios": {"x": {"kind": "crisis", "length": 5, "vol_mult": 2}}}
     )
     assert isinstance(custom.get("x"), CrisisScenario)
+
+
+def test_bootstrap_draws_from_a_longer_history_when_the_window_has_no_crisis() -> None:
+    from dataclasses import replace
+
+    history = make_market_data(t=400, n=5, seed=3)
+    regime = np.zeros_like(history.regime_code)
+    regime[150:190] = 2  # crisis only well before the window
+    history = replace(history, regime_code=regime)
+    window = replace(
+        history,
+        ts=history.ts[300:],
+        open=history.open[300:],
+        close=history.close[300:],
+        listed=history.listed[300:],
+        spread_bps=history.spread_bps[300:],
+        dollar_volume=history.dollar_volume[300:],
+        features=history.features[300:],
+        regime_code=history.regime_code[300:],
+    )
+    with pytest.raises(ValueError, match="regime"):
+        apply_scenario("bootstrap_crisis", window, np.random.default_rng(0))
+    out = apply_scenario("bootstrap_crisis", window, np.random.default_rng(0), history=history)
+    assert out.n_steps == window.n_steps and out.ts[0] == window.ts[0]
+    assert (out.regime_code == 2).all()
+    assert np.isfinite(out.close).all() and (out.close > 0).all()

@@ -39,7 +39,7 @@ from envs.evaluation.policies import EvaluationInputError, Loader, PolicySpec, r
 from envs.evaluation.stats import BootstrapConfig
 from envs.market_data import MarketData
 from envs.rollout import replay_policy
-from envs.scenarios import ScenarioConfig, apply_scenario, row_regimes
+from envs.scenarios import BootstrapScenario, ScenarioConfig, apply_scenario, row_regimes
 from replay.schema import FEATURES_SCHEMA
 from replay.splits import TimeWindow, walk_forward_folds
 
@@ -205,6 +205,19 @@ def slice_window(data: MarketData, window: TimeWindow) -> MarketData:
     )
 
 
+def _history(
+    root: Path, cfg: EvaluationConfig, specs: Sequence[PolicySpec], split_data: MarketData
+) -> MarketData | None:
+    """Every bar up to the split's last one: where regime bootstraps draw their blocks (None: no
+    bootstrap scenario asked for). A stress test replays past regimes, so drawing from bars before
+    the split is no look-ahead."""
+    if not any(isinstance(cfg.scenario_config.get(n), BootstrapScenario) for n in cfg.scenarios):
+        return None
+    everything = _load(root, "all", cfg, specs)
+    start, end = (pd.Timestamp(t).tz_localize("UTC") for t in (everything.ts[0], split_data.ts[-1]))
+    return slice_window(everything, TimeWindow("history", start, end, 0))
+
+
 def _load(root: Path, split: str, cfg: EvaluationConfig, specs: Sequence[PolicySpec]) -> MarketData:
     """``load_market_data`` of the union of the specs' features; its errors name the policies."""
     from envs.replay_loader import load_market_data
@@ -273,11 +286,12 @@ def prepare(
         windows = [EvalWindow(f.test.name, slice_window(everything, f.test), f.train) for f in folds]
         for w in windows:
             check_length(specs, w.name, w.data)
+    history = _history(store, cfg, specs, split_data)
     scenarios = {}
     for k, name in enumerate(cfg.scenarios):
         rng = np.random.default_rng([cfg.scenario_seed, k])
         try:
-            scenarios[name] = apply_scenario(name, split_data, rng, cfg.scenario_config)
+            scenarios[name] = apply_scenario(name, split_data, rng, cfg.scenario_config, history)
         except ValueError as exc:
             raise EvaluationInputError(
                 f"scenario {name!r} on split {cfg.split!r}: {exc} (pick other scenarios or a longer split)"
