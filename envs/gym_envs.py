@@ -70,18 +70,34 @@ def _observation_space(n: int, f: int, flat: bool) -> spaces.Space[Any]:
 
 
 def batched_observation(ob: Observation, feat_idx: np.ndarray, release_bars: int | None, flat: bool) -> Any:
-    """Observation arrays with a leading batch dimension ``[B, ...]`` (float32)."""
-    feats = ob.features[:, :, feat_idx]
+    """Observation arrays with a leading batch dimension ``[B, ...]`` (float32).
+
+    The flat form is written into one preallocated array (features, weights, mask, portfolio state,
+    in that order); it is the hot path of RLlib sampling.
+    """
+    b, n, f_all = ob.features.shape
+    every = feat_idx.size == f_all and bool((feat_idx == np.arange(f_all)).all())
+    feats = ob.features if every else ob.features[:, :, feat_idx]
     denom = float(release_bars) if release_bars else 1.0
+    if flat:
+        nf = n * feat_idx.size
+        out = np.empty((b, nf + 2 * n + N_PORTFOLIO_STATE), dtype=np.float32)
+        out[:, :nf] = feats.reshape(b, -1)
+        out[:, nf : nf + n] = ob.weights
+        out[:, nf + n : nf + 2 * n] = ob.mask
+        tail = out[:, nf + 2 * n :]
+        tail[:, 0], tail[:, 1], tail[:, 2] = ob.cash_fraction, ob.drawdown, ob.kill_active
+        tail[:, 3], tail[:, 4] = ob.kill_bars / denom, ob.progress
+        return out
     port = np.stack(
         [ob.cash_fraction, ob.drawdown, ob.kill_active, ob.kill_bars / denom, ob.progress], axis=-1
     ).astype(np.float32)
-    weights = ob.weights.astype(np.float32)
-    mask = ob.mask.astype(np.float32)
-    if flat:
-        b = feats.shape[0]
-        return np.concatenate([feats.reshape(b, -1), weights, mask, port], axis=-1)
-    return {"features": feats, "weights": weights, "mask": mask, "portfolio": port}
+    return {
+        "features": np.ascontiguousarray(feats, dtype=np.float32),
+        "weights": ob.weights.astype(np.float32),
+        "mask": ob.mask.astype(np.float32),
+        "portfolio": port,
+    }
 
 
 def _unbatch(obs: Any) -> Any:

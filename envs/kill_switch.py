@@ -66,6 +66,8 @@ def update_kill_switch(state: KillSwitchState, equity: np.ndarray, cfg: KillSwit
     if not cfg.enabled:
         return KillSwitchState(peak, np.zeros_like(state.active), np.zeros_like(state.bars_active))
     dd = drawdown(equity, peak)
+    if not state.active.any() and not (dd >= cfg.trigger_drawdown).any():
+        return KillSwitchState(peak=peak, active=state.active, bars_active=state.bars_active)  # all off
     bars = np.where(state.active, state.bars_active + 1, 0)
     release = np.zeros_like(state.active)
     by_time = np.zeros_like(state.active)

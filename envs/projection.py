@@ -126,6 +126,8 @@ def _per_elem(x: ArrayLike, shape: tuple[int, ...]) -> np.ndarray:
 
 def _per_row(x: ArrayLike, lead: tuple[int, ...]) -> np.ndarray:
     """A per-row scalar ``x`` broadcast to ``lead`` and flattened to ``[-1]`` (float64)."""
+    if isinstance(x, float | int):
+        return np.full(int(np.prod(lead)), float(x))
     arr = np.asarray(x, dtype=np.float64)
     if arr.shape != lead:
         arr = np.broadcast_to(arr, lead)

@@ -275,7 +275,8 @@ class MarketSimulator:
         reward, self.reward_state = compute_reward(cfg.reward, log_growth, dd, self.reward_state)
         old_kill = self.kill
         self.kill = update_kill_switch(self.kill, new_equity, cfg.kill_switch)
-        costs = np.stack([fee, spread, slip, fin], axis=-1)
+        costs = np.empty((b, len(COST_COMPONENTS)))
+        costs[:, 0], costs[:, 1], costs[:, 2], costs[:, 3] = fee, spread, slip, fin
         steps = self.steps + 1
         if active is None:
             self.episode_costs = self.episode_costs + costs
