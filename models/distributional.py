@@ -30,7 +30,7 @@ from ray.tune.registry import register_env
 
 from envs.config import PortfolioEnvConfig
 from envs.gym_envs import PORTFOLIO_ENV_ID, make_portfolio_env
-from models.common import features_per_asset, mlp, project_scores, validate_model_config
+from models.common import features_per_asset, mlp, validate_model_config
 from models.ppo_mlp import PPOMLPConfig, ScorePolicy
 
 # ------------------------------------------------------------------------------------ pure functions
@@ -122,24 +122,17 @@ class DistributionalPPOModule(TorchRLModule, ValueFunctionAPI, InferenceOnlyAPI)
 
     def weights(self, obs: torch.Tensor | dict[str, torch.Tensor]) -> torch.Tensor:
         """Deterministic feasible weights ``[B, N]`` (projection of the Gaussian mean)."""
-        o, scores, _ = self.policy(obs)
-        return project_scores(scores, o.mask, self.cfg.projection)
+        return self.policy.weights(obs, self.cfg.projection)
 
     def _forward(self, batch: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
-        obs, scores, _ = self.policy(batch[Columns.OBS])
-        return {Columns.ACTION_DIST_INPUTS: self.policy.dist_inputs(obs, scores)}
+        return self.policy.outputs(batch[Columns.OBS], self.cfg.projection, "exploration")
 
     def _forward_inference(self, batch: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
         with torch.no_grad():
-            obs, scores, _ = self.policy(batch[Columns.OBS])
-            return {
-                Columns.ACTION_DIST_INPUTS: self.policy.dist_inputs(obs, scores),
-                Columns.ACTIONS: project_scores(scores, obs.mask, self.cfg.projection),
-            }
+            return self.policy.outputs(batch[Columns.OBS], self.cfg.projection, "inference")
 
     def _forward_train(self, batch: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
-        obs, scores, emb = self.policy(batch[Columns.OBS])
-        return {Columns.ACTION_DIST_INPUTS: self.policy.dist_inputs(obs, scores), Columns.EMBEDDINGS: emb}
+        return self.policy.outputs(batch[Columns.OBS], self.cfg.projection, "train")
 
     def compute_quantiles(self, batch: dict[str, Any], embeddings: Any | None = None) -> torch.Tensor:
         """Sorted return quantiles ``[B, K]`` at :attr:`taus`."""

@@ -81,6 +81,22 @@ class ScorePolicy(nn.Module):
     def dist_inputs(self, obs: PortfolioObs, scores: torch.Tensor) -> torch.Tensor:
         return gaussian_dist_inputs(scores, self.log_std, obs.mask)
 
+    def weights(self, raw_obs: Any, projection: ProjectionConfig) -> torch.Tensor:
+        """Deterministic feasible weights ``[B, N]`` (projection of the Gaussian mean)."""
+        obs, scores, _ = self(raw_obs)
+        return project_scores(scores, obs.mask, projection)
+
+    def outputs(self, raw_obs: Any, projection: ProjectionConfig, kind: str) -> dict[str, Any]:
+        """The RLModule forward outputs: ``kind`` "exploration", "inference" (adds the projected
+        weights as actions) or "train" (adds the value embeddings)."""
+        obs, scores, emb = self(raw_obs)
+        out: dict[str, Any] = {Columns.ACTION_DIST_INPUTS: self.dist_inputs(obs, scores)}
+        if kind == "inference":
+            out[Columns.ACTIONS] = project_scores(scores, obs.mask, projection)
+        elif kind == "train":
+            out[Columns.EMBEDDINGS] = emb
+        return out
+
 
 class PPOMLPModule(TorchRLModule, ValueFunctionAPI, InferenceOnlyAPI):
     """Shared per-asset MLP, Gaussian over scores, projected deterministic weights, value head."""
@@ -96,24 +112,17 @@ class PPOMLPModule(TorchRLModule, ValueFunctionAPI, InferenceOnlyAPI):
 
     def weights(self, obs: torch.Tensor | dict[str, torch.Tensor]) -> torch.Tensor:
         """Deterministic feasible weights ``[B, N]`` (projection of the Gaussian mean)."""
-        o, scores, _ = self.policy(obs)
-        return project_scores(scores, o.mask, self.cfg.projection)
+        return self.policy.weights(obs, self.cfg.projection)
 
     def _forward(self, batch: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
-        obs, scores, _ = self.policy(batch[Columns.OBS])
-        return {Columns.ACTION_DIST_INPUTS: self.policy.dist_inputs(obs, scores)}
+        return self.policy.outputs(batch[Columns.OBS], self.cfg.projection, "exploration")
 
     def _forward_inference(self, batch: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
         with torch.no_grad():
-            obs, scores, _ = self.policy(batch[Columns.OBS])
-            return {
-                Columns.ACTION_DIST_INPUTS: self.policy.dist_inputs(obs, scores),
-                Columns.ACTIONS: project_scores(scores, obs.mask, self.cfg.projection),
-            }
+            return self.policy.outputs(batch[Columns.OBS], self.cfg.projection, "inference")
 
     def _forward_train(self, batch: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
-        obs, scores, emb = self.policy(batch[Columns.OBS])
-        return {Columns.ACTION_DIST_INPUTS: self.policy.dist_inputs(obs, scores), Columns.EMBEDDINGS: emb}
+        return self.policy.outputs(batch[Columns.OBS], self.cfg.projection, "train")
 
     def compute_values(self, batch: dict[str, Any], embeddings: Any | None = None) -> torch.Tensor:
         if embeddings is None:
