@@ -149,48 +149,22 @@ def ingest(
     json_summary: bool,
 ) -> None:
     """Ingest a source into the replay store at OUT and print what the store holds."""
-    from replay.ingest import import_forecasts, ingest_frames
+    from cluster.ingest import SourceRequest, ingest_source
     from replay.summary import summarize_store
 
-    if source == "synthetic":
-        from replay.sources.synthetic import generate
-
-        click.echo(
-            f"generating synthetic universe: {n_symbols} equities + {n_crypto} crypto, {years} y of {freq}"
-        )
-        market = generate(n_symbols, years, freq, seed, n_crypto, **({"start": start} if start else {}))  # type: ignore[arg-type]
-        result = ingest_frames(out, market.bars, market.macro, origin="synthetic")
-    elif source == "csv":
-        from replay.sources.csv_dir import read_csv_folder
-
-        if path is None:
-            raise ValueError("--source csv needs --path DIR")
-        click.echo(f"reading CSV files under {path}")
-        result = ingest_frames(out, read_csv_folder(path), origin=str(path))
-    elif source == "alpaca":
-        from cluster.settings import load_settings
-        from replay.sources.alpaca import fetch_alpaca_bars
-
-        if not symbols or not start or not end:
-            raise ValueError("--source alpaca needs --symbols, --start and --end")
-        settings = load_settings()
-        names = [s.strip() for s in symbols.split(",") if s.strip()]
-        click.echo(f"fetching {len(names)} symbols from Alpaca, {start} .. {end} ({freq})")
-        bars = fetch_alpaca_bars(
-            names,
-            _parse_utc(start, "--start"),  # type: ignore[arg-type]
-            _parse_utc(end, "--end"),  # type: ignore[arg-type]
-            settings=settings,
-            timeframe=freq,
-            url_override=settings.alpaca_data_url,
-        )
-        result = ingest_frames(out, bars, origin="alpaca")
-    else:
-        from replay.sources.forecast_file import read_forecast_file
-
-        if path is None:
-            raise ValueError("--source forecasts needs --path FILE")
-        result = import_forecasts(out, read_forecast_file(path), origin=str(path))
+    request = SourceRequest(
+        source=source,
+        path=path,
+        symbols=tuple(s.strip() for s in (symbols or "").split(",") if s.strip()),
+        start=_parse_utc(start, "--start"),
+        end=_parse_utc(end, "--end"),
+        freq=freq,
+        seed=seed,
+        n_symbols=n_symbols,
+        n_crypto=n_crypto,
+        years=years,
+    )
+    result = ingest_source(out, request, say=click.echo)
     appended = ", ".join(f"{k} +{v:,}" for k, v in result.appended.items()) or "nothing new"
     click.echo(f"appended: {appended}; bars already stored and skipped: {result.skipped_bars:,}")
     summary = summarize_store(out)

@@ -42,22 +42,12 @@ def reingest(
     replay: Path, source: str | None, path: Path | None, synthetic: dict[str, Any]
 ) -> dict[str, int] | None:
     """Ingest ``source`` into ``replay`` incrementally; rows appended per table (None: no source)."""
-    from replay.ingest import ingest_frames
+    from cluster.ingest import SourceRequest, ingest_source
 
     if source is None:
         return None
-    if source == "csv":
-        from replay.sources.csv_dir import read_csv_folder
-
-        if path is None:
-            raise ValueError("--source csv needs --path DIR")
-        result = ingest_frames(replay, read_csv_folder(path), origin=str(path), show_progress=False)
-    else:
-        from replay.sources.synthetic import generate
-
-        market = generate(**synthetic)
-        result = ingest_frames(replay, market.bars, market.macro, origin="synthetic", show_progress=False)
-    return dict(result.appended)
+    request = SourceRequest.model_validate({"source": source, "path": path, **synthetic})
+    return dict(ingest_source(replay, request, say=lambda _: None, show_progress=False).appended)
 
 
 def _link(target: Path, base: Path) -> str:
