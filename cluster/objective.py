@@ -41,7 +41,7 @@ from envs.config import (
 from envs.market_data import MarketData
 from envs.metrics import summarize
 from envs.rollout import Policy, replay_policy
-from envs.simulator import MarketSimulator, Observation
+from envs.simulator import Observation
 
 UNDEFINED_SCORE: Final = -10.0
 """Score given when the objective is undefined (nan), e.g. a policy that never trades."""
@@ -189,21 +189,13 @@ def replay_gated(module: Any, data: MarketData, cfg: GatedEnvConfig) -> tuple[np
     """
     from envs.gym_envs import ActionDecoder
 
-    steps = data.n_steps - 1
-    sim = MarketSimulator(data, cfg.sim.model_copy(update={"episode_len": steps}), n_envs=1, seed=0)
-    sim.reset(starts=np.zeros(1, dtype=np.int64))
-    decoder = ActionDecoder(cfg, data, sim)
-    returns, turnover, costs = np.zeros(steps), np.zeros(steps), np.zeros(steps)
-    previous = float(sim.equity[0])
-    for k in range(steps):
-        result = decoder.step(deterministic_actions(module, observation_arrays(sim.observe(), data, cfg)))
-        equity = float(result.equity[0])
-        returns[k], costs[k] = equity / previous - 1.0, float(result.costs[0].sum())
-        turnover[k] = float(np.abs(result.traded_notional[0]).sum()) / previous
-        previous = equity
-        if result.terminated[0]:
-            break
-    return returns, turnover, costs
+    rollout = replay_policy(
+        data,
+        lambda ob: deterministic_actions(module, observation_arrays(ob, data, cfg)),
+        cfg.sim,
+        make_step=lambda simulator: ActionDecoder(cfg, data, simulator).step,
+    )
+    return rollout.returns[0], rollout.turnover[0], rollout.costs[0].sum(-1)
 
 
 def score_module(

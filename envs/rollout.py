@@ -11,14 +11,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 
 from envs.config import SimulatorConfig
 from envs.costs import COST_COMPONENTS
 from envs.market_data import MarketData
-from envs.simulator import MarketSimulator, Observation
+from envs.simulator import MarketSimulator, Observation, StepResult
 
 
 class Decision(NamedTuple):
@@ -48,15 +48,35 @@ class Rollout:
         return {name: float(v) for name, v in zip(COST_COMPONENTS, totals, strict=True)}
 
 
+def decision_step(simulator: MarketSimulator) -> Callable[[Any], StepResult]:
+    """How a weight policy's output reaches the simulator: weights, or a ``Decision`` with holds."""
+
+    def step(out: Any) -> StepResult:
+        if isinstance(out, Decision):
+            return simulator.step(out.weights, fill=~np.asarray(out.hold, dtype=bool))
+        return simulator.step(out)
+
+    return step
+
+
 def replay_policy(
-    data: MarketData, policy: Policy, sim: SimulatorConfig | None = None, n_envs: int = 1
+    data: MarketData,
+    policy: Callable[[Observation], Any],
+    sim: SimulatorConfig | None = None,
+    n_envs: int = 1,
+    make_step: Callable[[MarketSimulator], Callable[[Any], StepResult]] = decision_step,
 ) -> Rollout:
-    """Step ``policy`` from the first bar of ``data`` to its last, in ``n_envs`` parallel episodes."""
+    """Step ``policy`` from the first bar of ``data`` to its last, in ``n_envs`` parallel episodes.
+
+    ``make_step`` turns the policy's output into a simulator step: weights or ``Decision`` by
+    default; the gated env's action decoder for gate actions.
+    """
     steps = data.n_steps - 1
     base = sim or SimulatorConfig()
     cfg = base.model_copy(update={"episode_len": steps})
     simulator = MarketSimulator(data, cfg, n_envs=n_envs, seed=0)
     simulator.reset(starts=np.zeros(n_envs, dtype=np.int64))
+    step = make_step(simulator)
     returns = np.zeros((n_envs, steps))
     equity = np.zeros((n_envs, steps))
     costs = np.zeros((n_envs, steps, len(COST_COMPONENTS)))
@@ -64,11 +84,7 @@ def replay_policy(
     weights = np.zeros((n_envs, steps, data.n_assets))
     previous = simulator.equity.copy()
     for k in range(steps):
-        out = policy(simulator.observe())
-        if isinstance(out, Decision):
-            result = simulator.step(out.weights, fill=~np.asarray(out.hold, dtype=bool))
-        else:
-            result = simulator.step(out)
+        result = step(policy(simulator.observe()))
         returns[:, k] = result.equity / previous - 1.0
         turnover[:, k] = np.abs(result.traded_notional).sum(-1) / previous
         equity[:, k], costs[:, k], weights[:, k] = result.equity, result.costs, result.target_weights
