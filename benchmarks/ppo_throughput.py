@@ -3,8 +3,9 @@
     python benchmarks/ppo_throughput.py --json out.json [--quick]   (or python -m benchmarks.ppo_throughput)
 
 Measures env steps sampled per second of wall time *including learning* (``Algorithm.train()``:
-sampling, GAE, SGD epochs, weight sync) over a few iterations after one warm-up iteration. Both envs
-run in the same process with identical settings: RLlib's default PPO module, the env's vector entry
+sampling, GAE, SGD epochs, weight sync) over several iterations after one warm-up iteration, the
+algorithms' iterations taken in turn so that the machine's load drifts hit them alike. Both envs run
+in the same process with identical settings: RLlib's default PPO module, the env's vector entry
 point (``gym_env_vectorize_mode="vector_entry_point"``), the same runners, envs per runner, batch,
 minibatch and epochs. Headline: ``ratio = portfolio / cartpole`` (target >= 0.7). The portfolio run is
 repeated with the catalog's ``ppo_mlp`` module (what the specs train) for reference.
@@ -40,18 +41,28 @@ def _settings(config: Any, batch: int, envs: int) -> Any:
     ).training(train_batch_size_per_learner=batch, minibatch_size=batch // 4, num_epochs=4, lr=3e-4)
 
 
-def _throughput(config: Any, iterations: int) -> float:
-    algo = config.debugging(seed=0).build_algo()
+def _interleaved_throughput(configs: dict[str, Any], iterations: int) -> dict[str, float]:
+    """Env steps per second of ``Algorithm.train()`` for each config, iterations taken in turn.
+
+    All algorithms are built first and warmed up with one iteration each; then each round trains
+    every algorithm once, so a slow spell of the (shared, noisy) machine hits them all alike.
+    """
+    algos = {name: cfg.debugging(seed=0).build_algo() for name, cfg in configs.items()}
     try:
-        algo.train()  # warm-up: module build, first batch
-        sampled = 0
-        start = time.perf_counter()
+        for algo in algos.values():
+            algo.train()  # warm-up: module build, first batch
+        sampled = dict.fromkeys(algos, 0)
+        seconds = dict.fromkeys(algos, 0.0)
         for _ in range(iterations):
-            result = algo.train()
-            sampled += int(result["env_runners"]["num_env_steps_sampled"])
-        return sampled / (time.perf_counter() - start)
+            for name, algo in algos.items():
+                start = time.perf_counter()
+                result = algo.train()
+                seconds[name] += time.perf_counter() - start
+                sampled[name] += int(result["env_runners"]["num_env_steps_sampled"])
+        return {name: sampled[name] / seconds[name] for name in algos}
     finally:
-        algo.stop()
+        for algo in algos.values():
+            algo.stop()
 
 
 def run(quick: bool = False) -> dict[str, Any]:
@@ -62,16 +73,17 @@ def run(quick: bool = False) -> dict[str, Any]:
     from envs.gym_envs import PORTFOLIO_ENV_ID, make_portfolio_env
     from models.catalog import ppo_config
 
-    batch, envs, iterations = (512, 8, 2) if quick else (4000, 8, 5)
+    batch, envs, iterations = (512, 8, 2) if quick else (4000, 8, 8)
     register_env(PORTFOLIO_ENV_ID, make_portfolio_env)
-    portfolio = PPOConfig().environment(PORTFOLIO_ENV_ID, env_config=_portfolio_env_config())
-    cartpole = PPOConfig().environment("CartPole-v1")
-    mlp = ppo_config("ppo_mlp", _portfolio_env_config())
+    configs = {
+        "cartpole": PPOConfig().environment("CartPole-v1"),
+        "portfolio": PPOConfig().environment(PORTFOLIO_ENV_ID, env_config=_portfolio_env_config()),
+        "portfolio_ppo_mlp": ppo_config("ppo_mlp", _portfolio_env_config()),
+    }
+    rates = _interleaved_throughput({k: _settings(c, batch, envs) for k, c in configs.items()}, iterations)
     out: dict[str, Any] = {
         "config": {"N": N_ASSETS, "batch": batch, "envs_per_runner": envs, "iterations": iterations},
-        "cartpole_steps_per_s": _throughput(_settings(cartpole, batch, envs), iterations),
-        "portfolio_steps_per_s": _throughput(_settings(portfolio, batch, envs), iterations),
-        "portfolio_ppo_mlp_steps_per_s": _throughput(_settings(mlp, batch, envs), iterations),
+        **{f"{name}_steps_per_s": rate for name, rate in rates.items()},
     }
     out["ratio"] = out["portfolio_steps_per_s"] / out["cartpole_steps_per_s"]
     out["ratio_ppo_mlp"] = out["portfolio_ppo_mlp_steps_per_s"] / out["cartpole_steps_per_s"]

@@ -84,13 +84,65 @@ def liquidity_tier(dollar_volume: np.ndarray, cfg: CostConfig) -> np.ndarray:
     return np.where(dollar_volume >= hi, 0, np.where(dollar_volume >= lo, 1, 2))
 
 
+def tier_base_bps(dollar_volume: np.ndarray, cfg: CostConfig) -> np.ndarray:
+    """Slippage base bps of each asset's liquidity tier."""
+    return np.asarray(cfg.tier_base_bps)[liquidity_tier(dollar_volume, cfg)]
+
+
 def slippage_bps(traded_abs: np.ndarray, dollar_volume: np.ndarray, cfg: CostConfig) -> np.ndarray:
     """Tier base bps plus square-root impact of participation ``traded_abs / dollar_volume``."""
-    hi, lo = cfg.tier_thresholds_usd
-    b0, b1, b2 = cfg.tier_base_bps
-    base = np.where(dollar_volume >= hi, b0, np.where(dollar_volume >= lo, b1, b2))
-    participation = traded_abs / dollar_volume
-    return base + cfg.impact_coef_bps * np.sqrt(participation)
+    return tier_base_bps(dollar_volume, cfg) + cfg.impact_coef_bps * np.sqrt(traded_abs / dollar_volume)
+
+
+class CostRates(NamedTuple):
+    """Per-asset cost rates, fractions of traded notional; they depend on data known at the bar only.
+
+    ``impact`` is per square root of notional: the impact fraction of a trade ``x`` is
+    ``impact * sqrt(x)`` (that is ``impact_coef_bps * sqrt(x / dollar_volume)`` bps). The simulator
+    computes the rates of every bar once and indexes them per step.
+    """
+
+    fee: np.ndarray
+    spread: np.ndarray
+    slippage_base: np.ndarray
+    impact: np.ndarray
+
+
+def cost_rates(
+    spread_bps: np.ndarray, dollar_volume: np.ndarray, fee_rate_bps: np.ndarray, cfg: CostConfig
+) -> CostRates:
+    """Rates from the full spread (bps), dollar volume per bar and the fee (bps, :func:`fee_bps`)."""
+    return CostRates(
+        fee=np.asarray(fee_rate_bps, dtype=np.float64) * BPS,
+        spread=cfg.spread_fraction * np.asarray(spread_bps, dtype=np.float64) * BPS,
+        slippage_base=tier_base_bps(dollar_volume, cfg) * BPS,
+        impact=cfg.impact_coef_bps * BPS / np.sqrt(dollar_volume),
+    )
+
+
+def costs_at_rates(
+    traded_abs: np.ndarray,
+    rates: CostRates,
+    spread_mult: np.ndarray | float = 1.0,
+    slippage_mult: np.ndarray | float = 1.0,
+) -> TradeCosts:
+    """Costs of trading ``traded_abs`` (>= 0) notional per asset at ``rates``.
+
+    The multipliers let an execution mode pay less than a marketable order (a passive order:
+    spread_mult 0, no impact). A zero trade costs exactly zero (the slippage base is charged on
+    notional, not per order).
+    """
+    spread = traded_abs * rates.spread
+    slip = traded_abs * (rates.slippage_base + rates.impact * np.sqrt(traded_abs))
+    return TradeCosts(
+        fee=traded_abs * rates.fee,
+        spread=spread if _is_one(spread_mult) else spread * spread_mult,
+        slippage=slip if _is_one(slippage_mult) else slip * slippage_mult,
+    )
+
+
+def _is_one(mult: np.ndarray | float) -> bool:
+    return isinstance(mult, float | int) and mult == 1
 
 
 def trade_costs(
@@ -102,16 +154,10 @@ def trade_costs(
     spread_mult: np.ndarray | float = 1.0,
     slippage_mult: np.ndarray | float = 1.0,
 ) -> TradeCosts:
-    """Costs of trading ``traded_abs`` (>= 0) notional per asset.
-
-    ``spread_bps`` is the full spread; ``fee_rate_bps`` comes from :func:`fee_bps`. The multipliers let
-    an execution mode pay less than a marketable order (a passive order: spread_mult 0, no impact).
-    A zero trade costs exactly zero (the slippage base is charged on notional, not per order).
-    """
-    fee = traded_abs * fee_rate_bps * BPS
-    spread = traded_abs * (cfg.spread_fraction * spread_bps * BPS) * spread_mult
-    slip = traded_abs * slippage_bps(traded_abs, dollar_volume, cfg) * BPS * slippage_mult
-    return TradeCosts(fee=fee, spread=spread, slippage=slip)
+    """Costs of trading ``traded_abs`` (>= 0) notional per asset (:func:`costs_at_rates` of the data's
+    :func:`cost_rates`); ``spread_bps`` is the full spread, ``fee_rate_bps`` comes from :func:`fee_bps`."""
+    rates = cost_rates(spread_bps, dollar_volume, fee_rate_bps, cfg)
+    return costs_at_rates(traded_abs, rates, spread_mult, slippage_mult)
 
 
 def financing_rate_per_bar(cfg: CostConfig, all_crypto: bool, days_per_bar: float = 1.0) -> float:

@@ -69,18 +69,20 @@ def _observation_space(n: int, f: int, flat: bool) -> spaces.Space[Any]:
     return spaces.Dict({"features": feats, "weights": weights, "mask": mask, "portfolio": port})
 
 
-def batched_observation(ob: Observation, feat_idx: np.ndarray, release_bars: int | None, flat: bool) -> Any:
+def batched_observation(
+    ob: Observation, feat_idx: np.ndarray | None, release_bars: int | None, flat: bool
+) -> Any:
     """Observation arrays with a leading batch dimension ``[B, ...]`` (float32).
 
-    The flat form is written into one preallocated array (features, weights, mask, portfolio state,
+    ``feat_idx`` selects feature columns (:func:`feature_index`); None takes them all, in order. The
+    flat form is written into one preallocated array (features, weights, mask, portfolio state,
     in that order); it is the hot path of RLlib sampling.
     """
-    b, n, f_all = ob.features.shape
-    every = feat_idx.size == f_all and bool((feat_idx == np.arange(f_all)).all())
-    feats = ob.features if every else ob.features[:, :, feat_idx]
+    b, n, _ = ob.features.shape
+    feats = ob.features if feat_idx is None else ob.features[:, :, feat_idx]
     denom = float(release_bars) if release_bars else 1.0
     if flat:
-        nf = n * feat_idx.size
+        nf = n * feats.shape[-1]
         out = np.empty((b, nf + 2 * n + N_PORTFOLIO_STATE), dtype=np.float32)
         out[:, :nf] = feats.reshape(b, -1)
         out[:, nf : nf + n] = ob.weights
@@ -153,13 +155,17 @@ def _build(
     data: MarketData | None,
     config_cls: type[PortfolioEnvConfig],
     n_envs: int | None,
-) -> tuple[PortfolioEnvConfig, MarketData, MarketSimulator, ActionDecoder, np.ndarray]:
-    """Validate the config and build data, simulator and decoder (all errors raised here)."""
+) -> tuple[PortfolioEnvConfig, MarketData, MarketSimulator, ActionDecoder, np.ndarray | None, int]:
+    """Validate the config and build data, simulator and decoder (all errors raised here).
+
+    Also returns the observed feature columns (None: all of them, in order) and their count.
+    """
     cfg = config_cls.model_validate(dict(env_config or {}))
     market = data if data is not None else market_data_from_config(cfg.data)
     feat_idx = feature_index(market, cfg.feature_columns)
+    every = np.array_equal(feat_idx, np.arange(len(market.feature_names)))
     sim = MarketSimulator(market, cfg.sim, n_envs=n_envs or cfg.num_envs, seed=cfg.seed)
-    return cfg, market, sim, ActionDecoder(cfg, market, sim), feat_idx
+    return cfg, market, sim, ActionDecoder(cfg, market, sim), None if every else feat_idx, feat_idx.size
 
 
 def _costs_info(costs: np.ndarray) -> dict[str, float]:
@@ -176,10 +182,10 @@ class PortfolioEnv(gym.Env[Any, np.ndarray]):
     config_cls: type[PortfolioEnvConfig] = PortfolioEnvConfig
 
     def __init__(self, env_config: Mapping[str, Any] | None = None, data: MarketData | None = None):
-        self.cfg, self.data, self.sim, self._decoder, self._feat_idx = _build(
+        self.cfg, self.data, self.sim, self._decoder, self._feat_idx, f = _build(
             env_config, data, self.config_cls, n_envs=1
         )
-        n, f = self.data.n_assets, len(self._feat_idx)
+        n = self.data.n_assets
         self.observation_space = _observation_space(n, f, self.cfg.flat_obs)
         self.action_space = self._decoder.action_space()
         self._seeded = False
@@ -236,11 +242,11 @@ class PortfolioVectorEnv(VectorEnv[Any, np.ndarray, np.ndarray]):
         cfg_dict = dict(env_config or {})
         n_envs = num_envs if num_envs is not None else cfg_dict.pop("num_envs", None)
         cfg_dict.pop("num_envs", None)
-        self.cfg, self.data, self.sim, self._decoder, self._feat_idx = _build(
+        self.cfg, self.data, self.sim, self._decoder, self._feat_idx, f = _build(
             cfg_dict, data, self.config_cls, n_envs=n_envs
         )
         self.num_envs = self.sim.n_envs
-        n, f = self.data.n_assets, len(self._feat_idx)
+        n = self.data.n_assets
         self.single_observation_space = _observation_space(n, f, self.cfg.flat_obs)
         self.single_action_space = self._decoder.action_space()
         self.observation_space = batch_space(self.single_observation_space, self.num_envs)

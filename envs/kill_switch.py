@@ -66,22 +66,20 @@ def update_kill_switch(state: KillSwitchState, equity: np.ndarray, cfg: KillSwit
     if not cfg.enabled:
         return KillSwitchState(peak, np.zeros_like(state.active), np.zeros_like(state.bars_active))
     dd = drawdown(equity, peak)
-    if not state.active.any() and not (dd >= cfg.trigger_drawdown).any():
-        return KillSwitchState(peak=peak, active=state.active, bars_active=state.bars_active)  # all off
-    bars = np.where(state.active, state.bars_active + 1, 0)
-    release = np.zeros_like(state.active)
-    by_time = np.zeros_like(state.active)
-    if cfg.release_drawdown is not None:
-        release |= dd <= cfg.release_drawdown
-    if cfg.release_after_bars is not None:
-        by_time = bars >= cfg.release_after_bars
-        release |= by_time
-    release &= state.active
+    was = state.active
+    trips = dd >= cfg.trigger_drawdown
+    if not was.any() and not trips.any():
+        return KillSwitchState(peak=peak, active=was, bars_active=state.bars_active)  # all off
+    bars = (state.bars_active + 1) * was  # bars since tripping, counting this one (0 where off)
+    after = cfg.release_after_bars
+    by_time = bars >= after if after is not None else np.zeros_like(was)
+    release = by_time | (dd <= cfg.release_drawdown) if cfg.release_drawdown is not None else by_time
+    release &= was
     if cfg.reset_peak_on_release:
         peak = np.where(release & by_time, equity, peak)
-    active = (state.active & ~release) | (~state.active & (dd >= cfg.trigger_drawdown))
-    bars = np.where(active & state.active, bars, 0)
-    return KillSwitchState(peak=peak, active=active, bars_active=bars)
+    # a released switch stays off this bar; a newly tripped one starts counting at 0
+    active = np.where(was, ~release, trips)
+    return KillSwitchState(peak=peak, active=active, bars_active=bars * (active & was))
 
 
 def unwind_bounds(

@@ -28,7 +28,15 @@ from typing import NamedTuple
 import numpy as np
 
 from envs.config import SimulatorConfig
-from envs.costs import COST_COMPONENTS, fee_bps, financing_cost, financing_rate_per_bar, trade_costs
+from envs.costs import (
+    COST_COMPONENTS,
+    CostRates,
+    cost_rates,
+    costs_at_rates,
+    fee_bps,
+    financing_cost,
+    financing_rate_per_bar,
+)
 from envs.kill_switch import KillSwitchState, init_kill_switch, unwind_bounds, update_kill_switch
 from envs.market_data import MarketData
 from envs.projection import project_box_l1, weight_bounds
@@ -80,12 +88,11 @@ class MarketSimulator:
         self._open = np.ascontiguousarray(data.open, dtype=np.float64)
         self._close = np.ascontiguousarray(data.close, dtype=np.float64)
         self._listed = np.ascontiguousarray(data.listed, dtype=bool)
-        self._spread = np.ascontiguousarray(data.spread_bps, dtype=np.float64)
-        self._dvol = np.ascontiguousarray(data.dollar_volume, dtype=np.float64)
         self._features = np.ascontiguousarray(data.features, dtype=np.float32)
         is_crypto = np.array([c == "crypto" for c in data.asset_class], dtype=bool)
         self.is_crypto = is_crypto
-        self._fee_bps = fee_bps(is_crypto, cfg.costs)
+        fees = fee_bps(is_crypto, cfg.costs)
+        self._rates = cost_rates(data.spread_bps, data.dollar_volume, fees, cfg.costs)  # every bar, once
         con = cfg.constraints
         all_crypto = bool(is_crypto.all())
         self._gross_cap = min(con.gross_cap, con.crypto_gross_cap) if all_crypto else con.gross_cap
@@ -248,9 +255,9 @@ class MarketSimulator:
             new_units = np.where(act, clipped, new_units)
         traded = (new_units - units) * open1
         traded_abs = np.abs(traded)
-        tc = trade_costs(
-            traded_abs, self._spread[t], self._dvol[t], self._fee_bps, cfg.costs, spread_mult, slippage_mult
-        )
+        r = self._rates
+        rates_t = CostRates(r.fee, r.spread[t], r.slippage_base[t], r.impact[t])
+        tc = costs_at_rates(traded_abs, rates_t, spread_mult, slippage_mult)
         fee, spread, slip = tc.fee.sum(-1), tc.spread.sum(-1), tc.slippage.sum(-1)
         trade_cost = fee + spread + slip
         cash = cash - traded.sum(-1) - trade_cost

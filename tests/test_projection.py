@@ -241,20 +241,23 @@ def test_tiny_budget_gives_zero_or_tiny(cap: float) -> None:
     assert np.abs(w).sum() <= cap + 4e-16
 
 
-def test_one_sort_path_gives_the_general_threshold_where_the_box_does_not_bind() -> None:
-    from envs.projection import _threshold_box_inactive, _threshold_np
-
+def test_ties_and_a_wide_universe_match_the_bisection_reference() -> None:
+    # Repeated magnitudes and caps put several breakpoints on the same value; N = 64 is wider than
+    # the simulator's universes. Both must still give the exact projection.
     rng = np.random.default_rng(11)
-    a = np.abs(rng.normal(0.0, 0.6, size=(400, 12)))
-    cap = np.where(rng.random((400, 12)) < 0.15, 0.0, rng.uniform(0.3, 1.5, size=(400, 12)))
-    budget = rng.uniform(0.0, 4.0, size=400)
-    fast = _threshold_box_inactive(a, cap, budget)
-    general = _threshold_np(a, cap, budget, np.zeros_like(a))
-    used = ~np.isnan(fast)
-    assert 50 < used.sum() < 400  # both paths are exercised
-    np.testing.assert_allclose(fast[used], general[used], rtol=0, atol=1e-12)
-    # Where it declines, the box really binds at the plain L1 threshold (or the budget is 0).
-    eff = np.where(cap > 0, a, 0.0)
-    plain = _threshold_box_inactive(eff, np.full_like(cap, np.inf), budget)
-    declined = ~used & (budget > 0)
-    assert (eff[declined] - plain[declined, None] > cap[declined]).any(axis=-1).all()
+    for _ in range(100):
+        n = int(rng.choice([3, 32, 64]))
+        p = _random_problem(rng, n)
+        p["v"] = rng.choice([-1.5, -0.5, 0.0, 0.5, 1.5], size=n) * rng.choice([0.3, 1.0])
+        p["upper"] = np.where(rng.random(n) < 0.5, 0.5, p["upper"])
+        p["lower"] = np.where(rng.random(n) < 0.5, -0.5, p["lower"])
+        assert np.abs(_solve(p) - _bisection_reference(p)).max() < 1e-10
+
+
+def test_two_dimensional_group_membership_equals_one_row_at_a_time() -> None:
+    rng = np.random.default_rng(12)
+    v = rng.normal(size=(6, 10)) * 2
+    group = rng.random((6, 10)) < 0.4
+    w = project_box_l1(v, -0.8, 0.9, 1.7, group, 0.6)
+    for i in range(6):
+        assert np.array_equal(w[i], project_box_l1(v[i], -0.8, 0.9, 1.7, group[i], 0.6))
