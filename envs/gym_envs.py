@@ -22,7 +22,7 @@ returns the vector form when RLlib adds ``num_envs`` (``gym_env_vectorize_mode="
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
 import gymnasium as gym
 import numpy as np
@@ -108,6 +108,32 @@ def _unbatch(obs: Any) -> Any:
     return obs[0]
 
 
+class GateOrders(NamedTuple):
+    """Gate actions decoded per symbol: ``mode`` (index into ``GATE_MODES``), ``side`` (0 long, 1
+    short) and the signed kelly-lite ``target`` weight before the constraints, all ``[B, N]``."""
+
+    mode: np.ndarray
+    side: np.ndarray
+    target: np.ndarray
+
+
+def gate_orders(
+    actions: np.ndarray, features: np.ndarray, edge_idx: int, sigma_idx: int, cfg: GatedEnvConfig
+) -> GateOrders:
+    """Decode ``MultiDiscrete([4, 2] * N)`` actions ``[B, 2N]`` against ``features [B, N, F]`` (the
+    bar the decision sees): flat 0, probe ``probe_weight``, passive / aggressive kelly-lite sized."""
+    b, n = actions.shape[0], features.shape[-2]
+    pairs = np.asarray(actions).reshape(b, n, 2)
+    mode, side = pairs[..., 0], pairs[..., 1]
+    edge = np.abs(features[..., edge_idx].astype(np.float64))
+    sigma = features[..., sigma_idx].astype(np.float64)
+    kelly = np.where(
+        sigma > 0, np.minimum(cfg.kelly_cap, cfg.kelly_scale * edge / np.maximum(sigma, 1e-12) ** 2), 0.0
+    )
+    size = np.select([mode == 1, mode >= 2], [cfg.probe_weight, kelly], 0.0)
+    return GateOrders(mode=mode, side=side, target=np.where(side == 1, -size, size))
+
+
 class ActionDecoder:
     """Turns a batch of actions into simulator orders (target weights + execution parameters)."""
 
@@ -129,18 +155,8 @@ class ActionDecoder:
         a = np.asarray(actions)
         if not self.gated:
             return self.sim.step(np.clip(a.astype(np.float64), -1.0, 1.0), active=active)
-        cfg = self.gcfg
-        b = a.shape[0]
-        pairs = a.reshape(b, self.n, 2)
-        mode, side = pairs[..., 0], pairs[..., 1]
-        feats = self.sim.data.features[self.sim.t]
-        edge = np.abs(feats[..., self.edge_idx].astype(np.float64))
-        sigma = feats[..., self.sigma_idx].astype(np.float64)
-        kelly = np.where(
-            sigma > 0, np.minimum(cfg.kelly_cap, cfg.kelly_scale * edge / np.maximum(sigma, 1e-12) ** 2), 0.0
-        )
-        size = np.select([mode == 1, mode >= 2], [cfg.probe_weight, kelly], 0.0)
-        target = np.where(side == 1, -size, size)
+        orders = gate_orders(a, self.sim.data.features[self.sim.t], self.edge_idx, self.sigma_idx, self.gcfg)
+        cfg, b, mode, target = self.gcfg, a.shape[0], orders.mode, orders.target
         passive = mode == 2
         fill = ~passive | (self.sim.rng.random((b, self.n)) < cfg.passive_fill_prob)
         spread_mult = np.where(passive, cfg.passive_spread_mult, 1.0)

@@ -39,7 +39,7 @@ from envs.costs import (
 )
 from envs.kill_switch import KillSwitchState, init_kill_switch, unwind_bounds, update_kill_switch
 from envs.market_data import MarketData
-from envs.projection import project_box_l1, weight_bounds
+from envs.projection import ConstraintConfig, project_box_l1, weight_bounds
 from envs.rewards import RewardState, compute_reward, init_reward_state
 
 
@@ -69,6 +69,64 @@ class StepResult(NamedTuple):
     truncated: np.ndarray  # [B] end of the episode window
 
 
+class ExposureLimits(NamedTuple):
+    """Gross budgets of a universe: its constraints, the cap on ``sum |w|`` and the crypto sleeve."""
+
+    constraints: ConstraintConfig
+    gross_cap: float  # the crypto cap when every asset is crypto
+    group: np.ndarray | None  # [N] crypto membership when crypto has its own, tighter cap; else None
+
+
+def exposure_limits(is_crypto: np.ndarray, constraints: ConstraintConfig) -> ExposureLimits:
+    """The limits of a universe with asset classes ``is_crypto [N]``."""
+    con = constraints
+    all_crypto = bool(is_crypto.all())
+    gross = min(con.gross_cap, con.crypto_gross_cap) if all_crypto else con.gross_cap
+    mixed = bool(is_crypto.any()) and not all_crypto
+    group = is_crypto if mixed and con.crypto_gross_cap < con.gross_cap else None
+    return ExposureLimits(con, gross, group)
+
+
+def constrained_targets(
+    target: np.ndarray,
+    w_now: np.ndarray,
+    listed: np.ndarray,
+    kill_active: np.ndarray,
+    limits: ExposureLimits,
+    fill: np.ndarray | None = None,
+    external_gross: np.ndarray | float = 0.0,
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """The weights a decision can actually reach: ``target [B, N]`` projected onto the constraints.
+
+    The box is the per-asset cap (and long-only), zero for assets not ``listed``, unwind-only where
+    the kill switch is ``active [B]``. Assets where ``fill`` is False are *locked*: they keep their
+    current weight ``w_now`` and their exposure comes out of the gross budgets, as does
+    ``external_gross`` (exposure held outside this universe). Returns the weights, with locked
+    assets at 0 (the caller keeps their units), and the locked mask (None without ``fill``). This
+    is the simulator's step 1, and what the serving path decides with.
+    """
+    con = limits.constraints
+    lower, upper = weight_bounds(listed, con.per_asset_cap, con.long_only)
+    if kill_active.any():
+        lower, upper = unwind_bounds(w_now, lower, upper, kill_active)
+    budget: np.ndarray | float = limits.gross_cap
+    group_budget: np.ndarray | float = con.crypto_gross_cap
+    locked = None
+    if fill is not None:
+        locked = ~np.asarray(fill, dtype=bool) & listed
+        lower = np.where(locked, 0.0, lower)
+        upper = np.where(locked, 0.0, upper)
+        locked_abs = np.abs(w_now) * locked
+        budget = limits.gross_cap - locked_abs.sum(-1)
+        if limits.group is not None:
+            group_budget = np.maximum(con.crypto_gross_cap - (locked_abs * limits.group).sum(-1), 0.0)
+    if not (isinstance(external_gross, float | int) and external_gross == 0):
+        budget = budget - np.asarray(external_gross, dtype=np.float64)
+    if not isinstance(budget, float):
+        budget = np.maximum(budget, 0.0)
+    return project_box_l1(target, lower, upper, budget, limits.group, group_budget), locked
+
+
 class MarketSimulator:
     """Steps ``n_envs`` episodes sampled as windows of ``data`` (seeded ``numpy.random.Generator``)."""
 
@@ -93,12 +151,8 @@ class MarketSimulator:
         self.is_crypto = is_crypto
         fees = fee_bps(is_crypto, cfg.costs)
         self._rates = cost_rates(data.spread_bps, data.dollar_volume, fees, cfg.costs)  # every bar, once
-        con = cfg.constraints
-        all_crypto = bool(is_crypto.all())
-        self._gross_cap = min(con.gross_cap, con.crypto_gross_cap) if all_crypto else con.gross_cap
-        mixed = bool(is_crypto.any()) and not all_crypto
-        self._group: np.ndarray | None = is_crypto if mixed and con.crypto_gross_cap < con.gross_cap else None
-        self._fin_rate = financing_rate_per_bar(cfg.costs, all_crypto, cfg.days_per_bar)
+        self.limits = exposure_limits(is_crypto, cfg.constraints)
+        self._fin_rate = financing_rate_per_bar(cfg.costs, bool(is_crypto.all()), cfg.days_per_bar)
         self.rng = np.random.default_rng(seed)
         self.reset()
 
@@ -200,7 +254,7 @@ class MarketSimulator:
         ``active [B]`` is False are left exactly as they were (a vector env's autoreset step); their
         entries in the result are meaningless.
         """
-        cfg, con = self.cfg, self.cfg.constraints
+        cfg = self.cfg
         b = self.n_envs
         target = np.asarray(target_weights, dtype=np.float64)
         if target.shape != (b, self.n_assets):
@@ -218,21 +272,7 @@ class MarketSimulator:
 
         # 1. project the decision onto the constraints (data <= t only)
         w_now = units * close_t / equity[:, None]
-        lower, upper = weight_bounds(listed_t, con.per_asset_cap, con.long_only)
-        if self.kill.active.any():
-            lower, upper = unwind_bounds(w_now, lower, upper, self.kill.active)
-        budget: np.ndarray | float = self._gross_cap
-        group_budget: np.ndarray | float = con.crypto_gross_cap
-        locked = None
-        if fill is not None:
-            locked = ~np.asarray(fill, dtype=bool) & listed_t
-            lower = np.where(locked, 0.0, lower)
-            upper = np.where(locked, 0.0, upper)
-            locked_abs = np.abs(w_now) * locked
-            budget = np.maximum(self._gross_cap - locked_abs.sum(-1), 0.0)
-            if self._group is not None:
-                group_budget = np.maximum(con.crypto_gross_cap - (locked_abs * self._group).sum(-1), 0.0)
-        w_target = project_box_l1(target, lower, upper, budget, self._group, group_budget)
+        w_target, locked = constrained_targets(target, w_now, listed_t, self.kill.active, self.limits, fill)
 
         # 2. liquidate assets that are not listed at t + 1 at their last price, no cost
         gone = listed_t & ~listed_t1
