@@ -64,6 +64,7 @@ LAZY_COMMANDS: dict[str, str] = {
     "promote": "cluster.promote:promote_command",
     "evaluate": "cluster.evaluate:evaluate_command",
     "nightly": "cluster.nightly:nightly_command",
+    "serve": "cluster.serve:serve_command",
 }
 
 

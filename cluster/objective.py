@@ -74,11 +74,12 @@ def observation_arrays(ob: Observation, data: MarketData, env_cfg: PortfolioEnvC
     return batched_observation(ob, feat_idx, env_cfg.sim.kill_switch.release_after_bars, env_cfg.flat_obs)
 
 
-def _to_tensor(obs: Any) -> Any:
+def to_tensor(obs: Any) -> Any:
+    """An env observation (array or dict of arrays) as float32 torch tensors."""
     import torch
 
     if isinstance(obs, Mapping):
-        return {k: _to_tensor(v) for k, v in obs.items()}
+        return {k: to_tensor(v) for k, v in obs.items()}
     return torch.as_tensor(np.asarray(obs, dtype=np.float32))
 
 
@@ -89,7 +90,7 @@ def deterministic_actions(module: Any, obs: Any) -> np.ndarray:
     from ray.rllib.core.columns import Columns
 
     with torch.no_grad():
-        dist_inputs = module.forward_inference({Columns.OBS: _to_tensor(obs)})[Columns.ACTION_DIST_INPUTS]
+        dist_inputs = module.forward_inference({Columns.OBS: to_tensor(obs)})[Columns.ACTION_DIST_INPUTS]
         dist = module.get_inference_action_dist_cls().from_logits(dist_inputs)
         return np.asarray(dist.to_deterministic().sample().cpu().numpy())
 
@@ -102,7 +103,7 @@ def deterministic_weights(module: Any, obs: Any) -> np.ndarray:
     if not hasattr(module, "weights"):
         return np.clip(deterministic_actions(module, obs).astype(np.float64), -1.0, 1.0)
     with torch.no_grad():
-        out = module.weights(_to_tensor(obs))
+        out = module.weights(to_tensor(obs))
     return np.asarray(out.detach().cpu().numpy() if hasattr(out, "detach") else out, np.float64)
 
 

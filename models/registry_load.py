@@ -24,7 +24,7 @@ import numpy as np
 
 from cluster.objective import deterministic_actions, deterministic_weights, module_policy
 from cluster.registry import CONNECTORS_DIR, DEFAULT_REGISTRY, MODULE_DIR, read_manifest, resolve
-from envs.config import PortfolioEnvConfig
+from envs.config import GatedEnvConfig, PortfolioEnvConfig
 from envs.market_data import MarketData
 from envs.rollout import Policy
 
@@ -53,10 +53,14 @@ class PolicyHandle:
         return out[0] if single else out
 
     def env_config(self) -> PortfolioEnvConfig:
-        """The env config the policy was trained with (data, simulator, observed features)."""
+        """The env config the policy was trained with (data, simulator, observed features); a
+        :class:`GatedEnvConfig` (with its sizing rule) for a policy of the gated env."""
+        from envs.gym_envs import GATED_ENV_ID
+
         raw = dict(self.manifest["config"]["env_config"])
-        keep = set(PortfolioEnvConfig.model_fields) - {"num_envs"}
-        return PortfolioEnvConfig.model_validate({k: v for k, v in raw.items() if k in keep})
+        cls = GatedEnvConfig if self.manifest["config"].get("env") == GATED_ENV_ID else PortfolioEnvConfig
+        keep = set(cls.model_fields) - {"num_envs"}
+        return cls.model_validate({k: v for k, v in raw.items() if k in keep})
 
     def policy(self, data: MarketData) -> Policy:
         """``Observation -> weights [B, N]`` over ``data`` (for ``envs.rollout.replay_policy``)."""

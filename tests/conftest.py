@@ -48,3 +48,15 @@ def synthetic_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     market = generate(n_symbols=12, years=2.0, seed=3, n_crypto=2)
     ingest_frames(root, market.bars, market.macro, show_progress=False)
     return root
+
+
+@pytest.fixture(scope="session")
+def ppo_smoke_run(ray_session: None, synthetic_store: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A finished one-trial smoke search of the ``ppo`` spec on ``synthetic_store`` (run once)."""
+    from cluster.tune import TuneOptions, run_tune
+
+    storage = tmp_path_factory.mktemp("runs")
+    opts = TuneOptions(
+        spec="ppo", replay=synthetic_store, smoke=True, num_samples=1, storage=storage, wandb="disabled"
+    )
+    return run_tune(opts).run_dir

@@ -12,19 +12,14 @@ from click.testing import CliRunner
 
 from cluster.promote import promote_command
 from cluster.registry import fingerprint, resolve, scrub_secrets
-from cluster.tune import TuneOptions, run_tune
 
 SECRET = "wandb-key-must-not-leak-1234"
 
 
 @pytest.fixture(scope="module")
-def run_dir(ray_session: None, synthetic_store: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def run_dir(ppo_smoke_run: Path) -> Path:
     """A finished one-trial smoke search of the ``ppo`` spec."""
-    storage = tmp_path_factory.mktemp("runs")
-    opts = TuneOptions(
-        spec="ppo", replay=synthetic_store, smoke=True, num_samples=1, storage=storage, wandb="disabled"
-    )
-    return run_tune(opts).run_dir
+    return ppo_smoke_run
 
 
 def _promote(run_dir: Path, registry: Path, name: str = "alpha") -> str:

@@ -1,0 +1,101 @@
+"""``raytrade serve``: deploy a registry policy as the trading loop's HTTP endpoint (Ray Serve).
+
+    raytrade serve --model NAME[@VERSION] [--registry DIR] [--host 127.0.0.1] [--port 8000]
+                   [--replicas 1] [--max-feature-age-hours 96] [--detach]
+
+The bearer token comes from ``RAYTRADE_SERVE_TOKEN`` (or the settings file); the deployment keeps only
+its SHA-256. Running the command again against the same cluster with another ``--model`` swaps the
+policy on the live replicas (no dropped requests); without ``@VERSION`` the replicas also follow the
+registry's ``latest`` by themselves. The Ray cluster is ``RAY_ADDRESS`` when set (``ray job submit``
+sets it), else a local one started here.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import click
+
+from cluster.cli import one_line_errors
+from cluster.registry import DEFAULT_REGISTRY, resolve
+
+
+@click.command("serve")
+@click.option("--model", required=True, help="Registry reference NAME (follows latest) or NAME@VERSION.")
+@click.option(
+    "--registry",
+    type=click.Path(path_type=Path),
+    default=DEFAULT_REGISTRY,
+    show_default=True,
+    help="Registry folder.",
+)
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address the HTTP proxy binds.")
+@click.option("--port", type=int, default=8000, show_default=True, help="HTTP port.")
+@click.option("--replicas", type=click.IntRange(1), default=1, show_default=True, help="Serve replicas.")
+@click.option("--replica-cpus", type=click.FloatRange(0), default=1.0, show_default=True)
+@click.option(
+    "--max-feature-age-hours",
+    type=click.FloatRange(0),
+    default=96.0,
+    show_default=True,
+    help="Older features give a hold-everything answer (0: never stale, e.g. synthetic data).",
+)
+@click.option(
+    "--kill-drawdown", type=click.FloatRange(0, 1, min_open=True), default=None, help="Default: trained."
+)
+@click.option("--max-batch-size", type=click.IntRange(1), default=16, show_default=True)
+@click.option("--batch-wait-ms", type=click.FloatRange(0), default=2.0, show_default=True)
+@click.option(
+    "--detach", is_flag=True, help="Deploy (or swap) and return instead of serving in the foreground."
+)
+@one_line_errors
+def serve_command(
+    model: str,
+    registry: Path,
+    host: str,
+    port: int,
+    replicas: int,
+    replica_cpus: float,
+    max_feature_age_hours: float,
+    kill_drawdown: float | None,
+    max_batch_size: int,
+    batch_wait_ms: float,
+    detach: bool,
+) -> None:
+    """Deploy a promoted policy behind POST /v1/act, GET /v1/health and GET /v1/model."""
+    from cluster.settings import MissingCredentialsError, load_settings
+    from serve.decide import ServeConfig
+
+    token = load_settings().serve_token
+    if token is None:
+        raise MissingCredentialsError("missing the Serve token: set RAYTRADE_SERVE_TOKEN")
+    resolve(registry, model)  # an unknown name or version fails here, listing what exists
+    decide = ServeConfig(max_feature_age_hours=max_feature_age_hours or None, kill_drawdown=kill_drawdown)
+    import ray
+    from ray import serve
+
+    from serve.app import APP_NAME, ServiceConfig, build_app
+
+    os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
+    ray.init(address=os.environ.get("RAY_ADDRESS"), include_dashboard=False, ignore_reinit_error=True)
+    serve.start(http_options={"host": host, "port": port})
+    config = ServiceConfig(
+        model=model,
+        registry=str(registry.resolve()),
+        decide=decide,
+        max_batch_size=max_batch_size,
+        batch_wait_ms=batch_wait_ms,
+    )
+    app = build_app(config, token.get_secret_value(), replicas=replicas, replica_cpus=replica_cpus)
+    serve.run(app, name=APP_NAME, route_prefix="/")
+    click.echo(f"serving {model} on http://{host}:{port}/v1/act (health: /v1/health)")
+    if detach:
+        return
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        click.echo("shutting down")
+        serve.shutdown()

@@ -1,0 +1,397 @@
+"""The trading loop's side of ``POST /v1/act``: build the request from the loop's state, ask the policy
+service, and never let an outage turn into a trade.
+
+Contract
+--------
+* **Request.** :func:`request_from_loop` turns the loop's decision-time state (the shape of
+  ``shared/contracts/trade_loop_decision.json``) into an :class:`~serve.schemas.ActRequest`: keys
+  starting with ``_`` and every row's ``predictions`` are dropped, so are mapping values that are not
+  JSON data (a DataFrame, an array); a ``pydantic.ValidationError`` propagates (the caller's bug).
+  Only the schema's fields are sent (``request.model_dump_json()``).
+* **Retries.** Only a connection error, a timeout or an HTTP 5xx (503: not ready) is retried, up to
+  ``retries`` more attempts with an exponential, capped pause. ``/v1/act`` has no side effects, so
+  repeating a request the service may already have seen is safe.
+* **Time.** One attempt gets ``timeout_s`` (connect, send and the whole answer; the clock is checked
+  between reads, so a server that trickles bytes overruns by at most one read wait), all attempts and
+  pauses together ``total_deadline_s``: a retry gets only the time left, and one that cannot start
+  before the deadline is not made.
+* **Holds.** When the retries are spent, or the answer is another non-200 status, a body that is not
+  an ``ActResponse``, a decision for a symbol the request did not name, or a non-finite number,
+  :meth:`PolicyClient.act` returns ``hold_everything`` (``fallback=True``, model ``"unavailable"``,
+  reason ``"policy service unavailable: <cause>"``): every position held at its current weight, no new
+  risk. It logs a warning and counts it in ``fallbacks``.
+* **Raises.** 401/403 raise :class:`ServiceAuthError` and 422 :class:`ServiceRequestError` with the
+  server's field detail: these are configuration or caller bugs, not outages, and holding on them
+  would hide them for as long as the loop runs.
+* **Secrets.** The token is a ``SecretStr``; its value is read only to build the ``Authorization``
+  header and is kept out of reprs, logs and exception messages. Environment proxies are not used
+  (``trust_env=False``): the bearer token goes straight to the service.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import date, datetime
+from types import TracebackType
+from typing import Any, Final
+from urllib.parse import urlsplit
+
+import httpx
+import numpy as np
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from cluster.settings import check_data_url
+from serve.fallback import hold_everything
+from serve.schemas import ActRequest, ActResponse
+
+logger = logging.getLogger(__name__)
+
+ACT_PATH: Final[str] = "/v1/act"
+HEALTH_PATH: Final[str] = "/v1/health"
+FALLBACK_MODEL: Final[str] = "unavailable"
+FALLBACK_PREFIX: Final[str] = "policy service unavailable: "
+_MIN_ATTEMPT_S: Final[float] = 0.01  # a retry with less time left than this is not started
+_DROPPED_ROW_KEYS: Final[frozenset[str]] = frozenset({"predictions"})
+_MASK: Final[str] = "**********"
+
+
+class ServiceError(Exception):
+    """The policy service answered, but the answer says the caller is wrong (not an outage)."""
+
+    def __init__(self, message: str, status_code: int):
+        super().__init__(message)
+        self.status_code = status_code
+
+
+class ServiceAuthError(ServiceError):
+    """HTTP 401/403: the token is missing or wrong (``RAYTRADE_SERVE_TOKEN``)."""
+
+
+class ServiceRequestError(ServiceError):
+    """HTTP 422: the service rejected the request; the message carries the server's field detail."""
+
+
+class ClientConfig(BaseModel):
+    """Where the policy service is and how long the loop waits for it (seconds)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    base_url: str = Field(description="Serve ingress: https://, or http:// on 127.0.0.1 / localhost only")
+    timeout_s: float = Field(0.5, gt=0, description="one attempt, connect to last byte of the answer")
+    retries: int = Field(2, ge=0, description="further attempts after a connection error, timeout or 5xx")
+    backoff_s: float = Field(0.05, ge=0, description="pause before the first retry; doubles each retry")
+    max_backoff_s: float = Field(0.4, ge=0, description="cap on one pause")
+    total_deadline_s: float = Field(1.5, gt=0, description="all attempts and pauses of one act() together")
+
+    @field_validator("base_url")
+    @classmethod
+    def _absolute_http_url(cls, value: str) -> str:
+        url = value.strip().rstrip("/")
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"base_url={value!r} must be an absolute http:// or https:// URL")
+        check_data_url(url, field="base_url")  # the bearer token must not cross a network in clear
+        if parts.username is not None or parts.password is not None:
+            raise ValueError("base_url must not carry credentials; pass the token instead")
+        if parts.query or parts.fragment:
+            raise ValueError(f"base_url={value!r} must not have a query or fragment")
+        return url
+
+    @model_validator(mode="after")
+    def _deadline_fits_one_attempt(self) -> ClientConfig:
+        if self.total_deadline_s < self.timeout_s:
+            raise ValueError(
+                f"total_deadline_s={self.total_deadline_s} is shorter than one attempt "
+                f"(timeout_s={self.timeout_s})"
+            )
+        return self
+
+    def backoff(self, retry: int) -> float:
+        """Pause before retry number ``retry`` (1-based): ``backoff_s * 2**(retry-1)``, capped."""
+        return min(self.backoff_s * 2.0 ** (retry - 1), self.max_backoff_s)
+
+
+_DROP: Final = object()
+
+
+def request_payload(state: Mapping[str, Any], as_of: datetime | None = None) -> dict[str, Any]:
+    """The loop's decision-time ``state`` as plain JSON data, before validation.
+
+    ``state`` has the shape of ``trade_loop_decision.json`` (account, positions, drawdown_pct,
+    analysis). Dropped: keys starting with ``_`` (at any depth), each analysis row's ``predictions``,
+    and any mapping value that is not JSON data (a DataFrame, an array, an object). Numpy scalars
+    become Python numbers, datetimes ISO strings. A *list element* that is not JSON data raises
+    ``TypeError`` naming its path, because dropping it could silently lose a position. ``as_of``
+    replaces the state's own.
+    """
+    data = dict(state)
+    analysis = data.get("analysis")
+    if isinstance(analysis, Mapping):
+        data["analysis"] = {
+            symbol: {k: v for k, v in row.items() if k not in _DROPPED_ROW_KEYS}
+            if isinstance(row, Mapping)
+            else row
+            for symbol, row in analysis.items()
+        }
+    if as_of is not None:
+        data["as_of"] = as_of
+    payload: dict[str, Any] = _json_data(data, "state")
+    return payload
+
+
+def request_from_loop(state: Mapping[str, Any], as_of: datetime | None = None) -> ActRequest:
+    """The ``POST /v1/act`` request for the loop's ``state`` (cleaned by :func:`request_payload`).
+
+    ``as_of`` must be timezone aware. A ``pydantic.ValidationError`` (naming the field) propagates: a
+    state the service cannot read is the caller's bug, not an outage to hold through.
+    """
+    return ActRequest.model_validate(request_payload(state, as_of))
+
+
+def _json_data(value: Any, path: str) -> Any:
+    """``value`` as JSON data, or ``_DROP`` when it is not (see :func:`request_from_loop`)."""
+    if value is None or isinstance(value, str | bool | int | float):
+        return value
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    if isinstance(value, np.bool_ | np.number):
+        return value.item()
+    if isinstance(value, Mapping):
+        out: dict[str, Any] = {}
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise TypeError(f"{path} has a non-string key {key!r}")
+            if key.startswith("_"):
+                continue
+            cleaned = _json_data(item, f"{path}.{key}")
+            if cleaned is not _DROP:
+                out[key] = cleaned
+        return out
+    if isinstance(value, list | tuple):
+        items = [_json_data(item, f"{path}[{i}]") for i, item in enumerate(value)]
+        for i, item in enumerate(items):
+            if item is _DROP:
+                raise TypeError(f"{path}[{i}] is a {type(value[i]).__name__}, not JSON data")
+        return items
+    return _DROP
+
+
+@dataclass(frozen=True)
+class _Reply:
+    status: int
+    content: bytes
+
+
+class _Unavailable(Exception):
+    """Every attempt failed with a transient error; the message says how the last one did."""
+
+
+class PolicyClient:
+    """One HTTP connection pool to the policy service; use it as a context manager.
+
+    ``token`` is the bearer token (``load_settings().serve_token``); ``None`` sends no
+    ``Authorization`` header. ``fallbacks`` and ``retries_used`` count, over the client's life, the
+    hold answers it made up and the extra attempts it made.
+    """
+
+    def __init__(self, config: ClientConfig, token: SecretStr | None):
+        if token is not None:
+            _check_token(token)
+        self.config = config
+        self._token = token
+        self._http = httpx.Client(
+            base_url=config.base_url,
+            timeout=config.timeout_s,
+            follow_redirects=False,
+            trust_env=False,
+            headers={"Accept": "application/json"},
+        )
+        self._fallbacks = 0
+        self._retries_used = 0
+
+    @property
+    def fallbacks(self) -> int:
+        """Hold-everything answers this client returned instead of the service's."""
+        return self._fallbacks
+
+    @property
+    def retries_used(self) -> int:
+        """Attempts made after a first one failed, over all calls."""
+        return self._retries_used
+
+    def __repr__(self) -> str:
+        token = "set" if self._token is not None else "none"
+        return (
+            f"PolicyClient(base_url={self.config.base_url!r}, token={token}, "
+            f"fallbacks={self._fallbacks}, retries_used={self._retries_used})"
+        )
+
+    def __enter__(self) -> PolicyClient:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the connection pool."""
+        self._http.close()
+
+    def act(self, request: ActRequest) -> ActResponse:
+        """The service's decision for ``request``, or a hold-everything fallback (see module doc).
+
+        Raises :class:`ServiceAuthError` on 401/403 and :class:`ServiceRequestError` on 422.
+        """
+        try:
+            reply = self._post_with_retries(request.model_dump_json().encode())
+        except _Unavailable as exc:
+            return self._hold(request, str(exc))
+        if reply.status in (401, 403):
+            sent = "the token was refused" if self._token is not None else "no token was sent"
+            raise ServiceAuthError(
+                f"policy service answered HTTP {reply.status}: {sent} (check RAYTRADE_SERVE_TOKEN)",
+                reply.status,
+            )
+        if reply.status == 422:
+            detail = self._redact(_error_detail(reply.content))
+            raise ServiceRequestError(f"policy service rejected the request (HTTP 422): {detail}", 422)
+        if reply.status != 200:
+            return self._hold(request, f"HTTP {reply.status}")
+        try:
+            answer = ActResponse.model_validate_json(reply.content)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in first["loc"]) or "body"
+            return self._hold(request, f"malformed answer ({where}: {first['msg']})")
+        problem = _inconsistency(request, answer)
+        if problem is not None:
+            return self._hold(request, f"answer inconsistent with the request: {problem}")
+        return answer
+
+    def health(self) -> bool:
+        """True when ``GET /v1/health`` answers 200 within ``timeout_s``; never raises."""
+        try:
+            reply = self._attempt("GET", HEALTH_PATH, None, self.config.timeout_s)
+        except (httpx.RequestError, RuntimeError) as exc:
+            logger.debug("policy service health check failed: %s", self._redact(_describe(exc)))
+            return False
+        return reply.status == 200
+
+    def _post_with_retries(self, body: bytes) -> _Reply:
+        """The first reply that is not a 5xx, or ``_Unavailable`` once the retries or the deadline run out."""
+        cfg = self.config
+        deadline = time.monotonic() + cfg.total_deadline_s
+        attempt = 1
+        while True:
+            budget = min(cfg.timeout_s, deadline - time.monotonic())
+            try:
+                reply = self._attempt("POST", ACT_PATH, body, budget)
+                if reply.status < 500:
+                    return reply
+                cause = f"HTTP {reply.status}"
+            except httpx.TimeoutException:
+                cause = f"no answer within {budget * 1000:.0f} ms"
+            except httpx.RequestError as exc:
+                cause = self._redact(_describe(exc))
+            pause = cfg.backoff(attempt)
+            if attempt > cfg.retries or time.monotonic() + pause + _MIN_ATTEMPT_S > deadline:
+                tries = "1 attempt" if attempt == 1 else f"{attempt} attempts"
+                raise _Unavailable(f"{cause} ({tries})")
+            logger.info(
+                "policy service attempt %d failed (%s); retrying in %.0f ms", attempt, cause, pause * 1e3
+            )
+            time.sleep(pause)
+            attempt += 1
+            self._retries_used += 1
+
+    def _attempt(self, method: str, path: str, body: bytes | None, budget: float) -> _Reply:
+        """One request; the answer must be complete within ``budget`` seconds (else ``ReadTimeout``)."""
+        started = time.monotonic()
+        headers = {"Content-Type": "application/json"} if body is not None else {}
+        if self._token is not None:
+            headers["Authorization"] = f"Bearer {self._token.get_secret_value()}"
+        chunks: list[bytes] = []
+        with self._http.stream(
+            method, path, content=body, headers=headers, timeout=httpx.Timeout(budget)
+        ) as response:
+            for chunk in response.iter_bytes():
+                chunks.append(chunk)
+                if time.monotonic() - started > budget:
+                    raise httpx.ReadTimeout(f"answer not complete within {budget:.3f} s")
+        return _Reply(response.status_code, b"".join(chunks))
+
+    def _hold(self, request: ActRequest, cause: str) -> ActResponse:
+        reason = FALLBACK_PREFIX + cause
+        self._fallbacks += 1
+        logger.warning("%s; holding every position (fallback %d)", reason, self._fallbacks)
+        return hold_everything(request, model=FALLBACK_MODEL, version=0, reason=reason)
+
+    def _redact(self, text: str) -> str:
+        if self._token is None:
+            return text
+        return text.replace(self._token.get_secret_value(), _MASK)
+
+
+def _check_token(token: SecretStr) -> None:
+    """A bearer token must be non-empty visible ASCII; the error never shows the value."""
+    value = token.get_secret_value()
+    if not value:
+        raise ValueError("token is empty: pass None to send no Authorization header")
+    if not all("!" <= ch <= "~" for ch in value):
+        raise ValueError(f"token ({len(value)} characters) must be visible ASCII without spaces")
+
+
+def _describe(exc: Exception) -> str:
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text[:160]}" if text else type(exc).__name__
+
+
+def _error_detail(content: bytes) -> str:
+    """FastAPI's ``{"detail": ...}`` as ``field: message (input: value)``; raw text if it is not that."""
+    try:
+        detail = json.loads(content)["detail"]
+    except (ValueError, KeyError, TypeError):
+        return content[:300].decode("utf-8", errors="replace") or "(empty body)"
+    if not isinstance(detail, list):
+        return str(detail)
+    parts = []
+    for item in detail:
+        if not isinstance(item, dict):
+            parts.append(str(item))
+            continue
+        loc = ".".join(str(p) for p in item.get("loc", ()) if p != "body")
+        text = f"{loc}: {item.get('msg', '')}" if loc else str(item.get("msg", ""))
+        if "input" in item:
+            text += f" (input: {json.dumps(item['input'], default=str)[:80]})"
+        parts.append(text)
+    return "; ".join(parts)
+
+
+def _inconsistency(request: ActRequest, answer: ActResponse) -> str | None:
+    """Why ``answer`` cannot be an answer to ``request``, or None when it can."""
+    known = set(request.analysis) | {p.symbol for p in request.positions}
+    unknown = sorted(set(answer.decisions) - known)
+    if unknown:
+        return f"decision for symbol(s) not in the request: {', '.join(unknown[:5])}"
+    for symbol, d in answer.decisions.items():
+        for name in ("target_weight", "current_weight", "confidence"):
+            value = getattr(d, name)
+            if not math.isfinite(value):
+                return f"decisions.{symbol}.{name} is {value}"
+    if not math.isfinite(answer.gross_exposure):
+        return f"gross_exposure is {answer.gross_exposure}"
+    return None

@@ -1,0 +1,355 @@
+"""The serving path's decision: a request becomes the env's observation, the policy acts, and the
+simulator's own constraint step turns the action into weights. No Ray here (``serve/app.py`` wraps
+it in a deployment; tests call it directly).
+
+Design decisions
+----------------
+* **Same timing as training.** The observation is the simulator's at bar ``t`` = the newest bar of
+  the store at or before the request's ``as_of``; the features come from the store (built by the same
+  feature code as the training data, read by the same loader), and the answer is the weight to hold
+  after the next fill. The snapshot's quotes decide only whether a symbol can trade now.
+* **Same constraints as training.** Targets go through ``envs.simulator.constrained_targets``: the
+  per-asset and gross caps, the crypto sleeve, and unwind-only while the kill switch is active.
+* **Hold what cannot be traded.** A symbol of the universe with no usable quote, missing from the
+  request, or without a bar at ``t`` keeps its current weight (the simulator's unfilled order), and its
+  exposure counts against the gross budget. Positions outside the universe are not traded either;
+  they are listed as ``unmanaged`` and their gross comes out of the budget.
+* **Safe failure.** Features older than ``max_feature_age_hours`` (the store stopped updating) give a
+  ``fallback`` answer that holds every position, with the reason; they never feed the policy.
+* **Kill switch.** It is active when the account's drawdown reaches the trained switch's trigger
+  (``sim.kill_switch.trigger_drawdown``, or ``kill_drawdown`` here): only unwinds are allowed, as in
+  training. A live account has no "bars since it tripped" in the request, so that observation is 0.
+* **Episode progress.** A live account has no episode end; the observation's progress is
+  ``episode_progress`` (default 0: the start of an episode).
+* **Confidence.** For a Gaussian policy, the probability that a sampled action has the sign of the
+  deterministic one, ``erf(|mean| / (std * sqrt 2))``; for the gate, the probability of the chosen mode.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from envs.config import GatedEnvConfig, PortfolioEnvConfig, ReplayDataConfig
+from envs.gym_envs import GATE_MODES, batched_observation, feature_index, gate_orders
+from envs.market_data import MarketData
+from envs.simulator import Observation, constrained_targets, exposure_limits
+from serve.fallback import hold_everything
+from serve.schemas import ActRequest, ActResponse, SymbolDecision
+
+_ZERO = 1e-9  # |weight| below this is flat
+
+
+class RequestError(ValueError):
+    """A request the service cannot decide on (HTTP 422); ``loc`` names the field."""
+
+    def __init__(self, loc: tuple[str | int, ...], msg: str):
+        super().__init__(f"{'.'.join(map(str, loc))}: {msg}")
+        self.loc, self.msg = loc, msg
+
+    def detail(self) -> dict[str, Any]:
+        """The error in FastAPI's validation-error shape (``loc`` starts at the body)."""
+        return {"loc": ["body", *self.loc], "msg": self.msg, "type": "value_error"}
+
+
+class ServeConfig(BaseModel):
+    """How the service turns requests into decisions."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    max_feature_age_hours: float | None = Field(
+        96.0, gt=0, description="older features give a hold-everything fallback (None: never stale)"
+    )
+    kill_drawdown: float | None = Field(
+        None, gt=0, le=1, description="account drawdown that activates unwind-only (None: the trained one)"
+    )
+    episode_progress: float = Field(0.0, ge=0, lt=1, description="the observation's episode progress")
+
+
+def serving_market_data(env_cfg: PortfolioEnvConfig) -> MarketData:
+    """Every bar of the policy's data source (a replay store is read whole, not its training split)."""
+    from envs.synthetic_market import market_data_from_config
+
+    data_cfg = env_cfg.data
+    if isinstance(data_cfg, ReplayDataConfig):
+        data_cfg = data_cfg.model_copy(update={"split": "all"})
+    return market_data_from_config(data_cfg)
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A checked request in array form (:meth:`DecisionService.prepare`)."""
+
+    request: ActRequest
+    as_of: datetime
+    bar: int
+    w_now: np.ndarray  # [N]
+    tradeable: np.ndarray  # [N]
+    external_gross: float
+    unmanaged: list[str]
+    hold_reason: dict[str, str]
+
+
+class DecisionService:
+    """A loaded policy (``models.load`` handle) and the market data its observations come from."""
+
+    def __init__(self, handle: Any, data: MarketData, config: ServeConfig | None = None):
+        self.handle = handle
+        self.config = config or ServeConfig()
+        self.env_cfg: PortfolioEnvConfig = handle.env_config()
+        self.data = data
+        self.universe = {s: i for i, s in enumerate(data.symbols)}
+        trained = handle.manifest.get("data", {}).get("symbols")
+        if trained is not None and list(trained) != list(data.symbols):
+            raise ValueError(
+                f"the data's symbols {list(data.symbols)[:5]}... differ from the symbols the policy was "
+                f"trained on {list(trained)[:5]}..."
+            )
+        self._feat_idx = feature_index(data, self.env_cfg.feature_columns)
+        self._limits = exposure_limits(
+            np.array([c == "crypto" for c in data.asset_class], dtype=bool), self.env_cfg.sim.constraints
+        )
+        ks = self.env_cfg.sim.kill_switch
+        self._kill_trigger = self.config.kill_drawdown or (ks.trigger_drawdown if ks.enabled else None)
+        self._ts = data.ts.astype("datetime64[us]")
+        self.gated = isinstance(self.env_cfg, GatedEnvConfig)
+
+    @property
+    def model_ref(self) -> str:
+        return f"{self.handle.name}@{self.handle.version}"
+
+    def describe(self) -> dict[str, Any]:
+        """What ``GET /v1/model`` shows: the version, its universe, data and validation metrics."""
+        m = self.handle.manifest
+        return {
+            "model": self.model_ref,
+            "name": self.handle.name,
+            "version": self.handle.version,
+            "family": m.get("source", {}).get("family"),
+            "symbols": list(self.data.symbols),
+            "features": list(self.env_cfg.feature_columns or self.data.feature_names),
+            "data_last_bar": _utc(self._ts[-1]).isoformat(),
+            "code_version": m.get("code_version"),
+            "created_at": m.get("created_at"),
+            "validation": m.get("metrics", {}).get("validation"),
+            "serve_config": self.config.model_dump(),
+        }
+
+    # ------------------------------------------------------------------------------------ decide
+
+    def decide(self, requests: Sequence[ActRequest], now: datetime | None = None) -> list[ActResponse]:
+        """Decisions for a batch of requests; the first one that cannot be decided on raises
+        :class:`RequestError` (the deployment checks each with :meth:`prepare` before batching)."""
+        now = now or datetime.now(UTC)
+        return self.decide_prepared([self.prepare(r, now) for r in requests])
+
+    def decide_prepared(self, prepared: Sequence[Prepared]) -> list[ActResponse]:
+        """Decisions for checked requests: one policy forward for every request with fresh features,
+        a hold-everything fallback for the others."""
+        out: dict[int, ActResponse] = {}
+        fresh: list[int] = []
+        for i, p in enumerate(prepared):
+            reason = self._stale_reason(p)
+            if reason is None:
+                fresh.append(i)
+            else:
+                out[i] = hold_everything(p.request, self.model_ref, self.handle.version, reason, p.as_of)
+        if fresh:
+            decided = self._decide_fresh([prepared[i] for i in fresh])
+            out.update(zip(fresh, decided, strict=True))
+        return [out[i] for i in range(len(prepared))]
+
+    def prepare(self, request: ActRequest, now: datetime) -> Prepared:
+        """Check a request against the universe and put it in array form (``RequestError`` names
+        the field that is wrong)."""
+        unknown = sorted(set(request.analysis) - set(self.universe))
+        if unknown:
+            shown = ", ".join(list(self.universe)[:8]) + (", ..." if len(self.universe) > 8 else "")
+            raise RequestError(
+                ("analysis", unknown[0]),
+                f"{unknown[0]!r} is not in the model's universe ({len(self.universe)} symbols: {shown})",
+            )
+        as_of = request.as_of or now
+        bar = int(np.searchsorted(self._ts, _naive_utc(as_of), side="right")) - 1
+        if bar < 0:
+            first = _utc(self._ts[0]).isoformat()
+            raise RequestError(("as_of",), f"{as_of.isoformat()} precedes the data's first bar {first}")
+        equity = request.account.equity
+        n = len(self.universe)
+        w_now = np.zeros(n)
+        external, unmanaged = 0.0, []
+        for pos in request.positions:
+            weight = pos.signed_value() / equity
+            if pos.symbol in self.universe:
+                w_now[self.universe[pos.symbol]] = weight
+            else:
+                external += abs(weight)
+                unmanaged.append(pos.symbol)
+        tradeable = np.zeros(n, dtype=bool)
+        hold: dict[str, str] = {}
+        listed = self.data.listed[bar]
+        for sym, i in self.universe.items():
+            row = request.analysis.get(sym)
+            if row is None:
+                hold[sym] = "not in the request"
+            elif not row.has_quote():
+                hold[sym] = "no two-sided quote"
+            elif not listed[i]:
+                hold[sym] = f"no bar at {_utc(self._ts[bar]).date()}"
+            else:
+                tradeable[i] = True
+        return Prepared(request, as_of, bar, w_now, tradeable, external, sorted(unmanaged), hold)
+
+    def _stale_reason(self, p: Prepared) -> str | None:
+        limit = self.config.max_feature_age_hours
+        if limit is None:
+            return None
+        bar_time = _utc(self._ts[p.bar])
+        age_h = (p.as_of - bar_time).total_seconds() / 3600.0
+        if age_h > limit:
+            return f"features are from {bar_time.isoformat()}, {age_h:.0f} h old (limit {limit:g} h): holding"
+        return None
+
+    def env_observation(self, prepared: Sequence[Prepared]) -> Any:
+        """The env observation (flat array or dict, ``[B, ...]``) the policy sees for these requests:
+        exactly what ``PortfolioEnv`` would show in the same state at the same bar."""
+        ob, _ = self._observation(prepared)
+        rb = self.env_cfg.sim.kill_switch.release_after_bars
+        return batched_observation(ob, self._feat_idx, rb, self.env_cfg.flat_obs)
+
+    def _observation(self, prepared: Sequence[Prepared]) -> tuple[Observation, np.ndarray]:
+        requests = [p.request for p in prepared]
+        bars = np.array([p.bar for p in prepared])
+        w_now = np.stack([p.w_now for p in prepared])
+        equity = np.array([r.account.equity for r in requests])
+        cash = np.array(
+            [
+                r.account.cash if r.account.cash is not None else r.account.equity * (1 - p.w_now.sum())
+                for r, p in zip(requests, prepared, strict=True)
+            ]
+        )
+        drawdown = np.array([-r.drawdown_pct for r in requests])
+        kill = (
+            drawdown >= self._kill_trigger
+            if self._kill_trigger is not None
+            else np.zeros(len(requests), bool)
+        )
+        ob = Observation(
+            features=self.data.features[bars],
+            weights=w_now,
+            cash_fraction=cash / equity,
+            drawdown=drawdown,
+            kill_active=kill,
+            kill_bars=np.zeros(len(requests)),
+            mask=self.data.listed[bars],
+            progress=np.full(len(requests), self.config.episode_progress),
+        )
+        return ob, kill
+
+    def _decide_fresh(self, prepared: Sequence[Prepared]) -> list[ActResponse]:
+        ob, kill = self._observation(prepared)
+        rb = self.env_cfg.sim.kill_switch.release_after_bars
+        obs = batched_observation(ob, self._feat_idx, rb, self.env_cfg.flat_obs)
+        action = np.asarray(self.handle.act(obs))
+        if self.gated:
+            assert isinstance(self.env_cfg, GatedEnvConfig)
+            e_idx, s_idx = feature_index(self.data, (self.env_cfg.edge_column, self.env_cfg.sigma_column))
+            orders = gate_orders(action, ob.features, int(e_idx), int(s_idx), self.env_cfg)
+            target, modes = orders.target, orders.mode
+        else:
+            target, modes = np.clip(action.astype(np.float64), -1.0, 1.0), None
+        tradeable = np.stack([p.tradeable for p in prepared])
+        external = np.array([p.external_gross for p in prepared])
+        w_target, locked = constrained_targets(
+            target,
+            ob.weights,
+            np.ones_like(tradeable),
+            kill,
+            self._limits,
+            fill=tradeable,
+            external_gross=external,
+        )
+        assert locked is not None
+        weights = np.where(locked, ob.weights, w_target)
+        confidence = action_confidence(self.handle.module, obs)
+        return [
+            self._response(p, weights[i], None if modes is None else modes[i], confidence[i], bool(kill[i]))
+            for i, p in enumerate(prepared)
+        ]
+
+    def _response(
+        self,
+        p: Prepared,
+        weights: np.ndarray,
+        modes: np.ndarray | None,
+        confidence: np.ndarray,
+        kill: bool,
+    ) -> ActResponse:
+        decisions: dict[str, SymbolDecision] = {}
+        for sym, i in self.universe.items():
+            w = float(weights[i])
+            held = sym in p.hold_reason
+            if held:
+                mode, reason = "hold", p.hold_reason[sym]
+            elif modes is not None:
+                mode, reason = GATE_MODES[int(modes[i])], None
+            else:
+                mode, reason = ("flat" if abs(w) < _ZERO else "aggressive"), None
+            if kill and not held and abs(w) < abs(p.w_now[i]) - _ZERO:
+                reason = "kill switch: unwind only"
+            decisions[sym] = SymbolDecision(
+                target_weight=w,
+                current_weight=float(p.w_now[i]),
+                side="flat" if abs(w) < _ZERO else ("long" if w > 0 else "short"),
+                gate_mode=mode,
+                confidence=0.0 if held else float(confidence[i]),
+                tradeable=not held,
+                reason=reason,
+            )
+        return ActResponse(
+            model=self.model_ref,
+            model_version=self.handle.version,
+            as_of=p.as_of,
+            features_as_of=_utc(self._ts[p.bar]),
+            decisions=decisions,
+            gross_exposure=float(np.abs(weights).sum()),
+            kill_switch_active=kill,
+            unmanaged=p.unmanaged,
+        )
+
+
+def action_confidence(module: Any, obs: Any) -> np.ndarray:
+    """Per-symbol confidence ``[B, N]`` in [0, 1] of the policy's deterministic action (see module doc)."""
+    import torch
+    from ray.rllib.core.columns import Columns
+
+    from cluster.objective import to_tensor
+
+    with torch.no_grad():
+        inputs = module.forward_inference({Columns.OBS: to_tensor(obs)})[Columns.ACTION_DIST_INPUTS]
+    inputs = inputs.detach().cpu().double()
+    space = module.action_space
+    if isinstance(space, gym.spaces.Box):
+        mean, log_std = inputs.chunk(2, dim=-1)
+        z = mean.abs() / (log_std.exp() * math.sqrt(2.0))
+        return torch.erf(z).numpy()
+    b = inputs.shape[0]
+    per_symbol = inputs.reshape(b, -1, len(GATE_MODES) + 2)
+    probs = torch.softmax(per_symbol[..., : len(GATE_MODES)], dim=-1)
+    return probs.max(dim=-1).values.numpy()
+
+
+def _naive_utc(ts: datetime) -> np.datetime64:
+    return np.datetime64(ts.astimezone(UTC).replace(tzinfo=None), "us")
+
+
+def _utc(ts: np.datetime64) -> datetime:
+    seconds = ts.astype("datetime64[us]").astype(np.int64) / 1e6
+    return datetime.fromtimestamp(float(seconds), tz=UTC)

@@ -1,0 +1,144 @@
+"""The serving contract: what the trading loop sends to ``POST /v1/act`` and what it gets back.
+
+The request is built from what the loop holds at decision time (``../shared/contracts``): the account,
+the broker's positions (numbers as strings, as Alpaca returns them), the current drawdown and one
+analysis row per symbol. Rows carry many more keys than the policy uses; unknown keys are ignored,
+but every number the service reads must be finite (NaN or inf is a 422 naming the field).
+
+Response: per symbol the target weight (fraction of equity, signed), the side, the gate mode, a
+confidence in [0, 1], and whether the symbol could trade; plus the model version and the bar whose
+features the decision used. A fallback response (the service down, or the client's own safety rule)
+holds every position where it is: no new risk.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
+
+GateMode = Literal["flat", "probe", "passive", "aggressive", "hold"]
+"""``hold`` keeps the current position: the fallback, and symbols the service could not trade."""
+Side = Literal["long", "short", "flat"]
+
+
+def _number(value: object) -> object:
+    """Broker numbers arrive as strings ("40", "-61.70"); parse them, keep the rest for pydantic."""
+    if isinstance(value, str):
+        try:
+            return float(value.strip())
+        except ValueError:
+            return value  # pydantic names the field and the value
+    return value
+
+
+Number = Annotated[float, BeforeValidator(_number)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="ignore", allow_inf_nan=False)
+
+
+class Account(_Strict):
+    """The broker account at decision time (currency units)."""
+
+    equity: Number = Field(gt=0, description="account equity")
+    last_equity: Number | None = Field(None, description="equity at the previous close")
+    buying_power: Number | None = Field(None, ge=0, description="buying power")
+    cash: Number | None = Field(None, description="cash (negative when borrowing)")
+
+
+class Position(_Strict):
+    """One open position, as the broker reports it."""
+
+    symbol: str = Field(min_length=1)
+    qty: Number = Field(description="units held (the broker's sign convention: see ``side``)")
+    side: Literal["long", "short"]
+    market_value: Number = Field(description="position value; negative or positive for shorts")
+    current_price: Number | None = Field(None, gt=0)
+    unrealized_pl: Number | None = None
+
+    def signed_value(self) -> float:
+        """Market value with the position's sign (short positions negative)."""
+        return -abs(self.market_value) if self.side == "short" else abs(self.market_value)
+
+
+class SymbolSnapshot(_Strict):
+    """The loop's analysis row for one symbol: the fields the service reads (others are ignored)."""
+
+    bid_price: Number | None = Field(None, description="best bid; missing or <= 0 means no quote")
+    ask_price: Number | None = Field(None, description="best ask; missing or <= 0 means no quote")
+    spread_bps: Number | None = Field(None, ge=0, description="(ask - bid) / mid in bps; None: no quote")
+    last_close: Number | None = Field(None, gt=0)
+    expected_move_pct: Number | None = None
+    kelly_fraction: Number | None = Field(None, ge=0)
+    kelly_sigma_pct: Number | None = Field(None, ge=0)
+    trade_blocked: bool = False
+    block_reason: str | None = None
+
+    def has_quote(self) -> bool:
+        """A two-sided, uncrossed quote (the loop's rule: missing or non-positive prices = no quote)."""
+        bid, ask = self.bid_price, self.ask_price
+        return bid is not None and ask is not None and bid > 0 and ask >= bid
+
+
+class ActRequest(_Strict):
+    """``POST /v1/act`` body."""
+
+    account: Account
+    positions: list[Position] = Field(default_factory=list)
+    drawdown_pct: Number = Field(
+        ge=-1.0, le=0.0, description="current drawdown from the equity peak, <= 0 (-0.021 = 2.1 % down)"
+    )
+    analysis: dict[str, SymbolSnapshot] = Field(min_length=1, description="one row per symbol")
+    as_of: datetime | None = Field(None, description="decision time (UTC); default: when received")
+
+    @field_validator("as_of")
+    @classmethod
+    def _aware(cls, value: datetime | None) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            raise ValueError("as_of must carry a timezone (e.g. 2026-11-25T15:30:00Z)")
+        return value
+
+    @model_validator(mode="after")
+    def _one_position_per_symbol(self) -> ActRequest:
+        seen: set[str] = set()
+        for i, pos in enumerate(self.positions):
+            if pos.symbol in seen:
+                raise ValueError(f"positions[{i}].symbol {pos.symbol!r} appears twice")
+            seen.add(pos.symbol)
+        return self
+
+
+class SymbolDecision(BaseModel):
+    """What the policy holds for one symbol."""
+
+    model_config = ConfigDict(frozen=True)
+
+    target_weight: float = Field(description="signed fraction of equity to hold after the next fill")
+    current_weight: float = Field(description="signed fraction of equity held now")
+    side: Side
+    gate_mode: GateMode
+    confidence: float = Field(ge=0.0, le=1.0)
+    tradeable: bool = Field(description="the symbol had a quote and was not blocked")
+    reason: str | None = Field(None, description="why the symbol was held or unwound, when it was")
+
+
+class ActResponse(BaseModel):
+    """``POST /v1/act`` answer."""
+
+    model_config = ConfigDict(frozen=True)
+
+    model: str = Field(description="NAME@VERSION of the policy that decided")
+    model_version: int
+    as_of: datetime
+    features_as_of: datetime | None = Field(None, description="the bar whose features were observed")
+    decisions: dict[str, SymbolDecision]
+    gross_exposure: float = Field(description="sum of |target weight| over the decisions")
+    kill_switch_active: bool = False
+    fallback: bool = Field(False, description="True: positions held as they are, no new risk")
+    reason: str | None = None
+    unmanaged: list[str] = Field(
+        default_factory=list, description="positions outside the model's universe (counted, not traded)"
+    )

@@ -1,0 +1,363 @@
+"""Serving: the decision core against the simulator (no train/serve skew), its safety rules, and the
+Ray Serve deployment over HTTP on 127.0.0.1 (auth, 422s, batching, hot swap without dropped requests)."""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from pydantic import ValidationError
+
+from cluster.promote import promote_command
+from envs.gym_envs import batched_observation, feature_index
+from envs.simulator import MarketSimulator
+from serve.decide import DecisionService, RequestError, ServeConfig
+from serve.schemas import ActRequest
+
+TOKEN = "serve-token-for-tests-0123456789"
+NEVER_STALE = ServeConfig(max_feature_age_hours=None)
+
+
+def _promote(run_dir: Path, registry: Path) -> None:
+    args = ["--run", str(run_dir), "--name", "alpha", "--registry", str(registry)]
+    result = CliRunner().invoke(promote_command, args)
+    assert result.exit_code == 0, result.output
+
+
+@pytest.fixture(scope="module")
+def registry(ppo_smoke_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    reg = tmp_path_factory.mktemp("serve") / "registry"
+    _promote(ppo_smoke_run, reg)
+    return reg
+
+
+@pytest.fixture(scope="module")
+def service(registry: Path) -> DecisionService:
+    from serve.app import load_service
+
+    return load_service("alpha", str(registry), NEVER_STALE)
+
+
+def _utc(ts: np.datetime64) -> datetime:
+    return datetime.fromtimestamp(ts.astype("datetime64[us]").astype(np.int64) / 1e6, tz=UTC)
+
+
+def _request(
+    service: DecisionService,
+    bar: int = -1,
+    positions: dict[str, float] | None = None,
+    quoted: list[str] | None = None,
+    drawdown: float = 0.0,
+    equity: float = 100_000.0,
+) -> ActRequest:
+    """A request at ``service.data.ts[bar]`` with ``positions`` given as weights (broker strings)."""
+    symbols = list(service.data.symbols) if quoted is None else quoted
+    pos = [
+        {
+            "symbol": sym,
+            "qty": "10",
+            "side": "long" if w > 0 else "short",
+            "market_value": f"{w * equity:.2f}",
+        }
+        for sym, w in (positions or {}).items()
+    ]
+    gross = sum(w for w in (positions or {}).values())
+    return ActRequest.model_validate(
+        {
+            "account": {"equity": equity, "cash": equity * (1 - gross)},
+            "positions": pos,
+            "drawdown_pct": drawdown,
+            "analysis": {s: {"bid_price": 99.99, "ask_price": 100.01, "spread_bps": 2.0} for s in symbols},
+            "as_of": _utc(service.data.ts[bar]).isoformat(),
+        }
+    )
+
+
+def _targets(response: Any) -> np.ndarray:
+    return np.array([d.target_weight for d in response.decisions.values()])
+
+
+# ---------------------------------------------------------------------------------- decision core
+
+
+def test_serving_sees_and_decides_what_the_simulator_would(service: DecisionService) -> None:
+    data, cfg = service.data, service.env_cfg
+    bar = data.n_steps - cfg.sim.episode_len - 2
+    request = _request(service, bar)
+    prepared = service.prepare(request, datetime.now(UTC))
+
+    sim = MarketSimulator(data, cfg.sim, n_envs=1)
+    sim.reset(starts=np.array([bar]))
+    rb = cfg.sim.kill_switch.release_after_bars
+    env_obs = batched_observation(sim.observe(), feature_index(data, cfg.feature_columns), rb, cfg.flat_obs)
+    np.testing.assert_array_equal(service.env_observation([prepared]), env_obs)
+
+    result = sim.step(np.clip(service.handle.act(env_obs), -1.0, 1.0))
+    response = service.decide([request])[0]
+    np.testing.assert_allclose(_targets(response), result.target_weights[0], rtol=0, atol=1e-12)
+    assert response.features_as_of == _utc(data.ts[bar]) and not response.fallback
+    assert response.model == "alpha@1"
+    assert all(0.0 <= d.confidence <= 1.0 for d in response.decisions.values())
+
+
+def test_untradeable_symbols_are_held_and_count_against_the_gross_cap(service: DecisionService) -> None:
+    a, b, *rest = service.data.symbols
+    request = _request(service, positions={a: 0.9, b: -0.7}, quoted=[b, *rest])
+    request = request.model_copy(
+        update={
+            "analysis": {**request.analysis, b: request.analysis[b].model_copy(update={"bid_price": None})}
+        }
+    )
+    response = service.decide([request])[0]
+    da, db = response.decisions[a], response.decisions[b]
+    assert (da.target_weight, da.gate_mode, da.tradeable) == (pytest.approx(0.9), "hold", False)
+    assert da.reason == "not in the request"
+    assert (db.target_weight, db.gate_mode) == (pytest.approx(-0.7), "hold")
+    assert db.reason == "no two-sided quote"
+    cap = service.env_cfg.sim.constraints.gross_cap
+    assert response.gross_exposure <= cap + 1e-9
+    assert all(response.decisions[s].tradeable for s in rest)
+
+
+def test_kill_switch_only_unwinds(service: DecisionService) -> None:
+    a, b = service.data.symbols[:2]
+    trigger = service.env_cfg.sim.kill_switch.trigger_drawdown
+    response = service.decide([_request(service, positions={a: 0.4, b: -0.3}, drawdown=-(trigger + 0.01))])[0]
+    assert response.kill_switch_active
+    for d in response.decisions.values():
+        assert abs(d.target_weight) <= abs(d.current_weight) + 1e-12
+        assert d.target_weight * d.current_weight >= 0.0
+    calm = service.decide([_request(service, positions={a: 0.4, b: -0.3}, drawdown=-(trigger - 0.01))])[0]
+    assert not calm.kill_switch_active
+
+
+def test_unmanaged_positions_shrink_the_budget(service: DecisionService) -> None:
+    response = service.decide([_request(service, positions={"OUTSIDE": 1.5})])[0]
+    assert response.unmanaged == ["OUTSIDE"]
+    cap = service.env_cfg.sim.constraints.gross_cap
+    assert response.gross_exposure <= cap - 1.5 + 1e-9
+
+
+def test_bad_requests_name_the_field(service: DecisionService) -> None:
+    now = datetime.now(UTC)
+    bad = _request(service).model_copy(
+        update={"analysis": {"ZZZ": _request(service).analysis[service.data.symbols[0]]}}
+    )
+    with pytest.raises(RequestError) as err:
+        service.prepare(bad, now)
+    assert err.value.loc == ("analysis", "ZZZ") and "universe" in str(err.value)
+    early = _request(service).model_copy(update={"as_of": _utc(service.data.ts[0]) - timedelta(days=30)})
+    with pytest.raises(RequestError) as err:
+        service.prepare(early, now)
+    assert err.value.loc == ("as_of",)
+
+
+def test_stale_features_hold_every_position(service: DecisionService) -> None:
+    strict = DecisionService(service.handle, service.data, ServeConfig(max_feature_age_hours=24))
+    a = service.data.symbols[0]
+    request = _request(service, positions={a: 0.25, "OUTSIDE": 0.1})
+    late = request.model_copy(update={"as_of": _utc(service.data.ts[-1]) + timedelta(days=3)})
+    response = strict.decide([late])[0]
+    assert response.fallback and "old" in (response.reason or "")
+    assert response.decisions[a].target_weight == pytest.approx(0.25)
+    assert response.decisions["OUTSIDE"].target_weight == pytest.approx(0.1)
+    assert all(d.gate_mode == "hold" for d in response.decisions.values())
+    fresh = strict.decide([request])[0]  # as_of = the last bar itself: fresh
+    assert not fresh.fallback
+
+
+@pytest.mark.parametrize(
+    ("patch", "field"),
+    [
+        ({"account": {"equity": float("nan")}}, "equity"),
+        ({"account": {"equity": float("inf")}}, "equity"),
+        ({"drawdown_pct": 0.05}, "drawdown_pct"),
+        ({"positions": [{"symbol": "X", "qty": "ten", "side": "long", "market_value": "1"}]}, "qty"),
+        ({"analysis": {"X": {"bid_price": float("nan")}}}, "bid_price"),
+        ({"as_of": "2026-01-05T10:00:00"}, "as_of"),
+        (
+            {"positions": [{"symbol": "X", "qty": "1", "side": "long", "market_value": "1"}] * 2},
+            "appears twice",
+        ),
+    ],
+)
+def test_schema_rejects_bad_input_naming_the_field(patch: dict[str, Any], field: str) -> None:
+    body: dict[str, Any] = {
+        "account": {"equity": 1000.0},
+        "drawdown_pct": -0.01,
+        "analysis": {"X": {"bid_price": 1.0, "ask_price": 1.01}},
+    }
+    body.update(patch)
+    with pytest.raises(ValidationError) as err:
+        ActRequest.model_validate(body)
+    assert field in str(err.value)
+
+
+def test_broker_strings_are_parsed() -> None:
+    req = ActRequest.model_validate(
+        {
+            "account": {"equity": "104250.17", "cash": "41210.33"},
+            "positions": [{"symbol": "NVDA", "qty": "40", "side": "long", "market_value": "7412.80"}],
+            "drawdown_pct": "-0.021",
+            "analysis": {"NVDA": {"bid_price": 185.29, "ask_price": 185.35}},
+        }
+    )
+    assert req.account.equity == pytest.approx(104250.17) and req.positions[0].signed_value() == 7412.80
+
+
+# ---------------------------------------------------------------------------------- HTTP (Ray Serve)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def served(registry: Path, ray_session: None) -> Iterator[str]:
+    from ray import serve
+
+    from serve.app import APP_NAME, ServiceConfig, build_app
+
+    port = _free_port()
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    config = ServiceConfig(model="alpha", registry=str(registry), decide=NEVER_STALE, batch_wait_ms=20)
+    serve.run(build_app(config, TOKEN, replica_cpus=0.5), name=APP_NAME, route_prefix="/")
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        serve.shutdown()
+
+
+def _headers(token: str = TOKEN) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+@pytest.mark.ray
+def test_http_act_matches_the_decision_core(served: str, service: DecisionService) -> None:
+    import httpx
+
+    health = httpx.get(f"{served}/v1/health", timeout=10).json()
+    assert health["status"] == "ok" and health["model"] == "alpha@1"
+    request = _request(service, positions={service.data.symbols[0]: 0.2})
+    body = request.model_dump(mode="json")
+    r = httpx.post(f"{served}/v1/act", json=body, headers=_headers(), timeout=10)
+    assert r.status_code == 200, r.text
+    expected = service.decide([request])[0]
+    got = r.json()
+    assert got["model"] == "alpha@1"
+    for sym, d in expected.decisions.items():
+        assert got["decisions"][sym]["target_weight"] == d.target_weight
+    model = httpx.get(f"{served}/v1/model", headers=_headers(), timeout=10).json()
+    assert model["symbols"] == list(service.data.symbols)
+
+
+@pytest.mark.ray
+def test_http_rejects_without_the_token_and_names_bad_fields(served: str, service: DecisionService) -> None:
+    import httpx
+
+    body = _request(service).model_dump(mode="json")
+    assert httpx.post(f"{served}/v1/act", json=body, timeout=10).status_code == 401
+    assert httpx.post(f"{served}/v1/act", json=body, headers=_headers("wrong"), timeout=10).status_code == 401
+    assert httpx.get(f"{served}/v1/model", timeout=10).status_code == 401
+
+    nan_body = json.dumps(body).replace('"equity": 100000.0', '"equity": NaN')
+    assert "NaN" in nan_body
+    r = httpx.post(
+        f"{served}/v1/act",
+        content=nan_body,
+        headers={**_headers(), "content-type": "application/json"},
+        timeout=10,
+    )
+    assert r.status_code == 422 and ["body", "account", "equity"] in [e["loc"] for e in r.json()["detail"]]
+
+    unknown = {**body, "analysis": {"ZZZ": {"bid_price": 1.0, "ask_price": 1.1}}}
+    r = httpx.post(f"{served}/v1/act", json=unknown, headers=_headers(), timeout=10)
+    assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body", "analysis", "ZZZ"]
+
+
+@pytest.mark.ray
+def test_concurrent_requests_are_batched(served: str, service: DecisionService) -> None:
+    import httpx
+
+    body = _request(service).model_dump(mode="json")
+    before = httpx.get(f"{served}/v1/health", timeout=10).json()
+
+    def post(_: int) -> int:
+        return httpx.post(f"{served}/v1/act", json=body, headers=_headers(), timeout=20).status_code
+
+    with ThreadPoolExecutor(8) as pool:
+        codes = list(pool.map(post, range(32)))
+    after = httpx.get(f"{served}/v1/health", timeout=10).json()
+    assert codes == [200] * 32
+    assert after["requests"] - before["requests"] == 32
+    assert after["batches"] - before["batches"] < 32  # several requests shared a forward
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_hot_swap_to_a_new_version_drops_no_request(
+    served: str, service: DecisionService, registry: Path, ppo_smoke_run: Path
+) -> None:
+    import httpx
+
+    body = _request(service).model_dump(mode="json")
+    seen: list[tuple[int, int]] = []  # (status, model_version)
+    stop = threading.Event()
+
+    def hammer() -> None:
+        with httpx.Client(timeout=20) as client:
+            while not stop.is_set():
+                r = client.post(f"{served}/v1/act", json=body, headers=_headers())
+                seen.append(
+                    (r.status_code, r.json().get("model_version", -1) if r.status_code == 200 else -1)
+                )
+
+    worker = threading.Thread(target=hammer)
+    worker.start()
+    try:
+        time.sleep(0.5)
+        _promote(ppo_smoke_run, registry)  # version 2 becomes latest; replicas follow it
+        deadline = time.monotonic() + 40
+        while time.monotonic() < deadline and not any(v == 2 for _, v in seen):
+            time.sleep(0.2)
+        time.sleep(0.5)
+    finally:
+        stop.set()
+        worker.join(timeout=30)
+    statuses = {s for s, _ in seen}
+    versions = [v for _, v in seen]
+    assert statuses == {200}, f"non-200 answers during the swap: {statuses}"
+    assert 1 in versions and versions[-1] == 2
+    first_new = versions.index(2)
+    assert all(v == 2 for v in versions[first_new:]), "an old version answered after the swap"
+
+
+# ---------------------------------------------------------------------------------- CLI
+
+
+def test_serve_cli_refuses_without_a_token_or_with_an_unknown_model(
+    registry: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from cluster.cli import main
+
+    monkeypatch.delenv("RAYTRADE_SERVE_TOKEN", raising=False)
+    monkeypatch.delenv("RAYTRADE_SETTINGS_FILE", raising=False)
+    result = CliRunner().invoke(main, ["serve", "--model", "alpha", "--registry", str(registry)])
+    assert result.exit_code == 2 and "RAYTRADE_SERVE_TOKEN" in result.output
+
+    monkeypatch.setenv("RAYTRADE_SERVE_TOKEN", TOKEN)
+    result = CliRunner().invoke(main, ["serve", "--model", "nope", "--registry", str(registry)])
+    assert result.exit_code == 2 and "available: alpha" in result.output
+    assert TOKEN not in result.output

@@ -1,0 +1,545 @@
+"""``serve.client`` against a scripted fake of the policy service on ``127.0.0.1`` (no other network).
+
+Each test starts its own :class:`FakePolicyService`, tells it how to answer (a status, a body, a delay
+before answering, a pause between body bytes), and checks what the client did: the request it sent,
+how many attempts it made, and whether it returned the service's answer, held, or raised.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+from pydantic import SecretStr, ValidationError
+
+from serve.client import (
+    FALLBACK_MODEL,
+    FALLBACK_PREFIX,
+    ClientConfig,
+    PolicyClient,
+    ServiceAuthError,
+    ServiceRequestError,
+    request_from_loop,
+    request_payload,
+)
+from serve.schemas import ActRequest, ActResponse, SymbolDecision
+
+pytestmark = pytest.mark.timeout(10)
+
+CONTRACT = Path(__file__).resolve().parents[2] / "shared" / "contracts" / "trade_loop_decision.json"
+TOKEN = "serve-token-DO-NOT-LEAK-7f3a9c"
+AS_OF = datetime(2026, 11, 25, 15, 30, tzinfo=UTC)
+STATE: dict[str, Any] = {
+    "_about": "test state",
+    "account": {"equity": "100000", "cash": "50000"},
+    "positions": [
+        {"symbol": "NVDA", "qty": "40", "side": "long", "market_value": "7412.80", "current_price": "185.32"},
+        {"symbol": "ETHUSD", "qty": "1", "side": "short", "market_value": "-2500", "current_price": "2500"},
+    ],
+    "drawdown_pct": -0.021,
+    "analysis": {
+        "NVDA": {"bid_price": 185.29, "ask_price": 185.35, "spread_bps": 3.24, "last_close": 185.32},
+        "AAPL": {"bid_price": 230.10, "ask_price": 230.14, "spread_bps": 1.74, "last_close": 230.12},
+    },
+    "as_of": "2026-11-25T15:30:00Z",
+}
+# What hold_everything must give for STATE: each position at its signed value / equity.
+HELD = {"NVDA": 7412.80 / 100_000, "ETHUSD": -2500 / 100_000, "AAPL": 0.0}
+ANSWER = ActResponse(
+    model="ppo_gate@3",
+    model_version=3,
+    as_of=AS_OF,
+    features_as_of=datetime(2026, 11, 24, tzinfo=UTC),
+    decisions={
+        "NVDA": SymbolDecision(
+            target_weight=0.1,
+            current_weight=HELD["NVDA"],
+            side="long",
+            gate_mode="aggressive",
+            confidence=0.8,
+            tradeable=True,
+        ),
+        "AAPL": SymbolDecision(
+            target_weight=0.0,
+            current_weight=0.0,
+            side="flat",
+            gate_mode="flat",
+            confidence=0.6,
+            tradeable=True,
+        ),
+    },
+    gross_exposure=0.1,
+    unmanaged=["ETHUSD"],
+)
+
+
+# -- the fake service ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Reply:
+    """One scripted answer: wait ``delay_s``, then send ``status`` and ``body``, a byte per ``trickle_s``."""
+
+    status: int = 200
+    body: bytes = ANSWER.model_dump_json().encode()
+    delay_s: float = 0.0
+    trickle_s: float = 0.0
+
+
+@dataclass(frozen=True)
+class Received:
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: bytes
+
+
+@dataclass
+class FakePolicyService:
+    """Answers the n-th request with ``replies[n]`` (the last one repeats); records every request."""
+
+    replies: list[Reply]
+    received: list[Received] = field(default_factory=list)
+    _stopping: threading.Event = field(default_factory=threading.Event)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+    _server: ThreadingHTTPServer | None = None
+
+    @property
+    def url(self) -> str:
+        assert self._server is not None, "not started"
+        host, port = self._server.server_address[:2]
+        return f"http://{host!s}:{port}"
+
+    def start(self) -> FakePolicyService:
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
+        self._server.daemon_threads = True
+        threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True
+        ).start()
+        return self
+
+    def stop(self) -> None:
+        self._stopping.set()  # wakes handlers still waiting out a delay
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+
+    def __enter__(self) -> FakePolicyService:
+        return self.start()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+    def next_reply(self, request: Received) -> Reply:
+        with self._lock:
+            self.received.append(request)
+            return self.replies[min(len(self.received), len(self.replies)) - 1]
+
+    def pause(self, seconds: float) -> bool:
+        """Wait ``seconds``; False when the fake is stopping (the handler should give up)."""
+        return not self._stopping.wait(seconds)
+
+
+def _handler_for(fake: FakePolicyService) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_GET(self) -> None:
+            self._answer()
+
+        def do_POST(self) -> None:
+            self._answer()
+
+        def _answer(self) -> None:
+            body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            reply = fake.next_reply(Received(self.command, self.path, dict(self.headers.items()), body))
+            if reply.delay_s and not fake.pause(reply.delay_s):
+                return
+            try:
+                self.send_response(reply.status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(reply.body)))
+                self.end_headers()
+                if not reply.trickle_s:
+                    self.wfile.write(reply.body)
+                    return
+                for i in range(len(reply.body)):
+                    self.wfile.write(reply.body[i : i + 1])
+                    self.wfile.flush()
+                    if not fake.pause(reply.trickle_s):
+                        return
+            except OSError:
+                pass  # the client gave up on this answer, as it should
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    return Handler
+
+
+@pytest.fixture
+def service() -> Iterator[Callable[..., FakePolicyService]]:
+    """Start a fake that answers with the given replies (stopped after the test)."""
+    started: list[FakePolicyService] = []
+
+    def start(*replies: Reply) -> FakePolicyService:
+        fake = FakePolicyService(list(replies) or [Reply()]).start()
+        started.append(fake)
+        return fake
+
+    yield start
+    for fake in started:
+        fake.stop()
+
+
+def client_for(url: str, token: str | None = TOKEN, **config: Any) -> PolicyClient:
+    return PolicyClient(ClientConfig(base_url=url, **config), SecretStr(token) if token is not None else None)
+
+
+def closed_port_url() -> str:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    return f"http://127.0.0.1:{port}"
+
+
+def assert_holds_everything(answer: ActResponse, request: ActRequest) -> None:
+    assert answer.fallback is True
+    assert answer.model == FALLBACK_MODEL and answer.model_version == 0
+    assert answer.reason is not None and answer.reason.startswith(FALLBACK_PREFIX)
+    assert answer.as_of == request.as_of
+    assert set(answer.decisions) == set(HELD)
+    for symbol, weight in HELD.items():
+        decision = answer.decisions[symbol]
+        assert decision.target_weight == pytest.approx(weight, abs=1e-12)
+        assert decision.current_weight == pytest.approx(weight, abs=1e-12)
+        assert decision.gate_mode == "hold" and not decision.tradeable
+    assert answer.gross_exposure == pytest.approx(0.074128 + 0.025)
+
+
+@pytest.fixture
+def request_() -> ActRequest:
+    return request_from_loop(STATE)
+
+
+# -- act: success and retries ---------------------------------------------------------------
+
+
+def test_act_returns_the_service_answer_and_sends_the_request_with_the_bearer_token(
+    service: Callable[..., FakePolicyService], request_: ActRequest
+) -> None:
+    fake = service(Reply())
+    with client_for(fake.url) as client:
+        answer = client.act(request_)
+    assert answer == ANSWER
+    [sent] = fake.received
+    assert (sent.method, sent.path) == ("POST", "/v1/act")
+    assert sent.headers["Authorization"] == f"Bearer {TOKEN}"
+    assert sent.headers["Content-Type"] == "application/json"
+    assert ActRequest.model_validate_json(sent.body) == request_
+    assert (client.fallbacks, client.retries_used) == (0, 0)
+
+
+def test_a_500_is_retried_and_the_second_answer_returned(
+    service: Callable[..., FakePolicyService], request_: ActRequest
+) -> None:
+    fake = service(Reply(status=500, body=b'{"detail": "boom"}'), Reply())
+    with client_for(fake.url) as client:
+        answer = client.act(request_)
+    assert answer == ANSWER
+    assert len(fake.received) == 2
+    assert (client.fallbacks, client.retries_used) == (0, 1)
+
+
+def test_a_503_on_every_attempt_holds_after_the_retries(
+    service: Callable[..., FakePolicyService], request_: ActRequest
+) -> None:
+    fake = service(Reply(status=503, body=b'{"detail": "not ready"}'))
+    with client_for(fake.url, retries=2, backoff_s=0.01) as client:
+        answer = client.act(request_)
+    assert len(fake.received) == 3
+    assert_holds_everything(answer, request_)
+    assert answer.reason == f"{FALLBACK_PREFIX}HTTP 503 (3 attempts)"
+    assert (client.fallbacks, client.retries_used) == (1, 2)
+
+
+def test_a_slow_service_gives_a_hold_within_the_deadline(
+    service: Callable[..., FakePolicyService], request_: ActRequest
+) -> None:
+    fake = service(Reply(delay_s=3.0))
+    with client_for(fake.url, timeout_s=0.2, retries=5, backoff_s=0.05, total_deadline_s=0.5) as client:
+        started = time.monotonic()
+        answer = client.act(request_)
+        elapsed = time.monotonic() - started
+    assert elapsed < 0.5 + 0.15
+    assert_holds_everything(answer, request_)
+    assert "no answer within" in (answer.reason or "")
+    assert 2 <= len(fake.received) <= 3  # the deadline, not the 5 retries, stopped it
+    assert client.fallbacks == 1
+
+
+def test_an_answer_trickling_past_the_attempt_budget_is_abandoned(
+    service: Callable[..., FakePolicyService], request_: ActRequest
+) -> None:
+    fake = service(Reply(trickle_s=0.05))  # ~1 KB at 20 bytes/s: headers fast, body never in time
+    with client_for(fake.url, timeout_s=0.3, retries=0, total_deadline_s=0.3) as client:
+        started = time.monotonic()
+        answer = client.act(request_)
+        elapsed = time.monotonic() - started
+    assert elapsed < 0.3 + 0.1  # one attempt budget plus at most one read wait between bytes
+    assert_holds_everything(answer, request_)
+
+
+def test_a_closed_port_holds_fast(request_: ActRequest) -> None:
+    with client_for(closed_port_url(), retries=2, backoff_s=0.01) as client:
+        started = time.monotonic()
+        answer = client.act(request_)
+        elapsed = time.monotonic() - started
+    assert elapsed < 0.3
+    assert_holds_everything(answer, request_)
+    assert "ConnectError" in (answer.reason or "")
+    assert (client.fallbacks, client.retries_used) == (1, 2)
+
+
+# -- act: caller bugs raise -------------------------------------------------------------------
+
+
+def test_401_raises_auth_error_without_retrying(
+    service: Callable[..., FakePolicyService], request_: ActRequest
+) -> None:
+    fake = service(Reply(status=401, body=b'{"detail": "bad token"}'))
+    with client_for(fake.url) as client, pytest.raises(ServiceAuthError, match="token was refused") as info:
+        client.act(request_)
+    assert info.value.status_code == 401
+    assert len(fake.received) == 1 and client.fallbacks == 0
+    assert TOKEN not in str(info.value)
+
+
+def test_no_token_sends_no_authorization_header(
+    service: Callable[..., FakePolicyService], request_: ActRequest
+) -> None:
+    fake = service(Reply(status=403, body=b'{"detail": "forbidden"}'))
+    with client_for(fake.url, token=None) as client, pytest.raises(ServiceAuthError, match="no token"):
+        client.act(request_)
+    assert "Authorization" not in fake.received[0].headers
+
+
+def test_422_raises_request_error_naming_the_field(
+    service: Callable[..., FakePolicyService], request_: ActRequest
+) -> None:
+    detail = {
+        "detail": [
+            {
+                "type": "finite_number",
+                "loc": ["body", "analysis", "NVDA", "spread_bps"],
+                "msg": "Input should be a finite number",
+                "input": "inf",
+            }
+        ]
+    }
+    fake = service(Reply(status=422, body=json.dumps(detail).encode()))
+    with client_for(fake.url) as client, pytest.raises(ServiceRequestError) as info:
+        client.act(request_)
+    assert info.value.status_code == 422
+    assert "analysis.NVDA.spread_bps: Input should be a finite number" in str(info.value)
+    assert '"inf"' in str(info.value)
+    assert len(fake.received) == 1 and client.fallbacks == 0
+
+
+# -- act: answers that cannot be trusted hold ------------------------------------------------------
+
+
+def _answer_with(**changes: Any) -> bytes:
+    data = ANSWER.model_dump(mode="json")
+    for path, value in changes.items():
+        *parents, leaf = path.split("__")
+        node = data
+        for key in parents:
+            node = node[key]
+        node[leaf] = value
+    return json.dumps(data).encode()  # allow_nan: NaN goes out as the literal NaN
+
+
+@pytest.mark.parametrize(
+    ("reply", "cause"),
+    [
+        (Reply(body=b"{not json"), "malformed answer"),
+        (Reply(body=b'{"model": "ppo@3"}'), "malformed answer (model_version: Field required)"),
+        (
+            Reply(body=_answer_with(decisions__TSLA=ANSWER.decisions["AAPL"].model_dump())),
+            "decision for symbol(s) not in the request: TSLA",
+        ),
+        (Reply(body=_answer_with(decisions__NVDA__target_weight=math.nan)), "NVDA.target_weight is nan"),
+        (Reply(body=_answer_with(gross_exposure=math.inf)), "gross_exposure is inf"),
+        (Reply(status=404, body=b'{"detail": "Not Found"}'), "HTTP 404"),
+    ],
+    ids=["garbage", "wrong-shape", "unknown-symbol", "nan-weight", "inf-gross", "404"],
+)
+def test_an_untrustworthy_answer_holds_without_retrying(
+    service: Callable[..., FakePolicyService], request_: ActRequest, reply: Reply, cause: str
+) -> None:
+    fake = service(reply)
+    with client_for(fake.url) as client:
+        answer = client.act(request_)
+    assert_holds_everything(answer, request_)
+    assert cause in (answer.reason or "")
+    assert len(fake.received) == 1
+    assert (client.fallbacks, client.retries_used) == (1, 0)
+
+
+# -- secrets ----------------------------------------------------------------------------------------
+
+
+def test_the_token_never_appears_in_reprs_logs_or_errors(
+    service: Callable[..., FakePolicyService], request_: ActRequest, caplog: pytest.LogCaptureFixture
+) -> None:
+    fake = service(Reply(status=500), Reply(), Reply(status=401), Reply(delay_s=2.0))
+    shown: list[str] = []
+    with caplog.at_level(logging.DEBUG), client_for(fake.url, timeout_s=0.1, retries=1) as client:
+        shown.append(repr(client))
+        client.act(request_)  # 500, retried: 200
+        with pytest.raises(ServiceAuthError) as info:
+            client.act(request_)
+        shown.append(str(info.value))
+        client.act(request_)  # times out twice: fallback warning
+        shown.append(repr(client))
+    assert "holding every position" in caplog.text  # the warning was logged
+    assert any(r.name.startswith("httpx") for r in caplog.records)  # so were httpx's own logs
+    for text in [*shown, caplog.text]:
+        assert TOKEN not in text
+    assert "token=set" in shown[0]
+
+
+def test_a_token_that_cannot_be_a_header_is_refused_without_showing_it() -> None:
+    bad = "secret-with\nnewline"
+    with pytest.raises(ValueError, match="visible ASCII") as info:
+        PolicyClient(ClientConfig(base_url="http://127.0.0.1:1"), SecretStr(bad))
+    assert bad not in str(info.value)
+
+
+# -- health -------------------------------------------------------------------------------------
+
+
+def test_health_is_true_on_200(service: Callable[..., FakePolicyService]) -> None:
+    fake = service(Reply(body=b'{"status": "ok", "model": "ppo_gate@3"}'))
+    with client_for(fake.url) as client:
+        assert client.health() is True
+    assert (fake.received[0].method, fake.received[0].path) == ("GET", "/v1/health")
+
+
+@pytest.mark.parametrize("reply", [Reply(status=503), Reply(delay_s=2.0)], ids=["503", "slow"])
+def test_health_is_false_when_not_ready_or_slow(
+    service: Callable[..., FakePolicyService], reply: Reply
+) -> None:
+    fake = service(reply)
+    with client_for(fake.url, timeout_s=0.2) as client:
+        started = time.monotonic()
+        assert client.health() is False
+        assert time.monotonic() - started < 0.4
+
+
+def test_health_is_false_when_nothing_listens() -> None:
+    with client_for(closed_port_url()) as client:
+        assert client.health() is False
+
+
+# -- config ---------------------------------------------------------------------------------------
+
+
+def test_backoff_doubles_and_is_capped() -> None:
+    config = ClientConfig(base_url="http://127.0.0.1:8000", backoff_s=0.05, max_backoff_s=0.15)
+    assert [config.backoff(n) for n in (1, 2, 3, 4)] == pytest.approx([0.05, 0.1, 0.15, 0.15])
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"base_url": "head:8000"}, "absolute http"),
+        ({"base_url": "ftp://head:8000"}, "absolute http"),
+        ({"base_url": "https://user:pw@head"}, "credentials"),
+        ({"base_url": "http://head:8000"}, "must use https"),
+        ({"base_url": "https://head", "timeout_s": 0}, "greater than 0"),
+        ({"base_url": "https://head", "retries": -1}, "greater than or equal to 0"),
+        ({"base_url": "https://head", "timeout_s": 2.0, "total_deadline_s": 1.0}, "shorter than one attempt"),
+    ],
+)
+def test_config_refuses_unsafe_or_impossible_values(fields: dict[str, Any], message: str) -> None:
+    with pytest.raises(ValidationError, match=message):
+        ClientConfig(**fields)
+
+
+def test_config_strips_the_trailing_slash() -> None:
+    assert ClientConfig(base_url="https://serve.internal:8000/").base_url == "https://serve.internal:8000"
+
+
+# -- request_from_loop ----------------------------------------------------------------------------
+
+
+def test_the_contract_state_becomes_a_valid_request() -> None:
+    if not CONTRACT.is_file():
+        pytest.skip(f"the trading-loop contract {CONTRACT} is not checked out next to this repository")
+    state = json.loads(CONTRACT.read_text())
+    for row in state["analysis"].values():
+        row["predictions"] = [{"date": "2026-11-24", "close": 1.0}]  # the loop's backtest, never sent
+    payload = request_payload(state)
+    assert "_about" in state and "_about" not in payload
+    assert all("predictions" not in row for row in payload["analysis"].values())
+    json.dumps(payload)  # plain JSON data
+    request = request_from_loop(state, as_of=AS_OF)
+    assert request.as_of == AS_OF
+    assert set(request.analysis) == set(state["analysis"])
+    assert [(p.symbol, p.qty, p.market_value) for p in request.positions] == [
+        ("NVDA", 40.0, 7412.80),
+        ("BTCUSD", 0.052, 4902.11),
+    ]
+    assert request.drawdown_pct == -0.021
+    assert request.analysis["UNIUSD"].trade_blocked is True
+
+
+def test_a_predictions_dataframe_and_other_objects_in_a_row_are_dropped() -> None:
+    state = json.loads(json.dumps(STATE))
+    row = state["analysis"]["NVDA"]
+    row["predictions"] = pd.DataFrame({"close": [1.0, 2.0]})
+    row["fit"] = np.zeros(3)
+    row["_cache"] = {"k": 1}
+    row["trade_blocked"] = np.bool_(True)  # numpy scalars are kept as Python values, not dropped
+    row["kelly_fraction"] = np.float32(0.125)
+    payload = request_payload(state)
+    assert set(payload["analysis"]["NVDA"]) == {
+        "bid_price",
+        "ask_price",
+        "spread_bps",
+        "last_close",
+        "trade_blocked",
+        "kelly_fraction",
+    }
+    request = request_from_loop(state)
+    assert request.analysis["NVDA"].trade_blocked is True
+    assert request.analysis["NVDA"].kelly_fraction == 0.125
+
+
+def test_an_object_in_a_list_raises_naming_its_path() -> None:
+    state = {**STATE, "positions": [STATE["positions"][0], object()]}
+    with pytest.raises(TypeError, match=r"state\.positions\[1\] is a object"):
+        request_from_loop(state)
+
+
+def test_an_invalid_state_raises_the_validation_error() -> None:
+    with pytest.raises(ValidationError, match="drawdown_pct"):
+        request_from_loop({**STATE, "drawdown_pct": 0.5})
