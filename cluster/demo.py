@@ -8,13 +8,15 @@ test split and under stress scenarios through the market simulator (same costs f
 with the evaluation harness, writing OUT/report/ (report.json, report.md, report.html, plots); then a
 smoke Tune search of the PPO family on the train split (scored on validation), promotion of the best
 trial to OUT/registry/demo_ppo/1, and an evaluation of that model against the baselines on the test
-split (OUT/report_model/).
+split (OUT/report_model/); finally that model is deployed on Ray Serve and asked for a decision
+through the trading loop's client (``serve.client``) over HTTP on 127.0.0.1.
 """
 
 from __future__ import annotations
 
 import shutil
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -29,12 +31,12 @@ def run_demo(out: Path, seed: int) -> None:
     if store.exists():
         click.echo(f"[demo] removing the previous demo store {store}")
         shutil.rmtree(store)
-    click.echo("[demo] 1/5 ingest: synthetic universe of 24 equities + 2 crypto pairs, 3 years daily")
+    click.echo("[demo] 1/6 ingest: synthetic universe of 24 equities + 2 crypto pairs, 3 years daily")
     market = generate(n_symbols=24, years=3.0, seed=seed, n_crypto=2)
     ingest_frames(store, market.bars, market.macro, origin="synthetic")
     click.echo(summarize_store(store).render())
 
-    click.echo("[demo] 2/5 Ray Data: reading the features table on a local Ray")
+    click.echo("[demo] 2/6 Ray Data: reading the features table on a local Ray")
     import ray
 
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, ignore_reinit_error=True)
@@ -47,13 +49,13 @@ def run_demo(out: Path, seed: int) -> None:
         raise RuntimeError(f"Ray Data read {rows} feature rows but pandas read {pandas_rows}")
     click.echo(f"Ray Data read {rows:,} feature rows (pandas: {pandas_rows:,})")
 
-    click.echo("[demo] 3/5 splits with a 5-bar embargo")
+    click.echo("[demo] 3/6 splits with a 5-bar embargo")
     bars = read_frame(store, "bars", columns=["ts", "asset_class"])
     calendar = bars.loc[bars["asset_class"] == "equity", "ts"]  # the simulator steps on equity days
     for name, window in fractional_splits(calendar, 0.6, 0.2, embargo_bars=5).items():
         click.echo(f"  {name:<11}{window.start.date()} .. {window.end.date()}  ({window.n_bars} bars)")
 
-    click.echo("[demo] 4/5 evaluation: baselines replayed over the test split, same simulator and costs")
+    click.echo("[demo] 4/6 evaluation: baselines replayed over the test split, same simulator and costs")
     from cluster.evaluate import run_evaluation
 
     report_dir = out / "report"
@@ -81,7 +83,7 @@ def run_demo(out: Path, seed: int) -> None:
     click.echo(f"report with plots: {report_dir / 'report.md'} (and report.html, report.json)")
 
     click.echo(
-        "[demo] 5/5 Tune smoke search (ppo), promote the best trial, evaluate it against the baselines"
+        "[demo] 5/6 Tune smoke search (ppo), promote the best trial, evaluate it against the baselines"
     )
     from cluster.promote import promote
     from cluster.tune import TuneOptions, format_leaderboard, run_tune
@@ -110,6 +112,83 @@ def run_demo(out: Path, seed: int) -> None:
             f"  {name:<20}{m['total_return']:>9.2%}  sharpe {_num(m['sharpe'])}  costs {m['costs_paid']:,.0f}"
         )
     click.echo(f"model report: {out / 'report_model' / 'report.md'} (a smoke budget: expect no skill)")
+
+    click.echo("[demo] 6/6 serve: demo_ppo on Ray Serve at 127.0.0.1, asked by the trading loop's client")
+    serve_demo(registry, store)
+
+
+def serve_demo(registry: Path, store: Path) -> None:
+    """Deploy ``demo_ppo``, send one decision-time state through ``serve.client``, print the answer.
+
+    The token is ``RAYTRADE_SERVE_TOKEN`` when set, else a random one for this run (never printed).
+    The synthetic data is historical, so the request is dated at its last bar and staleness is off.
+    """
+    import os
+    import secrets
+    import socket
+
+    import ray
+    from pydantic import SecretStr
+    from ray import serve
+
+    from replay import read_frame
+    from serve.app import APP_NAME, ServiceConfig, build_app
+    from serve.client import ClientConfig, PolicyClient, request_from_loop
+    from serve.decide import ServeConfig
+
+    token = os.environ.get("RAYTRADE_SERVE_TOKEN") or secrets.token_urlsafe(24)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = int(probe.getsockname()[1])
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, ignore_reinit_error=True)
+    try:
+        serve.start(http_options={"host": "127.0.0.1", "port": port})
+        config = ServiceConfig(
+            model="demo_ppo", registry=str(registry), decide=ServeConfig(max_feature_age_hours=None)
+        )
+        serve.run(build_app(config, token, replica_cpus=0.5), name=APP_NAME, route_prefix="/")
+        state = _demo_loop_state(read_frame(store, "bars", columns=["symbol", "ts", "close"]))
+        client_cfg = ClientConfig(base_url=f"http://127.0.0.1:{port}", timeout_s=5.0, total_deadline_s=10.0)
+        with PolicyClient(client_cfg, SecretStr(token)) as client:
+            answer = client.act(request_from_loop(state))
+        if answer.fallback:
+            raise RuntimeError(f"the demo service did not answer: {answer.reason}")
+        click.echo(
+            f"  {answer.model} decided from the features of {answer.features_as_of:%Y-%m-%d}: "
+            f"gross {answer.gross_exposure:.2f}x, kill switch {'on' if answer.kill_switch_active else 'off'}"
+        )
+        trades = answer.decisions.items()
+        top = sorted(trades, key=lambda kv: -abs(kv[1].target_weight - kv[1].current_weight))[:5]
+        for sym, d in top:
+            click.echo(
+                f"  {sym:<10}{d.current_weight:>+8.3f} -> {d.target_weight:>+8.3f}  {d.side:<5} "
+                f"{d.gate_mode:<10} confidence {d.confidence:.2f}"
+            )
+    finally:
+        serve.shutdown()
+        ray.shutdown()
+
+
+def _demo_loop_state(bars: Any) -> dict[str, Any]:
+    """A decision-time state like the trading loop's: 100k equity, two positions, quotes at the
+    last close with a 4 bps spread."""
+    last_ts = bars["ts"].max()
+    last = bars.sort_values("ts").groupby("symbol")["close"].last().astype(float)
+    held = list(last.index[:2])
+    positions = [
+        {"symbol": s, "qty": f"{10_000 / last[s]:.4f}", "side": "long", "market_value": "10000.00"}
+        for s in held
+    ]
+    return {
+        "account": {"equity": 100_000.0, "cash": 80_000.0, "buying_power": 160_000.0},
+        "positions": positions,
+        "drawdown_pct": -0.01,
+        "as_of": last_ts.isoformat(),
+        "analysis": {
+            s: {"bid_price": p * (1 - 2e-4), "ask_price": p * (1 + 2e-4), "spread_bps": 4.0, "last_close": p}
+            for s, p in last.items()
+        },
+    }
 
 
 def _num(value: float | None) -> str:

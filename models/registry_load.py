@@ -99,7 +99,7 @@ def load(ref: str, registry: str | os.PathLike[str] = DEFAULT_REGISTRY) -> Polic
     """
     from ray.rllib.core.rl_module.rl_module import RLModule
 
-    folder = resolve(registry, ref)
+    folder = resolve(registry, ref).resolve()  # RLlib reads checkpoints by URI: absolute paths only
     _check_connectors(folder)
     module: Any = RLModule.from_checkpoint(folder / MODULE_DIR)
     module.eval()
