@@ -20,6 +20,7 @@ BENCHMARKS: tuple[tuple[str, str, float, bool], ...] = (
     ("env_throughput", "core_asset_steps_per_s", 10e6, True),
     ("inference_latency", "max_median_us", 2000.0, False),
     ("ppo_throughput", "ratio", 0.7, True),
+    ("serve_latency", "act_p99_ms", 50.0, False),
 )
 
 
