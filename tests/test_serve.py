@@ -344,6 +344,42 @@ def test_hot_swap_to_a_new_version_drops_no_request(
     assert all(v == 2 for v in versions[first_new:]), "an old version answered after the swap"
 
 
+@pytest.mark.ray
+@pytest.mark.slow
+def test_a_killed_replica_means_holds_then_recovery_never_an_exception(
+    served: str, service: DecisionService
+) -> None:
+    import ray
+    from pydantic import SecretStr
+
+    from serve.client import ClientConfig, PolicyClient
+
+    a = service.data.symbols[0]
+    request = _request(service, positions={a: 0.3})
+    replicas = [
+        actor["name"]
+        for actor in ray.util.list_named_actors(all_namespaces=True)
+        if actor["name"].startswith("SERVE_REPLICA::") and "PolicyService" in actor["name"]
+    ]
+    assert replicas, "no Serve replica found"
+    config = ClientConfig(base_url=served, timeout_s=1.0, retries=1, total_deadline_s=2.0)
+    answers = []
+    with PolicyClient(config, SecretStr(TOKEN)) as client:
+        assert not client.act(request).fallback
+        ray.kill(ray.get_actor(replicas[0], namespace="serve"), no_restart=True)
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            answer = client.act(request)  # must never raise
+            answers.append(answer)
+            if answer.fallback:
+                assert answer.decisions[a].target_weight == pytest.approx(0.3)
+                assert all(d.gate_mode == "hold" for d in answer.decisions.values())
+            elif any(x.fallback for x in answers) or len(answers) >= 20:
+                break  # recovered (or Serve routed around the dead replica without a gap)
+            time.sleep(0.1)
+    assert not answers[-1].fallback, "the service did not come back within 90 s"
+
+
 # ---------------------------------------------------------------------------------- CLI
 
 
