@@ -11,7 +11,8 @@ Design decisions
   quote, latest crypto order book), so it lands on each symbol's last bar, and only when the
   quote's timestamp falls inside that bar (``ts <= quote_ts < ts + timeframe``): a quote taken after
   the bar closed would leak the future into the past. Every other bar has NaN there. For crypto the
-  sizes are the summed size of the best 5 levels of each side.
+  sizes are the summed size of the best 5 levels of each side. :func:`fetch_top_of_book` returns
+  that top of book on its own (the live loop's quotes).
 * Stock data needs both Alpaca keys (``MissingCredentialsError`` otherwise); crypto data is public,
   so keys are sent when set and a crypto-only fetch works without them.
 * Any HTTP or connection failure becomes ``SourceError`` with a one-line message (status, what,
@@ -155,43 +156,25 @@ def fetch_alpaca_bars(
     tf = TimeFrame(amount, unit)
 
     bars: dict[str, list[Bar]] = {}
-    books: dict[str, TopOfBook] = {}
     stocks = [s.alpaca for s in parsed if s.asset_class == "equity"]
     crypto = [s.alpaca for s in parsed if s.asset_class == "crypto"]
-    if stocks:
-        creds = settings.alpaca_credentials()
-        stock_client = StockHistoricalDataClient(
-            api_key=creds.api_key.get_secret_value(),
-            secret_key=creds.secret_key.get_secret_value(),
-            url_override=url,
-        )
+    stock_client = _stock_client(settings, url) if stocks else None
+    crypto_client = _crypto_client(settings, url) if crypto else None
+    if stock_client is not None:
         with _alpaca_call("stock bars", stocks):
             bars |= _bar_data(
                 stock_client.get_stock_bars(
                     StockBarsRequest(symbol_or_symbols=stocks, timeframe=tf, start=start, end=end)
                 )
             )
-        with _alpaca_call("stock latest quotes", stocks):
-            quotes = stock_client.get_stock_latest_quote(StockLatestQuoteRequest(symbol_or_symbols=stocks))
-        books |= {sym: _quote_top(q) for sym, q in quotes.items() if isinstance(q, Quote)}
-    if crypto:
-        creds_or_none = _optional_credentials(settings)
-        crypto_client = CryptoHistoricalDataClient(
-            api_key=creds_or_none.api_key.get_secret_value() if creds_or_none else None,
-            secret_key=creds_or_none.secret_key.get_secret_value() if creds_or_none else None,
-            url_override=url,
-        )
+    if crypto_client is not None:
         with _alpaca_call("crypto bars", crypto):
             bars |= _bar_data(
                 crypto_client.get_crypto_bars(
                     CryptoBarsRequest(symbol_or_symbols=crypto, timeframe=tf, start=start, end=end)
                 )
             )
-        with _alpaca_call("crypto latest orderbooks", crypto):
-            orderbooks = crypto_client.get_crypto_latest_orderbook(
-                CryptoLatestOrderbookRequest(symbol_or_symbols=crypto)
-            )
-        books |= {sym: _book_top(b) for sym, b in orderbooks.items() if isinstance(b, Orderbook)}
+    books = _top_of_book(stock_client, stocks, crypto_client, crypto)
 
     empty = [s.name for s in parsed if not bars.get(s.alpaca)]
     if empty:
@@ -228,6 +211,66 @@ def _check_window(start: datetime, end: datetime) -> None:
             raise ValueError(f"{name}={value.isoformat()} is naive; pass a timezone-aware datetime")
     if start >= end:
         raise ValueError(f"start={start.isoformat()} must be before end={end.isoformat()}")
+
+
+def fetch_top_of_book(
+    symbols: Sequence[str], settings: Settings, url_override: str | None = None
+) -> dict[str, TopOfBook]:
+    """Best bid and ask *now* for each symbol (latest stock quote, latest crypto order book), keyed
+    by the stored name (``BTCUSD``). A symbol Alpaca has nothing for is left out. Errors as for
+    :func:`fetch_alpaca_bars` (``MissingCredentialsError`` for stocks without keys, ``SourceError``)."""
+    parsed = _parse_symbols(symbols)
+    url = check_data_url(url_override, field="url_override") if url_override else settings.alpaca_data_url
+    stocks = [s.alpaca for s in parsed if s.asset_class == "equity"]
+    crypto = [s.alpaca for s in parsed if s.asset_class == "crypto"]
+    books = _top_of_book(
+        _stock_client(settings, url) if stocks else None,
+        stocks,
+        _crypto_client(settings, url) if crypto else None,
+        crypto,
+    )
+    return {s.name: books[s.alpaca] for s in parsed if s.alpaca in books}
+
+
+def _stock_client(settings: Settings, url: str | None) -> StockHistoricalDataClient:
+    creds = settings.alpaca_credentials()
+    return StockHistoricalDataClient(
+        api_key=creds.api_key.get_secret_value(),
+        secret_key=creds.secret_key.get_secret_value(),
+        url_override=url,
+    )
+
+
+def _crypto_client(settings: Settings, url: str | None) -> CryptoHistoricalDataClient:
+    creds = _optional_credentials(settings)
+    return CryptoHistoricalDataClient(
+        api_key=creds.api_key.get_secret_value() if creds else None,
+        secret_key=creds.secret_key.get_secret_value() if creds else None,
+        url_override=url,
+    )
+
+
+def _top_of_book(
+    stock_client: StockHistoricalDataClient | None,
+    stocks: Sequence[str],
+    crypto_client: CryptoHistoricalDataClient | None,
+    crypto: Sequence[str],
+) -> dict[str, TopOfBook]:
+    """Latest top of book keyed by Alpaca's spelling (``BTC/USD``)."""
+    books: dict[str, TopOfBook] = {}
+    if stock_client is not None and stocks:
+        with _alpaca_call("stock latest quotes", stocks):
+            quotes = stock_client.get_stock_latest_quote(
+                StockLatestQuoteRequest(symbol_or_symbols=list(stocks))
+            )
+        books |= {sym: _quote_top(q) for sym, q in quotes.items() if isinstance(q, Quote)}
+    if crypto_client is not None and crypto:
+        with _alpaca_call("crypto latest orderbooks", crypto):
+            orderbooks = crypto_client.get_crypto_latest_orderbook(
+                CryptoLatestOrderbookRequest(symbol_or_symbols=list(crypto))
+            )
+        books |= {sym: _book_top(b) for sym, b in orderbooks.items() if isinstance(b, Orderbook)}
+    return books
 
 
 def _optional_credentials(settings: Settings) -> AlpacaCredentials | None:
