@@ -1,0 +1,104 @@
+"""The live loop's broker on Alpaca (alpaca-py ``TradingClient``, paper account only).
+
+Symbols are the store's spelling (``BTCUSD``); orders go out in Alpaca's (``BTC/USD``). Quotes come
+from :func:`replay.sources.alpaca.fetch_top_of_book` (latest stock quote, latest crypto order book).
+Keys come from :class:`cluster.settings.Settings` and are read only to build the clients.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from cluster.settings import Settings, check_data_url
+from replay.sources.alpaca import TopOfBook, fetch_top_of_book, parse_symbol
+from serve.live import BrokerAccount, BrokerPosition, OrderState
+from serve.orders import OrderPlan
+
+
+def _float(value: Any) -> float | None:
+    return None if value is None or value == "" else float(value)
+
+
+def _enum_text(value: Any) -> str:
+    return str(getattr(value, "value", value))
+
+
+class AlpacaBroker:
+    """:class:`serve.live.Broker` over an Alpaca **paper** account."""
+
+    def __init__(self, settings: Settings, trading_url: str | None = None, data_url: str | None = None):
+        from alpaca.trading.client import TradingClient
+
+        creds = settings.alpaca_credentials()
+        url = check_data_url(trading_url, field="trading_url") if trading_url else None
+        self._settings, self._data_url = settings, data_url
+        self._client = TradingClient(
+            creds.api_key.get_secret_value(),
+            creds.secret_key.get_secret_value(),
+            paper=True,
+            url_override=url,
+        )
+
+    def __repr__(self) -> str:
+        return "AlpacaBroker(paper=True)"
+
+    def account(self) -> BrokerAccount:
+        a: Any = self._client.get_account()
+        equity = _float(a.equity)
+        if equity is None or equity <= 0:
+            raise RuntimeError(f"Alpaca account has no usable equity ({a.equity!r})")
+        return BrokerAccount(
+            equity=equity,
+            cash=_float(a.cash) or 0.0,
+            buying_power=_float(a.buying_power) or 0.0,
+            last_equity=_float(a.last_equity),
+        )
+
+    def positions(self) -> list[BrokerPosition]:
+        out = []
+        for p in self._client.get_all_positions():
+            pos: Any = p
+            qty = abs(float(pos.qty))
+            sign = -1.0 if _enum_text(pos.side) == "short" else 1.0
+            out.append(
+                BrokerPosition(
+                    symbol=parse_symbol(str(pos.symbol)).name,
+                    qty=sign * qty,
+                    market_value=sign * abs(_float(pos.market_value) or 0.0),
+                    current_price=_float(pos.current_price),
+                )
+            )
+        return out
+
+    def quotes(self, symbols: Sequence[str]) -> dict[str, TopOfBook]:
+        return fetch_top_of_book(symbols, self._settings, url_override=self._data_url)
+
+    def submit(self, plan: OrderPlan) -> str:
+        from alpaca.trading.enums import OrderSide, TimeInForce
+        from alpaca.trading.requests import LimitOrderRequest, MarketOrderRequest
+
+        common: dict[str, Any] = {
+            "symbol": parse_symbol(plan.symbol).alpaca,
+            "qty": plan.qty,
+            "side": OrderSide.BUY if plan.side == "buy" else OrderSide.SELL,
+            "time_in_force": TimeInForce.GTC if plan.time_in_force == "gtc" else TimeInForce.DAY,
+            "client_order_id": plan.client_order_id,
+        }
+        request = (
+            LimitOrderRequest(limit_price=plan.limit_price, **common)
+            if plan.order_type == "limit"
+            else MarketOrderRequest(**common)
+        )
+        order: Any = self._client.submit_order(request)
+        return str(order.id)
+
+    def order(self, order_id: str) -> OrderState:
+        o: Any = self._client.get_order_by_id(order_id)
+        return OrderState(
+            order_id=str(o.id),
+            status=_enum_text(o.status),
+            filled_qty=_float(o.filled_qty) or 0.0,
+            filled_avg_price=_float(o.filled_avg_price),
+            filled_at=o.filled_at,
+        )

@@ -1,0 +1,146 @@
+"""Orders from a policy answer: pure planning, no broker.
+
+* A symbol trades ``(target - current) * equity`` of notional at the mid. Trades under
+  ``min_trade_notional`` are skipped (dust), and no single order may exceed ``max_trade_fraction`` of
+  equity (a wrong answer cannot move the whole account at once; the rest follows on later cycles). A
+  target of 0 closes the broker's exact quantity (no residue).
+* ``aggressive``, ``probe`` and ``flat`` are market orders; ``passive`` is a limit order resting at
+  the near touch (buy at the bid, sell at the ask); ``hold`` and a fallback answer send nothing.
+* Alpaca will not flip a position through zero in one order, so a flip is a closing order plus an
+  opening one; crypto cannot be shorted, so a negative crypto target closes to 0 (with a note).
+  Equities trade whole shares unless ``fractional``; crypto to ``crypto_qty_step`` units. Equity
+  orders are ``day``, crypto ``gtc``.
+* ``client_order_id`` is derived from the decision, so a resubmission of the same decision is a
+  duplicate the broker refuses.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from replay.sources.alpaca import TopOfBook, is_crypto_symbol
+from serve.schemas import ActResponse
+
+OrderSide = Literal["buy", "sell"]
+
+
+class LiveConfig(BaseModel):
+    """How answers become orders."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    min_trade_notional: float = Field(25.0, ge=0, description="skip trades below this notional")
+    max_trade_fraction: float = Field(
+        0.25, gt=0, le=2, description="cap on one order's notional, fraction of equity"
+    )
+    fractional: bool = Field(False, description="trade fractional equity shares (else whole shares)")
+    crypto_qty_step: float = Field(1e-6, gt=0, description="crypto quantity increment")
+    fractional_qty_step: float = Field(1e-4, gt=0, description="equity increment when fractional")
+
+
+class OrderPlan(BaseModel):
+    """One order to send (``qty`` > 0 units; ``limit_price`` only for limit orders)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    symbol: str
+    side: OrderSide
+    qty: float = Field(gt=0)
+    order_type: Literal["market", "limit"]
+    limit_price: float | None = None
+    time_in_force: Literal["day", "gtc"]
+    client_order_id: str
+    decision_id: str
+    gate_mode: str
+    target_weight: float
+    mid: float
+    note: str | None = None
+
+
+# ------------------------------------------------------------------------------------ planning
+
+
+def _round_down(qty: float, step: float) -> float:
+    """``qty`` floored to a multiple of ``step`` (printed cleanly: 0.0666, not 0.06659999999999999)."""
+    return round(math.floor(qty / step + 1e-9) * step, 9)
+
+
+def _step(symbol: str, cfg: LiveConfig) -> float:
+    if is_crypto_symbol(symbol):
+        return cfg.crypto_qty_step
+    return cfg.fractional_qty_step if cfg.fractional else 1.0
+
+
+def plan_orders(
+    answer: ActResponse,
+    equity: float,
+    quotes: Mapping[str, TopOfBook],
+    held_qty: Mapping[str, float],
+    cycle_id: str,
+    cfg: LiveConfig | None = None,
+) -> list[OrderPlan]:
+    """The orders that move the account from its positions (``held_qty``, signed units) towards
+    ``answer``'s target weights (pure; see the module doc for the rules)."""
+    cfg = cfg or LiveConfig()
+    if answer.fallback:
+        return []
+    plans: list[OrderPlan] = []
+    for symbol, d in answer.decisions.items():
+        book = quotes.get(symbol)
+        if d.gate_mode == "hold" or not d.tradeable or book is None or not (0 < book.bid <= book.ask):
+            continue
+        mid = 0.5 * (book.bid + book.ask)
+        crypto = is_crypto_symbol(symbol)
+        target, note = d.target_weight, None
+        if crypto and target < 0:
+            target, note = 0.0, f"crypto cannot be shorted: target {d.target_weight:+.4f} -> 0"
+        held = float(held_qty.get(symbol, 0.0))
+        target_qty = target * equity / mid
+        cap_qty = cfg.max_trade_fraction * equity / mid
+        delta = max(-cap_qty, min(cap_qty, target_qty - held))
+        if abs(delta) * mid < cfg.min_trade_notional and not (target == 0 and held != 0):
+            continue
+        legs = _legs(held, delta, target == 0 and abs(target_qty - held) <= cap_qty)
+        for k, (leg_side, leg_qty) in enumerate(legs):
+            qty = leg_qty if leg_qty == abs(held) else _round_down(leg_qty, _step(symbol, cfg))
+            if qty <= 0 or (qty * mid < cfg.min_trade_notional and qty != abs(held)):
+                continue
+            passive = d.gate_mode == "passive"
+            decision_id = f"{cycle_id}:{symbol}" + ("" if k == 0 else ":open")
+            plans.append(
+                OrderPlan(
+                    symbol=symbol,
+                    side=leg_side,
+                    qty=qty,
+                    order_type="limit" if passive else "market",
+                    limit_price=(book.bid if leg_side == "buy" else book.ask) if passive else None,
+                    time_in_force="gtc" if crypto else "day",
+                    client_order_id=_client_order_id(decision_id),
+                    decision_id=decision_id,
+                    gate_mode=d.gate_mode,
+                    target_weight=target,
+                    mid=mid,
+                    note=note,
+                )
+            )
+    return plans
+
+
+def _legs(held: float, delta: float, close_all: bool) -> list[tuple[OrderSide, float]]:
+    """One leg, or a closing leg and an opening leg when the trade crosses zero."""
+    side: OrderSide = "buy" if delta > 0 else "sell"
+    new = held + delta
+    if close_all or (held != 0 and new == 0):
+        return [(side, abs(held))]
+    if held != 0 and (held > 0) != (new > 0):
+        return [(side, abs(held)), (side, abs(new))]
+    return [(side, abs(delta))]
+
+
+def _client_order_id(decision_id: str) -> str:
+    """A broker-safe id derived from the decision (a resubmission is a duplicate the broker refuses)."""
+    return "rt-" + "".join(c if c.isalnum() or c in "-_" else "-" for c in decision_id)[:100]

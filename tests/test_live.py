@@ -1,0 +1,189 @@
+"""The live loop: decide, submit, log every decision and fill into the store, remember the peak."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from replay import read_frame
+from replay.sources.alpaca import TopOfBook
+from serve.fallback import hold_everything
+from serve.live import BrokerAccount, BrokerPosition, LiveLoop, OrderState
+from serve.orders import OrderPlan
+from serve.schemas import ActRequest, ActResponse, SymbolDecision
+
+T0 = datetime(2026, 11, 24, 14, 30, tzinfo=UTC)
+
+
+class FakeBroker:
+    """In-memory broker: market orders fill at once at the touch; limit orders rest until filled."""
+
+    def __init__(self, cash: float, prices: dict[str, tuple[float, float]], refuse: set[str] | None = None):
+        self.cash, self.prices, self.refuse = cash, prices, refuse or set()
+        self.qty: dict[str, float] = {}
+        self.orders: dict[str, OrderState] = {}
+        self.submitted: list[OrderPlan] = []
+
+    def _mid(self, s: str) -> float:
+        bid, ask = self.prices[s]
+        return 0.5 * (bid + ask)
+
+    def account(self) -> BrokerAccount:
+        equity = self.cash + sum(q * self._mid(s) for s, q in self.qty.items())
+        return BrokerAccount(equity=equity, cash=self.cash, buying_power=2 * equity, last_equity=None)
+
+    def positions(self) -> list[BrokerPosition]:
+        return [BrokerPosition(s, q, q * self._mid(s), self._mid(s)) for s, q in self.qty.items() if q]
+
+    def quotes(self, symbols: Sequence[str]) -> dict[str, TopOfBook]:
+        return {s: TopOfBook(T0, *self.prices[s], 100.0, 100.0) for s in symbols if s in self.prices}
+
+    def submit(self, plan: OrderPlan) -> str:
+        if plan.symbol in self.refuse:
+            raise RuntimeError(f"insufficient buying power for {plan.symbol}")
+        self.submitted.append(plan)
+        order_id = f"o{len(self.submitted)}"
+        if plan.order_type == "market":
+            bid, ask = self.prices[plan.symbol]
+            price = ask if plan.side == "buy" else bid
+            sign = 1.0 if plan.side == "buy" else -1.0
+            self.qty[plan.symbol] = self.qty.get(plan.symbol, 0.0) + sign * plan.qty
+            self.cash -= sign * plan.qty * price
+            self.orders[order_id] = OrderState(order_id, "filled", plan.qty, price, T0 + timedelta(seconds=2))
+        else:
+            self.orders[order_id] = OrderState(order_id, "new", 0.0, None, None)
+        return order_id
+
+    def order(self, order_id: str) -> OrderState:
+        return self.orders[order_id]
+
+
+class ScriptedPolicy:
+    """Answers with fixed target weights (current weights taken from the request)."""
+
+    def __init__(self, targets: dict[str, tuple[float, str]], fallback: bool = False):
+        self.targets, self.fallback = targets, fallback
+        self.requests: list[ActRequest] = []
+
+    def act(self, request: ActRequest) -> ActResponse:
+        self.requests.append(request)
+        if self.fallback:
+            return hold_everything(request, "unavailable", 0, "policy service unavailable: test")
+        eq = request.account.equity
+        current = {p.symbol: p.signed_value() / eq for p in request.positions}
+        decisions = {
+            s: SymbolDecision(
+                target_weight=t,
+                current_weight=current.get(s, 0.0),
+                side="flat" if t == 0 else ("long" if t > 0 else "short"),
+                gate_mode=mode,  # type: ignore[arg-type]
+                confidence=0.6,
+                tradeable=True,
+            )
+            for s, (t, mode) in self.targets.items()
+        }
+        return ActResponse(
+            model="alpha@2",
+            model_version=2,
+            as_of=request.as_of or T0,
+            decisions=decisions,
+            gross_exposure=0.0,
+        )
+
+
+PRICES = {"AAPL": (99.99, 100.01), "MSFT": (399.9, 400.1), "BTCUSD": (49_990.0, 50_010.0)}
+
+
+def _loop(tmp_path: Path, broker: FakeBroker, policy: Any) -> LiveLoop:
+    return LiveLoop(
+        broker, policy, ["AAPL", "MSFT", "BTCUSD"], tmp_path / "live_state.json", tmp_path / "store"
+    )
+
+
+def test_a_cycle_submits_logs_every_decision_and_reconciles_fills_next_cycle(tmp_path: Path) -> None:
+    broker = FakeBroker(100_000.0, PRICES)
+    policy = ScriptedPolicy({"AAPL": (0.1, "aggressive"), "MSFT": (0.08, "passive"), "BTCUSD": (0.0, "flat")})
+    loop = _loop(tmp_path, broker, policy)
+    report = loop.cycle(T0)
+    assert [(p.symbol, p.side, p.qty, p.order_type) for p in broker.submitted] == [
+        ("AAPL", "buy", 100.0, "market"),
+        ("MSFT", "buy", 20.0, "limit"),
+    ]
+    assert report.rejected == {} and set(report.submitted) == {
+        f"{report.cycle_id}:AAPL",
+        f"{report.cycle_id}:MSFT",
+    }
+    exp = read_frame(tmp_path / "store", "experience")
+    assert sorted(exp["symbol"]) == ["AAPL", "BTCUSD", "MSFT"]  # every decision, traded or not
+    btc = exp[exp["symbol"] == "BTCUSD"].iloc[0]
+    assert btc["side"] == "flat" and not btc["submitted"] and btc["policy_version"] == "alpha@2"
+    aapl = exp[exp["symbol"] == "AAPL"].iloc[0]
+    assert aapl["submitted"] and aapl["order_id"] == "o1" and aapl["quantity"] == 100.0
+    assert json.loads(aapl["state"])["snapshot"]["bid_price"] == 99.99
+
+    # Next cycle: the market buy of the first is logged as a fill, 1 bp above the mid; the resting
+    # MSFT limit order stays pending until it fills, and is logged on the cycle after that.
+    report2 = loop.cycle(T0 + timedelta(days=1))
+    assert report2.fills_logged == 1
+    fills = read_frame(tmp_path / "store", "experience")
+    fill = fills[fills["decision_id"].str.endswith(":fill")].iloc[0]
+    assert fill["symbol"] == "AAPL" and fill["fill_price"] == 100.01 and fill["filled"]
+    assert fill["slippage_bps"] == pytest.approx(1.0, abs=1e-9)
+    assert fill["latency_order_to_fill_ms"] == pytest.approx(2000.0)
+    msft_order = report.submitted[f"{report.cycle_id}:MSFT"]
+    filled_at = T0 + timedelta(hours=3)
+    broker.orders[msft_order] = OrderState(msft_order, "filled", 20.0, 399.9, filled_at)
+    report3 = loop.cycle(T0 + timedelta(days=2))
+    assert report3.fills_logged == 1
+    rows = read_frame(tmp_path / "store", "experience")
+    msft_fill = rows[rows["decision_id"] == f"{report.cycle_id}:MSFT:fill"].iloc[0]
+    assert msft_fill["slippage_bps"] == pytest.approx(-2.5, abs=1e-9)  # bought at the bid, 2.5 bp under mid
+    assert msft_fill["latency_order_to_fill_ms"] == pytest.approx(3 * 3600e3)
+
+
+def test_drawdown_comes_from_the_remembered_peak(tmp_path: Path) -> None:
+    broker = FakeBroker(100_000.0, PRICES)
+    policy = ScriptedPolicy({"AAPL": (0.0, "flat")})
+    loop = _loop(tmp_path, broker, policy)
+    loop.cycle(T0)
+    broker.cash = 90_000.0  # a 10 % loss
+    loop2 = _loop(tmp_path, broker, policy)  # a restart: the peak comes from the state file
+    loop2.cycle(T0 + timedelta(days=1))
+    assert policy.requests[0].drawdown_pct == 0.0
+    assert policy.requests[1].drawdown_pct == pytest.approx(-0.10)
+
+
+def test_a_refused_order_does_not_stop_the_others(tmp_path: Path) -> None:
+    broker = FakeBroker(100_000.0, PRICES, refuse={"AAPL"})
+    loop = _loop(tmp_path, broker, ScriptedPolicy({"AAPL": (0.1, "aggressive"), "MSFT": (0.1, "aggressive")}))
+    report = loop.cycle(T0)
+    assert (
+        list(report.rejected) == [f"{report.cycle_id}:AAPL"]
+        and "buying power" in report.rejected[f"{report.cycle_id}:AAPL"]
+    )
+    assert [p.symbol for p in broker.submitted] == ["MSFT"]
+    exp = read_frame(tmp_path / "store", "experience")
+    aapl = exp[exp["symbol"] == "AAPL"].iloc[0]
+    assert not aapl["submitted"] and "buying power" in json.loads(aapl["state"])["broker_error"]
+
+
+def test_a_fallback_answer_trades_nothing_and_is_logged(tmp_path: Path) -> None:
+    broker = FakeBroker(100_000.0, PRICES)
+    broker.qty["AAPL"] = 50.0
+    broker.cash -= 5_000.0
+    report = _loop(tmp_path, broker, ScriptedPolicy({}, fallback=True)).cycle(T0)
+    assert report.answer.fallback and report.plans == [] and broker.submitted == []
+    exp = read_frame(tmp_path / "store", "experience")
+    row = exp[exp["symbol"] == "AAPL"].iloc[0]
+    assert row["gate_mode"] == "hold" and json.loads(row["state"])["fallback"] is True
+    assert row["target_weight"] == pytest.approx(0.05)
+
+
+def test_the_loop_needs_symbols(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="symbols"):
+        LiveLoop(FakeBroker(1.0, PRICES), ScriptedPolicy({}), [], tmp_path / "s.json")

@@ -1,0 +1,109 @@
+"""Order planning for the live loop: hand-computed quantities, caps, dust, flips, crypto, holds."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+
+from replay.sources.alpaca import TopOfBook
+from serve.orders import LiveConfig, plan_orders
+from serve.schemas import ActResponse, SymbolDecision
+
+NOW = datetime(2026, 11, 25, 14, 30, tzinfo=UTC)
+EQUITY = 100_000.0
+
+
+def _book(bid: float, ask: float) -> TopOfBook:
+    return TopOfBook(NOW, bid, ask, 100.0, 100.0)
+
+
+def _answer(decisions: dict[str, tuple[float, float, str]], fallback: bool = False) -> ActResponse:
+    """``decisions``: symbol -> (target, current, gate mode)."""
+    return ActResponse(
+        model="alpha@3",
+        model_version=3,
+        as_of=NOW,
+        decisions={
+            s: SymbolDecision(
+                target_weight=t,
+                current_weight=c,
+                side="flat" if t == 0 else ("long" if t > 0 else "short"),
+                gate_mode=m,  # type: ignore[arg-type]
+                confidence=0.5,
+                tradeable=m != "hold",
+            )
+            for s, (t, c, m) in decisions.items()
+        },
+        gross_exposure=sum(abs(t) for t, _, _ in decisions.values()),
+        fallback=fallback,
+    )
+
+
+QUOTES = {"AAPL": _book(99.99, 100.01), "MSFT": _book(399.9, 400.1), "BTCUSD": _book(49_990.0, 50_010.0)}
+
+
+def test_aggressive_buy_is_a_market_order_for_the_notional_at_the_mid() -> None:
+    (plan,) = plan_orders(_answer({"AAPL": (0.1, 0.0, "aggressive")}), EQUITY, QUOTES, {}, "c1")
+    assert (plan.side, plan.qty, plan.order_type, plan.time_in_force) == ("buy", 100.0, "market", "day")
+    assert plan.limit_price is None and plan.decision_id == "c1:AAPL" and plan.client_order_id == "rt-c1-AAPL"
+
+
+def test_passive_rests_at_the_near_touch() -> None:
+    buy, sell = plan_orders(
+        _answer({"AAPL": (0.05, 0.0, "passive"), "MSFT": (0.0, 0.04, "passive")}),
+        EQUITY,
+        QUOTES,
+        {"MSFT": 10.0},
+        "c1",
+    )
+    assert (buy.order_type, buy.limit_price, buy.qty) == ("limit", 99.99, 50.0)
+    assert (sell.side, sell.order_type, sell.limit_price, sell.qty) == ("sell", "limit", 400.1, 10.0)
+
+
+def test_whole_shares_unless_fractional_and_dust_is_skipped() -> None:
+    answer = _answer({"AAPL": (0.0123, 0.0, "aggressive"), "MSFT": (0.0002, 0.0, "aggressive")})
+    (plan,) = plan_orders(answer, EQUITY, QUOTES, {}, "c1")  # MSFT: $20 < $25 minimum
+    assert plan.symbol == "AAPL" and plan.qty == 12.0
+    (frac,) = plan_orders(answer, EQUITY, QUOTES, {}, "c1", LiveConfig(fractional=True))
+    assert frac.qty == pytest.approx(12.3)
+
+
+def test_one_order_is_capped_at_a_fraction_of_equity() -> None:
+    (plan,) = plan_orders(_answer({"AAPL": (0.9, 0.0, "aggressive")}), EQUITY, QUOTES, {}, "c1")
+    assert plan.qty == 250.0  # 0.25 x 100k / 100
+
+
+def test_closing_sends_the_exact_held_quantity() -> None:
+    (plan,) = plan_orders(_answer({"AAPL": (0.0, 0.00375, "flat")}), EQUITY, QUOTES, {"AAPL": 3.75}, "c1")
+    assert (plan.side, plan.qty, plan.order_type) == ("sell", 3.75, "market")  # below $25 but a close
+
+
+def test_a_flip_is_a_close_then_an_open() -> None:
+    close, open_ = plan_orders(
+        _answer({"AAPL": (-0.1, 0.05, "aggressive")}), EQUITY, QUOTES, {"AAPL": 50.0}, "c1"
+    )
+    assert (close.side, close.qty, close.decision_id) == ("sell", 50.0, "c1:AAPL")
+    assert (open_.side, open_.qty, open_.decision_id) == ("sell", 100.0, "c1:AAPL:open")
+
+
+def test_crypto_is_never_shorted_and_trades_in_small_units() -> None:
+    (close,) = plan_orders(
+        _answer({"BTCUSD": (-0.05, 0.05, "aggressive")}), EQUITY, QUOTES, {"BTCUSD": 0.1}, "c1"
+    )
+    assert (close.side, close.qty, close.target_weight, close.time_in_force) == ("sell", 0.1, 0.0, "gtc")
+    assert close.note is not None and "cannot be shorted" in close.note
+    (buy,) = plan_orders(_answer({"BTCUSD": (0.0123457, 0.0, "aggressive")}), EQUITY, QUOTES, {}, "c1")
+    assert buy.qty == 0.024691  # 1,234.57 / 50,000 = 0.0246914 -> floored to 1e-6
+
+
+def test_holds_fallbacks_and_missing_quotes_send_nothing() -> None:
+    answer = _answer(
+        {"AAPL": (0.0, 0.2, "hold"), "MSFT": (0.1, 0.0, "aggressive"), "XYZ": (0.1, 0.0, "aggressive")}
+    )
+    plans = plan_orders(answer, EQUITY, {**QUOTES, "MSFT": _book(0.0, 400.0)}, {"AAPL": 200.0}, "c1")
+    assert plans == []  # AAPL held, MSFT without a bid, XYZ without a quote
+    assert (
+        plan_orders(_answer({"AAPL": (0.1, 0.0, "aggressive")}, fallback=True), EQUITY, QUOTES, {}, "c1")
+        == []
+    )
