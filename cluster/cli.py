@@ -65,6 +65,7 @@ LAZY_COMMANDS: dict[str, str] = {
     "evaluate": "cluster.evaluate:evaluate_command",
     "nightly": "cluster.nightly:nightly_command",
     "serve": "cluster.serve:serve_command",
+    "live": "cluster.live:live_command",
 }
 
 

@@ -2,7 +2,8 @@
 
 Symbols are the store's spelling (``BTCUSD``); orders go out in Alpaca's (``BTC/USD``). Quotes come
 from :func:`replay.sources.alpaca.fetch_top_of_book` (latest stock quote, latest crypto order book).
-Keys come from :class:`cluster.settings.Settings` and are read only to build the clients.
+Keys come from :class:`cluster.settings.Settings` and are read only to build the clients. A refused or
+failed call is a one-line :class:`replay.sources.alpaca.SourceError` (status and Alpaca's message).
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from cluster.settings import Settings, check_data_url
-from replay.sources.alpaca import TopOfBook, fetch_top_of_book, parse_symbol
+from replay.sources.alpaca import TopOfBook, alpaca_call, fetch_top_of_book, parse_symbol
 from serve.live import BrokerAccount, BrokerPosition, OrderState
 from serve.orders import OrderPlan
 
@@ -44,7 +45,8 @@ class AlpacaBroker:
         return "AlpacaBroker(paper=True)"
 
     def account(self) -> BrokerAccount:
-        a: Any = self._client.get_account()
+        with alpaca_call("trading account"):
+            a: Any = self._client.get_account()
         equity = _float(a.equity)
         if equity is None or equity <= 0:
             raise RuntimeError(f"Alpaca account has no usable equity ({a.equity!r})")
@@ -57,7 +59,9 @@ class AlpacaBroker:
 
     def positions(self) -> list[BrokerPosition]:
         out = []
-        for p in self._client.get_all_positions():
+        with alpaca_call("trading positions"):
+            held = self._client.get_all_positions()
+        for p in held:
             pos: Any = p
             qty = abs(float(pos.qty))
             sign = -1.0 if _enum_text(pos.side) == "short" else 1.0
@@ -90,11 +94,13 @@ class AlpacaBroker:
             if plan.order_type == "limit"
             else MarketOrderRequest(**common)
         )
-        order: Any = self._client.submit_order(request)
+        with alpaca_call(f"{plan.side} order", [plan.symbol]):
+            order: Any = self._client.submit_order(request)
         return str(order.id)
 
     def order(self, order_id: str) -> OrderState:
-        o: Any = self._client.get_order_by_id(order_id)
+        with alpaca_call(f"order {order_id}"):
+            o: Any = self._client.get_order_by_id(order_id)
         return OrderState(
             order_id=str(o.id),
             status=_enum_text(o.status),

@@ -61,6 +61,7 @@ logger = logging.getLogger(__name__)
 
 ACT_PATH: Final[str] = "/v1/act"
 HEALTH_PATH: Final[str] = "/v1/health"
+MODEL_PATH: Final[str] = "/v1/model"
 FALLBACK_MODEL: Final[str] = "unavailable"
 FALLBACK_PREFIX: Final[str] = "policy service unavailable: "
 _MIN_ATTEMPT_S: Final[float] = 0.01  # a retry with less time left than this is not started
@@ -290,6 +291,22 @@ class PolicyClient:
             logger.debug("policy service health check failed: %s", self._redact(_describe(exc)))
             return False
         return reply.status == 200
+
+    def model(self) -> dict[str, Any]:
+        """``GET /v1/model``: the served version, its universe and features (the loop's start-up
+        check). Raises :class:`ServiceAuthError` on 401/403 and :class:`ServiceError` otherwise."""
+        try:
+            reply = self._attempt("GET", MODEL_PATH, None, self.config.total_deadline_s)
+        except (httpx.RequestError, RuntimeError) as exc:
+            raise ServiceError(f"policy service unreachable: {self._redact(_describe(exc))}", 0) from None
+        if reply.status in (401, 403):
+            raise ServiceAuthError(
+                f"policy service answered HTTP {reply.status} (check RAYTRADE_SERVE_TOKEN)", reply.status
+            )
+        if reply.status != 200:
+            raise ServiceError(f"policy service answered HTTP {reply.status} to {MODEL_PATH}", reply.status)
+        info: dict[str, Any] = json.loads(reply.content)
+        return info
 
     def _post_with_retries(self, body: bytes) -> _Reply:
         """The first reply that is not a 5xx, or ``_Unavailable`` once the retries or the deadline run out."""

@@ -297,7 +297,7 @@ def _decision_rows(
     latency: Mapping[str, float],
     loop_state: Mapping[str, Any],
 ) -> list[dict[str, Any]]:
-    """One experience row per decision of the answer (plus one per opening leg of a flip)."""
+    """One experience row per decision of the answer."""
     by_symbol: dict[str, list[OrderPlan]] = {}
     for p in plans:
         by_symbol.setdefault(p.symbol, []).append(p)

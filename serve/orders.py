@@ -6,8 +6,9 @@
   target of 0 closes the broker's exact quantity (no residue).
 * ``aggressive``, ``probe`` and ``flat`` are market orders; ``passive`` is a limit order resting at
   the near touch (buy at the bid, sell at the ask); ``hold`` and a fallback answer send nothing.
-* Alpaca will not flip a position through zero in one order, so a flip is a closing order plus an
-  opening one; crypto cannot be shorted, so a negative crypto target closes to 0 (with a note).
+* Alpaca will not flip a position through zero in one order, nor sell shares an open order already
+  holds, so a flip only closes this cycle (with a note) and the new side opens on the next one; crypto
+  cannot be shorted, so a negative crypto target closes to 0 (with a note).
   Equities trade whole shares unless ``fractional``; crypto to ``crypto_qty_step`` units. Equity
   orders are ``day``, crypto ``gtc``.
 * ``client_order_id`` is derived from the decision, so a resubmission of the same decision is a
@@ -104,41 +105,34 @@ def plan_orders(
         delta = max(-cap_qty, min(cap_qty, target_qty - held))
         if abs(delta) * mid < cfg.min_trade_notional and not (target == 0 and held != 0):
             continue
-        legs = _legs(held, delta, target == 0 and abs(target_qty - held) <= cap_qty)
-        for k, (leg_side, leg_qty) in enumerate(legs):
-            qty = leg_qty if leg_qty == abs(held) else _round_down(leg_qty, _step(symbol, cfg))
-            if qty <= 0 or (qty * mid < cfg.min_trade_notional and qty != abs(held)):
-                continue
-            passive = d.gate_mode == "passive"
-            decision_id = f"{cycle_id}:{symbol}" + ("" if k == 0 else ":open")
-            plans.append(
-                OrderPlan(
-                    symbol=symbol,
-                    side=leg_side,
-                    qty=qty,
-                    order_type="limit" if passive else "market",
-                    limit_price=(book.bid if leg_side == "buy" else book.ask) if passive else None,
-                    time_in_force="gtc" if crypto else "day",
-                    client_order_id=_client_order_id(decision_id),
-                    decision_id=decision_id,
-                    gate_mode=d.gate_mode,
-                    target_weight=target,
-                    mid=mid,
-                    note=note,
-                )
+        side: OrderSide = "buy" if delta > 0 else "sell"
+        new_qty = held + delta
+        closing = (target == 0 and abs(target_qty - held) <= cap_qty) or (held != 0 and new_qty == 0)
+        if held != 0 and not closing and (held > 0) != (new_qty > 0):  # through zero: close first
+            new_side = "long" if new_qty > 0 else "short"
+            closing, note = True, f"flip: closing {held:+g} first; the {new_side} side opens next cycle"
+        qty = abs(held) if closing else _round_down(abs(delta), _step(symbol, cfg))
+        if qty <= 0 or (qty * mid < cfg.min_trade_notional and not closing):
+            continue
+        passive = d.gate_mode == "passive"
+        decision_id = f"{cycle_id}:{symbol}"
+        plans.append(
+            OrderPlan(
+                symbol=symbol,
+                side=side,
+                qty=qty,
+                order_type="limit" if passive else "market",
+                limit_price=(book.bid if side == "buy" else book.ask) if passive else None,
+                time_in_force="gtc" if crypto else "day",
+                client_order_id=_client_order_id(decision_id),
+                decision_id=decision_id,
+                gate_mode=d.gate_mode,
+                target_weight=target,
+                mid=mid,
+                note=note,
             )
+        )
     return plans
-
-
-def _legs(held: float, delta: float, close_all: bool) -> list[tuple[OrderSide, float]]:
-    """One leg, or a closing leg and an opening leg when the trade crosses zero."""
-    side: OrderSide = "buy" if delta > 0 else "sell"
-    new = held + delta
-    if close_all or (held != 0 and new == 0):
-        return [(side, abs(held))]
-    if held != 0 and (held > 0) != (new > 0):
-        return [(side, abs(held)), (side, abs(new))]
-    return [(side, abs(delta))]
 
 
 def _client_order_id(decision_id: str) -> str:

@@ -12,10 +12,9 @@ import pytest
 
 from replay import read_frame
 from replay.sources.alpaca import TopOfBook
-from serve.fallback import hold_everything
 from serve.live import BrokerAccount, BrokerPosition, LiveLoop, OrderState
 from serve.orders import OrderPlan
-from serve.schemas import ActRequest, ActResponse, SymbolDecision
+from tests.live_doubles import ScriptedPolicy
 
 T0 = datetime(2026, 11, 24, 14, 30, tzinfo=UTC)
 
@@ -61,39 +60,6 @@ class FakeBroker:
 
     def order(self, order_id: str) -> OrderState:
         return self.orders[order_id]
-
-
-class ScriptedPolicy:
-    """Answers with fixed target weights (current weights taken from the request)."""
-
-    def __init__(self, targets: dict[str, tuple[float, str]], fallback: bool = False):
-        self.targets, self.fallback = targets, fallback
-        self.requests: list[ActRequest] = []
-
-    def act(self, request: ActRequest) -> ActResponse:
-        self.requests.append(request)
-        if self.fallback:
-            return hold_everything(request, "unavailable", 0, "policy service unavailable: test")
-        eq = request.account.equity
-        current = {p.symbol: p.signed_value() / eq for p in request.positions}
-        decisions = {
-            s: SymbolDecision(
-                target_weight=t,
-                current_weight=current.get(s, 0.0),
-                side="flat" if t == 0 else ("long" if t > 0 else "short"),
-                gate_mode=mode,  # type: ignore[arg-type]
-                confidence=0.6,
-                tradeable=True,
-            )
-            for s, (t, mode) in self.targets.items()
-        }
-        return ActResponse(
-            model="alpha@2",
-            model_version=2,
-            as_of=request.as_of or T0,
-            decisions=decisions,
-            gross_exposure=0.0,
-        )
 
 
 PRICES = {"AAPL": (99.99, 100.01), "MSFT": (399.9, 400.1), "BTCUSD": (49_990.0, 50_010.0)}

@@ -79,12 +79,14 @@ def test_closing_sends_the_exact_held_quantity() -> None:
     assert (plan.side, plan.qty, plan.order_type) == ("sell", 3.75, "market")  # below $25 but a close
 
 
-def test_a_flip_is_a_close_then_an_open() -> None:
-    close, open_ = plan_orders(
+def test_a_flip_closes_first_and_opens_next_cycle() -> None:
+    (close,) = plan_orders(
         _answer({"AAPL": (-0.1, 0.05, "aggressive")}), EQUITY, QUOTES, {"AAPL": 50.0}, "c1"
     )
     assert (close.side, close.qty, close.decision_id) == ("sell", 50.0, "c1:AAPL")
-    assert (open_.side, open_.qty, open_.decision_id) == ("sell", 100.0, "c1:AAPL:open")
+    assert close.note is not None and "short side opens next cycle" in close.note
+    (open_,) = plan_orders(_answer({"AAPL": (-0.1, 0.0, "aggressive")}), EQUITY, QUOTES, {}, "c2")
+    assert (open_.side, open_.qty) == ("sell", 100.0)
 
 
 def test_crypto_is_never_shorted_and_trades_in_small_units() -> None:

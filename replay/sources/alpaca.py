@@ -161,14 +161,14 @@ def fetch_alpaca_bars(
     stock_client = _stock_client(settings, url) if stocks else None
     crypto_client = _crypto_client(settings, url) if crypto else None
     if stock_client is not None:
-        with _alpaca_call("stock bars", stocks):
+        with alpaca_call("stock bars", stocks):
             bars |= _bar_data(
                 stock_client.get_stock_bars(
                     StockBarsRequest(symbol_or_symbols=stocks, timeframe=tf, start=start, end=end)
                 )
             )
     if crypto_client is not None:
-        with _alpaca_call("crypto bars", crypto):
+        with alpaca_call("crypto bars", crypto):
             bars |= _bar_data(
                 crypto_client.get_crypto_bars(
                     CryptoBarsRequest(symbol_or_symbols=crypto, timeframe=tf, start=start, end=end)
@@ -259,13 +259,13 @@ def _top_of_book(
     """Latest top of book keyed by Alpaca's spelling (``BTC/USD``)."""
     books: dict[str, TopOfBook] = {}
     if stock_client is not None and stocks:
-        with _alpaca_call("stock latest quotes", stocks):
+        with alpaca_call("stock latest quotes", stocks):
             quotes = stock_client.get_stock_latest_quote(
                 StockLatestQuoteRequest(symbol_or_symbols=list(stocks))
             )
         books |= {sym: _quote_top(q) for sym, q in quotes.items() if isinstance(q, Quote)}
     if crypto_client is not None and crypto:
-        with _alpaca_call("crypto latest orderbooks", crypto):
+        with alpaca_call("crypto latest orderbooks", crypto):
             orderbooks = crypto_client.get_crypto_latest_orderbook(
                 CryptoLatestOrderbookRequest(symbol_or_symbols=list(crypto))
             )
@@ -280,18 +280,23 @@ def _optional_credentials(settings: Settings) -> AlpacaCredentials | None:
 
 
 @contextmanager
-def _alpaca_call(what: str, symbols: Sequence[str]) -> Iterator[None]:
-    """Turn alpaca-py / requests failures inside the block into a one-line :class:`SourceError`."""
+def alpaca_call(what: str, symbols: Sequence[str] = ()) -> Iterator[None]:
+    """Turn alpaca-py / requests failures inside the block into a one-line :class:`SourceError`
+    (``what`` and ``symbols`` name the call in the message)."""
     try:
         yield
     except APIError as exc:
         raise SourceError(
-            f"alpaca {what} for {','.join(symbols)} failed: HTTP {exc.status_code} {_error_text(str(exc))}"
+            f"alpaca {what}{_for(symbols)} failed: HTTP {exc.status_code} {_error_text(str(exc))}"
         ) from exc
     except RequestException as exc:
         raise SourceError(
-            f"alpaca {what} for {','.join(symbols)} failed: {type(exc).__name__}: {_error_text(str(exc))}"
+            f"alpaca {what}{_for(symbols)} failed: {type(exc).__name__}: {_error_text(str(exc))}"
         ) from exc
+
+
+def _for(symbols: Sequence[str]) -> str:
+    return f" for {','.join(symbols)}" if symbols else ""
 
 
 def _error_text(body: str, limit: int = 200) -> str:

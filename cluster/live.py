@@ -1,0 +1,99 @@
+"""``raytrade live --paper``: run the trading loop on an Alpaca paper account against the policy service.
+
+    raytrade live --paper [--serve-url http://127.0.0.1:8000] [--symbols AAPL,MSFT,BTCUSD]
+                  [--store DIR] [--state-file PATH] [--once | --every-minutes N]
+
+Keys come from the environment or the settings file: the Alpaca pair (``ALPACA_API_KEY`` /
+``ALPACA_SECRET_KEY`` or Alpaca's ``APCA_*`` names) and ``RAYTRADE_SERVE_TOKEN``. Without
+``--symbols`` the loop trades the served model's universe (``GET /v1/model``). With ``--store`` every
+decision and fill is appended to that replay store's ``experience`` table. Only paper trading is
+enabled: without ``--paper`` the command refuses to start.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import click
+
+from cluster.cli import one_line_errors
+
+
+@click.command("live")
+@click.option("--paper", is_flag=True, help="Trade the Alpaca paper account (required: live money is off).")
+@click.option("--serve-url", default="http://127.0.0.1:8000", show_default=True, help="Policy service.")
+@click.option("--symbols", default=None, help="Comma-separated universe (default: the served model's).")
+@click.option("--store", type=click.Path(path_type=Path), default=None, help="Replay store for the log.")
+@click.option(
+    "--state-file",
+    type=click.Path(path_type=Path),
+    default=Path(".raytrade/live_state.json"),
+    show_default=True,
+    help="Peak equity and open orders between cycles.",
+)
+@click.option("--once", is_flag=True, help="One cycle, then exit.")
+@click.option("--every-minutes", type=click.FloatRange(min=1), default=1440.0, show_default=True)
+@click.option("--min-trade-notional", type=click.FloatRange(min=0), default=25.0, show_default=True)
+@click.option(
+    "--max-trade-fraction", type=click.FloatRange(0, 2, min_open=True), default=0.25, show_default=True
+)
+@click.option("--fractional", is_flag=True, help="Trade fractional equity shares.")
+@click.option("--trading-url", default=None, help="Override of Alpaca's trading URL (https or loopback).")
+@click.option("--data-url", default=None, help="Override of Alpaca's market-data URL (https or loopback).")
+@one_line_errors
+def live_command(
+    paper: bool,
+    serve_url: str,
+    symbols: str | None,
+    store: Path | None,
+    state_file: Path,
+    once: bool,
+    every_minutes: float,
+    min_trade_notional: float,
+    max_trade_fraction: float,
+    fractional: bool,
+    trading_url: str | None,
+    data_url: str | None,
+) -> None:
+    """Run the trading loop: ask the policy service, trade the answer on Alpaca paper, log it."""
+    if not paper:
+        raise click.UsageError("live trading with real money is not enabled: pass --paper")
+    from cluster.settings import MissingCredentialsError, load_settings
+    from serve.alpaca_broker import AlpacaBroker
+    from serve.client import ClientConfig, PolicyClient
+    from serve.live import LiveLoop
+    from serve.orders import LiveConfig
+
+    settings = load_settings()
+    if settings.serve_token is None:
+        raise MissingCredentialsError("missing the Serve token: set RAYTRADE_SERVE_TOKEN")
+    broker = AlpacaBroker(settings, trading_url=trading_url, data_url=data_url)
+    config = LiveConfig(
+        min_trade_notional=min_trade_notional, max_trade_fraction=max_trade_fraction, fractional=fractional
+    )
+    with PolicyClient(ClientConfig(base_url=serve_url), settings.serve_token) as client:
+        universe = (
+            [s.strip() for s in symbols.split(",") if s.strip()] if symbols else client.model()["symbols"]
+        )
+        loop = LiveLoop(broker, client, universe, state_file, store, config)
+        click.echo(f"live loop (paper) on {len(universe)} symbols, policy at {serve_url}")
+        while True:
+            try:
+                report = loop.cycle()
+            except Exception as exc:  # a broker or network hiccup must not end a long-running loop
+                if once:
+                    raise
+                click.echo(f"cycle failed, retrying at the next one: {type(exc).__name__}: {exc}", err=True)
+                time.sleep(every_minutes * 60.0)
+                continue
+            status = f"fallback ({report.answer.reason})" if report.answer.fallback else report.answer.model
+            click.echo(
+                f"[{report.cycle_id}] {status}: {len(report.plans)} orders, {len(report.submitted)} sent, "
+                f"{len(report.rejected)} refused, {report.fills_logged} fills logged"
+            )
+            for decision_id, message in report.rejected.items():
+                click.echo(f"  refused {decision_id}: {message}", err=True)
+            if once:
+                return
+            time.sleep(every_minutes * 60.0)

@@ -1,0 +1,43 @@
+"""Test doubles for the live loop: a policy that answers with scripted target weights."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from serve.fallback import hold_everything
+from serve.schemas import ActRequest, ActResponse, SymbolDecision
+
+T0 = datetime(2026, 11, 24, 14, 30, tzinfo=UTC)
+
+
+class ScriptedPolicy:
+    """Answers with fixed target weights (current weights taken from the request)."""
+
+    def __init__(self, targets: dict[str, tuple[float, str]], fallback: bool = False):
+        self.targets, self.fallback = targets, fallback
+        self.requests: list[ActRequest] = []
+
+    def act(self, request: ActRequest) -> ActResponse:
+        self.requests.append(request)
+        if self.fallback:
+            return hold_everything(request, "unavailable", 0, "policy service unavailable: test")
+        eq = request.account.equity
+        current = {p.symbol: p.signed_value() / eq for p in request.positions}
+        decisions = {
+            s: SymbolDecision(
+                target_weight=t,
+                current_weight=current.get(s, 0.0),
+                side="flat" if t == 0 else ("long" if t > 0 else "short"),
+                gate_mode=mode,  # type: ignore[arg-type]
+                confidence=0.6,
+                tradeable=True,
+            )
+            for s, (t, mode) in self.targets.items()
+        }
+        return ActResponse(
+            model="alpha@2",
+            model_version=2,
+            as_of=request.as_of or T0,
+            decisions=decisions,
+            gross_exposure=0.0,
+        )

@@ -1,0 +1,177 @@
+"""The paper loop end to end with the real alpaca-py clients against fakes of Alpaca's trading and
+market-data APIs on 127.0.0.1, and ``raytrade live`` against a stub policy service."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from decimal import Decimal
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+
+from cluster.settings import Settings
+from replay import read_frame
+from replay.sources.alpaca import SourceError
+from serve.alpaca_broker import AlpacaBroker
+from serve.live import LiveLoop
+from serve.schemas import ActRequest
+from tests.fake_alpaca import TEST_KEYS, FakeAlpaca
+from tests.fake_alpaca_trading import FakeAlpacaTrading
+from tests.live_doubles import T0, ScriptedPolicy
+
+SYMBOLS = ["AAPL", "MSFT", "BTCUSD"]
+TARGETS = {"AAPL": (0.1, "aggressive"), "MSFT": (0.05, "passive"), "BTCUSD": (0.02, "aggressive")}
+
+
+@pytest.fixture(autouse=True)
+def _loopback_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+
+
+@pytest.fixture
+def fakes() -> Iterator[tuple[FakeAlpacaTrading, FakeAlpaca]]:
+    with FakeAlpacaTrading(cash=100_000, positions={"AAPL": 10}) as trading, FakeAlpaca() as data:
+        yield trading, data
+
+
+def _settings(data: FakeAlpaca, keys: tuple[str, str] = TEST_KEYS) -> Settings:
+    return Settings(alpaca_api_key=keys[0], alpaca_secret_key=keys[1], alpaca_data_url=data.url)
+
+
+def test_a_paper_cycle_trades_the_answer_and_logs_it(
+    fakes: tuple[FakeAlpacaTrading, FakeAlpaca], tmp_path: Path
+) -> None:
+    trading, data = fakes
+    broker = AlpacaBroker(_settings(data), trading_url=trading.url)
+    equity = float(trading.equity())
+    loop = LiveLoop(broker, ScriptedPolicy(TARGETS), SYMBOLS, tmp_path / "state.json", tmp_path / "store")
+    report = loop.cycle(T0)
+    assert report.rejected == {}
+
+    # AAPL: 10 held at mid 181.915; target 10 % of equity -> whole shares at the mid.
+    aapl_mid = (181.90 + 181.93) / 2
+    expected_aapl = int((0.1 * equity / aapl_mid - 10) // 1)
+    assert trading.position_qty("AAPL") == Decimal(10 + expected_aapl)
+    # BTC: bought to 1e-6 units at the ask of the order book; MSFT: a limit resting at the bid.
+    btc = next(p for p in report.plans if p.symbol == "BTCUSD")
+    assert trading.position_qty("BTCUSD") == Decimal(str(btc.qty))
+    msft = next(p for p in report.plans if p.symbol == "MSFT")
+    assert (msft.order_type, msft.limit_price) == ("limit", 367.9)
+    assert trading.order(report.submitted[msft.decision_id])["status"] == "new"
+    orders = [r for r in trading.requests if r.method == "POST" and r.path == "/v2/orders"]
+    assert {r.body["symbol"] for r in orders} == {"AAPL", "MSFT", "BTC/USD"}  # Alpaca's spelling
+
+    exp = read_frame(tmp_path / "store", "experience")
+    assert sorted(exp["symbol"]) == sorted(SYMBOLS) and exp["submitted"].all()
+
+    # The resting order fills; the next cycle logs it (and the two market fills of the first).
+    trading.fill_open_orders()
+    report2 = loop.cycle(T0.replace(day=25))
+    assert report2.fills_logged == 3
+    fills = read_frame(tmp_path / "store", "experience")
+    fills = fills[fills["decision_id"].str.endswith(":fill")].set_index("symbol")
+    assert fills.loc["MSFT", "fill_price"] == 367.9
+    assert fills.loc["AAPL", "fill_price"] == 181.93 and fills.loc["AAPL", "slippage_bps"] > 0
+
+
+def test_a_refusal_by_alpaca_is_one_line_and_does_not_stop_the_cycle(
+    fakes: tuple[FakeAlpacaTrading, FakeAlpaca], tmp_path: Path
+) -> None:
+    trading, data = fakes
+    trading.fail("/v2/orders", 403, times=1, method="POST", message="insufficient buying power")
+    broker = AlpacaBroker(_settings(data), trading_url=trading.url)
+    loop = LiveLoop(broker, ScriptedPolicy(TARGETS), SYMBOLS, tmp_path / "state.json")
+    report = loop.cycle(T0)
+    assert len(report.rejected) == 1 and len(report.submitted) == 2
+    (message,) = report.rejected.values()
+    assert "HTTP 403" in message and "insufficient buying power" in message
+
+
+def test_wrong_keys_fail_with_one_line_and_never_show_the_secret(
+    fakes: tuple[FakeAlpacaTrading, FakeAlpaca], tmp_path: Path
+) -> None:
+    trading, data = fakes
+    secret = "wrong-secret-never-printed-0987654321"
+    broker = AlpacaBroker(_settings(data, (TEST_KEYS[0], secret)), trading_url=trading.url)
+    loop = LiveLoop(broker, ScriptedPolicy(TARGETS), SYMBOLS, tmp_path / "state.json")
+    with pytest.raises(SourceError) as err:
+        loop.cycle(T0)
+    assert "HTTP 401" in str(err.value) and secret not in str(err.value) and secret not in repr(broker)
+
+
+# ---------------------------------------------------------------------------------- the CLI
+
+
+class _StubPolicyService:
+    """``/v1/model`` and ``/v1/act`` on 127.0.0.1, answering with :class:`ScriptedPolicy`."""
+
+    def __init__(self, token: str):
+        policy, expected = ScriptedPolicy(TARGETS), f"Bearer {token}"
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def _send(self, status: int, body: Any) -> None:
+                raw = json.dumps(body).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(raw)))
+                self.end_headers()
+                self.wfile.write(raw)
+
+            def do_GET(self) -> None:
+                if self.headers.get("Authorization") != expected:
+                    return self._send(401, {"detail": "invalid bearer token"})
+                self._send(200, {"model": "alpha@2", "symbols": SYMBOLS})
+
+            def do_POST(self) -> None:
+                if self.headers.get("Authorization") != expected:
+                    return self._send(401, {"detail": "invalid bearer token"})
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                answer = policy.act(ActRequest.model_validate_json(body))
+                self._send(200, answer.model_dump(mode="json"))
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_raytrade_live_paper_once(
+    fakes: tuple[FakeAlpacaTrading, FakeAlpaca], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from cluster.cli import main
+
+    trading, data = fakes
+    token = "serve-token-for-the-live-test-12345"
+    monkeypatch.setenv("ALPACA_API_KEY", TEST_KEYS[0])
+    monkeypatch.setenv("ALPACA_SECRET_KEY", TEST_KEYS[1])
+    monkeypatch.setenv("ALPACA_DATA_URL", data.url)
+    monkeypatch.setenv("RAYTRADE_SERVE_TOKEN", token)
+    monkeypatch.delenv("RAYTRADE_SETTINGS_FILE", raising=False)
+    refused = CliRunner().invoke(main, ["live", "--serve-url", "http://127.0.0.1:1", "--once"])
+    assert refused.exit_code == 2 and "--paper" in refused.output
+
+    stub = _StubPolicyService(token)
+    try:
+        args = ["live", "--paper", "--once", "--serve-url", stub.url, "--trading-url", trading.url]
+        args += ["--store", str(tmp_path / "store"), "--state-file", str(tmp_path / "state.json")]
+        result = CliRunner().invoke(main, args)
+    finally:
+        stub.close()
+    assert result.exit_code == 0, result.output
+    assert "3 symbols" in result.output and "alpha@2: 3 orders, 3 sent, 0 refused" in result.output
+    for secret in (token, TEST_KEYS[1]):
+        assert secret not in result.output
+    assert len(read_frame(tmp_path / "store", "experience")) == 3
