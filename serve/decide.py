@@ -15,7 +15,8 @@ Design decisions
   exposure counts against the gross budget. Positions outside the universe are not traded either;
   they are listed as ``unmanaged`` and their gross comes out of the budget.
 * **Safe failure.** Features older than ``max_feature_age_hours`` (the store stopped updating) give a
-  ``fallback`` answer that holds every position, with the reason; they never feed the policy.
+  ``fallback`` answer that holds every position, with the reason; they never feed the policy. So does
+  a non-finite action (a corrupt checkpoint).
 * **Kill switch.** It is active when the account's drawdown reaches the trained switch's trigger
   (``sim.kill_switch.trigger_drawdown``, or ``kill_drawdown`` here): only unwinds are allowed, as in
   training. A live account has no "bars since it tripped" in the request, so that observation is 0.
@@ -45,6 +46,7 @@ from serve.fallback import hold_everything
 from serve.schemas import ActRequest, ActResponse, SymbolDecision
 
 _ZERO = 1e-9  # |weight| below this is flat
+NON_FINITE_ACTION = "the policy produced a non-finite action: holding every position"
 
 
 class RequestError(ValueError):
@@ -265,6 +267,8 @@ class DecisionService:
             target, modes = orders.target, orders.mode
         else:
             target, modes = np.clip(action.astype(np.float64), -1.0, 1.0), None
+        broken = ~np.isfinite(target).all(axis=-1)  # a corrupt checkpoint must not reach the market
+        target = np.where(np.isfinite(target), target, 0.0)
         tradeable = np.stack([p.tradeable for p in prepared])
         external = np.array([p.external_gross for p in prepared])
         w_target, locked = constrained_targets(
@@ -278,9 +282,13 @@ class DecisionService:
         )
         assert locked is not None
         weights = np.where(locked, ob.weights, w_target)
-        confidence = action_confidence(self.handle.module, obs)
+        confidence = np.nan_to_num(action_confidence(self.handle.module, obs), nan=0.0)
         return [
-            self._response(p, weights[i], None if modes is None else modes[i], confidence[i], bool(kill[i]))
+            hold_everything(p.request, self.model_ref, self.handle.version, NON_FINITE_ACTION, p.as_of)
+            if broken[i]
+            else self._response(
+                p, weights[i], None if modes is None else modes[i], confidence[i], bool(kill[i])
+            )
             for i, p in enumerate(prepared)
         ]
 

@@ -176,6 +176,23 @@ def test_stale_features_hold_every_position(service: DecisionService) -> None:
     assert not fresh.fallback
 
 
+def test_a_non_finite_action_holds_instead_of_trading(service: DecisionService) -> None:
+    class Broken:
+        """The loaded handle, but every action is NaN (a corrupt checkpoint)."""
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(service.handle, name)
+
+        def act(self, obs: Any) -> np.ndarray:
+            return np.full((len(obs), len(service.data.symbols)), np.nan)
+
+    broken = DecisionService(Broken(), service.data, NEVER_STALE)
+    a = service.data.symbols[0]
+    response = broken.decide([_request(service, positions={a: 0.2})])[0]
+    assert response.fallback and "non-finite" in (response.reason or "")
+    assert response.decisions[a].target_weight == pytest.approx(0.2)
+
+
 @pytest.mark.parametrize(
     ("patch", "field"),
     [
