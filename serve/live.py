@@ -303,10 +303,15 @@ def _decision_rows(
         by_symbol.setdefault(p.symbol, []).append(p)
     rows = []
     for sym, d in answer.decisions.items():
-        state = {
+        state = {  # enough to rebuild the policy's observation for offline RL
             "snapshot": loop_state["analysis"].get(sym),
             "current_weight": d.current_weight,
             "drawdown_pct": loop_state["drawdown_pct"],
+            "equity": loop_state["account"]["equity"],
+            "cash": loop_state["account"]["cash"],
+            "features_as_of": None if answer.features_as_of is None else answer.features_as_of.isoformat(),
+            "kill_switch_active": answer.kill_switch_active,
+            "confidence": d.confidence,
             "fallback": answer.fallback,
             "reason": d.reason or answer.reason,
         }
