@@ -1,0 +1,88 @@
+"""The cluster configs (KubeRay RayCluster / RayService, `ray up`, the image) agree with the code."""
+
+from __future__ import annotations
+
+import importlib
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+import ray
+import yaml
+from pydantic import ValidationError
+
+CONFIGS = Path(__file__).resolve().parents[1] / "cluster" / "configs"
+SECRET_WORDS = ("TOKEN", "KEY", "SECRET", "PASSWORD")
+
+
+def _load(name: str) -> Any:
+    return yaml.safe_load((CONFIGS / name).read_text())
+
+
+def _containers(spec: dict[str, Any]) -> list[dict[str, Any]]:
+    groups = [spec["headGroupSpec"], *spec.get("workerGroupSpecs", [])]
+    return [c for g in groups for c in g["template"]["spec"]["containers"]]
+
+
+def _cluster_specs() -> list[dict[str, Any]]:
+    return [_load("raycluster.yaml")["spec"], _load("rayservice.yaml")["spec"]["rayClusterConfig"]]
+
+
+def test_images_and_ray_versions_match_the_pinned_ray() -> None:
+    for spec in _cluster_specs():
+        assert spec["rayVersion"] == ray.__version__
+        for container in _containers(spec):
+            assert container["image"] == f"raytrade:{ray.__version__}"
+    dockerfile = (CONFIGS / "Dockerfile").read_text()
+    assert re.search(rf"^FROM rayproject/ray:{re.escape(ray.__version__)}-py311", dockerfile, re.M)
+    torch_pin = re.search(r'"torch==([\d.]+)"', (CONFIGS.parents[1] / "pyproject.toml").read_text())
+    assert torch_pin and f"torch=={torch_pin.group(1)}" in dockerfile
+
+
+def test_secrets_only_come_from_kubernetes_secrets_and_token_auth_is_on() -> None:
+    for spec in _cluster_specs():
+        for container in _containers(spec):
+            env = {e["name"]: e for e in container["env"]}
+            assert env["RAY_AUTH_MODE"]["value"] == "token"
+            for name, entry in env.items():
+                if any(word in name for word in SECRET_WORDS):
+                    assert "value" not in entry and "secretKeyRef" in entry["valueFrom"], name
+            assert {"name": "data", "mountPath": "/data"}.items() <= container["volumeMounts"][0].items()
+
+
+def test_the_rayservice_application_builds_from_its_args(monkeypatch: pytest.MonkeyPatch) -> None:
+    serve_config = yaml.safe_load(_load("rayservice.yaml")["spec"]["serveConfigV2"])
+    (app,) = serve_config["applications"]
+    module_name, _, attribute = app["import_path"].partition(":")
+    builder = getattr(importlib.import_module(module_name), attribute)
+    monkeypatch.setenv("RAYTRADE_SERVE_TOKEN", "token-for-the-builder-test")
+    monkeypatch.delenv("RAYTRADE_SETTINGS_FILE", raising=False)
+    application = builder(app["args"])
+    assert type(application).__name__ == "Application"
+    assert "token-for-the-builder-test" not in repr(application._bound_deployment.init_args)
+
+
+def test_the_builder_refuses_a_missing_token_and_bad_args(monkeypatch: pytest.MonkeyPatch) -> None:
+    from cluster.settings import MissingCredentialsError
+    from serve.app import app_builder
+
+    monkeypatch.delenv("RAYTRADE_SERVE_TOKEN", raising=False)
+    monkeypatch.delenv("RAYTRADE_SETTINGS_FILE", raising=False)
+    with pytest.raises(MissingCredentialsError, match="RAYTRADE_SERVE_TOKEN"):
+        app_builder({"model": "alpha", "registry": "/data/registry"})
+    monkeypatch.setenv("RAYTRADE_SERVE_TOKEN", "t")
+    with pytest.raises(ValidationError, match="replicas"):
+        app_builder({"model": "alpha", "registry": "/data/registry", "replicas": "0"})
+    with pytest.raises(ValidationError, match="modle"):
+        app_builder({"modle": "alpha", "registry": "/data/registry"})
+
+
+def test_the_launcher_starts_every_node_with_token_auth_and_no_secret_in_the_file() -> None:
+    launcher = _load("cluster-launcher.yaml")
+    for key in ("head_start_ray_commands", "worker_start_ray_commands"):
+        start = " ".join(launcher[key])
+        assert "RAY_AUTH_MODE=token" in start and "RAY_AUTH_TOKEN_PATH=" in start
+    assert any("pip install -e" in c for c in launcher["setup_commands"])
+    text = (CONFIGS / "cluster-launcher.yaml").read_text()
+    assert not re.search(r"RAY_AUTH_TOKEN=\S{8,}", text)
