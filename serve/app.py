@@ -122,6 +122,60 @@ async def _invalid_request(_: Request, exc: RequestValidationError) -> JSONRespo
     return JSONResponse(status_code=422, content={"detail": detail})
 
 
+class PolicyHolder:
+    """The policy a replica answers with, and its swaps (plain Python: the deployment delegates here).
+
+    :meth:`configure` loads and swaps synchronously (Serve's ``reconfigure``). :meth:`refresh` compares
+    the sources (registry ``latest``, the store's feature files) with what is loaded and, when they
+    changed, loads the new version in a background thread and swaps one reference; requests keep
+    being answered by the old version meanwhile. A version that fails to load is not retried until
+    the sources change again, and the old one keeps answering.
+    """
+
+    def __init__(self) -> None:
+        self.cfg: ServiceConfig | None = None
+        self.service: DecisionService | None = None
+        self._signature: tuple[Any, ...] = ()
+        self._failed: tuple[Any, ...] | None = None
+        self.loading = threading.Lock()
+
+    def configure(self, cfg: ServiceConfig) -> DecisionService:
+        with self.loading:
+            service = load_service(cfg.model, cfg.registry, cfg.decide)
+            self._signature, self._failed = _source_signature(cfg), None
+            self.cfg, self.service = cfg, service
+        log.info("serving %s", service.model_ref)
+        return service
+
+    def refresh(self) -> bool:
+        """Start a background reload if the sources changed; True when one was started."""
+        cfg = self.cfg
+        if cfg is None:
+            return False
+        try:
+            signature = _source_signature(cfg)
+        except (OSError, ValueError) as exc:  # registry briefly unreadable: keep serving what we have
+            log.warning("cannot read the policy's sources: %s", exc)
+            return False
+        if signature in (self._signature, self._failed) or self.loading.locked():
+            return False
+        threading.Thread(target=self._reload, args=(cfg, signature), daemon=True).start()
+        return True
+
+    def _reload(self, cfg: ServiceConfig, signature: tuple[Any, ...]) -> None:
+        with self.loading:
+            if self.cfg is not cfg:  # reconfigured meanwhile
+                return
+            try:
+                service = load_service(cfg.model, cfg.registry, cfg.decide)
+            except Exception as exc:  # keep the old version answering
+                self._failed = signature
+                log.error("reload of %s failed, still serving the previous version: %s", cfg.model, exc)
+                return
+            self.service, self._signature, self._failed = service, signature, None
+        log.info("now serving %s", service.model_ref)
+
+
 @serve.deployment(name=DEPLOYMENT_NAME, health_check_period_s=5, max_ongoing_requests=256)
 @serve.ingress(api)
 class PolicyService:
@@ -131,10 +185,7 @@ class PolicyService:
         if len(token_sha256) != 64:
             raise ValueError("token_sha256 must be the SHA-256 hex digest of the bearer token")
         self._token_sha256 = token_sha256
-        self._cfg: ServiceConfig | None = None
-        self._service: DecisionService | None = None
-        self._signature: tuple[Any, ...] = ()
-        self._loading = threading.Lock()
+        self._holder = PolicyHolder()
         self.requests = 0
         self.batches = 0
 
@@ -143,38 +194,16 @@ class PolicyService:
     def reconfigure(self, user_config: dict[str, Any]) -> None:
         """Apply a new ``user_config``: load the policy it names and swap it in."""
         cfg = ServiceConfig.model_validate(user_config)
-        with self._loading:
-            service = load_service(cfg.model, cfg.registry, cfg.decide)
-            self._signature = _source_signature(cfg)
-            self._cfg, self._service = cfg, service
+        self._holder.configure(cfg)
         batcher: Any = self._decide_batch  # serve.batch adds the setters at runtime
         batcher.set_max_batch_size(cfg.max_batch_size)
         batcher.set_batch_wait_timeout_s(cfg.batch_wait_ms / 1000.0)
-        log.info("serving %s", service.model_ref)
 
     def check_health(self) -> None:
         """Serve's periodic probe: raises if unusable; starts a reload when the sources changed."""
-        if self._service is None or self._cfg is None:
+        if self._holder.service is None:
             raise RuntimeError("no policy loaded")
-        try:
-            signature = _source_signature(self._cfg)
-        except (OSError, ValueError) as exc:  # registry briefly unreadable: keep serving what we have
-            log.warning("cannot read the policy's sources: %s", exc)
-            return
-        if signature != self._signature and not self._loading.locked():
-            threading.Thread(target=self._reload, args=(self._cfg, signature), daemon=True).start()
-
-    def _reload(self, cfg: ServiceConfig, signature: tuple[Any, ...]) -> None:
-        with self._loading:
-            if self._cfg is not cfg:  # reconfigured meanwhile
-                return
-            try:
-                service = load_service(cfg.model, cfg.registry, cfg.decide)
-            except Exception as exc:  # keep the old version answering; the next probe retries
-                log.error("reload of %s failed, still serving the previous version: %s", cfg.model, exc)
-                return
-            self._service, self._signature = service, signature
-        log.info("now serving %s", service.model_ref)
+        self._holder.refresh()
 
     # -------------------------------------------------------------------- routes
 
@@ -186,9 +215,10 @@ class PolicyService:
             raise HTTPException(401, "invalid bearer token", headers={"WWW-Authenticate": "Bearer"})
 
     def _ready(self) -> DecisionService:
-        if self._service is None:
+        service = self._holder.service
+        if service is None:
             raise HTTPException(503, "no policy loaded yet")
-        return self._service
+        return service
 
     @api.post(f"{API_PREFIX}/act", response_model=ActResponse)
     async def act(self, body: ActRequest, authorization: str | None = Header(None)) -> ActResponse:

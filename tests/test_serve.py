@@ -414,3 +414,41 @@ def test_serve_cli_refuses_without_a_token_or_with_an_unknown_model(
     result = CliRunner().invoke(main, ["serve", "--model", "nope", "--registry", str(registry)])
     assert result.exit_code == 2 and "available: alpha" in result.output
     assert TOKEN not in result.output
+
+
+# ---------------------------------------------------------------------------------- replica reloads
+
+
+def _wait_idle(holder: Any, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    time.sleep(0.05)
+    while holder.loading.locked() and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
+def test_a_replica_follows_latest_and_keeps_serving_when_a_version_cannot_be_loaded(
+    registry: Path, ppo_smoke_run: Path, tmp_path: Path
+) -> None:
+    import shutil
+
+    from serve.app import PolicyHolder, ServiceConfig
+
+    reg = tmp_path / "registry"
+    shutil.copytree(registry, reg)
+    holder = PolicyHolder()
+    first = holder.configure(ServiceConfig(model="alpha", registry=str(reg), decide=NEVER_STALE))
+    assert not holder.refresh() and holder.service is first  # nothing changed: no reload
+
+    _promote(ppo_smoke_run, reg)  # a new latest: followed in the background
+    assert holder.refresh()
+    _wait_idle(holder)
+    second = holder.service
+    assert second is not None and second is not first and second.handle.version == first.handle.version + 1
+
+    _promote(ppo_smoke_run, reg)
+    newest = reg / "alpha" / str(second.handle.version + 1)
+    shutil.rmtree(newest / "module")  # a broken promotion: latest has no weights
+    assert holder.refresh()
+    _wait_idle(holder)
+    assert holder.service is second, "a broken version replaced a working one"
+    assert not holder.refresh(), "the same broken version is loaded again and again"
