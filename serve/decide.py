@@ -283,14 +283,31 @@ class DecisionService:
         assert locked is not None
         weights = np.where(locked, ob.weights, w_target)
         confidence = np.nan_to_num(action_confidence(self.handle.module, obs), nan=0.0)
+        explained = self._attributions(obs, [i for i, p in enumerate(prepared) if p.request.attributions])
         return [
             hold_everything(p.request, self.model_ref, self.handle.version, NON_FINITE_ACTION, p.as_of)
             if broken[i]
             else self._response(
-                p, weights[i], None if modes is None else modes[i], confidence[i], bool(kill[i])
+                p,
+                weights[i],
+                None if modes is None else modes[i],
+                confidence[i],
+                bool(kill[i]),
+                explained.get(i),
             )
             for i, p in enumerate(prepared)
         ]
+
+    def _attributions(self, obs: Any, rows: list[int]) -> dict[int, list[dict[str, float]]]:
+        """Per requested row, per symbol, the top feature attributions (:mod:`serve.attribution`)."""
+        if not rows:
+            return {}
+        from serve.attribution import feature_attributions
+
+        subset = {k: v[rows] for k, v in obs.items()} if isinstance(obs, dict) else obs[rows]
+        names = list(self.env_cfg.feature_columns or self.data.feature_names)
+        per_row = feature_attributions(self.handle.module, subset, len(self.universe), names)
+        return dict(zip(rows, per_row, strict=True))
 
     def _response(
         self,
@@ -299,6 +316,7 @@ class DecisionService:
         modes: np.ndarray | None,
         confidence: np.ndarray,
         kill: bool,
+        attributions: list[dict[str, float]] | None = None,
     ) -> ActResponse:
         decisions: dict[str, SymbolDecision] = {}
         for sym, i in self.universe.items():
@@ -320,6 +338,7 @@ class DecisionService:
                 confidence=0.0 if held else float(confidence[i]),
                 tradeable=not held,
                 reason=reason,
+                attributions=None if attributions is None else attributions[i],
             )
         return ActResponse(
             model=self.model_ref,

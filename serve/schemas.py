@@ -93,6 +93,7 @@ class ActRequest(_Strict):
     )
     analysis: dict[str, SymbolSnapshot] = Field(min_length=1, description="one row per symbol")
     as_of: datetime | None = Field(None, description="decision time (UTC); default: when received")
+    attributions: bool = Field(False, description="also return each symbol's top feature attributions")
 
     @field_validator("as_of")
     @classmethod
@@ -123,6 +124,9 @@ class SymbolDecision(BaseModel):
     confidence: float = Field(ge=0.0, le=1.0)
     tradeable: bool = Field(description="the symbol had a quote and was not blocked")
     reason: str | None = Field(None, description="why the symbol was held or unwound, when it was")
+    attributions: dict[str, float] | None = Field(
+        None, description="when asked: the symbol's top features by gradient x input (serve.attribution)"
+    )
 
 
 class ActResponse(BaseModel):

@@ -193,6 +193,38 @@ def test_a_non_finite_action_holds_instead_of_trading(service: DecisionService) 
     assert response.decisions[a].target_weight == pytest.approx(0.2)
 
 
+def test_attributions_are_gradient_times_input_of_the_symbols_own_features(service: DecisionService) -> None:
+    import torch
+    from ray.rllib.core.columns import Columns
+
+    plain = _request(service)
+    asked = plain.model_copy(update={"attributions": True})
+    without, with_ = service.decide([plain, asked])
+    assert all(d.attributions is None for d in without.decisions.values())
+    names = list(service.env_cfg.feature_columns or service.data.feature_names)
+    n, f = len(service.data.symbols), len(names)
+    obs = np.asarray(service.env_observation([service.prepare(asked, datetime.now(UTC))]), dtype=np.float32)
+
+    def mean(x: np.ndarray, i: int) -> float:
+        with torch.no_grad():
+            out = service.handle.module.forward_inference({Columns.OBS: torch.as_tensor(x)})
+        return float(out[Columns.ACTION_DIST_INPUTS][0, i])
+
+    for i in (0, n // 2):
+        got = with_.decisions[service.data.symbols[i]].attributions
+        assert got is not None and len(got) == 3 and set(got) <= set(names)
+        values = list(got.values())
+        assert [abs(v) for v in values] == sorted((abs(v) for v in values), reverse=True)
+        name, value = next(iter(got.items()))
+        k = i * f + names.index(name)
+        eps = 1e-3 * max(abs(float(obs[0, k])), 1.0)
+        up, down = obs.copy(), obs.copy()
+        up[0, k] += eps
+        down[0, k] -= eps
+        numeric = (mean(up, i) - mean(down, i)) / (2 * eps) * float(obs[0, k])
+        assert value == pytest.approx(numeric, rel=5e-2, abs=1e-6)
+
+
 @pytest.mark.parametrize(
     ("patch", "field"),
     [
