@@ -22,8 +22,10 @@ Components (defaults are the live trading loop's, see DESIGN.md §4):
 
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
+import numba
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -120,29 +122,70 @@ def cost_rates(
     )
 
 
+@numba.njit(cache=True, nogil=True)
+def trade_cost_parts(  # pragma: no cover (compiled)
+    traded_abs: float,
+    fee_rate: float,
+    spread_rate: float,
+    slippage_base: float,
+    impact: float,
+    spread_mult: float,
+    slippage_mult: float,
+) -> tuple[float, float, float]:
+    """(fee, spread, slippage) in currency of one trade of ``traded_abs`` notional: the one statement
+    of the formulas, used by :func:`costs_at_rates` and by the simulator's compiled step."""
+    fee = traded_abs * fee_rate
+    spread = traded_abs * spread_rate * spread_mult
+    slippage = traded_abs * (slippage_base + impact * math.sqrt(traded_abs)) * slippage_mult
+    return fee, spread, slippage
+
+
+@numba.njit(cache=True, nogil=True)
+def financing_of(  # pragma: no cover (compiled)
+    gross_exposure: float, equity: float, rate_per_bar: float, free_leverage: float
+) -> float:
+    """One bar of financing on gross exposure above ``free_leverage`` x equity (scalar form)."""
+    return max(gross_exposure - free_leverage * max(equity, 0.0), 0.0) * rate_per_bar
+
+
+@numba.njit(cache=True, nogil=True)
+def _costs_kernel(  # pragma: no cover (compiled)
+    x: np.ndarray,
+    fee: np.ndarray,
+    spread: np.ndarray,
+    base: np.ndarray,
+    impact: np.ndarray,
+    smult: np.ndarray,
+    slmult: np.ndarray,
+) -> np.ndarray:
+    out = np.empty((3, x.size))
+    for k in range(x.size):
+        out[0, k], out[1, k], out[2, k] = trade_cost_parts(
+            x[k], fee[k], spread[k], base[k], impact[k], smult[k], slmult[k]
+        )
+    return out
+
+
 def costs_at_rates(
     traded_abs: np.ndarray,
     rates: CostRates,
     spread_mult: np.ndarray | float = 1.0,
     slippage_mult: np.ndarray | float = 1.0,
 ) -> TradeCosts:
-    """Costs of trading ``traded_abs`` (>= 0) notional per asset at ``rates``.
+    """Costs of trading ``traded_abs`` (>= 0) notional per asset at ``rates`` (broadcast together).
 
     The multipliers let an execution mode pay less than a marketable order (a passive order:
     spread_mult 0, no impact). A zero trade costs exactly zero (the slippage base is charged on
     notional, not per order).
     """
-    spread = traded_abs * rates.spread
-    slip = traded_abs * (rates.slippage_base + rates.impact * np.sqrt(traded_abs))
-    return TradeCosts(
-        fee=traded_abs * rates.fee,
-        spread=spread if _is_one(spread_mult) else spread * spread_mult,
-        slippage=slip if _is_one(slippage_mult) else slip * slippage_mult,
+    parts = np.broadcast_arrays(
+        np.asarray(traded_abs, dtype=np.float64),
+        *(np.asarray(a, dtype=np.float64) for a in (*rates, spread_mult, slippage_mult)),
     )
-
-
-def _is_one(mult: np.ndarray | float) -> bool:
-    return isinstance(mult, float | int) and mult == 1
+    shape = parts[0].shape
+    flat = [np.array(a, dtype=np.float64).reshape(-1) for a in parts]  # copies: kernels want owned arrays
+    out = _costs_kernel(*flat)
+    return TradeCosts(fee=out[0].reshape(shape), spread=out[1].reshape(shape), slippage=out[2].reshape(shape))
 
 
 def trade_costs(
@@ -174,6 +217,11 @@ def financing_rate_per_bar(cfg: CostConfig, all_crypto: bool, days_per_bar: floa
 def financing_cost(
     gross_exposure: np.ndarray, equity: np.ndarray, rate_per_bar: float, cfg: CostConfig
 ) -> np.ndarray:
-    """Financing for one bar on gross exposure above ``financing_free_leverage`` x equity."""
-    borrowed = np.maximum(gross_exposure - cfg.financing_free_leverage * np.maximum(equity, 0.0), 0.0)
-    return borrowed * rate_per_bar
+    """Financing for one bar on gross exposure above ``financing_free_leverage`` x equity
+    (:func:`financing_of` per element)."""
+    gross, eq = np.broadcast_arrays(np.asarray(gross_exposure, np.float64), np.asarray(equity, np.float64))
+    out = [
+        financing_of(g, e, rate_per_bar, cfg.financing_free_leverage)
+        for g, e in zip(gross.ravel(), eq.ravel(), strict=True)
+    ]
+    return np.array(out, dtype=np.float64).reshape(gross.shape)

@@ -5,8 +5,9 @@ Contract
 * State per episode: running equity ``peak``, ``active`` flag, ``bars_active`` (bars since it tripped).
 * It trips at a bar's close when ``1 - equity / peak >= trigger_drawdown``.
 * While active, every asset's position may only shrink toward zero: ``|w_i|`` never grows and never
-  changes sign (:func:`unwind_bounds` gives the box the projection enforces; the simulator also clips
-  the resulting units so a price gap between close and the next open cannot grow a position).
+  changes sign (:func:`unwind_bounds` states the box the projection enforces, which the compiled step
+  ``envs.step_kernel`` applies; the simulator also clips the resulting units so a price gap between
+  close and the next open cannot grow a position).
 * It is lifted at a close when the drawdown is back within ``release_drawdown`` of the peak, or after
   ``release_after_bars`` bars, whichever comes first (either rule can be disabled with ``None``). On a
   time-based release the peak is reset to the current equity (``reset_peak_on_release``), otherwise
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+import numba
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -62,24 +64,54 @@ def drawdown(equity: np.ndarray, peak: np.ndarray) -> np.ndarray:
 
 def update_kill_switch(state: KillSwitchState, equity: np.ndarray, cfg: KillSwitchConfig) -> KillSwitchState:
     """Advance the switch one bar given the bar's closing equity (pure; returns a new state)."""
-    peak = np.maximum(state.peak, equity)
     if not cfg.enabled:
+        peak = np.maximum(state.peak, equity)
         return KillSwitchState(peak, np.zeros_like(state.active), np.zeros_like(state.bars_active))
-    dd = drawdown(equity, peak)
-    was = state.active
-    trips = dd >= cfg.trigger_drawdown
-    if not was.any() and not trips.any():
-        return KillSwitchState(peak=peak, active=was, bars_active=state.bars_active)  # all off
-    bars = (state.bars_active + 1) * was  # bars since tripping, counting this one (0 where off)
-    after = cfg.release_after_bars
-    by_time = bars >= after if after is not None else np.zeros_like(was)
-    release = by_time | (dd <= cfg.release_drawdown) if cfg.release_drawdown is not None else by_time
-    release &= was
-    if cfg.reset_peak_on_release:
-        peak = np.where(release & by_time, equity, peak)
-    # a released switch stays off this bar; a newly tripped one starts counting at 0
-    active = np.where(was, ~release, trips)
-    return KillSwitchState(peak=peak, active=active, bars_active=bars * (active & was))
+    peak, active, bars = _advance(
+        np.ascontiguousarray(state.peak, dtype=np.float64),
+        np.ascontiguousarray(state.active, dtype=np.bool_),
+        np.ascontiguousarray(state.bars_active, dtype=np.int64),
+        np.ascontiguousarray(equity, dtype=np.float64),
+        cfg.trigger_drawdown,
+        cfg.release_drawdown is not None,
+        cfg.release_drawdown if cfg.release_drawdown is not None else 0.0,
+        cfg.release_after_bars if cfg.release_after_bars is not None else 0,
+        cfg.reset_peak_on_release,
+    )
+    return KillSwitchState(peak=peak, active=active, bars_active=bars)
+
+
+@numba.njit(cache=True, nogil=True)
+def _advance(  # pragma: no cover (compiled; covered through update_kill_switch)
+    peak: np.ndarray,
+    active: np.ndarray,
+    bars: np.ndarray,
+    equity: np.ndarray,
+    trigger: float,
+    has_release_drawdown: bool,
+    release_drawdown: float,
+    release_after_bars: int,
+    reset_peak_on_release: bool,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One bar of the rule per episode (``release_after_bars`` 0: never by time). A switch released
+    this bar stays off until the next; a newly tripped one starts counting at 0."""
+    b = peak.shape[0]
+    peak_out, active_out, bars_out = np.empty(b), np.empty(b, dtype=np.bool_), np.zeros(b, dtype=np.int64)
+    for i in range(b):
+        p = max(peak[i], equity[i])
+        dd = max(1.0 - equity[i] / p, 0.0)
+        if active[i]:
+            counted = bars[i] + 1
+            by_time = release_after_bars > 0 and counted >= release_after_bars
+            released = by_time or (has_release_drawdown and dd <= release_drawdown)
+            active_out[i] = not released
+            bars_out[i] = 0 if released else counted
+            if released and by_time and reset_peak_on_release:
+                p = equity[i]
+        else:
+            active_out[i] = dd >= trigger
+        peak_out[i] = p
+    return peak_out, active_out, bars_out
 
 
 def unwind_bounds(

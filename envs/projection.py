@@ -51,44 +51,81 @@ class ConstraintConfig(BaseModel):
 
 
 @numba.njit(cache=True, nogil=True)
-def _project_rows(  # pragma: no cover (compiled; covered through project_box_l1)
-    v: np.ndarray, lower: np.ndarray, upper: np.ndarray, budget: np.ndarray, floor: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
-    """Rows ``v [R, N]`` projected with per-element ``floor`` thresholds; returns ``(w, tau [R])``.
+def project_row(  # pragma: no cover (compiled; covered through project_box_l1 and the simulator)
+    v: np.ndarray, lower: np.ndarray, upper: np.ndarray, budget: float, floor: np.ndarray, w: np.ndarray
+) -> float:
+    """One row ``v [N]`` projected with per-element ``floor`` thresholds into ``w [N]``; returns ``tau``.
 
     ``tau`` is the smallest ``tau >= 0`` with ``sum_i min(cap_i, max(0, |v_i| - max(tau, floor_i)))
     <= budget``: the 2N breakpoints of that piecewise-linear sum are sorted and accumulated in order
     until the sum crosses the budget, then interpolated on that segment (exact, no tolerance).
+    Compiled, so the simulator's step can call it per row without numpy's per-call overhead.
     """
-    r, n = v.shape
-    w = np.empty((r, n))
-    tau = np.zeros(r)
+    n = v.shape[0]
     a = np.empty(n)
     cap = np.empty(n)
-    pts = np.empty(2 * n)
+    f0 = 0.0
+    for j in range(n):
+        a[j] = abs(v[j])
+        cap[j] = upper[j] if v[j] >= 0 else -lower[j]
+        f0 += min(cap[j], max(a[j] - floor[j], 0.0))
+    tau = 0.0
+    if f0 > budget:
+        pts = np.empty(2 * n)
+        for j in range(n):
+            pts[j] = max(a[j] - cap[j], floor[j])  # the element starts shrinking
+            pts[n + j] = max(a[j], floor[j])  # the element reaches 0
+        order = np.argsort(pts)
+        f_prev, p_prev, slope = f0, 0.0, 0
+        for k in range(2 * n):
+            p = pts[order[k]]
+            f = 0.0 if k == 2 * n - 1 else f_prev + slope * (p - p_prev)
+            if f <= budget:
+                tau = p_prev + ((f_prev - budget) / -slope if slope < 0 else 0.0)
+                break
+            f_prev, p_prev = f, p
+            slope += -1 if order[k] < n else 1
+    for j in range(n):
+        mag = min(cap[j], max(a[j] - max(tau, floor[j]), 0.0))
+        w[j] = mag if v[j] > 0 else (-mag if v[j] < 0 else 0.0)
+    return tau
+
+
+@numba.njit(cache=True, nogil=True)
+def project_row_grouped(  # pragma: no cover (compiled)
+    v: np.ndarray,
+    lower: np.ndarray,
+    upper: np.ndarray,
+    budget: float,
+    group: np.ndarray,
+    group_budget: float,
+    w: np.ndarray,
+    floor: np.ndarray,
+) -> float:
+    """:func:`project_row` with a group sleeve (``group [N]`` bool, its own ``group_budget``): the
+    group's threshold first, then every element with ``floor`` = that threshold on the group (written
+    into ``floor [N]``). Returns the overall ``tau``."""
+    members = np.flatnonzero(group)
+    m = members.shape[0]
+    vg, lg, ug, wg = np.empty(m), np.empty(m), np.empty(m), np.empty(m)
+    for k in range(m):
+        vg[k], lg[k], ug[k] = v[members[k]], lower[members[k]], upper[members[k]]
+    tau_g = project_row(vg, lg, ug, group_budget, np.zeros(m), wg)
+    for j in range(v.shape[0]):
+        floor[j] = tau_g if group[j] else 0.0
+    return project_row(v, lower, upper, budget, floor, w)
+
+
+@numba.njit(cache=True, nogil=True)
+def _project_rows(  # pragma: no cover (compiled; covered through project_box_l1)
+    v: np.ndarray, lower: np.ndarray, upper: np.ndarray, budget: np.ndarray, floor: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`project_row` over the rows of ``v [R, N]``; returns ``(w, tau [R])``."""
+    r, n = v.shape
+    w = np.empty((r, n))
+    tau = np.empty(r)
     for i in range(r):
-        f0 = 0.0
-        for j in range(n):
-            a[j] = abs(v[i, j])
-            cap[j] = upper[i, j] if v[i, j] >= 0 else -lower[i, j]
-            f0 += min(cap[j], max(a[j] - floor[i, j], 0.0))
-        if f0 > budget[i]:
-            for j in range(n):
-                pts[j] = max(a[j] - cap[j], floor[i, j])  # the element starts shrinking
-                pts[n + j] = max(a[j], floor[i, j])  # the element reaches 0
-            order = np.argsort(pts)
-            f_prev, p_prev, slope = f0, 0.0, 0
-            for k in range(2 * n):
-                p = pts[order[k]]
-                f = 0.0 if k == 2 * n - 1 else f_prev + slope * (p - p_prev)
-                if f <= budget[i]:
-                    tau[i] = p_prev + ((f_prev - budget[i]) / -slope if slope < 0 else 0.0)
-                    break
-                f_prev, p_prev = f, p
-                slope += -1 if order[k] < n else 1
-        for j in range(n):
-            mag = min(cap[j], max(a[j] - max(tau[i], floor[i, j]), 0.0))
-            w[i, j] = mag if v[i, j] > 0 else (-mag if v[i, j] < 0 else 0.0)
+        tau[i] = project_row(v[i], lower[i], upper[i], budget[i], floor[i], w[i])
     return w, tau
 
 

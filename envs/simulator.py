@@ -17,8 +17,11 @@ close->open, intrabar P&L open->close, minus costs and financing) while cash mov
 ``cash + sum(units * close) == equity`` is therefore a real check of the bookkeeping, which
 :meth:`MarketSimulator.equity_identity_error` exposes for tests.
 
-Vectorisation: every per-step quantity is an array op over ``[B, N]``; there is no Python loop over
-episodes or assets. B = 1 runs the same code (the live path) with small-array overheads only.
+Execution: the state is ``[B]`` / ``[B, N]`` arrays. Steps 1-4 (constraints and projection, fills,
+costs, marking, financing) run as two compiled loops over episodes (``envs.step_kernel``): at the few
+episodes per env runner that RL uses, numpy's per-call overhead dominated them. The reward, the kill
+switch and the bookkeeping stay numpy. ``tests/step_reference.py`` keeps the step written in numpy as
+an oracle the tests compare against. B = 1 runs the same code (the live path).
 """
 
 from __future__ import annotations
@@ -28,19 +31,12 @@ from typing import NamedTuple
 import numpy as np
 
 from envs.config import SimulatorConfig
-from envs.costs import (
-    COST_COMPONENTS,
-    CostRates,
-    cost_rates,
-    costs_at_rates,
-    fee_bps,
-    financing_cost,
-    financing_rate_per_bar,
-)
-from envs.kill_switch import KillSwitchState, init_kill_switch, unwind_bounds, update_kill_switch
+from envs.costs import COST_COMPONENTS, cost_rates, fee_bps, financing_rate_per_bar
+from envs.kill_switch import KillSwitchState, init_kill_switch, update_kill_switch
 from envs.market_data import MarketData
-from envs.projection import ConstraintConfig, project_box_l1, weight_bounds
+from envs.projection import ConstraintConfig
 from envs.rewards import RewardState, compute_reward, init_reward_state
+from envs.step_kernel import fill_rows, target_rows
 
 
 class Observation(NamedTuple):
@@ -106,25 +102,34 @@ def constrained_targets(
     is the simulator's step 1, and what the serving path decides with.
     """
     con = limits.constraints
-    lower, upper = weight_bounds(listed, con.per_asset_cap, con.long_only)
-    if kill_active.any():
-        lower, upper = unwind_bounds(w_now, lower, upper, kill_active)
-    budget: np.ndarray | float = limits.gross_cap
-    group_budget: np.ndarray | float = con.crypto_gross_cap
-    locked = None
-    if fill is not None:
-        locked = ~np.asarray(fill, dtype=bool) & listed
-        lower = np.where(locked, 0.0, lower)
-        upper = np.where(locked, 0.0, upper)
-        locked_abs = np.abs(w_now) * locked
-        budget = limits.gross_cap - locked_abs.sum(-1)
-        if limits.group is not None:
-            group_budget = np.maximum(con.crypto_gross_cap - (locked_abs * limits.group).sum(-1), 0.0)
-    if not (isinstance(external_gross, float | int) and external_gross == 0):
-        budget = budget - np.asarray(external_gross, dtype=np.float64)
-    if not isinstance(budget, float):
-        budget = np.maximum(budget, 0.0)
-    return project_box_l1(target, lower, upper, budget, limits.group, group_budget), locked
+    b, n = target.shape
+    has_group = limits.group is not None
+    listed = np.ascontiguousarray(listed, dtype=bool)
+    if isinstance(external_gross, float | int):
+        external = np.full(b, float(external_gross))
+    else:
+        external = _rows(np.broadcast_to(np.asarray(external_gross, dtype=np.float64), (b,)))
+    w, locked = target_rows(
+        _rows(target),
+        _rows(w_now),
+        listed,
+        np.ascontiguousarray(kill_active, dtype=bool),
+        np.ascontiguousarray(fill, dtype=bool) if fill is not None else listed,  # ignored without fill
+        fill is not None,
+        float(con.per_asset_cap),
+        bool(con.long_only),
+        float(limits.gross_cap),
+        limits.group if limits.group is not None else np.zeros(n, dtype=bool),
+        has_group,
+        float(con.crypto_gross_cap),
+        external,
+    )
+    return w, (locked if fill is not None else None)
+
+
+def _rows(x: np.ndarray) -> np.ndarray:
+    """``x`` as C-contiguous float64 (no copy when it already is)."""
+    return np.ascontiguousarray(x, dtype=np.float64)
 
 
 class MarketSimulator:
@@ -152,6 +157,8 @@ class MarketSimulator:
         fees = fee_bps(is_crypto, cfg.costs)
         self._rates = cost_rates(data.spread_bps, data.dollar_volume, fees, cfg.costs)  # every bar, once
         self.limits = exposure_limits(is_crypto, cfg.constraints)
+        self._no_lock = np.zeros((n_envs, data.n_assets), dtype=bool)
+        self._full_cost = np.ones((n_envs, data.n_assets))  # read-only by contract: a multiplier of 1
         self._fin_rate = financing_rate_per_bar(cfg.costs, bool(is_crypto.all()), cfg.days_per_bar)
         self.rng = np.random.default_rng(seed)
         self.reset()
@@ -274,41 +281,29 @@ class MarketSimulator:
         w_now = units * close_t / equity[:, None]
         w_target, locked = constrained_targets(target, w_now, listed_t, self.kill.active, self.limits, fill)
 
-        # 2. liquidate assets that are not listed at t + 1 at their last price, no cost
-        gone = listed_t & ~listed_t1
-        if gone.any():
-            cash = cash + (units * close_t * gone).sum(-1)
-            units = np.where(gone, 0.0, units)
-            w_target = np.where(gone, 0.0, w_target)
-        if locked is not None:
-            w_target = np.where(locked & ~gone, w_now, w_target)
-
-        # 3. fill at open t + 1, sized on the equity at that open
-        gap_pnl = (units * (open1 - close_t)).sum(-1)
-        equity_open = equity + gap_pnl
-        new_units = w_target * equity_open[:, None] / open1
-        if locked is not None:
-            new_units = np.where(locked & ~gone, units, new_units)
-        if self.kill.active.any():
-            act = self.kill.active[:, None]
-            clipped = np.clip(new_units, np.minimum(units, 0.0), np.maximum(units, 0.0))
-            new_units = np.where(act, clipped, new_units)
-        traded = (new_units - units) * open1
-        traded_abs = np.abs(traded)
+        # 2-4. liquidate delistings, fill at open t + 1, costs, mark to close t + 1, financing
         r = self._rates
-        rates_t = CostRates(r.fee, r.spread[t], r.slippage_base[t], r.impact[t])
-        tc = costs_at_rates(traded_abs, rates_t, spread_mult, slippage_mult)
-        fee, spread, slip = tc.fee.sum(-1), tc.spread.sum(-1), tc.slippage.sum(-1)
-        trade_cost = fee + spread + slip
-        cash = cash - traded.sum(-1) - trade_cost
-
-        # 4. mark to close t + 1, then one bar of financing on the closing exposure
-        pos1 = new_units * close1
-        intrabar_pnl = (new_units * (close1 - open1)).sum(-1)
-        equity_close = equity_open - trade_cost + intrabar_pnl
-        fin = financing_cost(np.abs(pos1).sum(-1), equity_close, self._fin_rate, cfg.costs)
-        cash = cash - fin
-        new_equity = equity_close - fin
+        new_units, traded, cash, new_equity, costs = fill_rows(
+            w_target,
+            locked if locked is not None else self._no_lock,
+            units,
+            cash,
+            equity,
+            close_t,
+            open1,
+            close1,
+            listed_t,
+            listed_t1,
+            self.kill.active,
+            r.fee,
+            r.spread[t],
+            r.slippage_base[t],
+            r.impact[t],
+            self._per_asset(spread_mult),
+            self._per_asset(slippage_mult),
+            self._fin_rate,
+            float(cfg.costs.financing_free_leverage),
+        )
 
         # 5. reward, kill switch, bookkeeping
         floor = cfg.min_equity_fraction * cfg.initial_equity
@@ -322,8 +317,6 @@ class MarketSimulator:
         reward, self.reward_state = compute_reward(cfg.reward, log_growth, dd, self.reward_state)
         old_kill = self.kill
         self.kill = update_kill_switch(self.kill, new_equity, cfg.kill_switch)
-        costs = np.empty((b, len(COST_COMPONENTS)))
-        costs[:, 0], costs[:, 1], costs[:, 2], costs[:, 3] = fee, spread, slip, fin
         steps = self.steps + 1
         if active is None:
             self.episode_costs = self.episode_costs + costs
@@ -368,6 +361,13 @@ class MarketSimulator:
         self.reward_state = RewardState(
             *(np.where(a1, new, old) for new, old in zip(self.reward_state, old_reward, strict=True))
         )
+
+    def _per_asset(self, mult: np.ndarray | float) -> np.ndarray:
+        """A cost multiplier (scalar or broadcastable) as a ``[B, N]`` float64 array."""
+        if isinstance(mult, float | int) and mult == 1:
+            return self._full_cost
+        shape = self._full_cost.shape
+        return np.ascontiguousarray(np.broadcast_to(np.asarray(mult, dtype=np.float64), shape))
 
     def kill_state(self) -> KillSwitchState:
         """Current kill-switch state (read-only view for observers)."""
