@@ -53,7 +53,7 @@ def _stored(root: Path, table: str) -> pd.DataFrame | None:
 def _newer_than_store(frame: pd.DataFrame, marks: dict[str, np.datetime64]) -> pd.DataFrame:
     if not marks or frame.empty:
         return frame
-    floor = frame["symbol"].map(lambda s: marks.get(str(s), np.datetime64("NaT")))
+    floor = frame["symbol"].map(lambda s: marks.get(str(s), np.datetime64("NaT", "us")))
     floor = pd.to_datetime(floor.astype("datetime64[us]")).dt.tz_localize("UTC")
     keep = floor.isna() | (frame["ts"] > floor)
     return frame[keep.to_numpy()].reset_index(drop=True)

@@ -74,7 +74,8 @@ def load_service(model: str, registry: str, decide: ServeConfig) -> DecisionServ
     from models.registry_load import load
 
     handle = load(model, registry)
-    return DecisionService(handle, serving_market_data(handle.env_config()), decide)
+    symbols = handle.manifest.get("data", {}).get("symbols")
+    return DecisionService(handle, serving_market_data(handle.env_config(), symbols), decide)
 
 
 def _source_signature(cfg: ServiceConfig) -> tuple[Any, ...]:

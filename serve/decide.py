@@ -75,13 +75,18 @@ class ServeConfig(BaseModel):
     episode_progress: float = Field(0.0, ge=0, lt=1, description="the observation's episode progress")
 
 
-def serving_market_data(env_cfg: PortfolioEnvConfig) -> MarketData:
-    """Every bar of the policy's data source (a replay store is read whole, not its training split)."""
+def serving_market_data(env_cfg: PortfolioEnvConfig, symbols: Sequence[str] | None = None) -> MarketData:
+    """Every bar of the policy's data source: a replay store is read whole (not its training split),
+    for the policy's own universe ``symbols`` (a store that gained symbols since training still
+    serves the trained ones)."""
     from envs.synthetic_market import market_data_from_config
 
     data_cfg = env_cfg.data
     if isinstance(data_cfg, ReplayDataConfig):
-        data_cfg = data_cfg.model_copy(update={"split": "all"})
+        update: dict[str, Any] = {"split": "all"}
+        if symbols is not None:
+            update["symbols"] = tuple(symbols)
+        data_cfg = data_cfg.model_copy(update=update)
     return market_data_from_config(data_cfg)
 
 
@@ -127,6 +132,11 @@ class DecisionService:
     def model_ref(self) -> str:
         return f"{self.handle.name}@{self.handle.version}"
 
+    @property
+    def observed_features(self) -> list[str]:
+        """The feature columns the policy observes, in its order."""
+        return list(self.env_cfg.feature_columns or self.data.feature_names)
+
     def describe(self) -> dict[str, Any]:
         """What ``GET /v1/model`` shows: the version, its universe, data and validation metrics."""
         m = self.handle.manifest
@@ -136,7 +146,7 @@ class DecisionService:
             "version": self.handle.version,
             "family": m.get("source", {}).get("family"),
             "symbols": list(self.data.symbols),
-            "features": list(self.env_cfg.feature_columns or self.data.feature_names),
+            "features": self.observed_features,
             "data_last_bar": _utc(self._ts[-1]).isoformat(),
             "code_version": m.get("code_version"),
             "created_at": m.get("created_at"),
@@ -305,8 +315,7 @@ class DecisionService:
         from serve.attribution import feature_attributions
 
         subset = {k: v[rows] for k, v in obs.items()} if isinstance(obs, dict) else obs[rows]
-        names = list(self.env_cfg.feature_columns or self.data.feature_names)
-        per_row = feature_attributions(self.handle.module, subset, len(self.universe), names)
+        per_row = feature_attributions(self.handle.module, subset, len(self.universe), self.observed_features)
         return dict(zip(rows, per_row, strict=True))
 
     def _response(

@@ -132,6 +132,15 @@ def test_reingest_appends_only_new_bars(tmp_path: Path, store: Path) -> None:
     assert len(read_frame(store, "bars")) == 4 and len(read_frame(store, "features")) == 4
 
 
+def test_a_batch_of_only_new_symbols_joins_an_existing_store(tmp_path: Path, store: Path) -> None:
+    folder = write_folder(tmp_path / "newcomer", {"BBB.csv": GOOD_CSV})
+    code, out = run("ingest", "--source", "csv", "--path", str(folder), "--out", str(store))
+    assert code == 0, out
+    bars = read_frame(store, "bars")
+    assert sorted(bars["symbol"].unique()) == ["AAA", "BBB"] and len(bars) == 6
+    assert len(read_frame(store, "features")) == 6
+
+
 def test_alpaca_ingest_against_fake_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from tests.fake_alpaca import TEST_KEYS, FakeAlpaca
 

@@ -110,6 +110,31 @@ def test_serving_sees_and_decides_what_the_simulator_would(service: DecisionServ
     assert all(0.0 <= d.confidence <= 1.0 for d in response.decisions.values())
 
 
+def test_a_store_that_gained_a_symbol_still_serves_the_trained_universe(
+    registry: Path, synthetic_store: Path, tmp_path: Path
+) -> None:
+    import shutil
+
+    from cluster.registry import resolve
+    from replay import read_frame
+    from replay.ingest import ingest_frames
+    from serve.app import load_service
+
+    store = tmp_path / "store"
+    shutil.copytree(synthetic_store, store)
+    bars = read_frame(store, "bars")
+    newcomer = bars[bars["symbol"] == bars["symbol"].iloc[0]].assign(symbol="NEWCO")
+    ingest_frames(store, newcomer, show_progress=False)
+    reg = tmp_path / "registry"
+    shutil.copytree(registry, reg)
+    manifest_path = resolve(reg, "alpha") / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    manifest["config"]["env_config"]["data"]["root"] = str(store)
+    manifest_path.write_text(json.dumps(manifest))
+    service = load_service("alpha", str(reg), NEVER_STALE)
+    assert "NEWCO" not in service.universe and list(service.data.symbols) == manifest["data"]["symbols"]
+
+
 def test_untradeable_symbols_are_held_and_count_against_the_gross_cap(service: DecisionService) -> None:
     a, b, *rest = service.data.symbols
     request = _request(service, positions={a: 0.9, b: -0.7}, quoted=[b, *rest])
@@ -201,7 +226,7 @@ def test_attributions_are_gradient_times_input_of_the_symbols_own_features(servi
     asked = plain.model_copy(update={"attributions": True})
     without, with_ = service.decide([plain, asked])
     assert all(d.attributions is None for d in without.decisions.values())
-    names = list(service.env_cfg.feature_columns or service.data.feature_names)
+    names = service.observed_features
     n, f = len(service.data.symbols), len(names)
     obs = np.asarray(service.env_observation([service.prepare(asked, datetime.now(UTC))]), dtype=np.float32)
 
