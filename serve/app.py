@@ -79,24 +79,17 @@ def load_service(model: str, registry: str, decide: ServeConfig) -> DecisionServ
 
 
 def _source_signature(cfg: ServiceConfig) -> tuple[Any, ...]:
-    """What changes when a reload is due: the registry's ``latest`` and the store's feature files."""
-    from cluster.registry import resolve
-
-    pinned = "@" in cfg.model
-    version = None if pinned else resolve(cfg.registry, cfg.model).name
-    return (version, _store_signature(cfg))
-
-
-def _store_signature(cfg: ServiceConfig) -> tuple[Any, ...]:
+    """What changes when a reload is due: the registry's ``latest`` (unless pinned) and the feature
+    files of the store the version was trained on (count, newest modification)."""
     from cluster.registry import read_manifest, resolve
 
-    manifest = read_manifest(resolve(cfg.registry, cfg.model))
-    data = manifest.get("config", {}).get("env_config", {}).get("data", {})
+    folder = resolve(cfg.registry, cfg.model)
+    version = None if "@" in cfg.model else folder.name
+    data = read_manifest(folder).get("config", {}).get("env_config", {}).get("data", {})
     if data.get("kind") != "replay":
-        return ()
-    features = Path(data["root"]) / "features"
-    files = sorted(features.glob("year=*/part-*.parquet"))
-    return (len(files), max((f.stat().st_mtime_ns for f in files), default=0))
+        return (version,)
+    files = sorted((Path(data["root"]) / "features").glob("year=*/part-*.parquet"))
+    return (version, len(files), max((f.stat().st_mtime_ns for f in files), default=0))
 
 
 def _decide_grouped(items: list[tuple[DecisionService, Prepared]]) -> list[ActResponse]:
