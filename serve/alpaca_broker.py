@@ -98,6 +98,10 @@ class AlpacaBroker:
             order: Any = self._client.submit_order(request)
         return str(order.id)
 
+    def cancel(self, order_id: str) -> None:
+        with alpaca_call(f"cancel of order {order_id}"):
+            self._client.cancel_order_by_id(order_id)
+
     def order(self, order_id: str) -> OrderState:
         with alpaca_call(f"order {order_id}"):
             o: Any = self._client.get_order_by_id(order_id)

@@ -10,6 +10,8 @@ Design decisions
 * **Orders from weights:** :mod:`serve.orders` (caps, dust, execution mode, broker rules).
 * **Drawdown.** The account's running peak equity is kept in a small state file (atomic writes), so
   ``drawdown_pct`` survives restarts; the service's kill switch reads it.
+* **A new decision supersedes resting orders.** Orders of earlier cycles that are still open are
+  cancelled before the new ones go out; what they filled is logged when the broker reports it.
 * **One bad order is one bad order.** A rejected order is logged with the broker's message and the
   cycle goes on; nothing the broker says is retried blindly (``client_order_id`` makes a resubmission
   of the same decision a duplicate the broker refuses).
@@ -77,6 +79,7 @@ class Broker(Protocol):
     def quotes(self, symbols: Sequence[str]) -> dict[str, TopOfBook]: ...
     def submit(self, plan: OrderPlan) -> str: ...
     def order(self, order_id: str) -> OrderState: ...
+    def cancel(self, order_id: str) -> None: ...
 
 
 # ------------------------------------------------------------------------------------ state
@@ -147,6 +150,7 @@ class LiveLoop:
         cycle_id = now.strftime("%Y%m%dT%H%M%S%fZ")
         state = LiveState.load(self.state_file)
         fill_rows, still_open = self._reconcile(state, now)
+        self._cancel(still_open)
 
         account = self.broker.account()
         positions = self.broker.positions()
@@ -187,6 +191,16 @@ class LiveLoop:
         self._log(fill_rows, decision_rows)
         state.save(self.state_file)
         return CycleReport(cycle_id, answer, plans, submitted, rejected, len(fill_rows))
+
+    def _cancel(self, still_open: list[dict[str, Any]]) -> None:
+        """Cancel the earlier cycles' orders that still rest: this cycle's decision supersedes them
+        (and a resting order would hold shares or buying power the new one needs). They stay pending,
+        so whatever they filled before the cancel is logged next cycle."""
+        for p in still_open:
+            try:
+                self.broker.cancel(p["order_id"])
+            except Exception as exc:  # already filled or gone: the next reconcile sees its state
+                log.warning("cannot cancel order %s: %s", p["order_id"], exc)
 
     def _reconcile(
         self, state: LiveState, now: datetime

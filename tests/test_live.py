@@ -27,6 +27,7 @@ class FakeBroker:
         self.qty: dict[str, float] = {}
         self.orders: dict[str, OrderState] = {}
         self.submitted: list[OrderPlan] = []
+        self.cancelled: list[str] = []
 
     def _mid(self, s: str) -> float:
         bid, ask = self.prices[s]
@@ -61,6 +62,11 @@ class FakeBroker:
     def order(self, order_id: str) -> OrderState:
         return self.orders[order_id]
 
+    def cancel(self, order_id: str) -> None:
+        o = self.orders[order_id]
+        self.cancelled.append(order_id)
+        self.orders[order_id] = o._replace(status="canceled")
+
 
 PRICES = {"AAPL": (99.99, 100.01), "MSFT": (399.9, 400.1), "BTCUSD": (49_990.0, 50_010.0)}
 
@@ -92,24 +98,34 @@ def test_a_cycle_submits_logs_every_decision_and_reconciles_fills_next_cycle(tmp
     assert aapl["submitted"] and aapl["order_id"] == "o1" and aapl["quantity"] == 100.0
     assert json.loads(aapl["state"])["snapshot"]["bid_price"] == 99.99
 
-    # Next cycle: the market buy of the first is logged as a fill, 1 bp above the mid; the resting
-    # MSFT limit order stays pending until it fills, and is logged on the cycle after that.
-    report2 = loop.cycle(T0 + timedelta(days=1))
-    assert report2.fills_logged == 1
-    fills = read_frame(tmp_path / "store", "experience")
-    fill = fills[fills["decision_id"].str.endswith(":fill")].iloc[0]
-    assert fill["symbol"] == "AAPL" and fill["fill_price"] == 100.01 and fill["filled"]
-    assert fill["slippage_bps"] == pytest.approx(1.0, abs=1e-9)
-    assert fill["latency_order_to_fill_ms"] == pytest.approx(2000.0)
+    # The resting MSFT limit fills; the next cycle logs both fills (AAPL 1 bp above the mid, MSFT at
+    # the bid, 2.5 bp under it) and cancels nothing.
     msft_order = report.submitted[f"{report.cycle_id}:MSFT"]
-    filled_at = T0 + timedelta(hours=3)
-    broker.orders[msft_order] = OrderState(msft_order, "filled", 20.0, 399.9, filled_at)
-    report3 = loop.cycle(T0 + timedelta(days=2))
-    assert report3.fills_logged == 1
+    broker.orders[msft_order] = OrderState(msft_order, "filled", 20.0, 399.9, T0 + timedelta(hours=3))
+    report2 = loop.cycle(T0 + timedelta(days=1))
+    assert report2.fills_logged == 2 and broker.cancelled == []
     rows = read_frame(tmp_path / "store", "experience")
-    msft_fill = rows[rows["decision_id"] == f"{report.cycle_id}:MSFT:fill"].iloc[0]
-    assert msft_fill["slippage_bps"] == pytest.approx(-2.5, abs=1e-9)  # bought at the bid, 2.5 bp under mid
-    assert msft_fill["latency_order_to_fill_ms"] == pytest.approx(3 * 3600e3)
+    fills = rows[rows["decision_id"].str.endswith(":fill")].set_index("symbol")
+    assert fills.loc["AAPL", "fill_price"] == 100.01 and fills.loc["AAPL", "filled"]
+    assert fills.loc["AAPL", "slippage_bps"] == pytest.approx(1.0, abs=1e-9)
+    assert fills.loc["AAPL", "latency_order_to_fill_ms"] == pytest.approx(2000.0)
+    assert fills.loc["MSFT", "slippage_bps"] == pytest.approx(-2.5, abs=1e-9)
+    assert fills.loc["MSFT", "latency_order_to_fill_ms"] == pytest.approx(3 * 3600e3)
+
+
+def test_a_resting_order_is_cancelled_by_the_next_decision_and_its_fills_logged(tmp_path: Path) -> None:
+    broker = FakeBroker(100_000.0, PRICES)
+    loop = _loop(tmp_path, broker, ScriptedPolicy({"MSFT": (0.08, "passive")}))
+    first = loop.cycle(T0)
+    order_id = first.submitted[f"{first.cycle_id}:MSFT"]
+    broker.orders[order_id] = OrderState(order_id, "partially_filled", 5.0, 399.9, None)
+    second = loop.cycle(T0 + timedelta(days=1))
+    assert broker.cancelled == [order_id] and second.fills_logged == 0  # still open when read
+    third = loop.cycle(T0 + timedelta(days=2))
+    assert third.fills_logged == 1
+    rows = read_frame(tmp_path / "store", "experience")
+    fill = rows[rows["decision_id"] == f"{first.cycle_id}:MSFT:fill"].iloc[0]
+    assert fill["partial"] and not fill["filled"] and fill["filled_qty"] == 5.0
 
 
 def test_drawdown_comes_from_the_remembered_peak(tmp_path: Path) -> None:
