@@ -175,3 +175,17 @@ def test_raytrade_live_paper_once(
     for secret in (token, TEST_KEYS[1]):
         assert secret not in result.output
     assert len(read_frame(tmp_path / "store", "experience")) == 3
+
+
+def test_a_resting_alpaca_order_is_cancelled_by_the_next_cycle(
+    fakes: tuple[FakeAlpacaTrading, FakeAlpaca], tmp_path: Path
+) -> None:
+    trading, data = fakes
+    broker = AlpacaBroker(_settings(data), trading_url=trading.url)
+    loop = LiveLoop(broker, ScriptedPolicy({"MSFT": (0.05, "passive")}), ["MSFT"], tmp_path / "state.json")
+    first = loop.cycle(T0)
+    order_id = first.submitted[f"{first.cycle_id}:MSFT"]
+    assert trading.order(order_id)["status"] == "new"
+    loop.cycle(T0.replace(day=25))
+    assert trading.order(order_id)["status"] == "canceled"
+    assert any(r.method == "DELETE" and r.path == f"/v2/orders/{order_id}" for r in trading.requests)
