@@ -94,15 +94,27 @@ class LiveState:
 
     @classmethod
     def load(cls, path: Path) -> LiveState:
+        """The saved state, or a fresh one when there is no file; an unreadable file is an error that
+        names it (starting over would forget the peak and the open orders)."""
         if not path.is_file():
             return cls()
-        raw = json.loads(path.read_text())
-        return cls(peak_equity=raw.get("peak_equity"), pending=list(raw.get("pending", [])))
+        try:
+            raw = json.loads(path.read_text())
+            peak = raw.get("peak_equity")
+            return cls(
+                peak_equity=None if peak is None else float(peak), pending=list(raw.get("pending", []))
+            )
+        except (ValueError, TypeError, AttributeError) as exc:
+            raise ValueError(f"live state file {str(path)!r} is unreadable ({exc}); fix or move it") from None
 
     def save(self, path: Path) -> None:
+        """Write to a temporary file, fsync it, then rename over ``path`` (never half a file)."""
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(path.suffix + ".tmp")
-        tmp.write_text(json.dumps({"peak_equity": self.peak_equity, "pending": self.pending}, indent=1))
+        with open(tmp, "w") as fh:
+            json.dump({"peak_equity": self.peak_equity, "pending": self.pending}, fh, indent=1)
+            fh.flush()
+            os.fsync(fh.fileno())
         os.replace(tmp, path)
 
 

@@ -169,3 +169,11 @@ def test_a_fallback_answer_trades_nothing_and_is_logged(tmp_path: Path) -> None:
 def test_the_loop_needs_symbols(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="symbols"):
         LiveLoop(FakeBroker(1.0, PRICES), ScriptedPolicy({}), [], tmp_path / "s.json")
+
+
+def test_an_unreadable_state_file_stops_the_loop_naming_it(tmp_path: Path) -> None:
+    state = tmp_path / "live_state.json"
+    state.write_text("{not json")
+    loop = LiveLoop(FakeBroker(1000.0, PRICES), ScriptedPolicy({}), ["AAPL"], state)
+    with pytest.raises(ValueError, match="live_state.json"):
+        loop.cycle(T0)
