@@ -43,10 +43,11 @@ def main() -> None:
         met = value >= target if higher else value <= target
         summary.append((module, key, f"{value:,.3f}", target, "met" if met else "MISSED"))
     print("\nbenchmark summary (details in the tables above and in", args.out, ")")
-    print(f"{'benchmark':<16}{'metric':<28}{'value':>18}{'target':>14}  status")
+    width = max(len(m) for m, *_ in BENCHMARKS) + 2
+    print(f"{'benchmark':<{width}}{'metric':<28}{'value':>18}{'target':>14}  status")
     for module, key, value, target, status in summary:
         bound = ">=" if dict((m, h) for m, _, _, h in BENCHMARKS)[module] else "<="
-        print(f"{module:<16}{key:<28}{value:>18}{bound:>4}{target:>10,.3g}  {status}")
+        print(f"{module:<{width}}{key:<28}{value:>18}{bound:>4}{target:>10,.3g}  {status}")
 
 
 if __name__ == "__main__":
