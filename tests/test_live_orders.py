@@ -5,6 +5,8 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from replay.sources.alpaca import TopOfBook
 from serve.orders import LiveConfig, plan_orders
@@ -109,3 +111,38 @@ def test_holds_fallbacks_and_missing_quotes_send_nothing() -> None:
         plan_orders(_answer({"AAPL": (0.1, 0.0, "aggressive")}, fallback=True), EQUITY, QUOTES, {}, "c1")
         == []
     )
+
+
+@settings(max_examples=200)
+@given(
+    target=st.floats(-1.5, 1.5),
+    held_weight=st.floats(-0.6, 0.6),
+    symbol=st.sampled_from(["AAPL", "BTCUSD"]),
+    mode=st.sampled_from(["aggressive", "passive", "probe", "flat"]),
+    fractional=st.booleans(),
+)
+def test_plan_invariants(target: float, held_weight: float, symbol: str, mode: str, fractional: bool) -> None:
+    """Whatever the answer: at most one order per symbol, never above the cap (a close excepted),
+    never through zero, never a crypto short, never an order for dust."""
+    cfg = LiveConfig(fractional=fractional)
+    book = QUOTES[symbol]
+    mid = 0.5 * (book.bid + book.ask)
+    held = held_weight * EQUITY / mid
+    if symbol == "BTCUSD":
+        held = abs(held)
+    plans = plan_orders(
+        _answer({symbol: (target, held * mid / EQUITY, mode)}), EQUITY, QUOTES, {symbol: held}, "c"
+    )
+    assert len(plans) <= 1
+    for p in plans:
+        signed = p.qty if p.side == "buy" else -p.qty
+        after = held + signed
+        closes = p.qty == abs(held) and after == pytest.approx(0.0, abs=1e-9)
+        assert closes or p.qty * mid <= cfg.max_trade_fraction * EQUITY * (1 + 1e-9)
+        assert closes or p.qty * mid >= cfg.min_trade_notional
+        assert held == 0 or after == pytest.approx(0.0, abs=1e-9) or (after > 0) == (held > 0)
+        if symbol == "BTCUSD":
+            assert after >= -1e-12
+        assert (p.order_type == "limit") == (mode == "passive")
+        wanted = (max(target, 0.0) if symbol == "BTCUSD" else target) * EQUITY / mid
+        assert (p.side == "buy") == (wanted > held)  # always toward the target
