@@ -45,6 +45,9 @@ class ConstraintConfig(BaseModel):
     crypto_gross_cap: float = Field(1.0, ge=0, description="sum |w| over crypto assets (unlevered)")
     per_asset_cap: float = Field(1.0, ge=0, description="|w_i| cap per asset")
     long_only: bool = Field(False, description="forbid short weights")
+    crypto_long_only: bool = Field(
+        True, description="forbid short crypto weights (the broker lends no crypto; the loop is long-only)"
+    )
 
 
 # --------------------------------------------------------------------------------------------- numpy

@@ -71,6 +71,7 @@ class ExposureLimits(NamedTuple):
     constraints: ConstraintConfig
     gross_cap: float  # the crypto cap when every asset is crypto
     group: np.ndarray | None  # [N] crypto membership when crypto has its own, tighter cap; else None
+    shortable: np.ndarray  # [N] bool: the asset may be held short
 
 
 def exposure_limits(is_crypto: np.ndarray, constraints: ConstraintConfig) -> ExposureLimits:
@@ -80,7 +81,8 @@ def exposure_limits(is_crypto: np.ndarray, constraints: ConstraintConfig) -> Exp
     gross = min(con.gross_cap, con.crypto_gross_cap) if all_crypto else con.gross_cap
     mixed = bool(is_crypto.any()) and not all_crypto
     group = is_crypto if mixed and con.crypto_gross_cap < con.gross_cap else None
-    return ExposureLimits(con, gross, group)
+    shortable = ~is_crypto if con.crypto_long_only else np.ones_like(is_crypto)
+    return ExposureLimits(con, gross, group, shortable & (not con.long_only))
 
 
 def constrained_targets(
@@ -94,7 +96,8 @@ def constrained_targets(
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """The weights a decision can actually reach: ``target [B, N]`` projected onto the constraints.
 
-    The box is the per-asset cap (and long-only), zero for assets not ``listed``, unwind-only where
+    The box is the per-asset cap (no shorts where not ``limits.shortable``: long-only, or crypto),
+    zero for assets not ``listed``, unwind-only where
     the kill switch is ``active [B]``. Assets where ``fill`` is False are *locked*: they keep their
     current weight ``w_now`` and their exposure comes out of the gross budgets, as does
     ``external_gross`` (exposure held outside this universe). Returns the weights, with locked
@@ -117,7 +120,7 @@ def constrained_targets(
         np.ascontiguousarray(fill, dtype=bool) if fill is not None else listed,  # ignored without fill
         fill is not None,
         float(con.per_asset_cap),
-        bool(con.long_only),
+        limits.shortable,
         float(limits.gross_cap),
         limits.group if limits.group is not None else np.zeros(n, dtype=bool),
         has_group,

@@ -5,9 +5,9 @@ The step is many small array operations on ``[B, N]`` arrays; at the batch sizes
 of episodes per env runner) numpy's per-call overhead, not the arithmetic, dominated it. These loops
 do the same arithmetic per element. The rules they apply are stated once each: the projection is
 ``envs.projection.project_row``, trade costs and financing are ``envs.costs.trade_cost_parts`` and
-``financing_of``; the box rules (per-asset cap, long-only, unlisted = 0, unwind-only while the kill
-switch is on, locked = unfilled) are here and are checked against ``projection.weight_bounds`` and
-``kill_switch.unwind_bounds`` in the tests. The contract of each argument is
+``financing_of``; the box rules (per-asset cap, no shorts where not shortable, unlisted = 0,
+unwind-only while the kill switch is on, locked = unfilled) are here and are checked against
+``projection.weight_bounds`` and ``kill_switch.unwind_bounds`` in the tests. The contract of each argument is
 :meth:`envs.simulator.MarketSimulator.step`'s.
 """
 
@@ -29,7 +29,7 @@ def target_rows(  # pragma: no cover (compiled; covered through the simulator an
     fill: np.ndarray,
     has_fill: bool,
     per_asset_cap: float,
-    long_only: bool,
+    shortable: np.ndarray,
     gross_cap: float,
     group: np.ndarray,
     has_group: bool,
@@ -45,7 +45,7 @@ def target_rows(  # pragma: no cover (compiled; covered through the simulator an
         locked_gross, locked_group = 0.0, 0.0
         for j in range(n):
             hi = per_asset_cap if listed[i, j] else 0.0
-            lo = 0.0 if long_only else -hi
+            lo = -hi if shortable[j] else 0.0
             if kill_active[i]:  # unwind only: |w| may shrink toward 0, never grow or change sign
                 lo = max(lo, min(w_now[i, j], 0.0))
                 hi = min(hi, max(w_now[i, j], 0.0))

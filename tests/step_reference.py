@@ -28,6 +28,7 @@ def constrained_targets_numpy(
     """The box / unwind / locked rules and the projection, in numpy."""
     con = limits.constraints
     lower, upper = weight_bounds(listed, con.per_asset_cap, con.long_only)
+    lower = np.where(limits.shortable, lower, 0.0)
     if kill_active.any():
         lower, upper = unwind_bounds(w_now, lower, upper, kill_active)
     budget: np.ndarray | float = limits.gross_cap

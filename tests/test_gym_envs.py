@@ -151,8 +151,9 @@ def _gated(extra: dict[str, Any]) -> GatedSymbolEnv:
 
 
 def test_gate_probe_flat_and_aggressive_sizes() -> None:
-    env = _gated({"probe_weight": 0.002})
-    # asset 0 probe long, 1 flat, 2 aggressive short, 3 probe short
+    shorts_everywhere = {"sim": {**BASE["sim"], "constraints": {"crypto_long_only": False}}}
+    env = _gated({"probe_weight": 0.002, **shorts_everywhere})
+    # asset 0 probe long, 1 flat, 2 aggressive short, 3 (crypto) probe short
     _, _, _, _, info = env.step(np.array([1, 0, 0, 0, 3, 1, 1, 1]))
     w = info["target_weights"]
     feats = env.data.features[int(env.sim.t[0]) - 1]
@@ -161,6 +162,13 @@ def test_gate_probe_flat_and_aggressive_sizes() -> None:
     kelly = min(0.15, 0.2 * edge / sigma**2)
     assert w[0] == 0.002 and w[1] == 0.0 and w[3] == -0.002
     assert w[2] == pytest.approx(-kelly, rel=1e-6)
+
+
+def test_crypto_is_long_only_by_default() -> None:
+    env = _gated({"probe_weight": 0.002})
+    _, _, _, _, info = env.step(np.array([1, 1, 0, 0, 3, 1, 1, 1]))  # probe short on every asset
+    w = info["target_weights"]
+    assert w[0] == -0.002 and w[3] == 0.0  # the equity shorts, the crypto pair (asset 3) cannot
 
 
 def test_gate_passive_unfilled_does_not_trade() -> None:
