@@ -121,15 +121,26 @@ def project_row_grouped(  # pragma: no cover (compiled)
 
 @numba.njit(cache=True, nogil=True)
 def _project_rows(  # pragma: no cover (compiled; covered through project_box_l1)
-    v: np.ndarray, lower: np.ndarray, upper: np.ndarray, budget: np.ndarray, floor: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
-    """:func:`project_row` over the rows of ``v [R, N]``; returns ``(w, tau [R])``."""
+    v: np.ndarray,
+    lower: np.ndarray,
+    upper: np.ndarray,
+    budget: np.ndarray,
+    group: np.ndarray,
+    group_budget: np.ndarray,
+    has_group: bool,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`project_row` (or :func:`project_row_grouped` with ``group [R, N]``) over the rows of
+    ``v [R, N]``; returns ``(w, tau [R], floor [R, N])``."""
     r, n = v.shape
-    w = np.empty((r, n))
-    tau = np.empty(r)
+    w, tau, floor = np.empty((r, n)), np.empty(r), np.zeros((r, n))
     for i in range(r):
-        tau[i] = project_row(v[i], lower[i], upper[i], budget[i], floor[i], w[i])
-    return w, tau
+        if has_group:
+            tau[i] = project_row_grouped(
+                v[i], lower[i], upper[i], budget[i], group[i], group_budget[i], w[i], floor[i]
+            )
+        else:
+            tau[i] = project_row(v[i], lower[i], upper[i], budget[i], floor[i], w[i])
+    return w, tau, floor
 
 
 def project_box_l1(
@@ -181,19 +192,11 @@ def _project_box_l1_full(
     lead, n = v.shape[:-1], v.shape[-1]
     flat = np.ascontiguousarray(v.reshape(-1, n))
     lo, hi = _per_elem(lower, v.shape), _per_elem(upper, v.shape)
-    floor = np.zeros(flat.shape)
     if group is not None and group_cap is not None:
-        gb = _per_row(group_cap, lead)
-        g = np.asarray(group, dtype=bool)
-        if g.ndim == 1:  # one membership for every row: solve the group on its columns only
-            cols = np.flatnonzero(g)
-            v_g, lo_g, hi_g = (np.ascontiguousarray(x[:, cols]) for x in (flat, lo, hi))
-            _, tau_g = _project_rows(v_g, lo_g, hi_g, gb, np.zeros((flat.shape[0], cols.size)))
-        else:
-            g = _per_elem(g, v.shape).astype(bool)
-            _, tau_g = _project_rows(np.where(g, flat, 0.0), lo, hi, gb, floor)
-        floor = np.where(g, tau_g[:, None], 0.0)
-    w, tau = _project_rows(flat, lo, hi, _per_row(gross_cap, lead), floor)
+        has_group, g, gb = True, _per_elem(group, v.shape).astype(bool), _per_row(group_cap, lead)
+    else:
+        has_group, g, gb = False, np.zeros(flat.shape, dtype=bool), np.zeros(flat.shape[0])
+    w, tau, floor = _project_rows(flat, lo, hi, _per_row(gross_cap, lead), g, gb, has_group)
     return w.reshape(v.shape), tau.reshape(lead), floor.reshape(v.shape)
 
 
