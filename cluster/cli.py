@@ -39,6 +39,7 @@ def _known_errors() -> tuple[type[BaseException], ...]:
         StoreBusyError,
         ValueError,
         FileNotFoundError,
+        ConnectionError,
     )
 
 

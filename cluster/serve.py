@@ -79,7 +79,10 @@ def serve_command(
     from serve.app import APP_NAME, ServiceConfig, build_app
 
     os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
-    ray.init(address=os.environ.get("RAY_ADDRESS"), include_dashboard=False, ignore_reinit_error=True)
+    # --detach leaves the deployment running after this process exits: it needs a cluster that
+    # outlives it ("auto" finds the local one started with `ray start`, or fails saying there is none)
+    address = os.environ.get("RAY_ADDRESS") or ("auto" if detach else None)
+    ray.init(address=address, include_dashboard=False, ignore_reinit_error=True)
     serve.start(http_options={"host": host, "port": port})
     config = ServiceConfig(
         model=model,
