@@ -29,6 +29,8 @@ from types import TracebackType
 from typing import Any, Final
 from urllib.parse import parse_qs, urlsplit
 
+from tests.loopback import serve_on_loopback, stop_serving
+
 STOCK_BARS_PATH: Final[str] = "/v2/stocks/bars"
 STOCK_QUOTES_PATH: Final[str] = "/v2/stocks/quotes/latest"
 CRYPTO_BARS_PATH: Final[str] = "/v1beta3/crypto/us/bars"
@@ -138,21 +140,12 @@ class FakeAlpaca:
 
     def start(self) -> FakeAlpaca:
         """Bind ``127.0.0.1`` on a free port and serve from a daemon thread."""
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.01}, name="fake-alpaca", daemon=True
-        )
-        self._thread.start()
+        self._server, self._thread = serve_on_loopback(_handler_for(self), "fake-alpaca")
         return self
 
     def stop(self) -> None:
         """Stop serving and release the port."""
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
+        stop_serving(self._server, self._thread)
         self._server, self._thread = None, None
 
     def __enter__(self) -> FakeAlpaca:

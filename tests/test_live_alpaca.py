@@ -4,10 +4,9 @@ market-data APIs on 127.0.0.1, and ``raytrade live`` against a stub policy servi
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Iterator
 from decimal import Decimal
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +22,7 @@ from serve.schemas import ActRequest
 from tests.fake_alpaca import TEST_KEYS, FakeAlpaca
 from tests.fake_alpaca_trading import FakeAlpacaTrading
 from tests.live_doubles import T0, ScriptedPolicy
+from tests.loopback import serve_on_loopback, stop_serving
 
 SYMBOLS = ["AAPL", "MSFT", "BTCUSD"]
 TARGETS = {"AAPL": (0.1, "aggressive"), "MSFT": (0.05, "passive"), "BTCUSD": (0.02, "aggressive")}
@@ -139,13 +139,11 @@ class _StubPolicyService:
                 answer = policy.act(ActRequest.model_validate_json(body))
                 self._send(200, answer.model_dump(mode="json"))
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server, self.thread = serve_on_loopback(Handler, "stub-policy-service")
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
     def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        stop_serving(self.server, self.thread)
 
 
 def test_raytrade_live_paper_once(

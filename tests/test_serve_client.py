@@ -37,6 +37,7 @@ from serve.client import (
     request_payload,
 )
 from serve.schemas import ActRequest, ActResponse, SymbolDecision
+from tests.loopback import serve_on_loopback, stop_serving
 
 pytestmark = pytest.mark.timeout(10)
 
@@ -117,6 +118,7 @@ class FakePolicyService:
     _stopping: threading.Event = field(default_factory=threading.Event)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _server: ThreadingHTTPServer | None = None
+    _thread: threading.Thread | None = None
 
     @property
     def url(self) -> str:
@@ -125,18 +127,12 @@ class FakePolicyService:
         return f"http://{host!s}:{port}"
 
     def start(self) -> FakePolicyService:
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
-        self._server.daemon_threads = True
-        threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True
-        ).start()
+        self._server, self._thread = serve_on_loopback(_handler_for(self), "fake-policy-service")
         return self
 
     def stop(self) -> None:
         self._stopping.set()  # wakes handlers still waiting out a delay
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
+        stop_serving(self._server, self._thread)
 
     def __enter__(self) -> FakePolicyService:
         return self.start()
