@@ -250,6 +250,55 @@ def test_attributions_are_gradient_times_input_of_the_symbols_own_features(servi
         assert value == pytest.approx(numeric, rel=5e-2, abs=1e-6)
 
 
+@pytest.fixture(scope="module")
+def gated_service(ray_session: None, synthetic_store: Path, tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """A promoted smoke search of the ``gating`` spec (MultiDiscrete gate actions), ready to serve."""
+    from cluster.promote import promote
+    from cluster.tune import TuneOptions, run_tune
+    from serve.app import load_service
+
+    work = tmp_path_factory.mktemp("gated")
+    opts = TuneOptions(
+        spec="gating",
+        replay=synthetic_store,
+        smoke=True,
+        num_samples=1,
+        storage=work / "runs",
+        wandb="disabled",
+    )
+    promote(run_tune(opts).run_dir, "gate", work / "registry")
+    return load_service("gate", str(work / "registry"), NEVER_STALE)
+
+
+@pytest.mark.ray
+def test_a_gated_policy_is_served_with_modes_kelly_sizes_and_the_same_constraints(gated_service: Any) -> None:
+    from envs.config import GatedEnvConfig
+    from envs.gym_envs import GATE_MODES, gate_orders
+
+    service = gated_service
+    assert service.gated and isinstance(service.env_cfg, GatedEnvConfig)
+    data, cfg = service.data, service.env_cfg
+    bar = data.n_steps - cfg.sim.episode_len - 2
+    request = _request(service, bar).model_copy(update={"attributions": True})
+    response = service.decide([request])[0]
+    assert not response.fallback
+
+    # the same greedy gate actions, sized by the env's own rule and projected by the simulator's step
+    sim = MarketSimulator(data, cfg.sim, n_envs=1)
+    sim.reset(starts=np.array([bar]))
+    rb = cfg.sim.kill_switch.release_after_bars
+    obs = batched_observation(sim.observe(), feature_index(data, cfg.feature_columns), rb, cfg.flat_obs)
+    np.testing.assert_array_equal(service.env_observation([service.prepare(request, datetime.now(UTC))]), obs)
+    actions = np.asarray(service.handle.act(obs))
+    e, s = feature_index(data, (cfg.edge_column, cfg.sigma_column))
+    orders = gate_orders(actions, data.features[[bar]], int(e), int(s), cfg)
+    result = sim.step(orders.target)
+    np.testing.assert_allclose(_targets(response), result.target_weights[0], rtol=0, atol=1e-12)
+    for i, d in enumerate(response.decisions.values()):
+        assert d.gate_mode == GATE_MODES[int(orders.mode[0, i])]
+        assert 0.0 <= d.confidence <= 1.0 and d.attributions is not None and len(d.attributions) == 3
+
+
 @pytest.mark.parametrize(
     ("patch", "field"),
     [
