@@ -65,6 +65,17 @@ class StepResult(NamedTuple):
     truncated: np.ndarray  # [B] end of the episode window
 
 
+class Trade(NamedTuple):
+    """Steps 1-4 of one step, before the reward and the bookkeeping."""
+
+    target_weights: np.ndarray  # [B, N] projected weights sent to the market
+    traded_notional: np.ndarray  # [B, N]
+    units: np.ndarray  # [B, N] after the fill
+    cash: np.ndarray  # [B] at close t + 1
+    equity: np.ndarray  # [B] at close t + 1, after financing
+    costs: np.ndarray  # [B, 4] fee, spread, slippage, financing
+
+
 class ExposureLimits(NamedTuple):
     """Gross budgets of a universe: its constraints, the cap on ``sum |w|`` and the crypto sleeve."""
 
@@ -274,17 +285,24 @@ class MarketSimulator:
         over = self.steps >= cfg.episode_len
         if over.any() and (active is None or (over & np.asarray(active, dtype=bool)).any()):
             raise RuntimeError("an episode has ended (truncated); reset it before stepping again")
-        t = self.t
+        return self._settle(self._trade(target, fill, spread_mult, slippage_mult), active)
+
+    def _trade(
+        self,
+        target: np.ndarray,
+        fill: np.ndarray | None,
+        spread_mult: np.ndarray | float,
+        slippage_mult: np.ndarray | float,
+    ) -> Trade:
+        """Steps 1-4 for every episode (compiled): project onto the constraints (data <= t only),
+        liquidate delistings, fill at open t + 1, charge costs, mark to close t + 1, finance."""
+        cfg, t = self.cfg, self.t
         t1 = t + 1
         listed_t, listed_t1 = self._listed[t], self._listed[t1]
         close_t, open1, close1 = self._close[t], self._open[t1], self._close[t1]
         units, cash, equity = self.units, self.cash, self.equity
-
-        # 1. project the decision onto the constraints (data <= t only)
         w_now = units * close_t / equity[:, None]
         w_target, locked = constrained_targets(target, w_now, listed_t, self.kill.active, self.limits, fill)
-
-        # 2-4. liquidate delistings, fill at open t + 1, costs, mark to close t + 1, financing
         r = self._rates
         new_units, traded, cash, new_equity, costs = fill_rows(
             w_target,
@@ -307,8 +325,13 @@ class MarketSimulator:
             self._fin_rate,
             float(cfg.costs.financing_free_leverage),
         )
+        return Trade(w_target, traded, new_units, cash, new_equity, costs)
 
-        # 5. reward, kill switch, bookkeeping
+    def _settle(self, trade: Trade, active: np.ndarray | None) -> StepResult:
+        """Step 5: reward, kill switch, bookkeeping (only where ``active``, when given)."""
+        cfg = self.cfg
+        new_units, cash, new_equity, costs = trade.units, trade.cash, trade.equity, trade.costs
+        equity, t1 = self.equity, self.t + 1
         floor = cfg.min_equity_fraction * cfg.initial_equity
         ruined = new_equity <= floor
         ratio = np.maximum(new_equity, 1e-12 * cfg.initial_equity) / equity
@@ -333,8 +356,8 @@ class MarketSimulator:
             log_growth=log_growth,
             equity=new_equity.copy(),
             costs=costs,
-            target_weights=w_target,
-            traded_notional=traded,
+            target_weights=trade.target_weights,
+            traded_notional=trade.traded_notional,
             terminated=ruined,
             truncated=truncated,
         )
