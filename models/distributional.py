@@ -31,7 +31,7 @@ from ray.tune.registry import register_env
 from envs.config import PortfolioEnvConfig
 from envs.gym_envs import PORTFOLIO_ENV_ID, make_portfolio_env
 from models.common import features_per_asset, mlp, validate_model_config
-from models.ppo_mlp import PPOMLPConfig, ScorePolicy
+from models.ppo_mlp import PPOMLPConfig, ScorePolicy, ScorePolicyForwards
 
 # ------------------------------------------------------------------------------------ pure functions
 
@@ -105,10 +105,11 @@ class DistributionalConfig(PPOMLPConfig):
     cvar_weight: float = Field(0.0, ge=0, description="w in V = (mean + w * CVaR) / (1 + w)")
 
 
-class DistributionalPPOModule(TorchRLModule, ValueFunctionAPI, InferenceOnlyAPI):
+class DistributionalPPOModule(ScorePolicyForwards, TorchRLModule, ValueFunctionAPI, InferenceOnlyAPI):
     """Shared per-asset policy (as ``ppo_mlp``) with a K-quantile critic."""
 
     config_cls: ClassVar[type[DistributionalConfig]] = DistributionalConfig
+    cfg: DistributionalConfig
 
     def setup(self) -> None:
         self.cfg = validate_model_config(self.config_cls, self.model_config)
@@ -119,20 +120,6 @@ class DistributionalPPOModule(TorchRLModule, ValueFunctionAPI, InferenceOnlyAPI)
         self.register_buffer("cvar_w", cvar_weights(k, self.cfg.cvar_alpha), persistent=False)
         if not self.inference_only:
             self.quantile_head = mlp([self.policy.embedding_dim, self.cfg.head_hidden, k])
-
-    def weights(self, obs: torch.Tensor | dict[str, torch.Tensor]) -> torch.Tensor:
-        """Deterministic feasible weights ``[B, N]`` (projection of the Gaussian mean)."""
-        return self.policy.weights(obs, self.cfg.projection)
-
-    def _forward(self, batch: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
-        return self.policy.outputs(batch[Columns.OBS], self.cfg.projection, "exploration")
-
-    def _forward_inference(self, batch: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
-        with torch.no_grad():
-            return self.policy.outputs(batch[Columns.OBS], self.cfg.projection, "inference")
-
-    def _forward_train(self, batch: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
-        return self.policy.outputs(batch[Columns.OBS], self.cfg.projection, "train")
 
     def compute_quantiles(self, batch: dict[str, Any], embeddings: Any | None = None) -> torch.Tensor:
         """Sorted return quantiles ``[B, K]`` at :attr:`taus`."""

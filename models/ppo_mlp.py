@@ -98,17 +98,13 @@ class ScorePolicy(nn.Module):
         return out
 
 
-class PPOMLPModule(TorchRLModule, ValueFunctionAPI, InferenceOnlyAPI):
-    """Shared per-asset MLP, Gaussian over scores, projected deterministic weights, value head."""
+class ScorePolicyForwards:
+    """RLModule forwards of a module whose actor is ``self.policy`` (a :class:`ScorePolicy`) with
+    ``self.cfg.projection``: shared by ``ppo_mlp`` and ``distributional`` (list it before
+    ``TorchRLModule`` in the bases)."""
 
-    config_cls: ClassVar[type[PPOMLPConfig]] = PPOMLPConfig
-
-    def setup(self) -> None:
-        self.cfg = validate_model_config(self.config_cls, self.model_config)
-        self.n_features = features_per_asset(self.observation_space, self.action_space)
-        self.policy = ScorePolicy(self.cfg, self.n_features)
-        if not self.inference_only:
-            self.value_head = mlp([self.policy.embedding_dim, self.cfg.head_hidden, 1])
+    policy: ScorePolicy
+    cfg: PPOMLPConfig
 
     def weights(self, obs: torch.Tensor | dict[str, torch.Tensor]) -> torch.Tensor:
         """Deterministic feasible weights ``[B, N]`` (projection of the Gaussian mean)."""
@@ -123,6 +119,19 @@ class PPOMLPModule(TorchRLModule, ValueFunctionAPI, InferenceOnlyAPI):
 
     def _forward_train(self, batch: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
         return self.policy.outputs(batch[Columns.OBS], self.cfg.projection, "train")
+
+
+class PPOMLPModule(ScorePolicyForwards, TorchRLModule, ValueFunctionAPI, InferenceOnlyAPI):
+    """Shared per-asset MLP, Gaussian over scores, projected deterministic weights, value head."""
+
+    config_cls: ClassVar[type[PPOMLPConfig]] = PPOMLPConfig
+
+    def setup(self) -> None:
+        self.cfg = validate_model_config(self.config_cls, self.model_config)
+        self.n_features = features_per_asset(self.observation_space, self.action_space)
+        self.policy = ScorePolicy(self.cfg, self.n_features)
+        if not self.inference_only:
+            self.value_head = mlp([self.policy.embedding_dim, self.cfg.head_hidden, 1])
 
     def compute_values(self, batch: dict[str, Any], embeddings: Any | None = None) -> torch.Tensor:
         if embeddings is None:
