@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import platform
 import time
@@ -10,6 +11,15 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 T = TypeVar("T")
+
+
+def quick_and_json_args(doc: str | None, argv: list[str] | None) -> argparse.Namespace:
+    """The common command line of a benchmark: ``--json PATH`` (write the results) and ``--quick``
+    (a tiny budget, a smoke test)."""
+    parser = argparse.ArgumentParser(description=(doc or "").splitlines()[0])
+    parser.add_argument("--json", type=Path, default=None, help="write the results here")
+    parser.add_argument("--quick", action="store_true", help="tiny budget (smoke test)")
+    return parser.parse_args(argv)
 
 
 def timed(fn: Callable[[], T]) -> tuple[T, float]:

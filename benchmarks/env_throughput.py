@@ -13,7 +13,6 @@ Measures (random target weights in [-1, 1], episodes reset as they end, like a t
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from pathlib import Path
@@ -24,7 +23,7 @@ import numpy as np
 if __package__ in (None, ""):  # run as a script path: make the repo root importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import print_table, write_report
+from benchmarks.common import print_table, quick_and_json_args, write_report
 from envs.config import SimulatorConfig
 from envs.gym_envs import PortfolioEnv, PortfolioVectorEnv
 from envs.simulator import MarketSimulator
@@ -103,10 +102,7 @@ def run(quick: bool = False) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--json", type=Path, default=None, help="write the results here")
-    parser.add_argument("--quick", action="store_true", help="tiny budget (smoke test)")
-    args = parser.parse_args(argv)
+    args = quick_and_json_args(__doc__, argv)
     out = run(quick=args.quick)
     print_table(
         "env throughput (one process)",

@@ -11,7 +11,6 @@ p90 over many calls (after a warm-up) and the multiply-adds per decision
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 from typing import Any
@@ -24,7 +23,7 @@ if __package__ in (None, ""):  # run as a script path: make the repo root import
 
 from ray.rllib.core.columns import Columns
 
-from benchmarks.common import print_table, timed, write_report
+from benchmarks.common import print_table, quick_and_json_args, timed, write_report
 from envs.gym_envs import PortfolioEnv
 from models.catalog import flops_per_decision, rl_module_spec
 
@@ -54,10 +53,7 @@ def _latency_us(family: str, calls: int, warmup: int) -> dict[str, float]:
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    parser.add_argument("--json", type=Path, default=None, help="write the results here")
-    parser.add_argument("--quick", action="store_true", help="tiny budget (smoke test)")
-    args = parser.parse_args(argv)
+    args = quick_and_json_args(__doc__, argv)
     torch.set_num_threads(1)
     calls, warmup = (50, 5) if args.quick else (2000, 100)
     per_family = {f: _latency_us(f, calls, warmup) for f in FAMILIES}

@@ -14,7 +14,6 @@ repeated with the catalog's ``ppo_mlp`` module (what the specs train) for refere
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from pathlib import Path
@@ -25,7 +24,7 @@ if __package__ in (None, ""):  # run as a script path: make the repo root import
 
 import numpy as np
 
-from benchmarks.common import print_table, write_report
+from benchmarks.common import print_table, quick_and_json_args, write_report
 
 N_ASSETS = 32
 
@@ -95,10 +94,7 @@ def run(quick: bool = False) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    parser.add_argument("--json", type=Path, default=None, help="write the results here")
-    parser.add_argument("--quick", action="store_true", help="tiny budget (smoke test)")
-    args = parser.parse_args(argv)
+    args = quick_and_json_args(__doc__, argv)
     import os
 
     import ray

@@ -13,7 +13,6 @@ Request counts are fixed (bounded); every answer must be a 200 that is not a fal
 
 from __future__ import annotations
 
-import argparse
 import os
 import socket
 import sys
@@ -28,7 +27,7 @@ if __package__ in (None, ""):  # run as a script path: make the repo root import
 
 import numpy as np
 
-from benchmarks.common import print_table, write_report
+from benchmarks.common import print_table, quick_and_json_args, write_report
 
 TOKEN = "benchmark-token-not-a-secret"
 
@@ -154,10 +153,7 @@ def _check(response: Any) -> None:
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    parser.add_argument("--json", type=Path, default=None, help="write the results here")
-    parser.add_argument("--quick", action="store_true", help="few requests (smoke test)")
-    args = parser.parse_args(argv)
+    args = quick_and_json_args(__doc__, argv)
     os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
     out = run(quick=args.quick)
     n = out["config"]["n_assets"]
