@@ -43,13 +43,12 @@ from pydantic import BaseModel, ConfigDict, Field
 from ray import serve
 
 from serve.decide import DecisionService, Prepared, RequestError, ServeConfig, serving_market_data
-from serve.schemas import ActRequest, ActResponse
+from serve.schemas import ACT_PATH, HEALTH_PATH, MODEL_PATH, ActRequest, ActResponse
 
 log = logging.getLogger("raytrade.serve")
 
 APP_NAME = "raytrade"
 DEPLOYMENT_NAME = "PolicyService"
-API_PREFIX = "/v1"
 
 
 class ServiceConfig(BaseModel):
@@ -214,7 +213,7 @@ class PolicyService:
             raise HTTPException(503, "no policy loaded yet")
         return service
 
-    @api.post(f"{API_PREFIX}/act", response_model=ActResponse)
+    @api.post(ACT_PATH, response_model=ActResponse)
     async def act(self, body: ActRequest, authorization: str | None = Header(None)) -> ActResponse:
         self._authorize(authorization)
         service = self._ready()
@@ -226,7 +225,7 @@ class PolicyService:
         result: ActResponse = await self._decide_batch((service, prepared))
         return result
 
-    @api.get(f"{API_PREFIX}/health")
+    @api.get(HEALTH_PATH)
     def health(self) -> dict[str, Any]:
         service = self._ready()
         return {
@@ -237,7 +236,7 @@ class PolicyService:
             "batches": self.batches,
         }
 
-    @api.get(f"{API_PREFIX}/model")
+    @api.get(MODEL_PATH)
     def model(self, authorization: str | None = Header(None)) -> dict[str, Any]:
         self._authorize(authorization)
         return self._ready().describe()

@@ -55,13 +55,10 @@ from pydantic import (
 
 from cluster.settings import check_data_url
 from serve.fallback import hold_everything
-from serve.schemas import ActRequest, ActResponse
+from serve.schemas import ACT_PATH, HEALTH_PATH, MODEL_PATH, ActRequest, ActResponse
 
 logger = logging.getLogger(__name__)
 
-ACT_PATH: Final[str] = "/v1/act"
-HEALTH_PATH: Final[str] = "/v1/health"
-MODEL_PATH: Final[str] = "/v1/model"
 FALLBACK_MODEL: Final[str] = "unavailable"
 FALLBACK_PREFIX: Final[str] = "policy service unavailable: "
 _MIN_ATTEMPT_S: Final[float] = 0.01  # a retry with less time left than this is not started

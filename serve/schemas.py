@@ -14,9 +14,14 @@ holds every position where it is: no new risk.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated, Final, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
+
+ACT_PATH: Final = "/v1/act"
+HEALTH_PATH: Final = "/v1/health"
+MODEL_PATH: Final = "/v1/model"
+"""The service's routes (the deployment serves them, the client calls them)."""
 
 GateMode = Literal["flat", "probe", "passive", "aggressive", "hold"]
 """``hold`` keeps the current position: the fallback, and symbols the service could not trade."""
