@@ -127,6 +127,10 @@ class DecisionService:
         self._kill_trigger = self.config.kill_drawdown or (ks.trigger_drawdown if ks.enabled else None)
         self._ts = data.ts.astype("datetime64[us]")
         self.gated = isinstance(self.env_cfg, GatedEnvConfig)
+        self._gate_columns = (0, 0)  # edge and sigma feature columns of a gated policy
+        if isinstance(self.env_cfg, GatedEnvConfig):
+            edge, sigma = feature_index(data, (self.env_cfg.edge_column, self.env_cfg.sigma_column))
+            self._gate_columns = (int(edge), int(sigma))
 
     @property
     def model_ref(self) -> str:
@@ -233,6 +237,9 @@ class DecisionService:
         """The env observation (flat array or dict, ``[B, ...]``) the policy sees for these requests:
         exactly what ``PortfolioEnv`` would show in the same state at the same bar."""
         ob, _ = self._observation(prepared)
+        return self._encode(ob)
+
+    def _encode(self, ob: Observation) -> Any:
         rb = self.env_cfg.sim.kill_switch.release_after_bars
         return batched_observation(ob, self._feat_idx, rb, self.env_cfg.flat_obs)
 
@@ -267,13 +274,11 @@ class DecisionService:
 
     def _decide_fresh(self, prepared: Sequence[Prepared]) -> list[ActResponse]:
         ob, kill = self._observation(prepared)
-        rb = self.env_cfg.sim.kill_switch.release_after_bars
-        obs = batched_observation(ob, self._feat_idx, rb, self.env_cfg.flat_obs)
+        obs = self._encode(ob)
         action = np.asarray(self.handle.act(obs))
-        if self.gated:
-            assert isinstance(self.env_cfg, GatedEnvConfig)
-            e_idx, s_idx = feature_index(self.data, (self.env_cfg.edge_column, self.env_cfg.sigma_column))
-            orders = gate_orders(action, ob.features, int(e_idx), int(s_idx), self.env_cfg)
+        if isinstance(self.env_cfg, GatedEnvConfig):
+            e_idx, s_idx = self._gate_columns
+            orders = gate_orders(action, ob.features, e_idx, s_idx, self.env_cfg)
             target, modes = orders.target, orders.mode
         else:
             target, modes = np.clip(action.astype(np.float64), -1.0, 1.0), None
