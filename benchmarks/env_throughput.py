@@ -24,10 +24,10 @@ if __package__ in (None, ""):  # run as a script path: make the repo root import
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import print_table, quick_and_json_args, write_report
-from envs.config import SimulatorConfig
-from envs.gym_envs import PortfolioEnv, PortfolioVectorEnv
-from envs.simulator import MarketSimulator
-from envs.synthetic_market import synthetic_market_data
+from raytrade.envs.config import SimulatorConfig
+from raytrade.envs.gym_envs import PortfolioEnv, PortfolioVectorEnv
+from raytrade.envs.simulator import MarketSimulator
+from raytrade.envs.synthetic_market import synthetic_market_data
 
 
 def _core_throughput(b: int, n: int, n_steps: int) -> float:

@@ -24,8 +24,8 @@ if __package__ in (None, ""):  # run as a script path: make the repo root import
 from ray.rllib.core.columns import Columns
 
 from benchmarks.common import print_table, quick_and_json_args, timed, write_report
-from envs.gym_envs import PortfolioEnv
-from models.catalog import flops_per_decision, rl_module_spec
+from raytrade.envs.gym_envs import PortfolioEnv
+from raytrade.models.catalog import flops_per_decision, rl_module_spec
 
 FAMILIES = ("ppo_mlp", "distributional", "gnn")
 N_ASSETS = 32

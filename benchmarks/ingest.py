@@ -12,8 +12,8 @@ import tempfile
 from pathlib import Path
 
 from benchmarks.common import print_table, timed, write_report
-from replay.ingest import ingest_frames
-from replay.sources.synthetic import generate
+from raytrade.replay.ingest import ingest_frames
+from raytrade.replay.sources.synthetic import generate
 
 
 def ingest_once(n_symbols: int, years: float, workdir: Path) -> tuple[int, float]:

@@ -71,8 +71,8 @@ def run(quick: bool = False) -> dict[str, Any]:
     from ray.rllib.algorithms.ppo import PPOConfig
     from ray.tune.registry import register_env
 
-    from envs.gym_envs import PORTFOLIO_ENV_ID, make_portfolio_env
-    from models.catalog import ppo_config
+    from raytrade.envs.gym_envs import PORTFOLIO_ENV_ID, make_portfolio_env
+    from raytrade.models.catalog import ppo_config
 
     batch, envs, iterations = (512, 8, 2) if quick else (4000, 8, 10)
     register_env(PORTFOLIO_ENV_ID, make_portfolio_env)

@@ -17,10 +17,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from benchmarks.common import print_table, timed, write_report
-from replay.ingest import ingest_frames
-from replay.reader import read, table_files
-from replay.schema import FEATURES_SCHEMA
-from replay.sources.synthetic import generate
+from raytrade.replay.ingest import ingest_frames
+from raytrade.replay.reader import read, table_files
+from raytrade.replay.schema import FEATURES_SCHEMA
+from raytrade.replay.sources.synthetic import generate
 
 NUMERIC = [f.name for f in FEATURES_SCHEMA if pa.types.is_floating(f.type)]
 

@@ -33,10 +33,10 @@ TOKEN = "benchmark-token-not-a-secret"
 
 
 def _build_registry(work: Path) -> Path:
-    from cluster.promote import promote
-    from cluster.tune import TuneOptions, run_tune
-    from replay.ingest import ingest_frames
-    from replay.sources.synthetic import generate
+    from raytrade.cluster.promote import promote
+    from raytrade.cluster.tune import TuneOptions, run_tune
+    from raytrade.replay.ingest import ingest_frames
+    from raytrade.replay.sources.synthetic import generate
 
     store = work / "store"
     market = generate(n_symbols=30, years=2.0, seed=5, n_crypto=2)
@@ -62,8 +62,8 @@ def run(quick: bool = False) -> dict[str, Any]:
     import ray
     from ray import serve
 
-    from serve.app import APP_NAME, ServiceConfig, build_app, load_service
-    from serve.decide import ServeConfig
+    from raytrade.serve.app import APP_NAME, ServiceConfig, build_app, load_service
+    from raytrade.serve.decide import ServeConfig
 
     n_seq, n_conc = (40, 32) if quick else (300, 400)
     with tempfile.TemporaryDirectory() as tmp:
@@ -131,7 +131,7 @@ def run(quick: bool = False) -> dict[str, Any]:
 
 
 def _request(service: Any) -> Any:
-    from serve.schemas import ActRequest
+    from raytrade.serve.schemas import ActRequest
 
     last = service.data.ts[-1].astype("datetime64[us]").astype(str) + "Z"
     symbols = list(service.data.symbols)

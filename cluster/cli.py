@@ -1,72 +1,29 @@
 """The ``raytrade`` command line: one click group, one subcommand per entrypoint.
 
-Known failures (bad input, missing keys, an unusable folder) end with a one-line ``error: …`` on
-stderr and exit status 2, never a traceback; anything else is a bug and keeps its traceback.
+Errors end as ``cluster.errors`` says: the project's input errors as one ``error: …`` line (exit 2),
+anything else with its traceback (plain ``ValueError``/``OSError``: with ``-v``).
 """
 
 from __future__ import annotations
 
-import functools
 import json
 import logging
-import sys
-from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
-from typing import Any, TypeVar
 
 import click
 
-F = TypeVar("F", bound=Callable[..., Any])
-
-EXIT_BAD_INPUT = 2
-
-
-def _known_errors() -> tuple[type[BaseException], ...]:
-    from cluster.settings import MissingCredentialsError
-    from replay.reader import StoreError
-    from replay.sources.alpaca import SourceError
-    from replay.sources.csv_dir import SourceFolderError
-    from replay.validation import ReplayValidationError
-    from replay.writer import StoreBusyError
-
-    return (
-        ReplayValidationError,
-        SourceFolderError,
-        StoreError,
-        MissingCredentialsError,
-        SourceError,
-        StoreBusyError,
-        ValueError,
-        FileNotFoundError,
-        ConnectionError,
-    )
-
-
-def one_line_errors(func: F) -> F:
-    """Turn the project's known errors into ``error: <message>`` and exit status 2."""
-
-    @functools.wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return func(*args, **kwargs)
-        except _known_errors() as exc:
-            message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            click.echo(f"error: {message}", err=True)
-            sys.exit(EXIT_BAD_INPUT)
-
-    return wrapper  # type: ignore[return-value]
-
+from raytrade.cluster.errors import one_line_errors
 
 # Subcommands defined next to their entrypoints, imported only when invoked (or listed by --help):
-# the CLI starts fast and those modules may import this one without a cycle.
+# the CLI starts fast.
 LAZY_COMMANDS: dict[str, str] = {
-    "tune": "cluster.tune:tune_command",
-    "promote": "cluster.promote:promote_command",
-    "evaluate": "cluster.evaluate:evaluate_command",
-    "nightly": "cluster.nightly:nightly_command",
-    "serve": "cluster.serve:serve_command",
-    "live": "cluster.live:live_command",
+    "tune": "raytrade.cluster.tune:tune_command",
+    "promote": "raytrade.cluster.promote:promote_command",
+    "evaluate": "raytrade.cluster.evaluate:evaluate_command",
+    "nightly": "raytrade.cluster.nightly:nightly_command",
+    "serve": "raytrade.cluster.serve:serve_command",
+    "live": "raytrade.cluster.live:live_command",
 }
 
 
@@ -152,8 +109,8 @@ def ingest(
     json_summary: bool,
 ) -> None:
     """Ingest a source into the replay store at OUT and print what the store holds."""
-    from cluster.ingest import SourceRequest, ingest_source
-    from replay.summary import summarize_store
+    from raytrade.cluster.ingest import SourceRequest, ingest_source
+    from raytrade.replay.summary import summarize_store
 
     request = SourceRequest(
         source=source,
@@ -180,8 +137,8 @@ def ingest(
 @one_line_errors
 def summary(root: Path, as_json: bool) -> None:
     """Print what the replay store at ROOT holds."""
-    from replay.reader import StoreError
-    from replay.summary import summarize_store
+    from raytrade.replay.reader import StoreError
+    from raytrade.replay.summary import summarize_store
 
     if not root.is_dir():
         raise StoreError(f"{root} is not a replay store folder")
@@ -195,7 +152,7 @@ def summary(root: Path, as_json: bool) -> None:
 @one_line_errors
 def demo(out: Path, seed: int) -> None:
     """End-to-end demo on the embedded synthetic universe (grows with every capability)."""
-    from cluster.demo import run_demo
+    from raytrade.cluster.demo import run_demo
 
     run_demo(out, seed)
 

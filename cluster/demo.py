@@ -22,10 +22,10 @@ import click
 
 
 def run_demo(out: Path, seed: int) -> None:
-    from replay import fractional_splits, read, read_frame
-    from replay.ingest import ingest_frames
-    from replay.sources.synthetic import generate
-    from replay.summary import summarize_store
+    from raytrade.replay import fractional_splits, read, read_frame
+    from raytrade.replay.ingest import ingest_frames
+    from raytrade.replay.sources.synthetic import generate
+    from raytrade.replay.summary import summarize_store
 
     store = out / "store"
     if store.exists():
@@ -56,7 +56,7 @@ def run_demo(out: Path, seed: int) -> None:
         click.echo(f"  {name:<11}{window.start.date()} .. {window.end.date()}  ({window.n_bars} bars)")
 
     click.echo("[demo] 4/6 evaluation: baselines replayed over the test split, same simulator and costs")
-    from cluster.evaluate import run_evaluation
+    from raytrade.cluster.evaluate import run_evaluation
 
     report_dir = out / "report"
     report = run_evaluation(
@@ -85,8 +85,8 @@ def run_demo(out: Path, seed: int) -> None:
     click.echo(
         "[demo] 5/6 Tune smoke search (ppo), promote the best trial, evaluate it against the baselines"
     )
-    from cluster.promote import promote
-    from cluster.tune import TuneOptions, format_leaderboard, run_tune
+    from raytrade.cluster.promote import promote
+    from raytrade.cluster.tune import TuneOptions, format_leaderboard, run_tune
 
     runs, registry = out / "runs", out / "registry"
     shutil.rmtree(runs, ignore_errors=True)
@@ -131,10 +131,10 @@ def serve_demo(registry: Path, store: Path) -> None:
     from pydantic import SecretStr
     from ray import serve
 
-    from replay import read_frame
-    from serve.app import APP_NAME, ServiceConfig, build_app
-    from serve.client import ClientConfig, PolicyClient, request_from_loop
-    from serve.decide import ServeConfig
+    from raytrade.replay import read_frame
+    from raytrade.serve.app import APP_NAME, ServiceConfig, build_app
+    from raytrade.serve.client import ClientConfig, PolicyClient, request_from_loop
+    from raytrade.serve.decide import ServeConfig
 
     token = os.environ.get("RAYTRADE_SERVE_TOKEN") or secrets.token_urlsafe(24)
     with socket.socket() as probe:

@@ -20,10 +20,10 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from cluster.cli import one_line_errors
+from raytrade.cluster.errors import one_line_errors
 
 if TYPE_CHECKING:
-    from envs.evaluation.policies import Loader
+    from raytrade.envs.evaluation.policies import Loader
 
 DEFAULT_POLICIES = "cash,buy_and_hold,equal_weight,inverse_vol,kelly_lite"
 
@@ -47,9 +47,9 @@ def run_evaluation(
     loader: Loader | None = None,
 ) -> dict[str, Any]:
     """Check, evaluate and write the report; returns the report document."""
-    from envs.evaluation.harness import DEFAULT_SCENARIOS, EvaluationConfig, evaluate, prepare
-    from envs.evaluation.report import write_report
-    from envs.evaluation.stats import BootstrapConfig
+    from raytrade.envs.evaluation.harness import DEFAULT_SCENARIOS, EvaluationConfig, evaluate, prepare
+    from raytrade.envs.evaluation.report import write_report
+    from raytrade.envs.evaluation.stats import BootstrapConfig
 
     started = time.perf_counter()
     cfg = EvaluationConfig(
@@ -59,6 +59,9 @@ def run_evaluation(
         scenarios=tuple(DEFAULT_SCENARIOS if scenarios is None else scenarios),
         bootstrap=BootstrapConfig(samples=bootstrap_samples),
     )
+    if loader is None:
+        from raytrade.models.registry_load import load as loader
+
     plan = prepare(replay, policies, cfg, registry=registry, loader=loader)
     result = evaluate(plan)
     _, report = write_report(result, out, run_seconds=time.perf_counter() - started, plots=plots)

@@ -9,7 +9,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from replay.ingest import IngestResult
+from raytrade.replay.ingest import IngestResult
 
 SourceName = Literal["synthetic", "csv", "alpaca", "forecasts"]
 
@@ -35,11 +35,11 @@ def ingest_source(
     out: Path, request: SourceRequest, say: Callable[[str], None] = print, show_progress: bool = True
 ) -> IngestResult:
     """Read ``request.source`` and append what is new to the store at ``out`` (see ``replay.ingest``)."""
-    from replay.ingest import import_forecasts, ingest_frames
+    from raytrade.replay.ingest import import_forecasts, ingest_frames
 
     r = request
     if r.source == "synthetic":
-        from replay.sources.synthetic import generate
+        from raytrade.replay.sources.synthetic import generate
 
         universe = f"{r.n_symbols} equities + {r.n_crypto} crypto, {r.years} y of {r.freq}"
         say(f"generating synthetic universe: {universe}")
@@ -47,8 +47,8 @@ def ingest_source(
         market = generate(r.n_symbols, r.years, r.freq, r.seed, r.n_crypto, **start)
         return ingest_frames(out, market.bars, market.macro, origin="synthetic", show_progress=show_progress)
     if r.source == "alpaca":
-        from cluster.settings import load_settings
-        from replay.sources.alpaca import fetch_alpaca_bars
+        from raytrade.cluster.settings import load_settings
+        from raytrade.replay.sources.alpaca import fetch_alpaca_bars
 
         if not r.symbols or r.start is None or r.end is None:
             raise ValueError("--source alpaca needs --symbols, --start and --end")
@@ -59,7 +59,7 @@ def ingest_source(
             r.symbols,
             r.start,
             r.end,
-            settings=settings,
+            access=settings.alpaca_access(),
             timeframe=r.freq,
             url_override=settings.alpaca_data_url,
         )
@@ -67,10 +67,10 @@ def ingest_source(
     if r.path is None:
         raise ValueError(f"--source {r.source} needs --path")
     if r.source == "csv":
-        from replay.sources.csv_dir import read_csv_folder
+        from raytrade.replay.sources.csv_dir import read_csv_folder
 
         say(f"reading CSV files under {r.path}")
         return ingest_frames(out, read_csv_folder(r.path), origin=str(r.path), show_progress=show_progress)
-    from replay.sources.forecast_file import read_forecast_file
+    from raytrade.replay.sources.forecast_file import read_forecast_file
 
     return import_forecasts(out, read_forecast_file(r.path), origin=str(r.path))

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import click
 
-from cluster.cli import one_line_errors
+from raytrade.cluster.errors import one_line_errors
 
 
 @click.command("live")
@@ -59,16 +59,16 @@ def live_command(
     """Run the trading loop: ask the policy service, trade the answer on Alpaca paper, log it."""
     if not paper:
         raise click.UsageError("live trading with real money is not enabled: pass --paper")
-    from cluster.settings import MissingCredentialsError, load_settings
-    from serve.alpaca_broker import AlpacaBroker
-    from serve.client import ClientConfig, PolicyClient
-    from serve.live import LiveLoop
-    from serve.orders import LiveConfig
+    from raytrade.cluster.settings import MissingCredentialsError, load_settings
+    from raytrade.serve.alpaca_broker import AlpacaBroker
+    from raytrade.serve.client import ClientConfig, PolicyClient
+    from raytrade.serve.live import LiveLoop
+    from raytrade.serve.orders import LiveConfig
 
     settings = load_settings()
     if settings.serve_token is None:
         raise MissingCredentialsError("missing the Serve token: set RAYTRADE_SERVE_TOKEN")
-    broker = AlpacaBroker(settings, trading_url=trading_url, data_url=data_url)
+    broker = AlpacaBroker(settings.alpaca_access(), trading_url=trading_url, data_url=data_url)
     config = LiveConfig(
         min_trade_notional=min_trade_notional, max_trade_fraction=max_trade_fraction, fractional=fractional
     )

@@ -22,18 +22,18 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from cluster.cli import one_line_errors
-from cluster.evaluate import DEFAULT_POLICIES, run_evaluation, split_names
+from raytrade.cluster.errors import one_line_errors
+from raytrade.cluster.evaluate import DEFAULT_POLICIES, run_evaluation, split_names
 
 if TYPE_CHECKING:
-    from envs.evaluation.policies import Loader
+    from raytrade.envs.evaluation.policies import Loader
 
 RESULTS_FILE = "marketsimulatorresults.md"
 
 
 def latest_refs(registry: Path) -> list[str]:
     """``NAME@VERSION`` of every model's ``latest`` version (sorted by name; empty registry: [])."""
-    from cluster.registry import names, resolve
+    from raytrade.models.registry import names, resolve
 
     return [f"{name}@{resolve(registry, name).name}" for name in names(registry)]
 
@@ -42,7 +42,7 @@ def reingest(
     replay: Path, source: str | None, path: Path | None, synthetic: dict[str, Any]
 ) -> dict[str, int] | None:
     """Ingest ``source`` into ``replay`` incrementally; rows appended per table (None: no source)."""
-    from cluster.ingest import SourceRequest, ingest_source
+    from raytrade.cluster.ingest import SourceRequest, ingest_source
 
     if source is None:
         return None

@@ -15,9 +15,9 @@ from typing import Any
 
 import click
 
-from cluster.cli import one_line_errors
-from cluster.objective import ObjectiveConfig, held_out_data, score_module
-from cluster.registry import (
+from raytrade.cluster.errors import one_line_errors
+from raytrade.cluster.tune import LEADERBOARD_FILE, read_run_file
+from raytrade.models.registry import (
     DEFAULT_REGISTRY,
     code_version,
     feature_spec_hash,
@@ -25,7 +25,7 @@ from cluster.registry import (
     replay_fingerprint,
     write_version,
 )
-from cluster.tune import LEADERBOARD_FILE, read_run_file
+from raytrade.tune_specs.objective import ObjectiveConfig, held_out_data, score_module
 
 MODULE_ID = "default_policy"
 
@@ -50,7 +50,7 @@ def module_checkpoint(checkpoint: Path) -> Path:
 def flops_per_decision(module: Any, n_assets: int) -> int:
     """The catalog's FLOP count for its modules; a generic count of one inference call otherwise."""
     try:
-        from models.catalog import flops_per_decision as catalog_flops
+        from raytrade.models.catalog import flops_per_decision as catalog_flops
 
         return catalog_flops(module, n_assets)
     except (ImportError, AttributeError):
@@ -77,8 +77,8 @@ def build_manifest(run_dir: Path, row: dict[str, Any]) -> tuple[dict[str, Any], 
     """(manifest, checkpoint folder) of the leaderboard row ``row`` of the run at ``run_dir``."""
     from ray.rllib.core.rl_module.rl_module import RLModule
 
-    from envs.gym_envs import GATED_ENV_ID, N_PORTFOLIO_STATE
-    from envs.replay_loader import DEFAULT_FEATURES
+    from raytrade.envs.gym_envs import GATED_ENV_ID, N_PORTFOLIO_STATE
+    from raytrade.envs.replay_loader import DEFAULT_FEATURES
 
     run = read_run_file(run_dir)
     checkpoint = run_dir / row["checkpoint"]

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import click
 
-from cluster.cli import one_line_errors
-from cluster.registry import DEFAULT_REGISTRY, resolve
+from raytrade.cluster.errors import one_line_errors
+from raytrade.models.registry import DEFAULT_REGISTRY, resolve
 
 
 @click.command("serve")
@@ -65,8 +65,8 @@ def serve_command(
     detach: bool,
 ) -> None:
     """Deploy a promoted policy behind POST /v1/act, GET /v1/health and GET /v1/model."""
-    from cluster.settings import MissingCredentialsError, load_settings
-    from serve.decide import ServeConfig
+    from raytrade.cluster.settings import MissingCredentialsError, load_settings
+    from raytrade.serve.decide import ServeConfig
 
     token = load_settings().serve_token
     if token is None:
@@ -76,7 +76,7 @@ def serve_command(
     import ray
     from ray import serve
 
-    from serve.app import APP_NAME, ServiceConfig, build_app
+    from raytrade.serve.app import APP_NAME, ServiceConfig, build_app
 
     os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
     # --detach leaves the deployment running after this process exits: it needs a cluster that

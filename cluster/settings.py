@@ -20,43 +20,22 @@ from __future__ import annotations
 import os
 from pathlib import Path
 from typing import Final
-from urllib.parse import urlsplit
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from raytrade.replay.credentials import (
+    ALPACA_KEY_ENVS,
+    ALPACA_SECRET_ENVS,
+    AlpacaAccess,
+    AlpacaCredentials,
+    MissingCredentialsError,
+    check_secure_url,
+)
+
+__all__ = ["MissingCredentialsError", "Settings", "load_settings"]
+
 SETTINGS_FILE_ENV: Final[str] = "RAYTRADE_SETTINGS_FILE"
-ALPACA_KEY_ENVS: Final[tuple[str, str]] = ("ALPACA_API_KEY", "APCA_API_KEY_ID")
-ALPACA_SECRET_ENVS: Final[tuple[str, str]] = ("ALPACA_SECRET_KEY", "APCA_API_SECRET_KEY")
-_LOOPBACK_HOSTS: Final[frozenset[str]] = frozenset({"127.0.0.1", "localhost", "::1"})
-
-
-class MissingCredentialsError(ValueError):
-    """A secret an entrypoint needs is not set; the message names the environment variable(s)."""
-
-
-class AlpacaCredentials(BaseModel):
-    """Alpaca market-data credentials, both present (still masked when printed)."""
-
-    model_config = ConfigDict(frozen=True)
-
-    api_key: SecretStr
-    secret_key: SecretStr
-
-
-def check_data_url(url: str, *, field: str = "alpaca_data_url") -> str:
-    """Return ``url`` if it is ``https://`` or ``http://`` on a loopback host; else ``ValueError``.
-
-    ``field`` names the setting or argument in the error message.
-    """
-    parts = urlsplit(url)
-    if not parts.hostname:
-        raise ValueError(f"{field}={url!r} is not an absolute URL")
-    if parts.scheme == "https" or (parts.scheme == "http" and parts.hostname in _LOOPBACK_HOSTS):
-        return url
-    raise ValueError(
-        f"{field}={url!r} must use https:// (plain http:// is allowed only for 127.0.0.1/localhost)"
-    )
 
 
 class Settings(BaseSettings):
@@ -110,23 +89,18 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             if not value.strip():
                 return None
-            return check_data_url(value.strip().rstrip("/"))
+            return check_secure_url(value.strip().rstrip("/"), field="alpaca_data_url")
         return value
+
+    def alpaca_access(self) -> AlpacaAccess:
+        """The Alpaca keys and data URL as the value the lower layers take."""
+        return AlpacaAccess(
+            api_key=self.alpaca_api_key, secret_key=self.alpaca_secret_key, data_url=self.alpaca_data_url
+        )
 
     def alpaca_credentials(self) -> AlpacaCredentials:
         """Both Alpaca keys, or ``MissingCredentialsError`` naming every env var still to set."""
-        missing = [
-            f"{envs[0]} (or {envs[1]})"
-            for envs, value in (
-                (ALPACA_KEY_ENVS, self.alpaca_api_key),
-                (ALPACA_SECRET_ENVS, self.alpaca_secret_key),
-            )
-            if value is None
-        ]
-        if missing:
-            raise MissingCredentialsError(f"missing Alpaca credentials: set {' and '.join(missing)}")
-        assert self.alpaca_api_key is not None and self.alpaca_secret_key is not None
-        return AlpacaCredentials(api_key=self.alpaca_api_key, secret_key=self.alpaca_secret_key)
+        return self.alpaca_access().credentials()
 
 
 def load_settings(settings_file: Path | str | None = None) -> Settings:

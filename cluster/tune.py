@@ -5,7 +5,7 @@ Design decisions
 * The trainable is the RLlib ``Algorithm`` class itself (a class trainable): Tune then checkpoints
   it every ``budget.checkpoint_every`` iterations and at the end (``CheckpointConfig``), and a trial
   whose process dies is restarted from its last checkpoint (``FailureConfig(max_failures)``).
-  Scoring happens inside ``Algorithm.train()`` (``cluster.objective.score_on_train_result``).
+  Scoring happens inside ``Algorithm.train()`` (``tune_specs.objective.score_on_train_result``).
 * Per-trial resources come from ``Algorithm.default_resource_request``: one CPU bundle for the
   algorithm (sampling and learning in-process unless the spec adds env runners) plus optional
   custom resources; ``placement_strategy="SPREAD"`` spreads a trial's bundles over nodes.
@@ -34,10 +34,10 @@ from typing import Any, Literal
 import click
 from pydantic import BaseModel, ConfigDict, Field
 
-from cluster.cli import one_line_errors
-from cluster.objective import METRIC, REPORTED
-from tune_specs import SPECS, get_spec
-from tune_specs.spec import Budget, TuneSpec
+from raytrade.cluster.errors import one_line_errors
+from raytrade.tune_specs import SPECS, get_spec
+from raytrade.tune_specs.objective import METRIC, REPORTED
+from raytrade.tune_specs.spec import Budget, TuneSpec
 
 RUN_FILE = "raytrade_run.json"
 LEADERBOARD_FILE = "leaderboard.json"
@@ -109,8 +109,8 @@ def check_replay(root: Path, spec: TuneSpec) -> None:
     """Fail (``ValueError``/``FileNotFoundError``, one line) when ``root`` cannot feed ``spec``:
     no store, no bars/features table, features the spec observes that are all null or unknown, or
     an empty train/validation split."""
-    from envs.replay_loader import DEFAULT_FEATURES
-    from replay.reader import read_frame, table_files
+    from raytrade.envs.replay_loader import DEFAULT_FEATURES
+    from raytrade.replay.reader import read_frame, table_files
 
     if not root.is_dir():
         raise FileNotFoundError(f"replay store {str(root)!r} does not exist")
@@ -128,7 +128,7 @@ def check_replay(root: Path, spec: TuneSpec) -> None:
             f"replay store {str(root)!r} lacks features spec {spec.name!r} needs: {missing} "
             f"(present: {present})"
         )
-    from envs.replay_loader import load_market_data
+    from raytrade.envs.replay_loader import load_market_data
 
     for split in ("train", "validation"):
         load_market_data(root, split, feature_columns=spec.required_features)
@@ -160,7 +160,7 @@ def _wandb_setup(opts: TuneOptions, run_dir: Path) -> tuple[list[Any], dict[str,
 
     env = {"WANDB_MODE": opts.wandb, "WANDB_SILENT": "true"}
     if opts.wandb == "online":
-        from cluster.settings import MissingCredentialsError, load_settings
+        from raytrade.cluster.settings import MissingCredentialsError, load_settings
 
         key = load_settings().wandb_api_key
         if key is None:

@@ -12,10 +12,10 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from envs.costs import CostConfig
-from envs.kill_switch import KillSwitchConfig
-from envs.projection import ConstraintConfig
-from envs.rewards import RewardConfig
+from raytrade.envs.costs import CostConfig
+from raytrade.envs.kill_switch import KillSwitchConfig
+from raytrade.envs.projection import ConstraintConfig
+from raytrade.envs.rewards import RewardConfig
 
 __all__ = [
     "ConstraintConfig",

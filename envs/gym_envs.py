@@ -30,11 +30,11 @@ from gymnasium import spaces
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
-from envs.config import GatedEnvConfig, PortfolioEnvConfig
-from envs.costs import COST_COMPONENTS
-from envs.market_data import MarketData
-from envs.simulator import MarketSimulator, Observation
-from envs.synthetic_market import market_data_from_config
+from raytrade.envs.config import GatedEnvConfig, PortfolioEnvConfig
+from raytrade.envs.costs import COST_COMPONENTS
+from raytrade.envs.market_data import MarketData
+from raytrade.envs.simulator import MarketSimulator, Observation
+from raytrade.envs.synthetic_market import market_data_from_config
 
 PORTFOLIO_ENV_ID = "raytrade/PortfolioEnv-v0"
 GATED_ENV_ID = "raytrade/GatedSymbolEnv-v0"
@@ -343,8 +343,16 @@ def make_gated_env(env_config: Mapping[str, Any] | None = None) -> PortfolioEnv 
 def register_envs() -> None:
     """Register both envs with gymnasium (idempotent)."""
     for env_id, single, vector in (
-        (PORTFOLIO_ENV_ID, "envs.gym_envs:PortfolioEnv", "envs.gym_envs:PortfolioVectorEnv"),
-        (GATED_ENV_ID, "envs.gym_envs:GatedSymbolEnv", "envs.gym_envs:GatedSymbolVectorEnv"),
+        (
+            PORTFOLIO_ENV_ID,
+            "raytrade.envs.gym_envs:PortfolioEnv",
+            "raytrade.envs.gym_envs:PortfolioVectorEnv",
+        ),
+        (
+            GATED_ENV_ID,
+            "raytrade.envs.gym_envs:GatedSymbolEnv",
+            "raytrade.envs.gym_envs:GatedSymbolVectorEnv",
+        ),
     ):
         if env_id not in gym.registry:
             gym.register(id=env_id, entry_point=single, vector_entry_point=vector)

@@ -20,12 +20,12 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from envs.config import ReplayDataConfig
-from envs.market_data import MarketData
-from replay.features.build import periods_per_year
-from replay.reader import read_frame
-from replay.schema import FEATURES_SCHEMA
-from replay.splits import fractional_splits
+from raytrade.envs.config import ReplayDataConfig
+from raytrade.envs.market_data import MarketData
+from raytrade.replay.features.build import periods_per_year
+from raytrade.replay.reader import read_frame
+from raytrade.replay.schema import FEATURES_SCHEMA
+from raytrade.replay.splits import fractional_splits
 
 DEFAULT_FEATURES: tuple[str, ...] = (
     "ret_1",

@@ -15,10 +15,10 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from envs.config import SimulatorConfig
-from envs.costs import COST_COMPONENTS
-from envs.market_data import MarketData
-from envs.simulator import MarketSimulator, Observation, StepResult
+from raytrade.envs.config import SimulatorConfig
+from raytrade.envs.costs import COST_COMPONENTS
+from raytrade.envs.market_data import MarketData
+from raytrade.envs.simulator import MarketSimulator, Observation, StepResult
 
 
 class Decision(NamedTuple):

@@ -30,13 +30,13 @@ from typing import NamedTuple
 
 import numpy as np
 
-from envs.config import SimulatorConfig
-from envs.costs import COST_COMPONENTS, cost_rates, fee_bps, financing_rate_per_bar
-from envs.kill_switch import KillSwitchState, init_kill_switch, update_kill_switch
-from envs.market_data import MarketData
-from envs.projection import ConstraintConfig
-from envs.rewards import RewardState, compute_reward, init_reward_state
-from envs.step_kernel import fill_rows, target_rows
+from raytrade.envs.config import SimulatorConfig
+from raytrade.envs.costs import COST_COMPONENTS, cost_rates, fee_bps, financing_rate_per_bar
+from raytrade.envs.kill_switch import KillSwitchState, init_kill_switch, update_kill_switch
+from raytrade.envs.market_data import MarketData
+from raytrade.envs.projection import ConstraintConfig
+from raytrade.envs.rewards import RewardState, compute_reward, init_reward_state
+from raytrade.envs.step_kernel import fill_rows, target_rows
 
 
 class Observation(NamedTuple):

@@ -16,8 +16,8 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from envs.costs import financing_of, trade_cost_parts
-from envs.projection import project_row, project_row_grouped
+from raytrade.envs.costs import financing_of, trade_cost_parts
+from raytrade.envs.projection import project_row, project_row_grouped
 
 
 @numba.njit(cache=True, nogil=True)

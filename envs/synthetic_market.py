@@ -13,8 +13,8 @@ from typing import Any
 
 import numpy as np
 
-from envs.config import DataConfig, ReplayDataConfig, SyntheticDataConfig
-from envs.market_data import MarketData
+from raytrade.envs.config import DataConfig, ReplayDataConfig, SyntheticDataConfig
+from raytrade.envs.market_data import MarketData
 
 SYNTHETIC_FEATURES: tuple[str, ...] = (
     "ret_1",
@@ -125,6 +125,6 @@ def market_data_from_config(cfg: DataConfig | dict[str, Any]) -> MarketData:
             ragged=cfg.ragged,
             periods_per_year=cfg.periods_per_year,
         )
-    from envs.replay_loader import load_market_data_from_config  # imported only when used
+    from raytrade.envs.replay_loader import load_market_data_from_config  # imported only when used
 
     return load_market_data_from_config(cfg)

@@ -1,6 +1,6 @@
 """RLlib RLModules of raytrade and the catalog the Tune specs build on (see :mod:`models.catalog`)."""
 
-from models.catalog import (
+from raytrade.models.catalog import (
     FAMILIES,
     env_name,
     flops_per_decision,
@@ -9,7 +9,7 @@ from models.catalog import (
     ppo_config,
     rl_module_spec,
 )
-from models.registry_load import PolicyHandle, load
+from raytrade.models.registry_load import PolicyHandle, load
 
 __all__ = [
     "FAMILIES",

@@ -27,9 +27,9 @@ from ray.rllib.core.rl_module.rl_module import RLModule, RLModuleSpec
 from ray.tune.registry import register_env
 from torch.utils.flop_counter import FlopCounterMode
 
-from envs.config import GatedEnvConfig, PortfolioEnvConfig
-from envs.gym_envs import GATED_ENV_ID, PORTFOLIO_ENV_ID, make_gated_env, make_portfolio_env
-from models.common import dummy_flat_obs
+from raytrade.envs.config import GatedEnvConfig, PortfolioEnvConfig
+from raytrade.envs.gym_envs import GATED_ENV_ID, PORTFOLIO_ENV_ID, make_gated_env, make_portfolio_env
+from raytrade.models.common import dummy_flat_obs
 
 FAMILIES: tuple[str, ...] = ("ppo_mlp", "distributional", "gnn", "gating")
 
@@ -44,19 +44,19 @@ def module_class(family: str) -> type[RLModule]:
     """The TorchRLModule class of a family (imported on demand: ``gnn`` pulls torch-geometric)."""
     match _check(family):
         case "ppo_mlp":
-            from models.ppo_mlp import PPOMLPModule
+            from raytrade.models.ppo_mlp import PPOMLPModule
 
             return PPOMLPModule
         case "distributional":
-            from models.distributional import DistributionalPPOModule
+            from raytrade.models.distributional import DistributionalPPOModule
 
             return DistributionalPPOModule
         case "gnn":
-            from models.gnn import GNNModule
+            from raytrade.models.gnn import GNNModule
 
             return GNNModule
         case _:
-            from models.gating import GatingModule
+            from raytrade.models.gating import GatingModule
 
             return GatingModule
 
@@ -74,7 +74,7 @@ def rl_module_spec(family: str, model_config: dict[str, Any] | None = None) -> R
 def learner_class(family: str) -> type | None:
     """The custom PPO learner of a family (``distributional``), else None (RLlib's default)."""
     if _check(family) == "distributional":
-        from models.distributional_learner import DistributionalPPOLearner
+        from raytrade.models.distributional_learner import DistributionalPPOLearner
 
         return DistributionalPPOLearner
     return None

@@ -29,8 +29,8 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
-from envs.gym_envs import N_PORTFOLIO_STATE
-from envs.projection import project_weights_torch
+from raytrade.envs.gym_envs import N_PORTFOLIO_STATE
+from raytrade.envs.projection import project_weights_torch
 
 FROZEN = ConfigDict(frozen=True, extra="forbid")
 C = TypeVar("C", bound=BaseModel)

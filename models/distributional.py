@@ -28,10 +28,10 @@ from ray.rllib.core.rl_module.apis import InferenceOnlyAPI, ValueFunctionAPI
 from ray.rllib.core.rl_module.torch import TorchRLModule
 from ray.tune.registry import register_env
 
-from envs.config import PortfolioEnvConfig
-from envs.gym_envs import PORTFOLIO_ENV_ID, make_portfolio_env
-from models.common import features_per_asset, mlp, validate_model_config
-from models.ppo_mlp import PPOMLPConfig, ScorePolicy, ScorePolicyForwards
+from raytrade.envs.config import PortfolioEnvConfig
+from raytrade.envs.gym_envs import PORTFOLIO_ENV_ID, make_portfolio_env
+from raytrade.models.common import features_per_asset, mlp, validate_model_config
+from raytrade.models.ppo_mlp import PPOMLPConfig, ScorePolicy, ScorePolicyForwards
 
 # ------------------------------------------------------------------------------------ pure functions
 

@@ -30,7 +30,7 @@ from ray.rllib.core.learner.learner import ENTROPY_KEY, POLICY_LOSS_KEY, VF_LOSS
 from ray.rllib.evaluation.postprocessing import Postprocessing
 from ray.rllib.utils.torch_utils import explained_variance
 
-from models.distributional import DistributionalPPOModule, quantile_huber_loss, risk_value
+from raytrade.models.distributional import DistributionalPPOModule, quantile_huber_loss, risk_value
 
 QUANTILE_LOSS_KEY = "quantile_huber_loss"
 QUANTILE_SPREAD_KEY = "quantile_spread"

@@ -32,8 +32,8 @@ from ray.rllib.core.distribution.torch.torch_distribution import TorchMultiCateg
 from ray.rllib.core.rl_module.apis import InferenceOnlyAPI, ValueFunctionAPI
 from ray.rllib.core.rl_module.torch import TorchRLModule
 
-from envs.gym_envs import GATE_MODES, N_PORTFOLIO_STATE
-from models.common import (
+from raytrade.envs.gym_envs import GATE_MODES, N_PORTFOLIO_STATE
+from raytrade.models.common import (
     FROZEN,
     AssetSetEncoder,
     PortfolioObs,

@@ -33,8 +33,8 @@ from ray.rllib.core.rl_module.torch import TorchRLModule
 from torch import nn
 from torch_geometric.nn import GATv2Conv
 
-from envs.gym_envs import N_PORTFOLIO_STATE
-from models.common import (
+from raytrade.envs.gym_envs import N_PORTFOLIO_STATE
+from raytrade.models.common import (
     FROZEN,
     PortfolioObs,
     ProjectionConfig,

@@ -27,8 +27,8 @@ from ray.rllib.core.rl_module.apis import InferenceOnlyAPI, ValueFunctionAPI
 from ray.rllib.core.rl_module.torch import TorchRLModule
 from torch import nn
 
-from envs.gym_envs import N_PORTFOLIO_STATE
-from models.common import (
+from raytrade.envs.gym_envs import N_PORTFOLIO_STATE
+from raytrade.models.common import (
     FROZEN,
     AssetSetEncoder,
     PortfolioObs,

@@ -3,7 +3,7 @@
 ``load("NAME")`` is the newest version (``registry/NAME/latest``), ``load("NAME@3")`` version 3.
 The handle holds the RLModule only (no Algorithm, no env runners) and the manifest; ``act`` maps
 observations in the env's format (the flat ``Box`` or the ``Dict``, one or a batch) to target
-weights with the same deterministic decoding the Tune objective scored (``cluster.objective``).
+weights with the same deterministic decoding the Tune objective scored (``models.inference``).
 
 Connector state: the registry keeps the env-to-module connector state next to the module. Our specs
 use RLlib's default connectors, which carry no state; a policy trained with a stateful connector
@@ -22,11 +22,11 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from cluster.objective import deterministic_actions, deterministic_weights, module_policy
-from cluster.registry import CONNECTORS_DIR, DEFAULT_REGISTRY, MODULE_DIR, read_manifest, resolve
-from envs.config import GatedEnvConfig, PortfolioEnvConfig
-from envs.market_data import MarketData
-from envs.rollout import Policy
+from raytrade.envs.config import GatedEnvConfig, PortfolioEnvConfig
+from raytrade.envs.market_data import MarketData
+from raytrade.envs.rollout import Policy
+from raytrade.models.inference import deterministic_actions, deterministic_weights, module_policy
+from raytrade.models.registry import CONNECTORS_DIR, DEFAULT_REGISTRY, MODULE_DIR, read_manifest, resolve
 
 
 @dataclass(frozen=True)
@@ -55,7 +55,7 @@ class PolicyHandle:
     def env_config(self) -> PortfolioEnvConfig:
         """The env config the policy was trained with (data, simulator, observed features); a
         :class:`GatedEnvConfig` (with its sizing rule) for a policy of the gated env."""
-        from envs.gym_envs import GATED_ENV_ID
+        from raytrade.envs.gym_envs import GATED_ENV_ID
 
         raw = dict(self.manifest["config"]["env_config"])
         cls = GatedEnvConfig if self.manifest["config"].get("env") == GATED_ENV_ID else PortfolioEnvConfig
@@ -94,7 +94,7 @@ def _check_connectors(folder: Path) -> None:
 def load(ref: str, registry: str | os.PathLike[str] = DEFAULT_REGISTRY) -> PolicyHandle:
     """The registry version ``ref`` (``NAME`` or ``NAME@VERSION``) as a :class:`PolicyHandle`.
 
-    An unknown name or version raises ``cluster.registry.RegistryError`` (a ``ValueError``) whose
+    An unknown name or version raises ``models.registry.RegistryError`` (a ``ValueError``) whose
     one-line message lists what the registry holds.
     """
     from ray.rllib.core.rl_module.rl_module import RLModule

@@ -27,10 +27,10 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from replay.features import FeatureConfig, build_features
-from replay.reader import read_frame
-from replay.validation import ReplayValidationError, conform
-from replay.writer import ReplayWriter, read_watermarks
+from raytrade.replay.features import FeatureConfig, build_features
+from raytrade.replay.reader import read_frame
+from raytrade.replay.validation import ReplayValidationError, conform
+from raytrade.replay.writer import ReplayWriter, read_watermarks
 
 Progress = Callable[[str], None]
 

@@ -21,8 +21,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
 
-from replay.schema import PARTITION_KEY, SCHEMA_VERSION, schema_for
-from replay.timeutil import as_utc
+from raytrade.replay.schema import PARTITION_KEY, SCHEMA_VERSION, schema_for
+from raytrade.replay.timeutil import as_utc
 
 if TYPE_CHECKING:
     import ray.data

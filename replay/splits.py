@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from replay.timeutil import as_utc
+from raytrade.replay.timeutil import as_utc
 
 
 @dataclass(frozen=True)

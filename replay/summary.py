@@ -9,8 +9,8 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from replay.reader import read_table, table_files
-from replay.schema import FEATURE_GROUPS, TABLES
+from raytrade.replay.reader import read_table, table_files
+from raytrade.replay.schema import FEATURE_GROUPS, TABLES
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from replay.schema import (
+from raytrade.replay.schema import (
     ASSET_CLASSES,
     NON_NEGATIVE_COLUMNS,
     POSITIVE_COLUMNS,

@@ -37,8 +37,8 @@ import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
-from replay.schema import PARTITION_KEY, SCHEMA_VERSION, TABLES, schema_for
-from replay.validation import ReplayValidationError, RowError, conform
+from raytrade.replay.schema import PARTITION_KEY, SCHEMA_VERSION, TABLES, schema_for
+from raytrade.replay.validation import ReplayValidationError, RowError, conform
 
 log = logging.getLogger(__name__)
 

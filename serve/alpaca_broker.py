@@ -2,7 +2,8 @@
 
 Symbols are the store's spelling (``BTCUSD``); orders go out in Alpaca's (``BTC/USD``). Quotes come
 from :func:`replay.sources.alpaca.fetch_top_of_book` (latest stock quote, latest crypto order book).
-Keys come from :class:`cluster.settings.Settings` and are read only to build the clients. A refused or
+Keys come from an :class:`replay.credentials.AlpacaAccess` (built by the entrypoint from its settings)
+and are read only to build the clients. A refused or
 failed call is a one-line :class:`replay.sources.alpaca.SourceError` (status and Alpaca's message).
 """
 
@@ -11,10 +12,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from cluster.settings import Settings, check_data_url
-from replay.sources.alpaca import TopOfBook, alpaca_call, fetch_top_of_book, parse_symbol
-from serve.live import BrokerAccount, BrokerPosition, OrderState
-from serve.orders import OrderPlan
+from raytrade.replay.credentials import AlpacaAccess, check_secure_url
+from raytrade.replay.sources.alpaca import TopOfBook, alpaca_call, fetch_top_of_book, parse_symbol
+from raytrade.serve.live import BrokerAccount, BrokerPosition, OrderState
+from raytrade.serve.orders import OrderPlan
 
 
 def _float(value: Any) -> float | None:
@@ -28,12 +29,12 @@ def _enum_text(value: Any) -> str:
 class AlpacaBroker:
     """:class:`serve.live.Broker` over an Alpaca **paper** account."""
 
-    def __init__(self, settings: Settings, trading_url: str | None = None, data_url: str | None = None):
+    def __init__(self, access: AlpacaAccess, trading_url: str | None = None, data_url: str | None = None):
         from alpaca.trading.client import TradingClient
 
-        creds = settings.alpaca_credentials()
-        url = check_data_url(trading_url, field="trading_url") if trading_url else None
-        self._settings, self._data_url = settings, data_url
+        creds = access.credentials()
+        url = check_secure_url(trading_url, field="trading_url") if trading_url else None
+        self._access, self._data_url = access, data_url
         self._client = TradingClient(
             creds.api_key.get_secret_value(),
             creds.secret_key.get_secret_value(),
@@ -76,7 +77,7 @@ class AlpacaBroker:
         return out
 
     def quotes(self, symbols: Sequence[str]) -> dict[str, TopOfBook]:
-        return fetch_top_of_book(symbols, self._settings, url_override=self._data_url)
+        return fetch_top_of_book(symbols, self._access, url_override=self._data_url)
 
     def submit(self, plan: OrderPlan) -> str:
         from alpaca.trading.enums import OrderSide, TimeInForce

@@ -42,8 +42,8 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 from ray import serve
 
-from serve.decide import DecisionService, Prepared, RequestError, ServeConfig, serving_market_data
-from serve.schemas import ACT_PATH, HEALTH_PATH, MODEL_PATH, ActRequest, ActResponse
+from raytrade.serve.decide import DecisionService, Prepared, RequestError, ServeConfig, serving_market_data
+from raytrade.serve.schemas import ACT_PATH, HEALTH_PATH, MODEL_PATH, ActRequest, ActResponse
 
 log = logging.getLogger("raytrade.serve")
 
@@ -70,7 +70,7 @@ def token_digest(token: str) -> str:
 
 def load_service(model: str, registry: str, decide: ServeConfig) -> DecisionService:
     """A registry version and its market data, ready to decide."""
-    from models.registry_load import load
+    from raytrade.models.registry_load import load
 
     handle = load(model, registry)
     symbols = handle.manifest.get("data", {}).get("symbols")
@@ -80,7 +80,7 @@ def load_service(model: str, registry: str, decide: ServeConfig) -> DecisionServ
 def _source_signature(cfg: ServiceConfig) -> tuple[Any, ...]:
     """What changes when a reload is due: the registry's ``latest`` (unless pinned) and the feature
     files of the store the version was trained on (count, newest modification)."""
-    from cluster.registry import read_manifest, resolve
+    from raytrade.models.registry import read_manifest, resolve
 
     folder = resolve(cfg.registry, cfg.model)
     version = None if "@" in cfg.model else folder.name
@@ -259,40 +259,3 @@ def build_app(config: ServiceConfig, token: str, replicas: int = 1, replica_cpus
         num_replicas=replicas,
         ray_actor_options={"num_cpus": replica_cpus},
     ).bind(token_digest(token))
-
-
-class BuilderArgs(BaseModel):
-    """Arguments of :func:`app_builder` (``serve run serve.app:app_builder model=... registry=...``, or
-    a RayService's ``serveConfigV2``); strings, as Serve passes them."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    model: str
-    registry: str
-    replicas: int = Field(1, ge=1)
-    replica_cpus: float = Field(1.0, ge=0)
-    max_feature_age_hours: float = Field(96.0, ge=0, description="0: never stale")
-    max_batch_size: int = Field(16, ge=1)
-    batch_wait_ms: float = Field(2.0, ge=0)
-
-
-def app_builder(args: dict[str, str]) -> Any:
-    """Serve application builder for config-file deploys (KubeRay RayService, ``serve deploy``).
-
-    The token is read here from ``RAYTRADE_SERVE_TOKEN`` (a Kubernetes secret in the pod's
-    environment, or the settings file); only its digest reaches the deployment.
-    """
-    from cluster.settings import MissingCredentialsError, load_settings
-
-    parsed = BuilderArgs.model_validate(args)
-    token = load_settings().serve_token
-    if token is None:
-        raise MissingCredentialsError("missing the Serve token: set RAYTRADE_SERVE_TOKEN")
-    config = ServiceConfig(
-        model=parsed.model,
-        registry=parsed.registry,
-        decide=ServeConfig(max_feature_age_hours=parsed.max_feature_age_hours or None),
-        max_batch_size=parsed.max_batch_size,
-        batch_wait_ms=parsed.batch_wait_ms,
-    )
-    return build_app(config, token.get_secret_value(), parsed.replicas, parsed.replica_cpus)

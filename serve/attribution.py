@@ -17,7 +17,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from envs.gym_envs import GATE_MODES
+from raytrade.envs.gym_envs import GATE_MODES
 
 
 def feature_attributions(

@@ -53,9 +53,9 @@ from pydantic import (
     model_validator,
 )
 
-from cluster.settings import check_data_url
-from serve.fallback import hold_everything
-from serve.schemas import ACT_PATH, HEALTH_PATH, MODEL_PATH, ActRequest, ActResponse
+from raytrade.replay.credentials import check_secure_url
+from raytrade.serve.fallback import hold_everything
+from raytrade.serve.schemas import ACT_PATH, HEALTH_PATH, MODEL_PATH, ActRequest, ActResponse
 
 logger = logging.getLogger(__name__)
 
@@ -101,7 +101,7 @@ class ClientConfig(BaseModel):
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(f"base_url={value!r} must be an absolute http:// or https:// URL")
-        check_data_url(url, field="base_url")  # the bearer token must not cross a network in clear
+        check_secure_url(url, field="base_url")  # the bearer token must not cross a network in clear
         if parts.username is not None or parts.password is not None:
             raise ValueError("base_url must not carry credentials; pass the token instead")
         if parts.query or parts.fragment:

@@ -38,12 +38,12 @@ import gymnasium as gym
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from envs.config import GatedEnvConfig, PortfolioEnvConfig, ReplayDataConfig
-from envs.gym_envs import GATE_MODES, batched_observation, feature_index, gate_orders
-from envs.market_data import MarketData
-from envs.simulator import Observation, constrained_targets, exposure_limits
-from serve.fallback import hold_everything
-from serve.schemas import ActRequest, ActResponse, SymbolDecision
+from raytrade.envs.config import GatedEnvConfig, PortfolioEnvConfig, ReplayDataConfig
+from raytrade.envs.gym_envs import GATE_MODES, batched_observation, feature_index, gate_orders
+from raytrade.envs.market_data import MarketData
+from raytrade.envs.simulator import Observation, constrained_targets, exposure_limits
+from raytrade.serve.fallback import hold_everything
+from raytrade.serve.schemas import ActRequest, ActResponse, SymbolDecision
 
 _ZERO = 1e-9  # |weight| below this is flat
 NON_FINITE_ACTION = "the policy produced a non-finite action: holding every position"
@@ -79,7 +79,7 @@ def serving_market_data(env_cfg: PortfolioEnvConfig, symbols: Sequence[str] | No
     """Every bar of the policy's data source: a replay store is read whole (not its training split),
     for the policy's own universe ``symbols`` (a store that gained symbols since training still
     serves the trained ones)."""
-    from envs.synthetic_market import market_data_from_config
+    from raytrade.envs.synthetic_market import market_data_from_config
 
     data_cfg = env_cfg.data
     if isinstance(data_cfg, ReplayDataConfig):
@@ -317,7 +317,7 @@ class DecisionService:
         """Per requested row, per symbol, the top feature attributions (:mod:`serve.attribution`)."""
         if not rows:
             return {}
-        from serve.attribution import feature_attributions
+        from raytrade.serve.attribution import feature_attributions
 
         subset = {k: v[rows] for k, v in obs.items()} if isinstance(obs, dict) else obs[rows]
         per_row = feature_attributions(self.handle.module, subset, len(self.universe), self.observed_features)
@@ -371,7 +371,7 @@ def action_confidence(module: Any, obs: Any) -> np.ndarray:
     import torch
     from ray.rllib.core.columns import Columns
 
-    from cluster.objective import to_tensor
+    from raytrade.models.inference import to_tensor
 
     with torch.no_grad():
         inputs = module.forward_inference({Columns.OBS: to_tensor(obs)})[Columns.ACTION_DIST_INPUTS]

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from serve.schemas import ActRequest, ActResponse, SymbolDecision
+from raytrade.serve.schemas import ActRequest, ActResponse, SymbolDecision
 
 
 def hold_everything(

@@ -33,9 +33,9 @@ from typing import Any, NamedTuple, Protocol
 
 import pandas as pd
 
-from replay.sources.alpaca import TopOfBook
-from serve.orders import LiveConfig, OrderPlan, plan_orders
-from serve.schemas import ActResponse
+from raytrade.replay.sources.alpaca import TopOfBook
+from raytrade.serve.orders import LiveConfig, OrderPlan, plan_orders
+from raytrade.serve.schemas import ActResponse
 
 log = logging.getLogger("raytrade.live")
 
@@ -156,7 +156,7 @@ class LiveLoop:
 
     def cycle(self, now: datetime | None = None) -> CycleReport:
         """Reconcile the previous cycle's fills, decide, submit, log."""
-        from serve.client import request_from_loop
+        from raytrade.serve.client import request_from_loop
 
         now = (now or datetime.now(UTC)).astimezone(UTC)
         cycle_id = now.strftime("%Y%m%dT%H%M%S%fZ")
@@ -262,7 +262,7 @@ class LiveLoop:
     def _log(self, fill_rows: list[dict[str, Any]], decision_rows: list[dict[str, Any]]) -> None:
         if self.store is None:
             return
-        from replay.writer import ReplayWriter
+        from raytrade.replay.writer import ReplayWriter
 
         with ReplayWriter(self.store) as writer:
             for rows in (fill_rows, decision_rows):
@@ -371,7 +371,7 @@ def _decision_rows(
 
 
 def _experience_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
-    from replay.schema import EXPERIENCE_SCHEMA
+    from raytrade.replay.schema import EXPERIENCE_SCHEMA
 
     frame = pd.DataFrame(rows)
     for name in EXPERIENCE_SCHEMA.names:

@@ -23,8 +23,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from replay.sources.alpaca import TopOfBook, is_crypto_symbol
-from serve.schemas import ActResponse
+from raytrade.replay.sources.alpaca import TopOfBook, is_crypto_symbol
+from raytrade.serve.schemas import ActResponse
 
 OrderSide = Literal["buy", "sell"]
 

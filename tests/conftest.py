@@ -41,8 +41,8 @@ def shared_data() -> Path:
 @pytest.fixture(scope="session")
 def synthetic_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A small ingested synthetic store (12 equities + 2 crypto, 2 years daily), built once."""
-    from replay.ingest import ingest_frames
-    from replay.sources.synthetic import generate
+    from raytrade.replay.ingest import ingest_frames
+    from raytrade.replay.sources.synthetic import generate
 
     root = tmp_path_factory.mktemp("synthetic") / "store"
     market = generate(n_symbols=12, years=2.0, seed=3, n_crypto=2)
@@ -53,7 +53,7 @@ def synthetic_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def ppo_smoke_run(ray_session: None, synthetic_store: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A finished one-trial smoke search of the ``ppo`` spec on ``synthetic_store`` (run once)."""
-    from cluster.tune import TuneOptions, run_tune
+    from raytrade.cluster.tune import TuneOptions, run_tune
 
     storage = tmp_path_factory.mktemp("runs")
     opts = TuneOptions(

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from serve.fallback import hold_everything
-from serve.schemas import ActRequest, ActResponse, SymbolDecision
+from raytrade.serve.fallback import hold_everything
+from raytrade.serve.schemas import ActRequest, ActResponse, SymbolDecision
 
 T0 = datetime(2026, 11, 24, 14, 30, tzinfo=UTC)
 

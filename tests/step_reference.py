@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from envs.costs import CostRates, costs_at_rates, financing_cost
-from envs.kill_switch import unwind_bounds
-from envs.projection import project_box_l1, weight_bounds
-from envs.simulator import ExposureLimits, MarketSimulator, Trade
+from raytrade.envs.costs import CostRates, costs_at_rates, financing_cost
+from raytrade.envs.kill_switch import unwind_bounds
+from raytrade.envs.projection import project_box_l1, weight_bounds
+from raytrade.envs.simulator import ExposureLimits, MarketSimulator, Trade
 
 
 def constrained_targets_numpy(

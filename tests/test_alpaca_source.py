@@ -13,9 +13,9 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from cluster.settings import MissingCredentialsError, Settings, load_settings
-from replay.schema import BARS_SCHEMA
-from replay.sources.alpaca import BAR_COLUMNS, SourceError, fetch_alpaca_bars, is_crypto_symbol
+from raytrade.cluster.settings import MissingCredentialsError, Settings, load_settings
+from raytrade.replay.schema import BARS_SCHEMA
+from raytrade.replay.sources.alpaca import BAR_COLUMNS, SourceError, fetch_alpaca_bars, is_crypto_symbol
 from tests.fake_alpaca import (
     CRYPTO_BARS,
     CRYPTO_BARS_PATH,
@@ -67,7 +67,9 @@ def settings() -> Settings:
 
 
 def fetch(fake: FakeAlpaca, symbols: list[str], settings: Settings, **kwargs: Any) -> pd.DataFrame:
-    return fetch_alpaca_bars(symbols, START, END, settings=settings, url_override=fake.url, **kwargs)
+    return fetch_alpaca_bars(
+        symbols, START, END, access=settings.alpaca_access(), url_override=fake.url, **kwargs
+    )
 
 
 def expected_rows(raw: dict[str, list[dict[str, Any]]], name: str, asset_class: str) -> pd.DataFrame:
@@ -340,7 +342,7 @@ def test_plain_http_data_url_refused_off_loopback() -> None:
 
 def test_data_url_from_settings_is_used(fake: FakeAlpaca) -> None:
     s = Settings(alpaca_api_key=KEY_ID, alpaca_secret_key=SECRET, alpaca_data_url=fake.url)
-    got = fetch_alpaca_bars(["AAPL"], START, END, settings=s)
+    got = fetch_alpaca_bars(["AAPL"], START, END, access=s.alpaca_access())
     assert len(got) == 3 and fake.paths()[0] == STOCK_BARS_PATH
 
 
@@ -377,7 +379,7 @@ def test_unreachable_server_becomes_source_error(settings: Settings) -> None:
     with FakeAlpaca() as server:
         url = server.url
     with pytest.raises(SourceError, match="ConnectionError"):
-        fetch_alpaca_bars(["AAPL"], START, END, settings=settings, url_override=url)
+        fetch_alpaca_bars(["AAPL"], START, END, access=settings.alpaca_access(), url_override=url)
 
 
 @pytest.mark.parametrize("symbols", [[], ()])
@@ -405,13 +407,17 @@ def test_duplicate_symbol_after_normalisation_raises(fake: FakeAlpaca, settings:
 
 def test_bad_window_and_timeframe_raise(fake: FakeAlpaca, settings: Settings) -> None:
     with pytest.raises(ValueError, match=r"start=.* is naive"):
-        fetch_alpaca_bars(["AAPL"], datetime(2024, 1, 1), END, settings=settings, url_override=fake.url)
+        fetch_alpaca_bars(
+            ["AAPL"], datetime(2024, 1, 1), END, access=settings.alpaca_access(), url_override=fake.url
+        )
     with pytest.raises(ValueError, match="before end"):
-        fetch_alpaca_bars(["AAPL"], END, START, settings=settings, url_override=fake.url)
+        fetch_alpaca_bars(["AAPL"], END, START, access=settings.alpaca_access(), url_override=fake.url)
     with pytest.raises(ValueError, match="timeframe='5m'"):
         fetch(fake, ["AAPL"], settings, timeframe="5m")
     with pytest.raises(ValueError, match="url_override"):
-        fetch_alpaca_bars(["AAPL"], START, END, settings=settings, url_override="http://example.test")
+        fetch_alpaca_bars(
+            ["AAPL"], START, END, access=settings.alpaca_access(), url_override="http://example.test"
+        )
     assert fake.requests == []
 
 
@@ -429,7 +435,7 @@ def test_non_utc_window_is_converted(fake: FakeAlpaca, settings: Settings) -> No
         ["AAPL"],
         datetime(2023, 12, 31, 19, tzinfo=new_york),
         END,
-        settings=settings,
+        access=settings.alpaca_access(),
         url_override=fake.url,
     )
     assert fake.requests[0].query["start"] == "2024-01-01T00:00:00+00:00"

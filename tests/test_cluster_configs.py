@@ -64,8 +64,8 @@ def test_the_rayservice_application_builds_from_its_args(monkeypatch: pytest.Mon
 
 
 def test_the_builder_refuses_a_missing_token_and_bad_args(monkeypatch: pytest.MonkeyPatch) -> None:
-    from cluster.settings import MissingCredentialsError
-    from serve.app import app_builder
+    from raytrade.cluster.serve_app import app_builder
+    from raytrade.cluster.settings import MissingCredentialsError
 
     monkeypatch.delenv("RAYTRADE_SERVE_TOKEN", raising=False)
     monkeypatch.delenv("RAYTRADE_SETTINGS_FILE", raising=False)

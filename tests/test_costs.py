@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
-from envs.config import SimulatorConfig
-from envs.costs import (
+from raytrade.envs.config import SimulatorConfig
+from raytrade.envs.costs import (
     CostConfig,
     fee_bps,
     financing_cost,
@@ -16,8 +16,8 @@ from envs.costs import (
     slippage_bps,
     trade_costs,
 )
-from envs.market_data import MarketData
-from envs.simulator import MarketSimulator
+from raytrade.envs.market_data import MarketData
+from raytrade.envs.simulator import MarketSimulator
 
 CFG = CostConfig()
 

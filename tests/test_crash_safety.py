@@ -15,12 +15,12 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import pytest
 
-from replay import ReplayWriter, read_frame
+from raytrade.replay import ReplayWriter, read_frame
 
 WRITER = textwrap.dedent(
     """
     import sys, pandas as pd
-    from replay import ReplayWriter
+    from raytrade.replay import ReplayWriter
     root = sys.argv[1]
     rows_per_batch = 2000
     with ReplayWriter(root) as writer:

@@ -13,14 +13,14 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from cluster.evaluate import evaluate_command, run_evaluation
-from envs.evaluation.harness import EvaluationConfig, evaluate, prepare
-from envs.evaluation.policies import EvalPolicy, buy_and_hold_policy, month_starts, step_index
-from envs.evaluation.stats import difference_ci, sharpe_batch, sortino_batch, stationary_indices
-from envs.market_data import MarketData
-from envs.metrics import sharpe_ratio, sortino_ratio, summarize
-from envs.rollout import Decision, equal_weight, replay_policy
-from envs.simulator import Observation
+from raytrade.cluster.evaluate import evaluate_command, run_evaluation
+from raytrade.envs.evaluation.harness import EvaluationConfig, evaluate, prepare
+from raytrade.envs.evaluation.policies import EvalPolicy, buy_and_hold_policy, month_starts, step_index
+from raytrade.envs.evaluation.stats import difference_ci, sharpe_batch, sortino_batch, stationary_indices
+from raytrade.envs.market_data import MarketData
+from raytrade.envs.metrics import sharpe_ratio, sortino_ratio, summarize
+from raytrade.envs.rollout import Decision, equal_weight, replay_policy
+from raytrade.envs.simulator import Observation
 
 SCEN = ["flash_crash", "vol_spike"]
 FAST = EvaluationConfig(scenarios=tuple(SCEN), seeds=(0, 1))
@@ -28,8 +28,8 @@ FAST = EvaluationConfig(scenarios=tuple(SCEN), seeds=(0, 1))
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from replay.ingest import ingest_frames
-    from replay.sources.synthetic import generate
+    from raytrade.replay.ingest import ingest_frames
+    from raytrade.replay.sources.synthetic import generate
 
     root = tmp_path_factory.mktemp("eval") / "store"
     market = generate(n_symbols=6, years=2.0, seed=11)
@@ -202,8 +202,8 @@ def test_unknown_policy_is_refused_before_work(store: Path, tmp_path: Path) -> N
 
 
 def test_too_short_split_is_refused(tmp_path: Path) -> None:
-    from replay.ingest import ingest_frames
-    from replay.sources.synthetic import generate
+    from raytrade.replay.ingest import ingest_frames
+    from raytrade.replay.sources.synthetic import generate
 
     root = tmp_path / "tiny"
     market = generate(n_symbols=3, years=0.2, seed=1)
@@ -297,7 +297,7 @@ def test_stochastic_models_run_every_seed_and_report_the_spread(store: Path, tmp
     assert noisy.seeds == (0, 1, 2) and result.policies["equal_weight"].seeds == (0,)
     assert not np.array_equal(noisy.by_seed[0].returns, noisy.by_seed[1].returns)
     np.testing.assert_array_equal(noisy.main.returns, noisy.by_seed[0].returns)
-    from envs.evaluation.report import build_report
+    from raytrade.envs.evaluation.report import build_report
 
     spread = build_report(result)["policies"]["registry:noisy"]["seeds"]["summary"]["sharpe"]
     assert spread["std"] > 0 and spread["min"] < spread["mean"] < spread["max"]

@@ -8,13 +8,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from replay import read, read_frame
-from replay.features import FeatureConfig, build_features
-from replay.features.microstructure import corwin_schultz_bps
-from replay.features.regime import correlation_clusters
-from replay.schema import FEATURES_SCHEMA
-from replay.sources.csv_dir import read_csv_folder
-from replay.sources.synthetic import generate
+from raytrade.replay import read, read_frame
+from raytrade.replay.features import FeatureConfig, build_features
+from raytrade.replay.features.microstructure import corwin_schultz_bps
+from raytrade.replay.features.regime import correlation_clusters
+from raytrade.replay.schema import FEATURES_SCHEMA
+from raytrade.replay.sources.csv_dir import read_csv_folder
+from raytrade.replay.sources.synthetic import generate
 
 
 def crafted_bars(

@@ -9,8 +9,8 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 
-from cluster.cli import main
-from replay import read_frame
+from raytrade.cluster.cli import main
+from raytrade.replay import read_frame
 
 
 @pytest.fixture

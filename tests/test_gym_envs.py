@@ -13,7 +13,7 @@ import pytest
 from gymnasium.utils.env_checker import check_env
 from pydantic import ValidationError
 
-from envs.gym_envs import (
+from raytrade.envs.gym_envs import (
     GATED_ENV_ID,
     PORTFOLIO_ENV_ID,
     GatedSymbolEnv,
@@ -22,7 +22,7 @@ from envs.gym_envs import (
     PortfolioVectorEnv,
     make_portfolio_env,
 )
-from envs.synthetic_market import market_data_from_config
+from raytrade.envs.synthetic_market import market_data_from_config
 
 BASE: dict[str, Any] = {
     "data": {"kind": "synthetic", "n_assets": 4, "n_steps": 200, "seed": 0, "n_crypto": 1},

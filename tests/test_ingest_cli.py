@@ -9,8 +9,8 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 
-from cluster.cli import main
-from replay import read_frame
+from raytrade.cluster.cli import main
+from raytrade.replay import read_frame
 
 GOOD_CSV = """Date,close,high,low,open,volume
 2024-01-02,10.5,11.0,10.0,10.2,1000
@@ -182,7 +182,7 @@ def test_store_untouched_when_second_file_of_folder_is_bad(tmp_path: Path, store
 
 
 def test_same_seed_gives_a_store_with_identical_rows(tmp_path: Path) -> None:
-    from replay.schema import TABLES
+    from raytrade.replay.schema import TABLES
 
     args = [
         "ingest",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from envs.evaluation.kelly_lite import (
+from raytrade.envs.evaluation.kelly_lite import (
     CONSENSUS,
     EDGE,
     NO_QUOTE,
@@ -19,9 +19,9 @@ from envs.evaluation.kelly_lite import (
     kelly_lite_decision,
     trailing_sigma,
 )
-from envs.evaluation.policies import baseline_spec
-from envs.market_data import MarketData
-from envs.rollout import replay_policy
+from raytrade.envs.evaluation.policies import baseline_spec
+from raytrade.envs.market_data import MarketData
+from raytrade.envs.rollout import replay_policy
 
 CFG = KellyLiteConfig()
 

@@ -10,10 +10,10 @@ from typing import Any
 
 import pytest
 
-from replay import read_frame
-from replay.sources.alpaca import TopOfBook
-from serve.live import BrokerAccount, BrokerPosition, LiveLoop, OrderState
-from serve.orders import OrderPlan
+from raytrade.replay import read_frame
+from raytrade.replay.sources.alpaca import TopOfBook
+from raytrade.serve.live import BrokerAccount, BrokerPosition, LiveLoop, OrderState
+from raytrade.serve.orders import OrderPlan
 from tests.live_doubles import ScriptedPolicy
 
 T0 = datetime(2026, 11, 24, 14, 30, tzinfo=UTC)

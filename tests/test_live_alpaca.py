@@ -13,12 +13,12 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from cluster.settings import Settings
-from replay import read_frame
-from replay.sources.alpaca import SourceError
-from serve.alpaca_broker import AlpacaBroker
-from serve.live import LiveLoop
-from serve.schemas import ActRequest
+from raytrade.cluster.settings import Settings
+from raytrade.replay import read_frame
+from raytrade.replay.sources.alpaca import SourceError
+from raytrade.serve.alpaca_broker import AlpacaBroker
+from raytrade.serve.live import LiveLoop
+from raytrade.serve.schemas import ActRequest
 from tests.fake_alpaca import TEST_KEYS, FakeAlpaca
 from tests.fake_alpaca_trading import FakeAlpacaTrading
 from tests.live_doubles import T0, ScriptedPolicy
@@ -49,7 +49,7 @@ def test_a_paper_cycle_trades_the_answer_and_logs_it(
     fakes: tuple[FakeAlpacaTrading, FakeAlpaca], tmp_path: Path
 ) -> None:
     trading, data = fakes
-    broker = AlpacaBroker(_settings(data), trading_url=trading.url)
+    broker = AlpacaBroker(_settings(data).alpaca_access(), trading_url=trading.url)
     equity = float(trading.equity())
     loop = LiveLoop(broker, ScriptedPolicy(TARGETS), SYMBOLS, tmp_path / "state.json", tmp_path / "store")
     report = loop.cycle(T0)
@@ -86,7 +86,7 @@ def test_a_refusal_by_alpaca_is_one_line_and_does_not_stop_the_cycle(
 ) -> None:
     trading, data = fakes
     trading.fail("/v2/orders", 403, times=1, method="POST", message="insufficient buying power")
-    broker = AlpacaBroker(_settings(data), trading_url=trading.url)
+    broker = AlpacaBroker(_settings(data).alpaca_access(), trading_url=trading.url)
     loop = LiveLoop(broker, ScriptedPolicy(TARGETS), SYMBOLS, tmp_path / "state.json")
     report = loop.cycle(T0)
     assert len(report.rejected) == 1 and len(report.submitted) == 2
@@ -99,7 +99,7 @@ def test_wrong_keys_fail_with_one_line_and_never_show_the_secret(
 ) -> None:
     trading, data = fakes
     secret = "wrong-secret-never-printed-0987654321"
-    broker = AlpacaBroker(_settings(data, (TEST_KEYS[0], secret)), trading_url=trading.url)
+    broker = AlpacaBroker(_settings(data, (TEST_KEYS[0], secret)).alpaca_access(), trading_url=trading.url)
     loop = LiveLoop(broker, ScriptedPolicy(TARGETS), SYMBOLS, tmp_path / "state.json")
     with pytest.raises(SourceError) as err:
         loop.cycle(T0)
@@ -149,7 +149,7 @@ class _StubPolicyService:
 def test_raytrade_live_paper_once(
     fakes: tuple[FakeAlpacaTrading, FakeAlpaca], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from cluster.cli import main
+    from raytrade.cluster.cli import main
 
     trading, data = fakes
     token = "serve-token-for-the-live-test-12345"
@@ -179,7 +179,7 @@ def test_a_resting_alpaca_order_is_cancelled_by_the_next_cycle(
     fakes: tuple[FakeAlpacaTrading, FakeAlpaca], tmp_path: Path
 ) -> None:
     trading, data = fakes
-    broker = AlpacaBroker(_settings(data), trading_url=trading.url)
+    broker = AlpacaBroker(_settings(data).alpaca_access(), trading_url=trading.url)
     loop = LiveLoop(broker, ScriptedPolicy({"MSFT": (0.05, "passive")}), ["MSFT"], tmp_path / "state.json")
     first = loop.cycle(T0)
     order_id = first.submitted[f"{first.cycle_id}:MSFT"]

@@ -8,9 +8,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from replay.sources.alpaca import TopOfBook
-from serve.orders import LiveConfig, plan_orders
-from serve.schemas import ActResponse, SymbolDecision
+from raytrade.replay.sources.alpaca import TopOfBook
+from raytrade.serve.orders import LiveConfig, plan_orders
+from raytrade.serve.schemas import ActResponse, SymbolDecision
 
 NOW = datetime(2026, 11, 25, 14, 30, tzinfo=UTC)
 EQUITY = 100_000.0

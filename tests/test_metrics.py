@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from envs import metrics as m
+from raytrade.envs import metrics as m
 from tests.shared_data import shared_data_dir, shared_data_reason
 
 RTOL = 1e-10

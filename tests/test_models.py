@@ -16,8 +16,8 @@ from ray.rllib.core import DEFAULT_MODULE_ID
 from ray.rllib.core.columns import Columns
 from ray.rllib.core.rl_module.rl_module import RLModule
 
-from envs.gym_envs import GatedSymbolEnv, PortfolioEnv
-from models.catalog import (
+from raytrade.envs.gym_envs import GatedSymbolEnv, PortfolioEnv
+from raytrade.models.catalog import (
     FAMILIES,
     env_name,
     flops_per_decision,
@@ -25,15 +25,15 @@ from models.catalog import (
     ppo_config,
     rl_module_spec,
 )
-from models.common import dummy_flat_obs, split_obs
-from models.distributional import (
+from raytrade.models.common import dummy_flat_obs, split_obs
+from raytrade.models.distributional import (
     cvar_weights,
     quantile_huber_loss,
     quantile_taus,
     risk_value,
 )
-from models.distributional_learner import QUANTILE_LOSS_KEY, DistributionalPPOLearner
-from models.gnn import feature_similarity, topk_edges
+from raytrade.models.distributional_learner import QUANTILE_LOSS_KEY, DistributionalPPOLearner
+from raytrade.models.gnn import feature_similarity, topk_edges
 
 N_ASSETS = 6
 WEIGHT_FAMILIES = ("ppo_mlp", "distributional", "gnn")
@@ -424,7 +424,7 @@ def test_ppo_trains_one_iteration(ray_session: None, family: str) -> None:
 @pytest.mark.ray
 @pytest.mark.filterwarnings("ignore:Using a target size")  # RLlib's TQC broadcasts quantile pairs on purpose
 def test_tqc_baseline_builds_and_trains(ray_session: None) -> None:
-    from models.distributional import tqc_config
+    from raytrade.models.distributional import tqc_config
 
     cfg = tqc_config(
         TINY_ENV, train_batch_size_per_learner=32, num_steps_sampled_before_learning_starts=64

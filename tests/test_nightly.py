@@ -6,7 +6,7 @@ from pathlib import Path
 
 from click.testing import CliRunner
 
-from cluster.nightly import latest_refs, nightly_command, run_nightly
+from raytrade.cluster.nightly import latest_refs, nightly_command, run_nightly
 from tests.test_evaluation import FakeHandle
 
 SYNTHETIC = {"n_symbols": 5, "years": 2.0, "seed": 4}

@@ -21,9 +21,9 @@ ITERATIONS = 10
 
 def _store(root: Path, lead: int) -> Path:
     """Store whose ``fc_mean`` at bar t is the return of bar ``t + lead`` (close to close)."""
-    from replay.ingest import ingest_frames
-    from replay.reader import read_frame
-    from replay.sources.synthetic import generate
+    from raytrade.replay.ingest import ingest_frames
+    from raytrade.replay.reader import read_frame
+    from raytrade.replay.sources.synthetic import generate
 
     market = generate(n_symbols=8, years=6.0, seed=7)
     ingest_frames(root, market.bars, market.macro, show_progress=False)
@@ -44,8 +44,8 @@ def _store(root: Path, lead: int) -> Path:
 
 
 def _validation_sharpe(root: Path) -> float:
-    from cluster.objective import score_module
-    from models.catalog import ppo_config
+    from raytrade.models.catalog import ppo_config
+    from raytrade.tune_specs.objective import score_module
 
     env = {
         "data": {"kind": "replay", "root": str(root), "split": "train"},

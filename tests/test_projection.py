@@ -10,7 +10,7 @@ import pytest
 import scipy.optimize as so
 import torch
 
-from envs.projection import (
+from raytrade.envs.projection import (
     _project_box_l1_full,
     project_box_l1,
     project_box_l1_torch,
@@ -154,11 +154,18 @@ def test_matches_scipy_qp() -> None:
         p = _random_problem(rng, int(rng.integers(1, 10)))
         w = _solve(p)
         w_qp, f_qp = _slsqp(p)
-        # SLSQP stops ~1e-8 away and may be infeasible by ~1e-13: ours must be at least as good
-        assert _objective(w, p["v"]) <= f_qp + 1e-9
-        assert np.abs(w - w_qp).max() < 1e-6
-        # and equal to 1e-8 to the QP's solution polished on its own active set
-        assert np.abs(w - _polish_qp(p, w_qp)).max() < 1e-8
+        # SLSQP stops somewhere near the optimum (how near depends on the SciPy release) and may be
+        # infeasible by ~1e-13: ours must be at least as good.
+        gap = f_qp - _objective(w, p["v"])
+        assert gap >= -1e-10
+        # The objective is 2-strongly convex and w projects v onto a convex set C, so every x in C has
+        # |x - w|^2 <= f(x) - f(w): SLSQP's own objective gap bounds its distance from our solution,
+        # whatever its release (1e-10 covers its ~1e-13 infeasibility times a gradient of at most ~10).
+        assert float(((w - w_qp) ** 2).sum()) <= gap + 1e-10
+        # and equal to 1e-8 to the QP's solution polished on its own active set (read to within the
+        # distance just bounded)
+        active_tol = max(1e-6, 10 * np.sqrt(max(gap, 0.0)))
+        assert np.abs(w - _polish_qp(p, w_qp, tol=active_tol)).max() < 1e-8
 
 
 def test_matches_tight_bisection_reference() -> None:

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from cluster.promote import promote_command
-from cluster.registry import fingerprint, resolve, scrub_secrets
+from raytrade.cluster.promote import promote_command
+from raytrade.models.registry import fingerprint, resolve, scrub_secrets
 
 SECRET = "wandb-key-must-not-leak-1234"
 
@@ -73,8 +73,8 @@ def test_promote_and_load_round_trip(
     import torch
     from ray.rllib.algorithms.algorithm import Algorithm
 
-    from envs.gym_envs import PortfolioVectorEnv
-    from models.registry_load import load
+    from raytrade.envs.gym_envs import PortfolioVectorEnv
+    from raytrade.models.registry_load import load
 
     monkeypatch.setenv("WANDB_API_KEY", SECRET)
     registry = tmp_path / "registry"
@@ -126,8 +126,8 @@ def test_promote_and_load_round_trip(
 def test_promoted_model_is_evaluated_against_the_baselines(
     run_dir: Path, synthetic_store: Path, tmp_path: Path
 ) -> None:
-    from cluster.evaluate import run_evaluation
-    from envs.metrics import summarize
+    from raytrade.cluster.evaluate import run_evaluation
+    from raytrade.envs.metrics import summarize
 
     registry = tmp_path / "registry"
     _promote(run_dir, registry, name="beta")

@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from envs.replay_loader import DEFAULT_FEATURES, load_market_data
-from replay import read_frame
+from raytrade.envs.replay_loader import DEFAULT_FEATURES, load_market_data
+from raytrade.replay import read_frame
 
 
 def test_splits_step_on_the_equity_calendar_and_mask_unlisted(synthetic_store: Path) -> None:
@@ -55,8 +55,8 @@ def test_bad_requests_name_what_is_wrong(
 
 
 def test_a_feature_without_values_is_refused(tmp_path: Path) -> None:
-    from replay.ingest import ingest_frames
-    from replay.sources.synthetic import generate
+    from raytrade.replay.ingest import ingest_frames
+    from raytrade.replay.sources.synthetic import generate
 
     market = generate(4, 1.0, seed=5)
     ingest_frames(tmp_path / "s", market.bars, None, show_progress=False)  # no macro: no curve slope

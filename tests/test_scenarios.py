@@ -8,8 +8,8 @@ import numpy as np
 import pydantic
 import pytest
 
-from envs.market_data import MarketData
-from envs.scenarios import (
+from raytrade.envs.market_data import MarketData
+from raytrade.envs.scenarios import (
     BootstrapScenario,
     CrisisPrices,
     CrisisScenario,

@@ -18,11 +18,11 @@ import pytest
 from click.testing import CliRunner
 from pydantic import ValidationError
 
-from cluster.promote import promote_command
-from envs.gym_envs import batched_observation, feature_index
-from envs.simulator import MarketSimulator
-from serve.decide import DecisionService, RequestError, ServeConfig
-from serve.schemas import ActRequest
+from raytrade.cluster.promote import promote_command
+from raytrade.envs.gym_envs import batched_observation, feature_index
+from raytrade.envs.simulator import MarketSimulator
+from raytrade.serve.decide import DecisionService, RequestError, ServeConfig
+from raytrade.serve.schemas import ActRequest
 
 TOKEN = "serve-token-for-tests-0123456789"
 NEVER_STALE = ServeConfig(max_feature_age_hours=None)
@@ -43,7 +43,7 @@ def registry(ppo_smoke_run: Path, tmp_path_factory: pytest.TempPathFactory) -> P
 
 @pytest.fixture(scope="module")
 def service(registry: Path) -> DecisionService:
-    from serve.app import load_service
+    from raytrade.serve.app import load_service
 
     return load_service("alpha", str(registry), NEVER_STALE)
 
@@ -115,10 +115,10 @@ def test_a_store_that_gained_a_symbol_still_serves_the_trained_universe(
 ) -> None:
     import shutil
 
-    from cluster.registry import resolve
-    from replay import read_frame
-    from replay.ingest import ingest_frames
-    from serve.app import load_service
+    from raytrade.models.registry import resolve
+    from raytrade.replay import read_frame
+    from raytrade.replay.ingest import ingest_frames
+    from raytrade.serve.app import load_service
 
     store = tmp_path / "store"
     shutil.copytree(synthetic_store, store)
@@ -253,9 +253,9 @@ def test_attributions_are_gradient_times_input_of_the_symbols_own_features(servi
 @pytest.fixture(scope="module")
 def gated_service(ray_session: None, synthetic_store: Path, tmp_path_factory: pytest.TempPathFactory) -> Any:
     """A promoted smoke search of the ``gating`` spec (MultiDiscrete gate actions), ready to serve."""
-    from cluster.promote import promote
-    from cluster.tune import TuneOptions, run_tune
-    from serve.app import load_service
+    from raytrade.cluster.promote import promote
+    from raytrade.cluster.tune import TuneOptions, run_tune
+    from raytrade.serve.app import load_service
 
     work = tmp_path_factory.mktemp("gated")
     opts = TuneOptions(
@@ -272,8 +272,8 @@ def gated_service(ray_session: None, synthetic_store: Path, tmp_path_factory: py
 
 @pytest.mark.ray
 def test_a_gated_policy_is_served_with_modes_kelly_sizes_and_the_same_constraints(gated_service: Any) -> None:
-    from envs.config import GatedEnvConfig
-    from envs.gym_envs import GATE_MODES, gate_orders
+    from raytrade.envs.config import GatedEnvConfig
+    from raytrade.envs.gym_envs import GATE_MODES, gate_orders
 
     service = gated_service
     assert service.gated and isinstance(service.env_cfg, GatedEnvConfig)
@@ -351,7 +351,7 @@ def _free_port() -> int:
 def served(registry: Path, ray_session: None) -> Iterator[str]:
     from ray import serve
 
-    from serve.app import APP_NAME, ServiceConfig, build_app
+    from raytrade.serve.app import APP_NAME, ServiceConfig, build_app
 
     port = _free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
@@ -475,7 +475,7 @@ def test_a_killed_replica_means_holds_then_recovery_never_an_exception(
     import ray
     from pydantic import SecretStr
 
-    from serve.client import ClientConfig, PolicyClient
+    from raytrade.serve.client import ClientConfig, PolicyClient
 
     a = service.data.symbols[0]
     request = _request(service, positions={a: 0.3})
@@ -509,7 +509,7 @@ def test_a_killed_replica_means_holds_then_recovery_never_an_exception(
 def test_serve_cli_refuses_without_a_token_or_with_an_unknown_model(
     registry: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from cluster.cli import main
+    from raytrade.cluster.cli import main
 
     monkeypatch.delenv("RAYTRADE_SERVE_TOKEN", raising=False)
     monkeypatch.delenv("RAYTRADE_SETTINGS_FILE", raising=False)
@@ -537,7 +537,7 @@ def test_a_replica_follows_latest_and_keeps_serving_when_a_version_cannot_be_loa
 ) -> None:
     import shutil
 
-    from serve.app import PolicyHolder, ServiceConfig
+    from raytrade.serve.app import PolicyHolder, ServiceConfig
 
     reg = tmp_path / "registry"
     shutil.copytree(registry, reg)

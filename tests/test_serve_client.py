@@ -26,7 +26,7 @@ import pandas as pd
 import pytest
 from pydantic import SecretStr, ValidationError
 
-from serve.client import (
+from raytrade.serve.client import (
     FALLBACK_MODEL,
     FALLBACK_PREFIX,
     ClientConfig,
@@ -36,7 +36,7 @@ from serve.client import (
     request_from_loop,
     request_payload,
 )
-from serve.schemas import ActRequest, ActResponse, SymbolDecision
+from raytrade.serve.schemas import ActRequest, ActResponse, SymbolDecision
 from tests.loopback import serve_on_loopback, stop_serving
 
 pytestmark = pytest.mark.timeout(10)

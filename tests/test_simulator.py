@@ -11,12 +11,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from envs.config import SimulatorConfig
-from envs.kill_switch import KillSwitchConfig, init_kill_switch, update_kill_switch
-from envs.market_data import MarketData
-from envs.rewards import RewardConfig, compute_reward, init_reward_state
-from envs.simulator import MarketSimulator
-from envs.synthetic_market import synthetic_market_data
+from raytrade.envs.config import SimulatorConfig
+from raytrade.envs.kill_switch import KillSwitchConfig, init_kill_switch, update_kill_switch
+from raytrade.envs.market_data import MarketData
+from raytrade.envs.rewards import RewardConfig, compute_reward, init_reward_state
+from raytrade.envs.simulator import MarketSimulator
+from raytrade.envs.synthetic_market import synthetic_market_data
 
 N_ASSETS = 6
 DATA = synthetic_market_data(n_assets=N_ASSETS, n_steps=160, seed=3, n_crypto=2, ragged=True)
@@ -301,7 +301,7 @@ def test_the_compiled_step_equals_the_numpy_statement_of_the_rules(seed: int) ->
     long-only, the crypto sleeve and every reward kind: same state as the numpy step to 1e-9."""
     from dataclasses import replace
 
-    from envs.synthetic_market import synthetic_market_data
+    from raytrade.envs.synthetic_market import synthetic_market_data
     from tests.step_reference import ReferenceSimulator
 
     rng = np.random.default_rng(seed)

@@ -7,7 +7,7 @@ import itertools
 import pandas as pd
 import pytest
 
-from replay import fractional_splits, time_splits, walk_forward_folds
+from raytrade.replay import fractional_splits, time_splits, walk_forward_folds
 
 CAL = pd.date_range("2020-01-01", periods=100, freq="D", tz="UTC")
 

@@ -18,8 +18,8 @@ import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
 
-from cluster.tune import LEADERBOARD_FILE, PLOT_FILE, RUN_FILE, tune_command
-from tune_specs import SPECS, get_spec
+from raytrade.cluster.tune import LEADERBOARD_FILE, PLOT_FILE, RUN_FILE, tune_command
+from raytrade.tune_specs import SPECS, get_spec
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -30,7 +30,7 @@ def rewrite_feature(root: Path, column: str, values: Callable[[np.ndarray, np.nd
     ``values(symbols, ts_us)`` gets one file's rows and returns the new column (NaN for null)."""
     import pyarrow as pa
 
-    from replay.reader import table_files
+    from raytrade.replay.reader import table_files
 
     for path in table_files(root, "features"):
         table = pq.read_table(path)
@@ -81,8 +81,8 @@ def test_missing_replay_is_one_line_error(tmp_path: Path) -> None:
 
 
 def test_replay_without_needed_features_is_one_line_error(tmp_path: Path) -> None:
-    from replay.ingest import ingest_frames
-    from replay.sources.synthetic import generate
+    from raytrade.replay.ingest import ingest_frames
+    from raytrade.replay.sources.synthetic import generate
 
     root = tmp_path / "store"
     market = generate(n_symbols=3, years=1.0, seed=1)

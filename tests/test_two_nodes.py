@@ -23,7 +23,7 @@ import json, sys
 from pathlib import Path
 import ray
 from ray.cluster_utils import Cluster
-from cluster.tune import TuneOptions, run_tune
+from raytrade.cluster.tune import TuneOptions, run_tune
 
 store, storage = Path(sys.argv[1]), Path(sys.argv[2])
 cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "resources": {"trial_slot": 1}})

@@ -10,8 +10,8 @@ import pandas as pd
 import pyarrow.dataset as ds
 import pytest
 
-from replay import ReplayValidationError, ReplayWriter, read_frame
-from replay.writer import StoreBusyError
+from raytrade.replay import ReplayValidationError, ReplayWriter, read_frame
+from raytrade.replay.writer import StoreBusyError
 
 
 def bars(symbols: tuple[str, ...] = ("AAA", "BBB"), days: int = 3, start: str = "2024-01-01") -> pd.DataFrame:

@@ -10,14 +10,14 @@ import importlib
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from tune_specs.spec import TuneSpec
+    from raytrade.tune_specs.spec import TuneSpec
 
 SPECS: dict[str, str] = {
-    "ppo": "tune_specs.ppo",
-    "distrl": "tune_specs.distrl",
-    "tqc": "tune_specs.tqc",
-    "gnn": "tune_specs.gnn",
-    "gating": "tune_specs.gating",
+    "ppo": "raytrade.tune_specs.ppo",
+    "distrl": "raytrade.tune_specs.distrl",
+    "tqc": "raytrade.tune_specs.tqc",
+    "gnn": "raytrade.tune_specs.gnn",
+    "gating": "raytrade.tune_specs.gating",
 }
 
 

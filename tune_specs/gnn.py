@@ -11,8 +11,8 @@ from typing import Any
 from ray import tune
 from ray.rllib.algorithms.algorithm_config import AlgorithmConfig
 
-from tune_specs.ppo import FEATURES
-from tune_specs.spec import ON_POLICY_BUDGET, ON_POLICY_SMOKE, Budget, TuneSpec, add_training
+from raytrade.tune_specs.ppo import FEATURES
+from raytrade.tune_specs.spec import ON_POLICY_BUDGET, ON_POLICY_SMOKE, Budget, TuneSpec, add_training
 
 SPACE: dict[str, Any] = {
     "lr": tune.loguniform(1e-4, 1e-3),
@@ -23,7 +23,7 @@ SPACE: dict[str, Any] = {
 
 def build(env_config: dict[str, Any], budget: Budget) -> AlgorithmConfig:
     """PPO + GNN allocator on ``PortfolioEnv``."""
-    from models.catalog import ppo_config
+    from raytrade.models.catalog import ppo_config
 
     config = ppo_config("gnn", env_config, num_envs_per_env_runner=budget.num_envs)
     return add_training(config, budget, SPACE)

@@ -11,7 +11,7 @@ from typing import Any
 from ray import tune
 from ray.rllib.algorithms.algorithm_config import AlgorithmConfig
 
-from tune_specs.spec import ON_POLICY_BUDGET, ON_POLICY_SMOKE, Budget, TuneSpec, add_training
+from raytrade.tune_specs.spec import ON_POLICY_BUDGET, ON_POLICY_SMOKE, Budget, TuneSpec, add_training
 
 FEATURES: tuple[str, ...] = ("ret_1", "ret_5", "ret_20", "vol_20", "spread_bps", "fc_mean", "fc_std")
 
@@ -25,7 +25,7 @@ SPACE: dict[str, Any] = {
 
 def build(env_config: dict[str, Any], budget: Budget) -> AlgorithmConfig:
     """PPO on ``PortfolioEnv`` with the ``ppo_mlp`` module; the budget sets the batch sizes."""
-    from models.catalog import ppo_config
+    from raytrade.models.catalog import ppo_config
 
     config = ppo_config("ppo_mlp", env_config, num_envs_per_env_runner=budget.num_envs)
     return add_training(config, budget, SPACE)

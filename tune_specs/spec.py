@@ -3,7 +3,7 @@
 A spec file (``tune_specs/ppo.py`` …) builds one :class:`TuneSpec`. ``raytrade tune`` turns it into
 a ``Tuner``: ``spec.algo_config(env_config, budget)`` is the param space (RLlib ``AlgorithmConfig``
 whose ``training`` / ``model_config`` entries may hold Tune search domains), ``spec.scheduler`` ranks
-trials on ``validation/objective`` (``cluster.objective``), ``spec.stop`` ends them.
+trials on ``validation/objective`` (``tune_specs.objective``), ``spec.stop`` ends them.
 
 Budgets are explicit so the tiny ``smoke`` one is the same code path as a real search.
 """
@@ -17,7 +17,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 from ray.rllib.algorithms.algorithm_config import AlgorithmConfig
 
-from cluster.objective import METRIC, ObjectiveConfig, score_on_train_result
+from raytrade.tune_specs.objective import METRIC, ObjectiveConfig, score_on_train_result
 
 _FROZEN = ConfigDict(frozen=True, extra="forbid")
 
@@ -73,7 +73,7 @@ def add_training(config: AlgorithmConfig, budget: Budget, space: dict[str, Any])
 
 
 def add_scoring(config: AlgorithmConfig, objective: ObjectiveConfig) -> AlgorithmConfig:
-    """Score every trial on its held-out window after each ``train()`` (see ``cluster.objective``)."""
+    """Score every trial on its held-out window after each ``train()`` (see ``tune_specs.objective``)."""
     hook = functools.partial(score_on_train_result, objective=objective.model_dump())
     return config.callbacks(on_train_result=hook)
 

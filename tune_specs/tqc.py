@@ -11,8 +11,8 @@ from typing import Any
 from ray import tune
 from ray.rllib.algorithms.algorithm_config import AlgorithmConfig
 
-from tune_specs.ppo import FEATURES
-from tune_specs.spec import Budget, TuneSpec
+from raytrade.tune_specs.ppo import FEATURES
+from raytrade.tune_specs.spec import Budget, TuneSpec
 
 SPACE: dict[str, Any] = {
     "actor_lr": tune.loguniform(1e-4, 1e-3),
@@ -23,7 +23,7 @@ SPACE: dict[str, Any] = {
 
 def build(env_config: dict[str, Any], budget: Budget) -> AlgorithmConfig:
     """TQC on ``PortfolioEnv``; ``budget.minibatch`` is the replay batch per update."""
-    from models.distributional import tqc_config
+    from raytrade.models.distributional import tqc_config
 
     config = tqc_config(
         env_config,

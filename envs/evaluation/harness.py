@@ -33,15 +33,15 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
-from envs.config import SimulatorConfig
-from envs.evaluation.kelly_lite import KellyLiteConfig
-from envs.evaluation.policies import EvaluationInputError, Loader, PolicySpec, resolve_policies
-from envs.evaluation.stats import BootstrapConfig
-from envs.market_data import MarketData
-from envs.rollout import replay_policy
-from envs.scenarios import BootstrapScenario, ScenarioConfig, apply_scenario, row_regimes
-from replay.schema import FEATURES_SCHEMA
-from replay.splits import TimeWindow, walk_forward_folds
+from raytrade.envs.config import SimulatorConfig
+from raytrade.envs.evaluation.kelly_lite import KellyLiteConfig
+from raytrade.envs.evaluation.policies import EvaluationInputError, Loader, PolicySpec, resolve_policies
+from raytrade.envs.evaluation.stats import BootstrapConfig
+from raytrade.envs.market_data import MarketData
+from raytrade.envs.rollout import replay_policy
+from raytrade.envs.scenarios import BootstrapScenario, ScenarioConfig, apply_scenario, row_regimes
+from raytrade.replay.schema import FEATURES_SCHEMA
+from raytrade.replay.splits import TimeWindow, walk_forward_folds
 
 DEFAULT_SCENARIOS: tuple[str, ...] = ("crisis_2008_like", "flash_crash", "vol_spike", "bootstrap_crisis")
 MIN_RETURNS = 2
@@ -133,7 +133,7 @@ class EvaluationResult:
 
 def data_fingerprint(root: str | os.PathLike[str]) -> tuple[str, int]:
     """sha256 over the committed bars and features files (relative path and bytes), and their count."""
-    from replay.reader import table_files
+    from raytrade.replay.reader import table_files
 
     digest = hashlib.sha256()
     files = [f for table in ("bars", "features") for f in table_files(root, table)]
@@ -153,7 +153,7 @@ def _needed_features(specs: Sequence[PolicySpec]) -> tuple[str, ...]:
 
 def check_features(root: Path, specs: Sequence[PolicySpec], data: MarketData) -> None:
     """Refuse a store whose features table lacks values a policy needs in the evaluated span."""
-    from replay.reader import read_frame
+    from raytrade.replay.reader import read_frame
 
     needed = _needed_features(specs)
     if not needed:
@@ -220,7 +220,7 @@ def _history(
 
 def _load(root: Path, split: str, cfg: EvaluationConfig, specs: Sequence[PolicySpec]) -> MarketData:
     """``load_market_data`` of the union of the specs' features; its errors name the policies."""
-    from envs.replay_loader import load_market_data
+    from raytrade.envs.replay_loader import load_market_data
 
     try:
         return load_market_data(

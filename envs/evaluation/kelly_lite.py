@@ -37,7 +37,7 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 from pydantic import ConfigDict, Field
 
-from replay.loop_rules import LoopRules
+from raytrade.replay.loop_rules import LoopRules
 
 KELLY_FEATURES: Final[tuple[str, ...]] = ("fc_mean", "fc_consensus_ok", "spread_bps")
 """Store feature columns the replica reads (``spread_bps`` only to tell a missing quote)."""

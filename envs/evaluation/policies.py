@@ -40,7 +40,7 @@ from typing import Any, Final, Protocol
 
 import numpy as np
 
-from envs.evaluation.kelly_lite import (
+from raytrade.envs.evaluation.kelly_lite import (
     KELLY_FEATURES,
     KellyInputs,
     KellyLiteConfig,
@@ -48,9 +48,9 @@ from envs.evaluation.kelly_lite import (
     kelly_lite_decision,
     trailing_sigma,
 )
-from envs.market_data import MarketData
-from envs.rollout import Decision
-from envs.simulator import Observation
+from raytrade.envs.market_data import MarketData
+from raytrade.envs.rollout import Decision
+from raytrade.envs.simulator import Observation
 
 
 class EvaluationInputError(ValueError):
@@ -225,14 +225,6 @@ def parse_registry_ref(ref: str) -> tuple[str, str | None]:
     return name, version or None
 
 
-def _default_loader() -> Loader:
-    try:
-        from models.registry_load import load
-    except ImportError as exc:
-        raise EvaluationInputError(f"registry policies need models.registry_load ({exc})") from None
-    return load
-
-
 def handle_feature_columns(handle: Any, default: Sequence[str]) -> tuple[str, ...]:
     """The feature columns a handle observes, in its order: its ``feature_columns``, else its
     manifest's ``features.observed`` (what ``raytrade promote`` records), else its training env
@@ -248,7 +240,7 @@ def handle_feature_columns(handle: Any, default: Sequence[str]) -> tuple[str, ..
 
 
 def registry_spec(
-    ref: str, registry: Path, loader: Loader | None = None, default_features: Sequence[str] = ()
+    ref: str, registry: Path, loader: Loader, default_features: Sequence[str] = ()
 ) -> PolicySpec:
     """Spec of registry model ``ref`` (``NAME[@VERSION]``), loaded now through ``loader``.
 
@@ -257,7 +249,7 @@ def registry_spec(
     """
     parse_registry_ref(ref)
     try:
-        handle: Any = (loader or _default_loader())(ref, registry=registry)
+        handle: Any = loader(ref, registry=registry)
     except (ValueError, FileNotFoundError) as exc:
         raise EvaluationInputError(f"policy {REGISTRY_PREFIX}{ref}: {exc}") from None
     columns = handle_feature_columns(handle, default_features)
@@ -299,7 +291,7 @@ def resolve_policies(
     loader: Loader | None = None,
 ) -> list[PolicySpec]:
     """Specs for ``names`` in order (duplicates refused), every name checked before any is used."""
-    from envs.replay_loader import DEFAULT_FEATURES
+    from raytrade.envs.replay_loader import DEFAULT_FEATURES
 
     seen = [n for i, n in enumerate(names) if n in names[:i]]
     if seen:
@@ -311,6 +303,8 @@ def resolve_policies(
         if name.startswith(REGISTRY_PREFIX):
             if registry is None:
                 raise EvaluationInputError(f"policy {name!r} needs --registry DIR")
+            if loader is None:  # the entrypoint passes models.registry_load.load (envs sits below models)
+                raise EvaluationInputError(f"policy {name!r} needs a registry loader")
             ref = name.removeprefix(REGISTRY_PREFIX)
             specs.append(registry_spec(ref, registry, loader, DEFAULT_FEATURES))
         else:

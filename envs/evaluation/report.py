@@ -28,10 +28,10 @@ from typing import Any
 
 import numpy as np
 
-from envs.costs import COST_COMPONENTS
-from envs.evaluation.harness import EvaluationResult, PolicyResult, RunSeries
-from envs.evaluation.stats import difference_ci, stationary_indices
-from envs.metrics import drawdown_series, summarize
+from raytrade.envs.costs import COST_COMPONENTS
+from raytrade.envs.evaluation.harness import EvaluationResult, PolicyResult, RunSeries
+from raytrade.envs.evaluation.stats import difference_ci, stationary_indices
+from raytrade.envs.metrics import drawdown_series, summarize
 
 REPORT_SCHEMA = "raytrade.evaluation/1"
 REGIMES: tuple[str, ...] = ("calm", "choppy", "crisis")

@@ -24,7 +24,7 @@ from typing import Literal, NamedTuple
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from envs.metrics import sharpe_ratio, sortino_ratio
+from raytrade.envs.metrics import sharpe_ratio, sortino_ratio
 
 Ratio = Literal["sharpe", "sortino"]
 

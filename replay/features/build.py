@@ -11,15 +11,15 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from replay.features.config import FeatureConfig
-from replay.features.forecast import forecast_group
-from replay.features.macro import macro_group, macro_series, vol_proxies
-from replay.features.microstructure import microstructure_group
-from replay.features.regime import regime_group
-from replay.features.returns import returns_group
-from replay.features.risk import risk_group
-from replay.features.wide import Panel, to_long, to_panel
-from replay.schema import FEATURES_SCHEMA
+from raytrade.replay.features.config import FeatureConfig
+from raytrade.replay.features.forecast import forecast_group
+from raytrade.replay.features.macro import macro_group, macro_series, vol_proxies
+from raytrade.replay.features.microstructure import microstructure_group
+from raytrade.replay.features.regime import regime_group
+from raytrade.replay.features.returns import returns_group
+from raytrade.replay.features.risk import risk_group
+from raytrade.replay.features.wide import Panel, to_long, to_panel
+from raytrade.replay.schema import FEATURES_SCHEMA
 
 
 def periods_per_year(index: pd.DatetimeIndex, asset_class: str) -> float:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import ConfigDict, Field
 
-from replay.loop_rules import LoopRules
+from raytrade.replay.loop_rules import LoopRules
 
 
 class FeatureConfig(LoopRules):

@@ -27,9 +27,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from replay.features.config import FeatureConfig
-from replay.features.wide import Panel
-from replay.schema import FORECAST_QUANTILE_COLUMNS, FORECAST_QUANTILES
+from raytrade.replay.features.config import FeatureConfig
+from raytrade.replay.features.wide import Panel
+from raytrade.replay.schema import FORECAST_QUANTILE_COLUMNS, FORECAST_QUANTILES
 
 _DIST_COLUMNS = ("mean", "std", "skew", *FORECAST_QUANTILE_COLUMNS)
 

@@ -18,8 +18,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from replay.features.config import FeatureConfig
-from replay.features.wide import Panel
+from raytrade.replay.features.config import FeatureConfig
+from raytrade.replay.features.wide import Panel
 
 _CS_DENOM = 3.0 - 2.0 * np.sqrt(2.0)
 

@@ -20,9 +20,9 @@ import pandas as pd
 from scipy.cluster.hierarchy import fcluster, linkage
 from scipy.spatial.distance import squareform
 
-from replay.features.config import FeatureConfig
-from replay.features.returns import log_returns
-from replay.features.wide import Panel
+from raytrade.replay.features.config import FeatureConfig
+from raytrade.replay.features.returns import log_returns
+from raytrade.replay.features.wide import Panel
 
 REGIME_LABELS = ("calm", "choppy", "crisis")
 

@@ -8,8 +8,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from replay.features.config import FeatureConfig
-from replay.features.wide import Panel
+from raytrade.replay.features.config import FeatureConfig
+from raytrade.replay.features.wide import Panel
 
 
 def log_returns(close: pd.DataFrame) -> pd.DataFrame:

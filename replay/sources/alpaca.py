@@ -45,8 +45,8 @@ from alpaca.data.requests import (
 from alpaca.data.timeframe import TimeFrame, TimeFrameUnit
 from requests.exceptions import RequestException
 
-from cluster.settings import AlpacaCredentials, Settings, check_data_url
-from replay.schema import BARS_SCHEMA
+from raytrade.replay.credentials import AlpacaAccess, check_secure_url
+from raytrade.replay.schema import BARS_SCHEMA
 
 logger = logging.getLogger(__name__)
 
@@ -126,7 +126,7 @@ def fetch_alpaca_bars(
     start: datetime,
     end: datetime,
     *,
-    settings: Settings,
+    access: AlpacaAccess,
     timeframe: str = "1d",
     url_override: str | None = None,
 ) -> pd.DataFrame:
@@ -135,7 +135,7 @@ def fetch_alpaca_bars(
     Args:
         symbols: stocks (``AAPL``) and crypto pairs (``BTCUSD`` or ``BTC/USD``), no duplicates.
         start, end: timezone-aware bounds, ``start < end``; Alpaca includes both ends.
-        settings: supplies the Alpaca keys and, unless ``url_override`` is given, the data URL.
+        access: the Alpaca keys and, unless ``url_override`` is given, the data URL.
         timeframe: ``"1d"``, ``"1h"`` or ``"1m"``.
         url_override: base URL of a proxy or test double (``https://``, or ``http://`` on loopback).
 
@@ -152,14 +152,14 @@ def fetch_alpaca_bars(
     parsed = _parse_symbols(symbols)
     amount, unit, bar_length = _timeframe(timeframe)
     _check_window(start, end)
-    url = check_data_url(url_override, field="url_override") if url_override else settings.alpaca_data_url
+    url = check_secure_url(url_override, field="url_override") if url_override else access.data_url
     tf = TimeFrame(amount, unit)
 
     bars: dict[str, list[Bar]] = {}
     stocks = [s.alpaca for s in parsed if s.asset_class == "equity"]
     crypto = [s.alpaca for s in parsed if s.asset_class == "crypto"]
-    stock_client = _stock_client(settings, url) if stocks else None
-    crypto_client = _crypto_client(settings, url) if crypto else None
+    stock_client = _stock_client(access, url) if stocks else None
+    crypto_client = _crypto_client(access, url) if crypto else None
     if stock_client is not None:
         with alpaca_call("stock bars", stocks):
             bars |= _bar_data(
@@ -214,26 +214,26 @@ def _check_window(start: datetime, end: datetime) -> None:
 
 
 def fetch_top_of_book(
-    symbols: Sequence[str], settings: Settings, url_override: str | None = None
+    symbols: Sequence[str], access: AlpacaAccess, url_override: str | None = None
 ) -> dict[str, TopOfBook]:
     """Best bid and ask *now* for each symbol (latest stock quote, latest crypto order book), keyed
     by the stored name (``BTCUSD``). A symbol Alpaca has nothing for is left out. Errors as for
     :func:`fetch_alpaca_bars` (``MissingCredentialsError`` for stocks without keys, ``SourceError``)."""
     parsed = _parse_symbols(symbols)
-    url = check_data_url(url_override, field="url_override") if url_override else settings.alpaca_data_url
+    url = check_secure_url(url_override, field="url_override") if url_override else access.data_url
     stocks = [s.alpaca for s in parsed if s.asset_class == "equity"]
     crypto = [s.alpaca for s in parsed if s.asset_class == "crypto"]
     books = _top_of_book(
-        _stock_client(settings, url) if stocks else None,
+        _stock_client(access, url) if stocks else None,
         stocks,
-        _crypto_client(settings, url) if crypto else None,
+        _crypto_client(access, url) if crypto else None,
         crypto,
     )
     return {s.name: books[s.alpaca] for s in parsed if s.alpaca in books}
 
 
-def _stock_client(settings: Settings, url: str | None) -> StockHistoricalDataClient:
-    creds = settings.alpaca_credentials()
+def _stock_client(access: AlpacaAccess, url: str | None) -> StockHistoricalDataClient:
+    creds = access.credentials()
     return StockHistoricalDataClient(
         api_key=creds.api_key.get_secret_value(),
         secret_key=creds.secret_key.get_secret_value(),
@@ -241,8 +241,8 @@ def _stock_client(settings: Settings, url: str | None) -> StockHistoricalDataCli
     )
 
 
-def _crypto_client(settings: Settings, url: str | None) -> CryptoHistoricalDataClient:
-    creds = _optional_credentials(settings)
+def _crypto_client(access: AlpacaAccess, url: str | None) -> CryptoHistoricalDataClient:
+    creds = access.optional_credentials()
     return CryptoHistoricalDataClient(
         api_key=creds.api_key.get_secret_value() if creds else None,
         secret_key=creds.secret_key.get_secret_value() if creds else None,
@@ -271,12 +271,6 @@ def _top_of_book(
             )
         books |= {sym: _book_top(b) for sym, b in orderbooks.items() if isinstance(b, Orderbook)}
     return books
-
-
-def _optional_credentials(settings: Settings) -> AlpacaCredentials | None:
-    if settings.alpaca_api_key is None and settings.alpaca_secret_key is None:
-        return None
-    return settings.alpaca_credentials()  # one key without the other is a mistake: refuse it
 
 
 @contextmanager

@@ -27,7 +27,7 @@ from typing import Final
 import numpy as np
 import pandas as pd
 
-from replay.validation import ReplayValidationError, RowError, conform
+from raytrade.replay.validation import ReplayValidationError, RowError, conform
 
 TIME_NAMES: Final[tuple[str, ...]] = ("date", "timestamp", "time", "datetime")
 REQUIRED: Final[tuple[str, ...]] = ("open", "high", "low", "close", "volume")

@@ -17,9 +17,9 @@ import numpy as np
 import pandas as pd
 from scipy.stats import skew as sample_skew
 
-from replay.schema import FORECAST_QUANTILE_COLUMNS, FORECAST_QUANTILES
-from replay.sources.csv_dir import SourceFolderError
-from replay.validation import ReplayValidationError, RowError
+from raytrade.replay.schema import FORECAST_QUANTILE_COLUMNS, FORECAST_QUANTILES
+from raytrade.replay.sources.csv_dir import SourceFolderError
+from raytrade.replay.validation import ReplayValidationError, RowError
 
 KEYS = ("symbol", "ts", "source", "horizon")
 

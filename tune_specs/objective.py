@@ -15,9 +15,7 @@ Design decisions
   callback) and writes ``result["validation"]``; Tune flattens it to ``validation/objective`` etc.
   The callback runs before Tune checkpoints the iteration, so a checkpoint's recorded metrics are
   the scores of exactly the weights it holds.
-* A module with a ``weights(obs)`` method (the ``models`` catalog) is asked for its weights; RLlib's
-  default modules are decoded as their action distribution's deterministic sample, clipped to the
-  action space ``[-1, 1]``, which is what RLlib's ``NormalizeAndClipActions`` sends to the env.
+* Modules are decoded to decisions by ``models.inference`` (the same helpers serving uses).
 """
 
 from __future__ import annotations
@@ -31,17 +29,17 @@ from typing import Any, Final
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from envs.config import (
+from raytrade.envs.config import (
     GatedEnvConfig,
     PortfolioEnvConfig,
     ReplayDataConfig,
     SimulatorConfig,
     SyntheticDataConfig,
 )
-from envs.market_data import MarketData
-from envs.metrics import summarize
-from envs.rollout import Policy, replay_policy
-from envs.simulator import Observation
+from raytrade.envs.market_data import MarketData
+from raytrade.envs.metrics import summarize
+from raytrade.envs.rollout import Policy, replay_policy
+from raytrade.models.inference import module_policy, replay_gated
 
 UNDEFINED_SCORE: Final = -10.0
 """Score given when the objective is undefined (nan), e.g. a policy that never trades."""
@@ -62,60 +60,6 @@ class ObjectiveConfig(BaseModel):
     split: str = Field("validation", description="replay split scored (never the training split)")
 
 
-# ------------------------------------------------------------------------------ observations
-
-
-def observation_arrays(ob: Observation, data: MarketData, env_cfg: PortfolioEnvConfig) -> Any:
-    """The env's observation (flat array or dict of arrays, leading batch dim) for a simulator
-    ``Observation``, built exactly as ``PortfolioEnv`` builds it."""
-    from envs.gym_envs import batched_observation, feature_index  # the env's own encoder, not a copy
-
-    feat_idx = feature_index(data, env_cfg.feature_columns)
-    return batched_observation(ob, feat_idx, env_cfg.sim.kill_switch.release_after_bars, env_cfg.flat_obs)
-
-
-def to_tensor(obs: Any) -> Any:
-    """An env observation (array or dict of arrays) as float32 torch tensors."""
-    import torch
-
-    if isinstance(obs, Mapping):
-        return {k: to_tensor(v) for k, v in obs.items()}
-    return torch.as_tensor(np.asarray(obs, dtype=np.float32))
-
-
-def deterministic_actions(module: Any, obs: Any) -> np.ndarray:
-    """The greedy env action ``[B, ...]`` of ``module`` (its action distribution's deterministic
-    sample: the mean of a Gaussian, the argmax of each categorical), for a batch of observations."""
-    import torch
-    from ray.rllib.core.columns import Columns
-
-    with torch.no_grad():
-        dist_inputs = module.forward_inference({Columns.OBS: to_tensor(obs)})[Columns.ACTION_DIST_INPUTS]
-        dist = module.get_inference_action_dist_cls().from_logits(dist_inputs)
-        return np.asarray(dist.to_deterministic().sample().cpu().numpy())
-
-
-def deterministic_weights(module: Any, obs: Any) -> np.ndarray:
-    """Deterministic target weights ``[B, N]`` of ``module`` for a batch of env observations:
-    ``module.weights(obs)`` when the module has it, else the greedy action clipped to ``[-1, 1]``."""
-    import torch
-
-    if not hasattr(module, "weights"):
-        return np.clip(deterministic_actions(module, obs).astype(np.float64), -1.0, 1.0)
-    with torch.no_grad():
-        out = module.weights(to_tensor(obs))
-    return np.asarray(out.detach().cpu().numpy() if hasattr(out, "detach") else out, np.float64)
-
-
-def module_policy(module: Any, data: MarketData, env_cfg: PortfolioEnvConfig) -> Policy:
-    """``replay_policy``-compatible policy: ``Observation -> weights [B, N]`` of ``module``."""
-
-    def policy(ob: Observation) -> np.ndarray:
-        return deterministic_weights(module, observation_arrays(ob, data, env_cfg))
-
-    return policy
-
-
 # ------------------------------------------------------------------------------ data and scores
 
 
@@ -132,7 +76,7 @@ def held_out_data_config(env_cfg: PortfolioEnvConfig, split: str = "validation")
 
 @functools.lru_cache(maxsize=8)
 def _load_data(data_json: str) -> MarketData:
-    from envs.synthetic_market import market_data_from_config
+    from raytrade.envs.synthetic_market import market_data_from_config
 
     cfg = PortfolioEnvConfig.model_validate({"data": json.loads(data_json)})
     return market_data_from_config(cfg.data)
@@ -182,23 +126,6 @@ def score_policy(
     )
 
 
-def replay_gated(module: Any, data: MarketData, cfg: GatedEnvConfig) -> tuple[np.ndarray, ...]:
-    """(returns, turnover, costs per bar) of ``module``'s greedy gate actions over all of ``data``.
-
-    Gate actions carry no size (the env sizes them), so they go through the gated env's own
-    action decoder and the same simulator, one episode from the first bar, like ``replay_policy``.
-    """
-    from envs.gym_envs import ActionDecoder
-
-    rollout = replay_policy(
-        data,
-        lambda ob: deterministic_actions(module, observation_arrays(ob, data, cfg)),
-        cfg.sim,
-        make_step=lambda simulator: ActionDecoder(cfg, data, simulator).step,
-    )
-    return rollout.returns[0], rollout.turnover[0], rollout.costs[0].sum(-1)
-
-
 def score_module(
     module: Any,
     env_config: Mapping[str, Any],
@@ -233,7 +160,7 @@ def score_on_train_result(
     """
     import ray
 
-    from envs.gym_envs import GATED_ENV_ID
+    from raytrade.envs.gym_envs import GATED_ENV_ID
 
     obj = ObjectiveConfig.model_validate(objective or {})
     iteration = int(result.get("training_iteration", 0) or algorithm.iteration)

@@ -113,7 +113,7 @@ def fingerprint(files: Iterable[Path], root: Path) -> str:
 
 def replay_fingerprint(root: Path) -> tuple[str, int]:
     """(sha256, file count) of the replay files a policy reads: the bars and features tables."""
-    from replay.reader import table_files
+    from raytrade.replay.reader import table_files
 
     files = [*table_files(root, "bars"), *table_files(root, "features")]
     return fingerprint(files, root), len(files)

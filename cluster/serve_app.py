@@ -1,0 +1,52 @@
+"""The Serve application builder for config-file deploys (``serve run``, ``serve deploy``, a KubeRay
+RayService's ``import_path: raytrade.cluster.serve_app:app_builder``).
+
+It is an entrypoint: it reads the Serve token from the settings (``RAYTRADE_SERVE_TOKEN``, a
+Kubernetes secret in the pod's environment, or the settings file) and passes only its digest down to
+``serve.app.build_app``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from raytrade.cluster.settings import MissingCredentialsError, load_settings
+from raytrade.serve.app import ServiceConfig, build_app
+from raytrade.serve.decide import ServeConfig
+
+
+class BuilderArgs(BaseModel):
+    """Arguments of :func:`app_builder` (``serve run raytrade.cluster.serve_app:app_builder model=...
+    registry=...``, or a RayService's ``serveConfigV2``); strings, as Serve passes them."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    model: str
+    registry: str
+    replicas: int = Field(1, ge=1)
+    replica_cpus: float = Field(1.0, ge=0)
+    max_feature_age_hours: float = Field(96.0, ge=0, description="0: never stale")
+    max_batch_size: int = Field(16, ge=1)
+    batch_wait_ms: float = Field(2.0, ge=0)
+
+
+def app_builder(args: dict[str, str]) -> Any:
+    """Serve application builder for config-file deploys (KubeRay RayService, ``serve deploy``).
+
+    The token is read here from ``RAYTRADE_SERVE_TOKEN`` (a Kubernetes secret in the pod's
+    environment, or the settings file); only its digest reaches the deployment.
+    """
+    parsed = BuilderArgs.model_validate(args)
+    token = load_settings().serve_token
+    if token is None:
+        raise MissingCredentialsError("missing the Serve token: set RAYTRADE_SERVE_TOKEN")
+    config = ServiceConfig(
+        model=parsed.model,
+        registry=parsed.registry,
+        decide=ServeConfig(max_feature_age_hours=parsed.max_feature_age_hours or None),
+        max_batch_size=parsed.max_batch_size,
+        batch_wait_ms=parsed.batch_wait_ms,
+    )
+    return build_app(config, token.get_secret_value(), parsed.replicas, parsed.replica_cpus)

@@ -1,0 +1,88 @@
+"""Inference helpers every layer above ``models`` shares: a module's deterministic decision for an
+env observation, and a module as a ``replay_policy`` policy.
+
+* A module with a ``weights(obs)`` method (the ``models`` catalog) is asked for its weights; RLlib's
+  default modules are decoded as their action distribution's deterministic sample, clipped to the
+  action space ``[-1, 1]``, which is what RLlib's ``NormalizeAndClipActions`` sends to the env.
+* Observations are built by the env's own encoder (``envs.gym_envs``), never a copy of it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from raytrade.envs.config import GatedEnvConfig, PortfolioEnvConfig
+from raytrade.envs.market_data import MarketData
+from raytrade.envs.rollout import Policy, replay_policy
+from raytrade.envs.simulator import Observation
+
+
+def observation_arrays(ob: Observation, data: MarketData, env_cfg: PortfolioEnvConfig) -> Any:
+    """The env's observation (flat array or dict of arrays, leading batch dim) for a simulator
+    ``Observation``, built exactly as ``PortfolioEnv`` builds it."""
+    from raytrade.envs.gym_envs import batched_observation, feature_index  # the env's own encoder, not a copy
+
+    feat_idx = feature_index(data, env_cfg.feature_columns)
+    return batched_observation(ob, feat_idx, env_cfg.sim.kill_switch.release_after_bars, env_cfg.flat_obs)
+
+
+def to_tensor(obs: Any) -> Any:
+    """An env observation (array or dict of arrays) as float32 torch tensors."""
+    import torch
+
+    if isinstance(obs, Mapping):
+        return {k: to_tensor(v) for k, v in obs.items()}
+    return torch.as_tensor(np.asarray(obs, dtype=np.float32))
+
+
+def deterministic_actions(module: Any, obs: Any) -> np.ndarray:
+    """The greedy env action ``[B, ...]`` of ``module`` (its action distribution's deterministic
+    sample: the mean of a Gaussian, the argmax of each categorical), for a batch of observations."""
+    import torch
+    from ray.rllib.core.columns import Columns
+
+    with torch.no_grad():
+        dist_inputs = module.forward_inference({Columns.OBS: to_tensor(obs)})[Columns.ACTION_DIST_INPUTS]
+        dist = module.get_inference_action_dist_cls().from_logits(dist_inputs)
+        return np.asarray(dist.to_deterministic().sample().cpu().numpy())
+
+
+def deterministic_weights(module: Any, obs: Any) -> np.ndarray:
+    """Deterministic target weights ``[B, N]`` of ``module`` for a batch of env observations:
+    ``module.weights(obs)`` when the module has it, else the greedy action clipped to ``[-1, 1]``."""
+    import torch
+
+    if not hasattr(module, "weights"):
+        return np.clip(deterministic_actions(module, obs).astype(np.float64), -1.0, 1.0)
+    with torch.no_grad():
+        out = module.weights(to_tensor(obs))
+    return np.asarray(out.detach().cpu().numpy() if hasattr(out, "detach") else out, np.float64)
+
+
+def module_policy(module: Any, data: MarketData, env_cfg: PortfolioEnvConfig) -> Policy:
+    """``replay_policy``-compatible policy: ``Observation -> weights [B, N]`` of ``module``."""
+
+    def policy(ob: Observation) -> np.ndarray:
+        return deterministic_weights(module, observation_arrays(ob, data, env_cfg))
+
+    return policy
+
+
+def replay_gated(module: Any, data: MarketData, cfg: GatedEnvConfig) -> tuple[np.ndarray, ...]:
+    """(returns, turnover, costs per bar) of ``module``'s greedy gate actions over all of ``data``.
+
+    Gate actions carry no size (the env sizes them), so they go through the gated env's own
+    action decoder and the same simulator, one episode from the first bar, like ``replay_policy``.
+    """
+    from raytrade.envs.gym_envs import ActionDecoder
+
+    rollout = replay_policy(
+        data,
+        lambda ob: deterministic_actions(module, observation_arrays(ob, data, cfg)),
+        cfg.sim,
+        make_step=lambda simulator: ActionDecoder(cfg, data, simulator).step,
+    )
+    return rollout.returns[0], rollout.turnover[0], rollout.costs[0].sum(-1)

@@ -1,0 +1,81 @@
+"""Alpaca access as a value: the key pair, the data URL, and the rule that keys only travel over TLS.
+
+``cluster.settings`` reads these from the environment (entrypoints only) and passes an
+:class:`AlpacaAccess` down; nothing below the CLI layer reads the environment or imports the settings.
+
+* Secrets are ``SecretStr``: their ``repr``/``str`` print ``**********``; code calls
+  ``get_secret_value()`` only where the secret is sent (an HTTP header), never to log it.
+* A URL that carries keys or a bearer token must be ``https://``, except on the loopback host (test
+  doubles): secrets must not cross a network in clear text (:func:`check_secure_url`).
+"""
+
+from __future__ import annotations
+
+from typing import Final
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, ConfigDict, SecretStr, field_validator
+
+ALPACA_KEY_ENVS: Final[tuple[str, str]] = ("ALPACA_API_KEY", "APCA_API_KEY_ID")
+ALPACA_SECRET_ENVS: Final[tuple[str, str]] = ("ALPACA_SECRET_KEY", "APCA_API_SECRET_KEY")
+LOOPBACK_HOSTS: Final[frozenset[str]] = frozenset({"127.0.0.1", "localhost", "::1"})
+
+
+class MissingCredentialsError(ValueError):
+    """A secret an entrypoint needs is not set; the message names the environment variable(s)."""
+
+
+def check_secure_url(url: str, *, field: str) -> str:
+    """Return ``url`` if it is ``https://`` or ``http://`` on a loopback host; else ``ValueError``
+    naming ``field`` (the setting or argument) and the value."""
+    parts = urlsplit(url)
+    if not parts.hostname:
+        raise ValueError(f"{field}={url!r} is not an absolute URL")
+    if parts.scheme == "https" or (parts.scheme == "http" and parts.hostname in LOOPBACK_HOSTS):
+        return url
+    raise ValueError(
+        f"{field}={url!r} must use https:// (plain http:// is allowed only for 127.0.0.1/localhost)"
+    )
+
+
+class AlpacaCredentials(BaseModel):
+    """Alpaca credentials, both present (still masked when printed)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    api_key: SecretStr
+    secret_key: SecretStr
+
+
+class AlpacaAccess(BaseModel):
+    """What the Alpaca clients need: the key pair (either may be unset: crypto data is public) and
+    an optional market-data base URL (alpaca-py ``url_override``)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    api_key: SecretStr | None = None
+    secret_key: SecretStr | None = None
+    data_url: str | None = None
+
+    @field_validator("data_url")
+    @classmethod
+    def _data_url_is_safe(cls, value: str | None) -> str | None:
+        return None if value is None else check_secure_url(value, field="alpaca_data_url")
+
+    def credentials(self) -> AlpacaCredentials:
+        """Both keys, or ``MissingCredentialsError`` naming every environment variable still to set."""
+        missing = [
+            f"{envs[0]} (or {envs[1]})"
+            for envs, value in ((ALPACA_KEY_ENVS, self.api_key), (ALPACA_SECRET_ENVS, self.secret_key))
+            if value is None
+        ]
+        if missing:
+            raise MissingCredentialsError(f"missing Alpaca credentials: set {' and '.join(missing)}")
+        assert self.api_key is not None and self.secret_key is not None
+        return AlpacaCredentials(api_key=self.api_key, secret_key=self.secret_key)
+
+    def optional_credentials(self) -> AlpacaCredentials | None:
+        """``None`` when no key is set (public data); one key without the other is refused."""
+        if self.api_key is None and self.secret_key is None:
+            return None
+        return self.credentials()
