@@ -27,26 +27,12 @@ def input_errors() -> tuple[type[BaseException], ...]:
     """The project's own input errors (imported late: the CLI starts without loading the library)."""
     from pydantic import ValidationError
 
-    from raytrade.envs.evaluation.policies import EvaluationInputError
-    from raytrade.models.registry import RegistryError
-    from raytrade.replay.credentials import MissingCredentialsError
-    from raytrade.replay.reader import StoreError
+    from raytrade.replay.errors import InputError
     from raytrade.replay.sources.alpaca import SourceError
-    from raytrade.replay.sources.csv_dir import SourceFolderError
-    from raytrade.replay.validation import ReplayValidationError
     from raytrade.replay.writer import StoreBusyError
 
-    return (
-        ReplayValidationError,
-        SourceFolderError,
-        StoreError,
-        MissingCredentialsError,
-        SourceError,
-        StoreBusyError,
-        RegistryError,
-        EvaluationInputError,
-        ValidationError,
-    )
+    # InputError covers the store's, the sources', the registry's and the evaluation's refusals.
+    return (InputError, SourceError, StoreBusyError, ValidationError)
 
 
 def _verbose() -> bool:

@@ -9,6 +9,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from raytrade.replay.errors import InputError
 from raytrade.replay.ingest import IngestResult
 
 SourceName = Literal["synthetic", "csv", "alpaca", "forecasts"]
@@ -51,7 +52,7 @@ def ingest_source(
         from raytrade.replay.sources.alpaca import fetch_alpaca_bars
 
         if not r.symbols or r.start is None or r.end is None:
-            raise ValueError("--source alpaca needs --symbols, --start and --end")
+            raise InputError("--source alpaca needs --symbols, --start and --end")
         settings = load_settings()
         window = f"{r.start:%Y-%m-%d} .. {r.end:%Y-%m-%d}"
         say(f"fetching {len(r.symbols)} symbols from Alpaca, {window} ({r.freq})")
@@ -65,7 +66,7 @@ def ingest_source(
         )
         return ingest_frames(out, bars, origin="alpaca", show_progress=show_progress)
     if r.path is None:
-        raise ValueError(f"--source {r.source} needs --path")
+        raise InputError(f"--source {r.source} needs --path")
     if r.source == "csv":
         from raytrade.replay.sources.csv_dir import read_csv_folder
 

@@ -25,6 +25,7 @@ from raytrade.models.registry import (
     replay_fingerprint,
     write_version,
 )
+from raytrade.replay.errors import InputError
 from raytrade.tune_specs.objective import ObjectiveConfig, held_out_data, score_module
 
 MODULE_ID = "default_policy"
@@ -34,10 +35,10 @@ def best_row(run_dir: Path) -> dict[str, Any]:
     """The leaderboard's best trial that has a checkpoint."""
     path = run_dir / LEADERBOARD_FILE
     if not path.is_file():
-        raise FileNotFoundError(f"{str(run_dir)!r} has no {LEADERBOARD_FILE}: did `raytrade tune` finish?")
+        raise InputError(f"{str(run_dir)!r} has no {LEADERBOARD_FILE}: did `raytrade tune` finish?")
     rows = [r for r in json.loads(path.read_text()) if r.get("checkpoint")]
     if not rows:
-        raise ValueError(f"no trial of {str(run_dir)!r} left a checkpoint")
+        raise InputError(f"no trial of {str(run_dir)!r} left a checkpoint")
     row: dict[str, Any] = rows[0]
     return row
 

@@ -32,6 +32,7 @@ from raytrade.replay.credentials import (
     MissingCredentialsError,
     check_secure_url,
 )
+from raytrade.replay.errors import InputError
 
 __all__ = ["MissingCredentialsError", "Settings", "load_settings"]
 
@@ -115,5 +116,5 @@ def load_settings(settings_file: Path | str | None = None) -> Settings:
         return Settings()
     file = Path(path).expanduser()
     if not file.is_file():
-        raise FileNotFoundError(f"settings file {str(file)!r} (from {SETTINGS_FILE_ENV}) does not exist")
+        raise InputError(f"settings file {str(file)!r} (from {SETTINGS_FILE_ENV}) does not exist")
     return Settings(_env_file=file)

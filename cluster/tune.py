@@ -35,6 +35,7 @@ import click
 from pydantic import BaseModel, ConfigDict, Field
 
 from raytrade.cluster.errors import one_line_errors
+from raytrade.replay.errors import InputError
 from raytrade.tune_specs import SPECS, get_spec
 from raytrade.tune_specs.objective import METRIC, REPORTED
 from raytrade.tune_specs.spec import Budget, TuneSpec
@@ -113,18 +114,18 @@ def check_replay(root: Path, spec: TuneSpec) -> None:
     from raytrade.replay.reader import read_frame, table_files
 
     if not root.is_dir():
-        raise FileNotFoundError(f"replay store {str(root)!r} does not exist")
+        raise InputError(f"replay store {str(root)!r} does not exist")
     for table in ("bars", "features"):
         if not table_files(root, table):
-            raise ValueError(f"replay store {str(root)!r} has no {table!r} data; run `raytrade ingest` first")
+            raise InputError(f"replay store {str(root)!r} has no {table!r} data; run `raytrade ingest` first")
     unknown = [c for c in spec.required_features if c not in DEFAULT_FEATURES]
     if unknown:
-        raise ValueError(f"spec {spec.name!r} needs features the env cannot load: {unknown}")
+        raise InputError(f"spec {spec.name!r} needs features the env cannot load: {unknown}")
     frame = read_frame(root, "features", columns=list(spec.required_features))
     missing = [c for c in spec.required_features if frame[c].isna().all()]
     if missing:
         present = [c for c in spec.required_features if c not in missing]
-        raise ValueError(
+        raise InputError(
             f"replay store {str(root)!r} lacks features spec {spec.name!r} needs: {missing} "
             f"(present: {present})"
         )
@@ -208,7 +209,7 @@ def build_tuner(opts: TuneOptions, spec: TuneSpec, callbacks: list[Any]) -> Any:
     run_dir = opts.run_dir()
     if opts.resume:
         if not tune.Tuner.can_restore(str(run_dir)):
-            raise FileNotFoundError(f"no experiment to resume at {str(run_dir)!r}")
+            raise InputError(f"no experiment to resume at {str(run_dir)!r}")
         return tune.Tuner.restore(str(run_dir), trainable=trainable, resume_errored=True)
     return tune.Tuner(
         trainable,
@@ -273,7 +274,7 @@ def read_run_file(run_dir: Path) -> dict[str, Any]:
     """The ``raytrade_run.json`` of a run folder (``FileNotFoundError`` naming it when absent)."""
     path = Path(run_dir) / RUN_FILE
     if not path.is_file():
-        raise FileNotFoundError(f"{str(run_dir)!r} is not a raytrade tune run (no {RUN_FILE})")
+        raise InputError(f"{str(run_dir)!r} is not a raytrade tune run (no {RUN_FILE})")
     record: dict[str, Any] = json.loads(path.read_text())
     return record
 
@@ -385,11 +386,11 @@ def run_tune(opts: TuneOptions) -> TuneOutcome:
     if opts.resume:
         recorded = read_run_file(run_dir)
         if recorded["spec"] != spec.name or recorded["replay"] != str(opts.replay.resolve()):
-            raise ValueError(
+            raise InputError(
                 f"{str(run_dir)!r} was a search of spec {recorded['spec']!r} on {recorded['replay']!r}"
             )
     elif (run_dir / RUN_FILE).exists():
-        raise ValueError(f"experiment {str(run_dir)!r} exists: pass --resume, or --name for a new one")
+        raise InputError(f"experiment {str(run_dir)!r} exists: pass --resume, or --name for a new one")
     _ensure_ray()
     callbacks, env = _wandb_setup(opts, run_dir)
     env = {**env, "RAY_AIR_NEW_OUTPUT": "0"}  # the table reporter of ``_reporter``
@@ -454,7 +455,7 @@ def tune_command(
 ) -> None:
     """Search SPEC's hyperparameters on REPLAY's train split, scored on its validation split."""
     if wandb_online and no_wandb:
-        raise ValueError("--wandb and --no-wandb exclude each other")
+        raise InputError("--wandb and --no-wandb exclude each other")
     opts = TuneOptions(
         spec=spec,
         replay=replay,

@@ -32,6 +32,8 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, Final
 
+from raytrade.replay.errors import InputError
+
 MODULE_DIR: Final = "module"
 CONNECTORS_DIR: Final = "connectors"
 MANIFEST: Final = "manifest.json"
@@ -41,7 +43,7 @@ _SECRET_KEY = re.compile(r"(api_?key|secret|token|password|passwd|credential)", 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
-class RegistryError(ValueError):
+class RegistryError(InputError):
     """A name or version that is not in the registry (the message lists what is)."""
 
 

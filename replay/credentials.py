@@ -16,12 +16,14 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, SecretStr, field_validator
 
+from raytrade.replay.errors import InputError
+
 ALPACA_KEY_ENVS: Final[tuple[str, str]] = ("ALPACA_API_KEY", "APCA_API_KEY_ID")
 ALPACA_SECRET_ENVS: Final[tuple[str, str]] = ("ALPACA_SECRET_KEY", "APCA_API_SECRET_KEY")
 LOOPBACK_HOSTS: Final[frozenset[str]] = frozenset({"127.0.0.1", "localhost", "::1"})
 
 
-class MissingCredentialsError(ValueError):
+class MissingCredentialsError(InputError):
     """A secret an entrypoint needs is not set; the message names the environment variable(s)."""
 
 

@@ -21,6 +21,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
 
+from raytrade.replay.errors import InputError
 from raytrade.replay.schema import PARTITION_KEY, SCHEMA_VERSION, schema_for
 from raytrade.replay.timeutil import as_utc
 
@@ -30,7 +31,7 @@ if TYPE_CHECKING:
 TimeLike: TypeAlias = "str | datetime | pd.Timestamp | None"
 
 
-class StoreError(ValueError):
+class StoreError(InputError):
     """The store (or a table of it) is missing or unreadable; the message names the path."""
 
 

@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from raytrade.replay.errors import InputError
 from raytrade.replay.schema import (
     ASSET_CLASSES,
     NON_NEGATIVE_COLUMNS,
@@ -48,7 +49,7 @@ class RowError:
         return f"{self.table}: row {self.row}, column {self.column!r}, value {self.value!r}: {self.reason}"
 
 
-class ReplayValidationError(ValueError):
+class ReplayValidationError(InputError):
     """A batch (or rows of it) that the store refuses; ``errors`` lists every refused row."""
 
     def __init__(self, errors: list[RowError], origin: str | None = None) -> None:

@@ -42,6 +42,7 @@ from raytrade.envs.config import GatedEnvConfig, PortfolioEnvConfig, ReplayDataC
 from raytrade.envs.gym_envs import GATE_MODES, batched_observation, feature_index, gate_orders
 from raytrade.envs.market_data import MarketData
 from raytrade.envs.simulator import Observation, constrained_targets, exposure_limits
+from raytrade.replay.errors import InputError
 from raytrade.serve.fallback import hold_everything
 from raytrade.serve.schemas import ActRequest, ActResponse, SymbolDecision
 
@@ -49,7 +50,7 @@ _ZERO = 1e-9  # |weight| below this is flat
 NON_FINITE_ACTION = "the policy produced a non-finite action: holding every position"
 
 
-class RequestError(ValueError):
+class RequestError(InputError):
     """A request the service cannot decide on (HTTP 422); ``loc`` names the field."""
 
     def __init__(self, loc: tuple[str | int, ...], msg: str):

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+import sys
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -50,13 +52,58 @@ def synthetic_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
+@dataclass(frozen=True)
+class SmokeRun:
+    """A finished ``raytrade tune --spec NAME --smoke`` run: its folder and what the command printed."""
+
+    run_dir: Path
+    output: str
+
+
 @pytest.fixture(scope="session")
-def ppo_smoke_run(ray_session: None, synthetic_store: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A finished one-trial smoke search of the ``ppo`` spec on ``synthetic_store`` (run once)."""
-    from raytrade.cluster.tune import TuneOptions, run_tune
+def smoke_runs(
+    ray_session: None, synthetic_store: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Callable[[str], SmokeRun]:
+    """``smoke_runs(NAME)``: the smoke search of spec NAME on ``synthetic_store`` through the CLI with
+    its defaults, run at most once per test session whoever asks for it first."""
+    from click.testing import CliRunner
+
+    from raytrade.cluster.tune import tune_command
 
     storage = tmp_path_factory.mktemp("runs")
-    opts = TuneOptions(
-        spec="ppo", replay=synthetic_store, smoke=True, num_samples=1, storage=storage, wandb="disabled"
-    )
-    return run_tune(opts).run_dir
+    done: dict[str, SmokeRun] = {}
+
+    def run(name: str) -> SmokeRun:
+        if name not in done:
+            args = ["--spec", name, "--replay", str(synthetic_store), "--smoke", "--storage", str(storage)]
+            result = CliRunner().invoke(tune_command, args)
+            if result.exception is not None and not isinstance(result.exception, SystemExit):
+                raise result.exception
+            assert result.exit_code == 0, result.output
+            done[name] = SmokeRun(storage / f"{name}-smoke", result.output)
+        return done[name]
+
+    return run
+
+
+@pytest.fixture(scope="session")
+def ppo_smoke_run(smoke_runs: Callable[[str], SmokeRun]) -> Path:
+    """The finished smoke search of the ``ppo`` spec (the same one ``test_smoke_search[ppo]`` checks)."""
+    return smoke_runs("ppo").run_dir
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """A test that uses the session's Ray, directly or through any fixture, is marked ``ray``, so that
+    ``-m "not ray"`` never starts Ray however the fixtures are wired."""
+    for item in items:
+        if "ray_session" in getattr(item, "fixturenames", ()) and item.get_closest_marker("ray") is None:
+            item.add_marker(pytest.mark.ray)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """A run that deselected ``ray`` tests fails if Ray was started in this process anyway."""
+    markexpr = session.config.getoption("markexpr", "") or ""
+    ray = sys.modules.get("ray")
+    if "not ray" in markexpr and ray is not None and ray.is_initialized():
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+        print('\nerror: Ray was started during a -m "not ray" run: a test that starts Ray lacks its mark')

@@ -14,6 +14,7 @@ import pandas as pd
 import pytest
 
 from raytrade.cluster.settings import MissingCredentialsError, Settings, load_settings
+from raytrade.replay.errors import InputError
 from raytrade.replay.schema import BARS_SCHEMA
 from raytrade.replay.sources.alpaca import BAR_COLUMNS, SourceError, fetch_alpaca_bars, is_crypto_symbol
 from tests.fake_alpaca import (
@@ -325,7 +326,7 @@ def test_settings_file_is_read_and_env_wins(monkeypatch: pytest.MonkeyPatch, tmp
 
 def test_missing_settings_file_raises(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("RAYTRADE_SETTINGS_FILE", str(tmp_path / "nope.env"))
-    with pytest.raises(FileNotFoundError, match=r"nope\.env"):
+    with pytest.raises(InputError, match=r"nope\.env"):
         load_settings()
 
 

@@ -20,6 +20,7 @@ from click.testing import CliRunner
 
 from raytrade.cluster.tune import LEADERBOARD_FILE, PLOT_FILE, RUN_FILE, tune_command
 from raytrade.tune_specs import SPECS, get_spec
+from tests.conftest import SmokeRun
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -100,13 +101,9 @@ def test_replay_without_needed_features_is_one_line_error(tmp_path: Path) -> Non
 @pytest.mark.slow
 @pytest.mark.ray
 @pytest.mark.parametrize("name", sorted(SPECS))
-def test_smoke_search(name: str, ray_session: None, synthetic_store: Path, tmp_path: Path) -> None:
-    storage = tmp_path / "runs"
-    code, out = invoke(
-        ["--spec", name, "--replay", str(synthetic_store), "--smoke", "--storage", str(storage)]
-    )
-    assert code == 0, out
-    run_dir = storage / f"{name}-smoke"
+def test_smoke_search(name: str, smoke_runs: Callable[[str], SmokeRun]) -> None:
+    run = smoke_runs(name)  # the session's one search of this spec (the registry/serve tests reuse ppo's)
+    run_dir, out = run.run_dir, run.output
     rows = json.loads((run_dir / LEADERBOARD_FILE).read_text())
     spec = get_spec(name)
     assert len(rows) == spec.smoke.num_samples
@@ -119,6 +116,11 @@ def test_smoke_search(name: str, ray_session: None, synthetic_store: Path, tmp_p
 
 
 # ------------------------------------------------------------------------------ fault tolerance
+
+
+# Long enough that the kill / the interrupt lands mid-run (checkpoints every 2 iterations, one smoke
+# iteration takes about 0.5-1 s here), short enough to keep the suite's wall time down.
+FAULT_ITERATIONS = 40
 
 
 def _trial_dirs(run_dir: Path) -> list[Path]:
@@ -158,12 +160,15 @@ def test_killed_trial_resumes_from_checkpoint(
     watcher = threading.Thread(target=kill_after_second_checkpoint, daemon=True)
     watcher.start()
     args = ["--spec", "ppo", "--replay", str(synthetic_store), "--smoke", "--storage", str(storage)]
-    code, out = invoke([*args, "--name", "crash", "--num-samples", "1", "--iterations", "120", "--no-wandb"])
+    iterations = str(FAULT_ITERATIONS)
+    code, out = invoke(
+        [*args, "--name", "crash", "--num-samples", "1", "--iterations", iterations, "--no-wandb"]
+    )
     watcher.join(timeout=5)
     assert code == 0, out
     assert "pid" in killed, "the watcher never killed the trial"
     results = _results(_trial_dirs(run_dir)[0])
-    assert results[-1]["training_iteration"] == 120
+    assert results[-1]["training_iteration"] == FAULT_ITERATIONS
     restored = [r for r in results if r["pid"] != killed["pid"]]
     first = restored[0]
     # The restarted process continued from a checkpoint (every 2 iterations), not from zero.
@@ -178,9 +183,9 @@ def test_resume_continues_interrupted_run(ray_session: None, synthetic_store: Pa
     run_dir = storage / "paused"
     args = ["--spec", "ppo", "--replay", str(synthetic_store), "--smoke", "--storage", str(storage)]
     # Enough iterations that the interrupt lands mid-run even on a quiet machine (the first
-    # checkpoint comes after 2 of 120); the resumed run then finishes the rest.
-    args += ["--name", "paused", "--num-samples", "1", "--iterations", "120", "--no-wandb"]
-    code = "import sys; from cluster.tune import tune_command; tune_command(sys.argv[1:])"
+    # checkpoint comes after 2 of FAULT_ITERATIONS); the resumed run then finishes the rest.
+    args += ["--name", "paused", "--num-samples", "1", "--iterations", str(FAULT_ITERATIONS), "--no-wandb"]
+    code = "import sys; from raytrade.cluster.tune import tune_command; tune_command(sys.argv[1:])"
     env = {**os.environ, "RAY_ADDRESS": "local", "RAY_ENABLE_UV_RUN_RUNTIME_ENV": "0"}
     proc = subprocess.Popen([sys.executable, "-c", code, *args], cwd=REPO, env=env)
     try:
@@ -191,12 +196,12 @@ def test_resume_continues_interrupted_run(ray_session: None, synthetic_store: Pa
         if proc.poll() is None:
             proc.kill()
     interrupted = _results(_trial_dirs(run_dir)[0])
-    assert interrupted[-1]["training_iteration"] < 120
+    assert interrupted[-1]["training_iteration"] < FAULT_ITERATIONS
 
     code_, out = invoke([*args, "--resume"])
     assert code_ == 0, out
     results = _results(_trial_dirs(run_dir)[0])
-    assert results[-1]["training_iteration"] == 120
+    assert results[-1]["training_iteration"] == FAULT_ITERATIONS
     resumed = results[len(interrupted) :]
     assert resumed[0]["iterations_since_restore"] == 1
     assert resumed[0]["training_iteration"] > 1

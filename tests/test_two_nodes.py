@@ -41,6 +41,7 @@ cluster.shutdown()
 
 
 @pytest.mark.slow
+@pytest.mark.ray
 def test_trials_spread_over_two_nodes(synthetic_store: Path, tmp_path: Path) -> None:
     env = {**os.environ, "RAY_ENABLE_UV_RUN_RUNTIME_ENV": "0"}
     env.pop("RAY_ADDRESS", None)

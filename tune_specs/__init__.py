@@ -9,6 +9,8 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING
 
+from raytrade.replay.errors import InputError
+
 if TYPE_CHECKING:
     from raytrade.tune_specs.spec import TuneSpec
 
@@ -24,7 +26,7 @@ SPECS: dict[str, str] = {
 def get_spec(name: str) -> TuneSpec:
     """The spec called ``name``; an unknown name is a ``ValueError`` listing the available ones."""
     if name not in SPECS:
-        raise ValueError(f"unknown tune spec {name!r}; available: {', '.join(sorted(SPECS))}")
+        raise InputError(f"unknown tune spec {name!r}; available: {', '.join(sorted(SPECS))}")
     spec: TuneSpec = importlib.import_module(SPECS[name]).SPEC
     return spec
 

@@ -51,9 +51,10 @@ from raytrade.envs.evaluation.kelly_lite import (
 from raytrade.envs.market_data import MarketData
 from raytrade.envs.rollout import Decision
 from raytrade.envs.simulator import Observation
+from raytrade.replay.errors import InputError
 
 
-class EvaluationInputError(ValueError):
+class EvaluationInputError(InputError):
     """Bad evaluation input (unknown policy, missing feature, too short a window); names what is wrong."""
 
 

@@ -27,6 +27,7 @@ from typing import Final
 import numpy as np
 import pandas as pd
 
+from raytrade.replay.errors import InputError
 from raytrade.replay.validation import ReplayValidationError, RowError, conform
 
 TIME_NAMES: Final[tuple[str, ...]] = ("date", "timestamp", "time", "datetime")
@@ -36,7 +37,7 @@ _CRYPTO_SUFFIX = re.compile(r"(USD|USDT|USDC)$")
 _DATE_ONLY = re.compile(r"^\s*\d{4}-\d{2}-\d{2}\s*$")
 
 
-class SourceFolderError(ValueError):
+class SourceFolderError(InputError):
     """The folder itself is unusable (missing, empty); one line, no row detail."""
 
 
