@@ -77,8 +77,8 @@ def run_demo(out: Path, seed: int) -> None:
     for name, entry in report.policies.items():
         m = entry.metrics
         click.echo(
-            f"  {name:<14}{_pct(m.total_return):>9}{_num(m.sharpe):>8}{_num(m.sortino):>9}"
-            f"{_pct(m.max_drawdown):>9}{_pct(m.cvar_5):>9}{_money(m.costs_paid):>10}"
+            f"  {name:<14}{m.total_return:>9.2%}{_num(m.sharpe):>8}{_num(m.sortino):>9}"
+            f"{m.max_drawdown:>9.2%}{m.cvar_5:>9.2%}{m.costs_paid:>10,.0f}"
         )
     click.echo(f"report with plots: {report_dir / 'report.md'} (and report.html, report.json)")
 
@@ -108,9 +108,7 @@ def run_demo(out: Path, seed: int) -> None:
     )
     for name, entry in model_report.policies.items():
         m = entry.metrics
-        click.echo(
-            f"  {name:<20}{_pct(m.total_return):>9}  sharpe {_num(m.sharpe)}  costs {_money(m.costs_paid)}"
-        )
+        click.echo(f"  {name:<20}{m.total_return:>9.2%}  sharpe {_num(m.sharpe)}  costs {m.costs_paid:,.0f}")
     click.echo(f"model report: {out / 'report_model' / 'report.md'} (a smoke budget: expect no skill)")
 
     click.echo("[demo] 6/6 serve: demo_ppo on Ray Serve at 127.0.0.1, asked by the trading loop's client")
@@ -193,11 +191,3 @@ def _demo_loop_state(bars: Any) -> dict[str, Any]:
 
 def _num(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.2f}"
-
-
-def _pct(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:.2%}"
-
-
-def _money(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:,.0f}"
