@@ -74,11 +74,11 @@ def run_demo(out: Path, seed: int) -> None:
         + header[0].ljust(14)
         + "".join(h.rjust(w) for h, w in zip(header[1:], (9, 8, 9, 9, 9, 10), strict=True))
     )
-    for name, entry in report["policies"].items():
-        m = entry["metrics"]
+    for name, entry in report.policies.items():
+        m = entry.metrics
         click.echo(
-            f"  {name:<14}{m['total_return']:>9.2%}{_num(m['sharpe']):>8}{_num(m['sortino']):>9}"
-            f"{m['max_drawdown']:>9.2%}{m['cvar_5']:>9.2%}{m['costs_paid']:>10,.0f}"
+            f"  {name:<14}{m.total_return:>9.2%}{_num(m.sharpe):>8}{_num(m.sortino):>9}"
+            f"{m.max_drawdown:>9.2%}{m.cvar_5:>9.2%}{m.costs_paid:>10,.0f}"
         )
     click.echo(f"report with plots: {report_dir / 'report.md'} (and report.html, report.json)")
 
@@ -106,11 +106,9 @@ def run_demo(out: Path, seed: int) -> None:
         registry=registry,
         bootstrap_samples=500,
     )
-    for name, entry in model_report["policies"].items():
-        m = entry["metrics"]
-        click.echo(
-            f"  {name:<20}{m['total_return']:>9.2%}  sharpe {_num(m['sharpe'])}  costs {m['costs_paid']:,.0f}"
-        )
+    for name, entry in model_report.policies.items():
+        m = entry.metrics
+        click.echo(f"  {name:<20}{m.total_return:>9.2%}  sharpe {_num(m.sharpe)}  costs {m.costs_paid:,.0f}")
     click.echo(f"model report: {out / 'report_model' / 'report.md'} (a smoke budget: expect no skill)")
 
     click.echo("[demo] 6/6 serve: demo_ppo on Ray Serve at 127.0.0.1, asked by the trading loop's client")
@@ -192,4 +190,4 @@ def _demo_loop_state(bars: Any) -> dict[str, Any]:
 
 
 def _num(value: float | None) -> str:
-    return "n/a" if value is None or value != value else f"{value:.2f}"
+    return "n/a" if value is None else f"{value:.2f}"

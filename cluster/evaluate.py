@@ -16,13 +16,14 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import click
 
 from raytrade.cluster.errors import one_line_errors
 
 if TYPE_CHECKING:
+    from raytrade.envs.evaluation.document import EvaluationReport
     from raytrade.envs.evaluation.policies import Loader
 
 DEFAULT_POLICIES = "cash,buy_and_hold,equal_weight,inverse_vol,kelly_lite"
@@ -45,10 +46,10 @@ def run_evaluation(
     bootstrap_samples: int = 1000,
     plots: bool = True,
     loader: Loader | None = None,
-) -> dict[str, Any]:
-    """Check, evaluate and write the report; returns the report document."""
+) -> EvaluationReport:
+    """Check, evaluate and write the report; returns the document ``report.json`` holds."""
     from raytrade.envs.evaluation.harness import DEFAULT_SCENARIOS, EvaluationConfig, evaluate, prepare
-    from raytrade.envs.evaluation.report import write_report
+    from raytrade.envs.evaluation.render import write_report
     from raytrade.envs.evaluation.stats import BootstrapConfig
 
     started = time.perf_counter()
@@ -136,9 +137,8 @@ def evaluate_command(
         plots=not no_plots,
     )
     click.echo(f"wrote {out / 'report.json'}, {out / 'report.md'}, {out / 'report.html'}")
-    for name, entry in report["policies"].items():
-        sharpe = entry["metrics"]["sharpe"]
-        total = entry["metrics"]["total_return"]
+    for name, entry in report.policies.items():
+        sharpe, total = entry.metrics.sharpe, entry.metrics.total_return
         click.echo(
             f"  {name:<28} total {'n/a' if total is None else f'{total:.2%}':>9}  "
             f"sharpe {'n/a' if sharpe is None else f'{sharpe:.2f}':>6}"

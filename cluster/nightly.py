@@ -26,6 +26,7 @@ from raytrade.cluster.errors import one_line_errors
 from raytrade.cluster.evaluate import DEFAULT_POLICIES, run_evaluation, split_names
 
 if TYPE_CHECKING:
+    from raytrade.envs.evaluation.document import EvaluationReport
     from raytrade.envs.evaluation.policies import Loader
 
 RESULTS_FILE = "marketsimulatorresults.md"
@@ -63,14 +64,12 @@ def _f(v: float | None) -> str:
 
 
 def results_section(
-    date: str, report: dict[str, Any], report_dir: Path, results: Path, appended: dict[str, int] | None
+    date: str, report: EvaluationReport, report_dir: Path, results: Path, appended: dict[str, int] | None
 ) -> str:
     """The dated markdown section: data, leaderboard, links to the report and each model's manifest."""
     base = results.parent
-    pol = report["policies"]
-    ranked = sorted(
-        pol, key=lambda n: (pol[n]["metrics"]["sharpe"] is None, -(pol[n]["metrics"]["sharpe"] or 0))
-    )
+    pol = report.policies
+    ranked = sorted(pol, key=lambda n: (pol[n].metrics.sharpe is None, -(pol[n].metrics.sharpe or 0)))
     if appended is None:
         ingest = "no source given, store unchanged"
     else:
@@ -78,23 +77,23 @@ def results_section(
     lines = [
         f"## {date} nightly",
         "",
-        f"Store `{report['replay']['root']}` (sha256 `{report['replay']['fingerprint_sha256'][:16]}`), "
-        f"ingest: {ingest}. Mode {report['mode']}, split `{report['split']}`, "
-        f"benchmark `{report['benchmark']}`.",
+        f"Store `{report.replay.root}` (sha256 `{report.replay.fingerprint_sha256[:16]}`), "
+        f"ingest: {ingest}. Mode {report.mode}, split `{report.split}`, "
+        f"benchmark `{report.benchmark}`.",
         "",
         "| rank | policy | total | sharpe | sortino | max dd | cvar 5% | costs | Δ sharpe [CI] |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for rank, name in enumerate(ranked, 1):
-        m, d = pol[name]["metrics"], pol[name]["vs_benchmark"]["sharpe_diff"]
+        m, d = pol[name].metrics, pol[name].vs_benchmark.sharpe_diff
         lines.append(
-            f"| {rank} | {name} | {_pct(m['total_return'])} | {_f(m['sharpe'])} | {_f(m['sortino'])} | "
-            f"{_pct(m['max_drawdown'])} | {_pct(m['cvar_5'])} | {m['costs_paid'] or 0:,.0f} | "
-            f"{_f(d['estimate'])} [{_f(d['low'])}, {_f(d['high'])}] |"
+            f"| {rank} | {name} | {_pct(m.total_return)} | {_f(m.sharpe)} | {_f(m.sortino)} | "
+            f"{_pct(m.max_drawdown)} | {_pct(m.cvar_5)} | {m.costs_paid or 0:,.0f} | "
+            f"{_f(d.estimate)} [{_f(d.low)}, {_f(d.high)}] |"
         )
     links = " · ".join(f"[{k}]({_link(report_dir / f'report.{k}', base)})" for k in ("md", "html", "json"))
     lines += ["", f"Report: {links}", ""]
-    models = [(n, p["manifest"]) for n, p in pol.items() if p["kind"] == "registry"]
+    models = [(n, p.manifest) for n, p in pol.items() if p.kind == "registry"]
     if models:
         lines.append("Models:")
         lines += [f"- `{n}`: [manifest]({_link(Path(m), base)})" if m else f"- `{n}`" for n, m in models]

@@ -12,13 +12,31 @@ from typing import Any
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from pydantic import ValidationError
 
 from raytrade.cluster.evaluate import evaluate_command, run_evaluation
+from raytrade.envs.costs import COST_COMPONENTS
+from raytrade.envs.evaluation.document import (
+    CostBreakdown,
+    EvaluationReport,
+    Metrics,
+    Spread,
+    build_report,
+    read_report,
+    report_json,
+)
 from raytrade.envs.evaluation.harness import EvaluationConfig, evaluate, prepare
 from raytrade.envs.evaluation.policies import EvalPolicy, buy_and_hold_policy, month_starts, step_index
-from raytrade.envs.evaluation.stats import difference_ci, sharpe_batch, sortino_batch, stationary_indices
+from raytrade.envs.evaluation.render import render_markdown, report_blocks
+from raytrade.envs.evaluation.stats import (
+    BootstrapConfig,
+    difference_ci,
+    sharpe_batch,
+    sortino_batch,
+    stationary_indices,
+)
 from raytrade.envs.market_data import MarketData
-from raytrade.envs.metrics import sharpe_ratio, sortino_ratio, summarize
+from raytrade.envs.metrics import SUMMARY_KEYS, sharpe_ratio, sortino_ratio, summarize
 from raytrade.envs.rollout import Decision, equal_weight, replay_policy
 from raytrade.envs.simulator import Observation
 
@@ -117,18 +135,18 @@ def test_report_metrics_recompute_from_its_returns(store: Path, tmp_path: Path) 
         bootstrap_samples=50,
         plots=False,
     )
-    on_disk = json.loads((tmp_path / "r" / "report.json").read_text())
+    on_disk = read_report(tmp_path / "r" / "report.json")
     assert on_disk == report
-    ppy = on_disk["periods_per_year"]
-    for name, entry in on_disk["policies"].items():
-        assert len(entry["timestamps"]) == len(entry["returns"])
-        again = summarize(entry["returns"], ppy, turnover=entry["turnover"], costs=entry["costs_per_period"])
+    ppy = on_disk.periods_per_year
+    for name, entry in on_disk.policies.items():
+        assert len(entry.timestamps) == len(entry.returns)
+        again = summarize(entry.returns, ppy, turnover=entry.turnover, costs=entry.costs_per_period)
         for key, value in again.items():
-            assert _same(entry["metrics"][key], value), (name, key)
-        assert set(entry["regimes"]) == {"calm", "choppy", "crisis"}
-        assert set(entry["stress"]) == set(SCEN)
-    assert on_disk["cost_model"]["fee_bps_equity"] == 5.0
-    assert len(on_disk["replay"]["fingerprint_sha256"]) == 64
+            assert _same(getattr(entry.metrics, key), value), (name, key)
+        assert [name for name, _ in entry.regimes.by_name()] == ["calm", "choppy", "crisis"]
+        assert set(entry.stress) == set(SCEN)
+    assert on_disk.cost_model.fee_bps_equity == 5.0
+    assert len(on_disk.replay.fingerprint_sha256) == 64
 
 
 def test_walk_forward_folds_never_overlap_their_training_windows(store: Path) -> None:
@@ -297,7 +315,125 @@ def test_stochastic_models_run_every_seed_and_report_the_spread(store: Path, tmp
     assert noisy.seeds == (0, 1, 2) and result.policies["equal_weight"].seeds == (0,)
     assert not np.array_equal(noisy.by_seed[0].returns, noisy.by_seed[1].returns)
     np.testing.assert_array_equal(noisy.main.returns, noisy.by_seed[0].returns)
-    from raytrade.envs.evaluation.report import build_report
+    spread = build_report(result).policies["registry:noisy"].seeds.summary.sharpe
+    assert spread.std is not None and spread.std > 0
+    assert spread.min is not None and spread.mean is not None and spread.max is not None
+    assert spread.min < spread.mean < spread.max
 
-    spread = build_report(result)["policies"]["registry:noisy"]["seeds"]["summary"]["sharpe"]
-    assert spread["std"] > 0 and spread["min"] < spread["mean"] < spread["max"]
+
+# --------------------------------------------------------------------------- the report document
+
+
+BOOT = BootstrapConfig(samples=20)
+
+
+@pytest.fixture(scope="module")
+def report(store: Path) -> EvaluationReport:
+    """The document of a small split evaluation (cash has no dispersion: an undefined Sharpe)."""
+    plan = prepare(store, ["buy_and_hold", "kelly_lite", "cash"], FAST.model_copy(update={"bootstrap": BOOT}))
+    return build_report(evaluate(plan))
+
+
+def test_report_round_trips_through_json(report: EvaluationReport) -> None:
+    assert report.policies["cash"].metrics.sharpe is None  # the null path is exercised
+    again = EvaluationReport.model_validate_json(report_json(report))
+    assert again == report
+    assert report_json(again) == report_json(report)
+
+
+def test_report_json_keeps_its_key_names(report: EvaluationReport) -> None:
+    doc = json.loads(report_json(report))
+    assert list(doc) == [
+        "schema",
+        "replay",
+        "mode",
+        "split",
+        "periods_per_year",
+        "config",
+        "cost_model",
+        "stress_scenarios",
+        "benchmark",
+        "policies",
+    ]
+    assert doc["schema"] == "raytrade.evaluation/1"
+    assert set(doc["policies"]["cash"]) == {
+        "kind",
+        "stochastic",
+        "manifest",
+        "timestamps",
+        "returns",
+        "turnover",
+        "costs_per_period",
+        "metrics",
+        "costs",
+        "regimes",
+        "seeds",
+        "folds",
+        "stress",
+        "vs_benchmark",
+    }
+    assert doc["policies"]["cash"]["metrics"]["sharpe"] is None
+    assert list(doc["policies"]["cash"]["costs"]) == ["fee", "spread", "slippage", "financing", "total"]
+    assert set(doc["policies"]["cash"]["folds"][0]) == {"name", "train", "test", "metrics", "costs"}
+
+
+def test_metric_and_cost_fields_follow_their_sources() -> None:
+    assert tuple(Metrics.model_fields) == SUMMARY_KEYS
+    assert tuple(CostBreakdown.model_fields) == (*COST_COMPONENTS, "total")
+
+
+def test_undefined_numbers_cannot_enter_the_document() -> None:
+    with pytest.raises(ValidationError, match="max"):
+        Spread(mean=0.0, std=None, min=0.0, max=math.inf)
+
+
+def test_report_file_missing_a_field_is_refused(report: EvaluationReport, tmp_path: Path) -> None:
+    doc = json.loads(report_json(report))
+    del doc["replay"]["fingerprint_sha256"]
+    path = tmp_path / "report.json"
+    path.write_text(json.dumps(doc))
+    with pytest.raises(ValidationError) as info:
+        read_report(path)
+    errors = [(e["loc"], e["type"]) for e in info.value.errors()]
+    assert errors == [(("replay", "fingerprint_sha256"), "missing")]
+
+
+def test_report_file_with_a_wrong_type_is_refused(report: EvaluationReport, tmp_path: Path) -> None:
+    doc = json.loads(report_json(report))
+    doc["policies"]["kelly_lite"]["metrics"]["sharpe"] = "high"
+    path = tmp_path / "report.json"
+    path.write_text(json.dumps(doc))
+    with pytest.raises(ValidationError) as info:
+        read_report(path)
+    assert [e["loc"] for e in info.value.errors()] == [("policies", "kelly_lite", "metrics", "sharpe")]
+    assert "policies.kelly_lite.metrics.sharpe" in str(info.value)
+
+
+def _with_sharpe(report: EvaluationReport, sharpe: dict[str, float | None]) -> EvaluationReport:
+    policies = {
+        name: p.model_copy(update={"metrics": p.metrics.model_copy(update={"sharpe": sharpe[name]})})
+        for name, p in report.policies.items()
+    }
+    return report.model_copy(update={"policies": policies})
+
+
+def _leaderboard(markdown: str) -> list[str]:
+    section = markdown.split("## Leaderboard (net of costs)")[1].split("## ")[0]
+    rows = [line for line in section.splitlines() if line.startswith("| ")][1:]  # after the header
+    return [row.split(" | ")[0].removeprefix("| ") for row in rows]
+
+
+def test_markdown_ranks_policies_by_sharpe_undefined_last(report: EvaluationReport) -> None:
+    ranked = _with_sharpe(
+        report, {"cash": 2.0, "buy_and_hold": None, "kelly_lite": -0.5, "equal_weight": 0.25}
+    )
+    md = render_markdown("t", report_blocks(ranked, []))
+    assert _leaderboard(md) == ["cash", "equal_weight", "kelly_lite", "buy_and_hold"]
+    assert ranked.ranked() == ["cash", "equal_weight", "kelly_lite", "buy_and_hold"]
+
+
+def test_markdown_shows_undefined_figures_as_na(report: EvaluationReport) -> None:
+    md = render_markdown("t", report_blocks(report, []))
+    cash_row = next(line for line in md.splitlines() if line.startswith("| cash | "))
+    assert cash_row.split(" | ")[4] == "n/a"  # policy, total, annual, vol, sharpe
+    assert _leaderboard(md)[-1] == "cash"

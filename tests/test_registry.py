@@ -141,9 +141,9 @@ def test_promoted_model_is_evaluated_against_the_baselines(
         bootstrap_samples=50,
         plots=False,
     )
-    model = report["policies"]["registry:beta"]
-    baseline = report["policies"]["equal_weight"]
-    assert model["timestamps"] == baseline["timestamps"] and len(model["returns"]) > 50
-    recomputed = summarize(np.asarray(model["returns"]), report["periods_per_year"])
-    assert model["metrics"]["sharpe"] == pytest.approx(recomputed["sharpe"], rel=1e-12)
+    model = report.policies["registry:beta"]
+    baseline = report.policies["equal_weight"]
+    assert model.timestamps == baseline.timestamps and len(model.returns) > 50
+    recomputed = summarize(np.asarray(model.returns), report.periods_per_year)
+    assert model.metrics.sharpe == pytest.approx(recomputed["sharpe"], rel=1e-12)
     assert (tmp_path / "report" / "report.md").read_text().count("registry:beta") >= 2

@@ -1,0 +1,414 @@
+"""The evaluation report as a typed document: ``EvaluationReport`` and ``build_report``.
+
+Contract
+--------
+* ``report.json`` is ``EvaluationReport.model_dump_json``; ``read_report`` reads it back with
+  ``model_validate_json`` and gets an equal document. A file with a missing or mistyped field is
+  refused with a ``pydantic.ValidationError`` naming the field's path.
+* Per policy it holds the per-period series it reports (``timestamps`` as ISO dates, net simple
+  ``returns``, ``turnover``, ``costs_per_period`` in currency) and every metric computed from exactly
+  those series with ``envs.metrics.summarize`` (so they recompute exactly).
+* Undefined values (NaN, inf) are ``None`` in the document and ``null`` in the file: every number
+  that can be undefined is typed ``float | None``, and the models refuse NaN / inf outright
+  (``allow_inf_nan=False``), so the file is always valid JSON.
+* Same inputs give byte-identical JSON: no wall-clock times (only the rendered report may mention
+  the run time), fields and keys in a fixed order.
+* Bootstrap intervals of the Sharpe / Sortino *difference* to the benchmark use one seeded set of
+  stationary-bootstrap indices for all policies (``envs.evaluation.stats``).
+* Per-regime metrics use the market regime of the bar each return is earned at (calm / choppy /
+  crisis from ``MarketData.regime_code``); each regime's returns are concatenated in time order, so
+  its drawdown figures describe that concatenation, not a contiguous period.
+
+Shape: every replayed run (the pooled main series, each walk-forward fold, each stress scenario)
+is reported as a ``RunReport`` (or a subclass of it) built by ``run_report``, so a new per-run fact
+(e.g. whether the run ended in ruin) is one field there and one line in ``run_report``.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Final, Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from raytrade.envs.costs import COST_COMPONENTS, CostConfig
+from raytrade.envs.evaluation.harness import EvaluationConfig, EvaluationResult, PolicyResult, RunSeries
+from raytrade.envs.evaluation.stats import difference_ci, stationary_indices
+from raytrade.envs.metrics import summarize
+from raytrade.envs.scenarios import Scenario
+from raytrade.replay.splits import TimeWindow
+
+REPORT_SCHEMA: Final = "raytrade.evaluation/1"
+"""Version of the report layout; bump it when a field changes meaning or is removed."""
+
+Number = float | None
+"""A figure that may be undefined (a ratio without dispersion, an empty window): ``None`` then."""
+
+
+class Document(BaseModel):
+    """Base of every report model: immutable, no unknown fields, no NaN / inf."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
+
+
+# --------------------------------------------------------------------------- per-run figures
+
+
+class Metrics(Document):
+    """``envs.metrics.summarize`` of one run: returns are fractions, ratios annualised."""
+
+    total_return: Number
+    annual_return: Number
+    volatility: Number
+    sharpe: Number
+    sortino: Number
+    max_drawdown: Number = Field(description="fraction, <= 0")
+    max_drawdown_duration: Number = Field(description="bars")
+    cvar_5: Number
+    tail_hit_rate: Number
+    turnover: Number
+    costs_paid: Number = Field(description="currency")
+    hit_rate: Number
+    calmar: Number
+
+
+class CostBreakdown(Document):
+    """Total cost per component of ``envs.costs.COST_COMPONENTS`` and in all, currency."""
+
+    fee: Number
+    spread: Number
+    slippage: Number
+    financing: Number
+    total: Number
+
+    def components(self) -> tuple[tuple[str, Number], ...]:
+        """``(name, amount)`` per component and ``total`` last, in ``COST_COMPONENTS`` order."""
+        return tuple(self.model_dump().items())
+
+
+class RunReport(Document):
+    """What is reported of one replayed run. Subclasses add where the run came from."""
+
+    metrics: Metrics
+    costs: CostBreakdown
+
+
+class RegimeReport(Document):
+    """Returns earned in one market regime (concatenated in time order)."""
+
+    n_bars: int = Field(ge=0)
+    metrics: Metrics
+
+
+class Regimes(Document):
+    calm: RegimeReport
+    choppy: RegimeReport
+    crisis: RegimeReport
+
+    def by_name(self) -> tuple[tuple[str, RegimeReport], ...]:
+        """``(regime, report)`` in ``REGIMES`` order (calm, choppy, crisis = codes 0, 1, 2)."""
+        return (("calm", self.calm), ("choppy", self.choppy), ("crisis", self.crisis))
+
+
+REGIMES: tuple[str, ...] = tuple(Regimes.model_fields)
+"""Regime names in code order: ``REGIMES[code]`` names ``MarketData.regime_code == code``."""
+
+
+class Spread(Document):
+    """One metric across seeds, over the seeds where it is defined (std: ddof 1, needs two)."""
+
+    mean: Number
+    std: Number
+    min: Number
+    max: Number
+
+
+class SeedSummary(Document):
+    """``Spread`` of the key metrics; its fields are ``SEED_METRICS``."""
+
+    total_return: Spread
+    annual_return: Spread
+    sharpe: Spread
+    sortino: Spread
+    max_drawdown: Spread
+    cvar_5: Spread
+
+
+SEED_METRICS: tuple[str, ...] = tuple(SeedSummary.model_fields)
+
+
+class SeedRun(Document):
+    seed: int
+    metrics: Metrics
+
+
+class SeedSpread(Document):
+    """Per-seed metrics of the pooled series and their spread (one seed for deterministic policies)."""
+
+    seeds: tuple[int, ...] = Field(min_length=1)
+    per_seed: tuple[SeedRun, ...]
+    summary: SeedSummary
+
+
+class Window(Document):
+    """A closed window: ISO dates (ISO seconds for intraday bars) and its bar count."""
+
+    start: str
+    end: str
+    n_bars: int = Field(ge=0)
+
+
+class FoldReport(RunReport):
+    """One walk-forward fold (or the single split): its test window and training window."""
+
+    name: str
+    train: Window | None = Field(description="training window (walk-forward only)")
+    test: Window
+
+
+class DifferenceInterval(Document):
+    """``ratio(policy) - ratio(benchmark)`` and its bootstrap interval; ``n_valid`` kept samples."""
+
+    estimate: Number
+    low: Number
+    high: Number
+    n_valid: int = Field(ge=0)
+
+
+class Comparison(Document):
+    benchmark: str
+    sharpe_diff: DifferenceInterval
+    sortino_diff: DifferenceInterval
+
+
+class PolicyReport(RunReport):
+    """One policy: ``metrics`` and ``costs`` of its main series (first seed, pooled folds), the series
+    themselves, and its regimes, seeds, folds, stress runs and comparison to the benchmark."""
+
+    kind: Literal["baseline", "registry"]
+    stochastic: bool
+    manifest: str | None = Field(description="registry models: path of manifest.json")
+    timestamps: tuple[str, ...]
+    returns: tuple[Number, ...] = Field(description="net simple return per period")
+    turnover: tuple[Number, ...] = Field(description="traded notional / equity per period")
+    costs_per_period: tuple[Number, ...] = Field(description="currency")
+    regimes: Regimes
+    seeds: SeedSpread
+    folds: tuple[FoldReport, ...]
+    stress: dict[str, RunReport]
+    vs_benchmark: Comparison
+
+
+class ReplaySource(Document):
+    """The replay store evaluated: where, exactly which files (sha256 over bars and features)."""
+
+    root: str
+    fingerprint_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    n_files: int = Field(ge=0)
+    symbols: tuple[str, ...]
+    asset_class: tuple[str, ...]
+
+
+class EvaluationReport(Document):
+    """``report.json``: what was evaluated, how, and every policy's results."""
+
+    report_schema: Literal["raytrade.evaluation/1"] = Field(REPORT_SCHEMA, alias="schema")
+    replay: ReplaySource
+    mode: Literal["split", "walk_forward"]
+    split: str
+    periods_per_year: int = Field(gt=0)
+    config: EvaluationConfig
+    cost_model: CostConfig
+    stress_scenarios: dict[str, Scenario]
+    benchmark: str
+    policies: dict[str, PolicyReport] = Field(min_length=1)
+
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False, serialize_by_alias=True)
+
+    def ranked(self) -> list[str]:
+        """Policy names by Sharpe, best first; an undefined Sharpe last (ties keep report order)."""
+
+        def key(name: str) -> tuple[int, float]:
+            s = self.policies[name].metrics.sharpe
+            return (1, 0.0) if s is None else (0, -s)
+
+        return sorted(self.policies, key=key)
+
+
+# --------------------------------------------------------------------------- numbers
+
+
+def _num(value: float) -> Number:
+    """A finite float, or None for NaN / inf (JSON has neither)."""
+    v = float(value)
+    return v if math.isfinite(v) else None
+
+
+def _nums(values: np.ndarray) -> tuple[Number, ...]:
+    return tuple(_num(v) for v in np.asarray(values, dtype=np.float64).tolist())
+
+
+def iso_dates(ts: np.ndarray) -> list[str]:
+    """ISO dates (``YYYY-MM-DD``), or ISO seconds when some bar is not at midnight (intraday)."""
+    daily = bool((ts.astype("datetime64[D]") == ts).all())
+    return [str(s) for s in np.datetime_as_string(ts, unit="D" if daily else "s")]
+
+
+# --------------------------------------------------------------------------- series -> documents
+
+
+def series_metrics(series: RunSeries, periods_per_year: float) -> Metrics:
+    """``envs.metrics.summarize`` of the series' returns, turnover and per-period total costs."""
+    raw = summarize(series.returns, periods_per_year, turnover=series.turnover, costs=series.costs.sum(-1))
+    return Metrics.model_validate({k: _num(v) for k, v in raw.items()})
+
+
+def cost_breakdown(series: RunSeries) -> CostBreakdown:
+    """Total cost per component and in all, currency."""
+    totals = series.costs.sum(axis=0)
+    parts = {name: _num(v) for name, v in zip(COST_COMPONENTS, totals.tolist(), strict=True)}
+    return CostBreakdown.model_validate({**parts, "total": _num(float(totals.sum()))})
+
+
+def run_report(series: RunSeries, periods_per_year: float) -> RunReport:
+    """The per-run figures every reported run carries (see the module docstring)."""
+    return RunReport(metrics=series_metrics(series, periods_per_year), costs=cost_breakdown(series))
+
+
+def regime_metrics(series: RunSeries, periods_per_year: float) -> Regimes:
+    """Metrics of the returns earned in each regime (see the module docstring)."""
+    out = {}
+    for code, name in enumerate(REGIMES):
+        m = series.regime == code
+        sub = RunSeries(
+            series.timestamps[m], series.returns[m], series.turnover[m], series.costs[m], series.regime[m]
+        )
+        out[name] = RegimeReport(n_bars=int(m.sum()), metrics=series_metrics(sub, periods_per_year))
+    return Regimes.model_validate(out)
+
+
+def _spread(values: np.ndarray) -> Spread:
+    finite = values[np.isfinite(values)]
+    return Spread(
+        mean=_num(finite.mean()) if finite.size else None,
+        std=_num(finite.std(ddof=1)) if finite.size > 1 else None,
+        min=_num(finite.min()) if finite.size else None,
+        max=_num(finite.max()) if finite.size else None,
+    )
+
+
+def seed_spread(policy: PolicyResult, periods_per_year: float) -> SeedSpread:
+    """Per-seed key metrics and their mean / std (ddof 1) / min / max across seeds."""
+    per_seed = [
+        SeedRun(seed=s, metrics=series_metrics(policy.by_seed[s], periods_per_year)) for s in policy.seeds
+    ]
+    summary = {
+        key: _spread(np.array([getattr(run.metrics, key) for run in per_seed], dtype=np.float64))
+        for key in SEED_METRICS
+    }
+    return SeedSpread(
+        seeds=policy.seeds, per_seed=tuple(per_seed), summary=SeedSummary.model_validate(summary)
+    )
+
+
+def _train_window(window: TimeWindow | None) -> Window | None:
+    if window is None:
+        return None
+    return Window(
+        start=window.start.date().isoformat(), end=window.end.date().isoformat(), n_bars=window.n_bars
+    )
+
+
+def _interval(
+    returns: np.ndarray,
+    bench: np.ndarray,
+    ppy: float,
+    ratio: Literal["sharpe", "sortino"],
+    indices: np.ndarray,
+    level: float,
+) -> DifferenceInterval:
+    ci = difference_ci(returns, bench, ppy, ratio, indices, level)
+    return DifferenceInterval(
+        estimate=_num(ci.estimate), low=_num(ci.low), high=_num(ci.high), n_valid=ci.n_valid
+    )
+
+
+def build_report(result: EvaluationResult) -> EvaluationReport:
+    """The ``report.json`` document of an evaluation (see the module docstring)."""
+    plan, cfg = result.plan, result.plan.config
+    ppy = plan.periods_per_year
+    bench = result.policies[cfg.benchmark].main.returns
+    boot = cfg.bootstrap
+    indices = stationary_indices(bench.size, boot.samples, boot.block_len, np.random.default_rng(boot.seed))
+    policies: dict[str, PolicyReport] = {}
+    for name, res in result.policies.items():
+        main = res.main
+        folds = tuple(
+            FoldReport(
+                **dict(run_report(run, ppy)),
+                name=w.name,
+                train=_train_window(w.train),
+                test=Window(
+                    start=iso_dates(w.data.ts[:1])[0], end=iso_dates(w.data.ts[-1:])[0], n_bars=w.data.n_steps
+                ),
+            )
+            for w, run in zip(plan.windows, res.folds, strict=True)
+        )
+        policies[name] = PolicyReport(
+            **dict(run_report(main, ppy)),
+            kind=res.spec.kind,
+            stochastic=res.spec.stochastic,
+            manifest=res.spec.manifest,
+            timestamps=tuple(iso_dates(main.timestamps)),
+            returns=_nums(main.returns),
+            turnover=_nums(main.turnover),
+            costs_per_period=_nums(main.costs.sum(-1)),
+            regimes=regime_metrics(main, ppy),
+            seeds=seed_spread(res, ppy),
+            folds=folds,
+            stress={sc: run_report(run, ppy) for sc, run in res.stress.items()},
+            vs_benchmark=Comparison(
+                benchmark=cfg.benchmark,
+                sharpe_diff=_interval(main.returns, bench, ppy, "sharpe", indices, boot.level),
+                sortino_diff=_interval(main.returns, bench, ppy, "sortino", indices, boot.level),
+            ),
+        )
+    data = plan.split_data
+    return EvaluationReport(
+        replay=ReplaySource(
+            root=plan.root,
+            fingerprint_sha256=plan.fingerprint,
+            n_files=plan.n_files,
+            symbols=tuple(data.symbols),
+            asset_class=tuple(data.asset_class),
+        ),
+        mode="split" if cfg.walk_forward is None else "walk_forward",
+        split=cfg.split,
+        periods_per_year=ppy,
+        config=cfg,
+        cost_model=cfg.simulator.costs,
+        stress_scenarios={name: cfg.scenario_config.get(name) for name in cfg.scenarios},
+        benchmark=cfg.benchmark,
+        policies=policies,
+    )
+
+
+# --------------------------------------------------------------------------- file
+
+
+def report_json(report: EvaluationReport) -> str:
+    """The ``report.json`` text: deterministic, ``null`` for undefined numbers, newline-terminated."""
+    return report.model_dump_json(indent=1) + "\n"
+
+
+def write_report_json(report: EvaluationReport, path: Path) -> Path:
+    """Write ``report_json(report)`` to ``path``; returns ``path``."""
+    path.write_text(report_json(report))
+    return path
+
+
+def read_report(path: Path) -> EvaluationReport:
+    """Read a ``report.json``; a missing or mistyped field raises ``pydantic.ValidationError`` naming it."""
+    return EvaluationReport.model_validate_json(path.read_bytes())

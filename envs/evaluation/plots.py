@@ -1,0 +1,93 @@
+"""Evaluation plots: equity, drawdowns, rolling Sharpe, cost breakdown and stress results as PNGs.
+
+Drawn from the replayed series (``EvaluationResult``), not from the report document, with
+matplotlib's Agg backend and no ``Software`` metadata, so the same run gives the same files.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+
+from raytrade.envs.costs import COST_COMPONENTS
+from raytrade.envs.evaluation.harness import EvaluationResult
+from raytrade.envs.metrics import drawdown_series
+
+PLOTS: tuple[str, ...] = ("equity", "drawdown", "rolling_sharpe", "costs", "stress")
+"""File stems under the plots folder, in the order the report shows them."""
+
+
+def write_plots(result: EvaluationResult, folder: Path, rolling_window: int = 63) -> list[Path]:
+    """Equity (log), drawdowns, rolling Sharpe, cost breakdown and stress results as PNGs."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    folder.mkdir(parents=True, exist_ok=True)
+    ppy = result.plan.periods_per_year
+    pols = result.policies
+    paths = {name: folder / f"{name}.png" for name in PLOTS}
+    meta = {"Software": None}
+
+    fig, ax = plt.subplots(figsize=(10, 5))
+    for name, res in pols.items():
+        ax.plot(res.main.timestamps, np.cumprod(1.0 + res.main.returns), label=name, lw=1)
+    ax.set_yscale("log")
+    ax.set_title("Equity (net of costs, log scale, start = 1)")
+    ax.legend(fontsize=8)
+    fig.autofmt_xdate()
+    fig.savefig(paths["equity"], dpi=90, metadata=meta)
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(10, 4))
+    for name, res in pols.items():
+        ax.plot(res.main.timestamps, drawdown_series(res.main.returns), label=name, lw=1)
+    ax.set_title("Drawdown")
+    ax.legend(fontsize=8)
+    fig.autofmt_xdate()
+    fig.savefig(paths["drawdown"], dpi=90, metadata=meta)
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(10, 4))
+    for name, res in pols.items():
+        r = res.main.returns
+        w = max(2, min(rolling_window, r.size // 3))
+        if r.size >= w:
+            win = np.lib.stride_tricks.sliding_window_view(r, w)
+            std = win.std(axis=1, ddof=1)
+            rs = np.where(std > 0, win.mean(axis=1) / np.where(std > 0, std, 1.0) * math.sqrt(ppy), np.nan)
+            ax.plot(res.main.timestamps[w - 1 :], rs, label=name, lw=1)
+    ax.set_title(f"Rolling Sharpe ({rolling_window} bars or a third of the window)")
+    ax.legend(fontsize=8)
+    fig.autofmt_xdate()
+    fig.savefig(paths["rolling_sharpe"], dpi=90, metadata=meta)
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(10, 4))
+    names = list(pols)
+    bottom = np.zeros(len(names))
+    for k, comp in enumerate(COST_COMPONENTS):
+        vals = np.array([pols[n].main.costs[:, k].sum() for n in names])
+        ax.bar(names, vals, bottom=bottom, label=comp)
+        bottom += vals
+    ax.set_title("Costs paid by component (currency)")
+    ax.legend(fontsize=8)
+    ax.tick_params(axis="x", labelrotation=20, labelsize=8)
+    fig.savefig(paths["costs"], dpi=90, metadata=meta)
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(10, 4))
+    scenarios = list(result.plan.scenarios)
+    width = 0.8 / max(len(names), 1)
+    for k, n in enumerate(names):
+        totals = [float(np.prod(1.0 + pols[n].stress[s].returns) - 1.0) for s in scenarios]
+        ax.bar(np.arange(len(scenarios)) + k * width, totals, width, label=n)
+    ax.set_xticks(np.arange(len(scenarios)) + 0.4 - width / 2, scenarios)
+    ax.set_title("Stress scenarios: total return")
+    ax.legend(fontsize=8)
+    fig.savefig(paths["stress"], dpi=90, metadata=meta)
+    plt.close(fig)
+    return [paths[n] for n in PLOTS]

@@ -1,0 +1,303 @@
+"""The human evaluation report (``report.md``, ``report.html``) and ``write_report``, which writes it
+with ``report.json`` and the plots.
+
+Markdown and HTML are rendered from one list of ``Block``s built from an ``EvaluationReport``, so
+they carry the same content; only they may mention the run time (``report.json`` stays
+deterministic). Policies are listed by Sharpe, best first (``EvaluationReport.ranked``).
+"""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from raytrade.envs.costs import COST_COMPONENTS
+from raytrade.envs.evaluation.document import REGIMES, EvaluationReport, build_report, write_report_json
+from raytrade.envs.evaluation.harness import EvaluationResult
+from raytrade.envs.evaluation.plots import write_plots
+
+TITLE = "raytrade evaluation"
+
+
+@dataclass(frozen=True)
+class Block:
+    """One piece of the human report: ``kind`` is h2, p, table or img."""
+
+    kind: str
+    text: str = ""
+    headers: tuple[str, ...] = ()
+    rows: tuple[tuple[str, ...], ...] = ()
+
+
+def _pct(v: float | None) -> str:
+    return "n/a" if v is None else f"{v:.2%}"
+
+
+def _f(v: float | None, digits: int = 2) -> str:
+    return "n/a" if v is None else f"{v:.{digits}f}"
+
+
+def _money(v: float | None) -> str:
+    return "n/a" if v is None else f"{v:,.0f}"
+
+
+def _summary(report: EvaluationReport) -> Block:
+    cfg, costs, replay = report.config, report.cost_model, report.replay
+    window = f" over {cfg.walk_forward} folds" if cfg.walk_forward else f" on split {report.split!r}"
+    return Block(
+        "p",
+        f"Store {replay.root} (sha256 {replay.fingerprint_sha256[:16]}…, {replay.n_files} files), "
+        f"{len(replay.symbols)} symbols, {report.mode.replace('_', '-')} evaluation{window}, "
+        f"{report.periods_per_year} periods per year. Every policy ran through the same simulator "
+        f"and cost model (fees {costs.fee_bps_equity}/{costs.fee_bps_crypto} bps "
+        f"equity/crypto, half-spread, tiered slippage with square-root impact, financing "
+        f"{costs.financing_rate_annual:.2%} a year above 1x).",
+    )
+
+
+def _leaderboard(report: EvaluationReport, names: Sequence[str]) -> Block:
+    headers = (
+        "policy",
+        "total",
+        "annual",
+        "vol",
+        "sharpe",
+        "sortino",
+        "max dd",
+        "dd bars",
+        "cvar 5%",
+        "turnover",
+        "costs",
+        "hit rate",
+        "calmar",
+    )
+    rows = []
+    for n in names:
+        m = report.policies[n].metrics
+        rows.append(
+            (
+                n,
+                _pct(m.total_return),
+                _pct(m.annual_return),
+                _pct(m.volatility),
+                _f(m.sharpe),
+                _f(m.sortino),
+                _pct(m.max_drawdown),
+                _f(m.max_drawdown_duration, 0),
+                _pct(m.cvar_5),
+                _f(m.turnover, 3),
+                _money(m.costs_paid),
+                _pct(m.hit_rate),
+                _f(m.calmar),
+            )
+        )
+    return Block("table", headers=headers, rows=tuple(rows))
+
+
+def _comparisons(report: EvaluationReport, names: Sequence[str]) -> list[Block]:
+    boot = report.config.bootstrap
+    rows = []
+    for n in names:
+        if n == report.benchmark:
+            continue
+        v = report.policies[n].vs_benchmark
+        rows.append(
+            (
+                n,
+                _f(v.sharpe_diff.estimate),
+                f"[{_f(v.sharpe_diff.low)}, {_f(v.sharpe_diff.high)}]",
+                _f(v.sortino_diff.estimate),
+                f"[{_f(v.sortino_diff.low)}, {_f(v.sortino_diff.high)}]",
+                str(v.sharpe_diff.n_valid),
+            )
+        )
+    return [
+        Block("h2", f"Difference to {report.benchmark} (stationary bootstrap)"),
+        Block(
+            "p",
+            f"{boot.samples} paired resamples, mean block {boot.block_len} bars, "
+            f"seed {boot.seed}, {boot.level:.0%} percentile intervals; "
+            "n/a where the ratio is undefined (no dispersion or no downside).",
+        ),
+        Block(
+            "table",
+            headers=("policy", "Δ sharpe", "interval", "Δ sortino", "interval", "valid samples"),
+            rows=tuple(rows),
+        ),
+    ]
+
+
+def _seeds(report: EvaluationReport, names: Sequence[str]) -> Block:
+    rows = []
+    for n in names:
+        s = report.policies[n].seeds
+        sharpe, total = s.summary.sharpe, s.summary.total_return
+        rows.append(
+            (
+                n,
+                ",".join(str(x) for x in s.seeds),
+                _f(sharpe.mean),
+                _f(sharpe.std),
+                _f(sharpe.min),
+                _f(sharpe.max),
+                _pct(total.mean),
+                _pct(total.min),
+                _pct(total.max),
+            )
+        )
+    return Block(
+        "table",
+        headers=("policy", "seeds", "sharpe mean", "std", "min", "max", "total mean", "min", "max"),
+        rows=tuple(rows),
+    )
+
+
+def _regimes(report: EvaluationReport, names: Sequence[str]) -> Block:
+    rows = tuple(
+        (
+            n,
+            *(
+                x
+                for _, g in report.policies[n].regimes.by_name()
+                for x in (str(g.n_bars), _pct(g.metrics.total_return), _f(g.metrics.sharpe))
+            ),
+        )
+        for n in names
+    )
+    return Block(
+        "table",
+        headers=("policy", *(f"{r} {k}" for r in REGIMES for k in ("bars", "total", "sharpe"))),
+        rows=rows,
+    )
+
+
+def _costs(report: EvaluationReport, names: Sequence[str]) -> Block:
+    rows = tuple((n, *(_money(v) for _, v in report.policies[n].costs.components())) for n in names)
+    return Block("table", headers=("policy", *COST_COMPONENTS, "total"), rows=rows)
+
+
+def _folds(report: EvaluationReport, names: Sequence[str]) -> list[Block]:
+    folds = report.policies[names[0]].folds
+    return [
+        Block("h2", "Walk-forward folds (Sharpe per fold; pooled in the leaderboard)"),
+        Block(
+            "table",
+            headers=("policy", *(f"{f.name} {f.test.start}..{f.test.end}" for f in folds)),
+            rows=tuple((n, *(_f(f.metrics.sharpe) for f in report.policies[n].folds)) for n in names),
+        ),
+    ]
+
+
+def _stress(report: EvaluationReport, names: Sequence[str]) -> list[Block]:
+    scenarios = list(report.stress_scenarios)
+    rows = tuple(
+        (
+            n,
+            *(
+                f"{_pct(run.metrics.total_return)} / {_pct(run.metrics.max_drawdown)}"
+                for run in (report.policies[n].stress[s] for s in scenarios)
+            ),
+        )
+        for n in names
+    )
+    return [
+        Block("h2", f"Stress scenarios (on split {report.split!r}; total return / max drawdown)"),
+        Block("table", headers=("policy", *scenarios), rows=rows),
+    ]
+
+
+def report_blocks(
+    report: EvaluationReport, plots: Sequence[str], run_seconds: float | None = None
+) -> list[Block]:
+    """The human report, from the document and the plot files (paths relative to the report)."""
+    names = report.ranked()
+    blocks = [
+        _summary(report),
+        Block("h2", "Leaderboard (net of costs)"),
+        _leaderboard(report, names),
+        *_comparisons(report, names),
+        Block("h2", "Seeds"),
+        _seeds(report, names),
+        Block("h2", "By regime"),
+        _regimes(report, names),
+        Block("h2", "Costs by component"),
+        _costs(report, names),
+    ]
+    if report.mode == "walk_forward":
+        blocks += _folds(report, names)
+    if report.stress_scenarios:
+        blocks += _stress(report, names)
+    blocks.append(Block("h2", "Plots"))
+    blocks += [Block("img", text=p) for p in plots]
+    if run_seconds is not None:
+        blocks.append(Block("p", f"Run time {run_seconds:.1f} s."))
+    return blocks
+
+
+def render_markdown(title: str, blocks: Sequence[Block]) -> str:
+    lines = [f"# {title}", ""]
+    for b in blocks:
+        if b.kind == "h2":
+            lines += [f"## {b.text}", ""]
+        elif b.kind == "p":
+            lines += [b.text, ""]
+        elif b.kind == "img":
+            lines += [f"![{Path(b.text).stem}]({b.text})", ""]
+        elif b.kind == "table":
+            lines.append("| " + " | ".join(b.headers) + " |")
+            lines.append("|" + "|".join("---" for _ in b.headers) + "|")
+            lines += ["| " + " | ".join(row) + " |" for row in b.rows]
+            lines.append("")
+    return "\n".join(lines)
+
+
+def render_html(title: str, blocks: Sequence[Block]) -> str:
+    e = html.escape
+    parts = [
+        "<!doctype html>",
+        f'<html><head><meta charset="utf-8"><title>{e(title)}</title>',
+        "<style>body{font-family:sans-serif;max-width:1200px;margin:auto}table{border-collapse:collapse}"
+        "td,th{border:1px solid #ccc;padding:2px 6px;text-align:right}td:first-child{text-align:left}"
+        "img{max-width:100%}</style></head><body>",
+        f"<h1>{e(title)}</h1>",
+    ]
+    for b in blocks:
+        if b.kind == "h2":
+            parts.append(f"<h2>{e(b.text)}</h2>")
+        elif b.kind == "p":
+            parts.append(f"<p>{e(b.text)}</p>")
+        elif b.kind == "img":
+            parts.append(f'<p><img src="{e(b.text)}" alt="{e(Path(b.text).stem)}"></p>')
+        elif b.kind == "table":
+            head = "".join(f"<th>{e(h)}</th>" for h in b.headers)
+            body = "".join("<tr>" + "".join(f"<td>{e(c)}</td>" for c in row) + "</tr>" for row in b.rows)
+            parts.append(f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
+    parts.append("</body></html>")
+    return "\n".join(parts) + "\n"
+
+
+@dataclass(frozen=True)
+class ReportPaths:
+    json: Path
+    markdown: Path
+    html: Path
+    plots: tuple[Path, ...]
+
+
+def write_report(
+    result: EvaluationResult, out: Path, run_seconds: float | None = None, plots: bool = True
+) -> tuple[ReportPaths, EvaluationReport]:
+    """Write ``report.json``, ``report.md``, ``report.html`` and ``plots/*.png`` under ``out``;
+    returns their paths and the document ``report.json`` holds."""
+    out.mkdir(parents=True, exist_ok=True)
+    report = build_report(result)
+    json_path = write_report_json(report, out / "report.json")
+    pngs = write_plots(result, out / "plots") if plots else []
+    rel = [p.relative_to(out).as_posix() for p in pngs]
+    blocks = report_blocks(report, rel, run_seconds)
+    md, page = out / "report.md", out / "report.html"
+    md.write_text(render_markdown(TITLE, blocks))
+    page.write_text(render_html(TITLE, blocks))
+    return ReportPaths(json_path, md, page, tuple(pngs)), report
