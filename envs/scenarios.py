@@ -43,8 +43,9 @@ IntArray = npt.NDArray[np.int64]
 BoolArray = npt.NDArray[np.bool_]
 
 N_REGIMES = 3
-MIN_POOL_BLOCKS = 3
-"""A regime pool must hold at least this many blocks' worth of rows (see ``regime_block_bootstrap``)."""
+MIN_POOL_BLOCKS = 2
+"""A regime pool must hold at least this many blocks' worth of rows (see ``regime_block_bootstrap``):
+two is the fewest in which two different full blocks fit, so consecutive blocks can always differ."""
 NO_REGIME = -1
 """Per-row regime of a row with no finite return: such rows are never drawn."""
 

@@ -115,8 +115,8 @@ def test_small_pool_refused_with_regime_size_and_block_len() -> None:
     r = np.random.default_rng(0).normal(0.0, 0.01, size=(100, 3))
     codes = np.zeros(100, dtype=np.int64)
     codes[40:47] = 2
-    with pytest.raises(ValueError, match=r"regime 2 \(crisis\) pool has 7 rows, fewer than min_pool_blocks=3 "
-                       r"blocks of block_len=5 \(15 rows\)"):  # fmt: skip
+    with pytest.raises(ValueError, match=r"regime 2 \(crisis\) pool has 7 rows, fewer than min_pool_blocks=2 "
+                       r"blocks of block_len=5 \(10 rows\)"):  # fmt: skip
         regime_block_bootstrap(r, codes, 5, 50, np.random.default_rng(0), regime=2)
     with pytest.raises(ValueError, match=r"regime 2 \(crisis\) pool has 7 rows"):
         regime_block_bootstrap(r, codes, 5, 50, np.random.default_rng(0), regime=None)  # every regime checked
@@ -165,8 +165,8 @@ def _ragged_crash_data() -> MarketData:
 def test_regression_tiny_crisis_pool_is_refused_not_compounded() -> None:
     md = _ragged_crash_data()
     assert (row_regimes(md.regime_code, simple_returns(md)) == 2).sum() == 6
-    with pytest.raises(ValueError, match=r"regime 2 \(crisis\) pool has 6 rows, fewer than min_pool_blocks=3 "
-                       r"blocks of block_len=10 \(30 rows\)"):  # fmt: skip
+    with pytest.raises(ValueError, match=r"regime 2 \(crisis\) pool has 6 rows, fewer than min_pool_blocks=2 "
+                       r"blocks of block_len=10 \(20 rows\)"):  # fmt: skip
         apply_scenario("bootstrap_crisis", md, np.random.default_rng(0))
 
 
@@ -401,6 +401,30 @@ def test_bootstrap_crisis_on_real_bars_refuses_the_tiny_crisis_pool(real_store: 
     history = load_market_data(real_store, "all")
     window = load_market_data(real_store, "test")
     with pytest.raises(
-        ValueError, match=r"regime 2 \(crisis\) pool has \d+ rows, fewer than min_pool_blocks=3"
+        ValueError, match=r"regime 2 \(crisis\) pool has \d+ rows, fewer than min_pool_blocks=2"
     ):
         apply_scenario("bootstrap_crisis", window, np.random.default_rng(0), history=history)
+
+
+# --------------------------------------------------------------------------- the harness runs every draw
+
+
+def test_harness_runs_every_draw_of_every_scenario(tmp_path: Path) -> None:
+    from raytrade.envs.evaluation.harness import EvaluationConfig, evaluate, prepare
+    from raytrade.replay.ingest import ingest_frames
+    from raytrade.replay.sources.synthetic import generate
+
+    root = tmp_path / "store"
+    market = generate(n_symbols=4, years=2.0, seed=5)
+    ingest_frames(root, market.bars, market.macro, show_progress=False)
+    cfg = EvaluationConfig(scenarios=("flash_crash",), seeds=(0,), scenario_config=ScenarioConfig(draws=3))
+    plan = prepare(root, ["buy_and_hold"], cfg)
+    draws = plan.scenario_draws["flash_crash"]
+    assert len(draws) == 3 and plan.scenarios["flash_crash"] is draws[0]
+    assert len({d.close.tobytes() for d in draws}) == 3
+    runs = evaluate(plan).policies["buy_and_hold"].stress_draws["flash_crash"]
+    assert len(runs) == 3
+    np.testing.assert_array_equal(
+        evaluate(plan).policies["buy_and_hold"].stress["flash_crash"].returns, runs[0].returns
+    )
+    assert len({r.returns.tobytes() for r in runs}) == 3
