@@ -406,25 +406,64 @@ def test_bootstrap_crisis_on_real_bars_refuses_the_tiny_crisis_pool(real_store: 
         apply_scenario("bootstrap_crisis", window, np.random.default_rng(0), history=history)
 
 
-# --------------------------------------------------------------------------- the harness runs every draw
+# --------------------------------------------------------------------------- the harness, and warm-up
 
 
-def test_harness_runs_every_draw_of_every_scenario(tmp_path: Path) -> None:
-    from raytrade.envs.evaluation.harness import EvaluationConfig, evaluate, prepare
+@pytest.fixture(scope="module")
+def synthetic_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from raytrade.replay.ingest import ingest_frames
     from raytrade.replay.sources.synthetic import generate
 
-    root = tmp_path / "store"
+    root = tmp_path_factory.mktemp("stress") / "store"
     market = generate(n_symbols=4, years=2.0, seed=5)
     ingest_frames(root, market.bars, market.macro, show_progress=False)
+    return root
+
+
+IDENTITY = ScenarioConfig(
+    scenarios={"identity": CrisisScenario(start_frac=0.0, length=40, vol_mult=1.0, regime_label=None)},
+    draws=1,
+)
+"""A crisis that changes nothing (volatility x1, own trend): rebuilt features must equal the stored ones."""
+
+
+def test_identity_shock_reproduces_the_stored_features_with_warmup(synthetic_root: Path) -> None:
+    from raytrade.envs.replay_loader import load_market_data
+
+    history = load_market_data(synthetic_root, "all")
+    window = load_market_data(synthetic_root, "test")
+    out = apply_scenario("identity", window, np.random.default_rng(0), IDENTITY, history=history)
+    np.testing.assert_allclose(out.close, window.close, rtol=1e-12)
+    rebuilt = [k for k, name in enumerate(window.feature_names) if name in PRICE_FEATURES]
+    assert len(rebuilt) == len(PRICE_FEATURES)
+    np.testing.assert_allclose(
+        out.features[:, :, rebuilt], window.features[:, :, rebuilt], rtol=1e-5, atol=1e-6
+    )
+    cold = apply_scenario("identity", window, np.random.default_rng(0), IDENTITY)  # no warm-up: differs
+    k = window.feature_names.index("vol_60")
+    assert not np.allclose(cold.features[1:30, :, k], window.features[1:30, :, k], atol=1e-6)
+
+
+def test_harness_rebuilds_scenario_features_with_the_store_history(synthetic_root: Path) -> None:
+    from raytrade.envs.evaluation.harness import EvaluationConfig, prepare
+
+    plan = prepare(
+        synthetic_root, ["inverse_vol"], EvaluationConfig(scenarios=("identity",), scenario_config=IDENTITY)
+    )
+    (draw,) = plan.scenario_draws["identity"]
+    assert plan.split_data.feature_names == ("vol_20",)
+    np.testing.assert_allclose(draw.features, plan.split_data.features, rtol=1e-5, atol=1e-6)
+
+
+def test_harness_runs_every_draw_of_every_scenario(synthetic_root: Path) -> None:
+    from raytrade.envs.evaluation.harness import EvaluationConfig, evaluate, prepare
+
     cfg = EvaluationConfig(scenarios=("flash_crash",), seeds=(0,), scenario_config=ScenarioConfig(draws=3))
-    plan = prepare(root, ["buy_and_hold"], cfg)
+    plan = prepare(synthetic_root, ["buy_and_hold"], cfg)
     draws = plan.scenario_draws["flash_crash"]
     assert len(draws) == 3 and plan.scenarios["flash_crash"] is draws[0]
     assert len({d.close.tobytes() for d in draws}) == 3
-    runs = evaluate(plan).policies["buy_and_hold"].stress_draws["flash_crash"]
-    assert len(runs) == 3
-    np.testing.assert_array_equal(
-        evaluate(plan).policies["buy_and_hold"].stress["flash_crash"].returns, runs[0].returns
-    )
+    result = evaluate(plan).policies["buy_and_hold"]
+    runs = result.stress_draws["flash_crash"]
+    assert len(runs) == 3 and result.stress["flash_crash"] is runs[0]
     assert len({r.returns.tobytes() for r in runs}) == 3
