@@ -494,7 +494,7 @@ class ScenarioConfig(BaseModel):
 
     scenarios: dict[str, Scenario] = Field(default_factory=_default_scenarios)
     draws: int = Field(5, ge=1, description="draws per scenario (distinct seeds) that stress results pool")
-    features: FeatureConfig = Field(
+    feature_config: FeatureConfig = Field(
         default_factory=FeatureConfig, description="feature windows the store was built with"
     )
 
@@ -534,7 +534,7 @@ def apply_scenario(
 
     Both rebuild the price-derived features (``envs.stress_features.PRICE_FEATURES``) from the new
     prices on every changed row (crisis: from the window start; bootstrap: all rows), with the ingest
-    feature functions and ``config.features``. ``history`` (same assets, everything up to the
+    feature functions and ``config.feature_config``. ``history`` (same assets, everything up to the
     window's end) supplies the warm-up bars before ``market_data.ts[0]`` those rolling windows need,
     and is where a bootstrap draws its rows from (a short window rarely holds enough bars of the
     requested regime). ``regime_code`` is the scenario's label, not recomputed.
@@ -547,7 +547,7 @@ def apply_scenario(
         shocked, from_row = _apply_crisis(scenario, market_data, rng)
     else:
         shocked, from_row = _apply_bootstrap(scenario, market_data, rng, history or market_data), 0
-    return with_price_features(shocked, from_row, history, cfg.features)
+    return with_price_features(shocked, from_row, history, cfg.feature_config)
 
 
 def scenario_draws(

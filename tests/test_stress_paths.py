@@ -467,3 +467,13 @@ def test_harness_runs_every_draw_of_every_scenario(synthetic_root: Path) -> None
     runs = result.stress_draws["flash_crash"]
     assert len(runs) == 3 and result.stress["flash_crash"] is runs[0]
     assert len({r.returns.tobytes() for r in runs}) == 3
+
+
+def test_features_are_rebuilt_with_the_configured_windows() -> None:
+    md = _with_named_features(_rallying_data(t=300))
+    short = FeatureConfig(vol_short=5)
+    cfg = ScenarioConfig(scenarios=IDENTITY.scenarios, feature_config=short)
+    out = apply_scenario("identity", md, np.random.default_rng(0), cfg)
+    expected = price_features(md.close, md.listed, md.ts, md.symbols, short)["vol_20"]
+    np.testing.assert_allclose(out.features[1:, :, 1], np.nan_to_num(expected[1:]), rtol=1e-5, atol=1e-7)
+    assert not np.allclose(out.features[30:, :, 1], md.features[30:, :, 1], atol=1e-4)
