@@ -5,14 +5,19 @@ Design decisions
 * Every generator takes a ``numpy.random.Generator`` and nothing else random: same seed, same output.
   Inputs are never mutated; new arrays are returned.
 * ``regime_block_bootstrap`` resamples whole cross-sections (rows ``[t, :]``) so cross-asset
-  correlation inside a row is kept; blocks of consecutive rows keep short-range autocorrelation.
+  correlation inside a row is kept; blocks are contiguous runs of source rows, which keeps
+  short-range autocorrelation. A regime pool too small for its block length is refused (never
+  widened): replaying a handful of rows compounds the same bar again and again.
 * ``inject_crisis`` shocks close-to-close *log* returns inside a window and rebuilds prices from
   them with ``exp``, so prices stay positive; after the window, returns are the original ones (the
-  level shift the crisis caused persists).
-* ``apply_scenario`` works on ``MarketData`` and changes prices, spreads, the listing mask and the
-  regime label only. ``features`` are *not* recomputed (the feature builders live in ``replay/``):
-  inside and after a shocked window, price-derived features describe the original history. That is
-  a known limitation of these scenarios; callers that need consistent features must rebuild them.
+  level shift the crisis caused persists). A named crisis states its move (``loss`` over ``length``
+  bars at ``vol_mult`` volatility) and the trend is built so that every draw reaches it.
+* ``apply_scenario`` works on ``MarketData``: prices, spreads, the listing mask, the regime label,
+  and the price-derived features, rebuilt from the new prices by the ingest feature functions
+  (``envs.stress_features``) so a policy sees the stressed market it is scored on. Other features
+  (forecasts, macro, high/low based) keep their values.
+* ``scenario_draws`` returns ``ScenarioConfig.draws`` draws with distinct seeds: stress results are
+  reported as a spread over draws.
 
 Regime codes: 0 calm, 1 choppy, 2 crisis (as in ``MarketData.regime_code``).
 """
@@ -20,19 +25,27 @@ Regime codes: 0 calm, 1 choppy, 2 crisis (as in ``MarketData.regime_code``).
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Annotated, Literal
 
 import numpy as np
 import numpy.typing as npt
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from raytrade.envs.market_data import MarketData
+from raytrade.envs.stress_features import with_price_features
+from raytrade.replay.features.config import FeatureConfig
+from raytrade.replay.features.regime import REGIME_LABELS
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
+BoolArray = npt.NDArray[np.bool_]
 
 N_REGIMES = 3
+MIN_POOL_BLOCKS = 2
+"""A regime pool must hold at least this many blocks' worth of rows (see ``regime_block_bootstrap``):
+two is the fewest in which two different full blocks fit, so consecutive blocks can always differ."""
 NO_REGIME = -1
 """Per-row regime of a row with no finite return: such rows are never drawn."""
 
@@ -51,6 +64,7 @@ class BootstrapDraw:
     returns: FloatArray  # [n_steps, N]
     index: IntArray  # [n_steps] source rows
     regime: IntArray  # [n_steps]
+    block_start: BoolArray  # [n_steps] True where a new block starts
 
 
 def row_regimes(regime_code: npt.ArrayLike, returns: npt.ArrayLike) -> IntArray:
@@ -118,23 +132,40 @@ def regime_block_bootstrap(
     rng: np.random.Generator,
     regime: int | None = None,
     stationary: bool = True,
+    min_pool_blocks: int = MIN_POOL_BLOCKS,
 ) -> BootstrapDraw:
     """Block-bootstrap whole cross-sections of ``returns`` ``[T, N]``, conditioned on regime.
 
     Pools: for each regime ``k`` the rows whose per-row regime (``row_regimes``) is ``k``, in time
-    order, treated as one circular series. A block starts at a uniformly drawn pool position and
-    walks forward through the pool, wrapping from its last row to its first (the circular bootstrap:
-    every pool row is equally likely). With ``stationary=True`` block lengths are geometric with mean
-    ``block_len`` (Politis-Romano stationary bootstrap), otherwise exactly ``block_len``.
+    order. A pool splits into *runs*: maximal stretches of consecutive source rows. A block is a
+    contiguous source run: it starts at a drawn pool position and walks forward one source row per
+    step until its length is reached or its run ends (it never jumps a gap and never wraps). With
+    ``stationary=True`` block lengths are geometric with mean ``block_len`` (Politis-Romano) and a
+    block may start at any pool position; otherwise blocks have exactly ``block_len`` rows and start
+    only where a run still holds ``block_len`` rows.
 
-    * ``regime=k``: every drawn row comes from regime ``k``'s pool. ``ValueError`` if it is empty.
+    A new block's start is uniform over the allowed starts except two: the row just drawn (so no row
+    is ever drawn twice in a row) and the previous block's start in the same regime (so a block is
+    never repeated back-to-back). Hence ``index[i] != index[i - 1]`` for every ``i``, and inside a
+    block ``index[i] == index[i - 1] + 1``.
+
+    Small pools are refused, not widened: a pool with fewer than ``min_pool_blocks * block_len`` rows
+    (or, with fixed blocks, fewer than 2 allowed starts) raises ``ValueError`` naming the regime, the
+    pool size and the block length. A tiny pool would replay the same few rows over and over (one
+    +20 % bar compounding every few steps), and widening it to other regimes would silently turn a
+    crisis path into a mostly calm one; the caller should pass a longer history or a shorter block.
+
+    * ``regime=k``: every drawn row comes from regime ``k``'s pool. ``ValueError`` if it is empty
+      or too small.
     * ``regime=None``: a regime path is simulated from the empirical first-order transition matrix of
       the per-row regimes (first state from their empirical frequencies); each step draws from its
-      regime's pool and a regime change starts a new block.
+      regime's pool and a regime change starts a new block. Every regime that has rows must pass the
+      pool-size check.
 
-    NaN entries (unlisted assets) travel with their row: ``out.returns[i]`` is NaN exactly where
-    ``returns[out.index[i]]`` is NaN, so the listing mask of the path is the source rows' mask.
-    Rows with no finite return are never drawn.
+    Each drawn row is a whole source row, so every asset's return on the path is one of its own
+    source returns (inside its source min/max), and NaN entries (unlisted assets) travel with their
+    row: ``out.returns[i]`` is NaN exactly where ``returns[out.index[i]]`` is NaN, so the listing mask
+    of the path is the source rows' mask. Rows with no finite return are never drawn.
     """
     r = np.asarray(returns, dtype=np.float64)
     if r.ndim != 2:
@@ -147,6 +178,8 @@ def regime_block_bootstrap(
         )
     if block_len < 1:
         raise ValueError(f"block_len must be >= 1, got {block_len!r}")
+    if min_pool_blocks < 1:
+        raise ValueError(f"min_pool_blocks must be >= 1, got {min_pool_blocks!r}")
     if n_steps < 0:
         raise ValueError(f"n_steps must be >= 0, got {n_steps!r}")
     if regime is not None and regime not in range(N_REGIMES):
@@ -156,25 +189,73 @@ def regime_block_bootstrap(
     if regime is not None:
         if pools[regime].size == 0:
             raise ValueError(f"regime={regime}: no row of returns is in that regime")
+        used = [regime]
         path = np.full(n_steps, regime, dtype=np.int64)
     else:
         if not (per_row >= 0).any():
             raise ValueError("returns has no row with a finite value to draw from")
+        used = [k for k in range(N_REGIMES) if pools[k].size > 0]
         path = _simulate_regimes(per_row, n_steps, rng)
+    run_end = [_run_ends(pool) for pool in pools]
+    starts = {k: _allowed_starts(run_end[k], block_len, stationary) for k in used}
+    for k in used:
+        _check_pool(k, pools[k].size, starts[k].size, block_len, min_pool_blocks)
 
     index = np.empty(n_steps, dtype=np.int64)
+    is_start = np.zeros(n_steps, dtype=bool)
     pos, remaining, current = 0, 0, NO_REGIME
+    last_start = dict.fromkeys(range(N_REGIMES), -1)
     for i in range(n_steps):
-        pool = pools[path[i]]
-        if remaining == 0 or path[i] != current:
-            pos = int(rng.integers(pool.size))
+        k = int(path[i])
+        if remaining == 0 or k != current or pos == run_end[k][pos]:
+            last_pos = pos if k == current else -1
+            pos = _draw_start(starts[k], (last_pos, last_start[k]), last_pos, rng)
+            last_start[k] = pos
             remaining = int(rng.geometric(1.0 / block_len)) if stationary else block_len
-            current = int(path[i])
+            current = k
+            is_start[i] = True
         else:
-            pos = (pos + 1) % pool.size
-        index[i] = pool[pos]
+            pos += 1
+        index[i] = pools[k][pos]
         remaining -= 1
-    return BootstrapDraw(returns=r[index].copy(), index=index, regime=per_row[index])
+    return BootstrapDraw(returns=r[index].copy(), index=index, regime=per_row[index], block_start=is_start)
+
+
+def _run_ends(pool: IntArray) -> IntArray:
+    """For each pool position, the position of the last row of its run of consecutive source rows."""
+    if pool.size == 0:
+        return np.empty(0, dtype=np.int64)
+    last = np.flatnonzero(np.append(np.diff(pool) != 1, True))  # positions that end a run
+    return last[np.searchsorted(last, np.arange(pool.size))].astype(np.int64)
+
+
+def _allowed_starts(run_end: IntArray, block_len: int, stationary: bool) -> IntArray:
+    positions = np.arange(run_end.size)
+    if stationary:
+        return positions
+    return positions[run_end - positions + 1 >= block_len]
+
+
+def _check_pool(regime: int, size: int, n_starts: int, block_len: int, min_pool_blocks: int) -> None:
+    need = min_pool_blocks * block_len
+    if size < need or n_starts < 2:
+        why = (
+            f"fewer than min_pool_blocks={min_pool_blocks} blocks of block_len={block_len} ({need} rows)"
+            if size < need
+            else f"its runs of consecutive rows allow {n_starts} start(s) of a block of block_len={block_len}"
+        )
+        raise ValueError(
+            f"regime {regime} ({REGIME_LABELS[regime]}) pool has {size} rows, {why}: a path drawn from it "
+            "would repeat the same rows; pass a longer history or a shorter block_len"
+        )
+
+
+def _draw_start(starts: IntArray, avoid: tuple[int, int], must_avoid: int, rng: np.random.Generator) -> int:
+    """A uniform start outside ``avoid``; only ``must_avoid`` (the row just drawn) when that empties it."""
+    candidates = starts[~np.isin(starts, avoid)]
+    if candidates.size == 0:
+        candidates = starts[starts != must_avoid]
+    return int(candidates[rng.integers(candidates.size)])
 
 
 # --------------------------------------------------------------------------- crisis injection
@@ -217,6 +298,7 @@ def inject_crisis(
     high: npt.ArrayLike | None = None,
     low: npt.ArrayLike | None = None,
     listed: npt.ArrayLike | None = None,
+    loss: float | None = None,
 ) -> CrisisPrices:
     """Shock rows ``start .. start + length - 1`` of ``[T, N]`` price arrays.
 
@@ -227,13 +309,24 @@ def inject_crisis(
 
     1. standardise ``z = (x - mu) / sigma`` (``z = 0`` for an asset with ``sigma == 0``);
     2. correlation shock: with ``c0`` the average pairwise correlation of ``z`` over eligible assets,
-       ``w = (corr_target - c0) / (1 - c0)`` and a common factor ``f ~ N(0, 1)`` per row from ``rng``,
+       ``w = (corr_target - c0) / (1 - c0)`` and a common factor ``f`` per row (``length`` draws of
+       ``N(0, 1)`` from ``rng``, standardised to sample mean 0 and standard deviation 1),
        ``z' = sqrt(1 - w) z + sqrt(w) f``, which has unit variance and average pairwise correlation
-       ``c0 + w (1 - c0) = corr_target`` in expectation. Skipped (``w = 0``) when ``corr_target`` is
-       None, below ``c0``, or fewer than 2 assets are eligible;
-    3. volatility shock and drift: ``x' = mu + drift + vol_mult * sigma * z'``, so the window's
-       standard deviation becomes ``vol_mult`` times the original (in expectation when the factor is
-       blended, exactly otherwise). ``drift`` is an extra log return per bar (``-0.01`` ~ -1 %/bar).
+       ``c0 + w (1 - c0) = corr_target`` in expectation, and a window sum of exactly 0. Skipped
+       (``w = 0``) when ``corr_target`` is None, below ``c0``, or fewer than 2 assets are eligible;
+    3. volatility shock and trend: ``x' = m + vol_mult * sigma * z'``, so the window's standard
+       deviation becomes ``vol_mult`` times the original (in expectation when the factor is blended,
+       exactly otherwise) and, as ``z'`` sums to 0, the window's total log return is exactly
+       ``length * m``:
+
+       * ``loss=None``: ``m = mu + drift`` (the window's own trend plus ``drift``, an extra log return
+         per bar, ``-0.01`` ~ -1 %/bar);
+       * ``loss=D``: ``m = min(sum(x), log(1 - D)) / length`` (``drift`` must be 0). Every eligible
+         asset ends the window at most ``1 - D`` times its close on the eve of the window, and never
+         above its own unshocked end. So the equal-weight index of eligible assets (mean of
+         ``close' / close'[start - 1]``) loses at least ``D`` from its peak (it starts at 1 and ends at
+         most ``1 - D``), whatever the draw, and every price from the window's end on is at most the
+         unshocked one, so buy-and-hold ends no higher than on the unshocked path.
 
     Prices are rebuilt with ``k[t] = exp(cumsum(x' - x))`` over the window (``k`` constant after it):
     ``close' = close * k[t]``, ``open' = open * k[t - 1]``, i.e. the overnight gap
@@ -258,6 +351,10 @@ def inject_crisis(
             raise ValueError(f"{name} must be finite and >= 0, got {value!r}")
     if not math.isfinite(drift):
         raise ValueError(f"drift must be finite, got {drift!r}")
+    if loss is not None and not 0.0 < loss < 1.0:
+        raise ValueError(f"loss must be in (0, 1) or None, got {loss!r}")
+    if loss is not None and drift != 0.0:
+        raise ValueError(f"drift={drift!r} and loss={loss!r} are exclusive: loss sets the window's trend")
     if corr_target is not None and not -1.0 < corr_target < 1.0:
         raise ValueError(f"corr_target must be in (-1, 1) or None, got {corr_target!r}")
     if listed is None:
@@ -277,13 +374,15 @@ def inject_crisis(
 
     weight = 0.0
     factor = rng.standard_normal(length)  # drawn even when unused: the rng stream stays stable
+    factor = (factor - factor.mean()) / factor.std(ddof=1)
     active = eligible & (sigma > 0.0)
     if corr_target is not None and active.sum() >= 2:
         c0 = _mean_pairwise_corr(z[:, active])
         if corr_target > c0:
             weight = (corr_target - c0) / (1.0 - c0)
     z_new = math.sqrt(1.0 - weight) * z + math.sqrt(weight) * factor[:, None] * (sigma > 0.0)
-    x_new = mu + drift + vol_mult * sigma * z_new
+    trend = mu + drift if loss is None else np.minimum(x.sum(axis=0), math.log1p(-loss)) / length
+    x_new = trend + vol_mult * sigma * z_new
     delta = np.where(eligible, x_new - x, 0.0)
 
     k = np.ones((t_total, n_assets))
@@ -324,18 +423,35 @@ def mean_pairwise_corr(values: npt.ArrayLike) -> float:
 
 
 class CrisisScenario(BaseModel):
-    """A window of ``inject_crisis`` placed on the data."""
+    """A window of ``inject_crisis`` placed on the data: the market move it stands for, as fields.
+
+    ``loss`` over ``length`` bars with volatility times ``vol_mult`` is the move: every draw's
+    equal-weight index of the assets listed through the window falls at least ``loss`` from its peak
+    inside the window (``inject_crisis`` builds the trend instead of hoping a random draw finds it).
+    ``loss=None`` keeps the window's own trend plus ``drift`` (a volatility shock, not a crash).
+    """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     kind: Literal["crisis"] = "crisis"
     start_frac: float = Field(0.5, ge=0.0, lt=1.0, description="window start as a fraction of T")
     length: int = Field(ge=2, description="window length in bars")
+    loss: float | None = Field(
+        None, gt=0.0, lt=1.0, description="equal-weight peak-to-trough loss (fraction) the window reaches"
+    )
     vol_mult: float = Field(ge=0.0, description="window volatility multiplier")
     corr_target: float | None = Field(None, gt=-1.0, lt=1.0, description="average pairwise corr")
     spread_mult: float = Field(1.0, ge=0.0, description="spread multiplier inside the window")
-    drift: float = Field(0.0, description="extra log return per bar inside the window")
+    drift: float = Field(0.0, description="extra log return per bar inside the window (loss=None only)")
     regime_label: int | None = Field(2, ge=0, le=2, description="regime_code written in the window")
+
+    @model_validator(mode="after")
+    def _loss_or_drift(self) -> CrisisScenario:
+        if self.loss is not None and self.drift != 0.0:
+            raise ValueError(
+                f"drift={self.drift!r} and loss={self.loss!r} are exclusive: loss sets the window's trend"
+            )
+        return self
 
 
 class BootstrapScenario(BaseModel):
@@ -347,6 +463,9 @@ class BootstrapScenario(BaseModel):
     regime: int | None = Field(2, ge=0, le=2, description="regime to draw from; None follows transitions")
     block_len: int = Field(10, ge=1, description="mean block length in bars")
     n_steps: int | None = Field(None, ge=2, description="path length in bars; None keeps T")
+    min_pool_blocks: int = Field(
+        MIN_POOL_BLOCKS, ge=1, description="blocks' worth of rows a regime pool needs, else refused"
+    )
 
 
 Scenario = Annotated[CrisisScenario | BootstrapScenario, Field(discriminator="kind")]
@@ -354,13 +473,14 @@ Scenario = Annotated[CrisisScenario | BootstrapScenario, Field(discriminator="ki
 
 def _default_scenarios() -> dict[str, Scenario]:
     return {
-        # Months of high, correlated volatility with a steady decline and wide spreads.
+        # Months of high, correlated volatility with a steady decline and wide spreads: the equal-weight
+        # book loses at least 30 % over 120 bars (about half a year) at 3x volatility.
         "crisis_2008_like": CrisisScenario(
-            length=120, vol_mult=3.0, corr_target=0.7, spread_mult=3.0, drift=-0.003
+            length=120, loss=0.30, vol_mult=3.0, corr_target=0.7, spread_mult=3.0
         ),
-        # Three bars of a sharp, highly correlated drop with very wide spreads; no rebound (worst case).
-        "flash_crash": CrisisScenario(length=3, vol_mult=4.0, corr_target=0.9, spread_mult=10.0, drift=-0.04),
-        # A month of doubled-plus volatility, correlation and drift unchanged.
+        # A sharp, highly correlated drop with very wide spreads: at least 10 % in 3 bars, no rebound.
+        "flash_crash": CrisisScenario(length=3, loss=0.10, vol_mult=4.0, corr_target=0.9, spread_mult=10.0),
+        # A month of doubled-plus volatility, correlation and trend unchanged (no stated loss).
         "vol_spike": CrisisScenario(length=20, vol_mult=2.5, spread_mult=2.0, regime_label=1),
         # A path made only of historical crisis-regime rows.
         "bootstrap_crisis": BootstrapScenario(regime=2, block_len=10),
@@ -373,6 +493,10 @@ class ScenarioConfig(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     scenarios: dict[str, Scenario] = Field(default_factory=_default_scenarios)
+    draws: int = Field(5, ge=1, description="draws per scenario (distinct seeds) that stress results pool")
+    feature_config: FeatureConfig = Field(
+        default_factory=FeatureConfig, description="feature windows the store was built with"
+    )
 
     def get(self, name: str) -> CrisisScenario | BootstrapScenario:
         try:
@@ -401,24 +525,47 @@ def apply_scenario(
 
     Crisis: the window starts at ``clip(int(start_frac * T), 1, T - length)``; ``inject_crisis`` shocks
     open/close/spread of listed assets; ``regime_code`` is set to ``regime_label`` in the window
-    (unless None). Bootstrap: rows are drawn from ``simple_returns(market_data)``; prices are rebuilt
-    from ``close[0]`` by compounding each drawn row's return, with the drawn row's overnight gap
-    (``open[s] / close[s - 1]``); ``listed``, ``spread_bps``, ``dollar_volume``, ``features`` and
-    ``regime_code`` are the drawn rows' values. An asset unlisted on a drawn row keeps its previous
-    price (the simulator masks it). ``ts`` becomes ``ts[0] + i * median(diff(ts))`` (a synthetic
-    calendar). Features are never recomputed (see the module docstring). ``history`` (same assets,
-    e.g. everything up to the window's end) is where a bootstrap draws its rows from instead of
-    ``market_data`` itself: a short window rarely holds enough bars of the requested regime.
+    (unless None). Bootstrap: rows are drawn from ``simple_returns(history or market_data)``; prices are
+    rebuilt from ``close[0]`` by compounding each drawn row's return, with the drawn row's overnight
+    gap (``open[s] / close[s - 1]``); ``listed``, ``spread_bps``, ``dollar_volume``, ``regime_code`` and
+    the features not derived from prices are the drawn rows' values. An asset unlisted on a drawn row
+    keeps its previous price (the simulator masks it). ``ts`` becomes ``ts[0] + i * median(diff(ts))``
+    (a synthetic calendar).
+
+    Both rebuild the price-derived features (``envs.stress_features.PRICE_FEATURES``) from the new
+    prices on every changed row (crisis: from the window start; bootstrap: all rows), with the ingest
+    feature functions and ``config.feature_config``. ``history`` (same assets, everything up to the
+    window's end) supplies the warm-up bars before ``market_data.ts[0]`` those rolling windows need,
+    and is where a bootstrap draws its rows from (a short window rarely holds enough bars of the
+    requested regime). ``regime_code`` is the scenario's label, not recomputed.
     """
-    scenario = (config or ScenarioConfig()).get(name)
-    if isinstance(scenario, CrisisScenario):
-        return _apply_crisis(scenario, market_data, rng)
+    cfg = config or ScenarioConfig()
+    scenario = cfg.get(name)
     if history is not None and history.symbols != market_data.symbols:
         raise ValueError("history must hold the same assets, in the same order, as market_data")
-    return _apply_bootstrap(scenario, market_data, rng, history or market_data)
+    if isinstance(scenario, CrisisScenario):
+        shocked, from_row = _apply_crisis(scenario, market_data, rng)
+    else:
+        shocked, from_row = _apply_bootstrap(scenario, market_data, rng, history or market_data), 0
+    return with_price_features(shocked, from_row, history, cfg.feature_config)
 
 
-def _apply_crisis(sc: CrisisScenario, md: MarketData, rng: np.random.Generator) -> MarketData:
+def scenario_draws(
+    name: str,
+    market_data: MarketData,
+    seed: int | Sequence[int],
+    config: ScenarioConfig | None = None,
+    history: MarketData | None = None,
+) -> tuple[MarketData, ...]:
+    """``config.draws`` independent ``apply_scenario`` results, draw ``j`` seeded by child ``j`` of
+    ``SeedSequence(seed)``: stress results are a spread over draws, never one lucky (or unlucky) path."""
+    cfg = config or ScenarioConfig()
+    children = np.random.SeedSequence(seed).spawn(cfg.draws)
+    return tuple(apply_scenario(name, market_data, np.random.default_rng(c), cfg, history) for c in children)
+
+
+def _apply_crisis(sc: CrisisScenario, md: MarketData, rng: np.random.Generator) -> tuple[MarketData, int]:
+    """The shocked data and the window's first row."""
     t_total = md.n_steps
     if t_total < sc.length + 1:
         raise ValueError(f"market_data has {t_total} bars; the scenario window needs {sc.length + 1}")
@@ -435,13 +582,15 @@ def _apply_crisis(sc: CrisisScenario, md: MarketData, rng: np.random.Generator) 
         drift=sc.drift,
         rng=rng,
         listed=md.listed,
+        loss=sc.loss,
     )
     regime = md.regime_code.copy()
     if sc.regime_label is not None:
         regime[start : start + sc.length] = sc.regime_label
-    return replace(
+    out = replace(
         md, open=shocked.open, close=shocked.close, spread_bps=shocked.spread_bps, regime_code=regime
     )
+    return out, start
 
 
 def _apply_bootstrap(
@@ -450,7 +599,15 @@ def _apply_bootstrap(
     """``md``'s window rebuilt from rows drawn out of ``source`` (``md`` itself or a longer history)."""
     n_steps = sc.n_steps or md.n_steps
     r = simple_returns(source)
-    draw = regime_block_bootstrap(r, source.regime_code, sc.block_len, n_steps, rng, regime=sc.regime)
+    draw = regime_block_bootstrap(
+        r,
+        source.regime_code,
+        sc.block_len,
+        n_steps,
+        rng,
+        regime=sc.regime,
+        min_pool_blocks=sc.min_pool_blocks,
+    )
     src = draw.index  # >= 1 always: row 0 has no finite return and is never drawn
     listed = source.listed[src] & source.listed[src - 1]
     growth = np.where(listed, source.close[src] / source.close[src - 1], 1.0)

@@ -15,7 +15,9 @@ Windows: with ``walk_forward = K`` the evaluation windows are the test windows o
 ``replay.splits.walk_forward_folds`` over the whole store calendar (fold k's test window starts
 after its training window and the embargo); pooled results chain the folds' returns in time order.
 Otherwise the window is the ``split`` of ``envs.replay_loader.load_market_data``. Stress scenarios
-always run on the ``split`` window (same shocked data for every policy, one seeded rng per scenario).
+always run on the ``split`` window (same shocked data for every policy): ``scenario_config.draws``
+draws per scenario (``envs.scenarios.scenario_draws``, seeded by ``[scenario_seed, k]``), each run
+by every policy; ``stress`` holds the first draw's run, ``stress_draws`` all of them.
 Features are the store's, computed from data ``<= t``; a window taken from the whole store is the
 same as loading it, except that a missing spread is costed at the whole store's median.
 """
@@ -25,7 +27,7 @@ from __future__ import annotations
 import hashlib
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
@@ -39,7 +41,7 @@ from raytrade.envs.evaluation.policies import EvaluationInputError, Loader, Poli
 from raytrade.envs.evaluation.stats import BootstrapConfig
 from raytrade.envs.market_data import MarketData
 from raytrade.envs.rollout import replay_policy
-from raytrade.envs.scenarios import BootstrapScenario, ScenarioConfig, apply_scenario, row_regimes
+from raytrade.envs.scenarios import ScenarioConfig, row_regimes, scenario_draws
 from raytrade.replay.schema import FEATURES_SCHEMA
 from raytrade.replay.splits import TimeWindow, walk_forward_folds
 
@@ -90,9 +92,10 @@ class EvaluationPlan:
     specs: tuple[PolicySpec, ...]
     windows: tuple[EvalWindow, ...]
     split_data: MarketData
-    scenarios: dict[str, MarketData]
+    scenarios: dict[str, MarketData]  # the first draw of each scenario
     fingerprint: str
     n_files: int
+    scenario_draws: dict[str, tuple[MarketData, ...]] = field(default_factory=dict)
 
     @property
     def periods_per_year(self) -> int:
@@ -119,7 +122,8 @@ class PolicyResult:
     main: RunSeries
     folds: tuple[RunSeries, ...]
     by_seed: dict[int, RunSeries]
-    stress: dict[str, RunSeries]
+    stress: dict[str, RunSeries]  # the first draw's run
+    stress_draws: dict[str, tuple[RunSeries, ...]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -208,10 +212,10 @@ def slice_window(data: MarketData, window: TimeWindow) -> MarketData:
 def _history(
     root: Path, cfg: EvaluationConfig, specs: Sequence[PolicySpec], split_data: MarketData
 ) -> MarketData | None:
-    """Every bar up to the split's last one: where regime bootstraps draw their blocks (None: no
-    bootstrap scenario asked for). A stress test replays past regimes, so drawing from bars before
-    the split is no look-ahead."""
-    if not any(isinstance(cfg.scenario_config.get(n), BootstrapScenario) for n in cfg.scenarios):
+    """Every bar up to the split's last one: where regime bootstraps draw their blocks and the warm-up
+    of the features rebuilt from stressed prices (None: no scenario asked for). A stress test replays
+    past regimes, so drawing from bars before the split is no look-ahead."""
+    if not cfg.scenarios:
         return None
     everything = _load(root, "all", cfg, specs)
     start, end = (pd.Timestamp(t).tz_localize("UTC") for t in (everything.ts[0], split_data.ts[-1]))
@@ -287,11 +291,12 @@ def prepare(
         for w in windows:
             check_length(specs, w.name, w.data)
     history = _history(store, cfg, specs, split_data)
-    scenarios = {}
+    draws = {}
     for k, name in enumerate(cfg.scenarios):
-        rng = np.random.default_rng([cfg.scenario_seed, k])
         try:
-            scenarios[name] = apply_scenario(name, split_data, rng, cfg.scenario_config, history)
+            draws[name] = scenario_draws(
+                name, split_data, [cfg.scenario_seed, k], cfg.scenario_config, history
+            )
         except ValueError as exc:
             raise EvaluationInputError(
                 f"scenario {name!r} on split {cfg.split!r}: {exc} (pick other scenarios or a longer split)"
@@ -303,9 +308,10 @@ def prepare(
         specs=tuple(specs),
         windows=tuple(windows),
         split_data=split_data,
-        scenarios=scenarios,
+        scenarios={name: runs[0] for name, runs in draws.items()},
         fingerprint=fingerprint,
         n_files=n_files,
+        scenario_draws=draws,
     )
 
 
@@ -351,8 +357,12 @@ def evaluate_policy(spec: PolicySpec, plan: EvaluationPlan) -> PolicyResult:
         by_seed[seed] = pool(runs)
         if seed == seeds[0]:
             folds = runs
-    stress = {name: run_window(spec, data, seeds[0], cfg.simulator) for name, data in plan.scenarios.items()}
-    return PolicyResult(spec, tuple(seeds), by_seed[seeds[0]], folds, by_seed, stress)
+    stress_draws = {
+        name: tuple(run_window(spec, data, seeds[0], cfg.simulator) for data in draws)
+        for name, draws in plan.scenario_draws.items()
+    }
+    stress = {name: runs[0] for name, runs in stress_draws.items()}
+    return PolicyResult(spec, tuple(seeds), by_seed[seeds[0]], folds, by_seed, stress, stress_draws)
 
 
 def evaluate(plan: EvaluationPlan) -> EvaluationResult:
