@@ -45,8 +45,8 @@ from raytrade.models.registry import DEFAULT_REGISTRY, resolve
 @click.option(
     "--kill-drawdown", type=click.FloatRange(0, 1, min_open=True), default=None, help="Default: trained."
 )
-@click.option("--max-batch-size", type=click.IntRange(1), default=16, show_default=True)
-@click.option("--batch-wait-ms", type=click.FloatRange(0), default=2.0, show_default=True)
+@click.option("--max-batch-size", type=click.IntRange(1, 1024), default=16, show_default=True)
+@click.option("--batch-wait-ms", type=click.FloatRange(0, 1000), default=2.0, show_default=True)
 @click.option(
     "--detach", is_flag=True, help="Deploy (or swap) and return instead of serving in the foreground."
 )

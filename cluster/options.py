@@ -1,0 +1,107 @@
+"""Click options checked against the pydantic models they fill, so a field and its flag cannot drift.
+
+Each command builds a frozen options model (``TuneOptions``, ``SourceRequest``, ``LiveConfig``, …)
+from its flags. :func:`option_drift` lists every disagreement between the two: a field without its
+flag, a different default, a flag that is optional for a required field, bounds that differ
+(``click.IntRange``/``FloatRange`` against ``ge``/``gt``/``le``/``lt``), choices that differ from a
+``Literal``. The test suite asserts the list is empty for every command (``tests/test_cli_options.py``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Collection, Mapping
+from typing import Any, Literal, get_args, get_origin
+
+import annotated_types
+import click
+from pydantic import BaseModel
+from pydantic.fields import FieldInfo
+
+
+def _bounds(field: FieldInfo) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for meta in field.metadata:
+        for name in ("ge", "gt", "le", "lt"):
+            value = getattr(meta, name, None)
+            if isinstance(meta, annotated_types.BaseMetadata) and value is not None:
+                out[name] = float(value)
+    return out
+
+
+def _range_bounds(kind: click.ParamType) -> dict[str, float]:
+    if not isinstance(kind, click.IntRange | click.FloatRange):
+        return {}
+    out: dict[str, float] = {}
+    if kind.min is not None:
+        out["gt" if kind.min_open else "ge"] = float(kind.min)
+    if kind.max is not None:
+        out["lt" if kind.max_open else "le"] = float(kind.max)
+    return out
+
+
+def _literal_choices(annotation: Any) -> set[str] | None:
+    if get_origin(annotation) is Literal:
+        return {str(a) for a in get_args(annotation)}
+    return None
+
+
+def _click_default(param: click.Option) -> Any:
+    """The value the command receives when the flag is not given (click marks "no default" with a
+    sentinel: a flag then gets False, any other option None)."""
+    default = param.default
+    if default is None or default is getattr(click.core, "UNSET", None):
+        return False if param.is_flag else None
+    return default
+
+
+def _same(a: Any, b: Any) -> bool:
+    if isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b):
+        return True
+    return bool(a == b)
+
+
+def option_drift(
+    command: click.Command,
+    model: type[BaseModel],
+    *,
+    flags: Mapping[str, str] | None = None,
+    not_flags: Collection[str] = (),
+) -> list[str]:
+    """Disagreements between ``command``'s options and ``model``'s fields (empty: none).
+
+    ``flags`` maps a field to its click parameter name where they differ; ``not_flags`` lists the
+    fields deliberately set another way (derived from other flags, or not user-settable)."""
+    params = {p.name: p for p in command.params if isinstance(p, click.Option)}
+    rename = dict(flags or {})
+    problems: list[str] = []
+    for name, field in model.model_fields.items():
+        if name in not_flags:
+            continue
+        param = params.get(rename.get(name, name))
+        where = f"{command.name}: {model.__name__}.{name}"
+        if param is None:
+            problems.append(f"{where} has no flag")
+            continue
+        flag = "/".join(param.opts)
+        if field.is_required() and not param.required and _click_default(param) is None:
+            problems.append(f"{where} is required but {flag} is optional with no default")
+        if not field.is_required():
+            default = field.get_default(call_default_factory=True)
+            given = _click_default(param)
+            # an unset option (None) stands for an empty default: () symbols, None for "the budget's"
+            if not _same(default, given) and not (given is None and default in ((), None)):
+                problems.append(f"{where} defaults to {default!r} but {flag} to {given!r}")
+        want, have = _bounds(field), _range_bounds(param.type)
+        if have and want != have:
+            problems.append(f"{where} bounds {want} differ from {flag}'s {have}")
+        if want and not have and isinstance(param.type, click.types._NumberParamTypeBase):
+            problems.append(f"{where} bounds {want} but {flag} takes any number")
+        choices = _literal_choices(field.annotation)
+        if (
+            choices is not None
+            and isinstance(param.type, click.Choice)
+            and set(param.type.choices) != choices
+        ):
+            problems.append(f"{where} allows {sorted(choices)} but {flag} {sorted(param.type.choices)}")
+    return problems

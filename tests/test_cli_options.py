@@ -1,0 +1,67 @@
+"""Every command's flags agree with the pydantic model they fill (cluster.options.option_drift)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import click
+import pytest
+from pydantic import BaseModel, ConfigDict, Field
+
+from raytrade.cluster.cli import ingest
+from raytrade.cluster.ingest import SourceRequest
+from raytrade.cluster.live import live_command
+from raytrade.cluster.options import option_drift
+from raytrade.cluster.serve import serve_command
+from raytrade.cluster.tune import TuneOptions, tune_command
+from raytrade.serve.app import ServiceConfig
+from raytrade.serve.decide import ServeConfig
+from raytrade.serve.orders import LiveConfig
+
+COMMANDS = {
+    # wandb is set by --wandb / --no-wandb; trial_resources is for tests and cluster scripts only
+    "tune": (tune_command, TuneOptions, {}, {"wandb", "trial_resources"}),
+    "ingest": (ingest, SourceRequest, {}, set()),
+    # quantity steps are broker facts, not flags
+    "live": (live_command, LiveConfig, {}, {"crypto_qty_step", "fractional_qty_step"}),
+    # decide is built from --max-feature-age-hours / --kill-drawdown (checked against ServeConfig below)
+    "serve": (serve_command, ServiceConfig, {}, {"decide"}),
+}
+
+
+@pytest.mark.parametrize("name", sorted(COMMANDS))
+def test_flags_agree_with_the_options_model(name: str) -> None:
+    command, model, flags, not_flags = COMMANDS[name]
+    assert option_drift(command, model, flags=flags, not_flags=not_flags) == []
+
+
+def test_serve_flags_agree_with_the_decision_config() -> None:
+    # --max-feature-age-hours 0 means "never stale" and becomes None, so its bounds differ by design
+    used = {"kill_drawdown"}
+    assert option_drift(serve_command, ServeConfig, not_flags=set(ServeConfig.model_fields) - used) == []
+
+
+class _Options(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    size: int = Field(3, ge=1)
+    mode: Literal["a", "b"] = "a"
+    name: str
+
+
+@click.command("demo")
+@click.option("--size", type=click.IntRange(min=0), default=4)
+@click.option("--mode", type=click.Choice(["a", "c"]), default="a")
+@click.option("--name")
+def _drifted(size: int, mode: str, name: str | None) -> None:
+    """A command whose flags drifted from _Options in every way the check knows."""
+
+
+def test_every_kind_of_drift_is_reported() -> None:
+    assert option_drift(_drifted, _Options) == [
+        "demo: _Options.size defaults to 3 but --size to 4",
+        "demo: _Options.size bounds {'ge': 1.0} differ from --size's {'ge': 0.0}",
+        "demo: _Options.mode allows ['a', 'b'] but --mode ['a', 'c']",
+        "demo: _Options.name is required but --name is optional with no default",
+    ]
+    assert option_drift(_drifted, _Options, not_flags={"size", "mode", "name"}) == []

@@ -1,0 +1,88 @@
+"""The distribution installs one import name, ``raytrade``, and its package list matches the folders."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tomllib
+import zipfile
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+FOLDERS = ("cluster", "envs", "models", "tune_specs", "serve", "replay")
+
+
+def _setuptools() -> dict[str, object]:
+    config: dict[str, object] = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]
+    return config
+
+
+def test_every_folder_with_an_init_is_a_listed_package_under_raytrade() -> None:
+    on_disk = {
+        "raytrade." + str(init.parent.relative_to(REPO)).replace(os.sep, ".")
+        for top in FOLDERS
+        for init in (REPO / top).rglob("__init__.py")
+        if "__pycache__" not in init.parts
+    }
+    assert set(_setuptools()["packages"]) == on_disk  # type: ignore[arg-type]
+    assert _setuptools()["package-dir"] == {f"raytrade.{top}": top for top in FOLDERS}
+
+
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("wheel")
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--quiet",
+            "--no-deps",
+            "--no-build-isolation",
+            "-w",
+            out,
+            REPO,
+        ],
+        check=True,
+        cwd=tmp_path_factory.mktemp("cwd"),
+    )
+    (path,) = out.glob("raytrade-*.whl")
+    return path
+
+
+def test_the_wheel_holds_nothing_but_raytrade(wheel: Path) -> None:
+    names = zipfile.ZipFile(wheel).namelist()
+    tops = {name.split("/")[0] for name in names}
+    name, version = wheel.name.split("-")[:2]
+    assert tops == {"raytrade", f"{name}-{version}.dist-info"}
+    assert "raytrade/models/registry.py" in names and "raytrade/cluster/configs/rayservice.yaml" in names
+    assert not any(n.startswith("raytrade/__init__") for n in names)  # a namespace package
+
+
+def test_it_installs_beside_packages_named_models_and_serve(wheel: Path, tmp_path: Path) -> None:
+    site = tmp_path / "site"
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--target", site, wheel], check=True
+    )
+    for other in ("models", "serve"):  # another distribution's generic top-level packages
+        (site / other).mkdir()
+        (site / other / "__init__.py").write_text(f"WHO = 'the other {other}'\n")
+    code = (
+        "import models, serve, raytrade.models.registry as r, raytrade.serve.schemas as s; "
+        "print(models.WHO, serve.WHO, r.__file__, s.__file__, sep='|')"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        env={**os.environ, "PYTHONPATH": str(site)},
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    models_who, serve_who, registry_file, schemas_file = out.split("|")
+    assert (models_who, serve_who) == ("the other models", "the other serve")
+    assert registry_file.startswith(str(site)) and schemas_file.startswith(str(site))
