@@ -8,7 +8,15 @@ Measures (random target weights in [-1, 1], episodes reset as they end, like a t
   (target >= 10M asset-steps/s);
 * ``core_b1_step_us``: one B = 1 step (the live path), median microseconds;
 * ``gym_single_steps_per_s``: ``PortfolioEnv.step`` (B = 1, includes the observation dict);
-* ``gym_vector_env_steps_per_s``: ``PortfolioVectorEnv.step`` with 256 envs, env-steps per second.
+* ``gym_vector_env_steps_per_s``: ``PortfolioVectorEnv.step`` with 256 envs, env-steps per second;
+* ``vectorbt_asset_steps_per_s``: the peer reference, vectorbt's ``Portfolio.from_orders`` on the same
+  B = 256 x N = 32 shape (target percent orders, cash shared within each episode's group, fees and
+  slippage, orders sorted sells-first), measured in the same run after a warm-up call that compiles
+  it; ``core_vs_vectorbt`` is our core's asset-steps/s over it (target >= 5). vectorbt comes with the
+  optional ``bench`` extra (``make bench`` installs it); without it both are null with the reason.
+
+vectorbt simulates a whole price history in one call while our core steps bar by bar (a policy
+decides between bars), so the comparison favours vectorbt: it is the ceiling of a vectorised backtest.
 """
 
 from __future__ import annotations
@@ -59,6 +67,42 @@ def _b1_latency_us(n: int, n_steps: int) -> float:
     return float(np.median(times) * 1e6)
 
 
+def _vectorbt_throughput(b: int, n: int, n_steps: int) -> float | str:
+    """vectorbt's asset-steps/s on B groups of N assets over ``n_steps`` bars, or why it is absent."""
+    try:
+        import vectorbt as vbt
+    except ImportError:
+        return "vectorbt is not installed (pip install -e '.[bench]')"
+    import pandas as pd
+
+    rng = np.random.default_rng(0)
+
+    def inputs(steps: int) -> tuple[pd.DataFrame, np.ndarray]:
+        close = 100.0 * np.exp(np.cumsum(rng.normal(0.0, 0.02, (steps, b * n)), axis=0))
+        targets = rng.uniform(-1.0, 1.0, (steps, b * n)) / n  # gross <= 1 within each group
+        return pd.DataFrame(close), targets
+
+    def simulate(close: pd.DataFrame, targets: np.ndarray) -> None:
+        vbt.Portfolio.from_orders(
+            close,
+            size=targets,
+            size_type="targetpercent",
+            group_by=np.repeat(np.arange(b), n),
+            cash_sharing=True,
+            call_seq="auto",
+            fees=0.0005,
+            slippage=0.0005,
+            init_cash=1e6,
+            freq="1D",
+        )
+
+    simulate(*inputs(8))  # compiles vectorbt's numba kernels
+    close, targets = inputs(n_steps)
+    t0 = time.perf_counter()
+    simulate(close, targets)
+    return b * n * n_steps / (time.perf_counter() - t0)
+
+
 def _env_config(n: int) -> dict[str, Any]:
     return {
         "data": {"kind": "synthetic", "n_assets": n, "n_steps": 2000, "seed": 0},
@@ -92,12 +136,17 @@ def run(quick: bool = False) -> dict[str, Any]:
     """All measurements; ``quick`` shrinks every budget to a smoke test."""
     k = 20 if quick else 1
     b, n = 256, 32
+    core = _core_throughput(b, n, 1000 // k)
+    peer = _vectorbt_throughput(b, n, 1000 // k)
     return {
         "config": {"B": b, "N": n, "quick": quick},
-        "core_asset_steps_per_s": _core_throughput(b, n, 1000 // k),
+        "core_asset_steps_per_s": core,
         "core_b1_step_us": _b1_latency_us(n, 5000 // k),
         "gym_single_steps_per_s": _gym_single(n, 5000 // k),
         "gym_vector_env_steps_per_s": _gym_vector(b, n, 500 // k),
+        "vectorbt_asset_steps_per_s": peer if isinstance(peer, float) else None,
+        "core_vs_vectorbt": core / peer if isinstance(peer, float) else None,
+        "vectorbt_absent": peer if isinstance(peer, str) else None,
     }
 
 
@@ -111,6 +160,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             ("core B=1 step latency (us, median)", out["core_b1_step_us"], "live path"),
             ("gym PortfolioEnv steps/s", out["gym_single_steps_per_s"], "B=1 incl. obs dict"),
             ("gym PortfolioVectorEnv env-steps/s", out["gym_vector_env_steps_per_s"], "256 envs"),
+            (
+                "vectorbt from_orders asset-steps/s",
+                out["vectorbt_asset_steps_per_s"],
+                out["vectorbt_absent"] or "peer",
+            ),
+            ("core / vectorbt", out["core_vs_vectorbt"], ">= 5"),
         ],
     )
     write_report(args.json, "env_throughput", out)
