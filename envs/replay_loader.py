@@ -3,7 +3,8 @@
 Calendar rule: when the universe holds any equity, the simulator steps on the equity calendar (the
 sorted union of equity bar timestamps) and crypto is observed at those same labels (its weekend bars
 are not stepped; nothing is forward-filled from a later bar). A crypto-only universe steps on its
-7-day calendar. ``periods_per_year`` follows: 252 (365 for crypto-only) x bars per day.
+7-day calendar. ``periods_per_year`` follows: 252 (365 for crypto-only) x bars per day, and
+``days_per_bar`` is 1 / bars per day (the bar length per-bar financing and borrow rates follow).
 
 Per (t, asset): ``listed`` is True only where the asset has a real bar at t. Prices are carried
 forward inside an asset's life (and backward before its listing, where it is masked) only to keep
@@ -149,7 +150,16 @@ def load_market_data(
         feature_names=tuple(feature_columns),
         regime_code=regime,
         periods_per_year=round(periods_per_year(calendar, calendar_class)),
+        days_per_bar=1.0 / _bars_per_day(calendar),
     )
+
+
+def _bars_per_day(calendar: pd.DatetimeIndex) -> float:
+    """Median bars per calendar date (1 for daily bars, 7 for an hourly equity session, 24 for hourly
+    crypto): the bar length the per-bar carry rates follow."""
+    if len(calendar) < 2:
+        return 1.0
+    return float(pd.Series(1, index=calendar).groupby(calendar.normalize()).size().median())
 
 
 def load_market_data_from_config(cfg: ReplayDataConfig) -> MarketData:

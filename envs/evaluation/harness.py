@@ -108,6 +108,8 @@ class RunSeries:
     turnover: np.ndarray  # [T] traded notional / equity before the trade
     costs: np.ndarray  # [T, 4] currency, ordered as envs.costs.COST_COMPONENTS
     regime: np.ndarray  # [T] int: 0 calm, 1 choppy, 2 crisis, -1 nothing listed
+    ruined: bool = False  # the account was ruined (liquidated; flat afterwards, returns 0)
+    ruin_bar: int | None = None  # index into returns / timestamps of the ruin step (None: never)
 
 
 @dataclass(frozen=True)
@@ -120,6 +122,18 @@ class PolicyResult:
     folds: tuple[RunSeries, ...]
     by_seed: dict[int, RunSeries]
     stress: dict[str, RunSeries]
+
+    @property
+    def ruined(self) -> bool:
+        """Any run of this policy (main, any seed, any stress scenario) ended in ruin."""
+        runs = (self.main, *self.folds, *self.by_seed.values(), *self.stress.values())
+        return any(r.ruined for r in runs)
+
+    @property
+    def ruined_runs(self) -> tuple[str, ...]:
+        """Names of the ruined runs: ``seed <s>`` and ``stress <scenario>``."""
+        seeds = [f"seed {s}" for s, r in self.by_seed.items() if r.ruined]
+        return (*seeds, *(f"stress {n}" for n, r in self.stress.items() if r.ruined))
 
 
 @dataclass(frozen=True)
@@ -320,20 +334,43 @@ def bar_regimes(data: MarketData) -> np.ndarray:
 def run_window(spec: PolicySpec, data: MarketData, seed: int, sim: SimulatorConfig) -> RunSeries:
     """Replay ``spec`` built for ``data`` with ``seed`` over the whole window (one episode)."""
     rollout = replay_policy(data, spec.make(data, seed), sim, n_envs=1)
+    ruin_step = int(rollout.ruin_step[0])
     return RunSeries(
         timestamps=rollout.timestamps,
         returns=rollout.returns[0],
         turnover=rollout.turnover[0],
         costs=rollout.costs[0],
         regime=bar_regimes(data)[1:],
+        ruined=ruin_step >= 0,
+        ruin_bar=ruin_step if ruin_step >= 0 else None,
     )
 
 
 def pool(series: Sequence[RunSeries]) -> RunSeries:
-    """Chain runs in order (walk-forward folds): each fold restarts from fresh equity."""
+    """Chain runs in order (walk-forward folds): each fold restarts from fresh equity.
+
+    The chain is one account: once a fold is ruined the pooled account stays ruined, so every later
+    bar has return, turnover and costs 0 (the folds keep their own series); ``ruin_bar`` is the
+    ruin's index in the chained series.
+    """
     if len(series) == 1:
         return series[0]
-    return RunSeries(*(np.concatenate(parts) for parts in zip(*(_fields(s) for s in series), strict=True)))
+    timestamps, returns, turnover, costs, regime = (
+        np.concatenate(parts) for parts in zip(*(_fields(s) for s in series), strict=True)
+    )
+    offset, ruin_bar = 0, None
+    for s in series:
+        if s.ruin_bar is not None:
+            ruin_bar = offset + s.ruin_bar
+            break
+        offset += len(s.returns)
+    if ruin_bar is not None:
+        returns[ruin_bar + 1 :] = 0.0
+        turnover[ruin_bar + 1 :] = 0.0
+        costs[ruin_bar + 1 :] = 0.0
+    return RunSeries(
+        timestamps, returns, turnover, costs, regime, ruined=ruin_bar is not None, ruin_bar=ruin_bar
+    )
 
 
 def _fields(s: RunSeries) -> tuple[np.ndarray, ...]:
