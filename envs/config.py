@@ -17,6 +17,7 @@ from raytrade.envs.kill_switch import KillSwitchConfig
 from raytrade.envs.projection import ConstraintConfig
 from raytrade.envs.rewards import RewardConfig
 from raytrade.replay.loop_rules import LoopRules
+from raytrade.replay.splits import EMBARGO_BARS, TRAIN_FRACTION, VALIDATION_FRACTION
 
 __all__ = [
     "ConstraintConfig",
@@ -88,9 +89,11 @@ class ReplayDataConfig(BaseModel):
     root: str = Field(description="replay store root (a folder with bars/ and features/)")
     split: Literal["train", "validation", "test", "all"] = Field("train", description="calendar window")
     symbols: tuple[str, ...] | None = Field(None, description="universe (None: every symbol in the store)")
-    train_fraction: float = Field(0.6, gt=0, lt=1, description="share of the calendar in train")
-    validation_fraction: float = Field(0.2, gt=0, lt=1, description="share of the calendar in validation")
-    embargo_bars: int = Field(5, ge=0, description="bars left out between consecutive splits")
+    train_fraction: float = Field(TRAIN_FRACTION, gt=0, lt=1, description="share of the calendar in train")
+    validation_fraction: float = Field(
+        VALIDATION_FRACTION, gt=0, lt=1, description="share of the calendar in validation"
+    )
+    embargo_bars: int = Field(EMBARGO_BARS, ge=0, description="bars left out between consecutive splits")
 
 
 DataConfig = Annotated[SyntheticDataConfig | ReplayDataConfig, Field(discriminator="kind")]

@@ -26,7 +26,7 @@ from raytrade.envs.market_data import MarketData
 from raytrade.replay.features.build import periods_per_year
 from raytrade.replay.reader import read_frame
 from raytrade.replay.schema import FEATURES_SCHEMA
-from raytrade.replay.splits import fractional_splits
+from raytrade.replay.splits import EMBARGO_BARS, TRAIN_FRACTION, VALIDATION_FRACTION, fractional_splits
 
 DEFAULT_FEATURES: tuple[str, ...] = (
     "ret_1",
@@ -69,9 +69,9 @@ def load_market_data(
     split: str = "train",
     symbols: Sequence[str] | None = None,
     *,
-    train_fraction: float = 0.6,
-    validation_fraction: float = 0.2,
-    embargo_bars: int = 5,
+    train_fraction: float = TRAIN_FRACTION,
+    validation_fraction: float = VALIDATION_FRACTION,
+    embargo_bars: int = EMBARGO_BARS,
     feature_columns: Sequence[str] = DEFAULT_FEATURES,
 ) -> MarketData:
     """The ``split`` window ("train" | "validation" | "test" | "all") of the store at ``root``.

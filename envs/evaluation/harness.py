@@ -41,7 +41,13 @@ from raytrade.envs.market_data import MarketData
 from raytrade.envs.rollout import replay_policy
 from raytrade.envs.scenarios import BootstrapScenario, ScenarioConfig, apply_scenario, row_regimes
 from raytrade.replay.schema import FEATURES_SCHEMA
-from raytrade.replay.splits import TimeWindow, walk_forward_folds
+from raytrade.replay.splits import (
+    EMBARGO_BARS,
+    TRAIN_FRACTION,
+    VALIDATION_FRACTION,
+    TimeWindow,
+    walk_forward_folds,
+)
 
 DEFAULT_SCENARIOS: tuple[str, ...] = ("crisis_2008_like", "flash_crash", "vol_spike", "bootstrap_crisis")
 MIN_RETURNS = 2
@@ -58,9 +64,11 @@ class EvaluationConfig(BaseModel):
     min_train_fraction: float = Field(
         0.5, gt=0, lt=1, description="walk-forward: share of the calendar before the first test fold"
     )
-    train_fraction: float = Field(0.6, gt=0, lt=1, description="share of the calendar in train")
-    validation_fraction: float = Field(0.2, gt=0, lt=1, description="share of the calendar in validation")
-    embargo_bars: int = Field(5, ge=0, description="bars left out between train and test windows")
+    train_fraction: float = Field(TRAIN_FRACTION, gt=0, lt=1, description="share of the calendar in train")
+    validation_fraction: float = Field(
+        VALIDATION_FRACTION, gt=0, lt=1, description="share of the calendar in validation"
+    )
+    embargo_bars: int = Field(EMBARGO_BARS, ge=0, description="bars left out between train and test windows")
     symbols: tuple[str, ...] | None = Field(None, description="universe (None: every symbol)")
     seeds: tuple[int, ...] = Field((0, 1, 2), min_length=1, description="seeds of stochastic policies")
     scenarios: tuple[str, ...] = Field(DEFAULT_SCENARIOS, description="stress scenarios (envs.scenarios)")
