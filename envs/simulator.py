@@ -261,6 +261,7 @@ class MarketSimulator:
         self.peak[idx] = e0
         self.ruined[idx] = False
         self.ruin_bar[idx] = -1
+        self._any_ruined = bool(self.ruined.any())
         self.episode_costs[idx] = 0.0
         self.kill.peak[idx] = e0
         self.kill.active[idx] = False
@@ -275,7 +276,10 @@ class MarketSimulator:
         return self.units * self._close[self.t] / self._live_equity()[:, None]
 
     def _live_equity(self) -> np.ndarray:
-        """Equity as a divisor: a ruined account holds nothing, so 0 / tiny = 0 instead of 0 / 0."""
+        """Equity as a divisor: a ruined account holds nothing, so 0 / tiny = 0 instead of 0 / 0 (every
+        other account has equity > 0: ruin is declared at or above 0)."""
+        if not self._any_ruined:
+            return self.equity
         return np.maximum(self.equity, 1e-12 * self.cfg.initial_equity)
 
     def observe(self) -> Observation:
@@ -359,11 +363,12 @@ class MarketSimulator:
             listed_t1,
             self.kill.active,
             self.ruined,
+            t,
             r.fee,
-            r.spread[t],
-            r.slippage_base[t],
-            r.impact[t],
-            r.fill_cap[t],
+            r.spread,
+            r.slippage_base,
+            r.impact,
+            r.fill_cap,
             self._per_asset(spread_mult),
             self._per_asset(slippage_mult),
             self._group,
@@ -380,18 +385,23 @@ class MarketSimulator:
         equity, t1 = self.equity, self.t + 1
         ruined, was_ruined = trade.ruined, self.ruined
         now_ruined = ruined & ~was_ruined
-        tiny = 1e-12 * cfg.initial_equity
-        log_growth = np.log(np.maximum(new_equity, tiny) / np.maximum(equity, tiny))
+        any_ruin = bool(ruined.any())  # the common case skips the ruin bookkeeping (PPO hot path)
+        if any_ruin:
+            tiny = 1e-12 * cfg.initial_equity
+            log_growth = np.log(np.maximum(new_equity, tiny) / np.maximum(equity, tiny))
+        else:
+            log_growth = np.log(new_equity / equity)
         old_peak = self.peak
         self.peak = np.maximum(self.peak, new_equity)
         dd = np.maximum(1.0 - new_equity / self.peak, 0.0)
         old_reward_state = self.reward_state
         reward, self.reward_state = compute_reward(cfg.reward, log_growth, dd, self.reward_state)
-        reward = np.where(was_ruined, 0.0, reward)
+        if any_ruin:
+            reward = np.where(was_ruined, 0.0, reward)
         old_kill = self.kill
         self.kill = update_kill_switch(self.kill, new_equity, cfg.kill_switch)
         steps = self.steps + 1
-        ruin_bar = np.where(now_ruined, t1, self.ruin_bar)
+        ruin_bar = np.where(now_ruined, t1, self.ruin_bar) if any_ruin else self.ruin_bar
         if active is None:
             self.episode_costs = self.episode_costs + costs
             self.units, self.cash, self.equity, self.t, self.steps = new_units, cash, new_equity, t1, steps
@@ -402,6 +412,7 @@ class MarketSimulator:
             self._commit_partial(a, previous, costs, new_units, cash, new_equity)
             self.ruined = np.where(a, ruined, self.ruined)
             self.ruin_bar = np.where(a, ruin_bar, self.ruin_bar)
+        self._any_ruined = any_ruin and bool(self.ruined.any())
         truncated = (self.steps >= cfg.episode_len) & ~ruined
         return StepResult(
             reward=reward,

@@ -79,6 +79,7 @@ def fill_rows(  # pragma: no cover (compiled; covered through the simulator)
     listed_t1: np.ndarray,
     kill_active: np.ndarray,
     dead: np.ndarray,
+    t: np.ndarray,
     fee_rate: np.ndarray,
     spread_rate: np.ndarray,
     slippage_base: np.ndarray,
@@ -98,7 +99,9 @@ def fill_rows(  # pragma: no cover (compiled; covered through the simulator)
 
     ``carry`` is (financing rate per bar, borrow rate per bar, free leverage); ``ruin`` is (equity
     floor in currency, maintenance margin). ``dead [B]`` marks episodes ruined earlier: they stay
-    exactly as they are. Participation: asset ``j`` fills ``lam_j = min(1, fill_cap / |order|)`` of
+    exactly as they are. The per-bar rates (``spread_rate``, ``slippage_base``, ``impact``,
+    ``fill_cap``) are ``[T, N]`` arrays of every bar, read at episode ``i``'s bar ``t[i]``.
+    Participation: asset ``j`` fills ``lam_j = min(1, fill_cap / |order|)`` of
     its order; when those partial fills would leave the gross (or the crypto sleeve's gross, where
     ``has_group``) above both the gross before the fill and the gross of the full fill, every order
     fills the common ``min_j lam_j`` instead, so the book is a convex combination of where it was and
@@ -124,6 +127,7 @@ def fill_rows(  # pragma: no cover (compiled; covered through the simulator)
     fin_rate, borrow_rate, free_leverage = carry[0], carry[1], carry[2]
     floor, margin = ruin[0], ruin[1]
     for i in range(b):
+        ti = t[i]
         if dead[i]:  # ruined earlier: flat, nothing happens until a reset
             for j in range(n):
                 new_units[i, j] = units[i, j]
@@ -163,7 +167,7 @@ def fill_rows(  # pragma: no cover (compiled; covered through the simulator)
                 nu = min(max(nu, min(u, 0.0)), max(u, 0.0))
             want[j] = nu
             order = abs(nu - u) * open1[i, j]
-            lam[j] = min(1.0, fill_cap[i, j] / order) if order > 0.0 else 1.0
+            lam[j] = min(1.0, fill_cap[ti, j] / order) if order > 0.0 else 1.0
             lam_min = min(lam_min, lam[j])
             a, z = abs(u * open1[i, j]), abs(nu * open1[i, j])
             p = abs((u + lam[j] * (nu - u)) * open1[i, j])
@@ -185,10 +189,10 @@ def fill_rows(  # pragma: no cover (compiled; covered through the simulator)
             f, s, sl = trade_cost_parts(
                 abs(tr),
                 fee_rate[j],
-                spread_rate[i, j],
-                slippage_base[i, j],
-                impact[i, j],
-                fill_cap[i, j],
+                spread_rate[ti, j],
+                slippage_base[ti, j],
+                impact[ti, j],
+                fill_cap[ti, j],
                 spread_mult[i, j],
                 slippage_mult[i, j],
             )
