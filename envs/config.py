@@ -16,6 +16,8 @@ from raytrade.envs.costs import CostConfig
 from raytrade.envs.kill_switch import KillSwitchConfig
 from raytrade.envs.projection import ConstraintConfig
 from raytrade.envs.rewards import RewardConfig
+from raytrade.replay.loop_rules import LoopRules
+from raytrade.replay.splits import EMBARGO_BARS, TRAIN_FRACTION, VALIDATION_FRACTION
 
 __all__ = [
     "ConstraintConfig",
@@ -31,6 +33,7 @@ __all__ = [
 ]
 
 _FROZEN = ConfigDict(frozen=True, extra="forbid")
+_LOOP = LoopRules()  # the trading loop's constants are stated once, there
 
 
 class SimulatorConfig(BaseModel):
@@ -41,9 +44,22 @@ class SimulatorConfig(BaseModel):
     episode_len: int = Field(252, ge=1, description="decisions per episode (bars)")
     initial_equity: float = Field(100_000.0, gt=0, description="starting cash, account currency")
     min_equity_fraction: float = Field(
-        0.01, ge=0, lt=1, description="terminate (ruin) when equity falls to this fraction of the start"
+        0.01, ge=0, lt=1, description="ruin (liquidate, end the episode) at or below this share of the start"
     )
-    days_per_bar: float = Field(1.0, gt=0, description="financing days one bar spans (1 for daily bars)")
+    maintenance_margin: float = Field(
+        0.25,
+        ge=0,
+        lt=1,
+        description="ruin (liquidate, end the episode) when equity is at or below this fraction of the "
+        "gross position value (25 %: FINRA Rule 4210's minimum maintenance margin); with gross <= "
+        "equity it only binds at equity <= 0",
+    )
+    days_per_bar: float | None = Field(
+        None,
+        gt=0,
+        description="trading days one bar spans, for per-bar carry rates (None: the data's bar length, "
+        "MarketData.days_per_bar)",
+    )
     costs: CostConfig = CostConfig()
     constraints: ConstraintConfig = ConstraintConfig()
     reward: RewardConfig = RewardConfig()
@@ -73,9 +89,11 @@ class ReplayDataConfig(BaseModel):
     root: str = Field(description="replay store root (a folder with bars/ and features/)")
     split: Literal["train", "validation", "test", "all"] = Field("train", description="calendar window")
     symbols: tuple[str, ...] | None = Field(None, description="universe (None: every symbol in the store)")
-    train_fraction: float = Field(0.6, gt=0, lt=1, description="share of the calendar in train")
-    validation_fraction: float = Field(0.2, gt=0, lt=1, description="share of the calendar in validation")
-    embargo_bars: int = Field(5, ge=0, description="bars left out between consecutive splits")
+    train_fraction: float = Field(TRAIN_FRACTION, gt=0, lt=1, description="share of the calendar in train")
+    validation_fraction: float = Field(
+        VALIDATION_FRACTION, gt=0, lt=1, description="share of the calendar in validation"
+    )
+    embargo_bars: int = Field(EMBARGO_BARS, ge=0, description="bars left out between consecutive splits")
 
 
 DataConfig = Annotated[SyntheticDataConfig | ReplayDataConfig, Field(discriminator="kind")]
@@ -106,8 +124,12 @@ class GatedEnvConfig(PortfolioEnvConfig):
 
     edge_column: str = Field("fc_mean", description="feature: expected next-bar return (signed)")
     sigma_column: str = Field("vol_20", description="feature: per-bar return volatility")
-    kelly_scale: float = Field(0.2, ge=0, description="kelly_lite = min(cap, scale * edge / sigma^2)")
-    kelly_cap: float = Field(0.15, ge=0, le=1, description="cap of the kelly fraction per symbol")
+    kelly_scale: float = Field(
+        _LOOP.kelly_scale, ge=0, description="kelly_lite = min(cap, scale * edge / sigma^2) (the loop's)"
+    )
+    kelly_cap: float = Field(
+        _LOOP.kelly_cap, ge=0, le=1, description="cap of the kelly fraction per symbol (the loop's)"
+    )
     probe_weight: float = Field(0.002, ge=0, le=1, description="fixed probe size, fraction of equity")
     passive_fill_prob: float = Field(0.6, ge=0, le=1, description="chance a passive order fills")
     passive_spread_mult: float = Field(

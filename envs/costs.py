@@ -11,13 +11,27 @@ Components (defaults are the live trading loop's, see DESIGN.md §4):
 
 * fee: ``fee_bps`` of traded notional by asset class (equity 5 bps, crypto 15 bps);
 * spread: ``spread_fraction`` (1/2) of the full quoted or estimated spread per side;
-* slippage: a liquidity-tier base (3 / 8 / 20 bps for dollar volume >= 1e9 / >= 1e7 / below) plus
-  square-root market impact ``impact_coef_bps * sqrt(traded notional / dollar volume)`` bps. The
-  square-root law is the standard empirical shape of impact; with the default 100 bps a trade of 1 %
-  of a bar's dollar volume costs 10 bps of impact, 0.01 % costs 1 bp;
-* financing: ``financing_rate_annual`` (6.75 %) on gross exposure above ``financing_free_leverage``
-  (1x) equity, per day ``annual / 252`` for equities and ``annual / 365`` for crypto (crypto trades
-  7 days a week), scaled by the bar length in days.
+* spread: the full spread is believed up to ``max_spread_bps`` (500 bps); a wider figure (a high/low
+  estimator on a gap day, a stale quote) is costed at the cap;
+* slippage: a liquidity-tier base (3 / 8 / 20 bps for dollar volume >= the loop's mega-cap threshold
+  1e9 / >= 1e7 / below) plus square-root market impact ``impact_coef_bps * sqrt(participation)`` bps
+  with participation = traded notional / the bar's dollar volume, clipped at ``max_participation``.
+  The square-root law is the standard empirical shape of impact; with the default 100 bps a trade of
+  1 % of a bar's dollar volume costs 10 bps of impact, 0.01 % costs 1 bp;
+* financing: ``financing_rate_annual`` (the loop's 6.75 %) on borrowed notional, the long exposure
+  above ``financing_free_leverage`` (1x) equity, plus ``borrow_fee_annual`` (0.25 %) on short
+  notional; per trading day ``annual / 252`` for equities and ``annual / 365`` for crypto (crypto
+  trades 7 days a week), scaled by the bar length in days (1 for daily bars, 1/7 for hourly equity
+  bars of a 7-bar session).
+
+Participation and the cost bound
+--------------------------------
+A fill takes at most ``max_participation`` (10 %) of the bar's dollar volume (the simulator drops the
+rest of the order; the next decision re-plans from the holdings it got). Impact is evaluated on the
+clipped participation, so the slippage rate is at most ``max(tier_base_bps) + impact_coef_bps *
+sqrt(max_participation)``, and a trade's fee + spread + slippage is at most
+:func:`max_cost_fraction` of its notional (multipliers <= 1): with the defaults
+``15 + 0.5 * 500 + 20 + 100 * sqrt(0.1) = 316.6`` bps, 3.17 % of the notional traded.
 """
 
 from __future__ import annotations
@@ -29,7 +43,10 @@ import numba
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from raytrade.replay.loop_rules import LoopRules
+
 BPS = 1e-4
+_LOOP = LoopRules()
 
 
 class CostConfig(BaseModel):
@@ -40,8 +57,15 @@ class CostConfig(BaseModel):
     fee_bps_equity: float = Field(5.0, ge=0, description="fee, bps of traded notional, equities")
     fee_bps_crypto: float = Field(15.0, ge=0, description="fee, bps of traded notional, crypto")
     spread_fraction: float = Field(0.5, ge=0, description="fraction of the full spread paid per side")
+    max_spread_bps: float = Field(
+        500.0,
+        gt=0,
+        description="widest full spread costed, bps; a wider estimate (gap-day high/low estimator, stale "
+        "quote) is costed at this",
+    )
     tier_thresholds_usd: tuple[float, float] = Field(
-        (1e9, 1e7), description="dollar volume per bar at or above which an asset is tier 0 / tier 1"
+        (_LOOP.mega_cap_dollar_volume, 1e7),
+        description="dollar volume per bar at or above which an asset is tier 0 (loop's mega caps) / 1",
     )
     tier_base_bps: tuple[float, float, float] = Field(
         (3.0, 8.0, 20.0), description="slippage base bps for liquidity tiers 0 (most liquid), 1, 2"
@@ -49,8 +73,26 @@ class CostConfig(BaseModel):
     impact_coef_bps: float = Field(
         100.0, ge=0, description="impact bps = coef * sqrt(traded notional / dollar volume)"
     )
-    financing_rate_annual: float = Field(0.0675, ge=0, description="annual rate on borrowed notional")
-    financing_free_leverage: float = Field(1.0, ge=0, description="gross/equity financed for free")
+    max_participation: float = Field(
+        0.1,
+        gt=0,
+        le=1,
+        description="most of a bar's dollar volume one fill may take (10 %: the common rule of thumb "
+        "that an order above ~10 % of volume moves the price against itself; execution desks cap "
+        "percent-of-volume algos at 10-20 %); the rest of the order is dropped",
+    )
+    financing_rate_annual: float = Field(
+        _LOOP.financing_annual, ge=0, description="annual rate on borrowed notional (the loop's)"
+    )
+    borrow_fee_annual: float = Field(
+        0.0025,
+        ge=0,
+        description="annual fee on short notional (0.25 %: the general-collateral rate of easy-to-borrow "
+        "US names; hard-to-borrow names cost far more)",
+    )
+    financing_free_leverage: float = Field(
+        1.0, ge=0, description="long exposure / equity financed for free (above it is borrowed)"
+    )
     financing_days_equity: float = Field(252.0, gt=0, description="financing days per year, equities")
     financing_days_crypto: float = Field(365.0, gt=0, description="financing days per year, crypto")
 
@@ -92,33 +134,53 @@ def tier_base_bps(dollar_volume: np.ndarray, cfg: CostConfig) -> np.ndarray:
 
 
 def slippage_bps(traded_abs: np.ndarray, dollar_volume: np.ndarray, cfg: CostConfig) -> np.ndarray:
-    """Tier base bps plus square-root impact of participation ``traded_abs / dollar_volume``."""
-    return tier_base_bps(dollar_volume, cfg) + cfg.impact_coef_bps * np.sqrt(traded_abs / dollar_volume)
+    """Tier base bps plus square-root impact of participation ``traded_abs / dollar_volume`` (clipped
+    at ``max_participation``)."""
+    participation = np.minimum(traded_abs / dollar_volume, cfg.max_participation)
+    return tier_base_bps(dollar_volume, cfg) + cfg.impact_coef_bps * np.sqrt(participation)
+
+
+def max_cost_fraction(cfg: CostConfig) -> float:
+    """The most fee + spread + slippage one trade can cost, as a fraction of its notional (execution
+    multipliers <= 1): the larger fee, plus ``spread_fraction * max_spread_bps``, plus the widest
+    tier base and the impact at ``max_participation``. A bar's trade costs never exceed this times
+    the notional traded in it."""
+    fee = max(cfg.fee_bps_equity, cfg.fee_bps_crypto)
+    spread = cfg.spread_fraction * cfg.max_spread_bps
+    slippage = max(cfg.tier_base_bps) + cfg.impact_coef_bps * math.sqrt(cfg.max_participation)
+    return (fee + spread + slippage) * BPS
 
 
 class CostRates(NamedTuple):
     """Per-asset cost rates, fractions of traded notional; they depend on data known at the bar only.
 
     ``impact`` is per square root of notional: the impact fraction of a trade ``x`` is
-    ``impact * sqrt(x)`` (that is ``impact_coef_bps * sqrt(x / dollar_volume)`` bps). The simulator
-    computes the rates of every bar once and indexes them per step.
+    ``impact * sqrt(min(x, fill_cap))`` (that is ``impact_coef_bps * sqrt(participation)`` bps with
+    participation clipped at ``max_participation``). ``fill_cap`` is the most notional one fill may
+    take, ``max_participation * dollar_volume``. The simulator computes the rates of every bar once
+    and indexes them per step.
     """
 
     fee: np.ndarray
     spread: np.ndarray
     slippage_base: np.ndarray
     impact: np.ndarray
+    fill_cap: np.ndarray
 
 
 def cost_rates(
     spread_bps: np.ndarray, dollar_volume: np.ndarray, fee_rate_bps: np.ndarray, cfg: CostConfig
 ) -> CostRates:
-    """Rates from the full spread (bps), dollar volume per bar and the fee (bps, :func:`fee_bps`)."""
+    """Rates from the full spread (bps, capped at ``max_spread_bps``), dollar volume per bar and the
+    fee (bps, :func:`fee_bps`)."""
+    dollar_volume = np.asarray(dollar_volume, dtype=np.float64)
+    spread = np.minimum(np.asarray(spread_bps, dtype=np.float64), cfg.max_spread_bps)
     return CostRates(
         fee=np.asarray(fee_rate_bps, dtype=np.float64) * BPS,
-        spread=cfg.spread_fraction * np.asarray(spread_bps, dtype=np.float64) * BPS,
+        spread=cfg.spread_fraction * spread * BPS,
         slippage_base=tier_base_bps(dollar_volume, cfg) * BPS,
         impact=cfg.impact_coef_bps * BPS / np.sqrt(dollar_volume),
+        fill_cap=cfg.max_participation * dollar_volume,
     )
 
 
@@ -129,23 +191,32 @@ def trade_cost_parts(  # pragma: no cover (compiled)
     spread_rate: float,
     slippage_base: float,
     impact: float,
+    fill_cap: float,
     spread_mult: float,
     slippage_mult: float,
 ) -> tuple[float, float, float]:
     """(fee, spread, slippage) in currency of one trade of ``traded_abs`` notional: the one statement
-    of the formulas, used by :func:`costs_at_rates` and by the simulator's compiled step."""
+    of the formulas, used by :func:`costs_at_rates` and by the simulator's compiled step. Impact is
+    evaluated at most at ``fill_cap`` (participation clipped at the cap), so it stays bounded."""
     fee = traded_abs * fee_rate
     spread = traded_abs * spread_rate * spread_mult
-    slippage = traded_abs * (slippage_base + impact * math.sqrt(traded_abs)) * slippage_mult
+    slippage = traded_abs * (slippage_base + impact * math.sqrt(min(traded_abs, fill_cap))) * slippage_mult
     return fee, spread, slippage
 
 
 @numba.njit(cache=True, nogil=True)
 def financing_of(  # pragma: no cover (compiled)
-    gross_exposure: float, equity: float, rate_per_bar: float, free_leverage: float
+    long_exposure: float,
+    short_exposure: float,
+    equity: float,
+    rate_per_bar: float,
+    borrow_rate_per_bar: float,
+    free_leverage: float,
 ) -> float:
-    """One bar of financing on gross exposure above ``free_leverage`` x equity (scalar form)."""
-    return max(gross_exposure - free_leverage * max(equity, 0.0), 0.0) * rate_per_bar
+    """One bar of carry (scalar form): financing on the borrowed notional, the long exposure above
+    ``free_leverage`` x equity, plus the borrow fee on the short exposure (both >= 0)."""
+    borrowed = max(long_exposure - free_leverage * max(equity, 0.0), 0.0)
+    return borrowed * rate_per_bar + short_exposure * borrow_rate_per_bar
 
 
 @numba.njit(cache=True, nogil=True)
@@ -155,13 +226,14 @@ def _costs_kernel(  # pragma: no cover (compiled)
     spread: np.ndarray,
     base: np.ndarray,
     impact: np.ndarray,
+    cap: np.ndarray,
     smult: np.ndarray,
     slmult: np.ndarray,
 ) -> np.ndarray:
     out = np.empty((3, x.size))
     for k in range(x.size):
         out[0, k], out[1, k], out[2, k] = trade_cost_parts(
-            x[k], fee[k], spread[k], base[k], impact[k], smult[k], slmult[k]
+            x[k], fee[k], spread[k], base[k], impact[k], cap[k], smult[k], slmult[k]
         )
     return out
 
@@ -208,20 +280,38 @@ def financing_rate_per_bar(cfg: CostConfig, all_crypto: bool, days_per_bar: floa
 
     A universe is financed on the crypto calendar (/365) only when every asset is crypto; any equity
     makes it the equity calendar (/252): crypto is unlevered by default, so borrowing comes from
-    equities.
+    equities. ``days_per_bar`` is the bar length in trading days (``MarketData.days_per_bar``).
     """
-    days = cfg.financing_days_crypto if all_crypto else cfg.financing_days_equity
-    return cfg.financing_rate_annual / days * days_per_bar
+    return cfg.financing_rate_annual / _days_per_year(cfg, all_crypto) * days_per_bar
+
+
+def borrow_rate_per_bar(cfg: CostConfig, all_crypto: bool, days_per_bar: float = 1.0) -> float:
+    """Fraction of short notional charged per bar: ``borrow_fee_annual / days_per_year * days_per_bar``
+    (the calendar as :func:`financing_rate_per_bar`)."""
+    return cfg.borrow_fee_annual / _days_per_year(cfg, all_crypto) * days_per_bar
+
+
+def _days_per_year(cfg: CostConfig, all_crypto: bool) -> float:
+    return cfg.financing_days_crypto if all_crypto else cfg.financing_days_equity
 
 
 def financing_cost(
-    gross_exposure: np.ndarray, equity: np.ndarray, rate_per_bar: float, cfg: CostConfig
+    long_exposure: np.ndarray,
+    equity: np.ndarray,
+    rate_per_bar: float,
+    cfg: CostConfig,
+    short_exposure: np.ndarray | float = 0.0,
+    borrow_rate_per_bar: float = 0.0,
 ) -> np.ndarray:
-    """Financing for one bar on gross exposure above ``financing_free_leverage`` x equity
-    (:func:`financing_of` per element)."""
-    gross, eq = np.broadcast_arrays(np.asarray(gross_exposure, np.float64), np.asarray(equity, np.float64))
+    """Carry for one bar (:func:`financing_of` per element): financing on the long exposure above
+    ``financing_free_leverage`` x equity plus the borrow fee on ``short_exposure`` (absolute value)."""
+    long, short, eq = np.broadcast_arrays(
+        np.asarray(long_exposure, np.float64),
+        np.asarray(short_exposure, np.float64),
+        np.asarray(equity, np.float64),
+    )
     out = [
-        financing_of(g, e, rate_per_bar, cfg.financing_free_leverage)
-        for g, e in zip(gross.ravel(), eq.ravel(), strict=True)
+        financing_of(g, s, e, rate_per_bar, borrow_rate_per_bar, cfg.financing_free_leverage)
+        for g, s, e in zip(long.ravel(), short.ravel(), eq.ravel(), strict=True)
     ]
-    return np.array(out, dtype=np.float64).reshape(gross.shape)
+    return np.array(out, dtype=np.float64).reshape(long.shape)

@@ -99,7 +99,7 @@ def _advance(  # pragma: no cover (compiled; covered through update_kill_switch)
     peak_out, active_out, bars_out = np.empty(b), np.empty(b, dtype=np.bool_), np.zeros(b, dtype=np.int64)
     for i in range(b):
         p = max(peak[i], equity[i])
-        dd = max(1.0 - equity[i] / p, 0.0)
+        dd = max(1.0 - equity[i] / p, 0.0) if p > 0.0 else 1.0  # ruined, peak reset to 0: all lost
         if active[i]:
             counted = bars[i] + 1
             by_time = release_after_bars > 0 and counted >= release_after_bars

@@ -9,6 +9,10 @@ Design decisions
   raw store; here they are filled with the last known price (or the first future price before the
   listing, which is never observed because the asset is masked) only so that arithmetic stays
   finite; ``listed`` is what the simulator trusts.
+* ``days_per_bar`` is the bar length in trading days (1 for daily bars, 1/7 for hourly bars of a
+  7-bar equity session, 1/1440 for minute crypto bars): per-bar carry rates (financing, borrow) are
+  the annual rate / days per year * ``days_per_bar``. It and ``periods_per_year`` come from the
+  same calendar (``periods_per_year = days per year / days_per_bar``).
 * ``features[t]`` holds values computed from data with timestamp <= ``ts[t]`` (the store's
   contract); a decision at ``t`` fills at ``open[t + 1]``.
 """
@@ -39,6 +43,7 @@ class MarketData:
     feature_names: tuple[str, ...]  # [F]
     regime_code: np.ndarray  # [T, N] int8: 0 calm, 1 choppy, 2 crisis
     periods_per_year: int = 252
+    days_per_bar: float = 1.0  # trading days one bar spans: 1 daily, 1/7 hourly equity, 1/24 hourly crypto
 
     def __post_init__(self) -> None:
         t, n = self.close.shape
@@ -59,6 +64,8 @@ class MarketData:
                 f"MarketData.symbols/asset_class have {len(self.symbols)}/{len(self.asset_class)} "
                 f"entries, expected {n}"
             )
+        if not (np.isfinite(self.days_per_bar) and self.days_per_bar > 0):
+            raise ValueError(f"MarketData.days_per_bar must be finite and > 0, got {self.days_per_bar!r}")
         if self.features.shape[:2] != (t, n) or self.features.shape[2] != len(self.feature_names):
             raise ValueError(
                 f"MarketData.features has shape {self.features.shape}, expected "

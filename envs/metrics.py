@@ -13,9 +13,12 @@ Design decisions
   instead of ``inf`` and never emits a numpy warning. Where empyrical returns ``inf`` (Sharpe of a
   constant positive series, Sortino with no downside) this module returns ``nan``: "undefined", not
   "infinitely good".
-* Bad input fails loudly: NaN/inf returns, returns ``<= -1`` (equity would reach zero or go negative)
-  and wrong dimensionality raise ``ValueError`` naming the argument and the first bad index and value.
-  Nothing is coerced silently.
+* Bad input fails loudly: NaN/inf returns, returns ``< -1`` (equity would go negative) and wrong
+  dimensionality raise ``ValueError`` naming the argument and the first bad index and value. Nothing
+  is coerced silently.
+* A return of exactly ``-1`` is ruin: the simulator liquidates an account whose equity reaches zero,
+  floors it there and keeps it flat (returns 0 afterwards). Such a series is summarised, not refused:
+  total return -100 %, max drawdown -100 %, the ratios computed on the floored series.
 
 Sign conventions: returns, drawdowns and CVaR are fractions of equity; losses are negative
 (``max_drawdown`` is ``<= 0``, ``cvar`` is negative when the worst periods lose money).
@@ -87,19 +90,31 @@ def _check_finite(arr: FloatArray, name: str) -> None:
 def validate_returns(returns: ArrayLike, name: str = "returns") -> FloatArray:
     """Return ``returns`` as a 1-D float64 array, or raise ``ValueError``.
 
-    Rejects: ndim != 1, NaN/inf entries, entries ``<= -1`` (equity would become non-positive).
-    The message names ``name`` and the first offending index and value.
+    Rejects: ndim != 1, NaN/inf entries, entries ``< -1`` (equity would become negative), and a
+    non-zero return after a ``-1`` (ruin: equity floored at 0, accepted, and flat afterwards). The
+    message names ``name`` and the first offending index and value.
     """
     arr = _as_float_array(returns, name)
     if arr.ndim != 1:
         raise ValueError(f"{name} must be 1-D, got shape {arr.shape}")
     _check_finite(arr, name)
-    bad = arr <= -1.0
+    bad = arr < -1.0
     if bad.any():
         index, value = _first_bad(arr, bad)
         raise ValueError(
-            f"{name}[{_fmt_index(index)}] = {value!r} is <= -1: equity would become non-positive"
+            f"{name}[{_fmt_index(index)}] = {value!r} is < -1: equity would become negative "
+            "(a ruined account is floored at -1)"
         )
+    ruin = np.flatnonzero(arr == -1.0)
+    if ruin.size:
+        first = int(ruin[0])
+        after = np.flatnonzero(arr[first + 1 :] != 0.0)
+        if after.size:
+            k = first + 1 + int(after[0])
+            raise ValueError(
+                f"{name}[{k}] = {float(arr[k])!r} follows the ruin at {name}[{first}] = -1.0: "
+                "a ruined account holds nothing and stays flat (returns 0)"
+            )
     return arr
 
 
@@ -221,7 +236,7 @@ def sortino_ratio(returns: ArrayLike, periods_per_year: float, required_return: 
 
 
 def drawdown_series(returns: ArrayLike) -> FloatArray:
-    """Drawdown after each period: ``(equity[t] - peak[t]) / peak[t]``, values in ``(-1, 0]``.
+    """Drawdown after each period: ``(equity[t] - peak[t]) / peak[t]``, in ``[-1, 0]`` (-1: ruined).
 
     ``equity[t] = prod(1 + r[:t+1])`` starting from 1.0, and ``peak[t] = max(1.0, equity[:t+1])``: the
     initial equity counts as a peak, so a loss in the first period is already a drawdown (as in

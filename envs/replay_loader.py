@@ -3,7 +3,8 @@
 Calendar rule: when the universe holds any equity, the simulator steps on the equity calendar (the
 sorted union of equity bar timestamps) and crypto is observed at those same labels (its weekend bars
 are not stepped; nothing is forward-filled from a later bar). A crypto-only universe steps on its
-7-day calendar. ``periods_per_year`` follows: 252 (365 for crypto-only) x bars per day.
+7-day calendar. ``periods_per_year`` follows: 252 (365 for crypto-only) x bars per day, and
+``days_per_bar`` is 1 / bars per day (the bar length per-bar financing and borrow rates follow).
 
 Per (t, asset): ``listed`` is True only where the asset has a real bar at t. Prices are carried
 forward inside an asset's life (and backward before its listing, where it is masked) only to keep
@@ -25,7 +26,7 @@ from raytrade.envs.market_data import MarketData
 from raytrade.replay.features.build import periods_per_year
 from raytrade.replay.reader import read_frame
 from raytrade.replay.schema import FEATURES_SCHEMA
-from raytrade.replay.splits import fractional_splits
+from raytrade.replay.splits import EMBARGO_BARS, TRAIN_FRACTION, VALIDATION_FRACTION, fractional_splits
 
 DEFAULT_FEATURES: tuple[str, ...] = (
     "ret_1",
@@ -68,9 +69,9 @@ def load_market_data(
     split: str = "train",
     symbols: Sequence[str] | None = None,
     *,
-    train_fraction: float = 0.6,
-    validation_fraction: float = 0.2,
-    embargo_bars: int = 5,
+    train_fraction: float = TRAIN_FRACTION,
+    validation_fraction: float = VALIDATION_FRACTION,
+    embargo_bars: int = EMBARGO_BARS,
     feature_columns: Sequence[str] = DEFAULT_FEATURES,
 ) -> MarketData:
     """The ``split`` window ("train" | "validation" | "test" | "all") of the store at ``root``.
@@ -149,7 +150,16 @@ def load_market_data(
         feature_names=tuple(feature_columns),
         regime_code=regime,
         periods_per_year=round(periods_per_year(calendar, calendar_class)),
+        days_per_bar=1.0 / _bars_per_day(calendar),
     )
+
+
+def _bars_per_day(calendar: pd.DatetimeIndex) -> float:
+    """Median bars per calendar date (1 for daily bars, 7 for an hourly equity session, 24 for hourly
+    crypto): the bar length the per-bar carry rates follow."""
+    if len(calendar) < 2:
+        return 1.0
+    return float(pd.Series(1, index=calendar).groupby(calendar.normalize()).size().median())
 
 
 def load_market_data_from_config(cfg: ReplayDataConfig) -> MarketData:

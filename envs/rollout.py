@@ -4,7 +4,9 @@ checks): one episode per seed, starting at the window's first bar and stepping t
 A policy is any callable ``Observation -> target weights [B, N]`` or ``-> Decision(weights, hold)``:
 ``hold [B, N]`` marks assets that send no order (their units are kept exactly and cost nothing, e.g.
 buy-and-hold after its first bar); sending the current weights instead would re-trade at the next open.
-Every policy goes through the same simulator and cost model, so their results are comparable.
+Every policy goes through the same simulator and cost model, so their results are comparable. A
+ruined episode (see ``envs.simulator``) stays flat: its returns after the ruin step are 0 and the ruin
+step's return is at least -100 %.
 """
 
 from __future__ import annotations
@@ -41,6 +43,8 @@ class Rollout:
     costs: np.ndarray  # [B, T-1, 4] currency, ordered as COST_COMPONENTS
     turnover: np.ndarray  # [B, T-1] traded notional / equity before the trade
     weights: np.ndarray  # [B, T-1, N] projected target weights sent to the market
+    ruin_step: np.ndarray  # [B] int: the step whose bar ruined the episode (returns[b, k] = -1 or
+    #                        what remained), -1 when it never was; after it returns are 0, equity flat
 
     def costs_by_component(self) -> dict[str, float]:
         """Total cost per component over the replay (mean over episodes), currency."""
@@ -82,18 +86,21 @@ def replay_policy(
     costs = np.zeros((n_envs, steps, len(COST_COMPONENTS)))
     turnover = np.zeros((n_envs, steps))
     weights = np.zeros((n_envs, steps, data.n_assets))
+    ruin_step = np.full(n_envs, -1, dtype=np.int64)
     previous = simulator.equity.copy()
     for k in range(steps):
         result = step(policy(simulator.observe()))
-        returns[:, k] = result.equity / previous - 1.0
-        turnover[:, k] = np.abs(result.traded_notional).sum(-1) / previous
+        live = previous > 0  # a ruined account with nothing left stays at 0: its return is 0
+        safe = np.where(live, previous, 1.0)
+        returns[:, k] = np.where(live, result.equity / safe - 1.0, 0.0)
+        turnover[:, k] = np.where(live, np.abs(result.traded_notional).sum(-1) / safe, 0.0)
         equity[:, k], costs[:, k], weights[:, k] = result.equity, result.costs, result.target_weights
+        ruin_step = np.where(result.ruined, k, ruin_step)
         previous = result.equity.copy()
-        if result.terminated.any():
-            returns[:, k + 1 :] = 0.0
+        if result.terminated.all():  # every episode ruined: the rest is flat
             equity[:, k + 1 :] = result.equity[:, None]
             break
-    return Rollout(data.ts[1:], returns, equity, costs, turnover, weights)
+    return Rollout(data.ts[1:], returns, equity, costs, turnover, weights, ruin_step)
 
 
 def equal_weight(obs: Observation) -> np.ndarray:

@@ -5,10 +5,25 @@ Timing contract (no look-ahead)
 A decision at bar ``t`` sees only data at bars ``<= t`` (features, listing, close, spread, volume).
 ``step`` then: projects the target weights onto the constraints (mask = ``listed[t]``), liquidates
 held assets that are not listed at ``t + 1`` at their last price ``close[t]`` (no cost), fills the
-trades at ``open[t + 1]`` sized on the equity at that open, charges fee / spread / slippage with the
-spread and dollar volume known at ``t``, marks to ``close[t + 1]``, charges one bar of financing on
-gross exposure above 1x equity, and computes the reward. So bars after ``t + 1``'s open cannot change
-anything observed or earned up to ``t``.
+trades at ``open[t + 1]`` sized on the equity at that open, each fill taking at most
+``costs.max_participation`` of the dollar volume known at ``t`` (the rest of the order is dropped),
+charges fee / spread / slippage with the spread and dollar volume known at ``t``, marks to
+``close[t + 1]``, charges one bar of carry (financing on the long exposure above 1x equity, the
+borrow fee on the short exposure, per-bar rates from the data's bar length), and computes the
+reward. So bars after ``t + 1``'s open cannot change anything observed or earned up to ``t``.
+
+Exposure bound: the projection caps the *target* gross at ``gross_cap`` (on the equity at close
+``t``). A partial fill leaves the gross at the open at most the larger of the gross before the fill
+and the gross of the full fill (see ``envs.step_kernel.fill_rows``). Between the open and the close
+prices move, so the closing gross can exceed ``gross_cap``; what holds at every close is
+``gross <= equity / maintenance_margin`` (4x at the default 25 %), because a book past that is
+ruined and liquidated; the next decision projects back under ``gross_cap``.
+
+Ruin: equity at the open or the close at or below ``max(min_equity_fraction * initial_equity,
+maintenance_margin * gross)`` liquidates every position at that bar's price (no cost), floors equity
+at 0, and ends the episode (``terminated``; ``ruined`` / ``ruin_bar`` record it). A ruined episode
+stays flat (no trades, no costs, equity unchanged, reward 0) until it is reset, so a return series
+never goes below -100 %.
 
 Accounting
 ----------
@@ -31,7 +46,13 @@ from typing import NamedTuple
 import numpy as np
 
 from raytrade.envs.config import SimulatorConfig
-from raytrade.envs.costs import COST_COMPONENTS, cost_rates, fee_bps, financing_rate_per_bar
+from raytrade.envs.costs import (
+    COST_COMPONENTS,
+    borrow_rate_per_bar,
+    cost_rates,
+    fee_bps,
+    financing_rate_per_bar,
+)
 from raytrade.envs.kill_switch import KillSwitchState, init_kill_switch, update_kill_switch
 from raytrade.envs.market_data import MarketData
 from raytrade.envs.projection import ConstraintConfig
@@ -61,8 +82,9 @@ class StepResult(NamedTuple):
     costs: np.ndarray  # [B, 4] fee, spread, slippage, financing this step
     target_weights: np.ndarray  # [B, N] projected weights that were sent to the market
     traded_notional: np.ndarray  # [B, N] signed notional filled at open t + 1
-    terminated: np.ndarray  # [B] ruin
+    terminated: np.ndarray  # [B] ruined (at this step or earlier; the episode is over)
     truncated: np.ndarray  # [B] end of the episode window
+    ruined: np.ndarray  # [B] ruined at this step: liquidated at bar t + 1
 
 
 class Trade(NamedTuple):
@@ -72,8 +94,9 @@ class Trade(NamedTuple):
     traded_notional: np.ndarray  # [B, N]
     units: np.ndarray  # [B, N] after the fill
     cash: np.ndarray  # [B] at close t + 1
-    equity: np.ndarray  # [B] at close t + 1, after financing
+    equity: np.ndarray  # [B] at close t + 1, after financing (0 or what remains after a ruin)
     costs: np.ndarray  # [B, 4] fee, spread, slippage, financing
+    ruined: np.ndarray  # [B] ruined now or earlier (liquidated, flat)
 
 
 class ExposureLimits(NamedTuple):
@@ -173,7 +196,17 @@ class MarketSimulator:
         self.limits = exposure_limits(is_crypto, cfg.constraints)
         self._no_lock = np.zeros((n_envs, data.n_assets), dtype=bool)
         self._full_cost = np.ones((n_envs, data.n_assets))  # read-only by contract: a multiplier of 1
-        self._fin_rate = financing_rate_per_bar(cfg.costs, bool(is_crypto.all()), cfg.days_per_bar)
+        self.days_per_bar = cfg.days_per_bar if cfg.days_per_bar is not None else data.days_per_bar
+        all_crypto = bool(is_crypto.all())
+        self._carry = np.array(
+            [
+                financing_rate_per_bar(cfg.costs, all_crypto, self.days_per_bar),
+                borrow_rate_per_bar(cfg.costs, all_crypto, self.days_per_bar),
+                cfg.costs.financing_free_leverage,
+            ]
+        )
+        self._ruin = np.array([cfg.min_equity_fraction * cfg.initial_equity, cfg.maintenance_margin])
+        self._group = self.limits.group if self.limits.group is not None else np.zeros(data.n_assets, bool)
         self.rng = np.random.default_rng(seed)
         self.reset()
 
@@ -195,6 +228,8 @@ class MarketSimulator:
         self.units = np.zeros((b, n))
         self.equity = np.zeros(b)
         self.peak = np.zeros(b)
+        self.ruined = np.zeros(b, dtype=bool)
+        self.ruin_bar = np.full(b, -1, dtype=np.int64)
         self.episode_costs = np.zeros((b, len(COST_COMPONENTS)))
         self.kill = init_kill_switch(np.ones(b))
         self.reward_state = init_reward_state(b)
@@ -224,6 +259,9 @@ class MarketSimulator:
         self.units[idx] = 0.0
         self.equity[idx] = e0
         self.peak[idx] = e0
+        self.ruined[idx] = False
+        self.ruin_bar[idx] = -1
+        self._any_ruined = bool(self.ruined.any())
         self.episode_costs[idx] = 0.0
         self.kill.peak[idx] = e0
         self.kill.active[idx] = False
@@ -234,8 +272,15 @@ class MarketSimulator:
     # ------------------------------------------------------------------------------------- views
 
     def weights(self) -> np.ndarray:
-        """Current weights ``units * close[t] / equity`` ``[B, N]``."""
-        return self.units * self._close[self.t] / self.equity[:, None]
+        """Current weights ``units * close[t] / equity`` ``[B, N]`` (0 for a ruined, flat account)."""
+        return self.units * self._close[self.t] / self._live_equity()[:, None]
+
+    def _live_equity(self) -> np.ndarray:
+        """Equity as a divisor: a ruined account holds nothing, so 0 / tiny = 0 instead of 0 / 0 (every
+        other account has equity > 0: ruin is declared at or above 0)."""
+        if not self._any_ruined:
+            return self.equity
+        return np.maximum(self.equity, 1e-12 * self.cfg.initial_equity)
 
     def observe(self) -> Observation:
         """Observation at bar ``t`` of every episode."""
@@ -244,7 +289,7 @@ class MarketSimulator:
         return Observation(
             features=self._features[t],
             weights=self.weights(),
-            cash_fraction=self.cash / self.equity,
+            cash_fraction=self.cash / self._live_equity(),
             drawdown=dd,
             kill_active=self.kill.active.copy(),
             kill_bars=self.kill.bars_active.copy(),
@@ -255,7 +300,7 @@ class MarketSimulator:
     def equity_identity_error(self) -> np.ndarray:
         """``|cash + sum(units * close) - equity| / |equity|`` per episode (0 up to rounding)."""
         value = self.cash + (self.units * self._close[self.t]).sum(-1)
-        return np.abs(value - self.equity) / np.abs(self.equity)
+        return np.abs(value - self.equity) / np.abs(self._live_equity())
 
     # ------------------------------------------------------------------------------------- step
 
@@ -273,7 +318,8 @@ class MarketSimulator:
         units, and the others share what is left of the gross budget. ``spread_mult`` /
         ``slippage_mult`` scale those cost components per asset (execution modes). Episodes where
         ``active [B]`` is False are left exactly as they were (a vector env's autoreset step); their
-        entries in the result are meaningless.
+        entries in the result are meaningless. A ruined episode may be stepped: it stays flat and
+        reports ``terminated`` until it is reset.
         """
         cfg = self.cfg
         b = self.n_envs
@@ -295,16 +341,16 @@ class MarketSimulator:
         slippage_mult: np.ndarray | float,
     ) -> Trade:
         """Steps 1-4 for every episode (compiled): project onto the constraints (data <= t only),
-        liquidate delistings, fill at open t + 1, charge costs, mark to close t + 1, finance."""
-        cfg, t = self.cfg, self.t
+        liquidate delistings, fill at open t + 1, charge costs, mark to close t + 1, finance, ruin."""
+        t = self.t
         t1 = t + 1
         listed_t, listed_t1 = self._listed[t], self._listed[t1]
         close_t, open1, close1 = self._close[t], self._open[t1], self._close[t1]
         units, cash, equity = self.units, self.cash, self.equity
-        w_now = units * close_t / equity[:, None]
+        w_now = units * close_t / self._live_equity()[:, None]
         w_target, locked = constrained_targets(target, w_now, listed_t, self.kill.active, self.limits, fill)
         r = self._rates
-        new_units, traded, cash, new_equity, costs = fill_rows(
+        new_units, traded, cash, new_equity, costs, ruined = fill_rows(
             w_target,
             locked if locked is not None else self._no_lock,
             units,
@@ -316,40 +362,57 @@ class MarketSimulator:
             listed_t,
             listed_t1,
             self.kill.active,
+            self.ruined,
+            t,
             r.fee,
-            r.spread[t],
-            r.slippage_base[t],
-            r.impact[t],
+            r.spread,
+            r.slippage_base,
+            r.impact,
+            r.fill_cap,
             self._per_asset(spread_mult),
             self._per_asset(slippage_mult),
-            self._fin_rate,
-            float(cfg.costs.financing_free_leverage),
+            self._group,
+            self.limits.group is not None,
+            self._carry,
+            self._ruin,
         )
-        return Trade(w_target, traded, new_units, cash, new_equity, costs)
+        return Trade(w_target, traded, new_units, cash, new_equity, costs, ruined)
 
     def _settle(self, trade: Trade, active: np.ndarray | None) -> StepResult:
         """Step 5: reward, kill switch, bookkeeping (only where ``active``, when given)."""
         cfg = self.cfg
         new_units, cash, new_equity, costs = trade.units, trade.cash, trade.equity, trade.costs
         equity, t1 = self.equity, self.t + 1
-        floor = cfg.min_equity_fraction * cfg.initial_equity
-        ruined = new_equity <= floor
-        ratio = np.maximum(new_equity, 1e-12 * cfg.initial_equity) / equity
-        log_growth = np.log(ratio)
+        ruined, was_ruined = trade.ruined, self.ruined
+        now_ruined = ruined & ~was_ruined
+        any_ruin = bool(ruined.any())  # the common case skips the ruin bookkeeping (PPO hot path)
+        if any_ruin:
+            tiny = 1e-12 * cfg.initial_equity
+            log_growth = np.log(np.maximum(new_equity, tiny) / np.maximum(equity, tiny))
+        else:
+            log_growth = np.log(new_equity / equity)
         old_peak = self.peak
         self.peak = np.maximum(self.peak, new_equity)
         dd = np.maximum(1.0 - new_equity / self.peak, 0.0)
         old_reward_state = self.reward_state
         reward, self.reward_state = compute_reward(cfg.reward, log_growth, dd, self.reward_state)
+        if any_ruin:
+            reward = np.where(was_ruined, 0.0, reward)
         old_kill = self.kill
         self.kill = update_kill_switch(self.kill, new_equity, cfg.kill_switch)
         steps = self.steps + 1
+        ruin_bar = np.where(now_ruined, t1, self.ruin_bar) if any_ruin else self.ruin_bar
         if active is None:
             self.episode_costs = self.episode_costs + costs
             self.units, self.cash, self.equity, self.t, self.steps = new_units, cash, new_equity, t1, steps
+            self.ruined, self.ruin_bar = ruined, ruin_bar
         else:
+            a = np.asarray(active, dtype=bool)
             previous = (old_kill, old_reward_state, old_peak)
-            self._commit_partial(np.asarray(active, dtype=bool), previous, costs, new_units, cash, new_equity)
+            self._commit_partial(a, previous, costs, new_units, cash, new_equity)
+            self.ruined = np.where(a, ruined, self.ruined)
+            self.ruin_bar = np.where(a, ruin_bar, self.ruin_bar)
+        self._any_ruined = any_ruin and bool(self.ruined.any())
         truncated = (self.steps >= cfg.episode_len) & ~ruined
         return StepResult(
             reward=reward,
@@ -360,6 +423,7 @@ class MarketSimulator:
             traded_notional=trade.traded_notional,
             terminated=ruined,
             truncated=truncated,
+            ruined=now_ruined,
         )
 
     def _commit_partial(

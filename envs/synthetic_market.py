@@ -15,6 +15,7 @@ import numpy as np
 
 from raytrade.envs.config import DataConfig, ReplayDataConfig, SyntheticDataConfig
 from raytrade.envs.market_data import MarketData
+from raytrade.replay.loop_rules import LoopRules
 
 SYNTHETIC_FEATURES: tuple[str, ...] = (
     "ret_1",
@@ -86,7 +87,8 @@ def synthetic_market_data(
     dvol = np.exp(rng.uniform(np.log(1e6), np.log(5e9), n)) * np.exp(0.3 * rng.standard_normal((t, n)))
     vol_20 = np.sqrt(np.maximum(_trailing(ret**2, 20) / np.minimum(np.arange(1, t + 1), 20)[:, None], 1e-8))
     fc_std = np.broadcast_to(sigma, (t, n))
-    kelly = np.minimum(0.15, np.maximum(0.0, 0.2 * np.abs(mu) / vol_20**2))
+    rules = LoopRules()
+    kelly = np.minimum(rules.kelly_cap, np.maximum(0.0, rules.kelly_scale * np.abs(mu) / vol_20**2))
     feats = np.stack([ret, _trailing(ret, 5), _trailing(ret, 20), vol_20, spread, mu, fc_std, kelly], axis=-1)
     feats = np.where(listed[..., None], feats, 0.0).astype(np.float32)
     ts = np.datetime64("2020-01-01T00:00:00", "us") + np.arange(t) * np.timedelta64(1, "D")

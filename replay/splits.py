@@ -11,11 +11,19 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Final
 
 import numpy as np
 import pandas as pd
 
 from raytrade.replay.timeutil import as_utc
+
+TRAIN_FRACTION: Final = 0.6
+"""Default share of the calendar in the train split (every config that splits a store reads this)."""
+VALIDATION_FRACTION: Final = 0.2
+"""Default share of the calendar in the validation split; the rest is test."""
+EMBARGO_BARS: Final = 5
+"""Default bars left out between consecutive splits."""
 
 
 @dataclass(frozen=True)
@@ -60,7 +68,7 @@ def time_splits(
     timestamps: Sequence[pd.Timestamp] | pd.DatetimeIndex | np.ndarray,
     train_end: str | pd.Timestamp,
     validation_end: str | pd.Timestamp,
-    embargo_bars: int = 5,
+    embargo_bars: int = EMBARGO_BARS,
 ) -> dict[str, TimeWindow]:
     """Train up to ``train_end``, validation up to ``validation_end``, test after; each gap embargoed.
 
@@ -83,9 +91,9 @@ def time_splits(
 
 def fractional_splits(
     timestamps: Sequence[pd.Timestamp] | pd.DatetimeIndex | np.ndarray,
-    train: float = 0.6,
-    validation: float = 0.2,
-    embargo_bars: int = 5,
+    train: float = TRAIN_FRACTION,
+    validation: float = VALIDATION_FRACTION,
+    embargo_bars: int = EMBARGO_BARS,
 ) -> dict[str, TimeWindow]:
     """Splits by share of the calendar: ``train`` and ``validation`` fractions, the rest is test."""
     if not (0 < train < 1 and 0 < validation < 1 and train + validation < 1):
@@ -104,7 +112,7 @@ def walk_forward_folds(
     timestamps: Sequence[pd.Timestamp] | pd.DatetimeIndex | np.ndarray,
     n_folds: int,
     min_train_bars: int,
-    embargo_bars: int = 5,
+    embargo_bars: int = EMBARGO_BARS,
     expanding: bool = True,
 ) -> list[Fold]:
     """``n_folds`` consecutive test windows covering the calendar after ``min_train_bars``.

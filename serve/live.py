@@ -173,7 +173,8 @@ class LiveLoop:
         answer = self.policy.act(request)
         asked = time.perf_counter()
         held = {p.symbol: p.qty for p in positions}
-        plans = plan_orders(answer, account.equity, quotes, held, cycle_id, self.config)
+        volumes = _latest_dollar_volume(self.store, self.symbols, now) if self.store is not None else {}
+        plans = plan_orders(answer, account.equity, quotes, held, cycle_id, self.config, volumes)
         submitted: dict[str, str] = {}
         rejected: dict[str, str] = {}
         latency: dict[str, float] = {}
@@ -268,6 +269,27 @@ class LiveLoop:
             for rows in (fill_rows, decision_rows):
                 if rows:
                     writer.append_experience(_experience_frame(rows))
+
+
+def _latest_dollar_volume(store: Path, symbols: Sequence[str], now: datetime) -> dict[str, float]:
+    """Each symbol's latest ``dollar_volume_20`` in the store's features up to ``now`` (the volume the
+    simulator caps fills with; the last 30 days are read); a symbol without one is left out (unknown,
+    so only the equity-fraction cap applies to it)."""
+    from raytrade.replay.reader import read_frame
+
+    if not (Path(store) / "features").is_dir():
+        return {}
+    frame = read_frame(
+        store,
+        "features",
+        symbols=list(symbols),
+        start=pd.Timestamp(now) - pd.Timedelta(days=30),
+        end=pd.Timestamp(now),
+        columns=["symbol", "ts", "dollar_volume_20"],
+    )
+    frame = frame.dropna(subset=["dollar_volume_20"]).sort_values("ts")
+    last = frame.groupby("symbol")["dollar_volume_20"].last()
+    return {str(k): float(v) for k, v in last.items() if v > 0}
 
 
 def _loop_state(

@@ -4,6 +4,12 @@
   ``min_trade_notional`` are skipped (dust), and no single order may exceed ``max_trade_fraction`` of
   equity (a wrong answer cannot move the whole account at once; the rest follows on later cycles). A
   target of 0 closes the broker's exact quantity (no residue).
+* Participation: where the symbol's latest bar dollar volume is known (``dollar_volume``: the
+  store's ``dollar_volume_20``, what the simulator caps its fills with), an order's notional is also
+  capped at ``max_participation`` (the simulator's ``CostConfig.max_participation``, 10 %) of it;
+  the rest of the move is dropped and the next cycle re-plans from the actual holdings, as in the
+  simulator. Where it is unknown (no store, a symbol without features yet) only the equity-fraction
+  cap applies: the planner does not invent a volume.
 * ``aggressive``, ``probe`` and ``flat`` are market orders; ``passive`` is a limit order resting at
   the near touch (buy at the bid, sell at the ask); ``hold`` and a fallback answer send nothing.
 * Alpaca will not flip a position through zero in one order, nor sell shares an open order already
@@ -23,6 +29,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from raytrade.envs.costs import CostConfig
 from raytrade.replay.sources.alpaca import TopOfBook, is_crypto_symbol
 from raytrade.serve.schemas import ActResponse
 
@@ -37,6 +44,13 @@ class LiveConfig(BaseModel):
     min_trade_notional: float = Field(25.0, ge=0, description="skip trades below this notional")
     max_trade_fraction: float = Field(
         0.25, gt=0, le=2, description="cap on one order's notional, fraction of equity"
+    )
+    max_participation: float = Field(
+        CostConfig().max_participation,
+        gt=0,
+        le=1,
+        description="cap on one order's notional, fraction of the symbol's latest bar dollar volume "
+        "(the simulator's fill cap; applied where that volume is known)",
     )
     fractional: bool = Field(False, description="trade fractional equity shares (else whole shares)")
     crypto_qty_step: float = Field(1e-6, gt=0, description="crypto quantity increment")
@@ -83,9 +97,11 @@ def plan_orders(
     held_qty: Mapping[str, float],
     cycle_id: str,
     cfg: LiveConfig | None = None,
+    dollar_volume: Mapping[str, float] | None = None,
 ) -> list[OrderPlan]:
     """The orders that move the account from its positions (``held_qty``, signed units) towards
-    ``answer``'s target weights (pure; see the module doc for the rules)."""
+    ``answer``'s target weights (pure; see the module doc for the rules). ``dollar_volume`` maps a
+    symbol to its latest bar dollar volume; a missing, non-finite or non-positive one is unknown."""
     cfg = cfg or LiveConfig()
     if answer.fallback:
         return []
@@ -101,7 +117,17 @@ def plan_orders(
             target, note = 0.0, f"crypto cannot be shorted: target {d.target_weight:+.4f} -> 0"
         held = float(held_qty.get(symbol, 0.0))
         target_qty = target * equity / mid
-        cap_qty = cfg.max_trade_fraction * equity / mid
+        cap_notional = cfg.max_trade_fraction * equity
+        volume = float((dollar_volume or {}).get(symbol, math.nan))
+        if math.isfinite(volume) and volume > 0 and cfg.max_participation * volume < cap_notional:
+            cap_notional = cfg.max_participation * volume
+            if abs(target_qty - held) * mid > cap_notional:
+                capped = (
+                    f"participation: capped at {cfg.max_participation:.0%} of the bar's dollar volume "
+                    f"{volume:,.0f}; the rest is re-planned next cycle"
+                )
+                note = f"{note}; {capped}" if note else capped
+        cap_qty = cap_notional / mid
         delta = max(-cap_qty, min(cap_qty, target_qty - held))
         if abs(delta) * mid < cfg.min_trade_notional and not (target == 0 and held != 0):
             continue

@@ -1,7 +1,8 @@
 """The simulator's step written in plain numpy, as an independent statement of its rules.
 
 ``envs.simulator.MarketSimulator`` runs steps 1-4 as compiled loops (``envs.step_kernel``); this
-subclass runs them in numpy and shares everything else (validation, reward, bookkeeping).
+subclass runs them in numpy and shares everything else (validation, reward, bookkeeping): the
+participation cap, carry and ruin rules are restated here array by array.
 ``tests/test_simulator.py`` steps both side by side over random episodes (fills, delistings, the kill
 switch, partial commits, every reward) and requires the same state to 1e-9. This is the numpy step
 the simulator had before it was compiled, kept here as the oracle.
@@ -45,6 +46,31 @@ def constrained_targets_numpy(
     return project_box_l1(target, lower, upper, budget, limits.group, group_budget), locked
 
 
+def _gross(units: np.ndarray, price: np.ndarray, members: np.ndarray | None = None) -> np.ndarray:
+    value = np.abs(units * price)
+    return (value if members is None else value * members).sum(-1)
+
+
+def participation_fill(
+    units: np.ndarray, wanted: np.ndarray, open1: np.ndarray, fill_cap: np.ndarray, group: np.ndarray | None
+) -> np.ndarray:
+    """Units after the participation cap: each order fills ``min(1, cap / |order|)``; where those
+    partial fills would lever the book (or the crypto sleeve) beyond both the book before and the
+    full fill, every order of the episode fills the smallest of those fractions."""
+    order = np.abs(wanted - units) * open1
+    lam = np.where(order > 0, np.minimum(1.0, fill_cap / np.where(order > 0, order, 1.0)), 1.0)
+    partial = units + lam * (wanted - units)
+    tol = 1.0 + 1e-9
+
+    def over(members: np.ndarray | None) -> np.ndarray:
+        bound = np.maximum(_gross(units, open1, members), _gross(wanted, open1, members))
+        return _gross(partial, open1, members) > bound * tol
+
+    basket = over(None) if group is None else over(None) | over(group)
+    common = units + lam.min(-1, keepdims=True) * (wanted - units)
+    return np.where(basket[:, None], common, partial)
+
+
 class ReferenceSimulator(MarketSimulator):
     """``MarketSimulator`` with steps 1-4 in numpy, one array operation at a time (see the module doc);
     validation, the reward and the bookkeeping are the simulator's own."""
@@ -61,9 +87,12 @@ class ReferenceSimulator(MarketSimulator):
         listed_t, listed_t1 = self._listed[t], self._listed[t1]
         close_t, open1, close1 = self._close[t], self._open[t1], self._close[t1]
         units, cash, equity = self.units, self.cash, self.equity
+        dead = self.ruined
+        floor = cfg.min_equity_fraction * cfg.initial_equity
+        margin = cfg.maintenance_margin
 
         # 1. project the decision onto the constraints (data <= t only)
-        w_now = units * close_t / equity[:, None]
+        w_now = units * close_t / np.maximum(equity, 1e-12 * cfg.initial_equity)[:, None]
         kill = self.kill.active
         w_target, locked = constrained_targets_numpy(target, w_now, listed_t, kill, self.limits, fill)
 
@@ -76,26 +105,44 @@ class ReferenceSimulator(MarketSimulator):
         if locked is not None:
             w_target = np.where(locked & ~gone, w_now, w_target)
 
-        # 3. fill at open t + 1, sized on the equity at that open
+        # 3. fill at open t + 1, sized on the equity at that open; a bust account is liquidated there
         gap_pnl = (units * (open1 - close_t)).sum(-1)
         equity_open = equity + gap_pnl
-        new_units = w_target * equity_open[:, None] / open1
+        bust_open = ~dead & (equity_open <= np.maximum(floor, margin * _gross(units, open1)))
+        wanted = w_target * equity_open[:, None] / open1
         if locked is not None:
-            new_units = np.where(locked & ~gone, units, new_units)
+            wanted = np.where(locked & ~gone, units, wanted)
         if kill.any():
-            clipped = np.clip(new_units, np.minimum(units, 0.0), np.maximum(units, 0.0))
-            new_units = np.where(kill[:, None], clipped, new_units)
-        traded = (new_units - units) * open1
+            clipped = np.clip(wanted, np.minimum(units, 0.0), np.maximum(units, 0.0))
+            wanted = np.where(kill[:, None], clipped, wanted)
         r = self._rates
-        rates_t = CostRates(r.fee, r.spread[t], r.slippage_base[t], r.impact[t])
+        new_units = participation_fill(units, wanted, open1, r.fill_cap[t], self.limits.group)
+        new_units = np.where((dead | bust_open)[:, None], np.where(dead[:, None], units, 0.0), new_units)
+        traded = (new_units - units) * open1 * ~(dead | bust_open)[:, None]
+        rates_t = CostRates(r.fee, r.spread[t], r.slippage_base[t], r.impact[t], r.fill_cap[t])
         tc = costs_at_rates(np.abs(traded), rates_t, spread_mult, slippage_mult)
         fee, spread, slip = tc.fee.sum(-1), tc.spread.sum(-1), tc.slippage.sum(-1)
         trade_cost = fee + spread + slip
         cash = cash - traded.sum(-1) - trade_cost
 
-        # 4. mark to close t + 1, then one bar of financing on the closing exposure
+        # 4. mark to close t + 1, then one bar of carry on the closing exposure
         intrabar_pnl = (new_units * (close1 - open1)).sum(-1)
         equity_close = equity_open - trade_cost + intrabar_pnl
-        fin = financing_cost(np.abs(new_units * close1).sum(-1), equity_close, self._fin_rate, cfg.costs)
-        costs = np.stack([fee, spread, slip, fin], axis=-1)
-        return Trade(w_target, traded, new_units, cash - fin, equity_close - fin, costs)
+        value = new_units * close1
+        long, short = np.maximum(value, 0.0).sum(-1), np.maximum(-value, 0.0).sum(-1)
+        fin = financing_cost(long, equity_close, self._carry[0], cfg.costs, short, self._carry[1])
+        fin = np.where(dead | bust_open, 0.0, fin)
+        equity_end = equity_close - fin
+        cash = cash - fin
+
+        # 5. ruin at the close: liquidate at close t + 1, floor equity at 0; dead episodes stay as they were
+        bust_close = ~dead & ~bust_open & (equity_end <= np.maximum(floor, margin * (long + short)))
+        bust = bust_open | bust_close
+        new_units = np.where(bust[:, None], 0.0, new_units)
+        equity_end = np.where(bust, np.maximum(equity_end, 0.0), equity_end)
+        cash = np.where(bust, equity_end, cash)
+        equity_end = np.where(dead, equity, equity_end)
+        cash = np.where(dead, self.cash, cash)
+        w_target = np.where(dead[:, None], 0.0, w_target)
+        costs = np.stack([fee, spread, slip, fin], axis=-1) * ~dead[:, None]
+        return Trade(w_target, traded, new_units, cash, equity_end, costs, bust | dead)

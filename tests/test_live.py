@@ -177,3 +177,28 @@ def test_an_unreadable_state_file_stops_the_loop_naming_it(tmp_path: Path) -> No
     loop = LiveLoop(FakeBroker(1000.0, PRICES), ScriptedPolicy({}), ["AAPL"], state)
     with pytest.raises(ValueError, match="live_state.json"):
         loop.cycle(T0)
+
+
+def test_the_loop_caps_an_order_at_the_participation_share_of_the_stored_dollar_volume(
+    tmp_path: Path,
+) -> None:
+    # The store says AAPL's latest bars traded $50k each: 10 % is $5k, 50 shares, not the 100 asked.
+    import pandas as pd
+
+    from raytrade.replay.writer import ReplayWriter
+
+    rows = pd.DataFrame(
+        {
+            "symbol": ["AAPL", "AAPL"],
+            "ts": [pd.Timestamp(T0) - pd.Timedelta(days=2), pd.Timestamp(T0) - pd.Timedelta(days=1)],
+            "asset_class": ["equity", "equity"],
+            "close": [100.0, 100.0],
+            "dollar_volume_20": [9e9, 50_000.0],
+        }
+    )
+    with ReplayWriter(tmp_path / "store") as writer:
+        writer.append_features(rows)
+    broker = FakeBroker(100_000.0, PRICES)
+    policy = ScriptedPolicy({"AAPL": (0.1, "aggressive"), "MSFT": (0.0, "flat"), "BTCUSD": (0.0, "flat")})
+    _loop(tmp_path, broker, policy).cycle(T0)
+    assert [(p.symbol, p.qty) for p in broker.submitted] == [("AAPL", 50.0)]

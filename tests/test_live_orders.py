@@ -146,3 +146,17 @@ def test_plan_invariants(target: float, held_weight: float, symbol: str, mode: s
         assert (p.order_type == "limit") == (mode == "passive")
         wanted = (max(target, 0.0) if symbol == "BTCUSD" else target) * EQUITY / mid
         assert (p.side == "buy") == (wanted > held)  # always toward the target
+
+
+def test_an_order_is_capped_at_the_participation_share_of_the_bar_dollar_volume() -> None:
+    # target 20 % of $100k = $20k of AAPL at $100; the bar traded $50k, so 10 % of it: $5k = 50 shares
+    answer = _answer({"AAPL": (0.2, 0.0, "aggressive")})
+    (plan,) = plan_orders(answer, EQUITY, QUOTES, {}, "c1", dollar_volume={"AAPL": 50_000.0})
+    assert plan.qty == 50.0 and plan.note is not None and "10% of the bar's dollar volume" in plan.note
+
+
+def test_an_unknown_dollar_volume_leaves_only_the_equity_cap() -> None:
+    answer = _answer({"AAPL": (0.2, 0.0, "aggressive")})
+    (plan,) = plan_orders(answer, EQUITY, QUOTES, {}, "c1", dollar_volume={"AAPL": float("nan")})
+    (same,) = plan_orders(answer, EQUITY, QUOTES, {}, "c1")
+    assert plan.qty == same.qty == 200.0 and plan.note is None

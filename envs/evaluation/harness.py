@@ -43,7 +43,13 @@ from raytrade.envs.market_data import MarketData
 from raytrade.envs.rollout import replay_policy
 from raytrade.envs.scenarios import ScenarioConfig, row_regimes, scenario_draws
 from raytrade.replay.schema import FEATURES_SCHEMA
-from raytrade.replay.splits import TimeWindow, walk_forward_folds
+from raytrade.replay.splits import (
+    EMBARGO_BARS,
+    TRAIN_FRACTION,
+    VALIDATION_FRACTION,
+    TimeWindow,
+    walk_forward_folds,
+)
 
 DEFAULT_SCENARIOS: tuple[str, ...] = ("crisis_2008_like", "flash_crash", "vol_spike", "bootstrap_crisis")
 MIN_RETURNS = 2
@@ -60,9 +66,11 @@ class EvaluationConfig(BaseModel):
     min_train_fraction: float = Field(
         0.5, gt=0, lt=1, description="walk-forward: share of the calendar before the first test fold"
     )
-    train_fraction: float = Field(0.6, gt=0, lt=1, description="share of the calendar in train")
-    validation_fraction: float = Field(0.2, gt=0, lt=1, description="share of the calendar in validation")
-    embargo_bars: int = Field(5, ge=0, description="bars left out between train and test windows")
+    train_fraction: float = Field(TRAIN_FRACTION, gt=0, lt=1, description="share of the calendar in train")
+    validation_fraction: float = Field(
+        VALIDATION_FRACTION, gt=0, lt=1, description="share of the calendar in validation"
+    )
+    embargo_bars: int = Field(EMBARGO_BARS, ge=0, description="bars left out between train and test windows")
     symbols: tuple[str, ...] | None = Field(None, description="universe (None: every symbol)")
     seeds: tuple[int, ...] = Field((0, 1, 2), min_length=1, description="seeds of stochastic policies")
     scenarios: tuple[str, ...] = Field(DEFAULT_SCENARIOS, description="stress scenarios (envs.scenarios)")
@@ -111,6 +119,8 @@ class RunSeries:
     turnover: np.ndarray  # [T] traded notional / equity before the trade
     costs: np.ndarray  # [T, 4] currency, ordered as envs.costs.COST_COMPONENTS
     regime: np.ndarray  # [T] int: 0 calm, 1 choppy, 2 crisis, -1 nothing listed
+    ruined: bool = False  # the account was ruined (liquidated; flat afterwards, returns 0)
+    ruin_bar: int | None = None  # index into returns / timestamps of the ruin step (None: never)
 
 
 @dataclass(frozen=True)
@@ -124,6 +134,18 @@ class PolicyResult:
     by_seed: dict[int, RunSeries]
     stress: dict[str, RunSeries]  # the first draw's run
     stress_draws: dict[str, tuple[RunSeries, ...]] = field(default_factory=dict)
+
+    @property
+    def ruined(self) -> bool:
+        """Any run of this policy (main, any seed, any stress scenario) ended in ruin."""
+        runs = (self.main, *self.folds, *self.by_seed.values(), *self.stress.values())
+        return any(r.ruined for r in runs)
+
+    @property
+    def ruined_runs(self) -> tuple[str, ...]:
+        """Names of the ruined runs: ``seed <s>`` and ``stress <scenario>``."""
+        seeds = [f"seed {s}" for s, r in self.by_seed.items() if r.ruined]
+        return (*seeds, *(f"stress {n}" for n, r in self.stress.items() if r.ruined))
 
 
 @dataclass(frozen=True)
@@ -326,20 +348,43 @@ def bar_regimes(data: MarketData) -> np.ndarray:
 def run_window(spec: PolicySpec, data: MarketData, seed: int, sim: SimulatorConfig) -> RunSeries:
     """Replay ``spec`` built for ``data`` with ``seed`` over the whole window (one episode)."""
     rollout = replay_policy(data, spec.make(data, seed), sim, n_envs=1)
+    ruin_step = int(rollout.ruin_step[0])
     return RunSeries(
         timestamps=rollout.timestamps,
         returns=rollout.returns[0],
         turnover=rollout.turnover[0],
         costs=rollout.costs[0],
         regime=bar_regimes(data)[1:],
+        ruined=ruin_step >= 0,
+        ruin_bar=ruin_step if ruin_step >= 0 else None,
     )
 
 
 def pool(series: Sequence[RunSeries]) -> RunSeries:
-    """Chain runs in order (walk-forward folds): each fold restarts from fresh equity."""
+    """Chain runs in order (walk-forward folds): each fold restarts from fresh equity.
+
+    The chain is one account: once a fold is ruined the pooled account stays ruined, so every later
+    bar has return, turnover and costs 0 (the folds keep their own series); ``ruin_bar`` is the
+    ruin's index in the chained series.
+    """
     if len(series) == 1:
         return series[0]
-    return RunSeries(*(np.concatenate(parts) for parts in zip(*(_fields(s) for s in series), strict=True)))
+    timestamps, returns, turnover, costs, regime = (
+        np.concatenate(parts) for parts in zip(*(_fields(s) for s in series), strict=True)
+    )
+    offset, ruin_bar = 0, None
+    for s in series:
+        if s.ruin_bar is not None:
+            ruin_bar = offset + s.ruin_bar
+            break
+        offset += len(s.returns)
+    if ruin_bar is not None:
+        returns[ruin_bar + 1 :] = 0.0
+        turnover[ruin_bar + 1 :] = 0.0
+        costs[ruin_bar + 1 :] = 0.0
+    return RunSeries(
+        timestamps, returns, turnover, costs, regime, ruined=ruin_bar is not None, ruin_bar=ruin_bar
+    )
 
 
 def _fields(s: RunSeries) -> tuple[np.ndarray, ...]:
