@@ -91,7 +91,11 @@ def history(hostile_store: Path) -> MarketData:
     return load_market_data(hostile_store, "all")
 
 
-def test_the_store_is_as_hostile_as_intended(history: MarketData) -> None:
+def test_the_store_is_as_hostile_as_intended(hostile_store: Path, history: MarketData) -> None:
+    from raytrade.replay.reader import read_frame
+
+    thin = read_frame(hostile_store, "bars", symbols=[THIN], columns=["close", "volume"])
+    assert float((thin["close"] * thin["volume"]).median()) < 1e4  # a few thousand dollars a day
     returns = simple_returns(history)
     col = {s: k for k, s in enumerate(history.symbols)}
     assert np.nanmax(returns[:, col[JUMP]]) == pytest.approx(0.20, abs=1e-9)
