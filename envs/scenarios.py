@@ -161,9 +161,10 @@ def regime_block_bootstrap(
 
     Small pools are refused, not widened: a pool with fewer than ``min_pool_blocks * block_len`` rows
     (or, with fixed blocks, fewer than 2 allowed starts) raises ``ScenarioDataError`` naming the
-    regime, the pool size and the block length. A tiny pool would replay the same few rows over and over (one
-    +20 % bar compounding every few steps), and widening it to other regimes would silently turn a
-    crisis path into a mostly calm one; the caller should pass a longer history or a shorter block.
+    regime, the pool size and the block length. A tiny pool would replay the same few rows over and
+    over (one +20 % bar compounding every few steps), and widening it to other regimes would silently
+    turn a crisis path into a mostly calm one; the caller should pass a longer history or a shorter
+    block.
 
     * ``regime=k``: every drawn row comes from regime ``k``'s pool. ``ScenarioDataError`` if it is
       empty or too small.
