@@ -4,7 +4,10 @@ Every policy runs through the same simulator and cost model, on the same windows
 scenarios; the report (``report.json`` deterministic, ``report.md`` / ``report.html`` with plots) goes
 to ``--out``. Bad input (an unknown policy, a store without a needed feature, a window shorter than a
 lookback, an unknown scenario) is refused with one ``error: …`` line and exit status 2 before any
-replay runs or anything is written.
+replay runs or anything is written. A scenario the data cannot carry (too few crisis rows for the
+bootstrap's blocks, a split shorter than a crisis window) is not bad input: every other scenario and
+policy is evaluated, the report shows it as refused with the reason, the command prints one
+``scenario NAME refused: REASON`` line for it, and the exit status stays 0.
 
 Example::
 
@@ -137,6 +140,9 @@ def evaluate_command(
         plots=not no_plots,
     )
     click.echo(f"wrote {out / 'report.json'}, {out / 'report.md'}, {out / 'report.html'}")
+    for name, scenario in report.stress_scenarios.items():
+        if scenario.refused is not None:
+            click.echo(f"scenario {name} refused: {scenario.refused}")
     for name, entry in report.policies.items():
         sharpe, total = entry.metrics.sharpe, entry.metrics.total_return
         click.echo(

@@ -18,6 +18,9 @@ Design decisions
   (forecasts, macro, high/low based) keep their values.
 * ``scenario_draws`` returns ``ScenarioConfig.draws`` draws with distinct seeds: stress results are
   reported as a spread over draws.
+* A scenario this data cannot carry (a regime pool too small or empty, a window longer than the
+  data) raises ``ScenarioDataError``, an ``InputError``: a refusal about the data, which an
+  evaluation reports as the scenario's result and moves on. Other ``ValueError``s are bad arguments.
 
 Regime codes: 0 calm, 1 choppy, 2 crisis (as in ``MarketData.regime_code``).
 """
@@ -35,6 +38,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from raytrade.envs.market_data import MarketData
 from raytrade.envs.stress_features import with_price_features
+from raytrade.replay.errors import InputError
 from raytrade.replay.features.config import FeatureConfig
 from raytrade.replay.features.regime import REGIME_LABELS
 
@@ -48,6 +52,12 @@ MIN_POOL_BLOCKS = 2
 two is the fewest in which two different full blocks fit, so consecutive blocks can always differ."""
 NO_REGIME = -1
 """Per-row regime of a row with no finite return: such rows are never drawn."""
+
+
+class ScenarioDataError(InputError):
+    """The data cannot carry the scenario (too few bars for its window, a regime pool too small or
+    empty for its blocks); the message names the scenario's parameter and the data's size. Not a bug
+    and not a bad argument: another store or split may carry it."""
 
 
 # --------------------------------------------------------------------------- bootstrap
@@ -150,13 +160,14 @@ def regime_block_bootstrap(
     block ``index[i] == index[i - 1] + 1``.
 
     Small pools are refused, not widened: a pool with fewer than ``min_pool_blocks * block_len`` rows
-    (or, with fixed blocks, fewer than 2 allowed starts) raises ``ValueError`` naming the regime, the
-    pool size and the block length. A tiny pool would replay the same few rows over and over (one
-    +20 % bar compounding every few steps), and widening it to other regimes would silently turn a
-    crisis path into a mostly calm one; the caller should pass a longer history or a shorter block.
+    (or, with fixed blocks, fewer than 2 allowed starts) raises ``ScenarioDataError`` naming the
+    regime, the pool size and the block length. A tiny pool would replay the same few rows over and
+    over (one +20 % bar compounding every few steps), and widening it to other regimes would silently
+    turn a crisis path into a mostly calm one; the caller should pass a longer history or a shorter
+    block.
 
-    * ``regime=k``: every drawn row comes from regime ``k``'s pool. ``ValueError`` if it is empty
-      or too small.
+    * ``regime=k``: every drawn row comes from regime ``k``'s pool. ``ScenarioDataError`` if it is
+      empty or too small.
     * ``regime=None``: a regime path is simulated from the empirical first-order transition matrix of
       the per-row regimes (first state from their empirical frequencies); each step draws from its
       regime's pool and a regime change starts a new block. Every regime that has rows must pass the
@@ -188,12 +199,12 @@ def regime_block_bootstrap(
     pools = [np.flatnonzero(per_row == k) for k in range(N_REGIMES)]
     if regime is not None:
         if pools[regime].size == 0:
-            raise ValueError(f"regime={regime}: no row of returns is in that regime")
+            raise ScenarioDataError(f"regime={regime}: no row of returns is in that regime")
         used = [regime]
         path = np.full(n_steps, regime, dtype=np.int64)
     else:
         if not (per_row >= 0).any():
-            raise ValueError("returns has no row with a finite value to draw from")
+            raise ScenarioDataError("returns has no row with a finite value to draw from")
         used = [k for k in range(N_REGIMES) if pools[k].size > 0]
         path = _simulate_regimes(per_row, n_steps, rng)
     run_end = [_run_ends(pool) for pool in pools]
@@ -244,7 +255,7 @@ def _check_pool(regime: int, size: int, n_starts: int, block_len: int, min_pool_
             if size < need
             else f"its runs of consecutive rows allow {n_starts} start(s) of a block of block_len={block_len}"
         )
-        raise ValueError(
+        raise ScenarioDataError(
             f"regime {regime} ({REGIME_LABELS[regime]}) pool has {size} rows, {why}: a path drawn from it "
             "would repeat the same rows; pass a longer history or a shorter block_len"
         )
@@ -568,7 +579,9 @@ def _apply_crisis(sc: CrisisScenario, md: MarketData, rng: np.random.Generator) 
     """The shocked data and the window's first row."""
     t_total = md.n_steps
     if t_total < sc.length + 1:
-        raise ValueError(f"market_data has {t_total} bars; the scenario window needs {sc.length + 1}")
+        raise ScenarioDataError(
+            f"the data has {t_total} bars; the scenario window (length={sc.length}) needs {sc.length + 1}"
+        )
     start = min(max(int(sc.start_frac * t_total), 1), t_total - sc.length)
     shocked = inject_crisis(
         md.open,

@@ -21,13 +21,17 @@ from raytrade.envs.evaluation.document import (
     EvaluationReport,
     Metrics,
     Spread,
+    StressScenario,
+    StressSummary,
     build_report,
     read_report,
     report_json,
+    series_metrics,
 )
 from raytrade.envs.evaluation.harness import EvaluationConfig, evaluate, prepare
+from raytrade.envs.evaluation.plots import stress_bars
 from raytrade.envs.evaluation.policies import EvalPolicy, buy_and_hold_policy, month_starts, step_index
-from raytrade.envs.evaluation.render import render_markdown, report_blocks
+from raytrade.envs.evaluation.render import render_html, render_markdown, report_blocks
 from raytrade.envs.evaluation.stats import (
     BootstrapConfig,
     difference_ci,
@@ -38,6 +42,7 @@ from raytrade.envs.evaluation.stats import (
 from raytrade.envs.market_data import MarketData
 from raytrade.envs.metrics import SUMMARY_KEYS, sharpe_ratio, sortino_ratio, summarize
 from raytrade.envs.rollout import Decision, equal_weight, replay_policy
+from raytrade.envs.scenarios import ScenarioConfig
 from raytrade.envs.simulator import Observation
 
 SCEN = ["flash_crash", "vol_spike"]
@@ -97,10 +102,12 @@ def test_identical_trades_give_identical_returns_and_costs(store: Path) -> None:
     np.testing.assert_array_equal(a.returns, b.returns)
     np.testing.assert_array_equal(a.costs, b.costs)
     for scenario in SCEN:
-        np.testing.assert_array_equal(
-            result.policies["buy_and_hold"].stress[scenario].returns,
-            result.policies["registry:fake"].stress[scenario].returns,
-        )
+        for ours, theirs in zip(
+            result.policies["buy_and_hold"].stress_draws[scenario],
+            result.policies["registry:fake"].stress_draws[scenario],
+            strict=True,
+        ):
+            np.testing.assert_array_equal(ours.returns, theirs.returns)
 
 
 def test_a_decision_without_holds_trades_exactly_like_plain_weights(store: Path) -> None:
@@ -355,7 +362,7 @@ def test_report_json_keeps_its_key_names(report: EvaluationReport) -> None:
         "benchmark",
         "policies",
     ]
-    assert doc["schema"] == "raytrade.evaluation/1"
+    assert doc["schema"] == "raytrade.evaluation/2"
     assert set(doc["policies"]["cash"]) == {
         "kind",
         "stochastic",
@@ -437,3 +444,107 @@ def test_markdown_shows_undefined_figures_as_na(report: EvaluationReport) -> Non
     cash_row = next(line for line in md.splitlines() if line.startswith("| cash | "))
     assert cash_row.split(" | ")[4] == "n/a"  # policy, total, annual, vol, sharpe
     assert _leaderboard(md)[-1] == "cash"
+
+
+# --------------------------------------------------------------------------- stress over draws
+
+
+def test_stress_reports_every_draw_and_the_spread_over_draws(store: Path) -> None:
+    plan = prepare(store, ["inverse_vol"], FAST.model_copy(update={"bootstrap": BOOT}))
+    result = evaluate(plan)
+    entry = build_report(result).policies["inverse_vol"].stress["flash_crash"]
+    runs = result.policies["inverse_vol"].stress_draws["flash_crash"]
+    assert entry.n_draws == len(runs) == FAST.scenario_config.draws == 5
+    assert [d.metrics for d in entry.draws] == [series_metrics(r, plan.periods_per_year) for r in runs]
+    for key in Metrics.model_fields:
+        values = np.array([getattr(d.metrics, key) for d in entry.draws], dtype=np.float64)
+        spread = getattr(entry.summary, key)
+        assert (spread.mean, spread.min, spread.max) == (values.mean(), values.min(), values.max()), key
+        assert spread.std == values.std(ddof=1), key
+    totals = [d.metrics.total_return for d in entry.draws]
+    assert len(set(totals)) > 1  # the draws differ: a spread, not one path five times
+
+
+def test_stress_of_one_draw_has_no_std(store: Path) -> None:
+    one = ScenarioConfig(draws=1)
+    plan = prepare(
+        store, ["buy_and_hold"], FAST.model_copy(update={"bootstrap": BOOT, "scenario_config": one})
+    )
+    entry = build_report(evaluate(plan)).policies["buy_and_hold"].stress["vol_spike"]
+    (draw,) = entry.draws
+    total = entry.summary.total_return
+    assert (entry.n_draws, total.std) == (1, None)
+    assert total.mean == total.min == total.max == draw.metrics.total_return
+
+
+def test_stress_summary_keeps_the_metric_names() -> None:
+    assert tuple(StressSummary.model_fields) == tuple(Metrics.model_fields)
+
+
+def _with_stress_total(report: EvaluationReport, spread: Spread) -> EvaluationReport:
+    policies = {}
+    for name, p in report.policies.items():
+        stress = {
+            s: e.model_copy(update={"summary": e.summary.model_copy(update={"total_return": spread})})
+            for s, e in p.stress.items()
+        }
+        policies[name] = p.model_copy(update={"stress": stress})
+    return report.model_copy(update={"policies": policies})
+
+
+def _table_after(markdown: str, caption: str) -> list[list[str]]:
+    section = markdown.split(caption)[1].split("\n\n")[1]
+    return [line.strip("| ").split(" | ") for line in section.splitlines()[2:]]
+
+
+def test_stress_table_cells_are_mean_min_max(report: EvaluationReport) -> None:
+    shown = _with_stress_total(report, Spread(mean=-0.1, std=0.05, min=-0.2, max=0.05))
+    rows = _table_after(render_markdown("t", report_blocks(shown, [])), "Stress total return:")
+    assert rows[0][1:] == ["-10.00% [-20.00%, 5.00%]", "-10.00% [-20.00%, 5.00%]"]
+    assert len(rows) == len(report.policies)
+
+
+def test_a_refused_scenario_is_shown_with_its_reason(report: EvaluationReport) -> None:
+    scenarios = {
+        **report.stress_scenarios,
+        "bootstrap_crisis": StressScenario(
+            definition=ScenarioConfig().get("bootstrap_crisis"), refused="regime 2 (crisis) pool has 4 rows"
+        ),
+    }
+    shown = report.model_copy(update={"stress_scenarios": scenarios})
+    again = EvaluationReport.model_validate_json(report_json(shown))
+    assert again.stress_scenarios["bootstrap_crisis"].refused == "regime 2 (crisis) pool has 4 rows"
+    blocks = report_blocks(shown, [])
+    md = render_markdown("t", blocks)
+    assert "bootstrap_crisis: refused: regime 2 (crisis) pool has 4 rows" in md
+    rows = _table_after(md, "Stress total return:")
+    assert [row[-1] for row in rows] == ["refused"] * len(report.policies)
+    assert "<p>bootstrap_crisis: refused: regime 2 (crisis) pool has 4 rows</p>" in render_html("t", blocks)
+
+
+def test_a_policy_without_a_scenario_that_ran_is_refused(report: EvaluationReport) -> None:
+    doc = json.loads(report_json(report))
+    del doc["policies"]["cash"]["stress"]["vol_spike"]
+    with pytest.raises(ValidationError, match=r"policies.cash.stress reports \['flash_crash'\]"):
+        EvaluationReport.model_validate(doc)
+
+
+def test_stress_plot_bars_are_the_reported_mean_min_max(report: EvaluationReport) -> None:
+    mean, low, high = stress_bars(report, "kelly_lite", ["flash_crash", "vol_spike"])
+    summary = [
+        report.policies["kelly_lite"].stress[s].summary.total_return for s in ("flash_crash", "vol_spike")
+    ]
+    assert mean.tolist() == [s.mean for s in summary]
+    assert low.tolist() == [s.min for s in summary]
+    assert high.tolist() == [s.max for s in summary]
+
+
+def test_unknown_scenario_is_an_input_error(store: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    line = _error(
+        ["--replay", str(store), "--policies", "cash", "--scenarios", "vol_spike,nope", "--out", str(out)]
+    )
+    assert line == (
+        "error: unknown scenario 'nope'; known: bootstrap_crisis, crisis_2008_like, flash_crash, vol_spike"
+    )
+    assert not out.exists()

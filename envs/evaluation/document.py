@@ -18,6 +18,11 @@ Contract
 * Per-regime metrics use the market regime of the bar each return is earned at (calm / choppy /
   crisis from ``MarketData.regime_code``); each regime's returns are concatenated in time order, so
   its drawdown figures describe that concatenation, not a contiguous period.
+* Stress: every requested scenario is listed in ``stress_scenarios`` with its definition and, when
+  the data could not carry it, ``refused`` (the reason); each policy's ``stress`` holds exactly the
+  scenarios that ran. A scenario that ran is reported over its K draws: every draw's ``RunReport``
+  and, per metric, the mean / std (ddof 1, None with one draw) / min / max over the draws where the
+  metric is defined (``Spread``, as for seeds). One draw is one path, not a stress result.
 
 Shape: every replayed run (the pooled main series, each walk-forward fold, each stress scenario)
 is reported as a ``RunReport`` (or a subclass of it) built by ``run_report``, so a new per-run fact
@@ -27,11 +32,12 @@ is reported as a ``RunReport`` (or a subclass of it) built by ``run_report``, so
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Final, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from raytrade.envs.costs import COST_COMPONENTS, CostConfig
 from raytrade.envs.evaluation.harness import EvaluationConfig, EvaluationResult, PolicyResult, RunSeries
@@ -40,7 +46,7 @@ from raytrade.envs.metrics import summarize
 from raytrade.envs.scenarios import Scenario
 from raytrade.replay.splits import TimeWindow
 
-REPORT_SCHEMA: Final = "raytrade.evaluation/1"
+REPORT_SCHEMA: Final = "raytrade.evaluation/2"
 """Version of the report layout; bump it when a field changes meaning or is removed."""
 
 Number = float | None
@@ -117,7 +123,8 @@ REGIMES: tuple[str, ...] = tuple(Regimes.model_fields)
 
 
 class Spread(Document):
-    """One metric across seeds, over the seeds where it is defined (std: ddof 1, needs two)."""
+    """One metric across seeds (or stress draws), over the runs where it is defined (std: ddof 1,
+    needs two)."""
 
     mean: Number
     std: Number
@@ -137,6 +144,47 @@ class SeedSummary(Document):
 
 
 SEED_METRICS: tuple[str, ...] = tuple(SeedSummary.model_fields)
+
+
+class StressSummary(Document):
+    """``Spread`` over a scenario's draws of every ``Metrics`` field (same names, same units)."""
+
+    total_return: Spread
+    annual_return: Spread
+    volatility: Spread
+    sharpe: Spread
+    sortino: Spread
+    max_drawdown: Spread
+    max_drawdown_duration: Spread
+    cvar_5: Spread
+    tail_hit_rate: Spread
+    turnover: Spread
+    costs_paid: Spread
+    hit_rate: Spread
+    calmar: Spread
+
+
+class StressReport(Document):
+    """One policy on one stress scenario: each draw's run (draw ``j`` seeded as in
+    ``envs.scenarios.scenario_draws``) and the spread of every metric over the draws."""
+
+    n_draws: int = Field(ge=1)
+    summary: StressSummary
+    draws: tuple[RunReport, ...]
+
+    @model_validator(mode="after")
+    def _one_run_per_draw(self) -> StressReport:
+        if len(self.draws) != self.n_draws:
+            raise ValueError(f"n_draws={self.n_draws} but {len(self.draws)} draws are reported")
+        return self
+
+
+class StressScenario(Document):
+    """A requested stress scenario: its definition, and why this data could not carry it (``refused``;
+    None when it ran, and then every policy's ``stress`` reports it)."""
+
+    definition: Scenario
+    refused: str | None = Field(description="reason the scenario could not be built on this data")
 
 
 class SeedRun(Document):
@@ -197,7 +245,7 @@ class PolicyReport(RunReport):
     regimes: Regimes
     seeds: SeedSpread
     folds: tuple[FoldReport, ...]
-    stress: dict[str, RunReport]
+    stress: dict[str, StressReport] = Field(description="the scenarios that ran (not refused)")
     vs_benchmark: Comparison
 
 
@@ -214,18 +262,28 @@ class ReplaySource(Document):
 class EvaluationReport(Document):
     """``report.json``: what was evaluated, how, and every policy's results."""
 
-    report_schema: Literal["raytrade.evaluation/1"] = Field(REPORT_SCHEMA, alias="schema")
+    report_schema: Literal["raytrade.evaluation/2"] = Field(REPORT_SCHEMA, alias="schema")
     replay: ReplaySource
     mode: Literal["split", "walk_forward"]
     split: str
     periods_per_year: int = Field(gt=0)
     config: EvaluationConfig
     cost_model: CostConfig
-    stress_scenarios: dict[str, Scenario]
+    stress_scenarios: dict[str, StressScenario]
     benchmark: str
     policies: dict[str, PolicyReport] = Field(min_length=1)
 
     model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False, serialize_by_alias=True)
+
+    @model_validator(mode="after")
+    def _stress_of_every_scenario_that_ran(self) -> EvaluationReport:
+        ran = [name for name, sc in self.stress_scenarios.items() if sc.refused is None]
+        for name, policy in self.policies.items():
+            if list(policy.stress) != ran:
+                raise ValueError(
+                    f"policies.{name}.stress reports {list(policy.stress)}; the scenarios that ran are {ran}"
+                )
+        return self
 
     def ranked(self) -> list[str]:
         """Policy names by Sharpe, best first; an undefined Sharpe last (ties keep report order)."""
@@ -299,18 +357,27 @@ def _spread(values: np.ndarray) -> Spread:
     )
 
 
+def _spreads(runs: Sequence[Metrics], keys: Sequence[str]) -> dict[str, Spread]:
+    """``Spread`` of each metric in ``keys`` over ``runs`` (None values count as undefined)."""
+    return {key: _spread(np.array([getattr(m, key) for m in runs], dtype=np.float64)) for key in keys}
+
+
 def seed_spread(policy: PolicyResult, periods_per_year: float) -> SeedSpread:
     """Per-seed key metrics and their mean / std (ddof 1) / min / max across seeds."""
     per_seed = [
         SeedRun(seed=s, metrics=series_metrics(policy.by_seed[s], periods_per_year)) for s in policy.seeds
     ]
-    summary = {
-        key: _spread(np.array([getattr(run.metrics, key) for run in per_seed], dtype=np.float64))
-        for key in SEED_METRICS
-    }
+    summary = _spreads([run.metrics for run in per_seed], SEED_METRICS)
     return SeedSpread(
         seeds=policy.seeds, per_seed=tuple(per_seed), summary=SeedSummary.model_validate(summary)
     )
+
+
+def stress_report(draws: Sequence[RunSeries], periods_per_year: float) -> StressReport:
+    """Every draw's ``run_report`` and the spread of every metric over the draws."""
+    runs = tuple(run_report(run, periods_per_year) for run in draws)
+    summary = _spreads([run.metrics for run in runs], tuple(StressSummary.model_fields))
+    return StressReport(n_draws=len(runs), summary=StressSummary.model_validate(summary), draws=runs)
 
 
 def _train_window(window: TimeWindow | None) -> Window | None:
@@ -368,7 +435,7 @@ def build_report(result: EvaluationResult) -> EvaluationReport:
             regimes=regime_metrics(main, ppy),
             seeds=seed_spread(res, ppy),
             folds=folds,
-            stress={sc: run_report(run, ppy) for sc, run in res.stress.items()},
+            stress={sc: stress_report(runs, ppy) for sc, runs in res.stress_draws.items()},
             vs_benchmark=Comparison(
                 benchmark=cfg.benchmark,
                 sharpe_diff=_interval(main.returns, bench, ppy, "sharpe", indices, boot.level),
@@ -389,7 +456,12 @@ def build_report(result: EvaluationResult) -> EvaluationReport:
         periods_per_year=ppy,
         config=cfg,
         cost_model=cfg.simulator.costs,
-        stress_scenarios={name: cfg.scenario_config.get(name) for name in cfg.scenarios},
+        stress_scenarios={
+            name: StressScenario(
+                definition=cfg.scenario_config.get(name), refused=plan.refused_scenarios.get(name)
+            )
+            for name in cfg.scenarios
+        },
         benchmark=cfg.benchmark,
         policies=policies,
     )

@@ -17,7 +17,11 @@ after its training window and the embargo); pooled results chain the folds' retu
 Otherwise the window is the ``split`` of ``envs.replay_loader.load_market_data``. Stress scenarios
 always run on the ``split`` window (same shocked data for every policy): ``scenario_config.draws``
 draws per scenario (``envs.scenarios.scenario_draws``, seeded by ``[scenario_seed, k]``), each run
-by every policy; ``stress`` holds the first draw's run, ``stress_draws`` all of them.
+by every policy (``PolicyResult.stress_draws``). A scenario the data cannot carry (the scenarios
+module's ``ScenarioDataError``: a crisis pool too small for the bootstrap's blocks, a split shorter
+than a crisis window) is not an input error: it is recorded in ``EvaluationPlan.refused_scenarios``
+with its reason, and every other scenario and every policy still runs. An unknown scenario name is
+an input error.
 Features are the store's, computed from data ``<= t``; a window taken from the whole store is the
 same as loading it, except that a missing spread is costed at the whole store's median.
 """
@@ -27,7 +31,7 @@ from __future__ import annotations
 import hashlib
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal
 
@@ -41,7 +45,7 @@ from raytrade.envs.evaluation.policies import EvaluationInputError, Loader, Poli
 from raytrade.envs.evaluation.stats import BootstrapConfig
 from raytrade.envs.market_data import MarketData
 from raytrade.envs.rollout import replay_policy
-from raytrade.envs.scenarios import ScenarioConfig, row_regimes, scenario_draws
+from raytrade.envs.scenarios import ScenarioConfig, ScenarioDataError, row_regimes, scenario_draws
 from raytrade.replay.schema import FEATURES_SCHEMA
 from raytrade.replay.splits import (
     EMBARGO_BARS,
@@ -100,10 +104,10 @@ class EvaluationPlan:
     specs: tuple[PolicySpec, ...]
     windows: tuple[EvalWindow, ...]
     split_data: MarketData
-    scenarios: dict[str, MarketData]  # the first draw of each scenario
+    scenario_draws: dict[str, tuple[MarketData, ...]]  # every draw of each scenario that was built
+    refused_scenarios: dict[str, str]  # scenario -> why this data cannot carry it
     fingerprint: str
     n_files: int
-    scenario_draws: dict[str, tuple[MarketData, ...]] = field(default_factory=dict)
 
     @property
     def periods_per_year(self) -> int:
@@ -125,15 +129,15 @@ class RunSeries:
 
 @dataclass(frozen=True)
 class PolicyResult:
-    """One policy: its main series (first seed, pooled folds), folds, seeds and stress runs."""
+    """One policy: its main series (first seed, pooled folds), folds, seeds and stress runs (one per
+    draw of every scenario in ``plan.scenario_draws``, with the first seed)."""
 
     spec: PolicySpec
     seeds: tuple[int, ...]
     main: RunSeries
     folds: tuple[RunSeries, ...]
     by_seed: dict[int, RunSeries]
-    stress: dict[str, RunSeries]  # the first draw's run
-    stress_draws: dict[str, tuple[RunSeries, ...]] = field(default_factory=dict)
+    stress_draws: dict[str, tuple[RunSeries, ...]]
 
     @property
     def ruined(self) -> bool:
@@ -281,8 +285,11 @@ def prepare(
     names = list(policies)
     if cfg.benchmark not in names:
         names.append(cfg.benchmark)
-    for name in cfg.scenarios:
-        cfg.scenario_config.get(name)  # unknown scenario: ValueError naming it
+    unknown = [name for name in cfg.scenarios if name not in cfg.scenario_config.scenarios]
+    if unknown:
+        raise EvaluationInputError(
+            f"unknown scenario {unknown[0]!r}; known: {', '.join(sorted(cfg.scenario_config.scenarios))}"
+        )
     specs = resolve_policies(names, Path(registry) if registry is not None else None, cfg.kelly_lite, loader)
     known = set(FEATURES_SCHEMA.names)
     for spec in specs:
@@ -313,16 +320,15 @@ def prepare(
         for w in windows:
             check_length(specs, w.name, w.data)
     history = _history(store, cfg, specs, split_data)
-    draws = {}
+    draws: dict[str, tuple[MarketData, ...]] = {}
+    refused: dict[str, str] = {}
     for k, name in enumerate(cfg.scenarios):
         try:
             draws[name] = scenario_draws(
                 name, split_data, [cfg.scenario_seed, k], cfg.scenario_config, history
             )
-        except ValueError as exc:
-            raise EvaluationInputError(
-                f"scenario {name!r} on split {cfg.split!r}: {exc} (pick other scenarios or a longer split)"
-            ) from None
+        except ScenarioDataError as exc:
+            refused[name] = str(exc)
     fingerprint, n_files = data_fingerprint(store)
     return EvaluationPlan(
         root=str(root),
@@ -330,10 +336,10 @@ def prepare(
         specs=tuple(specs),
         windows=tuple(windows),
         split_data=split_data,
-        scenarios={name: runs[0] for name, runs in draws.items()},
+        scenario_draws=draws,
+        refused_scenarios=refused,
         fingerprint=fingerprint,
         n_files=n_files,
-        scenario_draws=draws,
     )
 
 
@@ -392,7 +398,7 @@ def _fields(s: RunSeries) -> tuple[np.ndarray, ...]:
 
 
 def evaluate_policy(spec: PolicySpec, plan: EvaluationPlan) -> PolicyResult:
-    """All runs of one policy: each seed on every window, and the first seed on every scenario."""
+    """All runs of one policy: each seed on every window, and the first seed on every scenario draw."""
     cfg = plan.config
     seeds = cfg.seeds if spec.stochastic else cfg.seeds[:1]
     by_seed: dict[int, RunSeries] = {}
@@ -406,8 +412,7 @@ def evaluate_policy(spec: PolicySpec, plan: EvaluationPlan) -> PolicyResult:
         name: tuple(run_window(spec, data, seeds[0], cfg.simulator) for data in draws)
         for name, draws in plan.scenario_draws.items()
     }
-    stress = {name: runs[0] for name, runs in stress_draws.items()}
-    return PolicyResult(spec, tuple(seeds), by_seed[seeds[0]], folds, by_seed, stress, stress_draws)
+    return PolicyResult(spec, tuple(seeds), by_seed[seeds[0]], folds, by_seed, stress_draws)
 
 
 def evaluate(plan: EvaluationPlan) -> EvaluationResult:

@@ -1,7 +1,9 @@
 """Evaluation plots: equity, drawdowns, rolling Sharpe, cost breakdown and stress results as PNGs.
 
-Drawn from the replayed series (``EvaluationResult``), not from the report document, with
-matplotlib's Agg backend and no ``Software`` metadata, so the same run gives the same files.
+Drawn from the replayed series (``EvaluationResult``), except the stress plot, which draws the
+report document's figures over each scenario's draws (mean with min-max whiskers) so that plot and
+table show the same numbers; matplotlib's Agg backend and no ``Software`` metadata, so the same run
+gives the same files.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from raytrade.envs.costs import COST_COMPONENTS
+from raytrade.envs.evaluation.document import EvaluationReport
 from raytrade.envs.evaluation.harness import EvaluationResult
 from raytrade.envs.metrics import drawdown_series
 
@@ -19,8 +22,11 @@ PLOTS: tuple[str, ...] = ("equity", "drawdown", "rolling_sharpe", "costs", "stre
 """File stems under the plots folder, in the order the report shows them."""
 
 
-def write_plots(result: EvaluationResult, folder: Path, rolling_window: int = 63) -> list[Path]:
-    """Equity (log), drawdowns, rolling Sharpe, cost breakdown and stress results as PNGs."""
+def write_plots(
+    result: EvaluationResult, report: EvaluationReport, folder: Path, rolling_window: int = 63
+) -> list[Path]:
+    """Equity (log), drawdowns, rolling Sharpe, cost breakdown and stress results as PNGs;
+    ``report`` is ``build_report(result)``."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -80,14 +86,33 @@ def write_plots(result: EvaluationResult, folder: Path, rolling_window: int = 63
     plt.close(fig)
 
     fig, ax = plt.subplots(figsize=(10, 4))
-    scenarios = list(result.plan.scenarios)
+    scenarios = report.stress_scenarios
     width = 0.8 / max(len(names), 1)
+    ran = [s for s, sc in scenarios.items() if sc.refused is None]
+    x = np.array([list(scenarios).index(s) for s in ran], dtype=np.float64)
     for k, n in enumerate(names):
-        totals = [float(np.prod(1.0 + pols[n].stress[s].returns) - 1.0) for s in scenarios]
-        ax.bar(np.arange(len(scenarios)) + k * width, totals, width, label=n)
-    ax.set_xticks(np.arange(len(scenarios)) + 0.4 - width / 2, scenarios)
-    ax.set_title("Stress scenarios: total return")
+        mean, low, high = stress_bars(report, n, ran)
+        ax.bar(x + k * width, mean, width, label=n)
+        ax.errorbar(x + k * width, mean, yerr=(mean - low, high - mean), fmt="none", ecolor="k", lw=0.8)
+    labels = [s if sc.refused is None else f"{s}\n(refused)" for s, sc in scenarios.items()]
+    ax.set_xticks(np.arange(len(scenarios)) + 0.4 - width / 2, labels)
+    draws = report.config.scenario_config.draws
+    ax.set_title(f"Stress scenarios: total return, mean over {draws} draws (whiskers: min-max)")
     ax.legend(fontsize=8)
     fig.savefig(paths["stress"], dpi=90, metadata=meta)
     plt.close(fig)
     return [paths[n] for n in PLOTS]
+
+
+def stress_bars(
+    report: EvaluationReport, policy: str, scenarios: list[str]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Mean, min and max total return over the draws of each scenario (NaN where undefined): the
+    bars and whiskers of the stress plot."""
+    spreads = [report.policies[policy].stress[s].summary.total_return for s in scenarios]
+
+    def column(name: str) -> np.ndarray:
+        values = (getattr(sp, name) for sp in spreads)
+        return np.array([np.nan if v is None else v for v in values], dtype=np.float64)
+
+    return column("mean"), column("min"), column("max")

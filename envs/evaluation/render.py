@@ -14,7 +14,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from raytrade.envs.costs import COST_COMPONENTS
-from raytrade.envs.evaluation.document import REGIMES, EvaluationReport, build_report, write_report_json
+from raytrade.envs.evaluation.document import (
+    REGIMES,
+    EvaluationReport,
+    Spread,
+    build_report,
+    write_report_json,
+)
 from raytrade.envs.evaluation.harness import EvaluationResult
 from raytrade.envs.evaluation.plots import write_plots
 
@@ -190,22 +196,36 @@ def _folds(report: EvaluationReport, names: Sequence[str]) -> list[Block]:
     ]
 
 
+def _over_draws(spread: Spread) -> str:
+    """``mean [min, max]`` of a stress metric over its draws, as percentages."""
+    return f"{_pct(spread.mean)} [{_pct(spread.min)}, {_pct(spread.max)}]"
+
+
 def _stress(report: EvaluationReport, names: Sequence[str]) -> list[Block]:
-    scenarios = list(report.stress_scenarios)
-    rows = tuple(
-        (
-            n,
-            *(
-                f"{_pct(run.metrics.total_return)} / {_pct(run.metrics.max_drawdown)}"
-                for run in (report.policies[n].stress[s] for s in scenarios)
-            ),
+    scenarios = report.stress_scenarios
+    blocks = [
+        Block(
+            "h2",
+            f"Stress scenarios (on split {report.split!r}, {report.config.scenario_config.draws} draws "
+            "each; mean [min, max] over draws)",
         )
-        for n in names
-    )
-    return [
-        Block("h2", f"Stress scenarios (on split {report.split!r}; total return / max drawdown)"),
-        Block("table", headers=("policy", *scenarios), rows=rows),
     ]
+    blocks += [Block("p", f"{s}: refused: {sc.refused}") for s, sc in scenarios.items() if sc.refused]
+    for metric, label in (("total_return", "total return"), ("max_drawdown", "max drawdown")):
+        rows = tuple(
+            (
+                n,
+                *(
+                    "refused"
+                    if sc.refused is not None
+                    else _over_draws(getattr(report.policies[n].stress[s].summary, metric))
+                    for s, sc in scenarios.items()
+                ),
+            )
+            for n in names
+        )
+        blocks += [Block("p", f"Stress {label}:"), Block("table", headers=("policy", *scenarios), rows=rows)]
+    return blocks
 
 
 def report_blocks(
@@ -294,7 +314,7 @@ def write_report(
     out.mkdir(parents=True, exist_ok=True)
     report = build_report(result)
     json_path = write_report_json(report, out / "report.json")
-    pngs = write_plots(result, out / "plots") if plots else []
+    pngs = write_plots(result, report, out / "plots") if plots else []
     rel = [p.relative_to(out).as_posix() for p in pngs]
     blocks = report_blocks(report, rel, run_seconds)
     md, page = out / "report.md", out / "report.html"
