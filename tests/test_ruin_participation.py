@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -404,3 +405,37 @@ def test_the_wild_setting_exercises_ruin_and_the_participation_cap() -> None:
             ruins += int(res.ruined.sum())
             capped += int((np.abs(res.traded_notional) >= rates.fill_cap[t] * (1 - 1e-9)).sum())
     assert ruins > 0 and capped > 0
+
+
+def test_the_report_names_ruined_runs_and_the_ruin_date() -> None:
+    from raytrade.envs.evaluation.document import run_report
+    from raytrade.envs.evaluation.harness import PolicyResult
+    from raytrade.envs.evaluation.render import _ruin
+
+    spec = PolicySpec("levered", "baseline", make=lambda data, seed: lambda obs: np.full((1, 1), 2.0))
+    sim = _cfg(5, min_equity_fraction=0.0)
+    data = _crash_market(40.0, 45.0)
+    ruined = run_window(spec, data, 0, sim)
+    rising = run_window(spec, _market(np.linspace(100, 150, 6), np.linspace(100, 150, 6)), 0, sim)
+    doc = run_report(ruined, 252)
+    assert doc.ruined and doc.metrics.total_return == -1.0
+    assert doc.ruin_date == str(ruined.timestamps[1].astype("datetime64[D]"))
+    assert (run_report(rising, 252).ruined, run_report(rising, 252).ruin_date) == (False, None)
+
+    result = PolicyResult(
+        spec, (0, 1), rising, (), {0: rising, 1: ruined}, {"flash_crash": (rising, ruined, rising)}
+    )
+    assert result.ruined and result.ruined_runs == ("seed 1", "stress flash_crash draw 1")
+    clean = PolicyResult(spec, (0,), rising, (), {0: rising}, {"flash_crash": (rising,)})
+    assert not clean.ruined and clean.ruined_runs == ()
+
+    # _ruin reads three fields of each policy's report
+    report = SimpleNamespace(
+        policies={
+            "levered": SimpleNamespace(ruined=True, ruin_date=doc.ruin_date, ruined_runs=result.ruined_runs),
+            "cash": SimpleNamespace(ruined=False, ruin_date=None, ruined_runs=()),
+        }
+    )
+    lines = [b.text for b in _ruin(report, ["cash", "levered"])]  # type: ignore[arg-type]
+    assert lines[0] == f"RUINED: levered (main series on {doc.ruin_date}): seed 1, stress flash_crash draw 1"
+    assert len(lines) == 2 and "floored at -100 %" in lines[1]

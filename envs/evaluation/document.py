@@ -99,6 +99,8 @@ class RunReport(Document):
 
     metrics: Metrics
     costs: CostBreakdown
+    ruined: bool = Field(False, description="the account was ruined: liquidated, flat afterwards")
+    ruin_date: str | None = Field(None, description="ISO date of the ruin bar (null: never ruined)")
 
 
 class RegimeReport(Document):
@@ -247,6 +249,9 @@ class PolicyReport(RunReport):
     folds: tuple[FoldReport, ...]
     stress: dict[str, StressReport] = Field(description="the scenarios that ran (not refused)")
     vs_benchmark: Comparison
+    ruined_runs: tuple[str, ...] = Field(
+        (), description="runs of this policy that ended in ruin: 'seed S', 'stress NAME draw K'"
+    )
 
 
 class ReplaySource(Document):
@@ -332,7 +337,13 @@ def cost_breakdown(series: RunSeries) -> CostBreakdown:
 
 def run_report(series: RunSeries, periods_per_year: float) -> RunReport:
     """The per-run figures every reported run carries (see the module docstring)."""
-    return RunReport(metrics=series_metrics(series, periods_per_year), costs=cost_breakdown(series))
+    ruin_date = None if series.ruin_bar is None else iso_dates(series.timestamps[[series.ruin_bar]])[0]
+    return RunReport(
+        metrics=series_metrics(series, periods_per_year),
+        costs=cost_breakdown(series),
+        ruined=series.ruined,
+        ruin_date=ruin_date,
+    )
 
 
 def regime_metrics(series: RunSeries, periods_per_year: float) -> Regimes:
@@ -425,6 +436,7 @@ def build_report(result: EvaluationResult) -> EvaluationReport:
         )
         policies[name] = PolicyReport(
             **dict(run_report(main, ppy)),
+            ruined_runs=res.ruined_runs,
             kind=res.spec.kind,
             stochastic=res.spec.stochastic,
             manifest=res.spec.manifest,

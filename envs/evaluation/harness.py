@@ -142,14 +142,20 @@ class PolicyResult:
     @property
     def ruined(self) -> bool:
         """Any run of this policy (main, any seed, any stress scenario) ended in ruin."""
-        runs = (self.main, *self.folds, *self.by_seed.values(), *self.stress.values())
-        return any(r.ruined for r in runs)
+        stress = (r for draws in self.stress_draws.values() for r in draws)
+        return any(r.ruined for r in (self.main, *self.folds, *self.by_seed.values(), *stress))
 
     @property
     def ruined_runs(self) -> tuple[str, ...]:
-        """Names of the ruined runs: ``seed <s>`` and ``stress <scenario>``."""
+        """Names of the ruined runs: ``seed <s>`` and ``stress <scenario> draw <k>``."""
         seeds = [f"seed {s}" for s, r in self.by_seed.items() if r.ruined]
-        return (*seeds, *(f"stress {n}" for n, r in self.stress.items() if r.ruined))
+        stress = [
+            f"stress {n} draw {k}"
+            for n, draws in self.stress_draws.items()
+            for k, r in enumerate(draws)
+            if r.ruined
+        ]
+        return (*seeds, *stress)
 
 
 @dataclass(frozen=True)

@@ -228,6 +228,19 @@ def _stress(report: EvaluationReport, names: Sequence[str]) -> list[Block]:
     return blocks
 
 
+def _ruin(report: EvaluationReport, names: Sequence[str]) -> list[Block]:
+    """One line per policy with a ruined run: the run and, for the main series, the date."""
+    lines = []
+    for n in names:
+        p = report.policies[n]
+        if p.ruined or p.ruined_runs:
+            when = f" (main series on {p.ruin_date})" if p.ruined else ""
+            lines.append(f"RUINED: {n}{when}: {', '.join(p.ruined_runs) or 'main series'}")
+    if lines:
+        lines.append("Metrics of a ruined run come from its series floored at -100 %, flat after the ruin.")
+    return [Block("p", line) for line in lines]
+
+
 def report_blocks(
     report: EvaluationReport, plots: Sequence[str], run_seconds: float | None = None
 ) -> list[Block]:
@@ -237,6 +250,7 @@ def report_blocks(
         _summary(report),
         Block("h2", "Leaderboard (net of costs)"),
         _leaderboard(report, names),
+        *_ruin(report, names),
         *_comparisons(report, names),
         Block("h2", "Seeds"),
         _seeds(report, names),
