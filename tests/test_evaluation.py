@@ -378,10 +378,14 @@ def test_report_json_keeps_its_key_names(report: EvaluationReport) -> None:
         "folds",
         "stress",
         "vs_benchmark",
+        "ruined",
+        "ruin_date",
+        "ruined_runs",
     }
     assert doc["policies"]["cash"]["metrics"]["sharpe"] is None
     assert list(doc["policies"]["cash"]["costs"]) == ["fee", "spread", "slippage", "financing", "total"]
-    assert set(doc["policies"]["cash"]["folds"][0]) == {"name", "train", "test", "metrics", "costs"}
+    fold_keys = {"name", "train", "test", "metrics", "costs", "ruined", "ruin_date"}
+    assert set(doc["policies"]["cash"]["folds"][0]) == fold_keys
 
 
 def test_metric_and_cost_fields_follow_their_sources() -> None:
