@@ -38,6 +38,13 @@ from raytrade.cluster.errors import one_line_errors
 @click.option(
     "--max-trade-fraction", type=click.FloatRange(0, 2, min_open=True), default=0.25, show_default=True
 )
+@click.option(
+    "--max-participation",
+    type=click.FloatRange(0, 1, min_open=True),
+    default=0.1,
+    show_default=True,
+    help="Cap on one order's notional, fraction of the symbol's latest 20-bar dollar volume in --store.",
+)
 @click.option("--fractional", is_flag=True, help="Trade fractional equity shares.")
 @click.option("--trading-url", default=None, help="Override of Alpaca's trading URL (https or loopback).")
 @click.option("--data-url", default=None, help="Override of Alpaca's market-data URL (https or loopback).")
@@ -52,6 +59,7 @@ def live_command(
     every_minutes: float,
     min_trade_notional: float,
     max_trade_fraction: float,
+    max_participation: float,
     fractional: bool,
     trading_url: str | None,
     data_url: str | None,
@@ -70,7 +78,10 @@ def live_command(
         raise MissingCredentialsError("missing the Serve token: set RAYTRADE_SERVE_TOKEN")
     broker = AlpacaBroker(settings.alpaca_access(), trading_url=trading_url, data_url=data_url)
     config = LiveConfig(
-        min_trade_notional=min_trade_notional, max_trade_fraction=max_trade_fraction, fractional=fractional
+        min_trade_notional=min_trade_notional,
+        max_trade_fraction=max_trade_fraction,
+        max_participation=max_participation,
+        fractional=fractional,
     )
     with PolicyClient(ClientConfig(base_url=serve_url), settings.serve_token) as client:
         universe = (
