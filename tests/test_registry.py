@@ -11,7 +11,9 @@ import pytest
 from click.testing import CliRunner
 
 from raytrade.cluster.promote import promote_command
-from raytrade.models.registry import fingerprint, resolve, scrub_secrets
+from raytrade.models.manifest import scrub_secrets
+from raytrade.models.registry import resolve
+from raytrade.replay.fingerprint import fingerprint
 
 SECRET = "wandb-key-must-not-leak-1234"
 
@@ -89,17 +91,14 @@ def test_promote_and_load_round_trip(
     best = board[0]
 
     # Manifest: the promoted checkpoint's validation score is re-measured and equals the search's.
-    assert manifest["metrics"]["validation"]["objective"] == pytest.approx(best["objective"], rel=1e-9)
-    assert "test" in manifest["metrics"]
-    assert (
-        manifest["data"]["symbols"] == sorted(manifest["data"]["symbols"])
-        and len(manifest["data"]["symbols"]) == 14
-    )
-    assert len(manifest["data"]["sha256"]) == 64 and len(manifest["features"]["sha256"]) == 64
-    assert manifest["flops_per_decision"] > 0
-    assert set(manifest["libraries"]) >= {"ray", "torch", "numpy", "pandas", "pyarrow"}
-    assert manifest["command"].startswith("raytrade tune --spec ppo")
-    assert manifest["code_version"]
+    assert manifest.metrics["validation"]["objective"] == pytest.approx(best["objective"], rel=1e-9)
+    assert "test" in manifest.metrics
+    assert manifest.data.symbols == sorted(manifest.data.symbols) and len(manifest.data.symbols) == 14
+    assert len(manifest.data.sha256) == 64 and len(manifest.features.sha256) == 64
+    assert manifest.flops_per_decision > 0
+    assert set(manifest.libraries) >= {"ray", "torch", "numpy", "pandas", "pyarrow"}
+    assert manifest.command.startswith("raytrade tune --spec ppo")
+    assert manifest.code_version
     assert (handle.path / "module").is_dir() and (handle.path / "connectors").is_dir()
     for path in registry.rglob("*"):
         if path.is_file():
@@ -109,7 +108,7 @@ def test_promote_and_load_round_trip(
     algo = Algorithm.from_checkpoint(str(run_dir / best["checkpoint"]))
     try:
         trained: Any = algo.get_module()
-        env = PortfolioVectorEnv(manifest["config"]["env_config"], num_envs=16)
+        env = PortfolioVectorEnv(manifest.config["env_config"], num_envs=16)
         obs, _ = env.reset(seed=3)
         rng = np.random.default_rng(0)
         for _ in range(5):
@@ -118,7 +117,7 @@ def test_promote_and_load_round_trip(
                 expected_one = trained.weights(torch.as_tensor(obs[:1])).numpy()[0]
             np.testing.assert_array_equal(handle.act(obs), expected)
             np.testing.assert_array_equal(handle.act(obs[0]), expected_one)
-            obs, *_ = env.step(rng.uniform(-1, 1, (16, manifest["n_assets"])).astype(np.float32))
+            obs, *_ = env.step(rng.uniform(-1, 1, (16, manifest.n_assets)).astype(np.float32))
     finally:
         algo.stop()
 
