@@ -3,12 +3,16 @@
 The best trial is the first row of the run's ``leaderboard.json`` (written by ``raytrade tune``)
 that has a checkpoint: its best checkpoint by validation objective. Promotion re-scores that module
 on the validation split (and the test split, which no search ever looked at) with the same objective,
-so the manifest's metrics are measured on exactly the weights that are copied.
+so the manifest's metrics are measured on exactly the weights that are copied. What the policy was
+trained with (code version, library versions, data fingerprint) is copied from the run file, which
+``raytrade tune`` wrote when the search started: the store may have grown since, and the manifest
+must name the data the weights were trained on. ``created_at`` is the promotion time.
 """
 
 from __future__ import annotations
 
 import json
+import math
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -16,31 +20,22 @@ from typing import Any
 import click
 
 from raytrade.cluster.errors import one_line_errors
-from raytrade.cluster.tune import LEADERBOARD_FILE, read_run_file
-from raytrade.models.registry import (
-    DEFAULT_REGISTRY,
-    code_version,
-    feature_spec_hash,
-    library_versions,
-    replay_fingerprint,
-    write_version,
-)
+from raytrade.cluster.run_file import LeaderboardRow, RunFile, read_leaderboard, read_run_file
+from raytrade.models.catalog import flops_per_decision
+from raytrade.models.manifest import read_manifest
+from raytrade.models.registry import DEFAULT_REGISTRY, feature_spec_hash, write_version
 from raytrade.replay.errors import InputError
 from raytrade.tune_specs.objective import ObjectiveConfig, held_out_data, score_module
 
 MODULE_ID = "default_policy"
 
 
-def best_row(run_dir: Path) -> dict[str, Any]:
+def best_row(run_dir: Path) -> LeaderboardRow:
     """The leaderboard's best trial that has a checkpoint."""
-    path = run_dir / LEADERBOARD_FILE
-    if not path.is_file():
-        raise InputError(f"{str(run_dir)!r} has no {LEADERBOARD_FILE}: did `raytrade tune` finish?")
-    rows = [r for r in json.loads(path.read_text()) if r.get("checkpoint")]
+    rows = [r for r in read_leaderboard(run_dir) if r.checkpoint]
     if not rows:
         raise InputError(f"no trial of {str(run_dir)!r} left a checkpoint")
-    row: dict[str, Any] = rows[0]
-    return row
+    return rows[0]
 
 
 def module_checkpoint(checkpoint: Path) -> Path:
@@ -48,46 +43,33 @@ def module_checkpoint(checkpoint: Path) -> Path:
     return checkpoint / "learner_group" / "learner" / "rl_module" / MODULE_ID
 
 
-def flops_per_decision(module: Any, n_assets: int) -> int:
-    """The catalog's FLOP count for its modules; a generic count of one inference call otherwise."""
-    try:
-        from raytrade.models.catalog import flops_per_decision as catalog_flops
-
-        return catalog_flops(module, n_assets)
-    except (ImportError, AttributeError):
-        import numpy as np
-        import torch
-        from ray.rllib.core.columns import Columns
-        from torch.utils.flop_counter import FlopCounterMode
-
-        obs = torch.as_tensor(np.zeros((1, *module.observation_space.shape), np.float32))
-        with torch.no_grad(), FlopCounterMode(display=False) as counter:
-            module.forward_inference({Columns.OBS: obs})
-        return int(counter.get_total_flops()) // 2
-
-
-def _data_section(env_config: dict[str, Any]) -> dict[str, Any]:
+def _data_section(env_config: dict[str, Any], run: RunFile) -> dict[str, Any]:
+    """The manifest's ``data`` (less ``symbols``): the training-time fingerprint of a replay store."""
     data = env_config["data"]
     if data.get("kind") == "replay":
-        sha, n_files = replay_fingerprint(Path(data["root"]))
-        return {"kind": "replay", "root": data["root"], "sha256": sha, "files": n_files}
+        if str(Path(data["root"]).resolve()) != run.replay:
+            raise InputError(f"the trial trained on {data['root']!r}, the run file names {run.replay!r}")
+        prov = run.provenance
+        return {"kind": "replay", "root": data["root"], "sha256": prov.data_sha256, "files": prov.data_files}
     return {"kind": data.get("kind"), "sha256": feature_spec_hash(data), "files": 0}
 
 
-def build_manifest(run_dir: Path, row: dict[str, Any]) -> tuple[dict[str, Any], Path]:
-    """(manifest, checkpoint folder) of the leaderboard row ``row`` of the run at ``run_dir``."""
+def build_manifest(run_dir: Path, row: LeaderboardRow) -> tuple[dict[str, Any], Path]:
+    """(manifest record for ``models.registry.write_version``, checkpoint folder) of the leaderboard
+    row ``row`` of the run at ``run_dir``."""
     from ray.rllib.core.rl_module.rl_module import RLModule
 
     from raytrade.envs.gym_envs import GATED_ENV_ID, N_PORTFOLIO_STATE
     from raytrade.envs.replay_loader import DEFAULT_FEATURES
 
     run = read_run_file(run_dir)
-    checkpoint = run_dir / row["checkpoint"]
-    config: dict[str, Any] = json.loads((run_dir / row["trial_dir"] / "params.json").read_text())
+    assert row.checkpoint is not None  # best_row keeps rows with a checkpoint
+    checkpoint = run_dir / row.checkpoint
+    config: dict[str, Any] = json.loads((run_dir / row.trial_dir / "params.json").read_text())
     env_config: dict[str, Any] = config["env_config"]
     module: Any = RLModule.from_checkpoint(module_checkpoint(checkpoint))
     module.eval()
-    objective = ObjectiveConfig(cvar_penalty=run["objective"]["cvar_penalty"])
+    objective = ObjectiveConfig(cvar_penalty=run.objective.cvar_penalty)
     validation = held_out_data(env_config, "validation")
     gated = config.get("env") == GATED_ENV_ID
     metrics = {"validation": score_module(module, env_config, objective, gated=gated)}
@@ -102,28 +84,29 @@ def build_manifest(run_dir: Path, row: dict[str, Any]) -> tuple[dict[str, Any], 
         "portfolio_state": N_PORTFOLIO_STATE,
     }
     manifest = {
-        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "created_at": datetime.now(UTC).replace(microsecond=0),
+        "trained_at": run.provenance.started_at,
         "source": {
             "run": str(run_dir),
-            "spec": run["spec"],
-            "family": run["family"],
-            "trial": row["trial"],
-            "checkpoint": row["checkpoint"],
-            "iteration": row["iteration"],
+            "spec": run.spec,
+            "family": run.family,
+            "trial": row.trial,
+            "checkpoint": row.checkpoint,
+            "iteration": row.iteration,
         },
-        "data": {**_data_section(env_config), "symbols": list(validation.symbols)},
+        "data": {**_data_section(env_config, run), "symbols": list(validation.symbols)},
         "features": {**feature_spec, "sha256": feature_spec_hash(feature_spec)},
         "n_assets": validation.n_assets,
-        "params": row["params"],
+        "params": row.params,
         "config": config,
-        "code_version": code_version(),
-        "libraries": library_versions(),
+        "code_version": run.provenance.code_version,
+        "libraries": run.provenance.libraries,
         "flops_per_decision": flops_per_decision(module, validation.n_assets),
-        "objective": run["objective"],
+        "objective": run.objective.model_dump(),
         "metrics": metrics,
-        "search_metrics": {k: row[k] for k in ("objective", "sharpe", "sortino", "cvar_5")},
-        "command": run["command"],
-        "reproduce": f"{run['command']}  # then promote trial {row['trial']}",
+        "search_metrics": row.model_dump(include={"objective", "sharpe", "sortino", "cvar_5"}),
+        "command": run.command,
+        "reproduce": f"{run.command}  # then promote trial {row.trial}",
     }
     return manifest, checkpoint
 
@@ -150,9 +133,13 @@ def promote(run_dir: Path, name: str, registry: Path) -> Path:
 def promote_command(run_dir: Path, name: str, registry: Path) -> None:
     """Copy the best trial of RUN (module, connector state, manifest) to REGISTRY/NAME/VERSION."""
     target = promote(run_dir, name, registry)
-    manifest = json.loads((target / "manifest.json").read_text())
-    val = manifest["metrics"]["validation"]
+    manifest = read_manifest(target)
+    val = manifest.metrics["validation"]
     click.echo(
-        f"promoted {manifest['source']['trial']} -> {target} "
-        f"(validation objective {val['objective']:.3f}, sharpe {val['sharpe']:.3f})"
+        f"promoted {manifest.source.trial} -> {target} "
+        f"(validation objective {_score(val.get('objective'))}, sharpe {_score(val.get('sharpe'))})"
     )
+
+
+def _score(value: float | None) -> str:
+    return "undefined" if value is None or not math.isfinite(value) else f"{value:.3f}"

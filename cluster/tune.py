@@ -10,9 +10,11 @@ Design decisions
   algorithm (sampling and learning in-process unless the spec adds env runners) plus optional
   custom resources; ``placement_strategy="SPREAD"`` spreads a trial's bundles over nodes.
 * One run = one folder ``STORAGE/NAME`` (Tune's experiment dir). Next to Tune's files it holds
-  ``raytrade_run.json`` (spec, replay, budget, the reproducing command; written first, so an
-  interrupted run is still described), and at the end ``leaderboard.json`` and
-  ``validation_objective.png``. ``raytrade promote --run DIR`` reads ``leaderboard.json``.
+  ``raytrade_run.json`` (``cluster.run_file.RunFile``: spec, replay, budget, the reproducing
+  command, and the code version, library versions and data fingerprint at the start; written
+  first, so an interrupted run is still described), and at the end ``leaderboard.json``
+  (``LeaderboardRow`` list) and ``validation_objective.png``. ``raytrade promote --run DIR`` reads
+  both and copies the training-time facts into the registry manifest.
 * Logging: Tune's CSV/JSON/TensorBoard loggers always; wandb through Tune's
   ``WandbLoggerCallback``, offline (files under the run folder) unless ``--wandb`` asks for online
   logging, which needs ``WANDB_API_KEY`` (read by ``cluster.settings.load_settings``). The key is
@@ -23,11 +25,11 @@ Design decisions
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import os
 import shlex
 from collections.abc import Iterator, Mapping
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
@@ -35,13 +37,22 @@ import click
 from pydantic import BaseModel, ConfigDict, Field
 
 from raytrade.cluster.errors import one_line_errors
+from raytrade.cluster.run_file import (
+    LEADERBOARD_FILE,
+    RUN_FILE,
+    LeaderboardRow,
+    RunFile,
+    read_run_file,
+    write_leaderboard,
+    write_run_file,
+)
+from raytrade.models.manifest import Provenance, SearchObjective
 from raytrade.replay.errors import InputError
 from raytrade.tune_specs import SPECS, get_spec
 from raytrade.tune_specs.objective import METRIC, REPORTED
 from raytrade.tune_specs.spec import Budget, TuneSpec
 
-RUN_FILE = "raytrade_run.json"
-LEADERBOARD_FILE = "leaderboard.json"
+__all__ = ["LEADERBOARD_FILE", "PLOT_FILE", "RUN_FILE", "TuneOptions", "read_run_file", "run_tune"]
 PLOT_FILE = "validation_objective.png"
 WandbMode = Literal["offline", "online", "disabled"]
 
@@ -99,7 +110,7 @@ class TuneOutcome(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     run_dir: Path
-    leaderboard: list[dict[str, Any]]
+    leaderboard: list[LeaderboardRow]
     plot: Path | None
 
 
@@ -252,31 +263,37 @@ def _reporter(spec: TuneSpec, config: Any) -> Any:
     )
 
 
-def _write_run_file(opts: TuneOptions, spec: TuneSpec, run_dir: Path) -> None:
+def provenance(replay: Path) -> Provenance:
+    """Code version, library versions and the data fingerprint of ``replay``, as of now."""
+    from raytrade.models.registry import code_version, library_versions
+    from raytrade.replay.fingerprint import data_fingerprint
+
+    sha, n_files = data_fingerprint(replay)
+    return Provenance(
+        started_at=datetime.now(UTC),
+        code_version=code_version(),
+        libraries=library_versions(),
+        data_sha256=sha,
+        data_files=n_files,
+    )
+
+
+def run_record(opts: TuneOptions, spec: TuneSpec) -> RunFile:
+    """The run file of a new search: what it searches and what it depends on at this moment."""
     budget = opts.budget(spec)
     config = spec.algo_config(spec.env_config(str(opts.replay.resolve()), budget), budget).to_dict()
-    record = {
-        "spec": spec.name,
-        "family": spec.family,
-        "replay": str(opts.replay.resolve()),
-        "budget": budget.model_dump(),
-        "objective": {"metric": spec.metric, "mode": spec.mode, "cvar_penalty": opts.cvar_penalty},
-        "searched": _searched_keys(config),
-        "required_features": list(spec.required_features),
-        "seed": opts.seed,
-        "command": opts.command(),
-    }
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / RUN_FILE).write_text(json.dumps(record, indent=2))
-
-
-def read_run_file(run_dir: Path) -> dict[str, Any]:
-    """The ``raytrade_run.json`` of a run folder (``FileNotFoundError`` naming it when absent)."""
-    path = Path(run_dir) / RUN_FILE
-    if not path.is_file():
-        raise InputError(f"{str(run_dir)!r} is not a raytrade tune run (no {RUN_FILE})")
-    record: dict[str, Any] = json.loads(path.read_text())
-    return record
+    return RunFile(
+        spec=spec.name,
+        family=spec.family,
+        replay=str(opts.replay.resolve()),
+        budget=budget,
+        objective=SearchObjective(metric=spec.metric, mode=spec.mode, cvar_penalty=opts.cvar_penalty),
+        searched=_searched_keys(config),
+        required_features=list(spec.required_features),
+        seed=opts.seed,
+        command=opts.command(),
+        provenance=provenance(opts.replay),
+    )
 
 
 # ------------------------------------------------------------------------------ results
@@ -294,7 +311,7 @@ def metric_of(metrics: Mapping[str, Any], key: str) -> float:
     return float(node)
 
 
-def leaderboard(results: Any, run_dir: Path, searched: list[str]) -> list[dict[str, Any]]:
+def leaderboard(results: Any, run_dir: Path, searched: list[str]) -> list[LeaderboardRow]:
     """One row per trial, best first: its best checkpoint (by validation objective) and scores."""
     rows = []
     for result in results:
@@ -306,31 +323,30 @@ def leaderboard(results: Any, run_dir: Path, searched: list[str]) -> list[dict[s
             ckpt: str | None = os.path.relpath(checkpoint.path, run_dir)
         else:
             checkpoint, metrics, ckpt = None, result.metrics, None
+        scores = {k: metric_of(metrics, f"validation/{k}") for k in REPORTED}
         rows.append(
-            {
-                "trial": str(result.metrics.get("trial_id", Path(result.path).name)),
-                "trial_dir": os.path.relpath(result.path, run_dir),
-                "params": {k: _param(result.config or {}, k) for k in searched},
-                "iteration": int(metrics.get("training_iteration", 0)),
-                "checkpoint": ckpt,
-                "node_id": metrics.get("node_id"),
-                "error": None if result.error is None else str(result.error).splitlines()[0][:200],
-                **{k: metric_of(metrics, f"validation/{k}") for k in REPORTED},
-            }
+            LeaderboardRow(
+                trial=str(result.metrics.get("trial_id", Path(result.path).name)),
+                trial_dir=os.path.relpath(result.path, run_dir),
+                params={k: _param(result.config or {}, k) for k in searched},
+                iteration=int(metrics.get("training_iteration", 0)),
+                checkpoint=ckpt,
+                node_id=metrics.get("node_id"),
+                error=None if result.error is None else str(result.error).splitlines()[0][:200],
+                **scores,
+            )
         )
-    return sorted(rows, key=lambda r: -r["objective"] if math.isfinite(r["objective"]) else math.inf)
+    return sorted(rows, key=lambda r: -r.objective if math.isfinite(r.objective) else math.inf)
 
 
-def format_leaderboard(rows: list[dict[str, Any]]) -> str:
+def format_leaderboard(rows: list[LeaderboardRow]) -> str:
     """The leaderboard as a fixed-width table (trial, params, objective, sharpe, sortino, cvar)."""
     lines = [f"{'trial':<14}{'iter':>5}{'objective':>11}{'sharpe':>9}{'sortino':>9}{'cvar_5':>9}  params"]
     for r in rows:
-        params = " ".join(
-            f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in r["params"].items()
-        )
+        params = " ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in r.params.items())
         lines.append(
-            f"{r['trial']:<14}{r['iteration']:>5}{r['objective']:>11.3f}{r['sharpe']:>9.3f}"
-            f"{r['sortino']:>9.3f}{r['cvar_5']:>9.4f}  {params}"
+            f"{r.trial:<14}{r.iteration:>5}{r.objective:>11.3f}{r.sharpe:>9.3f}"
+            f"{r.sortino:>9.3f}{r.cvar_5:>9.4f}  {params}"
         )
     return "\n".join(lines)
 
@@ -385,9 +401,9 @@ def run_tune(opts: TuneOptions) -> TuneOutcome:
     run_dir = opts.run_dir()
     if opts.resume:
         recorded = read_run_file(run_dir)
-        if recorded["spec"] != spec.name or recorded["replay"] != str(opts.replay.resolve()):
+        if recorded.spec != spec.name or recorded.replay != str(opts.replay.resolve()):
             raise InputError(
-                f"{str(run_dir)!r} was a search of spec {recorded['spec']!r} on {recorded['replay']!r}"
+                f"{str(run_dir)!r} was a search of spec {recorded.spec!r} on {recorded.replay!r}"
             )
     elif (run_dir / RUN_FILE).exists():
         raise InputError(f"experiment {str(run_dir)!r} exists: pass --resume, or --name for a new one")
@@ -395,7 +411,7 @@ def run_tune(opts: TuneOptions) -> TuneOutcome:
     callbacks, env = _wandb_setup(opts, run_dir)
     env = {**env, "RAY_AIR_NEW_OUTPUT": "0"}  # the table reporter of ``_reporter``
     if not opts.resume:
-        _write_run_file(opts, spec, run_dir)
+        write_run_file(run_dir, run_record(opts, spec))
     with _environment(env):
         tuner = build_tuner(opts, spec, callbacks)
         results = tuner.fit()
@@ -405,12 +421,12 @@ def run_tune(opts: TuneOptions) -> TuneOutcome:
             f"search interrupted with {unfinished} of {len(results)} trials unfinished; "
             f"continue it with the same command and --resume (run folder {run_dir})"
         )
-    searched = read_run_file(run_dir)["searched"]
+    searched = read_run_file(run_dir).searched
     rows = leaderboard(results, run_dir, searched)
-    if not any(r["checkpoint"] for r in rows):
+    if not any(r.checkpoint for r in rows):
         errors = [str(r.error).splitlines()[-1] for r in results if r.error is not None]
         raise click.ClickException(f"all trials of {run_dir} failed: {errors[0] if errors else 'no results'}")
-    (run_dir / LEADERBOARD_FILE).write_text(json.dumps(rows, indent=2, default=str))
+    write_leaderboard(run_dir, rows)
     plot = plot_objective(results, run_dir / PLOT_FILE)
     return TuneOutcome(run_dir=run_dir, leaderboard=rows, plot=plot)
 

@@ -8,7 +8,8 @@ they configure and are re-exported here.
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from collections.abc import Mapping
+from typing import Annotated, Any, Literal, overload
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -30,6 +31,7 @@ __all__ = [
     "RewardConfig",
     "SimulatorConfig",
     "SyntheticDataConfig",
+    "env_config_from_dict",
 ]
 
 _FROZEN = ConfigDict(frozen=True, extra="forbid")
@@ -136,3 +138,23 @@ class GatedEnvConfig(PortfolioEnvConfig):
         -0.5, description="fraction of the half-spread a passive fill pays (negative: earned)"
     )
     passive_slippage_mult: float = Field(0.0, ge=0, description="fraction of slippage a passive fill pays")
+
+
+@overload
+def env_config_from_dict(env_config: Mapping[str, Any], gated: Literal[True]) -> GatedEnvConfig: ...
+@overload
+def env_config_from_dict(env_config: Mapping[str, Any], gated: bool = False) -> PortfolioEnvConfig: ...
+def env_config_from_dict(env_config: Mapping[str, Any], gated: bool = False) -> PortfolioEnvConfig:
+    """The validated config of an RLlib ``env_config`` dict (a Tune trial's, a checkpoint's, a
+    registry manifest's): a :class:`GatedEnvConfig` when ``gated``, else a :class:`PortfolioEnvConfig`.
+
+    ``num_envs`` is dropped: RLlib's vector entry point adds it per env runner, it says nothing about
+    the policy. Without ``gated``, a gated env's own keys (its sizing rule) are dropped too, which
+    leaves the data, simulator and observation that scoring and serving a weights view need. Any
+    other unknown key fails validation, naming the key.
+    """
+    drop = {"num_envs"}
+    if not gated:
+        drop |= set(GatedEnvConfig.model_fields) - set(PortfolioEnvConfig.model_fields)
+    cls = GatedEnvConfig if gated else PortfolioEnvConfig
+    return cls.model_validate({k: v for k, v in env_config.items() if k not in drop})

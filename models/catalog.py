@@ -139,9 +139,20 @@ def flops_per_decision(module: RLModule, n_assets: int) -> int:
     Measured with ``torch.utils.flop_counter.FlopCounterMode``, which counts matrix products
     (linear layers, attention projections) - the dominant cost; element-wise ops, the projection's
     sort and graph scatter ops are not counted. FLOPs / 2 = multiply-adds.
+
+    Our families' modules (they have ``n_features``) see a flat observation of ``n_assets`` assets
+    with realistic small feature values; any other module (e.g. RLlib's default module of the
+    ``tqc`` spec) a zero observation of its own ``observation_space`` shape, whose width already
+    fixes the asset count.
     """
-    n_features = int(module.n_features)  # type: ignore[attr-defined]
-    obs = dummy_flat_obs(n_assets, n_features)
+    n_features = getattr(module, "n_features", None)
+    if n_features is not None:
+        obs = dummy_flat_obs(n_assets, int(n_features))
+    else:
+        shape = getattr(module.observation_space, "shape", None)
+        if shape is None:
+            raise ValueError(f"cannot count FLOPs of {type(module).__name__}: no Box observation space")
+        obs = torch.zeros((1, *shape), dtype=torch.float32)
     with torch.no_grad(), FlopCounterMode(display=False) as counter:
         module.forward_inference({Columns.OBS: obs})
     return int(counter.get_total_flops()) // 2

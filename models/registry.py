@@ -12,35 +12,34 @@ Layout (one version)::
 and Windows. Versions are 1, 2, … and never reused; a version folder is written under a temporary
 name and renamed into place, so a reader never sees half a version.
 
-Design decisions for ``manifest.json``: the data fingerprint is a sha256 over the replay files the
-policy was trained and scored on (bars and features tables; relative paths sorted, then each path and
-its bytes), the feature-spec hash a sha256 of the observed feature columns, the loader's full column
-list and the observation layout. Nothing from the environment or the settings object is copied:
-``scrub_secrets`` drops any key that names a key, token, secret or password.
+``manifest.json`` is :class:`models.manifest.Manifest` (typed, secrets scrubbed, validated when
+written and when read); its ``files`` entry holds the sha256 of every other file of the version,
+checked by :func:`verify_files` before anything of the version is unpickled. The data fingerprint is
+``replay.fingerprint.data_fingerprint``, the feature-spec hash a sha256 of the observed feature
+columns, the loader's full column list and the observation layout.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
-import re
 import shutil
 import subprocess
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Final
 
+from pydantic import ValidationError
+
+from raytrade.envs.registry_ref import NAME_PATTERN, RegistryRefError, parse_registry_ref
+from raytrade.models.manifest import MANIFEST, Manifest, ManifestError, first_error, manifest_json
 from raytrade.replay.errors import InputError
 
 MODULE_DIR: Final = "module"
 CONNECTORS_DIR: Final = "connectors"
-MANIFEST: Final = "manifest.json"
 LATEST: Final = "latest"
 DEFAULT_REGISTRY: Final = "registry"
-_SECRET_KEY = re.compile(r"(api_?key|secret|token|password|passwd|credential)", re.IGNORECASE)
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
 class RegistryError(InputError):
@@ -49,8 +48,8 @@ class RegistryError(InputError):
 
 def check_name(name: str) -> str:
     """A policy name is a folder name: letters, digits, ``_ . -``, not starting with a symbol."""
-    if not _NAME.match(name):
-        raise ValueError(f"policy name {name!r} must match {_NAME.pattern}")
+    if not NAME_PATTERN.match(name):
+        raise ValueError(f"policy name {name!r} must match {NAME_PATTERN.pattern}")
     return name
 
 
@@ -73,52 +72,28 @@ def names(registry: Path) -> list[str]:
 def resolve(registry: str | os.PathLike[str], ref: str) -> Path:
     """The folder of ``NAME`` (its ``latest``) or ``NAME@VERSION``; ``RegistryError`` lists what exists."""
     root = Path(registry)
-    name, _, version = ref.partition("@")
+    try:
+        parsed = parse_registry_ref(ref)
+    except RegistryRefError as exc:
+        raise RegistryError(str(exc)) from None
+    name = parsed.name
     available = versions(root, name)
     if not available:
         known = names(root)
         raise RegistryError(
             f"no policy {name!r} in registry {str(root)!r}; available: {', '.join(known) or 'none'}"
         )
-    if not version:
+    if parsed.version is None:
         latest = root / name / LATEST
         number = int(latest.read_text().strip()) if latest.is_file() else available[-1]
-    elif version.isdigit():
-        number = int(version)
     else:
-        raise RegistryError(f"version {version!r} of {name!r} is not a number; available: {available}")
+        number = parsed.version
     if number not in available:
         raise RegistryError(f"no version {number} of {name!r}; available: {', '.join(map(str, available))}")
     return root / name / str(number)
 
 
-def read_manifest(version_dir: Path) -> dict[str, Any]:
-    """The ``manifest.json`` of a version folder."""
-    manifest: dict[str, Any] = json.loads((Path(version_dir) / MANIFEST).read_text())
-    return manifest
-
-
 # ------------------------------------------------------------------------------ manifest parts
-
-
-def fingerprint(files: Iterable[Path], root: Path) -> str:
-    """sha256 over ``files`` sorted by their path relative to ``root``: each path, then its bytes."""
-    digest = hashlib.sha256()
-    for rel in sorted(str(Path(f).resolve().relative_to(Path(root).resolve())) for f in files):
-        digest.update(rel.encode())
-        digest.update(b"\0")
-        with open(Path(root) / rel, "rb") as fh:
-            for block in iter(lambda: fh.read(1 << 20), b""):
-                digest.update(block)
-    return digest.hexdigest()
-
-
-def replay_fingerprint(root: Path) -> tuple[str, int]:
-    """(sha256, file count) of the replay files a policy reads: the bars and features tables."""
-    from raytrade.replay.reader import table_files
-
-    files = [*table_files(root, "bars"), *table_files(root, "features")]
-    return fingerprint(files, root), len(files)
 
 
 def feature_spec_hash(spec: Mapping[str, Any]) -> str:
@@ -166,28 +141,72 @@ def library_versions() -> dict[str, str]:
     }
 
 
-def scrub_secrets(value: Any) -> Any:
-    """``value`` as strict-JSON data: every mapping entry whose key names a secret removed and
-    non-finite floats (undefined ratios) written as ``null`` (recursively)."""
-    if isinstance(value, Mapping):
-        return {k: scrub_secrets(v) for k, v in value.items() if not _SECRET_KEY.search(str(k))}
-    if isinstance(value, list | tuple):
-        return [scrub_secrets(v) for v in value]
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
+# ------------------------------------------------------------------------------ file hashes
+
+
+def file_sha256(path: Path) -> str:
+    """sha256 hex of one file's bytes."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def version_file_hashes(version_dir: Path) -> dict[str, str]:
+    """sha256 of every file of a version folder but ``manifest.json`` (POSIX paths relative to it)."""
+    root = Path(version_dir)
+    return {
+        p.relative_to(root).as_posix(): file_sha256(p)
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and p.relative_to(root).as_posix() != MANIFEST
+    }
+
+
+def verify_files(version_dir: Path, manifest: Manifest) -> None:
+    """Refuse (``RegistryError``, naming the file) a version whose files differ from the sha256s its
+    manifest recorded: a missing, added or changed file. Versions promoted before the manifest held
+    hashes (``files`` None) have nothing to check against."""
+    if manifest.files is None:
+        return
+    actual = version_file_hashes(version_dir)
+    where = f"{manifest.name}@{manifest.version} ({str(version_dir)!r})"
+    for rel in sorted(set(manifest.files) | set(actual)):
+        if rel not in actual:
+            raise RegistryError(f"{where}: file {rel!r} listed in the manifest is missing")
+        if rel not in manifest.files:
+            raise RegistryError(f"{where}: file {rel!r} is not listed in the manifest")
+        if actual[rel] != manifest.files[rel]:
+            raise RegistryError(f"{where}: file {rel!r} does not match its sha256 in the manifest")
+
+
+def write_manifest(version_dir: Path, manifest: Manifest) -> None:
+    """Write ``manifest.json`` atomically (temp file, fsync, rename)."""
+    path = Path(version_dir) / MANIFEST
+    tmp = path.with_name(f".{MANIFEST}.tmp")
+    with open(tmp, "w") as fh:
+        fh.write(manifest_json(manifest))
+        fh.flush()
+        os.fsync(fh.fileno())
+    tmp.replace(path)
 
 
 # ------------------------------------------------------------------------------ writing
 
 
 def write_version(
-    registry: Path, name: str, checkpoint: Path, manifest: dict[str, Any], module_id: str = "default_policy"
+    registry: Path,
+    name: str,
+    checkpoint: Path,
+    record: Mapping[str, Any],
+    module_id: str = "default_policy",
 ) -> Path:
     """Copy the module and connector state out of an Algorithm checkpoint as the next version.
 
-    ``checkpoint`` is an RLlib ``Algorithm.save_to_path`` folder (what Tune keeps per trial). Returns
-    the new version folder; ``latest`` is updated last.
+    ``checkpoint`` is an RLlib ``Algorithm.save_to_path`` folder (what Tune keeps per trial).
+    ``record`` is every :class:`Manifest` field but ``name``, ``version`` and ``files``, which are set
+    here; it is validated (secrets scrubbed) before anything is copied, so a bad record leaves the
+    registry untouched. Returns the new version folder; ``latest`` is updated last.
     """
     check_name(name)
     module_src = checkpoint / "learner_group" / "learner" / "rl_module" / module_id
@@ -196,8 +215,12 @@ def write_version(
             f"{str(checkpoint)!r} holds no RLModule {module_id!r} (not an RLlib checkpoint?)"
         )
     folder = Path(registry) / name
-    folder.mkdir(parents=True, exist_ok=True)
     number = (versions(registry, name) or [0])[-1] + 1
+    try:
+        manifest = Manifest.model_validate({**record, "name": name, "version": number})
+    except ValidationError as exc:
+        raise ManifestError(f"manifest of {name}@{number}: {first_error(exc)}") from None
+    folder.mkdir(parents=True, exist_ok=True)
     staging = folder / f".{number}.partial"
     shutil.rmtree(staging, ignore_errors=True)
     shutil.copytree(module_src, staging / MODULE_DIR)
@@ -206,10 +229,7 @@ def write_version(
         src = checkpoint / "env_runner" / connector
         if src.is_dir():
             shutil.copytree(src, staging / CONNECTORS_DIR / connector)
-    record = scrub_secrets({**manifest, "name": name, "version": number})
-    (staging / MANIFEST).write_text(
-        json.dumps(record, indent=2, sort_keys=True, default=str, allow_nan=False)
-    )
+    write_manifest(staging, manifest.model_copy(update={"files": version_file_hashes(staging)}))
     target = folder / str(number)
     staging.rename(target)
     tmp_latest = folder / f".{LATEST}.tmp"

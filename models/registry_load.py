@@ -22,11 +22,13 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from raytrade.envs.config import GatedEnvConfig, PortfolioEnvConfig
+from raytrade.envs.config import PortfolioEnvConfig
 from raytrade.envs.market_data import MarketData
 from raytrade.envs.rollout import Policy
 from raytrade.models.inference import deterministic_actions, deterministic_weights, module_policy
-from raytrade.models.registry import CONNECTORS_DIR, DEFAULT_REGISTRY, MODULE_DIR, read_manifest, resolve
+from raytrade.models.manifest import Manifest, read_manifest
+from raytrade.models.registry import CONNECTORS_DIR, DEFAULT_REGISTRY, MODULE_DIR, resolve, verify_files
+from raytrade.models.registry_migrate import check_current_names
 
 
 @dataclass(frozen=True)
@@ -36,7 +38,7 @@ class PolicyHandle:
     name: str
     version: int
     path: Path
-    manifest: dict[str, Any]
+    manifest: Manifest
     module: Any
 
     def act(self, observation: Any) -> np.ndarray:
@@ -55,12 +57,7 @@ class PolicyHandle:
     def env_config(self) -> PortfolioEnvConfig:
         """The env config the policy was trained with (data, simulator, observed features); a
         :class:`GatedEnvConfig` (with its sizing rule) for a policy of the gated env."""
-        from raytrade.envs.gym_envs import GATED_ENV_ID
-
-        raw = dict(self.manifest["config"]["env_config"])
-        cls = GatedEnvConfig if self.manifest["config"].get("env") == GATED_ENV_ID else PortfolioEnvConfig
-        keep = set(cls.model_fields) - {"num_envs"}
-        return cls.model_validate({k: v for k, v in raw.items() if k in keep})
+        return self.manifest.env_config()
 
     def policy(self, data: MarketData) -> Policy:
         """``Observation -> weights [B, N]`` over ``data`` (for ``envs.rollout.replay_policy``)."""
@@ -95,15 +92,20 @@ def load(ref: str, registry: str | os.PathLike[str] = DEFAULT_REGISTRY) -> Polic
     """The registry version ``ref`` (``NAME`` or ``NAME@VERSION``) as a :class:`PolicyHandle`.
 
     An unknown name or version raises ``models.registry.RegistryError`` (a ``ValueError``) whose
-    one-line message lists what the registry holds.
+    one-line message lists what the registry holds. Before anything is unpickled, the manifest is
+    validated, the version's files are checked against its sha256s (``verify_files``) and its
+    pickles are checked for module names from before the package rename
+    (``registry_migrate.check_current_names``: a one-line error naming the migration command).
     """
     from ray.rllib.core.rl_module.rl_module import RLModule
 
     folder = resolve(registry, ref).resolve()  # RLlib reads checkpoints by URI: absolute paths only
+    manifest = read_manifest(folder)
+    verify_files(folder, manifest)
+    check_current_names(folder, registry)
     _check_connectors(folder)
     module: Any = RLModule.from_checkpoint(folder / MODULE_DIR)
     module.eval()
-    manifest = read_manifest(folder)
     return PolicyHandle(
         name=folder.parent.name, version=int(folder.name), path=folder, manifest=manifest, module=module
     )

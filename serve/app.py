@@ -73,21 +73,24 @@ def load_service(model: str, registry: str, decide: ServeConfig) -> DecisionServ
     from raytrade.models.registry_load import load
 
     handle = load(model, registry)
-    symbols = handle.manifest.get("data", {}).get("symbols")
+    symbols = handle.manifest.data.symbols
     return DecisionService(handle, serving_market_data(handle.env_config(), symbols), decide)
 
 
 def _source_signature(cfg: ServiceConfig) -> tuple[Any, ...]:
     """What changes when a reload is due: the registry's ``latest`` (unless pinned) and the feature
     files of the store the version was trained on (count, newest modification)."""
-    from raytrade.models.registry import read_manifest, resolve
+    from raytrade.envs.config import ReplayDataConfig
+    from raytrade.envs.registry_ref import parse_registry_ref
+    from raytrade.models.manifest import read_manifest
+    from raytrade.models.registry import resolve
 
     folder = resolve(cfg.registry, cfg.model)
-    version = None if "@" in cfg.model else folder.name
-    data = read_manifest(folder).get("config", {}).get("env_config", {}).get("data", {})
-    if data.get("kind") != "replay":
+    version = None if parse_registry_ref(cfg.model).version is not None else folder.name
+    data = read_manifest(folder).env_config().data
+    if not isinstance(data, ReplayDataConfig):
         return (version,)
-    files = sorted((Path(data["root"]) / "features").glob("year=*/part-*.parquet"))
+    files = sorted((Path(data.root) / "features").glob("year=*/part-*.parquet"))
     return (version, len(files), max((f.stat().st_mtime_ns for f in files), default=0))
 
 

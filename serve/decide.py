@@ -114,8 +114,8 @@ class DecisionService:
         self.env_cfg: PortfolioEnvConfig = handle.env_config()
         self.data = data
         self.universe = {s: i for i, s in enumerate(data.symbols)}
-        trained = handle.manifest.get("data", {}).get("symbols")
-        if trained is not None and list(trained) != list(data.symbols):
+        trained = handle.manifest.data.symbols
+        if list(trained) != list(data.symbols):
             raise ValueError(
                 f"the data's symbols {list(data.symbols)[:5]}... differ from the symbols the policy was "
                 f"trained on {list(trained)[:5]}..."
@@ -149,13 +149,13 @@ class DecisionService:
             "model": self.model_ref,
             "name": self.handle.name,
             "version": self.handle.version,
-            "family": m.get("source", {}).get("family"),
+            "family": m.source.family,
             "symbols": list(self.data.symbols),
             "features": self.observed_features,
             "data_last_bar": _utc(self._ts[-1]).isoformat(),
-            "code_version": m.get("code_version"),
-            "created_at": m.get("created_at"),
-            "validation": m.get("metrics", {}).get("validation"),
+            "code_version": m.code_version,
+            "created_at": m.created_at.isoformat(),
+            "validation": m.metrics.get("validation"),
             "serve_config": self.config.model_dump(),
         }
 

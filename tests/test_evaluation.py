@@ -552,3 +552,62 @@ def test_unknown_scenario_is_an_input_error(store: Path, tmp_path: Path) -> None
         "error: unknown scenario 'nope'; known: bootstrap_crisis, crisis_2008_like, flash_crash, vol_spike"
     )
     assert not out.exists()
+
+
+# ------------------------------------------------------------------------------ shared facts
+
+
+def test_registry_references_parse_to_name_and_version() -> None:
+    from raytrade.envs.registry_ref import RegistryRef, parse_registry_ref
+
+    assert parse_registry_ref("alpha") == RegistryRef(name="alpha", version=None)
+    assert parse_registry_ref("alpha.v2@12") == RegistryRef(name="alpha.v2", version=12)
+    assert str(parse_registry_ref("alpha@3")) == "alpha@3"
+
+
+@pytest.mark.parametrize(
+    ("ref", "message"),
+    [
+        ("alpha@", "registry reference 'alpha@': version '' is not a positive integer"),
+        ("alpha@x", "registry reference 'alpha@x': version 'x' is not a positive integer"),
+        ("alpha@0", "registry reference 'alpha@0': version '0' is not a positive integer"),
+        ("@3", "registry reference '@3': name '' must match"),
+        ("../x", "registry reference '../x': name '../x' must match"),
+    ],
+)
+def test_bad_registry_reference_names_the_reference(ref: str, message: str) -> None:
+    from raytrade.envs.registry_ref import RegistryRefError, parse_registry_ref
+
+    with pytest.raises(RegistryRefError) as info:
+        parse_registry_ref(ref)
+    assert str(info.value).startswith(message)
+
+
+def test_bad_registry_reference_is_an_evaluation_input_error(store: Path) -> None:
+    from raytrade.envs.evaluation.policies import EvaluationInputError
+
+    with pytest.raises(EvaluationInputError, match="registry reference 'fake@x': version 'x'"):
+        prepare(store, ["registry:fake@x"], FAST, registry=store.parent, loader=fake_loader)
+
+
+def test_data_fingerprint_is_sha256_of_sorted_paths_and_bytes(tmp_path: Path) -> None:
+    import hashlib
+
+    from raytrade.envs.evaluation import harness
+    from raytrade.replay.fingerprint import data_fingerprint
+
+    for rel, body in [
+        ("features/year=2024/part-0.parquet", b"F"),
+        ("bars/year=2025/part-0.parquet", b"B2"),
+        ("bars/year=2024/part-1.parquet", b"B1"),
+        ("experience/year=2024/part-0.parquet", b"E"),  # not an input of a policy
+    ]:
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_bytes(body)
+    expected = hashlib.sha256(
+        b"bars/year=2024/part-1.parquet\0B1"
+        b"bars/year=2025/part-0.parquet\0B2"
+        b"features/year=2024/part-0.parquet\0F"
+    ).hexdigest()
+    assert data_fingerprint(tmp_path) == (expected, 3)
+    assert harness.data_fingerprint is data_fingerprint  # the report records the same fact

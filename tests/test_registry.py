@@ -11,7 +11,9 @@ import pytest
 from click.testing import CliRunner
 
 from raytrade.cluster.promote import promote_command
-from raytrade.models.registry import fingerprint, resolve, scrub_secrets
+from raytrade.models.manifest import scrub_secrets
+from raytrade.models.registry import resolve
+from raytrade.replay.fingerprint import fingerprint
 
 SECRET = "wandb-key-must-not-leak-1234"
 
@@ -89,17 +91,14 @@ def test_promote_and_load_round_trip(
     best = board[0]
 
     # Manifest: the promoted checkpoint's validation score is re-measured and equals the search's.
-    assert manifest["metrics"]["validation"]["objective"] == pytest.approx(best["objective"], rel=1e-9)
-    assert "test" in manifest["metrics"]
-    assert (
-        manifest["data"]["symbols"] == sorted(manifest["data"]["symbols"])
-        and len(manifest["data"]["symbols"]) == 14
-    )
-    assert len(manifest["data"]["sha256"]) == 64 and len(manifest["features"]["sha256"]) == 64
-    assert manifest["flops_per_decision"] > 0
-    assert set(manifest["libraries"]) >= {"ray", "torch", "numpy", "pandas", "pyarrow"}
-    assert manifest["command"].startswith("raytrade tune --spec ppo")
-    assert manifest["code_version"]
+    assert manifest.metrics["validation"]["objective"] == pytest.approx(best["objective"], rel=1e-9)
+    assert "test" in manifest.metrics
+    assert manifest.data.symbols == sorted(manifest.data.symbols) and len(manifest.data.symbols) == 14
+    assert len(manifest.data.sha256) == 64 and len(manifest.features.sha256) == 64
+    assert manifest.flops_per_decision > 0
+    assert set(manifest.libraries) >= {"ray", "torch", "numpy", "pandas", "pyarrow"}
+    assert manifest.command.startswith("raytrade tune --spec ppo")
+    assert manifest.code_version
     assert (handle.path / "module").is_dir() and (handle.path / "connectors").is_dir()
     for path in registry.rglob("*"):
         if path.is_file():
@@ -109,7 +108,7 @@ def test_promote_and_load_round_trip(
     algo = Algorithm.from_checkpoint(str(run_dir / best["checkpoint"]))
     try:
         trained: Any = algo.get_module()
-        env = PortfolioVectorEnv(manifest["config"]["env_config"], num_envs=16)
+        env = PortfolioVectorEnv(manifest.config["env_config"], num_envs=16)
         obs, _ = env.reset(seed=3)
         rng = np.random.default_rng(0)
         for _ in range(5):
@@ -118,7 +117,7 @@ def test_promote_and_load_round_trip(
                 expected_one = trained.weights(torch.as_tensor(obs[:1])).numpy()[0]
             np.testing.assert_array_equal(handle.act(obs), expected)
             np.testing.assert_array_equal(handle.act(obs[0]), expected_one)
-            obs, *_ = env.step(rng.uniform(-1, 1, (16, manifest["n_assets"])).astype(np.float32))
+            obs, *_ = env.step(rng.uniform(-1, 1, (16, manifest.n_assets)).astype(np.float32))
     finally:
         algo.stop()
 
@@ -147,3 +146,201 @@ def test_promoted_model_is_evaluated_against_the_baselines(
     recomputed = summarize(np.asarray(model.returns), report.periods_per_year)
     assert model.metrics.sharpe == pytest.approx(recomputed["sharpe"], rel=1e-12)
     assert (tmp_path / "report" / "report.md").read_text().count("registry:beta") >= 2
+
+
+# ------------------------------------------------------------------------------ typed documents
+
+
+def manifest_record(**update: Any) -> dict[str, Any]:
+    """A complete manifest (as ``raytrade promote`` writes it) of a tiny synthetic-data policy."""
+    record: dict[str, Any] = {
+        "name": "alpha",
+        "version": 1,
+        "created_at": "2026-01-02T03:04:05Z",
+        "trained_at": "2026-01-02T02:00:00Z",
+        "source": {
+            "run": "/runs/ppo",
+            "spec": "ppo",
+            "family": "ppo_mlp",
+            "trial": "t0",
+            "checkpoint": "c",
+            "iteration": 2,
+        },
+        "data": {"kind": "synthetic", "sha256": "0" * 64, "files": 0, "symbols": ["A", "B"]},
+        "features": {
+            "observed": ["ret_1"],
+            "loader_columns": ["ret_1"],
+            "flat_obs": True,
+            "portfolio_state": 3,
+            "sha256": "1" * 64,
+        },
+        "n_assets": 2,
+        "params": {"lr": 0.001},
+        "config": {"env": "raytrade/PortfolioEnv-v0", "env_config": {"flat_obs": True, "num_envs": 4}},
+        "code_version": "abc",
+        "libraries": {"ray": "2.60.0"},
+        "flops_per_decision": 10,
+        "objective": {"metric": "validation/objective", "mode": "max", "cvar_penalty": 1.0},
+        "metrics": {"validation": {"objective": 0.5, "sharpe": None}},
+        "search_metrics": {"objective": 0.5},
+        "command": "raytrade tune --spec ppo",
+        "reproduce": "raytrade tune --spec ppo  # then promote trial t0",
+    }
+    return {**record, **update}
+
+
+def test_manifest_round_trips_and_drops_secrets_wherever_they_are() -> None:
+    from raytrade.models.manifest import Manifest
+
+    config = {"env_config": {"flat_obs": True}, "callbacks": {"wandb": {"api_key": SECRET, "project": "p"}}}
+    manifest = Manifest.model_validate(manifest_record(config=config))
+    text = manifest.model_dump_json()
+    assert SECRET not in text
+    assert manifest.config["callbacks"] == {"wandb": {"project": "p"}}
+    assert Manifest.model_validate_json(text) == manifest
+
+
+def test_manifest_env_config_is_the_validated_training_config() -> None:
+    from raytrade.envs.config import GatedEnvConfig
+    from raytrade.models.manifest import Manifest
+
+    plain = Manifest.model_validate(manifest_record()).env_config()
+    assert type(plain).__name__ == "PortfolioEnvConfig" and plain.flat_obs and plain.num_envs == 1
+    gated = Manifest.model_validate(
+        manifest_record(config={"env": "raytrade/GatedSymbolEnv-v0", "env_config": {"kelly_cap": 0.1}})
+    ).env_config()
+    assert isinstance(gated, GatedEnvConfig) and gated.kelly_cap == 0.1
+
+
+@pytest.mark.parametrize(
+    ("edit", "field"),
+    [
+        (lambda r: r.pop("code_version"), "'code_version': Field required"),
+        (
+            lambda r: r["data"].update(files="many"),
+            "'data.files': Input should be a valid integer, unable to parse string as an integer",
+        ),
+        (lambda r: r.update(colour="red"), "'colour': Extra inputs are not permitted"),
+    ],
+)
+def test_malformed_manifest_is_refused_naming_file_and_field(tmp_path: Path, edit: Any, field: str) -> None:
+    from raytrade.models.manifest import ManifestError, read_manifest
+
+    record = manifest_record()
+    edit(record)
+    (tmp_path / "manifest.json").write_text(json.dumps(record))
+    with pytest.raises(ManifestError) as info:
+        read_manifest(tmp_path)
+    assert str(info.value) == f"{str(tmp_path / 'manifest.json')!r} is not a valid manifest: field {field}"
+
+
+def test_manifest_that_is_not_json_is_refused_in_one_line(tmp_path: Path) -> None:
+    from raytrade.models.manifest import ManifestError, read_manifest
+
+    (tmp_path / "manifest.json").write_text("{not json")
+    with pytest.raises(ManifestError, match=r"is not a valid manifest: field '\(document\)': Invalid JSON"):
+        read_manifest(tmp_path)
+
+
+def test_changed_file_of_a_version_is_refused_before_unpickling(tmp_path: Path) -> None:
+    from raytrade.models.manifest import Manifest
+    from raytrade.models.registry import verify_files, version_file_hashes, write_manifest
+
+    (tmp_path / "module").mkdir()
+    (tmp_path / "module" / "state.pkl").write_bytes(b"weights")
+    manifest = Manifest.model_validate(manifest_record()).model_copy(
+        update={"files": version_file_hashes(tmp_path)}
+    )
+    write_manifest(tmp_path, manifest)
+    verify_files(tmp_path, manifest)  # intact: nothing raised
+    (tmp_path / "module" / "state.pkl").write_bytes(b"weightz")
+    with pytest.raises(ValueError, match=r"alpha@1 .*: file 'module/state.pkl' does not match its sha256"):
+        verify_files(tmp_path, manifest)
+    (tmp_path / "module" / "state.pkl").unlink()
+    with pytest.raises(ValueError, match=r"file 'module/state.pkl' listed in the manifest is missing"):
+        verify_files(tmp_path, manifest)
+
+
+def test_run_file_of_an_older_raytrade_is_refused_naming_the_field(tmp_path: Path) -> None:
+    from raytrade.cluster.run_file import RUN_FILE, RunFileError, read_run_file
+
+    old = {
+        "spec": "ppo",
+        "family": "ppo_mlp",
+        "replay": "/store",
+        "budget": {
+            "iterations": 2,
+            "num_samples": 1,
+            "train_batch": 64,
+            "minibatch": 32,
+            "num_epochs": 1,
+            "episode_len": 8,
+            "checkpoint_every": 1,
+        },
+        "objective": {"metric": "validation/objective", "mode": "max", "cvar_penalty": 1.0},
+        "searched": [],
+        "required_features": ["ret_1"],
+        "seed": 0,
+        "command": "raytrade tune --spec ppo",
+    }
+    (tmp_path / RUN_FILE).write_text(json.dumps(old))
+    with pytest.raises(RunFileError) as info:
+        read_run_file(tmp_path)
+    assert str(info.value) == (
+        f"{str(tmp_path / RUN_FILE)!r} is not a valid run file: field 'provenance': Field required"
+    )
+
+
+def test_flops_of_a_module_without_feature_count_use_its_observation_space() -> None:
+    import gymnasium as gym
+    import torch
+    from ray.rllib.core.columns import Columns
+
+    from raytrade.models.catalog import flops_per_decision
+
+    class Plain:
+        """RLlib's default module shape: a Box observation, no ``n_features``."""
+
+        observation_space = gym.spaces.Box(-1.0, 1.0, (5,))
+        layer = torch.nn.Linear(5, 3)
+
+        def forward_inference(self, batch: dict[str, torch.Tensor]) -> Any:
+            return self.layer(batch[Columns.OBS])
+
+    assert flops_per_decision(Plain(), n_assets=2) == 5 * 3  # multiply-adds of one 5 -> 3 layer
+
+
+@pytest.mark.slow
+@pytest.mark.ray
+def test_manifest_records_the_data_the_search_trained_on_not_the_grown_store(
+    run_dir: Path, synthetic_store: Path, tmp_path: Path
+) -> None:
+    """Tune records the fingerprint when the search starts; data appended afterwards does not change
+    what promote writes. The run and its store are copied first: the session's store stays as is."""
+    import shutil
+
+    from raytrade.cluster.run_file import read_run_file
+    from raytrade.models.manifest import read_manifest
+    from raytrade.models.registry import code_version, library_versions
+    from raytrade.replay.fingerprint import data_fingerprint
+    from raytrade.replay.ingest import ingest_frames
+    from raytrade.replay.sources.synthetic import generate
+
+    store, run = tmp_path / "store", tmp_path / "run"
+    shutil.copytree(synthetic_store, store)
+    shutil.copytree(run_dir, run)
+    for path in [run / "raytrade_run.json", *run.glob("*/params.json")]:
+        path.write_text(path.read_text().replace(str(synthetic_store.resolve()), str(store.resolve())))
+    trained = data_fingerprint(synthetic_store)
+    recorded = read_run_file(run).provenance
+    assert (recorded.data_sha256, recorded.data_files) == trained
+    assert recorded.code_version == code_version() and recorded.libraries == library_versions()
+
+    grown = generate(n_symbols=12, years=2.5, seed=3, n_crypto=2)
+    ingest_frames(store, grown.bars, grown.macro, show_progress=False)
+    assert data_fingerprint(store) != trained
+
+    _promote(run, tmp_path / "registry")
+    manifest = read_manifest(tmp_path / "registry" / "alpha" / "1")
+    assert (manifest.data.sha256, manifest.data.files) == trained
+    assert manifest.trained_at == recorded.started_at and manifest.created_at > recorded.started_at

@@ -206,3 +206,15 @@ def test_resume_continues_interrupted_run(ray_session: None, synthetic_store: Pa
     assert resumed[0]["iterations_since_restore"] == 1
     assert resumed[0]["training_iteration"] > 1
     assert json.loads((run_dir / LEADERBOARD_FILE).read_text())[0]["iteration"] >= 1
+
+
+def test_run_file_records_code_libraries_and_data_when_the_search_starts(synthetic_store: Path) -> None:
+    from raytrade.cluster.tune import TuneOptions, run_record
+    from raytrade.models.registry import code_version, library_versions
+    from raytrade.replay.fingerprint import data_fingerprint
+
+    record = run_record(TuneOptions(spec="ppo", replay=synthetic_store, smoke=True), get_spec("ppo"))
+    sha, n_files = data_fingerprint(synthetic_store)
+    assert (record.provenance.data_sha256, record.provenance.data_files) == (sha, n_files)
+    assert record.provenance.code_version == code_version()
+    assert record.provenance.libraries == library_versions()

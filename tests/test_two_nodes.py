@@ -34,7 +34,7 @@ nodes = sorted(n["NodeID"] for n in ray.nodes() if n["Alive"])
 opts = TuneOptions(spec="ppo", replay=store, smoke=True, num_samples=2, iterations=2, storage=storage,
                    wandb="disabled", trial_resources={"trial_slot": 1})
 outcome = run_tune(opts)
-print("RESULT " + json.dumps({"nodes": nodes, "trial_nodes": [r["node_id"] for r in outcome.leaderboard]}))
+print("RESULT " + json.dumps({"nodes": nodes, "trial_nodes": [r.node_id for r in outcome.leaderboard]}))
 ray.shutdown()
 cluster.shutdown()
 """

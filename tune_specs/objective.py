@@ -30,11 +30,11 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from raytrade.envs.config import (
-    GatedEnvConfig,
     PortfolioEnvConfig,
     ReplayDataConfig,
     SimulatorConfig,
     SyntheticDataConfig,
+    env_config_from_dict,
 )
 from raytrade.envs.market_data import MarketData
 from raytrade.envs.metrics import summarize
@@ -84,14 +84,8 @@ def _load_data(data_json: str) -> MarketData:
 
 def held_out_data(env_config: Mapping[str, Any], split: str = "validation") -> MarketData:
     """The held-out ``MarketData`` of a training env config (cached per process)."""
-    cfg = PortfolioEnvConfig.model_validate(_plain_env_config(env_config))
+    cfg = env_config_from_dict(env_config)
     return _load_data(json.dumps(held_out_data_config(cfg, split), sort_keys=True))
-
-
-def _plain_env_config(env_config: Mapping[str, Any]) -> dict[str, Any]:
-    """The env config minus RLlib's and the gated env's extra keys (scoring needs data/sim/obs)."""
-    keep = set(PortfolioEnvConfig.model_fields)
-    return {k: v for k, v in dict(env_config).items() if k in keep and k != "num_envs"}
 
 
 def score_returns(
@@ -137,12 +131,10 @@ def score_module(
     obj = objective or ObjectiveConfig()
     data = held_out_data(env_config, obj.split)
     if gated:
-        gated_cfg = GatedEnvConfig.model_validate(
-            {k: v for k, v in dict(env_config).items() if k != "num_envs"}
-        )
+        gated_cfg = env_config_from_dict(env_config, gated=True)
         returns, turnover, costs = replay_gated(module, data, gated_cfg)
         return score_returns(returns, data.periods_per_year, turnover, costs, obj.cvar_penalty)
-    cfg = PortfolioEnvConfig.model_validate(_plain_env_config(env_config))
+    cfg = env_config_from_dict(env_config)
     return score_policy(module_policy(module, data, cfg), data, cfg.sim, obj)
 
 

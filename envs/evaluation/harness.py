@@ -28,7 +28,6 @@ same as loading it, except that a missing spread is costed at the whole store's 
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -46,6 +45,7 @@ from raytrade.envs.evaluation.stats import BootstrapConfig
 from raytrade.envs.market_data import MarketData
 from raytrade.envs.rollout import replay_policy
 from raytrade.envs.scenarios import ScenarioConfig, ScenarioDataError, row_regimes, scenario_draws
+from raytrade.replay.fingerprint import data_fingerprint
 from raytrade.replay.schema import FEATURES_SCHEMA
 from raytrade.replay.splits import (
     EMBARGO_BARS,
@@ -165,19 +165,6 @@ class EvaluationResult:
 
 
 # --------------------------------------------------------------------------- prepare
-
-
-def data_fingerprint(root: str | os.PathLike[str]) -> tuple[str, int]:
-    """sha256 over the committed bars and features files (relative path and bytes), and their count."""
-    from raytrade.replay.reader import table_files
-
-    digest = hashlib.sha256()
-    files = [f for table in ("bars", "features") for f in table_files(root, table)]
-    for path in files:
-        digest.update(path.relative_to(root).as_posix().encode())
-        digest.update(b"\0")
-        digest.update(path.read_bytes())
-    return digest.hexdigest(), len(files)
 
 
 def _needed_features(specs: Sequence[PolicySpec]) -> tuple[str, ...]:

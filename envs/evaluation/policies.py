@@ -49,6 +49,7 @@ from raytrade.envs.evaluation.kelly_lite import (
     trailing_sigma,
 )
 from raytrade.envs.market_data import MarketData
+from raytrade.envs.registry_ref import RegistryRefError, parse_registry_ref
 from raytrade.envs.rollout import Decision
 from raytrade.envs.simulator import Observation
 from raytrade.replay.errors import InputError
@@ -218,22 +219,14 @@ class PolicyHandleLike(Protocol):
 Loader = Callable[..., PolicyHandleLike]
 
 
-def parse_registry_ref(ref: str) -> tuple[str, str | None]:
-    """``"NAME"`` or ``"NAME@VERSION"`` -> (name, version or None)."""
-    name, sep, version = ref.partition("@")
-    if not name or (sep and not version):
-        raise EvaluationInputError(f"registry reference {ref!r} is not NAME or NAME@VERSION")
-    return name, version or None
-
-
 def handle_feature_columns(handle: Any, default: Sequence[str]) -> tuple[str, ...]:
     """The feature columns a handle observes, in its order: its ``feature_columns``, else its
     manifest's ``features.observed`` (what ``raytrade promote`` records), else its training env
     config's ``feature_columns``, else ``default`` (the replay loader's defaults)."""
     columns = getattr(handle, "feature_columns", None)
     manifest = getattr(handle, "manifest", None)
-    if columns is None and isinstance(manifest, dict):
-        columns = (manifest.get("features") or {}).get("observed")
+    if columns is None and manifest is not None:
+        columns = manifest.features.observed
     env_config = getattr(handle, "env_config", None)
     if columns is None and callable(env_config):
         columns = env_config().feature_columns
@@ -248,7 +241,10 @@ def registry_spec(
     The handle sees a ``MarketData`` and observations restricted to its own feature columns, so it
     indexes features exactly as in training whatever else the run loaded.
     """
-    parse_registry_ref(ref)
+    try:
+        parse_registry_ref(ref)
+    except RegistryRefError as exc:
+        raise EvaluationInputError(str(exc)) from None
     try:
         handle: Any = loader(ref, registry=registry)
     except (ValueError, FileNotFoundError) as exc:

@@ -1,0 +1,113 @@
+"""The documents a ``raytrade tune`` run leaves next to Tune's files, typed.
+
+* ``raytrade_run.json`` (:class:`RunFile`): the search (spec, replay, budget, objective, the
+  reproducing command) and what it depended on (:class:`models.manifest.Provenance`: code version,
+  library versions, data fingerprint), written when the run starts, so an interrupted run is still
+  described and ``raytrade promote`` copies the training-time facts instead of measuring a store that
+  may have grown since.
+* ``leaderboard.json`` (a JSON list of :class:`LeaderboardRow`, best first): one row per trial, its
+  best checkpoint by validation objective.
+
+Both are frozen pydantic models written with ``model_dump_json`` and read with
+``model_validate_json``; a malformed file is refused with one line naming it and the field.
+Undefined scores are written as ``NaN`` (as Python's ``json`` always wrote them) and read back.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Final
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+
+from raytrade.models.manifest import Provenance, SearchObjective, first_error
+from raytrade.replay.errors import InputError
+from raytrade.tune_specs.spec import Budget
+
+RUN_FILE: Final = "raytrade_run.json"
+LEADERBOARD_FILE: Final = "leaderboard.json"
+_DOC = ConfigDict(frozen=True, extra="forbid", ser_json_inf_nan="constants")
+
+
+class RunFileError(InputError):
+    """A run folder's ``raytrade_run.json`` or ``leaderboard.json`` that is missing or malformed (an
+    input error: the command was pointed at the wrong folder, or at an unfinished or older run)."""
+
+
+class RunFile(BaseModel):
+    """``raytrade_run.json``: one search, as started."""
+
+    model_config = _DOC
+
+    spec: str = Field(description="tune_specs spec name")
+    family: str = Field(description="model family of the spec")
+    replay: str = Field(description="replay store root (absolute)")
+    budget: Budget
+    objective: SearchObjective
+    searched: list[str] = Field(description="paths (a/b) of the searched parameters")
+    required_features: list[str]
+    seed: int
+    command: str = Field(description="the raytrade tune command that reproduces the search")
+    provenance: Provenance = Field(description="code, libraries and data when the search started")
+
+
+class LeaderboardRow(BaseModel):
+    """One trial of a finished search: its best checkpoint (by validation objective) and scores."""
+
+    model_config = _DOC
+
+    trial: str
+    trial_dir: str = Field(description="trial folder, relative to the run folder")
+    params: dict[str, Any] = Field(description="searched parameter path -> value")
+    iteration: int = Field(ge=0, description="training iteration of the checkpoint (or last result)")
+    checkpoint: str | None = Field(description="checkpoint folder relative to the run; None: none left")
+    node_id: str | None
+    error: str | None = Field(description="first line of the trial's error, if it failed")
+    objective: float
+    sharpe: float
+    sortino: float
+    cvar_5: float
+    total_return: float
+    turnover: float
+    max_drawdown: float
+
+
+_ROWS = TypeAdapter(list[LeaderboardRow])
+
+
+def write_run_file(run_dir: Path, record: RunFile) -> Path:
+    """Write ``raytrade_run.json`` into ``run_dir`` (created if needed)."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    path = run_dir / RUN_FILE
+    path.write_text(record.model_dump_json(indent=2))
+    return path
+
+
+def read_run_file(run_dir: Path) -> RunFile:
+    """The ``raytrade_run.json`` of a run folder (:class:`RunFileError` naming the folder when
+    absent, the field when malformed, e.g. written by a raytrade older than the provenance record)."""
+    path = Path(run_dir) / RUN_FILE
+    if not path.is_file():
+        raise RunFileError(f"{str(run_dir)!r} is not a raytrade tune run (no {RUN_FILE})")
+    try:
+        return RunFile.model_validate_json(path.read_text())
+    except ValidationError as exc:
+        raise RunFileError(f"{str(path)!r} is not a valid run file: {first_error(exc)}") from None
+
+
+def write_leaderboard(run_dir: Path, rows: list[LeaderboardRow]) -> Path:
+    """Write ``leaderboard.json`` (rows in the given order: best first)."""
+    path = run_dir / LEADERBOARD_FILE
+    path.write_bytes(_ROWS.dump_json(rows, indent=2))
+    return path
+
+
+def read_leaderboard(run_dir: Path) -> list[LeaderboardRow]:
+    """The rows of a run's ``leaderboard.json``, best first."""
+    path = Path(run_dir) / LEADERBOARD_FILE
+    if not path.is_file():
+        raise RunFileError(f"{str(run_dir)!r} has no {LEADERBOARD_FILE}: did `raytrade tune` finish?")
+    try:
+        return _ROWS.validate_json(path.read_text())
+    except ValidationError as exc:
+        raise RunFileError(f"{str(path)!r} is not a valid leaderboard: {first_error(exc)}") from None

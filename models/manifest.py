@@ -1,0 +1,184 @@
+"""``manifest.json``: the typed record of one registry version (what produced it, how it scored).
+
+Every layer that reads a version (``models.load``, serving, evaluation, ``raytrade promote``) reads
+it through :func:`read_manifest`, so a malformed or hand-edited manifest is refused in one place,
+with one line naming the file and the field, before anything trusts it.
+
+Design decisions
+----------------
+* Frozen pydantic models, ``extra="forbid"``: a key this code does not know is an error, not
+  something silently carried along. The JSON keys are those ``raytrade promote`` always wrote.
+* ``config`` (RLlib's algorithm config) and ``params`` (the searched values) stay free-form JSON
+  objects: they are RLlib's and the spec's vocabulary, not ours; the parts we act on are typed
+  (:meth:`Manifest.env_config`).
+* Secrets: :func:`scrub_secrets` runs on every manifest before validation (a ``before`` validator),
+  so no construction path can put an entry whose key names a key, token, secret or password into a
+  manifest, however deep in ``config``.
+* ``code_version``, ``libraries`` and ``data.sha256``/``data.files`` are the training run's
+  (recorded by ``raytrade tune`` when the search started, see :class:`Provenance`); ``created_at``
+  is when the version was promoted, ``trained_at`` when its search started.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Final
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from raytrade.envs.config import PortfolioEnvConfig, env_config_from_dict
+from raytrade.replay.errors import InputError
+
+MANIFEST: Final = "manifest.json"
+_SECRET_KEY = re.compile(r"(api_?key|secret|token|password|passwd|credential)", re.IGNORECASE)
+_DOC = ConfigDict(frozen=True, extra="forbid")
+
+Scores = dict[str, float | None]
+"""Metric name -> value; ``None`` where a ratio is undefined (e.g. a policy that never trades)."""
+
+
+class ManifestError(InputError):
+    """A ``manifest.json`` that is missing, not JSON, or not a manifest (names the file and field)."""
+
+
+def scrub_secrets(value: Any) -> Any:
+    """``value`` as strict-JSON data: every mapping entry whose key names a secret removed and
+    non-finite floats (undefined ratios) written as ``null`` (recursively)."""
+    if isinstance(value, Mapping):
+        return {k: scrub_secrets(v) for k, v in value.items() if not _SECRET_KEY.search(str(k))}
+    if isinstance(value, list | tuple):
+        return [scrub_secrets(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+class Provenance(BaseModel):
+    """What a training run depended on, recorded when the run started (``raytrade tune``)."""
+
+    model_config = _DOC
+
+    started_at: datetime = Field(description="when the search started (UTC)")
+    code_version: str = Field(description="git commit of the code (+dirty with local changes) or unknown")
+    libraries: dict[str, str] = Field(description="versions of python, ray, torch, numpy, pandas, pyarrow")
+    data_sha256: str = Field(description="replay.fingerprint.data_fingerprint of the store at the start")
+    data_files: int = Field(ge=0, description="bars + features files the fingerprint covers")
+
+
+class ManifestSource(BaseModel):
+    """The search and trial a version was copied from."""
+
+    model_config = _DOC
+
+    run: str = Field(description="tune run folder")
+    spec: str
+    family: str
+    trial: str
+    checkpoint: str = Field(description="checkpoint folder, relative to the run folder")
+    iteration: int = Field(ge=0)
+
+
+class ManifestData(BaseModel):
+    """The data the policy was trained and scored on."""
+
+    model_config = _DOC
+
+    kind: str = Field(description="replay or synthetic")
+    root: str | None = Field(None, description="replay store root (replay data only)")
+    sha256: str = Field(description="replay: the training-time data fingerprint; synthetic: config hash")
+    files: int = Field(ge=0, description="files the fingerprint covers (0 for synthetic data)")
+    symbols: list[str] = Field(description="the universe, in the policy's asset order")
+
+
+class ManifestFeatures(BaseModel):
+    """The observation layout; ``sha256`` over the other fields (models.registry.feature_spec_hash)."""
+
+    model_config = _DOC
+
+    observed: list[str] = Field(description="feature columns observed, in order")
+    loader_columns: list[str] = Field(description="the replay loader's full column list")
+    flat_obs: bool
+    portfolio_state: int = Field(ge=0, description="portfolio-state entries appended to observations")
+    sha256: str
+
+
+class SearchObjective(BaseModel):
+    """How the search scored trials (the run file's ``objective``)."""
+
+    model_config = _DOC
+
+    metric: str
+    mode: str
+    cvar_penalty: float = Field(ge=0)
+
+
+class Manifest(BaseModel):
+    """One registry version's ``manifest.json``."""
+
+    model_config = _DOC
+
+    name: str = Field(description="policy name (the registry folder)")
+    version: int = Field(ge=1)
+    created_at: datetime = Field(description="when the version was promoted (UTC)")
+    trained_at: datetime = Field(description="when its search started (UTC)")
+    source: ManifestSource
+    data: ManifestData
+    features: ManifestFeatures
+    n_assets: int = Field(ge=1)
+    params: dict[str, Any] = Field(description="the searched hyperparameters of the trial")
+    config: dict[str, Any] = Field(description="RLlib's algorithm config of the trial (JSON)")
+    code_version: str = Field(description="code the policy was trained with")
+    libraries: dict[str, str] = Field(description="library versions the policy was trained with")
+    flops_per_decision: int = Field(ge=0, description="multiply-adds of one decision (B = 1)")
+    objective: SearchObjective
+    metrics: dict[str, Scores] = Field(description="split (validation, test) -> scores of these weights")
+    search_metrics: Scores = Field(description="the scores the search recorded for the checkpoint")
+    command: str = Field(description="the raytrade tune command of the search")
+    reproduce: str
+    files: dict[str, str] | None = Field(
+        None, description="sha256 of every file of the version (path relative to it), when recorded"
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _scrub(cls, data: Any) -> Any:
+        return scrub_secrets(data) if isinstance(data, Mapping) else data
+
+    def env_config(self) -> PortfolioEnvConfig:
+        """The env config the policy was trained with; a ``GatedEnvConfig`` for the gated env."""
+        from raytrade.envs.gym_envs import GATED_ENV_ID
+
+        raw = self.config.get("env_config")
+        if not isinstance(raw, Mapping):
+            raise ManifestError(f"manifest of {self.name}@{self.version}: field 'config.env_config' missing")
+        return env_config_from_dict(raw, gated=self.config.get("env") == GATED_ENV_ID)
+
+
+def first_error(error: ValidationError) -> str:
+    """``field 'a.b': message`` of a validation error's first error (one line)."""
+    first = error.errors()[0]
+    field = ".".join(str(p) for p in first["loc"]) or "(document)"
+    return f"field {field!r}: {first['msg']}"
+
+
+def read_manifest(version_dir: str | Path) -> Manifest:
+    """The ``manifest.json`` of a version folder; :class:`ManifestError` (one line naming the file
+    and the first bad field) when it is missing or malformed."""
+    path = Path(version_dir) / MANIFEST
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ManifestError(f"{str(path)!r}: cannot read the manifest ({exc.strerror})") from None
+    try:
+        return Manifest.model_validate_json(text)
+    except ValidationError as exc:
+        raise ManifestError(f"{str(path)!r} is not a valid manifest: {first_error(exc)}") from None
+
+
+def manifest_json(manifest: Manifest) -> str:
+    """The JSON text written to ``manifest.json`` (indented, keys in field order)."""
+    return manifest.model_dump_json(indent=2)

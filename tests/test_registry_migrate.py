@@ -1,0 +1,159 @@
+"""Registry versions pickled before the package rename: refused in one line, then migrated."""
+
+from __future__ import annotations
+
+import contextlib
+import pickle
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from ray import cloudpickle
+
+from raytrade.cluster.cli import main
+from raytrade.envs.registry_ref import RegistryRef
+from raytrade.models.manifest import Manifest, read_manifest
+from raytrade.models.registry import verify_files, version_file_hashes, write_manifest
+from raytrade.models.registry_migrate import (
+    LegacyVersionError,
+    check_current_names,
+    legacy_refs,
+    migrate,
+    module_refs,
+)
+from tests.test_registry import _promote, manifest_record
+
+
+@contextlib.contextmanager
+def old_module_names(*classes: type) -> Iterator[None]:
+    """Pickle ``classes`` as the pre-rename install did: under ``models.x`` instead of
+    ``raytrade.models.x`` (the old names are registered in ``sys.modules`` meanwhile)."""
+    saved = [(cls, cls.__module__) for cls in classes]
+    aliases = {}
+    for cls, module in saved:
+        old = module.removeprefix("raytrade.")
+        parts = old.split(".")
+        for i in range(1, len(parts) + 1):
+            aliases[".".join(parts[:i])] = sys.modules[f"raytrade.{'.'.join(parts[:i])}"]
+        cls.__module__ = old
+    sys.modules.update(aliases)
+    try:
+        yield
+    finally:
+        for cls, module in saved:
+            cls.__module__ = module
+        for name in aliases:
+            sys.modules.pop(name, None)
+
+
+def legacy_dump(obj: Any, path: Path, *classes: type) -> None:
+    with old_module_names(*classes), open(path, "wb") as fh:
+        cloudpickle.dump(obj, fh)
+
+
+def test_module_refs_reads_old_names_without_unpickling() -> None:
+    with old_module_names(RegistryRef):
+        modern = cloudpickle.dumps(RegistryRef(name="a", version=1))  # STACK_GLOBAL (protocol 5)
+        classic = pickle.dumps(RegistryRef, protocol=2)  # GLOBAL
+    assert "envs.registry_ref" in module_refs(modern)
+    assert module_refs(classic) == {"envs.registry_ref"}
+    assert "raytrade.envs.registry_ref" in module_refs(cloudpickle.dumps(RegistryRef(name="a")))
+
+
+def _legacy_version(registry: Path, with_hashes: bool) -> Path:
+    folder = registry / "alpha" / "1"
+    (folder / "module").mkdir(parents=True)
+    legacy_dump(
+        {"class": RegistryRef, "ref": RegistryRef(name="a", version=2)},
+        folder / "module" / "x.pkl",
+        RegistryRef,
+    )
+    (folder / "module" / "weights.pkl").write_bytes(pickle.dumps({"w": [1.0, 2.0]}))
+    manifest = Manifest.model_validate(manifest_record())
+    if with_hashes:
+        manifest = manifest.model_copy(update={"files": version_file_hashes(folder)})
+    write_manifest(folder, manifest)
+    (registry / "alpha" / "latest").write_text("1\n")
+    return folder
+
+
+def test_old_version_is_refused_in_one_line_naming_the_migration(tmp_path: Path) -> None:
+    folder = _legacy_version(tmp_path, with_hashes=False)
+    with pytest.raises(LegacyVersionError) as info:
+        check_current_names(folder, tmp_path)
+    assert str(info.value) == (
+        "registry version alpha@1 was promoted before the package rename (its pickles import "
+        f"'envs.registry_ref'); run `raytrade registry migrate --registry {tmp_path} alpha@1` "
+        "or promote it again"
+    )
+
+
+@pytest.mark.parametrize("with_hashes", [True, False])
+def test_migrate_rewrites_old_pickles_and_recomputes_hashes(tmp_path: Path, with_hashes: bool) -> None:
+    folder = _legacy_version(tmp_path, with_hashes)
+    untouched = (folder / "module" / "weights.pkl").read_bytes()
+    result = CliRunner().invoke(main, ["registry", "migrate", "--registry", str(tmp_path), "alpha@1"])
+    assert result.exit_code == 0, result.output
+    assert result.output == "alpha@1: rewrote module/x.pkl\n"
+
+    assert legacy_refs(folder) == {}
+    check_current_names(folder, tmp_path)
+    with open(folder / "module" / "x.pkl", "rb") as fh:
+        back = pickle.load(fh)
+    assert back == {"class": RegistryRef, "ref": RegistryRef(name="a", version=2)}
+    assert (folder / "module" / "weights.pkl").read_bytes() == untouched
+    manifest = read_manifest(folder)
+    assert (manifest.files is not None) == with_hashes
+    verify_files(folder, manifest)
+    assert sorted(p.name for p in (tmp_path / "alpha").iterdir()) == ["1", "latest"]  # no leftovers
+    again = CliRunner().invoke(main, ["registry", "migrate", "--registry", str(tmp_path)])
+    assert again.output == "alpha@1: up to date\n"
+
+
+def test_migration_interrupted_between_the_renames_restores_the_original(tmp_path: Path) -> None:
+    folder = _legacy_version(tmp_path, with_hashes=True)
+    folder.rename(folder.with_name(".1.pre-migration"))  # crashed after moving the original away
+    (folder.with_name(".1.migrating")).mkdir()  # and a half-written copy
+    assert migrate(tmp_path) == {"alpha@1": ["module/x.pkl"]}
+    assert sorted(p.name for p in (tmp_path / "alpha").iterdir()) == ["1", "latest"]
+    verify_files(folder, read_manifest(folder))
+
+
+def test_migrate_of_an_unknown_name_lists_what_exists(tmp_path: Path) -> None:
+    _legacy_version(tmp_path, with_hashes=False)
+    result = CliRunner().invoke(main, ["registry", "migrate", "--registry", str(tmp_path), "beta"])
+    assert result.exit_code == 2
+    assert result.output.strip() == f"error: no policy 'beta' in registry {str(tmp_path)!r}; available: alpha"
+
+
+@pytest.mark.slow
+@pytest.mark.ray
+def test_promoted_version_with_old_names_loads_after_migration(ppo_smoke_run: Path, tmp_path: Path) -> None:
+    from raytrade.models.ppo_mlp import PPOMLPModule
+    from raytrade.models.registry_load import load
+
+    registry = tmp_path / "registry"
+    _promote(ppo_smoke_run, registry)
+    fresh = load("alpha", registry)
+    folder = registry / "alpha" / "1"
+    ctor = folder / "module" / "class_and_ctor_args.pkl"
+    with open(ctor, "rb") as fh:
+        info = pickle.load(fh)
+    legacy_dump(info, ctor, PPOMLPModule)
+    manifest = read_manifest(folder)
+    write_manifest(folder, manifest.model_copy(update={"files": version_file_hashes(folder)}))
+    assert b"models.ppo_mlp" in ctor.read_bytes() and b"raytrade.models" not in ctor.read_bytes()
+
+    with pytest.raises(LegacyVersionError, match=r"^registry version alpha@1 was promoted before"):
+        load("alpha", registry)
+    result = CliRunner().invoke(main, ["registry", "migrate", "--registry", str(registry), "alpha"])
+    assert result.output == "alpha@1: rewrote module/class_and_ctor_args.pkl\n", result.output
+
+    migrated = load("alpha", registry)
+    assert type(migrated.module) is PPOMLPModule
+    obs = np.random.default_rng(0).normal(size=(4, *fresh.module.observation_space.shape)).astype(np.float32)
+    np.testing.assert_array_equal(migrated.act(obs), fresh.act(obs))
