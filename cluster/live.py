@@ -70,12 +70,14 @@ def live_command(
     from raytrade.cluster.settings import MissingCredentialsError, load_settings
     from raytrade.serve.alpaca_broker import AlpacaBroker
     from raytrade.serve.client import ClientConfig, PolicyClient
+    from raytrade.serve.guard import check_token
     from raytrade.serve.live import LiveLoop
     from raytrade.serve.orders import LiveConfig
 
     settings = load_settings()
     if settings.serve_token is None:
         raise MissingCredentialsError("missing the Serve token: set RAYTRADE_SERVE_TOKEN")
+    check_token(settings.serve_token.get_secret_value())
     broker = AlpacaBroker(settings.alpaca_access(), trading_url=trading_url, data_url=data_url)
     config = LiveConfig(
         min_trade_notional=min_trade_notional,

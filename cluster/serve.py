@@ -1,13 +1,15 @@
 """``raytrade serve``: deploy a registry policy as the trading loop's HTTP endpoint (Ray Serve).
 
     raytrade serve --model NAME[@VERSION] [--registry DIR] [--host 127.0.0.1] [--port 8000]
-                   [--replicas 1] [--max-feature-age-hours 96] [--detach]
+                   [--replicas 1] [--max-feature-age-hours 96] [--max-as-of-skew-s 900]
+                   [--max-body-bytes 1048576] [--docs] [--detach]
 
-The bearer token comes from ``RAYTRADE_SERVE_TOKEN`` (or the settings file); the deployment keeps only
-its SHA-256. Running the command again against the same cluster with another ``--model`` swaps the
-policy on the live replicas (no dropped requests); without ``@VERSION`` the replicas also follow the
-registry's ``latest`` by themselves. The Ray cluster is ``RAY_ADDRESS`` when set (``ray job submit``
-sets it), else a local one started here.
+The bearer token comes from ``RAYTRADE_SERVE_TOKEN`` (or the settings file), at least 32 characters
+(``serve.guard.check_token``); the deployment keeps only its SHA-256. Running the command again
+against the same cluster with another ``--model`` swaps the policy on the live replicas (no dropped
+requests); without ``@VERSION`` the replicas also follow the registry's ``latest`` by themselves.
+The Ray cluster is ``RAY_ADDRESS`` when set (``ray job submit`` sets it), else a local one started
+here.
 """
 
 from __future__ import annotations
@@ -48,6 +50,21 @@ from raytrade.models.registry import DEFAULT_REGISTRY, resolve
 @click.option("--max-batch-size", type=click.IntRange(1, 1024), default=16, show_default=True)
 @click.option("--batch-wait-ms", type=click.FloatRange(0, 1000), default=2.0, show_default=True)
 @click.option(
+    "--max-body-bytes",
+    type=click.IntRange(1024, 64 << 20),
+    default=1 << 20,
+    show_default=True,
+    help="Larger request bodies get 413 without being read.",
+)
+@click.option("--docs", is_flag=True, help="Serve /docs, /redoc and /openapi.json (off by default).")
+@click.option(
+    "--max-as-of-skew-s",
+    type=click.FloatRange(0),
+    default=900.0,
+    show_default=True,
+    help="A request's as_of further than this from the server clock is a 422 (0: no limit).",
+)
+@click.option(
     "--detach", is_flag=True, help="Deploy (or swap) and return instead of serving in the foreground."
 )
 @one_line_errors
@@ -62,21 +79,26 @@ def serve_command(
     kill_drawdown: float | None,
     max_batch_size: int,
     batch_wait_ms: float,
+    max_body_bytes: int,
+    docs: bool,
+    max_as_of_skew_s: float,
     detach: bool,
 ) -> None:
     """Deploy a promoted policy behind POST /v1/act, GET /v1/health and GET /v1/model."""
     from raytrade.cluster.settings import MissingCredentialsError, load_settings
     from raytrade.serve.decide import ServeConfig
+    from raytrade.serve.guard import check_token
 
     token = load_settings().serve_token
     if token is None:
         raise MissingCredentialsError("missing the Serve token: set RAYTRADE_SERVE_TOKEN")
+    check_token(token.get_secret_value())  # a weak token ends here, before Ray starts
     resolve(registry, model)  # an unknown name or version fails here, listing what exists
     decide = ServeConfig(max_feature_age_hours=max_feature_age_hours or None, kill_drawdown=kill_drawdown)
     import ray
     from ray import serve
 
-    from raytrade.serve.app import APP_NAME, ServiceConfig, build_app
+    from raytrade.serve.app import APP_NAME, HttpConfig, ServiceConfig, build_app
 
     os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
     # --detach leaves the deployment running after this process exits: it needs a cluster that
@@ -91,7 +113,8 @@ def serve_command(
         max_batch_size=max_batch_size,
         batch_wait_ms=batch_wait_ms,
     )
-    app = build_app(config, token.get_secret_value(), replicas=replicas, replica_cpus=replica_cpus)
+    http = HttpConfig(max_body_bytes=max_body_bytes, docs=docs, max_as_of_skew_s=max_as_of_skew_s or None)
+    app = build_app(config, token.get_secret_value(), replicas=replicas, replica_cpus=replica_cpus, http=http)
     serve.run(app, name=APP_NAME, route_prefix="/")
     click.echo(f"serving {model} on http://{host}:{port}/v1/act (health: /v1/health)")
     if detach:

@@ -13,8 +13,9 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from raytrade.cluster.settings import MissingCredentialsError, load_settings
-from raytrade.serve.app import ServiceConfig, build_app
+from raytrade.serve.app import HttpConfig, ServiceConfig, build_app
 from raytrade.serve.decide import ServeConfig
+from raytrade.serve.guard import check_token
 
 
 class BuilderArgs(BaseModel):
@@ -30,18 +31,28 @@ class BuilderArgs(BaseModel):
     max_feature_age_hours: float = Field(96.0, ge=0, description="0: never stale")
     max_batch_size: int = Field(16, ge=1)
     batch_wait_ms: float = Field(2.0, ge=0)
+    max_as_of_skew_s: float = Field(900.0, ge=0, description="0: any as_of")
+    max_body_bytes: int = Field(1 << 20, ge=1024)
+    docs: bool = False
 
 
 def app_builder(args: dict[str, str]) -> Any:
     """Serve application builder for config-file deploys (KubeRay RayService, ``serve deploy``).
 
     The token is read here from ``RAYTRADE_SERVE_TOKEN`` (a Kubernetes secret in the pod's
-    environment, or the settings file); only its digest reaches the deployment.
+    environment, or the settings file) and refused when shorter than 32 characters; only its digest
+    reaches the deployment.
     """
     parsed = BuilderArgs.model_validate(args)
     token = load_settings().serve_token
     if token is None:
         raise MissingCredentialsError("missing the Serve token: set RAYTRADE_SERVE_TOKEN")
+    check_token(token.get_secret_value())
+    http = HttpConfig(
+        max_body_bytes=parsed.max_body_bytes,
+        docs=parsed.docs,
+        max_as_of_skew_s=parsed.max_as_of_skew_s or None,
+    )
     config = ServiceConfig(
         model=parsed.model,
         registry=parsed.registry,
@@ -49,4 +60,4 @@ def app_builder(args: dict[str, str]) -> Any:
         max_batch_size=parsed.max_batch_size,
         batch_wait_ms=parsed.batch_wait_ms,
     )
-    return build_app(config, token.get_secret_value(), parsed.replicas, parsed.replica_cpus)
+    return build_app(config, token.get_secret_value(), parsed.replicas, parsed.replica_cpus, http)

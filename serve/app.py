@@ -2,12 +2,20 @@
 
 Routes
 ------
+Every route but ``GET /v1/health`` needs the bearer token, checked before the body is read
+(:mod:`serve.guard`: 401 whatever the body; 413 above ``HttpConfig.max_body_bytes``).
+
 * ``POST /v1/act`` — :class:`serve.schemas.ActRequest` -> :class:`serve.schemas.ActResponse`.
-  401 without the bearer token; 422 naming the field for a malformed request (NaN, inf, unknown
-  symbol, ``as_of`` before the data); 503 while no policy is loaded.
-* ``GET /v1/health`` — 200 with the model and its data's last bar (no token needed: a liveness probe
-  carries no secrets and reveals no positions).
-* ``GET /v1/model`` — the loaded version's manifest summary (token needed).
+  422 naming the field for a malformed request (NaN, inf, out-of-range values, too many rows, unknown
+  symbol, ``as_of`` before the data or further than ``HttpConfig.max_as_of_skew_s`` from the server
+  clock); 503 while no policy is loaded.
+* ``GET /v1/health`` — 200 ``{"status": "ok"}`` without the token (a liveness probe reveals nothing);
+  with it, also the model, its data's last bar and the request counters.
+* ``GET /v1/model`` — the loaded version's manifest summary.
+* ``/docs``, ``/redoc``, ``/openapi.json`` — only with ``HttpConfig.docs`` (and then open).
+
+The routes are built by :func:`create_api` over a :class:`Backend` (a replica, or
+:class:`DirectBackend` without Ray), so the same HTTP surface runs in-process for tests.
 
 Design decisions
 ----------------
@@ -28,21 +36,20 @@ Design decisions
 """
 
 import asyncio
-import hashlib
-import hmac
 import logging
 import threading
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
-from fastapi import FastAPI, Header, HTTPException, Request
+from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 from ray import serve
 
 from raytrade.serve.decide import DecisionService, Prepared, RequestError, ServeConfig, serving_market_data
+from raytrade.serve.guard import GuardMiddleware, check_token, token_digest
 from raytrade.serve.schemas import ACT_PATH, HEALTH_PATH, MODEL_PATH, ActRequest, ActResponse
 
 log = logging.getLogger("raytrade.serve")
@@ -61,11 +68,6 @@ class ServiceConfig(BaseModel):
     decide: ServeConfig = ServeConfig()
     max_batch_size: int = Field(16, ge=1, le=1024, description="requests decided in one forward")
     batch_wait_ms: float = Field(2.0, ge=0, le=1000, description="how long a batch waits to fill")
-
-
-def token_digest(token: str) -> str:
-    """SHA-256 hex digest of a bearer token (what the deployment stores instead of the token)."""
-    return hashlib.sha256(token.encode("utf-8")).hexdigest()
 
 
 def load_service(model: str, registry: str, decide: ServeConfig) -> DecisionService:
@@ -107,15 +109,132 @@ def _decide_grouped(items: list[tuple[DecisionService, Prepared]]) -> list[ActRe
     return [out[i] for i in range(len(items))]
 
 
-api = FastAPI(title="raytrade policy service", version="1")
+class HttpConfig(BaseModel):
+    """The HTTP surface of a deployment (fixed for its replicas: a change redeploys them)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    max_body_bytes: int = Field(
+        1 << 20, ge=1024, le=64 << 20, description="larger request bodies get 413 without being read"
+    )
+    docs: bool = Field(False, description="serve /docs, /redoc and /openapi.json (off: they are 404)")
+    max_as_of_skew_s: float | None = Field(
+        900.0,
+        gt=0,
+        description="a request's as_of further than this from the server clock is a 422 (None: any as_of, "
+        "for replays and tests)",
+    )
 
 
-@api.exception_handler(RequestValidationError)
-async def _invalid_request(_: Request, exc: RequestValidationError) -> JSONResponse:
-    """422 naming each bad field; the offending input is left out (a NaN cannot be written as JSON,
-    and positions should not be echoed into logs)."""
-    detail = [{"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]} for e in exc.errors()]
-    return JSONResponse(status_code=422, content={"detail": detail})
+class Backend(Protocol):
+    """What the routes need from a replica: the token digest, the policy, a way to decide, counters."""
+
+    token_sha256: str
+    requests: int
+    batches: int
+
+    def current(self) -> DecisionService | None: ...
+
+    async def decide(self, service: DecisionService, prepared: Prepared) -> ActResponse: ...
+
+
+class DirectBackend:
+    """A :class:`Backend` without Ray: one service, each request decided on its own (no batching).
+    ``create_api(DirectBackend(...), http)`` is the same HTTP surface as a replica's, e.g. for
+    in-process clients and tests."""
+
+    def __init__(self, service: DecisionService, token: str) -> None:
+        self.token_sha256 = token_digest(check_token(token))
+        self.service = service
+        self.requests = 0
+        self.batches = 0
+
+    def current(self) -> DecisionService | None:
+        return self.service
+
+    async def decide(self, service: DecisionService, prepared: Prepared) -> ActResponse:
+        self.batches += 1
+        (response,) = await asyncio.to_thread(service.decide_prepared, [prepared])
+        return response
+
+
+def check_as_of(as_of: datetime | None, now: datetime, max_skew_s: float | None) -> None:
+    """``RequestError`` on ``as_of`` when it is further than ``max_skew_s`` from the server's ``now``.
+
+    A live decision is for *now*: an old ``as_of`` would pick old features (and pass the staleness
+    check, which measures feature age from ``as_of``), a future one would mark fresh features stale.
+    """
+    if as_of is None or max_skew_s is None:
+        return
+    skew = (as_of - now).total_seconds()
+    if abs(skew) > max_skew_s:
+        raise RequestError(
+            ("as_of",),
+            f"{as_of.isoformat()} is {skew:+.0f} s from the server clock {now.isoformat()} "
+            f"(allowed: {max_skew_s:g} s); send the current time or leave as_of out",
+        )
+
+
+def create_api(backend: Backend, http: HttpConfig) -> FastAPI:
+    """The service's FastAPI app over ``backend``, wrapped in :class:`serve.guard.GuardMiddleware`
+    (token before body, body size); the docs routes exist only when ``http.docs``."""
+    docs: dict[str, str | None] = {"docs_url": "/docs", "redoc_url": "/redoc", "openapi_url": "/openapi.json"}
+    if not http.docs:
+        docs = dict.fromkeys(docs)
+    api = FastAPI(title="raytrade policy service", version="1", **docs)  # type: ignore[arg-type]
+    open_paths = {HEALTH_PATH, *(v for v in docs.values() if v)}
+    if http.docs:
+        open_paths.add("/docs/oauth2-redirect")
+    api.add_middleware(
+        GuardMiddleware,
+        token_sha256=backend.token_sha256,
+        max_body_bytes=http.max_body_bytes,
+        open_paths=open_paths,
+    )
+
+    @api.exception_handler(RequestValidationError)
+    async def _invalid_request(_: Request, exc: RequestValidationError) -> JSONResponse:
+        """422 naming each bad field; the offending input is left out (a NaN cannot be written as
+        JSON, and positions should not be echoed into logs)."""
+        detail = [{"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]} for e in exc.errors()]
+        return JSONResponse(status_code=422, content={"detail": detail})
+
+    def ready() -> DecisionService:
+        service = backend.current()
+        if service is None:
+            raise HTTPException(503, "no policy loaded yet")
+        return service
+
+    @api.post(ACT_PATH, response_model=ActResponse)
+    async def act(body: ActRequest) -> ActResponse:
+        service = ready()
+        backend.requests += 1
+        now = datetime.now(UTC)
+        try:
+            check_as_of(body.as_of, now, http.max_as_of_skew_s)
+            prepared = service.prepare(body, now)
+        except RequestError as exc:
+            raise HTTPException(422, [exc.detail()]) from None
+        return await backend.decide(service, prepared)
+
+    @api.get(HEALTH_PATH)
+    def health(request: Request) -> dict[str, Any]:
+        service = ready()
+        if not request.scope["state"].get("authenticated"):
+            return {"status": "ok"}
+        return {
+            "status": "ok",
+            "model": service.model_ref,
+            "data_last_bar": service.describe()["data_last_bar"],
+            "requests": backend.requests,
+            "batches": backend.batches,
+        }
+
+    @api.get(MODEL_PATH)
+    def model() -> dict[str, Any]:
+        return ready().describe()
+
+    return api
 
 
 class PolicyHolder:
@@ -173,17 +292,22 @@ class PolicyHolder:
 
 
 @serve.deployment(name=DEPLOYMENT_NAME, health_check_period_s=5, max_ongoing_requests=256)
-@serve.ingress(api)
+@serve.ingress()
 class PolicyService:
-    """One replica: a loaded policy behind the ``/v1`` routes."""
+    """One replica: a loaded policy behind the ``/v1`` routes (:func:`create_api`)."""
 
-    def __init__(self, token_sha256: str):
+    def __init__(self, token_sha256: str, http: dict[str, Any] | None = None):
         if len(token_sha256) != 64:
             raise ValueError("token_sha256 must be the SHA-256 hex digest of the bearer token")
-        self._token_sha256 = token_sha256
+        self.token_sha256 = token_sha256
+        self._http = HttpConfig.model_validate(http or {})
         self._holder = PolicyHolder()
         self.requests = 0
         self.batches = 0
+
+    def __serve_build_asgi_app__(self) -> FastAPI:
+        """Serve calls this after ``__init__``: the routes close over this replica."""
+        return create_api(self, self._http)
 
     # -------------------------------------------------------------------- configuration and swap
 
@@ -201,48 +325,14 @@ class PolicyService:
             raise RuntimeError("no policy loaded")
         self._holder.refresh()
 
-    # -------------------------------------------------------------------- routes
+    # -------------------------------------------------------------------- Backend
 
-    def _authorize(self, authorization: str | None) -> None:
-        scheme, _, token = (authorization or "").partition(" ")
-        if scheme.lower() != "bearer" or not token:
-            raise HTTPException(401, "missing bearer token", headers={"WWW-Authenticate": "Bearer"})
-        if not hmac.compare_digest(token_digest(token.strip()), self._token_sha256):
-            raise HTTPException(401, "invalid bearer token", headers={"WWW-Authenticate": "Bearer"})
+    def current(self) -> DecisionService | None:
+        return self._holder.service
 
-    def _ready(self) -> DecisionService:
-        service = self._holder.service
-        if service is None:
-            raise HTTPException(503, "no policy loaded yet")
-        return service
-
-    @api.post(ACT_PATH, response_model=ActResponse)
-    async def act(self, body: ActRequest, authorization: str | None = Header(None)) -> ActResponse:
-        self._authorize(authorization)
-        service = self._ready()
-        self.requests += 1
-        try:
-            prepared = service.prepare(body, datetime.now(UTC))
-        except RequestError as exc:
-            raise HTTPException(422, [exc.detail()]) from None
+    async def decide(self, service: DecisionService, prepared: Prepared) -> ActResponse:
         result: ActResponse = await self._decide_batch((service, prepared))
         return result
-
-    @api.get(HEALTH_PATH)
-    def health(self) -> dict[str, Any]:
-        service = self._ready()
-        return {
-            "status": "ok",
-            "model": service.model_ref,
-            "data_last_bar": service.describe()["data_last_bar"],
-            "requests": self.requests,
-            "batches": self.batches,
-        }
-
-    @api.get(MODEL_PATH)
-    def model(self, authorization: str | None = Header(None)) -> dict[str, Any]:
-        self._authorize(authorization)
-        return self._ready().describe()
 
     @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.002)
     async def _decide_batch(self, items: list[tuple[DecisionService, Prepared]]) -> list[ActResponse]:
@@ -252,8 +342,15 @@ class PolicyService:
         return await asyncio.to_thread(_decide_grouped, items)
 
 
-def build_app(config: ServiceConfig, token: str, replicas: int = 1, replica_cpus: float = 1.0) -> Any:
-    """The Serve application for ``serve.run`` (the token is hashed here; only its digest is bound)."""
+def build_app(
+    config: ServiceConfig,
+    token: str,
+    replicas: int = 1,
+    replica_cpus: float = 1.0,
+    http: HttpConfig | None = None,
+) -> Any:
+    """The Serve application for ``serve.run``: the token is checked (:func:`serve.guard.check_token`)
+    and hashed here; only its digest is bound."""
     if not token:
         raise ValueError("the Serve token is empty: set RAYTRADE_SERVE_TOKEN")
     deployment: Any = PolicyService  # serve.deployment turns the class into a Deployment at runtime
@@ -261,4 +358,4 @@ def build_app(config: ServiceConfig, token: str, replicas: int = 1, replica_cpus
         user_config=config.model_dump(mode="json"),
         num_replicas=replicas,
         ray_actor_options={"num_cpus": replica_cpus},
-    ).bind(token_digest(token))
+    ).bind(token_digest(check_token(token)), (http or HttpConfig()).model_dump(mode="json"))

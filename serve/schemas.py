@@ -13,15 +13,32 @@ holds every position where it is: no new risk.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Final, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    field_validator,
+    model_validator,
+)
 
 ACT_PATH: Final = "/v1/act"
 HEALTH_PATH: Final = "/v1/health"
 MODEL_PATH: Final = "/v1/model"
 """The service's routes (the deployment serves them, the client calls them)."""
+
+MAX_ABS_VALUE: Final = 1e12
+"""Every number of a request is within +-1e12 (currency units, quantities, prices), so weights
+(value / equity, equity >= :data:`MIN_EQUITY`) stay finite."""
+MIN_EQUITY: Final = 1.0
+MAX_ROWS: Final = 2000
+"""At most this many positions, and this many analysis rows, in one request."""
+MAX_SYMBOL_CHARS: Final = 32
+MAX_TEXT_CHARS: Final = 512
 
 GateMode = Literal["flat", "probe", "passive", "aggressive", "hold"]
 """``hold`` keeps the current position: the fallback, and symbols the service could not trade."""
@@ -38,7 +55,8 @@ def _number(value: object) -> object:
     return value
 
 
-Number = Annotated[float, BeforeValidator(_number)]
+Number = Annotated[float, BeforeValidator(_number), Field(ge=-MAX_ABS_VALUE, le=MAX_ABS_VALUE)]
+Symbol = Annotated[str, StringConstraints(min_length=1, max_length=MAX_SYMBOL_CHARS)]
 
 
 class _Strict(BaseModel):
@@ -48,7 +66,7 @@ class _Strict(BaseModel):
 class Account(_Strict):
     """The broker account at decision time (currency units)."""
 
-    equity: Number = Field(gt=0, description="account equity")
+    equity: Number = Field(ge=MIN_EQUITY, description="account equity")
     last_equity: Number | None = Field(None, description="equity at the previous close")
     buying_power: Number | None = Field(None, ge=0, description="buying power")
     cash: Number | None = Field(None, description="cash (negative when borrowing)")
@@ -57,7 +75,7 @@ class Account(_Strict):
 class Position(_Strict):
     """One open position, as the broker reports it."""
 
-    symbol: str = Field(min_length=1)
+    symbol: Symbol
     qty: Number = Field(description="units held (the broker's sign convention: see ``side``)")
     side: Literal["long", "short"]
     market_value: Number = Field(description="position value; negative or positive for shorts")
@@ -80,7 +98,7 @@ class SymbolSnapshot(_Strict):
     kelly_fraction: Number | None = Field(None, ge=0)
     kelly_sigma_pct: Number | None = Field(None, ge=0)
     trade_blocked: bool = False
-    block_reason: str | None = None
+    block_reason: str | None = Field(None, max_length=MAX_TEXT_CHARS)
 
     def has_quote(self) -> bool:
         """A two-sided, uncrossed quote (the loop's rule: missing or non-positive prices = no quote)."""
@@ -92,11 +110,13 @@ class ActRequest(_Strict):
     """``POST /v1/act`` body."""
 
     account: Account
-    positions: list[Position] = Field(default_factory=list)
+    positions: list[Position] = Field(default_factory=list, max_length=MAX_ROWS)
     drawdown_pct: Number = Field(
         ge=-1.0, le=0.0, description="current drawdown from the equity peak, <= 0 (-0.021 = 2.1 % down)"
     )
-    analysis: dict[str, SymbolSnapshot] = Field(min_length=1, description="one row per symbol")
+    analysis: dict[Symbol, SymbolSnapshot] = Field(
+        min_length=1, max_length=MAX_ROWS, description="one row per symbol"
+    )
     as_of: datetime | None = Field(None, description="decision time (UTC); default: when received")
     attributions: bool = Field(False, description="also return each symbol's top feature attributions")
 
@@ -105,6 +125,11 @@ class ActRequest(_Strict):
     def _aware(cls, value: datetime | None) -> datetime | None:
         if value is not None and value.tzinfo is None:
             raise ValueError("as_of must carry a timezone (e.g. 2026-11-25T15:30:00Z)")
+        if value is not None:
+            try:  # 9999-12-31T23:59:59-01:00 has no UTC datetime
+                return value.astimezone(UTC)
+            except OverflowError:
+                raise ValueError(f"as_of {value.isoformat()} is out of range in UTC") from None
         return value
 
     @model_validator(mode="after")

@@ -56,11 +56,11 @@ def test_the_rayservice_application_builds_from_its_args(monkeypatch: pytest.Mon
     (app,) = serve_config["applications"]
     module_name, _, attribute = app["import_path"].partition(":")
     builder = getattr(importlib.import_module(module_name), attribute)
-    monkeypatch.setenv("RAYTRADE_SERVE_TOKEN", "token-for-the-builder-test")
+    monkeypatch.setenv("RAYTRADE_SERVE_TOKEN", "token-for-the-builder-test-0123456789")
     monkeypatch.delenv("RAYTRADE_SETTINGS_FILE", raising=False)
     application = builder(app["args"])
     assert type(application).__name__ == "Application"
-    assert "token-for-the-builder-test" not in repr(application._bound_deployment.init_args)
+    assert "token-for-the-builder-test-0123456789" not in repr(application._bound_deployment.init_args)
 
 
 def test_the_builder_refuses_a_missing_token_and_bad_args(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -312,6 +312,25 @@ def test_a_gated_policy_is_served_with_modes_kelly_sizes_and_the_same_constraint
             {"positions": [{"symbol": "X", "qty": "1", "side": "long", "market_value": "1"}] * 2},
             "appears twice",
         ),
+        ({"as_of": "9999-12-31T23:59:59-01:00"}, "as_of"),
+        ({"account": {"equity": 2e12}}, "equity"),
+        ({"account": {"equity": 0.5}}, "equity"),
+        (
+            {"positions": [{"symbol": "X", "qty": "1", "side": "long", "market_value": "-1e13"}]},
+            "market_value",
+        ),
+        ({"positions": [{"symbol": "X" * 33, "qty": "1", "side": "long", "market_value": "1"}]}, "symbol"),
+        ({"analysis": {"X" * 33: {"bid_price": 1.0}}}, "analysis"),
+        ({"analysis": {"X": {"block_reason": "x" * 513}}}, "block_reason"),
+        (
+            {
+                "positions": [
+                    {"symbol": f"S{i}", "qty": "1", "side": "long", "market_value": "1"} for i in range(2001)
+                ]
+            },
+            "positions",
+        ),
+        ({"analysis": {f"S{i}": {} for i in range(2001)}}, "analysis"),
     ],
 )
 def test_schema_rejects_bad_input_naming_the_field(patch: dict[str, Any], field: str) -> None:
@@ -351,12 +370,13 @@ def _free_port() -> int:
 def served(registry: Path, ray_session: None) -> Iterator[str]:
     from ray import serve
 
-    from raytrade.serve.app import APP_NAME, ServiceConfig, build_app
+    from raytrade.serve.app import APP_NAME, HttpConfig, ServiceConfig, build_app
 
     port = _free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     config = ServiceConfig(model="alpha", registry=str(registry), decide=NEVER_STALE, batch_wait_ms=20)
-    serve.run(build_app(config, TOKEN, replica_cpus=0.5), name=APP_NAME, route_prefix="/")
+    http = HttpConfig(max_as_of_skew_s=None)  # the requests' as_of are the synthetic data's bars
+    serve.run(build_app(config, TOKEN, replica_cpus=0.5, http=http), name=APP_NAME, route_prefix="/")
     try:
         yield f"http://127.0.0.1:{port}"
     finally:
@@ -371,7 +391,8 @@ def _headers(token: str = TOKEN) -> dict[str, str]:
 def test_http_act_matches_the_decision_core(served: str, service: DecisionService) -> None:
     import httpx
 
-    health = httpx.get(f"{served}/v1/health", timeout=10).json()
+    assert httpx.get(f"{served}/v1/health", timeout=10).json() == {"status": "ok"}
+    health = httpx.get(f"{served}/v1/health", headers=_headers(), timeout=10).json()
     assert health["status"] == "ok" and health["model"] == "alpha@1"
     request = _request(service, positions={service.data.symbols[0]: 0.2})
     body = request.model_dump(mode="json")
@@ -415,14 +436,14 @@ def test_concurrent_requests_are_batched(served: str, service: DecisionService) 
     import httpx
 
     body = _request(service).model_dump(mode="json")
-    before = httpx.get(f"{served}/v1/health", timeout=10).json()
+    before = httpx.get(f"{served}/v1/health", headers=_headers(), timeout=10).json()
 
     def post(_: int) -> int:
         return httpx.post(f"{served}/v1/act", json=body, headers=_headers(), timeout=20).status_code
 
     with ThreadPoolExecutor(8) as pool:
         codes = list(pool.map(post, range(32)))
-    after = httpx.get(f"{served}/v1/health", timeout=10).json()
+    after = httpx.get(f"{served}/v1/health", headers=_headers(), timeout=10).json()
     assert codes == [200] * 32
     assert after["requests"] - before["requests"] == 32
     assert after["batches"] - before["batches"] < 32  # several requests shared a forward
@@ -501,6 +522,199 @@ def test_a_killed_replica_means_holds_then_recovery_never_an_exception(
                 break  # recovered (or Serve routed around the dead replica without a gap)
             time.sleep(0.1)
     assert not answers[-1].fallback, "the service did not come back within 90 s"
+
+
+# ---------------------------------------------------------------------------------- HTTP in process
+
+
+def _client(service: DecisionService, **http: Any) -> Any:
+    """The service's real FastAPI app (create_api) over a DirectBackend: the HTTP surface without Ray."""
+    from fastapi.testclient import TestClient
+
+    from raytrade.serve.app import DirectBackend, HttpConfig, create_api
+
+    return TestClient(create_api(DirectBackend(service, TOKEN), HttpConfig(**http)))
+
+
+def test_in_process_act_matches_the_decision_core(service: DecisionService) -> None:
+    request = _request(service, positions={service.data.symbols[0]: 0.2})
+    with _client(service, max_as_of_skew_s=None) as client:
+        r = client.post("/v1/act", json=request.model_dump(mode="json"), headers=_headers())
+    assert r.status_code == 200, r.text
+    expected = service.decide([request])[0]
+    assert [d["target_weight"] for d in r.json()["decisions"].values()] == _targets(expected).tolist()
+
+
+def test_health_says_only_that_it_is_up_without_the_token(service: DecisionService) -> None:
+    with _client(service) as client:
+        assert client.get("/v1/health").json() == {"status": "ok"}
+        assert client.get("/v1/health", headers=_headers("wrong")).json() == {"status": "ok"}
+        full = client.get("/v1/health", headers=_headers()).json()
+    assert full["model"] == "alpha@1" and full["requests"] == 0 and "data_last_bar" in full
+
+
+def test_docs_are_off_unless_asked_for(service: DecisionService) -> None:
+    paths = ("/docs", "/redoc", "/openapi.json")
+    with _client(service) as client:
+        assert [client.get(p, headers=_headers()).status_code for p in paths] == [404, 404, 404]
+        assert [client.get(p).status_code for p in paths] == [401, 401, 401]
+    with _client(service, docs=True) as client:
+        assert [client.get(p).status_code for p in paths] == [200, 200, 200]
+        assert client.get("/openapi.json").json()["paths"].keys() >= {"/v1/act", "/v1/health", "/v1/model"}
+
+
+def test_the_token_is_checked_before_a_malformed_or_huge_body(service: DecisionService) -> None:
+    huge = b'{"account": {"equity": 1}, "pad": "' + b"x" * (2 << 20) + b'"}'
+    json_type = {"content-type": "application/json"}
+    with _client(service) as client:
+        assert client.post("/v1/act", content=b"{not json", headers=json_type).status_code == 401
+        assert client.post("/v1/act", content=huge, headers=json_type).status_code == 401
+        r = client.post("/v1/act", content=huge, headers={**_headers(), **json_type})
+        assert r.status_code == 413 and r.json() == {"detail": f"request body over {1 << 20} bytes"}
+        r = client.post("/v1/act", content=b"{not json", headers={**_headers(), **json_type})
+        assert r.status_code == 422
+
+
+def test_as_of_far_from_the_server_clock_or_out_of_range_is_422(service: DecisionService) -> None:
+    body = _request(service).model_dump(mode="json")
+    now = datetime.now(UTC)
+    with _client(service) as client:  # default: 15 minutes of skew
+        for as_of in (now - timedelta(days=1), now + timedelta(minutes=16)):
+            r = client.post("/v1/act", json={**body, "as_of": as_of.isoformat()}, headers=_headers())
+            assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body", "as_of"], r.text
+        r = client.post("/v1/act", json={**body, "as_of": "9999-12-31T23:59:59-01:00"}, headers=_headers())
+        assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body", "as_of"], r.text
+        r = client.post("/v1/act", json={**body, "as_of": now.isoformat()}, headers=_headers())
+        assert r.status_code == 200, r.text
+
+
+def _act_bodies(symbols: list[str]) -> Any:
+    """Hypothesis strategy: /v1/act bodies shaped like ActRequest, with values from valid to hostile."""
+    from datetime import timezone
+
+    from hypothesis import strategies as st
+
+    numbers = st.one_of(
+        st.floats(-2e12, 2e12),
+        st.floats(allow_nan=True, allow_infinity=True),
+        st.integers(-(10**20), 10**20),
+        st.sampled_from(["40", "-61.70", "1e308", "-1e-308", "nan", "inf", "", " 7 ", "ten"]),
+        st.none(),
+        st.booleans(),
+    )
+    symbol = st.one_of(st.sampled_from(symbols), st.text(max_size=40))
+    offsets = st.timedeltas(
+        min_value=-timedelta(hours=23, minutes=59), max_value=timedelta(hours=23, minutes=59)
+    )
+    as_of = st.one_of(
+        st.none(),
+        st.builds(lambda d, o: d.replace(tzinfo=timezone(o)).isoformat(), st.datetimes(), offsets),
+        st.datetimes().map(datetime.isoformat),
+        st.text(max_size=30),
+        st.sampled_from(["9999-12-31T23:59:59-01:00", "0001-01-01T00:00:00+01:00"]),
+    )
+    position = st.fixed_dictionaries(
+        {
+            "symbol": symbol,
+            "qty": numbers,
+            "side": st.sampled_from(["long", "short", "x"]),
+            "market_value": numbers,
+        },
+        optional={"current_price": numbers, "unrealized_pl": numbers},
+    )
+    fields = ("bid_price", "ask_price", "spread_bps", "last_close", "expected_move_pct", "kelly_fraction")
+    snapshot = st.fixed_dictionaries(
+        {},
+        optional={
+            **dict.fromkeys(fields, numbers),
+            "trade_blocked": st.booleans(),
+            "block_reason": st.one_of(st.none(), st.text(max_size=20)),
+        },
+    )
+    account = st.fixed_dictionaries(
+        {"equity": numbers}, optional={"cash": numbers, "buying_power": numbers, "last_equity": numbers}
+    )
+    hostile = st.fixed_dictionaries(
+        {
+            "account": account,
+            "positions": st.lists(position, max_size=5),
+            "drawdown_pct": st.one_of(st.floats(-1.0, 0.0), numbers),
+            "analysis": st.dictionaries(symbol, snapshot, max_size=len(symbols) + 2),
+        },
+        optional={"as_of": as_of, "attributions": st.booleans()},
+    )
+    # valid requests with extreme values reach the decision core: finite weights, no 5xx
+    values = st.floats(-1e12, 1e12)
+    prices = st.one_of(st.none(), st.floats(-1e12, 1e12))
+    valid = st.fixed_dictionaries(
+        {
+            "account": st.fixed_dictionaries(
+                {"equity": st.floats(1.0, 1e12)},
+                optional={"cash": values, "buying_power": st.floats(0, 1e12)},
+            ),
+            "positions": st.lists(
+                st.fixed_dictionaries(
+                    {
+                        "symbol": symbol,
+                        "qty": values,
+                        "side": st.sampled_from(["long", "short"]),
+                        "market_value": values,
+                    }
+                ),
+                max_size=5,
+                unique_by=lambda p: p["symbol"],
+            ),
+            "drawdown_pct": st.floats(-1.0, 0.0),
+            "analysis": st.dictionaries(
+                st.sampled_from(symbols),
+                st.fixed_dictionaries(
+                    {"bid_price": prices, "ask_price": prices, "trade_blocked": st.booleans()}
+                ),
+                min_size=1,
+            ),
+        },
+        optional={
+            "as_of": st.datetimes(datetime(2000, 1, 1), datetime(2100, 1, 1)).map(
+                lambda d: d.replace(tzinfo=UTC).isoformat()
+            ),
+            "attributions": st.booleans(),
+        },
+    )
+    body = st.one_of(valid, hostile)
+    return st.one_of(body.map(lambda b: json.dumps(b).encode()), st.binary(max_size=200))
+
+
+def test_fuzzed_act_requests_never_get_a_5xx(service: DecisionService) -> None:
+    from hypothesis import HealthCheck, given, settings
+
+    from raytrade.serve.schemas import ActResponse
+
+    statuses: dict[int, int] = {}
+    with _client(service, max_as_of_skew_s=None) as client:
+
+        @settings(
+            max_examples=200,
+            deadline=None,
+            derandomize=True,
+            database=None,
+            suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+        )
+        @given(_act_bodies(list(service.data.symbols)))
+        def check(content: bytes) -> None:
+            r = client.post(
+                "/v1/act", content=content, headers={**_headers(), "content-type": "application/json"}
+            )
+            statuses[r.status_code] = statuses.get(r.status_code, 0) + 1
+            assert r.status_code < 500, (content[:300], r.text[:300])
+            if r.status_code == 200:
+                answer = ActResponse.model_validate(r.json())
+                assert all(np.isfinite(d.target_weight) for d in answer.decisions.values())
+
+        started = time.monotonic()
+        check()
+    assert time.monotonic() - started < 120
+    # 400: bytes that are not JSON; 422: JSON that is not a valid request
+    assert set(statuses) <= {200, 400, 422} and statuses.get(200, 0) >= 25, statuses
 
 
 # ---------------------------------------------------------------------------------- CLI

@@ -1,0 +1,176 @@
+"""The service's front door without Ray: the token and the body size are checked before the body is
+read (serve.guard), weak tokens are refused at start-up, and as_of must be near the server clock."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+
+from raytrade.serve.guard import MIN_TOKEN_CHARS, GuardMiddleware, WeakTokenError, check_token, token_digest
+
+TOKEN = "guard-token-for-tests-0123456789abcdef"
+LIMIT = 1024
+
+
+class Recorder:
+    """An ASGI app that records the body it was given (the app behind the guard)."""
+
+    def __init__(self) -> None:
+        self.bodies: list[bytes] = []
+        self.scopes: list[dict[str, Any]] = []
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        message = await receive()
+        self.bodies.append(message["body"])
+        self.scopes.append(scope)
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+
+def _call(
+    guard: GuardMiddleware, headers: dict[str, str], chunks: Iterator[bytes], path: str = "/v1/act"
+) -> tuple[int, dict[str, Any], int]:
+    """(status, JSON body, chunks read) of one request through ``guard``."""
+    read = 0
+    sent: list[dict[str, Any]] = []
+    upcoming = next(chunks, None)
+
+    async def receive() -> dict[str, Any]:
+        nonlocal read, upcoming
+        chunk, upcoming = upcoming, next(chunks, None)
+        read += 1
+        if chunk is None:
+            return {"type": "http.disconnect"}
+        return {"type": "http.request", "body": chunk, "more_body": upcoming is not None}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "path": path,
+        "headers": [(k.lower().encode(), v.encode()) for k, v in headers.items()],
+    }
+    asyncio.run(guard(scope, receive, send))
+    status = sent[0]["status"]
+    body = sent[1]["body"]
+    return status, (json.loads(body) if body != b"ok" else {}), read
+
+
+def _guard(app: Recorder | None = None) -> GuardMiddleware:
+    return GuardMiddleware(app or Recorder(), token_digest(TOKEN), LIMIT, open_paths={"/v1/health"})
+
+
+def _endless(chunk: bytes = b"{" * 100) -> Iterator[bytes]:
+    while True:
+        yield chunk
+
+
+def _last(body: bytes) -> Iterator[bytes]:
+    """A body as one final ASGI message."""
+    yield body
+
+
+@pytest.mark.parametrize(
+    ("headers", "detail"),
+    [
+        ({}, "missing bearer token"),
+        ({"Authorization": "Bearer wrong-token"}, "invalid bearer token"),
+        ({"Authorization": f"Basic {TOKEN}"}, "invalid bearer token"),
+        ({"Authorization": "Bearer "}, "invalid bearer token"),
+    ],
+)
+def test_no_or_wrong_token_is_401_and_the_body_is_never_read(headers: dict[str, str], detail: str) -> None:
+    app = Recorder()
+    status, body, read = _call(_guard(app), {**headers, "content-length": "999999999"}, _endless())
+    assert (status, body, read) == (401, {"detail": detail}, 0)
+    assert app.bodies == []
+
+
+def test_a_declared_oversize_body_is_413_unread() -> None:
+    headers = {"Authorization": f"Bearer {TOKEN}", "content-length": str(LIMIT + 1)}
+    status, body, read = _call(_guard(), headers, _endless())
+    assert (status, body, read) == (413, {"detail": f"request body over {LIMIT} bytes"}, 0)
+
+
+def test_a_streamed_oversize_body_is_413_after_reading_just_past_the_limit() -> None:
+    status, body, read = _call(_guard(), {"Authorization": f"Bearer {TOKEN}"}, _endless(b"x" * 100))
+    assert status == 413 and body == {"detail": f"request body over {LIMIT} bytes"}
+    assert read == LIMIT // 100 + 1  # 11 chunks of 100 bytes: 1100 > 1024
+
+
+def test_a_body_within_the_limit_reaches_the_app_unchanged_and_marked_authenticated() -> None:
+    app = Recorder()
+    payload = b'{"a": 1}' * 100
+    status, _, _ = _call(
+        _guard(app), {"Authorization": f"Bearer {TOKEN}"}, iter([payload[:500], payload[500:]])
+    )
+    assert status == 200 and app.bodies == [payload]
+    assert app.scopes[0]["state"]["authenticated"] is True
+
+
+def test_open_paths_pass_without_the_token_marked_unauthenticated() -> None:
+    app = Recorder()
+    status, _, _ = _call(_guard(app), {}, _last(b""), path="/v1/health")
+    assert status == 200 and app.scopes[0]["state"]["authenticated"] is False
+    status, _, _ = _call(_guard(app), {}, _last(b""), path="/v1/health/../model")
+    assert status == 401
+
+
+def test_tokens_shorter_than_32_characters_are_refused_without_echoing_them() -> None:
+    assert check_token("k" * MIN_TOKEN_CHARS) == "k" * MIN_TOKEN_CHARS
+    with pytest.raises(WeakTokenError) as err:
+        check_token("short-secret-value")
+    assert "18 characters, fewer than 32" in str(err.value) and "short-secret-value" not in str(err.value)
+
+
+@pytest.mark.parametrize("command", [["serve", "--model", "alpha"], ["live", "--paper", "--once"]])
+def test_serve_and_live_refuse_a_weak_token_in_one_line(
+    command: list[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Any
+) -> None:
+    from raytrade.cluster.cli import main
+
+    monkeypatch.setenv("RAYTRADE_SERVE_TOKEN", "short-secret-value")
+    monkeypatch.delenv("RAYTRADE_SETTINGS_FILE", raising=False)
+    result = CliRunner().invoke(
+        main, [*command, "--registry" if command[0] == "serve" else "--state-file", str(tmp_path / "x")]
+    )
+    assert result.exit_code == 2, result.output
+    assert result.output.strip().splitlines() == [
+        "error: RAYTRADE_SERVE_TOKEN has 18 characters, fewer than 32: use a random one, "
+        "e.g. python -c 'import secrets; print(secrets.token_urlsafe(32))'"
+    ]
+
+
+def test_the_app_builder_and_build_app_refuse_a_weak_token(monkeypatch: pytest.MonkeyPatch) -> None:
+    from raytrade.cluster.serve_app import app_builder
+    from raytrade.serve.app import ServiceConfig, build_app
+
+    monkeypatch.setenv("RAYTRADE_SERVE_TOKEN", "short-secret-value")
+    monkeypatch.delenv("RAYTRADE_SETTINGS_FILE", raising=False)
+    with pytest.raises(WeakTokenError, match="fewer than 32"):
+        app_builder({"model": "alpha", "registry": "/data/registry"})
+    with pytest.raises(WeakTokenError, match="fewer than 32"):
+        build_app(ServiceConfig(model="alpha", registry="/data/registry"), "short-secret-value")
+
+
+def test_as_of_must_be_near_the_server_clock() -> None:
+    from raytrade.serve.app import check_as_of
+    from raytrade.serve.decide import RequestError
+
+    now = datetime(2026, 12, 2, 15, 0, tzinfo=UTC)
+    check_as_of(now - timedelta(seconds=900), now, 900.0)
+    check_as_of(None, now, 900.0)
+    check_as_of(now - timedelta(days=400), now, None)
+    with pytest.raises(RequestError) as err:
+        check_as_of(now - timedelta(seconds=901), now, 900.0)
+    assert err.value.loc == ("as_of",) and "-901 s from the server clock" in err.value.msg
+    with pytest.raises(RequestError):
+        check_as_of(now + timedelta(hours=1), now, 900.0)
