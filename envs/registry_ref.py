@@ -14,8 +14,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from raytrade.replay.errors import InputError
 
-NAME_PATTERN: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-"""A policy name is a folder name: letters, digits, ``_ . -``, not starting with a symbol."""
+NAME_PATTERN: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
+"""A policy name is a folder name: letters, digits, ``_ . -``, not starting with a symbol, at most 128
+characters; matched whole (``fullmatch``), so no separator, no ``..`` alone and no trailing newline."""
 
 
 class RegistryRefError(InputError):
@@ -40,7 +41,7 @@ def parse_registry_ref(ref: str) -> RegistryRef:
     Raises :class:`RegistryRefError` naming the reference and what is wrong with it.
     """
     name, sep, version = ref.partition("@")
-    if not NAME_PATTERN.match(name):
+    if not NAME_PATTERN.fullmatch(name):
         raise RegistryRefError(
             f"registry reference {ref!r}: name {name!r} must match {NAME_PATTERN.pattern} "
             "(the form is NAME or NAME@VERSION)"

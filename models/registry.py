@@ -9,8 +9,11 @@ Layout (one version)::
     registry/NAME/latest             text file holding the newest version number, e.g. ``2``
 
 ``latest`` is a one-line text file, not a symlink, so a registry survives object stores, zip files
-and Windows. Versions are 1, 2, … and never reused; a version folder is written under a temporary
-name and renamed into place, so a reader never sees half a version.
+and Windows. Versions are 1, 2, … and never reused; a version folder is written under a staging name
+unique to its writer (pid and a random uuid) and renamed into place, so a reader never sees half a
+version; the rename never replaces an existing version (a concurrent promote that lost the race takes
+the next number), and ``latest`` is moved under a lock, never backwards. Names are checked whole
+against ``envs.registry_ref.NAME_PATTERN`` and a resolved folder must lie under the registry root.
 
 ``manifest.json`` is :class:`models.manifest.Manifest` (typed, secrets scrubbed, validated when
 written and when read); its ``files`` entry holds the sha256 of every other file of the version,
@@ -26,6 +29,7 @@ import json
 import os
 import shutil
 import subprocess
+import uuid
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Final
@@ -40,6 +44,8 @@ MODULE_DIR: Final = "module"
 CONNECTORS_DIR: Final = "connectors"
 LATEST: Final = "latest"
 DEFAULT_REGISTRY: Final = "registry"
+CLAIM_ATTEMPTS: Final = 20
+"""How often a promote takes the next free version number when concurrent promotes took its pick."""
 
 
 class RegistryError(InputError):
@@ -48,7 +54,7 @@ class RegistryError(InputError):
 
 def check_name(name: str) -> str:
     """A policy name is a folder name: letters, digits, ``_ . -``, not starting with a symbol."""
-    if not NAME_PATTERN.match(name):
+    if not NAME_PATTERN.fullmatch(name):
         raise ValueError(f"policy name {name!r} must match {NAME_PATTERN.pattern}")
     return name
 
@@ -58,7 +64,11 @@ def versions(registry: Path, name: str) -> list[int]:
     folder = Path(registry) / name
     if not folder.is_dir():
         return []
-    return sorted(int(p.name) for p in folder.iterdir() if p.is_dir() and p.name.isdigit())
+    return sorted(int(p.name) for p in folder.iterdir() if p.is_dir() and _is_number(p.name))
+
+
+def _is_number(text: str) -> bool:
+    return text.isascii() and text.isdigit()
 
 
 def names(registry: Path) -> list[str]:
@@ -85,12 +95,22 @@ def resolve(registry: str | os.PathLike[str], ref: str) -> Path:
         )
     if parsed.version is None:
         latest = root / name / LATEST
-        number = int(latest.read_text().strip()) if latest.is_file() else available[-1]
+        number = _read_latest(latest) if latest.is_file() else available[-1]
     else:
         number = parsed.version
     if number not in available:
         raise RegistryError(f"no version {number} of {name!r}; available: {', '.join(map(str, available))}")
-    return root / name / str(number)
+    folder = root / name / str(number)
+    if not folder.resolve().is_relative_to(root.resolve()):  # a version folder linked out of the registry
+        raise RegistryError(f"{name}@{number} ({str(folder)!r}) leads outside the registry {str(root)!r}")
+    return folder
+
+
+def _read_latest(path: Path) -> int:
+    text = path.read_text().strip()
+    if not _is_number(text):
+        raise RegistryError(f"{str(path)!r} holds {text[:40]!r}, not a version number")
+    return int(text)
 
 
 # ------------------------------------------------------------------------------ manifest parts
@@ -221,18 +241,52 @@ def write_version(
     except ValidationError as exc:
         raise ManifestError(f"manifest of {name}@{number}: {first_error(exc)}") from None
     folder.mkdir(parents=True, exist_ok=True)
-    staging = folder / f".{number}.partial"
-    shutil.rmtree(staging, ignore_errors=True)
-    shutil.copytree(module_src, staging / MODULE_DIR)
-    (staging / CONNECTORS_DIR).mkdir()
-    for connector in ("env_to_module_connector", "module_to_env_connector"):
-        src = checkpoint / "env_runner" / connector
-        if src.is_dir():
-            shutil.copytree(src, staging / CONNECTORS_DIR / connector)
-    write_manifest(staging, manifest.model_copy(update={"files": version_file_hashes(staging)}))
-    target = folder / str(number)
-    staging.rename(target)
-    tmp_latest = folder / f".{LATEST}.tmp"
-    tmp_latest.write_text(f"{number}\n")
-    tmp_latest.replace(folder / LATEST)
-    return target
+    # one staging folder per writer: concurrent promotes never share (or delete) each other's files
+    staging = folder / f".staging-{os.getpid()}-{uuid.uuid4().hex}"
+    try:
+        shutil.copytree(module_src, staging / MODULE_DIR)
+        (staging / CONNECTORS_DIR).mkdir()
+        for connector in ("env_to_module_connector", "module_to_env_connector"):
+            src = checkpoint / "env_runner" / connector
+            if src.is_dir():
+                shutil.copytree(src, staging / CONNECTORS_DIR / connector)
+        files = version_file_hashes(staging)
+        for _ in range(CLAIM_ATTEMPTS):
+            number = (versions(registry, name) or [0])[-1] + 1
+            write_manifest(staging, manifest.model_copy(update={"version": number, "files": files}))
+            target = folder / str(number)
+            if _claim(staging, target):
+                _update_latest(folder)
+                return target
+        raise RegistryError(
+            f"could not claim a version number of {name!r} in {CLAIM_ATTEMPTS} attempts: other promotes "
+            "keep taking them; promote again"
+        )
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)  # gone when claimed; a failed write leaves nothing
+
+
+def _claim(staging: Path, target: Path) -> bool:
+    """Rename ``staging`` to ``target`` unless ``target`` exists (another writer took the number):
+    a version folder is never replaced."""
+    if target.exists():
+        return False
+    try:
+        staging.rename(target)  # POSIX: fails on an existing non-empty folder, which a version is
+    except OSError:
+        if target.exists():
+            return False
+        raise
+    return True
+
+
+def _update_latest(folder: Path) -> None:
+    """Point ``latest`` at the newest version, under a lock: concurrent writers never move it back."""
+    import fcntl
+
+    with open(folder / f".{LATEST}.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        number = versions(folder.parent, folder.name)[-1]
+        tmp = folder / f".{LATEST}.{os.getpid()}.{uuid.uuid4().hex}.tmp"
+        tmp.write_text(f"{number}\n")
+        tmp.replace(folder / LATEST)

@@ -344,3 +344,104 @@ def test_manifest_records_the_data_the_search_trained_on_not_the_grown_store(
     manifest = read_manifest(tmp_path / "registry" / "alpha" / "1")
     assert (manifest.data.sha256, manifest.data.files) == trained
     assert manifest.trained_at == recorded.started_at and manifest.created_at > recorded.started_at
+
+
+# ------------------------------------------------------------------------------ names and concurrent writers
+
+
+@pytest.mark.parametrize(
+    "ref", ["../alpha", "alpha/../../etc", "a/b", "..", ".hidden", "alpha\n", "/etc", "a\\b"]
+)
+def test_resolve_refuses_references_that_are_not_plain_folder_names(tmp_path: Path, ref: str) -> None:
+    from raytrade.models.registry import RegistryError
+
+    (tmp_path / "registry" / "alpha" / "1").mkdir(parents=True)
+    with pytest.raises(RegistryError, match="must match"):
+        resolve(tmp_path / "registry", ref)
+
+
+def test_resolve_refuses_a_version_that_leads_outside_the_registry(tmp_path: Path) -> None:
+    from raytrade.models.registry import RegistryError
+
+    (tmp_path / "outside").mkdir()
+    (tmp_path / "registry" / "alpha").mkdir(parents=True)
+    (tmp_path / "registry" / "alpha" / "1").symlink_to(tmp_path / "outside")
+    with pytest.raises(RegistryError, match=r"alpha@1 .* leads outside the registry"):
+        resolve(tmp_path / "registry", "alpha@1")
+
+
+def test_a_latest_file_that_is_not_a_number_is_refused_naming_it(tmp_path: Path) -> None:
+    from raytrade.models.registry import RegistryError
+
+    (tmp_path / "alpha" / "1").mkdir(parents=True)
+    (tmp_path / "alpha" / "latest").write_text("../../1\n")
+    with pytest.raises(RegistryError, match=r"latest' holds '\.\./\.\./1', not a version number"):
+        resolve(tmp_path, "alpha")
+
+
+def _fake_checkpoint(root: Path) -> Path:
+    """The part of an RLlib checkpoint folder ``write_version`` copies (it unpickles nothing)."""
+    module = root / "learner_group" / "learner" / "rl_module" / "default_policy"
+    module.mkdir(parents=True)
+    (module / "module_state.pt").write_bytes(b"weights")
+    return root
+
+
+def test_concurrent_promotes_get_their_own_staging_folders_and_numbers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import threading
+
+    from raytrade.models import registry as reg
+    from raytrade.models.manifest import read_manifest
+
+    writers = 6
+    checkpoint = _fake_checkpoint(tmp_path / "ckpt")
+    staged = threading.Barrier(writers, timeout=30)
+    hashes = reg.version_file_hashes
+
+    def hash_then_wait(folder: Path) -> dict[str, str]:
+        out = hashes(folder)
+        if not folder.name.isdigit():  # a staging folder (whatever its name)
+            staged.wait()  # every writer has staged and picked number 1 before any renames
+        return out
+
+    monkeypatch.setattr(reg, "version_file_hashes", hash_then_wait)
+    results: list[Path] = []
+    errors: list[BaseException] = []
+
+    def promote() -> None:
+        try:
+            results.append(reg.write_version(tmp_path / "registry", "alpha", checkpoint, manifest_record()))
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=promote) for _ in range(writers)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert errors == []
+    folder = tmp_path / "registry" / "alpha"
+    assert sorted(int(p.name) for p in results) == list(range(1, writers + 1))
+    for version in range(1, writers + 1):
+        manifest = read_manifest(folder / str(version))
+        assert manifest.version == version
+        reg.verify_files(folder / str(version), manifest)
+    assert (folder / "latest").read_text() == f"{writers}\n"
+    assert sorted(p.name for p in folder.iterdir() if p.name.startswith(".staging-")) == []
+
+
+def test_a_promote_never_replaces_an_existing_version(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from raytrade.models import registry as reg
+
+    checkpoint = _fake_checkpoint(tmp_path / "ckpt")
+    first = reg.write_version(tmp_path / "registry", "alpha", checkpoint, manifest_record())
+    before = {p.relative_to(first): p.read_bytes() for p in first.rglob("*") if p.is_file()}
+    monkeypatch.setattr(reg, "versions", lambda registry, name: [])  # every attempt picks number 1 again
+    with pytest.raises(reg.RegistryError, match=f"in {reg.CLAIM_ATTEMPTS} attempts"):
+        reg.write_version(tmp_path / "registry", "alpha", checkpoint, manifest_record(params={"lr": 0.5}))
+    assert {p.relative_to(first): p.read_bytes() for p in first.rglob("*") if p.is_file()} == before
+    assert not [p for p in first.parent.iterdir() if p.name.startswith(".staging-")]
