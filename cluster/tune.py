@@ -17,9 +17,12 @@ Design decisions
   both and copies the training-time facts into the registry manifest.
 * Logging: Tune's CSV/JSON/TensorBoard loggers always; wandb through Tune's
   ``WandbLoggerCallback``, offline (files under the run folder) unless ``--wandb`` asks for online
-  logging, which needs ``WANDB_API_KEY`` (read by ``cluster.settings.load_settings``). The key is
-  handed to wandb through the process environment only; it is never put into the callback, the
-  run files or the logs.
+  logging, which needs ``WANDB_API_KEY`` (read by ``cluster.settings.load_settings``). The key never
+  enters Ray: Tune's ``WandbLoggerCallback`` copies ``WANDB_API_KEY`` from the driver's environment
+  into its logging actor's ``runtime_env`` (visible in the dashboard and the GCS), so the search
+  always logs offline with the variable removed from the driver's environment, and an online run is
+  uploaded afterwards by ``wandb sync`` in a child process that alone holds the key
+  (:func:`upload_wandb_runs`). The key is never put into the callback, the run files or the logs.
 """
 
 from __future__ import annotations
@@ -150,38 +153,72 @@ def check_replay(root: Path, spec: TuneSpec) -> None:
 
 
 @contextlib.contextmanager
-def _environment(values: Mapping[str, str]) -> Iterator[None]:
-    """Set environment variables for the duration of a search, restoring them afterwards."""
+def _environment(values: Mapping[str, str | None]) -> Iterator[None]:
+    """Set (a value) or unset (None) environment variables for the duration of a search, restoring
+    them afterwards."""
     old = {k: os.environ.get(k) for k in values}
-    os.environ.update(values)
+    for k, v in values.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
     try:
         yield
     finally:
-        for k, v in old.items():
-            if v is None:
+        for k, prev in old.items():
+            if prev is None:
                 os.environ.pop(k, None)
             else:
-                os.environ[k] = v
+                os.environ[k] = prev
 
 
-def _wandb_setup(opts: TuneOptions, run_dir: Path) -> tuple[list[Any], dict[str, str]]:
-    """(Tune callbacks, environment) for the wandb mode; online needs WANDB_API_KEY."""
+WANDB_KEY_ENV = "WANDB_API_KEY"
+
+
+def _wandb_setup(opts: TuneOptions, run_dir: Path) -> tuple[list[Any], dict[str, str | None], str | None]:
+    """(Tune callbacks, environment of the search, key for the upload after it) for the wandb mode.
+
+    The search always logs offline with ``WANDB_API_KEY`` unset (see the module docstring); online
+    mode only returns the key, for :func:`upload_wandb_runs` once the search is over.
+    """
     if opts.wandb == "disabled":
-        return [], {}
+        return [], {}, None
     from ray.air.integrations.wandb import WandbLoggerCallback
 
-    env = {"WANDB_MODE": opts.wandb, "WANDB_SILENT": "true"}
+    key = None
     if opts.wandb == "online":
         from raytrade.cluster.settings import MissingCredentialsError, load_settings
 
-        key = load_settings().wandb_api_key
-        if key is None:
+        secret = load_settings().wandb_api_key
+        if secret is None:
             raise MissingCredentialsError("--wandb needs a wandb key: set WANDB_API_KEY")
-        env["WANDB_API_KEY"] = key.get_secret_value()
+        key = secret.get_secret_value()
+    env: dict[str, str | None] = {"WANDB_MODE": "offline", "WANDB_SILENT": "true", WANDB_KEY_ENV: None}
     callback = WandbLoggerCallback(
-        project="raytrade", group=opts.run_name(), log_config=False, mode=opts.wandb, dir=str(run_dir)
+        project="raytrade", group=opts.run_name(), log_config=False, mode="offline", dir=str(run_dir)
     )
-    return [callback], env
+    return [callback], env, key
+
+
+def upload_wandb_runs(run_dir: Path, key: str) -> list[Path]:
+    """Upload the search's offline wandb runs (``run_dir/wandb/offline-run-*``) with ``wandb sync`` in
+    a child process whose environment alone holds the key. A failed upload is reported, not raised:
+    the search's results are on disk and the same command uploads them later."""
+    import subprocess
+    import sys
+
+    runs = sorted((run_dir / "wandb").glob("offline-run-*"))
+    if not runs:
+        return []
+    command = [sys.executable, "-m", "wandb", "sync", *map(str, runs)]
+    child_env = {**os.environ, WANDB_KEY_ENV: key, "WANDB_MODE": "online", "WANDB_SILENT": "true"}
+    done = subprocess.run(command, env=child_env, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        later = shlex.join(["wandb", "sync", *map(str, runs)])
+        click.echo(
+            f"warning: the wandb upload failed (exit {done.returncode}); upload later with: {later}", err=True
+        )
+    return runs
 
 
 def _searched_keys(param_space: Mapping[str, Any], prefix: str = "") -> list[str]:
@@ -408,13 +445,15 @@ def run_tune(opts: TuneOptions) -> TuneOutcome:
     elif (run_dir / RUN_FILE).exists():
         raise InputError(f"experiment {str(run_dir)!r} exists: pass --resume, or --name for a new one")
     _ensure_ray()
-    callbacks, env = _wandb_setup(opts, run_dir)
+    callbacks, env, wandb_key = _wandb_setup(opts, run_dir)
     env = {**env, "RAY_AIR_NEW_OUTPUT": "0"}  # the table reporter of ``_reporter``
     if not opts.resume:
         write_run_file(run_dir, run_record(opts, spec))
     with _environment(env):
         tuner = build_tuner(opts, spec, callbacks)
         results = tuner.fit()
+    if wandb_key is not None:
+        upload_wandb_runs(run_dir, wandb_key)
     unfinished = len(results) - results.num_terminated - results.num_errors
     if unfinished:
         raise click.ClickException(

@@ -86,3 +86,15 @@ def test_the_launcher_starts_every_node_with_token_auth_and_no_secret_in_the_fil
     assert any("pip install -e" in c for c in launcher["setup_commands"])
     text = (CONFIGS / "cluster-launcher.yaml").read_text()
     assert not re.search(r"RAY_AUTH_TOKEN=\S{8,}", text)
+
+
+def test_the_rayservice_pins_a_version_and_mounts_the_registry_read_only() -> None:
+    from raytrade.envs.registry_ref import parse_registry_ref
+
+    spec = _load("rayservice.yaml")["spec"]
+    (app,) = yaml.safe_load(spec["serveConfigV2"])["applications"]
+    assert parse_registry_ref(app["args"]["model"]).version is not None, "production follows latest"
+    registry = Path(app["args"]["registry"])
+    for container in _containers(spec["rayClusterConfig"]):
+        mounts = [m for m in container["volumeMounts"] if registry.is_relative_to(m["mountPath"])]
+        assert mounts and all(m.get("readOnly") is True for m in mounts), container["name"]

@@ -1,0 +1,92 @@
+"""Secrets stay where they belong: the wandb key never enters Ray, and ``ray job submit
+--working-dir .`` never uploads settings files, the live loop's state or local environments."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+KEY = "wandb-key-must-not-reach-ray-0123456789"
+
+
+def _options(wandb: str) -> Any:
+    from raytrade.cluster.tune import TuneOptions
+
+    return TuneOptions(spec="ppo", replay=Path("store"), wandb=wandb, storage=Path("runs"))
+
+
+def test_an_online_search_logs_offline_with_the_key_out_of_the_environment(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from raytrade.cluster.tune import _environment, _wandb_setup
+
+    monkeypatch.setenv("WANDB_API_KEY", KEY)
+    monkeypatch.delenv("RAYTRADE_SETTINGS_FILE", raising=False)
+    callbacks, env, key = _wandb_setup(_options("online"), tmp_path)
+    assert key == KEY and env == {"WANDB_MODE": "offline", "WANDB_SILENT": "true", "WANDB_API_KEY": None}
+    (callback,) = callbacks
+    assert callback.kwargs["mode"] == "offline" and KEY not in repr(vars(callback))
+    with _environment(env):
+        # Ray's WandbLoggerCallback copies os.environ["WANDB_API_KEY"] into its actor's runtime_env
+        assert "WANDB_API_KEY" not in os.environ and os.environ["WANDB_MODE"] == "offline"
+    assert os.environ["WANDB_API_KEY"] == KEY  # restored after the search
+
+
+def test_offline_and_disabled_searches_need_no_key(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from raytrade.cluster.tune import _wandb_setup
+
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.delenv("RAYTRADE_SETTINGS_FILE", raising=False)
+    assert _wandb_setup(_options("disabled"), tmp_path) == ([], {}, None)
+    callbacks, env, key = _wandb_setup(_options("offline"), tmp_path)
+    assert len(callbacks) == 1 and key is None and env["WANDB_API_KEY"] is None
+
+
+def test_the_upload_hands_the_key_only_to_the_wandb_sync_child(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from raytrade.cluster.tune import upload_wandb_runs
+
+    runs = [tmp_path / "wandb" / f"offline-run-2026120{i}_000000-t{i}" for i in (1, 2)]
+    for run in runs:
+        run.mkdir(parents=True)
+    (tmp_path / "wandb" / "latest-run").mkdir()
+    calls: list[tuple[list[str], dict[str, str]]] = []
+
+    def fake_run(command: list[str], env: dict[str, str], **_: Any) -> subprocess.CompletedProcess[str]:
+        calls.append((command, env))
+        return subprocess.CompletedProcess(command, 0, "", "")
+
+    monkeypatch.setattr(subprocess, "run", fake_run)
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    assert upload_wandb_runs(tmp_path, KEY) == runs
+    ((command, env),) = calls
+    assert command[1:] == ["-m", "wandb", "sync", *map(str, runs)]
+    assert env["WANDB_API_KEY"] == KEY and env["WANDB_MODE"] == "online"
+    assert "WANDB_API_KEY" not in os.environ
+
+
+def test_rayignore_keeps_secrets_state_and_environments_out_of_job_uploads() -> None:
+    from ray._private.runtime_env.packaging import _get_ignore_file
+
+    ignored = _get_ignore_file(ROOT, ".rayignore")
+    assert ignored is not None, "no .rayignore at the project root"
+    for path in (
+        ".env",
+        "prod.env",
+        ".env.local",
+        ".raytrade/live_state.json",
+        ".venv/bin/python",
+        "registry/alpha/1/manifest.json",
+        "runs/ppo/run.json",
+        "wandb/offline-run-1/files/config.yaml",
+        ".git/config",
+    ):
+        assert ignored(ROOT / path), path
+    for path in ("serve/app.py", "cluster/configs/rayservice.yaml", "pyproject.toml", "README.md"):
+        assert not ignored(ROOT / path), path
