@@ -29,7 +29,7 @@ import numpy as np
 
 from benchmarks.common import print_table, quick_and_json_args, write_report
 
-TOKEN = "benchmark-token-not-a-secret"
+TOKEN = "benchmark-token-not-a-secret-0123456789"
 
 
 def _build_registry(work: Path) -> Path:
@@ -62,7 +62,7 @@ def run(quick: bool = False) -> dict[str, Any]:
     import ray
     from ray import serve
 
-    from raytrade.serve.app import APP_NAME, ServiceConfig, build_app, load_service
+    from raytrade.serve.app import APP_NAME, HttpConfig, ServiceConfig, build_app, load_service
     from raytrade.serve.decide import ServeConfig
 
     n_seq, n_conc = (40, 32) if quick else (300, 400)
@@ -86,7 +86,8 @@ def run(quick: bool = False) -> dict[str, Any]:
                 port = int(probe.getsockname()[1])
             serve.start(http_options={"host": "127.0.0.1", "port": port})
             config = ServiceConfig(model="bench", registry=str(registry), decide=decide_cfg)
-            serve.run(build_app(config, TOKEN, replica_cpus=0.5), name=APP_NAME, route_prefix="/")
+            http = HttpConfig(max_as_of_skew_s=None)  # the request is dated at the synthetic data's last bar
+            serve.run(build_app(config, TOKEN, replica_cpus=0.5, http=http), name=APP_NAME, route_prefix="/")
             base, headers = f"http://127.0.0.1:{port}", {"Authorization": f"Bearer {TOKEN}"}
             body = request.model_dump(mode="json")
             with httpx.Client(timeout=30) as client:
@@ -101,7 +102,7 @@ def run(quick: bool = False) -> dict[str, Any]:
                     start = time.perf_counter()
                     _check(client.post(f"{base}/v1/act", json=body, headers=headers))
                     act.append(time.perf_counter() - start)
-                before = client.get(f"{base}/v1/health").json()
+                before = client.get(f"{base}/v1/health", headers=headers).json()
 
             def client_loop(n: int) -> None:  # one keep-alive connection per client, like the loop's
                 with httpx.Client(timeout=30) as c:
@@ -112,7 +113,7 @@ def run(quick: bool = False) -> dict[str, Any]:
             with ThreadPoolExecutor(8) as pool:
                 list(pool.map(client_loop, [n_conc // 8] * 8))
             wall = time.perf_counter() - start
-            after = httpx.get(f"{base}/v1/health", timeout=30).json()
+            after = httpx.get(f"{base}/v1/health", headers=headers, timeout=30).json()
         finally:
             serve.shutdown()
             ray.shutdown()

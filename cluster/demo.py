@@ -130,7 +130,7 @@ def serve_demo(registry: Path, store: Path) -> None:
     from ray import serve
 
     from raytrade.replay import read_frame
-    from raytrade.serve.app import APP_NAME, ServiceConfig, build_app
+    from raytrade.serve.app import APP_NAME, HttpConfig, ServiceConfig, build_app
     from raytrade.serve.client import ClientConfig, PolicyClient, request_from_loop
     from raytrade.serve.decide import ServeConfig
 
@@ -144,7 +144,8 @@ def serve_demo(registry: Path, store: Path) -> None:
         config = ServiceConfig(
             model="demo_ppo", registry=str(registry), decide=ServeConfig(max_feature_age_hours=None)
         )
-        serve.run(build_app(config, token, replica_cpus=0.5), name=APP_NAME, route_prefix="/")
+        http = HttpConfig(max_as_of_skew_s=None)  # the request is dated at the data's last bar
+        serve.run(build_app(config, token, replica_cpus=0.5, http=http), name=APP_NAME, route_prefix="/")
         state = _demo_loop_state(read_frame(store, "bars", columns=["symbol", "ts", "close"]))
         client_cfg = ClientConfig(base_url=f"http://127.0.0.1:{port}", timeout_s=5.0, total_deadline_s=10.0)
         with PolicyClient(client_cfg, SecretStr(token)) as client:
