@@ -644,8 +644,8 @@ def _act_bodies(symbols: list[str]) -> Any:
         optional={"as_of": as_of, "attributions": st.booleans()},
     )
     # valid requests with extreme values reach the decision core: finite weights, no 5xx
-    values = st.floats(-1e12, 1e12)
-    prices = st.one_of(st.none(), st.floats(-1e12, 1e12))
+    values = st.floats(-1e12, 1e12)  # the schema's bounds (beyond them: test_schema_rejects_bad_input...)
+    prices = st.one_of(st.none(), values)
     valid = st.fixed_dictionaries(
         {
             "account": st.fixed_dictionaries(
@@ -674,8 +674,12 @@ def _act_bodies(symbols: list[str]) -> Any:
             ),
         },
         optional={
-            "as_of": st.datetimes(datetime(2000, 1, 1), datetime(2100, 1, 1)).map(
-                lambda d: d.replace(tzinfo=UTC).isoformat()
+            "as_of": st.one_of(
+                st.datetimes(datetime(2000, 1, 1), datetime(2100, 1, 1)).map(
+                    lambda d: d.replace(tzinfo=UTC).isoformat()
+                ),
+                st.builds(lambda d, o: d.replace(tzinfo=timezone(o)).isoformat(), st.datetimes(), offsets),
+                st.sampled_from(["9999-12-31T23:59:59-01:00", "0001-01-01T00:00:00+01:00"]),
             ),
             "attributions": st.booleans(),
         },
@@ -708,7 +712,8 @@ def test_fuzzed_act_requests_never_get_a_5xx(service: DecisionService) -> None:
             assert r.status_code < 500, (content[:300], r.text[:300])
             if r.status_code == 200:
                 answer = ActResponse.model_validate(r.json())
-                assert all(np.isfinite(d.target_weight) for d in answer.decisions.values())
+                weights = [(d.target_weight, d.current_weight) for d in answer.decisions.values()]
+                assert np.isfinite(weights).all() and np.isfinite(answer.gross_exposure), weights
 
         started = time.monotonic()
         check()
