@@ -14,7 +14,7 @@ from raytrade.cluster.live import live_command
 from raytrade.cluster.options import option_drift
 from raytrade.cluster.serve import serve_command
 from raytrade.cluster.tune import TuneOptions, tune_command
-from raytrade.serve.app import ServiceConfig
+from raytrade.serve.app import HttpConfig, ServiceConfig
 from raytrade.serve.decide import ServeConfig
 from raytrade.serve.orders import LiveConfig
 
@@ -39,6 +39,13 @@ def test_serve_flags_agree_with_the_decision_config() -> None:
     # --max-feature-age-hours 0 means "never stale" and becomes None, so its bounds differ by design
     used = {"kill_drawdown"}
     assert option_drift(serve_command, ServeConfig, not_flags=set(ServeConfig.model_fields) - used) == []
+
+
+def test_serve_flags_agree_with_the_http_config() -> None:
+    # --max-as-of-skew-s 0 means "no limit" and becomes None, so its bounds differ by design
+    assert option_drift(serve_command, HttpConfig, not_flags={"max_as_of_skew_s"}) == []
+    assert HttpConfig.model_fields["max_as_of_skew_s"].default == 900.0
+    assert next(p for p in serve_command.params if p.name == "max_as_of_skew_s").default == 900.0
 
 
 class _Options(BaseModel):

@@ -432,6 +432,18 @@ def test_http_rejects_without_the_token_and_names_bad_fields(served: str, servic
 
 
 @pytest.mark.ray
+def test_the_replica_checks_the_token_before_the_body_and_caps_its_size(served: str) -> None:
+    import httpx
+
+    huge = b"{" + b" " * (2 << 20)
+    json_type = {"content-type": "application/json"}
+    assert httpx.post(f"{served}/v1/act", content=huge, headers=json_type, timeout=30).status_code == 401
+    r = httpx.post(f"{served}/v1/act", content=huge, headers={**_headers(), **json_type}, timeout=30)
+    assert r.status_code == 413 and r.json() == {"detail": f"request body over {1 << 20} bytes"}
+    assert httpx.get(f"{served}/openapi.json", headers=_headers(), timeout=10).status_code == 404
+
+
+@pytest.mark.ray
 def test_concurrent_requests_are_batched(served: str, service: DecisionService) -> None:
     import httpx
 
