@@ -331,3 +331,32 @@ def test_a_hung_trading_server_times_out(tmp_path: Path) -> None:
         with pytest.raises(SourceError, match="ReadTimeout"):
             broker.account()
         assert time.monotonic() - started < 5.0
+
+
+def test_raytrade_live_keeps_its_state_per_account_under_the_home_directory(
+    fakes: tuple[FakeAlpacaTrading, FakeAlpaca], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from raytrade.cluster.cli import main
+    from tests.test_live_alpaca import _StubPolicyService
+
+    trading, data = fakes
+    token = "serve-token-for-the-live-test-12345"
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("ALPACA_API_KEY", TEST_KEYS[0])
+    monkeypatch.setenv("ALPACA_SECRET_KEY", TEST_KEYS[1])
+    monkeypatch.setenv("ALPACA_DATA_URL", data.url)
+    monkeypatch.setenv("RAYTRADE_SERVE_TOKEN", token)
+    monkeypatch.delenv("RAYTRADE_SETTINGS_FILE", raising=False)
+    account_id = str(TradingClient(*TEST_KEYS, paper=True, url_override=trading.url).get_account().id)  # type: ignore[union-attr]
+    state = tmp_path / ".raytrade" / "live" / f"{account_id}.json"
+    stub = _StubPolicyService(token)
+    try:
+        args = ["live", "--paper", "--once", "--serve-url", stub.url, "--trading-url", trading.url]
+        refused = CliRunner().invoke(main, args)
+        first = CliRunner().invoke(main, [*args, "--reset"])
+        second = CliRunner().invoke(main, args)
+    finally:
+        stub.close()
+    assert refused.exit_code == 2 and f"{str(state)!r} is missing" in refused.output
+    assert first.exit_code == 0 and second.exit_code == 0, first.output + second.output
+    assert json.loads(state.read_text())["account_id"] == account_id
