@@ -35,6 +35,10 @@ from raytrade.serve.schemas import ActResponse
 
 OrderSide = Literal["buy", "sell"]
 
+CLIENT_ORDER_PREFIX = "rt-"
+"""Every ``client_order_id`` this project sends starts with it: the live loop adopts the broker's open
+orders with it that its state does not know (and leaves the account's other orders alone)."""
+
 
 class LiveConfig(BaseModel):
     """How answers become orders."""
@@ -162,5 +166,6 @@ def plan_orders(
 
 
 def _client_order_id(decision_id: str) -> str:
-    """A broker-safe id derived from the decision (a resubmission is a duplicate the broker refuses)."""
-    return "rt-" + "".join(c if c.isalnum() or c in "-_" else "-" for c in decision_id)[:100]
+    """A broker-safe id derived from the decision (stable across retries of the same decision, so a
+    resubmission is a duplicate the broker refuses, and a lost answer can be looked up by it)."""
+    return CLIENT_ORDER_PREFIX + "".join(c if c.isalnum() or c in "-_" else "-" for c in decision_id)[:100]
