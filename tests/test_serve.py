@@ -21,11 +21,16 @@ from pydantic import ValidationError
 from raytrade.cluster.promote import promote_command
 from raytrade.envs.gym_envs import batched_observation, feature_index
 from raytrade.envs.simulator import MarketSimulator
+from raytrade.serve.caps import ExposureCaps, added_gross
 from raytrade.serve.decide import DecisionService, RequestError, ServeConfig
 from raytrade.serve.schemas import ActRequest
 
 TOKEN = "serve-token-for-tests-0123456789"
 NEVER_STALE = ServeConfig(max_feature_age_hours=None)
+# Hard caps that never bind: the model's decision alone, to compare with the simulator's
+UNCAPPED = NEVER_STALE.model_copy(
+    update={"caps": ExposureCaps(per_symbol_cap=10.0, gross_cap=10.0, leverage_cap=10.0, max_gross_add=100.0)}
+)
 
 
 def _promote(run_dir: Path, registry: Path) -> None:
@@ -91,6 +96,7 @@ def _targets(response: Any) -> np.ndarray:
 
 
 def test_serving_sees_and_decides_what_the_simulator_would(service: DecisionService) -> None:
+    service = DecisionService(service.handle, service.data, UNCAPPED)
     data, cfg = service.data, service.env_cfg
     bar = data.n_steps - cfg.sim.episode_len - 2
     request = _request(service, bar)
@@ -152,6 +158,49 @@ def test_untradeable_symbols_are_held_and_count_against_the_gross_cap(service: D
     cap = service.env_cfg.sim.constraints.gross_cap
     assert response.gross_exposure <= cap + 1e-9
     assert all(response.decisions[s].tradeable for s in rest)
+
+
+def test_blocked_and_over_spread_symbols_are_held(service: DecisionService) -> None:
+    a, b, c = service.data.symbols[:3]
+    request = _request(service, positions={a: 0.1, b: -0.05})
+    wide = {"bid_price": 99.0, "ask_price": 101.0}  # 200 bps: over every spread cap
+    analysis = {
+        **request.analysis,
+        a: request.analysis[a].model_copy(update={"trade_blocked": True, "block_reason": "consensus"}),
+        b: request.analysis[b].model_copy(update=wide),
+        c: request.analysis[c].model_copy(update={"trade_blocked": True}),
+    }
+    response = service.decide([request.model_copy(update={"analysis": analysis})])[0]
+    da, db, dc = (response.decisions[s] for s in (a, b, c))
+    assert (da.target_weight, da.gate_mode, da.tradeable) == (pytest.approx(0.1), "hold", False)
+    assert da.reason == "blocked by the trading loop: consensus"
+    assert (db.target_weight, db.gate_mode, db.tradeable) == (pytest.approx(-0.05), "hold", False)
+    assert db.reason is not None and db.reason.startswith("spread 200.0 bps > cap")
+    assert (dc.target_weight, dc.gate_mode, dc.reason) == (
+        0.0,
+        "hold",
+        "blocked by the trading loop: no reason given",
+    )
+
+
+def test_answers_are_held_to_the_hard_caps_and_record_them(service: DecisionService) -> None:
+    loud = DecisionService(service.handle, service.data, UNCAPPED)
+    caps = ExposureCaps(per_symbol_cap=0.01, gross_cap=1.2, leverage_cap=2.0, max_gross_add=0.02)
+    strict = DecisionService(service.handle, service.data, NEVER_STALE.model_copy(update={"caps": caps}))
+    a = service.data.symbols[0]
+    request = _request(service, positions={a: 0.3})
+    free, capped = loud.decide([request])[0], strict.decide([request])[0]
+    assert max(abs(d.target_weight) for d in free.decisions.values()) > 0.01  # the model wants more
+    w = np.array([d.target_weight for d in capped.decisions.values()])
+    current = np.array([d.current_weight for d in capped.decisions.values()])
+    assert np.all(np.abs(w) <= 0.01 + 1e-12) and float(added_gross(w, current).sum()) <= 0.02 + 1e-12
+    assert (
+        capped.caps is not None and capped.caps.per_symbol_cap == 0.01 and capped.caps.max_gross_add == 0.02
+    )
+    assert "per_symbol_cap" in capped.caps.binding
+    for d in capped.decisions.values():  # mid 100, equity 100k
+        assert d.target_qty == pytest.approx(d.target_weight * 100_000.0 / 100.0)
+    assert len({free.decision_id, capped.decision_id, strict.decide([request])[0].decision_id}) == 3
 
 
 def test_kill_switch_only_unwinds(service: DecisionService) -> None:
@@ -275,7 +324,7 @@ def test_a_gated_policy_is_served_with_modes_kelly_sizes_and_the_same_constraint
     from raytrade.envs.config import GatedEnvConfig
     from raytrade.envs.gym_envs import GATE_MODES, gate_orders
 
-    service = gated_service
+    service = DecisionService(gated_service.handle, gated_service.data, UNCAPPED)
     assert service.gated and isinstance(service.env_cfg, GatedEnvConfig)
     data, cfg = service.data, service.env_cfg
     bar = data.n_steps - cfg.sim.episode_len - 2
