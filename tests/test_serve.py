@@ -183,6 +183,25 @@ def test_blocked_and_over_spread_symbols_are_held(service: DecisionService) -> N
     )
 
 
+def test_the_contracts_uniusd_row_is_held_when_served(service: DecisionService) -> None:
+    contract = Path(__file__).resolve().parents[2] / "shared" / "contracts" / "trade_loop_decision.json"
+    if not contract.is_file():
+        pytest.skip(f"the trading-loop contract {contract} is not checked out next to this repository")
+    from raytrade.serve.client import request_from_loop
+
+    uni = request_from_loop(json.loads(contract.read_text())).analysis["UNIUSD"]
+    a = service.data.symbols[0]  # the exact row, under a symbol of the model's universe
+    request = _request(service, positions={a: 0.05})
+    request = request.model_copy(update={"analysis": {**request.analysis, a: uni}})
+    d = service.decide([request])[0].decisions[a]
+    assert (d.target_weight, d.gate_mode, d.tradeable) == (pytest.approx(0.05), "hold", False)
+    assert d.reason == "blocked by the trading loop: spread 50.8bps > cap 35.0bps; consensus"
+    unblocked = {**request.analysis, a: uni.model_copy(update={"trade_blocked": False})}
+    d = service.decide([request.model_copy(update={"analysis": unblocked})])[0].decisions[a]
+    assert (d.gate_mode, d.tradeable) == ("hold", False)
+    assert d.reason is not None and d.reason.startswith("spread 50.8 bps > cap")
+
+
 def test_answers_are_held_to_the_hard_caps_and_record_them(service: DecisionService) -> None:
     request = _request(service)  # flat: every target weight is added gross
     free = DecisionService(service.handle, service.data, UNCAPPED).decide([request])[0]
