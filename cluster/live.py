@@ -1,23 +1,33 @@
 """``raytrade live --paper``: run the trading loop on an Alpaca paper account against the policy service.
 
     raytrade live --paper [--serve-url http://127.0.0.1:8000] [--symbols AAPL,MSFT,BTCUSD]
-                  [--store DIR] [--state-file PATH] [--once | --every-minutes N]
+                  [--store DIR] [--state-file PATH] [--reset] [--once | --every-minutes N]
 
 Keys come from the environment or the settings file: the Alpaca pair (``ALPACA_API_KEY`` /
 ``ALPACA_SECRET_KEY`` or Alpaca's ``APCA_*`` names) and ``RAYTRADE_SERVE_TOKEN``. Without
 ``--symbols`` the loop trades the served model's universe (``GET /v1/model``). With ``--store`` every
 decision and fill is appended to that replay store's ``experience`` table. Only paper trading is
-enabled: without ``--paper`` the command refuses to start.
+enabled: without ``--paper`` the command refuses to start, and ``--trading-url`` must be Alpaca's paper
+host or loopback.
+
+The state file (peak equity, orders not yet reconciled) defaults to ``~/.raytrade/live/<account
+id>.json``; it is locked while the loop runs (a second loop on the same account refuses to start), and
+a missing one is refused unless ``--reset`` starts a new one (the peak drawdown the kill switch reads
+would otherwise be forgotten silently).
 """
 
 from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from raytrade.cluster.errors import one_line_errors
+
+if TYPE_CHECKING:
+    from raytrade.serve.live import LiveLoop
 
 
 @click.command("live")
@@ -28,9 +38,13 @@ from raytrade.cluster.errors import one_line_errors
 @click.option(
     "--state-file",
     type=click.Path(path_type=Path),
-    default=Path(".raytrade/live_state.json"),
-    show_default=True,
-    help="Peak equity and open orders between cycles.",
+    default=None,
+    help="Peak equity and open orders between cycles (default: ~/.raytrade/live/<account id>.json).",
+)
+@click.option(
+    "--reset",
+    is_flag=True,
+    help="Start a new state file when there is none (the peak equity starts at the current equity).",
 )
 @click.option("--once", is_flag=True, help="One cycle, then exit.")
 @click.option("--every-minutes", type=click.FloatRange(min=1), default=1440.0, show_default=True)
@@ -46,7 +60,9 @@ from raytrade.cluster.errors import one_line_errors
     help="Cap on one order's notional, fraction of the symbol's latest 20-bar dollar volume in --store.",
 )
 @click.option("--fractional", is_flag=True, help="Trade fractional equity shares.")
-@click.option("--trading-url", default=None, help="Override of Alpaca's trading URL (https or loopback).")
+@click.option(
+    "--trading-url", default=None, help="Override of Alpaca's trading URL (its paper host or loopback only)."
+)
 @click.option("--data-url", default=None, help="Override of Alpaca's market-data URL (https or loopback).")
 @one_line_errors
 def live_command(
@@ -54,7 +70,8 @@ def live_command(
     serve_url: str,
     symbols: str | None,
     store: Path | None,
-    state_file: Path,
+    state_file: Path | None,
+    reset: bool,
     once: bool,
     every_minutes: float,
     min_trade_notional: float,
@@ -71,7 +88,7 @@ def live_command(
     from raytrade.serve.alpaca_broker import AlpacaBroker
     from raytrade.serve.client import ClientConfig, PolicyClient
     from raytrade.serve.guard import check_token
-    from raytrade.serve.live import LiveLoop
+    from raytrade.serve.live import LiveLoop, default_state_file
     from raytrade.serve.orders import LiveConfig
 
     settings = load_settings()
@@ -89,24 +106,35 @@ def live_command(
         universe = (
             [s.strip() for s in symbols.split(",") if s.strip()] if symbols else client.model()["symbols"]
         )
-        loop = LiveLoop(broker, client, universe, state_file, store, config)
-        click.echo(f"live loop (paper) on {len(universe)} symbols, policy at {serve_url}")
-        while True:
-            try:
-                report = loop.cycle()
-            except Exception as exc:  # a broker or network hiccup must not end a long-running loop
-                if once:
-                    raise
-                click.echo(f"cycle failed, retrying at the next one: {type(exc).__name__}: {exc}", err=True)
-                time.sleep(every_minutes * 60.0)
-                continue
-            status = f"fallback ({report.answer.reason})" if report.answer.fallback else report.answer.model
+        state_path = state_file.absolute() if state_file else default_state_file(broker.account().account_id)
+        with LiveLoop(broker, client, universe, state_path, store, config, reset=reset) as loop:
+            loop.start()
             click.echo(
-                f"[{report.cycle_id}] {status}: {len(report.plans)} orders, {len(report.submitted)} sent, "
-                f"{len(report.rejected)} refused, {report.fills_logged} fills logged"
+                f"live loop (paper) on {len(universe)} symbols, policy at {serve_url}, state {state_path}"
             )
-            for decision_id, message in report.rejected.items():
-                click.echo(f"  refused {decision_id}: {message}", err=True)
+            _run(loop, once, every_minutes)
+
+
+def _run(loop: LiveLoop, once: bool, every_minutes: float) -> None:
+    """Cycle until interrupted (or once)."""
+    while True:
+        try:
+            report = loop.cycle()
+        except Exception as exc:  # a broker or network hiccup must not end a long-running loop
             if once:
-                return
+                raise
+            click.echo(f"cycle failed, retrying at the next one: {type(exc).__name__}: {exc}", err=True)
             time.sleep(every_minutes * 60.0)
+            continue
+        status = f"fallback ({report.answer.reason})" if report.answer.fallback else report.answer.model
+        click.echo(
+            f"[{report.cycle_id}] {status}: {len(report.plans)} orders, {len(report.submitted)} sent, "
+            f"{len(report.rejected)} refused, {report.fills_logged} fills logged"
+        )
+        for decision_id, message in report.rejected.items():
+            click.echo(f"  refused {decision_id}: {message}", err=True)
+        for decision_id, message in report.uncertain.items():
+            click.echo(f"  unknown outcome {decision_id} (resolved next cycle): {message}", err=True)
+        if once:
+            return
+        time.sleep(every_minutes * 60.0)

@@ -8,11 +8,13 @@ extend it), so changing a rule changes it everywhere. Defaults are the loop's (D
 
 from __future__ import annotations
 
+import numpy as np
+from numpy.typing import ArrayLike
 from pydantic import BaseModel, ConfigDict, Field
 
 
 class LoopRules(BaseModel):
-    """Spread gate, edge threshold, consensus move, kelly_lite sizing, leverage caps, financing."""
+    """Spread gate, edge threshold, consensus move, kelly_lite sizing, exposure caps, financing."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -34,5 +36,17 @@ class LoopRules(BaseModel):
     kelly_cap: float = Field(0.15, gt=0.0, le=1.0, description="cap of one symbol's kelly_lite fraction")
     kelly_sigma_closes: int = Field(7, ge=3, description="closes whose simple returns give kelly's sigma")
     leverage_cap_equity: float = Field(2.0, gt=0.0, description="gross leverage cap at end of day, stocks")
+    gross_cap: float = Field(
+        1.2, gt=0.0, description="gross exposure cap of the loop's own sizing (x equity)"
+    )
     leverage_cap_crypto: float = Field(1.0, gt=0.0, description="gross leverage cap, crypto (unlevered)")
     financing_annual: float = Field(0.0675, ge=0.0, description="annual financing rate on borrowed notional")
+
+    def spread_cap_for(self, is_crypto: ArrayLike, dollar_volume: ArrayLike) -> np.ndarray:
+        """The spread gate in bps per symbol: crypto, else mega cap (average dollar volume per bar
+        ``>= mega_cap_dollar_volume``), else other stock. An unknown (NaN) volume is not a mega cap."""
+        volume = np.asarray(dollar_volume, dtype=np.float64)
+        equity_cap = np.where(
+            volume >= self.mega_cap_dollar_volume, self.spread_cap_bps_mega, self.spread_cap_bps_equity
+        )
+        return np.where(np.asarray(is_crypto, dtype=bool), self.spread_cap_bps_crypto, equity_cap)

@@ -5,17 +5,52 @@ from :func:`replay.sources.alpaca.fetch_top_of_book` (latest stock quote, latest
 Keys come from an :class:`replay.credentials.AlpacaAccess` (built by the entrypoint from its settings)
 and are read only to build the clients. A refused or
 failed call is a one-line :class:`replay.sources.alpaca.SourceError` (status and Alpaca's message).
+
+Paper means paper. In alpaca-py ``url_override`` beats ``paper=True``, so the trading URL is checked
+here: only Alpaca's paper host (``https://paper-api.alpaca.markets``) or a loopback URL (a test fake)
+is accepted, and the URL the client actually uses is checked again after it is built. Every account
+read checks the account is a paper one (Alpaca's paper account numbers start with ``PA``) before the
+loop can send an order, and :meth:`AlpacaBroker.submit` refuses until such a check has passed.
+Live trading is not offered.
+
+A hung call must not hang the loop: every HTTP request of the trading client has a timeout
+(``timeout_s``; alpaca-py sets none), and alpaca-py's own retries (429/504) stay bounded.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Final
+from urllib.parse import urlsplit
 
-from raytrade.replay.credentials import AlpacaAccess, check_secure_url
+from raytrade.replay.credentials import LOOPBACK_HOSTS, AlpacaAccess, check_secure_url
+from raytrade.replay.errors import InputError
 from raytrade.replay.sources.alpaca import TopOfBook, alpaca_call, fetch_top_of_book, parse_symbol
 from raytrade.serve.live import BrokerAccount, BrokerPosition, OrderState
 from raytrade.serve.orders import OrderPlan
+
+PAPER_TRADING_HOST: Final = "paper-api.alpaca.markets"
+PAPER_ACCOUNT_PREFIX: Final = "PA"
+"""Alpaca's paper account numbers start with it (live ones do not)."""
+
+
+class NotPaperError(InputError):
+    """The trading URL or the account is not Alpaca paper: live trading is not offered."""
+
+
+def check_paper_trading_url(url: str, *, field: str = "trading_url") -> str:
+    """``url`` if it is Alpaca's paper trading API over https or a loopback URL; else
+    :class:`NotPaperError` naming ``field`` and the value."""
+    parts = urlsplit(str(url))
+    host = parts.hostname or ""
+    if (parts.scheme == "https" and host == PAPER_TRADING_HOST) or (
+        parts.scheme in ("http", "https") and host in LOOPBACK_HOSTS
+    ):
+        return str(url)
+    raise NotPaperError(
+        f"{field}={str(url)!r} is not Alpaca's paper API (https://{PAPER_TRADING_HOST}) nor loopback: "
+        "live trading is not offered"
+    )
 
 
 def _float(value: Any) -> float | None:
@@ -29,11 +64,21 @@ def _enum_text(value: Any) -> str:
 class AlpacaBroker:
     """:class:`serve.live.Broker` over an Alpaca **paper** account."""
 
-    def __init__(self, access: AlpacaAccess, trading_url: str | None = None, data_url: str | None = None):
+    def __init__(
+        self,
+        access: AlpacaAccess,
+        trading_url: str | None = None,
+        data_url: str | None = None,
+        timeout_s: float = 15.0,
+    ):
         from alpaca.trading.client import TradingClient
 
+        if not timeout_s > 0:
+            raise ValueError(f"timeout_s must be > 0, got {timeout_s!r}")
+        url = None
+        if trading_url:
+            url = check_secure_url(check_paper_trading_url(trading_url), field="trading_url")
         creds = access.credentials()
-        url = check_secure_url(trading_url, field="trading_url") if trading_url else None
         self._access, self._data_url = access, data_url
         self._client = TradingClient(
             creds.api_key.get_secret_value(),
@@ -41,6 +86,9 @@ class AlpacaBroker:
             paper=True,
             url_override=url,
         )
+        check_paper_trading_url(str(getattr(self._client, "_base_url", "")), field="the client's base URL")
+        _bound_http(self._client, timeout_s)
+        self._paper_checked = False
 
     def __repr__(self) -> str:
         return "AlpacaBroker(paper=True)"
@@ -48,6 +96,13 @@ class AlpacaBroker:
     def account(self) -> BrokerAccount:
         with alpaca_call("trading account"):
             a: Any = self._client.get_account()
+        number = str(getattr(a, "account_number", "") or "")
+        if not number.startswith(PAPER_ACCOUNT_PREFIX):
+            raise NotPaperError(
+                f"account_number={number!r} is not an Alpaca paper account "
+                f"(they start with {PAPER_ACCOUNT_PREFIX!r}): live trading is not offered"
+            )
+        self._paper_checked = True
         equity = _float(a.equity)
         if equity is None or equity <= 0:
             raise RuntimeError(f"Alpaca account has no usable equity ({a.equity!r})")
@@ -56,6 +111,7 @@ class AlpacaBroker:
             cash=_float(a.cash) or 0.0,
             buying_power=_float(a.buying_power) or 0.0,
             last_equity=_float(a.last_equity),
+            account_id=str(a.id),
         )
 
     def positions(self) -> list[BrokerPosition]:
@@ -90,6 +146,8 @@ class AlpacaBroker:
             "time_in_force": TimeInForce.GTC if plan.time_in_force == "gtc" else TimeInForce.DAY,
             "client_order_id": plan.client_order_id,
         }
+        if not self._paper_checked:
+            self.account()  # raises unless the account is a paper one
         request = (
             LimitOrderRequest(limit_price=plan.limit_price, **common)
             if plan.order_type == "limit"
@@ -106,10 +164,64 @@ class AlpacaBroker:
     def order(self, order_id: str) -> OrderState:
         with alpaca_call(f"order {order_id}"):
             o: Any = self._client.get_order_by_id(order_id)
-        return OrderState(
-            order_id=str(o.id),
-            status=_enum_text(o.status),
-            filled_qty=_float(o.filled_qty) or 0.0,
-            filled_avg_price=_float(o.filled_avg_price),
-            filled_at=o.filled_at,
-        )
+        return _order_state(o)
+
+    def order_by_client_id(self, client_order_id: str) -> OrderState | None:
+        from alpaca.common.exceptions import APIError
+
+        try:
+            with alpaca_call(f"order {client_order_id}"):
+                o: Any = self._client.get_order_by_client_id(client_order_id)
+        except Exception as exc:
+            cause = exc.__cause__
+            if isinstance(cause, APIError) and cause.status_code == 404:
+                return None
+            raise
+        return _order_state(o)
+
+    def open_orders(self) -> list[OrderState]:
+        from alpaca.trading.enums import QueryOrderStatus
+        from alpaca.trading.requests import GetOrdersRequest
+
+        with alpaca_call("open orders"):
+            orders: Any = self._client.get_orders(GetOrdersRequest(status=QueryOrderStatus.OPEN, limit=500))
+        return [_order_state(o) for o in orders]
+
+
+def _order_state(o: Any) -> OrderState:
+    return OrderState(
+        order_id=str(o.id),
+        status=_enum_text(o.status),
+        filled_qty=_float(o.filled_qty) or 0.0,
+        filled_avg_price=_float(o.filled_avg_price),
+        filled_at=o.filled_at,
+        client_order_id=None if o.client_order_id is None else str(o.client_order_id),
+        symbol=parse_symbol(str(o.symbol)).name if o.symbol else None,
+        side=None if o.side is None else _enum_text(o.side),
+    )
+
+
+def _bound_http(client: Any, timeout_s: float) -> None:
+    """Give every request of ``client``'s ``requests`` session a timeout (alpaca-py passes none, so a
+    hung server would hang the loop) and keep alpaca-py's 429/504 retries at 2, 1 s apart."""
+    from requests import PreparedRequest, Response
+    from requests.adapters import HTTPAdapter
+
+    class _TimeoutAdapter(HTTPAdapter):
+        def send(
+            self,
+            request: PreparedRequest,
+            stream: bool = False,
+            timeout: float | tuple[float | None, float | None] | None = None,
+            verify: bool | str = True,
+            cert: str | tuple[str, str] | None = None,
+            proxies: dict[str, str] | None = None,
+        ) -> Response:
+            return super().send(
+                request, stream, timeout_s if timeout is None else timeout, verify, cert, proxies
+            )
+
+    adapter = _TimeoutAdapter()
+    client._session.mount("https://", adapter)
+    client._session.mount("http://", adapter)
+    client._retry, client._retry_wait = 2, 1

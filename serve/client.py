@@ -402,9 +402,9 @@ def _inconsistency(request: ActRequest, answer: ActResponse) -> str | None:
     if unknown:
         return f"decision for symbol(s) not in the request: {', '.join(unknown[:5])}"
     for symbol, d in answer.decisions.items():
-        for name in ("target_weight", "current_weight", "confidence"):
+        for name in ("target_weight", "target_qty", "current_weight", "confidence"):
             value = getattr(d, name)
-            if not math.isfinite(value):
+            if value is not None and not math.isfinite(value):
                 return f"decisions.{symbol}.{name} is {value}"
     if not math.isfinite(answer.gross_exposure):
         return f"gross_exposure is {answer.gross_exposure}"

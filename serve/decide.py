@@ -10,10 +10,15 @@ Design decisions
   after the next fill. The snapshot's quotes decide only whether a symbol can trade now.
 * **Same constraints as training.** Targets go through ``envs.simulator.constrained_targets``: the
   per-asset and gross caps, the crypto sleeve, and unwind-only while the kill switch is active.
-* **Hold what cannot be traded.** A symbol of the universe with no usable quote, missing from the
-  request, or without a bar at ``t`` keeps its current weight (the simulator's unfilled order), and its
-  exposure counts against the gross budget. Positions outside the universe are not traded either;
-  they are listed as ``unmanaged`` and their gross comes out of the budget.
+* **Hold what cannot be traded.** A symbol of the universe missing from the request, held by the
+  loop's gates (``serve.caps.gate_reason``: ``trade_blocked``, no usable quote, or a quoted spread
+  over the loop's cap), or without a bar at ``t`` keeps its current weight (the simulator's unfilled
+  order), and its exposure counts against the gross budget. Positions outside the universe are not
+  traded either; they are listed as ``unmanaged`` and their gross comes out of the budget.
+* **Hard caps after the model.** The constrained targets then go through ``serve.caps.cap_targets``
+  (``ServeConfig.caps``: per-symbol, gross and leverage caps, and the basket throttle on the gross one
+  answer adds), always on; the answer records the caps and which of them bound (``caps``) and each
+  symbol's ``target_qty`` at the request's price.
 * **Safe failure.** Features older than ``max_feature_age_hours`` (the store stopped updating) give a
   ``fallback`` answer that holds every position, with the reason; they never feed the policy. So does
   a non-finite action (a corrupt checkpoint).
@@ -43,8 +48,10 @@ from raytrade.envs.gym_envs import GATE_MODES, batched_observation, feature_inde
 from raytrade.envs.market_data import MarketData
 from raytrade.envs.simulator import Observation, constrained_targets, exposure_limits
 from raytrade.replay.errors import InputError
+from raytrade.replay.loop_rules import LoopRules
+from raytrade.serve.caps import ExposureCaps, cap_targets, gate_reason
 from raytrade.serve.fallback import hold_everything
-from raytrade.serve.schemas import ActRequest, ActResponse, SymbolDecision
+from raytrade.serve.schemas import ActRequest, ActResponse, AppliedCaps, SymbolDecision, target_quantity
 
 _ZERO = 1e-9  # |weight| below this is flat
 NON_FINITE_ACTION = "the policy produced a non-finite action: holding every position"
@@ -74,6 +81,8 @@ class ServeConfig(BaseModel):
         None, gt=0, le=1, description="account drawdown that activates unwind-only (None: the trained one)"
     )
     episode_progress: float = Field(0.0, ge=0, lt=1, description="the observation's episode progress")
+    loop_rules: LoopRules = Field(LoopRules(), description="the loop's gates (spread caps) held to")
+    caps: ExposureCaps = Field(ExposureCaps(), description="hard exposure caps after the model")
 
 
 def serving_market_data(env_cfg: PortfolioEnvConfig, symbols: Sequence[str] | None = None) -> MarketData:
@@ -121,9 +130,8 @@ class DecisionService:
                 f"trained on {list(trained)[:5]}..."
             )
         self._feat_idx = feature_index(data, self.env_cfg.feature_columns)
-        self._limits = exposure_limits(
-            np.array([c == "crypto" for c in data.asset_class], dtype=bool), self.env_cfg.sim.constraints
-        )
+        self._is_crypto = np.array([c == "crypto" for c in data.asset_class], dtype=bool)
+        self._limits = exposure_limits(self._is_crypto, self.env_cfg.sim.constraints)
         ks = self.env_cfg.sim.kill_switch
         self._kill_trigger = self.config.kill_drawdown or (ks.trigger_drawdown if ks.enabled else None)
         self._ts = data.ts.astype("datetime64[us]")
@@ -214,10 +222,11 @@ class DecisionService:
         listed = self.data.listed[bar]
         for sym, i in self.universe.items():
             row = request.analysis.get(sym)
+            gate = None if row is None else gate_reason(row, bool(self._is_crypto[i]), self.config.loop_rules)
             if row is None:
                 hold[sym] = "not in the request"
-            elif not row.has_quote():
-                hold[sym] = "no two-sided quote"
+            elif gate is not None:
+                hold[sym] = gate
             elif not listed[i]:
                 hold[sym] = f"no bar at {_utc(self._ts[bar]).date()}"
             else:
@@ -298,6 +307,10 @@ class DecisionService:
         )
         assert locked is not None
         weights = np.where(locked, ob.weights, w_target)
+        capped = [
+            cap_targets(weights[i], p.w_now, p.tradeable, self.config.caps, p.external_gross)
+            for i, p in enumerate(prepared)
+        ]
         confidence = np.nan_to_num(action_confidence(self.handle.module, obs), nan=0.0)
         explained = self._attributions(obs, [i for i, p in enumerate(prepared) if p.request.attributions])
         return [
@@ -305,7 +318,8 @@ class DecisionService:
             if broken[i]
             else self._response(
                 p,
-                weights[i],
+                capped[i].weights,
+                self.config.caps.applied(capped[i].binding),
                 None if modes is None else modes[i],
                 confidence[i],
                 bool(kill[i]),
@@ -328,12 +342,14 @@ class DecisionService:
         self,
         p: Prepared,
         weights: np.ndarray,
+        caps: AppliedCaps,
         modes: np.ndarray | None,
         confidence: np.ndarray,
         kill: bool,
         attributions: list[dict[str, float]] | None = None,
     ) -> ActResponse:
         decisions: dict[str, SymbolDecision] = {}
+        equity = p.request.account.equity
         for sym, i in self.universe.items():
             w = float(weights[i])
             held = sym in p.hold_reason
@@ -347,6 +363,7 @@ class DecisionService:
                 reason = "kill switch: unwind only"
             decisions[sym] = SymbolDecision(
                 target_weight=w,
+                target_qty=target_quantity(w, equity, p.request.reference_price(sym)),
                 current_weight=float(p.w_now[i]),
                 side="flat" if abs(w) < _ZERO else ("long" if w > 0 else "short"),
                 gate_mode=mode,
@@ -364,6 +381,7 @@ class DecisionService:
             gross_exposure=float(np.abs(weights).sum()),
             kill_switch_active=kill,
             unmanaged=p.unmanaged,
+            caps=caps,
         )
 
 

@@ -7,17 +7,21 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from raytrade.serve.schemas import ActRequest, ActResponse, SymbolDecision
+from raytrade.serve.schemas import ActRequest, ActResponse, SymbolDecision, target_quantity
 
 
 def hold_everything(
     request: ActRequest, model: str, version: int, reason: str, as_of: datetime | None = None
 ) -> ActResponse:
-    """The no-new-risk answer: every position held at its current weight (fallback)."""
+    """The no-new-risk answer: every position held at its current weight (fallback), with its
+    ``target_qty`` at the request's price."""
     equity = request.account.equity
     decisions = {
         pos.symbol: SymbolDecision(
             target_weight=pos.signed_value() / equity,
+            target_qty=target_quantity(
+                pos.signed_value() / equity, equity, request.reference_price(pos.symbol)
+            ),
             current_weight=pos.signed_value() / equity,
             side=pos.side,
             gate_mode="hold",
@@ -32,6 +36,7 @@ def hold_everything(
             sym,
             SymbolDecision(
                 target_weight=0.0,
+                target_qty=target_quantity(0.0, equity, request.reference_price(sym)),
                 current_weight=0.0,
                 side="flat",
                 gate_mode="hold",

@@ -8,19 +8,41 @@ store's ``experience`` table, which offline RL and cost calibration read.
 Design decisions
 ----------------
 * **Orders from weights:** :mod:`serve.orders` (caps, dust, execution mode, broker rules).
-* **Drawdown.** The account's running peak equity is kept in a small state file (atomic writes), so
-  ``drawdown_pct`` survives restarts; the service's kill switch reads it.
+* **Drawdown.** The account's running peak equity is kept in a small state file (atomic, fsynced
+  writes), so ``drawdown_pct`` survives restarts; the service's kill switch reads it. A missing state
+  file is refused unless the caller asks for a new one (``reset``): silently starting over would
+  reset the peak and disarm the kill switch.
+* **One loop, one account.** The state file is locked (``fcntl.flock`` on ``<state>.lock``) for the
+  loop's life, so a second loop on it refuses to start; it records the broker's account id, and a
+  state file of another account is refused.
+* **An order is never sent twice.** Each planned order's ``client_order_id`` is derived from its
+  decision id and written to the state file (status ``planned``) *before* it is submitted, and
+  marked ``submitted`` after. On start and every cycle, a ``planned`` order is looked up at the
+  broker by client id (adopted if it exists, dropped if the broker never saw it), and the broker's
+  open orders with the project's client-id prefix that the state does not know are adopted (tracked,
+  so their fills are logged, and cancelled by the next decision like any resting order). A submit
+  that errors is looked up by client id before it is called rejected (alpaca-py retries
+  ``POST /orders`` on 429/504, so the order may exist); when even the look-up fails it stays
+  ``planned`` and the next cycle resolves it.
+* **The order record comes first.** The state file is saved before the experience rows are logged,
+  and the rows are logged in quarantine mode (``ReplayWriter(on_error="quarantine")``): a row that
+  cannot be written is kept aside under ``_quarantine/`` and never costs an order record.
+* **A fill is logged once.** The loop de-duplicates by decision id: rows whose ``decision_id`` is
+  already in the store's ``experience`` table (or twice in one batch) are not appended again (the
+  store is the one place that says what was logged; the writer itself stays table-agnostic).
 * **A new decision supersedes resting orders.** Orders of earlier cycles that are still open are
-  cancelled before the new ones go out; what they filled is logged when the broker reports it.
+  cancelled before the new ones go out; what they filled is logged once the broker reports them done
+  (an order being cancelled or replaced can still fill, so it stays tracked).
 * **One bad order is one bad order.** A rejected order is logged with the broker's message and the
-  cycle goes on; nothing the broker says is retried blindly (``client_order_id`` makes a resubmission
-  of the same decision a duplicate the broker refuses).
+  cycle goes on.
 * **Real money is off.** Only a paper account is supported; the CLI refuses to run without
-  ``--paper``.
+  ``--paper``, and :mod:`serve.alpaca_broker` refuses any trading URL but Alpaca's paper host or
+  loopback, and any account that is not a paper account.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import os
@@ -29,20 +51,35 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, NamedTuple, Protocol
+from typing import IO, Any, NamedTuple, Protocol
 
 import pandas as pd
 
+from raytrade.replay.errors import InputError
 from raytrade.replay.sources.alpaca import TopOfBook
-from raytrade.serve.orders import LiveConfig, OrderPlan, plan_orders
+from raytrade.serve.orders import CLIENT_ORDER_PREFIX, LiveConfig, OrderPlan, plan_orders
 from raytrade.serve.schemas import ActResponse
 
 log = logging.getLogger("raytrade.live")
 
 OPEN_ORDER_STATES = frozenset(
-    {"new", "accepted", "pending_new", "partially_filled", "accepted_for_bidding", "held", "calculated"}
+    {
+        "new",
+        "accepted",
+        "pending_new",
+        "partially_filled",
+        "accepted_for_bidding",
+        "held",
+        "calculated",
+        "pending_cancel",
+        "pending_replace",
+        "done_for_day",
+        "stopped",
+        "suspended",
+    }
 )
-"""Alpaca order states that can still fill: such an order is reconciled on a later cycle."""
+"""Alpaca order states that can still fill (an order being cancelled or replaced included): such an
+order is reconciled on a later cycle, and its fills are logged once it is done."""
 
 # ------------------------------------------------------------------------------------ broker
 
@@ -52,6 +89,7 @@ class BrokerAccount(NamedTuple):
     cash: float
     buying_power: float
     last_equity: float | None
+    account_id: str = ""
 
 
 class BrokerPosition(NamedTuple):
@@ -64,11 +102,17 @@ class BrokerPosition(NamedTuple):
 
 
 class OrderState(NamedTuple):
+    """An order as the broker reports it (``symbol`` in the store's spelling; the last three fields
+    are filled where the broker says them, e.g. in :meth:`Broker.open_orders`)."""
+
     order_id: str
     status: str
     filled_qty: float
     filled_avg_price: float | None
     filled_at: datetime | None
+    client_order_id: str | None = None
+    symbol: str | None = None
+    side: str | None = None
 
 
 class Broker(Protocol):
@@ -79,7 +123,19 @@ class Broker(Protocol):
     def quotes(self, symbols: Sequence[str]) -> dict[str, TopOfBook]: ...
     def submit(self, plan: OrderPlan) -> str: ...
     def order(self, order_id: str) -> OrderState: ...
+    def order_by_client_id(self, client_order_id: str) -> OrderState | None:
+        """The order with this client id, or None when the broker has none (other failures raise)."""
+        ...
+
+    def open_orders(self) -> list[OrderState]:
+        """Every open order of the account (with ``client_order_id``, ``symbol`` and ``side``)."""
+        ...
+
     def cancel(self, order_id: str) -> None: ...
+
+
+class LiveStateError(InputError):
+    """The loop refuses to start on this state file (missing, locked, another account's)."""
 
 
 # ------------------------------------------------------------------------------------ state
@@ -87,22 +143,31 @@ class Broker(Protocol):
 
 @dataclass
 class LiveState:
-    """What the loop remembers between cycles (JSON file, written atomically)."""
+    """What the loop remembers between cycles (JSON file, written atomically).
+
+    ``pending`` holds the orders not yet reconciled: each has ``decision_id``, ``client_order_id``,
+    ``status`` (``planned``: written before the submit, outcome unknown; ``submitted``: the broker
+    has it under ``order_id``), ``symbol``, ``side``, ``mid``, ``target_weight``,
+    ``policy_version`` and ``submitted_at``."""
 
     peak_equity: float | None = None
-    pending: list[dict[str, Any]] = field(default_factory=list)  # submitted orders not yet reconciled
+    pending: list[dict[str, Any]] = field(default_factory=list)
+    account_id: str | None = None
 
     @classmethod
     def load(cls, path: Path) -> LiveState:
-        """The saved state, or a fresh one when there is no file; an unreadable file is an error that
-        names it (starting over would forget the peak and the open orders)."""
+        """The saved state; a missing or unreadable file is an error that names it (starting over
+        would forget the peak and the open orders)."""
         if not path.is_file():
-            return cls()
+            raise LiveStateError(f"live state file {str(path)!r} is missing; it holds the peak equity")
         try:
             raw = json.loads(path.read_text())
             peak = raw.get("peak_equity")
+            account = raw.get("account_id")
             return cls(
-                peak_equity=None if peak is None else float(peak), pending=list(raw.get("pending", []))
+                peak_equity=None if peak is None else float(peak),
+                pending=list(raw.get("pending", [])),
+                account_id=None if account is None else str(account),
             )
         except (ValueError, TypeError, AttributeError) as exc:
             raise ValueError(f"live state file {str(path)!r} is unreadable ({exc}); fix or move it") from None
@@ -112,10 +177,26 @@ class LiveState:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(path.suffix + ".tmp")
         with open(tmp, "w") as fh:
-            json.dump({"peak_equity": self.peak_equity, "pending": self.pending}, fh, indent=1)
+            json.dump(
+                {"account_id": self.account_id, "peak_equity": self.peak_equity, "pending": self.pending},
+                fh,
+                indent=1,
+            )
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)  # the rename itself survives a power cut
+        finally:
+            os.close(dir_fd)
+
+
+def default_state_file(account_id: str) -> Path:
+    """The per-account state file: ``~/.raytrade/live/<account id>.json`` (absolute)."""
+    if not account_id or any(c in account_id for c in "/\\\0") or account_id in (".", ".."):
+        raise LiveStateError(f"account_id={account_id!r} cannot name a state file")
+    return (Path.home() / ".raytrade" / "live" / f"{account_id}.json").absolute()
 
 
 # ------------------------------------------------------------------------------------ the loop
@@ -127,7 +208,8 @@ class PolicyAsker(Protocol):
 
 @dataclass(frozen=True)
 class CycleReport:
-    """What one cycle did."""
+    """What one cycle did (``uncertain``: orders whose submit failed and whose look-up failed too;
+    they stay ``planned`` in the state and the next cycle resolves them)."""
 
     cycle_id: str
     answer: ActResponse
@@ -135,10 +217,17 @@ class CycleReport:
     submitted: dict[str, str]  # decision_id -> order id
     rejected: dict[str, str]  # decision_id -> broker message
     fills_logged: int
+    uncertain: dict[str, str] = field(default_factory=dict)  # decision_id -> submit error
 
 
 class LiveLoop:
-    """Broker + policy service + (optional) replay store: one :meth:`cycle` per decision time."""
+    """Broker + policy service + (optional) replay store: one :meth:`cycle` per decision time.
+
+    The constructor locks ``state_file`` (a second loop on it raises :class:`LiveStateError`);
+    :meth:`close` (or the ``with`` block) releases it. :meth:`start` (run by the first cycle when not
+    called) checks the state file and adopts what the broker has that the state does not know.
+    ``reset`` allows a missing state file to be started anew (peak = the current equity); an
+    existing one is never overwritten by it."""
 
     def __init__(
         self,
@@ -148,19 +237,62 @@ class LiveLoop:
         state_file: Path,
         store: Path | None = None,
         config: LiveConfig | None = None,
+        reset: bool = False,
     ):
         if not symbols:
             raise ValueError("symbols must name at least one symbol to trade")
         self.broker, self.policy, self.symbols = broker, policy, list(symbols)
-        self.state_file, self.store, self.config = state_file, store, config or LiveConfig()
+        self.state_file, self.store, self.config = Path(state_file).absolute(), store, config or LiveConfig()
+        self.reset, self._started = reset, False
+        self._lock: IO[str] | None = _lock_state_file(self.state_file)
+
+    def close(self) -> None:
+        """Release the state file's lock."""
+        if self._lock is not None:
+            fcntl.flock(self._lock, fcntl.LOCK_UN)
+            self._lock.close()
+            self._lock = None
+
+    def __enter__(self) -> LiveLoop:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def start(self) -> None:
+        """Refuse a missing state file (unless ``reset``), or another account's; then resolve the
+        ``planned`` orders and adopt the broker's unknown open orders of this project."""
+        if self._lock is None:
+            raise LiveStateError(f"live loop on {str(self.state_file)!r} is closed")
+        account_id = self.broker.account().account_id
+        if not self.state_file.exists():
+            if not self.reset:
+                raise LiveStateError(
+                    f"live state file {str(self.state_file)!r} is missing: it holds the peak equity the "
+                    "kill switch reads; pass --reset (reset=True) to start a new one"
+                )
+            LiveState(account_id=account_id or None).save(self.state_file)
+        state = LiveState.load(self.state_file)
+        if state.account_id and account_id and state.account_id != account_id:
+            raise LiveStateError(
+                f"live state file {str(self.state_file)!r} belongs to account {state.account_id!r}, "
+                f"not {account_id!r}"
+            )
+        state.account_id = state.account_id or account_id or None
+        self._sync_with_broker(state)
+        state.save(self.state_file)
+        self._started = True
 
     def cycle(self, now: datetime | None = None) -> CycleReport:
-        """Reconcile the previous cycle's fills, decide, submit, log."""
+        """Reconcile the previous cycles' orders with the broker, decide, submit, save, log."""
         from raytrade.serve.client import request_from_loop
 
+        if not self._started:
+            self.start()
         now = (now or datetime.now(UTC)).astimezone(UTC)
         cycle_id = now.strftime("%Y%m%dT%H%M%S%fZ")
         state = LiveState.load(self.state_file)
+        self._sync_with_broker(state)
         fill_rows, still_open = self._reconcile(state, now)
         self._cancel(still_open)
 
@@ -175,41 +307,102 @@ class LiveLoop:
         held = {p.symbol: p.qty for p in positions}
         volumes = _latest_dollar_volume(self.store, self.symbols, now) if self.store is not None else {}
         plans = plan_orders(answer, account.equity, quotes, held, cycle_id, self.config, volumes)
+
+        # The intents reach the disk before any order reaches the broker.
+        intents = {p.decision_id: _intent(p, answer.model, now) for p in plans}
+        state.peak_equity = peak
+        state.pending = still_open + list(intents.values())
+        state.save(self.state_file)
+
         submitted: dict[str, str] = {}
         rejected: dict[str, str] = {}
+        uncertain: dict[str, str] = {}
         latency: dict[str, float] = {}
         for plan in plans:
             try:
-                submitted[plan.decision_id] = self.broker.submit(plan)
-                latency[plan.decision_id] = (time.perf_counter() - asked) * 1e3
+                order_id = self.broker.submit(plan)
             except Exception as exc:  # one refused order must not stop the others
-                rejected[plan.decision_id] = " ".join(str(exc).split())[:300]
-                log.warning("order %s refused: %s", plan.decision_id, rejected[plan.decision_id])
-        state.peak_equity = peak
-        state.pending = still_open + [
-            {
-                "decision_id": p.decision_id,
-                "order_id": submitted[p.decision_id],
-                "symbol": p.symbol,
-                "side": p.side,
-                "mid": p.mid,
-                "target_weight": p.target_weight,
-                "policy_version": answer.model,
-                "submitted_at": now.isoformat(),
-            }
-            for p in plans
-            if p.decision_id in submitted
-        ]
-        decision_rows = _decision_rows(now, cycle_id, answer, plans, submitted, rejected, latency, loop_state)
-        self._log(fill_rows, decision_rows)
+                message = " ".join(str(exc).split())[:300]
+                try:
+                    found = self.broker.order_by_client_id(plan.client_order_id)
+                except Exception as lookup_exc:
+                    uncertain[plan.decision_id] = message
+                    log.warning(
+                        "order %s: submit and look-up failed: %s; %s", plan.decision_id, message, lookup_exc
+                    )
+                    continue
+                if found is None:
+                    rejected[plan.decision_id] = message
+                    log.warning("order %s refused: %s", plan.decision_id, message)
+                    continue
+                log.warning("order %s: submit errored (%s) but the broker has it", plan.decision_id, message)
+                order_id = found.order_id
+            submitted[plan.decision_id] = order_id
+            latency[plan.decision_id] = (time.perf_counter() - asked) * 1e3
+            intents[plan.decision_id].update(order_id=order_id, status="submitted")
+        state.pending = [p for p in state.pending if p["decision_id"] not in rejected]
         state.save(self.state_file)
-        return CycleReport(cycle_id, answer, plans, submitted, rejected, len(fill_rows))
+
+        decision_rows = _decision_rows(now, cycle_id, answer, plans, submitted, rejected, latency, loop_state)
+        logged = self._log(fill_rows + decision_rows)
+        fills_logged = sum(1 for r in logged if any(r is f for f in fill_rows))
+        return CycleReport(cycle_id, answer, plans, submitted, rejected, fills_logged, uncertain)
+
+    def _sync_with_broker(self, state: LiveState) -> None:
+        """Resolve ``planned`` orders by client id (adopted when the broker has them, dropped when it
+        never saw them) and adopt the broker's open orders with this project's client-id prefix that
+        the state does not know. A broker that cannot be asked leaves the state as it is."""
+        kept: list[dict[str, Any]] = []
+        for p in state.pending:
+            if p.get("status", "submitted") == "planned":
+                try:
+                    found = self.broker.order_by_client_id(p["client_order_id"])
+                except Exception as exc:
+                    log.warning("cannot look up order %s: %s", p["client_order_id"], exc)
+                    kept.append(p)
+                    continue
+                if found is None:
+                    log.warning("order %s was never received by the broker; dropped", p["client_order_id"])
+                    continue
+                p = {**p, "order_id": found.order_id, "status": "submitted"}
+                log.warning("order %s was submitted before a crash; tracked", p["client_order_id"])
+            if any(p.get("order_id") and p.get("order_id") == k.get("order_id") for k in kept):
+                continue  # the same order twice: track it once
+            kept.append(p)
+        known = {p.get("order_id") for p in kept} | {p.get("client_order_id") for p in kept}
+        try:
+            open_orders = self.broker.open_orders()
+        except Exception as exc:
+            log.warning("cannot list open orders: %s", exc)
+            open_orders = []
+        for o in open_orders:
+            cid = o.client_order_id or ""
+            if not cid.startswith(CLIENT_ORDER_PREFIX) or o.order_id in known or cid in known:
+                continue
+            log.warning("adopting open order %s (%s) the state did not know", o.order_id, cid)
+            kept.append(
+                {
+                    "decision_id": cid.removeprefix(CLIENT_ORDER_PREFIX),
+                    "client_order_id": cid,
+                    "order_id": o.order_id,
+                    "status": "submitted",
+                    "symbol": o.symbol,
+                    "side": o.side,
+                    "mid": None,
+                    "target_weight": None,
+                    "policy_version": "adopted",
+                    "submitted_at": None,
+                }
+            )
+        state.pending = kept
 
     def _cancel(self, still_open: list[dict[str, Any]]) -> None:
         """Cancel the earlier cycles' orders that still rest: this cycle's decision supersedes them
         (and a resting order would hold shares or buying power the new one needs). They stay pending,
-        so whatever they filled before the cancel is logged next cycle."""
+        so whatever they filled before the cancel is logged once they are done."""
         for p in still_open:
+            if not p.get("order_id"):
+                continue  # a planned order not resolved yet
             try:
                 self.broker.cancel(p["order_id"])
             except Exception as exc:  # already filled or gone: the next reconcile sees its state
@@ -226,6 +419,9 @@ class LiveLoop:
         ``submitted + latency_order_to_fill_ms``."""
         rows, still_open = [], []
         for p in state.pending:
+            if not p.get("order_id"):
+                still_open.append(p)  # planned, unresolved: the next sync looks it up again
+                continue
             try:
                 o = self.broker.order(p["order_id"])
             except Exception as exc:  # the broker is unreachable: try again next cycle
@@ -238,7 +434,8 @@ class LiveLoop:
             if o.filled_qty <= 0 or o.filled_avg_price is None:
                 continue
             sign = 1.0 if p["side"] == "buy" else -1.0
-            submitted_at = datetime.fromisoformat(p["submitted_at"])
+            mid = p.get("mid")
+            submitted_at = datetime.fromisoformat(p["submitted_at"]) if p.get("submitted_at") else None
             filled_at = o.filled_at or submitted_at
             rows.append(
                 {
@@ -254,21 +451,91 @@ class LiveLoop:
                     "fill_price": o.filled_avg_price,
                     "filled_qty": o.filled_qty,
                     "partial": o.status != "filled",
-                    "slippage_bps": sign * (o.filled_avg_price - p["mid"]) / p["mid"] * 1e4,
-                    "latency_order_to_fill_ms": (filled_at - submitted_at).total_seconds() * 1e3,
+                    "slippage_bps": sign * (o.filled_avg_price - mid) / mid * 1e4 if mid else None,
+                    "latency_order_to_fill_ms": (filled_at - submitted_at).total_seconds() * 1e3
+                    if submitted_at is not None and filled_at is not None
+                    else None,
                 }
             )
         return rows, still_open
 
-    def _log(self, fill_rows: list[dict[str, Any]], decision_rows: list[dict[str, Any]]) -> None:
-        if self.store is None:
-            return
+    def _log(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Append the rows whose decision id the store's experience table does not hold yet, in
+        quarantine mode (an unwritable row is kept aside, never raised into the loop); returns the
+        rows handed to the writer (all of ``rows`` without a store)."""
+        if self.store is None or not rows:
+            return rows
         from raytrade.replay.writer import ReplayWriter
 
-        with ReplayWriter(self.store) as writer:
-            for rows in (fill_rows, decision_rows):
-                if rows:
-                    writer.append_experience(_experience_frame(rows))
+        rows = _new_decisions(self.store, rows)
+        if not rows:
+            return rows
+        with ReplayWriter(self.store, on_error="quarantine") as writer:
+            result = writer.append_experience(_experience_frame(rows))
+        if result.rows_refused:
+            log.error("%d experience rows refused, kept in %s", result.rows_refused, result.quarantine_file)
+        return rows
+
+
+def _lock_state_file(state_file: Path) -> IO[str]:
+    """An exclusive, non-blocking ``flock`` on ``<state_file>.lock`` (it holds the owner's pid)."""
+    state_file.parent.mkdir(parents=True, exist_ok=True)
+    handle = open(state_file.with_name(state_file.name + ".lock"), "a+")  # noqa: SIM115 - held for life
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        owner = handle.read().strip() or "?"
+        handle.close()
+        raise LiveStateError(
+            f"live state file {str(state_file)!r} is in use by another live loop (pid {owner}); "
+            "one loop per account"
+        ) from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(str(os.getpid()))
+    handle.flush()
+    return handle
+
+
+def _intent(plan: OrderPlan, policy_version: str, now: datetime) -> dict[str, Any]:
+    """The state file's record of an order about to be submitted (status ``planned``)."""
+    return {
+        "decision_id": plan.decision_id,
+        "client_order_id": plan.client_order_id,
+        "order_id": None,
+        "status": "planned",
+        "symbol": plan.symbol,
+        "side": plan.side,
+        "mid": plan.mid,
+        "target_weight": plan.target_weight,
+        "policy_version": policy_version,
+        "submitted_at": now.isoformat(),
+    }
+
+
+def _new_decisions(store: Path, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``rows`` less those whose ``decision_id`` is already in the store's experience table or
+    earlier in ``rows`` (a fill is never counted twice)."""
+    import pyarrow.dataset as pa_ds
+
+    from raytrade.replay.schema import PARTITION_KEY
+
+    table_dir = Path(store) / "experience"
+    stored: set[str] = set()
+    if any(table_dir.glob(f"{PARTITION_KEY}=*/*.parquet")):
+        ids = sorted({str(r["decision_id"]) for r in rows})
+        dataset = pa_ds.dataset(table_dir, format="parquet", partitioning="hive")
+        found = dataset.to_table(columns=["decision_id"], filter=pa_ds.field("decision_id").isin(ids))
+        stored = set(found["decision_id"].to_pylist())
+    out, seen = [], set(stored)
+    for r in rows:
+        if r["decision_id"] in seen:
+            log.warning("experience row %s is already logged; skipped", r["decision_id"])
+            continue
+        seen.add(r["decision_id"])
+        out.append(r)
+    return out
 
 
 def _latest_dollar_volume(store: Path, symbols: Sequence[str], now: datetime) -> dict[str, float]:

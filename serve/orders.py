@@ -17,6 +17,13 @@
   cannot be shorted, so a negative crypto target closes to 0 (with a note).
   Equities trade whole shares unless ``fractional``; crypto to ``crypto_qty_step`` units. Equity
   orders are ``day``, crypto ``gtc``.
+* Hard caps, again: the targets are held to ``LiveConfig.caps`` by ``serve.caps.cap_targets`` (the
+  service's own implementation) against the account's actual holdings at the mid, so repeated
+  cycles cannot walk past the per-symbol, gross or leverage caps, nor add more gross per cycle than
+  the basket throttle, whatever the answers say. Symbols that do not trade this cycle (held, no
+  quote) keep their holdings, which count against the gross budget, as do held positions outside
+  the answer that have a quote; a position with neither a quote nor a decision cannot be valued here
+  (the service counted it: ``unmanaged``).
 * ``client_order_id`` is derived from the decision, so a resubmission of the same decision is a
   duplicate the broker refuses.
 """
@@ -27,13 +34,19 @@ import math
 from collections.abc import Mapping
 from typing import Literal
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from raytrade.envs.costs import CostConfig
 from raytrade.replay.sources.alpaca import TopOfBook, is_crypto_symbol
+from raytrade.serve.caps import ExposureCaps, cap_targets
 from raytrade.serve.schemas import ActResponse
 
 OrderSide = Literal["buy", "sell"]
+
+CLIENT_ORDER_PREFIX = "rt-"
+"""Every ``client_order_id`` this project sends starts with it: the live loop adopts the broker's open
+orders with it that its state does not know (and leaves the account's other orders alone)."""
 
 
 class LiveConfig(BaseModel):
@@ -55,6 +68,7 @@ class LiveConfig(BaseModel):
     fractional: bool = Field(False, description="trade fractional equity shares (else whole shares)")
     crypto_qty_step: float = Field(1e-6, gt=0, description="crypto quantity increment")
     fractional_qty_step: float = Field(1e-4, gt=0, description="equity increment when fractional")
+    caps: ExposureCaps = Field(ExposureCaps(), description="hard exposure caps on the planned holdings")
 
 
 class OrderPlan(BaseModel):
@@ -105,16 +119,15 @@ def plan_orders(
     cfg = cfg or LiveConfig()
     if answer.fallback:
         return []
+    targets = _capped_targets(answer, equity, quotes, held_qty, cfg.caps)
     plans: list[OrderPlan] = []
     for symbol, d in answer.decisions.items():
-        book = quotes.get(symbol)
-        if d.gate_mode == "hold" or not d.tradeable or book is None or not (0 < book.bid <= book.ask):
+        if symbol not in targets:
             continue
+        book = quotes[symbol]
         mid = 0.5 * (book.bid + book.ask)
         crypto = is_crypto_symbol(symbol)
-        target, note = d.target_weight, None
-        if crypto and target < 0:
-            target, note = 0.0, f"crypto cannot be shorted: target {d.target_weight:+.4f} -> 0"
+        target, note = targets[symbol]
         held = float(held_qty.get(symbol, 0.0))
         target_qty = target * equity / mid
         cap_notional = cfg.max_trade_fraction * equity
@@ -161,6 +174,55 @@ def plan_orders(
     return plans
 
 
+def _tradeable_book(book: TopOfBook | None) -> bool:
+    return book is not None and 0 < book.bid <= book.ask
+
+
+def _capped_targets(
+    answer: ActResponse,
+    equity: float,
+    quotes: Mapping[str, TopOfBook],
+    held_qty: Mapping[str, float],
+    caps: ExposureCaps,
+) -> dict[str, tuple[float, str | None]]:
+    """Per symbol that trades this cycle, its target weight after the crypto long-only rule and the
+    caps (``serve.caps.cap_targets`` over the whole account, see the module doc), with a note."""
+    symbols = list(answer.decisions)
+    target, current = np.zeros(len(symbols)), np.zeros(len(symbols))
+    movable = np.zeros(len(symbols), dtype=bool)
+    notes: list[str | None] = [None] * len(symbols)
+    for i, symbol in enumerate(symbols):
+        d, book = answer.decisions[symbol], quotes.get(symbol)
+        held = float(held_qty.get(symbol, 0.0))
+        if book is not None and _tradeable_book(book):
+            current[i] = held * 0.5 * (book.bid + book.ask) / equity
+        else:
+            current[i] = d.current_weight if held != 0 else 0.0
+        movable[i] = d.gate_mode != "hold" and d.tradeable and _tradeable_book(book)
+        target[i] = d.target_weight
+        if is_crypto_symbol(symbol) and d.target_weight < 0:
+            target[i], notes[i] = 0.0, f"crypto cannot be shorted: target {d.target_weight:+.4f} -> 0"
+    external = sum(
+        abs(qty) * 0.5 * (book.bid + book.ask) / equity
+        for symbol, qty in held_qty.items()
+        if symbol not in answer.decisions
+        and (book := quotes.get(symbol)) is not None
+        and _tradeable_book(book)
+    )
+    capped = cap_targets(target, current, movable, caps, float(external))
+    out: dict[str, tuple[float, str | None]] = {}
+    for i, symbol in enumerate(symbols):
+        if not movable[i]:
+            continue
+        w, note = float(capped.weights[i]), notes[i]
+        if abs(w - target[i]) > 1e-12:
+            limited = f"caps ({', '.join(capped.binding)}): target {target[i]:+.4f} -> {w:+.4f}"
+            note = f"{note}; {limited}" if note else limited
+        out[symbol] = (w, note)
+    return out
+
+
 def _client_order_id(decision_id: str) -> str:
-    """A broker-safe id derived from the decision (a resubmission is a duplicate the broker refuses)."""
-    return "rt-" + "".join(c if c.isalnum() or c in "-_" else "-" for c in decision_id)[:100]
+    """A broker-safe id derived from the decision (stable across retries of the same decision, so a
+    resubmission is a duplicate the broker refuses, and a lost answer can be looked up by it)."""
+    return CLIENT_ORDER_PREFIX + "".join(c if c.isalnum() or c in "-_" else "-" for c in decision_id)[:100]

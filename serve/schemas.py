@@ -5,9 +5,10 @@ the broker's positions (numbers as strings, as Alpaca returns them), the current
 analysis row per symbol. Rows carry many more keys than the policy uses; unknown keys are ignored,
 but every number the service reads must be finite (NaN or inf is a 422 naming the field).
 
-Response: per symbol the target weight (fraction of equity, signed), the side, the gate mode, a
-confidence in [0, 1], and whether the symbol could trade; plus the model version and the bar whose
-features the decision used. A fallback response (the service down, or the client's own safety rule)
+Response: per symbol the target weight (fraction of equity, signed), the target quantity it means at
+the request's price, the side, the gate mode, a confidence in [0, 1], and whether the symbol could
+trade; plus a unique ``decision_id``, the model version, the bar whose features the decision used and
+the exposure caps that applied. A fallback response (the service down, or the client's own safety rule)
 holds every position where it is: no new risk.
 """
 
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from typing import Annotated, Final, Literal
+from uuid import uuid4
 
 from pydantic import (
     BaseModel,
@@ -97,13 +99,33 @@ class SymbolSnapshot(_Strict):
     expected_move_pct: Number | None = None
     kelly_fraction: Number | None = Field(None, ge=0)
     kelly_sigma_pct: Number | None = Field(None, ge=0)
-    trade_blocked: bool = False
+    avg_dollar_vol: Number | None = Field(
+        None, ge=0, description="average traded notional per bar (mega-cap spread gate); None: unknown"
+    )
+    trade_blocked: bool = Field(False, description="the loop's own gates blocked the symbol: no new risk")
     block_reason: str | None = Field(None, max_length=MAX_TEXT_CHARS)
 
     def has_quote(self) -> bool:
         """A two-sided, uncrossed quote (the loop's rule: missing or non-positive prices = no quote)."""
         bid, ask = self.bid_price, self.ask_price
         return bid is not None and ask is not None and bid > 0 and ask >= bid
+
+    def mid(self) -> float | None:
+        """``(bid + ask) / 2`` of a quote (:meth:`has_quote`), else None."""
+        if self.bid_price is None or self.ask_price is None or not self.has_quote():
+            return None
+        return 0.5 * (self.bid_price + self.ask_price)
+
+    def quoted_spread_bps(self) -> float | None:
+        """``(ask - bid) / mid`` in bps from the quote itself, or None without a quote."""
+        mid = self.mid()
+        if mid is None or self.bid_price is None or self.ask_price is None:
+            return None
+        return (self.ask_price - self.bid_price) / mid * 1e4
+
+    def price(self) -> float | None:
+        """The price a weight is turned into units with: the mid, else ``last_close``, else None."""
+        return self.mid() or self.last_close
 
 
 class ActRequest(_Strict):
@@ -141,6 +163,20 @@ class ActRequest(_Strict):
             seen.add(pos.symbol)
         return self
 
+    def reference_price(self, symbol: str) -> float | None:
+        """``symbol``'s price for quantities: its row's :meth:`SymbolSnapshot.price`, else the
+        position's ``current_price`` (the broker's last), else None."""
+        row = self.analysis.get(symbol)
+        price = row.price() if row is not None else None
+        if price is None:
+            price = next((p.current_price for p in self.positions if p.symbol == symbol), None)
+        return price
+
+
+def target_quantity(weight: float, equity: float, price: float | None) -> float | None:
+    """Units that hold ``weight`` of ``equity`` at ``price`` (signed; None without a price)."""
+    return None if price is None else weight * equity / price
+
 
 class SymbolDecision(BaseModel):
     """What the policy holds for one symbol."""
@@ -148,6 +184,11 @@ class SymbolDecision(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     target_weight: float = Field(description="signed fraction of equity to hold after the next fill")
+    target_qty: float | None = Field(
+        None,
+        description="signed units for the target weight: target_weight x equity / price, price = the "
+        "quote's mid, else the last price; None when the request gave no price",
+    )
     current_weight: float = Field(description="signed fraction of equity held now")
     side: Side
     gate_mode: GateMode
@@ -159,11 +200,39 @@ class SymbolDecision(BaseModel):
     )
 
 
+CapName = Literal["per_symbol_cap", "gross_cap", "leverage_cap", "max_gross_add"]
+"""The hard exposure caps the service applies after the model (``serve.caps``)."""
+
+
+class AppliedCaps(BaseModel):
+    """The exposure caps an answer was held to (fractions of equity) and which of them bound."""
+
+    model_config = ConfigDict(frozen=True)
+
+    per_symbol_cap: float = Field(description="|target weight| cap of one symbol")
+    gross_cap: float = Field(description="gross exposure cap of the loop's own sizing")
+    leverage_cap: float = Field(description="gross leverage cap at the close")
+    max_gross_add: float = Field(description="basket throttle: most gross one answer may add")
+    binding: list[CapName] = Field(
+        default_factory=list, description="the caps that changed the model's targets in this answer"
+    )
+
+
+def new_decision_id() -> str:
+    """A fresh, unique decision id: a random UUID4 as 32 hex characters."""
+    return uuid4().hex
+
+
 class ActResponse(BaseModel):
     """``POST /v1/act`` answer."""
 
     model_config = ConfigDict(frozen=True)
 
+    decision_id: str = Field(
+        default_factory=new_decision_id,
+        description="unique per answer (a random UUID4, hex), made when the answer is made; the loop "
+        "logs it with the orders and fills it leads to",
+    )
     model: str = Field(description="NAME@VERSION of the policy that decided")
     model_version: int
     as_of: datetime
@@ -176,3 +245,4 @@ class ActResponse(BaseModel):
     unmanaged: list[str] = Field(
         default_factory=list, description="positions outside the model's universe (counted, not traded)"
     )
+    caps: AppliedCaps | None = Field(None, description="the exposure caps applied; None on a fallback")

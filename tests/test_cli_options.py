@@ -22,8 +22,8 @@ COMMANDS = {
     # wandb is set by --wandb / --no-wandb; trial_resources is for tests and cluster scripts only
     "tune": (tune_command, TuneOptions, {}, {"wandb", "trial_resources"}),
     "ingest": (ingest, SourceRequest, {}, set()),
-    # quantity steps are broker facts, not flags
-    "live": (live_command, LiveConfig, {}, {"crypto_qty_step", "fractional_qty_step"}),
+    # quantity steps are broker facts, not flags; caps default to the loop's limits (serve.caps)
+    "live": (live_command, LiveConfig, {}, {"crypto_qty_step", "fractional_qty_step", "caps"}),
     # decide is built from --max-feature-age-hours / --kill-drawdown (checked against ServeConfig below)
     "serve": (serve_command, ServiceConfig, {}, {"decide"}),
 }

@@ -12,7 +12,7 @@ import pytest
 
 from raytrade.replay import read_frame
 from raytrade.replay.sources.alpaca import TopOfBook
-from raytrade.serve.live import BrokerAccount, BrokerPosition, LiveLoop, OrderState
+from raytrade.serve.live import OPEN_ORDER_STATES, BrokerAccount, BrokerPosition, LiveLoop, OrderState
 from raytrade.serve.orders import OrderPlan
 from tests.live_doubles import ScriptedPolicy
 
@@ -28,6 +28,8 @@ class FakeBroker:
         self.orders: dict[str, OrderState] = {}
         self.submitted: list[OrderPlan] = []
         self.cancelled: list[str] = []
+        self.client_ids: dict[str, str] = {}  # client_order_id -> order id
+        self.sides: dict[str, tuple[str, str, str]] = {}  # order id -> (symbol, side, client id)
 
     def _mid(self, s: str) -> float:
         bid, ask = self.prices[s]
@@ -35,7 +37,9 @@ class FakeBroker:
 
     def account(self) -> BrokerAccount:
         equity = self.cash + sum(q * self._mid(s) for s, q in self.qty.items())
-        return BrokerAccount(equity=equity, cash=self.cash, buying_power=2 * equity, last_equity=None)
+        return BrokerAccount(
+            equity=equity, cash=self.cash, buying_power=2 * equity, last_equity=None, account_id="PA-TEST"
+        )
 
     def positions(self) -> list[BrokerPosition]:
         return [BrokerPosition(s, q, q * self._mid(s), self._mid(s)) for s, q in self.qty.items() if q]
@@ -48,6 +52,8 @@ class FakeBroker:
             raise RuntimeError(f"insufficient buying power for {plan.symbol}")
         self.submitted.append(plan)
         order_id = f"o{len(self.submitted)}"
+        self.client_ids[plan.client_order_id] = order_id
+        self.sides[order_id] = (plan.symbol, plan.side, plan.client_order_id)
         if plan.order_type == "market":
             bid, ask = self.prices[plan.symbol]
             price = ask if plan.side == "buy" else bid
@@ -62,6 +68,17 @@ class FakeBroker:
     def order(self, order_id: str) -> OrderState:
         return self.orders[order_id]
 
+    def order_by_client_id(self, client_order_id: str) -> OrderState | None:
+        order_id = self.client_ids.get(client_order_id)
+        return None if order_id is None else self.orders[order_id]
+
+    def open_orders(self) -> list[OrderState]:
+        return [
+            o._replace(client_order_id=self.sides[i][2], symbol=self.sides[i][0], side=self.sides[i][1])
+            for i, o in self.orders.items()
+            if o.status in OPEN_ORDER_STATES
+        ]
+
     def cancel(self, order_id: str) -> None:
         o = self.orders[order_id]
         self.cancelled.append(order_id)
@@ -71,9 +88,15 @@ class FakeBroker:
 PRICES = {"AAPL": (99.99, 100.01), "MSFT": (399.9, 400.1), "BTCUSD": (49_990.0, 50_010.0)}
 
 
-def _loop(tmp_path: Path, broker: FakeBroker, policy: Any) -> LiveLoop:
+def _loop(tmp_path: Path, broker: FakeBroker, policy: Any, reset: bool = True) -> LiveLoop:
+    state = tmp_path / "live_state.json"
     return LiveLoop(
-        broker, policy, ["AAPL", "MSFT", "BTCUSD"], tmp_path / "live_state.json", tmp_path / "store"
+        broker,
+        policy,
+        ["AAPL", "MSFT", "BTCUSD"],
+        state,
+        tmp_path / "store",
+        reset=not state.exists() and reset,
     )
 
 
@@ -134,7 +157,8 @@ def test_drawdown_comes_from_the_remembered_peak(tmp_path: Path) -> None:
     loop = _loop(tmp_path, broker, policy)
     loop.cycle(T0)
     broker.cash = 90_000.0  # a 10 % loss
-    loop2 = _loop(tmp_path, broker, policy)  # a restart: the peak comes from the state file
+    loop.close()
+    loop2 = _loop(tmp_path, broker, policy, reset=False)  # a restart: the peak comes from the state file
     loop2.cycle(T0 + timedelta(days=1))
     assert policy.requests[0].drawdown_pct == 0.0
     assert policy.requests[1].drawdown_pct == pytest.approx(-0.10)

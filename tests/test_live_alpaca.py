@@ -51,7 +51,9 @@ def test_a_paper_cycle_trades_the_answer_and_logs_it(
     trading, data = fakes
     broker = AlpacaBroker(_settings(data).alpaca_access(), trading_url=trading.url)
     equity = float(trading.equity())
-    loop = LiveLoop(broker, ScriptedPolicy(TARGETS), SYMBOLS, tmp_path / "state.json", tmp_path / "store")
+    loop = LiveLoop(
+        broker, ScriptedPolicy(TARGETS), SYMBOLS, tmp_path / "state.json", tmp_path / "store", reset=True
+    )
     report = loop.cycle(T0)
     assert report.rejected == {}
 
@@ -87,7 +89,7 @@ def test_a_refusal_by_alpaca_is_one_line_and_does_not_stop_the_cycle(
     trading, data = fakes
     trading.fail("/v2/orders", 403, times=1, method="POST", message="insufficient buying power")
     broker = AlpacaBroker(_settings(data).alpaca_access(), trading_url=trading.url)
-    loop = LiveLoop(broker, ScriptedPolicy(TARGETS), SYMBOLS, tmp_path / "state.json")
+    loop = LiveLoop(broker, ScriptedPolicy(TARGETS), SYMBOLS, tmp_path / "state.json", reset=True)
     report = loop.cycle(T0)
     assert len(report.rejected) == 1 and len(report.submitted) == 2
     (message,) = report.rejected.values()
@@ -100,7 +102,7 @@ def test_wrong_keys_fail_with_one_line_and_never_show_the_secret(
     trading, data = fakes
     secret = "wrong-secret-never-printed-0987654321"
     broker = AlpacaBroker(_settings(data, (TEST_KEYS[0], secret)).alpaca_access(), trading_url=trading.url)
-    loop = LiveLoop(broker, ScriptedPolicy(TARGETS), SYMBOLS, tmp_path / "state.json")
+    loop = LiveLoop(broker, ScriptedPolicy(TARGETS), SYMBOLS, tmp_path / "state.json", reset=True)
     with pytest.raises(SourceError) as err:
         loop.cycle(T0)
     assert "HTTP 401" in str(err.value) and secret not in str(err.value) and secret not in repr(broker)
@@ -164,7 +166,7 @@ def test_raytrade_live_paper_once(
     stub = _StubPolicyService(token)
     try:
         args = ["live", "--paper", "--once", "--serve-url", stub.url, "--trading-url", trading.url]
-        args += ["--store", str(tmp_path / "store"), "--state-file", str(tmp_path / "state.json")]
+        args += ["--store", str(tmp_path / "store"), "--state-file", str(tmp_path / "state.json"), "--reset"]
         result = CliRunner().invoke(main, args)
     finally:
         stub.close()
@@ -180,7 +182,9 @@ def test_a_resting_alpaca_order_is_cancelled_by_the_next_cycle(
 ) -> None:
     trading, data = fakes
     broker = AlpacaBroker(_settings(data).alpaca_access(), trading_url=trading.url)
-    loop = LiveLoop(broker, ScriptedPolicy({"MSFT": (0.05, "passive")}), ["MSFT"], tmp_path / "state.json")
+    loop = LiveLoop(
+        broker, ScriptedPolicy({"MSFT": (0.05, "passive")}), ["MSFT"], tmp_path / "state.json", reset=True
+    )
     first = loop.cycle(T0)
     order_id = first.submitted[f"{first.cycle_id}:MSFT"]
     assert trading.order(order_id)["status"] == "new"

@@ -9,6 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from raytrade.replay.sources.alpaca import TopOfBook
+from raytrade.serve.caps import ExposureCaps
 from raytrade.serve.orders import LiveConfig, plan_orders
 from raytrade.serve.schemas import ActResponse, SymbolDecision
 
@@ -42,6 +43,8 @@ def _answer(decisions: dict[str, tuple[float, float, str]], fallback: bool = Fal
     )
 
 
+# Exposure caps that never bind here: tests of the other rules (trade-fraction cap, participation)
+LOOSE = LiveConfig(caps=ExposureCaps(per_symbol_cap=2.0, gross_cap=2.0, leverage_cap=2.0, max_gross_add=4.0))
 QUOTES = {"AAPL": _book(99.99, 100.01), "MSFT": _book(399.9, 400.1), "BTCUSD": _book(49_990.0, 50_010.0)}
 
 
@@ -72,7 +75,7 @@ def test_whole_shares_unless_fractional_and_dust_is_skipped() -> None:
 
 
 def test_one_order_is_capped_at_a_fraction_of_equity() -> None:
-    (plan,) = plan_orders(_answer({"AAPL": (0.9, 0.0, "aggressive")}), EQUITY, QUOTES, {}, "c1")
+    (plan,) = plan_orders(_answer({"AAPL": (0.9, 0.0, "aggressive")}), EQUITY, QUOTES, {}, "c1", LOOSE)
     assert plan.qty == 250.0  # 0.25 x 100k / 100
 
 
@@ -124,14 +127,14 @@ def test_holds_fallbacks_and_missing_quotes_send_nothing() -> None:
 def test_plan_invariants(target: float, held_weight: float, symbol: str, mode: str, fractional: bool) -> None:
     """Whatever the answer: at most one order per symbol, never above the cap (a close excepted),
     never through zero, never a crypto short, never an order for dust."""
-    cfg = LiveConfig(fractional=fractional)
+    cfg = LOOSE.model_copy(update={"fractional": fractional})
     book = QUOTES[symbol]
     mid = 0.5 * (book.bid + book.ask)
     held = held_weight * EQUITY / mid
     if symbol == "BTCUSD":
         held = abs(held)
     plans = plan_orders(
-        _answer({symbol: (target, held * mid / EQUITY, mode)}), EQUITY, QUOTES, {symbol: held}, "c"
+        _answer({symbol: (target, held * mid / EQUITY, mode)}), EQUITY, QUOTES, {symbol: held}, "c", cfg
     )
     assert len(plans) <= 1
     for p in plans:
@@ -157,6 +160,6 @@ def test_an_order_is_capped_at_the_participation_share_of_the_bar_dollar_volume(
 
 def test_an_unknown_dollar_volume_leaves_only_the_equity_cap() -> None:
     answer = _answer({"AAPL": (0.2, 0.0, "aggressive")})
-    (plan,) = plan_orders(answer, EQUITY, QUOTES, {}, "c1", dollar_volume={"AAPL": float("nan")})
-    (same,) = plan_orders(answer, EQUITY, QUOTES, {}, "c1")
+    (plan,) = plan_orders(answer, EQUITY, QUOTES, {}, "c1", LOOSE, dollar_volume={"AAPL": float("nan")})
+    (same,) = plan_orders(answer, EQUITY, QUOTES, {}, "c1", LOOSE)
     assert plan.qty == same.qty == 200.0 and plan.note is None

@@ -21,11 +21,16 @@ from pydantic import ValidationError
 from raytrade.cluster.promote import promote_command
 from raytrade.envs.gym_envs import batched_observation, feature_index
 from raytrade.envs.simulator import MarketSimulator
+from raytrade.serve.caps import ExposureCaps
 from raytrade.serve.decide import DecisionService, RequestError, ServeConfig
 from raytrade.serve.schemas import ActRequest
 
 TOKEN = "serve-token-for-tests-0123456789"
 NEVER_STALE = ServeConfig(max_feature_age_hours=None)
+# Hard caps that never bind: the model's decision alone, to compare with the simulator's
+UNCAPPED = NEVER_STALE.model_copy(
+    update={"caps": ExposureCaps(per_symbol_cap=10.0, gross_cap=10.0, leverage_cap=10.0, max_gross_add=100.0)}
+)
 
 
 def _promote(run_dir: Path, registry: Path) -> None:
@@ -91,6 +96,7 @@ def _targets(response: Any) -> np.ndarray:
 
 
 def test_serving_sees_and_decides_what_the_simulator_would(service: DecisionService) -> None:
+    service = DecisionService(service.handle, service.data, UNCAPPED)
     data, cfg = service.data, service.env_cfg
     bar = data.n_steps - cfg.sim.episode_len - 2
     request = _request(service, bar)
@@ -152,6 +158,66 @@ def test_untradeable_symbols_are_held_and_count_against_the_gross_cap(service: D
     cap = service.env_cfg.sim.constraints.gross_cap
     assert response.gross_exposure <= cap + 1e-9
     assert all(response.decisions[s].tradeable for s in rest)
+
+
+def test_blocked_and_over_spread_symbols_are_held(service: DecisionService) -> None:
+    a, b, c = service.data.symbols[:3]
+    request = _request(service, positions={a: 0.1, b: -0.05})
+    wide = {"bid_price": 99.0, "ask_price": 101.0}  # 200 bps: over every spread cap
+    analysis = {
+        **request.analysis,
+        a: request.analysis[a].model_copy(update={"trade_blocked": True, "block_reason": "consensus"}),
+        b: request.analysis[b].model_copy(update=wide),
+        c: request.analysis[c].model_copy(update={"trade_blocked": True}),
+    }
+    response = service.decide([request.model_copy(update={"analysis": analysis})])[0]
+    da, db, dc = (response.decisions[s] for s in (a, b, c))
+    assert (da.target_weight, da.gate_mode, da.tradeable) == (pytest.approx(0.1), "hold", False)
+    assert da.reason == "blocked by the trading loop: consensus"
+    assert (db.target_weight, db.gate_mode, db.tradeable) == (pytest.approx(-0.05), "hold", False)
+    assert db.reason is not None and db.reason.startswith("spread 200.0 bps > cap")
+    assert (dc.target_weight, dc.gate_mode, dc.reason) == (
+        0.0,
+        "hold",
+        "blocked by the trading loop: no reason given",
+    )
+
+
+def test_the_contracts_uniusd_row_is_held_when_served(service: DecisionService) -> None:
+    contract = Path(__file__).resolve().parents[2] / "shared" / "contracts" / "trade_loop_decision.json"
+    if not contract.is_file():
+        pytest.skip(f"the trading-loop contract {contract} is not checked out next to this repository")
+    from raytrade.serve.client import request_from_loop
+
+    uni = request_from_loop(json.loads(contract.read_text())).analysis["UNIUSD"]
+    a = service.data.symbols[0]  # the exact row, under a symbol of the model's universe
+    request = _request(service, positions={a: 0.05})
+    request = request.model_copy(update={"analysis": {**request.analysis, a: uni}})
+    d = service.decide([request])[0].decisions[a]
+    assert (d.target_weight, d.gate_mode, d.tradeable) == (pytest.approx(0.05), "hold", False)
+    assert d.reason == "blocked by the trading loop: spread 50.8bps > cap 35.0bps; consensus"
+    unblocked = {**request.analysis, a: uni.model_copy(update={"trade_blocked": False})}
+    d = service.decide([request.model_copy(update={"analysis": unblocked})])[0].decisions[a]
+    assert (d.gate_mode, d.tradeable) == ("hold", False)
+    assert d.reason is not None and d.reason.startswith("spread 50.8 bps > cap")
+
+
+def test_answers_are_held_to_the_hard_caps_and_record_them(service: DecisionService) -> None:
+    request = _request(service)  # flat: every target weight is added gross
+    free = DecisionService(service.handle, service.data, UNCAPPED).decide([request])[0]
+    w_free = np.array([d.target_weight for d in free.decisions.values()])
+    per_symbol, throttle = float(np.abs(w_free).max()) / 2, float(np.abs(w_free).sum()) / 4
+    assert per_symbol > 0  # the model wants some risk, and more than these caps allow
+    caps = ExposureCaps(per_symbol_cap=per_symbol, gross_cap=1.2, leverage_cap=2.0, max_gross_add=throttle)
+    strict = DecisionService(service.handle, service.data, NEVER_STALE.model_copy(update={"caps": caps}))
+    capped = strict.decide([request])[0]
+    w = np.array([d.target_weight for d in capped.decisions.values()])
+    assert np.all(np.abs(w) <= per_symbol + 1e-12) and float(np.abs(w).sum()) <= throttle + 1e-12
+    assert capped.caps is not None and capped.caps.per_symbol_cap == per_symbol
+    assert capped.caps.max_gross_add == throttle and "per_symbol_cap" in capped.caps.binding
+    for d in capped.decisions.values():  # mid 100, equity 100k
+        assert d.target_qty == pytest.approx(d.target_weight * 100_000.0 / 100.0)
+    assert len({free.decision_id, capped.decision_id, strict.decide([request])[0].decision_id}) == 3
 
 
 def test_kill_switch_only_unwinds(service: DecisionService) -> None:
@@ -275,7 +341,7 @@ def test_a_gated_policy_is_served_with_modes_kelly_sizes_and_the_same_constraint
     from raytrade.envs.config import GatedEnvConfig
     from raytrade.envs.gym_envs import GATE_MODES, gate_orders
 
-    service = gated_service
+    service = DecisionService(gated_service.handle, gated_service.data, UNCAPPED)
     assert service.gated and isinstance(service.env_cfg, GatedEnvConfig)
     data, cfg = service.data, service.env_cfg
     bar = data.n_steps - cfg.sim.episode_len - 2

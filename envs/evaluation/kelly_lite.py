@@ -53,14 +53,13 @@ NO_SHORT: Final = 64
 
 
 class KellyLiteConfig(LoopRules):
-    """The loop's rules (``LoopRules``) plus what only the replica needs: illiquid names, probes, the
-    loop's own 120 % gross sizing cap, shorting."""
+    """The loop's rules (``LoopRules``, the 120 % gross sizing cap included) plus what only the replica
+    needs: illiquid names, probes, shorting."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     illiquid_symbols: tuple[str, ...] = Field((), description="names whose expected cost is raised")
     illiquid_extra_cost_bps: float = Field(25.0, ge=0, description="extra expected cost of illiquid names")
-    gross_cap: float = Field(1.2, gt=0, description="gross exposure cap of the loop's own sizing")
     allow_short_equity: bool = Field(True, description="short equities on a negative forecast")
     probe_symbols: tuple[str, ...] = Field((), description="symbols traded at probe size only")
     probe_weight: float = Field(0.002, ge=0, le=1, description="probe size, fraction of equity")
@@ -111,11 +110,8 @@ def edge_threshold_bps(flags: AssetFlags, cfg: KellyLiteConfig) -> np.ndarray:
 
 
 def spread_cap_bps(flags: AssetFlags, dollar_volume: np.ndarray, cfg: KellyLiteConfig) -> np.ndarray:
-    """Spread cap per asset ``[..., N]``: crypto, mega-cap equity or other equity."""
-    equity_cap = np.where(
-        dollar_volume >= cfg.mega_cap_dollar_volume, cfg.spread_cap_bps_mega, cfg.spread_cap_bps_equity
-    )
-    return np.where(flags.is_crypto, cfg.spread_cap_bps_crypto, equity_cap)
+    """Spread cap per asset ``[..., N]``: crypto, mega-cap equity or other equity (``LoopRules``)."""
+    return cfg.spread_cap_for(flags.is_crypto, dollar_volume)
 
 
 def kelly_fraction(edge: np.ndarray, sigma: np.ndarray, cfg: KellyLiteConfig) -> np.ndarray:

@@ -1,0 +1,128 @@
+"""The trading loop's gates and hard exposure caps, applied after the model: one implementation, used
+by the service (``serve.decide``) and by the order planner (``serve.orders``). Pure functions.
+
+Gates (:func:`gate_reason`): a symbol is *held* (no new risk: its target may only move toward zero
+from the current weight; the service keeps it where it is) when the loop marks it ``trade_blocked``,
+when it has no quote (bid or ask missing or non-positive, or crossed), or when its quoted spread
+``(ask - bid) / mid`` exceeds the loop's cap (``LoopRules.spread_cap_for``: 8 bps mega caps, 25 bps
+other stocks, 35 bps crypto).
+
+Caps (:func:`cap_targets`), weights as signed fractions of equity, in this order:
+
+1. held symbols keep their current weight; their gross and ``external_gross`` (positions outside
+   the universe) come out of the gross budget;
+2. per-symbol cap: every movable ``|w| <= per_symbol_cap`` (0.15, the loop's kelly cap);
+3. gross cap: the movable weights are scaled down proportionally so that
+   ``sum |w| + external_gross <= min(gross_cap, leverage_cap)`` (1.2: the loop's own sizing, and
+   2.0: leverage at the close); when held and external gross alone reach it, every movable weight
+   goes to 0;
+4. basket throttle: the gross one answer *adds*, ``sum_i added_i`` with ``added_i = max(0, |w_i| -
+   |c_i|)`` and, for a flip through zero, ``added_i = |w_i|`` (the whole new side is new risk), is at
+   most ``max_gross_add`` (0.25): each symbol's added part is scaled by the same factor.
+
+Steps 3 and 4 only shrink ``|w|`` with the sign kept, so each step keeps the bounds of the steps
+before it; reductions of risk are never throttled.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from raytrade.replay.loop_rules import LoopRules
+from raytrade.serve.schemas import AppliedCaps, CapName, SymbolSnapshot
+
+_RULES = LoopRules()
+_TOL = 1e-12  # the per-symbol cap "binds" when it moves a weight by more than this
+
+
+class ExposureCaps(BaseModel):
+    """Hard caps after the model, fractions of equity; defaults are the loop's (``LoopRules``)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    per_symbol_cap: float = Field(_RULES.kelly_cap, gt=0, description="cap of one symbol's |target weight|")
+    gross_cap: float = Field(
+        _RULES.gross_cap, gt=0, description="gross exposure cap of the loop's own sizing"
+    )
+    leverage_cap: float = Field(
+        _RULES.leverage_cap_equity, gt=0, description="gross leverage cap at the close"
+    )
+    max_gross_add: float = Field(
+        0.25, ge=0, description="basket throttle: most gross exposure one answer may add"
+    )
+
+    @property
+    def gross_limit(self) -> float:
+        """The binding gross bound: ``min(gross_cap, leverage_cap)``."""
+        return min(self.gross_cap, self.leverage_cap)
+
+    def applied(self, binding: tuple[CapName, ...] = ()) -> AppliedCaps:
+        """These caps as the response records them, with the ones that bound."""
+        return AppliedCaps(**self.model_dump(), binding=list(binding))
+
+
+class CappedTargets(NamedTuple):
+    """:func:`cap_targets`' result: the weights ``[N]`` and the caps that changed them."""
+
+    weights: np.ndarray
+    binding: tuple[CapName, ...]
+
+
+def gate_reason(row: SymbolSnapshot, is_crypto: bool, rules: LoopRules = _RULES) -> str | None:
+    """Why the loop's gates hold the symbol of ``row`` (no new risk), or None when it may trade."""
+    if row.trade_blocked:
+        return f"blocked by the trading loop: {row.block_reason or 'no reason given'}"
+    spread = row.quoted_spread_bps()
+    if spread is None:
+        return "no two-sided quote"
+    volume = row.avg_dollar_vol if row.avg_dollar_vol is not None else np.nan
+    cap = float(rules.spread_cap_for(is_crypto, volume))
+    if spread > cap:
+        return f"spread {spread:.1f} bps > cap {cap:g} bps"
+    return None
+
+
+def added_gross(weights: np.ndarray, current: np.ndarray) -> np.ndarray:
+    """Per symbol, the exposure moving from ``current`` to ``weights`` adds (see the module doc)."""
+    flip = weights * current < 0
+    return np.where(flip, np.abs(weights), np.maximum(0.0, np.abs(weights) - np.abs(current)))
+
+
+def cap_targets(
+    target: np.ndarray,
+    current: np.ndarray,
+    movable: np.ndarray,
+    caps: ExposureCaps,
+    external_gross: float = 0.0,
+) -> CappedTargets:
+    """``target [N]`` held to ``caps`` given the ``current [N]`` weights; symbols not ``movable``
+    keep their current weight (steps in the module doc)."""
+    target = np.asarray(target, dtype=np.float64)
+    current = np.asarray(current, dtype=np.float64)
+    movable = np.asarray(movable, dtype=bool)
+    binding: list[CapName] = []
+    w = np.where(movable, target, current)
+
+    capped = np.where(movable, np.clip(w, -caps.per_symbol_cap, caps.per_symbol_cap), w)
+    if np.any(np.abs(capped - w) > _TOL):
+        binding.append("per_symbol_cap")
+    w = capped
+
+    budget = max(0.0, caps.gross_limit - float(np.abs(w[~movable]).sum()) - external_gross)
+    moving = float(np.abs(w[movable]).sum())
+    if moving > budget:
+        w = np.where(movable, w * (budget / moving), w)
+        binding.append("gross_cap" if caps.gross_cap <= caps.leverage_cap else "leverage_cap")
+
+    added = added_gross(w, current)
+    total = float(added.sum())
+    if total > caps.max_gross_add:
+        f = caps.max_gross_add / total
+        flip = w * current < 0
+        grows = ~flip & (np.abs(w) > np.abs(current))
+        w = np.where(flip, w * f, np.where(grows, current + f * (w - current), w))
+        binding.append("max_gross_add")
+    return CappedTargets(w, tuple(binding))

@@ -1,0 +1,362 @@
+"""The live loop's safety rules: an order is never sent twice, the order record comes before the log,
+a fill is logged once, one loop per account with a remembered peak, and paper means paper."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+import time
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from alpaca.trading.client import TradingClient
+from alpaca.trading.enums import OrderSide, TimeInForce
+from alpaca.trading.requests import LimitOrderRequest
+from click.testing import CliRunner
+
+from raytrade.cluster.settings import Settings
+from raytrade.replay import read_frame
+from raytrade.replay.sources.alpaca import SourceError
+from raytrade.replay.writer import ReplayWriter
+from raytrade.serve.alpaca_broker import AlpacaBroker, NotPaperError
+from raytrade.serve.live import LiveLoop, LiveStateError, OrderState, default_state_file
+from raytrade.serve.orders import OrderPlan
+from tests.fake_alpaca import TEST_KEYS, FakeAlpaca
+from tests.fake_alpaca_trading import FakeAlpacaTrading
+from tests.live_doubles import T0, ScriptedPolicy
+from tests.test_live import PRICES, FakeBroker
+
+PASSIVE_MSFT = {"MSFT": (0.05, "passive")}
+
+
+@pytest.fixture(autouse=True)
+def _loopback_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+
+
+@pytest.fixture
+def fakes() -> Iterator[tuple[FakeAlpacaTrading, FakeAlpaca]]:
+    with FakeAlpacaTrading(cash=100_000, positions={"AAPL": 10}) as trading, FakeAlpaca() as data:
+        yield trading, data
+
+
+class _Crash(BaseException):
+    """A process death between the broker's answer and the loop's next step."""
+
+
+class _CrashAfterSubmit(AlpacaBroker):
+    def submit(self, plan: OrderPlan) -> str:
+        super().submit(plan)
+        raise _Crash
+
+
+class _LostAnswer(AlpacaBroker):
+    """The order reaches Alpaca, the answer does not (a read timeout on ``POST /orders``)."""
+
+    def submit(self, plan: OrderPlan) -> str:
+        super().submit(plan)
+        raise SourceError("alpaca buy order failed: ReadTimeout: read timed out")
+
+
+def _broker(trading: FakeAlpacaTrading, data: FakeAlpaca, cls: type[AlpacaBroker] = AlpacaBroker) -> Any:
+    settings = Settings(alpaca_api_key=TEST_KEYS[0], alpaca_secret_key=TEST_KEYS[1], alpaca_data_url=data.url)
+    return cls(settings.alpaca_access(), trading_url=trading.url)
+
+
+def _posts(trading: FakeAlpacaTrading) -> int:
+    return trading.paths().count("POST /v2/orders")
+
+
+def _pending(state_file: Path) -> list[dict[str, Any]]:
+    return list(json.loads(state_file.read_text())["pending"])
+
+
+# ------------------------------------------------------------------ an order is never sent twice
+
+
+def test_a_crash_between_submit_and_save_sends_no_second_order_and_tracks_the_first(
+    fakes: tuple[FakeAlpacaTrading, FakeAlpaca], tmp_path: Path
+) -> None:
+    trading, data = fakes
+    state = tmp_path / "state.json"
+    crashing = LiveLoop(
+        _broker(trading, data, _CrashAfterSubmit), ScriptedPolicy(PASSIVE_MSFT), ["MSFT"], state, reset=True
+    )
+    with pytest.raises(_Crash):
+        crashing.cycle(T0)
+    crashing.close()
+    (order,) = trading.requests[-1:]  # the order went out; the loop died before it heard back
+    assert _posts(trading) == 1
+    first_id = next(o for o in _open_orders(trading))
+
+    restarted = LiveLoop(_broker(trading, data), ScriptedPolicy(PASSIVE_MSFT), ["MSFT"], state)
+    restarted.start()
+    assert _posts(trading) == 1
+    (tracked,) = _pending(state)
+    assert (tracked["order_id"], tracked["status"]) == (first_id, "submitted")
+    assert tracked["client_order_id"] == order.body["client_order_id"]
+    # ... from the intent saved before the submit (the decision, its mid and policy), not guessed.
+    assert tracked["decision_id"] == T0.strftime("%Y%m%dT%H%M%S%fZ") + ":MSFT"
+    assert (tracked["mid"], tracked["policy_version"]) == (367.95, "alpha@2")
+
+    # The next decision supersedes the tracked order: it is cancelled before the new one goes out.
+    report = restarted.cycle(T0 + timedelta(days=1))
+    assert trading.order(first_id)["status"] == "canceled"
+    assert _open_orders(trading) == [report.submitted[f"{report.cycle_id}:MSFT"]]
+
+
+def _open_orders(trading: FakeAlpacaTrading) -> list[str]:
+    client = TradingClient(*TEST_KEYS, paper=True, url_override=trading.url)
+    return [str(o.id) for o in client.get_orders()]  # type: ignore[union-attr]
+
+
+def test_an_unknown_open_order_with_the_project_prefix_is_adopted_and_others_are_left_alone(
+    fakes: tuple[FakeAlpacaTrading, FakeAlpaca], tmp_path: Path
+) -> None:
+    trading, data = fakes
+    client = TradingClient(*TEST_KEYS, paper=True, url_override=trading.url)
+
+    def resting(client_order_id: str) -> str:
+        request = LimitOrderRequest(
+            symbol="MSFT",
+            qty=1,
+            side=OrderSide.BUY,
+            time_in_force=TimeInForce.DAY,
+            limit_price=300.0,
+            client_order_id=client_order_id,
+        )
+        return str(client.submit_order(request).id)  # type: ignore[union-attr]
+
+    ours, manual = resting("rt-20261101T143000000000Z-MSFT"), resting("manual-1")
+    state = tmp_path / "state.json"
+    loop = LiveLoop(_broker(trading, data), ScriptedPolicy({}), ["MSFT"], state, reset=True)
+    loop.start()
+    (adopted,) = _pending(state)
+    assert (adopted["order_id"], adopted["symbol"], adopted["side"]) == (ours, "MSFT", "buy")
+    loop.cycle(T0)  # a new decision supersedes the adopted order like any resting one of ours
+    assert trading.order(ours)["status"] == "canceled" and trading.order(manual)["status"] == "new"
+
+
+def test_a_submit_that_errors_but_reached_the_broker_is_not_counted_rejected(
+    fakes: tuple[FakeAlpacaTrading, FakeAlpaca], tmp_path: Path
+) -> None:
+    trading, data = fakes
+    state = tmp_path / "state.json"
+    loop = LiveLoop(
+        _broker(trading, data, _LostAnswer), ScriptedPolicy(PASSIVE_MSFT), ["MSFT"], state, reset=True
+    )
+    report = loop.cycle(T0)
+    decision = f"{report.cycle_id}:MSFT"
+    (order_id,) = _open_orders(trading)
+    assert report.rejected == {} and report.submitted == {decision: order_id}
+    assert [(p["order_id"], p["status"]) for p in _pending(state)] == [(order_id, "submitted")]
+    assert "GET /v2/orders:by_client_order_id" in trading.paths()
+
+
+# ------------------------------------------------------------------ the order record comes first
+
+
+def test_an_unwritable_experience_row_never_costs_the_order_record(tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    broker = FakeBroker(100_000.0, PRICES)
+    loop = LiveLoop(broker, ScriptedPolicy(PASSIVE_MSFT), ["MSFT"], tmp_path / "s.json", store, reset=True)
+    with ReplayWriter(store) as busy:  # another writer holds the experience table
+        busy.append_experience(_empty_experience())
+        report = loop.cycle(T0)
+    assert [p["order_id"] for p in _pending(tmp_path / "s.json")] == list(report.submitted.values()) == ["o1"]
+    (quarantined,) = (store / "_quarantine" / "experience").glob("*.jsonl")
+    assert (
+        json.loads(quarantined.read_text().splitlines()[0])["record"]["decision_id"]
+        == f"{report.cycle_id}:MSFT"
+    )
+
+
+def test_the_state_is_saved_before_the_log_is_written(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    def disk_full(*args: Any, **kwargs: Any) -> Any:
+        raise OSError("no space left on device")
+
+    monkeypatch.setattr(ReplayWriter, "append_experience", disk_full)
+    broker = FakeBroker(100_000.0, PRICES)
+    loop = LiveLoop(
+        broker, ScriptedPolicy(PASSIVE_MSFT), ["MSFT"], tmp_path / "s.json", tmp_path / "store", reset=True
+    )
+    with pytest.raises(OSError, match="no space"):
+        loop.cycle(T0)
+    assert [(p["order_id"], p["status"]) for p in _pending(tmp_path / "s.json")] == [("o1", "submitted")]
+
+
+def _empty_experience() -> Any:
+    import pandas as pd
+
+    from raytrade.replay.schema import EXPERIENCE_SCHEMA
+
+    return pd.DataFrame({name: [] for name in EXPERIENCE_SCHEMA.names})
+
+
+# ------------------------------------------------------------------ fills
+
+
+def test_the_fills_of_an_order_being_cancelled_are_logged_when_it_is_done(tmp_path: Path) -> None:
+    broker = FakeBroker(100_000.0, PRICES)
+    loop = LiveLoop(
+        broker, ScriptedPolicy(PASSIVE_MSFT), ["MSFT"], tmp_path / "s.json", tmp_path / "store", reset=True
+    )
+    first = loop.cycle(T0)
+    order_id = first.submitted[f"{first.cycle_id}:MSFT"]
+    broker.orders[order_id] = OrderState(order_id, "pending_cancel", 3.0, 399.9, None)
+    assert loop.cycle(T0 + timedelta(days=1)).fills_logged == 0  # it can still fill
+    broker.orders[order_id] = OrderState(order_id, "canceled", 5.0, 399.9, None)
+    assert loop.cycle(T0 + timedelta(days=2)).fills_logged == 1
+    rows = read_frame(tmp_path / "store", "experience")
+    (fill,) = rows[rows["decision_id"] == f"{first.cycle_id}:MSFT:fill"].itertuples()
+    assert fill.filled_qty == 5.0 and fill.partial
+
+
+def test_a_fill_already_in_the_store_is_not_logged_twice(tmp_path: Path) -> None:
+    # A loop that logged the fill and died before saving its state finds the order pending again.
+    broker = FakeBroker(100_000.0, PRICES)
+    state = tmp_path / "s.json"
+    loop = LiveLoop(
+        broker, ScriptedPolicy({"AAPL": (0.1, "aggressive")}), ["AAPL"], state, tmp_path / "store", reset=True
+    )
+    first = loop.cycle(T0)
+    shutil.copy(state, tmp_path / "before.json")
+    assert loop.cycle(T0 + timedelta(days=1)).fills_logged == 1
+    shutil.copy(tmp_path / "before.json", state)
+    assert loop.cycle(T0 + timedelta(days=2)).fills_logged == 0
+    rows = read_frame(tmp_path / "store", "experience")
+    assert list(rows["decision_id"]).count(f"{first.cycle_id}:AAPL:fill") == 1
+
+
+# ------------------------------------------------------------------ one loop, one account, remembered
+
+
+def test_a_second_loop_on_the_same_state_file_refuses_to_start(tmp_path: Path) -> None:
+    broker = FakeBroker(100_000.0, PRICES)
+    first = LiveLoop(broker, ScriptedPolicy({}), ["AAPL"], tmp_path / "s.json", reset=True)
+    with pytest.raises(LiveStateError, match="in use by another live loop"):
+        LiveLoop(broker, ScriptedPolicy({}), ["AAPL"], tmp_path / "s.json", reset=True)
+    first.close()
+    LiveLoop(broker, ScriptedPolicy({}), ["AAPL"], tmp_path / "s.json", reset=True).close()
+
+
+def test_a_missing_state_file_is_refused_without_reset(tmp_path: Path) -> None:
+    broker = FakeBroker(100_000.0, PRICES)
+    loop = LiveLoop(broker, ScriptedPolicy({"AAPL": (0.1, "aggressive")}), ["AAPL"], tmp_path / "s.json")
+    with pytest.raises(LiveStateError, match="s.json' is missing.*--reset"):
+        loop.cycle(T0)
+    assert broker.submitted == [] and not (tmp_path / "s.json").exists()
+
+
+def test_a_state_file_of_another_account_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "s.json").write_text(
+        json.dumps({"account_id": "PA-OTHER", "peak_equity": 1.0, "pending": []})
+    )
+    loop = LiveLoop(FakeBroker(100_000.0, PRICES), ScriptedPolicy({}), ["AAPL"], tmp_path / "s.json")
+    with pytest.raises(LiveStateError, match="belongs to account 'PA-OTHER', not 'PA-TEST'"):
+        loop.start()
+
+
+def test_the_default_state_file_is_absolute_and_per_account(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert default_state_file("abc-123") == tmp_path / ".raytrade" / "live" / "abc-123.json"
+    with pytest.raises(LiveStateError, match="account_id='../x'"):
+        default_state_file("../x")
+
+
+# ------------------------------------------------------------------ paper means paper
+
+
+def test_a_live_trading_url_is_refused_with_one_line(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from raytrade.cluster.cli import main
+
+    monkeypatch.setenv("ALPACA_API_KEY", TEST_KEYS[0])
+    monkeypatch.setenv("ALPACA_SECRET_KEY", TEST_KEYS[1])
+    monkeypatch.setenv("RAYTRADE_SERVE_TOKEN", "serve-token-for-the-live-test-12345")
+    monkeypatch.delenv("RAYTRADE_SETTINGS_FILE", raising=False)
+    args = ["live", "--paper", "--once", "--trading-url", "https://api.alpaca.markets"]
+    result = CliRunner().invoke(main, [*args, "--state-file", str(tmp_path / "s.json"), "--reset"])
+    assert result.exit_code == 2
+    assert result.output == (
+        "error: trading_url='https://api.alpaca.markets' is not Alpaca's paper API "
+        "(https://paper-api.alpaca.markets) nor loopback: live trading is not offered\n"
+    )
+
+
+def test_an_account_that_is_not_paper_gets_no_order(
+    fakes: tuple[FakeAlpacaTrading, FakeAlpaca], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    trading, data = fakes
+    real = trading._account_json
+    monkeypatch.setattr(trading, "_account_json", lambda: {**real(), "account_number": "512345678"})
+    broker = _broker(trading, data)
+    plan = OrderPlan(
+        symbol="AAPL",
+        side="buy",
+        qty=1,
+        order_type="market",
+        time_in_force="day",
+        client_order_id="rt-x-AAPL",
+        decision_id="x:AAPL",
+        gate_mode="aggressive",
+        target_weight=0.1,
+        mid=181.9,
+    )
+    with pytest.raises(NotPaperError, match="account_number='512345678' is not an Alpaca paper account"):
+        broker.submit(plan)
+    loop = LiveLoop(broker, ScriptedPolicy(PASSIVE_MSFT), ["MSFT"], tmp_path / "s.json", reset=True)
+    with pytest.raises(NotPaperError):
+        loop.cycle(T0)
+    assert _posts(trading) == 0
+
+
+def test_a_hung_trading_server_times_out(tmp_path: Path) -> None:
+    settings = Settings(alpaca_api_key=TEST_KEYS[0], alpaca_secret_key=TEST_KEYS[1])
+    with socket.socket() as silent:  # accepts connections (backlog) and never answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        url = f"http://127.0.0.1:{silent.getsockname()[1]}"
+        broker = AlpacaBroker(settings.alpaca_access(), trading_url=url, timeout_s=0.3)
+        started = time.monotonic()
+        with pytest.raises(SourceError, match="ReadTimeout"):
+            broker.account()
+        assert time.monotonic() - started < 5.0
+
+
+def test_raytrade_live_keeps_its_state_per_account_under_the_home_directory(
+    fakes: tuple[FakeAlpacaTrading, FakeAlpaca], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from raytrade.cluster.cli import main
+    from tests.test_live_alpaca import _StubPolicyService
+
+    trading, data = fakes
+    token = "serve-token-for-the-live-test-12345"
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("ALPACA_API_KEY", TEST_KEYS[0])
+    monkeypatch.setenv("ALPACA_SECRET_KEY", TEST_KEYS[1])
+    monkeypatch.setenv("ALPACA_DATA_URL", data.url)
+    monkeypatch.setenv("RAYTRADE_SERVE_TOKEN", token)
+    monkeypatch.delenv("RAYTRADE_SETTINGS_FILE", raising=False)
+    account_id = str(TradingClient(*TEST_KEYS, paper=True, url_override=trading.url).get_account().id)  # type: ignore[union-attr]
+    state = tmp_path / ".raytrade" / "live" / f"{account_id}.json"
+    stub = _StubPolicyService(token)
+    try:
+        args = ["live", "--paper", "--once", "--serve-url", stub.url, "--trading-url", trading.url]
+        refused = CliRunner().invoke(main, args)
+        first = CliRunner().invoke(main, [*args, "--reset"])
+        second = CliRunner().invoke(main, args)
+    finally:
+        stub.close()
+    assert refused.exit_code == 2 and f"{str(state)!r} is missing" in refused.output
+    assert first.exit_code == 0 and second.exit_code == 0, first.output + second.output
+    assert json.loads(state.read_text())["account_id"] == account_id

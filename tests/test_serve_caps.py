@@ -1,0 +1,310 @@
+"""The loop's gates and the hard exposure caps after the model (``serve.caps``), in serving and in order
+planning: hand-computed caps, the contract's UNIUSD row, and property tests of the invariants."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from raytrade.replay.loop_rules import LoopRules
+from raytrade.replay.sources.alpaca import TopOfBook, is_crypto_symbol
+from raytrade.serve.caps import ExposureCaps, added_gross, cap_targets, gate_reason
+from raytrade.serve.client import request_from_loop
+from raytrade.serve.fallback import hold_everything
+from raytrade.serve.orders import LiveConfig, plan_orders
+from raytrade.serve.schemas import ActRequest, ActResponse, SymbolDecision, SymbolSnapshot
+
+CONTRACT = Path(__file__).resolve().parents[2] / "shared" / "contracts" / "trade_loop_decision.json"
+NOW = datetime(2026, 11, 25, 14, 30, tzinfo=UTC)
+EQUITY = 100_000.0
+TOL = 1e-9
+
+
+def _contract() -> dict:  # type: ignore[type-arg]
+    if not CONTRACT.is_file():
+        pytest.skip(f"the trading-loop contract {CONTRACT} is not checked out next to this repository")
+    data: dict = json.loads(CONTRACT.read_text())  # type: ignore[type-arg]
+    return data
+
+
+# ------------------------------------------------------------------------------------------ gates
+
+
+def test_the_contracts_uniusd_row_is_held() -> None:
+    request = request_from_loop(_contract(), as_of=NOW)
+    row = request.analysis["UNIUSD"]
+    reason = gate_reason(row, is_crypto_symbol("UNIUSD"))
+    assert reason == "blocked by the trading loop: spread 50.8bps > cap 35.0bps; consensus"
+    assert gate_reason(request.analysis["NVDA"], is_crypto_symbol("NVDA")) is None
+
+
+def test_the_contracts_uniusd_spread_alone_holds_it() -> None:
+    row = (
+        request_from_loop(_contract(), as_of=NOW)
+        .analysis["UNIUSD"]
+        .model_copy(update={"trade_blocked": False})
+    )
+    # (9.86 - 9.81) / 9.835 = 50.84 bps > the 35 bps crypto cap
+    assert gate_reason(row, True) == "spread 50.8 bps > cap 35 bps"
+
+
+@pytest.mark.parametrize(
+    ("row", "crypto", "reason"),
+    [
+        (
+            {"bid_price": 100.0, "ask_price": 100.09, "avg_dollar_vol": 2e9},
+            False,
+            "spread 9.0 bps > cap 8 bps",
+        ),
+        ({"bid_price": 100.0, "ask_price": 100.09, "avg_dollar_vol": 5e8}, False, None),
+        ({"bid_price": 100.0, "ask_price": 100.26}, False, "spread 26.0 bps > cap 25 bps"),
+        ({"bid_price": 100.0, "ask_price": 100.34}, True, None),
+        ({"bid_price": 0.0, "ask_price": 100.0}, False, "no two-sided quote"),
+        ({"bid_price": 100.0, "ask_price": -1.0}, False, "no two-sided quote"),
+        ({"bid_price": 100.0}, False, "no two-sided quote"),
+    ],
+    ids=[
+        "mega-over-8",
+        "other-under-25",
+        "other-over-25",
+        "crypto-under-35",
+        "zero-bid",
+        "neg-ask",
+        "no-ask",
+    ],
+)
+def test_the_spread_gate_follows_the_loop_rules(row: dict, crypto: bool, reason: str | None) -> None:  # type: ignore[type-arg]
+    assert gate_reason(SymbolSnapshot.model_validate(row), crypto) == reason
+
+
+def test_the_spread_caps_come_from_loop_rules() -> None:
+    rules = LoopRules(spread_cap_bps_equity=30.0)
+    row = SymbolSnapshot(bid_price=100.0, ask_price=100.26)
+    assert gate_reason(row, False, rules) is None
+
+
+# ------------------------------------------------------------------------------------------- caps
+
+
+def test_default_caps_are_the_loops_limits() -> None:
+    caps = ExposureCaps()
+    assert (caps.per_symbol_cap, caps.gross_cap, caps.leverage_cap, caps.max_gross_add) == (
+        0.15,
+        1.2,
+        2.0,
+        0.25,
+    )
+
+
+def test_per_symbol_cap_then_basket_throttle() -> None:
+    # clipped to [0.15, 0.1, -0.15]: adds 0.4 > 0.25, so every added part is scaled by 0.625
+    out = cap_targets(np.array([0.3, 0.1, -0.2]), np.zeros(3), np.ones(3, bool), ExposureCaps())
+    np.testing.assert_allclose(out.weights, [0.09375, 0.0625, -0.09375], rtol=0, atol=1e-15)
+    assert out.binding == ("per_symbol_cap", "max_gross_add")
+
+
+def test_held_and_external_gross_shrink_the_gross_budget() -> None:
+    # held 1.0 + external 0.1: budget 0.1 for [0.15, 0.15] -> scaled by 1/3; nothing added over current
+    out = cap_targets(
+        np.array([0.5, 0.15, 0.15]),
+        np.array([1.0, 0.15, 0.05]),
+        np.array([False, True, True]),
+        ExposureCaps(),
+        0.1,
+    )
+    np.testing.assert_allclose(out.weights, [1.0, 0.05, 0.05], rtol=0, atol=1e-15)
+    assert out.binding == ("gross_cap",)
+
+
+def test_the_leverage_cap_binds_when_it_is_the_lower() -> None:
+    caps = ExposureCaps(gross_cap=3.0, leverage_cap=0.2, max_gross_add=1.0)
+    out = cap_targets(np.array([0.15, -0.15]), np.zeros(2), np.ones(2, bool), caps)
+    np.testing.assert_allclose(out.weights, [0.1, -0.1], rtol=0, atol=1e-15)
+    assert out.binding == ("leverage_cap",)
+
+
+def test_a_flip_counts_its_whole_new_side_against_the_throttle() -> None:
+    out = cap_targets(np.array([-0.15]), np.array([0.1]), np.ones(1, bool), ExposureCaps(max_gross_add=0.05))
+    np.testing.assert_allclose(out.weights, [-0.05], rtol=0, atol=1e-15)
+    assert added_gross(out.weights, np.array([0.1]))[0] == pytest.approx(0.05)
+
+
+def test_reductions_are_never_throttled() -> None:
+    out = cap_targets(
+        np.array([0.0, 0.05]), np.array([0.15, 0.15]), np.ones(2, bool), ExposureCaps(max_gross_add=0.0)
+    )
+    np.testing.assert_array_equal(out.weights, [0.0, 0.05])
+    assert out.binding == ()
+
+
+weights = st.floats(-2.0, 2.0, allow_nan=False)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    data=st.data(),
+    n=st.integers(1, 8),
+    per_symbol=st.floats(0.01, 1.0),
+    gross=st.floats(0.05, 3.0),
+    leverage=st.floats(0.05, 3.0),
+    throttle=st.floats(0.0, 1.0),
+    external=st.floats(0.0, 1.5),
+)
+def test_capped_targets_never_exceed_the_caps(
+    data: st.DataObject,
+    n: int,
+    per_symbol: float,
+    gross: float,
+    leverage: float,
+    throttle: float,
+    external: float,
+) -> None:
+    target = np.array(data.draw(st.lists(weights, min_size=n, max_size=n)))
+    current = np.array(data.draw(st.lists(weights, min_size=n, max_size=n)))
+    movable = np.array(data.draw(st.lists(st.booleans(), min_size=n, max_size=n)))
+    caps = ExposureCaps(
+        per_symbol_cap=per_symbol, gross_cap=gross, leverage_cap=leverage, max_gross_add=throttle
+    )
+    w = cap_targets(target, current, movable, caps, external).weights
+
+    np.testing.assert_array_equal(w[~movable], current[~movable])  # held: no new risk
+    assert np.all(np.abs(w[movable]) <= per_symbol + TOL)
+    locked = float(np.abs(current[~movable]).sum()) + external
+    if locked <= caps.gross_limit:
+        assert float(np.abs(w).sum()) + external <= caps.gross_limit + TOL
+    else:
+        assert np.all(w[movable] == 0.0)
+    assert float(added_gross(w, current).sum()) <= throttle + TOL
+    # the caps only ever take risk away from the model's target: never larger, never the other side
+    assert np.all(np.abs(w[movable]) <= np.abs(target[movable]) + TOL)
+    assert np.all(w[movable] * target[movable] >= 0.0)
+
+
+# -------------------------------------------------------------------------------------- responses
+
+
+def test_every_answer_has_its_own_decision_id_and_target_quantities() -> None:
+    request = ActRequest.model_validate(
+        {
+            "account": {"equity": 100_000.0},
+            "positions": [
+                {
+                    "symbol": "AAPL",
+                    "qty": "50",
+                    "side": "long",
+                    "market_value": "10000",
+                    "current_price": "200",
+                },
+                {
+                    "symbol": "ETHUSD",
+                    "qty": "2",
+                    "side": "short",
+                    "market_value": "-5000",
+                    "current_price": "2500",
+                },
+            ],
+            "drawdown_pct": 0.0,
+            "analysis": {
+                "AAPL": {"bid_price": 249.0, "ask_price": 251.0},
+                "MSFT": {"last_close": 400.0},
+                "X": {},
+            },
+        }
+    )
+    one, two = hold_everything(request, "m", 1, "test"), hold_everything(request, "m", 1, "test")
+    assert one.decision_id != two.decision_id and len(one.decision_id) == 32
+    int(one.decision_id, 16)  # hex
+    qty = {s: d.target_qty for s, d in one.decisions.items()}
+    # AAPL: 0.1 x 100k at the mid 250 = 40; ETHUSD: no row, the broker's last 2500; MSFT: its last close
+    assert qty == {"AAPL": pytest.approx(40.0), "ETHUSD": pytest.approx(-2.0), "MSFT": 0.0, "X": None}
+    assert ActResponse.model_validate_json(one.model_dump_json()).decision_id == one.decision_id
+
+
+# ---------------------------------------------------------------------------------- order planning
+
+
+def _book(bid: float, ask: float) -> TopOfBook:
+    return TopOfBook(NOW, bid, ask, 100.0, 100.0)
+
+
+def _answer(decisions: dict[str, tuple[float, str]]) -> ActResponse:
+    """``decisions``: symbol -> (target, gate mode); current weights are not read by the planner."""
+    return ActResponse(
+        model="alpha@3",
+        model_version=3,
+        as_of=NOW,
+        decisions={
+            s: SymbolDecision(
+                target_weight=t,
+                current_weight=0.0,
+                side="flat" if t == 0 else ("long" if t > 0 else "short"),
+                gate_mode=m,  # type: ignore[arg-type]
+                confidence=0.5,
+                tradeable=m != "hold",
+            )
+            for s, (t, m) in decisions.items()
+        },
+        gross_exposure=sum(abs(t) for t, _ in decisions.values()),
+    )
+
+
+QUOTES = {"AAPL": _book(99.99, 100.01), "MSFT": _book(399.9, 400.1), "BTCUSD": _book(49_990.0, 50_010.0)}
+
+
+def test_plan_orders_clamps_a_target_to_the_per_symbol_cap() -> None:
+    (plan,) = plan_orders(_answer({"AAPL": (0.2, "aggressive")}), EQUITY, QUOTES, {}, "c1")
+    assert (plan.qty, plan.target_weight) == (150.0, pytest.approx(0.15))
+    assert plan.note == "caps (per_symbol_cap): target +0.2000 -> +0.1500"
+
+
+def test_plan_orders_throttles_the_basket() -> None:
+    # 0.15 + 0.15 from flat adds 0.30 > 0.25: each scaled to 0.125 -> 125 AAPL at 100, 31.25 -> 31 MSFT at 400
+    aapl, msft = plan_orders(
+        _answer({"AAPL": (0.15, "aggressive"), "MSFT": (0.15, "aggressive")}), EQUITY, QUOTES, {}, "c1"
+    )
+    assert (aapl.qty, msft.qty) == (125.0, 31.0)
+
+
+def test_plan_orders_counts_held_positions_against_the_gross_cap() -> None:
+    # MSFT held (1.1 of equity) + AAPL bought: the gross budget left is 0.1 -> 100 shares
+    answer = _answer({"AAPL": (0.15, "aggressive"), "MSFT": (0.0, "hold")})
+    (plan,) = plan_orders(answer, EQUITY, QUOTES, {"MSFT": 275.0}, "c1")
+    assert (plan.symbol, plan.qty) == ("AAPL", 100.0)
+
+
+symbols = ["AAPL", "MSFT", "BTCUSD", "NVDA"]
+
+
+@settings(max_examples=100, deadline=None)
+@given(data=st.data(), cycles=st.integers(2, 6), fractional=st.booleans())
+def test_repeated_cycles_never_walk_past_the_caps(data: st.DataObject, cycles: int, fractional: bool) -> None:
+    """Fill every planned order at the mid, cycle after cycle, with random answers and random books:
+    an order never takes a symbol past the per-symbol cap nor the account past the gross cap (unless
+    it was already past it, and then only toward it), and no cycle adds more gross than the throttle."""
+    caps = ExposureCaps()
+    cfg = LiveConfig(fractional=fractional, caps=caps)
+    held: dict[str, float] = {}
+    for cycle in range(cycles):
+        books = {
+            s: _book(p * (1 - h), p * (1 + h))
+            for s in symbols
+            for p, h in [(data.draw(st.floats(10.0, 500.0)), data.draw(st.floats(0.0, 0.002)))]
+        }
+        modes = st.sampled_from(["aggressive", "passive", "probe", "flat", "hold"])
+        answer = _answer({s: (data.draw(weights), data.draw(modes)) for s in symbols})
+        mid = {s: 0.5 * (b.bid + b.ask) for s, b in books.items()}
+        before = {s: held.get(s, 0.0) * mid[s] / EQUITY for s in symbols}
+        for plan in plan_orders(answer, EQUITY, books, held, f"c{cycle}", cfg):
+            held[plan.symbol] = held.get(plan.symbol, 0.0) + (plan.qty if plan.side == "buy" else -plan.qty)
+        after = {s: held.get(s, 0.0) * mid[s] / EQUITY for s in symbols}
+        w_before, w_after = np.array(list(before.values())), np.array(list(after.values()))
+        assert np.all(np.abs(w_after) <= np.maximum(caps.per_symbol_cap, np.abs(w_before)) + TOL)
+        gross_before, gross_after = np.abs(w_before).sum(), np.abs(w_after).sum()
+        assert gross_after <= max(caps.gross_limit, gross_before) + TOL
+        assert float(added_gross(w_after, w_before).sum()) <= caps.max_gross_add + TOL
