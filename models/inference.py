@@ -26,7 +26,8 @@ def observation_arrays(ob: Observation, data: MarketData, env_cfg: PortfolioEnvC
     from raytrade.envs.gym_envs import batched_observation, feature_index  # the env's own encoder, not a copy
 
     feat_idx = feature_index(data, env_cfg.feature_columns)
-    return batched_observation(ob, feat_idx, env_cfg.sim.kill_switch.release_after_bars, env_cfg.flat_obs)
+    rb = env_cfg.sim.kill_switch.release_after_bars
+    return batched_observation(ob, feat_idx, rb, env_cfg.flat_obs, env_cfg.normalizer)
 
 
 def to_tensor(obs: Any) -> Any:

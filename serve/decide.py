@@ -242,7 +242,7 @@ class DecisionService:
 
     def _encode(self, ob: Observation) -> Any:
         rb = self.env_cfg.sim.kill_switch.release_after_bars
-        return batched_observation(ob, self._feat_idx, rb, self.env_cfg.flat_obs)
+        return batched_observation(ob, self._feat_idx, rb, self.env_cfg.flat_obs, self.env_cfg.normalizer)
 
     def _observation(self, prepared: Sequence[Prepared]) -> tuple[Observation, np.ndarray]:
         requests = [p.request for p in prepared]
@@ -270,6 +270,7 @@ class DecisionService:
             kill_bars=np.zeros(len(requests)),
             mask=self.data.listed[bars],
             progress=np.full(len(requests), self.config.episode_progress),
+            missing=None if self.data.feature_missing is None else self.data.feature_missing[bars],
         )
         return ob, kill
 
