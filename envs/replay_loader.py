@@ -166,7 +166,7 @@ def load_market_data(
     dollar_volume = wide(feats, "dollar_volume_20").astype("float64").ffill().fillna(_MIN_DOLLAR_VOLUME)
     regime = wide(feats, "vol_regime_code").astype("float64").fillna(1.0).to_numpy().astype(np.int8)
     stack = np.empty((len(calendar), len(order), len(feature_columns)), dtype=np.float32)
-    missing = np.empty(stack.shape, dtype=bool)
+    absent = np.empty(stack.shape, dtype=bool)
     for k, name in enumerate(feature_columns):
         values = wide(feats, name).astype("float64").to_numpy() * _SCALED.get(name, 1.0)
         if not np.isfinite(values).any():
@@ -174,7 +174,7 @@ def load_market_data(
                 f"feature column {name!r} has no values in the {split!r} split of {root} "
                 "(the store predates it, or its source lacks the data): leave it out of feature_columns"
             )
-        missing[:, :, k] = ~np.isfinite(values)
+        absent[:, :, k] = ~np.isfinite(values)
         stack[:, :, k] = np.nan_to_num(values, nan=0.0, posinf=0.0, neginf=0.0)
     return MarketData(
         ts=calendar.tz_convert(None).to_numpy().astype("datetime64[us]"),
@@ -190,7 +190,7 @@ def load_market_data(
         regime_code=regime,
         periods_per_year=round(periods_per_year(calendar, calendar_class)),
         days_per_bar=1.0 / _bars_per_day(calendar),
-        feature_missing=missing,
+        feature_missing=absent,
     )
 
 

@@ -145,6 +145,8 @@ def train_normalizer(data: Mapping[str, Any], columns: tuple[str, ...]) -> Featu
     cfg = PortfolioEnvConfig.model_validate({"data": dict(data)}).data
     if isinstance(cfg, ReplayDataConfig) and cfg.split != "train":
         raise ValueError(f"the normaliser is fitted on the train split only, got split {cfg.split!r}")
-    replay = isinstance(cfg, ReplayDataConfig)
-    fitted_on = f"replay {cfg.root} train" if replay else f"synthetic seed {cfg.seed}"
+    if isinstance(cfg, ReplayDataConfig):
+        fitted_on = f"replay {cfg.root} train"
+    else:
+        fitted_on = f"synthetic seed {cfg.seed}"
     return fit_normalizer(market_data_from_config(cfg), columns, fitted_on=fitted_on)
