@@ -146,3 +146,16 @@ def test_changing_only_the_later_windows_leaves_the_normaliser_unchanged(tmp_pat
     assert first.center == second.center and first.scale == second.scale
     validation = [load_market_data(tmp_path / s, "validation").features for s in ("a", "b")]
     assert not np.array_equal(*validation)  # the later window did change
+
+
+def test_tune_features_option_selects_groups_and_names_an_unknown_one(tmp_path: Path) -> None:
+    from raytrade.cluster.tune import TuneOptions
+    from raytrade.replay.errors import InputError
+
+    spec = get_spec("ppo")
+    assert TuneOptions(spec="ppo", replay=tmp_path).feature_columns(spec) == DEFAULT_FEATURES
+    opts = TuneOptions(spec="ppo", replay=tmp_path, features="base")
+    assert opts.feature_columns(spec) == FEATURE_GROUPS["base"]
+    assert "--features base" in opts.command()
+    with pytest.raises(InputError, match="--features: unknown feature group 'nope'"):
+        TuneOptions(spec="ppo", replay=tmp_path, features="nope").feature_columns(spec)
