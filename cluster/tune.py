@@ -362,13 +362,18 @@ def leaderboard(results: Any, run_dir: Path, searched: list[str]) -> list[Leader
 
 
 def format_leaderboard(rows: list[LeaderboardRow]) -> str:
-    """The leaderboard as a fixed-width table (trial, params, objective, sharpe, sortino, cvar)."""
-    lines = [f"{'trial':<14}{'iter':>5}{'objective':>11}{'sharpe':>9}{'sortino':>9}{'cvar_5':>9}  params"]
+    """The leaderboard as a fixed-width table: trial, iteration, objective, excess return over
+    equal_weight, sharpe, cvar, and what the policy held and paid (mean gross exposure, turnover per
+    bar, costs / initial equity) beside its score, then the params."""
+    lines = [
+        f"{'trial':<14}{'iter':>5}{'objective':>11}{'excess':>9}{'sharpe':>9}{'cvar_5':>9}"
+        f"{'gross':>8}{'turnover':>10}{'costs':>9}  params"
+    ]
     for r in rows:
         params = " ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in r.params.items())
         lines.append(
-            f"{r.trial:<14}{r.iteration:>5}{r.objective:>11.3f}{r.sharpe:>9.3f}"
-            f"{r.sortino:>9.3f}{r.cvar_5:>9.4f}  {params}"
+            f"{r.trial:<14}{r.iteration:>5}{r.objective:>11.3f}{r.excess_return:>9.4f}{r.sharpe:>9.3f}"
+            f"{r.cvar_5:>9.4f}{r.gross_exposure:>8.3f}{r.turnover:>10.4f}{r.costs:>9.5f}  {params}"
         )
     return "\n".join(lines)
 

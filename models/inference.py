@@ -16,7 +16,7 @@ import numpy as np
 
 from raytrade.envs.config import GatedEnvConfig, PortfolioEnvConfig
 from raytrade.envs.market_data import MarketData
-from raytrade.envs.rollout import Policy, replay_policy
+from raytrade.envs.rollout import Policy, Rollout, replay_policy
 from raytrade.envs.simulator import Observation
 
 
@@ -72,8 +72,8 @@ def module_policy(module: Any, data: MarketData, env_cfg: PortfolioEnvConfig) ->
     return policy
 
 
-def replay_gated(module: Any, data: MarketData, cfg: GatedEnvConfig) -> tuple[np.ndarray, ...]:
-    """(returns, turnover, costs per bar) of ``module``'s greedy gate actions over all of ``data``.
+def replay_gated(module: Any, data: MarketData, cfg: GatedEnvConfig) -> Rollout:
+    """The replay (one episode) of ``module``'s greedy gate actions over all of ``data``.
 
     Gate actions carry no size (the env sizes them), so they go through the gated env's own
     action decoder and the same simulator, one episode from the first bar, like ``replay_policy``.
@@ -86,4 +86,4 @@ def replay_gated(module: Any, data: MarketData, cfg: GatedEnvConfig) -> tuple[np
         cfg.sim,
         make_step=lambda simulator: ActionDecoder(cfg, data, simulator).step,
     )
-    return rollout.returns[0], rollout.turnover[0], rollout.costs[0].sum(-1)
+    return rollout
