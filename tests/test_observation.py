@@ -159,3 +159,15 @@ def test_tune_features_option_selects_groups_and_names_an_unknown_one(tmp_path: 
     assert "--features base" in opts.command()
     with pytest.raises(InputError, match="--features: unknown feature group 'nope'"):
         TuneOptions(spec="ppo", replay=tmp_path, features="nope").feature_columns(spec)
+
+
+def test_a_sliced_window_keeps_its_missing_flags_aligned(synthetic_store: Path) -> None:
+    from raytrade.envs.evaluation.harness import slice_window
+    from raytrade.replay.splits import TimeWindow
+
+    data = load_market_data(synthetic_store, "train", feature_columns=("ret_20",))
+    start, end = pd.Timestamp(data.ts[10], tz="UTC"), pd.Timestamp(data.ts[40], tz="UTC")
+    window = TimeWindow(name="w", start=start, end=end, n_bars=31)
+    part = slice_window(data, window)
+    assert part.feature_missing is not None and data.feature_missing is not None
+    np.testing.assert_array_equal(part.feature_missing, data.feature_missing[10:41])
