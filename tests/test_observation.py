@@ -171,3 +171,23 @@ def test_a_sliced_window_keeps_its_missing_flags_aligned(synthetic_store: Path) 
     part = slice_window(data, window)
     assert part.feature_missing is not None and data.feature_missing is not None
     np.testing.assert_array_equal(part.feature_missing, data.feature_missing[10:41])
+
+
+def test_scoring_and_serving_encode_exactly_what_the_env_shows(synthetic_store: Path) -> None:
+    from raytrade.models.inference import observation_arrays
+
+    data = {"kind": "replay", "root": str(synthetic_store), "split": "train"}
+    norm = train_normalizer(data, DEFAULT_FEATURES)
+    config = {"data": data, "feature_columns": list(DEFAULT_FEATURES), "normalizer": norm.model_dump()}
+    env = PortfolioEnv({**config, "sim": {"episode_len": 50}, "flat_obs": True})
+    obs, _ = env.reset(seed=1)
+    again = observation_arrays(env.sim.observe(), env.data, env.cfg)[0]
+    np.testing.assert_array_equal(obs, again)
+    n = env.data.n_assets
+    feats = obs[: n * (len(DEFAULT_FEATURES) + 1)].reshape(n, -1)
+    t = int(env.sim.t[0])
+    assert env.data.feature_missing is not None
+    expected = norm.apply(env.data.features[t], env.data.feature_missing[t])
+    listed = env.data.listed[t]
+    np.testing.assert_array_equal(feats[listed], expected[listed])
+    assert obs.shape == (n * (len(DEFAULT_FEATURES) + 3) + 5,)
