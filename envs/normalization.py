@@ -14,14 +14,16 @@ Design decisions
   merely centred. Normalised values are clipped to ``[-clip, clip]`` so a crash bar cannot saturate
   the network far outside what it was trained on.
 * **Missing values are explicit.** Statistics use only listed bars whose value is present
-  (``MarketData.feature_missing`` is False). In the observation a missing value is written as 0
-  after normalisation (the training-window centre) and the encoder appends one extra channel per
-  asset: the fraction of the observed columns missing at that bar (0 when all are present). The
-  store's nulls mean "not enough history yet", which is known at the bar itself: no look-ahead.
+  (``MarketData.feature_missing`` is False; the loader's features are finite, NaN filled by 0). In
+  the observation a missing value is written as 0 after normalisation (the training-window centre)
+  and the encoder appends one extra channel per asset: the fraction of the observed columns missing
+  at that bar (0 when all are present). The store's nulls mean "not enough history yet", which is
+  known at the bar itself: no look-ahead.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from typing import Literal
 
@@ -60,16 +62,30 @@ class FeatureNormalizer(BaseModel):
             raise ValueError(f"normalizer.scale must be > 0, got {self.scale}")
         return self
 
+    @functools.cached_property
+    def _arrays(self) -> tuple[np.ndarray, np.ndarray]:
+        """(centre, 1 / scale) as float32 arrays, built once (``apply`` is on the sampling hot path)."""
+        return np.asarray(self.center, np.float32), (1.0 / np.asarray(self.scale, np.float64)).astype(
+            np.float32
+        )
+
     def apply(self, features: np.ndarray, missing: np.ndarray | None) -> np.ndarray:
         """``features [..., F]`` (columns in ``self.columns`` order) -> ``[..., F + 1]`` float32:
-        normalised and clipped values (0 where missing) followed by the fraction missing."""
+        normalised and clipped values (0 where missing) followed by the fraction missing.
+
+        ``missing`` flags absent values (``MarketData.feature_missing``); without it a non-finite
+        value counts as missing."""
         x = np.asarray(features, dtype=np.float32)
-        z = (x - np.asarray(self.center, np.float32)) / np.asarray(self.scale, np.float32)
-        z = np.clip(z, -self.clip, self.clip)
-        absent = ~np.isfinite(x) if missing is None else (np.asarray(missing, bool) | ~np.isfinite(x))
-        z = np.where(absent, np.float32(0.0), z)
-        frac = absent.mean(axis=-1, keepdims=True, dtype=np.float32)
-        return np.concatenate([z, frac], axis=-1).astype(np.float32, copy=False)
+        center, inv_scale = self._arrays
+        out = np.empty((*x.shape[:-1], x.shape[-1] + 1), dtype=np.float32)
+        z = out[..., :-1]
+        np.subtract(x, center, out=z)
+        np.multiply(z, inv_scale, out=z)
+        np.clip(z, -self.clip, self.clip, out=z)
+        absent = ~np.isfinite(x) if missing is None else np.asarray(missing, dtype=bool)
+        z[absent] = 0.0
+        out[..., -1] = np.count_nonzero(absent, axis=-1) / np.float32(x.shape[-1])
+        return out
 
 
 def fit_normalizer(
