@@ -33,6 +33,8 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from raytrade.envs.market_data import MarketData
 
 NormalizerMethod = Literal["robust", "standard"]
+MISSING_CHANNEL = "missing_fraction"
+"""Name of the channel the encoder appends after the normalised columns (serving, attributions)."""
 _IQR_TO_SIGMA = 1.349
 _MIN_SCALE = 1e-12
 

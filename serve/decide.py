@@ -41,6 +41,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from raytrade.envs.config import GatedEnvConfig, PortfolioEnvConfig, ReplayDataConfig
 from raytrade.envs.gym_envs import GATE_MODES, batched_observation, feature_index, gate_orders
 from raytrade.envs.market_data import MarketData
+from raytrade.envs.normalization import MISSING_CHANNEL
 from raytrade.envs.simulator import Observation, constrained_targets, exposure_limits
 from raytrade.replay.errors import InputError
 from raytrade.serve.fallback import hold_everything
@@ -139,8 +140,10 @@ class DecisionService:
 
     @property
     def observed_features(self) -> list[str]:
-        """The feature columns the policy observes, in its order."""
-        return list(self.env_cfg.feature_columns or self.data.feature_names)
+        """The feature channels the policy observes per asset, in its order: the columns, then the
+        fraction-missing channel when the policy normalises its features (``envs.normalization``)."""
+        columns = list(self.env_cfg.feature_columns or self.data.feature_names)
+        return columns + ([MISSING_CHANNEL] if self.env_cfg.normalizer is not None else [])
 
     def describe(self) -> dict[str, Any]:
         """What ``GET /v1/model`` shows: the version, its universe, data and validation metrics."""
