@@ -15,6 +15,7 @@ Undefined scores are written as ``NaN`` (as Python's ``json`` always wrote them)
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any, Final
 
@@ -68,8 +69,14 @@ class LeaderboardRow(BaseModel):
     sortino: float
     cvar_5: float
     total_return: float
-    turnover: float
+    turnover: float = Field(description="mean traded notional / equity per bar")
     max_drawdown: float
+    information_ratio: float = Field(
+        math.nan, description="annualised ratio of the per-bar excess over equal_weight (nan: older run)"
+    )
+    excess_return: float = Field(math.nan, description="total return minus equal_weight's (nan: older run)")
+    gross_exposure: float = Field(math.nan, description="mean sum |w| of the target weights (nan: older run)")
+    costs: float = Field(math.nan, description="total costs paid / initial equity (nan: older run)")
 
 
 _ROWS = TypeAdapter(list[LeaderboardRow])

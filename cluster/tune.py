@@ -74,7 +74,14 @@ class TuneOptions(BaseModel):
     name: str | None = Field(None, description="experiment folder name (None: SPEC or SPEC-smoke)")
     resume: bool = Field(False, description="continue the interrupted experiment STORAGE/NAME")
     wandb: WandbMode = Field("offline", description="wandb logging mode")
-    cvar_penalty: float = Field(1.0, ge=0, description="objective = sortino - cvar_penalty * |cvar_5|")
+    features: str | None = Field(
+        None,
+        description="observed feature groups: base, enriched or GROUP,... (envs.replay_loader."
+        "FEATURE_GROUPS); None: the spec's (enriched for the on-policy specs)",
+    )
+    cvar_penalty: float = Field(
+        1.0, ge=0, description="objective = information ratio over equal_weight - cvar_penalty * |cvar_5|"
+    )
     max_failures: int = Field(2, ge=0, description="restarts of a crashed trial from its checkpoint")
     seed: int = Field(0, description="search and training seed")
     trial_resources: dict[str, float] = Field(
@@ -90,6 +97,17 @@ class TuneOptions(BaseModel):
             update["iterations"] = self.iterations
         return base.model_copy(update=update)
 
+    def feature_columns(self, spec: TuneSpec) -> tuple[str, ...]:
+        """The columns the policy observes: ``features`` resolved, else the spec's."""
+        if self.features is None:
+            return spec.required_features
+        from raytrade.envs.replay_loader import resolve_feature_groups
+
+        try:
+            return resolve_feature_groups(self.features)
+        except ValueError as exc:
+            raise InputError(f"--features: {exc}") from None
+
     def run_name(self) -> str:
         return self.name or (f"{self.spec}-smoke" if self.smoke else self.spec)
 
@@ -102,6 +120,7 @@ class TuneOptions(BaseModel):
         parts += ["--smoke"] if self.smoke else []
         parts += ["--num-samples", str(self.num_samples)] if self.num_samples else []
         parts += ["--iterations", str(self.iterations)] if self.iterations else []
+        parts += ["--features", self.features] if self.features else []
         parts += ["--storage", str(self.storage.resolve()), "--name", self.run_name()]
         parts += ["--cvar-penalty", repr(self.cvar_penalty), "--seed", str(self.seed)]
         return shlex.join(parts)
@@ -120,25 +139,27 @@ class TuneOutcome(BaseModel):
 # ------------------------------------------------------------------------------ input checks
 
 
-def check_replay(root: Path, spec: TuneSpec) -> None:
-    """Fail (``ValueError``/``FileNotFoundError``, one line) when ``root`` cannot feed ``spec``:
-    no store, no bars/features table, features the spec observes that are all null or unknown, or
-    an empty train/validation split."""
+def check_replay(root: Path, spec: TuneSpec, features: tuple[str, ...] | None = None) -> None:
+    """Fail (``ValueError``/``FileNotFoundError``, one line) when ``root`` cannot feed ``spec``
+    observing ``features`` (None: the spec's): no store, no bars/features table, observed features
+    that are all null or unknown, or an empty train/validation split."""
     from raytrade.envs.replay_loader import DEFAULT_FEATURES
     from raytrade.replay.reader import read_frame, table_files
+
+    columns = features or spec.required_features
 
     if not root.is_dir():
         raise InputError(f"replay store {str(root)!r} does not exist")
     for table in ("bars", "features"):
         if not table_files(root, table):
             raise InputError(f"replay store {str(root)!r} has no {table!r} data; run `raytrade ingest` first")
-    unknown = [c for c in spec.required_features if c not in DEFAULT_FEATURES]
+    unknown = [c for c in columns if c not in DEFAULT_FEATURES]
     if unknown:
         raise InputError(f"spec {spec.name!r} needs features the env cannot load: {unknown}")
-    frame = read_frame(root, "features", columns=list(spec.required_features))
-    missing = [c for c in spec.required_features if frame[c].isna().all()]
+    frame = read_frame(root, "features", columns=list(columns))
+    missing = [c for c in columns if frame[c].isna().all()]
     if missing:
-        present = [c for c in spec.required_features if c not in missing]
+        present = [c for c in columns if c not in missing]
         raise InputError(
             f"replay store {str(root)!r} lacks features spec {spec.name!r} needs: {missing} "
             f"(present: {present})"
@@ -146,7 +167,7 @@ def check_replay(root: Path, spec: TuneSpec) -> None:
     from raytrade.envs.replay_loader import load_market_data
 
     for split in ("train", "validation"):
-        load_market_data(root, split, feature_columns=spec.required_features)
+        load_market_data(root, split, feature_columns=columns)
 
 
 # ------------------------------------------------------------------------------ tuner
@@ -247,7 +268,7 @@ def build_tuner(opts: TuneOptions, spec: TuneSpec, callbacks: list[Any]) -> Any:
     from ray.tune.search.basic_variant import BasicVariantGenerator
 
     budget = opts.budget(spec)
-    env_config = spec.env_config(str(opts.replay.resolve()), budget)
+    env_config = spec.env_config(str(opts.replay.resolve()), budget, opts.feature_columns(spec))
     objective = spec.objective.model_copy(update={"cvar_penalty": opts.cvar_penalty})
     config = spec.algo_config(env_config, budget, objective)
     config = config.resources(
@@ -318,7 +339,8 @@ def provenance(replay: Path) -> Provenance:
 def run_record(opts: TuneOptions, spec: TuneSpec) -> RunFile:
     """The run file of a new search: what it searches and what it depends on at this moment."""
     budget = opts.budget(spec)
-    config = spec.algo_config(spec.env_config(str(opts.replay.resolve()), budget), budget).to_dict()
+    columns = opts.feature_columns(spec)
+    config = spec.algo_config(spec.env_config(str(opts.replay.resolve()), budget, columns), budget).to_dict()
     return RunFile(
         spec=spec.name,
         family=spec.family,
@@ -326,7 +348,7 @@ def run_record(opts: TuneOptions, spec: TuneSpec) -> RunFile:
         budget=budget,
         objective=SearchObjective(metric=spec.metric, mode=spec.mode, cvar_penalty=opts.cvar_penalty),
         searched=_searched_keys(config),
-        required_features=list(spec.required_features),
+        required_features=list(columns),
         seed=opts.seed,
         command=opts.command(),
         provenance=provenance(opts.replay),
@@ -377,13 +399,18 @@ def leaderboard(results: Any, run_dir: Path, searched: list[str]) -> list[Leader
 
 
 def format_leaderboard(rows: list[LeaderboardRow]) -> str:
-    """The leaderboard as a fixed-width table (trial, params, objective, sharpe, sortino, cvar)."""
-    lines = [f"{'trial':<14}{'iter':>5}{'objective':>11}{'sharpe':>9}{'sortino':>9}{'cvar_5':>9}  params"]
+    """The leaderboard as a fixed-width table: trial, iteration, objective, excess return over
+    equal_weight, sharpe, cvar, and what the policy held and paid (mean gross exposure, turnover per
+    bar, costs / initial equity) beside its score, then the params."""
+    lines = [
+        f"{'trial':<14}{'iter':>5}{'objective':>11}{'excess':>9}{'sharpe':>9}{'cvar_5':>9}"
+        f"{'gross':>8}{'turnover':>10}{'costs':>9}  params"
+    ]
     for r in rows:
         params = " ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in r.params.items())
         lines.append(
-            f"{r.trial:<14}{r.iteration:>5}{r.objective:>11.3f}{r.sharpe:>9.3f}"
-            f"{r.sortino:>9.3f}{r.cvar_5:>9.4f}  {params}"
+            f"{r.trial:<14}{r.iteration:>5}{r.objective:>11.3f}{r.excess_return:>9.4f}{r.sharpe:>9.3f}"
+            f"{r.cvar_5:>9.4f}{r.gross_exposure:>8.3f}{r.turnover:>10.4f}{r.costs:>9.5f}  {params}"
         )
     return "\n".join(lines)
 
@@ -434,7 +461,7 @@ def _ensure_ray() -> None:
 def run_tune(opts: TuneOptions) -> TuneOutcome:
     """Run (or resume) the search, then write the leaderboard and the objective plot."""
     spec = get_spec(opts.spec)
-    check_replay(opts.replay, spec)
+    check_replay(opts.replay, spec, opts.feature_columns(spec))
     run_dir = opts.run_dir()
     if opts.resume:
         recorded = read_run_file(run_dir)
@@ -489,6 +516,11 @@ def run_tune(opts: TuneOptions) -> TuneOutcome:
 @click.option("--resume", is_flag=True, help="Continue the interrupted experiment STORAGE/NAME.")
 @click.option("--wandb", "wandb_online", is_flag=True, help="Log to wandb online (needs WANDB_API_KEY).")
 @click.option("--no-wandb", "no_wandb", is_flag=True, help="No wandb logging at all (default: offline).")
+@click.option(
+    "--features",
+    help="Observed feature groups: base, enriched, or a comma list of "
+    "returns, microstructure, regime, forecast, risk, macro (default: the spec's, enriched).",
+)
 @click.option("--cvar-penalty", type=click.FloatRange(min=0), default=1.0, show_default=True)
 @click.option("--max-failures", type=click.IntRange(min=0), default=2, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
@@ -504,6 +536,7 @@ def tune_command(
     resume: bool,
     wandb_online: bool,
     no_wandb: bool,
+    features: str | None,
     cvar_penalty: float,
     max_failures: int,
     seed: int,
@@ -521,6 +554,7 @@ def tune_command(
         name=name,
         resume=resume,
         wandb="online" if wandb_online else "disabled" if no_wandb else "offline",
+        features=features,
         cvar_penalty=cvar_penalty,
         max_failures=max_failures,
         seed=seed,

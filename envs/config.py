@@ -11,10 +11,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Annotated, Any, Literal, overload
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from raytrade.envs.costs import CostConfig
 from raytrade.envs.kill_switch import KillSwitchConfig
+from raytrade.envs.normalization import FeatureNormalizer
 from raytrade.envs.projection import ConstraintConfig
 from raytrade.envs.rewards import RewardConfig
 from raytrade.replay.loop_rules import LoopRules
@@ -24,6 +25,7 @@ __all__ = [
     "ConstraintConfig",
     "CostConfig",
     "DataConfig",
+    "FeatureNormalizer",
     "GatedEnvConfig",
     "KillSwitchConfig",
     "PortfolioEnvConfig",
@@ -111,6 +113,11 @@ class PortfolioEnvConfig(BaseModel):
     feature_columns: tuple[str, ...] | None = Field(
         None, description="features observed, in this order (None: all of the data's features)"
     )
+    normalizer: FeatureNormalizer | None = Field(
+        None,
+        description="per-feature statistics of the training window (envs.normalization); when set the "
+        "observation holds normalised features plus a fraction-missing channel; None: raw features",
+    )
     flat_obs: bool = Field(False, description="one flat Box instead of a Dict observation")
     num_envs: int = Field(1, ge=1, description="episodes stepped together by the vector env")
     step_info: bool = Field(
@@ -119,6 +126,15 @@ class PortfolioEnvConfig(BaseModel):
         "reported when an episode ends); off by default because RLlib converts every info key per env",
     )
     seed: int | None = Field(None, description="episode-sampling seed (reset(seed=...) overrides)")
+
+    @model_validator(mode="after")
+    def _normalizer_matches_columns(self) -> PortfolioEnvConfig:
+        if self.normalizer is not None and self.normalizer.columns != self.feature_columns:
+            raise ValueError(
+                f"normalizer.columns {list(self.normalizer.columns)} must equal feature_columns "
+                f"{None if self.feature_columns is None else list(self.feature_columns)}"
+            )
+        return self
 
 
 class GatedEnvConfig(PortfolioEnvConfig):

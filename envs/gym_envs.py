@@ -12,7 +12,8 @@
 
 Observation (both): ``Dict(features Box(N, F), weights Box(N), mask Box(N) in {0, 1}, portfolio
 Box(5) = [cash fraction, drawdown, kill-switch active, kill-switch bars / release bars, progress])``,
-or the same concatenated into one flat ``Box`` when ``flat_obs``.
+or the same concatenated into one flat ``Box`` when ``flat_obs``. With ``normalizer`` set, ``features``
+holds the normalised columns plus one fraction-missing channel (``Box(N, F + 1)``).
 
 The vector forms step all episodes in one simulator call and use gymnasium's next-step autoreset
 (what RLlib's env runners expect). RLlib: ``tune.register_env(name, make_portfolio_env)``; the creator
@@ -33,6 +34,7 @@ from gymnasium.vector.utils import batch_space
 from raytrade.envs.config import GatedEnvConfig, PortfolioEnvConfig
 from raytrade.envs.costs import COST_COMPONENTS
 from raytrade.envs.market_data import MarketData
+from raytrade.envs.normalization import FeatureNormalizer
 from raytrade.envs.simulator import MarketSimulator, Observation
 from raytrade.envs.synthetic_market import market_data_from_config
 
@@ -58,6 +60,12 @@ def feature_index(data: MarketData, columns: tuple[str, ...] | None) -> np.ndarr
     return np.array([data.feature_names.index(c) for c in columns], dtype=np.int64)
 
 
+def observed_width(n_columns: int, normalizer: FeatureNormalizer | None) -> int:
+    """Feature channels per asset in the observation: the columns, plus the fraction-missing channel
+    when a normalizer is set (``envs.normalization``)."""
+    return n_columns + (1 if normalizer is not None else 0)
+
+
 def _observation_space(n: int, f: int, flat: bool) -> spaces.Space[Any]:
     """Unbounded in effect (features are raw; weights drift), but finite so checkers accept it."""
     feats = spaces.Box(-_BIG, _BIG, (n, f), np.float32)
@@ -70,16 +78,26 @@ def _observation_space(n: int, f: int, flat: bool) -> spaces.Space[Any]:
 
 
 def batched_observation(
-    ob: Observation, feat_idx: np.ndarray | None, release_bars: int | None, flat: bool
+    ob: Observation,
+    feat_idx: np.ndarray | None,
+    release_bars: int | None,
+    flat: bool,
+    normalizer: FeatureNormalizer | None = None,
 ) -> Any:
     """Observation arrays with a leading batch dimension ``[B, ...]`` (float32).
 
-    ``feat_idx`` selects feature columns (:func:`feature_index`); None takes them all, in order. The
-    flat form is written into one preallocated array (features, weights, mask, portfolio state,
-    in that order); it is the hot path of RLlib sampling.
+    ``feat_idx`` selects feature columns (:func:`feature_index`); None takes them all, in order.
+    ``normalizer`` (the env config's, fitted on the training window) normalises them and appends the
+    fraction-missing channel (``envs.normalization``); this is the one place observations are
+    encoded, for training, scoring, evaluation and serving alike. The flat form is written into one
+    preallocated array (features, weights, mask, portfolio state, in that order); it is the hot path
+    of RLlib sampling.
     """
     b, n, _ = ob.features.shape
     feats = ob.features if feat_idx is None else ob.features[:, :, feat_idx]
+    if normalizer is not None:
+        missing = ob.missing if ob.missing is None or feat_idx is None else ob.missing[:, :, feat_idx]
+        feats = normalizer.apply(feats, missing)
     denom = float(release_bars) if release_bars else 1.0
     if flat:
         nf = n * feats.shape[-1]
@@ -181,7 +199,8 @@ def _build(
     feat_idx = feature_index(market, cfg.feature_columns)
     every = np.array_equal(feat_idx, np.arange(len(market.feature_names)))
     sim = MarketSimulator(market, cfg.sim, n_envs=n_envs or cfg.num_envs, seed=cfg.seed)
-    return cfg, market, sim, ActionDecoder(cfg, market, sim), None if every else feat_idx, feat_idx.size
+    f = observed_width(feat_idx.size, cfg.normalizer)
+    return cfg, market, sim, ActionDecoder(cfg, market, sim), None if every else feat_idx, f
 
 
 def _costs_info(costs: np.ndarray) -> dict[str, float]:
@@ -208,7 +227,8 @@ class PortfolioEnv(gym.Env[Any, np.ndarray]):
 
     def _obs(self) -> Any:
         rb = self.cfg.sim.kill_switch.release_after_bars
-        return _unbatch(batched_observation(self.sim.observe(), self._feat_idx, rb, self.cfg.flat_obs))
+        ob = self.sim.observe()
+        return _unbatch(batched_observation(ob, self._feat_idx, rb, self.cfg.flat_obs, self.cfg.normalizer))
 
     def reset(
         self, *, seed: int | None = None, options: dict[str, Any] | None = None
@@ -271,7 +291,8 @@ class PortfolioVectorEnv(VectorEnv[Any, np.ndarray, np.ndarray]):
 
     def _obs(self) -> Any:
         rb = self.cfg.sim.kill_switch.release_after_bars
-        return batched_observation(self.sim.observe(), self._feat_idx, rb, self.cfg.flat_obs)
+        ob = self.sim.observe()
+        return batched_observation(ob, self._feat_idx, rb, self.cfg.flat_obs, self.cfg.normalizer)
 
     def reset(
         self, *, seed: int | list[int | None] | None = None, options: dict[str, Any] | None = None

@@ -39,11 +39,13 @@ class MarketData:
     listed: np.ndarray  # [T, N] bool
     spread_bps: np.ndarray  # [T, N] float64, full quoted/estimated spread in bps, finite
     dollar_volume: np.ndarray  # [T, N] float64, average traded notional per bar, finite, > 0
-    features: np.ndarray  # [T, N, F] float32, finite (NaN replaced by 0, see ``feature_valid``)
+    features: np.ndarray  # [T, N, F] float32, finite (NaN replaced by 0, see ``feature_missing``)
     feature_names: tuple[str, ...]  # [F]
     regime_code: np.ndarray  # [T, N] int8: 0 calm, 1 choppy, 2 crisis
     periods_per_year: int = 252
     days_per_bar: float = 1.0  # trading days one bar spans: 1 daily, 1/7 hourly equity, 1/24 hourly crypto
+    feature_missing: np.ndarray | None = None  # [T, N, F] bool: the store had no value (filled by 0 in
+    #                                            ``features``); None: every value is present
 
     def __post_init__(self) -> None:
         t, n = self.close.shape
@@ -70,6 +72,11 @@ class MarketData:
             raise ValueError(
                 f"MarketData.features has shape {self.features.shape}, expected "
                 f"({t}, {n}, {len(self.feature_names)})"
+            )
+        if self.feature_missing is not None and self.feature_missing.shape != self.features.shape:
+            raise ValueError(
+                f"MarketData.feature_missing has shape {self.feature_missing.shape}, expected "
+                f"{self.features.shape}"
             )
 
     @property

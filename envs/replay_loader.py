@@ -10,7 +10,9 @@ Per (t, asset): ``listed`` is True only where the asset has a real bar at t. Pri
 forward inside an asset's life (and backward before its listing, where it is masked) only to keep
 arithmetic finite. A missing spread is costed at the asset's median spread, or 25 bps when it never
 had one; a missing dollar volume at its last known value (1e6 floor). Feature NaNs become 0 (the
-store's nulls mean "not enough history yet"); an unknown volatility regime counts as 1 (choppy).
+store's nulls mean "not enough history yet") and are flagged in ``MarketData.feature_missing``, which
+the observation encoder turns into an explicit missing channel (``envs.normalization``); an unknown
+volatility regime counts as 1 (choppy).
 """
 
 from __future__ import annotations
@@ -54,6 +56,41 @@ DEFAULT_FEATURES: tuple[str, ...] = (
     "vix_term",
     "sector_momentum",
 )
+FEATURE_GROUPS: dict[str, tuple[str, ...]] = {
+    "base": ("ret_1", "ret_5", "ret_20", "vol_20", "spread_bps", "fc_mean", "fc_std"),
+    "returns": ("ret_1", "ret_5", "ret_20", "vol_20", "vol_60", "skew_60", "atr_pct_14"),
+    "microstructure": ("spread_bps",),
+    "regime": ("vol_regime_code", "drawdown", "drawdown_velocity", "var_95_60"),
+    "forecast": ("fc_mean", "fc_std", "fc_q05", "fc_q95", "fc_calib_resid", "fc_edge_bps", "fc_gate_open"),
+    "risk": ("kelly_lite", "dd_trigger_state"),
+    "macro": ("vix_level", "vix_term", "sector_momentum"),
+}
+"""Observation feature groups (``raytrade tune --features``), by the ``replay.features`` module that
+computes them; ``base`` is the original 7-column observation. ``enriched`` is every group but
+``base``: all of :data:`DEFAULT_FEATURES`."""
+ENRICHED: str = "enriched"
+
+
+def resolve_feature_groups(selection: str) -> tuple[str, ...]:
+    """Feature columns of ``selection``: ``base``, ``enriched`` or comma-separated group names
+    (:data:`FEATURE_GROUPS`); columns keep first-seen order, without repeats. An unknown group is a
+    ``ValueError`` naming it and the known ones."""
+    names = [part.strip() for part in selection.split(",") if part.strip()]
+    if not names:
+        raise ValueError(f"--features must name at least one group, got {selection!r}")
+    columns: list[str] = []
+    for name in names:
+        if name == ENRICHED:
+            group = DEFAULT_FEATURES
+        elif name in FEATURE_GROUPS:
+            group = FEATURE_GROUPS[name]
+        else:
+            known = ", ".join([ENRICHED, *FEATURE_GROUPS])
+            raise ValueError(f"unknown feature group {name!r}; known: {known}")
+        columns += [c for c in group if c not in columns]
+    return tuple(columns)
+
+
 _MISSING_SPREAD_BPS = 25.0
 _MIN_DOLLAR_VOLUME = 1e6
 _SCALED = {"vix_level": 0.01, "fc_edge_bps": 1e-4, "spread_bps": 1e-4, "atr_pct_14": 0.01}
@@ -129,6 +166,7 @@ def load_market_data(
     dollar_volume = wide(feats, "dollar_volume_20").astype("float64").ffill().fillna(_MIN_DOLLAR_VOLUME)
     regime = wide(feats, "vol_regime_code").astype("float64").fillna(1.0).to_numpy().astype(np.int8)
     stack = np.empty((len(calendar), len(order), len(feature_columns)), dtype=np.float32)
+    absent = np.empty(stack.shape, dtype=bool)
     for k, name in enumerate(feature_columns):
         values = wide(feats, name).astype("float64").to_numpy() * _SCALED.get(name, 1.0)
         if not np.isfinite(values).any():
@@ -136,6 +174,7 @@ def load_market_data(
                 f"feature column {name!r} has no values in the {split!r} split of {root} "
                 "(the store predates it, or its source lacks the data): leave it out of feature_columns"
             )
+        absent[:, :, k] = ~np.isfinite(values)
         stack[:, :, k] = np.nan_to_num(values, nan=0.0, posinf=0.0, neginf=0.0)
     return MarketData(
         ts=calendar.tz_convert(None).to_numpy().astype("datetime64[us]"),
@@ -151,6 +190,7 @@ def load_market_data(
         regime_code=regime,
         periods_per_year=round(periods_per_year(calendar, calendar_class)),
         days_per_bar=1.0 / _bars_per_day(calendar),
+        feature_missing=absent,
     )
 
 

@@ -639,4 +639,5 @@ def _apply_bootstrap(
         dollar_volume=source.dollar_volume[src],
         features=source.features[src],
         regime_code=source.regime_code[src],
+        feature_missing=None if source.feature_missing is None else source.feature_missing[src],
     )

@@ -71,6 +71,7 @@ class Observation(NamedTuple):
     kill_bars: np.ndarray  # [B] bars since the kill switch tripped (0 when off)
     mask: np.ndarray  # [B, N] bool, listed at t (tradeable)
     progress: np.ndarray  # [B] fraction of the episode elapsed
+    missing: np.ndarray | None = None  # [B, N, F] bool: feature value absent in the store (None: none)
 
 
 class StepResult(NamedTuple):
@@ -189,6 +190,7 @@ class MarketSimulator:
         self._close = np.ascontiguousarray(data.close, dtype=np.float64)
         self._listed = np.ascontiguousarray(data.listed, dtype=bool)
         self._features = np.ascontiguousarray(data.features, dtype=np.float32)
+        self._missing = data.feature_missing
         is_crypto = np.array([c == "crypto" for c in data.asset_class], dtype=bool)
         self.is_crypto = is_crypto
         fees = fee_bps(is_crypto, cfg.costs)
@@ -295,6 +297,7 @@ class MarketSimulator:
             kill_bars=self.kill.bars_active.copy(),
             mask=self._listed[t],
             progress=self.steps / self.cfg.episode_len,
+            missing=None if self._missing is None else self._missing[t],
         )
 
     def equity_identity_error(self) -> np.ndarray:

@@ -101,7 +101,10 @@ def with_price_features(
     values = price_features(close, listed, ts, data.symbols, config or FeatureConfig())
     skip = close.shape[0] - data.n_steps + from_row
     features = data.features.copy()
+    missing = None if data.feature_missing is None else data.feature_missing.copy()
     for k, name in columns:
         scaled = values[name][skip:] * LOADER_SCALE.get(name, 1.0)
         features[from_row:, :, k] = np.nan_to_num(scaled, nan=0.0, posinf=0.0, neginf=0.0)
-    return replace(data, features=features)
+        if missing is not None:  # the rebuilt values' own gaps, as the loader flags them
+            missing[from_row:, :, k] = ~np.isfinite(scaled)
+    return replace(data, features=features, feature_missing=missing)

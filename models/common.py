@@ -12,7 +12,9 @@ Design decisions (all families):
   permutation-equivariant module trained on 8 assets runs unchanged on 32.
 * **Scale-free inputs.** Raw features mix units (returns ~1e-2, spreads in bps), so each asset row
   is ``[cross-sectional z-score over listed assets, asinh(raw), current weight]``
-  (:func:`asset_inputs`); the z-score is permutation-equivariant and ignores masked assets.
+  (:func:`asset_inputs`); the z-score is permutation-equivariant and ignores masked assets. With the
+  env's train-window normaliser (``envs.normalization``, what the specs use) the "raw" features are
+  already normalised per column over time and carry a fraction-missing channel as their last one.
 * **Masks are exact.** Masked (unlisted) assets are excluded from every pooled statistic and get an
   exact 0 from :func:`project_scores` (the projection's box is ``[0, 0]`` there).
 """

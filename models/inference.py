@@ -16,7 +16,7 @@ import numpy as np
 
 from raytrade.envs.config import GatedEnvConfig, PortfolioEnvConfig
 from raytrade.envs.market_data import MarketData
-from raytrade.envs.rollout import Policy, replay_policy
+from raytrade.envs.rollout import Policy, Rollout, replay_policy
 from raytrade.envs.simulator import Observation
 
 
@@ -26,7 +26,8 @@ def observation_arrays(ob: Observation, data: MarketData, env_cfg: PortfolioEnvC
     from raytrade.envs.gym_envs import batched_observation, feature_index  # the env's own encoder, not a copy
 
     feat_idx = feature_index(data, env_cfg.feature_columns)
-    return batched_observation(ob, feat_idx, env_cfg.sim.kill_switch.release_after_bars, env_cfg.flat_obs)
+    rb = env_cfg.sim.kill_switch.release_after_bars
+    return batched_observation(ob, feat_idx, rb, env_cfg.flat_obs, env_cfg.normalizer)
 
 
 def to_tensor(obs: Any) -> Any:
@@ -71,8 +72,8 @@ def module_policy(module: Any, data: MarketData, env_cfg: PortfolioEnvConfig) ->
     return policy
 
 
-def replay_gated(module: Any, data: MarketData, cfg: GatedEnvConfig) -> tuple[np.ndarray, ...]:
-    """(returns, turnover, costs per bar) of ``module``'s greedy gate actions over all of ``data``.
+def replay_gated(module: Any, data: MarketData, cfg: GatedEnvConfig) -> Rollout:
+    """The replay (one episode) of ``module``'s greedy gate actions over all of ``data``.
 
     Gate actions carry no size (the env sizes them), so they go through the gated env's own
     action decoder and the same simulator, one episode from the first bar, like ``replay_policy``.
@@ -85,4 +86,4 @@ def replay_gated(module: Any, data: MarketData, cfg: GatedEnvConfig) -> tuple[np
         cfg.sim,
         make_step=lambda simulator: ActionDecoder(cfg, data, simulator).step,
     )
-    return rollout.returns[0], rollout.turnover[0], rollout.costs[0].sum(-1)
+    return rollout

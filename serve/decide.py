@@ -46,6 +46,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from raytrade.envs.config import GatedEnvConfig, PortfolioEnvConfig, ReplayDataConfig
 from raytrade.envs.gym_envs import GATE_MODES, batched_observation, feature_index, gate_orders
 from raytrade.envs.market_data import MarketData
+from raytrade.envs.normalization import MISSING_CHANNEL
 from raytrade.envs.simulator import Observation, constrained_targets, exposure_limits
 from raytrade.replay.errors import InputError
 from raytrade.replay.loop_rules import LoopRules
@@ -147,8 +148,10 @@ class DecisionService:
 
     @property
     def observed_features(self) -> list[str]:
-        """The feature columns the policy observes, in its order."""
-        return list(self.env_cfg.feature_columns or self.data.feature_names)
+        """The feature channels the policy observes per asset, in its order: the columns, then the
+        fraction-missing channel when the policy normalises its features (``envs.normalization``)."""
+        columns = list(self.env_cfg.feature_columns or self.data.feature_names)
+        return columns + ([MISSING_CHANNEL] if self.env_cfg.normalizer is not None else [])
 
     def describe(self) -> dict[str, Any]:
         """What ``GET /v1/model`` shows: the version, its universe, data and validation metrics."""
@@ -251,7 +254,7 @@ class DecisionService:
 
     def _encode(self, ob: Observation) -> Any:
         rb = self.env_cfg.sim.kill_switch.release_after_bars
-        return batched_observation(ob, self._feat_idx, rb, self.env_cfg.flat_obs)
+        return batched_observation(ob, self._feat_idx, rb, self.env_cfg.flat_obs, self.env_cfg.normalizer)
 
     def _observation(self, prepared: Sequence[Prepared]) -> tuple[Observation, np.ndarray]:
         requests = [p.request for p in prepared]
@@ -279,6 +282,7 @@ class DecisionService:
             kill_bars=np.zeros(len(requests)),
             mask=self.data.listed[bars],
             progress=np.full(len(requests), self.config.episode_progress),
+            missing=None if self.data.feature_missing is None else self.data.feature_missing[bars],
         )
         return ob, kill
 

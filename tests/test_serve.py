@@ -105,7 +105,9 @@ def test_serving_sees_and_decides_what_the_simulator_would(service: DecisionServ
     sim = MarketSimulator(data, cfg.sim, n_envs=1)
     sim.reset(starts=np.array([bar]))
     rb = cfg.sim.kill_switch.release_after_bars
-    env_obs = batched_observation(sim.observe(), feature_index(data, cfg.feature_columns), rb, cfg.flat_obs)
+    env_obs = batched_observation(
+        sim.observe(), feature_index(data, cfg.feature_columns), rb, cfg.flat_obs, cfg.normalizer
+    )
     np.testing.assert_array_equal(service.env_observation([prepared]), env_obs)
 
     result = sim.step(np.clip(service.handle.act(env_obs), -1.0, 1.0))
@@ -353,7 +355,9 @@ def test_a_gated_policy_is_served_with_modes_kelly_sizes_and_the_same_constraint
     sim = MarketSimulator(data, cfg.sim, n_envs=1)
     sim.reset(starts=np.array([bar]))
     rb = cfg.sim.kill_switch.release_after_bars
-    obs = batched_observation(sim.observe(), feature_index(data, cfg.feature_columns), rb, cfg.flat_obs)
+    obs = batched_observation(
+        sim.observe(), feature_index(data, cfg.feature_columns), rb, cfg.flat_obs, cfg.normalizer
+    )
     np.testing.assert_array_equal(service.env_observation([service.prepare(request, datetime.now(UTC))]), obs)
     actions = np.asarray(service.handle.act(obs))
     e, s = feature_index(data, (cfg.edge_column, cfg.sigma_column))

@@ -115,6 +115,19 @@ def test_smoke_search(name: str, smoke_runs: Callable[[str], SmokeRun]) -> None:
     assert json.loads((run_dir / RUN_FILE).read_text())["spec"] == name
 
 
+@pytest.mark.slow
+@pytest.mark.ray
+def test_smoke_trials_carry_the_train_normaliser_and_report_exposure(ppo_smoke_run: Path) -> None:
+    from raytrade.envs.replay_loader import DEFAULT_FEATURES
+
+    rows = json.loads((ppo_smoke_run / LEADERBOARD_FILE).read_text())
+    env_config = json.loads((ppo_smoke_run / rows[0]["trial_dir"] / "params.json").read_text())["env_config"]
+    assert env_config["feature_columns"] == list(DEFAULT_FEATURES)
+    assert env_config["normalizer"]["columns"] == list(DEFAULT_FEATURES)
+    assert env_config["normalizer"]["fitted_on"].endswith(" train")
+    assert all(r["gross_exposure"] >= 0 and r["costs"] >= 0 and r["turnover"] >= 0 for r in rows)
+
+
 # ------------------------------------------------------------------------------ fault tolerance
 
 

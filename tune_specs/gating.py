@@ -11,9 +11,8 @@ from typing import Any
 from ray import tune
 from ray.rllib.algorithms.algorithm_config import AlgorithmConfig
 
+from raytrade.tune_specs.ppo import FEATURES
 from raytrade.tune_specs.spec import ON_POLICY_BUDGET, ON_POLICY_SMOKE, Budget, TuneSpec, add_training
-
-FEATURES: tuple[str, ...] = ("ret_1", "ret_5", "vol_20", "spread_bps", "fc_mean", "fc_std", "kelly_lite")
 
 SPACE: dict[str, Any] = {
     "lr": tune.loguniform(1e-4, 1e-3),

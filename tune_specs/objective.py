@@ -5,9 +5,23 @@ Design decisions
 * Every trial is scored the same way: its RLModule's *deterministic* target weights are replayed
   (``envs.rollout.replay_policy``) from the first to the last bar of the validation window, through
   the same simulator and cost model the env trains with (the env config's ``sim``).
-* ``objective = sortino - cvar_penalty * |cvar_5|`` on the replay's net simple returns (after every
-  cost). Undefined ratios (``nan``: a flat policy has no downside) score as ``UNDEFINED_SCORE`` so a
-  do-nothing policy never wins a search by default.
+* **Excess over the benchmark.** The ``equal_weight`` benchmark (``envs.evaluation.policies``: 1/n
+  of equity in each listed asset, rebalanced monthly; the evaluation report's benchmark) is replayed
+  through the same simulator, costs and window. Per bar, ``excess = policy net return - benchmark
+  net return`` (both after every cost), and
+  ``objective = information_ratio(excess) - cvar_penalty * |cvar_5(excess)|``, with the information
+  ratio annualised (``mean / std * sqrt(periods_per_year)``) and CVaR 5 % per bar.
+  Why: a ratio of the policy's own returns rewards a nearly flat book (tiny volatility, tiny
+  downside: a ratio of small numbers); its excess over the benchmark has the benchmark's volatility,
+  so sitting out a rising market scores negative, and a policy identical to the benchmark scores
+  exactly 0 (excess identically 0: the ratio and the tail term are defined as 0). The information
+  ratio rather than a Sortino of the excess because it is defined whenever the excess moves (Sortino
+  of an excess that is never negative is undefined) and penalises under- and out-performance
+  volatility alike, which is what tracking risk against a benchmark is. An excess that is constant but
+  not 0 has no ratio and scores ``UNDEFINED_SCORE``.
+* Reported beside the score: the policy's mean gross exposure (sum |w| of its target weights per
+  bar), turnover (mean traded notional / equity per bar) and costs (total costs paid / initial
+  equity), so a search's winner can be read for what it actually holds and pays.
 * The validation window is the replay store's ``validation`` split of the training config's store.
   A synthetic env (tests, smoke) has no split: it is scored on the same generator with a different
   seed (``seed + HELD_OUT_SEED_OFFSET``), which is held out in the same sense.
@@ -36,9 +50,10 @@ from raytrade.envs.config import (
     SyntheticDataConfig,
     env_config_from_dict,
 )
+from raytrade.envs.evaluation.policies import equal_weight_policy
 from raytrade.envs.market_data import MarketData
-from raytrade.envs.metrics import summarize
-from raytrade.envs.rollout import Policy, replay_policy
+from raytrade.envs.metrics import cvar, sharpe_ratio, summarize, total_return
+from raytrade.envs.rollout import Policy, Rollout, replay_policy
 from raytrade.models.inference import module_policy, replay_gated
 
 UNDEFINED_SCORE: Final = -10.0
@@ -47,7 +62,21 @@ HELD_OUT_SEED_OFFSET: Final = 10_007
 VALIDATION_KEY: Final = "validation"
 METRIC: Final = f"{VALIDATION_KEY}/objective"
 """The flattened Tune metric every spec optimises (mode ``max``)."""
-REPORTED: Final = ("objective", "sharpe", "sortino", "cvar_5", "total_return", "turnover", "max_drawdown")
+REPORTED: Final = (
+    "objective",
+    "information_ratio",
+    "excess_return",
+    "sharpe",
+    "sortino",
+    "cvar_5",
+    "total_return",
+    "turnover",
+    "max_drawdown",
+    "gross_exposure",
+    "costs",
+)
+_ZERO_EXCESS: Final = 1e-12
+"""Per-bar excess returns all within this of 0 count as identical to the benchmark (score 0)."""
 
 
 class ObjectiveConfig(BaseModel):
@@ -55,7 +84,9 @@ class ObjectiveConfig(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    cvar_penalty: float = Field(1.0, ge=0, description="weight of |CVaR 5%| (per-bar return) subtracted")
+    cvar_penalty: float = Field(
+        1.0, ge=0, description="weight of |CVaR 5%| of the per-bar excess return, subtracted"
+    )
     score_every: int = Field(1, ge=1, description="score every k-th training iteration (and the first)")
     split: str = Field("validation", description="replay split scored (never the training split)")
 
@@ -88,36 +119,47 @@ def held_out_data(env_config: Mapping[str, Any], split: str = "validation") -> M
     return _load_data(json.dumps(held_out_data_config(cfg, split), sort_keys=True))
 
 
-def score_returns(
-    returns: np.ndarray,
-    periods_per_year: float,
-    turnover: np.ndarray,
-    costs: np.ndarray,
-    cvar_penalty: float,
+def score_excess(
+    policy: Rollout, benchmark: Rollout, data: MarketData, sim: SimulatorConfig, cvar_penalty: float
 ) -> dict[str, float]:
-    """``envs.metrics.summarize`` of one replay (``costs`` in currency per bar) plus ``objective``.
+    """Scores of the first episode of ``policy`` against the same window's ``benchmark`` replay
+    (both through ``sim``):
+    ``envs.metrics.summarize`` of the policy's own returns plus ``information_ratio``,
+    ``excess_return`` (total return minus the benchmark's), ``gross_exposure``, ``costs`` (fraction
+    of initial equity) and ``objective`` (see the module docstring).
 
     Undefined metrics stay ``nan``; only ``objective`` is made finite (``UNDEFINED_SCORE``).
     """
-    metrics = summarize(returns, periods_per_year, turnover=turnover, costs=costs)
-    sortino, cvar5 = metrics["sortino"], metrics["cvar_5"]
-    objective = sortino - cvar_penalty * abs(cvar5)
+    returns, bench = policy.returns[0], benchmark.returns[0]
+    if returns.shape != bench.shape:
+        raise ValueError(f"policy returns {returns.shape} and benchmark returns {bench.shape} differ")
+    costs = policy.costs[0].sum(axis=-1)
+    metrics = summarize(returns, data.periods_per_year, turnover=policy.turnover[0], costs=costs)
+    excess = returns - bench
+    if np.all(np.abs(excess) <= _ZERO_EXCESS):
+        ratio, tail = 0.0, 0.0
+    else:
+        ratio, tail = sharpe_ratio(excess, data.periods_per_year), cvar(excess)
+    objective = ratio - cvar_penalty * abs(tail)
+    metrics["information_ratio"] = ratio
+    metrics["excess_return"] = total_return(returns) - total_return(bench)
+    metrics["gross_exposure"] = float(np.abs(policy.weights[0]).sum(axis=-1).mean())
+    metrics["costs"] = float(costs.sum()) / sim.initial_equity
     metrics["objective"] = objective if math.isfinite(objective) else UNDEFINED_SCORE
     return {k: float(v) for k, v in metrics.items()}
+
+
+def benchmark_rollout(data: MarketData, sim: SimulatorConfig) -> Rollout:
+    """The ``equal_weight`` benchmark replayed over all of ``data`` through ``sim``."""
+    return replay_policy(data, equal_weight_policy(data, seed=0), sim)
 
 
 def score_policy(
     policy: Policy, data: MarketData, sim: SimulatorConfig, objective: ObjectiveConfig
 ) -> dict[str, float]:
-    """Replay ``policy`` over all of ``data`` (one episode) and score it."""
+    """Replay ``policy`` over all of ``data`` (one episode) and score it against the benchmark."""
     rollout = replay_policy(data, policy, sim)
-    return score_returns(
-        rollout.returns[0],
-        data.periods_per_year,
-        rollout.turnover[0],
-        rollout.costs[0].sum(axis=-1),
-        objective.cvar_penalty,
-    )
+    return score_excess(rollout, benchmark_rollout(data, sim), data, sim, objective.cvar_penalty)
 
 
 def score_module(
@@ -132,8 +174,9 @@ def score_module(
     data = held_out_data(env_config, obj.split)
     if gated:
         gated_cfg = env_config_from_dict(env_config, gated=True)
-        returns, turnover, costs = replay_gated(module, data, gated_cfg)
-        return score_returns(returns, data.periods_per_year, turnover, costs, obj.cvar_penalty)
+        rollout = replay_gated(module, data, gated_cfg)
+        bench = benchmark_rollout(data, gated_cfg.sim)
+        return score_excess(rollout, bench, data, gated_cfg.sim, obj.cvar_penalty)
     cfg = env_config_from_dict(env_config)
     return score_policy(module_policy(module, data, cfg), data, cfg.sim, obj)
 

@@ -1,7 +1,8 @@
 """``ppo``: PPO with the permutation-equivariant per-asset MLP (``models`` family ``ppo_mlp``).
 
 Search: learning rate, entropy bonus, clip range, discount. ASHA stops the bottom half of trials at
-each rung of ``validation/objective`` (Sortino net of costs minus the CVaR term).
+each rung of ``validation/objective`` (information ratio over ``equal_weight``, net of costs, minus
+the CVaR term; ``tune_specs.objective``).
 """
 
 from __future__ import annotations
@@ -11,9 +12,12 @@ from typing import Any
 from ray import tune
 from ray.rllib.algorithms.algorithm_config import AlgorithmConfig
 
+from raytrade.envs.replay_loader import DEFAULT_FEATURES
 from raytrade.tune_specs.spec import ON_POLICY_BUDGET, ON_POLICY_SMOKE, Budget, TuneSpec, add_training
 
-FEATURES: tuple[str, ...] = ("ret_1", "ret_5", "ret_20", "vol_20", "spread_bps", "fc_mean", "fc_std")
+FEATURES: tuple[str, ...] = DEFAULT_FEATURES
+"""The enriched observation (every group of ``envs.replay_loader.FEATURE_GROUPS``); the on-policy
+specs share it, ``raytrade tune --features`` narrows it."""
 
 SPACE: dict[str, Any] = {
     "lr": tune.loguniform(1e-4, 1e-3),

@@ -11,12 +11,14 @@ Budgets are explicit so the tiny ``smoke`` one is the same code path as a real s
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 from ray.rllib.algorithms.algorithm_config import AlgorithmConfig
 
+from raytrade.envs.config import PortfolioEnvConfig, ReplayDataConfig
+from raytrade.envs.normalization import FeatureNormalizer, fit_normalizer
 from raytrade.tune_specs.objective import METRIC, ObjectiveConfig, score_on_train_result
 
 _FROZEN = ConfigDict(frozen=True, extra="forbid")
@@ -118,10 +120,33 @@ class TuneSpec(BaseModel):
         """Stop rule: the budget's iterations (ASHA may stop a trial earlier)."""
         return {"training_iteration": budget.iterations}
 
-    def env_config(self, replay_root: str, budget: Budget) -> dict[str, Any]:
-        """The training env config: the store's ``train`` split, the spec's features, smoke episodes."""
+    def env_config(
+        self, replay_root: str, budget: Budget, features: tuple[str, ...] | None = None
+    ) -> dict[str, Any]:
+        """The training env config: the store's ``train`` split, the observed features (``features``,
+        else the spec's ``required_features``) with their normaliser fitted on that train split
+        (:func:`train_normalizer`), the budget's episode length."""
+        columns = tuple(features or self.required_features)
+        data = {"kind": "replay", "root": replay_root, "split": "train"}
         return {
-            "data": {"kind": "replay", "root": replay_root, "split": "train"},
-            "feature_columns": list(self.required_features),
+            "data": data,
+            "feature_columns": list(columns),
+            "normalizer": train_normalizer(data, columns).model_dump(mode="json"),
             "sim": {"episode_len": budget.episode_len},
         }
+
+
+def train_normalizer(data: Mapping[str, Any], columns: tuple[str, ...]) -> FeatureNormalizer:
+    """The observation normaliser of ``columns`` fitted on the training window ``data`` (an
+    ``env_config["data"]`` entry; a replay one must be the ``train`` split): the statistics every
+    later window (validation, test, live) is encoded with, never refitted on them."""
+    from raytrade.envs.synthetic_market import market_data_from_config
+
+    cfg = PortfolioEnvConfig.model_validate({"data": dict(data)}).data
+    if isinstance(cfg, ReplayDataConfig) and cfg.split != "train":
+        raise ValueError(f"the normaliser is fitted on the train split only, got split {cfg.split!r}")
+    if isinstance(cfg, ReplayDataConfig):
+        fitted_on = f"replay {cfg.root} train"
+    else:
+        fitted_on = f"synthetic seed {cfg.seed}"
+    return fit_normalizer(market_data_from_config(cfg), columns, fitted_on=fitted_on)

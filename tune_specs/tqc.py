@@ -11,7 +11,7 @@ from typing import Any
 from ray import tune
 from ray.rllib.algorithms.algorithm_config import AlgorithmConfig
 
-from raytrade.tune_specs.ppo import FEATURES
+from raytrade.envs.replay_loader import FEATURE_GROUPS
 from raytrade.tune_specs.spec import Budget, TuneSpec
 
 SPACE: dict[str, Any] = {
@@ -39,7 +39,7 @@ SPEC = TuneSpec(
     family="tqc",
     description="TQC (off-policy quantile critics), distributional baseline",
     build=build,
-    required_features=FEATURES,
+    required_features=FEATURE_GROUPS["base"],  # the off-policy baseline keeps the base observation
     budget=Budget(
         iterations=50,
         grace_period=10,

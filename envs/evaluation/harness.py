@@ -225,6 +225,7 @@ def slice_window(data: MarketData, window: TimeWindow) -> MarketData:
         dollar_volume=data.dollar_volume[sl],
         features=data.features[sl],
         regime_code=data.regime_code[sl],
+        feature_missing=None if data.feature_missing is None else data.feature_missing[sl],
     )
 
 

@@ -256,14 +256,16 @@ def registry_spec(
 
     def make(data: MarketData, seed: int) -> EvalPolicy:
         idx = np.array([_column(data, c) for c in columns], dtype=np.int64)
-        own = replace(data, features=data.features[..., idx], feature_names=columns)
+        missing = None if data.feature_missing is None else data.feature_missing[..., idx]
+        own = replace(data, features=data.features[..., idx], feature_names=columns, feature_missing=missing)
         reseed = getattr(handle, "reseed", None)
         if callable(reseed):
             reseed(seed)
         inner = handle.policy(own) if callable(getattr(handle, "policy", None)) else handle.act
 
         def policy(obs: Observation) -> PolicyOutput:
-            out = inner(obs._replace(features=obs.features[..., idx]))
+            absent = None if obs.missing is None else obs.missing[..., idx]
+            out = inner(obs._replace(features=obs.features[..., idx], missing=absent))
             if isinstance(out, Decision):
                 return out
             return np.asarray(out, dtype=np.float64).reshape(obs.mask.shape)
