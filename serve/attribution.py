@@ -5,8 +5,12 @@ For each symbol ``i`` the attribution of feature ``f`` is gradient x input,
 the constraints: the mean of its Gaussian action (weights policies; the score a catalog module
 projects) or the logit of its chosen gate mode (gated policies). Only the symbol's own feature block
 is attributed (not other symbols' features, not the portfolio state), and the ``top_k`` largest in
-absolute value are returned. It explains the policy's local sensitivity, not the projection or the
-kill switch that may have changed the final weight.
+absolute value are returned. A column that holds the same value for every symbol at the bar (a macro
+series, a regime flag that is off everywhere) is left out: it tells nothing about this symbol against
+the others, and the models' cross-sectional z-score is flat in it there, so its local gradient (up to
+1/sqrt(eps) of the z-score's variance floor) is not a sensitivity anyone could act on. It explains
+the policy's local sensitivity, not the projection or the kill switch that may have changed the
+final weight.
 """
 
 from __future__ import annotations
@@ -43,13 +47,17 @@ def feature_attributions(
         module.eval()
         inputs = module._forward({Columns.OBS: batch_obs})[Columns.ACTION_DIST_INPUTS]
         signal = _signal(inputs, module.action_space, n_assets)  # [B, N]
+        values = x.detach().numpy()
+        per_asset = values[:, : n_assets * n_feat].reshape(-1, n_assets, n_feat) if flat else values
+        varies = np.ptp(per_asset, axis=1) > 0  # [B, F]: differs between symbols at this bar
         out: list[list[dict[str, float]]] = [[{} for _ in range(n_assets)] for _ in range(signal.shape[0])]
         for i in range(n_assets):
             (grad,) = torch.autograd.grad(signal[:, i].sum(), x, retain_graph=i < n_assets - 1)
             contrib = (grad * x).detach().numpy()
             block = contrib[:, i * n_feat : (i + 1) * n_feat] if flat else contrib[:, i, :]
             for b in range(block.shape[0]):
-                order = np.argsort(-np.abs(block[b]))[:top_k]
+                ranked = np.where(varies[b], np.abs(block[b]), -1.0)
+                order = [f for f in np.argsort(-ranked)[:top_k] if varies[b, f]]
                 out[b][i] = {feature_names[f]: float(block[b, f]) for f in order}
     return out
 

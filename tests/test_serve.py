@@ -306,6 +306,9 @@ def test_attributions_are_gradient_times_input_of_the_symbols_own_features(servi
     for i in (0, n // 2):
         got = with_.decisions[service.data.symbols[i]].attributions
         assert got is not None and len(got) == 3 and set(got) <= set(names)
+        # market-wide columns (the same for every symbol at the bar) are never a symbol's own reason
+        same_everywhere = {names[c] for c in range(f) if np.ptp(obs[0, : n * f].reshape(n, f)[:, c]) == 0}
+        assert {"vix_level", "vix_term"} <= same_everywhere and not set(got) & same_everywhere
         values = list(got.values())
         assert [abs(v) for v in values] == sorted((abs(v) for v in values), reverse=True)
         name, value = next(iter(got.items()))
