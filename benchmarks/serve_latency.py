@@ -318,6 +318,9 @@ def _ratios(out: dict[str, Any]) -> None:
         costs["verify_fraction_of_load"] = costs["verify_files_alone_ms"] / costs["load_with_verify_ms"]
         out[f"{name}_p99_ratio_c8"] = sweep["c8"]["p99_ms"] / floor_p99
         out[f"{name}_symbol_decisions_per_s_c32"] = sweep["c32"]["symbol_decisions_per_s"]
+        out[f"{name}_rps_over_floor_c32"] = (
+            sweep["c32"]["requests_per_s"] / out["floor"]["c32"]["requests_per_s"]
+        )
     out["errors"] = sum(out[k][c]["errors"] for k in ("floor", *(m for m, _ in MODELS)) for c in out["floor"])
     out["act_p99_ms"] = out[MODELS[0][0]]["c1"]["p99_ms"]  # run_all's headline (ppo_mlp, one at a time)
     out["targets"] = TARGETS
@@ -363,6 +366,11 @@ def _rows(out: dict[str, Any]) -> list[tuple[str, Any, str]]:
         rows += [
             (f"{name}: p99 c=8 / floor p99 c=8", out[f"{name}_p99_ratio_c8"], "<= 1.3"),
             (f"{name}: symbol-decisions/s c=32", out[f"{name}_symbol_decisions_per_s_c32"], ">= 4,000"),
+            (
+                f"{name}: requests/s c=32 / floor's",
+                out[f"{name}_rps_over_floor_c32"],
+                "reference: the client's ceiling",
+            ),
             (
                 f"{name}: guard / p50 c=1",
                 c["guard_fraction_of_p50"],
