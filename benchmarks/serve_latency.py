@@ -1,26 +1,43 @@
-"""Latency and throughput of the policy service over HTTP on 127.0.0.1 (Ray Serve, one replica).
+"""Latency and throughput of the policy service over HTTP on 127.0.0.1 (Ray Serve, one replica), against
+a trivial deployment on the same proxy and path (the floor), and the cost of the service's checks.
 
     python -m benchmarks.serve_latency --json out.json [--quick]
 
-Builds its own model first (a synthetic store, a smoke PPO search, promotion), then measures:
-* the decision core in process (``DecisionService.decide``, B = 1): the floor;
-* ``GET /v1/health`` through Serve's proxy: the cost of the HTTP path alone (the baseline);
-* ``POST /v1/act`` one request at a time (keep-alive): p50 / p99, and the ratio to the baseline p50;
-* ``POST /v1/act`` from 8 client threads at once: requests per second, and requests per policy
-  forward (dynamic batching).
-Request counts are fixed (bounded); every answer must be a 200 that is not a fallback.
+Builds its own models first (one synthetic store of N = 32 symbols; a smoke search of spec ``ppo``
+(family ``ppo_mlp``) and one of spec ``gnn``, one sample each, each promoted), then, in one run:
+
+* **floor**: a FastAPI ingress behind the same :class:`serve.guard.GuardMiddleware` (bearer token,
+  body size) that answers a fixed small JSON to ``POST /v1/act``: the cost of the proxy and the HTTP
+  path with nothing decided;
+* **ppo_mlp** and **gnn**: ``POST /v1/act`` of a 32-symbol request to :class:`serve.app.PolicyService`;
+* each at concurrency 1, 8 and 32 (client threads, one keep-alive connection each, a fixed number of
+  requests each): p50 / p99 latency, requests/s, symbol-decisions/s (requests/s x symbols per
+  request) and errors (a non-200, or a fallback answer from a model);
+* the issue's ratios: p99 at concurrency 8 over the floor's (target <= 1.3), symbol-decisions/s at
+  concurrency 32 (target >= 4,000), errors (target 0);
+* the cost of the checks, in process: the guard middleware (token digest + body read) per request,
+  the hard caps (``cap_targets``, alone, and ``DecisionService.decide`` with and without them), as
+  fractions of p50 at concurrency 1 (target: guard + caps <= 10 %), and the registry's sha256 check
+  (``verify_files``) at load, alone and as ``models.load`` with and without it (paid once per load).
+
+The deployments run one after another on one proxy (each replaces the previous at route prefix
+``/``). Only ratios measured in the same run are comparable: the client threads share the machine
+with the proxy and the replica.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 if __package__ in (None, ""):  # run as a script path: make the repo root importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -30,25 +47,65 @@ import numpy as np
 from benchmarks.common import print_table, quick_and_json_args, write_report
 
 TOKEN = "benchmark-token-not-a-secret-0123456789"
+N_SYMBOLS = 32
+CONCURRENCY = (1, 8, 32)
+MODELS = (("ppo_mlp", "ppo"), ("gnn", "gnn"))  # (registry name, tune spec)
+TARGETS = {"p99_ratio_c8": 1.3, "symbol_decisions_per_s_c32": 4000.0, "errors": 0, "checks_fraction": 0.10}
+FLOOR_BODY = {"ok": True}
 
 
-def _build_registry(work: Path) -> Path:
-    from raytrade.cluster.promote import promote
-    from raytrade.cluster.tune import TuneOptions, run_tune
+def _build_store(work: Path) -> Path:
     from raytrade.replay.ingest import ingest_frames
     from raytrade.replay.sources.synthetic import generate
 
     store = work / "store"
-    market = generate(n_symbols=30, years=2.0, seed=5, n_crypto=2)
+    market = generate(n_symbols=N_SYMBOLS, years=2.0, seed=5)
     ingest_frames(store, market.bars, market.macro, show_progress=False)
+    return store
+
+
+def _build_model(work: Path, store: Path, spec: str, name: str) -> Path:
+    """A smoke search of ``spec`` (one sample) promoted as ``name`` in ``work/registry``."""
+    from raytrade.cluster.promote import promote
+    from raytrade.cluster.tune import TuneOptions, run_tune
+
     outcome = run_tune(
         TuneOptions(
-            spec="ppo", replay=store, smoke=True, num_samples=1, storage=work / "runs", wandb="disabled"
+            spec=spec, replay=store, smoke=True, num_samples=1, storage=work / "runs", wandb="disabled"
         )
     )
     registry = work / "registry"
-    promote(outcome.run_dir, "bench", registry)
+    promote(outcome.run_dir, name, registry)
     return registry
+
+
+def _floor_app(token_sha256: str) -> Any:
+    """The trivial deployment: the service's guard in front of a route that answers ``FLOOR_BODY``
+    without reading anything (defined in a function so Serve ships the class by value)."""
+    from fastapi import FastAPI
+    from ray import serve
+
+    from raytrade.serve.guard import GuardMiddleware
+    from raytrade.serve.schemas import ACT_PATH
+
+    @serve.deployment(name="Floor", max_ongoing_requests=256)
+    @serve.ingress()
+    class Floor:
+        def __init__(self, digest: str) -> None:
+            self.digest = digest
+
+        def __serve_build_asgi_app__(self) -> FastAPI:
+            api = FastAPI()
+            api.add_middleware(GuardMiddleware, token_sha256=self.digest, max_body_bytes=1 << 20)
+
+            @api.post(ACT_PATH)
+            async def act() -> dict[str, Any]:
+                return FLOOR_BODY
+
+            return api
+
+    deployment: Any = Floor
+    return deployment.options(ray_actor_options={"num_cpus": 0.5}).bind(token_sha256)
 
 
 def _quantiles_ms(seconds: list[float]) -> dict[str, float]:
@@ -56,79 +113,223 @@ def _quantiles_ms(seconds: list[float]) -> dict[str, float]:
     return {"p50_ms": float(np.percentile(arr, 50)), "p99_ms": float(np.percentile(arr, 99))}
 
 
-def run(quick: bool = False) -> dict[str, Any]:
-    """All measurements (``quick``: fewer requests)."""
+def _is_error(response: Any, model: bool) -> bool:
+    """A non-200, or (for a model) a fallback answer."""
+    return response.status_code != 200 or (model and bool(response.json().get("fallback")))
+
+
+def _load(url: str, body: dict[str, Any], clients: int, per_client: int, model: bool) -> dict[str, Any]:
+    """``clients`` threads, one keep-alive connection each, ``per_client`` POSTs each."""
     import httpx
+
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+
+    def client_loop(_: int) -> tuple[list[float], int]:
+        latencies, errors = [], 0
+        with httpx.Client(timeout=30) as c:
+            for _ in range(per_client):
+                start = time.perf_counter()
+                try:
+                    response = c.post(url, json=body, headers=headers)
+                    failed = _is_error(response, model)
+                except httpx.HTTPError:
+                    failed = True
+                latencies.append(time.perf_counter() - start)
+                errors += failed
+        return latencies, errors
+
+    start = time.perf_counter()
+    with ThreadPoolExecutor(clients) as pool:
+        results = list(pool.map(client_loop, range(clients)))
+    wall = time.perf_counter() - start
+    latencies = [s for lat, _ in results for s in lat]
+    rps = len(latencies) / wall
+    return {
+        "requests": len(latencies),
+        **_quantiles_ms(latencies),
+        "requests_per_s": rps,
+        "symbol_decisions_per_s": rps * N_SYMBOLS,
+        "errors": sum(e for _, e in results),
+    }
+
+
+def _sweep(url: str, body: dict[str, Any], per_client: dict[int, int], model: bool) -> dict[str, Any]:
+    _load(url, body, 1, 20, model)  # warm-up
+    return {f"c{c}": _load(url, body, c, per_client[c], model) for c in CONCURRENCY}
+
+
+def _median_s(fn: Callable[[], Any], n: int, warmup: int = 10) -> float:
+    for _ in range(warmup):
+        fn()
+    samples = []
+    for _ in range(n):
+        start = time.perf_counter()
+        fn()
+        samples.append(time.perf_counter() - start)
+    return float(np.median(samples))
+
+
+def _guard_cost_s(body: bytes, n: int) -> float:
+    """Median per-request cost of :class:`serve.guard.GuardMiddleware` (token digest, body read and
+    replay) in process: the guard around a no-op app minus the no-op app alone."""
+    from raytrade.serve.guard import GuardMiddleware, token_digest
+
+    async def inner(scope: Any, receive: Any, send: Any) -> None:
+        await receive()
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    async def send(_: Any) -> None:
+        return None
+
+    guard = GuardMiddleware(inner, token_digest(TOKEN), 1 << 20)
+    headers = [
+        (b"authorization", f"Bearer {TOKEN}".encode()),
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+    ]
+
+    def scope() -> dict[str, Any]:
+        return {"type": "http", "path": "/v1/act", "headers": headers}
+
+    async def timed(app: Any) -> float:
+        for _ in range(20):
+            await app(scope(), receive, send)
+        samples = []
+        for _ in range(n):
+            start = time.perf_counter()
+            await app(scope(), receive, send)
+            samples.append(time.perf_counter() - start)
+        return float(np.median(samples))
+
+    async def both() -> float:
+        return await timed(guard) - await timed(inner)
+
+    return asyncio.run(both())
+
+
+def _check_costs(name: str, registry: Path, request: Any, n: int) -> dict[str, Any]:
+    """The in-process cost of the caps and of the registry's sha256 check for model ``name`` (torch
+    on one thread, as in a replica of 0.5 CPU: Ray sets ``OMP_NUM_THREADS=1`` there)."""
+    import torch
+
+    torch.set_num_threads(1)
+    from raytrade.models import registry_load
+    from raytrade.models.manifest import read_manifest
+    from raytrade.models.registry import resolve, verify_files
+    from raytrade.serve import decide
+    from raytrade.serve.app import load_service
+    from raytrade.serve.caps import CappedTargets
+
+    service = load_service(name, str(registry), decide.ServeConfig(max_feature_age_hours=None))
+    with_caps = _median_s(lambda: service.decide([request]), n)
+    uncapped = mock.patch.object(decide, "cap_targets", lambda target, *_: CappedTargets(target, ()))
+    with uncapped:
+        without_caps = _median_s(lambda: service.decide([request]), n)
+    prepared = service.prepare(request, request.as_of)
+    weights = np.full(N_SYMBOLS, 0.05)
+    caps_alone = _median_s(
+        lambda: decide.cap_targets(
+            weights, prepared.w_now, prepared.tradeable, service.config.caps, prepared.external_gross
+        ),
+        n,
+    )
+    folder = resolve(registry, name)
+    manifest = read_manifest(folder)
+    n_load = max(3, n // 100)
+    load_with = _median_s(lambda: registry_load.load(name, registry), n_load, warmup=1)
+    with mock.patch.object(registry_load, "verify_files", lambda *_: None):
+        load_without = _median_s(lambda: registry_load.load(name, registry), n_load, warmup=1)
+    return {
+        "decide_with_caps_ms": with_caps * 1e3,
+        "decide_without_caps_ms": without_caps * 1e3,
+        "caps_alone_ms": caps_alone * 1e3,
+        "load_with_verify_ms": load_with * 1e3,
+        "load_without_verify_ms": load_without * 1e3,
+        "verify_files_alone_ms": _median_s(lambda: verify_files(folder, manifest), n_load * 3, warmup=1)
+        * 1e3,
+    }
+
+
+def run(quick: bool = False) -> dict[str, Any]:
+    """All measurements (``quick``: a smoke test, few requests)."""
     import ray
     from ray import serve
 
     from raytrade.serve.app import APP_NAME, HttpConfig, ServiceConfig, build_app, load_service
     from raytrade.serve.decide import ServeConfig
+    from raytrade.serve.guard import token_digest
 
-    n_seq, n_conc = (40, 32) if quick else (300, 400)
+    per_client = {1: 20, 8: 4, 32: 2} if quick else {1: 300, 8: 60, 32: 20}
+    n_core = 50 if quick else 300
+    out: dict[str, Any] = {"config": {"n_symbols": N_SYMBOLS, "per_client": per_client, "quick": quick}}
     with tempfile.TemporaryDirectory() as tmp:
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+        work = Path(tmp)
+        ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
         try:
-            registry = _build_registry(Path(tmp))
+            store = _build_store(work)
+            registry = work / "registry"
+            for name, spec in MODELS:
+                registry = _build_model(work, store, spec, name)
             decide_cfg = ServeConfig(max_feature_age_hours=None)
-            service = load_service("bench", str(registry), decide_cfg)
-            request = _request(service)
-            for _ in range(20):
-                service.decide([request])
-            core = []
-            for _ in range(n_seq):
-                start = time.perf_counter()
-                service.decide([request])
-                core.append(time.perf_counter() - start)
+            request = _request(load_service(MODELS[0][0], str(registry), decide_cfg))
+            body = request.model_dump(mode="json")
 
             with socket.socket() as probe:
                 probe.bind(("127.0.0.1", 0))
                 port = int(probe.getsockname()[1])
             serve.start(http_options={"host": "127.0.0.1", "port": port})
-            config = ServiceConfig(model="bench", registry=str(registry), decide=decide_cfg)
+            url = f"http://127.0.0.1:{port}/v1/act"
+            serve.run(_floor_app(token_digest(TOKEN)), name="floor", route_prefix="/")
+            out["floor"] = _sweep(url, body, per_client, model=False)
+            serve.delete("floor")
             http = HttpConfig(max_as_of_skew_s=None)  # the request is dated at the synthetic data's last bar
-            serve.run(build_app(config, TOKEN, replica_cpus=0.5, http=http), name=APP_NAME, route_prefix="/")
-            base, headers = f"http://127.0.0.1:{port}", {"Authorization": f"Bearer {TOKEN}"}
-            body = request.model_dump(mode="json")
-            with httpx.Client(timeout=30) as client:
-                health, act = [], []
-                for _ in range(20):  # warm-up
-                    client.get(f"{base}/v1/health")
-                    _check(client.post(f"{base}/v1/act", json=body, headers=headers))
-                for _ in range(n_seq):
-                    start = time.perf_counter()
-                    client.get(f"{base}/v1/health").raise_for_status()
-                    health.append(time.perf_counter() - start)
-                    start = time.perf_counter()
-                    _check(client.post(f"{base}/v1/act", json=body, headers=headers))
-                    act.append(time.perf_counter() - start)
-                before = client.get(f"{base}/v1/health", headers=headers).json()
-
-            def client_loop(n: int) -> None:  # one keep-alive connection per client, like the loop's
-                with httpx.Client(timeout=30) as c:
-                    for _ in range(n):
-                        _check(c.post(f"{base}/v1/act", json=body, headers=headers))
-
-            start = time.perf_counter()
-            with ThreadPoolExecutor(8) as pool:
-                list(pool.map(client_loop, [n_conc // 8] * 8))
-            wall = time.perf_counter() - start
-            after = httpx.get(f"{base}/v1/health", headers=headers, timeout=30).json()
+            for name, _ in MODELS:
+                config = ServiceConfig(model=name, registry=str(registry), decide=decide_cfg)
+                serve.run(
+                    build_app(config, TOKEN, replica_cpus=0.5, http=http), name=APP_NAME, route_prefix="/"
+                )
+                out[name] = _sweep(url, body, per_client, model=True)
+                serve.delete(APP_NAME)
+            serve.shutdown()
+            out["guard_ms"] = _guard_cost_s(_json_bytes(body), n_core) * 1e3
+            out["costs"] = {name: _check_costs(name, registry, request, n_core) for name, _ in MODELS}
         finally:
             serve.shutdown()
             ray.shutdown()
-    out: dict[str, Any] = {
-        "config": {"n_assets": len(service.data.symbols), "sequential": n_seq, "concurrent": n_conc},
-        "core": _quantiles_ms(core),
-        "health": _quantiles_ms(health),
-        "act": _quantiles_ms(act),
-        "concurrent_requests_per_s": (n_conc // 8 * 8) / wall,
-        "requests_per_batch": (after["requests"] - before["requests"])
-        / max(after["batches"] - before["batches"], 1),
-    }
-    out["act_p99_ms"] = out["act"]["p99_ms"]
-    out["ratio_act_over_health_p50"] = out["act"]["p50_ms"] / out["health"]["p50_ms"]
+    _ratios(out)
     return out
+
+
+def _ratios(out: dict[str, Any]) -> None:
+    """The issue's figures, from measurements of the same run."""
+    floor_p99 = out["floor"]["c8"]["p99_ms"]
+    for name, _ in MODELS:
+        sweep, costs = out[name], out["costs"][name]
+        p50 = sweep["c1"]["p50_ms"]
+        costs["guard_fraction_of_p50"] = out["guard_ms"] / p50
+        costs["caps_fraction_of_p50"] = costs["caps_alone_ms"] / p50
+        costs["caps_decide_delta_fraction_of_p50"] = (
+            costs["decide_with_caps_ms"] - costs["decide_without_caps_ms"]
+        ) / p50
+        costs["checks_fraction_of_p50"] = costs["guard_fraction_of_p50"] + costs["caps_fraction_of_p50"]
+        costs["verify_fraction_of_p50"] = costs["verify_files_alone_ms"] / p50
+        costs["verify_fraction_of_load"] = costs["verify_files_alone_ms"] / costs["load_with_verify_ms"]
+        out[f"{name}_p99_ratio_c8"] = sweep["c8"]["p99_ms"] / floor_p99
+        out[f"{name}_symbol_decisions_per_s_c32"] = sweep["c32"]["symbol_decisions_per_s"]
+        out[f"{name}_rps_over_floor_c32"] = (
+            sweep["c32"]["requests_per_s"] / out["floor"]["c32"]["requests_per_s"]
+        )
+    out["errors"] = sum(out[k][c]["errors"] for k in ("floor", *(m for m, _ in MODELS)) for c in out["floor"])
+    out["act_p99_ms"] = out[MODELS[0][0]]["c1"]["p99_ms"]  # run_all's headline (ppo_mlp, one at a time)
+    out["targets"] = TARGETS
+
+
+def _json_bytes(body: dict[str, Any]) -> bytes:
+    import json
+
+    return json.dumps(body).encode()
 
 
 def _request(service: Any) -> Any:
@@ -147,28 +348,63 @@ def _request(service: Any) -> Any:
     )
 
 
-def _check(response: Any) -> None:
-    response.raise_for_status()
-    if response.json().get("fallback"):
-        raise RuntimeError(f"the service fell back: {response.json().get('reason')}")
+def _rows(out: dict[str, Any]) -> list[tuple[str, Any, str]]:
+    rows: list[tuple[str, Any, str]] = []
+    for target in ("floor", *(m for m, _ in MODELS)):
+        for c in CONCURRENCY:
+            r = out[target][f"c{c}"]
+            rows.append((f"{target} c={c} p50 / p99 ms", f"{r['p50_ms']:.2f} / {r['p99_ms']:.2f}", ""))
+            rows.append(
+                (
+                    f"{target} c={c} req/s, symbol-dec/s",
+                    f"{r['requests_per_s']:,.0f} / {r['symbol_decisions_per_s']:,.0f}",
+                    f"errors {r['errors']}",
+                )
+            )
+    for name, _ in MODELS:
+        c = out["costs"][name]
+        rows += [
+            (f"{name}: p99 c=8 / floor p99 c=8", out[f"{name}_p99_ratio_c8"], "<= 1.3"),
+            (f"{name}: symbol-decisions/s c=32", out[f"{name}_symbol_decisions_per_s_c32"], ">= 4,000"),
+            (
+                f"{name}: requests/s c=32 / floor's",
+                out[f"{name}_rps_over_floor_c32"],
+                "reference: the client's ceiling",
+            ),
+            (
+                f"{name}: guard / p50 c=1",
+                c["guard_fraction_of_p50"],
+                f"{out['guard_ms'] * 1e3:.1f} us per request",
+            ),
+            (
+                f"{name}: caps / p50 c=1",
+                c["caps_fraction_of_p50"],
+                f"{c['caps_alone_ms'] * 1e3:.1f} us per request (cap_targets alone)",
+            ),
+            (f"{name}: guard + caps / p50 c=1", c["checks_fraction_of_p50"], "<= 0.10"),
+            (
+                f"{name}: decide with - without caps / p50",
+                c["caps_decide_delta_fraction_of_p50"],
+                f"{c['decide_with_caps_ms']:.3f} vs {c['decide_without_caps_ms']:.3f} ms (noisy)",
+            ),
+            (
+                f"{name}: sha256 check / p50 c=1",
+                c["verify_fraction_of_p50"],
+                f"once per load: {c['verify_files_alone_ms']:.2f} of {c['load_with_verify_ms']:.0f} ms "
+                f"(without: {c['load_without_verify_ms']:.0f} ms)",
+            ),
+        ]
+    rows.append(("errors (all runs)", out["errors"], "0"))
+    return rows
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = quick_and_json_args(__doc__, argv)
     os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
     out = run(quick=args.quick)
-    n = out["config"]["n_assets"]
     print_table(
-        f"policy service on 127.0.0.1, N={n}, one replica (ms)",
-        [
-            ("decision core in process, p50", out["core"]["p50_ms"], "floor"),
-            ("GET /v1/health p50", out["health"]["p50_ms"], "HTTP path alone (baseline)"),
-            ("POST /v1/act p50", out["act"]["p50_ms"], "one at a time, keep-alive"),
-            ("POST /v1/act p99", out["act"]["p99_ms"], "<= 50 ms"),
-            ("ratio act / health p50", out["ratio_act_over_health_p50"], "reference"),
-            ("8 clients: requests/s", out["concurrent_requests_per_s"], "reference"),
-            ("8 clients: requests per forward", out["requests_per_batch"], "> 1: batching"),
-        ],
+        f"policy service on 127.0.0.1, N={N_SYMBOLS}, one replica, vs a trivial deployment (floor)",
+        _rows(out),
     )
     write_report(args.json, "serve_latency", out)
     return out
