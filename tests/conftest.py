@@ -76,9 +76,10 @@ def smoke_runs(
     def run(name: str) -> SmokeRun:
         if name not in done:
             args = ["--spec", name, "--replay", str(synthetic_store), "--smoke", "--storage", str(storage)]
-            # ppo's search keeps the CLI's default (wandb offline); the other specs skip wandb's
-            # per-trial start-up, which the ppo run already covers
-            args += [] if name == "ppo" else ["--no-wandb"]
+            # ppo's search keeps the CLI's defaults (its budget's samples, wandb offline); the other
+            # specs run one trial without wandb: the leaderboard's order and wandb's logging are
+            # covered by ppo's run, the spec's own build and training by one trial
+            args += [] if name == "ppo" else ["--no-wandb", "--num-samples", "1"]
             result = CliRunner().invoke(tune_command, args)
             if result.exception is not None and not isinstance(result.exception, SystemExit):
                 raise result.exception

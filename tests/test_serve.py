@@ -7,7 +7,7 @@ import json
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -24,6 +24,7 @@ from raytrade.envs.simulator import MarketSimulator
 from raytrade.serve.caps import ExposureCaps
 from raytrade.serve.decide import DecisionService, RequestError, ServeConfig
 from raytrade.serve.schemas import ActRequest
+from tests.conftest import SmokeRun
 
 TOKEN = "serve-token-for-tests-0123456789"
 NEVER_STALE = ServeConfig(max_feature_age_hours=None)
@@ -322,22 +323,14 @@ def test_attributions_are_gradient_times_input_of_the_symbols_own_features(servi
 
 
 @pytest.fixture(scope="module")
-def gated_service(ray_session: None, synthetic_store: Path, tmp_path_factory: pytest.TempPathFactory) -> Any:
-    """A promoted smoke search of the ``gating`` spec (MultiDiscrete gate actions), ready to serve."""
+def gated_service(smoke_runs: Callable[[str], SmokeRun], tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """The session's smoke search of the ``gating`` spec (MultiDiscrete gate actions), promoted and
+    ready to serve (the same search ``test_smoke_search[gating]`` checks)."""
     from raytrade.cluster.promote import promote
-    from raytrade.cluster.tune import TuneOptions, run_tune
     from raytrade.serve.app import load_service
 
     work = tmp_path_factory.mktemp("gated")
-    opts = TuneOptions(
-        spec="gating",
-        replay=synthetic_store,
-        smoke=True,
-        num_samples=1,
-        storage=work / "runs",
-        wandb="disabled",
-    )
-    promote(run_tune(opts).run_dir, "gate", work / "registry")
+    promote(smoke_runs("gating").run_dir, "gate", work / "registry")
     return load_service("gate", str(work / "registry"), NEVER_STALE)
 
 

@@ -106,7 +106,7 @@ def test_smoke_search(name: str, smoke_runs: Callable[[str], SmokeRun]) -> None:
     run_dir, out = run.run_dir, run.output
     rows = json.loads((run_dir / LEADERBOARD_FILE).read_text())
     spec = get_spec(name)
-    assert len(rows) == spec.smoke.num_samples
+    assert len(rows) == (spec.smoke.num_samples if name == "ppo" else 1)  # see smoke_runs
     assert all(r["checkpoint"] for r in rows)
     assert all(np.isfinite(r["objective"]) for r in rows)
     assert [r["objective"] for r in rows] == sorted((r["objective"] for r in rows), reverse=True)
