@@ -10,13 +10,30 @@ flag, a different default, a flag that is optional for a required field, bounds 
 from __future__ import annotations
 
 import math
-from collections.abc import Collection, Mapping
-from typing import Any, Literal, get_args, get_origin
+from collections.abc import Callable, Collection, Mapping
+from typing import Any, Literal, TypeVar, get_args, get_origin
 
 import annotated_types
 import click
 from pydantic import BaseModel
 from pydantic.fields import FieldInfo
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def registry_option(help: str = "Registry root.") -> Callable[[F], F]:
+    """The ``--registry DIR`` option the registry commands share (default ``registry``)."""
+    from pathlib import Path
+
+    from raytrade.models.registry import DEFAULT_REGISTRY
+
+    return click.option(
+        "--registry",
+        type=click.Path(path_type=Path),
+        default=Path(DEFAULT_REGISTRY),
+        show_default=True,
+        help=help,
+    )
 
 
 def _bounds(field: FieldInfo) -> dict[str, float]:

@@ -20,10 +20,11 @@ from typing import Any
 import click
 
 from raytrade.cluster.errors import one_line_errors
+from raytrade.cluster.options import registry_option
 from raytrade.cluster.run_file import LeaderboardRow, RunFile, read_leaderboard, read_run_file
 from raytrade.models.catalog import flops_per_decision
 from raytrade.models.manifest import read_manifest
-from raytrade.models.registry import DEFAULT_REGISTRY, feature_spec_hash, write_version
+from raytrade.models.registry import feature_spec_hash, write_version
 from raytrade.replay.errors import InputError
 from raytrade.tune_specs.objective import ObjectiveConfig, held_out_data, score_module
 
@@ -122,13 +123,7 @@ def promote(run_dir: Path, name: str, registry: Path) -> Path:
 @click.command("promote")
 @click.option("--run", "run_dir", type=click.Path(path_type=Path), required=True, help="A tune run folder.")
 @click.option("--name", required=True, help="Registry name of the policy.")
-@click.option(
-    "--registry",
-    type=click.Path(path_type=Path),
-    default=Path(DEFAULT_REGISTRY),
-    show_default=True,
-    help="Registry root.",
-)
+@registry_option()
 @one_line_errors
 def promote_command(run_dir: Path, name: str, registry: Path) -> None:
     """Copy the best trial of RUN (module, connector state, manifest) to REGISTRY/NAME/VERSION."""

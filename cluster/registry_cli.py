@@ -12,7 +12,7 @@ from pathlib import Path
 import click
 
 from raytrade.cluster.errors import one_line_errors
-from raytrade.models.registry import DEFAULT_REGISTRY
+from raytrade.cluster.options import registry_option
 
 
 @click.group("registry")
@@ -22,13 +22,7 @@ def registry_group() -> None:
 
 @registry_group.command("migrate")
 @click.argument("ref", required=False)
-@click.option(
-    "--registry",
-    type=click.Path(path_type=Path),
-    default=Path(DEFAULT_REGISTRY),
-    show_default=True,
-    help="Registry root.",
-)
+@registry_option()
 @one_line_errors
 def migrate_command(ref: str | None, registry: Path) -> None:
     """Rewrite the pickles of versions promoted before the package rename (REF: NAME, NAME@VERSION,
