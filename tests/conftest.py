@@ -7,6 +7,7 @@ import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import settings
@@ -111,3 +112,22 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     if "not ray" in markexpr and ray is not None and ray.is_initialized():
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
         print('\nerror: Ray was started during a -m "not ray" run: a test that starts Ray lacks its mark')
+
+
+@pytest.fixture(autouse=True)
+def _loopback_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every test talks to loopback only: no proxy variable may route a request elsewhere."""
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+
+
+@pytest.fixture
+def fakes() -> Iterator[tuple[Any, Any]]:
+    """Fakes of Alpaca's trading (cash $100k, 10 AAPL) and market-data APIs on 127.0.0.1, for the real
+    alpaca-py clients."""
+    from tests.fake_alpaca import FakeAlpaca
+    from tests.fake_alpaca_trading import FakeAlpacaTrading
+
+    with FakeAlpacaTrading(cash=100_000, positions={"AAPL": 10}) as trading, FakeAlpaca() as data:
+        yield trading, data

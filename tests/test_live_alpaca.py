@@ -4,7 +4,6 @@ market-data APIs on 127.0.0.1, and ``raytrade live`` against a stub policy servi
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from decimal import Decimal
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
@@ -26,19 +25,6 @@ from tests.loopback import serve_on_loopback, stop_serving
 
 SYMBOLS = ["AAPL", "MSFT", "BTCUSD"]
 TARGETS = {"AAPL": (0.1, "aggressive"), "MSFT": (0.05, "passive"), "BTCUSD": (0.02, "aggressive")}
-
-
-@pytest.fixture(autouse=True)
-def _loopback_only(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
-
-
-@pytest.fixture
-def fakes() -> Iterator[tuple[FakeAlpacaTrading, FakeAlpaca]]:
-    with FakeAlpacaTrading(cash=100_000, positions={"AAPL": 10}) as trading, FakeAlpaca() as data:
-        yield trading, data
 
 
 def _settings(data: FakeAlpaca, keys: tuple[str, str] = TEST_KEYS) -> Settings:

@@ -7,7 +7,6 @@ import json
 import shutil
 import socket
 import time
-from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -31,19 +30,6 @@ from tests.live_doubles import T0, ScriptedPolicy
 from tests.test_live import PRICES, FakeBroker
 
 PASSIVE_MSFT = {"MSFT": (0.05, "passive")}
-
-
-@pytest.fixture(autouse=True)
-def _loopback_only(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
-
-
-@pytest.fixture
-def fakes() -> Iterator[tuple[FakeAlpacaTrading, FakeAlpaca]]:
-    with FakeAlpacaTrading(cash=100_000, positions={"AAPL": 10}) as trading, FakeAlpaca() as data:
-        yield trading, data
 
 
 class _Crash(BaseException):
