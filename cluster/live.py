@@ -44,7 +44,8 @@ if TYPE_CHECKING:
 @click.option(
     "--reset",
     is_flag=True,
-    help="Start a new state file when there is none (the peak equity starts at the current equity).",
+    help="Start a new state file when there is none (the peak equity starts at the account's highest "
+    "daily equity of the last year, from its portfolio history).",
 )
 @click.option("--once", is_flag=True, help="One cycle, then exit.")
 @click.option("--every-minutes", type=click.FloatRange(min=1), default=1440.0, show_default=True)
