@@ -21,6 +21,7 @@ from pathlib import Path
 import click
 
 from raytrade.cluster.errors import one_line_errors
+from raytrade.cluster.options import caps_options, exposure_caps
 from raytrade.models.registry import DEFAULT_REGISTRY, resolve
 
 
@@ -67,6 +68,7 @@ from raytrade.models.registry import DEFAULT_REGISTRY, resolve
 @click.option(
     "--detach", is_flag=True, help="Deploy (or swap) and return instead of serving in the foreground."
 )
+@caps_options()
 @one_line_errors
 def serve_command(
     model: str,
@@ -83,6 +85,7 @@ def serve_command(
     docs: bool,
     max_as_of_skew_s: float,
     detach: bool,
+    **caps: float,
 ) -> None:
     """Deploy a promoted policy behind POST /v1/act, GET /v1/health and GET /v1/model."""
     from raytrade.cluster.settings import MissingCredentialsError, load_settings
@@ -94,7 +97,11 @@ def serve_command(
         raise MissingCredentialsError("missing the Serve token: set RAYTRADE_SERVE_TOKEN")
     check_token(token.get_secret_value())  # a weak token ends here, before Ray starts
     resolve(registry, model)  # an unknown name or version fails here, listing what exists
-    decide = ServeConfig(max_feature_age_hours=max_feature_age_hours or None, kill_drawdown=kill_drawdown)
+    decide = ServeConfig(
+        max_feature_age_hours=max_feature_age_hours or None,
+        kill_drawdown=kill_drawdown,
+        caps=exposure_caps(caps),
+    )
     import ray
     from ray import serve
 
