@@ -223,6 +223,7 @@ def test_a_zero_tilt_module_scores_and_evaluates_as_the_baseline() -> None:
     np.testing.assert_allclose(scored.returns, expected.returns, rtol=0, atol=1e-12)
     spec = registry_spec("tilt@1", Path("unused"), lambda ref, registry: handle)
     assert spec.feature_columns == (*OBSERVED, "fc_consensus_ok", "spread_bps")  # the baseline's inputs too
+    assert spec.lookback_bars == 7  # kelly_lite's sigma needs 7 closes
     evaluated = run_window(spec, data, seed=0, sim=sim)
     np.testing.assert_allclose(evaluated.returns, expected.returns[0], rtol=0, atol=1e-12)
 

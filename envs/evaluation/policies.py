@@ -202,14 +202,18 @@ def handle_feature_columns(handle: Any, default: Sequence[str]) -> tuple[str, ..
     return tuple(columns or default)
 
 
-def handle_baseline_features(handle: Any) -> tuple[str, ...]:
-    """The store columns a tilt policy's baseline reads (``envs.baseline_weights``; empty for an
-    absolute policy or a handle without a training env config): they travel with the handle's own
-    columns, after them, so the baseline is decided on the same values as in training."""
+def handle_baseline(handle: Any) -> tuple[tuple[str, ...], int]:
+    """A tilt policy's baseline needs (``envs.baseline_weights``): the store columns it reads and the
+    bars it looks back (``kelly_lite``'s sigma closes); ``((), 1)`` for an absolute policy or a
+    handle without a training env config. The columns travel with the handle's own, after them, so
+    the baseline is decided on the same values as in training."""
     env_config = getattr(handle, "env_config", None)
     action = getattr(env_config(), "action", None) if callable(env_config) else None
     name = getattr(action, "baseline", None)
-    return () if name is None else BASELINE_FEATURES[name]
+    if action is None or name is None:
+        return (), 1
+    lookback = action.kelly_lite.kelly_sigma_closes if name == "kelly_lite" else 1
+    return BASELINE_FEATURES[name], lookback
 
 
 def registry_spec(
@@ -230,11 +234,9 @@ def registry_spec(
     except (ValueError, FileNotFoundError) as exc:
         raise EvaluationInputError(f"policy {REGISTRY_PREFIX}{ref}: {exc}") from None
     columns = handle_feature_columns(handle, default_features)
-    baseline_columns = handle_baseline_features(handle)
+    baseline_columns, baseline_lookback = handle_baseline(handle)
     columns += tuple(c for c in baseline_columns if c not in columns)
-    lookback = int(getattr(handle, "lookback_bars", 1) or 1)
-    if baseline_columns == KELLY_FEATURES:  # tilt:kelly_lite sizes from the last closes
-        lookback = max(lookback, KellyLiteConfig().kelly_sigma_closes)
+    lookback = max(int(getattr(handle, "lookback_bars", 1) or 1), baseline_lookback)
     stochastic = bool(getattr(handle, "stochastic", False))
     path = getattr(handle, "path", None)
 
