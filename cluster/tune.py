@@ -49,6 +49,9 @@ from raytrade.cluster.run_file import (
     write_leaderboard,
     write_run_file,
 )
+from raytrade.envs.actions import ACTION_MODES, ActionConfig, ActionMode
+from raytrade.envs.baseline_weights import BASELINE_FEATURES
+from raytrade.envs.rewards import RewardConfig
 from raytrade.models.manifest import Provenance, SearchObjective
 from raytrade.replay.errors import InputError
 from raytrade.tune_specs import SPECS, get_spec
@@ -57,6 +60,7 @@ from raytrade.tune_specs.spec import Budget, TuneSpec
 
 __all__ = ["LEADERBOARD_FILE", "PLOT_FILE", "RUN_FILE", "TuneOptions", "read_run_file", "run_tune"]
 PLOT_FILE = "validation_objective.png"
+_ACTION, _REWARD = ActionConfig.model_fields, RewardConfig.model_fields  # the flags' defaults, stated once
 WandbMode = Literal["offline", "online", "disabled"]
 
 
@@ -81,6 +85,16 @@ class TuneOptions(BaseModel):
     )
     cvar_penalty: float = Field(
         1.0, ge=0, description="objective = information ratio over equal_weight - cvar_penalty * |cvar_5|"
+    )
+    action_mode: ActionMode = Field(_ACTION["mode"].default, description="absolute weights or tilt:BASELINE")
+    max_tilt: float = Field(
+        _ACTION["max_tilt"].default, gt=0, le=1, description="tilt modes: largest tilt per symbol"
+    )
+    no_trade_band: float = Field(
+        _ACTION["no_trade_band"].default, ge=0, le=1, description="no order within this of the weight"
+    )
+    turnover_penalty: float = Field(
+        _REWARD["turnover_penalty"].default, ge=0, description="reward penalty per unit turnover"
     )
     max_failures: int = Field(2, ge=0, description="restarts of a crashed trial from its checkpoint")
     seed: int = Field(0, description="search and training seed")
@@ -108,6 +122,19 @@ class TuneOptions(BaseModel):
         except ValueError as exc:
             raise InputError(f"--features: {exc}") from None
 
+    def env_config(self, spec: TuneSpec, budget: Budget) -> dict[str, Any]:
+        """The spec's training env config with this search's action mapping and turnover penalty
+        (``envs.actions``, ``envs.rewards``); a tilt baseline's input columns are loaded with the
+        data (``data.extra_features``) so every split, scoring and serving see them."""
+        env_config = spec.env_config(str(self.replay.resolve()), budget, self.feature_columns(spec))
+        action = ActionConfig(mode=self.action_mode, max_tilt=self.max_tilt, no_trade_band=self.no_trade_band)
+        env_config["action"] = action.model_dump(mode="json", exclude={"kelly_lite"})
+        sim = env_config.setdefault("sim", {})
+        sim["reward"] = {**sim.get("reward", {}), "turnover_penalty": self.turnover_penalty}
+        if action.baseline is not None:
+            env_config["data"]["extra_features"] = list(BASELINE_FEATURES[action.baseline])
+        return env_config
+
     def run_name(self) -> str:
         return self.name or (f"{self.spec}-smoke" if self.smoke else self.spec)
 
@@ -123,6 +150,9 @@ class TuneOptions(BaseModel):
         parts += ["--features", self.features] if self.features else []
         parts += ["--storage", str(self.storage.resolve()), "--name", self.run_name()]
         parts += ["--cvar-penalty", repr(self.cvar_penalty), "--seed", str(self.seed)]
+        parts += ["--action-mode", self.action_mode, "--max-tilt", repr(self.max_tilt)]
+        parts += ["--no-trade-band", repr(self.no_trade_band)]
+        parts += ["--turnover-penalty", repr(self.turnover_penalty)]
         return shlex.join(parts)
 
 
@@ -268,7 +298,7 @@ def build_tuner(opts: TuneOptions, spec: TuneSpec, callbacks: list[Any]) -> Any:
     from ray.tune.search.basic_variant import BasicVariantGenerator
 
     budget = opts.budget(spec)
-    env_config = spec.env_config(str(opts.replay.resolve()), budget, opts.feature_columns(spec))
+    env_config = opts.env_config(spec, budget)
     objective = spec.objective.model_copy(update={"cvar_penalty": opts.cvar_penalty})
     config = spec.algo_config(env_config, budget, objective)
     config = config.resources(
@@ -340,7 +370,7 @@ def run_record(opts: TuneOptions, spec: TuneSpec) -> RunFile:
     """The run file of a new search: what it searches and what it depends on at this moment."""
     budget = opts.budget(spec)
     columns = opts.feature_columns(spec)
-    config = spec.algo_config(spec.env_config(str(opts.replay.resolve()), budget, columns), budget).to_dict()
+    config = spec.algo_config(opts.env_config(spec, budget), budget).to_dict()
     return RunFile(
         spec=spec.name,
         family=spec.family,
@@ -522,6 +552,34 @@ def run_tune(opts: TuneOptions) -> TuneOutcome:
     "returns, microstructure, regime, forecast, risk, macro (default: the spec's, enriched).",
 )
 @click.option("--cvar-penalty", type=click.FloatRange(min=0), default=1.0, show_default=True)
+@click.option(
+    "--action-mode",
+    type=click.Choice(ACTION_MODES),
+    default=_ACTION["mode"].default,
+    show_default=True,
+    help="Actions are target weights, or a tilt around a baseline (zero action = the baseline).",
+)
+@click.option(
+    "--max-tilt",
+    type=click.FloatRange(min=0, max=1, min_open=True),
+    default=_ACTION["max_tilt"].default,
+    show_default=True,
+    help="Tilt modes: largest |target - baseline| per symbol, fraction of equity.",
+)
+@click.option(
+    "--no-trade-band",
+    type=click.FloatRange(min=0, max=1),
+    default=_ACTION["no_trade_band"].default,
+    show_default=True,
+    help="No order where the target is within this of the current weight (0: off).",
+)
+@click.option(
+    "--turnover-penalty",
+    type=click.FloatRange(min=0),
+    default=_REWARD["turnover_penalty"].default,
+    show_default=True,
+    help="Reward penalty per unit turnover (traded notional / equity; 0: off).",
+)
 @click.option("--max-failures", type=click.IntRange(min=0), default=2, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 @one_line_errors
@@ -538,6 +596,10 @@ def tune_command(
     no_wandb: bool,
     features: str | None,
     cvar_penalty: float,
+    action_mode: ActionMode,
+    max_tilt: float,
+    no_trade_band: float,
+    turnover_penalty: float,
     max_failures: int,
     seed: int,
 ) -> None:
@@ -556,6 +618,10 @@ def tune_command(
         wandb="online" if wandb_online else "disabled" if no_wandb else "offline",
         features=features,
         cvar_penalty=cvar_penalty,
+        action_mode=action_mode,
+        max_tilt=max_tilt,
+        no_trade_band=no_trade_band,
+        turnover_penalty=turnover_penalty,
         max_failures=max_failures,
         seed=seed,
     )

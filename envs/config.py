@@ -13,6 +13,7 @@ from typing import Annotated, Any, Literal, overload
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from raytrade.envs.actions import ActionConfig
 from raytrade.envs.costs import CostConfig
 from raytrade.envs.kill_switch import KillSwitchConfig
 from raytrade.envs.normalization import FeatureNormalizer
@@ -22,6 +23,7 @@ from raytrade.replay.loop_rules import LoopRules
 from raytrade.replay.splits import EMBARGO_BARS, TRAIN_FRACTION, VALIDATION_FRACTION
 
 __all__ = [
+    "ActionConfig",
     "ConstraintConfig",
     "CostConfig",
     "DataConfig",
@@ -98,6 +100,11 @@ class ReplayDataConfig(BaseModel):
         VALIDATION_FRACTION, gt=0, lt=1, description="share of the calendar in validation"
     )
     embargo_bars: int = Field(EMBARGO_BARS, ge=0, description="bars left out between consecutive splits")
+    extra_features: tuple[str, ...] = Field(
+        (),
+        description="store feature columns loaded beyond the loader's defaults (e.g. a tilt baseline's "
+        "inputs, envs.baseline_weights.BASELINE_FEATURES); observed only if feature_columns names them",
+    )
 
 
 DataConfig = Annotated[SyntheticDataConfig | ReplayDataConfig, Field(discriminator="kind")]
@@ -119,6 +126,9 @@ class PortfolioEnvConfig(BaseModel):
         "observation holds normalised features plus a fraction-missing channel; None: raw features",
     )
     flat_obs: bool = Field(False, description="one flat Box instead of a Dict observation")
+    action: ActionConfig = Field(
+        ActionConfig(), description="how actions become orders: absolute or a tilt, the no-trade band"
+    )
     num_envs: int = Field(1, ge=1, description="episodes stepped together by the vector env")
     step_info: bool = Field(
         False,

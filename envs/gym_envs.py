@@ -1,7 +1,10 @@
 """gymnasium environments over the vectorised simulator, buildable from a plain ``env_config`` dict.
 
 * ``raytrade/PortfolioEnv-v0`` (:class:`PortfolioEnv`, vector form :class:`PortfolioVectorEnv`):
-  action ``Box(-1, 1, (N,))`` target weights, projected onto the constraints by the simulator.
+  action ``Box(-1, 1, (N,))`` target weights, projected onto the constraints by the simulator; or,
+  with ``action.mode`` ``tilt:BASELINE``, a tilt of at most ``action.max_tilt`` per symbol around
+  that baseline's allocation (zero action = the baseline; ``envs.actions``). ``action.no_trade_band``
+  leaves targets within the band of the current weight untraded (both envs).
 * ``raytrade/GatedSymbolEnv-v0`` (:class:`GatedSymbolEnv`, :class:`GatedSymbolVectorEnv`): per symbol
   a gate mode (0 flat, 1 probe, 2 passive, 3 aggressive) and a side (0 long, 1 short), as
   ``MultiDiscrete([4, 2] * N)``. Flat targets 0; probe a tiny fixed ``probe_weight``; passive and
@@ -31,6 +34,8 @@ from gymnasium import spaces
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
+from raytrade.envs.actions import Orders, band_hold, tilt_orders, weight_orders
+from raytrade.envs.baseline_weights import BaselineDecision, baseline_context, baseline_decision
 from raytrade.envs.config import GatedEnvConfig, PortfolioEnvConfig
 from raytrade.envs.costs import COST_COMPONENTS
 from raytrade.envs.market_data import MarketData
@@ -153,7 +158,12 @@ def gate_orders(
 
 
 class ActionDecoder:
-    """Turns a batch of actions into simulator orders (target weights + execution parameters)."""
+    """Turns a batch of actions into simulator orders (target weights + execution parameters).
+
+    ``cfg.action`` (``envs.actions``) says how: absolute weights or a tilt around a baseline
+    (``envs.baseline_weights``, decided at the simulator's bar with an episode's first step always
+    trading), and the no-trade band; a held asset is an unfilled order (kept exactly, no cost).
+    """
 
     def __init__(self, cfg: PortfolioEnvConfig, data: MarketData, sim: MarketSimulator):
         self.n = data.n_assets
@@ -162,7 +172,24 @@ class ActionDecoder:
             idx = feature_index(data, (cfg.edge_column, cfg.sigma_column))
             self.edge_idx, self.sigma_idx = int(idx[0]), int(idx[1])
             self.gcfg = cfg
+        self.action = cfg.action
+        name = cfg.action.baseline
+        self.baseline = None if name is None else baseline_context(name, data, cfg.action.kelly_lite)
+        self.plain = name is None and cfg.action.no_trade_band == 0  # absolute, no band: no holds
         self.sim = sim
+
+    def _baseline(self) -> BaselineDecision | None:
+        if self.baseline is None:
+            return None
+        sim = self.sim
+        return baseline_decision(self.baseline, sim.t, sim.steps == 0, sim.data.listed[sim.t])
+
+    def _tilted(self, target: np.ndarray) -> Orders:
+        """Orders of a gate's signed sizes: a tilt around the baseline, or absolute (band only)."""
+        w_now, base = self.sim.weights(), self._baseline()
+        if base is None:
+            return Orders(target, band_hold(target, w_now, self.action.no_trade_band))
+        return tilt_orders(self.action, target, w_now, base)
 
     def action_space(self) -> spaces.Space[Any]:
         if self.gated:
@@ -172,11 +199,17 @@ class ActionDecoder:
     def step(self, actions: np.ndarray, active: np.ndarray | None = None) -> Any:
         a = np.asarray(actions)
         if not self.gated:
-            return self.sim.step(np.clip(a.astype(np.float64), -1.0, 1.0), active=active)
+            if self.plain:
+                return self.sim.step(np.clip(a.astype(np.float64), -1.0, 1.0), active=active)
+            out = weight_orders(self.action, a, self.sim.weights(), self._baseline())
+            return self.sim.step(out.target, fill=~out.hold, active=active)
         orders = gate_orders(a, self.sim.data.features[self.sim.t], self.edge_idx, self.sigma_idx, self.gcfg)
         cfg, b, mode, target = self.gcfg, a.shape[0], orders.mode, orders.target
         passive = mode == 2
         fill = ~passive | (self.sim.rng.random((b, self.n)) < cfg.passive_fill_prob)
+        if not self.plain:
+            out = self._tilted(target)
+            target, fill = out.target, fill & ~out.hold
         spread_mult = np.where(passive, cfg.passive_spread_mult, 1.0)
         slip_mult = np.where(passive, cfg.passive_slippage_mult, 1.0)
         return self.sim.step(

@@ -211,4 +211,5 @@ def load_market_data_from_config(cfg: ReplayDataConfig) -> MarketData:
         train_fraction=cfg.train_fraction,
         validation_fraction=cfg.validation_fraction,
         embargo_bars=cfg.embargo_bars,
+        feature_columns=(*DEFAULT_FEATURES, *(c for c in cfg.extra_features if c not in DEFAULT_FEATURES)),
     )

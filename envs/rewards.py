@@ -15,6 +15,11 @@ batch of episodes is one vectorised call.
 * ``diff_sharpe``: Moody & Saffell (1998) differential Sharpe ratio with EMA rate ``eta``:
   ``D_t = (B ΔA - A ΔB / 2) / (B - A^2)^{3/2}`` with ``A, B`` the EMAs of ``g`` and ``g^2`` before the
   update; 0 while the EMA variance is not yet positive.
+
+Turnover penalty (any kind, off by default): ``turnover_penalty * turnover`` is subtracted, with
+``turnover = sum_i |traded notional_i| / equity before the trade`` (``turnover_of``), so a policy pays
+in reward for trading beyond what the cost model already charges (costs are in ``g``). ``scale``
+multiplies it like every other term.
 """
 
 from __future__ import annotations
@@ -39,6 +44,9 @@ class RewardConfig(BaseModel):
     drawdown_lambda: float = Field(1.0, ge=0, description="weight of the drawdown-increase penalty")
     sharpe_eta: float = Field(0.01, gt=0, lt=1, description="EMA rate of the differential Sharpe")
     scale: float = Field(1.0, gt=0, description="multiplies the reward (e.g. 100 for percent units)")
+    turnover_penalty: float = Field(
+        0.0, ge=0, description="reward penalty per unit turnover (traded notional / equity; 0: off)"
+    )
 
 
 class RewardState(NamedTuple):
@@ -56,10 +64,38 @@ def init_reward_state(n: int) -> RewardState:
     return RewardState(z.copy(), z.copy(), z.copy(), z.copy())
 
 
+def turnover_of(traded_notional: np.ndarray, equity_before: np.ndarray) -> np.ndarray:
+    """``[B]`` traded notional ``[B, N]`` summed in absolute value over the equity before the trade
+    (0 where that equity is not positive: a ruined account trades nothing)."""
+    live = equity_before > 0
+    return np.where(live, np.abs(traded_notional).sum(-1) / np.where(live, equity_before, 1.0), 0.0)
+
+
+def turnover_penalty(coefficient: float, turnover: np.ndarray) -> np.ndarray:
+    """``coefficient * turnover``: what a step's trading costs in reward (before ``scale``)."""
+    return coefficient * np.asarray(turnover, dtype=np.float64)
+
+
 def compute_reward(
+    cfg: RewardConfig,
+    log_growth: np.ndarray,
+    dd: np.ndarray,
+    state: RewardState,
+    turnover: np.ndarray | None = None,
+) -> tuple[np.ndarray, RewardState]:
+    """Reward for one step of every episode and the updated state; ``turnover [B]`` (``turnover_of``)
+    is required when ``cfg.turnover_penalty`` is set."""
+    reward, new_state = _base_reward(cfg, log_growth, dd, state)
+    if cfg.turnover_penalty == 0:
+        return reward, new_state
+    if turnover is None:
+        raise ValueError(f"reward.turnover_penalty={cfg.turnover_penalty} needs the step's turnover")
+    return reward - cfg.scale * turnover_penalty(cfg.turnover_penalty, turnover), new_state
+
+
+def _base_reward(
     cfg: RewardConfig, log_growth: np.ndarray, dd: np.ndarray, state: RewardState
 ) -> tuple[np.ndarray, RewardState]:
-    """Reward for one step of every episode and the updated state."""
     g = log_growth
     if cfg.kind == "log_growth":
         return cfg.scale * g, state._replace(prev_dd=dd)

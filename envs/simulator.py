@@ -56,7 +56,7 @@ from raytrade.envs.costs import (
 from raytrade.envs.kill_switch import KillSwitchState, init_kill_switch, update_kill_switch
 from raytrade.envs.market_data import MarketData
 from raytrade.envs.projection import ConstraintConfig
-from raytrade.envs.rewards import RewardState, compute_reward, init_reward_state
+from raytrade.envs.rewards import RewardState, compute_reward, init_reward_state, turnover_of
 from raytrade.envs.step_kernel import fill_rows, target_rows
 
 
@@ -398,7 +398,8 @@ class MarketSimulator:
         self.peak = np.maximum(self.peak, new_equity)
         dd = np.maximum(1.0 - new_equity / self.peak, 0.0)
         old_reward_state = self.reward_state
-        reward, self.reward_state = compute_reward(cfg.reward, log_growth, dd, self.reward_state)
+        turnover = turnover_of(trade.traded_notional, equity) if cfg.reward.turnover_penalty else None
+        reward, self.reward_state = compute_reward(cfg.reward, log_growth, dd, self.reward_state, turnover)
         if any_ruin:
             reward = np.where(was_ruined, 0.0, reward)
         old_kill = self.kill

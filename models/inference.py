@@ -5,6 +5,8 @@ env observation, and a module as a ``replay_policy`` policy.
   default modules are decoded as their action distribution's deterministic sample, clipped to the
   action space ``[-1, 1]``, which is what RLlib's ``NormalizeAndClipActions`` sends to the env.
 * Observations are built by the env's own encoder (``envs.gym_envs``), never a copy of it.
+* A tilt policy (``env_config.action.mode`` ``tilt:BASELINE``) acts in tilt units: its greedy action
+  clipped to ``[-1, 1]`` goes through ``envs.actions`` around the baseline, as in the env.
 """
 
 from __future__ import annotations
@@ -14,9 +16,11 @@ from typing import Any
 
 import numpy as np
 
+from raytrade.envs.actions import ActionConfig, weight_orders
+from raytrade.envs.baseline_weights import baseline_context, baseline_decision
 from raytrade.envs.config import GatedEnvConfig, PortfolioEnvConfig
 from raytrade.envs.market_data import MarketData
-from raytrade.envs.rollout import Policy, Rollout, replay_policy
+from raytrade.envs.rollout import Decision, Policy, Rollout, replay_policy
 from raytrade.envs.simulator import Observation
 
 
@@ -63,13 +67,39 @@ def deterministic_weights(module: Any, obs: Any) -> np.ndarray:
     return np.asarray(out.detach().cpu().numpy() if hasattr(out, "detach") else out, np.float64)
 
 
+def weights_action(module: Any, obs: Any, action: ActionConfig) -> np.ndarray:
+    """The deterministic Box action ``[B, N]`` a weights module sends the env under ``action``:
+    its weights (absolute mode), or its greedy action clipped to ``[-1, 1]`` (tilt modes: the tilt,
+    which the module's ``weights()`` would wrongly project as if it were weights)."""
+    if action.baseline is None:
+        return deterministic_weights(module, obs)
+    return np.clip(deterministic_actions(module, obs).astype(np.float64), -1.0, 1.0)
+
+
 def module_policy(module: Any, data: MarketData, env_cfg: PortfolioEnvConfig) -> Policy:
-    """``replay_policy``-compatible policy: ``Observation -> weights [B, N]`` of ``module``."""
+    """``replay_policy``-compatible policy of ``module`` over a replay from bar 0 of ``data``:
+    ``Observation -> weights [B, N]``, or a ``Decision`` (weights and holds) when ``env_cfg.action``
+    tilts around a baseline or has a no-trade band, mapped exactly as the env maps actions
+    (``envs.actions``)."""
+    action = env_cfg.action
+    if action.baseline is None and action.no_trade_band == 0:
 
-    def policy(ob: Observation) -> np.ndarray:
-        return deterministic_weights(module, observation_arrays(ob, data, env_cfg))
+        def policy(ob: Observation) -> np.ndarray:
+            return deterministic_weights(module, observation_arrays(ob, data, env_cfg))
 
-    return policy
+        return policy
+    from raytrade.envs.evaluation.policies import step_index
+
+    ctx = None if action.baseline is None else baseline_context(action.baseline, data, action.kelly_lite)
+
+    def decide(ob: Observation) -> Decision:
+        a = weights_action(module, observation_arrays(ob, data, env_cfg), action)
+        t = step_index(ob, data)
+        base = None if ctx is None else baseline_decision(ctx, t, t == 0, ob.mask)
+        orders = weight_orders(action, a, ob.weights, base)
+        return Decision(weights=np.where(orders.hold, ob.weights, orders.target), hold=orders.hold)
+
+    return decide
 
 
 def replay_gated(module: Any, data: MarketData, cfg: GatedEnvConfig) -> Rollout:

@@ -19,6 +19,11 @@ Design decisions
   (``ServeConfig.caps``: per-symbol, gross and leverage caps, and the basket throttle on the gross one
   answer adds), always on; the answer records the caps and which of them bound (``caps``) and each
   symbol's ``target_qty`` at the request's price.
+* **Same action mapping as training.** The policy's action becomes orders through ``envs.actions``
+  with the trained ``env_config.action``: absolute weights, or a tilt around the baseline decided at
+  the request's bar (``envs.baseline_weights``; with no episode start, ``equal_weight`` and
+  ``inverse_vol`` rebalance on the first bar of a month and hold otherwise), so a zero output serves
+  the baseline. A symbol the mapping holds (the baseline's hold, the no-trade band) keeps its weight.
 * **Safe failure.** Features older than ``max_feature_age_hours`` (the store stopped updating) give a
   ``fallback`` answer that holds every position, with the reason; they never feed the policy. So does
   a non-finite action (a corrupt checkpoint).
@@ -43,6 +48,8 @@ import gymnasium as gym
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+from raytrade.envs.actions import Orders, band_hold, tilt_orders, weight_orders
+from raytrade.envs.baseline_weights import baseline_context, baseline_decision
 from raytrade.envs.config import GatedEnvConfig, PortfolioEnvConfig, ReplayDataConfig
 from raytrade.envs.gym_envs import GATE_MODES, batched_observation, feature_index, gate_orders
 from raytrade.envs.market_data import MarketData
@@ -141,6 +148,10 @@ class DecisionService:
         if isinstance(self.env_cfg, GatedEnvConfig):
             edge, sigma = feature_index(data, (self.env_cfg.edge_column, self.env_cfg.sigma_column))
             self._gate_columns = (int(edge), int(sigma))
+        action = self.env_cfg.action
+        self._baseline = (
+            None if action.baseline is None else baseline_context(action.baseline, data, action.kelly_lite)
+        )
 
     @property
     def model_ref(self) -> str:
@@ -167,6 +178,7 @@ class DecisionService:
             "code_version": m.code_version,
             "created_at": m.created_at.isoformat(),
             "validation": m.metrics.get("validation"),
+            "action": self.env_cfg.action.model_dump(include={"mode", "max_tilt", "no_trade_band"}),
             "serve_config": self.config.model_dump(),
         }
 
@@ -290,15 +302,25 @@ class DecisionService:
         ob, kill = self._observation(prepared)
         obs = self._encode(ob)
         action = np.asarray(self.handle.act(obs))
+        bars = np.array([p.bar for p in prepared])
+        base = None  # a live account has no episode start: the baseline trades on its own schedule
+        if self._baseline is not None:
+            base = baseline_decision(self._baseline, bars, np.zeros(len(prepared), bool), ob.mask)
         if isinstance(self.env_cfg, GatedEnvConfig):
             e_idx, s_idx = self._gate_columns
-            orders = gate_orders(action, ob.features, e_idx, s_idx, self.env_cfg)
-            target, modes = orders.target, orders.mode
+            gated = gate_orders(action, ob.features, e_idx, s_idx, self.env_cfg)
+            modes = gated.mode
+            orders = (
+                Orders(gated.target, band_hold(gated.target, ob.weights, self.env_cfg.action.no_trade_band))
+                if base is None
+                else tilt_orders(self.env_cfg.action, gated.target, ob.weights, base)
+            )
         else:
-            target, modes = np.clip(action.astype(np.float64), -1.0, 1.0), None
+            orders, modes = weight_orders(self.env_cfg.action, action, ob.weights, base), None
+        target = orders.target
         broken = ~np.isfinite(target).all(axis=-1)  # a corrupt checkpoint must not reach the market
         target = np.where(np.isfinite(target), target, 0.0)
-        tradeable = np.stack([p.tradeable for p in prepared])
+        tradeable = np.stack([p.tradeable for p in prepared]) & ~orders.hold  # held: no order
         external = np.array([p.external_gross for p in prepared])
         w_target, locked = constrained_targets(
             target,
