@@ -4,6 +4,7 @@ the gating module's mask and sizing heads (``models.gating``, ``models.gate_dist
 from __future__ import annotations
 
 from dataclasses import replace
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -258,3 +259,19 @@ def test_heads_of_impossible_modes_learn_nothing_from_closed_gates() -> None:
     module = build_module()
     grads = ppo_update_grads(module, crafted_obs(module, 256, gate_open=False))
     assert grads["probe"] > 0 and grads["passive"] == 0.0 and grads["aggressive"] == 0.0
+
+
+def test_serving_refuses_a_gate_policy_whose_actions_it_cannot_decode() -> None:
+    from gymnasium import spaces
+
+    from raytrade.serve.decide import DecisionService
+
+    data = synthetic_market_data(n_assets=3, n_steps=50, seed=0)
+    old_actions = spaces.MultiDiscrete([4, 2] * 3)  # mode and side only: before sizing levels
+    handle = SimpleNamespace(
+        env_config=lambda: GatedEnvConfig(),
+        manifest=SimpleNamespace(data=SimpleNamespace(symbols=data.symbols)),
+        module=SimpleNamespace(action_space=old_actions),
+    )
+    with pytest.raises(ValueError, match=r"action space MultiDiscrete\(\[4 2 4 2 4 2\]\) is not its env's"):
+        DecisionService(handle, data)
