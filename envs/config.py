@@ -148,10 +148,14 @@ class PortfolioEnvConfig(BaseModel):
 
 
 class GatedEnvConfig(PortfolioEnvConfig):
-    """``env_config`` of ``raytrade/GatedSymbolEnv-v0``: per-symbol gate modes and kelly sizing."""
+    """``env_config`` of ``raytrade/GatedSymbolEnv-v0``: per-symbol gate modes, sized by the policy's
+    per-mode sizing level as a fraction of the mode's cap (probe: ``probe_weight``; passive and
+    aggressive: the contract's kelly_lite, sigma from the last 7 closes, ``envs.gate``)."""
 
     edge_column: str = Field("fc_mean", description="feature: expected next-bar return (signed)")
-    sigma_column: str = Field("vol_20", description="feature: per-bar return volatility")
+    size_levels: int = Field(
+        4, ge=1, le=100, description="sizing levels per mode: level k sizes (k + 1) / size_levels of its cap"
+    )
     kelly_scale: float = Field(
         _LOOP.kelly_scale, ge=0, description="kelly_lite = min(cap, scale * edge / sigma^2) (the loop's)"
     )

@@ -24,14 +24,17 @@ from raytrade.envs.rollout import Decision, Policy, Rollout, replay_policy
 from raytrade.envs.simulator import Observation
 
 
-def observation_arrays(ob: Observation, data: MarketData, env_cfg: PortfolioEnvConfig) -> Any:
+def observation_arrays(
+    ob: Observation, data: MarketData, env_cfg: PortfolioEnvConfig, gate: np.ndarray | None = None
+) -> Any:
     """The env's observation (flat array or dict of arrays, leading batch dim) for a simulator
-    ``Observation``, built exactly as ``PortfolioEnv`` builds it."""
+    ``Observation``, built exactly as ``PortfolioEnv`` builds it; a gated env's observation also
+    needs its ``gate`` channel at the observed bar (``ActionDecoder.gate_channel``)."""
     from raytrade.envs.gym_envs import batched_observation, feature_index  # the env's own encoder, not a copy
 
     feat_idx = feature_index(data, env_cfg.feature_columns)
     rb = env_cfg.sim.kill_switch.release_after_bars
-    return batched_observation(ob, feat_idx, rb, env_cfg.flat_obs, env_cfg.normalizer)
+    return batched_observation(ob, feat_idx, rb, env_cfg.flat_obs, env_cfg.normalizer, gate)
 
 
 def to_tensor(obs: Any) -> Any:
@@ -105,15 +108,19 @@ def module_policy(module: Any, data: MarketData, env_cfg: PortfolioEnvConfig) ->
 def replay_gated(module: Any, data: MarketData, cfg: GatedEnvConfig) -> Rollout:
     """The replay (one episode) of ``module``'s greedy gate actions over all of ``data``.
 
-    Gate actions carry no size (the env sizes them), so they go through the gated env's own
-    action decoder and the same simulator, one episode from the first bar, like ``replay_policy``.
+    Gate actions (mode, side, sizing level) go through the gated env's own action decoder and the
+    same simulator, one episode from the first bar, like ``replay_policy``; the decoder also gives
+    the observation's gate channel at the simulator's bar, as the env does.
     """
     from raytrade.envs.gym_envs import ActionDecoder
 
-    rollout = replay_policy(
-        data,
-        lambda ob: deterministic_actions(module, observation_arrays(ob, data, cfg)),
-        cfg.sim,
-        make_step=lambda simulator: ActionDecoder(cfg, data, simulator).step,
-    )
-    return rollout
+    decoders: list[ActionDecoder] = []
+
+    def make_step(simulator: Any) -> Any:
+        decoders.append(ActionDecoder(cfg, data, simulator))
+        return decoders[0].step
+
+    def policy(ob: Observation) -> np.ndarray:
+        return deterministic_actions(module, observation_arrays(ob, data, cfg, decoders[0].gate_channel()))
+
+    return replay_policy(data, policy, cfg.sim, make_step=make_step)

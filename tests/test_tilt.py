@@ -144,7 +144,7 @@ def test_a_flat_gate_is_the_baseline_too() -> None:
     data = _data()
     gated = GatedSymbolEnv(_env_config("tilt:inverse_vol"), data=data)
     weights = PortfolioEnv(_env_config("tilt:inverse_vol"), data=data)
-    flat, _, _ = _episode(gated, lambda k: np.zeros(8, dtype=np.int64))  # mode 0 = flat, every symbol
+    flat, _, _ = _episode(gated, lambda k: np.zeros(12, dtype=np.int64))  # mode 0 = flat, every symbol
     zero, _, _ = _episode(weights, lambda k: np.zeros(4, dtype=np.float32))
     np.testing.assert_allclose(flat, zero, rtol=0, atol=1e-12)
 
