@@ -13,8 +13,10 @@ Design decisions
   ``raytrade_run.json`` (``cluster.run_file.RunFile``: spec, replay, budget, the reproducing
   command, and the code version, library versions and data fingerprint at the start; written
   first, so an interrupted run is still described), and at the end ``leaderboard.json``
-  (``LeaderboardRow`` list) and ``validation_objective.png``. ``raytrade promote --run DIR`` reads
-  both and copies the training-time facts into the registry manifest.
+  (``LeaderboardRow`` list: each trial's best checkpoint, its validation and train objectives, and
+  the overfitting check of its last iterations, ``tune_specs.overfit``) and
+  ``validation_objective.png`` (validation solid, train dashed, per trial). ``raytrade promote
+  --run DIR`` reads both and copies the training-time facts into the registry manifest.
 * Logging: Tune's CSV/JSON/TensorBoard loggers always; wandb through Tune's
   ``WandbLoggerCallback``, offline (files under the run folder) unless ``--wandb`` asks for online
   logging, which needs ``WANDB_API_KEY`` (read by ``cluster.settings.load_settings``). The key never
@@ -37,7 +39,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import click
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, computed_field
 
 from raytrade.cluster.errors import one_line_errors
 from raytrade.cluster.run_file import (
@@ -55,10 +57,19 @@ from raytrade.envs.rewards import RewardConfig
 from raytrade.models.manifest import Provenance, SearchObjective
 from raytrade.replay.errors import InputError
 from raytrade.tune_specs import SPECS, get_spec
-from raytrade.tune_specs.objective import METRIC, REPORTED
+from raytrade.tune_specs.objective import METRIC, REPORTED, TRAIN_METRIC, metric_of
+from raytrade.tune_specs.overfit import OverfitCheck, check_overfit
 from raytrade.tune_specs.spec import Budget, TuneSpec
 
-__all__ = ["LEADERBOARD_FILE", "PLOT_FILE", "RUN_FILE", "TuneOptions", "read_run_file", "run_tune"]
+__all__ = [
+    "LEADERBOARD_FILE",
+    "PLOT_FILE",
+    "RUN_FILE",
+    "TuneOptions",
+    "metric_of",
+    "read_run_file",
+    "run_tune",
+]
 PLOT_FILE = "validation_objective.png"
 _ACTION, _REWARD = ActionConfig.model_fields, RewardConfig.model_fields  # the flags' defaults, stated once
 WandbMode = Literal["offline", "online", "disabled"]
@@ -74,6 +85,12 @@ class TuneOptions(BaseModel):
     smoke: bool = Field(False, description="use the spec's tiny smoke budget")
     num_samples: int | None = Field(None, ge=1, description="trials (None: the budget's)")
     iterations: int | None = Field(None, ge=1, description="iterations per trial (None: the budget's)")
+    early_stop: int | None = Field(
+        None,
+        ge=0,
+        description="stop a trial after this many iterations without a validation improvement "
+        "(tune_specs.stopping; 0: off; None: the budget's)",
+    )
     storage: Path = Field(Path("ray_results"), description="folder holding experiment folders")
     name: str | None = Field(None, description="experiment folder name (None: SPEC or SPEC-smoke)")
     resume: bool = Field(False, description="continue the interrupted experiment STORAGE/NAME")
@@ -109,6 +126,8 @@ class TuneOptions(BaseModel):
             update["num_samples"] = self.num_samples
         if self.iterations is not None:
             update["iterations"] = self.iterations
+        if self.early_stop is not None:
+            update["early_stop"] = self.early_stop
         return base.model_copy(update=update)
 
     def feature_columns(self, spec: TuneSpec) -> tuple[str, ...]:
@@ -147,6 +166,7 @@ class TuneOptions(BaseModel):
         parts += ["--smoke"] if self.smoke else []
         parts += ["--num-samples", str(self.num_samples)] if self.num_samples else []
         parts += ["--iterations", str(self.iterations)] if self.iterations else []
+        parts += ["--early-stop", str(self.early_stop)] if self.early_stop is not None else []
         parts += ["--features", self.features] if self.features else []
         parts += ["--storage", str(self.storage.resolve()), "--name", self.run_name()]
         parts += ["--cvar-penalty", repr(self.cvar_penalty), "--seed", str(self.seed)]
@@ -164,6 +184,13 @@ class TuneOutcome(BaseModel):
     run_dir: Path
     leaderboard: list[LeaderboardRow]
     plot: Path | None
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def overfit_warnings(self) -> list[str]:
+        """One line per trial whose validation objective fell while its train objective rose over
+        its last iterations (``LeaderboardRow.overfit``, ``tune_specs.overfit``), best trial first."""
+        return [r.overfit.warning(r.trial) for r in self.leaderboard if r.overfit and r.overfit.overfitting]
 
 
 # ------------------------------------------------------------------------------ input checks
@@ -346,7 +373,7 @@ def _reporter(spec: TuneSpec, config: Any) -> Any:
     searched = _searched_keys(config.to_dict()) if hasattr(config, "to_dict") else []
     return CLIReporter(
         parameter_columns=searched,
-        metric_columns={"training_iteration": "iter", spec.metric: "objective"},
+        metric_columns={"training_iteration": "iter", spec.metric: "objective", TRAIN_METRIC: "train"},
         max_report_frequency=15,
     )
 
@@ -388,20 +415,36 @@ def run_record(opts: TuneOptions, spec: TuneSpec) -> RunFile:
 # ------------------------------------------------------------------------------ results
 
 
-def metric_of(metrics: Mapping[str, Any], key: str) -> float:
-    """``metrics[key]`` for a flattened (``a/b``) or nested result dict; nan when absent."""
-    if key in metrics:
-        return float(metrics[key])
-    node: Any = metrics
-    for part in key.split("/"):
-        if not isinstance(node, Mapping) or part not in node:
-            return math.nan
-        node = node[part]
-    return float(node)
+def _trial_name(result: Any) -> str:
+    return str(result.metrics.get("trial_id", Path(result.path).name))
 
 
-def leaderboard(results: Any, run_dir: Path, searched: list[str]) -> list[LeaderboardRow]:
-    """One row per trial, best first: its best checkpoint (by validation objective) and scores."""
+def _history(result: Any) -> Any:
+    """A trial's reported iterations (one row each, the last report of a repeated iteration, in
+    iteration order) with the validation objective; None when it reported none."""
+    frame = result.metrics_dataframe
+    if frame is None or frame.empty or METRIC not in frame:
+        return None
+    return frame.sort_values("training_iteration").drop_duplicates("training_iteration", keep="last")
+
+
+def overfit_of(result: Any, window: int) -> OverfitCheck | None:
+    """The overfitting check (``tune_specs.overfit.check_overfit``) over a trial's last ``window``
+    reported iterations; None when it reported fewer or no train objective (an older run)."""
+    frame = _history(result)
+    if frame is None or TRAIN_METRIC not in frame:
+        return None
+    return check_overfit(
+        frame["training_iteration"].tolist(), frame[TRAIN_METRIC].tolist(), frame[METRIC].tolist(), window
+    )
+
+
+def leaderboard(
+    results: Any, run_dir: Path, searched: list[str], overfit_window: int
+) -> list[LeaderboardRow]:
+    """One row per trial, best first: its best checkpoint (by validation objective), its validation
+    scores and train objective there, and the overfitting check of its last ``overfit_window``
+    iterations."""
     rows = []
     for result in results:
         if not result.metrics or "training_iteration" not in result.metrics:
@@ -415,13 +458,15 @@ def leaderboard(results: Any, run_dir: Path, searched: list[str]) -> list[Leader
         scores = {k: metric_of(metrics, f"validation/{k}") for k in REPORTED}
         rows.append(
             LeaderboardRow(
-                trial=str(result.metrics.get("trial_id", Path(result.path).name)),
+                trial=_trial_name(result),
                 trial_dir=os.path.relpath(result.path, run_dir),
                 params={k: _param(result.config or {}, k) for k in searched},
                 iteration=int(metrics.get("training_iteration", 0)),
                 checkpoint=ckpt,
                 node_id=metrics.get("node_id"),
                 error=None if result.error is None else str(result.error).splitlines()[0][:200],
+                train_objective=metric_of(metrics, TRAIN_METRIC),
+                overfit=overfit_of(result, overfit_window),
                 **scores,
             )
         )
@@ -429,45 +474,61 @@ def leaderboard(results: Any, run_dir: Path, searched: list[str]) -> list[Leader
 
 
 def format_leaderboard(rows: list[LeaderboardRow]) -> str:
-    """The leaderboard as a fixed-width table: trial, iteration, objective, excess return over
-    equal_weight, sharpe, cvar, and what the policy held and paid (mean gross exposure, turnover per
-    bar, costs / initial equity) beside its score, then the params."""
+    """The leaderboard as a fixed-width table: trial, iteration, objective (validation), the train
+    objective at the same checkpoint (a ``train`` column, left out when no row has one: a run older
+    than the train score), excess return over equal_weight, sharpe, cvar, and what the policy held
+    and paid (mean gross exposure, turnover per bar, costs / initial equity) beside its score, then
+    the params."""
+    with_train = any(math.isfinite(r.train_objective) for r in rows)
+    train_head = f"{'train':>9}" if with_train else ""
     lines = [
-        f"{'trial':<14}{'iter':>5}{'objective':>11}{'excess':>9}{'sharpe':>9}{'cvar_5':>9}"
+        f"{'trial':<14}{'iter':>5}{'objective':>11}{train_head}{'excess':>9}{'sharpe':>9}{'cvar_5':>9}"
         f"{'gross':>8}{'turnover':>10}{'costs':>9}  params"
     ]
     for r in rows:
         params = " ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in r.params.items())
+        train = f"{r.train_objective:>9.3f}" if with_train else ""
         lines.append(
-            f"{r.trial:<14}{r.iteration:>5}{r.objective:>11.3f}{r.excess_return:>9.4f}{r.sharpe:>9.3f}"
+            f"{r.trial:<14}{r.iteration:>5}{r.objective:>11.3f}{train}{r.excess_return:>9.4f}{r.sharpe:>9.3f}"
             f"{r.cvar_5:>9.4f}{r.gross_exposure:>8.3f}{r.turnover:>10.4f}{r.costs:>9.5f}  {params}"
         )
     return "\n".join(lines)
 
 
+def draw_objective(ax: Any, results: Any) -> int:
+    """Draw each trial's validation objective (solid, with markers) and train objective (dashed, the
+    same colour) over training iterations on ``ax``; returns the number of trials drawn."""
+    plotted = 0
+    for result in results:
+        frame = _history(result)
+        if frame is None:
+            continue
+        trial = _trial_name(result)
+        (line,) = ax.plot(frame["training_iteration"], frame[METRIC], marker="o", ms=3, label=trial)
+        if TRAIN_METRIC in frame:
+            ax.plot(frame["training_iteration"], frame[TRAIN_METRIC], linestyle="--", color=line.get_color())
+        plotted += 1
+    return plotted
+
+
 def plot_objective(results: Any, path: Path) -> Path | None:
-    """PNG of each trial's validation objective over training iterations (None: nothing to plot)."""
+    """PNG of each trial's validation (solid) and train (dashed) objective over training iterations
+    (None: nothing to plot)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 4))
-    plotted = 0
-    for result in results:
-        frame = result.metrics_dataframe
-        if frame is None or METRIC not in frame or frame.empty:
-            continue
-        frame = frame.sort_values("training_iteration").drop_duplicates("training_iteration", keep="last")
-        trial = str(result.metrics.get("trial_id", Path(result.path).name))
-        ax.plot(frame["training_iteration"], frame[METRIC], marker="o", ms=3, label=trial)
-        plotted += 1
+    plotted = draw_objective(ax, results)
     if not plotted:
         plt.close(fig)
         return None
     ax.set_xlabel("training iteration")
-    ax.set_ylabel("validation objective")
-    ax.set_title("Sortino net of costs - CVaR penalty, validation split")
+    ax.set_ylabel("objective")
+    ax.set_title(
+        "information ratio over equal_weight - CVaR penalty\nvalidation (solid), train tail (dashed)"
+    )
     ax.grid(alpha=0.3)
     if plotted <= 12:
         ax.legend(fontsize=7, title="trial", title_fontsize=7)
@@ -517,8 +578,8 @@ def run_tune(opts: TuneOptions) -> TuneOutcome:
             f"search interrupted with {unfinished} of {len(results)} trials unfinished; "
             f"continue it with the same command and --resume (run folder {run_dir})"
         )
-    searched = read_run_file(run_dir).searched
-    rows = leaderboard(results, run_dir, searched)
+    recorded = read_run_file(run_dir)
+    rows = leaderboard(results, run_dir, recorded.searched, recorded.budget.overfit_window)
     if not any(r.checkpoint for r in rows):
         errors = [str(r.error).splitlines()[-1] for r in results if r.error is not None]
         raise click.ClickException(f"all trials of {run_dir} failed: {errors[0] if errors else 'no results'}")
@@ -534,6 +595,12 @@ def run_tune(opts: TuneOptions) -> TuneOutcome:
 @click.option("--num-samples", type=click.IntRange(min=1), help="Trials to sample (default: the budget's).")
 @click.option(
     "--iterations", type=click.IntRange(min=1), help="Iterations per trial (default: the budget's)."
+)
+@click.option(
+    "--early-stop",
+    type=click.IntRange(min=0),
+    help="Stop a trial after N iterations without a validation-objective improvement "
+    "(0: off; default: the budget's, 20 for the on-policy specs, off with --smoke).",
 )
 @click.option(
     "--storage",
@@ -589,6 +656,7 @@ def tune_command(
     smoke: bool,
     num_samples: int | None,
     iterations: int | None,
+    early_stop: int | None,
     storage: Path,
     name: str | None,
     resume: bool,
@@ -612,6 +680,7 @@ def tune_command(
         smoke=smoke,
         num_samples=num_samples,
         iterations=iterations,
+        early_stop=early_stop,
         storage=storage,
         name=name,
         resume=resume,
@@ -628,6 +697,8 @@ def tune_command(
     outcome = run_tune(opts)
     click.echo(f"\nleaderboard ({outcome.run_dir}):")
     click.echo(format_leaderboard(outcome.leaderboard))
+    for warning in outcome.overfit_warnings:
+        click.echo(warning, err=True)
     if outcome.plot is not None:
         click.echo(f"plot: {outcome.plot}")
     click.echo(f"promote the best trial: raytrade promote --run {outcome.run_dir} --name NAME")
