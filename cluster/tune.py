@@ -114,6 +114,9 @@ class TuneOptions(BaseModel):
         _REWARD["turnover_penalty"].default, ge=0, description="reward penalty per unit turnover"
     )
     max_failures: int = Field(2, ge=0, description="restarts of a crashed trial from its checkpoint")
+    cost_profile: Path | None = Field(
+        None, description="cost profile (raytrade calibrate-costs) the simulator trains and scores with"
+    )
     seed: int = Field(0, description="search and training seed")
     trial_resources: dict[str, float] = Field(
         default_factory=dict, description="extra custom Ray resources each trial requests"
@@ -143,16 +146,26 @@ class TuneOptions(BaseModel):
 
     def env_config(self, spec: TuneSpec, budget: Budget) -> dict[str, Any]:
         """The spec's training env config with this search's action mapping and turnover penalty
-        (``envs.actions``, ``envs.rewards``); a tilt baseline's input columns are loaded with the
-        data (``data.extra_features``) so every split, scoring and serving see them."""
+        (``envs.actions``, ``envs.rewards``) and costs (:meth:`sim_overrides`); a tilt baseline's
+        input columns are loaded with the data (``data.extra_features``) so every split, scoring and
+        serving see them."""
         env_config = spec.env_config(str(self.replay.resolve()), budget, self.feature_columns(spec))
         action = ActionConfig(mode=self.action_mode, max_tilt=self.max_tilt, no_trade_band=self.no_trade_band)
         env_config["action"] = action.model_dump(mode="json", exclude={"kelly_lite"})
         sim = env_config.setdefault("sim", {})
         sim["reward"] = {**sim.get("reward", {}), "turnover_penalty": self.turnover_penalty}
+        sim.update(self.sim_overrides())
         if action.baseline is not None:
             env_config["data"]["extra_features"] = list(BASELINE_FEATURES[action.baseline])
         return env_config
+
+    def sim_overrides(self) -> dict[str, Any]:
+        """Entries of the env config's ``sim`` these options set: ``costs`` from ``cost_profile``."""
+        if self.cost_profile is None:
+            return {}
+        from raytrade.envs.cost_profile import cost_config_from_profile
+
+        return {"costs": cost_config_from_profile(self.cost_profile).model_dump(mode="json")}
 
     def run_name(self) -> str:
         return self.name or (f"{self.spec}-smoke" if self.smoke else self.spec)
@@ -168,6 +181,7 @@ class TuneOptions(BaseModel):
         parts += ["--iterations", str(self.iterations)] if self.iterations else []
         parts += ["--early-stop", str(self.early_stop)] if self.early_stop is not None else []
         parts += ["--features", self.features] if self.features else []
+        parts += ["--cost-profile", str(self.cost_profile.resolve())] if self.cost_profile else []
         parts += ["--storage", str(self.storage.resolve()), "--name", self.run_name()]
         parts += ["--cvar-penalty", repr(self.cvar_penalty), "--seed", str(self.seed)]
         parts += ["--action-mode", self.action_mode, "--max-tilt", repr(self.max_tilt)]
@@ -553,6 +567,7 @@ def run_tune(opts: TuneOptions) -> TuneOutcome:
     """Run (or resume) the search, then write the leaderboard and the objective plot."""
     spec = get_spec(opts.spec)
     check_replay(opts.replay, spec, opts.feature_columns(spec))
+    opts.sim_overrides()  # a bad cost profile is refused before Ray starts
     run_dir = opts.run_dir()
     if opts.resume:
         recorded = read_run_file(run_dir)
@@ -647,6 +662,11 @@ def run_tune(opts: TuneOptions) -> TuneOutcome:
     show_default=True,
     help="Reward penalty per unit turnover (traded notional / equity; 0: off).",
 )
+@click.option(
+    "--cost-profile",
+    type=click.Path(path_type=Path),
+    help="Cost profile from raytrade calibrate-costs (default: the loop's cost model).",
+)
 @click.option("--max-failures", type=click.IntRange(min=0), default=2, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 @one_line_errors
@@ -668,6 +688,7 @@ def tune_command(
     max_tilt: float,
     no_trade_band: float,
     turnover_penalty: float,
+    cost_profile: Path | None,
     max_failures: int,
     seed: int,
 ) -> None:
@@ -691,6 +712,7 @@ def tune_command(
         max_tilt=max_tilt,
         no_trade_band=no_trade_band,
         turnover_penalty=turnover_penalty,
+        cost_profile=cost_profile,
         max_failures=max_failures,
         seed=seed,
     )
