@@ -1,4 +1,6 @@
-"""``raytrade calibrate-costs``: fit the simulator's slippage parameters to the live loop's fills.
+"""``raytrade calibrate-costs`` and ``raytrade recalibrate``: execution and forecast feedback.
+
+``calibrate-costs`` fits the simulator's slippage parameters to the live loop's fills.
 
 Reads the store's ``experience`` fills (``envs.cost_calibration``), prints each fitted parameter with
 its standard error and 95 % interval and the sample size, and writes the typed profile
@@ -9,6 +11,10 @@ profile the cost model cannot take (a negative fitted value) is refused the same
 Example::
 
     raytrade calibrate-costs --replay store --out profiles/costs.json --min-fills 50
+
+``recalibrate`` runs ``replay.features.recalibration`` walk-forward on the store's forecast
+quantiles and prints 90 % / 50 % coverage and the PIT histogram's largest gap, before and after,
+overall and per volatility regime (nothing is written; the feature build adds the columns).
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ from raytrade.cluster.errors import one_line_errors
 
 if TYPE_CHECKING:
     from raytrade.envs.cost_profile import CostProfile, FittedParameter
+    from raytrade.replay.features.recalibration import CalibrationSummary
 
 
 def _row(name: str, param: FittedParameter | None, note: str = "") -> str:
@@ -87,3 +94,55 @@ def calibrate_costs_command(replay: Path, out: Path, min_fills: int) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(profile.model_dump_json(indent=1) + "\n")
     click.echo(f"wrote {out}")
+
+
+def format_recalibration(report: dict[str, tuple[CalibrationSummary, CalibrationSummary]]) -> str:
+    """One line per slice: rows, 90 % / 50 % coverage and the largest PIT-bin gap, before -> after."""
+    lines = [f"  {'slice':<10} {'rows':>7}   {'cover 90%':>15}   {'cover 50%':>15}   {'PIT max gap':>15}"]
+    for name, (before, after) in report.items():
+        lines.append(
+            f"  {name:<10} {after.n:>7}   {before.coverage_90:>6.3f} -> {after.coverage_90:.3f}"
+            f"   {before.coverage_50:>6.3f} -> {after.coverage_50:.3f}"
+            f"   {before.pit_error:>6.3f} -> {after.pit_error:.3f}"
+        )
+    return "\n".join(lines)
+
+
+@click.command("recalibrate")
+@click.option("--replay", type=click.Path(path_type=Path), required=True, help="Replay store root.")
+@click.option(
+    "--refit-every", type=click.IntRange(min=1), default=63, show_default=True, help="Bars between refits."
+)
+@click.option(
+    "--min-train",
+    type=click.IntRange(min=20),
+    default=200,
+    show_default=True,
+    help="Resolved rows a regime needs before it is recalibrated.",
+)
+@one_line_errors
+def recalibrate_command(replay: Path, refit_every: int, min_train: int) -> None:
+    """Recalibrate REPLAY's forecast quantiles walk-forward (a residual MLP per regime, past data
+    only) and print coverage and PIT before and after, on the rows a past-only model covers."""
+    from raytrade.replay.errors import InputError
+    from raytrade.replay.features.recalibration import (
+        REPORT_COLUMNS,
+        RecalibrationConfig,
+        recalibration_report,
+    )
+    from raytrade.replay.reader import read_frame
+
+    if not (replay / "features").is_dir():
+        raise InputError(f"replay store {str(replay)!r} has no features table")
+    cfg = RecalibrationConfig(refit_every=refit_every, min_train=min_train)
+    report = recalibration_report(read_frame(replay, "features", columns=list(REPORT_COLUMNS)), cfg)
+    if not report or report["all"][1].n == 0:
+        raise InputError(
+            f"no forecast in {str(replay)!r} could be recalibrated: a regime needs {min_train} resolved "
+            f"forecasts before a refit (--min-train), refits every {refit_every} bars (--refit-every)"
+        )
+    click.echo(format_recalibration(report))
+    click.echo(
+        "ideal: cover 90% 0.900, cover 50% 0.500, PIT max gap 0; build the store with "
+        "FeatureConfig(recalibration=...) to add the fc_recal_q* columns"
+    )

@@ -26,6 +26,7 @@ LAZY_COMMANDS: dict[str, str] = {
     "serve": "raytrade.cluster.serve:serve_command",
     "live": "raytrade.cluster.live:live_command",
     "calibrate-costs": "raytrade.cluster.calibrate:calibrate_costs_command",
+    "recalibrate": "raytrade.cluster.calibrate:recalibrate_command",
 }
 
 

@@ -11,7 +11,8 @@ the baseline" holds by construction and is tested end to end:
 * ``inverse_vol``: weights proportional to ``1 / vol_20`` over listed assets with a volatility
   estimate, summing to 1 (cash when none has one), on the same schedule.
 * ``kelly_lite``: the live loop's gates and sizing (``envs.evaluation.kelly_lite``), re-decided on
-  every bar (never holds).
+  every bar (never holds); with ``consensus_gate="adaptive"`` it also reads
+  ``fc_min_move_adaptive``, a missing value (the loader's 0) read as unknown (the gate stays shut).
 
 A decision is ``allocation`` (the weights the baseline would trade to at ``t``) plus ``hold`` (it sends
 no order at ``t``). ``allocation`` is defined on hold bars too (the schedule's target, not the drifted
@@ -99,14 +100,15 @@ def baseline_context(name: str, data: MarketData, kelly: KellyLiteConfig | None 
     lacks raises ``ValueError`` naming it."""
     if name not in BASELINE_NAMES:
         raise ValueError(f"baseline {name!r} is not one of {', '.join(BASELINE_NAMES)}")
-    missing = [c for c in BASELINE_FEATURES[name] if c not in data.feature_names]
+    cfg = kelly or KellyLiteConfig()
+    wanted = cfg.feature_columns() if name == "kelly_lite" else BASELINE_FEATURES[name]
+    missing = [c for c in wanted if c not in data.feature_names]
     if missing:
         raise ValueError(
             f"baseline {name!r} reads feature column(s) {missing}, which the data lacks (replay data: "
             f"add them to data.extra_features); available: {list(data.feature_names)}"
         )
-    cfg = kelly or KellyLiteConfig()
-    columns = tuple(data.feature_names.index(c) for c in BASELINE_FEATURES[name])
+    columns = tuple(data.feature_names.index(c) for c in wanted)
     if name == "kelly_lite":
         return BaselineContext(
             "kelly_lite",
@@ -120,6 +122,14 @@ def baseline_context(name: str, data: MarketData, kelly: KellyLiteConfig | None 
     return BaselineContext(name, data, month_starts(data.ts), columns, cfg)  # type: ignore[arg-type]
 
 
+def _known(data: MarketData, features: np.ndarray, t: np.ndarray, col: int) -> np.ndarray:
+    """Feature ``col`` at bars ``t`` with the store's missing values back as NaN (the loader stores
+    them as 0; without its missing mask a value <= 0 counts as missing)."""
+    values = features[..., col].astype(np.float64)
+    missing = data.feature_missing[t, :, col] if data.feature_missing is not None else ~(values > 0)
+    return np.where(missing, np.nan, values)
+
+
 def baseline_decision(
     ctx: BaselineContext, t: np.ndarray, first: np.ndarray, mask: np.ndarray
 ) -> BaselineDecision:
@@ -129,7 +139,7 @@ def baseline_decision(
     features = ctx.data.features[t]  # [B, N, F], the same float32 values the observation holds
     if ctx.name == "kelly_lite":
         assert ctx.sigma is not None and ctx.flags is not None
-        fc_col, ok_col, spread_col = ctx.columns
+        fc_col, ok_col, spread_col = ctx.columns[:3]
         quoted = features[..., spread_col] > 0  # the store's null spread means "no quote"
         inputs = KellyInputs(
             fc_mean=features[..., fc_col].astype(np.float64),
@@ -138,6 +148,7 @@ def baseline_decision(
             dollar_volume=ctx.data.dollar_volume[t],
             sigma=ctx.sigma[t],
             listed=mask,
+            min_move=_known(ctx.data, features, t, ctx.columns[3]) if len(ctx.columns) > 3 else None,
         )
         allocation = kelly_lite_decision(inputs, ctx.flags, ctx.kelly).weights
     elif ctx.name == "inverse_vol":

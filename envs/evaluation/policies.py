@@ -48,7 +48,7 @@ from raytrade.envs.baseline_weights import (
 )
 from raytrade.envs.baseline_weights import inverse_vol_weights as inverse_vol_weights  # re-exported
 from raytrade.envs.baseline_weights import month_starts as month_starts  # re-exported
-from raytrade.envs.evaluation.kelly_lite import KELLY_FEATURES, KellyLiteConfig
+from raytrade.envs.evaluation.kelly_lite import KellyLiteConfig
 from raytrade.envs.market_data import MarketData
 from raytrade.envs.registry_ref import RegistryRefError, parse_registry_ref
 from raytrade.envs.rollout import Decision
@@ -166,7 +166,7 @@ def baseline_spec(name: str, kelly: KellyLiteConfig | None = None) -> PolicySpec
             name,
             "baseline",
             kelly_lite_factory(cfg),
-            feature_columns=KELLY_FEATURES,
+            feature_columns=cfg.feature_columns(),
             lookback_bars=cfg.kelly_sigma_closes,
         )
     raise EvaluationInputError(
