@@ -20,6 +20,13 @@ Turnover penalty (any kind, off by default): ``turnover_penalty * turnover`` is 
 ``turnover = sum_i |traded notional_i| / equity before the trade`` (``turnover_of``), so a policy pays
 in reward for trading beyond what the cost model already charges (costs are in ``g``). ``scale``
 multiplies it like every other term.
+
+Optional cost-overrun term (any kind; off while ``cost_overrun_lambda`` is 0): the simulator
+subtracts ``scale * cost_overrun_lambda * overrun / equity_before``, with ``overrun`` the step's
+trade costs above the projected envelope (``envs.costs.cost_overrun``): ``cost_envelope_bps_*`` per
+unit traded, by default the loop's expected cost (6 bps stocks, 20 bps crypto) that its edge gate
+projects. A trade that cost more than the decision assumed (an illiquid name, a wide spread, a
+large participation) is penalised beyond its cost, which the log growth already counts once.
 """
 
 from __future__ import annotations
@@ -29,7 +36,10 @@ from typing import Literal, NamedTuple
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+from raytrade.replay.loop_rules import LoopRules
+
 RewardKind = Literal["log_growth", "cvar", "drawdown", "diff_sharpe"]
+_LOOP = LoopRules()
 
 
 class RewardConfig(BaseModel):
@@ -46,6 +56,15 @@ class RewardConfig(BaseModel):
     scale: float = Field(1.0, gt=0, description="multiplies the reward (e.g. 100 for percent units)")
     turnover_penalty: float = Field(
         0.0, ge=0, description="reward penalty per unit turnover (traded notional / equity; 0: off)"
+    )
+    cost_overrun_lambda: float = Field(
+        0.0, ge=0, description="weight of the cost-overrun penalty (fraction of equity; 0: off)"
+    )
+    cost_envelope_bps_equity: float = Field(
+        _LOOP.expected_cost_bps_equity, ge=0, description="projected cost per unit traded, bps, stocks"
+    )
+    cost_envelope_bps_crypto: float = Field(
+        _LOOP.expected_cost_bps_crypto, ge=0, description="projected cost per unit traded, bps, crypto"
     )
 
 

@@ -11,6 +11,7 @@ import pytest
 from click.testing import CliRunner
 
 from raytrade.cluster.cli import main
+from raytrade.envs.config import SimulatorConfig
 from raytrade.envs.cost_calibration import FillSample, fit_cost_profile
 from raytrade.envs.cost_profile import (
     CostProfile,
@@ -20,6 +21,9 @@ from raytrade.envs.cost_profile import (
     load_cost_profile,
 )
 from raytrade.envs.costs import CostConfig
+from raytrade.envs.market_data import MarketData
+from raytrade.envs.rewards import RewardConfig
+from raytrade.envs.simulator import MarketSimulator
 from raytrade.replay.errors import InputError
 from raytrade.replay.writer import ReplayWriter
 
@@ -206,3 +210,36 @@ def test_evaluate_refuses_a_missing_cost_profile_before_replaying(tmp_path: Path
     assert result.exit_code == 2
     assert result.output.strip() == f"error: cost profile {str(missing)!r} does not exist"
     assert not (tmp_path / "r").exists()
+
+
+def _one_stock(n_bars: int = 4) -> MarketData:
+    """One equity at a flat 100 with a 20 bps spread and 1e7 of dollar volume per bar (tier 1)."""
+    flat = np.full((n_bars, 1), 100.0)
+    return MarketData(
+        ts=np.datetime64("2026-01-05", "us") + np.arange(n_bars).astype("timedelta64[D]"),
+        symbols=("A",),
+        asset_class=("equity",),
+        open=flat,
+        close=flat,
+        listed=np.ones((n_bars, 1), dtype=bool),
+        spread_bps=np.full((n_bars, 1), 20.0),
+        dollar_volume=np.full((n_bars, 1), 1e7),
+        features=np.zeros((n_bars, 1, 1), dtype=np.float32),
+        feature_names=("x",),
+        regime_code=np.zeros((n_bars, 1), dtype=np.int8),
+    )
+
+
+def test_cost_overrun_reward_term_penalises_costs_above_the_projected_envelope() -> None:
+    def first_reward(reward: RewardConfig) -> float:
+        sim = MarketSimulator(_one_stock(), SimulatorConfig(episode_len=2, reward=reward), n_envs=1, seed=0)
+        sim.reset(starts=np.array([0]))
+        return float(sim.step(np.array([[0.2]])).reward[0])
+
+    off = first_reward(RewardConfig())
+    on = first_reward(RewardConfig(cost_overrun_lambda=1.0))
+    # 20,000 traded: fee 5 + half-spread 10 + tier-1 base 8 + impact 100 * sqrt(0.002) bps, against
+    # the loop's projected 6 bps; the overrun is charged as a fraction of the 100,000 equity
+    cost = 20_000 * (5 + 10 + 8 + 100 * np.sqrt(0.002)) * 1e-4
+    assert off - on == pytest.approx((cost - 20_000 * 6e-4) / 100_000, rel=1e-9)
+    assert RewardConfig().cost_overrun_lambda == 0.0  # off by default
