@@ -169,3 +169,22 @@ def test_kelly_lite_adaptive_gate_blocks_moves_below_the_adaptive_threshold() ->
     assert adaptive.feature_columns() == (*static.feature_columns(), "fc_min_move_adaptive")
     with pytest.raises(ValueError, match="consensus_gate='adaptive' needs KellyInputs.min_move"):
         kelly_lite_decision(_kelly_inputs(None), flags, adaptive)
+
+
+def test_a_store_built_with_recalibration_observes_the_recalibrated_quantiles(tmp_path: Path) -> None:
+    from raytrade.envs.replay_loader import load_market_data, resolve_feature_groups
+    from raytrade.replay.features import FeatureConfig
+    from raytrade.replay.ingest import ingest_frames
+    from raytrade.replay.sources.synthetic import generate
+
+    market = generate(n_symbols=3, years=1.6, seed=5)
+    config = FeatureConfig(recalibration=RecalibrationConfig(refit_every=200, min_train=100, steps=20))
+    ingest_frames(tmp_path, market.bars, market.macro, config=config, show_progress=False)
+    columns = resolve_feature_groups("recalibrated")
+    data = load_market_data(tmp_path, "all", feature_columns=columns)
+    assert data.feature_names == RECAL_COLUMNS
+    present = ~data.feature_missing
+    assert not present[:200].any()  # before the first refit there is no model: null, flagged missing
+    assert present[200:].any()
+    q05, q95 = data.features[..., 0], data.features[..., 4]
+    assert (q05[present[..., 0]] < q95[present[..., 0]]).all()

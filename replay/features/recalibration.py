@@ -119,13 +119,20 @@ def _fit(u: np.ndarray, y: np.ndarray, cfg: RecalibrationConfig) -> Callable[[np
         levels = torch.tensor(FORECAST_QUANTILES, dtype=torch.float32)
         x = torch.from_numpy(u.astype(np.float32))
         target = torch.from_numpy(y.astype(np.float32))[:, None]
-        opt = torch.optim.Adam(net.parameters(), lr=cfg.learning_rate)
-        for _ in range(cfg.steps):
-            opt.zero_grad()
+        params = list(net.parameters())
+        first = [torch.zeros_like(w) for w in params]
+        second = [torch.zeros_like(w) for w in params]
+        beta1, beta2, eps = 0.9, 0.999, 1e-8
+        for step in range(1, cfg.steps + 1):
             err = target - (x + net(x))
             loss = torch.maximum(levels * err, (levels - 1.0) * err).mean()
-            loss.backward()
-            opt.step()
+            grads = torch.autograd.grad(loss, params)
+            with torch.no_grad():  # Adam, written out: torch.optim's first use imports the compiler stack
+                for w, g, m1, m2 in zip(params, grads, first, second, strict=True):
+                    m1.mul_(beta1).add_(g, alpha=1 - beta1)
+                    m2.mul_(beta2).addcmul_(g, g, value=1 - beta2)
+                    denom = (m2 / (1 - beta2**step)).sqrt_().add_(eps)
+                    w.sub_(cfg.learning_rate * (m1 / (1 - beta1**step)) / denom)
     finally:
         torch.set_num_threads(threads)
 
