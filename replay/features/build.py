@@ -3,7 +3,9 @@
 ``build_features`` is a pure function: long bars in, long feature rows out, one row per bar, in the
 ``FEATURES_SCHEMA`` column order, sorted by (symbol, ts). Each asset class is computed on its own
 calendar; every value at (symbol, ts) depends only on rows with timestamp <= ts (tests truncate the
-input and compare).
+input and compare). Besides the groups' own modules: ``fc_min_move_adaptive``
+(``features.consensus``), and ``fc_recal_q*`` (``features.recalibration``, only with
+``FeatureConfig.recalibration``; null otherwise, because its torch fits cost seconds per build).
 """
 
 from __future__ import annotations
