@@ -188,3 +188,38 @@ def test_a_store_built_with_recalibration_observes_the_recalibrated_quantiles(tm
     assert present[200:].any()
     q05, q95 = data.features[..., 0], data.features[..., 4]
     assert (q05[present[..., 0]] < q95[present[..., 0]]).all()
+
+
+def test_kelly_lite_baseline_reads_the_adaptive_column_and_a_missing_value_blocks() -> None:
+    from raytrade.envs.baseline_weights import baseline_context, baseline_decision
+    from raytrade.envs.market_data import MarketData
+
+    n_bars = 10
+    close = 100.0 * (1 + 0.01 * (-1.0) ** np.arange(n_bars))[:, None].repeat(2, axis=1)
+    names = ("fc_mean", "fc_consensus_ok", "spread_bps", "fc_min_move_adaptive")
+    features = np.zeros((n_bars, 2, 4), dtype=np.float32)
+    features[..., :3] = (0.003, 1.0, 2.0)
+    features[:, 0, 3] = 0.002  # A: a known threshold below the 0.3 % move; B: missing (stored as 0)
+    missing = np.zeros(features.shape, dtype=bool)
+    missing[:, 1, 3] = True
+    data = MarketData(
+        ts=np.datetime64("2026-01-05", "us") + np.arange(n_bars).astype("timedelta64[D]"),
+        symbols=("A", "B"),
+        asset_class=("equity", "equity"),
+        open=close,
+        close=close,
+        listed=np.ones((n_bars, 2), dtype=bool),
+        spread_bps=np.full((n_bars, 2), 2.0),
+        dollar_volume=np.full((n_bars, 2), 1e8),
+        features=features,
+        feature_names=names,
+        regime_code=np.zeros((n_bars, 2), dtype=np.int8),
+        feature_missing=missing,
+    )
+    ctx = baseline_context("kelly_lite", data, KellyLiteConfig(consensus_gate="adaptive"))
+    decided = baseline_decision(ctx, np.array([8]), np.array([False]), np.ones((1, 2), dtype=bool))
+    np.testing.assert_array_equal(decided.allocation, [[0.15, 0.0]])
+    static = baseline_decision(
+        baseline_context("kelly_lite", data), np.array([8]), np.array([False]), np.ones((1, 2), dtype=bool)
+    )
+    np.testing.assert_array_equal(static.allocation, [[0.15, 0.15]])
