@@ -20,6 +20,7 @@ from raytrade.cluster.errors import one_line_errors
 LAZY_COMMANDS: dict[str, str] = {
     "tune": "raytrade.cluster.tune:tune_command",
     "promote": "raytrade.cluster.promote:promote_command",
+    "select": "raytrade.cluster.select:select_command",
     "registry": "raytrade.cluster.registry_cli:registry_group",
     "evaluate": "raytrade.cluster.evaluate:evaluate_command",
     "nightly": "raytrade.cluster.nightly:nightly_command",

@@ -90,7 +90,7 @@ REPORTED: Final = (
     "gross_exposure",
     "costs",
 )
-_ZERO_EXCESS: Final = 1e-12
+ZERO_EXCESS: Final = 1e-12
 """Per-bar excess returns all within this of 0 count as identical to the benchmark (score 0)."""
 
 
@@ -164,7 +164,7 @@ def score_excess(
     costs = policy.costs[0].sum(axis=-1)
     metrics = summarize(returns, data.periods_per_year, turnover=policy.turnover[0], costs=costs)
     excess = returns - bench
-    if np.all(np.abs(excess) <= _ZERO_EXCESS):
+    if np.all(np.abs(excess) <= ZERO_EXCESS):
         ratio, tail = 0.0, 0.0
     else:
         ratio, tail = sharpe_ratio(excess, data.periods_per_year), cvar(excess)
@@ -190,6 +190,19 @@ def score_policy(
     return score_excess(rollout, benchmark_rollout(data, sim), data, sim, objective.cvar_penalty)
 
 
+def module_rollout(
+    module: Any, env_config: Mapping[str, Any], data: MarketData, gated: bool = False
+) -> tuple[Rollout, SimulatorConfig]:
+    """(deterministic replay of ``module`` over all of ``data``, the simulator it ran through) for a
+    module trained with ``env_config`` (``gated``: on ``GatedSymbolEnv``, its gate actions decoded
+    by the gated env)."""
+    if gated:
+        gated_cfg = env_config_from_dict(env_config, gated=True)
+        return replay_gated(module, data, gated_cfg), gated_cfg.sim
+    cfg = env_config_from_dict(env_config)
+    return replay_policy(data, module_policy(module, data, cfg), cfg.sim), cfg.sim
+
+
 def score_module_on(
     module: Any,
     data: MarketData,
@@ -198,13 +211,8 @@ def score_module_on(
     gated: bool = False,
 ) -> dict[str, float]:
     """Score ``module`` (trained with ``env_config``; ``gated``: on ``GatedSymbolEnv``) on ``data``."""
-    if gated:
-        gated_cfg = env_config_from_dict(env_config, gated=True)
-        rollout = replay_gated(module, data, gated_cfg)
-        bench = benchmark_rollout(data, gated_cfg.sim)
-        return score_excess(rollout, bench, data, gated_cfg.sim, objective.cvar_penalty)
-    cfg = env_config_from_dict(env_config)
-    return score_policy(module_policy(module, data, cfg), data, cfg.sim, objective)
+    rollout, sim = module_rollout(module, env_config, data, gated)
+    return score_excess(rollout, benchmark_rollout(data, sim), data, sim, objective.cvar_penalty)
 
 
 def score_module(
