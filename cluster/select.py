@@ -197,11 +197,27 @@ def _interval(ci: DifferenceCI) -> ScoreInterval:
     return ScoreInterval(estimate=ci.estimate, low=_finite(ci.low), high=_finite(ci.high), n_valid=ci.n_valid)
 
 
+def check_promotable(candidates: list[Candidate], root: Path) -> None:
+    """Refuse ``--promote`` with a store other than the runs' own: promotion re-scores the winner on
+    the store its search recorded (``raytrade promote``'s path), so the two must be the same folder."""
+    for c in candidates:
+        if c.run.replay != str(root):
+            raise SelectionError(
+                f"--promote re-scores the winner on the store its search recorded: run {c.label} names "
+                f"{c.run.replay!r}, not {str(root)!r}"
+            )
+
+
 def run_select(
-    run_dirs: list[Path], out: Path, replay: Path | None = None, bootstrap: BootstrapConfig | None = None
+    run_dirs: list[Path],
+    out: Path,
+    replay: Path | None = None,
+    bootstrap: BootstrapConfig | None = None,
+    promoting: bool = False,
 ) -> Selection:
     """Compare the runs' best checkpoints on their common validation window; write ``select.json``,
-    ``select.md`` and ``select.png`` into ``out``; return the comparison (winner first)."""
+    ``select.md`` and ``select.png`` into ``out``; return the comparison (winner first).
+    ``promoting``: refuse, before any work, what the promotion of the winner would refuse."""
     from raytrade.tune_specs.objective import benchmark_rollout, module_rollout, score_excess
     from raytrade.tune_specs.selection import rank_candidates
 
@@ -209,6 +225,8 @@ def run_select(
     candidates = load_candidates(run_dirs)
     check_comparable_searches(candidates)
     root, sha, files = evaluation_store(candidates, replay)
+    if promoting:
+        check_promotable(candidates, root)
     data, sim = common_window(candidates, root)
     cvar_penalty = candidates[0].run.objective.cvar_penalty
     bench = benchmark_rollout(data, sim)
@@ -367,7 +385,7 @@ def plot_selection(selection: Selection, path: Path) -> Path:
     ax.bar(names, values, yerr=errors, capsize=6, color=colors)
     ax.axhline(0.0, color="black", lw=0.8, label=f"{selection.benchmark} (0)")
     ax.set_ylabel("validation objective")
-    ax.set_title(f"Objective with {selection.bootstrap.level:.0%} CI (winner green)")
+    ax.set_title(f"Objective, {selection.bootstrap.level:.0%} CI vs {selection.benchmark} (winner green)")
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=90, metadata={"Software": None})
@@ -414,7 +432,9 @@ def select_command(
     """Compare the best checkpoints of RUN_DIRS (raytrade tune runs, any spec) on their common
     validation window, with paired bootstrap intervals; optionally promote the winner."""
     boot = BootstrapConfig(samples=bootstrap_samples, seed=seed)
-    selection = run_select(list(run_dirs), out, replay=replay, bootstrap=boot)
+    selection = run_select(
+        list(run_dirs), out, replay=replay, bootstrap=boot, promoting=promote_name is not None
+    )
     w = selection.window
     click.echo(
         f"{w.split} window {w.start:%Y-%m-%d}..{w.end:%Y-%m-%d} ({w.bars} bars, {len(w.symbols)} symbols)"

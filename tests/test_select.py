@@ -150,6 +150,27 @@ def test_a_store_that_changed_since_the_searches_is_refused(synthetic_store: Pat
     assert "at the searches 111111111111" in result.output
 
 
+def test_promote_with_another_store_folder_is_refused_before_any_work(
+    synthetic_store: Path, tmp_path: Path
+) -> None:
+    import shutil
+
+    from raytrade.replay.fingerprint import data_fingerprint
+
+    copy = tmp_path / "copy"
+    shutil.copytree(synthetic_store, copy)  # the same bytes: the same fingerprint, another folder
+    a = _crafted_run(tmp_path / "a", synthetic_store, data_fingerprint(synthetic_store)[0])
+    result = _select(
+        a, "--replay", copy, "--promote", "x", "--registry", tmp_path / "reg", "--out", tmp_path / "o"
+    )
+    assert result.exit_code == 2
+    assert result.output.strip() == (
+        "error: --promote re-scores the winner on the store its search recorded: run a names "
+        f"{str(synthetic_store.resolve())!r}, not {str(copy.resolve())!r}"
+    )
+    assert not (tmp_path / "o").exists() and not (tmp_path / "reg").exists()
+
+
 # ------------------------------------------------------------------------------ the manifest
 
 
