@@ -47,6 +47,8 @@ from raytrade.envs.evaluation.stats import BootstrapConfig, DifferenceCI
 from raytrade.envs.market_data import MarketData
 from raytrade.models.manifest import ScoreInterval, Selection, SelectionCandidate, SelectionWindow
 from raytrade.replay.errors import InputError
+from raytrade.tune_specs.objective import benchmark_rollout, held_out_data, module_rollout, score_excess
+from raytrade.tune_specs.selection import RankedCandidate, rank_candidates
 
 SELECT_JSON: Final = "select.json"
 SELECT_MD: Final = "select.md"
@@ -168,8 +170,6 @@ def market_of(sim: SimulatorConfig) -> str:
 def common_window(candidates: list[Candidate], root: Path) -> tuple[MarketData, SimulatorConfig]:
     """The validation window every candidate was scored on, and the simulator config of the first
     (the benchmark's); refused when the windows or the markets differ."""
-    from raytrade.tune_specs.objective import held_out_data
-
     windows, markets, data = {}, {}, {}
     for c in candidates:
         env_config = c.env_config(root)
@@ -197,6 +197,24 @@ def _interval(ci: DifferenceCI) -> ScoreInterval:
     return ScoreInterval(estimate=ci.estimate, low=_finite(ci.low), high=_finite(ci.high), n_valid=ci.n_valid)
 
 
+def _record(c: Candidate, ranked: RankedCandidate, metrics: dict[str, float]) -> SelectionCandidate:
+    """The document of candidate ``c``: its ranking and what it held and paid on the window."""
+    assert c.row.checkpoint is not None  # best_row keeps rows with a checkpoint
+    return SelectionCandidate(
+        run=str(c.run_dir),
+        spec=c.run.spec,
+        family=c.run.family,
+        trial=c.row.trial,
+        checkpoint=c.row.checkpoint,
+        iteration=c.row.iteration,
+        objective=ranked.objective,
+        search_objective=_finite(c.row.objective),
+        vs_winner=_interval(ranked.vs_winner),
+        vs_benchmark=_interval(ranked.vs_benchmark),
+        **{k: _finite(metrics[k]) for k in ("excess_return", "gross_exposure", "turnover", "costs")},
+    )
+
+
 def check_promotable(candidates: list[Candidate], root: Path) -> None:
     """Refuse ``--promote`` with a store other than the runs' own: promotion re-scores the winner on
     the store its search recorded (``raytrade promote``'s path), so the two must be the same folder."""
@@ -218,9 +236,6 @@ def run_select(
     """Compare the runs' best checkpoints on their common validation window; write ``select.json``,
     ``select.md`` and ``select.png`` into ``out``; return the comparison (winner first).
     ``promoting``: refuse, before any work, what the promotion of the winner would refuse."""
-    from raytrade.tune_specs.objective import benchmark_rollout, module_rollout, score_excess
-    from raytrade.tune_specs.selection import rank_candidates
-
     boot = bootstrap or BootstrapConfig()
     candidates = load_candidates(run_dirs)
     check_comparable_searches(candidates)
@@ -241,25 +256,7 @@ def run_select(
         metrics[c.label] = score_excess(rollout, bench, data, own_sim, cvar_penalty)
     ranked = rank_candidates(returns, bench.returns[0], data.periods_per_year, cvar_penalty, boot)
     by_label = {c.label: c for c in candidates}
-    rows = []
-    for r in ranked:
-        c, m = by_label[r.name], metrics[r.name]
-        assert c.row.checkpoint is not None
-        rows.append(
-            SelectionCandidate(
-                run=str(c.run_dir),
-                spec=c.run.spec,
-                family=c.run.family,
-                trial=c.row.trial,
-                checkpoint=c.row.checkpoint,
-                iteration=c.row.iteration,
-                objective=r.objective,
-                search_objective=_finite(c.row.objective),
-                vs_winner=_interval(r.vs_winner),
-                vs_benchmark=_interval(r.vs_benchmark),
-                **{k: _finite(m[k]) for k in ("excess_return", "gross_exposure", "turnover", "costs")},
-            )
-        )
+    rows = [_record(by_label[r.name], r, metrics[r.name]) for r in ranked]
     window = SelectionWindow(
         split=SPLIT,
         start=_utc(data.ts[0]),
