@@ -59,19 +59,14 @@ def demo_ray(config: DemoConfig) -> Iterator[None]:
     else a local 2-CPU Ray (printing its dashboard URL). Shuts down only a Ray it started."""
     import ray
 
-    if ray.is_initialized():
-        yield
-        return
-    if config.address is not None:
-        context = ray.init(address=config.address, log_to_driver=False)
-    else:
-        context = ray.init(num_cpus=2, include_dashboard=config.dashboard, log_to_driver=False)
-    if context.dashboard_url:
-        click.echo(f"Ray dashboard: http://{context.dashboard_url}")
+    from raytrade.cluster.local_cluster import init_ray
+
+    started = init_ray(config.address, dashboard=config.dashboard, num_cpus=2)
     try:
         yield
     finally:
-        ray.shutdown()
+        if started:
+            ray.shutdown()
 
 
 def run_demo(out: Path, seed: int, config: DemoConfig | None = None) -> None:

@@ -117,6 +117,27 @@ def auth_environment(token_file: Path) -> dict[str, str]:
     return {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token_file)}
 
 
+def init_ray(address: str | None, *, dashboard: bool, num_cpus: int | None = None) -> bool:
+    """Connect an entrypoint to Ray, unless this process already is: to the cluster at ``address``
+    (``auto``, ``host:port``), else to a new local Ray with the dashboard unless ``dashboard`` is
+    False. Prints the dashboard URL when there is one; returns whether it connected (so the caller
+    knows it owns the ``ray.shutdown``)."""
+    import ray
+
+    if ray.is_initialized():
+        return False
+    os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
+    if address is not None:
+        context = ray.init(address=address, log_to_driver=False)
+    else:
+        context = ray.init(num_cpus=num_cpus, include_dashboard=dashboard, log_to_driver=False)
+    if context.dashboard_url:
+        click.echo(
+            f"Ray dashboard: http://{context.dashboard_url} (token: $RAY_AUTH_TOKEN or ~/.ray/auth_token)"
+        )
+    return True
+
+
 # ------------------------------------------------------------------------------ token and state
 
 

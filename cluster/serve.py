@@ -68,6 +68,7 @@ from raytrade.models.registry import DEFAULT_REGISTRY, resolve
 @click.option(
     "--detach", is_flag=True, help="Deploy (or swap) and return instead of serving in the foreground."
 )
+@click.option("--no-dashboard", is_flag=True, help="Start a local Ray without its dashboard.")
 @caps_options()
 @one_line_errors
 def serve_command(
@@ -85,6 +86,7 @@ def serve_command(
     docs: bool,
     max_as_of_skew_s: float,
     detach: bool,
+    no_dashboard: bool,
     **caps: float,
 ) -> None:
     """Deploy a promoted policy behind POST /v1/act, GET /v1/health and GET /v1/model."""
@@ -102,16 +104,15 @@ def serve_command(
         kill_drawdown=kill_drawdown,
         caps=exposure_caps(caps),
     )
-    import ray
     from ray import serve
 
+    from raytrade.cluster.local_cluster import init_ray
     from raytrade.serve.app import APP_NAME, HttpConfig, ServiceConfig, build_app
 
-    os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
     # --detach leaves the deployment running after this process exits: it needs a cluster that
     # outlives it ("auto" finds the local one started with `ray start`, or fails saying there is none)
     address = os.environ.get("RAY_ADDRESS") or ("auto" if detach else None)
-    ray.init(address=address, include_dashboard=False, ignore_reinit_error=True)
+    init_ray(address, dashboard=not no_dashboard)
     serve.start(http_options={"host": host, "port": port})
     config = ServiceConfig(
         model=model,

@@ -555,16 +555,22 @@ def plot_objective(results: Any, path: Path) -> Path | None:
 # ------------------------------------------------------------------------------ entrypoint
 
 
-def _ensure_ray() -> None:
-    import ray
+def log_locations(opts: TuneOptions) -> list[str]:
+    """Where the search's TensorBoard logs and wandb offline runs go, and the commands that open
+    and upload them."""
+    run_dir = opts.run_dir()
+    lines = [f"TensorBoard logs: {run_dir} (open: tensorboard --logdir {shlex.quote(str(run_dir))})"]
+    if opts.wandb != "disabled":
+        runs = shlex.quote(str(run_dir / "wandb")) + "/offline-run-*"
+        lines.append(f"wandb offline runs: {run_dir / 'wandb'} (upload: wandb sync {runs})")
+    return lines
 
-    if not ray.is_initialized():
-        os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
-        ray.init(address=os.environ.get("RAY_ADDRESS"), include_dashboard=False, log_to_driver=False)
 
+def run_tune(opts: TuneOptions, dashboard: bool = True) -> TuneOutcome:
+    """Run (or resume) the search, then write the leaderboard and the objective plot.
 
-def run_tune(opts: TuneOptions) -> TuneOutcome:
-    """Run (or resume) the search, then write the leaderboard and the objective plot."""
+    Uses the Ray this process is connected to, else ``RAY_ADDRESS``'s cluster, else a new local Ray
+    (with its dashboard unless ``dashboard`` is False)."""
     spec = get_spec(opts.spec)
     check_replay(opts.replay, spec, opts.feature_columns(spec))
     opts.sim_overrides()  # a bad cost profile is refused before Ray starts
@@ -577,7 +583,9 @@ def run_tune(opts: TuneOptions) -> TuneOutcome:
             )
     elif (run_dir / RUN_FILE).exists():
         raise InputError(f"experiment {str(run_dir)!r} exists: pass --resume, or --name for a new one")
-    _ensure_ray()
+    from raytrade.cluster.local_cluster import init_ray
+
+    init_ray(os.environ.get("RAY_ADDRESS"), dashboard=dashboard)
     callbacks, env, wandb_key = _wandb_setup(opts, run_dir)
     env = {**env, "RAY_AIR_NEW_OUTPUT": "0"}  # the table reporter of ``_reporter``
     if not opts.resume:
@@ -669,6 +677,7 @@ def run_tune(opts: TuneOptions) -> TuneOutcome:
 )
 @click.option("--max-failures", type=click.IntRange(min=0), default=2, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--no-dashboard", is_flag=True, help="Start a local Ray without its dashboard.")
 @one_line_errors
 def tune_command(
     spec: str,
@@ -691,6 +700,7 @@ def tune_command(
     cost_profile: Path | None,
     max_failures: int,
     seed: int,
+    no_dashboard: bool,
 ) -> None:
     """Search SPEC's hyperparameters on REPLAY's train split, scored on its validation split."""
     if wandb_online and no_wandb:
@@ -716,7 +726,9 @@ def tune_command(
         max_failures=max_failures,
         seed=seed,
     )
-    outcome = run_tune(opts)
+    for line in log_locations(opts):
+        click.echo(line)
+    outcome = run_tune(opts, dashboard=not no_dashboard)
     click.echo(f"\nleaderboard ({outcome.run_dir}):")
     click.echo(format_leaderboard(outcome.leaderboard))
     for warning in outcome.overfit_warnings:

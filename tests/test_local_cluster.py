@@ -171,3 +171,32 @@ def test_a_wrong_token_fails_with_one_line(token_cluster: tuple[ClusterState, di
         f"error: the cluster at {address} refused the token from RAY_AUTH_TOKEN (HTTP 403)"
     ]
     assert done.stdout == ""
+
+
+def test_a_local_ray_starts_with_its_dashboard_unless_asked_not_to(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import ray
+
+    from raytrade.cluster.local_cluster import init_ray
+
+    calls: list[dict[str, object]] = []
+
+    class Context:
+        dashboard_url = "127.0.0.1:8265"
+
+    def fake_init(**kwargs: object) -> Context:
+        calls.append(kwargs)
+        return Context()
+
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(ray, "init", fake_init)
+    assert init_ray(None, dashboard=True, num_cpus=2)
+    assert "Ray dashboard: http://127.0.0.1:8265" in capsys.readouterr().out
+    init_ray(None, dashboard=False)
+    init_ray("auto", dashboard=True)
+    assert calls == [
+        {"num_cpus": 2, "include_dashboard": True, "log_to_driver": False},
+        {"num_cpus": None, "include_dashboard": False, "log_to_driver": False},
+        {"address": "auto", "log_to_driver": False},
+    ]
