@@ -256,14 +256,17 @@ def _start_node(
 def cluster_up(config: ClusterConfig, state_dir: Path) -> ClusterState:
     """Start a head and ``config.workers`` workers; record and return the cluster's state.
 
-    Refuses when the state file names a cluster whose head is still running. A node that fails to
-    start stops the nodes already started."""
+    Refuses when the state file names a cluster whose head is still running (and stops the rest of
+    one whose head died). A node that fails to start stops the nodes already started."""
     previous = read_state(state_dir)
     if previous is not None and _alive(previous.nodes[0].pid):
         raise LocalClusterError(
             f"a local cluster is already up at {previous.address} "
             f"({state_dir / STATE_FILE}); run `raytrade cluster down` first"
         )
+    if previous is not None:  # its head died: stop what is left of it before starting anew
+        _stop_nodes(previous.nodes, grace_s=5.0)
+        shutil.rmtree(previous.temp_dir, ignore_errors=True)
     token_file = ensure_token(state_dir)
     logs = state_dir / "logs"
     logs.mkdir(exist_ok=True)

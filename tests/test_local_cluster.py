@@ -200,3 +200,22 @@ def test_a_local_ray_starts_with_its_dashboard_unless_asked_not_to(
         {"num_cpus": None, "include_dashboard": False, "log_to_driver": False},
         {"address": "auto", "log_to_driver": False},
     ]
+
+
+def test_up_refuses_while_the_recorded_head_runs(tmp_path: Path) -> None:
+    from datetime import UTC, datetime
+
+    from raytrade.cluster.local_cluster import STATE_FILE, cluster_up
+
+    alive = NodeProcess(role="head", pid=os.getpid(), log=tmp_path / "head.log")
+    state = ClusterState(
+        address="127.0.0.1:1",
+        dashboard_url=None,
+        token_file=tmp_path / "token",
+        temp_dir=tmp_path / "ray",
+        nodes=(alive,),
+        started_at=datetime.now(UTC),
+    )
+    (tmp_path / STATE_FILE).write_text(state.model_dump_json())
+    with pytest.raises(LocalClusterError, match=r"already up at 127.0.0.1:1 .*raytrade cluster down"):
+        cluster_up(ClusterConfig(), tmp_path)
