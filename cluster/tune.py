@@ -570,7 +570,8 @@ def run_tune(opts: TuneOptions, dashboard: bool = True) -> TuneOutcome:
     """Run (or resume) the search, then write the leaderboard and the objective plot.
 
     Uses the Ray this process is connected to, else ``RAY_ADDRESS``'s cluster, else a new local Ray
-    (with its dashboard unless ``dashboard`` is False)."""
+    (with its dashboard unless ``dashboard`` is False). Prints where the TensorBoard and wandb logs
+    go once the inputs are checked."""
     spec = get_spec(opts.spec)
     check_replay(opts.replay, spec, opts.feature_columns(spec))
     opts.sim_overrides()  # a bad cost profile is refused before Ray starts
@@ -587,6 +588,8 @@ def run_tune(opts: TuneOptions, dashboard: bool = True) -> TuneOutcome:
 
     init_ray(os.environ.get("RAY_ADDRESS"), dashboard=dashboard)
     callbacks, env, wandb_key = _wandb_setup(opts, run_dir)
+    for line in log_locations(opts):
+        click.echo(line)
     env = {**env, "RAY_AIR_NEW_OUTPUT": "0"}  # the table reporter of ``_reporter``
     if not opts.resume:
         write_run_file(run_dir, run_record(opts, spec))
@@ -726,8 +729,6 @@ def tune_command(
         max_failures=max_failures,
         seed=seed,
     )
-    for line in log_locations(opts):
-        click.echo(line)
     outcome = run_tune(opts, dashboard=not no_dashboard)
     click.echo(f"\nleaderboard ({outcome.run_dir}):")
     click.echo(format_leaderboard(outcome.leaderboard))
