@@ -47,6 +47,10 @@ class DemoConfig(BaseModel):
     tune_iterations: int | None = Field(
         None, ge=1, description="iterations per trial (None: the smoke budget's)"
     )
+    scenarios: tuple[str, ...] = Field(
+        ("crisis_2008_like", "flash_crash", "vol_spike", "bootstrap_crisis"),
+        description="stress scenarios of the baselines' evaluation (envs.scenarios)",
+    )
     bootstrap_samples: int = Field(500, ge=0, description="bootstrap crisis paths in the evaluations")
     model_seeds: int = Field(2, ge=1, description="seeds of the model's evaluation")
     address: str | None = Field(None, description="Ray to connect to: auto, host:port; None: a local one")
@@ -113,7 +117,7 @@ def run_demo(out: Path, seed: int, config: DemoConfig | None = None) -> None:
         report_dir,
         split="test",
         seeds=1,
-        scenarios=["crisis_2008_like", "flash_crash", "vol_spike", "bootstrap_crisis"],
+        scenarios=list(config.scenarios),
         bootstrap_samples=config.bootstrap_samples,
     )
     header = ("policy", "total", "sharpe", "sortino", "max dd", "cvar 5%", "costs $")

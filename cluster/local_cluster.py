@@ -69,6 +69,11 @@ class LocalClusterError(InputError):
     """The local cluster cannot be started, found or stopped as asked (one line, names the path)."""
 
 
+class NodeStartError(LocalClusterError):
+    """A ``ray start`` that exited while starting (e.g. Ray's fixed 30 s wait for the raylet to
+    register ran out on a loaded machine); ``cluster_up`` tries such a node once more."""
+
+
 def default_state_dir() -> Path:
     """``~/.raytrade/cluster``: the token, the state file and the nodes' logs."""
     return Path.home() / ".raytrade" / "cluster"
@@ -245,12 +250,25 @@ def _start_node(
         if STARTED_MARKER in log.read_text(errors="replace"):
             return node
         if proc.poll() is not None:
-            raise LocalClusterError(
+            _stop_nodes((node,), grace_s=2.0)  # what it started before giving up
+            raise NodeStartError(
                 f"the {role} node exited with status {proc.returncode} while starting; see {log}"
             )
         time.sleep(0.5)
     _stop_nodes((node,), grace_s=5.0)
     raise LocalClusterError(f"the {role} node did not start within {timeout_s:.0f} s; see {log}")
+
+
+def _start_node_retrying(
+    argv: list[str], role: Literal["head", "worker"], log: Path, env: dict[str, str], timeout_s: float
+) -> NodeProcess:
+    """:func:`_start_node`, once more if ``ray start`` exited while starting (its log is kept as
+    ``<log>.1``)."""
+    try:
+        return _start_node(argv, role, log, env, timeout_s)
+    except NodeStartError:
+        os.replace(log, log.with_suffix(log.suffix + ".1"))
+        return _start_node(argv, role, log, env, timeout_s)
 
 
 def cluster_up(config: ClusterConfig, state_dir: Path) -> ClusterState:
@@ -277,12 +295,14 @@ def cluster_up(config: ClusterConfig, state_dir: Path) -> ClusterState:
     started: list[NodeProcess] = []
     try:
         head_argv = start_command(config, temp_dir, head_ports, None)
-        started.append(_start_node(head_argv, "head", logs / "head.log", env, config.start_timeout_s))
+        started.append(
+            _start_node_retrying(head_argv, "head", logs / "head.log", env, config.start_timeout_s)
+        )
         for i in range(config.workers):
             ports = dict(zip(NODE_PORT_OPTIONS, free_ports(len(NODE_PORT_OPTIONS)), strict=True))
             argv = start_command(config, temp_dir, ports, address)
             log = logs / f"worker-{i + 1}.log"
-            started.append(_start_node(argv, "worker", log, env, config.start_timeout_s))
+            started.append(_start_node_retrying(argv, "worker", log, env, config.start_timeout_s))
     except BaseException:
         _stop_nodes(tuple(started), grace_s=10.0)
         shutil.rmtree(temp_dir, ignore_errors=True)

@@ -219,3 +219,15 @@ def test_up_refuses_while_the_recorded_head_runs(tmp_path: Path) -> None:
     (tmp_path / STATE_FILE).write_text(state.model_dump_json())
     with pytest.raises(LocalClusterError, match=r"already up at 127.0.0.1:1 .*raytrade cluster down"):
         cluster_up(ClusterConfig(), tmp_path)
+
+
+def test_a_node_that_exits_while_starting_is_tried_once_more(tmp_path: Path) -> None:
+    from raytrade.cluster.local_cluster import STARTED_MARKER, _start_node_retrying
+
+    flag, log = tmp_path / "tried", tmp_path / "worker.log"
+    script = f"if [ -e {flag} ]; then echo '{STARTED_MARKER}'; exec sleep 30; else touch {flag}; exit 1; fi"
+    node = _start_node_retrying(["sh", "-c", script], "worker", log, dict(os.environ), timeout_s=20)
+    try:
+        assert (tmp_path / "worker.log.1").exists() and STARTED_MARKER in log.read_text()
+    finally:
+        _stop_nodes((node,), grace_s=0.5)
