@@ -119,6 +119,17 @@ def held_out_data(env_config: Mapping[str, Any], split: str = "validation") -> M
     return _load_data(json.dumps(held_out_data_config(cfg, split), sort_keys=True))
 
 
+def excess_objective(excess: np.ndarray, periods_per_year: float, cvar_penalty: float) -> tuple[float, float]:
+    """(information ratio, objective) of per-bar ``excess`` returns over the benchmark (see the
+    module docstring): 0 and 0 for an excess identically 0; the objective is ``UNDEFINED_SCORE``
+    where it is not finite."""
+    if np.all(np.abs(excess) <= _ZERO_EXCESS):
+        return 0.0, 0.0
+    ratio = sharpe_ratio(excess, periods_per_year)
+    objective = ratio - cvar_penalty * abs(cvar(excess))
+    return ratio, objective if math.isfinite(objective) else UNDEFINED_SCORE
+
+
 def score_excess(
     policy: Rollout, benchmark: Rollout, data: MarketData, sim: SimulatorConfig, cvar_penalty: float
 ) -> dict[str, float]:
@@ -135,17 +146,12 @@ def score_excess(
         raise ValueError(f"policy returns {returns.shape} and benchmark returns {bench.shape} differ")
     costs = policy.costs[0].sum(axis=-1)
     metrics = summarize(returns, data.periods_per_year, turnover=policy.turnover[0], costs=costs)
-    excess = returns - bench
-    if np.all(np.abs(excess) <= _ZERO_EXCESS):
-        ratio, tail = 0.0, 0.0
-    else:
-        ratio, tail = sharpe_ratio(excess, data.periods_per_year), cvar(excess)
-    objective = ratio - cvar_penalty * abs(tail)
+    ratio, objective = excess_objective(returns - bench, data.periods_per_year, cvar_penalty)
     metrics["information_ratio"] = ratio
     metrics["excess_return"] = total_return(returns) - total_return(bench)
     metrics["gross_exposure"] = float(np.abs(policy.weights[0]).sum(axis=-1).mean())
     metrics["costs"] = float(costs.sum()) / sim.initial_equity
-    metrics["objective"] = objective if math.isfinite(objective) else UNDEFINED_SCORE
+    metrics["objective"] = objective
     return {k: float(v) for k, v in metrics.items()}
 
 
