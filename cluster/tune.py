@@ -51,6 +51,7 @@ from raytrade.cluster.run_file import (
 )
 from raytrade.models.manifest import Provenance, SearchObjective
 from raytrade.replay.errors import InputError
+from raytrade.replay.splits import TRAIN_FRACTION, VALIDATION_FRACTION
 from raytrade.tune_specs import SPECS, get_spec
 from raytrade.tune_specs.objective import METRIC, REPORTED
 from raytrade.tune_specs.spec import Budget, TuneSpec
@@ -82,6 +83,12 @@ class TuneOptions(BaseModel):
     cvar_penalty: float = Field(
         1.0, ge=0, description="objective = information ratio over equal_weight - cvar_penalty * |cvar_5|"
     )
+    train_fraction: float | None = Field(
+        None, gt=0, lt=1, description="share of the calendar trained on (None: replay.splits' default)"
+    )
+    validation_fraction: float | None = Field(
+        None, gt=0, lt=1, description="share of the calendar scored on (None: replay.splits' default)"
+    )
     max_failures: int = Field(2, ge=0, description="restarts of a crashed trial from its checkpoint")
     seed: int = Field(0, description="search and training seed")
     trial_resources: dict[str, float] = Field(
@@ -108,6 +115,11 @@ class TuneOptions(BaseModel):
         except ValueError as exc:
             raise InputError(f"--features: {exc}") from None
 
+    def split_fractions(self) -> dict[str, float]:
+        """The ``ReplayDataConfig`` split fractions this search sets (empty: the store's defaults)."""
+        fractions = {"train_fraction": self.train_fraction, "validation_fraction": self.validation_fraction}
+        return {k: v for k, v in fractions.items() if v is not None}
+
     def run_name(self) -> str:
         return self.name or (f"{self.spec}-smoke" if self.smoke else self.spec)
 
@@ -121,6 +133,8 @@ class TuneOptions(BaseModel):
         parts += ["--num-samples", str(self.num_samples)] if self.num_samples else []
         parts += ["--iterations", str(self.iterations)] if self.iterations else []
         parts += ["--features", self.features] if self.features else []
+        for key, value in self.split_fractions().items():
+            parts += [f"--{key.replace('_', '-')}", repr(value)]
         parts += ["--storage", str(self.storage.resolve()), "--name", self.run_name()]
         parts += ["--cvar-penalty", repr(self.cvar_penalty), "--seed", str(self.seed)]
         return shlex.join(parts)
@@ -139,10 +153,15 @@ class TuneOutcome(BaseModel):
 # ------------------------------------------------------------------------------ input checks
 
 
-def check_replay(root: Path, spec: TuneSpec, features: tuple[str, ...] | None = None) -> None:
+def check_replay(
+    root: Path,
+    spec: TuneSpec,
+    features: tuple[str, ...] | None = None,
+    split_fractions: Mapping[str, float] | None = None,
+) -> None:
     """Fail (``ValueError``/``FileNotFoundError``, one line) when ``root`` cannot feed ``spec``
     observing ``features`` (None: the spec's): no store, no bars/features table, observed features
-    that are all null or unknown, or an empty train/validation split."""
+    that are all null or unknown, or an empty train/validation split (at ``split_fractions``)."""
     from raytrade.envs.replay_loader import DEFAULT_FEATURES
     from raytrade.replay.reader import read_frame, table_files
 
@@ -167,7 +186,15 @@ def check_replay(root: Path, spec: TuneSpec, features: tuple[str, ...] | None = 
     from raytrade.envs.replay_loader import load_market_data
 
     for split in ("train", "validation"):
-        load_market_data(root, split, feature_columns=columns)
+        fractions = {"train_fraction": TRAIN_FRACTION, "validation_fraction": VALIDATION_FRACTION}
+        fractions.update(split_fractions or {})
+        load_market_data(
+            root,
+            split,
+            feature_columns=columns,
+            train_fraction=fractions["train_fraction"],
+            validation_fraction=fractions["validation_fraction"],
+        )
 
 
 # ------------------------------------------------------------------------------ tuner
@@ -268,7 +295,9 @@ def build_tuner(opts: TuneOptions, spec: TuneSpec, callbacks: list[Any]) -> Any:
     from ray.tune.search.basic_variant import BasicVariantGenerator
 
     budget = opts.budget(spec)
-    env_config = spec.env_config(str(opts.replay.resolve()), budget, opts.feature_columns(spec))
+    env_config = spec.env_config(
+        str(opts.replay.resolve()), budget, opts.feature_columns(spec), opts.split_fractions()
+    )
     objective = spec.objective.model_copy(update={"cvar_penalty": opts.cvar_penalty})
     config = spec.algo_config(env_config, budget, objective)
     config = config.resources(
@@ -340,7 +369,8 @@ def run_record(opts: TuneOptions, spec: TuneSpec) -> RunFile:
     """The run file of a new search: what it searches and what it depends on at this moment."""
     budget = opts.budget(spec)
     columns = opts.feature_columns(spec)
-    config = spec.algo_config(spec.env_config(str(opts.replay.resolve()), budget, columns), budget).to_dict()
+    env_config = spec.env_config(str(opts.replay.resolve()), budget, columns, opts.split_fractions())
+    config = spec.algo_config(env_config, budget).to_dict()
     return RunFile(
         spec=spec.name,
         family=spec.family,
@@ -461,7 +491,7 @@ def _ensure_ray() -> None:
 def run_tune(opts: TuneOptions) -> TuneOutcome:
     """Run (or resume) the search, then write the leaderboard and the objective plot."""
     spec = get_spec(opts.spec)
-    check_replay(opts.replay, spec, opts.feature_columns(spec))
+    check_replay(opts.replay, spec, opts.feature_columns(spec), opts.split_fractions())
     run_dir = opts.run_dir()
     if opts.resume:
         recorded = read_run_file(run_dir)
@@ -522,6 +552,16 @@ def run_tune(opts: TuneOptions) -> TuneOutcome:
     "returns, microstructure, regime, forecast, risk, macro (default: the spec's, enriched).",
 )
 @click.option("--cvar-penalty", type=click.FloatRange(min=0), default=1.0, show_default=True)
+@click.option(
+    "--train-fraction",
+    type=click.FloatRange(min=0, max=1, min_open=True, max_open=True),
+    help="Share of the calendar trained on (default: 0.6).",
+)
+@click.option(
+    "--validation-fraction",
+    type=click.FloatRange(min=0, max=1, min_open=True, max_open=True),
+    help="Share of the calendar scored on, after the train share and the embargo (default: 0.2).",
+)
 @click.option("--max-failures", type=click.IntRange(min=0), default=2, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 @one_line_errors
@@ -538,6 +578,8 @@ def tune_command(
     no_wandb: bool,
     features: str | None,
     cvar_penalty: float,
+    train_fraction: float | None,
+    validation_fraction: float | None,
     max_failures: int,
     seed: int,
 ) -> None:
@@ -556,6 +598,8 @@ def tune_command(
         wandb="online" if wandb_online else "disabled" if no_wandb else "offline",
         features=features,
         cvar_penalty=cvar_penalty,
+        train_fraction=train_fraction,
+        validation_fraction=validation_fraction,
         max_failures=max_failures,
         seed=seed,
     )
