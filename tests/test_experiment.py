@@ -68,6 +68,30 @@ def test_a_symbol_without_bars_in_a_window_loads_as_never_listed(synthetic_store
     assert np.all(data.open[:, never] == 1.0) and np.all(data.close[:, never] == 1.0)
 
 
+def test_tune_split_fractions_move_the_training_window_and_its_normaliser(synthetic_store: Path) -> None:
+    from raytrade.cluster.tune import TuneOptions
+    from raytrade.tune_specs import get_spec
+
+    spec = get_spec("ppo")
+    fold = TuneOptions(
+        spec="ppo",
+        replay=synthetic_store,
+        smoke=True,
+        features="base",
+        train_fraction=0.3,
+        validation_fraction=0.1,
+    )
+    default = fold.model_copy(update={"train_fraction": None, "validation_fraction": None})
+    configs = [
+        spec.env_config(str(synthetic_store), o.budget(spec), o.feature_columns(spec), o.split_fractions())
+        for o in (fold, default)
+    ]
+    assert configs[0]["data"]["train_fraction"] == 0.3 and configs[0]["data"]["validation_fraction"] == 0.1
+    assert "train_fraction" not in configs[1]["data"]
+    assert configs[0]["normalizer"]["center"] != configs[1]["normalizer"]["center"]
+    assert "--train-fraction 0.3 --validation-fraction 0.1" in fold.command()
+
+
 # ------------------------------------------------------------------------------ smoke run (Ray)
 
 
