@@ -159,3 +159,24 @@ def test_smoke_experiment_winner_is_chosen_on_validation_and_matches_its_figures
     assert winner.objective.estimate is not None and kelly is not None
     assert doc.verdict.vs_kelly_lite.estimate == pytest.approx(winner.objective.estimate - kelly)
     assert doc.verdict.beats_kelly_lite == ((doc.verdict.vs_kelly_lite.low or 0.0) > 0)
+
+
+def test_a_finished_search_of_the_same_command_is_reused(
+    smoke_experiment: Path, synthetic_store: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import raytrade.cluster.tune as tune
+    from raytrade.cluster.experiment import ExperimentOptions, _calendar, run_search
+
+    def no_search(opts: object) -> None:
+        raise AssertionError("searched again")
+
+    monkeypatch.setattr(tune, "run_tune", no_search)
+    opts = ExperimentOptions(
+        replay=synthetic_store, out=smoke_experiment, budget="smoke", families=("ppo",), features=("base",)
+    )
+    calendar, ppy = _calendar(synthetic_store)
+    folds, _ = plan_folds(calendar, opts.plan_budget(), ppy)
+    again = run_search(opts, opts.plan_budget(), "ppo", "base", folds[1])
+    first = read_experiment(smoke_experiment / "experiment.json").variants[0].selected[1]
+    assert again.selected.model_dump(exclude={"tune_seconds"}) == first.model_dump(exclude={"tune_seconds"})
+    assert again.selected.tune_seconds > 0
