@@ -30,6 +30,7 @@ LAZY_COMMANDS: dict[str, str] = {
     "recalibrate": "raytrade.cluster.calibrate:recalibrate_command",
     "cluster": "raytrade.cluster.local_cluster:cluster_group",
     "submit": "raytrade.cluster.submit:submit_command",
+    "experiment": "raytrade.cluster.experiment:experiment_command",
 }
 
 

@@ -56,6 +56,7 @@ from raytrade.envs.baseline_weights import BASELINE_FEATURES
 from raytrade.envs.rewards import RewardConfig
 from raytrade.models.manifest import Provenance, SearchObjective
 from raytrade.replay.errors import InputError
+from raytrade.replay.splits import TRAIN_FRACTION, VALIDATION_FRACTION
 from raytrade.tune_specs import SPECS, get_spec
 from raytrade.tune_specs.objective import METRIC, REPORTED, TRAIN_METRIC, metric_of
 from raytrade.tune_specs.overfit import OverfitCheck, check_overfit
@@ -113,6 +114,12 @@ class TuneOptions(BaseModel):
     turnover_penalty: float = Field(
         _REWARD["turnover_penalty"].default, ge=0, description="reward penalty per unit turnover"
     )
+    train_fraction: float | None = Field(
+        None, gt=0, lt=1, description="share of the calendar trained on (None: replay.splits' default)"
+    )
+    validation_fraction: float | None = Field(
+        None, gt=0, lt=1, description="share of the calendar scored on (None: replay.splits' default)"
+    )
     max_failures: int = Field(2, ge=0, description="restarts of a crashed trial from its checkpoint")
     cost_profile: Path | None = Field(
         None, description="cost profile (raytrade calibrate-costs) the simulator trains and scores with"
@@ -149,7 +156,9 @@ class TuneOptions(BaseModel):
         (``envs.actions``, ``envs.rewards``) and costs (:meth:`sim_overrides`); a tilt baseline's
         input columns are loaded with the data (``data.extra_features``) so every split, scoring and
         serving see them."""
-        env_config = spec.env_config(str(self.replay.resolve()), budget, self.feature_columns(spec))
+        env_config = spec.env_config(
+            str(self.replay.resolve()), budget, self.feature_columns(spec), self.split_fractions()
+        )
         action = ActionConfig(mode=self.action_mode, max_tilt=self.max_tilt, no_trade_band=self.no_trade_band)
         env_config["action"] = action.model_dump(mode="json", exclude={"kelly_lite"})
         sim = env_config.setdefault("sim", {})
@@ -167,6 +176,11 @@ class TuneOptions(BaseModel):
 
         return {"costs": cost_config_from_profile(self.cost_profile).model_dump(mode="json")}
 
+    def split_fractions(self) -> dict[str, float]:
+        """The ``ReplayDataConfig`` split fractions this search sets (empty: the store's defaults)."""
+        fractions = {"train_fraction": self.train_fraction, "validation_fraction": self.validation_fraction}
+        return {k: v for k, v in fractions.items() if v is not None}
+
     def run_name(self) -> str:
         return self.name or (f"{self.spec}-smoke" if self.smoke else self.spec)
 
@@ -182,6 +196,8 @@ class TuneOptions(BaseModel):
         parts += ["--early-stop", str(self.early_stop)] if self.early_stop is not None else []
         parts += ["--features", self.features] if self.features else []
         parts += ["--cost-profile", str(self.cost_profile.resolve())] if self.cost_profile else []
+        for key, value in self.split_fractions().items():
+            parts += [f"--{key.replace('_', '-')}", repr(value)]
         parts += ["--storage", str(self.storage.resolve()), "--name", self.run_name()]
         parts += ["--cvar-penalty", repr(self.cvar_penalty), "--seed", str(self.seed)]
         parts += ["--action-mode", self.action_mode, "--max-tilt", repr(self.max_tilt)]
@@ -210,10 +226,15 @@ class TuneOutcome(BaseModel):
 # ------------------------------------------------------------------------------ input checks
 
 
-def check_replay(root: Path, spec: TuneSpec, features: tuple[str, ...] | None = None) -> None:
+def check_replay(
+    root: Path,
+    spec: TuneSpec,
+    features: tuple[str, ...] | None = None,
+    split_fractions: Mapping[str, float] | None = None,
+) -> None:
     """Fail (``ValueError``/``FileNotFoundError``, one line) when ``root`` cannot feed ``spec``
     observing ``features`` (None: the spec's): no store, no bars/features table, observed features
-    that are all null or unknown, or an empty train/validation split."""
+    that are all null or unknown, or an empty train/validation split (at ``split_fractions``)."""
     from raytrade.envs.replay_loader import DEFAULT_FEATURES
     from raytrade.replay.reader import read_frame, table_files
 
@@ -238,7 +259,15 @@ def check_replay(root: Path, spec: TuneSpec, features: tuple[str, ...] | None = 
     from raytrade.envs.replay_loader import load_market_data
 
     for split in ("train", "validation"):
-        load_market_data(root, split, feature_columns=columns)
+        fractions = {"train_fraction": TRAIN_FRACTION, "validation_fraction": VALIDATION_FRACTION}
+        fractions.update(split_fractions or {})
+        load_market_data(
+            root,
+            split,
+            feature_columns=columns,
+            train_fraction=fractions["train_fraction"],
+            validation_fraction=fractions["validation_fraction"],
+        )
 
 
 # ------------------------------------------------------------------------------ tuner
@@ -573,7 +602,7 @@ def run_tune(opts: TuneOptions, dashboard: bool = True) -> TuneOutcome:
     (with its dashboard unless ``dashboard`` is False). Prints where the TensorBoard and wandb logs
     go once the inputs are checked."""
     spec = get_spec(opts.spec)
-    check_replay(opts.replay, spec, opts.feature_columns(spec))
+    check_replay(opts.replay, spec, opts.feature_columns(spec), opts.split_fractions())
     opts.sim_overrides()  # a bad cost profile is refused before Ray starts
     run_dir = opts.run_dir()
     if opts.resume:
@@ -678,6 +707,16 @@ def run_tune(opts: TuneOptions, dashboard: bool = True) -> TuneOutcome:
     type=click.Path(path_type=Path),
     help="Cost profile from raytrade calibrate-costs (default: the loop's cost model).",
 )
+@click.option(
+    "--train-fraction",
+    type=click.FloatRange(min=0, max=1, min_open=True, max_open=True),
+    help="Share of the calendar trained on (default: 0.6).",
+)
+@click.option(
+    "--validation-fraction",
+    type=click.FloatRange(min=0, max=1, min_open=True, max_open=True),
+    help="Share of the calendar scored on, after the train share and the embargo (default: 0.2).",
+)
 @click.option("--max-failures", type=click.IntRange(min=0), default=2, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--no-dashboard", is_flag=True, help="Start a local Ray without its dashboard.")
@@ -701,6 +740,8 @@ def tune_command(
     no_trade_band: float,
     turnover_penalty: float,
     cost_profile: Path | None,
+    train_fraction: float | None,
+    validation_fraction: float | None,
     max_failures: int,
     seed: int,
     no_dashboard: bool,
@@ -726,6 +767,8 @@ def tune_command(
         no_trade_band=no_trade_band,
         turnover_penalty=turnover_penalty,
         cost_profile=cost_profile,
+        train_fraction=train_fraction,
+        validation_fraction=validation_fraction,
         max_failures=max_failures,
         seed=seed,
     )

@@ -152,8 +152,9 @@ def load_market_data(
 
     close_raw = wide(bars, "close").astype("float64")
     listed = close_raw.notna().to_numpy()
-    close = close_raw.ffill().bfill().to_numpy()
-    open_ = wide(bars, "open").astype("float64").ffill().bfill().to_numpy()
+    # a symbol without a bar in the window is never listed there: placeholder prices 1.0 (never traded)
+    close = close_raw.ffill().bfill().fillna(1.0).to_numpy()
+    open_ = wide(bars, "open").astype("float64").ffill().bfill().fillna(1.0).to_numpy()
 
     wanted = sorted({*feature_columns, "spread_bps", "dollar_volume_20", "vol_regime_code"})
     feats = read_frame(

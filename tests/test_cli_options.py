@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from raytrade.cluster.cli import ingest
 from raytrade.cluster.ingest import SourceRequest
+from raytrade.cluster.experiment import ExperimentOptions, experiment_command
 from raytrade.cluster.live import live_command
 from raytrade.cluster.options import exposure_caps, option_drift
 from raytrade.cluster.serve import serve_command
@@ -23,6 +24,7 @@ COMMANDS = {
     # wandb is set by --wandb / --no-wandb; trial_resources is for tests and cluster scripts only
     "tune": (tune_command, TuneOptions, {}, {"wandb", "trial_resources"}),
     "ingest": (ingest, SourceRequest, {}, set()),
+    "experiment": (experiment_command, ExperimentOptions, {}, set()),
     # quantity steps are broker facts, not flags; caps are the --*-cap flags (checked against ExposureCaps)
     "live": (live_command, LiveConfig, {}, {"crypto_qty_step", "fractional_qty_step", "caps"}),
     # decide is built from --max-feature-age-hours / --kill-drawdown (checked against ServeConfig below)

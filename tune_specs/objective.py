@@ -173,7 +173,7 @@ def score_excess(
     metrics["excess_return"] = total_return(returns) - total_return(bench)
     metrics["gross_exposure"] = float(np.abs(policy.weights[0]).sum(axis=-1).mean())
     metrics["costs"] = float(costs.sum()) / sim.initial_equity
-    metrics["objective"] = objective if math.isfinite(objective) else UNDEFINED_SCORE
+    metrics["objective"] = objective
     return {k: float(v) for k, v in metrics.items()}
 
 

@@ -152,13 +152,19 @@ class TuneSpec(BaseModel):
         )
 
     def env_config(
-        self, replay_root: str, budget: Budget, features: tuple[str, ...] | None = None
+        self,
+        replay_root: str,
+        budget: Budget,
+        features: tuple[str, ...] | None = None,
+        split_fractions: Mapping[str, float] | None = None,
     ) -> dict[str, Any]:
         """The training env config: the store's ``train`` split, the observed features (``features``,
         else the spec's ``required_features``) with their normaliser fitted on that train split
-        (:func:`train_normalizer`), the budget's episode length."""
+        (:func:`train_normalizer`), the budget's episode length. ``split_fractions``
+        (``train_fraction`` / ``validation_fraction`` of ``ReplayDataConfig``) move the split
+        boundaries; None: the store's defaults."""
         columns = tuple(features or self.required_features)
-        data = {"kind": "replay", "root": replay_root, "split": "train"}
+        data = {"kind": "replay", "root": replay_root, "split": "train", **(split_fractions or {})}
         return {
             "data": data,
             "feature_columns": list(columns),

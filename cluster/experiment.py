@@ -1,0 +1,632 @@
+"""``raytrade experiment``: every on-policy family, base and enriched features, on walk-forward
+folds over the store's last three years, against the loop's rules and plain allocations.
+
+Design decisions
+----------------
+* **Folds.** The test windows are ``replay.splits.walk_forward_folds`` over the store calendar
+  after ``min_train`` bars (``plan_folds``): ``n_folds`` consecutive windows covering the last
+  ``years`` years (less when the store is shorter). Fold k's validation window is the
+  ``validation_bars`` bars that end one embargo before its test window, and its training window is
+  everything before the validation window, less one embargo. A search (``raytrade tune``'s
+  ``run_tune``, unchanged, with ``train_fraction`` / ``validation_fraction`` set to those windows)
+  trains on the training window, scores every iteration on the validation window, and never loads
+  the test window; the fractions are checked to give exactly those windows before any search runs.
+* **Selection.** Per fold and variant (family x feature set), the checkpoint with the best
+  validation objective (the search's leaderboard, as ``raytrade promote`` reads it). The winner
+  across variants is :func:`choose_winner` on the mean validation objective over folds: one small
+  function, to be replaced by ``raytrade select``'s paired-bootstrap rule when that lands.
+* **Evaluation.** The code behind ``raytrade evaluate`` (``envs.evaluation.harness``): one plan with
+  the same walk-forward test windows (``EvaluationConfig.walk_forward``), the baselines
+  ``kelly_lite``, ``equal_weight``, ``inverse_vol``, ``buy_and_hold``, and one policy per variant
+  whose decision on a window comes from the model selected for that window's fold
+  (:class:`WalkForwardPolicy`; a window that is no fold's test window is refused, so no model is
+  ever replayed on data it trained or was selected on). Stress scenarios run on the last fold's test
+  window (the plan's ``test`` split is set to it) with the last fold's models.
+* **Gating in evaluation.** A gating module emits (mode, side) per symbol; its weights are the gated
+  env's own ``gate_orders`` sizes. The evaluation replays every policy through one simulator and
+  cost model, so a ``passive`` order is executed like an ``aggressive`` one (always filled, full
+  spread), not with the training env's passive-fill model: conservative for the gate.
+* Output in ``--out``: ``experiment.json`` / ``experiment.md`` / ``plots/`` (``experiment_report``),
+  ``evaluation/`` (the evaluation report), ``runs/`` (the searches), and a dated section appended to
+  ``marketsimulatorresults.md`` (or ``--results-log``). A search whose folder already holds a
+  leaderboard from the same command is reused, so an interrupted experiment continues.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+import click
+import numpy as np
+import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field
+
+from raytrade.cluster.errors import one_line_errors
+from raytrade.cluster.experiment_report import (
+    EXPERIMENT_JSON,
+    EXPERIMENT_MD,
+    RESULTS_LOG,
+    BaselineResult,
+    ExperimentDocument,
+    FoldWindows,
+    Selected,
+    TestScore,
+    VariantResult,
+    Verdict,
+    interval,
+    lower_above_zero,
+    num,
+    objective_samples,
+    render_markdown,
+    results_log_section,
+    write_plots,
+)
+from raytrade.envs.evaluation.document import Window
+from raytrade.envs.scenarios import ScenarioConfig
+from raytrade.replay.errors import InputError
+from raytrade.replay.splits import EMBARGO_BARS, TimeWindow, fractional_splits, walk_forward_folds
+
+BudgetName = Literal["smoke", "small", "full"]
+FAMILIES: tuple[str, ...] = ("ppo", "distrl", "gnn", "gating")
+FEATURE_SETS: tuple[str, ...] = ("base", "enriched")
+BASELINES: tuple[str, ...] = ("kelly_lite", "equal_weight", "inverse_vol", "buy_and_hold")
+SELECTION_RULE = "highest mean validation objective over folds (cluster.experiment.choose_winner)"
+
+
+class ExperimentBudget(BaseModel):
+    """How much one experiment spends; ``small`` is sized for 45 minutes on 2 idle cores."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    n_folds: int = Field(ge=1, description="walk-forward test folds")
+    years: float = Field(3.0, gt=0, description="the test folds cover the store's last YEARS years")
+    validation_bars: int = Field(ge=2, description="bars of each fold's validation window")
+    min_train_bars: int = Field(ge=2, description="fewest bars fold 0 trains on")
+    spec_smoke: bool = Field(description="searches use the spec's smoke budget (batch, epochs, episode)")
+    num_samples: int = Field(ge=1, description="trials per search")
+    iterations: int = Field(ge=1, description="training iterations per trial")
+    families: tuple[str, ...] = FAMILIES
+    features: tuple[str, ...] = FEATURE_SETS
+    scenarios: tuple[str, ...] = Field(description="stress scenarios (envs.scenarios)")
+    scenario_draws: int = Field(
+        ScenarioConfig().draws, ge=1, description="draws per stress scenario (distinct seeds)"
+    )
+    bootstrap_samples: int = Field(ge=10)
+
+
+# small: 3 folds x 4 families x 2 feature sets = 24 searches of 2 trials (one per core) x 3 iterations
+# of the spec's default batch (4000 env steps, 6 epochs, 252-bar episodes). A search of that size
+# took 80 s of tuning loop at a load of about 2 on this 2-core machine (most of it trial start-up),
+# so about 24 x 95 s + the evaluation: about 40 minutes idle. smoke: the spec's smoke batch, 1 trial
+# x 2 iterations per search, 2 folds, one stress scenario: the test suite's budget.
+BUDGETS: dict[str, ExperimentBudget] = {
+    "smoke": ExperimentBudget(
+        n_folds=2,
+        validation_bars=40,
+        min_train_bars=120,
+        spec_smoke=True,
+        num_samples=1,
+        iterations=1,
+        scenarios=("flash_crash",),
+        scenario_draws=1,
+        bootstrap_samples=50,
+    ),
+    "small": ExperimentBudget(
+        n_folds=3,
+        validation_bars=126,
+        min_train_bars=252,
+        spec_smoke=False,
+        num_samples=2,
+        iterations=3,
+        scenarios=("crisis_2008_like", "flash_crash", "vol_spike", "bootstrap_crisis"),
+        bootstrap_samples=1000,
+    ),
+    "full": ExperimentBudget(
+        n_folds=6,
+        validation_bars=252,
+        min_train_bars=504,
+        spec_smoke=False,
+        num_samples=16,
+        iterations=60,
+        scenarios=("crisis_2008_like", "flash_crash", "vol_spike", "bootstrap_crisis"),
+        bootstrap_samples=2000,
+    ),
+}
+
+
+class ExperimentOptions(BaseModel):
+    """One ``raytrade experiment`` invocation."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    replay: Path = Field(description="replay store root")
+    out: Path = Field(description="output folder (experiment.md, experiment.json, plots, runs)")
+    budget: BudgetName = Field("small", description="smoke (tests), small (45 min, 2 cores), full (cluster)")
+    families: tuple[str, ...] | None = Field(None, description="specs to train (None: the budget's)")
+    features: tuple[str, ...] | None = Field(None, description="feature sets (None: base and enriched)")
+    results_log: Path | None = Field(None, description=f"results log (None: OUT/{RESULTS_LOG})")
+    cvar_penalty: float = Field(1.0, ge=0, description="objective's CVaR weight, in search and report")
+    seed: int = Field(0, description="search seed")
+
+    def plan_budget(self) -> ExperimentBudget:
+        base = BUDGETS[self.budget]
+        update: dict[str, Any] = {}
+        if self.families is not None:
+            update["families"] = self.families
+        if self.features is not None:
+            update["features"] = self.features
+        return base.model_copy(update=update)
+
+    def command(self) -> str:
+        parts = ["raytrade", "experiment", "--replay", str(self.replay), "--out", str(self.out)]
+        parts += ["--budget", self.budget]
+        parts += ["--families", ",".join(self.families)] if self.families else []
+        parts += ["--features", ",".join(self.features)] if self.features else []
+        parts += ["--cvar-penalty", repr(self.cvar_penalty), "--seed", str(self.seed)]
+        return shlex.join(parts)
+
+
+# ------------------------------------------------------------------------------ folds
+
+
+@dataclass(frozen=True)
+class FoldPlan:
+    """One fold's windows (calendar indices, hi exclusive) and the search fractions that give them."""
+
+    index: int
+    train: TimeWindow
+    validation: TimeWindow
+    test: TimeWindow
+    train_fraction: float
+    validation_fraction: float
+
+
+def plan_folds(
+    calendar: pd.DatetimeIndex, budget: ExperimentBudget, periods_per_year: int, embargo: int = EMBARGO_BARS
+) -> tuple[list[FoldPlan], int]:
+    """The folds (see the module docstring) and ``min_train``, the bars before the first test fold
+    less the embargo (what ``walk_forward_folds`` and the evaluation are given).
+
+    Raises ``InputError`` when the calendar cannot hold ``min_train_bars`` + a validation window +
+    one test bar per fold."""
+    n = len(calendar)
+    history = budget.min_train_bars + budget.validation_bars + 2 * embargo
+    region = min(round(budget.years * periods_per_year), n - history - embargo)
+    if region < budget.n_folds:
+        raise InputError(
+            f"replay store calendar of {n} bars is too short for {budget.n_folds} folds after "
+            f"{budget.min_train_bars} training and {budget.validation_bars} validation bars"
+        )
+    min_train = n - region - embargo
+    folds = []
+    for fold in walk_forward_folds(calendar, budget.n_folds, min_train, embargo):
+        test_lo = int(calendar.searchsorted(fold.test.start))
+        val_hi = test_lo - embargo
+        train_hi = val_hi - budget.validation_bars - embargo
+        train_fraction, validation_fraction = train_hi / n, (val_hi - train_hi) / n
+        splits = fractional_splits(calendar, train_fraction, validation_fraction, embargo)
+        train, validation = splits["train"], splits["validation"]
+        if train.n_bars != train_hi or validation.end != calendar[val_hi - 1]:
+            raise AssertionError(f"fold {fold.index}: fractions do not reproduce its windows")
+        folds.append(FoldPlan(fold.index, train, validation, fold.test, train_fraction, validation_fraction))
+    return folds, min_train
+
+
+def choose_winner(validation_objective: dict[str, float]) -> str:
+    """The variant the experiment promotes: the highest mean validation objective (never a test
+    figure). ``raytrade select`` (paired bootstrap on the validation window) replaces this."""
+    return max(validation_objective, key=lambda name: validation_objective[name])
+
+
+# ------------------------------------------------------------------------------ policies
+
+
+@dataclass(frozen=True)
+class FoldModel:
+    test_start: np.datetime64
+    module: Any
+    env_config: Any  # PortfolioEnvConfig or GatedEnvConfig
+    gated: bool
+
+
+def gated_weights_policy(module: Any, data: Any, cfg: Any) -> Callable[[Any], np.ndarray]:
+    """A gating module as target weights: its greedy (mode, side, level) sized by the gated env's
+    ``gate_orders`` with the contract's kelly at each episode's bar, observing the contract's gate
+    channel as in training (``envs.gate``; ``passive`` executes as ``aggressive``)."""
+    from raytrade.envs.evaluation.policies import step_index
+    from raytrade.envs.gate import contract_gate
+    from raytrade.envs.gym_envs import gate_orders
+    from raytrade.models.inference import deterministic_actions, observation_arrays
+
+    gate = contract_gate(data, cfg)
+
+    def policy(ob: Any) -> np.ndarray:
+        t = step_index(ob, data)
+        actions = deterministic_actions(module, observation_arrays(ob, data, cfg, gate.open[t]))
+        return np.asarray(gate_orders(actions, gate.kelly[t], cfg).target, dtype=np.float64)
+
+    return policy
+
+
+@dataclass(frozen=True)
+class WalkForwardPolicy:
+    """One variant across folds, as the evaluation harness's policy handle: on a window it acts with
+    the model of the fold whose test window starts at the window's first bar, and refuses any other."""
+
+    name: str
+    feature_columns: tuple[str, ...]
+    folds: tuple[FoldModel, ...]
+
+    def act(self, observation: Any) -> Any:
+        raise TypeError(f"{self.name} acts only through policy(data), on a fold's test window")
+
+    def policy(self, data: Any) -> Callable[[Any], Any]:
+        from raytrade.models.inference import module_policy
+
+        start = np.datetime64(data.ts[0], "ns")
+        matches = [m for m in self.folds if m.test_start == start]
+        if not matches:
+            raise InputError(
+                f"{self.name}: window starting {np.datetime_as_string(start, 'D')} is no fold's test window"
+            )
+        model = matches[0]
+        if model.gated:
+            return gated_weights_policy(model.module, data, model.env_config)
+        return module_policy(model.module, data, model.env_config)
+
+
+def load_selected(run_dir: Path, checkpoint: str, trial_dir: str) -> tuple[Any, Any, bool]:
+    """(module in eval mode, env config, gated) of a search's selected checkpoint."""
+    from ray.rllib.core.rl_module.rl_module import RLModule
+
+    from raytrade.cluster.promote import module_checkpoint
+    from raytrade.envs.config import env_config_from_dict
+    from raytrade.envs.gym_envs import GATED_ENV_ID
+
+    config = json.loads((run_dir / trial_dir / "params.json").read_text())
+    gated = config.get("env") == GATED_ENV_ID
+    module: Any = RLModule.from_checkpoint(module_checkpoint((run_dir / checkpoint).resolve()))
+    module.eval()
+    return module, env_config_from_dict(config["env_config"], gated=gated), gated
+
+
+# ------------------------------------------------------------------------------ searches
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    selected: Selected
+    model: FoldModel
+    feature_columns: tuple[str, ...]
+
+
+def run_search(
+    opts: ExperimentOptions, budget: ExperimentBudget, spec: str, features: str, fold: FoldPlan
+) -> SearchResult:
+    """``raytrade tune`` of ``spec`` on ``fold``'s training window, scored on its validation window
+    (reused when its folder holds a finished search of the same command); the best checkpoint."""
+    from raytrade.cluster.run_file import LEADERBOARD_FILE, RUN_FILE, read_leaderboard, read_run_file
+    from raytrade.cluster.tune import TuneOptions, run_tune
+
+    tune_opts = TuneOptions(
+        spec=spec,
+        replay=opts.replay,
+        smoke=budget.spec_smoke,
+        num_samples=budget.num_samples,
+        iterations=budget.iterations,
+        storage=opts.out / "runs",
+        name=f"{spec}-{features}-fold{fold.index}",
+        wandb="disabled",
+        features=features,
+        cvar_penalty=opts.cvar_penalty,
+        train_fraction=fold.train_fraction,
+        validation_fraction=fold.validation_fraction,
+        seed=opts.seed,
+    )
+    run_dir = tune_opts.run_dir()
+    started = time.perf_counter()
+    finished = (run_dir / LEADERBOARD_FILE).exists() and (run_dir / RUN_FILE).exists()
+    if finished and read_run_file(run_dir).command == tune_opts.command():
+        rows = read_leaderboard(run_dir)
+        # a reused search's wall time is the one it took: run file start to leaderboard written
+        began = read_run_file(run_dir).provenance.started_at.timestamp()
+        seconds = max(0.0, (run_dir / LEADERBOARD_FILE).stat().st_mtime - began)
+    else:
+        rows = run_tune(tune_opts).leaderboard
+        seconds = time.perf_counter() - started
+    best = next(r for r in rows if r.checkpoint)
+    assert best.checkpoint is not None
+    module, env_config, gated = load_selected(run_dir, best.checkpoint, best.trial_dir)
+    selected = Selected(
+        fold=fold.index,
+        run_dir=str(run_dir),
+        trial=best.trial,
+        checkpoint=best.checkpoint,
+        iteration=best.iteration,
+        validation_objective=best.objective,
+        validation_excess_return=num(best.excess_return),
+        validation_gross_exposure=num(best.gross_exposure),
+        tune_seconds=seconds,
+    )
+    test_start = np.datetime64(fold.test.start.tz_convert(None).to_datetime64(), "ns")
+    columns = tuple(env_config.feature_columns)
+    if gated:
+        columns += tuple(c for c in (env_config.edge_column, env_config.sigma_column) if c not in columns)
+    return SearchResult(selected, FoldModel(test_start, module, env_config, gated), columns)
+
+
+# ------------------------------------------------------------------------------ experiment
+
+
+def _window(w: TimeWindow) -> Window:
+    return Window(start=w.start.isoformat(), end=w.end.isoformat(), n_bars=w.n_bars)
+
+
+def _calendar(root: Path) -> tuple[pd.DatetimeIndex, int]:
+    """The calendar the loader splits (and the evaluation folds), and its periods per year."""
+    from raytrade.envs.replay_loader import load_market_data
+
+    data = load_market_data(root, "all", feature_columns=())
+    return pd.DatetimeIndex(data.ts).tz_localize("UTC"), data.periods_per_year
+
+
+def _test_score(
+    returns: np.ndarray,
+    bench: np.ndarray,
+    folds: Sequence[tuple[np.ndarray, np.ndarray]],
+    report_policy: Any,
+    ppy: int,
+    penalty: float,
+    indices: np.ndarray,
+    level: float,
+) -> TestScore:
+    from raytrade.envs.metrics import total_return
+    from raytrade.tune_specs.selection import score_of
+
+    excess = returns - bench
+    point = score_of(excess, ppy, penalty)
+    by_fold = tuple(num(score_of(r - b, ppy, penalty)) for r, b in folds)
+    m = report_policy.metrics
+    return TestScore(
+        objective=interval(point, objective_samples(excess, ppy, penalty, indices), level),
+        objective_by_fold=by_fold,
+        excess_return=num(total_return(returns) - total_return(bench)),
+        total_return=m.total_return,
+        sharpe=m.sharpe,
+        max_drawdown=m.max_drawdown,
+        turnover=m.turnover,
+        costs_paid=m.costs_paid,
+        stress_total_return={k: s.summary.total_return.mean for k, s in report_policy.stress.items()},
+    )
+
+
+def run_experiment(opts: ExperimentOptions, say: Callable[[str], None] = click.echo) -> ExperimentDocument:
+    """Plan the folds, run every search, evaluate, write the documents; returns ``experiment.json``'s."""
+    from raytrade.envs.evaluation.harness import EvaluationConfig, evaluate, prepare
+    from raytrade.envs.evaluation.render import write_report
+    from raytrade.envs.evaluation.stats import BootstrapConfig, stationary_indices
+    from raytrade.replay.fingerprint import data_fingerprint
+    from raytrade.tune_specs import get_spec
+
+    started = time.perf_counter()
+    budget = opts.plan_budget()
+    for family in budget.families:
+        get_spec(family)
+    if not (opts.replay / "bars").is_dir():
+        raise InputError(f"replay store {str(opts.replay)!r} has no bars table; run `raytrade ingest` first")
+    calendar, ppy = _calendar(opts.replay)
+    folds, min_train = plan_folds(calendar, budget, ppy)
+    for f in folds:
+        say(
+            f"fold {f.index}: train {f.train.start.date()}..{f.train.end.date()}, validation "
+            f"{f.validation.start.date()}..{f.validation.end.date()}, "
+            f"test {f.test.start.date()}..{f.test.end.date()}"
+        )
+    opts.out.mkdir(parents=True, exist_ok=True)
+
+    searches: dict[str, list[SearchResult]] = {}
+    variant_seconds: dict[str, float] = {}
+    family_seconds: dict[str, float] = {}
+    for family in budget.families:
+        for features in budget.features:
+            name = f"{family}-{features}"
+            results = []
+            for fold in folds:
+                say(f"[{name}] fold {fold.index}: searching ...")
+                results.append(run_search(opts, budget, family, features, fold))
+                score = results[-1].selected.validation_objective
+                say(f"[{name}] fold {fold.index}: validation objective {score:.3f}")
+            searches[name] = results
+            variant_seconds[name] = sum(r.selected.tune_seconds for r in results)
+            say(f"[{name}] done in {variant_seconds[name]:.0f} s")
+        family_seconds[family] = sum(variant_seconds[f"{family}-{x}"] for x in budget.features)
+        say(f"family {family}: {family_seconds[family]:.0f} s wall")
+
+    t_eval = time.perf_counter()
+    handles = {
+        name: WalkForwardPolicy(name, results[0].feature_columns, tuple(r.model for r in results))
+        for name, results in searches.items()
+    }
+    last = folds[-1]
+    cfg = EvaluationConfig(
+        split="test",
+        walk_forward=budget.n_folds,
+        min_train_fraction=min_train / len(calendar),
+        train_fraction=last.train_fraction,
+        validation_fraction=last.validation_fraction,
+        seeds=(0,),
+        scenarios=budget.scenarios,
+        scenario_config=ScenarioConfig(draws=budget.scenario_draws),
+        bootstrap=BootstrapConfig(samples=budget.bootstrap_samples, seed=opts.seed),
+    )
+    names = [*BASELINES, *(f"registry:{n}" for n in handles)]
+    plan = prepare(
+        opts.replay, names, cfg, registry=opts.out / "runs", loader=lambda ref, registry: handles[ref]
+    )
+    for window, fold in zip(plan.windows, folds, strict=True):
+        if (
+            pd.Timestamp(window.data.ts[0], tz="UTC") != fold.test.start
+            or len(window.data.ts) != fold.test.n_bars
+        ):
+            raise AssertionError(f"evaluation window {window.name} is not fold {fold.index}'s test window")
+    say("evaluating on the test folds and stress scenarios ...")
+    result = evaluate(plan)
+    _, report = write_report(result, opts.out / "evaluation", plots=False)
+    evaluation_seconds = time.perf_counter() - t_eval
+
+    def display(policy: str) -> str:
+        return policy.removeprefix("registry:")
+
+    bench = result.policies["equal_weight"]
+    n_bars = len(bench.main.returns)
+    indices = stationary_indices(
+        n_bars, cfg.bootstrap.samples, cfg.bootstrap.block_len, np.random.default_rng(cfg.bootstrap.seed)
+    )
+    level = cfg.bootstrap.level
+    scores: dict[str, TestScore] = {}
+    fold_series: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {}
+    for policy, res in result.policies.items():
+        pairs = [(f.returns, b.returns) for f, b in zip(res.folds, bench.folds, strict=True)]
+        scores[display(policy)] = _test_score(
+            res.main.returns,
+            bench.main.returns,
+            pairs,
+            report.policies[policy],
+            ppy,
+            opts.cvar_penalty,
+            indices,
+            level,
+        )
+        fold_series[display(policy)] = [(f.timestamps, f.returns) for f in res.folds]
+
+    variants = tuple(
+        VariantResult(
+            name=name,
+            spec=name.rsplit("-", 1)[0],
+            features=name.rsplit("-", 1)[1],
+            selected=tuple(r.selected for r in results),
+            validation_objective=float(np.mean([r.selected.validation_objective for r in results])),
+            wall_seconds=variant_seconds[name],
+            test=scores[name],
+        )
+        for name, results in searches.items()
+    )
+    winner = choose_winner({v.name: v.validation_objective for v in variants})
+    from raytrade.tune_specs.selection import score_of
+
+    def objective_of(policy: str) -> tuple[float, np.ndarray]:
+        excess = result.policies[policy].main.returns - bench.main.returns
+        return (
+            score_of(excess, ppy, opts.cvar_penalty),
+            objective_samples(excess, ppy, opts.cvar_penalty, indices),
+        )
+
+    w_point, w_samples = objective_of(f"registry:{winner}")
+    k_point, k_samples = objective_of("kelly_lite")
+    vs_equal = scores[winner].objective
+    vs_kelly = interval(w_point - k_point, w_samples - k_samples, level)
+    sha, _ = data_fingerprint(opts.replay)
+    doc = ExperimentDocument(
+        created_at=datetime.now(UTC).replace(microsecond=0),
+        replay=str(opts.replay),
+        data_sha256=sha,
+        budget=opts.budget,
+        command=opts.command(),
+        cvar_penalty=opts.cvar_penalty,
+        embargo_bars=EMBARGO_BARS,
+        periods_per_year=ppy,
+        folds=tuple(
+            FoldWindows(
+                index=f.index,
+                train=_window(f.train),
+                validation=_window(f.validation),
+                test=_window(f.test),
+                train_fraction=f.train_fraction,
+                validation_fraction=f.validation_fraction,
+            )
+            for f in folds
+        ),
+        selection_rule=SELECTION_RULE,
+        variants=variants,
+        baselines=tuple(BaselineResult(name=b, test=scores[b]) for b in BASELINES),
+        verdict=Verdict(
+            winner=winner,
+            vs_equal_weight=vs_equal,
+            vs_kelly_lite=vs_kelly,
+            beats_equal_weight=lower_above_zero(vs_equal),
+            beats_kelly_lite=lower_above_zero(vs_kelly),
+        ),
+        scenarios=budget.scenarios,
+        refused_scenarios=dict(plan.refused_scenarios),
+        evaluation_report="evaluation/report.json",
+        wall_seconds_by_family=family_seconds,
+        evaluation_seconds=evaluation_seconds,
+        wall_seconds=time.perf_counter() - started,
+    )
+    plots = write_plots(doc, fold_series, opts.out / "plots")
+    (opts.out / EXPERIMENT_JSON).write_text(doc.model_dump_json(indent=2))
+    md = opts.out / EXPERIMENT_MD
+    md.write_text(render_markdown(doc, [p.relative_to(opts.out).as_posix() for p in plots]))
+    log = opts.results_log or opts.out / RESULTS_LOG
+    with open(log, "a") as fh:
+        fh.write(("\n" if log.exists() and log.stat().st_size else "") + results_log_section(doc, md))
+    return doc
+
+
+def _names(value: str | None) -> tuple[str, ...] | None:
+    return None if value is None else tuple(v.strip() for v in value.split(",") if v.strip())
+
+
+@click.command("experiment")
+@click.option("--replay", type=click.Path(path_type=Path), required=True, help="Replay store root.")
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="Output folder.")
+@click.option(
+    "--budget",
+    type=click.Choice(["smoke", "small", "full"]),
+    default="small",
+    show_default=True,
+    help="smoke: test suite; small: <= 45 min on 2 idle cores; full: a cluster.",
+)
+@click.option("--families", help=f"Comma list of specs (default: {','.join(FAMILIES)}).")
+@click.option("--features", help="Comma list of feature sets (default: base,enriched).")
+@click.option(
+    "--results-log",
+    type=click.Path(path_type=Path),
+    help=f"Results log the dated section is appended to (default: OUT/{RESULTS_LOG}).",
+)
+@click.option("--cvar-penalty", type=click.FloatRange(min=0), default=1.0, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@one_line_errors
+def experiment_command(
+    replay: Path,
+    out: Path,
+    budget: str,
+    families: str | None,
+    features: str | None,
+    results_log: Path | None,
+    cvar_penalty: float,
+    seed: int,
+) -> None:
+    """Train every family (base and enriched features) on walk-forward folds, select on validation,
+    report on the test folds against kelly_lite, equal_weight, inverse_vol and buy_and_hold."""
+    opts = ExperimentOptions(
+        replay=replay,
+        out=out,
+        budget=budget,
+        families=_names(families),
+        features=_names(features),
+        results_log=results_log,
+        cvar_penalty=cvar_penalty,
+        seed=seed,
+    )
+    doc = run_experiment(opts)
+    click.echo(f"wrote {out / EXPERIMENT_MD}, {out / EXPERIMENT_JSON}")
+    for line in render_markdown(doc, []).split("## Outcome")[1].split("## Folds")[0].strip().splitlines():
+        click.echo(line)

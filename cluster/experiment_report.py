@@ -1,0 +1,396 @@
+"""``raytrade experiment``'s documents: ``experiment.json`` (typed), ``experiment.md``, its plots, and
+the dated section appended to ``marketsimulatorresults.md``.
+
+Contract
+--------
+* ``experiment.json`` is ``ExperimentDocument.model_dump_json``; ``read_experiment`` reads it back
+  (a missing or mistyped field is refused by pydantic, naming its path). Undefined figures are
+  ``None``; NaN / inf are refused (``allow_inf_nan=False``).
+* Every test score is computed from the pooled test-fold series of the evaluation report written
+  beside it (``evaluation/report.json``), against the ``equal_weight`` benchmark replayed on the same
+  bars: ``objective = information_ratio(excess) - cvar_penalty * |cvar_5(excess)|``, the Tune
+  objective (``tune_specs.selection.score_of``), so a policy identical to the benchmark
+  scores 0 and ``equal_weight`` itself scores 0.
+* Intervals: seeded stationary bootstrap over bars (``envs.evaluation.stats.stationary_indices``,
+  the evaluation's ``BootstrapConfig``), one set of indices for every policy (paired), percentile
+  bounds. ``vs_kelly_lite`` is the paired difference of objectives.
+* The markdown and plots are views of the document; nothing in them is computed elsewhere.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Final, Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from raytrade.envs.evaluation.document import Window
+from raytrade.tune_specs.selection import score_of
+
+EXPERIMENT_SCHEMA: Final = "raytrade.experiment/1"
+EXPERIMENT_JSON: Final = "experiment.json"
+EXPERIMENT_MD: Final = "experiment.md"
+RESULTS_LOG: Final = "marketsimulatorresults.md"
+PLOT_NAMES: Final = ("equity_by_fold", "drawdown_by_fold", "scores", "ablation")
+
+Number = float | None
+
+
+class Doc(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
+
+
+def num(value: float) -> Number:
+    """A figure as the document stores it: None where undefined."""
+    return float(value) if math.isfinite(value) else None
+
+
+class FoldWindows(Doc):
+    """One walk-forward fold: the search trains on ``train``, selects on ``validation``, and is
+    reported on ``test``; each later than the one before, with ``embargo_bars`` bars between."""
+
+    index: int = Field(ge=0)
+    train: Window
+    validation: Window
+    test: Window
+    train_fraction: float = Field(gt=0, lt=1, description="ReplayDataConfig.train_fraction of the search")
+    validation_fraction: float = Field(gt=0, lt=1, description="ReplayDataConfig.validation_fraction")
+
+
+class Selected(Doc):
+    """The checkpoint a fold's search selected on its validation window."""
+
+    fold: int = Field(ge=0)
+    run_dir: str
+    trial: str
+    checkpoint: str
+    iteration: int = Field(ge=0)
+    validation_objective: float
+    validation_excess_return: Number
+    validation_gross_exposure: Number
+    tune_seconds: float = Field(ge=0)
+
+
+class Interval(Doc):
+    """A point estimate and its bootstrap interval (``low``/``high`` None when undefined)."""
+
+    estimate: Number
+    low: Number
+    high: Number
+
+
+class TestScore(Doc):
+    """A policy on the pooled test folds (net of costs; the objective is against ``equal_weight``)."""
+
+    objective: Interval
+    objective_by_fold: tuple[Number, ...]
+    excess_return: Number = Field(description="total return minus equal_weight's, pooled folds")
+    total_return: Number
+    sharpe: Number
+    max_drawdown: Number
+    turnover: Number = Field(description="mean traded notional / equity per bar")
+    costs_paid: Number = Field(description="currency, pooled folds (each fold starts at fresh equity)")
+    stress_total_return: dict[str, Number] = Field(description="mean over the scenario's draws")
+
+
+class VariantResult(Doc):
+    """One family observing one feature set: its per-fold selections and its test score."""
+
+    name: str
+    spec: str
+    features: str
+    selected: tuple[Selected, ...]
+    validation_objective: float = Field(description="mean over folds of the selected validation objective")
+    wall_seconds: float = Field(ge=0)
+    test: TestScore
+
+
+class BaselineResult(Doc):
+    name: str
+    test: TestScore
+
+
+class Verdict(Doc):
+    """The winner out of sample against the two references the issue names."""
+
+    winner: str
+    vs_equal_weight: Interval = Field(description="the winner's objective (equal_weight scores 0)")
+    vs_kelly_lite: Interval = Field(description="winner objective - kelly_lite objective, paired")
+    beats_equal_weight: bool = Field(description="the interval's lower bound is above 0")
+    beats_kelly_lite: bool = Field(description="the interval's lower bound is above 0")
+
+
+class ExperimentDocument(Doc):
+    """``experiment.json``: what ran, on which windows, what was selected and how it did."""
+
+    experiment_schema: Literal["raytrade.experiment/1"] = Field(EXPERIMENT_SCHEMA, alias="schema")
+    created_at: datetime
+    replay: str
+    data_sha256: str
+    budget: str
+    command: str
+    cvar_penalty: float
+    embargo_bars: int
+    periods_per_year: int
+    folds: tuple[FoldWindows, ...]
+    selection_rule: str
+    variants: tuple[VariantResult, ...]
+    baselines: tuple[BaselineResult, ...]
+    verdict: Verdict
+    scenarios: tuple[str, ...]
+    refused_scenarios: dict[str, str]
+    evaluation_report: str = Field(description="path of the evaluation report.json, relative to the document")
+    wall_seconds_by_family: dict[str, float]
+    evaluation_seconds: float
+    wall_seconds: float
+
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False, serialize_by_alias=True)
+
+    def policy_scores(self) -> dict[str, TestScore]:
+        """Every policy's test score, variants first."""
+        return {**{v.name: v.test for v in self.variants}, **{b.name: b.test for b in self.baselines}}
+
+
+def read_experiment(path: Path) -> ExperimentDocument:
+    return ExperimentDocument.model_validate_json(path.read_text())
+
+
+# ------------------------------------------------------------------------------ scores
+
+
+def objective_samples(excess: np.ndarray, ppy: float, penalty: float, indices: np.ndarray) -> np.ndarray:
+    """The objective of ``excess`` resampled along each row of ``indices`` (``[S]``)."""
+    return np.array([score_of(excess[row], ppy, penalty) for row in indices])
+
+
+def interval(point: float, samples: np.ndarray, level: float) -> Interval:
+    """``point`` with the percentile interval of the finite ``samples``."""
+    finite = samples[np.isfinite(samples)]
+    if finite.size == 0:
+        return Interval(estimate=num(point), low=None, high=None)
+    lo, hi = np.quantile(finite, [(1.0 - level) / 2.0, (1.0 + level) / 2.0])
+    return Interval(estimate=num(point), low=num(float(lo)), high=num(float(hi)))
+
+
+def lower_above_zero(value: Interval) -> bool:
+    return value.low is not None and value.low > 0
+
+
+# ------------------------------------------------------------------------------ markdown
+
+
+def _f(value: Number, digits: int = 2) -> str:
+    return "n/a" if value is None else f"{value:.{digits}f}"
+
+
+def _pct(value: Number) -> str:
+    return "n/a" if value is None else f"{value:.2%}"
+
+
+def _ci(value: Interval) -> str:
+    return f"{_f(value.estimate)} [{_f(value.low)}, {_f(value.high)}]"
+
+
+def _window(w: Window) -> str:
+    return f"{w.start[:10]} .. {w.end[:10]} ({w.n_bars})"
+
+
+def verdict_lines(doc: ExperimentDocument) -> list[str]:
+    """The outcome in plain words (used by experiment.md and the results log)."""
+    v = doc.verdict
+    lines = [
+        f"- Winner on validation: **{v.winner}** (rule: {doc.selection_rule}).",
+        f"- Out of sample, its objective against equal_weight is {_ci(v.vs_equal_weight)} "
+        f"(95 % CI): it {'beats' if v.beats_equal_weight else 'does not beat'} equal_weight.",
+        f"- Its objective minus kelly_lite's is {_ci(v.vs_kelly_lite)}: it "
+        f"{'beats' if v.beats_kelly_lite else 'does not beat'} kelly_lite.",
+    ]
+    by_family: dict[str, dict[str, VariantResult]] = {}
+    for var in doc.variants:
+        by_family.setdefault(var.spec, {})[var.features] = var
+    for family, pair in by_family.items():
+        if {"base", "enriched"} <= set(pair):
+            b, e = pair["base"], pair["enriched"]
+            lines.append(
+                f"- Ablation {family}: validation objective base {b.validation_objective:.2f} vs enriched "
+                f"{e.validation_objective:.2f}; test objective base {_f(b.test.objective.estimate)} vs "
+                f"enriched {_f(e.test.objective.estimate)}."
+            )
+    return lines
+
+
+def render_markdown(doc: ExperimentDocument, plots: Sequence[str]) -> str:
+    """``experiment.md``: windows, selection, test scores with intervals, ablation, stress, timings."""
+    out = [
+        f"# Experiment ({doc.budget}) on {doc.replay}",
+        "",
+        f"Run {doc.created_at:%Y-%m-%d %H:%M} UTC, data sha256 `{doc.data_sha256[:16]}`, "
+        f"{len(doc.folds)} walk-forward folds, embargo {doc.embargo_bars} bars, "
+        f"cvar_penalty {doc.cvar_penalty}. Command: `{doc.command}`",
+        "",
+        "## Outcome",
+        "",
+        *verdict_lines(doc),
+        "",
+        "## Folds",
+        "",
+        "| fold | train | validation (selection) | test (reported) |",
+        "|---|---|---|---|",
+    ]
+    out += [
+        f"| {f.index} | {_window(f.train)} | {_window(f.validation)} | {_window(f.test)} |" for f in doc.folds
+    ]
+    out += [
+        "",
+        "## Selection (validation only)",
+        "",
+        "| variant | " + " | ".join(f"fold {f.index}" for f in doc.folds) + " | mean | tune wall s |",
+        "|---|" + "---|" * len(doc.folds) + "---|---|",
+    ]
+    for var in doc.variants:
+        cells = " | ".join(f"{s.validation_objective:.2f} (it {s.iteration})" for s in var.selected)
+        out.append(f"| {var.name} | {cells} | {var.validation_objective:.2f} | {var.wall_seconds:.0f} |")
+    out += [
+        "",
+        "## Test folds (out of sample, net of costs)",
+        "",
+        "Objective = information ratio of the per-bar excess over equal_weight minus cvar_penalty x "
+        "|CVaR 5 %| of it (the Tune objective); interval: 95 % stationary bootstrap.",
+        "",
+        "| policy | objective [95 % CI] | by fold | excess return | total return | sharpe | max DD | "
+        "turnover | costs |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, score in doc.policy_scores().items():
+        folds = ", ".join(_f(x) for x in score.objective_by_fold)
+        out.append(
+            f"| {name} | {_ci(score.objective)} | {folds} | {_pct(score.excess_return)} | "
+            f"{_pct(score.total_return)} | {_f(score.sharpe)} | {_pct(score.max_drawdown)} | "
+            f"{_f(score.turnover, 4)} | {_f(score.costs_paid, 0)} |"
+        )
+    if doc.scenarios:
+        ran = [s for s in doc.scenarios if s not in doc.refused_scenarios]
+        out += [
+            "",
+            "## Stress (last fold's test window, mean total return over draws)",
+            "",
+            "| policy | " + " | ".join(ran) + " |",
+            "|---|" + "---|" * len(ran),
+        ]
+        for name, score in doc.policy_scores().items():
+            out.append(
+                f"| {name} | " + " | ".join(_pct(score.stress_total_return.get(s)) for s in ran) + " |"
+            )
+        out += [f"- refused {k}: {v}" for k, v in doc.refused_scenarios.items()]
+    out += ["", "## Wall time", ""]
+    out += [f"- {family}: {sec:.0f} s" for family, sec in doc.wall_seconds_by_family.items()]
+    out += [f"- evaluation: {doc.evaluation_seconds:.0f} s", f"- total: {doc.wall_seconds:.0f} s", ""]
+    if plots:
+        out += ["## Plots", ""] + [f"![{Path(p).stem}]({p})" for p in plots] + [""]
+    out += [f"Full evaluation report (every policy, regimes, stress draws): `{doc.evaluation_report}`", ""]
+    return "\n".join(out)
+
+
+def results_log_section(doc: ExperimentDocument, experiment_md: Path) -> str:
+    """The dated section appended to ``marketsimulatorresults.md``."""
+    lines = [
+        f"## {doc.created_at:%Y-%m-%d} raytrade experiment ({doc.budget}) on {doc.replay}",
+        "",
+        *verdict_lines(doc),
+        f"- Folds: {len(doc.folds)}; test windows "
+        + ", ".join(f"{f.test.start[:10]}..{f.test.end[:10]}" for f in doc.folds)
+        + f"; wall {doc.wall_seconds:.0f} s. Details: {experiment_md}",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------------ plots
+
+
+def write_plots(
+    doc: ExperimentDocument,
+    fold_series: Mapping[str, Sequence[tuple[np.ndarray, np.ndarray]]],
+    folder: Path,
+) -> list[Path]:
+    """Equity curves and drawdowns per fold (``fold_series[policy][k] = (timestamps, returns)``),
+    test objective with its interval per policy (validation objective beside it for the variants),
+    and the base vs enriched ablation per family."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from raytrade.envs.metrics import drawdown_series
+
+    folder.mkdir(parents=True, exist_ok=True)
+    meta = {"Software": None}
+    paths = {name: folder / f"{name}.png" for name in PLOT_NAMES}
+    n = len(doc.folds)
+    for stem, curve, title in (
+        ("equity_by_fold", lambda r: np.cumprod(1.0 + r), "equity (start 1, net of costs)"),
+        ("drawdown_by_fold", drawdown_series, "drawdown"),
+    ):
+        fig, axes = plt.subplots(1, n, figsize=(4.5 * n, 3.4), squeeze=False)
+        for k in range(n):
+            ax = axes[0][k]
+            for name, folds in fold_series.items():
+                ts, returns = folds[k]
+                ax.plot(ts, curve(returns), lw=1.4 if name == doc.verdict.winner else 0.8, label=name)
+            ax.set_title(f"fold {k} test: {title}", fontsize=8)
+            ax.tick_params(labelsize=6)
+            ax.grid(alpha=0.3)
+        axes[0][0].legend(fontsize=5)
+        fig.autofmt_xdate()
+        fig.tight_layout()
+        fig.savefig(paths[stem], dpi=70, metadata=meta)
+        plt.close(fig)
+
+    scores = doc.policy_scores()
+    names = list(scores)
+    fig, ax = plt.subplots(figsize=(7, 3.6))
+    for i, name in enumerate(names):
+        o = scores[name].objective
+        if o.estimate is None:
+            continue
+        lo = o.estimate - (o.low if o.low is not None else o.estimate)
+        hi = (o.high if o.high is not None else o.estimate) - o.estimate
+        ax.errorbar(i, o.estimate, yerr=[[lo], [hi]], fmt="o", color="C0", capsize=3)
+    val = {v.name: v.validation_objective for v in doc.variants}
+    xs = [i for i, n_ in enumerate(names) if n_ in val]
+    ax.scatter(xs, [val[names[i]] for i in xs], marker="x", color="C3", label="validation (selection)")
+    ax.axhline(0.0, color="k", lw=0.6)
+    ax.set_xticks(range(len(names)), names, rotation=45, ha="right", fontsize=6)
+    ax.set_title("test objective vs equal_weight, 95 % CI (o); validation objective (x)", fontsize=8)
+    ax.legend(fontsize=6)
+    fig.tight_layout()
+    fig.savefig(paths["scores"], dpi=70, metadata=meta)
+    plt.close(fig)
+
+    families = sorted({v.spec for v in doc.variants})
+    fig, ax = plt.subplots(figsize=(6, 3.2))
+    width = 0.2
+    for j, (features, split) in enumerate(
+        (("base", "validation"), ("enriched", "validation"), ("base", "test"), ("enriched", "test"))
+    ):
+        heights = []
+        for family in families:
+            match = [v for v in doc.variants if v.spec == family and v.features == features]
+            value: Number = None
+            if match:
+                var = match[0]
+                value = var.validation_objective if split == "validation" else var.test.objective.estimate
+            heights.append(math.nan if value is None else value)
+        ax.bar(np.arange(len(families)) + (j - 1.5) * width, heights, width, label=f"{features} {split}")
+    ax.axhline(0.0, color="k", lw=0.6)
+    ax.set_xticks(range(len(families)), families, fontsize=7)
+    ax.set_title("ablation: base vs enriched features (objective)", fontsize=8)
+    ax.legend(fontsize=6)
+    fig.tight_layout()
+    fig.savefig(paths["ablation"], dpi=70, metadata=meta)
+    plt.close(fig)
+    return [paths[name] for name in PLOT_NAMES]
