@@ -68,6 +68,7 @@ from raytrade.cluster.experiment_report import (
     results_log_section,
     write_plots,
 )
+from raytrade.envs.actions import ACTION_MODES, ActionMode
 from raytrade.envs.evaluation.document import Window
 from raytrade.envs.scenarios import ScenarioConfig
 from raytrade.replay.errors import InputError
@@ -153,6 +154,9 @@ class ExperimentOptions(BaseModel):
     features: tuple[str, ...] | None = Field(None, description="feature sets (None: base and enriched)")
     results_log: Path | None = Field(None, description=f"results log (None: OUT/{RESULTS_LOG})")
     cvar_penalty: float = Field(1.0, ge=0, description="objective's CVaR weight, in search and report")
+    action_mode: ActionMode = Field(
+        "absolute", description="every search's action mode: absolute weights or a tilt around a baseline"
+    )
     seed: int = Field(0, description="search seed")
 
     def plan_budget(self) -> ExperimentBudget:
@@ -170,6 +174,7 @@ class ExperimentOptions(BaseModel):
         parts += ["--families", ",".join(self.families)] if self.families else []
         parts += ["--features", ",".join(self.features)] if self.features else []
         parts += ["--cvar-penalty", repr(self.cvar_penalty), "--seed", str(self.seed)]
+        parts += ["--action-mode", self.action_mode] if self.action_mode != "absolute" else []
         return shlex.join(parts)
 
 
@@ -307,6 +312,11 @@ class SearchResult:
     feature_columns: tuple[str, ...]
 
 
+def _mode_suffix(mode: str) -> str:
+    """A search folder's mark of a non-default action mode (so reruns never mix modes)."""
+    return "" if mode == "absolute" else "-" + mode.replace(":", "-")
+
+
 def run_search(
     opts: ExperimentOptions, budget: ExperimentBudget, spec: str, features: str, fold: FoldPlan
 ) -> SearchResult:
@@ -322,10 +332,11 @@ def run_search(
         num_samples=budget.num_samples,
         iterations=budget.iterations,
         storage=opts.out / "runs",
-        name=f"{spec}-{features}-fold{fold.index}",
+        name=f"{spec}-{features}{_mode_suffix(opts.action_mode)}-fold{fold.index}",
         wandb="disabled",
         features=features,
         cvar_penalty=opts.cvar_penalty,
+        action_mode=opts.action_mode,
         train_fraction=fold.train_fraction,
         validation_fraction=fold.validation_fraction,
         seed=opts.seed,
@@ -602,6 +613,13 @@ def _names(value: str | None) -> tuple[str, ...] | None:
     help=f"Results log the dated section is appended to (default: OUT/{RESULTS_LOG}).",
 )
 @click.option("--cvar-penalty", type=click.FloatRange(min=0), default=1.0, show_default=True)
+@click.option(
+    "--action-mode",
+    type=click.Choice(ACTION_MODES),
+    default="absolute",
+    show_default=True,
+    help="Every search's actions: target weights, or a tilt around a baseline (zero = the baseline).",
+)
 @click.option("--seed", type=int, default=0, show_default=True)
 @one_line_errors
 def experiment_command(
@@ -612,6 +630,7 @@ def experiment_command(
     features: str | None,
     results_log: Path | None,
     cvar_penalty: float,
+    action_mode: ActionMode,
     seed: int,
 ) -> None:
     """Train every family (base and enriched features) on walk-forward folds, select on validation,
@@ -624,6 +643,7 @@ def experiment_command(
         features=_names(features),
         results_log=results_log,
         cvar_penalty=cvar_penalty,
+        action_mode=action_mode,
         seed=seed,
     )
     doc = run_experiment(opts)

@@ -9,8 +9,8 @@ import pytest
 from pydantic import BaseModel, ConfigDict, Field
 
 from raytrade.cluster.cli import ingest
-from raytrade.cluster.ingest import SourceRequest
 from raytrade.cluster.experiment import ExperimentOptions, experiment_command
+from raytrade.cluster.ingest import SourceRequest
 from raytrade.cluster.live import live_command
 from raytrade.cluster.options import exposure_caps, option_drift
 from raytrade.cluster.serve import serve_command
