@@ -25,6 +25,7 @@ LAZY_COMMANDS: dict[str, str] = {
     "nightly": "raytrade.cluster.nightly:nightly_command",
     "serve": "raytrade.cluster.serve:serve_command",
     "live": "raytrade.cluster.live:live_command",
+    "simulate-experience": "raytrade.cluster.simulate_experience:simulate_experience_command",
 }
 
 

@@ -184,6 +184,20 @@ def score_module(
 # ------------------------------------------------------------------------------ RLlib hook
 
 
+def trained_module(algorithm: Any) -> Any:
+    """The algorithm's current RLModule: its env runner's copy, or (offline algorithms, which have no
+    env runners) its learner's."""
+    if algorithm.env_runner is not None or algorithm.env_runner_group is not None:
+        return algorithm.get_module()
+    from ray.rllib.core import DEFAULT_MODULE_ID
+
+    group = algorithm.learner_group
+    if not group.is_remote:
+        return group._learner.module[DEFAULT_MODULE_ID]
+    results = group.foreach_learner(lambda learner: learner.module[DEFAULT_MODULE_ID])
+    return next(iter(results)).get()
+
+
 def score_on_train_result(
     *, algorithm: Any, result: dict[str, Any], objective: dict[str, Any] | None = None, **_: Any
 ) -> None:
@@ -202,7 +216,7 @@ def score_on_train_result(
     cached: dict[str, float] | None = getattr(algorithm, "_raytrade_last_score", None)
     if cached is None or (iteration - 1) % obj.score_every == 0:
         gated = algorithm.config.env == GATED_ENV_ID
-        cached = score_module(algorithm.get_module(), algorithm.config.env_config, obj, gated=gated)
+        cached = score_module(trained_module(algorithm), algorithm.config.env_config, obj, gated=gated)
         algorithm._raytrade_last_score = cached
     result[VALIDATION_KEY] = {k: cached[k] for k in REPORTED}
     result["node_id"] = ray.get_runtime_context().get_node_id()
