@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import functools
 import os
+from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
 import numpy as np
@@ -62,6 +63,11 @@ OUTPUT_COLUMNS: Final[tuple[str, ...]] = (
     "truncateds",
 )
 """Columns of an assembled transition batch (RLlib's offline schema, ``OfflinePreLearner.SCHEMA``)."""
+
+
+READ_CPUS: Final = 0.5
+"""CPUs a read task reserves: reading is light, and on a 2-CPU node a Tune trial (1 CPU) and its
+pre-learner actor must leave room for it."""
 
 
 class ExperienceError(InputError):
@@ -205,7 +211,7 @@ def read_transitions(
         _file_transitions, row_filter=_row_filter(None, start, end), n_assets=n_assets, obs_dim=obs_dim
     )
     paths = ray.data.from_items([{"path": str(f)} for f in files], override_num_blocks=len(files))
-    return paths.map_batches(task, batch_size=1, batch_format="pyarrow")
+    return paths.map_batches(task, batch_size=1, batch_format="pyarrow", num_cpus=READ_CPUS)
 
 
 def _file_transitions(
@@ -222,7 +228,7 @@ def _file_transitions(
 def check_experience_store(root: str | os.PathLike[str]) -> None:
     """Refuse (``ExperienceError``) a store without experience, or whose first experience file has no
     transitions or a null transition column: the driver's early check, reading one file only."""
-    files = table_files(root, "experience") if (os.path.isdir(os.fspath(root))) else []
+    files = table_files(root, "experience") if (Path(root) / "experience").is_dir() else []
     if not files:
         raise ExperienceError(
             f"no experience under {os.fspath(root)!r}: run `raytrade simulate-experience` first"

@@ -31,7 +31,7 @@ def build(env_config: dict[str, Any], budget: Budget) -> AlgorithmConfig:
     updates = max(1, budget.train_batch // budget.minibatch)
     config = (
         CQLConfig()
-        .training(bc_iters=updates)
+        .training(lr=None, bc_iters=updates)  # SAC-style: actor_lr and critic_lr, no shared lr
         .rl_module(model_config={"fcnet_hiddens": HIDDEN, "head_fcnet_hiddens": []})
     )
     return make_offline(config, env_config, budget).training(**SPACE)
