@@ -226,15 +226,38 @@ def test_bc_recovers_the_logged_policy_validation_return(
     ],
 )
 def test_q_learners_train_on_the_experience_and_are_scored_on_validation(
-    ray_session: None, store: Path, experience: Path, name: str, fixed: dict[str, Any]
+    ray_session: None, store: Path, experience: Path, name: str, fixed: dict[str, Any], tmp_path: Path
 ) -> None:
+    from ray.rllib.core.rl_module.rl_module import RLModule
+
+    from raytrade.tune_specs.objective import score_module
+
     algo = offline_algorithm(name, store, experience, updates=2, **fixed)
     try:
         result = algo.train()
+        checkpoint = Path(algo.save_to_path(str(tmp_path / "checkpoint")))
+        env_config = algo.config.env_config
     finally:
         algo.stop()
     learner = result["learners"]["default_policy"]
     assert result["training_iteration"] == 1 and learner["num_module_steps_trained"] == 2 * 128
-    assert np.isfinite(result["validation"]["objective"]) and np.isfinite(
-        result["validation"]["total_return"]
+    validation = result["validation"]
+    assert np.isfinite(validation["objective"]) and np.isfinite(validation["total_return"])
+    # the hook scored the trained weights: the ones `raytrade promote` takes from the checkpoint
+    module_dir = checkpoint / "learner_group" / "learner" / "rl_module" / "default_policy"
+    assert (
+        score_module(RLModule.from_checkpoint(module_dir), env_config)["objective"] == validation["objective"]
     )
+
+
+@pytest.mark.parametrize("name", ["bc", "marwil"])
+def test_imitation_specs_train_ppos_module_on_the_store_experience(store: Path, name: str) -> None:
+    from raytrade.models.ppo_mlp import PPOMLPModule
+    from raytrade.tune_specs import get_spec
+    from raytrade.tune_specs.offline import ExperienceData
+
+    spec = get_spec(name)
+    config = spec.algo_config(spec.env_config(str(store), spec.smoke), spec.smoke)
+    assert config.rl_module_spec.module_class is PPOMLPModule  # ppo's class: an --init fine-tune can copy it
+    assert config.offline_data_class is ExperienceData and config.input_ == str(store.resolve())
+    assert config.dataset_num_iters_per_learner == spec.smoke.train_batch // spec.smoke.minibatch

@@ -185,9 +185,10 @@ def score_module(
 
 
 def trained_module(algorithm: Any) -> Any:
-    """The algorithm's current RLModule: its env runner's copy, or (offline algorithms, which have no
-    env runners) its learner's."""
-    if algorithm.env_runner is not None or algorithm.env_runner_group is not None:
+    """The algorithm's current RLModule: its env runner's copy (synced after every update), or for an
+    offline algorithm its learner's: an offline algorithm may hold a local env runner whose module
+    it never syncs (CQL), and scoring that one would score the untrained initial weights."""
+    if not algorithm.config.is_offline:
         return algorithm.get_module()
     from ray.rllib.core import DEFAULT_MODULE_ID
 
