@@ -261,3 +261,10 @@ def test_imitation_specs_train_ppos_module_on_the_store_experience(store: Path, 
     assert config.rl_module_spec.module_class is PPOMLPModule  # ppo's class: an --init fine-tune can copy it
     assert config.offline_data_class is ExperienceData and config.input_ == str(store.resolve())
     assert config.dataset_num_iters_per_learner == spec.smoke.train_batch // spec.smoke.minibatch
+
+
+def test_simulate_experience_flags_agree_with_its_options_model() -> None:
+    from raytrade.cluster.options import option_drift
+    from raytrade.cluster.simulate_experience import SimulateOptions, simulate_experience_command
+
+    assert option_drift(simulate_experience_command, SimulateOptions) == []
