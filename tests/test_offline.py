@@ -268,3 +268,23 @@ def test_simulate_experience_flags_agree_with_its_options_model() -> None:
     from raytrade.cluster.simulate_experience import SimulateOptions, simulate_experience_command
 
     assert option_drift(simulate_experience_command, SimulateOptions) == []
+
+
+def test_the_writer_refuses_an_observation_that_is_not_a_list_of_finite_numbers(tmp_path: Path) -> None:
+    from raytrade.replay.validation import ReplayValidationError
+    from raytrade.replay.writer import ReplayWriter
+
+    row = {
+        "symbol": "AAA",
+        "ts": pd.Timestamp("2024-01-02", tz="UTC"),
+        "decision_id": "e:0:AAA",
+        "policy_version": "equal_weight",
+        "side": "buy",
+        "target_weight": 0.25,
+        "observation": [0.5, float("inf")],
+    }
+    with ReplayWriter(tmp_path) as writer, pytest.raises(ReplayValidationError) as refused:
+        writer.append_experience(pd.DataFrame([row]))
+    assert "column 'observation'" in str(refused.value) and "expected a list of finite numbers" in str(
+        refused.value
+    )
