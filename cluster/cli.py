@@ -20,11 +20,16 @@ from raytrade.cluster.errors import one_line_errors
 LAZY_COMMANDS: dict[str, str] = {
     "tune": "raytrade.cluster.tune:tune_command",
     "promote": "raytrade.cluster.promote:promote_command",
+    "select": "raytrade.cluster.select:select_command",
     "registry": "raytrade.cluster.registry_cli:registry_group",
     "evaluate": "raytrade.cluster.evaluate:evaluate_command",
     "nightly": "raytrade.cluster.nightly:nightly_command",
     "serve": "raytrade.cluster.serve:serve_command",
     "live": "raytrade.cluster.live:live_command",
+    "calibrate-costs": "raytrade.cluster.calibrate:calibrate_costs_command",
+    "recalibrate": "raytrade.cluster.calibrate:recalibrate_command",
+    "cluster": "raytrade.cluster.local_cluster:cluster_group",
+    "submit": "raytrade.cluster.submit:submit_command",
     "simulate-experience": "raytrade.cluster.simulate_experience:simulate_experience_command",
 }
 
@@ -151,12 +156,14 @@ def summary(root: Path, as_json: bool) -> None:
 @main.command()
 @click.option("--out", type=click.Path(path_type=Path), default=Path(".demo"), show_default=True)
 @click.option("--seed", type=int, default=7, show_default=True)
+@click.option("--address", help="Run on an existing Ray cluster: auto (RAY_ADDRESS) or host:port.")
+@click.option("--no-dashboard", is_flag=True, help="Local Ray without its dashboard.")
 @one_line_errors
-def demo(out: Path, seed: int) -> None:
+def demo(out: Path, seed: int, address: str | None, no_dashboard: bool) -> None:
     """End-to-end demo on the embedded synthetic universe (grows with every capability)."""
-    from raytrade.cluster.demo import run_demo
+    from raytrade.cluster.demo import DemoConfig, run_demo
 
-    run_demo(out, seed)
+    run_demo(out, seed, DemoConfig(address=address, dashboard=not no_dashboard))
 
 
 if __name__ == "__main__":

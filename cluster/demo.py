@@ -10,18 +10,72 @@ smoke Tune search of the PPO family on the train split (scored on validation), p
 trial to OUT/registry/demo_ppo/1, and an evaluation of that model against the baselines on the test
 split (OUT/report_model/); finally that model is deployed on Ray Serve and asked for a decision
 through the trading loop's client (``serve.client``) over HTTP on 127.0.0.1.
+
+Where it runs: on a local Ray it starts itself (with the dashboard unless ``dashboard=False``), or on
+the Ray already running in this process (the test suite's), or on an existing cluster
+(``address="auto"`` or ``host:port``). It shuts down only a Ray it started, and deploys its policy as
+its own Serve application (``raytrade-demo`` at ``/raytrade-demo``), shutting Serve down afterwards
+only if Serve was not running before: a cluster's own services are left alone. The universe, search
+and evaluation sizes are :class:`DemoConfig`'s (the defaults are ``make demo``'s; the tests run a
+smaller one).
 """
 
 from __future__ import annotations
 
+import contextlib
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import click
+from pydantic import BaseModel, ConfigDict, Field
+
+DEMO_APP: Final = "raytrade-demo"
+DEMO_ROUTE: Final = "/raytrade-demo"
 
 
-def run_demo(out: Path, seed: int) -> None:
+class DemoConfig(BaseModel):
+    """Sizes of one demo run and where it runs; the defaults are ``make demo``'s."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    n_symbols: int = Field(24, ge=2, description="synthetic equities")
+    n_crypto: int = Field(2, ge=0, description="synthetic crypto pairs")
+    years: float = Field(3.0, gt=0, description="years of daily bars")
+    tune_samples: int | None = Field(None, ge=1, description="Tune trials (None: the smoke budget's)")
+    tune_iterations: int | None = Field(
+        None, ge=1, description="iterations per trial (None: the smoke budget's)"
+    )
+    scenarios: tuple[str, ...] = Field(
+        ("crisis_2008_like", "flash_crash", "vol_spike", "bootstrap_crisis"),
+        description="stress scenarios of the baselines' evaluation (envs.scenarios)",
+    )
+    bootstrap_samples: int = Field(500, ge=0, description="bootstrap crisis paths in the evaluations")
+    model_seeds: int = Field(2, ge=1, description="seeds of the model's evaluation")
+    address: str | None = Field(None, description="Ray to connect to: auto, host:port; None: a local one")
+    dashboard: bool = Field(True, description="start the Ray dashboard with a local Ray")
+
+
+@contextlib.contextmanager
+def demo_ray(config: DemoConfig) -> Iterator[None]:
+    """Ray for a stage: the one already running in this process, else ``config.address``'s cluster,
+    else a local 2-CPU Ray (printing its dashboard URL). Shuts down only a Ray it started."""
+    import ray
+
+    from raytrade.cluster.local_cluster import init_ray
+
+    started = init_ray(config.address, dashboard=config.dashboard, num_cpus=2)
+    try:
+        yield
+    finally:
+        if started:
+            ray.shutdown()
+
+
+def run_demo(out: Path, seed: int, config: DemoConfig | None = None) -> None:
+    """The six stages on a fresh store under ``out``; each prints what it produced."""
+    config = config or DemoConfig()
     from raytrade.replay import fractional_splits, read, read_frame
     from raytrade.replay.ingest import ingest_frames
     from raytrade.replay.sources.synthetic import generate
@@ -31,19 +85,17 @@ def run_demo(out: Path, seed: int) -> None:
     if store.exists():
         click.echo(f"[demo] removing the previous demo store {store}")
         shutil.rmtree(store)
-    click.echo("[demo] 1/6 ingest: synthetic universe of 24 equities + 2 crypto pairs, 3 years daily")
-    market = generate(n_symbols=24, years=3.0, seed=seed, n_crypto=2)
+    click.echo(
+        f"[demo] 1/6 ingest: synthetic universe of {config.n_symbols} equities + {config.n_crypto} "
+        f"crypto pairs, {config.years:g} years daily"
+    )
+    market = generate(n_symbols=config.n_symbols, years=config.years, seed=seed, n_crypto=config.n_crypto)
     ingest_frames(store, market.bars, market.macro, origin="synthetic")
     click.echo(summarize_store(store).render())
 
-    click.echo("[demo] 2/6 Ray Data: reading the features table on a local Ray")
-    import ray
-
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, ignore_reinit_error=True)
-    try:
+    click.echo("[demo] 2/6 Ray Data: reading the features table on Ray")
+    with demo_ray(config):
         rows = read(store, "features", columns=["symbol", "ts", "ret_1"]).count()
-    finally:
-        ray.shutdown()
     pandas_rows = len(read_frame(store, "features", columns=["symbol"]))
     if rows != pandas_rows:
         raise RuntimeError(f"Ray Data read {rows} feature rows but pandas read {pandas_rows}")
@@ -65,8 +117,8 @@ def run_demo(out: Path, seed: int) -> None:
         report_dir,
         split="test",
         seeds=1,
-        scenarios=["crisis_2008_like", "flash_crash", "vol_spike", "bootstrap_crisis"],
-        bootstrap_samples=500,
+        scenarios=list(config.scenarios),
+        bootstrap_samples=config.bootstrap_samples,
     )
     header = ("policy", "total", "sharpe", "sortino", "max dd", "cvar 5%", "costs $")
     click.echo(
@@ -90,9 +142,18 @@ def run_demo(out: Path, seed: int) -> None:
 
     runs, registry = out / "runs", out / "registry"
     shutil.rmtree(runs, ignore_errors=True)
-    outcome = run_tune(
-        TuneOptions(spec="ppo", replay=store, smoke=True, storage=runs, name="demo-ppo", wandb="disabled")
+    options = TuneOptions(
+        spec="ppo",
+        replay=store,
+        smoke=True,
+        num_samples=config.tune_samples,
+        iterations=config.tune_iterations,
+        storage=runs,
+        name="demo-ppo",
+        wandb="disabled",
     )
+    with demo_ray(config):
+        outcome = run_tune(options)
     click.echo(format_leaderboard(outcome.leaderboard))
     version = promote(outcome.run_dir, "demo_ppo", registry)
     click.echo(f"promoted to {version} (manifest.json beside the module)")
@@ -101,10 +162,10 @@ def run_demo(out: Path, seed: int) -> None:
         ["registry:demo_ppo", "equal_weight", "kelly_lite"],
         out / "report_model",
         split="test",
-        seeds=2,
+        seeds=config.model_seeds,
         scenarios=["flash_crash"],
         registry=registry,
-        bootstrap_samples=500,
+        bootstrap_samples=config.bootstrap_samples,
     )
     for name, entry in model_report.policies.items():
         m = entry.metrics
@@ -112,7 +173,21 @@ def run_demo(out: Path, seed: int) -> None:
     click.echo(f"model report: {out / 'report_model' / 'report.md'} (a smoke budget: expect no skill)")
 
     click.echo("[demo] 6/6 serve: demo_ppo on Ray Serve at 127.0.0.1, asked by the trading loop's client")
-    serve_demo(registry, store)
+    with demo_ray(config):
+        serve_demo(registry, store)
+
+
+def _serve_http_port() -> int | None:
+    """The HTTP port of the Serve already running on the connected Ray; None when none runs."""
+    import ray
+    from ray.serve._private.constants import SERVE_CONTROLLER_NAME, SERVE_NAMESPACE
+
+    try:
+        controller = ray.get_actor(SERVE_CONTROLLER_NAME, namespace=SERVE_NAMESPACE)
+    except ValueError:
+        return None
+    http_options: Any = ray.get(controller.get_http_config.remote())
+    return int(http_options.port)
 
 
 def serve_demo(registry: Path, store: Path) -> None:
@@ -120,17 +195,18 @@ def serve_demo(registry: Path, store: Path) -> None:
 
     The token is ``RAYTRADE_SERVE_TOKEN`` when set, else a random one for this run (never printed).
     The synthetic data is historical, so the request is dated at its last bar and staleness is off.
+    Runs on the connected Ray (:func:`demo_ray`); Serve is shut down afterwards only if this function
+    started it, else only the demo's application is deleted.
     """
     import os
     import secrets
     import socket
 
-    import ray
     from pydantic import SecretStr
     from ray import serve
 
     from raytrade.replay import read_frame
-    from raytrade.serve.app import APP_NAME, HttpConfig, ServiceConfig, build_app
+    from raytrade.serve.app import HttpConfig, ServiceConfig, build_app
     from raytrade.serve.client import ClientConfig, PolicyClient, request_from_loop
     from raytrade.serve.decide import ServeConfig
 
@@ -138,16 +214,22 @@ def serve_demo(registry: Path, store: Path) -> None:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = int(probe.getsockname()[1])
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, ignore_reinit_error=True)
-    try:
+    running_port = _serve_http_port()
+    started_serve = running_port is None
+    if running_port is None:
         serve.start(http_options={"host": "127.0.0.1", "port": port})
+    else:
+        port = running_port
+    try:
         config = ServiceConfig(
             model="demo_ppo", registry=str(registry), decide=ServeConfig(max_feature_age_hours=None)
         )
         http = HttpConfig(max_as_of_skew_s=None)  # the request is dated at the data's last bar
-        serve.run(build_app(config, token, replica_cpus=0.5, http=http), name=APP_NAME, route_prefix="/")
+        app = build_app(config, token, replica_cpus=0.5, http=http)
+        serve.run(app, name=DEMO_APP, route_prefix=DEMO_ROUTE)
         state = _demo_loop_state(read_frame(store, "bars", columns=["symbol", "ts", "close"]))
-        client_cfg = ClientConfig(base_url=f"http://127.0.0.1:{port}", timeout_s=5.0, total_deadline_s=10.0)
+        base_url = f"http://127.0.0.1:{port}{DEMO_ROUTE}"
+        client_cfg = ClientConfig(base_url=base_url, timeout_s=5.0, total_deadline_s=10.0)
         with PolicyClient(client_cfg, SecretStr(token)) as client:
             answer = client.act(request_from_loop(state))
         if answer.fallback:
@@ -164,8 +246,10 @@ def serve_demo(registry: Path, store: Path) -> None:
                 f"{d.gate_mode:<10} confidence {d.confidence:.2f}"
             )
     finally:
-        serve.shutdown()
-        ray.shutdown()
+        if started_serve:
+            serve.shutdown()
+        else:
+            serve.delete(DEMO_APP)
 
 
 def _demo_loop_state(bars: Any) -> dict[str, Any]:

@@ -49,8 +49,13 @@ def run_evaluation(
     bootstrap_samples: int = 1000,
     plots: bool = True,
     loader: Loader | None = None,
+    cost_profile: Path | None = None,
 ) -> EvaluationReport:
-    """Check, evaluate and write the report; returns the document ``report.json`` holds."""
+    """Check, evaluate and write the report; returns the document ``report.json`` holds. With
+    ``cost_profile`` every policy is replayed with that profile's costs."""
+    from raytrade.envs.config import SimulatorConfig
+    from raytrade.envs.cost_profile import cost_config_from_profile
+    from raytrade.envs.costs import CostConfig
     from raytrade.envs.evaluation.harness import DEFAULT_SCENARIOS, EvaluationConfig, evaluate, prepare
     from raytrade.envs.evaluation.render import write_report
     from raytrade.envs.evaluation.stats import BootstrapConfig
@@ -62,6 +67,9 @@ def run_evaluation(
         seeds=tuple(range(seeds)),
         scenarios=tuple(DEFAULT_SCENARIOS if scenarios is None else scenarios),
         bootstrap=BootstrapConfig(samples=bootstrap_samples),
+        simulator=SimulatorConfig(
+            costs=cost_config_from_profile(cost_profile) if cost_profile is not None else CostConfig()
+        ),
     )
     if loader is None:
         from raytrade.models.registry_load import load as loader
@@ -113,6 +121,11 @@ def run_evaluation(
 )
 @click.option("--bootstrap-samples", type=click.IntRange(min=10), default=1000, show_default=True)
 @click.option("--no-plots", is_flag=True, help="Skip the PNG plots (tiny-budget runs).")
+@click.option(
+    "--cost-profile",
+    type=click.Path(path_type=Path),
+    help="Cost profile from raytrade calibrate-costs (default: the loop's cost model).",
+)
 @one_line_errors
 def evaluate_command(
     replay: Path,
@@ -125,6 +138,7 @@ def evaluate_command(
     registry: Path,
     bootstrap_samples: int,
     no_plots: bool,
+    cost_profile: Path | None,
 ) -> None:
     """Evaluate POLICIES on the replay store and write report.json / report.md / report.html to OUT."""
     report = run_evaluation(
@@ -138,6 +152,7 @@ def evaluate_command(
         registry=registry,
         bootstrap_samples=bootstrap_samples,
         plots=not no_plots,
+        cost_profile=cost_profile,
     )
     click.echo(f"wrote {out / 'report.json'}, {out / 'report.md'}, {out / 'report.html'}")
     for name, scenario in report.stress_scenarios.items():

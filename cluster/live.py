@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING
 import click
 
 from raytrade.cluster.errors import one_line_errors
+from raytrade.cluster.options import caps_options, exposure_caps
 
 if TYPE_CHECKING:
     from raytrade.serve.live import LiveLoop
@@ -44,7 +45,15 @@ if TYPE_CHECKING:
 @click.option(
     "--reset",
     is_flag=True,
-    help="Start a new state file when there is none (the peak equity starts at the current equity).",
+    help="Start a new state file when there is none (the peak equity starts at the account's highest "
+    "daily equity over --peak-lookback-days, from its portfolio history).",
+)
+@click.option(
+    "--peak-lookback-days",
+    type=click.IntRange(1, 3650),
+    default=365,
+    show_default=True,
+    help="With --reset: the new peak is the account's highest daily equity over this many days.",
 )
 @click.option("--once", is_flag=True, help="One cycle, then exit.")
 @click.option("--every-minutes", type=click.FloatRange(min=1), default=1440.0, show_default=True)
@@ -64,6 +73,7 @@ if TYPE_CHECKING:
     "--trading-url", default=None, help="Override of Alpaca's trading URL (its paper host or loopback only)."
 )
 @click.option("--data-url", default=None, help="Override of Alpaca's market-data URL (https or loopback).")
+@caps_options()
 @one_line_errors
 def live_command(
     paper: bool,
@@ -72,6 +82,7 @@ def live_command(
     store: Path | None,
     state_file: Path | None,
     reset: bool,
+    peak_lookback_days: int,
     once: bool,
     every_minutes: float,
     min_trade_notional: float,
@@ -80,6 +91,7 @@ def live_command(
     fractional: bool,
     trading_url: str | None,
     data_url: str | None,
+    **caps: float,
 ) -> None:
     """Run the trading loop: ask the policy service, trade the answer on Alpaca paper, log it."""
     if not paper:
@@ -101,6 +113,8 @@ def live_command(
         max_trade_fraction=max_trade_fraction,
         max_participation=max_participation,
         fractional=fractional,
+        caps=exposure_caps(caps),
+        peak_lookback_days=peak_lookback_days,
     )
     with PolicyClient(ClientConfig(base_url=serve_url), settings.serve_token) as client:
         universe = (

@@ -36,6 +36,42 @@ def registry_option(help: str = "Registry root.") -> Callable[[F], F]:
     )
 
 
+CAPS_FLAGS: tuple[str, ...] = ("per_symbol_cap", "gross_cap", "leverage_cap", "max_gross_add")
+"""``serve.caps.ExposureCaps``'s fields, one flag each (``--per-symbol-cap`` …) on serve and live."""
+
+
+def caps_options() -> Callable[[F], F]:
+    """The hard exposure caps as flags, defaults, bounds and help read from ``ExposureCaps`` (the
+    loop's limits), so the service and the live loop are configured the same way."""
+    from raytrade.serve.caps import ExposureCaps
+
+    def decorate(command: F) -> F:
+        for name in reversed(CAPS_FLAGS):
+            field = ExposureCaps.model_fields[name]
+            bounds = _bounds(field)
+            kind = click.FloatRange(
+                min=bounds.get("ge", bounds.get("gt")), min_open="gt" in bounds, max=bounds.get("le")
+            )
+            command = click.option(
+                "--" + name.replace("_", "-"),
+                name,
+                type=kind,
+                default=field.default,
+                show_default=True,
+                help=f"Hard cap after the model: {field.description} (fraction of equity).",
+            )(command)
+        return command
+
+    return decorate
+
+
+def exposure_caps(values: Mapping[str, Any]) -> Any:
+    """The ``ExposureCaps`` the :func:`caps_options` flags among ``values`` spell."""
+    from raytrade.serve.caps import ExposureCaps
+
+    return ExposureCaps(**{name: values[name] for name in CAPS_FLAGS})
+
+
 def _bounds(field: FieldInfo) -> dict[str, float]:
     out: dict[str, float] = {}
     for meta in field.metadata:

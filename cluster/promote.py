@@ -23,7 +23,7 @@ from raytrade.cluster.errors import one_line_errors
 from raytrade.cluster.options import registry_option
 from raytrade.cluster.run_file import LeaderboardRow, RunFile, read_leaderboard, read_run_file
 from raytrade.models.catalog import flops_per_decision
-from raytrade.models.manifest import read_manifest
+from raytrade.models.manifest import MANIFEST_SCHEMA_VERSION, Selection, read_manifest
 from raytrade.models.registry import feature_spec_hash, write_version
 from raytrade.replay.errors import InputError
 from raytrade.tune_specs.objective import ObjectiveConfig, held_out_data, score_module
@@ -44,6 +44,22 @@ def module_checkpoint(checkpoint: Path) -> Path:
     return checkpoint / "learner_group" / "learner" / "rl_module" / MODULE_ID
 
 
+def trial_config(run_dir: Path, row: LeaderboardRow) -> dict[str, Any]:
+    """RLlib's algorithm config (JSON) of the trial of ``row``: its ``env_config`` is what the policy
+    trained with."""
+    config: dict[str, Any] = json.loads((run_dir / row.trial_dir / "params.json").read_text())
+    return config
+
+
+def load_module(checkpoint: Path) -> Any:
+    """The RLModule of an Algorithm checkpoint, in eval mode."""
+    from ray.rllib.core.rl_module.rl_module import RLModule
+
+    module: Any = RLModule.from_checkpoint(module_checkpoint(checkpoint))
+    module.eval()
+    return module
+
+
 def _data_section(env_config: dict[str, Any], run: RunFile) -> dict[str, Any]:
     """The manifest's ``data`` (less ``symbols``): the training-time fingerprint of a replay store."""
     data = env_config["data"]
@@ -58,18 +74,15 @@ def _data_section(env_config: dict[str, Any], run: RunFile) -> dict[str, Any]:
 def build_manifest(run_dir: Path, row: LeaderboardRow) -> tuple[dict[str, Any], Path]:
     """(manifest record for ``models.registry.write_version``, checkpoint folder) of the leaderboard
     row ``row`` of the run at ``run_dir``."""
-    from ray.rllib.core.rl_module.rl_module import RLModule
-
     from raytrade.envs.gym_envs import GATED_ENV_ID, N_PORTFOLIO_STATE
     from raytrade.envs.replay_loader import DEFAULT_FEATURES
 
     run = read_run_file(run_dir)
     assert row.checkpoint is not None  # best_row keeps rows with a checkpoint
     checkpoint = run_dir / row.checkpoint
-    config: dict[str, Any] = json.loads((run_dir / row.trial_dir / "params.json").read_text())
+    config = trial_config(run_dir, row)
     env_config: dict[str, Any] = config["env_config"]
-    module: Any = RLModule.from_checkpoint(module_checkpoint(checkpoint))
-    module.eval()
+    module = load_module(checkpoint)
     objective = ObjectiveConfig(cvar_penalty=run.objective.cvar_penalty)
     validation = held_out_data(env_config, "validation")
     gated = config.get("env") == GATED_ENV_ID
@@ -85,6 +98,7 @@ def build_manifest(run_dir: Path, row: LeaderboardRow) -> tuple[dict[str, Any], 
         "portfolio_state": N_PORTFOLIO_STATE,
     }
     manifest = {
+        "schema_version": MANIFEST_SCHEMA_VERSION,
         "created_at": datetime.now(UTC).replace(microsecond=0),
         "trained_at": run.provenance.started_at,
         "source": {
@@ -112,11 +126,16 @@ def build_manifest(run_dir: Path, row: LeaderboardRow) -> tuple[dict[str, Any], 
     return manifest, checkpoint
 
 
-def promote(run_dir: Path, name: str, registry: Path) -> Path:
-    """Promote the best trial of ``run_dir`` to ``registry/name/<next version>``; returns that folder."""
+def promote(run_dir: Path, name: str, registry: Path, selection: Selection | None = None) -> Path:
+    """Promote the best trial of ``run_dir`` to ``registry/name/<next version>``; returns that folder.
+
+    ``selection``: the comparison across searches that chose this run (``raytrade select``),
+    recorded in the manifest."""
     run_dir = Path(run_dir).resolve()
     row = best_row(run_dir)
     manifest, checkpoint = build_manifest(run_dir, row)
+    if selection is not None:
+        manifest["selection"] = selection.model_dump(mode="json")
     return write_version(registry, name, checkpoint, manifest, MODULE_ID)
 
 

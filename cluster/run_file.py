@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from raytrade.models.manifest import Provenance, SearchObjective, first_error
 from raytrade.replay.errors import InputError
+from raytrade.tune_specs.overfit import OverfitCheck
 from raytrade.tune_specs.spec import Budget
 
 RUN_FILE: Final = "raytrade_run.json"
@@ -77,6 +78,16 @@ class LeaderboardRow(BaseModel):
     excess_return: float = Field(math.nan, description="total return minus equal_weight's (nan: older run)")
     gross_exposure: float = Field(math.nan, description="mean sum |w| of the target weights (nan: older run)")
     costs: float = Field(math.nan, description="total costs paid / initial equity (nan: older run)")
+    train_objective: float = Field(
+        math.nan,
+        description="the same objective on the tail of the training window at the same checkpoint "
+        "(tune_specs.objective.train_window; nan: older run)",
+    )
+    overfit: OverfitCheck | None = Field(
+        None,
+        description="train and validation objective slopes over the trial's last iterations "
+        "(tune_specs.overfit; None: too few iterations, or an older run)",
+    )
 
 
 _ROWS = TypeAdapter(list[LeaderboardRow])

@@ -21,6 +21,7 @@ from pathlib import Path
 import click
 
 from raytrade.cluster.errors import one_line_errors
+from raytrade.cluster.options import caps_options, exposure_caps
 from raytrade.models.registry import DEFAULT_REGISTRY, resolve
 
 
@@ -67,6 +68,8 @@ from raytrade.models.registry import DEFAULT_REGISTRY, resolve
 @click.option(
     "--detach", is_flag=True, help="Deploy (or swap) and return instead of serving in the foreground."
 )
+@click.option("--no-dashboard", is_flag=True, help="Start a local Ray without its dashboard.")
+@caps_options()
 @one_line_errors
 def serve_command(
     model: str,
@@ -83,6 +86,8 @@ def serve_command(
     docs: bool,
     max_as_of_skew_s: float,
     detach: bool,
+    no_dashboard: bool,
+    **caps: float,
 ) -> None:
     """Deploy a promoted policy behind POST /v1/act, GET /v1/health and GET /v1/model."""
     from raytrade.cluster.settings import MissingCredentialsError, load_settings
@@ -94,17 +99,20 @@ def serve_command(
         raise MissingCredentialsError("missing the Serve token: set RAYTRADE_SERVE_TOKEN")
     check_token(token.get_secret_value())  # a weak token ends here, before Ray starts
     resolve(registry, model)  # an unknown name or version fails here, listing what exists
-    decide = ServeConfig(max_feature_age_hours=max_feature_age_hours or None, kill_drawdown=kill_drawdown)
-    import ray
+    decide = ServeConfig(
+        max_feature_age_hours=max_feature_age_hours or None,
+        kill_drawdown=kill_drawdown,
+        caps=exposure_caps(caps),
+    )
     from ray import serve
 
+    from raytrade.cluster.local_cluster import init_ray
     from raytrade.serve.app import APP_NAME, HttpConfig, ServiceConfig, build_app
 
-    os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
     # --detach leaves the deployment running after this process exits: it needs a cluster that
     # outlives it ("auto" finds the local one started with `ray start`, or fails saying there is none)
     address = os.environ.get("RAY_ADDRESS") or ("auto" if detach else None)
-    ray.init(address=address, include_dashboard=False, ignore_reinit_error=True)
+    init_ray(address, dashboard=not no_dashboard)
     serve.start(http_options={"host": host, "port": port})
     config = ServiceConfig(
         model=model,

@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from raytrade.cluster.settings import MissingCredentialsError, load_settings
 from raytrade.serve.app import HttpConfig, ServiceConfig, build_app
+from raytrade.serve.caps import ExposureCaps
 from raytrade.serve.decide import ServeConfig
 from raytrade.serve.guard import check_token
 
@@ -34,6 +35,9 @@ class BuilderArgs(BaseModel):
     max_as_of_skew_s: float = Field(900.0, ge=0, description="0: any as_of")
     max_body_bytes: int = Field(1 << 20, ge=1024)
     docs: bool = False
+    caps: ExposureCaps = Field(
+        ExposureCaps(), description="hard caps after the model (a mapping in serveConfigV2's args)"
+    )
 
 
 def app_builder(args: dict[str, str]) -> Any:
@@ -56,7 +60,7 @@ def app_builder(args: dict[str, str]) -> Any:
     config = ServiceConfig(
         model=parsed.model,
         registry=parsed.registry,
-        decide=ServeConfig(max_feature_age_hours=parsed.max_feature_age_hours or None),
+        decide=ServeConfig(max_feature_age_hours=parsed.max_feature_age_hours or None, caps=parsed.caps),
         max_batch_size=parsed.max_batch_size,
         batch_wait_ms=parsed.batch_wait_ms,
     )

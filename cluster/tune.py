@@ -13,8 +13,10 @@ Design decisions
   ``raytrade_run.json`` (``cluster.run_file.RunFile``: spec, replay, budget, the reproducing
   command, and the code version, library versions and data fingerprint at the start; written
   first, so an interrupted run is still described), and at the end ``leaderboard.json``
-  (``LeaderboardRow`` list) and ``validation_objective.png``. ``raytrade promote --run DIR`` reads
-  both and copies the training-time facts into the registry manifest.
+  (``LeaderboardRow`` list: each trial's best checkpoint, its validation and train objectives, and
+  the overfitting check of its last iterations, ``tune_specs.overfit``) and
+  ``validation_objective.png`` (validation solid, train dashed, per trial). ``raytrade promote
+  --run DIR`` reads both and copies the training-time facts into the registry manifest.
 * Logging: Tune's CSV/JSON/TensorBoard loggers always; wandb through Tune's
   ``WandbLoggerCallback``, offline (files under the run folder) unless ``--wandb`` asks for online
   logging, which needs ``WANDB_API_KEY`` (read by ``cluster.settings.load_settings``). The key never
@@ -37,7 +39,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import click
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, computed_field
 
 from raytrade.cluster.errors import one_line_errors
 from raytrade.cluster.run_file import (
@@ -49,17 +51,30 @@ from raytrade.cluster.run_file import (
     write_leaderboard,
     write_run_file,
 )
+from raytrade.envs.actions import ACTION_MODES, ActionConfig, ActionMode
+from raytrade.envs.baseline_weights import BASELINE_FEATURES
+from raytrade.envs.rewards import RewardConfig
 from raytrade.models.manifest import Provenance, SearchObjective
 from raytrade.replay.errors import InputError
 from raytrade.tune_specs import OFFLINE_SPECS, SPECS, get_spec
-from raytrade.tune_specs.objective import METRIC, REPORTED
+from raytrade.tune_specs.objective import METRIC, REPORTED, TRAIN_METRIC, metric_of
+from raytrade.tune_specs.overfit import OverfitCheck, check_overfit
 from raytrade.tune_specs.spec import Budget, TuneSpec
 
 if TYPE_CHECKING:
     from ray.rllib.algorithms.algorithm_config import AlgorithmConfig
 
-__all__ = ["LEADERBOARD_FILE", "PLOT_FILE", "RUN_FILE", "TuneOptions", "read_run_file", "run_tune"]
+__all__ = [
+    "LEADERBOARD_FILE",
+    "PLOT_FILE",
+    "RUN_FILE",
+    "TuneOptions",
+    "metric_of",
+    "read_run_file",
+    "run_tune",
+]
 PLOT_FILE = "validation_objective.png"
+_ACTION, _REWARD = ActionConfig.model_fields, RewardConfig.model_fields  # the flags' defaults, stated once
 WandbMode = Literal["offline", "online", "disabled"]
 
 
@@ -76,6 +91,12 @@ class TuneOptions(BaseModel):
     smoke: bool = Field(False, description="use the spec's tiny smoke budget")
     num_samples: int | None = Field(None, ge=1, description="trials (None: the budget's)")
     iterations: int | None = Field(None, ge=1, description="iterations per trial (None: the budget's)")
+    early_stop: int | None = Field(
+        None,
+        ge=0,
+        description="stop a trial after this many iterations without a validation improvement "
+        "(tune_specs.stopping; 0: off; None: the budget's)",
+    )
     storage: Path = Field(Path("ray_results"), description="folder holding experiment folders")
     name: str | None = Field(None, description="experiment folder name (None: SPEC or SPEC-smoke)")
     resume: bool = Field(False, description="continue the interrupted experiment STORAGE/NAME")
@@ -88,7 +109,20 @@ class TuneOptions(BaseModel):
     cvar_penalty: float = Field(
         1.0, ge=0, description="objective = information ratio over equal_weight - cvar_penalty * |cvar_5|"
     )
+    action_mode: ActionMode = Field(_ACTION["mode"].default, description="absolute weights or tilt:BASELINE")
+    max_tilt: float = Field(
+        _ACTION["max_tilt"].default, gt=0, le=1, description="tilt modes: largest tilt per symbol"
+    )
+    no_trade_band: float = Field(
+        _ACTION["no_trade_band"].default, ge=0, le=1, description="no order within this of the weight"
+    )
+    turnover_penalty: float = Field(
+        _REWARD["turnover_penalty"].default, ge=0, description="reward penalty per unit turnover"
+    )
     max_failures: int = Field(2, ge=0, description="restarts of a crashed trial from its checkpoint")
+    cost_profile: Path | None = Field(
+        None, description="cost profile (raytrade calibrate-costs) the simulator trains and scores with"
+    )
     seed: int = Field(0, description="search and training seed")
     trial_resources: dict[str, float] = Field(
         default_factory=dict, description="extra custom Ray resources each trial requests"
@@ -101,6 +135,8 @@ class TuneOptions(BaseModel):
             update["num_samples"] = self.num_samples
         if self.iterations is not None:
             update["iterations"] = self.iterations
+        if self.early_stop is not None:
+            update["early_stop"] = self.early_stop
         return base.model_copy(update=update)
 
     def feature_columns(self, spec: TuneSpec) -> tuple[str, ...]:
@@ -113,6 +149,29 @@ class TuneOptions(BaseModel):
             return resolve_feature_groups(self.features)
         except ValueError as exc:
             raise InputError(f"--features: {exc}") from None
+
+    def env_config(self, spec: TuneSpec, budget: Budget) -> dict[str, Any]:
+        """The spec's training env config with this search's action mapping and turnover penalty
+        (``envs.actions``, ``envs.rewards``) and costs (:meth:`sim_overrides`); a tilt baseline's
+        input columns are loaded with the data (``data.extra_features``) so every split, scoring and
+        serving see them."""
+        env_config = spec.env_config(str(self.replay.resolve()), budget, self.feature_columns(spec))
+        action = ActionConfig(mode=self.action_mode, max_tilt=self.max_tilt, no_trade_band=self.no_trade_band)
+        env_config["action"] = action.model_dump(mode="json", exclude={"kelly_lite"})
+        sim = env_config.setdefault("sim", {})
+        sim["reward"] = {**sim.get("reward", {}), "turnover_penalty": self.turnover_penalty}
+        sim.update(self.sim_overrides())
+        if action.baseline is not None:
+            env_config["data"]["extra_features"] = list(BASELINE_FEATURES[action.baseline])
+        return env_config
+
+    def sim_overrides(self) -> dict[str, Any]:
+        """Entries of the env config's ``sim`` these options set: ``costs`` from ``cost_profile``."""
+        if self.cost_profile is None:
+            return {}
+        from raytrade.envs.cost_profile import cost_config_from_profile
+
+        return {"costs": cost_config_from_profile(self.cost_profile).model_dump(mode="json")}
 
     def run_name(self) -> str:
         return self.name or (f"{self.spec}-smoke" if self.smoke else self.spec)
@@ -127,9 +186,14 @@ class TuneOptions(BaseModel):
         parts += ["--smoke"] if self.smoke else []
         parts += ["--num-samples", str(self.num_samples)] if self.num_samples else []
         parts += ["--iterations", str(self.iterations)] if self.iterations else []
+        parts += ["--early-stop", str(self.early_stop)] if self.early_stop is not None else []
         parts += ["--features", self.features] if self.features else []
+        parts += ["--cost-profile", str(self.cost_profile.resolve())] if self.cost_profile else []
         parts += ["--storage", str(self.storage.resolve()), "--name", self.run_name()]
         parts += ["--cvar-penalty", repr(self.cvar_penalty), "--seed", str(self.seed)]
+        parts += ["--action-mode", self.action_mode, "--max-tilt", repr(self.max_tilt)]
+        parts += ["--no-trade-band", repr(self.no_trade_band)]
+        parts += ["--turnover-penalty", repr(self.turnover_penalty)]
         return shlex.join(parts)
 
 
@@ -141,6 +205,13 @@ class TuneOutcome(BaseModel):
     run_dir: Path
     leaderboard: list[LeaderboardRow]
     plot: Path | None
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def overfit_warnings(self) -> list[str]:
+        """One line per trial whose validation objective fell while its train objective rose over
+        its last iterations (``LeaderboardRow.overfit``, ``tune_specs.overfit``), best trial first."""
+        return [r.overfit.warning(r.trial) for r in self.leaderboard if r.overfit and r.overfit.overfitting]
 
 
 # ------------------------------------------------------------------------------ input checks
@@ -275,7 +346,7 @@ def build_tuner(opts: TuneOptions, spec: TuneSpec, callbacks: list[Any]) -> Any:
     from ray.tune.search.basic_variant import BasicVariantGenerator
 
     budget = opts.budget(spec)
-    env_config = spec.env_config(str(opts.replay.resolve()), budget, opts.feature_columns(spec))
+    env_config = opts.env_config(spec, budget)
     objective = spec.objective.model_copy(update={"cvar_penalty": opts.cvar_penalty})
     config = _with_experience(opts, spec.algo_config(env_config, budget, objective))
     config = config.resources(
@@ -346,7 +417,7 @@ def _reporter(spec: TuneSpec, config: Any) -> Any:
     searched = _searched_keys(config.to_dict()) if hasattr(config, "to_dict") else []
     return CLIReporter(
         parameter_columns=searched,
-        metric_columns={"training_iteration": "iter", spec.metric: "objective"},
+        metric_columns={"training_iteration": "iter", spec.metric: "objective", TRAIN_METRIC: "train"},
         max_report_frequency=15,
     )
 
@@ -370,8 +441,7 @@ def run_record(opts: TuneOptions, spec: TuneSpec) -> RunFile:
     """The run file of a new search: what it searches and what it depends on at this moment."""
     budget = opts.budget(spec)
     columns = opts.feature_columns(spec)
-    env_config = spec.env_config(str(opts.replay.resolve()), budget, columns)
-    config = _with_experience(opts, spec.algo_config(env_config, budget)).to_dict()
+    config = _with_experience(opts, spec.algo_config(opts.env_config(spec, budget), budget)).to_dict()
     return RunFile(
         spec=spec.name,
         family=spec.family,
@@ -389,20 +459,36 @@ def run_record(opts: TuneOptions, spec: TuneSpec) -> RunFile:
 # ------------------------------------------------------------------------------ results
 
 
-def metric_of(metrics: Mapping[str, Any], key: str) -> float:
-    """``metrics[key]`` for a flattened (``a/b``) or nested result dict; nan when absent."""
-    if key in metrics:
-        return float(metrics[key])
-    node: Any = metrics
-    for part in key.split("/"):
-        if not isinstance(node, Mapping) or part not in node:
-            return math.nan
-        node = node[part]
-    return float(node)
+def _trial_name(result: Any) -> str:
+    return str(result.metrics.get("trial_id", Path(result.path).name))
 
 
-def leaderboard(results: Any, run_dir: Path, searched: list[str]) -> list[LeaderboardRow]:
-    """One row per trial, best first: its best checkpoint (by validation objective) and scores."""
+def _history(result: Any) -> Any:
+    """A trial's reported iterations (one row each, the last report of a repeated iteration, in
+    iteration order) with the validation objective; None when it reported none."""
+    frame = result.metrics_dataframe
+    if frame is None or frame.empty or METRIC not in frame:
+        return None
+    return frame.sort_values("training_iteration").drop_duplicates("training_iteration", keep="last")
+
+
+def overfit_of(result: Any, window: int) -> OverfitCheck | None:
+    """The overfitting check (``tune_specs.overfit.check_overfit``) over a trial's last ``window``
+    reported iterations; None when it reported fewer or no train objective (an older run)."""
+    frame = _history(result)
+    if frame is None or TRAIN_METRIC not in frame:
+        return None
+    return check_overfit(
+        frame["training_iteration"].tolist(), frame[TRAIN_METRIC].tolist(), frame[METRIC].tolist(), window
+    )
+
+
+def leaderboard(
+    results: Any, run_dir: Path, searched: list[str], overfit_window: int
+) -> list[LeaderboardRow]:
+    """One row per trial, best first: its best checkpoint (by validation objective), its validation
+    scores and train objective there, and the overfitting check of its last ``overfit_window``
+    iterations."""
     rows = []
     for result in results:
         if not result.metrics or "training_iteration" not in result.metrics:
@@ -416,13 +502,15 @@ def leaderboard(results: Any, run_dir: Path, searched: list[str]) -> list[Leader
         scores = {k: metric_of(metrics, f"validation/{k}") for k in REPORTED}
         rows.append(
             LeaderboardRow(
-                trial=str(result.metrics.get("trial_id", Path(result.path).name)),
+                trial=_trial_name(result),
                 trial_dir=os.path.relpath(result.path, run_dir),
                 params={k: _param(result.config or {}, k) for k in searched},
                 iteration=int(metrics.get("training_iteration", 0)),
                 checkpoint=ckpt,
                 node_id=metrics.get("node_id"),
                 error=None if result.error is None else str(result.error).splitlines()[0][:200],
+                train_objective=metric_of(metrics, TRAIN_METRIC),
+                overfit=overfit_of(result, overfit_window),
                 **scores,
             )
         )
@@ -430,45 +518,61 @@ def leaderboard(results: Any, run_dir: Path, searched: list[str]) -> list[Leader
 
 
 def format_leaderboard(rows: list[LeaderboardRow]) -> str:
-    """The leaderboard as a fixed-width table: trial, iteration, objective, excess return over
-    equal_weight, sharpe, cvar, and what the policy held and paid (mean gross exposure, turnover per
-    bar, costs / initial equity) beside its score, then the params."""
+    """The leaderboard as a fixed-width table: trial, iteration, objective (validation), the train
+    objective at the same checkpoint (a ``train`` column, left out when no row has one: a run older
+    than the train score), excess return over equal_weight, sharpe, cvar, and what the policy held
+    and paid (mean gross exposure, turnover per bar, costs / initial equity) beside its score, then
+    the params."""
+    with_train = any(math.isfinite(r.train_objective) for r in rows)
+    train_head = f"{'train':>9}" if with_train else ""
     lines = [
-        f"{'trial':<14}{'iter':>5}{'objective':>11}{'excess':>9}{'sharpe':>9}{'cvar_5':>9}"
+        f"{'trial':<14}{'iter':>5}{'objective':>11}{train_head}{'excess':>9}{'sharpe':>9}{'cvar_5':>9}"
         f"{'gross':>8}{'turnover':>10}{'costs':>9}  params"
     ]
     for r in rows:
         params = " ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in r.params.items())
+        train = f"{r.train_objective:>9.3f}" if with_train else ""
         lines.append(
-            f"{r.trial:<14}{r.iteration:>5}{r.objective:>11.3f}{r.excess_return:>9.4f}{r.sharpe:>9.3f}"
+            f"{r.trial:<14}{r.iteration:>5}{r.objective:>11.3f}{train}{r.excess_return:>9.4f}{r.sharpe:>9.3f}"
             f"{r.cvar_5:>9.4f}{r.gross_exposure:>8.3f}{r.turnover:>10.4f}{r.costs:>9.5f}  {params}"
         )
     return "\n".join(lines)
 
 
+def draw_objective(ax: Any, results: Any) -> int:
+    """Draw each trial's validation objective (solid, with markers) and train objective (dashed, the
+    same colour) over training iterations on ``ax``; returns the number of trials drawn."""
+    plotted = 0
+    for result in results:
+        frame = _history(result)
+        if frame is None:
+            continue
+        trial = _trial_name(result)
+        (line,) = ax.plot(frame["training_iteration"], frame[METRIC], marker="o", ms=3, label=trial)
+        if TRAIN_METRIC in frame:
+            ax.plot(frame["training_iteration"], frame[TRAIN_METRIC], linestyle="--", color=line.get_color())
+        plotted += 1
+    return plotted
+
+
 def plot_objective(results: Any, path: Path) -> Path | None:
-    """PNG of each trial's validation objective over training iterations (None: nothing to plot)."""
+    """PNG of each trial's validation (solid) and train (dashed) objective over training iterations
+    (None: nothing to plot)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 4))
-    plotted = 0
-    for result in results:
-        frame = result.metrics_dataframe
-        if frame is None or METRIC not in frame or frame.empty:
-            continue
-        frame = frame.sort_values("training_iteration").drop_duplicates("training_iteration", keep="last")
-        trial = str(result.metrics.get("trial_id", Path(result.path).name))
-        ax.plot(frame["training_iteration"], frame[METRIC], marker="o", ms=3, label=trial)
-        plotted += 1
+    plotted = draw_objective(ax, results)
     if not plotted:
         plt.close(fig)
         return None
     ax.set_xlabel("training iteration")
-    ax.set_ylabel("validation objective")
-    ax.set_title("Sortino net of costs - CVaR penalty, validation split")
+    ax.set_ylabel("objective")
+    ax.set_title(
+        "information ratio over equal_weight - CVaR penalty\nvalidation (solid), train tail (dashed)"
+    )
     ax.grid(alpha=0.3)
     if plotted <= 12:
         ax.legend(fontsize=7, title="trial", title_fontsize=7)
@@ -481,19 +585,27 @@ def plot_objective(results: Any, path: Path) -> Path | None:
 # ------------------------------------------------------------------------------ entrypoint
 
 
-def _ensure_ray() -> None:
-    import ray
+def log_locations(opts: TuneOptions) -> list[str]:
+    """Where the search's TensorBoard logs and wandb offline runs go, and the commands that open
+    and upload them."""
+    run_dir = opts.run_dir()
+    lines = [f"TensorBoard logs: {run_dir} (open: tensorboard --logdir {shlex.quote(str(run_dir))})"]
+    if opts.wandb != "disabled":
+        runs = shlex.quote(str(run_dir / "wandb")) + "/offline-run-*"
+        lines.append(f"wandb offline runs: {run_dir / 'wandb'} (upload: wandb sync {runs})")
+    return lines
 
-    if not ray.is_initialized():
-        os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
-        ray.init(address=os.environ.get("RAY_ADDRESS"), include_dashboard=False, log_to_driver=False)
 
+def run_tune(opts: TuneOptions, dashboard: bool = True) -> TuneOutcome:
+    """Run (or resume) the search, then write the leaderboard and the objective plot.
 
-def run_tune(opts: TuneOptions) -> TuneOutcome:
-    """Run (or resume) the search, then write the leaderboard and the objective plot."""
+    Uses the Ray this process is connected to, else ``RAY_ADDRESS``'s cluster, else a new local Ray
+    (with its dashboard unless ``dashboard`` is False). Prints where the TensorBoard and wandb logs
+    go once the inputs are checked."""
     spec = get_spec(opts.spec)
     check_replay(opts.replay, spec, opts.feature_columns(spec))
     check_experience(opts, spec)
+    opts.sim_overrides()  # a bad cost profile is refused before Ray starts
     run_dir = opts.run_dir()
     if opts.resume:
         recorded = read_run_file(run_dir)
@@ -503,8 +615,12 @@ def run_tune(opts: TuneOptions) -> TuneOutcome:
             )
     elif (run_dir / RUN_FILE).exists():
         raise InputError(f"experiment {str(run_dir)!r} exists: pass --resume, or --name for a new one")
-    _ensure_ray()
+    from raytrade.cluster.local_cluster import init_ray
+
+    init_ray(os.environ.get("RAY_ADDRESS"), dashboard=dashboard)
     callbacks, env, wandb_key = _wandb_setup(opts, run_dir)
+    for line in log_locations(opts):
+        click.echo(line)
     env = {**env, "RAY_AIR_NEW_OUTPUT": "0"}  # the table reporter of ``_reporter``
     if not opts.resume:
         write_run_file(run_dir, run_record(opts, spec))
@@ -519,8 +635,8 @@ def run_tune(opts: TuneOptions) -> TuneOutcome:
             f"search interrupted with {unfinished} of {len(results)} trials unfinished; "
             f"continue it with the same command and --resume (run folder {run_dir})"
         )
-    searched = read_run_file(run_dir).searched
-    rows = leaderboard(results, run_dir, searched)
+    recorded = read_run_file(run_dir)
+    rows = leaderboard(results, run_dir, recorded.searched, recorded.budget.overfit_window)
     if not any(r.checkpoint for r in rows):
         errors = [str(r.error).splitlines()[-1] for r in results if r.error is not None]
         raise click.ClickException(f"all trials of {run_dir} failed: {errors[0] if errors else 'no results'}")
@@ -543,6 +659,12 @@ def run_tune(opts: TuneOptions) -> TuneOutcome:
     "--iterations", type=click.IntRange(min=1), help="Iterations per trial (default: the budget's)."
 )
 @click.option(
+    "--early-stop",
+    type=click.IntRange(min=0),
+    help="Stop a trial after N iterations without a validation-objective improvement "
+    "(0: off; default: the budget's, 20 for the on-policy specs, off with --smoke).",
+)
+@click.option(
     "--storage",
     type=click.Path(path_type=Path),
     default=Path("ray_results"),
@@ -559,8 +681,42 @@ def run_tune(opts: TuneOptions) -> TuneOutcome:
     "returns, microstructure, regime, forecast, risk, macro (default: the spec's, enriched).",
 )
 @click.option("--cvar-penalty", type=click.FloatRange(min=0), default=1.0, show_default=True)
+@click.option(
+    "--action-mode",
+    type=click.Choice(ACTION_MODES),
+    default=_ACTION["mode"].default,
+    show_default=True,
+    help="Actions are target weights, or a tilt around a baseline (zero action = the baseline).",
+)
+@click.option(
+    "--max-tilt",
+    type=click.FloatRange(min=0, max=1, min_open=True),
+    default=_ACTION["max_tilt"].default,
+    show_default=True,
+    help="Tilt modes: largest |target - baseline| per symbol, fraction of equity.",
+)
+@click.option(
+    "--no-trade-band",
+    type=click.FloatRange(min=0, max=1),
+    default=_ACTION["no_trade_band"].default,
+    show_default=True,
+    help="No order where the target is within this of the current weight (0: off).",
+)
+@click.option(
+    "--turnover-penalty",
+    type=click.FloatRange(min=0),
+    default=_REWARD["turnover_penalty"].default,
+    show_default=True,
+    help="Reward penalty per unit turnover (traded notional / equity; 0: off).",
+)
+@click.option(
+    "--cost-profile",
+    type=click.Path(path_type=Path),
+    help="Cost profile from raytrade calibrate-costs (default: the loop's cost model).",
+)
 @click.option("--max-failures", type=click.IntRange(min=0), default=2, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--no-dashboard", is_flag=True, help="Start a local Ray without its dashboard.")
 @one_line_errors
 def tune_command(
     spec: str,
@@ -569,6 +725,7 @@ def tune_command(
     smoke: bool,
     num_samples: int | None,
     iterations: int | None,
+    early_stop: int | None,
     storage: Path,
     name: str | None,
     resume: bool,
@@ -576,8 +733,14 @@ def tune_command(
     no_wandb: bool,
     features: str | None,
     cvar_penalty: float,
+    action_mode: ActionMode,
+    max_tilt: float,
+    no_trade_band: float,
+    turnover_penalty: float,
+    cost_profile: Path | None,
     max_failures: int,
     seed: int,
+    no_dashboard: bool,
 ) -> None:
     """Search SPEC's hyperparameters on REPLAY's train split, scored on its validation split."""
     if wandb_online and no_wandb:
@@ -589,18 +752,26 @@ def tune_command(
         smoke=smoke,
         num_samples=num_samples,
         iterations=iterations,
+        early_stop=early_stop,
         storage=storage,
         name=name,
         resume=resume,
         wandb="online" if wandb_online else "disabled" if no_wandb else "offline",
         features=features,
         cvar_penalty=cvar_penalty,
+        action_mode=action_mode,
+        max_tilt=max_tilt,
+        no_trade_band=no_trade_band,
+        turnover_penalty=turnover_penalty,
+        cost_profile=cost_profile,
         max_failures=max_failures,
         seed=seed,
     )
-    outcome = run_tune(opts)
+    outcome = run_tune(opts, dashboard=not no_dashboard)
     click.echo(f"\nleaderboard ({outcome.run_dir}):")
     click.echo(format_leaderboard(outcome.leaderboard))
+    for warning in outcome.overfit_warnings:
+        click.echo(warning, err=True)
     if outcome.plot is not None:
         click.echo(f"plot: {outcome.plot}")
     click.echo(f"promote the best trial: raytrade promote --run {outcome.run_dir} --name NAME")

@@ -13,6 +13,7 @@ from typing import Annotated, Any, Literal, overload
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from raytrade.envs.actions import ActionConfig
 from raytrade.envs.costs import CostConfig
 from raytrade.envs.kill_switch import KillSwitchConfig
 from raytrade.envs.normalization import FeatureNormalizer
@@ -22,6 +23,7 @@ from raytrade.replay.loop_rules import LoopRules
 from raytrade.replay.splits import EMBARGO_BARS, TRAIN_FRACTION, VALIDATION_FRACTION
 
 __all__ = [
+    "ActionConfig",
     "ConstraintConfig",
     "CostConfig",
     "DataConfig",
@@ -98,6 +100,11 @@ class ReplayDataConfig(BaseModel):
         VALIDATION_FRACTION, gt=0, lt=1, description="share of the calendar in validation"
     )
     embargo_bars: int = Field(EMBARGO_BARS, ge=0, description="bars left out between consecutive splits")
+    extra_features: tuple[str, ...] = Field(
+        (),
+        description="store feature columns loaded beyond the loader's defaults (e.g. a tilt baseline's "
+        "inputs, envs.baseline_weights.BASELINE_FEATURES); observed only if feature_columns names them",
+    )
 
 
 DataConfig = Annotated[SyntheticDataConfig | ReplayDataConfig, Field(discriminator="kind")]
@@ -119,6 +126,9 @@ class PortfolioEnvConfig(BaseModel):
         "observation holds normalised features plus a fraction-missing channel; None: raw features",
     )
     flat_obs: bool = Field(False, description="one flat Box instead of a Dict observation")
+    action: ActionConfig = Field(
+        ActionConfig(), description="how actions become orders: absolute or a tilt, the no-trade band"
+    )
     num_envs: int = Field(1, ge=1, description="episodes stepped together by the vector env")
     step_info: bool = Field(
         False,
@@ -138,10 +148,14 @@ class PortfolioEnvConfig(BaseModel):
 
 
 class GatedEnvConfig(PortfolioEnvConfig):
-    """``env_config`` of ``raytrade/GatedSymbolEnv-v0``: per-symbol gate modes and kelly sizing."""
+    """``env_config`` of ``raytrade/GatedSymbolEnv-v0``: per-symbol gate modes, sized by the policy's
+    per-mode sizing level as a fraction of the mode's cap (probe: ``probe_weight``; passive and
+    aggressive: the contract's kelly_lite, sigma from the last 7 closes, ``envs.gate``)."""
 
     edge_column: str = Field("fc_mean", description="feature: expected next-bar return (signed)")
-    sigma_column: str = Field("vol_20", description="feature: per-bar return volatility")
+    size_levels: int = Field(
+        4, ge=1, le=100, description="sizing levels per mode: level k sizes (k + 1) / size_levels of its cap"
+    )
     kelly_scale: float = Field(
         _LOOP.kelly_scale, ge=0, description="kelly_lite = min(cap, scale * edge / sigma^2) (the loop's)"
     )

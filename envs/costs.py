@@ -315,3 +315,15 @@ def financing_cost(
         for g, s, e in zip(long.ravel(), short.ravel(), eq.ravel(), strict=True)
     ]
     return np.array(out, dtype=np.float64).reshape(long.shape)
+
+
+def cost_overrun(traded_notional: np.ndarray, trade_cost: np.ndarray, envelope_bps: np.ndarray) -> np.ndarray:
+    """Trade cost above its projected envelope, currency, ``>= 0``, per row:
+    ``max(0, trade_cost - sum_j |traded_notional_j| * envelope_bps_j * 1e-4)``.
+
+    ``traded_notional [..., N]`` (signed), ``trade_cost [...]`` (fee + spread + slippage charged for
+    those trades), ``envelope_bps [N]`` (the cost per unit traded the decision projected). The reward's
+    cost-overrun term (``RewardConfig.cost_overrun_lambda``) penalises this amount.
+    """
+    envelope = (np.abs(traded_notional) * np.asarray(envelope_bps, dtype=np.float64) * BPS).sum(-1)
+    return np.maximum(np.asarray(trade_cost, dtype=np.float64) - envelope, 0.0)

@@ -1,14 +1,21 @@
 """gymnasium environments over the vectorised simulator, buildable from a plain ``env_config`` dict.
 
 * ``raytrade/PortfolioEnv-v0`` (:class:`PortfolioEnv`, vector form :class:`PortfolioVectorEnv`):
-  action ``Box(-1, 1, (N,))`` target weights, projected onto the constraints by the simulator.
+  action ``Box(-1, 1, (N,))`` target weights, projected onto the constraints by the simulator; or,
+  with ``action.mode`` ``tilt:BASELINE``, a tilt of at most ``action.max_tilt`` per symbol around
+  that baseline's allocation (zero action = the baseline; ``envs.actions``). ``action.no_trade_band``
+  leaves targets within the band of the current weight untraded (both envs).
 * ``raytrade/GatedSymbolEnv-v0`` (:class:`GatedSymbolEnv`, :class:`GatedSymbolVectorEnv`): per symbol
-  a gate mode (0 flat, 1 probe, 2 passive, 3 aggressive) and a side (0 long, 1 short), as
-  ``MultiDiscrete([4, 2] * N)``. Flat targets 0; probe a tiny fixed ``probe_weight``; passive and
-  aggressive size by ``kelly_lite = min(kelly_cap, max(0, kelly_scale * |edge| / sigma^2))`` from the
-  edge and sigma feature columns. A passive order fills with probability ``passive_fill_prob`` (else
-  the position is left as it was) and pays ``passive_spread_mult`` of the half spread (negative:
-  earned) and ``passive_slippage_mult`` of slippage; aggressive pays full cost.
+  a gate mode (0 flat, 1 probe, 2 passive, 3 aggressive), a side (0 long, 1 short) and a sizing
+  level ``k`` (the chosen mode's sizing head's), as ``MultiDiscrete([4, 2, K] * N)``, ``K =
+  size_levels``. Flat targets 0; the other modes ``(k + 1) / K`` of their cap: probe of
+  ``probe_weight``, passive and aggressive of the contract's ``kelly_lite = min(kelly_cap, max(0,
+  kelly_scale * |edge| / sigma^2))`` with sigma from the last 7 closes (``envs.gate``). A passive
+  order fills with probability ``passive_fill_prob`` (else the position is left as it was) and pays
+  ``passive_spread_mult`` of the half spread (negative: earned) and ``passive_slippage_mult`` of
+  slippage; aggressive pays full cost. The gated observation appends one raw channel to the
+  features: 1 where the contract's gate is open at that bar, else 0 (``envs.gate``), which the
+  gating policy uses to make passive and aggressive impossible where it is closed.
 
 Observation (both): ``Dict(features Box(N, F), weights Box(N), mask Box(N) in {0, 1}, portfolio
 Box(5) = [cash fraction, drawdown, kill-switch active, kill-switch bars / release bars, progress])``,
@@ -31,8 +38,11 @@ from gymnasium import spaces
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
+from raytrade.envs.actions import Orders, band_hold, tilt_orders, weight_orders
+from raytrade.envs.baseline_weights import BaselineDecision, baseline_context, baseline_decision
 from raytrade.envs.config import GatedEnvConfig, PortfolioEnvConfig
 from raytrade.envs.costs import COST_COMPONENTS
+from raytrade.envs.gate import GateState, contract_gate
 from raytrade.envs.market_data import MarketData
 from raytrade.envs.normalization import FeatureNormalizer
 from raytrade.envs.simulator import MarketSimulator, Observation
@@ -42,6 +52,7 @@ PORTFOLIO_ENV_ID = "raytrade/PortfolioEnv-v0"
 GATED_ENV_ID = "raytrade/GatedSymbolEnv-v0"
 N_PORTFOLIO_STATE = 5
 GATE_MODES: tuple[str, ...] = ("flat", "probe", "passive", "aggressive")
+GATE_ACTION_FIELDS = 3  # per symbol: mode, side, sizing level
 _BIG = float(np.finfo(np.float32).max)
 
 
@@ -60,10 +71,10 @@ def feature_index(data: MarketData, columns: tuple[str, ...] | None) -> np.ndarr
     return np.array([data.feature_names.index(c) for c in columns], dtype=np.int64)
 
 
-def observed_width(n_columns: int, normalizer: FeatureNormalizer | None) -> int:
+def observed_width(n_columns: int, normalizer: FeatureNormalizer | None, gated: bool = False) -> int:
     """Feature channels per asset in the observation: the columns, plus the fraction-missing channel
-    when a normalizer is set (``envs.normalization``)."""
-    return n_columns + (1 if normalizer is not None else 0)
+    when a normalizer is set (``envs.normalization``), plus the gate channel of the gated env."""
+    return n_columns + (1 if normalizer is not None else 0) + (1 if gated else 0)
 
 
 def _observation_space(n: int, f: int, flat: bool) -> spaces.Space[Any]:
@@ -83,21 +94,25 @@ def batched_observation(
     release_bars: int | None,
     flat: bool,
     normalizer: FeatureNormalizer | None = None,
+    gate: np.ndarray | None = None,
 ) -> Any:
     """Observation arrays with a leading batch dimension ``[B, ...]`` (float32).
 
     ``feat_idx`` selects feature columns (:func:`feature_index`); None takes them all, in order.
     ``normalizer`` (the env config's, fitted on the training window) normalises them and appends the
-    fraction-missing channel (``envs.normalization``); this is the one place observations are
-    encoded, for training, scoring, evaluation and serving alike. The flat form is written into one
-    preallocated array (features, weights, mask, portfolio state, in that order); it is the hot path
-    of RLlib sampling.
+    fraction-missing channel (``envs.normalization``); ``gate [B, N]`` (the gated env's, 1 open / 0
+    closed, ``envs.gate``) is appended raw after them as the last channel. This is the one place
+    observations are encoded, for training, scoring, evaluation and serving alike. The flat form is
+    written into one preallocated array (features, weights, mask, portfolio state, in that order);
+    it is the hot path of RLlib sampling.
     """
     b, n, _ = ob.features.shape
     feats = ob.features if feat_idx is None else ob.features[:, :, feat_idx]
     if normalizer is not None:
         missing = ob.missing if ob.missing is None or feat_idx is None else ob.missing[:, :, feat_idx]
         feats = normalizer.apply(feats, missing)
+    if gate is not None:
+        feats = np.concatenate([feats, np.asarray(gate, dtype=feats.dtype)[..., None]], axis=-1)
     denom = float(release_bars) if release_bars else 1.0
     if flat:
         nf = n * feats.shape[-1]
@@ -128,55 +143,90 @@ def _unbatch(obs: Any) -> Any:
 
 class GateOrders(NamedTuple):
     """Gate actions decoded per symbol: ``mode`` (index into ``GATE_MODES``), ``side`` (0 long, 1
-    short) and the signed kelly-lite ``target`` weight before the constraints, all ``[B, N]``."""
+    short), sizing ``level`` and the signed ``target`` weight before the constraints, all ``[B, N]``."""
 
     mode: np.ndarray
     side: np.ndarray
+    level: np.ndarray
     target: np.ndarray
 
 
-def gate_orders(
-    actions: np.ndarray, features: np.ndarray, edge_idx: int, sigma_idx: int, cfg: GatedEnvConfig
-) -> GateOrders:
-    """Decode ``MultiDiscrete([4, 2] * N)`` actions ``[B, 2N]`` against ``features [B, N, F]`` (the
-    bar the decision sees): flat 0, probe ``probe_weight``, passive / aggressive kelly-lite sized."""
-    b, n = actions.shape[0], features.shape[-2]
-    pairs = np.asarray(actions).reshape(b, n, 2)
-    mode, side = pairs[..., 0], pairs[..., 1]
-    edge = np.abs(features[..., edge_idx].astype(np.float64))
-    sigma = features[..., sigma_idx].astype(np.float64)
-    kelly = np.where(
-        sigma > 0, np.minimum(cfg.kelly_cap, cfg.kelly_scale * edge / np.maximum(sigma, 1e-12) ** 2), 0.0
-    )
-    size = np.select([mode == 1, mode >= 2], [cfg.probe_weight, kelly], 0.0)
-    return GateOrders(mode=mode, side=side, target=np.where(side == 1, -size, size))
+def gate_action_space(n_assets: int, size_levels: int) -> spaces.MultiDiscrete:
+    """``MultiDiscrete([4, 2, size_levels] * N)``: mode, side, sizing level per symbol."""
+    return spaces.MultiDiscrete(np.tile(np.array([len(GATE_MODES), 2, size_levels]), n_assets))
+
+
+def gate_orders(actions: np.ndarray, kelly: np.ndarray, cfg: GatedEnvConfig) -> GateOrders:
+    """Decode ``MultiDiscrete([4, 2, K] * N)`` actions ``[B, 3N]`` with the contract's kelly fraction
+    ``kelly [B, N]`` at the bar the decision sees (``GateState.kelly``): flat 0, probe ``(k + 1) / K``
+    of ``probe_weight``, passive / aggressive ``(k + 1) / K`` of ``kelly``."""
+    b, n = actions.shape[0], kelly.shape[-1]
+    fields = np.asarray(actions).reshape(b, n, GATE_ACTION_FIELDS)
+    mode, side, level = fields[..., 0], fields[..., 1], fields[..., 2]
+    fraction = (np.clip(level, 0, cfg.size_levels - 1) + 1.0) / cfg.size_levels
+    cap = np.select([mode == 1, mode >= 2], [np.full(kelly.shape, cfg.probe_weight), kelly], 0.0)
+    size = fraction * cap
+    return GateOrders(mode=mode, side=side, level=level, target=np.where(side == 1, -size, size))
 
 
 class ActionDecoder:
-    """Turns a batch of actions into simulator orders (target weights + execution parameters)."""
+    """Turns a batch of actions into simulator orders (target weights + execution parameters).
+
+    ``cfg.action`` (``envs.actions``) says how: absolute weights or a tilt around a baseline
+    (``envs.baseline_weights``, decided at the simulator's bar with an episode's first step always
+    trading), and the no-trade band; a held asset is an unfilled order (kept exactly, no cost).
+    """
 
     def __init__(self, cfg: PortfolioEnvConfig, data: MarketData, sim: MarketSimulator):
         self.n = data.n_assets
         self.gated = isinstance(cfg, GatedEnvConfig)
+        self.gate: GateState | None = None
         if isinstance(cfg, GatedEnvConfig):
-            idx = feature_index(data, (cfg.edge_column, cfg.sigma_column))
-            self.edge_idx, self.sigma_idx = int(idx[0]), int(idx[1])
+            self.gate = contract_gate(data, cfg)
             self.gcfg = cfg
+        self.action = cfg.action
+        name = cfg.action.baseline
+        self.baseline = None if name is None else baseline_context(name, data, cfg.action.kelly_lite)
+        self.plain = name is None and cfg.action.no_trade_band == 0  # absolute, no band: no holds
         self.sim = sim
+
+    def _baseline(self) -> BaselineDecision | None:
+        if self.baseline is None:
+            return None
+        sim = self.sim
+        return baseline_decision(self.baseline, sim.t, sim.steps == 0, sim.data.listed[sim.t])
+
+    def _tilted(self, target: np.ndarray) -> Orders:
+        """Orders of a gate's signed sizes: a tilt around the baseline, or absolute (band only)."""
+        w_now, base = self.sim.weights(), self._baseline()
+        if base is None:
+            return Orders(target, band_hold(target, w_now, self.action.no_trade_band))
+        return tilt_orders(self.action, target, w_now, base)
 
     def action_space(self) -> spaces.Space[Any]:
         if self.gated:
-            return spaces.MultiDiscrete(np.tile(np.array([len(GATE_MODES), 2]), self.n))
+            return gate_action_space(self.n, self.gcfg.size_levels)
         return spaces.Box(-1.0, 1.0, (self.n,), np.float32)
+
+    def gate_channel(self) -> np.ndarray | None:
+        """The gated observation's gate channel ``[B, N]`` at each episode's bar (None: not gated)."""
+        return None if self.gate is None else self.gate.open[self.sim.t]
 
     def step(self, actions: np.ndarray, active: np.ndarray | None = None) -> Any:
         a = np.asarray(actions)
         if not self.gated:
-            return self.sim.step(np.clip(a.astype(np.float64), -1.0, 1.0), active=active)
-        orders = gate_orders(a, self.sim.data.features[self.sim.t], self.edge_idx, self.sigma_idx, self.gcfg)
+            if self.plain:
+                return self.sim.step(np.clip(a.astype(np.float64), -1.0, 1.0), active=active)
+            out = weight_orders(self.action, a, self.sim.weights(), self._baseline())
+            return self.sim.step(out.target, fill=~out.hold, active=active)
+        assert self.gate is not None
+        orders = gate_orders(a, self.gate.kelly[self.sim.t], self.gcfg)
         cfg, b, mode, target = self.gcfg, a.shape[0], orders.mode, orders.target
         passive = mode == 2
         fill = ~passive | (self.sim.rng.random((b, self.n)) < cfg.passive_fill_prob)
+        if not self.plain:
+            out = self._tilted(target)
+            target, fill = out.target, fill & ~out.hold
         spread_mult = np.where(passive, cfg.passive_spread_mult, 1.0)
         slip_mult = np.where(passive, cfg.passive_slippage_mult, 1.0)
         return self.sim.step(
@@ -199,7 +249,7 @@ def _build(
     feat_idx = feature_index(market, cfg.feature_columns)
     every = np.array_equal(feat_idx, np.arange(len(market.feature_names)))
     sim = MarketSimulator(market, cfg.sim, n_envs=n_envs or cfg.num_envs, seed=cfg.seed)
-    f = observed_width(feat_idx.size, cfg.normalizer)
+    f = observed_width(feat_idx.size, cfg.normalizer, gated=isinstance(cfg, GatedEnvConfig))
     return cfg, market, sim, ActionDecoder(cfg, market, sim), None if every else feat_idx, f
 
 
@@ -228,7 +278,10 @@ class PortfolioEnv(gym.Env[Any, np.ndarray]):
     def _obs(self) -> Any:
         rb = self.cfg.sim.kill_switch.release_after_bars
         ob = self.sim.observe()
-        return _unbatch(batched_observation(ob, self._feat_idx, rb, self.cfg.flat_obs, self.cfg.normalizer))
+        gate = self._decoder.gate_channel()
+        return _unbatch(
+            batched_observation(ob, self._feat_idx, rb, self.cfg.flat_obs, self.cfg.normalizer, gate)
+        )
 
     def reset(
         self, *, seed: int | None = None, options: dict[str, Any] | None = None
@@ -292,7 +345,8 @@ class PortfolioVectorEnv(VectorEnv[Any, np.ndarray, np.ndarray]):
     def _obs(self) -> Any:
         rb = self.cfg.sim.kill_switch.release_after_bars
         ob = self.sim.observe()
-        return batched_observation(ob, self._feat_idx, rb, self.cfg.flat_obs, self.cfg.normalizer)
+        gate = self._decoder.gate_channel()
+        return batched_observation(ob, self._feat_idx, rb, self.cfg.flat_obs, self.cfg.normalizer, gate)
 
     def reset(
         self, *, seed: int | list[int | None] | None = None, options: dict[str, Any] | None = None

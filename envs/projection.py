@@ -11,10 +11,10 @@ with ``lower_i <= 0 <= upper_i``. The box encodes the per-asset cap (``[-cap, ca
 Why this is exact: the problem is separable, so KKT gives ``w_i = clip(soft(v_i, t_i), lower_i,
 upper_i)`` with one threshold ``t_i = tau + mu * [i in group]``, ``tau, mu >= 0``. The total L1 norm
 is a piecewise-linear non-increasing function of the threshold with breakpoints at ``|v_i| - cap_i``
-and ``|v_i|``; we sort the breakpoints, accumulate the function and interpolate on the one segment that
-crosses the budget (no iteration, no tolerance). With a group, its own threshold ``tau_g`` is found
-first; the group's elements then use ``max(tau, tau_g)`` (``mu = max(0, tau_g - tau)``), which
-satisfies complementary slackness for both constraints.
+and ``|v_i|``; a selection search over the breakpoints (no sort) brackets the one segment that crosses
+the budget and we interpolate on it (no iteration to a tolerance). With a group, its own threshold
+``tau_g`` is found first; the group's elements then use ``max(tau, tau_g)`` (``mu = max(0, tau_g -
+tau)``), which satisfies complementary slackness for both constraints.
 
 The numpy version runs that search as one compiled (numba) loop over the rows: the simulator projects
 a small batch every step, where a chain of numpy calls costs far more in call overhead than in
@@ -54,43 +54,105 @@ class ConstraintConfig(BaseModel):
 
 
 @numba.njit(cache=True, nogil=True)
+def _l1_at(  # pragma: no cover (compiled)
+    v: np.ndarray,
+    lower: np.ndarray,
+    upper: np.ndarray,
+    floor: np.ndarray,
+    tau: float,
+    mask: np.ndarray,
+    use_mask: bool,
+) -> float:
+    """``sum_i min(cap_i, max(0, |v_i| - max(tau, floor_i)))`` over the elements (of ``mask`` when
+    ``use_mask``), ``cap_i = upper_i`` for ``v_i >= 0`` and ``-lower_i`` otherwise."""
+    total = 0.0
+    for j in range(v.shape[0]):
+        if use_mask and not mask[j]:
+            continue
+        cap = upper[j] if v[j] >= 0 else -lower[j]
+        total += min(cap, max(abs(v[j]) - max(tau, floor[j]), 0.0))
+    return total
+
+
+@numba.njit(cache=True, nogil=True)
+def _threshold(  # pragma: no cover (compiled)
+    v: np.ndarray,
+    lower: np.ndarray,
+    upper: np.ndarray,
+    budget: float,
+    floor: np.ndarray,
+    mask: np.ndarray,
+    use_mask: bool,
+    pts: np.ndarray,
+) -> float:
+    """The smallest ``tau >= 0`` with ``_l1_at(tau) <= budget`` (``pts``: scratch of ``2 N``).
+
+    The sum is piecewise linear and non-increasing in ``tau``, with breakpoints where an element
+    starts shrinking (``max(|v_i| - cap_i, floor_i)``) and where it reaches 0 (``max(|v_i|,
+    floor_i)``). A selection search brackets the crossing between two breakpoints with no breakpoint
+    between them (each step evaluates the sum at a candidate and drops the candidates on the wrong
+    side of it: expected O(N) work, no sort), and the line through the two ends gives ``tau``
+    exactly (no iteration to a tolerance)."""
+    f_lo = _l1_at(v, lower, upper, floor, 0.0, mask, use_mask)
+    if f_lo <= budget:
+        return 0.0
+    k = 0
+    hi = 0.0
+    for j in range(v.shape[0]):
+        if use_mask and not mask[j]:
+            continue
+        a = abs(v[j])
+        cap = upper[j] if v[j] >= 0 else -lower[j]
+        for p in (max(a - cap, floor[j]), max(a, floor[j])):
+            if p > 0.0:
+                pts[k] = p
+                k += 1
+                hi = max(hi, p)
+    # At ``hi`` (the last breakpoint) every element is 0: the sum is 0 <= budget there.
+    lo, f_hi = 0.0, 0.0
+    while k > 0:
+        pivot = pts[k // 2]
+        f = _l1_at(v, lower, upper, floor, pivot, mask, use_mask)
+        above = f > budget
+        if above:
+            lo, f_lo = pivot, f
+        else:
+            hi, f_hi = pivot, f
+        kept = 0
+        for q in range(k):  # keep the candidates strictly inside (lo, hi)
+            p = pts[q]
+            if lo < p < hi:
+                pts[kept] = p
+                kept += 1
+        k = kept
+    return lo + (f_lo - budget) * (hi - lo) / (f_lo - f_hi)
+
+
+@numba.njit(cache=True, nogil=True)
+def _write_row(  # pragma: no cover (compiled)
+    v: np.ndarray, lower: np.ndarray, upper: np.ndarray, floor: np.ndarray, tau: float, w: np.ndarray
+) -> None:
+    for j in range(v.shape[0]):
+        cap = upper[j] if v[j] >= 0 else -lower[j]
+        mag = min(cap, max(abs(v[j]) - max(tau, floor[j]), 0.0))
+        w[j] = mag if v[j] > 0 else (-mag if v[j] < 0 else 0.0)
+
+
+@numba.njit(cache=True, nogil=True)
 def project_row(  # pragma: no cover (compiled; covered through project_box_l1 and the simulator)
     v: np.ndarray, lower: np.ndarray, upper: np.ndarray, budget: float, floor: np.ndarray, w: np.ndarray
 ) -> float:
     """One row ``v [N]`` projected with per-element ``floor`` thresholds into ``w [N]``; returns ``tau``.
 
     ``tau`` is the smallest ``tau >= 0`` with ``sum_i min(cap_i, max(0, |v_i| - max(tau, floor_i)))
-    <= budget``: the 2N breakpoints of that piecewise-linear sum are sorted and accumulated in order
-    until the sum crosses the budget, then interpolated on that segment (exact, no tolerance).
-    Compiled, so the simulator's step can call it per row without numpy's per-call overhead.
+    <= budget`` (:func:`_threshold`). Compiled, so the simulator's step can call it per row without
+    numpy's per-call overhead.
     """
     n = v.shape[0]
-    a = np.empty(n)
-    cap = np.empty(n)
-    f0 = 0.0
-    for j in range(n):
-        a[j] = abs(v[j])
-        cap[j] = upper[j] if v[j] >= 0 else -lower[j]
-        f0 += min(cap[j], max(a[j] - floor[j], 0.0))
-    tau = 0.0
-    if f0 > budget:
-        pts = np.empty(2 * n)
-        for j in range(n):
-            pts[j] = max(a[j] - cap[j], floor[j])  # the element starts shrinking
-            pts[n + j] = max(a[j], floor[j])  # the element reaches 0
-        order = np.argsort(pts)
-        f_prev, p_prev, slope = f0, 0.0, 0
-        for k in range(2 * n):
-            p = pts[order[k]]
-            f = 0.0 if k == 2 * n - 1 else f_prev + slope * (p - p_prev)
-            if f <= budget:
-                tau = p_prev + ((f_prev - budget) / -slope if slope < 0 else 0.0)
-                break
-            f_prev, p_prev = f, p
-            slope += -1 if order[k] < n else 1
-    for j in range(n):
-        mag = min(cap[j], max(a[j] - max(tau, floor[j]), 0.0))
-        w[j] = mag if v[j] > 0 else (-mag if v[j] < 0 else 0.0)
+    pts = np.empty(2 * n)
+    no_mask = np.empty(0, dtype=np.bool_)
+    tau = _threshold(v, lower, upper, budget, floor, no_mask, False, pts)
+    _write_row(v, lower, upper, floor, tau, w)
     return tau
 
 
@@ -108,15 +170,16 @@ def project_row_grouped(  # pragma: no cover (compiled)
     """:func:`project_row` with a group sleeve (``group [N]`` bool, its own ``group_budget``): the
     group's threshold first, then every element with ``floor`` = that threshold on the group (written
     into ``floor [N]``). Returns the overall ``tau``."""
-    members = np.flatnonzero(group)
-    m = members.shape[0]
-    vg, lg, ug, wg = np.empty(m), np.empty(m), np.empty(m), np.empty(m)
-    for k in range(m):
-        vg[k], lg[k], ug[k] = v[members[k]], lower[members[k]], upper[members[k]]
-    tau_g = project_row(vg, lg, ug, group_budget, np.zeros(m), wg)
-    for j in range(v.shape[0]):
+    n = v.shape[0]
+    pts = np.empty(2 * n)
+    for j in range(n):
+        floor[j] = 0.0
+    tau_g = _threshold(v, lower, upper, group_budget, floor, group, True, pts)
+    for j in range(n):
         floor[j] = tau_g if group[j] else 0.0
-    return project_row(v, lower, upper, budget, floor, w)
+    tau = _threshold(v, lower, upper, budget, floor, group, False, pts)
+    _write_row(v, lower, upper, floor, tau, w)
+    return tau
 
 
 @numba.njit(cache=True, nogil=True)

@@ -64,10 +64,14 @@ FEATURE_GROUPS: dict[str, tuple[str, ...]] = {
     "forecast": ("fc_mean", "fc_std", "fc_q05", "fc_q95", "fc_calib_resid", "fc_edge_bps", "fc_gate_open"),
     "risk": ("kelly_lite", "dd_trigger_state"),
     "macro": ("vix_level", "vix_term", "sector_momentum"),
+    "consensus": ("fc_min_move_adaptive",),
+    "recalibrated": ("fc_recal_q05", "fc_recal_q25", "fc_recal_q50", "fc_recal_q75", "fc_recal_q95"),
 }
 """Observation feature groups (``raytrade tune --features``), by the ``replay.features`` module that
 computes them; ``base`` is the original 7-column observation. ``enriched`` is every group but
-``base``: all of :data:`DEFAULT_FEATURES`."""
+``base``, ``consensus`` and ``recalibrated``: all of :data:`DEFAULT_FEATURES`. ``consensus``
+(``replay.features.consensus``) and ``recalibrated`` (``replay.features.recalibration``, filled only
+in stores built with ``FeatureConfig.recalibration``) are opt-in."""
 ENRICHED: str = "enriched"
 
 
@@ -211,4 +215,5 @@ def load_market_data_from_config(cfg: ReplayDataConfig) -> MarketData:
         train_fraction=cfg.train_fraction,
         validation_fraction=cfg.validation_fraction,
         embargo_bars=cfg.embargo_bars,
+        feature_columns=(*DEFAULT_FEATURES, *(c for c in cfg.extra_features if c not in DEFAULT_FEATURES)),
     )

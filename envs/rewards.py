@@ -15,6 +15,18 @@ batch of episodes is one vectorised call.
 * ``diff_sharpe``: Moody & Saffell (1998) differential Sharpe ratio with EMA rate ``eta``:
   ``D_t = (B ΔA - A ΔB / 2) / (B - A^2)^{3/2}`` with ``A, B`` the EMAs of ``g`` and ``g^2`` before the
   update; 0 while the EMA variance is not yet positive.
+
+Turnover penalty (any kind, off by default): ``turnover_penalty * turnover`` is subtracted, with
+``turnover = sum_i |traded notional_i| / equity before the trade`` (``turnover_of``), so a policy pays
+in reward for trading beyond what the cost model already charges (costs are in ``g``). ``scale``
+multiplies it like every other term.
+
+Optional cost-overrun term (any kind; off while ``cost_overrun_lambda`` is 0): the simulator
+subtracts ``scale * cost_overrun_lambda * overrun / equity_before``, with ``overrun`` the step's
+trade costs above the projected envelope (``envs.costs.cost_overrun``): ``cost_envelope_bps_*`` per
+unit traded, by default the loop's expected cost (6 bps stocks, 20 bps crypto) that its edge gate
+projects. A trade that cost more than the decision assumed (an illiquid name, a wide spread, a
+large participation) is penalised beyond its cost, which the log growth already counts once.
 """
 
 from __future__ import annotations
@@ -24,7 +36,10 @@ from typing import Literal, NamedTuple
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+from raytrade.replay.loop_rules import LoopRules
+
 RewardKind = Literal["log_growth", "cvar", "drawdown", "diff_sharpe"]
+_LOOP = LoopRules()
 
 
 class RewardConfig(BaseModel):
@@ -39,6 +54,18 @@ class RewardConfig(BaseModel):
     drawdown_lambda: float = Field(1.0, ge=0, description="weight of the drawdown-increase penalty")
     sharpe_eta: float = Field(0.01, gt=0, lt=1, description="EMA rate of the differential Sharpe")
     scale: float = Field(1.0, gt=0, description="multiplies the reward (e.g. 100 for percent units)")
+    turnover_penalty: float = Field(
+        0.0, ge=0, description="reward penalty per unit turnover (traded notional / equity; 0: off)"
+    )
+    cost_overrun_lambda: float = Field(
+        0.0, ge=0, description="weight of the cost-overrun penalty (fraction of equity; 0: off)"
+    )
+    cost_envelope_bps_equity: float = Field(
+        _LOOP.expected_cost_bps_equity, ge=0, description="projected cost per unit traded, bps, stocks"
+    )
+    cost_envelope_bps_crypto: float = Field(
+        _LOOP.expected_cost_bps_crypto, ge=0, description="projected cost per unit traded, bps, crypto"
+    )
 
 
 class RewardState(NamedTuple):
@@ -56,10 +83,38 @@ def init_reward_state(n: int) -> RewardState:
     return RewardState(z.copy(), z.copy(), z.copy(), z.copy())
 
 
+def turnover_of(traded_notional: np.ndarray, equity_before: np.ndarray) -> np.ndarray:
+    """``[B]`` traded notional ``[B, N]`` summed in absolute value over the equity before the trade
+    (0 where that equity is not positive: a ruined account trades nothing)."""
+    live = equity_before > 0
+    return np.where(live, np.abs(traded_notional).sum(-1) / np.where(live, equity_before, 1.0), 0.0)
+
+
+def turnover_penalty(coefficient: float, turnover: np.ndarray) -> np.ndarray:
+    """``coefficient * turnover``: what a step's trading costs in reward (before ``scale``)."""
+    return coefficient * np.asarray(turnover, dtype=np.float64)
+
+
 def compute_reward(
+    cfg: RewardConfig,
+    log_growth: np.ndarray,
+    dd: np.ndarray,
+    state: RewardState,
+    turnover: np.ndarray | None = None,
+) -> tuple[np.ndarray, RewardState]:
+    """Reward for one step of every episode and the updated state; ``turnover [B]`` (``turnover_of``)
+    is required when ``cfg.turnover_penalty`` is set."""
+    reward, new_state = _base_reward(cfg, log_growth, dd, state)
+    if cfg.turnover_penalty == 0:
+        return reward, new_state
+    if turnover is None:
+        raise ValueError(f"reward.turnover_penalty={cfg.turnover_penalty} needs the step's turnover")
+    return reward - cfg.scale * turnover_penalty(cfg.turnover_penalty, turnover), new_state
+
+
+def _base_reward(
     cfg: RewardConfig, log_growth: np.ndarray, dd: np.ndarray, state: RewardState
 ) -> tuple[np.ndarray, RewardState]:
-    """Reward for one step of every episode and the updated state."""
     g = log_growth
     if cfg.kind == "log_growth":
         return cfg.scale * g, state._replace(prev_dd=dd)

@@ -446,6 +446,12 @@ class CrisisScenario(BaseModel):
 
     kind: Literal["crisis"] = "crisis"
     start_frac: float = Field(0.5, ge=0.0, lt=1.0, description="window start as a fraction of T")
+    start_jitter: float = Field(
+        0.0,
+        ge=0.0,
+        lt=1.0,
+        description="each draw moves the window start by U(-j, j) of T (0: every draw at start_frac)",
+    )
     length: int = Field(ge=2, description="window length in bars")
     loss: float | None = Field(
         None, gt=0.0, lt=1.0, description="equal-weight peak-to-trough loss (fraction) the window reaches"
@@ -491,8 +497,11 @@ def _default_scenarios() -> dict[str, Scenario]:
         ),
         # A sharp, highly correlated drop with very wide spreads: at least 10 % in 3 bars, no rebound.
         "flash_crash": CrisisScenario(length=3, loss=0.10, vol_mult=4.0, corr_target=0.9, spread_mult=10.0),
-        # A month of doubled-plus volatility, correlation and trend unchanged (no stated loss).
-        "vol_spike": CrisisScenario(length=20, vol_mult=2.5, spread_mult=2.0, regime_label=1),
+        # A month of doubled-plus volatility, correlation and trend unchanged (no stated loss). Nothing
+        # in the shock itself is random, so each draw places the month elsewhere in the window.
+        "vol_spike": CrisisScenario(
+            length=20, vol_mult=2.5, spread_mult=2.0, regime_label=1, start_jitter=0.3
+        ),
         # A path made only of historical crisis-regime rows.
         "bootstrap_crisis": BootstrapScenario(regime=2, block_len=10),
     }
@@ -534,8 +543,10 @@ def apply_scenario(
 ) -> MarketData:
     """Return a new ``MarketData`` with scenario ``name`` of ``config`` (defaults when None) applied.
 
-    Crisis: the window starts at ``clip(int(start_frac * T), 1, T - length)``; ``inject_crisis`` shocks
-    open/close/spread of listed assets; ``regime_code`` is set to ``regime_label`` in the window
+    Crisis: the window starts at ``clip(int((start_frac + u) * T), 1, T - length)`` with ``u`` drawn
+    from ``U(-start_jitter, start_jitter)`` (``u = 0``, and nothing drawn, when ``start_jitter`` is
+    0); ``inject_crisis`` shocks open/close/spread of listed assets, and the observed ``spread_bps``
+    feature by the same ``spread_mult``; ``regime_code`` is set to ``regime_label`` in the window
     (unless None). Bootstrap: rows are drawn from ``simple_returns(history or market_data)``; prices are
     rebuilt from ``close[0]`` by compounding each drawn row's return, with the drawn row's overnight
     gap (``open[s] / close[s - 1]``); ``listed``, ``spread_bps``, ``dollar_volume``, ``regime_code`` and
@@ -582,7 +593,8 @@ def _apply_crisis(sc: CrisisScenario, md: MarketData, rng: np.random.Generator) 
         raise ScenarioDataError(
             f"the data has {t_total} bars; the scenario window (length={sc.length}) needs {sc.length + 1}"
         )
-    start = min(max(int(sc.start_frac * t_total), 1), t_total - sc.length)
+    shift = rng.uniform(-sc.start_jitter, sc.start_jitter) if sc.start_jitter > 0 else 0.0
+    start = min(max(int((sc.start_frac + shift) * t_total), 1), t_total - sc.length)
     shocked = inject_crisis(
         md.open,
         md.close,
@@ -600,8 +612,17 @@ def _apply_crisis(sc: CrisisScenario, md: MarketData, rng: np.random.Generator) 
     regime = md.regime_code.copy()
     if sc.regime_label is not None:
         regime[start : start + sc.length] = sc.regime_label
+    features = md.features
+    if "spread_bps" in md.feature_names:  # the policy sees the wider spreads it pays
+        features = features.copy()
+        features[start : start + sc.length, :, md.feature_names.index("spread_bps")] *= sc.spread_mult
     out = replace(
-        md, open=shocked.open, close=shocked.close, spread_bps=shocked.spread_bps, regime_code=regime
+        md,
+        open=shocked.open,
+        close=shocked.close,
+        spread_bps=shocked.spread_bps,
+        regime_code=regime,
+        features=features,
     )
     return out, start
 

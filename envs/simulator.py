@@ -49,6 +49,7 @@ from raytrade.envs.config import SimulatorConfig
 from raytrade.envs.costs import (
     COST_COMPONENTS,
     borrow_rate_per_bar,
+    cost_overrun,
     cost_rates,
     fee_bps,
     financing_rate_per_bar,
@@ -56,7 +57,7 @@ from raytrade.envs.costs import (
 from raytrade.envs.kill_switch import KillSwitchState, init_kill_switch, update_kill_switch
 from raytrade.envs.market_data import MarketData
 from raytrade.envs.projection import ConstraintConfig
-from raytrade.envs.rewards import RewardState, compute_reward, init_reward_state
+from raytrade.envs.rewards import RewardState, compute_reward, init_reward_state, turnover_of
 from raytrade.envs.step_kernel import fill_rows, target_rows
 
 
@@ -196,6 +197,10 @@ class MarketSimulator:
         fees = fee_bps(is_crypto, cfg.costs)
         self._rates = cost_rates(data.spread_bps, data.dollar_volume, fees, cfg.costs)  # every bar, once
         self.limits = exposure_limits(is_crypto, cfg.constraints)
+        reward = cfg.reward
+        self._envelope_bps = np.where(
+            is_crypto, reward.cost_envelope_bps_crypto, reward.cost_envelope_bps_equity
+        )
         self._no_lock = np.zeros((n_envs, data.n_assets), dtype=bool)
         self._full_cost = np.ones((n_envs, data.n_assets))  # read-only by contract: a multiplier of 1
         self.days_per_bar = cfg.days_per_bar if cfg.days_per_bar is not None else data.days_per_bar
@@ -398,7 +403,12 @@ class MarketSimulator:
         self.peak = np.maximum(self.peak, new_equity)
         dd = np.maximum(1.0 - new_equity / self.peak, 0.0)
         old_reward_state = self.reward_state
-        reward, self.reward_state = compute_reward(cfg.reward, log_growth, dd, self.reward_state)
+        turnover = turnover_of(trade.traded_notional, equity) if cfg.reward.turnover_penalty else None
+        reward, self.reward_state = compute_reward(cfg.reward, log_growth, dd, self.reward_state, turnover)
+        if cfg.reward.cost_overrun_lambda > 0:
+            overrun = cost_overrun(trade.traded_notional, costs[:, :3].sum(-1), self._envelope_bps)
+            weight = cfg.reward.scale * cfg.reward.cost_overrun_lambda
+            reward = reward - weight * overrun / np.maximum(equity, 1e-12 * cfg.initial_equity)
         if any_ruin:
             reward = np.where(was_ruined, 0.0, reward)
         old_kill = self.kill

@@ -12,9 +12,14 @@ Design decisions
 * Recomputed (``PRICE_FEATURES``): ``ret_1``, ``ret_5``, ``ret_20``, ``vol_20``, ``vol_60``,
   ``skew_60``, ``drawdown``, ``drawdown_velocity``, ``var_95_60``, ``vol_regime_code`` and
   ``dd_trigger_state`` (a function of the drawdown).
+* Rescaled: ``atr_pct_14`` needs highs and lows, which ``MarketData`` does not carry; on every
+  rebuilt row it is multiplied by ``vol_20' / vol_20`` (rebuilt over stored 20-bar volatility, where
+  both are finite and the stored one is > 0), so a bar range widens with the volatility around it and
+  relaxes as the 20-bar window leaves the shock. Kept when ``vol_20`` is not observed.
+  ``spread_bps`` is the scenario's (``envs.scenarios``: a crisis window multiplies it by
+  ``spread_mult``; a bootstrap row carries its drawn row's).
 * Kept as they are (the row's stored value; for a bootstrap, the drawn row's): everything else.
-  ``atr_pct_14`` and ``spread_bps`` need highs/lows or quotes, which ``MarketData`` does not carry;
-  forecasts (``fc_*``) and ``kelly_lite`` (sized from the forecasts) are a forecaster's output, not a
+  Forecasts (``fc_*``) and ``kelly_lite`` (sized from the forecasts) are a forecaster's output, not a
   price transform; macro (``vix_*``) and ``sector_momentum`` (a cross-asset cluster average) are
   market-wide series the scenario does not model.
 * Values go through the loader's own post-processing: its scale per column and NaN -> 0.
@@ -102,6 +107,13 @@ def with_price_features(
     skip = close.shape[0] - data.n_steps + from_row
     features = data.features.copy()
     missing = None if data.feature_missing is None else data.feature_missing.copy()
+    names = data.feature_names
+    if "atr_pct_14" in names and "vol_20" in names:
+        stored = data.features[from_row:, :, names.index("vol_20")] / LOADER_SCALE.get("vol_20", 1.0)
+        rebuilt = values["vol_20"][skip:]
+        usable = np.isfinite(rebuilt) & np.isfinite(stored) & (stored > 0)
+        ratio = np.where(usable, rebuilt / np.where(usable, stored, 1.0), 1.0)
+        features[from_row:, :, names.index("atr_pct_14")] *= ratio
     for k, name in columns:
         scaled = values[name][skip:] * LOADER_SCALE.get(name, 1.0)
         features[from_row:, :, k] = np.nan_to_num(scaled, nan=0.0, posinf=0.0, neginf=0.0)

@@ -31,7 +31,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
-from raytrade.envs.gym_envs import N_PORTFOLIO_STATE
+from raytrade.envs.gym_envs import GATE_ACTION_FIELDS, N_PORTFOLIO_STATE
 from raytrade.envs.projection import project_weights_torch
 
 FROZEN = ConfigDict(frozen=True, extra="forbid")
@@ -77,12 +77,13 @@ class PortfolioObs(NamedTuple):
 
 
 def n_assets_of(action_space: gym.Space[Any]) -> int:
-    """N from the action space: ``Box(N)`` target weights or ``MultiDiscrete([4, 2] * N)``."""
+    """N from the action space: ``Box(N)`` target weights or ``MultiDiscrete([4, 2, K] * N)``."""
     if isinstance(action_space, gym.spaces.Box) and len(action_space.shape) == 1:
         return int(action_space.shape[0])
-    if isinstance(action_space, gym.spaces.MultiDiscrete) and action_space.nvec.size % 2 == 0:
-        return int(action_space.nvec.size // 2)
-    raise ValueError(f"action space must be Box(N) or MultiDiscrete([4, 2] * N), got {action_space}")
+    fields = GATE_ACTION_FIELDS
+    if isinstance(action_space, gym.spaces.MultiDiscrete) and action_space.nvec.size % fields == 0:
+        return int(action_space.nvec.size // fields)
+    raise ValueError(f"action space must be Box(N) or MultiDiscrete([4, 2, K] * N), got {action_space}")
 
 
 def n_features_of(observation_space: gym.Space[Any], n_assets: int) -> int:

@@ -5,6 +5,8 @@ env observation, and a module as a ``replay_policy`` policy.
   default modules are decoded as their action distribution's deterministic sample, clipped to the
   action space ``[-1, 1]``, which is what RLlib's ``NormalizeAndClipActions`` sends to the env.
 * Observations are built by the env's own encoder (``envs.gym_envs``), never a copy of it.
+* A tilt policy (``env_config.action.mode`` ``tilt:BASELINE``) acts in tilt units: its greedy action
+  clipped to ``[-1, 1]`` goes through ``envs.actions`` around the baseline, as in the env.
 """
 
 from __future__ import annotations
@@ -14,20 +16,25 @@ from typing import Any
 
 import numpy as np
 
+from raytrade.envs.actions import ActionConfig, weight_orders
+from raytrade.envs.baseline_weights import baseline_context, baseline_decision
 from raytrade.envs.config import GatedEnvConfig, PortfolioEnvConfig
 from raytrade.envs.market_data import MarketData
-from raytrade.envs.rollout import Policy, Rollout, replay_policy
+from raytrade.envs.rollout import Decision, Policy, Rollout, replay_policy
 from raytrade.envs.simulator import Observation
 
 
-def observation_arrays(ob: Observation, data: MarketData, env_cfg: PortfolioEnvConfig) -> Any:
+def observation_arrays(
+    ob: Observation, data: MarketData, env_cfg: PortfolioEnvConfig, gate: np.ndarray | None = None
+) -> Any:
     """The env's observation (flat array or dict of arrays, leading batch dim) for a simulator
-    ``Observation``, built exactly as ``PortfolioEnv`` builds it."""
+    ``Observation``, built exactly as ``PortfolioEnv`` builds it; a gated env's observation also
+    needs its ``gate`` channel at the observed bar (``ActionDecoder.gate_channel``)."""
     from raytrade.envs.gym_envs import batched_observation, feature_index  # the env's own encoder, not a copy
 
     feat_idx = feature_index(data, env_cfg.feature_columns)
     rb = env_cfg.sim.kill_switch.release_after_bars
-    return batched_observation(ob, feat_idx, rb, env_cfg.flat_obs, env_cfg.normalizer)
+    return batched_observation(ob, feat_idx, rb, env_cfg.flat_obs, env_cfg.normalizer, gate)
 
 
 def to_tensor(obs: Any) -> Any:
@@ -63,27 +70,57 @@ def deterministic_weights(module: Any, obs: Any) -> np.ndarray:
     return np.asarray(out.detach().cpu().numpy() if hasattr(out, "detach") else out, np.float64)
 
 
+def weights_action(module: Any, obs: Any, action: ActionConfig) -> np.ndarray:
+    """The deterministic Box action ``[B, N]`` a weights module sends the env under ``action``:
+    its weights (absolute mode), or its greedy action clipped to ``[-1, 1]`` (tilt modes: the tilt,
+    which the module's ``weights()`` would wrongly project as if it were weights)."""
+    if action.baseline is None:
+        return deterministic_weights(module, obs)
+    return np.clip(deterministic_actions(module, obs).astype(np.float64), -1.0, 1.0)
+
+
 def module_policy(module: Any, data: MarketData, env_cfg: PortfolioEnvConfig) -> Policy:
-    """``replay_policy``-compatible policy: ``Observation -> weights [B, N]`` of ``module``."""
+    """``replay_policy``-compatible policy of ``module`` over a replay from bar 0 of ``data``:
+    ``Observation -> weights [B, N]``, or a ``Decision`` (weights and holds) when ``env_cfg.action``
+    tilts around a baseline or has a no-trade band, mapped exactly as the env maps actions
+    (``envs.actions``)."""
+    action = env_cfg.action
+    if action.baseline is None and action.no_trade_band == 0:
 
-    def policy(ob: Observation) -> np.ndarray:
-        return deterministic_weights(module, observation_arrays(ob, data, env_cfg))
+        def policy(ob: Observation) -> np.ndarray:
+            return deterministic_weights(module, observation_arrays(ob, data, env_cfg))
 
-    return policy
+        return policy
+    from raytrade.envs.evaluation.policies import step_index
+
+    ctx = None if action.baseline is None else baseline_context(action.baseline, data, action.kelly_lite)
+
+    def decide(ob: Observation) -> Decision:
+        a = weights_action(module, observation_arrays(ob, data, env_cfg), action)
+        t = step_index(ob, data)
+        base = None if ctx is None else baseline_decision(ctx, t, t == 0, ob.mask)
+        orders = weight_orders(action, a, ob.weights, base)
+        return Decision(weights=np.where(orders.hold, ob.weights, orders.target), hold=orders.hold)
+
+    return decide
 
 
 def replay_gated(module: Any, data: MarketData, cfg: GatedEnvConfig) -> Rollout:
     """The replay (one episode) of ``module``'s greedy gate actions over all of ``data``.
 
-    Gate actions carry no size (the env sizes them), so they go through the gated env's own
-    action decoder and the same simulator, one episode from the first bar, like ``replay_policy``.
+    Gate actions (mode, side, sizing level) go through the gated env's own action decoder and the
+    same simulator, one episode from the first bar, like ``replay_policy``; the decoder also gives
+    the observation's gate channel at the simulator's bar, as the env does.
     """
     from raytrade.envs.gym_envs import ActionDecoder
 
-    rollout = replay_policy(
-        data,
-        lambda ob: deterministic_actions(module, observation_arrays(ob, data, cfg)),
-        cfg.sim,
-        make_step=lambda simulator: ActionDecoder(cfg, data, simulator).step,
-    )
-    return rollout
+    decoders: list[ActionDecoder] = []
+
+    def make_step(simulator: Any) -> Any:
+        decoders.append(ActionDecoder(cfg, data, simulator))
+        return decoders[0].step
+
+    def policy(ob: Observation) -> np.ndarray:
+        return deterministic_actions(module, observation_arrays(ob, data, cfg, decoders[0].gate_channel()))
+
+    return replay_policy(data, policy, cfg.sim, make_step=make_step)

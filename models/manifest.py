@@ -17,6 +17,12 @@ Design decisions
 * ``code_version``, ``libraries`` and ``data.sha256``/``data.files`` are the training run's
   (recorded by ``raytrade tune`` when the search started, see :class:`Provenance`); ``created_at``
   is when the version was promoted, ``trained_at`` when its search started.
+* ``schema_version``: 1 for the manifests written before the field existed (absent: read as 1), 2
+  once ``selection`` may be present (:data:`MANIFEST_SCHEMA_VERSION`, what promotion writes). A
+  manifest of a later version is refused, naming the field, rather than half-read.
+* ``selection`` (a :class:`Selection`): when the version was promoted by ``raytrade select``, the
+  comparison that chose it (every candidate's score and paired bootstrap intervals, the window, the
+  store fingerprint); ``None`` when promoted from one search.
 """
 
 from __future__ import annotations
@@ -31,9 +37,12 @@ from typing import Any, Final
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from raytrade.envs.config import PortfolioEnvConfig, env_config_from_dict
+from raytrade.envs.evaluation.stats import BootstrapConfig
 from raytrade.replay.errors import InputError
 
 MANIFEST: Final = "manifest.json"
+MANIFEST_SCHEMA_VERSION: Final = 2
+"""The manifest schema this code writes (see the module docstring)."""
 _SECRET_KEY = re.compile(r"(api_?key|secret|token|password|passwd|credential)", re.IGNORECASE)
 _DOC = ConfigDict(frozen=True, extra="forbid")
 
@@ -116,6 +125,71 @@ class SearchObjective(BaseModel):
     cvar_penalty: float = Field(ge=0)
 
 
+class ScoreInterval(BaseModel):
+    """A score difference and its paired bootstrap interval (``envs.evaluation.stats.DifferenceCI``)."""
+
+    model_config = _DOC
+
+    estimate: float = Field(description="the difference on the window itself")
+    low: float | None = Field(description="lower bound; None when no resampled path was defined")
+    high: float | None = Field(description="upper bound; None when no resampled path was defined")
+    n_valid: int = Field(ge=0, description="resampled paths on which both scores were defined")
+
+
+class SelectionWindow(BaseModel):
+    """The window every candidate of a selection was replayed on, and the store it came from."""
+
+    model_config = _DOC
+
+    split: str = Field(description="replay split (validation)")
+    start: datetime = Field(description="first bar of the window (UTC)")
+    end: datetime = Field(description="last bar of the window (UTC)")
+    bars: int = Field(ge=2)
+    symbols: list[str] = Field(description="the universe, in the replay's asset order")
+    store_sha256: str = Field(description="replay.fingerprint.data_fingerprint of the store")
+    store_files: int = Field(ge=0, description="files the fingerprint covers")
+
+
+class SelectionCandidate(BaseModel):
+    """One search's best checkpoint, replayed on the selection window."""
+
+    model_config = _DOC
+
+    run: str = Field(description="tune run folder")
+    spec: str
+    family: str
+    trial: str
+    checkpoint: str = Field(description="checkpoint folder, relative to the run folder")
+    iteration: int = Field(ge=0)
+    objective: float = Field(description="the project objective on the window (tune_specs.objective)")
+    search_objective: float | None = Field(description="the objective the search recorded for it")
+    vs_winner: ScoreInterval = Field(description="objective minus the winner's, paired bootstrap")
+    vs_benchmark: ScoreInterval = Field(description="objective minus the benchmark's (0), bootstrap")
+    excess_return: float | None = Field(description="total return minus the benchmark's")
+    gross_exposure: float | None = Field(description="mean sum |w| of the target weights per bar")
+    turnover: float | None = Field(description="mean traded notional / equity per bar")
+    costs: float | None = Field(description="total costs paid / initial equity")
+
+
+class Selection(BaseModel):
+    """``raytrade select``'s comparison: the candidates best first, the first is the winner."""
+
+    model_config = _DOC
+
+    window: SelectionWindow
+    benchmark: str = Field(description="the allocation the excess returns are measured against")
+    cvar_penalty: float = Field(ge=0, description="the objective's CVaR weight")
+    bootstrap: BootstrapConfig
+    winner: str = Field(description="run folder of the winning candidate")
+    candidates: list[SelectionCandidate] = Field(min_length=1, description="best first")
+
+    @model_validator(mode="after")
+    def _winner_first(self) -> Selection:
+        if self.candidates[0].run != self.winner:
+            raise ValueError(f"winner {self.winner!r} is not the first candidate {self.candidates[0].run!r}")
+        return self
+
+
 class Manifest(BaseModel):
     """One registry version's ``manifest.json``."""
 
@@ -142,11 +216,23 @@ class Manifest(BaseModel):
     files: dict[str, str] | None = Field(
         None, description="sha256 of every file of the version (path relative to it), when recorded"
     )
+    schema_version: int = Field(
+        1, ge=1, le=MANIFEST_SCHEMA_VERSION, description="manifest schema (absent: 1, the first)"
+    )
+    selection: Selection | None = Field(
+        None, description="the comparison across searches that chose this version (raytrade select)"
+    )
 
     @model_validator(mode="before")
     @classmethod
     def _scrub(cls, data: Any) -> Any:
         return scrub_secrets(data) if isinstance(data, Mapping) else data
+
+    @model_validator(mode="after")
+    def _selection_needs_v2(self) -> Manifest:
+        if self.selection is not None and self.schema_version < 2:
+            raise ValueError(f"selection needs schema_version >= 2, got {self.schema_version}")
+        return self
 
     def env_config(self) -> PortfolioEnvConfig:
         """The env config the policy was trained with; a ``GatedEnvConfig`` for the gated env."""

@@ -25,7 +25,7 @@ import numpy as np
 from raytrade.envs.config import PortfolioEnvConfig
 from raytrade.envs.market_data import MarketData
 from raytrade.envs.rollout import Policy
-from raytrade.models.inference import deterministic_actions, deterministic_weights, module_policy
+from raytrade.models.inference import deterministic_actions, module_policy, weights_action
 from raytrade.models.manifest import Manifest, read_manifest
 from raytrade.models.registry import CONNECTORS_DIR, DEFAULT_REGISTRY, MODULE_DIR, resolve, verify_files
 from raytrade.models.registry_migrate import check_current_names
@@ -43,13 +43,14 @@ class PolicyHandle:
 
     def act(self, observation: Any) -> np.ndarray:
         """The deterministic decision for an env observation (``[...]`` for one, ``[B, ...]`` for a
-        batch): target weights ``[N]`` for a weights policy (Box action space); for the gated family
-        (``MultiDiscrete`` actions) the greedy gate action ``[2N]`` (mode, side per symbol), which
-        the gated env sizes."""
+        batch): target weights ``[N]`` for a weights policy (Box action space), the tilt in
+        ``[-1, 1]`` for a tilt policy (``env_config().action``: ``envs.actions`` maps it around the
+        baseline); for the gated family (``MultiDiscrete`` actions) the greedy gate action ``[2N]``
+        (mode, side per symbol), which the gated env sizes."""
         single = _is_single(observation, self.module.observation_space)
         batch = _add_batch(observation) if single else observation
         if isinstance(self.module.action_space, gym.spaces.Box):
-            out = deterministic_weights(self.module, batch)
+            out = weights_action(self.module, batch, self.env_config().action)
         else:
             out = deterministic_actions(self.module, batch)
         return out[0] if single else out

@@ -124,6 +124,12 @@ FEATURE_GROUPS: Final[dict[str, tuple[str, ...]]] = {
         "fc_gate_open",
         "fc_gate_reason",
         "fc_fallback",
+        "fc_min_move_adaptive",
+        "fc_recal_q05",
+        "fc_recal_q25",
+        "fc_recal_q50",
+        "fc_recal_q75",
+        "fc_recal_q95",
     ),
     "risk": (
         "kelly_lite",

@@ -25,7 +25,13 @@ from urllib.parse import urlsplit
 
 from raytrade.replay.credentials import LOOPBACK_HOSTS, AlpacaAccess, check_secure_url
 from raytrade.replay.errors import InputError
-from raytrade.replay.sources.alpaca import TopOfBook, alpaca_call, fetch_top_of_book, parse_symbol
+from raytrade.replay.sources.alpaca import (
+    TopOfBook,
+    alpaca_call,
+    bound_http,
+    fetch_top_of_book,
+    parse_symbol,
+)
 from raytrade.serve.live import BrokerAccount, BrokerPosition, OrderState
 from raytrade.serve.orders import OrderPlan
 
@@ -79,7 +85,7 @@ class AlpacaBroker:
         if trading_url:
             url = check_secure_url(check_paper_trading_url(trading_url), field="trading_url")
         creds = access.credentials()
-        self._access, self._data_url = access, data_url
+        self._access, self._data_url, self._timeout_s = access, data_url, timeout_s
         self._client = TradingClient(
             creds.api_key.get_secret_value(),
             creds.secret_key.get_secret_value(),
@@ -87,7 +93,7 @@ class AlpacaBroker:
             url_override=url,
         )
         check_paper_trading_url(str(getattr(self._client, "_base_url", "")), field="the client's base URL")
-        _bound_http(self._client, timeout_s)
+        bound_http(self._client, timeout_s)
         self._paper_checked = False
 
     def __repr__(self) -> str:
@@ -133,7 +139,20 @@ class AlpacaBroker:
         return out
 
     def quotes(self, symbols: Sequence[str]) -> dict[str, TopOfBook]:
-        return fetch_top_of_book(symbols, self._access, url_override=self._data_url)
+        return fetch_top_of_book(
+            symbols, self._access, url_override=self._data_url, timeout_s=self._timeout_s
+        )
+
+    def peak_equity(self, days: int) -> float | None:
+        from alpaca.trading.requests import GetPortfolioHistoryRequest
+
+        fields = GetPortfolioHistoryRequest(period=f"{days}D", timeframe="1D").to_request_fields()
+        with alpaca_call("portfolio history"):
+            # The raw answer: alpaca-py's model refuses the nulls Alpaca may send for some days.
+            history: Any = self._client.get("/account/portfolio/history", fields)
+        # Alpaca pads days before the account existed with zeros (and may send nulls): not equity.
+        seen = [float(e) for e in (history.get("equity") or []) if e is not None and float(e) > 0]
+        return max(seen) if seen else None
 
     def submit(self, plan: OrderPlan) -> str:
         from alpaca.trading.enums import OrderSide, TimeInForce
@@ -199,29 +218,3 @@ def _order_state(o: Any) -> OrderState:
         symbol=parse_symbol(str(o.symbol)).name if o.symbol else None,
         side=None if o.side is None else _enum_text(o.side),
     )
-
-
-def _bound_http(client: Any, timeout_s: float) -> None:
-    """Give every request of ``client``'s ``requests`` session a timeout (alpaca-py passes none, so a
-    hung server would hang the loop) and keep alpaca-py's 429/504 retries at 2, 1 s apart."""
-    from requests import PreparedRequest, Response
-    from requests.adapters import HTTPAdapter
-
-    class _TimeoutAdapter(HTTPAdapter):
-        def send(
-            self,
-            request: PreparedRequest,
-            stream: bool = False,
-            timeout: float | tuple[float | None, float | None] | None = None,
-            verify: bool | str = True,
-            cert: str | tuple[str, str] | None = None,
-            proxies: dict[str, str] | None = None,
-        ) -> Response:
-            return super().send(
-                request, stream, timeout_s if timeout is None else timeout, verify, cert, proxies
-            )
-
-    adapter = _TimeoutAdapter()
-    client._session.mount("https://", adapter)
-    client._session.mount("http://", adapter)
-    client._retry, client._retry_wait = 2, 1

@@ -19,6 +19,11 @@ Design decisions
   (``ServeConfig.caps``: per-symbol, gross and leverage caps, and the basket throttle on the gross one
   answer adds), always on; the answer records the caps and which of them bound (``caps``) and each
   symbol's ``target_qty`` at the request's price.
+* **Same action mapping as training.** The policy's action becomes orders through ``envs.actions``
+  with the trained ``env_config.action``: absolute weights, or a tilt around the baseline decided at
+  the request's bar (``envs.baseline_weights``; with no episode start, ``equal_weight`` and
+  ``inverse_vol`` rebalance on the first bar of a month and hold otherwise), so a zero output serves
+  the baseline. A symbol the mapping holds (the baseline's hold, the no-trade band) keeps its weight.
 * **Safe failure.** Features older than ``max_feature_age_hours`` (the store stopped updating) give a
   ``fallback`` answer that holds every position, with the reason; they never feed the policy. So does
   a non-finite action (a corrupt checkpoint).
@@ -43,8 +48,18 @@ import gymnasium as gym
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+from raytrade.envs.actions import Orders, band_hold, tilt_orders, weight_orders
+from raytrade.envs.baseline_weights import baseline_context, baseline_decision
 from raytrade.envs.config import GatedEnvConfig, PortfolioEnvConfig, ReplayDataConfig
-from raytrade.envs.gym_envs import GATE_MODES, batched_observation, feature_index, gate_orders
+from raytrade.envs.gate import GATE_CHANNEL, GateState, contract_gate
+from raytrade.envs.gym_envs import (
+    GATE_ACTION_FIELDS,
+    GATE_MODES,
+    batched_observation,
+    feature_index,
+    gate_action_space,
+    gate_orders,
+)
 from raytrade.envs.market_data import MarketData
 from raytrade.envs.normalization import MISSING_CHANNEL
 from raytrade.envs.simulator import Observation, constrained_targets, exposure_limits
@@ -137,10 +152,20 @@ class DecisionService:
         self._kill_trigger = self.config.kill_drawdown or (ks.trigger_drawdown if ks.enabled else None)
         self._ts = data.ts.astype("datetime64[us]")
         self.gated = isinstance(self.env_cfg, GatedEnvConfig)
-        self._gate_columns = (0, 0)  # edge and sigma feature columns of a gated policy
+        self._gate: GateState | None = None  # the contract's gate, sigma and kelly per bar (gated policy)
         if isinstance(self.env_cfg, GatedEnvConfig):
-            edge, sigma = feature_index(data, (self.env_cfg.edge_column, self.env_cfg.sigma_column))
-            self._gate_columns = (int(edge), int(sigma))
+            self._gate = contract_gate(data, self.env_cfg)
+            expected = gate_action_space(len(data.symbols), self.env_cfg.size_levels)
+            actual = getattr(handle.module, "action_space", None)
+            if actual != expected:  # e.g. a gate policy trained before sizing levels existed
+                raise ValueError(
+                    f"the gated policy's action space {actual} is not its env's {expected}: it cannot be "
+                    "decoded safely; retrain or promote a current gating policy"
+                )
+        action = self.env_cfg.action
+        self._baseline = (
+            None if action.baseline is None else baseline_context(action.baseline, data, action.kelly_lite)
+        )
 
     @property
     def model_ref(self) -> str:
@@ -149,9 +174,11 @@ class DecisionService:
     @property
     def observed_features(self) -> list[str]:
         """The feature channels the policy observes per asset, in its order: the columns, then the
-        fraction-missing channel when the policy normalises its features (``envs.normalization``)."""
+        fraction-missing channel when the policy normalises its features (``envs.normalization``),
+        then a gated policy's gate channel (``envs.gate``)."""
         columns = list(self.env_cfg.feature_columns or self.data.feature_names)
-        return columns + ([MISSING_CHANNEL] if self.env_cfg.normalizer is not None else [])
+        columns += [MISSING_CHANNEL] if self.env_cfg.normalizer is not None else []
+        return columns + ([GATE_CHANNEL] if self.gated else [])
 
     def describe(self) -> dict[str, Any]:
         """What ``GET /v1/model`` shows: the version, its universe, data and validation metrics."""
@@ -167,6 +194,7 @@ class DecisionService:
             "code_version": m.code_version,
             "created_at": m.created_at.isoformat(),
             "validation": m.metrics.get("validation"),
+            "action": self.env_cfg.action.model_dump(include={"mode", "max_tilt", "no_trade_band"}),
             "serve_config": self.config.model_dump(),
         }
 
@@ -250,11 +278,14 @@ class DecisionService:
         """The env observation (flat array or dict, ``[B, ...]``) the policy sees for these requests:
         exactly what ``PortfolioEnv`` would show in the same state at the same bar."""
         ob, _ = self._observation(prepared)
-        return self._encode(ob)
+        return self._encode(ob, np.array([p.bar for p in prepared]))
 
-    def _encode(self, ob: Observation) -> Any:
+    def _encode(self, ob: Observation, bars: np.ndarray) -> Any:
         rb = self.env_cfg.sim.kill_switch.release_after_bars
-        return batched_observation(ob, self._feat_idx, rb, self.env_cfg.flat_obs, self.env_cfg.normalizer)
+        gate = None if self._gate is None else self._gate.open[bars]
+        return batched_observation(
+            ob, self._feat_idx, rb, self.env_cfg.flat_obs, self.env_cfg.normalizer, gate
+        )
 
     def _observation(self, prepared: Sequence[Prepared]) -> tuple[Observation, np.ndarray]:
         requests = [p.request for p in prepared]
@@ -288,17 +319,26 @@ class DecisionService:
 
     def _decide_fresh(self, prepared: Sequence[Prepared]) -> list[ActResponse]:
         ob, kill = self._observation(prepared)
-        obs = self._encode(ob)
+        bars = np.array([p.bar for p in prepared])
+        obs = self._encode(ob, bars)
         action = np.asarray(self.handle.act(obs))
-        if isinstance(self.env_cfg, GatedEnvConfig):
-            e_idx, s_idx = self._gate_columns
-            orders = gate_orders(action, ob.features, e_idx, s_idx, self.env_cfg)
-            target, modes = orders.target, orders.mode
+        base = None  # a live account has no episode start: the baseline trades on its own schedule
+        if self._baseline is not None:
+            base = baseline_decision(self._baseline, bars, np.zeros(len(prepared), bool), ob.mask)
+        if isinstance(self.env_cfg, GatedEnvConfig) and self._gate is not None:
+            gated = gate_orders(action, self._gate.kelly[bars], self.env_cfg)
+            modes = gated.mode
+            orders = (
+                Orders(gated.target, band_hold(gated.target, ob.weights, self.env_cfg.action.no_trade_band))
+                if base is None
+                else tilt_orders(self.env_cfg.action, gated.target, ob.weights, base)
+            )
         else:
-            target, modes = np.clip(action.astype(np.float64), -1.0, 1.0), None
+            orders, modes = weight_orders(self.env_cfg.action, action, ob.weights, base), None
+        target = orders.target
         broken = ~np.isfinite(target).all(axis=-1)  # a corrupt checkpoint must not reach the market
         target = np.where(np.isfinite(target), target, 0.0)
-        tradeable = np.stack([p.tradeable for p in prepared])
+        tradeable = np.stack([p.tradeable for p in prepared]) & ~orders.hold  # held: no order
         external = np.array([p.external_gross for p in prepared])
         w_target, locked = constrained_targets(
             target,
@@ -404,8 +444,8 @@ def action_confidence(module: Any, obs: Any) -> np.ndarray:
         mean, log_std = inputs.chunk(2, dim=-1)
         z = mean.abs() / (log_std.exp() * math.sqrt(2.0))
         return torch.erf(z).numpy()
-    b = inputs.shape[0]
-    per_symbol = inputs.reshape(b, -1, len(GATE_MODES) + 2)
+    b, n = inputs.shape[0], len(space.nvec) // GATE_ACTION_FIELDS
+    per_symbol = inputs.reshape(b, n, -1)
     probs = torch.softmax(per_symbol[..., : len(GATE_MODES)], dim=-1)
     return probs.max(dim=-1).values.numpy()
 

@@ -11,7 +11,9 @@ Design decisions
 * **Drawdown.** The account's running peak equity is kept in a small state file (atomic, fsynced
   writes), so ``drawdown_pct`` survives restarts; the service's kill switch reads it. A missing state
   file is refused unless the caller asks for a new one (``reset``): silently starting over would
-  reset the peak and disarm the kill switch.
+  reset the peak and disarm the kill switch. A new one starts from the broker's own high-water mark
+  (the highest daily equity of its portfolio history, ``LiveConfig.peak_lookback_days``), so a loop
+  restarted on an account already in drawdown still sees that drawdown.
 * **One loop, one account.** The state file is locked (``fcntl.flock`` on ``<state>.lock``) for the
   loop's life, so a second loop on it refuses to start; it records the broker's account id, and a
   state file of another account is refused.
@@ -133,6 +135,11 @@ class Broker(Protocol):
 
     def cancel(self, order_id: str) -> None: ...
 
+    def peak_equity(self, days: int) -> float | None:
+        """The highest end-of-day equity the broker reports over the last ``days`` days, or None when
+        it reports no history (a new account)."""
+        ...
+
 
 class LiveStateError(InputError):
     """The loop refuses to start on this state file (missing, locked, another account's)."""
@@ -226,7 +233,8 @@ class LiveLoop:
     The constructor locks ``state_file`` (a second loop on it raises :class:`LiveStateError`);
     :meth:`close` (or the ``with`` block) releases it. :meth:`start` (run by the first cycle when not
     called) checks the state file and adopts what the broker has that the state does not know.
-    ``reset`` allows a missing state file to be started anew (peak = the current equity); an
+    ``reset`` allows a missing state file to be started anew (peak = the broker's highest daily
+    equity over ``config.peak_lookback_days``, or the current equity when it has no history); an
     existing one is never overwritten by it."""
 
     def __init__(
@@ -271,7 +279,10 @@ class LiveLoop:
                     f"live state file {str(self.state_file)!r} is missing: it holds the peak equity the "
                     "kill switch reads; pass --reset (reset=True) to start a new one"
                 )
-            LiveState(account_id=account_id or None).save(self.state_file)
+            # A new state file starts from the account's own high-water mark, not today's equity: a
+            # loop restarted mid-drawdown keeps its kill switch armed.
+            peak = self.broker.peak_equity(self.config.peak_lookback_days)
+            LiveState(account_id=account_id or None, peak_equity=peak).save(self.state_file)
         state = LiveState.load(self.state_file)
         if state.account_id and account_id and state.account_id != account_id:
             raise LiveStateError(

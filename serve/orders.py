@@ -69,6 +69,12 @@ class LiveConfig(BaseModel):
     crypto_qty_step: float = Field(1e-6, gt=0, description="crypto quantity increment")
     fractional_qty_step: float = Field(1e-4, gt=0, description="equity increment when fractional")
     caps: ExposureCaps = Field(ExposureCaps(), description="hard exposure caps on the planned holdings")
+    peak_lookback_days: int = Field(
+        365,
+        ge=1,
+        le=3650,
+        description="a new state file's peak equity is the broker's highest daily equity over this window",
+    )
 
 
 class OrderPlan(BaseModel):

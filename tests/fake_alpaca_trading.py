@@ -176,6 +176,9 @@ class FakeAlpacaTrading:
         self._last_equity = self.equity() if last_equity is None else _decimal(last_equity, "last_equity")
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
+        self.equity_history: list[float | None] = []
+        """Daily closing equity ``GET /v2/account/portfolio/history`` reports, oldest first (Alpaca
+        pads days before the account existed with 0 and may send null)."""
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -321,6 +324,16 @@ class FakeAlpacaTrading:
     def _route(self, method: str, path: str, query: dict[str, str], body: Any) -> tuple[int, Any]:
         if (method, path) == ("GET", "/v2/account"):
             return 200, self._account_json()
+        if (method, path) == ("GET", "/v2/account/portfolio/history"):
+            days = len(self.equity_history)
+            return 200, {
+                "timestamp": [int(self.now.timestamp()) - 86_400 * (days - i) for i in range(days)],
+                "equity": list(self.equity_history),
+                "profit_loss": [0.0] * days,
+                "profit_loss_pct": [0.0] * days,
+                "base_value": float(self._last_equity),
+                "timeframe": query.get("timeframe", "1D"),
+            }
         if (method, path) == ("GET", "/v2/positions"):
             return 200, [self._position_json(s) for s in sorted(self._positions)]
         if method == "GET" and path.startswith("/v2/positions/"):

@@ -11,10 +11,11 @@ from pydantic import BaseModel, ConfigDict, Field
 from raytrade.cluster.cli import ingest
 from raytrade.cluster.ingest import SourceRequest
 from raytrade.cluster.live import live_command
-from raytrade.cluster.options import option_drift
+from raytrade.cluster.options import exposure_caps, option_drift
 from raytrade.cluster.serve import serve_command
 from raytrade.cluster.tune import TuneOptions, tune_command
 from raytrade.serve.app import HttpConfig, ServiceConfig
+from raytrade.serve.caps import ExposureCaps
 from raytrade.serve.decide import ServeConfig
 from raytrade.serve.orders import LiveConfig
 
@@ -22,7 +23,7 @@ COMMANDS = {
     # wandb is set by --wandb / --no-wandb; trial_resources is for tests and cluster scripts only
     "tune": (tune_command, TuneOptions, {}, {"wandb", "trial_resources"}),
     "ingest": (ingest, SourceRequest, {}, set()),
-    # quantity steps are broker facts, not flags; caps default to the loop's limits (serve.caps)
+    # quantity steps are broker facts, not flags; caps are the --*-cap flags (checked against ExposureCaps)
     "live": (live_command, LiveConfig, {}, {"crypto_qty_step", "fractional_qty_step", "caps"}),
     # decide is built from --max-feature-age-hours / --kill-drawdown (checked against ServeConfig below)
     "serve": (serve_command, ServiceConfig, {}, {"decide"}),
@@ -39,6 +40,33 @@ def test_serve_flags_agree_with_the_decision_config() -> None:
     # --max-feature-age-hours 0 means "never stale" and becomes None, so its bounds differ by design
     used = {"kill_drawdown"}
     assert option_drift(serve_command, ServeConfig, not_flags=set(ServeConfig.model_fields) - used) == []
+
+
+@pytest.mark.parametrize("command", [serve_command, live_command], ids=["serve", "live"])
+def test_the_caps_flags_agree_with_the_exposure_caps(command: click.Command) -> None:
+    assert option_drift(command, ExposureCaps) == []
+
+
+def test_the_caps_flags_spell_the_caps() -> None:
+    args = ["--paper", "--per-symbol-cap", "0.05", "--gross-cap", "0.8", "--max-gross-add", "0.1"]
+    live = live_command.make_context("live", args)
+    assert exposure_caps(live.params) == ExposureCaps(per_symbol_cap=0.05, gross_cap=0.8, max_gross_add=0.1)
+    assert exposure_caps(serve_command.make_context("serve", ["--model", "m"]).params) == ExposureCaps()
+
+
+def test_a_zero_cap_is_refused_naming_the_flag() -> None:
+    from click.testing import CliRunner
+
+    result = CliRunner().invoke(serve_command, ["--model", "m", "--per-symbol-cap", "0"])
+    assert result.exit_code == 2 and "--per-symbol-cap" in result.output
+
+
+def test_a_config_file_deploy_takes_the_caps_as_a_mapping() -> None:
+    from raytrade.cluster.serve_app import BuilderArgs
+
+    args = BuilderArgs.model_validate({"model": "m", "registry": "r", "caps": {"per_symbol_cap": "0.05"}})
+    assert args.caps == ExposureCaps(per_symbol_cap=0.05)
+    assert BuilderArgs.model_validate({"model": "m", "registry": "r"}).caps == ExposureCaps()
 
 
 def test_serve_flags_agree_with_the_http_config() -> None:

@@ -98,3 +98,40 @@ def test_the_rayservice_pins_a_version_and_mounts_the_registry_read_only() -> No
     for container in _containers(spec["rayClusterConfig"]):
         mounts = [m for m in container["volumeMounts"] if registry.is_relative_to(m["mountPath"])]
         assert mounts and all(m.get("readOnly") is True for m in mounts), container["name"]
+
+
+def _rayjob() -> dict[str, Any]:
+    return _load("rayjob.yaml")["spec"]
+
+
+def _rayjob_containers() -> list[dict[str, Any]]:
+    spec = _rayjob()
+    return [*_containers(spec["rayClusterSpec"]), *spec["submitterPodTemplate"]["spec"]["containers"]]
+
+
+def test_the_rayjob_runs_the_pinned_image_with_token_auth_and_secrets_from_kubernetes() -> None:
+    assert _rayjob()["rayClusterSpec"]["rayVersion"] == ray.__version__
+    for container in _rayjob_containers():
+        assert container["image"] == f"raytrade:{ray.__version__}"
+        env = {e["name"]: e for e in container["env"]}
+        assert env["RAY_AUTH_MODE"]["value"] == "token"
+        assert "secretKeyRef" in env["RAY_AUTH_TOKEN"]["valueFrom"]
+        for name, entry in env.items():
+            if any(word in name for word in SECRET_WORDS):
+                assert "value" not in entry and "secretKeyRef" in entry["valueFrom"], name
+    for container in _containers(_rayjob()["rayClusterSpec"]):
+        assert {"name": "data", "mountPath": "/data"}.items() <= container["volumeMounts"][0].items()
+
+
+def test_the_rayjob_entrypoint_is_a_tune_command_the_cli_accepts_on_the_shared_volume() -> None:
+    import shlex
+
+    from raytrade.cluster.tune import tune_command
+    from raytrade.tune_specs import SPECS
+
+    python, dash_m, module, command, *args = shlex.split(_rayjob()["entrypoint"])
+    assert [python, dash_m, module, command] == ["python", "-m", "raytrade.cluster.cli", "tune"]
+    params = tune_command.make_context("tune", list(args)).params
+    assert params["spec"] in SPECS
+    for name in ("replay", "storage"):
+        assert Path(params[name]).is_relative_to("/data"), name

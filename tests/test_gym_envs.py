@@ -153,12 +153,13 @@ def _gated(extra: dict[str, Any]) -> GatedSymbolEnv:
 def test_gate_probe_flat_and_aggressive_sizes() -> None:
     shorts_everywhere = {"sim": {**BASE["sim"], "constraints": {"crypto_long_only": False}}}
     env = _gated({"probe_weight": 0.002, **shorts_everywhere})
-    # asset 0 probe long, 1 flat, 2 aggressive short, 3 (crypto) probe short
-    _, _, _, _, info = env.step(np.array([1, 0, 0, 0, 3, 1, 1, 1]))
+    # asset 0 probe long, 1 flat, 2 aggressive short, 3 (crypto) probe short; all at full size (level 3 of 4)
+    _, _, _, _, info = env.step(np.array([1, 0, 3, 0, 0, 3, 3, 1, 3, 1, 1, 3]))
     w = info["target_weights"]
-    feats = env.data.features[int(env.sim.t[0]) - 1]
-    names = env.data.feature_names
-    edge, sigma = abs(float(feats[2, names.index("fc_mean")])), float(feats[2, names.index("vol_20")])
+    t = int(env.sim.t[0]) - 1
+    edge = abs(float(env.data.features[t, 2, env.data.feature_names.index("fc_mean")]))
+    closes = env.data.close[t - 6 : t + 1, 2]  # the contract's sigma: the last 7 closes' simple returns
+    sigma = float(np.std(closes[1:] / closes[:-1] - 1.0, ddof=1))
     kelly = min(0.15, 0.2 * edge / sigma**2)
     assert w[0] == 0.002 and w[1] == 0.0 and w[3] == -0.002
     assert w[2] == pytest.approx(-kelly, rel=1e-6)
@@ -166,20 +167,20 @@ def test_gate_probe_flat_and_aggressive_sizes() -> None:
 
 def test_crypto_is_long_only_by_default() -> None:
     env = _gated({"probe_weight": 0.002})
-    _, _, _, _, info = env.step(np.array([1, 1, 0, 0, 3, 1, 1, 1]))  # probe short on every asset
+    _, _, _, _, info = env.step(np.array([1, 1, 3, 0, 0, 3, 3, 1, 3, 1, 1, 3]))  # probe short on every asset
     w = info["target_weights"]
     assert w[0] == -0.002 and w[3] == 0.0  # the equity shorts, the crypto pair (asset 3) cannot
 
 
 def test_gate_passive_unfilled_does_not_trade() -> None:
     env = _gated({"passive_fill_prob": 0.0})
-    _, _, _, _, info = env.step(np.array([2, 0, 2, 0, 2, 1, 2, 1]))
+    _, _, _, _, info = env.step(np.array([2, 0, 3, 2, 0, 3, 2, 1, 3, 2, 1, 3]))
     assert info["costs"]["fee"] == 0.0 and (env.sim.units == 0).all()
 
 
 def test_gate_passive_filled_earns_spread_and_pays_no_slippage() -> None:
     env = _gated({"passive_fill_prob": 1.0, "kelly_scale": 1e6})
-    _, _, _, _, info = env.step(np.array([2, 0, 2, 0, 2, 1, 2, 1]))
+    _, _, _, _, info = env.step(np.array([2, 0, 3, 2, 0, 3, 2, 1, 3, 2, 1, 3]))
     c = info["costs"]
     assert c["fee"] > 0 and c["spread"] < 0 and c["slippage"] == 0.0
 

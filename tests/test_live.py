@@ -30,6 +30,7 @@ class FakeBroker:
         self.cancelled: list[str] = []
         self.client_ids: dict[str, str] = {}  # client_order_id -> order id
         self.sides: dict[str, tuple[str, str, str]] = {}  # order id -> (symbol, side, client id)
+        self.history_peak: float | None = None
 
     def _mid(self, s: str) -> float:
         bid, ask = self.prices[s]
@@ -78,6 +79,9 @@ class FakeBroker:
             for i, o in self.orders.items()
             if o.status in OPEN_ORDER_STATES
         ]
+
+    def peak_equity(self, days: int) -> float | None:
+        return self.history_peak
 
     def cancel(self, order_id: str) -> None:
         o = self.orders[order_id]

@@ -242,6 +242,40 @@ def test_a_missing_state_file_is_refused_without_reset(tmp_path: Path) -> None:
     assert broker.submitted == [] and not (tmp_path / "s.json").exists()
 
 
+def test_a_new_state_file_starts_from_the_accounts_high_water_mark(tmp_path: Path) -> None:
+    # The account peaked at $125k and is at $100k: a loop started anew sees a 20 % drawdown, so the
+    # kill switch stays armed across a lost state file.
+    broker = FakeBroker(100_000.0, PRICES)
+    broker.history_peak = 125_000.0
+    policy = ScriptedPolicy({"AAPL": (0.0, "flat")})
+    with LiveLoop(broker, policy, ["AAPL"], tmp_path / "s.json", reset=True) as loop:
+        loop.cycle(T0)
+    assert json.loads((tmp_path / "s.json").read_text())["peak_equity"] == 125_000.0
+    assert policy.requests[0].drawdown_pct == pytest.approx(-0.20)
+
+
+def test_a_new_account_without_history_starts_its_peak_at_its_equity(tmp_path: Path) -> None:
+    broker = FakeBroker(100_000.0, PRICES)  # history_peak None: no portfolio history yet
+    policy = ScriptedPolicy({"AAPL": (0.0, "flat")})
+    with LiveLoop(broker, policy, ["AAPL"], tmp_path / "s.json", reset=True) as loop:
+        loop.cycle(T0)
+    assert json.loads((tmp_path / "s.json").read_text())["peak_equity"] == 100_000.0
+    assert policy.requests[0].drawdown_pct == 0.0
+
+
+def test_alpacas_portfolio_history_gives_the_peak_ignoring_padding(
+    fakes: tuple[FakeAlpacaTrading, FakeAlpaca],
+) -> None:
+    trading, data = fakes
+    broker = _broker(trading, data)
+    assert broker.peak_equity(365) is None  # a new account: no history
+    trading.equity_history = [0.0, 0.0, None, 95_000.0, 130_500.25, 110_000.0]
+    assert broker.peak_equity(365) == 130_500.25
+    assert "GET /v2/account/portfolio/history" in trading.paths()
+    query = [r for r in trading.requests if r.path == "/v2/account/portfolio/history"][-1].query
+    assert (query["period"], query["timeframe"]) == ("365D", "1D")
+
+
 def test_a_state_file_of_another_account_is_refused(tmp_path: Path) -> None:
     (tmp_path / "s.json").write_text(
         json.dumps({"account_id": "PA-OTHER", "peak_equity": 1.0, "pending": []})
@@ -316,6 +350,20 @@ def test_a_hung_trading_server_times_out(tmp_path: Path) -> None:
         started = time.monotonic()
         with pytest.raises(SourceError, match="ReadTimeout"):
             broker.account()
+        assert time.monotonic() - started < 5.0
+
+
+def test_a_hung_market_data_server_times_out() -> None:
+    from raytrade.replay.sources.alpaca import fetch_top_of_book
+
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        url = f"http://127.0.0.1:{silent.getsockname()[1]}"
+        access = Settings(alpaca_api_key=TEST_KEYS[0], alpaca_secret_key=TEST_KEYS[1]).alpaca_access()
+        started = time.monotonic()
+        with pytest.raises(SourceError, match="ReadTimeout"):
+            fetch_top_of_book(["AAPL"], access, url_override=url, timeout_s=0.3)
         assert time.monotonic() - started < 5.0
 
 

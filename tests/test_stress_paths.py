@@ -362,6 +362,57 @@ def test_scenario_draws_are_distinct_seeded_and_as_many_as_configured() -> None:
     assert len(set(closes)) == 4
 
 
+def test_every_vol_spike_draw_is_a_different_month_of_the_same_shock() -> None:
+    # The vol spike has no random factor (no correlation target, no loss): without a moving window
+    # its K draws were one path K times.
+    md = _rallying_data(t=400)
+    sc = ScenarioConfig().get("vol_spike")
+    assert isinstance(sc, CrisisScenario) and sc.start_jitter > 0
+    draws = scenario_draws("vol_spike", md, 11, ScenarioConfig(draws=5))
+    starts = []
+    for out in draws:
+        changed = np.flatnonzero((out.close != md.close).any(axis=1))
+        starts.append(int(changed[0]))
+        first, last = (
+            int((sc.start_frac - sc.start_jitter) * 400),
+            int((sc.start_frac + sc.start_jitter) * 400),
+        )
+        assert first <= starts[-1] <= last
+        log_r = np.log(out.close[1:] / out.close[:-1])[starts[-1] - 1 : starts[-1] - 1 + sc.length]
+        base = np.log(md.close[1:] / md.close[:-1])[starts[-1] - 1 : starts[-1] - 1 + sc.length]
+        np.testing.assert_allclose(log_r.std(axis=0, ddof=1), sc.vol_mult * base.std(axis=0, ddof=1))
+    assert len(set(starts)) == 5
+
+
+def test_a_crisis_window_widens_the_spread_the_policy_observes_as_much_as_the_one_it_pays() -> None:
+    md = make_market_data(t=200, n=3)
+    md = replace(
+        md,
+        features=(md.spread_bps[:, :, None] * 1e-4).astype(np.float32),
+        feature_names=("spread_bps",),
+    )
+    sc = CrisisScenario(length=10, vol_mult=1.0, spread_mult=4.0, start_frac=0.5)
+    out = apply_scenario("x", md, np.random.default_rng(0), ScenarioConfig(scenarios={"x": sc}))
+    np.testing.assert_allclose(out.features[:, :, 0], out.spread_bps * 1e-4, rtol=1e-6)
+    np.testing.assert_allclose(out.spread_bps[100:110], 4.0 * md.spread_bps[100:110])
+    np.testing.assert_array_equal(out.spread_bps[:100], md.spread_bps[:100])
+
+
+def test_the_bar_range_feature_follows_the_rebuilt_volatility() -> None:
+    md = _rallying_data(t=300, n=3)
+    vol = price_features(md.close, md.listed, md.ts, md.symbols, FeatureConfig())["vol_20"]
+    atr = np.full(md.close.shape, 0.02)  # the stored range, in the loader's units
+    names = ("vol_20", "atr_pct_14")
+    md = replace(md, features=np.stack([np.nan_to_num(vol), atr], axis=2), feature_names=names)
+    sc = CrisisScenario(length=30, vol_mult=3.0, start_frac=0.5)
+    out = apply_scenario("x", md, np.random.default_rng(0), ScenarioConfig(scenarios={"x": sc}))
+    start = 150
+    np.testing.assert_array_equal(out.features[:start, :, 1], atr[:start])
+    ratio = out.features[start:, :, 0] / md.features[start:, :, 0]
+    np.testing.assert_allclose(out.features[start:, :, 1], 0.02 * ratio, rtol=1e-9)
+    assert out.features[start + 29, :, 1].min() > 2.0 * 0.02  # 3x volatility: a wider range seen
+
+
 # --------------------------------------------------------------------------- real bars
 
 

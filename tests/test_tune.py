@@ -231,3 +231,31 @@ def test_run_file_records_code_libraries_and_data_when_the_search_starts(synthet
     assert (record.provenance.data_sha256, record.provenance.data_files) == (sha, n_files)
     assert record.provenance.code_version == code_version()
     assert record.provenance.libraries == library_versions()
+
+
+@pytest.mark.slow
+@pytest.mark.ray
+def test_the_search_prints_where_tensorboard_and_wandb_log_and_writes_there(
+    smoke_runs: Callable[[str], SmokeRun],
+) -> None:
+    run = smoke_runs("ppo")  # the session's ppo search: wandb offline, the CLI's defaults
+    assert f"TensorBoard logs: {run.run_dir} (open: tensorboard --logdir {run.run_dir})" in run.output
+    assert f"(upload: wandb sync {run.run_dir / 'wandb'}/offline-run-*)" in run.output
+    assert list(run.run_dir.glob("*/events.out.tfevents.*"))
+    assert list((run.run_dir / "wandb").glob("offline-run-*"))
+
+
+def test_no_dashboard_reaches_the_search(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from raytrade.cluster import tune
+
+    asked: list[bool] = []
+
+    def fake_run_tune(opts: Any, dashboard: bool = True) -> Any:
+        asked.append(dashboard)
+        raise SystemExit(0)
+
+    monkeypatch.setattr(tune, "run_tune", fake_run_tune)
+    args = ["--spec", "ppo", "--replay", str(tmp_path), "--no-wandb"]
+    CliRunner().invoke(tune_command, args)
+    CliRunner().invoke(tune_command, [*args, "--no-dashboard"])
+    assert asked == [True, False]

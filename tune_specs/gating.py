@@ -1,7 +1,11 @@
-"""``gating``: per-symbol gate modes (flat / probe / passive / aggressive) and side on
-``GatedSymbolEnv`` (family ``gating``); sizes come from the env's kelly rule on ``fc_mean`` / ``vol_20``.
+"""``gating``: the two-stage gate on ``GatedSymbolEnv`` (family ``gating``): stage 1 a mode (flat /
+probe / passive / aggressive) and side per symbol, stage 2 a sizing head per mode whose level sizes
+the chosen mode as a fraction of its cap (probe: ``probe_weight``; passive and aggressive: the
+contract's kelly_lite on ``fc_mean`` with sigma from the last 7 closes). Where the contract's gate
+(spread cap, edge threshold, consensus) is closed, passive and aggressive are masked out of the
+policy (``models.gating``, ``envs.gate``).
 
-Search: learning rate, entropy bonus (exploration over modes matters here) and discount.
+Search: learning rate, entropy bonus (exploration over modes and sizes matters here) and discount.
 """
 
 from __future__ import annotations
@@ -32,7 +36,7 @@ def build(env_config: dict[str, Any], budget: Budget) -> AlgorithmConfig:
 SPEC = TuneSpec(
     name="gating",
     family="gating",
-    description="PPO, hierarchical gate: mode head and per-mode sizing",
+    description="PPO, hierarchical gate: mode head, a sizing head per mode, contract gates as a mask",
     build=build,
     required_features=FEATURES,
     budget=ON_POLICY_BUDGET,

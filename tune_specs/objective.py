@@ -25,8 +25,16 @@ Design decisions
 * The validation window is the replay store's ``validation`` split of the training config's store.
   A synthetic env (tests, smoke) has no split: it is scored on the same generator with a different
   seed (``seed + HELD_OUT_SEED_OFFSET``), which is held out in the same sense.
+* **The same score on the training window**, so overfitting shows: after each ``train()`` the
+  module is also scored on the last ``n`` bars of its training window, ``n`` the validation
+  window's length (:func:`train_window`): the same deterministic replay, benchmark, costs and
+  objective, on bars it trained on, at a cost bounded by the validation scoring's. The most recent
+  train bars because they border the validation window (the closest market to compare with); a
+  fixed slice so every iteration is scored on the same bars. A synthetic env's train window is its
+  generator with the training seed (the same length as the held-out one).
 * Scoring runs in the trial process at the end of ``Algorithm.train()`` (an ``on_train_result``
-  callback) and writes ``result["validation"]``; Tune flattens it to ``validation/objective`` etc.
+  callback) and writes ``result["validation"]`` and ``result["train"]`` (the same keys,
+  ``REPORTED``); Tune flattens them to ``validation/objective``, ``train/objective`` etc.
   The callback runs before Tune checkpoints the iteration, so a checkpoint's recorded metrics are
   the scores of exactly the weights it holds.
 * Modules are decoded to decisions by ``models.inference`` (the same helpers serving uses).
@@ -41,6 +49,7 @@ from collections.abc import Mapping
 from typing import Any, Final
 
 import numpy as np
+import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
 from raytrade.envs.config import (
@@ -50,11 +59,13 @@ from raytrade.envs.config import (
     SyntheticDataConfig,
     env_config_from_dict,
 )
+from raytrade.envs.evaluation.harness import slice_window
 from raytrade.envs.evaluation.policies import equal_weight_policy
 from raytrade.envs.market_data import MarketData
 from raytrade.envs.metrics import cvar, sharpe_ratio, summarize, total_return
 from raytrade.envs.rollout import Policy, Rollout, replay_policy
 from raytrade.models.inference import module_policy, replay_gated
+from raytrade.replay.splits import TimeWindow
 
 UNDEFINED_SCORE: Final = -10.0
 """Score given when the objective is undefined (nan), e.g. a policy that never trades."""
@@ -62,6 +73,10 @@ HELD_OUT_SEED_OFFSET: Final = 10_007
 VALIDATION_KEY: Final = "validation"
 METRIC: Final = f"{VALIDATION_KEY}/objective"
 """The flattened Tune metric every spec optimises (mode ``max``)."""
+TRAIN_KEY: Final = "train"
+TRAIN_METRIC: Final = f"{TRAIN_KEY}/objective"
+"""The same objective on the tail of the training window (:func:`train_window`), reported beside
+``METRIC`` so a search shows when the two part ways; never optimised."""
 REPORTED: Final = (
     "objective",
     "information_ratio",
@@ -75,7 +90,7 @@ REPORTED: Final = (
     "gross_exposure",
     "costs",
 )
-_ZERO_EXCESS: Final = 1e-12
+ZERO_EXCESS: Final = 1e-12
 """Per-bar excess returns all within this of 0 count as identical to the benchmark (score 0)."""
 
 
@@ -119,6 +134,19 @@ def held_out_data(env_config: Mapping[str, Any], split: str = "validation") -> M
     return _load_data(json.dumps(held_out_data_config(cfg, split), sort_keys=True))
 
 
+def train_window(env_config: Mapping[str, Any], n_bars: int) -> MarketData:
+    """The last ``n_bars`` bars of the training window of ``env_config`` (all of it when shorter):
+    the bars the train-side objective is scored on (see the module docstring)."""
+    if n_bars < 2:
+        raise ValueError(f"n_bars must be >= 2 (one return), got {n_bars}")
+    cfg = env_config_from_dict(env_config)
+    data = _load_data(json.dumps(cfg.data.model_dump(mode="json"), sort_keys=True))
+    if data.n_steps <= n_bars:
+        return data
+    start, end = (pd.Timestamp(t).tz_localize("UTC") for t in (data.ts[-n_bars], data.ts[-1]))
+    return slice_window(data, TimeWindow(TRAIN_KEY, start, end, n_bars))
+
+
 def score_excess(
     policy: Rollout, benchmark: Rollout, data: MarketData, sim: SimulatorConfig, cvar_penalty: float
 ) -> dict[str, float]:
@@ -136,7 +164,7 @@ def score_excess(
     costs = policy.costs[0].sum(axis=-1)
     metrics = summarize(returns, data.periods_per_year, turnover=policy.turnover[0], costs=costs)
     excess = returns - bench
-    if np.all(np.abs(excess) <= _ZERO_EXCESS):
+    if np.all(np.abs(excess) <= ZERO_EXCESS):
         ratio, tail = 0.0, 0.0
     else:
         ratio, tail = sharpe_ratio(excess, data.periods_per_year), cvar(excess)
@@ -162,6 +190,31 @@ def score_policy(
     return score_excess(rollout, benchmark_rollout(data, sim), data, sim, objective.cvar_penalty)
 
 
+def module_rollout(
+    module: Any, env_config: Mapping[str, Any], data: MarketData, gated: bool = False
+) -> tuple[Rollout, SimulatorConfig]:
+    """(deterministic replay of ``module`` over all of ``data``, the simulator it ran through) for a
+    module trained with ``env_config`` (``gated``: on ``GatedSymbolEnv``, its gate actions decoded
+    by the gated env)."""
+    if gated:
+        gated_cfg = env_config_from_dict(env_config, gated=True)
+        return replay_gated(module, data, gated_cfg), gated_cfg.sim
+    cfg = env_config_from_dict(env_config)
+    return replay_policy(data, module_policy(module, data, cfg), cfg.sim), cfg.sim
+
+
+def score_module_on(
+    module: Any,
+    data: MarketData,
+    env_config: Mapping[str, Any],
+    objective: ObjectiveConfig,
+    gated: bool = False,
+) -> dict[str, float]:
+    """Score ``module`` (trained with ``env_config``; ``gated``: on ``GatedSymbolEnv``) on ``data``."""
+    rollout, sim = module_rollout(module, env_config, data, gated)
+    return score_excess(rollout, benchmark_rollout(data, sim), data, sim, objective.cvar_penalty)
+
+
 def score_module(
     module: Any,
     env_config: Mapping[str, Any],
@@ -171,14 +224,20 @@ def score_module(
     """Score ``module`` (trained with ``env_config``; ``gated``: on ``GatedSymbolEnv``) on its
     held-out window."""
     obj = objective or ObjectiveConfig()
-    data = held_out_data(env_config, obj.split)
-    if gated:
-        gated_cfg = env_config_from_dict(env_config, gated=True)
-        rollout = replay_gated(module, data, gated_cfg)
-        bench = benchmark_rollout(data, gated_cfg.sim)
-        return score_excess(rollout, bench, data, gated_cfg.sim, obj.cvar_penalty)
-    cfg = env_config_from_dict(env_config)
-    return score_policy(module_policy(module, data, cfg), data, cfg.sim, obj)
+    return score_module_on(module, held_out_data(env_config, obj.split), env_config, obj, gated)
+
+
+def score_windows(
+    module: Any, env_config: Mapping[str, Any], objective: ObjectiveConfig, gated: bool = False
+) -> dict[str, dict[str, float]]:
+    """``{"validation": scores, "train": scores}``: ``module`` scored on its held-out window and on
+    the same number of bars at the end of its training window (:func:`train_window`)."""
+    held_out = held_out_data(env_config, objective.split)
+    train = train_window(env_config, held_out.n_steps)
+    return {
+        VALIDATION_KEY: score_module_on(module, held_out, env_config, objective, gated),
+        TRAIN_KEY: score_module_on(module, train, env_config, objective, gated),
+    }
 
 
 # ------------------------------------------------------------------------------ RLlib hook
@@ -199,10 +258,23 @@ def trained_module(algorithm: Any) -> Any:
     return next(iter(results)).get()
 
 
+def metric_of(metrics: Mapping[str, Any], key: str) -> float:
+    """``metrics[key]`` for a flattened (``a/b``) or nested result dict; nan when absent."""
+    if key in metrics:
+        return float(metrics[key])
+    node: Any = metrics
+    for part in key.split("/"):
+        if not isinstance(node, Mapping) or part not in node:
+            return math.nan
+        node = node[part]
+    return float(node)
+
+
 def score_on_train_result(
     *, algorithm: Any, result: dict[str, Any], objective: dict[str, Any] | None = None, **_: Any
 ) -> None:
-    """``on_train_result`` callback: add ``result["validation"]`` (objective, sharpe, sortino, …).
+    """``on_train_result`` callback: add ``result["validation"]`` and ``result["train"]`` (objective,
+    sharpe, sortino, …; :func:`score_windows`).
 
     Use as ``config.callbacks(on_train_result=functools.partial(score_on_train_result,
     objective=ObjectiveConfig(...).model_dump()))``. Between scoring iterations the last score is
@@ -214,10 +286,11 @@ def score_on_train_result(
 
     obj = ObjectiveConfig.model_validate(objective or {})
     iteration = int(result.get("training_iteration", 0) or algorithm.iteration)
-    cached: dict[str, float] | None = getattr(algorithm, "_raytrade_last_score", None)
+    cached: dict[str, dict[str, float]] | None = getattr(algorithm, "_raytrade_last_score", None)
     if cached is None or (iteration - 1) % obj.score_every == 0:
         gated = algorithm.config.env == GATED_ENV_ID
-        cached = score_module(trained_module(algorithm), algorithm.config.env_config, obj, gated=gated)
+        cached = score_windows(trained_module(algorithm), algorithm.config.env_config, obj, gated=gated)
         algorithm._raytrade_last_score = cached
-    result[VALIDATION_KEY] = {k: cached[k] for k in REPORTED}
+    for window, scores in cached.items():
+        result[window] = {k: scores[k] for k in REPORTED}
     result["node_id"] = ray.get_runtime_context().get_node_id()

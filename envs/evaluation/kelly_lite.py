@@ -8,7 +8,11 @@ from data with timestamps ``<= t`` only:
 2. spread gate: full spread ``<=`` its cap: 8 bps for mega caps (average dollar volume per bar
    ``>= mega_cap_dollar_volume``), 25 bps for other equities, 35 bps for crypto;
 3. consensus: the forecast sources agree on the direction (``fc_consensus_ok``) and the blended
-   expected move ``|fc_mean|`` reaches ``min_move`` (0.1 %; a smaller move counts as no move);
+   expected move ``|fc_mean|`` reaches ``min_move`` (0.1 %; a smaller move counts as no move). With
+   ``consensus_gate="adaptive"`` (an option; the static rule is the loop's and the default) the
+   move must reach the store's ``fc_min_move_adaptive`` instead, derived from realised spread costs,
+   the recent hit rate and forecast skew (``replay.features.consensus``); an unknown adaptive
+   threshold blocks the symbol;
 4. edge gate: ``|fc_mean|`` in bps ``>=`` ``max(expected cost + 10, 15 equities / 40 crypto)`` with
    expected cost 6 bps equities / 20 bps crypto (+25 bps for configured illiquid names);
 5. sizing: ``kelly = min(0.15, max(0, 0.2 * edge / sigma**2))`` with ``edge = |fc_mean|`` and
@@ -31,7 +35,7 @@ more calendar days than the loop's.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Final, NamedTuple
+from typing import Final, Literal, NamedTuple
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
@@ -41,6 +45,8 @@ from raytrade.replay.loop_rules import LoopRules
 
 KELLY_FEATURES: Final[tuple[str, ...]] = ("fc_mean", "fc_consensus_ok", "spread_bps")
 """Store feature columns the replica reads (``spread_bps`` only to tell a missing quote)."""
+ADAPTIVE_MIN_MOVE: Final = "fc_min_move_adaptive"
+"""Store feature column of the adaptive consensus threshold (``consensus_gate="adaptive"``)."""
 
 # Bit flags of ``KellyDecision.blocked`` (0: nothing blocked the symbol).
 NOT_LISTED: Final = 1
@@ -63,6 +69,15 @@ class KellyLiteConfig(LoopRules):
     allow_short_equity: bool = Field(True, description="short equities on a negative forecast")
     probe_symbols: tuple[str, ...] = Field((), description="symbols traded at probe size only")
     probe_weight: float = Field(0.002, ge=0, le=1, description="probe size, fraction of equity")
+    consensus_gate: Literal["static", "adaptive"] = Field(
+        "static",
+        description="minimum consensus move: the contract's static min_move (the loop's rule), or the "
+        "store's fc_min_move_adaptive (replay.features.consensus)",
+    )
+
+    def feature_columns(self) -> tuple[str, ...]:
+        """Store feature columns this configuration reads."""
+        return (*KELLY_FEATURES, ADAPTIVE_MIN_MOVE) if self.consensus_gate == "adaptive" else KELLY_FEATURES
 
 
 class AssetFlags(NamedTuple):
@@ -82,6 +97,7 @@ class KellyInputs(NamedTuple):
     dollar_volume: np.ndarray  # average traded notional per bar (mega-cap test)
     sigma: np.ndarray  # std of the last closes' simple returns; NaN when unknown
     listed: np.ndarray  # bool
+    min_move: np.ndarray | None = None  # adaptive consensus threshold (fraction); NaN: unknown
 
 
 class KellyDecision(NamedTuple):
@@ -146,6 +162,17 @@ def _scale_to_cap(weights: np.ndarray, members: np.ndarray, cap: float) -> np.nd
     return np.where(members, weights * factor, weights)
 
 
+def consensus_min_move(inputs: KellyInputs, cfg: KellyLiteConfig) -> np.ndarray | float:
+    """The move a forecast must reach to count: ``cfg.min_move`` (static), or ``inputs.min_move``
+    (adaptive; NaN compares false, so an unknown threshold blocks). Adaptive without a threshold is a
+    ``ValueError``: silently falling back to the static rule would hide a missing feature."""
+    if cfg.consensus_gate == "static":
+        return cfg.min_move
+    if inputs.min_move is None:
+        raise ValueError("consensus_gate='adaptive' needs KellyInputs.min_move (fc_min_move_adaptive)")
+    return np.asarray(inputs.min_move, dtype=np.float64)
+
+
 def kelly_lite_decision(inputs: KellyInputs, flags: AssetFlags, cfg: KellyLiteConfig) -> KellyDecision:
     """The loop's decision for every symbol (rules in the module docstring), vectorised over ``[..., N]``."""
     fc = np.asarray(inputs.fc_mean, dtype=np.float64)
@@ -163,7 +190,8 @@ def kelly_lite_decision(inputs: KellyInputs, flags: AssetFlags, cfg: KellyLiteCo
     flag(~listed, NOT_LISTED)
     flag(~quoted, NO_QUOTE)
     flag(quoted & (spread > spread_cap_bps(flags, np.asarray(inputs.dollar_volume), cfg)), SPREAD)
-    flag(~(np.asarray(inputs.consensus_ok, dtype=bool) & (move >= cfg.min_move)), CONSENSUS)
+    min_move = consensus_min_move(inputs, cfg)
+    flag(~(np.asarray(inputs.consensus_ok, dtype=bool) & (move >= min_move)), CONSENSUS)
     flag(~(move * 1e4 >= edge_threshold_bps(flags, cfg)), EDGE)
     sigma = np.asarray(inputs.sigma, dtype=np.float64)
     flag(~(np.isfinite(sigma) & (sigma > 0)), NO_SIGMA)
@@ -173,7 +201,7 @@ def kelly_lite_decision(inputs: KellyInputs, flags: AssetFlags, cfg: KellyLiteCo
     kelly = np.where(blocked == 0, kelly_fraction(move, sigma, cfg), 0.0)
     weights = direction * kelly
     probe_ok = (blocked & (NOT_LISTED | NO_QUOTE | SPREAD | NO_SHORT)) == 0
-    probe_ok = probe_ok & flags.probe & (move >= cfg.min_move)
+    probe_ok = probe_ok & flags.probe & (move >= min_move)
     weights = np.where(flags.probe, np.where(probe_ok, direction * cfg.probe_weight, 0.0), weights)
     kelly = np.where(flags.probe, 0.0, kelly)
 

@@ -40,14 +40,15 @@ from typing import Any, Final, Protocol
 
 import numpy as np
 
-from raytrade.envs.evaluation.kelly_lite import (
-    KELLY_FEATURES,
-    KellyInputs,
-    KellyLiteConfig,
-    asset_flags,
-    kelly_lite_decision,
-    trailing_sigma,
+from raytrade.envs.baseline_weights import (
+    BASELINE_FEATURES,
+    baseline_context,
+    baseline_decision,
+    equal_weights,
 )
+from raytrade.envs.baseline_weights import inverse_vol_weights as inverse_vol_weights  # re-exported
+from raytrade.envs.baseline_weights import month_starts as month_starts  # re-exported
+from raytrade.envs.evaluation.kelly_lite import KellyLiteConfig
 from raytrade.envs.market_data import MarketData
 from raytrade.envs.registry_ref import RegistryRefError, parse_registry_ref
 from raytrade.envs.rollout import Decision
@@ -86,19 +87,6 @@ def step_index(obs: Observation, data: MarketData) -> np.ndarray:
     return np.rint(obs.progress * (data.n_steps - 1)).astype(np.int64)
 
 
-def month_starts(ts: np.ndarray) -> np.ndarray:
-    """``[T]`` bool: the first bar of the window and the first bar of each calendar month."""
-    months = ts.astype("datetime64[M]")
-    out = np.ones(ts.shape, dtype=bool)
-    out[1:] = months[1:] != months[:-1]
-    return out
-
-
-def _equal(mask: np.ndarray) -> np.ndarray:
-    m = mask.astype(np.float64)
-    return m / np.maximum(m.sum(-1, keepdims=True), 1.0)
-
-
 def _scheduled(obs: Observation, trade_now: np.ndarray, target: np.ndarray) -> Decision:
     """Trade to ``target`` where ``trade_now [B]``, hold every asset elsewhere."""
     hold = np.broadcast_to(~trade_now[:, None], obs.mask.shape).copy()
@@ -114,16 +102,7 @@ def cash_policy(data: MarketData, seed: int) -> EvalPolicy:
 
 def buy_and_hold_policy(data: MarketData, seed: int) -> EvalPolicy:
     def policy(obs: Observation) -> PolicyOutput:
-        return _scheduled(obs, step_index(obs, data) == 0, _equal(obs.mask))
-
-    return policy
-
-
-def equal_weight_policy(data: MarketData, seed: int) -> EvalPolicy:
-    starts = month_starts(data.ts)
-
-    def policy(obs: Observation) -> PolicyOutput:
-        return _scheduled(obs, starts[step_index(obs, data)], _equal(obs.mask))
+        return _scheduled(obs, step_index(obs, data) == 0, equal_weights(obs.mask))
 
     return policy
 
@@ -135,50 +114,40 @@ def _column(data: MarketData, name: str) -> int:
         raise EvaluationInputError(f"the evaluation data has no feature column {name!r}") from None
 
 
-def inverse_vol_weights(vol: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """``1 / vol`` over listed assets with ``vol > 0``, normalised to sum 1 (zeros when none)."""
-    ok = mask & np.isfinite(vol) & (vol > 0)
-    inv = np.where(ok, 1.0 / np.where(ok, vol, 1.0), 0.0)
-    total = inv.sum(-1, keepdims=True)
-    return np.where(total > 0, inv / np.where(total > 0, total, 1.0), 0.0)
+def baseline_factory(name: str, kelly: KellyLiteConfig | None = None) -> PolicyFactory:
+    """The policy of baseline ``name`` (``equal_weight``, ``inverse_vol``, ``kelly_lite``): the rule of
+    ``envs.baseline_weights`` (shared with the env's tilt mode and serving) at each bar of the replay.
+    A baseline that never holds (``kelly_lite``) sends plain weights."""
+
+    def make(data: MarketData, seed: int) -> EvalPolicy:
+        for column in BASELINE_FEATURES[name]:
+            _column(data, column)
+        ctx = baseline_context(name, data, kelly)
+
+        def policy(obs: Observation) -> PolicyOutput:
+            t = step_index(obs, data)
+            decided = baseline_decision(ctx, t, t == 0, obs.mask)
+            if ctx.rebalance.all():
+                return decided.allocation
+            return Decision(weights=decided.weights(obs.weights), hold=decided.hold)
+
+        return policy
+
+    return make
+
+
+def equal_weight_policy(data: MarketData, seed: int) -> EvalPolicy:
+    return baseline_factory("equal_weight")(data, seed)
 
 
 def inverse_vol_policy(data: MarketData, seed: int) -> EvalPolicy:
-    starts = month_starts(data.ts)
-    col = _column(data, "vol_20")
-
-    def policy(obs: Observation) -> PolicyOutput:
-        vol = obs.features[..., col].astype(np.float64)
-        return _scheduled(obs, starts[step_index(obs, data)], inverse_vol_weights(vol, obs.mask))
-
-    return policy
+    return baseline_factory("inverse_vol")(data, seed)
 
 
 def kelly_lite_factory(cfg: KellyLiteConfig) -> PolicyFactory:
     """``kelly_lite`` with ``cfg``: sigma from ``data.close``, spread value from ``data.spread_bps``
     (the one the simulator charges), missing quote from the store's ``spread_bps`` feature (0 = null)."""
-
-    def make(data: MarketData, seed: int) -> EvalPolicy:
-        flags = asset_flags(data.symbols, data.asset_class, cfg)
-        sigma = trailing_sigma(data.close, data.listed, cfg.kelly_sigma_closes)
-        fc_col, ok_col, spread_col = (_column(data, c) for c in KELLY_FEATURES)
-
-        def policy(obs: Observation) -> PolicyOutput:
-            t = step_index(obs, data)
-            quoted = obs.features[..., spread_col] > 0
-            inputs = KellyInputs(
-                fc_mean=obs.features[..., fc_col].astype(np.float64),
-                consensus_ok=obs.features[..., ok_col] > 0.5,
-                spread_bps=np.where(quoted, data.spread_bps[t], np.nan),
-                dollar_volume=data.dollar_volume[t],
-                sigma=sigma[t],
-                listed=obs.mask,
-            )
-            return kelly_lite_decision(inputs, flags, cfg).weights
-
-        return policy
-
-    return make
+    return baseline_factory("kelly_lite", cfg)
 
 
 def baseline_spec(name: str, kelly: KellyLiteConfig | None = None) -> PolicySpec:
@@ -197,7 +166,7 @@ def baseline_spec(name: str, kelly: KellyLiteConfig | None = None) -> PolicySpec
             name,
             "baseline",
             kelly_lite_factory(cfg),
-            feature_columns=KELLY_FEATURES,
+            feature_columns=cfg.feature_columns(),
             lookback_bars=cfg.kelly_sigma_closes,
         )
     raise EvaluationInputError(
@@ -233,13 +202,28 @@ def handle_feature_columns(handle: Any, default: Sequence[str]) -> tuple[str, ..
     return tuple(columns or default)
 
 
+def handle_baseline(handle: Any) -> tuple[tuple[str, ...], int]:
+    """A tilt policy's baseline needs (``envs.baseline_weights``): the store columns it reads and the
+    bars it looks back (``kelly_lite``'s sigma closes); ``((), 1)`` for an absolute policy or a
+    handle without a training env config. The columns travel with the handle's own, after them, so
+    the baseline is decided on the same values as in training."""
+    env_config = getattr(handle, "env_config", None)
+    action = getattr(env_config(), "action", None) if callable(env_config) else None
+    name = getattr(action, "baseline", None)
+    if action is None or name is None:
+        return (), 1
+    lookback = action.kelly_lite.kelly_sigma_closes if name == "kelly_lite" else 1
+    return BASELINE_FEATURES[name], lookback
+
+
 def registry_spec(
     ref: str, registry: Path, loader: Loader, default_features: Sequence[str] = ()
 ) -> PolicySpec:
     """Spec of registry model ``ref`` (``NAME[@VERSION]``), loaded now through ``loader``.
 
-    The handle sees a ``MarketData`` and observations restricted to its own feature columns, so it
-    indexes features exactly as in training whatever else the run loaded.
+    The handle sees a ``MarketData`` and observations restricted to its own feature columns (plus,
+    for a tilt policy, its baseline's, after them), so it indexes features exactly as in training
+    whatever else the run loaded.
     """
     try:
         parse_registry_ref(ref)
@@ -250,7 +234,9 @@ def registry_spec(
     except (ValueError, FileNotFoundError) as exc:
         raise EvaluationInputError(f"policy {REGISTRY_PREFIX}{ref}: {exc}") from None
     columns = handle_feature_columns(handle, default_features)
-    lookback = int(getattr(handle, "lookback_bars", 1) or 1)
+    baseline_columns, baseline_lookback = handle_baseline(handle)
+    columns += tuple(c for c in baseline_columns if c not in columns)
+    lookback = max(int(getattr(handle, "lookback_bars", 1) or 1), baseline_lookback)
     stochastic = bool(getattr(handle, "stochastic", False))
     path = getattr(handle, "path", None)
 

@@ -3,7 +3,9 @@
 ``build_features`` is a pure function: long bars in, long feature rows out, one row per bar, in the
 ``FEATURES_SCHEMA`` column order, sorted by (symbol, ts). Each asset class is computed on its own
 calendar; every value at (symbol, ts) depends only on rows with timestamp <= ts (tests truncate the
-input and compare).
+input and compare). Besides the groups' own modules: ``fc_min_move_adaptive``
+(``features.consensus``), and ``fc_recal_q*`` (``features.recalibration``, only with
+``FeatureConfig.recalibration``; null otherwise, because its torch fits cost seconds per build).
 """
 
 from __future__ import annotations
@@ -12,9 +14,11 @@ import numpy as np
 import pandas as pd
 
 from raytrade.replay.features.config import FeatureConfig
+from raytrade.replay.features.consensus import ConsensusGateConfig, adaptive_min_move
 from raytrade.replay.features.forecast import forecast_group
 from raytrade.replay.features.macro import macro_group, macro_series, vol_proxies
 from raytrade.replay.features.microstructure import microstructure_group
+from raytrade.replay.features.recalibration import RECAL_COLUMNS, SOURCE_COLUMNS, recalibrate_quantiles
 from raytrade.replay.features.regime import regime_group
 from raytrade.replay.features.returns import returns_group
 from raytrade.replay.features.risk import risk_group
@@ -42,6 +46,23 @@ def _panel_features(
     micro = microstructure_group(panel, cfg)
     regime = regime_group(panel, cfg, ret["vol_20"])
     fc = forecast_group(panel, cfg, ret["ret_1"], micro["spread_bps"], ret["dollar_volume_20"], forecasts)
+    fc["fc_min_move_adaptive"] = adaptive_min_move(
+        fc["fc_mean"],
+        fc["fc_skew"],
+        np.expm1(ret["ret_1"]),
+        micro["spread_bps"],
+        ConsensusGateConfig(floor=cfg.min_move),
+    )
+    if cfg.recalibration is not None:
+        recal = recalibrate_quantiles(
+            {c: fc[c] for c in SOURCE_COLUMNS},
+            regime["vol_regime_code"],
+            np.expm1(ret["ret_1"]),
+            cfg.recalibration,
+        )
+    else:
+        recal = {c: pd.DataFrame(np.nan, index=panel.index, columns=panel.symbols) for c in RECAL_COLUMNS}
+    fc.update(recal)
     risk = risk_group(panel, cfg, fc["fc_mean"], fc["fc_gate_open"], regime["drawdown"])
     mac = macro_group(panel.index, panel.symbols, macro, proxies)
     long = to_long({**ret, **micro, **regime, **fc, **risk, **mac}, panel.present)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pydantic import ConfigDict, Field
 
+from raytrade.replay.features.recalibration import RecalibrationConfig
 from raytrade.replay.loop_rules import LoopRules
 
 
@@ -36,3 +37,8 @@ class FeatureConfig(LoopRules):
     min_history: int = Field(20, ge=2, description="bars a symbol needs before its gate can open")
     dd_reduce: float = Field(-0.10, lt=0.0, description="drawdown at which the trigger says reduce")
     dd_halt: float = Field(-0.20, lt=0.0, description="drawdown at which the trigger says halt")
+    recalibration: RecalibrationConfig | None = Field(
+        None,
+        description="walk-forward forecast recalibration (fc_recal_q*; seconds of CPU torch per build); "
+        "None: those columns stay null",
+    )

@@ -29,10 +29,11 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Final, Literal, NamedTuple
+from typing import Any, Final, Literal, NamedTuple, TypeVar
 
 import pandas as pd
 from alpaca.common.exceptions import APIError
+from alpaca.common.rest import RESTClient
 from alpaca.data.historical.crypto import CryptoHistoricalDataClient
 from alpaca.data.historical.stock import StockHistoricalDataClient
 from alpaca.data.models import Bar, BarSet, Orderbook, OrderbookQuote, Quote
@@ -52,6 +53,9 @@ logger = logging.getLogger(__name__)
 
 SOURCE: Final[str] = "alpaca"
 BOOK_DEPTH: Final[int] = 5
+DATA_TIMEOUT_S: Final[float] = 30.0
+"""Seconds any one market-data request may take before it fails (alpaca-py sets no timeout)."""
+_Client = TypeVar("_Client", bound=RESTClient)
 BAR_COLUMNS: Final[tuple[str, ...]] = tuple(BARS_SCHEMA.names)
 BAR_DTYPES: Final[dict[str, str]] = {
     "symbol": "str",
@@ -214,39 +218,84 @@ def _check_window(start: datetime, end: datetime) -> None:
 
 
 def fetch_top_of_book(
-    symbols: Sequence[str], access: AlpacaAccess, url_override: str | None = None
+    symbols: Sequence[str],
+    access: AlpacaAccess,
+    url_override: str | None = None,
+    timeout_s: float = DATA_TIMEOUT_S,
 ) -> dict[str, TopOfBook]:
     """Best bid and ask *now* for each symbol (latest stock quote, latest crypto order book), keyed
     by the stored name (``BTCUSD``). A symbol Alpaca has nothing for is left out. Errors as for
-    :func:`fetch_alpaca_bars` (``MissingCredentialsError`` for stocks without keys, ``SourceError``)."""
+    :func:`fetch_alpaca_bars` (``MissingCredentialsError`` for stocks without keys, ``SourceError``).
+    Every request has ``timeout_s`` (a hung data server must not hang the live loop)."""
     parsed = _parse_symbols(symbols)
     url = check_secure_url(url_override, field="url_override") if url_override else access.data_url
     stocks = [s.alpaca for s in parsed if s.asset_class == "equity"]
     crypto = [s.alpaca for s in parsed if s.asset_class == "crypto"]
     books = _top_of_book(
-        _stock_client(access, url) if stocks else None,
+        _stock_client(access, url, timeout_s) if stocks else None,
         stocks,
-        _crypto_client(access, url) if crypto else None,
+        _crypto_client(access, url, timeout_s) if crypto else None,
         crypto,
     )
     return {s.name: books[s.alpaca] for s in parsed if s.alpaca in books}
 
 
-def _stock_client(access: AlpacaAccess, url: str | None) -> StockHistoricalDataClient:
+def bound_http(client: _Client, timeout_s: float) -> _Client:
+    """``client`` (an alpaca-py REST client) with a timeout on every request of its ``requests``
+    session (alpaca-py passes none, so a hung server would hang the caller) and its own 429/504
+    retries kept at 2, 1 s apart."""
+    from requests import PreparedRequest, Response
+    from requests.adapters import HTTPAdapter
+
+    if not timeout_s > 0:
+        raise ValueError(f"timeout_s must be > 0, got {timeout_s!r}")
+
+    class _TimeoutAdapter(HTTPAdapter):
+        def send(
+            self,
+            request: PreparedRequest,
+            stream: bool = False,
+            timeout: float | tuple[float | None, float | None] | None = None,
+            verify: bool | str = True,
+            cert: str | tuple[str, str] | None = None,
+            proxies: dict[str, str] | None = None,
+        ) -> Response:
+            return super().send(
+                request, stream, timeout_s if timeout is None else timeout, verify, cert, proxies
+            )
+
+    adapter = _TimeoutAdapter()
+    client._session.mount("https://", adapter)
+    client._session.mount("http://", adapter)
+    client._retry, client._retry_wait = 2, 1
+    return client
+
+
+def _stock_client(
+    access: AlpacaAccess, url: str | None, timeout_s: float = DATA_TIMEOUT_S
+) -> StockHistoricalDataClient:
     creds = access.credentials()
-    return StockHistoricalDataClient(
-        api_key=creds.api_key.get_secret_value(),
-        secret_key=creds.secret_key.get_secret_value(),
-        url_override=url,
+    return bound_http(
+        StockHistoricalDataClient(
+            api_key=creds.api_key.get_secret_value(),
+            secret_key=creds.secret_key.get_secret_value(),
+            url_override=url,
+        ),
+        timeout_s,
     )
 
 
-def _crypto_client(access: AlpacaAccess, url: str | None) -> CryptoHistoricalDataClient:
+def _crypto_client(
+    access: AlpacaAccess, url: str | None, timeout_s: float = DATA_TIMEOUT_S
+) -> CryptoHistoricalDataClient:
     creds = access.optional_credentials()
-    return CryptoHistoricalDataClient(
-        api_key=creds.api_key.get_secret_value() if creds else None,
-        secret_key=creds.secret_key.get_secret_value() if creds else None,
-        url_override=url,
+    return bound_http(
+        CryptoHistoricalDataClient(
+            api_key=creds.api_key.get_secret_value() if creds else None,
+            secret_key=creds.secret_key.get_secret_value() if creds else None,
+            url_override=url,
+        ),
+        timeout_s,
     )
 
 

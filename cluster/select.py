@@ -1,0 +1,450 @@
+"""``raytrade select``: one winner across searches (any spec), chosen on one validation window.
+
+Each RUN_DIR is a finished ``raytrade tune`` run; its candidate is the checkpoint ``raytrade
+promote`` would copy (``cluster.promote.best_row``: the leaderboard's best trial with a checkpoint).
+
+Design decisions
+----------------
+* **Same window, same store, or nothing.** The runs must have been searched on the same store state
+  (their run files' data fingerprints, ``replay.fingerprint``) with the same objective, the store
+  evaluated now (``--replay``, else the runs' own) must still hold exactly those bytes (a store
+  that grew since has moved its validation split away from the window the runs were scored on),
+  their validation windows (first and last bar, bars, symbols) must be identical, and they must
+  trade in the same market (costs, constraints, account: the simulator config less what is the
+  policy's own, reward, kill switch and episode length). Anything else is refused with one line
+  naming the runs and what differs, before any checkpoint is loaded.
+* **Scored as a search scores.** Every candidate is replayed deterministically on that window
+  through the simulator it trained with (``tune_specs.objective.module_rollout``, the path a search's
+  validation score takes), against the ``equal_weight`` benchmark replayed once on the same bars.
+  The ranking and the paired bootstrap intervals are ``tune_specs.selection``'s (pure functions).
+* **Outputs.** ``select.json`` (a ``models.manifest.Selection``, the document the manifest embeds),
+  ``select.md`` and ``select.png`` (each candidate's objective with its interval against
+  ``equal_weight``, the benchmark at 0) in ``--out``; the table is printed.
+* **Promotion.** ``--promote NAME`` promotes the winner's run through ``cluster.promote.promote``
+  (``raytrade promote``'s code path, which re-scores the same checkpoint on validation and test),
+  with the comparison recorded in the manifest's ``selection``. The winner is promoted whatever its
+  interval against the benchmark; a winner that does not beat ``equal_weight`` is warned about.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Final
+
+import click
+import numpy as np
+
+from raytrade.cluster.errors import one_line_errors
+from raytrade.cluster.options import registry_option
+from raytrade.cluster.promote import best_row, load_module, promote, trial_config
+from raytrade.cluster.run_file import LeaderboardRow, RunFile, read_run_file
+from raytrade.envs.config import SimulatorConfig, env_config_from_dict
+from raytrade.envs.evaluation.stats import BootstrapConfig, DifferenceCI
+from raytrade.envs.market_data import MarketData
+from raytrade.models.manifest import ScoreInterval, Selection, SelectionCandidate, SelectionWindow
+from raytrade.replay.errors import InputError
+from raytrade.tune_specs.objective import benchmark_rollout, held_out_data, module_rollout, score_excess
+from raytrade.tune_specs.selection import RankedCandidate, rank_candidates
+
+SELECT_JSON: Final = "select.json"
+SELECT_MD: Final = "select.md"
+SELECT_PLOT: Final = "select.png"
+BENCHMARK: Final = "equal_weight"
+SPLIT: Final = "validation"
+_MARKET_FIELDS: Final = (
+    "initial_equity",
+    "min_equity_fraction",
+    "maintenance_margin",
+    "days_per_bar",
+    "costs",
+    "constraints",
+)
+"""The simulator fields every candidate must share: the market and account, not the policy's own."""
+
+
+class SelectionError(InputError):
+    """Runs that cannot be compared (different stores, windows, objectives or markets)."""
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A run folder resolved to its best checkpoint and the config that checkpoint trained with."""
+
+    run_dir: Path
+    run: RunFile
+    row: LeaderboardRow
+    config: dict[str, Any]
+
+    @property
+    def label(self) -> str:
+        return self.run_dir.name
+
+    @property
+    def gated(self) -> bool:
+        from raytrade.envs.gym_envs import GATED_ENV_ID
+
+        return self.config.get("env") == GATED_ENV_ID
+
+    def env_config(self, root: Path) -> dict[str, Any]:
+        """The trial's env config, reading the store at ``root``."""
+        env_config: dict[str, Any] = dict(self.config["env_config"])
+        env_config["data"] = {**env_config["data"], "root": str(root)}
+        return env_config
+
+
+def load_candidates(run_dirs: list[Path]) -> list[Candidate]:
+    """Each run folder's best checkpoint (one line naming the folder when it has none)."""
+    resolved = [Path(r).resolve() for r in run_dirs]
+    repeated = sorted({str(r) for r in resolved if resolved.count(r) > 1})
+    if repeated:
+        raise SelectionError(f"run {repeated[0]!r} is given more than once")
+    candidates = []
+    for run_dir in resolved:
+        row = best_row(run_dir)
+        config = trial_config(run_dir, row)
+        if config.get("env_config", {}).get("data", {}).get("kind") != "replay":
+            raise SelectionError(f"run {str(run_dir)!r} did not train on a replay store")
+        candidates.append(Candidate(run_dir, read_run_file(run_dir), row, config))
+    names = [c.label for c in candidates]
+    if len(set(names)) != len(names):
+        raise SelectionError(f"run folders must have distinct names, got {names}")
+    return candidates
+
+
+def _listing(candidates: list[Candidate], describe: dict[str, str]) -> str:
+    return "; ".join(f"{c.label}: {describe[c.label]}" for c in candidates)
+
+
+def check_comparable_searches(candidates: list[Candidate]) -> None:
+    """Refuse runs searched on different store states or with different objectives."""
+    stores = {c.label: f"{c.run.replay} @ {c.run.provenance.data_sha256[:12]}" for c in candidates}
+    if len({c.run.provenance.data_sha256 for c in candidates}) > 1:
+        raise SelectionError(f"runs were searched on different replay stores: {_listing(candidates, stores)}")
+    objectives = {c.label: c.run.objective.model_dump_json() for c in candidates}
+    if len(set(objectives.values())) > 1:
+        raise SelectionError(
+            f"runs were scored with different objectives: {_listing(candidates, objectives)}"
+        )
+
+
+def evaluation_store(candidates: list[Candidate], replay: Path | None) -> tuple[Path, str, int]:
+    """(store root, fingerprint, files) the candidates are replayed on: ``replay``, else the runs'
+    store; refused when its bytes are no longer those the runs were searched on."""
+    from raytrade.replay.fingerprint import data_fingerprint
+
+    if replay is None:
+        roots = sorted({c.run.replay for c in candidates})
+        if len(roots) > 1:
+            raise SelectionError(f"runs name different store folders {roots}: pass --replay ROOT")
+        replay = Path(roots[0])
+    root = replay.resolve()
+    if not root.is_dir():
+        raise SelectionError(f"replay store {str(root)!r} does not exist")
+    sha, files = data_fingerprint(root)
+    searched = candidates[0].run.provenance.data_sha256
+    if sha != searched:
+        runs = ", ".join(c.label for c in candidates)
+        raise SelectionError(
+            f"the store {str(root)!r} is not the one runs {runs} were searched on (fingerprint now "
+            f"{sha[:12]}, at the searches {searched[:12]}): their validation windows are not its own"
+        )
+    return root, sha, files
+
+
+def window_of(data: MarketData) -> tuple[str, str, int, str]:
+    """(first bar, last bar, bars, symbols digest) of a window: what two windows must share."""
+    start, end = (str(np.datetime_as_string(t, unit="s")) for t in (data.ts[0], data.ts[-1]))
+    digest = hashlib.sha256("\0".join(data.symbols).encode()).hexdigest()[:8]
+    return start, end, int(data.n_steps), f"{len(data.symbols)} symbols #{digest}"
+
+
+def market_of(sim: SimulatorConfig) -> str:
+    """The simulator fields every candidate must share (``_MARKET_FIELDS``), as JSON."""
+    return sim.model_dump_json(include=set(_MARKET_FIELDS))
+
+
+def common_window(candidates: list[Candidate], root: Path) -> tuple[MarketData, SimulatorConfig]:
+    """The validation window every candidate was scored on, and the simulator config of the first
+    (the benchmark's); refused when the windows or the markets differ."""
+    windows, markets, data = {}, {}, {}
+    for c in candidates:
+        env_config = c.env_config(root)
+        data[c.label] = held_out_data(env_config, SPLIT)
+        windows[c.label] = window_of(data[c.label])
+        markets[c.label] = market_of(env_config_from_dict(env_config, gated=c.gated).sim)
+    if len(set(windows.values())) > 1:
+        described = {k: f"{s}..{e} ({n} bars, {sym})" for k, (s, e, n, sym) in windows.items()}
+        raise SelectionError(
+            f"runs were scored on different {SPLIT} windows: {_listing(candidates, described)}"
+        )
+    if len(set(markets.values())) > 1:
+        raise SelectionError(
+            f"runs simulate different markets (costs, constraints, account): {_listing(candidates, markets)}"
+        )
+    first = candidates[0]
+    return data[first.label], env_config_from_dict(first.env_config(root), gated=first.gated).sim
+
+
+def _finite(value: float) -> float | None:
+    return float(value) if math.isfinite(value) else None
+
+
+def _interval(ci: DifferenceCI) -> ScoreInterval:
+    return ScoreInterval(estimate=ci.estimate, low=_finite(ci.low), high=_finite(ci.high), n_valid=ci.n_valid)
+
+
+def _record(c: Candidate, ranked: RankedCandidate, metrics: dict[str, float]) -> SelectionCandidate:
+    """The document of candidate ``c``: its ranking and what it held and paid on the window."""
+    assert c.row.checkpoint is not None  # best_row keeps rows with a checkpoint
+    return SelectionCandidate(
+        run=str(c.run_dir),
+        spec=c.run.spec,
+        family=c.run.family,
+        trial=c.row.trial,
+        checkpoint=c.row.checkpoint,
+        iteration=c.row.iteration,
+        objective=ranked.objective,
+        search_objective=_finite(c.row.objective),
+        vs_winner=_interval(ranked.vs_winner),
+        vs_benchmark=_interval(ranked.vs_benchmark),
+        **{k: _finite(metrics[k]) for k in ("excess_return", "gross_exposure", "turnover", "costs")},
+    )
+
+
+def check_promotable(candidates: list[Candidate], root: Path) -> None:
+    """Refuse ``--promote`` with a store other than the runs' own: promotion re-scores the winner on
+    the store its search recorded (``raytrade promote``'s path), so the two must be the same folder."""
+    for c in candidates:
+        if c.run.replay != str(root):
+            raise SelectionError(
+                f"--promote re-scores the winner on the store its search recorded: run {c.label} names "
+                f"{c.run.replay!r}, not {str(root)!r}"
+            )
+
+
+def run_select(
+    run_dirs: list[Path],
+    out: Path,
+    replay: Path | None = None,
+    bootstrap: BootstrapConfig | None = None,
+    promoting: bool = False,
+) -> Selection:
+    """Compare the runs' best checkpoints on their common validation window; write ``select.json``,
+    ``select.md`` and ``select.png`` into ``out``; return the comparison (winner first).
+    ``promoting``: refuse, before any work, what the promotion of the winner would refuse."""
+    boot = bootstrap or BootstrapConfig()
+    candidates = load_candidates(run_dirs)
+    check_comparable_searches(candidates)
+    root, sha, files = evaluation_store(candidates, replay)
+    if promoting:
+        check_promotable(candidates, root)
+    data, sim = common_window(candidates, root)
+    cvar_penalty = candidates[0].run.objective.cvar_penalty
+    bench = benchmark_rollout(data, sim)
+    returns: dict[str, np.ndarray] = {}
+    metrics: dict[str, dict[str, float]] = {}
+    for c in candidates:
+        assert c.row.checkpoint is not None  # best_row keeps rows with a checkpoint
+        rollout, own_sim = module_rollout(
+            load_module(c.run_dir / c.row.checkpoint), c.env_config(root), data, c.gated
+        )
+        returns[c.label] = rollout.returns[0]
+        metrics[c.label] = score_excess(rollout, bench, data, own_sim, cvar_penalty)
+    ranked = rank_candidates(returns, bench.returns[0], data.periods_per_year, cvar_penalty, boot)
+    by_label = {c.label: c for c in candidates}
+    rows = [_record(by_label[r.name], r, metrics[r.name]) for r in ranked]
+    window = SelectionWindow(
+        split=SPLIT,
+        start=_utc(data.ts[0]),
+        end=_utc(data.ts[-1]),
+        bars=data.n_steps,
+        symbols=list(data.symbols),
+        store_sha256=sha,
+        store_files=files,
+    )
+    selection = Selection(
+        window=window,
+        benchmark=BENCHMARK,
+        cvar_penalty=cvar_penalty,
+        bootstrap=boot,
+        winner=rows[0].run,
+        candidates=rows,
+    )
+    write_outputs(selection, out)
+    return selection
+
+
+def _utc(ts: np.datetime64) -> datetime:
+    seconds = ts.astype("datetime64[us]").astype(np.int64) / 1e6
+    return datetime.fromtimestamp(seconds, tz=UTC)
+
+
+# ------------------------------------------------------------------------------ outputs
+
+
+def _num(value: float | None, fmt: str = ".3f") -> str:
+    return "undefined" if value is None else format(value, fmt)
+
+
+def _ci(ci: ScoreInterval) -> str:
+    return f"[{_num(ci.low)}, {_num(ci.high)}]"
+
+
+TABLE_COLUMNS: Final = (
+    "candidate",
+    "spec",
+    "trial",
+    "objective",
+    "CI vs winner",
+    "CI vs equal_weight",
+    "gross",
+    "turnover",
+    "costs",
+)
+
+
+def table_rows(selection: Selection) -> list[list[str]]:
+    """One row of cells per candidate, best first, in the order of ``TABLE_COLUMNS``."""
+    return [
+        [
+            Path(c.run).name,
+            c.spec,
+            c.trial,
+            f"{c.objective:.3f}",
+            _ci(c.vs_winner),
+            _ci(c.vs_benchmark),
+            _num(c.gross_exposure),
+            _num(c.turnover, ".4f"),
+            _num(c.costs, ".5f"),
+        ]
+        for c in selection.candidates
+    ]
+
+
+def format_table(selection: Selection) -> str:
+    """The comparison as a fixed-width table (left-aligned names, right-aligned figures)."""
+    rows = [list(TABLE_COLUMNS), *table_rows(selection)]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(TABLE_COLUMNS))]
+    return "\n".join(
+        "  ".join(
+            cell.ljust(w) if i < 3 else cell.rjust(w)
+            for i, (cell, w) in enumerate(zip(r, widths, strict=True))
+        )
+        for r in rows
+    )
+
+
+def render_markdown(selection: Selection) -> str:
+    """``select.md``: the window, the table and how to read it."""
+    w, b = selection.window, selection.bootstrap
+    lines = [
+        "# raytrade select",
+        "",
+        f"Winner: **{Path(selection.winner).name}** ({selection.winner})",
+        "",
+        f"Window: {selection.window.split} {w.start:%Y-%m-%d}..{w.end:%Y-%m-%d}, {w.bars} bars, "
+        f"{len(w.symbols)} symbols; store fingerprint `{w.store_sha256}` ({w.store_files} files).",
+        "",
+        f"Objective: information ratio of the per-bar excess over {selection.benchmark} minus "
+        f"{selection.cvar_penalty:g} x |CVaR 5 %| of it, net of costs ({selection.benchmark} scores 0). "
+        f"Intervals: {b.level:.0%} paired stationary bootstrap ({b.samples} paths, mean block "
+        f"{b.block_len:g} bars, seed {b.seed}) of the objective difference.",
+        "",
+        "| " + " | ".join(TABLE_COLUMNS) + " |",
+        "|" + "|".join("---" for _ in TABLE_COLUMNS) + "|",
+        *("| " + " | ".join(r) + " |" for r in table_rows(selection)),
+        "",
+        f"![objective with its interval against {selection.benchmark}]({SELECT_PLOT})",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def plot_selection(selection: Selection, path: Path) -> Path:
+    """Bar chart of each candidate's objective with its interval against the benchmark (at 0)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cands = selection.candidates
+    names = [Path(c.run).name for c in cands]
+    values = np.array([c.objective for c in cands])
+    low = np.array([np.nan if c.vs_benchmark.low is None else c.vs_benchmark.low for c in cands])
+    high = np.array([np.nan if c.vs_benchmark.high is None else c.vs_benchmark.high for c in cands])
+    errors = np.nan_to_num(np.vstack([values - low, high - values]), nan=0.0).clip(min=0.0)
+    fig, ax = plt.subplots(figsize=(max(4.0, 1.2 * len(cands) + 2), 4))
+    colors = ["tab:green" if i == 0 else "tab:blue" for i in range(len(cands))]
+    ax.bar(names, values, yerr=errors, capsize=6, color=colors)
+    ax.axhline(0.0, color="black", lw=0.8, label=f"{selection.benchmark} (0)")
+    ax.set_ylabel("validation objective")
+    ax.set_title(f"Objective, {selection.bootstrap.level:.0%} CI vs {selection.benchmark} (winner green)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90, metadata={"Software": None})
+    plt.close(fig)
+    return path
+
+
+def write_outputs(selection: Selection, out: Path) -> list[Path]:
+    """``select.json``, ``select.md`` and ``select.png`` in ``out`` (created)."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / SELECT_JSON).write_text(selection.model_dump_json(indent=2))
+    (out / SELECT_MD).write_text(render_markdown(selection))
+    plot_selection(selection, out / SELECT_PLOT)
+    return [out / SELECT_JSON, out / SELECT_MD, out / SELECT_PLOT]
+
+
+# ------------------------------------------------------------------------------ command
+
+
+@click.command("select")
+@click.argument("run_dirs", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--promote", "promote_name", help="Promote the winner to the registry under this name.")
+@registry_option()
+@click.option("--replay", type=click.Path(path_type=Path), help="Store to replay on (default: the runs').")
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path),
+    default=Path("select"),
+    show_default=True,
+    help="Folder for select.json, select.md and select.png.",
+)
+@click.option("--bootstrap-samples", type=click.IntRange(min=10), default=1000, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the bootstrap.")
+@one_line_errors
+def select_command(
+    run_dirs: tuple[Path, ...],
+    promote_name: str | None,
+    registry: Path,
+    replay: Path | None,
+    out: Path,
+    bootstrap_samples: int,
+    seed: int,
+) -> None:
+    """Compare the best checkpoints of RUN_DIRS (raytrade tune runs, any spec) on their common
+    validation window, with paired bootstrap intervals; optionally promote the winner."""
+    boot = BootstrapConfig(samples=bootstrap_samples, seed=seed)
+    selection = run_select(
+        list(run_dirs), out, replay=replay, bootstrap=boot, promoting=promote_name is not None
+    )
+    w = selection.window
+    click.echo(
+        f"{w.split} window {w.start:%Y-%m-%d}..{w.end:%Y-%m-%d} ({w.bars} bars, {len(w.symbols)} symbols)"
+    )
+    click.echo(format_table(selection))
+    click.echo(f"wrote {out / SELECT_JSON}, {out / SELECT_MD}, {out / SELECT_PLOT}")
+    winner = selection.candidates[0]
+    if winner.vs_benchmark.low is None or winner.vs_benchmark.low <= 0.0:
+        click.echo(
+            f"warning: the winner {Path(winner.run).name} does not beat {selection.benchmark} at the "
+            f"{selection.bootstrap.level:.0%} level (interval {_ci(winner.vs_benchmark)})",
+            err=True,
+        )
+    if promote_name is not None:
+        target = promote(Path(selection.winner), promote_name, registry, selection=selection)
+        click.echo(f"promoted {Path(selection.winner).name} trial {winner.trial} -> {target}")

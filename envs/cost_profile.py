@@ -1,0 +1,145 @@
+"""Cost profiles: slippage parameters fitted from logged fills, and their one mapping onto ``CostConfig``.
+
+A profile is the typed document ``raytrade calibrate-costs`` writes (``envs.cost_calibration`` fits
+it). The simulator, ``raytrade evaluate`` and ``raytrade tune`` take it through
+:func:`apply_cost_profile` only, so what a profile changes is stated once, here:
+
+* ``spread_fraction`` -> ``CostConfig.spread_fraction``;
+* ``tier_base_bps[k]`` -> ``CostConfig.tier_base_bps[k]`` for every tier that had fills; a tier without
+  fills keeps the config's value (nothing was measured there);
+* ``impact_coef_bps`` -> ``CostConfig.impact_coef_bps``.
+
+The volatility coefficient is a diagnostic only: the simulator's cost model has no volatility term,
+so a profile whose ``volatility_coef`` is significant says the model misprices volatile bars; it is
+never applied. A profile fitted with other tier thresholds or another participation cap measured
+other quantities and is refused, naming the field.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import datetime
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from raytrade.envs.costs import CostConfig
+from raytrade.replay.errors import InputError
+
+__all__ = [
+    "CostProfile",
+    "CostProfileError",
+    "FittedParameter",
+    "apply_cost_profile",
+    "cost_config_from_profile",
+    "load_cost_profile",
+]
+
+_FROZEN = ConfigDict(frozen=True, extra="forbid")
+
+
+class CostProfileError(InputError):
+    """A cost profile that cannot be read or applied; the message names the field and the value."""
+
+
+class FittedParameter(BaseModel):
+    """One fitted coefficient with its heteroskedasticity-robust (HC1) standard error."""
+
+    model_config = _FROZEN
+
+    value: float = Field(description="least-squares estimate, in the parameter's units")
+    std_error: float = Field(ge=0, description="HC1 standard error of the estimate")
+
+    @property
+    def ci95(self) -> tuple[float, float]:
+        """Normal-approximation 95 % interval ``value +- 1.96 std_error``."""
+        return (self.value - 1.96 * self.std_error, self.value + 1.96 * self.std_error)
+
+
+class CostProfile(BaseModel):
+    """Slippage parameters of ``envs.costs`` fitted from the ``experience`` table's fills.
+
+    The fitted model, per fill, in bps of the fill's notional against the decision-time mid:
+    ``spread_fraction * spread_bps + tier_base_bps[tier] + impact_coef_bps * sqrt(participation)``.
+    """
+
+    model_config = _FROZEN
+
+    kind: Literal["raytrade.cost_profile"] = "raytrade.cost_profile"
+    version: Literal[1] = 1
+    n_fills: int = Field(ge=1, description="fills the fit used")
+    n_dropped: int = Field(ge=0, description="logged fills left out (missing inputs; reasons printed)")
+    fills_from: datetime = Field(description="decision time of the first fill used (UTC)")
+    fills_to: datetime = Field(description="decision time of the last fill used (UTC)")
+    spread_fraction: FittedParameter = Field(description="share of the full quoted spread paid per fill")
+    tier_base_bps: tuple[FittedParameter | None, FittedParameter | None, FittedParameter | None] = Field(
+        description="base slippage per liquidity tier, bps; None: no fills in that tier"
+    )
+    tier_fills: tuple[int, int, int] = Field(description="fills per liquidity tier")
+    impact_coef_bps: FittedParameter = Field(description="bps per square root of participation")
+    volatility_coef: FittedParameter | None = Field(
+        description="diagnostic, never applied: extra bps per bp of per-bar volatility (vol_20) when "
+        "added to the model; None when the fills cannot separate it"
+    )
+    residual_std_bps: float = Field(ge=0, description="standard deviation of the fit's residuals, bps")
+    tier_thresholds_usd: tuple[float, float] = Field(description="tier thresholds the fills were sorted by")
+    max_participation: float = Field(gt=0, le=1, description="participation cap the fit clipped at")
+
+
+def apply_cost_profile(cfg: CostConfig, profile: CostProfile) -> CostConfig:
+    """``cfg`` with the profile's fitted slippage parameters (module docstring: the mapping).
+
+    Refused (:class:`CostProfileError`, naming the field): a profile classified with other tier
+    thresholds or clipped at another participation cap than ``cfg``'s, and a fitted value the cost
+    model cannot take (a negative spread fraction, base or impact: the fills contradict the model).
+    """
+    if tuple(profile.tier_thresholds_usd) != tuple(cfg.tier_thresholds_usd):
+        raise CostProfileError(
+            f"cost profile tier_thresholds_usd={profile.tier_thresholds_usd} differs from the cost "
+            f"config's {cfg.tier_thresholds_usd}: its tier bases measure other tiers"
+        )
+    if profile.max_participation != cfg.max_participation:
+        raise CostProfileError(
+            f"cost profile max_participation={profile.max_participation} differs from the cost "
+            f"config's {cfg.max_participation}"
+        )
+    fitted = {
+        "spread_fraction": profile.spread_fraction.value,
+        "impact_coef_bps": profile.impact_coef_bps.value,
+        **{f"tier_base_bps[{k}]": p.value for k, p in enumerate(profile.tier_base_bps) if p is not None},
+    }
+    for name, value in fitted.items():
+        if value < 0:
+            raise CostProfileError(
+                f"cost profile {name}={value:.4g} is negative: the fills contradict the cost model; "
+                "not applied"
+            )
+    bases = tuple(cfg.tier_base_bps[k] if p is None else p.value for k, p in enumerate(profile.tier_base_bps))
+    return cfg.model_copy(
+        update={
+            "spread_fraction": profile.spread_fraction.value,
+            "impact_coef_bps": profile.impact_coef_bps.value,
+            "tier_base_bps": bases,
+        }
+    )
+
+
+def load_cost_profile(path: str | os.PathLike[str]) -> CostProfile:
+    """The profile at ``path``; a missing or invalid file is a :class:`CostProfileError` naming it."""
+    file = Path(path)
+    if not file.is_file():
+        raise CostProfileError(f"cost profile {str(file)!r} does not exist")
+    try:
+        return CostProfile.model_validate_json(file.read_text())
+    except ValueError as exc:
+        first = str(exc).splitlines()
+        raise CostProfileError(
+            f"cost profile {str(file)!r} is not a raytrade cost profile: {' '.join(first[:3])}"
+        ) from None
+
+
+def cost_config_from_profile(path: str | os.PathLike[str], base: CostConfig | None = None) -> CostConfig:
+    """``base`` (default: the loop's ``CostConfig()``) with the profile at ``path`` applied: what a
+    ``--cost-profile PATH`` option means for the simulator, evaluation and tuning."""
+    return apply_cost_profile(base or CostConfig(), load_cost_profile(path))

@@ -1,0 +1,245 @@
+"""Execution feedback: slippage calibration from logged fills, and the cost profile's one mapping."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+
+from raytrade.cluster.cli import main
+from raytrade.envs.config import SimulatorConfig
+from raytrade.envs.cost_calibration import FillSample, fit_cost_profile
+from raytrade.envs.cost_profile import (
+    CostProfile,
+    CostProfileError,
+    FittedParameter,
+    apply_cost_profile,
+    load_cost_profile,
+)
+from raytrade.envs.costs import CostConfig
+from raytrade.envs.market_data import MarketData
+from raytrade.envs.rewards import RewardConfig
+from raytrade.envs.simulator import MarketSimulator
+from raytrade.replay.errors import InputError
+from raytrade.replay.writer import ReplayWriter
+
+TRUE_SPREAD_FRACTION = 0.7
+TRUE_BASES = (4.0, 10.0, 25.0)
+TRUE_IMPACT = 150.0
+TIER_VOLUME = (2e9, 5e7, 5e6)  # one symbol per liquidity tier of the default thresholds
+
+
+def _simulated_fills(n: int, seed: int = 0) -> FillSample:
+    """Fills whose cost follows the model with known parameters plus 1.5 bps of noise."""
+    rng = np.random.default_rng(seed)
+    tier = rng.integers(0, 3, n)
+    volume = np.asarray(TIER_VOLUME)[tier]
+    spread = rng.uniform(1.0, 30.0, n)
+    participation = rng.uniform(0.0, 0.05, n) ** 2 * 20  # many small fills, a few large ones
+    cost = (
+        TRUE_SPREAD_FRACTION * spread
+        + np.asarray(TRUE_BASES)[tier]
+        + TRUE_IMPACT * np.sqrt(participation)
+        + rng.normal(0.0, 1.5, n)
+    )
+    return FillSample(
+        decided_at=np.datetime64("2026-01-05T15:00") + np.arange(n).astype("timedelta64[h]"),
+        slippage_bps=cost,
+        spread_bps=spread,
+        participation=participation,
+        dollar_volume=volume,
+        vol_bps=rng.uniform(50.0, 300.0, n),
+        dropped={},
+    )
+
+
+def test_calibration_recovers_known_slippage_parameters_within_ten_percent() -> None:
+    profile = fit_cost_profile(_simulated_fills(600), CostConfig())
+    assert profile.n_fills == 600
+    assert profile.spread_fraction.value == pytest.approx(TRUE_SPREAD_FRACTION, rel=0.10)
+    assert profile.impact_coef_bps.value == pytest.approx(TRUE_IMPACT, rel=0.10)
+    for k, true in enumerate(TRUE_BASES):
+        fitted = profile.tier_base_bps[k]
+        assert fitted is not None and fitted.value == pytest.approx(true, rel=0.10)
+    lo, hi = profile.impact_coef_bps.ci95
+    assert lo < TRUE_IMPACT < hi
+    assert profile.volatility_coef is not None and abs(profile.volatility_coef.value) < 3 * max(
+        profile.volatility_coef.std_error, 1e-9
+    )
+
+
+def test_too_few_fills_are_refused_with_the_minimum() -> None:
+    with pytest.raises(InputError, match="^29 usable fills; calibrate-costs needs at least 30 "):
+        fit_cost_profile(_simulated_fills(29), CostConfig(), min_fills=30)
+
+
+def _profile(**update: object) -> CostProfile:
+    param = FittedParameter(value=1.0, std_error=0.1)
+    base = CostProfile(
+        n_fills=100,
+        n_dropped=0,
+        fills_from=pd.Timestamp("2026-01-05", tz="UTC").to_pydatetime(),
+        fills_to=pd.Timestamp("2026-02-05", tz="UTC").to_pydatetime(),
+        spread_fraction=FittedParameter(value=0.6, std_error=0.01),
+        tier_base_bps=(FittedParameter(value=2.0, std_error=0.1), None, param),
+        tier_fills=(50, 0, 50),
+        impact_coef_bps=FittedParameter(value=80.0, std_error=4.0),
+        volatility_coef=None,
+        residual_std_bps=1.0,
+        tier_thresholds_usd=CostConfig().tier_thresholds_usd,
+        max_participation=CostConfig().max_participation,
+    )
+    return base.model_copy(update=update)
+
+
+def test_profile_maps_fitted_parameters_and_keeps_tiers_without_fills() -> None:
+    cfg = apply_cost_profile(CostConfig(), _profile())
+    assert (cfg.spread_fraction, cfg.impact_coef_bps, cfg.tier_base_bps) == (0.6, 80.0, (2.0, 8.0, 1.0))
+    assert cfg.fee_bps_equity == CostConfig().fee_bps_equity
+
+
+def test_profile_with_a_negative_fit_or_other_tiers_is_refused() -> None:
+    negative = _profile(impact_coef_bps=FittedParameter(value=-3.0, std_error=1.0))
+    with pytest.raises(CostProfileError, match="impact_coef_bps=-3 is negative"):
+        apply_cost_profile(CostConfig(), negative)
+    with pytest.raises(CostProfileError, match="tier_thresholds_usd"):
+        apply_cost_profile(CostConfig(tier_thresholds_usd=(1e8, 1e6)), _profile())
+
+
+def _store_with_fills(root: Path, n_days: int, seed: int = 1) -> None:
+    """A store with one symbol per tier: daily features and one logged decision + fill per day each,
+    the fill's cost drawn from the model with the known parameters."""
+    rng = np.random.default_rng(seed)
+    days = pd.date_range("2026-01-01", periods=n_days, freq="D", tz="UTC")
+    features, experience = [], []
+    for k, volume in enumerate(TIER_VOLUME):
+        symbol = f"T{k}"
+        vol = rng.uniform(0.005, 0.03, n_days)
+        features.append(
+            pd.DataFrame(
+                {
+                    "symbol": symbol,
+                    "ts": days,
+                    "asset_class": "equity",
+                    "close": 100.0,
+                    "dollar_volume_20": volume,
+                    "vol_20": vol,
+                    "spread_bps": 12.0,
+                }
+            )
+        )
+        for d, day in enumerate(days):
+            decided = day + pd.Timedelta(hours=15)
+            spread = rng.uniform(1.0, 30.0)
+            participation = rng.uniform(0.0, 0.05) ** 2 * 20
+            cost = TRUE_SPREAD_FRACTION * spread + TRUE_BASES[k] + TRUE_IMPACT * np.sqrt(participation)
+            cost += rng.normal(0.0, 1.0)
+            qty = participation * volume / 100.0
+            state = json.dumps({"snapshot": {"spread_bps": spread}})
+            base = {"symbol": symbol, "policy_version": "p@1", "side": "buy", "target_weight": 0.1}
+            experience.append({**base, "ts": decided, "decision_id": f"c{d}:{symbol}", "state": state})
+            experience.append(
+                {
+                    **base,
+                    "ts": decided + pd.Timedelta(hours=1),
+                    "decision_id": f"c{d}:{symbol}:fill",
+                    "fill_price": 100.0 * (1 + cost * 1e-4),
+                    "filled_qty": qty,
+                    "slippage_bps": cost,
+                }
+            )
+    with ReplayWriter(root) as writer:
+        writer.append_features(pd.concat(features, ignore_index=True))
+        frame = pd.DataFrame(experience).sort_values(["symbol", "ts"], ignore_index=True)
+        writer.append_experience(frame)
+
+
+def test_calibrate_costs_command_fits_store_fills_and_writes_the_profile(tmp_path: Path) -> None:
+    root, out = tmp_path / "store", tmp_path / "profile.json"
+    _store_with_fills(root, n_days=120)
+    result = CliRunner().invoke(main, ["calibrate-costs", "--replay", str(root), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "fills: 360 used, 0 dropped" in result.output
+    profile = load_cost_profile(out)
+    assert profile.tier_fills == (120, 120, 120)
+    assert profile.impact_coef_bps.value == pytest.approx(TRUE_IMPACT, rel=0.10)
+    assert profile.spread_fraction.value == pytest.approx(TRUE_SPREAD_FRACTION, rel=0.10)
+
+
+def test_calibrate_costs_command_refuses_too_few_fills_in_one_line(tmp_path: Path) -> None:
+    root, out = tmp_path / "store", tmp_path / "profile.json"
+    _store_with_fills(root, n_days=5)
+    result = CliRunner().invoke(main, ["calibrate-costs", "--replay", str(root), "--out", str(out)])
+    assert result.exit_code == 2
+    assert result.output.strip().splitlines()[-1] == (
+        "error: 15 usable fills; calibrate-costs needs at least 30 (--min-fills)"
+    )
+    assert not out.exists()
+
+
+def test_tune_trains_and_scores_with_the_cost_profile(tmp_path: Path) -> None:
+    from raytrade.cluster.tune import TuneOptions
+
+    path = tmp_path / "profile.json"
+    path.write_text(_profile().model_dump_json())
+    costs = TuneOptions(spec="ppo", replay=tmp_path, cost_profile=path).sim_overrides()["costs"]
+    assert (costs["spread_fraction"], costs["impact_coef_bps"], costs["tier_base_bps"]) == (
+        0.6,
+        80.0,
+        [2.0, 8.0, 1.0],
+    )
+    assert TuneOptions(spec="ppo", replay=tmp_path).sim_overrides() == {}
+
+
+def test_evaluate_refuses_a_missing_cost_profile_before_replaying(tmp_path: Path) -> None:
+    missing = tmp_path / "nope.json"
+    args = [
+        "evaluate",
+        "--replay",
+        str(tmp_path),
+        "--out",
+        str(tmp_path / "r"),
+        "--cost-profile",
+        str(missing),
+    ]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 2
+    assert result.output.strip() == f"error: cost profile {str(missing)!r} does not exist"
+    assert not (tmp_path / "r").exists()
+
+
+def _one_stock(n_bars: int = 4) -> MarketData:
+    """One equity at a flat 100 with a 20 bps spread and 1e7 of dollar volume per bar (tier 1)."""
+    flat = np.full((n_bars, 1), 100.0)
+    return MarketData(
+        ts=np.datetime64("2026-01-05", "us") + np.arange(n_bars).astype("timedelta64[D]"),
+        symbols=("A",),
+        asset_class=("equity",),
+        open=flat,
+        close=flat,
+        listed=np.ones((n_bars, 1), dtype=bool),
+        spread_bps=np.full((n_bars, 1), 20.0),
+        dollar_volume=np.full((n_bars, 1), 1e7),
+        features=np.zeros((n_bars, 1, 1), dtype=np.float32),
+        feature_names=("x",),
+        regime_code=np.zeros((n_bars, 1), dtype=np.int8),
+    )
+
+
+def test_cost_overrun_reward_term_penalises_costs_above_the_projected_envelope() -> None:
+    def first_reward(reward: RewardConfig) -> float:
+        sim = MarketSimulator(_one_stock(), SimulatorConfig(episode_len=2, reward=reward), n_envs=1, seed=0)
+        sim.reset(starts=np.array([0]))
+        return float(sim.step(np.array([[0.2]])).reward[0])
+
+    off = first_reward(RewardConfig())
+    on = first_reward(RewardConfig(cost_overrun_lambda=1.0))
+    # 20,000 traded: fee 5 + half-spread 10 + tier-1 base 8 + impact 100 * sqrt(0.002) bps, against
+    # the loop's projected 6 bps; the overrun is charged as a fraction of the 100,000 equity
+    cost = 20_000 * (5 + 10 + 8 + 100 * np.sqrt(0.002)) * 1e-4
+    assert off - on == pytest.approx((cost - 20_000 * 6e-4) / 100_000, rel=1e-9)
+    assert RewardConfig().cost_overrun_lambda == 0.0  # off by default

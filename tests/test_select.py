@@ -1,0 +1,289 @@
+"""``raytrade select``: one winner across searches, paired bootstrap intervals, refusals, the manifest."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from raytrade.cluster.run_file import LeaderboardRow, RunFile, write_leaderboard, write_run_file
+from raytrade.cluster.select import select_command
+from raytrade.envs.evaluation.stats import BootstrapConfig
+from raytrade.envs.metrics import cvar, sharpe_ratio
+from raytrade.models.manifest import Manifest, Provenance, SearchObjective, Selection, manifest_json
+from raytrade.tune_specs.selection import rank_candidates
+from raytrade.tune_specs.spec import ON_POLICY_SMOKE
+from tests.conftest import SmokeRun
+from tests.test_registry import manifest_record
+
+BOOT = BootstrapConfig(samples=200, block_len=5.0, seed=1)
+
+
+def _planted(n: int = 250) -> dict[str, np.ndarray]:
+    """A benchmark and two policies: ``good`` earns 10 bps a bar over it, ``bad`` loses 10 bps."""
+    rng = np.random.default_rng(4)
+    bench = rng.normal(4e-4, 0.01, n)
+    return {
+        "bench": bench,
+        "bad": bench - 1e-3 + rng.normal(0.0, 2e-3, n),
+        "good": bench + 1e-3 + rng.normal(0.0, 2e-3, n),
+    }
+
+
+# ------------------------------------------------------------------------------ ranking (pure)
+
+
+def test_the_planted_better_policy_wins_and_the_worse_ones_interval_is_below_it() -> None:
+    s = _planted()
+    ranked = rank_candidates({"bad": s["bad"], "good": s["good"]}, s["bench"], 252, 1.0, BOOT)
+    assert [r.name for r in ranked] == ["good", "bad"]
+    good, bad = ranked
+    assert good.vs_winner == (0.0, 0.0, 0.0, BOOT.samples)
+    assert bad.vs_winner.high < 0.0  # worse than the winner on every 95 % of paths
+    assert good.vs_benchmark.low > 0.0 and bad.vs_benchmark.high < 0.0  # equal_weight scores 0
+
+
+def test_a_candidates_score_is_the_search_objective_of_its_excess() -> None:
+    s = _planted()
+    (ranked,) = rank_candidates({"good": s["good"]}, s["bench"], 252, 0.5, BOOT)
+    excess = s["good"] - s["bench"]
+    assert ranked.objective == pytest.approx(sharpe_ratio(excess, 252) - 0.5 * abs(cvar(excess)), rel=1e-12)
+    assert ranked.vs_benchmark.estimate == ranked.objective
+
+
+def test_differences_are_paired_a_copy_of_the_winner_has_a_zero_interval() -> None:
+    s = _planted()
+    ranked = rank_candidates({"good": s["good"], "copy": s["good"].copy()}, s["bench"], 252, 1.0, BOOT)
+    assert [r.name for r in ranked] == ["good", "copy"]  # a tie keeps the caller's order
+    assert ranked[1].vs_winner == (0.0, 0.0, 0.0, BOOT.samples)
+
+
+# ------------------------------------------------------------------------------ refusals
+
+
+def _crafted_run(folder: Path, store: Path, sha: str, **data: Any) -> Path:
+    """A run folder as ``raytrade tune`` leaves it (run file, leaderboard, trial params) on ``store``,
+    whose checkpoint is never loaded: the refusals come first."""
+    provenance = Provenance(
+        started_at=datetime(2026, 1, 2, tzinfo=UTC),
+        code_version="abc",
+        libraries={},
+        data_sha256=sha,
+        data_files=2,
+    )
+    write_run_file(
+        folder,
+        RunFile(
+            spec="ppo",
+            family="ppo_mlp",
+            replay=str(store.resolve()),
+            budget=ON_POLICY_SMOKE,
+            objective=SearchObjective(metric="validation/objective", mode="max", cvar_penalty=1.0),
+            searched=[],
+            required_features=["ret_1"],
+            seed=0,
+            command="raytrade tune --spec ppo",
+            provenance=provenance,
+        ),
+    )
+    scores = dict.fromkeys(("objective", "sharpe", "sortino", "cvar_5", "total_return"), 0.1)
+    row = LeaderboardRow(
+        trial="t0", trial_dir="t0", params={}, iteration=2, checkpoint="t0/ckpt", node_id=None, error=None,
+        turnover=0.0, max_drawdown=0.0, **scores,
+    )  # fmt: skip
+    write_leaderboard(folder, [row])
+    (folder / "t0").mkdir()
+    env_config = {"data": {"kind": "replay", "root": str(store.resolve()), "split": "train", **data}}
+    (folder / "t0" / "params.json").write_text(
+        json.dumps({"env": "raytrade/PortfolioEnv-v0", "env_config": env_config})
+    )
+    return folder
+
+
+def _select(*args: Path | str) -> Any:
+    return CliRunner().invoke(select_command, [str(a) for a in args])
+
+
+def test_runs_scored_on_different_validation_windows_are_refused(
+    synthetic_store: Path, tmp_path: Path
+) -> None:
+    from raytrade.replay.fingerprint import data_fingerprint
+
+    sha, _ = data_fingerprint(synthetic_store)
+    a = _crafted_run(tmp_path / "a", synthetic_store, sha)
+    b = _crafted_run(tmp_path / "b", synthetic_store, sha, validation_fraction=0.1)
+    result = _select(a, b, "--out", tmp_path / "out")
+    assert result.exit_code == 2
+    line = result.output.strip()
+    assert line.startswith("error: runs were scored on different validation windows: a: ") and "; b: " in line
+    assert len(line.splitlines()) == 1
+    window_a, window_b = line.split("a: ")[1].split("; b: ")
+    assert window_a != window_b and " bars, 14 symbols #" in window_a
+    assert not (tmp_path / "out").exists()
+
+
+def test_runs_searched_on_different_stores_are_refused(synthetic_store: Path, tmp_path: Path) -> None:
+    a = _crafted_run(tmp_path / "a", synthetic_store, "1" * 64)
+    b = _crafted_run(tmp_path / "b", synthetic_store, "2" * 64)
+    result = _select(a, b)
+    assert result.exit_code == 2
+    store = synthetic_store.resolve()
+    assert result.output.strip() == (
+        "error: runs were searched on different replay stores: "
+        f"a: {store} @ 111111111111; b: {store} @ 222222222222"
+    )
+
+
+def test_a_store_that_changed_since_the_searches_is_refused(synthetic_store: Path, tmp_path: Path) -> None:
+    a = _crafted_run(tmp_path / "a", synthetic_store, "1" * 64)
+    result = _select(a)
+    assert result.exit_code == 2
+    assert result.output.startswith(
+        f"error: the store {str(synthetic_store.resolve())!r} is not the one runs a "
+    )
+    assert "at the searches 111111111111" in result.output
+
+
+def test_promote_with_another_store_folder_is_refused_before_any_work(
+    synthetic_store: Path, tmp_path: Path
+) -> None:
+    import shutil
+
+    from raytrade.replay.fingerprint import data_fingerprint
+
+    copy = tmp_path / "copy"
+    shutil.copytree(synthetic_store, copy)  # the same bytes: the same fingerprint, another folder
+    a = _crafted_run(tmp_path / "a", synthetic_store, data_fingerprint(synthetic_store)[0])
+    result = _select(
+        a, "--replay", copy, "--promote", "x", "--registry", tmp_path / "reg", "--out", tmp_path / "o"
+    )
+    assert result.exit_code == 2
+    assert result.output.strip() == (
+        "error: --promote re-scores the winner on the store its search recorded: run a names "
+        f"{str(synthetic_store.resolve())!r}, not {str(copy.resolve())!r}"
+    )
+    assert not (tmp_path / "o").exists() and not (tmp_path / "reg").exists()
+
+
+# ------------------------------------------------------------------------------ the manifest
+
+
+def _selection() -> Selection:
+    s = _planted()
+    ranked = rank_candidates({"good": s["good"], "bad": s["bad"]}, s["bench"], 252, 1.0, BOOT)
+    interval = lambda ci: {"estimate": ci.estimate, "low": ci.low, "high": ci.high, "n_valid": ci.n_valid}  # noqa: E731
+    return Selection.model_validate(
+        {
+            "window": {
+                "split": "validation",
+                "start": "2025-01-02T00:00:00Z",
+                "end": "2025-12-31T00:00:00Z",
+                "bars": 251,
+                "symbols": ["A", "B"],
+                "store_sha256": "2" * 64,
+                "store_files": 4,
+            },
+            "benchmark": "equal_weight",
+            "cvar_penalty": 1.0,
+            "bootstrap": BOOT.model_dump(),
+            "winner": "/runs/good",
+            "candidates": [
+                {
+                    "run": f"/runs/{r.name}",
+                    "spec": "ppo",
+                    "family": "ppo_mlp",
+                    "trial": "t0",
+                    "checkpoint": "t0/ckpt",
+                    "iteration": 2,
+                    "objective": r.objective,
+                    "search_objective": None,
+                    "vs_winner": interval(r.vs_winner),
+                    "vs_benchmark": interval(r.vs_benchmark),
+                    "excess_return": 0.01,
+                    "gross_exposure": 1.0,
+                    "turnover": 0.02,
+                    "costs": 0.001,
+                }
+                for r in ranked
+            ],
+        }
+    )
+
+
+def test_the_manifest_round_trips_the_comparison() -> None:
+    selection = _selection()
+    manifest = Manifest.model_validate(
+        manifest_record(schema_version=2, selection=selection.model_dump(mode="json"))
+    )
+    again = Manifest.model_validate_json(manifest_json(manifest))
+    assert again == manifest and again.selection == selection
+    assert (
+        again.selection.candidates[1].vs_winner.high is not None
+        and again.selection.candidates[1].vs_winner.high < 0
+    )
+
+
+def test_a_manifest_written_before_the_schema_version_loads_as_version_1() -> None:
+    manifest = Manifest.model_validate(manifest_record())
+    assert manifest.schema_version == 1 and manifest.selection is None
+
+
+@pytest.mark.parametrize(
+    ("update", "field"),
+    [({"schema_version": 3}, "schema_version"), ({"schema_version": 1, "selection": "SEL"}, "selection")],
+)
+def test_a_manifest_of_an_unknown_version_or_a_v1_with_a_selection_is_refused(
+    update: dict[str, Any], field: str
+) -> None:
+    from pydantic import ValidationError
+
+    if update.get("selection") == "SEL":
+        update = {**update, "selection": _selection().model_dump(mode="json")}
+    with pytest.raises(ValidationError, match=field):
+        Manifest.model_validate(manifest_record(**update))
+
+
+def test_a_selection_whose_winner_is_not_first_is_refused() -> None:
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="winner '/runs/bad' is not the first candidate '/runs/good'"):
+        Selection.model_validate({**_selection().model_dump(mode="json"), "winner": "/runs/bad"})
+
+
+# ------------------------------------------------------------------------------ end to end
+
+
+@pytest.mark.slow
+@pytest.mark.ray
+def test_select_compares_two_families_and_promotes_the_winner(
+    smoke_runs: Callable[[str], SmokeRun], tmp_path: Path
+) -> None:
+    from raytrade.models.manifest import read_manifest
+
+    runs = [smoke_runs("ppo").run_dir, smoke_runs("gnn").run_dir]
+    registry, out = tmp_path / "registry", tmp_path / "select"
+    args = [*runs, "--out", out, "--promote", "best", "--registry", registry, "--bootstrap-samples", "200"]
+    result = _select(*args)
+    assert result.exit_code == 0, result.output
+    selection = Selection.model_validate_json((out / "select.json").read_text())
+    # each candidate scores on the window exactly what its search recorded for the same checkpoint
+    for c in selection.candidates:
+        assert c.objective == pytest.approx(c.search_objective, rel=1e-9)
+    objectives = {Path(c.run).name: c.objective for c in selection.candidates}
+    assert Path(selection.winner).name == max(objectives, key=lambda k: objectives[k])
+    assert {c.spec for c in selection.candidates} == {"ppo", "gnn"}
+    assert (out / "select.png").stat().st_size > 1000
+    assert (out / "select.md").read_text().count("| ") >= 3
+    assert f"promoted {Path(selection.winner).name}" in result.output
+    manifest = read_manifest(registry / "best" / "1")
+    assert manifest.schema_version == 2 and manifest.selection == selection
+    assert manifest.source.run == selection.winner
+    assert manifest.metrics["validation"]["objective"] == pytest.approx(
+        selection.candidates[0].objective, rel=1e-9
+    )
