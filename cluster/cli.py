@@ -31,6 +31,7 @@ LAZY_COMMANDS: dict[str, str] = {
     "cluster": "raytrade.cluster.local_cluster:cluster_group",
     "submit": "raytrade.cluster.submit:submit_command",
     "experiment": "raytrade.cluster.experiment:experiment_command",
+    "simulate-experience": "raytrade.cluster.simulate_experience:simulate_experience_command",
 }
 
 

@@ -36,7 +36,7 @@ import shlex
 from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import click
 from pydantic import BaseModel, ConfigDict, Field, computed_field
@@ -57,10 +57,13 @@ from raytrade.envs.rewards import RewardConfig
 from raytrade.models.manifest import Provenance, SearchObjective
 from raytrade.replay.errors import InputError
 from raytrade.replay.splits import TRAIN_FRACTION, VALIDATION_FRACTION
-from raytrade.tune_specs import SPECS, get_spec
+from raytrade.tune_specs import OFFLINE_SPECS, SPECS, get_spec
 from raytrade.tune_specs.objective import METRIC, REPORTED, TRAIN_METRIC, metric_of
 from raytrade.tune_specs.overfit import OverfitCheck, check_overfit
 from raytrade.tune_specs.spec import Budget, TuneSpec
+
+if TYPE_CHECKING:
+    from ray.rllib.algorithms.algorithm_config import AlgorithmConfig
 
 __all__ = [
     "LEADERBOARD_FILE",
@@ -83,6 +86,9 @@ class TuneOptions(BaseModel):
 
     spec: str = Field(description="spec name (tune_specs.SPECS)")
     replay: Path = Field(description="replay store root; trains on its train split")
+    experience: Path | None = Field(
+        None, description="offline specs: store whose experience table they learn from (None: replay's)"
+    )
     smoke: bool = Field(False, description="use the spec's tiny smoke budget")
     num_samples: int | None = Field(None, ge=1, description="trials (None: the budget's)")
     iterations: int | None = Field(None, ge=1, description="iterations per trial (None: the budget's)")
@@ -190,6 +196,7 @@ class TuneOptions(BaseModel):
     def command(self) -> str:
         """The ``raytrade tune`` command line that reproduces this search (not ``--resume``)."""
         parts = ["raytrade", "tune", "--spec", self.spec, "--replay", str(self.replay.resolve())]
+        parts += ["--experience", str(self.experience.resolve())] if self.experience else []
         parts += ["--smoke"] if self.smoke else []
         parts += ["--num-samples", str(self.num_samples)] if self.num_samples else []
         parts += ["--iterations", str(self.iterations)] if self.iterations else []
@@ -370,7 +377,7 @@ def build_tuner(opts: TuneOptions, spec: TuneSpec, callbacks: list[Any]) -> Any:
     budget = opts.budget(spec)
     env_config = opts.env_config(spec, budget)
     objective = spec.objective.model_copy(update={"cvar_penalty": opts.cvar_penalty})
-    config = spec.algo_config(env_config, budget, objective)
+    config = _with_experience(opts, spec.algo_config(env_config, budget, objective))
     config = config.resources(
         placement_strategy="SPREAD", custom_resources_for_main_process=dict(opts.trial_resources)
     ).debugging(seed=opts.seed)
@@ -403,6 +410,29 @@ def build_tuner(opts: TuneOptions, spec: TuneSpec, callbacks: list[Any]) -> Any:
             progress_reporter=_reporter(spec, config),
         ),
     )
+
+
+def _with_experience(opts: TuneOptions, config: AlgorithmConfig) -> AlgorithmConfig:
+    """An offline spec's config reading ``opts.experience`` when given (else the replay store's)."""
+    if opts.experience is None:
+        return config
+    from raytrade.tune_specs.offline import with_experience
+
+    return with_experience(config, str(opts.experience.resolve()))
+
+
+def check_experience(opts: TuneOptions, spec: TuneSpec) -> None:
+    """Fail (one line) when ``--experience`` is given to an online spec, or an offline spec's
+    experience store has no transitions (checked on its first file only)."""
+    if spec.name not in OFFLINE_SPECS:
+        if opts.experience is not None:
+            raise InputError(
+                f"--experience applies to the offline specs ({', '.join(sorted(OFFLINE_SPECS))})"
+            )
+        return
+    from raytrade.replay.experience import check_experience_store
+
+    check_experience_store(opts.experience or opts.replay)
 
 
 def _reporter(spec: TuneSpec, config: Any) -> Any:
@@ -440,7 +470,7 @@ def run_record(opts: TuneOptions, spec: TuneSpec) -> RunFile:
     """The run file of a new search: what it searches and what it depends on at this moment."""
     budget = opts.budget(spec)
     columns = opts.feature_columns(spec)
-    config = spec.algo_config(opts.env_config(spec, budget), budget).to_dict()
+    config = _with_experience(opts, spec.algo_config(opts.env_config(spec, budget), budget)).to_dict()
     return RunFile(
         spec=spec.name,
         family=spec.family,
@@ -603,6 +633,7 @@ def run_tune(opts: TuneOptions, dashboard: bool = True) -> TuneOutcome:
     go once the inputs are checked."""
     spec = get_spec(opts.spec)
     check_replay(opts.replay, spec, opts.feature_columns(spec), opts.split_fractions())
+    check_experience(opts, spec)
     opts.sim_overrides()  # a bad cost profile is refused before Ray starts
     run_dir = opts.run_dir()
     if opts.resume:
@@ -646,6 +677,11 @@ def run_tune(opts: TuneOptions, dashboard: bool = True) -> TuneOutcome:
 @click.command("tune")
 @click.option("--spec", "spec", required=True, help=f"Experiment spec: {', '.join(sorted(SPECS))}.")
 @click.option("--replay", type=click.Path(path_type=Path), required=True, help="Replay store root.")
+@click.option(
+    "--experience",
+    type=click.Path(path_type=Path),
+    help="Offline specs: store whose experience table they learn from (default: --replay's).",
+)
 @click.option("--smoke", is_flag=True, help="Tiny budget (about a minute on 2 CPUs).")
 @click.option("--num-samples", type=click.IntRange(min=1), help="Trials to sample (default: the budget's).")
 @click.option(
@@ -724,6 +760,7 @@ def run_tune(opts: TuneOptions, dashboard: bool = True) -> TuneOutcome:
 def tune_command(
     spec: str,
     replay: Path,
+    experience: Path | None,
     smoke: bool,
     num_samples: int | None,
     iterations: int | None,
@@ -752,6 +789,7 @@ def tune_command(
     opts = TuneOptions(
         spec=spec,
         replay=replay,
+        experience=experience,
         smoke=smoke,
         num_samples=num_samples,
         iterations=iterations,

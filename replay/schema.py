@@ -188,6 +188,21 @@ EXPERIENCE_SCHEMA: Final[pa.Schema] = pa.schema(
         _f64("reward"),
         pa.field("planner_intent", pa.string()),
         pa.field("planner_scenario", pa.string()),
+        # Offline-RL transitions (``replay.experience``): one row per (decision step, asset) of an
+        # episode; null on rows that carry no transition (e.g. fills). ``observation`` is the asset's
+        # slice of the env observation (its observed feature channels, current weight, listed flag),
+        # ``portfolio_state`` the portfolio part shared by the step's rows, ``action`` the asset's
+        # component of the env action (Box(-1, 1)), ``reward`` above the step's reward.
+        pa.field("episode_id", pa.string()),
+        pa.field("step", pa.int32()),
+        pa.field("asset_index", pa.int32()),
+        pa.field("observation", pa.list_(pa.float32())),
+        pa.field("portfolio_state", pa.list_(pa.float32())),
+        _f64("action"),
+        pa.field("next_observation", pa.list_(pa.float32())),
+        pa.field("next_portfolio_state", pa.list_(pa.float32())),
+        pa.field("terminal", pa.bool_()),
+        pa.field("truncated", pa.bool_()),
     ]
 )
 

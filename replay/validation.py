@@ -132,6 +132,25 @@ def _convert_numeric(column: str, raw: pd.Series, field: pa.Field, out: _Collect
     return values
 
 
+def _convert_list(column: str, raw: pd.Series, out: _Collector) -> pd.Series:
+    """A list-of-numbers column: each value missing (None / NaN) or a sequence of finite numbers."""
+
+    def ok(v: Any) -> bool:
+        if v is None or (isinstance(v, float) and np.isnan(v)):
+            return True
+        if isinstance(v, str | bytes) or not hasattr(v, "__len__"):
+            return False
+        try:
+            values = np.asarray(v, dtype="float64")
+        except (TypeError, ValueError):
+            return False
+        return values.ndim == 1 and bool(np.isfinite(values).all())
+
+    values = raw.astype(object)
+    out.flag(~values.map(ok).to_numpy(dtype=bool), column, values, "expected a list of finite numbers")
+    return values.map(lambda v: None if v is None or isinstance(v, float) else v)
+
+
 def _check_signs(table: str, frame: dict[str, pd.Series], out: _Collector) -> None:
     for column in POSITIVE_COLUMNS[table]:
         if column in frame:
@@ -198,6 +217,8 @@ def conform(table: str, frame: pd.DataFrame) -> tuple[pa.Table, list[RowError], 
             converted["ts"] = _convert_ts(table, raw, out)
         elif _is_numeric_type(field.type):
             converted[field.name] = _convert_numeric(field.name, raw, field, out)
+        elif pa.types.is_list(field.type):
+            converted[field.name] = _convert_list(field.name, raw, out)
         elif pa.types.is_boolean(field.type):
             bad = raw.notna().to_numpy() & ~raw.map(lambda v: isinstance(v, bool | np.bool_)).to_numpy(bool)
             out.flag(bad, field.name, raw, "expected a boolean")

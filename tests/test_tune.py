@@ -19,7 +19,7 @@ import pytest
 from click.testing import CliRunner
 
 from raytrade.cluster.tune import LEADERBOARD_FILE, PLOT_FILE, RUN_FILE, tune_command
-from raytrade.tune_specs import SPECS, get_spec
+from raytrade.tune_specs import OFFLINE_SPECS, SPECS, get_spec
 from tests.conftest import SmokeRun
 
 REPO = Path(__file__).resolve().parents[1]
@@ -55,7 +55,7 @@ def invoke(args: list[str]) -> tuple[int, str]:
 
 
 def test_get_spec_unknown_lists_available() -> None:
-    with pytest.raises(ValueError, match="available: distrl, gating, gnn, ppo, tqc"):
+    with pytest.raises(ValueError, match="available: bc, cql, distrl, gating, gnn, iql, marwil, ppo, tqc"):
         get_spec("nope")
 
 
@@ -71,7 +71,7 @@ def test_unknown_spec_is_one_line_error(tmp_path: Path) -> None:
     code, out = invoke(["--spec", "nope", "--replay", str(tmp_path)])
     assert code == 2
     assert out.strip().splitlines() == [
-        "error: unknown tune spec 'nope'; available: distrl, gating, gnn, ppo, tqc"
+        "error: unknown tune spec 'nope'; available: bc, cql, distrl, gating, gnn, iql, marwil, ppo, tqc"
     ]
 
 
@@ -100,7 +100,7 @@ def test_replay_without_needed_features_is_one_line_error(tmp_path: Path) -> Non
 
 @pytest.mark.slow
 @pytest.mark.ray
-@pytest.mark.parametrize("name", sorted(SPECS))
+@pytest.mark.parametrize("name", sorted(set(SPECS) - OFFLINE_SPECS))  # offline ones: tests/test_offline.py
 def test_smoke_search(name: str, smoke_runs: Callable[[str], SmokeRun]) -> None:
     run = smoke_runs(name)  # the session's one search of this spec (the registry/serve tests reuse ppo's)
     run_dir, out = run.run_dir, run.output

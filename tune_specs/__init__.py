@@ -20,7 +20,13 @@ SPECS: dict[str, str] = {
     "tqc": "raytrade.tune_specs.tqc",
     "gnn": "raytrade.tune_specs.gnn",
     "gating": "raytrade.tune_specs.gating",
+    "bc": "raytrade.tune_specs.bc",
+    "marwil": "raytrade.tune_specs.marwil",
+    "cql": "raytrade.tune_specs.cql",
+    "iql": "raytrade.tune_specs.iql",
 }
+OFFLINE_SPECS: frozenset[str] = frozenset({"bc", "marwil", "cql", "iql"})
+"""Specs that learn from the replay store's ``experience`` table (``tune_specs.offline``)."""
 
 
 def get_spec(name: str) -> TuneSpec:
@@ -31,4 +37,4 @@ def get_spec(name: str) -> TuneSpec:
     return spec
 
 
-__all__ = ["SPECS", "get_spec"]
+__all__ = ["OFFLINE_SPECS", "SPECS", "get_spec"]

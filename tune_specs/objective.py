@@ -243,6 +243,21 @@ def score_windows(
 # ------------------------------------------------------------------------------ RLlib hook
 
 
+def trained_module(algorithm: Any) -> Any:
+    """The algorithm's current RLModule: its env runner's copy (synced after every update), or for an
+    offline algorithm its learner's: an offline algorithm may hold a local env runner whose module
+    it never syncs (CQL), and scoring that one would score the untrained initial weights."""
+    if not algorithm.config.is_offline:
+        return algorithm.get_module()
+    from ray.rllib.core import DEFAULT_MODULE_ID
+
+    group = algorithm.learner_group
+    if not group.is_remote:
+        return group._learner.module[DEFAULT_MODULE_ID]
+    results = group.foreach_learner(lambda learner: learner.module[DEFAULT_MODULE_ID])
+    return next(iter(results)).get()
+
+
 def metric_of(metrics: Mapping[str, Any], key: str) -> float:
     """``metrics[key]`` for a flattened (``a/b``) or nested result dict; nan when absent."""
     if key in metrics:
@@ -274,7 +289,7 @@ def score_on_train_result(
     cached: dict[str, dict[str, float]] | None = getattr(algorithm, "_raytrade_last_score", None)
     if cached is None or (iteration - 1) % obj.score_every == 0:
         gated = algorithm.config.env == GATED_ENV_ID
-        cached = score_windows(algorithm.get_module(), algorithm.config.env_config, obj, gated=gated)
+        cached = score_windows(trained_module(algorithm), algorithm.config.env_config, obj, gated=gated)
         algorithm._raytrade_last_score = cached
     for window, scores in cached.items():
         result[window] = {k: scores[k] for k in REPORTED}

@@ -1,0 +1,290 @@
+"""Offline RL: simulated experience in the ``experience`` table, its transitions read by pandas and Ray
+Data, refusals naming the column and the episode, and the offline specs trained on it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+
+from raytrade.replay.experience import (
+    ExperienceError,
+    read_transitions_frame,
+    transitions_from_frame,
+)
+
+N_ASSETS = 4
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """4 equities, 1.5 years daily; seed 1 is one whose equal-weight validation return is clearly
+    positive (+12 %), so "recovers 90 % of it" is a meaningful bar."""
+    from raytrade.replay.ingest import ingest_frames
+    from raytrade.replay.sources.synthetic import generate
+
+    root = tmp_path_factory.mktemp("offline") / "store"
+    market = generate(n_symbols=N_ASSETS, years=1.5, seed=1)
+    ingest_frames(root, market.bars, market.macro, show_progress=False)
+    return root
+
+
+def simulate(
+    store: Path, out: Path, policy: str = "equal_weight", episodes: int = 1, noise: float = 0.0
+) -> Any:
+    from raytrade.cluster.simulate_experience import SimulateOptions, simulate_experience
+
+    return simulate_experience(
+        SimulateOptions(policy=policy, replay=store, out=out, episodes=episodes, noise=noise)
+    )
+
+
+@pytest.fixture(scope="module")
+def experience(store: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Two episodes of ``equal_weight`` (targets jittered by 0.02) on the store's train split."""
+    out = tmp_path_factory.mktemp("offline") / "experience"
+    simulate(store, out, episodes=2, noise=0.02)
+    return out
+
+
+def experience_frame(root: Path) -> pd.DataFrame:
+    from raytrade.replay.experience import READ_COLUMNS
+    from raytrade.replay.reader import read_frame
+
+    return read_frame(root, "experience", columns=list(READ_COLUMNS))
+
+
+# ------------------------------------------------------------------------------ recording
+
+
+def test_simulated_transitions_are_the_env_observations_and_the_policy_actions(
+    store: Path, tmp_path: Path
+) -> None:
+    from raytrade.envs.config import PortfolioEnvConfig
+    from raytrade.envs.evaluation.policies import equal_weight_policy
+    from raytrade.envs.gym_envs import batched_observation
+    from raytrade.envs.replay_loader import load_market_data
+    from raytrade.envs.rollout import replay_policy
+    from raytrade.tune_specs.offline import OFFLINE_FEATURES, offline_env_config
+    from raytrade.tune_specs.spec import train_normalizer
+
+    outcome = simulate(store, tmp_path / "exp")
+    tr = read_transitions_frame(tmp_path / "exp")
+    data = load_market_data(store, "train", feature_columns=OFFLINE_FEATURES)
+    steps = data.n_steps - 1
+    assert outcome.rows == steps * N_ASSETS and tr["obs"].shape[0] == steps
+    # the env's own flat encoding (train normaliser) of the first bar, before any trade
+    data_cfg = {"kind": "replay", "root": str(store.resolve()), "split": "train"}
+    env_cfg = PortfolioEnvConfig.model_validate(
+        offline_env_config(
+            {
+                "data": data_cfg,
+                "feature_columns": list(OFFLINE_FEATURES),
+                "normalizer": train_normalizer(data_cfg, OFFLINE_FEATURES).model_dump(mode="json"),
+            }
+        )
+    )
+    from raytrade.envs.simulator import MarketSimulator
+
+    sim = MarketSimulator(data, env_cfg.sim.model_copy(update={"episode_len": steps}), n_envs=1, seed=0)
+    sim.reset(starts=np.zeros(1, dtype=np.int64))
+    release = env_cfg.sim.kill_switch.release_after_bars
+    first = batched_observation(sim.observe(), None, release, flat=True, normalizer=env_cfg.normalizer)
+    np.testing.assert_array_equal(tr["obs"][0], first[0])
+    np.testing.assert_array_equal(tr["new_obs"][:-1], tr["obs"][1:])  # one episode, consecutive steps
+    np.testing.assert_array_equal(tr["actions"][0], np.full(N_ASSETS, 0.25, np.float32))  # 1/n on bar 0
+    assert tr["truncateds"].tolist() == [False] * (steps - 1) + [True] and not tr["terminateds"].any()
+    # the logged rewards are the simulator's: their log-growth sum is the replay's total return
+    replay = replay_policy(data, equal_weight_policy(data, 0), env_cfg.sim)
+    assert np.prod(1 + replay.returns[0]) == pytest.approx(
+        np.exp(tr["rewards"].astype(np.float64).sum()), rel=1e-5
+    )
+
+
+def test_simulate_experience_cli_refuses_an_unknown_policy(store: Path, tmp_path: Path) -> None:
+    from raytrade.cluster.simulate_experience import simulate_experience_command
+
+    args = ["--policy", "momentum", "--replay", str(store), "--out", str(tmp_path / "x")]
+    result = CliRunner().invoke(simulate_experience_command, args)
+    assert result.exit_code != 0
+    assert (
+        "--policy 'momentum': expected kelly_lite, equal_weight or registry:NAME[@VERSION]" in result.output
+    )
+
+
+# ------------------------------------------------------------------------------ refusals
+
+
+def test_a_null_transition_column_is_refused_naming_it_and_the_episode(experience: Path) -> None:
+    frame = experience_frame(experience)
+    episode = sorted(frame["episode_id"].unique())[1]
+    row = frame.index[(frame["episode_id"] == episode) & (frame["step"] == 7)][0]
+    frame.at[row, "next_observation"] = None
+    with pytest.raises(
+        ExperienceError, match=f"column 'next_observation' is missing \\(null\\) in episode '{episode}'"
+    ):
+        transitions_from_frame(frame)
+
+
+def test_logged_rows_without_transitions_are_refused_naming_the_decision(experience: Path) -> None:
+    frame = experience_frame(experience).head(N_ASSETS).copy()
+    frame["episode_id"] = None  # what the live loop's decision rows hold today
+    decision = frame["decision_id"].iloc[0]
+    with pytest.raises(
+        ExperienceError, match=f"column 'episode_id' is missing \\(null\\) in decision '{decision}'"
+    ):
+        transitions_from_frame(frame)
+
+
+def test_a_step_of_another_action_space_is_refused_naming_the_episode(experience: Path) -> None:
+    frame = experience_frame(experience)
+    first = frame["episode_id"].min()
+    with pytest.raises(
+        ExperienceError, match=f"'action' has 4 assets in episode '{first}'.*has 5 \\(mixed action spaces\\)"
+    ):
+        transitions_from_frame(frame, n_assets=5)
+
+
+def test_tune_refuses_experience_for_an_online_spec_and_an_offline_spec_without_experience(
+    store: Path,
+) -> None:
+    from raytrade.cluster.tune import tune_command
+
+    online = CliRunner().invoke(
+        tune_command, ["--spec", "ppo", "--replay", str(store), "--experience", str(store)]
+    )
+    assert (
+        online.exit_code != 0
+        and "--experience applies to the offline specs (bc, cql, iql, marwil)" in online.output
+    )
+    offline = CliRunner().invoke(tune_command, ["--spec", "bc", "--replay", str(store), "--smoke"])
+    assert offline.exit_code != 0 and "no experience under" in offline.output
+
+
+# ------------------------------------------------------------------------------ Ray Data and learners
+
+
+@pytest.mark.ray
+def test_ray_data_and_pandas_read_the_same_transitions(ray_session: None, experience: Path) -> None:
+    from raytrade.replay.experience import OUTPUT_COLUMNS, read_transitions
+
+    expected = read_transitions_frame(experience, n_assets=N_ASSETS)
+    rows = read_transitions(experience, n_assets=N_ASSETS).take_all()
+    rows.sort(key=lambda r: (r["eps_id"], r["t"]))
+    assert len(rows) == len(expected["t"]) == 2 * (len(expected["t"]) // 2)
+    for column in OUTPUT_COLUMNS:
+        got = np.stack([np.asarray(r[column]) for r in rows])
+        np.testing.assert_array_equal(got, np.asarray(expected[column]).reshape(got.shape), err_msg=column)
+
+
+def offline_algorithm(spec_name: str, store: Path, experience: Path, updates: int, **fixed: Any) -> Any:
+    """The spec's config (validation scoring included) on ``experience``, with the searched values
+    fixed and ``updates`` learner updates of 128 transitions per iteration, built in-process."""
+    from raytrade.tune_specs import get_spec
+    from raytrade.tune_specs.offline import with_experience
+
+    spec = get_spec(spec_name)
+    config = with_experience(
+        spec.algo_config(spec.env_config(str(store), spec.smoke), spec.smoke), str(experience)
+    )
+    config = config.training(train_batch_size_per_learner=128, **fixed).offline_data(
+        dataset_num_iters_per_learner=updates
+    )
+    return config.debugging(seed=0).build_algo()
+
+
+@pytest.mark.ray
+def test_bc_recovers_the_logged_policy_validation_return(
+    ray_session: None, store: Path, experience: Path
+) -> None:
+    from raytrade.envs.config import env_config_from_dict
+    from raytrade.envs.metrics import total_return
+    from raytrade.tune_specs.objective import benchmark_rollout, held_out_data
+
+    algo = offline_algorithm("bc", store, experience, updates=25, lr=1e-2)
+    try:
+        result = algo.train()
+        validation = held_out_data(algo.config.env_config)
+        sim = env_config_from_dict(algo.config.env_config).sim
+    finally:
+        algo.stop()
+    logged = total_return(benchmark_rollout(validation, sim).returns[0])  # equal_weight, the logged policy
+    assert logged > 0.1
+    assert result["validation"]["total_return"] >= 0.9 * logged
+
+
+@pytest.mark.ray
+@pytest.mark.parametrize(
+    ("name", "fixed"),
+    [
+        ("cql", {"actor_lr": 3e-4, "critic_lr": 3e-4, "min_q_weight": 5.0}),
+        ("iql", {"actor_lr": 3e-4, "critic_lr": 3e-4, "expectile": 0.8, "beta": 0.1}),
+    ],
+)
+def test_q_learners_train_on_the_experience_and_are_scored_on_validation(
+    ray_session: None, store: Path, experience: Path, name: str, fixed: dict[str, Any], tmp_path: Path
+) -> None:
+    from ray.rllib.core.rl_module.rl_module import RLModule
+
+    from raytrade.tune_specs.objective import score_module
+
+    algo = offline_algorithm(name, store, experience, updates=2, **fixed)
+    try:
+        result = algo.train()
+        checkpoint = Path(algo.save_to_path(str(tmp_path / "checkpoint")))
+        env_config = algo.config.env_config
+    finally:
+        algo.stop()
+    learner = result["learners"]["default_policy"]
+    assert result["training_iteration"] == 1 and learner["num_module_steps_trained"] == 2 * 128
+    validation = result["validation"]
+    assert np.isfinite(validation["objective"]) and np.isfinite(validation["total_return"])
+    # the hook scored the trained weights: the ones `raytrade promote` takes from the checkpoint
+    module_dir = checkpoint / "learner_group" / "learner" / "rl_module" / "default_policy"
+    assert (
+        score_module(RLModule.from_checkpoint(module_dir), env_config)["objective"] == validation["objective"]
+    )
+
+
+@pytest.mark.parametrize("name", ["bc", "marwil"])
+def test_imitation_specs_train_ppos_module_on_the_store_experience(store: Path, name: str) -> None:
+    from raytrade.models.ppo_mlp import PPOMLPModule
+    from raytrade.tune_specs import get_spec
+    from raytrade.tune_specs.offline import ExperienceData
+
+    spec = get_spec(name)
+    config = spec.algo_config(spec.env_config(str(store), spec.smoke), spec.smoke)
+    assert config.rl_module_spec.module_class is PPOMLPModule  # ppo's class: an --init fine-tune can copy it
+    assert config.offline_data_class is ExperienceData and config.input_ == str(store.resolve())
+    assert config.dataset_num_iters_per_learner == spec.smoke.train_batch // spec.smoke.minibatch
+
+
+def test_simulate_experience_flags_agree_with_its_options_model() -> None:
+    from raytrade.cluster.options import option_drift
+    from raytrade.cluster.simulate_experience import SimulateOptions, simulate_experience_command
+
+    assert option_drift(simulate_experience_command, SimulateOptions) == []
+
+
+def test_the_writer_refuses_an_observation_that_is_not_a_list_of_finite_numbers(tmp_path: Path) -> None:
+    from raytrade.replay.validation import ReplayValidationError
+    from raytrade.replay.writer import ReplayWriter
+
+    row = {
+        "symbol": "AAA",
+        "ts": pd.Timestamp("2024-01-02", tz="UTC"),
+        "decision_id": "e:0:AAA",
+        "policy_version": "equal_weight",
+        "side": "buy",
+        "target_weight": 0.25,
+        "observation": [0.5, float("inf")],
+    }
+    with ReplayWriter(tmp_path) as writer, pytest.raises(ReplayValidationError) as refused:
+        writer.append_experience(pd.DataFrame([row]))
+    assert "column 'observation'" in str(refused.value) and "expected a list of finite numbers" in str(
+        refused.value
+    )

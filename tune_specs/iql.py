@@ -1,0 +1,42 @@
+"""``iql``: implicit Q-learning from the logged experience (RLlib's IQL: expectile value head, twin
+Q heads, advantage-weighted actor; RLlib's default module).
+
+Search: actor and critic learning rates, the expectile, the advantage temperature ``beta``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ray import tune
+from ray.rllib.algorithms.algorithm_config import AlgorithmConfig
+
+from raytrade.tune_specs.cql import HIDDEN
+from raytrade.tune_specs.offline import OFFLINE_BUDGET, OFFLINE_FEATURES, OFFLINE_SMOKE, make_offline
+from raytrade.tune_specs.spec import Budget, TuneSpec
+
+SPACE: dict[str, Any] = {
+    "actor_lr": tune.loguniform(1e-4, 1e-3),
+    "critic_lr": tune.loguniform(1e-4, 1e-3),
+    "expectile": tune.choice([0.7, 0.8, 0.9]),
+    "beta": tune.choice([0.1, 0.5]),
+}
+
+
+def build(env_config: dict[str, Any], budget: Budget) -> AlgorithmConfig:
+    """IQL on the store's experience."""
+    from ray.rllib.algorithms.iql import IQLConfig
+
+    config = IQLConfig().rl_module(model_config={"fcnet_hiddens": HIDDEN, "head_fcnet_hiddens": []})
+    return make_offline(config, env_config, budget).training(**SPACE)
+
+
+SPEC = TuneSpec(
+    name="iql",
+    family="iql",
+    description="IQL (implicit Q-learning) from the experience table, twin Q heads and a value head",
+    build=build,
+    required_features=OFFLINE_FEATURES,
+    budget=OFFLINE_BUDGET,
+    smoke=OFFLINE_SMOKE,
+)
