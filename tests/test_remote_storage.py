@@ -31,7 +31,9 @@ def s3() -> Iterator[LocalS3]:
 
 
 @pytest.fixture
-def bucket(s3: LocalS3, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, request: pytest.FixtureRequest) -> str:
+def bucket(
+    s3: LocalS3, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, request: pytest.FixtureRequest
+) -> str:
     """A fresh bucket named after the test, credentials set, mirrors under tmp_path."""
     use_credentials(monkeypatch, tmp_path / "cache")
     name = request.node.name.replace("_", "-")[:50].strip("-").lower()
@@ -111,3 +113,45 @@ def test_a_store_file_removed_locally_refuses_the_upload(s3: LocalS3, bucket: st
     with pytest.raises(RemoteError, match="append-only"):
         publish_store(local, uri, before={"features/year=2024/part-1.parquet"})
     assert s3.keys(bucket) == ["store/features/year=2024/part-1.parquet"]
+
+
+def test_ingest_tune_promote_and_serve_read_and_write_s3(
+    ray_session: None, s3: LocalS3, bucket: str, tmp_path: Path
+) -> None:
+    """The store, the Tune storage and the registry all on the S3 server: every stage finds what the
+    previous one left there, and no object carries the S3 secret."""
+    from click.testing import CliRunner
+
+    from raytrade.cluster.cli import main
+    from raytrade.serve.app import load_service
+    from raytrade.serve.decide import ServeConfig
+    from tests.s3_server import ACCESS_KEY, SECRET_KEY
+
+    store, registry, run = s3.uri(bucket, "store"), s3.uri(bucket, "registry"), s3.uri(bucket, "runs/r1")
+    cli = CliRunner()
+    synthetic = ["--source", "synthetic", "--n-symbols", "6", "--years", "2", "--seed", "3"]
+    ingested = cli.invoke(main, ["ingest", *synthetic, "--out", store])
+    assert ingested.exit_code == 0, ingested.output
+    stored = s3.keys(bucket)
+    assert {k.split("/")[1] for k in stored} == {"bars", "features", "macro"}
+    assert all(k.startswith("store/") and "/year=" in k and "/part-" in k for k in stored)
+
+    search = ["--spec", "ppo", "--replay", store, "--smoke", "--num-samples", "1", "--iterations", "1"]
+    tuned = cli.invoke(
+        main, ["tune", *search, "--no-wandb", "--storage", s3.uri(bucket, "runs"), "--name", "r1"]
+    )
+    assert tuned.exit_code == 0, tuned.output
+    runs = [k for k in s3.keys(bucket) if k.startswith("runs/r1/")]
+    assert {"runs/r1/raytrade_run.json", "runs/r1/leaderboard.json"} <= set(runs)
+    assert any("/checkpoint_" in k and k.endswith("/rl_module/default_policy/metadata.json") for k in runs)
+
+    promoted = cli.invoke(main, ["promote", "--run", run, "--name", "alpha", "--registry", registry])
+    assert promoted.exit_code == 0, promoted.output
+    assert s3.body(bucket, "registry/alpha/latest") == b"1\n"
+
+    service = load_service("alpha", registry, ServeConfig(max_feature_age_hours=None))
+    manifest = service.handle.manifest
+    assert (service.handle.version, manifest.source.run, manifest.data.root) == (1, run, store)
+    for key in s3.keys(bucket):
+        body = s3.body(bucket, key)
+        assert SECRET_KEY.encode() not in body and ACCESS_KEY.encode() not in body, key
