@@ -129,7 +129,7 @@ def test_ingest_tune_promote_and_serve_read_and_write_s3(
 
     store, registry, run = s3.uri(bucket, "store"), s3.uri(bucket, "registry"), s3.uri(bucket, "runs/r1")
     cli = CliRunner()
-    synthetic = ["--source", "synthetic", "--n-symbols", "6", "--years", "2", "--seed", "3"]
+    synthetic = ["--source", "synthetic", "--n-symbols", "4", "--years", "1.5", "--seed", "3"]
     ingested = cli.invoke(main, ["ingest", *synthetic, "--out", store])
     assert ingested.exit_code == 0, ingested.output
     stored = s3.keys(bucket)
