@@ -80,9 +80,7 @@ def _parse_utc(value: str | None, name: str) -> datetime | None:
     required=True,
     help="Where bars (or forecasts) come from.",
 )
-@click.option(
-    "--out", "out", type=click.Path(path_type=Path), required=True, help="Store root (created if new)."
-)
+@click.option("--out", "out", required=True, help="Store root (created if new): a folder or an s3://… URI.")
 @click.option("--seed", type=int, default=0, show_default=True, help="synthetic: random seed.")
 @click.option(
     "--n-symbols", type=click.IntRange(min=1), default=20, show_default=True, help="synthetic: equities."
@@ -104,7 +102,7 @@ def _parse_utc(value: str | None, name: str) -> datetime | None:
 @one_line_errors
 def ingest(
     source: str,
-    out: Path,
+    out: str,
     seed: int,
     n_symbols: int,
     n_crypto: int,
@@ -118,6 +116,7 @@ def ingest(
 ) -> None:
     """Ingest a source into the replay store at OUT and print what the store holds."""
     from raytrade.cluster.ingest import SourceRequest, ingest_source
+    from raytrade.replay.remote_store import store_mirror
     from raytrade.replay.summary import summarize_store
 
     request = SourceRequest(
@@ -132,10 +131,12 @@ def ingest(
         n_crypto=n_crypto,
         years=years,
     )
-    result = ingest_source(out, request, say=click.echo)
+    # a remote store (s3://…) is written through its local mirror, new files uploaded at the end
+    with store_mirror(out) as root:
+        result = ingest_source(root, request, say=click.echo)
     appended = ", ".join(f"{k} +{v:,}" for k, v in result.appended.items()) or "nothing new"
     click.echo(f"appended: {appended}; bars already stored and skipped: {result.skipped_bars:,}")
-    summary = summarize_store(out)
+    summary = summarize_store(root)
     click.echo(json.dumps(summary.as_dict(), indent=2) if json_summary else summary.render())
 
 

@@ -21,16 +21,15 @@ from pydantic.fields import FieldInfo
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-def registry_option(help: str = "Registry root.") -> Callable[[F], F]:
-    """The ``--registry DIR`` option the registry commands share (default ``registry``)."""
-    from pathlib import Path
-
+def registry_option(help: str = "Registry root (a folder, or an s3://… URI).") -> Callable[[F], F]:
+    """The ``--registry DIR|URI`` option the registry commands share (default ``registry``): a string,
+    since ``pathlib.Path`` would fold ``s3://`` into ``s3:/``."""
     from raytrade.models.registry import DEFAULT_REGISTRY
 
     return click.option(
         "--registry",
-        type=click.Path(path_type=Path),
-        default=Path(DEFAULT_REGISTRY),
+        type=str,
+        default=DEFAULT_REGISTRY,
         show_default=True,
         help=help,
     )

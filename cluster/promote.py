@@ -21,11 +21,14 @@ import click
 
 from raytrade.cluster.errors import one_line_errors
 from raytrade.cluster.options import registry_option
+from raytrade.cluster.remote_run import fetch_run, fetch_trial
 from raytrade.cluster.run_file import LeaderboardRow, RunFile, read_leaderboard, read_run_file
 from raytrade.models.catalog import flops_per_decision
 from raytrade.models.manifest import MANIFEST_SCHEMA_VERSION, Selection, read_manifest
-from raytrade.models.registry import feature_spec_hash, write_version
+from raytrade.models.registry import feature_spec_hash
+from raytrade.models.registry_remote import write_version_at
 from raytrade.replay.errors import InputError
+from raytrade.replay.remote import is_remote, join, location
 from raytrade.tune_specs.objective import ObjectiveConfig, held_out_data, score_module
 
 MODULE_ID = "default_policy"
@@ -64,7 +67,7 @@ def _data_section(env_config: dict[str, Any], run: RunFile) -> dict[str, Any]:
     """The manifest's ``data`` (less ``symbols``): the training-time fingerprint of a replay store."""
     data = env_config["data"]
     if data.get("kind") == "replay":
-        if str(Path(data["root"]).resolve()) != run.replay:
+        if location(data["root"]) != run.replay:
             raise InputError(f"the trial trained on {data['root']!r}, the run file names {run.replay!r}")
         prov = run.provenance
         return {"kind": "replay", "root": data["root"], "sha256": prov.data_sha256, "files": prov.data_files}
@@ -126,31 +129,36 @@ def build_manifest(run_dir: Path, row: LeaderboardRow) -> tuple[dict[str, Any], 
     return manifest, checkpoint
 
 
-def promote(run_dir: Path, name: str, registry: Path, selection: Selection | None = None) -> Path:
-    """Promote the best trial of ``run_dir`` to ``registry/name/<next version>``; returns that folder.
+def promote(run: str | Path, name: str, registry: str | Path, selection: Selection | None = None) -> Path:
+    """Promote the best trial of the run ``run`` to ``registry/name/<next version>``; returns that
+    folder (a remote run or registry, ``s3://…``, through a local mirror: ``cluster.remote_run``,
+    ``models.registry_remote``).
 
     ``selection``: the comparison across searches that chose this run (``raytrade select``),
     recorded in the manifest."""
-    run_dir = Path(run_dir).resolve()
+    run_dir = fetch_run(run)
     row = best_row(run_dir)
+    fetch_trial(run, run_dir, row)
     manifest, checkpoint = build_manifest(run_dir, row)
+    manifest["source"]["run"] = location(run)
     if selection is not None:
         manifest["selection"] = selection.model_dump(mode="json")
-    return write_version(registry, name, checkpoint, manifest, MODULE_ID)
+    return write_version_at(registry, name, checkpoint, manifest, MODULE_ID)
 
 
 @click.command("promote")
-@click.option("--run", "run_dir", type=click.Path(path_type=Path), required=True, help="A tune run folder.")
+@click.option("--run", "run_dir", required=True, help="A tune run folder (or its s3://… URI).")
 @click.option("--name", required=True, help="Registry name of the policy.")
 @registry_option()
 @one_line_errors
-def promote_command(run_dir: Path, name: str, registry: Path) -> None:
+def promote_command(run_dir: str, name: str, registry: str) -> None:
     """Copy the best trial of RUN (module, connector state, manifest) to REGISTRY/NAME/VERSION."""
     target = promote(run_dir, name, registry)
     manifest = read_manifest(target)
     val = manifest.metrics["validation"]
+    shown = join(registry, name, target.name) if is_remote(registry) else target
     click.echo(
-        f"promoted {manifest.source.trial} -> {target} "
+        f"promoted {manifest.source.trial} -> {shown} "
         f"(validation objective {_score(val.get('objective'))}, sharpe {_score(val.get('sharpe'))})"
     )
 

@@ -16,23 +16,22 @@ from __future__ import annotations
 
 import os
 import time
-from pathlib import Path
 
 import click
 
 from raytrade.cluster.errors import one_line_errors
 from raytrade.cluster.options import caps_options, exposure_caps
 from raytrade.models.registry import DEFAULT_REGISTRY, resolve
+from raytrade.replay.remote import location
 
 
 @click.command("serve")
 @click.option("--model", required=True, help="Registry reference NAME (follows latest) or NAME@VERSION.")
 @click.option(
     "--registry",
-    type=click.Path(path_type=Path),
     default=DEFAULT_REGISTRY,
     show_default=True,
-    help="Registry folder.",
+    help="Registry folder, or an s3://… URI (each replica mirrors the version it loads).",
 )
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address the HTTP proxy binds.")
 @click.option("--port", type=int, default=8000, show_default=True, help="HTTP port.")
@@ -73,7 +72,7 @@ from raytrade.models.registry import DEFAULT_REGISTRY, resolve
 @one_line_errors
 def serve_command(
     model: str,
-    registry: Path,
+    registry: str,
     host: str,
     port: int,
     replicas: int,
@@ -116,7 +115,7 @@ def serve_command(
     serve.start(http_options={"host": host, "port": port})
     config = ServiceConfig(
         model=model,
-        registry=str(registry.resolve()),
+        registry=location(registry),
         decide=decide,
         max_batch_size=max_batch_size,
         batch_wait_ms=batch_wait_ms,

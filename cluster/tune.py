@@ -42,6 +42,7 @@ import click
 from pydantic import BaseModel, ConfigDict, Field, computed_field
 
 from raytrade.cluster.errors import one_line_errors
+from raytrade.cluster.remote_run import fetch_run
 from raytrade.cluster.run_file import (
     LEADERBOARD_FILE,
     RUN_FILE,
@@ -56,6 +57,17 @@ from raytrade.envs.baseline_weights import BASELINE_FEATURES
 from raytrade.envs.rewards import RewardConfig
 from raytrade.models.manifest import Provenance, SearchObjective
 from raytrade.replay.errors import InputError
+from raytrade.replay.remote import (
+    Location,
+    cache_dir,
+    filesystem,
+    is_remote,
+    join,
+    location,
+    redacted,
+    upload_tree,
+)
+from raytrade.replay.remote_store import local_store
 from raytrade.replay.splits import TRAIN_FRACTION, VALIDATION_FRACTION
 from raytrade.tune_specs import OFFLINE_SPECS, SPECS, get_spec
 from raytrade.tune_specs.objective import METRIC, REPORTED, TRAIN_METRIC, metric_of
@@ -85,7 +97,7 @@ class TuneOptions(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     spec: str = Field(description="spec name (tune_specs.SPECS)")
-    replay: Path = Field(description="replay store root; trains on its train split")
+    replay: Location = Field(description="replay store (folder or s3://… URI); trains on its train split")
     experience: Path | None = Field(
         None, description="offline specs: store whose experience table they learn from (None: replay's)"
     )
@@ -98,7 +110,7 @@ class TuneOptions(BaseModel):
         description="stop a trial after this many iterations without a validation improvement "
         "(tune_specs.stopping; 0: off; None: the budget's)",
     )
-    storage: Path = Field(Path("ray_results"), description="folder holding experiment folders")
+    storage: Location = Field("ray_results", description="folder (or s3://… URI) holding experiment folders")
     name: str | None = Field(None, description="experiment folder name (None: SPEC or SPEC-smoke)")
     resume: bool = Field(False, description="continue the interrupted experiment STORAGE/NAME")
     wandb: WandbMode = Field("offline", description="wandb logging mode")
@@ -163,7 +175,7 @@ class TuneOptions(BaseModel):
         input columns are loaded with the data (``data.extra_features``) so every split, scoring and
         serving see them."""
         env_config = spec.env_config(
-            str(self.replay.resolve()), budget, self.feature_columns(spec), self.split_fractions()
+            location(self.replay), budget, self.feature_columns(spec), self.split_fractions()
         )
         action = ActionConfig(mode=self.action_mode, max_tilt=self.max_tilt, no_trade_band=self.no_trade_band)
         env_config["action"] = action.model_dump(mode="json", exclude={"kelly_lite"})
@@ -190,12 +202,21 @@ class TuneOptions(BaseModel):
     def run_name(self) -> str:
         return self.name or (f"{self.spec}-smoke" if self.smoke else self.spec)
 
+    def run_location(self) -> str:
+        """The run folder: an absolute path, or a URI under a remote ``storage``."""
+        if is_remote(self.storage):
+            return join(location(self.storage), self.run_name())
+        return str(Path(self.storage).resolve() / self.run_name())
+
     def run_dir(self) -> Path:
-        return self.storage.resolve() / self.run_name()
+        """The local run folder: the run itself, or the staging mirror of a remote run (where the
+        project's run files are written before they are uploaded)."""
+        where = self.run_location()
+        return cache_dir(where) if is_remote(where) else Path(where)
 
     def command(self) -> str:
         """The ``raytrade tune`` command line that reproduces this search (not ``--resume``)."""
-        parts = ["raytrade", "tune", "--spec", self.spec, "--replay", str(self.replay.resolve())]
+        parts = ["raytrade", "tune", "--spec", self.spec, "--replay", location(self.replay)]
         parts += ["--experience", str(self.experience.resolve())] if self.experience else []
         parts += ["--smoke"] if self.smoke else []
         parts += ["--num-samples", str(self.num_samples)] if self.num_samples else []
@@ -205,7 +226,7 @@ class TuneOptions(BaseModel):
         parts += ["--cost-profile", str(self.cost_profile.resolve())] if self.cost_profile else []
         for key, value in self.split_fractions().items():
             parts += [f"--{key.replace('_', '-')}", repr(value)]
-        parts += ["--storage", str(self.storage.resolve()), "--name", self.run_name()]
+        parts += ["--storage", location(self.storage), "--name", self.run_name()]
         parts += ["--cvar-penalty", repr(self.cvar_penalty), "--seed", str(self.seed)]
         parts += ["--action-mode", self.action_mode, "--max-tilt", repr(self.max_tilt)]
         parts += ["--no-trade-band", repr(self.no_trade_band)]
@@ -382,11 +403,11 @@ def build_tuner(opts: TuneOptions, spec: TuneSpec, callbacks: list[Any]) -> Any:
         placement_strategy="SPREAD", custom_resources_for_main_process=dict(opts.trial_resources)
     ).debugging(seed=opts.seed)
     trainable: Any = config.algo_class
-    run_dir = opts.run_dir()
+    run_dir = opts.run_location()
     if opts.resume:
-        if not tune.Tuner.can_restore(str(run_dir)):
-            raise InputError(f"no experiment to resume at {str(run_dir)!r}")
-        return tune.Tuner.restore(str(run_dir), trainable=trainable, resume_errored=True)
+        if not tune.Tuner.can_restore(run_dir):
+            raise InputError(f"no experiment to resume at {redacted(run_dir)!r}")
+        return tune.Tuner.restore(run_dir, trainable=trainable, resume_errored=True)
     return tune.Tuner(
         trainable,
         param_space=config,  # type: ignore[arg-type]  # Tuner takes any object with to_dict()
@@ -398,8 +419,8 @@ def build_tuner(opts: TuneOptions, spec: TuneSpec, callbacks: list[Any]) -> Any:
             search_alg=BasicVariantGenerator(random_state=opts.seed),
         ),
         run_config=tune.RunConfig(
-            name=run_dir.name,
-            storage_path=str(run_dir.parent),
+            name=opts.run_name(),
+            storage_path=location(opts.storage),
             stop=spec.stop(budget),
             checkpoint_config=tune.CheckpointConfig(
                 checkpoint_frequency=budget.checkpoint_every, checkpoint_at_end=True
@@ -432,7 +453,7 @@ def check_experience(opts: TuneOptions, spec: TuneSpec) -> None:
         return
     from raytrade.replay.experience import check_experience_store
 
-    check_experience_store(opts.experience or opts.replay)
+    check_experience_store(opts.experience or local_store(opts.replay))
 
 
 def _reporter(spec: TuneSpec, config: Any) -> Any:
@@ -474,14 +495,14 @@ def run_record(opts: TuneOptions, spec: TuneSpec) -> RunFile:
     return RunFile(
         spec=spec.name,
         family=spec.family,
-        replay=str(opts.replay.resolve()),
+        replay=location(opts.replay),
         budget=budget,
         objective=SearchObjective(metric=spec.metric, mode=spec.mode, cvar_penalty=opts.cvar_penalty),
         searched=_searched_keys(config),
         required_features=list(columns),
         seed=opts.seed,
         command=opts.command(),
-        provenance=provenance(opts.replay),
+        provenance=provenance(local_store(opts.replay)),
     )
 
 
@@ -632,13 +653,15 @@ def run_tune(opts: TuneOptions, dashboard: bool = True) -> TuneOutcome:
     (with its dashboard unless ``dashboard`` is False). Prints where the TensorBoard and wandb logs
     go once the inputs are checked."""
     spec = get_spec(opts.spec)
-    check_replay(opts.replay, spec, opts.feature_columns(spec), opts.split_fractions())
+    check_replay(local_store(opts.replay), spec, opts.feature_columns(spec), opts.split_fractions())
     check_experience(opts, spec)
     opts.sim_overrides()  # a bad cost profile is refused before Ray starts
-    run_dir = opts.run_dir()
+    run_dir, remote = opts.run_dir(), opts.run_location() if is_remote(opts.storage) else None
+    if remote is not None:  # the project's run files are staged locally and uploaded (remote_run)
+        fetch_run(remote)
     if opts.resume:
         recorded = read_run_file(run_dir)
-        if recorded.spec != spec.name or recorded.replay != str(opts.replay.resolve()):
+        if recorded.spec != spec.name or recorded.replay != location(opts.replay):
             raise InputError(
                 f"{str(run_dir)!r} was a search of spec {recorded.spec!r} on {recorded.replay!r}"
             )
@@ -653,6 +676,8 @@ def run_tune(opts: TuneOptions, dashboard: bool = True) -> TuneOutcome:
     env = {**env, "RAY_AIR_NEW_OUTPUT": "0"}  # the table reporter of ``_reporter``
     if not opts.resume:
         write_run_file(run_dir, run_record(opts, spec))
+        if remote is not None:
+            upload_tree(run_dir, remote, files=[RUN_FILE])
     with _environment(env):
         tuner = build_tuner(opts, spec, callbacks)
         results = tuner.fit()
@@ -665,18 +690,21 @@ def run_tune(opts: TuneOptions, dashboard: bool = True) -> TuneOutcome:
             f"continue it with the same command and --resume (run folder {run_dir})"
         )
     recorded = read_run_file(run_dir)
-    rows = leaderboard(results, run_dir, recorded.searched, recorded.budget.overfit_window)
+    tune_dir = Path(filesystem(remote)[1]) if remote is not None else run_dir  # where Tune's paths lie
+    rows = leaderboard(results, tune_dir, recorded.searched, recorded.budget.overfit_window)
     if not any(r.checkpoint for r in rows):
         errors = [str(r.error).splitlines()[-1] for r in results if r.error is not None]
         raise click.ClickException(f"all trials of {run_dir} failed: {errors[0] if errors else 'no results'}")
     write_leaderboard(run_dir, rows)
     plot = plot_objective(results, run_dir / PLOT_FILE)
+    if remote is not None:
+        upload_tree(run_dir, remote, last=(LEADERBOARD_FILE,))
     return TuneOutcome(run_dir=run_dir, leaderboard=rows, plot=plot)
 
 
 @click.command("tune")
 @click.option("--spec", "spec", required=True, help=f"Experiment spec: {', '.join(sorted(SPECS))}.")
-@click.option("--replay", type=click.Path(path_type=Path), required=True, help="Replay store root.")
+@click.option("--replay", required=True, help="Replay store root (a folder or an s3://… URI).")
 @click.option(
     "--experience",
     type=click.Path(path_type=Path),
@@ -695,10 +723,9 @@ def run_tune(opts: TuneOptions, dashboard: bool = True) -> TuneOutcome:
 )
 @click.option(
     "--storage",
-    type=click.Path(path_type=Path),
-    default=Path("ray_results"),
+    default="ray_results",
     show_default=True,
-    help="Folder of experiment folders.",
+    help="Folder (or s3://… URI) of experiment folders.",
 )
 @click.option("--name", help="Experiment folder name (default: SPEC, or SPEC-smoke with --smoke).")
 @click.option("--resume", is_flag=True, help="Continue the interrupted experiment STORAGE/NAME.")
@@ -759,13 +786,13 @@ def run_tune(opts: TuneOptions, dashboard: bool = True) -> TuneOutcome:
 @one_line_errors
 def tune_command(
     spec: str,
-    replay: Path,
+    replay: str,
     experience: Path | None,
     smoke: bool,
     num_samples: int | None,
     iterations: int | None,
     early_stop: int | None,
-    storage: Path,
+    storage: str,
     name: str | None,
     resume: bool,
     wandb_online: bool,
@@ -811,10 +838,11 @@ def tune_command(
         seed=seed,
     )
     outcome = run_tune(opts, dashboard=not no_dashboard)
-    click.echo(f"\nleaderboard ({outcome.run_dir}):")
+    shown = redacted(opts.run_location()) if is_remote(opts.storage) else outcome.run_dir
+    click.echo(f"\nleaderboard ({shown}):")
     click.echo(format_leaderboard(outcome.leaderboard))
     for warning in outcome.overfit_warnings:
         click.echo(warning, err=True)
     if outcome.plot is not None:
         click.echo(f"plot: {outcome.plot}")
-    click.echo(f"promote the best trial: raytrade promote --run {outcome.run_dir} --name NAME")
+    click.echo(f"promote the best trial: raytrade promote --run {opts.run_location()} --name NAME")

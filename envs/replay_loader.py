@@ -27,6 +27,7 @@ from raytrade.envs.config import ReplayDataConfig
 from raytrade.envs.market_data import MarketData
 from raytrade.replay.features.build import periods_per_year
 from raytrade.replay.reader import read_frame
+from raytrade.replay.remote_store import local_store
 from raytrade.replay.schema import FEATURES_SCHEMA
 from raytrade.replay.splits import EMBARGO_BARS, TRAIN_FRACTION, VALIDATION_FRACTION, fractional_splits
 
@@ -120,6 +121,7 @@ def load_market_data(
     Raises ``ValueError`` naming unknown symbols, unknown or non-numeric feature columns, or a split
     that would be empty.
     """
+    store = local_store(root)  # a remote store (s3://…) is read from its local mirror, on any node
     names = set(FEATURES_SCHEMA.names)
     unknown = [c for c in feature_columns if c not in names]
     if unknown:
@@ -127,7 +129,8 @@ def load_market_data(
     text = [c for c in feature_columns if not _numeric_feature(c)]
     if text:
         raise ValueError(f"feature column {text[0]!r} is text; use its numeric code instead")
-    bars = read_frame(root, "bars", symbols=symbols, columns=["symbol", "ts", "open", "close", "asset_class"])
+    bar_columns = ["symbol", "ts", "open", "close", "asset_class"]
+    bars = read_frame(store, "bars", symbols=symbols, columns=bar_columns)
     if symbols is not None:
         missing = sorted(set(symbols) - set(bars["symbol"].astype(str)))
         if missing:
@@ -158,7 +161,7 @@ def load_market_data(
 
     wanted = sorted({*feature_columns, "spread_bps", "dollar_volume_20", "vol_regime_code"})
     feats = read_frame(
-        root,
+        store,
         "features",
         symbols=order,
         start=calendar[0],

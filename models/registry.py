@@ -39,6 +39,7 @@ from pydantic import ValidationError
 from raytrade.envs.registry_ref import NAME_PATTERN, RegistryRefError, parse_registry_ref
 from raytrade.models.manifest import MANIFEST, Manifest, ManifestError, first_error, manifest_json
 from raytrade.replay.errors import InputError
+from raytrade.replay.remote import is_remote
 
 MODULE_DIR: Final = "module"
 CONNECTORS_DIR: Final = "connectors"
@@ -80,7 +81,14 @@ def names(registry: Path) -> list[str]:
 
 
 def resolve(registry: str | os.PathLike[str], ref: str) -> Path:
-    """The folder of ``NAME`` (its ``latest``) or ``NAME@VERSION``; ``RegistryError`` lists what exists."""
+    """The folder of ``NAME`` (its ``latest``) or ``NAME@VERSION``; ``RegistryError`` lists what exists.
+
+    A remote ``registry`` (``s3://…``) is read from a local mirror holding the version
+    (``models.registry_remote.mirror_registry``); the folder returned is the mirror's."""
+    if is_remote(registry):
+        from raytrade.models.registry_remote import mirror_registry
+
+        registry = mirror_registry(str(registry), ref)
     root = Path(registry)
     try:
         parsed = parse_registry_ref(ref)

@@ -22,11 +22,21 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 
 @pytest.fixture(scope="session")
-def ray_session() -> Iterator[None]:
-    """A local Ray (2 CPUs) started once for the whole session, on first use."""
+def ray_session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """A local Ray (2 CPUs) started once for the whole session, on first use.
+
+    Its workers inherit this environment, as a real node's workers inherit the node's: the
+    remote-storage test's S3 credentials (dummies for the loopback server, ``tests/s3_server.py``)
+    and a mirror cache under the session's temporary folder."""
     import ray
 
+    from tests.s3_server import ACCESS_KEY, SECRET_KEY
+
     os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
+    os.environ.setdefault("AWS_ACCESS_KEY_ID", ACCESS_KEY)
+    os.environ.setdefault("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
+    os.environ.setdefault("AWS_EC2_METADATA_DISABLED", "true")
+    os.environ.setdefault("RAYTRADE_CACHE_DIR", str(tmp_path_factory.mktemp("remote-cache")))
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, ignore_reinit_error=True)
     yield
     ray.shutdown()

@@ -90,3 +90,30 @@ def test_rayignore_keeps_secrets_state_and_environments_out_of_job_uploads() -> 
         assert ignored(ROOT / path), path
     for path in ("serve/app.py", "cluster/configs/rayservice.yaml", "pyproject.toml", "README.md"):
         assert not ignored(ROOT / path), path
+
+
+def test_a_storage_uri_carrying_credentials_is_refused_without_echoing_them() -> None:
+    from raytrade.replay.remote import RemoteError, location
+
+    with pytest.raises(RemoteError) as refused:
+        location(f"s3://AKIDEXAMPLE:{KEY}@bucket/store?region=us-east-1")
+    assert str(refused.value).startswith("s3://bucket/store: credentials in the URI are refused")
+    assert KEY not in str(refused.value) and "AKIDEXAMPLE" not in str(refused.value)
+
+
+def test_the_s3_filesystem_tune_ships_to_its_trials_holds_no_credential(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Tune pickles the storage filesystem into every trial actor: credentials read from the
+    environment stay out of it (each node reads its own environment or role)."""
+    import pickle
+
+    import pyarrow.fs as pafs
+
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIDEXAMPLE")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", KEY)
+    fs, _ = pafs.FileSystem.from_uri(
+        "s3://bucket/runs?endpoint_override=127.0.0.1:9&scheme=http&region=us-east-1"
+    )
+    shipped = pickle.dumps(fs)
+    assert KEY.encode() not in shipped and b"AKIDEXAMPLE" not in shipped

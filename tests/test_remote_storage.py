@@ -1,0 +1,157 @@
+"""Remote storage (``replay.remote``): s3:// locations against a local S3 server (moto) on 127.0.0.1.
+
+The unit tests cover the file moves every remote path uses; the end-to-end test runs
+ingest -> tune smoke -> promote -> the service's model loading with the store, the Tune storage and
+the registry all on the server."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from raytrade.replay.remote import (
+    RemoteError,
+    download_tree,
+    filesystem,
+    is_remote,
+    list_files,
+    location,
+    upload_tree,
+)
+from raytrade.replay.remote_store import local_store, publish_store, store_mirror
+from tests.s3_server import LocalS3, local_s3, use_credentials
+
+
+@pytest.fixture(scope="module")
+def s3() -> Iterator[LocalS3]:
+    with local_s3() as server:
+        yield server
+
+
+@pytest.fixture
+def bucket(
+    s3: LocalS3, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, request: pytest.FixtureRequest
+) -> str:
+    """A fresh bucket named after the test, credentials set, mirrors under tmp_path."""
+    use_credentials(monkeypatch, tmp_path / "cache")
+    name = request.node.name.replace("_", "-")[:50].strip("-").lower()
+    s3.create_bucket(name)
+    return name
+
+
+def _tree(root: Path, files: dict[str, bytes]) -> Path:
+    for rel, data in files.items():
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_bytes(data)
+    return root
+
+
+def test_upload_puts_the_commit_markers_last_in_their_order(s3: LocalS3, bucket: str, tmp_path: Path) -> None:
+    local = _tree(
+        tmp_path / "v", {"latest": b"1\n", "manifest.json": b"{}", "module/a.pt": b"A", "b.txt": b"B"}
+    )
+    done = upload_tree(local, s3.uri(bucket, "reg/x"), last=("manifest.json", "latest"))
+    assert done == ["b.txt", "module/a.pt", "manifest.json", "latest"]
+    assert s3.keys(bucket) == ["reg/x/b.txt", "reg/x/latest", "reg/x/manifest.json", "reg/x/module/a.pt"]
+    assert s3.body(bucket, "reg/x/module/a.pt") == b"A"
+
+
+def test_upload_with_skip_present_sends_only_what_the_remote_lacks(
+    s3: LocalS3, bucket: str, tmp_path: Path
+) -> None:
+    local = _tree(tmp_path / "t", {"p1": b"one", "p2": b"two"})
+    uri = s3.uri(bucket, "t")
+    assert upload_tree(local, uri) == ["p1", "p2"]
+    (local / "p3").write_bytes(b"three")
+    assert upload_tree(local, uri, skip_present=True) == ["p3"]
+
+
+def test_download_mirrors_the_remote_and_exact_drops_what_it_lacks(
+    s3: LocalS3, bucket: str, tmp_path: Path
+) -> None:
+    uri = s3.uri(bucket, "store")
+    upload_tree(_tree(tmp_path / "src", {"bars/p.parquet": b"12345", "f.json": b"{}"}), uri)
+    mirror = _tree(tmp_path / "mirror", {"stale.parquet": b"x", "_lock": b""})
+    download_tree(uri, mirror, exact=True)
+    files = sorted(p.relative_to(mirror).as_posix() for p in mirror.rglob("*") if p.is_file())
+    assert files == ["_lock", "bars/p.parquet", "f.json"]  # a writer's lock is not the remote's to drop
+    assert (mirror / "bars/p.parquet").read_bytes() == b"12345"
+    assert list_files(uri) == {"bars/p.parquet": 5, "f.json": 2}
+
+
+def test_a_missing_bucket_is_refused_naming_it(s3: LocalS3, bucket: str) -> None:
+    with pytest.raises(RemoteError, match=r"bucket 'no-such-bucket' of s3://no-such-bucket/x does not exist"):
+        filesystem(s3.uri("no-such-bucket", "x"))
+
+
+def test_a_local_path_passes_through_unchanged(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert not is_remote("store") and not is_remote(Path("store"))
+    assert location("store") == str(tmp_path / "store")
+    assert local_store("store") == Path("store")
+    with store_mirror(tmp_path / "store") as root:
+        assert root == tmp_path / "store"
+
+
+def test_a_store_that_another_writer_appended_to_is_not_uploaded(
+    s3: LocalS3, bucket: str, tmp_path: Path
+) -> None:
+    uri = s3.uri(bucket, "store")
+    local = _tree(tmp_path / "mine", {"bars/year=2024/part-2.parquet": b"mine"})
+    upload_tree(_tree(tmp_path / "theirs", {"bars/year=2024/part-1.parquet": b"theirs"}), uri)
+    with pytest.raises(RemoteError, match=r"another writer .*first: bars/year=2024/part-1.parquet"):
+        publish_store(local, uri, before=set())
+    assert s3.keys(bucket) == ["store/bars/year=2024/part-1.parquet"]
+
+
+def test_a_store_file_removed_locally_refuses_the_upload(s3: LocalS3, bucket: str, tmp_path: Path) -> None:
+    uri = s3.uri(bucket, "store")
+    upload_tree(_tree(tmp_path / "src", {"features/year=2024/part-1.parquet": b"old"}), uri)
+    local = _tree(tmp_path / "mine", {"features/year=2024/part-2.parquet": b"rebuilt"})
+    with pytest.raises(RemoteError, match="append-only"):
+        publish_store(local, uri, before={"features/year=2024/part-1.parquet"})
+    assert s3.keys(bucket) == ["store/features/year=2024/part-1.parquet"]
+
+
+def test_ingest_tune_promote_and_serve_read_and_write_s3(
+    ray_session: None, s3: LocalS3, bucket: str, tmp_path: Path
+) -> None:
+    """The store, the Tune storage and the registry all on the S3 server: every stage finds what the
+    previous one left there, and no object carries the S3 secret."""
+    from click.testing import CliRunner
+
+    from raytrade.cluster.cli import main
+    from raytrade.serve.app import load_service
+    from raytrade.serve.decide import ServeConfig
+    from tests.s3_server import ACCESS_KEY, SECRET_KEY
+
+    store, registry, run = s3.uri(bucket, "store"), s3.uri(bucket, "registry"), s3.uri(bucket, "runs/r1")
+    cli = CliRunner()
+    synthetic = ["--source", "synthetic", "--n-symbols", "4", "--years", "1.5", "--seed", "3"]
+    ingested = cli.invoke(main, ["ingest", *synthetic, "--out", store])
+    assert ingested.exit_code == 0, ingested.output
+    stored = s3.keys(bucket)
+    assert {k.split("/")[1] for k in stored} == {"bars", "features", "macro"}
+    assert all(k.startswith("store/") and "/year=" in k and "/part-" in k for k in stored)
+
+    search = ["--spec", "ppo", "--replay", store, "--smoke", "--num-samples", "1", "--iterations", "1"]
+    tuned = cli.invoke(
+        main, ["tune", *search, "--no-wandb", "--storage", s3.uri(bucket, "runs"), "--name", "r1"]
+    )
+    assert tuned.exit_code == 0, tuned.output
+    runs = [k for k in s3.keys(bucket) if k.startswith("runs/r1/")]
+    assert {"runs/r1/raytrade_run.json", "runs/r1/leaderboard.json"} <= set(runs)
+    assert any("/checkpoint_" in k and k.endswith("/rl_module/default_policy/metadata.json") for k in runs)
+
+    promoted = cli.invoke(main, ["promote", "--run", run, "--name", "alpha", "--registry", registry])
+    assert promoted.exit_code == 0, promoted.output
+    assert s3.body(bucket, "registry/alpha/latest") == b"1\n"
+
+    service = load_service("alpha", registry, ServeConfig(max_feature_age_hours=None))
+    manifest = service.handle.manifest
+    assert (service.handle.version, manifest.source.run, manifest.data.root) == (1, run, store)
+    for key in s3.keys(bucket):
+        body = s3.body(bucket, key)
+        assert SECRET_KEY.encode() not in body and ACCESS_KEY.encode() not in body, key
