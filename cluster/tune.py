@@ -36,12 +36,13 @@ import shlex
 from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import click
 from pydantic import BaseModel, ConfigDict, Field, computed_field
 
 from raytrade.cluster.errors import one_line_errors
+from raytrade.cluster.options import registry_option
 from raytrade.cluster.run_file import (
     LEADERBOARD_FILE,
     RUN_FILE,
@@ -55,8 +56,11 @@ from raytrade.envs.actions import ACTION_MODES, ActionConfig, ActionMode
 from raytrade.envs.baseline_weights import BASELINE_FEATURES
 from raytrade.envs.rewards import RewardConfig
 from raytrade.models.manifest import Provenance, SearchObjective
+from raytrade.models.registry import DEFAULT_REGISTRY
 from raytrade.replay.errors import InputError
 from raytrade.tune_specs import SPECS, get_spec
+from raytrade.tune_specs.exploration import parse_symbols, probe_indices, with_exploration
+from raytrade.tune_specs.init_weights import InitVersion, adopt_env_config, resolve_init, with_init_weights
 from raytrade.tune_specs.objective import METRIC, REPORTED, TRAIN_METRIC, metric_of
 from raytrade.tune_specs.overfit import OverfitCheck, check_overfit
 from raytrade.tune_specs.spec import Budget, TuneSpec
@@ -72,6 +76,9 @@ __all__ = [
 ]
 PLOT_FILE = "validation_objective.png"
 _ACTION, _REWARD = ActionConfig.model_fields, RewardConfig.model_fields  # the flags' defaults, stated once
+if TYPE_CHECKING:
+    from ray.rllib.algorithms.algorithm_config import AlgorithmConfig
+
 WandbMode = Literal["offline", "online", "disabled"]
 
 
@@ -118,6 +125,22 @@ class TuneOptions(BaseModel):
     trial_resources: dict[str, float] = Field(
         default_factory=dict, description="extra custom Ray resources each trial requests"
     )
+    init: str | None = Field(
+        None,
+        description="registry:NAME[@VERSION] whose weights, features, normaliser and action mapping "
+        "start every trial (tune_specs.init_weights)",
+    )
+    registry: Path = Field(Path(DEFAULT_REGISTRY), description="registry root --init reads")
+    probe_symbols: str | None = Field(
+        None, description="A,B: symbols explored with a larger std (models.common.ExplorationConfig)"
+    )
+    drawdown_std_scale: float | None = Field(
+        None, gt=0, le=1, description="exploration std shrinks with drawdown, to its floor at this drawdown"
+    )
+
+    def init_version(self) -> InitVersion | None:
+        """The ``--init`` version (NAME without a version: its newest now; ``run_tune`` pins it)."""
+        return None if self.init is None else resolve_init(self.init, self.registry)
 
     def budget(self, spec: TuneSpec) -> Budget:
         base = spec.smoke if self.smoke else spec.budget
@@ -133,6 +156,9 @@ class TuneOptions(BaseModel):
     def feature_columns(self, spec: TuneSpec) -> tuple[str, ...]:
         """The columns the policy observes: ``features`` resolved, else the spec's."""
         if self.features is None:
+            version = self.init_version()
+            if version is not None:
+                return tuple(version.env_config().get("feature_columns") or spec.required_features)
             return spec.required_features
         from raytrade.envs.replay_loader import resolve_feature_groups
 
@@ -152,7 +178,33 @@ class TuneOptions(BaseModel):
         sim["reward"] = {**sim.get("reward", {}), "turnover_penalty": self.turnover_penalty}
         if action.baseline is not None:
             env_config["data"]["extra_features"] = list(BASELINE_FEATURES[action.baseline])
+        version = self.init_version()
+        if version is not None:
+            given = action != ActionConfig()  # flags left at their defaults take the version's
+            features_given = self.features is not None
+            theirs = version.env_config()
+            return adopt_env_config(
+                env_config, theirs, version.label, features_given=features_given, action_given=given
+            )
         return env_config
+
+    def search_config(
+        self, spec: TuneSpec, config: AlgorithmConfig, env_config: dict[str, Any]
+    ) -> AlgorithmConfig:
+        """``config`` with this search's exploration options and ``--init`` weights, if any."""
+        exploration: dict[str, Any] = {}
+        if self.drawdown_std_scale is not None:
+            exploration["drawdown_scale"] = self.drawdown_std_scale
+        if self.probe_symbols is not None:
+            from raytrade.envs.config import PortfolioEnvConfig
+            from raytrade.envs.synthetic_market import market_data_from_config
+
+            universe = market_data_from_config(PortfolioEnvConfig.model_validate(env_config).data).symbols
+            exploration["probe_assets"] = probe_indices(universe, parse_symbols(self.probe_symbols))
+        if exploration:
+            config = with_exploration(config, exploration)
+        version = self.init_version()
+        return config if version is None else with_init_weights(config, version, spec.name)
 
     def run_name(self) -> str:
         return self.name or (f"{self.spec}-smoke" if self.smoke else self.spec)
@@ -173,6 +225,9 @@ class TuneOptions(BaseModel):
         parts += ["--action-mode", self.action_mode, "--max-tilt", repr(self.max_tilt)]
         parts += ["--no-trade-band", repr(self.no_trade_band)]
         parts += ["--turnover-penalty", repr(self.turnover_penalty)]
+        parts += ["--init", self.init, "--registry", str(self.registry.resolve())] if self.init else []
+        parts += ["--probe-symbols", self.probe_symbols] if self.probe_symbols else []
+        parts += ["--drawdown-std-scale", repr(self.drawdown_std_scale)] if self.drawdown_std_scale else []
         return shlex.join(parts)
 
 
@@ -327,7 +382,7 @@ def build_tuner(opts: TuneOptions, spec: TuneSpec, callbacks: list[Any]) -> Any:
     budget = opts.budget(spec)
     env_config = opts.env_config(spec, budget)
     objective = spec.objective.model_copy(update={"cvar_penalty": opts.cvar_penalty})
-    config = spec.algo_config(env_config, budget, objective)
+    config = opts.search_config(spec, spec.algo_config(env_config, budget, objective), env_config)
     config = config.resources(
         placement_strategy="SPREAD", custom_resources_for_main_process=dict(opts.trial_resources)
     ).debugging(seed=opts.seed)
@@ -397,7 +452,8 @@ def run_record(opts: TuneOptions, spec: TuneSpec) -> RunFile:
     """The run file of a new search: what it searches and what it depends on at this moment."""
     budget = opts.budget(spec)
     columns = opts.feature_columns(spec)
-    config = spec.algo_config(opts.env_config(spec, budget), budget).to_dict()
+    env_config = opts.env_config(spec, budget)  # --init conflicts are refused here, before any file
+    config = opts.search_config(spec, spec.algo_config(env_config, budget), env_config).to_dict()
     return RunFile(
         spec=spec.name,
         family=spec.family,
@@ -552,6 +608,9 @@ def _ensure_ray() -> None:
 def run_tune(opts: TuneOptions) -> TuneOutcome:
     """Run (or resume) the search, then write the leaderboard and the objective plot."""
     spec = get_spec(opts.spec)
+    version = opts.init_version()
+    if version is not None:  # the trials load exactly the version resolved now
+        opts = opts.model_copy(update={"init": version.label})
     check_replay(opts.replay, spec, opts.feature_columns(spec))
     run_dir = opts.run_dir()
     if opts.resume:
@@ -649,6 +708,18 @@ def run_tune(opts: TuneOptions) -> TuneOutcome:
 )
 @click.option("--max-failures", type=click.IntRange(min=0), default=2, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
+@click.option(
+    "--init",
+    help="registry:NAME[@VERSION]: start every trial from that version's weights; its features, "
+    "normaliser and action mapping are adopted (conflicting flags are refused).",
+)
+@registry_option("Registry root --init reads.")
+@click.option("--probe-symbols", help="A,B: symbols explored with a larger std (the contract's probes).")
+@click.option(
+    "--drawdown-std-scale",
+    type=click.FloatRange(min=0, max=1, min_open=True),
+    help="Exploration std shrinks as the drawdown grows, to its floor at this drawdown (default: off).",
+)
 @one_line_errors
 def tune_command(
     spec: str,
@@ -670,6 +741,10 @@ def tune_command(
     turnover_penalty: float,
     max_failures: int,
     seed: int,
+    init: str | None,
+    registry: Path,
+    probe_symbols: str | None,
+    drawdown_std_scale: float | None,
 ) -> None:
     """Search SPEC's hyperparameters on REPLAY's train split, scored on its validation split."""
     if wandb_online and no_wandb:
@@ -693,6 +768,10 @@ def tune_command(
         turnover_penalty=turnover_penalty,
         max_failures=max_failures,
         seed=seed,
+        init=init,
+        registry=registry,
+        probe_symbols=probe_symbols,
+        drawdown_std_scale=drawdown_std_scale,
     )
     outcome = run_tune(opts)
     click.echo(f"\nleaderboard ({outcome.run_dir}):")
