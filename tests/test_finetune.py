@@ -143,12 +143,14 @@ def test_init_adopts_the_versions_features_normaliser_and_action() -> None:
 
 
 def test_init_refuses_other_features_naming_both() -> None:
-    with pytest.raises(InitConflictError, match=r"--features \['ret_1', 'ret_5'\] differ from registry:p@1's"):
+    match = r"--features \['ret_1', 'ret_5'\] differ from registry:p@1's feature columns \['ret_1'\]"
+    with pytest.raises(InitConflictError, match=match):
         adopt_env_config(OURS, THEIRS, "registry:p@1", features_given=True, action_given=False)
 
 
 def test_init_refuses_another_action_mapping_naming_both() -> None:
-    with pytest.raises(InitConflictError, match=r"action \{'mode': 'absolute'\} differs from registry:p@1's"):
+    match = r"action \{'mode': 'absolute'\} differs from registry:p@1's action \{'mode': 'tilt:kelly_lite'"
+    with pytest.raises(InitConflictError, match=match):
         adopt_env_config(OURS, THEIRS, "registry:p@1", features_given=False, action_given=True)
 
 
@@ -157,13 +159,17 @@ _VERSION = InitVersion(registry="/r", name="p", version=1)
 
 def test_init_refuses_a_module_of_another_class() -> None:
     config = ppo_config("ppo_mlp", TINY_ENV)
-    with pytest.raises(InitConflictError, match="holds a DistributionalPPOModule module; spec 'ppo' trains PPOMLP"):
+    with pytest.raises(
+        InitConflictError, match="holds a DistributionalPPOModule module; spec 'ppo' trains PPOMLP"
+    ):
         check_compatible(_module("distributional"), config, _VERSION, "ppo")
 
 
 def test_init_refuses_other_spaces() -> None:
     config = ppo_config("ppo_mlp", TINY_ENV)
-    with pytest.raises(InitConflictError, match=r"registry:p@1's observation space Box.*\(55,\).*env Box.*\(45,\)"):
+    with pytest.raises(
+        InitConflictError, match=r"registry:p@1's observation space Box.*\(55,\).*env Box.*\(45,\)"
+    ):
         check_compatible(_module("ppo_mlp", n_assets=5), config, _VERSION, "ppo")
 
 
@@ -178,3 +184,89 @@ def promoted(ppo_smoke_run: Path, tmp_path_factory: pytest.TempPathFactory) -> P
     registry = tmp_path_factory.mktemp("finetune") / "registry"
     promote(ppo_smoke_run, "smoke", registry)
     return registry
+
+
+def _search(store: Path, registry: Path, *extra: str) -> list[str]:
+    """``raytrade tune`` arguments of a one-trial, one-iteration smoke search started from ``smoke``."""
+    args = ["--spec", "ppo", "--replay", str(store), "--smoke", "--num-samples", "1", "--iterations", "1"]
+    return [*args, "--no-wandb", "--init", "registry:smoke", "--registry", str(registry), *extra]
+
+
+def test_init_weights_are_on_the_learner_and_the_env_runner_before_the_first_sample(
+    promoted: Path, synthetic_store: Path
+) -> None:
+    import numpy as np
+    from ray.rllib.core import DEFAULT_MODULE_ID
+
+    from raytrade.cluster.tune import TuneOptions
+    from raytrade.models.registry_load import load
+    from raytrade.tune_specs import get_spec
+
+    spec = get_spec("ppo")
+    opts = TuneOptions(
+        spec="ppo", replay=synthetic_store, smoke=True, init="registry:smoke", registry=promoted
+    )
+    env_config = opts.env_config(spec, opts.budget(spec))
+    config = opts.search_config(spec, spec.algo_config(env_config, opts.budget(spec)), env_config)
+    # one point of the search space: an Algorithm is built from plain values
+    algo = config.training(lr=1e-4, entropy_coeff=0.0, clip_param=0.2, gamma=0.99).build_algo()
+    try:
+        want = load("smoke@1", promoted).module.get_state()
+        learner = algo.learner_group.get_weights()[DEFAULT_MODULE_ID]
+        runner = algo.env_runner.module.get_state()
+    finally:
+        algo.stop()
+    assert sorted(learner) == sorted(want) and set(runner) < set(want)  # the runner's is inference-only
+    assert [k for k in want if not np.array_equal(learner[k], want[k])] == []
+    assert [k for k in runner if not np.array_equal(runner[k], want[k])] == []
+
+
+@pytest.fixture(scope="module")
+def init_run(promoted: Path, synthetic_store: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An ``--init registry:smoke`` search (1 trial, 1 iteration) with the learning rate 0, so its
+    first reported iteration is scored on exactly the loaded weights."""
+    from click.testing import CliRunner
+
+    from raytrade.cluster.tune import tune_command
+    from raytrade.tune_specs import ppo
+
+    storage = tmp_path_factory.mktemp("finetune-runs")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setitem(ppo.SPACE, "lr", 0.0)
+        result = CliRunner().invoke(
+            tune_command, _search(synthetic_store, promoted, "--storage", str(storage))
+        )
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        raise result.exception
+    assert result.exit_code == 0, result.output
+    return storage / "ppo-smoke"
+
+
+def test_an_init_search_starts_at_the_versions_validation_score(init_run: Path, promoted: Path) -> None:
+    from raytrade.models.manifest import read_manifest
+
+    row = json.loads((init_run / "leaderboard.json").read_text())[0]
+    first = json.loads((init_run / row["trial_dir"] / "result.json").read_text().splitlines()[0])
+    version = read_manifest(promoted / "smoke" / "1").metrics["validation"]["objective"]
+    assert first["training_iteration"] == 1
+    assert first["validation"]["objective"] == pytest.approx(version, rel=1e-9, abs=1e-12)
+
+
+def test_an_init_search_records_the_pinned_version(init_run: Path) -> None:
+    from raytrade.cluster.run_file import read_run_file
+
+    assert "--init registry:smoke@1 --registry" in read_run_file(init_run).command
+
+
+def test_init_with_other_features_is_refused_in_one_line(
+    promoted: Path, synthetic_store: Path, tmp_path: Path
+) -> None:
+    from click.testing import CliRunner
+
+    from raytrade.cluster.tune import tune_command
+
+    args = _search(synthetic_store, promoted, "--storage", str(tmp_path), "--features", "returns")
+    result = CliRunner().invoke(tune_command, args)
+    assert result.exit_code == 1
+    assert "differ from registry:smoke@1's feature columns" in result.output
+    assert len(result.output.strip().splitlines()) == 1 and not any(tmp_path.iterdir())
