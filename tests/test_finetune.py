@@ -263,10 +263,11 @@ def test_init_with_other_features_is_refused_in_one_line(
 ) -> None:
     from click.testing import CliRunner
 
+    from raytrade.cluster.errors import EXIT_BAD_INPUT
     from raytrade.cluster.tune import tune_command
 
     args = _search(synthetic_store, promoted, "--storage", str(tmp_path), "--features", "returns")
     result = CliRunner().invoke(tune_command, args)
-    assert result.exit_code == 1
+    assert result.exit_code == EXIT_BAD_INPUT
     assert "differ from registry:smoke@1's feature columns" in result.output
     assert len(result.output.strip().splitlines()) == 1 and not any(tmp_path.iterdir())
