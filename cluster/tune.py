@@ -59,7 +59,7 @@ from raytrade.models.manifest import Provenance, SearchObjective
 from raytrade.models.registry import DEFAULT_REGISTRY
 from raytrade.replay.errors import InputError
 from raytrade.tune_specs import SPECS, get_spec
-from raytrade.tune_specs.exploration import parse_symbols, probe_indices, with_exploration
+from raytrade.tune_specs.exploration import exploration_options, with_exploration
 from raytrade.tune_specs.init_weights import InitVersion, adopt_env_config, resolve_init, with_init_weights
 from raytrade.tune_specs.objective import METRIC, REPORTED, TRAIN_METRIC, metric_of
 from raytrade.tune_specs.overfit import OverfitCheck, check_overfit
@@ -192,17 +192,8 @@ class TuneOptions(BaseModel):
         self, spec: TuneSpec, config: AlgorithmConfig, env_config: dict[str, Any]
     ) -> AlgorithmConfig:
         """``config`` with this search's exploration options and ``--init`` weights, if any."""
-        exploration: dict[str, Any] = {}
-        if self.drawdown_std_scale is not None:
-            exploration["drawdown_scale"] = self.drawdown_std_scale
-        if self.probe_symbols is not None:
-            from raytrade.envs.config import PortfolioEnvConfig
-            from raytrade.envs.synthetic_market import market_data_from_config
-
-            universe = market_data_from_config(PortfolioEnvConfig.model_validate(env_config).data).symbols
-            exploration["probe_assets"] = probe_indices(universe, parse_symbols(self.probe_symbols))
-        if exploration:
-            config = with_exploration(config, exploration)
+        exploration = exploration_options(env_config, self.probe_symbols, self.drawdown_std_scale)
+        config = with_exploration(config, exploration) if exploration else config
         version = self.init_version()
         return config if version is None else with_init_weights(config, version, spec.name)
 

@@ -20,7 +20,12 @@ from raytrade.models.common import (
     gaussian_dist_inputs,
 )
 from raytrade.replay.errors import InputError
-from raytrade.tune_specs.exploration import parse_symbols, probe_indices, with_exploration
+from raytrade.tune_specs.exploration import (
+    exploration_options,
+    parse_symbols,
+    probe_indices,
+    with_exploration,
+)
 from raytrade.tune_specs.init_weights import (
     InitConflictError,
     InitVersion,
@@ -91,6 +96,11 @@ def test_a_probe_asset_outside_the_universe_is_refused_at_setup() -> None:
 
 def test_probe_symbols_become_universe_positions() -> None:
     assert probe_indices(("AAA", "BBB", "CCC"), parse_symbols("CCC, AAA")) == (0, 2)
+
+
+def test_search_options_name_probe_symbols_by_position_in_the_training_universe() -> None:
+    options = exploration_options(TINY_ENV, "SYN003,SYN001", 0.2)
+    assert options == {"drawdown_scale": 0.2, "probe_assets": (1, 3)}
 
 
 def test_an_unknown_probe_symbol_is_refused_with_the_universe() -> None:

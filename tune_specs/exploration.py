@@ -41,6 +41,23 @@ def probe_indices(universe: Sequence[str], probe: Sequence[str]) -> tuple[int, .
     return tuple(sorted(list(universe).index(s) for s in probe))
 
 
+def exploration_options(
+    env_config: Mapping[str, Any], probe_symbols: str | None, drawdown_scale: float | None
+) -> dict[str, Any]:
+    """The ``ExplorationConfig`` fields a search asks for (empty: none): ``--probe-symbols`` as
+    positions in the universe of ``env_config``'s training data, ``--drawdown-std-scale``."""
+    options: dict[str, Any] = {}
+    if drawdown_scale is not None:
+        options["drawdown_scale"] = drawdown_scale
+    if probe_symbols is not None:
+        from raytrade.envs.config import PortfolioEnvConfig
+        from raytrade.envs.synthetic_market import market_data_from_config
+
+        universe = market_data_from_config(PortfolioEnvConfig.model_validate(env_config).data).symbols
+        options["probe_assets"] = probe_indices(universe, parse_symbols(probe_symbols))
+    return options
+
+
 def module_spec(config: AlgorithmConfig) -> RLModuleSpec:
     """The config's module class and model config (RLlib's defaults merged in)."""
     spec = config.rl_module_spec
