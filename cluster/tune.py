@@ -42,6 +42,7 @@ import click
 from pydantic import BaseModel, ConfigDict, Field, computed_field
 
 from raytrade.cluster.errors import one_line_errors
+from raytrade.cluster.options import registry_option
 from raytrade.cluster.remote_run import fetch_run
 from raytrade.cluster.run_file import (
     LEADERBOARD_FILE,
@@ -56,6 +57,7 @@ from raytrade.envs.actions import ACTION_MODES, ActionConfig, ActionMode
 from raytrade.envs.baseline_weights import BASELINE_FEATURES
 from raytrade.envs.rewards import RewardConfig
 from raytrade.models.manifest import Provenance, SearchObjective
+from raytrade.models.registry import DEFAULT_REGISTRY
 from raytrade.replay.errors import InputError
 from raytrade.replay.remote import (
     Location,
@@ -70,6 +72,8 @@ from raytrade.replay.remote import (
 from raytrade.replay.remote_store import local_store
 from raytrade.replay.splits import TRAIN_FRACTION, VALIDATION_FRACTION
 from raytrade.tune_specs import OFFLINE_SPECS, SPECS, get_spec
+from raytrade.tune_specs.exploration import exploration_options, with_exploration
+from raytrade.tune_specs.init_weights import InitVersion, adopt_env_config, resolve_init, with_init_weights
 from raytrade.tune_specs.objective import METRIC, REPORTED, TRAIN_METRIC, metric_of
 from raytrade.tune_specs.overfit import OverfitCheck, check_overfit
 from raytrade.tune_specs.spec import Budget, TuneSpec
@@ -88,6 +92,9 @@ __all__ = [
 ]
 PLOT_FILE = "validation_objective.png"
 _ACTION, _REWARD = ActionConfig.model_fields, RewardConfig.model_fields  # the flags' defaults, stated once
+if TYPE_CHECKING:
+    from ray.rllib.algorithms.algorithm_config import AlgorithmConfig
+
 WandbMode = Literal["offline", "online", "disabled"]
 
 
@@ -146,6 +153,22 @@ class TuneOptions(BaseModel):
     trial_resources: dict[str, float] = Field(
         default_factory=dict, description="extra custom Ray resources each trial requests"
     )
+    init: str | None = Field(
+        None,
+        description="registry:NAME[@VERSION] whose weights, features, normaliser and action mapping "
+        "start every trial (tune_specs.init_weights)",
+    )
+    registry: Location = Field(DEFAULT_REGISTRY, description="registry root --init reads")
+    probe_symbols: str | None = Field(
+        None, description="A,B: symbols explored with a larger std (models.common.ExplorationConfig)"
+    )
+    drawdown_std_scale: float | None = Field(
+        None, gt=0, le=1, description="exploration std shrinks with drawdown, to its floor at this drawdown"
+    )
+
+    def init_version(self) -> InitVersion | None:
+        """The ``--init`` version (NAME without a version: its newest now; ``run_tune`` pins it)."""
+        return None if self.init is None else resolve_init(self.init, self.registry)
 
     def budget(self, spec: TuneSpec) -> Budget:
         base = spec.smoke if self.smoke else spec.budget
@@ -161,6 +184,9 @@ class TuneOptions(BaseModel):
     def feature_columns(self, spec: TuneSpec) -> tuple[str, ...]:
         """The columns the policy observes: ``features`` resolved, else the spec's."""
         if self.features is None:
+            version = self.init_version()
+            if version is not None:
+                return tuple(version.env_config().get("feature_columns") or spec.required_features)
             return spec.required_features
         from raytrade.envs.replay_loader import resolve_feature_groups
 
@@ -184,6 +210,14 @@ class TuneOptions(BaseModel):
         sim.update(self.sim_overrides())
         if action.baseline is not None:
             env_config["data"]["extra_features"] = list(BASELINE_FEATURES[action.baseline])
+        version = self.init_version()
+        if version is not None:
+            given = action != ActionConfig()  # flags left at their defaults take the version's
+            features_given = self.features is not None
+            theirs = version.env_config()
+            return adopt_env_config(
+                env_config, theirs, version.label, features_given=features_given, action_given=given
+            )
         return env_config
 
     def sim_overrides(self) -> dict[str, Any]:
@@ -198,6 +232,15 @@ class TuneOptions(BaseModel):
         """The ``ReplayDataConfig`` split fractions this search sets (empty: the store's defaults)."""
         fractions = {"train_fraction": self.train_fraction, "validation_fraction": self.validation_fraction}
         return {k: v for k, v in fractions.items() if v is not None}
+
+    def search_config(
+        self, spec: TuneSpec, config: AlgorithmConfig, env_config: dict[str, Any]
+    ) -> AlgorithmConfig:
+        """``config`` with this search's exploration options and ``--init`` weights, if any."""
+        exploration = exploration_options(env_config, self.probe_symbols, self.drawdown_std_scale)
+        config = with_exploration(config, exploration) if exploration else config
+        version = self.init_version()
+        return config if version is None else with_init_weights(config, version, spec.name)
 
     def run_name(self) -> str:
         return self.name or (f"{self.spec}-smoke" if self.smoke else self.spec)
@@ -231,6 +274,9 @@ class TuneOptions(BaseModel):
         parts += ["--action-mode", self.action_mode, "--max-tilt", repr(self.max_tilt)]
         parts += ["--no-trade-band", repr(self.no_trade_band)]
         parts += ["--turnover-penalty", repr(self.turnover_penalty)]
+        parts += ["--init", self.init, "--registry", location(self.registry)] if self.init else []
+        parts += ["--probe-symbols", self.probe_symbols] if self.probe_symbols else []
+        parts += ["--drawdown-std-scale", repr(self.drawdown_std_scale)] if self.drawdown_std_scale else []
         return shlex.join(parts)
 
 
@@ -398,7 +444,9 @@ def build_tuner(opts: TuneOptions, spec: TuneSpec, callbacks: list[Any]) -> Any:
     budget = opts.budget(spec)
     env_config = opts.env_config(spec, budget)
     objective = spec.objective.model_copy(update={"cvar_penalty": opts.cvar_penalty})
-    config = _with_experience(opts, spec.algo_config(env_config, budget, objective))
+    config = _with_experience(
+        opts, opts.search_config(spec, spec.algo_config(env_config, budget, objective), env_config)
+    )
     config = config.resources(
         placement_strategy="SPREAD", custom_resources_for_main_process=dict(opts.trial_resources)
     ).debugging(seed=opts.seed)
@@ -491,7 +539,10 @@ def run_record(opts: TuneOptions, spec: TuneSpec) -> RunFile:
     """The run file of a new search: what it searches and what it depends on at this moment."""
     budget = opts.budget(spec)
     columns = opts.feature_columns(spec)
-    config = _with_experience(opts, spec.algo_config(opts.env_config(spec, budget), budget)).to_dict()
+    env_config = opts.env_config(spec, budget)  # --init conflicts are refused here, before any file
+    config = _with_experience(
+        opts, opts.search_config(spec, spec.algo_config(env_config, budget), env_config)
+    ).to_dict()
     return RunFile(
         spec=spec.name,
         family=spec.family,
@@ -653,6 +704,9 @@ def run_tune(opts: TuneOptions, dashboard: bool = True) -> TuneOutcome:
     (with its dashboard unless ``dashboard`` is False). Prints where the TensorBoard and wandb logs
     go once the inputs are checked."""
     spec = get_spec(opts.spec)
+    version = opts.init_version()
+    if version is not None:  # the trials load exactly the version resolved now
+        opts = opts.model_copy(update={"init": version.label})
     check_replay(local_store(opts.replay), spec, opts.feature_columns(spec), opts.split_fractions())
     check_experience(opts, spec)
     opts.sim_overrides()  # a bad cost profile is refused before Ray starts
@@ -782,6 +836,18 @@ def run_tune(opts: TuneOptions, dashboard: bool = True) -> TuneOutcome:
 )
 @click.option("--max-failures", type=click.IntRange(min=0), default=2, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
+@click.option(
+    "--init",
+    help="registry:NAME[@VERSION]: start every trial from that version's weights; its features, "
+    "normaliser and action mapping are adopted (conflicting flags are refused).",
+)
+@registry_option("Registry root --init reads.")
+@click.option("--probe-symbols", help="A,B: symbols explored with a larger std (the contract's probes).")
+@click.option(
+    "--drawdown-std-scale",
+    type=click.FloatRange(min=0, max=1, min_open=True),
+    help="Exploration std shrinks as the drawdown grows, to its floor at this drawdown (default: off).",
+)
 @click.option("--no-dashboard", is_flag=True, help="Start a local Ray without its dashboard.")
 @one_line_errors
 def tune_command(
@@ -808,6 +874,10 @@ def tune_command(
     validation_fraction: float | None,
     max_failures: int,
     seed: int,
+    init: str | None,
+    registry: str,
+    probe_symbols: str | None,
+    drawdown_std_scale: float | None,
     no_dashboard: bool,
 ) -> None:
     """Search SPEC's hyperparameters on REPLAY's train split, scored on its validation split."""
@@ -836,6 +906,10 @@ def tune_command(
         validation_fraction=validation_fraction,
         max_failures=max_failures,
         seed=seed,
+        init=init,
+        registry=registry,
+        probe_symbols=probe_symbols,
+        drawdown_std_scale=drawdown_std_scale,
     )
     outcome = run_tune(opts, dashboard=not no_dashboard)
     shown = redacted(opts.run_location()) if is_remote(opts.storage) else outcome.run_dir

@@ -22,13 +22,14 @@ Design decisions (all families):
 from __future__ import annotations
 
 import itertools
+import math
 from collections.abc import Mapping, Sequence
-from typing import Any, NamedTuple, TypeVar
+from typing import Any, Final, NamedTuple, TypeVar
 
 import gymnasium as gym
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt
 from torch import nn
 
 from raytrade.envs.gym_envs import GATE_ACTION_FIELDS, N_PORTFOLIO_STATE
@@ -40,6 +41,9 @@ C = TypeVar("C", bound=BaseModel)
 # Keys RLlib merges into every module's ``model_config`` (``AlgorithmConfig._model_config_auto_includes``);
 # they say nothing about our modules, so validation drops them instead of failing on them.
 RLLIB_AUTO_KEYS: frozenset[str] = frozenset({"vf_share_layers"})
+PORTFOLIO_DRAWDOWN: Final = 1
+"""Position of the drawdown (``1 - equity / running peak``) in the portfolio state (``envs.gym_envs``
+layout: cash fraction, drawdown, kill-switch active, kill-switch bars, progress)."""
 
 
 class ProjectionConfig(BaseModel):
@@ -54,6 +58,38 @@ class ProjectionConfig(BaseModel):
     gross_cap: float = Field(2.0, ge=0, description="sum |w| cap")
     per_asset_cap: float = Field(1.0, ge=0, le=1, description="|w_i| cap (<= 1: the action Box)")
     long_only: bool = Field(False, description="forbid short weights")
+
+
+class ExplorationConfig(BaseModel):
+    """How the Gaussian's exploration noise varies with risk and by asset (sampling only: the
+    deterministic ``weights()`` the objective scores and serving uses never sees it).
+
+    ``log_std_eff[b, i] = log_std + log(max(drawdown_floor, 1 - dd[b] / drawdown_scale))
+    + log(probe_std_multiplier) * [i in probe_assets]`` (:func:`exploration_log_std`), ``dd`` the
+    observation's portfolio drawdown. Why: a book already under water should try less, so the
+    noise shrinks as the drawdown deepens (to ``drawdown_floor`` times the base std at
+    ``drawdown_scale`` and beyond); probe symbols are the ones named for trying things, so their
+    noise is larger. The defaults leave the noise as it was (one shared ``log_std``).
+    """
+
+    model_config = FROZEN
+
+    drawdown_scale: float | None = Field(
+        None,
+        gt=0,
+        le=1,
+        description="drawdown (fraction below the peak) at which the std reaches the "
+        "floor; None: the std does not depend on the drawdown",
+    )
+    drawdown_floor: float = Field(0.1, gt=0, le=1, description="smallest std factor the drawdown gives")
+    probe_assets: tuple[NonNegativeInt, ...] = Field(
+        (), description="asset indices (the universe's order) of the probe symbols"
+    )
+    probe_std_multiplier: float = Field(2.0, ge=1, description="std factor of the probe assets")
+
+    @property
+    def active(self) -> bool:
+        return self.drawdown_scale is not None or bool(self.probe_assets)
 
 
 def validate_model_config(cls: type[C], model_config: Any) -> C:
@@ -225,10 +261,38 @@ class AssetSetEncoder(nn.Module):
 def gaussian_dist_inputs(mean: torch.Tensor, log_std: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """``TorchDiagGaussian`` inputs ``[B, 2N]`` = ``[mean, log_std]``; masked means are 0.
 
-    ``log_std`` is one shared scalar (permutation-equivariant exploration noise).
+    ``log_std`` is one shared scalar (permutation-equivariant exploration noise), or anything that
+    broadcasts to ``[B, N]`` (:func:`exploration_log_std`: per observation and per asset).
     """
     mean = mean * mask.to(mean.dtype)
     return torch.cat([mean, log_std.expand_as(mean)], dim=-1)
+
+
+def check_probe_assets(cfg: ExplorationConfig, n_assets: int) -> None:
+    """``ValueError`` naming the indices of ``cfg.probe_assets`` that are not among ``n_assets``."""
+    outside = [i for i in cfg.probe_assets if i >= n_assets]
+    if outside:
+        raise ValueError(f"exploration.probe_assets {outside} outside the {n_assets} assets observed")
+
+
+def exploration_log_std(
+    log_std: torch.Tensor, portfolio: torch.Tensor, n_assets: int, cfg: ExplorationConfig
+) -> torch.Tensor:
+    """The effective log std of :class:`ExplorationConfig`, broadcastable to ``[B, N]``: ``log_std``
+    itself (``[1]``) when the config is off, ``[B, 1]`` with the drawdown schedule, ``[., N]``
+    with probe assets. A negative drawdown (none in the env) counts as 0: the schedule only shrinks.
+    """
+    out = log_std.reshape(-1)
+    if cfg.drawdown_scale is not None:
+        dd = portfolio[:, PORTFOLIO_DRAWDOWN].clamp(min=0.0)
+        factor = (1.0 - dd / cfg.drawdown_scale).clamp(min=cfg.drawdown_floor)
+        out = out + torch.log(factor).unsqueeze(-1)
+    if cfg.probe_assets:
+        check_probe_assets(cfg, n_assets)
+        bonus = torch.zeros(n_assets, dtype=out.dtype, device=out.device)
+        bonus[list(cfg.probe_assets)] = math.log(cfg.probe_std_multiplier)
+        out = out + bonus
+    return out
 
 
 def project_scores(scores: torch.Tensor, mask: torch.Tensor, cfg: ProjectionConfig) -> torch.Tensor:

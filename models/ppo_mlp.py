@@ -6,6 +6,8 @@ current weight; see :mod:`models.common`), context ``c = mean_{listed} h_i``, po
 * score ``s_i = psi([h_i, c, p])`` -> the mean of a diagonal Gaussian over the N pre-projection
   scores, with one shared learned ``log_std``. PPO samples actions from it and the env clips them
   to ``[-1, 1]`` and projects them onto the constraints, so the policy gradient is the plain one.
+  ``exploration`` (:class:`models.common.ExplorationConfig`, off by default) scales that std per
+  observation (shrinking with the portfolio drawdown) and per asset (larger on probe assets).
 * value ``V = v([c, p])``.
 * :meth:`PPOMLPModule.weights` is the deterministic allocation for inference and serving: the mean
   clipped and projected with ``envs.projection.project_weights_torch`` under the mask, so masked
@@ -31,12 +33,16 @@ from raytrade.envs.gym_envs import N_PORTFOLIO_STATE
 from raytrade.models.common import (
     FROZEN,
     AssetSetEncoder,
+    ExplorationConfig,
     PortfolioObs,
     ProjectionConfig,
+    check_probe_assets,
+    exploration_log_std,
     features_per_asset,
     gaussian_dist_inputs,
     head_input,
     mlp,
+    n_assets_of,
     project_scores,
     scale_last_layer,
     split_obs,
@@ -54,6 +60,7 @@ class PPOMLPConfig(BaseModel):
     head_hidden: int = Field(64, ge=1, description="hidden width of the score and value heads")
     log_std_init: float = Field(-1.0, description="initial log std of the Gaussian over scores")
     projection: ProjectionConfig = ProjectionConfig()
+    exploration: ExplorationConfig = ExplorationConfig()
 
 
 class ScorePolicy(nn.Module):
@@ -70,6 +77,7 @@ class ScorePolicy(nn.Module):
         self.encoder = AssetSetEncoder(n_features, h, cfg.depth)
         self.score_head = scale_last_layer(mlp([2 * h + N_PORTFOLIO_STATE, hh, 1]), 0.01)
         self.log_std = nn.Parameter(torch.full((1,), cfg.log_std_init))
+        self.exploration = cfg.exploration
 
     def forward(self, raw_obs: Any) -> tuple[PortfolioObs, torch.Tensor, torch.Tensor]:
         obs = split_obs(raw_obs, self.n_features)
@@ -79,7 +87,9 @@ class ScorePolicy(nn.Module):
         return obs, scores, torch.cat([ctx, obs.portfolio], dim=-1)
 
     def dist_inputs(self, obs: PortfolioObs, scores: torch.Tensor) -> torch.Tensor:
-        return gaussian_dist_inputs(scores, self.log_std, obs.mask)
+        """Gaussian inputs ``[B, 2N]``: the scores and the exploration schedule's log std."""
+        log_std = exploration_log_std(self.log_std, obs.portfolio, scores.shape[-1], self.exploration)
+        return gaussian_dist_inputs(scores, log_std, obs.mask)
 
     def weights(self, raw_obs: Any, projection: ProjectionConfig) -> torch.Tensor:
         """Deterministic feasible weights ``[B, N]`` (projection of the Gaussian mean)."""
@@ -129,6 +139,8 @@ class PPOMLPModule(ScorePolicyForwards, TorchRLModule, ValueFunctionAPI, Inferen
     def setup(self) -> None:
         self.cfg = validate_model_config(self.config_cls, self.model_config)
         self.n_features = features_per_asset(self.observation_space, self.action_space)
+        assert self.action_space is not None  # features_per_asset checked it
+        check_probe_assets(self.cfg.exploration, n_assets_of(self.action_space))
         self.policy = ScorePolicy(self.cfg, self.n_features)
         if not self.inference_only:
             self.value_head = mlp([self.policy.embedding_dim, self.cfg.head_hidden, 1])
