@@ -68,7 +68,7 @@ from raytrade.cluster.experiment_report import (
     results_log_section,
     write_plots,
 )
-from raytrade.envs.actions import ACTION_MODES, ActionMode
+from raytrade.envs.actions import ACTION_MODES, ActionConfig, ActionMode
 from raytrade.envs.evaluation.document import Window
 from raytrade.envs.scenarios import ScenarioConfig
 from raytrade.replay.errors import InputError
@@ -142,6 +142,9 @@ BUDGETS: dict[str, ExperimentBudget] = {
 }
 
 
+_ACTION_FIELDS = ActionConfig.model_fields  # the action flags' defaults, stated once
+
+
 class ExperimentOptions(BaseModel):
     """One ``raytrade experiment`` invocation."""
 
@@ -157,7 +160,21 @@ class ExperimentOptions(BaseModel):
     action_mode: ActionMode = Field(
         "absolute", description="every search's action mode: absolute weights or a tilt around a baseline"
     )
+    max_tilt: float = Field(
+        _ACTION_FIELDS["max_tilt"].default, gt=0, le=1, description="tilt modes: largest tilt per symbol"
+    )
+    no_trade_band: float = Field(
+        _ACTION_FIELDS["no_trade_band"].default, ge=0, le=1, description="no order within this of the weight"
+    )
     seed: int = Field(0, description="search seed")
+
+    def action_suffix(self) -> str:
+        """A search folder's mark of non-default action settings (so reruns never mix them)."""
+        defaults = ActionConfig()
+        parts = [] if self.action_mode == "absolute" else [self.action_mode.replace(":", "-")]
+        parts += [f"tilt{self.max_tilt:g}"] if self.max_tilt != defaults.max_tilt else []
+        parts += [f"band{self.no_trade_band:g}"] if self.no_trade_band != defaults.no_trade_band else []
+        return "".join("-" + p for p in parts)
 
     def plan_budget(self) -> ExperimentBudget:
         base = BUDGETS[self.budget]
@@ -175,6 +192,13 @@ class ExperimentOptions(BaseModel):
         parts += ["--features", ",".join(self.features)] if self.features else []
         parts += ["--cvar-penalty", repr(self.cvar_penalty), "--seed", str(self.seed)]
         parts += ["--action-mode", self.action_mode] if self.action_mode != "absolute" else []
+        defaults = ActionConfig()
+        parts += ["--max-tilt", repr(self.max_tilt)] if self.max_tilt != defaults.max_tilt else []
+        parts += (
+            ["--no-trade-band", repr(self.no_trade_band)]
+            if self.no_trade_band != defaults.no_trade_band
+            else []
+        )
         return shlex.join(parts)
 
 
@@ -312,11 +336,6 @@ class SearchResult:
     feature_columns: tuple[str, ...]
 
 
-def _mode_suffix(mode: str) -> str:
-    """A search folder's mark of a non-default action mode (so reruns never mix modes)."""
-    return "" if mode == "absolute" else "-" + mode.replace(":", "-")
-
-
 def run_search(
     opts: ExperimentOptions, budget: ExperimentBudget, spec: str, features: str, fold: FoldPlan
 ) -> SearchResult:
@@ -332,11 +351,13 @@ def run_search(
         num_samples=budget.num_samples,
         iterations=budget.iterations,
         storage=opts.out / "runs",
-        name=f"{spec}-{features}{_mode_suffix(opts.action_mode)}-fold{fold.index}",
+        name=f"{spec}-{features}{opts.action_suffix()}-fold{fold.index}",
         wandb="disabled",
         features=features,
         cvar_penalty=opts.cvar_penalty,
         action_mode=opts.action_mode,
+        max_tilt=opts.max_tilt,
+        no_trade_band=opts.no_trade_band,
         train_fraction=fold.train_fraction,
         validation_fraction=fold.validation_fraction,
         seed=opts.seed,
@@ -620,6 +641,20 @@ def _names(value: str | None) -> tuple[str, ...] | None:
     show_default=True,
     help="Every search's actions: target weights, or a tilt around a baseline (zero = the baseline).",
 )
+@click.option(
+    "--max-tilt",
+    type=click.FloatRange(min=0, max=1, min_open=True),
+    default=_ACTION_FIELDS["max_tilt"].default,
+    show_default=True,
+    help="Tilt modes: largest |target - baseline| per symbol, fraction of equity.",
+)
+@click.option(
+    "--no-trade-band",
+    type=click.FloatRange(min=0, max=1),
+    default=_ACTION_FIELDS["no_trade_band"].default,
+    show_default=True,
+    help="No order where the target is within this of the current weight (0: off).",
+)
 @click.option("--seed", type=int, default=0, show_default=True)
 @one_line_errors
 def experiment_command(
@@ -631,6 +666,8 @@ def experiment_command(
     results_log: Path | None,
     cvar_penalty: float,
     action_mode: ActionMode,
+    max_tilt: float,
+    no_trade_band: float,
     seed: int,
 ) -> None:
     """Train every family (base and enriched features) on walk-forward folds, select on validation,
@@ -644,6 +681,8 @@ def experiment_command(
         results_log=results_log,
         cvar_penalty=cvar_penalty,
         action_mode=action_mode,
+        max_tilt=max_tilt,
+        no_trade_band=no_trade_band,
         seed=seed,
     )
     doc = run_experiment(opts)
