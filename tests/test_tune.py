@@ -131,9 +131,12 @@ def test_smoke_trials_carry_the_train_normaliser_and_report_exposure(ppo_smoke_r
 # ------------------------------------------------------------------------------ fault tolerance
 
 
-# Long enough that the kill / the interrupt lands mid-run (checkpoints every 2 iterations, one smoke
-# iteration takes about 0.5-1 s here), short enough to keep the suite's wall time down.
+# Long enough that the interrupt lands mid-run (checkpoints every 2 iterations, one smoke iteration
+# takes about 1-2 s here with its train and validation scores), short enough to keep the suite's wall
+# time down. The kill needs less room: a watcher in this process fires as soon as the second
+# checkpoint is on disk (iteration 4), with 12 iterations to spare.
 FAULT_ITERATIONS = 40
+KILL_ITERATIONS = 16
 
 
 def _trial_dirs(run_dir: Path) -> list[Path]:
@@ -173,7 +176,7 @@ def test_killed_trial_resumes_from_checkpoint(
     watcher = threading.Thread(target=kill_after_second_checkpoint, daemon=True)
     watcher.start()
     args = ["--spec", "ppo", "--replay", str(synthetic_store), "--smoke", "--storage", str(storage)]
-    iterations = str(FAULT_ITERATIONS)
+    iterations = str(KILL_ITERATIONS)
     code, out = invoke(
         [*args, "--name", "crash", "--num-samples", "1", "--iterations", iterations, "--no-wandb"]
     )
@@ -181,7 +184,7 @@ def test_killed_trial_resumes_from_checkpoint(
     assert code == 0, out
     assert "pid" in killed, "the watcher never killed the trial"
     results = _results(_trial_dirs(run_dir)[0])
-    assert results[-1]["training_iteration"] == FAULT_ITERATIONS
+    assert results[-1]["training_iteration"] == KILL_ITERATIONS
     restored = [r for r in results if r["pid"] != killed["pid"]]
     first = restored[0]
     # The restarted process continued from a checkpoint (every 2 iterations), not from zero.
