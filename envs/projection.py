@@ -55,30 +55,32 @@ class ConstraintConfig(BaseModel):
 
 @numba.njit(cache=True, nogil=True)
 def _l1_at(  # pragma: no cover (compiled)
-    v: np.ndarray,
-    lower: np.ndarray,
-    upper: np.ndarray,
+    a: np.ndarray,
+    cap: np.ndarray,
     floor: np.ndarray,
     tau: float,
     mask: np.ndarray,
     use_mask: bool,
-) -> float:
-    """``sum_i min(cap_i, max(0, |v_i| - max(tau, floor_i)))`` over the elements (of ``mask`` when
-    ``use_mask``), ``cap_i = upper_i`` for ``v_i >= 0`` and ``-lower_i`` otherwise."""
+) -> tuple[float, int]:
+    """``sum_i min(cap_i, max(0, a_i - max(tau, floor_i)))`` over the elements (of ``mask`` when
+    ``use_mask``), with ``a = |v|`` and ``cap_i = upper_i`` for ``v_i >= 0``, ``-lower_i`` otherwise;
+    and how many of them shrink just above ``tau`` (the sum's slope there is minus that count)."""
     total = 0.0
-    for j in range(v.shape[0]):
+    shrinking = 0
+    for j in range(a.shape[0]):
         if use_mask and not mask[j]:
             continue
-        cap = upper[j] if v[j] >= 0 else -lower[j]
-        total += min(cap, max(abs(v[j]) - max(tau, floor[j]), 0.0))
-    return total
+        f = floor[j]
+        x = a[j] - max(tau, f)
+        total += min(cap[j], max(x, 0.0))
+        shrinking += f <= tau and 0.0 < x <= cap[j]
+    return total, shrinking
 
 
 @numba.njit(cache=True, nogil=True)
 def _threshold(  # pragma: no cover (compiled)
-    v: np.ndarray,
-    lower: np.ndarray,
-    upper: np.ndarray,
+    a: np.ndarray,
+    cap: np.ndarray,
     budget: float,
     floor: np.ndarray,
     mask: np.ndarray,
@@ -88,53 +90,73 @@ def _threshold(  # pragma: no cover (compiled)
     """The smallest ``tau >= 0`` with ``_l1_at(tau) <= budget`` (``pts``: scratch of ``2 N``).
 
     The sum is piecewise linear and non-increasing in ``tau``, with breakpoints where an element
-    starts shrinking (``max(|v_i| - cap_i, floor_i)``) and where it reaches 0 (``max(|v_i|,
-    floor_i)``). A selection search brackets the crossing between two breakpoints with no breakpoint
-    between them (each step evaluates the sum at a candidate and drops the candidates on the wrong
-    side of it: expected O(N) work, no sort), and the line through the two ends gives ``tau``
-    exactly (no iteration to a tolerance)."""
-    f_lo = _l1_at(v, lower, upper, floor, 0.0, mask, use_mask)
+    starts shrinking (``max(a_i - cap_i, floor_i)``) and where it reaches 0 (``max(a_i, floor_i)``).
+    A selection search brackets the crossing between the largest breakpoint where the sum is above
+    the budget (or 0) and the smallest where it is not: each step evaluates the sum at a candidate
+    breakpoint and drops the candidates outside the bracket (no sort). Those two ends do not depend
+    on the order the candidates are tried in, so the order is free to be fast: the next candidate is
+    the one nearest the Newton step from the bracket's lower end (on a straight segment that step
+    lands on the crossing itself), and after a step that did not halve the candidates, the next is
+    an arbitrary one (a randomised selection's expected O(N) work, whatever the data). The line
+    through the two ends gives ``tau`` exactly (no iteration to a tolerance)."""
+    f_lo, slope_lo = _l1_at(a, cap, floor, 0.0, mask, use_mask)
     if f_lo <= budget:
         return 0.0
+    guess = (f_lo - budget) / slope_lo if slope_lo > 0 else 0.0
     k = 0
     hi = 0.0
-    for j in range(v.shape[0]):
+    best, gap = 0, np.inf
+    for j in range(a.shape[0]):
         if use_mask and not mask[j]:
             continue
-        a = abs(v[j])
-        cap = upper[j] if v[j] >= 0 else -lower[j]
-        for p in (max(a - cap, floor[j]), max(a, floor[j])):
+        for p in (max(a[j] - cap[j], floor[j]), max(a[j], floor[j])):
             if p > 0.0:
                 pts[k] = p
+                if abs(p - guess) < gap:
+                    best, gap = k, abs(p - guess)
                 k += 1
                 hi = max(hi, p)
     # At ``hi`` (the last breakpoint) every element is 0: the sum is 0 <= budget there.
     lo, f_hi = 0.0, 0.0
+    guided = True
     while k > 0:
-        pivot = pts[k // 2]
-        f = _l1_at(v, lower, upper, floor, pivot, mask, use_mask)
-        above = f > budget
-        if above:
-            lo, f_lo = pivot, f
+        pivot = pts[best] if guided else pts[k // 2]
+        f, slope = _l1_at(a, cap, floor, pivot, mask, use_mask)
+        if f > budget:
+            lo, f_lo, slope_lo = pivot, f, slope
         else:
             hi, f_hi = pivot, f
+        guess = lo + (f_lo - budget) / slope_lo if slope_lo > 0 else lo
         kept = 0
+        best, gap = 0, np.inf
         for q in range(k):  # keep the candidates strictly inside (lo, hi)
             p = pts[q]
             if lo < p < hi:
                 pts[kept] = p
+                if abs(p - guess) < gap:
+                    best, gap = kept, abs(p - guess)
                 kept += 1
+        guided = not guided or 2 * kept <= k
         k = kept
     return lo + (f_lo - budget) * (hi - lo) / (f_lo - f_hi)
 
 
 @numba.njit(cache=True, nogil=True)
+def _row_parts(  # pragma: no cover (compiled)
+    v: np.ndarray, lower: np.ndarray, upper: np.ndarray, a: np.ndarray, cap: np.ndarray
+) -> None:
+    """``a = |v|`` and each element's cap on ``|w|`` in the direction of ``v`` (once per row)."""
+    for j in range(v.shape[0]):
+        a[j] = abs(v[j])
+        cap[j] = upper[j] if v[j] >= 0 else -lower[j]
+
+
+@numba.njit(cache=True, nogil=True)
 def _write_row(  # pragma: no cover (compiled)
-    v: np.ndarray, lower: np.ndarray, upper: np.ndarray, floor: np.ndarray, tau: float, w: np.ndarray
+    v: np.ndarray, a: np.ndarray, cap: np.ndarray, floor: np.ndarray, tau: float, w: np.ndarray
 ) -> None:
     for j in range(v.shape[0]):
-        cap = upper[j] if v[j] >= 0 else -lower[j]
-        mag = min(cap, max(abs(v[j]) - max(tau, floor[j]), 0.0))
+        mag = min(cap[j], max(a[j] - max(tau, floor[j]), 0.0))
         w[j] = mag if v[j] > 0 else (-mag if v[j] < 0 else 0.0)
 
 
@@ -149,10 +171,12 @@ def project_row(  # pragma: no cover (compiled; covered through project_box_l1 a
     numpy's per-call overhead.
     """
     n = v.shape[0]
-    pts = np.empty(2 * n)
+    scratch = np.empty(4 * n)
+    a, cap, pts = scratch[:n], scratch[n : 2 * n], scratch[2 * n :]
+    _row_parts(v, lower, upper, a, cap)
     no_mask = np.empty(0, dtype=np.bool_)
-    tau = _threshold(v, lower, upper, budget, floor, no_mask, False, pts)
-    _write_row(v, lower, upper, floor, tau, w)
+    tau = _threshold(a, cap, budget, floor, no_mask, False, pts)
+    _write_row(v, a, cap, floor, tau, w)
     return tau
 
 
@@ -171,14 +195,16 @@ def project_row_grouped(  # pragma: no cover (compiled)
     group's threshold first, then every element with ``floor`` = that threshold on the group (written
     into ``floor [N]``). Returns the overall ``tau``."""
     n = v.shape[0]
-    pts = np.empty(2 * n)
+    scratch = np.empty(4 * n)
+    a, cap, pts = scratch[:n], scratch[n : 2 * n], scratch[2 * n :]
+    _row_parts(v, lower, upper, a, cap)
     for j in range(n):
         floor[j] = 0.0
-    tau_g = _threshold(v, lower, upper, group_budget, floor, group, True, pts)
+    tau_g = _threshold(a, cap, group_budget, floor, group, True, pts)
     for j in range(n):
         floor[j] = tau_g if group[j] else 0.0
-    tau = _threshold(v, lower, upper, budget, floor, group, False, pts)
-    _write_row(v, lower, upper, floor, tau, w)
+    tau = _threshold(a, cap, budget, floor, group, False, pts)
+    _write_row(v, a, cap, floor, tau, w)
     return tau
 
 

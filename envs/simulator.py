@@ -14,7 +14,7 @@ reward. So bars after ``t + 1``'s open cannot change anything observed or earned
 
 Exposure bound: the projection caps the *target* gross at ``gross_cap`` (on the equity at close
 ``t``). A partial fill leaves the gross at the open at most the larger of the gross before the fill
-and the gross of the full fill (see ``envs.step_kernel.fill_rows``). Between the open and the close
+and the gross of the full fill (see ``envs.step_kernel._fill_row``). Between the open and the close
 prices move, so the closing gross can exceed ``gross_cap``; what holds at every close is
 ``gross <= equity / maintenance_margin`` (4x at the default 25 %), because a book past that is
 ruined and liquidated; the next decision projects back under ``gross_cap``.
@@ -33,8 +33,9 @@ close->open, intrabar P&L open->close, minus costs and financing) while cash mov
 :meth:`MarketSimulator.equity_identity_error` exposes for tests.
 
 Execution: the state is ``[B]`` / ``[B, N]`` arrays. Steps 1-4 (constraints and projection, fills,
-costs, marking, financing) run as two compiled loops over episodes (``envs.step_kernel``): at the few
-episodes per env runner that RL uses, numpy's per-call overhead dominated them. The reward, the kill
+costs, marking, financing) run as one compiled loop over episodes (``envs.step_kernel.step_rows``),
+which reads each episode's bar from the data directly: at the few episodes per env runner that RL
+uses, numpy's per-call overhead dominated them. The reward, the kill
 switch and the bookkeeping stay numpy. ``tests/step_reference.py`` keeps the step written in numpy as
 an oracle the tests compare against. B = 1 runs the same code (the live path).
 """
@@ -58,7 +59,7 @@ from raytrade.envs.kill_switch import KillSwitchState, init_kill_switch, update_
 from raytrade.envs.market_data import MarketData
 from raytrade.envs.projection import ConstraintConfig
 from raytrade.envs.rewards import RewardState, compute_reward, init_reward_state, turnover_of
-from raytrade.envs.step_kernel import fill_rows, target_rows
+from raytrade.envs.step_kernel import step_rows, target_rows
 
 
 class Observation(NamedTuple):
@@ -350,28 +351,22 @@ class MarketSimulator:
     ) -> Trade:
         """Steps 1-4 for every episode (compiled): project onto the constraints (data <= t only),
         liquidate delistings, fill at open t + 1, charge costs, mark to close t + 1, finance, ruin."""
-        t = self.t
-        t1 = t + 1
-        listed_t, listed_t1 = self._listed[t], self._listed[t1]
-        close_t, open1, close1 = self._close[t], self._open[t1], self._close[t1]
-        units, cash, equity = self.units, self.cash, self.equity
-        w_now = units * close_t / self._live_equity()[:, None]
-        w_target, locked = constrained_targets(target, w_now, listed_t, self.kill.active, self.limits, fill)
-        r = self._rates
-        new_units, traded, cash, new_equity, costs, ruined = fill_rows(
-            w_target,
-            locked if locked is not None else self._no_lock,
-            units,
-            cash,
-            equity,
-            close_t,
-            open1,
-            close1,
-            listed_t,
-            listed_t1,
+        r, limits = self._rates, self.limits
+        w_target, new_units, traded, cash, new_equity, costs, ruined = step_rows(
+            np.ascontiguousarray(target),
+            np.ascontiguousarray(fill, dtype=bool) if fill is not None else self._no_lock,
+            fill is not None,
+            self.units,
+            self.cash,
+            self.equity,
+            self._any_ruined,  # the divisor of the current weights is _live_equity's
+            1e-12 * self.cfg.initial_equity,
+            self._open,
+            self._close,
+            self._listed,
+            self.t,
             self.kill.active,
             self.ruined,
-            t,
             r.fee,
             r.spread,
             r.slippage_base,
@@ -379,8 +374,12 @@ class MarketSimulator:
             r.fill_cap,
             self._per_asset(spread_mult),
             self._per_asset(slippage_mult),
+            float(limits.constraints.per_asset_cap),
+            limits.shortable,
+            float(limits.gross_cap),
             self._group,
-            self.limits.group is not None,
+            limits.group is not None,
+            float(limits.constraints.crypto_gross_cap),
             self._carry,
             self._ruin,
         )
