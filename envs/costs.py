@@ -43,7 +43,10 @@ import numba
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from raytrade.envs.kernel_cache import use_kernel_cache
 from raytrade.replay.loop_rules import LoopRules
+
+use_kernel_cache()  # before any kernel compiles: the cache is keyed on every kernel module
 
 BPS = 1e-4
 _LOOP = LoopRules()

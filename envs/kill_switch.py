@@ -24,6 +24,10 @@ import numba
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+from raytrade.envs.kernel_cache import use_kernel_cache
+
+use_kernel_cache()  # before any kernel compiles: the cache is keyed on every kernel module
+
 
 class KillSwitchConfig(BaseModel):
     """Drawdown kill-switch rule; drawdowns are fractions of peak equity."""

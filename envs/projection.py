@@ -33,6 +33,10 @@ import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
+from raytrade.envs.kernel_cache import use_kernel_cache
+
+use_kernel_cache()  # before any kernel compiles: the cache is keyed on every kernel module
+
 ArrayLike = np.ndarray | float
 
 

@@ -23,7 +23,10 @@ import numba
 import numpy as np
 
 from raytrade.envs.costs import financing_of, trade_cost_parts
+from raytrade.envs.kernel_cache import use_kernel_cache
 from raytrade.envs.projection import project_row, project_row_grouped
+
+use_kernel_cache()  # before any kernel compiles: the cache is keyed on every kernel module
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
