@@ -710,6 +710,8 @@ def run_tune(opts: TuneOptions, dashboard: bool = True) -> TuneOutcome:
     check_replay(local_store(opts.replay), spec, opts.feature_columns(spec), opts.split_fractions())
     check_experience(opts, spec)
     opts.sim_overrides()  # a bad cost profile is refused before Ray starts
+    if not opts.resume:  # --init conflicts (features, action mapping) too, before anything is printed
+        opts.env_config(spec, opts.budget(spec))
     run_dir, remote = opts.run_dir(), opts.run_location() if is_remote(opts.storage) else None
     if remote is not None:  # the project's run files are staged locally and uploaded (remote_run)
         fetch_run(remote)

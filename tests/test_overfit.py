@@ -260,7 +260,7 @@ def test_tune_command_passes_early_stop_and_prints_the_overfit_warning(
     check = check_overfit(ITERATIONS, TRAIN, VALIDATION, window=4)
     seen: list[TuneOptions] = []
 
-    def fake_run(opts: TuneOptions) -> TuneOutcome:
+    def fake_run(opts: TuneOptions, dashboard: bool = True) -> TuneOutcome:
         seen.append(opts)
         rows = [_row(objective=1.0, train_objective=0.2, overfit=check)]
         return TuneOutcome(run_dir=tmp_path, leaderboard=rows, plot=None)

@@ -131,12 +131,10 @@ def test_smoke_trials_carry_the_train_normaliser_and_report_exposure(ppo_smoke_r
 # ------------------------------------------------------------------------------ fault tolerance
 
 
-# Long enough that the interrupt lands mid-run (checkpoints every 2 iterations, one smoke iteration
-# takes about 1-2 s here with its train and validation scores), short enough to keep the suite's wall
-# time down. The kill needs less room: a watcher in this process fires as soon as the second
-# checkpoint is on disk (iteration 4), with 12 iterations to spare.
+# Long enough that the kill / the interrupt lands mid-run (checkpoints every 2 iterations, one smoke
+# iteration takes about 0.5-2 s here with its train and validation scores), short enough to keep the
+# suite's wall time down (16 iterations let a run finish before the watcher fired, once).
 FAULT_ITERATIONS = 40
-KILL_ITERATIONS = 16
 
 
 def _trial_dirs(run_dir: Path) -> list[Path]:
@@ -176,7 +174,7 @@ def test_killed_trial_resumes_from_checkpoint(
     watcher = threading.Thread(target=kill_after_second_checkpoint, daemon=True)
     watcher.start()
     args = ["--spec", "ppo", "--replay", str(synthetic_store), "--smoke", "--storage", str(storage)]
-    iterations = str(KILL_ITERATIONS)
+    iterations = str(FAULT_ITERATIONS)
     code, out = invoke(
         [*args, "--name", "crash", "--num-samples", "1", "--iterations", iterations, "--no-wandb"]
     )
@@ -184,7 +182,7 @@ def test_killed_trial_resumes_from_checkpoint(
     assert code == 0, out
     assert "pid" in killed, "the watcher never killed the trial"
     results = _results(_trial_dirs(run_dir)[0])
-    assert results[-1]["training_iteration"] == KILL_ITERATIONS
+    assert results[-1]["training_iteration"] == FAULT_ITERATIONS
     restored = [r for r in results if r["pid"] != killed["pid"]]
     first = restored[0]
     # The restarted process continued from a checkpoint (every 2 iterations), not from zero.
