@@ -20,16 +20,21 @@ weights, mask, portfolio state: the order of the env's own ``flat_obs`` form, wh
 Same learner on both sides: CQL(H) with twin Q, 10 sampled actions, conservative weight 5,
 temperature 1, no Lagrangian (d3rlpy ``alpha_learning_rate=0``), no behaviour-cloning warm-up
 (RLlib ``bc_iters=0``), actor / critic / entropy learning rates 1e-4 / 3e-4 / 1e-4, gamma 0.99,
-tau 0.005, hidden layers ``OfflineBudget.hidden`` for the policy and each Q function (RLlib's Q
-encodes observation and action in two streams and concatenates them: ``fusionnet_hiddens=[]``; the
-parameter counts of both are reported), the same batch and number of gradient updates, one torch
-thread each (on a loaded 2-core machine two threads made d3rlpy 7x slower).
+tau 0.005, ReLU hidden layers ``OfflineBudget.hidden`` for the policy and each Q function, the
+same batch and number of gradient updates, one torch thread each (on a loaded 2-core machine two
+threads made d3rlpy 7x slower). The Q functions differ in shape: d3rlpy's is one MLP over
+``[obs, action]``; RLlib's default SAC/CQL module encodes observation and action in two streams
+(the action stream ``hidden[:-1]`` then ``hidden[-1]`` wide) and maps their concatenation to
+``hidden[-1]`` before the output (``fusionnet_hiddens=[]``, the smallest it allows): at 256x256,
+N = 8, 1.24 M parameters in all (policy, twin Q, targets) against d3rlpy's 0.45 M; both counts are
+reported. RLlib's ``iter_batches`` also ends each pass over the data on a short batch, so RLlib's
+samples are its own ``num_env_steps_trained`` counter, not updates x batch.
 
 Measurement: per seed, both learners are built (setup, timed apart), then trained in rounds of
 ``updates_per_round`` updates, RLlib's ``Algorithm.train()`` and one d3rlpy epoch taken in turn so a
-slow spell of the shared machine hits both. Samples/s = learner samples (updates x batch) per second
-of training; the headline ``ratio`` leaves out each side's first round (RLlib's holds the one-off Ray
-Data mapping of the whole dataset through the ``OfflinePreLearner``), ``ratio_all_rounds`` keeps it.
+slow spell of the shared machine hits both. Samples/s = learner samples per second of training;
+the headline ``ratio`` leaves out each side's first round (RLlib's holds the one-off Ray Data mapping
+of the whole dataset through the ``OfflinePreLearner``), ``ratio_all_rounds`` keeps it.
 Validation return: each trained policy, deterministic, rolled once through ``PortfolioEnv`` on a
 held-out window after the training window (same code for both: a callable on the flat observation);
 the return is the episode's summed reward (log growth of equity). Targets: ``ratio >= 0.5`` and
@@ -290,7 +295,15 @@ def _rllib_algo(budget: OfflineBudget, data_dir: Path, seed: int) -> Any:
             lagrangian=False,
             initial_alpha=1.0,
         )
-        .rl_module(model_config={"fcnet_hiddens": list(budget.hidden), "fusionnet_hiddens": []})
+        .rl_module(
+            model_config={
+                "fcnet_hiddens": list(budget.hidden),
+                "fcnet_activation": "relu",  # d3rlpy's VectorEncoderFactory default
+                "fusionnet_hiddens": [],
+                "fusionnet_activation": "relu",
+                "head_fcnet_activation": "relu",
+            }
+        )
         .debugging(seed=seed)
     )
     return config.build_algo()
