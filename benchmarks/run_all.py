@@ -21,6 +21,7 @@ BENCHMARKS: tuple[tuple[str, str, float, bool], ...] = (
     ("inference_latency", "max_median_us", 2000.0, False),
     ("ppo_throughput", "ratio", 0.7, True),
     ("serve_latency", "act_p99_ms", 50.0, False),
+    ("offline", "ratio", 0.5, True),
 )
 
 
