@@ -68,7 +68,8 @@ from raytrade.cluster.experiment_report import (
     results_log_section,
     write_plots,
 )
-from raytrade.envs.actions import ACTION_MODES, ActionConfig, ActionMode
+from raytrade.cluster.options import action_options
+from raytrade.envs.actions import ActionConfig, ActionMode
 from raytrade.envs.evaluation.document import Window
 from raytrade.envs.scenarios import ScenarioConfig
 from raytrade.replay.errors import InputError
@@ -634,27 +635,7 @@ def _names(value: str | None) -> tuple[str, ...] | None:
     help=f"Results log the dated section is appended to (default: OUT/{RESULTS_LOG}).",
 )
 @click.option("--cvar-penalty", type=click.FloatRange(min=0), default=1.0, show_default=True)
-@click.option(
-    "--action-mode",
-    type=click.Choice(ACTION_MODES),
-    default="absolute",
-    show_default=True,
-    help="Every search's actions: target weights, or a tilt around a baseline (zero = the baseline).",
-)
-@click.option(
-    "--max-tilt",
-    type=click.FloatRange(min=0, max=1, min_open=True),
-    default=_ACTION_FIELDS["max_tilt"].default,
-    show_default=True,
-    help="Tilt modes: largest |target - baseline| per symbol, fraction of equity.",
-)
-@click.option(
-    "--no-trade-band",
-    type=click.FloatRange(min=0, max=1),
-    default=_ACTION_FIELDS["no_trade_band"].default,
-    show_default=True,
-    help="No order where the target is within this of the current weight (0: off).",
-)
+@action_options()
 @click.option("--seed", type=int, default=0, show_default=True)
 @one_line_errors
 def experiment_command(

@@ -64,6 +64,39 @@ def caps_options() -> Callable[[F], F]:
     return decorate
 
 
+def action_options() -> Callable[[F], F]:
+    """``--action-mode``, ``--max-tilt`` and ``--no-trade-band``: how a search's actions become target
+    weights (``envs.actions.ActionConfig``: defaults, bounds and choices read from it)."""
+    from raytrade.envs.actions import ACTION_MODES, ActionConfig
+
+    fields = ActionConfig.model_fields
+
+    def decorate(command: F) -> F:
+        command = click.option(
+            "--no-trade-band",
+            type=click.FloatRange(min=0, max=1),
+            default=fields["no_trade_band"].default,
+            show_default=True,
+            help="No order where the target is within this of the current weight (0: off).",
+        )(command)
+        command = click.option(
+            "--max-tilt",
+            type=click.FloatRange(min=0, max=1, min_open=True),
+            default=fields["max_tilt"].default,
+            show_default=True,
+            help="Tilt modes: largest |target - baseline| per symbol, fraction of equity.",
+        )(command)
+        return click.option(
+            "--action-mode",
+            type=click.Choice(ACTION_MODES),
+            default=fields["mode"].default,
+            show_default=True,
+            help="Actions are target weights, or a tilt around a baseline (zero action = the baseline).",
+        )(command)
+
+    return decorate
+
+
 def exposure_caps(values: Mapping[str, Any]) -> Any:
     """The ``ExposureCaps`` the :func:`caps_options` flags among ``values`` spell."""
     from raytrade.serve.caps import ExposureCaps

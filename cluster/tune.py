@@ -42,7 +42,7 @@ import click
 from pydantic import BaseModel, ConfigDict, Field, computed_field
 
 from raytrade.cluster.errors import one_line_errors
-from raytrade.cluster.options import registry_option
+from raytrade.cluster.options import action_options, registry_option
 from raytrade.cluster.remote_run import fetch_run
 from raytrade.cluster.run_file import (
     LEADERBOARD_FILE,
@@ -53,7 +53,7 @@ from raytrade.cluster.run_file import (
     write_leaderboard,
     write_run_file,
 )
-from raytrade.envs.actions import ACTION_MODES, ActionConfig, ActionMode
+from raytrade.envs.actions import ActionConfig, ActionMode
 from raytrade.envs.baseline_weights import BASELINE_FEATURES
 from raytrade.envs.rewards import RewardConfig
 from raytrade.models.manifest import Provenance, SearchObjective
@@ -793,27 +793,7 @@ def run_tune(opts: TuneOptions, dashboard: bool = True) -> TuneOutcome:
     "returns, microstructure, regime, forecast, risk, macro (default: the spec's, enriched).",
 )
 @click.option("--cvar-penalty", type=click.FloatRange(min=0), default=1.0, show_default=True)
-@click.option(
-    "--action-mode",
-    type=click.Choice(ACTION_MODES),
-    default=_ACTION["mode"].default,
-    show_default=True,
-    help="Actions are target weights, or a tilt around a baseline (zero action = the baseline).",
-)
-@click.option(
-    "--max-tilt",
-    type=click.FloatRange(min=0, max=1, min_open=True),
-    default=_ACTION["max_tilt"].default,
-    show_default=True,
-    help="Tilt modes: largest |target - baseline| per symbol, fraction of equity.",
-)
-@click.option(
-    "--no-trade-band",
-    type=click.FloatRange(min=0, max=1),
-    default=_ACTION["no_trade_band"].default,
-    show_default=True,
-    help="No order where the target is within this of the current weight (0: off).",
-)
+@action_options()
 @click.option(
     "--turnover-penalty",
     type=click.FloatRange(min=0),
