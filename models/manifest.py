@@ -150,17 +150,10 @@ class SelectionWindow(BaseModel):
     store_files: int = Field(ge=0, description="files the fingerprint covers")
 
 
-class SelectionCandidate(BaseModel):
-    """One search's best checkpoint, replayed on the selection window."""
+class SelectionCandidate(ManifestSource):
+    """One search's best checkpoint (where it came from, as a version's source), replayed on the
+    selection window."""
 
-    model_config = _DOC
-
-    run: str = Field(description="tune run folder")
-    spec: str
-    family: str
-    trial: str
-    checkpoint: str = Field(description="checkpoint folder, relative to the run folder")
-    iteration: int = Field(ge=0)
     objective: float = Field(description="the project objective on the window (tune_specs.objective)")
     search_objective: float | None = Field(description="the objective the search recorded for it")
     vs_winner: ScoreInterval = Field(description="objective minus the winner's, paired bootstrap")
