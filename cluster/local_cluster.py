@@ -337,7 +337,22 @@ def _stop_nodes(nodes: tuple[NodeProcess, ...], grace_s: float) -> list[int]:
         except ProcessLookupError:
             continue
         killed.append(node.pid)
+    # A signal is delivered, and a process reaped, after kill() returns: wait until every group is
+    # gone, so that "down" means no node process is left when it returns.
+    deadline = time.monotonic() + 10.0
+    while time.monotonic() < deadline and any(_group_alive(n.pid) for n in order):
+        time.sleep(0.05)
     return killed
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def cluster_down(state_dir: Path, grace_s: float = 20.0) -> ClusterState:
