@@ -22,6 +22,23 @@ def quick_and_json_args(doc: str | None, argv: list[str] | None) -> argparse.Nam
     return parser.parse_args(argv)
 
 
+def on_local_ray(fn: Callable[[], T]) -> T:
+    """``fn()`` on a local Ray started for it (no dashboard) and shut down after it, even on error.
+    Garbage is collected first: Ray Data's batch iterators must close while Ray is still up."""
+    import gc
+    import os
+
+    import ray
+
+    os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
+    ray.init(include_dashboard=False, log_to_driver=False)
+    try:
+        return fn()
+    finally:
+        gc.collect()
+        ray.shutdown()
+
+
 def timed(fn: Callable[[], T]) -> tuple[T, float]:
     """(result, wall seconds) of one call."""
     start = time.perf_counter()

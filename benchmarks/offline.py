@@ -58,7 +58,7 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
-from benchmarks.common import print_table, quick_and_json_args, write_report
+from benchmarks.common import on_local_ray, print_table, quick_and_json_args, write_report
 from raytrade.envs.baseline_weights import equal_weights
 from raytrade.envs.evaluation.harness import slice_window
 from raytrade.envs.gym_envs import N_PORTFOLIO_STATE, PortfolioEnv
@@ -503,19 +503,7 @@ def run(quick: bool = False) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = quick_and_json_args(__doc__, argv)
-    import os
-
-    import ray
-
-    os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
-    ray.init(include_dashboard=False, log_to_driver=False)
-    try:
-        out = run(quick=args.quick)
-    finally:
-        import gc
-
-        gc.collect()  # Ray Data's batch iterators close while Ray is still up
-        ray.shutdown()
+    out = on_local_ray(lambda: run(quick=args.quick))
     rows: list[tuple[str, Any, str]] = [
         ("logged transitions", out["transitions"], f"flat observation width {out['observation_width']}"),
         ("behaviour return (mean per episode)", out["behaviour_return_in_data"], "in the data"),

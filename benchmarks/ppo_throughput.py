@@ -30,7 +30,7 @@ if __package__ in (None, ""):  # run as a script path: make the repo root import
 
 import numpy as np
 
-from benchmarks.common import print_table, quick_and_json_args, write_report
+from benchmarks.common import on_local_ray, print_table, quick_and_json_args, write_report
 
 N_ASSETS = 32
 
@@ -135,16 +135,7 @@ def run(quick: bool = False) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = quick_and_json_args(__doc__, argv)
-    import os
-
-    import ray
-
-    os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
-    ray.init(include_dashboard=False, log_to_driver=False)
-    try:
-        out = run(quick=args.quick)
-    finally:
-        ray.shutdown()
+    out = on_local_ray(lambda: run(quick=args.quick))
     print_table(
         "PPO throughput incl. learning (env steps/s, one process)",
         [
