@@ -39,9 +39,10 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Final, Literal
+from typing import TYPE_CHECKING, Final, Literal
 
 import click
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -49,10 +50,14 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from raytrade.cluster.errors import one_line_errors
 from raytrade.replay.errors import InputError
 
+if TYPE_CHECKING:
+    from raytrade.cluster.run_file import LeaderboardRow
+
 STATE_FILE: Final = "cluster.json"
 TOKEN_FILE: Final = "token"
 HOST: Final = "127.0.0.1"
 STARTED_MARKER: Final = "Ray runtime started."
+NODE_ID_SHOWN: Final = 12  # hex digits of a node id that status and the tune summary print
 # ``ray start`` options that take a port; the head alone has the GCS, dashboard and client ports
 NODE_PORT_OPTIONS: Final = (
     "node-manager-port",
@@ -109,7 +114,7 @@ class ClusterState(BaseModel):
     dashboard_url: str | None = Field(description="http://host:port, None without a dashboard")
     token_file: Path
     temp_dir: Path = Field(description="Ray's temp folder for this cluster (removed by down)")
-    nodes: tuple[NodeProcess, ...]
+    nodes: tuple[NodeProcess, ...] = Field(min_length=1, description="the head first, then the workers")
     started_at: datetime
 
     def environment(self) -> dict[str, str]:
@@ -190,13 +195,26 @@ def _write_state(state_dir: Path, state: ClusterState) -> None:
 
 
 def _alive(pid: int) -> bool:
+    """Whether ``pid`` runs. A zombie (exited, not yet reaped: a node this very process started and
+    stopped) counts as gone."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    return True
+    stat = _proc_stat(pid)
+    return stat is None or stat[0] != "Z"
+
+
+def _proc_stat(pid: int) -> tuple[str, int] | None:
+    """``(state, process group)`` of ``pid`` from ``/proc/<pid>/stat``; None where there is none."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = text.rpartition(")")[2].split()  # after "pid (comm)": state ppid pgrp ...
+    return fields[0], int(fields[2])
 
 
 # ------------------------------------------------------------------------------ start and stop
@@ -274,8 +292,9 @@ def _start_node_retrying(
 def cluster_up(config: ClusterConfig, state_dir: Path) -> ClusterState:
     """Start a head and ``config.workers`` workers; record and return the cluster's state.
 
-    Refuses when the state file names a cluster whose head is still running (and stops the rest of
-    one whose head died). A node that fails to start stops the nodes already started."""
+    Each node is recorded in the state file as soon as it is up. Refuses when the state file names a
+    cluster whose head is still running (and stops the rest of one whose head died). A node that
+    fails to start stops the nodes already started and removes the state file."""
     previous = read_state(state_dir)
     if previous is not None and _alive(previous.nodes[0].pid):
         raise LocalClusterError(
@@ -291,31 +310,40 @@ def cluster_up(config: ClusterConfig, state_dir: Path) -> ClusterState:
     temp_dir = Path(tempfile.mkdtemp(prefix="rtc-"))
     env = _node_environment(token_file)
     head_ports = dict(zip(HEAD_PORT_OPTIONS + NODE_PORT_OPTIONS, free_ports(9), strict=True))
-    address = f"{HOST}:{head_ports['port']}"
-    started: list[NodeProcess] = []
+    head_argv = start_command(config, temp_dir, head_ports, None)
     try:
-        head_argv = start_command(config, temp_dir, head_ports, None)
-        started.append(
-            _start_node_retrying(head_argv, "head", logs / "head.log", env, config.start_timeout_s)
-        )
-        for i in range(config.workers):
-            ports = dict(zip(NODE_PORT_OPTIONS, free_ports(len(NODE_PORT_OPTIONS)), strict=True))
-            argv = start_command(config, temp_dir, ports, address)
-            log = logs / f"worker-{i + 1}.log"
-            started.append(_start_node_retrying(argv, "worker", log, env, config.start_timeout_s))
+        head = _start_node_retrying(head_argv, "head", logs / "head.log", env, config.start_timeout_s)
     except BaseException:
-        _stop_nodes(tuple(started), grace_s=10.0)
         shutil.rmtree(temp_dir, ignore_errors=True)
         raise
-    dashboard = f"http://{HOST}:{head_ports['dashboard-port']}" if config.dashboard else None
     state = ClusterState(
-        address=address,
-        dashboard_url=dashboard,
+        address=f"{HOST}:{head_ports['port']}",
+        dashboard_url=f"http://{HOST}:{head_ports['dashboard-port']}" if config.dashboard else None,
         token_file=token_file,
         temp_dir=temp_dir,
-        nodes=tuple(started),
+        nodes=(head,),
         started_at=datetime.now(UTC),
     )
+    try:
+        _write_state(state_dir, state)
+        for i in range(config.workers):
+            ports = dict(zip(NODE_PORT_OPTIONS, free_ports(len(NODE_PORT_OPTIONS)), strict=True))
+            argv = start_command(config, temp_dir, ports, state.address)
+            log = logs / f"worker-{i + 1}.log"
+            worker = _start_node_retrying(argv, "worker", log, env, config.start_timeout_s)
+            state = _recorded(state_dir, state, worker)
+    except BaseException:
+        _stop_nodes(state.nodes, grace_s=10.0)
+        shutil.rmtree(temp_dir, ignore_errors=True)
+        (state_dir / STATE_FILE).unlink(missing_ok=True)
+        raise
+    return state
+
+
+def _recorded(state_dir: Path, state: ClusterState, node: NodeProcess) -> ClusterState:
+    """``state`` with ``node`` added, written to the state file at once: an ``up`` killed before it
+    could clean up (SIGKILL, a timeout) leaves the nodes it started recorded, for ``down`` to stop."""
+    state = state.model_copy(update={"nodes": (*state.nodes, node)})
     _write_state(state_dir, state)
     return state
 
@@ -346,13 +374,19 @@ def _stop_nodes(nodes: tuple[NodeProcess, ...], grace_s: float) -> list[int]:
 
 
 def _group_alive(pgid: int) -> bool:
+    """Whether a process of group ``pgid`` runs; zombies count as gone (see :func:`_alive`), so
+    stopping the nodes this process started does not wait for its own reaping."""
     try:
         os.killpg(pgid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    return True
+    proc = Path("/proc")
+    if not proc.is_dir():
+        return True
+    members = (_proc_stat(int(p.name)) for p in proc.iterdir() if p.name.isdigit())
+    return any(m is not None and m[1] == pgid and m[0] != "Z" for m in members)
 
 
 def cluster_down(state_dir: Path, grace_s: float = 20.0) -> ClusterState:
@@ -378,7 +412,19 @@ class NodeRow(BaseModel):
     head: bool
     alive: bool
     address: str
-    resources: dict[str, float]
+    resources: dict[str, float] = Field(description="the node's total resources")
+    available: dict[str, float] | None = Field(
+        description="its resources not held by tasks, actors or Tune trials' placement groups "
+        "(None: not reported, a dead node)"
+    )
+
+    def used(self) -> dict[str, float] | None:
+        """Resource -> amount in use on this node (total minus available, memory in GiB); None when
+        the node reports no availability. This is what shows where Tune placed its trials."""
+        if self.available is None:
+            return None
+        total, free = _shown(self.resources), _shown(self.available)
+        return {k: round(v - free.get(k, 0.0), 2) for k, v in total.items()}
 
 
 class ClusterStatus(BaseModel):
@@ -397,11 +443,16 @@ class ClusterStatus(BaseModel):
         lines = [f"cluster {self.address}: {alive} of {len(self.nodes)} nodes alive"]
         if self.dashboard_url:
             lines.append(f"dashboard: {self.dashboard_url}")
-        lines.append(f"{'node':<14}{'role':<8}{'alive':<7}{'address':<22}resources")
+        lines.append(f"{'node':<14}{'role':<8}{'alive':<7}{'address':<22}resources used/total")
         for n in self.nodes:
-            res = " ".join(f"{k}={v:g}" for k, v in sorted(_shown(n.resources).items()))
+            used = n.used()
+            res = " ".join(
+                f"{k}={'-' if used is None else f'{used[k]:g}'}/{v:g}"
+                for k, v in sorted(_shown(n.resources).items())
+            )
             role = "head" if n.head else "worker"
-            lines.append(f"{n.node_id[:12]:<14}{role:<8}{'yes' if n.alive else 'no':<7}{n.address:<22}{res}")
+            up = "yes" if n.alive else "no"
+            lines.append(f"{n.node_id[:NODE_ID_SHOWN]:<14}{role:<8}{up:<7}{n.address:<22}{res}")
         total, available = _shown(self.total), _shown(self.available)
         lines.append(
             "resources used/total: "
@@ -411,22 +462,47 @@ class ClusterStatus(BaseModel):
 
 
 def _shown(resources: dict[str, float]) -> dict[str, float]:
-    """Resources worth showing: not Ray's per-node ``node:<ip>`` markers, memory in GiB."""
+    """Resources worth showing: not Ray's per-node ``node:<ip>`` markers nor the per-placement-group
+    copies (``CPU_group_<id>``, ``bundle_group_<id>``: each Tune trial's reservation, already counted
+    in the plain resource), memory in GiB."""
     out = {}
     for k, v in resources.items():
-        if k.startswith("node:"):
+        if k.startswith("node:") or "_group_" in k:
             continue
         out[k] = round(v / 2**30, 2) if k in ("memory", "object_store_memory") else v
     return out
 
 
+def format_placement(rows: Sequence[LeaderboardRow]) -> str:
+    """Which node each trial of a search ran on: a heading with the number of nodes, then one line
+    per node (its id's first ``NODE_ID_SHOWN`` hex digits, as ``raytrade cluster status``'s node
+    column prints it, in id order) naming its trials in leaderboard order. A trial that reported no
+    node id (it failed before its first result) is listed under ``unknown``, last.
+
+    The node id, not the IP: every node of a local cluster has the same address, 127.0.0.1."""
+    by_node: dict[str, list[str]] = {}
+    for row in rows:
+        by_node.setdefault(row.node_id[:NODE_ID_SHOWN] if row.node_id else "", []).append(row.trial)
+    nodes = sorted(k for k in by_node if k)
+    plural = "s" if len(nodes) != 1 else ""
+    lines = [f"trials by node ({len(nodes)} node{plural}; ids as in raytrade cluster status):"]
+    lines += [f"  {node:<{NODE_ID_SHOWN + 2}}{' '.join(by_node[node])}" for node in nodes]
+    if "" in by_node:
+        lines.append(f"  {'unknown':<{NODE_ID_SHOWN + 2}}{' '.join(by_node[''])}")
+    return "\n".join(lines)
+
+
 # Run in a child process: token mode is process-wide and read when Ray first loads, so a process that
 # already runs a Ray of its own (a test session, a notebook) cannot also connect here with a token.
+# ``available_resources_per_node`` is a Ray DeveloperAPI (the GCS's own per-node view); the public
+# ``ray.available_resources`` only sums it.
 _PROBE = """
 import json, ray
+from ray._private.state import available_resources_per_node
 ray.init(include_dashboard=False, log_to_driver=False, logging_level="ERROR")
 print(json.dumps({"nodes": ray.nodes(), "total": ray.cluster_resources(),
-                  "available": ray.available_resources()}, default=str))
+                  "available": ray.available_resources(),
+                  "available_per_node": available_resources_per_node()}, default=str))
 """
 
 
@@ -446,6 +522,7 @@ def cluster_status(state: ClusterState, timeout_s: float = 120.0) -> ClusterStat
         last = (done.stderr.strip().splitlines() or ["no output"])[-1]
         raise LocalClusterError(f"cannot reach the local cluster at {state.address}: {last}")
     probe = json.loads(done.stdout.strip().splitlines()[-1])
+    per_node: dict[str, dict[str, float]] = probe["available_per_node"]
     rows = [
         NodeRow(
             node_id=str(n["NodeID"]),
@@ -453,6 +530,11 @@ def cluster_status(state: ClusterState, timeout_s: float = 120.0) -> ClusterStat
             alive=bool(n["Alive"]),
             address=f"{n['NodeManagerAddress']}:{n['NodeManagerPort']}",
             resources={k: float(v) for k, v in n.get("Resources", {}).items()},
+            available=(
+                {k: float(v) for k, v in per_node[n["NodeID"]].items()}
+                if n["Alive"] and n["NodeID"] in per_node
+                else None
+            ),
         )
         for n in probe["nodes"]
     ]

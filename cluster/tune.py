@@ -897,6 +897,9 @@ def tune_command(
     shown = redacted(opts.run_location()) if is_remote(opts.storage) else outcome.run_dir
     click.echo(f"\nleaderboard ({shown}):")
     click.echo(format_leaderboard(outcome.leaderboard))
+    from raytrade.cluster.local_cluster import format_placement
+
+    click.echo(format_placement(outcome.leaderboard))
     for warning in outcome.overfit_warnings:
         click.echo(warning, err=True)
     if outcome.plot is not None:

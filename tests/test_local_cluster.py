@@ -1,17 +1,22 @@
-"""``raytrade cluster up|status|down`` and ``raytrade submit`` against it.
+"""``raytrade cluster up|status|down``, ``raytrade submit`` and Tune's placement against it.
 
-The unit tests check the token file, the node command lines and the stopping of process groups
-without Ray. The integration tests share one local cluster (head + 1 worker, token auth, dashboard
-on) started by ``raytrade cluster up`` in a subprocess with HOME in a temp folder, separate from the
-session's Ray, and stopped by ``raytrade cluster down`` afterwards: status shows both nodes, a
-submitted ``raytrade summary`` job finishes with its output readable (a smoke tune does not fit the
-60 s this test may take on 2 shared cores), and a wrong token fails with one line.
+The unit tests check the token file, the node command lines, the state file, the status and
+placement tables and the stopping of process groups without Ray. The integration tests share one
+local cluster (head + 1 worker, 1 CPU each, token auth, dashboard on) started ONCE by ``raytrade
+cluster up`` in a subprocess with HOME in a temp folder, separate from the session's Ray: status
+shows both nodes and their resources; a smoke ``raytrade tune`` of two 1-CPU trials runs one trial
+on each node and its summary says so; a submitted ``raytrade summary`` job finishes with its output
+readable; a wrong token fails with one line; and ``raytrade cluster down`` (the last test, and the
+fixture's teardown whatever happened) leaves no process of the cluster. The placement test replaces
+the former ``test_two_nodes.py`` (a ``ray.cluster_utils`` cluster of its own).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
+import shutil
 import stat
 import subprocess
 import sys
@@ -26,8 +31,10 @@ from raytrade.cluster.local_cluster import (
     NODE_PORT_OPTIONS,
     ClusterConfig,
     ClusterState,
+    ClusterStatus,
     LocalClusterError,
     NodeProcess,
+    _proc_stat,
     _stop_nodes,
     ensure_token,
     read_state,
@@ -35,6 +42,7 @@ from raytrade.cluster.local_cluster import (
     up_command,
 )
 from raytrade.cluster.options import option_drift
+from raytrade.cluster.run_file import LEADERBOARD_FILE
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -106,41 +114,93 @@ def _cli(args: list[str], env: dict[str, str], timeout: float = 180) -> subproce
     )
 
 
+def _cluster_processes(state: ClusterState) -> list[str]:
+    """What still runs of ``state``'s cluster ("pid command line"): live processes in a node's
+    process group, or naming the cluster's Ray temp folder on their command line (every Ray daemon
+    of the cluster does); zombies count as gone."""
+    groups = {n.pid for n in state.nodes}
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        proc = _proc_stat(int(entry.name))
+        try:
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if proc is not None and proc[0] != "Z" and (proc[1] in groups or str(state.temp_dir) in cmdline):
+            found.append(f"{entry.name} {cmdline[:200]}")
+    return found
+
+
 @pytest.fixture(scope="module")
 def token_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ClusterState, dict[str, str]]]:
     """A local cluster (head + 1 worker) of ``raytrade cluster up``, and the environment of a shell
-    that reaches it; ``raytrade cluster down`` afterwards, checked to leave no node process."""
+    that reaches it. Whatever happened (a failed test, an ``up`` that timed out after recording its
+    head), ``raytrade cluster down`` afterwards unless the last test did, checked to leave nothing."""
     home = tmp_path_factory.mktemp("home")
+    state_dir = home / ".raytrade" / "cluster"
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
     env |= {"HOME": str(home), "RAY_ENABLE_UV_RUN_RUNTIME_ENV": "0"}
-    up = _cli(["cluster", "up", "--workers", "1"], env)
-    assert up.returncode == 0, up.stdout + up.stderr
-    state = read_state(home / ".raytrade" / "cluster")
-    assert state is not None and state.dashboard_url is not None
-    shell = env | state.environment() | {"RAY_API_SERVER_ADDRESS": state.dashboard_url}
     try:
-        yield state, shell
+        up = _cli(["cluster", "up", "--workers", "1"], env)
+        assert up.returncode == 0, up.stdout + up.stderr
+        state = read_state(state_dir)
+        assert state is not None and state.dashboard_url is not None
+        yield state, env | state.environment() | {"RAY_API_SERVER_ADDRESS": state.dashboard_url}
     finally:
-        down = _cli(["cluster", "down"], env)
-        assert down.returncode == 0, down.stdout + down.stderr
-        for node in state.nodes:
-            with pytest.raises(ProcessLookupError):
-                os.killpg(node.pid, 0)
-        assert not state.temp_dir.exists()
+        left = read_state(state_dir)  # None: nothing was started, or the last test stopped it
+        if left is not None:
+            down = _cli(["cluster", "down"], env)
+            assert down.returncode == 0, down.stdout + down.stderr
+            assert _cluster_processes(left) == []
+
+
+@pytest.fixture(scope="module")
+def cluster_status(token_cluster: tuple[ClusterState, dict[str, str]]) -> ClusterStatus:
+    """``raytrade cluster status --json`` of the module's cluster, read once."""
+    _, shell = token_cluster
+    done = _cli(["cluster", "status", "--json"], shell)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return ClusterStatus.model_validate_json(done.stdout)
 
 
 @pytest.mark.slow
 @pytest.mark.ray
-def test_status_shows_the_head_and_the_worker(token_cluster: tuple[ClusterState, dict[str, str]]) -> None:
-    from raytrade.cluster.local_cluster import ClusterStatus
-
-    state, shell = token_cluster
-    done = _cli(["cluster", "status", "--json"], shell)
-    assert done.returncode == 0, done.stderr[-2000:]
-    status = ClusterStatus.model_validate_json(done.stdout)
+def test_status_shows_the_head_and_the_worker(
+    token_cluster: tuple[ClusterState, dict[str, str]], cluster_status: ClusterStatus
+) -> None:
+    state, _ = token_cluster
+    status = cluster_status
     assert [(n.head, n.alive) for n in status.nodes] == [(True, True), (False, True)]
     assert status.total["CPU"] == 2.0
+    assert [n.resources["CPU"] for n in status.nodes] == [1.0, 1.0]
+    assert all(n.available is not None and "CPU" in n.available for n in status.nodes)
     assert status.address == state.address
+
+
+@pytest.mark.slow
+@pytest.mark.ray
+def test_a_smoke_search_runs_one_trial_on_each_node_and_says_so(
+    token_cluster: tuple[ClusterState, dict[str, str]],
+    cluster_status: ClusterStatus,
+    synthetic_store: Path,
+    tmp_path: Path,
+) -> None:
+    # two 1-CPU trials on two 1-CPU nodes: both run at once only with one on each node
+    _, shell = token_cluster
+    args = ["tune", "--spec", "ppo", "--replay", str(synthetic_store), "--smoke", "--num-samples", "2"]
+    args += ["--iterations", "1", "--storage", str(tmp_path), "--no-wandb"]
+    done = _cli(args, shell, timeout=300)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    rows = json.loads((tmp_path / "ppo-smoke" / LEADERBOARD_FILE).read_text())
+    nodes = sorted(n.node_id for n in cluster_status.nodes)
+    assert len(nodes) == 2
+    assert sorted(r["node_id"] for r in rows) == nodes
+    trial_of = {r["node_id"]: r["trial"] for r in rows}
+    summary = ["trials by node (2 nodes; ids as in raytrade cluster status):"]
+    summary += [f"  {node[:12]}  {trial_of[node]}" for node in nodes]
+    assert "\n".join(summary) in done.stdout, done.stdout[-3000:]
 
 
 @pytest.mark.slow
@@ -171,6 +231,19 @@ def test_a_wrong_token_fails_with_one_line(token_cluster: tuple[ClusterState, di
         f"error: the cluster at {address} refused the token from RAY_AUTH_TOKEN (HTTP 403)"
     ]
     assert done.stdout == ""
+
+
+@pytest.mark.slow
+@pytest.mark.ray
+def test_down_leaves_no_process_of_the_cluster(token_cluster: tuple[ClusterState, dict[str, str]]) -> None:
+    # the module's last test of the cluster: it stops it, the fixture then finds nothing to stop
+    state, shell = token_cluster
+    done = _cli(["cluster", "down"], shell)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout == f"local cluster at {state.address} stopped (2 nodes)\n"
+    assert _cluster_processes(state) == []
+    assert not state.temp_dir.exists()
+    assert read_state(state.token_file.parent) is None
 
 
 def test_a_local_ray_starts_with_its_dashboard_unless_asked_not_to(
@@ -231,3 +304,124 @@ def test_a_node_that_exits_while_starting_is_tried_once_more(tmp_path: Path) -> 
         assert (tmp_path / "worker.log.1").exists() and STARTED_MARKER in log.read_text()
     finally:
         _stop_nodes((node,), grace_s=0.5)
+
+
+def test_up_records_each_node_as_soon_as_it_is_up(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # an `up` killed while a worker starts must leave the head recorded, for `down` to stop it
+    from raytrade.cluster import local_cluster
+
+    recorded_while_starting: list[ClusterState | None] = []
+
+    def start(argv: list[str], role: str, log: Path, env: dict[str, str], timeout_s: float) -> NodeProcess:
+        recorded_while_starting.append(read_state(tmp_path))
+        proc = subprocess.Popen(["sleep", "30"], start_new_session=True)
+        return NodeProcess(role=role, pid=proc.pid, log=log)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(local_cluster, "_start_node_retrying", start)
+    state = local_cluster.cluster_up(ClusterConfig(workers=2), tmp_path)
+    try:
+        before_head, before_worker_1, before_worker_2 = recorded_while_starting
+        assert before_head is None
+        assert before_worker_1 is not None and before_worker_1.nodes == state.nodes[:1]
+        assert before_worker_2 is not None and before_worker_2.nodes == state.nodes[:2]
+        assert read_state(tmp_path) == state and [n.role for n in state.nodes] == ["head", "worker", "worker"]
+    finally:
+        _stop_nodes(state.nodes, grace_s=0.5)
+        shutil.rmtree(state.temp_dir, ignore_errors=True)
+
+
+def test_up_that_fails_at_a_worker_stops_the_head_and_leaves_no_state(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from raytrade.cluster import local_cluster
+
+    heads: list[NodeProcess] = []
+
+    def start(argv: list[str], role: str, log: Path, env: dict[str, str], timeout_s: float) -> NodeProcess:
+        if role == "worker":
+            raise LocalClusterError("the worker node did not start")
+        proc = subprocess.Popen(["sleep", "30"], start_new_session=True)
+        heads.append(NodeProcess(role="head", pid=proc.pid, log=log))
+        return heads[-1]
+
+    monkeypatch.setattr(local_cluster, "_start_node_retrying", start)
+    with pytest.raises(LocalClusterError, match="the worker node did not start"):
+        local_cluster.cluster_up(ClusterConfig(workers=1), tmp_path)
+    assert read_state(tmp_path) is None
+    assert not local_cluster._group_alive(heads[0].pid)
+
+
+def test_status_shows_each_nodes_used_and_total_resources() -> None:
+    from raytrade.cluster.local_cluster import NodeRow
+
+    gib = 2.0**30
+    head = NodeRow(
+        node_id="aaaaaaaaaaaa0123",
+        head=True,
+        alive=True,
+        address="127.0.0.1:1234",
+        # a trial's placement group holds the head's CPU; its CPU_group_* copy is not shown twice
+        resources={"CPU": 1.0, "memory": 2 * gib, "node:127.0.0.1": 1.0, "CPU_group_9f": 1.0},
+        available={"CPU": 0.0, "memory": 1.5 * gib, "node:127.0.0.1": 1.0, "CPU_group_9f": 0.0},
+    )
+    dead = NodeRow(
+        node_id="bbbbbbbbbbbb4567",
+        head=False,
+        alive=False,
+        address="127.0.0.1:5678",
+        resources={"CPU": 1.0, "memory": gib},
+        available=None,
+    )
+    status = ClusterStatus(
+        address="127.0.0.1:6379",
+        dashboard_url="http://127.0.0.1:8265",
+        nodes=[head, dead],
+        total={"CPU": 1.0, "memory": 2 * gib, "CPU_group_9f": 1.0},
+        available={"CPU": 0.0, "memory": 1.5 * gib},
+    )
+    assert status.render().splitlines() == [
+        "cluster 127.0.0.1:6379: 1 of 2 nodes alive",
+        "dashboard: http://127.0.0.1:8265",
+        "node          role    alive  address               resources used/total",
+        "aaaaaaaaaaaa  head    yes    127.0.0.1:1234        CPU=1/1 memory=0.5/2",
+        "bbbbbbbbbbbb  worker  no     127.0.0.1:5678        CPU=-/1 memory=-/1",
+        "resources used/total: CPU=1/1 memory=0.5/2",
+    ]
+
+
+def test_the_placement_summary_names_each_nodes_trials() -> None:
+    from raytrade.cluster.local_cluster import format_placement
+    from raytrade.cluster.run_file import LeaderboardRow
+
+    def row(trial: str, node_id: str | None) -> LeaderboardRow:
+        scores = dict.fromkeys(("objective", "sharpe", "sortino", "cvar_5", "total_return"), 0.1)
+        return LeaderboardRow(
+            trial=trial, trial_dir=trial, params={}, iteration=1, checkpoint=None, node_id=node_id,
+            error=None, turnover=0.0, max_drawdown=0.0, **scores,
+        )  # fmt: skip
+
+    rows = [row("t_00002", "ffff00001111aaaa"), row("t_00000", None), row("t_00001", "0000ffff2222bbbb")]
+    rows.append(row("t_00003", "ffff00001111aaaa"))
+    assert format_placement(rows).splitlines() == [
+        "trials by node (2 nodes; ids as in raytrade cluster status):",
+        "  0000ffff2222  t_00001",
+        "  ffff00001111  t_00002 t_00003",
+        "  unknown       t_00000",
+    ]
+    one = "trials by node (1 node; ids as in raytrade cluster status):"
+    assert format_placement(rows[:1]).splitlines()[0] == one
+
+
+def test_an_exited_unreaped_node_counts_as_stopped() -> None:
+    # a node this process started and stopped stays a zombie until reaped: stopping must not wait on it
+    from raytrade.cluster.local_cluster import _alive, _group_alive
+
+    proc = subprocess.Popen(["true"], start_new_session=True)
+    deadline = time.monotonic() + 5
+    while (_proc_stat(proc.pid) or ("", 0))[0] != "Z" and time.monotonic() < deadline:
+        time.sleep(0.01)
+    try:
+        assert _proc_stat(proc.pid) == ("Z", proc.pid)
+        assert not _alive(proc.pid) and not _group_alive(proc.pid)
+    finally:
+        proc.wait(timeout=5)
