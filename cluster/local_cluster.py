@@ -23,6 +23,19 @@ Design decisions
   (:class:`ClusterState`) records the leaders. ``down`` sends SIGTERM to the workers' leaders, then
   the head's (a node drains through the GCS, which must still be up), waits, and kills what is left
   of those process groups. It never runs ``ray stop``, which would stop every Ray on the machine.
+  ``up`` records each node in the state file as soon as it is up, so an ``up`` killed half-way
+  leaves nothing ``down`` cannot find.
+* Where Tune put its trials is visible twice: ``status`` prints each node's resources as used/total
+  (a trial's placement group holds its CPU on its node while it runs), and ``raytrade tune`` ends
+  with :func:`format_placement`, each trial under the node it reported (``node_id``). Nodes are
+  named by id, never by address: all nodes of this cluster share one.
+* Loopback only in part (Ray 2.60): ``ray start`` turns ``--node-ip-address=127.0.0.1`` into the
+  machine's routable address (``services.resolve_ip_for_localhost``), so the GCS and the nodes are
+  recorded under it, and Ray's gRPC servers (GCS, raylets, object managers) listen on every
+  interface. Only the dashboard is bound to 127.0.0.1 (``--dashboard-host``). The one switch that
+  keeps 127.0.0.1, ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0``, makes ``ray start`` refuse worker
+  nodes. What is reachable there is guarded by token auth only where Ray applies it: on a machine
+  others can reach, firewall the ports ``up`` picked.
 """
 
 from __future__ import annotations
