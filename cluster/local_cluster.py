@@ -106,6 +106,12 @@ class ClusterConfig(BaseModel):
     cpus_per_node: int = Field(1, ge=1, description="CPUs each node advertises (head and workers)")
     dashboard: bool = Field(True, description="start the Ray dashboard (and the job API) on the head")
     start_timeout_s: float = Field(120.0, gt=0, description="seconds a node may take to start")
+    start_attempts: int = Field(
+        2,
+        ge=1,
+        description="tries per node when `ray start` exits while starting (its fixed 30 s wait for the "
+        "raylet runs out on a loaded machine)",
+    )
 
 
 class NodeProcess(BaseModel):
@@ -291,15 +297,21 @@ def _start_node(
 
 
 def _start_node_retrying(
-    argv: list[str], role: Literal["head", "worker"], log: Path, env: dict[str, str], timeout_s: float
+    argv: list[str],
+    role: Literal["head", "worker"],
+    log: Path,
+    env: dict[str, str],
+    timeout_s: float,
+    attempts: int = 2,
 ) -> NodeProcess:
-    """:func:`_start_node`, once more if ``ray start`` exited while starting (its log is kept as
-    ``<log>.1``)."""
-    try:
-        return _start_node(argv, role, log, env, timeout_s)
-    except NodeStartError:
-        os.replace(log, log.with_suffix(log.suffix + ".1"))
-        return _start_node(argv, role, log, env, timeout_s)
+    """:func:`_start_node`, up to ``attempts`` times while ``ray start`` exits while starting (the
+    log of the n-th failed try is kept as ``<log>.<n>``)."""
+    for attempt in range(1, attempts):
+        try:
+            return _start_node(argv, role, log, env, timeout_s)
+        except NodeStartError:
+            os.replace(log, log.with_suffix(f"{log.suffix}.{attempt}"))
+    return _start_node(argv, role, log, env, timeout_s)
 
 
 def cluster_up(config: ClusterConfig, state_dir: Path) -> ClusterState:
@@ -325,7 +337,9 @@ def cluster_up(config: ClusterConfig, state_dir: Path) -> ClusterState:
     head_ports = dict(zip(HEAD_PORT_OPTIONS + NODE_PORT_OPTIONS, free_ports(9), strict=True))
     head_argv = start_command(config, temp_dir, head_ports, None)
     try:
-        head = _start_node_retrying(head_argv, "head", logs / "head.log", env, config.start_timeout_s)
+        head = _start_node_retrying(
+            head_argv, "head", logs / "head.log", env, config.start_timeout_s, config.start_attempts
+        )
     except BaseException:
         shutil.rmtree(temp_dir, ignore_errors=True)
         raise
@@ -343,7 +357,9 @@ def cluster_up(config: ClusterConfig, state_dir: Path) -> ClusterState:
             ports = dict(zip(NODE_PORT_OPTIONS, free_ports(len(NODE_PORT_OPTIONS)), strict=True))
             argv = start_command(config, temp_dir, ports, state.address)
             log = logs / f"worker-{i + 1}.log"
-            worker = _start_node_retrying(argv, "worker", log, env, config.start_timeout_s)
+            worker = _start_node_retrying(
+                argv, "worker", log, env, config.start_timeout_s, config.start_attempts
+            )
             state = _recorded(state_dir, state, worker)
     except BaseException:
         _stop_nodes(state.nodes, grace_s=10.0)
@@ -588,10 +604,22 @@ def cluster_group() -> None:
 @click.option(
     "--start-timeout-s", type=click.FloatRange(min=0, min_open=True), default=120.0, show_default=True
 )
+@click.option(
+    "--start-attempts",
+    type=click.IntRange(min=1),
+    default=2,
+    show_default=True,
+    help="Tries per node when `ray start` gives up while starting (a loaded machine).",
+)
 @click.option("--state-dir", type=click.Path(path_type=Path), help="Default: ~/.raytrade/cluster.")
 @one_line_errors
 def up_command(
-    workers: int, cpus_per_node: int, no_dashboard: bool, start_timeout_s: float, state_dir: Path | None
+    workers: int,
+    cpus_per_node: int,
+    no_dashboard: bool,
+    start_timeout_s: float,
+    start_attempts: int,
+    state_dir: Path | None,
 ) -> None:
     """Start a head and WORKERS worker nodes with `ray start`, token auth on."""
     config = ClusterConfig(
@@ -599,6 +627,7 @@ def up_command(
         cpus_per_node=cpus_per_node,
         dashboard=not no_dashboard,
         start_timeout_s=start_timeout_s,
+        start_attempts=start_attempts,
     )
     state = cluster_up(config, state_dir or default_state_dir())
     click.echo(f"local cluster up: head + {workers} worker(s) at {state.address}")

@@ -143,7 +143,8 @@ def token_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Cl
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
     env |= {"HOME": str(home), "RAY_ENABLE_UV_RUN_RUNTIME_ENV": "0"}
     try:
-        up = _cli(["cluster", "up", "--workers", "1"], env)
+        # three tries per node: Ray's fixed 30 s start-up wait runs out on this shared, loaded machine
+        up = _cli(["cluster", "up", "--workers", "1", "--start-attempts", "3"], env, timeout=400)
         assert up.returncode == 0, up.stdout + up.stderr
         state = read_state(state_dir)
         assert state is not None and state.dashboard_url is not None
@@ -306,13 +307,26 @@ def test_a_node_that_exits_while_starting_is_tried_once_more(tmp_path: Path) -> 
         _stop_nodes((node,), grace_s=0.5)
 
 
+def test_a_node_is_tried_as_many_times_as_asked(tmp_path: Path) -> None:
+    from raytrade.cluster.local_cluster import NodeStartError, _start_node_retrying
+
+    tries, log = tmp_path / "tries", tmp_path / "head.log"
+    script = f"echo x >> {tries}; exit 1"
+    with pytest.raises(NodeStartError, match="the head node exited with status 1 while starting"):
+        _start_node_retrying(["sh", "-c", script], "head", log, dict(os.environ), timeout_s=20, attempts=3)
+    assert tries.read_text() == "x\nx\nx\n"
+    assert sorted(p.name for p in tmp_path.glob("head.log*")) == ["head.log", "head.log.1", "head.log.2"]
+
+
 def test_up_records_each_node_as_soon_as_it_is_up(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # an `up` killed while a worker starts must leave the head recorded, for `down` to stop it
     from raytrade.cluster import local_cluster
 
     recorded_while_starting: list[ClusterState | None] = []
 
-    def start(argv: list[str], role: str, log: Path, env: dict[str, str], timeout_s: float) -> NodeProcess:
+    def start(
+        argv: list[str], role: str, log: Path, env: dict[str, str], timeout_s: float, attempts: int
+    ) -> NodeProcess:
         recorded_while_starting.append(read_state(tmp_path))
         proc = subprocess.Popen(["sleep", "30"], start_new_session=True)
         return NodeProcess(role=role, pid=proc.pid, log=log)  # type: ignore[arg-type]
@@ -337,7 +351,9 @@ def test_up_that_fails_at_a_worker_stops_the_head_and_leaves_no_state(
 
     heads: list[NodeProcess] = []
 
-    def start(argv: list[str], role: str, log: Path, env: dict[str, str], timeout_s: float) -> NodeProcess:
+    def start(
+        argv: list[str], role: str, log: Path, env: dict[str, str], timeout_s: float, attempts: int
+    ) -> NodeProcess:
         if role == "worker":
             raise LocalClusterError("the worker node did not start")
         proc = subprocess.Popen(["sleep", "30"], start_new_session=True)
