@@ -268,9 +268,10 @@ def _rllib_algo(budget: OfflineBudget, data_dir: Path, seed: int) -> Any:
     from ray.rllib.algorithms.cql import CQLConfig
 
     from raytrade.envs.gym_envs import PORTFOLIO_ENV_ID
+    from raytrade.tune_specs.cql import lean_cql
 
     config = (
-        CQLConfig()
+        lean_cql(CQLConfig(), budget.hidden)
         .environment(PORTFOLIO_ENV_ID, env_config=env_config(budget, flat=True))
         .env_runners(num_env_runners=0)
         .offline_data(
@@ -294,15 +295,6 @@ def _rllib_algo(budget: OfflineBudget, data_dir: Path, seed: int) -> Any:
             temperature=1.0,
             lagrangian=False,
             initial_alpha=1.0,
-        )
-        .rl_module(
-            model_config={
-                "fcnet_hiddens": list(budget.hidden),
-                "fcnet_activation": "relu",  # d3rlpy's VectorEncoderFactory default
-                "fusionnet_hiddens": [],
-                "fusionnet_activation": "relu",
-                "head_fcnet_activation": "relu",
-            }
         )
         .debugging(seed=seed)
     )
