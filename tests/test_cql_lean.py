@@ -220,7 +220,7 @@ def test_behaviour_cloning_updates_clone_the_logged_actions() -> None:
     torch.testing.assert_close(lean.actor, torch.mean(logp_res - bc_logp), rtol=1e-12, atol=1e-12)
 
 
-def test_the_cql_spec_trains_the_lean_module_with_the_lean_learner() -> None:
+def test_the_cql_spec_uses_the_lean_module_and_learner() -> None:
     from ray.rllib.algorithms.cql import CQLConfig
 
     from raytrade.models.cql_learner import LeanCQLLearner
@@ -239,3 +239,20 @@ def test_the_module_refuses_an_action_box_other_than_minus_one_to_one() -> None:
             action_space=gym.spaces.Box(0.0, 1.0, (N,), np.float32),
             model_config={"hidden": [4]},
         )
+
+
+def test_the_learner_refuses_gradient_clipping_it_would_apply_to_both_twins_at_once() -> None:
+    from ray.rllib.algorithms.cql import CQLConfig
+
+    from raytrade.tune_specs.cql import lean_cql
+
+    config = (
+        lean_cql(CQLConfig(), [4])
+        .environment(
+            observation_space=gym.spaces.Box(-np.inf, np.inf, (D,), np.float32),
+            action_space=gym.spaces.Box(-1.0, 1.0, (N,), np.float32),
+        )
+        .training(grad_clip=1.0)
+    )
+    with pytest.raises(ValueError, match="grad_clip=1.0: LeanCQLLearner clips nothing"):
+        config.build_learner(env=None)
