@@ -21,13 +21,17 @@ Same learner on both sides: CQL(H) with twin Q, 10 sampled actions, conservative
 temperature 1, no Lagrangian (d3rlpy ``alpha_learning_rate=0``), no behaviour-cloning warm-up
 (RLlib ``bc_iters=0``), actor / critic / entropy learning rates 1e-4 / 3e-4 / 1e-4, gamma 0.99,
 tau 0.005, ReLU hidden layers ``OfflineBudget.hidden`` for the policy and each Q function, the
-same batch and number of gradient updates, one torch thread each (on a loaded 2-core machine two
-threads made d3rlpy 7x slower). The Q functions differ in shape: d3rlpy's is one MLP over
-``[obs, action]``; RLlib's default SAC/CQL module encodes observation and action in two streams
-(the action stream ``hidden[:-1]`` then ``hidden[-1]`` wide) and maps their concatenation to
-``hidden[-1]`` before the output (``fusionnet_hiddens=[]``, the smallest it allows): at 256x256,
-N = 8, 1.24 M parameters in all (policy, twin Q, targets) against d3rlpy's 0.45 M; both counts are
-reported. RLlib's ``iter_batches`` also ends each pass over the data on a short batch, so RLlib's
+same batch and number of gradient updates, one torch thread each, set once for the process both
+learners train in (``torch_threads`` in the report; on a loaded 2-core machine two threads made
+d3rlpy 7x slower). Ours is the ``cql`` spec's module and learner (``tune_specs.cql.lean_cql``:
+``models.cql_lean``, ``models.cql_learner``): RLlib's CQL loss with the policy and each Q function
+one MLP over ``[obs, action]`` as d3rlpy's, so the networks are the same shapes (at 256x256, N = 8:
+452,372 parameters against d3rlpy's 452,374, which also counts its log temperature and log alpha;
+RLlib keeps log alpha in the learner). What still differs in the work per update: d3rlpy evaluates
+the data action's Q twice and runs the policy four times (actor, two conservative samplings, the
+deterministic target action), ours once on ``[obs; next_obs]``; d3rlpy's target uses the policy's
+mean action at ``next_obs``, RLlib's a sample; d3rlpy takes three backward passes, ours one.
+RLlib's ``iter_batches`` also ends each pass over the data on a short batch, so RLlib's
 samples are its own ``num_env_steps_trained`` counter, not updates x batch.
 
 Measurement: per seed, both learners are built (setup, timed apart), then trained in rounds of
@@ -268,9 +272,10 @@ def _rllib_algo(budget: OfflineBudget, data_dir: Path, seed: int) -> Any:
     from ray.rllib.algorithms.cql import CQLConfig
 
     from raytrade.envs.gym_envs import PORTFOLIO_ENV_ID
+    from raytrade.tune_specs.cql import lean_cql
 
     config = (
-        CQLConfig()
+        lean_cql(CQLConfig(), budget.hidden)
         .environment(PORTFOLIO_ENV_ID, env_config=env_config(budget, flat=True))
         .env_runners(num_env_runners=0)
         .offline_data(
@@ -294,15 +299,6 @@ def _rllib_algo(budget: OfflineBudget, data_dir: Path, seed: int) -> Any:
             temperature=1.0,
             lagrangian=False,
             initial_alpha=1.0,
-        )
-        .rl_module(
-            model_config={
-                "fcnet_hiddens": list(budget.hidden),
-                "fcnet_activation": "relu",  # d3rlpy's VectorEncoderFactory default
-                "fusionnet_hiddens": [],
-                "fusionnet_activation": "relu",
-                "head_fcnet_activation": "relu",
-            }
         )
         .debugging(seed=seed)
     )
@@ -466,6 +462,7 @@ def run(quick: bool = False) -> dict[str, Any]:
         per_seed = [train_seed(budget, data_dir, arrays, s, validation) for s in budget.seeds]
     out: dict[str, Any] = {
         "config": budget.model_dump(mode="json"),
+        "torch_threads": torch.get_num_threads(),  # both learners train in this process
         "transitions": len(logged.rewards),
         "observation_width": int(logged.obs.shape[1]),
         "dataset_build_s": dataset_s,
@@ -506,6 +503,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     out = on_local_ray(lambda: run(quick=args.quick))
     rows: list[tuple[str, Any, str]] = [
         ("logged transitions", out["transitions"], f"flat observation width {out['observation_width']}"),
+        ("torch threads", out["torch_threads"], "both learners, one process"),
         ("behaviour return (mean per episode)", out["behaviour_return_in_data"], "in the data"),
         ("equal_weight every bar, validation", out["equal_weight_every_bar_validation_return"], "reference"),
         ("RLlib setup s", out["rllib_setup_s"], "excluded"),

@@ -70,7 +70,14 @@ def _data_section(env_config: dict[str, Any], run: RunFile) -> dict[str, Any]:
         if location(data["root"]) != run.replay:
             raise InputError(f"the trial trained on {data['root']!r}, the run file names {run.replay!r}")
         prov = run.provenance
-        return {"kind": "replay", "root": data["root"], "sha256": prov.data_sha256, "files": prov.data_files}
+        experience = None if prov.experience is None else prov.experience.model_dump()
+        return {
+            "kind": "replay",
+            "root": data["root"],
+            "sha256": prov.data_sha256,
+            "files": prov.data_files,
+            "experience": experience,
+        }
     return {"kind": data.get("kind"), "sha256": feature_spec_hash(data), "files": 0}
 
 

@@ -520,18 +520,25 @@ def _reporter(spec: TuneSpec, config: Any) -> Any:
     )
 
 
-def provenance(replay: Path) -> Provenance:
-    """Code version, library versions and the data fingerprint of ``replay``, as of now."""
+def provenance(replay: Path, experience: Path | None = None) -> Provenance:
+    """Code version, library versions and the data fingerprint of ``replay``, as of now; with
+    ``experience`` (an offline spec's experience store), its experience table's fingerprint too."""
+    from raytrade.models.manifest import ExperienceFingerprint
     from raytrade.models.registry import code_version, library_versions
-    from raytrade.replay.fingerprint import data_fingerprint
+    from raytrade.replay.fingerprint import EXPERIENCE_TABLES, data_fingerprint
 
     sha, n_files = data_fingerprint(replay)
+    seen = None
+    if experience is not None:
+        exp_sha, exp_files = data_fingerprint(experience, EXPERIENCE_TABLES)
+        seen = ExperienceFingerprint(root=str(experience.resolve()), sha256=exp_sha, files=exp_files)
     return Provenance(
         started_at=datetime.now(UTC),
         code_version=code_version(),
         libraries=library_versions(),
         data_sha256=sha,
         data_files=n_files,
+        experience=seen,
     )
 
 
@@ -553,7 +560,10 @@ def run_record(opts: TuneOptions, spec: TuneSpec) -> RunFile:
         required_features=list(columns),
         seed=opts.seed,
         command=opts.command(),
-        provenance=provenance(local_store(opts.replay)),
+        provenance=provenance(
+            local_store(opts.replay),
+            (opts.experience or local_store(opts.replay)) if spec.name in OFFLINE_SPECS else None,
+        ),
     )
 
 

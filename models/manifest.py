@@ -66,6 +66,17 @@ def scrub_secrets(value: Any) -> Any:
     return value
 
 
+class ExperienceFingerprint(BaseModel):
+    """The experience an offline run learnt from: its store and the fingerprint of its ``experience``
+    table at the start (``replay.fingerprint.data_fingerprint(root, EXPERIENCE_TABLES)``)."""
+
+    model_config = _DOC
+
+    root: str = Field(description="experience store root (--experience, else the replay store)")
+    sha256: str = Field(description="fingerprint of its experience table")
+    files: int = Field(ge=0, description="experience files the fingerprint covers")
+
+
 class Provenance(BaseModel):
     """What a training run depended on, recorded when the run started (``raytrade tune``)."""
 
@@ -76,6 +87,9 @@ class Provenance(BaseModel):
     libraries: dict[str, str] = Field(description="versions of python, ray, torch, numpy, pandas, pyarrow")
     data_sha256: str = Field(description="replay.fingerprint.data_fingerprint of the store at the start")
     data_files: int = Field(ge=0, description="bars + features files the fingerprint covers")
+    experience: ExperienceFingerprint | None = Field(
+        None, description="offline specs: the experience they learnt from (None: an online spec)"
+    )
 
 
 class ManifestSource(BaseModel):
@@ -101,6 +115,9 @@ class ManifestData(BaseModel):
     sha256: str = Field(description="replay: the training-time data fingerprint; synthetic: config hash")
     files: int = Field(ge=0, description="files the fingerprint covers (0 for synthetic data)")
     symbols: list[str] = Field(description="the universe, in the policy's asset order")
+    experience: ExperienceFingerprint | None = Field(
+        None, description="offline specs: the training run's experience fingerprint"
+    )
 
 
 class ManifestFeatures(BaseModel):

@@ -12,8 +12,12 @@ Design decisions
   (the writer writes one file per batch and year). :func:`read_transitions` therefore assembles
   each file in its own Ray Data task: streaming, no shuffle, nothing read into the driver.
   :func:`transitions_from_frame` is the same assembly for a pandas read (tests, small checks).
-* Refused, naming the column and the episode: a transition column that is null (e.g. rows of a
-  logger that records no transitions), a step whose assets are not exactly ``0 .. N-1``, and
+* Rows without an ``episode_id`` carry no transition (fills, decision rows of the live loop, which
+  logs its transitions as rows of their own one cycle later: ``serve.live``) and are set aside; a
+  file with none of its rows a transition is left out of the read (its parquet statistics say so,
+  without reading it). Data with no transition at all is refused, naming a decision.
+* Refused, naming the column and the episode: a transition column that is null on a transition
+  row, a step whose assets are not exactly ``0 .. N-1``, and
   observations or actions whose size differs from the others' or from what the learner expects
   (``n_assets`` / ``obs_dim``: mixed action or observation spaces).
 """
@@ -100,7 +104,8 @@ def _stack(values: pd.Series, column: str, episode: str) -> np.ndarray:
 def transitions_from_frame(
     frame: pd.DataFrame, n_assets: int | None = None, obs_dim: int | None = None
 ) -> dict[str, np.ndarray]:
-    """Assemble experience rows (columns ``READ_COLUMNS``) into transitions, sorted by (episode, step).
+    """Assemble experience rows (columns ``READ_COLUMNS``) into transitions, sorted by (episode, step);
+    rows without an episode id are set aside (none with one: refused, naming a decision).
 
     ``n_assets`` / ``obs_dim``: the learner's action size and flat observation size; a step of
     another size is refused naming its episode. None: the first step's sizes rule the rest.
@@ -111,7 +116,9 @@ def transitions_from_frame(
     empty = {c: np.empty((0,) if c not in ("obs", "actions", "new_obs") else (0, 0)) for c in OUTPUT_COLUMNS}
     if frame.empty:
         return empty
-    _refuse_nulls(frame)
+    tracked = frame["episode_id"].notna().to_numpy()
+    _refuse_nulls(frame.loc[tracked] if tracked.any() else frame)
+    frame = frame.loc[tracked]
     frame = frame.sort_values(["episode_id", "step", "asset_index"], kind="stable")
     out: dict[str, list[object]] = {c: [] for c in OUTPUT_COLUMNS}
     for (episode, step), rows in frame.groupby(["episode_id", "step"], sort=False):
@@ -175,6 +182,26 @@ def flat_observation(slices: np.ndarray, portfolio: pd.Series) -> np.ndarray:
     return np.concatenate([slices[:, :-2].reshape(-1), slices[:, -2], slices[:, -1], port]).astype(np.float32)
 
 
+def split_flat_observation(
+    flat: np.ndarray, n_assets: int, portfolio_width: int
+) -> tuple[list[np.ndarray], np.ndarray]:
+    """The inverse of :func:`flat_observation`: per-asset slices ``[F + 2]`` (features, weight,
+    listed flag) and the portfolio state of a flat observation of ``n_assets`` assets."""
+    width = flat.size - portfolio_width
+    if n_assets < 1 or width < 2 * n_assets or width % n_assets:
+        raise ExperienceError(
+            f"a flat observation of {flat.size} values is not {n_assets} assets x (F + 2) + "
+            f"{portfolio_width} portfolio values"
+        )
+    n_features = width // n_assets - 2
+    flat = flat.astype(np.float32)
+    features = flat[: n_assets * n_features].reshape(n_assets, n_features)
+    weights = flat[n_assets * n_features : n_assets * (n_features + 1)]
+    listed = flat[n_assets * (n_features + 1) : width]
+    slices = np.concatenate([features, weights[:, None], listed[:, None]], axis=1)
+    return list(slices), flat[width:]
+
+
 def read_transitions_frame(
     root: str | os.PathLike[str],
     start: TimeLike = None,
@@ -207,6 +234,10 @@ def read_transitions(
             f"no experience under {os.fspath(root)!r}: run `raytrade simulate-experience` first"
         )
     _check_version(files[0])
+    with_transitions = [f for f in files if _has_transitions(f)]
+    if not with_transitions:
+        check_experience_store(root)  # refuses, naming a decision without a transition
+    files = with_transitions
     task = functools.partial(
         _file_transitions, row_filter=_row_filter(None, start, end), n_assets=n_assets, obs_dim=obs_dim
     )
@@ -225,15 +256,34 @@ def _file_transitions(
     return transitions_from_frame(table.to_pandas(), n_assets, obs_dim)
 
 
+def _has_transitions(path: Path) -> bool:
+    """Whether any row of the experience file at ``path`` has an ``episode_id`` (from the parquet
+    statistics when written, else from that one column)."""
+    import pyarrow.parquet as pq
+
+    meta = pq.ParquetFile(path).metadata
+    column = meta.schema.names.index("episode_id")
+    for g in range(meta.num_row_groups):
+        group = meta.row_group(g)
+        stats = group.column(column).statistics
+        if stats is None or not stats.has_null_count:
+            return bool(pq.read_table(path, columns=["episode_id"])["episode_id"].is_valid().to_numpy().any())
+        if stats.null_count < group.num_rows:
+            return True
+    return False
+
+
 def check_experience_store(root: str | os.PathLike[str]) -> None:
-    """Refuse (``ExperienceError``) a store without experience, or whose first experience file has no
-    transitions or a null transition column: the driver's early check, reading one file only."""
+    """Refuse (``ExperienceError``) a store without experience, or whose first experience file with
+    transitions (else its first file) has a null transition column: the driver's early check, reading
+    one file only."""
     files = table_files(root, "experience") if (Path(root) / "experience").is_dir() else []
     if not files:
         raise ExperienceError(
             f"no experience under {os.fspath(root)!r}: run `raytrade simulate-experience` first"
         )
-    table = ds.dataset([str(files[0])], schema=schema_for("experience"), format="parquet").to_table(
+    first = next((f for f in files if _has_transitions(f)), files[0])
+    table = ds.dataset([str(first)], schema=schema_for("experience"), format="parquet").to_table(
         columns=list(READ_COLUMNS)
     )
     transitions_from_frame(table.to_pandas())

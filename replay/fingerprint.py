@@ -4,8 +4,10 @@ One definition for every layer that records it (``raytrade tune``'s run file, th
 manifest, the evaluation report), so two documents naming the same store state carry the same hex.
 
 The fingerprint is a sha256 over the committed files of the ``bars`` and ``features`` tables (what a
-policy reads; ``experience`` is not an input of training): the files sorted by their path relative to
-the store root (POSIX form), then for each its path, a NUL byte and its bytes. Appending to the
+policy reads; ``experience`` is not an input of online training; an offline run fingerprints its
+experience store's ``experience`` table apart, with the same function, ``EXPERIENCE_TABLES``):
+the files sorted by their path relative to the store root (POSIX form), then for each its path, a
+NUL byte and its bytes. Appending to the
 store adds a file and so changes the fingerprint; a half-written file is never seen (the writer
 renames committed files into place).
 """
@@ -19,6 +21,8 @@ from pathlib import Path
 from typing import Final
 
 FINGERPRINT_TABLES: Final = ("bars", "features")
+EXPERIENCE_TABLES: Final = ("experience",)
+"""What an offline learner reads: its experience store's fingerprint covers this table."""
 
 
 def fingerprint(files: Iterable[Path], root: str | os.PathLike[str]) -> str:
@@ -38,9 +42,12 @@ def fingerprint(files: Iterable[Path], root: str | os.PathLike[str]) -> str:
     return digest.hexdigest()
 
 
-def data_fingerprint(root: str | os.PathLike[str]) -> tuple[str, int]:
-    """(sha256, file count) of the replay store at ``root`` (its bars and features tables)."""
+def data_fingerprint(
+    root: str | os.PathLike[str], tables: tuple[str, ...] = FINGERPRINT_TABLES
+) -> tuple[str, int]:
+    """(sha256, file count) of the replay store at ``root``: its bars and features tables, or the
+    ``tables`` named (``EXPERIENCE_TABLES``: what an offline learner reads)."""
     from raytrade.replay.reader import table_files
 
-    files = [f for table in FINGERPRINT_TABLES for f in table_files(root, table)]
+    files = [f for table in tables for f in table_files(root, table)]
     return fingerprint(files, root), len(files)

@@ -368,6 +368,7 @@ class DecisionService:
                 confidence[i],
                 bool(kill[i]),
                 explained.get(i),
+                obs[i].tolist() if isinstance(obs, np.ndarray) else None,
             )
             for i, p in enumerate(prepared)
         ]
@@ -391,6 +392,7 @@ class DecisionService:
         confidence: np.ndarray,
         kill: bool,
         attributions: list[dict[str, float]] | None = None,
+        observation: list[float] | None = None,
     ) -> ActResponse:
         decisions: dict[str, SymbolDecision] = {}
         equity = p.request.account.equity
@@ -426,6 +428,7 @@ class DecisionService:
             kill_switch_active=kill,
             unmanaged=p.unmanaged,
             caps=caps,
+            observation=observation,
         )
 
 

@@ -37,6 +37,18 @@ Design decisions
   (an order being cancelled or replaced can still fill, so it stays tracked).
 * **One bad order is one bad order.** A rejected order is logged with the broker's message and the
   cycle goes on.
+* **Decisions become transitions one cycle later.** When the service returns the observation it
+  acted on (``ActResponse.observation``: the flat env observation), the decision is kept in memory
+  and, on the next cycle, logged as one transition row per symbol of the policy's universe
+  (``replay.experience``'s columns: episode, step, asset index, the asset's slice of the observation
+  and the portfolio state, its action, the reward, the next observation, terminal, truncated),
+  with the next cycle's observation as ``next_observation`` and ``log(equity_next / equity)`` as the
+  reward (the env's default reward, net log growth). The next observation is filled on the next
+  cycle, not at read time, so each step's rows lie in one file as the transition reader needs. One
+  loop object is one episode (``live:<first cycle id>``), its cycles the steps; ``terminal`` and
+  ``truncated`` are false (an account does not end). A decision with no next observation (the
+  session's last, one followed by a fallback answer, a change of the policy's universe or a
+  non-positive equity) is not a transition; its decision row is logged as always.
 * **Real money is off.** Only a paper account is supported; the CLI refuses to run without
   ``--paper``, and :mod:`serve.alpaca_broker` refuses any trading URL but Alpaca's paper host or
   loopback, and any account that is not a paper account.
@@ -47,6 +59,7 @@ from __future__ import annotations
 import fcntl
 import json
 import logging
+import math
 import os
 import time
 from collections.abc import Mapping, Sequence
@@ -55,6 +68,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any, NamedTuple, Protocol
 
+import numpy as np
 import pandas as pd
 
 from raytrade.replay.errors import InputError
@@ -213,6 +227,18 @@ class PolicyAsker(Protocol):
     def act(self, request: Any) -> ActResponse: ...
 
 
+class PendingStep(NamedTuple):
+    """A decision waiting for the next cycle's observation to become a transition."""
+
+    cycle_id: str
+    step: int
+    policy_version: str
+    symbols: list[str]  # the answer's decisions: the policy's asset order
+    observation: list[float]  # the flat env observation the policy acted on
+    actions: list[float]  # the answer's target weights, clipped to the action box [-1, 1]
+    equity: float
+
+
 @dataclass(frozen=True)
 class CycleReport:
     """What one cycle did (``uncertain``: orders whose submit failed and whose look-up failed too;
@@ -253,6 +279,9 @@ class LiveLoop:
         self.state_file, self.store, self.config = Path(state_file).absolute(), store, config or LiveConfig()
         self.reset, self._started = reset, False
         self._lock: IO[str] | None = _lock_state_file(self.state_file)
+        self._episode_id: str | None = None  # this loop's episode, named by its first cycle
+        self._step = 0
+        self._pending_step: PendingStep | None = None
 
     def close(self) -> None:
         """Release the state file's lock."""
@@ -355,9 +384,32 @@ class LiveLoop:
         state.save(self.state_file)
 
         decision_rows = _decision_rows(now, cycle_id, answer, plans, submitted, rejected, latency, loop_state)
-        logged = self._log(fill_rows + decision_rows)
+        transition_rows = self._advance_episode(now, cycle_id, answer, account.equity)
+        logged = self._log(fill_rows + transition_rows + decision_rows)
         fills_logged = sum(1 for r in logged if any(r is f for f in fill_rows))
         return CycleReport(cycle_id, answer, plans, submitted, rejected, fills_logged, uncertain)
+
+    def _advance_episode(
+        self, now: datetime, cycle_id: str, answer: ActResponse, equity: float
+    ) -> list[dict[str, Any]]:
+        """The previous decision's transition rows, completed by this answer's observation (none when
+        it cannot be completed: see the module docstring); this answer becomes the pending step."""
+        last, self._pending_step = self._pending_step, None
+        obs = answer.observation
+        rows: list[dict[str, Any]] = []
+        if last is not None:
+            if obs is not None and list(answer.decisions) == last.symbols and equity > 0 and last.equity > 0:
+                rows = transition_rows(now, self._episode_id or "", last, obs, equity)
+            else:
+                log.info("decision %s has no next observation: not logged as a transition", last.cycle_id)
+        if obs is not None and not answer.fallback:
+            self._episode_id = self._episode_id or f"live:{cycle_id}"
+            actions = [min(max(d.target_weight, -1.0), 1.0) for d in answer.decisions.values()]
+            self._pending_step = PendingStep(
+                cycle_id, self._step, answer.model, list(answer.decisions), list(obs), actions, equity
+            )
+            self._step += 1
+        return rows
 
     def _sync_with_broker(self, state: LiveState) -> None:
         """Resolve ``planned`` orders by client id (adopted when the broker has them, dropped when it
@@ -668,6 +720,43 @@ def _decision_rows(
                 }
             )
     return rows
+
+
+def transition_rows(
+    now: datetime, episode_id: str, step: PendingStep, next_observation: Sequence[float], equity: float
+) -> list[dict[str, Any]]:
+    """One experience row per symbol of ``step``'s universe: the transition from its observation to
+    ``next_observation``, rewarded ``log(equity / step.equity)``, stamped ``now`` (the store is
+    append-only per symbol; the decision's own time is in its cycle id)."""
+    from raytrade.envs.gym_envs import N_PORTFOLIO_STATE
+    from raytrade.replay.experience import split_flat_observation
+
+    n = len(step.symbols)
+    slices, portfolio = split_flat_observation(np.asarray(step.observation), n, N_PORTFOLIO_STATE)
+    next_slices, next_portfolio = split_flat_observation(np.asarray(next_observation), n, N_PORTFOLIO_STATE)
+    reward = math.log(equity / step.equity)
+    return [
+        {
+            "symbol": sym,
+            "ts": now,
+            "decision_id": f"{step.cycle_id}:{sym}:transition",
+            "policy_version": step.policy_version,
+            "side": "flat",  # what was traded is on the decision and fill rows
+            "target_weight": step.actions[i],
+            "reward": reward,
+            "episode_id": episode_id,
+            "step": step.step,
+            "asset_index": i,
+            "observation": slices[i],
+            "portfolio_state": portfolio,
+            "action": step.actions[i],
+            "next_observation": next_slices[i],
+            "next_portfolio_state": next_portfolio,
+            "terminal": False,
+            "truncated": False,
+        }
+        for i, sym in enumerate(step.symbols)
+    ]
 
 
 def _experience_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:

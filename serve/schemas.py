@@ -246,3 +246,9 @@ class ActResponse(BaseModel):
         default_factory=list, description="positions outside the model's universe (counted, not traded)"
     )
     caps: AppliedCaps | None = Field(None, description="the exposure caps applied; None on a fallback")
+    observation: list[float] | None = Field(
+        None,
+        description="the flat env observation the policy acted on (features of each symbol of "
+        "`decisions` in order, their weights, listed flags, portfolio state), what the loop logs "
+        "for offline RL; None on a fallback or for a policy that does not observe a flat vector",
+    )

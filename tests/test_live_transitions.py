@@ -1,0 +1,108 @@
+"""The live loop logs its decisions as offline-RL transitions, which the experience reader links."""
+
+from __future__ import annotations
+
+import math
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from raytrade.replay.experience import (
+    flat_observation,
+    read_transitions_frame,
+    split_flat_observation,
+)
+from raytrade.serve.schemas import ActRequest, ActResponse
+from tests.live_doubles import ScriptedPolicy
+from tests.test_live import PRICES, T0, FakeBroker, _loop
+
+TARGETS = {"AAPL": (0.1, "aggressive"), "MSFT": (0.0, "flat"), "BTCUSD": (-3.0, "aggressive")}
+N, F = 3, 2  # the policy's universe (TARGETS' order) and features per asset
+
+
+class ObservingPolicy(ScriptedPolicy):
+    """ScriptedPolicy that also returns the flat observation it acted on: per asset the features
+    ``[cycle, asset index]``, then the request's weights, listed flags and a portfolio state whose
+    first entry is the cash fraction."""
+
+    def __init__(self, fallback_on: int | None = None):
+        super().__init__(TARGETS)
+        self.observations: list[list[float]] = []
+        self.fallback_on = fallback_on
+
+    def act(self, request: ActRequest) -> ActResponse:
+        self.fallback = len(self.requests) == self.fallback_on
+        answer = super().act(request)
+        if self.fallback:
+            return answer
+        eq = request.account.equity
+        current = {p.symbol: p.signed_value() / eq for p in request.positions}
+        k = float(len(self.requests))
+        features = [[k, float(i)] for i in range(N)]
+        weights = [current.get(s, 0.0) for s in TARGETS]
+        cash = (request.account.cash or 0.0) / eq
+        obs = [*np.ravel(features), *weights, *[1.0] * N, cash, 0.0, 0.0, 0.0, k / 10]
+        self.observations.append([float(np.float32(v)) for v in obs])
+        return answer.model_copy(update={"observation": obs})
+
+
+def _session(tmp_path: Path, policy: ObservingPolicy, cycles: int) -> list[float]:
+    """``cycles`` cycles a day apart, AAPL's price up 1 % each day; the equity each cycle saw."""
+    broker = FakeBroker(100_000.0, dict(PRICES))
+    equity = []
+    with _loop(tmp_path, broker, policy) as loop:
+        for day in range(cycles):
+            bid, ask = PRICES["AAPL"]
+            broker.prices["AAPL"] = (bid * 1.01**day, ask * 1.01**day)
+            equity.append(broker.account().equity)
+            loop.cycle(T0 + timedelta(days=day))
+    return equity
+
+
+def test_flat_observations_split_into_the_slices_the_reader_reassembles() -> None:
+    import pandas as pd
+
+    flat = np.arange(N * (F + 2) + 5, dtype=np.float32)
+    slices, portfolio = split_flat_observation(flat, N, 5)
+    assert [s.tolist() for s in slices] == [[0, 1, 6, 9], [2, 3, 7, 10], [4, 5, 8, 11]]
+    np.testing.assert_array_equal(flat_observation(np.stack(slices), pd.Series([portfolio])), flat)
+
+
+def test_a_live_session_reads_back_as_linked_transitions(tmp_path: Path) -> None:
+    policy = ObservingPolicy()
+    equity = _session(tmp_path, policy, cycles=3)
+    tr = read_transitions_frame(tmp_path / "store", n_assets=N, obs_dim=N * (F + 2) + 5)
+    assert tr["eps_id"].tolist() == [tr["eps_id"][0]] * 2 and tr["eps_id"][0].startswith("live:2026")
+    assert tr["t"].tolist() == [0, 1]  # the third decision waits for a fourth cycle
+    np.testing.assert_array_equal(tr["obs"], np.asarray(policy.observations[:2], np.float32))
+    np.testing.assert_array_equal(tr["new_obs"], np.asarray(policy.observations[1:], np.float32))
+    np.testing.assert_array_equal(tr["actions"], np.array([[0.1, 0.0, -1.0]] * 2, np.float32))
+    expected = [math.log(equity[1] / equity[0]), math.log(equity[2] / equity[1])]
+    np.testing.assert_allclose(tr["rewards"], np.asarray(expected, np.float32), rtol=0, atol=0)
+    assert expected[1] > 0 and not tr["terminateds"].any() and not tr["truncateds"].any()
+
+
+def test_a_decision_followed_by_a_fallback_is_not_a_transition(tmp_path: Path) -> None:
+    policy = ObservingPolicy(fallback_on=1)  # cycle 2 falls back: no next observation for cycle 1
+    _session(tmp_path, policy, cycles=4)
+    tr = read_transitions_frame(tmp_path / "store", n_assets=N)
+    assert tr["t"].tolist() == [1]  # cycle 3 -> cycle 4 only
+    np.testing.assert_array_equal(tr["obs"][0], np.asarray(policy.observations[1], np.float32))
+
+
+@pytest.mark.ray
+def test_ray_data_reads_the_live_transitions_skipping_files_without_any(
+    ray_session: None, tmp_path: Path
+) -> None:
+    from raytrade.replay.experience import read_transitions
+
+    policy = ObservingPolicy()
+    _session(tmp_path, policy, cycles=3)  # the first cycle's file holds decision rows only
+    rows: list[dict[str, Any]] = read_transitions(tmp_path / "store", n_assets=N).take_all()
+    rows.sort(key=lambda r: r["t"])
+    assert [r["t"] for r in rows] == [0, 1]
+    np.testing.assert_array_equal(rows[0]["new_obs"], rows[1]["obs"])  # linked step to step
+    np.testing.assert_array_equal(rows[1]["new_obs"], np.asarray(policy.observations[2], np.float32))
