@@ -44,11 +44,13 @@ Design decisions
   and the portfolio state, its action, the reward, the next observation, terminal, truncated),
   with the next cycle's observation as ``next_observation`` and ``log(equity_next / equity)`` as the
   reward (the env's default reward, net log growth). The next observation is filled on the next
-  cycle, not at read time, so each step's rows lie in one file as the transition reader needs. One
+  cycle, not at read time, so each step's rows are written in one batch as the transition reader needs. One
   loop object is one episode (``live:<first cycle id>``), its cycles the steps; ``terminal`` and
   ``truncated`` are false (an account does not end). A decision with no next observation (the
   session's last, one followed by a fallback answer, a change of the policy's universe or a
-  non-positive equity) is not a transition; its decision row is logged as always.
+  non-positive equity) is not a transition; its decision row is logged as always. Transitions are
+  written after the cycle's fills and decisions, in their own batch, and an error there is logged,
+  never raised: it cannot cost an order record or a fill row.
 * **Real money is off.** Only a paper account is supported; the CLI refuses to run without
   ``--paper``, and :mod:`serve.alpaca_broker` refuses any trading URL but Alpaca's paper host or
   loopback, and any account that is not a paper account.
@@ -384,10 +386,21 @@ class LiveLoop:
         state.save(self.state_file)
 
         decision_rows = _decision_rows(now, cycle_id, answer, plans, submitted, rejected, latency, loop_state)
-        transition_rows = self._advance_episode(now, cycle_id, answer, account.equity)
-        logged = self._log(fill_rows + transition_rows + decision_rows)
+        logged = self._log(fill_rows + decision_rows)
         fills_logged = sum(1 for r in logged if any(r is f for f in fill_rows))
+        self._log_transitions(now, cycle_id, answer, account.equity)
         return CycleReport(cycle_id, answer, plans, submitted, rejected, fills_logged, uncertain)
+
+    def _log_transitions(self, now: datetime, cycle_id: str, answer: ActResponse, equity: float) -> None:
+        """Log the previous decision's transition rows, after (and apart from) the cycle's fills and
+        decisions: offline-RL bookkeeping must never cost an order or a fill record, so a failure
+        here is logged, ends the episode's chain (the next decision starts afresh) and is not raised."""
+        try:
+            rows = self._advance_episode(now, cycle_id, answer, equity)
+            self._log(rows)
+        except Exception:
+            self._pending_step = None
+            log.exception("cycle %s: transition rows not logged", cycle_id)
 
     def _advance_episode(
         self, now: datetime, cycle_id: str, answer: ActResponse, equity: float

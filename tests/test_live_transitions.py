@@ -106,3 +106,29 @@ def test_ray_data_reads_the_live_transitions_skipping_files_without_any(
     assert [r["t"] for r in rows] == [0, 1]
     np.testing.assert_array_equal(rows[0]["new_obs"], rows[1]["obs"])  # linked step to step
     np.testing.assert_array_equal(rows[1]["new_obs"], np.asarray(policy.observations[2], np.float32))
+
+
+def test_a_failing_transition_never_costs_a_fill_or_decision_row(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    import pandas as pd
+
+    from raytrade.serve import live
+
+    def broken(*args: Any, **kwargs: Any) -> list[dict[str, Any]]:
+        raise RuntimeError("transition bug")
+
+    baseline_root, broken_root = tmp_path / "ok", tmp_path / "broken"
+    _session(baseline_root, ObservingPolicy(), cycles=3)
+    monkeypatch.setattr(live, "transition_rows", broken)
+    _session(broken_root, ObservingPolicy(), cycles=3)  # raises nothing
+
+    def rows(root: Path) -> pd.DataFrame:
+        frame = pd.read_parquet(root / "store" / "experience")
+        return frame[frame["episode_id"].isna()]  # fills and decisions
+
+    ok, after = rows(baseline_root), rows(broken_root)
+    assert len(after) == len(ok) > 0
+    assert sorted(after["decision_id"]) == sorted(ok["decision_id"])
+    # cycle 2 fails completing cycle 1's decision and ends the chain, so cycle 3 has none to complete
+    assert sum("transition rows not logged" in r.getMessage() for r in caplog.records) == 1
