@@ -172,7 +172,9 @@ EXPERIENCE_SCHEMA: Final[pa.Schema] = pa.schema(
         # JSON text of what the policy saw (the Serve request's per-symbol snapshot).
         pa.field("state", pa.string()),
         pa.field("side", pa.string(), nullable=False),  # buy | sell | flat
-        _f64("target_weight", False),
+        # null only on the fill of an order the loop adopted from the broker: the decision that
+        # placed it (its target, its mid) is not known to this loop (serve.live)
+        _f64("target_weight"),
         _f64("quantity"),
         pa.field("gate_mode", pa.string()),  # flat | probe | passive | aggressive
         pa.field("order_id", pa.string()),

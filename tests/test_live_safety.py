@@ -129,6 +129,34 @@ def test_an_unknown_open_order_with_the_project_prefix_is_adopted_and_others_are
     assert trading.order(ours)["status"] == "canceled" and trading.order(manual)["status"] == "new"
 
 
+def test_an_adopted_orders_fill_is_logged_with_an_unknown_target_not_quarantined(
+    fakes: tuple[FakeAlpacaTrading, FakeAlpaca], tmp_path: Path
+) -> None:
+    trading, data = fakes
+    client = TradingClient(*TEST_KEYS, paper=True, url_override=trading.url)
+    request = LimitOrderRequest(
+        symbol="MSFT",
+        qty=1,
+        side=OrderSide.BUY,
+        time_in_force=TimeInForce.DAY,
+        limit_price=300.0,
+        client_order_id="rt-20261101T143000000000Z-MSFT",
+    )
+    ours = str(client.submit_order(request).id)  # type: ignore[union-attr]
+    store = tmp_path / "store"
+    broker, state = _broker(trading, data), tmp_path / "s.json"
+    loop = LiveLoop(broker, ScriptedPolicy({}), ["MSFT"], state, store, reset=True)
+    loop.start()  # adopts it: the decision that placed it (its target, its mid) is unknown here
+    trading.fill_open_orders("MSFT")
+    loop.cycle(T0)
+    rows = read_frame(store, "experience")
+    (fill,) = rows[rows["decision_id"] == "20261101T143000000000Z-MSFT:fill"].to_dict("records")
+    assert (fill["order_id"], fill["policy_version"], fill["filled_qty"]) == (ours, "adopted", 1.0)
+    assert fill["target_weight"] != fill["target_weight"]  # null: NaN when read back
+    assert fill["slippage_bps"] != fill["slippage_bps"]  # no mid: cost calibration skips it
+    assert not (store / "_quarantine").exists()
+
+
 def test_a_submit_that_errors_but_reached_the_broker_is_not_counted_rejected(
     fakes: tuple[FakeAlpacaTrading, FakeAlpaca], tmp_path: Path
 ) -> None:
