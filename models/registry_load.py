@@ -16,16 +16,17 @@ import os
 import pickle
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-import gymnasium as gym
 import numpy as np
 
+from raytrade.envs.actions import ActionConfig
 from raytrade.envs.config import PortfolioEnvConfig
 from raytrade.envs.market_data import MarketData
 from raytrade.envs.rollout import Policy
-from raytrade.models.inference import deterministic_actions, module_policy, weights_action
+from raytrade.models.inference import PolicyOutput, module_policy, policy_output
 from raytrade.models.manifest import Manifest, read_manifest
 from raytrade.models.registry import CONNECTORS_DIR, DEFAULT_REGISTRY, MODULE_DIR, resolve, verify_files
 from raytrade.models.registry_migrate import check_current_names
@@ -49,11 +50,19 @@ class PolicyHandle:
         (mode, side per symbol), which the gated env sizes."""
         single = _is_single(observation, self.module.observation_space)
         batch = _add_batch(observation) if single else observation
-        if isinstance(self.module.action_space, gym.spaces.Box):
-            out = weights_action(self.module, batch, self.env_config().action)
-        else:
-            out = deterministic_actions(self.module, batch)
+        out = self.act_with_inputs(batch).action
         return out[0] if single else out
+
+    def act_with_inputs(self, batch: Any) -> PolicyOutput:
+        """:meth:`act`'s decision for a batch ``[B, ...]`` and the action distribution inputs it came
+        from, in one forward (``models.inference.policy_output``): what serving needs to decide and
+        to state its confidence."""
+        return policy_output(self.module, batch, self._action)
+
+    @cached_property
+    def _action(self) -> ActionConfig:
+        """``env_config().action``, validated once (``act`` runs per request in serving)."""
+        return self.env_config().action
 
     def env_config(self) -> PortfolioEnvConfig:
         """The env config the policy was trained with (data, simulator, observed features); a
