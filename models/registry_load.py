@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from pydantic import SecretStr
 
 from raytrade.envs.actions import ActionConfig
 from raytrade.envs.config import PortfolioEnvConfig
@@ -28,7 +29,14 @@ from raytrade.envs.market_data import MarketData
 from raytrade.envs.rollout import Policy
 from raytrade.models.inference import PolicyOutput, module_policy, policy_output
 from raytrade.models.manifest import Manifest, read_manifest
-from raytrade.models.registry import CONNECTORS_DIR, DEFAULT_REGISTRY, MODULE_DIR, resolve, verify_files
+from raytrade.models.registry import (
+    CONNECTORS_DIR,
+    DEFAULT_REGISTRY,
+    MODULE_DIR,
+    resolve,
+    verify_files,
+    verify_mac,
+)
 from raytrade.models.registry_migrate import check_current_names
 
 
@@ -98,12 +106,15 @@ def _check_connectors(folder: Path) -> None:
             )
 
 
-def load(ref: str, registry: str | os.PathLike[str] = DEFAULT_REGISTRY) -> PolicyHandle:
+def load(
+    ref: str, registry: str | os.PathLike[str] = DEFAULT_REGISTRY, hmac_key: SecretStr | None = None
+) -> PolicyHandle:
     """The registry version ``ref`` (``NAME`` or ``NAME@VERSION``) as a :class:`PolicyHandle`.
 
     An unknown name or version raises ``models.registry.RegistryError`` (a ``ValueError``) whose
     one-line message lists what the registry holds. Before anything is unpickled, the manifest is
-    validated, the version's files are checked against its sha256s (``verify_files``) and its
+    validated, its HMAC is checked when a registry ``hmac_key`` is given (``verify_mac``: a version
+    without one is refused), the version's files are checked against its sha256s (``verify_files``) and its
     pickles are checked for module names from before the package rename
     (``registry_migrate.check_current_names``: a one-line error naming the migration command).
     """
@@ -111,6 +122,7 @@ def load(ref: str, registry: str | os.PathLike[str] = DEFAULT_REGISTRY) -> Polic
 
     folder = resolve(registry, ref).resolve()  # RLlib reads checkpoints by URI: absolute paths only
     manifest = read_manifest(folder)
+    verify_mac(folder, manifest, hmac_key)
     verify_files(folder, manifest)
     check_current_names(folder, registry)
     _check_connectors(folder)
