@@ -1,10 +1,11 @@
 """Latency and throughput of the policy service over HTTP on 127.0.0.1 (Ray Serve, one replica), against
 a trivial deployment on the same proxy and path (the floor), and the cost of the service's checks.
 
-    python -m benchmarks.serve_latency --json out.json [--quick]
+    python -m benchmarks.serve_latency --json out.json [--quick] [--registry PATH]
 
 Builds its own models first (one synthetic store of N = 32 symbols; a smoke search of spec ``ppo``
-(family ``ppo_mlp``) and one of spec ``gnn``, one sample each, each promoted), then, in one run:
+(family ``ppo_mlp``) and one of spec ``gnn``, one sample each, each promoted; ``--registry PATH``
+serves those of an earlier build instead), then, in one run:
 
 * **floor**: a FastAPI ingress behind the same :class:`serve.guard.GuardMiddleware` (bearer token,
   body size), on the same proxy, path and replica size, that answers ``POST /v1/act`` with a fixed
@@ -181,13 +182,15 @@ def _median_s(fn: Callable[[], Any], n: int, warmup: int = 10) -> float:
 
 
 def _ab_median_s(a: Callable[[], Any], b: Callable[[], Any], n: int, warmup: int = 10) -> tuple[float, float]:
-    """Median seconds of ``a`` and of ``b``, timed alternately (a load drift hits both alike)."""
+    """Median seconds of ``a`` and of ``b``, timed alternately, in turn first (a load drift, or
+    whatever the first of a pair pays, hits both alike)."""
     for _ in range(warmup):
         a()
         b()
     samples: tuple[list[float], list[float]] = ([], [])
-    for _ in range(n):
-        for fn, out in ((a, samples[0]), (b, samples[1])):
+    for i in range(n):
+        pairs = ((a, samples[0]), (b, samples[1]))
+        for fn, out in pairs if i % 2 == 0 else pairs[::-1]:
             start = time.perf_counter()
             fn()
             out.append(time.perf_counter() - start)
@@ -237,9 +240,11 @@ def _check_costs(name: str, registry: Path, request: Any, n: int) -> dict[str, A
     import torch
 
     torch.set_num_threads(1)
+    from pydantic import SecretStr
+
     from raytrade.models import registry_load
     from raytrade.models.manifest import read_manifest
-    from raytrade.models.registry import resolve, verify_files
+    from raytrade.models.registry import files_mac, resolve, verify_files, verify_mac
     from raytrade.serve import decide
     from raytrade.serve.app import load_service
     from raytrade.serve.caps import CappedTargets
@@ -262,6 +267,10 @@ def _check_costs(name: str, registry: Path, request: Any, n: int) -> dict[str, A
     )
     folder = resolve(registry, name)
     manifest = read_manifest(folder)
+    key = SecretStr(TOKEN)  # any 32+ character key: the MAC's cost does not depend on it
+    signed = manifest.model_copy(
+        update={"files_hmac": files_mac(manifest.name, manifest.version, manifest.files or {}, key)}
+    )
     n_load = max(3, n // 100)
 
     def load_unverified() -> None:
@@ -279,11 +288,13 @@ def _check_costs(name: str, registry: Path, request: Any, n: int) -> dict[str, A
         "load_without_verify_ms": load_without * 1e3,
         "verify_files_alone_ms": _median_s(lambda: verify_files(folder, manifest), n_load * 3, warmup=1)
         * 1e3,
+        "verify_mac_alone_ms": _median_s(lambda: verify_mac(folder, signed, key), n) * 1e3,
     }
 
 
-def run(quick: bool = False) -> dict[str, Any]:
-    """All measurements (``quick``: a smoke test, few requests)."""
+def run(quick: bool = False, registry: Path | None = None) -> dict[str, Any]:
+    """All measurements (``quick``: a smoke test, few requests; ``registry``: one that already holds
+    ``ppo_mlp`` and ``gnn`` at 32 symbols, e.g. a previous run's, instead of building them)."""
     import ray
     from ray import serve
 
@@ -293,15 +304,17 @@ def run(quick: bool = False) -> dict[str, Any]:
 
     per_client = {1: 20, 8: 4, 32: 2} if quick else {1: 300, 8: 60, 32: 20}
     n_core = 50 if quick else 300
-    out: dict[str, Any] = {"config": {"n_symbols": N_SYMBOLS, "per_client": per_client, "quick": quick}}
+    config = {"n_symbols": N_SYMBOLS, "per_client": per_client, "quick": quick, "built_models": not registry}
+    out: dict[str, Any] = {"config": config}
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
         try:
-            store = _build_store(work)
-            registry = work / "registry"
-            for name, spec in MODELS:
-                registry = _build_model(work, store, spec, name)
+            if registry is None:
+                store = _build_store(work)
+                for name, spec in MODELS:
+                    registry = _build_model(work, store, spec, name)
+            assert registry is not None
             decide_cfg = ServeConfig(max_feature_age_hours=None)
             first = load_service(MODELS[0][0], str(registry), decide_cfg)
             request = _request(first)
@@ -458,20 +471,32 @@ def _rows(out: dict[str, Any]) -> list[tuple[str, Any, str]]:
                 f"once per load: {c['verify_files_alone_ms']:.2f} of {c['load_with_verify_ms']:.0f} ms "
                 f"(without: {c['load_without_verify_ms']:.0f} ms)",
             ),
+            (
+                f"{name}: registry HMAC check / p50 c=1",
+                c["verify_mac_alone_ms"] / out[name]["c1"]["p50_ms"],
+                f"once per load, with a key: {c['verify_mac_alone_ms'] * 1e3:.1f} us",
+            ),
         ]
     rows.append(("errors (all runs)", out["errors"], "0"))
     return rows
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    args = quick_and_json_args(__doc__, argv)
+    """``--registry PATH`` (this benchmark only): serve the models of PATH instead of building them."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    registry = None
+    if "--registry" in args:
+        at = args.index("--registry")
+        registry = Path(args[at + 1])
+        del args[at : at + 2]
+    parsed = quick_and_json_args(__doc__, args)
     os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
-    out = run(quick=args.quick)
+    out = run(quick=parsed.quick, registry=registry)
     print_table(
         f"policy service on 127.0.0.1, N={N_SYMBOLS}, one replica, vs a trivial deployment (floor)",
         _rows(out),
     )
-    write_report(args.json, "serve_latency", out)
+    write_report(parsed.json, "serve_latency", out)
     return out
 
 
