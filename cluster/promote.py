@@ -18,11 +18,13 @@ from pathlib import Path
 from typing import Any
 
 import click
+from pydantic import SecretStr
 
 from raytrade.cluster.errors import one_line_errors
 from raytrade.cluster.options import registry_option
 from raytrade.cluster.remote_run import fetch_run, fetch_trial
 from raytrade.cluster.run_file import LeaderboardRow, RunFile, read_leaderboard, read_run_file
+from raytrade.cluster.settings import registry_hmac_key
 from raytrade.models.catalog import flops_per_decision
 from raytrade.models.manifest import MANIFEST_SCHEMA_VERSION, Selection, read_manifest
 from raytrade.models.registry import feature_spec_hash
@@ -136,13 +138,19 @@ def build_manifest(run_dir: Path, row: LeaderboardRow) -> tuple[dict[str, Any], 
     return manifest, checkpoint
 
 
-def promote(run: str | Path, name: str, registry: str | Path, selection: Selection | None = None) -> Path:
+def promote(
+    run: str | Path,
+    name: str,
+    registry: str | Path,
+    selection: Selection | None = None,
+    hmac_key: SecretStr | None = None,
+) -> Path:
     """Promote the best trial of the run ``run`` to ``registry/name/<next version>``; returns that
     folder (a remote run or registry, ``s3://…``, through a local mirror: ``cluster.remote_run``,
     ``models.registry_remote``).
 
     ``selection``: the comparison across searches that chose this run (``raytrade select``),
-    recorded in the manifest."""
+    recorded in the manifest. ``hmac_key``: the registry key (``models.registry.files_mac``)."""
     run_dir = fetch_run(run)
     row = best_row(run_dir)
     fetch_trial(run, run_dir, row)
@@ -150,7 +158,7 @@ def promote(run: str | Path, name: str, registry: str | Path, selection: Selecti
     manifest["source"]["run"] = location(run)
     if selection is not None:
         manifest["selection"] = selection.model_dump(mode="json")
-    return write_version_at(registry, name, checkpoint, manifest, MODULE_ID)
+    return write_version_at(registry, name, checkpoint, manifest, MODULE_ID, hmac_key)
 
 
 @click.command("promote")
@@ -159,8 +167,9 @@ def promote(run: str | Path, name: str, registry: str | Path, selection: Selecti
 @registry_option()
 @one_line_errors
 def promote_command(run_dir: str, name: str, registry: str) -> None:
-    """Copy the best trial of RUN (module, connector state, manifest) to REGISTRY/NAME/VERSION."""
-    target = promote(run_dir, name, registry)
+    """Copy the best trial of RUN (module, connector state, manifest) to REGISTRY/NAME/VERSION
+    (with an HMAC of its file hashes when RAYTRADE_REGISTRY_HMAC_KEY is set)."""
+    target = promote(run_dir, name, registry, hmac_key=registry_hmac_key())
     manifest = read_manifest(target)
     val = manifest.metrics["validation"]
     shown = join(registry, name, target.name) if is_remote(registry) else target

@@ -89,7 +89,7 @@ def serve_command(
     **caps: float,
 ) -> None:
     """Deploy a promoted policy behind POST /v1/act, GET /v1/health and GET /v1/model."""
-    from raytrade.cluster.settings import MissingCredentialsError, load_settings
+    from raytrade.cluster.settings import MissingCredentialsError, load_settings, registry_hmac_key
     from raytrade.serve.decide import ServeConfig
     from raytrade.serve.guard import check_token
 
@@ -121,7 +121,14 @@ def serve_command(
         batch_wait_ms=batch_wait_ms,
     )
     http = HttpConfig(max_body_bytes=max_body_bytes, docs=docs, max_as_of_skew_s=max_as_of_skew_s or None)
-    app = build_app(config, token.get_secret_value(), replicas=replicas, replica_cpus=replica_cpus, http=http)
+    app = build_app(
+        config,
+        token.get_secret_value(),
+        replicas=replicas,
+        replica_cpus=replica_cpus,
+        http=http,
+        registry_key=registry_hmac_key if registry_hmac_key() is not None else None,
+    )
     serve.run(app, name=APP_NAME, route_prefix="/")
     click.echo(f"serving {model} on http://{host}:{port}/v1/act (health: /v1/health)")
     if detach:

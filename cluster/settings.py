@@ -34,9 +34,11 @@ from raytrade.replay.credentials import (
 )
 from raytrade.replay.errors import InputError
 
-__all__ = ["MissingCredentialsError", "Settings", "load_settings"]
+__all__ = ["MissingCredentialsError", "Settings", "load_settings", "registry_hmac_key"]
 
 SETTINGS_FILE_ENV: Final[str] = "RAYTRADE_SETTINGS_FILE"
+REGISTRY_HMAC_KEY_ENV: Final[str] = "RAYTRADE_REGISTRY_HMAC_KEY"
+MIN_REGISTRY_KEY_CHARS: Final = 32
 
 
 class Settings(BaseSettings):
@@ -74,8 +76,22 @@ class Settings(BaseSettings):
         validation_alias=AliasChoices("WANDB_API_KEY", "wandb_api_key"),
         description="Weights & Biases API key (env WANDB_API_KEY); None = wandb disabled.",
     )
+    registry_hmac_key: SecretStr | None = Field(
+        default=None,
+        validation_alias=AliasChoices(REGISTRY_HMAC_KEY_ENV, "registry_hmac_key"),
+        description=f"Registry key (env {REGISTRY_HMAC_KEY_ENV}, at least {MIN_REGISTRY_KEY_CHARS} "
+        "characters): promote records an HMAC of each version's file hashes, loaders refuse a version "
+        "without a matching one; None = no HMAC (sha256s only).",
+    )
 
-    @field_validator("alpaca_api_key", "alpaca_secret_key", "serve_token", "wandb_api_key", mode="before")
+    @field_validator(
+        "alpaca_api_key",
+        "alpaca_secret_key",
+        "serve_token",
+        "wandb_api_key",
+        "registry_hmac_key",
+        mode="before",
+    )
     @classmethod
     def _empty_secret_is_unset(cls, value: object) -> object:
         if isinstance(value, SecretStr):
@@ -118,3 +134,18 @@ def load_settings(settings_file: Path | str | None = None) -> Settings:
     if not file.is_file():
         raise InputError(f"settings file {str(file)!r} (from {SETTINGS_FILE_ENV}) does not exist")
     return Settings(_env_file=file)
+
+
+def registry_hmac_key() -> SecretStr | None:
+    """The registry key from the settings of the process that calls it; ``InputError`` (giving its
+    length, never the key) when it is shorter than :data:`MIN_REGISTRY_KEY_CHARS`. Serve replicas
+    are handed this function, never the key: each reads the key from its own environment (a
+    Kubernetes secret), so it stays out of deployment arguments, ``user_config`` and runtime envs."""
+    key = load_settings().registry_hmac_key
+    if key is not None and len(key.get_secret_value()) < MIN_REGISTRY_KEY_CHARS:
+        raise InputError(
+            f"{REGISTRY_HMAC_KEY_ENV} has {len(key.get_secret_value())} characters, fewer than "
+            f"{MIN_REGISTRY_KEY_CHARS}: use a random one, e.g. "
+            "python -c 'import secrets; print(secrets.token_urlsafe(32))'"
+        )
+    return key

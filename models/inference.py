@@ -7,13 +7,18 @@ env observation, and a module as a ``replay_policy`` policy.
 * Observations are built by the env's own encoder (``envs.gym_envs``), never a copy of it.
 * A tilt policy (``env_config.action.mode`` ``tilt:BASELINE``) acts in tilt units: its greedy action
   clipped to ``[-1, 1]`` goes through ``envs.actions`` around the baseline, as in the env.
+* :func:`policy_output` is that decision and the action distribution's inputs from *one*
+  ``forward_inference`` (serving needs both: the decision and its confidence); a weights module's
+  inference output carries its projected weights as ``Columns.ACTIONS`` (the catalog's modules do:
+  ``tests/test_models.py``), so no second forward is needed.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
+import gymnasium as gym
 import numpy as np
 
 from raytrade.envs.actions import ActionConfig, weight_orders
@@ -54,8 +59,14 @@ def deterministic_actions(module: Any, obs: Any) -> np.ndarray:
 
     with torch.no_grad():
         dist_inputs = module.forward_inference({Columns.OBS: to_tensor(obs)})[Columns.ACTION_DIST_INPUTS]
-        dist = module.get_inference_action_dist_cls().from_logits(dist_inputs)
-        return np.asarray(dist.to_deterministic().sample().cpu().numpy())
+        return greedy_actions(module, dist_inputs)
+
+
+def greedy_actions(module: Any, dist_inputs: Any) -> np.ndarray:
+    """The deterministic sample ``[B, ...]`` of ``module``'s action distribution with inputs
+    ``dist_inputs`` (a ``forward_inference`` output's ``Columns.ACTION_DIST_INPUTS``)."""
+    dist = module.get_inference_action_dist_cls().from_logits(dist_inputs)
+    return np.asarray(dist.to_deterministic().sample().cpu().numpy())
 
 
 def deterministic_weights(module: Any, obs: Any) -> np.ndarray:
@@ -74,9 +85,43 @@ def weights_action(module: Any, obs: Any, action: ActionConfig) -> np.ndarray:
     """The deterministic Box action ``[B, N]`` a weights module sends the env under ``action``:
     its weights (absolute mode), or its greedy action clipped to ``[-1, 1]`` (tilt modes: the tilt,
     which the module's ``weights()`` would wrongly project as if it were weights)."""
-    if action.baseline is None:
-        return deterministic_weights(module, obs)
-    return np.clip(deterministic_actions(module, obs).astype(np.float64), -1.0, 1.0)
+    return policy_output(module, obs, action).action
+
+
+class PolicyOutput(NamedTuple):
+    """One ``forward_inference`` of a batch: the decision and the distribution inputs it came from."""
+
+    action: np.ndarray
+    """``[B, ...]``: the deterministic decision (the rule is :func:`policy_output`'s)."""
+    dist_inputs: Any
+    """``torch.Tensor [B, ...]``: the action distribution's inputs (``Columns.ACTION_DIST_INPUTS``)."""
+
+
+def policy_output(module: Any, obs: Any, action: ActionConfig) -> PolicyOutput:
+    """``module``'s deterministic decision for a batch of env observations under ``action``, and its
+    action distribution inputs, from one ``forward_inference`` (torch inference mode).
+
+    The decision: a Box policy in absolute mode with ``weights()`` gives its projected weights (the
+    inference output's ``Columns.ACTIONS``; ``weights()`` itself for a module that does not put them
+    there); any other Box policy (tilt modes, RLlib's default modules) its greedy action clipped to
+    ``[-1, 1]``; any other action space its greedy action as is (the gated family's mode, side, size).
+    """
+    import torch
+    from ray.rllib.core.columns import Columns
+
+    with torch.inference_mode():
+        tensors = to_tensor(obs)
+        out = module.forward_inference({Columns.OBS: tensors})
+        inputs = out[Columns.ACTION_DIST_INPUTS]
+        if not isinstance(module.action_space, gym.spaces.Box):
+            decided = greedy_actions(module, inputs)
+        elif action.baseline is None and hasattr(module, "weights"):
+            weights = out.get(Columns.ACTIONS)
+            weights = module.weights(tensors) if weights is None else weights
+            decided = np.asarray(weights.cpu().numpy() if hasattr(weights, "cpu") else weights, np.float64)
+        else:
+            decided = np.clip(greedy_actions(module, inputs).astype(np.float64), -1.0, 1.0)
+    return PolicyOutput(decided, inputs)
 
 
 def module_policy(module: Any, data: MarketData, env_cfg: PortfolioEnvConfig) -> Policy:

@@ -226,6 +226,11 @@ class Manifest(BaseModel):
     files: dict[str, str] | None = Field(
         None, description="sha256 of every file of the version (path relative to it), when recorded"
     )
+    files_hmac: str | None = Field(
+        None,
+        description="HMAC-SHA256 (hex) of name, version and files under the registry's key, when promoted "
+        "with one (models.registry.files_mac)",
+    )
     schema_version: int = Field(
         1, ge=1, le=MANIFEST_SCHEMA_VERSION, description="manifest schema (absent: 1, the first)"
     )

@@ -17,7 +17,13 @@ against ``envs.registry_ref.NAME_PATTERN`` and a resolved folder must lie under 
 
 ``manifest.json`` is :class:`models.manifest.Manifest` (typed, secrets scrubbed, validated when
 written and when read); its ``files`` entry holds the sha256 of every other file of the version,
-checked by :func:`verify_files` before anything of the version is unpickled. The data fingerprint is
+checked by :func:`verify_files` before anything of the version is unpickled.
+
+The sha256s stop a changed file, not a writer who changes a file *and* its hash. With a registry
+key (a secret only the promote step and the loaders hold), promote also records ``files_hmac``, an
+HMAC-SHA256 of the version's name, number and file hashes (:func:`files_mac`); a loader holding the
+key checks it first (:func:`verify_mac`) and refuses a version without one. The key itself is never
+written anywhere in the registry. The data fingerprint is
 ``replay.fingerprint.data_fingerprint``, the feature-spec hash a sha256 of the observed feature
 columns, the loader's full column list and the observation layout.
 """
@@ -25,6 +31,7 @@ columns, the loader's full column list and the observation layout.
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 import os
 import shutil
@@ -34,7 +41,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Final
 
-from pydantic import ValidationError
+from pydantic import SecretStr, ValidationError
 
 from raytrade.envs.registry_ref import NAME_PATTERN, RegistryRefError, parse_registry_ref
 from raytrade.models.manifest import MANIFEST, Manifest, ManifestError, first_error, manifest_json
@@ -208,6 +215,42 @@ def verify_files(version_dir: Path, manifest: Manifest) -> None:
             raise RegistryError(f"{where}: file {rel!r} does not match its sha256 in the manifest")
 
 
+def files_mac(name: str, version: int, files: Mapping[str, str], key: SecretStr) -> str:
+    """HMAC-SHA256 (hex) under ``key`` of a version's name, number and file sha256s (canonical
+    JSON: sorted keys, no spaces), so a MAC can be neither forged without the key nor moved to
+    another version."""
+    message = json.dumps(
+        {"name": name, "version": version, "files": dict(files)}, sort_keys=True, separators=(",", ":")
+    )
+    return hmac.new(key.get_secret_value().encode(), message.encode(), hashlib.sha256).hexdigest()
+
+
+def verify_mac(version_dir: Path, manifest: Manifest, key: SecretStr | None) -> None:
+    """With a registry ``key``: refuse (``RegistryError``, one line naming the version) a version
+    whose manifest carries no ``files_hmac``, whose MAC does not match its file hashes under the key
+    (hashes edited, or promoted with another key), or whose manifest names another folder. Without
+    a key there is nothing to check. Run it before :func:`verify_files` and before any unpickling."""
+    if key is None:
+        return
+    folder = Path(version_dir)
+    where = f"{manifest.name}@{manifest.version} ({str(folder)!r})"
+    if manifest.files is None or manifest.files_hmac is None:
+        raise RegistryError(
+            f"{where} carries no HMAC of its files and a registry key is set: promote it again with the key"
+        )
+    expected = files_mac(manifest.name, manifest.version, manifest.files, key)
+    if not hmac.compare_digest(expected, manifest.files_hmac):
+        raise RegistryError(
+            f"{where}: the HMAC of its file hashes does not match the registry key (hashes edited, or "
+            "promoted with another key)"
+        )
+    if (folder.parent.name, folder.name) != (manifest.name, str(manifest.version)):
+        raise RegistryError(
+            f"{where}: the manifest sits in the folder of {folder.parent.name}@{folder.name} (a version "
+            "copied under another name or number)"
+        )
+
+
 def write_manifest(version_dir: Path, manifest: Manifest) -> None:
     """Write ``manifest.json`` atomically (temp file, fsync, rename)."""
     path = Path(version_dir) / MANIFEST
@@ -228,13 +271,15 @@ def write_version(
     checkpoint: Path,
     record: Mapping[str, Any],
     module_id: str = "default_policy",
+    hmac_key: SecretStr | None = None,
 ) -> Path:
     """Copy the module and connector state out of an Algorithm checkpoint as the next version.
 
     ``checkpoint`` is an RLlib ``Algorithm.save_to_path`` folder (what Tune keeps per trial).
-    ``record`` is every :class:`Manifest` field but ``name``, ``version`` and ``files``, which are set
-    here; it is validated (secrets scrubbed) before anything is copied, so a bad record leaves the
-    registry untouched. Returns the new version folder; ``latest`` is updated last.
+    ``record`` is every :class:`Manifest` field but ``name``, ``version``, ``files`` and
+    ``files_hmac``, which are set here (the MAC only with ``hmac_key``: :func:`files_mac`); it is
+    validated (secrets scrubbed) before anything is copied, so a bad record leaves the registry
+    untouched. Returns the new version folder; ``latest`` is updated last.
     """
     check_name(name)
     module_src = checkpoint / "learner_group" / "learner" / "rl_module" / module_id
@@ -261,7 +306,9 @@ def write_version(
         files = version_file_hashes(staging)
         for _ in range(CLAIM_ATTEMPTS):
             number = (versions(registry, name) or [0])[-1] + 1
-            write_manifest(staging, manifest.model_copy(update={"version": number, "files": files}))
+            mac = None if hmac_key is None else files_mac(name, number, files, hmac_key)
+            update = {"version": number, "files": files, "files_hmac": mac}
+            write_manifest(staging, manifest.model_copy(update=update))
             target = folder / str(number)
             if _claim(staging, target):
                 _update_latest(folder)

@@ -16,18 +16,27 @@ import os
 import pickle
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-import gymnasium as gym
 import numpy as np
+from pydantic import SecretStr
 
+from raytrade.envs.actions import ActionConfig
 from raytrade.envs.config import PortfolioEnvConfig
 from raytrade.envs.market_data import MarketData
 from raytrade.envs.rollout import Policy
-from raytrade.models.inference import deterministic_actions, module_policy, weights_action
+from raytrade.models.inference import PolicyOutput, module_policy, policy_output
 from raytrade.models.manifest import Manifest, read_manifest
-from raytrade.models.registry import CONNECTORS_DIR, DEFAULT_REGISTRY, MODULE_DIR, resolve, verify_files
+from raytrade.models.registry import (
+    CONNECTORS_DIR,
+    DEFAULT_REGISTRY,
+    MODULE_DIR,
+    resolve,
+    verify_files,
+    verify_mac,
+)
 from raytrade.models.registry_migrate import check_current_names
 
 
@@ -49,11 +58,19 @@ class PolicyHandle:
         (mode, side per symbol), which the gated env sizes."""
         single = _is_single(observation, self.module.observation_space)
         batch = _add_batch(observation) if single else observation
-        if isinstance(self.module.action_space, gym.spaces.Box):
-            out = weights_action(self.module, batch, self.env_config().action)
-        else:
-            out = deterministic_actions(self.module, batch)
+        out = self.act_with_inputs(batch).action
         return out[0] if single else out
+
+    def act_with_inputs(self, batch: Any) -> PolicyOutput:
+        """:meth:`act`'s decision for a batch ``[B, ...]`` and the action distribution inputs it came
+        from, in one forward (``models.inference.policy_output``): what serving needs to decide and
+        to state its confidence."""
+        return policy_output(self.module, batch, self._action)
+
+    @cached_property
+    def _action(self) -> ActionConfig:
+        """``env_config().action``, validated once (``act`` runs per request in serving)."""
+        return self.env_config().action
 
     def env_config(self) -> PortfolioEnvConfig:
         """The env config the policy was trained with (data, simulator, observed features); a
@@ -89,12 +106,15 @@ def _check_connectors(folder: Path) -> None:
             )
 
 
-def load(ref: str, registry: str | os.PathLike[str] = DEFAULT_REGISTRY) -> PolicyHandle:
+def load(
+    ref: str, registry: str | os.PathLike[str] = DEFAULT_REGISTRY, hmac_key: SecretStr | None = None
+) -> PolicyHandle:
     """The registry version ``ref`` (``NAME`` or ``NAME@VERSION``) as a :class:`PolicyHandle`.
 
     An unknown name or version raises ``models.registry.RegistryError`` (a ``ValueError``) whose
     one-line message lists what the registry holds. Before anything is unpickled, the manifest is
-    validated, the version's files are checked against its sha256s (``verify_files``) and its
+    validated, its HMAC is checked when a registry ``hmac_key`` is given (``verify_mac``: a version
+    without one is refused), the version's files are checked against its sha256s (``verify_files``) and its
     pickles are checked for module names from before the package rename
     (``registry_migrate.check_current_names``: a one-line error naming the migration command).
     """
@@ -102,6 +122,7 @@ def load(ref: str, registry: str | os.PathLike[str] = DEFAULT_REGISTRY) -> Polic
 
     folder = resolve(registry, ref).resolve()  # RLlib reads checkpoints by URI: absolute paths only
     manifest = read_manifest(folder)
+    verify_mac(folder, manifest, hmac_key)
     verify_files(folder, manifest)
     check_current_names(folder, registry)
     _check_connectors(folder)

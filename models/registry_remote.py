@@ -21,6 +21,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from pydantic import SecretStr
+
 from raytrade.envs.registry_ref import RegistryRefError, parse_registry_ref
 from raytrade.models.manifest import MANIFEST
 from raytrade.replay.remote import (
@@ -94,17 +96,18 @@ def write_version_at(
     checkpoint: Path,
     record: Mapping[str, Any],
     module_id: str = "default_policy",
+    hmac_key: SecretStr | None = None,
 ) -> Path:
     """``models.registry.write_version`` at a local registry or a remote one (see the module
     docstring); returns the new version's local folder."""
     from raytrade.models.registry import LATEST, check_name, write_version
 
     if not is_remote(registry):
-        return write_version(Path(registry), name, checkpoint, record, module_id)
+        return write_version(Path(registry), name, checkpoint, record, module_id, hmac_key)
     uri = str(registry)
     check_name(name)
     folder = _mirror_listing(uri, name, committed_versions(uri, name))
-    target = write_version(folder.parent, name, checkpoint, record, module_id)
+    target = write_version(folder.parent, name, checkpoint, record, module_id, hmac_key)
     version_uri = join(uri, name, target.name)
     if list_files(version_uri):
         shutil.rmtree(target)

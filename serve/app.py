@@ -22,6 +22,9 @@ Design decisions
 * **The token never enters Ray.** The deployment holds the SHA-256 of the bearer token, not the token:
   deployment arguments live in the Serve controller's state. Requests are checked by hashing the
   presented token and comparing digests in constant time.
+* **Nor does the registry key.** With an HMAC key for the registry (``models.registry.verify_mac``),
+  the deployment is bound a function that reads it (:data:`RegistryKey`); each replica calls it in
+  its own process whenever it loads a version.
 * **Dynamic batching.** Concurrent requests are decided in one policy forward (``serve.batch``,
   ``max_batch_size`` / ``batch_wait_ms``); each request is checked on its own first, so one bad
   request gets its 422 and never fails a batch.
@@ -38,6 +41,7 @@ Design decisions
 import asyncio
 import logging
 import threading
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
@@ -45,7 +49,7 @@ from typing import Any, Protocol
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from ray import serve
 
 from raytrade.serve.decide import DecisionService, Prepared, RequestError, ServeConfig, serving_market_data
@@ -70,11 +74,19 @@ class ServiceConfig(BaseModel):
     batch_wait_ms: float = Field(2.0, ge=0, le=1000, description="how long a batch waits to fill")
 
 
-def load_service(model: str, registry: str, decide: ServeConfig) -> DecisionService:
-    """A registry version and its market data, ready to decide."""
+RegistryKey = Callable[[], SecretStr | None]
+"""Where a replica reads the registry's HMAC key (``cluster.settings.registry_hmac_key``: its own
+environment): the function travels to the replicas, the key never enters Ray's state."""
+
+
+def load_service(
+    model: str, registry: str, decide: ServeConfig, hmac_key: SecretStr | None = None
+) -> DecisionService:
+    """A registry version and its market data, ready to decide (with ``hmac_key``, only a version
+    whose HMAC matches: ``models.registry.verify_mac``)."""
     from raytrade.models.registry_load import load
 
-    handle = load(model, registry)
+    handle = load(model, registry, hmac_key)
     symbols = handle.manifest.data.symbols
     return DecisionService(handle, serving_market_data(handle.env_config(), symbols), decide)
 
@@ -247,16 +259,21 @@ class PolicyHolder:
     the sources change again, and the old one keeps answering.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, registry_key: RegistryKey | None = None) -> None:
+        self.registry_key = registry_key
         self.cfg: ServiceConfig | None = None
         self.service: DecisionService | None = None
         self._signature: tuple[Any, ...] = ()
         self._failed: tuple[Any, ...] | None = None
         self.loading = threading.Lock()
 
+    def _load(self, cfg: ServiceConfig) -> DecisionService:
+        key = None if self.registry_key is None else self.registry_key()
+        return load_service(cfg.model, cfg.registry, cfg.decide, key)
+
     def configure(self, cfg: ServiceConfig) -> DecisionService:
         with self.loading:
-            service = load_service(cfg.model, cfg.registry, cfg.decide)
+            service = self._load(cfg)
             self._signature, self._failed = _source_signature(cfg), None
             self.cfg, self.service = cfg, service
         log.info("serving %s", service.model_ref)
@@ -282,7 +299,7 @@ class PolicyHolder:
             if self.cfg is not cfg:  # reconfigured meanwhile
                 return
             try:
-                service = load_service(cfg.model, cfg.registry, cfg.decide)
+                service = self._load(cfg)
             except Exception as exc:  # keep the old version answering
                 self._failed = signature
                 log.error("reload of %s failed, still serving the previous version: %s", cfg.model, exc)
@@ -296,12 +313,14 @@ class PolicyHolder:
 class PolicyService:
     """One replica: a loaded policy behind the ``/v1`` routes (:func:`create_api`)."""
 
-    def __init__(self, token_sha256: str, http: dict[str, Any] | None = None):
+    def __init__(
+        self, token_sha256: str, http: dict[str, Any] | None = None, registry_key: RegistryKey | None = None
+    ):
         if len(token_sha256) != 64:
             raise ValueError("token_sha256 must be the SHA-256 hex digest of the bearer token")
         self.token_sha256 = token_sha256
         self._http = HttpConfig.model_validate(http or {})
-        self._holder = PolicyHolder()
+        self._holder = PolicyHolder(registry_key)
         self.requests = 0
         self.batches = 0
 
@@ -348,9 +367,10 @@ def build_app(
     replicas: int = 1,
     replica_cpus: float = 1.0,
     http: HttpConfig | None = None,
+    registry_key: RegistryKey | None = None,
 ) -> Any:
     """The Serve application for ``serve.run``: the token is checked (:func:`serve.guard.check_token`)
-    and hashed here; only its digest is bound."""
+    and hashed here; only its digest is bound. ``registry_key``: see :data:`RegistryKey`."""
     if not token:
         raise ValueError("the Serve token is empty: set RAYTRADE_SERVE_TOKEN")
     deployment: Any = PolicyService  # serve.deployment turns the class into a Deployment at runtime
@@ -358,4 +378,4 @@ def build_app(
         user_config=config.model_dump(mode="json"),
         num_replicas=replicas,
         ray_actor_options={"num_cpus": replica_cpus},
-    ).bind(token_digest(check_token(token)), (http or HttpConfig()).model_dump(mode="json"))
+    ).bind(token_digest(check_token(token)), (http or HttpConfig()).model_dump(mode="json"), registry_key)

@@ -321,7 +321,8 @@ class DecisionService:
         ob, kill = self._observation(prepared)
         bars = np.array([p.bar for p in prepared])
         obs = self._encode(ob, bars)
-        action = np.asarray(self.handle.act(obs))
+        decided = self.handle.act_with_inputs(obs)  # one forward: the action and its confidence
+        action = np.asarray(decided.action)
         base = None  # a live account has no episode start: the baseline trades on its own schedule
         if self._baseline is not None:
             base = baseline_decision(self._baseline, bars, np.zeros(len(prepared), bool), ob.mask)
@@ -355,7 +356,7 @@ class DecisionService:
             cap_targets(weights[i], p.w_now, p.tradeable, self.config.caps, p.external_gross)
             for i, p in enumerate(prepared)
         ]
-        confidence = np.nan_to_num(action_confidence(self.handle.module, obs), nan=0.0)
+        confidence = np.nan_to_num(action_confidence(self.handle.module, decided.dist_inputs), nan=0.0)
         explained = self._attributions(obs, [i for i, p in enumerate(prepared) if p.request.attributions])
         return [
             hold_everything(p.request, self.model_ref, self.handle.version, NON_FINITE_ACTION, p.as_of)
@@ -432,16 +433,12 @@ class DecisionService:
         )
 
 
-def action_confidence(module: Any, obs: Any) -> np.ndarray:
-    """Per-symbol confidence ``[B, N]`` in [0, 1] of the policy's deterministic action (see module doc)."""
+def action_confidence(module: Any, dist_inputs: Any) -> np.ndarray:
+    """Per-symbol confidence ``[B, N]`` in [0, 1] of the policy's deterministic action (see module doc),
+    from its action distribution's inputs (``PolicyHandle.act_with_inputs``)."""
     import torch
-    from ray.rllib.core.columns import Columns
 
-    from raytrade.models.inference import to_tensor
-
-    with torch.no_grad():
-        inputs = module.forward_inference({Columns.OBS: to_tensor(obs)})[Columns.ACTION_DIST_INPUTS]
-    inputs = inputs.detach().cpu().double()
+    inputs = dist_inputs.detach().cpu().double()
     space = module.action_space
     if isinstance(space, gym.spaces.Box):
         mean, log_std = inputs.chunk(2, dim=-1)

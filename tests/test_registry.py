@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import pickle
 from pathlib import Path
 from typing import Any
 
@@ -445,3 +446,159 @@ def test_a_promote_never_replaces_an_existing_version(
         reg.write_version(tmp_path / "registry", "alpha", checkpoint, manifest_record(params={"lr": 0.5}))
     assert {p.relative_to(first): p.read_bytes() for p in first.rglob("*") if p.is_file()} == before
     assert not [p for p in first.parent.iterdir() if p.name.startswith(".staging-")]
+
+
+# ------------------------------------------------------------------------------ registry HMAC
+
+KEY = "registry-key-for-tests-0123456789abcdef"
+OTHER_KEY = "another-registry-key-0123456789abcdef"
+
+
+def _checkpoint(tmp_path: Path) -> Path:
+    """An Algorithm checkpoint's layout as ``write_version`` copies it: a module file, a connector state."""
+    ckpt = tmp_path / "ckpt"
+    module = ckpt / "learner_group" / "learner" / "rl_module" / "default_policy"
+    module.mkdir(parents=True)
+    (module / "module_state.pt").write_bytes(b"weights")
+    (ckpt / "env_runner" / "env_to_module_connector").mkdir(parents=True)
+    (ckpt / "env_runner" / "env_to_module_connector" / "state.pkl").write_bytes(pickle.dumps({}))
+    return ckpt
+
+
+def _promote_fake(tmp_path: Path, key: str | None) -> Path:
+    from pydantic import SecretStr
+
+    from raytrade.models.registry import write_version
+
+    secret = None if key is None else SecretStr(key)
+    return write_version(
+        tmp_path / "registry", "alpha", _checkpoint(tmp_path), manifest_record(), hmac_key=secret
+    )
+
+
+def test_promote_with_a_registry_key_records_the_hmac_of_name_version_and_hashes_never_the_key(
+    tmp_path: Path,
+) -> None:
+    import hashlib
+    import hmac
+
+    from pydantic import SecretStr
+
+    from raytrade.models.manifest import read_manifest
+    from raytrade.models.registry import verify_mac
+
+    folder = _promote_fake(tmp_path, KEY)
+    manifest = read_manifest(folder)
+    assert manifest.files is not None
+    message = json.dumps(
+        {"files": manifest.files, "name": "alpha", "version": 1}, sort_keys=True, separators=(",", ":")
+    )
+    assert manifest.files_hmac == hmac.new(KEY.encode(), message.encode(), hashlib.sha256).hexdigest()
+    verify_mac(folder, manifest, SecretStr(KEY))  # intact: nothing raised
+    for path in (tmp_path / "registry").rglob("*"):
+        if path.is_file():
+            assert KEY.encode() not in path.read_bytes(), path
+
+
+class _Touch:
+    """Unpickling this creates ``path``: the proof that a pickle was (or was not) loaded."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (Path.touch, (self.path,))
+
+
+def test_edited_files_and_hashes_are_refused_under_the_key_before_anything_is_unpickled(
+    tmp_path: Path,
+) -> None:
+    from pydantic import SecretStr
+
+    from raytrade.models.manifest import read_manifest
+    from raytrade.models.registry import RegistryError, verify_files, version_file_hashes, write_manifest
+    from raytrade.models.registry_load import load
+
+    folder = _promote_fake(tmp_path, KEY)
+    marker = tmp_path / "unpickled"
+    (folder / "connectors" / "env_to_module_connector" / "state.pkl").write_bytes(
+        pickle.dumps(_Touch(marker))
+    )
+    tampered = read_manifest(folder).model_copy(update={"files": version_file_hashes(folder)})
+    write_manifest(folder, tampered)
+    verify_files(folder, tampered)  # the sha256s alone cannot tell: the writer updated them too
+    with pytest.raises(RegistryError) as info:
+        load("alpha", tmp_path / "registry", SecretStr(KEY))
+    assert str(info.value) == (
+        f"alpha@1 ({str(folder)!r}): the HMAC of its file hashes does not match the registry key "
+        "(hashes edited, or promoted with another key)"
+    )
+    assert not marker.exists()
+
+
+def test_a_version_promoted_with_another_key_is_refused(tmp_path: Path) -> None:
+    from pydantic import SecretStr
+
+    from raytrade.models.registry import RegistryError
+    from raytrade.models.registry_load import load
+
+    _promote_fake(tmp_path, OTHER_KEY)
+    with pytest.raises(RegistryError, match=r"^alpha@1 .*: the HMAC of its file hashes does not match"):
+        load("alpha", tmp_path / "registry", SecretStr(KEY))
+
+
+def test_a_version_without_an_hmac_is_refused_in_one_line_when_a_key_is_set(tmp_path: Path) -> None:
+    from pydantic import SecretStr
+
+    from raytrade.models.manifest import read_manifest
+    from raytrade.models.registry import RegistryError, verify_mac
+    from raytrade.models.registry_load import load
+
+    folder = _promote_fake(tmp_path, None)
+    assert read_manifest(folder).files_hmac is None
+    verify_mac(folder, read_manifest(folder), None)  # no key: nothing to check
+    with pytest.raises(RegistryError) as info:
+        load("alpha@1", tmp_path / "registry", SecretStr(KEY))
+    assert str(info.value) == (
+        f"alpha@1 ({str(folder)!r}) carries no HMAC of its files and a registry key is set: "
+        "promote it again with the key"
+    )
+
+
+def test_a_version_copied_with_its_hmac_to_another_number_is_refused(tmp_path: Path) -> None:
+    import shutil
+
+    from pydantic import SecretStr
+
+    from raytrade.models.registry import RegistryError
+    from raytrade.models.registry_load import load
+
+    folder = _promote_fake(tmp_path, KEY)
+    shutil.copytree(folder, folder.parent / "2")
+    with pytest.raises(
+        RegistryError,
+        match=r"^alpha@1 .*: the manifest sits in the folder of alpha@2 \(a version copied under another",
+    ):
+        load("alpha@2", tmp_path / "registry", SecretStr(KEY))
+
+
+def test_the_registry_key_is_a_secret_setting_and_a_short_one_is_refused_without_showing_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from raytrade.cluster.settings import load_settings, registry_hmac_key
+    from raytrade.replay.errors import InputError
+
+    monkeypatch.delenv("RAYTRADE_SETTINGS_FILE", raising=False)
+    monkeypatch.delenv("RAYTRADE_REGISTRY_HMAC_KEY", raising=False)
+    assert registry_hmac_key() is None
+    monkeypatch.setenv("RAYTRADE_REGISTRY_HMAC_KEY", KEY)
+    key = registry_hmac_key()
+    assert key is not None and key.get_secret_value() == KEY
+    assert KEY not in repr(load_settings()) and KEY not in load_settings().model_dump_json()
+    monkeypatch.setenv("RAYTRADE_REGISTRY_HMAC_KEY", "short-registry-key")
+    with pytest.raises(InputError) as info:
+        registry_hmac_key()
+    assert str(info.value) == (
+        "RAYTRADE_REGISTRY_HMAC_KEY has 18 characters, fewer than 32: use a random one, "
+        "e.g. python -c 'import secrets; print(secrets.token_urlsafe(32))'"
+    )

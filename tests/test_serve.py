@@ -278,8 +278,9 @@ def test_a_non_finite_action_holds_instead_of_trading(service: DecisionService) 
         def __getattr__(self, name: str) -> Any:
             return getattr(service.handle, name)
 
-        def act(self, obs: Any) -> np.ndarray:
-            return np.full((len(obs), len(service.data.symbols)), np.nan)
+        def act_with_inputs(self, obs: Any) -> Any:
+            out = service.handle.act_with_inputs(obs)
+            return out._replace(action=np.full((len(obs), len(service.data.symbols)), np.nan))
 
     broken = DecisionService(Broken(), service.data, NEVER_STALE)
     a = service.data.symbols[0]

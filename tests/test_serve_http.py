@@ -174,3 +174,38 @@ def test_as_of_must_be_near_the_server_clock() -> None:
     assert err.value.loc == ("as_of",) and "-901 s from the server clock" in err.value.msg
     with pytest.raises(RequestError):
         check_as_of(now + timedelta(hours=1), now, 900.0)
+
+
+REGISTRY_KEY = "registry-key-for-tests-0123456789abcdef"
+
+
+def test_replicas_get_a_function_that_reads_the_registry_key_never_the_key(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from ray import cloudpickle
+
+    from raytrade.cluster.serve_app import app_builder
+    from raytrade.cluster.settings import registry_hmac_key
+
+    monkeypatch.setenv("RAYTRADE_SERVE_TOKEN", TOKEN)
+    monkeypatch.setenv("RAYTRADE_REGISTRY_HMAC_KEY", REGISTRY_KEY)
+    monkeypatch.delenv("RAYTRADE_SETTINGS_FILE", raising=False)
+    app = app_builder({"model": "alpha", "registry": "/data/registry"})
+    assert app._bound_deployment.init_args[2] is registry_hmac_key
+    assert REGISTRY_KEY.encode() not in cloudpickle.dumps(app)  # what Ray ships to the controller
+
+
+def test_a_replica_holding_the_key_refuses_a_version_without_an_hmac(tmp_path: Any) -> None:
+    from pydantic import SecretStr
+
+    from raytrade.models.registry import RegistryError
+    from raytrade.serve.app import PolicyHolder, ServiceConfig
+    from tests.test_registry import _promote_fake
+
+    _promote_fake(tmp_path, None)
+    holder = PolicyHolder(registry_key=lambda: SecretStr(REGISTRY_KEY))
+    with pytest.raises(
+        RegistryError, match=r"^alpha@1 .* carries no HMAC of its files and a registry key is set"
+    ):
+        holder.configure(ServiceConfig(model="alpha", registry=str(tmp_path / "registry")))
+    assert holder.service is None
