@@ -49,9 +49,10 @@ def _target_row(  # pragma: no cover (compiled; covered through target_rows and 
     lower: np.ndarray,
     upper: np.ndarray,
     floor: np.ndarray,
+    work: np.ndarray,
 ) -> None:
     """One episode's projected target weights into ``w [N]`` and its locked mask into ``locked [N]``
-    (``lower``, ``upper``, ``floor``: scratch of ``N``)."""
+    (``lower``, ``upper``, ``floor``: scratch of ``N``; ``work``: the projection's, ``4 N``)."""
     n = target.shape[0]
     locked_gross, locked_group = 0.0, 0.0
     for j in range(n):
@@ -71,9 +72,9 @@ def _target_row(  # pragma: no cover (compiled; covered through target_rows and 
     budget = max(gross_cap - locked_gross - external_gross, 0.0)
     group_budget = max(crypto_gross_cap - locked_group, 0.0) if has_fill else crypto_gross_cap
     if has_group:
-        project_row_grouped(target, lower, upper, budget, group, group_budget, w, floor)
+        project_row_grouped(target, lower, upper, budget, group, group_budget, w, floor, work)
     else:
-        project_row(target, lower, upper, budget, floor, w)
+        project_row(target, lower, upper, budget, floor, w, work)
 
 
 @numba.njit(cache=True, nogil=True)
@@ -97,7 +98,7 @@ def target_rows(  # pragma: no cover (compiled; covered through the simulator an
     b, n = target.shape
     w = np.zeros((b, n))
     locked = np.zeros((b, n), dtype=np.bool_)
-    lower, upper, floor = np.empty(n), np.empty(n), np.zeros(n)
+    lower, upper, floor, work = np.empty(n), np.empty(n), np.zeros(n), np.empty(4 * n)
     for i in range(b):
         _target_row(
             target[i],
@@ -118,6 +119,7 @@ def target_rows(  # pragma: no cover (compiled; covered through the simulator an
             lower,
             upper,
             floor,
+            work,
         )
     return w, locked
 
@@ -171,7 +173,7 @@ def step_rows(  # pragma: no cover (compiled; covered through the simulator)
     ruined = np.zeros(b, dtype=np.bool_)
     scratch = np.empty((5, n))
     w_now, lower, upper, held, want = scratch[0], scratch[1], scratch[2], scratch[3], scratch[4]
-    lam, floor = np.empty(n), np.zeros(n)
+    lam, floor, work = np.empty(n), np.zeros(n), np.empty(4 * n)
     locked = np.zeros(n, dtype=np.bool_)
     gone = np.empty(n, dtype=np.bool_)
     for i in range(b):
@@ -204,6 +206,7 @@ def step_rows(  # pragma: no cover (compiled; covered through the simulator)
             lower,
             upper,
             floor,
+            work,
         )
         cash_out[i], equity_out[i], ruined[i] = _fill_row(
             w[i],
