@@ -35,9 +35,10 @@ close->open, intrabar P&L open->close, minus costs and financing) while cash mov
 Execution: the state is ``[B]`` / ``[B, N]`` arrays. Steps 1-4 (constraints and projection, fills,
 costs, marking, financing) run as one compiled loop over episodes (``envs.step_kernel.step_rows``),
 which reads each episode's bar from the data directly: at the few episodes per env runner that RL
-uses, numpy's per-call overhead dominated them. The reward, the kill
-switch and the bookkeeping stay numpy. ``tests/step_reference.py`` keeps the step written in numpy as
-an oracle the tests compare against. B = 1 runs the same code (the live path).
+uses, numpy's per-call overhead dominated them. Step 5's kill switch and bookkeeping are one more
+compiled loop (``step_kernel.settle_rows``); the reward stays numpy. ``tests/step_reference.py``
+keeps the step written in numpy as an oracle the tests compare against (and
+``tests/test_settle_kernel.py`` the numpy step 5). B = 1 runs the same code (the live path).
 """
 
 from __future__ import annotations

@@ -10,11 +10,12 @@ stated once each: the projection is ``envs.projection.project_row``, trade costs
 not shortable, unlisted = 0, unwind-only while the kill switch is on, locked = unfilled) are
 :func:`_target_row`'s and are checked against ``projection.weight_bounds`` and
 ``kill_switch.unwind_bounds`` in the tests. The contract of each argument is
-:meth:`envs.simulator.MarketSimulator.step`'s.
+:meth:`envs.simulator.MarketSimulator.step`'s. :func:`settle_rows` is step 5's bookkeeping (growth,
+drawdown, kill switch through ``kill_switch._advance``, counters, costs) for the same reason; the
+reward itself stays ``rewards.compute_reward``'s.
 
-numba's on-disk cache keys a function on its own file only: after editing a compiled helper in
-another module (``projection``, ``costs``), delete ``envs/__pycache__/step_kernel.*.nb[ic]`` or the
-cached kernels keep running the helper's previous code.
+The compiled kernels are cached under a digest of every kernel module (``envs.kernel_cache``), so an
+edit of a helper in another module (``projection``, ``costs``, ``kill_switch``) recompiles them.
 """
 
 from __future__ import annotations
