@@ -56,6 +56,8 @@ class ConstraintConfig(BaseModel):
 
 # --------------------------------------------------------------------------------------------- numpy
 
+_NO_MASK = np.zeros(0, dtype=np.bool_)  # a compiled constant: the unmasked search allocates nothing
+
 
 @numba.njit(cache=True, nogil=True)
 def _l1_at(  # pragma: no cover (compiled)
@@ -81,6 +83,47 @@ def _l1_at(  # pragma: no cover (compiled)
     return total, shrinking
 
 
+@numba.njit(cache=True, nogil=True, fastmath={"reassoc", "nsz", "arcp", "contract"})
+def _l1_estimate(  # pragma: no cover (compiled)
+    a: np.ndarray, cap: np.ndarray, floor: np.ndarray, tau: float
+) -> tuple[float, int]:
+    """:func:`_l1_at` over every element, summed in whatever order is fastest (fastmath: SIMD
+    partial sums). Its rounding differs from the exact sum's, so it only steers the search to a
+    guess; every value that decides the threshold comes from :func:`_l1_at`."""
+    total = 0.0
+    shrinking = 0
+    for j in range(a.shape[0]):
+        f = floor[j]
+        x = a[j] - max(tau, f)
+        total += min(cap[j], max(x, 0.0))
+        shrinking += (f <= tau) & (x > 0.0) & (x <= cap[j])
+    return total, shrinking
+
+
+@numba.njit(cache=True, nogil=True)
+def _around(  # pragma: no cover (compiled)
+    a: np.ndarray,
+    cap: np.ndarray,
+    floor: np.ndarray,
+    mask: np.ndarray,
+    use_mask: bool,
+    lo: float,
+    hi: float,
+    x: float,
+) -> tuple[float, float]:
+    """The largest breakpoint in ``(lo, x]`` and the smallest in ``(x, hi)`` (``lo`` / ``hi`` where
+    there is none): the candidates nearest ``x`` on either side, with none between them."""
+    below, above = lo, hi
+    for j in range(a.shape[0]):
+        if use_mask and not mask[j]:
+            continue
+        starts, ends = max(a[j] - cap[j], floor[j]), max(a[j], floor[j])
+        # branch-free selects (the loop vectorises)
+        below = max(below, starts if lo < starts <= x else lo, ends if lo < ends <= x else lo)
+        above = min(above, starts if x < starts < hi else hi, ends if x < ends < hi else hi)
+    return below, above
+
+
 @numba.njit(cache=True, nogil=True)
 def _threshold(  # pragma: no cover (compiled)
     a: np.ndarray,
@@ -90,38 +133,104 @@ def _threshold(  # pragma: no cover (compiled)
     mask: np.ndarray,
     use_mask: bool,
     pts: np.ndarray,
+    newton_steps: int = 8,
+    bracket_rounds: int = 4,
 ) -> float:
     """The smallest ``tau >= 0`` with ``_l1_at(tau) <= budget`` (``pts``: scratch of ``2 N``).
 
     The sum is piecewise linear and non-increasing in ``tau``, with breakpoints where an element
     starts shrinking (``max(a_i - cap_i, floor_i)``) and where it reaches 0 (``max(a_i, floor_i)``).
-    A selection search brackets the crossing between the largest breakpoint where the sum is above
-    the budget (or 0) and the smallest where it is not: each step evaluates the sum at a candidate
-    breakpoint and drops the candidates outside the bracket (no sort). Those two ends do not depend
-    on the order the candidates are tried in, so the order is free to be fast: the next candidate is
-    the one nearest the Newton step from the bracket's lower end (on a straight segment that step
-    lands on the crossing itself), and after a step that did not halve the candidates, the next is
-    an arbitrary one (a randomised selection's expected O(N) work, whatever the data). The line
-    through the two ends gives ``tau`` exactly (no iteration to a tolerance)."""
+    The answer is the line through the two breakpoints that bracket the crossing: the largest where
+    the sum is above the budget (or 0) and the smallest where it is not (at the last breakpoint the
+    sum is 0), evaluated exactly by :func:`_l1_at` (no iteration to a tolerance). Those two ends and
+    their sums are facts of the data, not of how they are found, so the search is free to be fast:
+
+    1. Newton steps from 0 at real points (``newton_steps`` of them at most, summed by
+       :func:`_l1_estimate`). Where the sum is convex, as it is wherever no cap binds, they climb
+       to the crossing from below and land on it once no breakpoint is left between.
+    2. The breakpoints either side of that guess (:func:`_around`) are evaluated exactly; when the
+       crossing lies between them they are the bracket. Otherwise the bracket shrinks to the side
+       that holds it and the next guess is the smaller of the Newton step from its lower end and
+       the secant through both ends (``bracket_rounds`` rounds at most).
+    3. What is still open after that goes to a selection search over the breakpoints left in the
+       bracket (:func:`_select`: no sort, expected O(N) work whatever the data).
+    """
     f_lo, slope_lo = _l1_at(a, cap, floor, 0.0, mask, use_mask)
     if f_lo <= budget:
         return 0.0
-    guess = (f_lo - budget) / slope_lo if slope_lo > 0 else 0.0
-    k = 0
     hi = 0.0
+    for j in range(a.shape[0]):
+        if not use_mask or mask[j]:
+            hi = max(hi, a[j], floor[j])
+    lo, f_hi = 0.0, 0.0
+    x, f_x, slope_x = 0.0, f_lo, slope_lo
+    for _ in range(newton_steps):
+        if slope_x <= 0:
+            break
+        step = x + (f_x - budget) / slope_x
+        if not step < hi:
+            break
+        if use_mask:
+            f, slope = _l1_at(a, cap, floor, step, mask, use_mask)
+        else:
+            f, slope = _l1_estimate(a, cap, floor, step)
+        x = step
+        if f <= budget:
+            break
+        f_x, slope_x = f, slope
+    for _ in range(bracket_rounds):
+        below, above = _around(a, cap, floor, mask, use_mask, lo, hi, x)
+        if below == lo and above == hi:  # no breakpoint strictly inside: (lo, hi) is the bracket
+            return lo + (f_lo - budget) * (hi - lo) / (f_lo - f_hi)
+        if below > lo:
+            f, slope = _l1_at(a, cap, floor, below, mask, use_mask)
+            if f <= budget:  # the crossing is at or below ``below``: ``above`` is beyond it
+                hi, f_hi = below, f
+            else:
+                lo, f_lo, slope_lo = below, f, slope
+        if lo == below and above < hi:
+            f, slope = _l1_at(a, cap, floor, above, mask, use_mask)
+            if f > budget:
+                lo, f_lo, slope_lo = above, f, slope
+            else:
+                hi, f_hi = above, f
+        newton = lo + (f_lo - budget) / slope_lo if slope_lo > 0 else lo
+        x = min(newton, lo + (f_lo - budget) * (hi - lo) / (f_lo - f_hi))
+    return _select(a, cap, budget, floor, mask, use_mask, pts, lo, f_lo, slope_lo, hi, f_hi)
+
+
+@numba.njit(cache=True, nogil=True)
+def _select(  # pragma: no cover (compiled)
+    a: np.ndarray,
+    cap: np.ndarray,
+    budget: float,
+    floor: np.ndarray,
+    mask: np.ndarray,
+    use_mask: bool,
+    pts: np.ndarray,
+    lo: float,
+    f_lo: float,
+    slope_lo: float,
+    hi: float,
+    f_hi: float,
+) -> float:
+    """:func:`_threshold` from the bracket ``(lo, hi)`` with its exact sums: a selection search over
+    the breakpoints inside (``pts``: scratch of ``2 N``). Each step evaluates the sum at a candidate
+    and drops the candidates outside the new bracket; the next is the one nearest the Newton step
+    from the lower end, and after a step that did not halve the candidates, an arbitrary one (a
+    randomised selection's expected O(N) work, whatever the data)."""
+    guess = lo + (f_lo - budget) / slope_lo if slope_lo > 0 else lo
+    k = 0
     best, gap = 0, np.inf
     for j in range(a.shape[0]):
         if use_mask and not mask[j]:
             continue
         for p in (max(a[j] - cap[j], floor[j]), max(a[j], floor[j])):
-            if p > 0.0:
+            if lo < p < hi:
                 pts[k] = p
                 if abs(p - guess) < gap:
                     best, gap = k, abs(p - guess)
                 k += 1
-                hi = max(hi, p)
-    # At ``hi`` (the last breakpoint) every element is 0: the sum is 0 <= budget there.
-    lo, f_hi = 0.0, 0.0
     guided = True
     while k > 0:
         pivot = pts[best] if guided else pts[k // 2]
@@ -166,20 +275,25 @@ def _write_row(  # pragma: no cover (compiled)
 
 @numba.njit(cache=True, nogil=True)
 def project_row(  # pragma: no cover (compiled; covered through project_box_l1 and the simulator)
-    v: np.ndarray, lower: np.ndarray, upper: np.ndarray, budget: float, floor: np.ndarray, w: np.ndarray
+    v: np.ndarray,
+    lower: np.ndarray,
+    upper: np.ndarray,
+    budget: float,
+    floor: np.ndarray,
+    w: np.ndarray,
+    work: np.ndarray,
 ) -> float:
     """One row ``v [N]`` projected with per-element ``floor`` thresholds into ``w [N]``; returns ``tau``.
 
     ``tau`` is the smallest ``tau >= 0`` with ``sum_i min(cap_i, max(0, |v_i| - max(tau, floor_i)))
     <= budget`` (:func:`_threshold`). Compiled, so the simulator's step can call it per row without
-    numpy's per-call overhead.
+    numpy's per-call overhead; ``work`` is scratch of ``4 N`` floats, allocated once per batch by
+    the caller (an allocation per row cost more than the search on the simulator's small rows).
     """
     n = v.shape[0]
-    scratch = np.empty(4 * n)
-    a, cap, pts = scratch[:n], scratch[n : 2 * n], scratch[2 * n :]
+    a, cap, pts = work[:n], work[n : 2 * n], work[2 * n : 4 * n]
     _row_parts(v, lower, upper, a, cap)
-    no_mask = np.empty(0, dtype=np.bool_)
-    tau = _threshold(a, cap, budget, floor, no_mask, False, pts)
+    tau = _threshold(a, cap, budget, floor, _NO_MASK, False, pts)
     _write_row(v, a, cap, floor, tau, w)
     return tau
 
@@ -194,13 +308,13 @@ def project_row_grouped(  # pragma: no cover (compiled)
     group_budget: float,
     w: np.ndarray,
     floor: np.ndarray,
+    work: np.ndarray,
 ) -> float:
     """:func:`project_row` with a group sleeve (``group [N]`` bool, its own ``group_budget``): the
     group's threshold first, then every element with ``floor`` = that threshold on the group (written
     into ``floor [N]``). Returns the overall ``tau``."""
     n = v.shape[0]
-    scratch = np.empty(4 * n)
-    a, cap, pts = scratch[:n], scratch[n : 2 * n], scratch[2 * n :]
+    a, cap, pts = work[:n], work[n : 2 * n], work[2 * n : 4 * n]
     _row_parts(v, lower, upper, a, cap)
     for j in range(n):
         floor[j] = 0.0
@@ -225,14 +339,14 @@ def _project_rows(  # pragma: no cover (compiled; covered through project_box_l1
     """:func:`project_row` (or :func:`project_row_grouped` with ``group [R, N]``) over the rows of
     ``v [R, N]``; returns ``(w, tau [R], floor [R, N])``."""
     r, n = v.shape
-    w, tau, floor = np.empty((r, n)), np.empty(r), np.zeros((r, n))
+    w, tau, floor, work = np.empty((r, n)), np.empty(r), np.zeros((r, n)), np.empty(4 * n)
     for i in range(r):
         if has_group:
             tau[i] = project_row_grouped(
-                v[i], lower[i], upper[i], budget[i], group[i], group_budget[i], w[i], floor[i]
+                v[i], lower[i], upper[i], budget[i], group[i], group_budget[i], w[i], floor[i], work
             )
         else:
-            tau[i] = project_row(v[i], lower[i], upper[i], budget[i], floor[i], w[i])
+            tau[i] = project_row(v[i], lower[i], upper[i], budget[i], floor[i], w[i], work)
     return w, tau, floor
 
 

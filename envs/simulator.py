@@ -35,9 +35,10 @@ close->open, intrabar P&L open->close, minus costs and financing) while cash mov
 Execution: the state is ``[B]`` / ``[B, N]`` arrays. Steps 1-4 (constraints and projection, fills,
 costs, marking, financing) run as one compiled loop over episodes (``envs.step_kernel.step_rows``),
 which reads each episode's bar from the data directly: at the few episodes per env runner that RL
-uses, numpy's per-call overhead dominated them. The reward, the kill
-switch and the bookkeeping stay numpy. ``tests/step_reference.py`` keeps the step written in numpy as
-an oracle the tests compare against. B = 1 runs the same code (the live path).
+uses, numpy's per-call overhead dominated them. Step 5's kill switch and bookkeeping are one more
+compiled loop (``step_kernel.settle_rows``); the reward stays numpy. ``tests/step_reference.py``
+keeps the step written in numpy as an oracle the tests compare against (and
+``tests/test_settle_kernel.py`` the numpy step 5). B = 1 runs the same code (the live path).
 """
 
 from __future__ import annotations
@@ -55,11 +56,11 @@ from raytrade.envs.costs import (
     fee_bps,
     financing_rate_per_bar,
 )
-from raytrade.envs.kill_switch import KillSwitchState, init_kill_switch, update_kill_switch
+from raytrade.envs.kill_switch import KillSwitchState, init_kill_switch
 from raytrade.envs.market_data import MarketData
 from raytrade.envs.projection import ConstraintConfig
 from raytrade.envs.rewards import RewardState, compute_reward, init_reward_state, turnover_of
-from raytrade.envs.step_kernel import step_rows, target_rows
+from raytrade.envs.step_kernel import settle_rows, step_rows, target_rows
 
 
 class Observation(NamedTuple):
@@ -215,6 +216,12 @@ class MarketSimulator:
         )
         self._ruin = np.array([cfg.min_equity_fraction * cfg.initial_equity, cfg.maintenance_margin])
         self._group = self.limits.group if self.limits.group is not None else np.zeros(data.n_assets, bool)
+        ks = cfg.kill_switch
+        self._kill_rule = np.array(  # (trigger, release drawdown, release after bars; 0: never)
+            [ks.trigger_drawdown, ks.release_drawdown or 0.0, float(ks.release_after_bars or 0)]
+        )
+        self._kill_flags = np.array([ks.enabled, ks.release_drawdown is not None, ks.reset_peak_on_release])
+        self._all_active = np.ones(n_envs, dtype=bool)  # read-only by contract
         self.rng = np.random.default_rng(seed)
         self.reset()
 
@@ -386,44 +393,69 @@ class MarketSimulator:
         return Trade(w_target, traded, new_units, cash, new_equity, costs, ruined)
 
     def _settle(self, trade: Trade, active: np.ndarray | None) -> StepResult:
-        """Step 5: reward, kill switch, bookkeeping (only where ``active``, when given)."""
+        """Step 5: reward, kill switch, bookkeeping (only where ``active``, when given). The
+        bookkeeping is one compiled loop (``step_kernel.settle_rows``); the reward stays
+        ``rewards.compute_reward``'s."""
         cfg = self.cfg
         new_units, cash, new_equity, costs = trade.units, trade.cash, trade.equity, trade.costs
-        equity, t1 = self.equity, self.t + 1
-        ruined, was_ruined = trade.ruined, self.ruined
-        now_ruined = ruined & ~was_ruined
-        any_ruin = bool(ruined.any())  # the common case skips the ruin bookkeeping (PPO hot path)
-        if any_ruin:
-            tiny = 1e-12 * cfg.initial_equity
-            log_growth = np.log(np.maximum(new_equity, tiny) / np.maximum(equity, tiny))
-        else:
-            log_growth = np.log(new_equity / equity)
-        old_peak = self.peak
-        self.peak = np.maximum(self.peak, new_equity)
-        dd = np.maximum(1.0 - new_equity / self.peak, 0.0)
-        old_reward_state = self.reward_state
+        equity, ruined = self.equity, trade.ruined
+        kill = self.kill
+        (
+            growth,
+            dd,
+            peak,
+            k_peak,
+            k_active,
+            k_bars,
+            t,
+            steps,
+            ruin_bar,
+            episode_costs,
+            now_ruined,
+            any_ruin,
+        ) = settle_rows(
+            equity,
+            new_equity,
+            1e-12 * cfg.initial_equity,
+            ruined,
+            self.ruined,
+            self.peak,
+            kill.peak,
+            kill.active,
+            kill.bars_active,
+            self._kill_rule,
+            self._kill_flags,
+            self.t,
+            self.steps,
+            self.ruin_bar,
+            self.episode_costs,
+            costs,
+            self._all_active if active is None else np.ascontiguousarray(active, dtype=bool),
+            active is not None,
+        )
+        log_growth = np.log(growth)
         turnover = turnover_of(trade.traded_notional, equity) if cfg.reward.turnover_penalty else None
-        reward, self.reward_state = compute_reward(cfg.reward, log_growth, dd, self.reward_state, turnover)
+        reward, reward_state = compute_reward(cfg.reward, log_growth, dd, self.reward_state, turnover)
         if cfg.reward.cost_overrun_lambda > 0:
             overrun = cost_overrun(trade.traded_notional, costs[:, :3].sum(-1), self._envelope_bps)
             weight = cfg.reward.scale * cfg.reward.cost_overrun_lambda
             reward = reward - weight * overrun / np.maximum(equity, 1e-12 * cfg.initial_equity)
         if any_ruin:
-            reward = np.where(was_ruined, 0.0, reward)
-        old_kill = self.kill
-        self.kill = update_kill_switch(self.kill, new_equity, cfg.kill_switch)
-        steps = self.steps + 1
-        ruin_bar = np.where(now_ruined, t1, self.ruin_bar) if any_ruin else self.ruin_bar
+            reward = np.where(self.ruined, 0.0, reward)
+        self.peak, self.kill, self.t, self.steps = peak, KillSwitchState(k_peak, k_active, k_bars), t, steps
+        self.ruin_bar, self.episode_costs = ruin_bar, episode_costs
         if active is None:
-            self.episode_costs = self.episode_costs + costs
-            self.units, self.cash, self.equity, self.t, self.steps = new_units, cash, new_equity, t1, steps
-            self.ruined, self.ruin_bar = ruined, ruin_bar
+            self.units, self.cash, self.equity, self.ruined = new_units, cash, new_equity, ruined
+            self.reward_state = reward_state
         else:
-            a = np.asarray(active, dtype=bool)
-            previous = (old_kill, old_reward_state, old_peak)
-            self._commit_partial(a, previous, costs, new_units, cash, new_equity)
-            self.ruined = np.where(a, ruined, self.ruined)
-            self.ruin_bar = np.where(a, ruin_bar, self.ruin_bar)
+            a1, old = np.asarray(active, dtype=bool), self.reward_state
+            self.units = np.where(a1[:, None], new_units, self.units)
+            self.cash = np.where(a1, cash, self.cash)
+            self.equity = np.where(a1, new_equity, self.equity)
+            self.ruined = np.where(a1, ruined, self.ruined)
+            self.reward_state = RewardState(
+                *(np.where(a1, n, o) for n, o in zip(reward_state, old, strict=True))
+            )
         self._any_ruined = any_ruin and bool(self.ruined.any())
         truncated = (self.steps >= cfg.episode_len) & ~ruined
         return StepResult(
@@ -436,32 +468,6 @@ class MarketSimulator:
             terminated=ruined,
             truncated=truncated,
             ruined=now_ruined,
-        )
-
-    def _commit_partial(
-        self,
-        active: np.ndarray,
-        previous: tuple[KillSwitchState, RewardState, np.ndarray],
-        costs: np.ndarray,
-        units: np.ndarray,
-        cash: np.ndarray,
-        equity: np.ndarray,
-    ) -> None:
-        """Keep the step's new state only where ``active``; restore the previous state elsewhere."""
-        old_kill, old_reward, old_peak = previous
-        a1, a2 = active, active[:, None]
-        self.episode_costs = np.where(a2, self.episode_costs + costs, self.episode_costs)
-        self.units = np.where(a2, units, self.units)
-        self.cash = np.where(a1, cash, self.cash)
-        self.equity = np.where(a1, equity, self.equity)
-        self.t = np.where(a1, self.t + 1, self.t)
-        self.steps = np.where(a1, self.steps + 1, self.steps)
-        self.peak = np.where(a1, self.peak, old_peak)
-        self.kill = KillSwitchState(
-            *(np.where(a1, new, old) for new, old in zip(self.kill, old_kill, strict=True))
-        )
-        self.reward_state = RewardState(
-            *(np.where(a1, new, old) for new, old in zip(self.reward_state, old_reward, strict=True))
         )
 
     def _per_asset(self, mult: np.ndarray | float) -> np.ndarray:

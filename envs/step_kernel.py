@@ -10,11 +10,12 @@ stated once each: the projection is ``envs.projection.project_row``, trade costs
 not shortable, unlisted = 0, unwind-only while the kill switch is on, locked = unfilled) are
 :func:`_target_row`'s and are checked against ``projection.weight_bounds`` and
 ``kill_switch.unwind_bounds`` in the tests. The contract of each argument is
-:meth:`envs.simulator.MarketSimulator.step`'s.
+:meth:`envs.simulator.MarketSimulator.step`'s. :func:`settle_rows` is step 5's bookkeeping (growth,
+drawdown, kill switch through ``kill_switch._advance``, counters, costs) for the same reason; the
+reward itself stays ``rewards.compute_reward``'s.
 
-numba's on-disk cache keys a function on its own file only: after editing a compiled helper in
-another module (``projection``, ``costs``), delete ``envs/__pycache__/step_kernel.*.nb[ic]`` or the
-cached kernels keep running the helper's previous code.
+The compiled kernels are cached under a digest of every kernel module (``envs.kernel_cache``), so an
+edit of a helper in another module (``projection``, ``costs``, ``kill_switch``) recompiles them.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import numpy as np
 
 from raytrade.envs.costs import financing_of, trade_cost_parts
 from raytrade.envs.kernel_cache import use_kernel_cache
+from raytrade.envs.kill_switch import _advance
 from raytrade.envs.projection import project_row, project_row_grouped
 
 use_kernel_cache()  # before any kernel compiles: the cache is keyed on every kernel module
@@ -49,9 +51,10 @@ def _target_row(  # pragma: no cover (compiled; covered through target_rows and 
     lower: np.ndarray,
     upper: np.ndarray,
     floor: np.ndarray,
+    work: np.ndarray,
 ) -> None:
     """One episode's projected target weights into ``w [N]`` and its locked mask into ``locked [N]``
-    (``lower``, ``upper``, ``floor``: scratch of ``N``)."""
+    (``lower``, ``upper``, ``floor``: scratch of ``N``; ``work``: the projection's, ``4 N``)."""
     n = target.shape[0]
     locked_gross, locked_group = 0.0, 0.0
     for j in range(n):
@@ -71,9 +74,9 @@ def _target_row(  # pragma: no cover (compiled; covered through target_rows and 
     budget = max(gross_cap - locked_gross - external_gross, 0.0)
     group_budget = max(crypto_gross_cap - locked_group, 0.0) if has_fill else crypto_gross_cap
     if has_group:
-        project_row_grouped(target, lower, upper, budget, group, group_budget, w, floor)
+        project_row_grouped(target, lower, upper, budget, group, group_budget, w, floor, work)
     else:
-        project_row(target, lower, upper, budget, floor, w)
+        project_row(target, lower, upper, budget, floor, w, work)
 
 
 @numba.njit(cache=True, nogil=True)
@@ -97,7 +100,7 @@ def target_rows(  # pragma: no cover (compiled; covered through the simulator an
     b, n = target.shape
     w = np.zeros((b, n))
     locked = np.zeros((b, n), dtype=np.bool_)
-    lower, upper, floor = np.empty(n), np.empty(n), np.zeros(n)
+    lower, upper, floor, work = np.empty(n), np.empty(n), np.zeros(n), np.empty(4 * n)
     for i in range(b):
         _target_row(
             target[i],
@@ -118,6 +121,7 @@ def target_rows(  # pragma: no cover (compiled; covered through the simulator an
             lower,
             upper,
             floor,
+            work,
         )
     return w, locked
 
@@ -171,7 +175,7 @@ def step_rows(  # pragma: no cover (compiled; covered through the simulator)
     ruined = np.zeros(b, dtype=np.bool_)
     scratch = np.empty((5, n))
     w_now, lower, upper, held, want = scratch[0], scratch[1], scratch[2], scratch[3], scratch[4]
-    lam, floor = np.empty(n), np.zeros(n)
+    lam, floor, work = np.empty(n), np.zeros(n), np.empty(4 * n)
     locked = np.zeros(n, dtype=np.bool_)
     gone = np.empty(n, dtype=np.bool_)
     for i in range(b):
@@ -204,6 +208,7 @@ def step_rows(  # pragma: no cover (compiled; covered through the simulator)
             lower,
             upper,
             floor,
+            work,
         )
         cash_out[i], equity_out[i], ruined[i] = _fill_row(
             w[i],
@@ -378,3 +383,110 @@ def _fill_row(  # pragma: no cover (compiled; covered through the simulator)
         out = max(equity_end, 0.0)
         return out, out, True
     return cash_i - flow - trade_cost - fin, equity_end, False
+
+
+@numba.njit(cache=True, nogil=True)
+def settle_rows(  # pragma: no cover (compiled; covered through the simulator)
+    equity: np.ndarray,
+    new_equity: np.ndarray,
+    tiny: float,
+    ruined: np.ndarray,
+    was_ruined: np.ndarray,
+    peak: np.ndarray,
+    kill_peak: np.ndarray,
+    kill_active: np.ndarray,
+    kill_bars: np.ndarray,
+    kill_rule: np.ndarray,
+    kill_flags: np.ndarray,
+    t: np.ndarray,
+    steps: np.ndarray,
+    ruin_bar: np.ndarray,
+    episode_costs: np.ndarray,
+    costs: np.ndarray,
+    active: np.ndarray,
+    has_active: bool,
+) -> tuple[
+    np.ndarray,
+    np.ndarray,
+    np.ndarray,
+    np.ndarray,
+    np.ndarray,
+    np.ndarray,
+    np.ndarray,
+    np.ndarray,
+    np.ndarray,
+    np.ndarray,
+    np.ndarray,
+    bool,
+]:
+    """Step 5's bookkeeping for every episode, the reward aside: what ``MarketSimulator._settle``
+    did in numpy, as one loop that returns new arrays (the old ones are left as they were).
+
+    The growth ``new_equity / equity``, both floored at ``tiny`` when any episode is ruined (ruined
+    now or earlier: ``ruined``; earlier: ``was_ruined``), whose log the caller takes in numpy (so
+    the log growth stays numpy's to the last bit: numba's ``log`` can differ by an ulp); the
+    running ``peak`` and the drawdown against it; the kill switch advanced on the closing equity
+    (``kill_switch._advance``, the rule's one statement: ``kill_rule`` is (trigger, release
+    drawdown, release after bars), ``kill_flags`` (enabled, has a release drawdown, resets the peak
+    on release); disabled, it is off and only tracks the peak); the step counter, the bar,
+    ``ruin_bar`` for episodes ruined now, and the episode's costs. Where ``has_active`` and
+    ``active [B]`` is False every state array keeps its old value. Returns ``(growth, dd, peak,
+    kill_peak, kill_active, kill_bars, t, steps, ruin_bar, episode_costs, now_ruined, any_ruin)``."""
+    b = equity.shape[0]
+    any_ruin = False
+    for i in range(b):
+        any_ruin = any_ruin or ruined[i]
+    growth, dd = np.empty(b), np.empty(b)
+    peak_out = np.empty(b)
+    now_ruined = np.empty(b, dtype=np.bool_)
+    enabled, has_release_drawdown, reset_peak = kill_flags[0], kill_flags[1], kill_flags[2]
+    if enabled:
+        k_peak, k_active, k_bars = _advance(
+            kill_peak,
+            kill_active,
+            kill_bars,
+            new_equity,
+            kill_rule[0],
+            has_release_drawdown,
+            kill_rule[1],
+            int(kill_rule[2]),
+            reset_peak,
+        )
+    else:
+        k_peak, k_active, k_bars = (
+            np.maximum(kill_peak, new_equity),
+            np.zeros(b, np.bool_),
+            np.zeros(b, np.int64),
+        )
+    t_out, steps_out, ruin_bar_out = np.empty_like(t), np.empty_like(steps), np.empty_like(ruin_bar)
+    costs_out = np.empty_like(episode_costs)
+    for i in range(b):
+        e, ne = equity[i], new_equity[i]
+        growth[i] = max(ne, tiny) / max(e, tiny) if any_ruin else ne / e
+        p = max(peak[i], ne)
+        dd[i] = max(1.0 - ne / p, 0.0)
+        now_ruined[i] = ruined[i] and not was_ruined[i]
+        if has_active and not active[i]:
+            peak_out[i], t_out[i], steps_out[i], ruin_bar_out[i] = peak[i], t[i], steps[i], ruin_bar[i]
+            k_peak[i], k_active[i], k_bars[i] = kill_peak[i], kill_active[i], kill_bars[i]
+            for c in range(costs.shape[1]):
+                costs_out[i, c] = episode_costs[i, c]
+            continue
+        peak_out[i], t_out[i], steps_out[i] = p, t[i] + 1, steps[i] + 1
+        ruin_bar_out[i] = t[i] + 1 if now_ruined[i] else ruin_bar[i]
+        for c in range(costs.shape[1]):
+            costs_out[i, c] = episode_costs[i, c] + costs[i, c]
+    return (
+        growth,
+        dd,
+        peak_out,
+        k_peak,
+        k_active,
+        k_bars,
+        t_out,
+        steps_out,
+        ruin_bar_out,
+        costs_out,
+        now_ruined,
+        any_ruin,
+    )

@@ -12,6 +12,7 @@ import torch
 
 from raytrade.envs.projection import (
     _project_box_l1_full,
+    _threshold,
     project_box_l1,
     project_box_l1_torch,
     project_weights,
@@ -268,3 +269,32 @@ def test_two_dimensional_group_membership_equals_one_row_at_a_time() -> None:
     w = project_box_l1(v, -0.8, 0.9, 1.7, group, 0.6)
     for i in range(6):
         assert np.array_equal(w[i], project_box_l1(v[i], -0.8, 0.9, 1.7, group[i], 0.6))
+
+
+def _threshold_problem(rng: np.random.Generator, n: int) -> tuple[np.ndarray, ...]:
+    """``a = |v|``, caps, floors and a group mask with ties, zero caps and floors above ``a``."""
+    a = np.abs(rng.normal(0, 1, n)) * rng.choice([0.1, 1.0, 3.0])
+    if rng.random() < 0.3:  # repeated magnitudes: breakpoints that coincide
+        a = rng.choice([0.0, 0.25, 0.5, 1.5], size=n)
+    cap = rng.uniform(0, 1.5, n) * (rng.random(n) > 0.2)
+    floor = np.where(rng.random(n) < 0.3, rng.uniform(0, 1, n), 0.0)
+    return a, cap, floor, rng.random(n) < 0.5
+
+
+def test_the_fast_threshold_search_equals_the_selection_search_bit_for_bit() -> None:
+    # The Newton steps and the bracket rounds only choose where to look; the answer is the line
+    # through the same two breakpoints with the same exact sums as the plain selection search (no
+    # Newton steps, no rounds: the search before them), so it must be identical, not merely close.
+    # Each path runs alone: rounds only (2 N + 1 rounds always close the bracket), selection only,
+    # and the default hand-over between them.
+    rng = np.random.default_rng(13)
+    pts = np.empty(128)
+    for _ in range(400):
+        n = int(rng.choice([1, 4, 32, 64]))
+        a, cap, floor, mask = _threshold_problem(rng, n)
+        budget = float(rng.uniform(0, 2 * max(cap.sum(), 1e-3)))
+        for use_mask in (False, True):
+            args = (a, cap, budget, floor, mask, use_mask, pts)
+            selection = _threshold(*args, 0, 0)
+            for newton_steps, rounds in ((8, 2 * n + 1), (0, 2 * n + 1), (0, 1), (8, 1), (8, 4)):
+                assert _threshold(*args, newton_steps, rounds) == selection, (newton_steps, rounds)
