@@ -138,6 +138,7 @@ def run_demo(out: Path, seed: int, config: DemoConfig | None = None) -> None:
         "[demo] 5/6 Tune smoke search (ppo), promote the best trial, evaluate it against the baselines"
     )
     from raytrade.cluster.promote import promote
+    from raytrade.cluster.settings import registry_hmac_key
     from raytrade.cluster.tune import TuneOptions, format_leaderboard, run_tune
 
     runs, registry = out / "runs", out / "registry"
@@ -155,7 +156,7 @@ def run_demo(out: Path, seed: int, config: DemoConfig | None = None) -> None:
     with demo_ray(config):
         outcome = run_tune(options)
     click.echo(format_leaderboard(outcome.leaderboard))
-    version = promote(outcome.run_dir, "demo_ppo", registry)
+    version = promote(outcome.run_dir, "demo_ppo", registry, hmac_key=registry_hmac_key())
     click.echo(f"promoted to {version} (manifest.json beside the module)")
     model_report = run_evaluation(
         store,
@@ -205,6 +206,7 @@ def serve_demo(registry: Path, store: Path) -> None:
     from pydantic import SecretStr
     from ray import serve
 
+    from raytrade.cluster.settings import registry_hmac_key
     from raytrade.replay import read_frame
     from raytrade.serve.app import HttpConfig, ServiceConfig, build_app
     from raytrade.serve.client import ClientConfig, PolicyClient, request_from_loop
@@ -225,7 +227,8 @@ def serve_demo(registry: Path, store: Path) -> None:
             model="demo_ppo", registry=str(registry), decide=ServeConfig(max_feature_age_hours=None)
         )
         http = HttpConfig(max_as_of_skew_s=None)  # the request is dated at the data's last bar
-        app = build_app(config, token, replica_cpus=0.5, http=http)
+        key = registry_hmac_key if registry_hmac_key() is not None else None  # the function, not the key
+        app = build_app(config, token, replica_cpus=0.5, http=http, registry_key=key)
         serve.run(app, name=DEMO_APP, route_prefix=DEMO_ROUTE)
         state = _demo_loop_state(read_frame(store, "bars", columns=["symbol", "ts", "close"]))
         base_url = f"http://127.0.0.1:{port}{DEMO_ROUTE}"

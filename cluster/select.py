@@ -42,6 +42,7 @@ from raytrade.cluster.errors import one_line_errors
 from raytrade.cluster.options import registry_option
 from raytrade.cluster.promote import best_row, load_module, promote, trial_config
 from raytrade.cluster.run_file import LeaderboardRow, RunFile, read_run_file
+from raytrade.cluster.settings import registry_hmac_key
 from raytrade.envs.config import SimulatorConfig, env_config_from_dict
 from raytrade.envs.evaluation.stats import BootstrapConfig, DifferenceCI
 from raytrade.envs.market_data import MarketData
@@ -446,5 +447,6 @@ def select_command(
             err=True,
         )
     if promote_name is not None:
-        target = promote(Path(selection.winner), promote_name, registry, selection=selection)
+        key = registry_hmac_key()
+        target = promote(Path(selection.winner), promote_name, registry, selection=selection, hmac_key=key)
         click.echo(f"promoted {Path(selection.winner).name} trial {winner.trial} -> {target}")

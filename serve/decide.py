@@ -369,7 +369,7 @@ class DecisionService:
                 confidence[i],
                 bool(kill[i]),
                 explained.get(i),
-                obs[i].tolist() if isinstance(obs, np.ndarray) else None,
+                obs[i].tolist() if isinstance(obs, np.ndarray) and p.request.observation else None,
             )
             for i, p in enumerate(prepared)
         ]

@@ -344,6 +344,8 @@ class LiveLoop:
         peak = max(state.peak_equity or account.equity, account.equity)
         loop_state = _loop_state(account, positions, quotes, self.symbols, peak)
         request = request_from_loop(loop_state, as_of=now)
+        if self.store is not None:  # transitions are logged only where experience is
+            request = request.model_copy(update={"observation": True})
         answer = self.policy.act(request)
         asked = time.perf_counter()
         held = {p.symbol: p.qty for p in positions}

@@ -141,6 +141,11 @@ class ActRequest(_Strict):
     )
     as_of: datetime | None = Field(None, description="decision time (UTC); default: when received")
     attributions: bool = Field(False, description="also return each symbol's top feature attributions")
+    observation: bool = Field(
+        False,
+        description="also return the flat observation the policy acted on (`raytrade live --store` "
+        "asks for it to log offline-RL transitions; off by default: it is most of the answer's bytes)",
+    )
 
     @field_validator("as_of")
     @classmethod
@@ -250,5 +255,6 @@ class ActResponse(BaseModel):
         None,
         description="the flat env observation the policy acted on (features of each symbol of "
         "`decisions` in order, their weights, listed flags, portfolio state), what the loop logs "
-        "for offline RL; None on a fallback or for a policy that does not observe a flat vector",
+        "for offline RL; None unless the request asked for it, on a fallback, or for a policy that does "
+        "not observe a flat vector",
     )

@@ -36,6 +36,7 @@ class ObservingPolicy(ScriptedPolicy):
     def act(self, request: ActRequest) -> ActResponse:
         self.fallback = len(self.requests) == self.fallback_on
         answer = super().act(request)
+        assert request.observation  # the loop asks for it when it logs experience
         if self.fallback:
             return answer
         eq = request.account.equity

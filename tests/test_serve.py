@@ -115,7 +115,9 @@ def test_serving_sees_and_decides_what_the_simulator_would(service: DecisionServ
     response = service.decide([request])[0]
     np.testing.assert_allclose(_targets(response), result.target_weights[0], rtol=0, atol=1e-12)
     assert response.features_as_of == _utc(data.ts[bar]) and not response.fallback
-    assert response.observation == env_obs[0].tolist()  # what the live loop logs for offline RL
+    assert response.observation is None  # only on request: it is most of the answer's bytes
+    asked = request.model_copy(update={"observation": True})
+    assert service.decide([asked])[0].observation == env_obs[0].tolist()  # what the live loop logs
     assert response.model == "alpha@1"
     assert all(0.0 <= d.confidence <= 1.0 for d in response.decisions.values())
 
