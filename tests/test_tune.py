@@ -148,7 +148,9 @@ def _trial_dirs(run_dir: Path) -> list[Path]:
 
 
 def _results(trial_dir: Path) -> list[dict[str, Any]]:
-    lines = (trial_dir / "result.json").read_text().splitlines()
+    """The trial's rows in the run folder's result.json. Tune's sync copies the file over while a
+    search runs, so a read may end inside a row: only rows ended by a newline are complete."""
+    lines = (trial_dir / "result.json").read_text().split("\n")[:-1]
     return [json.loads(line) for line in lines if line.strip()]
 
 
