@@ -87,11 +87,10 @@ def smoke_runs(
     def run(name: str) -> SmokeRun:
         if name not in done:
             args = ["--spec", name, "--replay", str(synthetic_store), "--smoke", "--storage", str(storage)]
-            # ppo's search keeps the CLI's defaults (its budget's samples and iterations, wandb
-            # offline); the other specs run one trial of 2 iterations without wandb: the leaderboard's
-            # order, wandb's logging and the overfitting window are covered by ppo's run, the spec's
-            # own build, training, scoring and checkpointing by one short trial
-            args += [] if name == "ppo" else ["--no-wandb", "--num-samples", "1", "--iterations", "2"]
+            # ppo's search keeps the CLI's defaults (its budget's samples, wandb offline); the other
+            # specs run one trial without wandb: the leaderboard's order and wandb's logging are
+            # covered by ppo's run, the spec's own build and training by one trial
+            args += [] if name == "ppo" else ["--no-wandb", "--num-samples", "1"]
             result = CliRunner().invoke(tune_command, args)
             if result.exception is not None and not isinstance(result.exception, SystemExit):
                 raise result.exception
