@@ -749,7 +749,10 @@ def run_tune(opts: TuneOptions, dashboard: bool = True) -> TuneOutcome:
         results = tuner.fit()
     if wandb_key is not None:
         upload_wandb_runs(run_dir, wandb_key)
-    unfinished = len(results) - results.num_terminated - results.num_errors
+    # A trial is finished when its last result says done (the stop rule or the scheduler ended it) or
+    # it failed. Tune's graceful stop on SIGINT stops the running trials too and counts them as
+    # terminated, so the trial status alone would take an interrupted search for a finished one.
+    unfinished = sum(1 for r in results if r.error is None and not (r.metrics or {}).get("done"))
     if unfinished:
         raise click.ClickException(
             f"search interrupted with {unfinished} of {len(results)} trials unfinished; "

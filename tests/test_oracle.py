@@ -16,7 +16,11 @@ import pytest
 
 from tests.test_tune import rewrite_feature
 
-ITERATIONS = 10
+# The budget of both tests. Measured once over 10 iterations (seeded, so every run repeats it): with
+# the leak the validation Sharpe is 7.4 after one iteration and 14 to 18.8 after each of the next
+# nine; without it, -3.6 to -0.96 throughout. 3 iterations keep both far from their thresholds
+# (16.8 and -1.35) at under a third of the training.
+ITERATIONS = 3
 
 
 def _store(root: Path, lead: int) -> Path:

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
+import _thread
 import json
 import os
 import signal
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable
@@ -21,8 +20,6 @@ from click.testing import CliRunner
 from raytrade.cluster.tune import LEADERBOARD_FILE, PLOT_FILE, RUN_FILE, tune_command
 from raytrade.tune_specs import OFFLINE_SPECS, SPECS, get_spec
 from tests.conftest import SmokeRun
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 def rewrite_feature(root: Path, column: str, values: Callable[[np.ndarray, np.ndarray], np.ndarray]) -> None:
@@ -131,10 +128,19 @@ def test_smoke_trials_carry_the_train_normaliser_and_report_exposure(ppo_smoke_r
 # ------------------------------------------------------------------------------ fault tolerance
 
 
-# Long enough that the kill / the interrupt lands mid-run (checkpoints every 2 iterations, one smoke
-# iteration takes about 0.5-2 s here with its train and validation scores), short enough to keep the
-# suite's wall time down (16 iterations let a run finish before the watcher fired, once).
-FAULT_ITERATIONS = 40
+# Checkpoints come every ``CHECKPOINT_EVERY`` iterations (the smoke budget). The watchers act once the
+# driver has logged the iteration after the first checkpoint: Tune holds a trial's next iteration until
+# it has processed the save of the previous one, so that row proves the checkpoint is the one a
+# restart restores. A checkpoint folder alone proves nothing: the trial writes it before the driver
+# records it, and an interrupt in between restarts the trial from zero (issue 9's flake).
+# ``TUNE_GLOBAL_CHECKPOINT_S=0`` syncs the driver's result.json to the run folder on every controller
+# step (Tune's default is every 10 s or more), so the watcher sees that row one step after it is
+# logged. The kill / the interrupt then lands at about iteration CHECKPOINT_EVERY + 2, and
+# FAULT_ITERATIONS leaves the trial 5 more iterations (each a train batch and two scorings: 0.5 s or
+# more idle, slower under load) against the watcher's one step plus a 50 ms poll; load slows the trial
+# at least as much as the watcher, which needs only a slice of the driver's process.
+CHECKPOINT_EVERY = get_spec("ppo").smoke.checkpoint_every
+FAULT_ITERATIONS = CHECKPOINT_EVERY + 6
 
 
 def _trial_dirs(run_dir: Path) -> list[Path]:
@@ -142,42 +148,48 @@ def _trial_dirs(run_dir: Path) -> list[Path]:
 
 
 def _results(trial_dir: Path) -> list[dict[str, Any]]:
-    lines = (trial_dir / "result.json").read_text().splitlines()
+    """The trial's rows in the run folder's result.json. Tune's sync copies the file over while a
+    search runs, so a read may end inside a row: only rows ended by a newline are complete."""
+    lines = (trial_dir / "result.json").read_text().split("\n")[:-1]
     return [json.loads(line) for line in lines if line.strip()]
 
 
-def _wait_for_checkpoints(run_dir: Path, count: int, timeout: float) -> Path:
+def _wait_past_first_checkpoint(run_dir: Path, timeout: float) -> list[dict[str, Any]]:
+    """The rows of the run's trial once the driver has logged iteration ``CHECKPOINT_EVERY + 1`` (the
+    first checkpoint is then registered: see above)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         for trial in _trial_dirs(run_dir):
-            if len(list(trial.glob("checkpoint_*"))) >= count and (trial / "result.json").exists():
-                return trial
+            rows = _results(trial) if (trial / "result.json").exists() else []
+            if any(r["training_iteration"] > CHECKPOINT_EVERY for r in rows):
+                return rows
         time.sleep(0.05)
-    raise TimeoutError(f"no trial of {run_dir} wrote {count} checkpoints in {timeout}s")
+    raise TimeoutError(f"no trial of {run_dir} logged iteration {CHECKPOINT_EVERY + 1} in {timeout}s")
+
+
+def _fault_args(store: Path, storage: Path, name: str) -> list[str]:
+    """A one-trial ppo smoke search of FAULT_ITERATIONS iterations named ``name``."""
+    args = ["--spec", "ppo", "--replay", str(store), "--smoke", "--storage", str(storage), "--name", name]
+    return [*args, "--num-samples", "1", "--iterations", str(FAULT_ITERATIONS), "--no-wandb"]
 
 
 @pytest.mark.slow
 @pytest.mark.ray
 def test_killed_trial_resumes_from_checkpoint(
-    ray_session: None, synthetic_store: Path, tmp_path: Path
+    ray_session: None, synthetic_store: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    storage = tmp_path / "runs"
-    run_dir = storage / "crash"
+    monkeypatch.setenv("TUNE_GLOBAL_CHECKPOINT_S", "0")  # see FAULT_ITERATIONS
+    run_dir = tmp_path / "runs" / "crash"
     killed: dict[str, int] = {}
 
-    def kill_after_second_checkpoint() -> None:
-        trial = _wait_for_checkpoints(run_dir, 2, timeout=120)
-        pid = int(_results(trial)[-1]["pid"])
-        killed["pid"], killed["iteration"] = pid, len(_results(trial))
-        os.kill(pid, signal.SIGKILL)
+    def kill_after_first_checkpoint() -> None:
+        rows = _wait_past_first_checkpoint(run_dir, timeout=180)
+        killed["pid"] = int(rows[-1]["pid"])
+        os.kill(killed["pid"], signal.SIGKILL)
 
-    watcher = threading.Thread(target=kill_after_second_checkpoint, daemon=True)
+    watcher = threading.Thread(target=kill_after_first_checkpoint, daemon=True)
     watcher.start()
-    args = ["--spec", "ppo", "--replay", str(synthetic_store), "--smoke", "--storage", str(storage)]
-    iterations = str(FAULT_ITERATIONS)
-    code, out = invoke(
-        [*args, "--name", "crash", "--num-samples", "1", "--iterations", iterations, "--no-wandb"]
-    )
+    code, out = invoke(_fault_args(synthetic_store, tmp_path / "runs", "crash"))
     watcher.join(timeout=5)
     assert code == 0, out
     assert "pid" in killed, "the watcher never killed the trial"
@@ -185,38 +197,47 @@ def test_killed_trial_resumes_from_checkpoint(
     assert results[-1]["training_iteration"] == FAULT_ITERATIONS
     restored = [r for r in results if r["pid"] != killed["pid"]]
     first = restored[0]
-    # The restarted process continued from a checkpoint (every 2 iterations), not from zero.
+    # The restarted process continued from a checkpoint, not from zero.
     assert first["iterations_since_restore"] == 1
-    assert first["training_iteration"] > 1 and (first["training_iteration"] - 1) % 2 == 0
+    assert first["training_iteration"] > 1 and (first["training_iteration"] - 1) % CHECKPOINT_EVERY == 0
 
 
 @pytest.mark.slow
 @pytest.mark.ray
-def test_resume_continues_interrupted_run(ray_session: None, synthetic_store: Path, tmp_path: Path) -> None:
-    storage = tmp_path / "runs"
-    run_dir = storage / "paused"
-    args = ["--spec", "ppo", "--replay", str(synthetic_store), "--smoke", "--storage", str(storage)]
-    # Enough iterations that the interrupt lands mid-run even on a quiet machine (the first
-    # checkpoint comes after 2 of FAULT_ITERATIONS); the resumed run then finishes the rest.
-    args += ["--name", "paused", "--num-samples", "1", "--iterations", str(FAULT_ITERATIONS), "--no-wandb"]
-    code = "import sys; from raytrade.cluster.tune import tune_command; tune_command(sys.argv[1:])"
-    env = {**os.environ, "RAY_ADDRESS": "local", "RAY_ENABLE_UV_RUN_RUNTIME_ENV": "0"}
-    proc = subprocess.Popen([sys.executable, "-c", code, *args], cwd=REPO, env=env)
-    try:
-        _wait_for_checkpoints(run_dir, 1, timeout=180)
-        proc.send_signal(signal.SIGINT)
-        proc.wait(timeout=120)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+def test_resume_continues_interrupted_run(
+    ray_session: None, synthetic_store: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The search runs in this process, on the session's Ray, and is interrupted as Ctrl-C would:
+    # interrupt_main runs the SIGINT handler Tune installs (in the main thread only) for its graceful
+    # stop, which saves the experiment state one last time.
+    assert threading.current_thread() is threading.main_thread()
+    monkeypatch.setenv("TUNE_GLOBAL_CHECKPOINT_S", "0")  # see FAULT_ITERATIONS
+    run_dir = tmp_path / "runs" / "paused"
+    args = _fault_args(synthetic_store, tmp_path / "runs", "paused")
+    sent: list[bool] = []
+
+    def interrupt_after_first_checkpoint() -> None:
+        _wait_past_first_checkpoint(run_dir, timeout=180)
+        _thread.interrupt_main(signal.SIGINT)
+        sent.append(True)
+
+    watcher = threading.Thread(target=interrupt_after_first_checkpoint, daemon=True)
+    watcher.start()
+    code, out = invoke(args)
+    watcher.join(timeout=5)
+    assert sent, "the watcher never interrupted the search"
+    assert code == 1 and "search interrupted with 1 of 1 trials unfinished" in out, out
     interrupted = _results(_trial_dirs(run_dir)[0])
     assert interrupted[-1]["training_iteration"] < FAULT_ITERATIONS
 
-    code_, out = invoke([*args, "--resume"])
-    assert code_ == 0, out
+    code, out = invoke([*args, "--resume"])
+    assert code == 0, out
     results = _results(_trial_dirs(run_dir)[0])
     assert results[-1]["training_iteration"] == FAULT_ITERATIONS
-    resumed = results[len(interrupted) :]
+    # On restore Tune appends to the result.json it had (rows past the checkpoint included), so the
+    # resumed run's rows are told by the process that wrote them, not by their position.
+    before = {r["pid"] for r in interrupted}
+    resumed = [r for r in results if r["pid"] not in before]
     assert resumed[0]["iterations_since_restore"] == 1
     assert resumed[0]["training_iteration"] > 1
     assert json.loads((run_dir / LEADERBOARD_FILE).read_text())[0]["iteration"] >= 1

@@ -50,14 +50,19 @@ SPEC = TuneSpec(
         episode_len=252,
         checkpoint_every=10,
     ),
+    # A TQC training step samples ``minibatch`` env steps (RLlib's "auto" rollout fragment) and, once
+    # learning has started, makes one update on a replayed batch of that size; an iteration runs
+    # train_batch / minibatch steps. The smoke budget runs one step of the smallest batch the budget
+    # allows: learning starts at the end of the first iteration, every iteration updates once, and
+    # an episode lasts one iteration's steps.
     smoke=Budget(
         iterations=3,
         grace_period=2,
         num_samples=1,
-        train_batch=128,
-        minibatch=64,
+        train_batch=32,
+        minibatch=32,
         num_epochs=1,
-        episode_len=64,
+        episode_len=32,
         checkpoint_every=2,
     ),
 )
