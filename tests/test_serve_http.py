@@ -328,3 +328,14 @@ def test_batch_limits_are_checked_naming_the_value() -> None:
         DrainBatcher(list, max_batch_size=0)
     with pytest.raises(ValueError, match="wait_s must be >= 0, got -0.001"):
         DrainBatcher(list, max_batch_size=1, wait_s=-0.001)
+
+
+def test_every_deploy_path_defaults_to_no_fill_wait() -> None:
+    from raytrade.cluster.serve import serve_command
+    from raytrade.cluster.serve_app import BuilderArgs
+    from raytrade.serve.app import ServiceConfig
+
+    cli = {p.name: p.default for p in serve_command.params}
+    assert ServiceConfig.model_fields["batch_wait_ms"].default == 0.0
+    assert BuilderArgs(model="m", registry="r").batch_wait_ms == 0.0
+    assert cli["batch_wait_ms"] == 0.0
