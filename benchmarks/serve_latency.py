@@ -12,10 +12,14 @@ serves those of an earlier build instead), then, in one run:
   copy of a real 32-symbol answer (the same bytes size as the model's): the cost of the proxy and
   the HTTP path with nothing parsed or decided;
 * **ppo_mlp** and **gnn**: ``POST /v1/act`` of a 32-symbol request to :class:`serve.app.PolicyService`;
+* **serve.batch**: the same replica with its requests batched by ``ray.serve.batch`` (2 ms fill
+  wait) instead of :class:`serve.batcher.DrainBatcher`, the service as it was before (an A/B);
 * each at concurrency 1, 8 and 32 (``aiohttp`` clients on one event loop, one keep-alive connection
   each, a fixed number of requests each; every answer is parsed the same way): p50 / p99 latency,
   requests/s, symbol-decisions/s (requests/s x symbols per request) and errors (a non-200, or a
-  fallback answer);
+  fallback answer). The floor, the model and its serve.batch variant are deployed side by side (route
+  prefixes ``/floor``, ``/service``, ``/serve_batch``) and measured in alternating rounds whose order
+  rotates, so a load drift hits all three alike;
 * the issue's ratios: p99 at concurrency 8 over the floor's (target <= 1.3), symbol-decisions/s at
   concurrency 32 (target >= 4,000), errors (target 0);
 * the cost of the checks, in process, as A/B pairs timed alternately (so load drifts hit both
@@ -25,9 +29,8 @@ serves those of an earlier build instead), then, in one run:
   registry's sha256 check (``verify_files``) at load, alone and as ``models.load`` with and without
   it (paid once per load).
 
-The deployments run one after another on one proxy (each replaces the previous at route prefix
-``/``). Only ratios measured in the same run are comparable: the client threads share the machine
-with the proxy and the replica.
+The floor stays deployed; each model's pair replaces the previous one. Only ratios measured in the
+same run are comparable: the clients share the machine with the proxy and the replicas.
 """
 
 from __future__ import annotations
@@ -114,6 +117,31 @@ def _floor_app(token_sha256: str, answer: bytes) -> Any:
     return deployment.options(ray_actor_options={"num_cpus": REPLICA_CPUS}).bind(token_sha256, answer)
 
 
+def _serve_batch_app(config: Any, http: Any) -> Any:
+    """The service as it was before :class:`serve.batcher.DrainBatcher`: the same replica, its
+    requests decided through ``ray.serve.batch`` (16 a batch, 2 ms fill wait, one worker-thread hop
+    per batch), for a same-run A/B (defined in a function so Serve ships the class by value)."""
+    from ray import serve
+
+    from raytrade.serve.app import PolicyService, _decide_grouped
+    from raytrade.serve.guard import token_digest
+
+    base: Any = PolicyService.func_or_class  # the ingress-wrapped replica class
+
+    class ServeBatched(base):  # type: ignore[misc,valid-type]
+        async def decide(self, service: Any, prepared: Any) -> Any:
+            return await self._serve_batch((service, prepared))
+
+        @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.002)
+        async def _serve_batch(self, items: list[Any]) -> list[Any]:
+            return await asyncio.to_thread(_decide_grouped, items)
+
+    deployment: Any = serve.deployment(name="ServeBatched", max_ongoing_requests=256)(ServeBatched)
+    return deployment.options(
+        user_config=config.model_dump(mode="json"), ray_actor_options={"num_cpus": REPLICA_CPUS}
+    ).bind(token_digest(TOKEN), http.model_dump(mode="json"))
+
+
 def _quantiles_ms(seconds: list[float]) -> dict[str, float]:
     arr = np.array(seconds) * 1e3
     return {"p50_ms": float(np.percentile(arr, 50)), "p99_ms": float(np.percentile(arr, 99))}
@@ -124,10 +152,10 @@ def _is_error(status: int, body: bytes) -> bool:
     return status != 200 or bool(json.loads(body).get("fallback"))
 
 
-def _load(url: str, payload: bytes, clients: int, per_client: int) -> dict[str, Any]:
-    """``clients`` concurrent clients on one event loop, one keep-alive connection each, ``per_client``
-    POSTs each (``aiohttp``: far less client CPU per request than threads, which share the 2 cores
-    with the proxy and the replica)."""
+def _load(url: str, payload: bytes, clients: int, per_client: int) -> tuple[list[float], int, float]:
+    """Latencies (s), errors and wall seconds of ``clients`` concurrent clients on one event loop, one
+    keep-alive connection each, ``per_client`` POSTs each (``aiohttp``: far less client CPU per
+    request than threads, which share the 2 cores with the proxy and the replica)."""
     import aiohttp
 
     headers = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"}
@@ -154,20 +182,41 @@ def _load(url: str, payload: bytes, clients: int, per_client: int) -> dict[str, 
             return list(results), time.perf_counter() - start
 
     results, wall = asyncio.run(all_clients())
-    latencies = [s for lat, _ in results for s in lat]
+    return [s for lat, _ in results for s in lat], sum(e for _, e in results), wall
+
+
+def _summary(latencies: list[float], errors: int, wall: float) -> dict[str, Any]:
     rps = len(latencies) / wall
     return {
         "requests": len(latencies),
         **_quantiles_ms(latencies),
         "requests_per_s": rps,
         "symbol_decisions_per_s": rps * N_SYMBOLS,
-        "errors": sum(e for _, e in results),
+        "errors": errors,
     }
 
 
-def _sweep(url: str, payload: bytes, per_client: dict[int, int]) -> dict[str, Any]:
-    _load(url, payload, 1, 20)  # warm-up
-    return {f"c{c}": _load(url, payload, c, per_client[c]) for c in CONCURRENCY}
+def _alternating_sweep(
+    urls: dict[str, str], payload: bytes, per_client: dict[int, int], rounds: int
+) -> dict[str, dict[str, Any]]:
+    """Each target of ``urls`` at each concurrency, in ``rounds`` rounds of ``per_client / rounds``
+    requests per client whose order rotates (a load drift on the shared machine hits every target
+    alike; the ratios between targets are same-run A/Bs)."""
+    for url in urls.values():
+        _load(url, payload, 1, 20)  # warm-up
+    names = list(urls)
+    out: dict[str, dict[str, Any]] = {name: {} for name in names}
+    for c in CONCURRENCY:
+        pooled: dict[str, tuple[list[float], list[int], list[float]]] = {n: ([], [], []) for n in names}
+        for r in range(rounds):
+            for name in names[r % len(names) :] + names[: r % len(names)]:
+                latencies, errors, wall = _load(urls[name], payload, c, max(1, per_client[c] // rounds))
+                pooled[name][0].extend(latencies)
+                pooled[name][1].append(errors)
+                pooled[name][2].append(wall)
+        for name, (latencies, errors, walls) in pooled.items():
+            out[name][f"c{c}"] = _summary(latencies, sum(errors), sum(walls))
+    return out
 
 
 def _median_s(fn: Callable[[], Any], n: int, warmup: int = 10) -> float:
@@ -302,9 +351,16 @@ def run(quick: bool = False, registry: Path | None = None) -> dict[str, Any]:
     from raytrade.serve.decide import ServeConfig
     from raytrade.serve.guard import token_digest
 
-    per_client = {1: 20, 8: 4, 32: 2} if quick else {1: 300, 8: 60, 32: 20}
+    per_client = {1: 20, 8: 4, 32: 2} if quick else {1: 320, 8: 120, 32: 24}
+    rounds = 2 if quick else 8  # p99 of ~1,000 requests; a burst of load hits a round of each target
     n_core = 50 if quick else 300
-    config = {"n_symbols": N_SYMBOLS, "per_client": per_client, "quick": quick, "built_models": not registry}
+    config = {
+        "n_symbols": N_SYMBOLS,
+        "per_client": per_client,
+        "rounds": rounds,
+        "quick": quick,
+        "built_models": not registry,
+    }
     out: dict[str, Any] = {"config": config}
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
@@ -326,20 +382,26 @@ def run(quick: bool = False, registry: Path | None = None) -> dict[str, Any]:
                 probe.bind(("127.0.0.1", 0))
                 port = int(probe.getsockname()[1])
             serve.start(http_options={"host": "127.0.0.1", "port": port})
-            url = f"http://127.0.0.1:{port}/v1/act"
-            serve.run(_floor_app(token_digest(TOKEN), answer), name="floor", route_prefix="/")
-            out["floor"] = _sweep(url, payload, per_client)
-            serve.delete("floor")
+            urls = {t: f"http://127.0.0.1:{port}/{t}/v1/act" for t in ("floor", "service", "serve_batch")}
+            serve.run(_floor_app(token_digest(TOKEN), answer), name="floor", route_prefix="/floor")
             http = HttpConfig(max_as_of_skew_s=None)  # the request is dated at the synthetic data's last bar
+            out["floor"], out["serve_batch"] = {}, {}
             for name, _ in MODELS:
                 config = ServiceConfig(model=name, registry=str(registry), decide=decide_cfg)
                 serve.run(
                     build_app(config, TOKEN, replica_cpus=REPLICA_CPUS, http=http),
                     name=APP_NAME,
-                    route_prefix="/",
+                    route_prefix="/service",
                 )
-                out[name] = _sweep(url, payload, per_client)
+                serve.run(_serve_batch_app(config, http), name="serve_batch", route_prefix="/serve_batch")
+                sweep = _alternating_sweep(urls, payload, per_client, rounds)
+                out[name], out["floor"][name], out["serve_batch"][name] = (
+                    sweep["service"],
+                    sweep["floor"],
+                    sweep["serve_batch"],
+                )
                 serve.delete(APP_NAME)
+                serve.delete("serve_batch")
             serve.shutdown()
             out["guard_ms"] = _guard_cost_s(payload, n_core) * 1e3
             out["costs"] = {name: _check_costs(name, registry, request, n_core) for name, _ in MODELS}
@@ -351,10 +413,15 @@ def run(quick: bool = False, registry: Path | None = None) -> dict[str, Any]:
 
 
 def _ratios(out: dict[str, Any]) -> None:
-    """The issue's figures, from measurements of the same run."""
-    floor_p99 = out["floor"]["c8"]["p99_ms"]
+    """The issue's figures, from measurements of the same run (each model against the floor and the
+    ``serve.batch`` variant measured alternately with it)."""
     for name, _ in MODELS:
-        sweep, costs = out[name], out["costs"][name]
+        sweep, costs, floor, before = (
+            out[name],
+            out["costs"][name],
+            out["floor"][name],
+            out["serve_batch"][name],
+        )
         p50 = sweep["c1"]["p50_ms"]
         costs["guard_fraction_of_p50"] = out["guard_ms"] / p50
         costs["caps_fraction_of_p50"] = costs["caps_alone_ms"] / p50
@@ -367,12 +434,17 @@ def _ratios(out: dict[str, Any]) -> None:
         ]
         costs["verify_fraction_of_p50"] = costs["verify_files_alone_ms"] / p50
         costs["verify_fraction_of_load"] = costs["verify_files_alone_ms"] / costs["load_with_verify_ms"]
-        out[f"{name}_p99_ratio_c8"] = sweep["c8"]["p99_ms"] / floor_p99
+        out[f"{name}_p99_ratio_c8"] = sweep["c8"]["p99_ms"] / floor["c8"]["p99_ms"]
         out[f"{name}_symbol_decisions_per_s_c32"] = sweep["c32"]["symbol_decisions_per_s"]
-        out[f"{name}_rps_over_floor_c32"] = (
-            sweep["c32"]["requests_per_s"] / out["floor"]["c32"]["requests_per_s"]
-        )
-    out["errors"] = sum(out[k][c]["errors"] for k in ("floor", *(m for m, _ in MODELS)) for c in out["floor"])
+        out[f"{name}_rps_over_floor_c32"] = sweep["c32"]["requests_per_s"] / floor["c32"]["requests_per_s"]
+        out[f"{name}_serve_batch_p99_ratio_c8"] = before["c8"]["p99_ms"] / floor["c8"]["p99_ms"]
+        out[f"{name}_serve_batch_symbol_decisions_per_s_c32"] = before["c32"]["symbol_decisions_per_s"]
+    out["errors"] = sum(
+        sweep[c]["errors"]
+        for name, _ in MODELS
+        for sweep in (out[name], out["floor"][name], out["serve_batch"][name])
+        for c in sweep
+    )
     out["act_p99_ms"] = out[MODELS[0][0]]["c1"]["p99_ms"]  # run_all's headline (ppo_mlp, one at a time)
     out["targets"] = TARGETS
     out["met"] = {
@@ -411,17 +483,22 @@ def _met(out: dict[str, Any], name: str, key: str) -> str:
 
 def _rows(out: dict[str, Any]) -> list[tuple[str, Any, str]]:
     rows: list[tuple[str, Any, str]] = []
-    for target in ("floor", *(m for m, _ in MODELS)):
-        for c in CONCURRENCY:
-            r = out[target][f"c{c}"]
-            rows.append((f"{target} c={c} p50 / p99 ms", f"{r['p50_ms']:.2f} / {r['p99_ms']:.2f}", ""))
-            rows.append(
-                (
-                    f"{target} c={c} req/s, symbol-dec/s",
-                    f"{r['requests_per_s']:,.0f} / {r['symbol_decisions_per_s']:,.0f}",
-                    f"errors {r['errors']}",
+    for model, _ in MODELS:
+        for target, sweep in (
+            (f"floor (with {model})", out["floor"][model]),
+            (model, out[model]),
+            (f"{model} serve.batch", out["serve_batch"][model]),
+        ):
+            for c in CONCURRENCY:
+                r = sweep[f"c{c}"]
+                rows.append((f"{target} c={c} p50 / p99 ms", f"{r['p50_ms']:.2f} / {r['p99_ms']:.2f}", ""))
+                rows.append(
+                    (
+                        f"{target} c={c} req/s, symbol-dec/s",
+                        f"{r['requests_per_s']:,.0f} / {r['symbol_decisions_per_s']:,.0f}",
+                        f"errors {r['errors']}",
+                    )
                 )
-            )
     for name, _ in MODELS:
         c = out["costs"][name]
         rows += [
@@ -434,6 +511,16 @@ def _rows(out: dict[str, Any]) -> list[tuple[str, Any, str]]:
                 f"{name}: symbol-decisions/s c=32",
                 out[f"{name}_symbol_decisions_per_s_c32"],
                 _met(out, name, "symbol_decisions_per_s_c32"),
+            ),
+            (
+                f"{name} serve.batch (before): p99 c=8 / floor's",
+                out[f"{name}_serve_batch_p99_ratio_c8"],
+                "same-run A/B: ray.serve.batch, 2 ms fill wait",
+            ),
+            (
+                f"{name} serve.batch (before): symbol-decisions/s c=32",
+                out[f"{name}_serve_batch_symbol_decisions_per_s_c32"],
+                "same-run A/B",
             ),
             (
                 f"{name}: requests/s c=32 / floor's",

@@ -48,7 +48,14 @@ from raytrade.replay.remote import location
     "--kill-drawdown", type=click.FloatRange(0, 1, min_open=True), default=None, help="Default: trained."
 )
 @click.option("--max-batch-size", type=click.IntRange(1, 1024), default=16, show_default=True)
-@click.option("--batch-wait-ms", type=click.FloatRange(0, 1000), default=2.0, show_default=True)
+@click.option(
+    "--batch-wait-ms",
+    type=click.FloatRange(0, 1000),
+    default=0.0,
+    show_default=True,
+    help="How long a batch that is not full waits to fill (0: decided at once; requests arriving "
+    "meanwhile go in the next batch).",
+)
 @click.option(
     "--max-body-bytes",
     type=click.IntRange(1024, 64 << 20),

@@ -31,7 +31,7 @@ class BuilderArgs(BaseModel):
     replica_cpus: float = Field(1.0, ge=0)
     max_feature_age_hours: float = Field(96.0, ge=0, description="0: never stale")
     max_batch_size: int = Field(16, ge=1)
-    batch_wait_ms: float = Field(2.0, ge=0)
+    batch_wait_ms: float = Field(ServiceConfig.model_fields["batch_wait_ms"].default, ge=0)
     max_as_of_skew_s: float = Field(900.0, ge=0, description="0: any as_of")
     max_body_bytes: int = Field(1 << 20, ge=1024)
     docs: bool = False

@@ -25,9 +25,12 @@ Design decisions
 * **Nor does the registry key.** With an HMAC key for the registry (``models.registry.verify_mac``),
   the deployment is bound a function that reads it (:data:`RegistryKey`); each replica calls it in
   its own process whenever it loads a version.
-* **Dynamic batching.** Concurrent requests are decided in one policy forward (``serve.batch``,
-  ``max_batch_size`` / ``batch_wait_ms``); each request is checked on its own first, so one bad
-  request gets its 422 and never fails a batch.
+* **Dynamic batching without a timer.** Concurrent requests are decided in one policy forward
+  (:class:`serve.batcher.DrainBatcher`, ``max_batch_size``): a request that finds no batch being
+  decided is decided at once, those that arrive meanwhile go together in the next batch, so an idle
+  service adds no wait and a loaded one batches as much as the load gives (``batch_wait_ms`` > 0
+  adds a fill wait; measured in ``benchmarks.serve_latency``). Each request is checked on its own
+  first, so one bad request gets its 422 and never fails a batch.
 * **Hot swap without dropping requests.** The policy reference lives in ``user_config``: a new
   ``model`` there (``serve.run`` of the same app, or ``raytrade serve`` again) calls
   :meth:`PolicyService.reconfigure` on the running replicas, which load the new version and swap one
@@ -52,6 +55,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from ray import serve
 
+from raytrade.serve.batcher import DrainBatcher
 from raytrade.serve.decide import DecisionService, Prepared, RequestError, ServeConfig, serving_market_data
 from raytrade.serve.guard import GuardMiddleware, check_token, token_digest
 from raytrade.serve.schemas import ACT_PATH, HEALTH_PATH, MODEL_PATH, ActRequest, ActResponse
@@ -71,7 +75,13 @@ class ServiceConfig(BaseModel):
     registry: str = Field(description="registry folder")
     decide: ServeConfig = ServeConfig()
     max_batch_size: int = Field(16, ge=1, le=1024, description="requests decided in one forward")
-    batch_wait_ms: float = Field(2.0, ge=0, le=1000, description="how long a batch waits to fill")
+    batch_wait_ms: float = Field(
+        0.0,
+        ge=0,
+        le=1000,
+        description="how long a batch that is not full waits to fill before it is decided (0: at once; "
+        "requests that arrive while a batch is decided go in the next one)",
+    )
 
 
 RegistryKey = Callable[[], SecretStr | None]
@@ -143,7 +153,9 @@ class Backend(Protocol):
 
     token_sha256: str
     requests: int
-    batches: int
+
+    @property
+    def batches(self) -> int: ...
 
     def current(self) -> DecisionService | None: ...
 
@@ -321,8 +333,10 @@ class PolicyService:
         self.token_sha256 = token_sha256
         self._http = HttpConfig.model_validate(http or {})
         self._holder = PolicyHolder(registry_key)
+        self._batcher: DrainBatcher[tuple[DecisionService, Prepared], ActResponse] = DrainBatcher(
+            _decide_grouped, ServiceConfig.model_fields["max_batch_size"].default
+        )
         self.requests = 0
-        self.batches = 0
 
     def __serve_build_asgi_app__(self) -> FastAPI:
         """Serve calls this after ``__init__``: the routes close over this replica."""
@@ -334,9 +348,7 @@ class PolicyService:
         """Apply a new ``user_config``: load the policy it names and swap it in."""
         cfg = ServiceConfig.model_validate(user_config)
         self._holder.configure(cfg)
-        batcher: Any = self._decide_batch  # serve.batch adds the setters at runtime
-        batcher.set_max_batch_size(cfg.max_batch_size)
-        batcher.set_batch_wait_timeout_s(cfg.batch_wait_ms / 1000.0)
+        self._batcher.configure(cfg.max_batch_size, cfg.batch_wait_ms / 1000.0)
 
     def check_health(self) -> None:
         """Serve's periodic probe: raises if unusable; starts a reload when the sources changed."""
@@ -346,19 +358,17 @@ class PolicyService:
 
     # -------------------------------------------------------------------- Backend
 
+    @property
+    def batches(self) -> int:
+        return self._batcher.batches
+
     def current(self) -> DecisionService | None:
         return self._holder.service
 
     async def decide(self, service: DecisionService, prepared: Prepared) -> ActResponse:
-        result: ActResponse = await self._decide_batch((service, prepared))
-        return result
-
-    @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.002)
-    async def _decide_batch(self, items: list[tuple[DecisionService, Prepared]]) -> list[ActResponse]:
-        """Decide a batch in a worker thread (the event loop keeps accepting requests), grouped by
-        the service version each request was checked against."""
-        self.batches += 1
-        return await asyncio.to_thread(_decide_grouped, items)
+        """Decided in a batch (a worker thread, one hop per batch), with the service version the
+        request was checked against."""
+        return await self._batcher((service, prepared))
 
 
 def build_app(

@@ -209,3 +209,133 @@ def test_a_replica_holding_the_key_refuses_a_version_without_an_hmac(tmp_path: A
     ):
         holder.configure(ServiceConfig(model="alpha", registry=str(tmp_path / "registry")))
     assert holder.service is None
+
+
+# ------------------------------------------------------------------------- batching (no timer)
+
+
+class Gated:
+    """A batch function that records each batch and, while ``gate`` is clear, blocks in its thread
+    (a batch "being decided")."""
+
+    def __init__(self) -> None:
+        import threading
+
+        self.batches: list[list[int]] = []
+        self.gate = threading.Event()
+        self.started = threading.Event()
+
+    def __call__(self, items: list[int]) -> list[int]:
+        self.batches.append(items)
+        self.started.set()
+        if not self.gate.wait(5):
+            raise TimeoutError("the test never opened the gate")
+        return [10 * i for i in items]
+
+
+async def _batched(batcher: Any, run: Gated, first: int, rest: list[int]) -> list[int]:
+    """``first`` starts a batch; ``rest`` arrive while it is decided; then the gate opens."""
+    calls = [asyncio.ensure_future(batcher(first))]
+    await asyncio.to_thread(run.started.wait, 5)
+    calls += [asyncio.ensure_future(batcher(i)) for i in rest]
+    await asyncio.sleep(0.01)  # every later call is queued behind the running batch
+    run.gate.set()
+    return list(await asyncio.gather(*calls))
+
+
+def test_calls_arriving_during_a_batch_go_together_in_the_next_one_up_to_the_limit() -> None:
+    from raytrade.serve.batcher import DrainBatcher
+
+    run = Gated()
+    answers = asyncio.run(_batched(DrainBatcher(run, max_batch_size=3), run, 0, [1, 2, 3, 4, 5]))
+    assert answers == [0, 10, 20, 30, 40, 50]
+    assert run.batches == [[0], [1, 2, 3], [4, 5]]
+
+
+def test_by_default_a_call_on_an_idle_replica_waits_for_no_timer() -> None:
+    from raytrade.serve.app import ServiceConfig
+    from raytrade.serve.batcher import DrainBatcher
+
+    async def one(wait_s: float) -> float:
+        batcher: DrainBatcher[int, int] = DrainBatcher(lambda items: items, max_batch_size=16, wait_s=wait_s)
+        await batcher(0)  # the worker thread pool is warm
+        start = asyncio.get_running_loop().time()
+        await batcher(1)
+        return asyncio.get_running_loop().time() - start
+
+    # a fill wait (ray.serve.batch's, 2 ms here before) is paid in full by a call that comes alone
+    assert asyncio.run(one(0.1)) >= 0.1
+    assert asyncio.run(one(ServiceConfig.model_fields["batch_wait_ms"].default / 1000)) < 0.1
+
+
+def test_a_fill_wait_collects_calls_arriving_within_it() -> None:
+    from raytrade.serve.batcher import DrainBatcher
+
+    async def two(wait_s: float) -> list[list[int]]:
+        batches: list[list[int]] = []
+        batcher: DrainBatcher[int, int] = DrainBatcher(
+            lambda items: batches.append(items) or items, max_batch_size=16, wait_s=wait_s
+        )
+        first = asyncio.ensure_future(batcher(1))
+        await asyncio.sleep(0.01)
+        await asyncio.gather(first, batcher(2))
+        return batches
+
+    assert asyncio.run(two(0.0)) == [[1], [2]]
+    assert asyncio.run(two(0.1)) == [[1, 2]]
+
+
+def test_a_failing_batch_fails_its_callers_only_and_the_next_batch_is_decided() -> None:
+    from raytrade.serve.batcher import DrainBatcher
+
+    def run(items: list[int]) -> list[int]:
+        if 1 in items:
+            raise ValueError("bad batch")
+        return items
+
+    async def calls() -> tuple[list[Any], int]:
+        batcher: DrainBatcher[int, int] = DrainBatcher(run, max_batch_size=2)
+        got = await asyncio.gather(*(batcher(i) for i in (0, 1, 2)), return_exceptions=True)
+        return got, batcher.batches
+
+    got, batches = asyncio.run(calls())
+    assert [type(g).__name__ for g in got[:2]] == ["ValueError", "ValueError"] and got[2] == 2
+    assert batches == 2
+
+
+def test_a_cancelled_caller_is_left_out_of_its_batch() -> None:
+    from raytrade.serve.batcher import DrainBatcher
+
+    async def calls() -> list[int]:
+        run = Gated()
+        batcher: DrainBatcher[int, int] = DrainBatcher(run, max_batch_size=8)
+        first = asyncio.ensure_future(batcher(0))
+        await asyncio.to_thread(run.started.wait, 5)
+        gone, kept = asyncio.ensure_future(batcher(1)), asyncio.ensure_future(batcher(2))
+        await asyncio.sleep(0.01)
+        gone.cancel()
+        run.gate.set()
+        assert await asyncio.gather(first, kept) == [0, 20]
+        return [i for batch in run.batches for i in batch]
+
+    assert asyncio.run(calls()) == [0, 2]
+
+
+def test_batch_limits_are_checked_naming_the_value() -> None:
+    from raytrade.serve.batcher import DrainBatcher
+
+    with pytest.raises(ValueError, match="max_batch_size must be >= 1, got 0"):
+        DrainBatcher(list, max_batch_size=0)
+    with pytest.raises(ValueError, match="wait_s must be >= 0, got -0.001"):
+        DrainBatcher(list, max_batch_size=1, wait_s=-0.001)
+
+
+def test_every_deploy_path_defaults_to_no_fill_wait() -> None:
+    from raytrade.cluster.serve import serve_command
+    from raytrade.cluster.serve_app import BuilderArgs
+    from raytrade.serve.app import ServiceConfig
+
+    cli = {p.name: p.default for p in serve_command.params}
+    assert ServiceConfig.model_fields["batch_wait_ms"].default == 0.0
+    assert BuilderArgs(model="m", registry="r").batch_wait_ms == 0.0
+    assert cli["batch_wait_ms"] == 0.0
