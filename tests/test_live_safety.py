@@ -102,24 +102,26 @@ def _open_orders(trading: FakeAlpacaTrading) -> list[str]:
     return [str(o.id) for o in client.get_orders()]  # type: ignore[union-attr]
 
 
+def _resting(client: TradingClient, client_order_id: str) -> str:
+    """A resting 1-share MSFT buy limit placed behind the loop's back; its order id."""
+    request = LimitOrderRequest(
+        symbol="MSFT",
+        qty=1,
+        side=OrderSide.BUY,
+        time_in_force=TimeInForce.DAY,
+        limit_price=300.0,
+        client_order_id=client_order_id,
+    )
+    return str(client.submit_order(request).id)  # type: ignore[union-attr]
+
+
 def test_an_unknown_open_order_with_the_project_prefix_is_adopted_and_others_are_left_alone(
     fakes: tuple[FakeAlpacaTrading, FakeAlpaca], tmp_path: Path
 ) -> None:
     trading, data = fakes
     client = TradingClient(*TEST_KEYS, paper=True, url_override=trading.url)
 
-    def resting(client_order_id: str) -> str:
-        request = LimitOrderRequest(
-            symbol="MSFT",
-            qty=1,
-            side=OrderSide.BUY,
-            time_in_force=TimeInForce.DAY,
-            limit_price=300.0,
-            client_order_id=client_order_id,
-        )
-        return str(client.submit_order(request).id)  # type: ignore[union-attr]
-
-    ours, manual = resting("rt-20261101T143000000000Z-MSFT"), resting("manual-1")
+    ours, manual = _resting(client, "rt-20261101T143000000000Z-MSFT"), _resting(client, "manual-1")
     state = tmp_path / "state.json"
     loop = LiveLoop(_broker(trading, data), ScriptedPolicy({}), ["MSFT"], state, reset=True)
     loop.start()
@@ -134,15 +136,7 @@ def test_an_adopted_orders_fill_is_logged_with_an_unknown_target_not_quarantined
 ) -> None:
     trading, data = fakes
     client = TradingClient(*TEST_KEYS, paper=True, url_override=trading.url)
-    request = LimitOrderRequest(
-        symbol="MSFT",
-        qty=1,
-        side=OrderSide.BUY,
-        time_in_force=TimeInForce.DAY,
-        limit_price=300.0,
-        client_order_id="rt-20261101T143000000000Z-MSFT",
-    )
-    ours = str(client.submit_order(request).id)  # type: ignore[union-attr]
+    ours = _resting(client, "rt-20261101T143000000000Z-MSFT")
     store = tmp_path / "store"
     broker, state = _broker(trading, data), tmp_path / "s.json"
     loop = LiveLoop(broker, ScriptedPolicy({}), ["MSFT"], state, store, reset=True)
