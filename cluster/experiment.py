@@ -335,6 +335,20 @@ def gated_weights_policy(module: Any, data: Any, cfg: Any) -> Callable[[Any], An
     return policy
 
 
+def evaluation_columns(env_config: Any, gated: bool) -> tuple[str, ...]:
+    """The store columns a selected model is evaluated with: what it observes, and for a gated model
+    the columns the contract's gate reads (``envs.gate``: ``edge_column`` and the store's gate flag),
+    so the gate it is evaluated with is the gate it trained with (its training data carried the
+    loader's default columns, the flag among them; without it the gate falls back to the loop's rules
+    replica, another gate)."""
+    from raytrade.envs.gate import STORE_GATE_COLUMN
+
+    columns = tuple(env_config.feature_columns)
+    if not gated:
+        return columns
+    return columns + tuple(c for c in (env_config.edge_column, STORE_GATE_COLUMN) if c not in columns)
+
+
 @dataclass(frozen=True)
 class WalkForwardPolicy:
     """One variant across folds, as the evaluation harness's policy handle: on a window it acts with
@@ -346,6 +360,11 @@ class WalkForwardPolicy:
 
     def act(self, observation: Any) -> Any:
         raise TypeError(f"{self.name} acts only through policy(data), on a fold's test window")
+
+    def env_config(self) -> Any:
+        """The first fold's training env config: the harness reads its action mode, so a tilt
+        policy's baseline inputs and lookback are loaded with the window (every fold shares it)."""
+        return self.folds[0].env_config
 
     def policy(self, data: Any) -> Callable[[Any], Any]:
         from raytrade.models.inference import module_policy
@@ -439,9 +458,7 @@ def run_search(
         tune_seconds=seconds,
     )
     test_start = np.datetime64(fold.test.start.tz_convert(None).to_datetime64(), "ns")
-    columns = tuple(env_config.feature_columns)
-    if gated:
-        columns += tuple(c for c in (env_config.edge_column, env_config.sigma_column) if c not in columns)
+    columns = evaluation_columns(env_config, gated)
     return SearchResult(selected, FoldModel(test_start, module, env_config, gated), columns)
 
 

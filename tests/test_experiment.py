@@ -369,3 +369,47 @@ def test_a_flat_gate_in_a_tilt_mode_evaluates_as_its_baseline(
     baseline = replay_policy(data, baseline_spec(mode.removeprefix("tilt:")).make(data, 0), sim)
     assert np.abs(baseline.weights).sum() > 1.0  # the baseline does invest
     np.testing.assert_allclose(flat.returns, baseline.returns, rtol=0, atol=1e-12)
+
+
+def test_a_gated_model_is_evaluated_with_the_gate_it_trained_with(synthetic_store: Path) -> None:
+    from dataclasses import replace
+
+    from raytrade.cluster.experiment import evaluation_columns
+    from raytrade.envs.config import GatedEnvConfig
+    from raytrade.envs.gate import contract_gate
+    from raytrade.envs.market_data import MarketData
+    from raytrade.envs.replay_loader import FEATURE_GROUPS, load_market_data
+
+    cfg = GatedEnvConfig.model_validate({"feature_columns": list(FEATURE_GROUPS["base"])})
+    trained = load_market_data(synthetic_store, "train")  # the loader's default columns, as in training
+
+    def restricted(columns: tuple[str, ...]) -> MarketData:
+        idx = [trained.feature_names.index(c) for c in columns]
+        missing = None if trained.feature_missing is None else trained.feature_missing[..., idx]
+        return replace(
+            trained, features=trained.features[..., idx], feature_names=columns, feature_missing=missing
+        )
+
+    columns = evaluation_columns(cfg, gated=True)
+    assert columns == (*FEATURE_GROUPS["base"], "fc_gate_open")
+    gate, evaluated = contract_gate(trained, cfg), contract_gate(restricted(columns), cfg)
+    assert gate.open.any()
+    np.testing.assert_array_equal(evaluated.open, gate.open)
+    np.testing.assert_array_equal(evaluated.kelly, gate.kelly)
+    replica = contract_gate(restricted(FEATURE_GROUPS["base"]), cfg)
+    assert (replica.open != gate.open).any()  # without the store's flag, another gate
+
+
+def test_the_walk_forward_policy_brings_its_tilt_baselines_inputs_and_lookback() -> None:
+    from raytrade.envs.config import PortfolioEnvConfig
+    from raytrade.envs.evaluation.kelly_lite import KELLY_FEATURES
+    from raytrade.envs.evaluation.policies import registry_spec
+
+    cfg = PortfolioEnvConfig.model_validate(
+        {"feature_columns": ["ret_1", "vol_20"], "action": {"mode": "tilt:kelly_lite"}}
+    )
+    model = FoldModel(np.datetime64("2024-01-02", "ns"), module=None, env_config=cfg, gated=False)
+    handle = WalkForwardPolicy("ppo-base", ("ret_1", "vol_20"), (model,))
+    spec = registry_spec("ppo-base", Path("unused"), lambda ref, registry: handle)
+    assert spec.feature_columns == ("ret_1", "vol_20", *KELLY_FEATURES)
+    assert spec.lookback_bars == 7  # kelly_lite's sigma needs 7 closes
