@@ -441,10 +441,10 @@ def write_plots(
         ax.errorbar(i, o.estimate, yerr=[[lo], [hi]], fmt="o", color="C0", capsize=3)
     val = {v.name: v.validation_objective for v in doc.variants}
     xs = [i for i, n_ in enumerate(names) if n_ in val]
-    ax.scatter(xs, [val[names[i]] for i in xs], marker="x", color="C3", label="validation (selection)")
+    ax.scatter(xs, [val[names[i]] for i in xs], marker="x", color="C3", label="validation, mean over folds")
     ax.axhline(0.0, color="k", lw=0.6)
     ax.set_xticks(range(len(names)), names, rotation=45, ha="right", fontsize=6)
-    ax.set_title("test objective vs equal_weight, 95 % CI (o); validation objective (x)", fontsize=8)
+    ax.set_title("test objective vs equal_weight, 95 % CI (o); validation, fold mean (x)", fontsize=8)
     ax.legend(fontsize=6)
     fig.tight_layout()
     fig.savefig(paths["scores"], dpi=70, metadata=meta)
