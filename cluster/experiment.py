@@ -13,8 +13,10 @@ Design decisions
   the test window; the fractions are checked to give exactly those windows before any search runs.
 * **Selection.** Per fold and variant (family x feature set), the checkpoint with the best
   validation objective (the search's leaderboard, as ``raytrade promote`` reads it). The winner
-  across variants is :func:`choose_winner` on the mean validation objective over folds: one small
-  function, to be replaced by ``raytrade select``'s paired-bootstrap rule when that lands.
+  across variants is :func:`choose_winner`: every variant's selected models replayed on their folds'
+  validation windows as their searches scored them (:func:`validation_returns`, with ``raytrade
+  select``'s checks), the folds pooled, ranked by ``raytrade select``'s rule with its paired
+  bootstrap intervals (why pooled: :func:`choose_winner`).
 * **Evaluation.** The code behind ``raytrade evaluate`` (``envs.evaluation.harness``): one plan with
   the same walk-forward test windows (``EvaluationConfig.walk_forward``), the baselines
   ``kelly_lite``, ``equal_weight``, ``inverse_vol``, ``buy_and_hold``, and one policy per variant
@@ -35,9 +37,10 @@ Design decisions
 from __future__ import annotations
 
 import json
+import os
 import shlex
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -60,6 +63,7 @@ from raytrade.cluster.experiment_report import (
     TestScore,
     VariantResult,
     Verdict,
+    ci_interval,
     interval,
     lower_above_zero,
     num,
@@ -71,15 +75,20 @@ from raytrade.cluster.experiment_report import (
 from raytrade.cluster.options import action_options
 from raytrade.envs.actions import ActionConfig, ActionMode
 from raytrade.envs.evaluation.document import Window
+from raytrade.envs.evaluation.stats import BootstrapConfig
 from raytrade.envs.scenarios import ScenarioConfig
 from raytrade.replay.errors import InputError
 from raytrade.replay.splits import EMBARGO_BARS, TimeWindow, fractional_splits, walk_forward_folds
+from raytrade.tune_specs.selection import RankedCandidate, rank_candidates
 
 BudgetName = Literal["smoke", "small", "full"]
 FAMILIES: tuple[str, ...] = ("ppo", "distrl", "gnn", "gating")
 FEATURE_SETS: tuple[str, ...] = ("base", "enriched")
 BASELINES: tuple[str, ...] = ("kelly_lite", "equal_weight", "inverse_vol", "buy_and_hold")
-SELECTION_RULE = "highest mean validation objective over folds (cluster.experiment.choose_winner)"
+SELECTION_RULE = (
+    "highest objective on the validation folds pooled, paired stationary bootstrap "
+    "(cluster.experiment.choose_winner: raytrade select's ranking)"
+)
 
 
 class ExperimentBudget(BaseModel):
@@ -101,6 +110,9 @@ class ExperimentBudget(BaseModel):
         ScenarioConfig().draws, ge=1, description="draws per stress scenario (distinct seeds)"
     )
     bootstrap_samples: int = Field(ge=10)
+    target_minutes: float | None = Field(
+        None, gt=0, description="wall-time target of the searches + evaluation on 2 idle cores"
+    )
 
 
 # small: 3 folds x 4 families x 2 feature sets = 24 searches of 2 trials (one per core) x 3 iterations
@@ -129,6 +141,7 @@ BUDGETS: dict[str, ExperimentBudget] = {
         iterations=3,
         scenarios=("crisis_2008_like", "flash_crash", "vol_spike", "bootstrap_crisis"),
         bootstrap_samples=1000,
+        target_minutes=45.0,
     ),
     "full": ExperimentBudget(
         n_folds=6,
@@ -249,10 +262,31 @@ def plan_folds(
     return folds, min_train
 
 
-def choose_winner(validation_objective: dict[str, float]) -> str:
-    """The variant the experiment promotes: the highest mean validation objective (never a test
-    figure). ``raytrade select`` (paired bootstrap on the validation window) replaces this."""
-    return max(validation_objective, key=lambda name: validation_objective[name])
+def choose_winner(
+    validation: Mapping[str, Sequence[np.ndarray]],
+    benchmark: Sequence[np.ndarray],
+    periods_per_year: float,
+    cvar_penalty: float,
+    bootstrap: BootstrapConfig,
+) -> list[RankedCandidate]:
+    """The variants best first (the winner is ``[0]``), on validation only, never a test figure.
+
+    ``validation[variant][k]``: per-bar net returns of the variant's model selected for fold ``k``,
+    replayed on fold ``k``'s validation window; ``benchmark[k]``: ``equal_weight``'s on the same bars.
+    The folds are pooled (concatenated in fold order) and ranked by ``raytrade select``'s rule
+    (``tune_specs.selection.rank_candidates``): the objective of the pooled excess, a tie to the
+    variant listed first, paired stationary-bootstrap intervals against the winner and the benchmark.
+
+    Why pooled, not the mean of the per-fold objectives: the test folds are reported pooled, so the
+    choice and the report measure the same statistic; and a ratio per fold is unstable where a
+    fold's excess barely moves (a fold of nearly constant small gains scores an information ratio in
+    the tens and carries a mean of three folds that otherwise lose), where pooled every bar weighs the
+    same. The point estimate decides even when the interval against the runner-up holds 0 (one fixed
+    rule keeps the choice free of the test folds); the report states that interval, so a winner the
+    validation windows cannot tell from the runner-up reads as such."""
+    pooled = {name: np.concatenate(list(folds)) for name, folds in validation.items()}
+    bench = np.concatenate(list(benchmark))
+    return rank_candidates(pooled, bench, periods_per_year, cvar_penalty, bootstrap)
 
 
 # ------------------------------------------------------------------------------ policies
@@ -266,23 +300,53 @@ class FoldModel:
     gated: bool
 
 
-def gated_weights_policy(module: Any, data: Any, cfg: Any) -> Callable[[Any], np.ndarray]:
+def gated_weights_policy(module: Any, data: Any, cfg: Any) -> Callable[[Any], Any]:
     """A gating module as target weights: its greedy (mode, side, level) sized by the gated env's
     ``gate_orders`` with the contract's kelly at each episode's bar, observing the contract's gate
-    channel as in training (``envs.gate``; ``passive`` executes as ``aggressive``)."""
+    channel as in training (``envs.gate``; ``passive`` executes as ``aggressive``). Under a tilt
+    action mode the sizes are a tilt around the baseline, and a no-trade band holds, exactly as the
+    gated env's ``ActionDecoder`` maps them (a ``Decision``), so a flat gate replays the baseline."""
+    from raytrade.envs.actions import Orders, band_hold, tilt_orders
+    from raytrade.envs.baseline_weights import baseline_context, baseline_decision
     from raytrade.envs.evaluation.policies import step_index
     from raytrade.envs.gate import contract_gate
     from raytrade.envs.gym_envs import gate_orders
+    from raytrade.envs.rollout import Decision
     from raytrade.models.inference import deterministic_actions, observation_arrays
 
-    gate = contract_gate(data, cfg)
+    gate, action = contract_gate(data, cfg), cfg.action
+    ctx = None if action.baseline is None else baseline_context(action.baseline, data, action.kelly_lite)
 
-    def policy(ob: Any) -> np.ndarray:
-        t = step_index(ob, data)
+    def sizes(ob: Any, t: Any) -> np.ndarray:
         actions = deterministic_actions(module, observation_arrays(ob, data, cfg, gate.open[t]))
         return np.asarray(gate_orders(actions, gate.kelly[t], cfg).target, dtype=np.float64)
 
+    def policy(ob: Any) -> Any:
+        t = step_index(ob, data)
+        target = sizes(ob, t)
+        if ctx is None and action.no_trade_band == 0:
+            return target
+        if ctx is None:
+            orders = Orders(target, band_hold(target, ob.weights, action.no_trade_band))
+        else:
+            orders = tilt_orders(action, target, ob.weights, baseline_decision(ctx, t, t == 0, ob.mask))
+        return Decision(weights=np.where(orders.hold, ob.weights, orders.target), hold=orders.hold)
+
     return policy
+
+
+def evaluation_columns(env_config: Any, gated: bool) -> tuple[str, ...]:
+    """The store columns a selected model is evaluated with: what it observes, and for a gated model
+    the columns the contract's gate reads (``envs.gate``: ``edge_column`` and the store's gate flag),
+    so the gate it is evaluated with is the gate it trained with (its training data carried the
+    loader's default columns, the flag among them; without it the gate falls back to the loop's rules
+    replica, another gate)."""
+    from raytrade.envs.gate import STORE_GATE_COLUMN
+
+    columns = tuple(env_config.feature_columns)
+    if not gated:
+        return columns
+    return columns + tuple(c for c in (env_config.edge_column, STORE_GATE_COLUMN) if c not in columns)
 
 
 @dataclass(frozen=True)
@@ -296,6 +360,11 @@ class WalkForwardPolicy:
 
     def act(self, observation: Any) -> Any:
         raise TypeError(f"{self.name} acts only through policy(data), on a fold's test window")
+
+    def env_config(self) -> Any:
+        """The first fold's training env config: the harness reads its action mode, so a tilt
+        policy's baseline inputs and lookback are loaded with the window (every fold shares it)."""
+        return self.folds[0].env_config
 
     def policy(self, data: Any) -> Callable[[Any], Any]:
         from raytrade.models.inference import module_policy
@@ -389,10 +458,38 @@ def run_search(
         tune_seconds=seconds,
     )
     test_start = np.datetime64(fold.test.start.tz_convert(None).to_datetime64(), "ns")
-    columns = tuple(env_config.feature_columns)
-    if gated:
-        columns += tuple(c for c in (env_config.edge_column, env_config.sigma_column) if c not in columns)
+    columns = evaluation_columns(env_config, gated)
     return SearchResult(selected, FoldModel(test_start, module, env_config, gated), columns)
+
+
+def validation_returns(
+    searches: Mapping[str, Sequence[SearchResult]], root: Path
+) -> tuple[list[np.ndarray], dict[str, list[np.ndarray]]]:
+    """(``equal_weight``'s per-bar net returns on each fold's validation window, each variant's
+    selected model's on the same bars): the inputs of :func:`choose_winner`.
+
+    Per fold, the variants' searches go through ``raytrade select``'s checks (one store state, one
+    objective, one validation window and market, else ``SelectionError``) and each selected model is
+    replayed as its search scored it (``tune_specs.objective.module_rollout``), so a fold's series
+    scores exactly the validation objective its leaderboard recorded."""
+    from raytrade.cluster.select import check_comparable_searches, common_window, load_candidates
+    from raytrade.tune_specs.objective import benchmark_rollout, module_rollout
+
+    n_folds = {len(results) for results in searches.values()}
+    if len(n_folds) != 1:
+        raise ValueError(f"variants were searched on different numbers of folds: {sorted(n_folds)}")
+    bench: list[np.ndarray] = []
+    returns: dict[str, list[np.ndarray]] = {name: [] for name in searches}
+    for k in range(n_folds.pop()):
+        names = list(searches)
+        candidates = load_candidates([Path(searches[n][k].selected.run_dir) for n in names])
+        check_comparable_searches(candidates)
+        data, sim = common_window(candidates, root)
+        bench.append(benchmark_rollout(data, sim).returns[0])
+        for name, c in zip(names, candidates, strict=True):
+            rollout, _ = module_rollout(searches[name][k].model.module, c.env_config(root), data, c.gated)
+            returns[name].append(rollout.returns[0])
+    return bench, returns
 
 
 # ------------------------------------------------------------------------------ experiment
@@ -444,12 +541,13 @@ def run_experiment(opts: ExperimentOptions, say: Callable[[str], None] = click.e
     """Plan the folds, run every search, evaluate, write the documents; returns ``experiment.json``'s."""
     from raytrade.envs.evaluation.harness import EvaluationConfig, evaluate, prepare
     from raytrade.envs.evaluation.render import write_report
-    from raytrade.envs.evaluation.stats import BootstrapConfig, stationary_indices
+    from raytrade.envs.evaluation.stats import stationary_indices
     from raytrade.replay.fingerprint import data_fingerprint
     from raytrade.tune_specs import get_spec
 
-    started = time.perf_counter()
+    started, load_start = time.perf_counter(), os.getloadavg()
     budget = opts.plan_budget()
+    boot = BootstrapConfig(samples=budget.bootstrap_samples, seed=opts.seed)
     for family in budget.families:
         get_spec(family)
     if not (opts.replay / "bars").is_dir():
@@ -482,6 +580,14 @@ def run_experiment(opts: ExperimentOptions, say: Callable[[str], None] = click.e
         family_seconds[family] = sum(variant_seconds[f"{family}-{x}"] for x in budget.features)
         say(f"family {family}: {family_seconds[family]:.0f} s wall")
 
+    say("choosing the winner on the validation folds ...")
+    bench_validation, variant_validation = validation_returns(searches, opts.replay)
+    ranked = {
+        r.name: r for r in choose_winner(variant_validation, bench_validation, ppy, opts.cvar_penalty, boot)
+    }
+    winner = next(iter(ranked))
+    say(f"winner on validation: {winner} (pooled validation objective {ranked[winner].objective:.3f})")
+
     t_eval = time.perf_counter()
     handles = {
         name: WalkForwardPolicy(name, results[0].feature_columns, tuple(r.model for r in results))
@@ -497,7 +603,7 @@ def run_experiment(opts: ExperimentOptions, say: Callable[[str], None] = click.e
         seeds=(0,),
         scenarios=budget.scenarios,
         scenario_config=ScenarioConfig(draws=budget.scenario_draws),
-        bootstrap=BootstrapConfig(samples=budget.bootstrap_samples, seed=opts.seed),
+        bootstrap=boot,
     )
     names = [*BASELINES, *(f"registry:{n}" for n in handles)]
     plan = prepare(
@@ -546,12 +652,13 @@ def run_experiment(opts: ExperimentOptions, say: Callable[[str], None] = click.e
             features=name.rsplit("-", 1)[1],
             selected=tuple(r.selected for r in results),
             validation_objective=float(np.mean([r.selected.validation_objective for r in results])),
+            selection=ci_interval(ranked[name].vs_benchmark),
+            selection_vs_winner=ci_interval(ranked[name].vs_winner),
             wall_seconds=variant_seconds[name],
             test=scores[name],
         )
         for name, results in searches.items()
     )
-    winner = choose_winner({v.name: v.validation_objective for v in variants})
     from raytrade.tune_specs.selection import score_of
 
     def objective_of(policy: str) -> tuple[float, np.ndarray]:
@@ -602,6 +709,10 @@ def run_experiment(opts: ExperimentOptions, say: Callable[[str], None] = click.e
         wall_seconds_by_family=family_seconds,
         evaluation_seconds=evaluation_seconds,
         wall_seconds=time.perf_counter() - started,
+        target_minutes=budget.target_minutes,
+        load_average_start=load_start,
+        load_average_end=os.getloadavg(),
+        cpu_count=os.cpu_count(),
     )
     plots = write_plots(doc, fold_series, opts.out / "plots")
     (opts.out / EXPERIMENT_JSON).write_text(doc.model_dump_json(indent=2))

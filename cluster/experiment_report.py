@@ -29,6 +29,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from raytrade.envs.evaluation.document import Window
+from raytrade.envs.evaluation.stats import DifferenceCI
 from raytrade.tune_specs.selection import score_of
 
 EXPERIMENT_SCHEMA: Final = "raytrade.experiment/1"
@@ -105,6 +106,12 @@ class VariantResult(Doc):
     features: str
     selected: tuple[Selected, ...]
     validation_objective: float = Field(description="mean over folds of the selected validation objective")
+    selection: Interval | None = Field(
+        None, description="objective on the validation folds pooled vs equal_weight (choose_winner's)"
+    )
+    selection_vs_winner: Interval | None = Field(
+        None, description="selection objective minus the winner's, paired (0 for the winner)"
+    )
     wall_seconds: float = Field(ge=0)
     test: TestScore
 
@@ -147,12 +154,25 @@ class ExperimentDocument(Doc):
     wall_seconds_by_family: dict[str, float]
     evaluation_seconds: float
     wall_seconds: float
+    target_minutes: float | None = Field(
+        None, description="the budget's wall-time target (searches + evaluation) on 2 idle cores"
+    )
+    load_average_start: tuple[float, float, float] | None = Field(
+        None, description="os.getloadavg() (1, 5, 15 min) when the command started"
+    )
+    load_average_end: tuple[float, float, float] | None = Field(None, description="the same at the end")
+    cpu_count: int | None = Field(None, description="os.cpu_count() of the machine that ran it")
 
     model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False, serialize_by_alias=True)
 
     def policy_scores(self) -> dict[str, TestScore]:
         """Every policy's test score, variants first."""
         return {**{v.name: v.test for v in self.variants}, **{b.name: b.test for b in self.baselines}}
+
+    def budget_seconds(self) -> float:
+        """What the budget's target counts: every search (a reused one counts the time it took) plus
+        the evaluation."""
+        return sum(self.wall_seconds_by_family.values()) + self.evaluation_seconds
 
 
 def read_experiment(path: Path) -> ExperimentDocument:
@@ -180,6 +200,11 @@ def lower_above_zero(value: Interval) -> bool:
     return value.low is not None and value.low > 0
 
 
+def ci_interval(ci: DifferenceCI) -> Interval:
+    """``tune_specs.selection``'s interval as the document stores it."""
+    return Interval(estimate=num(ci.estimate), low=num(ci.low), high=num(ci.high))
+
+
 # ------------------------------------------------------------------------------ markdown
 
 
@@ -204,6 +229,7 @@ def verdict_lines(doc: ExperimentDocument) -> list[str]:
     v = doc.verdict
     lines = [
         f"- Winner on validation: **{v.winner}** (rule: {doc.selection_rule}).",
+        *selection_lines(doc),
         f"- Out of sample, its objective against equal_weight is {_ci(v.vs_equal_weight)} "
         f"(95 % CI): it {'beats' if v.beats_equal_weight else 'does not beat'} equal_weight.",
         f"- Its objective minus kelly_lite's is {_ci(v.vs_kelly_lite)}: it "
@@ -220,6 +246,53 @@ def verdict_lines(doc: ExperimentDocument) -> list[str]:
                 f"{e.validation_objective:.2f}; test objective base {_f(b.test.objective.estimate)} vs "
                 f"enriched {_f(e.test.objective.estimate)}."
             )
+    return lines
+
+
+def _or_minus_inf(value: Number) -> float:
+    return -math.inf if value is None else value
+
+
+def selection_lines(doc: ExperimentDocument) -> list[str]:
+    """The winner's validation figures and whether the validation windows tell it from the runner-up
+    (none for a document written before the selection intervals were recorded)."""
+    winner = next((var for var in doc.variants if var.name == doc.verdict.winner), None)
+    if winner is None or winner.selection is None:
+        return []
+    lines = [f"- On validation (folds pooled) its objective is {_ci(winner.selection)} against equal_weight."]
+    gaps = {
+        var.name: var.selection_vs_winner
+        for var in doc.variants
+        if var is not winner and var.selection_vs_winner is not None
+    }
+    if gaps:
+        runner_up = max(gaps, key=lambda name: _or_minus_inf(gaps[name].estimate))
+        gap = gaps[runner_up]
+        apart = gap.high is not None and gap.high < 0
+        lines.append(
+            f"- The runner-up {runner_up} trails it by {_ci(gap)} (paired): the validation windows "
+            f"{'tell them apart' if apart else 'cannot tell them apart'}."
+        )
+    return lines
+
+
+def wall_lines(doc: ExperimentDocument) -> list[str]:
+    """Per family, the evaluation, the total against the budget's target, and the machine's load."""
+    lines = [f"- {family}: {sec:.0f} s" for family, sec in doc.wall_seconds_by_family.items()]
+    lines += [f"- evaluation: {doc.evaluation_seconds:.0f} s"]
+    total = doc.budget_seconds()
+    line = f"- searches + evaluation: {total:.0f} s ({total / 60:.0f} min)"
+    if doc.target_minutes is not None:
+        met = "met" if total <= 60 * doc.target_minutes else "not met"
+        line += f"; target for `{doc.budget}`: {doc.target_minutes:g} min on 2 idle cores: **{met}**"
+    lines += [line, f"- this invocation: {doc.wall_seconds:.0f} s (reused searches take none)"]
+    if doc.load_average_start is not None and doc.load_average_end is not None:
+        start, end = (
+            "/".join(f"{x:.1f}" for x in la) for la in (doc.load_average_start, doc.load_average_end)
+        )
+        lines.append(
+            f"- load average (1/5/15 min): {start} at the start, {end} at the end, on {doc.cpu_count} cores"
+        )
     return lines
 
 
@@ -248,12 +321,18 @@ def render_markdown(doc: ExperimentDocument, plots: Sequence[str]) -> str:
         "",
         "## Selection (validation only)",
         "",
-        "| variant | " + " | ".join(f"fold {f.index}" for f in doc.folds) + " | mean | tune wall s |",
-        "|---|" + "---|" * len(doc.folds) + "---|---|",
+        "| variant | " + " | ".join(f"fold {f.index}" for f in doc.folds) + " | mean | pooled [95 % CI] | "
+        "pooled - winner's [95 % CI] | tune wall s |",
+        "|---|" + "---|" * len(doc.folds) + "---|---|---|---|",
     ]
     for var in doc.variants:
         cells = " | ".join(f"{s.validation_objective:.2f} (it {s.iteration})" for s in var.selected)
-        out.append(f"| {var.name} | {cells} | {var.validation_objective:.2f} | {var.wall_seconds:.0f} |")
+        pooled = "n/a" if var.selection is None else _ci(var.selection)
+        gap = "n/a" if var.selection_vs_winner is None else _ci(var.selection_vs_winner)
+        out.append(
+            f"| {var.name} | {cells} | {var.validation_objective:.2f} | {pooled} | {gap} | "
+            f"{var.wall_seconds:.0f} |"
+        )
     out += [
         "",
         "## Test folds (out of sample, net of costs)",
@@ -286,9 +365,7 @@ def render_markdown(doc: ExperimentDocument, plots: Sequence[str]) -> str:
                 f"| {name} | " + " | ".join(_pct(score.stress_total_return.get(s)) for s in ran) + " |"
             )
         out += [f"- refused {k}: {v}" for k, v in doc.refused_scenarios.items()]
-    out += ["", "## Wall time", ""]
-    out += [f"- {family}: {sec:.0f} s" for family, sec in doc.wall_seconds_by_family.items()]
-    out += [f"- evaluation: {doc.evaluation_seconds:.0f} s", f"- total: {doc.wall_seconds:.0f} s", ""]
+    out += ["", "## Wall time", "", *wall_lines(doc), ""]
     if plots:
         out += ["## Plots", ""] + [f"![{Path(p).stem}]({p})" for p in plots] + [""]
     out += [f"Full evaluation report (every policy, regimes, stress draws): `{doc.evaluation_report}`", ""]
@@ -303,7 +380,9 @@ def results_log_section(doc: ExperimentDocument, experiment_md: Path) -> str:
         *verdict_lines(doc),
         f"- Folds: {len(doc.folds)}; test windows "
         + ", ".join(f"{f.test.start[:10]}..{f.test.end[:10]}" for f in doc.folds)
-        + f"; wall {doc.wall_seconds:.0f} s. Details: {experiment_md}",
+        + f"; searches + evaluation {doc.budget_seconds():.0f} s"
+        + (f" (target {doc.target_minutes:g} min)" if doc.target_minutes is not None else "")
+        + f". Details: {experiment_md}",
         "",
     ]
     return "\n".join(lines)
@@ -362,10 +441,10 @@ def write_plots(
         ax.errorbar(i, o.estimate, yerr=[[lo], [hi]], fmt="o", color="C0", capsize=3)
     val = {v.name: v.validation_objective for v in doc.variants}
     xs = [i for i, n_ in enumerate(names) if n_ in val]
-    ax.scatter(xs, [val[names[i]] for i in xs], marker="x", color="C3", label="validation (selection)")
+    ax.scatter(xs, [val[names[i]] for i in xs], marker="x", color="C3", label="validation, mean over folds")
     ax.axhline(0.0, color="k", lw=0.6)
     ax.set_xticks(range(len(names)), names, rotation=45, ha="right", fontsize=6)
-    ax.set_title("test objective vs equal_weight, 95 % CI (o); validation objective (x)", fontsize=8)
+    ax.set_title("test objective vs equal_weight, 95 % CI (o); validation, fold mean (x)", fontsize=8)
     ax.legend(fontsize=6)
     fig.tight_layout()
     fig.savefig(paths["scores"], dpi=70, metadata=meta)

@@ -4,6 +4,7 @@ the smoke experiment end to end on the session's synthetic store."""
 from __future__ import annotations
 
 import math
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -18,8 +19,21 @@ from raytrade.cluster.experiment import (
     choose_winner,
     plan_folds,
 )
-from raytrade.cluster.experiment_report import read_experiment
+from raytrade.cluster.experiment_report import (
+    ExperimentDocument,
+    Interval,
+    VariantResult,
+    Verdict,
+    read_experiment,
+    selection_lines,
+    wall_lines,
+)
+from raytrade.cluster.experiment_report import (
+    TestScore as ScoreDoc,
+)
+from raytrade.envs.evaluation.stats import BootstrapConfig, DifferenceCI
 from raytrade.replay.errors import InputError
+from raytrade.tune_specs.selection import score_of
 
 DAILY = pd.bdate_range("2019-01-01", periods=1500, tz="UTC")
 
@@ -55,8 +69,137 @@ def test_walk_forward_policy_refuses_a_window_that_is_no_folds_test_window() -> 
         policy.policy(data)
 
 
-def test_winner_is_the_best_mean_validation_objective() -> None:
-    assert choose_winner({"ppo-base": 0.4, "gnn-enriched": 1.2, "gating-base": -0.3}) == "gnn-enriched"
+BOOT = BootstrapConfig(samples=200, seed=0)
+
+
+def _folds(rng: np.random.Generator, means: tuple[float, ...], scales: tuple[float, ...]) -> list[np.ndarray]:
+    return [m + s * rng.standard_normal(60) for m, s in zip(means, scales, strict=True)]
+
+
+def test_winner_is_the_best_pooled_validation_objective_not_the_best_mean_over_folds() -> None:
+    rng = np.random.default_rng(0)
+    bench = _folds(rng, (0.001, 0.001, 0.001), (0.01, 0.01, 0.01))
+    # "spiky": a nearly constant small gain in fold 0 (an information ratio in the hundreds), losing
+    # in folds 1 and 2; "steady": a modest gain in every fold
+    spiky = [
+        b + e for b, e in zip(bench, _folds(rng, (1e-4, -0.002, -0.002), (1e-6, 0.01, 0.01)), strict=True)
+    ]
+    steady = [
+        b + e for b, e in zip(bench, _folds(rng, (0.002, 0.002, 0.002), (0.01, 0.01, 0.01)), strict=True)
+    ]
+    per_fold_mean = {
+        name: np.mean([score_of(r - b, 252, 1.0) for r, b in zip(series, bench, strict=True)])
+        for name, series in (("spiky", spiky), ("steady", steady))
+    }
+    assert per_fold_mean["spiky"] > per_fold_mean["steady"]  # the old rule would pick spiky
+    ranked = choose_winner({"spiky": spiky, "steady": steady}, bench, 252, 1.0, BOOT)
+    assert [r.name for r in ranked] == ["steady", "spiky"]
+    pooled = np.concatenate(steady) - np.concatenate(bench)
+    assert ranked[0].objective == score_of(pooled, 252, 1.0)
+    assert ranked[0].vs_winner == DifferenceCI(0.0, 0.0, 0.0, BOOT.samples)
+
+
+def test_a_tie_goes_to_the_variant_listed_first_and_the_runner_up_interval_is_zero() -> None:
+    rng = np.random.default_rng(1)
+    bench = _folds(rng, (0.001, 0.001), (0.01, 0.01))
+    same = _folds(rng, (0.002, 0.0), (0.01, 0.01))
+    ranked = choose_winner({"b": same, "a": [x.copy() for x in same]}, bench, 252, 1.0, BOOT)
+    assert [r.name for r in ranked] == ["b", "a"]
+    assert ranked[1].vs_winner == DifferenceCI(0.0, 0.0, 0.0, BOOT.samples)
+
+
+def _score(estimate: float) -> ScoreDoc:
+    return ScoreDoc(
+        objective=Interval(estimate=estimate, low=estimate - 1, high=estimate + 1),
+        objective_by_fold=(estimate,),
+        excess_return=0.0,
+        total_return=0.0,
+        sharpe=0.0,
+        max_drawdown=0.0,
+        turnover=0.0,
+        costs_paid=0.0,
+        stress_total_return={},
+    )
+
+
+def _document(
+    runner_up_gap: Interval, family_seconds: dict[str, float], evaluation: float
+) -> ExperimentDocument:
+    """A two-variant document: ppo-base won, gnn-base trails it by ``runner_up_gap``."""
+
+    def variant(name: str, gap: Interval) -> VariantResult:
+        spec, features = name.split("-")
+        pooled = Interval(estimate=0.5, low=-0.2, high=1.1)
+        return VariantResult(
+            name=name,
+            spec=spec,
+            features=features,
+            selected=(),
+            validation_objective=0.5,
+            selection=pooled,
+            selection_vs_winner=gap,
+            wall_seconds=1.0,
+            test=_score(0.0),
+        )
+
+    zero = Interval(estimate=0.0, low=0.0, high=0.0)
+    return ExperimentDocument(
+        created_at=datetime(2026, 1, 2, tzinfo=UTC),
+        replay="STORE",
+        data_sha256="0" * 64,
+        budget="small",
+        command="raytrade experiment",
+        cvar_penalty=1.0,
+        embargo_bars=5,
+        periods_per_year=252,
+        folds=(),
+        selection_rule="rule",
+        variants=(variant("ppo-base", zero), variant("gnn-base", runner_up_gap)),
+        baselines=(),
+        verdict=Verdict(
+            winner="ppo-base",
+            vs_equal_weight=zero,
+            vs_kelly_lite=zero,
+            beats_equal_weight=False,
+            beats_kelly_lite=False,
+        ),
+        scenarios=(),
+        refused_scenarios={},
+        evaluation_report="evaluation/report.json",
+        wall_seconds_by_family=family_seconds,
+        evaluation_seconds=evaluation,
+        wall_seconds=10.0,
+        target_minutes=45.0,
+        load_average_start=(9.04, 5.0, 3.0),
+        load_average_end=(17.3, 9.1, 3.9),
+        cpu_count=2,
+    )
+
+
+def test_report_says_whether_validation_tells_the_winner_from_the_runner_up() -> None:
+    close = _document(Interval(estimate=-0.3, low=-0.9, high=0.2), {"ppo": 1.0}, 1.0)
+    apart = _document(Interval(estimate=-0.3, low=-0.9, high=-0.05), {"ppo": 1.0}, 1.0)
+    assert selection_lines(close) == [
+        "- On validation (folds pooled) its objective is 0.50 [-0.20, 1.10] against equal_weight.",
+        "- The runner-up gnn-base trails it by -0.30 [-0.90, 0.20] (paired): the validation windows "
+        "cannot tell them apart.",
+    ]
+    assert selection_lines(apart)[1].endswith("the validation windows tell them apart.")
+
+
+def test_report_states_the_wall_time_against_the_budget_target_and_the_load() -> None:
+    gap = Interval(estimate=-0.3, low=-0.9, high=0.2)
+    on_time = wall_lines(_document(gap, {"ppo": 2000.0, "gnn": 100.0}, 600.0))  # 2700 s = 45 min
+    late = wall_lines(_document(gap, {"ppo": 2000.0, "gnn": 100.0}, 601.0))
+    assert on_time[:3] == ["- ppo: 2000 s", "- gnn: 100 s", "- evaluation: 600 s"]
+    assert on_time[3] == (
+        "- searches + evaluation: 2700 s (45 min); target for `small`: 45 min on 2 idle cores: **met**"
+    )
+    assert late[3].endswith("**not met**")
+    assert (
+        on_time[5]
+        == "- load average (1/5/15 min): 9.0/5.0/3.0 at the start, 17.3/9.1/3.9 at the end, on 2 cores"
+    )
 
 
 def test_a_symbol_without_bars_in_a_window_loads_as_never_listed(synthetic_store: Path) -> None:
@@ -180,3 +323,93 @@ def test_a_finished_search_of_the_same_command_is_reused(
     first = read_experiment(smoke_experiment / "experiment.json").variants[0].selected[1]
     assert again.selected.model_dump(exclude={"tune_seconds"}) == first.model_dump(exclude={"tune_seconds"})
     assert again.selected.tune_seconds > 0
+
+
+def test_smoke_experiment_selection_replays_each_model_to_its_recorded_validation_objective(
+    smoke_experiment: Path, synthetic_store: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import raytrade.cluster.tune as tune
+    from raytrade.cluster.experiment import ExperimentOptions, _calendar, run_search, validation_returns
+
+    def no_search(opts: object) -> None:
+        raise AssertionError("searched again")
+
+    monkeypatch.setattr(tune, "run_tune", no_search)
+    opts = ExperimentOptions(
+        replay=synthetic_store, out=smoke_experiment, budget="smoke", families=("ppo",), features=("base",)
+    )
+    calendar, ppy = _calendar(synthetic_store)
+    folds, _ = plan_folds(calendar, opts.plan_budget(), ppy)
+    results = [run_search(opts, opts.plan_budget(), "ppo", "base", f) for f in folds]
+    bench, returns = validation_returns({"ppo-base": results}, synthetic_store)
+    for k, result in enumerate(results):
+        replayed = score_of(returns["ppo-base"][k] - bench[k], ppy, 1.0)
+        assert replayed == pytest.approx(result.selected.validation_objective, abs=1e-9)
+    selection = read_experiment(smoke_experiment / "experiment.json").variants[0].selection
+    pooled = np.concatenate(returns["ppo-base"]) - np.concatenate(bench)
+    assert selection is not None and selection.estimate == pytest.approx(score_of(pooled, ppy, 1.0))
+
+
+@pytest.mark.parametrize("mode", ["tilt:inverse_vol", "tilt:equal_weight"])
+def test_a_flat_gate_in_a_tilt_mode_evaluates_as_its_baseline(
+    mode: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import raytrade.models.inference as inference
+    from raytrade.cluster.experiment import gated_weights_policy
+    from raytrade.envs.config import GatedEnvConfig, SimulatorConfig
+    from raytrade.envs.evaluation.policies import baseline_spec
+    from raytrade.envs.rollout import replay_policy
+    from raytrade.envs.synthetic_market import synthetic_market_data
+
+    data = synthetic_market_data(n_assets=4, n_steps=60, seed=0)
+    monkeypatch.setattr(inference, "deterministic_actions", lambda module, obs: np.zeros((1, 12), np.int64))
+    cfg = GatedEnvConfig.model_validate({"action": {"mode": mode}})
+    sim = SimulatorConfig(episode_len=59)
+    flat = replay_policy(data, gated_weights_policy(None, data, cfg), sim)
+    baseline = replay_policy(data, baseline_spec(mode.removeprefix("tilt:")).make(data, 0), sim)
+    assert np.abs(baseline.weights).sum() > 1.0  # the baseline does invest
+    np.testing.assert_allclose(flat.returns, baseline.returns, rtol=0, atol=1e-12)
+
+
+def test_a_gated_model_is_evaluated_with_the_gate_it_trained_with(synthetic_store: Path) -> None:
+    from dataclasses import replace
+
+    from raytrade.cluster.experiment import evaluation_columns
+    from raytrade.envs.config import GatedEnvConfig
+    from raytrade.envs.gate import contract_gate
+    from raytrade.envs.market_data import MarketData
+    from raytrade.envs.replay_loader import FEATURE_GROUPS, load_market_data
+
+    cfg = GatedEnvConfig.model_validate({"feature_columns": list(FEATURE_GROUPS["base"])})
+    trained = load_market_data(synthetic_store, "train")  # the loader's default columns, as in training
+
+    def restricted(columns: tuple[str, ...]) -> MarketData:
+        idx = [trained.feature_names.index(c) for c in columns]
+        missing = None if trained.feature_missing is None else trained.feature_missing[..., idx]
+        return replace(
+            trained, features=trained.features[..., idx], feature_names=columns, feature_missing=missing
+        )
+
+    columns = evaluation_columns(cfg, gated=True)
+    assert columns == (*FEATURE_GROUPS["base"], "fc_gate_open")
+    gate, evaluated = contract_gate(trained, cfg), contract_gate(restricted(columns), cfg)
+    assert gate.open.any()
+    np.testing.assert_array_equal(evaluated.open, gate.open)
+    np.testing.assert_array_equal(evaluated.kelly, gate.kelly)
+    replica = contract_gate(restricted(FEATURE_GROUPS["base"]), cfg)
+    assert (replica.open != gate.open).any()  # without the store's flag, another gate
+
+
+def test_the_walk_forward_policy_brings_its_tilt_baselines_inputs_and_lookback() -> None:
+    from raytrade.envs.config import PortfolioEnvConfig
+    from raytrade.envs.evaluation.kelly_lite import KELLY_FEATURES
+    from raytrade.envs.evaluation.policies import registry_spec
+
+    cfg = PortfolioEnvConfig.model_validate(
+        {"feature_columns": ["ret_1", "vol_20"], "action": {"mode": "tilt:kelly_lite"}}
+    )
+    model = FoldModel(np.datetime64("2024-01-02", "ns"), module=None, env_config=cfg, gated=False)
+    handle = WalkForwardPolicy("ppo-base", ("ret_1", "vol_20"), (model,))
+    spec = registry_spec("ppo-base", Path("unused"), lambda ref, registry: handle)
+    assert spec.feature_columns == ("ret_1", "vol_20", *KELLY_FEATURES)
+    assert spec.lookback_bars == 7  # kelly_lite's sigma needs 7 closes
