@@ -37,7 +37,11 @@ def ray_session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     os.environ.setdefault("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
     os.environ.setdefault("AWS_EC2_METADATA_DISABLED", "true")
     os.environ.setdefault("RAYTRADE_CACHE_DIR", str(tmp_path_factory.mktemp("remote-cache")))
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, ignore_reinit_error=True)
+    # address="local": always a fresh instance, never a cluster someone started on this machine
+    # (`ray start`, `raytrade cluster up`), whose CPUs and state are not the suite's
+    ray.init(
+        address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, ignore_reinit_error=True
+    )
     yield
     ray.shutdown()
 
