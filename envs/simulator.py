@@ -190,8 +190,8 @@ class MarketSimulator:
         self.cfg = cfg
         self.n_envs = n_envs
         self.n_assets = data.n_assets
-        self._prices = np.stack([data.open, data.close]).astype(np.float64, copy=False)  # [2, T, N]
-        self._open, self._close = self._prices[0], self._prices[1]
+        self._open = np.ascontiguousarray(data.open, dtype=np.float64)
+        self._close = np.ascontiguousarray(data.close, dtype=np.float64)
         self._listed = np.ascontiguousarray(data.listed, dtype=bool)
         self._features = np.ascontiguousarray(data.features, dtype=np.float32)
         self._missing = data.feature_missing
@@ -386,7 +386,8 @@ class MarketSimulator:
             self.kill.active,
             self.ruined,
             self._multipliers(spread_mult, slippage_mult),
-            self._prices,
+            self._open,
+            self._close,
             self._listed,
             self._bar_rates,
             self._rates.fee,

@@ -165,7 +165,8 @@ def step_rows(  # pragma: no cover (compiled; covered through the simulator)
     kill_active: np.ndarray,
     dead: np.ndarray,
     mult: np.ndarray,
-    prices: np.ndarray,
+    open_: np.ndarray,
+    close: np.ndarray,
     listed: np.ndarray,
     rates: np.ndarray,
     fee_rate: np.ndarray,
@@ -180,12 +181,12 @@ def step_rows(  # pragma: no cover (compiled; covered through the simulator)
     (target weights 0). ``mult [2, B, N]`` is the (spread, slippage) cost multipliers.
 
     The simulator's constants come packed, once per simulator (``MarketSimulator.__init__``), so a
-    call converts 18 arguments rather than 29 (numba checks each one on every call, which at B = 1
-    is most of the call): ``prices [2, T, N]`` (open, close), ``listed [T, N]``, ``rates [4, T, N]``
-    (spread, slippage base, impact, fill cap: ``costs.CostRates``' per-bar rates), ``fee_rate
-    [N]``, ``asset_flags [2, N]`` (shortable, in the crypto group) and ``consts`` (tiny, per-asset
-    cap, gross cap, crypto gross cap, financing rate per bar, borrow rate per bar, free leverage,
-    equity floor in currency, maintenance margin). Returns ``(target weights [B, N], new_units [B,
+    call converts 19 arguments rather than 29 (numba checks each one on every call, about 0.1 us
+    each): ``open_``, ``close``, ``listed`` (the data's ``[T, N]``), ``rates [4, T, N]`` (spread,
+    slippage base, impact, fill cap: ``costs.CostRates``' per-bar rates), ``fee_rate [N]``,
+    ``asset_flags [2, N]`` (shortable, in the crypto group) and ``consts`` (tiny, per-asset cap,
+    gross cap, crypto gross cap, financing rate per bar, borrow rate per bar, free leverage, equity
+    floor in currency, maintenance margin). Returns ``(target weights [B, N], new_units [B,
     N], traded notional [B, N], cash [B], equity [B], costs [B, 4], ruined [B])`` with costs as
     (fee, spread, slippage, financing)."""
     b, n = units.shape
@@ -198,7 +199,7 @@ def step_rows(  # pragma: no cover (compiled; covered through the simulator)
             ti = t[i]
             divisor = max(equity[i], tiny) if floor_divisor else equity[i]
             for j in range(n):
-                w_now[i, j] = units[i, j] * prices[1, ti, j] / divisor
+                w_now[i, j] = units[i, j] * close[ti, j] / divisor
     _project_into(
         target,
         w_now,
@@ -225,7 +226,8 @@ def step_rows(  # pragma: no cover (compiled; covered through the simulator)
         units,
         cash,
         equity,
-        prices,
+        open_,
+        close,
         listed,
         kill_active,
         dead,
@@ -246,7 +248,8 @@ def _fill_into(  # pragma: no cover (compiled; covered through the simulator)
     units: np.ndarray,
     cash: np.ndarray,
     equity: np.ndarray,
-    prices: np.ndarray,
+    open_: np.ndarray,
+    close: np.ndarray,
     listed: np.ndarray,
     kill_active: np.ndarray,
     dead: np.ndarray,
@@ -300,7 +303,7 @@ def _fill_into(  # pragma: no cover (compiled; covered through the simulator)
         cash_i = cash[i]
         gap, gross_open = 0.0, 0.0
         for j in range(n):
-            u, c0, o1 = units[i, j], prices[1, ti, j], prices[0, t1, j]
+            u, c0, o1 = units[i, j], close[ti, j], open_[t1, j]
             gone_j = listed[ti, j] and not listed[t1, j]
             gone[j] = gone_j
             if gone_j:  # delisted: sold at its last price, no cost
@@ -315,7 +318,7 @@ def _fill_into(  # pragma: no cover (compiled; covered through the simulator)
         equity_open = eq + gap
         if equity_open <= max(floor, margin * gross_open):  # bust at the open: liquidate there
             for j in range(n):
-                cash_i += held[j] * prices[0, t1, j]
+                cash_i += held[j] * open_[t1, j]
                 new_units[i, j] = 0.0
             out = max(equity_open, 0.0)
             cash_out[i], equity_out[i], ruined[i] = out, out, True
@@ -325,7 +328,7 @@ def _fill_into(  # pragma: no cover (compiled; covered through the simulator)
         lam_min = 1.0
         kill = kill_active[i]
         for j in range(n):
-            u, o1, cap = held[j], prices[0, t1, j], rates[3, ti, j]
+            u, o1, cap = held[j], open_[t1, j], rates[3, ti, j]
             keep = locked[i, j] and not gone[j]  # an unfilled order: the position stays as it is
             nu = u if keep else w[i, j] * equity_open / o1
             if kill:
@@ -350,7 +353,7 @@ def _fill_into(  # pragma: no cover (compiled; covered through the simulator)
         basket = over or over_g
         fee, spread, slip, flow, long, short, intrabar = 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0
         for j in range(n):
-            u, o1, c1 = held[j], prices[0, t1, j], prices[1, t1, j]
+            u, o1, c1 = held[j], open_[t1, j], close[t1, j]
             nu = u + (lam_min if basket else lam[j]) * (want[j] - u)
             tr = (nu - u) * o1
             f, s, sl = trade_cost_parts(
