@@ -14,7 +14,7 @@ reward. So bars after ``t + 1``'s open cannot change anything observed or earned
 
 Exposure bound: the projection caps the *target* gross at ``gross_cap`` (on the equity at close
 ``t``). A partial fill leaves the gross at the open at most the larger of the gross before the fill
-and the gross of the full fill (see ``envs.step_kernel._fill_row``). Between the open and the close
+and the gross of the full fill (see ``envs.step_kernel._fill_into``). Between the open and the close
 prices move, so the closing gross can exceed ``gross_cap``; what holds at every close is
 ``gross <= equity / maintenance_margin`` (4x at the default 25 %), because a book past that is
 ruined and liquidated; the next decision projects back under ``gross_cap``.
@@ -50,6 +50,7 @@ import numpy as np
 from raytrade.envs.config import SimulatorConfig
 from raytrade.envs.costs import (
     COST_COMPONENTS,
+    CostRates,
     borrow_rate_per_bar,
     cost_overrun,
     cost_rates,
@@ -197,14 +198,16 @@ class MarketSimulator:
         is_crypto = np.array([c == "crypto" for c in data.asset_class], dtype=bool)
         self.is_crypto = is_crypto
         fees = fee_bps(is_crypto, cfg.costs)
-        self._rates = cost_rates(data.spread_bps, data.dollar_volume, fees, cfg.costs)  # every bar, once
+        rates = cost_rates(data.spread_bps, data.dollar_volume, fees, cfg.costs)  # every bar, once
+        self._bar_rates = np.stack([rates.spread, rates.slippage_base, rates.impact, rates.fill_cap])
+        self._rates = CostRates(rates.fee, *self._bar_rates)  # views of the one packed copy
         self.limits = exposure_limits(is_crypto, cfg.constraints)
         reward = cfg.reward
         self._envelope_bps = np.where(
             is_crypto, reward.cost_envelope_bps_crypto, reward.cost_envelope_bps_equity
         )
         self._no_lock = np.zeros((n_envs, data.n_assets), dtype=bool)
-        self._full_cost = np.ones((n_envs, data.n_assets))  # read-only by contract: a multiplier of 1
+        self._full_cost = np.ones((2, n_envs, data.n_assets))  # read-only by contract: multipliers of 1
         self.days_per_bar = cfg.days_per_bar if cfg.days_per_bar is not None else data.days_per_bar
         all_crypto = bool(is_crypto.all())
         self._carry = np.array(
@@ -215,7 +218,20 @@ class MarketSimulator:
             ]
         )
         self._ruin = np.array([cfg.min_equity_fraction * cfg.initial_equity, cfg.maintenance_margin])
-        self._group = self.limits.group if self.limits.group is not None else np.zeros(data.n_assets, bool)
+        group = self.limits.group if self.limits.group is not None else np.zeros(data.n_assets, bool)
+        self._asset_flags = np.stack([self.limits.shortable, group]).astype(bool)  # [2, N]
+        con = self.limits.constraints
+        self._consts = np.array(  # step_rows' consts, in its order
+            [
+                1e-12 * cfg.initial_equity,
+                con.per_asset_cap,
+                self.limits.gross_cap,
+                con.crypto_gross_cap,
+                *self._carry,
+                *self._ruin,
+            ],
+            dtype=np.float64,
+        )
         ks = cfg.kill_switch
         self._kill_rule = np.array(  # (trigger, release drawdown, release after bars; 0: never)
             [ks.trigger_drawdown, ks.release_drawdown or 0.0, float(ks.release_after_bars or 0)]
@@ -358,7 +374,6 @@ class MarketSimulator:
     ) -> Trade:
         """Steps 1-4 for every episode (compiled): project onto the constraints (data <= t only),
         liquidate delistings, fill at open t + 1, charge costs, mark to close t + 1, finance, ruin."""
-        r, limits = self._rates, self.limits
         w_target, new_units, traded, cash, new_equity, costs, ruined = step_rows(
             np.ascontiguousarray(target),
             np.ascontiguousarray(fill, dtype=bool) if fill is not None else self._no_lock,
@@ -367,28 +382,18 @@ class MarketSimulator:
             self.cash,
             self.equity,
             self._any_ruined,  # the divisor of the current weights is _live_equity's
-            1e-12 * self.cfg.initial_equity,
-            self._open,
-            self._close,
-            self._listed,
             self.t,
             self.kill.active,
             self.ruined,
-            r.fee,
-            r.spread,
-            r.slippage_base,
-            r.impact,
-            r.fill_cap,
-            self._per_asset(spread_mult),
-            self._per_asset(slippage_mult),
-            float(limits.constraints.per_asset_cap),
-            limits.shortable,
-            float(limits.gross_cap),
-            self._group,
-            limits.group is not None,
-            float(limits.constraints.crypto_gross_cap),
-            self._carry,
-            self._ruin,
+            self._multipliers(spread_mult, slippage_mult),
+            self._open,
+            self._close,
+            self._listed,
+            self._bar_rates,
+            self._rates.fee,
+            self._asset_flags,
+            self._consts,
+            self.limits.group is not None,
         )
         return Trade(w_target, traded, new_units, cash, new_equity, costs, ruined)
 
@@ -470,12 +475,15 @@ class MarketSimulator:
             ruined=now_ruined,
         )
 
-    def _per_asset(self, mult: np.ndarray | float) -> np.ndarray:
-        """A cost multiplier (scalar or broadcastable) as a ``[B, N]`` float64 array."""
-        if isinstance(mult, float | int) and mult == 1:
+    def _multipliers(self, spread_mult: np.ndarray | float, slippage_mult: np.ndarray | float) -> np.ndarray:
+        """The (spread, slippage) cost multipliers (scalars or broadcastable to ``[B, N]``) as one
+        ``[2, B, N]`` float64 array."""
+        if all(isinstance(m, float | int) and m == 1 for m in (spread_mult, slippage_mult)):
             return self._full_cost
-        shape = self._full_cost.shape
-        return np.ascontiguousarray(np.broadcast_to(np.asarray(mult, dtype=np.float64), shape))
+        shape = self._full_cost.shape[1:]
+        return np.stack(
+            [np.broadcast_to(np.asarray(m, dtype=np.float64), shape) for m in (spread_mult, slippage_mult)]
+        )
 
     def kill_state(self) -> KillSwitchState:
         """Current kill-switch state (read-only view for observers)."""

@@ -8,7 +8,7 @@ do the same arithmetic per element, and read each episode's bar straight from th
 stated once each: the projection is ``envs.projection.project_row``, trade costs and carry are
 ``envs.costs.trade_cost_parts`` and ``financing_of``; the box rules (per-asset cap, no shorts where
 not shortable, unlisted = 0, unwind-only while the kill switch is on, locked = unfilled) are
-:func:`_target_row`'s and are checked against ``projection.weight_bounds`` and
+:func:`_project_into`'s and are checked against ``projection.weight_bounds`` and
 ``kill_switch.unwind_bounds`` in the tests. The contract of each argument is
 :meth:`envs.simulator.MarketSimulator.step`'s. :func:`settle_rows` is step 5's bookkeeping (growth,
 drawdown, kill switch through ``kill_switch._advance``, counters, costs) for the same reason; the
@@ -32,11 +32,29 @@ use_kernel_cache()  # before any kernel compiles: the cache is keyed on every ke
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
-def _target_row(  # pragma: no cover (compiled; covered through target_rows and step_rows)
+def _scratch(  # pragma: no cover (compiled)
+    n: int,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Five zeroed rows of ``n`` floats and the projection's ``4 n``, as views of one allocation
+    (at B = 1 each allocation is a measurable share of the step)."""
+    block = np.zeros(9 * n)
+    return (
+        block[:n],
+        block[n : 2 * n],
+        block[2 * n : 3 * n],
+        block[3 * n : 4 * n],
+        block[4 * n : 5 * n],
+        block[5 * n :],
+    )
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _project_into(  # pragma: no cover (compiled; covered through target_rows and step_rows)
     target: np.ndarray,
     w_now: np.ndarray,
     listed: np.ndarray,
-    kill_active: bool,
+    bar: np.ndarray,
+    kill_active: np.ndarray,
     fill: np.ndarray,
     has_fill: bool,
     per_asset_cap: float,
@@ -45,38 +63,50 @@ def _target_row(  # pragma: no cover (compiled; covered through target_rows and 
     group: np.ndarray,
     has_group: bool,
     crypto_gross_cap: float,
-    external_gross: float,
+    external_gross: np.ndarray,
+    skip: np.ndarray,
     w: np.ndarray,
     locked: np.ndarray,
-    lower: np.ndarray,
-    upper: np.ndarray,
-    floor: np.ndarray,
-    work: np.ndarray,
 ) -> None:
-    """One episode's projected target weights into ``w [N]`` and its locked mask into ``locked [N]``
-    (``lower``, ``upper``, ``floor``: scratch of ``N``; ``work``: the projection's, ``4 N``)."""
-    n = target.shape[0]
-    locked_gross, locked_group = 0.0, 0.0
-    for j in range(n):
-        hi = per_asset_cap if listed[j] else 0.0
-        lo = -hi if shortable[j] else 0.0
-        if kill_active:  # unwind only: |w| may shrink toward 0, never grow or change sign
-            lo = max(lo, min(w_now[j], 0.0))
-            hi = min(hi, max(w_now[j], 0.0))
-        lock = has_fill and not fill[j] and listed[j]
-        locked[j] = lock
-        if lock:
-            lo, hi = 0.0, 0.0
-            locked_gross += abs(w_now[j])
-            if has_group and group[j]:
-                locked_group += abs(w_now[j])
-        lower[j], upper[j] = lo, hi
-    budget = max(gross_cap - locked_gross - external_gross, 0.0)
-    group_budget = max(crypto_gross_cap - locked_group, 0.0) if has_fill else crypto_gross_cap
-    if has_group:
-        project_row_grouped(target, lower, upper, budget, group, group_budget, w, floor, work)
-    else:
-        project_row(target, lower, upper, budget, floor, w, work)
+    """Every episode ``i`` not ``skip[i]``: its projected target weights into ``w[i]`` and its locked
+    mask into ``locked[i]``, the box at bar ``bar[i]`` of ``listed`` (rows left as they were where
+    skipped).
+
+    The loop over episodes is inside, and rows are read and written by index, never as
+    ``target[i]``-style views: numba takes and drops a reference on every array an inlined helper
+    is handed and on every view, each an atomic operation, and per row those were about a third of
+    the step's time at B = 256."""
+    b, n = target.shape
+    lower, upper, floor, row, out, work = _scratch(n)
+    for i in range(b):
+        if skip[i]:
+            continue
+        ti, kill = bar[i], kill_active[i]
+        locked_gross, locked_group = 0.0, 0.0
+        for j in range(n):
+            row[j] = target[i, j]
+            listed_j = listed[ti, j]
+            hi = per_asset_cap if listed_j else 0.0
+            lo = -hi if shortable[j] else 0.0
+            if kill:  # unwind only: |w| may shrink toward 0, never grow or change sign
+                lo = max(lo, min(w_now[i, j], 0.0))
+                hi = min(hi, max(w_now[i, j], 0.0))
+            lock = has_fill and not fill[i, j] and listed_j
+            locked[i, j] = lock
+            if lock:
+                lo, hi = 0.0, 0.0
+                locked_gross += abs(w_now[i, j])
+                if has_group and group[j]:
+                    locked_group += abs(w_now[i, j])
+            lower[j], upper[j] = lo, hi
+        budget = max(gross_cap - locked_gross - external_gross[i], 0.0)
+        group_budget = max(crypto_gross_cap - locked_group, 0.0) if has_fill else crypto_gross_cap
+        if has_group:
+            project_row_grouped(row, lower, upper, budget, group, group_budget, out, floor, work)
+        else:
+            project_row(row, lower, upper, budget, floor, out, work)
+        for j in range(n):
+            w[i, j] = out[j]
 
 
 @numba.njit(cache=True, nogil=True)
@@ -96,33 +126,29 @@ def target_rows(  # pragma: no cover (compiled; covered through the simulator an
     external_gross: np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Projected target weights ``[B, N]`` and the locked mask (``~fill & listed``): step 1 alone,
-    what the serving path decides with."""
+    what the serving path decides with (``listed [B, N]``: each episode's own bar)."""
     b, n = target.shape
     w = np.zeros((b, n))
     locked = np.zeros((b, n), dtype=np.bool_)
-    lower, upper, floor, work = np.empty(n), np.empty(n), np.zeros(n), np.empty(4 * n)
-    for i in range(b):
-        _target_row(
-            target[i],
-            w_now[i],
-            listed[i],
-            kill_active[i],
-            fill[i],
-            has_fill,
-            per_asset_cap,
-            shortable,
-            gross_cap,
-            group,
-            has_group,
-            crypto_gross_cap,
-            external_gross[i],
-            w[i],
-            locked[i],
-            lower,
-            upper,
-            floor,
-            work,
-        )
+    _project_into(
+        target,
+        w_now,
+        listed,
+        np.arange(b),
+        kill_active,
+        fill,
+        has_fill,
+        per_asset_cap,
+        shortable,
+        gross_cap,
+        group,
+        has_group,
+        crypto_gross_cap,
+        external_gross,
+        np.zeros(b, dtype=np.bool_),
+        w,
+        locked,
+    )
     return w, locked
 
 
@@ -135,49 +161,136 @@ def step_rows(  # pragma: no cover (compiled; covered through the simulator)
     cash: np.ndarray,
     equity: np.ndarray,
     floor_divisor: bool,
-    tiny: float,
-    open_: np.ndarray,
-    close: np.ndarray,
-    listed: np.ndarray,
     t: np.ndarray,
     kill_active: np.ndarray,
     dead: np.ndarray,
+    mult: np.ndarray,
+    open_: np.ndarray,
+    close: np.ndarray,
+    listed: np.ndarray,
+    rates: np.ndarray,
     fee_rate: np.ndarray,
-    spread_rate: np.ndarray,
-    slippage_base: np.ndarray,
-    impact: np.ndarray,
-    fill_cap: np.ndarray,
-    spread_mult: np.ndarray,
-    slippage_mult: np.ndarray,
-    per_asset_cap: float,
-    shortable: np.ndarray,
-    gross_cap: float,
-    group: np.ndarray,
+    asset_flags: np.ndarray,
+    consts: np.ndarray,
     has_group: bool,
-    crypto_gross_cap: float,
-    carry: np.ndarray,
-    ruin: np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Steps 1-4 of the simulator for every episode ``i`` at its bar ``t[i]``: the current weights
     (``units * close[t] / equity``, the equity floored at ``tiny`` where ``floor_divisor``), the
-    projected targets (:func:`_target_row`, with the locked mask where ``has_fill``), then
-    :func:`_fill_row`. ``open_``, ``close``, ``listed`` and the per-bar rates are the data's ``[T,
-    N]`` arrays; ``dead [B]`` marks episodes ruined earlier: they stay exactly as they are (target
-    weights 0). Returns ``(target weights [B, N], new_units [B, N], traded notional [B, N], cash [B],
-    equity [B], costs [B, 4], ruined [B])`` with costs as (fee, spread, slippage, financing)."""
+    projected targets (:func:`_project_into`, with the locked mask where ``has_fill``), then
+    :func:`_fill_into`. ``dead [B]`` marks episodes ruined earlier: they stay exactly as they are
+    (target weights 0). ``mult [2, B, N]`` is the (spread, slippage) cost multipliers.
+
+    The simulator's constants come packed, once per simulator (``MarketSimulator.__init__``), so a
+    call converts 19 arguments rather than 29 (numba checks each one on every call, about 0.1 us
+    each): ``open_``, ``close``, ``listed`` (the data's ``[T, N]``), ``rates [4, T, N]`` (spread,
+    slippage base, impact, fill cap: ``costs.CostRates``' per-bar rates), ``fee_rate [N]``,
+    ``asset_flags [2, N]`` (shortable, in the crypto group) and ``consts`` (tiny, per-asset cap,
+    gross cap, crypto gross cap, financing rate per bar, borrow rate per bar, free leverage, equity
+    floor in currency, maintenance margin). Returns ``(target weights [B, N], new_units [B,
+    N], traded notional [B, N], cash [B], equity [B], costs [B, 4], ruined [B])`` with costs as
+    (fee, spread, slippage, financing)."""
     b, n = units.shape
     w = np.zeros((b, n))
+    locked = np.zeros((b, n), dtype=np.bool_)
+    w_now = np.zeros((b, n))
+    tiny = consts[0]
+    for i in range(b):
+        if not dead[i]:
+            ti = t[i]
+            divisor = max(equity[i], tiny) if floor_divisor else equity[i]
+            for j in range(n):
+                w_now[i, j] = units[i, j] * close[ti, j] / divisor
+    _project_into(
+        target,
+        w_now,
+        listed,
+        t,
+        kill_active,
+        fill,
+        has_fill,
+        consts[1],
+        asset_flags[0],
+        consts[2],
+        asset_flags[1],
+        has_group,
+        consts[3],
+        np.zeros(b),
+        dead,
+        w,
+        locked,
+    )
+    return _fill_into(
+        t,
+        w,
+        locked,
+        units,
+        cash,
+        equity,
+        open_,
+        close,
+        listed,
+        kill_active,
+        dead,
+        fee_rate,
+        rates,
+        mult,
+        asset_flags[1],
+        has_group,
+        consts,
+    )
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _fill_into(  # pragma: no cover (compiled; covered through the simulator)
+    t: np.ndarray,
+    w: np.ndarray,
+    locked: np.ndarray,
+    units: np.ndarray,
+    cash: np.ndarray,
+    equity: np.ndarray,
+    open_: np.ndarray,
+    close: np.ndarray,
+    listed: np.ndarray,
+    kill_active: np.ndarray,
+    dead: np.ndarray,
+    fee_rate: np.ndarray,
+    rates: np.ndarray,
+    mult: np.ndarray,
+    group: np.ndarray,
+    has_group: bool,
+    consts: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Steps 2-4 of every live episode ``i`` at bar ``ti = t[i]``: liquidate delistings at
+    ``close[ti]``, fill at ``open[ti + 1]`` sized on the equity at that open (locked assets keep
+    their units; the kill switch clips to unwinds; each fill takes at most ``fill_cap``), charge
+    costs, mark to ``close[ti + 1]``, charge carry, and liquidate a ruined account. Episodes ruined
+    earlier (``dead``) keep their units, cash and equity and are flagged ruined.
+
+    ``w [B, N]`` holds the projected targets on entry and the final target weights on return (0 for
+    delisted, the current weight for locked assets); the carry (financing rate per bar, borrow rate
+    per bar, free leverage) and the ruin rule (equity floor in currency, maintenance margin) are
+    ``consts[4:9]`` (:func:`step_rows`). Participation: asset ``j`` fills ``lam_j = min(1, fill_cap
+    / |order|)`` of its order; when those partial fills would leave the gross (or the crypto
+    sleeve's gross, where ``has_group``) above both the gross before the fill and the gross of the
+    full fill, every order fills the common ``min_j lam_j`` instead, so the book is a convex
+    combination of where it was and where it was going. Ruin: equity at the open or at the close at
+    or below ``max(floor, margin * gross)`` liquidates every position at that price without cost;
+    equity is floored at 0 and the episode is flagged.
+
+    The loop over episodes is inside and every array is read by index (see :func:`_project_into`).
+    Returns ``(w, new_units, traded notional, cash, equity, costs [B, 4], ruined)``, costs as (fee,
+    spread, slippage, financing)."""
+    b, n = units.shape
     new_units = np.empty((b, n))
     traded = np.zeros((b, n))
     cash_out = np.empty(b)
     equity_out = np.empty(b)
     costs = np.zeros((b, 4))
     ruined = np.zeros(b, dtype=np.bool_)
-    scratch = np.empty((5, n))
-    w_now, lower, upper, held, want = scratch[0], scratch[1], scratch[2], scratch[3], scratch[4]
-    lam, floor, work = np.empty(n), np.zeros(n), np.empty(4 * n)
-    locked = np.zeros(n, dtype=np.bool_)
+    held, want, lam, _, _, _ = _scratch(n)
     gone = np.empty(n, dtype=np.bool_)
+    fin_rate, borrow_rate, free_leverage = consts[4], consts[5], consts[6]
+    floor, margin = consts[7], consts[8]
     for i in range(b):
         if dead[i]:  # ruined earlier: flat, nothing happens until a reset
             for j in range(n):
@@ -185,204 +298,99 @@ def step_rows(  # pragma: no cover (compiled; covered through the simulator)
             cash_out[i], equity_out[i], ruined[i] = cash[i], equity[i], True
             continue
         ti = t[i]
-        close_t = close[ti]
-        divisor = max(equity[i], tiny) if floor_divisor else equity[i]
+        t1 = ti + 1
+        eq = equity[i]
+        cash_i = cash[i]
+        gap, gross_open = 0.0, 0.0
         for j in range(n):
-            w_now[j] = units[i, j] * close_t[j] / divisor
-        _target_row(
-            target[i],
-            w_now,
-            listed[ti],
-            kill_active[i],
-            fill[i],
-            has_fill,
-            per_asset_cap,
-            shortable,
-            gross_cap,
-            group,
-            has_group,
-            crypto_gross_cap,
-            0.0,
-            w[i],
-            locked,
-            lower,
-            upper,
-            floor,
-            work,
-        )
-        cash_out[i], equity_out[i], ruined[i] = _fill_row(
-            w[i],
-            locked,
-            units[i],
-            cash[i],
-            equity[i],
-            close_t,
-            open_[ti + 1],
-            close[ti + 1],
-            listed[ti],
-            listed[ti + 1],
-            kill_active[i],
-            fee_rate,
-            spread_rate[ti],
-            slippage_base[ti],
-            impact[ti],
-            fill_cap[ti],
-            spread_mult[i],
-            slippage_mult[i],
-            group,
-            has_group,
-            carry,
-            ruin,
-            new_units[i],
-            traded[i],
-            costs[i],
-            held,
-            want,
-            lam,
-            gone,
-        )
+            u, c0, o1 = units[i, j], close[ti, j], open_[t1, j]
+            gone_j = listed[ti, j] and not listed[t1, j]
+            gone[j] = gone_j
+            if gone_j:  # delisted: sold at its last price, no cost
+                cash_i += u * c0
+                u = 0.0
+                w[i, j] = 0.0
+            elif locked[i, j]:
+                w[i, j] = u * c0 / eq
+            held[j] = u
+            gap += u * (o1 - c0)
+            gross_open += abs(u * o1)
+        equity_open = eq + gap
+        if equity_open <= max(floor, margin * gross_open):  # bust at the open: liquidate there
+            for j in range(n):
+                cash_i += held[j] * open_[t1, j]
+                new_units[i, j] = 0.0
+            out = max(equity_open, 0.0)
+            cash_out[i], equity_out[i], ruined[i] = out, out, True
+            continue
+        before, target, partial = 0.0, 0.0, 0.0
+        before_g, target_g, partial_g = 0.0, 0.0, 0.0
+        lam_min = 1.0
+        kill = kill_active[i]
+        for j in range(n):
+            u, o1, cap = held[j], open_[t1, j], rates[3, ti, j]
+            keep = locked[i, j] and not gone[j]  # an unfilled order: the position stays as it is
+            nu = u if keep else w[i, j] * equity_open / o1
+            if kill:
+                nu = min(max(nu, min(u, 0.0)), max(u, 0.0))
+            want[j] = nu
+            order = abs(nu - u) * o1
+            # min(1, cap / order) without the division when the order fits (the common case)
+            lam_j = 1.0 if order <= cap else cap / order
+            lam[j] = lam_j
+            lam_min = min(lam_min, lam_j)
+            a, z = abs(u * o1), abs(nu * o1)
+            p = abs((u + lam_j * (nu - u)) * o1)
+            before += a
+            target += z
+            partial += p
+            if has_group and group[j]:
+                before_g += a
+                target_g += z
+                partial_g += p
+        over = partial > max(before, target) * (1.0 + 1e-9)
+        over_g = has_group and partial_g > max(before_g, target_g) * (1.0 + 1e-9)
+        basket = over or over_g
+        fee, spread, slip, flow, long, short, intrabar = 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0
+        for j in range(n):
+            u, o1, c1 = held[j], open_[t1, j], close[t1, j]
+            nu = u + (lam_min if basket else lam[j]) * (want[j] - u)
+            tr = (nu - u) * o1
+            f, s, sl = trade_cost_parts(
+                abs(tr),
+                fee_rate[j],
+                rates[0, ti, j],
+                rates[1, ti, j],
+                rates[2, ti, j],
+                rates[3, ti, j],
+                mult[0, i, j],
+                mult[1, i, j],
+            )
+            fee += f
+            spread += s
+            slip += sl
+            flow += tr
+            value = nu * c1
+            if value > 0.0:
+                long += value
+            else:
+                short -= value
+            intrabar += nu * (c1 - o1)
+            new_units[i, j] = nu
+            traded[i, j] = tr
+        trade_cost = fee + spread + slip
+        equity_close = equity_open - trade_cost + intrabar
+        fin = financing_of(long, short, equity_close, fin_rate, borrow_rate, free_leverage)
+        costs[i, 0], costs[i, 1], costs[i, 2], costs[i, 3] = fee, spread, slip, fin
+        equity_end = equity_close - fin
+        if equity_end <= max(floor, margin * (long + short)):  # ruin at the close: liquidate there
+            for j in range(n):
+                new_units[i, j] = 0.0
+            out = max(equity_end, 0.0)
+            cash_out[i], equity_out[i], ruined[i] = out, out, True
+            continue
+        cash_out[i], equity_out[i] = cash_i - flow - trade_cost - fin, equity_end
     return w, new_units, traded, cash_out, equity_out, costs, ruined
-
-
-@numba.njit(cache=True, nogil=True, inline="always")
-def _fill_row(  # pragma: no cover (compiled; covered through the simulator)
-    w_target: np.ndarray,
-    locked: np.ndarray,
-    units: np.ndarray,
-    cash: float,
-    equity: float,
-    close_t: np.ndarray,
-    open1: np.ndarray,
-    close1: np.ndarray,
-    listed_t: np.ndarray,
-    listed_t1: np.ndarray,
-    kill_active: bool,
-    fee_rate: np.ndarray,
-    spread_rate: np.ndarray,
-    slippage_base: np.ndarray,
-    impact: np.ndarray,
-    fill_cap: np.ndarray,
-    spread_mult: np.ndarray,
-    slippage_mult: np.ndarray,
-    group: np.ndarray,
-    has_group: bool,
-    carry: np.ndarray,
-    ruin: np.ndarray,
-    new_units: np.ndarray,
-    traded: np.ndarray,
-    costs: np.ndarray,
-    held: np.ndarray,
-    want: np.ndarray,
-    lam: np.ndarray,
-    gone: np.ndarray,
-) -> tuple[float, float, bool]:
-    """Steps 2-4 of one live episode: liquidate delistings at ``close_t``, fill at ``open1`` sized on
-    the equity at that open (locked assets keep their units; the kill switch clips to unwinds; each
-    fill takes at most ``fill_cap``), charge costs, mark to ``close1``, charge carry, and liquidate a
-    ruined account.
-
-    ``carry`` is (financing rate per bar, borrow rate per bar, free leverage); ``ruin`` is (equity
-    floor in currency, maintenance margin); the rates are the bar's rows ``[N]``. Participation:
-    asset ``j`` fills ``lam_j = min(1, fill_cap / |order|)`` of its order; when those partial fills
-    would leave the gross (or the crypto sleeve's gross, where ``has_group``) above both the gross
-    before the fill and the gross of the full fill, every order fills the common ``min_j lam_j``
-    instead, so the book is a convex combination of where it was and where it was going. Ruin:
-    equity at the open or at the close at or below ``max(floor, margin * gross)`` liquidates every
-    position at that price without cost; equity is floored at 0 and the episode is flagged.
-
-    Writes the final target weights into ``w_target`` (0 for delisted, the current weight for locked
-    assets), the units after the fill into ``new_units``, the signed traded notional into ``traded``
-    (zeros on entry), (fee, spread, slippage, financing) into ``costs`` (zeros on entry); ``held``,
-    ``want``, ``lam``, ``gone`` are scratch. Returns ``(cash, equity, ruined)``.
-    """
-    n = units.shape[0]
-    fin_rate, borrow_rate, free_leverage = carry[0], carry[1], carry[2]
-    floor, margin = ruin[0], ruin[1]
-    eq = equity
-    cash_i = cash
-    gap, gross_open = 0.0, 0.0
-    for j in range(n):
-        held[j] = units[j]
-        gone[j] = listed_t[j] and not listed_t1[j]
-        if gone[j]:  # delisted: sold at its last price, no cost
-            cash_i += held[j] * close_t[j]
-            held[j] = 0.0
-            w_target[j] = 0.0
-        elif locked[j]:
-            w_target[j] = held[j] * close_t[j] / eq
-        gap += held[j] * (open1[j] - close_t[j])
-        gross_open += abs(held[j] * open1[j])
-    equity_open = eq + gap
-    if equity_open <= max(floor, margin * gross_open):  # bust at the open: liquidate there
-        for j in range(n):
-            cash_i += held[j] * open1[j]
-            new_units[j] = 0.0
-        out = max(equity_open, 0.0)
-        return out, out, True
-    before, target, partial = 0.0, 0.0, 0.0
-    before_g, target_g, partial_g = 0.0, 0.0, 0.0
-    lam_min = 1.0
-    for j in range(n):
-        u = held[j]
-        keep = locked[j] and not gone[j]  # an unfilled order: the position stays as it is
-        nu = u if keep else w_target[j] * equity_open / open1[j]
-        if kill_active:
-            nu = min(max(nu, min(u, 0.0)), max(u, 0.0))
-        want[j] = nu
-        order = abs(nu - u) * open1[j]
-        # min(1, cap / order) without the division when the order fits (the common case)
-        lam[j] = 1.0 if order <= fill_cap[j] else fill_cap[j] / order
-        lam_min = min(lam_min, lam[j])
-        a, z = abs(u * open1[j]), abs(nu * open1[j])
-        p = abs((u + lam[j] * (nu - u)) * open1[j])
-        before += a
-        target += z
-        partial += p
-        if has_group and group[j]:
-            before_g += a
-            target_g += z
-            partial_g += p
-    over = partial > max(before, target) * (1.0 + 1e-9)
-    over_g = has_group and partial_g > max(before_g, target_g) * (1.0 + 1e-9)
-    basket = over or over_g
-    fee, spread, slip, flow, long, short, intrabar = 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0
-    for j in range(n):
-        u = held[j]
-        nu = u + (lam_min if basket else lam[j]) * (want[j] - u)
-        tr = (nu - u) * open1[j]
-        f, s, sl = trade_cost_parts(
-            abs(tr),
-            fee_rate[j],
-            spread_rate[j],
-            slippage_base[j],
-            impact[j],
-            fill_cap[j],
-            spread_mult[j],
-            slippage_mult[j],
-        )
-        fee += f
-        spread += s
-        slip += sl
-        flow += tr
-        value = nu * close1[j]
-        if value > 0.0:
-            long += value
-        else:
-            short -= value
-        intrabar += nu * (close1[j] - open1[j])
-        new_units[j] = nu
-        traded[j] = tr
-    trade_cost = fee + spread + slip
-    equity_close = equity_open - trade_cost + intrabar
-    fin = financing_of(long, short, equity_close, fin_rate, borrow_rate, free_leverage)
-    costs[0], costs[1], costs[2], costs[3] = fee, spread, slip, fin
-    equity_end = equity_close - fin
-    if equity_end <= max(floor, margin * (long + short)):  # ruin at the close: liquidate there
-        for j in range(n):
-            new_units[j] = 0.0
-        out = max(equity_end, 0.0)
-        return out, out, True
-    return cash_i - flow - trade_cost - fin, equity_end, False
 
 
 @numba.njit(cache=True, nogil=True)
