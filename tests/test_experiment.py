@@ -14,7 +14,9 @@ import pytest
 from raytrade.cluster.experiment import (
     BASELINES,
     BUDGETS,
+    ExperimentOptions,
     FoldModel,
+    FoldPlan,
     WalkForwardPolicy,
     choose_winner,
     plan_folds,
@@ -304,11 +306,13 @@ def test_smoke_experiment_winner_is_chosen_on_validation_and_matches_its_figures
     assert doc.verdict.beats_kelly_lite == ((doc.verdict.vs_kelly_lite.low or 0.0) > 0)
 
 
-def test_a_finished_search_of_the_same_command_is_reused(
+def _without_searching(
     smoke_experiment: Path, synthetic_store: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+) -> tuple[ExperimentOptions, list[FoldPlan], int]:
+    """The smoke experiment's ppo-base options, folds and bars per year, with any new search made
+    to fail: what follows must reuse the session's finished searches."""
     import raytrade.cluster.tune as tune
-    from raytrade.cluster.experiment import ExperimentOptions, _calendar, run_search
+    from raytrade.cluster.experiment import _calendar
 
     def no_search(opts: object) -> None:
         raise AssertionError("searched again")
@@ -319,6 +323,15 @@ def test_a_finished_search_of_the_same_command_is_reused(
     )
     calendar, ppy = _calendar(synthetic_store)
     folds, _ = plan_folds(calendar, opts.plan_budget(), ppy)
+    return opts, folds, ppy
+
+
+def test_a_finished_search_of_the_same_command_is_reused(
+    smoke_experiment: Path, synthetic_store: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from raytrade.cluster.experiment import run_search
+
+    opts, folds, _ = _without_searching(smoke_experiment, synthetic_store, monkeypatch)
     again = run_search(opts, opts.plan_budget(), "ppo", "base", folds[1])
     first = read_experiment(smoke_experiment / "experiment.json").variants[0].selected[1]
     assert again.selected.model_dump(exclude={"tune_seconds"}) == first.model_dump(exclude={"tune_seconds"})
@@ -328,18 +341,9 @@ def test_a_finished_search_of_the_same_command_is_reused(
 def test_smoke_experiment_selection_replays_each_model_to_its_recorded_validation_objective(
     smoke_experiment: Path, synthetic_store: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import raytrade.cluster.tune as tune
-    from raytrade.cluster.experiment import ExperimentOptions, _calendar, run_search, validation_returns
+    from raytrade.cluster.experiment import run_search, validation_returns
 
-    def no_search(opts: object) -> None:
-        raise AssertionError("searched again")
-
-    monkeypatch.setattr(tune, "run_tune", no_search)
-    opts = ExperimentOptions(
-        replay=synthetic_store, out=smoke_experiment, budget="smoke", families=("ppo",), features=("base",)
-    )
-    calendar, ppy = _calendar(synthetic_store)
-    folds, _ = plan_folds(calendar, opts.plan_budget(), ppy)
+    opts, folds, ppy = _without_searching(smoke_experiment, synthetic_store, monkeypatch)
     results = [run_search(opts, opts.plan_budget(), "ppo", "base", f) for f in folds]
     bench, returns = validation_returns({"ppo-base": results}, synthetic_store)
     for k, result in enumerate(results):
