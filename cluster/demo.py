@@ -206,7 +206,7 @@ def serve_demo(registry: Path, store: Path) -> None:
     from pydantic import SecretStr
     from ray import serve
 
-    from raytrade.cluster.settings import registry_hmac_key
+    from raytrade.cluster.settings import registry_key_reader
     from raytrade.replay import read_frame
     from raytrade.serve.app import HttpConfig, ServiceConfig, build_app
     from raytrade.serve.client import ClientConfig, PolicyClient, request_from_loop
@@ -227,8 +227,7 @@ def serve_demo(registry: Path, store: Path) -> None:
             model="demo_ppo", registry=str(registry), decide=ServeConfig(max_feature_age_hours=None)
         )
         http = HttpConfig(max_as_of_skew_s=None)  # the request is dated at the data's last bar
-        key = registry_hmac_key if registry_hmac_key() is not None else None  # the function, not the key
-        app = build_app(config, token, replica_cpus=0.5, http=http, registry_key=key)
+        app = build_app(config, token, replica_cpus=0.5, http=http, registry_key=registry_key_reader())
         serve.run(app, name=DEMO_APP, route_prefix=DEMO_ROUTE)
         state = _demo_loop_state(read_frame(store, "bars", columns=["symbol", "ts", "close"]))
         base_url = f"http://127.0.0.1:{port}{DEMO_ROUTE}"

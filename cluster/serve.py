@@ -96,7 +96,7 @@ def serve_command(
     **caps: float,
 ) -> None:
     """Deploy a promoted policy behind POST /v1/act, GET /v1/health and GET /v1/model."""
-    from raytrade.cluster.settings import MissingCredentialsError, load_settings, registry_hmac_key
+    from raytrade.cluster.settings import MissingCredentialsError, load_settings, registry_key_reader
     from raytrade.serve.decide import ServeConfig
     from raytrade.serve.guard import check_token
 
@@ -134,7 +134,7 @@ def serve_command(
         replicas=replicas,
         replica_cpus=replica_cpus,
         http=http,
-        registry_key=registry_hmac_key if registry_hmac_key() is not None else None,
+        registry_key=registry_key_reader(),
     )
     serve.run(app, name=APP_NAME, route_prefix="/")
     click.echo(f"serving {model} on http://{host}:{port}/v1/act (health: /v1/health)")

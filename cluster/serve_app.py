@@ -12,7 +12,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from raytrade.cluster.settings import MissingCredentialsError, load_settings, registry_hmac_key
+from raytrade.cluster.settings import MissingCredentialsError, load_settings, registry_key_reader
 from raytrade.serve.app import HttpConfig, ServiceConfig, build_app
 from raytrade.serve.caps import ExposureCaps
 from raytrade.serve.decide import ServeConfig
@@ -64,12 +64,12 @@ def app_builder(args: dict[str, str]) -> Any:
         max_batch_size=parsed.max_batch_size,
         batch_wait_ms=parsed.batch_wait_ms,
     )
-    key_set = registry_hmac_key() is not None  # a weak key ends here
+    key = registry_key_reader()  # a weak key ends here
     return build_app(
         config,
         token.get_secret_value(),
         parsed.replicas,
         parsed.replica_cpus,
         http,
-        registry_key=registry_hmac_key if key_set else None,
+        registry_key=key,
     )

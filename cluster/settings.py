@@ -18,6 +18,7 @@ Design decisions
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Final
 
@@ -34,7 +35,7 @@ from raytrade.replay.credentials import (
 )
 from raytrade.replay.errors import InputError
 
-__all__ = ["MissingCredentialsError", "Settings", "load_settings", "registry_hmac_key"]
+__all__ = ["MissingCredentialsError", "Settings", "load_settings", "registry_hmac_key", "registry_key_reader"]
 
 SETTINGS_FILE_ENV: Final[str] = "RAYTRADE_SETTINGS_FILE"
 REGISTRY_HMAC_KEY_ENV: Final[str] = "RAYTRADE_REGISTRY_HMAC_KEY"
@@ -149,3 +150,10 @@ def registry_hmac_key() -> SecretStr | None:
             "python -c 'import secrets; print(secrets.token_urlsafe(32))'"
         )
     return key
+
+
+def registry_key_reader() -> Callable[[], SecretStr | None] | None:
+    """What a Serve deployment is bound for the registry key: :func:`registry_hmac_key` itself (each
+    replica reads the key from its own environment) when this process has a key, else None (no MAC
+    check). A key that is too short is refused here, before anything is deployed."""
+    return registry_hmac_key if registry_hmac_key() is not None else None
