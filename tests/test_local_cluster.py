@@ -5,11 +5,12 @@ placement tables and the stopping of process groups without Ray. The integration
 local cluster (head + 1 worker, 1 CPU each, token auth, dashboard on) started ONCE by ``raytrade
 cluster up`` in a subprocess with HOME in a temp folder, separate from the session's Ray: status
 shows both nodes and their resources; a smoke ``raytrade tune`` of one trial with one env runner
-(two 1-CPU bundles) runs its learner and its env runner on different nodes, as the GCS's actor table
-records them, and its summary says so; a submitted ``raytrade summary`` job finishes with its output
-readable; a wrong token fails with one line; and ``raytrade cluster down`` (the last test, and the
-fixture's teardown whatever happened) leaves no process of the cluster. The placement test replaces
-the former ``test_two_nodes.py`` (a ``ray.cluster_utils`` cluster of its own).
+(two 1-CPU bundles) runs its learner and its env runner on different nodes, as Ray's actor table
+(the dashboard's state API) records them, and its summary says so; a submitted ``raytrade summary``
+job finishes with its output readable; a wrong token fails with one line; and ``raytrade cluster
+down`` (the last test, and the fixture's teardown whatever happened) leaves no process of the
+cluster. The placement test replaces the former ``test_two_nodes.py`` (a ``ray.cluster_utils``
+cluster of its own).
 """
 
 from __future__ import annotations
@@ -181,14 +182,20 @@ def test_status_shows_the_head_and_the_worker(
     assert status.address == state.address
 
 
-# The actors of the cluster as its GCS records them (dead ones included), read by a driver in a child
-# process holding the cluster's token (see ``local_cluster._PROBE``).
-_ACTORS_PROBE = """
-import json, ray
-from ray._private.state import actors
-ray.init(include_dashboard=False, log_to_driver=False, logging_level="ERROR")
-print(json.dumps([[a["ActorClassName"], a["Address"]["NodeID"]] for a in actors().values()]))
-"""
+def _actor_nodes(state: ClusterState) -> list[tuple[str, str]]:
+    """(class name, node id) of every actor of the cluster, dead ones included, as Ray's state API
+    on the dashboard lists them (the token sent as ``cluster.submit`` sends it)."""
+    import urllib.request
+
+    assert state.dashboard_url is not None
+    token = state.token_file.read_text().strip()
+    request = urllib.request.Request(
+        f"{state.dashboard_url}/api/v0/actors?limit=1000&detail=1",
+        headers={"Authorization": f"Bearer {token}"},
+    )
+    with urllib.request.urlopen(request, timeout=60) as reply:
+        listed = json.loads(reply.read())["data"]["result"]["result"]
+    return [(actor["class_name"], actor["node_id"]) for actor in listed]
 
 
 @pytest.mark.slow
@@ -207,11 +214,7 @@ def test_a_trial_with_an_env_runner_spreads_it_to_the_other_node_and_says_so(
     done = _cli(args, shell, timeout=300)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     (row,) = json.loads((tmp_path / "ppo-smoke" / LEADERBOARD_FILE).read_text())
-    probe = subprocess.run(
-        [sys.executable, "-c", _ACTORS_PROBE], env=shell | {"RAY_ADDRESS": state.address},
-        capture_output=True, text=True, timeout=120, check=True,
-    )  # fmt: skip
-    placed = json.loads(probe.stdout.strip().splitlines()[-1])
+    placed = _actor_nodes(state)
     learner = [node for name, node in placed if name == "PPO"]
     runners = [node for name, node in placed if name == "SingleAgentEnvRunner"]
     head, worker = (n.node_id for n in cluster_status.nodes)
