@@ -27,8 +27,9 @@ Design decisions
   leaves nothing ``down`` cannot find.
 * Where Tune put its trials is visible twice: ``status`` prints each node's resources as used/total
   (a trial's placement group holds its CPU on its node while it runs), and ``raytrade tune`` ends
-  with :func:`format_placement`, each trial under the node it reported (``node_id``). Nodes are
-  named by id, never by address: all nodes of this cluster share one.
+  with :func:`format_placement`, each trial under the node it reported (``node_id``), and for a
+  trial with env runners (``raytrade tune --env-runners K``) the node each runner reported. Nodes
+  are named by id, never by address: all nodes of this cluster share one.
 * Loopback only in part (Ray 2.60): ``ray start`` turns ``--node-ip-address=127.0.0.1`` into the
   machine's routable address (``services.resolve_ip_for_localhost``), so the GCS and the nodes are
   recorded under it, and Ray's gRPC servers (GCS, raylets, object managers) listen on every
@@ -508,6 +509,10 @@ def format_placement(rows: Sequence[LeaderboardRow]) -> str:
     column prints it, in id order) naming its trials in leaderboard order. A trial that reported no
     node id (it failed before its first result) is listed under ``unknown``, last.
 
+    Trials with remote env runners get a second block, one line each: the learner's node, each env
+    runner's node (in runner order), and how many distinct nodes the trial ran on, all as the
+    processes themselves reported them (``LeaderboardRow.env_runner_node_ids``).
+
     The node id, not the IP: every node of a local cluster has the same address, 127.0.0.1."""
     by_node: dict[str, list[str]] = {}
     for row in rows:
@@ -518,6 +523,15 @@ def format_placement(rows: Sequence[LeaderboardRow]) -> str:
     lines += [f"  {node:<{NODE_ID_SHOWN + 2}}{' '.join(by_node[node])}" for node in nodes]
     if "" in by_node:
         lines.append(f"  {'unknown':<{NODE_ID_SHOWN + 2}}{' '.join(by_node[''])}")
+    spread = [row for row in rows if row.env_runner_node_ids]
+    if spread:
+        lines.append("env runners by trial (learner node, then each env runner's node, as they reported):")
+    for row in spread:
+        learner = row.node_id[:NODE_ID_SHOWN] if row.node_id else "unknown"
+        runners = " ".join(node[:NODE_ID_SHOWN] for node in row.env_runner_node_ids)
+        seen = {row.node_id, *row.env_runner_node_ids} - {None}
+        plural = "s" if len(seen) != 1 else ""
+        lines.append(f"  {row.trial}  learner {learner}  env runners {runners}  ({len(seen)} node{plural})")
     return "\n".join(lines)
 
 

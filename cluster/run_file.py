@@ -64,6 +64,11 @@ class LeaderboardRow(BaseModel):
     iteration: int = Field(ge=0, description="training iteration of the checkpoint (or last result)")
     checkpoint: str | None = Field(description="checkpoint folder relative to the run; None: none left")
     node_id: str | None
+    env_runner_node_ids: list[str] = Field(
+        default_factory=list,
+        description="node id of each remote env runner, as the runner reported it (empty: none, or an "
+        "older run)",
+    )
     error: str | None = Field(description="first line of the trial's error, if it failed")
     objective: float
     sharpe: float

@@ -7,8 +7,14 @@ Design decisions
   whose process dies is restarted from its last checkpoint (``FailureConfig(max_failures)``).
   Scoring happens inside ``Algorithm.train()`` (``tune_specs.objective.score_on_train_result``).
 * Per-trial resources come from ``Algorithm.default_resource_request``: one CPU bundle for the
-  algorithm (sampling and learning in-process unless the spec adds env runners) plus optional
-  custom resources; ``placement_strategy="SPREAD"`` spreads a trial's bundles over nodes.
+  algorithm (learning, and sampling too with ``--env-runners 0``) plus optional custom resources,
+  and one bundle per env runner (``--env-runners K``: K remote sampling actors, 1 CPU each);
+  ``placement_strategy="SPREAD"`` spreads a trial's 1 + K bundles over nodes, best effort (Ray packs
+  them onto fewer nodes when that is all there is). Before the search starts, a trial's bundles are
+  checked against the nodes' total resources (:func:`check_bundles_fit`): Tune would otherwise wait
+  for ever for a placement group no node set can hold. Each env runner reports the node it runs on
+  (``tune_specs.objective.env_runner_node_ids``), the leaderboard keeps it, and the summary prints
+  it next to the learner's node.
 * One run = one folder ``STORAGE/NAME`` (Tune's experiment dir). Next to Tune's files it holds
   ``raytrade_run.json`` (``cluster.run_file.RunFile``: spec, replay, budget, the reproducing
   command, and the code version, library versions and data fingerprint at the start; written
@@ -74,7 +80,7 @@ from raytrade.replay.splits import TRAIN_FRACTION, VALIDATION_FRACTION
 from raytrade.tune_specs import OFFLINE_SPECS, SPECS, get_spec
 from raytrade.tune_specs.exploration import exploration_options, with_exploration
 from raytrade.tune_specs.init_weights import InitVersion, adopt_env_config, resolve_init, with_init_weights
-from raytrade.tune_specs.objective import METRIC, REPORTED, TRAIN_METRIC, metric_of
+from raytrade.tune_specs.objective import ENV_RUNNER_NODES, METRIC, REPORTED, TRAIN_METRIC, metric_of
 from raytrade.tune_specs.overfit import OverfitCheck, check_overfit
 from raytrade.tune_specs.spec import Budget, TuneSpec
 
@@ -150,6 +156,12 @@ class TuneOptions(BaseModel):
         None, description="cost profile (raytrade calibrate-costs) the simulator trains and scores with"
     )
     seed: int = Field(0, description="search and training seed")
+    env_runners: int = Field(
+        0,
+        ge=0,
+        description="RLlib env runners per trial: remote sampling actors, one placement bundle each "
+        "beside the learner's (0: the learner's process samples)",
+    )
     trial_resources: dict[str, float] = Field(
         default_factory=dict, description="extra custom Ray resources each trial requests"
     )
@@ -271,6 +283,7 @@ class TuneOptions(BaseModel):
             parts += [f"--{key.replace('_', '-')}", repr(value)]
         parts += ["--storage", location(self.storage), "--name", self.run_name()]
         parts += ["--cvar-penalty", repr(self.cvar_penalty), "--seed", str(self.seed)]
+        parts += ["--env-runners", str(self.env_runners)] if self.env_runners else []
         parts += ["--action-mode", self.action_mode, "--max-tilt", repr(self.max_tilt)]
         parts += ["--no-trade-band", repr(self.no_trade_band)]
         parts += ["--turnover-penalty", repr(self.turnover_penalty)]
@@ -436,20 +449,25 @@ def _param(config: Mapping[str, Any], path: str) -> Any:
     return node
 
 
-def build_tuner(opts: TuneOptions, spec: TuneSpec, callbacks: list[Any]) -> Any:
-    """A fresh ``Tuner`` (or a restored one with ``opts.resume``) for ``spec`` on ``opts.replay``."""
+def search_algo_config(opts: TuneOptions, spec: TuneSpec) -> AlgorithmConfig:
+    """The search's param space before trial resources: the spec's config for this search's env,
+    budget and objective, with its exploration options, ``--init`` weights and experience store."""
+    budget = opts.budget(spec)
+    env_config = opts.env_config(spec, budget)
+    objective = spec.objective.model_copy(update={"cvar_penalty": opts.cvar_penalty})
+    return _with_experience(
+        opts, opts.search_config(spec, spec.algo_config(env_config, budget, objective), env_config)
+    )
+
+
+def build_tuner(opts: TuneOptions, spec: TuneSpec, config: AlgorithmConfig, callbacks: list[Any]) -> Any:
+    """A fresh ``Tuner`` of the param space ``config`` (:func:`search_algo_config` with
+    :func:`with_trial_resources`), or with ``opts.resume`` the restored one, for ``spec`` on
+    ``opts.replay``."""
     from ray import tune
     from ray.tune.search.basic_variant import BasicVariantGenerator
 
     budget = opts.budget(spec)
-    env_config = opts.env_config(spec, budget)
-    objective = spec.objective.model_copy(update={"cvar_penalty": opts.cvar_penalty})
-    config = _with_experience(
-        opts, opts.search_config(spec, spec.algo_config(env_config, budget, objective), env_config)
-    )
-    config = config.resources(
-        placement_strategy="SPREAD", custom_resources_for_main_process=dict(opts.trial_resources)
-    ).debugging(seed=opts.seed)
     trainable: Any = config.algo_class
     run_dir = opts.run_location()
     if opts.resume:
@@ -479,6 +497,87 @@ def build_tuner(opts: TuneOptions, spec: TuneSpec, callbacks: list[Any]) -> Any:
             progress_reporter=_reporter(spec, config),
         ),
     )
+
+
+def with_trial_resources(opts: TuneOptions, config: AlgorithmConfig) -> AlgorithmConfig:
+    """``config`` with what each trial runs and requests: ``opts.env_runners`` remote env runners,
+    the custom ``opts.trial_resources`` on the learner's bundle, the SPREAD placement strategy for
+    the trial's bundles, and the search seed."""
+    return (
+        config.env_runners(num_env_runners=opts.env_runners)
+        .resources(placement_strategy="SPREAD", custom_resources_for_main_process=dict(opts.trial_resources))
+        .debugging(seed=opts.seed)
+    )
+
+
+def trial_bundles(config: AlgorithmConfig) -> Any:
+    """The ``PlacementGroupFactory`` a trial of ``config`` asks Tune for (bundles and strategy), as
+    RLlib's ``Algorithm.default_resource_request`` computes it for the first resolved variant of the
+    param space (search domains drawn once: they never change a trial's resources)."""
+    from ray.tune.search.variant_generator import generate_variants
+
+    _, resolved = next(generate_variants(config.to_dict()))
+    return config.algo_class.default_resource_request(resolved)  # type: ignore[union-attr]
+
+
+def _fits(bundles: list[dict[str, float]], free: list[dict[str, float]], start: int = 0) -> bool:
+    """Whether every bundle can take a node of ``free`` (several bundles may share one), by an exact
+    search. Nodes with the same free resources are tried once per bundle, and a bundle equal to the
+    one before it takes a node at or after that one's (``start``): reordering equal bundles finds
+    no new placement."""
+    if not bundles:
+        return True
+    first, rest = bundles[0], bundles[1:]
+    tried: list[dict[str, float]] = []
+    for i in range(start, len(free)):
+        node = free[i]
+        if node in tried or any(node.get(k, 0.0) < v for k, v in first.items()):
+            continue
+        tried.append(node)
+        left = {k: node.get(k, 0.0) - first.get(k, 0.0) for k in node}
+        if _fits(rest, [*free[:i], left, *free[i + 1 :]], i if rest and rest[0] == first else 0):
+            return True
+    return False
+
+
+def check_bundles_fit(
+    bundles: list[dict[str, float]], nodes: list[dict[str, float]], env_runners: int
+) -> None:
+    """Fail (one line) when no placement of ``bundles`` (a trial's: the learner's, then one per env
+    runner) onto ``nodes`` (each alive node's total resources) exists: such a trial would wait for
+    ever. Totals, not what is free now: other trials and jobs release what they hold."""
+    asked = [{k: float(v) for k, v in b.items() if v} for b in bundles]
+    kinds = sorted({k for b in asked for k in b})  # nodes seen only through what is asked
+    free = [{k: float(n.get(k, 0.0)) for k in kinds} for n in nodes]
+    need = {k: sum(b.get(k, 0.0) for b in asked) for k in kinds}
+    enough = all(need[k] <= sum(n[k] for n in free) for k in kinds)  # cheap refusal first
+    ordered = sorted(asked, key=lambda b: [-b.get(k, 0.0) for k in kinds])  # equal bundles adjacent
+    if enough and _fits(ordered, free):
+        return
+    held = " + ".join(f"{n.get('CPU', 0.0):g}" for n in nodes) or "0"
+    raise InputError(
+        f"--env-runners {env_runners}: a trial needs {len(asked)} bundles (1 learner + {env_runners} env "
+        f"runners: {asked}, {need.get('CPU', 0.0):g} CPUs in all) but the cluster's {len(nodes)} "
+        f"node(s) cannot hold them (CPUs per node: {held}); lower --env-runners or add nodes"
+    )
+
+
+def cluster_node_resources() -> list[dict[str, float]]:
+    """The total resources of each alive node of the connected Ray cluster."""
+    import ray
+
+    return [{k: float(v) for k, v in node["Resources"].items()} for node in ray.nodes() if node.get("Alive")]
+
+
+def check_env_runners(opts: TuneOptions, spec: TuneSpec) -> None:
+    """Fail (one line) when ``--env-runners`` is given to an offline spec: it learns from the stored
+    experience table and samples no environment, so remote env runners would only hold CPUs."""
+    if opts.env_runners and spec.name in OFFLINE_SPECS:
+        raise InputError(
+            f"--env-runners {opts.env_runners}: spec {spec.name!r} is offline (learns from the experience "
+            f"table, samples no environment); env runners apply to the online specs "
+            f"({', '.join(sorted(set(SPECS) - OFFLINE_SPECS))})"
+        )
 
 
 def _with_experience(opts: TuneOptions, config: AlgorithmConfig) -> AlgorithmConfig:
@@ -619,6 +718,7 @@ def leaderboard(
                 iteration=int(metrics.get("training_iteration", 0)),
                 checkpoint=ckpt,
                 node_id=metrics.get("node_id"),
+                env_runner_node_ids=[n for n in str(metrics.get(ENV_RUNNER_NODES) or "").split(",") if n],
                 error=None if result.error is None else str(result.error).splitlines()[0][:200],
                 train_objective=metric_of(metrics, TRAIN_METRIC),
                 overfit=overfit_of(result, overfit_window),
@@ -717,6 +817,7 @@ def run_tune(opts: TuneOptions, dashboard: bool = True) -> TuneOutcome:
     version = opts.init_version()
     if version is not None:  # the trials load exactly the version resolved now
         opts = opts.model_copy(update={"init": version.label})
+    check_env_runners(opts, spec)
     check_replay(local_store(opts.replay), spec, opts.feature_columns(spec), opts.split_fractions())
     check_experience(opts, spec)
     opts.sim_overrides()  # a bad cost profile is refused before Ray starts
@@ -736,6 +837,9 @@ def run_tune(opts: TuneOptions, dashboard: bool = True) -> TuneOutcome:
     from raytrade.cluster.local_cluster import init_ray
 
     init_ray(os.environ.get("RAY_ADDRESS"), dashboard=dashboard)
+    config = with_trial_resources(opts, search_algo_config(opts, spec))
+    if opts.env_runners and not opts.resume:
+        check_bundles_fit(trial_bundles(config).bundles, cluster_node_resources(), opts.env_runners)
     callbacks, env, wandb_key = _wandb_setup(opts, run_dir)
     for line in log_locations(opts):
         click.echo(line)
@@ -745,7 +849,7 @@ def run_tune(opts: TuneOptions, dashboard: bool = True) -> TuneOutcome:
         if remote is not None:
             upload_tree(run_dir, remote, files=[RUN_FILE])
     with _environment(env):
-        tuner = build_tuner(opts, spec, callbacks)
+        tuner = build_tuner(opts, spec, config, callbacks)
         results = tuner.fit()
     if wandb_key is not None:
         upload_wandb_runs(run_dir, wandb_key)
@@ -832,6 +936,14 @@ def run_tune(opts: TuneOptions, dashboard: bool = True) -> TuneOutcome:
 @click.option("--max-failures", type=click.IntRange(min=0), default=2, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option(
+    "--env-runners",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="RLlib env runners per trial (1 CPU each, a placement bundle each beside the learner's, "
+    "spread over nodes; 0: the learner samples; online specs only).",
+)
+@click.option(
     "--init",
     help="registry:NAME[@VERSION]: start every trial from that version's weights; its features, "
     "normaliser and action mapping are adopted (conflicting flags are refused).",
@@ -869,6 +981,7 @@ def tune_command(
     validation_fraction: float | None,
     max_failures: int,
     seed: int,
+    env_runners: int,
     init: str | None,
     registry: str,
     probe_symbols: str | None,
@@ -901,6 +1014,7 @@ def tune_command(
         validation_fraction=validation_fraction,
         max_failures=max_failures,
         seed=seed,
+        env_runners=env_runners,
         init=init,
         registry=registry,
         probe_symbols=probe_symbols,

@@ -4,11 +4,13 @@ The unit tests check the token file, the node command lines, the state file, the
 placement tables and the stopping of process groups without Ray. The integration tests share one
 local cluster (head + 1 worker, 1 CPU each, token auth, dashboard on) started ONCE by ``raytrade
 cluster up`` in a subprocess with HOME in a temp folder, separate from the session's Ray: status
-shows both nodes and their resources; a smoke ``raytrade tune`` of two 1-CPU trials runs one trial
-on each node and its summary says so; a submitted ``raytrade summary`` job finishes with its output
-readable; a wrong token fails with one line; and ``raytrade cluster down`` (the last test, and the
-fixture's teardown whatever happened) leaves no process of the cluster. The placement test replaces
-the former ``test_two_nodes.py`` (a ``ray.cluster_utils`` cluster of its own).
+shows both nodes and their resources; a smoke ``raytrade tune`` of one trial with one env runner
+(two 1-CPU bundles) runs its learner and its env runner on different nodes, as Ray's actor table
+(the dashboard's state API) records them, and its summary says so; a submitted ``raytrade summary``
+job finishes with its output readable; a wrong token fails with one line; and ``raytrade cluster
+down`` (the last test, and the fixture's teardown whatever happened) leaves no process of the
+cluster. The placement test replaces the former ``test_two_nodes.py`` (a ``ray.cluster_utils``
+cluster of its own).
 """
 
 from __future__ import annotations
@@ -180,27 +182,51 @@ def test_status_shows_the_head_and_the_worker(
     assert status.address == state.address
 
 
+def _actor_nodes(state: ClusterState) -> list[tuple[str, str]]:
+    """(class name, node id) of every actor of the cluster, dead ones included, as Ray's state API
+    on the dashboard lists them (the token sent as ``cluster.submit`` sends it)."""
+    import urllib.request
+
+    assert state.dashboard_url is not None
+    token = state.token_file.read_text().strip()
+    request = urllib.request.Request(
+        f"{state.dashboard_url}/api/v0/actors?limit=1000&detail=1",
+        headers={"Authorization": f"Bearer {token}"},
+    )
+    with urllib.request.urlopen(request, timeout=60) as reply:
+        listed = json.loads(reply.read())["data"]["result"]["result"]
+    return [(actor["class_name"], actor["node_id"]) for actor in listed]
+
+
 @pytest.mark.slow
 @pytest.mark.ray
-def test_a_smoke_search_runs_one_trial_on_each_node_and_says_so(
+def test_a_trial_with_an_env_runner_spreads_it_to_the_other_node_and_says_so(
     token_cluster: tuple[ClusterState, dict[str, str]],
     cluster_status: ClusterStatus,
     synthetic_store: Path,
     tmp_path: Path,
 ) -> None:
-    # two 1-CPU trials on two 1-CPU nodes: both run at once only with one on each node
-    _, shell = token_cluster
-    args = ["tune", "--spec", "ppo", "--replay", str(synthetic_store), "--smoke", "--num-samples", "2"]
-    args += ["--iterations", "1", "--storage", str(tmp_path), "--no-wandb"]
+    # one trial of 1 + 1 one-CPU bundles (learner, env runner) on two 1-CPU nodes: one bundle a node
+    state, shell = token_cluster
+    assert [n.resources["CPU"] for n in cluster_status.nodes] == [1.0, 1.0]
+    args = ["tune", "--spec", "ppo", "--replay", str(synthetic_store), "--smoke", "--num-samples", "1"]
+    args += ["--iterations", "1", "--env-runners", "1", "--storage", str(tmp_path), "--no-wandb"]
     done = _cli(args, shell, timeout=300)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    rows = json.loads((tmp_path / "ppo-smoke" / LEADERBOARD_FILE).read_text())
-    nodes = sorted(n.node_id for n in cluster_status.nodes)
-    assert len(nodes) == 2
-    assert sorted(r["node_id"] for r in rows) == nodes
-    trial_of = {r["node_id"]: r["trial"] for r in rows}
-    summary = ["trials by node (2 nodes; ids as in raytrade cluster status):"]
-    summary += [f"  {node[:12]}  {trial_of[node]}" for node in nodes]
+    (row,) = json.loads((tmp_path / "ppo-smoke" / LEADERBOARD_FILE).read_text())
+    placed = _actor_nodes(state)
+    learner = [node for name, node in placed if name == "PPO"]
+    runners = [node for name, node in placed if name == "SingleAgentEnvRunner"]
+    head, worker = (n.node_id for n in cluster_status.nodes)
+    assert (len(learner), len(runners)) == (1, 1), placed
+    assert {learner[0], runners[0]} == {head, worker}  # Ray's own record: two nodes
+    assert (row["node_id"], row["env_runner_node_ids"]) == (learner[0], runners)  # what the trial said
+    summary = [
+        "trials by node (1 node; ids as in raytrade cluster status):",
+        f"  {learner[0][:12]}  {row['trial']}",
+        "env runners by trial (learner node, then each env runner's node, as they reported):",
+        f"  {row['trial']}  learner {learner[0][:12]}  env runners {runners[0][:12]}  (2 nodes)",
+    ]
     assert "\n".join(summary) in done.stdout, done.stdout[-3000:]
 
 
@@ -426,6 +452,29 @@ def test_the_placement_summary_names_each_nodes_trials() -> None:
     ]
     one = "trials by node (1 node; ids as in raytrade cluster status):"
     assert format_placement(rows[:1]).splitlines()[0] == one
+
+
+def test_the_placement_summary_names_the_node_of_each_env_runner() -> None:
+    from raytrade.cluster.local_cluster import format_placement
+    from raytrade.cluster.run_file import LeaderboardRow
+
+    def row(trial: str, node_id: str, runners: list[str]) -> LeaderboardRow:
+        scores = dict.fromkeys(("objective", "sharpe", "sortino", "cvar_5", "total_return"), 0.1)
+        return LeaderboardRow(
+            trial=trial, trial_dir=trial, params={}, iteration=1, checkpoint=None, node_id=node_id,
+            env_runner_node_ids=runners, error=None, turnover=0.0, max_drawdown=0.0, **scores,
+        )  # fmt: skip
+
+    a, b = "aaaa00001111ffff", "bbbb00002222eeee"
+    rows = [row("t_00000", a, [b, a]), row("t_00001", b, []), row("t_00002", a, [a])]
+    assert format_placement(rows).splitlines() == [
+        "trials by node (2 nodes; ids as in raytrade cluster status):",
+        "  aaaa00001111  t_00000 t_00002",
+        "  bbbb00002222  t_00001",
+        "env runners by trial (learner node, then each env runner's node, as they reported):",
+        "  t_00000  learner aaaa00001111  env runners bbbb00002222 aaaa00001111  (2 nodes)",
+        "  t_00002  learner aaaa00001111  env runners aaaa00001111  (1 node)",
+    ]
 
 
 def test_an_exited_unreaped_node_counts_as_stopped() -> None:

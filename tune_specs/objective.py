@@ -278,7 +278,8 @@ def score_on_train_result(
 
     Use as ``config.callbacks(on_train_result=functools.partial(score_on_train_result,
     objective=ObjectiveConfig(...).model_dump()))``. Between scoring iterations the last score is
-    repeated, so schedulers always see the metric. ``node_id`` is added for placement checks.
+    repeated, so schedulers always see the metric. ``node_id`` (the algorithm's, where its learner
+    runs) and ``env_runner_node_ids`` (:func:`env_runner_node_ids`) are added for placement checks.
     """
     import ray
 
@@ -294,3 +295,25 @@ def score_on_train_result(
     for window, scores in cached.items():
         result[window] = {k: scores[k] for k in REPORTED}
     result["node_id"] = ray.get_runtime_context().get_node_id()
+    result[ENV_RUNNER_NODES] = ",".join(env_runner_node_ids(algorithm))
+
+
+ENV_RUNNER_NODES = "env_runner_node_ids"
+"""Result key of the node ids the algorithm's remote env runners run on, comma-separated in runner
+order ("": none): a string, since Tune's TensorBoard logger would try to draw a list as a histogram."""
+
+
+def _this_node(_: Any) -> str:
+    import ray
+
+    return str(ray.get_runtime_context().get_node_id())
+
+
+def env_runner_node_ids(algorithm: Any) -> list[str]:
+    """The node id of each of ``algorithm``'s remote env runners, asked of the runner actor itself
+    (in runner order; healthy runners only; empty without remote runners). Where Ray put them, not
+    where the placement strategy asked for them."""
+    group = getattr(algorithm, "env_runner_group", None)
+    if group is None or group.num_remote_env_runners() == 0:
+        return []
+    return [str(node) for node in group.foreach_env_runner(_this_node, local_env_runner=False)]
