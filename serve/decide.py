@@ -400,25 +400,27 @@ class DecisionService:
         # The answer is validated in one call (nested dicts, pydantic-core): the same checks as a
         # SymbolDecision per symbol, a fraction of the cost (the arrays are read as Python floats once).
         decisions: dict[str, dict[str, Any]] = {}
-        equity = p.request.account.equity
+        equity, price_of, hold = p.request.account.equity, p.request.reference_price, p.hold_reason
         w_target, w_now, conf = weights.tolist(), p.w_now.tolist(), confidence.tolist()
         mode_of = None if modes is None else modes.tolist()
-        for sym, i in self.universe.items():
+        for i, sym in enumerate(self.universe):
             w = w_target[i]
-            held = sym in p.hold_reason
+            flat = abs(w) < _ZERO
+            reason = hold.get(sym)
+            held = reason is not None
             if held:
-                mode, reason = "hold", p.hold_reason[sym]
+                mode = "hold"
             elif mode_of is not None:
-                mode, reason = GATE_MODES[int(mode_of[i])], None
+                mode = GATE_MODES[mode_of[i]]
             else:
-                mode, reason = ("flat" if abs(w) < _ZERO else "aggressive"), None
+                mode = "flat" if flat else "aggressive"
             if kill and not held and abs(w) < abs(w_now[i]) - _ZERO:
                 reason = "kill switch: unwind only"
             decisions[sym] = {
                 "target_weight": w,
-                "target_qty": target_quantity(w, equity, p.request.reference_price(sym)),
+                "target_qty": target_quantity(w, equity, price_of(sym)),
                 "current_weight": w_now[i],
-                "side": "flat" if abs(w) < _ZERO else ("long" if w > 0 else "short"),
+                "side": "flat" if flat else ("long" if w > 0 else "short"),
                 "gate_mode": mode,
                 "confidence": 0.0 if held else conf[i],
                 "tradeable": not held,
