@@ -11,6 +11,10 @@ env observation, and a module as a ``replay_policy`` policy.
   ``forward_inference`` (serving needs both: the decision and its confidence); a weights module's
   inference output carries its projected weights as ``Columns.ACTIONS`` (the catalog's modules do:
   ``tests/test_models.py``), so no second forward is needed.
+* RLlib's ``forward_inference`` puts the whole module tree in eval mode on every call (a walk that
+  sets the flag on each submodule). :func:`inference_forward` skips that walk when the caller shows
+  that every layer is already in eval mode (``models.load`` sets it once; ``PolicyHandle`` checks
+  its cached layers per call, a tuple scan), so serving pays it never and the answer is the same.
 """
 
 from __future__ import annotations
@@ -97,9 +101,26 @@ class PolicyOutput(NamedTuple):
     """``torch.Tensor [B, ...]``: the action distribution's inputs (``Columns.ACTION_DIST_INPUTS``)."""
 
 
-def policy_output(module: Any, obs: Any, action: ActionConfig) -> PolicyOutput:
+def inference_forward(module: Any, batch: dict[str, Any], layers: tuple[Any, ...] | None = None) -> Any:
+    """``module.forward_inference(batch)``'s output.
+
+    RLlib's ``forward_inference`` is ``eval()`` (every submodule's ``training`` flag set to False),
+    then ``_forward_inference``, then ``train()`` again if the module was training. When none of
+    ``layers`` (``tuple(module.modules())``, cached by the caller) is training, that ``eval()``
+    changes nothing, so ``_forward_inference`` alone is called: the same outputs without the walk.
+    Otherwise (or without ``layers``) RLlib's own ``forward_inference`` runs.
+    """
+    if layers is not None and not any(layer.training for layer in layers):
+        return module._forward_inference(batch)
+    return module.forward_inference(batch)
+
+
+def policy_output(
+    module: Any, obs: Any, action: ActionConfig, layers: tuple[Any, ...] | None = None
+) -> PolicyOutput:
     """``module``'s deterministic decision for a batch of env observations under ``action``, and its
-    action distribution inputs, from one ``forward_inference`` (torch inference mode).
+    action distribution inputs, from one ``forward_inference`` (torch inference mode;
+    :func:`inference_forward` with ``layers``).
 
     The decision: a Box policy in absolute mode with ``weights()`` gives its projected weights (the
     inference output's ``Columns.ACTIONS``; ``weights()`` itself for a module that does not put them
@@ -111,7 +132,7 @@ def policy_output(module: Any, obs: Any, action: ActionConfig) -> PolicyOutput:
 
     with torch.inference_mode():
         tensors = to_tensor(obs)
-        out = module.forward_inference({Columns.OBS: tensors})
+        out = inference_forward(module, {Columns.OBS: tensors}, layers)
         inputs = out[Columns.ACTION_DIST_INPUTS]
         if not isinstance(module.action_space, gym.spaces.Box):
             decided = greedy_actions(module, inputs)

@@ -42,7 +42,12 @@ from raytrade.models.registry_migrate import check_current_names
 
 @dataclass(frozen=True)
 class PolicyHandle:
-    """A loaded registry version: ``module`` (torch RLModule, eval mode) and its ``manifest``."""
+    """A loaded registry version: ``module`` (torch RLModule, eval mode) and its ``manifest``.
+
+    :func:`load` puts the module in eval mode once; :meth:`act_with_inputs` checks per call that
+    every layer still is (a scan of the cached :attr:`layers`) and then skips RLlib's per-call
+    ``eval()`` walk (``models.inference.inference_forward``); a layer put back in training mode gets
+    RLlib's own ``forward_inference`` again."""
 
     name: str
     version: int
@@ -65,7 +70,13 @@ class PolicyHandle:
         """:meth:`act`'s decision for a batch ``[B, ...]`` and the action distribution inputs it came
         from, in one forward (``models.inference.policy_output``): what serving needs to decide and
         to state its confidence."""
-        return policy_output(self.module, batch, self._action)
+        return policy_output(self.module, batch, self._action, self.layers)
+
+    @cached_property
+    def layers(self) -> tuple[Any, ...]:
+        """Every layer of ``module`` (``module.modules()``), listed once: what
+        :meth:`act_with_inputs` checks for eval mode."""
+        return tuple(self.module.modules())
 
     @cached_property
     def _action(self) -> ActionConfig:

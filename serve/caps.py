@@ -1,11 +1,11 @@
 """The trading loop's gates and hard exposure caps, applied after the model: one implementation, used
 by the service (``serve.decide``) and by the order planner (``serve.orders``). Pure functions.
 
-Gates (:func:`gate_reason`): a symbol is *held* (no new risk: its target may only move toward zero
-from the current weight; the service keeps it where it is) when the loop marks it ``trade_blocked``,
-when it has no quote (bid or ask missing or non-positive, or crossed), or when its quoted spread
-``(ask - bid) / mid`` exceeds the loop's cap (``LoopRules.spread_cap_for``: 8 bps mega caps, 25 bps
-other stocks, 35 bps crypto).
+Gates (:func:`gate_reason`; :func:`gate_reasons` for a request's rows at once): a symbol is *held*
+(no new risk: its target may only move toward zero from the current weight; the service keeps it
+where it is) when the loop marks it ``trade_blocked``, when it has no quote (bid or ask missing or
+non-positive, or crossed), or when its quoted spread ``(ask - bid) / mid`` exceeds the loop's cap
+(``LoopRules.spread_cap_for``: 8 bps mega caps, 25 bps other stocks, 35 bps crypto).
 
 Caps (:func:`cap_targets`), weights as signed fractions of equity, in this order:
 
@@ -26,6 +26,7 @@ before it; reductions of risk are never throttled.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import NamedTuple
 
 import numpy as np
@@ -73,13 +74,26 @@ class CappedTargets(NamedTuple):
 
 def gate_reason(row: SymbolSnapshot, is_crypto: bool, rules: LoopRules = _RULES) -> str | None:
     """Why the loop's gates hold the symbol of ``row`` (no new risk), or None when it may trade."""
+    return gate_reasons([row], np.array([is_crypto]), rules)[0]
+
+
+def gate_reasons(
+    rows: Sequence[SymbolSnapshot], is_crypto: np.ndarray, rules: LoopRules = _RULES
+) -> list[str | None]:
+    """:func:`gate_reason` of each of ``rows`` (``is_crypto [len(rows)]``), the spread caps looked up
+    in one vectorised ``LoopRules.spread_cap_for`` call (a request's rows are gated together: the
+    per-row call was most of a request's check)."""
+    volume = [np.nan if row.avg_dollar_vol is None else row.avg_dollar_vol for row in rows]
+    caps = rules.spread_cap_for(is_crypto, volume).tolist()
+    return [_gate_reason(row, cap) for row, cap in zip(rows, caps, strict=True)]
+
+
+def _gate_reason(row: SymbolSnapshot, cap: float) -> str | None:
     if row.trade_blocked:
         return f"blocked by the trading loop: {row.block_reason or 'no reason given'}"
     spread = row.quoted_spread_bps()
     if spread is None:
         return "no two-sided quote"
-    volume = row.avg_dollar_vol if row.avg_dollar_vol is not None else np.nan
-    cap = float(rules.spread_cap_for(is_crypto, volume))
     if spread > cap:
         return f"spread {spread:.1f} bps > cap {cap:g} bps"
     return None
