@@ -2,11 +2,12 @@
 
 The unit tests check the token file, the node command lines, the state file, the status and
 placement tables and the stopping of process groups without Ray. The integration tests share one
-local cluster (head + 1 worker, 1 CPU each, token auth, dashboard on) started ONCE by ``raytrade
+local cluster (head + 1 worker, 2 CPUs each, token auth, dashboard on) started ONCE by ``raytrade
 cluster up`` in a subprocess with HOME in a temp folder, separate from the session's Ray: status
 shows both nodes and their resources; a smoke ``raytrade tune`` of one trial with one env runner
-(two 1-CPU bundles) runs its learner and its env runner on different nodes, as Ray's actor table
-(the dashboard's state API) records them, and its summary says so; a submitted ``raytrade summary``
+(two 1-CPU bundles, which either 2-CPU node could hold alone, so only SPREAD separates them) runs its
+learner and its env runner on different nodes, as Ray's actor table (the dashboard's state API)
+records them, and its summary says so; a submitted ``raytrade summary``
 job finishes with its output readable; a wrong token fails with one line; and ``raytrade cluster
 down`` (the last test, and the fixture's teardown whatever happened) leaves no process of the
 cluster. The placement test replaces the former ``test_two_nodes.py`` (a ``ray.cluster_utils``
@@ -146,7 +147,11 @@ def token_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Cl
     env |= {"HOME": str(home), "RAY_ENABLE_UV_RUN_RUNTIME_ENV": "0"}
     try:
         # three tries per node: Ray's fixed 30 s start-up wait runs out on this shared, loaded machine
-        up = _cli(["cluster", "up", "--workers", "1", "--start-attempts", "3"], env, timeout=400)
+        up = _cli(
+            ["cluster", "up", "--workers", "1", "--cpus-per-node", "2", "--start-attempts", "3"],
+            env,
+            timeout=400,
+        )
         assert up.returncode == 0, up.stdout + up.stderr
         state = read_state(state_dir)
         assert state is not None and state.dashboard_url is not None
@@ -176,8 +181,8 @@ def test_status_shows_the_head_and_the_worker(
     state, _ = token_cluster
     status = cluster_status
     assert [(n.head, n.alive) for n in status.nodes] == [(True, True), (False, True)]
-    assert status.total["CPU"] == 2.0
-    assert [n.resources["CPU"] for n in status.nodes] == [1.0, 1.0]
+    assert status.total["CPU"] == 4.0
+    assert [n.resources["CPU"] for n in status.nodes] == [2.0, 2.0]
     assert all(n.available is not None and "CPU" in n.available for n in status.nodes)
     assert status.address == state.address
 
@@ -206,9 +211,10 @@ def test_a_trial_with_an_env_runner_spreads_it_to_the_other_node_and_says_so(
     synthetic_store: Path,
     tmp_path: Path,
 ) -> None:
-    # one trial of 1 + 1 one-CPU bundles (learner, env runner) on two 1-CPU nodes: one bundle a node
+    # one trial of 1 + 1 one-CPU bundles (learner, env runner) on two 2-CPU nodes: either node could
+    # hold both (PACK would put them together), so two nodes means the SPREAD strategy did it
     state, shell = token_cluster
-    assert [n.resources["CPU"] for n in cluster_status.nodes] == [1.0, 1.0]
+    assert [n.resources["CPU"] for n in cluster_status.nodes] == [2.0, 2.0]
     args = ["tune", "--spec", "ppo", "--replay", str(synthetic_store), "--smoke", "--num-samples", "1"]
     args += ["--iterations", "1", "--env-runners", "1", "--storage", str(tmp_path), "--no-wandb"]
     done = _cli(args, shell, timeout=300)
