@@ -542,6 +542,7 @@ def run_experiment(opts: ExperimentOptions, say: Callable[[str], None] = click.e
     from raytrade.envs.evaluation.harness import EvaluationConfig, evaluate, prepare
     from raytrade.envs.evaluation.render import write_report
     from raytrade.envs.evaluation.stats import stationary_indices
+    from raytrade.models.inference import single_threaded
     from raytrade.replay.fingerprint import data_fingerprint
     from raytrade.tune_specs import get_spec
 
@@ -581,7 +582,8 @@ def run_experiment(opts: ExperimentOptions, say: Callable[[str], None] = click.e
         say(f"family {family}: {family_seconds[family]:.0f} s wall")
 
     say("choosing the winner on the validation folds ...")
-    bench_validation, variant_validation = validation_returns(searches, opts.replay)
+    with single_threaded():
+        bench_validation, variant_validation = validation_returns(searches, opts.replay)
     ranked = {
         r.name: r for r in choose_winner(variant_validation, bench_validation, ppy, opts.cvar_penalty, boot)
     }
@@ -616,7 +618,8 @@ def run_experiment(opts: ExperimentOptions, say: Callable[[str], None] = click.e
         ):
             raise AssertionError(f"evaluation window {window.name} is not fold {fold.index}'s test window")
     say("evaluating on the test folds and stress scenarios ...")
-    result = evaluate(plan)
+    with single_threaded():
+        result = evaluate(plan)
     _, report = write_report(result, opts.out / "evaluation", plots=False)
     evaluation_seconds = time.perf_counter() - t_eval
 
