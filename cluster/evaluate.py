@@ -74,8 +74,11 @@ def run_evaluation(
     if loader is None:
         from raytrade.models.registry_load import load as loader
 
+    from raytrade.models.inference import single_threaded
+
     plan = prepare(replay, policies, cfg, registry=registry, loader=loader)
-    result = evaluate(plan)
+    with single_threaded():  # one small forward per bar: a second torch thread only waits
+        result = evaluate(plan)
     _, report = write_report(result, out, run_seconds=time.perf_counter() - started, plots=plots)
     return report
 

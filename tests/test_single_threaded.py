@@ -109,3 +109,38 @@ def test_evaluation_on_one_thread_is_bit_identical_to_two(synthetic_store: Path)
     assert one.keys() == two.keys()
     for key, series in two.items():
         np.testing.assert_array_equal(one[key], series, err_msg=key)
+
+
+def test_module_rollout_and_raytrade_evaluate_replay_on_one_thread(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """``select``/``promote`` (through ``module_rollout``) and ``raytrade evaluate`` replay inside
+    ``single_threaded``: the replay sees one thread, the caller its own count again after."""
+    from types import SimpleNamespace
+
+    import raytrade.envs.evaluation.harness as harness
+    import raytrade.envs.evaluation.render as render
+    import raytrade.tune_specs.objective as objective
+    from raytrade.cluster.evaluate import run_evaluation
+
+    seen: list[int] = []
+
+    def record(*_: Any, **__: Any) -> str:
+        seen.append(torch.get_num_threads())
+        return "replayed"
+
+    monkeypatch.setattr(objective, "env_config_from_dict", lambda *_: SimpleNamespace(sim="sim"))
+    monkeypatch.setattr(objective, "module_policy", lambda *_: None)
+    monkeypatch.setattr(objective, "replay_policy", record)
+    monkeypatch.setattr(harness, "prepare", lambda *_, **__: "plan")
+    monkeypatch.setattr(harness, "evaluate", record)
+    monkeypatch.setattr(render, "write_report", lambda *_, **__: (None, "report"))
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        assert objective.module_rollout(None, {}, None) == ("replayed", "sim")  # type: ignore[arg-type]
+        assert run_evaluation(tmp_path, ["cash"], tmp_path / "out") == "report"
+        assert seen == [1, 1]
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)

@@ -64,7 +64,7 @@ from raytrade.envs.evaluation.policies import equal_weight_policy
 from raytrade.envs.market_data import MarketData
 from raytrade.envs.metrics import cvar, sharpe_ratio, summarize, total_return
 from raytrade.envs.rollout import Policy, Rollout, replay_policy
-from raytrade.models.inference import module_policy, replay_gated
+from raytrade.models.inference import module_policy, replay_gated, single_threaded
 from raytrade.replay.splits import TimeWindow
 
 UNDEFINED_SCORE: Final = -10.0
@@ -195,12 +195,14 @@ def module_rollout(
 ) -> tuple[Rollout, SimulatorConfig]:
     """(deterministic replay of ``module`` over all of ``data``, the simulator it ran through) for a
     module trained with ``env_config`` (``gated``: on ``GatedSymbolEnv``, its gate actions decoded
-    by the gated env)."""
-    if gated:
-        gated_cfg = env_config_from_dict(env_config, gated=True)
-        return replay_gated(module, data, gated_cfg), gated_cfg.sim
-    cfg = env_config_from_dict(env_config)
-    return replay_policy(data, module_policy(module, data, cfg), cfg.sim), cfg.sim
+    by the gated env). On one torch thread: a replay is one small forward per bar (``select`` and
+    ``promote`` replay here in a process whose torch may have more)."""
+    with single_threaded():
+        if gated:
+            gated_cfg = env_config_from_dict(env_config, gated=True)
+            return replay_gated(module, data, gated_cfg), gated_cfg.sim
+        cfg = env_config_from_dict(env_config)
+        return replay_policy(data, module_policy(module, data, cfg), cfg.sim), cfg.sim
 
 
 def score_module_on(
