@@ -117,7 +117,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if "ray_session" in getattr(item, "fixturenames", ()) and item.get_closest_marker("ray") is None:
             item.add_marker(pytest.mark.ray)
-        if item.get_closest_marker("ray") is not None:
+        # under pytest-xdist (make test), every Ray test runs in one worker, so the session's Ray starts
+        # once; a module that starts its own cluster names its own group and runs beside it
+        if item.get_closest_marker("ray") is not None and item.get_closest_marker("xdist_group") is None:
             item.add_marker(pytest.mark.xdist_group("ray"))
 
 

@@ -47,6 +47,9 @@ from raytrade.cluster.local_cluster import (
 from raytrade.cluster.options import option_drift
 from raytrade.cluster.run_file import LEADERBOARD_FILE
 
+# its own cluster, not the session's Ray: under pytest-xdist it runs beside the Ray tests' worker
+pytestmark = pytest.mark.xdist_group("cluster")
+
 REPO = Path(__file__).resolve().parents[1]
 
 
