@@ -165,6 +165,62 @@ def test_tune_refuses_experience_for_an_online_spec_and_an_offline_spec_without_
     assert offline.exit_code != 0 and "no experience under" in offline.output
 
 
+def test_vectorised_assembly_equals_the_step_by_step_reference(experience: Path) -> None:
+    """Rows in any order, with rows that carry no transition among them: the same transitions,
+    column by column and dtype by dtype, as the pandas loop it replaced (``tests/transitions_reference``)."""
+    from tests.transitions_reference import reference_transitions
+
+    frame = experience_frame(experience)
+    decisions = frame.head(3).assign(episode_id=None, decision_id=["d0", "d1", "d2"])  # set aside
+    frame = pd.concat([frame, decisions]).sample(frac=1.0, random_state=0).reset_index(drop=True)
+    expected = reference_transitions(frame, n_assets=N_ASSETS)
+    got = transitions_from_frame(frame, n_assets=N_ASSETS)
+    assert len(got["t"]) > 100
+    for column in expected:
+        assert got[column].dtype == expected[column].dtype, column
+        np.testing.assert_array_equal(got[column], expected[column], err_msg=column)
+
+
+def _drop_an_asset(frame: pd.DataFrame) -> pd.DataFrame:
+    return frame.drop(frame.index[(frame["step"] == 5) & (frame["asset_index"] == 2)])
+
+
+def _short_observation(frame: pd.DataFrame) -> pd.DataFrame:
+    row = frame.index[(frame["step"] == 9) & (frame["asset_index"] == 1)][-1]
+    frame.at[row, "observation"] = frame.at[row, "observation"][:-1]
+    return frame
+
+
+def _short_next_observation(frame: pd.DataFrame) -> pd.DataFrame:
+    row = frame.index[(frame["step"] == 3) & (frame["asset_index"] == 0)][-1]
+    frame.at[row, "next_observation"] = frame.at[row, "next_observation"][:-1]
+    return frame
+
+
+@pytest.mark.parametrize(
+    ("corrupt", "kwargs"),
+    [
+        (_drop_an_asset, {}),
+        (_short_observation, {}),
+        (_short_next_observation, {"n_assets": N_ASSETS}),
+        (lambda f: f, {"obs_dim": 7}),
+        (lambda f: f, {"n_assets": N_ASSETS + 1}),
+    ],
+    ids=["asset_index", "observation", "next_observation", "obs_dim", "n_assets"],
+)
+def test_vectorised_assembly_refuses_what_the_reference_refuses_with_the_same_message(
+    experience: Path, corrupt: Any, kwargs: dict[str, int]
+) -> None:
+    from tests.transitions_reference import reference_transitions
+
+    frame = corrupt(experience_frame(experience))
+    with pytest.raises(ExperienceError) as expected:
+        reference_transitions(frame, **kwargs)
+    with pytest.raises(ExperienceError) as got:
+        transitions_from_frame(frame, **kwargs)
+    assert str(got.value) == str(expected.value)
+
+
 # ------------------------------------------------------------------------------ Ray Data and learners
 
 
