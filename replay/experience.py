@@ -10,7 +10,8 @@ Design decisions
   ``actions``, ``rewards``, ``new_obs``, ``terminateds``, ``truncateds``, ``eps_id``, ``t``).
 * All rows of one step share one ``ts`` and are appended in one batch, so they lie in one file
   (the writer writes one file per batch and year). :func:`read_transitions` therefore assembles
-  each file in its own Ray Data task: streaming, no shuffle, nothing read into the driver.
+  whole files in Ray Data tasks (consecutive files up to ``READ_ROWS_PER_TASK`` rows per task):
+  streaming, no shuffle, nothing read into the driver.
   :func:`transitions_from_table` is the assembly, vectorised over steps (one sort, per-step flags
   from ``reduceat``, the list columns flattened once): a Python loop over steps ran at about 2,000
   transitions/s and was the whole cost of feeding an offline learner; :func:`transitions_from_frame`
@@ -29,6 +30,7 @@ from __future__ import annotations
 
 import functools
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
@@ -73,6 +75,10 @@ OUTPUT_COLUMNS: Final[tuple[str, ...]] = (
 )
 """Columns of an assembled transition batch (RLlib's offline schema, ``OfflinePreLearner.SCHEMA``)."""
 
+
+READ_ROWS_PER_TASK: Final = 100_000
+"""Experience rows a Ray Data read task assembles (whole files, in order): with the vectorised
+assembly a task's fixed cost (scheduling, a worker) outweighs its work below about this size."""
 
 READ_CPUS: Final = 0.5
 """CPUs a read task reserves: reading is light, and on a 2-CPU node a Tune trial (1 CPU) and its
@@ -301,7 +307,8 @@ def read_transitions(
     obs_dim: int | None = None,
 ) -> ray.data.Dataset:
     """The transitions of the store at ``root`` as a lazy ``ray.data.Dataset`` (columns
-    ``OUTPUT_COLUMNS``): one read-and-assemble task per committed file (see the module docstring).
+    ``OUTPUT_COLUMNS``): one read-and-assemble task per group of committed files of at most
+    ``READ_ROWS_PER_TASK`` rows (see the module docstring).
     Row order is not guaranteed; an empty table is refused (nothing to learn from)."""
     import ray.data
 
@@ -313,31 +320,46 @@ def read_transitions(
             f"no experience under {os.fspath(root)!r}: run `raytrade simulate-experience` first"
         )
     _check_version(files[0])
-    with_transitions = [f for f in files if _has_transitions(f)]
-    if not with_transitions:
+    rows = {f: _transition_rows(f) for f in files}
+    if not any(rows.values()):
         check_experience_store(root)  # refuses, naming a decision without a transition
-    files = with_transitions
     task = functools.partial(
         _file_transitions, row_filter=_row_filter(None, start, end), n_assets=n_assets, obs_dim=obs_dim
     )
-    paths = ray.data.from_items([{"path": str(f)} for f in files], override_num_blocks=len(files))
+    groups = read_groups([f for f in files if rows[f]], rows, READ_ROWS_PER_TASK)
+    items = [{"paths": [str(f) for f in group]} for group in groups]
+    paths = ray.data.from_items(items, override_num_blocks=len(items))
     return paths.map_batches(task, batch_size=1, batch_format="pyarrow", num_cpus=READ_CPUS)
+
+
+def read_groups(files: list[Path], rows: Mapping[Path, int], rows_per_group: int) -> list[list[Path]]:
+    """``files`` in order, cut into consecutive groups of at most ``rows_per_group`` rows (a file with
+    more rows alone in its group): one Ray Data read task each."""
+    groups: list[list[Path]] = []
+    total = 0
+    for f in files:
+        if not groups or total + rows[f] > rows_per_group:
+            groups.append([])
+            total = 0
+        groups[-1].append(f)
+        total += rows[f]
+    return groups
 
 
 def _file_transitions(
     batch: object, *, row_filter: object, n_assets: int | None, obs_dim: int | None
 ) -> dict[str, np.ndarray]:
-    """The transitions of the files named in ``batch['path']`` (one Ray Data task)."""
-    paths = batch.column("path").to_pylist()  # type: ignore[attr-defined]
+    """The transitions of the files named in ``batch['paths']`` (one Ray Data task)."""
+    paths = [p for group in batch.column("paths").to_pylist() for p in group]  # type: ignore[attr-defined]
     table = ds.dataset(paths, schema=schema_for("experience"), format="parquet").to_table(
         columns=list(READ_COLUMNS), filter=row_filter
     )
     return transitions_from_table(table, n_assets, obs_dim)
 
 
-def _has_transitions(path: Path) -> bool:
-    """Whether any row of the experience file at ``path`` has an ``episode_id`` (from the parquet
-    statistics when written, else from that one column)."""
+def _transition_rows(path: Path) -> int:
+    """The rows of the experience file at ``path`` if any row has an ``episode_id``, else 0 (from the
+    parquet statistics when written, else from that one column)."""
     import pyarrow.parquet as pq
 
     meta = pq.ParquetFile(path).metadata
@@ -346,10 +368,11 @@ def _has_transitions(path: Path) -> bool:
         group = meta.row_group(g)
         stats = group.column(column).statistics
         if stats is None or not stats.has_null_count:
-            return bool(pq.read_table(path, columns=["episode_id"])["episode_id"].is_valid().to_numpy().any())
+            valid = pq.read_table(path, columns=["episode_id"])["episode_id"].is_valid().to_numpy()
+            return int(meta.num_rows) if valid.any() else 0
         if stats.null_count < group.num_rows:
-            return True
-    return False
+            return int(meta.num_rows)
+    return 0
 
 
 def check_experience_store(root: str | os.PathLike[str]) -> None:
@@ -361,7 +384,7 @@ def check_experience_store(root: str | os.PathLike[str]) -> None:
         raise ExperienceError(
             f"no experience under {os.fspath(root)!r}: run `raytrade simulate-experience` first"
         )
-    first = next((f for f in files if _has_transitions(f)), files[0])
+    first = next((f for f in files if _transition_rows(f)), files[0])
     table = ds.dataset([str(first)], schema=schema_for("experience"), format="parquet").to_table(
         columns=list(READ_COLUMNS)
     )
