@@ -326,22 +326,28 @@ def test_the_learner_clips_each_optimisers_gradients_as_rllibs_cql_learner_does(
 ) -> None:
     """RLlib clips per optimiser (twin 1, twin 2, policy, alpha); the lean learner holds both twins
     in one optimiser and must still clip each twin with its own norms."""
-    from ray.rllib.utils.torch_utils import clip_gradients
+    from ray.rllib.utils.torch_utils import clip_gradients, compute_global_norm
 
     learner = clipping_learner
     module = learner.module["default_policy"].unwrapped()
     log_alpha = learner.curr_log_alpha["default_policy"]
     expected = rllib_optimiser_grads(module, log_alpha)
     unclipped = {name: {k: v.clone() for k, v in d.items()} for name, d in expected.items()}
-    for grads in expected.values():
-        clip_gradients(grads, grad_clip=CLIP, grad_clip_by=grad_clip_by)
+    norms = {}  # what RLlib logs with log_gradients: the returned global norm, else the clipped one
+    for name, grads in expected.items():
+        norm = clip_gradients(grads, grad_clip=CLIP, grad_clip_by=grad_clip_by)
+        norms[name] = norm if norm is not None else compute_global_norm(list(grads.values()))
     for name in expected:  # the clip binds for every optimiser
         assert any(not torch.equal(expected[name][k], unclipped[name][k]) for k in expected[name]), name
 
     batch, draws = fixed_batch()
     lean = cql_losses(module, batch, module.forward_train(batch), draws, log_alpha, HYPER)
     grads = learner.compute_gradients({"default_policy": lean.total()})
-    config = learner.config.copy(copy_frozen=False).training(grad_clip=CLIP, grad_clip_by=grad_clip_by)
+    config = (
+        learner.config.copy(copy_frozen=False)
+        .training(grad_clip=CLIP, grad_clip_by=grad_clip_by)
+        .reporting(log_gradients=True)
+    )
     clipped = learner.postprocess_gradients_for_module(
         module_id="default_policy", config=config, module_gradients_dict=grads
     )
@@ -349,6 +355,8 @@ def test_the_learner_clips_each_optimisers_gradients_as_rllibs_cql_learner_does(
     for name, tensors in expected.items():
         for k, v in tensors.items():
             torch.testing.assert_close(got[name][k], v, rtol=1e-10, atol=1e-12, msg=f"{name} {k}")
+        logged = learner.metrics.peek(("default_policy", f"gradients_{name}_global_norm"))
+        torch.testing.assert_close(torch.as_tensor(logged), norms[name], rtol=1e-10, atol=1e-12, msg=name)
 
 
 def test_clipping_both_twins_jointly_would_differ_from_rllibs_per_twin_clipping() -> None:
