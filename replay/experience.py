@@ -217,21 +217,31 @@ def _assemble(
     first = starts  # a step's shared columns are read from its asset 0 row
 
     def flat(slices: str, state: str) -> np.ndarray:
-        values = _list_values(table, slices)
-        states = _list_values(table, state, first)
-        width = values.size // (len(first) * n)
-        if width < 2 or values.size != len(first) * n * width or states.size % len(first):
+        # every step's slices and state of one size (a layout to reshape): else refused, naming the
+        # first episode that differs from the first step's
+        lengths = {slices: _list_lengths(table, slices)[first], state: _list_lengths(table, state)[first]}
+        for column, sizes in lengths.items():
+            other = np.flatnonzero(sizes != sizes[0])
+            if other.size:
+                raise ExperienceError(
+                    f"experience column {column!r} has rows of sizes {sorted(set(sizes.tolist()))}: "
+                    f"episode {episodes[other[0]]!r} differs from episode {episodes[0]!r} "
+                    "(mixed observation spaces)"
+                )
+        width = int(lengths[slices][0])
+        if width < 2:
             raise ExperienceError(
-                f"experience column {slices!r} or {state!r} has rows of another size than the others' "
-                "(mixed observation spaces)"
+                f"experience column {slices!r} has rows of {width} values in episode {episodes[0]!r}: "
+                "an asset's slice is its features, weight and listed flag (at least 2)"
             )
-        return flat_observations(values.reshape(len(first), n, width), states.reshape(len(first), -1))
+        values = _list_values(table, slices).reshape(len(first), n, width)
+        return flat_observations(values, _list_values(table, state, first).reshape(len(first), -1))
 
     obs, new_obs = flat("observation", "portfolio_state"), flat("next_observation", "next_portfolio_state")
     if new_obs.shape != obs.shape:
         raise ExperienceError(
             f"experience column 'next_observation' gives {new_obs.shape[1]} values, 'observation' "
-            f"{obs.shape[1]} (mixed observation spaces)"
+            f"{obs.shape[1]}, in episode {episodes[0]!r} (mixed observation spaces)"
         )
 
     def column(name: str, dtype: type) -> np.ndarray:

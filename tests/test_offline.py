@@ -198,16 +198,23 @@ def _short_next_observation(frame: pd.DataFrame) -> pd.DataFrame:
     return frame
 
 
+def _short_step(frame: pd.DataFrame) -> pd.DataFrame:
+    rows = frame["step"] == 11  # every asset of one step: a step of another observation space
+    frame.loc[rows, "observation"] = frame.loc[rows, "observation"].map(lambda v: v[:-1])
+    return frame
+
+
 @pytest.mark.parametrize(
     ("corrupt", "kwargs"),
     [
         (_drop_an_asset, {}),
+        (_short_step, {}),
         (_short_observation, {}),
         (_short_next_observation, {"n_assets": N_ASSETS}),
         (lambda f: f, {"obs_dim": 7}),
         (lambda f: f, {"n_assets": N_ASSETS + 1}),
     ],
-    ids=["asset_index", "observation", "next_observation", "obs_dim", "n_assets"],
+    ids=["asset_index", "step", "observation", "next_observation", "obs_dim", "n_assets"],
 )
 def test_vectorised_assembly_refuses_what_the_reference_refuses_with_the_same_message(
     experience: Path, corrupt: Any, kwargs: dict[str, int]
@@ -220,6 +227,19 @@ def test_vectorised_assembly_refuses_what_the_reference_refuses_with_the_same_me
     with pytest.raises(ExperienceError) as got:
         transitions_from_frame(frame, **kwargs)
     assert str(got.value) == str(expected.value)
+
+
+def test_next_observations_of_another_size_than_the_observations_are_refused(experience: Path) -> None:
+    """The step-by-step loop let these through (``new_obs`` narrower than ``obs``)."""
+    frame = experience_frame(experience)
+    frame["next_observation"] = frame["next_observation"].map(lambda v: v[:-1])
+    first = frame["episode_id"].min()
+    dim = N_ASSETS * len(frame["observation"].iloc[0]) + len(frame["portfolio_state"].iloc[0])
+    with pytest.raises(
+        ExperienceError,
+        match=f"'next_observation' gives {dim - N_ASSETS} values, 'observation' {dim}, in episode '{first}'",
+    ):
+        transitions_from_frame(frame)
 
 
 def offline_config(store: Path, experience: Path, name: str) -> Any:
