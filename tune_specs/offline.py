@@ -18,7 +18,8 @@ Design decisions
 * The env stays configured: the validation scoring hook (``tune_specs.objective``) replays the
   learned module in the simulator on the validation split, exactly as for the online specs.
 * Budget mapping: ``minibatch`` is the learner batch (``train_batch_size_per_learner``);
-  ``train_batch // minibatch`` updates make one iteration (``dataset_num_iters_per_learner``).
+  ``train_batch // minibatch`` updates make one iteration (``dataset_num_iters_per_learner``, one
+  training step per iteration: no minimum time or trained steps per iteration).
 """
 
 from __future__ import annotations
@@ -262,6 +263,9 @@ def make_offline(config: AlgorithmConfig, env_config: Mapping[str, Any], budget:
             map_batches_kwargs={"concurrency": 1, "num_cpus": PRELEARNER_CPUS},
         )
         .training(train_batch_size_per_learner=budget.minibatch)
+        # one training step per iteration: SAC's (CQL's, IQL's) one-second minimum per iteration
+        # (and CQL's 100 trained steps) would repeat it, a number of updates set by the machine's speed
+        .reporting(min_time_s_per_iteration=0, min_train_timesteps_per_iteration=0)
     )
 
 
