@@ -25,13 +25,16 @@ the policy only, the alpha loss on ``log_alpha`` only), so one backward pass of 
 exactly the same gradients (:meth:`LeanCQLLearner.compute_gradients` is ``TorchLearner``'s: one
 ``backward`` of the summed loss). The twins share one Adam optimiser (``qf``): Adam is per
 parameter, so with equal learning rates and ``eps`` that is the same update as RLlib's two.
-``grad_clip`` is refused: RLlib clips per optimiser, and one optimiser over both twins would clip
-their joint norm instead. Target networks: RLlib's own Polyak update (``tau``) after each update.
+``grad_clip`` is RLlib's per optimiser: the ``qf`` optimiser's gradients are clipped twin by twin
+(:func:`clip_twin_gradients`, each twin's tensors as RLlib's ``qf`` and ``qf_twin`` optimisers hold
+them), the policy's and alpha's by RLlib's own ``clip_gradients``. Target networks: RLlib's own
+Polyak update (``tau``) after each update.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 import torch
@@ -50,9 +53,13 @@ from ray.rllib.core.columns import Columns
 from ray.rllib.core.learner.learner import POLICY_LOSS_KEY
 from ray.rllib.core.learner.torch.torch_learner import TorchLearner
 from ray.rllib.utils.metrics import ALL_MODULES
+from ray.rllib.utils.torch_utils import clip_gradients, compute_global_norm
 from ray.tune.result import TRAINING_ITERATION
 
 from raytrade.models.cql_lean import ACTION_DIST_INPUTS_NEXT, LeanCQLModule, squashed_gaussian
+
+NORM_BOUND = 10e8
+"""What RLlib's ``clip_gradients`` puts in place of an infinite norm (``nan_to_num``; NaN becomes 0)."""
 
 
 class CQLDraws(NamedTuple):
@@ -162,17 +169,56 @@ def cql_losses(
     )
 
 
+def twin_tensor_norms(grads: Sequence[torch.Tensor]) -> torch.Tensor:
+    """``[2, T]``: the L2 norm of each of twin ``i``'s ``T`` RLlib tensors, from the gradients of a
+    :class:`TwinQ`'s parameters (``TwinQ.parameters()`` order, twins stacked on axis 0).
+
+    Twin ``i``'s tensors as RLlib's optimiser of that twin holds them (one ``nn.Linear`` per layer):
+    the first layer's weight, un-split (``w_obs[i]`` and ``w_act[i]`` together, one norm), its bias
+    ``b_in[i]``, then ``weights[j][i]`` and ``biases[j][i]``. Infinite norms are ``NORM_BOUND`` and NaN
+    norms 0, as RLlib's ``clip_gradients`` takes them.
+    """
+    first = torch.cat([grads[0].flatten(1), grads[1].flatten(1)], dim=1).norm(dim=1)
+    rest = [g.flatten(1).norm(dim=1) for g in grads[2:]]
+    return torch.stack([first, *rest], dim=1).nan_to_num(neginf=-NORM_BOUND, posinf=NORM_BOUND)
+
+
+def twin_global_norms(grads: Sequence[torch.Tensor]) -> torch.Tensor:
+    """``[2]``: each twin's global norm (RLlib's ``compute_global_norm`` of its optimiser's tensors)."""
+    return twin_tensor_norms(grads).norm(dim=1).nan_to_num(neginf=-NORM_BOUND, posinf=NORM_BOUND)
+
+
+def clip_twin_gradients(
+    grads: Sequence[torch.Tensor], grad_clip: float, grad_clip_by: str
+) -> tuple[list[torch.Tensor], torch.Tensor | None]:
+    """The gradients of a :class:`TwinQ`'s parameters (``TwinQ.parameters()`` order) clipped as
+    RLlib's ``clip_gradients`` clips each twin's optimiser (``qf``, ``qf_twin``) on its own, and each
+    twin's global norm ``[2]`` (``grad_clip_by="global_norm"``; otherwise None). With ``c = grad_clip``:
+
+    * ``value``: every element clipped to ``[-c, c]`` (the same on stacked tensors);
+    * ``norm``: each RLlib tensor of each twin (:func:`twin_tensor_norms`) with norm ``n > c`` is
+      multiplied by ``c / n``;
+    * ``global_norm``: twin ``i``'s tensors are all multiplied by ``min(1, c / max(g_i + 1e-6, c))``,
+      ``g_i`` the L2 norm of twin ``i``'s tensor norms (its optimiser's global norm).
+    """
+    if grad_clip_by == "value":
+        return [g.clip(-grad_clip, grad_clip) for g in grads], None
+    norms = twin_tensor_norms(grads)  # [2, T]
+    if grad_clip_by == "norm":
+        scale = torch.where(norms > grad_clip, grad_clip / norms, torch.ones_like(norms))
+        per_param = torch.cat([scale[:, :1], scale], dim=1)  # w_obs and w_act share the first weight's
+        return [g * per_param[:, j].view(-1, *([1] * (g.dim() - 1))) for j, g in enumerate(grads)], None
+    if grad_clip_by == "global_norm":
+        total = norms.norm(dim=1).nan_to_num(neginf=-NORM_BOUND, posinf=NORM_BOUND)  # twin_global_norms
+        coeff = torch.clamp(grad_clip / torch.clamp(total + 1e-6, min=grad_clip), max=1.0)
+        return [g * coeff.view(-1, *([1] * (g.dim() - 1))) for g in grads], total
+    raise ValueError(f"grad_clip_by={grad_clip_by!r}: must be one of value, norm, global_norm")
+
+
 class LeanCQLLearner(CQLTorchLearner):
     """``CQLTorchLearner`` for :class:`LeanCQLModule`: :func:`cql_losses`, three optimisers (``qf``
-    over both twins, ``policy``, ``alpha``) and one backward pass per update."""
-
-    def build(self) -> None:
-        if self.config.grad_clip is not None:
-            raise ValueError(
-                f"grad_clip={self.config.grad_clip!r}: LeanCQLLearner clips nothing (RLlib clips per "
-                "twin, one optimiser over both twins would clip their joint norm); set grad_clip=None"
-            )
-        super().build()
+    over both twins, ``policy``, ``alpha``) and one backward pass per update; ``grad_clip`` per twin
+    (:func:`clip_twin_gradients`), so the clipped gradients are RLlib's four optimisers'."""
 
     def configure_optimizers_for_module(self, module_id: str, config: Any = None) -> None:
         module = self.module[module_id].unwrapped()
@@ -244,3 +290,39 @@ class LeanCQLLearner(CQLTorchLearner):
         return log_alpha
 
     compute_gradients = TorchLearner.compute_gradients  # one backward of the summed loss
+
+    def postprocess_gradients_for_module(
+        self, *, module_id: str, config: Any = None, module_gradients_dict: dict[Any, Any]
+    ) -> dict[Any, Any]:
+        """``Learner.postprocess_gradients_for_module`` with the ``qf`` optimiser clipped twin by twin
+        and its global norms logged under RLlib's names for its two twin optimisers
+        (``gradients_qf_global_norm``, ``gradients_qf_twin_global_norm``)."""
+        if not config.grad_clip:  # RLlib's test: no clipping (None or 0), maybe logging
+            return super().postprocess_gradients_for_module(
+                module_id=module_id, config=config, module_gradients_dict=module_gradients_dict
+            )
+        module = self.module[module_id].unwrapped()
+        if not isinstance(module, LeanCQLModule):
+            raise TypeError(f"LeanCQLLearner needs a LeanCQLModule, got {type(module).__name__}")
+        clipped: dict[Any, Any] = {}
+        for name, optimizer in self.get_optimizers_for_module(module_id):
+            grads = self.filter_param_dict_for_optimizer(module_gradients_dict, optimizer)
+            if name == "qf":
+                refs = [self.get_param_ref(p) for p in module.q.parameters()]
+                twin_grads, total = clip_twin_gradients(
+                    [grads[r] for r in refs], config.grad_clip, config.grad_clip_by
+                )
+                grads = dict(zip(refs, twin_grads, strict=True))
+                if total is None and config.log_gradients:
+                    total = twin_global_norms(twin_grads)
+                norms: dict[str, Any] = {"qf": total[0], "qf_twin": total[1]} if total is not None else {}
+            else:
+                norm = clip_gradients(grads, grad_clip=config.grad_clip, grad_clip_by=config.grad_clip_by)
+                if norm is None and config.log_gradients:
+                    norm = compute_global_norm(list(grads.values()))
+                norms = {name: norm} if norm is not None else {}
+            for optimiser, value in norms.items():
+                key = (module_id, f"gradients_{optimiser}_global_norm")
+                self.metrics.log_value(key=key, value=value, window=1)
+            clipped.update(grads)
+        return clipped

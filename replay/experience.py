@@ -10,8 +10,12 @@ Design decisions
   ``actions``, ``rewards``, ``new_obs``, ``terminateds``, ``truncateds``, ``eps_id``, ``t``).
 * All rows of one step share one ``ts`` and are appended in one batch, so they lie in one file
   (the writer writes one file per batch and year). :func:`read_transitions` therefore assembles
-  each file in its own Ray Data task: streaming, no shuffle, nothing read into the driver.
-  :func:`transitions_from_frame` is the same assembly for a pandas read (tests, small checks).
+  whole files in Ray Data tasks (consecutive files up to ``READ_ROWS_PER_TASK`` rows per task):
+  streaming, no shuffle, nothing read into the driver.
+  :func:`transitions_from_table` is the assembly, vectorised over steps (one sort, per-step flags
+  from ``reduceat``, the list columns flattened once): a Python loop over steps ran at about 2,000
+  transitions/s and was the whole cost of feeding an offline learner; :func:`transitions_from_frame`
+  is the same for a pandas frame (tests, small checks).
 * Rows without an ``episode_id`` carry no transition (fills, decision rows of the live loop, which
   logs its transitions as rows of their own one cycle later: ``serve.live``) and are set aside; a
   file with none of its rows a transition is left out of the read (its parquet statistics say so,
@@ -26,15 +30,18 @@ from __future__ import annotations
 
 import functools
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.dataset as ds
 
 from raytrade.replay.errors import InputError
-from raytrade.replay.reader import TimeLike, read_frame, table_files
+from raytrade.replay.reader import TimeLike, read_table, table_files
 from raytrade.replay.schema import schema_for
 
 if TYPE_CHECKING:
@@ -69,6 +76,10 @@ OUTPUT_COLUMNS: Final[tuple[str, ...]] = (
 """Columns of an assembled transition batch (RLlib's offline schema, ``OfflinePreLearner.SCHEMA``)."""
 
 
+READ_ROWS_PER_TASK: Final = 100_000
+"""Experience rows a Ray Data read task assembles (whole files, in order): with the vectorised
+assembly a task's fixed cost (scheduling, a worker) outweighs its work below about this size."""
+
 READ_CPUS: Final = 0.5
 """CPUs a read task reserves: reading is light, and on a 2-CPU node a Tune trial (1 CPU) and its
 pre-learner actor must leave room for it."""
@@ -78,108 +89,192 @@ class ExperienceError(InputError):
     """Experience that cannot feed an offline learner; the message names the column and the episode."""
 
 
-def _refuse_nulls(frame: pd.DataFrame) -> None:
+def _null_rows(table: pa.Table, column: str) -> np.ndarray:
+    """Rows of ``column`` that are null (NaN counts as null in a float column, as pandas reads it)."""
+    values = table.column(column)
+    null = values.is_null()
+    if pa.types.is_floating(values.type):
+        null = pc.or_(null, pc.is_nan(values))
+    return np.asarray(null.to_numpy(zero_copy_only=False), dtype=bool)
+
+
+def _refuse_nulls(table: pa.Table) -> None:
     for column in TRANSITION_COLUMNS:
-        null = frame[column].isna().to_numpy()
-        if null.any():
-            row = frame.loc[null].iloc[0]
-            episode = row["episode_id"] if isinstance(row["episode_id"], str) else None
-            where = f"episode {episode!r}" if episode else f"decision {row['decision_id']!r} (no episode)"
+        null = np.flatnonzero(_null_rows(table, column))
+        if null.size:
+            episode = table.column("episode_id")[int(null[0])].as_py()
+            decision = table.column("decision_id")[int(null[0])].as_py()
+            where = (
+                f"episode {episode!r}" if isinstance(episode, str) else f"decision {decision!r} (no episode)"
+            )
             raise ExperienceError(
                 f"experience column {column!r} is missing (null) in {where}: "
                 f"offline RL needs {', '.join(TRANSITION_COLUMNS)} on every decision row"
             )
 
 
-def _stack(values: pd.Series, column: str, episode: str) -> np.ndarray:
-    sizes = {len(v) for v in values}
-    if len(sizes) != 1:
-        raise ExperienceError(
-            f"experience column {column!r} has rows of sizes {sorted(sizes)} in episode {episode!r} "
-            "(mixed observation spaces)"
-        )
-    return np.stack([np.asarray(v, dtype=np.float32) for v in values])
+def _per_step(values: np.ndarray, starts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(min, max) of ``values`` over each step's rows (steps begin at ``starts``)."""
+    return np.minimum.reduceat(values, starts), np.maximum.reduceat(values, starts)
+
+
+def _list_lengths(table: pa.Table, column: str) -> np.ndarray:
+    return np.asarray(pc.list_value_length(table.column(column)).to_numpy(zero_copy_only=False), np.int64)
+
+
+def _list_values(table: pa.Table, column: str, rows: np.ndarray | None = None) -> np.ndarray:
+    """The float32 values of a list column (of ``rows`` only), flattened in row order."""
+    values = table.column(column) if rows is None else table.column(column).take(pa.array(rows))
+    return np.asarray(pc.list_flatten(values).to_numpy(zero_copy_only=False), dtype=np.float32)
 
 
 def transitions_from_frame(
     frame: pd.DataFrame, n_assets: int | None = None, obs_dim: int | None = None
+) -> dict[str, np.ndarray]:
+    """:func:`transitions_from_table` of a pandas frame (columns ``READ_COLUMNS``)."""
+    missing = [c for c in READ_COLUMNS if c not in frame.columns]
+    if missing:
+        raise ExperienceError(f"experience has no column {missing[0]!r}")
+    return transitions_from_table(
+        pa.Table.from_pandas(frame[list(READ_COLUMNS)], preserve_index=False), n_assets, obs_dim
+    )
+
+
+def transitions_from_table(
+    table: pa.Table, n_assets: int | None = None, obs_dim: int | None = None
 ) -> dict[str, np.ndarray]:
     """Assemble experience rows (columns ``READ_COLUMNS``) into transitions, sorted by (episode, step);
     rows without an episode id are set aside (none with one: refused, naming a decision).
 
     ``n_assets`` / ``obs_dim``: the learner's action size and flat observation size; a step of
     another size is refused naming its episode. None: the first step's sizes rule the rest.
+    Vectorised over the steps (Arrow and numpy, no Python loop over rows or steps): the checks
+    compute a flag per step, and the first flagged step in (episode, step) order is refused.
     """
-    missing = [c for c in READ_COLUMNS if c not in frame.columns]
+    missing = [c for c in READ_COLUMNS if c not in table.column_names]
     if missing:
         raise ExperienceError(f"experience has no column {missing[0]!r}")
     empty = {c: np.empty((0,) if c not in ("obs", "actions", "new_obs") else (0, 0)) for c in OUTPUT_COLUMNS}
-    if frame.empty:
+    if table.num_rows == 0:
         return empty
-    tracked = frame["episode_id"].notna().to_numpy()
-    _refuse_nulls(frame.loc[tracked] if tracked.any() else frame)
-    frame = frame.loc[tracked]
-    frame = frame.sort_values(["episode_id", "step", "asset_index"], kind="stable")
-    out: dict[str, list[object]] = {c: [] for c in OUTPUT_COLUMNS}
-    for (episode, step), rows in frame.groupby(["episode_id", "step"], sort=False):
-        episode = str(episode)
-        n = len(rows)
-        if not np.array_equal(rows["asset_index"].to_numpy(), np.arange(n)):
-            raise ExperienceError(
-                f"experience column 'asset_index' of episode {episode!r} step {step} is "
-                f"{rows['asset_index'].tolist()}, not 0 .. {n - 1} (a step's assets must all be logged)"
-            )
-        if n_assets is not None and n != n_assets:
-            raise ExperienceError(
-                f"experience column 'action' has {n} assets in episode {episode!r}, the learner's action "
-                f"space has {n_assets} (mixed action spaces)"
-            )
-        obs = flat_observation(_stack(rows["observation"], "observation", episode), rows["portfolio_state"])
-        new_obs = flat_observation(
-            _stack(rows["next_observation"], "next_observation", episode), rows["next_portfolio_state"]
-        )
-        if obs_dim is not None and obs.size != obs_dim:
-            raise ExperienceError(
-                f"experience column 'observation' gives {obs.size} values in episode {episode!r}, the "
-                f"learner's observation space has {obs_dim} (logged with other features or assets)"
-            )
-        out["eps_id"].append(episode)
-        out["t"].append(int(step))
-        out["obs"].append(obs)
-        out["actions"].append(rows["action"].to_numpy(np.float32))
-        out["rewards"].append(float(rows["reward"].iloc[0]))
-        out["new_obs"].append(new_obs)
-        out["terminateds"].append(bool(rows["terminal"].iloc[0]))
-        out["truncateds"].append(bool(rows["truncated"].iloc[0]))
-    if n_assets is None:
-        widths = {len(a) for a in out["actions"]}  # type: ignore[arg-type]
-        if len(widths) != 1:
-            raise ExperienceError(
-                f"experience column 'action' has steps of {sorted(widths)} assets (mixed action spaces)"
-            )
-    if obs_dim is None:
-        dims = {len(o) for o in out["obs"]}  # type: ignore[arg-type]
-        if len(dims) != 1:
-            raise ExperienceError(
-                f"experience column 'observation' gives observations of sizes {sorted(dims)}"
-            )
-    return {
-        "eps_id": np.asarray(out["eps_id"], dtype=object),
-        "t": np.asarray(out["t"], dtype=np.int64),
-        "obs": np.stack(out["obs"]),  # type: ignore[arg-type]
-        "actions": np.stack(out["actions"]),  # type: ignore[arg-type]
-        "rewards": np.asarray(out["rewards"], dtype=np.float32),
-        "new_obs": np.stack(out["new_obs"]),  # type: ignore[arg-type]
-        "terminateds": np.asarray(out["terminateds"], dtype=bool),
-        "truncateds": np.asarray(out["truncateds"], dtype=bool),
+    tracked = table.column("episode_id").is_valid().to_numpy(zero_copy_only=False)
+    _refuse_nulls(table.filter(pa.array(tracked)) if tracked.any() else table)
+    table = table.filter(pa.array(tracked))
+    episodes = np.asarray(table.column("episode_id").to_numpy(zero_copy_only=False), dtype=object)
+    names, codes = np.unique(episodes, return_inverse=True)  # codes in the episodes' sort order
+    step = np.asarray(table.column("step").to_numpy(), dtype=np.int64)
+    asset = np.asarray(table.column("asset_index").to_numpy(), dtype=np.int64)
+    order = np.lexsort((asset, step, codes))  # stable: (episode, step, asset_index)
+    table, codes, step, asset = table.take(pa.array(order)), codes[order], step[order], asset[order]
+    new_step = np.ones(len(step), dtype=bool)
+    new_step[1:] = (codes[1:] != codes[:-1]) | (step[1:] != step[:-1])
+    starts = np.flatnonzero(new_step)
+    sizes = np.diff(np.append(starts, len(step)))
+    position = np.arange(len(step)) - np.repeat(starts, sizes)
+    lengths = {c: _list_lengths(table, c) for c in ("observation", "next_observation")}
+    portfolio = _list_lengths(table, "portfolio_state")[starts]
+    flat_size = sizes * lengths["observation"][starts] + portfolio
+    # one flag per step and check, in the order the checks are reported
+    checks = {
+        "asset_index": np.add.reduceat((asset != position).astype(np.int64), starts) > 0,
+        "n_assets": (sizes != n_assets) if n_assets is not None else np.zeros(len(starts), bool),
+        **{c: np.not_equal(*_per_step(lengths[c], starts)) for c in lengths},
+        "obs_dim": (flat_size != obs_dim) if obs_dim is not None else np.zeros(len(starts), bool),
     }
+    flagged = np.flatnonzero(np.logical_or.reduce(list(checks.values())))
+    if flagged.size:
+        k = int(flagged[0])
+        rows, n = slice(starts[k], starts[k] + sizes[k]), int(sizes[k])
+        episode = str(names[codes[starts[k]]])
+        sizes_of = {c: sorted(set(lengths[c][rows].tolist())) for c in lengths}
+        messages = {
+            "asset_index": f"'asset_index' of episode {episode!r} step {step[starts[k]]} is "
+            f"{asset[rows].tolist()}, not 0 .. {n - 1} (a step's assets must all be logged)",
+            "n_assets": f"'action' has {n} assets in episode {episode!r}, the learner's action space has "
+            f"{n_assets} (mixed action spaces)",
+            **{
+                c: f"{c!r} has rows of sizes {sizes_of[c]} in episode {episode!r} (mixed observation spaces)"
+                for c in lengths
+            },
+            "obs_dim": f"'observation' gives {flat_size[k]} values in episode {episode!r}, the learner's "
+            f"observation space has {obs_dim} (logged with other features or assets)",
+        }
+        raise ExperienceError("experience column " + messages[next(c for c, f in checks.items() if f[k])])
+    widths, dims = sorted(set(sizes.tolist())), sorted(set(flat_size.tolist()))
+    if len(widths) != 1:
+        raise ExperienceError(
+            f"experience column 'action' has steps of {widths} assets (mixed action spaces)"
+        )
+    if len(dims) != 1:
+        raise ExperienceError(f"experience column 'observation' gives observations of sizes {dims}")
+    return _assemble(table, starts, widths[0], episodes=names[codes[starts]], steps=step[starts])
+
+
+def _assemble(
+    table: pa.Table, starts: np.ndarray, n: int, episodes: np.ndarray, steps: np.ndarray
+) -> dict[str, np.ndarray]:
+    """The transition columns of ``table`` (sorted, checked: every step ``n`` rows from ``starts``)."""
+    first = starts  # a step's shared columns are read from its asset 0 row
+
+    def flat(slices: str, state: str) -> np.ndarray:
+        # every step's slices and state of one size (a layout to reshape): else refused, naming the
+        # first episode that differs from the first step's
+        lengths = {slices: _list_lengths(table, slices)[first], state: _list_lengths(table, state)[first]}
+        for column, sizes in lengths.items():
+            other = np.flatnonzero(sizes != sizes[0])
+            if other.size:
+                raise ExperienceError(
+                    f"experience column {column!r} has rows of sizes {sorted(set(sizes.tolist()))}: "
+                    f"episode {episodes[other[0]]!r} differs from episode {episodes[0]!r} "
+                    "(mixed observation spaces)"
+                )
+        width = int(lengths[slices][0])
+        if width < 2:
+            raise ExperienceError(
+                f"experience column {slices!r} has rows of {width} values in episode {episodes[0]!r}: "
+                "an asset's slice is its features, weight and listed flag (at least 2)"
+            )
+        values = _list_values(table, slices).reshape(len(first), n, width)
+        return flat_observations(values, _list_values(table, state, first).reshape(len(first), -1))
+
+    obs, new_obs = flat("observation", "portfolio_state"), flat("next_observation", "next_portfolio_state")
+    if new_obs.shape != obs.shape:
+        raise ExperienceError(
+            f"experience column 'next_observation' gives {new_obs.shape[1]} values, 'observation' "
+            f"{obs.shape[1]}, in episode {episodes[0]!r} (mixed observation spaces)"
+        )
+
+    def column(name: str, dtype: type) -> np.ndarray:
+        return np.asarray(table.column(name).to_numpy(zero_copy_only=False), dtype=dtype)
+
+    return {
+        "eps_id": episodes.astype(object),
+        "t": steps.astype(np.int64),
+        "obs": obs,
+        "actions": column("action", np.float32).reshape(len(first), n),
+        "rewards": column("reward", np.float32)[first],
+        "new_obs": new_obs,
+        "terminateds": column("terminal", bool)[first],
+        "truncateds": column("truncated", bool)[first],
+    }
+
+
+def flat_observations(slices: np.ndarray, portfolio: np.ndarray) -> np.ndarray:
+    """The env's flat observations (``envs.gym_envs``' layout) of ``S`` steps: per-asset slices
+    ``[S, N, F + 2]`` (features, weight, listed flag) and portfolio states ``[S, P]`` give
+    ``[features of asset 0 .. N-1, weights, listed flags, portfolio state]``, ``[S, N F + 2 N + P]``."""
+    s = slices.shape[0]
+    return np.concatenate(
+        [slices[:, :, :-2].reshape(s, -1), slices[:, :, -2], slices[:, :, -1], portfolio], axis=1
+    ).astype(np.float32)
 
 
 def flat_observation(slices: np.ndarray, portfolio: pd.Series) -> np.ndarray:
     """The env's flat observation from per-asset slices ``[N, F + 2]`` (features, weight, listed
-    flag; ``envs.experience.asset_slices``) and the portfolio state: ``envs.gym_envs``' layout."""
+    flag; ``envs.experience.asset_slices``) and the portfolio state (its first value): ``envs.gym_envs``'
+    layout, :func:`flat_observations` of one step."""
     port = np.asarray(portfolio.iloc[0], dtype=np.float32)
-    return np.concatenate([slices[:, :-2].reshape(-1), slices[:, -2], slices[:, -1], port]).astype(np.float32)
+    return flat_observations(np.asarray(slices, dtype=np.float32)[None], port[None])[0]
 
 
 def split_flat_observation(
@@ -210,8 +305,8 @@ def read_transitions_frame(
     obs_dim: int | None = None,
 ) -> dict[str, np.ndarray]:
     """The pandas path: every transition of the store at ``root`` read at once (small data only)."""
-    frame = read_frame(root, "experience", start=start, end=end, columns=list(READ_COLUMNS))
-    return transitions_from_frame(frame, n_assets, obs_dim)
+    table = read_table(root, "experience", start=start, end=end, columns=list(READ_COLUMNS))
+    return transitions_from_table(table, n_assets, obs_dim)
 
 
 def read_transitions(
@@ -222,7 +317,8 @@ def read_transitions(
     obs_dim: int | None = None,
 ) -> ray.data.Dataset:
     """The transitions of the store at ``root`` as a lazy ``ray.data.Dataset`` (columns
-    ``OUTPUT_COLUMNS``): one read-and-assemble task per committed file (see the module docstring).
+    ``OUTPUT_COLUMNS``): one read-and-assemble task per group of committed files of at most
+    ``READ_ROWS_PER_TASK`` rows (see the module docstring).
     Row order is not guaranteed; an empty table is refused (nothing to learn from)."""
     import ray.data
 
@@ -234,31 +330,46 @@ def read_transitions(
             f"no experience under {os.fspath(root)!r}: run `raytrade simulate-experience` first"
         )
     _check_version(files[0])
-    with_transitions = [f for f in files if _has_transitions(f)]
-    if not with_transitions:
+    rows = {f: _transition_rows(f) for f in files}
+    if not any(rows.values()):
         check_experience_store(root)  # refuses, naming a decision without a transition
-    files = with_transitions
     task = functools.partial(
         _file_transitions, row_filter=_row_filter(None, start, end), n_assets=n_assets, obs_dim=obs_dim
     )
-    paths = ray.data.from_items([{"path": str(f)} for f in files], override_num_blocks=len(files))
+    groups = read_groups([f for f in files if rows[f]], rows, READ_ROWS_PER_TASK)
+    items = [{"paths": [str(f) for f in group]} for group in groups]
+    paths = ray.data.from_items(items, override_num_blocks=len(items))
     return paths.map_batches(task, batch_size=1, batch_format="pyarrow", num_cpus=READ_CPUS)
+
+
+def read_groups(files: list[Path], rows: Mapping[Path, int], rows_per_group: int) -> list[list[Path]]:
+    """``files`` in order, cut into consecutive groups of at most ``rows_per_group`` rows (a file with
+    more rows alone in its group): one Ray Data read task each."""
+    groups: list[list[Path]] = []
+    total = 0
+    for f in files:
+        if not groups or total + rows[f] > rows_per_group:
+            groups.append([])
+            total = 0
+        groups[-1].append(f)
+        total += rows[f]
+    return groups
 
 
 def _file_transitions(
     batch: object, *, row_filter: object, n_assets: int | None, obs_dim: int | None
 ) -> dict[str, np.ndarray]:
-    """The transitions of the files named in ``batch['path']`` (one Ray Data task)."""
-    paths = batch.column("path").to_pylist()  # type: ignore[attr-defined]
+    """The transitions of the files named in ``batch['paths']`` (one Ray Data task)."""
+    paths = [p for group in batch.column("paths").to_pylist() for p in group]  # type: ignore[attr-defined]
     table = ds.dataset(paths, schema=schema_for("experience"), format="parquet").to_table(
         columns=list(READ_COLUMNS), filter=row_filter
     )
-    return transitions_from_frame(table.to_pandas(), n_assets, obs_dim)
+    return transitions_from_table(table, n_assets, obs_dim)
 
 
-def _has_transitions(path: Path) -> bool:
-    """Whether any row of the experience file at ``path`` has an ``episode_id`` (from the parquet
-    statistics when written, else from that one column)."""
+def _transition_rows(path: Path) -> int:
+    """The rows of the experience file at ``path`` if any row has an ``episode_id``, else 0 (from the
+    parquet statistics when written, else from that one column)."""
     import pyarrow.parquet as pq
 
     meta = pq.ParquetFile(path).metadata
@@ -267,10 +378,11 @@ def _has_transitions(path: Path) -> bool:
         group = meta.row_group(g)
         stats = group.column(column).statistics
         if stats is None or not stats.has_null_count:
-            return bool(pq.read_table(path, columns=["episode_id"])["episode_id"].is_valid().to_numpy().any())
+            valid = pq.read_table(path, columns=["episode_id"])["episode_id"].is_valid().to_numpy()
+            return int(meta.num_rows) if valid.any() else 0
         if stats.null_count < group.num_rows:
-            return True
-    return False
+            return int(meta.num_rows)
+    return 0
 
 
 def check_experience_store(root: str | os.PathLike[str]) -> None:
@@ -282,8 +394,8 @@ def check_experience_store(root: str | os.PathLike[str]) -> None:
         raise ExperienceError(
             f"no experience under {os.fspath(root)!r}: run `raytrade simulate-experience` first"
         )
-    first = next((f for f in files if _has_transitions(f)), files[0])
+    first = next((f for f in files if _transition_rows(f)), files[0])
     table = ds.dataset([str(first)], schema=schema_for("experience"), format="parquet").to_table(
         columns=list(READ_COLUMNS)
     )
-    transitions_from_frame(table.to_pandas())
+    transitions_from_table(table)

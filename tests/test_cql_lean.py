@@ -241,18 +241,138 @@ def test_the_module_refuses_an_action_box_other_than_minus_one_to_one() -> None:
         )
 
 
-def test_the_learner_refuses_gradient_clipping_it_would_apply_to_both_twins_at_once() -> None:
+CLIP = 0.1
+"""Binds for every optimiser in every mode on the fixed batch (checked by the test)."""
+
+
+@pytest.fixture(scope="module")
+def clipping_learner() -> Any:
+    """The ``cql`` spec's learner, built with ``grad_clip`` (no longer refused), its module holding
+    :func:`lean_module`'s float64 parameters and log alpha ``log(0.3)``."""
     from ray.rllib.algorithms.cql import CQLConfig
 
     from raytrade.tune_specs.cql import lean_cql
 
     config = (
-        lean_cql(CQLConfig(), [4])
+        lean_cql(CQLConfig(), [6, 4])
         .environment(
             observation_space=gym.spaces.Box(-np.inf, np.inf, (D,), np.float32),
             action_space=gym.spaces.Box(-1.0, 1.0, (N,), np.float32),
         )
-        .training(grad_clip=1.0)
+        .training(grad_clip=CLIP, grad_clip_by="global_norm", num_actions=K)
     )
-    with pytest.raises(ValueError, match="grad_clip=1.0: LeanCQLLearner clips nothing"):
-        config.build_learner(env=None)
+    learner = config.build_learner(env=None)
+    module = learner.module["default_policy"].unwrapped()
+    module.double()  # in place: the optimisers keep their parameters
+    module.load_state_dict(lean_module().state_dict())
+    learner.curr_log_alpha["default_policy"].data = torch.tensor([math.log(0.3)], dtype=torch.float64)
+    return learner
+
+
+def rllib_optimiser_grads(
+    module: LeanCQLModule, log_alpha: torch.Tensor
+) -> dict[str, dict[str, torch.Tensor]]:
+    """The reference gradients as RLlib's four optimisers hold them: ``qf`` and ``qf_twin`` each a
+    dict of its twin's own tensors (the first layer's weight un-split), ``policy``, ``alpha``."""
+    batch, draws = fixed_batch()
+    ref = reference_losses(module, batch, draws, log_alpha)
+    q = module.q
+    out: dict[str, dict[str, torch.Tensor]] = {}
+    for i, (loss, optimiser) in enumerate(((ref["critic"], "qf"), (ref["critic_twin"], "qf_twin"))):
+        g = dict(
+            zip(
+                (n for n, _ in q.named_parameters()),
+                torch.autograd.grad(loss, list(q.parameters()), retain_graph=True),
+                strict=True,
+            )
+        )
+        twin = {"layer0.weight": torch.cat([g["w_obs"][i], g["w_act"][i]]), "layer0.bias": g["b_in"][i, 0]}
+        for j in range(len(q.weights)):
+            twin[f"layer{j + 1}.weight"], twin[f"layer{j + 1}.bias"] = (
+                g[f"weights.{j}"][i],
+                g[f"biases.{j}"][i],
+            )
+        out[optimiser] = twin
+    pi = dict(module.pi.named_parameters())
+    out["policy"] = dict(
+        zip(pi, torch.autograd.grad(ref["actor"], list(pi.values()), retain_graph=True), strict=True)
+    )
+    out["alpha"] = {"log_alpha": torch.autograd.grad(ref["alpha"], [log_alpha])[0]}
+    return out
+
+
+def as_rllib_optimisers(
+    module: LeanCQLModule, grads: dict[Any, torch.Tensor], log_alpha: torch.Tensor
+) -> dict[str, dict[str, torch.Tensor]]:
+    """The lean learner's gradients (by parameter) laid out as :func:`rllib_optimiser_grads`."""
+    q = module.q
+    out: dict[str, dict[str, torch.Tensor]] = {}
+    for i, optimiser in enumerate(("qf", "qf_twin")):
+        twin = {
+            "layer0.weight": torch.cat([grads[q.w_obs][i], grads[q.w_act][i]]),
+            "layer0.bias": grads[q.b_in][i, 0],
+        }
+        for j, (w, b) in enumerate(zip(q.weights, q.biases, strict=True)):
+            twin[f"layer{j + 1}.weight"], twin[f"layer{j + 1}.bias"] = grads[w][i], grads[b][i]
+        out[optimiser] = twin
+    out["policy"] = {name: grads[p] for name, p in module.pi.named_parameters()}
+    out["alpha"] = {"log_alpha": grads[log_alpha]}
+    return out
+
+
+@pytest.mark.parametrize("grad_clip_by", ["value", "norm", "global_norm"])
+def test_the_learner_clips_each_optimisers_gradients_as_rllibs_cql_learner_does(
+    clipping_learner: Any, grad_clip_by: str
+) -> None:
+    """RLlib clips per optimiser (twin 1, twin 2, policy, alpha); the lean learner holds both twins
+    in one optimiser and must still clip each twin with its own norms."""
+    from ray.rllib.utils.torch_utils import clip_gradients, compute_global_norm
+
+    learner = clipping_learner
+    module = learner.module["default_policy"].unwrapped()
+    log_alpha = learner.curr_log_alpha["default_policy"]
+    expected = rllib_optimiser_grads(module, log_alpha)
+    unclipped = {name: {k: v.clone() for k, v in d.items()} for name, d in expected.items()}
+    norms = {}  # what RLlib logs with log_gradients: the returned global norm, else the clipped one
+    for name, grads in expected.items():
+        norm = clip_gradients(grads, grad_clip=CLIP, grad_clip_by=grad_clip_by)
+        norms[name] = norm if norm is not None else compute_global_norm(list(grads.values()))
+    for name in expected:  # the clip binds for every optimiser
+        assert any(not torch.equal(expected[name][k], unclipped[name][k]) for k in expected[name]), name
+
+    batch, draws = fixed_batch()
+    lean = cql_losses(module, batch, module.forward_train(batch), draws, log_alpha, HYPER)
+    grads = learner.compute_gradients({"default_policy": lean.total()})
+    config = (
+        learner.config.copy(copy_frozen=False)
+        .training(grad_clip=CLIP, grad_clip_by=grad_clip_by)
+        .reporting(log_gradients=True)
+    )
+    clipped = learner.postprocess_gradients_for_module(
+        module_id="default_policy", config=config, module_gradients_dict=grads
+    )
+    got = as_rllib_optimisers(module, clipped, log_alpha)
+    for name, tensors in expected.items():
+        for k, v in tensors.items():
+            torch.testing.assert_close(got[name][k], v, rtol=1e-10, atol=1e-12, msg=f"{name} {k}")
+        logged = learner.metrics.peek(("default_policy", f"gradients_{name}_global_norm"))
+        torch.testing.assert_close(torch.as_tensor(logged), norms[name], rtol=1e-10, atol=1e-12, msg=name)
+
+
+def test_clipping_both_twins_jointly_would_differ_from_rllibs_per_twin_clipping() -> None:
+    """What the per-twin clip guards against: one global norm over the stacked twins scales twin 1
+    by another factor than RLlib's ``qf`` optimiser does."""
+    from ray.rllib.utils.torch_utils import clip_gradients
+
+    from raytrade.models.cql_learner import clip_twin_gradients
+
+    module = lean_module()
+    batch, draws = fixed_batch()
+    log_alpha = torch.tensor([math.log(0.3)], dtype=torch.float64, requires_grad=True)
+    cql_losses(module, batch, module.forward_train(batch), draws, log_alpha, HYPER).total().backward()
+    stacked = [p.grad for p in module.q.parameters()]
+    joint = {i: g.clone() for i, g in enumerate(stacked)}
+    clip_gradients(joint, grad_clip=CLIP, grad_clip_by="global_norm")
+    per_twin, norms = clip_twin_gradients(stacked, CLIP, "global_norm")
+    assert norms is not None and norms[0] != norms[1]
+    assert not torch.allclose(joint[0][0], per_twin[0][0])

@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from click.testing import CliRunner
 
 from raytrade.replay.experience import (
@@ -165,6 +166,130 @@ def test_tune_refuses_experience_for_an_online_spec_and_an_offline_spec_without_
     assert offline.exit_code != 0 and "no experience under" in offline.output
 
 
+def test_vectorised_assembly_equals_the_step_by_step_reference(experience: Path) -> None:
+    """Rows in any order, with rows that carry no transition among them: the same transitions,
+    column by column and dtype by dtype, as the pandas loop it replaced (``tests/transitions_reference``)."""
+    from tests.transitions_reference import reference_transitions
+
+    frame = experience_frame(experience)
+    decisions = frame.head(3).assign(episode_id=None, decision_id=["d0", "d1", "d2"])  # set aside
+    frame = pd.concat([frame.loc[frame["step"] < 100], decisions]).sample(frac=1.0, random_state=0)
+    expected = reference_transitions(frame, n_assets=N_ASSETS)
+    got = transitions_from_frame(frame, n_assets=N_ASSETS)
+    assert len(got["t"]) > 100
+    for column in expected:
+        assert got[column].dtype == expected[column].dtype, column
+        np.testing.assert_array_equal(got[column], expected[column], err_msg=column)
+
+
+def _drop_an_asset(frame: pd.DataFrame) -> pd.DataFrame:
+    return frame.drop(frame.index[(frame["step"] == 5) & (frame["asset_index"] == 2)])
+
+
+def _short_observation(frame: pd.DataFrame) -> pd.DataFrame:
+    row = frame.index[(frame["step"] == 9) & (frame["asset_index"] == 1)][-1]
+    frame.at[row, "observation"] = frame.at[row, "observation"][:-1]
+    return frame
+
+
+def _short_next_observation(frame: pd.DataFrame) -> pd.DataFrame:
+    row = frame.index[(frame["step"] == 3) & (frame["asset_index"] == 0)][-1]
+    frame.at[row, "next_observation"] = frame.at[row, "next_observation"][:-1]
+    return frame
+
+
+def _short_step(frame: pd.DataFrame) -> pd.DataFrame:
+    rows = frame["step"] == 11  # every asset of one step: a step of another observation space
+    frame.loc[rows, "observation"] = frame.loc[rows, "observation"].map(lambda v: v[:-1])
+    return frame
+
+
+@pytest.mark.parametrize(
+    ("corrupt", "kwargs"),
+    [
+        (_drop_an_asset, {}),
+        (_short_step, {}),
+        (_short_observation, {}),
+        (_short_next_observation, {"n_assets": N_ASSETS}),
+        (lambda f: f, {"obs_dim": 7}),
+        (lambda f: f, {"n_assets": N_ASSETS + 1}),
+    ],
+    ids=["asset_index", "step", "observation", "next_observation", "obs_dim", "n_assets"],
+)
+def test_vectorised_assembly_refuses_what_the_reference_refuses_with_the_same_message(
+    experience: Path, corrupt: Any, kwargs: dict[str, int]
+) -> None:
+    from tests.transitions_reference import reference_transitions
+
+    frame = corrupt(experience_frame(experience))
+    with pytest.raises(ExperienceError) as expected:
+        reference_transitions(frame, **kwargs)
+    with pytest.raises(ExperienceError) as got:
+        transitions_from_frame(frame, **kwargs)
+    assert str(got.value) == str(expected.value)
+
+
+def test_next_observations_of_another_size_than_the_observations_are_refused(experience: Path) -> None:
+    """The step-by-step loop let these through (``new_obs`` narrower than ``obs``)."""
+    frame = experience_frame(experience)
+    frame["next_observation"] = frame["next_observation"].map(lambda v: v[:-1])
+    first = frame["episode_id"].min()
+    dim = N_ASSETS * len(frame["observation"].iloc[0]) + len(frame["portfolio_state"].iloc[0])
+    with pytest.raises(
+        ExperienceError,
+        match=f"'next_observation' gives {dim - N_ASSETS} values, 'observation' {dim}, in episode '{first}'",
+    ):
+        transitions_from_frame(frame)
+
+
+def offline_config(store: Path, experience: Path, name: str) -> Any:
+    from raytrade.tune_specs import get_spec
+    from raytrade.tune_specs.offline import with_experience
+
+    spec = get_spec(name)
+    return with_experience(
+        spec.algo_config(spec.env_config(str(store), spec.smoke), spec.smoke), str(experience)
+    )
+
+
+@pytest.mark.parametrize(("name", "copies"), [("cql", True), ("bc", True), ("marwil", False)])
+def test_the_learner_batches_are_the_ones_rllib_made_from_the_step_by_step_assembly(
+    store: Path, experience: Path, name: str, copies: bool
+) -> None:
+    """Before: the pandas loop's transitions through RLlib's ``OfflinePreLearner``; now: the
+    vectorised assembly, and ``learner_columns`` where RLlib's mapping only copies columns
+    (``copies_columns``; ``marwil`` keeps RLlib's). Same learner batch, column by column."""
+    from ray.rllib.offline.offline_prelearner import OfflinePreLearner
+
+    from raytrade.tune_specs.offline import copies_columns, learner_columns
+    from tests.transitions_reference import reference_transitions
+
+    config = offline_config(store, experience, name)
+    spaces = (config.observation_space, config.action_space)
+    module_spec = config.get_multi_rl_module_spec(spaces={"default_policy": spaces})
+    pre_learner = OfflinePreLearner(config=config, spaces=spaces, module_spec=module_spec)
+    frame = experience_frame(experience)
+    frame = frame.loc[frame["step"] < 64]  # both episodes' first 64 steps: 128 transitions
+    expected = pre_learner(reference_transitions(frame, N_ASSETS))
+    transitions = transitions_from_frame(frame, N_ASSETS)
+    assert copies_columns(config, pre_learner._module, pre_learner._learner_connector) is copies
+    got = learner_columns(transitions) if copies else pre_learner(transitions)
+    assert sorted(got) == sorted(expected) and len(transitions["t"]) == 128
+    for key, tensor in expected.items():
+        value = torch.as_tensor(got[key])
+        assert value.dtype == tensor.dtype, key
+        assert torch.equal(value, tensor), key
+
+
+def test_read_tasks_take_consecutive_files_up_to_the_row_budget() -> None:
+    from raytrade.replay.experience import read_groups
+
+    files = [Path(f"f{i}") for i in range(5)]
+    rows = dict(zip(files, [40, 50, 20, 150, 10], strict=True))
+    groups = read_groups(files, rows, 100)
+    assert groups == [[files[0], files[1]], [files[2]], [files[3]], [files[4]]]
+
+
 # ------------------------------------------------------------------------------ Ray Data and learners
 
 
@@ -179,6 +304,42 @@ def test_ray_data_and_pandas_read_the_same_transitions(ray_session: None, experi
     for column in OUTPUT_COLUMNS:
         got = np.stack([np.asarray(r[column]) for r in rows])
         np.testing.assert_array_equal(got, np.asarray(expected[column]).reshape(got.shape), err_msg=column)
+
+
+def sampled_rows(config: Any) -> dict[str, np.ndarray]:
+    """Every row the learner iterates from ``ExperienceData(config)`` (one pass), sorted by content."""
+    from raytrade.tune_specs.offline import ExperienceData
+
+    data = ExperienceData(config)
+    spaces = (config.observation_space, config.action_space)
+    data.module_spec = config.get_multi_rl_module_spec(spaces={"default_policy": spaces})
+    data.spaces = {"__env__": spaces, "__env_single__": spaces}  # what the Algorithm sets
+    state = data.module_spec.build().get_state()
+    (iterator,) = data.sample(num_samples=128, return_iterator=True, module_state=state)
+    batches = list(iterator.iter_batches(batch_size=128))
+    rows = {k: np.concatenate([b[k] for b in batches]) for k in batches[0]}
+    order = np.lexsort(rows["default_policy/obs"].T[::-1])
+    return {k: v[order] for k, v in rows.items()}
+
+
+@pytest.mark.ray
+def test_ray_data_feeds_the_learner_the_rows_rllibs_pre_learner_made(
+    ray_session: None, store: Path, experience: Path
+) -> None:
+    from ray.rllib.offline.offline_prelearner import OfflinePreLearner
+
+    config = offline_config(store, experience, "cql")
+    got = sampled_rows(config)  # learner_columns in the read tasks
+    spaces = (config.observation_space, config.action_space)
+    module_spec = config.get_multi_rl_module_spec(spaces={"default_policy": spaces})
+    pre_learner = OfflinePreLearner(config=config, spaces=spaces, module_spec=module_spec)
+    expected = pre_learner(read_transitions_frame(experience, n_assets=N_ASSETS))  # in process
+    order = np.lexsort(expected["default_policy/obs"].numpy().T[::-1])
+    assert sorted(got) == sorted(expected) and len(got["default_policy/obs"]) == len(order) > 100
+    for key, tensor in expected.items():
+        values = tensor.numpy()[order]
+        assert got[key].dtype == values.dtype, key
+        np.testing.assert_array_equal(got[key], values, err_msg=key)
 
 
 def offline_algorithm(spec_name: str, store: Path, experience: Path, updates: int, **fixed: Any) -> Any:

@@ -6,15 +6,20 @@ Design decisions
 * RLlib's offline API (``AlgorithmConfig.offline_data``) reads through an ``OfflineData`` object;
   :class:`ExperienceData` is RLlib's own class with its dataset replaced by the store's transition
   reader (``replay.experience.read_transitions``: a lazy ``ray.data.Dataset``, one read task per
-  committed file, nothing read into the driver). ``input_`` is the experience store's root: the
-  training replay store itself unless ``raytrade tune --experience ROOT`` names another one.
+  group of committed files, nothing read into the driver). Where RLlib's ``OfflinePreLearner``
+  (per row: an episode, then the learner connector) would only copy the transitions' columns
+  (``bc``, ``cql``, ``iql``: :func:`copies_columns`), :class:`ExperienceData` maps them with
+  :func:`learner_columns` instead: same batches, no actor, no per-row Python. ``input_``
+  is the experience store's root: the training replay store itself unless ``raytrade tune
+  --experience ROOT`` names another one.
 * An offline algorithm has no env runners, so the env's spaces are given explicitly (built once
   from the training env config); they are also what every transition is checked against (a
   mismatch is an error naming the column and the episode).
 * The env stays configured: the validation scoring hook (``tune_specs.objective``) replays the
   learned module in the simulator on the validation split, exactly as for the online specs.
 * Budget mapping: ``minibatch`` is the learner batch (``train_batch_size_per_learner``);
-  ``train_batch // minibatch`` updates make one iteration (``dataset_num_iters_per_learner``).
+  ``train_batch // minibatch`` updates make one iteration (``dataset_num_iters_per_learner``, one
+  training step per iteration: no minimum time or trained steps per iteration).
 """
 
 from __future__ import annotations
@@ -26,11 +31,27 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
+import numpy as np
 from ray.rllib.algorithms.algorithm_config import AlgorithmConfig
+from ray.rllib.connectors.common import (
+    AddObservationsFromEpisodesToBatch,
+    AddStatesFromEpisodesToBatch,
+    AddTimeDimToBatchAndZeroPad,
+    BatchIndividualItems,
+    NumpyToTensor,
+)
+from ray.rllib.connectors.connector_pipeline_v2 import ConnectorPipelineV2
+from ray.rllib.connectors.learner import (
+    AddColumnsFromEpisodesToTrainBatch,
+    AddNextObservationsFromEpisodesToTrainBatch,
+)
+from ray.rllib.core import DEFAULT_MODULE_ID
+from ray.rllib.core.columns import Columns
 from ray.rllib.offline.offline_data import OfflineData
 from ray.rllib.offline.offline_prelearner import OfflinePreLearner
 
 from raytrade.envs.replay_loader import FEATURE_GROUPS
+from raytrade.replay.experience import READ_CPUS
 from raytrade.tune_specs.spec import Budget
 
 if TYPE_CHECKING:
@@ -100,6 +121,96 @@ class ExperienceData(OfflineData):
         self.learner_handles = None
         self.module_spec = None
 
+    def sample(
+        self,
+        num_samples: int,
+        return_iterator: bool = False,
+        num_shards: int = 1,
+        module_state: dict[str, Any] | None = None,
+    ) -> Any:
+        """``OfflineData.sample``; on its first call the transitions are mapped by
+        :func:`learner_columns` (a stateless function that Ray Data runs in the read tasks) instead
+        of RLlib's ``OfflinePreLearner`` (an actor that builds the module and turns every row into an
+        episode) wherever that gives the same batches (:func:`copies_columns`) and no
+        ``prelearner_class`` is configured."""
+        if not self.data_is_mapped and self.config.prelearner_class is None and self._copies_columns():
+            self.data = self.data.map_batches(  # the read tasks' resources: Ray Data fuses the two
+                learner_columns,
+                batch_size=None,
+                batch_format="numpy",
+                zero_copy_batch=True,
+                num_cpus=READ_CPUS,
+            )
+            self.data_is_mapped = True
+            if self.materialize_mapped_data:
+                self.data = self.data.materialize()
+        return super().sample(  # RLlib annotates module_state without None, its default
+            num_samples,
+            return_iterator,
+            num_shards,
+            module_state,  # type: ignore[arg-type]
+        )
+
+    def _copies_columns(self) -> bool:
+        obs_space, act_space = self.config.observation_space, self.config.action_space
+        assert obs_space is not None and act_space is not None  # make_offline sets both
+        module = (
+            self.module_spec
+            or self.config.get_multi_rl_module_spec(spaces={DEFAULT_MODULE_ID: (obs_space, act_space)})
+        ).build()
+        connector = self.config.build_learner_connector(
+            input_observation_space=obs_space, input_action_space=act_space
+        )
+        return copies_columns(self.config, module, connector)
+
+
+COLUMN_CONNECTORS: Final = frozenset(
+    {
+        AddObservationsFromEpisodesToBatch,
+        AddNextObservationsFromEpisodesToTrainBatch,
+        AddColumnsFromEpisodesToTrainBatch,
+        AddTimeDimToBatchAndZeroPad,
+        AddStatesFromEpisodesToBatch,
+        BatchIndividualItems,
+        NumpyToTensor,
+    }
+)
+"""RLlib's default learner connectors: on one-step episodes of a stateless single-agent module they
+copy each transition's columns into the batch, in row order, as tensors, and do nothing else."""
+
+LEARNER_COLUMNS: Final = (
+    Columns.OBS,
+    Columns.NEXT_OBS,
+    Columns.ACTIONS,
+    Columns.REWARDS,
+    Columns.TERMINATEDS,
+    Columns.TRUNCATEDS,
+)
+"""What those connectors put in the learner batch of each transition."""
+
+
+def copies_columns(config: AlgorithmConfig, module: Any, connector: Any) -> bool:
+    """Whether RLlib's ``OfflinePreLearner`` would only copy each transition's
+    :data:`LEARNER_COLUMNS` into the learner batch, in row order: the learner ``connector`` is made
+    of :data:`COLUMN_CONNECTORS` only (``bc``, ``cql``, ``iql``; not ``marwil``, whose connector adds
+    advantages), the (multi-)``module`` is stateless and single-agent, and the rows are read as they
+    are (no episodes, sample batches, schema remapping or zeroed final observations)."""
+    return (
+        not config.is_multi_agent
+        and not module.is_stateful()
+        and not (config.input_read_episodes or config.input_read_sample_batches)
+        and not config.input_read_schema
+        and not config.ignore_final_observation
+        and isinstance(connector, ConnectorPipelineV2)
+        and all(type(c) in COLUMN_CONNECTORS for c in connector.connectors)
+    )
+
+
+def learner_columns(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The learner batch RLlib's ``OfflinePreLearner`` makes of transitions when
+    :func:`copies_columns` holds (flattened ``module_id/column`` keys, as it returns them)."""
+    return {f"{DEFAULT_MODULE_ID}/{c}": batch[c] for c in LEARNER_COLUMNS}
+
 
 def experience_root(input_: Any) -> str:
     """The experience store root of an offline config's ``input_`` (a path or a one-path list)."""
@@ -152,6 +263,9 @@ def make_offline(config: AlgorithmConfig, env_config: Mapping[str, Any], budget:
             map_batches_kwargs={"concurrency": 1, "num_cpus": PRELEARNER_CPUS},
         )
         .training(train_batch_size_per_learner=budget.minibatch)
+        # one training step per iteration: SAC's (CQL's, IQL's) one-second minimum per iteration
+        # (and CQL's 100 trained steps) would repeat it, a number of updates set by the machine's speed
+        .reporting(min_time_s_per_iteration=0, min_train_timesteps_per_iteration=0)
     )
 
 
