@@ -137,9 +137,14 @@ def gatv2_dense(conv: GATv2Conv, x: torch.Tensor, nb: Neighbours) -> torch.Tenso
     keep = nb.keep.to(x.dtype)
     attr = torch.where(nb.keep, nb.sim, torch.zeros_like(nb.sim))
     loop_attr = attr.sum(-1, keepdim=True) / keep.sum(-1, keepdim=True).clamp(min=1.0)  # PyG's 'mean' fill
-    rows = torch.arange(b, device=x.device).view(b, 1, 1)
-    x_j = torch.cat([x_l[rows, nb.src], x_l.unsqueeze(2)], dim=2)  # [B, N, k + 1, H, C]
-    e = conv.lin_edge(torch.cat([attr, loop_attr], dim=-1).unsqueeze(-1)).view(b, n, -1, heads, c)
+    flat_src = (nb.src + (torch.arange(b, device=x.device) * n).view(b, 1, 1)).reshape(-1)
+    x_src = x_l.reshape(b * n, heads, c).index_select(0, flat_src).view(b, n, -1, heads, c)
+    x_j = torch.cat([x_src, x_l.unsqueeze(2)], dim=2)  # [B, N, k + 1, H, C]
+    # lin_edge maps a scalar attribute (PyG builds it without bias): ``a * W[:, 0]`` is its product
+    lin_edge = conv.lin_edge
+    e = torch.cat([attr, loop_attr], dim=-1)[..., None, None] * lin_edge.weight[:, 0].view(heads, c)
+    if lin_edge.bias is not None:
+        e = e + lin_edge.bias.view(heads, c)
     z = F.leaky_relu(x_r.unsqueeze(2) + x_j + e, conv.negative_slope)
     logits = (z * conv.att).sum(-1)  # [B, N, k + 1, H]
     real = torch.cat([nb.keep, nb.keep.new_ones(b, n, 1)], dim=-1).unsqueeze(-1)
