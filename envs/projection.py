@@ -20,7 +20,8 @@ The numpy version runs that search as one compiled (numba) loop over the rows: t
 a small batch every step, where a chain of numpy calls costs far more in call overhead than in
 arithmetic. The torch version finds the thresholds the same way without gradient and then recomputes them in
 closed form over the active set (``tau = (sum_active |v| + sum_capped cap - budget) / n_active``), so
-its gradients are the projection's exact (almost-everywhere) Jacobian.
+its gradients are the projection's exact (almost-everywhere) Jacobian. Where no gradient is wanted
+(serving's no-grad forwards) it hands the tensors to the compiled numpy version instead.
 """
 
 from __future__ import annotations
