@@ -191,13 +191,19 @@ class ExperimentOptions(BaseModel):
         return "".join("-" + p for p in parts)
 
     def plan_budget(self) -> ExperimentBudget:
+        """The budget with these options' families and feature sets. Its wall-time target is the
+        named budget's only while every one of its variants is trained: a run of fewer variants has
+        none (its time says nothing about the target's)."""
         base = BUDGETS[self.budget]
         update: dict[str, Any] = {}
         if self.families is not None:
             update["families"] = self.families
         if self.features is not None:
             update["features"] = self.features
-        return base.model_copy(update=update)
+        planned = base.model_copy(update=update)
+        if not (set(base.families) <= set(planned.families) and set(base.features) <= set(planned.features)):
+            planned = planned.model_copy(update={"target_minutes": None})
+        return planned
 
     def command(self) -> str:
         parts = ["raytrade", "experiment", "--replay", str(self.replay), "--out", str(self.out)]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -417,3 +418,18 @@ def test_the_walk_forward_policy_brings_its_tilt_baselines_inputs_and_lookback()
     spec = registry_spec("ppo-base", Path("unused"), lambda ref, registry: handle)
     assert spec.feature_columns == ("ret_1", "vol_20", *KELLY_FEATURES)
     assert spec.lookback_bars == 7  # kelly_lite's sigma needs 7 closes
+
+
+def test_a_run_of_fewer_variants_than_its_budget_claims_no_wall_time_target(tmp_path: Path) -> None:
+    def planned(**chosen: Any) -> float | None:
+        return (
+            ExperimentOptions(replay=tmp_path, out=tmp_path, budget="small", **chosen)
+            .plan_budget()
+            .target_minutes
+        )
+
+    assert planned() == 45.0
+    assert planned(families=("ppo", "distrl", "gnn", "gating", "tqc")) == 45.0  # more work than the budget's
+    assert planned(features=("base",)) is None  # half the variants: its time says nothing of the target
+    assert planned(families=("ppo",)) is None
+    assert planned(families=("ppo", "tqc")) is None
