@@ -92,9 +92,8 @@ class ExperienceError(InputError):
 def _null_rows(table: pa.Table, column: str) -> np.ndarray:
     """Rows of ``column`` that are null (NaN counts as null in a float column, as pandas reads it)."""
     values = table.column(column)
-    null = values.is_null()
-    if pa.types.is_floating(values.type):
-        null = pc.or_(null, pc.is_nan(values))
+    # one kernel: or-ing is_null with is_nan would be null (not true) on a null row, read as false
+    null = pc.is_null(values, nan_is_null=pa.types.is_floating(values.type))
     return np.asarray(null.to_numpy(zero_copy_only=False), dtype=bool)
 
 

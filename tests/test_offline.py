@@ -131,6 +131,23 @@ def test_a_null_transition_column_is_refused_naming_it_and_the_episode(experienc
         transitions_from_frame(frame)
 
 
+@pytest.mark.parametrize("column", ["reward", "action"])
+@pytest.mark.parametrize("missing", [None, float("nan")])
+def test_a_null_or_nan_number_is_refused_naming_its_column_and_the_episode(
+    experience: Path, column: str, missing: float | None
+) -> None:
+    frame = experience_frame(experience)
+    episode = sorted(frame["episode_id"].unique())[1]
+    row = frame.index[(frame["episode_id"] == episode) & (frame["step"] == 7)][0]
+    frame[column] = frame[column].astype(object)
+    frame.at[row, column] = missing
+    frame[column] = frame[column].astype(float)
+    with pytest.raises(
+        ExperienceError, match=f"column '{column}' is missing \\(null\\) in episode '{episode}'"
+    ):
+        transitions_from_frame(frame)
+
+
 def test_logged_rows_without_transitions_are_refused_naming_the_decision(experience: Path) -> None:
     frame = experience_frame(experience).head(N_ASSETS).copy()
     frame["episode_id"] = None  # what the live loop's decision rows hold today
