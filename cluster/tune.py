@@ -42,7 +42,7 @@ import shlex
 from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Final, Literal
 
 import click
 from pydantic import BaseModel, ConfigDict, Field, computed_field
@@ -520,11 +520,23 @@ def trial_bundles(config: AlgorithmConfig) -> Any:
     return config.algo_class.default_resource_request(resolved)  # type: ignore[union-attr]
 
 
-def _fits(bundles: list[dict[str, float]], free: list[dict[str, float]], start: int = 0) -> bool:
+FIT_SEARCH_STEPS: Final = 50_000
+"""Placements the bundle check tries before it gives up undecided (the search is exact, and exponential
+in the worst case: many nodes of different sizes and a request that barely does not fit)."""
+
+
+class _Undecided(Exception):
+    """The exact placement search ran out of its steps."""
+
+
+def _fits(
+    bundles: list[dict[str, float]], free: list[dict[str, float]], steps: list[int], start: int = 0
+) -> bool:
     """Whether every bundle can take a node of ``free`` (several bundles may share one), by an exact
     search. Nodes with the same free resources are tried once per bundle, and a bundle equal to the
     one before it takes a node at or after that one's (``start``): reordering equal bundles finds
-    no new placement."""
+    no new placement. Each placement tried spends one of ``steps`` (a one-item list); none left:
+    :class:`_Undecided`."""
     if not bundles:
         return True
     first, rest = bundles[0], bundles[1:]
@@ -533,27 +545,35 @@ def _fits(bundles: list[dict[str, float]], free: list[dict[str, float]], start: 
         node = free[i]
         if node in tried or any(node.get(k, 0.0) < v for k, v in first.items()):
             continue
+        steps[0] -= 1
+        if steps[0] < 0:
+            raise _Undecided
         tried.append(node)
         left = {k: node.get(k, 0.0) - first.get(k, 0.0) for k in node}
-        if _fits(rest, [*free[:i], left, *free[i + 1 :]], i if rest and rest[0] == first else 0):
+        if _fits(rest, [*free[:i], left, *free[i + 1 :]], steps, i if rest and rest[0] == first else 0):
             return True
     return False
 
 
 def check_bundles_fit(
     bundles: list[dict[str, float]], nodes: list[dict[str, float]], env_runners: int
-) -> None:
+) -> bool:
     """Fail (one line) when no placement of ``bundles`` (a trial's: the learner's, then one per env
     runner) onto ``nodes`` (each alive node's total resources) exists: such a trial would wait for
-    ever. Totals, not what is free now: other trials and jobs release what they hold."""
+    ever. Totals, not what is free now: other trials and jobs release what they hold. True when a
+    placement was found; False when the search gave up undecided after ``FIT_SEARCH_STEPS`` (the
+    caller says so and lets Ray place the trial)."""
     asked = [{k: float(v) for k, v in b.items() if v} for b in bundles]
     kinds = sorted({k for b in asked for k in b})  # nodes seen only through what is asked
     free = [{k: float(n.get(k, 0.0)) for k in kinds} for n in nodes]
     need = {k: sum(b.get(k, 0.0) for b in asked) for k in kinds}
     enough = all(need[k] <= sum(n[k] for n in free) for k in kinds)  # cheap refusal first
     ordered = sorted(asked, key=lambda b: [-b.get(k, 0.0) for k in kinds])  # equal bundles adjacent
-    if enough and _fits(ordered, free):
-        return
+    try:
+        if enough and _fits(ordered, free, [FIT_SEARCH_STEPS]):
+            return True
+    except _Undecided:
+        return False
     held = " + ".join(f"{n.get('CPU', 0.0):g}" for n in nodes) or "0"
     raise InputError(
         f"--env-runners {env_runners}: a trial needs {len(asked)} bundles (1 learner + {env_runners} env "
@@ -827,6 +847,11 @@ def run_tune(opts: TuneOptions, dashboard: bool = True) -> TuneOutcome:
     if remote is not None:  # the project's run files are staged locally and uploaded (remote_run)
         fetch_run(remote)
     if opts.resume:
+        if opts.env_runners:  # Tune restores the trials' stored resources; the flag would do nothing
+            raise InputError(
+                f"--env-runners {opts.env_runners} with --resume: a resumed search keeps the env runners it "
+                "started with; drop the flag"
+            )
         recorded = read_run_file(run_dir)
         if recorded.spec != spec.name or recorded.replay != location(opts.replay):
             raise InputError(
@@ -838,8 +863,12 @@ def run_tune(opts: TuneOptions, dashboard: bool = True) -> TuneOutcome:
 
     init_ray(os.environ.get("RAY_ADDRESS"), dashboard=dashboard)
     config = with_trial_resources(opts, search_algo_config(opts, spec))
-    if opts.env_runners and not opts.resume:
-        check_bundles_fit(trial_bundles(config).bundles, cluster_node_resources(), opts.env_runners)
+    bundles = trial_bundles(config).bundles if opts.env_runners else []  # (refused with --resume above)
+    if bundles and not check_bundles_fit(bundles, cluster_node_resources(), opts.env_runners):
+        click.echo(
+            f"warning: could not decide within {FIT_SEARCH_STEPS:,} placements whether the nodes can "
+            "hold one trial's bundles; if the trials stay PENDING, lower --env-runners"
+        )
     callbacks, env, wandb_key = _wandb_setup(opts, run_dir)
     for line in log_locations(opts):
         click.echo(line)

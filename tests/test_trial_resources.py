@@ -9,6 +9,7 @@ checked on a two-node cluster in ``tests/test_local_cluster.py``.
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
@@ -64,6 +65,18 @@ def test_env_runners_are_refused_for_an_offline_spec_in_one_line(tmp_path: Path)
     check_env_runners(TuneOptions(spec="cql", replay=str(tmp_path)), get_spec("cql"))  # 0 is today's run
 
 
+def test_env_runners_are_refused_on_resume_which_keeps_the_started_ones(
+    synthetic_store: Path, tmp_path: Path
+) -> None:
+    args = ["--spec", "ppo", "--replay", str(synthetic_store), "--storage", str(tmp_path), "--no-wandb"]
+    done = CliRunner().invoke(tune_command, [*args, "--resume", "--env-runners", "2"])
+    assert done.exit_code == 2
+    assert done.output.splitlines() == [
+        "error: --env-runners 2 with --resume: a resumed search keeps the env runners it started with; "
+        "drop the flag"
+    ]
+
+
 def test_a_negative_number_of_env_runners_is_refused_naming_the_flag(tmp_path: Path) -> None:
     done = CliRunner().invoke(
         tune_command, ["--spec", "ppo", "--replay", str(tmp_path), "--env-runners", "-1"]
@@ -74,7 +87,7 @@ def test_a_negative_number_of_env_runners_is_refused_naming_the_flag(tmp_path: P
 
 def test_bundles_that_no_node_set_can_hold_are_refused_naming_the_need_and_the_nodes() -> None:
     nodes = [{"CPU": 1.0, "memory": 1e9}, {"CPU": 1.0, "memory": 1e9}]
-    check_bundles_fit([{"CPU": 1.0}, {"CPU": 1.0}], nodes, env_runners=1)  # one bundle a node
+    assert check_bundles_fit([{"CPU": 1.0}, {"CPU": 1.0}], nodes, env_runners=1)  # one bundle a node
     with pytest.raises(InputError) as refused:
         check_bundles_fit([{"CPU": 1.0}, {"CPU": 1.0}, {"CPU": 1.0}], nodes, env_runners=2)
     assert str(refused.value) == (
@@ -93,6 +106,16 @@ def test_enough_cpus_in_all_is_not_enough_when_no_node_holds_a_bundle() -> None:
 def test_the_learner_bundle_takes_the_only_node_with_its_custom_resource() -> None:
     # the env runner must not take the slot node's CPU first: the search places the learner there
     nodes = [{"CPU": 1.0, "trial_slot": 1.0}, {"CPU": 1.0}]
-    check_bundles_fit([{"CPU": 1.0}, {"CPU": 1.0, "trial_slot": 1.0}], nodes, env_runners=1)
+    assert check_bundles_fit([{"CPU": 1.0}, {"CPU": 1.0, "trial_slot": 1.0}], nodes, env_runners=1)
     with pytest.raises(InputError):
         check_bundles_fit([{"CPU": 1.0, "trial_slot": 1.0}] * 2, nodes, env_runners=1)
+
+
+def test_a_placement_search_too_large_to_finish_gives_up_undecided_quickly() -> None:
+    # 24 nodes of different sizes hold at most 52 bundles of 0.6 CPU, though their 37.8 CPUs would
+    # take 63: the exact search would run for ever; it stops undecided after FIT_SEARCH_STEPS
+    nodes = [{"CPU": 1.0 + 0.05 * i} for i in range(24)]
+    started = time.perf_counter()
+    assert check_bundles_fit([{"CPU": 0.6}] * 55, nodes, env_runners=54) is False
+    assert time.perf_counter() - started < 5.0
+    assert check_bundles_fit([{"CPU": 0.6}] * 50, nodes, env_runners=49) is True
