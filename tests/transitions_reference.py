@@ -16,8 +16,14 @@ from raytrade.replay.experience import (
     READ_COLUMNS,
     TRANSITION_COLUMNS,
     ExperienceError,
-    flat_observation,
 )
+
+
+def flat_observation(slices: np.ndarray, portfolio: pd.Series) -> np.ndarray:
+    """The former ``replay.experience.flat_observation``, verbatim: the layout the vectorised
+    ``flat_observations`` must reproduce, checked independently of it."""
+    port = np.asarray(portfolio.iloc[0], dtype=np.float32)
+    return np.concatenate([slices[:, :-2].reshape(-1), slices[:, -2], slices[:, -1], port]).astype(np.float32)
 
 
 def _refuse_nulls(frame: pd.DataFrame) -> None:
