@@ -588,8 +588,8 @@ def run_experiment(opts: ExperimentOptions, say: Callable[[str], None] = click.e
         say(f"family {family}: {family_seconds[family]:.0f} s wall")
 
     say("choosing the winner on the validation folds ...")
-    with single_threaded():
-        bench_validation, variant_validation = validation_returns(searches, opts.replay)
+    # (module_rollout replays on one torch thread itself)
+    bench_validation, variant_validation = validation_returns(searches, opts.replay)
     ranked = {
         r.name: r for r in choose_winner(variant_validation, bench_validation, ppy, opts.cvar_penalty, boot)
     }
