@@ -39,8 +39,9 @@ layers: $(STAMP) $(LAYOUT)/raytrade
 typecheck: $(STAMP) $(LAYOUT)/raytrade
 	$(BIN)/mypy
 
-# Two workers (pytest-xdist): every Ray test in one (one Ray for the session, as before), the local
-# cluster module and the tests without Ray in the other. PYTEST_WORKERS=0 runs it in one process.
+# Two workers (pytest-xdist): tests that share an expensive fixture run in one worker (the groups of
+# tests/conftest.py: smoke searches, Ray modules, the local cluster), the rest spread over both.
+# PYTEST_WORKERS=0 runs it in one process.
 PYTEST_WORKERS ?= 2
 pytest: $(STAMP)
 	$(BIN)/python -m pytest -q -n $(PYTEST_WORKERS) --dist loadgroup

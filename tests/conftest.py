@@ -111,16 +111,57 @@ def ppo_smoke_run(smoke_runs: Callable[[str], SmokeRun]) -> Path:
     return smoke_runs("ppo").run_dir
 
 
+def xdist_group_of(item: pytest.Item) -> str | None:
+    """The pytest-xdist group of a test (``make test``: ``--dist loadgroup``; a group runs in one
+    worker), so that no expensive fixture is built by both workers: every test that needs a smoke
+    search (``smoke_runs``, a session fixture) in group ``smoke``; the other Ray tests by module
+    (``ray-<module>``: their module fixtures are built once). The rest is spread test by test. Each
+    worker that runs a Ray test starts its own Ray once."""
+    fixtures = getattr(item, "fixturenames", ())
+    if "smoke_runs" in fixtures:
+        return "smoke"
+    if item.get_closest_marker("ray") is not None:
+        return f"ray-{item.path.stem}"
+    return None
+
+
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """A test that uses the session's Ray, directly or through any fixture, is marked ``ray``, so that
-    ``-m "not ray"`` never starts Ray however the fixtures are wired."""
+    ``-m "not ray"`` never starts Ray however the fixtures are wired; and given its xdist group
+    (:func:`xdist_group_of`) unless its module names one (the local cluster's)."""
     for item in items:
         if "ray_session" in getattr(item, "fixturenames", ()) and item.get_closest_marker("ray") is None:
             item.add_marker(pytest.mark.ray)
-        # under pytest-xdist (make test), every Ray test runs in one worker, so the session's Ray starts
-        # once; a module that starts its own cluster names its own group and runs beside it
-        if item.get_closest_marker("ray") is not None and item.get_closest_marker("xdist_group") is None:
-            item.add_marker(pytest.mark.xdist_group("ray"))
+        group = xdist_group_of(item)
+        if group is not None and item.get_closest_marker("xdist_group") is None:
+            item.add_marker(pytest.mark.xdist_group(group))
+
+
+_UNGROUPED: list[str] = []  # set by pytest_collection_finish when --dist loadgroup has no effect
+
+
+@pytest.hookimpl(trylast=True)  # after pytest-xdist wrote the groups into the node ids
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Notice when ``--dist loadgroup`` has no effect (a pytest whose node ids ignore the group suffix
+    pytest-xdist writes, as pytest 9.2 with pytest-xdist 3.8): the groups would be split across the
+    workers and every expensive fixture built twice, silently. Every test then fails saying so
+    (:func:`_xdist_groups_apply`; an error raised here is lost in the worker)."""
+    if not getattr(session.config.option, "loadgroup", False):
+        return
+    for item in session.items:
+        if item.get_closest_marker("xdist_group") is not None and "@" not in item.nodeid:
+            _UNGROUPED.append(
+                f"pytest-xdist's --dist loadgroup has no effect with pytest {pytest.__version__} "
+                f"({item.nodeid} carries no group): install the versions of requirements.lock"
+            )
+            return
+
+
+@pytest.fixture(autouse=True)
+def _xdist_groups_apply() -> None:
+    if _UNGROUPED:
+        pytest.fail(_UNGROUPED[0], pytrace=False)
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
