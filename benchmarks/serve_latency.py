@@ -20,6 +20,9 @@ serves those of an earlier build instead), then, in one run:
   fallback answer). The floor, the model and its serve.batch variant are deployed side by side (route
   prefixes ``/floor``, ``/service``, ``/serve_batch``) and measured in alternating rounds whose order
   rotates, so a load drift hits all three alike;
+* where the CPU goes: for the floor and the model at concurrency 8, the CPU seconds per request of
+  the Serve proxy, of the target's replica and of the client (``psutil`` process times, two
+  alternating rounds): the model's replica over the floor's is what the service itself adds;
 * the issue's ratios: p99 at concurrency 8 over the floor's (target <= 1.3), symbol-decisions/s at
   concurrency 32 (target >= 4,000), errors (target 0);
 * the cost of the checks, in process, as A/B pairs timed alternately (so load drifts hit both
@@ -219,6 +222,61 @@ def _alternating_sweep(
     return out
 
 
+REPLICA_TITLES = {  # the process title prefix of each target's replica (Ray names its workers so)
+    "floor": "ray::ServeReplica:floor:Floor",
+    "service": "ray::ServeReplica:raytrade:PolicyService",
+}
+PROXY_TITLE = "ray::ProxyActor"
+
+
+def _process_cpu_s(title: str) -> float:
+    """User + system CPU seconds so far of the processes whose title starts with ``title``."""
+    import psutil
+
+    total = 0.0
+    for proc in psutil.process_iter(["cmdline"]):
+        cmd = proc.info["cmdline"] or [""]
+        if cmd and cmd[0].startswith(title):
+            try:
+                times = proc.cpu_times()
+            except psutil.Error:  # exited meanwhile
+                continue
+            total += times.user + times.system
+    return total
+
+
+def _cpu_split(urls: dict[str, str], payload: bytes, clients: int, requests: int, rounds: int = 2) -> Any:
+    """Per target of :data:`REPLICA_TITLES`: CPU ms per request of the proxy, of the target's replica
+    and of this client process, at ``clients`` concurrent clients (``rounds`` alternating rounds of
+    ``requests`` requests each, summed)."""
+    import psutil
+
+    me = psutil.Process()
+    sums = {
+        t: {"proxy": 0.0, "replica": 0.0, "client": 0.0, "requests": 0, "wall": 0.0} for t in REPLICA_TITLES
+    }
+    for r in range(rounds):
+        for target in list(REPLICA_TITLES)[:: 1 if r % 2 == 0 else -1]:
+            before = (_process_cpu_s(PROXY_TITLE), _process_cpu_s(REPLICA_TITLES[target]), me.cpu_times())
+            latencies, _, wall = _load(urls[target], payload, clients, max(1, requests // clients))
+            after = (_process_cpu_s(PROXY_TITLE), _process_cpu_s(REPLICA_TITLES[target]), me.cpu_times())
+            acc = sums[target]
+            acc["proxy"] += after[0] - before[0]
+            acc["replica"] += after[1] - before[1]
+            acc["client"] += (after[2].user + after[2].system) - (before[2].user + before[2].system)
+            acc["requests"] += len(latencies)
+            acc["wall"] += wall
+    return {
+        target: {
+            "proxy_cpu_ms_per_request": acc["proxy"] / acc["requests"] * 1e3,
+            "replica_cpu_ms_per_request": acc["replica"] / acc["requests"] * 1e3,
+            "client_cpu_ms_per_request": acc["client"] / acc["requests"] * 1e3,
+            "requests_per_s": acc["requests"] / acc["wall"],
+        }
+        for target, acc in sums.items()
+    }
+
+
 def _median_s(fn: Callable[[], Any], n: int, warmup: int = 10) -> float:
     for _ in range(warmup):
         fn()
@@ -395,6 +453,7 @@ def run(quick: bool = False, registry: Path | None = None) -> dict[str, Any]:
                 )
                 serve.run(_serve_batch_app(config, http), name="serve_batch", route_prefix="/serve_batch")
                 sweep = _alternating_sweep(urls, payload, per_client, rounds)
+                out.setdefault("cpu_split", {})[name] = _cpu_split(urls, payload, 8, 80 if quick else 720)
                 out[name], out["floor"][name], out["serve_batch"][name] = (
                     sweep["service"],
                     sweep["floor"],
@@ -564,6 +623,25 @@ def _rows(out: dict[str, Any]) -> list[tuple[str, Any, str]]:
                 f"once per load, with a key: {c['verify_mac_alone_ms'] * 1e3:.1f} us",
             ),
         ]
+    for name, _ in MODELS:
+        split = out["cpu_split"][name]
+        for target, label in (("floor", f"floor (with {name})"), ("service", name)):
+            c = split[target]
+            rows.append(
+                (
+                    f"{label} c=8 CPU ms/request: proxy / replica / client",
+                    f"{c['proxy_cpu_ms_per_request']:.2f} / {c['replica_cpu_ms_per_request']:.2f} / "
+                    f"{c['client_cpu_ms_per_request']:.2f}",
+                    f"{c['requests_per_s']:,.0f} req/s",
+                )
+            )
+        rows.append(
+            (
+                f"{name}: replica CPU over the floor's, c=8",
+                split["service"]["replica_cpu_ms_per_request"] - split["floor"]["replica_cpu_ms_per_request"],
+                "ms per request: what the service itself adds",
+            )
+        )
     rows.append(("errors (all runs)", out["errors"], "0"))
     return rows
 
