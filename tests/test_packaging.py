@@ -86,3 +86,36 @@ def test_it_installs_beside_packages_named_models_and_serve(wheel: Path, tmp_pat
     models_who, serve_who, registry_file, schemas_file = out.split("|")
     assert (models_who, serve_who) == ("the other models", "the other serve")
     assert registry_file.startswith(str(site)) and schemas_file.startswith(str(site))
+
+
+def _lint_layers(root: Path) -> subprocess.CompletedProcess[str]:
+    """``make layers`` on the tree under ``root``: import-linter with the project's contract, reading the
+    packages through a tree of links that spells the import names (as the Makefile's ``.layout``)."""
+    layout = root / ".layout" / "raytrade"
+    layout.mkdir(parents=True, exist_ok=True)
+    for folder in FOLDERS:
+        link = layout / folder
+        if not link.exists():
+            link.symlink_to(root / folder)
+    env = {**os.environ, "PYTHONPATH": str(root / ".layout")}
+    lint_imports = Path(sys.executable).parent / "lint-imports"
+    return subprocess.run(
+        [str(lint_imports), "--no-cache"], cwd=root, env=env, capture_output=True, text=True, timeout=300
+    )
+
+
+def test_an_upward_import_fails_the_layer_contract(tmp_path: Path) -> None:
+    """The layer contract of ``make lint`` passes on the code as it is and fails, naming the import, once
+    a lower layer imports a higher one (here replay -> cluster)."""
+    import shutil
+
+    for folder in FOLDERS:
+        shutil.copytree(REPO / folder, tmp_path / folder, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(REPO / "pyproject.toml", tmp_path / "pyproject.toml")
+    clean = _lint_layers(tmp_path)
+    assert clean.returncode == 0, clean.stdout + clean.stderr
+
+    (tmp_path / "replay" / "upward.py").write_text("from raytrade.cluster import cli\n")
+    broken = _lint_layers(tmp_path)
+    assert broken.returncode != 0
+    assert "raytrade.replay.upward -> raytrade.cluster.cli" in broken.stdout, broken.stdout
