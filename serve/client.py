@@ -16,7 +16,8 @@ Contract
   pauses together ``total_deadline_s``: a retry gets only the time left, and one that cannot start
   before the deadline is not made.
 * **Holds.** When the retries are spent, or the answer is another non-200 status, a body that is not
-  an ``ActResponse``, a decision for a symbol the request did not name, or a non-finite number,
+  an ``ActResponse``, a decision for a symbol the request did not name, no decision for a symbol it
+  did name (a partial answer), or a non-finite number,
   :meth:`PolicyClient.act` returns ``hold_everything`` (``fallback=True``, model ``"unavailable"``,
   reason ``"policy service unavailable: <cause>"``): every position held at its current weight, no new
   risk. It logs a warning and counts it in ``fallbacks``.
@@ -401,6 +402,9 @@ def _inconsistency(request: ActRequest, answer: ActResponse) -> str | None:
     unknown = sorted(set(answer.decisions) - known)
     if unknown:
         return f"decision for symbol(s) not in the request: {', '.join(unknown[:5])}"
+    missing = sorted(set(request.analysis) - set(answer.decisions))
+    if missing:  # the service answers every symbol it was asked about, even one it holds
+        return f"no decision for requested symbol(s): {', '.join(missing[:5])}"
     for symbol, d in answer.decisions.items():
         for name in ("target_weight", "target_qty", "current_weight", "confidence"):
             value = getattr(d, name)

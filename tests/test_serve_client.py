@@ -385,8 +385,16 @@ def _answer_with(**changes: Any) -> bytes:
         (Reply(body=_answer_with(gross_exposure=math.inf)), "gross_exposure is inf"),
         (Reply(body=_answer_with(decisions__NVDA__target_qty=math.inf)), "NVDA.target_qty is inf"),
         (Reply(status=404, body=b'{"detail": "Not Found"}'), "HTTP 404"),
+        (
+            Reply(
+                body=ANSWER.model_copy(update={"decisions": {"NVDA": ANSWER.decisions["NVDA"]}})
+                .model_dump_json()
+                .encode()
+            ),
+            "no decision for requested symbol(s): AAPL",
+        ),
     ],
-    ids=["garbage", "wrong-shape", "unknown-symbol", "nan-weight", "inf-gross", "inf-qty", "404"],
+    ids=["garbage", "wrong-shape", "unknown-symbol", "nan-weight", "inf-gross", "inf-qty", "404", "partial"],
 )
 def test_an_untrustworthy_answer_holds_without_retrying(
     service: Callable[..., FakePolicyService], request_: ActRequest, reply: Reply, cause: str
