@@ -489,6 +489,22 @@ def test_config_refuses_unsafe_or_impossible_values(fields: dict[str, Any], mess
         ClientConfig(**fields)
 
 
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://user:s3cret-pw@head",
+        "http://user:s3cret-pw@remote:8000",
+        "ftp://user:s3cret-pw@head",
+        "https://head/v1?token=s3cret-pw",
+    ],
+    ids=["https-userinfo", "http-userinfo", "ftp-userinfo", "query"],
+)
+def test_a_refused_base_url_never_shows_its_secret(url: str) -> None:
+    with pytest.raises(ValidationError) as info:
+        ClientConfig(base_url=url)
+    assert "s3cret-pw" not in str(info.value)
+
+
 def test_config_strips_the_trailing_slash() -> None:
     assert ClientConfig(base_url="https://serve.internal:8000/").base_url == "https://serve.internal:8000"
 
