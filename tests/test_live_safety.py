@@ -396,6 +396,15 @@ def test_a_live_trading_url_is_refused_with_one_line(monkeypatch: pytest.MonkeyP
     )
 
 
+def test_a_refused_trading_url_never_shows_its_credentials() -> None:
+    from raytrade.serve.alpaca_broker import check_paper_trading_url
+
+    with pytest.raises(NotPaperError) as info:
+        check_paper_trading_url("https://AKEY:s3cret-key@api.alpaca.markets/?key=s3cret-key")
+    assert str(info.value).startswith("trading_url='https://api.alpaca.markets/' is not Alpaca's paper API")
+    assert "s3cret-key" not in str(info.value)
+
+
 def test_an_account_that_is_not_paper_gets_no_order(
     fakes: tuple[FakeAlpacaTrading, FakeAlpaca], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
