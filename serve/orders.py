@@ -20,10 +20,11 @@
 * Hard caps, again: the targets are held to ``LiveConfig.caps`` by ``serve.caps.cap_targets`` (the
   service's own implementation) against the account's actual holdings at the mid, so repeated
   cycles cannot walk past the per-symbol, gross or leverage caps, nor add more gross per cycle than
-  the basket throttle, whatever the answers say. Symbols that do not trade this cycle (held, no
-  quote) keep their holdings, which count against the gross budget, as do held positions outside
-  the answer that have a quote; a position with neither a quote nor a decision cannot be valued here
-  (the service counted it: ``unmanaged``).
+  the basket throttle, whatever the answers say. An answer with a non-finite target or current
+  weight sends nothing, like a fallback (``serve.client`` already holds on one). Symbols that do
+  not trade this cycle (held, no quote) keep their holdings, which count against the gross budget,
+  as do held positions outside the answer that have a quote; a position with neither a quote nor a
+  decision cannot be valued here (the service counted it: ``unmanaged``).
 * ``client_order_id`` is derived from the decision, so a resubmission of the same decision is a
   duplicate the broker refuses.
 """
@@ -123,8 +124,9 @@ def plan_orders(
     ``answer``'s target weights (pure; see the module doc for the rules). ``dollar_volume`` maps a
     symbol to its latest bar dollar volume; a missing, non-finite or non-positive one is unknown."""
     cfg = cfg or LiveConfig()
-    if answer.fallback:
-        return []
+    weights = [w for d in answer.decisions.values() for w in (d.target_weight, d.current_weight)]
+    if answer.fallback or not all(math.isfinite(w) for w in weights):
+        return []  # a NaN would pass every cap (NaN > cap is False) and size a full-fraction order
     targets = _capped_targets(answer, equity, quotes, held_qty, cfg.caps)
     plans: list[OrderPlan] = []
     for symbol, d in answer.decisions.items():

@@ -163,3 +163,19 @@ def test_an_unknown_dollar_volume_leaves_only_the_equity_cap() -> None:
     (plan,) = plan_orders(answer, EQUITY, QUOTES, {}, "c1", LOOSE, dollar_volume={"AAPL": float("nan")})
     (same,) = plan_orders(answer, EQUITY, QUOTES, {}, "c1", LOOSE)
     assert plan.qty == same.qty == 200.0 and plan.note is None
+
+
+@pytest.mark.parametrize(
+    "decisions",
+    [
+        {"AAPL": (float("nan"), 0.0, "aggressive")},
+        {"AAPL": (0.1, 0.0, "aggressive"), "MSFT": (0.0, float("nan"), "hold")},
+    ],
+    ids=["nan-target", "nan-current"],
+)
+def test_an_answer_with_a_non_finite_weight_sends_nothing(
+    decisions: dict[str, tuple[float, float, str]],
+) -> None:
+    # Unguarded, a NaN target bought 25 % of equity and a NaN current weight sold every other holding.
+    quotes = {"AAPL": QUOTES["AAPL"]}
+    assert plan_orders(_answer(decisions), EQUITY, quotes, {"AAPL": 100.0, "MSFT": 10.0}, "c1") == []
