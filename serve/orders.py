@@ -15,8 +15,9 @@
 * Alpaca will not flip a position through zero in one order, nor sell shares an open order already
   holds, so a flip only closes this cycle (with a note) and the new side opens on the next one; crypto
   cannot be shorted, so a negative crypto target closes to 0 (with a note).
-  Equities trade whole shares unless ``fractional``; crypto to ``crypto_qty_step`` units. Equity
-  orders are ``day``, crypto ``gtc``.
+  Equities trade whole shares unless ``fractional`` (a sale that opens or adds to a short is whole
+  shares even then: Alpaca refuses fractional short sales); crypto to ``crypto_qty_step`` units.
+  Equity orders are ``day``, crypto ``gtc``.
 * Hard caps, again: the targets are held to ``LiveConfig.caps`` by ``serve.caps.cap_targets`` (the
   service's own implementation) against the account's actual holdings at the mid, so repeated
   cycles cannot walk past the per-symbol, gross or leverage caps, nor add more gross per cycle than
@@ -158,7 +159,9 @@ def plan_orders(
         if held != 0 and not closing and (held > 0) != (new_qty > 0):  # through zero: close first
             new_side = "long" if new_qty > 0 else "short"
             closing, note = True, f"flip: closing {held:+g} first; the {new_side} side opens next cycle"
-        qty = abs(held) if closing else _round_down(abs(delta), _step(symbol, cfg))
+        # Alpaca sells short whole shares only: a sale that opens or adds to a short is not fractional.
+        step = 1.0 if side == "sell" and new_qty < 0 and not crypto else _step(symbol, cfg)
+        qty = abs(held) if closing else _round_down(abs(delta), step)
         if qty <= 0 or (qty * mid < cfg.min_trade_notional and not closing):
             continue
         passive = d.gate_mode == "passive"
