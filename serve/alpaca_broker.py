@@ -46,15 +46,16 @@ class NotPaperError(InputError):
 
 def check_paper_trading_url(url: str, *, field: str = "trading_url") -> str:
     """``url`` if it is Alpaca's paper trading API over https or a loopback URL; else
-    :class:`NotPaperError` naming ``field`` and the value."""
+    :class:`NotPaperError` naming ``field`` and the value (less any credentials and query)."""
     parts = urlsplit(str(url))
     host = parts.hostname or ""
     if (parts.scheme == "https" and host == PAPER_TRADING_HOST) or (
         parts.scheme in ("http", "https") and host in LOOPBACK_HOSTS
     ):
         return str(url)
-    raise NotPaperError(
-        f"{field}={str(url)!r} is not Alpaca's paper API (https://{PAPER_TRADING_HOST}) nor loopback: "
+    shown = parts._replace(netloc=parts.netloc.rpartition("@")[2], query="", fragment="").geturl()
+    raise NotPaperError(  # shown without user:password@ or a query: they may hold the keys
+        f"{field}={shown!r} is not Alpaca's paper API (https://{PAPER_TRADING_HOST}) nor loopback: "
         "live trading is not offered"
     )
 

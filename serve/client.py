@@ -16,7 +16,8 @@ Contract
   pauses together ``total_deadline_s``: a retry gets only the time left, and one that cannot start
   before the deadline is not made.
 * **Holds.** When the retries are spent, or the answer is another non-200 status, a body that is not
-  an ``ActResponse``, a decision for a symbol the request did not name, or a non-finite number,
+  an ``ActResponse``, a decision for a symbol the request did not name, no decision for a symbol it
+  did name (a partial answer), or a non-finite number,
   :meth:`PolicyClient.act` returns ``hold_everything`` (``fallback=True``, model ``"unavailable"``,
   reason ``"policy service unavailable: <cause>"``): every position held at its current weight, no new
   risk. It logs a warning and counts it in ``fallbacks``.
@@ -85,7 +86,8 @@ class ServiceRequestError(ServiceError):
 class ClientConfig(BaseModel):
     """Where the policy service is and how long the loop waits for it (seconds)."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    # A refused base_url may carry a secret (user:password@, ?token=): pydantic must not echo it.
+    model_config = ConfigDict(frozen=True, extra="forbid", hide_input_in_errors=True)
 
     base_url: str = Field(description="Serve ingress: https://, or http:// on 127.0.0.1 / localhost only")
     timeout_s: float = Field(0.5, gt=0, description="one attempt, connect to last byte of the answer")
@@ -99,13 +101,15 @@ class ClientConfig(BaseModel):
     def _absolute_http_url(cls, value: str) -> str:
         url = value.strip().rstrip("/")
         parts = urlsplit(url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError(f"base_url={value!r} must be an absolute http:// or https:// URL")
-        check_secure_url(url, field="base_url")  # the bearer token must not cross a network in clear
+        # Credentials and queries first, and never echoed: the other messages show the URL.
         if parts.username is not None or parts.password is not None:
             raise ValueError("base_url must not carry credentials; pass the token instead")
         if parts.query or parts.fragment:
-            raise ValueError(f"base_url={value!r} must not have a query or fragment")
+            shown = parts._replace(query="", fragment="").geturl()
+            raise ValueError(f"base_url={shown!r} must not have a query or fragment (not shown here)")
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"base_url={value!r} must be an absolute http:// or https:// URL")
+        check_secure_url(url, field="base_url")  # the bearer token must not cross a network in clear
         return url
 
     @model_validator(mode="after")
@@ -401,6 +405,9 @@ def _inconsistency(request: ActRequest, answer: ActResponse) -> str | None:
     unknown = sorted(set(answer.decisions) - known)
     if unknown:
         return f"decision for symbol(s) not in the request: {', '.join(unknown[:5])}"
+    missing = sorted(set(request.analysis) - set(answer.decisions))
+    if missing:  # the service answers every symbol it was asked about, even one it holds
+        return f"no decision for requested symbol(s): {', '.join(missing[:5])}"
     for symbol, d in answer.decisions.items():
         for name in ("target_weight", "target_qty", "current_weight", "confidence"):
             value = getattr(d, name)

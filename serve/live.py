@@ -28,13 +28,18 @@ Design decisions
   ``planned`` and the next cycle resolves it.
 * **The order record comes first.** The state file is saved before the experience rows are logged,
   and the rows are logged in quarantine mode (``ReplayWriter(on_error="quarantine")``): a row that
-  cannot be written is kept aside under ``_quarantine/`` and never costs an order record.
+  cannot be written is kept aside under ``_quarantine/`` and never costs an order record. A done
+  order stays in the state file until its fill row is logged, so a crash or a failed log between the
+  save and the log does not forget the fill (the next cycle logs it; the store's de-duplication
+  keeps it from counting twice).
 * **A fill is logged once.** The loop de-duplicates by decision id: rows whose ``decision_id`` is
   already in the store's ``experience`` table (or twice in one batch) are not appended again (the
   store is the one place that says what was logged; the writer itself stays table-agnostic).
 * **A new decision supersedes resting orders.** Orders of earlier cycles that are still open are
   cancelled before the new ones go out; what they filled is logged once the broker reports them done
-  (an order being cancelled or replaced can still fill, so it stays tracked).
+  (an order being cancelled or replaced can still fill, so it stays tracked). A symbol with an order
+  that may still fill and cannot be cancelled (the cancel failed, or a ``planned`` order is not
+  resolved yet) is held for the cycle: a new order on top of it could double the position.
 * **One bad order is one bad order.** A rejected order is logged with the broker's message and the
   cycle goes on.
 * **Decisions become transitions one cycle later.** When the service returns the observation it
@@ -336,7 +341,11 @@ class LiveLoop:
         state = LiveState.load(self.state_file)
         self._sync_with_broker(state)
         fill_rows, still_open = self._reconcile(state, now)
-        self._cancel(still_open)
+        # A done order stays in the state until its fill row is logged (a crash or a failed log in
+        # between must not forget the fill; the store's de-duplication keeps it from counting twice).
+        fill_ids = {r["decision_id"] for r in fill_rows}
+        unlogged = [p for p in state.pending if f"{p['decision_id']}:fill" in fill_ids]
+        busy = self._cancel(still_open)
 
         account = self.broker.account()
         positions = self.broker.positions()
@@ -350,12 +359,14 @@ class LiveLoop:
         asked = time.perf_counter()
         held = {p.symbol: p.qty for p in positions}
         volumes = _latest_dollar_volume(self.store, self.symbols, now) if self.store is not None else {}
-        plans = plan_orders(answer, account.equity, quotes, held, cycle_id, self.config, volumes)
+        # A symbol whose earlier order may still fill is held: a second order could double it.
+        tradeable_quotes = {s: q for s, q in quotes.items() if s not in busy}
+        plans = plan_orders(answer, account.equity, tradeable_quotes, held, cycle_id, self.config, volumes)
 
         # The intents reach the disk before any order reaches the broker.
         intents = {p.decision_id: _intent(p, answer.model, now) for p in plans}
         state.peak_equity = peak
-        state.pending = still_open + list(intents.values())
+        state.pending = still_open + unlogged + list(intents.values())
         state.save(self.state_file)
 
         submitted: dict[str, str] = {}
@@ -390,6 +401,10 @@ class LiveLoop:
         decision_rows = _decision_rows(now, cycle_id, answer, plans, submitted, rejected, latency, loop_state)
         logged = self._log(fill_rows + decision_rows)
         fills_logged = sum(1 for r in logged if any(r is f for f in fill_rows))
+        if unlogged:  # their fill rows are in the store (or its quarantine) now
+            done = {id(p) for p in unlogged}
+            state.pending = [p for p in state.pending if id(p) not in done]
+            state.save(self.state_file)
         self._log_transitions(now, cycle_id, answer, account.equity)
         return CycleReport(cycle_id, answer, plans, submitted, rejected, fills_logged, uncertain)
 
@@ -474,17 +489,29 @@ class LiveLoop:
             )
         state.pending = kept
 
-    def _cancel(self, still_open: list[dict[str, Any]]) -> None:
+    def _cancel(self, still_open: list[dict[str, Any]]) -> set[str]:
         """Cancel the earlier cycles' orders that still rest: this cycle's decision supersedes them
         (and a resting order would hold shares or buying power the new one needs). They stay pending,
-        so whatever they filled before the cancel is logged once they are done."""
+        so whatever they filled before the cancel is logged once they are done.
+
+        Returns the symbols whose earlier order may still fill: a ``planned`` order not resolved yet,
+        or one whose cancel failed. The cycle holds them (a new order on top could double the
+        position); the next cycle sees the old order's state and re-plans."""
+        busy: set[str] = set()
         for p in still_open:
-            if not p.get("order_id"):
-                continue  # a planned order not resolved yet
+            if not p.get("order_id"):  # a planned order not resolved yet
+                if p.get("symbol"):
+                    busy.add(p["symbol"])
+                continue
             try:
                 self.broker.cancel(p["order_id"])
-            except Exception as exc:  # already filled or gone: the next reconcile sees its state
-                log.warning("cannot cancel order %s: %s", p["order_id"], exc)
+            except Exception as exc:  # filled, gone, or still resting: the next reconcile sees which
+                log.warning(
+                    "cannot cancel order %s: %s; %s held this cycle", p["order_id"], exc, p.get("symbol")
+                )
+                if p.get("symbol"):
+                    busy.add(p["symbol"])
+        return busy
 
     def _reconcile(
         self, state: LiveState, now: datetime

@@ -15,15 +15,17 @@
 * Alpaca will not flip a position through zero in one order, nor sell shares an open order already
   holds, so a flip only closes this cycle (with a note) and the new side opens on the next one; crypto
   cannot be shorted, so a negative crypto target closes to 0 (with a note).
-  Equities trade whole shares unless ``fractional``; crypto to ``crypto_qty_step`` units. Equity
-  orders are ``day``, crypto ``gtc``.
+  Equities trade whole shares unless ``fractional`` (a sale that opens or adds to a short is whole
+  shares even then: Alpaca refuses fractional short sales); crypto to ``crypto_qty_step`` units.
+  Equity orders are ``day``, crypto ``gtc``.
 * Hard caps, again: the targets are held to ``LiveConfig.caps`` by ``serve.caps.cap_targets`` (the
   service's own implementation) against the account's actual holdings at the mid, so repeated
   cycles cannot walk past the per-symbol, gross or leverage caps, nor add more gross per cycle than
-  the basket throttle, whatever the answers say. Symbols that do not trade this cycle (held, no
-  quote) keep their holdings, which count against the gross budget, as do held positions outside
-  the answer that have a quote; a position with neither a quote nor a decision cannot be valued here
-  (the service counted it: ``unmanaged``).
+  the basket throttle, whatever the answers say. An answer with a non-finite target or current
+  weight sends nothing, like a fallback (``serve.client`` already holds on one). Symbols that do
+  not trade this cycle (held, no quote) keep their holdings, which count against the gross budget,
+  as do held positions outside the answer that have a quote; a position with neither a quote nor a
+  decision cannot be valued here (the service counted it: ``unmanaged``).
 * ``client_order_id`` is derived from the decision, so a resubmission of the same decision is a
   duplicate the broker refuses.
 """
@@ -123,8 +125,9 @@ def plan_orders(
     ``answer``'s target weights (pure; see the module doc for the rules). ``dollar_volume`` maps a
     symbol to its latest bar dollar volume; a missing, non-finite or non-positive one is unknown."""
     cfg = cfg or LiveConfig()
-    if answer.fallback:
-        return []
+    weights = [w for d in answer.decisions.values() for w in (d.target_weight, d.current_weight)]
+    if answer.fallback or not all(math.isfinite(w) for w in weights):
+        return []  # a NaN would pass every cap (NaN > cap is False) and size a full-fraction order
     targets = _capped_targets(answer, equity, quotes, held_qty, cfg.caps)
     plans: list[OrderPlan] = []
     for symbol, d in answer.decisions.items():
@@ -156,7 +159,9 @@ def plan_orders(
         if held != 0 and not closing and (held > 0) != (new_qty > 0):  # through zero: close first
             new_side = "long" if new_qty > 0 else "short"
             closing, note = True, f"flip: closing {held:+g} first; the {new_side} side opens next cycle"
-        qty = abs(held) if closing else _round_down(abs(delta), _step(symbol, cfg))
+        # Alpaca sells short whole shares only: a sale that opens or adds to a short is not fractional.
+        step = 1.0 if side == "sell" and new_qty < 0 and not crypto else _step(symbol, cfg)
+        qty = abs(held) if closing else _round_down(abs(delta), step)
         if qty <= 0 or (qty * mid < cfg.min_trade_notional and not closing):
             continue
         passive = d.gate_mode == "passive"

@@ -74,6 +74,19 @@ def test_whole_shares_unless_fractional_and_dust_is_skipped() -> None:
     assert frac.qty == pytest.approx(12.3)
 
 
+def test_a_short_sale_is_whole_shares_even_when_fractional() -> None:
+    # 5 % of $100k at MSFT's $400 mid is 12.5 shares; Alpaca refuses a fractional short sale.
+    frac = LiveConfig(fractional=True)
+    (opens,) = plan_orders(_answer({"MSFT": (-0.05, 0.0, "aggressive")}), EQUITY, QUOTES, {}, "c1", frac)
+    (adds,) = plan_orders(
+        _answer({"MSFT": (-0.1, -0.05, "aggressive")}), EQUITY, QUOTES, {"MSFT": -12.0}, "c1", frac
+    )
+    (trims,) = plan_orders(
+        _answer({"MSFT": (0.05, 0.1, "aggressive")}), EQUITY, QUOTES, {"MSFT": 25.0}, "c1", frac
+    )
+    assert [(p.side, p.qty) for p in (opens, adds, trims)] == [("sell", 12.0), ("sell", 13.0), ("sell", 12.5)]
+
+
 def test_one_order_is_capped_at_a_fraction_of_equity() -> None:
     (plan,) = plan_orders(_answer({"AAPL": (0.9, 0.0, "aggressive")}), EQUITY, QUOTES, {}, "c1", LOOSE)
     assert plan.qty == 250.0  # 0.25 x 100k / 100
@@ -163,3 +176,19 @@ def test_an_unknown_dollar_volume_leaves_only_the_equity_cap() -> None:
     (plan,) = plan_orders(answer, EQUITY, QUOTES, {}, "c1", LOOSE, dollar_volume={"AAPL": float("nan")})
     (same,) = plan_orders(answer, EQUITY, QUOTES, {}, "c1", LOOSE)
     assert plan.qty == same.qty == 200.0 and plan.note is None
+
+
+@pytest.mark.parametrize(
+    "decisions",
+    [
+        {"AAPL": (float("nan"), 0.0, "aggressive")},
+        {"AAPL": (0.1, 0.0, "aggressive"), "MSFT": (0.0, float("nan"), "hold")},
+    ],
+    ids=["nan-target", "nan-current"],
+)
+def test_an_answer_with_a_non_finite_weight_sends_nothing(
+    decisions: dict[str, tuple[float, float, str]],
+) -> None:
+    # Unguarded, a NaN target bought 25 % of equity and a NaN current weight sold every other holding.
+    quotes = {"AAPL": QUOTES["AAPL"]}
+    assert plan_orders(_answer(decisions), EQUITY, quotes, {"AAPL": 100.0, "MSFT": 10.0}, "c1") == []

@@ -167,6 +167,45 @@ def test_a_submit_that_errors_but_reached_the_broker_is_not_counted_rejected(
     assert "GET /v2/orders:by_client_order_id" in trading.paths()
 
 
+class _CancelRefused(FakeBroker):
+    """A broker whose cancel fails (an HTTP 500): the resting order is still live."""
+
+    def cancel(self, order_id: str) -> None:
+        raise RuntimeError("alpaca cancel failed: HTTP 500 internal error")
+
+
+class _SubmitLost(FakeBroker):
+    """The order reaches the broker, the answer is lost, and the look-up by client id fails too."""
+
+    def submit(self, plan: OrderPlan) -> str:
+        super().submit(plan)
+        raise RuntimeError("alpaca buy order failed: ReadTimeout")
+
+    def order_by_client_id(self, client_order_id: str) -> OrderState | None:
+        raise RuntimeError("alpaca order look-up failed: HTTP 500")
+
+
+def test_a_resting_order_that_cannot_be_cancelled_gets_no_second_order(tmp_path: Path) -> None:
+    broker = _CancelRefused(100_000.0, PRICES)
+    loop = LiveLoop(broker, ScriptedPolicy(PASSIVE_MSFT), ["MSFT"], tmp_path / "s.json", reset=True)
+    first = loop.cycle(T0)  # a 12-share buy limit rests at the bid
+    second = loop.cycle(T0 + timedelta(days=1))
+    assert [p.qty for p in broker.submitted] == [12.0] and second.plans == []
+    assert [p["order_id"] for p in _pending(tmp_path / "s.json")] == [
+        first.submitted[f"{first.cycle_id}:MSFT"]
+    ]
+
+
+def test_an_order_of_unknown_outcome_gets_no_second_order(tmp_path: Path) -> None:
+    broker = _SubmitLost(100_000.0, PRICES)
+    loop = LiveLoop(broker, ScriptedPolicy(PASSIVE_MSFT), ["MSFT"], tmp_path / "s.json", reset=True)
+    first = loop.cycle(T0)
+    assert list(first.uncertain) == [f"{first.cycle_id}:MSFT"]
+    second = loop.cycle(T0 + timedelta(days=1))  # the look-up still fails: the first may rest
+    assert len(broker.submitted) == 1 and second.plans == []
+    assert [p["status"] for p in _pending(tmp_path / "s.json")] == ["planned"]
+
+
 # ------------------------------------------------------------------ the order record comes first
 
 
@@ -199,6 +238,28 @@ def test_the_state_is_saved_before_the_log_is_written(
     with pytest.raises(OSError, match="no space"):
         loop.cycle(T0)
     assert [(p["order_id"], p["status"]) for p in _pending(tmp_path / "s.json")] == [("o1", "submitted")]
+
+
+def test_a_fill_whose_log_failed_is_logged_by_the_next_cycle(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    broker, store = FakeBroker(100_000.0, PRICES), tmp_path / "store"
+    policy = ScriptedPolicy({"AAPL": (0.1, "aggressive")})
+    loop = LiveLoop(broker, policy, ["AAPL"], tmp_path / "s.json", store, reset=True)
+    first = loop.cycle(T0)  # a market order, filled at once
+    append = ReplayWriter.append_experience
+
+    def disk_full(*args: Any, **kwargs: Any) -> Any:
+        raise OSError("no space left on device")
+
+    monkeypatch.setattr(ReplayWriter, "append_experience", disk_full)
+    with pytest.raises(OSError, match="no space"):
+        loop.cycle(T0 + timedelta(days=1))  # reads the fill, cannot log it
+    monkeypatch.setattr(ReplayWriter, "append_experience", append)
+    assert loop.cycle(T0 + timedelta(days=2)).fills_logged == 1
+    assert _pending(tmp_path / "s.json") == []
+    rows = read_frame(store, "experience")
+    assert list(rows["decision_id"]).count(f"{first.cycle_id}:AAPL:fill") == 1
 
 
 def _empty_experience() -> Any:
@@ -333,6 +394,15 @@ def test_a_live_trading_url_is_refused_with_one_line(monkeypatch: pytest.MonkeyP
         "error: trading_url='https://api.alpaca.markets' is not Alpaca's paper API "
         "(https://paper-api.alpaca.markets) nor loopback: live trading is not offered\n"
     )
+
+
+def test_a_refused_trading_url_never_shows_its_credentials() -> None:
+    from raytrade.serve.alpaca_broker import check_paper_trading_url
+
+    with pytest.raises(NotPaperError) as info:
+        check_paper_trading_url("https://AKEY:s3cret-key@api.alpaca.markets/?key=s3cret-key")
+    assert str(info.value).startswith("trading_url='https://api.alpaca.markets/' is not Alpaca's paper API")
+    assert "s3cret-key" not in str(info.value)
 
 
 def test_an_account_that_is_not_paper_gets_no_order(

@@ -385,8 +385,16 @@ def _answer_with(**changes: Any) -> bytes:
         (Reply(body=_answer_with(gross_exposure=math.inf)), "gross_exposure is inf"),
         (Reply(body=_answer_with(decisions__NVDA__target_qty=math.inf)), "NVDA.target_qty is inf"),
         (Reply(status=404, body=b'{"detail": "Not Found"}'), "HTTP 404"),
+        (
+            Reply(
+                body=ANSWER.model_copy(update={"decisions": {"NVDA": ANSWER.decisions["NVDA"]}})
+                .model_dump_json()
+                .encode()
+            ),
+            "no decision for requested symbol(s): AAPL",
+        ),
     ],
-    ids=["garbage", "wrong-shape", "unknown-symbol", "nan-weight", "inf-gross", "inf-qty", "404"],
+    ids=["garbage", "wrong-shape", "unknown-symbol", "nan-weight", "inf-gross", "inf-qty", "404", "partial"],
 )
 def test_an_untrustworthy_answer_holds_without_retrying(
     service: Callable[..., FakePolicyService], request_: ActRequest, reply: Reply, cause: str
@@ -479,6 +487,22 @@ def test_backoff_doubles_and_is_capped() -> None:
 def test_config_refuses_unsafe_or_impossible_values(fields: dict[str, Any], message: str) -> None:
     with pytest.raises(ValidationError, match=message):
         ClientConfig(**fields)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://user:s3cret-pw@head",
+        "http://user:s3cret-pw@remote:8000",
+        "ftp://user:s3cret-pw@head",
+        "https://head/v1?token=s3cret-pw",
+    ],
+    ids=["https-userinfo", "http-userinfo", "ftp-userinfo", "query"],
+)
+def test_a_refused_base_url_never_shows_its_secret(url: str) -> None:
+    with pytest.raises(ValidationError) as info:
+        ClientConfig(base_url=url)
+    assert "s3cret-pw" not in str(info.value)
 
 
 def test_config_strips_the_trailing_slash() -> None:
