@@ -17,7 +17,8 @@ Contract
   before the deadline is not made.
 * **Holds.** When the retries are spent, or the answer is another non-200 status, a body that is not
   an ``ActResponse``, a decision for a symbol the request did not name, no decision for a symbol it
-  did name (a partial answer), or a non-finite number,
+  did name (a partial answer), an answer dated other than the request's ``as_of`` (a cached or
+  replayed one), or a non-finite number,
   :meth:`PolicyClient.act` returns ``hold_everything`` (``fallback=True``, model ``"unavailable"``,
   reason ``"policy service unavailable: <cause>"``): every position held at its current weight, no new
   risk. It logs a warning and counts it in ``fallbacks``.
@@ -408,6 +409,8 @@ def _inconsistency(request: ActRequest, answer: ActResponse) -> str | None:
     missing = sorted(set(request.analysis) - set(answer.decisions))
     if missing:  # the service answers every symbol it was asked about, even one it holds
         return f"no decision for requested symbol(s): {', '.join(missing[:5])}"
+    if request.as_of is not None and answer.as_of != request.as_of:  # the service echoes it
+        return f"answer is for as_of {answer.as_of.isoformat()}, the request for {request.as_of.isoformat()}"
     for symbol, d in answer.decisions.items():
         for name in ("target_weight", "target_qty", "current_weight", "confidence"):
             value = getattr(d, name)

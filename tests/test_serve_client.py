@@ -393,8 +393,22 @@ def _answer_with(**changes: Any) -> bytes:
             ),
             "no decision for requested symbol(s): AAPL",
         ),
+        (
+            Reply(body=_answer_with(as_of="2026-11-24T15:30:00Z")),
+            "answer is for as_of 2026-11-24T15:30:00+00:00, the request for 2026-11-25T15:30:00+00:00",
+        ),
     ],
-    ids=["garbage", "wrong-shape", "unknown-symbol", "nan-weight", "inf-gross", "inf-qty", "404", "partial"],
+    ids=[
+        "garbage",
+        "wrong-shape",
+        "unknown-symbol",
+        "nan-weight",
+        "inf-gross",
+        "inf-qty",
+        "404",
+        "partial",
+        "another-as_of",
+    ],
 )
 def test_an_untrustworthy_answer_holds_without_retrying(
     service: Callable[..., FakePolicyService], request_: ActRequest, reply: Reply, cause: str
