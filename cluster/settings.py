@@ -50,6 +50,7 @@ class Settings(BaseSettings):
         extra="ignore",
         populate_by_name=True,
         env_file_encoding="utf-8",
+        hide_input_in_errors=True,  # the inputs are keys, tokens and URLs that may carry them
     )
 
     alpaca_api_key: SecretStr | None = Field(

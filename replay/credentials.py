@@ -27,16 +27,25 @@ class MissingCredentialsError(InputError):
     """A secret an entrypoint needs is not set; the message names the environment variable(s)."""
 
 
+def shown_url(url: str) -> str:
+    """``url`` as an error message may show it: without ``user:password@``, query or fragment, which
+    may hold keys or tokens."""
+    parts = urlsplit(str(url))
+    return parts._replace(netloc=parts.netloc.rpartition("@")[2], query="", fragment="").geturl()
+
+
 def check_secure_url(url: str, *, field: str) -> str:
     """Return ``url`` if it is ``https://`` or ``http://`` on a loopback host; else ``ValueError``
-    naming ``field`` (the setting or argument) and the value."""
+    naming ``field`` (the setting or argument) and the value (:func:`shown_url`: less any credentials
+    and query)."""
     parts = urlsplit(url)
     if not parts.hostname:
-        raise ValueError(f"{field}={url!r} is not an absolute URL")
+        raise ValueError(f"{field}={shown_url(url)!r} is not an absolute URL")
     if parts.scheme == "https" or (parts.scheme == "http" and parts.hostname in LOOPBACK_HOSTS):
         return url
     raise ValueError(
-        f"{field}={url!r} must use https:// (plain http:// is allowed only for 127.0.0.1/localhost)"
+        f"{field}={shown_url(url)!r} must use https:// (plain http:// is allowed only for "
+        "127.0.0.1/localhost)"
     )
 
 
@@ -53,7 +62,8 @@ class AlpacaAccess(BaseModel):
     """What the Alpaca clients need: the key pair (either may be unset: crypto data is public) and
     an optional market-data base URL (alpaca-py ``url_override``)."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    # the inputs are keys and a URL that may carry them: pydantic must not echo them
+    model_config = ConfigDict(frozen=True, extra="forbid", hide_input_in_errors=True)
 
     api_key: SecretStr | None = None
     secret_key: SecretStr | None = None

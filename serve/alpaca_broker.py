@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from typing import Any, Final
 from urllib.parse import urlsplit
 
-from raytrade.replay.credentials import LOOPBACK_HOSTS, AlpacaAccess, check_secure_url
+from raytrade.replay.credentials import LOOPBACK_HOSTS, AlpacaAccess, check_secure_url, shown_url
 from raytrade.replay.errors import InputError
 from raytrade.replay.sources.alpaca import (
     TopOfBook,
@@ -53,9 +53,8 @@ def check_paper_trading_url(url: str, *, field: str = "trading_url") -> str:
         parts.scheme in ("http", "https") and host in LOOPBACK_HOSTS
     ):
         return str(url)
-    shown = parts._replace(netloc=parts.netloc.rpartition("@")[2], query="", fragment="").geturl()
     raise NotPaperError(  # shown without user:password@ or a query: they may hold the keys
-        f"{field}={shown!r} is not Alpaca's paper API (https://{PAPER_TRADING_HOST}) nor loopback: "
+        f"{field}={shown_url(url)!r} is not Alpaca's paper API (https://{PAPER_TRADING_HOST}) nor loopback: "
         "live trading is not offered"
     )
 

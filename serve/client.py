@@ -55,7 +55,7 @@ from pydantic import (
     model_validator,
 )
 
-from raytrade.replay.credentials import check_secure_url
+from raytrade.replay.credentials import check_secure_url, shown_url
 from raytrade.serve.fallback import hold_everything
 from raytrade.serve.schemas import ACT_PATH, HEALTH_PATH, MODEL_PATH, ActRequest, ActResponse
 
@@ -106,8 +106,9 @@ class ClientConfig(BaseModel):
         if parts.username is not None or parts.password is not None:
             raise ValueError("base_url must not carry credentials; pass the token instead")
         if parts.query or parts.fragment:
-            shown = parts._replace(query="", fragment="").geturl()
-            raise ValueError(f"base_url={shown!r} must not have a query or fragment (not shown here)")
+            raise ValueError(
+                f"base_url={shown_url(url)!r} must not have a query or fragment (not shown here)"
+            )
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(f"base_url={value!r} must be an absolute http:// or https:// URL")
         check_secure_url(url, field="base_url")  # the bearer token must not cross a network in clear

@@ -335,6 +335,24 @@ def test_settings_are_frozen(settings: Settings) -> None:
         settings.alpaca_data_url = "https://elsewhere.test"  # type: ignore[misc]
 
 
+@pytest.mark.parametrize("build", ["check", "settings", "access"])
+def test_a_refused_data_url_never_shows_its_credentials_or_query(build: str) -> None:
+    from raytrade.replay.credentials import AlpacaAccess, check_secure_url
+
+    url = "http://KEYID:SECRETPW@data.example.test/v2?token=TOKENVALUE"
+    with pytest.raises(ValueError) as info:
+        if build == "check":
+            check_secure_url(url, field="alpaca_data_url")
+        elif build == "settings":
+            Settings(alpaca_data_url=url)
+        else:
+            AlpacaAccess(data_url=url)
+    shown = str(info.value)
+    assert "http://data.example.test/v2" in shown and "must use https://" in shown
+    for secret in ("KEYID", "SECRETPW", "TOKENVALUE"):
+        assert secret not in shown
+
+
 def test_plain_http_data_url_refused_off_loopback() -> None:
     with pytest.raises(ValueError, match="alpaca_data_url"):
         Settings(alpaca_data_url="http://data.example.test")
