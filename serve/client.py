@@ -16,7 +16,8 @@ Contract
   pauses together ``total_deadline_s``: a retry gets only the time left, and one that cannot start
   before the deadline is not made.
 * **Holds.** When the retries are spent, or the answer is another non-200 status, a body that is not
-  an ``ActResponse``, a decision for a symbol the request did not name, no decision for a symbol it
+  an ``ActResponse``, a decision for a symbol the request did not name (other than the service's idle
+  hold of a universe symbol the request left out, which is dropped), no decision for a symbol it
   did name (a partial answer), an answer dated other than the request's ``as_of`` (a cached or
   replayed one), or a non-finite number,
   :meth:`PolicyClient.act` returns ``hold_everything`` (``fallback=True``, model ``"unavailable"``,
@@ -57,7 +58,7 @@ from pydantic import (
 
 from raytrade.replay.credentials import check_secure_url, shown_url
 from raytrade.serve.fallback import hold_everything
-from raytrade.serve.schemas import ACT_PATH, HEALTH_PATH, MODEL_PATH, ActRequest, ActResponse
+from raytrade.serve.schemas import ACT_PATH, HEALTH_PATH, MODEL_PATH, ActRequest, ActResponse, SymbolDecision
 
 logger = logging.getLogger(__name__)
 
@@ -284,7 +285,7 @@ class PolicyClient:
         problem = _inconsistency(request, answer)
         if problem is not None:
             return self._hold(request, f"answer inconsistent with the request: {problem}")
-        return answer
+        return _without_idle_extras(request, answer)
 
     def health(self) -> bool:
         """True when ``GET /v1/health`` answers 200 within ``timeout_s``; never raises."""
@@ -401,10 +402,32 @@ def _error_detail(content: bytes) -> str:
     return "; ".join(parts)
 
 
+def _requested(request: ActRequest) -> set[str]:
+    return set(request.analysis) | {p.symbol for p in request.positions}
+
+
+def _idle_hold(d: SymbolDecision) -> bool:
+    """The service's answer for a universe symbol the request left out: held, untradeable, no weight
+    now or after."""
+    return d.gate_mode == "hold" and not d.tradeable and d.target_weight == 0.0 and d.current_weight == 0.0
+
+
+def _without_idle_extras(request: ActRequest, answer: ActResponse) -> ActResponse:
+    """``answer`` less the service's idle holds of symbols the request did not name (a loop that trades
+    part of the model's universe gets decisions for its own symbols only)."""
+    known = _requested(request)
+    if known >= answer.decisions.keys():
+        return answer
+    kept = {s: d for s, d in answer.decisions.items() if s in known}
+    return answer.model_copy(update={"decisions": kept})
+
+
 def _inconsistency(request: ActRequest, answer: ActResponse) -> str | None:
-    """Why ``answer`` cannot be an answer to ``request``, or None when it can."""
-    known = set(request.analysis) | {p.symbol for p in request.positions}
-    unknown = sorted(set(answer.decisions) - known)
+    """Why ``answer`` cannot be an answer to ``request``, or None when it can. The service answers
+    every symbol of its universe; one the request did not name must be an idle hold
+    (:func:`_idle_hold`)."""
+    known = _requested(request)
+    unknown = sorted(s for s, d in answer.decisions.items() if s not in known and not _idle_hold(d))
     if unknown:
         return f"decision for symbol(s) not in the request: {', '.join(unknown[:5])}"
     missing = sorted(set(request.analysis) - set(answer.decisions))

@@ -572,6 +572,23 @@ def test_hot_swap_to_a_new_version_drops_no_request(
 
 @pytest.mark.ray
 @pytest.mark.slow
+def test_the_loops_client_trades_part_of_the_universe(served: str, service: DecisionService) -> None:
+    """A loop that trades two of the model's symbols gets a real answer for them from the served model
+    (the service's holds of the other symbols are dropped by the client, not taken for a bad answer)."""
+    from pydantic import SecretStr
+
+    from raytrade.serve.client import ClientConfig, PolicyClient
+
+    two = list(service.data.symbols[:2])
+    request = _request(service, quoted=two)
+    assert len(service.decide([request])[0].decisions) == len(service.data.symbols)  # the service's own
+    config = ClientConfig(base_url=served, timeout_s=5.0, total_deadline_s=10.0)
+    with PolicyClient(config, SecretStr(TOKEN)) as client:
+        answer = client.act(request)
+    assert not answer.fallback, answer.reason
+    assert list(answer.decisions) == two
+
+
 def test_a_killed_replica_means_holds_then_recovery_never_an_exception(
     served: str, service: DecisionService
 ) -> None:

@@ -422,6 +422,28 @@ def test_an_untrustworthy_answer_holds_without_retrying(
     assert (client.fallbacks, client.retries_used) == (1, 0)
 
 
+def test_the_services_idle_holds_of_unrequested_symbols_are_dropped_not_refused(
+    service: Callable[..., FakePolicyService], request_: ActRequest
+) -> None:
+    """The service answers every symbol of its universe; a loop that trades part of it gets the
+    decisions for its own symbols, and the rest (held, untradeable, no weight) is dropped, not taken
+    for an answer to another request."""
+    idle = SymbolDecision(
+        target_weight=0.0,
+        current_weight=0.0,
+        side="flat",
+        gate_mode="hold",
+        confidence=0.0,
+        tradeable=False,
+        reason="not in the request",
+    )
+    reply = Reply(body=_answer_with(decisions__TSLA=idle.model_dump(mode="json")))
+    with client_for(service(reply).url) as client:
+        answer = client.act(request_)
+    assert not answer.fallback and client.fallbacks == 0
+    assert answer.decisions == ANSWER.decisions
+
+
 # -- secrets ----------------------------------------------------------------------------------------
 
 
