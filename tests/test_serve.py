@@ -589,6 +589,58 @@ def test_the_loops_client_trades_part_of_the_universe(served: str, service: Deci
     assert list(answer.decisions) == two
 
 
+@pytest.mark.parametrize("universe", ["part", "whole"])
+def test_a_paper_cycle_against_the_served_model_trades_its_answer(
+    served: str, service: DecisionService, tmp_path: Path, universe: str
+) -> None:
+    """The paper loop as ``raytrade live --paper`` runs it (PolicyClient, AlpacaBroker with the real
+    alpaca-py clients on loopback fakes) against the served model: the answer is the model's, not a
+    fallback, for the symbols the loop trades, and every order follows it."""
+    from datetime import UTC, datetime
+
+    from pydantic import SecretStr
+
+    from raytrade.cluster.settings import Settings
+    from raytrade.serve.alpaca_broker import AlpacaBroker
+    from raytrade.serve.client import ClientConfig, PolicyClient
+    from raytrade.serve.live import LiveLoop
+    from tests.fake_alpaca import TEST_KEYS, FakeAlpaca
+    from tests.fake_alpaca_trading import FakeAlpacaTrading
+
+    equities = [
+        s for s, c in zip(service.data.symbols, service.data.asset_class, strict=True) if c != "crypto"
+    ]
+    symbols = equities[:2] if universe == "part" else list(service.data.symbols)
+    quote = {"t": "2026-11-24T14:29:59Z", "bp": 99.99, "bs": 5.0, "ap": 100.01, "as": 5.0}
+    held = equities[
+        0
+    ]  # 300 shares at 100: 23 % of equity, above the 15 % per-symbol cap whatever the model says
+    book = {s: (99.99, 100.01) for s in equities}  # crypto has no quote here: held
+    with (
+        FakeAlpacaTrading(cash=100_000, positions={held: 300}, quotes=book) as trading,
+        FakeAlpaca() as data,
+    ):
+        data.stock_quotes = {s: {**quote, "bx": "V", "ax": "V", "c": ["R"], "z": "C"} for s in symbols}
+        settings = Settings(
+            alpaca_api_key=TEST_KEYS[0], alpaca_secret_key=TEST_KEYS[1], alpaca_data_url=data.url
+        )
+        broker = AlpacaBroker(settings.alpaca_access(), trading_url=trading.url)
+        config = ClientConfig(base_url=served, timeout_s=5.0, total_deadline_s=10.0)
+        with (
+            PolicyClient(config, SecretStr(TOKEN)) as client,
+            LiveLoop(broker, client, symbols, tmp_path / "state.json", reset=True) as loop,
+        ):
+            loop.start()
+            report = loop.cycle(datetime.now(UTC))
+    assert not report.answer.fallback, report.answer.reason
+    assert report.answer.model == "alpha@1" and set(report.answer.decisions) == set(symbols)
+    assert report.rejected == {} and len(report.submitted) == len(report.plans)
+    assert any(p.symbol == held and p.side == "sell" for p in report.plans), report.plans
+    for plan in report.plans:  # each order moves its symbol toward the model's target
+        d = report.answer.decisions[plan.symbol]
+        assert (plan.side == "buy") == (d.target_weight > d.current_weight), (plan, d)
+
+
 def test_a_killed_replica_means_holds_then_recovery_never_an_exception(
     served: str, service: DecisionService
 ) -> None:
