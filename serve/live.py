@@ -697,7 +697,10 @@ def _loop_state(
                 "qty": str(abs(p.qty)),
                 "side": "long" if p.qty > 0 else "short",
                 "market_value": str(p.market_value),
-                "current_price": None if p.current_price is None else str(p.current_price),
+                # a price of 0 (a halted or delisted symbol) or NaN is no price: sent as unknown
+                "current_price": str(p.current_price)
+                if p.current_price is not None and p.current_price > 0
+                else None,
             }
             for p in positions
             if p.qty != 0

@@ -230,3 +230,18 @@ def test_the_loop_caps_an_order_at_the_participation_share_of_the_stored_dollar_
     policy = ScriptedPolicy({"AAPL": (0.1, "aggressive"), "MSFT": (0.0, "flat"), "BTCUSD": (0.0, "flat")})
     _loop(tmp_path, broker, policy).cycle(T0)
     assert [(p.symbol, p.qty) for p in broker.submitted] == [("AAPL", 50.0)]
+
+
+def test_a_position_the_broker_prices_at_zero_does_not_stop_the_book(tmp_path: Path) -> None:
+    """A held symbol the broker prices at 0 (halted, delisted) is sent without a price, not refused:
+    the other symbols still trade (a price of 0 failed the request's validation on every cycle)."""
+
+    class ZeroPriced(FakeBroker):
+        def positions(self) -> list[BrokerPosition]:
+            return [*super().positions(), BrokerPosition("HALTED", 10.0, 0.0, 0.0)]
+
+    broker = ZeroPriced(100_000.0, PRICES)
+    policy = ScriptedPolicy({"AAPL": (0.1, "aggressive"), "MSFT": (0.0, "flat"), "BTCUSD": (0.0, "flat")})
+    report = _loop(tmp_path, broker, policy).cycle(T0)
+    assert [(p.symbol, p.side, p.qty) for p in broker.submitted] == [("AAPL", "buy", 100.0)]
+    assert report.rejected == {}
