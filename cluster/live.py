@@ -70,6 +70,13 @@ if TYPE_CHECKING:
 )
 @click.option("--fractional", is_flag=True, help="Trade fractional equity shares.")
 @click.option(
+    "--max-quote-age-hours",
+    type=click.FloatRange(min=0, min_open=True),
+    default=96.0,
+    show_default=True,
+    help="A quote older than this (its own timestamp) is no quote: the symbol is held this cycle.",
+)
+@click.option(
     "--trading-url", default=None, help="Override of Alpaca's trading URL (its paper host or loopback only)."
 )
 @click.option("--data-url", default=None, help="Override of Alpaca's market-data URL (https or loopback).")
@@ -89,6 +96,7 @@ def live_command(
     max_trade_fraction: float,
     max_participation: float,
     fractional: bool,
+    max_quote_age_hours: float,
     trading_url: str | None,
     data_url: str | None,
     **caps: float,
@@ -113,6 +121,7 @@ def live_command(
         max_trade_fraction=max_trade_fraction,
         max_participation=max_participation,
         fractional=fractional,
+        max_quote_age_hours=max_quote_age_hours,
         caps=exposure_caps(caps),
         peak_lookback_days=peak_lookback_days,
     )

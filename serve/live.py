@@ -80,7 +80,7 @@ import pandas as pd
 
 from raytrade.replay.errors import InputError
 from raytrade.replay.sources.alpaca import TopOfBook
-from raytrade.serve.orders import CLIENT_ORDER_PREFIX, LiveConfig, OrderPlan, plan_orders
+from raytrade.serve.orders import CLIENT_ORDER_PREFIX, LiveConfig, OrderPlan, plan_orders, stale_quotes
 from raytrade.serve.schemas import ActResponse
 
 log = logging.getLogger("raytrade.live")
@@ -350,6 +350,11 @@ class LiveLoop:
         account = self.broker.account()
         positions = self.broker.positions()
         quotes = self.broker.quotes(self.symbols)
+        stale = stale_quotes(quotes, now, self.config.max_quote_age_hours)
+        if stale:  # an old quote would size an order or set a limit price: held as if unquoted
+            shown = ", ".join(f"{s} ({age:.0f} h)" for s, age in sorted(stale.items()))
+            log.warning("quotes older than %g h, held this cycle: %s", self.config.max_quote_age_hours, shown)
+            quotes = {s: q for s, q in quotes.items() if s not in stale}
         peak = max(state.peak_equity or account.equity, account.equity)
         loop_state = _loop_state(account, positions, quotes, self.symbols, peak)
         request = request_from_loop(loop_state, as_of=now)

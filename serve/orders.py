@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from datetime import datetime
 from typing import Literal
 
 import numpy as np
@@ -77,6 +78,13 @@ class LiveConfig(BaseModel):
         le=3650,
         description="a new state file's peak equity is the broker's highest daily equity over this window",
     )
+    max_quote_age_hours: float = Field(
+        96.0,
+        gt=0,
+        description="a quote older than this, by its own timestamp, is no quote: the symbol is held this "
+        "cycle (96 h spans a long weekend of a closed market; a halted or delisted symbol's last quote "
+        "is older)",
+    )
 
 
 class OrderPlan(BaseModel):
@@ -99,6 +107,13 @@ class OrderPlan(BaseModel):
 
 
 # ------------------------------------------------------------------------------------ planning
+
+
+def stale_quotes(quotes: Mapping[str, TopOfBook], now: datetime, max_age_hours: float) -> dict[str, float]:
+    """The symbols whose quote is older than ``max_age_hours`` at ``now``, with their age in hours (a
+    quote stamped after ``now``, a clock ahead of ours, is not stale)."""
+    ages = {s: (now - q.ts).total_seconds() / 3600.0 for s, q in quotes.items()}
+    return {s: age for s, age in ages.items() if age > max_age_hours}
 
 
 def _round_down(qty: float, step: float) -> float:

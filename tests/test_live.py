@@ -245,3 +245,29 @@ def test_a_position_the_broker_prices_at_zero_does_not_stop_the_book(tmp_path: P
     report = _loop(tmp_path, broker, policy).cycle(T0)
     assert [(p.symbol, p.side, p.qty) for p in broker.submitted] == [("AAPL", "buy", 100.0)]
     assert report.rejected == {}
+
+
+@pytest.mark.parametrize(("hours", "traded"), [(95.0, True), (97.0, False)])
+def test_a_quote_older_than_the_limit_is_no_quote(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, hours: float, traded: bool
+) -> None:
+    """Quotes stamped ``T0`` read ``hours`` later: within the 96 h limit they size orders, past it every
+    symbol is held and the loop says which quotes it dropped."""
+    broker = FakeBroker(100_000.0, PRICES)
+    policy = ScriptedPolicy({"AAPL": (0.1, "aggressive"), "MSFT": (0.0, "flat"), "BTCUSD": (0.0, "flat")})
+    with caplog.at_level("WARNING"):
+        report = _loop(tmp_path, broker, policy).cycle(T0 + timedelta(hours=hours))
+    assert [p.symbol for p in broker.submitted] == (["AAPL"] if traded else [])
+    assert report.rejected == {}
+    assert ("AAPL (97 h)" in caplog.text) == (not traded)
+
+
+def test_stale_quotes_measures_each_quotes_age_at_now() -> None:
+    from raytrade.serve.orders import stale_quotes
+
+    quotes = {
+        "OLD": TopOfBook(T0 - timedelta(hours=5), 1.0, 1.1, 1.0, 1.0),
+        "EDGE": TopOfBook(T0 - timedelta(hours=4), 1.0, 1.1, 1.0, 1.0),
+        "AHEAD": TopOfBook(T0 + timedelta(minutes=3), 1.0, 1.1, 1.0, 1.0),  # a broker clock ahead of ours
+    }
+    assert stale_quotes(quotes, T0, max_age_hours=4.0) == {"OLD": 5.0}

@@ -611,7 +611,8 @@ def test_a_paper_cycle_against_the_served_model_trades_its_answer(
         s for s, c in zip(service.data.symbols, service.data.asset_class, strict=True) if c != "crypto"
     ]
     symbols = equities[:2] if universe == "part" else list(service.data.symbols)
-    quote = {"t": "2026-11-24T14:29:59Z", "bp": 99.99, "bs": 5.0, "ap": 100.01, "as": 5.0}
+    now = datetime.now(UTC)
+    quote = {"t": now.isoformat().replace("+00:00", "Z"), "bp": 99.99, "bs": 5.0, "ap": 100.01, "as": 5.0}
     held = equities[
         0
     ]  # 300 shares at 100: 23 % of equity, above the 15 % per-symbol cap whatever the model says
@@ -631,7 +632,7 @@ def test_a_paper_cycle_against_the_served_model_trades_its_answer(
             LiveLoop(broker, client, symbols, tmp_path / "state.json", reset=True) as loop,
         ):
             loop.start()
-            report = loop.cycle(datetime.now(UTC))
+            report = loop.cycle(now)
     assert not report.answer.fallback, report.answer.reason
     assert report.answer.model == "alpha@1" and set(report.answer.decisions) == set(symbols)
     assert report.rejected == {} and len(report.submitted) == len(report.plans)
