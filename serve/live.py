@@ -85,6 +85,10 @@ from raytrade.serve.schemas import ActResponse
 
 log = logging.getLogger("raytrade.live")
 
+CANCEL_CONFIRM_S = 2.0
+"""How long a cycle waits, polling, to see the cancels it sent done before it plans (``LiveLoop._cancel``)."""
+CANCEL_POLL_S = 0.2
+
 OPEN_ORDER_STATES = frozenset(
     {
         "new",
@@ -289,6 +293,7 @@ class LiveLoop:
         self._episode_id: str | None = None  # this loop's episode, named by its first cycle
         self._step = 0
         self._pending_step: PendingStep | None = None
+        self.cancel_confirm_s = CANCEL_CONFIRM_S  # how long a cycle waits to see its cancels done
 
     def close(self) -> None:
         """Release the state file's lock."""
@@ -500,9 +505,12 @@ class LiveLoop:
         so whatever they filled before the cancel is logged once they are done.
 
         Returns the symbols whose earlier order may still fill: a ``planned`` order not resolved yet,
-        or one whose cancel failed. The cycle holds them (a new order on top could double the
+        one whose cancel failed, or one the broker still shows open (``pending_cancel`` included)
+        ``cancel_confirm_s`` after the cancel was accepted (a cancel is asynchronous at Alpaca: the
+        order can fill until it is done). The cycle holds them (a new order on top could double the
         position); the next cycle sees the old order's state and re-plans."""
         busy: set[str] = set()
+        cancelled: dict[str, str] = {}  # order id -> symbol
         for p in still_open:
             if not p.get("order_id"):  # a planned order not resolved yet
                 if p.get("symbol"):
@@ -510,12 +518,29 @@ class LiveLoop:
                 continue
             try:
                 self.broker.cancel(p["order_id"])
+                cancelled[p["order_id"]] = p.get("symbol", "")
             except Exception as exc:  # filled, gone, or still resting: the next reconcile sees which
                 log.warning(
                     "cannot cancel order %s: %s; %s held this cycle", p["order_id"], exc, p.get("symbol")
                 )
                 if p.get("symbol"):
                     busy.add(p["symbol"])
+        deadline = time.monotonic() + self.cancel_confirm_s
+        while cancelled:
+            for order_id in list(cancelled):
+                try:
+                    done = self.broker.order(order_id).status not in OPEN_ORDER_STATES
+                except Exception:  # cannot tell: still open until the broker says otherwise
+                    done = False
+                if done:
+                    del cancelled[order_id]
+            if not cancelled or time.monotonic() >= deadline:
+                break
+            time.sleep(CANCEL_POLL_S)
+        for order_id, symbol in cancelled.items():
+            log.warning("order %s is still open after its cancel; %s held this cycle", order_id, symbol)
+            if symbol:
+                busy.add(symbol)
         return busy
 
     def _reconcile(

@@ -271,3 +271,27 @@ def test_stale_quotes_measures_each_quotes_age_at_now() -> None:
         "AHEAD": TopOfBook(T0 + timedelta(minutes=3), 1.0, 1.1, 1.0, 1.0),  # a broker clock ahead of ours
     }
     assert stale_quotes(quotes, T0, max_age_hours=4.0) == {"OLD": 5.0}
+
+
+@pytest.mark.parametrize("cancel_finishes", [True, False], ids=["cancelled", "pending_cancel"])
+def test_a_symbol_whose_cancel_is_not_done_gets_no_new_order(tmp_path: Path, cancel_finishes: bool) -> None:
+    """A resting limit order is cancelled by the next cycle's decision. Alpaca cancels asynchronously:
+    while the broker still shows the order open (``pending_cancel``) it can fill, so its symbol is held
+    this cycle; once the cancel is done the new order goes out."""
+
+    class AsyncCancel(FakeBroker):
+        def cancel(self, order_id: str) -> None:
+            if cancel_finishes:
+                return super().cancel(order_id)
+            self.cancelled.append(order_id)
+            self.orders[order_id] = self.orders[order_id]._replace(status="pending_cancel")
+
+    broker = AsyncCancel(100_000.0, PRICES)
+    policy = ScriptedPolicy({"AAPL": (0.0, "flat"), "MSFT": (0.08, "passive"), "BTCUSD": (0.0, "flat")})
+    loop = _loop(tmp_path, broker, policy)
+    loop.cancel_confirm_s = 0.0  # one look, no wait
+    loop.cycle(T0)  # MSFT: a limit order rests
+    assert [(p.symbol, p.order_type) for p in broker.submitted] == [("MSFT", "limit")]
+    loop.cycle(T0 + timedelta(days=1))
+    assert broker.cancelled == ["o1"]
+    assert [p.symbol for p in broker.submitted[1:]] == (["MSFT"] if cancel_finishes else [])
