@@ -613,15 +613,17 @@ def test_a_paper_cycle_against_the_served_model_trades_its_answer(
     symbols = equities[:2] if universe == "part" else list(service.data.symbols)
     now = datetime.now(UTC)
     quote = {"t": now.isoformat().replace("+00:00", "Z"), "bp": 99.99, "bs": 5.0, "ap": 100.01, "as": 5.0}
-    held = equities[
-        0
-    ]  # 300 shares at 100: 23 % of equity, above the 15 % per-symbol cap whatever the model says
-    book = {s: (99.99, 100.01) for s in equities}  # crypto has no quote here: held
+    # 300 shares at 100: 23 % of equity, above the 15 % per-symbol cap whatever the model says
+    held = equities[0]
+    pairs = [f"{s[:-3]}/USD" for s in symbols if s not in equities]  # the service's SYC00USD is SYC00/USD
+    book = {s: (99.99, 100.01) for s in [*equities, *pairs]}
     with (
         FakeAlpacaTrading(cash=100_000, positions={held: 300}, quotes=book) as trading,
         FakeAlpaca() as data,
     ):
-        data.stock_quotes = {s: {**quote, "bx": "V", "ax": "V", "c": ["R"], "z": "C"} for s in symbols}
+        data.stock_quotes = {s: {**quote, "bx": "V", "ax": "V", "c": ["R"], "z": "C"} for s in equities}
+        levels = {"b": [{"p": 99.99, "s": 50.0}], "a": [{"p": 100.01, "s": 50.0}]}
+        data.crypto_orderbooks = {pair: {"t": quote["t"], **levels} for pair in pairs}
         settings = Settings(
             alpaca_api_key=TEST_KEYS[0], alpaca_secret_key=TEST_KEYS[1], alpaca_data_url=data.url
         )
@@ -637,6 +639,8 @@ def test_a_paper_cycle_against_the_served_model_trades_its_answer(
     assert report.answer.model == "alpha@1" and set(report.answer.decisions) == set(symbols)
     assert report.rejected == {} and len(report.submitted) == len(report.plans)
     assert any(p.symbol == held and p.side == "sell" for p in report.plans), report.plans
+    quoted = {s for s, d in report.answer.decisions.items() if d.tradeable}
+    assert quoted == set(symbols), "a symbol with a quote was not tradeable"
     for plan in report.plans:  # each order moves its symbol toward the model's target
         d = report.answer.decisions[plan.symbol]
         assert (plan.side == "buy") == (d.target_weight > d.current_weight), (plan, d)
