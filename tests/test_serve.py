@@ -636,7 +636,8 @@ def test_a_paper_cycle_against_the_served_model_trades_its_answer(
             loop.start()
             report = loop.cycle(now)
     assert not report.answer.fallback, report.answer.reason
-    assert report.answer.model == "alpha@1" and set(report.answer.decisions) == set(symbols)
+    # the served model (the module's replica follows the registry's latest alpha, which other tests promote)
+    assert report.answer.model.startswith("alpha@") and set(report.answer.decisions) == set(symbols)
     assert report.rejected == {} and len(report.submitted) == len(report.plans)
     assert any(p.symbol == held and p.side == "sell" for p in report.plans), report.plans
     quoted = {s for s, d in report.answer.decisions.items() if d.tradeable}
