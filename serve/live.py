@@ -371,7 +371,10 @@ class LiveLoop:
         volumes = _latest_dollar_volume(self.store, self.symbols, now) if self.store is not None else {}
         # A symbol whose earlier order may still fill is held: a second order could double it.
         tradeable_quotes = {s: q for s, q in quotes.items() if s not in busy}
-        plans = plan_orders(answer, account.equity, tradeable_quotes, held, cycle_id, self.config, volumes)
+        values = {p.symbol: p.market_value for p in positions}
+        plans = plan_orders(
+            answer, account.equity, tradeable_quotes, held, cycle_id, self.config, volumes, values
+        )
 
         # The intents reach the disk before any order reaches the broker.
         intents = {p.decision_id: _intent(p, answer.model, now) for p in plans}

@@ -24,8 +24,8 @@
   the basket throttle, whatever the answers say. An answer with a non-finite target or current
   weight sends nothing, like a fallback (``serve.client`` already holds on one). Symbols that do
   not trade this cycle (held, no quote) keep their holdings, which count against the gross budget,
-  as do held positions outside the answer that have a quote; a position with neither a quote nor a
-  decision cannot be valued here (the service counted it: ``unmanaged``).
+  as do held positions outside the answer (at the mid where quoted, else at the broker's market
+  value).
 * ``client_order_id`` is derived from the decision, so a resubmission of the same decision is a
   duplicate the broker refuses.
 """
@@ -135,15 +135,18 @@ def plan_orders(
     cycle_id: str,
     cfg: LiveConfig | None = None,
     dollar_volume: Mapping[str, float] | None = None,
+    held_value: Mapping[str, float] | None = None,
 ) -> list[OrderPlan]:
     """The orders that move the account from its positions (``held_qty``, signed units) towards
     ``answer``'s target weights (pure; see the module doc for the rules). ``dollar_volume`` maps a
-    symbol to its latest bar dollar volume; a missing, non-finite or non-positive one is unknown."""
+    symbol to its latest bar dollar volume; a missing, non-finite or non-positive one is unknown.
+    ``held_value`` maps a held symbol to the broker's market value of it: a position outside the
+    answer that has no quote here counts against the gross budget at that value."""
     cfg = cfg or LiveConfig()
     weights = [w for d in answer.decisions.values() for w in (d.target_weight, d.current_weight)]
     if answer.fallback or not all(math.isfinite(w) for w in weights):
         return []  # a NaN would pass every cap (NaN > cap is False) and size a full-fraction order
-    targets = _capped_targets(answer, equity, quotes, held_qty, cfg.caps)
+    targets = _capped_targets(answer, equity, quotes, held_qty, cfg.caps, held_value or {})
     plans: list[OrderPlan] = []
     for symbol, d in answer.decisions.items():
         if symbol not in targets:
@@ -210,6 +213,7 @@ def _capped_targets(
     quotes: Mapping[str, TopOfBook],
     held_qty: Mapping[str, float],
     caps: ExposureCaps,
+    held_value: Mapping[str, float],
 ) -> dict[str, tuple[float, str | None]]:
     """Per symbol that trades this cycle, its target weight after the crypto long-only rule and the
     caps (``serve.caps.cap_targets`` over the whole account, see the module doc), with a note."""
@@ -228,13 +232,15 @@ def _capped_targets(
         target[i] = d.target_weight
         if is_crypto_symbol(symbol) and d.target_weight < 0:
             target[i], notes[i] = 0.0, f"crypto cannot be shorted: target {d.target_weight:+.4f} -> 0"
-    external = sum(
-        abs(qty) * 0.5 * (book.bid + book.ask) / equity
-        for symbol, qty in held_qty.items()
-        if symbol not in answer.decisions
-        and (book := quotes.get(symbol)) is not None
-        and _tradeable_book(book)
-    )
+    external = 0.0  # positions outside the answer: at the mid where quoted, else at the broker's value
+    for symbol, qty in held_qty.items():
+        if symbol in answer.decisions or qty == 0:
+            continue
+        book = quotes.get(symbol)
+        if book is not None and _tradeable_book(book):
+            external += abs(qty) * 0.5 * (book.bid + book.ask) / equity
+        elif math.isfinite(value := float(held_value.get(symbol, 0.0))):
+            external += abs(value) / equity
     capped = cap_targets(target, current, movable, caps, float(external))
     out: dict[str, tuple[float, str | None]] = {}
     for i, symbol in enumerate(symbols):

@@ -308,3 +308,14 @@ def test_repeated_cycles_never_walk_past_the_caps(data: st.DataObject, cycles: i
         gross_before, gross_after = np.abs(w_before).sum(), np.abs(w_after).sum()
         assert gross_after <= max(caps.gross_limit, gross_before) + TOL
         assert float(added_gross(w_after, w_before).sum()) <= caps.max_gross_add + TOL
+
+
+def test_plan_orders_counts_a_position_it_cannot_quote_at_the_brokers_value() -> None:
+    """A position outside the loop's symbols has no quote here; at the broker's market value (1.1 of
+    equity) it leaves a gross budget of 0.1 -> 100 AAPL (without it AAPL would get its full 0.15)."""
+    answer = _answer({"AAPL": (0.15, "aggressive")})
+    held = {"OTHER": 1_000.0}
+    (plan,) = plan_orders(answer, EQUITY, QUOTES, held, "c1", held_value={"OTHER": 110_000.0})
+    assert (plan.symbol, plan.qty) == ("AAPL", 100.0)
+    (unvalued,) = plan_orders(answer, EQUITY, QUOTES, held, "c1")
+    assert unvalued.qty == 150.0
