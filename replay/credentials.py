@@ -29,9 +29,15 @@ class MissingCredentialsError(InputError):
 
 def shown_url(url: str) -> str:
     """``url`` as an error message may show it: without ``user:password@``, query or fragment, which
-    may hold keys or tokens."""
-    parts = urlsplit(str(url))
-    return parts._replace(netloc=parts.netloc.rpartition("@")[2], query="", fragment="").geturl()
+    may hold keys or tokens. Everything up to the last ``@`` after the scheme goes, so a password with
+    an unescaped ``/`` or ``#``, or a URL without a scheme, does not leak either."""
+    text = str(url)
+    scheme, sep, rest = text.partition("://")
+    if not sep:
+        scheme, rest = "", text
+    rest = rest.rpartition("@")[2]
+    parts = urlsplit(f"{scheme}://{rest}" if sep else rest)
+    return parts._replace(query="", fragment="").geturl()
 
 
 def check_secure_url(url: str, *, field: str) -> str:

@@ -111,7 +111,7 @@ class ClientConfig(BaseModel):
                 f"base_url={shown_url(url)!r} must not have a query or fragment (not shown here)"
             )
         if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError(f"base_url={value!r} must be an absolute http:// or https:// URL")
+            raise ValueError(f"base_url={shown_url(value)!r} must be an absolute http:// or https:// URL")
         check_secure_url(url, field="base_url")  # the bearer token must not cross a network in clear
         return url
 
@@ -419,7 +419,9 @@ def _without_idle_extras(request: ActRequest, answer: ActResponse) -> ActRespons
     if known >= answer.decisions.keys():
         return answer
     kept = {s: d for s, d in answer.decisions.items() if s in known}
-    return answer.model_copy(update={"decisions": kept})
+    # the observation covers the whole universe: with fewer decisions it would be split wrongly into
+    # offline-RL transitions (a loop that trades part of the universe logs none)
+    return answer.model_copy(update={"decisions": kept, "observation": None})
 
 
 def _inconsistency(request: ActRequest, answer: ActResponse) -> str | None:

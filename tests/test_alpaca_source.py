@@ -353,6 +353,23 @@ def test_a_refused_data_url_never_shows_its_credentials_or_query(build: str) -> 
         assert secret not in shown
 
 
+@pytest.mark.parametrize(
+    "url",
+    [
+        "KEYID:SECRETPW@data.example.test:8000",  # no scheme: urlsplit puts the secret in the path
+        "http://KEYID:SECRET/PW@data.example.test",  # an unescaped / in the password
+        "https://KEYID:SECRET#PW@data.example.test/?token=TOKENVALUE",  # an unescaped # in the password
+    ],
+)
+def test_shown_url_hides_credentials_however_the_url_is_malformed(url: str) -> None:
+    from raytrade.replay.credentials import shown_url
+
+    shown = shown_url(url)
+    assert "data.example.test" in shown
+    for secret in ("KEYID", "SECRET", "PW", "TOKENVALUE"):
+        assert secret not in shown, shown
+
+
 def test_plain_http_data_url_refused_off_loopback() -> None:
     with pytest.raises(ValueError, match="alpaca_data_url"):
         Settings(alpaca_data_url="http://data.example.test")

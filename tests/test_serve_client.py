@@ -437,11 +437,13 @@ def test_the_services_idle_holds_of_unrequested_symbols_are_dropped_not_refused(
         tradeable=False,
         reason="not in the request",
     )
-    reply = Reply(body=_answer_with(decisions__TSLA=idle.model_dump(mode="json")))
+    reply = Reply(body=_answer_with(decisions__TSLA=idle.model_dump(mode="json"), observation=[0.5] * 9))
     with client_for(service(reply).url) as client:
         answer = client.act(request_)
     assert not answer.fallback and client.fallbacks == 0
     assert answer.decisions == ANSWER.decisions
+    # the observation covers TSLA too: split over fewer decisions it would log wrong transitions
+    assert answer.observation is None
 
 
 # -- secrets ----------------------------------------------------------------------------------------
