@@ -32,7 +32,7 @@ from raytrade.replay.sources.alpaca import (
     fetch_top_of_book,
     parse_symbol,
 )
-from raytrade.serve.live import BrokerAccount, BrokerPosition, OrderState
+from raytrade.serve.live import BrokerAccount, BrokerPosition, OrderNotFound, OrderState
 from raytrade.serve.orders import OrderPlan
 
 PAPER_TRADING_HOST: Final = "paper-api.alpaca.markets"
@@ -181,8 +181,17 @@ class AlpacaBroker:
             self._client.cancel_order_by_id(order_id)
 
     def order(self, order_id: str) -> OrderState:
-        with alpaca_call(f"order {order_id}"):
-            o: Any = self._client.get_order_by_id(order_id)
+        """The order's state; :class:`serve.live.OrderNotFound` when Alpaca answers 404."""
+        from alpaca.common.exceptions import APIError
+
+        try:
+            with alpaca_call(f"order {order_id}"):
+                o: Any = self._client.get_order_by_id(order_id)
+        except Exception as exc:
+            cause = exc.__cause__
+            if isinstance(cause, APIError) and cause.status_code == 404:
+                raise OrderNotFound(order_id) from exc
+            raise
         return _order_state(o)
 
     def order_by_client_id(self, client_order_id: str) -> OrderState | None:

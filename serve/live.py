@@ -128,6 +128,11 @@ class BrokerPosition(NamedTuple):
     current_price: float | None
 
 
+class OrderNotFound(LookupError):
+    """The broker has no order of this id (``Broker.order``): it cannot fill. Were it open after all,
+    the next cycle's sync would adopt it from the broker's listing of open orders."""
+
+
 class OrderState(NamedTuple):
     """An order as the broker reports it (``symbol`` in the store's spelling; the last three fields
     are filled where the broker says them, e.g. in :meth:`Broker.open_orders`)."""
@@ -149,7 +154,10 @@ class Broker(Protocol):
     def positions(self) -> list[BrokerPosition]: ...
     def quotes(self, symbols: Sequence[str]) -> dict[str, TopOfBook]: ...
     def submit(self, plan: OrderPlan) -> str: ...
-    def order(self, order_id: str) -> OrderState: ...
+    def order(self, order_id: str) -> OrderState:
+        """The order's state; :class:`OrderNotFound` when the broker has none of this id."""
+        ...
+
     def order_by_client_id(self, client_order_id: str) -> OrderState | None:
         """The order with this client id, or None when the broker has none (other failures raise)."""
         ...
@@ -533,6 +541,8 @@ class LiveLoop:
             for order_id in list(cancelled):
                 try:
                     done = self.broker.order(order_id).status not in OPEN_ORDER_STATES
+                except OrderNotFound:
+                    done = True
                 except Exception:  # cannot tell: still open until the broker says otherwise
                     done = False
                 if done:
@@ -562,6 +572,9 @@ class LiveLoop:
                 continue
             try:
                 o = self.broker.order(p["order_id"])
+            except OrderNotFound:  # e.g. an id of another account: kept, it would hold its symbol for ever
+                log.error("order %s (%s) is unknown to the broker: dropped", p["order_id"], p.get("symbol"))
+                continue
             except Exception as exc:  # the broker is unreachable: try again next cycle
                 log.warning("cannot read order %s: %s", p["order_id"], exc)
                 still_open.append(p)

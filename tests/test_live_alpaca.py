@@ -177,3 +177,27 @@ def test_a_resting_alpaca_order_is_cancelled_by_the_next_cycle(
     loop.cycle(T0.replace(day=25))
     assert trading.order(order_id)["status"] == "canceled"
     assert any(r.method == "DELETE" and r.path == f"/v2/orders/{order_id}" for r in trading.requests)
+
+
+def test_an_order_id_alpaca_does_not_know_is_dropped_not_held_for_ever(
+    fakes: tuple[FakeAlpacaTrading, FakeAlpaca], tmp_path: Path
+) -> None:
+    """A pending order whose id Alpaca answers 404 for (e.g. a state file of another account) cannot
+    fill: the loop drops it and trades the symbol, instead of holding it on every cycle."""
+    trading, data = fakes
+    broker = AlpacaBroker(_settings(data).alpaca_access(), trading_url=trading.url)
+    state = tmp_path / "state.json"
+    loop = LiveLoop(broker, ScriptedPolicy({"MSFT": (0.05, "passive")}), ["MSFT"], state, reset=True)
+    first = loop.cycle(T0)
+    (order_id,) = first.submitted.values()
+    broker.cancel(order_id)  # the first order is done, unfilled; only the unknown one is left pending
+    saved = json.loads(state.read_text())
+    saved["pending"] = [
+        {**p, "order_id": "00000000-0000-4000-8000-000000000000", "client_order_id": "rt-unknown"}
+        for p in saved["pending"]
+    ]
+    state.write_text(json.dumps(saved))
+    loop.cycle(T0.replace(day=25))
+    posts = [r for r in trading.requests if r.method == "POST" and r.path == "/v2/orders"]
+    assert len(posts) == 2, "MSFT was held instead of traded"
+    assert "00000000-0000-4000-8000-000000000000" not in state.read_text()
