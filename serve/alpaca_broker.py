@@ -59,6 +59,14 @@ def check_paper_trading_url(url: str, *, field: str = "trading_url") -> str:
     )
 
 
+def _not_found(exc: Exception) -> bool:
+    """``exc`` (raised by ``alpaca_call``) is Alpaca's 404: the order does not exist."""
+    from alpaca.common.exceptions import APIError
+
+    cause = exc.__cause__
+    return isinstance(cause, APIError) and cause.status_code == 404
+
+
 def _float(value: Any) -> float | None:
     return None if value is None or value == "" else float(value)
 
@@ -182,27 +190,21 @@ class AlpacaBroker:
 
     def order(self, order_id: str) -> OrderState:
         """The order's state; :class:`serve.live.OrderNotFound` when Alpaca answers 404."""
-        from alpaca.common.exceptions import APIError
-
         try:
             with alpaca_call(f"order {order_id}"):
                 o: Any = self._client.get_order_by_id(order_id)
         except Exception as exc:
-            cause = exc.__cause__
-            if isinstance(cause, APIError) and cause.status_code == 404:
+            if _not_found(exc):
                 raise OrderNotFound(order_id) from exc
             raise
         return _order_state(o)
 
     def order_by_client_id(self, client_order_id: str) -> OrderState | None:
-        from alpaca.common.exceptions import APIError
-
         try:
             with alpaca_call(f"order {client_order_id}"):
                 o: Any = self._client.get_order_by_client_id(client_order_id)
         except Exception as exc:
-            cause = exc.__cause__
-            if isinstance(cause, APIError) and cause.status_code == 404:
+            if _not_found(exc):
                 return None
             raise
         return _order_state(o)
