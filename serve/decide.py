@@ -222,6 +222,29 @@ class DecisionService:
             out.update(zip(fresh, decided, strict=True))
         return [out[i] for i in range(len(prepared))]
 
+    def probe(self) -> ActResponse:
+        """The answer to a probe request at the data's last bar (a flat account, every symbol quoted
+        at 100.00 / 100.01); ``RuntimeError`` naming the reason when it falls back (a non-finite
+        action: a corrupt checkpoint). A replica probes each version it loads before answering with
+        it (``serve.app.PolicyHolder``): a version that cannot decide is refused while the previous
+        one keeps answering, and no live request pays the first call of each code path."""
+        as_of = _utc(self._ts[-1])
+        request = ActRequest.model_validate(
+            {
+                "account": {"equity": 100_000.0},
+                "drawdown_pct": 0.0,
+                "analysis": {sym: {"bid_price": 100.0, "ask_price": 100.01} for sym in self.universe},
+                "as_of": as_of,
+                "observation": True,
+            }
+        )
+        (answer,) = self.decide([request], as_of)
+        if answer.fallback:
+            raise RuntimeError(
+                f"{self.model_ref} fell back on a probe decision at {as_of.isoformat()}: {answer.reason}"
+            )
+        return answer
+
     def prepare(self, request: ActRequest, now: datetime) -> Prepared:
         """Check a request against the universe and put it in array form (``RequestError`` names
         the field that is wrong)."""

@@ -3,6 +3,7 @@ Ray Serve deployment over HTTP on 127.0.0.1 (auth, 422s, batching, hot swap with
 
 from __future__ import annotations
 
+import gc
 import json
 import socket
 import threading
@@ -289,6 +290,23 @@ def test_a_non_finite_action_holds_instead_of_trading(service: DecisionService) 
     response = broken.decide([_request(service, positions={a: 0.2})])[0]
     assert response.fallback and "non-finite" in (response.reason or "")
     assert response.decisions[a].target_weight == pytest.approx(0.2)
+
+
+def test_the_probe_decides_every_symbol_and_refuses_a_policy_falling_back(service: DecisionService) -> None:
+    answer = service.probe()
+    assert not answer.fallback and list(answer.decisions) == list(service.data.symbols)
+    assert answer.as_of == _utc(service.data.ts[-1])
+
+    class Broken:
+        def __getattr__(self, name: str) -> Any:
+            return getattr(service.handle, name)
+
+        def act_with_inputs(self, obs: Any) -> Any:
+            out = service.handle.act_with_inputs(obs)
+            return out._replace(action=np.full((len(obs), len(service.data.symbols)), np.nan))
+
+    with pytest.raises(RuntimeError, match=r"^alpha@\d+ fell back on a probe decision .*non-finite action"):
+        DecisionService(Broken(), service.data, NEVER_STALE).probe()
 
 
 def test_attributions_are_gradient_times_input_of_the_symbols_own_features(service: DecisionService) -> None:
@@ -934,3 +952,26 @@ def test_a_replica_follows_latest_and_keeps_serving_when_a_version_cannot_be_loa
     _wait_idle(holder)
     assert holder.service is second, "a broken version replaced a working one"
     assert not holder.refresh(), "the same broken version is loaded again and again"
+    assert gc.get_freeze_count() > 0, "the loaded heap was not frozen"
+
+
+def test_a_replica_refuses_a_version_that_fails_its_probe(
+    registry: Path, ppo_smoke_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import shutil
+
+    from raytrade.serve.app import PolicyHolder, ServiceConfig
+
+    reg = tmp_path / "registry"
+    shutil.copytree(registry, reg)
+    holder = PolicyHolder()
+    first = holder.configure(ServiceConfig(model="alpha", registry=str(reg), decide=NEVER_STALE))
+    _promote(ppo_smoke_run, reg)
+
+    def fails(self: DecisionService) -> Any:
+        raise RuntimeError(f"{self.model_ref} fell back on a probe decision")
+
+    monkeypatch.setattr(DecisionService, "probe", fails)
+    assert holder.refresh()
+    _wait_idle(holder)
+    assert holder.service is first, "a version that failed its probe replaced a working one"
