@@ -17,6 +17,12 @@
   cannot be shorted, so a negative crypto target closes to 0 (with a note).
   Equities trade whole shares unless ``fractional`` (a sale that opens or adds to a short is whole
   shares even then: Alpaca refuses fractional short sales); crypto to ``crypto_qty_step`` units.
+  With ``fractional``, a buy that covers part of a short (the position stays short) leaves a
+  whole-share short: it buys up to the whole share at or below ``held + delta``, i.e.
+  ``floor(held + delta) - held`` (a short of 25 asked to cover 17.5 buys 17 and stays short 8), so it
+  never buys more than planned; a fractional short would be refused by Alpaca on the next sale that
+  adds to it. A buy that would cross from short to long is a flip: it covers to flat (the exact
+  short, whole shares when the short is) and the long opens next cycle from a flat position.
   Equity orders are ``day``, crypto ``gtc``.
 * Hard caps, again: the targets are held to ``LiveConfig.caps`` by ``serve.caps.cap_targets`` (the
   service's own implementation) against the account's actual holdings at the mid, so repeated
@@ -121,6 +127,13 @@ def _round_down(qty: float, step: float) -> float:
     return round(math.floor(qty / step + 1e-9) * step, 9)
 
 
+def _whole_share_cover(held: float, delta: float) -> float:
+    """The buy, at most ``delta`` (> 0) units, that covers part of the short ``held`` (< 0) and leaves a
+    whole-share short: the position after it is ``held + delta`` floored to a whole share (0 when no
+    whole share fits: nothing to send)."""
+    return max(round(_round_down(held + delta, 1.0) - held, 9), 0.0)
+
+
 def _step(symbol: str, cfg: LiveConfig) -> float:
     if is_crypto_symbol(symbol):
         return cfg.crypto_qty_step
@@ -179,7 +192,12 @@ def plan_orders(
             closing, note = True, f"flip: closing {held:+g} first; the {new_side} side opens next cycle"
         # Alpaca sells short whole shares only: a sale that opens or adds to a short is not fractional.
         step = 1.0 if side == "sell" and new_qty < 0 and not crypto else _step(symbol, cfg)
-        qty = abs(held) if closing else _round_down(abs(delta), step)
+        if closing:
+            qty = abs(held)
+        elif side == "buy" and held < 0 and cfg.fractional and not crypto:  # a partial cover
+            qty = _whole_share_cover(held, delta)
+        else:
+            qty = _round_down(abs(delta), step)
         if qty <= 0 or (qty * mid < cfg.min_trade_notional and not closing):
             continue
         passive = d.gate_mode == "passive"
