@@ -87,9 +87,24 @@ class LiveConfig(BaseModel):
     max_quote_age_hours: float = Field(
         96.0,
         gt=0,
+        allow_inf_nan=False,
         description="a quote older than this, by its own timestamp, is no quote: the symbol is held this "
         "cycle (96 h spans a long weekend of a closed market; a halted or delisted symbol's last quote "
-        "is older)",
+        "is older); crypto has its own limit",
+    )
+    max_crypto_quote_age_hours: float = Field(
+        2.0,
+        gt=0,
+        allow_inf_nan=False,
+        description="the same for a crypto symbol: crypto quotes around the clock, so its quote is "
+        "seconds to minutes old; one hours old means the feed or the pair is broken (2 h leaves room "
+        "for a quiet pair)",
+    )
+    max_unreadable_order_cycles: int = Field(
+        5,
+        ge=1,
+        description="a pending order the broker cannot read on this many consecutive cycles (for a "
+        "reason other than a 404) stops the loop: it holds its symbol, and a person must look",
     )
 
 
@@ -115,11 +130,19 @@ class OrderPlan(BaseModel):
 # ------------------------------------------------------------------------------------ planning
 
 
-def stale_quotes(quotes: Mapping[str, TopOfBook], now: datetime, max_age_hours: float) -> dict[str, float]:
-    """The symbols whose quote is older than ``max_age_hours`` at ``now``, with their age in hours (a
-    quote stamped after ``now``, a clock ahead of ours, is not stale)."""
+def stale_quotes(
+    quotes: Mapping[str, TopOfBook], now: datetime, max_age_hours: float, max_crypto_age_hours: float
+) -> dict[str, float]:
+    """The symbols whose quote is older than their limit at ``now``, with their age in hours: a crypto
+    symbol's limit is ``max_crypto_age_hours`` (it quotes around the clock, so an old quote is a broken
+    feed), any other's ``max_age_hours`` (an equity's last quote is days old over a long weekend). A
+    quote stamped after ``now``, a clock ahead of ours, is not stale."""
     ages = {s: (now - q.ts).total_seconds() / 3600.0 for s, q in quotes.items()}
-    return {s: age for s, age in ages.items() if age > max_age_hours}
+    return {
+        s: age
+        for s, age in ages.items()
+        if age > (max_crypto_age_hours if is_crypto_symbol(s) else max_age_hours)
+    }
 
 
 def _round_down(qty: float, step: float) -> float:
