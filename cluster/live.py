@@ -14,13 +14,20 @@ The state file (peak equity, orders not yet reconciled) defaults to ``~/.raytrad
 id>.json``; it is locked while the loop runs (a second loop on the same account refuses to start), and
 a missing one is refused unless ``--reset`` starts a new one (the peak drawdown the kill switch reads
 would otherwise be forgotten silently).
+
+The loop survives a failed cycle (it retries at the next one), with one exception: a pending order
+Alpaca cannot read (not a 404) on ``--max-unreadable-order-cycles`` cycles in a row ends it with exit
+status 2 and a line naming the order, since its symbol has been held all along. Quotes older than
+``--max-quote-age-hours`` (equities) or ``--max-crypto-quote-age-hours`` (crypto) hold their symbol
+for the cycle.
 """
 
 from __future__ import annotations
 
+import math
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -29,6 +36,21 @@ from raytrade.cluster.options import caps_options, exposure_caps
 
 if TYPE_CHECKING:
     from raytrade.serve.live import LiveLoop
+
+
+class _Hours(click.FloatRange):
+    """A finite number of hours > 0 (click's ``FloatRange`` lets NaN through: ``nan <= 0`` is false)."""
+
+    name = "hours"
+
+    def __init__(self) -> None:
+        super().__init__(min=0, min_open=True)
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        hours = super().convert(value, param, ctx)
+        if not math.isfinite(hours):
+            self.fail(f"{value!r} is not a finite number of hours > 0", param, ctx)
+        return hours
 
 
 @click.command("live")
@@ -71,10 +93,27 @@ if TYPE_CHECKING:
 @click.option("--fractional", is_flag=True, help="Trade fractional equity shares.")
 @click.option(
     "--max-quote-age-hours",
-    type=click.FloatRange(min=0, min_open=True),
+    type=_Hours(),
     default=96.0,
     show_default=True,
-    help="A quote older than this (its own timestamp) is no quote: the symbol is held this cycle.",
+    help="A quote older than this (its own timestamp) is no quote: the symbol is held this cycle "
+    "(96 h spans a long weekend of a closed market). Crypto has its own limit.",
+)
+@click.option(
+    "--max-crypto-quote-age-hours",
+    type=_Hours(),
+    default=2.0,
+    show_default=True,
+    help="The same for crypto symbols: crypto quotes around the clock, so a quote hours old means the "
+    "feed or the pair is broken (2 h leaves room for a quiet pair).",
+)
+@click.option(
+    "--max-unreadable-order-cycles",
+    type=click.IntRange(min=1),
+    default=5,
+    show_default=True,
+    help="A pending order the broker cannot read on this many consecutive cycles (not a 404) stops the "
+    "loop (exit status 2, naming the order); its symbol was held all along. The state file keeps it.",
 )
 @click.option(
     "--trading-url", default=None, help="Override of Alpaca's trading URL (its paper host or loopback only)."
@@ -97,6 +136,8 @@ def live_command(
     max_participation: float,
     fractional: bool,
     max_quote_age_hours: float,
+    max_crypto_quote_age_hours: float,
+    max_unreadable_order_cycles: int,
     trading_url: str | None,
     data_url: str | None,
     **caps: float,
@@ -122,6 +163,8 @@ def live_command(
         max_participation=max_participation,
         fractional=fractional,
         max_quote_age_hours=max_quote_age_hours,
+        max_crypto_quote_age_hours=max_crypto_quote_age_hours,
+        max_unreadable_order_cycles=max_unreadable_order_cycles,
         caps=exposure_caps(caps),
         peak_lookback_days=peak_lookback_days,
     )
@@ -139,10 +182,15 @@ def live_command(
 
 
 def _run(loop: LiveLoop, once: bool, every_minutes: float) -> None:
-    """Cycle until interrupted (or once)."""
+    """Cycle until interrupted (or once); an order the broker cannot read for too long ends the
+    loop (:class:`serve.live.UnreadableOrderError`: a person must look)."""
+    from raytrade.serve.live import UnreadableOrderError
+
     while True:
         try:
             report = loop.cycle()
+        except UnreadableOrderError:
+            raise
         except Exception as exc:  # a broker or network hiccup must not end a long-running loop
             if once:
                 raise

@@ -40,6 +40,17 @@ Design decisions
   (an order being cancelled or replaced can still fill, so it stays tracked). A symbol with an order
   that may still fill and cannot be cancelled (the cancel failed, or a ``planned`` order is not
   resolved yet) is held for the cycle: a new order on top of it could double the position.
+* **An order the broker cannot read stops the loop.** A pending order whose look-up fails (for a
+  reason other than a 404, which drops it) holds its symbol on that cycle, and the failures are
+  counted per order in the state file (reset by a successful read). After
+  ``LiveConfig.max_unreadable_order_cycles`` of them in a row the loop stops with
+  :class:`UnreadableOrderError`, naming the order's client id, symbol and last error, before it
+  cancels or submits anything that cycle: it would otherwise hold the symbol silently for ever. It
+  never resubmits the order or drops it on a guess (the earlier cycles send it the ordinary
+  supersede cancel, which may fail too); the state file keeps it for the restart.
+* **Stale quotes are no quotes.** A quote older than ``LiveConfig.max_quote_age_hours`` (96 h: an
+  equity's last quote over a long weekend) or, for crypto, ``max_crypto_quote_age_hours`` (2 h: crypto
+  quotes around the clock, so an old one is a broken feed) is dropped for the cycle, with a warning.
 * **One bad order is one bad order.** A rejected order is logged with the broker's message and the
   cycle goes on.
 * **Decisions become transitions one cycle later.** When the service returns the observation it
@@ -178,6 +189,13 @@ class LiveStateError(InputError):
     """The loop refuses to start on this state file (missing, locked, another account's)."""
 
 
+class UnreadableOrderError(LiveStateError):
+    """The loop stops: a pending order could not be read for ``LiveConfig.max_unreadable_order_cycles``
+    consecutive cycles. Its symbol was held on each of them (the order may still fill), so the loop
+    had silently stopped trading it; the stopping cycle cancels and submits nothing. The state file
+    keeps the order (and its count), so a restart still tracks it; a person must look."""
+
+
 # ------------------------------------------------------------------------------------ state
 
 
@@ -188,7 +206,9 @@ class LiveState:
     ``pending`` holds the orders not yet reconciled: each has ``decision_id``, ``client_order_id``,
     ``status`` (``planned``: written before the submit, outcome unknown; ``submitted``: the broker
     has it under ``order_id``), ``symbol``, ``side``, ``mid``, ``target_weight``,
-    ``policy_version`` and ``submitted_at``."""
+    ``policy_version`` and ``submitted_at``; a submitted order the broker could not read on the last
+    cycles also has ``unreadable_cycles`` (how many in a row) and ``last_read_error``, both dropped
+    once a read succeeds."""
 
     peak_equity: float | None = None
     pending: list[dict[str, Any]] = field(default_factory=list)
@@ -358,15 +378,22 @@ class LiveLoop:
         # between must not forget the fill; the store's de-duplication keeps it from counting twice).
         fill_ids = {r["decision_id"] for r in fill_rows}
         unlogged = [p for p in state.pending if f"{p['decision_id']}:fill" in fill_ids]
+        self._stop_on_unreadable(state, still_open + unlogged)
         busy = self._cancel(still_open)
 
         account = self.broker.account()
         positions = self.broker.positions()
         quotes = self.broker.quotes(self.symbols)
-        stale = stale_quotes(quotes, now, self.config.max_quote_age_hours)
+        cfg = self.config
+        stale = stale_quotes(quotes, now, cfg.max_quote_age_hours, cfg.max_crypto_quote_age_hours)
         if stale:  # an old quote would size an order or set a limit price: held as if unquoted
             shown = ", ".join(f"{s} ({age:.0f} h)" for s, age in sorted(stale.items()))
-            log.warning("quotes older than %g h, held this cycle: %s", self.config.max_quote_age_hours, shown)
+            log.warning(
+                "quotes older than %g h (crypto: %g h), held this cycle: %s",
+                cfg.max_quote_age_hours,
+                cfg.max_crypto_quote_age_hours,
+                shown,
+            )
             quotes = {s: q for s, q in quotes.items() if s not in stale}
         peak = max(state.peak_equity or account.equity, account.equity)
         loop_state = _loop_state(account, positions, quotes, self.symbols, peak)
@@ -575,10 +602,20 @@ class LiveLoop:
             except OrderNotFound:  # e.g. an id of another account: kept, it would hold its symbol for ever
                 log.error("order %s (%s) is unknown to the broker: dropped", p["order_id"], p.get("symbol"))
                 continue
-            except Exception as exc:  # the broker is unreachable: try again next cycle
-                log.warning("cannot read order %s: %s", p["order_id"], exc)
+            except Exception as exc:  # the broker is unreachable: try again next cycle (counted)
+                p["unreadable_cycles"] = int(p.get("unreadable_cycles", 0)) + 1
+                p["last_read_error"] = " ".join(str(exc).split())[:300]
+                log.warning(
+                    "cannot read order %s (%s, cycle %d in a row): %s",
+                    p["order_id"],
+                    p.get("symbol"),
+                    p["unreadable_cycles"],
+                    exc,
+                )
                 still_open.append(p)
                 continue
+            p.pop("unreadable_cycles", None)
+            p.pop("last_read_error", None)
             if o.status in OPEN_ORDER_STATES:
                 still_open.append(p)
                 continue
@@ -609,6 +646,28 @@ class LiveLoop:
                 }
             )
         return rows, still_open
+
+    def _stop_on_unreadable(self, state: LiveState, pending: list[dict[str, Any]]) -> None:
+        """Raise :class:`UnreadableOrderError` when an order of ``pending`` (the orders this cycle
+        keeps) has been unreadable for ``max_unreadable_order_cycles`` cycles in a row, after saving
+        ``pending`` as the state's: the counts and the orders survive the stop. Nothing is cancelled,
+        submitted or logged by the cycle that stops."""
+        limit = self.config.max_unreadable_order_cycles
+        stuck = [p for p in pending if int(p.get("unreadable_cycles", 0)) >= limit]
+        if not stuck:
+            return
+        state.pending = pending
+        state.save(self.state_file)
+        named = "; ".join(
+            f"order {p.get('client_order_id')!r} ({p.get('symbol')}, broker id {p.get('order_id')}) "
+            f"unreadable for {p['unreadable_cycles']} cycles, last error: {p.get('last_read_error')}"
+            for p in stuck
+        )
+        raise UnreadableOrderError(
+            f"live loop stopped: {named}; its symbol was held on each of those cycles. Check the order "
+            f"at the broker; the state file {str(self.state_file)!r} keeps it (max_unreadable_order_cycles"
+            f"={limit})"
+        )
 
     def _log(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Append the rows whose decision id the store's experience table does not hold yet, in

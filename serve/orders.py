@@ -17,6 +17,12 @@
   cannot be shorted, so a negative crypto target closes to 0 (with a note).
   Equities trade whole shares unless ``fractional`` (a sale that opens or adds to a short is whole
   shares even then: Alpaca refuses fractional short sales); crypto to ``crypto_qty_step`` units.
+  With ``fractional``, a buy that covers part of a short (the position stays short) leaves a
+  whole-share short: it buys up to the whole share at or below ``held + delta``, i.e.
+  ``floor(held + delta) - held`` (a short of 25 asked to cover 17.5 buys 17 and stays short 8), so it
+  never buys more than planned; a fractional short would be refused by Alpaca on the next sale that
+  adds to it. A buy that would cross from short to long is a flip: it covers to flat (the exact
+  short, whole shares when the short is) and the long opens next cycle from a flat position.
   Equity orders are ``day``, crypto ``gtc``.
 * Hard caps, again: the targets are held to ``LiveConfig.caps`` by ``serve.caps.cap_targets`` (the
   service's own implementation) against the account's actual holdings at the mid, so repeated
@@ -81,9 +87,24 @@ class LiveConfig(BaseModel):
     max_quote_age_hours: float = Field(
         96.0,
         gt=0,
+        allow_inf_nan=False,
         description="a quote older than this, by its own timestamp, is no quote: the symbol is held this "
         "cycle (96 h spans a long weekend of a closed market; a halted or delisted symbol's last quote "
-        "is older)",
+        "is older); crypto has its own limit",
+    )
+    max_crypto_quote_age_hours: float = Field(
+        2.0,
+        gt=0,
+        allow_inf_nan=False,
+        description="the same for a crypto symbol: crypto quotes around the clock, so its quote is "
+        "seconds to minutes old; one hours old means the feed or the pair is broken (2 h leaves room "
+        "for a quiet pair)",
+    )
+    max_unreadable_order_cycles: int = Field(
+        5,
+        ge=1,
+        description="a pending order the broker cannot read on this many consecutive cycles (for a "
+        "reason other than a 404) stops the loop: it holds its symbol, and a person must look",
     )
 
 
@@ -109,16 +130,31 @@ class OrderPlan(BaseModel):
 # ------------------------------------------------------------------------------------ planning
 
 
-def stale_quotes(quotes: Mapping[str, TopOfBook], now: datetime, max_age_hours: float) -> dict[str, float]:
-    """The symbols whose quote is older than ``max_age_hours`` at ``now``, with their age in hours (a
-    quote stamped after ``now``, a clock ahead of ours, is not stale)."""
+def stale_quotes(
+    quotes: Mapping[str, TopOfBook], now: datetime, max_age_hours: float, max_crypto_age_hours: float
+) -> dict[str, float]:
+    """The symbols whose quote is older than their limit at ``now``, with their age in hours: a crypto
+    symbol's limit is ``max_crypto_age_hours`` (it quotes around the clock, so an old quote is a broken
+    feed), any other's ``max_age_hours`` (an equity's last quote is days old over a long weekend). A
+    quote stamped after ``now``, a clock ahead of ours, is not stale."""
     ages = {s: (now - q.ts).total_seconds() / 3600.0 for s, q in quotes.items()}
-    return {s: age for s, age in ages.items() if age > max_age_hours}
+    return {
+        s: age
+        for s, age in ages.items()
+        if age > (max_crypto_age_hours if is_crypto_symbol(s) else max_age_hours)
+    }
 
 
 def _round_down(qty: float, step: float) -> float:
     """``qty`` floored to a multiple of ``step`` (printed cleanly: 0.0666, not 0.06659999999999999)."""
     return round(math.floor(qty / step + 1e-9) * step, 9)
+
+
+def _whole_share_cover(held: float, delta: float) -> float:
+    """The buy, at most ``delta`` (> 0) units, that covers part of the short ``held`` (< 0) and leaves a
+    whole-share short: the position after it is ``held + delta`` floored to a whole share (0 when no
+    whole share fits: nothing to send)."""
+    return max(round(_round_down(held + delta, 1.0) - held, 9), 0.0)
 
 
 def _step(symbol: str, cfg: LiveConfig) -> float:
@@ -179,7 +215,12 @@ def plan_orders(
             closing, note = True, f"flip: closing {held:+g} first; the {new_side} side opens next cycle"
         # Alpaca sells short whole shares only: a sale that opens or adds to a short is not fractional.
         step = 1.0 if side == "sell" and new_qty < 0 and not crypto else _step(symbol, cfg)
-        qty = abs(held) if closing else _round_down(abs(delta), step)
+        if closing:
+            qty = abs(held)
+        elif side == "buy" and held < 0 and cfg.fractional and not crypto:  # a partial cover
+            qty = _whole_share_cover(held, delta)
+        else:
+            qty = _round_down(abs(delta), step)
         if qty <= 0 or (qty * mid < cfg.min_trade_notional and not closing):
             continue
         passive = d.gate_mode == "passive"

@@ -270,7 +270,54 @@ def test_stale_quotes_measures_each_quotes_age_at_now() -> None:
         "EDGE": TopOfBook(T0 - timedelta(hours=4), 1.0, 1.1, 1.0, 1.0),
         "AHEAD": TopOfBook(T0 + timedelta(minutes=3), 1.0, 1.1, 1.0, 1.0),  # a broker clock ahead of ours
     }
-    assert stale_quotes(quotes, T0, max_age_hours=4.0) == {"OLD": 5.0}
+    assert stale_quotes(quotes, T0, max_age_hours=4.0, max_crypto_age_hours=4.0) == {"OLD": 5.0}
+
+
+@pytest.mark.parametrize(("hours", "traded"), [(1.0, ["AAPL", "BTCUSD"]), (3.0, ["AAPL"])])
+def test_a_crypto_quote_has_its_own_shorter_age_limit(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, hours: float, traded: list[str]
+) -> None:
+    """Quotes stamped ``T0`` read ``hours`` later: AAPL's is well within the 96 h equity limit, but
+    crypto quotes around the clock, so past the 2 h crypto limit BTCUSD's is no quote (held, said)."""
+    broker = FakeBroker(100_000.0, PRICES)
+    policy = ScriptedPolicy(
+        {"AAPL": (0.1, "aggressive"), "MSFT": (0.0, "flat"), "BTCUSD": (0.05, "aggressive")}
+    )
+    with caplog.at_level("WARNING"):
+        _loop(tmp_path, broker, policy).cycle(T0 + timedelta(hours=hours))
+    assert [p.symbol for p in broker.submitted] == traded
+    assert ("BTCUSD (3 h)" in caplog.text) == (hours == 3.0)
+    assert "AAPL (" not in caplog.text
+
+
+@pytest.mark.parametrize("flag", ["--max-quote-age-hours", "--max-crypto-quote-age-hours"])
+@pytest.mark.parametrize("value", ["0", "-2", "nan"])
+def test_a_bad_quote_age_is_refused_naming_the_flag_and_the_value(flag: str, value: str) -> None:
+    from click.testing import CliRunner
+
+    from raytrade.cluster.cli import main
+
+    result = CliRunner().invoke(main, ["live", "--paper", flag, value])
+    assert result.exit_code == 2
+    assert f"Invalid value for '{flag}': " in result.output and value in result.output.split(flag)[1]
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "kind"),
+    [
+        ("max_crypto_quote_age_hours", 0.0, "greater_than"),
+        ("max_crypto_quote_age_hours", float("nan"), "finite_number"),
+        ("max_quote_age_hours", float("inf"), "finite_number"),  # "no limit" is no stale-quote check
+        ("max_unreadable_order_cycles", 0, "greater_than_equal"),
+    ],
+)
+def test_the_loop_settings_refuse_a_bad_limit_naming_it(name: str, value: float, kind: str) -> None:
+    from pydantic import ValidationError
+
+    from raytrade.serve.orders import LiveConfig
+
+    with pytest.raises(ValidationError, match=rf"{name}\n.*\[type={kind}, input_value={value}"):
+        LiveConfig(**{name: value})
 
 
 @pytest.mark.parametrize("cancel_finishes", [True, False], ids=["cancelled", "pending_cancel"])

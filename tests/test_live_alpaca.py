@@ -201,3 +201,41 @@ def test_an_order_id_alpaca_does_not_know_is_dropped_not_held_for_ever(
     posts = [r for r in trading.requests if r.method == "POST" and r.path == "/v2/orders"]
     assert len(posts) == 2, "MSFT was held instead of traded"
     assert "00000000-0000-4000-8000-000000000000" not in state.read_text()
+
+
+def test_raytrade_live_exits_naming_an_order_alpaca_cannot_read(
+    fakes: tuple[FakeAlpacaTrading, FakeAlpaca], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The MSFT limit of the first run rests; Alpaca then answers 500 to every read of it. With
+    ``--max-unreadable-order-cycles 1`` the next run stops at once: exit status 2, one line naming the
+    order's client id, symbol and Alpaca's error; the state file still holds the order."""
+    from raytrade.cluster.cli import main
+
+    trading, data = fakes
+    token = "serve-token-for-the-live-test-12345"
+    monkeypatch.setenv("ALPACA_API_KEY", TEST_KEYS[0])
+    monkeypatch.setenv("ALPACA_SECRET_KEY", TEST_KEYS[1])
+    monkeypatch.setenv("ALPACA_DATA_URL", data.url)
+    monkeypatch.setenv("RAYTRADE_SERVE_TOKEN", token)
+    monkeypatch.delenv("RAYTRADE_SETTINGS_FILE", raising=False)
+    state = tmp_path / "state.json"
+    stub = _StubPolicyService(token)
+    try:
+        args = ["live", "--paper", "--once", "--serve-url", stub.url, "--trading-url", trading.url]
+        args += ["--state-file", str(state)]
+        first = CliRunner().invoke(main, [*args, "--reset"])
+        (msft,) = [p for p in json.loads(state.read_text())["pending"] if p["symbol"] == "MSFT"]
+        trading.fail(f"/v2/orders/{msft['order_id']}", 500, times=None, method="GET", message="upstream down")
+        stopped = CliRunner().invoke(main, [*args, "--max-unreadable-order-cycles", "1"])
+    finally:
+        stub.close()
+    assert first.exit_code == 0, first.output
+    assert stopped.exit_code == 2, stopped.output
+    (error,) = [line for line in stopped.output.splitlines() if line.startswith("error:")]
+    assert error.startswith(
+        f"error: live loop stopped: order {msft['client_order_id']!r} (MSFT, broker id {msft['order_id']}) "
+        "unreadable for 1 cycles, last error: "
+    )
+    assert "HTTP 500 upstream down" in error
+    (kept,) = [p for p in json.loads(state.read_text())["pending"] if p["symbol"] == "MSFT"]
+    assert (kept["order_id"], kept["unreadable_cycles"]) == (msft["order_id"], 1)

@@ -87,6 +87,38 @@ def test_a_short_sale_is_whole_shares_even_when_fractional() -> None:
     assert [(p.side, p.qty) for p in (opens, adds, trims)] == [("sell", 12.0), ("sell", 13.0), ("sell", 12.5)]
 
 
+def test_a_partial_cover_leaves_a_whole_share_short_even_when_fractional() -> None:
+    # MSFT at a $400 mid, short 25: a -3 % target is -7.5 shares, a 17.5 cover; it buys 17 (short 8).
+    # A fractional short of 12.3 covered to -7.5 buys 4.3 (short 8); under a $2,500 order cap (6.25
+    # shares) a close of 25 buys 6 (short 19): never more than asked, never a fractional short.
+    frac = LiveConfig(fractional=True)
+    (whole,) = plan_orders(
+        _answer({"MSFT": (-0.03, -0.1, "aggressive")}), EQUITY, QUOTES, {"MSFT": -25.0}, "c1", frac
+    )
+    (frac_short,) = plan_orders(
+        _answer({"MSFT": (-0.03, -0.0492, "aggressive")}), EQUITY, QUOTES, {"MSFT": -12.3}, "c1", frac
+    )
+    capped_cfg = frac.model_copy(update={"max_trade_fraction": 0.025})
+    (capped,) = plan_orders(
+        _answer({"MSFT": (0.0, -0.1, "aggressive")}), EQUITY, QUOTES, {"MSFT": -25.0}, "c1", capped_cfg
+    )
+    assert [(p.side, p.qty) for p in (whole, frac_short, capped)] == [
+        ("buy", 17.0),
+        ("buy", 4.3),
+        ("buy", 6.0),
+    ]
+
+
+def test_a_buy_from_short_to_long_covers_to_flat_first_even_when_fractional() -> None:
+    # short 25 MSFT, target +5 % (12.5 shares): a 37.5-share buy would cross zero; it covers the 25
+    frac = LiveConfig(fractional=True)
+    (cover,) = plan_orders(
+        _answer({"MSFT": (0.05, -0.1, "aggressive")}), EQUITY, QUOTES, {"MSFT": -25.0}, "c1", frac
+    )
+    assert (cover.side, cover.qty) == ("buy", 25.0)
+    assert cover.note is not None and "long side opens next cycle" in cover.note
+
+
 def test_one_order_is_capped_at_a_fraction_of_equity() -> None:
     (plan,) = plan_orders(_answer({"AAPL": (0.9, 0.0, "aggressive")}), EQUITY, QUOTES, {}, "c1", LOOSE)
     assert plan.qty == 250.0  # 0.25 x 100k / 100
@@ -159,6 +191,8 @@ def test_plan_invariants(target: float, held_weight: float, symbol: str, mode: s
         assert held == 0 or after == pytest.approx(0.0, abs=1e-9) or (after > 0) == (held > 0)
         if symbol == "BTCUSD":
             assert after >= -1e-12
+        if fractional and symbol == "AAPL" and p.side == "buy" and after < -1e-9:  # a partial cover
+            assert after == pytest.approx(round(after), abs=1e-6)
         assert (p.order_type == "limit") == (mode == "passive")
         wanted = (max(target, 0.0) if symbol == "BTCUSD" else target) * EQUITY / mid
         assert (p.side == "buy") == (wanted > held)  # always toward the target

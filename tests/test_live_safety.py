@@ -22,8 +22,8 @@ from raytrade.replay import read_frame
 from raytrade.replay.sources.alpaca import SourceError
 from raytrade.replay.writer import ReplayWriter
 from raytrade.serve.alpaca_broker import AlpacaBroker, NotPaperError
-from raytrade.serve.live import LiveLoop, LiveStateError, OrderState, default_state_file
-from raytrade.serve.orders import OrderPlan
+from raytrade.serve.live import LiveLoop, LiveStateError, OrderState, UnreadableOrderError, default_state_file
+from raytrade.serve.orders import LiveConfig, OrderPlan
 from tests.fake_alpaca import TEST_KEYS, FakeAlpaca
 from tests.fake_alpaca_trading import FakeAlpacaTrading
 from tests.live_doubles import T0, ScriptedPolicy
@@ -204,6 +204,119 @@ def test_an_order_of_unknown_outcome_gets_no_second_order(tmp_path: Path) -> Non
     second = loop.cycle(T0 + timedelta(days=1))  # the look-up still fails: the first may rest
     assert len(broker.submitted) == 1 and second.plans == []
     assert [p["status"] for p in _pending(tmp_path / "s.json")] == ["planned"]
+
+
+# ------------------------------------------------------------------ an order the broker cannot read
+
+
+class _Unreadable(FakeBroker):
+    """Order look-ups and cancels by id fail (not a 404) for the ids in ``broken``; ``tries`` records
+    every call on an order id."""
+
+    def __init__(self, cash: float, prices: dict[str, tuple[float, float]]):
+        super().__init__(cash, prices)
+        self.broken: set[str] = set()
+        self.tries: list[str] = []
+
+    def order(self, order_id: str) -> OrderState:
+        self.tries.append(f"order {order_id}")
+        if order_id in self.broken:
+            raise RuntimeError(f"alpaca order {order_id} failed: HTTP 503 Service Unavailable")
+        return super().order(order_id)
+
+    def cancel(self, order_id: str) -> None:
+        self.tries.append(f"cancel {order_id}")
+        if order_id in self.broken:
+            raise RuntimeError(f"alpaca cancel {order_id} failed: HTTP 503 Service Unavailable")
+        super().cancel(order_id)
+
+
+def _unreadable_loop(tmp_path: Path, broker: FakeBroker, limit: int = 3) -> LiveLoop:
+    config = LiveConfig(max_unreadable_order_cycles=limit)
+    loop = LiveLoop(
+        broker, ScriptedPolicy(PASSIVE_MSFT), ["MSFT"], tmp_path / "s.json", config=config, reset=True
+    )
+    loop.cancel_confirm_s = 0.0  # one look, no wait
+    return loop
+
+
+def test_an_order_unreadable_for_the_limit_of_cycles_stops_the_loop_naming_it(tmp_path: Path) -> None:
+    """A resting MSFT order (``o1``) the broker cannot read holds MSFT on every cycle; on the third
+    unreadable cycle in a row (the limit) the loop stops, naming the order's client id, its symbol and
+    the last error, before it cancels, submits or saves anything else; the state keeps the order."""
+    broker = _Unreadable(100_000.0, PRICES)
+    loop = _unreadable_loop(tmp_path, broker)
+    first = loop.cycle(T0)  # a 12-share buy limit rests at the bid
+    broker.broken = {"o1"}
+    loop.cycle(T0 + timedelta(hours=1))
+    loop.cycle(T0 + timedelta(hours=2))
+    tries = len(broker.tries)
+    client_id = f"rt-{first.cycle_id}-MSFT"
+    with pytest.raises(
+        UnreadableOrderError,
+        match=rf"order '{client_id}' \(MSFT, broker id o1\) unreadable for 3 cycles, last error: .*HTTP 503",
+    ):
+        loop.cycle(T0 + timedelta(hours=3))
+    assert broker.tries[tries:] == ["order o1"]  # the stopping cycle read it; no cancel, no order
+    assert len(broker.submitted) == 1
+    assert [(p["client_order_id"], p["unreadable_cycles"]) for p in _pending(tmp_path / "s.json")] == [
+        (client_id, 3)
+    ]
+
+
+def test_a_restart_after_the_stop_still_knows_the_unreadable_order(tmp_path: Path) -> None:
+    broker = _Unreadable(100_000.0, PRICES)
+    with _unreadable_loop(tmp_path, broker, limit=1) as loop:
+        loop.cycle(T0)
+        broker.broken = {"o1"}
+        with pytest.raises(UnreadableOrderError):
+            loop.cycle(T0 + timedelta(hours=1))
+    with _unreadable_loop(tmp_path, broker, limit=1) as restarted:
+        with pytest.raises(UnreadableOrderError, match="unreadable for 2 cycles"):
+            restarted.cycle(T0 + timedelta(hours=2))
+        broker.broken = set()  # readable again: still resting, so the new decision cancels it first
+        restarted.cycle(T0 + timedelta(hours=3))
+    assert broker.cancelled == ["o1"] and [p.symbol for p in broker.submitted] == ["MSFT", "MSFT"]
+
+
+def _unreadable_counts(state_file: Path) -> dict[str, int | None]:
+    return {p["order_id"]: p.get("unreadable_cycles") for p in _pending(state_file)}
+
+
+def test_a_successful_read_resets_the_unreadable_count(tmp_path: Path) -> None:
+    broker = _Unreadable(100_000.0, PRICES)
+    loop = _unreadable_loop(tmp_path, broker)
+    loop.cycle(T0)
+    broker.broken = {"o1"}
+    for hour in (1, 2):
+        loop.cycle(T0 + timedelta(hours=hour))
+    assert _unreadable_counts(tmp_path / "s.json")["o1"] == 2
+    broker.broken = set()
+    loop.cycle(T0 + timedelta(hours=3))  # o1 read (and cancelled); a new MSFT order o2 goes out
+    assert _unreadable_counts(tmp_path / "s.json")["o1"] is None
+    broker.broken = {"o1"}
+    for hour in (4, 5):  # two more: 2 in a row, not 4, so under the limit of 3
+        loop.cycle(T0 + timedelta(hours=hour))
+    assert _unreadable_counts(tmp_path / "s.json")["o1"] == 2
+
+
+def test_raytrade_live_ends_on_an_unreadable_order_instead_of_cycling_on(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``raytrade live`` keeps cycling through a failed cycle (a broker hiccup), but not through the
+    stop: the error reaches the command, which exits with status 2 and the message."""
+    from raytrade.cluster import live as live_cli
+
+    class _Stopping:
+        def cycle(self) -> None:
+            raise UnreadableOrderError("live loop stopped: order 'rt-x' (MSFT, broker id o1) unreadable")
+
+    def _no_sleep(seconds: float) -> None:
+        raise AssertionError(f"the loop cycled on ({seconds} s sleep) after the stop")
+
+    monkeypatch.setattr(live_cli.time, "sleep", _no_sleep)
+    with pytest.raises(UnreadableOrderError):
+        live_cli._run(_Stopping(), once=False, every_minutes=1.0)  # type: ignore[arg-type]
 
 
 # ------------------------------------------------------------------ the order record comes first
