@@ -41,7 +41,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import gymnasium as gym
@@ -151,6 +151,8 @@ class DecisionService:
         ks = self.env_cfg.sim.kill_switch
         self._kill_trigger = self.config.kill_drawdown or (ks.trigger_drawdown if ks.enabled else None)
         self._ts = data.ts.astype("datetime64[us]")
+        self._ts_us = self._ts.astype(np.int64)  # microseconds since the epoch, for the bar look-up
+        self._bar_times: dict[int, datetime] = {}
         self.gated = isinstance(self.env_cfg, GatedEnvConfig)
         self._gate: GateState | None = None  # the contract's gate, sigma and kelly per bar (gated policy)
         if isinstance(self.env_cfg, GatedEnvConfig):
@@ -256,7 +258,7 @@ class DecisionService:
                 f"{unknown[0]!r} is not in the model's universe ({len(self.universe)} symbols: {shown})",
             )
         as_of = request.as_of or now
-        bar = int(np.searchsorted(self._ts, _naive_utc(as_of), side="right")) - 1
+        bar = int(np.searchsorted(self._ts_us, _utc_us(as_of), side="right")) - 1
         if bar < 0:
             first = _utc(self._ts[0]).isoformat()
             raise RequestError(("as_of",), f"{as_of.isoformat()} precedes the data's first bar {first}")
@@ -289,11 +291,17 @@ class DecisionService:
                 tradeable[i] = True
         return Prepared(request, as_of, bar, w_now, tradeable, external, sorted(unmanaged), hold)
 
+    def _bar_time(self, bar: int) -> datetime:
+        """The UTC time of ``bar`` (cached: every answer is dated by its bar, nearly always the last)."""
+        if (cached := self._bar_times.get(bar)) is None:
+            cached = self._bar_times[bar] = _utc(self._ts[bar])
+        return cached
+
     def _stale_reason(self, p: Prepared) -> str | None:
         limit = self.config.max_feature_age_hours
         if limit is None:
             return None
-        bar_time = _utc(self._ts[p.bar])
+        bar_time = self._bar_time(p.bar)
         age_h = (p.as_of - bar_time).total_seconds() / 3600.0
         if age_h > limit:
             return f"features are from {bar_time.isoformat()}, {age_h:.0f} h old (limit {limit:g} h): holding"
@@ -423,7 +431,8 @@ class DecisionService:
         # The answer is validated in one call (nested dicts, pydantic-core): the same checks as a
         # SymbolDecision per symbol, a fraction of the cost (the arrays are read as Python floats once).
         decisions: dict[str, dict[str, Any]] = {}
-        equity, price_of, hold = p.request.account.equity, p.request.reference_price, p.hold_reason
+        equity, hold = p.request.account.equity, p.hold_reason
+        prices = p.request.reference_prices(self.universe)
         w_target, w_now, conf = weights.tolist(), p.w_now.tolist(), confidence.tolist()
         mode_of = None if modes is None else modes.tolist()
         for i, sym in enumerate(self.universe):
@@ -441,7 +450,7 @@ class DecisionService:
                 reason = "kill switch: unwind only"
             decisions[sym] = {
                 "target_weight": w,
-                "target_qty": target_quantity(w, equity, price_of(sym)),
+                "target_qty": target_quantity(w, equity, prices[i]),
                 "current_weight": w_now[i],
                 "side": "flat" if flat else ("long" if w > 0 else "short"),
                 "gate_mode": mode,
@@ -455,7 +464,7 @@ class DecisionService:
                 "model": self.model_ref,
                 "model_version": self.handle.version,
                 "as_of": p.as_of,
-                "features_as_of": _utc(self._ts[p.bar]),
+                "features_as_of": self._bar_time(p.bar),
                 "decisions": decisions,
                 "gross_exposure": float(np.abs(weights).sum()),
                 "kill_switch_active": kill,
@@ -483,8 +492,13 @@ def action_confidence(module: Any, dist_inputs: Any) -> np.ndarray:
     return probs.max(dim=-1).values.numpy()
 
 
-def _naive_utc(ts: datetime) -> np.datetime64:
-    return np.datetime64(ts.astimezone(UTC).replace(tzinfo=None), "us")
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
+
+
+def _utc_us(ts: datetime) -> int:
+    """An aware datetime as integer microseconds since the epoch (exact: no float on the way)."""
+    return (ts - _EPOCH) // _MICROSECOND
 
 
 def _utc(ts: np.datetime64) -> datetime:

@@ -14,6 +14,7 @@ holds every position where it is: no new risk.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Annotated, Final, Literal
 from uuid import uuid4
@@ -89,6 +90,11 @@ class Position(_Strict):
         return -abs(self.market_value) if self.side == "short" else abs(self.market_value)
 
 
+def _two_sided(bid: float | None, ask: float | None) -> bool:
+    """The loop's quote rule: both sides present, the bid positive, the ask not below it."""
+    return bid is not None and ask is not None and bid > 0 and ask >= bid
+
+
 class SymbolSnapshot(_Strict):
     """The loop's analysis row for one symbol: the fields the service reads (others are ignored)."""
 
@@ -107,21 +113,21 @@ class SymbolSnapshot(_Strict):
 
     def has_quote(self) -> bool:
         """A two-sided, uncrossed quote (the loop's rule: missing or non-positive prices = no quote)."""
-        bid, ask = self.bid_price, self.ask_price
-        return bid is not None and ask is not None and bid > 0 and ask >= bid
+        return _two_sided(self.bid_price, self.ask_price)
 
     def mid(self) -> float | None:
         """``(bid + ask) / 2`` of a quote (:meth:`has_quote`), else None."""
-        if self.bid_price is None or self.ask_price is None or not self.has_quote():
+        bid, ask = self.bid_price, self.ask_price
+        if bid is None or ask is None or not _two_sided(bid, ask):
             return None
-        return 0.5 * (self.bid_price + self.ask_price)
+        return 0.5 * (bid + ask)
 
     def quoted_spread_bps(self) -> float | None:
         """``(ask - bid) / mid`` in bps from the quote itself, or None without a quote."""
-        mid = self.mid()
-        if mid is None or self.bid_price is None or self.ask_price is None:
+        bid, ask = self.bid_price, self.ask_price
+        if bid is None or ask is None or not _two_sided(bid, ask):
             return None
-        return (self.ask_price - self.bid_price) / mid * 1e4
+        return (ask - bid) / (0.5 * (bid + ask)) * 1e4
 
     def price(self) -> float | None:
         """The price a weight is turned into units with: the mid, else ``last_close``, else None."""
@@ -171,11 +177,18 @@ class ActRequest(_Strict):
     def reference_price(self, symbol: str) -> float | None:
         """``symbol``'s price for quantities: its row's :meth:`SymbolSnapshot.price`, else the
         position's ``current_price`` (the broker's last), else None."""
-        row = self.analysis.get(symbol)
-        price = row.price() if row is not None else None
-        if price is None:
-            price = next((p.current_price for p in self.positions if p.symbol == symbol), None)
-        return price
+        return self.reference_prices([symbol])[0]
+
+    def reference_prices(self, symbols: Iterable[str]) -> list[float | None]:
+        """:meth:`reference_price` of each of ``symbols`` (the positions' prices looked up once: the
+        service prices every symbol of every answer)."""
+        held = {p.symbol: p.current_price for p in self.positions}
+        prices: list[float | None] = []
+        for symbol in symbols:
+            row = self.analysis.get(symbol)
+            price = row.price() if row is not None else None
+            prices.append(held.get(symbol) if price is None else price)
+        return prices
 
 
 def target_quantity(weight: float, equity: float, price: float | None) -> float | None:
