@@ -926,8 +926,15 @@ def _wait_idle(holder: Any, timeout: float = 30.0) -> None:
         time.sleep(0.05)
 
 
+@pytest.fixture
+def unfrozen() -> Iterator[None]:
+    """A replica's load freezes the heap (``serve.heap``); the test process gets it back unfrozen."""
+    yield
+    gc.unfreeze()
+
+
 def test_a_replica_follows_latest_and_keeps_serving_when_a_version_cannot_be_loaded(
-    registry: Path, ppo_smoke_run: Path, tmp_path: Path
+    registry: Path, ppo_smoke_run: Path, tmp_path: Path, unfrozen: None
 ) -> None:
     import shutil
 
@@ -956,7 +963,7 @@ def test_a_replica_follows_latest_and_keeps_serving_when_a_version_cannot_be_loa
 
 
 def test_a_replica_refuses_a_version_that_fails_its_probe(
-    registry: Path, ppo_smoke_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    registry: Path, ppo_smoke_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, unfrozen: None
 ) -> None:
     import shutil
 
