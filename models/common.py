@@ -197,9 +197,12 @@ def cross_sectional_zscore(x: torch.Tensor, mask: torch.Tensor, eps: float = 1e-
     return (x - mean) / torch.sqrt(var + eps) * m
 
 
-def asset_inputs(obs: PortfolioObs) -> torch.Tensor:
-    """Per-asset network input ``[B, N, 2F + 1]``: z-score, ``asinh`` of raw features, current weight."""
-    z = cross_sectional_zscore(obs.features, obs.mask)
+def asset_inputs(obs: PortfolioObs, z: torch.Tensor | None = None) -> torch.Tensor:
+    """Per-asset network input ``[B, N, 2F + 1]``: z-score, ``asinh`` of raw features, current weight.
+
+    ``z``: ``cross_sectional_zscore(obs.features, obs.mask)`` when the caller has it already.
+    """
+    z = cross_sectional_zscore(obs.features, obs.mask) if z is None else z
     raw = torch.asinh(obs.features) * obs.mask.unsqueeze(-1).to(obs.features.dtype)
     return torch.cat([z, raw, obs.weights.unsqueeze(-1)], dim=-1)
 
