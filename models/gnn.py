@@ -50,6 +50,7 @@ from raytrade.models.common import (
     masked_mean,
     mlp,
     project_scores,
+    run_mlp,
     scale_last_layer,
     split_obs,
     validate_model_config,
@@ -212,7 +213,7 @@ class GraphEncoder(nn.Module):
             sim = profile_similarity(z)
         else:
             sim = feature_similarity(obs.features[..., list(self.cfg.similarity_features)], obs.mask)
-        x = self.inp(asset_inputs(obs, z))
+        x = run_mlp(self.inp, asset_inputs(obs, z))
         if not torch.is_grad_enabled():
             graph = dense_graph(topk_neighbours(sim, obs.mask, self.cfg.top_k))
             for conv in self.convs:
@@ -245,7 +246,7 @@ class GNNModule(TorchRLModule, ValueFunctionAPI, InferenceOnlyAPI):
         h = self.encoder(obs)
         ctx = masked_mean(h, obs.mask)
         head_in = head_input(h, ctx, obs.portfolio)
-        return obs, self.score_head(head_in).squeeze(-1), torch.cat([ctx, obs.portfolio], dim=-1)
+        return obs, run_mlp(self.score_head, head_in).squeeze(-1), torch.cat([ctx, obs.portfolio], dim=-1)
 
     def weights(self, obs: torch.Tensor | dict[str, torch.Tensor]) -> torch.Tensor:
         """Deterministic feasible weights ``[B, N]`` (projection of the Gaussian mean)."""

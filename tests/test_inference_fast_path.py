@@ -96,8 +96,9 @@ def _ref_gatv2_dense(conv: Any, x: torch.Tensor, src: Any, sim: Any, keep: Any) 
     return out + conv.bias
 
 
-def _ref_outputs(module: Any, raw: Any) -> dict[str, torch.Tensor]:
-    """``_forward_inference``'s outputs of a ``ppo_mlp``/``distributional``/``gnn`` module, stated plainly."""
+def _ref_scores(module: Any, raw: Any) -> tuple[PortfolioObs, torch.Tensor, torch.Tensor]:
+    """``(obs, scores, log_std)`` of a ``ppo_mlp``/``distributional``/``gnn`` module, stated plainly
+    (the GNN's dense layers: call it under no-grad for that family)."""
     obs = _ref_split_obs(raw, module.n_features)
     if hasattr(module, "policy"):  # ppo_mlp, distributional: the DeepSets encoder
         policy = module.policy
@@ -117,7 +118,12 @@ def _ref_outputs(module: Any, raw: Any) -> dict[str, torch.Tensor]:
             h = h + enc.act(_ref_gatv2_dense(conv, h, src, sim, keep))
         score_head, log_std = module.score_head, module.log_std
     ctx = _ref_masked_mean(h, obs.mask)
-    scores = score_head(_ref_head_input(h, ctx, obs.portfolio)).squeeze(-1)
+    return obs, score_head(_ref_head_input(h, ctx, obs.portfolio)).squeeze(-1), log_std
+
+
+def _ref_outputs(module: Any, raw: Any) -> dict[str, torch.Tensor]:
+    """``_forward_inference``'s outputs of a ``ppo_mlp``/``distributional``/``gnn`` module, stated plainly."""
+    obs, scores, log_std = _ref_scores(module, raw)
     return {
         Columns.ACTION_DIST_INPUTS: _ref_gaussian(scores, log_std, obs.mask),
         Columns.ACTIONS: _ref_project(scores, obs.mask, module.cfg.projection),
@@ -165,6 +171,21 @@ def test_inference_outputs_equal_the_plain_statement(family: str, flat: bool, ba
     for key in (Columns.ACTION_DIST_INPUTS, Columns.ACTIONS):
         assert torch.isfinite(out[key]).all()
         assert torch.equal(out[key], ref[key]), key
+
+
+@pytest.mark.parametrize("family", ["ppo_mlp", "distributional"])
+def test_training_outputs_and_gradients_equal_the_plain_statement(family: str) -> None:
+    module = build(family)
+    obs = _observations(module.n_features, 6)
+    out = module._forward_train({Columns.OBS: obs})[Columns.ACTION_DIST_INPUTS]
+    ref_obs, scores, log_std = _ref_scores(module, obs)
+    ref = _ref_gaussian(scores, log_std, ref_obs.mask)
+    assert torch.equal(out, ref)
+    weights = torch.linspace(-1, 1, out.numel()).reshape(out.shape)
+    params = list(module.policy.parameters())
+    grads = torch.autograd.grad((out * weights).sum(), params)
+    ref_grads = torch.autograd.grad((ref * weights).sum(), params)
+    assert all(torch.equal(g, r) for g, r in zip(grads, ref_grads, strict=True))
 
 
 @pytest.mark.parametrize("batch", [1, 6])
