@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from ray.rllib.core.columns import Columns
 
 from raytrade.envs.gym_envs import N_PORTFOLIO_STATE
-from raytrade.envs.projection import project_weights
+from raytrade.envs.projection import project_weights, project_weights_torch
 from raytrade.models.common import PortfolioObs, exploration_log_std, split_obs
 from raytrade.models.gnn import profile_similarity, topk_neighbours
 from tests.test_models import N_ASSETS, build, obs_batch
@@ -211,3 +211,16 @@ def test_profile_similarity_of_the_zscores_is_the_feature_similarity() -> None:
     zn = zc / (zc.norm(dim=-1, keepdim=True) + 1e-8)
     assert torch.equal(profile_similarity(z), zn @ zn.transpose(1, 2))
     assert np.isfinite(profile_similarity(z).numpy()).all()
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_no_grad_projection_is_the_numpy_projection_cast_by_torch(dtype: torch.dtype) -> None:
+    g = torch.Generator().manual_seed(3)
+    v = (0.7 * torch.randn(64, 16, generator=g)).to(dtype)
+    v[5, 2] = float("nan")
+    mask = torch.rand(64, 16, generator=g) > 0.25
+    with torch.no_grad():
+        w = project_weights_torch(v, 2.0, 0.4, False, mask=mask)
+    ref = project_weights(v.double().numpy(), 2.0, 0.4, False, mask.numpy())
+    ref[5] = np.nan  # a row with a non-finite score comes back all NaN
+    torch.testing.assert_close(w, torch.from_numpy(ref).to(dtype), atol=0, rtol=0, equal_nan=True)
