@@ -201,9 +201,9 @@ def cross_sectional_zscore(x: torch.Tensor, mask: torch.Tensor, eps: float = 1e-
 def _zscore(x: torch.Tensor, m: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
     """:func:`cross_sectional_zscore` with the mask as ``m = mask.unsqueeze(-1).to(x.dtype)``."""
     cnt = m.sum(1, keepdim=True).clamp(min=1.0)
-    centred = x - (x * m).sum(1, keepdim=True) / cnt
-    var = ((centred * m) ** 2).sum(1, keepdim=True) / cnt
-    return centred / torch.sqrt(var + eps) * m
+    mean = (x * m).sum(1, keepdim=True) / cnt
+    var = (((x - mean) * m) ** 2).sum(1, keepdim=True) / cnt
+    return (x - mean) / torch.sqrt(var + eps) * m
 
 
 def asset_inputs(obs: PortfolioObs, z: torch.Tensor | None = None) -> torch.Tensor:

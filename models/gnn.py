@@ -206,13 +206,19 @@ class GraphEncoder(nn.Module):
         """Node embeddings ``[B, N, H]``: through PyG's edge list when a gradient may be taken,
         through :func:`gatv2_dense` (the same layers, float rounding apart) under no-grad. The
         z-scores of the features are computed once, for the asset inputs and (without
-        ``similarity_features``) the similarity."""
+        ``similarity_features``) the similarity, unless a gradient with respect to the features is
+        wanted: sharing them (or computing them in another order) would sum that gradient's paths in
+        another order, a change of float rounding in ``serve.attribution``'s answers."""
         b, n, _ = obs.features.shape
-        z = cross_sectional_zscore(obs.features, obs.mask)
-        if self.cfg.similarity_features is None:
+        z: torch.Tensor | None = None
+        if self.cfg.similarity_features is None and not obs.features.requires_grad:
+            z = cross_sectional_zscore(obs.features, obs.mask)
             sim = profile_similarity(z)
-        else:
-            sim = feature_similarity(obs.features[..., list(self.cfg.similarity_features)], obs.mask)
+        else:  # a subset, or input gradients (serve.attribution): the graph they always took, in its order
+            sim_feats = obs.features
+            if self.cfg.similarity_features is not None:
+                sim_feats = sim_feats[..., list(self.cfg.similarity_features)]
+            sim = feature_similarity(sim_feats, obs.mask)
         x = run_mlp(self.inp, asset_inputs(obs, z))
         if not torch.is_grad_enabled():
             graph = dense_graph(topk_neighbours(sim, obs.mask, self.cfg.top_k))

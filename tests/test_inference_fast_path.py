@@ -16,7 +16,7 @@ from ray.rllib.core.columns import Columns
 from raytrade.envs.gym_envs import N_PORTFOLIO_STATE
 from raytrade.envs.projection import project_weights, project_weights_torch
 from raytrade.models.common import PortfolioObs, exploration_log_std, split_obs
-from raytrade.models.gnn import profile_similarity, topk_neighbours
+from raytrade.models.gnn import profile_similarity, topk_edges, topk_neighbours
 from tests.test_models import N_ASSETS, build, obs_batch
 
 # ------------------------------------------------------------------------------ the plain statement
@@ -98,7 +98,7 @@ def _ref_gatv2_dense(conv: Any, x: torch.Tensor, src: Any, sim: Any, keep: Any) 
 
 def _ref_scores(module: Any, raw: Any) -> tuple[PortfolioObs, torch.Tensor, torch.Tensor]:
     """``(obs, scores, log_std)`` of a ``ppo_mlp``/``distributional``/``gnn`` module, stated plainly
-    (the GNN's dense layers: call it under no-grad for that family)."""
+    (the GNN: PyG's edge list with grad enabled, the dense layers under no-grad)."""
     obs = _ref_split_obs(raw, module.n_features)
     if hasattr(module, "policy"):  # ppo_mlp, distributional: the DeepSets encoder
         policy = module.policy
@@ -112,10 +112,19 @@ def _ref_scores(module: Any, raw: Any) -> tuple[PortfolioObs, torch.Tensor, torc
         z = _ref_zscore(obs.features, obs.mask)
         zc = z - z.mean(-1, keepdim=True)
         zn = zc / (zc.norm(dim=-1, keepdim=True) + 1e-8)
-        src, sim, keep = topk_neighbours(zn @ zn.transpose(1, 2), obs.mask, enc.cfg.top_k)
+        sim = zn @ zn.transpose(1, 2)
         h = enc.inp(_ref_asset_inputs(obs))
-        for conv in enc.convs:
-            h = h + enc.act(_ref_gatv2_dense(conv, h, src, sim, keep))
+        if torch.is_grad_enabled():  # PyG's edge list
+            b, n, _ = h.shape
+            edge_index, edge_attr = topk_edges(sim, obs.mask, enc.cfg.top_k)
+            h = h.reshape(b * n, -1)
+            for conv in enc.convs:
+                h = h + enc.act(conv(h, edge_index, edge_attr))
+            h = h.reshape(b, n, -1)
+        else:
+            nb = topk_neighbours(sim, obs.mask, enc.cfg.top_k)
+            for conv in enc.convs:
+                h = h + enc.act(_ref_gatv2_dense(conv, h, nb.src, nb.sim, nb.keep))
         score_head, log_std = module.score_head, module.log_std
     ctx = _ref_masked_mean(h, obs.mask)
     return obs, score_head(_ref_head_input(h, ctx, obs.portfolio)).squeeze(-1), log_std
@@ -186,6 +195,24 @@ def test_training_outputs_and_gradients_equal_the_plain_statement(family: str) -
     grads = torch.autograd.grad((out * weights).sum(), params)
     ref_grads = torch.autograd.grad((ref * weights).sum(), params)
     assert all(torch.equal(g, r) for g, r in zip(grads, ref_grads, strict=True))
+
+
+@pytest.mark.parametrize("family", ["ppo_mlp", "gnn"])
+def test_input_gradients_equal_the_plain_statement(family: str) -> None:
+    """``serve.attribution`` differentiates the dist inputs with respect to the observation."""
+    module = build(family)
+    module.eval()
+    obs = _observations(module.n_features, 6)
+    x, x_ref = obs.clone().requires_grad_(True), obs.clone().requires_grad_(True)
+    out = module._forward({Columns.OBS: x})[Columns.ACTION_DIST_INPUTS]
+    ref_obs, scores, log_std = _ref_scores(module, x_ref)
+    ref = _ref_gaussian(scores, log_std, ref_obs.mask)
+    assert torch.equal(out, ref)
+    weights = torch.linspace(-1, 1, out.numel()).reshape(out.shape)
+    (grad,) = torch.autograd.grad((out * weights).sum(), x)
+    (ref_grad,) = torch.autograd.grad((ref * weights).sum(), x_ref)
+    assert torch.isfinite(grad).all()
+    assert torch.equal(grad, ref_grad)
 
 
 @pytest.mark.parametrize("batch", [1, 6])
