@@ -426,7 +426,10 @@ def project_weights(
 ) -> np.ndarray:
     """Project proposed weights ``w [..., N]`` onto the gross / per-asset / long-only / mask set."""
     w = np.asarray(w, dtype=np.float64)
-    m = np.ones(w.shape, dtype=bool) if mask is None else np.broadcast_to(mask, w.shape)
+    if mask is None:
+        m = np.ones(w.shape, dtype=bool)
+    else:
+        m = mask if np.shape(mask) == w.shape else np.broadcast_to(mask, w.shape)
     lower, upper = weight_bounds(m, per_asset_cap, long_only)
     return project_box_l1(w, lower, upper, gross_cap, group, group_cap)
 
@@ -492,20 +495,28 @@ def _compiled_path(v: torch.Tensor, *args: object) -> bool:
 
 
 def _as_numpy(x: Any) -> Any:
-    """A tensor argument as a float64 (bool for a bool tensor) numpy array; anything else unchanged."""
+    """A tensor argument as a float64 (bool for a bool tensor) numpy array; anything else unchanged.
+    A float32 tensor is widened by numpy (exact, as torch's cast; a fraction of its call cost)."""
     if not isinstance(x, torch.Tensor):
         return x
     x = x.detach()
-    return x.numpy() if x.dtype == torch.bool else x.to(torch.float64).numpy()
+    if x.dtype == torch.bool:
+        return x.numpy()
+    if x.dtype == torch.float32:
+        return x.numpy().astype(np.float64)
+    return x.to(torch.float64).numpy()
 
 
 def _from_numpy(w: np.ndarray, v: np.ndarray, like: torch.Tensor) -> torch.Tensor:
     """The compiled answer ``w`` for input ``v`` as a tensor of ``like``'s dtype, every row of ``v``
     that holds a NaN or an infinity all NaN: a non-finite score is a broken model, and serving's
-    check (``serve.decide``) must see it rather than weights the search made up around it."""
-    broken = ~np.isfinite(v).all(axis=-1)
-    if broken.any():
-        w[broken] = np.nan
+    check (``serve.decide``) must see it rather than weights the search made up around it. A float32
+    answer is rounded by numpy (the same round-to-nearest as torch's cast)."""
+    finite = np.isfinite(v)
+    if not finite.all():
+        w[~finite.all(axis=-1)] = np.nan
+    if like.dtype == torch.float32:
+        return torch.from_numpy(w.astype(np.float32))
     return torch.from_numpy(w).to(like.dtype)
 
 

@@ -50,6 +50,7 @@ from raytrade.models.common import (
     masked_mean,
     mlp,
     project_scores,
+    run_mlp,
     scale_last_layer,
     split_obs,
     validate_model_config,
@@ -75,7 +76,12 @@ class GNNConfig(BaseModel):
 
 def feature_similarity(features: torch.Tensor, mask: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
     """``[B, N, N]`` correlation across features of the cross-sectionally standardised profiles."""
-    z = cross_sectional_zscore(features, mask)
+    return profile_similarity(cross_sectional_zscore(features, mask), eps)
+
+
+def profile_similarity(z: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+    """:func:`feature_similarity` from the cross-sectional z-scores ``z [B, N, F]`` themselves (the
+    encoder's asset inputs hold the same z-scores: it computes them once for both)."""
     zc = z - z.mean(-1, keepdim=True)
     zn = zc / (zc.norm(dim=-1, keepdim=True) + eps)
     return zn @ zn.transpose(1, 2)
@@ -118,10 +124,34 @@ def topk_edges(sim: torch.Tensor, mask: torch.Tensor, k: int) -> tuple[torch.Ten
     return edge_index, vals[keep].unsqueeze(-1)
 
 
-def gatv2_dense(conv: GATv2Conv, x: torch.Tensor, nb: Neighbours) -> torch.Tensor:
+class DenseGraph(NamedTuple):
+    """The :class:`Neighbours` graph in the form every :func:`gatv2_dense` layer reads, built once per
+    forward (:func:`dense_graph`) rather than once per layer: it depends on the graph, not on ``x``."""
+
+    src: torch.Tensor
+    """``[B * N * k]`` long: each neighbour's row in the flattened ``[B * N, ...]`` node features."""
+    attr: torch.Tensor
+    """``[B, N, k + 1, 1, 1]``: the edge attributes (0 on padding), the self loop's last."""
+    blocked: torch.Tensor
+    """``[B, N, k + 1, 1]`` bool: padding (no edge), left out of the softmax."""
+
+
+def dense_graph(nb: Neighbours) -> DenseGraph:
+    """:class:`DenseGraph` of ``nb``: PyG's self loops added (attribute: the mean of the node's
+    incoming ones, its ``'mean'`` fill; 0 without any)."""
+    b, n, _ = nb.src.shape
+    keep = nb.keep.to(nb.sim.dtype)
+    attr = torch.where(nb.keep, nb.sim, 0.0)
+    loop_attr = attr.sum(-1, keepdim=True) / keep.sum(-1, keepdim=True).clamp(min=1.0)
+    src = (nb.src + (torch.arange(b, device=nb.src.device) * n).view(b, 1, 1)).reshape(-1)
+    real = torch.cat([nb.keep, nb.keep.new_ones(b, n, 1)], dim=-1).unsqueeze(-1)
+    return DenseGraph(src, torch.cat([attr, loop_attr], dim=-1)[..., None, None], ~real)
+
+
+def gatv2_dense(conv: GATv2Conv, x: torch.Tensor, graph: DenseGraph) -> torch.Tensor:
     """``conv(x, edge_index, edge_attr)`` of the :func:`topk_edges` graph, computed on the dense
-    ``[B, N, k + 1]`` neighbour layout (the ``k`` neighbours plus the self loop GATv2 adds) instead
-    of PyG's edge list: ``x [B, N, D]`` -> ``[B, N, heads * C]``.
+    ``[B, N, k + 1]`` neighbour layout (:func:`dense_graph`: the ``k`` neighbours plus the self loop
+    GATv2 adds) instead of PyG's edge list: ``x [B, N, D]`` -> ``[B, N, heads * C]``.
 
     The same maths as PyG's ``GATv2Conv`` (``share_weights=False``, ``concat=True``, self loops
     whose edge attribute is the mean of the node's incoming ones, 0 without any): for target ``i``
@@ -130,27 +160,23 @@ def gatv2_dense(conv: GATv2Conv, x: torch.Tensor, nb: Neighbours) -> torch.Tenso
     list's scatter/gather (and the ``nonzero`` that builds it) a decision costs a few large tensor
     ops instead of dozens of small ones. Sums run in another order than PyG's, so the outputs agree
     to float rounding only; training keeps PyG's path (its gradients unchanged), this one serves
-    the no-grad forwards.
+    the no-grad forwards. ``lin_l``/``lin_r`` are PyG ``Linear`` layers, whose forward is
+    ``F.linear``: called as that, without the module call's overhead.
     """
     b, n, _ = x.shape
     heads, c = conv.heads, conv.out_channels
-    x_l = conv.lin_l(x).view(b, n, heads, c)
-    x_r = conv.lin_r(x).view(b, n, heads, c)
-    keep = nb.keep.to(x.dtype)
-    attr = torch.where(nb.keep, nb.sim, torch.zeros_like(nb.sim))
-    loop_attr = attr.sum(-1, keepdim=True) / keep.sum(-1, keepdim=True).clamp(min=1.0)  # PyG's 'mean' fill
-    flat_src = (nb.src + (torch.arange(b, device=x.device) * n).view(b, 1, 1)).reshape(-1)
-    x_src = x_l.reshape(b * n, heads, c).index_select(0, flat_src).view(b, n, -1, heads, c)
+    x_l = F.linear(x, conv.lin_l.weight, conv.lin_l.bias).view(b, n, heads, c)
+    x_r = F.linear(x, conv.lin_r.weight, conv.lin_r.bias).view(b, n, heads, c)
+    x_src = x_l.reshape(b * n, heads, c).index_select(0, graph.src).view(b, n, -1, heads, c)
     x_j = torch.cat([x_src, x_l.unsqueeze(2)], dim=2)  # [B, N, k + 1, H, C]
     # lin_edge maps a scalar attribute (PyG builds it without bias): ``a * W[:, 0]`` is its product
     lin_edge = conv.lin_edge
-    e = torch.cat([attr, loop_attr], dim=-1)[..., None, None] * lin_edge.weight[:, 0].view(heads, c)
+    e = graph.attr * lin_edge.weight[:, 0].view(heads, c)
     if lin_edge.bias is not None:
         e = e + lin_edge.bias.view(heads, c)
     z = F.leaky_relu(x_r.unsqueeze(2) + x_j + e, conv.negative_slope)
     logits = (z * conv.att).sum(-1)  # [B, N, k + 1, H]
-    real = torch.cat([nb.keep, nb.keep.new_ones(b, n, 1)], dim=-1).unsqueeze(-1)
-    alpha = torch.softmax(logits.masked_fill(~real, float("-inf")), dim=2)
+    alpha = torch.softmax(logits.masked_fill(graph.blocked, float("-inf")), dim=2)
     out = (alpha.unsqueeze(-1) * x_j).sum(2).reshape(b, n, heads * c)
     if conv.res is not None:
         out = out + conv.res(x)
@@ -178,17 +204,26 @@ class GraphEncoder(nn.Module):
 
     def forward(self, obs: PortfolioObs) -> torch.Tensor:
         """Node embeddings ``[B, N, H]``: through PyG's edge list when a gradient may be taken,
-        through :func:`gatv2_dense` (the same layers, float rounding apart) under no-grad."""
+        through :func:`gatv2_dense` (the same layers, float rounding apart) under no-grad. The
+        z-scores of the features are computed once, for the asset inputs and (without
+        ``similarity_features``) the similarity, unless a gradient with respect to the features is
+        wanted: sharing them (or computing them in another order) would sum that gradient's paths in
+        another order, a change of float rounding in ``serve.attribution``'s answers."""
         b, n, _ = obs.features.shape
-        sim_feats = obs.features
-        if self.cfg.similarity_features is not None:
-            sim_feats = sim_feats[..., list(self.cfg.similarity_features)]
-        sim = feature_similarity(sim_feats, obs.mask)
-        x = self.inp(asset_inputs(obs))
+        z: torch.Tensor | None = None
+        if self.cfg.similarity_features is None and not obs.features.requires_grad:
+            z = cross_sectional_zscore(obs.features, obs.mask)
+            sim = profile_similarity(z)
+        else:  # a subset, or input gradients (serve.attribution): the graph they always took, in its order
+            sim_feats = obs.features
+            if self.cfg.similarity_features is not None:
+                sim_feats = sim_feats[..., list(self.cfg.similarity_features)]
+            sim = feature_similarity(sim_feats, obs.mask)
+        x = run_mlp(self.inp, asset_inputs(obs, z))
         if not torch.is_grad_enabled():
-            nb = topk_neighbours(sim, obs.mask, self.cfg.top_k)
+            graph = dense_graph(topk_neighbours(sim, obs.mask, self.cfg.top_k))
             for conv in self.convs:
-                x = x + self.act(gatv2_dense(conv, x, nb))
+                x = x + self.act(gatv2_dense(conv, x, graph))
             return x
         edge_index, edge_attr = topk_edges(sim, obs.mask, self.cfg.top_k)
         x = x.reshape(b * n, -1)
@@ -217,7 +252,7 @@ class GNNModule(TorchRLModule, ValueFunctionAPI, InferenceOnlyAPI):
         h = self.encoder(obs)
         ctx = masked_mean(h, obs.mask)
         head_in = head_input(h, ctx, obs.portfolio)
-        return obs, self.score_head(head_in).squeeze(-1), torch.cat([ctx, obs.portfolio], dim=-1)
+        return obs, run_mlp(self.score_head, head_in).squeeze(-1), torch.cat([ctx, obs.portfolio], dim=-1)
 
     def weights(self, obs: torch.Tensor | dict[str, torch.Tensor]) -> torch.Tensor:
         """Deterministic feasible weights ``[B, N]`` (projection of the Gaussian mean)."""

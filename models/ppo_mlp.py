@@ -44,6 +44,7 @@ from raytrade.models.common import (
     mlp,
     n_assets_of,
     project_scores,
+    run_mlp,
     scale_last_layer,
     split_obs,
     validate_model_config,
@@ -83,7 +84,7 @@ class ScorePolicy(nn.Module):
         obs = split_obs(raw_obs, self.n_features)
         h, ctx = self.encoder(obs)
         head_in = head_input(h, ctx, obs.portfolio)
-        scores = self.score_head(head_in).squeeze(-1)
+        scores = run_mlp(self.score_head, head_in).squeeze(-1)
         return obs, scores, torch.cat([ctx, obs.portfolio], dim=-1)
 
     def dist_inputs(self, obs: PortfolioObs, scores: torch.Tensor) -> torch.Tensor:
