@@ -23,6 +23,7 @@ from raytrade.cluster.errors import one_line_errors
 from raytrade.cluster.options import caps_options, exposure_caps
 from raytrade.models.registry import DEFAULT_REGISTRY, resolve
 from raytrade.replay.remote import location
+from raytrade.serve.batcher import DEFAULT_BUSY_WAIT_MS
 
 
 @click.command("serve")
@@ -57,6 +58,14 @@ from raytrade.replay.remote import location
     "meanwhile go in the next batch).",
 )
 @click.option(
+    "--busy-wait-ms",
+    type=click.FloatRange(0, 1000),
+    default=DEFAULT_BUSY_WAIT_MS,
+    show_default=True,
+    help="The same fill wait, paid only while requests overlap: a lone client never waits, a loaded "
+    "replica decides several requests per forward (0: off).",
+)
+@click.option(
     "--max-body-bytes",
     type=click.IntRange(1024, 64 << 20),
     default=1 << 20,
@@ -88,6 +97,7 @@ def serve_command(
     kill_drawdown: float | None,
     max_batch_size: int,
     batch_wait_ms: float,
+    busy_wait_ms: float,
     max_body_bytes: int,
     docs: bool,
     max_as_of_skew_s: float,
@@ -126,6 +136,7 @@ def serve_command(
         decide=decide,
         max_batch_size=max_batch_size,
         batch_wait_ms=batch_wait_ms,
+        busy_wait_ms=busy_wait_ms,
     )
     http = HttpConfig(max_body_bytes=max_body_bytes, docs=docs, max_as_of_skew_s=max_as_of_skew_s or None)
     app = build_app(

@@ -32,6 +32,7 @@ class BuilderArgs(BaseModel):
     max_feature_age_hours: float = Field(96.0, ge=0, description="0: never stale")
     max_batch_size: int = Field(16, ge=1)
     batch_wait_ms: float = Field(ServiceConfig.model_fields["batch_wait_ms"].default, ge=0)
+    busy_wait_ms: float = Field(ServiceConfig.model_fields["busy_wait_ms"].default, ge=0)
     max_as_of_skew_s: float = Field(900.0, ge=0, description="0: any as_of")
     max_body_bytes: int = Field(1 << 20, ge=1024)
     docs: bool = False
@@ -63,6 +64,7 @@ def app_builder(args: dict[str, str]) -> Any:
         decide=ServeConfig(max_feature_age_hours=parsed.max_feature_age_hours or None, caps=parsed.caps),
         max_batch_size=parsed.max_batch_size,
         batch_wait_ms=parsed.batch_wait_ms,
+        busy_wait_ms=parsed.busy_wait_ms,
     )
     key = registry_key_reader()  # a weak key ends here
     return build_app(

@@ -62,7 +62,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from ray import serve
 
-from raytrade.serve.batcher import DrainBatcher
+from raytrade.serve.batcher import DEFAULT_BUSY_WAIT_MS, DrainBatcher
 from raytrade.serve.decide import DecisionService, Prepared, RequestError, ServeConfig, serving_market_data
 from raytrade.serve.guard import GuardMiddleware, check_token, token_digest
 from raytrade.serve.heap import LateFreeze, settle
@@ -89,6 +89,13 @@ class ServiceConfig(BaseModel):
         le=1000,
         description="how long a batch that is not full waits to fill before it is decided (0: at once; "
         "requests that arrive while a batch is decided go in the next one)",
+    )
+    busy_wait_ms: float = Field(
+        DEFAULT_BUSY_WAIT_MS,
+        ge=0,
+        le=1000,
+        description="the same fill wait, paid only while requests overlap (serve.batcher: a lone client "
+        "never waits; under load it turns batches of one into batches of several); 0: off",
     )
 
 
@@ -362,7 +369,7 @@ class PolicyService:
         """Apply a new ``user_config``: load the policy it names and swap it in."""
         cfg = ServiceConfig.model_validate(user_config)
         self._holder.configure(cfg)
-        self._batcher.configure(cfg.max_batch_size, cfg.batch_wait_ms / 1000.0)
+        self._batcher.configure(cfg.max_batch_size, cfg.batch_wait_ms / 1000.0, cfg.busy_wait_ms / 1000.0)
 
     def check_health(self) -> None:
         """Serve's periodic probe: raises if unusable; starts a reload when the sources changed."""

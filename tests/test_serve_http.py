@@ -285,6 +285,41 @@ def test_a_fill_wait_collects_calls_arriving_within_it() -> None:
     assert asyncio.run(two(0.1)) == [[1, 2]]
 
 
+def test_the_busy_wait_is_paid_only_while_calls_overlap() -> None:
+    from raytrade.serve.batcher import BUSY_SHARE, DrainBatcher
+
+    async def scenario(busy_wait_s: float) -> tuple[list[float], list[list[int]], list[float]]:
+        batches: list[list[int]] = []
+        batcher: DrainBatcher[int, int] = DrainBatcher(
+            lambda items: batches.append(items) or items, max_batch_size=16, busy_wait_s=busy_wait_s
+        )
+        loop = asyncio.get_running_loop()
+        alone = []
+        for i in range(3):  # a lone client: no call finds another waiting, none waits
+            start = loop.time()
+            await batcher(i)
+            alone.append(loop.time() - start)
+        assert batcher.overlap == 0.0
+        await asyncio.gather(*(batcher(i) for i in range(10, 20)))  # ten at once: nine overlap
+        assert batcher.overlap >= BUSY_SHARE
+        batches.clear()
+        first = asyncio.ensure_future(batcher(1))
+        await asyncio.sleep(0.01)
+        await asyncio.gather(first, batcher(2))
+        pair = list(batches)
+        fills = []
+        for i in range(30):  # alone again: the overlap fades and the wait with it
+            await batcher(100 + i)
+            fills.append(batcher.fill_wait_s())
+        return alone, pair, fills
+
+    alone, batches, fills = asyncio.run(scenario(0.1))
+    assert max(alone) < 0.1
+    assert batches == [[1, 2]]  # the second call arrived within the first's busy wait
+    assert fills[0] == 0.1 and fills[-1] == 0.0
+    assert asyncio.run(scenario(0.0))[1] == [[1], [2]]
+
+
 def test_a_failing_batch_fails_its_callers_only_and_the_next_batch_is_decided() -> None:
     from raytrade.serve.batcher import DrainBatcher
 
@@ -328,6 +363,8 @@ def test_batch_limits_are_checked_naming_the_value() -> None:
         DrainBatcher(list, max_batch_size=0)
     with pytest.raises(ValueError, match="wait_s must be >= 0, got -0.001"):
         DrainBatcher(list, max_batch_size=1, wait_s=-0.001)
+    with pytest.raises(ValueError, match="busy_wait_s must be >= 0, got -1"):
+        DrainBatcher(list, max_batch_size=1, busy_wait_s=-1)
 
 
 def test_every_deploy_path_defaults_to_no_fill_wait() -> None:
@@ -339,3 +376,9 @@ def test_every_deploy_path_defaults_to_no_fill_wait() -> None:
     assert ServiceConfig.model_fields["batch_wait_ms"].default == 0.0
     assert BuilderArgs(model="m", registry="r").batch_wait_ms == 0.0
     assert cli["batch_wait_ms"] == 0.0
+    # the busy wait (paid only under overlapping requests) is the same on every path
+    busy = {
+        ServiceConfig.model_fields["busy_wait_ms"].default,
+        BuilderArgs(model="m", registry="r").busy_wait_ms,
+    }
+    assert busy == {cli["busy_wait_ms"]} == {2.0}
