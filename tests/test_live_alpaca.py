@@ -134,18 +134,24 @@ class _StubPolicyService:
         stop_serving(self.server, self.thread)
 
 
-def test_raytrade_live_paper_once(
-    fakes: tuple[FakeAlpacaTrading, FakeAlpaca], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    from raytrade.cluster.cli import main
-
-    trading, data = fakes
+def _cli_environment(monkeypatch: pytest.MonkeyPatch, data: FakeAlpaca) -> str:
+    """The environment `raytrade live` reads (the fake's keys and data URL, a Serve token); the token."""
     token = "serve-token-for-the-live-test-12345"
     monkeypatch.setenv("ALPACA_API_KEY", TEST_KEYS[0])
     monkeypatch.setenv("ALPACA_SECRET_KEY", TEST_KEYS[1])
     monkeypatch.setenv("ALPACA_DATA_URL", data.url)
     monkeypatch.setenv("RAYTRADE_SERVE_TOKEN", token)
     monkeypatch.delenv("RAYTRADE_SETTINGS_FILE", raising=False)
+    return token
+
+
+def test_raytrade_live_paper_once(
+    fakes: tuple[FakeAlpacaTrading, FakeAlpaca], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from raytrade.cluster.cli import main
+
+    trading, data = fakes
+    token = _cli_environment(monkeypatch, data)
     refused = CliRunner().invoke(main, ["live", "--serve-url", "http://127.0.0.1:1", "--once"])
     assert refused.exit_code == 2 and "--paper" in refused.output
 
@@ -212,12 +218,7 @@ def test_raytrade_live_exits_naming_an_order_alpaca_cannot_read(
     from raytrade.cluster.cli import main
 
     trading, data = fakes
-    token = "serve-token-for-the-live-test-12345"
-    monkeypatch.setenv("ALPACA_API_KEY", TEST_KEYS[0])
-    monkeypatch.setenv("ALPACA_SECRET_KEY", TEST_KEYS[1])
-    monkeypatch.setenv("ALPACA_DATA_URL", data.url)
-    monkeypatch.setenv("RAYTRADE_SERVE_TOKEN", token)
-    monkeypatch.delenv("RAYTRADE_SETTINGS_FILE", raising=False)
+    token = _cli_environment(monkeypatch, data)
     state = tmp_path / "state.json"
     stub = _StubPolicyService(token)
     try:

@@ -274,18 +274,22 @@ def test_stale_features_hold_every_position(service: DecisionService) -> None:
     assert not fresh.fallback
 
 
+class NaNActions:
+    """A loaded handle whose every action is NaN (a corrupt checkpoint)."""
+
+    def __init__(self, service: DecisionService) -> None:
+        self.service = service
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.service.handle, name)
+
+    def act_with_inputs(self, obs: Any) -> Any:
+        out = self.service.handle.act_with_inputs(obs)
+        return out._replace(action=np.full((len(obs), len(self.service.data.symbols)), np.nan))
+
+
 def test_a_non_finite_action_holds_instead_of_trading(service: DecisionService) -> None:
-    class Broken:
-        """The loaded handle, but every action is NaN (a corrupt checkpoint)."""
-
-        def __getattr__(self, name: str) -> Any:
-            return getattr(service.handle, name)
-
-        def act_with_inputs(self, obs: Any) -> Any:
-            out = service.handle.act_with_inputs(obs)
-            return out._replace(action=np.full((len(obs), len(service.data.symbols)), np.nan))
-
-    broken = DecisionService(Broken(), service.data, NEVER_STALE)
+    broken = DecisionService(NaNActions(service), service.data, NEVER_STALE)
     a = service.data.symbols[0]
     response = broken.decide([_request(service, positions={a: 0.2})])[0]
     assert response.fallback and "non-finite" in (response.reason or "")
@@ -297,16 +301,8 @@ def test_the_probe_decides_every_symbol_and_refuses_a_policy_falling_back(servic
     assert not answer.fallback and list(answer.decisions) == list(service.data.symbols)
     assert answer.as_of == _utc(service.data.ts[-1])
 
-    class Broken:
-        def __getattr__(self, name: str) -> Any:
-            return getattr(service.handle, name)
-
-        def act_with_inputs(self, obs: Any) -> Any:
-            out = service.handle.act_with_inputs(obs)
-            return out._replace(action=np.full((len(obs), len(service.data.symbols)), np.nan))
-
     with pytest.raises(RuntimeError, match=r"^alpha@\d+ fell back on a probe decision .*non-finite action"):
-        DecisionService(Broken(), service.data, NEVER_STALE).probe()
+        DecisionService(NaNActions(service), service.data, NEVER_STALE).probe()
 
 
 def test_attributions_are_gradient_times_input_of_the_symbols_own_features(service: DecisionService) -> None:
