@@ -39,8 +39,11 @@ Design decisions
   thread while the old version keeps answering. A request in flight finishes on the version it
   started with (its batch carries the service it was checked against).
 * **Probed before it answers.** Every version a replica loads decides a probe request first
-  (:meth:`serve.decide.DecisionService.probe`); one that raises or falls back is refused and the
-  previous version keeps answering.
+  (:meth:`serve.decide.DecisionService.probe`). In a background reload, a new version that raises or
+  falls back on it is refused and the previous one keeps answering (new bars of the same version are
+  refused only when the probe raises: their fallback is the data's answer, and requests hold on it).
+  At start-up or on ``reconfigure`` the error ends the load: Serve marks the replica failed, so a
+  deploy of a version that cannot decide fails loudly instead of serving it.
 * **The collector kept off the request path.** After each load the heap is collected and frozen
   (:mod:`serve.heap`), and what the first requests built is frozen after
   :data:`serve.heap.FREEZE_AFTER_REQUESTS`: full collections then scan only what requests leave,
@@ -63,7 +66,14 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from ray import serve
 
 from raytrade.serve.batcher import DEFAULT_BUSY_WAIT_MS, DrainBatcher
-from raytrade.serve.decide import DecisionService, Prepared, RequestError, ServeConfig, serving_market_data
+from raytrade.serve.decide import (
+    DecisionService,
+    Prepared,
+    ProbeFellBack,
+    RequestError,
+    ServeConfig,
+    serving_market_data,
+)
 from raytrade.serve.guard import GuardMiddleware, check_token, token_digest
 from raytrade.serve.heap import LateFreeze, settle
 from raytrade.serve.schemas import ACT_PATH, HEALTH_PATH, MODEL_PATH, ActRequest, ActResponse
@@ -294,12 +304,21 @@ class PolicyHolder:
         self._failed: tuple[Any, ...] | None = None
         self.loading = threading.Lock()
 
-    def _load(self, cfg: ServiceConfig) -> DecisionService:
-        """Load, probe (``DecisionService.probe``: a version that cannot decide raises here) and
-        settle the heap (``serve.heap.settle``)."""
+    def _load(self, cfg: ServiceConfig, new_version: bool = True) -> DecisionService:
+        """Load, probe (:meth:`DecisionService.probe`) and settle the heap (``serve.heap.settle``).
+
+        A new version that cannot decide the probe (it raises, or falls back) raises here. The same
+        version over new store bars raises only when the probe raises: a fallback there (say, a NaN
+        feature at the new last bar) is the new data's answer, and every request will hold on it;
+        refusing it would keep the previous bars' features trading."""
         key = None if self.registry_key is None else self.registry_key()
         service = load_service(cfg.model, cfg.registry, cfg.decide, key)
-        service.probe()
+        try:
+            service.probe()
+        except ProbeFellBack as exc:
+            if new_version:
+                raise
+            log.error("the store's new bars give a fallback answer, serving them (requests hold): %s", exc)
         settle()
         return service
 
@@ -331,7 +350,7 @@ class PolicyHolder:
             if self.cfg is not cfg:  # reconfigured meanwhile
                 return
             try:
-                service = self._load(cfg)
+                service = self._load(cfg, new_version=signature[0] != self._signature[0])
             except Exception as exc:  # keep the old version answering
                 self._failed = signature
                 log.error("reload of %s failed, still serving the previous version: %s", cfg.model, exc)

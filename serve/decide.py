@@ -85,6 +85,10 @@ class RequestError(InputError):
         return {"loc": ["body", *self.loc], "msg": self.msg, "type": "value_error"}
 
 
+class ProbeFellBack(RuntimeError):
+    """:meth:`DecisionService.probe` got a fallback answer (the reason is in the message)."""
+
+
 class ServeConfig(BaseModel):
     """How the service turns requests into decisions."""
 
@@ -226,10 +230,10 @@ class DecisionService:
 
     def probe(self) -> ActResponse:
         """The answer to a probe request at the data's last bar (a flat account, every symbol quoted
-        at 100.00 / 100.01); ``RuntimeError`` naming the reason when it falls back (a non-finite
-        action: a corrupt checkpoint). A replica probes each version it loads before answering with
-        it (``serve.app.PolicyHolder``): a version that cannot decide is refused while the previous
-        one keeps answering, and no live request pays the first call of each code path."""
+        at 100.00 / 100.01); :class:`ProbeFellBack` naming the reason when it falls back (a
+        non-finite action: a corrupt checkpoint, or a NaN feature at the last bar). A replica probes
+        each version it loads before answering with it (``serve.app.PolicyHolder``, which decides
+        what a failed probe refuses), and no live request pays the first call of each code path."""
         as_of = _utc(self._ts[-1])
         request = ActRequest.model_validate(
             {
@@ -242,7 +246,7 @@ class DecisionService:
         )
         (answer,) = self.decide([request], as_of)
         if answer.fallback:
-            raise RuntimeError(
+            raise ProbeFellBack(
                 f"{self.model_ref} fell back on a probe decision at {as_of.isoformat()}: {answer.reason}"
             )
         return answer

@@ -971,10 +971,40 @@ def test_a_replica_refuses_a_version_that_fails_its_probe(
     first = holder.configure(ServiceConfig(model="alpha", registry=str(reg), decide=NEVER_STALE))
     _promote(ppo_smoke_run, reg)
 
-    def fails(self: DecisionService) -> Any:
-        raise RuntimeError(f"{self.model_ref} fell back on a probe decision")
-
-    monkeypatch.setattr(DecisionService, "probe", fails)
+    monkeypatch.setattr(DecisionService, "probe", _falls_back)
     assert holder.refresh()
     _wait_idle(holder)
     assert holder.service is first, "a version that failed its probe replaced a working one"
+
+
+def _falls_back(self: DecisionService) -> Any:
+    from raytrade.serve.decide import ProbeFellBack
+
+    raise ProbeFellBack(f"{self.model_ref} fell back on a probe decision")
+
+
+def test_new_bars_of_the_same_version_are_served_even_when_the_probe_falls_back(
+    registry: Path, synthetic_store: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, unfrozen: None
+) -> None:
+    """Refusing them would keep the previous bars' features trading; served, every request holds."""
+    import os
+    import shutil
+
+    from raytrade.models.registry import resolve
+    from raytrade.serve.app import PolicyHolder, ServiceConfig
+
+    store, reg = tmp_path / "store", tmp_path / "registry"
+    shutil.copytree(synthetic_store, store)
+    shutil.copytree(registry, reg)
+    manifest_path = resolve(reg, "alpha@1") / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    manifest["config"]["env_config"]["data"]["root"] = str(store)
+    manifest_path.write_text(json.dumps(manifest))
+    holder = PolicyHolder()
+    first = holder.configure(ServiceConfig(model="alpha@1", registry=str(reg), decide=NEVER_STALE))
+    monkeypatch.setattr(DecisionService, "probe", _falls_back)
+    newest = max((store / "features").glob("year=*/part-*.parquet"), key=lambda f: f.stat().st_mtime_ns)
+    os.utime(newest, ns=(newest.stat().st_atime_ns, newest.stat().st_mtime_ns + 10**9))  # "new bars"
+    assert holder.refresh()
+    _wait_idle(holder)
+    assert holder.service is not first and holder.service is not None
