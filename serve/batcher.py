@@ -14,11 +14,14 @@ decided), for an A/B or a policy whose forward is far cheaper per request in lar
 
 **A fill wait under load only.** ``busy_wait_s`` is a fill wait paid only while calls overlap: each
 call notes whether another was waiting or being decided when it arrived, and while the share of such
-calls, averaged over about the last ten (:data:`OVERLAP_MEMORY`), is at least :data:`BUSY_SHARE`, a
-batch that is not full waits ``busy_wait_s`` for more. A lone client (one request at a time, the
-trading loop's own pattern) never overlaps itself, so it never waits; under load the wait turns
-batches of one into batches of several, and a forward costs far less per request in a batch (the
-``gnn`` benchmark policy, one torch thread: 1.65 ms at one request, 0.63 ms per request at four).
+calls, averaged over about the last ten (:data:`OVERLAP_MEMORY`), is above :data:`BUSY_SHARE`, a
+batch that is not full waits ``busy_wait_s`` for more. A call that finds the batcher idle for more
+than :data:`IDLE_RESET_S` starts the share afresh. So a lone client (one request at a time, the
+trading loop's own pattern, which never overlaps itself) never waits, except for its first few calls
+right after a burst of other clients (while its calls come less than ``IDLE_RESET_S`` apart, about
+twenty of them); under load the wait turns batches of one into batches of several, and a forward
+costs far less per request in a batch (the ``gnn`` benchmark policy, one torch thread: 1.65 ms at
+one request, 0.63 ms per request at four).
 Measured over HTTP (``gnn`` replicas side by side, alternating rounds): at 8 clients, a fill wait of
 2 ms on every batch raised requests/s 147 -> 168 (p50 52 -> 46 ms; 5 ms: 154/s), but cost a lone
 client its 2 ms (p50 9.1 -> 11.3 ms); paid only under overlap, 2 ms gave 175 -> 181/s at 8 clients
@@ -40,7 +43,9 @@ R = TypeVar("R")
 OVERLAP_MEMORY = 0.1
 """Weight of the newest call in the running share of overlapping calls (about the last ten count)."""
 BUSY_SHARE = 0.1
-"""Share of overlapping calls from which ``busy_wait_s`` applies (a lone client's share is 0)."""
+"""Share of overlapping calls above which ``busy_wait_s`` applies (a lone client's share is 0)."""
+IDLE_RESET_S = 1.0
+"""An arrival after this long with nothing pending or decided forgets the past overlap."""
 DEFAULT_BUSY_WAIT_MS = 2.0
 """The service's default ``busy_wait_s``, in ms (see the module doc for the measurements)."""
 
@@ -69,6 +74,7 @@ class DrainBatcher(Generic[T, R]):
         self._pending: list[tuple[T, asyncio.Future[R]]] = []
         self._worker: asyncio.Task[None] | None = None
         self._deciding = False
+        self._idle_since: float | None = None  # loop time the last drain ended
 
     def configure(self, max_batch_size: int, wait_s: float, busy_wait_s: float = 0.0) -> None:
         """New limits, for the batches formed from now on (``ValueError`` naming a bad one)."""
@@ -84,6 +90,8 @@ class DrainBatcher(Generic[T, R]):
         loop = asyncio.get_running_loop()
         future: asyncio.Future[R] = loop.create_future()
         overlapped = bool(self._pending) or self._deciding
+        if not overlapped and self._idle_since is not None and loop.time() - self._idle_since > IDLE_RESET_S:
+            self.overlap = 0.0
         self.overlap += OVERLAP_MEMORY * (overlapped - self.overlap)
         self._pending.append((item, future))
         if self._worker is None or self._worker.done():
@@ -92,18 +100,24 @@ class DrainBatcher(Generic[T, R]):
 
     def fill_wait_s(self) -> float:
         """The fill wait a batch formed now gets: ``busy_wait_s`` while calls overlap, else ``wait_s``."""
-        return max(self.wait_s, self.busy_wait_s if self.overlap >= BUSY_SHARE else 0.0)
+        return max(self.wait_s, self.busy_wait_s if self.overlap > BUSY_SHARE else 0.0)
 
     async def _drain(self) -> None:
         """Decide the pending calls, one batch after another, until none is left."""
         while self._pending:
             wait = self.fill_wait_s()
             if wait > 0 and len(self._pending) < self.max_batch_size:
-                await asyncio.sleep(wait)
+                try:
+                    await asyncio.sleep(wait)
+                except asyncio.CancelledError:  # the replica's loop is shutting down: no caller waits
+                    for _, future in self._pending:
+                        future.cancel()
+                    raise
             batch = [(item, f) for item, f in self._pending[: self.max_batch_size] if not f.done()]
             del self._pending[: self.max_batch_size]
             if batch:
                 await self._decide(batch)
+        self._idle_since = asyncio.get_running_loop().time()
 
     async def _decide(self, batch: list[tuple[T, asyncio.Future[R]]]) -> None:
         self.batches += 1

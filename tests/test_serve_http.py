@@ -320,6 +320,42 @@ def test_the_busy_wait_is_paid_only_while_calls_overlap() -> None:
     assert asyncio.run(scenario(0.0))[1] == [[1], [2]]
 
 
+def test_a_lone_call_after_an_idle_spell_forgets_the_overlap(monkeypatch: pytest.MonkeyPatch) -> None:
+    from raytrade.serve import batcher as module
+
+    monkeypatch.setattr(module, "IDLE_RESET_S", 0.05)
+
+    async def scenario() -> tuple[float, float, float]:
+        batcher: module.DrainBatcher[int, int] = module.DrainBatcher(
+            lambda items: items, max_batch_size=16, busy_wait_s=0.5
+        )
+        await asyncio.gather(*(batcher(i) for i in range(10)))
+        busy = batcher.fill_wait_s()
+        await asyncio.sleep(0.1)  # idle longer than IDLE_RESET_S
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        await batcher(99)
+        return busy, loop.time() - start, batcher.overlap
+
+    busy, lone, overlap = asyncio.run(scenario())
+    assert busy == 0.5 and lone < 0.5 and overlap == 0.0
+
+
+def test_callers_waiting_out_a_fill_wait_are_cancelled_with_the_batcher() -> None:
+    from raytrade.serve.batcher import DrainBatcher
+
+    async def scenario() -> bool:
+        batcher: DrainBatcher[int, int] = DrainBatcher(lambda items: items, max_batch_size=16, wait_s=10.0)
+        call = asyncio.ensure_future(batcher(1))
+        await asyncio.sleep(0.01)  # the drain sleeps in its fill wait
+        assert batcher._worker is not None
+        batcher._worker.cancel()  # what a replica shutting down does to its tasks
+        await asyncio.wait([call], timeout=1.0)
+        return call.cancelled()
+
+    assert asyncio.run(scenario())
+
+
 def test_a_failing_batch_fails_its_callers_only_and_the_next_batch_is_decided() -> None:
     from raytrade.serve.batcher import DrainBatcher
 
