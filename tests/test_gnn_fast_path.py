@@ -9,12 +9,18 @@ import copy
 import io
 from typing import Any
 
-import pytest
 import torch
 import torch.nn.functional as F
 
 from raytrade.models.common import PortfolioObs, asset_inputs, cross_sectional_zscore, run_mlp, split_obs
-from raytrade.models.gnn import GNNConfig, GraphEncoder, Neighbours, feature_similarity, profile_similarity
+from raytrade.models.gnn import (
+    _CACHED_SHAPES,
+    GNNConfig,
+    GraphEncoder,
+    Neighbours,
+    feature_similarity,
+    profile_similarity,
+)
 
 N_FEATURES = 7
 
@@ -103,15 +109,15 @@ def _obs(b: int, n: int, seed: int) -> PortfolioObs:
 # ------------------------------------------------------------------------------ tests
 
 
-@pytest.mark.parametrize("b", [1, 2, 5])
-def test_no_grad_encoder_equals_the_code_before_bit_for_bit(b: int) -> None:
-    enc = _encoder()  # one encoder for every N: its cached constants follow the shape
+def test_no_grad_encoder_equals_the_code_before_bit_for_bit() -> None:
+    enc = _encoder()  # one encoder for every shape: its cached constants follow (B, N)
     with torch.inference_mode():
         for n in range(1, 65):
-            obs = _obs(b, n, seed=100 * b + n)
-            out = enc(obs)
-            assert torch.isfinite(out).all(), n
-            assert torch.equal(out, _ref_forward(enc, obs)), n
+            for b in (1, 2, 5):
+                obs = _obs(b, n, seed=100 * b + n)
+                out = enc(obs)
+                assert torch.isfinite(out).all(), (b, n)
+                assert torch.equal(out, _ref_forward(enc, obs)), (b, n)
 
 
 def test_no_grad_encoder_with_similarity_features_or_feature_grads_equals_the_code_before() -> None:
@@ -135,3 +141,11 @@ def test_the_cache_stays_out_of_the_state_dict_and_copies_with_the_module() -> N
     torch.save(enc, buffer)
     with torch.no_grad():
         assert torch.equal(clone(obs), out)
+
+
+def test_the_constants_cache_keeps_at_most_its_bound_of_shapes() -> None:
+    enc = _encoder()
+    with torch.no_grad():
+        for n in range(1, 2 * _CACHED_SHAPES + 2):
+            enc(_obs(1, n, seed=n))
+    assert 0 < len(enc._const_cache) <= _CACHED_SHAPES
