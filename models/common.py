@@ -195,10 +195,10 @@ def _masked_mean(x: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
 
 def cross_sectional_zscore(x: torch.Tensor, mask: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
     """Per-feature z-score of ``x [B, N, F]`` across listed assets; masked rows become 0."""
-    return _zscore(x, mask.unsqueeze(-1).to(x.dtype), eps)
+    return zscore_masked(x, mask.unsqueeze(-1).to(x.dtype), eps)
 
 
-def _zscore(x: torch.Tensor, m: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+def zscore_masked(x: torch.Tensor, m: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
     """:func:`cross_sectional_zscore` with the mask as ``m = mask.unsqueeze(-1).to(x.dtype)``."""
     cnt = m.sum(1, keepdim=True).clamp(min=1.0)
     mean = (x * m).sum(1, keepdim=True) / cnt
@@ -211,13 +211,13 @@ def asset_inputs(obs: PortfolioObs, z: torch.Tensor | None = None) -> torch.Tens
 
     ``z``: ``cross_sectional_zscore(obs.features, obs.mask)`` when the caller has it already.
     """
-    return _asset_inputs(obs, obs.mask.unsqueeze(-1).to(obs.features.dtype), z)
+    return asset_inputs_masked(obs, obs.mask.unsqueeze(-1).to(obs.features.dtype), z)
 
 
-def _asset_inputs(obs: PortfolioObs, m: torch.Tensor, z: torch.Tensor | None = None) -> torch.Tensor:
+def asset_inputs_masked(obs: PortfolioObs, m: torch.Tensor, z: torch.Tensor | None = None) -> torch.Tensor:
     """:func:`asset_inputs` with the mask as ``m = mask.unsqueeze(-1).to(features.dtype)``: one cast
     of the mask per forward instead of one per use (each a tensor op of a few microseconds)."""
-    z = _zscore(obs.features, m) if z is None else z
+    z = zscore_masked(obs.features, m) if z is None else z
     return torch.cat([z, torch.asinh(obs.features) * m, obs.weights.unsqueeze(-1)], dim=-1)
 
 
@@ -290,7 +290,7 @@ class AssetSetEncoder(nn.Module):
 
     def forward(self, obs: PortfolioObs) -> tuple[torch.Tensor, torch.Tensor]:
         m = obs.mask.unsqueeze(-1).to(obs.features.dtype)
-        h = run_mlp(self.phi, _asset_inputs(obs, m))
+        h = run_mlp(self.phi, asset_inputs_masked(obs, m))
         return h, _masked_mean(h, m)
 
 

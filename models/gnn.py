@@ -43,6 +43,7 @@ from raytrade.models.common import (
     ProjectionConfig,
     asset_input_dim,
     asset_inputs,
+    asset_inputs_masked,
     cross_sectional_zscore,
     features_per_asset,
     gaussian_dist_inputs,
@@ -54,6 +55,7 @@ from raytrade.models.common import (
     scale_last_layer,
     split_obs,
     validate_model_config,
+    zscore_masked,
 )
 
 
@@ -97,14 +99,18 @@ class Neighbours(NamedTuple):
     keep: torch.Tensor
 
 
-def topk_neighbours(sim: torch.Tensor, mask: torch.Tensor, k: int) -> Neighbours:
+def topk_neighbours(
+    sim: torch.Tensor, mask: torch.Tensor, k: int, not_self: torch.Tensor | None = None
+) -> Neighbours:
     """:class:`Neighbours` of every asset: the ``min(k, N - 1)`` most similar other listed assets;
-    masked assets neither send nor receive."""
+    masked assets neither send nor receive. ``not_self``: ``~torch.eye(N, dtype=bool)`` when the
+    caller keeps one (:class:`GraphEncoder` caches it per ``N`` under no-grad), built here otherwise."""
     n = sim.shape[-1]
     k_eff = max(min(k, n - 1), 0)
-    eye = torch.eye(n, dtype=torch.bool, device=sim.device)
-    valid = mask.unsqueeze(2) & mask.unsqueeze(1) & ~eye
-    vals, src = sim.masked_fill(~valid, float("-inf")).topk(k_eff, dim=-1)  # [B, N, k]
+    if not_self is None:
+        not_self = ~torch.eye(n, dtype=torch.bool, device=sim.device)
+    valid = mask.unsqueeze(2) & mask.unsqueeze(1) & not_self
+    vals, src = torch.where(valid, sim, float("-inf")).topk(k_eff, dim=-1)  # [B, N, k]
     return Neighbours(src, vals, torch.isfinite(vals))
 
 
@@ -129,23 +135,51 @@ class DenseGraph(NamedTuple):
     forward (:func:`dense_graph`) rather than once per layer: it depends on the graph, not on ``x``."""
 
     src: torch.Tensor
-    """``[B * N * k]`` long: each neighbour's row in the flattened ``[B * N, ...]`` node features."""
+    """``[B * N * (k + 1)]`` long: each neighbour's row in the flattened ``[B * N, ...]`` node
+    features, the node itself (its self loop) last: one gather gives every layer's ``k + 1`` sources."""
     attr: torch.Tensor
     """``[B, N, k + 1, 1, 1]``: the edge attributes (0 on padding), the self loop's last."""
     blocked: torch.Tensor
-    """``[B, N, k + 1, 1]`` bool: padding (no edge), left out of the softmax."""
+    """``[B, N, k + 1, 1]`` float: ``-inf`` on padding (no edge), 0 on real edges; added to the
+    attention logits, it leaves padding out of the softmax (``x + 0`` is ``x`` exactly)."""
 
 
-def dense_graph(nb: Neighbours) -> DenseGraph:
+class DenseConstants(NamedTuple):
+    """The tensors :func:`dense_graph` and :func:`topk_neighbours` need that depend only on
+    ``(B, N, device)`` (:meth:`GraphEncoder.forward` caches them)."""
+
+    not_self: torch.Tensor
+    """``[N, N]`` bool: ``~eye(N)``."""
+    offset: torch.Tensor
+    """``[B, 1, 1]`` long: ``b * N``, each row's first node in the flattened batch."""
+    self_src: torch.Tensor
+    """``[B, N, 1]`` long: ``arange(B * N)``, each node's own row (its self loop's source)."""
+    loop_open: torch.Tensor
+    """``[B, N, 1]`` float zeros: the self loop's (never blocked) entry of :attr:`DenseGraph.blocked`."""
+
+
+def dense_constants(b: int, n: int, device: torch.device, dtype: torch.dtype) -> DenseConstants:
+    """:class:`DenseConstants` of a ``[B, N]`` batch on ``device`` (``dtype``: the features')."""
+    return DenseConstants(
+        ~torch.eye(n, dtype=torch.bool, device=device),
+        (torch.arange(b, device=device) * n).view(b, 1, 1),
+        torch.arange(b * n, device=device).view(b, n, 1),
+        torch.zeros(b, n, 1, dtype=dtype, device=device),
+    )
+
+
+def dense_graph(nb: Neighbours, const: DenseConstants | None = None) -> DenseGraph:
     """:class:`DenseGraph` of ``nb``: PyG's self loops added (attribute: the mean of the node's
-    incoming ones, its ``'mean'`` fill; 0 without any)."""
+    incoming ones, its ``'mean'`` fill; 0 without any). ``const``: :func:`dense_constants` of
+    ``nb``'s shape when the caller keeps them, built here otherwise."""
     b, n, _ = nb.src.shape
-    keep = nb.keep.to(nb.sim.dtype)
+    if const is None:
+        const = dense_constants(b, n, nb.src.device, nb.sim.dtype)
     attr = torch.where(nb.keep, nb.sim, 0.0)
-    loop_attr = attr.sum(-1, keepdim=True) / keep.sum(-1, keepdim=True).clamp(min=1.0)
-    src = (nb.src + (torch.arange(b, device=nb.src.device) * n).view(b, 1, 1)).reshape(-1)
-    real = torch.cat([nb.keep, nb.keep.new_ones(b, n, 1)], dim=-1).unsqueeze(-1)
-    return DenseGraph(src, torch.cat([attr, loop_attr], dim=-1)[..., None, None], ~real)
+    loop_attr = attr.sum(-1, keepdim=True) / nb.keep.sum(-1, keepdim=True).to(nb.sim.dtype).clamp(min=1.0)
+    src = torch.cat([nb.src + const.offset, const.self_src], dim=-1).reshape(-1)
+    blocked = torch.cat([torch.where(nb.keep, 0.0, float("-inf")), const.loop_open], dim=-1)
+    return DenseGraph(src, torch.cat([attr, loop_attr], dim=-1)[..., None, None], blocked.unsqueeze(-1))
 
 
 def gatv2_dense(conv: GATv2Conv, x: torch.Tensor, graph: DenseGraph) -> torch.Tensor:
@@ -165,19 +199,17 @@ def gatv2_dense(conv: GATv2Conv, x: torch.Tensor, graph: DenseGraph) -> torch.Te
     """
     b, n, _ = x.shape
     heads, c = conv.heads, conv.out_channels
-    x_l = F.linear(x, conv.lin_l.weight, conv.lin_l.bias).view(b, n, heads, c)
-    x_r = F.linear(x, conv.lin_r.weight, conv.lin_r.bias).view(b, n, heads, c)
-    x_src = x_l.reshape(b * n, heads, c).index_select(0, graph.src).view(b, n, -1, heads, c)
-    x_j = torch.cat([x_src, x_l.unsqueeze(2)], dim=2)  # [B, N, k + 1, H, C]
+    x_l = F.linear(x, conv.lin_l.weight, conv.lin_l.bias).view(b * n, heads, c)
+    x_r = F.linear(x, conv.lin_r.weight, conv.lin_r.bias)
+    x_j = x_l.index_select(0, graph.src).view(b, n, -1, heads, c)  # [B, N, k + 1, H, C], self last
     # lin_edge maps a scalar attribute (PyG builds it without bias): ``a * W[:, 0]`` is its product
     lin_edge = conv.lin_edge
     e = graph.attr * lin_edge.weight[:, 0].view(heads, c)
     if lin_edge.bias is not None:
         e = e + lin_edge.bias.view(heads, c)
-    z = F.leaky_relu(x_r.unsqueeze(2) + x_j + e, conv.negative_slope)
-    logits = (z * conv.att).sum(-1)  # [B, N, k + 1, H]
-    alpha = torch.softmax(logits.masked_fill(graph.blocked, float("-inf")), dim=2)
-    out = (alpha.unsqueeze(-1) * x_j).sum(2).reshape(b, n, heads * c)
+    z = F.leaky_relu(x_r.view(b, n, 1, heads, c) + x_j + e, conv.negative_slope)
+    alpha = torch.softmax((z * conv.att).sum(-1) + graph.blocked, dim=2)  # [B, N, k + 1, H]
+    out = (alpha.unsqueeze(-1) * x_j).sum(2).view(b, n, heads * c)
     if conv.res is not None:
         out = out + conv.res(x)
     return out + conv.bias if conv.bias is not None else out
@@ -201,35 +233,79 @@ class GraphEncoder(nn.Module):
             for _ in range(cfg.layers)
         )
         self.act = nn.SiLU()
+        # no-grad cache (:meth:`_forward_dense`): a plain attribute, not buffers (not in the state dict)
+        self._const_cache: dict[tuple[int, int, torch.device, torch.dtype], DenseConstants] = {}
 
     def forward(self, obs: PortfolioObs) -> torch.Tensor:
         """Node embeddings ``[B, N, H]``: through PyG's edge list when a gradient may be taken,
-        through :func:`gatv2_dense` (the same layers, float rounding apart) under no-grad. The
-        z-scores of the features are computed once, for the asset inputs and (without
-        ``similarity_features``) the similarity, unless a gradient with respect to the features is
-        wanted: sharing them (or computing them in another order) would sum that gradient's paths in
-        another order, a change of float rounding in ``serve.attribution``'s answers."""
+        through :func:`gatv2_dense` (the same layers, float rounding apart) under no-grad
+        (:meth:`_forward_dense`). The z-scores of the features are computed once, for the asset
+        inputs and (without ``similarity_features``) the similarity, unless a gradient with respect
+        to the features is wanted: sharing them (or computing them in another order) would sum that
+        gradient's paths in another order, a change of float rounding in ``serve.attribution``'s
+        answers."""
+        if not torch.is_grad_enabled():
+            return self._forward_dense(obs)
         b, n, _ = obs.features.shape
         z: torch.Tensor | None = None
         if self.cfg.similarity_features is None and not obs.features.requires_grad:
             z = cross_sectional_zscore(obs.features, obs.mask)
             sim = profile_similarity(z)
         else:  # a subset, or input gradients (serve.attribution): the graph they always took, in its order
-            sim_feats = obs.features
-            if self.cfg.similarity_features is not None:
-                sim_feats = sim_feats[..., list(self.cfg.similarity_features)]
-            sim = feature_similarity(sim_feats, obs.mask)
+            sim = self._similarity(obs)
         x = run_mlp(self.inp, asset_inputs(obs, z))
-        if not torch.is_grad_enabled():
-            graph = dense_graph(topk_neighbours(sim, obs.mask, self.cfg.top_k))
-            for conv in self.convs:
-                x = x + self.act(gatv2_dense(conv, x, graph))
-            return x
         edge_index, edge_attr = topk_edges(sim, obs.mask, self.cfg.top_k)
         x = x.reshape(b * n, -1)
         for conv in self.convs:
             x = x + self.act(conv(x, edge_index, edge_attr))
         return x.reshape(b, n, -1)
+
+    def _similarity(self, obs: PortfolioObs) -> torch.Tensor:
+        """:func:`feature_similarity` of the ``similarity_features`` (all features without them)."""
+        sim_feats = obs.features
+        if self.cfg.similarity_features is not None:
+            sim_feats = sim_feats[..., list(self.cfg.similarity_features)]
+        return feature_similarity(sim_feats, obs.mask)
+
+    def _forward_dense(self, obs: PortfolioObs) -> torch.Tensor:
+        """:meth:`forward` under no-grad: the same numbers as computing every piece afresh, bit for
+        bit, with fewer tensor ops. Why: at B = 1-4 a forward is ~400 ops of a few microseconds each
+        (dispatch, not arithmetic), so each op left out is time saved. The mask is cast once (for the
+        z-scores and the asset inputs); :func:`dense_constants` (``~eye``, the index tensors) are
+        built once per ``(B, N, device, dtype)`` instead of once per forward; each layer gathers the
+        neighbours and the self loop in one ``index_select`` and blocks padding by adding
+        :attr:`DenseGraph.blocked`; the activation is ``F.silu``, what ``self.act`` calls."""
+        b, n, _ = obs.features.shape
+        m = obs.mask.unsqueeze(-1).to(obs.features.dtype)
+        z: torch.Tensor | None = None
+        if self.cfg.similarity_features is None and not obs.features.requires_grad:
+            z = zscore_masked(obs.features, m)
+            sim = profile_similarity(z)
+        else:
+            sim = self._similarity(obs)
+        x = run_mlp(self.inp, asset_inputs_masked(obs, m, z))
+        const = self._dense_constants(b, n, obs.features)
+        graph = dense_graph(topk_neighbours(sim, obs.mask, self.cfg.top_k, const.not_self), const)
+        for conv in self.convs:
+            x = x + F.silu(gatv2_dense(conv, x, graph))
+        return x
+
+    def _dense_constants(self, b: int, n: int, like: torch.Tensor) -> DenseConstants:
+        """:func:`dense_constants` of ``(b, n)`` on ``like``'s device and dtype, cached (up to
+        :data:`_CACHED_SHAPES` shapes)."""
+        key = (b, n, like.device, like.dtype)
+        const = self._const_cache.get(key)
+        if const is None:
+            const = dense_constants(b, n, like.device, like.dtype)
+            if len(self._const_cache) >= _CACHED_SHAPES:
+                self._const_cache.clear()
+            self._const_cache[key] = const
+        return const
+
+
+_CACHED_SHAPES = 16
+"""How many ``(B, N, device, dtype)`` shapes :meth:`GraphEncoder._dense_constants` keeps (then it
+starts afresh): serving sees a handful of batch sizes, sampling one."""
 
 
 class GNNModule(TorchRLModule, ValueFunctionAPI, InferenceOnlyAPI):
