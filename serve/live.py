@@ -41,8 +41,9 @@ Design decisions
   that may still fill and cannot be cancelled (the cancel failed, or a ``planned`` order is not
   resolved yet) is held for the cycle: a new order on top of it could double the position.
 * **An order the broker cannot read stops the loop.** A pending order whose look-up fails (for a
-  reason other than a 404, which drops it) holds its symbol on that cycle, and the failures are
-  counted per order in the state file (reset by a successful read). After
+  reason other than a 404, which drops it; for a ``planned`` order, its look-up by client id) holds
+  its symbol on that cycle, and the failures are counted per order in the state file (reset by a
+  successful read). After
   ``LiveConfig.max_unreadable_order_cycles`` of them in a row the loop stops with
   :class:`UnreadableOrderError`, naming the order's client id, symbol and last error, before it
   cancels or submits anything that cycle: it would otherwise hold the symbol silently for ever. It
@@ -359,7 +360,7 @@ class LiveLoop:
                 f"not {account_id!r}"
             )
         state.account_id = state.account_id or account_id or None
-        self._sync_with_broker(state)
+        self._sync_with_broker(state, counting=False)
         state.save(self.state_file)
         self._started = True
 
@@ -489,19 +490,29 @@ class LiveLoop:
             self._step += 1
         return rows
 
-    def _sync_with_broker(self, state: LiveState) -> None:
+    def _sync_with_broker(self, state: LiveState, counting: bool = True) -> None:
         """Resolve ``planned`` orders by client id (adopted when the broker has them, dropped when it
         never saw them) and adopt the broker's open orders with this project's client-id prefix that
-        the state does not know. A broker that cannot be asked leaves the state as it is."""
+        the state does not know. A broker that cannot be asked leaves the state as it is; a failed
+        look-up of a ``planned`` order counts as an unreadable cycle when ``counting`` (each cycle's
+        sync, not the one at start, which precedes the first cycle's)."""
         kept: list[dict[str, Any]] = []
         for p in state.pending:
             if p.get("status", "submitted") == "planned":
                 try:
                     found = self.broker.order_by_client_id(p["client_order_id"])
-                except Exception as exc:
-                    log.warning("cannot look up order %s: %s", p["client_order_id"], exc)
+                except Exception as exc:  # counted like an unreadable submitted order
+                    cycles = _count_unreadable(p, exc) if counting else int(p.get("unreadable_cycles", 0))
+                    log.warning(
+                        "cannot look up order %s (%s, %d cycles in a row): %s",
+                        p["client_order_id"],
+                        p.get("symbol"),
+                        cycles,
+                        exc,
+                    )
                     kept.append(p)
                     continue
+                _forget_unreadable(p)
                 if found is None:
                     log.warning("order %s was never received by the broker; dropped", p["client_order_id"])
                     continue
@@ -603,19 +614,16 @@ class LiveLoop:
                 log.error("order %s (%s) is unknown to the broker: dropped", p["order_id"], p.get("symbol"))
                 continue
             except Exception as exc:  # the broker is unreachable: try again next cycle (counted)
-                p["unreadable_cycles"] = int(p.get("unreadable_cycles", 0)) + 1
-                p["last_read_error"] = " ".join(str(exc).split())[:300]
                 log.warning(
                     "cannot read order %s (%s, cycle %d in a row): %s",
                     p["order_id"],
                     p.get("symbol"),
-                    p["unreadable_cycles"],
+                    _count_unreadable(p, exc),
                     exc,
                 )
                 still_open.append(p)
                 continue
-            p.pop("unreadable_cycles", None)
-            p.pop("last_read_error", None)
+            _forget_unreadable(p)
             if o.status in OPEN_ORDER_STATES:
                 still_open.append(p)
                 continue
@@ -659,7 +667,8 @@ class LiveLoop:
         state.pending = pending
         state.save(self.state_file)
         named = "; ".join(
-            f"order {p.get('client_order_id')!r} ({p.get('symbol')}, broker id {p.get('order_id')}) "
+            f"order {p.get('client_order_id')!r} ({p.get('symbol')}, broker id "
+            f"{p.get('order_id') or 'unknown: submitted, its outcome never confirmed'}) "
             f"unreadable for {p['unreadable_cycles']} cycles, last error: {p.get('last_read_error')}"
             for p in stuck
         )
@@ -706,6 +715,21 @@ def _lock_state_file(state_file: Path) -> IO[str]:
     handle.write(str(os.getpid()))
     handle.flush()
     return handle
+
+
+def _count_unreadable(record: dict[str, Any], exc: Exception) -> int:
+    """One more cycle on which the broker could not say what became of ``record``'s order (its
+    look-up by broker id, or by client id while ``planned``): counted in the record with the error,
+    for :meth:`LiveLoop._stop_on_unreadable`; returns the count."""
+    record["unreadable_cycles"] = int(record.get("unreadable_cycles", 0)) + 1
+    record["last_read_error"] = " ".join(str(exc).split())[:300]
+    return int(record["unreadable_cycles"])
+
+
+def _forget_unreadable(record: dict[str, Any]) -> None:
+    """The broker answered for ``record``'s order: the count of unreadable cycles starts again."""
+    record.pop("unreadable_cycles", None)
+    record.pop("last_read_error", None)
 
 
 def _intent(plan: OrderPlan, policy_version: str, now: datetime) -> dict[str, Any]:

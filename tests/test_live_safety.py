@@ -279,6 +279,28 @@ def test_a_restart_after_the_stop_still_knows_the_unreadable_order(tmp_path: Pat
     assert broker.cancelled == ["o1"] and [p.symbol for p in broker.submitted] == ["MSFT", "MSFT"]
 
 
+def test_a_planned_order_the_broker_cannot_look_up_stops_the_loop_too(tmp_path: Path) -> None:
+    """The MSFT order reached the broker but its answer was lost and every look-up by client id
+    fails: it stays ``planned`` (MSFT held), the failed look-ups are counted per cycle (not at start),
+    and on the third the loop stops naming it, with no second MSFT order ever sent."""
+    broker = _SubmitLost(100_000.0, PRICES)
+    with _unreadable_loop(tmp_path, broker) as loop:
+        first = loop.cycle(T0)
+        client_id = f"rt-{first.cycle_id}-MSFT"
+        for hour in (1, 2):
+            loop.cycle(T0 + timedelta(hours=hour))
+        assert [(p["status"], p["unreadable_cycles"]) for p in _pending(tmp_path / "s.json")] == [
+            ("planned", 2)
+        ]
+        with pytest.raises(
+            UnreadableOrderError,
+            match=rf"order '{client_id}' \(MSFT, broker id unknown: submitted, its outcome never confirmed\) "
+            r"unreadable for 3 cycles, last error: alpaca order look-up failed: HTTP 500",
+        ):
+            loop.cycle(T0 + timedelta(hours=3))
+    assert len(broker.submitted) == 1
+
+
 def _unreadable_counts(state_file: Path) -> dict[str, int | None]:
     return {p["order_id"]: p.get("unreadable_cycles") for p in _pending(state_file)}
 
