@@ -12,6 +12,10 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+
+# One worker builds the wheel: ``pip wheel`` of the source tree writes ``REPO/build``, and two workers
+# building at once collide there ("File exists: build/bdist.../raytrade-0.1.0.dist-info").
+pytestmark = pytest.mark.xdist_group("packaging")
 FOLDERS = ("cluster", "envs", "models", "tune_specs", "serve", "replay")
 
 
