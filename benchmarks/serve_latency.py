@@ -10,16 +10,18 @@ serves those of an earlier build instead), then, in one run:
 * **floor**: a FastAPI ingress behind the same :class:`serve.guard.GuardMiddleware` (bearer token,
   body size), on the same proxy, path and replica size, that answers ``POST /v1/act`` with a fixed
   copy of a real 32-symbol answer (the same bytes size as the model's): the cost of the proxy and
-  the HTTP path with nothing parsed or decided;
+  the HTTP path with nothing parsed or decided; and a second, identical floor (``floor_b``), whose
+  ratio to the first is an A/A measure of how far the ratios move with nothing changed;
 * **ppo_mlp** and **gnn**: ``POST /v1/act`` of a 32-symbol request to :class:`serve.app.PolicyService`;
 * **serve.batch**: the same replica with its requests batched by ``ray.serve.batch`` (2 ms fill
   wait) instead of :class:`serve.batcher.DrainBatcher`, the service as it was before (an A/B);
 * each at concurrency 1, 8 and 32 (``aiohttp`` clients on one event loop, one keep-alive connection
   each, a fixed number of requests each; every answer is parsed the same way): p50 / p99 latency,
   requests/s, symbol-decisions/s (requests/s x symbols per request) and errors (a non-200, or a
-  fallback answer). The floor, the model and its serve.batch variant are deployed side by side (route
-  prefixes ``/floor``, ``/service``, ``/serve_batch``) and measured in alternating rounds whose order
-  rotates, so a load drift hits all three alike;
+  fallback answer). The floors, the model and its serve.batch variant are deployed side by side
+  (route prefixes ``/floor``, ``/floor_b``, ``/service``, ``/serve_batch``) and measured in
+  alternating rounds whose order rotates, so a load drift hits them all alike; each p99 ratio comes
+  with a 95 % interval over the rounds;
 * where the CPU goes: for the floor and the model at concurrency 8, the CPU seconds per request of
   the Serve proxy, of the target's replica and of the client (``psutil`` process times, two
   alternating rounds): the model's replica over the floor's is what the service itself adds;
@@ -457,10 +459,12 @@ def run(quick: bool = False, registry: Path | None = None) -> dict[str, Any]:
                 probe.bind(("127.0.0.1", 0))
                 port = int(probe.getsockname()[1])
             serve.start(http_options={"host": "127.0.0.1", "port": port})
-            urls = {t: f"http://127.0.0.1:{port}/{t}/v1/act" for t in ("floor", "service", "serve_batch")}
-            serve.run(_floor_app(token_digest(TOKEN), answer), name="floor", route_prefix="/floor")
+            targets = ("floor", "floor_b", "service", "serve_batch")
+            urls = {t: f"http://127.0.0.1:{port}/{t}/v1/act" for t in targets}
+            for floor in ("floor", "floor_b"):  # the second floor: an A/A reference of the ratios' noise
+                serve.run(_floor_app(token_digest(TOKEN), answer), name=floor, route_prefix=f"/{floor}")
             http = HttpConfig(max_as_of_skew_s=None)  # the request is dated at the synthetic data's last bar
-            out["floor"], out["serve_batch"] = {}, {}
+            out["floor"], out["floor_b"], out["serve_batch"] = {}, {}, {}
             for name, _ in MODELS:
                 config = ServiceConfig(model=name, registry=str(registry), decide=decide_cfg)
                 serve.run(
@@ -471,9 +475,10 @@ def run(quick: bool = False, registry: Path | None = None) -> dict[str, Any]:
                 serve.run(_serve_batch_app(config, http), name="serve_batch", route_prefix="/serve_batch")
                 sweep = _alternating_sweep(urls, payload, per_client, rounds)
                 out.setdefault("cpu_split", {})[name] = _cpu_split(urls, payload, 8, 80 if quick else 720)
-                out[name], out["floor"][name], out["serve_batch"][name] = (
+                out[name], out["floor"][name], out["floor_b"][name], out["serve_batch"][name] = (
                     sweep["service"],
                     sweep["floor"],
+                    sweep["floor_b"],
                     sweep["serve_batch"],
                 )
                 serve.delete(APP_NAME)
@@ -518,7 +523,7 @@ def _ratios(out: dict[str, Any]) -> None:
     out["errors"] = sum(
         sweep[c]["errors"]
         for name, _ in MODELS
-        for sweep in (out[name], out["floor"][name], out["serve_batch"][name])
+        for sweep in (out[name], out["floor"][name], out["floor_b"][name], out["serve_batch"][name])
         for c in sweep
     )
     out["act_p99_ms"] = out[MODELS[0][0]]["c1"]["p99_ms"]  # run_all's headline (ppo_mlp, one at a time)
@@ -591,6 +596,12 @@ def _rows(out: dict[str, Any]) -> list[tuple[str, Any, str]]:
                 f"{name}: p50 c=8 / floor p50 c=8",
                 out[name]["c8"]["p50_ms"] / out["floor"][name]["c8"]["p50_ms"],
                 "the same, at the median (steadier than the tail)",
+            ),
+            (
+                f"A/A (with {name}): p99 c=8 second floor / floor",
+                out["floor_b"][name]["c8"]["p99_ms"] / out["floor"][name]["c8"]["p99_ms"],
+                "identical deployments: the ratio's noise"
+                + _interval(out["floor_b"][name]["c8"]["p99_ratio_interval"]),
             ),
             (
                 f"{name}: symbol-decisions/s c=32",
