@@ -42,7 +42,6 @@ from raytrade.models.common import (
     PortfolioObs,
     ProjectionConfig,
     asset_input_dim,
-    asset_inputs,
     asset_inputs_masked,
     cross_sectional_zscore,
     features_per_asset,
@@ -247,25 +246,28 @@ class GraphEncoder(nn.Module):
         if not torch.is_grad_enabled():
             return self._forward_dense(obs)
         b, n, _ = obs.features.shape
-        z: torch.Tensor | None = None
-        if self.cfg.similarity_features is None and not obs.features.requires_grad:
-            z = cross_sectional_zscore(obs.features, obs.mask)
-            sim = profile_similarity(z)
-        else:  # a subset, or input gradients (serve.attribution): the graph they always took, in its order
-            sim = self._similarity(obs)
-        x = run_mlp(self.inp, asset_inputs(obs, z))
+        sim, x = self._similarity_and_inputs(obs, obs.mask.unsqueeze(-1).to(obs.features.dtype))
         edge_index, edge_attr = topk_edges(sim, obs.mask, self.cfg.top_k)
         x = x.reshape(b * n, -1)
         for conv in self.convs:
             x = x + self.act(conv(x, edge_index, edge_attr))
         return x.reshape(b, n, -1)
 
-    def _similarity(self, obs: PortfolioObs) -> torch.Tensor:
-        """:func:`feature_similarity` of the ``similarity_features`` (all features without them)."""
-        sim_feats = obs.features
-        if self.cfg.similarity_features is not None:
-            sim_feats = sim_feats[..., list(self.cfg.similarity_features)]
-        return feature_similarity(sim_feats, obs.mask)
+    def _similarity_and_inputs(self, obs: PortfolioObs, m: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The similarity ``[B, N, N]`` and the projected node inputs ``[B, N, H]`` (``m``: the mask as
+        ``[B, N, 1]`` in the features' dtype). The z-scores serve both unless the similarity reads a
+        subset of the features, or a gradient with respect to the features is wanted (input
+        gradients, ``serve.attribution``: the graph they always took, in its order)."""
+        z: torch.Tensor | None = None
+        if self.cfg.similarity_features is None and not obs.features.requires_grad:
+            z = zscore_masked(obs.features, m)
+            sim = profile_similarity(z)
+        else:
+            sim_feats = obs.features
+            if self.cfg.similarity_features is not None:
+                sim_feats = sim_feats[..., list(self.cfg.similarity_features)]
+            sim = feature_similarity(sim_feats, obs.mask)
+        return sim, run_mlp(self.inp, asset_inputs_masked(obs, m, z))
 
     def _forward_dense(self, obs: PortfolioObs) -> torch.Tensor:
         """:meth:`forward` under no-grad: the same numbers as computing every piece afresh, bit for
@@ -276,14 +278,7 @@ class GraphEncoder(nn.Module):
         neighbours and the self loop in one ``index_select`` and blocks padding by adding
         :attr:`DenseGraph.blocked`; the activation is ``F.silu``, what ``self.act`` calls."""
         b, n, _ = obs.features.shape
-        m = obs.mask.unsqueeze(-1).to(obs.features.dtype)
-        z: torch.Tensor | None = None
-        if self.cfg.similarity_features is None and not obs.features.requires_grad:
-            z = zscore_masked(obs.features, m)
-            sim = profile_similarity(z)
-        else:
-            sim = self._similarity(obs)
-        x = run_mlp(self.inp, asset_inputs_masked(obs, m, z))
+        sim, x = self._similarity_and_inputs(obs, obs.mask.unsqueeze(-1).to(obs.features.dtype))
         const = self._dense_constants(b, n, obs.features)
         graph = dense_graph(topk_neighbours(sim, obs.mask, self.cfg.top_k, const.not_self), const)
         for conv in self.convs:
