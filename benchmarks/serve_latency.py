@@ -25,7 +25,8 @@ serves those of an earlier build instead), then, in one run:
 * where the CPU goes: for the floor and the model at concurrency 8, the CPU seconds per request of
   the Serve proxy, of the target's replica and of the client (``psutil`` process times, two
   alternating rounds): the model's replica over the floor's is what the service itself adds;
-* the issue's ratios: p99 at concurrency 8 over the floor's (target <= 1.3), symbol-decisions/s at
+* the issue's ratios: p99 at concurrency 8 over the floor's (target <= 1.3; judged on its 95 % interval
+  over rounds: ``met``, ``not met`` or ``undecided``, :func:`p99_verdict`), symbol-decisions/s at
   concurrency 32 (target >= 4,000), errors (target 0);
 * the cost of the checks, in process, as A/B pairs timed alternately (so load drifts hit both
   sides): the guard middleware (token digest + body read) per request, the hard caps
@@ -528,9 +529,12 @@ def _ratios(out: dict[str, Any]) -> None:
     )
     out["act_p99_ms"] = out[MODELS[0][0]]["c1"]["p99_ms"]  # run_all's headline (ppo_mlp, one at a time)
     out["targets"] = TARGETS
+    target = TARGETS["p99_ratio_c8"]
+    intervals = {name: out[name]["c8"]["p99_ratio_interval"] for name, _ in MODELS}
+    out["p99_verdict_c8"] = {name: p99_verdict(bounds, target) for name, bounds in intervals.items()}
     out["met"] = {
         name: {
-            "p99_ratio_c8": out[f"{name}_p99_ratio_c8"] <= TARGETS["p99_ratio_c8"],
+            "p99_ratio_c8": out["p99_verdict_c8"][name] == "met",
             "symbol_decisions_per_s_c32": out[f"{name}_symbol_decisions_per_s_c32"]
             >= TARGETS["symbol_decisions_per_s_c32"],
             "errors": out["errors"] <= TARGETS["errors"],
@@ -538,6 +542,17 @@ def _ratios(out: dict[str, Any]) -> None:
         }
         for name, _ in MODELS
     }
+
+
+def p99_verdict(interval: list[float], target: float) -> str:
+    """``met`` when the whole 95 % interval of the p99 ratio is at or under ``target``, ``not met`` when
+    it is wholly above, ``undecided`` when it straddles it: on a shared 2-core machine the ratio of two
+    tails moves by +-0.2 between identical deployments (the A/A row), so a point estimate under the
+    target is not a result."""
+    low, high = interval
+    if high <= target:
+        return "met"
+    return "not met" if low > target else "undecided"
 
 
 def _request(service: Any) -> Any:
@@ -561,8 +576,12 @@ def _interval(bounds: list[float]) -> str:
 
 
 def _met(out: dict[str, Any], name: str, key: str) -> str:
-    """The target of ``key`` and whether model ``name`` met it in this run."""
+    """The target of ``key`` and whether model ``name`` met it in this run (the p99 ratio: its
+    :func:`p99_verdict`, from the interval over rounds, not the point estimate)."""
     shown = {"p99_ratio_c8": "<= 1.3", "symbol_decisions_per_s_c32": ">= 4,000", "checks_fraction": "<= 0.10"}
+    if key == "p99_ratio_c8":
+        verdict = out["p99_verdict_c8"][name]
+        return f"{shown[key]}: {verdict.upper() if verdict == 'not met' else verdict}"
     return f"{shown[key]}: {'met' if out['met'][name][key] else 'NOT met'}"
 
 
