@@ -163,9 +163,18 @@ class GatedEnvConfig(PortfolioEnvConfig):
         _LOOP.kelly_cap, ge=0, le=1, description="cap of the kelly fraction per symbol (the loop's)"
     )
     probe_weight: float = Field(0.002, ge=0, le=1, description="fixed probe size, fraction of equity")
-    passive_fill_prob: float = Field(0.6, ge=0, le=1, description="chance a passive order fills")
+    passive_fill_prob: float = Field(
+        0.6,
+        ge=0,
+        le=1,
+        description="chance a passive order fills on a bar that trades through it (a buy on a bar that "
+        "closes below its open, a sell on one that closes above); on any other bar it does not fill",
+    )
     passive_spread_mult: float = Field(
-        -0.5, description="fraction of the half-spread a passive fill pays (negative: earned)"
+        0.0,
+        ge=0,
+        description="fraction of the spread a passive fill pays; never negative: without a queue model a "
+        "rebate would be credited on fills the simulator cannot know happened",
     )
     passive_slippage_mult: float = Field(0.0, ge=0, description="fraction of slippage a passive fill pays")
 

@@ -184,6 +184,7 @@ class ActionDecoder:
         if isinstance(cfg, GatedEnvConfig):
             self.gate = contract_gate(data, cfg)
             self.gcfg = cfg
+            self.bars = (data.open, data.close)  # where resting passive orders fill (passive_fills)
         self.action = cfg.action
         name = cfg.action.baseline
         self.baseline = None if name is None else baseline_context(name, data, cfg.action.kelly_lite)
@@ -223,15 +224,28 @@ class ActionDecoder:
         orders = gate_orders(a, self.gate.kelly[self.sim.t], self.gcfg)
         cfg, b, mode, target = self.gcfg, a.shape[0], orders.mode, orders.target
         passive = mode == 2
-        fill = ~passive | (self.sim.rng.random((b, self.n)) < cfg.passive_fill_prob)
         if not self.plain:
             out = self._tilted(target)
-            target, fill = out.target, fill & ~out.hold
+            target, hold = out.target, out.hold
+        else:
+            hold = np.zeros((b, self.n), dtype=bool)
+        through = passive_fills(target > self.sim.weights(), *self.bars, self.sim.t + 1)
+        fill = (~passive | (through & (self.sim.rng.random((b, self.n)) < cfg.passive_fill_prob))) & ~hold
         spread_mult = np.where(passive, cfg.passive_spread_mult, 1.0)
         slip_mult = np.where(passive, cfg.passive_slippage_mult, 1.0)
         return self.sim.step(
             target, fill=fill, spread_mult=spread_mult, slippage_mult=slip_mult, active=active
         )
+
+
+def passive_fills(buy: np.ndarray, open_: np.ndarray, close: np.ndarray, t1: np.ndarray) -> np.ndarray:
+    """``[B, N]``: where a passive order resting through bar ``t1`` (one per episode) can fill: a buy
+    on a bar that closes below its open, a sell on one that closes above (the price came to the
+    resting order). Why: a passive order fills when the market moves against it, so a fill chance
+    independent of the next bar's move would credit the policy with fills it would not get on the
+    bars that moved its way (no adverse selection). ``buy``: the order raises the weight."""
+    move = close[t1] - open_[t1]
+    return np.where(buy, move < 0, move > 0)
 
 
 def _build(

@@ -178,11 +178,38 @@ def test_gate_passive_unfilled_does_not_trade() -> None:
     assert info["costs"]["fee"] == 0.0 and (env.sim.units == 0).all()
 
 
-def test_gate_passive_filled_earns_spread_and_pays_no_slippage() -> None:
-    env = _gated({"passive_fill_prob": 1.0, "kelly_scale": 1e6})
+def test_gate_passive_fills_pay_no_spread_or_slippage_and_only_on_bars_that_trade_through() -> None:
+    shorts_everywhere = {"sim": {**BASE["sim"], "constraints": {"crypto_long_only": False}}}
+    env = _gated({"passive_fill_prob": 1.0, "kelly_scale": 1e6, **shorts_everywhere})
+    t1 = int(env.sim.t[0]) + 1
+    move = env.data.close[t1] - env.data.open[t1]
+    # every asset passive, at full size: long, long, short, short
     _, _, _, _, info = env.step(np.array([2, 0, 3, 2, 0, 3, 2, 1, 3, 2, 1, 3]))
     c = info["costs"]
-    assert c["fee"] > 0 and c["spread"] < 0 and c["slippage"] == 0.0
+    assert c["spread"] == 0.0 and c["slippage"] == 0.0  # never a rebate
+    sells = np.array([False, False, True, True])
+    filled = env.sim.units[0] != 0
+    # a resting buy fills only on a bar that closes below its open, a sell only on one that closes above
+    assert (filled == np.where(sells, move > 0, move < 0)).all(), (filled, move)
+    assert c["fee"] > 0 if filled.any() else c["fee"] == 0.0
+
+
+def test_passive_fills_follow_the_adverse_move() -> None:
+    from raytrade.envs.gym_envs import passive_fills
+
+    open_ = np.array([[10.0, 10.0], [10.0, 10.0]])
+    close = np.array([[10.0, 10.0], [9.0, 11.0]])  # bar 1: asset 0 falls, asset 1 rises
+    buy = np.array([[True, True], [False, False]])
+    out = passive_fills(buy, open_, close, np.array([1, 1]))
+    assert out.tolist() == [[True, False], [False, True]]
+    assert not passive_fills(buy, open_, open_, np.array([1, 1])).any()  # a flat bar fills nothing
+
+
+def test_a_negative_passive_spread_multiplier_is_refused() -> None:
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="passive_spread_mult"):
+        _gated({"passive_spread_mult": -0.5})
 
 
 def test_throughput_benchmark_quick_mode(tmp_path: Path) -> None:
