@@ -140,7 +140,9 @@ def baseline_decision(
     if ctx.name == "kelly_lite":
         assert ctx.sigma is not None and ctx.flags is not None
         fc_col, ok_col, spread_col = ctx.columns[:3]
-        quoted = features[..., spread_col] > 0  # the store's null spread means "no quote"
+        # "no quote" is the store's null spread (the loop's None); an estimate of 0 from a flat bar is a
+        # spread, gated and costed at the loader's filled value like the other policies are charged
+        quoted = np.isfinite(_known(ctx.data, features, t, spread_col))
         inputs = KellyInputs(
             fc_mean=features[..., fc_col].astype(np.float64),
             consensus_ok=features[..., ok_col] > 0.5,

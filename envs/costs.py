@@ -27,7 +27,8 @@ Components (defaults are the live trading loop's, see DESIGN.md §4):
 Participation and the cost bound
 --------------------------------
 A fill takes at most ``max_participation`` (10 %) of the bar's dollar volume (the simulator drops the
-rest of the order; the next decision re-plans from the holdings it got). Impact is evaluated on the
+rest of the order; the next decision re-plans from the holdings it got). A dollar volume of 0 (an asset
+that did not trade) is no capacity: the fill cap is 0 and nothing fills. Impact is evaluated on the
 clipped participation, so the slippage rate is at most ``max(tier_base_bps) + impact_coef_bps *
 sqrt(max_participation)``, and a trade's fee + spread + slippage is at most
 :func:`max_cost_fraction` of its notional (multipliers <= 1): with the defaults
@@ -50,6 +51,9 @@ use_kernel_cache()  # before any kernel compiles: the cache is keyed on every ke
 
 BPS = 1e-4
 _LOOP = LoopRules()
+_IMPACT_VOLUME_FLOOR = 1.0
+"""Dollar volume (currency) under which the impact rate stops growing, so a zero volume gives a finite
+rate: its fill cap is 0, so no trade ever pays that rate (it only keeps ``0 * rate`` finite)."""
 
 
 class CostConfig(BaseModel):
@@ -138,8 +142,12 @@ def tier_base_bps(dollar_volume: np.ndarray, cfg: CostConfig) -> np.ndarray:
 
 def slippage_bps(traded_abs: np.ndarray, dollar_volume: np.ndarray, cfg: CostConfig) -> np.ndarray:
     """Tier base bps plus square-root impact of participation ``traded_abs / dollar_volume`` (clipped
-    at ``max_participation``)."""
-    participation = np.minimum(traded_abs / dollar_volume, cfg.max_participation)
+    at ``max_participation``; a zero dollar volume counts as participation at the clip)."""
+    traded = np.asarray(traded_abs, dtype=np.float64)
+    volume = np.asarray(dollar_volume, dtype=np.float64)
+    traded, volume = np.broadcast_arrays(traded, volume)
+    ratio = np.divide(traded, volume, out=np.full(traded.shape, np.inf), where=volume > 0)
+    participation = np.minimum(ratio, cfg.max_participation)
     return tier_base_bps(dollar_volume, cfg) + cfg.impact_coef_bps * np.sqrt(participation)
 
 
@@ -160,8 +168,8 @@ class CostRates(NamedTuple):
     ``impact`` is per square root of notional: the impact fraction of a trade ``x`` is
     ``impact * sqrt(min(x, fill_cap))`` (that is ``impact_coef_bps * sqrt(participation)`` bps with
     participation clipped at ``max_participation``). ``fill_cap`` is the most notional one fill may
-    take, ``max_participation * dollar_volume``. The simulator computes the rates of every bar once
-    and indexes them per step.
+    take, ``max_participation * dollar_volume`` (0 for a zero dollar volume: nothing fills). The
+    simulator computes the rates of every bar once and indexes them per step.
     """
 
     fee: np.ndarray
@@ -182,7 +190,7 @@ def cost_rates(
         fee=np.asarray(fee_rate_bps, dtype=np.float64) * BPS,
         spread=cfg.spread_fraction * spread * BPS,
         slippage_base=tier_base_bps(dollar_volume, cfg) * BPS,
-        impact=cfg.impact_coef_bps * BPS / np.sqrt(dollar_volume),
+        impact=cfg.impact_coef_bps * BPS / np.sqrt(np.maximum(dollar_volume, _IMPACT_VOLUME_FLOOR)),
         fill_cap=cfg.max_participation * dollar_volume,
     )
 

@@ -93,9 +93,10 @@ def contract_gate(data: MarketData, cfg: GatedEnvConfig) -> GateState:
         checks_pass = present & (flag > 0.5)
     else:
         quoted = np.ones(data.listed.shape, dtype=bool)
-        if "spread_bps" in data.feature_names:  # the store's spread feature tells a missing quote
+        if "spread_bps" in data.feature_names:  # the store's null spread is a missing quote
             spread_feature, spread_present = _column(data, "spread_bps")
-            quoted = spread_present & (spread_feature > 0)
+            # without a missing mask the loader's 0-fill is indistinguishable from a null: <= 0 is one
+            quoted = spread_present if data.feature_missing is not None else spread_feature > 0
         inputs = KellyInputs(
             fc_mean=np.where(edge_present, edge, 0.0),
             consensus_ok=edge_present,

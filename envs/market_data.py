@@ -38,7 +38,7 @@ class MarketData:
     close: np.ndarray  # [T, N] float64, finite
     listed: np.ndarray  # [T, N] bool
     spread_bps: np.ndarray  # [T, N] float64, full quoted/estimated spread in bps, finite
-    dollar_volume: np.ndarray  # [T, N] float64, average traded notional per bar, finite, > 0
+    dollar_volume: np.ndarray  # [T, N] float64, average traded notional per bar, finite, >= 0 (0: no fills)
     features: np.ndarray  # [T, N, F] float32, finite (NaN replaced by 0, see ``feature_missing``)
     feature_names: tuple[str, ...]  # [F]
     regime_code: np.ndarray  # [T, N] int8: 0 calm, 1 choppy, 2 crisis

@@ -8,8 +8,11 @@ are not stepped; nothing is forward-filled from a later bar). A crypto-only univ
 
 Per (t, asset): ``listed`` is True only where the asset has a real bar at t. Prices are carried
 forward inside an asset's life (and backward before its listing, where it is masked) only to keep
-arithmetic finite. A missing spread is costed at the asset's median spread, or 25 bps when it never
-had one; a missing dollar volume at its last known value (1e6 floor). Feature NaNs become 0 (the
+arithmetic finite. A missing or non-positive spread (a Corwin-Schultz estimate of 0 on a flat bar is
+not a free trade) is costed at the median of the asset's positive spreads at bars <= t in the window,
+or 25 bps before it has one. A missing dollar volume is 0, and so is a zero one: no fill capacity
+(the simulator fills at most ``max_participation`` of it, so nothing; no floor invents liquidity).
+Feature NaNs become 0 (the
 store's nulls mean "not enough history yet") and are flagged in ``MarketData.feature_missing``, which
 the observation encoder turns into an explicit missing channel (``envs.normalization``); an unknown
 volatility regime counts as 1 (choppy).
@@ -97,7 +100,6 @@ def resolve_feature_groups(selection: str) -> tuple[str, ...]:
 
 
 _MISSING_SPREAD_BPS = 25.0
-_MIN_DOLLAR_VOLUME = 1e6
 _SCALED = {"vix_level": 0.01, "fc_edge_bps": 1e-4, "spread_bps": 1e-4, "atr_pct_14": 0.01}
 
 
@@ -169,9 +171,8 @@ def load_market_data(
         columns=["symbol", "ts", *wanted],
     )
     feats = feats[feats["ts"].isin(calendar)]
-    spread = wide(feats, "spread_bps").astype("float64")
-    spread = spread.fillna(spread.median()).fillna(_MISSING_SPREAD_BPS).to_numpy()
-    dollar_volume = wide(feats, "dollar_volume_20").astype("float64").ffill().fillna(_MIN_DOLLAR_VOLUME)
+    spread = _costed_spread(wide(feats, "spread_bps").astype("float64"))
+    dollar_volume = wide(feats, "dollar_volume_20").astype("float64").fillna(0.0)
     regime = wide(feats, "vol_regime_code").astype("float64").fillna(1.0).to_numpy().astype(np.int8)
     stack = np.empty((len(calendar), len(order), len(feature_columns)), dtype=np.float32)
     absent = np.empty(stack.shape, dtype=bool)
@@ -192,7 +193,7 @@ def load_market_data(
         close=close,
         listed=listed,
         spread_bps=spread,
-        dollar_volume=np.maximum(dollar_volume.to_numpy(), _MIN_DOLLAR_VOLUME),
+        dollar_volume=dollar_volume.to_numpy(),
         features=stack,
         feature_names=tuple(feature_columns),
         regime_code=regime,
@@ -200,6 +201,15 @@ def load_market_data(
         days_per_bar=1.0 / _bars_per_day(calendar),
         feature_missing=absent,
     )
+
+
+def _costed_spread(spread: pd.DataFrame) -> np.ndarray:
+    """The spread the simulator charges, bps ``[T, N]``: the store's where it is positive, else (NaN,
+    or an estimate of 0 from a flat bar) the median of the asset's positive spreads at bars ``<= t``
+    (past-only), else :data:`_MISSING_SPREAD_BPS`."""
+    known = spread.where(spread > 0)
+    past_median = known.expanding(min_periods=1).median()
+    return known.fillna(past_median).fillna(_MISSING_SPREAD_BPS).to_numpy()
 
 
 def _bars_per_day(calendar: pd.DatetimeIndex) -> float:

@@ -502,8 +502,8 @@ def _validate_data(data: MarketData) -> None:
             raise ValueError(f"MarketData.{name} must be finite and > 0 everywhere (fill unlisted bars)")
     if not np.isfinite(data.spread_bps).all() or (data.spread_bps < 0).any():
         raise ValueError("MarketData.spread_bps must be finite and >= 0")
-    if not np.isfinite(data.dollar_volume).all() or (data.dollar_volume <= 0).any():
-        raise ValueError("MarketData.dollar_volume must be finite and > 0")
+    if not np.isfinite(data.dollar_volume).all() or (data.dollar_volume < 0).any():
+        raise ValueError("MarketData.dollar_volume must be finite and >= 0 (0: no fill capacity)")
     if not np.isfinite(data.features).all():
         raise ValueError("MarketData.features must be finite (NaN replaced by 0)")
     bad = sorted(set(data.asset_class) - {"equity", "crypto"})
