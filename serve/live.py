@@ -775,7 +775,8 @@ def _new_decisions(store: Path, rows: list[dict[str, Any]]) -> list[dict[str, An
 def _latest_dollar_volume(store: Path, symbols: Sequence[str], now: datetime) -> dict[str, float]:
     """Each symbol's latest ``dollar_volume_20`` in the store's features up to ``now`` (the volume the
     simulator caps fills with; the last 30 days are read); a symbol without one is left out (unknown,
-    so only the equity-fraction cap applies to it)."""
+    so only the equity-fraction cap applies to it). A 0 is kept: nothing traded, so nothing is sent
+    (``serve.orders.plan_orders``)."""
     from raytrade.replay.reader import read_frame
 
     if not (Path(store) / "features").is_dir():
@@ -790,7 +791,7 @@ def _latest_dollar_volume(store: Path, symbols: Sequence[str], now: datetime) ->
     )
     frame = frame.dropna(subset=["dollar_volume_20"]).sort_values("ts")
     last = frame.groupby("symbol")["dollar_volume_20"].last()
-    return {str(k): float(v) for k, v in last.items() if v > 0}
+    return {str(k): float(v) for k, v in last.items() if v >= 0}
 
 
 def _loop_state(

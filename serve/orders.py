@@ -8,8 +8,10 @@
   store's ``dollar_volume_20``, what the simulator caps its fills with), an order's notional is also
   capped at ``max_participation`` (the simulator's ``CostConfig.max_participation``, 10 %) of it;
   the rest of the move is dropped and the next cycle re-plans from the actual holdings, as in the
-  simulator. Where it is unknown (no store, a symbol without features yet) only the equity-fraction
-  cap applies: the planner does not invent a volume.
+  simulator. A known dollar volume of 0 (nothing traded over the window) is no capacity: the symbol
+  is held, neither bought nor sold, as the simulator fills nothing there. Where it is unknown (no
+  store, a symbol without features yet) only the equity-fraction cap applies: the planner does not
+  invent a volume.
 * ``aggressive``, ``probe`` and ``flat`` are market orders; ``passive`` is a limit order resting at
   the near touch (buy at the bid, sell at the ask); ``hold`` and a fallback answer send nothing.
 * Alpaca will not flip a position through zero in one order, nor sell shares an open order already
@@ -195,7 +197,7 @@ def plan_orders(
         target_qty = target * equity / mid
         cap_notional = cfg.max_trade_fraction * equity
         volume = float((dollar_volume or {}).get(symbol, math.nan))
-        if math.isfinite(volume) and volume > 0 and cfg.max_participation * volume < cap_notional:
+        if math.isfinite(volume) and volume >= 0 and cfg.max_participation * volume < cap_notional:
             cap_notional = cfg.max_participation * volume
             if abs(target_qty - held) * mid > cap_notional:
                 capped = (

@@ -232,6 +232,28 @@ def test_the_loop_caps_an_order_at_the_participation_share_of_the_stored_dollar_
     assert [(p.symbol, p.qty) for p in broker.submitted] == [("AAPL", 50.0)]
 
 
+def test_the_loop_sends_nothing_for_a_symbol_whose_stored_dollar_volume_is_zero(tmp_path: Path) -> None:
+    import pandas as pd
+
+    from raytrade.replay.writer import ReplayWriter
+
+    rows = pd.DataFrame(
+        {
+            "symbol": ["AAPL", "MSFT"],
+            "ts": [pd.Timestamp(T0) - pd.Timedelta(days=1)] * 2,
+            "asset_class": ["equity", "equity"],
+            "close": [100.0, 100.0],
+            "dollar_volume_20": [0.0, 9e9],  # AAPL: nothing traded over the window
+        }
+    )
+    with ReplayWriter(tmp_path / "store") as writer:
+        writer.append_features(rows)
+    broker = FakeBroker(100_000.0, PRICES)
+    wanted = {"AAPL": (0.1, "aggressive"), "MSFT": (0.05, "aggressive"), "BTCUSD": (0.0, "flat")}
+    _loop(tmp_path, broker, ScriptedPolicy(wanted)).cycle(T0)
+    assert [p.symbol for p in broker.submitted] == ["MSFT"]
+
+
 def test_a_position_the_broker_prices_at_zero_does_not_stop_the_book(tmp_path: Path) -> None:
     """A held symbol the broker prices at 0 (halted, delisted) is sent without a price, not refused:
     the other symbols still trade (a price of 0 failed the request's validation on every cycle)."""

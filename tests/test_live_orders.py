@@ -205,6 +205,17 @@ def test_an_order_is_capped_at_the_participation_share_of_the_bar_dollar_volume(
     assert plan.qty == 50.0 and plan.note is not None and "10% of the bar's dollar volume" in plan.note
 
 
+def test_a_known_zero_dollar_volume_holds_the_symbol_both_ways() -> None:
+    # nothing traded over the window: no capacity, as the simulator fills nothing there
+    buy = _answer({"AAPL": (0.2, 0.0, "aggressive")})
+    assert plan_orders(buy, EQUITY, QUOTES, {}, "c1", LOOSE, dollar_volume={"AAPL": 0.0}) == []
+    sell = _answer({"AAPL": (0.0, 0.2, "flat")})
+    held = {"AAPL": 200.0}
+    assert plan_orders(sell, EQUITY, QUOTES, held, "c1", LOOSE, dollar_volume={"AAPL": 0.0}) == []
+    (close,) = plan_orders(sell, EQUITY, QUOTES, held, "c1", LOOSE, dollar_volume={"AAPL": 1e9})
+    assert (close.side, close.qty) == ("sell", 200.0)
+
+
 def test_an_unknown_dollar_volume_leaves_only_the_equity_cap() -> None:
     answer = _answer({"AAPL": (0.2, 0.0, "aggressive")})
     (plan,) = plan_orders(answer, EQUITY, QUOTES, {}, "c1", LOOSE, dollar_volume={"AAPL": float("nan")})
