@@ -25,9 +25,10 @@ Design decisions
   ever replayed on data it trained or was selected on). Stress scenarios run on the last fold's test
   window (the plan's ``test`` split is set to it) with the last fold's models.
 * **Gating in evaluation.** A gating module emits (mode, side) per symbol; its weights are the gated
-  env's own ``gate_orders`` sizes. The evaluation replays every policy through one simulator and
-  cost model, so a ``passive`` order is executed like an ``aggressive`` one (always filled, full
-  spread), not with the training env's passive-fill model: conservative for the gate.
+  env's own ``gate_orders`` sizes (``models.inference.gated_weights_policy``). The evaluation
+  replays every policy through one simulator and cost model, so a ``passive`` order is executed like
+  an ``aggressive`` one (always filled, full spread), not with the training env's passive-fill
+  model: conservative for the gate.
 * Output in ``--out``: ``experiment.json`` / ``experiment.md`` / ``plots/`` (``experiment_report``),
   ``evaluation/`` (the evaluation report), ``runs/`` (the searches), and a dated section appended to
   ``marketsimulatorresults.md`` (or ``--results-log``). A search whose folder already holds a
@@ -306,53 +307,18 @@ class FoldModel:
     gated: bool
 
 
-def gated_weights_policy(module: Any, data: Any, cfg: Any) -> Callable[[Any], Any]:
-    """A gating module as target weights: its greedy (mode, side, level) sized by the gated env's
-    ``gate_orders`` with the contract's kelly at each episode's bar, observing the contract's gate
-    channel as in training (``envs.gate``; ``passive`` executes as ``aggressive``). Under a tilt
-    action mode the sizes are a tilt around the baseline, and a no-trade band holds, exactly as the
-    gated env's ``ActionDecoder`` maps them (a ``Decision``), so a flat gate replays the baseline."""
-    from raytrade.envs.actions import Orders, band_hold, tilt_orders
-    from raytrade.envs.baseline_weights import baseline_context, baseline_decision
-    from raytrade.envs.evaluation.policies import step_index
-    from raytrade.envs.gate import contract_gate
-    from raytrade.envs.gym_envs import gate_orders
-    from raytrade.envs.rollout import Decision
-    from raytrade.models.inference import deterministic_actions, observation_arrays
-
-    gate, action = contract_gate(data, cfg), cfg.action
-    ctx = None if action.baseline is None else baseline_context(action.baseline, data, action.kelly_lite)
-
-    def sizes(ob: Any, t: Any) -> np.ndarray:
-        actions = deterministic_actions(module, observation_arrays(ob, data, cfg, gate.open[t]))
-        return np.asarray(gate_orders(actions, gate.kelly[t], cfg).target, dtype=np.float64)
-
-    def policy(ob: Any) -> Any:
-        t = step_index(ob, data)
-        target = sizes(ob, t)
-        if ctx is None and action.no_trade_band == 0:
-            return target
-        if ctx is None:
-            orders = Orders(target, band_hold(target, ob.weights, action.no_trade_band))
-        else:
-            orders = tilt_orders(action, target, ob.weights, baseline_decision(ctx, t, t == 0, ob.mask))
-        return Decision(weights=np.where(orders.hold, ob.weights, orders.target), hold=orders.hold)
-
-    return policy
-
-
 def evaluation_columns(env_config: Any, gated: bool) -> tuple[str, ...]:
     """The store columns a selected model is evaluated with: what it observes, and for a gated model
     the columns the contract's gate reads (``envs.gate``: ``edge_column`` and the store's gate flag),
     so the gate it is evaluated with is the gate it trained with (its training data carried the
     loader's default columns, the flag among them; without it the gate falls back to the loop's rules
     replica, another gate)."""
-    from raytrade.envs.gate import STORE_GATE_COLUMN
+    from raytrade.envs.gate import gate_columns
 
     columns = tuple(env_config.feature_columns)
     if not gated:
         return columns
-    return columns + tuple(c for c in (env_config.edge_column, STORE_GATE_COLUMN) if c not in columns)
+    return columns + tuple(c for c in gate_columns(env_config) if c not in columns)
 
 
 @dataclass(frozen=True)
@@ -382,9 +348,7 @@ class WalkForwardPolicy:
                 f"{self.name}: window starting {np.datetime_as_string(start, 'D')} is no fold's test window"
             )
         model = matches[0]
-        if model.gated:
-            return gated_weights_policy(model.module, data, model.env_config)
-        return module_policy(model.module, data, model.env_config)
+        return module_policy(model.module, data, model.env_config)  # a gated config: gated_weights_policy
 
 
 def load_selected(run_dir: Path, checkpoint: str, trial_dir: str) -> tuple[Any, Any, bool]:

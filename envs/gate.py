@@ -76,6 +76,18 @@ def _column(data: MarketData, name: str) -> tuple[np.ndarray, np.ndarray]:
     return values, present
 
 
+def gate_columns(cfg: GatedEnvConfig) -> tuple[str, str]:
+    """The store columns :func:`contract_gate` reads besides prices: the edge and the store's gate flag
+    (without the flag it falls back to the loop's rules replica, another gate), so a gated model is
+    evaluated with the gate it trained with."""
+    return cfg.edge_column, STORE_GATE_COLUMN
+
+
+def gate_lookback(cfg: GatedEnvConfig) -> int:
+    """Bars of closes :func:`contract_gate`'s sigma looks back (the contract's ``kelly_sigma_closes``)."""
+    return gate_rules(cfg).kelly_sigma_closes
+
+
 def contract_gate(data: MarketData, cfg: GatedEnvConfig) -> GateState:
     """The contract's gate, sigma and kelly per bar of ``data`` (rules in the module docstring).
 

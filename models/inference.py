@@ -165,11 +165,46 @@ def policy_output(
     return PolicyOutput(decided, inputs)
 
 
+def gated_weights_policy(module: Any, data: MarketData, cfg: GatedEnvConfig) -> Policy:
+    """A gating module as target weights: its greedy (mode, side, level) sized by the gated env's
+    ``gate_orders`` with the contract's kelly at each episode's bar, observing the contract's gate
+    channel as in training (``envs.gate``; ``passive`` executes as ``aggressive``). Under a tilt
+    action mode the sizes are a tilt around the baseline, and a no-trade band holds, exactly as the
+    gated env's ``ActionDecoder`` maps them (a ``Decision``), so a flat gate replays the baseline.
+    :func:`module_policy` of a gated env config is this."""
+    from raytrade.envs.actions import Orders, band_hold, tilt_orders
+    from raytrade.envs.evaluation.policies import step_index
+    from raytrade.envs.gate import contract_gate
+    from raytrade.envs.gym_envs import gate_orders
+
+    gate, action = contract_gate(data, cfg), cfg.action
+    ctx = None if action.baseline is None else baseline_context(action.baseline, data, action.kelly_lite)
+
+    def sizes(ob: Observation, t: Any) -> np.ndarray:
+        actions = deterministic_actions(module, observation_arrays(ob, data, cfg, gate.open[t]))
+        return np.asarray(gate_orders(actions, gate.kelly[t], cfg).target, dtype=np.float64)
+
+    def policy(ob: Observation) -> np.ndarray | Decision:
+        t = step_index(ob, data)
+        target = sizes(ob, t)
+        if ctx is None and action.no_trade_band == 0:
+            return target
+        if ctx is None:
+            orders = Orders(target, band_hold(target, ob.weights, action.no_trade_band))
+        else:
+            orders = tilt_orders(action, target, ob.weights, baseline_decision(ctx, t, t == 0, ob.mask))
+        return Decision(weights=np.where(orders.hold, ob.weights, orders.target), hold=orders.hold)
+
+    return policy
+
+
 def module_policy(module: Any, data: MarketData, env_cfg: PortfolioEnvConfig) -> Policy:
     """``replay_policy``-compatible policy of ``module`` over a replay from bar 0 of ``data``:
     ``Observation -> weights [B, N]``, or a ``Decision`` (weights and holds) when ``env_cfg.action``
     tilts around a baseline or has a no-trade band, mapped exactly as the env maps actions
     (``envs.actions``)."""
+    if isinstance(env_cfg, GatedEnvConfig):
+        return gated_weights_policy(module, data, env_cfg)
     action = env_cfg.action
     if action.baseline is None and action.no_trade_band == 0:
 

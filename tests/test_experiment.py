@@ -360,7 +360,6 @@ def test_a_flat_gate_in_a_tilt_mode_evaluates_as_its_baseline(
     mode: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import raytrade.models.inference as inference
-    from raytrade.cluster.experiment import gated_weights_policy
     from raytrade.envs.config import GatedEnvConfig, SimulatorConfig
     from raytrade.envs.evaluation.policies import baseline_spec
     from raytrade.envs.rollout import replay_policy
@@ -370,7 +369,7 @@ def test_a_flat_gate_in_a_tilt_mode_evaluates_as_its_baseline(
     monkeypatch.setattr(inference, "deterministic_actions", lambda module, obs: np.zeros((1, 12), np.int64))
     cfg = GatedEnvConfig.model_validate({"action": {"mode": mode}})
     sim = SimulatorConfig(episode_len=59)
-    flat = replay_policy(data, gated_weights_policy(None, data, cfg), sim)
+    flat = replay_policy(data, inference.gated_weights_policy(None, data, cfg), sim)
     baseline = replay_policy(data, baseline_spec(mode.removeprefix("tilt:")).make(data, 0), sim)
     assert np.abs(baseline.weights).sum() > 1.0  # the baseline does invest
     np.testing.assert_allclose(flat.returns, baseline.returns, rtol=0, atol=1e-12)

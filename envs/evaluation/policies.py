@@ -216,14 +216,28 @@ def handle_baseline(handle: Any) -> tuple[tuple[str, ...], int]:
     return BASELINE_FEATURES[name], lookback
 
 
+def handle_gate(handle: Any) -> tuple[tuple[str, ...], int]:
+    """A gated policy's gate needs (``envs.gate``): the store columns it reads and the bars of closes
+    its sigma looks back; ``((), 1)`` for any other handle. Without them the gate it is evaluated with
+    would not be the one it trained with."""
+    from raytrade.envs.config import GatedEnvConfig
+    from raytrade.envs.gate import gate_columns, gate_lookback
+
+    env_config = getattr(handle, "env_config", None)
+    cfg = env_config() if callable(env_config) else None
+    if not isinstance(cfg, GatedEnvConfig):
+        return (), 1
+    return gate_columns(cfg), gate_lookback(cfg)
+
+
 def registry_spec(
     ref: str, registry: Path, loader: Loader, default_features: Sequence[str] = ()
 ) -> PolicySpec:
     """Spec of registry model ``ref`` (``NAME[@VERSION]``), loaded now through ``loader``.
 
     The handle sees a ``MarketData`` and observations restricted to its own feature columns (plus,
-    for a tilt policy, its baseline's, after them), so it indexes features exactly as in training
-    whatever else the run loaded.
+    for a tilt policy, its baseline's, and for a gated policy its gate's, after them), so it indexes
+    features exactly as in training whatever else the run loaded.
     """
     try:
         parse_registry_ref(ref)
@@ -235,8 +249,9 @@ def registry_spec(
         raise EvaluationInputError(f"policy {REGISTRY_PREFIX}{ref}: {exc}") from None
     columns = handle_feature_columns(handle, default_features)
     baseline_columns, baseline_lookback = handle_baseline(handle)
-    columns += tuple(c for c in baseline_columns if c not in columns)
-    lookback = max(int(getattr(handle, "lookback_bars", 1) or 1), baseline_lookback)
+    gate_cols, gate_back = handle_gate(handle)
+    columns += tuple(c for c in (*baseline_columns, *gate_cols) if c not in columns)
+    lookback = max(int(getattr(handle, "lookback_bars", 1) or 1), baseline_lookback, gate_back)
     stochastic = bool(getattr(handle, "stochastic", False))
     path = getattr(handle, "path", None)
 
