@@ -4,11 +4,15 @@ Design decisions
 ----------------
 * Everything is a numpy array indexed ``[t, n]`` (time x asset) or ``[t, n, f]``; the simulator
   never touches pandas in its step loop.
-* ``listed[t, n]`` is False before an asset's first bar and after its last one (and on any bar the
-  asset has none): such an asset can hold no weight and costs nothing. Prices there are NaN in the
-  raw store; here they are filled with the last known price (or the first future price before the
-  listing, which is never observed because the asset is masked) only so that arithmetic stays
-  finite; ``listed`` is what the simulator trusts.
+* ``listed[t, n]`` is True only where the asset has a real bar at ``t``; it is the one statement
+  of that fact, and the asset's life span is derived from it (:func:`last_listed_bar`). Before an
+  asset's first bar and after its last one it can hold no weight and costs nothing. A bar missing
+  *inside* its life (a halt, a data hole: :func:`hole_bars`) is not a delisting: nothing trades
+  there and a position is held through it (``envs.simulator``). Prices are NaN in the raw store
+  where there is no bar; here they are filled only so that arithmetic stays finite: inside a hole
+  both ``open`` and ``close`` are the last real close (a held position sees no move until the
+  reopen, then the whole gap), before the listing the first future price and after the last bar
+  the last known one (never observed: the asset is masked and holds nothing there).
 * ``days_per_bar`` is the bar length in trading days (1 for daily bars, 1/7 for hourly bars of a
   7-bar equity session, 1/1440 for minute crypto bars): per-bar carry rates (financing, borrow) are
   the annual rate / days per year * ``days_per_bar``. It and ``periods_per_year`` come from the
@@ -86,3 +90,34 @@ class MarketData:
     @property
     def n_assets(self) -> int:
         return int(self.close.shape[1])
+
+
+def last_listed_bar(listed: np.ndarray) -> np.ndarray:
+    """``[N]`` int64: each asset's last bar with a real bar in ``listed [T, N]`` (-1: none). A
+    position still held at that bar is delisted (``envs.simulator``); a missing bar before it is a
+    hole."""
+    lst = np.asarray(listed, dtype=bool)
+    last = lst.shape[0] - 1 - lst[::-1].argmax(axis=0)
+    return np.where(lst.any(axis=0), last, -1).astype(np.int64)
+
+
+def hole_bars(listed: np.ndarray) -> np.ndarray:
+    """``[T, N]`` bool: bars without a real bar strictly inside an asset's life (after its first
+    listed bar and before its last one) in ``listed [T, N]``."""
+    lst = np.asarray(listed, dtype=bool)
+    seen_before = np.maximum.accumulate(lst, axis=0)
+    seen_after = np.maximum.accumulate(lst[::-1], axis=0)[::-1]
+    return seen_before & seen_after & ~lst
+
+
+def carry_close_through_holes(
+    open_: np.ndarray, close: np.ndarray, listed: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(open, close)`` ``[T, N]`` with every hole bar (:func:`hole_bars`) priced at the last real
+    close, open and close alike (new arrays; other bars as given): a position held through a halt
+    sees no move inside it and the whole gap at the reopen."""
+    hole = hole_bars(listed)
+    rows = np.where(hole, 0, np.arange(hole.shape[0])[:, None])
+    source = np.maximum.accumulate(rows, axis=0)  # the last bar that is not a hole
+    carried = np.take_along_axis(np.asarray(close, dtype=np.float64), source, axis=0)
+    return np.where(hole, carried, open_), carried

@@ -6,13 +6,14 @@ are not stepped; nothing is forward-filled from a later bar). A crypto-only univ
 7-day calendar. ``periods_per_year`` follows: 252 (365 for crypto-only) x bars per day, and
 ``days_per_bar`` is 1 / bars per day (the bar length per-bar financing and borrow rates follow).
 
-Per (t, asset): ``listed`` is True only where the asset has a real bar at t. Prices are carried
-forward inside an asset's life (and backward before its listing, where it is masked) only to keep
-arithmetic finite. A missing or non-positive spread (a Corwin-Schultz estimate of 0 on a flat bar is
-not a free trade) is costed at the median of the asset's positive spreads at bars <= t in the window,
-or 25 bps before it has one. A missing dollar volume is 0, and so is a zero one: no fill capacity
-(the simulator fills at most ``max_participation`` of it, so nothing; no floor invents liquidity).
-Feature NaNs become 0 (the
+Per (t, asset): ``listed`` is True only where the asset has a real bar at t. Inside an asset's life
+a missing bar (a halt or a data hole) gets the last real close as both open and close, so a position
+held through it sees no move until the reopen; before the listing prices are carried backward and
+after the last bar forward, only to keep arithmetic finite (the asset is masked there). A missing or
+non-positive spread (a Corwin-Schultz estimate of 0 on a flat bar is not a free trade) is costed at
+the median of the asset's positive spreads at bars <= t in the window, or 25 bps before it has one.
+A missing dollar volume is 0, and so is a zero one: no fill capacity (the simulator fills at most
+``max_participation`` of it, so nothing; no floor invents liquidity). Feature NaNs become 0 (the
 store's nulls mean "not enough history yet") and are flagged in ``MarketData.feature_missing``, which
 the observation encoder turns into an explicit missing channel (``envs.normalization``); an unknown
 volatility regime counts as 1 (choppy).
@@ -27,7 +28,7 @@ import numpy as np
 import pandas as pd
 
 from raytrade.envs.config import ReplayDataConfig
-from raytrade.envs.market_data import MarketData
+from raytrade.envs.market_data import MarketData, carry_close_through_holes
 from raytrade.replay.features.build import periods_per_year
 from raytrade.replay.reader import read_frame
 from raytrade.replay.remote_store import local_store
@@ -160,6 +161,8 @@ def load_market_data(
     # a symbol without a bar in the window is never listed there: placeholder prices 1.0 (never traded)
     close = close_raw.ffill().bfill().fillna(1.0).to_numpy()
     open_ = wide(bars, "open").astype("float64").ffill().bfill().fillna(1.0).to_numpy()
+    # inside a hole both prices are the last real close (the forward-filled open would be a fake gap)
+    open_, close = carry_close_through_holes(open_, close, listed)
 
     wanted = sorted({*feature_columns, "spread_bps", "dollar_volume_20", "vol_regime_code"})
     feats = read_frame(

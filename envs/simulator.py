@@ -4,13 +4,21 @@ Timing contract (no look-ahead)
 -------------------------------
 A decision at bar ``t`` sees only data at bars ``<= t`` (features, listing, close, spread, volume).
 ``step`` then: projects the target weights onto the constraints (mask = ``listed[t]``), liquidates
-held assets that are not listed at ``t + 1`` at their last price ``close[t]`` (no cost), fills the
+held assets delisted after ``t`` (``t`` is their last real bar: none at ``t + 1`` or later) at their
+last price ``close[t]`` (no cost), fills the
 trades at ``open[t + 1]`` sized on the equity at that open, each fill taking at most
 ``costs.max_participation`` of the dollar volume known at ``t`` (the rest of the order is dropped),
 charges fee / spread / slippage with the spread and dollar volume known at ``t``, marks to
 ``close[t + 1]``, charges one bar of carry (financing on the long exposure above 1x equity, the
 borrow fee on the short exposure, per-bar rates from the data's bar length), and computes the
 reward. So bars after ``t + 1``'s open cannot change anything observed or earned up to ``t``.
+
+Holes: a bar an asset lacks inside its life (a halt, a data gap; ``market_data.hole_bars``) is not a
+delisting. No order for it fills when there is no real bar at ``t`` or at ``t + 1``: it is treated
+as an unfilled order (``fill`` False: the units are kept, their exposure comes out of the gross
+budget), so the position is carried through the hole at the last real close (the data's prices
+there) and takes the whole gap from that close to the reopen. Only the bar after an asset's last
+real bar (``market_data.last_listed_bar``, derived once from ``listed``) liquidates it.
 
 Exposure bound: the projection caps the *target* gross at ``gross_cap`` (on the equity at close
 ``t``). A partial fill leaves the gross at the open at most the larger of the gross before the fill
@@ -58,7 +66,7 @@ from raytrade.envs.costs import (
     financing_rate_per_bar,
 )
 from raytrade.envs.kill_switch import KillSwitchState, init_kill_switch
-from raytrade.envs.market_data import MarketData
+from raytrade.envs.market_data import MarketData, carry_close_through_holes, hole_bars, last_listed_bar
 from raytrade.envs.projection import ConstraintConfig
 from raytrade.envs.rewards import RewardState, compute_reward, init_reward_state, turnover_of
 from raytrade.envs.step_kernel import settle_rows, step_rows, target_rows
@@ -193,6 +201,7 @@ class MarketSimulator:
         self._open = np.ascontiguousarray(data.open, dtype=np.float64)
         self._close = np.ascontiguousarray(data.close, dtype=np.float64)
         self._listed = np.ascontiguousarray(data.listed, dtype=bool)
+        self._last_bar = last_listed_bar(self._listed)
         self._features = np.ascontiguousarray(data.features, dtype=np.float32)
         self._missing = data.feature_missing
         is_crypto = np.array([c == "crypto" for c in data.asset_class], dtype=bool)
@@ -372,8 +381,9 @@ class MarketSimulator:
         spread_mult: np.ndarray | float,
         slippage_mult: np.ndarray | float,
     ) -> Trade:
-        """Steps 1-4 for every episode (compiled): project onto the constraints (data <= t only),
-        liquidate delistings, fill at open t + 1, charge costs, mark to close t + 1, finance, ruin."""
+        """Steps 1-4 for every episode (compiled): project onto the constraints (data <= t only;
+        assets without a real bar at t or t + 1 inside their life are held), liquidate delistings,
+        fill at open t + 1, charge costs, mark to close t + 1, finance, ruin."""
         w_target, new_units, traded, cash, new_equity, costs, ruined = step_rows(
             np.ascontiguousarray(target),
             np.ascontiguousarray(fill, dtype=bool) if fill is not None else self._no_lock,
@@ -394,6 +404,7 @@ class MarketSimulator:
             self._asset_flags,
             self._consts,
             self.limits.group is not None,
+            self._last_bar,
         )
         return Trade(w_target, traded, new_units, cash, new_equity, costs, ruined)
 
@@ -500,6 +511,17 @@ def _validate_data(data: MarketData) -> None:
         arr = getattr(data, name)
         if not np.isfinite(arr).all() or (arr <= 0).any():
             raise ValueError(f"MarketData.{name} must be finite and > 0 everywhere (fill unlisted bars)")
+    hole = hole_bars(data.listed)
+    if hole.any():  # a held position is carried through a hole at these prices: they must not move
+        want_open, want_close = carry_close_through_holes(data.open, data.close, data.listed)
+        bad = hole & ((data.open != want_open) | (data.close != want_close))
+        if bad.any():
+            t, n = (int(i) for i in np.argwhere(bad)[0])
+            raise ValueError(
+                f"MarketData.open/close of {data.symbols[n]!r} at bar {t} (a hole: no bar there, bars "
+                f"before and after) are {data.open[t, n]!r}/{data.close[t, n]!r}; both must be the last "
+                f"real close {want_close[t, n]!r} (market_data.carry_close_through_holes)"
+            )
     if not np.isfinite(data.spread_bps).all() or (data.spread_bps < 0).any():
         raise ValueError("MarketData.spread_bps must be finite and >= 0")
     if not np.isfinite(data.dollar_volume).all() or (data.dollar_volume < 0).any():

@@ -7,7 +7,8 @@ do the same arithmetic per element, and read each episode's bar straight from th
 (no gathered ``[B, N]`` copies, no intermediate arrays between the steps). The rules they apply are
 stated once each: the projection is ``envs.projection.project_row``, trade costs and carry are
 ``envs.costs.trade_cost_parts`` and ``financing_of``; the box rules (per-asset cap, no shorts where
-not shortable, unlisted = 0, unwind-only while the kill switch is on, locked = unfilled) are
+not shortable, unlisted = 0, unwind-only while the kill switch is on, locked = unfilled, no real
+bar at ``t`` or ``t + 1`` inside the asset's life = held) are
 :func:`_project_into`'s and are checked against ``projection.weight_bounds`` and
 ``kill_switch.unwind_bounds`` in the tests. The contract of each argument is
 :meth:`envs.simulator.MarketSimulator.step`'s. :func:`settle_rows` is step 5's bookkeeping (growth,
@@ -65,12 +66,19 @@ def _project_into(  # pragma: no cover (compiled; covered through target_rows an
     crypto_gross_cap: float,
     external_gross: np.ndarray,
     skip: np.ndarray,
+    last_bar: np.ndarray,
+    has_next: bool,
     w: np.ndarray,
     locked: np.ndarray,
 ) -> None:
     """Every episode ``i`` not ``skip[i]``: its projected target weights into ``w[i]`` and its locked
     mask into ``locked[i]``, the box at bar ``bar[i]`` of ``listed`` (rows left as they were where
     skipped).
+
+    Where ``has_next`` (the simulator's step: ``listed`` is the data's ``[T, N]`` and the fill is at
+    ``bar[i] + 1``), an asset before its last real bar ``last_bar [N]`` without a real bar at
+    ``bar[i]`` or at ``bar[i] + 1`` (a hole, or not listed yet) is locked too: no order can fill on
+    a bar that has none, so the position (0 before the listing) is held, as an unfilled order is.
 
     The loop over episodes is inside, and rows are read and written by index, never as
     ``target[i]``-style views: numba takes and drops a reference on every array an inlined helper
@@ -92,6 +100,8 @@ def _project_into(  # pragma: no cover (compiled; covered through target_rows an
                 lo = max(lo, min(w_now[i, j], 0.0))
                 hi = min(hi, max(w_now[i, j], 0.0))
             lock = has_fill and not fill[i, j] and listed_j
+            if has_next and ti < last_bar[j] and not (listed_j and listed[ti + 1, j]):
+                lock = True  # no real bar to decide on or to fill at, inside the life: held
             locked[i, j] = lock
             if lock:
                 lo, hi = 0.0, 0.0
@@ -100,7 +110,7 @@ def _project_into(  # pragma: no cover (compiled; covered through target_rows an
                     locked_group += abs(w_now[i, j])
             lower[j], upper[j] = lo, hi
         budget = max(gross_cap - locked_gross - external_gross[i], 0.0)
-        group_budget = max(crypto_gross_cap - locked_group, 0.0) if has_fill else crypto_gross_cap
+        group_budget = max(crypto_gross_cap - locked_group, 0.0)
         if has_group:
             project_row_grouped(row, lower, upper, budget, group, group_budget, out, floor, work)
         else:
@@ -146,6 +156,8 @@ def target_rows(  # pragma: no cover (compiled; covered through the simulator an
         crypto_gross_cap,
         external_gross,
         np.zeros(b, dtype=np.bool_),
+        np.full(n, -1, dtype=np.int64),  # no next bar here: only the fill mask locks
+        False,
         w,
         locked,
     )
@@ -173,6 +185,7 @@ def step_rows(  # pragma: no cover (compiled; covered through the simulator)
     asset_flags: np.ndarray,
     consts: np.ndarray,
     has_group: bool,
+    last_bar: np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Steps 1-4 of the simulator for every episode ``i`` at its bar ``t[i]``: the current weights
     (``units * close[t] / equity``, the equity floored at ``tiny`` where ``floor_divisor``), the
@@ -181,14 +194,15 @@ def step_rows(  # pragma: no cover (compiled; covered through the simulator)
     (target weights 0). ``mult [2, B, N]`` is the (spread, slippage) cost multipliers.
 
     The simulator's constants come packed, once per simulator (``MarketSimulator.__init__``), so a
-    call converts 19 arguments rather than 29 (numba checks each one on every call, about 0.1 us
+    call converts 20 arguments rather than 30 (numba checks each one on every call, about 0.1 us
     each): ``open_``, ``close``, ``listed`` (the data's ``[T, N]``), ``rates [4, T, N]`` (spread,
     slippage base, impact, fill cap: ``costs.CostRates``' per-bar rates), ``fee_rate [N]``,
     ``asset_flags [2, N]`` (shortable, in the crypto group) and ``consts`` (tiny, per-asset cap,
     gross cap, crypto gross cap, financing rate per bar, borrow rate per bar, free leverage, equity
-    floor in currency, maintenance margin). Returns ``(target weights [B, N], new_units [B,
-    N], traded notional [B, N], cash [B], equity [B], costs [B, 4], ruined [B])`` with costs as
-    (fee, spread, slippage, financing)."""
+    floor in currency, maintenance margin), then ``last_bar [N]`` (each asset's last real bar,
+    ``market_data.last_listed_bar``: a position held there is delisted). Returns ``(target weights
+    [B, N], new_units [B, N], traded notional [B, N], cash [B], equity [B], costs [B, 4], ruined
+    [B])`` with costs as (fee, spread, slippage, financing)."""
     b, n = units.shape
     w = np.zeros((b, n))
     locked = np.zeros((b, n), dtype=np.bool_)
@@ -216,6 +230,8 @@ def step_rows(  # pragma: no cover (compiled; covered through the simulator)
         consts[3],
         np.zeros(b),
         dead,
+        last_bar,
+        True,
         w,
         locked,
     )
@@ -228,7 +244,7 @@ def step_rows(  # pragma: no cover (compiled; covered through the simulator)
         equity,
         open_,
         close,
-        listed,
+        last_bar,
         kill_active,
         dead,
         fee_rate,
@@ -250,7 +266,7 @@ def _fill_into(  # pragma: no cover (compiled; covered through the simulator)
     equity: np.ndarray,
     open_: np.ndarray,
     close: np.ndarray,
-    listed: np.ndarray,
+    last_bar: np.ndarray,
     kill_active: np.ndarray,
     dead: np.ndarray,
     fee_rate: np.ndarray,
@@ -260,11 +276,12 @@ def _fill_into(  # pragma: no cover (compiled; covered through the simulator)
     has_group: bool,
     consts: np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Steps 2-4 of every live episode ``i`` at bar ``ti = t[i]``: liquidate delistings at
-    ``close[ti]``, fill at ``open[ti + 1]`` sized on the equity at that open (locked assets keep
-    their units; the kill switch clips to unwinds; each fill takes at most ``fill_cap``), charge
-    costs, mark to ``close[ti + 1]``, charge carry, and liquidate a ruined account. Episodes ruined
-    earlier (``dead``) keep their units, cash and equity and are flagged ruined.
+    """Steps 2-4 of every live episode ``i`` at bar ``ti = t[i]``: liquidate delistings (``ti`` is
+    the asset's last real bar, ``last_bar [N]``: no bar at ``ti + 1`` or after) at ``close[ti]``,
+    fill at ``open[ti + 1]`` sized on the equity at that open (locked assets keep their units; the
+    kill switch clips to unwinds; each fill takes at most ``fill_cap``), charge costs, mark to
+    ``close[ti + 1]``, charge carry, and liquidate a ruined account. Episodes ruined earlier
+    (``dead``) keep their units, cash and equity and are flagged ruined.
 
     ``w [B, N]`` holds the projected targets on entry and the final target weights on return (0 for
     delisted, the current weight for locked assets); the carry (financing rate per bar, borrow rate
@@ -304,7 +321,7 @@ def _fill_into(  # pragma: no cover (compiled; covered through the simulator)
         gap, gross_open = 0.0, 0.0
         for j in range(n):
             u, c0, o1 = units[i, j], close[ti, j], open_[t1, j]
-            gone_j = listed[ti, j] and not listed[t1, j]
+            gone_j = ti == last_bar[j]  # no bar after ti; a missing bar before the last is a hole
             gone[j] = gone_j
             if gone_j:  # delisted: sold at its last price, no cost
                 cash_i += u * c0

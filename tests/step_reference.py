@@ -25,8 +25,10 @@ def constrained_targets_numpy(
     kill_active: np.ndarray,
     limits: ExposureLimits,
     fill: np.ndarray | None = None,
+    held: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray | None]:
-    """The box / unwind / locked rules and the projection, in numpy."""
+    """The box / unwind / locked rules and the projection, in numpy. ``held [B, N]`` (the
+    simulator's step: no real bar at t or t + 1 inside the asset's life) is locked whatever ``fill``."""
     con = limits.constraints
     lower, upper = weight_bounds(listed, con.per_asset_cap, con.long_only)
     lower = np.where(limits.shortable, lower, 0.0)
@@ -35,8 +37,10 @@ def constrained_targets_numpy(
     budget: np.ndarray | float = limits.gross_cap
     group_budget: np.ndarray | float = con.crypto_gross_cap
     locked = None
-    if fill is not None:
-        locked = ~np.asarray(fill, dtype=bool) & listed
+    if fill is not None or held is not None:
+        locked = ~np.asarray(fill if fill is not None else listed, dtype=bool) & listed
+        if held is not None:
+            locked = locked | held
         lower = np.where(locked, 0.0, lower)
         upper = np.where(locked, 0.0, upper)
         locked_abs = np.abs(w_now) * locked
@@ -94,10 +98,12 @@ class ReferenceSimulator(MarketSimulator):
         # 1. project the decision onto the constraints (data <= t only)
         w_now = units * close_t / np.maximum(equity, 1e-12 * cfg.initial_equity)[:, None]
         kill = self.kill.active
-        w_target, locked = constrained_targets_numpy(target, w_now, listed_t, kill, self.limits, fill)
+        last = self._last_bar
+        held = (t[:, None] < last) & ~(listed_t & listed_t1)  # a hole at t or t + 1 (or not yet listed)
+        w_target, locked = constrained_targets_numpy(target, w_now, listed_t, kill, self.limits, fill, held)
 
-        # 2. liquidate assets that are not listed at t + 1 at their last price, no cost
-        gone = listed_t & ~listed_t1
+        # 2. liquidate assets whose last real bar is t (none at t + 1 or later) at that price, no cost
+        gone = t[:, None] == last
         if gone.any():
             cash = cash + (units * close_t * gone).sum(-1)
             units = np.where(gone, 0.0, units)

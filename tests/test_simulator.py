@@ -13,7 +13,7 @@ from hypothesis.extra.numpy import arrays
 
 from raytrade.envs.config import SimulatorConfig
 from raytrade.envs.kill_switch import KillSwitchConfig, init_kill_switch, update_kill_switch
-from raytrade.envs.market_data import MarketData
+from raytrade.envs.market_data import MarketData, carry_close_through_holes
 from raytrade.envs.rewards import RewardConfig, compute_reward, init_reward_state
 from raytrade.envs.simulator import MarketSimulator
 from raytrade.envs.synthetic_market import synthetic_market_data
@@ -94,7 +94,9 @@ def test_same_seed_same_trajectory() -> None:
 
 
 def _perturb_after(data: MarketData, bar: int, rng: np.random.Generator) -> MarketData:
-    """Change every datum after ``bar``'s open (keeps open[bar] and listed[bar])."""
+    """Change every datum after ``bar``'s open (keeps open[bar] and listed[bar]), except whether an
+    asset has any bar after ``bar``: that is what tells a hole (kept) from a delisting (liquidated at
+    its last close), the one fact about later bars the step uses. Hole prices stay flat."""
 
     def scaled(x: np.ndarray, first: int) -> np.ndarray:
         y = x.copy()
@@ -102,11 +104,14 @@ def _perturb_after(data: MarketData, bar: int, rng: np.random.Generator) -> Mark
         return y
 
     listed = data.listed.copy()
-    listed[bar + 1 :] = rng.random(listed[bar + 1 :].shape) < 0.5
+    alive = listed[bar + 1 :].any(axis=0)
+    listed[bar + 1 :] = (rng.random(listed[bar + 1 :].shape) < 0.5) & alive
+    listed[-1] |= alive
+    open_, close = carry_close_through_holes(scaled(data.open, bar + 1), scaled(data.close, bar), listed)
     return dataclasses.replace(
         data,
-        open=scaled(data.open, bar + 1),
-        close=scaled(data.close, bar),
+        open=open_,
+        close=close,
         spread_bps=scaled(data.spread_bps, bar),
         dollar_volume=scaled(data.dollar_volume, bar),
         features=scaled(data.features, bar),
@@ -297,7 +302,7 @@ def test_episode_costs_are_the_sum_of_step_costs() -> None:
 
 @pytest.mark.parametrize("seed", range(8))
 def test_the_compiled_step_equals_the_numpy_statement_of_the_rules(seed: int) -> None:
-    """Fills, execution multipliers, partial commits, delistings, late listings, a tight kill switch,
+    """Fills, execution multipliers, partial commits, delistings, late listings, holes, a tight kill switch,
     long-only, the crypto sleeve and every reward kind: same state as the numpy step to 1e-9."""
     from dataclasses import replace
 
@@ -309,7 +314,10 @@ def test_the_compiled_step_equals_the_numpy_statement_of_the_rules(seed: int) ->
     listed = md.listed.copy()
     listed[150:, 2] = False
     listed[:50, 5] = False
-    md = replace(md, listed=listed)
+    listed[100:103, 7] = False  # a three-bar halt
+    listed[120, :] = False  # a bar where nothing trades
+    open_, close = carry_close_through_holes(md.open, md.close, listed)
+    md = replace(md, listed=listed, open=open_, close=close)
     kind = ("log_growth", "cvar", "drawdown", "diff_sharpe")[seed % 4]
     cfg = SimulatorConfig.model_validate(
         {
