@@ -56,6 +56,7 @@ from raytrade.models.common import (
     validate_model_config,
     zscore_masked,
 )
+from raytrade.models.tracing import ShapeTraces
 
 
 class GNNConfig(BaseModel):
@@ -303,6 +304,29 @@ _CACHED_SHAPES = 16
 starts afresh): serving sees a handful of batch sizes, sampling one."""
 
 
+def node_scores(
+    encoder: GraphEncoder, score_head: nn.Sequential, obs: PortfolioObs
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(ctx [B, H], scores [B, N])``: the pooled node embeddings and each asset's score."""
+    h = encoder(obs)
+    ctx = masked_mean(h, obs.mask)
+    return ctx, run_mlp(score_head, head_input(h, ctx, obs.portfolio)).squeeze(-1)
+
+
+class ScoreNet(nn.Module):
+    """:func:`node_scores`' scores from the observation's parts, as one module: what
+    :meth:`GNNModule.trace_inference` traces (it shares the policy's layers)."""
+
+    def __init__(self, encoder: GraphEncoder, score_head: nn.Sequential) -> None:
+        super().__init__()
+        self.encoder, self.score_head = encoder, score_head
+
+    def forward(
+        self, features: torch.Tensor, weights: torch.Tensor, mask: torch.Tensor, portfolio: torch.Tensor
+    ) -> torch.Tensor:
+        return node_scores(self.encoder, self.score_head, PortfolioObs(features, weights, mask, portfolio))[1]
+
+
 class GNNModule(TorchRLModule, ValueFunctionAPI, InferenceOnlyAPI):
     """GATv2 allocator: node scores -> Gaussian mean / projected weights; pooled nodes -> value."""
 
@@ -320,10 +344,15 @@ class GNNModule(TorchRLModule, ValueFunctionAPI, InferenceOnlyAPI):
 
     def _encode(self, raw_obs: Any) -> tuple[PortfolioObs, torch.Tensor, torch.Tensor]:
         obs = split_obs(raw_obs, self.n_features)
-        h = self.encoder(obs)
-        ctx = masked_mean(h, obs.mask)
-        head_in = head_input(h, ctx, obs.portfolio)
-        return obs, run_mlp(self.score_head, head_in).squeeze(-1), torch.cat([ctx, obs.portfolio], dim=-1)
+        ctx, scores = node_scores(self.encoder, self.score_head, obs)
+        return obs, scores, torch.cat([ctx, obs.portfolio], dim=-1)
+
+    def trace_inference(self) -> None:
+        """Run :meth:`_forward_inference`'s encoder and score head through per-shape traces
+        (:class:`models.tracing.ShapeTraces`, each checked against the eager forward): the same
+        numbers with less Python per forward. For a loaded policy that only answers (serving);
+        never for one that trains."""
+        self._traces = ShapeTraces(ScoreNet(self.encoder, self.score_head))
 
     def weights(self, obs: torch.Tensor | dict[str, torch.Tensor]) -> torch.Tensor:
         """Deterministic feasible weights ``[B, N]`` (projection of the Gaussian mean)."""
@@ -336,7 +365,12 @@ class GNNModule(TorchRLModule, ValueFunctionAPI, InferenceOnlyAPI):
 
     def _forward_inference(self, batch: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
         with torch.no_grad():
-            obs, scores, _ = self._encode(batch[Columns.OBS])
+            traces: ShapeTraces | None = getattr(self, "_traces", None)
+            if traces is None:
+                obs, scores, _ = self._encode(batch[Columns.OBS])
+            else:
+                obs = split_obs(batch[Columns.OBS], self.n_features)
+                scores = traces(*obs)
             return {
                 Columns.ACTION_DIST_INPUTS: gaussian_dist_inputs(scores, self.log_std, obs.mask),
                 Columns.ACTIONS: project_scores(scores, obs.mask, self.cfg.projection),

@@ -66,6 +66,16 @@ def single_threaded() -> Iterator[None]:
         torch.set_num_threads(threads)
 
 
+def trace_for_inference(module: Any) -> bool:
+    """Turn on ``module``'s traced no-grad forward (its ``trace_inference()``, ``models.tracing``)
+    where its family has one; True when it did. For a loaded policy that only answers."""
+    trace = getattr(module, "trace_inference", None)
+    if trace is None:
+        return False
+    trace()
+    return True
+
+
 def to_tensor(obs: Any) -> Any:
     """An env observation (array or dict of arrays) as float32 torch tensors."""
     import torch

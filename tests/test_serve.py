@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gc
 import json
+import re
 import socket
 import threading
 import time
@@ -731,7 +732,30 @@ def test_docs_are_off_unless_asked_for(service: DecisionService) -> None:
         assert [client.get(p).status_code for p in paths] == [401, 401, 401]
     with _client(service, docs=True) as client:
         assert [client.get(p).status_code for p in paths] == [200, 200, 200]
-        assert client.get("/openapi.json").json()["paths"].keys() >= {"/v1/act", "/v1/health", "/v1/model"}
+        document = client.get("/openapi.json").json()
+    assert document["paths"].keys() >= {"/v1/act", "/v1/health", "/v1/model"}
+    # the act route reads its body itself: the request's models are still documented, every $ref resolves
+    body = document["paths"]["/v1/act"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    components = document["components"]["schemas"]
+    assert body == {"$ref": "#/components/schemas/ActRequest"}
+    assert components["ActRequest"]["properties"].keys() >= {"account", "positions", "analysis", "as_of"}
+    refs = set(re.findall(r'"#/components/schemas/([^"]+)"', json.dumps(document)))
+    assert refs and refs <= components.keys(), refs - components.keys()
+
+
+def test_a_body_that_is_not_json_or_not_a_request_is_422_naming_the_field(service: DecisionService) -> None:
+    json_type = {**_headers(), "content-type": "application/json"}
+    with _client(service, max_as_of_skew_s=None) as client:
+        r = client.post("/v1/act", content=b"{not json", headers=json_type)
+        assert r.status_code == 422 and r.json()["detail"][0]["type"] == "json_invalid"
+        assert r.json()["detail"][0]["loc"][0] == "body"
+        body = _request(service).model_dump(mode="json")
+        r = client.post("/v1/act", json={**body, "account": {"equity": "lots"}}, headers=_headers())
+        assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body", "account", "equity"], r.text
+        r = client.post("/v1/act", content=b"[1, 2]", headers=json_type)
+        assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body"], r.text
+        r = client.post("/v1/act", json={**body, "account": {"equity": "250000"}}, headers=_headers())
+        assert r.status_code == 200, r.text  # a broker's number as a string, as Alpaca sends them
 
 
 def test_the_token_is_checked_before_a_malformed_or_huge_body(service: DecisionService) -> None:
@@ -977,7 +1001,7 @@ def test_a_replica_refuses_a_version_that_fails_its_probe(
     assert holder.service is first, "a version that failed its probe replaced a working one"
 
 
-def _falls_back(self: DecisionService) -> Any:
+def _falls_back(self: DecisionService, batch_sizes: int = 1) -> Any:
     from raytrade.serve.decide import ProbeFellBack
 
     raise ProbeFellBack(f"{self.model_ref} fell back on a probe decision")

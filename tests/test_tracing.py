@@ -1,0 +1,156 @@
+"""Traced no-grad forwards (``models.tracing``): a trace is used only where it gave the eager
+forward's numbers, the ``gnn`` policy's traced forward decides exactly as its eager one (module and
+service), and a service warms the batch sizes it will see. No Ray: seeded untrained modules."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import pytest
+import torch
+from ray.rllib.core.columns import Columns
+from torch import nn
+
+from raytrade.models.inference import trace_for_inference
+from raytrade.models.tracing import ShapeTraces
+from raytrade.serve.decide import DecisionService, ServeConfig, serving_market_data
+from tests.test_serve_fast_path import _handle, _request
+
+# ------------------------------------------------------------------------------ ShapeTraces
+
+
+class _Affine(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.lin = nn.Linear(3, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.tanh(self.lin(x)) * 2.0
+
+
+class _Counting(nn.Module):
+    """Reads Python state the trace bakes in: its trace answers what the first call answered."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls = 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        return x + float(self.calls)
+
+
+class _Untraceable(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if torch.jit.is_tracing():
+            raise RuntimeError("cannot be traced")
+        return x * 3.0
+
+
+def test_a_checked_trace_answers_as_the_eager_net_per_shape() -> None:
+    torch.manual_seed(0)
+    net = _Affine()
+    traces = ShapeTraces(net)
+    with torch.no_grad():
+        for b in (1, 4, 1, 7):
+            x = torch.randn(b, 3)
+            assert torch.equal(traces(x), net(x))
+    assert sorted(k[0][0][0] for k in traces.traced_shapes) == [1, 4, 7] and traces.eager_shapes == []
+
+
+def test_a_trace_that_differs_from_the_eager_forward_is_not_used(caplog: pytest.LogCaptureFixture) -> None:
+    net = _Counting()
+    traces = ShapeTraces(net)
+    with torch.no_grad(), caplog.at_level(logging.WARNING, logger="raytrade.models.tracing"):
+        traces(torch.zeros(2))
+        calls = net.calls
+        out = traces(torch.zeros(2))
+    assert net.calls == calls + 1 and torch.equal(out, torch.full((2,), float(calls + 1)))  # eager, not baked
+    assert traces.traced_shapes == [] and len(traces.eager_shapes) == 1
+    assert "differs from the eager forward" in caplog.text
+
+
+def test_a_net_that_cannot_be_traced_runs_eagerly(caplog: pytest.LogCaptureFixture) -> None:
+    traces = ShapeTraces(_Untraceable())
+    with torch.no_grad(), caplog.at_level(logging.WARNING, logger="raytrade.models.tracing"):
+        assert torch.equal(traces(torch.ones(3)), torch.full((3,), 3.0))
+    assert len(traces.eager_shapes) == 1 and "cannot be traced" in caplog.text
+
+
+def test_traces_are_the_no_grad_forward_only_and_kept_within_their_bound() -> None:
+    traces = ShapeTraces(_Affine(), max_shapes=2)
+    with pytest.raises(RuntimeError, match="no_grad"):
+        traces(torch.ones(1, 3))
+    with torch.no_grad():
+        for b in range(1, 6):
+            traces(torch.ones(b, 3))
+    assert 0 < len(traces.traced_shapes) <= 2
+
+
+# ------------------------------------------------------------------------------ the gnn policy
+
+
+def _flat_obs(module: Any, b: int, seed: int) -> torch.Tensor:
+    """Random flat observations for ``module``'s universe: about a third of the assets unlisted
+    (their features NaN); for B > 1 a first row with none listed, for B > 2 a second with one."""
+    n = module.action_space.shape[0]
+    g = torch.Generator().manual_seed(seed)
+    mask = torch.rand(b, n, generator=g) > 0.3
+    if b > 1:
+        mask[0] = False
+    if b > 2:
+        mask[1] = False
+        mask[1, 0] = True
+    feats = torch.randn(b, n, module.n_features, generator=g)
+    feats[~mask] = float("nan")
+    weights, portfolio = 0.1 * torch.randn(b, n, generator=g), torch.randn(b, 5, generator=g)
+    return torch.cat([feats.flatten(1), weights, mask.float(), portfolio], -1)
+
+
+def test_the_gnn_policys_traced_forward_equals_its_eager_one_bit_for_bit() -> None:
+    traced, eager = _handle("gnn").module, _handle("gnn").module  # the same seed: the same weights
+    assert trace_for_inference(traced) and not hasattr(eager, "_traces")
+    with torch.inference_mode():  # serving's mode
+        for b in (1, 2, 5, 2):
+            for seed in range(4):
+                obs = {Columns.OBS: _flat_obs(traced, b, seed=10 * b + seed)}
+                got, want = traced._forward_inference(obs), eager._forward_inference(obs)
+                for key in (Columns.ACTION_DIST_INPUTS, Columns.ACTIONS):
+                    assert torch.equal(got[key], want[key]), (b, seed, key)
+    assert len(traced._traces.traced_shapes) == 3 and traced._traces.eager_shapes == []
+
+
+def test_a_family_without_a_traced_forward_is_left_as_it_is() -> None:
+    module = _handle("ppo_mlp").module
+    assert not trace_for_inference(module) and not hasattr(module, "_traces")
+
+
+def _service(family: str, traced: bool) -> DecisionService:
+    handle = _handle(family)
+    data = serving_market_data(handle.env_config(), handle.manifest.data.symbols)
+    return DecisionService(handle, data, ServeConfig(max_feature_age_hours=None, traced_forward=traced))
+
+
+def test_the_service_decides_with_its_traced_forward_as_with_its_eager_one() -> None:
+    traced, eager = _service("gnn", traced=True), _service("gnn", traced=False)
+    assert hasattr(traced.handle.module, "_traces") and not hasattr(eager.handle.module, "_traces")
+    symbols = list(traced.data.symbols)
+    requests = [
+        _request(traced),
+        _request(
+            traced, positions=[], analysis={s: {"bid_price": 10.0, "ask_price": 10.02} for s in symbols[:3]}
+        ),
+        _request(traced, drawdown_pct=-0.3),
+    ]
+    skip = {"decision_id"}
+    for batch in (requests[:1], requests):
+        got, want = traced.decide(batch), eager.decide(batch)
+        assert [a.model_dump(exclude=skip) for a in got] == [a.model_dump(exclude=skip) for a in want]
+
+
+def test_the_probe_warms_every_batch_size_up_to_the_one_asked() -> None:
+    service = _service("gnn", traced=True)
+    service.probe(batch_sizes=4)
+    traces = service.handle.module._traces
+    assert sorted(k[0][0][0] for k in traces.traced_shapes) == [1, 2, 3, 4]
