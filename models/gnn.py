@@ -56,7 +56,7 @@ from raytrade.models.common import (
     validate_model_config,
     zscore_masked,
 )
-from raytrade.models.tracing import ShapeTraces
+from raytrade.models.tracing import ObsScores, ShapeTraces
 
 
 class GNNConfig(BaseModel):
@@ -313,20 +313,6 @@ def node_scores(
     return ctx, run_mlp(score_head, head_input(h, ctx, obs.portfolio)).squeeze(-1)
 
 
-class ScoreNet(nn.Module):
-    """:func:`node_scores`' scores from the observation's parts, as one module: what
-    :meth:`GNNModule.trace_inference` traces (it shares the policy's layers)."""
-
-    def __init__(self, encoder: GraphEncoder, score_head: nn.Sequential) -> None:
-        super().__init__()
-        self.encoder, self.score_head = encoder, score_head
-
-    def forward(
-        self, features: torch.Tensor, weights: torch.Tensor, mask: torch.Tensor, portfolio: torch.Tensor
-    ) -> torch.Tensor:
-        return node_scores(self.encoder, self.score_head, PortfolioObs(features, weights, mask, portfolio))[1]
-
-
 class GNNModule(TorchRLModule, ValueFunctionAPI, InferenceOnlyAPI):
     """GATv2 allocator: node scores -> Gaussian mean / projected weights; pooled nodes -> value."""
 
@@ -352,7 +338,9 @@ class GNNModule(TorchRLModule, ValueFunctionAPI, InferenceOnlyAPI):
         (:class:`models.tracing.ShapeTraces`, each checked against the eager forward): the same
         numbers with less Python per forward. For a loaded policy that only answers (serving);
         never for one that trains."""
-        self._traces = ShapeTraces(ScoreNet(self.encoder, self.score_head))
+        layers = nn.ModuleList([self.encoder, self.score_head])
+        scores = ObsScores(layers, lambda obs: node_scores(self.encoder, self.score_head, obs)[1])
+        self._traces = ShapeTraces(scores)
 
     def weights(self, obs: torch.Tensor | dict[str, torch.Tensor]) -> torch.Tensor:
         """Deterministic feasible weights ``[B, N]`` (projection of the Gaussian mean)."""

@@ -49,6 +49,7 @@ from raytrade.models.common import (
     split_obs,
     validate_model_config,
 )
+from raytrade.models.tracing import ObsScores, ShapeTraces
 
 
 class PPOMLPConfig(BaseModel):
@@ -82,10 +83,18 @@ class ScorePolicy(nn.Module):
 
     def forward(self, raw_obs: Any) -> tuple[PortfolioObs, torch.Tensor, torch.Tensor]:
         obs = split_obs(raw_obs, self.n_features)
-        h, ctx = self.encoder(obs)
-        head_in = head_input(h, ctx, obs.portfolio)
-        scores = run_mlp(self.score_head, head_in).squeeze(-1)
+        ctx, scores = self.scores(obs)
         return obs, scores, torch.cat([ctx, obs.portfolio], dim=-1)
+
+    def scores(self, obs: PortfolioObs) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(ctx [B, H], scores [B, N])``: the pooled asset embeddings and each asset's score."""
+        h, ctx = self.encoder(obs)
+        return ctx, run_mlp(self.score_head, head_input(h, ctx, obs.portfolio)).squeeze(-1)
+
+    def trace(self) -> None:
+        """Compute :meth:`outputs`' inference scores through per-shape traces
+        (:class:`models.tracing.ShapeTraces`): for a loaded policy that only answers."""
+        self._traces = ShapeTraces(ObsScores(self, lambda obs: self.scores(obs)[1]))
 
     def dist_inputs(self, obs: PortfolioObs, scores: torch.Tensor) -> torch.Tensor:
         """Gaussian inputs ``[B, 2N]``: the scores and the exploration schedule's log std."""
@@ -100,7 +109,12 @@ class ScorePolicy(nn.Module):
     def outputs(self, raw_obs: Any, projection: ProjectionConfig, kind: str) -> dict[str, Any]:
         """The RLModule forward outputs: ``kind`` "exploration", "inference" (adds the projected
         weights as actions) or "train" (adds the value embeddings)."""
-        obs, scores, emb = self(raw_obs)
+        traces: ShapeTraces | None = getattr(self, "_traces", None)
+        if kind == "inference" and traces is not None and not torch.is_grad_enabled():
+            obs = split_obs(raw_obs, self.n_features)
+            scores, emb = traces(*obs), None
+        else:
+            obs, scores, emb = self(raw_obs)
         out: dict[str, Any] = {Columns.ACTION_DIST_INPUTS: self.dist_inputs(obs, scores)}
         if kind == "inference":
             out[Columns.ACTIONS] = project_scores(scores, obs.mask, projection)
@@ -120,6 +134,11 @@ class ScorePolicyForwards:
     def weights(self, obs: torch.Tensor | dict[str, torch.Tensor]) -> torch.Tensor:
         """Deterministic feasible weights ``[B, N]`` (projection of the Gaussian mean)."""
         return self.policy.weights(obs, self.cfg.projection)
+
+    def trace_inference(self) -> None:
+        """Run :meth:`_forward_inference`'s scores through per-shape traces (``models.tracing``):
+        the same numbers with less Python per forward. For a loaded policy that only answers."""
+        self.policy.trace()
 
     def _forward(self, batch: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
         return self.policy.outputs(batch[Columns.OBS], self.cfg.projection, "exploration")

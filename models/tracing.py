@@ -34,6 +34,8 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from raytrade.models.common import PortfolioObs
+
 log = logging.getLogger(__name__)
 
 MAX_TRACED_SHAPES = 64
@@ -106,3 +108,20 @@ class ShapeTraces:
             )
             return None
         return traced
+
+
+class ObsScores(nn.Module):
+    """A policy's per-asset scores as a module of the split observation's four tensors, what its
+    traced forward traces: ``scores(PortfolioObs(features, weights, mask, portfolio))``. ``layers``
+    (the modules ``scores`` runs) are registered here, so a trace shares their parameters rather
+    than copying them in as constants."""
+
+    def __init__(self, layers: nn.Module, scores: Callable[[PortfolioObs], torch.Tensor]) -> None:
+        super().__init__()
+        self.layers = layers
+        self.scores = scores
+
+    def forward(
+        self, features: torch.Tensor, weights: torch.Tensor, mask: torch.Tensor, portfolio: torch.Tensor
+    ) -> torch.Tensor:
+        return self.scores(PortfolioObs(features, weights, mask, portfolio))

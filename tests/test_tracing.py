@@ -108,9 +108,10 @@ def _flat_obs(module: Any, b: int, seed: int) -> torch.Tensor:
     return torch.cat([feats.flatten(1), weights, mask.float(), portfolio], -1)
 
 
-def test_the_gnn_policys_traced_forward_equals_its_eager_one_bit_for_bit() -> None:
-    traced, eager = _handle("gnn").module, _handle("gnn").module  # the same seed: the same weights
-    assert trace_for_inference(traced) and not hasattr(eager, "_traces")
+@pytest.mark.parametrize("family", ["gnn", "ppo_mlp", "distributional"])
+def test_a_policys_traced_forward_equals_its_eager_one_bit_for_bit(family: str) -> None:
+    traced, eager = _handle(family).module, _handle(family).module  # the same seed: the same weights
+    assert trace_for_inference(traced)
     with torch.inference_mode():  # serving's mode
         for b in (1, 2, 5, 2):
             for seed in range(4):
@@ -118,12 +119,34 @@ def test_the_gnn_policys_traced_forward_equals_its_eager_one_bit_for_bit() -> No
                 got, want = traced._forward_inference(obs), eager._forward_inference(obs)
                 for key in (Columns.ACTION_DIST_INPUTS, Columns.ACTIONS):
                     assert torch.equal(got[key], want[key]), (b, seed, key)
-    assert len(traced._traces.traced_shapes) == 3 and traced._traces.eager_shapes == []
+    traces = _traces(traced)
+    assert len(traces.traced_shapes) == 3 and traces.eager_shapes == [] and _traces(eager) is None
 
 
-def test_a_family_without_a_traced_forward_is_left_as_it_is() -> None:
-    module = _handle("ppo_mlp").module
-    assert not trace_for_inference(module) and not hasattr(module, "_traces")
+def _traces(module: Any) -> ShapeTraces | None:
+    return getattr(module, "_traces", None) or getattr(getattr(module, "policy", None), "_traces", None)
+
+
+def test_a_trace_shares_the_policys_weights() -> None:
+    """An in-place change of a weight (``load_state_dict`` copies into the same tensors) reaches the
+    trace: it holds the layers' parameters, not copies of their values."""
+    traced, eager = _handle("gnn").module, _handle("gnn").module
+    trace_for_inference(traced)
+    obs = {Columns.OBS: _flat_obs(traced, 2, seed=3)}
+    with torch.inference_mode():
+        before = traced._forward_inference(obs)[Columns.ACTION_DIST_INPUTS]
+    for module in (traced, eager):
+        with torch.no_grad():
+            module.score_head[-1].bias.add_(0.5)
+    with torch.inference_mode():
+        after = traced._forward_inference(obs)[Columns.ACTION_DIST_INPUTS]
+        assert not torch.equal(after, before)
+        assert torch.equal(after, eager._forward_inference(obs)[Columns.ACTION_DIST_INPUTS])
+
+
+def test_a_module_without_a_traced_forward_is_left_as_it_is() -> None:
+    module = _Affine()  # e.g. the gating family, or RLlib's own modules: no trace_inference()
+    assert not trace_for_inference(module) and _traces(module) is None
 
 
 def _service(family: str, traced: bool) -> DecisionService:
@@ -134,7 +157,7 @@ def _service(family: str, traced: bool) -> DecisionService:
 
 def test_the_service_decides_with_its_traced_forward_as_with_its_eager_one() -> None:
     traced, eager = _service("gnn", traced=True), _service("gnn", traced=False)
-    assert hasattr(traced.handle.module, "_traces") and not hasattr(eager.handle.module, "_traces")
+    assert _traces(traced.handle.module) is not None and _traces(eager.handle.module) is None
     symbols = list(traced.data.symbols)
     requests = [
         _request(traced),
@@ -152,5 +175,5 @@ def test_the_service_decides_with_its_traced_forward_as_with_its_eager_one() -> 
 def test_the_probe_warms_every_batch_size_up_to_the_one_asked() -> None:
     service = _service("gnn", traced=True)
     service.probe(batch_sizes=4)
-    traces = service.handle.module._traces
-    assert sorted(k[0][0][0] for k in traces.traced_shapes) == [1, 2, 3, 4]
+    traces = _traces(service.handle.module)
+    assert traces is not None and sorted(k[0][0][0] for k in traces.traced_shapes) == [1, 2, 3, 4]
