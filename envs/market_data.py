@@ -13,6 +13,12 @@ Design decisions
   both ``open`` and ``close`` are the last real close (a held position sees no move until the
   reopen, then the whole gap), before the listing the first future price and after the last bar
   the last known one (never observed: the asset is masked and holds nothing there).
+* **A window's end is not a delisting.** Data cut from a longer history (a split of a store, an
+  evaluation window) says which assets still have a real bar after its last one
+  (``listed_after``): missing bars at the end of such an asset's window are a hole too (a halt that
+  outlasts the window), not its last bar, so a position there is held at the last close to the end
+  rather than sold at it and redeployed. Without ``listed_after`` (synthetic data, a store's whole
+  history) the last real bar in the data is the asset's last.
 * ``days_per_bar`` is the bar length in trading days (1 for daily bars, 1/7 for hourly bars of a
   7-bar equity session, 1/1440 for minute crypto bars): per-bar carry rates (financing, borrow) are
   the annual rate / days per year * ``days_per_bar``. It and ``periods_per_year`` come from the
@@ -50,6 +56,8 @@ class MarketData:
     days_per_bar: float = 1.0  # trading days one bar spans: 1 daily, 1/7 hourly equity, 1/24 hourly crypto
     feature_missing: np.ndarray | None = None  # [T, N, F] bool: the store had no value (filled by 0 in
     #                                            ``features``); None: every value is present
+    listed_after: np.ndarray | None = None  # [N] bool: the asset has a real bar after ts[-1] (data cut
+    #                                         from a longer history); None: none has
 
     def __post_init__(self) -> None:
         t, n = self.close.shape
@@ -77,6 +85,8 @@ class MarketData:
                 f"MarketData.features has shape {self.features.shape}, expected "
                 f"({t}, {n}, {len(self.feature_names)})"
             )
+        if self.listed_after is not None and self.listed_after.shape != (n,):
+            raise ValueError(f"MarketData.listed_after has shape {self.listed_after.shape}, expected ({n},)")
         if self.feature_missing is not None and self.feature_missing.shape != self.features.shape:
             raise ValueError(
                 f"MarketData.feature_missing has shape {self.feature_missing.shape}, expected "
@@ -92,31 +102,44 @@ class MarketData:
         return int(self.close.shape[1])
 
 
-def last_listed_bar(listed: np.ndarray) -> np.ndarray:
-    """``[N]`` int64: each asset's last bar with a real bar in ``listed [T, N]`` (-1: none). A
-    position still held at that bar is delisted (``envs.simulator``); a missing bar before it is a
-    hole."""
+def last_listed_bar(listed: np.ndarray, listed_after: np.ndarray | None = None) -> np.ndarray:
+    """``[N]`` int64: each asset's last bar with a real bar in ``listed [T, N]`` (-1: none); ``T``
+    (past the data) for an asset of ``listed_after`` (a real bar after the data's end). A position
+    still held at that bar is delisted (``envs.simulator``); a missing bar before it is a hole."""
     lst = np.asarray(listed, dtype=bool)
     last = lst.shape[0] - 1 - lst[::-1].argmax(axis=0)
-    return np.where(lst.any(axis=0), last, -1).astype(np.int64)
+    last = np.where(lst.any(axis=0), last, -1).astype(np.int64)
+    if listed_after is not None:
+        last = np.where(np.asarray(listed_after, dtype=bool), lst.shape[0], last)
+    return last
 
 
-def hole_bars(listed: np.ndarray) -> np.ndarray:
+def hole_bars(listed: np.ndarray, listed_after: np.ndarray | None = None) -> np.ndarray:
     """``[T, N]`` bool: bars without a real bar strictly inside an asset's life (after its first
-    listed bar and before its last one) in ``listed [T, N]``."""
+    listed bar and before its last one, which for an asset of ``listed_after`` lies past the data)
+    in ``listed [T, N]``."""
     lst = np.asarray(listed, dtype=bool)
     seen_before = np.maximum.accumulate(lst, axis=0)
     seen_after = np.maximum.accumulate(lst[::-1], axis=0)[::-1]
+    if listed_after is not None:
+        seen_after = seen_after | np.asarray(listed_after, dtype=bool)[None, :]
     return seen_before & seen_after & ~lst
 
 
+def listed_after_slice(data: MarketData, stop: int) -> np.ndarray:
+    """``[N]`` bool: the :attr:`MarketData.listed_after` of ``data``'s bars before ``stop``: a real
+    bar at ``stop`` or later, or after ``data`` itself."""
+    after = np.asarray(np.asarray(data.listed[stop:], dtype=bool).any(axis=0), dtype=bool)
+    return after if data.listed_after is None else after | np.asarray(data.listed_after, dtype=bool)
+
+
 def carry_close_through_holes(
-    open_: np.ndarray, close: np.ndarray, listed: np.ndarray
+    open_: np.ndarray, close: np.ndarray, listed: np.ndarray, listed_after: np.ndarray | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
     """``(open, close)`` ``[T, N]`` with every hole bar (:func:`hole_bars`) priced at the last real
     close, open and close alike (new arrays; other bars as given): a position held through a halt
     sees no move inside it and the whole gap at the reopen."""
-    hole = hole_bars(listed)
+    hole = hole_bars(listed, listed_after)
     rows = np.where(hole, 0, np.arange(hole.shape[0])[:, None])
     source = np.maximum.accumulate(rows, axis=0)  # the last bar that is not a hole
     carried = np.take_along_axis(np.asarray(close, dtype=np.float64), source, axis=0)

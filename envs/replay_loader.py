@@ -151,6 +151,8 @@ def load_market_data(
         window = windows[split]
         calendar = calendar[(calendar >= window.start) & (calendar <= window.end)]
     order = sorted(classes.index.astype(str))
+    # a symbol with a bar after the window is not delisted at the window's end (market_data)
+    listed_after = (bars.groupby("symbol")["ts"].max().reindex(order) > calendar[-1]).to_numpy(dtype=bool)
     bars = bars[bars["ts"].isin(calendar)]
 
     def wide(frame: pd.DataFrame, column: str) -> pd.DataFrame:
@@ -162,7 +164,7 @@ def load_market_data(
     close = close_raw.ffill().bfill().fillna(1.0).to_numpy()
     open_ = wide(bars, "open").astype("float64").ffill().bfill().fillna(1.0).to_numpy()
     # inside a hole both prices are the last real close (the forward-filled open would be a fake gap)
-    open_, close = carry_close_through_holes(open_, close, listed)
+    open_, close = carry_close_through_holes(open_, close, listed, listed_after)
 
     wanted = sorted({*feature_columns, "spread_bps", "dollar_volume_20", "vol_regime_code"})
     feats = read_frame(
@@ -203,6 +205,7 @@ def load_market_data(
         periods_per_year=round(periods_per_year(calendar, calendar_class)),
         days_per_bar=1.0 / _bars_per_day(calendar),
         feature_missing=absent,
+        listed_after=listed_after,
     )
 
 

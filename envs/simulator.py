@@ -18,7 +18,9 @@ delisting. No order for it fills when there is no real bar at ``t`` or at ``t + 
 as an unfilled order (``fill`` False: the units are kept, their exposure comes out of the gross
 budget), so the position is carried through the hole at the last real close (the data's prices
 there) and takes the whole gap from that close to the reopen. Only the bar after an asset's last
-real bar (``market_data.last_listed_bar``, derived once from ``listed``) liquidates it.
+real bar (``market_data.last_listed_bar``, derived once from ``listed``) liquidates it; an asset
+with a real bar after the data's end (``MarketData.listed_after``: a split or window cut from a
+longer history) has no last bar inside the data, and missing bars at its end are a hole.
 
 Exposure bound: the projection caps the *target* gross at ``gross_cap`` (on the equity at close
 ``t``). A partial fill leaves the gross at the open at most the larger of the gross before the fill
@@ -201,7 +203,7 @@ class MarketSimulator:
         self._open = np.ascontiguousarray(data.open, dtype=np.float64)
         self._close = np.ascontiguousarray(data.close, dtype=np.float64)
         self._listed = np.ascontiguousarray(data.listed, dtype=bool)
-        self._last_bar = last_listed_bar(self._listed)
+        self._last_bar = last_listed_bar(self._listed, data.listed_after)
         self._features = np.ascontiguousarray(data.features, dtype=np.float32)
         self._missing = data.feature_missing
         is_crypto = np.array([c == "crypto" for c in data.asset_class], dtype=bool)
@@ -511,9 +513,11 @@ def _validate_data(data: MarketData) -> None:
         arr = getattr(data, name)
         if not np.isfinite(arr).all() or (arr <= 0).any():
             raise ValueError(f"MarketData.{name} must be finite and > 0 everywhere (fill unlisted bars)")
-    hole = hole_bars(data.listed)
+    hole = hole_bars(data.listed, data.listed_after)
     if hole.any():  # a held position is carried through a hole at these prices: they must not move
-        want_open, want_close = carry_close_through_holes(data.open, data.close, data.listed)
+        want_open, want_close = carry_close_through_holes(
+            data.open, data.close, data.listed, data.listed_after
+        )
         bad = hole & ((data.open != want_open) | (data.close != want_close))
         if bad.any():
             t, n = (int(i) for i in np.argwhere(bad)[0])

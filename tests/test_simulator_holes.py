@@ -10,6 +10,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from raytrade.envs.config import SimulatorConfig
@@ -22,12 +23,14 @@ T = 10
 HOLE = 5  # bar 5 is missing; asset 0 reopens 40 % lower at bar 6
 
 
-def _market(listed: np.ndarray, px: np.ndarray | None = None) -> MarketData:
+def _market(
+    listed: np.ndarray, px: np.ndarray | None = None, listed_after: np.ndarray | None = None
+) -> MarketData:
     if px is None:
         px = np.full((T, 2), 100.0)
         px[HOLE + 1 :, 0] = 60.0
     t, n = px.shape
-    open_, close = carry_close_through_holes(px, px, listed)
+    open_, close = carry_close_through_holes(px, px, listed, listed_after)
     return MarketData(
         ts=(np.datetime64("2024-01-01") + np.arange(t).astype("timedelta64[D]")).astype("datetime64[us]"),
         symbols=tuple(f"S{i}" for i in range(n)),
@@ -40,6 +43,7 @@ def _market(listed: np.ndarray, px: np.ndarray | None = None) -> MarketData:
         features=np.full((t, n, 1), 0.01, np.float32),
         feature_names=("vol_20",),
         regime_code=np.zeros((t, n), np.int8),
+        listed_after=listed_after,
     )
 
 
@@ -152,3 +156,76 @@ def test_the_loader_prices_a_hole_at_the_last_close(tmp_path: Path) -> None:
     assert data.open[t, 0] == data.close[t, 0] == data.close[t - 1, 0]
     assert data.open[t + 1, 0] == first.loc[first.index[41], "open"]
     MarketSimulator(data, SimulatorConfig(episode_len=20))  # the simulator accepts the loader's data
+
+
+# ------------------------------------------------------------------ a halt at the window's end
+
+
+def test_an_asset_listed_after_the_data_has_no_last_bar_inside_it() -> None:
+    listed = np.array([[1, 1, 0], [1, 0, 0], [0, 0, 0]], dtype=bool)
+    after = np.array([True, False, True])
+    np.testing.assert_array_equal(last_listed_bar(listed, after), [3, 0, 3])
+    np.testing.assert_array_equal(hole_bars(listed, after), [[0, 0, 0], [0, 0, 0], [1, 0, 0]])
+    open_, close = carry_close_through_holes(
+        np.full((3, 3), 7.0), np.array([[1.0] * 3, [2.0] * 3, [3.0] * 3]), listed, after
+    )
+    assert open_[2, 0] == close[2, 0] == 2.0  # the trailing hole at the last real close
+    assert open_[2, 1] == 7.0  # after a real last bar: as given (never observed)
+
+
+def test_a_halt_that_outlasts_the_window_is_held_not_sold_and_redeployed() -> None:
+    """Asset 0 stops trading at bar 5 and the window ends before it reopens; asset 1 doubles
+    afterwards. Read as a delisting, the position was sold at the last close and the cash bought
+    more of asset 1 (the policy holds its listed names equally, every bar); read as the halt it is,
+    it stays held and locked, valued at the last close, and its exposure still counts (here within
+    the leverage the simulator allows: the return is the same, the book is not)."""
+    listed = np.ones((T, 2), dtype=bool)
+    listed[HOLE + 1 :, 0] = False
+    px = np.full((T, 2), 100.0)
+    px[HOLE + 3 :, 1] = 200.0
+    delisted = _market(listed, px)
+    halted = _market(listed, px, listed_after=np.array([True, True]))
+
+    def listed_equally(_: MarketData, __: int) -> object:
+        return lambda ob: ob.mask / np.maximum(ob.mask.sum(axis=-1, keepdims=True), 1)
+
+    gone, w_gone = _total(delisted, listed_equally)
+    held, w_held = _total(halted, listed_equally)
+    assert w_gone[0] == 0.0 and w_gone[1] > 0.95  # sold at the last close, all of it in the winner
+    assert w_held[0] > 0.2  # still holding the halted name at the end (a quarter, after the doubling)
+    assert np.abs(w_held).sum() > np.abs(w_gone).sum() + 0.2  # its exposure still counts
+    assert held <= gone  # valued at the last close, as the exit was, and no cash freed by it
+    sim = MarketSimulator(halted, SimulatorConfig(episode_len=T - 1, initial_equity=10_000.0), seed=0)
+    sim.reset(starts=np.zeros(1, dtype=np.int64))
+    while int(sim.t[0]) < HOLE:  # buy and hold up to its last bar in the window
+        sim.step(np.array([[0.5, 0.5]]))
+    units = sim.units[0, 0]
+    assert units > 0
+    while int(sim.t[0]) < T - 1:
+        sim.step(np.array([[0.0, 1.0]]))  # asks to sell it: nothing fills while it is halted
+        assert sim.units[0, 0] == units
+
+
+def test_the_loader_and_a_window_slice_know_which_assets_trade_after_them(tmp_path: Path) -> None:
+    from raytrade.envs.evaluation.harness import slice_window
+    from raytrade.envs.replay_loader import load_market_data
+    from raytrade.replay.ingest import ingest_frames
+    from raytrade.replay.sources.synthetic import generate
+    from raytrade.replay.splits import TimeWindow
+
+    market = generate(n_symbols=3, years=1.0, seed=4, n_crypto=0)
+    bars = market.bars
+    gone = bars[(bars["symbol"] == "SYN002") & (bars["ts"] > bars["ts"].quantile(0.5))].index
+    ingest_frames(tmp_path / "store", bars.drop(index=gone), market.macro, show_progress=False)
+    train = load_market_data(tmp_path / "store", "train")
+    test = load_market_data(tmp_path / "store", "test")
+    everything = load_market_data(tmp_path / "store", "all")
+    assert train.listed_after is not None and train.listed_after.tolist() == [True, True, False]
+    assert test.listed_after is not None and not test.listed_after.any()
+    assert everything.listed_after is not None and not everything.listed_after.any()
+    # SYN002 delisted inside the train window: its last bar there is a delisting, the others run on
+    assert last_listed_bar(train.listed, train.listed_after).tolist()[:2] == [train.n_steps] * 2
+    ts = pd.DatetimeIndex(everything.ts).tz_localize("UTC")
+    first_half = slice_window(everything, TimeWindow("h1", ts[0], ts[len(ts) // 3], 0))
+    assert first_half.listed_after is not None and first_half.listed_after.tolist() == [True, True, True]
+    MarketSimulator(train, SimulatorConfig(episode_len=20))

@@ -42,7 +42,7 @@ from raytrade.envs.config import SimulatorConfig
 from raytrade.envs.evaluation.kelly_lite import KellyLiteConfig
 from raytrade.envs.evaluation.policies import EvaluationInputError, Loader, PolicySpec, resolve_policies
 from raytrade.envs.evaluation.stats import BootstrapConfig
-from raytrade.envs.market_data import MarketData
+from raytrade.envs.market_data import MarketData, listed_after_slice
 from raytrade.envs.rollout import replay_policy
 from raytrade.envs.scenarios import ScenarioConfig, ScenarioDataError, row_regimes, scenario_draws
 from raytrade.replay.fingerprint import data_fingerprint
@@ -226,6 +226,7 @@ def slice_window(data: MarketData, window: TimeWindow) -> MarketData:
         features=data.features[sl],
         regime_code=data.regime_code[sl],
         feature_missing=None if data.feature_missing is None else data.feature_missing[sl],
+        listed_after=listed_after_slice(data, hi),
     )
 
 
