@@ -17,8 +17,9 @@ Design decisions
   evaluation window) says which assets still have a real bar after its last one
   (``listed_after``): missing bars at the end of such an asset's window are a hole too (a halt that
   outlasts the window), not its last bar, so a position there is held at the last close to the end
-  rather than sold at it and redeployed. Without ``listed_after`` (synthetic data, a store's whole
-  history) the last real bar in the data is the asset's last.
+  rather than sold at it and redeployed. Without ``listed_after`` (synthetic data) the last real bar
+  in the data is the asset's last; a store's whole history (split ``all``) has none after it, except
+  crypto bars later than the equity calendar's last label (crypto trades on).
 * ``days_per_bar`` is the bar length in trading days (1 for daily bars, 1/7 for hourly bars of a
   7-bar equity session, 1/1440 for minute crypto bars): per-bar carry rates (financing, borrow) are
   the annual rate / days per year * ``days_per_bar``. It and ``periods_per_year`` come from the

@@ -25,7 +25,7 @@ outputs (up to ties in the top-k).
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, NamedTuple
+from typing import Any, ClassVar, NamedTuple, cast
 
 import torch
 import torch.nn.functional as F
@@ -313,6 +313,12 @@ def node_scores(
     return ctx, run_mlp(score_head, head_input(h, ctx, obs.portfolio)).squeeze(-1)
 
 
+def _layer_scores(layers: nn.ModuleList, obs: PortfolioObs) -> torch.Tensor:
+    """:func:`node_scores`' scores from ``[encoder, score_head]`` (what the traced forward runs)."""
+    encoder, score_head = layers
+    return node_scores(cast(GraphEncoder, encoder), cast(nn.Sequential, score_head), obs)[1]
+
+
 class GNNModule(TorchRLModule, ValueFunctionAPI, InferenceOnlyAPI):
     """GATv2 allocator: node scores -> Gaussian mean / projected weights; pooled nodes -> value."""
 
@@ -333,14 +339,14 @@ class GNNModule(TorchRLModule, ValueFunctionAPI, InferenceOnlyAPI):
         ctx, scores = node_scores(self.encoder, self.score_head, obs)
         return obs, scores, torch.cat([ctx, obs.portfolio], dim=-1)
 
-    def trace_inference(self) -> None:
+    def trace_inference(self, on: bool = True) -> ShapeTraces | None:
         """Run :meth:`_forward_inference`'s encoder and score head through per-shape traces
         (:class:`models.tracing.ShapeTraces`, each checked against the eager forward): the same
-        numbers with less Python per forward. For a loaded policy that only answers (serving);
-        never for one that trains."""
+        numbers with less Python per forward; ``on`` False: the eager forward again. Returns the
+        traces. For a loaded policy that only answers (serving); never for one that trains."""
         layers = nn.ModuleList([self.encoder, self.score_head])
-        scores = ObsScores(layers, lambda obs: node_scores(self.encoder, self.score_head, obs)[1])
-        self._traces = ShapeTraces(scores)
+        self._traces = ShapeTraces(ObsScores(layers, _layer_scores)) if on else None
+        return self._traces
 
     def weights(self, obs: torch.Tensor | dict[str, torch.Tensor]) -> torch.Tensor:
         """Deterministic feasible weights ``[B, N]`` (projection of the Gaussian mean)."""

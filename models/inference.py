@@ -35,6 +35,7 @@ from raytrade.envs.config import GatedEnvConfig, PortfolioEnvConfig
 from raytrade.envs.market_data import MarketData
 from raytrade.envs.rollout import Decision, Policy, Rollout, replay_policy
 from raytrade.envs.simulator import Observation
+from raytrade.models.tracing import ShapeTraces
 
 
 def observation_arrays(
@@ -66,14 +67,12 @@ def single_threaded() -> Iterator[None]:
         torch.set_num_threads(threads)
 
 
-def trace_for_inference(module: Any) -> bool:
-    """Turn on ``module``'s traced no-grad forward (its ``trace_inference()``, ``models.tracing``)
-    where its family has one; True when it did. For a loaded policy that only answers."""
+def trace_for_inference(module: Any, on: bool = True) -> ShapeTraces | None:
+    """Turn ``module``'s traced no-grad forward (its ``trace_inference()``, ``models.tracing``) on,
+    or (``on`` False) off, where its family has one; the traces when on, else None. For a loaded
+    policy that only answers."""
     trace = getattr(module, "trace_inference", None)
-    if trace is None:
-        return False
-    trace()
-    return True
+    return None if trace is None else trace(on)
 
 
 def to_tensor(obs: Any) -> Any:

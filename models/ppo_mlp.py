@@ -91,10 +91,12 @@ class ScorePolicy(nn.Module):
         h, ctx = self.encoder(obs)
         return ctx, run_mlp(self.score_head, head_input(h, ctx, obs.portfolio)).squeeze(-1)
 
-    def trace(self) -> None:
+    def trace(self, on: bool = True) -> ShapeTraces | None:
         """Compute :meth:`outputs`' inference scores through per-shape traces
-        (:class:`models.tracing.ShapeTraces`): for a loaded policy that only answers."""
-        self._traces = ShapeTraces(ObsScores(self, lambda obs: self.scores(obs)[1]))
+        (:class:`models.tracing.ShapeTraces`; ``on`` False: eagerly again), returned: for a loaded
+        policy that only answers."""
+        self._traces = ShapeTraces(ObsScores(self, _policy_scores)) if on else None
+        return self._traces
 
     def dist_inputs(self, obs: PortfolioObs, scores: torch.Tensor) -> torch.Tensor:
         """Gaussian inputs ``[B, 2N]``: the scores and the exploration schedule's log std."""
@@ -123,6 +125,11 @@ class ScorePolicy(nn.Module):
         return out
 
 
+def _policy_scores(policy: ScorePolicy, obs: PortfolioObs) -> torch.Tensor:
+    """:meth:`ScorePolicy.scores`' scores (what the traced forward runs)."""
+    return policy.scores(obs)[1]
+
+
 class ScorePolicyForwards:
     """RLModule forwards of a module whose actor is ``self.policy`` (a :class:`ScorePolicy`) with
     ``self.cfg.projection``: shared by ``ppo_mlp`` and ``distributional`` (list it before
@@ -135,10 +142,11 @@ class ScorePolicyForwards:
         """Deterministic feasible weights ``[B, N]`` (projection of the Gaussian mean)."""
         return self.policy.weights(obs, self.cfg.projection)
 
-    def trace_inference(self) -> None:
-        """Run :meth:`_forward_inference`'s scores through per-shape traces (``models.tracing``):
-        the same numbers with less Python per forward. For a loaded policy that only answers."""
-        self.policy.trace()
+    def trace_inference(self, on: bool = True) -> ShapeTraces | None:
+        """Run :meth:`_forward_inference`'s scores through per-shape traces (``models.tracing``;
+        ``on`` False: eagerly again): the same numbers with less Python per forward. Returns the
+        traces. For a loaded policy that only answers."""
+        return self.policy.trace(on)
 
     def _forward(self, batch: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
         return self.policy.outputs(batch[Columns.OBS], self.cfg.projection, "exploration")

@@ -10,7 +10,9 @@ observations per size (random features and masks).
 **Per shape.** A trace fixes every size it saw (and the module's per-shape caches become
 constants), so :class:`ShapeTraces` keeps one trace per input shape and dtype; serving sees a
 handful of batch sizes. A shape is traced the first time it is called (~50 ms), so a service warms
-the sizes it will batch before it answers (``serve.decide.DecisionService.probe``).
+the sizes it will batch before it answers and then closes the traces
+(``serve.decide.DecisionService.probe``): a batch size it did not warm runs eagerly, no request
+pays a trace.
 
 **Checked, or not used.** Right after tracing, the trace is run three times on the input it was
 traced on (the profiling executor re-optimises a graph over its first runs) and each output is
@@ -28,8 +30,10 @@ loaded policy that only answers (``models.load``'d for serving), never for one t
 from __future__ import annotations
 
 import logging
+import threading
 import warnings
 from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import nn
@@ -39,7 +43,7 @@ from raytrade.models.common import PortfolioObs
 log = logging.getLogger(__name__)
 
 MAX_TRACED_SHAPES = 64
-"""Traces kept per network; at the next new shape the cache starts afresh."""
+"""Traces kept per network; a new shape beyond them runs eagerly (nothing is evicted)."""
 CHECK_RUNS = 3
 """Runs of a new trace compared with the eager output before it is used."""
 
@@ -59,14 +63,26 @@ class ShapeTraces:
     """``traces(*tensors)`` = ``net(*tensors)``, through a trace of ``net`` for that input shape.
 
     Call it with grad disabled (``torch.no_grad`` / ``inference_mode``): it is the no-grad forward.
+    A shape seen for the first time is traced and checked then (~50 ms), unless the traces are
+    :meth:`closed` (a service closes them once its batch sizes are warmed: no request pays a
+    trace) or :data:`MAX_TRACED_SHAPES` are kept already: such a shape runs ``net`` itself.
     ``traced_shapes`` lists the shapes whose trace passed the check, ``eager_shapes`` those that
-    failed it (they run ``net`` itself).
+    failed it. Safe to call from several threads (a lock around tracing). A copy or a pickle
+    holds the network and none of its traces (a copy traces its own, over its own weights).
     """
 
     def __init__(self, net: nn.Module, max_shapes: int = MAX_TRACED_SHAPES) -> None:
         self.net = net
         self.max_shapes = max_shapes
+        self.closed = False
         self._by_shape: dict[Key, Callable[..., torch.Tensor] | None] = {}
+        self._lock = threading.Lock()
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"net": self.net, "max_shapes": self.max_shapes}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["net"], state["max_shapes"])  # type: ignore[misc]
 
     @property
     def traced_shapes(self) -> list[Key]:
@@ -76,19 +92,25 @@ class ShapeTraces:
     def eager_shapes(self) -> list[Key]:
         return [k for k, v in self._by_shape.items() if v is None]
 
+    def close(self) -> None:
+        """Trace no new shape from now on (those not traced yet run eagerly)."""
+        self.closed = True
+
     def __call__(self, *tensors: torch.Tensor) -> torch.Tensor:
         if torch.is_grad_enabled():
             raise RuntimeError("ShapeTraces is the no-grad forward: call it under torch.no_grad()")
         key: Key = tuple((tuple(t.shape), t.dtype) for t in tensors)
-        if key not in self._by_shape:
-            if len(self._by_shape) >= self.max_shapes:
-                self._by_shape.clear()
-            self._by_shape[key] = self._trace(tensors, key)
-        traced = self._by_shape[key]
+        traced = self._by_shape.get(key)
+        if traced is None and key not in self._by_shape and not self.closed:
+            with self._lock:
+                if key not in self._by_shape and len(self._by_shape) < self.max_shapes:
+                    self._by_shape[key] = self._trace(tensors, key)
+                traced = self._by_shape.get(key)
         return self.net(*tensors) if traced is None else traced(*tensors)
 
     def _trace(self, tensors: tuple[torch.Tensor, ...], key: Key) -> Callable[..., torch.Tensor] | None:
         """The checked trace for ``key`` (None: that shape runs eagerly)."""
+        name = type(self.net).__name__
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", torch.jit.TracerWarning)
@@ -96,14 +118,19 @@ class ShapeTraces:
             expected = self.net(*tensors)
             matches = all(_same(traced(*tensors), expected) for _ in range(CHECK_RUNS))
         except Exception as exc:  # a trace that cannot be made is a slower forward, not a failure
+            reason = (str(exc).strip().splitlines() or [""])[0][:200]  # not a tensor's whole repr
             log.warning(
-                "%s: no trace for input shapes %s (%s), running it eagerly", type(self.net).__name__, key, exc
+                "%s: no trace for input shapes %s (%s: %s), running it eagerly",
+                name,
+                key,
+                type(exc).__name__,
+                reason,
             )
             return None
         if not matches:
             log.warning(
                 "%s: the trace for input shapes %s differs from the eager forward, running it eagerly",
-                type(self.net).__name__,
+                name,
                 key,
             )
             return None
@@ -112,11 +139,12 @@ class ShapeTraces:
 
 class ObsScores(nn.Module):
     """A policy's per-asset scores as a module of the split observation's four tensors, what its
-    traced forward traces: ``scores(PortfolioObs(features, weights, mask, portfolio))``. ``layers``
-    (the modules ``scores`` runs) are registered here, so a trace shares their parameters rather
-    than copying them in as constants."""
+    traced forward traces: ``scores(layers, PortfolioObs(features, weights, mask, portfolio))``.
+    ``layers`` (the modules ``scores`` runs) are registered here, so a trace shares their parameters
+    rather than copying them in as constants, and ``scores`` reads them only through its argument
+    (a module-level function, no closure): a copy of the policy computes with its own layers."""
 
-    def __init__(self, layers: nn.Module, scores: Callable[[PortfolioObs], torch.Tensor]) -> None:
+    def __init__(self, layers: nn.Module, scores: Callable[[Any, PortfolioObs], torch.Tensor]) -> None:
         super().__init__()
         self.layers = layers
         self.scores = scores
@@ -124,4 +152,4 @@ class ObsScores(nn.Module):
     def forward(
         self, features: torch.Tensor, weights: torch.Tensor, mask: torch.Tensor, portfolio: torch.Tensor
     ) -> torch.Tensor:
-        return self.scores(PortfolioObs(features, weights, mask, portfolio))
+        return self.scores(self.layers, PortfolioObs(features, weights, mask, portfolio))

@@ -149,8 +149,8 @@ class DecisionService:
     def __init__(self, handle: Any, data: MarketData, config: ServeConfig | None = None):
         self.handle = handle
         self.config = config or ServeConfig()
-        if self.config.traced_forward:
-            trace_for_inference(handle.module)
+        # on or off as configured (a handle shared with an earlier service follows the latest one)
+        self._traces = trace_for_inference(handle.module, self.config.traced_forward)
         self.env_cfg: PortfolioEnvConfig = handle.env_config()
         self.data = data
         self.universe = {s: i for i, s in enumerate(data.symbols)}
@@ -247,7 +247,8 @@ class DecisionService:
         what a failed probe refuses), and no live request pays the first call of each code path:
         the probe is also decided in batches of 2 to ``batch_sizes`` (at most
         :data:`MAX_WARMED_BATCH`), so each batch size's first forward (a traced forward's trace,
-        ``models.tracing``) is paid here."""
+        ``models.tracing``) is paid here, even when it falls back; then the traces are closed: a
+        larger batch runs the eager forward, and no request pays a trace."""
         as_of = _utc(self._ts[-1])
         request = ActRequest.model_validate(
             {
@@ -259,12 +260,14 @@ class DecisionService:
             }
         )
         (answer,) = self.decide([request], as_of)
+        for size in range(2, min(batch_sizes, MAX_WARMED_BATCH) + 1):
+            self.decide([request] * size, as_of)
+        if self._traces is not None:
+            self._traces.close()  # no request pays a trace: larger batches run eagerly
         if answer.fallback:
             raise ProbeFellBack(
                 f"{self.model_ref} fell back on a probe decision at {as_of.isoformat()}: {answer.reason}"
             )
-        for size in range(2, min(batch_sizes, MAX_WARMED_BATCH) + 1):
-            self.decide([request] * size, as_of)
         return answer
 
     def prepare(self, request: ActRequest, now: datetime) -> Prepared:

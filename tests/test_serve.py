@@ -738,6 +738,7 @@ def test_docs_are_off_unless_asked_for(service: DecisionService) -> None:
     body = document["paths"]["/v1/act"]["post"]["requestBody"]["content"]["application/json"]["schema"]
     components = document["components"]["schemas"]
     assert body == {"$ref": "#/components/schemas/ActRequest"}
+    assert "422" in document["paths"]["/v1/act"]["post"]["responses"]
     assert components["ActRequest"]["properties"].keys() >= {"account", "positions", "analysis", "as_of"}
     refs = set(re.findall(r'"#/components/schemas/([^"]+)"', json.dumps(document)))
     assert refs and refs <= components.keys(), refs - components.keys()
@@ -756,6 +757,26 @@ def test_a_body_that_is_not_json_or_not_a_request_is_422_naming_the_field(servic
         assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body"], r.text
         r = client.post("/v1/act", json={**body, "account": {"equity": "250000"}}, headers=_headers())
         assert r.status_code == 200, r.text  # a broker's number as a string, as Alpaca sends them
+        # what FastAPI's own JSON parsing took is still taken: a byte-order mark, UTF-16
+        raw = json.dumps(body)
+        for encoded in (b"\xef\xbb\xbf" + raw.encode(), raw.encode("utf-16")):
+            assert client.post("/v1/act", content=encoded, headers=json_type).status_code == 200
+        # and a body that is not sent as JSON is refused, as it was
+        for kind in (
+            {"content-type": "text/plain"},
+            {"content-type": "application/x-www-form-urlencoded"},
+            {},
+        ):
+            r = client.post("/v1/act", content=raw.encode(), headers={**_headers(), **kind})
+            assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body"], (kind, r.text)
+        assert (
+            client.post(
+                "/v1/act",
+                content=raw.encode(),
+                headers={**json_type, "content-type": "application/json; charset=utf-8"},
+            ).status_code
+            == 200
+        )
 
 
 def test_the_token_is_checked_before_a_malformed_or_huge_body(service: DecisionService) -> None:

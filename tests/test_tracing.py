@@ -4,7 +4,10 @@ service), and a service warms the batch sizes it will see. No Ray: seeded untrai
 
 from __future__ import annotations
 
+import copy
 import logging
+import pickle
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
@@ -79,13 +82,44 @@ def test_a_net_that_cannot_be_traced_runs_eagerly(caplog: pytest.LogCaptureFixtu
 
 
 def test_traces_are_the_no_grad_forward_only_and_kept_within_their_bound() -> None:
-    traces = ShapeTraces(_Affine(), max_shapes=2)
+    torch.manual_seed(0)
+    net = _Affine()
+    traces = ShapeTraces(net, max_shapes=2)
     with pytest.raises(RuntimeError, match="no_grad"):
         traces(torch.ones(1, 3))
     with torch.no_grad():
-        for b in range(1, 6):
-            traces(torch.ones(b, 3))
-    assert 0 < len(traces.traced_shapes) <= 2
+        for b in (1, 2, 3, 4, 1, 2):
+            x = torch.randn(b, 3)
+            assert torch.equal(traces(x), net(x))
+    # the first two shapes keep their traces; later ones run eagerly, nothing is evicted
+    assert sorted(k[0][0][0] for k in traces.traced_shapes) == [1, 2] and traces.eager_shapes == []
+
+
+def test_closed_traces_trace_no_new_shape() -> None:
+    torch.manual_seed(0)
+    net = _Affine()
+    traces = ShapeTraces(net)
+    with torch.no_grad():
+        traces(torch.ones(2, 3))
+        traces.close()
+        x = torch.randn(5, 3)
+        assert torch.equal(traces(x), net(x))
+    assert [k[0][0][0] for k in traces.traced_shapes] == [2]
+
+
+def test_traces_called_from_several_threads_trace_each_shape_once() -> None:
+    torch.manual_seed(0)
+    net = _Affine()
+    traces = ShapeTraces(net, max_shapes=3)
+    inputs = [torch.randn(1 + i % 6, 3) for i in range(120)]
+
+    def call(x: torch.Tensor) -> bool:
+        with torch.no_grad():
+            return bool(torch.equal(traces(x), net(x)))
+
+    with ThreadPoolExecutor(6) as pool:
+        assert all(pool.map(call, inputs))
+    assert len(traces.traced_shapes) == 3 and traces.eager_shapes == []
 
 
 # ------------------------------------------------------------------------------ the gnn policy
@@ -144,6 +178,36 @@ def test_a_trace_shares_the_policys_weights() -> None:
         assert torch.equal(after, eager._forward_inference(obs)[Columns.ACTION_DIST_INPUTS])
 
 
+@pytest.mark.parametrize("family", ["gnn", "ppo_mlp"])
+def test_a_copy_or_a_pickle_of_a_traced_policy_computes_with_its_own_weights(family: str) -> None:
+    traced, reference = _handle(family).module, _handle(family).module
+    trace_for_inference(traced)
+    obs = {Columns.OBS: _flat_obs(traced, 2, seed=1)}
+    with torch.inference_mode():
+        before = traced._forward_inference(obs)[Columns.ACTION_DIST_INPUTS]
+    assert _traces(traced) is not None and _traces(traced).traced_shapes  # type: ignore[union-attr]
+    copies = [copy.deepcopy(traced), pickle.loads(pickle.dumps(traced))]
+    with torch.no_grad():  # new weights for the copies (and the eager reference), in place
+        for module in (*copies, reference):
+            for param in module.parameters():
+                param.add_(0.1)
+    with torch.inference_mode():
+        want = reference._forward_inference(obs)[Columns.ACTION_DIST_INPUTS]
+        assert not torch.equal(want, before)
+        for clone in copies:
+            assert torch.equal(clone._forward_inference(obs)[Columns.ACTION_DIST_INPUTS], want)
+        assert torch.equal(traced._forward_inference(obs)[Columns.ACTION_DIST_INPUTS], before)
+
+
+def test_the_flag_off_turns_a_shared_handles_traces_off() -> None:
+    handle = _handle("gnn")
+    data = serving_market_data(handle.env_config(), handle.manifest.data.symbols)
+    DecisionService(handle, data, ServeConfig(max_feature_age_hours=None))
+    assert _traces(handle.module) is not None
+    DecisionService(handle, data, ServeConfig(max_feature_age_hours=None, traced_forward=False))
+    assert _traces(handle.module) is None
+
+
 def test_a_module_without_a_traced_forward_is_left_as_it_is() -> None:
     module = _Affine()  # e.g. the gating family, or RLlib's own modules: no trace_inference()
     assert not trace_for_inference(module) and _traces(module) is None
@@ -172,8 +236,13 @@ def test_the_service_decides_with_its_traced_forward_as_with_its_eager_one() -> 
         assert [a.model_dump(exclude=skip) for a in got] == [a.model_dump(exclude=skip) for a in want]
 
 
-def test_the_probe_warms_every_batch_size_up_to_the_one_asked() -> None:
-    service = _service("gnn", traced=True)
+def test_the_probe_warms_every_batch_size_up_to_the_one_asked_then_no_request_traces() -> None:
+    service, eager = _service("gnn", traced=True), _service("gnn", traced=False)
     service.probe(batch_sizes=4)
     traces = _traces(service.handle.module)
     assert traces is not None and sorted(k[0][0][0] for k in traces.traced_shapes) == [1, 2, 3, 4]
+    skip = {"decision_id"}
+    batch = [_request(service)] * 6  # larger than warmed: decided eagerly, nothing traced
+    got, want = service.decide(batch), eager.decide(batch)
+    assert [a.model_dump(exclude=skip) for a in got] == [a.model_dump(exclude=skip) for a in want]
+    assert len(traces.traced_shapes) == 4 and traces.eager_shapes == []
