@@ -72,8 +72,8 @@ from raytrade.serve.schemas import ActRequest, ActResponse, AppliedCaps, target_
 
 _ZERO = 1e-9  # |weight| below this is flat
 MAX_WARMED_BATCH = 32
-"""The largest batch size :meth:`DecisionService.probe` warms (larger ones pay their first forward
-on a request)."""
+"""The largest batch size :meth:`DecisionService.probe` warms (a larger batch runs the eager
+forward: the traces are closed after the warm-up)."""
 NON_FINITE_ACTION = "the policy produced a non-finite action: holding every position"
 
 
