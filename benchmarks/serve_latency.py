@@ -12,6 +12,11 @@ serves those of an earlier build instead), then, in one run:
   copy of a real 32-symbol answer (the same bytes size as the model's): the cost of the proxy and
   the HTTP path with nothing parsed or decided; and a second, identical floor (``floor_b``), whose
   ratio to the first is an A/A measure of how far the ratios move with nothing changed;
+* **ideal** (per model): the floor, spinning per request the CPU time of the model's in-process
+  ``DecisionService.decide`` of the benchmark's request (median, one torch thread) on its replica's
+  event loop: a service whose only cost is its decision, with no parse, no batching and no answer to
+  build; its p99 ratio says how far under the target any implementation of that decision can get on
+  this machine;
 * **ppo_mlp** and **gnn**: ``POST /v1/act`` of a 32-symbol request to :class:`serve.app.PolicyService`;
 * **serve.batch**: the same replica with its requests batched by ``ray.serve.batch`` (2 ms fill
   wait) instead of :class:`serve.batcher.DrainBatcher`, the service as it was before (an A/B);
@@ -19,7 +24,7 @@ serves those of an earlier build instead), then, in one run:
   each, a fixed number of requests each; every answer is parsed the same way): p50 / p99 latency,
   requests/s, symbol-decisions/s (requests/s x symbols per request) and errors (a non-200, or a
   fallback answer). The floors, the model and its serve.batch variant are deployed side by side
-  (route prefixes ``/floor``, ``/floor_b``, ``/service``, ``/serve_batch``) and measured in
+  (route prefixes ``/floor``, ``/floor_b``, ``/ideal``, ``/service``, ``/serve_batch``) and measured in
   alternating rounds whose order rotates, so a load drift hits them all alike; each p99 ratio comes
   with a 95 % interval over the rounds;
 * where the CPU goes: for the floor and the model at concurrency 8, the CPU seconds per request of
@@ -93,10 +98,11 @@ def _build_model(work: Path, store: Path, spec: str, name: str) -> Path:
     return registry
 
 
-def _floor_app(token_sha256: str, answer: bytes) -> Any:
+def _floor_app(token_sha256: str, answer: bytes, burn_ms: float = 0.0) -> Any:
     """The trivial deployment: the service's guard in front of a route that answers the bytes
     ``answer`` (a real answer to the benchmark's request) without reading the request (defined in a
-    function so Serve ships the class by value)."""
+    function so Serve ships the class by value). ``burn_ms`` > 0: each request first spins that many
+    milliseconds of its thread's CPU time on the replica's event loop (the ideal service's reference)."""
     from fastapi import FastAPI, Response
     from ray import serve
 
@@ -106,8 +112,8 @@ def _floor_app(token_sha256: str, answer: bytes) -> Any:
     @serve.deployment(name="Floor", max_ongoing_requests=256)
     @serve.ingress()
     class Floor:
-        def __init__(self, digest: str, body: bytes) -> None:
-            self.digest, self.body = digest, body
+        def __init__(self, digest: str, body: bytes, burn_s: float) -> None:
+            self.digest, self.body, self.burn_s = digest, body, burn_s
 
         def __serve_build_asgi_app__(self) -> FastAPI:
             api = FastAPI()
@@ -115,12 +121,17 @@ def _floor_app(token_sha256: str, answer: bytes) -> Any:
 
             @api.post(ACT_PATH)
             async def act() -> Response:
+                start = time.thread_time()  # the ideal service: spin burn_s of this thread's CPU
+                while time.thread_time() - start < self.burn_s:
+                    pass
                 return Response(self.body, media_type="application/json")
 
             return api
 
     deployment: Any = Floor
-    return deployment.options(ray_actor_options={"num_cpus": REPLICA_CPUS}).bind(token_sha256, answer)
+    return deployment.options(ray_actor_options={"num_cpus": REPLICA_CPUS}).bind(
+        token_sha256, answer, burn_ms / 1e3
+    )
 
 
 def _serve_batch_app(config: Any, http: Any) -> Any:
@@ -419,6 +430,19 @@ def _check_costs(name: str, registry: Path, request: Any, n: int) -> dict[str, A
     }
 
 
+def _decide_ms(name: str, registry: Path, request: Any, n: int) -> float:
+    """Median in-process milliseconds of model ``name``'s ``DecisionService.decide`` of ``request`` alone
+    (torch on one thread, as in a replica of 0.5 CPU): the work the ideal service spins per request."""
+    import torch
+
+    torch.set_num_threads(1)
+    from raytrade.serve.app import load_service
+    from raytrade.serve.decide import ServeConfig
+
+    service = load_service(name, str(registry), ServeConfig(max_feature_age_hours=None))
+    return _median_s(lambda: service.decide([request]), n) * 1e3
+
+
 def run(quick: bool = False, registry: Path | None = None) -> dict[str, Any]:
     """All measurements (``quick``: a smoke test, few requests; ``registry``: one that already holds
     ``ppo_mlp`` and ``gnn`` at 32 symbols, e.g. a previous run's, instead of building them)."""
@@ -442,7 +466,8 @@ def run(quick: bool = False, registry: Path | None = None) -> dict[str, Any]:
     out: dict[str, Any] = {"config": config}
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+        # logical CPUs for the five replicas of REPLICA_CPUS side by side (the machine has 2 cores)
+        ray.init(address="local", num_cpus=3, include_dashboard=False, log_to_driver=False)
         try:
             if registry is None:
                 store = _build_store(work)
@@ -460,13 +485,23 @@ def run(quick: bool = False, registry: Path | None = None) -> dict[str, Any]:
                 probe.bind(("127.0.0.1", 0))
                 port = int(probe.getsockname()[1])
             serve.start(http_options={"host": "127.0.0.1", "port": port})
-            targets = ("floor", "floor_b", "service", "serve_batch")
+            targets = ("floor", "floor_b", "ideal", "service", "serve_batch")
             urls = {t: f"http://127.0.0.1:{port}/{t}/v1/act" for t in targets}
             for floor in ("floor", "floor_b"):  # the second floor: an A/A reference of the ratios' noise
                 serve.run(_floor_app(token_digest(TOKEN), answer), name=floor, route_prefix=f"/{floor}")
             http = HttpConfig(max_as_of_skew_s=None)  # the request is dated at the synthetic data's last bar
-            out["floor"], out["floor_b"], out["serve_batch"] = {}, {}, {}
+            out["floor"], out["floor_b"], out["ideal"], out["serve_batch"], out["ideal_burn_ms"] = (
+                {},
+                {},
+                {},
+                {},
+                {},
+            )
             for name, _ in MODELS:
+                burn_ms = out["ideal_burn_ms"][name] = _decide_ms(name, registry, request, n_core)
+                serve.run(
+                    _floor_app(token_digest(TOKEN), answer, burn_ms), name="ideal", route_prefix="/ideal"
+                )
                 config = ServiceConfig(model=name, registry=str(registry), decide=decide_cfg)
                 serve.run(
                     build_app(config, TOKEN, replica_cpus=REPLICA_CPUS, http=http),
@@ -476,14 +511,11 @@ def run(quick: bool = False, registry: Path | None = None) -> dict[str, Any]:
                 serve.run(_serve_batch_app(config, http), name="serve_batch", route_prefix="/serve_batch")
                 sweep = _alternating_sweep(urls, payload, per_client, rounds)
                 out.setdefault("cpu_split", {})[name] = _cpu_split(urls, payload, 8, 80 if quick else 720)
-                out[name], out["floor"][name], out["floor_b"][name], out["serve_batch"][name] = (
-                    sweep["service"],
-                    sweep["floor"],
-                    sweep["floor_b"],
-                    sweep["serve_batch"],
-                )
-                serve.delete(APP_NAME)
-                serve.delete("serve_batch")
+                for target in ("floor", "floor_b", "ideal", "serve_batch"):
+                    out[target][name] = sweep[target]
+                out[name] = sweep["service"]
+                for app in (APP_NAME, "serve_batch", "ideal"):
+                    serve.delete(app)
             serve.shutdown()
             out["guard_ms"] = _guard_cost_s(payload, n_core) * 1e3
             out["costs"] = {name: _check_costs(name, registry, request, n_core) for name, _ in MODELS}
@@ -519,12 +551,13 @@ def _ratios(out: dict[str, Any]) -> None:
         out[f"{name}_p99_ratio_c8"] = sweep["c8"]["p99_ms"] / floor["c8"]["p99_ms"]
         out[f"{name}_symbol_decisions_per_s_c32"] = sweep["c32"]["symbol_decisions_per_s"]
         out[f"{name}_rps_over_floor_c32"] = sweep["c32"]["requests_per_s"] / floor["c32"]["requests_per_s"]
+        out[f"{name}_ideal_p99_ratio_c8"] = out["ideal"][name]["c8"]["p99_ms"] / floor["c8"]["p99_ms"]
         out[f"{name}_serve_batch_p99_ratio_c8"] = before["c8"]["p99_ms"] / floor["c8"]["p99_ms"]
         out[f"{name}_serve_batch_symbol_decisions_per_s_c32"] = before["c32"]["symbol_decisions_per_s"]
     out["errors"] = sum(
         sweep[c]["errors"]
         for name, _ in MODELS
-        for sweep in (out[name], out["floor"][name], out["floor_b"][name], out["serve_batch"][name])
+        for sweep in (out[name], *(out[t][name] for t in ("floor", "floor_b", "ideal", "serve_batch")))
         for c in sweep
     )
     out["act_p99_ms"] = out[MODELS[0][0]]["c1"]["p99_ms"]  # run_all's headline (ppo_mlp, one at a time)
@@ -532,6 +565,9 @@ def _ratios(out: dict[str, Any]) -> None:
     target = TARGETS["p99_ratio_c8"]
     intervals = {name: out[name]["c8"]["p99_ratio_interval"] for name, _ in MODELS}
     out["p99_verdict_c8"] = {name: p99_verdict(bounds, target) for name, bounds in intervals.items()}
+    out["ideal_p99_verdict_c8"] = {
+        name: p99_verdict(out["ideal"][name]["c8"]["p99_ratio_interval"], target) for name, _ in MODELS
+    }
     out["met"] = {
         name: {
             "p99_ratio_c8": out["p99_verdict_c8"][name] == "met",
@@ -615,6 +651,18 @@ def _rows(out: dict[str, Any]) -> list[tuple[str, Any, str]]:
                 f"{name}: p50 c=8 / floor p50 c=8",
                 out[name]["c8"]["p50_ms"] / out["floor"][name]["c8"]["p50_ms"],
                 "the same, at the median (steadier than the tail)",
+            ),
+            (
+                f"{name} ideal (floor + {out['ideal_burn_ms'][name]:.2f} ms CPU): p99 c=8 / floor's",
+                out[f"{name}_ideal_p99_ratio_c8"],
+                f"<= 1.3: {out['ideal_p99_verdict_c8'][name]}; the in-process decide's CPU spun on the "
+                "floor's replica, nothing else: the best any service could do"
+                + _interval(out["ideal"][name]["c8"]["p99_ratio_interval"]),
+            ),
+            (
+                f"{name} ideal: p50 c=8 / floor's",
+                out["ideal"][name]["c8"]["p50_ms"] / out["floor"][name]["c8"]["p50_ms"],
+                "the same, at the median",
             ),
             (
                 f"A/A (with {name}): p99 c=8 second floor / floor",
