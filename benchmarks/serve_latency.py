@@ -382,7 +382,7 @@ def _check_costs(name: str, registry: Path, request: Any, n: int) -> dict[str, A
 
     from raytrade.models import registry_load
     from raytrade.models.manifest import read_manifest
-    from raytrade.models.registry import files_mac, resolve, verify_files, verify_mac
+    from raytrade.models.registry import resolve, sign_manifest, verify_files, verify_mac
     from raytrade.serve import decide
     from raytrade.serve.app import load_service
     from raytrade.serve.caps import CappedTargets
@@ -406,9 +406,7 @@ def _check_costs(name: str, registry: Path, request: Any, n: int) -> dict[str, A
     folder = resolve(registry, name)
     manifest = read_manifest(folder)
     key = SecretStr(TOKEN)  # any 32+ character key: the MAC's cost does not depend on it
-    signed = manifest.model_copy(
-        update={"files_hmac": files_mac(manifest.name, manifest.version, manifest.files or {}, key)}
-    )
+    signed = sign_manifest(manifest, key)
     n_load = max(3, n // 100)
 
     def load_unverified() -> None:

@@ -150,7 +150,7 @@ def promote(
     ``models.registry_remote``).
 
     ``selection``: the comparison across searches that chose this run (``raytrade select``),
-    recorded in the manifest. ``hmac_key``: the registry key (``models.registry.files_mac``)."""
+    recorded in the manifest. ``hmac_key``: the registry key (``models.registry.sign_manifest``)."""
     run_dir = fetch_run(run)
     row = best_row(run_dir)
     fetch_trial(run, run_dir, row)

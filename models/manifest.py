@@ -23,6 +23,11 @@ Design decisions
 * ``selection`` (a :class:`Selection`): when the version was promoted by ``raytrade select``, the
   comparison that chose it (every candidate's score and paired bootstrap intervals, the window, the
   store fingerprint); ``None`` when promoted from one search.
+* ``signature`` (a :class:`ManifestSignature`): with a registry key, the HMAC of the whole manifest
+  (every field but ``signature.hmac``, ``models.registry.manifest_mac``) and the scheme that made it
+  (:data:`MAC_SCHEME`). ``files_hmac`` is the first scheme's MAC (name, version and file hashes
+  only: the rest of the manifest unprotected); it is still read, never written, and refused by a
+  loader holding the key (``models.registry.verify_mac``) until the version is re-signed.
 """
 
 from __future__ import annotations
@@ -43,6 +48,9 @@ from raytrade.replay.errors import InputError
 MANIFEST: Final = "manifest.json"
 MANIFEST_SCHEMA_VERSION: Final = 2
 """The manifest schema this code writes (see the module docstring)."""
+MAC_SCHEME: Final = 2
+"""The registry MAC scheme this code writes and accepts: 2, an HMAC of the whole manifest
+(``models.registry.manifest_mac``). Scheme 1 was ``files_hmac`` (name, version and file hashes only)."""
 _SECRET_KEY = re.compile(r"(api_?key|secret|token|password|passwd|credential)", re.IGNORECASE)
 _DOC = ConfigDict(frozen=True, extra="forbid")
 
@@ -200,6 +208,21 @@ class Selection(BaseModel):
         return self
 
 
+class ManifestSignature(BaseModel):
+    """The registry key's HMAC of a manifest (``models.registry.sign_manifest``)."""
+
+    model_config = _DOC
+
+    scheme: int = Field(
+        ge=MAC_SCHEME, le=MAC_SCHEME, description="what the MAC covers (MAC_SCHEME: the whole manifest)"
+    )
+    hmac: str = Field(
+        pattern=r"^[0-9a-f]{64}$",
+        description="HMAC-SHA256 (hex) of the canonical manifest without this field "
+        "(models.registry.manifest_mac)",
+    )
+
+
 class Manifest(BaseModel):
     """One registry version's ``manifest.json``."""
 
@@ -228,14 +251,17 @@ class Manifest(BaseModel):
     )
     files_hmac: str | None = Field(
         None,
-        description="HMAC-SHA256 (hex) of name, version and files under the registry's key, when promoted "
-        "with one (models.registry.files_mac)",
+        description="legacy MAC scheme 1: HMAC-SHA256 (hex) of name, version and files only; read, never "
+        "written, refused under a registry key until re-signed (raytrade registry sign)",
     )
     schema_version: int = Field(
         1, ge=1, le=MANIFEST_SCHEMA_VERSION, description="manifest schema (absent: 1, the first)"
     )
     selection: Selection | None = Field(
         None, description="the comparison across searches that chose this version (raytrade select)"
+    )
+    signature: ManifestSignature | None = Field(
+        None, description="the registry key's HMAC of this whole manifest, when signed with one"
     )
 
     @model_validator(mode="before")

@@ -19,11 +19,16 @@ against ``envs.registry_ref.NAME_PATTERN`` and a resolved folder must lie under 
 written and when read); its ``files`` entry holds the sha256 of every other file of the version,
 checked by :func:`verify_files` before anything of the version is unpickled.
 
-The sha256s stop a changed file, not a writer who changes a file *and* its hash. With a registry
-key (a secret only the promote step and the loaders hold), promote also records ``files_hmac``, an
-HMAC-SHA256 of the version's name, number and file hashes (:func:`files_mac`); a loader holding the
-key checks it first (:func:`verify_mac`) and refuses a version without one. The key itself is never
-written anywhere in the registry. The data fingerprint is
+The sha256s stop a changed file, not a writer who changes a file *and* its hash, and nothing
+protects ``manifest.json`` itself (it holds the hashes): without a key, whoever can write the
+registry can change a version's manifest (its symbols, env config, kill switch) unnoticed. With a
+registry key (a secret only the promote step and the loaders hold), promote signs the whole manifest
+(``signature``: an HMAC-SHA256 of its canonical form, every field but the MAC itself, file hashes
+included: :func:`manifest_mac`); a loader holding the key checks it first (:func:`verify_mac`) and
+refuses a version whose manifest differs in any field, and one without such a signature: unsigned,
+or signed by the first scheme (``files_hmac``: name, number and file hashes only), which
+:func:`models.registry_migrate.sign` re-signs. The key itself is never written anywhere in the
+registry. The data fingerprint is
 ``replay.fingerprint.data_fingerprint``, the feature-spec hash a sha256 of the observed feature
 columns, the loader's full column list and the observation layout.
 """
@@ -33,6 +38,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import logging
 import os
 import shutil
 import subprocess
@@ -44,7 +50,15 @@ from typing import Any, Final
 from pydantic import SecretStr, ValidationError
 
 from raytrade.envs.registry_ref import NAME_PATTERN, RegistryRefError, parse_registry_ref
-from raytrade.models.manifest import MANIFEST, Manifest, ManifestError, first_error, manifest_json
+from raytrade.models.manifest import (
+    MAC_SCHEME,
+    MANIFEST,
+    Manifest,
+    ManifestError,
+    ManifestSignature,
+    first_error,
+    manifest_json,
+)
 from raytrade.replay.errors import InputError
 from raytrade.replay.remote import is_remote
 
@@ -54,6 +68,7 @@ LATEST: Final = "latest"
 DEFAULT_REGISTRY: Final = "registry"
 CLAIM_ATTEMPTS: Final = 20
 """How often a promote takes the next free version number when concurrent promotes took its pick."""
+log = logging.getLogger(__name__)
 
 
 class RegistryError(InputError):
@@ -201,11 +216,15 @@ def version_file_hashes(version_dir: Path) -> dict[str, str]:
 def verify_files(version_dir: Path, manifest: Manifest) -> None:
     """Refuse (``RegistryError``, naming the file) a version whose files differ from the sha256s its
     manifest recorded: a missing, added or changed file. Versions promoted before the manifest held
-    hashes (``files`` None) have nothing to check against."""
+    hashes (``files`` None) have nothing to check against: a warning says so (under a registry key
+    :func:`verify_mac` refuses them first)."""
+    where = f"{manifest.name}@{manifest.version} ({str(version_dir)!r})"
     if manifest.files is None:
+        log.warning(
+            "%s records no file sha256s (promoted before they were): its files are NOT checked", where
+        )
         return
     actual = version_file_hashes(version_dir)
-    where = f"{manifest.name}@{manifest.version} ({str(version_dir)!r})"
     for rel in sorted(set(manifest.files) | set(actual)):
         if rel not in actual:
             raise RegistryError(f"{where}: file {rel!r} listed in the manifest is missing")
@@ -215,34 +234,88 @@ def verify_files(version_dir: Path, manifest: Manifest) -> None:
             raise RegistryError(f"{where}: file {rel!r} does not match its sha256 in the manifest")
 
 
+def canonical_manifest(manifest: Manifest) -> bytes:
+    """The bytes :func:`manifest_mac` signs: the MAC scheme and the manifest without ``signature``,
+    as JSON with sorted keys, no spaces, ASCII only and no NaN. Fields at their default are left out
+    (a field added to :class:`Manifest` later, with a default, does not void earlier signatures; a
+    field at its default reads back the same). Floats are written as Python's shortest round-trip
+    repr, so the form of a manifest read back from ``manifest.json`` is the form that was signed."""
+    body = manifest.model_dump(mode="json", exclude={"signature"}, exclude_defaults=True)
+    return json.dumps(
+        {"scheme": MAC_SCHEME, "manifest": body},
+        sort_keys=True,
+        separators=(",", ":"),
+        ensure_ascii=True,
+        allow_nan=False,
+    ).encode()
+
+
+def manifest_mac(manifest: Manifest, key: SecretStr) -> str:
+    """HMAC-SHA256 (hex) under ``key`` of :func:`canonical_manifest`: every field of the manifest
+    (name, version, file hashes, data symbols, env config, …) but its signature."""
+    return hmac.new(key.get_secret_value().encode(), canonical_manifest(manifest), hashlib.sha256).hexdigest()
+
+
+def sign_manifest(manifest: Manifest, key: SecretStr) -> Manifest:
+    """``manifest`` signed under ``key`` (:class:`ManifestSignature`, a first-scheme ``files_hmac``
+    dropped). The MAC is computed on the manifest as it reads back from its JSON, so what a loader
+    parses is exactly what was signed. ``RegistryError`` for a manifest without file hashes."""
+    if manifest.files is None:
+        raise RegistryError(
+            f"{manifest.name}@{manifest.version}: a manifest without file sha256s cannot be signed"
+        )
+    unsigned = Manifest.model_validate_json(manifest_json(manifest.model_copy(update={"files_hmac": None})))
+    signature = ManifestSignature(scheme=MAC_SCHEME, hmac=manifest_mac(unsigned, key))
+    return unsigned.model_copy(update={"signature": signature})
+
+
 def files_mac(name: str, version: int, files: Mapping[str, str], key: SecretStr) -> str:
-    """HMAC-SHA256 (hex) under ``key`` of a version's name, number and file sha256s (canonical
-    JSON: sorted keys, no spaces), so a MAC can be neither forged without the key nor moved to
-    another version."""
+    """The first scheme's HMAC (``files_hmac``, no longer written): name, number and file sha256s
+    only (canonical JSON: sorted keys, no spaces). Used to check an old version before re-signing it
+    (``models.registry_migrate.sign``)."""
     message = json.dumps(
         {"name": name, "version": version, "files": dict(files)}, sort_keys=True, separators=(",", ":")
     )
     return hmac.new(key.get_secret_value().encode(), message.encode(), hashlib.sha256).hexdigest()
 
 
-def verify_mac(version_dir: Path, manifest: Manifest, key: SecretStr | None) -> None:
+def verify_mac(
+    version_dir: Path,
+    manifest: Manifest,
+    key: SecretStr | None,
+    registry: str | os.PathLike[str] | None = None,
+) -> None:
     """With a registry ``key``: refuse (``RegistryError``, one line naming the version) a version
-    whose manifest carries no ``files_hmac``, whose MAC does not match its file hashes under the key
-    (hashes edited, or promoted with another key), or whose manifest names another folder. Without
-    a key there is nothing to check. Run it before :func:`verify_files` and before any unpickling."""
+    whose manifest records no file hashes, carries no signature or only the first scheme's
+    ``files_hmac`` (the message names ``raytrade registry sign``), whose signature does not match
+    the manifest under the key (any field edited, or signed with another key), or whose manifest
+    names another folder. Without a key there is nothing to check (the sha256s alone do not protect
+    the manifest). Run it before :func:`verify_files` and before any unpickling; ``registry`` only
+    goes into the message."""
     if key is None:
         return
     folder = Path(version_dir)
     where = f"{manifest.name}@{manifest.version} ({str(folder)!r})"
-    if manifest.files is None or manifest.files_hmac is None:
+    if manifest.files is None:
         raise RegistryError(
-            f"{where} carries no HMAC of its files and a registry key is set: promote it again with the key"
+            f"{where} records no file sha256s (promoted before they were) and a registry key is set: "
+            "promote it again with the key"
         )
-    expected = files_mac(manifest.name, manifest.version, manifest.files, key)
-    if not hmac.compare_digest(expected, manifest.files_hmac):
+    if manifest.signature is None and manifest.files_hmac is not None:
+        ref = f"{folder.parent.name}@{folder.name}"
         raise RegistryError(
-            f"{where}: the HMAC of its file hashes does not match the registry key (hashes edited, or "
-            "promoted with another key)"
+            f"{where} is signed by the old scheme (file hashes only, not the manifest) and a registry key "
+            f"is set: check its manifest, then run `raytrade registry sign --registry "
+            f"{registry if registry is not None else folder.parent.parent} {ref}`, or promote it again"
+        )
+    if manifest.signature is None:
+        raise RegistryError(
+            f"{where} carries no HMAC and a registry key is set: promote it again with the key"
+        )
+    if not hmac.compare_digest(manifest_mac(manifest, key), manifest.signature.hmac):
+        raise RegistryError(
+            f"{where}: manifest.json does not match its HMAC under the registry key (the manifest edited, "
+            "or signed with another key)"
         )
     if (folder.parent.name, folder.name) != (manifest.name, str(manifest.version)):
         raise RegistryError(
@@ -277,7 +350,7 @@ def write_version(
 
     ``checkpoint`` is an RLlib ``Algorithm.save_to_path`` folder (what Tune keeps per trial).
     ``record`` is every :class:`Manifest` field but ``name``, ``version``, ``files`` and
-    ``files_hmac``, which are set here (the MAC only with ``hmac_key``: :func:`files_mac`); it is
+    ``signature``, which are set here (the signature only with ``hmac_key``: :func:`sign_manifest`); it is
     validated (secrets scrubbed) before anything is copied, so a bad record leaves the registry
     untouched. Returns the new version folder; ``latest`` is updated last.
     """
@@ -306,9 +379,8 @@ def write_version(
         files = version_file_hashes(staging)
         for _ in range(CLAIM_ATTEMPTS):
             number = (versions(registry, name) or [0])[-1] + 1
-            mac = None if hmac_key is None else files_mac(name, number, files, hmac_key)
-            update = {"version": number, "files": files, "files_hmac": mac}
-            write_manifest(staging, manifest.model_copy(update=update))
+            numbered = manifest.model_copy(update={"version": number, "files": files, "files_hmac": None})
+            write_manifest(staging, numbered if hmac_key is None else sign_manifest(numbered, hmac_key))
             target = folder / str(number)
             if _claim(staging, target):
                 _update_latest(folder)

@@ -124,8 +124,9 @@ def load(
 
     An unknown name or version raises ``models.registry.RegistryError`` (a ``ValueError``) whose
     one-line message lists what the registry holds. Before anything is unpickled, the manifest is
-    validated, its HMAC is checked when a registry ``hmac_key`` is given (``verify_mac``: a version
-    without one is refused), the version's files are checked against its sha256s (``verify_files``) and its
+    validated, its HMAC (of the whole manifest, file sha256s included) is checked when a registry
+    ``hmac_key`` is given (``verify_mac``: a version without one, or signed by the old files-only
+    scheme, is refused), the version's files are checked against its sha256s (``verify_files``) and its
     pickles are checked for module names from before the package rename
     (``registry_migrate.check_current_names``: a one-line error naming the migration command).
     """
@@ -133,7 +134,7 @@ def load(
 
     folder = resolve(registry, ref).resolve()  # RLlib reads checkpoints by URI: absolute paths only
     manifest = read_manifest(folder)
-    verify_mac(folder, manifest, hmac_key)
+    verify_mac(folder, manifest, hmac_key, registry)
     verify_files(folder, manifest)
     check_current_names(folder, registry)
     _check_connectors(folder)

@@ -16,11 +16,20 @@ top-level ``models`` folder on ``sys.path`` and builds a second copy of the clas
   when it records them; then the copy replaces the original by two renames, and the original is
   deleted only after the new folder is in place. An interrupted migration is repaired by the next
   run (:func:`_recover`). Loading executes pickles exactly as ``models.load`` would, so migrate only
-  versions you would load.
+  versions you would load. A signed version is migrated only with the registry key: its signature
+  is checked first and the rewritten manifest signed again (without the key it is refused, unchanged).
+
+Versions signed by the first MAC scheme (``files_hmac``: name, number and file hashes, not the rest
+of the manifest) are refused by a loader holding the registry key. :func:`sign` re-signs them with
+the whole-manifest scheme (``models.registry.sign_manifest``) once their old MAC and their files
+check out under the key. It vouches for the rest of the manifest as it stands (the old scheme never
+protected it), so check a manifest before re-signing it. Unsigned versions are not signed here:
+nothing shows they are what was promoted; promote them again with the key.
 """
 
 from __future__ import annotations
 
+import hmac
 import os
 import pickle
 import pickletools
@@ -29,12 +38,18 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Final
 
-from raytrade.models.manifest import read_manifest
+from pydantic import SecretStr
+
+from raytrade.models.manifest import Manifest, read_manifest
 from raytrade.models.registry import (
     DEFAULT_REGISTRY,
     RegistryError,
+    files_mac,
     names,
     resolve,
+    sign_manifest,
+    verify_files,
+    verify_mac,
     version_file_hashes,
     versions,
     write_manifest,
@@ -174,15 +189,24 @@ def _recover(version_dir: Path) -> None:
     shutil.rmtree(staging, ignore_errors=True)
 
 
-def migrate_version(version_dir: Path) -> list[str]:
+def migrate_version(version_dir: Path, key: SecretStr | None = None) -> list[str]:
     """Rewrite a version's old-name pickles; returns their paths relative to the version (empty when
-    nothing needed it). The manifest's ``files`` sha256s are recomputed when it has them."""
+    nothing needed it). The manifest's ``files`` sha256s are recomputed when it has them; a signed
+    version needs the registry ``key``: its signature is checked before and made again after."""
     folder = Path(version_dir)
     _recover(folder)
     old = legacy_refs(folder)
     if not old:
         return []
     manifest = read_manifest(folder)
+    signed = manifest.signature is not None or manifest.files_hmac is not None
+    if signed:
+        if key is None:
+            raise RegistryError(
+                f"{folder.parent.name}@{folder.name} is signed: migrate it with the registry key set "
+                "(RAYTRADE_REGISTRY_HMAC_KEY) so it is signed again, or promote it again"
+            )
+        check_signed(folder, manifest, key)
     staging, backup = _staging(folder)
     shutil.copytree(folder, staging)
     for path in old:
@@ -197,11 +221,63 @@ def migrate_version(version_dir: Path) -> list[str]:
             f"migration of {str(folder)!r} left old module names in {sorted(map(str, left))}"
         )
     if manifest.files is not None:
-        write_manifest(staging, manifest.model_copy(update={"files": version_file_hashes(staging)}))
+        rehashed = manifest.model_copy(update={"files": version_file_hashes(staging)})
+        write_manifest(staging, sign_manifest(rehashed, key) if signed and key is not None else rehashed)
     folder.rename(backup)
     staging.rename(folder)
     shutil.rmtree(backup)
     return [str(p.relative_to(folder)) for p in old]
+
+
+def check_signed(version_dir: Path, manifest: Manifest, key: SecretStr) -> None:
+    """Refuse (``RegistryError``, one line) a version that is not signed under ``key`` by either
+    scheme, or whose files do not match its sha256s: the current scheme as a loader checks it
+    (``verify_mac``); the first (``files_hmac``) over name, number and file hashes, in its folder."""
+    folder = Path(version_dir)
+    where = f"{manifest.name}@{manifest.version} ({str(folder)!r})"
+    if manifest.signature is not None or manifest.files_hmac is None or manifest.files is None:
+        verify_mac(folder, manifest, key)  # the current scheme, or the one-line refusal of no MAC
+    elif not hmac.compare_digest(
+        files_mac(manifest.name, manifest.version, manifest.files, key), manifest.files_hmac
+    ):
+        raise RegistryError(
+            f"{where}: its old-scheme HMAC does not match the registry key (file hashes edited, or "
+            "promoted with another key): promote it again"
+        )
+    if (folder.parent.name, folder.name) != (manifest.name, str(manifest.version)):
+        raise RegistryError(f"{where}: the manifest sits in the folder of {folder.parent.name}@{folder.name}")
+    verify_files(folder, manifest)
+
+
+def sign_version(version_dir: Path, key: SecretStr) -> str:
+    """Re-sign a version signed by the first MAC scheme with the whole-manifest scheme, after
+    checking its old MAC and its files under ``key`` (:func:`check_signed`); returns what was done.
+    A version already signed (and valid) is left alone; an unsigned one, one without file sha256s or
+    one that does not check out is refused (``RegistryError``, one line)."""
+    folder = Path(version_dir)
+    manifest = read_manifest(folder)
+    if manifest.signature is None and manifest.files_hmac is None:
+        raise RegistryError(
+            f"{manifest.name}@{manifest.version} ({str(folder)!r}) carries no HMAC: nothing shows its "
+            "manifest is the one promoted; promote it again with the key"
+        )
+    check_signed(folder, manifest, key)
+    if manifest.signature is not None:
+        return "up to date"
+    write_manifest(folder, sign_manifest(manifest, key))
+    return "re-signed (old MAC and files verified; check its manifest, which the old MAC did not cover)"
+
+
+def sign(registry: Path, key: SecretStr, ref: str | None = None) -> dict[str, str | RegistryError]:
+    """Re-sign the versions ``ref`` names (see :func:`versions_to_migrate`) with :func:`sign_version`:
+    ``NAME@VERSION`` -> what was done, or the error that refused that version (the others go on)."""
+    done: dict[str, str | RegistryError] = {}
+    for folder in list(versions_to_migrate(registry, ref)):
+        try:
+            done[f"{folder.parent.name}@{folder.name}"] = sign_version(folder, key)
+        except RegistryError as exc:
+            done[f"{folder.parent.name}@{folder.name}"] = exc
+    return done
 
 
 def versions_to_migrate(registry: Path, ref: str | None) -> Iterator[Path]:
@@ -230,8 +306,11 @@ def recover_interrupted(registry: Path) -> None:
             _recover(backup.parent / number)
 
 
-def migrate(registry: Path, ref: str | None = None) -> dict[str, list[str]]:
+def migrate(registry: Path, ref: str | None = None, key: SecretStr | None = None) -> dict[str, list[str]]:
     """Migrate the versions ``ref`` names (see :func:`versions_to_migrate`): ``NAME@VERSION`` ->
-    the pickles rewritten (empty for a version that needed nothing)."""
+    the pickles rewritten (empty for a version that needed nothing); ``key``: the registry key,
+    needed for signed versions (:func:`migrate_version`)."""
     recover_interrupted(registry)
-    return {f"{v.parent.name}@{v.name}": migrate_version(v) for v in list(versions_to_migrate(registry, ref))}
+    return {
+        f"{v.parent.name}@{v.name}": migrate_version(v, key) for v in list(versions_to_migrate(registry, ref))
+    }

@@ -25,7 +25,7 @@ from raytrade.models.registry_migrate import (
     migrate,
     module_refs,
 )
-from tests.test_registry import _promote, manifest_record
+from tests.test_registry import KEY, _promote, manifest_record
 
 
 @contextlib.contextmanager
@@ -112,6 +112,33 @@ def test_migrate_rewrites_old_pickles_and_recomputes_hashes(tmp_path: Path, with
     assert sorted(p.name for p in (tmp_path / "alpha").iterdir()) == ["1", "latest"]  # no leftovers
     again = CliRunner().invoke(main, ["registry", "migrate", "--registry", str(tmp_path)])
     assert again.output == "alpha@1: up to date\n"
+
+
+def test_a_signed_version_is_migrated_only_with_the_key_and_signed_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pydantic import SecretStr
+
+    from raytrade.models.registry import sign_manifest, verify_mac
+
+    folder = _legacy_version(tmp_path, with_hashes=True)
+    write_manifest(folder, sign_manifest(read_manifest(folder), SecretStr(KEY)))
+    before = {p.relative_to(folder): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+    monkeypatch.delenv("RAYTRADE_SETTINGS_FILE", raising=False)
+    monkeypatch.delenv("RAYTRADE_REGISTRY_HMAC_KEY", raising=False)
+    refused = CliRunner().invoke(main, ["registry", "migrate", "--registry", str(tmp_path), "alpha@1"])
+    assert refused.exit_code == 2
+    assert refused.output.strip() == (
+        "error: alpha@1 is signed: migrate it with the registry key set (RAYTRADE_REGISTRY_HMAC_KEY) so "
+        "it is signed again, or promote it again"
+    )
+    assert {p.relative_to(folder): p.read_bytes() for p in folder.rglob("*") if p.is_file()} == before
+    monkeypatch.setenv("RAYTRADE_REGISTRY_HMAC_KEY", KEY)
+    result = CliRunner().invoke(main, ["registry", "migrate", "--registry", str(tmp_path), "alpha@1"])
+    assert result.output == "alpha@1: rewrote module/x.pkl\n"
+    manifest = read_manifest(folder)
+    verify_mac(folder, manifest, SecretStr(KEY))
+    verify_files(folder, manifest)
 
 
 def test_migration_interrupted_between_the_renames_restores_the_original(tmp_path: Path) -> None:
