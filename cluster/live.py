@@ -1,7 +1,8 @@
 """``raytrade live --paper``: run the trading loop on an Alpaca paper account against the policy service.
 
     raytrade live --paper [--serve-url http://127.0.0.1:8000] [--symbols AAPL,MSFT,BTCUSD]
-                  [--store DIR] [--state-file PATH] [--reset] [--once | --every-minutes N]
+                  [--store DIR] [--state-file PATH] [--account-lock-dir DIR] [--reset]
+                  [--once | --every-minutes N]
 
 Keys come from the environment or the settings file: the Alpaca pair (``ALPACA_API_KEY`` /
 ``ALPACA_SECRET_KEY`` or Alpaca's ``APCA_*`` names) and ``RAYTRADE_SERVE_TOKEN``. Without
@@ -11,9 +12,12 @@ enabled: without ``--paper`` the command refuses to start, and ``--trading-url``
 host or loopback.
 
 The state file (peak equity, orders not yet reconciled) defaults to ``~/.raytrade/live/<account
-id>.json``; it is locked while the loop runs (a second loop on the same account refuses to start), and
-a missing one is refused unless ``--reset`` starts a new one (the peak drawdown the kill switch reads
-would otherwise be forgotten silently).
+id>.json``; it is locked while the loop runs, and so is the account (``--account-lock-dir``, default
+``~/.raytrade/live/locks/<account id>.lock``): a second loop on the same account refuses to start,
+whatever its ``--state-file``, naming the account and the running loop's pid and state file. A missing
+state file is refused unless ``--reset`` starts a new one (the peak drawdown the kill switch reads would
+otherwise be forgotten silently); one that is unreadable (malformed, a non-finite number, a peak that
+is not positive) is refused, ``--reset`` or not.
 
 The loop survives a failed cycle (it retries at the next one), with one exception: a pending order
 Alpaca cannot read (not a 404) on ``--max-unreadable-order-cycles`` cycles in a row ends it with exit
@@ -63,6 +67,13 @@ class _Hours(click.FloatRange):
     type=click.Path(path_type=Path),
     default=None,
     help="Peak equity and open orders between cycles (default: ~/.raytrade/live/<account id>.json).",
+)
+@click.option(
+    "--account-lock-dir",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Folder of the per-account locks: a second loop on the same account refuses to start, "
+    "whatever its --state-file (default: ~/.raytrade/live/locks).",
 )
 @click.option(
     "--reset",
@@ -127,6 +138,7 @@ def live_command(
     symbols: str | None,
     store: Path | None,
     state_file: Path | None,
+    account_lock_dir: Path | None,
     reset: bool,
     peak_lookback_days: int,
     once: bool,
@@ -167,6 +179,7 @@ def live_command(
         max_unreadable_order_cycles=max_unreadable_order_cycles,
         caps=exposure_caps(caps),
         peak_lookback_days=peak_lookback_days,
+        account_lock_dir=account_lock_dir.absolute() if account_lock_dir else None,
     )
     with PolicyClient(ClientConfig(base_url=serve_url), settings.serve_token) as client:
         universe = (

@@ -44,9 +44,13 @@ class LoopRules(BaseModel):
 
     def spread_cap_for(self, is_crypto: ArrayLike, dollar_volume: ArrayLike) -> np.ndarray:
         """The spread gate in bps per symbol: crypto, else mega cap (average dollar volume per bar
-        ``>= mega_cap_dollar_volume``), else other stock. An unknown (NaN) volume is not a mega cap."""
+        ``>= mega_cap_dollar_volume``), else other stock. A stock of unknown (NaN) volume gets the
+        strictest equity cap (``min(mega, equity)``: fail closed, a wide mega cap is held rather than
+        traded at the other stocks' cap); crypto keeps its own cap whatever its volume."""
         volume = np.asarray(dollar_volume, dtype=np.float64)
         equity_cap = np.where(
             volume >= self.mega_cap_dollar_volume, self.spread_cap_bps_mega, self.spread_cap_bps_equity
         )
+        strictest = min(self.spread_cap_bps_mega, self.spread_cap_bps_equity)
+        equity_cap = np.where(np.isnan(volume), strictest, equity_cap)
         return np.where(np.asarray(is_crypto, dtype=bool), self.spread_cap_bps_crypto, equity_cap)

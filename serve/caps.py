@@ -5,7 +5,10 @@ Gates (:func:`gate_reason`; :func:`gate_reasons` for a request's rows at once): 
 (no new risk: its target may only move toward zero from the current weight; the service keeps it
 where it is) when the loop marks it ``trade_blocked``, when it has no quote (bid or ask missing or
 non-positive, or crossed), or when its quoted spread ``(ask - bid) / mid`` exceeds the loop's cap
-(``LoopRules.spread_cap_for``: 8 bps mega caps, 25 bps other stocks, 35 bps crypto).
+(``LoopRules.spread_cap_for``: 8 bps mega caps, 25 bps other stocks, 35 bps crypto; a stock whose row
+has no ``avg_dollar_vol`` gets the strictest equity cap, 8 bps, since it may be a mega cap). A row
+that carries its own ``spread_cap_bps`` (the contract's loop sends one) is held to the stricter of it
+and the service's cap.
 
 Caps (:func:`cap_targets`), weights as signed fractions of equity, in this order:
 
@@ -82,10 +85,14 @@ def gate_reasons(
 ) -> list[str | None]:
     """:func:`gate_reason` of each of ``rows`` (``is_crypto [len(rows)]``), the spread caps looked up
     in one vectorised ``LoopRules.spread_cap_for`` call (a request's rows are gated together: the
-    per-row call was most of a request's check)."""
+    per-row call was most of a request's check); a row's own ``spread_cap_bps`` lowers its cap, never
+    raises it."""
     volume = [np.nan if row.avg_dollar_vol is None else row.avg_dollar_vol for row in rows]
     caps = rules.spread_cap_for(is_crypto, volume).tolist()
-    return [_gate_reason(row, cap) for row, cap in zip(rows, caps, strict=True)]
+    return [
+        _gate_reason(row, cap if row.spread_cap_bps is None else min(cap, row.spread_cap_bps))
+        for row, cap in zip(rows, caps, strict=True)
+    ]
 
 
 def _gate_reason(row: SymbolSnapshot, cap: float) -> str | None:

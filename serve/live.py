@@ -13,10 +13,15 @@ Design decisions
   file is refused unless the caller asks for a new one (``reset``): silently starting over would
   reset the peak and disarm the kill switch. A new one starts from the broker's own high-water mark
   (the highest daily equity of its portfolio history, ``LiveConfig.peak_lookback_days``), so a loop
-  restarted on an account already in drawdown still sees that drawdown.
+  restarted on an account already in drawdown still sees that drawdown. A file with a non-finite
+  number or a peak that is not positive is unreadable, refused like malformed JSON (``reset`` or not).
 * **One loop, one account.** The state file is locked (``fcntl.flock`` on ``<state>.lock``) for the
   loop's life, so a second loop on it refuses to start; it records the broker's account id, and a
-  state file of another account is refused.
+  state file of another account is refused. The account itself is locked too, once the broker has
+  named it (:meth:`LiveLoop.start`): ``<LiveConfig.account_lock_dir>/<account id>.lock`` (default
+  ``~/.raytrade/live/locks``), held for the loop's life, so a second loop on the same account with
+  another state file refuses to start as well, naming the account and the holder's pid and state
+  file (two loops would cancel each other's orders and trade one account twice).
 * **An order is never sent twice.** Each planned order's ``client_order_id`` is derived from its
   decision id and written to the state file (status ``planned``) *before* it is submitted, and
   marked ``submitted`` after. On start and every cycle, a ``planned`` order is looked up at the
@@ -35,6 +40,9 @@ Design decisions
 * **A fill is logged once.** The loop de-duplicates by decision id: rows whose ``decision_id`` is
   already in the store's ``experience`` table (or twice in one batch) are not appended again (the
   store is the one place that says what was logged; the writer itself stays table-agnostic).
+* **Only a final state is done** (:func:`order_is_open`): an order whose status is not one of Alpaca's
+  final states (filled, canceled, expired, rejected, replaced) is open, ``pending_review`` and any
+  status the loop does not know included.
 * **A new decision supersedes resting orders.** Orders of earlier cycles that are still open are
   cancelled before the new ones go out; what they filled is logged once the broker reports them done
   (an order being cancelled or replaced can still fill, so it stays tracked). A symbol with an order
@@ -101,24 +109,21 @@ CANCEL_CONFIRM_S = 2.0
 """How long a cycle waits, polling, to see the cancels it sent done before it plans (``LiveLoop._cancel``)."""
 CANCEL_POLL_S = 0.2
 
-OPEN_ORDER_STATES = frozenset(
-    {
-        "new",
-        "accepted",
-        "pending_new",
-        "partially_filled",
-        "accepted_for_bidding",
-        "held",
-        "calculated",
-        "pending_cancel",
-        "pending_replace",
-        "done_for_day",
-        "stopped",
-        "suspended",
-    }
-)
-"""Alpaca order states that can still fill (an order being cancelled or replaced included): such an
-order is reconciled on a later cycle, and its fills are logged once it is done."""
+FINAL_ORDER_STATES = frozenset({"filled", "canceled", "expired", "rejected", "replaced"})
+"""The Alpaca order states (alpaca-py's ``OrderStatus``) after which an order can no longer fill:
+filled in full, cancelled, expired, refused, or replaced by another order. Every other status can
+still fill (Alpaca's ``new``, ``partially_filled``, ``pending_review``, ``done_for_day``, ``held``,
+``pending_cancel``, ...) and so can any status this list does not know (one Alpaca adds later): see
+:func:`order_is_open`."""
+
+
+def order_is_open(status: str) -> bool:
+    """Whether an order in ``status`` may still fill, so the loop keeps it (tracked, cancelled before
+    its symbol is re-planned, its fills logged once it is done). Fail closed: only a known final state
+    (:data:`FINAL_ORDER_STATES`) is done; an unknown status counts as open, since an order wrongly
+    taken for done is never cancelled, gets a second order on top, and its fill is never logged."""
+    return status.strip().lower() not in FINAL_ORDER_STATES
+
 
 # ------------------------------------------------------------------------------------ broker
 
@@ -218,31 +223,43 @@ class LiveState:
     @classmethod
     def load(cls, path: Path) -> LiveState:
         """The saved state; a missing or unreadable file is an error that names it (starting over
-        would forget the peak and the open orders)."""
+        would forget the peak and the open orders). A non-finite number anywhere in the file (``NaN``,
+        ``Infinity``, ``1e999``) and a peak that is not a positive number make it unreadable: a NaN
+        peak would give a drawdown of 0 on every cycle and be saved back, disarming the kill switch
+        for good."""
         if not path.is_file():
             raise LiveStateError(f"live state file {str(path)!r} is missing; it holds the peak equity")
         try:
-            raw = json.loads(path.read_text())
+            raw = json.loads(path.read_text(), parse_constant=_non_finite, parse_float=_finite_float)
             peak = raw.get("peak_equity")
             account = raw.get("account_id")
+            if peak is not None:
+                peak = float(peak) if not isinstance(peak, bool) else math.nan
+                if not (math.isfinite(peak) and peak > 0):
+                    raise ValueError(
+                        f"peak_equity={raw.get('peak_equity')!r} is not a finite positive number"
+                    )
             return cls(
-                peak_equity=None if peak is None else float(peak),
+                peak_equity=peak,
                 pending=list(raw.get("pending", [])),
                 account_id=None if account is None else str(account),
             )
-        except (ValueError, TypeError, AttributeError) as exc:
+        except (ValueError, TypeError, AttributeError, OverflowError) as exc:
             raise ValueError(f"live state file {str(path)!r} is unreadable ({exc}); fix or move it") from None
 
     def save(self, path: Path) -> None:
-        """Write to a temporary file, fsync it, then rename over ``path`` (never half a file)."""
+        """Write to a temporary file, fsync it, then rename over ``path`` (never half a file). A
+        non-finite number is refused (``ValueError``) before anything is written: :meth:`load` would
+        refuse the file."""
         path.parent.mkdir(parents=True, exist_ok=True)
+        text = json.dumps(
+            {"account_id": self.account_id, "peak_equity": self.peak_equity, "pending": self.pending},
+            indent=1,
+            allow_nan=False,
+        )
         tmp = path.with_suffix(path.suffix + ".tmp")
         with open(tmp, "w") as fh:
-            json.dump(
-                {"account_id": self.account_id, "peak_equity": self.peak_equity, "pending": self.pending},
-                fh,
-                indent=1,
-            )
+            fh.write(text)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
@@ -253,11 +270,40 @@ class LiveState:
             os.close(dir_fd)
 
 
+def _non_finite(token: str) -> float:
+    """``json.loads``' hook for ``NaN``, ``Infinity`` and ``-Infinity``: the state file has none."""
+    raise ValueError(f"non-finite number {token}")
+
+
+def _finite_float(text: str) -> float:
+    """``json.loads``' hook for a number with a fraction or exponent: finite, or an error (``1e999``)."""
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"non-finite number {text}")
+    return value
+
+
+def live_home() -> Path:
+    """The per-user folder of the live loop's files: ``~/.raytrade/live`` (absolute)."""
+    return (Path.home() / ".raytrade" / "live").absolute()
+
+
+def _account_file_name(account_id: str, what: str) -> str:
+    """``account_id`` as a file name; an id that cannot name a file (empty, a path) is refused."""
+    if not account_id or any(c in account_id for c in "/\\\0") or account_id in (".", ".."):
+        raise LiveStateError(f"account_id={account_id!r} cannot name {what}")
+    return account_id
+
+
 def default_state_file(account_id: str) -> Path:
     """The per-account state file: ``~/.raytrade/live/<account id>.json`` (absolute)."""
-    if not account_id or any(c in account_id for c in "/\\\0") or account_id in (".", ".."):
-        raise LiveStateError(f"account_id={account_id!r} cannot name a state file")
-    return (Path.home() / ".raytrade" / "live" / f"{account_id}.json").absolute()
+    return live_home() / f"{_account_file_name(account_id, 'a state file')}.json"
+
+
+def default_account_lock_dir() -> Path:
+    """Where the per-account locks live unless ``LiveConfig.account_lock_dir`` says otherwise:
+    ``~/.raytrade/live/locks`` (beside the default state files)."""
+    return live_home() / "locks"
 
 
 # ------------------------------------------------------------------------------------ the loop
@@ -319,13 +365,18 @@ class LiveLoop:
         self.state_file, self.store, self.config = Path(state_file).absolute(), store, config or LiveConfig()
         self.reset, self._started = reset, False
         self._lock: IO[str] | None = _lock_state_file(self.state_file)
+        self._account_lock: IO[str] | None = None  # taken by start(), once the broker names the account
         self._episode_id: str | None = None  # this loop's episode, named by its first cycle
         self._step = 0
         self._pending_step: PendingStep | None = None
         self.cancel_confirm_s = CANCEL_CONFIRM_S  # how long a cycle waits to see its cancels done
 
     def close(self) -> None:
-        """Release the state file's lock."""
+        """Release the account's lock and the state file's."""
+        if self._account_lock is not None:
+            fcntl.flock(self._account_lock, fcntl.LOCK_UN)
+            self._account_lock.close()
+            self._account_lock = None
         if self._lock is not None:
             fcntl.flock(self._lock, fcntl.LOCK_UN)
             self._lock.close()
@@ -343,6 +394,9 @@ class LiveLoop:
         if self._lock is None:
             raise LiveStateError(f"live loop on {str(self.state_file)!r} is closed")
         account_id = self.broker.account().account_id
+        if self._account_lock is None:
+            lock_dir = self.config.account_lock_dir or default_account_lock_dir()
+            self._account_lock = _lock_account(Path(lock_dir).absolute(), account_id, self.state_file)
         if not self.state_file.exists():
             if not self.reset:
                 raise LiveStateError(
@@ -352,6 +406,11 @@ class LiveLoop:
             # A new state file starts from the account's own high-water mark, not today's equity: a
             # loop restarted mid-drawdown keeps its kill switch armed.
             peak = self.broker.peak_equity(self.config.peak_lookback_days)
+            if peak is not None and not (math.isfinite(peak) and peak > 0):
+                raise LiveStateError(
+                    f"the broker's peak equity over {self.config.peak_lookback_days} days is {peak!r}, "
+                    f"not a positive number: no state file started at {str(self.state_file)!r}"
+                )
             LiveState(account_id=account_id or None, peak_equity=peak).save(self.state_file)
         state = LiveState.load(self.state_file)
         if state.account_id and account_id and state.account_id != account_id:
@@ -397,14 +456,14 @@ class LiveLoop:
             )
             quotes = {s: q for s, q in quotes.items() if s not in stale}
         peak = max(state.peak_equity or account.equity, account.equity)
-        loop_state = _loop_state(account, positions, quotes, self.symbols, peak)
+        volumes = _latest_dollar_volume(self.store, self.symbols, now) if self.store is not None else {}
+        loop_state = _loop_state(account, positions, quotes, self.symbols, peak, volumes)
         request = request_from_loop(loop_state, as_of=now)
         if self.store is not None:  # transitions are logged only where experience is
             request = request.model_copy(update={"observation": True})
         answer = self.policy.act(request)
         asked = time.perf_counter()
         held = {p.symbol: p.qty for p in positions}
-        volumes = _latest_dollar_volume(self.store, self.symbols, now) if self.store is not None else {}
         # A symbol whose earlier order may still fill is held: a second order could double it.
         tradeable_quotes = {s: q for s, q in quotes.items() if s not in busy}
         values = {p.symbol: p.market_value for p in positions}
@@ -578,7 +637,7 @@ class LiveLoop:
         while cancelled:
             for order_id in list(cancelled):
                 try:
-                    done = self.broker.order(order_id).status not in OPEN_ORDER_STATES
+                    done = not order_is_open(self.broker.order(order_id).status)
                 except OrderNotFound:
                     done = True
                 except Exception:  # cannot tell: still open until the broker says otherwise
@@ -624,7 +683,7 @@ class LiveLoop:
                 still_open.append(p)
                 continue
             _forget_unreadable(p)
-            if o.status in OPEN_ORDER_STATES:
+            if order_is_open(o.status):
                 still_open.append(p)
                 continue
             if o.filled_qty <= 0 or o.filled_avg_price is None:
@@ -717,6 +776,34 @@ def _lock_state_file(state_file: Path) -> IO[str]:
     return handle
 
 
+def _lock_account(lock_dir: Path, account_id: str, state_file: Path) -> IO[str]:
+    """An exclusive, non-blocking ``flock`` on ``<lock_dir>/<account id>.lock``, which records the
+    holder's pid and state file: two loops on one account are refused whatever their state files."""
+    name = _account_file_name(account_id, "an account lock (the broker gave no usable account id)")
+    lock_dir.mkdir(parents=True, exist_ok=True)
+    handle = open(lock_dir / f"{name}.lock", "a+")  # noqa: SIM115 - held for the loop's life
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        text = handle.read()
+        handle.close()
+        try:
+            holder = json.loads(text)
+            pid, held_state = holder.get("pid", "?"), holder.get("state_file", "?")
+        except (ValueError, AttributeError):
+            pid, held_state = "?", "?"
+        raise LiveStateError(
+            f"account {account_id!r} is traded by another live loop (pid {pid}, state file "
+            f"{held_state!r}; lock {str(lock_dir / f'{name}.lock')!r}); one loop per account"
+        ) from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(json.dumps({"pid": os.getpid(), "state_file": str(state_file)}))
+    handle.flush()
+    return handle
+
+
 def _count_unreadable(record: dict[str, Any], exc: Exception) -> int:
     """One more cycle on which the broker could not say what became of ``record``'s order (its
     look-up by broker id, or by client id while ``planned``): counted in the record with the error,
@@ -800,19 +887,27 @@ def _loop_state(
     quotes: Mapping[str, TopOfBook],
     symbols: Sequence[str],
     peak: float,
+    dollar_volume: Mapping[str, float] | None = None,
 ) -> dict[str, Any]:
-    """The decision-time state in the trading loop's shape (``shared/contracts``)."""
+    """The decision-time state in the trading loop's shape (``shared/contracts``). Each analysis row
+    carries the symbol's average dollar volume per bar as ``avg_dollar_vol`` (the store's
+    ``dollar_volume_20``, ``dollar_volume``) where it is known and finite, else None: the service's
+    spread gate tells mega caps by it, and gives a row without it the strictest equity cap."""
     analysis: dict[str, Any] = {}
     for sym in symbols:
+        volume = (dollar_volume or {}).get(sym)
+        known = volume is not None and math.isfinite(volume) and volume >= 0
+        row: dict[str, Any] = {"avg_dollar_vol": float(volume) if known and volume is not None else None}
         book = quotes.get(sym)
         if book is None or not (book.bid > 0 and book.ask > 0):
-            analysis[sym] = {"bid_price": None, "ask_price": None, "spread_bps": None}
+            analysis[sym] = {"bid_price": None, "ask_price": None, "spread_bps": None, **row}
             continue
         mid = 0.5 * (book.bid + book.ask)
         analysis[sym] = {
             "bid_price": book.bid,
             "ask_price": book.ask,
             "spread_bps": max(book.ask - book.bid, 0.0) / mid * 1e4,
+            **row,
         }
     return {
         "account": {

@@ -43,6 +43,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from datetime import datetime
+from pathlib import Path
 from typing import Literal
 
 import numpy as np
@@ -101,6 +102,11 @@ class LiveConfig(BaseModel):
         description="the same for a crypto symbol: crypto quotes around the clock, so its quote is "
         "seconds to minutes old; one hours old means the feed or the pair is broken (2 h leaves room "
         "for a quiet pair)",
+    )
+    account_lock_dir: Path | None = Field(
+        None,
+        description="folder of the per-account locks (one live loop per account, whatever its state "
+        "file); None: ~/.raytrade/live/locks",
     )
     max_unreadable_order_cycles: int = Field(
         5,

@@ -106,7 +106,16 @@ class SymbolSnapshot(_Strict):
     kelly_fraction: Number | None = Field(None, ge=0)
     kelly_sigma_pct: Number | None = Field(None, ge=0)
     avg_dollar_vol: Number | None = Field(
-        None, ge=0, description="average traded notional per bar (mega-cap spread gate); None: unknown"
+        None,
+        ge=0,
+        description="average traded notional per bar (mega-cap spread gate); None: unknown, and an "
+        "equity of unknown volume gets the strictest equity spread cap",
+    )
+    spread_cap_bps: Number | None = Field(
+        None,
+        ge=0,
+        description="the loop's own spread cap for the symbol, bps; the stricter of it and the "
+        "service's cap applies",
     )
     trade_blocked: bool = Field(False, description="the loop's own gates blocked the symbol: no new risk")
     block_reason: str | None = Field(None, max_length=MAX_TEXT_CHARS)

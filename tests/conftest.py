@@ -181,6 +181,25 @@ def _loopback_only(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
 
 
+@pytest.fixture(autouse=True)
+def _live_account_locks_per_test(
+    monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """The live loops of a test lock their accounts in a folder of that test's own (made on first
+    use), never under ``~/.raytrade``: a loop one test leaves open must not hold its fake account for
+    the next, and a test never writes to the home folder."""
+    from raytrade.serve import live
+
+    folder: list[Path] = []
+
+    def lock_dir() -> Path:
+        if not folder:
+            folder.append(tmp_path_factory.mktemp("account-locks"))
+        return folder[0]
+
+    monkeypatch.setattr(live, "default_account_lock_dir", lock_dir)
+
+
 @pytest.fixture
 def fakes() -> Iterator[tuple[Any, Any]]:
     """Fakes of Alpaca's trading (cash $100k, 10 AAPL) and market-data APIs on 127.0.0.1, for the real

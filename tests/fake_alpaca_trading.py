@@ -236,6 +236,13 @@ class FakeAlpacaTrading:
                     filled.append(str(order.id))
             return filled
 
+    def set_order_status(self, order_id: str, status: str) -> None:
+        """Put the order in ``status`` as Alpaca's own processes would (e.g. ``pending_review``: held
+        for a compliance review). Only ``new`` orders count as open to this fake (listed as open,
+        cancellable); an order in any other status is refused a cancel, 422."""
+        with self._lock:
+            self._find(order_id).status = status
+
     def fail(
         self,
         path_prefix: str,

@@ -12,7 +12,7 @@ import pytest
 
 from raytrade.replay import read_frame
 from raytrade.replay.sources.alpaca import TopOfBook
-from raytrade.serve.live import OPEN_ORDER_STATES, BrokerAccount, BrokerPosition, LiveLoop, OrderState
+from raytrade.serve.live import BrokerAccount, BrokerPosition, LiveLoop, OrderState, order_is_open
 from raytrade.serve.orders import OrderPlan
 from tests.live_doubles import ScriptedPolicy
 
@@ -77,7 +77,7 @@ class FakeBroker:
         return [
             o._replace(client_order_id=self.sides[i][2], symbol=self.sides[i][0], side=self.sides[i][1])
             for i, o in self.orders.items()
-            if o.status in OPEN_ORDER_STATES
+            if order_is_open(o.status)
         ]
 
     def peak_equity(self, days: int) -> float | None:
@@ -252,6 +252,38 @@ def test_the_loop_sends_nothing_for_a_symbol_whose_stored_dollar_volume_is_zero(
     wanted = {"AAPL": (0.1, "aggressive"), "MSFT": (0.05, "aggressive"), "BTCUSD": (0.0, "flat")}
     _loop(tmp_path, broker, ScriptedPolicy(wanted)).cycle(T0)
     assert [p.symbol for p in broker.submitted] == ["MSFT"]
+
+
+@pytest.mark.parametrize(("volume", "reason"), [(9e9, "spread 20.0 bps > cap 8 bps"), (5e7, None)])
+def test_the_loop_sends_the_stored_dollar_volume_so_the_service_gates_a_mega_cap_at_its_cap(
+    tmp_path: Path, volume: float, reason: str | None
+) -> None:
+    """AAPL quoted 20 bps wide: over the 8 bps cap of a mega cap (stored dollar volume per bar >= 1e9),
+    under the 25 bps cap of another stock. The loop sends the store's ``dollar_volume_20`` as the
+    row's ``avg_dollar_vol``, so the service's gate (``serve.caps``) tells which (sent without it, a
+    mega cap was gated at 25 bps)."""
+    import pandas as pd
+
+    from raytrade.replay.writer import ReplayWriter
+    from raytrade.serve.caps import gate_reason
+
+    rows = pd.DataFrame(
+        {
+            "symbol": ["AAPL"],
+            "ts": [pd.Timestamp(T0) - pd.Timedelta(days=1)],
+            "asset_class": ["equity"],
+            "close": [100.0],
+            "dollar_volume_20": [volume],
+        }
+    )
+    with ReplayWriter(tmp_path / "store") as writer:
+        writer.append_features(rows)
+    broker = FakeBroker(100_000.0, {**PRICES, "AAPL": (99.9, 100.1)})
+    policy = ScriptedPolicy({"AAPL": (0.0, "flat")})
+    _loop(tmp_path, broker, policy).cycle(T0)
+    row = policy.requests[0].analysis["AAPL"]
+    assert row.avg_dollar_vol == volume and policy.requests[0].analysis["MSFT"].avg_dollar_vol is None
+    assert gate_reason(row, False) == reason
 
 
 def test_a_position_the_broker_prices_at_zero_does_not_stop_the_book(tmp_path: Path) -> None:

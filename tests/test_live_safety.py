@@ -4,6 +4,9 @@ a fill is logged once, one loop per account with a remembered peak, and paper me
 from __future__ import annotations
 
 import json
+import math
+import os
+import re
 import shutil
 import socket
 import time
@@ -22,7 +25,15 @@ from raytrade.replay import read_frame
 from raytrade.replay.sources.alpaca import SourceError
 from raytrade.replay.writer import ReplayWriter
 from raytrade.serve.alpaca_broker import AlpacaBroker, NotPaperError
-from raytrade.serve.live import LiveLoop, LiveStateError, OrderState, UnreadableOrderError, default_state_file
+from raytrade.serve.live import (
+    LiveLoop,
+    LiveState,
+    LiveStateError,
+    OrderState,
+    UnreadableOrderError,
+    default_state_file,
+    order_is_open,
+)
 from raytrade.serve.orders import LiveConfig, OrderPlan
 from tests.fake_alpaca import TEST_KEYS, FakeAlpaca
 from tests.fake_alpaca_trading import FakeAlpacaTrading
@@ -204,6 +215,90 @@ def test_an_order_of_unknown_outcome_gets_no_second_order(tmp_path: Path) -> Non
     second = loop.cycle(T0 + timedelta(days=1))  # the look-up still fails: the first may rest
     assert len(broker.submitted) == 1 and second.plans == []
     assert [p["status"] for p in _pending(tmp_path / "s.json")] == ["planned"]
+
+
+# ------------------------------------------------------------------ only a final state is done
+
+
+class _UnderReview(FakeBroker):
+    """Market orders wait in ``status`` (Alpaca's ``pending_review``, or a status the loop has never
+    seen) instead of filling; a cancel is asynchronous (``pending_cancel``); :meth:`clear` ends the
+    wait with a fill at the ask."""
+
+    def __init__(self, cash: float, prices: dict[str, tuple[float, float]], status: str):
+        super().__init__(cash, prices)
+        self.status = status
+
+    def submit(self, plan: OrderPlan) -> str:
+        self.submitted.append(plan)
+        order_id = f"o{len(self.submitted)}"
+        self.client_ids[plan.client_order_id] = order_id
+        self.sides[order_id] = (plan.symbol, plan.side, plan.client_order_id)
+        self.orders[order_id] = OrderState(order_id, self.status, 0.0, None, None)
+        return order_id
+
+    def cancel(self, order_id: str) -> None:
+        self.cancelled.append(order_id)
+        self.orders[order_id] = self.orders[order_id]._replace(status="pending_cancel")
+
+    def clear(self, order_id: str) -> None:
+        plan = self.submitted[int(order_id.removeprefix("o")) - 1]
+        price = self.prices[plan.symbol][1]
+        self.qty[plan.symbol] = self.qty.get(plan.symbol, 0.0) + plan.qty
+        self.cash -= plan.qty * price
+        self.orders[order_id] = OrderState(order_id, "filled", plan.qty, price, T0 + timedelta(minutes=7))
+
+
+@pytest.mark.parametrize(
+    "status", ["pending_review", "awaiting_compliance"], ids=["pending-review", "unknown"]
+)
+def test_an_order_in_a_state_that_is_not_final_is_cancelled_held_and_its_fill_logged(
+    tmp_path: Path, status: str
+) -> None:
+    """An order under review (or in a status Alpaca adds later) may still fill: the next cycle cancels
+    it and holds AAPL while the cancel is pending, sends no second buy, and logs the fill once the
+    order is done. (Taken for done, it was dropped: three cycles sent three 100-share buys.)"""
+    broker = _UnderReview(100_000.0, PRICES, status)
+    policy = ScriptedPolicy({"AAPL": (0.1, "aggressive")})
+    state = tmp_path / "s.json"
+    loop = LiveLoop(broker, policy, ["AAPL"], state, tmp_path / "store", reset=True)
+    loop.cancel_confirm_s = 0.0
+    first = loop.cycle(T0)  # a 100-share market buy, waiting
+    second = loop.cycle(T0 + timedelta(minutes=5))
+    assert [p.qty for p in broker.submitted] == [100.0] and second.plans == []
+    assert broker.cancelled == ["o1"] and [p["order_id"] for p in _pending(state)] == ["o1"]
+    broker.clear("o1")  # the wait ends in a fill: the cancel came too late
+    third = loop.cycle(T0 + timedelta(minutes=10))
+    assert third.fills_logged == 1 and third.plans == [] and len(broker.submitted) == 1
+    rows = read_frame(tmp_path / "store", "experience")
+    fill = rows[rows["decision_id"] == f"{first.cycle_id}:AAPL:fill"].iloc[0]
+    assert (fill["filled_qty"], fill["fill_price"], fill["filled"]) == (100.0, 100.01, True)
+    assert _pending(state) == []
+
+
+def test_only_alpacas_final_order_states_count_as_done() -> None:
+    from alpaca.trading.enums import OrderStatus
+
+    done = {s.value for s in OrderStatus if not order_is_open(s.value)}
+    assert done == {"filled", "canceled", "expired", "rejected", "replaced"}
+    assert order_is_open("a_status_alpaca_adds_later") and order_is_open("")
+
+
+def test_an_alpaca_order_in_pending_review_gets_no_second_order(
+    fakes: tuple[FakeAlpacaTrading, FakeAlpaca], tmp_path: Path
+) -> None:
+    """Through alpaca-py: a resting order Alpaca moves to ``pending_review`` (which refuses the cancel)
+    is kept and holds MSFT."""
+    trading, data = fakes
+    state = tmp_path / "s.json"
+    loop = LiveLoop(_broker(trading, data), ScriptedPolicy(PASSIVE_MSFT), ["MSFT"], state, reset=True)
+    loop.cancel_confirm_s = 0.0
+    first = loop.cycle(T0)
+    (order_id,) = first.submitted.values()
+    trading.set_order_status(order_id, "pending_review")
+    second = loop.cycle(T0 + timedelta(days=1))
+    assert _posts(trading) == 1 and second.plans == []
+    assert [p["order_id"] for p in _pending(state)] == [order_id]
 
 
 # ------------------------------------------------------------------ an order the broker cannot read
@@ -452,6 +547,49 @@ def test_a_second_loop_on_the_same_state_file_refuses_to_start(tmp_path: Path) -
     LiveLoop(broker, ScriptedPolicy({}), ["AAPL"], tmp_path / "s.json", reset=True).close()
 
 
+def test_a_second_loop_on_the_same_account_refuses_to_start_whatever_its_state_file(tmp_path: Path) -> None:
+    broker = FakeBroker(100_000.0, PRICES)  # one account, PA-TEST
+    policy = ScriptedPolicy(PASSIVE_MSFT)  # a resting limit the second loop would cancel
+    first = LiveLoop(broker, policy, ["MSFT"], tmp_path / "a" / "s.json", reset=True)
+    first.cycle(T0)
+    second = LiveLoop(broker, policy, ["MSFT"], tmp_path / "b" / "s.json", reset=True)
+    held_by = re.escape(f"(pid {os.getpid()}, state file {str(tmp_path / 'a' / 's.json')!r}")
+    with pytest.raises(LiveStateError, match=rf"^account 'PA-TEST' is traded by another live loop {held_by}"):
+        second.cycle(T0 + timedelta(seconds=1))
+    assert len(broker.submitted) == 1 and broker.cancelled == []
+    assert not (tmp_path / "b" / "s.json").exists()
+    second.close()
+    first.close()  # the account is free again
+    with LiveLoop(broker, policy, ["MSFT"], tmp_path / "b" / "s.json", reset=True) as third:
+        third.start()
+
+
+def test_the_account_lock_lives_in_the_configured_folder(tmp_path: Path) -> None:
+    config = LiveConfig(account_lock_dir=tmp_path / "locks")
+    with LiveLoop(
+        FakeBroker(100_000.0, PRICES),
+        ScriptedPolicy({}),
+        ["AAPL"],
+        tmp_path / "s.json",
+        config=config,
+        reset=True,
+    ) as loop:
+        loop.start()
+        holder = json.loads((tmp_path / "locks" / "PA-TEST.lock").read_text())
+        assert holder == {"pid": os.getpid(), "state_file": str(tmp_path / "s.json")}
+        other = LiveLoop(
+            FakeBroker(100_000.0, PRICES),
+            ScriptedPolicy({}),
+            ["AAPL"],
+            tmp_path / "t.json",
+            config=config,
+            reset=True,
+        )
+        with pytest.raises(LiveStateError, match="account 'PA-TEST' is traded by another live loop"):
+            other.start()
+        other.close()
+
+
 def test_a_missing_state_file_is_refused_without_reset(tmp_path: Path) -> None:
     broker = FakeBroker(100_000.0, PRICES)
     loop = LiveLoop(broker, ScriptedPolicy({"AAPL": (0.1, "aggressive")}), ["AAPL"], tmp_path / "s.json")
@@ -492,6 +630,52 @@ def test_alpacas_portfolio_history_gives_the_peak_ignoring_padding(
     assert "GET /v2/account/portfolio/history" in trading.paths()
     query = [r for r in trading.requests if r.path == "/v2/account/portfolio/history"][-1].query
     assert (query["period"], query["timeframe"]) == ("365D", "1D")
+
+
+@pytest.mark.parametrize(
+    "peak",
+    ["NaN", "Infinity", "-Infinity", "1e999", "0", "-5.0", '"nan"', '"inf"', "true", "[1]"],
+)
+def test_a_state_file_whose_peak_is_not_a_finite_positive_number_is_refused(
+    tmp_path: Path, peak: str
+) -> None:
+    """A NaN peak gave a drawdown of 0 on every cycle and was saved back: the kill switch disarmed for
+    good. Such a file is refused like a malformed one, ``reset`` or not, and left as it was."""
+    text = f'{{"account_id": "PA-TEST", "peak_equity": {peak}, "pending": []}}'
+    (tmp_path / "s.json").write_text(text)
+    broker = FakeBroker(100_000.0, PRICES)
+    policy = ScriptedPolicy({"AAPL": (0.1, "aggressive")})
+    with (
+        LiveLoop(broker, policy, ["AAPL"], tmp_path / "s.json", reset=True) as loop,
+        pytest.raises(ValueError, match=r"s.json' is unreadable \(.*\); fix or move it"),
+    ):
+        loop.cycle(T0)
+    assert broker.submitted == [] and policy.requests == []
+    assert (tmp_path / "s.json").read_text() == text
+
+
+def test_a_non_finite_number_anywhere_in_the_state_file_makes_it_unreadable(tmp_path: Path) -> None:
+    pending = '[{"decision_id": "d", "client_order_id": "rt-d", "order_id": "o9", "mid": NaN}]'
+    (tmp_path / "s.json").write_text(f'{{"account_id": "PA-TEST", "peak_equity": 1e5, "pending": {pending}}}')
+    with pytest.raises(ValueError, match="non-finite number NaN"):
+        LiveState.load(tmp_path / "s.json")
+
+
+def test_a_non_finite_peak_is_never_written(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="JSON compliant"):
+        LiveState(account_id="PA-TEST", peak_equity=math.nan).save(tmp_path / "s.json")
+    assert not (tmp_path / "s.json").exists()
+
+
+def test_a_broker_peak_that_is_not_a_positive_number_starts_no_state_file(tmp_path: Path) -> None:
+    broker = FakeBroker(100_000.0, PRICES)
+    broker.history_peak = math.nan
+    with (
+        LiveLoop(broker, ScriptedPolicy({}), ["AAPL"], tmp_path / "s.json", reset=True) as loop,
+        pytest.raises(LiveStateError, match="peak equity over 365 days is nan"),
+    ):
+        loop.start()
+    assert not (tmp_path / "s.json").exists()
 
 
 def test_a_state_file_of_another_account_is_refused(tmp_path: Path) -> None:
@@ -621,3 +805,49 @@ def test_raytrade_live_keeps_its_state_per_account_under_the_home_directory(
     assert refused.exit_code == 2 and f"{str(state)!r} is missing" in refused.output
     assert first.exit_code == 0 and second.exit_code == 0, first.output + second.output
     assert json.loads(state.read_text())["account_id"] == account_id
+
+
+def test_raytrade_live_refuses_an_account_another_loop_trades(
+    fakes: tuple[FakeAlpacaTrading, FakeAlpaca], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """``--state-file`` names another file, ``--account-lock-dir`` the running loop's lock folder: the
+    command exits 2 with one line naming the account and the running loop, and sends nothing."""
+    from raytrade.cluster.cli import main
+    from tests.test_live_alpaca import _StubPolicyService
+
+    trading, data = fakes
+    token = "serve-token-for-the-live-test-12345"
+    for name, value in [
+        ("ALPACA_API_KEY", TEST_KEYS[0]),
+        ("ALPACA_SECRET_KEY", TEST_KEYS[1]),
+        ("ALPACA_DATA_URL", data.url),
+        ("RAYTRADE_SERVE_TOKEN", token),
+    ]:
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("RAYTRADE_SETTINGS_FILE", raising=False)
+    locks = tmp_path / "locks"
+    running = LiveLoop(
+        _broker(trading, data),
+        ScriptedPolicy({}),
+        ["AAPL"],
+        tmp_path / "running.json",
+        config=LiveConfig(account_lock_dir=locks),
+        reset=True,
+    )
+    running.start()
+    stub = _StubPolicyService(token)
+    try:
+        args = ["live", "--paper", "--once", "--reset", "--symbols", "AAPL", "--serve-url", stub.url]
+        args += ["--trading-url", trading.url, "--state-file", str(tmp_path / "other.json")]
+        result = CliRunner().invoke(main, [*args, "--account-lock-dir", str(locks)])
+    finally:
+        stub.close()
+        running.close()
+    account_id = str(TradingClient(*TEST_KEYS, paper=True, url_override=trading.url).get_account().id)  # type: ignore[union-attr]
+    assert result.exit_code == 2, result.output
+    assert result.output.startswith(
+        f"error: account {account_id!r} is traded by another live loop (pid {os.getpid()}, state file "
+        f"{str(tmp_path / 'running.json')!r}"
+    )
+    assert len(result.output.strip().splitlines()) == 1
+    assert _posts(trading) == 0 and not (tmp_path / "other.json").exists()

@@ -63,8 +63,31 @@ def test_the_contracts_uniusd_spread_alone_holds_it() -> None:
             "spread 9.0 bps > cap 8 bps",
         ),
         ({"bid_price": 100.0, "ask_price": 100.09, "avg_dollar_vol": 5e8}, False, None),
-        ({"bid_price": 100.0, "ask_price": 100.26}, False, "spread 26.0 bps > cap 25 bps"),
-        ({"bid_price": 100.0, "ask_price": 100.34}, True, None),
+        (
+            {"bid_price": 100.0, "ask_price": 100.26, "avg_dollar_vol": 5e8},
+            False,
+            "spread 26.0 bps > cap 25 bps",
+        ),
+        # volume unknown: it may be a mega cap, so the strictest equity cap (fail closed)
+        ({"bid_price": 100.0, "ask_price": 100.2}, False, "spread 20.0 bps > cap 8 bps"),
+        ({"bid_price": 100.0, "ask_price": 100.07}, False, None),
+        ({"bid_price": 100.0, "ask_price": 100.34}, True, None),  # crypto keeps its own cap
+        # the row's own cap: the stricter of it and the service's applies
+        (
+            {"bid_price": 100.0, "ask_price": 100.06, "avg_dollar_vol": 5e8, "spread_cap_bps": 5.0},
+            False,
+            "spread 6.0 bps > cap 5 bps",
+        ),
+        (
+            {"bid_price": 100.0, "ask_price": 100.26, "avg_dollar_vol": 5e8, "spread_cap_bps": 30.0},
+            False,
+            "spread 26.0 bps > cap 25 bps",
+        ),
+        (
+            {"bid_price": 100.0, "ask_price": 100.2, "spread_cap_bps": 25.0},
+            False,
+            "spread 20.0 bps > cap 8 bps",
+        ),
         ({"bid_price": 0.0, "ask_price": 100.0}, False, "no two-sided quote"),
         ({"bid_price": 100.0, "ask_price": -1.0}, False, "no two-sided quote"),
         ({"bid_price": 100.0}, False, "no two-sided quote"),
@@ -73,7 +96,12 @@ def test_the_contracts_uniusd_spread_alone_holds_it() -> None:
         "mega-over-8",
         "other-under-25",
         "other-over-25",
+        "unknown-volume-over-8",
+        "unknown-volume-under-8",
         "crypto-under-35",
+        "row-cap-stricter",
+        "row-cap-looser",
+        "row-cap-unknown-volume",
         "zero-bid",
         "neg-ask",
         "no-ask",
@@ -85,8 +113,14 @@ def test_the_spread_gate_follows_the_loop_rules(row: dict, crypto: bool, reason:
 
 def test_the_spread_caps_come_from_loop_rules() -> None:
     rules = LoopRules(spread_cap_bps_equity=30.0)
-    row = SymbolSnapshot(bid_price=100.0, ask_price=100.26)
+    row = SymbolSnapshot(bid_price=100.0, ask_price=100.26, avg_dollar_vol=5e8)
     assert gate_reason(row, False, rules) is None
+    # unknown volume: the strictest equity cap of these rules, whichever tier it is
+    unknown = SymbolSnapshot(bid_price=100.0, ask_price=100.1)
+    assert gate_reason(unknown, False, LoopRules(spread_cap_bps_mega=9.0)) == "spread 10.0 bps > cap 9 bps"
+    assert gate_reason(unknown, False, LoopRules(spread_cap_bps_mega=30.0, spread_cap_bps_equity=9.0)) == (
+        "spread 10.0 bps > cap 9 bps"
+    )
 
 
 # ------------------------------------------------------------------------------------------- caps

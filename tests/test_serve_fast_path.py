@@ -149,7 +149,7 @@ def test_a_requests_rows_are_gated_in_one_call_with_each_rows_own_cap() -> None:
     rows = [
         {"bid_price": 100.0, "ask_price": 100.09, "avg_dollar_vol": 2e9},  # mega cap: 8 bps
         {"bid_price": 100.0, "ask_price": 100.09, "avg_dollar_vol": 5e8},  # other stock: 25 bps
-        {"bid_price": 100.0, "ask_price": 100.26},  # volume unknown: other stock
+        {"bid_price": 100.0, "ask_price": 100.26},  # volume unknown: the strictest equity cap, 8 bps
         {"bid_price": 100.0, "ask_price": 100.34},  # crypto: 35 bps
         {"bid_price": 100.0, "ask_price": 100.36},  # crypto, over
         {"bid_price": 0.0, "ask_price": 100.0},
@@ -161,7 +161,7 @@ def test_a_requests_rows_are_gated_in_one_call_with_each_rows_own_cap() -> None:
     assert got == [
         "spread 9.0 bps > cap 8 bps",
         None,
-        "spread 26.0 bps > cap 25 bps",
+        "spread 26.0 bps > cap 8 bps",
         None,
         "spread 35.9 bps > cap 35 bps",  # 0.36 / mid 100.18
         "no two-sided quote",
@@ -180,7 +180,7 @@ def test_prepare_names_each_held_symbols_reason(service: DecisionService) -> Non
     prepared = service.prepare(_request(service, analysis=analysis), _utc(service.data.ts[-1]))
     listed = service.data.listed[-1]
     expected = {
-        symbols[1]: "spread 200.0 bps > cap 25 bps",
+        symbols[1]: "spread 200.0 bps > cap 8 bps",  # no avg_dollar_vol: the strictest equity cap
         symbols[2]: "blocked by the trading loop: no reason given",
         symbols[3]: "not in the request",
     }
