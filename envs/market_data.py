@@ -26,6 +26,11 @@ Design decisions
   same calendar (``periods_per_year = days per year / days_per_bar``).
 * ``features[t]`` holds values computed from data with timestamp <= ``ts[t]`` (the store's
   contract); a decision at ``t`` fills at ``open[t + 1]``.
+* Two volumes, for two uses. ``dollar_volume[t]`` is what a decision at ``t`` may know (the store's
+  20-bar average): it sets the costs and caps a fill. ``bar_dollar_volume[t]`` is bar ``t``'s own
+  traded notional (volume x close): it only caps a fill *at* bar ``t`` (the simulator's; no policy
+  observes it), so a thin bar cannot absorb an order its average could. A bar that traded nothing is
+  no bar at all (the loader leaves it out of ``listed``: a hole).
 """
 
 from __future__ import annotations
@@ -59,6 +64,9 @@ class MarketData:
     #                                            ``features``); None: every value is present
     listed_after: np.ndarray | None = None  # [N] bool: the asset has a real bar after ts[-1] (data cut
     #                                         from a longer history); None: none has
+    bar_dollar_volume: np.ndarray | None = None  # [T, N] float64, finite, >= 0: bar t's own traded
+    #   notional (volume x close), which caps a fill at bar t's open (never observed); None: unknown,
+    #   fills are capped by ``dollar_volume`` alone (hand-built and synthetic data)
 
     def __post_init__(self) -> None:
         t, n = self.close.shape
@@ -85,6 +93,10 @@ class MarketData:
             raise ValueError(
                 f"MarketData.features has shape {self.features.shape}, expected "
                 f"({t}, {n}, {len(self.feature_names)})"
+            )
+        if self.bar_dollar_volume is not None and self.bar_dollar_volume.shape != (t, n):
+            raise ValueError(
+                f"MarketData.bar_dollar_volume has shape {self.bar_dollar_volume.shape}, expected {(t, n)}"
             )
         if self.listed_after is not None and self.listed_after.shape != (n,):
             raise ValueError(f"MarketData.listed_after has shape {self.listed_after.shape}, expected ({n},)")

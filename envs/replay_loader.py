@@ -2,21 +2,26 @@
 
 Calendar rule: when the universe holds any equity, the simulator steps on the equity calendar (the
 sorted union of equity bar timestamps) and crypto is observed at those same labels (its weekend bars
-are not stepped; nothing is forward-filled from a later bar). A crypto-only universe steps on its
+are not stepped; nothing is forward-filled from a later bar). Crypto bars stamped on another clock
+(between the labels, e.g. daily bars at 05:00 UTC next to equity dates at 00:00 UTC) are refused
+(:func:`refuse_off_calendar_crypto`), never dropped or shifted. A crypto-only universe steps on its
 7-day calendar. ``periods_per_year`` follows: 252 (365 for crypto-only) x bars per day, and
 ``days_per_bar`` is 1 / bars per day (the bar length per-bar financing and borrow rates follow).
 
-Per (t, asset): ``listed`` is True only where the asset has a real bar at t. Inside an asset's life
-a missing bar (a halt or a data hole) gets the last real close as both open and close, so a position
+Per (t, asset): ``listed`` is True only where the asset has a real bar at t: a bar with a volume of 0
+(a halted day reported at a stale price) is not one, it is a hole like a missing bar (and does not
+count as a bar after the window for ``listed_after``). Inside an asset's life a missing bar (a
+halt or a data hole) gets the last real close as both open and close, so a position
 held through it sees no move until the reopen; before the listing prices are carried backward and
 after the last bar forward, only to keep arithmetic finite (the asset is masked there). A missing or
 non-positive spread (a Corwin-Schultz estimate of 0 on a flat bar is not a free trade) is costed at
 the median of the asset's positive spreads at bars <= t in the window, or 25 bps before it has one.
 A missing dollar volume is 0, and so is a zero one: no fill capacity (the simulator fills at most
-``max_participation`` of it, so nothing; no floor invents liquidity). Feature NaNs become 0 (the
-store's nulls mean "not enough history yet") and are flagged in ``MarketData.feature_missing``, which
-the observation encoder turns into an explicit missing channel (``envs.normalization``); an unknown
-volatility regime counts as 1 (choppy).
+``max_participation`` of it, so nothing; no floor invents liquidity). ``bar_dollar_volume`` is each
+real bar's own close x volume (0 at a hole): the simulator caps a fill at that bar's open by it too.
+Feature NaNs become 0 (the store's nulls mean "not enough history yet") and are flagged in
+``MarketData.feature_missing``, which the observation encoder turns into an explicit missing channel
+(``envs.normalization``); an unknown volatility regime counts as 1 (choppy).
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ import pandas as pd
 
 from raytrade.envs.config import ReplayDataConfig
 from raytrade.envs.market_data import MarketData, carry_close_through_holes
+from raytrade.replay.errors import InputError
 from raytrade.replay.features.build import periods_per_year
 from raytrade.replay.reader import read_frame
 from raytrade.replay.remote_store import local_store
@@ -132,7 +138,7 @@ def load_market_data(
     text = [c for c in feature_columns if not _numeric_feature(c)]
     if text:
         raise ValueError(f"feature column {text[0]!r} is text; use its numeric code instead")
-    bar_columns = ["symbol", "ts", "open", "close", "asset_class"]
+    bar_columns = ["symbol", "ts", "open", "close", "volume", "asset_class"]
     bars = read_frame(store, "bars", symbols=symbols, columns=bar_columns)
     if symbols is not None:
         missing = sorted(set(symbols) - set(bars["symbol"].astype(str)))
@@ -144,6 +150,8 @@ def load_market_data(
     has_equity = (classes == "equity").any()
     calendar_class = "equity" if has_equity else "crypto"
     calendar = pd.DatetimeIndex(np.unique(bars.loc[bars["asset_class"] == calendar_class, "ts"]))
+    if has_equity:
+        refuse_off_calendar_crypto(bars, calendar)
     if split != "all":
         windows = fractional_splits(calendar, train_fraction, validation_fraction, embargo_bars)
         if split not in windows:
@@ -151,8 +159,11 @@ def load_market_data(
         window = windows[split]
         calendar = calendar[(calendar >= window.start) & (calendar <= window.end)]
     order = sorted(classes.index.astype(str))
-    # a symbol with a bar after the window is not delisted at the window's end (market_data)
-    listed_after = (bars.groupby("symbol")["ts"].max().reindex(order) > calendar[-1]).to_numpy(dtype=bool)
+    bars = bars[bars["volume"] > 0]  # a bar that traded nothing (a halt's stale bar) is a hole
+    # a symbol with a traded bar after the window is not delisted at the window's end (market_data)
+    last_traded = bars.groupby("symbol")["ts"].max().reindex(order)
+    listed_after = (last_traded > calendar[-1]).to_numpy(dtype=bool)
+    bars = bars.assign(dollar_volume=bars["close"] * bars["volume"])
     bars = bars[bars["ts"].isin(calendar)]
 
     def wide(frame: pd.DataFrame, column: str) -> pd.DataFrame:
@@ -199,6 +210,7 @@ def load_market_data(
         listed=listed,
         spread_bps=spread,
         dollar_volume=dollar_volume.to_numpy(),
+        bar_dollar_volume=wide(bars, "dollar_volume").astype("float64").fillna(0.0).to_numpy(),
         features=stack,
         feature_names=tuple(feature_columns),
         regime_code=regime,
@@ -207,6 +219,63 @@ def load_market_data(
         feature_missing=absent,
         listed_after=listed_after,
     )
+
+
+class OffCalendarBarsError(InputError):
+    """Crypto bars stamped between the equity calendar's labels: loading would drop them silently."""
+
+
+def refuse_off_calendar_crypto(bars: pd.DataFrame, calendar: pd.DatetimeIndex) -> None:
+    """Refuse crypto bars that fall between the equity ``calendar``'s labels.
+
+    In a universe with equities, crypto is observed at the equity calendar's labels only (its weekend
+    and night bars are not stepped). A crypto bar that is not on a label yet lies less than one bar
+    length (the calendar's smallest spacing) from one is stamped on another clock: daily bars opened
+    at midnight New York (05:00 UTC) next to equity dates labelled 00:00 UTC. Each would match no
+    label, so the symbol would silently never trade. Moving such a bar onto the nearest label is not
+    done: a daily bar stamped 05:00 UTC on day ``D`` closes at ``D + 1`` 05:00 UTC, after the equity
+    close of ``D``, so a decision at ``D``'s close would see the future.
+
+    ``bars`` has ``symbol``, ``ts`` (UTC) and ``asset_class``. Raises :class:`OffCalendarBarsError`
+    naming each such symbol, how many of its bars are off the labels, the time of day they are
+    stamped at, the labels' time of day, and the fix."""
+    if len(calendar) < 2:
+        return
+    labels = calendar.as_unit("ns").asi8
+    step = int(np.diff(labels).min())
+    crypto = bars[bars["asset_class"] == "crypto"]
+    stamps = pd.DatetimeIndex(crypto["ts"]).as_unit("ns")
+    x = stamps.asi8
+    idx = np.searchsorted(labels, x)
+    after = labels[np.minimum(idx, len(labels) - 1)]
+    before = labels[np.maximum(idx - 1, 0)]
+    on = (idx < len(labels)) & (after == x)
+    near = ((idx < len(labels)) & (after - x < step)) | ((idx > 0) & (x - before < step))
+    off = ~on & near
+    if not off.any():
+        return
+    label_times = _times_of_day(calendar)
+    problems = []
+    for symbol, group in pd.Series(stamps[off], index=crypto["symbol"].to_numpy()[off]).groupby(level=0):
+        mine = (crypto["symbol"] == symbol).to_numpy()
+        problems.append(
+            f"{symbol!r}: {int((mine & on).sum())} of its {int(mine.sum())} bars are on a label, "
+            f"{len(group)} lie between labels, stamped at {_times_of_day(group)} UTC"
+        )
+    raise OffCalendarBarsError(
+        f"crypto bars off the equity calendar's labels (stamped at {label_times} UTC) would be dropped "
+        f"and the symbol never traded: {'; '.join(problems)}. Re-stamp the symbol's bars on the equities' "
+        "clock and ingest it into a new store: a daily bar at 00:00 UTC of the date it opens (the "
+        "bar's open in UTC, as the csv source labels a date), never shifted to an earlier label"
+    )
+
+
+def _times_of_day(stamps: pd.DatetimeIndex | pd.Series) -> str:
+    """The times of day (``HH:MM``) of ``stamps``, most frequent first, at most three."""
+    index = pd.DatetimeIndex(stamps)
+    counts = pd.Series(index.strftime("%H:%M")).value_counts()
+    more = f" (+{len(counts) - 3} more)" if len(counts) > 3 else ""
+    return "/".join(counts.index[:3]) + more
 
 
 def _costed_spread(spread: pd.DataFrame) -> np.ndarray:

@@ -549,7 +549,7 @@ def apply_scenario(
     feature by the same ``spread_mult``; ``regime_code`` is set to ``regime_label`` in the window
     (unless None). Bootstrap: rows are drawn from ``simple_returns(history or market_data)``; prices are
     rebuilt from ``close[0]`` by compounding each drawn row's return, with the drawn row's overnight
-    gap (``open[s] / close[s - 1]``); ``listed``, ``spread_bps``, ``dollar_volume``, ``regime_code`` and
+    gap (``open[s] / close[s - 1]``); ``listed``, ``spread_bps``, both dollar volumes, ``regime_code`` and
     the features not derived from prices are the drawn rows' values. An asset unlisted on a drawn row
     keeps its previous price (the simulator masks it). ``ts`` becomes ``ts[0] + i * median(diff(ts))``
     (a synthetic calendar).
@@ -658,6 +658,7 @@ def _apply_bootstrap(
         listed=listed,
         spread_bps=source.spread_bps[src],
         dollar_volume=source.dollar_volume[src],
+        bar_dollar_volume=None if source.bar_dollar_volume is None else source.bar_dollar_volume[src],
         features=source.features[src],
         regime_code=source.regime_code[src],
         feature_missing=None if source.feature_missing is None else source.feature_missing[src],

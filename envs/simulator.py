@@ -5,13 +5,15 @@ Timing contract (no look-ahead)
 A decision at bar ``t`` sees only data at bars ``<= t`` (features, listing, close, spread, volume).
 ``step`` then: projects the target weights onto the constraints (mask = ``listed[t]``), liquidates
 held assets delisted after ``t`` (``t`` is their last real bar: none at ``t + 1`` or later) at their
-last price ``close[t]`` (no cost), fills the
-trades at ``open[t + 1]`` sized on the equity at that open, each fill taking at most
-``costs.max_participation`` of the dollar volume known at ``t`` (the rest of the order is dropped),
-charges fee / spread / slippage with the spread and dollar volume known at ``t``, marks to
-``close[t + 1]``, charges one bar of carry (financing on the long exposure above 1x equity, the
-borrow fee on the short exposure, per-bar rates from the data's bar length), and computes the
-reward. So bars after ``t + 1``'s open cannot change anything observed or earned up to ``t``.
+last price ``close[t]`` (no cost), fills the trades at ``open[t + 1]`` sized on the equity at that
+open, each fill taking at most ``costs.max_participation`` of the smaller of two dollar volumes, the
+one known at ``t`` and the fill bar's own (``MarketData.bar_dollar_volume[t + 1]`` where known: the
+fill happens inside that bar; no decision sees it), the rest of the order being dropped; it charges
+fee / spread / slippage with the spread and dollar volume known at ``t``, marks to ``close[t + 1]``,
+charges one bar of carry (financing on the long exposure above 1x equity, the borrow fee on the
+short exposure, per-bar rates from the data's bar length), and computes the reward. So bars after
+``t + 1``'s open cannot change anything observed or earned up to ``t``. A bar where an asset traded
+nothing is not a real bar of it (``listed`` False, a hole: see below).
 
 Holes: a bar an asset lacks inside its life (a halt, a data gap; ``market_data.hole_bars``) is not a
 delisting. No order for it fills when there is no real bar at ``t`` or at ``t + 1``: it is treated
@@ -210,7 +212,8 @@ class MarketSimulator:
         self.is_crypto = is_crypto
         fees = fee_bps(is_crypto, cfg.costs)
         rates = cost_rates(data.spread_bps, data.dollar_volume, fees, cfg.costs)  # every bar, once
-        self._bar_rates = np.stack([rates.spread, rates.slippage_base, rates.impact, rates.fill_cap])
+        cap = fill_caps(rates.fill_cap, data.bar_dollar_volume, cfg.costs.max_participation)
+        self._bar_rates = np.stack([rates.spread, rates.slippage_base, rates.impact, cap])
         self._rates = CostRates(rates.fee, *self._bar_rates)  # views of the one packed copy
         self.limits = exposure_limits(is_crypto, cfg.constraints)
         reward = cfg.reward
@@ -507,6 +510,20 @@ class MarketSimulator:
         return self.reward_state
 
 
+def fill_caps(
+    known_cap: np.ndarray, bar_dollar_volume: np.ndarray | None, max_participation: float
+) -> np.ndarray:
+    """``[T, N]``: the most notional a fill decided at bar ``t`` may take at ``open[t + 1]``: the
+    smaller of ``known_cap[t]`` (``max_participation`` x the dollar volume known at ``t``,
+    ``CostRates.fill_cap``) and ``max_participation * bar_dollar_volume[t + 1]`` (the fill bar's own
+    traded notional; not applied where it is None). The last bar has no next one: its cap stays."""
+    if bar_dollar_volume is None:
+        return known_cap
+    cap = np.array(known_cap, dtype=np.float64)
+    cap[:-1] = np.minimum(cap[:-1], max_participation * np.asarray(bar_dollar_volume, dtype=np.float64)[1:])
+    return cap
+
+
 def _validate_data(data: MarketData) -> None:
     """Refuse data the simulator cannot price, naming the field (cheap, once per construction)."""
     for name in ("open", "close"):
@@ -530,6 +547,9 @@ def _validate_data(data: MarketData) -> None:
         raise ValueError("MarketData.spread_bps must be finite and >= 0")
     if not np.isfinite(data.dollar_volume).all() or (data.dollar_volume < 0).any():
         raise ValueError("MarketData.dollar_volume must be finite and >= 0 (0: no fill capacity)")
+    bar_volume = data.bar_dollar_volume
+    if bar_volume is not None and (not np.isfinite(bar_volume).all() or (bar_volume < 0).any()):
+        raise ValueError("MarketData.bar_dollar_volume must be finite and >= 0 (0: no fill capacity)")
     if not np.isfinite(data.features).all():
         raise ValueError("MarketData.features must be finite (NaN replaced by 0)")
     bad = sorted(set(data.asset_class) - {"equity", "crypto"})

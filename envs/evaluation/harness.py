@@ -223,6 +223,7 @@ def slice_window(data: MarketData, window: TimeWindow) -> MarketData:
         listed=data.listed[sl],
         spread_bps=data.spread_bps[sl],
         dollar_volume=data.dollar_volume[sl],
+        bar_dollar_volume=None if data.bar_dollar_volume is None else data.bar_dollar_volume[sl],
         features=data.features[sl],
         regime_code=data.regime_code[sl],
         feature_missing=None if data.feature_missing is None else data.feature_missing[sl],

@@ -8,7 +8,13 @@ Calendar rule (explicit, so equities and crypto are never silently aligned):
 * a date without a time (``2024-03-18``) is the session date of a daily bar and is labelled
   ``YYYY-MM-DD 00:00 UTC``;
 * a timestamp with an offset (``2024-01-01 00:00:00+00:00``) is converted to UTC;
-* a timestamp with a time but no offset is refused (its zone is unknown).
+* a timestamp with a time but no offset is refused (its zone is unknown);
+* a crypto file of daily bars (stamps a median of one day apart) must stamp each bar at 00:00 UTC,
+  its open: a bar opened at midnight in another zone (``2024-01-01T00:00:00-05:00``) is a different
+  bar, which lands between the equity dates and would never be traded next to equities (the
+  simulator's loader refuses such a store too). The file is refused, naming the first such row;
+  the stamps are never shifted (a bar opened at 05:00 UTC closes after the equity close of its
+  date: labelling it with that date would let a decision see the future).
 
 A symbol is crypto when its name ends in USD, USDT or USDC (``BTCUSD``, ``SUIUSDT``) or the file
 sits under a folder named ``crypto``; otherwise it is an equity.
@@ -81,6 +87,25 @@ def _parse_times(raw: pd.Series, path: Path) -> pd.Series:
     return parsed
 
 
+def _refuse_off_midnight_daily(ts: pd.Series, raw: pd.Series, column: str, path: Path) -> None:
+    """Refuse a file of daily bars (consecutive stamps a median of one day apart) with a bar not
+    stamped at 00:00 UTC, naming the first such row, its value, how many there are and their time."""
+    stamps = ts.dropna()
+    if len(stamps) < 2 or stamps.sort_values().diff().median() != pd.Timedelta(days=1):
+        return
+    off = (stamps != stamps.dt.floor("D")).to_numpy()
+    if not off.any():
+        return
+    first = int(stamps.index[np.argmax(off)])
+    times = stamps[off].dt.strftime("%H:%M").value_counts()
+    reason = (
+        f"a daily crypto bar must be stamped at 00:00 UTC, its open; {int(off.sum())} of the file's "
+        f"{len(stamps)} bars are stamped at {'/'.join(times.index[:3])} UTC (a day opened in another "
+        "zone, which would never line up with the equity dates): re-stamp the file at 00:00 UTC"
+    )
+    raise ReplayValidationError([RowError("bars", first + 1, column, raw.iloc[first], reason)], str(path))
+
+
 def read_symbol_file(path: Path) -> pd.DataFrame:
     """One CSV file as validated bars rows (``BARS_SCHEMA`` columns); raises naming file/row/column."""
     try:
@@ -117,7 +142,9 @@ def read_symbol_file(path: Path) -> pd.DataFrame:
     for name in REQUIRED + OPTIONAL:
         if name in by_name:
             out[name] = frame[by_name[name]]
-    out["asset_class"] = asset_class_of(symbol, path)
+    out["asset_class"] = asset_class = asset_class_of(symbol, path)
+    if asset_class == "crypto":
+        _refuse_off_midnight_daily(out["ts"], frame[time_col], str(time_col), path)
     out["source"] = "csv"
     valid, errors, _ = conform("bars", out)
     if errors:
