@@ -247,3 +247,20 @@ def test_a_bad_timestamp_among_offsets_is_refused_naming_file_row_column_value(
     line = error_line(out)
     assert "SUIUSDT.csv" in line and expected in line, line
     assert snapshot(store) == before
+
+
+def test_a_backfill_into_a_gap_is_reported_as_not_stored_with_a_warning(tmp_path: Path) -> None:
+    gap = write_folder(
+        tmp_path / "gap", {"AAA.csv": GOOD_CSV.replace("2024-01-03,10.8,11.2,10.4,10.5,1200\n", "")}
+    )
+    assert run("ingest", "--source", "csv", "--path", str(gap), "--out", str(tmp_path / "s"))[0] == 0
+    full = write_folder(tmp_path / "full", {"AAA.csv": GOOD_CSV})
+    code, out = run("ingest", "--source", "csv", "--path", str(full), "--out", str(tmp_path / "s"))
+    assert code == 0, out
+    assert "bars already stored and skipped: 2; older bars NOT stored (append-only): 1" in out
+    assert (
+        "warning: AAA: 1 bar from 2024-01-03 to 2024-01-03 older than its last stored bar (2024-01-04) "
+        "and not in the store were NOT stored (the store is append-only); to include them, ingest all "
+        "the data into a fresh store"
+    ) in out
+    assert len(read_frame(tmp_path / "s", "bars")) == 2
