@@ -134,8 +134,9 @@ def ingest(
     # a remote store (s3://…) is written through its local mirror, new files uploaded at the end
     with store_mirror(out) as root:
         result = ingest_source(root, request, say=click.echo)
-    appended = ", ".join(f"{k} +{v:,}" for k, v in result.appended.items()) or "nothing new"
-    click.echo(f"appended: {appended}; bars already stored and skipped: {result.skipped_bars:,}")
+    for warning in result.warnings():
+        click.echo(f"warning: {warning}", err=True)
+    click.echo(result.summary_line())
     summary = summarize_store(root)
     click.echo(json.dumps(summary.as_dict(), indent=2) if json_summary else summary.render())
 

@@ -88,6 +88,8 @@ def logged_fills(root: str | os.PathLike[str]) -> FillSample:
         fills = fills[~mask]
 
     drop(~fills["decision"].isin(decisions.index), "no decision row")
+    if fills.empty:  # nothing to join (an empty selection would also lose the ts dtype)
+        return _empty_sample(dropped)
     fills = fills.assign(
         decided_at=decisions.loc[fills["decision"], "ts"].to_numpy(),
         snapshot_spread=[_snapshot_spread(s) for s in decisions.loc[fills["decision"], "state"]],
@@ -121,6 +123,11 @@ def logged_fills(root: str | os.PathLike[str]) -> FillSample:
         vol_bps=fills["vol_20"].to_numpy(np.float64) * 1e4,
         dropped=dropped,
     )
+
+
+def _empty_sample(dropped: dict[str, int]) -> FillSample:
+    none = np.empty(0, dtype=np.float64)
+    return FillSample(np.empty(0, dtype="datetime64[us]"), none, none, none, none, none, dropped)
 
 
 def _ols_hc1(design: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:

@@ -1,16 +1,25 @@
-"""Ingest: validated source rows -> bars, macro, forecasts -> features, appended to a store.
+"""Ingest: validated source rows -> bars, macro, forecasts -> features, written to a store.
 
 Design decisions
 ----------------
 * Everything a source returns is validated before anything is written: a bad row aborts the whole
   ingest with a message naming the file/table, row, column and value, and the store is untouched.
-* Incremental: rows at or before a symbol's last stored bar are already in the store and are
-  skipped (counted in the result); features are recomputed from the full stored history plus the
-  new bars, and only rows after the last stored feature row are appended. Re-running an ingest that
-  crashed between the bars and the features commits therefore completes it.
+* Bars and macro rows are append-only. A source row is either new (after its symbol's last stored
+  row, or of a symbol new to the store) and appended, or already stored (same symbol and ts; the
+  stored values are kept), or older than its symbol's last stored row and absent from the store (a
+  backfill, e.g. of a halt gap): it is not stored, and ``IngestResult.not_stored`` says which symbol,
+  how many rows and which dates, so the caller can warn (rebuild: ingest everything into a fresh store).
+* The features table always equals what one ingest of all the stored bars would write, whatever the
+  order the bars arrived in. Features are recomputed from the full stored history plus the new bars
+  and compared, exactly, with the stored feature rows. If none of those changed (the common daily
+  append: every feature at ts depends only on rows <= ts), only the new rows are appended. If some
+  did (a new or ragged symbol changes cross-sectional features -- ``vix_level``/``vix_term``
+  proxies, ``corr_cluster``, ``sector_momentum`` -- at timestamps already stored), the whole
+  features table is rewritten: staged in a hidden folder before any bar is written, then swapped in
+  (``_swap.json`` records the swap; ``recover_store`` finishes an interrupted one). Stored bars are
+  never touched. Re-running an ingest that crashed after the bars commit completes it.
 * Imported forecasts change features already stored, so ``import_forecasts`` rebuilds the features
-  table into a hidden folder and swaps it in (``_swap.json`` records the swap; ``recover_store``
-  finishes an interrupted one).
+  table the same way.
 """
 
 from __future__ import annotations
@@ -20,7 +29,7 @@ import os
 import shutil
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -30,17 +39,76 @@ from tqdm.auto import tqdm
 from raytrade.replay.features import FeatureConfig, build_features
 from raytrade.replay.reader import read_frame
 from raytrade.replay.validation import ReplayValidationError, conform
-from raytrade.replay.writer import ReplayWriter, read_watermarks
+from raytrade.replay.writer import ReplayWriter
 
 Progress = Callable[[str], None]
+_KEY = ["symbol", "ts"]
+
+
+@dataclass(frozen=True)
+class NotStored:
+    """Source rows of one symbol older than its last stored row and absent from the store: not
+    written, because the store is append-only."""
+
+    table: str
+    symbol: str
+    rows: int
+    first: pd.Timestamp
+    last: pd.Timestamp
+    last_stored: pd.Timestamp
+
+    def message(self) -> str:
+        noun = ("bar" if self.table == "bars" else f"{self.table} row") + ("" if self.rows == 1 else "s")
+        last = "bar" if self.table == "bars" else "row"
+        return (
+            f"{self.symbol}: {self.rows:,} {noun} from {self.first.date()} to {self.last.date()} older than "
+            f"its last stored {last} ({self.last_stored.date()}) and not in the store were NOT stored (the "
+            "store is append-only); to include them, ingest all the data into a fresh store (a new --out)"
+        )
 
 
 @dataclass(frozen=True)
 class IngestResult:
-    """Rows appended per table and rows skipped because the store already had them."""
+    """What an ingest did (module docstring: new, already stored, not stored; features rewrite).
+
+    ``appended``: rows appended per table. ``skipped_bars``: source bars already in the store (same
+    symbol and ts). ``not_stored``: older rows absent from the store, per table and symbol.
+    ``features_changed``: stored feature rows whose values the new bars changed.
+    ``features_rewritten``: rows of the rewritten features table; 0 when new rows were only appended."""
 
     appended: dict[str, int]
     skipped_bars: int
+    not_stored: tuple[NotStored, ...] = ()
+    features_changed: int = 0
+    features_rewritten: int = 0
+
+    @property
+    def not_stored_bars(self) -> int:
+        return sum(n.rows for n in self.not_stored if n.table == "bars")
+
+    def summary_line(self) -> str:
+        appended = ", ".join(f"{k} +{v:,}" for k, v in self.appended.items()) or "nothing new"
+        parts = [f"appended: {appended}", f"bars already stored and skipped: {self.skipped_bars:,}"]
+        if self.not_stored_bars:
+            parts.append(f"older bars NOT stored (append-only): {self.not_stored_bars:,}")
+        if self.features_rewritten:
+            parts.append(
+                f"features table rewritten ({self.features_rewritten:,} rows; {self.features_changed:,} "
+                "stored rows changed by the new bars)"
+            )
+        return "; ".join(parts)
+
+    def warnings(self) -> list[str]:
+        return [n.message() for n in self.not_stored]
+
+
+@dataclass(frozen=True)
+class _Split:
+    """Source rows of one table against the store."""
+
+    new: pd.DataFrame
+    already_stored: int
+    not_stored: tuple[NotStored, ...]
 
 
 def _stored(root: Path, table: str) -> pd.DataFrame | None:
@@ -50,13 +118,29 @@ def _stored(root: Path, table: str) -> pd.DataFrame | None:
     return frame if len(frame) else None
 
 
-def _newer_than_store(frame: pd.DataFrame, marks: dict[str, np.datetime64]) -> pd.DataFrame:
-    if not marks or frame.empty:
-        return frame
-    floor = frame["symbol"].map(lambda s: marks.get(str(s), np.datetime64("NaT", "us")))
-    floor = pd.to_datetime(floor.astype("datetime64[us]")).dt.tz_localize("UTC")
-    keep = floor.isna() | (frame["ts"] > floor)
-    return frame[keep.to_numpy()].reset_index(drop=True)
+def _split_against_store(table: str, frame: pd.DataFrame, stored: pd.DataFrame | None) -> _Split:
+    """New rows (after the symbol's last stored ts, or of a new symbol), a count of rows already
+    stored (same symbol and ts), and the older rows that are not stored, summarised per symbol."""
+    if stored is None or frame.empty:
+        return _Split(frame, 0, ())
+    last = stored.groupby("symbol", observed=True)["ts"].max()
+    floor = frame["symbol"].map(last)
+    new = (floor.isna() | (frame["ts"] > floor)).to_numpy()
+    older = frame[~new]
+    held = older.merge(stored[_KEY].drop_duplicates(), on=_KEY, how="left", indicator=True)
+    missing = older[(held["_merge"] == "left_only").to_numpy()]
+    not_stored = tuple(
+        NotStored(
+            table,
+            str(symbol),
+            len(rows),
+            pd.Timestamp(rows["ts"].min()),
+            pd.Timestamp(rows["ts"].max()),
+            pd.Timestamp(last[symbol]),
+        )
+        for symbol, rows in missing.groupby("symbol", sort=True)
+    )
+    return _Split(frame[new].reset_index(drop=True), len(older) - len(missing), not_stored)
 
 
 def _validated(table: str, frame: pd.DataFrame, origin: str) -> pd.DataFrame:
@@ -64,6 +148,41 @@ def _validated(table: str, frame: pd.DataFrame, origin: str) -> pd.DataFrame:
     if errors:
         raise ReplayValidationError(errors, origin=origin)
     return valid.to_pandas()
+
+
+def _changed_rows(stored: pd.DataFrame, fresh: pd.DataFrame) -> np.ndarray:
+    """Per stored feature row: does ``fresh`` (same representation) hold other values, or no row?"""
+    old, keyed = stored.set_index(_KEY), fresh.set_index(_KEY)
+    changed = ~old.index.isin(keyed.index)
+    new = keyed.reindex(old.index)
+    for column in old.columns:
+        a, b = old[column], new[column]
+        same = (a == b).fillna(False).to_numpy(dtype=bool) | (a.isna() & b.isna()).to_numpy(dtype=bool)
+        changed |= ~same
+    return np.asarray(changed, dtype=bool)
+
+
+@dataclass(frozen=True)
+class _FeaturePlan:
+    """How the features table follows the bars: append ``new`` rows, or rewrite with ``full``."""
+
+    new: pd.DataFrame
+    changed: int = 0
+    full: pd.DataFrame | None = field(default=None, repr=False)
+
+
+def _plan_features(stored: pd.DataFrame | None, fresh: pd.DataFrame) -> _FeaturePlan:
+    if stored is None:
+        return _FeaturePlan(fresh)
+    changed = _changed_rows(stored, fresh)
+    is_new = ~fresh.set_index(_KEY).index.isin(stored.set_index(_KEY).index)
+    new = fresh[is_new].reset_index(drop=True)
+    last = stored.groupby("symbol", observed=True)["ts"].max()
+    floor = new["symbol"].map(last)
+    in_order = bool((floor.isna() | (new["ts"] > floor)).all())
+    if changed.any() or not in_order:
+        return _FeaturePlan(new, int(changed.sum()), fresh)
+    return _FeaturePlan(new)
 
 
 def ingest_frames(
@@ -74,7 +193,8 @@ def ingest_frames(
     config: FeatureConfig | None = None,
     show_progress: bool = True,
 ) -> IngestResult:
-    """Validate ``bars`` (and ``macro``), append what is new, compute and append new features."""
+    """Validate ``bars`` (and ``macro``), append what is new, bring the features table up to date
+    (module docstring: appended, or rewritten when stored rows changed)."""
     path = Path(root)
     stages = tqdm(total=4, desc="ingest", unit="stage", disable=not show_progress, leave=False)
     bars = _validated("bars", bars, origin)
@@ -82,39 +202,58 @@ def ingest_frames(
     stages.update(1)
     stages.set_description("ingest: merge with store")
     path.mkdir(parents=True, exist_ok=True)
-    recover_store(path)
     with ReplayWriter(path) as writer:
-        new_bars = _newer_than_store(bars, read_watermarks(path / "bars"))
-        new_macro = _newer_than_store(macro, read_watermarks(path / "macro")) if macro is not None else None
+        # lock and recover first, so the store read below is its committed state until the end
+        writer.open(*(t for t in ("bars", "macro", "features") if (path / t).is_dir()))
+        recover_store(path)
         stored_bars, stored_macro = _stored(path, "bars"), _stored(path, "macro")
-        all_bars = pd.concat([f for f in (stored_bars, new_bars) if f is not None], ignore_index=True)
-        all_macro_parts = [f for f in (stored_macro, new_macro) if f is not None and len(f)]
-        all_macro = pd.concat(all_macro_parts, ignore_index=True) if all_macro_parts else None
-        forecasts = _stored(path, "forecasts")
+        bar_split = _split_against_store("bars", bars, stored_bars)
+        macro_split = _split_against_store("macro", macro, stored_macro) if macro is not None else None
+        all_bars = pd.concat([f for f in (stored_bars, bar_split.new) if f is not None], ignore_index=True)
+        new_macro = macro_split.new if macro_split is not None else None
+        macro_parts = [f for f in (stored_macro, new_macro) if f is not None and len(f)]
+        all_macro = pd.concat(macro_parts, ignore_index=True) if macro_parts else None
         stages.update(1)
         stages.set_description("ingest: features")
-        features = build_features(all_bars, all_macro, forecasts, config) if len(all_bars) else None
+        plan: _FeaturePlan | None = None
+        if len(all_bars):
+            features = build_features(all_bars, all_macro, _stored(path, "forecasts"), config)
+            plan = _plan_features(_stored(path, "features"), _validated("features", features, "features"))
         stages.update(1)
         stages.set_description("ingest: write")
         appended: dict[str, int] = {}
-        if len(new_bars):
-            appended["bars"] = writer.append_bars(new_bars).rows_written
-        if new_macro is not None and len(new_macro):
-            appended["macro"] = writer.append("macro", new_macro).rows_written
-        if features is not None:
-            new_features = _newer_than_store(features, read_watermarks(path / "features"))
-            if len(new_features):
-                appended["features"] = writer.append_features(new_features).rows_written
-        stages.update(1)
+        # a rewrite is staged before any bar is written: a failure there leaves the store as it was
+        staged = _stage_features(path, plan.full) if plan is not None and plan.full is not None else None
+        try:
+            if len(bar_split.new):
+                appended["bars"] = writer.append_bars(bar_split.new).rows_written
+            if new_macro is not None and len(new_macro):
+                appended["macro"] = writer.append("macro", new_macro).rows_written
+            if staged is not None:
+                _swap_features(path, staged)
+            if plan is not None and len(plan.new):
+                if staged is None:
+                    writer.append_features(plan.new)
+                appended["features"] = len(plan.new)
+        finally:
+            if staged is not None:
+                _discard_staged(path, staged)
+    stages.update(1)
     stages.close()
-    return IngestResult(appended, skipped_bars=len(bars) - len(new_bars))
+    return IngestResult(
+        appended,
+        skipped_bars=bar_split.already_stored,
+        not_stored=bar_split.not_stored + (macro_split.not_stored if macro_split else ()),
+        features_changed=plan.changed if plan is not None else 0,
+        features_rewritten=len(plan.full) if plan is not None and plan.full is not None else 0,
+    )
 
 
 _SWAP = "_swap.json"
 
 
 def recover_store(root: Path) -> None:
-    """Finish a features swap that a crash interrupted (see ``import_forecasts``)."""
+    """Finish a features swap that a crash interrupted (see ``_swap_features``)."""
     intent = root / _SWAP
     if not intent.exists():
         return
@@ -125,7 +264,37 @@ def recover_store(root: Path) -> None:
             os.replace(live, old)
         os.replace(staged, live)
     shutil.rmtree(old, ignore_errors=True)
+    if staged.parent != root:  # the hidden folder the table was staged in
+        shutil.rmtree(staged.parent, ignore_errors=True)
     intent.unlink()
+
+
+def _stage_features(root: Path, features: pd.DataFrame) -> str:
+    """Write ``features`` as a complete features table under a hidden folder of ``root``; its name."""
+    staged = f".rebuild-{uuid.uuid4().hex[:8]}"
+    try:
+        with ReplayWriter(root / staged) as writer:
+            writer.append_features(features)
+    except BaseException:
+        shutil.rmtree(root / staged, ignore_errors=True)
+        raise
+    return staged
+
+
+def _swap_features(root: Path, staged: str) -> None:
+    """Replace ``root/features`` by the staged table: the intent is written first, so a crash (or an
+    error) at any later point is finished by the next ``recover_store``. Readers see the old table or
+    the new one, except in the instant between the two renames, when there is no features table."""
+    token = staged.removeprefix(".rebuild-")
+    (root / _SWAP).write_text(json.dumps({"staged": f"{staged}/features", "old": f".features-old-{token}"}))
+    recover_store(root)
+
+
+def _discard_staged(root: Path, staged: str) -> None:
+    """Remove what is left of a staged table, unless a swap of it was started and not finished:
+    that one ``recover_store`` completes."""
+    if not (root / _SWAP).exists():
+        shutil.rmtree(root / staged, ignore_errors=True)
 
 
 def import_forecasts(
@@ -145,15 +314,15 @@ def import_forecasts(
     if unknown:
         raise ValueError(f"{origin}: forecasts for symbols not in the store: {unknown[:5]}")
     with ReplayWriter(path) as writer:
+        writer.open(*(t for t in ("bars", "features") if (path / t).is_dir()))
         result = writer.append("forecasts", forecasts)
         features = build_features(bars, _stored(path, "macro"), read_frame(path, "forecasts"), config)
-    token = uuid.uuid4().hex[:8]
-    staged_root = path / f".rebuild-{token}"
-    with ReplayWriter(staged_root) as staged_writer:
-        staged_writer.append_features(features)
-    (path / _SWAP).write_text(
-        json.dumps({"staged": f".rebuild-{token}/features", "old": f".features-old-{token}"})
+        staged = _stage_features(path, features)
+        try:
+            _swap_features(path, staged)
+        finally:
+            _discard_staged(path, staged)
+    return IngestResult(
+        {"forecasts": result.rows_written, "features": len(features)},
+        skipped_bars=0,
     )
-    recover_store(path)
-    shutil.rmtree(staged_root, ignore_errors=True)
-    return IngestResult({"forecasts": result.rows_written, "features": len(features)}, skipped_bars=0)

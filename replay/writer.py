@@ -134,6 +134,12 @@ class ReplayWriter:
         self._watermarks: dict[str, dict[str, np.datetime64]] = {}
 
     # -- public API -----------------------------------------------------------------------------
+    def open(self, *tables: str) -> None:
+        """Lock and recover ``tables`` now instead of at their first append: what the caller reads
+        next is the committed state, and no other writer changes it before ``close``."""
+        for table in tables:
+            self._open_table(table)
+
     def append_bars(self, frame: pd.DataFrame) -> AppendResult:
         """Append OHLCV bars (``replay.schema.BARS_SCHEMA``)."""
         return self.append("bars", frame)

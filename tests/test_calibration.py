@@ -110,9 +110,11 @@ def test_profile_with_a_negative_fit_or_other_tiers_is_refused() -> None:
         apply_cost_profile(CostConfig(tier_thresholds_usd=(1e8, 1e6)), _profile())
 
 
-def _store_with_fills(root: Path, n_days: int, seed: int = 1) -> None:
-    """A store with one symbol per tier: daily features and one logged decision + fill per day each,
-    the fill's cost drawn from the model with the known parameters."""
+def _store_with_fills(
+    root: Path, n_days: int, seed: int = 1, decisions: bool = True, fills: bool = True
+) -> None:
+    """A store with one symbol per tier: daily features and one logged decision + fill per day each
+    (either left out when asked), the fill's cost drawn from the model with the known parameters."""
     rng = np.random.default_rng(seed)
     days = pd.date_range("2026-01-01", periods=n_days, freq="D", tz="UTC")
     features, experience = [], []
@@ -141,17 +143,19 @@ def _store_with_fills(root: Path, n_days: int, seed: int = 1) -> None:
             qty = participation * volume / 100.0
             state = json.dumps({"snapshot": {"spread_bps": spread}})
             base = {"symbol": symbol, "policy_version": "p@1", "side": "buy", "target_weight": 0.1}
-            experience.append({**base, "ts": decided, "decision_id": f"c{d}:{symbol}", "state": state})
-            experience.append(
-                {
-                    **base,
-                    "ts": decided + pd.Timedelta(hours=1),
-                    "decision_id": f"c{d}:{symbol}:fill",
-                    "fill_price": 100.0 * (1 + cost * 1e-4),
-                    "filled_qty": qty,
-                    "slippage_bps": cost,
-                }
-            )
+            if decisions:
+                experience.append({**base, "ts": decided, "decision_id": f"c{d}:{symbol}", "state": state})
+            if fills:
+                experience.append(
+                    {
+                        **base,
+                        "ts": decided + pd.Timedelta(hours=1),
+                        "decision_id": f"c{d}:{symbol}:fill",
+                        "fill_price": 100.0 * (1 + cost * 1e-4),
+                        "filled_qty": qty,
+                        "slippage_bps": cost,
+                    }
+                )
     with ReplayWriter(root) as writer:
         writer.append_features(pd.concat(features, ignore_index=True))
         frame = pd.DataFrame(experience).sort_values(["symbol", "ts"], ignore_index=True)
@@ -178,6 +182,31 @@ def test_calibrate_costs_command_refuses_too_few_fills_in_one_line(tmp_path: Pat
     assert result.output.strip().splitlines()[-1] == (
         "error: 15 usable fills; calibrate-costs needs at least 30 (--min-fills)"
     )
+    assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    ("decisions", "fills", "expected"),
+    [
+        (True, False, "error: 0 usable fills; calibrate-costs needs at least 30 (--min-fills)"),
+        (
+            False,
+            True,
+            "error: 0 usable fills (15 more logged fills lacked inputs); calibrate-costs needs at least 30 "
+            "(--min-fills)",
+        ),
+    ],
+    ids=["decisions-without-fills", "fills-without-decisions"],
+)
+def test_calibrate_costs_command_refuses_a_store_without_usable_fills(
+    tmp_path: Path, decisions: bool, fills: bool, expected: str
+) -> None:
+    # e.g. `simulate-experience` logs decisions only: refused like too few fills, not a pandas crash
+    root, out = tmp_path / "store", tmp_path / "profile.json"
+    _store_with_fills(root, n_days=5, decisions=decisions, fills=fills)
+    result = CliRunner().invoke(main, ["calibrate-costs", "--replay", str(root), "--out", str(out)])
+    assert result.exit_code == 2, result.output
+    assert result.output.strip().splitlines()[-1] == expected
     assert not out.exists()
 
 

@@ -205,3 +205,62 @@ def test_same_seed_gives_a_store_with_identical_rows(tmp_path: Path) -> None:
             left, right = read_frame(tmp_path / "a", table), read_frame(tmp_path / "b", table)
             assert len(left) > 0
             pd.testing.assert_frame_equal(left, right)
+
+
+DST_CSV = """timestamp,open,high,low,close,volume
+2024-03-08T00:00:00-05:00,10.2,11.0,10.0,10.5,1000
+2024-03-11T00:00:00-04:00,10.5,11.2,10.4,10.8,1200
+2024-03-12T00:00:00Z,10.8,10.9,10.1,10.6,900
+"""
+
+
+def test_offsets_that_change_with_daylight_saving_are_each_converted_to_utc(tmp_path: Path) -> None:
+    # New York midnight: -05:00 before the 2024-03-10 change, -04:00 after it
+    folder = write_folder(tmp_path / "dst" / "crypto", {"SUIUSDT.csv": DST_CSV})
+    code, out = run("ingest", "--source", "csv", "--path", str(folder), "--out", str(tmp_path / "s"))
+    assert code == 0, out
+    ts = read_frame(tmp_path / "s", "bars")["ts"].astype(str).tolist()
+    assert ts == ["2024-03-08 05:00:00+00:00", "2024-03-11 04:00:00+00:00", "2024-03-12 00:00:00+00:00"]
+
+
+@pytest.mark.parametrize(
+    ("bad", "expected"),
+    [
+        ("2024-03-11T00:00:00", "row 2, column 'timestamp', value '2024-03-11T00:00:00': timestamp without"),
+        (
+            "2024-03-41T00:00:00-04:00",
+            "row 2, column 'timestamp', value '2024-03-41T00:00:00-04:00': unparsable",
+        ),
+        ("yesterday", "row 2, column 'timestamp', value 'yesterday': unparsable"),
+    ],
+    ids=["naive-among-aware", "bad-day-with-offset", "text"],
+)
+def test_a_bad_timestamp_among_offsets_is_refused_naming_file_row_column_value(
+    tmp_path: Path, store: Path, bad: str, expected: str
+) -> None:
+    before = snapshot(store)
+    folder = write_folder(
+        tmp_path / "bad", {"SUIUSDT.csv": DST_CSV.replace("2024-03-11T00:00:00-04:00", bad)}
+    )
+    code, out = run("ingest", "--source", "csv", "--path", str(folder), "--out", str(store))
+    assert code == 2
+    line = error_line(out)
+    assert "SUIUSDT.csv" in line and expected in line, line
+    assert snapshot(store) == before
+
+
+def test_a_backfill_into_a_gap_is_reported_as_not_stored_with_a_warning(tmp_path: Path) -> None:
+    gap = write_folder(
+        tmp_path / "gap", {"AAA.csv": GOOD_CSV.replace("2024-01-03,10.8,11.2,10.4,10.5,1200\n", "")}
+    )
+    assert run("ingest", "--source", "csv", "--path", str(gap), "--out", str(tmp_path / "s"))[0] == 0
+    full = write_folder(tmp_path / "full", {"AAA.csv": GOOD_CSV})
+    code, out = run("ingest", "--source", "csv", "--path", str(full), "--out", str(tmp_path / "s"))
+    assert code == 0, out
+    assert "bars already stored and skipped: 2; older bars NOT stored (append-only): 1" in out
+    assert (
+        "warning: AAA: 1 bar from 2024-01-03 to 2024-01-03 older than its last stored bar (2024-01-04) "
+        "and not in the store were NOT stored (the store is append-only); to include them, ingest all "
+        "the data into a fresh store"
+    ) in out
+    assert len(read_frame(tmp_path / "s", "bars")) == 2

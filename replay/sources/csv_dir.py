@@ -7,8 +7,10 @@ optionally ``vwap``, ``trade_count`` and ``symbol``. Other columns (e.g. ``adj c
 Calendar rule (explicit, so equities and crypto are never silently aligned):
 * a date without a time (``2024-03-18``) is the session date of a daily bar and is labelled
   ``YYYY-MM-DD 00:00 UTC``;
-* a timestamp with an offset (``2024-01-01 00:00:00+00:00``) is converted to UTC;
-* a timestamp with a time but no offset is refused (its zone is unknown);
+* a timestamp with an offset (``2024-01-01 00:00:00+00:00``, ``…Z``) is converted to UTC, each by
+  its own offset (a file stamped at New York midnight has -05:00 in winter and -04:00 in summer);
+* a timestamp with a time but no offset is refused (its zone is unknown), also in a column whose
+  other rows have offsets; so is a value that does not parse;
 * a crypto file of daily bars (stamps a median of one day apart) must stamp each bar at 00:00 UTC,
   its open: a bar opened at midnight in another zone (``2024-01-01T00:00:00-05:00``) is a different
   bar, which lands between the equity dates and would never be traded next to equities (the
@@ -41,6 +43,7 @@ REQUIRED: Final[tuple[str, ...]] = ("open", "high", "low", "close", "volume")
 OPTIONAL: Final[tuple[str, ...]] = ("vwap", "trade_count")
 _CRYPTO_SUFFIX = re.compile(r"(USD|USDT|USDC)$")
 _DATE_ONLY = re.compile(r"^\s*\d{4}-\d{2}-\d{2}\s*$")
+_OFFSET = re.compile(r"[Tt ]\S*[Zz+-]")
 
 
 class SourceFolderError(InputError):
@@ -53,34 +56,41 @@ def asset_class_of(symbol: str, path: Path) -> str:
     return "equity"
 
 
-def _parse_times(raw: pd.Series, path: Path) -> pd.Series:
+def _parse_times(raw: pd.Series, path: Path, column: str) -> pd.Series:
+    """``raw`` as UTC timestamps (module docstring: the calendar rule); refuses naive timestamps with a
+    time and unparsable values, naming the 1-based row, ``column`` and the value."""
     text = raw.astype("string").str.strip()
     date_only = text.str.match(_DATE_ONLY.pattern).fillna(False).to_numpy(dtype=bool)
+    # an offset (Z, +hh:mm, -hh:mm) can only follow the date/time separator: the date has '-' too
+    has_offset = text.str.contains(_OFFSET.pattern, regex=True).fillna(False).to_numpy(dtype=bool)
+    present = text.notna().to_numpy()
+    aware = present & ~date_only & has_offset
+    naive = present & ~date_only & ~has_offset
     parsed = pd.Series(pd.NaT, index=raw.index, dtype="datetime64[us, UTC]")
-    errors: list[RowError] = []
     if date_only.any():
         days = pd.to_datetime(text[date_only], format="%Y-%m-%d", errors="coerce")
         parsed[date_only] = days.dt.tz_localize("UTC").astype("datetime64[us, UTC]")
-    rest = ~date_only & text.notna().to_numpy()
-    if rest.any():
-        stamps = pd.to_datetime(text[rest], errors="coerce", utc=False, format="ISO8601")
-        if isinstance(stamps.dtype, pd.DatetimeTZDtype):
-            parsed[rest] = stamps.dt.tz_convert("UTC").astype("datetime64[us, UTC]")
-        else:
-            aware = stamps.map(lambda s: s is not pd.NaT and s.tzinfo is not None).to_numpy(dtype=bool)
-            for i in np.flatnonzero(~aware & stamps.notna().to_numpy()):
-                row = int(stamps.index[i])
-                errors.append(
-                    RowError("bars", row + 1, TIME_NAMES[0], raw.iloc[row], "timestamp without a UTC offset")
+    if aware.any():
+        # utc=True converts each value by its own offset, so daylight-saving changes are fine
+        stamps = pd.to_datetime(text[aware], errors="coerce", utc=True, format="ISO8601")
+        parsed[aware] = stamps.astype("datetime64[us, UTC]")
+    errors: list[RowError] = []
+    if naive.any():
+        stamps = pd.to_datetime(text[naive], errors="coerce", format="ISO8601")
+        for position in np.flatnonzero(naive)[stamps.notna().to_numpy()].tolist():
+            errors.append(
+                RowError(
+                    "bars",
+                    position + 1,
+                    column,
+                    raw.iloc[position],
+                    "timestamp without a UTC offset (zone unknown)",
                 )
-            if aware.any():
-                conv = stamps[aware].map(lambda s: pd.Timestamp(s).tz_convert("UTC"))
-                parsed[stamps.index[aware]] = pd.DatetimeIndex(conv).astype("datetime64[us, UTC]")
-    bad = parsed.isna().to_numpy()
+            )
     flagged = {e.row for e in errors}
-    for position in np.flatnonzero(bad).tolist():
+    for position in np.flatnonzero(parsed.isna().to_numpy()).tolist():
         if position + 1 not in flagged:
-            errors.append(RowError("bars", position + 1, "date", raw.iloc[position], "unparsable date"))
+            errors.append(RowError("bars", position + 1, column, raw.iloc[position], "unparsable date"))
     if errors:
         errors.sort(key=lambda e: e.row or 0)
         raise ReplayValidationError(errors, origin=str(path))
@@ -138,7 +148,8 @@ def read_symbol_file(path: Path) -> pd.DataFrame:
             )
         if len(names) == 1:
             symbol = str(names[0]).strip().upper()
-    out = pd.DataFrame({"symbol": symbol, "ts": _parse_times(frame[time_col], path)})
+    time_name = next(n for n in TIME_NAMES if n in by_name)
+    out = pd.DataFrame({"symbol": symbol, "ts": _parse_times(frame[time_col], path, time_name)})
     for name in REQUIRED + OPTIONAL:
         if name in by_name:
             out[name] = frame[by_name[name]]
