@@ -228,4 +228,6 @@ def _order_state(o: Any) -> OrderState:
         client_order_id=None if o.client_order_id is None else str(o.client_order_id),
         symbol=parse_symbol(str(o.symbol)).name if o.symbol else None,
         side=None if o.side is None else _enum_text(o.side),
+        qty=_float(o.qty),  # None for an order for a notional: its size is unknown to the loop
+        limit_price=_float(o.limit_price),
     )

@@ -47,7 +47,11 @@ Design decisions
   cancelled before the new ones go out; what they filled is logged once the broker reports them done
   (an order being cancelled or replaced can still fill, so it stays tracked). A symbol with an order
   that may still fill and cannot be cancelled (the cancel failed, or a ``planned`` order is not
-  resolved yet) is held for the cycle: a new order on top of it could double the position.
+  resolved yet) is held for the cycle: a new order on top of it could double the position. The
+  worst case its unfilled remainder can add (``qty - filled_qty``, recorded with the intent before
+  the submit, or read from the broker for an adopted order) counts against the gross budget
+  (:class:`serve.orders.RestingOrder`); one whose size is unknown (a record of an earlier version
+  without ``qty``, until the broker reports it) holds every order that adds gross, with a warning.
 * **An order the broker cannot read stops the loop.** A pending order whose look-up fails (for a
   reason other than a 404, which drops it; for a ``planned`` order, its look-up by client id) holds
   its symbol on that cycle, and the failures are counted per order in the state file (reset by a
@@ -100,7 +104,14 @@ import pandas as pd
 
 from raytrade.replay.errors import InputError
 from raytrade.replay.sources.alpaca import TopOfBook
-from raytrade.serve.orders import CLIENT_ORDER_PREFIX, LiveConfig, OrderPlan, plan_orders, stale_quotes
+from raytrade.serve.orders import (
+    CLIENT_ORDER_PREFIX,
+    LiveConfig,
+    OrderPlan,
+    RestingOrder,
+    plan_orders,
+    stale_quotes,
+)
 from raytrade.serve.schemas import ActResponse
 
 log = logging.getLogger("raytrade.live")
@@ -151,8 +162,10 @@ class OrderNotFound(LookupError):
 
 
 class OrderState(NamedTuple):
-    """An order as the broker reports it (``symbol`` in the store's spelling; the last three fields
-    are filled where the broker says them, e.g. in :meth:`Broker.open_orders`)."""
+    """An order as the broker reports it (``symbol`` in the store's spelling; the fields after
+    ``filled_at`` are filled where the broker says them, e.g. in :meth:`Broker.open_orders`; ``qty``
+    is the ordered quantity, None when unknown, e.g. an order for a notional; ``limit_price`` None for
+    a market order). The loop sizes a resting order's unfilled remainder from them."""
 
     order_id: str
     status: str
@@ -162,6 +175,8 @@ class OrderState(NamedTuple):
     client_order_id: str | None = None
     symbol: str | None = None
     side: str | None = None
+    qty: float | None = None
+    limit_price: float | None = None
 
 
 class Broker(Protocol):
@@ -180,7 +195,8 @@ class Broker(Protocol):
         ...
 
     def open_orders(self) -> list[OrderState]:
-        """Every open order of the account (with ``client_order_id``, ``symbol`` and ``side``)."""
+        """Every open order of the account (with ``client_order_id``, ``symbol``, ``side``, ``qty``
+        and ``limit_price``)."""
         ...
 
     def cancel(self, order_id: str) -> None: ...
@@ -211,10 +227,13 @@ class LiveState:
 
     ``pending`` holds the orders not yet reconciled: each has ``decision_id``, ``client_order_id``,
     ``status`` (``planned``: written before the submit, outcome unknown; ``submitted``: the broker
-    has it under ``order_id``), ``symbol``, ``side``, ``mid``, ``target_weight``,
-    ``policy_version`` and ``submitted_at``; a submitted order the broker could not read on the last
-    cycles also has ``unreadable_cycles`` (how many in a row) and ``last_read_error``, both dropped
-    once a read succeeds."""
+    has it under ``order_id``), ``symbol``, ``side``, ``qty`` (units ordered), ``limit_price`` (None
+    for a market order), ``filled_qty`` (as the broker last reported it), ``mid``,
+    ``target_weight``, ``policy_version`` and ``submitted_at``; a submitted order the broker could
+    not read on the last cycles also has ``unreadable_cycles`` (how many in a row) and
+    ``last_read_error``, both dropped once a read succeeds. A file of an earlier version has no
+    ``qty``, ``limit_price`` nor ``filled_qty``: it loads, and such an order's size is unknown until
+    the broker reports it (an order of unknown size that may still fill holds all new risk)."""
 
     peak_equity: float | None = None
     pending: list[dict[str, Any]] = field(default_factory=list)
@@ -439,7 +458,7 @@ class LiveLoop:
         fill_ids = {r["decision_id"] for r in fill_rows}
         unlogged = [p for p in state.pending if f"{p['decision_id']}:fill" in fill_ids]
         self._stop_on_unreadable(state, still_open + unlogged)
-        busy = self._cancel(still_open)
+        may_fill = self._cancel(still_open)
 
         account = self.broker.account()
         positions = self.broker.positions()
@@ -464,11 +483,23 @@ class LiveLoop:
         answer = self.policy.act(request)
         asked = time.perf_counter()
         held = {p.symbol: p.qty for p in positions}
-        # A symbol whose earlier order may still fill is held: a second order could double it.
+        # A symbol whose earlier order may still fill is held (a second order could double it), and
+        # that order's unfilled remainder counts against the gross budget at its worst case.
+        resting = _resting_orders(may_fill, quotes, positions)
+        for order in resting:
+            if (why := order.why_unknown()) is not None:
+                log.warning(
+                    "order %s (%s) may still fill and its size is unknown (%s): no order adds gross "
+                    "exposure this cycle",
+                    order.label,
+                    order.symbol,
+                    why,
+                )
+        busy = {o.symbol for o in resting if o.symbol is not None}
         tradeable_quotes = {s: q for s, q in quotes.items() if s not in busy}
         values = {p.symbol: p.market_value for p in positions}
         plans = plan_orders(
-            answer, account.equity, tradeable_quotes, held, cycle_id, self.config, volumes, values
+            answer, account.equity, tradeable_quotes, held, cycle_id, self.config, volumes, values, resting
         )
 
         # The intents reach the disk before any order reaches the broker.
@@ -576,6 +607,7 @@ class LiveLoop:
                     log.warning("order %s was never received by the broker; dropped", p["client_order_id"])
                     continue
                 p = {**p, "order_id": found.order_id, "status": "submitted"}
+                _record_size(p, found)
                 log.warning("order %s was submitted before a crash; tracked", p["client_order_id"])
             if any(p.get("order_id") and p.get("order_id") == k.get("order_id") for k in kept):
                 continue  # the same order twice: track it once
@@ -591,67 +623,72 @@ class LiveLoop:
             if not cid.startswith(CLIENT_ORDER_PREFIX) or o.order_id in known or cid in known:
                 continue
             log.warning("adopting open order %s (%s) the state did not know", o.order_id, cid)
-            kept.append(
-                {
-                    "decision_id": cid.removeprefix(CLIENT_ORDER_PREFIX),
-                    "client_order_id": cid,
-                    "order_id": o.order_id,
-                    "status": "submitted",
-                    "symbol": o.symbol,
-                    "side": o.side,
-                    "mid": None,
-                    "target_weight": None,
-                    "policy_version": "adopted",
-                    "submitted_at": None,
-                }
-            )
+            adopted: dict[str, Any] = {
+                "decision_id": cid.removeprefix(CLIENT_ORDER_PREFIX),
+                "client_order_id": cid,
+                "order_id": o.order_id,
+                "status": "submitted",
+                "symbol": o.symbol,
+                "side": o.side,
+                "qty": None,  # unknown size unless the broker reports it
+                "limit_price": None,
+                "mid": None,
+                "target_weight": None,
+                "policy_version": "adopted",
+                "submitted_at": None,
+            }
+            _record_size(adopted, o)
+            kept.append(adopted)
         state.pending = kept
 
-    def _cancel(self, still_open: list[dict[str, Any]]) -> set[str]:
+    def _cancel(self, still_open: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Cancel the earlier cycles' orders that still rest: this cycle's decision supersedes them
         (and a resting order would hold shares or buying power the new one needs). They stay pending,
         so whatever they filled before the cancel is logged once they are done.
 
-        Returns the symbols whose earlier order may still fill: a ``planned`` order not resolved yet,
+        Returns the records of the orders that may still fill: a ``planned`` order not resolved yet,
         one whose cancel failed, or one the broker still shows open (``pending_cancel`` included)
         ``cancel_confirm_s`` after the cancel was accepted (a cancel is asynchronous at Alpaca: the
-        order can fill until it is done). The cycle holds them (a new order on top could double the
-        position); the next cycle sees the old order's state and re-plans."""
-        busy: set[str] = set()
-        cancelled: dict[str, str] = {}  # order id -> symbol
+        order can fill until it is done); each read of an order here refreshes its ``filled_qty``.
+        The cycle holds their symbols (a new order on top could double the position) and counts
+        their unfilled remainder against the gross budget; the next cycle sees the old order's state
+        and re-plans."""
+        resting: list[dict[str, Any]] = []
+        cancelled: dict[str, dict[str, Any]] = {}  # order id -> record
         for p in still_open:
             if not p.get("order_id"):  # a planned order not resolved yet
-                if p.get("symbol"):
-                    busy.add(p["symbol"])
+                resting.append(p)
                 continue
             try:
                 self.broker.cancel(p["order_id"])
-                cancelled[p["order_id"]] = p.get("symbol", "")
+                cancelled[p["order_id"]] = p
             except Exception as exc:  # filled, gone, or still resting: the next reconcile sees which
                 log.warning(
                     "cannot cancel order %s: %s; %s held this cycle", p["order_id"], exc, p.get("symbol")
                 )
-                if p.get("symbol"):
-                    busy.add(p["symbol"])
+                resting.append(p)
         deadline = time.monotonic() + self.cancel_confirm_s
         while cancelled:
             for order_id in list(cancelled):
                 try:
-                    done = not order_is_open(self.broker.order(order_id).status)
+                    state = self.broker.order(order_id)
                 except OrderNotFound:
-                    done = True
+                    del cancelled[order_id]
+                    continue
                 except Exception:  # cannot tell: still open until the broker says otherwise
-                    done = False
-                if done:
+                    continue
+                _record_size(cancelled[order_id], state)
+                if not order_is_open(state.status):
                     del cancelled[order_id]
             if not cancelled or time.monotonic() >= deadline:
                 break
             time.sleep(CANCEL_POLL_S)
-        for order_id, symbol in cancelled.items():
-            log.warning("order %s is still open after its cancel; %s held this cycle", order_id, symbol)
-            if symbol:
-                busy.add(symbol)
-        return busy
+        for order_id, p in cancelled.items():
+            log.warning(
+                "order %s is still open after its cancel; %s held this cycle", order_id, p.get("symbol")
+            )
+            resting.append(p)
+        return resting
 
     def _reconcile(
         self, state: LiveState, now: datetime
@@ -684,6 +721,7 @@ class LiveLoop:
                 continue
             _forget_unreadable(p)
             if order_is_open(o.status):
+                _record_size(p, o)
                 still_open.append(p)
                 continue
             if o.filled_qty <= 0 or o.filled_avg_price is None:
@@ -819,6 +857,64 @@ def _forget_unreadable(record: dict[str, Any]) -> None:
     record.pop("last_read_error", None)
 
 
+def _record_size(record: dict[str, Any], order: OrderState) -> None:
+    """Keep in ``record`` what the broker reports of its order's size: ``filled_qty`` (it only grows,
+    so an older count overstates the remainder: safe; one that is not a finite number is dropped, and
+    a missing one counts as 0, the whole order), ``qty`` and ``limit_price`` where the broker reports
+    them as finite numbers (else the record keeps its own, e.g. the intent's). The state file refuses
+    non-finite numbers, so none is written."""
+    filled, qty, limit = _number(order.filled_qty), _number(order.qty), _number(order.limit_price)
+    if filled is None:
+        record.pop("filled_qty", None)
+    else:
+        record["filled_qty"] = filled
+    if qty is not None:
+        record["qty"] = qty
+    if limit is not None:
+        record["limit_price"] = limit
+
+
+def _number(value: Any) -> float | None:
+    """A state-file number, or None when it is missing or not a finite number (an unknown)."""
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        return None
+    try:
+        number = float(value)
+    except ValueError:
+        return None
+    return number if math.isfinite(number) else None
+
+
+def _resting_orders(
+    records: Sequence[dict[str, Any]], quotes: Mapping[str, TopOfBook], positions: Sequence[BrokerPosition]
+) -> list[RestingOrder]:
+    """The orders of ``records`` (state-file records of orders that may still fill) as the planner
+    sizes them: the unfilled remainder ``qty - filled_qty`` (a missing ``filled_qty`` is 0: the
+    whole order, the worst case; a missing ``qty`` is an unknown size), priced at the highest of the
+    record's mid, the symbol's mid in ``quotes`` and its position's price."""
+    position_price = {p.symbol: p.current_price for p in positions}
+    out = []
+    for p in records:
+        symbol = p.get("symbol") if isinstance(p.get("symbol"), str) and p.get("symbol") else None
+        side = p.get("side") if p.get("side") in ("buy", "sell") else None
+        qty, filled = _number(p.get("qty")), _number(p.get("filled_qty", 0.0))
+        book = quotes.get(symbol) if symbol is not None else None
+        mid = 0.5 * (book.bid + book.ask) if book is not None and 0 < book.bid <= book.ask else None
+        held_price = position_price.get(symbol) if symbol is not None else None
+        known = [x for x in (_number(p.get("mid")), mid, _number(held_price)) if x is not None and x > 0]
+        out.append(
+            RestingOrder(
+                symbol=symbol,
+                side=side,
+                remaining_qty=None if qty is None or qty <= 0 or filled is None else max(qty - filled, 0.0),
+                limit_price=_number(p.get("limit_price")),
+                reference_price=max(known, default=None),
+                label=str(p.get("client_order_id") or p.get("order_id") or "?"),
+            )
+        )
+    return out
+
+
 def _intent(plan: OrderPlan, policy_version: str, now: datetime) -> dict[str, Any]:
     """The state file's record of an order about to be submitted (status ``planned``)."""
     return {
@@ -828,6 +924,9 @@ def _intent(plan: OrderPlan, policy_version: str, now: datetime) -> dict[str, An
         "status": "planned",
         "symbol": plan.symbol,
         "side": plan.side,
+        "qty": plan.qty,
+        "limit_price": plan.limit_price,
+        "filled_qty": 0.0,
         "mid": plan.mid,
         "target_weight": plan.target_weight,
         "policy_version": policy_version,

@@ -34,6 +34,17 @@
   not trade this cycle (held, no quote) keep their holdings, which count against the gross budget,
   as do held positions outside the answer (at the mid where quoted, else at the broker's market
   value).
+* Resting orders (``RestingOrder``: an earlier order that may still fill, e.g. its cancel failed or
+  is pending) hold their symbol (no new order on top of one), and the worst case of their unfilled
+  remainder counts against the gross budget before anything is sized: per symbol, with ``c`` its
+  current signed value and ``R_buy`` / ``R_sell`` the signed notional of its resting buys / sells,
+  ``max(0, |c + R_buy| - |c|, |c + R_sell| - |c|)`` of equity (partial fills keep the position
+  between ``c + R_sell`` and ``c + R_buy``, and ``|x|`` is largest at an end; for one order this is
+  ``max(0, |c + r| - |c|)``). The remainder is priced at the highest price known for it (its limit
+  price, its reference price, the symbol's mid, the position's price). Fail closed: a resting order
+  whose size, side, symbol or price is unknown holds new risk for the cycle (no order adds gross;
+  reductions still go out), with a note on each plan. The per-symbol cap needs no remainder: a
+  symbol with a resting order is held, so no new order sizes against it.
 * ``client_order_id`` is derived from the decision, so a resubmission of the same decision is a
   duplicate the broker refuses.
 """
@@ -41,10 +52,10 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import Literal
+from typing import Literal, NamedTuple
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
@@ -116,6 +127,43 @@ class LiveConfig(BaseModel):
     )
 
 
+class RestingOrder(BaseModel):
+    """An earlier order that may still fill (its cancel failed, is pending, or its outcome is not
+    known yet): ``remaining_qty`` unfilled units on ``side`` of ``symbol``, each None when unknown;
+    ``limit_price`` its limit, ``reference_price`` the highest other price the caller knows for it
+    (the mid it was planned at, the symbol's mid, its position's price), each None when there is none.
+    Its size is unknown (:meth:`why_unknown`) unless all of these are known and it has a price."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    symbol: str | None
+    side: OrderSide | None
+    remaining_qty: float | None = Field(description="unfilled units; None: unknown")
+    limit_price: float | None = Field(None, description="its limit price, per unit")
+    reference_price: float | None = Field(None, description="another price known for it, per unit")
+    label: str = Field("", description="how logs and notes name the order (its client id)")
+
+    def why_unknown(self) -> str | None:
+        """Why the notional this order can still add cannot be known, or None when it can."""
+        if self.symbol is None:
+            return "no symbol"
+        if self.side is None:
+            return "no side"
+        if not _non_negative(self.remaining_qty):
+            return f"no unfilled quantity (remaining_qty={self.remaining_qty!r})"
+        if not (_positive(self.limit_price) or _positive(self.reference_price)):
+            return "no price"
+        return None
+
+
+class RestingExposure(NamedTuple):
+    """:func:`resting_exposure`'s result: the worst-case gross (fraction of equity) the resting orders
+    can still add, and the labels of those whose size cannot be known (they hold new risk)."""
+
+    added_gross: float
+    unknown: tuple[str, ...]
+
+
 class OrderPlan(BaseModel):
     """One order to send (``qty`` > 0 units; ``limit_price`` only for limit orders)."""
 
@@ -180,17 +228,20 @@ def plan_orders(
     cfg: LiveConfig | None = None,
     dollar_volume: Mapping[str, float] | None = None,
     held_value: Mapping[str, float] | None = None,
+    resting: Sequence[RestingOrder] = (),
 ) -> list[OrderPlan]:
     """The orders that move the account from its positions (``held_qty``, signed units) towards
     ``answer``'s target weights (pure; see the module doc for the rules). ``dollar_volume`` maps a
     symbol to its latest bar dollar volume; a missing, non-finite or non-positive one is unknown.
-    ``held_value`` maps a held symbol to the broker's market value of it: a position outside the
-    answer that has no quote here counts against the gross budget at that value."""
+    ``held_value`` maps a held symbol to the broker's (signed) market value of it: a position outside
+    the answer that has no quote here counts against the gross budget at that value. ``resting``: the
+    earlier orders that may still fill; their symbols are held and the worst case of their unfilled
+    remainders comes out of the gross budget first (one of unknown size holds all new risk)."""
     cfg = cfg or LiveConfig()
     weights = [w for d in answer.decisions.values() for w in (d.target_weight, d.current_weight)]
     if answer.fallback or not all(math.isfinite(w) for w in weights):
         return []  # a NaN would pass every cap (NaN > cap is False) and size a full-fraction order
-    targets = _capped_targets(answer, equity, quotes, held_qty, cfg.caps, held_value or {})
+    targets = _capped_targets(answer, equity, quotes, held_qty, cfg.caps, held_value or {}, resting)
     plans: list[OrderPlan] = []
     for symbol, d in answer.decisions.items():
         if symbol not in targets:
@@ -256,6 +307,48 @@ def _tradeable_book(book: TopOfBook | None) -> bool:
     return book is not None and 0 < book.bid <= book.ask
 
 
+def _positive(value: float | None) -> bool:
+    return value is not None and math.isfinite(value) and value > 0
+
+
+def _non_negative(value: float | None) -> bool:
+    return value is not None and math.isfinite(value) and value >= 0
+
+
+def resting_exposure(
+    resting: Sequence[RestingOrder],
+    equity: float,
+    current: Mapping[str, float],
+    prices: Mapping[str, float],
+) -> RestingExposure:
+    """The gross (fraction of ``equity``) the ``resting`` orders can still add if they fill, at worst
+    (the module doc's ``max(0, |c + R_buy| - |c|, |c + R_sell| - |c|)`` summed over symbols), and the
+    orders whose size cannot be known (:meth:`RestingOrder.why_unknown`). ``current`` maps a symbol
+    to its signed weight (one missing from it is taken at the bound ``|c + r| - |c| <= |r|``);
+    ``prices`` maps a symbol to a price known for it (mid, position price). Each remainder is priced
+    at the highest of its limit price, its reference price and that price."""
+    buys: dict[str, float] = {}
+    sells: dict[str, float] = {}
+    unknown: list[str] = []
+    for o in resting:
+        if o.symbol is None or o.side is None or o.remaining_qty is None or o.why_unknown():
+            unknown.append(o.label or o.symbol or "an order of unknown symbol")
+            continue
+        candidates = (o.limit_price, o.reference_price, prices.get(o.symbol))
+        price = max(p for p in candidates if p is not None and _positive(p))
+        side = buys if o.side == "buy" else sells
+        side[o.symbol] = side.get(o.symbol, 0.0) + o.remaining_qty * price / equity
+    added = 0.0
+    for symbol in sorted(buys.keys() | sells.keys()):
+        up, down = buys.get(symbol, 0.0), -sells.get(symbol, 0.0)
+        c = current.get(symbol)
+        if c is None or not math.isfinite(c):
+            added += max(up, -down)
+        else:
+            added += max(0.0, abs(c + up) - abs(c), abs(c + down) - abs(c))
+    return RestingExposure(added, tuple(unknown))
+
+
 def _capped_targets(
     answer: ActResponse,
     equity: float,
@@ -263,9 +356,12 @@ def _capped_targets(
     held_qty: Mapping[str, float],
     caps: ExposureCaps,
     held_value: Mapping[str, float],
+    resting: Sequence[RestingOrder] = (),
 ) -> dict[str, tuple[float, str | None]]:
     """Per symbol that trades this cycle, its target weight after the crypto long-only rule and the
-    caps (``serve.caps.cap_targets`` over the whole account, see the module doc), with a note."""
+    caps (``serve.caps.cap_targets`` over the whole account, with the resting orders' worst case out
+    of the gross budget: see the module doc), with a note."""
+    busy = {o.symbol for o in resting if o.symbol is not None}
     symbols = list(answer.decisions)
     target, current = np.zeros(len(symbols)), np.zeros(len(symbols))
     movable = np.zeros(len(symbols), dtype=bool)
@@ -277,25 +373,41 @@ def _capped_targets(
             current[i] = held * 0.5 * (book.bid + book.ask) / equity
         else:
             current[i] = d.current_weight if held != 0 else 0.0
-        movable[i] = d.gate_mode != "hold" and d.tradeable and _tradeable_book(book)
+        movable[i] = d.gate_mode != "hold" and d.tradeable and _tradeable_book(book) and symbol not in busy
         target[i] = d.target_weight
         if is_crypto_symbol(symbol) and d.target_weight < 0:
             target[i], notes[i] = 0.0, f"crypto cannot be shorted: target {d.target_weight:+.4f} -> 0"
+    weight = dict(zip(symbols, current.tolist(), strict=True))  # signed, for the resting orders
     external = 0.0  # positions outside the answer: at the mid where quoted, else at the broker's value
     for symbol, qty in held_qty.items():
         if symbol in answer.decisions or qty == 0:
             continue
         book = quotes.get(symbol)
         if book is not None and _tradeable_book(book):
-            external += abs(qty) * 0.5 * (book.bid + book.ask) / equity
+            weight[symbol] = qty * 0.5 * (book.bid + book.ask) / equity
+            external += abs(weight[symbol])
         elif math.isfinite(value := float(held_value.get(symbol, 0.0))):
             external += abs(value) / equity
-    capped = cap_targets(target, current, movable, caps, float(external))
+            if symbol in held_value:
+                weight[symbol] = value / equity
+    prices = {s: 0.5 * (b.bid + b.ask) for s, b in quotes.items() if _tradeable_book(b)}
+    for symbol, qty in held_qty.items():
+        value = float(held_value.get(symbol, math.nan))
+        if symbol not in prices and qty != 0 and _positive(abs(value / qty)):
+            prices[symbol] = abs(value / qty)
+    worst = resting_exposure(resting, equity, weight, prices)
+    hold_note = None
+    if worst.unknown:  # fail closed: an order that may fill by an unknown amount holds all new risk
+        caps = caps.model_copy(update={"max_gross_add": 0.0})
+        hold_note = f"open order of unknown size may still fill ({', '.join(worst.unknown)}): no new gross"
+    capped = cap_targets(target, current, movable, caps, float(external + worst.added_gross))
     out: dict[str, tuple[float, str | None]] = {}
     for i, symbol in enumerate(symbols):
         if not movable[i]:
             continue
         w, note = float(capped.weights[i]), notes[i]
+        if hold_note is not None:
+            note = f"{note}; {hold_note}" if note else hold_note
         if abs(w - target[i]) > 1e-12:
             limited = f"caps ({', '.join(capped.binding)}): target {target[i]:+.4f} -> {w:+.4f}"
             note = f"{note}; {limited}" if note else limited

@@ -61,9 +61,12 @@ class FakeBroker:
             sign = 1.0 if plan.side == "buy" else -1.0
             self.qty[plan.symbol] = self.qty.get(plan.symbol, 0.0) + sign * plan.qty
             self.cash -= sign * plan.qty * price
-            self.orders[order_id] = OrderState(order_id, "filled", plan.qty, price, T0 + timedelta(seconds=2))
+            filled_at = T0 + timedelta(seconds=2)
+            self.orders[order_id] = OrderState(order_id, "filled", plan.qty, price, filled_at, qty=plan.qty)
         else:
-            self.orders[order_id] = OrderState(order_id, "new", 0.0, None, None)
+            self.orders[order_id] = OrderState(
+                order_id, "new", 0.0, None, None, qty=plan.qty, limit_price=plan.limit_price
+            )
         return order_id
 
     def order(self, order_id: str) -> OrderState:

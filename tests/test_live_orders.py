@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from raytrade.replay.sources.alpaca import TopOfBook
 from raytrade.serve.caps import ExposureCaps
-from raytrade.serve.orders import LiveConfig, plan_orders
+from raytrade.serve.orders import LiveConfig, RestingOrder, plan_orders, resting_exposure
 from raytrade.serve.schemas import ActResponse, SymbolDecision
 
 NOW = datetime(2026, 11, 25, 14, 30, tzinfo=UTC)
@@ -237,3 +237,86 @@ def test_an_answer_with_a_non_finite_weight_sends_nothing(
     # Unguarded, a NaN target bought 25 % of equity and a NaN current weight sold every other holding.
     quotes = {"AAPL": QUOTES["AAPL"]}
     assert plan_orders(_answer(decisions), EQUITY, quotes, {"AAPL": 100.0, "MSFT": 10.0}, "c1") == []
+
+
+# ------------------------------------------------------------------ resting orders
+
+
+def _resting(symbol: str, side: str, qty: float | None, **prices: float) -> RestingOrder:
+    return RestingOrder(symbol=symbol, side=side, remaining_qty=qty, label=f"rt-{symbol}", **prices)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("current", "side", "qty", "added"),
+    [
+        (0.0, "buy", 100.0, 0.10),  # from flat: the whole remainder
+        (0.10, "sell", 50.0, 0.0),  # a sale that trims a long adds nothing
+        (0.10, "sell", 150.0, 0.0),  # through zero to -0.05: |-0.05| < |0.10|
+        (0.10, "sell", 300.0, 0.10),  # to -0.20: |-0.20| - |0.10|
+        (-0.05, "buy", 100.0, 0.0),  # covers to +0.05
+        (-0.05, "sell", 100.0, 0.10),  # adds to the short
+    ],
+)
+def test_a_resting_orders_worst_case_is_what_it_adds_to_the_symbols_exposure(
+    current: float, side: str, qty: float, added: float
+) -> None:
+    """max(0, |c + r| - |c|) of equity, r the remainder's signed notional at $100."""
+    worst = resting_exposure(
+        [_resting("AAPL", side, qty, reference_price=100.0)], EQUITY, {"AAPL": current}, {}
+    )
+    assert worst == (pytest.approx(added), ())
+
+
+def test_resting_orders_on_both_sides_count_the_worse_side_at_the_highest_price() -> None:
+    """Long 0.05 with resting buys of 100 and a resting sale of 200: partial fills keep the position
+    between the two ends, and the worse end counts, each order at the highest price known for it."""
+    orders = [
+        _resting("AAPL", "buy", 60.0, limit_price=101.0, reference_price=100.0),
+        _resting("AAPL", "buy", 40.0, limit_price=101.0),
+        _resting("AAPL", "sell", 200.0, reference_price=100.0),
+    ]
+    # at the $102 mid: buys 0.102 -> 0.152 (+0.102); the sale 0.204 -> -0.154 (+0.104)
+    assert resting_exposure(orders, EQUITY, {"AAPL": 0.05}, {"AAPL": 102.0}) == (pytest.approx(0.104), ())
+    # no mid: buys at their $101 limit 0.101 -> 0.151 (+0.101); the sale at $100 -> -0.15 (+0.10)
+    assert resting_exposure(orders, EQUITY, {"AAPL": 0.05}, {}) == (pytest.approx(0.101), ())
+    # a symbol whose current weight is unknown is taken at the bound |r|
+    assert resting_exposure(orders[2:], EQUITY, {}, {}).added_gross == pytest.approx(0.2)
+
+
+@pytest.mark.parametrize(
+    ("order", "why"),
+    [
+        (RestingOrder(symbol=None, side="buy", remaining_qty=1.0, reference_price=1.0), "no symbol"),
+        (RestingOrder(symbol="AAPL", side=None, remaining_qty=1.0, reference_price=1.0), "no side"),
+        (RestingOrder(symbol="AAPL", side="buy", remaining_qty=None, reference_price=1.0), "no unfilled"),
+        (
+            RestingOrder(symbol="AAPL", side="buy", remaining_qty=float("nan"), reference_price=1.0),
+            "no unfilled",
+        ),
+        (RestingOrder(symbol="AAPL", side="buy", remaining_qty=1.0), "no price"),
+    ],
+)
+def test_a_resting_order_whose_size_cannot_be_known_is_named(order: RestingOrder, why: str) -> None:
+    assert why in (order.why_unknown() or "")
+    assert resting_exposure([order], EQUITY, {}, {}).unknown == (
+        order.label or order.symbol or "an order of unknown symbol",
+    )
+
+
+def test_a_resting_order_of_unknown_size_lets_only_reductions_through() -> None:
+    """AAPL's resting order may fill by any amount: MSFT's trim goes out, BTCUSD's buy does not (and
+    a symbol with a resting order is never planned on top of it, even with a quote)."""
+    answer = _answer(
+        {
+            "AAPL": (0.1, 0.0, "aggressive"),
+            "MSFT": (0.02, 0.04, "aggressive"),
+            "BTCUSD": (0.05, 0.0, "aggressive"),
+        }
+    )
+    unknown = [_resting("AAPL", "buy", None, reference_price=100.0)]
+    (trim,) = plan_orders(answer, EQUITY, QUOTES, {"MSFT": 10.0}, "c1", resting=unknown)
+    assert (trim.symbol, trim.side, trim.qty) == ("MSFT", "sell", 5.0)
+    assert trim.note is not None and "unknown size may still fill (rt-AAPL)" in trim.note
+    known = [_resting("AAPL", "buy", 100.0, reference_price=100.0)]
+    plans = plan_orders(answer, EQUITY, QUOTES, {"MSFT": 10.0}, "c1", resting=known)
+    assert sorted(p.symbol for p in plans) == ["BTCUSD", "MSFT"]

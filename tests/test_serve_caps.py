@@ -17,7 +17,7 @@ from raytrade.replay.sources.alpaca import TopOfBook, is_crypto_symbol
 from raytrade.serve.caps import ExposureCaps, added_gross, cap_targets, gate_reason
 from raytrade.serve.client import request_from_loop
 from raytrade.serve.fallback import hold_everything
-from raytrade.serve.orders import LiveConfig, plan_orders
+from raytrade.serve.orders import LiveConfig, RestingOrder, plan_orders
 from raytrade.serve.schemas import ActRequest, ActResponse, SymbolDecision, SymbolSnapshot
 
 CONTRACT = Path(__file__).resolve().parents[2] / "shared" / "contracts" / "trade_loop_decision.json"
@@ -353,3 +353,45 @@ def test_plan_orders_counts_a_position_it_cannot_quote_at_the_brokers_value() ->
     assert (plan.symbol, plan.qty) == ("AAPL", 100.0)
     (unvalued,) = plan_orders(answer, EQUITY, QUOTES, held, "c1")
     assert unvalued.qty == 150.0
+
+
+@settings(max_examples=200, deadline=None)
+@given(data=st.data())
+def test_resting_orders_filling_after_the_plan_never_take_gross_past_the_cap(data: st.DataObject) -> None:
+    """Random holdings near the gross cap, random resting orders (buy or sell, on any symbol) and a
+    random answer: after the planned orders fill at the mid, any subset of the resting orders filling
+    too (at the mid) leaves gross within the cap, or no higher than that subset's fills alone would
+    have taken it."""
+    caps = ExposureCaps()
+    names = [f"S{i}" for i in range(8)]
+    books = {s: _book(p, p) for s in names for p in [data.draw(st.floats(10.0, 500.0))]}
+    mid = {s: b.bid for s, b in books.items()}
+    held = {s: data.draw(st.floats(-0.15, 0.15)) * EQUITY / mid[s] for s in names}
+    resting = [
+        RestingOrder(
+            symbol=s,
+            side=side,
+            remaining_qty=w * EQUITY / mid[s],
+            reference_price=mid[s],
+            label=f"{s}-{side}",
+        )
+        for s in data.draw(st.lists(st.sampled_from(names), max_size=4))
+        for side, w in [(data.draw(st.sampled_from(["buy", "sell"])), data.draw(st.floats(0.0, 0.4)))]
+    ]
+    modes = st.sampled_from(["aggressive", "passive", "flat", "hold"])
+    answer = _answer({s: (data.draw(weights), data.draw(modes)) for s in names})
+    planned = dict(held)
+    for plan in plan_orders(answer, EQUITY, books, held, "c1", LiveConfig(fractional=True), resting=resting):
+        assert plan.symbol not in {o.symbol for o in resting}  # a symbol with a resting order is held
+        planned[plan.symbol] += plan.qty if plan.side == "buy" else -plan.qty
+    for fills in data.draw(st.lists(st.sets(st.integers(0, max(len(resting) - 1, 0))), min_size=1)):
+
+        def gross(qty: dict[str, float], fills: set[int] = fills) -> float:
+            after = dict(qty)
+            for i in fills & set(range(len(resting))):
+                o = resting[i]
+                assert o.symbol is not None and o.remaining_qty is not None
+                after[o.symbol] += o.remaining_qty if o.side == "buy" else -o.remaining_qty
+            return sum(abs(q * mid[s]) for s, q in after.items()) / EQUITY
+
+        assert gross(planned) <= max(caps.gross_limit, gross(held)) + TOL
