@@ -262,11 +262,23 @@ def refuse_off_calendar_crypto(bars: pd.DataFrame, calendar: pd.DatetimeIndex) -
             f"{symbol!r}: {int((mine & on).sum())} of its {int(mine.sum())} bars are on a label, "
             f"{len(group)} lie between labels, stamped at {_times_of_day(group)} UTC"
         )
+    if _bars_per_day(calendar) == 1.0 and label_times != "00:00":
+        fix = (
+            f"The equities' daily bars are stamped at {label_times} UTC (midnight of another zone, e.g. "
+            "New York, as Alpaca stamps them), not at 00:00 UTC of their session date, and daily crypto "
+            "can only be stamped at 00:00 UTC (its open): the two cannot share labels. Ingest the "
+            "equities with plain session dates (the csv source labels a date 00:00 UTC) into a new "
+            "store; an Alpaca store mixing daily equities and crypto is refused for now"
+        )
+    else:
+        fix = (
+            "Re-stamp the symbol's bars on the equities' clock and ingest it into a new store: a daily "
+            "bar at 00:00 UTC of the date it opens (the bar's open in UTC, as the csv source labels a "
+            "date), never shifted to an earlier label"
+        )
     raise OffCalendarBarsError(
         f"crypto bars off the equity calendar's labels (stamped at {label_times} UTC) would be dropped "
-        f"and the symbol never traded: {'; '.join(problems)}. Re-stamp the symbol's bars on the equities' "
-        "clock and ingest it into a new store: a daily bar at 00:00 UTC of the date it opens (the "
-        "bar's open in UTC, as the csv source labels a date), never shifted to an earlier label"
+        f"and the symbol never traded: {'; '.join(problems)}. {fix}"
     )
 
 

@@ -36,10 +36,11 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
+from raytrade.replay.errors import InputError
 from raytrade.replay.features import FeatureConfig, build_features
 from raytrade.replay.reader import read_frame
 from raytrade.replay.validation import ReplayValidationError, conform
-from raytrade.replay.writer import ReplayWriter
+from raytrade.replay.writer import ReplayWriter, write_file_atomically
 
 Progress = Callable[[str], None]
 _KEY = ["symbol", "ts"]
@@ -255,10 +256,19 @@ _SWAP = "_swap.json"
 def recover_store(root: Path) -> None:
     """Finish a features swap that a crash interrupted (see ``_swap_features``)."""
     intent = root / _SWAP
+    (root / f".tmp-{_SWAP}").unlink(missing_ok=True)  # an intent never renamed into place: no swap began
     if not intent.exists():
         return
-    plan = json.loads(intent.read_text())
-    staged, old, live = root / plan["staged"], root / plan["old"], root / "features"
+    try:
+        plan = json.loads(intent.read_text())
+        staged, old, live = root / plan["staged"], root / plan["old"], root / "features"
+    except (ValueError, TypeError, KeyError) as exc:  # written atomically: only an outside edit gets here
+        raise InputError(
+            f"{str(intent)!r} is not a features swap this code wrote ({type(exc).__name__}: {exc}): the "
+            "store's features table may be mid-swap; check which of 'features' and the hidden "
+            "'.rebuild-*' / '.features-old-*' folders is complete, keep that one as 'features', then "
+            "delete the file"
+        ) from None
     if staged.exists():
         if live.exists():
             os.replace(live, old)
@@ -286,7 +296,8 @@ def _swap_features(root: Path, staged: str) -> None:
     error) at any later point is finished by the next ``recover_store``. Readers see the old table or
     the new one, except in the instant between the two renames, when there is no features table."""
     token = staged.removeprefix(".rebuild-")
-    (root / _SWAP).write_text(json.dumps({"staged": f"{staged}/features", "old": f".features-old-{token}"}))
+    plan = {"staged": f"{staged}/features", "old": f".features-old-{token}"}
+    write_file_atomically(root / _SWAP, json.dumps(plan).encode())  # a crash leaves it whole or absent
     recover_store(root)
 
 

@@ -77,6 +77,15 @@ def _write_durably(path: Path, write: Any) -> None:
         os.fsync(handle.fileno())
 
 
+def write_file_atomically(path: Path, data: bytes) -> None:
+    """``path`` holds ``data`` or what it held before, never part of it, after a crash at any point:
+    written to a hidden temporary beside it, fsynced, renamed over it, and the folder fsynced."""
+    tmp = path.with_name(f".tmp-{path.name}")
+    _write_durably(tmp, lambda handle: handle.write(data))
+    os.replace(tmp, path)
+    _fsync_dir(path.parent)
+
+
 def recover_table(table_dir: Path) -> None:
     """Finish or discard what a crashed writer left: roll intents forward, delete orphan temp files.
 

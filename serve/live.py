@@ -92,6 +92,7 @@ import json
 import logging
 import math
 import os
+import sys
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -249,7 +250,12 @@ class LiveState:
         if not path.is_file():
             raise LiveStateError(f"live state file {str(path)!r} is missing; it holds the peak equity")
         try:
-            raw = json.loads(path.read_text(), parse_constant=_non_finite, parse_float=_finite_float)
+            raw = json.loads(
+                path.read_text(),
+                parse_constant=_non_finite,
+                parse_float=_finite_float,
+                parse_int=_float_sized_int,
+            )
             peak = raw.get("peak_equity")
             account = raw.get("account_id")
             if peak is not None:
@@ -299,6 +305,15 @@ def _finite_float(text: str) -> float:
     value = float(text)
     if not math.isfinite(value):
         raise ValueError(f"non-finite number {text}")
+    return value
+
+
+def _float_sized_int(text: str) -> int:
+    """``json.loads``' hook for an integer: one a float can hold, or an error (a 400-digit ``qty``
+    would overflow every float computation on it)."""
+    value = int(text)
+    if abs(value) > sys.float_info.max:
+        raise ValueError(f"integer of {len(text)} digits is beyond a float")
     return value
 
 
@@ -880,7 +895,7 @@ def _number(value: Any) -> float | None:
         return None
     try:
         number = float(value)
-    except ValueError:
+    except (ValueError, OverflowError):  # text that is no number; an integer beyond a float
         return None
     return number if math.isfinite(number) else None
 

@@ -52,6 +52,21 @@ def test_crypto_stamped_five_hours_late_is_refused_with_the_fix(tmp_path: Path) 
     assert equities.listed.any()
 
 
+def test_equities_at_new_york_midnight_next_to_daily_crypto_are_refused_naming_the_equities_clock(
+    tmp_path: Path,
+) -> None:
+    """Alpaca's daily equities are stamped at midnight New York (05:00 UTC in winter); daily crypto can
+    only be stamped at 00:00 UTC. The fix is on the equities' side, and the message says so instead of
+    asking for crypto at 00:00 UTC, which it already is."""
+    root = _store(tmp_path / "store", pd.Timedelta(0), equity_shift=pd.Timedelta(hours=5))
+    with pytest.raises(OffCalendarBarsError) as caught:
+        load_market_data(root, "all", feature_columns=FEATURES)
+    message = str(caught.value)
+    assert f"'{CRYPTO}': 0 of its" in message and "stamped at 00:00 UTC" in message
+    assert "equities' daily bars are stamped at 05:00 UTC" in message
+    assert "plain session dates" in message and "00:00 UTC of the date it opens" not in message
+
+
 def test_crypto_only_store_on_its_own_clock_loads(tmp_path: Path) -> None:
     from raytrade.replay.ingest import ingest_frames
     from raytrade.replay.sources.synthetic import generate

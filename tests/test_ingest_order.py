@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 
 from raytrade.replay import read_frame
+from raytrade.replay.errors import InputError
 from raytrade.replay.ingest import NotStored, ingest_frames
 from raytrade.replay.sources.synthetic import SyntheticMarket, generate
 from raytrade.replay.writer import ReplayWriter
@@ -135,8 +136,9 @@ def _fail_renames(monkeypatch: pytest.MonkeyPatch, which: Callable[[str], bool])
     [
         lambda src: ".rebuild-" in src and src.endswith("features"),  # the staged table into place
         lambda src: "bars/year=" in src,  # a bars file into place, after the batch's intent
+        lambda src: src.endswith(".tmp-_swap.json"),  # the swap's intent into place: no swap began
     ],
-    ids=["features-swap-after-live-moved-aside", "bars-commit-after-intent"],
+    ids=["features-swap-after-live-moved-aside", "bars-commit-after-intent", "swap-intent-being-written"],
 )
 def test_an_ingest_interrupted_after_a_commit_point_is_finished_by_the_next(
     tmp_path: Path, market: SyntheticMarket, one_pass: dict[bool, Path], which: Callable[[str], bool]
@@ -151,10 +153,24 @@ def test_an_ingest_interrupted_after_a_commit_point_is_finished_by_the_next(
     # the interrupted batch is rolled forward before the store is read: no bar is new any more
     assert result.skipped_bars == int(late.sum()) and "bars" not in result.appended
     leftovers = [
-        p.name for p in tmp_path.iterdir() if p.name.startswith((".rebuild-", ".features-old-", "_swap"))
+        p.name
+        for p in tmp_path.iterdir()
+        if p.name.startswith((".rebuild-", ".features-old-", "_swap", ".tmp-"))
     ]
     assert leftovers == []
     assert_same_store(tmp_path, one_pass[False])
+
+
+def test_a_swap_intent_this_code_did_not_write_is_refused_naming_it(
+    tmp_path: Path, market: SyntheticMarket
+) -> None:
+    late = (market.bars["symbol"] == LATE).to_numpy()
+    ingest_frames(tmp_path, market.bars[~late], show_progress=False)
+    (tmp_path / "_swap.json").write_text('{"staged": ".rebuild-12')  # edited or corrupted by hand
+    before = snapshot(tmp_path)
+    with pytest.raises(InputError, match=r"_swap\.json.*not a features swap this code wrote"):
+        ingest_frames(tmp_path, market.bars[late], show_progress=False)
+    assert snapshot(tmp_path) == before  # nothing moved, nothing written
 
 
 def test_backfilled_bars_older_than_the_store_are_reported_not_stored(tmp_path: Path) -> None:

@@ -31,6 +31,7 @@ from raytrade.serve.live import (
     LiveStateError,
     OrderState,
     UnreadableOrderError,
+    _number,
     default_state_file,
     order_is_open,
 )
@@ -659,6 +660,18 @@ def test_a_non_finite_number_anywhere_in_the_state_file_makes_it_unreadable(tmp_
     (tmp_path / "s.json").write_text(f'{{"account_id": "PA-TEST", "peak_equity": 1e5, "pending": {pending}}}')
     with pytest.raises(ValueError, match="non-finite number NaN"):
         LiveState.load(tmp_path / "s.json")
+
+
+def test_an_integer_beyond_a_float_anywhere_in_the_state_file_makes_it_unreadable(tmp_path: Path) -> None:
+    """A 400-digit ``qty`` loaded and then overflowed every cycle's float arithmetic on it."""
+    pending = f'[{{"decision_id": "d", "client_order_id": "rt-d", "order_id": "o9", "qty": {"9" * 400}}}]'
+    (tmp_path / "s.json").write_text(f'{{"account_id": "PA-TEST", "peak_equity": 1e5, "pending": {pending}}}')
+    with pytest.raises(ValueError, match="integer of 400 digits is beyond a float"):
+        LiveState.load(tmp_path / "s.json")
+
+
+def test_a_state_file_number_beyond_a_float_reads_as_unknown() -> None:
+    assert _number(10**400) is None and _number("1e999") is None and _number(12) == 12.0
 
 
 def test_a_non_finite_peak_is_never_written(tmp_path: Path) -> None:
