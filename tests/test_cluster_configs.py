@@ -88,6 +88,40 @@ def test_the_launcher_starts_every_node_with_token_auth_and_no_secret_in_the_fil
     assert not re.search(r"RAY_AUTH_TOKEN=\S{8,}", text)
 
 
+def test_the_launcher_syncs_no_file_that_rayignore_keeps_off_the_cluster() -> None:
+    """`ray up` rsyncs the checkout to every node; without the filter it copied .env files, keys and
+    the live loop's state that `ray job submit` (which reads .rayignore) leaves behind."""
+    launcher = _load("cluster-launcher.yaml")
+    assert {".rayignore", ".gitignore"} <= set(launcher["rsync_filter"])
+    root = CONFIGS.parents[1]
+    secret_patterns = {".env", ".env.*", "*.env", "settings*.env", "*.pem", "*.key", ".netrc", ".raytrade/"}
+    for name in (".rayignore", ".gitignore"):
+        patterns = {line.strip() for line in (root / name).read_text().splitlines()}
+        assert secret_patterns <= patterns, (name, sorted(secret_patterns - patterns))
+
+
+def _registry_mounts(container: dict[str, Any], registry: Path) -> list[dict[str, Any]]:
+    """The mounts that cover ``registry``, innermost (longest path) first: the one that applies."""
+    covering = [m for m in container["volumeMounts"] if registry.is_relative_to(m["mountPath"])]
+    return sorted(covering, key=lambda m: -len(m["mountPath"]))
+
+
+def test_only_the_clusters_head_may_write_the_registry_and_a_search_job_never_does() -> None:
+    registry = Path("/data/registry")
+    cluster = _load("raycluster.yaml")["spec"]
+    (head,) = cluster["headGroupSpec"]["template"]["spec"]["containers"]
+    assert not _registry_mounts(head, registry)[0].get("readOnly"), "promote runs as a job driver"
+    workers = [c for g in cluster["workerGroupSpecs"] for c in g["template"]["spec"]["containers"]]
+    job = _rayjob()["rayClusterSpec"]
+    job_pods = [*job["headGroupSpec"]["template"]["spec"]["containers"]] + [
+        c for g in job["workerGroupSpecs"] for c in g["template"]["spec"]["containers"]
+    ]
+    for container in [*workers, *job_pods]:
+        inner = _registry_mounts(container, registry)[0]
+        assert inner["mountPath"] == str(registry) and inner.get("readOnly") is True, container["name"]
+        assert inner.get("subPath") == "registry"  # the same volume's registry folder, read-only
+
+
 def test_the_rayservice_pins_a_version_and_mounts_the_registry_read_only() -> None:
     from raytrade.envs.registry_ref import parse_registry_ref
 
