@@ -114,6 +114,7 @@ def serve_command(
     if token is None:
         raise MissingCredentialsError("missing the Serve token: set RAYTRADE_SERVE_TOKEN")
     check_token(token.get_secret_value())  # a weak token ends here, before Ray starts
+    registry_key = registry_key_reader()  # so does a weak registry key
     resolve(registry, model)  # an unknown name or version fails here, listing what exists
     decide = ServeConfig(
         max_feature_age_hours=max_feature_age_hours or None,
@@ -145,7 +146,7 @@ def serve_command(
         replicas=replicas,
         replica_cpus=replica_cpus,
         http=http,
-        registry_key=registry_key_reader(),
+        registry_key=registry_key,
     )
     serve.run(app, name=APP_NAME, route_prefix="/")
     click.echo(f"serving {model} on http://{host}:{port}/v1/act (health: /v1/health)")

@@ -149,6 +149,26 @@ def test_serve_and_live_refuse_a_weak_token_in_one_line(
     ]
 
 
+def test_serve_refuses_a_weak_registry_key_before_ray_starts(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Any
+) -> None:
+    from raytrade.cluster import local_cluster
+    from raytrade.cluster.cli import main
+
+    def no_ray(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError("Ray was started before the registry key was checked")
+
+    monkeypatch.setattr(local_cluster, "init_ray", no_ray)
+    monkeypatch.setenv("RAYTRADE_SERVE_TOKEN", "t" * 40)
+    monkeypatch.setenv("RAYTRADE_REGISTRY_HMAC_KEY", "short-registry-key")
+    monkeypatch.delenv("RAYTRADE_SETTINGS_FILE", raising=False)
+    result = CliRunner().invoke(main, ["serve", "--model", "alpha", "--registry", str(tmp_path / "x")])
+    assert result.exit_code == 2, result.output
+    (line,) = result.output.strip().splitlines()
+    assert line.startswith("error: RAYTRADE_REGISTRY_HMAC_KEY has 18 characters, fewer than 32")
+    assert "short-registry-key" not in result.output
+
+
 def test_the_app_builder_and_build_app_refuse_a_weak_token(monkeypatch: pytest.MonkeyPatch) -> None:
     from raytrade.cluster.serve_app import app_builder
     from raytrade.serve.app import ServiceConfig, build_app
