@@ -303,6 +303,27 @@ def test_the_verdict_intervals_are_the_test_scores_on_the_same_indices() -> None
     )
 
 
+def test_the_test_score_counts_ruined_folds_and_stress_draws() -> None:
+    from types import SimpleNamespace
+
+    from raytrade.cluster.experiment import _test_score
+
+    def run(ruined: bool) -> SimpleNamespace:
+        return SimpleNamespace(returns=SKILL[:252], ruined=ruined)
+
+    result = SimpleNamespace(
+        main=SimpleNamespace(returns=SKILL),
+        folds=(run(False), run(True), run(False)),
+        stress_draws={"crash": (run(True), run(False)), "chop": (run(True), run(True), run(False))},
+    )
+    metrics = SimpleNamespace(total_return=0.1, sharpe=1.0, max_drawdown=-0.2, turnover=0.01, costs_paid=5.0)
+    report = SimpleNamespace(metrics=metrics, stress={})
+    folds = [(SKILL[k : k + 252], EW[k : k + 252]) for k in (0, 252, 504)]
+    score = _test_score(result, EW, folds, report, 252, 1.0, INDICES, 0.95)
+    assert (score.ruined_folds, score.ruined_stress_draws, score.stress_draws) == (1, 3, 5)
+    assert score.ruined
+
+
 def test_a_ruined_winner_beats_nothing_and_the_documents_say_so() -> None:
     verdict = _judge(SKILL, ruined=True)
     assert verdict.winner_ruined and not verdict.beats_equal_weight and not verdict.beats_kelly_lite
