@@ -63,10 +63,9 @@ from raytrade.cluster.experiment_report import (
     Selected,
     TestScore,
     VariantResult,
-    Verdict,
     ci_interval,
     interval,
-    lower_above_zero,
+    judge,
     num,
     objective_samples,
     render_markdown,
@@ -478,7 +477,7 @@ def _calendar(root: Path) -> tuple[pd.DatetimeIndex, int]:
 
 
 def _test_score(
-    returns: np.ndarray,
+    result_policy: Any,
     bench: np.ndarray,
     folds: Sequence[tuple[np.ndarray, np.ndarray]],
     report_policy: Any,
@@ -490,6 +489,7 @@ def _test_score(
     from raytrade.envs.metrics import total_return
     from raytrade.tune_specs.selection import score_of
 
+    returns = result_policy.main.returns
     excess = returns - bench
     point = score_of(excess, ppy, penalty)
     by_fold = tuple(num(score_of(r - b, ppy, penalty)) for r, b in folds)
@@ -504,6 +504,9 @@ def _test_score(
         turnover=m.turnover,
         costs_paid=m.costs_paid,
         stress_total_return={k: s.summary.total_return.mean for k, s in report_policy.stress.items()},
+        ruined_folds=sum(f.ruined for f in result_policy.folds),
+        ruined_stress_draws=sum(r.ruined for draws in result_policy.stress_draws.values() for r in draws),
+        stress_draws=sum(len(draws) for draws in result_policy.stress_draws.values()),
     )
 
 
@@ -607,7 +610,7 @@ def run_experiment(opts: ExperimentOptions, say: Callable[[str], None] = click.e
     for policy, res in result.policies.items():
         pairs = [(f.returns, b.returns) for f, b in zip(res.folds, bench.folds, strict=True)]
         scores[display(policy)] = _test_score(
-            res.main.returns,
+            res,
             bench.main.returns,
             pairs,
             report.policies[policy],
@@ -632,19 +635,15 @@ def run_experiment(opts: ExperimentOptions, say: Callable[[str], None] = click.e
         )
         for name, results in searches.items()
     )
-    from raytrade.tune_specs.selection import score_of
-
-    def objective_of(policy: str) -> tuple[float, np.ndarray]:
-        excess = result.policies[policy].main.returns - bench.main.returns
-        return (
-            score_of(excess, ppy, opts.cvar_penalty),
-            objective_samples(excess, ppy, opts.cvar_penalty, indices),
-        )
-
-    w_point, w_samples = objective_of(f"registry:{winner}")
-    k_point, k_samples = objective_of("kelly_lite")
-    vs_equal = scores[winner].objective
-    vs_kelly = interval(w_point - k_point, w_samples - k_samples, level)
+    verdict = judge(
+        winner,
+        {display(p): result.policies[p].main.returns for p in (f"registry:{winner}", *BASELINES)},
+        ppy,
+        opts.cvar_penalty,
+        indices,
+        level,
+        ruined=scores[winner].ruined,
+    )
     sha, _ = data_fingerprint(opts.replay)
     doc = ExperimentDocument(
         created_at=datetime.now(UTC).replace(microsecond=0),
@@ -669,13 +668,7 @@ def run_experiment(opts: ExperimentOptions, say: Callable[[str], None] = click.e
         selection_rule=SELECTION_RULE,
         variants=variants,
         baselines=tuple(BaselineResult(name=b, test=scores[b]) for b in BASELINES),
-        verdict=Verdict(
-            winner=winner,
-            vs_equal_weight=vs_equal,
-            vs_kelly_lite=vs_kelly,
-            beats_equal_weight=lower_above_zero(vs_equal),
-            beats_kelly_lite=lower_above_zero(vs_kelly),
-        ),
+        verdict=verdict,
         scenarios=budget.scenarios,
         refused_scenarios=dict(plan.refused_scenarios),
         evaluation_report="evaluation/report.json",

@@ -13,7 +13,12 @@ Contract
   scores 0 and ``equal_weight`` itself scores 0.
 * Intervals: seeded stationary bootstrap over bars (``envs.evaluation.stats.stationary_indices``,
   the evaluation's ``BootstrapConfig``), one set of indices for every policy (paired), percentile
-  bounds. ``vs_kelly_lite`` is the paired difference of objectives.
+  bounds. ``vs_kelly_lite`` is the paired difference of objectives; ``sharpe_vs_*`` the paired
+  difference of Sharpe ratios of the books' own net returns, on the same indices.
+* The verdict (:func:`judge`): the winner *beats* a baseline only when both its objective interval
+  and its Sharpe-difference interval lie above 0 (``tune_specs.selection.beats``: the objective is
+  scale-free in the excess, so leverage alone would pass it), and never when any of its test folds or
+  stress draws was ruined (``TestScore.ruined_folds`` / ``ruined_stress_draws``).
 * The markdown and plots are views of the document; nothing in them is computed elsewhere.
 """
 
@@ -30,7 +35,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from raytrade.envs.evaluation.document import Window
 from raytrade.envs.evaluation.stats import DifferenceCI
-from raytrade.tune_specs.selection import score_of
+from raytrade.tune_specs.selection import beats, score_of, sharpe_difference
 
 EXPERIMENT_SCHEMA: Final = "raytrade.experiment/1"
 EXPERIMENT_JSON: Final = "experiment.json"
@@ -96,6 +101,13 @@ class TestScore(Doc):
     turnover: Number = Field(description="mean traded notional / equity per bar")
     costs_paid: Number = Field(description="currency, pooled folds (each fold starts at fresh equity)")
     stress_total_return: dict[str, Number] = Field(description="mean over the scenario's draws")
+    ruined_folds: int = Field(0, ge=0, description="test folds whose account was ruined")
+    ruined_stress_draws: int = Field(0, ge=0, description="stress draws (all scenarios) ruined")
+    stress_draws: int = Field(0, ge=0, description="stress draws run (all scenarios)")
+
+    @property
+    def ruined(self) -> bool:
+        return self.ruined_folds > 0 or self.ruined_stress_draws > 0
 
 
 class VariantResult(Doc):
@@ -127,8 +139,21 @@ class Verdict(Doc):
     winner: str
     vs_equal_weight: Interval = Field(description="the winner's objective (equal_weight scores 0)")
     vs_kelly_lite: Interval = Field(description="winner objective - kelly_lite objective, paired")
-    beats_equal_weight: bool = Field(description="the interval's lower bound is above 0")
-    beats_kelly_lite: bool = Field(description="the interval's lower bound is above 0")
+    sharpe_vs_equal_weight: Interval | None = Field(
+        None,
+        description="sharpe(winner) - sharpe(equal_weight), own net returns, paired (None: older)",
+    )
+    sharpe_vs_kelly_lite: Interval | None = Field(
+        None,
+        description="sharpe(winner) - sharpe(kelly_lite), own net returns, paired (None: older)",
+    )
+    winner_ruined: bool = Field(False, description="the winner was ruined in a test fold or a stress draw")
+    beats_equal_weight: bool = Field(
+        description="objective and Sharpe-difference lower bounds above 0, and the winner never ruined"
+    )
+    beats_kelly_lite: bool = Field(
+        description="objective and Sharpe-difference lower bounds above 0, and the winner never ruined"
+    )
 
 
 class ExperimentDocument(Doc):
@@ -196,8 +221,39 @@ def interval(point: float, samples: np.ndarray, level: float) -> Interval:
     return Interval(estimate=num(point), low=num(float(lo)), high=num(float(hi)))
 
 
-def lower_above_zero(value: Interval) -> bool:
-    return value.low is not None and value.low > 0
+def judge(
+    winner: str,
+    returns: Mapping[str, np.ndarray],
+    ppy: float,
+    penalty: float,
+    indices: np.ndarray,
+    level: float,
+    ruined: bool,
+) -> Verdict:
+    """The verdict on ``winner`` from the pooled test returns of ``returns[winner]``,
+    ``returns["kelly_lite"]`` and ``returns["equal_weight"]`` (same bars), with paired intervals over
+    ``indices``; ``ruined``: the winner was ruined in a test fold or a stress draw (beats nothing)."""
+    w, kelly, bench = (
+        np.asarray(returns[k], dtype=np.float64) for k in (winner, "kelly_lite", "equal_weight")
+    )
+    w_excess, k_excess = w - bench, kelly - bench
+    w_samples = objective_samples(w_excess, ppy, penalty, indices)
+    k_samples = objective_samples(k_excess, ppy, penalty, indices)
+    w_point, k_point = score_of(w_excess, ppy, penalty), score_of(k_excess, ppy, penalty)
+    vs_equal = interval(w_point, w_samples, level)
+    vs_kelly = interval(w_point - k_point, w_samples - k_samples, level)
+    sharpe_equal = ci_interval(sharpe_difference(w, bench, ppy, indices, level))
+    sharpe_kelly = ci_interval(sharpe_difference(w, kelly, ppy, indices, level))
+    return Verdict(
+        winner=winner,
+        vs_equal_weight=vs_equal,
+        vs_kelly_lite=vs_kelly,
+        sharpe_vs_equal_weight=sharpe_equal,
+        sharpe_vs_kelly_lite=sharpe_kelly,
+        winner_ruined=ruined,
+        beats_equal_weight=not ruined and beats(vs_equal.low, sharpe_equal.low),
+        beats_kelly_lite=not ruined and beats(vs_kelly.low, sharpe_kelly.low),
+    )
 
 
 def ci_interval(ci: DifferenceCI) -> Interval:
@@ -230,11 +286,18 @@ def verdict_lines(doc: ExperimentDocument) -> list[str]:
     lines = [
         f"- Winner on validation: **{v.winner}** (rule: {doc.selection_rule}).",
         *selection_lines(doc),
-        f"- Out of sample, its objective against equal_weight is {_ci(v.vs_equal_weight)} "
-        f"(95 % CI): it {'beats' if v.beats_equal_weight else 'does not beat'} equal_weight.",
-        f"- Its objective minus kelly_lite's is {_ci(v.vs_kelly_lite)}: it "
+        f"- Out of sample, its objective against equal_weight is {_ci(v.vs_equal_weight)} (95 % CI)"
+        f"{_sharpe_clause(v.sharpe_vs_equal_weight, 'equal_weight')}: it "
+        f"{'beats' if v.beats_equal_weight else 'does not beat'} equal_weight.",
+        f"- Its objective minus kelly_lite's is {_ci(v.vs_kelly_lite)}"
+        f"{_sharpe_clause(v.sharpe_vs_kelly_lite, 'kelly_lite')}: it "
         f"{'beats' if v.beats_kelly_lite else 'does not beat'} kelly_lite.",
+        "- Beating a baseline needs both intervals above 0 (leverage alone raises the objective, not "
+        "the Sharpe ratio) and no ruin in any test fold or stress draw.",
     ]
+    winner = doc.policy_scores().get(v.winner)
+    if v.winner_ruined or (winner is not None and winner.ruined):
+        lines.append(f"- **The winner was ruined**{_ruin_clause(winner)}: a ruined winner beats nothing.")
     by_family: dict[str, dict[str, VariantResult]] = {}
     for var in doc.variants:
         by_family.setdefault(var.spec, {})[var.features] = var
@@ -247,6 +310,18 @@ def verdict_lines(doc: ExperimentDocument) -> list[str]:
                 f"enriched {_f(e.test.objective.estimate)}."
             )
     return lines
+
+
+def _sharpe_clause(value: Interval | None, baseline: str) -> str:
+    return "" if value is None else f" and its Sharpe ratio minus {baseline}'s is {_ci(value)}"
+
+
+def _ruins(score: TestScore) -> str:
+    return f"{score.ruined_folds} folds, {score.ruined_stress_draws}/{score.stress_draws} stress draws"
+
+
+def _ruin_clause(score: TestScore | None) -> str:
+    return "" if score is None else f" ({_ruins(score)})"
 
 
 def _or_minus_inf(value: Number) -> float:
@@ -341,15 +416,16 @@ def render_markdown(doc: ExperimentDocument, plots: Sequence[str]) -> str:
         "|CVaR 5 %| of it (the Tune objective); interval: 95 % stationary bootstrap.",
         "",
         "| policy | objective [95 % CI] | by fold | excess return | total return | sharpe | max DD | "
-        "turnover | costs |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "turnover | costs | ruined |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, score in doc.policy_scores().items():
         folds = ", ".join(_f(x) for x in score.objective_by_fold)
+        ruined = f"**{_ruins(score)}**" if score.ruined else "none"
         out.append(
             f"| {name} | {_ci(score.objective)} | {folds} | {_pct(score.excess_return)} | "
             f"{_pct(score.total_return)} | {_f(score.sharpe)} | {_pct(score.max_drawdown)} | "
-            f"{_f(score.turnover, 4)} | {_f(score.costs_paid, 0)} |"
+            f"{_f(score.turnover, 4)} | {_f(score.costs_paid, 0)} | {ruined} |"
         )
     if doc.scenarios:
         ran = [s for s in doc.scenarios if s not in doc.refused_scenarios]

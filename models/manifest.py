@@ -189,6 +189,23 @@ class SelectionCandidate(ManifestSource):
     costs: float | None = Field(description="total costs paid / initial equity")
 
 
+class SelectionClaim(BaseModel):
+    """Whether the winner beats the benchmark, with intervals adjusted for the candidates it was picked
+    from on this same window (``tune_specs.selection.benchmark_claim``)."""
+
+    model_config = _DOC
+
+    candidates: int = Field(ge=1, description="candidates the winner was picked from on this window")
+    level: float = Field(
+        gt=0, lt=1, description="two-sided level of both intervals: 1 - (1 - bootstrap.level) / candidates"
+    )
+    objective: ScoreInterval = Field(description="the winner's objective against the benchmark (0)")
+    sharpe: ScoreInterval | None = Field(
+        description="sharpe(winner) - sharpe(benchmark), own net returns; None where either is undefined"
+    )
+    beats: bool = Field(description="both intervals' lower bounds lie above 0")
+
+
 class Selection(BaseModel):
     """``raytrade select``'s comparison: the candidates best first, the first is the winner."""
 
@@ -200,6 +217,9 @@ class Selection(BaseModel):
     bootstrap: BootstrapConfig
     winner: str = Field(description="run folder of the winning candidate")
     candidates: list[SelectionCandidate] = Field(min_length=1, description="best first")
+    claim: SelectionClaim | None = Field(
+        None, description="the winner against the benchmark, Bonferroni-adjusted (None: written before)"
+    )
 
     @model_validator(mode="after")
     def _winner_first(self) -> Selection:

@@ -4,6 +4,7 @@ the smoke experiment end to end on the session's synthetic store."""
 from __future__ import annotations
 
 import math
+import re
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -27,14 +28,17 @@ from raytrade.cluster.experiment_report import (
     Interval,
     VariantResult,
     Verdict,
+    judge,
     read_experiment,
+    render_markdown,
     selection_lines,
+    verdict_lines,
     wall_lines,
 )
 from raytrade.cluster.experiment_report import (
     TestScore as ScoreDoc,
 )
-from raytrade.envs.evaluation.stats import BootstrapConfig, DifferenceCI
+from raytrade.envs.evaluation.stats import BootstrapConfig, DifferenceCI, stationary_indices
 from raytrade.replay.errors import InputError
 from raytrade.tune_specs.selection import score_of
 
@@ -238,6 +242,123 @@ def test_tune_split_fractions_move_the_training_window_and_its_normaliser(synthe
     assert "--train-fraction 0.3 --validation-fraction 0.1" in fold.command()
 
 
+# ------------------------------------------------------------------------------ the verdict (pure)
+
+N_TEST = 756  # three yearly test folds pooled
+_RNG = np.random.default_rng(7)
+
+
+def _standard(n: int) -> np.ndarray:
+    """``n`` normal draws shifted and scaled to sample mean 0 and standard deviation 1 exactly."""
+    z = _RNG.standard_normal(n)
+    return (z - z.mean()) / z.std(ddof=1)
+
+
+EW = 1e-3 + 0.01 * _standard(N_TEST)  # equal_weight: annualised Sharpe 1.59 exactly
+SKILL = EW + 4e-4 + 2e-3 * _standard(N_TEST)  # 4 bps a bar of alpha on top of equal_weight
+KELLY = 0.3 * EW  # kelly_lite: mostly cash
+INDICES = stationary_indices(N_TEST, 300, 10.0, np.random.default_rng(0))
+FINANCING = 0.05 / 252  # 5 %/yr on the borrowed book, per bar, per unit borrowed
+
+
+def _judge(winner: np.ndarray, ruined: bool = False) -> Verdict:
+    returns = {"w": winner, "kelly_lite": KELLY, "equal_weight": EW}
+    return judge("w", returns, 252, 1.0, INDICES, 0.95, ruined=ruined)
+
+
+@pytest.mark.parametrize(
+    ("leverage", "financing"), [(1.001, 0.0), (1.001, 0.001 * FINANCING), (2.0, 0.0), (2.0, FINANCING)]
+)
+def test_levered_equal_weight_beats_neither_baseline(leverage: float, financing: float) -> None:
+    verdict = _judge(leverage * EW - financing)
+    # the objective alone (the rule before) would say it beats both: leverage scores as skill
+    assert verdict.vs_equal_weight.low is not None and verdict.vs_equal_weight.low > 0
+    assert verdict.vs_kelly_lite.low is not None and verdict.vs_kelly_lite.low > 0
+    assert verdict.sharpe_vs_equal_weight is not None and verdict.sharpe_vs_kelly_lite is not None
+    assert verdict.sharpe_vs_equal_weight.estimate == pytest.approx(
+        -financing / (leverage * EW.std(ddof=1)) * math.sqrt(252), abs=1e-9
+    )
+    assert not verdict.beats_equal_weight and not verdict.beats_kelly_lite
+
+
+def test_a_policy_with_a_higher_sharpe_and_a_positive_information_ratio_beats_both() -> None:
+    verdict = _judge(SKILL)
+    assert verdict.sharpe_vs_equal_weight is not None and verdict.sharpe_vs_equal_weight.low is not None
+    assert verdict.sharpe_vs_equal_weight.low > 0 and verdict.vs_equal_weight.low is not None
+    assert verdict.beats_equal_weight and verdict.beats_kelly_lite and not verdict.winner_ruined
+
+
+def test_the_verdict_intervals_are_the_test_scores_on_the_same_indices() -> None:
+    from raytrade.cluster.experiment_report import interval, objective_samples
+    from raytrade.envs.evaluation.stats import difference_ci
+
+    verdict = _judge(SKILL)
+    excess = SKILL - EW
+    assert verdict.vs_equal_weight == interval(
+        score_of(excess, 252, 1.0), objective_samples(excess, 252, 1.0, INDICES), 0.95
+    )
+    sharpe = difference_ci(SKILL, EW, 252, "sharpe", INDICES, 0.95)
+    assert verdict.sharpe_vs_equal_weight == Interval(
+        estimate=sharpe.estimate, low=sharpe.low, high=sharpe.high
+    )
+
+
+def test_the_test_score_counts_ruined_folds_and_stress_draws() -> None:
+    from types import SimpleNamespace
+
+    from raytrade.cluster.experiment import _test_score
+
+    def run(ruined: bool) -> SimpleNamespace:
+        return SimpleNamespace(returns=SKILL[:252], ruined=ruined)
+
+    result = SimpleNamespace(
+        main=SimpleNamespace(returns=SKILL),
+        folds=(run(False), run(True), run(False)),
+        stress_draws={"crash": (run(True), run(False)), "chop": (run(True), run(True), run(False))},
+    )
+    metrics = SimpleNamespace(total_return=0.1, sharpe=1.0, max_drawdown=-0.2, turnover=0.01, costs_paid=5.0)
+    report = SimpleNamespace(metrics=metrics, stress={})
+    folds = [(SKILL[k : k + 252], EW[k : k + 252]) for k in (0, 252, 504)]
+    score = _test_score(result, EW, folds, report, 252, 1.0, INDICES, 0.95)
+    assert (score.ruined_folds, score.ruined_stress_draws, score.stress_draws) == (1, 3, 5)
+    assert score.ruined
+
+
+def test_a_ruined_winner_beats_nothing_and_the_documents_say_so() -> None:
+    verdict = _judge(SKILL, ruined=True)
+    assert verdict.winner_ruined and not verdict.beats_equal_weight and not verdict.beats_kelly_lite
+    gap = Interval(estimate=-0.3, low=-0.9, high=0.2)
+    doc = _document(gap, {"ppo": 1.0}, 1.0)
+    ruined = doc.variants[0].model_copy(
+        update={
+            "test": _score(0.0).model_copy(
+                update={"ruined_folds": 1, "ruined_stress_draws": 2, "stress_draws": 20}
+            )
+        }
+    )
+    doc = doc.model_copy(
+        update={
+            "variants": (ruined, doc.variants[1]),
+            "verdict": verdict.model_copy(update={"winner": "ppo-base"}),
+        }
+    )
+    lines = verdict_lines(doc)
+    assert "- **The winner was ruined** (1 folds, 2/20 stress draws): a ruined winner beats nothing." in lines
+    assert any(line.endswith("it does not beat equal_weight.") for line in lines)
+    md = render_markdown(doc, [])
+    assert "| **1 folds, 2/20 stress draws** |" in md
+    assert md.count("| none |") == 1  # gnn-base, never ruined
+
+
+def test_the_verdict_lines_give_the_sharpe_difference_interval() -> None:
+    gap = Interval(estimate=-0.3, low=-0.9, high=0.2)
+    doc = _document(gap, {"ppo": 1.0}, 1.0)
+    doc = doc.model_copy(update={"verdict": _judge(1.001 * EW).model_copy(update={"winner": "ppo-base"})})
+    line = next(x for x in verdict_lines(doc) if x.startswith("- Out of sample"))
+    assert re.search(r"and its Sharpe ratio minus equal_weight's is -?0\.00 \[-?0\.00, -?0\.00\]:", line)
+    assert line.endswith(": it does not beat equal_weight.")
+
+
 # ------------------------------------------------------------------------------ smoke run (Ray)
 
 
@@ -304,7 +425,11 @@ def test_smoke_experiment_winner_is_chosen_on_validation_and_matches_its_figures
     kelly = doc.policy_scores()["kelly_lite"].objective.estimate
     assert winner.objective.estimate is not None and kelly is not None
     assert doc.verdict.vs_kelly_lite.estimate == pytest.approx(winner.objective.estimate - kelly)
-    assert doc.verdict.beats_kelly_lite == ((doc.verdict.vs_kelly_lite.low or 0.0) > 0)
+    sharpe = doc.verdict.sharpe_vs_kelly_lite
+    assert sharpe is not None
+    assert doc.verdict.beats_kelly_lite == (
+        (doc.verdict.vs_kelly_lite.low or 0.0) > 0 and (sharpe.low or 0.0) > 0 and not winner.ruined
+    )
 
 
 def _without_searching(

@@ -17,7 +17,7 @@ from raytrade.cluster.select import select_command
 from raytrade.envs.evaluation.stats import BootstrapConfig
 from raytrade.envs.metrics import cvar, sharpe_ratio
 from raytrade.models.manifest import Manifest, Provenance, SearchObjective, Selection, manifest_json
-from raytrade.tune_specs.selection import rank_candidates
+from raytrade.tune_specs.selection import beats, benchmark_claim, claim_level, rank_candidates
 from raytrade.tune_specs.spec import ON_POLICY_SMOKE
 from tests.conftest import SmokeRun
 from tests.test_registry import manifest_record
@@ -62,6 +62,51 @@ def test_differences_are_paired_a_copy_of_the_winner_has_a_zero_interval() -> No
     ranked = rank_candidates({"good": s["good"], "copy": s["good"].copy()}, s["bench"], 252, 1.0, BOOT)
     assert [r.name for r in ranked] == ["good", "copy"]  # a tie keeps the caller's order
     assert ranked[1].vs_winner == (0.0, 0.0, 0.0, BOOT.samples)
+
+
+def test_beating_needs_both_lower_bounds_above_zero_and_rounding_is_not_a_sharpe_gain() -> None:
+    assert beats(0.1, 0.05)
+    assert not beats(0.1, 1e-15)  # a*r against r: rounding, not a higher Sharpe ratio
+    assert not beats(0.1, -0.05) and not beats(-0.1, 0.05) and not beats(None, 0.05)
+    assert not beats(0.1, float("nan"))
+
+
+def test_the_claim_level_is_bonferroni_adjusted_for_the_candidates() -> None:
+    assert claim_level(0.95, 1) == 0.95
+    assert claim_level(0.95, 16) == pytest.approx(1 - 0.05 / 16, rel=1e-15)
+    with pytest.raises(ValueError, match="n_candidates must be >= 1, got 0"):
+        claim_level(0.95, 0)
+
+
+def test_a_winner_holding_the_benchmark_levered_does_not_beat_it() -> None:
+    rng = np.random.default_rng(2)
+    bench = rng.normal(1.5e-3, 0.01, 504)  # two years with a Sharpe ratio near 2.4
+    good = bench + 1e-3 + rng.normal(0.0, 2e-3, 504)
+    claim = benchmark_claim(1.001 * bench, bench, 252, 1.0, BOOT, 1)
+    (ranked,) = rank_candidates({"lev": 1.001 * bench}, bench, 252, 1.0, BOOT)
+    assert claim.objective == ranked.vs_benchmark  # same paths, same level at N = 1
+    assert claim.objective.low > 0  # the objective alone would call it a win
+    assert not claim.beats
+    assert benchmark_claim(good, bench, 252, 1.0, BOOT, 1).beats
+
+
+def test_the_best_of_16_noise_candidates_rarely_claims_to_beat_the_benchmark() -> None:
+    """The review's null: every candidate is the benchmark plus mean-0 noise; the winner is picked
+    on the window it is judged on. Nominal 95 % intervals of the winner clear 0 in ~40 % of runs."""
+    rng = np.random.default_rng(1)
+    trials, n_candidates = 60, 16
+    nominal = adjusted = claimed = 0
+    for trial in range(trials):
+        bench = rng.normal(5e-4, 0.01, 126)
+        cands = {f"c{i}": bench + rng.normal(0.0, 3e-3, 126) for i in range(n_candidates)}
+        boot = BootstrapConfig(samples=1000, seed=trial)  # select's default paths
+        ranked = rank_candidates(cands, bench, 252, 1.0, boot)
+        claim = benchmark_claim(cands[ranked[0].name], bench, 252, 1.0, boot, n_candidates)
+        nominal += ranked[0].vs_benchmark.low > 0
+        adjusted += claim.objective.low > 0
+        claimed += claim.beats
+    assert nominal / trials > 0.2  # the bias the adjustment is for is present in this setup
+    assert adjusted / trials < 0.1 and claimed / trials < 0.1
 
 
 # ------------------------------------------------------------------------------ refusals
@@ -226,6 +271,24 @@ def test_the_manifest_round_trips_the_comparison() -> None:
     assert (
         again.selection.candidates[1].vs_winner.high is not None
         and again.selection.candidates[1].vs_winner.high < 0
+    )
+
+
+def test_the_manifest_records_the_adjusted_claim_and_select_md_states_it() -> None:
+    from raytrade.cluster.select import claim_record, render_markdown
+
+    s = _planted()
+    claim = benchmark_claim(s["good"], s["bench"], 252, 1.0, BOOT, 2)
+    selection = _selection().model_copy(update={"claim": claim_record(claim)})
+    manifest = Manifest.model_validate(
+        manifest_record(schema_version=2, selection=selection.model_dump(mode="json"))
+    )
+    again = Manifest.model_validate_json(manifest_json(manifest))
+    assert again.selection is not None and again.selection.claim == selection.claim
+    assert selection.claim is not None and selection.claim.level == 0.975 and selection.claim.candidates == 2
+    assert selection.claim.objective.low == claim.objective.low
+    assert "at the 97.50% level (Bonferroni: 95% adjusted for 2 candidates picked on this window)" in (
+        render_markdown(selection)
     )
 
 

@@ -20,21 +20,55 @@ Design decisions
   candidate identical to the winner has the interval ``[0, 0]``). The interval against
   ``equal_weight`` is the interval of the candidate's own score, as the benchmark scores 0 on every
   path. A path where either score is undefined is dropped; ``n_valid`` counts the kept ones.
+* **What "beats" means** (:func:`beats`). The objective is an information ratio, scale-free in the
+  excess: a book holding ``a`` x the benchmark (any ``a > 1``, even 1.001) scores the benchmark's own
+  Sharpe ratio, with an interval above 0, for no skill at all. So a policy *beats* a baseline only
+  when both paired intervals lie above 0: the objective's, and that of the difference of Sharpe
+  ratios of the two books' own net returns (``sharpe(policy) - sharpe(baseline)`` on the same
+  resampled bars). Leverage leaves the Sharpe ratio unchanged (lowers it, net of financing), so it
+  cannot pass the second test. A Sharpe lower bound within ``SHARPE_TOLERANCE`` of 0 is rounding,
+  not a difference. The objective a search optimises is unchanged.
+* **The winner's claim** (:func:`benchmark_claim`). The winner of ``N`` candidates is the maximum of
+  ``N`` noisy scores on the window it was picked on; its nominal interval against the benchmark lies
+  above 0 far more often than ``1 - level`` when none is better. Its "beats" claim therefore uses
+  Bonferroni-adjusted intervals, two-sided level ``1 - (1 - level) / N`` (:func:`claim_level`), on the
+  same resampled paths as the ranking. The ranking and the per-candidate intervals stay nominal.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from typing import NamedTuple
+from typing import Final, NamedTuple
 
 import numpy as np
 
-from raytrade.envs.evaluation.stats import BootstrapConfig, DifferenceCI, sharpe_batch, stationary_indices
+from raytrade.envs.evaluation.stats import (
+    BootstrapConfig,
+    DifferenceCI,
+    difference_ci,
+    sharpe_batch,
+    stationary_indices,
+)
 from raytrade.envs.metrics import CVAR_CUTOFF
 from raytrade.tune_specs.objective import UNDEFINED_SCORE, ZERO_EXCESS
 
-__all__ = ["RankedCandidate", "objective_paths", "rank_candidates", "score_of"]
+__all__ = [
+    "SHARPE_TOLERANCE",
+    "BenchmarkClaim",
+    "RankedCandidate",
+    "beats",
+    "benchmark_claim",
+    "claim_level",
+    "objective_paths",
+    "rank_candidates",
+    "score_of",
+    "sharpe_difference",
+]
+
+SHARPE_TOLERANCE: Final = 1e-9
+"""An annualised Sharpe difference this close to 0 is floating-point rounding (``a * r`` against
+``r``), not evidence: :func:`beats` wants the Sharpe interval's lower bound above it."""
 
 
 def cvar_batch(r: np.ndarray, cutoff: float = CVAR_CUTOFF) -> np.ndarray:
@@ -78,6 +112,85 @@ def _interval(point: float, paths: np.ndarray, level: float) -> DifferenceCI:
     return DifferenceCI(point, float(lo), float(hi), int(valid.size))
 
 
+def _indices(n: int, bootstrap: BootstrapConfig) -> np.ndarray:
+    """The resampling indices of ``bootstrap`` for ``n`` bars (the same for every call)."""
+    return stationary_indices(
+        n, bootstrap.samples, bootstrap.block_len, np.random.default_rng(bootstrap.seed)
+    )
+
+
+def _low_above(low: float | None, threshold: float) -> bool:
+    return low is not None and math.isfinite(low) and low > threshold
+
+
+def beats(objective_low: float | None, sharpe_low: float | None) -> bool:
+    """Whether a policy beats a baseline: the lower bounds of its paired objective interval and of its
+    paired Sharpe-difference interval both lie above 0 (None or NaN: undefined, does not beat)."""
+    return _low_above(objective_low, 0.0) and _low_above(sharpe_low, SHARPE_TOLERANCE)
+
+
+def sharpe_difference(
+    returns: np.ndarray, baseline: np.ndarray, periods_per_year: float, indices: np.ndarray, level: float
+) -> DifferenceCI:
+    """``sharpe(returns) - sharpe(baseline)`` (each book's own net returns, same bars) with its paired
+    percentile interval over ``indices`` (``envs.evaluation.stats.difference_ci``)."""
+    return difference_ci(
+        np.asarray(returns, dtype=np.float64),
+        np.asarray(baseline, dtype=np.float64),
+        periods_per_year,
+        "sharpe",
+        indices,
+        level,
+    )
+
+
+def claim_level(level: float, n_candidates: int) -> float:
+    """The Bonferroni-adjusted two-sided level for a claim about the best of ``n_candidates`` picked on
+    the same window: ``1 - (1 - level) / n_candidates``."""
+    if not 0.0 < level < 1.0:
+        raise ValueError(f"level must be in (0, 1), got {level}")
+    if n_candidates < 1:
+        raise ValueError(f"n_candidates must be >= 1, got {n_candidates}")
+    return 1.0 - (1.0 - level) / n_candidates
+
+
+class BenchmarkClaim(NamedTuple):
+    """Whether the winner beats the benchmark, at the level adjusted for the candidates it beat."""
+
+    level: float
+    n_candidates: int
+    objective: DifferenceCI
+    sharpe: DifferenceCI
+    beats: bool
+
+
+def benchmark_claim(
+    returns: np.ndarray,
+    benchmark: np.ndarray,
+    periods_per_year: float,
+    cvar_penalty: float,
+    bootstrap: BootstrapConfig,
+    n_candidates: int,
+) -> BenchmarkClaim:
+    """The claim about ``returns`` (the winner of ``n_candidates`` picked on this window) against the
+    benchmark: objective and Sharpe-difference intervals at :func:`claim_level` on the resampled paths
+    of :func:`rank_candidates`, and :func:`beats` of the two."""
+    r = np.asarray(returns, dtype=np.float64)
+    bench = np.asarray(benchmark, dtype=np.float64)
+    if r.shape != bench.shape or r.ndim != 1:
+        raise ValueError(f"returns {r.shape} differ from the benchmark's {bench.shape}")
+    level = claim_level(bootstrap.level, n_candidates)
+    idx = _indices(bench.size, bootstrap)
+    excess = r - bench
+    objective = _interval(
+        score_of(excess, periods_per_year, cvar_penalty),
+        objective_paths(excess[idx], periods_per_year, cvar_penalty),
+        level,
+    )
+    sharpe = sharpe_difference(r, bench, periods_per_year, idx, level)
+    return BenchmarkClaim(level, n_candidates, objective, sharpe, beats(objective.low, sharpe.low))
+
+
 def rank_candidates(
     returns: Mapping[str, np.ndarray],
     benchmark: np.ndarray,
@@ -101,8 +214,7 @@ def rank_candidates(
     scores = {n: score_of(e, periods_per_year, cvar_penalty) for n, e in excess.items()}
     order = sorted(excess, key=lambda n: -scores[n])  # stable: a tie keeps the caller's order
     winner = order[0]
-    rng = np.random.default_rng(bootstrap.seed)
-    idx = stationary_indices(bench.size, bootstrap.samples, bootstrap.block_len, rng)
+    idx = _indices(bench.size, bootstrap)
     paths = {n: objective_paths(e[idx], periods_per_year, cvar_penalty) for n, e in excess.items()}
     return [
         RankedCandidate(
