@@ -11,7 +11,8 @@ the baseline" holds by construction and is tested end to end:
 * ``inverse_vol``: weights proportional to ``1 / vol_20`` over listed assets with a volatility
   estimate, summing to 1 (cash when none has one), on the same schedule.
 * ``kelly_lite``: the live loop's gates and sizing (``envs.evaluation.kelly_lite``), re-decided on
-  every bar (never holds); with ``consensus_gate="adaptive"`` it also reads
+  every bar (never holds), its sigma reading the closes before the window where the data carries
+  them (``MarketData.close_before``); with ``consensus_gate="adaptive"`` it also reads
   ``fc_min_move_adaptive``, a missing value (the loader's 0) read as unknown (the gate stays shut).
 
 A decision is ``allocation`` (the weights the baseline would trade to at ``t``) plus ``hold`` (it sends
@@ -116,7 +117,9 @@ def baseline_context(name: str, data: MarketData, kelly: KellyLiteConfig | None 
             np.ones(data.n_steps, dtype=bool),
             columns,
             cfg,
-            sigma=trailing_sigma(data.close, data.listed, cfg.kelly_sigma_closes),
+            sigma=trailing_sigma(
+                data.close, data.listed, cfg.kelly_sigma_closes, data.close_before, data.listed_before
+            ),
             flags=asset_flags(data.symbols, data.asset_class, cfg),
         )
     return BaselineContext(name, data, month_starts(data.ts), columns, cfg)  # type: ignore[arg-type]

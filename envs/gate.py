@@ -8,7 +8,8 @@ and serving alike:
 
 * ``sigma[t, n]``: the sample standard deviation (ddof 1) of the simple returns of closes
   ``t-6 .. t`` (``kelly_sigma_closes`` = 7), ``envs.evaluation.kelly_lite.trailing_sigma``, the
-  function the ``kelly_lite`` baseline uses; NaN until 7 listed closes exist.
+  function the ``kelly_lite`` baseline uses (with the closes before the window where the data
+  carries them, ``MarketData.close_before``); NaN until 7 listed closes exist.
 * ``open[t, n]``: listed, sigma known and positive, and the contract's gates pass:
   - data from the replay store carries them as ``fc_gate_open`` (``replay.features.forecast``:
     quote present, spread within its cap, the forecast sources agree, edge over the threshold,
@@ -99,7 +100,9 @@ def contract_gate(data: MarketData, cfg: GatedEnvConfig) -> GateState:
         )
     rules = gate_rules(cfg)
     edge, edge_present = _column(data, cfg.edge_column)
-    sigma = trailing_sigma(data.close, data.listed, rules.kelly_sigma_closes)
+    sigma = trailing_sigma(
+        data.close, data.listed, rules.kelly_sigma_closes, data.close_before, data.listed_before
+    )
     if STORE_GATE_COLUMN in data.feature_names:
         flag, present = _column(data, STORE_GATE_COLUMN)
         checks_pass = present & (flag > 0.5)

@@ -31,13 +31,23 @@ Design decisions
   traded notional (volume x close): it only caps a fill *at* bar ``t`` (the simulator's; no policy
   observes it), so a thin bar cannot absorb an order its average could. A bar that traded nothing is
   no bar at all (the loader leaves it out of ``listed``: a hole).
+* **A window's start is not a listing either.** Data cut from a longer history may carry the closes
+  and listed flags of up to :data:`BARS_BEFORE` bars just before its first one (``close_before``,
+  ``listed_before``): only trailing estimates that must not restart at every window (``kelly_lite``'s
+  sigma, ``envs.evaluation.kelly_lite.trailing_sigma``) read them; nothing is stepped or traded there.
+  None (hand-built, synthetic, bootstrapped data): no history before ``ts[0]`` is known.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Final
 
 import numpy as np
+
+BARS_BEFORE: Final = 32
+"""Bars of history before a window's first one that data cut from a longer history carries
+(``MarketData.close_before``): enough for ``kelly_lite``'s sigma (``kelly_sigma_closes - 1`` = 6)."""
 
 
 @dataclass(frozen=True)
@@ -67,6 +77,9 @@ class MarketData:
     bar_dollar_volume: np.ndarray | None = None  # [T, N] float64, finite, >= 0: bar t's own traded
     #   notional (volume x close), which caps a fill at bar t's open (never observed); None: unknown,
     #   fills are capped by ``dollar_volume`` alone (hand-built and synthetic data)
+    close_before: np.ndarray | None = None  # [K, N] float64, finite, K <= BARS_BEFORE: the closes of the
+    #   K bars just before ts[0] (filled like ``close`` where not listed); None: no history known
+    listed_before: np.ndarray | None = None  # [K, N] bool: ``listed`` of those K bars (a hole: False)
 
     def __post_init__(self) -> None:
         t, n = self.close.shape
@@ -100,6 +113,21 @@ class MarketData:
             )
         if self.listed_after is not None and self.listed_after.shape != (n,):
             raise ValueError(f"MarketData.listed_after has shape {self.listed_after.shape}, expected ({n},)")
+        if (self.close_before is None) != (self.listed_before is None):
+            raise ValueError("MarketData.close_before and listed_before must be given together (or neither)")
+        if self.close_before is not None and self.listed_before is not None:
+            k = self.close_before.shape[0]
+            if self.close_before.ndim != 2 or self.close_before.shape[1] != n or k > BARS_BEFORE:
+                raise ValueError(
+                    f"MarketData.close_before has shape {self.close_before.shape}, expected (K, {n}) "
+                    f"with K <= {BARS_BEFORE}"
+                )
+            if self.listed_before.shape != (k, n):
+                raise ValueError(
+                    f"MarketData.listed_before has shape {self.listed_before.shape}, expected {(k, n)}"
+                )
+            if not np.isfinite(self.close_before).all():
+                raise ValueError("MarketData.close_before must be finite (fill the bars that are not listed)")
         if self.feature_missing is not None and self.feature_missing.shape != self.features.shape:
             raise ValueError(
                 f"MarketData.feature_missing has shape {self.feature_missing.shape}, expected "
@@ -144,6 +172,18 @@ def listed_after_slice(data: MarketData, stop: int) -> np.ndarray:
     bar at ``stop`` or later, or after ``data`` itself."""
     after = np.asarray(np.asarray(data.listed[stop:], dtype=bool).any(axis=0), dtype=bool)
     return after if data.listed_after is None else after | np.asarray(data.listed_after, dtype=bool)
+
+
+def bars_before_slice(data: MarketData, start: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(close_before, listed_before)`` of ``data``'s bars from ``start`` on: the last
+    :data:`BARS_BEFORE` closes and listed flags before bar ``start``, ``data``'s own
+    ``close_before`` included (a slice of a slice keeps its parent's history)."""
+    close = np.asarray(data.close[:start], dtype=np.float64)
+    listed = np.asarray(data.listed[:start], dtype=bool)
+    if data.close_before is not None and data.listed_before is not None:
+        close = np.vstack([data.close_before, close])
+        listed = np.vstack([data.listed_before, listed])
+    return close[-BARS_BEFORE:].copy(), listed[-BARS_BEFORE:].copy()
 
 
 def carry_close_through_holes(

@@ -19,9 +19,11 @@ the median of the asset's positive spreads at bars <= t in the window, or 25 bps
 A missing dollar volume is 0, and so is a zero one: no fill capacity (the simulator fills at most
 ``max_participation`` of it, so nothing; no floor invents liquidity). ``bar_dollar_volume`` is each
 real bar's own close x volume (0 at a hole): the simulator caps a fill at that bar's open by it too.
-Feature NaNs become 0 (the store's nulls mean "not enough history yet") and are flagged in
-``MarketData.feature_missing``, which the observation encoder turns into an explicit missing channel
-(``envs.normalization``); an unknown volatility regime counts as 1 (choppy).
+``close_before`` / ``listed_before`` are the closes and real-bar flags of the (up to ``BARS_BEFORE``)
+calendar bars just before the split's first one (none for ``all``), so ``kelly_lite``'s sigma does
+not restart at the split. Feature NaNs become 0 (the store's nulls mean "not enough history yet")
+and are flagged in ``MarketData.feature_missing``, which the observation encoder turns into an
+explicit missing channel (``envs.normalization``); an unknown volatility regime counts as 1 (choppy).
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ import numpy as np
 import pandas as pd
 
 from raytrade.envs.config import ReplayDataConfig
-from raytrade.envs.market_data import MarketData, carry_close_through_holes
+from raytrade.envs.market_data import BARS_BEFORE, MarketData, carry_close_through_holes
 from raytrade.replay.errors import InputError
 from raytrade.replay.features.build import periods_per_year
 from raytrade.replay.reader import read_frame
@@ -152,6 +154,7 @@ def load_market_data(
     calendar = pd.DatetimeIndex(np.unique(bars.loc[bars["asset_class"] == calendar_class, "ts"]))
     if has_equity:
         refuse_off_calendar_crypto(bars, calendar)
+    full_calendar = calendar
     if split != "all":
         windows = fractional_splits(calendar, train_fraction, validation_fraction, embargo_bars)
         if split not in windows:
@@ -164,6 +167,13 @@ def load_market_data(
     last_traded = bars.groupby("symbol")["ts"].max().reindex(order)
     listed_after = (last_traded > calendar[-1]).to_numpy(dtype=bool)
     bars = bars.assign(dollar_volume=bars["close"] * bars["volume"])
+    before = full_calendar[full_calendar < calendar[0]][-BARS_BEFORE:]
+    close_before_raw = (
+        bars[bars["ts"].isin(before)]
+        .pivot(index="ts", columns="symbol", values="close")
+        .reindex(index=before, columns=order)
+        .astype("float64")
+    )
     bars = bars[bars["ts"].isin(calendar)]
 
     def wide(frame: pd.DataFrame, column: str) -> pd.DataFrame:
@@ -218,6 +228,8 @@ def load_market_data(
         days_per_bar=1.0 / _bars_per_day(calendar),
         feature_missing=absent,
         listed_after=listed_after,
+        close_before=close_before_raw.ffill().bfill().fillna(1.0).to_numpy(),
+        listed_before=close_before_raw.notna().to_numpy(),
     )
 
 

@@ -36,7 +36,7 @@ import numpy as np
 import numpy.typing as npt
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from raytrade.envs.market_data import MarketData
+from raytrade.envs.market_data import MarketData, bars_before_slice
 from raytrade.envs.stress_features import with_price_features
 from raytrade.replay.errors import InputError
 from raytrade.replay.features.config import FeatureConfig
@@ -552,7 +552,8 @@ def apply_scenario(
     gap (``open[s] / close[s - 1]``); ``listed``, ``spread_bps``, both dollar volumes, ``regime_code`` and
     the features not derived from prices are the drawn rows' values. An asset unlisted on a drawn row
     keeps its previous price (the simulator masks it). ``ts`` becomes ``ts[0] + i * median(diff(ts))``
-    (a synthetic calendar).
+    (a synthetic calendar). Its ``close_before`` (``kelly_lite``'s sigma history) is the source's
+    bars before the first drawn row, scaled to join the path at ``close[0]``.
 
     Both rebuild the price-derived features (``envs.stress_features.PRICE_FEATURES``) from the new
     prices on every changed row (crisis: from the window start; bootstrap: all rows), with the ingest
@@ -650,6 +651,9 @@ def _apply_bootstrap(
     prev_close = np.vstack([md.close[:1], close[:-1]])
     step = np.median(np.diff(md.ts)) if md.n_steps > 1 else np.timedelta64(1, "D")
     ts = md.ts[0] + np.arange(n_steps) * step
+    # the path's history: the source bars before its first drawn row, scaled to join it at md.close[0]
+    before_close, before_listed = bars_before_slice(source, int(src[0]))
+    before_close = before_close * (md.close[0] / source.close[src[0] - 1])
     return replace(
         md,
         ts=ts,
@@ -662,4 +666,6 @@ def _apply_bootstrap(
         features=source.features[src],
         regime_code=source.regime_code[src],
         feature_missing=None if source.feature_missing is None else source.feature_missing[src],
+        close_before=before_close,
+        listed_before=before_listed,
     )

@@ -42,7 +42,7 @@ from raytrade.envs.config import SimulatorConfig
 from raytrade.envs.evaluation.kelly_lite import KellyLiteConfig
 from raytrade.envs.evaluation.policies import EvaluationInputError, Loader, PolicySpec, resolve_policies
 from raytrade.envs.evaluation.stats import BootstrapConfig
-from raytrade.envs.market_data import MarketData, listed_after_slice
+from raytrade.envs.market_data import MarketData, bars_before_slice, listed_after_slice
 from raytrade.envs.rollout import replay_policy
 from raytrade.envs.scenarios import ScenarioConfig, ScenarioDataError, row_regimes, scenario_draws
 from raytrade.replay.fingerprint import data_fingerprint
@@ -211,10 +211,12 @@ def check_length(specs: Sequence[PolicySpec], window: str, data: MarketData) -> 
 
 
 def slice_window(data: MarketData, window: TimeWindow) -> MarketData:
-    """The bars of ``data`` inside ``window`` (closed)."""
+    """The bars of ``data`` inside ``window`` (closed), with the closes and listed flags of the bars
+    just before it (``MarketData.close_before``: ``kelly_lite``'s sigma does not restart at the window)."""
     ts = pd.DatetimeIndex(data.ts).tz_localize("UTC")
     lo, hi = int(ts.searchsorted(window.start, "left")), int(ts.searchsorted(window.end, "right"))
     sl = slice(lo, hi)
+    close_before, listed_before = bars_before_slice(data, lo)
     return replace(
         data,
         ts=data.ts[sl],
@@ -228,6 +230,8 @@ def slice_window(data: MarketData, window: TimeWindow) -> MarketData:
         regime_code=data.regime_code[sl],
         feature_missing=None if data.feature_missing is None else data.feature_missing[sl],
         listed_after=listed_after_slice(data, hi),
+        close_before=close_before,
+        listed_before=listed_before,
     )
 
 

@@ -17,7 +17,8 @@ from data with timestamps ``<= t`` only:
    expected cost 6 bps equities / 20 bps crypto (+25 bps for configured illiquid names);
 5. sizing: ``kelly = min(0.15, max(0, 0.2 * edge / sigma**2))`` with ``edge = |fc_mean|`` and
    ``sigma`` the sample standard deviation (ddof 1) of the simple returns of the last 7 closes
-   (``trailing_sigma``); unknown sigma (fewer than 7 listed closes) sizes nothing;
+   (``trailing_sigma``; a window cut from a longer history reads the closes just before its first
+   bar, ``MarketData.close_before``); unknown sigma (fewer than 7 listed closes) sizes nothing;
 6. direction: long when ``fc_mean > 0``, short when ``< 0`` for equities if shorting is allowed;
    crypto is long-only;
 7. probe mode: a designated probe symbol that passes checks 1-2 and has a direction trades a tiny
@@ -138,21 +139,35 @@ def kelly_fraction(edge: np.ndarray, sigma: np.ndarray, cfg: KellyLiteConfig) ->
     return np.where(ok, np.minimum(cfg.kelly_cap, np.maximum(0.0, raw)), 0.0)
 
 
-def trailing_sigma(close: np.ndarray, listed: np.ndarray, n_closes: int) -> np.ndarray:
+def trailing_sigma(
+    close: np.ndarray,
+    listed: np.ndarray,
+    n_closes: int,
+    close_before: np.ndarray | None = None,
+    listed_before: np.ndarray | None = None,
+) -> np.ndarray:
     """``[T, N]``: std (ddof 1) of the ``n_closes - 1`` simple returns of closes ``t-n+1 .. t``.
 
-    NaN for ``t < n_closes - 1`` and wherever one of those closes is not listed.
+    ``close_before`` / ``listed_before`` ``[K, N]`` are the closes and listed flags of the ``K`` bars
+    just before bar 0 (``MarketData.close_before``: a window cut from a longer history), read as if
+    they preceded it, so the estimate does not restart at the window's start; only bars ``<= t``
+    enter the value at ``t``. NaN for ``t < n_closes - 1 - K`` and wherever one of those closes is
+    not listed.
     """
+    k = 0
+    if close_before is not None and listed_before is not None:
+        k = close_before.shape[0]
+        close = np.vstack([np.asarray(close_before, dtype=np.float64), close])
+        listed = np.vstack([np.asarray(listed_before, dtype=bool), listed])
     t_total, n_assets = close.shape
     out = np.full((t_total, n_assets), np.nan)
-    if t_total < n_closes:
-        return out
-    simple = close[1:] / close[:-1] - 1.0  # simple[j] is the return earned at bar j + 1
-    windows = sliding_window_view(simple, n_closes - 1, axis=0)  # [T - n + 1, N, n - 1]
-    all_listed = sliding_window_view(listed, n_closes, axis=0).all(axis=-1)  # [T - n + 1, N]
-    sigma = windows.std(axis=-1, ddof=1)
-    out[n_closes - 1 :] = np.where(all_listed, sigma, np.nan)
-    return out
+    if t_total >= n_closes:
+        simple = close[1:] / close[:-1] - 1.0  # simple[j] is the return earned at bar j + 1
+        windows = sliding_window_view(simple, n_closes - 1, axis=0)  # [T - n + 1, N, n - 1]
+        all_listed = sliding_window_view(listed, n_closes, axis=0).all(axis=-1)  # [T - n + 1, N]
+        sigma = windows.std(axis=-1, ddof=1)
+        out[n_closes - 1 :] = np.where(all_listed, sigma, np.nan)
+    return out[k:]
 
 
 def _scale_to_cap(weights: np.ndarray, members: np.ndarray, cap: float) -> np.ndarray:
