@@ -112,6 +112,7 @@ from raytrade.serve.orders import (
     RestingOrder,
     plan_orders,
     stale_quotes,
+    tradeable_mid,
 )
 from raytrade.serve.schemas import ActResponse
 
@@ -913,8 +914,7 @@ def _resting_orders(
         symbol = p.get("symbol") if isinstance(p.get("symbol"), str) and p.get("symbol") else None
         side = p.get("side") if p.get("side") in ("buy", "sell") else None
         qty, filled = _number(p.get("qty")), _number(p.get("filled_qty", 0.0))
-        book = quotes.get(symbol) if symbol is not None else None
-        mid = 0.5 * (book.bid + book.ask) if book is not None and 0 < book.bid <= book.ask else None
+        mid = tradeable_mid(quotes.get(symbol)) if symbol is not None else None
         held_price = position_price.get(symbol) if symbol is not None else None
         known = [x for x in (_number(p.get("mid")), mid, _number(held_price)) if x is not None and x > 0]
         out.append(

@@ -307,6 +307,11 @@ def _tradeable_book(book: TopOfBook | None) -> bool:
     return book is not None and 0 < book.bid <= book.ask
 
 
+def tradeable_mid(book: TopOfBook | None) -> float | None:
+    """The mid of a two-sided, uncrossed book (``0 < bid <= ask``), else None."""
+    return 0.5 * (book.bid + book.ask) if book is not None and _tradeable_book(book) else None
+
+
 def _positive(value: float | None) -> bool:
     return value is not None and math.isfinite(value) and value > 0
 
@@ -366,14 +371,15 @@ def _capped_targets(
     target, current = np.zeros(len(symbols)), np.zeros(len(symbols))
     movable = np.zeros(len(symbols), dtype=bool)
     notes: list[str | None] = [None] * len(symbols)
+    prices = {s: mid for s, b in quotes.items() if (mid := tradeable_mid(b)) is not None}
     for i, symbol in enumerate(symbols):
-        d, book = answer.decisions[symbol], quotes.get(symbol)
+        d, mid = answer.decisions[symbol], prices.get(symbol)
         held = float(held_qty.get(symbol, 0.0))
-        if book is not None and _tradeable_book(book):
-            current[i] = held * 0.5 * (book.bid + book.ask) / equity
+        if mid is not None:
+            current[i] = held * mid / equity
         else:
             current[i] = d.current_weight if held != 0 else 0.0
-        movable[i] = d.gate_mode != "hold" and d.tradeable and _tradeable_book(book) and symbol not in busy
+        movable[i] = d.gate_mode != "hold" and d.tradeable and mid is not None and symbol not in busy
         target[i] = d.target_weight
         if is_crypto_symbol(symbol) and d.target_weight < 0:
             target[i], notes[i] = 0.0, f"crypto cannot be shorted: target {d.target_weight:+.4f} -> 0"
@@ -382,15 +388,13 @@ def _capped_targets(
     for symbol, qty in held_qty.items():
         if symbol in answer.decisions or qty == 0:
             continue
-        book = quotes.get(symbol)
-        if book is not None and _tradeable_book(book):
-            weight[symbol] = qty * 0.5 * (book.bid + book.ask) / equity
+        if (mid := prices.get(symbol)) is not None:
+            weight[symbol] = qty * mid / equity
             external += abs(weight[symbol])
         elif math.isfinite(value := float(held_value.get(symbol, 0.0))):
             external += abs(value) / equity
             if symbol in held_value:
                 weight[symbol] = value / equity
-    prices = {s: 0.5 * (b.bid + b.ask) for s, b in quotes.items() if _tradeable_book(b)}
     for symbol, qty in held_qty.items():
         value = float(held_value.get(symbol, math.nan))
         if symbol not in prices and qty != 0 and _positive(abs(value / qty)):
