@@ -42,6 +42,7 @@ from raytrade.replay.reader import read_frame
 from raytrade.replay.remote_store import local_store
 from raytrade.replay.schema import FEATURES_SCHEMA
 from raytrade.replay.splits import EMBARGO_BARS, TRAIN_FRACTION, VALIDATION_FRACTION, fractional_splits
+from raytrade.replay.timeutil import times_of_day
 
 DEFAULT_FEATURES: tuple[str, ...] = (
     "ret_1",
@@ -266,13 +267,13 @@ def refuse_off_calendar_crypto(bars: pd.DataFrame, calendar: pd.DatetimeIndex) -
     off = ~on & near
     if not off.any():
         return
-    label_times = _times_of_day(calendar)
+    label_times = times_of_day(calendar)
     problems = []
     for symbol, group in pd.Series(stamps[off], index=crypto["symbol"].to_numpy()[off]).groupby(level=0):
         mine = (crypto["symbol"] == symbol).to_numpy()
         problems.append(
             f"{symbol!r}: {int((mine & on).sum())} of its {int(mine.sum())} bars are on a label, "
-            f"{len(group)} lie between labels, stamped at {_times_of_day(group)} UTC"
+            f"{len(group)} lie between labels, stamped at {times_of_day(group)} UTC"
         )
     if _bars_per_day(calendar) == 1.0 and label_times != "00:00":
         fix = (
@@ -292,14 +293,6 @@ def refuse_off_calendar_crypto(bars: pd.DataFrame, calendar: pd.DatetimeIndex) -
         f"crypto bars off the equity calendar's labels (stamped at {label_times} UTC) would be dropped "
         f"and the symbol never traded: {'; '.join(problems)}. {fix}"
     )
-
-
-def _times_of_day(stamps: pd.DatetimeIndex | pd.Series) -> str:
-    """The times of day (``HH:MM``) of ``stamps``, most frequent first, at most three."""
-    index = pd.DatetimeIndex(stamps)
-    counts = pd.Series(index.strftime("%H:%M")).value_counts()
-    more = f" (+{len(counts) - 3} more)" if len(counts) > 3 else ""
-    return "/".join(counts.index[:3]) + more
 
 
 def _costed_spread(spread: pd.DataFrame) -> np.ndarray:

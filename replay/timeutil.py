@@ -17,3 +17,12 @@ def as_utc(value: str | datetime | pd.Timestamp, name: str) -> pd.Timestamp:
     if stamp is pd.NaT:
         raise ValueError(f"{name}={value!r} is not a date or timestamp")
     return stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
+
+
+def times_of_day(stamps: pd.DatetimeIndex | pd.Series) -> str:
+    """The times of day (``HH:MM``) of ``stamps``, most frequent first, at most three (``00:00/05:00
+    (+2 more)``): how error messages say what clock bars are stamped on."""
+    index = pd.DatetimeIndex(stamps)
+    counts = pd.Series(index.strftime("%H:%M")).value_counts()
+    more = f" (+{len(counts) - 3} more)" if len(counts) > 3 else ""
+    return "/".join(counts.index[:3]) + more

@@ -36,6 +36,7 @@ import numpy as np
 import pandas as pd
 
 from raytrade.replay.errors import InputError
+from raytrade.replay.timeutil import times_of_day
 from raytrade.replay.validation import ReplayValidationError, RowError, conform
 
 TIME_NAMES: Final[tuple[str, ...]] = ("date", "timestamp", "time", "datetime")
@@ -107,10 +108,9 @@ def _refuse_off_midnight_daily(ts: pd.Series, raw: pd.Series, column: str, path:
     if not off.any():
         return
     first = int(stamps.index[np.argmax(off)])
-    times = stamps[off].dt.strftime("%H:%M").value_counts()
     reason = (
         f"a daily crypto bar must be stamped at 00:00 UTC, its open; {int(off.sum())} of the file's "
-        f"{len(stamps)} bars are stamped at {'/'.join(times.index[:3])} UTC (a day opened in another "
+        f"{len(stamps)} bars are stamped at {times_of_day(stamps[off])} UTC (a day opened in another "
         "zone, which would never line up with the equity dates): re-stamp the file at 00:00 UTC"
     )
     raise ReplayValidationError([RowError("bars", first + 1, column, raw.iloc[first], reason)], str(path))
