@@ -411,7 +411,18 @@ def render_markdown(selection: Selection) -> str:
 
 
 def plot_selection(selection: Selection, path: Path) -> Path:
-    """Bar chart of each candidate's objective with its interval against the benchmark (at 0)."""
+    """Bar chart of each candidate's objective with its interval against the benchmark (at 0), and the
+    winner's adjusted claim interval beside its bar (:func:`selection_figure`)."""
+    import matplotlib.pyplot as plt
+
+    fig = selection_figure(selection)
+    fig.savefig(path, dpi=90, metadata={"Software": None})
+    plt.close(fig)
+    return path
+
+
+def selection_figure(selection: Selection) -> Any:
+    """The figure :func:`plot_selection` saves (a matplotlib ``Figure``, Agg backend)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -427,13 +438,26 @@ def plot_selection(selection: Selection, path: Path) -> Path:
     colors = ["tab:green" if i == 0 else "tab:blue" for i in range(len(cands))]
     ax.bar(names, values, yerr=errors, capsize=6, color=colors)
     ax.axhline(0.0, color="black", lw=0.8, label=f"{selection.benchmark} (0)")
+    claim = selection.claim
+    if claim is not None and claim.objective.low is not None and claim.objective.high is not None:
+        # the winner's claim is judged on the wider, adjusted interval: draw it beside the nominal one
+        ax.errorbar(
+            [0.25],
+            [values[0]],
+            yerr=[[max(values[0] - claim.objective.low, 0.0)], [max(claim.objective.high - values[0], 0.0)]],
+            fmt="none",
+            ecolor="tab:red",
+            elinewidth=2.0,
+            capsize=6,
+            label=f"winner's claim: {claim.level:.2%} CI (adjusted for {claim.candidates} candidates)",
+        )
     ax.set_ylabel("validation objective")
-    ax.set_title(f"Objective, {selection.bootstrap.level:.0%} CI vs {selection.benchmark} (winner green)")
+    ax.set_title(
+        f"Objective, {selection.bootstrap.level:.0%} CI per candidate vs {selection.benchmark} (winner green)"
+    )
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=90, metadata={"Software": None})
-    plt.close(fig)
-    return path
+    return fig
 
 
 def write_outputs(selection: Selection, out: Path) -> list[Path]:

@@ -292,6 +292,37 @@ def test_the_manifest_records_the_adjusted_claim_and_select_md_states_it() -> No
     )
 
 
+def test_select_png_draws_the_winners_adjusted_claim_interval_beside_the_nominal_ones() -> None:
+    import matplotlib.pyplot as plt
+
+    from raytrade.cluster.select import claim_record, selection_figure
+
+    s = _planted()
+    claim = benchmark_claim(s["good"], s["bench"], 252, 1.0, BOOT, 2)
+    selection = _selection().model_copy(update={"claim": claim_record(claim)})
+    fig = selection_figure(selection)
+    try:
+        ax = fig.axes[0]
+        labels = [t.get_text() for t in ax.get_legend().get_texts()]
+        assert "winner's claim: 97.50% CI (adjusted for 2 candidates)" in labels
+        spans = [  # every vertical error segment drawn: (low, high)
+            tuple(sorted((seg[0][1], seg[1][1]))) for coll in ax.collections for seg in coll.get_segments()
+        ]
+        assert (claim.objective.low, claim.objective.high) in [
+            (pytest.approx(lo), pytest.approx(hi)) for lo, hi in spans
+        ]
+        nominal = selection.candidates[0].vs_benchmark
+        assert claim.objective.low is not None and nominal.low is not None
+        assert claim.objective.low < nominal.low  # the claim's interval is the wider one
+    finally:
+        plt.close(fig)
+    without = selection_figure(_selection())  # no claim recorded: no claim bar, no legend entry
+    try:
+        assert not any("claim" in t.get_text() for t in without.axes[0].get_legend().get_texts())
+    finally:
+        plt.close(without)
+
+
 def test_a_manifest_written_before_the_schema_version_loads_as_version_1() -> None:
     manifest = Manifest.model_validate(manifest_record())
     assert manifest.schema_version == 1 and manifest.selection is None
