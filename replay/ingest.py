@@ -16,8 +16,9 @@ Design decisions
   did (a new or ragged symbol changes cross-sectional features -- ``vix_level``/``vix_term``
   proxies, ``corr_cluster``, ``sector_momentum`` -- at timestamps already stored), the whole
   features table is rewritten: staged in a hidden folder before any bar is written, then swapped in
-  (``_swap.json`` records the swap; ``recover_store`` finishes an interrupted one). Stored bars are
-  never touched. Re-running an ingest that crashed after the bars commit completes it.
+  (``_swap.json`` records the swap; ``recover_store`` finishes an interrupted one, and deletes a
+  staged folder a hard crash left before its swap began). Stored bars are never touched.
+  Re-running an ingest that crashed after the bars commit completes it.
 * Imported forecasts change features already stored, so ``import_forecasts`` rebuilds the features
   table the same way.
 """
@@ -205,8 +206,9 @@ def ingest_frames(
     path.mkdir(parents=True, exist_ok=True)
     with ReplayWriter(path) as writer:
         # lock and recover first, so the store read below is its committed state until the end
-        writer.open(*(t for t in ("bars", "macro", "features") if (path / t).is_dir()))
-        recover_store(path)
+        existing = [t for t in ("bars", "macro", "features") if (path / t).is_dir()]
+        writer.open(*existing)
+        recover_store(path, abandoned="bars" in existing)
         stored_bars, stored_macro = _stored(path, "bars"), _stored(path, "macro")
         bar_split = _split_against_store("bars", bars, stored_bars)
         macro_split = _split_against_store("macro", macro, stored_macro) if macro is not None else None
@@ -253,8 +255,23 @@ def ingest_frames(
 _SWAP = "_swap.json"
 
 
-def recover_store(root: Path) -> None:
-    """Finish a features swap that a crash interrupted (see ``_swap_features``)."""
+_STAGING_PREFIXES = (".rebuild-", ".features-old-")
+"""Hidden folders of a features rewrite (``_stage_features``, ``_swap_features``)."""
+
+
+def recover_store(root: Path, abandoned: bool = False) -> None:
+    """Finish a features swap that a crash interrupted (see ``_swap_features``). ``abandoned``: also
+    delete the hidden staging folders no swap refers to, left by a hard crash before its swap began;
+    only a caller holding the store's ``bars`` lock may ask (every rewrite stages under it, so none
+    of those folders is still being written)."""
+    _finish_swap(root)
+    if abandoned:
+        for folder in root.iterdir():
+            if folder.is_dir() and folder.name.startswith(_STAGING_PREFIXES):
+                shutil.rmtree(folder, ignore_errors=True)
+
+
+def _finish_swap(root: Path) -> None:
     intent = root / _SWAP
     (root / f".tmp-{_SWAP}").unlink(missing_ok=True)  # an intent never renamed into place: no swap began
     if not intent.exists():
@@ -298,7 +315,7 @@ def _swap_features(root: Path, staged: str) -> None:
     token = staged.removeprefix(".rebuild-")
     plan = {"staged": f"{staged}/features", "old": f".features-old-{token}"}
     write_file_atomically(root / _SWAP, json.dumps(plan).encode())  # a crash leaves it whole or absent
-    recover_store(root)
+    _finish_swap(root)
 
 
 def _discard_staged(root: Path, staged: str) -> None:
@@ -318,14 +335,14 @@ def import_forecasts(
     path = Path(root)
     if not (path / "bars").is_dir():
         raise ReplayValidationError([], origin=f"{path} has no bars: ingest prices before forecasts")
-    recover_store(path)
     forecasts = _validated("forecasts", forecasts, origin)
-    bars = read_frame(path, "bars")
-    unknown = sorted(set(forecasts["symbol"].astype(str)) - set(bars["symbol"].astype(str)))
-    if unknown:
-        raise ValueError(f"{origin}: forecasts for symbols not in the store: {unknown[:5]}")
     with ReplayWriter(path) as writer:
         writer.open(*(t for t in ("bars", "features") if (path / t).is_dir()))
+        recover_store(path, abandoned=True)  # under the locks: another ingest may be mid-swap
+        bars = read_frame(path, "bars")
+        unknown = sorted(set(forecasts["symbol"].astype(str)) - set(bars["symbol"].astype(str)))
+        if unknown:
+            raise ValueError(f"{origin}: forecasts for symbols not in the store: {unknown[:5]}")
         result = writer.append("forecasts", forecasts)
         features = build_features(bars, _stored(path, "macro"), read_frame(path, "forecasts"), config)
         staged = _stage_features(path, features)

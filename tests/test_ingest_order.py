@@ -161,6 +161,28 @@ def test_an_ingest_interrupted_after_a_commit_point_is_finished_by_the_next(
     assert_same_store(tmp_path, one_pass[False])
 
 
+def test_a_staged_rewrite_a_hard_crash_left_before_its_swap_is_deleted_by_the_next_ingest(
+    tmp_path: Path, market: SyntheticMarket, one_pass: dict[bool, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from raytrade.replay import ingest
+
+    late = (market.bars["symbol"] == LATE).to_numpy()
+    ingest_frames(tmp_path, market.bars[~late], show_progress=False)
+    with monkeypatch.context() as patch:  # killed after staging, before the swap's intent: no cleanup ran
+        patch.setattr(ingest, "_discard_staged", lambda *_: None)
+        patch.setattr(ingest, "_swap_features", lambda *_: (_ for _ in ()).throw(OSError("killed")))
+        with pytest.raises(OSError, match="killed"):
+            ingest_frames(tmp_path, market.bars[late], show_progress=False)
+    (staged,) = [p for p in tmp_path.iterdir() if p.name.startswith(".rebuild-")]
+    assert any(staged.rglob("*.parquet"))  # a whole staged table was left behind
+    (tmp_path / ".features-old-0badf00d").mkdir()  # and a moved-aside table of an older crash
+    (tmp_path / ".cache").mkdir()  # not ours: kept
+    ingest_frames(tmp_path, market.bars[late], show_progress=False)
+    hidden = sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("."))
+    assert hidden == [".cache"]
+    assert_same_store(tmp_path, one_pass[False])
+
+
 def test_a_swap_intent_this_code_did_not_write_is_refused_naming_it(
     tmp_path: Path, market: SyntheticMarket
 ) -> None:
