@@ -28,6 +28,7 @@ from raytrade.cluster.evaluate import DEFAULT_POLICIES, run_evaluation, split_na
 if TYPE_CHECKING:
     from raytrade.envs.evaluation.document import EvaluationReport
     from raytrade.envs.evaluation.policies import Loader
+    from raytrade.replay.ingest import IngestResult
 
 RESULTS_FILE = "marketsimulatorresults.md"
 
@@ -41,14 +42,14 @@ def latest_refs(registry: Path) -> list[str]:
 
 def reingest(
     replay: Path, source: str | None, path: Path | None, synthetic: dict[str, Any]
-) -> dict[str, int] | None:
-    """Ingest ``source`` into ``replay`` incrementally; rows appended per table (None: no source)."""
+) -> IngestResult | None:
+    """Ingest ``source`` into ``replay`` incrementally (None: no source)."""
     from raytrade.cluster.ingest import SourceRequest, ingest_source
 
     if source is None:
         return None
     request = SourceRequest.model_validate({"source": source, "path": path, **synthetic})
-    return dict(ingest_source(replay, request, say=lambda _: None, show_progress=False).appended)
+    return ingest_source(replay, request, say=lambda _: None, show_progress=False)
 
 
 def _link(target: Path, base: Path) -> str:
@@ -64,16 +65,17 @@ def _f(v: float | None) -> str:
 
 
 def results_section(
-    date: str, report: EvaluationReport, report_dir: Path, results: Path, appended: dict[str, int] | None
+    date: str, report: EvaluationReport, report_dir: Path, results: Path, ingested: IngestResult | None
 ) -> str:
-    """The dated markdown section: data, leaderboard, links to the report and each model's manifest."""
+    """The dated markdown section: data (with the ingest's warnings: source bars it did not store),
+    leaderboard, links to the report and each model's manifest."""
     base = results.parent
     pol = report.policies
     ranked = sorted(pol, key=lambda n: (pol[n].metrics.sharpe is None, -(pol[n].metrics.sharpe or 0)))
-    if appended is None:
+    if ingested is None:
         ingest = "no source given, store unchanged"
     else:
-        ingest = ", ".join(f"{k} +{v:,}" for k, v in appended.items() if v) or "nothing new"
+        ingest = ", ".join(f"{k} +{v:,}" for k, v in ingested.appended.items() if v) or "nothing new"
     lines = [
         f"## {date} nightly",
         "",
@@ -81,6 +83,7 @@ def results_section(
         f"ingest: {ingest}. Mode {report.mode}, split `{report.split}`, "
         f"benchmark `{report.benchmark}`.",
         "",
+        *(f"> **ingest warning:** {w}\n" for w in (ingested.warnings() if ingested else [])),
         "| rank | policy | total | sharpe | sortino | max dd | cvar 5% | costs | Δ sharpe [CI] |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
@@ -122,7 +125,9 @@ def run_nightly(
 ) -> Path:
     """Steps (1)-(4) of the module docstring; returns the night's report folder."""
     day = date or datetime.now(UTC).date().isoformat()
-    appended = reingest(replay, source, path, synthetic or {})
+    ingested = reingest(replay, source, path, synthetic or {})
+    for warning in ingested.warnings() if ingested else []:
+        click.echo(f"warning: {warning}", err=True)
     models = latest_refs(registry) if registry.is_dir() else []
     policies = [*(baselines or split_names(DEFAULT_POLICIES)), *(f"registry:{ref}" for ref in models)]
     report_dir = reports / day
@@ -138,7 +143,7 @@ def run_nightly(
         plots=plots,
         loader=loader,
     )
-    section = results_section(day, report, report_dir, results, appended)
+    section = results_section(day, report, report_dir, results, ingested)
     if not results.exists():
         results.write_text(
             "# Market simulator results\n\nOne section per nightly evaluation, newest last.\n\n"

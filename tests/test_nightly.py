@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
 from raytrade.cluster.nightly import latest_refs, nightly_command, run_nightly
@@ -74,3 +75,46 @@ def test_nightly_cli_bad_input_is_one_line(tmp_path: Path) -> None:
     )
     assert result.exit_code == 2 and result.output.startswith("error: "), result.output
     assert not (tmp_path / "r.md").exists()
+
+
+def test_nightly_reports_source_bars_it_did_not_store(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A backfill (source bars older than a symbol's last stored bar) is not stored: the night's
+    section and stderr say so, instead of 'nothing new'."""
+    import pandas as pd
+
+    from raytrade.replay.ingest import ingest_frames
+    from raytrade.replay.sources.synthetic import generate
+
+    bars = generate(n_symbols=3, years=2.0, seed=4).bars
+    folder = tmp_path / "csv"
+    folder.mkdir()
+    for symbol, rows in bars.groupby("symbol"):
+        out = rows.assign(Date=rows["ts"].dt.strftime("%Y-%m-%d"))[
+            ["Date", "open", "high", "low", "close", "volume"]
+        ]
+        out.to_csv(folder / f"{symbol}.csv", index=False)
+    holed = bars["symbol"].eq("SYN001") & bars["ts"].isin(sorted(bars["ts"].unique())[100:103])
+    ingest_frames(tmp_path / "store", bars[~holed.to_numpy()], show_progress=False)
+    results = tmp_path / "results.md"
+    run_nightly(
+        tmp_path / "store",
+        tmp_path / "no-registry",
+        source="csv",
+        path=folder,
+        reports=tmp_path / "reports",
+        results=results,
+        date="2025-01-02",
+        baselines=["cash", "equal_weight"],
+        scenarios=["flash_crash"],
+        seeds=1,
+        bootstrap_samples=20,
+        plots=False,
+    )
+    day = pd.Timestamp(sorted(bars["ts"].unique())[100]).date()
+    text = results.read_text()
+    assert "ingest: nothing new" in text  # nothing appended ...
+    assert f"> **ingest warning:** SYN001: 3 bars from {day}" in text  # ... and the hole is reported
+    assert "NOT stored" in text
+    assert f"warning: SYN001: 3 bars from {day}" in capsys.readouterr().err
