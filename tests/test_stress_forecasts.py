@@ -12,6 +12,7 @@ import pandas as pd
 from raytrade.envs.baseline_weights import baseline_context, baseline_decision
 from raytrade.envs.market_data import MarketData
 from raytrade.envs.replay_loader import _SCALED as LOADER_SCALE
+from raytrade.envs.scenarios import apply_scenario
 from raytrade.envs.stress_features import (
     FORECAST_FEATURES,
     baseline_forecast_features,
@@ -208,3 +209,27 @@ def test_kelly_lite_stops_buying_the_crash_once_its_forecasts_see_it() -> None:
     assert (weights(stressed) < 0).all()
     assert (_col(stressed, "fc_mean")[k : k + 5, SHOCKED] < 0).all()
     assert (_col(calm, "fc_mean")[k : k + 5, SHOCKED] > 0).all()
+
+
+def test_a_bootstrap_path_recomputes_the_baseline_and_carries_the_drawn_imported_rows() -> None:
+    history = _loaded(_rally(), _imported("S0", 0))  # S0 imported on every bar, S1..S3 the baseline's
+    codes = np.zeros_like(history.regime_code)
+    codes[100:150] = 2
+    history = replace(history, regime_code=codes)
+    window = _rows(history, WINDOW, T)
+    out = apply_scenario("bootstrap_crisis", window, np.random.default_rng(0), history=history)
+    assert out.forecast_fallback is not None
+    np.testing.assert_array_equal(out.forecast_fallback, window.forecast_fallback)  # the drawn rows'
+    columns = [out.feature_names.index(name) for name in FORECAST_FEATURES]
+    drawn = history.features[100:150, 0][:, columns]  # S0: every path row is one crisis row's forecast
+    assert all((drawn == row).all(axis=1).any() for row in out.features[:, 0, columns])
+    close = np.vstack([history.close[:WINDOW], out.close])
+    listed = np.vstack([history.listed[:WINDOW], out.listed])
+    ts = np.concatenate([history.ts[:WINDOW], out.ts])
+    spread = np.vstack([_col(history, "spread_bps")[:WINDOW], _col(out, "spread_bps")]) / 1e-4
+    volume = np.vstack([history.dollar_volume[:WINDOW], out.dollar_volume])
+    args = (SYMBOLS, ("equity",) * N, spread, volume, FeatureConfig())
+    expected = baseline_forecast_features(close, listed, ts, *args)
+    for k, name in zip(columns, FORECAST_FEATURES, strict=True):
+        want = np.nan_to_num(expected[name][WINDOW:, 1:] * LOADER_SCALE.get(name, 1.0))
+        np.testing.assert_allclose(out.features[:, 1:, k], want, rtol=1e-6, atol=1e-9, err_msg=name)
