@@ -36,6 +36,9 @@ Design decisions
   ``listed_before``): only trailing estimates that must not restart at every window (``kelly_lite``'s
   sigma, ``envs.evaluation.kelly_lite.trailing_sigma``) read them; nothing is stepped or traded there.
   None (hand-built, synthetic, bootstrapped data): no history before ``ts[0]`` is known.
+* ``forecast_fallback`` says which stored forecasts the baseline forecaster made (a pure function of
+  closes, recomputed under a stress scenario's prices) and which were imported (kept as stored). It is
+  no observation: a policy never reads it.
 """
 
 from __future__ import annotations
@@ -80,6 +83,10 @@ class MarketData:
     close_before: np.ndarray | None = None  # [K, N] float64, finite, K <= BARS_BEFORE: the closes of the
     #   K bars just before ts[0] (filled like ``close`` where not listed); None: no history known
     listed_before: np.ndarray | None = None  # [K, N] bool: ``listed`` of those K bars (a hole: False)
+    forecast_fallback: np.ndarray | None = None  # [T, N] bool: the stored forecast columns at (t, n)
+    #   are the baseline forecaster's (the store's ``fc_fallback``), a function of closes that a stress
+    #   scenario recomputes (``envs.stress_features``); False: imported (or no row). None: unknown
+    #   (hand-built data): every stored forecast is kept
 
     def __post_init__(self) -> None:
         t, n = self.close.shape
@@ -128,6 +135,10 @@ class MarketData:
                 )
             if not np.isfinite(self.close_before).all():
                 raise ValueError("MarketData.close_before must be finite (fill the bars that are not listed)")
+        if self.forecast_fallback is not None and self.forecast_fallback.shape != (t, n):
+            raise ValueError(
+                f"MarketData.forecast_fallback has shape {self.forecast_fallback.shape}, expected {(t, n)}"
+            )
         if self.feature_missing is not None and self.feature_missing.shape != self.features.shape:
             raise ValueError(
                 f"MarketData.feature_missing has shape {self.feature_missing.shape}, expected "

@@ -24,6 +24,8 @@ calendar bars just before the split's first one (none for ``all``), so ``kelly_l
 not restart at the split. Feature NaNs become 0 (the store's nulls mean "not enough history yet")
 and are flagged in ``MarketData.feature_missing``, which the observation encoder turns into an
 explicit missing channel (``envs.normalization``); an unknown volatility regime counts as 1 (choppy).
+``forecast_fallback`` is the store's ``fc_fallback`` (the baseline forecaster made the row's forecast;
+stress scenarios recompute those), False where it is null.
 """
 
 from __future__ import annotations
@@ -188,7 +190,7 @@ def load_market_data(
     # inside a hole both prices are the last real close (the forward-filled open would be a fake gap)
     open_, close = carry_close_through_holes(open_, close, listed, listed_after)
 
-    wanted = sorted({*feature_columns, "spread_bps", "dollar_volume_20", "vol_regime_code"})
+    wanted = sorted({*feature_columns, "spread_bps", "dollar_volume_20", "vol_regime_code", "fc_fallback"})
     feats = read_frame(
         store,
         "features",
@@ -228,6 +230,8 @@ def load_market_data(
         periods_per_year=round(periods_per_year(calendar, calendar_class)),
         days_per_bar=1.0 / _bars_per_day(calendar),
         feature_missing=absent,
+        # a row without a baseline flag (no bar, a store that predates it) counts as imported: kept
+        forecast_fallback=wide(feats, "fc_fallback").astype("boolean").fillna(False).to_numpy(dtype=bool),
         listed_after=listed_after,
         close_before=close_before_raw.ffill().bfill().fillna(1.0).to_numpy(),
         listed_before=close_before_raw.notna().to_numpy(),

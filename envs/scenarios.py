@@ -13,9 +13,10 @@ Design decisions
   level shift the crisis caused persists). A named crisis states its move (``loss`` over ``length``
   bars at ``vol_mult`` volatility) and the trend is built so that every draw reaches it.
 * ``apply_scenario`` works on ``MarketData``: prices, spreads, the listing mask, the regime label,
-  and the price-derived features, rebuilt from the new prices by the ingest feature functions
-  (``envs.stress_features``) so a policy sees the stressed market it is scored on. Other features
-  (forecasts, macro, high/low based) keep their values.
+  the price-derived features and the baseline forecaster's forecasts (with the gate and sizing read
+  from them), rebuilt from the new prices by the ingest feature functions
+  (``envs.stress_features``) so a policy and the ``kelly_lite`` baseline see the stressed market
+  they are scored on. Imported forecasts, macro and high/low based features keep their values.
 * ``scenario_draws`` returns ``ScenarioConfig.draws`` draws with distinct seeds: stress results are
   reported as a spread over draws.
 * A scenario this data cannot carry (a regime pool too small or empty, a window longer than the
@@ -37,7 +38,7 @@ import numpy.typing as npt
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from raytrade.envs.market_data import MarketData, bars_before_slice
-from raytrade.envs.stress_features import with_price_features
+from raytrade.envs.stress_features import with_stressed_features
 from raytrade.replay.errors import InputError
 from raytrade.replay.features.config import FeatureConfig
 from raytrade.replay.features.regime import REGIME_LABELS
@@ -549,16 +550,20 @@ def apply_scenario(
     feature by the same ``spread_mult``; ``regime_code`` is set to ``regime_label`` in the window
     (unless None). Bootstrap: rows are drawn from ``simple_returns(history or market_data)``; prices are
     rebuilt from ``close[0]`` by compounding each drawn row's return, with the drawn row's overnight
-    gap (``open[s] / close[s - 1]``); ``listed``, ``spread_bps``, both dollar volumes, ``regime_code`` and
-    the features not derived from prices are the drawn rows' values. An asset unlisted on a drawn row
-    keeps its previous price (the simulator masks it). ``ts`` becomes ``ts[0] + i * median(diff(ts))``
-    (a synthetic calendar). Its ``close_before`` (``kelly_lite``'s sigma history) is the source's
-    bars before the first drawn row, scaled to join the path at ``close[0]``.
+    gap (``open[s] / close[s - 1]``); ``listed``, ``spread_bps``, both dollar volumes, ``regime_code``,
+    ``forecast_fallback`` and the features not derived from prices are the drawn rows' values. An
+    asset unlisted on a drawn row keeps its previous price (the simulator masks it). ``ts`` becomes
+    ``ts[0] + i * median(diff(ts))`` (a synthetic calendar). Its ``close_before`` (``kelly_lite``'s
+    sigma history) is the source's bars before the first drawn row, scaled to join the path at
+    ``close[0]``.
 
-    Both rebuild the price-derived features (``envs.stress_features.PRICE_FEATURES``) from the new
-    prices on every changed row (crisis: from the window start; bootstrap: all rows), with the ingest
-    feature functions and ``config.feature_config``. ``history`` (same assets, everything up to the
-    window's end) supplies the warm-up bars before ``market_data.ts[0]`` those rolling windows need,
+    Both rebuild the price-derived features (``envs.stress_features.PRICE_FEATURES``) and, on the
+    cells whose stored forecast is the baseline forecaster's (``MarketData.forecast_fallback``; a
+    bootstrap row: its drawn row's), the forecast columns (``FORECAST_FEATURES``) from the new prices
+    on every changed row (crisis: from the window start; bootstrap: all rows), with the ingest
+    feature functions and ``config.feature_config``; an imported forecast keeps its stored (for a
+    bootstrap, drawn) value. ``history`` (same assets, everything up to the window's end) supplies
+    the warm-up bars before ``market_data.ts[0]`` those rolling windows and EWMAs need,
     and is where a bootstrap draws its rows from (a short window rarely holds enough bars of the
     requested regime). ``regime_code`` is the scenario's label, not recomputed.
     """
@@ -570,7 +575,7 @@ def apply_scenario(
         shocked, from_row = _apply_crisis(scenario, market_data, rng)
     else:
         shocked, from_row = _apply_bootstrap(scenario, market_data, rng, history or market_data), 0
-    return with_price_features(shocked, from_row, history, cfg.feature_config)
+    return with_stressed_features(shocked, from_row, history, cfg.feature_config)
 
 
 def scenario_draws(
@@ -666,6 +671,7 @@ def _apply_bootstrap(
         features=source.features[src],
         regime_code=source.regime_code[src],
         feature_missing=None if source.feature_missing is None else source.feature_missing[src],
+        forecast_fallback=None if source.forecast_fallback is None else source.forecast_fallback[src],
         close_before=before_close,
         listed_before=before_listed,
     )

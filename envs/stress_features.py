@@ -1,17 +1,40 @@
-"""Price-derived features recomputed from stressed prices, with the ingest feature functions.
+"""Features recomputed from stressed prices, with the ingest feature functions.
 
-A stress scenario changes prices; a policy must see the stressed market it is scored on, so every
-feature column that ingest derives from closes alone is rebuilt from the new closes. The values come
-from the very functions ingest runs (``replay.features.returns.returns_group``,
-``replay.features.regime.regime_group``, ``replay.features.risk.risk_group``), fed a panel of the
-warm-up history followed by the stressed rows, so rolling windows (60-bar volatility, the 252-bar
-regime median, the running drawdown peak) see the bars before the window exactly as ingest did.
+A stress scenario changes prices; a policy (and the ``kelly_lite`` baseline it is compared with) must
+see the stressed market it is scored on, so every feature column that ingest derives from closes
+alone is rebuilt from the new closes. The values come from the very functions ingest runs
+(``replay.features.returns.returns_group``, ``replay.features.regime.regime_group``,
+``replay.features.risk.risk_group``, ``replay.features.build.forecast_features``), fed a panel of the
+warm-up history followed by the stressed rows, so rolling windows and EWMAs (60-bar volatility, the
+252-bar regime median, the running drawdown peak, the forecaster's EWMA drift and scale, its
+120-bar residual quantiles, the 60-forecast calibration window) see the bars before the window
+exactly as ingest did.
 
 Design decisions
 ----------------
 * Recomputed (``PRICE_FEATURES``): ``ret_1``, ``ret_5``, ``ret_20``, ``vol_20``, ``vol_60``,
   ``skew_60``, ``drawdown``, ``drawdown_velocity``, ``var_95_60``, ``vol_regime_code`` and
   ``dd_trigger_state`` (a function of the drawdown).
+* Recomputed where the baseline forecaster made the stored forecast (``FORECAST_FEATURES``, on the
+  cells where ``MarketData.forecast_fallback`` is True, i.e. the store's ``fc_fallback``): the
+  baseline's distribution (``fc_mean``, ``fc_std``, ``fc_skew``, ``fc_q05 .. fc_q95``), its
+  calibration (``fc_calib_resid``), edge, consensus and gate (``fc_edge_bps``, ``fc_consensus_ok``,
+  ``fc_gate_open``: history, the scenario's spread against its cap, consensus, edge),
+  ``fc_min_move_adaptive`` and the store's sizing ``kelly_lite`` (``|fc_mean|`` over the stressed
+  closes' sigma, 0 where the gate is shut), from ``forecast_features`` with no imported source. The
+  spread the gate and the adaptive threshold read is the observed ``spread_bps`` column (the store's
+  value, NaN where it had none, widened by the scenario) where the data carries it, else the spread
+  the simulator charges. ``fc_edge_threshold_bps``, ``fc_n_sources`` and ``fc_fallback`` come out as
+  stored (constant for the baseline).
+* Kept where the forecast was imported (``forecast_fallback`` False, a ``forecasts`` table source):
+  every ``FORECAST_FEATURES`` column, ``kelly_lite`` included, is the stored value (for a bootstrap,
+  the drawn row's). An imported forecast is another model's output and cannot be recomputed from
+  prices: in a crash such a row still shows the calm forecast (and gate, sized with the calm sigma).
+  A bootstrap row carries its drawn row's imported forecast, a forecast of that historical bar's next
+  return, which the path follows inside a block but not across a block boundary. Data with no
+  ``forecast_fallback`` (None: hand-built) keeps every forecast. A baseline row within
+  ``calibration_window`` (or the adaptive gate's 60-bar hit-rate window) after imported rows of the
+  same symbol scores the baseline's own past forecasts there, where ingest scored the imported ones.
 * Rescaled: ``atr_pct_14`` needs highs and lows, which ``MarketData`` does not carry; on every
   rebuilt row it is multiplied by ``vol_20' / vol_20`` (rebuilt over stored 20-bar volatility, where
   both are finite and the stored one is > 0), so a bar range widens with the volatility around it and
@@ -19,12 +42,16 @@ Design decisions
   ``spread_bps`` is the scenario's (``envs.scenarios``: a crisis window multiplies it by
   ``spread_mult``; a bootstrap row carries its drawn row's).
 * Kept as they are (the row's stored value; for a bootstrap, the drawn row's): everything else.
-  Forecasts (``fc_*``) and ``kelly_lite`` (sized from the forecasts) are a forecaster's output, not a
-  price transform; macro (``vix_*``) and ``sector_momentum`` (a cross-asset cluster average) are
-  market-wide series the scenario does not model.
-* Values go through the loader's own post-processing: its scale per column and NaN -> 0.
+  ``fc_recal_q*`` (walk-forward MLP fits on the stored quantiles, seconds per build, not redone per
+  draw: they stay the recalibration of the unshocked forecast), ``concentration`` (a share of the
+  whole store's asset class, which the data may hold only part of), macro (``vix_*``) and
+  ``sector_momentum`` (a cross-asset cluster average) are market-wide or model outputs the scenario
+  does not model.
+* Values go through the loader's own post-processing: its scale per column and NaN -> 0 (flagged in
+  ``feature_missing``); a recomputed forecast of a cell with no bar is NaN (ingest writes no row).
 * The panel steps on the ``MarketData`` calendar. For equities that is ingest's calendar; a crypto
   asset in a mixed universe is observed on equity days here but on its own 7-day calendar at ingest.
+  Forecasts are computed per asset class (edge threshold and spread cap differ).
 """
 
 from __future__ import annotations
@@ -36,11 +63,14 @@ import pandas as pd
 
 from raytrade.envs.market_data import MarketData
 from raytrade.envs.replay_loader import _SCALED as LOADER_SCALE
+from raytrade.replay.features.build import forecast_features
 from raytrade.replay.features.config import FeatureConfig
+from raytrade.replay.features.recalibration import RECAL_COLUMNS
 from raytrade.replay.features.regime import regime_group
 from raytrade.replay.features.returns import returns_group
 from raytrade.replay.features.risk import risk_group
 from raytrade.replay.features.wide import PRICE_COLUMNS, Panel
+from raytrade.replay.schema import FEATURES_SCHEMA
 
 PRICE_FEATURES: tuple[str, ...] = (
     "ret_1",
@@ -56,6 +86,29 @@ PRICE_FEATURES: tuple[str, ...] = (
     "dd_trigger_state",
 )
 """Feature columns rebuilt from stressed closes (see the module docstring for those kept)."""
+FORECAST_FEATURES: tuple[str, ...] = (
+    *(
+        field.name
+        for field in FEATURES_SCHEMA
+        if field.name.startswith("fc_") and field.name not in RECAL_COLUMNS and str(field.type) != "string"
+    ),
+    "kelly_lite",
+)
+"""Numeric forecast columns ``replay.features.build.forecast_features`` writes, and the store's
+``kelly_lite`` sized from them: recomputed on the baseline forecaster's cells (module docstring)."""
+
+
+def _frame(values: np.ndarray, ts: np.ndarray, symbols: tuple[str, ...]) -> pd.DataFrame:
+    return pd.DataFrame(values, index=pd.DatetimeIndex(ts), columns=list(symbols))
+
+
+def _panel(
+    close: np.ndarray, listed: np.ndarray, ts: np.ndarray, symbols: tuple[str, ...], asset_class: str
+) -> Panel:
+    """A ``Panel`` of closes where ``listed`` (no other bar column), as ``to_panel`` builds one."""
+    raw = {name: _frame(np.full(close.shape, np.nan), ts, symbols) for name in PRICE_COLUMNS}
+    raw["close"] = _frame(np.where(listed, close, np.nan), ts, symbols)
+    return Panel(asset_class, raw, _frame(listed.astype(bool), ts, symbols))
 
 
 def price_features(
@@ -66,57 +119,125 @@ def price_features(
     ``close`` may hold filler prices where ``listed`` is False; they are dropped, as ingest never sees
     a bar there.
     """
-    frame = lambda values: pd.DataFrame(values, index=pd.DatetimeIndex(ts), columns=list(symbols))  # noqa: E731
-    raw = {name: frame(np.full(close.shape, np.nan)) for name in PRICE_COLUMNS}
-    raw["close"] = frame(np.where(listed, close, np.nan))
-    panel = Panel("equity", raw, frame(listed.astype(bool)))
+    panel = _panel(close, listed, ts, symbols, "equity")  # no price feature reads the class
     ret = returns_group(panel, config)
     regime = regime_group(panel, config, ret["vol_20"])
-    no_forecast = frame(np.zeros(close.shape))
+    no_forecast = _frame(np.zeros(close.shape), ts, symbols)
     risk = risk_group(panel, config, no_forecast, no_forecast.astype(bool), regime["drawdown"])
     groups = {**ret, **regime, "dd_trigger_state": risk["dd_trigger_state"]}
     return {name: groups[name].to_numpy(dtype=np.float64) for name in PRICE_FEATURES}
 
 
-def with_price_features(
+def baseline_forecast_features(
+    close: np.ndarray,
+    listed: np.ndarray,
+    ts: np.ndarray,
+    symbols: tuple[str, ...],
+    asset_class: tuple[str, ...],
+    spread_bps: np.ndarray,
+    dollar_volume: np.ndarray,
+    config: FeatureConfig,
+) -> dict[str, np.ndarray]:
+    """``FORECAST_FEATURES`` ``[T, N]`` (store units; NaN where not ``listed``) of the baseline
+    forecaster alone (no imported source) on closes where ``listed``, per asset class as ingest
+    computes them. ``spread_bps``: the store's spreads (NaN: no quote); ``dollar_volume``: the
+    20-bar average traded notional."""
+    out = {name: np.full(close.shape, np.nan) for name in FORECAST_FEATURES}
+    for cls in sorted(set(asset_class)):
+        cols = [j for j, c in enumerate(asset_class) if c == cls]
+        names = tuple(symbols[j] for j in cols)
+        panel = _panel(close[:, cols], listed[:, cols], ts, names, cls)
+        r1 = returns_group(panel, config)["ret_1"]
+        spread, volume = (_frame(a[:, cols], ts, names) for a in (spread_bps, dollar_volume))
+        fc = forecast_features(panel, config, r1, spread, volume, None)
+        no_drawdown = _frame(np.zeros((close.shape[0], len(cols))), ts, names)
+        risk = risk_group(panel, config, fc["fc_mean"], fc["fc_gate_open"], no_drawdown)
+        fc["kelly_lite"] = risk["kelly_lite"]
+        for name in FORECAST_FEATURES:
+            out[name][:, cols] = fc[name].to_numpy(dtype=np.float64)
+    return {name: np.where(listed, values, np.nan) for name, values in out.items()}
+
+
+def _store_spread(data: MarketData) -> np.ndarray:
+    """The store's spread in bps ``[T, N]`` (NaN: no quote) where ``data`` observes ``spread_bps``,
+    else the spread the simulator charges."""
+    if "spread_bps" not in data.feature_names:
+        return np.asarray(data.spread_bps, dtype=np.float64)
+    k = data.feature_names.index("spread_bps")
+    values = data.features[:, :, k].astype(np.float64) / LOADER_SCALE["spread_bps"]
+    return values if data.feature_missing is None else np.where(data.feature_missing[:, :, k], np.nan, values)
+
+
+def with_stressed_features(
     data: MarketData,
     from_row: int,
     warmup: MarketData | None = None,
     config: FeatureConfig | None = None,
 ) -> MarketData:
-    """``data`` with its ``PRICE_FEATURES`` columns on rows ``>= from_row`` rebuilt from its prices.
+    """``data`` with its features on rows ``>= from_row`` rebuilt from its prices: the
+    ``PRICE_FEATURES`` columns on every cell, the ``FORECAST_FEATURES`` columns on the cells whose
+    stored forecast is the baseline forecaster's (``data.forecast_fallback``), ``atr_pct_14`` rescaled.
 
     ``warmup`` (same assets, e.g. the store's history up to the window) supplies the bars strictly
-    before ``data.ts[0]`` that rolling windows need; without it they start at ``data``'s first row.
-    Rows before ``from_row`` and columns not in ``PRICE_FEATURES`` are returned unchanged.
+    before ``data.ts[0]`` that rolling windows and EWMAs need; without it they start at ``data``'s
+    first row. Rows before ``from_row``, imported forecasts and other columns are returned unchanged.
     """
     if not 0 <= from_row <= data.n_steps:
         raise ValueError(f"from_row={from_row!r} must be in [0, {data.n_steps}]")
-    columns = [(k, name) for k, name in enumerate(data.feature_names) if name in PRICE_FEATURES]
-    if not columns or from_row == data.n_steps:
+    names = data.feature_names
+    price_cols = [(k, name) for k, name in enumerate(names) if name in PRICE_FEATURES]
+    baseline = None if data.forecast_fallback is None else np.asarray(data.forecast_fallback[from_row:], bool)
+    forecast_cols = [(k, name) for k, name in enumerate(names) if name in FORECAST_FEATURES]
+    if baseline is None or not baseline.any():
+        forecast_cols = []
+    if not (price_cols or forecast_cols) or from_row == data.n_steps:
         return data
-    close, listed, ts = data.close, data.listed, data.ts
-    if warmup is not None:
-        if warmup.symbols != data.symbols:
-            raise ValueError("warmup must hold the same assets, in the same order, as data")
-        before = warmup.ts < data.ts[0]
-        close = np.vstack([warmup.close[before], close])
-        listed = np.vstack([warmup.listed[before], listed])
-        ts = np.concatenate([warmup.ts[before], ts])
-    values = price_features(close, listed, ts, data.symbols, config or FeatureConfig())
+    if warmup is not None and warmup.symbols != data.symbols:
+        raise ValueError("warmup must hold the same assets, in the same order, as data")
+    before = np.zeros(0, dtype=bool) if warmup is None else warmup.ts < data.ts[0]
+
+    def joined(of_warmup: np.ndarray | None, of_data: np.ndarray) -> np.ndarray:
+        return of_data if of_warmup is None else np.concatenate([of_warmup[before], of_data])
+
+    close = joined(None if warmup is None else warmup.close, data.close)
+    listed = joined(None if warmup is None else warmup.listed, data.listed)
+    ts = joined(None if warmup is None else warmup.ts, data.ts)
+    cfg = config or FeatureConfig()
     skip = close.shape[0] - data.n_steps + from_row
     features = data.features.copy()
     missing = None if data.feature_missing is None else data.feature_missing.copy()
-    names = data.feature_names
-    if "atr_pct_14" in names and "vol_20" in names:
-        stored = data.features[from_row:, :, names.index("vol_20")] / LOADER_SCALE.get("vol_20", 1.0)
-        rebuilt = values["vol_20"][skip:]
-        usable = np.isfinite(rebuilt) & np.isfinite(stored) & (stored > 0)
-        ratio = np.where(usable, rebuilt / np.where(usable, stored, 1.0), 1.0)
-        features[from_row:, :, names.index("atr_pct_14")] *= ratio
-    for k, name in columns:
-        scaled = values[name][skip:] * LOADER_SCALE.get(name, 1.0)
-        features[from_row:, :, k] = np.nan_to_num(scaled, nan=0.0, posinf=0.0, neginf=0.0)
-        if missing is not None:  # the rebuilt values' own gaps, as the loader flags them
-            missing[from_row:, :, k] = ~np.isfinite(scaled)
+    if price_cols:
+        values = price_features(close, listed, ts, data.symbols, cfg)
+        if "atr_pct_14" in names and "vol_20" in names:
+            stored = data.features[from_row:, :, names.index("vol_20")] / LOADER_SCALE.get("vol_20", 1.0)
+            rebuilt = values["vol_20"][skip:]
+            usable = np.isfinite(rebuilt) & np.isfinite(stored) & (stored > 0)
+            ratio = np.where(usable, rebuilt / np.where(usable, stored, 1.0), 1.0)
+            features[from_row:, :, names.index("atr_pct_14")] *= ratio
+        _write(features, missing, from_row, price_cols, {k: v[skip:] for k, v in values.items()}, None)
+    if forecast_cols:
+        spread = joined(None if warmup is None else _store_spread(warmup), _store_spread(data))
+        volume = joined(None if warmup is None else warmup.dollar_volume, data.dollar_volume)
+        args = (close, listed, ts, data.symbols, data.asset_class, spread, volume, cfg)
+        values = baseline_forecast_features(*args)
+        _write(features, missing, from_row, forecast_cols, {k: v[skip:] for k, v in values.items()}, baseline)
     return replace(data, features=features, feature_missing=missing)
+
+
+def _write(
+    features: np.ndarray,
+    missing: np.ndarray | None,
+    from_row: int,
+    columns: list[tuple[int, str]],
+    values: dict[str, np.ndarray],
+    cells: np.ndarray | None,
+) -> None:
+    """Write ``values`` (store units, rows ``>= from_row``) into ``columns`` of ``features`` on
+    ``cells`` (None: all) as the loader would: its scale, NaN -> 0 flagged in ``missing``."""
+    for k, name in columns:
+        scaled = values[name] * LOADER_SCALE.get(name, 1.0)
+        keep = np.zeros(scaled.shape, dtype=bool) if cells is None else ~cells
+        filled = np.nan_to_num(scaled, nan=0.0, posinf=0.0, neginf=0.0)
+        features[from_row:, :, k] = np.where(keep, features[from_row:, :, k], filled)
+        if missing is not None:  # the rebuilt values' own gaps, as the loader flags them
+            missing[from_row:, :, k] = np.where(keep, missing[from_row:, :, k], ~np.isfinite(scaled))

@@ -28,7 +28,12 @@ from raytrade.envs.scenarios import (
     scenario_draws,
     simple_returns,
 )
-from raytrade.envs.stress_features import PRICE_FEATURES, price_features, with_price_features
+from raytrade.envs.stress_features import (
+    FORECAST_FEATURES,
+    PRICE_FEATURES,
+    price_features,
+    with_stressed_features,
+)
 from raytrade.replay.features import FeatureConfig, build_features
 from tests.test_scenarios import make_market_data
 
@@ -331,11 +336,11 @@ def test_bootstrap_rebuilds_price_features_of_the_drawn_path() -> None:
     np.testing.assert_allclose(out.features[:, :, 2], out.close / peak - 1.0, rtol=1e-5, atol=1e-7)
 
 
-def test_with_price_features_leaves_unknown_columns_alone() -> None:
+def test_with_stressed_features_leaves_unknown_columns_alone() -> None:
     md = make_market_data()  # features f0, f1: nothing to rebuild
-    assert with_price_features(md, 0) is md
+    assert with_stressed_features(md, 0) is md
     with pytest.raises(ValueError, match="from_row=401"):
-        with_price_features(_with_named_features(md), 401)
+        with_stressed_features(_with_named_features(md), 401)
 
 
 def _slice(md: MarketData, lo: int, hi: int) -> MarketData:
@@ -490,6 +495,14 @@ def test_identity_shock_reproduces_the_stored_features_with_warmup(synthetic_roo
     np.testing.assert_allclose(
         out.features[:, :, rebuilt], window.features[:, :, rebuilt], rtol=1e-5, atol=1e-6
     )
+    # the baseline forecaster's columns too (the store has no imported forecast: every row is its)
+    assert window.forecast_fallback is not None and window.forecast_fallback[window.listed].all()
+    forecasts = [k for k, name in enumerate(window.feature_names) if name in FORECAST_FEATURES]
+    assert len(forecasts) == 8  # fc_mean/std/q05/q95/calib_resid/edge_bps, the gate, kelly_lite
+    np.testing.assert_allclose(
+        out.features[:, :, forecasts], window.features[:, :, forecasts], rtol=1e-5, atol=1e-6
+    )
+    np.testing.assert_array_equal(out.feature_missing, window.feature_missing)
     cold = apply_scenario("identity", window, np.random.default_rng(0), IDENTITY)  # no warm-up: differs
     k = window.feature_names.index("vol_60")
     assert not np.allclose(cold.features[1:30, :, k], window.features[1:30, :, k], atol=1e-6)

@@ -229,6 +229,7 @@ def slice_window(data: MarketData, window: TimeWindow) -> MarketData:
         features=data.features[sl],
         regime_code=data.regime_code[sl],
         feature_missing=None if data.feature_missing is None else data.feature_missing[sl],
+        forecast_fallback=None if data.forecast_fallback is None else data.forecast_fallback[sl],
         listed_after=listed_after_slice(data, hi),
         close_before=close_before,
         listed_before=listed_before,

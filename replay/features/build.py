@@ -35,6 +35,25 @@ def periods_per_year(index: pd.DatetimeIndex, asset_class: str) -> float:
     return days * float(per_day)
 
 
+def forecast_features(
+    panel: Panel,
+    cfg: FeatureConfig,
+    r1: pd.DataFrame,
+    spread_bps: pd.DataFrame,
+    dollar_volume: pd.DataFrame,
+    forecasts: pd.DataFrame | None,
+) -> dict[str, pd.DataFrame]:
+    """The forecast group (``features.forecast``) plus ``fc_min_move_adaptive`` derived from it
+    (``features.consensus``): every forecast column ingest writes except ``fc_recal_q*``. ``r1``: log
+    returns of the panel's closes; ``spread_bps``: the store's spreads (NaN: no quote);
+    ``dollar_volume``: the 20-bar average traded notional (the mega-cap spread cap)."""
+    fc = forecast_group(panel, cfg, r1, spread_bps, dollar_volume, forecasts)
+    fc["fc_min_move_adaptive"] = adaptive_min_move(
+        fc["fc_mean"], fc["fc_skew"], np.expm1(r1), spread_bps, ConsensusGateConfig(floor=cfg.min_move)
+    )
+    return fc
+
+
 def _panel_features(
     panel: Panel,
     cfg: FeatureConfig,
@@ -45,14 +64,7 @@ def _panel_features(
     ret = returns_group(panel, cfg)
     micro = microstructure_group(panel, cfg)
     regime = regime_group(panel, cfg, ret["vol_20"])
-    fc = forecast_group(panel, cfg, ret["ret_1"], micro["spread_bps"], ret["dollar_volume_20"], forecasts)
-    fc["fc_min_move_adaptive"] = adaptive_min_move(
-        fc["fc_mean"],
-        fc["fc_skew"],
-        np.expm1(ret["ret_1"]),
-        micro["spread_bps"],
-        ConsensusGateConfig(floor=cfg.min_move),
-    )
+    fc = forecast_features(panel, cfg, ret["ret_1"], micro["spread_bps"], ret["dollar_volume_20"], forecasts)
     if cfg.recalibration is not None:
         recal = recalibrate_quantiles(
             {c: fc[c] for c in SOURCE_COLUMNS},
