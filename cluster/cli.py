@@ -99,6 +99,13 @@ def _parse_utc(value: str | None, name: str) -> datetime | None:
 @click.option("--start", help="alpaca: first date (UTC); synthetic: calendar start.")
 @click.option("--end", help="alpaca: last date (UTC, exclusive).")
 @click.option("--json-summary", "json_summary", is_flag=True, help="Print the store summary as JSON.")
+@click.option(
+    "--keep-stored-on-restatement",
+    "keep_stored_on_restatement",
+    is_flag=True,
+    help="A symbol whose stored bars the source restates (split, re-adjustment, corrected print): keep "
+    "the stored bars and skip its new ones with a warning. Default: refuse the whole ingest.",
+)
 @one_line_errors
 def ingest(
     source: str,
@@ -113,6 +120,7 @@ def ingest(
     start: str | None,
     end: str | None,
     json_summary: bool,
+    keep_stored_on_restatement: bool,
 ) -> None:
     """Ingest a source into the replay store at OUT and print what the store holds."""
     from raytrade.cluster.ingest import SourceRequest, ingest_source
@@ -130,6 +138,7 @@ def ingest(
         n_symbols=n_symbols,
         n_crypto=n_crypto,
         years=years,
+        keep_stored_on_restatement=keep_stored_on_restatement,
     )
     # a remote store (s3://…) is written through its local mirror, new files uploaded at the end
     with store_mirror(out) as root:

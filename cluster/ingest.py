@@ -30,6 +30,11 @@ class SourceRequest(BaseModel):
     n_symbols: int = Field(20, ge=1, description="synthetic: equities")
     n_crypto: int = Field(0, ge=0, description="synthetic: crypto pairs")
     years: float = Field(3.0, gt=0, description="synthetic: length of the universe")
+    keep_stored_on_restatement: bool = Field(
+        False,
+        description="a symbol whose stored bars the source restates (a split, a re-adjustment): keep "
+        "the stored bars and skip its new ones with a warning, instead of refusing the whole ingest",
+    )
 
 
 def ingest_source(
@@ -39,6 +44,7 @@ def ingest_source(
     from raytrade.replay.ingest import import_forecasts, ingest_frames
 
     r = request
+    keep = r.keep_stored_on_restatement
     if r.source == "synthetic":
         from raytrade.replay.sources.synthetic import generate
 
@@ -46,7 +52,14 @@ def ingest_source(
         say(f"generating synthetic universe: {universe}")
         start = {"start": r.start.date().isoformat()} if r.start else {}
         market = generate(r.n_symbols, r.years, r.freq, r.seed, r.n_crypto, **start)
-        return ingest_frames(out, market.bars, market.macro, origin="synthetic", show_progress=show_progress)
+        return ingest_frames(
+            out,
+            market.bars,
+            market.macro,
+            origin="synthetic",
+            show_progress=show_progress,
+            keep_stored_on_restatement=keep,
+        )
     if r.source == "alpaca":
         from raytrade.cluster.settings import load_settings
         from raytrade.replay.sources.alpaca import fetch_alpaca_bars
@@ -64,14 +77,22 @@ def ingest_source(
             timeframe=r.freq,
             url_override=settings.alpaca_data_url,
         )
-        return ingest_frames(out, bars, origin="alpaca", show_progress=show_progress)
+        return ingest_frames(
+            out, bars, origin="alpaca", show_progress=show_progress, keep_stored_on_restatement=keep
+        )
     if r.path is None:
         raise InputError(f"--source {r.source} needs --path")
     if r.source == "csv":
         from raytrade.replay.sources.csv_dir import read_csv_folder
 
         say(f"reading CSV files under {r.path}")
-        return ingest_frames(out, read_csv_folder(r.path), origin=str(r.path), show_progress=show_progress)
+        return ingest_frames(
+            out,
+            read_csv_folder(r.path),
+            origin=str(r.path),
+            show_progress=show_progress,
+            keep_stored_on_restatement=keep,
+        )
     from raytrade.replay.sources.forecast_file import read_forecast_file
 
     return import_forecasts(out, read_forecast_file(r.path), origin=str(r.path))

@@ -7,7 +7,9 @@ Runs as a plain process or as a Ray job (the command is the same; nothing here n
         --source csv --path data/daily
 
 Steps: (1) with ``--source``, ingest it into ``--replay`` (``replay.ingest.ingest_frames`` appends
-only bars after each symbol's last stored bar, so a re-run adds nothing); (2) pin every registry
+only bars after each symbol's last stored bar, so a re-run adds nothing; a source that restates
+stored bars, e.g. adjusted prices after a split, is refused unless ``--keep-stored-on-restatement``,
+which skips those symbols' new bars with a warning); (2) pin every registry
 model's ``latest`` version (``registry/NAME/latest``); (3) ``raytrade evaluate`` those models and the
 baselines into ``--reports/DATE``; (4) append the leaderboard with links to the report and to each
 model's manifest. Bad input fails with one ``error: …`` line before anything is evaluated or appended.
@@ -41,14 +43,25 @@ def latest_refs(registry: Path) -> list[str]:
 
 
 def reingest(
-    replay: Path, source: str | None, path: Path | None, synthetic: dict[str, Any]
+    replay: Path,
+    source: str | None,
+    path: Path | None,
+    synthetic: dict[str, Any],
+    keep_stored_on_restatement: bool = False,
 ) -> IngestResult | None:
     """Ingest ``source`` into ``replay`` incrementally (None: no source)."""
     from raytrade.cluster.ingest import SourceRequest, ingest_source
 
     if source is None:
         return None
-    request = SourceRequest.model_validate({"source": source, "path": path, **synthetic})
+    request = SourceRequest.model_validate(
+        {
+            "source": source,
+            "path": path,
+            **synthetic,
+            "keep_stored_on_restatement": keep_stored_on_restatement,
+        }
+    )
     return ingest_source(replay, request, say=lambda _: None, show_progress=False)
 
 
@@ -112,6 +125,7 @@ def run_nightly(
     source: str | None = None,
     path: Path | None = None,
     synthetic: dict[str, Any] | None = None,
+    keep_stored_on_restatement: bool = False,
     reports: Path = Path("reports/nightly"),
     results: Path = Path(RESULTS_FILE),
     date: str | None = None,
@@ -125,7 +139,7 @@ def run_nightly(
 ) -> Path:
     """Steps (1)-(4) of the module docstring; returns the night's report folder."""
     day = date or datetime.now(UTC).date().isoformat()
-    ingested = reingest(replay, source, path, synthetic or {})
+    ingested = reingest(replay, source, path, synthetic or {}, keep_stored_on_restatement)
     for warning in ingested.warnings() if ingested else []:
         click.echo(f"warning: {warning}", err=True)
     models = latest_refs(registry) if registry.is_dir() else []
@@ -163,6 +177,12 @@ def run_nightly(
 @click.option("--n-crypto", type=click.IntRange(min=0), default=0, show_default=True, help="synthetic.")
 @click.option("--years", type=click.FloatRange(min=0, min_open=True), default=3.0, show_default=True)
 @click.option(
+    "--keep-stored-on-restatement",
+    is_flag=True,
+    help="A symbol whose stored bars the source restates: keep them and skip its new bars with a "
+    "warning (default: refuse the ingest, evaluate nothing).",
+)
+@click.option(
     "--reports",
     type=click.Path(path_type=Path),
     default=Path("reports/nightly"),
@@ -187,6 +207,7 @@ def nightly_command(
     n_symbols: int,
     n_crypto: int,
     years: float,
+    keep_stored_on_restatement: bool,
     reports: Path,
     results: Path,
     date: str | None,
@@ -205,6 +226,7 @@ def nightly_command(
         source=source,
         path=path,
         synthetic=synthetic,
+        keep_stored_on_restatement=keep_stored_on_restatement,
         reports=reports,
         results=results,
         date=date,

@@ -9,6 +9,18 @@ Design decisions
   stored values are kept), or older than its symbol's last stored row and absent from the store (a
   backfill, e.g. of a halt gap): it is not stored, and ``IngestResult.not_stored`` says which symbol,
   how many rows and which dates, so the caller can warn (rebuild: ingest everything into a fresh store).
+* A source row already stored is compared with the stored one (bars: open, high, low, close, volume;
+  macro: value). They are the same when ``|source - stored| <= RESTATEMENT_RTOL * max(|source|,
+  |stored|)`` (1e-5: csv rounding to 6 significant digits is at most 5e-6, any split, dividend
+  re-adjustment or corrected print is far more). A symbol (macro: series) with a stored row that
+  differs is *restated* by the source -- Yahoo rescales adjusted prices back in time after every split
+  and dividend, a vendor corrects a bad print -- and appending its new rows would splice two bases (a
+  fake -50 % return at the boundary after a 2:1 split). By default the whole ingest is refused before
+  anything is written (``InputError`` naming the symbol, the first differing date, the stored and
+  source values and their ratio; the fix is a fresh store). ``keep_stored_on_restatement=True`` instead
+  keeps the stored rows, skips that symbol's new rows, stores the others' and reports each restated
+  symbol in ``IngestResult.restated`` (a warning). The comparison reuses the merge on (symbol, ts) that
+  finds the stored rows: no extra read.
 * The features table always equals what one ingest of all the stored bars would write, whatever the
   order the bars arrived in. Features are recomputed from the full stored history plus the new bars
   and compared, exactly, with the stored feature rows. If none of those changed (the common daily
@@ -30,8 +42,9 @@ import os
 import shutil
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Final
 
 import numpy as np
 import pandas as pd
@@ -45,6 +58,17 @@ from raytrade.replay.writer import ReplayWriter, write_file_atomically
 
 Progress = Callable[[str], None]
 _KEY = ["symbol", "ts"]
+
+RESTATEMENT_RTOL: Final[float] = 1e-5
+"""A stored value and the source's for the same (symbol, ts) differ when ``|a - b| > RESTATEMENT_RTOL *
+max(|a|, |b|)``: above float noise and csv rounding to 6 significant digits (<= 5e-6 relative), below
+any split, dividend re-adjustment or corrected print."""
+
+_COMPARED: Final[dict[str, tuple[str, ...]]] = {
+    "bars": ("open", "high", "low", "close", "volume"),
+    "macro": ("value",),
+}
+"""The columns a restatement is looked for in, per append-only table."""
 
 
 @dataclass(frozen=True)
@@ -70,11 +94,76 @@ class NotStored:
 
 
 @dataclass(frozen=True)
+class Restated:
+    """A symbol (macro: series) whose stored rows the source restates: ``rows`` stored rows differ
+    from the source's beyond ``RESTATEMENT_RTOL``; the first, at ``first``, in ``column`` (the close
+    when it differs there) from ``stored`` to ``source``. ``skipped``: the symbol's new source rows
+    not stored because the stored ones were kept (``keep_stored_on_restatement``)."""
+
+    table: str
+    symbol: str
+    rows: int
+    first: pd.Timestamp
+    column: str
+    stored: float
+    source: float
+    skipped: int = 0
+
+    @property
+    def ratio(self) -> float:
+        """Source over stored value at ``first`` (0.5 after a 2:1 split of adjusted prices)."""
+        return self.source / self.stored if self.stored else float("inf")
+
+    def describe(self) -> str:
+        """What differs, e.g. ``AAA: 3 stored bars differ from the source (first 2024-01-02: stored
+        close 10.5, source close 5.25, ratio 0.5000: looks like a split or re-adjustment)``."""
+        bars = self.table == "bars"
+        noun = ("bar" if bars else f"{self.table} row") + (" differs" if self.rows == 1 else "s differ")
+        if self.rows == 1:
+            guess = "a corrected print" if bars else "a corrected value"
+        else:
+            guess = "a split or re-adjustment" if bars else "a revised series"
+        return (
+            f"{self.symbol}: {self.rows:,} stored {noun} from the source (first {self.first.date()}: "
+            f"stored {self.column} {self.stored:.6g}, source {self.column} {self.source:.6g}, "
+            f"ratio {self.ratio:.4f}: looks like {guess})"
+        )
+
+    def message(self) -> str:
+        """The warning when the stored rows were kept and the symbol's new rows skipped."""
+        noun = ("bar" if self.table == "bars" else f"{self.table} row") + ("" if self.skipped == 1 else "s")
+        return (
+            f"{self.describe()}; the stored rows were kept and its {self.skipped:,} new {noun} NOT stored "
+            "(--keep-stored-on-restatement); to take the source's history, ingest all the data into a "
+            "fresh store (a new --out)"
+        )
+
+
+def restatement_refusal(restated: tuple[Restated, ...], origin: str) -> str:
+    """The one-line refusal of an ingest whose source restates stored rows (module docstring)."""
+    shown = "; ".join(r.describe() for r in restated[:3])
+    more = (
+        f"; and {len(restated) - 3} more: {', '.join(r.symbol for r in restated[3:])}"
+        if len(restated) > 3
+        else ""
+    )
+    return (
+        f"{origin}: refused, nothing written: the source restates stored history beyond a relative "
+        f"{RESTATEMENT_RTOL:g} -- {shown}{more}. The store is append-only and appending would splice "
+        "two bases (after a 2:1 split, a fake -50 % return at the boundary): ingest all the data into a "
+        "fresh store (a new --out), or pass --keep-stored-on-restatement to keep the stored rows and skip "
+        "these symbols' new ones"
+    )
+
+
+@dataclass(frozen=True)
 class IngestResult:
     """What an ingest did (module docstring: new, already stored, not stored; features rewrite).
 
     ``appended``: rows appended per table. ``skipped_bars``: source bars already in the store (same
     symbol and ts). ``not_stored``: older rows absent from the store, per table and symbol.
+    ``restated``: symbols whose stored rows the source restates, kept as stored, their new rows
+    skipped (only with ``keep_stored_on_restatement``; otherwise the ingest is refused).
     ``features_changed``: stored feature rows whose values the new bars changed.
     ``features_rewritten``: rows of the rewritten features table; 0 when new rows were only appended."""
 
@@ -83,16 +172,26 @@ class IngestResult:
     not_stored: tuple[NotStored, ...] = ()
     features_changed: int = 0
     features_rewritten: int = 0
+    restated: tuple[Restated, ...] = ()
 
     @property
     def not_stored_bars(self) -> int:
         return sum(n.rows for n in self.not_stored if n.table == "bars")
+
+    @property
+    def restated_bars_skipped(self) -> int:
+        return sum(r.skipped for r in self.restated if r.table == "bars")
 
     def summary_line(self) -> str:
         appended = ", ".join(f"{k} +{v:,}" for k, v in self.appended.items()) or "nothing new"
         parts = [f"appended: {appended}", f"bars already stored and skipped: {self.skipped_bars:,}"]
         if self.not_stored_bars:
             parts.append(f"older bars NOT stored (append-only): {self.not_stored_bars:,}")
+        if self.restated:
+            parts.append(
+                f"restated symbols kept as stored: {len(self.restated):,} (their new bars NOT stored: "
+                f"{self.restated_bars_skipped:,})"
+            )
         if self.features_rewritten:
             parts.append(
                 f"features table rewritten ({self.features_rewritten:,} rows; {self.features_changed:,} "
@@ -101,7 +200,7 @@ class IngestResult:
         return "; ".join(parts)
 
     def warnings(self) -> list[str]:
-        return [n.message() for n in self.not_stored]
+        return [n.message() for n in self.not_stored] + [r.message() for r in self.restated]
 
 
 @dataclass(frozen=True)
@@ -111,6 +210,17 @@ class _Split:
     new: pd.DataFrame
     already_stored: int
     not_stored: tuple[NotStored, ...]
+    restated: tuple[Restated, ...] = ()
+
+    def keeping_stored(self) -> _Split:
+        """The split without the restated symbols' new rows, each ``Restated`` counting its skipped."""
+        if not self.restated:
+            return self
+        names = {r.symbol for r in self.restated}
+        skip = self.new["symbol"].astype(str).isin(names).to_numpy()
+        counts = self.new.loc[skip, "symbol"].astype(str).value_counts()
+        restated = tuple(replace(r, skipped=int(counts.get(r.symbol, 0))) for r in self.restated)
+        return _Split(self.new[~skip].reset_index(drop=True), self.already_stored, self.not_stored, restated)
 
 
 def _stored(root: Path, table: str) -> pd.DataFrame | None:
@@ -120,17 +230,57 @@ def _stored(root: Path, table: str) -> pd.DataFrame | None:
     return frame if len(frame) else None
 
 
+def _restatements(table: str, held: pd.DataFrame) -> tuple[Restated, ...]:
+    """Per symbol, the rows of ``held`` (source rows merged with their stored ones, suffix
+    ``_stored``) whose values differ beyond ``RESTATEMENT_RTOL``."""
+    columns = _COMPARED[table]
+    differs = {}
+    for column in columns:
+        a, b = held[f"{column}_stored"].to_numpy(dtype=float), held[column].to_numpy(dtype=float)
+        differs[column] = np.abs(a - b) > RESTATEMENT_RTOL * np.maximum(np.abs(a), np.abs(b))
+    any_differs = np.logical_or.reduce(list(differs.values()))
+    if not any_differs.any():
+        return ()
+    rows = held[any_differs]
+    flags = {c: d[any_differs] for c, d in differs.items()}
+    found = []
+    for symbol, index in rows.groupby(rows["symbol"].astype(str), sort=True).indices.items():
+        first = index[np.argmin(rows["ts"].to_numpy()[index])]
+        quoted = (
+            "close"
+            if "close" in flags and flags["close"][first]
+            else next(c for c in columns if flags[c][first])
+        )
+        found.append(
+            Restated(
+                table,
+                str(symbol),
+                len(index),
+                pd.Timestamp(rows["ts"].iloc[first]),
+                quoted,
+                float(rows[f"{quoted}_stored"].iloc[first]),
+                float(rows[quoted].iloc[first]),
+            )
+        )
+    return tuple(found)
+
+
 def _split_against_store(table: str, frame: pd.DataFrame, stored: pd.DataFrame | None) -> _Split:
     """New rows (after the symbol's last stored ts, or of a new symbol), a count of rows already
-    stored (same symbol and ts), and the older rows that are not stored, summarised per symbol."""
+    stored (same symbol and ts), the older rows that are not stored, summarised per symbol, and the
+    symbols whose stored rows the source restates (module docstring)."""
     if stored is None or frame.empty:
         return _Split(frame, 0, ())
     last = stored.groupby("symbol", observed=True)["ts"].max()
     floor = frame["symbol"].map(last)
     new = (floor.isna() | (frame["ts"] > floor)).to_numpy()
     older = frame[~new]
-    held = older.merge(stored[_KEY].drop_duplicates(), on=_KEY, how="left", indicator=True)
-    missing = older[(held["_merge"] == "left_only").to_numpy()]
+    compared = [*_KEY, *_COMPARED[table]]
+    held = older[compared].merge(
+        stored[compared].drop_duplicates(_KEY), on=_KEY, how="left", indicator=True, suffixes=("", "_stored")
+    )
+    found = (held["_merge"] == "both").to_numpy()
+    missing = older[~found]
     not_stored = tuple(
         NotStored(
             table,
@@ -142,7 +292,8 @@ def _split_against_store(table: str, frame: pd.DataFrame, stored: pd.DataFrame |
         )
         for symbol, rows in missing.groupby("symbol", sort=True)
     )
-    return _Split(frame[new].reset_index(drop=True), len(older) - len(missing), not_stored)
+    restated = _restatements(table, held[found])
+    return _Split(frame[new].reset_index(drop=True), len(older) - len(missing), not_stored, restated)
 
 
 def _validated(table: str, frame: pd.DataFrame, origin: str) -> pd.DataFrame:
@@ -194,61 +345,74 @@ def ingest_frames(
     origin: str = "source",
     config: FeatureConfig | None = None,
     show_progress: bool = True,
+    keep_stored_on_restatement: bool = False,
 ) -> IngestResult:
     """Validate ``bars`` (and ``macro``), append what is new, bring the features table up to date
-    (module docstring: appended, or rewritten when stored rows changed)."""
+    (module docstring: appended, or rewritten when stored rows changed).
+
+    A source that restates stored rows is refused with an ``InputError`` before anything is written;
+    ``keep_stored_on_restatement``: keep the stored rows, skip the restated symbols' new rows and
+    report them in ``IngestResult.restated`` instead."""
     path = Path(root)
-    stages = tqdm(total=4, desc="ingest", unit="stage", disable=not show_progress, leave=False)
-    bars = _validated("bars", bars, origin)
-    macro = _validated("macro", macro, origin) if macro is not None and len(macro) else None
-    stages.update(1)
-    stages.set_description("ingest: merge with store")
-    path.mkdir(parents=True, exist_ok=True)
-    with ReplayWriter(path) as writer:
-        # lock and recover first, so the store read below is its committed state until the end
-        existing = [t for t in ("bars", "macro", "features") if (path / t).is_dir()]
-        writer.open(*existing)
-        recover_store(path, abandoned="bars" in existing)
-        stored_bars, stored_macro = _stored(path, "bars"), _stored(path, "macro")
-        bar_split = _split_against_store("bars", bars, stored_bars)
-        macro_split = _split_against_store("macro", macro, stored_macro) if macro is not None else None
-        all_bars = pd.concat([f for f in (stored_bars, bar_split.new) if f is not None], ignore_index=True)
-        new_macro = macro_split.new if macro_split is not None else None
-        macro_parts = [f for f in (stored_macro, new_macro) if f is not None and len(f)]
-        all_macro = pd.concat(macro_parts, ignore_index=True) if macro_parts else None
+    # closed on an error too, so the progress line does not swallow the error's line
+    with tqdm(total=4, desc="ingest", unit="stage", disable=not show_progress, leave=False) as stages:
+        bars = _validated("bars", bars, origin)
+        macro = _validated("macro", macro, origin) if macro is not None and len(macro) else None
         stages.update(1)
-        stages.set_description("ingest: features")
-        plan: _FeaturePlan | None = None
-        if len(all_bars):
-            features = build_features(all_bars, all_macro, _stored(path, "forecasts"), config)
-            plan = _plan_features(_stored(path, "features"), _validated("features", features, "features"))
+        stages.set_description("ingest: merge with store")
+        path.mkdir(parents=True, exist_ok=True)
+        with ReplayWriter(path) as writer:
+            # lock and recover first, so the store read below is its committed state until the end
+            existing = [t for t in ("bars", "macro", "features") if (path / t).is_dir()]
+            writer.open(*existing)
+            recover_store(path, abandoned="bars" in existing)
+            stored_bars, stored_macro = _stored(path, "bars"), _stored(path, "macro")
+            bar_split = _split_against_store("bars", bars, stored_bars)
+            macro_split = _split_against_store("macro", macro, stored_macro) if macro is not None else None
+            restated = bar_split.restated + (macro_split.restated if macro_split else ())
+            if restated and not keep_stored_on_restatement:
+                raise InputError(restatement_refusal(restated, origin))
+            bar_split = bar_split.keeping_stored()
+            macro_split = macro_split.keeping_stored() if macro_split else None
+            all_bars = pd.concat(
+                [f for f in (stored_bars, bar_split.new) if f is not None], ignore_index=True
+            )
+            new_macro = macro_split.new if macro_split is not None else None
+            macro_parts = [f for f in (stored_macro, new_macro) if f is not None and len(f)]
+            all_macro = pd.concat(macro_parts, ignore_index=True) if macro_parts else None
+            stages.update(1)
+            stages.set_description("ingest: features")
+            plan: _FeaturePlan | None = None
+            if len(all_bars):
+                features = build_features(all_bars, all_macro, _stored(path, "forecasts"), config)
+                plan = _plan_features(_stored(path, "features"), _validated("features", features, "features"))
+            stages.update(1)
+            stages.set_description("ingest: write")
+            appended: dict[str, int] = {}
+            # a rewrite is staged before any bar is written: a failure there leaves the store as it was
+            staged = _stage_features(path, plan.full) if plan is not None and plan.full is not None else None
+            try:
+                if len(bar_split.new):
+                    appended["bars"] = writer.append_bars(bar_split.new).rows_written
+                if new_macro is not None and len(new_macro):
+                    appended["macro"] = writer.append("macro", new_macro).rows_written
+                if staged is not None:
+                    _swap_features(path, staged)
+                if plan is not None and len(plan.new):
+                    if staged is None:
+                        writer.append_features(plan.new)
+                    appended["features"] = len(plan.new)
+            finally:
+                if staged is not None:
+                    _discard_staged(path, staged)
         stages.update(1)
-        stages.set_description("ingest: write")
-        appended: dict[str, int] = {}
-        # a rewrite is staged before any bar is written: a failure there leaves the store as it was
-        staged = _stage_features(path, plan.full) if plan is not None and plan.full is not None else None
-        try:
-            if len(bar_split.new):
-                appended["bars"] = writer.append_bars(bar_split.new).rows_written
-            if new_macro is not None and len(new_macro):
-                appended["macro"] = writer.append("macro", new_macro).rows_written
-            if staged is not None:
-                _swap_features(path, staged)
-            if plan is not None and len(plan.new):
-                if staged is None:
-                    writer.append_features(plan.new)
-                appended["features"] = len(plan.new)
-        finally:
-            if staged is not None:
-                _discard_staged(path, staged)
-    stages.update(1)
-    stages.close()
     return IngestResult(
         appended,
         skipped_bars=bar_split.already_stored,
         not_stored=bar_split.not_stored + (macro_split.not_stored if macro_split else ()),
         features_changed=plan.changed if plan is not None else 0,
         features_rewritten=len(plan.full) if plan is not None and plan.full is not None else 0,
+        restated=bar_split.restated + (macro_split.restated if macro_split else ()),
     )
 
 
