@@ -475,3 +475,22 @@ def test_non_utc_window_is_converted(fake: FakeAlpaca, settings: Settings) -> No
         url_override=fake.url,
     )
     assert fake.requests[0].query["start"] == "2024-01-01T00:00:00+00:00"
+
+
+def test_a_bar_still_in_progress_is_left_out(fake: FakeAlpaca, settings: Settings) -> None:
+    """A daily stock bar is stored only after its period (New York midnight to midnight) ended: during
+    the session its close and volume are partial and would be restated once it closes."""
+    during = datetime(2024, 1, 4, 20, 0, tzinfo=UTC)  # 15:00 in New York, Jan 4's session still open
+    got = fetch(fake, ["AAPL"], settings, now=during)
+    assert got["ts"].max() == pd.Timestamp("2024-01-03T05:00:00Z")  # Jan 4's bar left out
+    after = fetch(fake, ["AAPL"], settings, now=datetime(2024, 1, 5, 5, 0, tzinfo=UTC))  # its midnight
+    assert after["ts"].max() == pd.Timestamp("2024-01-04T05:00:00Z")
+    assert len(after) == len(got) + 1
+
+
+def test_a_symbol_with_only_a_bar_in_progress_is_refused_naming_it(
+    fake: FakeAlpaca, settings: Settings
+) -> None:
+    early = datetime(2024, 1, 2, 20, 0, tzinfo=UTC)  # the first canned bar's session is still open
+    with pytest.raises(ValueError, match=r"no completed 1d bars for symbols=\['AAPL'\].*still in progress"):
+        fetch(fake, ["AAPL"], settings, now=early)

@@ -13,6 +13,12 @@ Design decisions
   the bar closed would leak the future into the past. Every other bar has NaN there. For crypto the
   sizes are the summed size of the best 5 levels of each side. :func:`fetch_top_of_book` returns
   that top of book on its own (the live loop's quotes).
+* Only bars whose period has ended are returned (``ts + timeframe <= now``): a bar still in progress
+  (today's daily bar during the session, the current hour) holds a partial high, low, close and
+  volume that Alpaca restates once it closes, and the store is append-only (a later ingest of the
+  completed bar would be refused as a restatement). A daily stock bar stamped at New York midnight is
+  so stored after that midnight. Dropped bars are logged, and a symbol left with none is refused
+  like one Alpaca returned nothing for.
 * Stock data needs both Alpaca keys (``MissingCredentialsError`` otherwise); crypto data is public,
   so keys are sent when set and a crypto-only fetch works without them.
 * Any HTTP or connection failure becomes ``SourceError`` with a one-line message (status, what,
@@ -28,7 +34,7 @@ import re
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, Final, Literal, NamedTuple, TypeVar
 
 import pandas as pd
@@ -133,8 +139,9 @@ def fetch_alpaca_bars(
     access: AlpacaAccess,
     timeframe: str = "1d",
     url_override: str | None = None,
+    now: datetime | None = None,
 ) -> pd.DataFrame:
-    """Bars of ``symbols`` in ``[start, end]`` from Alpaca, as a ``bars``-table frame.
+    """Completed bars of ``symbols`` in ``[start, end]`` from Alpaca, as a ``bars``-table frame.
 
     Args:
         symbols: stocks (``AAPL``) and crypto pairs (``BTCUSD`` or ``BTC/USD``), no duplicates.
@@ -142,6 +149,7 @@ def fetch_alpaca_bars(
         access: the Alpaca keys and, unless ``url_override`` is given, the data URL.
         timeframe: ``"1d"``, ``"1h"`` or ``"1m"``.
         url_override: base URL of a proxy or test double (``https://``, or ``http://`` on loopback).
+        now: the fetch time (default: the clock); bars not ended by then are left out (module doc).
 
     Returns:
         One row per (symbol, ts), sorted by symbol then ts, with exactly :data:`BAR_COLUMNS` in
@@ -179,16 +187,28 @@ def fetch_alpaca_bars(
                 )
             )
     books = _top_of_book(stock_client, stocks, crypto_client, crypto)
+    bars = _completed(bars, bar_length, now or datetime.now(UTC))
 
     empty = [s.name for s in parsed if not bars.get(s.alpaca)]
     if empty:
         raise ValueError(
-            f"Alpaca returned no {timeframe} bars for symbols={empty} in [{start.isoformat()}, "
-            f"{end.isoformat()}] (unknown symbol or no trading in the window)"
+            f"Alpaca returned no completed {timeframe} bars for symbols={empty} in [{start.isoformat()}, "
+            f"{end.isoformat()}] (unknown symbol, no trading in the window, or only a bar still in progress)"
         )
     frame = _frame(parsed, bars, books, bar_length)
     logger.info("fetched %d alpaca %s bars for %d symbols", len(frame), timeframe, len(parsed))
     return frame
+
+
+def _completed(
+    bars: Mapping[str, Sequence[Bar]], bar_length: timedelta, now: datetime
+) -> dict[str, list[Bar]]:
+    """``bars`` without those whose period has not ended at ``now`` (still in progress)."""
+    kept = {sym: [b for b in series if b.timestamp + bar_length <= now] for sym, series in bars.items()}
+    for sym, series in bars.items():
+        if dropped := len(series) - len(kept[sym]):
+            logger.info("%s: %d bar(s) still in progress at %s left out", sym, dropped, now)
+    return kept
 
 
 def _parse_symbols(symbols: Sequence[str]) -> list[AlpacaSymbol]:
