@@ -209,15 +209,17 @@ def _empty_sample(dropped: dict[str, int]) -> FillSample:
 
 
 def _ols_hc1(design: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
-    """(coefficients, HC1 standard errors, residuals); None when the design is rank-deficient."""
+    """(coefficients, HC1 standard errors, residuals); None when the design is rank-deficient. An
+    absurd cost may overflow into non-finite errors: ``_check_plausible`` refuses them."""
     n, p = design.shape
     if n <= p or np.linalg.matrix_rank(design) < p:
         return None
     beta, *_ = np.linalg.lstsq(design, y, rcond=None)
     resid = y - design @ beta
     bread = np.linalg.inv(design.T @ design)
-    meat = (design * resid[:, None] ** 2).T @ design
-    cov = bread @ meat @ bread * n / (n - p)
+    with np.errstate(over="ignore", invalid="ignore"):
+        meat = (design * resid[:, None] ** 2).T @ design
+        cov = bread @ meat @ bread * n / (n - p)
     return beta, np.sqrt(np.maximum(np.diag(cov), 0.0)), resid
 
 
@@ -229,8 +231,9 @@ def _huber_residuals(design: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, flo
     """Residuals and scale of Huber's M-estimate of ``y ~ design`` (module docstring, step 1), by
     iteratively reweighted least squares from zero. A fill's weight is ``min(1, c s / |r|)``, so its
     weighted cost ``w y`` stays near ``c s`` however absurd ``y`` is; each step solves the weighted
-    normal equations scaled to a unit diagonal, which keeps a heavily down-weighted fill that alone
-    determines a parameter (the only fill of its tier) fitted exactly."""
+    normal equations scaled to a unit diagonal, so a heavily down-weighted fill that alone determines
+    a parameter (the only fill of its tier) stays fitted, not lost to the solver's cutoff, and is left
+    to the plausibility check."""
     beta = np.zeros(design.shape[1])
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
         for _ in range(_HUBER_STEPS):
