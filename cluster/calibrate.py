@@ -5,7 +5,7 @@
 Reads the store's ``experience`` fills (``envs.cost_calibration``), prints each fitted parameter with
 its standard error and 95 % interval and the sample size, and writes the typed profile
 (``envs.cost_profile.CostProfile``) that ``raytrade evaluate`` and ``raytrade tune`` take as
-``--cost-profile``. Fills the robust screen left out are printed by decision id, worst first. Too few
+``--cost-profile``. Fills the robust screen capped are printed by decision id, worst first. Too few
 fills: one ``error: …`` line naming the minimum, nothing written. Too many fills off the model, an
 implausible estimate (naming the parameter, its value and the largest logged costs) and a profile the
 cost model cannot take (a negative fitted value) are refused the same way.
@@ -45,7 +45,7 @@ def _row(name: str, param: FittedParameter | None, note: str = "") -> str:
 def format_profile(profile: CostProfile) -> str:
     """The fit as the command prints it: sample, one line per parameter, residual spread."""
     lines = [
-        f"fills: {profile.n_fills} used, {profile.n_dropped} dropped, {profile.n_outliers} left out as "
+        f"fills: {profile.n_fills} used, {profile.n_dropped} dropped, {profile.n_outliers} capped as "
         f"outliers; decisions {profile.fills_from:%Y-%m-%d %H:%M} .. {profile.fills_to:%Y-%m-%d %H:%M} UTC",
     ]
     if profile.n_outliers:

@@ -31,15 +31,18 @@ the estimates and are named:
 
 1. Screen. Huber's M-estimate of the model (``HUBER_C`` = 1.345, the scale ``s`` = 1.4826 x the
    median absolute residual, at least ``MIN_SCALE_BPS``, re-estimated each IRLS step) bounds any one
-   fill's pull; a fill whose residual from it exceeds ``SCREEN_SIGMAS`` (6) x ``s`` is left out and
-   reported by decision id, worst first (``CostProfile.outliers``). Normal noise passes the screen
-   (6 sigmas: two in a billion), so clean fills are fitted exactly as without it. More than
-   ``MAX_OUTLIER_SHARE`` (5 %) left out is refused: the fills do not follow the model, and leaving the
-   costly ones out would understate costs.
-2. Ordinary least squares without intercept on the fills kept. Standard errors are HC1 (White's
-   heteroskedasticity-robust estimator scaled by ``n / (n - p)``): slippage noise grows with size and
-   spread, so the classical errors would be too small. The volatility diagnostic refits with
-   ``+ v * vol_bps_i`` added and reports ``v`` alone.
+   fill's pull; a fill whose residual from it exceeds ``SCREEN_SIGMAS`` (6) x ``s`` is **capped**:
+   its cost is set to the robust fit's plus (or minus) that threshold, and it is reported by decision
+   id, worst first (``CostProfile.outliers``). Capped, not dropped: real slippage has heavy tails, and
+   leaving its costliest fills out would understate costs (on lognormal noise a 6-scale screen flags
+   about 1 % of genuine fills); capped, each still pulls the estimates up, by at most the threshold.
+   Normal noise passes the screen (6 sigmas: two in a billion), so clean fills are fitted exactly as
+   without it. More than ``MAX_OUTLIER_SHARE`` (5 %) beyond it is refused: the fills do not follow
+   the model.
+2. Ordinary least squares without intercept on every fill, the capped ones at their caps. Standard
+   errors are HC1 (White's heteroskedasticity-robust estimator scaled by ``n / (n - p)``): slippage
+   noise grows with size and spread, so the classical errors would be too small. The volatility
+   diagnostic refits with ``+ v * vol_bps_i`` added and reports ``v`` alone.
 3. Plausibility. An estimate or standard error that is not finite, or whose term alone would move one
    fill's cost by more than ``IMPLAUSIBLE_COST_BPS`` (10,000 bps, the whole notional) at the model's
    caps, is refused naming the parameter, the value and the largest logged costs among the fills
@@ -84,11 +87,11 @@ FILL_SUFFIX = ":fill"
 HUBER_C = 1.345
 """Huber's tuning constant, in scale units: 95 % of least squares' efficiency on normal noise."""
 SCREEN_SIGMAS = 6.0
-"""A fill whose residual from the robust fit exceeds this many robust scales is left out."""
+"""A fill whose residual from the robust fit exceeds this many robust scales is capped there."""
 MIN_SCALE_BPS = 0.01
 """Floor of the robust scale, bps (a hundredth of a basis point: below any price tick)."""
 MAX_OUTLIER_SHARE = 0.05
-"""Most of the usable fills the screen may leave out; more is refused."""
+"""Most of the usable fills the screen may cap; more is refused."""
 IMPLAUSIBLE_COST_BPS = 10_000.0
 """A parameter whose term alone moves one fill's cost by more than this (the whole notional) is refused."""
 _REPORTED = 5  # fills named in a profile or a message
@@ -227,13 +230,13 @@ def _robust_scale(resid: np.ndarray) -> float:
     return max(1.4826 * float(np.median(np.abs(resid))), MIN_SCALE_BPS)
 
 
-def _huber_residuals(design: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, float]:
-    """Residuals and scale of Huber's M-estimate of ``y ~ design`` (module docstring, step 1), by
-    iteratively reweighted least squares from zero. A fill's weight is ``min(1, c s / |r|)``, so its
-    weighted cost ``w y`` stays near ``c s`` however absurd ``y`` is; each step solves the weighted
-    normal equations scaled to a unit diagonal, so a heavily down-weighted fill that alone determines
-    a parameter (the only fill of its tier) stays fitted, not lost to the solver's cutoff, and is left
-    to the plausibility check."""
+def _huber_fit(design: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
+    """Fitted values, residuals and scale of Huber's M-estimate of ``y ~ design`` (module docstring, step 1),
+    by iteratively reweighted least squares from zero. A fill's weight is ``min(1, c s / |r|)``, so its
+    weighted cost ``w y`` stays near ``c s`` however absurd ``y`` is; each step solves the weighted normal
+    equations scaled to a unit diagonal, so a heavily down-weighted fill that alone determines a parameter
+    (the only fill of its tier) stays fitted, not lost to the solver's cutoff, and is left to the
+    plausibility check."""
     beta = np.zeros(design.shape[1])
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
         for _ in range(_HUBER_STEPS):
@@ -249,8 +252,9 @@ def _huber_residuals(design: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, flo
             beta = step
             if done:
                 break
-        resid = y - design @ beta
-    return resid, _robust_scale(resid)
+        fitted = design @ beta
+        resid = y - fitted
+    return fitted, resid, _robust_scale(resid)
 
 
 def _names(fills: FillSample) -> np.ndarray:
@@ -265,17 +269,14 @@ def _listed(names: np.ndarray, slippage: np.ndarray, order: np.ndarray) -> str:
     return ", ".join(shown) + more
 
 
-def _cost_columns(
-    fills: FillSample, cfg: CostConfig, keep: np.ndarray
-) -> tuple[list[np.ndarray], list[int], np.ndarray]:
-    """Design columns (spread, tier dummies of the tiers present, sqrt participation) of the fills in
-    ``keep``, the tiers present and every fill's tier."""
+def _cost_columns(fills: FillSample, cfg: CostConfig) -> tuple[list[np.ndarray], list[int], np.ndarray]:
+    """Design columns (spread, tier dummies of the tiers present, sqrt participation), the tiers
+    present and each fill's tier."""
     tiers = liquidity_tier(fills.dollar_volume, cfg)
-    present = [k for k in range(3) if (tiers[keep] == k).any()]
+    present = [k for k in range(3) if (tiers == k).any()]
     sqrt_part = np.sqrt(np.minimum(fills.participation, cfg.max_participation))
     spread = np.minimum(fills.spread_bps, cfg.max_spread_bps)
-    columns = [spread, *[(tiers == k).astype(np.float64) for k in present], sqrt_part]
-    return [c[keep] for c in columns], present, tiers
+    return [spread, *[(tiers == k).astype(np.float64) for k in present], sqrt_part], present, tiers
 
 
 def _rank_error(n: int, present: list[int]) -> InputError:
@@ -319,60 +320,54 @@ def fit_cost_profile(fills: FillSample, cfg: CostConfig, min_fills: int = 30) ->
     if not np.isfinite(y).all():
         bad = np.flatnonzero(~np.isfinite(y))
         raise InputError(f"slippage_bps is not finite for fills {_listed(names, y, bad)}")
-    everyone = np.ones(n, dtype=bool)
-    columns, present, _ = _cost_columns(fills, cfg, everyone)
+    columns, present, tiers = _cost_columns(fills, cfg)
     design = np.column_stack(columns)
     if n <= design.shape[1] or np.linalg.matrix_rank(design) < design.shape[1]:
         raise _rank_error(n, present)
-    resid, scale = _huber_residuals(design, y)
+    fitted, resid, scale = _huber_fit(design, y)
     threshold = SCREEN_SIGMAS * scale
-    keep = np.abs(resid) <= threshold  # a NaN residual (an overflow) is left out too
+    keep = np.abs(resid) <= threshold  # a NaN residual (an overflow) is capped too
     left_out = np.flatnonzero(~keep)
     left_out = left_out[np.argsort(-np.nan_to_num(np.abs(resid[left_out]), nan=np.inf), kind="stable")]
+    # capped, not dropped: a genuinely costly fill still raises the estimates, by at most the threshold
+    side = np.nan_to_num(np.sign(resid), nan=1.0)
+    y_used = np.where(keep, y, fitted + side * threshold)
     if len(left_out) > MAX_OUTLIER_SHARE * n:
         raise InputError(
             f"{len(left_out)} of {n} fills lie more than {SCREEN_SIGMAS:g} robust scales "
             f"({threshold:.3g} bps) from the robust fit, more than {MAX_OUTLIER_SHARE:.0%}: the fills do not "
             f"follow the cost model or many are mis-logged; worst: {_listed(names, y, left_out)}"
         )
-    n_kept = int(keep.sum())
-    if n_kept < min_fills:
-        raise InputError(
-            f"{n_kept} usable fills after leaving out {len(left_out)} outliers "
-            f"({_listed(names, y, left_out)}); calibrate-costs needs at least {min_fills} (--min-fills)"
-        )
-    columns, present, tiers = _cost_columns(fills, cfg, keep)
-    y_kept, tiers_kept = y[keep], tiers[keep]
-    fit = _ols_hc1(np.column_stack(columns), y_kept)
+    fit = _ols_hc1(design, y_used)
     if fit is None:
-        raise _rank_error(n_kept, present)
+        raise _rank_error(n, present)
     beta, se, resid_kept = fit
     reach = [cfg.max_spread_bps, *[1.0] * len(present), float(np.sqrt(cfg.max_participation))]
     labels = ["spread_fraction", *[f"tier_base_bps[{k}]" for k in present], "impact_coef_bps"]
     _check_plausible(
         {name: (float(b), float(s), r) for name, b, s, r in zip(labels, beta, se, reach, strict=True)},
-        names[keep],
-        y_kept,
+        names,
+        y,
     )
     params = [FittedParameter(value=float(b), std_error=float(s)) for b, s in zip(beta, se, strict=True)]
     bases: list[FittedParameter | None] = [None, None, None]
     for k, param in zip(present, params[1:-1], strict=True):
         bases[k] = param
-    with_vol = _ols_hc1(np.column_stack([*columns, fills.vol_bps[keep]]), y_kept)
+    with_vol = _ols_hc1(np.column_stack([*columns, fills.vol_bps]), y_used)
     vol = (
         None
         if with_vol is None or not np.isfinite([with_vol[0][-1], with_vol[1][-1]]).all()
         else FittedParameter(value=float(with_vol[0][-1]), std_error=float(with_vol[1][-1]))
     )
-    decided_at = fills.decided_at[keep]
+    decided_at = fills.decided_at
     return CostProfile(
-        n_fills=n_kept,
+        n_fills=n,
         n_dropped=sum(fills.dropped.values()),
         fills_from=pd.Timestamp(decided_at.min(), tz="UTC").to_pydatetime(),
         fills_to=pd.Timestamp(decided_at.max(), tz="UTC").to_pydatetime(),
         spread_fraction=params[0],
         tier_base_bps=(bases[0], bases[1], bases[2]),
-        tier_fills=(int((tiers_kept == 0).sum()), int((tiers_kept == 1).sum()), int((tiers_kept == 2).sum())),
+        tier_fills=(int((tiers == 0).sum()), int((tiers == 1).sum()), int((tiers == 2).sum())),
         impact_coef_bps=params[-1],
         volatility_coef=vol,
         residual_std_bps=float(np.std(resid_kept, ddof=len(beta))),

@@ -59,7 +59,7 @@ class FittedParameter(BaseModel):
 
 
 class OutlierFill(BaseModel):
-    """A logged fill the calibration left out: its residual from the robust fit was too large."""
+    """A logged fill the calibration capped: its residual from the robust fit was too large."""
 
     model_config = _FROZEN
 
@@ -95,13 +95,13 @@ class CostProfile(BaseModel):
     )
     residual_std_bps: float = Field(ge=0, description="standard deviation of the fit's residuals, bps")
     n_outliers: int = Field(
-        0, ge=0, description="usable fills left out by the residual screen (envs.cost_calibration)"
+        0, ge=0, description="usable fills capped by the residual screen (envs.cost_calibration)"
     )
     outliers: tuple[OutlierFill, ...] = Field(
-        (), description="the worst of the fills left out, largest residual first (at most 5)"
+        (), description="the worst of the fills capped, largest residual first (at most 5)"
     )
     outlier_threshold_bps: float | None = Field(
-        None, ge=0, description="residual beyond which a fill was left out, bps (None: not screened)"
+        None, ge=0, description="residual at which a fill was capped, bps (None: not screened)"
     )
     tier_thresholds_usd: tuple[float, float] = Field(description="tier thresholds the fills were sorted by")
     max_participation: float = Field(gt=0, le=1, description="participation cap the fit clipped at")

@@ -293,7 +293,7 @@ def _named(fills: FillSample) -> FillSample:
     return fills._replace(decision_id=np.array([f"c{i}:X:fill" for i in range(len(fills.slippage_bps))]))
 
 
-def test_one_mislogged_fill_is_left_out_by_id_and_does_not_move_the_estimates() -> None:
+def test_one_mislogged_fill_is_capped_named_by_id_and_barely_moves_the_estimates() -> None:
     fills = _named(_simulated_fills(300))
     clean = fit_cost_profile(fills, CostConfig())
     assert (clean.n_fills, clean.n_outliers, clean.outliers) == (300, 0, ())  # normal noise passes
@@ -304,13 +304,14 @@ def test_one_mislogged_fill_is_left_out_by_id_and_does_not_move_the_estimates() 
     slippage = fills.slippage_bps.copy()
     slippage[k] = 2500.0
     profile = fit_cost_profile(fills._replace(slippage_bps=slippage), CostConfig())
-    assert (profile.n_fills, profile.n_outliers, profile.tier_fills[0]) == (299, 1, clean.tier_fills[0] - 1)
+    assert (profile.n_fills, profile.n_outliers, profile.tier_fills[0]) == (300, 1, clean.tier_fills[0])
     assert [(o.decision_id, o.slippage_bps) for o in profile.outliers] == [(f"c{k}:X:fill", 2500.0)]
     assert profile.spread_fraction.value == pytest.approx(clean.spread_fraction.value, abs=0.005)
-    assert profile.impact_coef_bps.value == pytest.approx(clean.impact_coef_bps.value, abs=0.5)
+    # capped at the robust fit + 6 scales, it still counts (a costly fill raises costs), by little
+    assert profile.impact_coef_bps.value == pytest.approx(clean.impact_coef_bps.value, abs=1.0)
     for fitted, reference in zip(profile.tier_base_bps, clean.tier_base_bps, strict=True):
         assert fitted is not None and reference is not None
-        assert fitted.value == pytest.approx(reference.value, abs=0.1)
+        assert fitted.value == pytest.approx(reference.value, abs=0.25)
     apply_cost_profile(CostConfig(), profile)  # and the cost model takes it
 
 
@@ -323,13 +324,13 @@ def test_many_fills_off_the_model_are_refused_naming_the_worst() -> None:
         fit_cost_profile(fills._replace(slippage_bps=slippage), CostConfig())
 
 
-def test_calibrate_costs_command_names_the_fills_it_leaves_out(tmp_path: Path) -> None:
+def test_calibrate_costs_command_names_the_fills_it_caps(tmp_path: Path) -> None:
     root, out = tmp_path / "store", tmp_path / "profile.json"
     _store_with_fills(root, n_days=20, tiers=(0, 1))
     _append_fill(root, "T1", pd.Timestamp("2026-01-10 13:00", tz="UTC"), 1e200)  # finite: the writer takes it
     result = CliRunner().invoke(main, ["calibrate-costs", "--replay", str(root), "--out", str(out)])
     assert result.exit_code == 0, result.output
-    assert "fills: 40 used, 0 dropped, 1 left out as outliers" in result.output
+    assert "fills: 41 used, 0 dropped, 1 capped as outliers" in result.output
     assert "worst first: c202601101300:T1:fill (1e+200 bps, residual 1e+200)" in result.output
     profile = load_cost_profile(out)
     assert profile.n_outliers == 1 and profile.outliers[0].decision_id == "c202601101300:T1:fill"
