@@ -5,8 +5,10 @@
 Reads the store's ``experience`` fills (``envs.cost_calibration``), prints each fitted parameter with
 its standard error and 95 % interval and the sample size, and writes the typed profile
 (``envs.cost_profile.CostProfile``) that ``raytrade evaluate`` and ``raytrade tune`` take as
-``--cost-profile``. Too few fills: one ``error: …`` line naming the minimum, nothing written. A
-profile the cost model cannot take (a negative fitted value) is refused the same way.
+``--cost-profile``. Fills the robust screen capped are printed by decision id, worst first. Too few
+fills: one ``error: …`` line naming the minimum, nothing written. Too many fills off the model, an
+implausible estimate (naming the parameter, its value and the largest logged costs) and a profile the
+cost model cannot take (a negative fitted value) are refused the same way.
 
 Example::
 
@@ -43,8 +45,21 @@ def _row(name: str, param: FittedParameter | None, note: str = "") -> str:
 def format_profile(profile: CostProfile) -> str:
     """The fit as the command prints it: sample, one line per parameter, residual spread."""
     lines = [
-        f"fills: {profile.n_fills} used, {profile.n_dropped} dropped; decisions "
-        f"{profile.fills_from:%Y-%m-%d %H:%M} .. {profile.fills_to:%Y-%m-%d %H:%M} UTC",
+        f"fills: {profile.n_fills} used, {profile.n_dropped} dropped, {profile.n_outliers} capped as "
+        f"outliers; decisions {profile.fills_from:%Y-%m-%d %H:%M} .. {profile.fills_to:%Y-%m-%d %H:%M} UTC",
+    ]
+    if profile.n_outliers:
+        more = profile.n_outliers - len(profile.outliers)
+        lines.append(
+            f"outliers (residual from the robust fit beyond {profile.outlier_threshold_bps:.3g} bps), "
+            "worst first: "
+            + ", ".join(
+                f"{o.decision_id} ({o.slippage_bps:.4g} bps, residual {o.residual_bps:.4g})"
+                for o in profile.outliers
+            )
+            + (f" and {more} more" if more else "")
+        )
+    lines += [
         f"  {'parameter':<18} {'estimate':>10} {'std err':>10}   95 % interval",
         _row("spread_fraction", profile.spread_fraction),
     ]

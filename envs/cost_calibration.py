@@ -8,21 +8,49 @@ Data (``serve.live`` writes both rows into the store's ``experience`` table):
 * its decision row, ``decision_id`` ``<decision>``, holds the decision time (``ts``) and, in
   ``state.snapshot.spread_bps``, the full quoted spread at the decision.
 
-The features table supplies, as of the decision time (latest row with ``ts <=`` it), the bar dollar
-volume ``dollar_volume_20`` (participation = filled notional / it, clipped at
-``max_participation``, as the simulator clips it; its tier as ``envs.costs.liquidity_tier``), the
-per-bar volatility ``vol_20`` and, when the snapshot has no quote, ``spread_bps``.
+The features table supplies, from the latest bar of the symbol that had closed by the decision time
+(stamped ``ts`` with ``ts + bar length <= decided_at``; the bar length is
+``replay.timeutil.bar_length`` of the symbol's feature stamps: a daily row stamped 00:00 UTC is built
+from that day's whole bar, so a decision at 13:00 UTC that day sees the day before, as the simulator
+charges a fill at ``open[t+1]`` with bar ``t``'s volume), the bar dollar volume ``dollar_volume_20``
+(participation = filled notional / it, clipped at ``max_participation``, as the simulator clips it;
+its tier as ``envs.costs.liquidity_tier``), the per-bar volatility ``vol_20`` and, when the snapshot
+has no quote, ``spread_bps``. A decision before its symbol's first closed bar is left out and counted
+(``FillSample.dropped``), as is a fill row logged twice under one ``decision_id`` (the experience
+table's unique key, ``replay.schema.UNIQUE_KEYS``; the first logged is kept).
 
-Fit. Ordinary least squares without intercept, per fill ``i`` (bps):
+Model, per fill ``i`` (bps):
 
     slippage_i = f * spread_i + sum_k b_k * [tier_i == k] + c * sqrt(participation_i) + e_i
 
 with ``spread_i`` capped at ``max_spread_bps`` like the simulator; ``f`` is ``spread_fraction``, ``b_k``
-the tier bases (only tiers that have fills), ``c`` ``impact_coef_bps``. Standard errors are HC1
-(White's heteroskedasticity-robust estimator scaled by ``n / (n - p)``): slippage noise grows with
-size and spread, so the classical errors would be too small. The volatility diagnostic refits with
-``+ v * vol_bps_i`` added and reports ``v`` alone. Fewer usable fills than ``min_fills``, or fills
-that cannot separate the parameters (a rank-deficient design), are refused with an ``InputError``.
+the tier bases (only tiers that have fills), ``c`` ``impact_coef_bps``.
+
+Fit, in three steps, so a few mis-logged fills (a price in cents, a stale decision mid) cannot move
+the estimates and are named:
+
+1. Screen. Huber's M-estimate of the model (``HUBER_C`` = 1.345, the scale ``s`` = 1.4826 x the
+   median absolute residual, at least ``MIN_SCALE_BPS``, re-estimated each IRLS step) bounds any one
+   fill's pull; a fill whose residual from it exceeds ``SCREEN_SIGMAS`` (6) x ``s`` is **capped**:
+   its cost is set to the robust fit's plus (or minus) that threshold, and it is reported by decision
+   id, worst first (``CostProfile.outliers``). Capped, not dropped: real slippage has heavy tails, and
+   leaving its costliest fills out would understate costs (on lognormal noise a 6-scale screen flags
+   about 1 % of genuine fills); capped, each still pulls the estimates up, by at most the threshold.
+   Normal noise passes the screen (6 sigmas: two in a billion), so clean fills are fitted exactly as
+   without it. More than ``MAX_OUTLIER_SHARE`` (5 %) beyond it is refused: the fills do not follow
+   the model.
+2. Ordinary least squares without intercept on every fill, the capped ones at their caps. Standard
+   errors are HC1 (White's heteroskedasticity-robust estimator scaled by ``n / (n - p)``): slippage
+   noise grows with size and spread, so the classical errors would be too small. The volatility
+   diagnostic refits with ``+ v * vol_bps_i`` added and reports ``v`` alone.
+3. Plausibility. An estimate or standard error that is not finite, or whose term alone would move one
+   fill's cost by more than ``IMPLAUSIBLE_COST_BPS`` (10,000 bps, the whole notional) at the model's
+   caps, is refused naming the parameter, the value and the largest logged costs among the fills
+   used. A fill that alone determines a parameter (the only fill of its tier) has no residual to
+   screen it by: only this check stops it, and only when its value is implausible.
+
+Fewer usable fills than ``min_fills`` (before or after the screen), or fills that cannot separate the
+parameters (a rank-deficient design), are refused with an ``InputError``.
 """
 
 from __future__ import annotations
@@ -34,15 +62,43 @@ from typing import NamedTuple
 import numpy as np
 import pandas as pd
 
-from raytrade.envs.cost_profile import CostProfile, FittedParameter
+from raytrade.envs.cost_profile import CostProfile, FittedParameter, OutlierFill
 from raytrade.envs.costs import CostConfig, liquidity_tier
 from raytrade.replay.errors import InputError
 from raytrade.replay.reader import read_frame
+from raytrade.replay.schema import UNIQUE_KEYS
+from raytrade.replay.timeutil import bar_length
 
-__all__ = ["FILL_SUFFIX", "FillSample", "fit_cost_profile", "logged_fills"]
+__all__ = [
+    "FILL_SUFFIX",
+    "HUBER_C",
+    "IMPLAUSIBLE_COST_BPS",
+    "MAX_OUTLIER_SHARE",
+    "MIN_SCALE_BPS",
+    "SCREEN_SIGMAS",
+    "FillSample",
+    "fit_cost_profile",
+    "logged_fills",
+]
 
 FILL_SUFFIX = ":fill"
 """Suffix ``serve.live`` appends to a decision id to name that decision's fill row."""
+
+HUBER_C = 1.345
+"""Huber's tuning constant, in scale units: 95 % of least squares' efficiency on normal noise."""
+SCREEN_SIGMAS = 6.0
+"""A fill whose residual from the robust fit exceeds this many robust scales is capped there."""
+MIN_SCALE_BPS = 0.01
+"""Floor of the robust scale, bps (a hundredth of a basis point: below any price tick)."""
+MAX_OUTLIER_SHARE = 0.05
+"""Most of the usable fills the screen may cap; more is refused."""
+IMPLAUSIBLE_COST_BPS = 10_000.0
+"""A parameter whose term alone moves one fill's cost by more than this (the whole notional) is refused."""
+_REPORTED = 5  # fills named in a profile or a message
+_HUBER_STEPS = 200
+
+_DUPLICATE = "logged twice under one decision_id (the first kept)"
+_NO_CLOSED_BAR = "no features bar closed before the decision"
 
 
 class FillSample(NamedTuple):
@@ -55,6 +111,7 @@ class FillSample(NamedTuple):
     dollar_volume: np.ndarray  # bar dollar volume (tier)
     vol_bps: np.ndarray  # per-bar return volatility, bps
     dropped: dict[str, int]
+    decision_id: np.ndarray | None = None  # fill rows' decision ids, for reports (None: by position)
 
 
 def _snapshot_spread(state: object) -> float:
@@ -74,7 +131,7 @@ def logged_fills(root: str | os.PathLike[str]) -> FillSample:
         root,
         "experience",
         columns=["symbol", "ts", "decision_id", "state", "fill_price", "filled_qty", "slippage_bps"],
-    )
+    ).sort_values("ts", kind="stable")
     is_fill = exp["decision_id"].str.endswith(FILL_SUFFIX)
     fills = exp[is_fill & (exp["filled_qty"] > 0) & exp["fill_price"].notna() & exp["slippage_bps"].notna()]
     decisions = exp[~is_fill].drop_duplicates("decision_id").set_index("decision_id")
@@ -87,28 +144,36 @@ def logged_fills(root: str | os.PathLike[str]) -> FillSample:
             dropped[reason] = int(mask.sum())
         fills = fills[~mask]
 
+    drop(fills.duplicated(list(UNIQUE_KEYS["experience"]), keep="first"), _DUPLICATE)
+    drop(~np.isfinite(fills["slippage_bps"].to_numpy(np.float64)), "slippage_bps not finite")
     drop(~fills["decision"].isin(decisions.index), "no decision row")
     if fills.empty:  # nothing to join (an empty selection would also lose the ts dtype)
         return _empty_sample(dropped)
     fills = fills.assign(
-        decided_at=decisions.loc[fills["decision"], "ts"].to_numpy(),
+        decided_at=pd.DatetimeIndex(decisions.loc[fills["decision"], "ts"]).as_unit("us"),
         snapshot_spread=[_snapshot_spread(s) for s in decisions.loc[fills["decision"], "state"]],
         notional=fills["filled_qty"] * fills["fill_price"],
     )
-    feats = read_frame(
-        root,
-        "features",
-        symbols=sorted(fills["symbol"].unique()) or None,
-        columns=["symbol", "ts", "dollar_volume_20", "vol_20", "spread_bps"],
+    feats = _closed_bars(
+        read_frame(
+            root,
+            "features",
+            symbols=sorted(fills["symbol"].unique()) or None,
+            columns=["symbol", "ts", "dollar_volume_20", "vol_20", "spread_bps"],
+        )
     )
+    drop(~fills["symbol"].isin(feats["symbol"]), "bar length unknown (fewer than 2 features rows)")
+    if fills.empty:
+        return _empty_sample(dropped)
     fills = pd.merge_asof(
         fills.sort_values("decided_at"),
-        feats.rename(columns={"ts": "feature_ts"}).sort_values("feature_ts"),
+        feats.sort_values("closed_at"),
         left_on="decided_at",
-        right_on="feature_ts",
+        right_on="closed_at",
         by="symbol",
         direction="backward",
     )
+    drop(fills["closed_at"].isna(), _NO_CLOSED_BAR)
     spread = fills["snapshot_spread"].where(fills["snapshot_spread"] > 0, fills["spread_bps"])
     fills = fills.assign(spread=spread)
     drop(~(fills["dollar_volume_20"] > 0), "no dollar volume")
@@ -122,69 +187,200 @@ def logged_fills(root: str | os.PathLike[str]) -> FillSample:
         dollar_volume=fills["dollar_volume_20"].to_numpy(np.float64),
         vol_bps=fills["vol_20"].to_numpy(np.float64) * 1e4,
         dropped=dropped,
+        decision_id=fills["decision_id"].to_numpy(str),
     )
+
+
+def _closed_bars(feats: pd.DataFrame) -> pd.DataFrame:
+    """``feats`` with ``closed_at`` = ``ts`` + the symbol's bar length (``replay.timeutil.bar_length``
+    of its stamps) and ``feature_ts`` = ``ts``; symbols with fewer than two rows (no bar length) left
+    out."""
+    lengths = {symbol: bar_length(stamps) for symbol, stamps in feats.groupby("symbol")["ts"]}
+    known = {symbol: length for symbol, length in lengths.items() if length is not None}
+    feats = feats[feats["symbol"].isin(list(known))]
+    closed_at = pd.DatetimeIndex(feats["ts"]).as_unit("us") + pd.to_timedelta(
+        feats["symbol"].map(known).to_numpy()
+    )
+    return feats.rename(columns={"ts": "feature_ts"}).assign(closed_at=closed_at.as_unit("us"))
 
 
 def _empty_sample(dropped: dict[str, int]) -> FillSample:
     none = np.empty(0, dtype=np.float64)
-    return FillSample(np.empty(0, dtype="datetime64[us]"), none, none, none, none, none, dropped)
+    return FillSample(
+        np.empty(0, dtype="datetime64[us]"), none, none, none, none, none, dropped, np.empty(0, dtype=str)
+    )
 
 
 def _ols_hc1(design: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
-    """(coefficients, HC1 standard errors, residuals); None when the design is rank-deficient."""
+    """(coefficients, HC1 standard errors, residuals); None when the design is rank-deficient. An
+    absurd cost may overflow into non-finite errors: ``_check_plausible`` refuses them."""
     n, p = design.shape
     if n <= p or np.linalg.matrix_rank(design) < p:
         return None
     beta, *_ = np.linalg.lstsq(design, y, rcond=None)
     resid = y - design @ beta
     bread = np.linalg.inv(design.T @ design)
-    meat = (design * resid[:, None] ** 2).T @ design
-    cov = bread @ meat @ bread * n / (n - p)
+    with np.errstate(over="ignore", invalid="ignore"):
+        meat = (design * resid[:, None] ** 2).T @ design
+        cov = bread @ meat @ bread * n / (n - p)
     return beta, np.sqrt(np.maximum(np.diag(cov), 0.0)), resid
 
 
+def _robust_scale(resid: np.ndarray) -> float:
+    return max(1.4826 * float(np.median(np.abs(resid))), MIN_SCALE_BPS)
+
+
+def _huber_fit(design: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
+    """Fitted values, residuals and scale of Huber's M-estimate of ``y ~ design`` (module docstring, step 1),
+    by iteratively reweighted least squares from zero. A fill's weight is ``min(1, c s / |r|)``, so its
+    weighted cost ``w y`` stays near ``c s`` however absurd ``y`` is; each step solves the weighted normal
+    equations scaled to a unit diagonal, so a heavily down-weighted fill that alone determines a parameter
+    (the only fill of its tier) stays fitted, not lost to the solver's cutoff, and is left to the
+    plausibility check."""
+    beta = np.zeros(design.shape[1])
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        for _ in range(_HUBER_STEPS):
+            resid = y - design @ beta
+            u = np.abs(resid) / _robust_scale(resid)
+            w = np.where(u > HUBER_C, HUBER_C / u, 1.0)
+            gram = design.T @ (design * w[:, None])
+            diag = np.diag(gram)
+            d = np.where(diag > 0, 1.0 / np.sqrt(diag), 0.0)
+            z, *_ = np.linalg.lstsq(gram * np.outer(d, d), d * (design.T @ (w * y)), rcond=None)
+            step = d * z
+            done = np.allclose(step, beta, rtol=1e-10, atol=1e-10)
+            beta = step
+            if done:
+                break
+        fitted = design @ beta
+        resid = y - fitted
+    return fitted, resid, _robust_scale(resid)
+
+
+def _names(fills: FillSample) -> np.ndarray:
+    if fills.decision_id is not None and len(fills.decision_id) == len(fills.slippage_bps):
+        return np.asarray(fills.decision_id, dtype=str)
+    return np.array([f"fill #{i}" for i in range(len(fills.slippage_bps))])
+
+
+def _listed(names: np.ndarray, slippage: np.ndarray, order: np.ndarray) -> str:
+    shown = [f"{names[i]} ({slippage[i]:.4g} bps)" for i in order[:_REPORTED]]
+    more = f" and {len(order) - _REPORTED} more" if len(order) > _REPORTED else ""
+    return ", ".join(shown) + more
+
+
+def _cost_columns(fills: FillSample, cfg: CostConfig) -> tuple[list[np.ndarray], list[int], np.ndarray]:
+    """Design columns (spread, tier dummies of the tiers present, sqrt participation), the tiers
+    present and each fill's tier."""
+    tiers = liquidity_tier(fills.dollar_volume, cfg)
+    present = [k for k in range(3) if (tiers == k).any()]
+    sqrt_part = np.sqrt(np.minimum(fills.participation, cfg.max_participation))
+    spread = np.minimum(fills.spread_bps, cfg.max_spread_bps)
+    return [spread, *[(tiers == k).astype(np.float64) for k in present], sqrt_part], present, tiers
+
+
+def _rank_error(n: int, present: list[int]) -> InputError:
+    return InputError(
+        f"the {n} fills cannot separate spread_fraction, the tier bases of tiers {present} and "
+        "impact_coef_bps (spread and participation must vary within each tier)"
+    )
+
+
+def _check_plausible(
+    estimates: dict[str, tuple[float, float, float]], names: np.ndarray, slippage: np.ndarray
+) -> None:
+    """Refuse (``InputError``) an estimate or standard error that is not finite, or a term that at its
+    regressor's largest value moves a fill's cost by more than ``IMPLAUSIBLE_COST_BPS``; ``estimates``
+    maps a parameter to (value, standard error, largest regressor value)."""
+    bad = [
+        f"{name}={value:.4g} (std err {se:.3g})"
+        for name, (value, se, reach) in estimates.items()
+        if not (np.isfinite(value) and np.isfinite(se) and abs(value) * reach <= IMPLAUSIBLE_COST_BPS)
+    ]
+    if bad:
+        worst = np.argsort(-np.abs(slippage), kind="stable")
+        raise InputError(
+            f"implausible estimate {'; '.join(bad)}: not finite, or its term alone moves a fill's cost by "
+            f"more than {IMPLAUSIBLE_COST_BPS:.0f} bps; the largest logged costs among the fills used: "
+            f"{_listed(names, slippage, worst)}; fix or delete those fill rows; nothing written"
+        )
+
+
 def fit_cost_profile(fills: FillSample, cfg: CostConfig, min_fills: int = 30) -> CostProfile:
-    """The profile of ``fills`` (module docstring: the model and the errors), tiers and the
-    participation cap from ``cfg``. Raises ``InputError`` with too few fills (naming the minimum) or
-    fills that cannot separate the parameters."""
+    """The profile of ``fills`` (module docstring: the screen, the model, the errors, the checks),
+    tiers and the participation cap from ``cfg``. Raises ``InputError`` with too few fills (naming the
+    minimum), fills that cannot separate the parameters, too many fills off the model, or an
+    implausible estimate (naming the parameter, its value and the largest logged costs)."""
     n = len(fills.slippage_bps)
     if n < min_fills:
         dropped = sum(fills.dropped.values())
         extra = f" ({dropped} more logged fills lacked inputs)" if dropped else ""
         raise InputError(f"{n} usable fills{extra}; calibrate-costs needs at least {min_fills} (--min-fills)")
-    tiers = liquidity_tier(fills.dollar_volume, cfg)
-    present = [k for k in range(3) if (tiers == k).any()]
-    sqrt_part = np.sqrt(np.minimum(fills.participation, cfg.max_participation))
-    spread = np.minimum(fills.spread_bps, cfg.max_spread_bps)
-    columns = [spread, *[(tiers == k).astype(np.float64) for k in present], sqrt_part]
-    fit = _ols_hc1(np.column_stack(columns), fills.slippage_bps)
-    if fit is None:
+    y, names = fills.slippage_bps, _names(fills)
+    if not np.isfinite(y).all():
+        bad = np.flatnonzero(~np.isfinite(y))
+        raise InputError(f"slippage_bps is not finite for fills {_listed(names, y, bad)}")
+    columns, present, tiers = _cost_columns(fills, cfg)
+    design = np.column_stack(columns)
+    if n <= design.shape[1] or np.linalg.matrix_rank(design) < design.shape[1]:
+        raise _rank_error(n, present)
+    fitted, resid, scale = _huber_fit(design, y)
+    threshold = SCREEN_SIGMAS * scale
+    keep = np.abs(resid) <= threshold  # a NaN residual (an overflow) is capped too
+    left_out = np.flatnonzero(~keep)
+    left_out = left_out[np.argsort(-np.nan_to_num(np.abs(resid[left_out]), nan=np.inf), kind="stable")]
+    # capped, not dropped: a genuinely costly fill still raises the estimates, by at most the threshold
+    side = np.nan_to_num(np.sign(resid), nan=1.0)
+    y_used = np.where(keep, y, fitted + side * threshold)
+    if len(left_out) > MAX_OUTLIER_SHARE * n:
         raise InputError(
-            f"the {n} fills cannot separate spread_fraction, the tier bases of tiers {present} and "
-            "impact_coef_bps (spread and participation must vary within each tier)"
+            f"{len(left_out)} of {n} fills lie more than {SCREEN_SIGMAS:g} robust scales "
+            f"({threshold:.3g} bps) from the robust fit, more than {MAX_OUTLIER_SHARE:.0%}: the fills do not "
+            f"follow the cost model or many are mis-logged; worst: {_listed(names, y, left_out)}"
         )
-    beta, se, resid = fit
+    fit = _ols_hc1(design, y_used)
+    if fit is None:
+        raise _rank_error(n, present)
+    beta, se, resid_kept = fit
+    reach = [cfg.max_spread_bps, *[1.0] * len(present), float(np.sqrt(cfg.max_participation))]
+    labels = ["spread_fraction", *[f"tier_base_bps[{k}]" for k in present], "impact_coef_bps"]
+    _check_plausible(
+        {name: (float(b), float(s), r) for name, b, s, r in zip(labels, beta, se, reach, strict=True)},
+        names,
+        y,
+    )
     params = [FittedParameter(value=float(b), std_error=float(s)) for b, s in zip(beta, se, strict=True)]
     bases: list[FittedParameter | None] = [None, None, None]
     for k, param in zip(present, params[1:-1], strict=True):
         bases[k] = param
-    with_vol = _ols_hc1(np.column_stack([*columns, fills.vol_bps]), fills.slippage_bps)
+    with_vol = _ols_hc1(np.column_stack([*columns, fills.vol_bps]), y_used)
     vol = (
         None
-        if with_vol is None
+        if with_vol is None or not np.isfinite([with_vol[0][-1], with_vol[1][-1]]).all()
         else FittedParameter(value=float(with_vol[0][-1]), std_error=float(with_vol[1][-1]))
     )
+    decided_at = fills.decided_at
     return CostProfile(
         n_fills=n,
         n_dropped=sum(fills.dropped.values()),
-        fills_from=pd.Timestamp(fills.decided_at.min(), tz="UTC").to_pydatetime(),
-        fills_to=pd.Timestamp(fills.decided_at.max(), tz="UTC").to_pydatetime(),
+        fills_from=pd.Timestamp(decided_at.min(), tz="UTC").to_pydatetime(),
+        fills_to=pd.Timestamp(decided_at.max(), tz="UTC").to_pydatetime(),
         spread_fraction=params[0],
         tier_base_bps=(bases[0], bases[1], bases[2]),
         tier_fills=(int((tiers == 0).sum()), int((tiers == 1).sum()), int((tiers == 2).sum())),
         impact_coef_bps=params[-1],
         volatility_coef=vol,
-        residual_std_bps=float(np.std(resid, ddof=len(beta))),
+        residual_std_bps=float(np.std(resid_kept, ddof=len(beta))),
         tier_thresholds_usd=cfg.tier_thresholds_usd,
         max_participation=cfg.max_participation,
+        n_outliers=len(left_out),
+        outliers=tuple(
+            OutlierFill(
+                decision_id=str(names[i]),
+                slippage_bps=float(y[i]),
+                residual_bps=float(np.nan_to_num(resid[i], nan=y[i])),  # finite: the profile is JSON
+            )
+            for i in left_out[:_REPORTED]
+        ),
+        outlier_threshold_bps=threshold,
     )

@@ -31,6 +31,7 @@ __all__ = [
     "CostProfile",
     "CostProfileError",
     "FittedParameter",
+    "OutlierFill",
     "apply_cost_profile",
     "cost_config_from_profile",
     "load_cost_profile",
@@ -55,6 +56,16 @@ class FittedParameter(BaseModel):
     def ci95(self) -> tuple[float, float]:
         """Normal-approximation 95 % interval ``value +- 1.96 std_error``."""
         return (self.value - 1.96 * self.std_error, self.value + 1.96 * self.std_error)
+
+
+class OutlierFill(BaseModel):
+    """A logged fill the calibration capped: its residual from the robust fit was too large."""
+
+    model_config = _FROZEN
+
+    decision_id: str = Field(description="the fill row's decision_id (``<decision>:fill``)")
+    slippage_bps: float = Field(description="its logged cost against the decision-time mid, bps")
+    residual_bps: float = Field(description="its residual from the robust (Huber) fit, bps")
 
 
 class CostProfile(BaseModel):
@@ -83,6 +94,15 @@ class CostProfile(BaseModel):
         "added to the model; None when the fills cannot separate it"
     )
     residual_std_bps: float = Field(ge=0, description="standard deviation of the fit's residuals, bps")
+    n_outliers: int = Field(
+        0, ge=0, description="usable fills capped by the residual screen (envs.cost_calibration)"
+    )
+    outliers: tuple[OutlierFill, ...] = Field(
+        (), description="the worst of the fills capped, largest residual first (at most 5)"
+    )
+    outlier_threshold_bps: float | None = Field(
+        None, ge=0, description="residual at which a fill was capped, bps (None: not screened)"
+    )
     tier_thresholds_usd: tuple[float, float] = Field(description="tier thresholds the fills were sorted by")
     max_participation: float = Field(gt=0, le=1, description="participation cap the fit clipped at")
 

@@ -44,7 +44,7 @@ from raytrade.replay.reader import read_frame
 from raytrade.replay.remote_store import local_store
 from raytrade.replay.schema import FEATURES_SCHEMA
 from raytrade.replay.splits import EMBARGO_BARS, TRAIN_FRACTION, VALIDATION_FRACTION, fractional_splits
-from raytrade.replay.timeutil import times_of_day
+from raytrade.replay.timeutil import bar_length, times_of_day
 
 DEFAULT_FEATURES: tuple[str, ...] = (
     "ret_1",
@@ -247,19 +247,20 @@ def refuse_off_calendar_crypto(bars: pd.DataFrame, calendar: pd.DatetimeIndex) -
 
     In a universe with equities, crypto is observed at the equity calendar's labels only (its weekend
     and night bars are not stepped). A crypto bar that is not on a label yet lies less than one bar
-    length (the calendar's smallest spacing) from one is stamped on another clock: daily bars opened
-    at midnight New York (05:00 UTC) next to equity dates labelled 00:00 UTC. Each would match no
-    label, so the symbol would silently never trade. Moving such a bar onto the nearest label is not
-    done: a daily bar stamped 05:00 UTC on day ``D`` closes at ``D + 1`` 05:00 UTC, after the equity
-    close of ``D``, so a decision at ``D``'s close would see the future.
+    length (``replay.timeutil.bar_length``: the calendar's smallest spacing) from one is stamped on
+    another clock: daily bars opened at midnight New York (05:00 UTC) next to equity dates labelled
+    00:00 UTC. Each would match no label, so the symbol would silently never trade. Moving such a bar
+    onto the nearest label is not done: a daily bar stamped 05:00 UTC on day ``D`` closes at ``D + 1``
+    05:00 UTC, after the equity close of ``D``, so a decision at ``D``'s close would see the future.
 
     ``bars`` has ``symbol``, ``ts`` (UTC) and ``asset_class``. Raises :class:`OffCalendarBarsError`
     naming each such symbol, how many of its bars are off the labels, the time of day they are
     stamped at, the labels' time of day, and the fix."""
-    if len(calendar) < 2:
+    length = bar_length(calendar)
+    if length is None:
         return
     labels = calendar.as_unit("ns").asi8
-    step = int(np.diff(labels).min())
+    step = int(length.value)
     crypto = bars[bars["asset_class"] == "crypto"]
     stamps = pd.DatetimeIndex(crypto["ts"]).as_unit("ns")
     x = stamps.asi8

@@ -1,9 +1,11 @@
-"""Timestamp parsing shared by readers and splits: every user-given date becomes a UTC Timestamp."""
+"""Timestamp parsing shared by readers and splits: every user-given date becomes a UTC Timestamp; and
+the one rule for a bar series' bar length (``bar_length``)."""
 
 from __future__ import annotations
 
 from datetime import datetime
 
+import numpy as np
 import pandas as pd
 
 
@@ -26,3 +28,13 @@ def times_of_day(stamps: pd.DatetimeIndex | pd.Series) -> str:
     counts = pd.Series(index.strftime("%H:%M")).value_counts()
     more = f" (+{len(counts) - 3} more)" if len(counts) > 3 else ""
     return "/".join(counts.index[:3]) + more
+
+
+def bar_length(stamps: pd.DatetimeIndex | pd.Series) -> pd.Timedelta | None:
+    """The bar length of a bar series: the smallest spacing between its distinct stamps (one day for
+    daily bars, one hour for hourly bars, whatever gaps nights and weekends leave); ``None`` with
+    fewer than two distinct stamps. A bar stamped ``ts`` has closed at ``ts + bar_length``."""
+    index = pd.DatetimeIndex(stamps).unique().sort_values()
+    if len(index) < 2:
+        return None
+    return pd.Timedelta(np.diff(index.as_unit("ns").asi8).min(), unit="ns")

@@ -12,7 +12,7 @@ from click.testing import CliRunner
 
 from raytrade.cluster.cli import main
 from raytrade.envs.config import SimulatorConfig
-from raytrade.envs.cost_calibration import FillSample, fit_cost_profile
+from raytrade.envs.cost_calibration import FillSample, fit_cost_profile, logged_fills
 from raytrade.envs.cost_profile import (
     CostProfile,
     CostProfileError,
@@ -25,6 +25,7 @@ from raytrade.envs.market_data import MarketData
 from raytrade.envs.rewards import RewardConfig
 from raytrade.envs.simulator import MarketSimulator
 from raytrade.replay.errors import InputError
+from raytrade.replay.reader import read_frame
 from raytrade.replay.writer import ReplayWriter
 
 TRUE_SPREAD_FRACTION = 0.7
@@ -111,21 +112,27 @@ def test_profile_with_a_negative_fit_or_other_tiers_is_refused() -> None:
 
 
 def _store_with_fills(
-    root: Path, n_days: int, seed: int = 1, decisions: bool = True, fills: bool = True
+    root: Path,
+    n_days: int,
+    seed: int = 1,
+    decisions: bool = True,
+    fills: bool = True,
+    tiers: tuple[int, ...] = (0, 1, 2),
 ) -> None:
     """A store with one symbol per tier: daily features and one logged decision + fill per day each
-    (either left out when asked), the fill's cost drawn from the model with the known parameters."""
+    (either left out when asked), the fill's cost drawn from the model with the known parameters. Each
+    decision (15:00 UTC) has the features row of the day before: the last bar closed by then."""
     rng = np.random.default_rng(seed)
     days = pd.date_range("2026-01-01", periods=n_days, freq="D", tz="UTC")
     features, experience = [], []
-    for k, volume in enumerate(TIER_VOLUME):
-        symbol = f"T{k}"
+    for k in tiers:
+        volume, symbol = TIER_VOLUME[k], f"T{k}"
         vol = rng.uniform(0.005, 0.03, n_days)
         features.append(
             pd.DataFrame(
                 {
                     "symbol": symbol,
-                    "ts": days,
+                    "ts": days - pd.Timedelta(days=1),
                     "asset_class": "equity",
                     "close": 100.0,
                     "dollar_volume_20": volume,
@@ -207,6 +214,155 @@ def test_calibrate_costs_command_refuses_a_store_without_usable_fills(
     result = CliRunner().invoke(main, ["calibrate-costs", "--replay", str(root), "--out", str(out)])
     assert result.exit_code == 2, result.output
     assert result.output.strip().splitlines()[-1] == expected
+    assert not out.exists()
+
+
+def _append_fill(
+    root: Path, symbol: str, decided: pd.Timestamp, slippage: float, spread: float | None = 5.0
+) -> None:
+    """One logged decision (``spread`` in its snapshot, or none) and its fill of 1,000 x 100."""
+    snapshot = {} if spread is None else {"spread_bps": spread}
+    base = {"symbol": symbol, "policy_version": "p@1", "side": "buy", "target_weight": 0.1}
+    decision_id = f"c{decided:%Y%m%d%H%M}:{symbol}"
+    rows = [
+        {**base, "ts": decided, "decision_id": decision_id, "state": json.dumps({"snapshot": snapshot})},
+        {
+            **base,
+            "ts": decided + pd.Timedelta(hours=1),
+            "decision_id": f"{decision_id}:fill",
+            "fill_price": 100.0,
+            "filled_qty": 1000.0,
+            "slippage_bps": slippage,
+        },
+    ]
+    with ReplayWriter(root) as writer:
+        writer.append_experience(pd.DataFrame(rows))
+
+
+def test_a_decision_sees_only_the_features_of_bars_closed_before_it(tmp_path: Path) -> None:
+    # daily rows are stamped 00:00 UTC and built from that day's whole bar: a decision at 13:00 UTC
+    # on day D (before the open) has day D-1's volume, volatility and spread, as the simulator charges
+    # a fill at open[t+1] with bar t's volume; a decision at D+1 00:00 has day D's (its bar closed)
+    root = tmp_path / "store"
+    days = pd.date_range("2026-03-02", periods=3, freq="D", tz="UTC")
+    features = pd.DataFrame(
+        {
+            "symbol": "T1",
+            "ts": days,
+            "asset_class": "equity",
+            "close": 100.0,
+            "dollar_volume_20": [1e7, 2e7, 4e7],
+            "vol_20": [0.01, 0.02, 0.04],
+            "spread_bps": [11.0, 22.0, 44.0],
+        }
+    )
+    with ReplayWriter(root) as writer:
+        writer.append_features(features)
+    _append_fill(root, "T1", days[0] + pd.Timedelta(hours=13), 3.0)  # no bar closed yet: left out
+    _append_fill(root, "T1", days[1] + pd.Timedelta(hours=13), 3.0, spread=None)
+    _append_fill(root, "T1", days[2] + pd.Timedelta(hours=13), 3.0, spread=None)
+    _append_fill(root, "T1", days[2] + pd.Timedelta(days=1), 3.0, spread=None)
+    sample = logged_fills(root)
+    assert sample.dropped == {"no features bar closed before the decision": 1}
+    assert list(sample.decision_id) == [
+        "c202603031300:T1:fill",
+        "c202603041300:T1:fill",
+        "c202603050000:T1:fill",
+    ]
+    assert sample.dollar_volume.tolist() == [1e7, 2e7, 4e7]
+    assert sample.participation.tolist() == [1e5 / 1e7, 1e5 / 2e7, 1e5 / 4e7]
+    assert sample.vol_bps == pytest.approx([100.0, 200.0, 400.0], rel=1e-12)
+    assert sample.spread_bps.tolist() == [11.0, 22.0, 44.0]
+
+
+def test_a_fill_logged_twice_is_counted_once(tmp_path: Path) -> None:
+    root = tmp_path / "store"
+    _store_with_fills(root, n_days=3, tiers=(1,))
+    first = logged_fills(root)
+    again = read_frame(root, "experience")
+    again = again[again["decision_id"] == "c0:T1:fill"].assign(ts=lambda f: f["ts"] + pd.Timedelta(days=1))
+    with ReplayWriter(root) as writer:
+        writer.append_experience(again)
+    sample = logged_fills(root)
+    expected = ["c0:T1:fill", "c1:T1:fill", "c2:T1:fill"]
+    assert sorted(sample.decision_id) == sorted(first.decision_id) == expected
+    assert sample.dropped == {"logged twice under one decision_id (the first kept)": 1}
+
+
+def _named(fills: FillSample) -> FillSample:
+    return fills._replace(decision_id=np.array([f"c{i}:X:fill" for i in range(len(fills.slippage_bps))]))
+
+
+def test_one_mislogged_fill_is_capped_named_by_id_and_barely_moves_the_estimates() -> None:
+    fills = _named(_simulated_fills(300))
+    clean = fit_cost_profile(fills, CostConfig())
+    assert (clean.n_fills, clean.n_outliers, clean.outliers) == (300, 0, ())  # normal noise passes
+    # the largest, widest-spread mega-cap fill logged against a stale mid: plain least squares moved
+    # spread_fraction 0.71 -> 2.05, the tier bases by -19 to -62 bps and impact 149 -> 367
+    tier0 = np.asarray(fills.dollar_volume) >= CostConfig().tier_thresholds_usd[0]
+    k = int(np.argmax(np.sqrt(fills.participation) * fills.spread_bps * tier0))
+    slippage = fills.slippage_bps.copy()
+    slippage[k] = 2500.0
+    profile = fit_cost_profile(fills._replace(slippage_bps=slippage), CostConfig())
+    assert (profile.n_fills, profile.n_outliers, profile.tier_fills[0]) == (300, 1, clean.tier_fills[0])
+    assert [(o.decision_id, o.slippage_bps) for o in profile.outliers] == [(f"c{k}:X:fill", 2500.0)]
+    assert profile.spread_fraction.value == pytest.approx(clean.spread_fraction.value, abs=0.005)
+    # capped at the robust fit + 6 scales, it still counts (a costly fill raises costs), by little
+    assert profile.impact_coef_bps.value == pytest.approx(clean.impact_coef_bps.value, abs=1.0)
+    for fitted, reference in zip(profile.tier_base_bps, clean.tier_base_bps, strict=True):
+        assert fitted is not None and reference is not None
+        assert fitted.value == pytest.approx(reference.value, abs=0.25)
+    apply_cost_profile(CostConfig(), profile)  # and the cost model takes it
+
+
+def test_many_fills_off_the_model_are_refused_naming_the_worst() -> None:
+    fills = _named(_simulated_fills(100))
+    slippage = fills.slippage_bps.copy()
+    slippage[:6] += np.arange(1, 7) * 1000.0  # 6 % of the fills: more than the 5 % the screen leaves out
+    refusal = r"^6 of 100 fills lie more than 6 robust scales .* worst: c5:X:fill"
+    with pytest.raises(InputError, match=refusal):
+        fit_cost_profile(fills._replace(slippage_bps=slippage), CostConfig())
+
+
+def test_calibrate_costs_command_names_the_fills_it_caps(tmp_path: Path) -> None:
+    root, out = tmp_path / "store", tmp_path / "profile.json"
+    _store_with_fills(root, n_days=20, tiers=(0, 1))
+    _append_fill(root, "T1", pd.Timestamp("2026-01-10 13:00", tz="UTC"), 1e200)  # finite: the writer takes it
+    result = CliRunner().invoke(main, ["calibrate-costs", "--replay", str(root), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "fills: 41 used, 0 dropped, 1 capped as outliers" in result.output
+    assert "worst first: c202601101300:T1:fill (1e+200 bps, residual 1e+200)" in result.output
+    profile = load_cost_profile(out)
+    assert profile.n_outliers == 1 and profile.outliers[0].decision_id == "c202601101300:T1:fill"
+    assert profile.spread_fraction.value == pytest.approx(TRUE_SPREAD_FRACTION, rel=0.10)
+
+
+def test_calibrate_costs_command_refuses_an_implausible_estimate_in_one_line(tmp_path: Path) -> None:
+    # the only fill of tier 2 determines its base alone (no residual to screen it by): 50,000 bps
+    root, out = tmp_path / "store", tmp_path / "profile.json"
+    _store_with_fills(root, n_days=20, tiers=(0, 1))
+    days = pd.date_range("2026-01-01", periods=2, freq="D", tz="UTC")
+    with ReplayWriter(root) as writer:
+        writer.append_features(
+            pd.DataFrame(
+                {
+                    "symbol": "T2",
+                    "ts": days,
+                    "asset_class": "equity",
+                    "close": 100.0,
+                    "dollar_volume_20": TIER_VOLUME[2],
+                    "vol_20": 0.01,
+                    "spread_bps": 12.0,
+                }
+            )
+        )
+    _append_fill(root, "T2", days[1] + pd.Timedelta(hours=15), 5e4)
+    result = CliRunner().invoke(main, ["calibrate-costs", "--replay", str(root), "--out", str(out)])
+    assert result.exit_code == 2, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1
+    assert lines[0].startswith("error: implausible estimate tier_base_bps[2]=4.99")
+    assert "the largest logged costs among the fills used: c202601021500:T2:fill (5e+04 bps)" in lines[0]
     assert not out.exists()
 
 
