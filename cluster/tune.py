@@ -17,12 +17,17 @@ Design decisions
   it next to the learner's node.
 * One run = one folder ``STORAGE/NAME`` (Tune's experiment dir). Next to Tune's files it holds
   ``raytrade_run.json`` (``cluster.run_file.RunFile``: spec, replay, budget, the reproducing
-  command, and the code version, library versions and data fingerprint at the start; written
-  first, so an interrupted run is still described), and at the end ``leaderboard.json``
+  command, and the code version, library versions and data fingerprint at the start, and for an
+  offline spec the experience's fingerprint and the window of it read; written first, so an
+  interrupted run is still described), and at the end ``leaderboard.json``
   (``LeaderboardRow`` list: each trial's best checkpoint, its validation and train objectives, and
   the overfitting check of its last iterations, ``tune_specs.overfit``) and
   ``validation_objective.png`` (validation solid, train dashed, per trial). ``raytrade promote
   --run DIR`` reads both and copies the training-time facts into the registry manifest.
+* Offline specs learn from logged transitions, so the env settings that would have changed them
+  (action mapping, no-trade band, reward, costs) are refused unless at their defaults
+  (:func:`check_offline_env`: fail closed, nothing is recomputed), and only the training window's
+  transitions are read (:func:`experience_window`).
 * Logging: Tune's CSV/JSON/TensorBoard loggers always; wandb through Tune's
   ``WandbLoggerCallback``, offline (files under the run folder) unless ``--wandb`` asks for online
   logging, which needs ``WANDB_API_KEY`` (read by ``cluster.settings.load_settings``). The key never
@@ -629,19 +634,15 @@ def experience_window(opts: TuneOptions, spec: TuneSpec) -> ExperienceWindow:
     """The transitions offline ``spec`` reads (``tune_specs.offline.experience_window``: decided in
     the training window of this search's splits, less its last bar) and how many lie outside;
     refused (one line naming the window and the experience's dates) when none lies inside."""
-    from raytrade.replay.experience import check_window
-    from raytrade.tune_specs.offline import experience_window as window_of
+    from raytrade.tune_specs.offline import counted_window
 
+    root = opts.experience or local_store(opts.replay)
     try:
-        train, decisions = window_of(opts.env_config(spec, opts.budget(spec)))
-    except ValueError as exc:
+        train, decisions, count = counted_window(root, opts.env_config(spec, opts.budget(spec)))
+    except InputError:
+        raise
+    except ValueError as exc:  # a store without bars, a training window of one bar
         raise InputError(f"--replay {location(opts.replay)}: {exc}") from None
-    count = check_window(
-        opts.experience or local_store(opts.replay),
-        decisions.start,
-        decisions.end,
-        f"the training window {train.start.date()} .. {train.end.date()} less its last bar",
-    )
     return ExperienceWindow(
         train_start=train.start.to_pydatetime(),
         train_end=train.end.to_pydatetime(),

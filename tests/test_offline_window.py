@@ -151,6 +151,13 @@ def test_experience_with_no_transition_in_the_training_window_is_refused_naming_
     assert f"the training window {train.start.date()} .. {train.end.date()} less its last bar" in message
     first = splits["validation"].start.isoformat()
     assert f"dated {first} .. " in message and str(later) in message
+    # a trial built without the CLI's check refuses the same way
+    from raytrade.tune_specs.offline import ExperienceData, with_experience
+
+    spec = get_spec("cql")
+    config = with_experience(spec.algo_config(env_config(store), spec.smoke), str(later))
+    with pytest.raises(ExperienceError, match="lies in the training window"):
+        ExperienceData(config)
 
 
 def test_the_run_record_holds_the_window_and_what_was_left_out(store: Path, everywhere: Path) -> None:

@@ -20,7 +20,9 @@ Design decisions
   on its bars but the last, so that a transition's next observation is inside it too. The experience
   table may span every date (a live loop logs into the store it trades, so its transitions fall in
   the latest window, the test split): read whole, the validation and test scores would be measured
-  on data the policy trained on, and a walk-forward fold would learn from later folds.
+  on data the policy trained on, and a walk-forward fold would learn from later folds. A window
+  holding no transition is refused (:func:`counted_window`), by ``raytrade tune`` before Ray starts
+  and by the trial itself.
 * The env stays configured: the validation scoring hook (``tune_specs.objective``) replays the
   learned module in the simulator on the validation split, exactly as for the online specs.
 * Budget mapping: ``minibatch`` is the learner batch (``train_batch_size_per_learner``);
@@ -57,7 +59,7 @@ from ray.rllib.offline.offline_data import OfflineData
 from ray.rllib.offline.offline_prelearner import OfflinePreLearner
 
 from raytrade.envs.replay_loader import FEATURE_GROUPS
-from raytrade.replay.experience import READ_CPUS
+from raytrade.replay.experience import READ_CPUS, WindowCount
 from raytrade.replay.splits import TimeWindow
 from raytrade.tune_specs.spec import Budget
 
@@ -112,14 +114,17 @@ class ExperienceData(OfflineData):
         self.data_is_mapped = False
         obs_space, act_space = config.observation_space, config.action_space
         assert obs_space is not None and act_space is not None  # make_offline sets both
-        train, decisions = experience_window(config.env_config)
+        train, decisions, count = counted_window(root, config.env_config)  # none inside: refused
         log.info(
-            "offline experience %s: transitions decided %s .. %s (training window %s .. %s)",
+            "offline experience %s: %d transitions decided %s .. %s read (training window %s .. %s), "
+            "%d outside it left out",
             root,
+            count.inside,
             decisions.start,
             decisions.end,
             train.start,
             train.end,
+            count.left_out,
         )
         self.data = read_transitions(
             root,
@@ -253,6 +258,19 @@ def experience_window(env_config: Mapping[str, Any]) -> tuple[TimeWindow, TimeWi
         raise ValueError(f"the training window holds {len(calendar)} bar(s): no transition fits in it")
     train = TimeWindow("train", calendar[0], calendar[-1], len(calendar))
     return train, TimeWindow("decisions", calendar[0], calendar[-2], len(calendar) - 1)
+
+
+def counted_window(
+    root: str | Path, env_config: Mapping[str, Any]
+) -> tuple[TimeWindow, TimeWindow, WindowCount]:
+    """:func:`experience_window` and the transitions of the experience store at ``root`` inside it
+    and outside; refused (``ExperienceError``, naming the window and the experience's dates) when
+    none lies inside."""
+    from raytrade.replay.experience import check_window
+
+    train, decisions = experience_window(env_config)
+    within = f"the training window {train.start.date()} .. {train.end.date()} less its last bar"
+    return train, decisions, check_window(root, decisions.start, decisions.end, within)
 
 
 def experience_root(input_: Any) -> str:
