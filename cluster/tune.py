@@ -17,12 +17,17 @@ Design decisions
   it next to the learner's node.
 * One run = one folder ``STORAGE/NAME`` (Tune's experiment dir). Next to Tune's files it holds
   ``raytrade_run.json`` (``cluster.run_file.RunFile``: spec, replay, budget, the reproducing
-  command, and the code version, library versions and data fingerprint at the start; written
-  first, so an interrupted run is still described), and at the end ``leaderboard.json``
+  command, and the code version, library versions and data fingerprint at the start, and for an
+  offline spec the experience's fingerprint and the window of it read; written first, so an
+  interrupted run is still described), and at the end ``leaderboard.json``
   (``LeaderboardRow`` list: each trial's best checkpoint, its validation and train objectives, and
   the overfitting check of its last iterations, ``tune_specs.overfit``) and
   ``validation_objective.png`` (validation solid, train dashed, per trial). ``raytrade promote
   --run DIR`` reads both and copies the training-time facts into the registry manifest.
+* Offline specs learn from logged transitions, so the env settings that would have changed them
+  (action mapping, no-trade band, reward, costs) are refused unless at their defaults
+  (:func:`check_offline_env`: fail closed, nothing is recomputed), and only the training window's
+  transitions are read (:func:`experience_window`).
 * Logging: Tune's CSV/JSON/TensorBoard loggers always; wandb through Tune's
   ``WandbLoggerCallback``, offline (files under the run folder) unless ``--wandb`` asks for online
   logging, which needs ``WANDB_API_KEY`` (read by ``cluster.settings.load_settings``). The key never
@@ -62,7 +67,7 @@ from raytrade.cluster.run_file import (
 from raytrade.envs.actions import ActionConfig, ActionMode
 from raytrade.envs.baseline_weights import BASELINE_FEATURES
 from raytrade.envs.rewards import RewardConfig
-from raytrade.models.manifest import Provenance, SearchObjective
+from raytrade.models.manifest import ExperienceWindow, Provenance, SearchObjective
 from raytrade.models.registry import DEFAULT_REGISTRY
 from raytrade.replay.errors import InputError
 from raytrade.replay.remote import (
@@ -609,18 +614,86 @@ def _with_experience(opts: TuneOptions, config: AlgorithmConfig) -> AlgorithmCon
     return with_experience(config, str(opts.experience.resolve()))
 
 
-def check_experience(opts: TuneOptions, spec: TuneSpec) -> None:
+def check_experience(opts: TuneOptions, spec: TuneSpec) -> ExperienceWindow | None:
     """Fail (one line) when ``--experience`` is given to an online spec, or an offline spec's
-    experience store has no transitions (checked on its first file only)."""
+    experience store has no transitions (checked on its first file only) or none in its training
+    window (:func:`experience_window`). Returns that window (None: an online spec)."""
     if spec.name not in OFFLINE_SPECS:
         if opts.experience is not None:
             raise InputError(
                 f"--experience applies to the offline specs ({', '.join(sorted(OFFLINE_SPECS))})"
             )
-        return
+        return None
     from raytrade.replay.experience import check_experience_store
 
     check_experience_store(opts.experience or local_store(opts.replay))
+    return experience_window(opts, spec)
+
+
+def experience_window(opts: TuneOptions, spec: TuneSpec) -> ExperienceWindow:
+    """The transitions offline ``spec`` reads (``tune_specs.offline.experience_window``: decided in
+    the training window of this search's splits, less its last bar) and how many lie outside;
+    refused (one line naming the window and the experience's dates) when none lies inside."""
+    from raytrade.tune_specs.offline import counted_window
+
+    root = opts.experience or local_store(opts.replay)
+    try:
+        train, decisions, count = counted_window(root, opts.env_config(spec, opts.budget(spec)))
+    except InputError:
+        raise
+    except ValueError as exc:  # a store without bars, a training window of one bar
+        raise InputError(f"--replay {location(opts.replay)}: {exc}") from None
+    return ExperienceWindow(
+        train_start=train.start.to_pydatetime(),
+        train_end=train.end.to_pydatetime(),
+        start=decisions.start.to_pydatetime(),
+        end=decisions.end.to_pydatetime(),
+        transitions=count.inside,
+        left_out=count.left_out,
+    )
+
+
+def experience_window_line(window: ExperienceWindow) -> str:
+    """The progress line saying which transitions an offline search learns from."""
+    return (
+        f"offline experience: {window.transitions} transitions decided {window.start.date()} .. "
+        f"{window.end.date()} (training window {window.train_start.date()} .. {window.train_end.date()}); "
+        f"{window.left_out} outside it left out"
+    )
+
+
+OFFLINE_FIXED: Final[dict[str, str]] = {
+    "action_mode": "the experience logs absolute target weights, which a tilt would read as tilts "
+    "around its baseline",
+    "no_trade_band": "the experience's next observations and rewards were recorded without a band",
+    "turnover_penalty": "the experience's rewards were recorded without a turnover penalty",
+    "cost_profile": "the experience's rewards were recorded under the costs where it was logged",
+}
+"""Options an offline spec must leave at their defaults, and why: the transitions it learns from were
+recorded under the default action mapping, reward and costs (``envs.experience``, ``serve.live``);
+another value would not change what it learns, only mislabel it (fail closed, not recomputed)."""
+
+
+def check_offline_env(opts: TuneOptions, spec: TuneSpec) -> None:
+    """Fail (one line naming the option and its value) when an offline spec is asked for an env the
+    experience was not recorded under (:data:`OFFLINE_FIXED`), through a flag or an ``--init``
+    version's adopted action mapping."""
+    if spec.name not in OFFLINE_SPECS:
+        return
+    for field, why in OFFLINE_FIXED.items():
+        value, default = getattr(opts, field), TuneOptions.model_fields[field].default
+        if value != default:
+            raise InputError(
+                f"--{field.replace('_', '-')} {value}: spec {spec.name!r} is offline and {why}; "
+                + ("leave the option out" if default is None else f"offline specs take {default}")
+            )
+    if opts.init is not None:
+        action = ActionConfig.model_validate(opts.env_config(spec, opts.budget(spec))["action"])
+        if action.mode != ActionConfig().mode or action.no_trade_band != ActionConfig().no_trade_band:
+            raise InputError(
+                f"--init {opts.init}: its action mapping (mode {action.mode}, no-trade band "
+                f"{action.no_trade_band}) is not the absolute weights spec {spec.name!r}'s experience logs"
+            )
 
 
 def _reporter(spec: TuneSpec, config: Any) -> Any:
@@ -639,9 +712,12 @@ def _reporter(spec: TuneSpec, config: Any) -> Any:
     )
 
 
-def provenance(replay: Path, experience: Path | None = None) -> Provenance:
+def provenance(
+    replay: Path, experience: Path | None = None, window: ExperienceWindow | None = None
+) -> Provenance:
     """Code version, library versions and the data fingerprint of ``replay``, as of now; with
-    ``experience`` (an offline spec's experience store), its experience table's fingerprint too."""
+    ``experience`` (an offline spec's experience store), its experience table's fingerprint too, and
+    the ``window`` of it read."""
     from raytrade.models.manifest import ExperienceFingerprint
     from raytrade.models.registry import code_version, library_versions
     from raytrade.replay.fingerprint import EXPERIENCE_TABLES, data_fingerprint
@@ -650,7 +726,9 @@ def provenance(replay: Path, experience: Path | None = None) -> Provenance:
     seen = None
     if experience is not None:
         exp_sha, exp_files = data_fingerprint(experience, EXPERIENCE_TABLES)
-        seen = ExperienceFingerprint(root=str(experience.resolve()), sha256=exp_sha, files=exp_files)
+        seen = ExperienceFingerprint(
+            root=str(experience.resolve()), sha256=exp_sha, files=exp_files, window=window
+        )
     return Provenance(
         started_at=datetime.now(UTC),
         code_version=code_version(),
@@ -661,8 +739,12 @@ def provenance(replay: Path, experience: Path | None = None) -> Provenance:
     )
 
 
-def run_record(opts: TuneOptions, spec: TuneSpec) -> RunFile:
-    """The run file of a new search: what it searches and what it depends on at this moment."""
+def run_record(opts: TuneOptions, spec: TuneSpec, window: ExperienceWindow | None = None) -> RunFile:
+    """The run file of a new search: what it searches and what it depends on at this moment (an
+    offline spec: its experience's ``window``, computed here when not given)."""
+    offline = spec.name in OFFLINE_SPECS
+    if offline and window is None:
+        window = experience_window(opts, spec)
     budget = opts.budget(spec)
     columns = opts.feature_columns(spec)
     env_config = opts.env_config(spec, budget)  # --init conflicts are refused here, before any file
@@ -681,7 +763,8 @@ def run_record(opts: TuneOptions, spec: TuneSpec) -> RunFile:
         command=opts.command(),
         provenance=provenance(
             local_store(opts.replay),
-            (opts.experience or local_store(opts.replay)) if spec.name in OFFLINE_SPECS else None,
+            (opts.experience or local_store(opts.replay)) if offline else None,
+            window if offline else None,
         ),
     )
 
@@ -838,8 +921,9 @@ def run_tune(opts: TuneOptions, dashboard: bool = True) -> TuneOutcome:
     if version is not None:  # the trials load exactly the version resolved now
         opts = opts.model_copy(update={"init": version.label})
     check_env_runners(opts, spec)
+    check_offline_env(opts, spec)
     check_replay(local_store(opts.replay), spec, opts.feature_columns(spec), opts.split_fractions())
-    check_experience(opts, spec)
+    window = check_experience(opts, spec)
     opts.sim_overrides()  # a bad cost profile is refused before Ray starts
     if not opts.resume:  # --init conflicts (features, action mapping) too, before anything is printed
         opts.env_config(spec, opts.budget(spec))
@@ -872,9 +956,11 @@ def run_tune(opts: TuneOptions, dashboard: bool = True) -> TuneOutcome:
     callbacks, env, wandb_key = _wandb_setup(opts, run_dir)
     for line in log_locations(opts):
         click.echo(line)
+    if window is not None:
+        click.echo(experience_window_line(window))
     env = {**env, "RAY_AIR_NEW_OUTPUT": "0"}  # the table reporter of ``_reporter``
     if not opts.resume:
-        write_run_file(run_dir, run_record(opts, spec))
+        write_run_file(run_dir, run_record(opts, spec, window))
         if remote is not None:
             upload_tree(run_dir, remote, files=[RUN_FILE])
     with _environment(env):

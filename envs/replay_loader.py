@@ -120,6 +120,46 @@ def _numeric_feature(name: str) -> bool:
     return str(field.type) != "string"
 
 
+def calendar_class(bars: pd.DataFrame) -> str:
+    """The asset class whose bars make the calendar (module docstring): equity when ``bars`` holds any."""
+    return "equity" if (bars["asset_class"] == "equity").any() else "crypto"
+
+
+def market_calendar(bars: pd.DataFrame) -> pd.DatetimeIndex:
+    """The calendar the simulator steps on: the sorted unique ``ts`` of the rows of ``bars`` (columns
+    ``ts``, ``asset_class``) of their :func:`calendar_class`."""
+    return pd.DatetimeIndex(np.unique(bars.loc[bars["asset_class"] == calendar_class(bars), "ts"]))
+
+
+def split_of(
+    calendar: pd.DatetimeIndex,
+    split: str,
+    train_fraction: float = TRAIN_FRACTION,
+    validation_fraction: float = VALIDATION_FRACTION,
+    embargo_bars: int = EMBARGO_BARS,
+) -> pd.DatetimeIndex:
+    """The bars of ``calendar`` in ``split`` ("train" | "validation" | "test" | "all"):
+    ``replay.splits.fractional_splits`` at these fractions and embargo."""
+    if split == "all":
+        return calendar
+    windows = fractional_splits(calendar, train_fraction, validation_fraction, embargo_bars)
+    if split not in windows:
+        raise ValueError(f"split must be one of train, validation, test, all; got {split!r}")
+    window = windows[split]
+    return calendar[(calendar >= window.start) & (calendar <= window.end)]
+
+
+def split_calendar(cfg: ReplayDataConfig) -> pd.DatetimeIndex:
+    """The bars of ``cfg.split`` of the store at ``cfg.root``: exactly the calendar
+    :func:`load_market_data_from_config` steps on, read from the bars' timestamps alone."""
+    bars = read_frame(local_store(cfg.root), "bars", symbols=cfg.symbols, columns=["ts", "asset_class"])
+    if bars.empty:
+        raise ValueError(f"the store at {cfg.root} holds no bars")
+    return split_of(
+        market_calendar(bars), cfg.split, cfg.train_fraction, cfg.validation_fraction, cfg.embargo_bars
+    )
+
+
 def load_market_data(
     root: str | os.PathLike[str],
     split: str = "train",
@@ -152,18 +192,11 @@ def load_market_data(
     if bars.empty:
         raise ValueError(f"the store at {root} holds no bars")
     classes = bars.groupby("symbol")["asset_class"].first()
-    has_equity = (classes == "equity").any()
-    calendar_class = "equity" if has_equity else "crypto"
-    calendar = pd.DatetimeIndex(np.unique(bars.loc[bars["asset_class"] == calendar_class, "ts"]))
-    if has_equity:
+    calendar, stepped_class = market_calendar(bars), calendar_class(bars)
+    if stepped_class == "equity":
         refuse_off_calendar_crypto(bars, calendar)
     full_calendar = calendar
-    if split != "all":
-        windows = fractional_splits(calendar, train_fraction, validation_fraction, embargo_bars)
-        if split not in windows:
-            raise ValueError(f"split must be one of train, validation, test, all; got {split!r}")
-        window = windows[split]
-        calendar = calendar[(calendar >= window.start) & (calendar <= window.end)]
+    calendar = split_of(calendar, split, train_fraction, validation_fraction, embargo_bars)
     order = sorted(classes.index.astype(str))
     bars = bars[bars["volume"] > 0]  # a bar that traded nothing (a halt's stale bar) is a hole
     # a symbol with a traded bar after the window is not delisted at the window's end (market_data)
@@ -227,7 +260,7 @@ def load_market_data(
         features=stack,
         feature_names=tuple(feature_columns),
         regime_code=regime,
-        periods_per_year=round(periods_per_year(calendar, calendar_class)),
+        periods_per_year=round(periods_per_year(calendar, stepped_class)),
         days_per_bar=1.0 / _bars_per_day(calendar),
         feature_missing=absent,
         # a row without a baseline flag (no bar, a store that predates it) counts as imported: kept

@@ -74,15 +74,34 @@ def scrub_secrets(value: Any) -> Any:
     return value
 
 
+class ExperienceWindow(BaseModel):
+    """The dates an offline run read its experience from (``tune_specs.offline.experience_window``):
+    the transitions decided on the training window's bars but its last, so that each one's next
+    observation lies in the window too, and how many the table held in it and outside it."""
+
+    model_config = _DOC
+
+    train_start: datetime = Field(description="first bar of the training window (UTC)")
+    train_end: datetime = Field(description="last bar of the training window (UTC)")
+    start: datetime = Field(description="first decision read (UTC, inclusive)")
+    end: datetime = Field(description="last decision read (UTC, inclusive): the bar before train_end")
+    transitions: int = Field(ge=0, description="transitions in the window when the search started")
+    left_out: int = Field(ge=0, description="transitions outside it (not read) when the search started")
+
+
 class ExperienceFingerprint(BaseModel):
-    """The experience an offline run learnt from: its store and the fingerprint of its ``experience``
-    table at the start (``replay.fingerprint.data_fingerprint(root, EXPERIENCE_TABLES)``)."""
+    """The experience an offline run learnt from: its store, the fingerprint of its ``experience``
+    table at the start (``replay.fingerprint.data_fingerprint(root, EXPERIENCE_TABLES)``) and the
+    window of it that was read."""
 
     model_config = _DOC
 
     root: str = Field(description="experience store root (--experience, else the replay store)")
     sha256: str = Field(description="fingerprint of its experience table")
     files: int = Field(ge=0, description="experience files the fingerprint covers")
+    window: ExperienceWindow | None = Field(
+        None, description="the dates read (None: a run older than the window, which read every date)"
+    )
 
 
 class Provenance(BaseModel):

@@ -24,6 +24,10 @@ Design decisions
   row, a step whose assets are not exactly ``0 .. N-1``, and
   observations or actions whose size differs from the others' or from what the learner expects
   (``n_assets`` / ``obs_dim``: mixed action or observation spaces).
+* A window ``[start, end]`` (both inclusive, on the rows' ``ts``) selects transitions by date: an
+  offline learner reads only its training window's (``tune_specs.offline.experience_window``).
+  :func:`window_count` counts the transitions inside and outside it (a step's rows share one ``ts``)
+  and :func:`check_window` refuses a window holding none, naming it and the experience's dates.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from __future__ import annotations
 import functools
 import os
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
@@ -43,6 +48,7 @@ import pyarrow.dataset as ds
 from raytrade.replay.errors import InputError
 from raytrade.replay.reader import TimeLike, read_table, table_files
 from raytrade.replay.schema import schema_for
+from raytrade.replay.timeutil import as_utc
 
 if TYPE_CHECKING:
     import ray.data
@@ -315,18 +321,20 @@ def read_transitions(
     n_assets: int | None = None,
     obs_dim: int | None = None,
 ) -> ray.data.Dataset:
-    """The transitions of the store at ``root`` as a lazy ``ray.data.Dataset`` (columns
-    ``OUTPUT_COLUMNS``): one read-and-assemble task per group of committed files of at most
-    ``READ_ROWS_PER_TASK`` rows (see the module docstring).
-    Row order is not guaranteed; an empty table is refused (nothing to learn from)."""
+    """The transitions of the store at ``root`` dated ``[start, end]`` (inclusive; None: unbounded)
+    as a lazy ``ray.data.Dataset`` (columns ``OUTPUT_COLUMNS``): one read-and-assemble task per group
+    of committed files of at most ``READ_ROWS_PER_TASK`` rows (see the module docstring).
+    Row order is not guaranteed; an empty table is refused (nothing to learn from); a window holding
+    no transition is for the caller to refuse beforehand (:func:`check_window`, it reads the dates)."""
     import ray.data
 
     from raytrade.replay.reader import _check_version, _row_filter
 
     files = table_files(root, "experience", start, end)
     if not files:
+        within = "" if start is None and end is None else f" dated {_span(start, end)}"
         raise ExperienceError(
-            f"no experience under {os.fspath(root)!r}: run `raytrade simulate-experience` first"
+            f"no experience{within} under {os.fspath(root)!r}: run `raytrade simulate-experience` first"
         )
     _check_version(files[0])
     rows = {f: _transition_rows(f) for f in files}
@@ -398,3 +406,60 @@ def check_experience_store(root: str | os.PathLike[str]) -> None:
         columns=list(READ_COLUMNS)
     )
     transitions_from_table(table)
+
+
+def _span(start: TimeLike, end: TimeLike) -> str:
+    """``start .. end`` for a message (``...`` for an open end)."""
+    lo, hi = (None if t is None else as_utc(t, "window").isoformat() for t in (start, end))
+    return f"{lo or '...'} .. {hi or '...'}"
+
+
+@dataclass(frozen=True)
+class WindowCount:
+    """Transitions (steps, not rows) of an experience store inside a window and on either side of it,
+    and the dates of its first and last transition (None: it holds none)."""
+
+    inside: int
+    before: int
+    after: int
+    first: pd.Timestamp | None
+    last: pd.Timestamp | None
+
+    @property
+    def left_out(self) -> int:
+        return self.before + self.after
+
+
+def window_count(root: str | os.PathLike[str], start: TimeLike, end: TimeLike) -> WindowCount:
+    """Count the transitions of the store at ``root`` dated in ``[start, end]`` (inclusive; None:
+    unbounded), before and after it (reads ``ts``, ``episode_id`` and ``step`` only)."""
+    table = read_table(root, "experience", columns=["ts", "episode_id", "step"])
+    steps = table.filter(table.column("episode_id").is_valid()).to_pandas()
+    steps = steps.drop_duplicates(["episode_id", "step"])
+    ts = steps["ts"]
+    before = 0 if start is None else int((ts < as_utc(start, "start")).sum())
+    after = 0 if end is None else int((ts > as_utc(end, "end")).sum())
+    return WindowCount(
+        inside=len(ts) - before - after,
+        before=before,
+        after=after,
+        first=ts.min() if len(ts) else None,
+        last=ts.max() if len(ts) else None,
+    )
+
+
+def check_window(root: str | os.PathLike[str], start: TimeLike, end: TimeLike, window: str) -> WindowCount:
+    """:func:`window_count`, refused (``ExperienceError``) when no transition lies in the window: the
+    message names the ``window`` (what it is), its dates and the experience's."""
+    count = window_count(root, start, end)
+    if count.inside == 0:
+        held = (
+            "holds no transition"
+            if count.first is None
+            else f"holds {count.left_out} transitions dated {_span(count.first, count.last)}"
+        )
+        raise ExperienceError(
+            f"no experience transition under {os.fspath(root)!r} lies in {window} "
+            f"({_span(start, end)}): the experience {held}"
+        )
+    return count

@@ -15,6 +15,14 @@ Design decisions
 * An offline algorithm has no env runners, so the env's spaces are given explicitly (built once
   from the training env config); they are also what every transition is checked against (a
   mismatch is an error naming the column and the episode).
+* The learner reads only the transitions of its training window (:func:`experience_window`: the
+  env config's train split, with the fractions and embargo every spec's training env uses), decided
+  on its bars but the last, so that a transition's next observation is inside it too. The experience
+  table may span every date (a live loop logs into the store it trades, so its transitions fall in
+  the latest window, the test split): read whole, the validation and test scores would be measured
+  on data the policy trained on, and a walk-forward fold would learn from later folds. A window
+  holding no transition is refused (:func:`counted_window`), by ``raytrade tune`` before Ray starts
+  and by the trial itself.
 * The env stays configured: the validation scoring hook (``tune_specs.objective``) replays the
   learned module in the simulator on the validation split, exactly as for the online specs.
 * Budget mapping: ``minibatch`` is the learner batch (``train_batch_size_per_learner``);
@@ -51,7 +59,8 @@ from ray.rllib.offline.offline_data import OfflineData
 from ray.rllib.offline.offline_prelearner import OfflinePreLearner
 
 from raytrade.envs.replay_loader import FEATURE_GROUPS
-from raytrade.replay.experience import READ_CPUS
+from raytrade.replay.experience import READ_CPUS, WindowCount
+from raytrade.replay.splits import TimeWindow
 from raytrade.tune_specs.spec import Budget
 
 if TYPE_CHECKING:
@@ -105,8 +114,22 @@ class ExperienceData(OfflineData):
         self.data_is_mapped = False
         obs_space, act_space = config.observation_space, config.action_space
         assert obs_space is not None and act_space is not None  # make_offline sets both
+        train, decisions, count = counted_window(root, config.env_config)  # none inside: refused
+        log.info(
+            "offline experience %s: %d transitions decided %s .. %s read (training window %s .. %s), "
+            "%d outside it left out",
+            root,
+            count.inside,
+            decisions.start,
+            decisions.end,
+            train.start,
+            train.end,
+            count.left_out,
+        )
         self.data = read_transitions(
             root,
+            start=decisions.start,
+            end=decisions.end,
             n_assets=int(act_space.shape[0]),
             obs_dim=int(obs_space.shape[0]),
         )
@@ -210,6 +233,44 @@ def learner_columns(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """The learner batch RLlib's ``OfflinePreLearner`` makes of transitions when
     :func:`copies_columns` holds (flattened ``module_id/column`` keys, as it returns them)."""
     return {f"{DEFAULT_MODULE_ID}/{c}": batch[c] for c in LEARNER_COLUMNS}
+
+
+def experience_window(env_config: Mapping[str, Any]) -> tuple[TimeWindow, TimeWindow]:
+    """(training window, decisions read) of an offline spec whose env config is ``env_config``.
+
+    The training window is the train split of ``env_config["data"]`` (its store, symbols, fractions
+    and embargo: ``envs.replay_loader.split_calendar``, the bars a training env steps on, so the
+    embargo before validation holds as for the online specs). The decisions read are its bars but the
+    last: a transition decided on bar t observes bar t + 1 next, which must be a training bar too
+    (``[start, end]`` inclusive, on the experience's ``ts``). A ``ValueError`` names a data config
+    without a calendar (not a replay store) or a training window too short to hold a transition."""
+    from raytrade.envs.config import ReplayDataConfig
+    from raytrade.envs.replay_loader import split_calendar
+
+    data = dict(env_config.get("data") or {})
+    if data.get("kind") != "replay":
+        raise ValueError(
+            f"offline specs learn from a replay store's experience; env_config data kind "
+            f"{data.get('kind')!r} has no calendar to date it by"
+        )
+    calendar = split_calendar(ReplayDataConfig.model_validate({**data, "split": "train"}))
+    if len(calendar) < 2:
+        raise ValueError(f"the training window holds {len(calendar)} bar(s): no transition fits in it")
+    train = TimeWindow("train", calendar[0], calendar[-1], len(calendar))
+    return train, TimeWindow("decisions", calendar[0], calendar[-2], len(calendar) - 1)
+
+
+def counted_window(
+    root: str | Path, env_config: Mapping[str, Any]
+) -> tuple[TimeWindow, TimeWindow, WindowCount]:
+    """:func:`experience_window` and the transitions of the experience store at ``root`` inside it
+    and outside; refused (``ExperienceError``, naming the window and the experience's dates) when
+    none lies inside."""
+    from raytrade.replay.experience import check_window
+
+    train, decisions = experience_window(env_config)
+    within = f"the training window {train.start.date()} .. {train.end.date()} less its last bar"
+    return train, decisions, check_window(root, decisions.start, decisions.end, within)
 
 
 def experience_root(input_: Any) -> str:
