@@ -88,6 +88,9 @@ def logged_fills(root: str | os.PathLike[str]) -> FillSample:
         fills = fills[~mask]
 
     drop(~fills["decision"].isin(decisions.index), "no decision row")
+    drop(
+        fills["decision_id"].duplicated(keep="first"), "logged twice"
+    )  # appended twice (before the writer refused it): counted once
     if fills.empty:  # nothing to join (an empty selection would also lose the ts dtype)
         return _empty_sample(dropped)
     fills = fills.assign(
