@@ -19,24 +19,50 @@ Design decisions
   learns nothing about actions a dataset never shows); 0 logs the policy exactly.
 * The logged action is the target clipped to the action space ``[-1, 1]``; the simulator projects
   it onto the constraints as it does every env action (``target_weight`` is the projection).
+* Every row carries :func:`observation_spec` of the env config (observed columns, normaliser,
+  portfolio-state layout), and ``symbol`` in ``asset_index`` order is the universe: an offline
+  learner whose env encodes observations otherwise, or trades other assets, refuses the rows
+  (``replay.experience``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import hashlib
+import json
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from raytrade.envs.config import PortfolioEnvConfig
-from raytrade.envs.gym_envs import batched_observation, feature_index
+from raytrade.envs.config import GatedEnvConfig, PortfolioEnvConfig
+from raytrade.envs.gym_envs import N_PORTFOLIO_STATE, batched_observation, feature_index
 from raytrade.envs.market_data import MarketData
 from raytrade.envs.rollout import Decision
 from raytrade.envs.simulator import MarketSimulator, Observation
 
 _FLAT_EPS = 1e-12
 """A target within this of the current weight is logged as side ``flat``."""
+
+
+def observation_spec(cfg: PortfolioEnvConfig, feature_names: Sequence[str]) -> str:
+    """sha256 (hex) of what decides how ``batched_observation`` encodes an observation under ``cfg``:
+    the observed columns (``cfg.feature_columns``, else all of ``feature_names``, the data's), the
+    normaliser's statistics and clip (not its ``fitted_on`` label), the kill switch's release bars
+    (the portfolio state's scale), the gate channel and the portfolio-state width. Two configs with
+    the same spec encode the same market state as the same numbers; the flat or dict form is not
+    part of it (logged rows hold per-asset slices, flattened on read)."""
+    normalizer = (
+        None if cfg.normalizer is None else cfg.normalizer.model_dump(mode="json", exclude={"fitted_on"})
+    )
+    spec = {
+        "columns": list(cfg.feature_columns or feature_names),
+        "normalizer": normalizer,
+        "release_bars": cfg.sim.kill_switch.release_after_bars,
+        "gated": isinstance(cfg, GatedEnvConfig),
+        "portfolio_state": N_PORTFOLIO_STATE,
+    }
+    return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()
 
 
 def _encode(ob: Observation, data: MarketData, cfg: PortfolioEnvConfig) -> dict[str, np.ndarray]:
@@ -75,6 +101,7 @@ def simulate_episode(
     rng = np.random.default_rng(seed)
     n = data.n_assets
     steps_rows: list[dict[str, Any]] = []
+    spec = observation_spec(env_cfg, data.feature_names)
     ob = simulator.observe()
     encoded = _encode(ob, data, env_cfg)
     for k in range(steps):
@@ -107,6 +134,7 @@ def simulate_episode(
                 terminal,
                 truncated,
             )
+            | {"observation_spec": [spec] * n}
         )
         if terminal or truncated:
             break

@@ -23,18 +23,30 @@ Design decisions
 * Refused, naming the column and the episode: a transition column that is null on a transition
   row, a step whose assets are not exactly ``0 .. N-1``, and
   observations or actions whose size differs from the others' or from what the learner expects
-  (``n_assets`` / ``obs_dim``: mixed action or observation spaces).
+  (``n_assets`` / ``obs_dim``: mixed action or observation spaces). Sizes alone cannot tell two
+  universes or two encodings of the same size apart, so the learner also names its universe
+  (``symbols``: a step's ``symbol`` in asset order must be it) and its encoding (``observation_spec``,
+  ``envs.experience.observation_spec``: every row's must be it; a row without one, written before
+  the column existed, is refused too, as it cannot be checked).
 * A window ``[start, end]`` (both inclusive, on the rows' ``ts``) selects transitions by date: an
   offline learner reads only its training window's (``tune_specs.offline.experience_window``).
   :func:`window_count` counts the transitions inside and outside it (a step's rows share one ``ts``)
   and :func:`check_window` refuses a window holding none, naming it and the experience's dates.
+* A row whose ``decision_id`` was read before is left out (the writer refuses such rows since it
+  checks ids against the table; a store written before may hold an episode appended twice): within
+  a read task by the id's first row, across tasks by the driver, which reads the ``decision_id``
+  column of the transition files once when there is more than one task. Values that are not finite
+  in float32, and actions outside ``[-1, 1]`` (the writer refuses both now) are refused, naming the
+  column and the episode.
 """
 
 from __future__ import annotations
 
 import functools
+import json
+import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
@@ -53,6 +65,8 @@ from raytrade.replay.timeutil import as_utc
 if TYPE_CHECKING:
     import ray.data
 
+log = logging.getLogger(__name__)
+
 TRANSITION_COLUMNS: Final[tuple[str, ...]] = (
     "episode_id",
     "step",
@@ -68,7 +82,10 @@ TRANSITION_COLUMNS: Final[tuple[str, ...]] = (
 )
 """Experience columns a transition is built from; every one must be non-null on a transition row."""
 
-READ_COLUMNS: Final[tuple[str, ...]] = ("decision_id", *TRANSITION_COLUMNS)
+CHECK_COLUMNS: Final[tuple[str, ...]] = ("symbol", "observation_spec")
+"""What a transition is checked against the learner's env with (universe, observation encoding); a
+frame or table without ``observation_spec`` (written before it existed) reads it as null."""
+READ_COLUMNS: Final[tuple[str, ...]] = ("decision_id", *CHECK_COLUMNS, *TRANSITION_COLUMNS)
 OUTPUT_COLUMNS: Final[tuple[str, ...]] = (
     "eps_id",
     "t",
@@ -134,34 +151,67 @@ def _list_values(table: pa.Table, column: str, rows: np.ndarray | None = None) -
 
 
 def transitions_from_frame(
-    frame: pd.DataFrame, n_assets: int | None = None, obs_dim: int | None = None
+    frame: pd.DataFrame,
+    n_assets: int | None = None,
+    obs_dim: int | None = None,
+    symbols: Sequence[str] | None = None,
+    observation_spec: str | None = None,
 ) -> dict[str, np.ndarray]:
     """:func:`transitions_from_table` of a pandas frame (columns ``READ_COLUMNS``)."""
+    if "observation_spec" not in frame.columns:
+        frame = frame.assign(observation_spec=None)
     missing = [c for c in READ_COLUMNS if c not in frame.columns]
     if missing:
         raise ExperienceError(f"experience has no column {missing[0]!r}")
-    return transitions_from_table(
-        pa.Table.from_pandas(frame[list(READ_COLUMNS)], preserve_index=False), n_assets, obs_dim
+    table = pa.Table.from_pandas(frame[list(READ_COLUMNS)], preserve_index=False)
+    return transitions_from_table(table, n_assets, obs_dim, symbols, observation_spec)
+
+
+def first_rows(table: pa.Table) -> pa.Table:
+    """``table`` less the rows whose ``decision_id`` an earlier row has (with a warning naming one)."""
+    n = table.num_rows
+    ids = pa.table({"id": table.column("decision_id"), "row": pa.array(np.arange(n))})
+    first = ids.group_by("id").aggregate([("row", "min")])
+    if first.num_rows == n:
+        return table
+    keep = np.sort(np.asarray(first.column("row_min").to_numpy()))
+    dropped = np.setdiff1d(np.arange(n), keep)
+    log.warning(
+        "experience: %d rows repeat a decision_id read before (e.g. %r) and are left out",
+        dropped.size,
+        table.column("decision_id")[int(dropped[0])].as_py(),
     )
+    return table.take(pa.array(keep))
 
 
 def transitions_from_table(
-    table: pa.Table, n_assets: int | None = None, obs_dim: int | None = None
+    table: pa.Table,
+    n_assets: int | None = None,
+    obs_dim: int | None = None,
+    symbols: Sequence[str] | None = None,
+    observation_spec: str | None = None,
 ) -> dict[str, np.ndarray]:
     """Assemble experience rows (columns ``READ_COLUMNS``) into transitions, sorted by (episode, step);
-    rows without an episode id are set aside (none with one: refused, naming a decision).
+    rows without an episode id are set aside (none with one: refused, naming a decision), and a row
+    whose ``decision_id`` an earlier row has is left out (:func:`first_rows`).
 
     ``n_assets`` / ``obs_dim``: the learner's action size and flat observation size; a step of
     another size is refused naming its episode. None: the first step's sizes rule the rest.
+    ``symbols``: the learner's universe, in its asset order; a step of other symbols (or in another
+    order) is refused. ``observation_spec``: the learner env's (``envs.experience.observation_spec``);
+    a row with another one, or none, is refused. None: not checked.
     Vectorised over the steps (Arrow and numpy, no Python loop over rows or steps): the checks
     compute a flag per step, and the first flagged step in (episode, step) order is refused.
     """
+    if "observation_spec" not in table.column_names:
+        table = table.append_column("observation_spec", pa.nulls(table.num_rows, pa.string()))
     missing = [c for c in READ_COLUMNS if c not in table.column_names]
     if missing:
         raise ExperienceError(f"experience has no column {missing[0]!r}")
     empty = {c: np.empty((0,) if c not in ("obs", "actions", "new_obs") else (0, 0)) for c in OUTPUT_COLUMNS}
     if table.num_rows == 0:
         return empty
+    table = first_rows(table)
     tracked = table.column("episode_id").is_valid().to_numpy(zero_copy_only=False)
     _refuse_nulls(table.filter(pa.array(tracked)) if tracked.any() else table)
     table = table.filter(pa.array(tracked))
@@ -179,12 +229,24 @@ def transitions_from_table(
     lengths = {c: _list_lengths(table, c) for c in ("observation", "next_observation")}
     portfolio = _list_lengths(table, "portfolio_state")[starts]
     flat_size = sizes * lengths["observation"][starts] + portfolio
+    symbol = np.asarray(table.column("symbol").to_numpy(zero_copy_only=False), dtype=object)
+    spec = np.asarray(table.column("observation_spec").to_numpy(zero_copy_only=False), dtype=object)
+    unchecked = np.zeros(len(starts), bool)
+
+    def any_row(mask: np.ndarray) -> np.ndarray:
+        return np.add.reduceat(mask.astype(np.int64), starts) > 0
+
+    universe = np.asarray(list(symbols or ["?"]), dtype=object)
     # one flag per step and check, in the order the checks are reported
     checks = {
-        "asset_index": np.add.reduceat((asset != position).astype(np.int64), starts) > 0,
-        "n_assets": (sizes != n_assets) if n_assets is not None else np.zeros(len(starts), bool),
+        "asset_index": any_row(asset != position),
+        "n_assets": (sizes != n_assets) if n_assets is not None else unchecked,
+        "symbol": unchecked
+        if symbols is None
+        else (sizes != len(universe)) | any_row(symbol != universe[np.minimum(position, len(universe) - 1)]),
+        "observation_spec": unchecked if observation_spec is None else any_row(spec != observation_spec),
         **{c: np.not_equal(*_per_step(lengths[c], starts)) for c in lengths},
-        "obs_dim": (flat_size != obs_dim) if obs_dim is not None else np.zeros(len(starts), bool),
+        "obs_dim": (flat_size != obs_dim) if obs_dim is not None else unchecked,
     }
     flagged = np.flatnonzero(np.logical_or.reduce(list(checks.values())))
     if flagged.size:
@@ -192,11 +254,24 @@ def transitions_from_table(
         rows, n = slice(starts[k], starts[k] + sizes[k]), int(sizes[k])
         episode = str(names[codes[starts[k]]])
         sizes_of = {c: sorted(set(lengths[c][rows].tolist())) for c in lengths}
+        logged_spec = next((x for x in spec[rows] if x != observation_spec), None)
         messages = {
             "asset_index": f"'asset_index' of episode {episode!r} step {step[starts[k]]} is "
             f"{asset[rows].tolist()}, not 0 .. {n - 1} (a step's assets must all be logged)",
             "n_assets": f"'action' has {n} assets in episode {episode!r}, the learner's action space has "
             f"{n_assets} (mixed action spaces)",
+            "symbol": f"'symbol' of episode {episode!r} step {step[starts[k]]} is {symbol[rows].tolist()} "
+            f"in asset order, the learner's universe is {list(symbols or [])} (experience logged on "
+            "other assets or in another asset order)",
+            "observation_spec": (
+                f"'observation_spec' is missing (null) in episode {episode!r}: its observations cannot "
+                "be checked against the learner's features and normaliser (rows logged before the "
+                "store recorded them); record the experience again (`raytrade simulate-experience`)"
+                if logged_spec is None
+                else f"'observation_spec' of episode {episode!r} is {str(logged_spec)[:12]}..., the "
+                f"learner's is {str(observation_spec)[:12]}... (observations encoded with other feature "
+                "columns or another normaliser)"
+            ),
             **{
                 c: f"{c!r} has rows of sizes {sizes_of[c]} in episode {episode!r} (mixed observation spaces)"
                 for c in lengths
@@ -252,12 +327,29 @@ def _assemble(
     def column(name: str, dtype: type) -> np.ndarray:
         return np.asarray(table.column(name).to_numpy(zero_copy_only=False), dtype=dtype)
 
+    with np.errstate(over="ignore"):  # a float64 beyond float32's range becomes inf: refused below
+        actions = column("action", np.float32).reshape(len(first), n)
+        rewards = column("reward", np.float32)[first]
+    bad = {
+        "observation": ~np.isfinite(obs).all(axis=1),
+        "next_observation": ~np.isfinite(new_obs).all(axis=1),
+        "reward": ~np.isfinite(rewards),
+        "action": ~(np.abs(actions) <= 1.0).all(axis=1),
+    }
+    for name, flags in bad.items():
+        if flags.any():
+            k = int(np.flatnonzero(flags)[0])
+            what = "outside the action space [-1, 1]" if name == "action" else "not finite in float32"
+            raise ExperienceError(
+                f"experience column {name!r} is {what} in episode {episodes[k]!r} step {steps[k]} "
+                "(written before the store refused such values)"
+            )
     return {
         "eps_id": episodes.astype(object),
         "t": steps.astype(np.int64),
         "obs": obs,
-        "actions": column("action", np.float32).reshape(len(first), n),
-        "rewards": column("reward", np.float32)[first],
+        "actions": actions,
+        "rewards": rewards,
         "new_obs": new_obs,
         "terminateds": column("terminal", bool)[first],
         "truncateds": column("truncated", bool)[first],
@@ -308,10 +400,12 @@ def read_transitions_frame(
     end: TimeLike = None,
     n_assets: int | None = None,
     obs_dim: int | None = None,
+    symbols: Sequence[str] | None = None,
+    observation_spec: str | None = None,
 ) -> dict[str, np.ndarray]:
     """The pandas path: every transition of the store at ``root`` read at once (small data only)."""
     table = read_table(root, "experience", start=start, end=end, columns=list(READ_COLUMNS))
-    return transitions_from_table(table, n_assets, obs_dim)
+    return transitions_from_table(table, n_assets, obs_dim, symbols, observation_spec)
 
 
 def read_transitions(
@@ -320,10 +414,13 @@ def read_transitions(
     end: TimeLike = None,
     n_assets: int | None = None,
     obs_dim: int | None = None,
+    symbols: Sequence[str] | None = None,
+    observation_spec: str | None = None,
 ) -> ray.data.Dataset:
     """The transitions of the store at ``root`` dated ``[start, end]`` (inclusive; None: unbounded)
     as a lazy ``ray.data.Dataset`` (columns ``OUTPUT_COLUMNS``): one read-and-assemble task per group
-    of committed files of at most ``READ_ROWS_PER_TASK`` rows (see the module docstring).
+    of committed files of at most ``READ_ROWS_PER_TASK`` rows (see the module docstring; the checks of
+    :func:`transitions_from_table`, a decision id read in an earlier group left out).
     Row order is not guaranteed; an empty table is refused (nothing to learn from); a window holding
     no transition is for the caller to refuse beforehand (:func:`check_window`, it reads the dates)."""
     import ray.data
@@ -340,11 +437,21 @@ def read_transitions(
     rows = {f: _transition_rows(f) for f in files}
     if not any(rows.values()):
         check_experience_store(root)  # refuses, naming a decision without a transition
+    row_filter = _row_filter(None, start, end)
     task = functools.partial(
-        _file_transitions, row_filter=_row_filter(None, start, end), n_assets=n_assets, obs_dim=obs_dim
+        _file_transitions,
+        row_filter=row_filter,
+        n_assets=n_assets,
+        obs_dim=obs_dim,
+        symbols=None if symbols is None else list(symbols),
+        observation_spec=observation_spec,
     )
     groups = read_groups([f for f in files if rows[f]], rows, READ_ROWS_PER_TASK)
-    items = [{"paths": [str(f) for f in group]} for group in groups]
+    drops = read_earlier(groups, row_filter)
+    items = [  # drop as JSON text: one column type whether a group drops ids or not
+        {"paths": [str(f) for f in group], "drop": json.dumps(drop)}
+        for group, drop in zip(groups, drops, strict=True)
+    ]
     paths = ray.data.from_items(items, override_num_blocks=len(items))
     return paths.map_batches(task, batch_size=1, batch_format="pyarrow", num_cpus=READ_CPUS)
 
@@ -363,15 +470,59 @@ def read_groups(files: list[Path], rows: Mapping[Path, int], rows_per_group: int
     return groups
 
 
+def read_earlier(groups: list[list[Path]], row_filter: object) -> list[list[str]]:
+    """Per group of files, the decision ids that an earlier group holds too (their rows there are the
+    ones kept): empty lists unless the ``decision_id`` column of the groups repeats an id across them."""
+    if len(groups) < 2:
+        return [[] for _ in groups]
+    schema = schema_for("experience")
+    ids = [
+        pc.unique(
+            ds.dataset([str(f) for f in group], schema=schema, format="parquet")
+            .to_table(columns=["decision_id"], filter=row_filter)
+            .column("decision_id")
+        )
+        for group in groups
+    ]
+    every = pa.table(
+        {"id": pa.chunked_array(ids), "group": np.repeat(np.arange(len(ids)), [len(i) for i in ids])}
+    )
+    first = every.group_by("id").aggregate([("group", "min"), ("group", "count")])
+    repeated = first.filter(pc.greater(first.column("group_count"), 1))
+    drops: list[list[str]] = [[] for _ in groups]
+    if repeated.num_rows == 0:
+        return drops
+    owner = dict(
+        zip(repeated.column("id").to_pylist(), repeated.column("group_min").to_pylist(), strict=True)
+    )
+    for g, group_ids in enumerate(ids):
+        drops[g] = [i for i in group_ids.to_pylist() if owner.get(i, g) < g]
+    log.warning("experience: %d decision ids are stored twice; their later rows are left out", len(owner))
+    return drops
+
+
 def _file_transitions(
-    batch: object, *, row_filter: object, n_assets: int | None, obs_dim: int | None
+    batch: object,
+    *,
+    row_filter: object,
+    n_assets: int | None,
+    obs_dim: int | None,
+    symbols: list[str] | None = None,
+    observation_spec: str | None = None,
 ) -> dict[str, np.ndarray]:
-    """The transitions of the files named in ``batch['paths']`` (one Ray Data task)."""
+    """The transitions of the files named in ``batch['paths']`` less the rows whose decision id is
+    in ``batch['drop']`` (a JSON list: read by an earlier task, :func:`read_earlier`), one Ray Data
+    task."""
     paths = [p for group in batch.column("paths").to_pylist() for p in group]  # type: ignore[attr-defined]
     table = ds.dataset(paths, schema=schema_for("experience"), format="parquet").to_table(
         columns=list(READ_COLUMNS), filter=row_filter
     )
-    return transitions_from_table(table, n_assets, obs_dim)
+    names = batch.column_names  # type: ignore[attr-defined]
+    texts = batch.column("drop").to_pylist() if "drop" in names else []  # type: ignore[attr-defined]
+    drop = [i for text in texts for i in json.loads(text)]
+    if drop:
+        table = table.filter(pc.invert(pc.is_in(table.column("decision_id"), value_set=pa.array(drop))))
+    return transitions_from_table(table, n_assets, obs_dim, symbols, observation_spec)
 
 
 def _transition_rows(path: Path) -> int:

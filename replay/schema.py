@@ -18,7 +18,9 @@ from typing import Final
 
 import pyarrow as pa
 
-SCHEMA_VERSION: Final[str] = "1.0"
+SCHEMA_VERSION: Final[str] = "1.1"
+"""1.1: ``experience.observation_spec`` (files of 1.0 read it as null: their transitions cannot be
+checked against a learner's observation and are refused for offline training)."""
 TABLES: Final[tuple[str, ...]] = ("bars", "features", "experience", "forecasts", "macro")
 ASSET_CLASSES: Final[frozenset[str]] = frozenset({"equity", "crypto"})
 PARTITION_KEY: Final[str] = "year"
@@ -195,6 +197,10 @@ EXPERIENCE_SCHEMA: Final[pa.Schema] = pa.schema(
         # slice of the env observation (its observed feature channels, current weight, listed flag),
         # ``portfolio_state`` the portfolio part shared by the step's rows, ``action`` the asset's
         # component of the env action (Box(-1, 1)), ``reward`` above the step's reward.
+        # ``observation_spec`` names the encoding of the observations (observed feature columns,
+        # normaliser, portfolio-state layout: ``envs.experience.observation_spec``), so a learner
+        # whose env encodes otherwise refuses the rows instead of learning from numbers that mean
+        # something else; ``symbol`` in ``asset_index`` order is the universe.
         pa.field("episode_id", pa.string()),
         pa.field("step", pa.int32()),
         pa.field("asset_index", pa.int32()),
@@ -205,8 +211,23 @@ EXPERIENCE_SCHEMA: Final[pa.Schema] = pa.schema(
         pa.field("next_portfolio_state", pa.list_(pa.float32())),
         pa.field("terminal", pa.bool_()),
         pa.field("truncated", pa.bool_()),
+        pa.field("observation_spec", pa.string()),
     ]
 )
+
+MAX_ABS_OBSERVATION: Final = 1e15
+"""Largest ``|value|`` of an experience observation or portfolio state the store accepts. Raw
+features stay far below it (prices, dollar volumes: under ~1e12; normalised ones are clipped to
++-10), and a value within it, squared (an MSE loss, a variance), is still finite in float32 (1e30
+< 3.4e38); a value beyond it is corruption or a unit error, and beyond 3.4e38 it reads back as inf."""
+MAX_ABS_REWARD: Final = 1e6
+"""Largest ``|reward|`` of an experience row the store accepts: a reward is a bar's log growth
+(times ``envs.rewards.RewardConfig.scale``, 1 to 100) plus penalties in the same units, so even
+a factor e^50 in one bar at scale 100 is 5e3; a discounted sum of rewards within it (``r / (1 -
+gamma)``, gamma <= 0.999: 1e9) and its square stay finite in float32."""
+MAX_ABS_ACTION: Final = 1.0
+"""The env's action space is ``Box(-1, 1)`` in every action mode (``envs.actions``: absolute target
+weights, or tilts in units of ``max_tilt``): a logged action outside it is not one the env can take."""
 
 SCHEMAS: Final[dict[str, pa.Schema]] = {
     "bars": BARS_SCHEMA,

@@ -6,8 +6,10 @@ and one ``RowError`` per refused row (the first problem found in that row). Batc
 ``ReplayValidationError`` at once: no row of such a batch can be trusted.
 
 Checks, in order: types (numbers parse, timestamps are timezone-aware), finiteness (no inf; NaN only
-in nullable columns), signs (prices > 0, sizes/volumes >= 0), OHLC coherence for bars, allowed
-asset classes, duplicates of the table's unique key inside the batch, and per-symbol time order
+in nullable columns; a float32 list value within float32's range), signs (prices > 0,
+sizes/volumes >= 0), OHLC coherence for bars, the experience table's bounds (``|action| <= 1``,
+``replay.schema.MAX_ABS_REWARD``, ``MAX_ABS_OBSERVATION``; the reason names the decision id),
+allowed asset classes, duplicates of the table's unique key inside the batch, and per-symbol time order
 (each symbol's rows non-decreasing in ``ts``; equal (symbol, ts) is a duplicate where that is
 the key). Watermark checks against rows already stored live in the writer.
 """
@@ -24,6 +26,9 @@ import pyarrow as pa
 from raytrade.replay.errors import InputError
 from raytrade.replay.schema import (
     ASSET_CLASSES,
+    MAX_ABS_ACTION,
+    MAX_ABS_OBSERVATION,
+    MAX_ABS_REWARD,
     NON_NEGATIVE_COLUMNS,
     POSITIVE_COLUMNS,
     UNIQUE_KEYS,
@@ -31,6 +36,8 @@ from raytrade.replay.schema import (
 )
 
 _OHLC_TOLERANCE: Final[float] = 1e-6
+_FLOAT32_MAX: Final[float] = float(np.finfo(np.float32).max)
+_EXPERIENCE_LISTS: Final = ("observation", "portfolio_state", "next_observation", "next_portfolio_state")
 
 
 @dataclass(frozen=True)
@@ -68,10 +75,12 @@ def _is_numeric_type(t: pa.DataType) -> bool:
 class _Collector:
     """Keeps the first error per row, in row order."""
 
-    def __init__(self, table: str, n_rows: int) -> None:
+    def __init__(self, table: str, n_rows: int, ids: pd.Series | None = None) -> None:
         self.table = table
         self.bad = np.zeros(n_rows, dtype=bool)
         self.errors: dict[int, RowError] = {}
+        # the rows' decision ids (experience): every reason names the row's decision as well
+        self.ids = None if ids is None else np.asarray(ids, dtype=object)
 
     def flag(self, mask: np.ndarray, column: str, values: pd.Series | np.ndarray, reason: str) -> None:
         new = mask & ~self.bad
@@ -79,7 +88,8 @@ class _Collector:
             return
         vals = np.asarray(values, dtype=object)
         for i in np.flatnonzero(new):
-            self.errors[int(i)] = RowError(self.table, int(i), column, _plain(vals[i]), reason)
+            why = reason if self.ids is None else f"{reason} (decision {_plain(self.ids[i])!r})"
+            self.errors[int(i)] = RowError(self.table, int(i), column, _plain(vals[i]), why)
         self.bad |= new
 
 
@@ -132,22 +142,28 @@ def _convert_numeric(column: str, raw: pd.Series, field: pa.Field, out: _Collect
     return values
 
 
-def _convert_list(column: str, raw: pd.Series, out: _Collector) -> pd.Series:
-    """A list-of-numbers column: each value missing (None / NaN) or a sequence of finite numbers."""
+def _convert_list(column: str, raw: pd.Series, out: _Collector, limit: float = np.inf) -> pd.Series:
+    """A list-of-numbers column: each value missing (None / NaN) or a sequence of finite numbers,
+    each within ``limit`` (float32's range for a list of float32: beyond it the value is stored as inf)."""
+
+    def ok_numbers(v: Any) -> bool:  # a one-dimensional sequence of numbers
+        if v is None or isinstance(v, str | bytes) or not hasattr(v, "__len__"):
+            return False
+        try:
+            return bool(np.asarray(v, dtype="float64").ndim == 1)
+        except (TypeError, ValueError):
+            return False
 
     def ok(v: Any) -> bool:
         if v is None or (isinstance(v, float) and np.isnan(v)):
             return True
-        if isinstance(v, str | bytes) or not hasattr(v, "__len__"):
-            return False
-        try:
-            values = np.asarray(v, dtype="float64")
-        except (TypeError, ValueError):
-            return False
-        return values.ndim == 1 and bool(np.isfinite(values).all())
+        return ok_numbers(v) and _first_beyond(v, limit) is None
 
     values = raw.astype(object)
-    out.flag(~values.map(ok).to_numpy(dtype=bool), column, values, "expected a list of finite numbers")
+    bad = ~values.map(ok).to_numpy(dtype=bool)
+    shown = values.map(lambda v: _first_beyond(v, limit) if ok_numbers(v) else v)  # the offending number
+    reason = "expected a list of finite numbers" + (f" within +-{limit:.7g}" if np.isfinite(limit) else "")
+    out.flag(bad, column, shown, reason)
     return values.map(lambda v: None if v is None or isinstance(v, float) else v)
 
 
@@ -168,6 +184,30 @@ def _check_ohlc(frame: dict[str, pd.Series], out: _Collector) -> None:
     out.flag(h < lo - tol, "high", h, "high below low")
     out.flag(h < np.maximum(o, c) - tol, "high", h, "high below open or close")
     out.flag(lo > np.minimum(o, c) + tol, "low", lo, "low above open or close")
+
+
+def _check_experience(frame: dict[str, pd.Series], out: _Collector) -> None:
+    """The bounds a transition must keep to feed a learner (``replay.schema``'s ``MAX_ABS_*``)."""
+    action = frame["action"].to_numpy(dtype="float64")
+    bound = f"outside the action space [-{MAX_ABS_ACTION:g}, {MAX_ABS_ACTION:g}]"
+    out.flag(np.abs(action) > MAX_ABS_ACTION, "action", action, bound)
+    reward = frame["reward"].to_numpy(dtype="float64")
+    out.flag(np.abs(reward) > MAX_ABS_REWARD, "reward", reward, f"|reward| above {MAX_ABS_REWARD:g}")
+    for column in _EXPERIENCE_LISTS:
+        beyond = frame[column].map(lambda v: _first_beyond(v, MAX_ABS_OBSERVATION))
+        out.flag(beyond.notna().to_numpy(), column, beyond, f"|value| above {MAX_ABS_OBSERVATION:g}")
+
+
+def _first_beyond(values: Any, bound: float) -> float | None:
+    """The first of the numbers ``values`` (None: missing) whose magnitude exceeds ``bound``, else None."""
+    if values is None:
+        return None
+    try:
+        arr = np.asarray(values, dtype="float64").reshape(-1)
+    except (TypeError, ValueError):
+        return None  # not numbers: refused for its type already
+    over = np.flatnonzero(~(np.abs(arr) <= bound))
+    return float(arr[over[0]]) if over.size else None
 
 
 def _check_keys_and_order(table: str, frame: dict[str, pd.Series], out: _Collector) -> None:
@@ -206,7 +246,7 @@ def conform(table: str, frame: pd.DataFrame) -> tuple[pa.Table, list[RowError], 
 
     frame = frame.reset_index(drop=True)
     n = len(frame)
-    out = _Collector(table, n)
+    out = _Collector(table, n, frame["decision_id"] if table == "experience" else None)
     converted: dict[str, pd.Series] = {}
     for field in schema:
         if field.name not in frame.columns:
@@ -218,7 +258,8 @@ def conform(table: str, frame: pd.DataFrame) -> tuple[pa.Table, list[RowError], 
         elif _is_numeric_type(field.type):
             converted[field.name] = _convert_numeric(field.name, raw, field, out)
         elif pa.types.is_list(field.type):
-            converted[field.name] = _convert_list(field.name, raw, out)
+            f32 = pa.types.is_float32(field.type.value_type)
+            converted[field.name] = _convert_list(field.name, raw, out, _FLOAT32_MAX if f32 else np.inf)
         elif pa.types.is_boolean(field.type):
             bad = raw.notna().to_numpy() & ~raw.map(lambda v: isinstance(v, bool | np.bool_)).to_numpy(bool)
             out.flag(bad, field.name, raw, "expected a boolean")
@@ -234,6 +275,8 @@ def conform(table: str, frame: pd.DataFrame) -> tuple[pa.Table, list[RowError], 
     _check_signs(table, converted, out)
     if table == "bars":
         _check_ohlc(converted, out)
+    if table == "experience":
+        _check_experience(converted, out)
     if "asset_class" in converted:
         ac = converted["asset_class"]
         out.flag(~ac.isin(ASSET_CLASSES).to_numpy(), "asset_class", ac, f"not one of {sorted(ASSET_CLASSES)}")

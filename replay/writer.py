@@ -10,6 +10,11 @@ Design decisions
   crash after it is rolled forward on the next open. A reader never sees a half-written file.
 * Append-only per symbol: a row whose ``ts`` is not after the last stored ``ts`` of its symbol is
   refused (it is a duplicate or out of order). The watermarks are read once when the writer opens.
+* The ``experience`` table is keyed by ``decision_id`` instead (a decision, its fill and its
+  transition rows each have their own id: ``ID``, ``ID:fill``, ``CYCLE:SYMBOL:transition``; several
+  rows share a ``ts``): a row whose id is already stored is refused (quarantined by a live loop), so
+  a fill or an episode appended twice is never counted twice. The stored ids are read once when the
+  writer opens the table (under its lock) and kept up to date by its own appends.
 * One writer per table at a time: the writer holds an exclusive ``flock`` on ``_lock`` for its life.
 * ``on_error="raise"`` (ingest): any refused row raises ``ReplayValidationError`` and nothing of the
   batch is written. ``on_error="quarantine"`` (live loops): never raises into the caller; refused
@@ -37,13 +42,15 @@ import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
-from raytrade.replay.schema import PARTITION_KEY, SCHEMA_VERSION, TABLES, schema_for
+from raytrade.replay.schema import PARTITION_KEY, SCHEMA_VERSION, TABLES, UNIQUE_KEYS, schema_for
 from raytrade.replay.validation import ReplayValidationError, RowError, conform
 
 log = logging.getLogger(__name__)
 
 OnError = Literal["raise", "quarantine"]
 _WATERMARK_TABLES = frozenset({"bars", "features", "macro"})
+_KEYED_TABLES = frozenset({"experience"})
+"""Tables whose ``UNIQUE_KEYS`` column is checked against the stored rows (not by time)."""
 
 
 class StoreBusyError(RuntimeError):
@@ -128,6 +135,14 @@ def read_watermarks(table_dir: Path) -> dict[str, np.datetime64]:
     }
 
 
+def read_keys(table_dir: Path, column: str) -> set[str]:
+    """The stored values of ``column`` of one table (empty for a new table)."""
+    if not any(table_dir.glob(f"{PARTITION_KEY}=*/*.parquet")):
+        return set()
+    dataset = ds.dataset(table_dir, format="parquet", partitioning="hive")
+    return {str(k) for k in dataset.to_table(columns=[column])[column].to_pylist()}
+
+
 class ReplayWriter:
     """Appends validated batches to ``root/<table>/year=YYYY/*.parquet``; see the module docstring.
 
@@ -141,6 +156,7 @@ class ReplayWriter:
         self.on_error: OnError = on_error
         self._locks: dict[str, IO[bytes]] = {}
         self._watermarks: dict[str, dict[str, np.datetime64]] = {}
+        self._keys: dict[str, set[str]] = {}  # stored keys of _KEYED_TABLES
 
     # -- public API -----------------------------------------------------------------------------
     def open(self, *tables: str) -> None:
@@ -201,13 +217,18 @@ class ReplayWriter:
         self._locks[table] = handle
         recover_table(table_dir)
         self._watermarks[table] = read_watermarks(table_dir) if table in _WATERMARK_TABLES else {}
+        if table in _KEYED_TABLES:
+            self._keys[table] = read_keys(table_dir, UNIQUE_KEYS[table][0])
         return table_dir
 
     def _append(self, table: str, frame: pd.DataFrame) -> AppendResult:
         table_dir = self._open_table(table)
         valid, errors, positions = conform(table, frame)
         valid, stale = self._drop_stale(table, valid, positions)
-        errors = sorted(errors + stale, key=lambda e: e.row if e.row is not None else -1)
+        # the batch positions of the rows left in valid
+        kept = positions[~np.isin(positions, [e.row for e in stale if e.row is not None])]
+        valid, stored = self._drop_stored(table, valid, kept)
+        errors = sorted(errors + stale + stored, key=lambda e: e.row if e.row is not None else -1)
         if errors and self.on_error == "raise":
             raise ReplayValidationError(errors)
         qfile = self._quarantine(table, frame, errors) if errors else None
@@ -241,6 +262,30 @@ class ReplayWriter:
         ]
         return valid.filter(pa.array(~stale)), errors
 
+    def _drop_stored(
+        self, table: str, valid: pa.Table, positions: np.ndarray
+    ) -> tuple[pa.Table, list[RowError]]:
+        """``valid`` less its rows whose key (``decision_id``) is already stored: refused, naming it."""
+        keys = self._keys.get(table)
+        if not keys or valid.num_rows == 0:
+            return valid, []
+        column = UNIQUE_KEYS[table][0]
+        values = valid[column].to_pylist()
+        stored = np.array([v in keys for v in values], dtype=bool)
+        if not stored.any():
+            return valid, []
+        errors = [
+            RowError(
+                table,
+                int(positions[i]),
+                column,
+                values[i],
+                f"already stored: {table} holds a row with this {column} (a row is logged once)",
+            )
+            for i in np.flatnonzero(stored)
+        ]
+        return valid.filter(pa.array(~stored)), errors
+
     def _commit(self, table: str, table_dir: Path, valid: pa.Table) -> tuple[str, ...]:
         batch_id = f"{time.time_ns():020d}-{uuid.uuid4().hex[:8]}"
         years = pc.year(valid["ts"]).to_numpy()
@@ -263,6 +308,8 @@ class ReplayWriter:
             _fsync_dir(part_dir)
         intent.unlink()
         self._advance_watermarks(table, valid)
+        if table in self._keys:
+            self._keys[table].update(str(k) for k in valid[UNIQUE_KEYS[table][0]].to_pylist())
         return tuple(str(table_dir / f) for _, f in renames)
 
     def _advance_watermarks(self, table: str, valid: pa.Table) -> None:

@@ -421,7 +421,7 @@ def _without_idle_extras(request: ActRequest, answer: ActResponse) -> ActRespons
     kept = {s: d for s, d in answer.decisions.items() if s in known}
     # the observation covers the whole universe: with fewer decisions it would be split wrongly into
     # offline-RL transitions (a loop that trades part of the universe logs none)
-    return answer.model_copy(update={"decisions": kept, "observation": None})
+    return answer.model_copy(update={"decisions": kept, "observation": None, "observation_spec": None})
 
 
 def _inconsistency(request: ActRequest, answer: ActResponse) -> str | None:

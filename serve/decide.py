@@ -51,6 +51,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from raytrade.envs.actions import Orders, band_hold, tilt_orders, weight_orders
 from raytrade.envs.baseline_weights import baseline_context, baseline_decision
 from raytrade.envs.config import GatedEnvConfig, PortfolioEnvConfig, ReplayDataConfig
+from raytrade.envs.experience import observation_spec
 from raytrade.envs.gate import GATE_CHANNEL, GateState, contract_gate
 from raytrade.envs.gym_envs import (
     GATE_ACTION_FIELDS,
@@ -161,6 +162,7 @@ class DecisionService:
                 f"trained on {list(trained)[:5]}..."
             )
         self._feat_idx = feature_index(data, self.env_cfg.feature_columns)
+        self.observation_spec = observation_spec(self.env_cfg, data.feature_names)
         self._is_crypto = np.array([c == "crypto" for c in data.asset_class], dtype=bool)
         self._limits = exposure_limits(self._is_crypto, self.env_cfg.sim.constraints)
         ks = self.env_cfg.sim.kill_switch
@@ -494,6 +496,7 @@ class DecisionService:
                 "unmanaged": p.unmanaged,
                 "caps": caps,
                 "observation": observation,
+                "observation_spec": None if observation is None else self.observation_spec,
             }
         )
 

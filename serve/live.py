@@ -39,7 +39,8 @@ Design decisions
   keeps it from counting twice).
 * **A fill is logged once.** The loop de-duplicates by decision id: rows whose ``decision_id`` is
   already in the store's ``experience`` table (or twice in one batch) are not appended again (the
-  store is the one place that says what was logged; the writer itself stays table-agnostic).
+  store is the one place that says what was logged). The writer refuses such a row as well (it
+  checks ids against the table under its lock), so one that gets past the loop is quarantined.
 * **Only a final state is done** (:func:`order_is_open`): an order whose status is not one of Alpaca's
   final states (filled, canceled, expired, rejected, replaced) is open, ``pending_review`` and any
   status the loop does not know included.
@@ -70,7 +71,9 @@ Design decisions
   acted on (``ActResponse.observation``: the flat env observation), the decision is kept in memory
   and, on the next cycle, logged as one transition row per symbol of the policy's universe
   (``replay.experience``'s columns: episode, step, asset index, the asset's slice of the observation
-  and the portfolio state, its action, the reward, the next observation, terminal, truncated),
+  and the portfolio state, its action, the reward, the next observation, terminal, truncated, and
+  the service's ``observation_spec`` of the observation: an offline learner refuses transitions
+  encoded otherwise than its env, or without one),
   with the next cycle's observation as ``next_observation`` and ``log(equity_next / equity)`` as the
   reward (the env's default reward, net log growth). The next observation is filled on the next
   cycle, not at read time, so each step's rows are written in one batch as the transition reader needs. One
@@ -358,6 +361,7 @@ class PendingStep(NamedTuple):
     observation: list[float]  # the flat env observation the policy acted on
     actions: list[float]  # the answer's target weights, clipped to the action box [-1, 1]
     equity: float
+    observation_spec: str | None = None  # how the service encoded it (ActResponse.observation_spec)
 
 
 @dataclass(frozen=True)
@@ -591,7 +595,14 @@ class LiveLoop:
             self._episode_id = self._episode_id or f"live:{cycle_id}"
             actions = [min(max(d.target_weight, -1.0), 1.0) for d in answer.decisions.values()]
             self._pending_step = PendingStep(
-                cycle_id, self._step, answer.model, list(answer.decisions), list(obs), actions, equity
+                cycle_id,
+                self._step,
+                answer.model,
+                list(answer.decisions),
+                list(obs),
+                actions,
+                equity,
+                answer.observation_spec,
             )
             self._step += 1
         return rows
@@ -1138,6 +1149,7 @@ def transition_rows(
             "next_portfolio_state": next_portfolio,
             "terminal": False,
             "truncated": False,
+            "observation_spec": step.observation_spec,
         }
         for i, sym in enumerate(step.symbols)
     ]

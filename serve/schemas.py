@@ -280,3 +280,9 @@ class ActResponse(BaseModel):
         "for offline RL; None unless the request asked for it, on a fallback, or for a policy that does "
         "not observe a flat vector",
     )
+    observation_spec: str | None = Field(
+        None,
+        description="with `observation`: how it was encoded (envs.experience.observation_spec: observed "
+        "columns, normaliser), logged with the transitions so an offline learner that encodes "
+        "otherwise refuses them",
+    )

@@ -21,6 +21,7 @@ from tests.test_live import PRICES, T0, FakeBroker, _loop
 
 TARGETS = {"AAPL": (0.1, "aggressive"), "MSFT": (0.0, "flat"), "BTCUSD": (-3.0, "aggressive")}
 N, F = 3, 2  # the policy's universe (TARGETS' order) and features per asset
+SPEC = "f" * 64  # the service's observation_spec of its answers
 
 
 class ObservingPolicy(ScriptedPolicy):
@@ -47,7 +48,7 @@ class ObservingPolicy(ScriptedPolicy):
         cash = (request.account.cash or 0.0) / eq
         obs = [*np.ravel(features), *weights, *[1.0] * N, cash, 0.0, 0.0, 0.0, k / 10]
         self.observations.append([float(np.float32(v)) for v in obs])
-        return answer.model_copy(update={"observation": obs})
+        return answer.model_copy(update={"observation": obs, "observation_spec": SPEC})
 
 
 def _session(tmp_path: Path, policy: ObservingPolicy, cycles: int) -> list[float]:
@@ -75,7 +76,9 @@ def test_flat_observations_split_into_the_slices_the_reader_reassembles() -> Non
 def test_a_live_session_reads_back_as_linked_transitions(tmp_path: Path) -> None:
     policy = ObservingPolicy()
     equity = _session(tmp_path, policy, cycles=3)
-    tr = read_transitions_frame(tmp_path / "store", n_assets=N, obs_dim=N * (F + 2) + 5)
+    tr = read_transitions_frame(
+        tmp_path / "store", n_assets=N, obs_dim=N * (F + 2) + 5, symbols=list(TARGETS), observation_spec=SPEC
+    )
     assert tr["eps_id"].tolist() == [tr["eps_id"][0]] * 2 and tr["eps_id"][0].startswith("live:2026")
     assert tr["t"].tolist() == [0, 1]  # the third decision waits for a fourth cycle
     np.testing.assert_array_equal(tr["obs"], np.asarray(policy.observations[:2], np.float32))

@@ -167,6 +167,37 @@ def test_a_step_of_another_action_space_is_refused_naming_the_episode(experience
         transitions_from_frame(frame, n_assets=5)
 
 
+def test_a_learner_reads_experience_of_its_universe_and_encoding_and_refuses_another_normaliser(
+    store: Path, experience: Path
+) -> None:
+    from raytrade.tune_specs.offline import OFFLINE_FEATURES, env_layout, offline_env_config
+    from raytrade.tune_specs.spec import train_normalizer
+
+    data = {"kind": "replay", "root": str(store.resolve()), "split": "train"}
+    normalizer = train_normalizer(data, OFFLINE_FEATURES)
+    short = {"sim": {"episode_len": 64}}  # the env needs episode_len + 1 bars of the train split
+    layout = env_layout(
+        offline_env_config(
+            {"data": data, "feature_columns": list(OFFLINE_FEATURES), "normalizer": normalizer.model_dump()}
+            | short
+        )
+    )
+    checks = {"symbols": layout.symbols, "observation_spec": layout.observation_spec}
+    assert read_transitions_frame(experience, **checks)["obs"].shape[1] == layout.observation_space.shape[0]
+    other = normalizer.model_copy(update={"scale": tuple(2 * s for s in normalizer.scale)})
+    relayout = env_layout(
+        offline_env_config(
+            {"data": data, "feature_columns": list(OFFLINE_FEATURES), "normalizer": other.model_dump()}
+            | short
+        )
+    )
+    assert relayout.observation_space == layout.observation_space  # same sizes: only the spec can tell
+    with pytest.raises(
+        ExperienceError, match="observations encoded with other feature columns or another normaliser"
+    ):
+        read_transitions_frame(experience, symbols=layout.symbols, observation_spec=relayout.observation_spec)
+
+
 def test_tune_refuses_experience_for_an_online_spec_and_an_offline_spec_without_experience(
     store: Path,
 ) -> None:

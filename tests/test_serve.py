@@ -119,7 +119,15 @@ def test_serving_sees_and_decides_what_the_simulator_would(service: DecisionServ
     assert response.features_as_of == _utc(data.ts[bar]) and not response.fallback
     assert response.observation is None  # only on request: it is most of the answer's bytes
     asked = request.model_copy(update={"observation": True})
-    assert service.decide([asked])[0].observation == env_obs[0].tolist()  # what the live loop logs
+    answer = service.decide([asked])[0]
+    assert answer.observation == env_obs[0].tolist()  # what the live loop logs
+    from raytrade.envs.experience import observation_spec  # ... with how the env encoded it
+
+    assert (
+        answer.observation_spec == observation_spec(cfg, data.feature_names)
+        and len(answer.observation_spec) == 64
+    )
+    assert response.observation_spec is None
     assert response.model == "alpha@1"
     assert all(0.0 <= d.confidence <= 1.0 for d in response.decisions.values())
 

@@ -164,7 +164,7 @@ def test_experience_rows_round_trip(tmp_path: Path) -> None:
     with ReplayWriter(tmp_path) as writer:
         writer.append_experience(frame)
         with pytest.raises(ReplayValidationError, match="decision_id.*duplicate"):
-            writer.append_experience(frame.iloc[[0, 0]])
+            writer.append_experience(frame.iloc[[0, 0]].assign(decision_id="d3"))
     back = read_frame(tmp_path, "experience")
     assert back["decision_id"].tolist() == ["d1", "d2"]
     assert back["fill_price"].isna().tolist() == [False, True]

@@ -13,8 +13,11 @@ Design decisions
   is the experience store's root: the training replay store itself unless ``raytrade tune
   --experience ROOT`` names another one.
 * An offline algorithm has no env runners, so the env's spaces are given explicitly (built once
-  from the training env config); they are also what every transition is checked against (a
-  mismatch is an error naming the column and the episode).
+  from the training env config); they, the env's universe (its symbols, in order) and its
+  observation encoding (``envs.experience.observation_spec``: observed columns, normaliser) are
+  what every transition is checked against (a mismatch is an error naming the column and the
+  episode): experience logged on other assets, or with other features or another normaliser, is
+  refused even when its sizes match.
 * The learner reads only the transitions of its training window (:func:`experience_window`: the
   env config's train split, with the fractions and embargo every spec's training env uses), decided
   on its bars but the last, so that a transition's next observation is inside it too. The experience
@@ -37,7 +40,7 @@ import json
 import logging
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, NamedTuple
 
 import numpy as np
 from ray.rllib.algorithms.algorithm_config import AlgorithmConfig
@@ -126,12 +129,15 @@ class ExperienceData(OfflineData):
             train.end,
             count.left_out,
         )
+        layout = env_layout(config.env_config)
         self.data = read_transitions(
             root,
             start=decisions.start,
             end=decisions.end,
             n_assets=int(act_space.shape[0]),
             obs_dim=int(obs_space.shape[0]),
+            symbols=layout.symbols,
+            observation_spec=layout.observation_spec,
         )
         if self.materialize_data:
             self.data = self.data.materialize()
@@ -282,17 +288,34 @@ def experience_root(input_: Any) -> str:
     return str(input_)
 
 
+class EnvLayout(NamedTuple):
+    """What logged transitions must match to feed a learner of an env config."""
+
+    observation_space: spaces.Space[Any]
+    action_space: spaces.Space[Any]
+    symbols: tuple[str, ...]  # the universe, in the env's asset order
+    observation_spec: str  # envs.experience.observation_spec of the env config
+
+
 @functools.lru_cache(maxsize=4)
-def _spaces(env_config_json: str) -> tuple[spaces.Space[Any], spaces.Space[Any]]:
+def _layout(env_config_json: str) -> EnvLayout:
+    from raytrade.envs.experience import observation_spec
     from raytrade.envs.gym_envs import PortfolioEnv
 
     env = PortfolioEnv(json.loads(env_config_json))
-    return env.observation_space, env.action_space
+    spec = observation_spec(env.cfg, env.data.feature_names)
+    return EnvLayout(env.observation_space, env.action_space, tuple(env.data.symbols), spec)
+
+
+def env_layout(env_config: Mapping[str, Any]) -> EnvLayout:
+    """The :class:`EnvLayout` of the flat ``PortfolioEnv`` of ``env_config`` (built once)."""
+    return _layout(json.dumps(dict(env_config), sort_keys=True, default=str))
 
 
 def env_spaces(env_config: Mapping[str, Any]) -> tuple[spaces.Space[Any], spaces.Space[Any]]:
     """(observation, action) spaces of the flat ``PortfolioEnv`` of ``env_config`` (built once)."""
-    return _spaces(json.dumps(dict(env_config), sort_keys=True, default=str))
+    layout = env_layout(env_config)
+    return layout.observation_space, layout.action_space
 
 
 def offline_env_config(env_config: Mapping[str, Any]) -> dict[str, Any]:
