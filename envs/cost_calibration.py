@@ -147,9 +147,6 @@ def logged_fills(root: str | os.PathLike[str]) -> FillSample:
     drop(fills.duplicated(list(UNIQUE_KEYS["experience"]), keep="first"), _DUPLICATE)
     drop(~np.isfinite(fills["slippage_bps"].to_numpy(np.float64)), "slippage_bps not finite")
     drop(~fills["decision"].isin(decisions.index), "no decision row")
-    drop(
-        fills["decision_id"].duplicated(keep="first"), "logged twice"
-    )  # appended twice (before the writer refused it): counted once
     if fills.empty:  # nothing to join (an empty selection would also lose the ts dtype)
         return _empty_sample(dropped)
     fills = fills.assign(

@@ -25,7 +25,6 @@ from raytrade.envs.market_data import MarketData
 from raytrade.envs.rewards import RewardConfig
 from raytrade.envs.simulator import MarketSimulator
 from raytrade.replay.errors import InputError
-from raytrade.replay.reader import read_frame
 from raytrade.replay.writer import ReplayWriter
 
 TRUE_SPREAD_FRACTION = 0.7
@@ -273,20 +272,6 @@ def test_a_decision_sees_only_the_features_of_bars_closed_before_it(tmp_path: Pa
     assert sample.participation.tolist() == [1e5 / 1e7, 1e5 / 2e7, 1e5 / 4e7]
     assert sample.vol_bps == pytest.approx([100.0, 200.0, 400.0], rel=1e-12)
     assert sample.spread_bps.tolist() == [11.0, 22.0, 44.0]
-
-
-def test_a_fill_logged_twice_is_counted_once(tmp_path: Path) -> None:
-    root = tmp_path / "store"
-    _store_with_fills(root, n_days=3, tiers=(1,))
-    first = logged_fills(root)
-    again = read_frame(root, "experience")
-    again = again[again["decision_id"] == "c0:T1:fill"].assign(ts=lambda f: f["ts"] + pd.Timedelta(days=1))
-    with ReplayWriter(root) as writer:
-        writer.append_experience(again)
-    sample = logged_fills(root)
-    expected = ["c0:T1:fill", "c1:T1:fill", "c2:T1:fill"]
-    assert sorted(sample.decision_id) == sorted(first.decision_id) == expected
-    assert sample.dropped == {"logged twice under one decision_id (the first kept)": 1}
 
 
 def _named(fills: FillSample) -> FillSample:

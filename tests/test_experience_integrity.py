@@ -228,4 +228,4 @@ def test_cost_calibration_counts_a_fill_logged_twice_once(tmp_path: Path) -> Non
     shutil.copy(only, only.with_name("part-99999999999999999999-copy.parquet"))
     sample = logged_fills(tmp_path)
     assert len(sample.slippage_bps) == 9  # 3 symbols x 3 days, not 18
-    assert sample.dropped == {"logged twice": 9}
+    assert sample.dropped == {"logged twice under one decision_id (the first kept)": 9}
