@@ -3,7 +3,8 @@
 ``raytrade registry migrate [--registry DIR] [NAME[@VERSION]]`` rewrites versions promoted before the
 folders moved under the ``raytrade`` package (pickles naming ``models.…``), see
 ``models.registry_migrate``; versions that need nothing are left untouched. A signed version needs
-the registry key (``RAYTRADE_REGISTRY_HMAC_KEY``) and is signed again.
+the registry key (``RAYTRADE_REGISTRY_HMAC_KEY``) and is signed again. A named version whose manifest
+does not validate refuses the run (one line naming the file and the field) before anything is rewritten.
 
 ``raytrade registry sign [--registry DIR] [NAME[@VERSION]]`` re-signs, under the registry key,
 versions signed by the old scheme (file hashes only) with the HMAC of the whole manifest

@@ -9,7 +9,9 @@ The bearer token comes from ``RAYTRADE_SERVE_TOKEN`` (or the settings file), at 
 against the same cluster with another ``--model`` swaps the policy on the live replicas (no dropped
 requests); without ``@VERSION`` the replicas also follow the registry's ``latest`` by themselves.
 The Ray cluster is ``RAY_ADDRESS`` when set (``ray job submit`` sets it), else a local one started
-here.
+here. Before Ray starts, the version is checked as a replica checks it before unpickling
+(``models.registry_load.verify_version``: manifest, signature under the registry key, file sha256s):
+a version the replicas would refuse ends the command with one ``error:`` line and exit status 2.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import click
 
 from raytrade.cluster.errors import one_line_errors
 from raytrade.cluster.options import caps_options, exposure_caps
-from raytrade.models.registry import DEFAULT_REGISTRY, resolve
+from raytrade.models.registry import DEFAULT_REGISTRY
 from raytrade.replay.remote import location
 from raytrade.serve.batcher import DEFAULT_BUSY_WAIT_MS
 
@@ -107,6 +109,7 @@ def serve_command(
 ) -> None:
     """Deploy a promoted policy behind POST /v1/act, GET /v1/health and GET /v1/model."""
     from raytrade.cluster.settings import MissingCredentialsError, load_settings, registry_key_reader
+    from raytrade.models.registry_load import verify_version
     from raytrade.serve.decide import ServeConfig
     from raytrade.serve.guard import check_token
 
@@ -115,7 +118,9 @@ def serve_command(
         raise MissingCredentialsError("missing the Serve token: set RAYTRADE_SERVE_TOKEN")
     check_token(token.get_secret_value())  # a weak token ends here, before Ray starts
     registry_key = registry_key_reader()  # so does a weak registry key
-    resolve(registry, model)  # an unknown name or version fails here, listing what exists
+    # a version every replica would refuse ends here too, before Ray starts: an unknown name or
+    # version, a malformed manifest, a changed file, a bad signature under the key (nothing unpickled)
+    verify_version(model, registry, None if registry_key is None else registry_key())
     decide = ServeConfig(
         max_feature_age_hours=max_feature_age_hours or None,
         kill_drawdown=kill_drawdown,

@@ -13,6 +13,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from raytrade.cluster.settings import MissingCredentialsError, load_settings, registry_key_reader
+from raytrade.models.registry_load import verify_version
 from raytrade.serve.app import HttpConfig, ServiceConfig, build_app
 from raytrade.serve.caps import ExposureCaps
 from raytrade.serve.decide import ServeConfig
@@ -46,7 +47,9 @@ def app_builder(args: dict[str, str]) -> Any:
 
     The token is read here from ``RAYTRADE_SERVE_TOKEN`` (a Kubernetes secret in the pod's
     environment, or the settings file) and refused when shorter than 32 characters; only its digest
-    reaches the deployment.
+    reaches the deployment. The version is checked here as a replica checks it before unpickling
+    (``models.registry_load.verify_version``: manifest, signature under the registry key, file
+    sha256s), so a deploy of a version the replicas would refuse fails with that one-line reason.
     """
     parsed = BuilderArgs.model_validate(args)
     token = load_settings().serve_token
@@ -67,6 +70,8 @@ def app_builder(args: dict[str, str]) -> Any:
         busy_wait_ms=parsed.busy_wait_ms,
     )
     key = registry_key_reader()  # a weak key ends here
+    # so does a version every replica would refuse (nothing unpickled): see verify_version
+    verify_version(parsed.model, parsed.registry, None if key is None else key())
     return build_app(
         config,
         token.get_secret_value(),

@@ -117,26 +117,50 @@ def _check_connectors(folder: Path) -> None:
             )
 
 
+@dataclass(frozen=True)
+class VerifiedVersion:
+    """A registry version whose manifest, signature and files checked out (:func:`verify_version`);
+    nothing of it unpickled yet."""
+
+    path: Path
+    manifest: Manifest
+
+
+def verify_version(
+    ref: str, registry: str | os.PathLike[str] = DEFAULT_REGISTRY, hmac_key: SecretStr | None = None
+) -> VerifiedVersion:
+    """Every check :func:`load` makes before it unpickles anything, and nothing else: the version
+    ``ref`` resolves (``RegistryError`` listing what exists), its manifest validates
+    (``ManifestError`` naming the file and the field), its HMAC matches under ``hmac_key`` when one
+    is given (``verify_mac``), its files match their sha256s (``verify_files``) and its pickles name
+    no module from before the package rename (``check_current_names``, which reads opcodes without
+    executing them). Each refusal is one line. ``raytrade serve`` and the Serve config builder run it
+    before deploying, so a version every replica would refuse is refused before Ray starts."""
+    folder = resolve(registry, ref).resolve()  # RLlib reads checkpoints by URI: absolute paths only
+    manifest = read_manifest(folder)
+    verify_mac(folder, manifest, hmac_key, registry)
+    verify_files(folder, manifest)
+    check_current_names(folder, registry)
+    return VerifiedVersion(path=folder, manifest=manifest)
+
+
 def load(
     ref: str, registry: str | os.PathLike[str] = DEFAULT_REGISTRY, hmac_key: SecretStr | None = None
 ) -> PolicyHandle:
     """The registry version ``ref`` (``NAME`` or ``NAME@VERSION``) as a :class:`PolicyHandle`.
 
     An unknown name or version raises ``models.registry.RegistryError`` (a ``ValueError``) whose
-    one-line message lists what the registry holds. Before anything is unpickled, the manifest is
-    validated, its HMAC (of the whole manifest, file sha256s included) is checked when a registry
-    ``hmac_key`` is given (``verify_mac``: a version without one, or signed by the old files-only
-    scheme, is refused), the version's files are checked against its sha256s (``verify_files``) and its
-    pickles are checked for module names from before the package rename
-    (``registry_migrate.check_current_names``: a one-line error naming the migration command).
+    one-line message lists what the registry holds. Before anything is unpickled, the version passes
+    :func:`verify_version`: the manifest is validated, its HMAC (of the whole manifest, file sha256s
+    included) is checked when a registry ``hmac_key`` is given (``verify_mac``: a version without one,
+    or signed by the old files-only scheme, is refused), the version's files are checked against its
+    sha256s (``verify_files``) and its pickles are checked for module names from before the package
+    rename (``registry_migrate.check_current_names``: a one-line error naming the migration command).
     """
     from ray.rllib.core.rl_module.rl_module import RLModule
 
-    folder = resolve(registry, ref).resolve()  # RLlib reads checkpoints by URI: absolute paths only
-    manifest = read_manifest(folder)
-    verify_mac(folder, manifest, hmac_key, registry)
-    verify_files(folder, manifest)
-    check_current_names(folder, registry)
+    version = verify_version(ref, registry, hmac_key)
+    folder, manifest = version.path, version.manifest
     _check_connectors(folder)
     module: Any = RLModule.from_checkpoint(folder / MODULE_DIR)
     module.eval()

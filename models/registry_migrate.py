@@ -191,14 +191,16 @@ def _recover(version_dir: Path) -> None:
 
 def migrate_version(version_dir: Path, key: SecretStr | None = None) -> list[str]:
     """Rewrite a version's old-name pickles; returns their paths relative to the version (empty when
-    nothing needed it). The manifest's ``files`` sha256s are recomputed when it has them; a signed
-    version needs the registry ``key``: its signature is checked before and made again after."""
+    nothing needed it). A manifest that does not validate is refused first (``ManifestError`` naming
+    the file and the field), whether or not the pickles need rewriting: a version no loader accepts
+    is never reported up to date. The manifest's ``files`` sha256s are recomputed when it has them; a
+    signed version needs the registry ``key``: its signature is checked before and made again after."""
     folder = Path(version_dir)
     _recover(folder)
+    manifest = read_manifest(folder)
     old = legacy_refs(folder)
     if not old:
         return []
-    manifest = read_manifest(folder)
     signed = manifest.signature is not None or manifest.files_hmac is not None
     if signed:
         if key is None:
@@ -309,8 +311,11 @@ def recover_interrupted(registry: Path) -> None:
 def migrate(registry: Path, ref: str | None = None, key: SecretStr | None = None) -> dict[str, list[str]]:
     """Migrate the versions ``ref`` names (see :func:`versions_to_migrate`): ``NAME@VERSION`` ->
     the pickles rewritten (empty for a version that needed nothing); ``key``: the registry key,
-    needed for signed versions (:func:`migrate_version`)."""
+    needed for signed versions (:func:`migrate_version`). Every named version's manifest is validated
+    before any is migrated: one that does not validate refuses the whole run (``ManifestError``
+    naming the file and the field) with nothing rewritten."""
     recover_interrupted(registry)
-    return {
-        f"{v.parent.name}@{v.name}": migrate_version(v, key) for v in list(versions_to_migrate(registry, ref))
-    }
+    folders = list(versions_to_migrate(registry, ref))
+    for folder in folders:
+        read_manifest(folder)
+    return {f"{v.parent.name}@{v.name}": migrate_version(v, key) for v in folders}

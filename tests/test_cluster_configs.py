@@ -51,14 +51,21 @@ def test_secrets_only_come_from_kubernetes_secrets_and_token_auth_is_on() -> Non
             assert {"name": "data", "mountPath": "/data"}.items() <= container["volumeMounts"][0].items()
 
 
-def test_the_rayservice_application_builds_from_its_args(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_rayservice_application_builds_from_its_args(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from tests.test_registry import _promote_fake
+
     serve_config = yaml.safe_load(_load("rayservice.yaml")["spec"]["serveConfigV2"])
     (app,) = serve_config["applications"]
     module_name, _, attribute = app["import_path"].partition(":")
     builder = getattr(importlib.import_module(module_name), attribute)
     monkeypatch.setenv("RAYTRADE_SERVE_TOKEN", "token-for-the-builder-test-0123456789")
     monkeypatch.delenv("RAYTRADE_SETTINGS_FILE", raising=False)
-    application = builder(app["args"])
+    monkeypatch.delenv("RAYTRADE_REGISTRY_HMAC_KEY", raising=False)
+    assert app["args"]["model"] == "alpha@1"
+    _promote_fake(tmp_path, None)  # the builder checks the version: alpha@1 of a registry here
+    application = builder({**app["args"], "registry": str(tmp_path / "registry")})
     assert type(application).__name__ == "Application"
     assert "token-for-the-builder-test-0123456789" not in repr(application._bound_deployment.init_args)
 

@@ -554,6 +554,16 @@ def test_unknown_scenario_is_an_input_error(store: Path, tmp_path: Path) -> None
     assert not out.exists()
 
 
+def test_a_scenario_listed_twice_is_refused_like_a_policy_listed_twice(store: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    args = ["--replay", str(store), "--out", str(out)]
+    line = _error([*args, "--policies", "cash", "--scenarios", "flash_crash,vol_spike,flash_crash"])
+    assert line == "error: scenario 'flash_crash' is listed twice"
+    line = _error([*args, "--policies", "cash,cash", "--scenarios", "flash_crash"])
+    assert line == "error: policy 'cash' is listed twice"  # the same words for policies
+    assert not out.exists()
+
+
 # ------------------------------------------------------------------------------ shared facts
 
 

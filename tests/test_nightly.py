@@ -77,6 +77,21 @@ def test_nightly_cli_bad_input_is_one_line(tmp_path: Path) -> None:
     assert not (tmp_path / "r.md").exists()
 
 
+def test_nightly_refuses_a_scenario_listed_twice_before_evaluating(tmp_path: Path) -> None:
+    result = CliRunner().invoke(
+        nightly_command,
+        [
+            *("--replay", str(tmp_path / "store"), "--registry", str(tmp_path / "registry")),
+            *("--source", "synthetic", "--n-symbols", "3", "--years", "1", "--seed", "4"),
+            *("--reports", str(tmp_path / "reports"), "--results", str(tmp_path / "r.md")),
+            *("--scenarios", "flash_crash,flash_crash", "--seeds", "1", "--no-plots"),
+        ],
+    )
+    assert result.exit_code == 2, result.output
+    assert result.output.strip().splitlines()[-1] == "error: scenario 'flash_crash' is listed twice"
+    assert not (tmp_path / "r.md").exists() and not (tmp_path / "reports").exists()
+
+
 def test_nightly_reports_source_bars_it_did_not_store(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

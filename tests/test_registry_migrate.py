@@ -150,6 +150,20 @@ def test_migration_interrupted_between_the_renames_restores_the_original(tmp_pat
     verify_files(folder, read_manifest(folder))
 
 
+def test_migrate_refuses_an_invalid_manifest_naming_the_field_and_rewrites_nothing(tmp_path: Path) -> None:
+    folder = _legacy_version(tmp_path, with_hashes=True)
+    before = {p.relative_to(folder): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+    junk = tmp_path / "beta" / "1"
+    junk.mkdir(parents=True)
+    (junk / "manifest.json").write_text("{}")  # no pickles to rewrite: it used to be "up to date"
+    refusal = f"error: {str(junk / 'manifest.json')!r} is not a valid manifest: field 'name': Field required"
+    for ref in (["beta@1"], []):  # the version itself, or every version of the registry
+        result = CliRunner().invoke(main, ["registry", "migrate", "--registry", str(tmp_path), *ref])
+        assert result.exit_code == 2, result.output
+        assert result.output.strip().splitlines() == [refusal]
+    assert {p.relative_to(folder): p.read_bytes() for p in folder.rglob("*") if p.is_file()} == before
+
+
 def test_migrate_of_an_unknown_name_lists_what_exists(tmp_path: Path) -> None:
     _legacy_version(tmp_path, with_hashes=False)
     result = CliRunner().invoke(main, ["registry", "migrate", "--registry", str(tmp_path), "beta"])

@@ -7,6 +7,7 @@ import asyncio
 import json
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -200,17 +201,19 @@ REGISTRY_KEY = "registry-key-for-tests-0123456789abcdef"
 
 
 def test_replicas_get_a_function_that_reads_the_registry_key_never_the_key(
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     from ray import cloudpickle
 
     from raytrade.cluster.serve_app import app_builder
     from raytrade.cluster.settings import registry_hmac_key
+    from tests.test_registry import _promote_fake
 
+    _promote_fake(tmp_path, REGISTRY_KEY)  # the builder checks the version under the key
     monkeypatch.setenv("RAYTRADE_SERVE_TOKEN", TOKEN)
     monkeypatch.setenv("RAYTRADE_REGISTRY_HMAC_KEY", REGISTRY_KEY)
     monkeypatch.delenv("RAYTRADE_SETTINGS_FILE", raising=False)
-    app = app_builder({"model": "alpha", "registry": "/data/registry"})
+    app = app_builder({"model": "alpha", "registry": str(tmp_path / "registry")})
     assert app._bound_deployment.init_args[2] is registry_hmac_key
     assert REGISTRY_KEY.encode() not in cloudpickle.dumps(app)  # what Ray ships to the controller
 
@@ -434,3 +437,95 @@ def test_every_deploy_path_defaults_to_no_fill_wait() -> None:
         BuilderArgs(model="m", registry="r").busy_wait_ms,
     }
     assert busy == {cli["busy_wait_ms"]} == {2.0}
+
+
+# ---------------------------------------------------------------------------------- the version, before Ray
+
+
+class RayStarted(Exception):
+    """Raised by the stand-in for ``init_ray``: the command got past its checks."""
+
+
+def _version(tmp_path: Path, case: str) -> Path:
+    """A registry with ``alpha@1``: ``{}`` for a manifest, a file changed after promotion, signed with
+    another key, or sound (signed with the test key)."""
+    from tests.test_registry import KEY, OTHER_KEY, _promote_fake
+
+    if case == "empty_manifest":
+        folder = tmp_path / "registry" / "alpha" / "1"
+        folder.mkdir(parents=True)
+        (folder / "manifest.json").write_text("{}")
+        return folder
+    folder = _promote_fake(tmp_path, OTHER_KEY if case == "other_key" else KEY)
+    if case == "tampered":
+        (folder / "module" / "module_state.pt").write_bytes(b"other weights")
+    return folder
+
+
+def _refusal(case: str, folder: Path) -> str:
+    where = f"alpha@1 ({str(folder.resolve())!r})"
+    return {
+        "empty_manifest": f"{str(folder.resolve() / 'manifest.json')!r} is not a valid manifest: "
+        "field 'name': Field required",
+        "tampered": f"{where}: file 'module/module_state.pt' does not match its sha256 in the manifest",
+        "other_key": f"{where}: manifest.json does not match its HMAC under the registry key (the "
+        "manifest edited, or signed with another key)",
+    }[case]
+
+
+@pytest.fixture
+def no_ray(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``init_ray`` raises :class:`RayStarted`; the token and the registry key are set."""
+    from raytrade.cluster import local_cluster
+    from tests.test_registry import KEY
+
+    def started(*args: Any, **kwargs: Any) -> None:
+        raise RayStarted
+
+    monkeypatch.setattr(local_cluster, "init_ray", started)
+    monkeypatch.setenv("RAYTRADE_SERVE_TOKEN", TOKEN)
+    monkeypatch.setenv("RAYTRADE_REGISTRY_HMAC_KEY", KEY)
+    monkeypatch.delenv("RAYTRADE_SETTINGS_FILE", raising=False)
+
+
+@pytest.mark.parametrize("case", ["empty_manifest", "tampered", "other_key"])
+@pytest.mark.usefixtures("no_ray")
+def test_serve_refuses_a_version_the_replicas_would_refuse_before_ray_starts(
+    case: str, tmp_path: Path
+) -> None:
+    import ray
+
+    from raytrade.cluster.cli import main
+
+    folder = _version(tmp_path, case)
+    registry = str(tmp_path / "registry")
+    result = CliRunner().invoke(main, ["serve", "--model", "alpha@1", "--registry", registry])
+    assert not isinstance(result.exception, RayStarted), "Ray was started before the version was checked"
+    assert result.exit_code == 2, result.output
+    assert result.output.strip().splitlines() == [f"error: {_refusal(case, folder)}"]
+    assert not ray.is_initialized()
+
+
+@pytest.mark.usefixtures("no_ray")
+def test_serve_of_a_sound_version_gets_past_the_check(tmp_path: Path) -> None:
+    from raytrade.cluster.cli import main
+
+    _version(tmp_path, "sound")
+    registry = str(tmp_path / "registry")
+    result = CliRunner().invoke(main, ["serve", "--model", "alpha@1", "--registry", registry])
+    assert isinstance(result.exception, RayStarted), result.output
+
+
+@pytest.mark.parametrize("case", ["empty_manifest", "tampered", "other_key"])
+@pytest.mark.usefixtures("no_ray")
+def test_the_app_builder_refuses_a_version_the_replicas_would_refuse(case: str, tmp_path: Path) -> None:
+    import ray
+
+    from raytrade.cluster.serve_app import app_builder
+    from raytrade.replay.errors import InputError
+
+    folder = _version(tmp_path, case)
+    with pytest.raises(InputError) as refused:
+        app_builder({"model": "alpha@1", "registry": str(tmp_path / "registry")})
+    assert str(refused.value) == _refusal(case, folder)
+    assert not ray.is_initialized()

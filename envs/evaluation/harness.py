@@ -20,8 +20,8 @@ draws per scenario (``envs.scenarios.scenario_draws``, seeded by ``[scenario_see
 by every policy (``PolicyResult.stress_draws``). A scenario the data cannot carry (the scenarios
 module's ``ScenarioDataError``: a crisis pool too small for the bootstrap's blocks, a split shorter
 than a crisis window) is not an input error: it is recorded in ``EvaluationPlan.refused_scenarios``
-with its reason, and every other scenario and every policy still runs. An unknown scenario name is
-an input error.
+with its reason, and every other scenario and every policy still runs. An unknown scenario name, or
+one listed twice (as a policy listed twice), is an input error.
 Features are the store's, computed from data ``<= t``; a window taken from the whole store is the
 same as loading it, except that a missing spread is costed at the whole store's median.
 """
@@ -291,6 +291,9 @@ def prepare(
         raise EvaluationInputError(
             f"unknown scenario {unknown[0]!r}; known: {', '.join(sorted(cfg.scenario_config.scenarios))}"
         )
+    twice = [name for i, name in enumerate(cfg.scenarios) if name in cfg.scenarios[:i]]
+    if twice:  # refused like a repeated policy: a second run would replace the first's draws unseen
+        raise EvaluationInputError(f"scenario {twice[0]!r} is listed twice")
     specs = resolve_policies(names, Path(registry) if registry is not None else None, cfg.kelly_lite, loader)
     known = set(FEATURES_SCHEMA.names)
     for spec in specs:
