@@ -21,6 +21,7 @@ from alpaca.trading.requests import LimitOrderRequest
 from click.testing import CliRunner
 
 from raytrade.cluster.settings import Settings
+from raytrade.replay.credentials import shown_url
 from raytrade.replay import read_frame
 from raytrade.replay.sources.alpaca import SourceError
 from raytrade.replay.writer import ReplayWriter
@@ -735,6 +736,47 @@ def test_a_refused_trading_url_never_shows_its_credentials() -> None:
         check_paper_trading_url("https://AKEY:s3cret-key@api.alpaca.markets/?key=s3cret-key")
     assert str(info.value).startswith("trading_url='https://api.alpaca.markets/' is not Alpaca's paper API")
     assert "s3cret-key" not in str(info.value)
+
+
+def test_the_default_trading_url_is_alpacas_paper_host() -> None:
+    """Without ``--trading-url`` alpaca-py's own paper URL (a ``BaseURL`` enum, whose ``str()`` is
+    its member name) passes the check of the client's base URL."""
+    access = Settings(alpaca_api_key=TEST_KEYS[0], alpaca_secret_key=TEST_KEYS[1]).alpaca_access()
+    broker = AlpacaBroker(access)  # builds the client only: no request
+    assert repr(broker) == "AlpacaBroker(paper=True)"
+
+
+def test_a_client_that_would_use_alpacas_live_host_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    from alpaca.common.enums import BaseURL
+
+    class _LiveClient(TradingClient):  # alpaca-py choosing its live URL despite paper=True
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self._base_url = BaseURL.TRADING_LIVE
+
+    monkeypatch.setattr("alpaca.trading.client.TradingClient", _LiveClient)
+    access = Settings(alpaca_api_key=TEST_KEYS[0], alpaca_secret_key=TEST_KEYS[1]).alpaca_access()
+    with pytest.raises(NotPaperError, match=re.escape("the client's base URL='https://api.alpaca.markets'")):
+        AlpacaBroker(access)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://AKEY:s3cret-key@paper-api.alpaca.markets",
+        "https://s3cret-key@paper-api.alpaca.markets/v2",
+        "http://AKEY:s3cret-key@127.0.0.1:9",
+    ],
+    ids=["paper-user-password", "paper-user", "loopback-user-password"],
+)
+def test_a_trading_url_with_credentials_in_it_is_refused_without_showing_them(url: str) -> None:
+    from raytrade.replay.credentials import UnsafeURLError
+
+    access = Settings(alpaca_api_key=TEST_KEYS[0], alpaca_secret_key=TEST_KEYS[1]).alpaca_access()
+    with pytest.raises(UnsafeURLError, match="must not carry credentials") as info:
+        AlpacaBroker(access, trading_url=url)
+    assert str(info.value).startswith(f"trading_url={shown_url(url)!r}")
+    assert "s3cret-key" not in str(info.value) and "AKEY" not in str(info.value)
 
 
 def test_an_account_that_is_not_paper_gets_no_order(
