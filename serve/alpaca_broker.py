@@ -103,7 +103,8 @@ class AlpacaBroker:
             url_override=url,
         )
         # alpaca-py keeps its default as a ``BaseURL`` enum, whose str() is the member's name
-        check_paper_trading_url(_enum_text(getattr(self._client, "_base_url", "")), field="the client's base URL")
+        used = _enum_text(getattr(self._client, "_base_url", ""))
+        check_paper_trading_url(used, field="the client's base URL")
         bound_http(self._client, timeout_s)
         self._paper_checked = False
 

@@ -21,8 +21,8 @@ from alpaca.trading.requests import LimitOrderRequest
 from click.testing import CliRunner
 
 from raytrade.cluster.settings import Settings
-from raytrade.replay.credentials import shown_url
 from raytrade.replay import read_frame
+from raytrade.replay.credentials import shown_url
 from raytrade.replay.sources.alpaca import SourceError
 from raytrade.replay.writer import ReplayWriter
 from raytrade.serve.alpaca_broker import AlpacaBroker, NotPaperError
@@ -727,6 +727,52 @@ def test_a_live_trading_url_is_refused_with_one_line(monkeypatch: pytest.MonkeyP
         "error: trading_url='https://api.alpaca.markets' is not Alpaca's paper API "
         "(https://paper-api.alpaca.markets) nor loopback: live trading is not offered\n"
     )
+
+
+def _live_env(monkeypatch: pytest.MonkeyPatch, data_url: str | None = None) -> None:
+    monkeypatch.setenv("ALPACA_API_KEY", TEST_KEYS[0])
+    monkeypatch.setenv("ALPACA_SECRET_KEY", TEST_KEYS[1])
+    monkeypatch.setenv("RAYTRADE_SERVE_TOKEN", "serve-token-for-the-live-test-12345")
+    monkeypatch.delenv("RAYTRADE_SETTINGS_FILE", raising=False)
+    if data_url is not None:
+        monkeypatch.setenv("ALPACA_DATA_URL", data_url)
+
+
+def test_a_refused_serve_url_is_one_line_naming_the_field_and_the_reason(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from raytrade.cluster.cli import main
+
+    _live_env(monkeypatch)
+    args = ["live", "--paper", "--once", "--serve-url", "http://example.com:8000", "--trading-url"]
+    result = CliRunner().invoke(main, [*args, "http://127.0.0.1:9", "--state-file", str(tmp_path / "s.json")])
+    assert result.exit_code == 2
+    assert result.output == (
+        "error: ClientConfig.base_url: base_url='http://example.com:8000' must use https:// "
+        "(plain http:// is allowed only for 127.0.0.1/localhost)\n"
+    )
+
+
+def test_raytrade_live_without_its_policy_service_is_one_line_and_orders_nothing(
+    fakes: tuple[FakeAlpacaTrading, FakeAlpaca], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The start-up ``GET /v1/model`` (no ``--symbols``) finds nothing listening: exit status 2, one
+    line, and no order, state file or account lock."""
+    from raytrade.cluster.cli import main
+
+    trading, data = fakes
+    _live_env(monkeypatch, data.url)
+    with socket.socket() as closed:  # a loopback port nothing listens on once this is closed
+        closed.bind(("127.0.0.1", 0))
+        serve_url = f"http://127.0.0.1:{closed.getsockname()[1]}"
+    args = ["live", "--paper", "--once", "--reset", "--serve-url", serve_url, "--trading-url", trading.url]
+    args += ["--state-file", str(tmp_path / "s.json"), "--account-lock-dir", str(tmp_path / "locks")]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 2, result.output
+    (line,) = result.output.splitlines()
+    assert line.startswith("error: policy service unreachable: ") and "Connect" in line
+    assert _posts(trading) == 0
+    assert not (tmp_path / "s.json").exists() and not (tmp_path / "locks").exists()
 
 
 def test_a_refused_trading_url_never_shows_its_credentials() -> None:
