@@ -19,6 +19,10 @@ state file is refused unless ``--reset`` starts a new one (the peak drawdown the
 otherwise be forgotten silently); one that is unreadable (malformed, a non-finite number, a peak that
 is not positive) is refused, ``--reset`` or not.
 
+Without ``--symbols`` the policy service must answer ``GET /v1/model`` before anything else happens: a
+service that does not answer, or refuses the token, ends the command with one line and exit status 2
+(``cluster.errors``), before the account is read or locked and before any order.
+
 The loop survives a failed cycle (it retries at the next one), with one exception: a pending order
 Alpaca cannot read (not a 404) on ``--max-unreadable-order-cycles`` cycles in a row ends it with exit
 status 2 and a line naming the order, since its symbol has been held all along. Quotes older than

@@ -35,20 +35,32 @@ def registry_option(help: str = "Registry root (a folder, or an s3://… URI).")
     )
 
 
+class FiniteFloatRange(click.FloatRange):
+    """``click.FloatRange`` that refuses NaN too (``nan <= max`` and ``nan > min`` are both false, so
+    ``FloatRange`` lets it through) and infinities: a cap of NaN or inf would be no cap."""
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        number = super().convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number", param, ctx)
+        return number
+
+
 CAPS_FLAGS: tuple[str, ...] = ("per_symbol_cap", "gross_cap", "leverage_cap", "max_gross_add")
 """``serve.caps.ExposureCaps``'s fields, one flag each (``--per-symbol-cap`` …) on serve and live."""
 
 
 def caps_options() -> Callable[[F], F]:
     """The hard exposure caps as flags, defaults, bounds and help read from ``ExposureCaps`` (the
-    loop's limits), so the service and the live loop are configured the same way."""
+    loop's limits), so the service and the live loop are configured the same way; a value out of
+    bounds, NaN or infinite is refused as a usage error (exit status 2) naming the flag and the value."""
     from raytrade.serve.caps import ExposureCaps
 
     def decorate(command: F) -> F:
         for name in reversed(CAPS_FLAGS):
             field = ExposureCaps.model_fields[name]
             bounds = _bounds(field)
-            kind = click.FloatRange(
+            kind = FiniteFloatRange(
                 min=bounds.get("ge", bounds.get("gt")), min_open="gt" in bounds, max=bounds.get("le")
             )
             command = click.option(

@@ -6,7 +6,8 @@
 * Secrets are ``SecretStr``: their ``repr``/``str`` print ``**********``; code calls
   ``get_secret_value()`` only where the secret is sent (an HTTP header), never to log it.
 * A URL that carries keys or a bearer token must be ``https://``, except on the loopback host (test
-  doubles): secrets must not cross a network in clear text (:func:`check_secure_url`).
+  doubles): secrets must not cross a network in clear text (:func:`check_secure_url`). It must not
+  carry credentials itself (``user:password@``): URLs are logged and shown; keys come from settings.
 """
 
 from __future__ import annotations
@@ -27,6 +28,10 @@ class MissingCredentialsError(InputError):
     """A secret an entrypoint needs is not set; the message names the environment variable(s)."""
 
 
+class UnsafeURLError(InputError):
+    """A URL that would send secrets in clear text, or that carries credentials itself."""
+
+
 def shown_url(url: str) -> str:
     """``url`` as an error message may show it: without ``user:password@``, query or fragment, which
     may hold keys or tokens. Everything up to the last ``@`` after the scheme goes, so a password with
@@ -41,18 +46,26 @@ def shown_url(url: str) -> str:
 
 
 def check_secure_url(url: str, *, field: str) -> str:
-    """Return ``url`` if it is ``https://`` or ``http://`` on a loopback host; else ``ValueError``
-    naming ``field`` (the setting or argument) and the value (:func:`shown_url`: less any credentials
-    and query)."""
+    """Return ``url`` if it is ``https://`` or ``http://`` on a loopback host and carries no
+    credentials; else :class:`UnsafeURLError` naming ``field`` (the setting or argument) and the value
+    (:func:`shown_url`: less any credentials and query).
+
+    Any ``@`` counts as credentials (``user:password@``, however malformed: the rule of
+    :func:`shown_url`): a URL is logged and shown, so secrets in it would be too."""
     parts = urlsplit(url)
     if not parts.hostname:
-        raise ValueError(f"{field}={shown_url(url)!r} is not an absolute URL")
-    if parts.scheme == "https" or (parts.scheme == "http" and parts.hostname in LOOPBACK_HOSTS):
-        return url
-    raise ValueError(
-        f"{field}={shown_url(url)!r} must use https:// (plain http:// is allowed only for "
-        "127.0.0.1/localhost)"
-    )
+        raise UnsafeURLError(f"{field}={shown_url(url)!r} is not an absolute URL")
+    if not (parts.scheme == "https" or (parts.scheme == "http" and parts.hostname in LOOPBACK_HOSTS)):
+        raise UnsafeURLError(
+            f"{field}={shown_url(url)!r} must use https:// (plain http:// is allowed only for "
+            "127.0.0.1/localhost)"
+        )
+    if "@" in url:
+        raise UnsafeURLError(
+            f"{field}={shown_url(url)!r} must not carry credentials (user:password@, not shown here): "
+            "URLs are logged; keys and tokens come from the settings"
+        )
+    return url
 
 
 class AlpacaCredentials(BaseModel):

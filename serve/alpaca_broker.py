@@ -8,7 +8,8 @@ failed call is a one-line :class:`replay.sources.alpaca.SourceError` (status and
 
 Paper means paper. In alpaca-py ``url_override`` beats ``paper=True``, so the trading URL is checked
 here: only Alpaca's paper host (``https://paper-api.alpaca.markets``) or a loopback URL (a test fake)
-is accepted, and the URL the client actually uses is checked again after it is built. Every account
+is accepted, without credentials in it (``user:password@``: the keys come from the settings, and a
+URL gets logged), and the URL the client actually uses is checked again after it is built. Every account
 read checks the account is a paper one (Alpaca's paper account numbers start with ``PA``) before the
 loop can send an order, and :meth:`AlpacaBroker.submit` refuses until such a check has passed.
 Live trading is not offered.
@@ -45,14 +46,15 @@ class NotPaperError(InputError):
 
 
 def check_paper_trading_url(url: str, *, field: str = "trading_url") -> str:
-    """``url`` if it is Alpaca's paper trading API over https or a loopback URL; else
-    :class:`NotPaperError` naming ``field`` and the value (less any credentials and query)."""
+    """``url`` if it is Alpaca's paper trading API over https or a loopback URL, without credentials in
+    it (:func:`replay.credentials.check_secure_url`); else :class:`NotPaperError` or
+    ``UnsafeURLError`` naming ``field`` and the value (less any credentials and query)."""
     parts = urlsplit(str(url))
     host = parts.hostname or ""
     if (parts.scheme == "https" and host == PAPER_TRADING_HOST) or (
         parts.scheme in ("http", "https") and host in LOOPBACK_HOSTS
     ):
-        return str(url)
+        return check_secure_url(str(url), field=field)
     raise NotPaperError(  # shown without user:password@ or a query: they may hold the keys
         f"{field}={shown_url(url)!r} is not Alpaca's paper API (https://{PAPER_TRADING_HOST}) nor loopback: "
         "live trading is not offered"
@@ -91,7 +93,7 @@ class AlpacaBroker:
             raise ValueError(f"timeout_s must be > 0, got {timeout_s!r}")
         url = None
         if trading_url:
-            url = check_secure_url(check_paper_trading_url(trading_url), field="trading_url")
+            url = check_paper_trading_url(trading_url)
         creds = access.credentials()
         self._access, self._data_url, self._timeout_s = access, data_url, timeout_s
         self._client = TradingClient(
@@ -100,7 +102,9 @@ class AlpacaBroker:
             paper=True,
             url_override=url,
         )
-        check_paper_trading_url(str(getattr(self._client, "_base_url", "")), field="the client's base URL")
+        # alpaca-py keeps its default as a ``BaseURL`` enum, whose str() is the member's name
+        used = _enum_text(getattr(self._client, "_base_url", ""))
+        check_paper_trading_url(used, field="the client's base URL")
         bound_http(self._client, timeout_s)
         self._paper_checked = False
 

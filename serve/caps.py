@@ -30,7 +30,7 @@ before it; reductions of risk are never throttled.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import NamedTuple
+from typing import Final, NamedTuple
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
@@ -42,20 +42,34 @@ _RULES = LoopRules()
 _TOL = 1e-12  # the per-symbol cap "binds" when it moves a weight by more than this
 
 
+MAX_GROSS: Final = 4.0
+"""Ceiling of ``gross_cap``, ``leverage_cap`` and ``max_gross_add``: 4x equity, the intraday leverage
+a margin account is allowed (DESIGN §4: 2x at the close, 4x intraday); the loop's own caps are 1.2 and
+2.0. A larger cap is no cap at all."""
+MAX_PER_SYMBOL: Final = 1.0
+"""Ceiling of ``per_symbol_cap``: one symbol at most the whole equity (``LoopRules.kelly_cap``'s own
+bound; the loop's cap is 0.15)."""
+
+
 class ExposureCaps(BaseModel):
-    """Hard caps after the model, fractions of equity; defaults are the loop's (``LoopRules``)."""
+    """Hard caps after the model, fractions of equity; defaults are the loop's (``LoopRules``).
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    Every cap is a finite number up to its ceiling (:data:`MAX_PER_SYMBOL`, :data:`MAX_GROSS`): an
+    infinite or NaN cap would switch the cap off, so it is refused rather than obeyed."""
 
-    per_symbol_cap: float = Field(_RULES.kelly_cap, gt=0, description="cap of one symbol's |target weight|")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
+
+    per_symbol_cap: float = Field(
+        _RULES.kelly_cap, gt=0, le=MAX_PER_SYMBOL, description="cap of one symbol's |target weight|"
+    )
     gross_cap: float = Field(
-        _RULES.gross_cap, gt=0, description="gross exposure cap of the loop's own sizing"
+        _RULES.gross_cap, gt=0, le=MAX_GROSS, description="gross exposure cap of the loop's own sizing"
     )
     leverage_cap: float = Field(
-        _RULES.leverage_cap_equity, gt=0, description="gross leverage cap at the close"
+        _RULES.leverage_cap_equity, gt=0, le=MAX_GROSS, description="gross leverage cap at the close"
     )
     max_gross_add: float = Field(
-        0.25, ge=0, description="basket throttle: most gross exposure one answer may add"
+        0.25, ge=0, le=MAX_GROSS, description="basket throttle: most gross exposure one answer may add"
     )
 
     @property

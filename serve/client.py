@@ -70,7 +70,9 @@ _MASK: Final[str] = "**********"
 
 
 class ServiceError(Exception):
-    """The policy service answered, but the answer says the caller is wrong (not an outage)."""
+    """The policy service answered, but the answer says the caller is wrong (not an outage); or, from
+    :meth:`PolicyClient.model` only (``status_code`` 0), it did not answer at all: the loop cannot
+    start without its universe. The CLI shows it as one line, exit status 2."""
 
     def __init__(self, message: str, status_code: int):
         super().__init__(message)

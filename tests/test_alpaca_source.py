@@ -353,6 +353,22 @@ def test_a_refused_data_url_never_shows_its_credentials_or_query(build: str) -> 
         assert secret not in shown
 
 
+@pytest.mark.parametrize("build", ["check", "settings", "access"])
+def test_an_https_data_url_with_credentials_in_it_is_refused(build: str) -> None:
+    from raytrade.replay.credentials import AlpacaAccess, check_secure_url
+
+    url = "https://KEYID:SECRETPW@data.example.test/v2"
+    with pytest.raises(ValueError, match="must not carry credentials") as info:
+        if build == "check":
+            check_secure_url(url, field="alpaca_data_url")
+        elif build == "settings":
+            Settings(alpaca_data_url=url)
+        else:
+            AlpacaAccess(data_url=url)
+    assert "alpaca_data_url='https://data.example.test/v2'" in str(info.value)
+    assert "KEYID" not in str(info.value) and "SECRETPW" not in str(info.value)
+
+
 @pytest.mark.parametrize(
     "url",
     [

@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import json
+import math
+from typing import Any, Literal
+
 import click
 import pytest
 from click.testing import CliRunner
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from raytrade.cluster.errors import EXIT_BAD_INPUT, one_line_errors
 from raytrade.replay.errors import InputError
 from raytrade.replay.reader import StoreError
+from raytrade.serve.caps import ExposureCaps
 
 RAISED = {
     "input": InputError("--spec='nope' is not a spec"),
@@ -29,6 +35,32 @@ def root(verbose: bool) -> None:
 @one_line_errors
 def boom(kind: str) -> None:
     raise RAISED[kind]
+
+
+class _Account(BaseModel):
+    """Fields named like secrets, a SecretStr, a string choice: their inputs are never echoed."""
+
+    api_key_id: int = Field(1, gt=0)
+    pin: SecretStr = SecretStr("0000")
+    mode: Literal["paper"] = "paper"
+    size: float = Field(1.0, gt=0)
+
+
+class _Hidden(BaseModel):
+    model_config = ConfigDict(hide_input_in_errors=True)
+
+    size: float = Field(1.0, gt=0)
+
+
+MODELS: dict[str, type[BaseModel]] = {"caps": ExposureCaps, "account": _Account, "hidden": _Hidden}
+
+
+@root.command()
+@click.argument("model")
+@click.argument("data")
+@one_line_errors
+def check(model: str, data: str) -> None:
+    MODELS[model].model_validate(json.loads(data))  # json.loads reads NaN and Infinity
 
 
 def run(*args: str) -> tuple[int, str, BaseException | None]:
@@ -57,3 +89,38 @@ def test_a_plain_value_error_is_one_line_with_a_hint_and_its_traceback_under_ver
 def test_any_other_error_is_not_swallowed() -> None:
     code, _, exc = run("boom", "key")
     assert code == 1 and exc is RAISED["key"]
+
+
+def _check(model: str, data: dict[str, Any]) -> str:
+    code, out, _ = run("check", model, json.dumps(data))
+    assert code == EXIT_BAD_INPUT
+    (line,) = out.splitlines()
+    return line
+
+
+def test_a_validation_error_names_the_model_field_reason_and_number() -> None:
+    assert _check("caps", {"per_symbol_cap": math.nan}) == (
+        "error: ExposureCaps.per_symbol_cap: Input should be a finite number (got nan)"
+    )
+    assert _check("caps", {"gross_cap": 9}) == (
+        "error: ExposureCaps.gross_cap: Input should be less than or equal to 4 (got 9)"
+    )
+
+
+def test_several_validation_errors_share_the_line_and_the_rest_are_counted() -> None:
+    data = {"per_symbol_cap": math.inf, "gross_cap": -1, "leverage_cap": 5, "max_gross_add": math.nan}
+    assert _check("caps", data) == (
+        "error: ExposureCaps.per_symbol_cap: Input should be a finite number (got inf); "
+        "ExposureCaps.gross_cap: Input should be greater than 0 (got -1); "
+        "ExposureCaps.leverage_cap: Input should be less than or equal to 4 (got 5); and 1 more"
+    )
+
+
+def test_a_validation_error_never_echoes_what_may_be_a_secret() -> None:
+    line = _check("account", {"api_key_id": -73519, "pin": 73518, "mode": "s3cret-73517"})
+    assert line == (
+        "error: _Account.api_key_id: Input should be greater than 0; "
+        "_Account.pin: Input should be a valid string; _Account.mode: Input should be 'paper'"
+    )
+    assert _check("hidden", {"size": -73516}) == "error: _Hidden.size: Input should be greater than 0"
+    assert _check("account", {"size": -2}) == "error: _Account.size: Input should be greater than 0 (got -2)"

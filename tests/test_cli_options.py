@@ -63,6 +63,31 @@ def test_a_zero_cap_is_refused_naming_the_flag() -> None:
     assert result.exit_code == 2 and "--per-symbol-cap" in result.output
 
 
+@pytest.mark.parametrize("command", [serve_command, live_command], ids=["serve", "live"])
+@pytest.mark.parametrize(
+    ("flag", "value"),
+    [
+        ("--per-symbol-cap", "nan"),
+        ("--per-symbol-cap", "1.5"),
+        ("--gross-cap", "inf"),
+        ("--leverage-cap", "nan"),
+        ("--max-gross-add", "inf"),
+    ],
+)
+def test_a_cap_that_is_no_cap_is_refused_naming_the_flag_and_value(
+    command: click.Command, flag: str, value: str
+) -> None:
+    """NaN, infinity or a cap above its ceiling would switch the cap off: refused before anything
+    runs (a usage error, exit status 2, naming the flag and the value)."""
+    from click.testing import CliRunner
+
+    args = ["--model", "m"] if command is serve_command else ["--paper", "--once"]
+    result = CliRunner().invoke(command, [*args, flag, value])
+    assert result.exit_code == 2, result.output
+    (line,) = [line for line in result.output.splitlines() if line.startswith("Error:")]
+    assert f"Invalid value for '{flag}': " in line and value in line.split(": ", 1)[1]
+
+
 def test_a_config_file_deploy_takes_the_caps_as_a_mapping() -> None:
     from raytrade.cluster.serve_app import BuilderArgs
 

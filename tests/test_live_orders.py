@@ -44,7 +44,7 @@ def _answer(decisions: dict[str, tuple[float, float, str]], fallback: bool = Fal
 
 
 # Exposure caps that never bind here: tests of the other rules (trade-fraction cap, participation)
-LOOSE = LiveConfig(caps=ExposureCaps(per_symbol_cap=2.0, gross_cap=2.0, leverage_cap=2.0, max_gross_add=4.0))
+LOOSE = LiveConfig(caps=ExposureCaps(per_symbol_cap=1.0, gross_cap=2.0, leverage_cap=2.0, max_gross_add=4.0))
 QUOTES = {"AAPL": _book(99.99, 100.01), "MSFT": _book(399.9, 400.1), "BTCUSD": _book(49_990.0, 50_010.0)}
 
 

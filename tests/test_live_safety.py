@@ -22,6 +22,7 @@ from click.testing import CliRunner
 
 from raytrade.cluster.settings import Settings
 from raytrade.replay import read_frame
+from raytrade.replay.credentials import shown_url
 from raytrade.replay.sources.alpaca import SourceError
 from raytrade.replay.writer import ReplayWriter
 from raytrade.serve.alpaca_broker import AlpacaBroker, NotPaperError
@@ -728,6 +729,52 @@ def test_a_live_trading_url_is_refused_with_one_line(monkeypatch: pytest.MonkeyP
     )
 
 
+def _live_env(monkeypatch: pytest.MonkeyPatch, data_url: str | None = None) -> None:
+    monkeypatch.setenv("ALPACA_API_KEY", TEST_KEYS[0])
+    monkeypatch.setenv("ALPACA_SECRET_KEY", TEST_KEYS[1])
+    monkeypatch.setenv("RAYTRADE_SERVE_TOKEN", "serve-token-for-the-live-test-12345")
+    monkeypatch.delenv("RAYTRADE_SETTINGS_FILE", raising=False)
+    if data_url is not None:
+        monkeypatch.setenv("ALPACA_DATA_URL", data_url)
+
+
+def test_a_refused_serve_url_is_one_line_naming_the_field_and_the_reason(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from raytrade.cluster.cli import main
+
+    _live_env(monkeypatch)
+    args = ["live", "--paper", "--once", "--serve-url", "http://example.com:8000", "--trading-url"]
+    result = CliRunner().invoke(main, [*args, "http://127.0.0.1:9", "--state-file", str(tmp_path / "s.json")])
+    assert result.exit_code == 2
+    assert result.output == (
+        "error: ClientConfig.base_url: base_url='http://example.com:8000' must use https:// "
+        "(plain http:// is allowed only for 127.0.0.1/localhost)\n"
+    )
+
+
+def test_raytrade_live_without_its_policy_service_is_one_line_and_orders_nothing(
+    fakes: tuple[FakeAlpacaTrading, FakeAlpaca], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The start-up ``GET /v1/model`` (no ``--symbols``) finds nothing listening: exit status 2, one
+    line, and no order, state file or account lock."""
+    from raytrade.cluster.cli import main
+
+    trading, data = fakes
+    _live_env(monkeypatch, data.url)
+    with socket.socket() as closed:  # a loopback port nothing listens on once this is closed
+        closed.bind(("127.0.0.1", 0))
+        serve_url = f"http://127.0.0.1:{closed.getsockname()[1]}"
+    args = ["live", "--paper", "--once", "--reset", "--serve-url", serve_url, "--trading-url", trading.url]
+    args += ["--state-file", str(tmp_path / "s.json"), "--account-lock-dir", str(tmp_path / "locks")]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 2, result.output
+    (line,) = result.output.splitlines()
+    assert line.startswith("error: policy service unreachable: ") and "Connect" in line
+    assert _posts(trading) == 0
+    assert not (tmp_path / "s.json").exists() and not (tmp_path / "locks").exists()
+
+
 def test_a_refused_trading_url_never_shows_its_credentials() -> None:
     from raytrade.serve.alpaca_broker import check_paper_trading_url
 
@@ -735,6 +782,47 @@ def test_a_refused_trading_url_never_shows_its_credentials() -> None:
         check_paper_trading_url("https://AKEY:s3cret-key@api.alpaca.markets/?key=s3cret-key")
     assert str(info.value).startswith("trading_url='https://api.alpaca.markets/' is not Alpaca's paper API")
     assert "s3cret-key" not in str(info.value)
+
+
+def test_the_default_trading_url_is_alpacas_paper_host() -> None:
+    """Without ``--trading-url`` alpaca-py's own paper URL (a ``BaseURL`` enum, whose ``str()`` is
+    its member name) passes the check of the client's base URL."""
+    access = Settings(alpaca_api_key=TEST_KEYS[0], alpaca_secret_key=TEST_KEYS[1]).alpaca_access()
+    broker = AlpacaBroker(access)  # builds the client only: no request
+    assert repr(broker) == "AlpacaBroker(paper=True)"
+
+
+def test_a_client_that_would_use_alpacas_live_host_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    from alpaca.common.enums import BaseURL
+
+    class _LiveClient(TradingClient):  # alpaca-py choosing its live URL despite paper=True
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self._base_url = BaseURL.TRADING_LIVE
+
+    monkeypatch.setattr("alpaca.trading.client.TradingClient", _LiveClient)
+    access = Settings(alpaca_api_key=TEST_KEYS[0], alpaca_secret_key=TEST_KEYS[1]).alpaca_access()
+    with pytest.raises(NotPaperError, match=re.escape("the client's base URL='https://api.alpaca.markets'")):
+        AlpacaBroker(access)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://AKEY:s3cret-key@paper-api.alpaca.markets",
+        "https://s3cret-key@paper-api.alpaca.markets/v2",
+        "http://AKEY:s3cret-key@127.0.0.1:9",
+    ],
+    ids=["paper-user-password", "paper-user", "loopback-user-password"],
+)
+def test_a_trading_url_with_credentials_in_it_is_refused_without_showing_them(url: str) -> None:
+    from raytrade.replay.credentials import UnsafeURLError
+
+    access = Settings(alpaca_api_key=TEST_KEYS[0], alpaca_secret_key=TEST_KEYS[1]).alpaca_access()
+    with pytest.raises(UnsafeURLError, match="must not carry credentials") as info:
+        AlpacaBroker(access, trading_url=url)
+    assert str(info.value).startswith(f"trading_url={shown_url(url)!r}")
+    assert "s3cret-key" not in str(info.value) and "AKEY" not in str(info.value)
 
 
 def test_an_account_that_is_not_paper_gets_no_order(

@@ -23,7 +23,7 @@ from pydantic import ValidationError
 from raytrade.cluster.promote import promote_command
 from raytrade.envs.gym_envs import batched_observation, feature_index
 from raytrade.envs.simulator import MarketSimulator
-from raytrade.serve.caps import ExposureCaps
+from raytrade.serve.caps import MAX_GROSS, MAX_PER_SYMBOL, ExposureCaps
 from raytrade.serve.decide import DecisionService, RequestError, ServeConfig
 from raytrade.serve.schemas import ActRequest
 from tests.conftest import SmokeRun
@@ -32,7 +32,14 @@ TOKEN = "serve-token-for-tests-0123456789"
 NEVER_STALE = ServeConfig(max_feature_age_hours=None)
 # Hard caps that never bind: the model's decision alone, to compare with the simulator's
 UNCAPPED = NEVER_STALE.model_copy(
-    update={"caps": ExposureCaps(per_symbol_cap=10.0, gross_cap=10.0, leverage_cap=10.0, max_gross_add=100.0)}
+    update={
+        "caps": ExposureCaps(
+            per_symbol_cap=MAX_PER_SYMBOL,
+            gross_cap=MAX_GROSS,
+            leverage_cap=MAX_GROSS,
+            max_gross_add=MAX_GROSS,
+        )
+    }
 )
 
 

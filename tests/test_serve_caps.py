@@ -4,6 +4,7 @@ planning: hand-computed caps, the contract's UNIUSD row, and property tests of t
 from __future__ import annotations
 
 import json
+import math
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -11,6 +12,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from pydantic import ValidationError
 
 from raytrade.replay.loop_rules import LoopRules
 from raytrade.replay.sources.alpaca import TopOfBook, is_crypto_symbol
@@ -175,6 +177,42 @@ def test_reductions_are_never_throttled() -> None:
     )
     np.testing.assert_array_equal(out.weights, [0.0, 0.05])
     assert out.binding == ()
+
+
+@pytest.mark.parametrize("name", ["per_symbol_cap", "gross_cap", "leverage_cap", "max_gross_add"])
+@pytest.mark.parametrize("value", [math.inf, math.nan, "inf", "nan"])
+def test_a_cap_that_is_not_a_finite_number_is_refused(name: str, value: float | str) -> None:
+    with pytest.raises(ValidationError) as info:
+        ExposureCaps.model_validate({name: value})
+    ((error,),) = [info.value.errors()]
+    assert (error["loc"], error["type"]) == ((name,), "finite_number")
+
+
+@pytest.mark.parametrize(
+    ("name", "ceiling"),
+    [("per_symbol_cap", 1.0), ("gross_cap", 4.0), ("leverage_cap", 4.0), ("max_gross_add", 4.0)],
+)
+def test_a_cap_above_its_ceiling_is_refused(name: str, ceiling: float) -> None:
+    assert getattr(ExposureCaps(**{name: ceiling}), name) == ceiling
+    with pytest.raises(ValidationError) as info:
+        ExposureCaps(**{name: ceiling * 1.01})
+    ((error,),) = [info.value.errors()]
+    assert (error["loc"], error["type"], error["ctx"]["le"]) == ((name,), "less_than_equal", ceiling)
+
+
+@pytest.mark.parametrize("config", ["serve", "live", "serve_app"])
+def test_every_config_carrying_caps_refuses_an_infinite_one(config: str) -> None:
+    from raytrade.cluster.serve_app import BuilderArgs
+    from raytrade.serve.decide import ServeConfig
+
+    caps = {"gross_cap": "inf"}  # as a config file or serveConfigV2's args spell it
+    with pytest.raises(ValidationError, match="finite number"):
+        if config == "serve":
+            ServeConfig.model_validate({"caps": caps})
+        elif config == "live":
+            LiveConfig.model_validate({"caps": caps})
+        else:
+            BuilderArgs.model_validate({"model": "m", "registry": "r", "caps": caps})
 
 
 weights = st.floats(-2.0, 2.0, allow_nan=False)

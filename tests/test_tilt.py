@@ -30,7 +30,7 @@ from raytrade.envs.synthetic_market import synthetic_market_data
 from raytrade.models.catalog import rl_module_spec
 from raytrade.models.inference import module_policy
 from raytrade.models.registry_load import PolicyHandle
-from raytrade.serve.caps import ExposureCaps
+from raytrade.serve.caps import MAX_GROSS, MAX_PER_SYMBOL, ExposureCaps
 from raytrade.serve.decide import DecisionService, ServeConfig
 from raytrade.serve.schemas import ActRequest
 from raytrade.tune_specs import get_spec
@@ -231,7 +231,9 @@ def test_a_zero_tilt_module_scores_and_evaluates_as_the_baseline() -> None:
 def test_a_served_zero_tilt_returns_the_baselines_weights() -> None:
     data = _data()
     handle, _ = _handle("tilt:inverse_vol", data)
-    caps = ExposureCaps(per_symbol_cap=10.0, gross_cap=10.0, leverage_cap=10.0, max_gross_add=100.0)
+    caps = ExposureCaps(
+        per_symbol_cap=MAX_PER_SYMBOL, gross_cap=MAX_GROSS, leverage_cap=MAX_GROSS, max_gross_add=MAX_GROSS
+    )
     service = DecisionService(handle, data, ServeConfig(max_feature_age_hours=None, caps=caps))
     bar = 31  # 2020-02-01: a month start, where inverse_vol rebalances
     as_of = datetime.fromtimestamp(data.ts[bar].astype("datetime64[us]").astype(np.int64) / 1e6, tz=UTC)
