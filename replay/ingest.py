@@ -31,6 +31,11 @@ Design decisions
   (``_swap.json`` records the swap; ``recover_store`` finishes an interrupted one, and deletes a
   staged folder a hard crash left before its swap began). Stored bars are never touched.
   Re-running an ingest that crashed after the bars commit completes it.
+* Daily bars of one asset class stamped at different times of day on the same dates (the store's and
+  the source's together: equities dated 00:00 UTC next to equities at New York midnight) are refused
+  before anything is written (``replay.timeutil.refuse_mixed_daily_clocks``, the rule the simulator's
+  loader applies too): the calendar would hold two labels per session and every symbol a hole at
+  every other one.
 * Imported forecasts change features already stored, so ``import_forecasts`` rebuilds the features
   table the same way.
 """
@@ -53,6 +58,7 @@ from tqdm.auto import tqdm
 from raytrade.replay.errors import InputError
 from raytrade.replay.features import FeatureConfig, build_features
 from raytrade.replay.reader import read_frame
+from raytrade.replay.timeutil import refuse_mixed_daily_clocks
 from raytrade.replay.validation import ReplayValidationError, conform
 from raytrade.replay.writer import ReplayWriter, write_file_atomically
 
@@ -377,6 +383,8 @@ def ingest_frames(
             all_bars = pd.concat(
                 [f for f in (stored_bars, bar_split.new) if f is not None], ignore_index=True
             )
+            held = set(stored_bars["symbol"].astype(str)) if stored_bars is not None else set()
+            refuse_mixed_daily_clocks(all_bars, origin, stored=held)
             new_macro = macro_split.new if macro_split is not None else None
             macro_parts = [f for f in (stored_macro, new_macro) if f is not None and len(f)]
             all_macro = pd.concat(macro_parts, ignore_index=True) if macro_parts else None
