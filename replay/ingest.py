@@ -58,6 +58,7 @@ from tqdm.auto import tqdm
 from raytrade.replay.errors import InputError
 from raytrade.replay.features import FeatureConfig, build_features
 from raytrade.replay.reader import read_frame
+from raytrade.replay.sources.forecast_file import forecast_value_errors
 from raytrade.replay.timeutil import refuse_mixed_daily_clocks
 from raytrade.replay.validation import ReplayValidationError, conform
 from raytrade.replay.writer import ReplayWriter, write_file_atomically
@@ -503,10 +504,16 @@ def import_forecasts(
     origin: str = "forecasts",
     config: FeatureConfig | None = None,
 ) -> IngestResult:
-    """Append external forecasts (validated) and rebuild the features table with them."""
+    """Append external forecasts (validated) and rebuild the features table with them.
+
+    Impossible values (``replay.sources.forecast_file.forecast_value_errors``: crossed quantiles, a
+    return <= -1 or > 10, a negative std, a horizon < 1) are refused before anything is written."""
     path = Path(root)
     if not (path / "bars").is_dir():
         raise ReplayValidationError([], origin=f"{path} has no bars: ingest prices before forecasts")
+    impossible = forecast_value_errors(forecasts)
+    if impossible:
+        raise ReplayValidationError(impossible, origin=origin)
     forecasts = _validated("forecasts", forecasts, origin)
     with ReplayWriter(path) as writer:
         writer.open(*(t for t in ("bars", "features") if (path / t).is_dir()))
