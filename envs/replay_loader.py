@@ -4,7 +4,10 @@ Calendar rule: when the universe holds any equity, the simulator steps on the eq
 sorted union of equity bar timestamps) and crypto is observed at those same labels (its weekend bars
 are not stepped; nothing is forward-filled from a later bar). Crypto bars stamped on another clock
 (between the labels, e.g. daily bars at 05:00 UTC next to equity dates at 00:00 UTC) are refused
-(:func:`refuse_off_calendar_crypto`), never dropped or shifted. A crypto-only universe steps on its
+(:func:`refuse_off_calendar_crypto`), never dropped or shifted. Daily bars of the calendar's class
+stamped at different times of day on the same dates (equities dated 00:00 UTC next to equities at New
+York midnight, 05:00 UTC) would make two labels per session and a hole in every symbol at every other
+one: refused too (``replay.timeutil.refuse_mixed_daily_clocks``). A crypto-only universe steps on its
 7-day calendar. ``periods_per_year`` follows: 252 (365 for crypto-only) x bars per day, and
 ``days_per_bar`` is 1 / bars per day (the bar length per-bar financing and borrow rates follow).
 
@@ -44,7 +47,7 @@ from raytrade.replay.reader import read_frame
 from raytrade.replay.remote_store import local_store
 from raytrade.replay.schema import FEATURES_SCHEMA
 from raytrade.replay.splits import EMBARGO_BARS, TRAIN_FRACTION, VALIDATION_FRACTION, fractional_splits
-from raytrade.replay.timeutil import bar_length, times_of_day
+from raytrade.replay.timeutil import bar_length, refuse_mixed_daily_clocks, times_of_day
 
 DEFAULT_FEATURES: tuple[str, ...] = (
     "ret_1",
@@ -173,7 +176,8 @@ def load_market_data(
     """The ``split`` window ("train" | "validation" | "test" | "all") of the store at ``root``.
 
     Raises ``ValueError`` naming unknown symbols, unknown or non-numeric feature columns, or a split
-    that would be empty.
+    that would be empty; an ``InputError`` naming the symbols and their times of day for bars on two
+    clocks (module docstring).
     """
     store = local_store(root)  # a remote store (s3://…) is read from its local mirror, on any node
     names = set(FEATURES_SCHEMA.names)
@@ -193,6 +197,7 @@ def load_market_data(
         raise ValueError(f"the store at {root} holds no bars")
     classes = bars.groupby("symbol")["asset_class"].first()
     calendar, stepped_class = market_calendar(bars), calendar_class(bars)
+    refuse_mixed_daily_clocks(bars[bars["asset_class"] == stepped_class])
     if stepped_class == "equity":
         refuse_off_calendar_crypto(bars, calendar)
     full_calendar = calendar

@@ -31,6 +31,11 @@ Design decisions
   (``_swap.json`` records the swap; ``recover_store`` finishes an interrupted one, and deletes a
   staged folder a hard crash left before its swap began). Stored bars are never touched.
   Re-running an ingest that crashed after the bars commit completes it.
+* Daily bars of one asset class stamped at different times of day on the same dates (the store's and
+  the source's together: equities dated 00:00 UTC next to equities at New York midnight) are refused
+  before anything is written (``replay.timeutil.refuse_mixed_daily_clocks``, the rule the simulator's
+  loader applies too): the calendar would hold two labels per session and every symbol a hole at
+  every other one.
 * Imported forecasts change features already stored, so ``import_forecasts`` rebuilds the features
   table the same way.
 """
@@ -53,6 +58,8 @@ from tqdm.auto import tqdm
 from raytrade.replay.errors import InputError
 from raytrade.replay.features import FeatureConfig, build_features
 from raytrade.replay.reader import read_frame
+from raytrade.replay.sources.forecast_file import forecast_value_errors
+from raytrade.replay.timeutil import refuse_mixed_daily_clocks
 from raytrade.replay.validation import ReplayValidationError, conform
 from raytrade.replay.writer import ReplayWriter, write_file_atomically
 
@@ -377,6 +384,8 @@ def ingest_frames(
             all_bars = pd.concat(
                 [f for f in (stored_bars, bar_split.new) if f is not None], ignore_index=True
             )
+            held = set(stored_bars["symbol"].astype(str)) if stored_bars is not None else set()
+            refuse_mixed_daily_clocks(all_bars, origin, stored=held)
             new_macro = macro_split.new if macro_split is not None else None
             macro_parts = [f for f in (stored_macro, new_macro) if f is not None and len(f)]
             all_macro = pd.concat(macro_parts, ignore_index=True) if macro_parts else None
@@ -495,10 +504,16 @@ def import_forecasts(
     origin: str = "forecasts",
     config: FeatureConfig | None = None,
 ) -> IngestResult:
-    """Append external forecasts (validated) and rebuild the features table with them."""
+    """Append external forecasts (validated) and rebuild the features table with them.
+
+    Impossible values (``replay.sources.forecast_file.forecast_value_errors``: crossed quantiles, a
+    return <= -1 or > 10, a negative std, a horizon < 1) are refused before anything is written."""
     path = Path(root)
     if not (path / "bars").is_dir():
         raise ReplayValidationError([], origin=f"{path} has no bars: ingest prices before forecasts")
+    impossible = forecast_value_errors(forecasts)
+    if impossible:
+        raise ReplayValidationError(impossible, origin=origin)
     forecasts = _validated("forecasts", forecasts, origin)
     with ReplayWriter(path) as writer:
         writer.open(*(t for t in ("bars", "features") if (path / t).is_dir()))

@@ -65,3 +65,90 @@ def test_forecasts_for_unknown_symbols_write_nothing(tmp_path: Path, store: Path
     )
     assert result.exit_code == 2 and "NOPE" in result.output
     assert not (store / "forecasts").exists() or read_frame(store, "forecasts").empty
+
+
+def _snapshot(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def _quantile_file(store: Path, path: Path, bad: dict[str, object]) -> Path:
+    """Two forecasts of SYN001 at stored dates: row 1 valid, row 2 with ``bad`` replacing its values."""
+    ts = read_frame(store, "features").query("symbol == 'SYN001'")["ts"].tail(2)
+    good = {"horizon": 1, "q05": -0.02, "q25": -0.01, "q50": 0.0, "q75": 0.01, "q95": 0.02}
+    optional = {"mean": 0.0, "std": 0.01}
+    good |= {k: optional[k] for k in bad if k in optional}
+    rows = [good, {**good, **bad}]
+    frame = pd.DataFrame(rows).assign(symbol="SYN001", source="ext", ts=ts.dt.strftime("%Y-%m-%d").to_numpy())
+    frame.to_csv(path, index=False)
+    return path
+
+
+def _import(store: Path, path: Path) -> tuple[int, str]:
+    result = CliRunner().invoke(
+        main, ["ingest", "--source", "forecasts", "--path", str(path), "--out", str(store)]
+    )
+    return result.exit_code, result.output
+
+
+@pytest.mark.parametrize(
+    ("bad", "column", "value", "reason"),
+    [
+        ({"q05": 0.05, "q95": -0.05}, "q25", -0.01, "below q05: quantiles must not decrease"),
+        ({"q75": 0.03, "q95": 0.025}, "q95", 0.025, "below q75: quantiles must not decrease"),
+        ({"q05": -3.0, "q25": -1.0}, "q05", -3.0, "a simple return must be > -1"),
+        ({"q95": 20.0}, "q95", 20.0, "a return above 10 (+1000 %) is taken as percent units"),
+        ({"mean": 12.0}, "mean", 12.0, "a return above 10 (+1000 %) is taken as percent units"),
+        ({"std": -0.01}, "std", -0.01, "must lie in [0, 10]"),
+        ({"horizon": 0}, "horizon", 0, "must be a whole number of bars >= 1"),
+        ({"horizon": -5}, "horizon", -5, "must be a whole number of bars >= 1"),
+        ({"horizon": 1.5}, "horizon", 1.5, "must be a whole number of bars >= 1"),
+    ],
+)
+def test_impossible_quantile_forecasts_are_refused_and_nothing_is_written(
+    tmp_path: Path, store: Path, bad: dict[str, float], column: str, value: float, reason: str
+) -> None:
+    before = _snapshot(store)
+    code, output = _import(store, _quantile_file(store, tmp_path / "bad.csv", bad))
+    assert code == 2, output
+    assert f"bad.csv: forecasts: row 2, column {column!r}, value {value!r}: {reason}" in output
+    assert _snapshot(store) == before
+
+
+def test_impossible_sample_forecasts_are_refused_naming_the_sample(tmp_path: Path, store: Path) -> None:
+    ts = read_frame(store, "features").query("symbol == 'SYN001'")["ts"].tail(2)
+    samples = pd.DataFrame(
+        [[0.01, -0.02, 0.03], [0.01, -2.5, 0.02]], columns=["sample_0", "sample_1", "sample_2"]
+    )
+    keys = pd.DataFrame(
+        {"symbol": "SYN001", "ts": ts.dt.strftime("%Y-%m-%d").to_numpy(), "source": "s", "horizon": 1}
+    )
+    path = tmp_path / "samples.csv"
+    pd.concat([keys, samples], axis=1).to_csv(path, index=False)
+    before = _snapshot(store)
+    code, output = _import(store, path)
+    assert code == 2, output
+    assert "row 2, column 'sample_1', value -2.5: a simple return must be > -1" in output
+    assert _snapshot(store) == before
+
+
+def test_a_valid_quantile_file_with_equal_quantiles_still_imports(tmp_path: Path, store: Path) -> None:
+    path = _quantile_file(store, tmp_path / "ok.csv", {"q25": 0.0, "q50": 0.0, "q75": 0.0, "std": 0.0})
+    code, output = _import(store, path)
+    assert code == 0, output
+    stored = read_frame(store, "forecasts")
+    assert len(stored) == 2 and stored["q05"].tolist() == [-0.02, -0.02]
+
+
+def test_import_forecasts_refuses_impossible_rows_passed_as_a_frame(store: Path) -> None:
+    from raytrade.replay.ingest import import_forecasts
+    from raytrade.replay.validation import ReplayValidationError
+
+    ts = read_frame(store, "features").query("symbol == 'SYN001'")["ts"].iloc[-1]
+    frame = pd.DataFrame(
+        {"symbol": ["SYN001"], "ts": [ts], "source": ["x"], "horizon": [1], "mean": [0.0], "std": [0.01],
+         "skew": [0.0], "q05": [0.05], "q25": [0.0], "q50": [0.0], "q75": [0.0], "q95": [-0.05],
+         "n_samples": [None]}
+    )  # fmt: skip
+    with pytest.raises(ReplayValidationError, match=r"row 0, column 'q25', value 0.0: below q05"):
+        import_forecasts(store, frame, origin="frame")
+    assert not (store / "forecasts").exists()

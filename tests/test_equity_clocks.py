@@ -1,0 +1,113 @@
+"""Daily equities stamped on two clocks are refused at ingest and by the loader, never stepped.
+
+A csv folder with APP dated by plain session dates (00:00 UTC) and KGC stamped at New York midnight
+with an offset (05:00 UTC in winter) made a calendar of two labels per session: each stock had a hole
+at every other label, nothing filled, and ``raytrade evaluate`` showed every policy at 0 % with exit 0.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+
+from raytrade.cluster.cli import main
+from raytrade.envs.replay_loader import load_market_data
+from raytrade.replay.timeutil import MixedDailyClocksError
+
+FEATURES = ("vol_20",)
+DAYS = pd.bdate_range("2024-01-02", periods=40)
+
+
+def _csv(path: Path, stamps: list[str], seed: int) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    close = 20.0 * np.exp(np.cumsum(np.random.default_rng(seed).normal(0, 0.01, len(stamps))))
+    prices = zip(stamps, close, strict=True)
+    rows = [f"{s},{c:.4f},{c * 1.01:.4f},{c * 0.99:.4f},{c:.4f},1000" for s, c in prices]
+    path.write_text("timestamp,open,high,low,close,volume\n" + "\n".join(rows) + "\n")
+
+
+def plain(days: pd.DatetimeIndex) -> list[str]:
+    return [f"{d:%Y-%m-%d}" for d in days]
+
+
+def new_york_midnight(days: pd.DatetimeIndex) -> list[str]:
+    return [d.tz_localize("America/New_York").isoformat() for d in days]  # -05:00 / -04:00 after March
+
+
+def ingest(folder: Path, store: Path) -> tuple[int, str]:
+    args = ["ingest", "--source", "csv", "--path", str(folder), "--out", str(store)]
+    result = CliRunner().invoke(main, args)
+    return result.exit_code, result.output
+
+
+def snapshot(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_ingest_refuses_a_folder_of_equities_on_two_clocks(tmp_path: Path) -> None:
+    _csv(tmp_path / "src" / "APP.csv", plain(DAYS), 1)
+    _csv(tmp_path / "src" / "KGC.csv", new_york_midnight(DAYS), 2)
+    code, output = ingest(tmp_path / "src", tmp_path / "store")
+    assert code == 2, output
+    assert "daily equity bars are stamped at different times of day on the same dates" in output
+    assert "(40 dates, first 2024-01-02)" in output
+    assert "'APP' at 00:00 UTC" in output and "'KGC' at 05:00 UTC" in output
+    assert "one convention" in output
+    assert not (tmp_path / "store" / "bars").exists()
+
+
+def test_ingest_refuses_equities_on_another_clock_than_the_stores_and_writes_nothing(tmp_path: Path) -> None:
+    _csv(tmp_path / "first" / "APP.csv", plain(DAYS), 1)
+    store = tmp_path / "store"
+    assert ingest(tmp_path / "first", store)[0] == 0
+    before = snapshot(store)
+    _csv(tmp_path / "second" / "KGC.csv", new_york_midnight(DAYS), 2)
+    code, output = ingest(tmp_path / "second", store)
+    assert code == 2, output
+    assert "'APP' (in the store) at 00:00 UTC" in output and "'KGC' at 05:00 UTC" in output
+    assert snapshot(store) == before
+
+
+def test_loader_refuses_a_store_an_older_ingest_wrote_with_equities_on_two_clocks(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _csv(tmp_path / "src" / "APP.csv", plain(DAYS), 1)
+    _csv(tmp_path / "src" / "KGC.csv", new_york_midnight(DAYS), 2)
+    monkeypatch.setattr("raytrade.replay.ingest.refuse_mixed_daily_clocks", lambda *a, **k: None)
+    store = tmp_path / "store"
+    assert ingest(tmp_path / "src", store)[0] == 0  # as the code before the ingest check did
+    with pytest.raises(MixedDailyClocksError) as caught:
+        load_market_data(store, "all", feature_columns=FEATURES)
+    message = str(caught.value)
+    assert "'APP' at 00:00 UTC" in message and "'KGC' at 05:00 UTC" in message
+    one = load_market_data(store, "all", symbols=["KGC"], feature_columns=FEATURES)
+    assert one.listed.all() and one.n_steps == len(DAYS)
+
+
+def test_one_clock_across_daylight_saving_and_plain_dates_next_to_utc_crypto_load(tmp_path: Path) -> None:
+    spring = pd.bdate_range("2024-02-20", periods=40)  # New York midnight is 05:00, then 04:00 UTC
+    _csv(tmp_path / "ny" / "APP.csv", new_york_midnight(spring), 1)
+    _csv(tmp_path / "ny" / "KGC.csv", new_york_midnight(spring), 2)
+    assert ingest(tmp_path / "ny", tmp_path / "ny_store")[0] == 0
+    assert load_market_data(tmp_path / "ny_store", "all", feature_columns=FEATURES).listed.all()
+
+    _csv(tmp_path / "mixed" / "APP.csv", plain(DAYS), 1)
+    _csv(tmp_path / "mixed" / "KGC.csv", plain(DAYS), 2)
+    all_days = pd.date_range(DAYS[0], DAYS[-1], freq="D")
+    _csv(tmp_path / "mixed" / "crypto" / "BTCUSD.csv", [f"{d:%Y-%m-%d}T00:00:00+00:00" for d in all_days], 3)
+    assert ingest(tmp_path / "mixed", tmp_path / "mixed_store")[0] == 0
+    data = load_market_data(tmp_path / "mixed_store", "all", feature_columns=FEATURES)
+    assert data.n_steps == len(DAYS) and data.listed.all()
+
+
+def test_intraday_store_still_ingests_and_loads(tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    args = ["--n-symbols", "3", "--years", "0.1", "--freq", "1h", "--out", str(store)]
+    result = CliRunner().invoke(main, ["ingest", "--source", "synthetic", *args])
+    assert result.exit_code == 0, result.output
+    data = load_market_data(store, "all", feature_columns=FEATURES)
+    assert data.periods_per_year > 252 and data.listed.all()
