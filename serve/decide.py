@@ -32,8 +32,10 @@ Design decisions
   training. A live account has no "bars since it tripped" in the request, so that observation is 0.
 * **Episode progress.** A live account has no episode end; the observation's progress is
   ``episode_progress`` (default 0: the start of an episode).
-* **Confidence.** For a Gaussian policy, the probability that a sampled action has the sign of the
-  deterministic one, ``erf(|mean| / (std * sqrt 2))``; for the gate, the probability of the chosen mode.
+* **Confidence.** For a Gaussian policy, ``2p - 1`` where ``p`` is the probability that a sampled
+  action has the sign of the deterministic one: ``erf(|mean| / (std * sqrt 2))``, 0 for a coin flip
+  (``mean = 0``, or a held symbol) and 1 for certainty (p = 0.69 gives 0.38, p = 0.84 gives 0.68); for
+  the gate, the probability of the chosen mode (at least 1 / the number of modes).
 """
 
 from __future__ import annotations
