@@ -84,7 +84,13 @@ from raytrade.replay.remote_store import local_store
 from raytrade.replay.splits import TRAIN_FRACTION, VALIDATION_FRACTION
 from raytrade.tune_specs import OFFLINE_SPECS, SPECS, get_spec
 from raytrade.tune_specs.exploration import exploration_options, with_exploration
-from raytrade.tune_specs.init_weights import InitVersion, adopt_env_config, resolve_init, with_init_weights
+from raytrade.tune_specs.init_weights import (
+    InitVersion,
+    adopt_env_config,
+    check_training_window,
+    resolve_init,
+    with_init_weights,
+)
 from raytrade.tune_specs.objective import ENV_RUNNER_NODES, METRIC, REPORTED, TRAIN_METRIC, metric_of
 from raytrade.tune_specs.overfit import OverfitCheck, check_overfit
 from raytrade.tune_specs.spec import Budget, TuneSpec
@@ -662,6 +668,26 @@ def experience_window_line(window: ExperienceWindow) -> str:
     )
 
 
+def check_init_window(opts: TuneOptions, spec: TuneSpec) -> None:
+    """Fail (one line naming both windows) when the ``--init`` version's weights may have seen this
+    search's validation or test bars (``tune_specs.init_weights.check_training_window``: its
+    training window must end one embargo before this search's validation window, on a store with its
+    fingerprint or as its manifest records it)."""
+    version = opts.init_version()
+    if version is None:
+        return
+    from raytrade.replay.fingerprint import data_fingerprint
+
+    data = opts.env_config(spec, opts.budget(spec))["data"]
+    sha, _ = data_fingerprint(local_store(opts.replay))
+    try:
+        check_training_window(data, version.manifest(), sha, version.label)
+    except InputError:
+        raise
+    except ValueError as exc:  # a store without bars, a version's symbols it does not hold
+        raise InputError(f"--init {version.label} on --replay {location(opts.replay)}: {exc}") from None
+
+
 OFFLINE_FIXED: Final[dict[str, str]] = {
     "action_mode": "the experience logs absolute target weights, which a tilt would read as tilts "
     "around its baseline",
@@ -924,6 +950,7 @@ def run_tune(opts: TuneOptions, dashboard: bool = True) -> TuneOutcome:
     check_offline_env(opts, spec)
     check_replay(local_store(opts.replay), spec, opts.feature_columns(spec), opts.split_fractions())
     window = check_experience(opts, spec)
+    check_init_window(opts, spec)  # resumed too: the trials would keep scoring on the seen bars
     opts.sim_overrides()  # a bad cost profile is refused before Ray starts
     if not opts.resume:  # --init conflicts (features, action mapping) too, before anything is printed
         opts.env_config(spec, opts.budget(spec))

@@ -33,13 +33,15 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 from ray.rllib.algorithms.algorithm_config import AlgorithmConfig
 
 from raytrade.envs.actions import ActionConfig
+from raytrade.envs.config import ReplayDataConfig
 from raytrade.envs.evaluation.policies import REGISTRY_PREFIX
 from raytrade.models.common import RLLIB_AUTO_KEYS
-from raytrade.models.manifest import read_manifest
+from raytrade.models.manifest import Manifest, read_manifest
 from raytrade.models.registry import resolve
 from raytrade.replay.errors import InputError
 from raytrade.replay.remote import location
@@ -74,11 +76,15 @@ class InitVersion(BaseModel):
     def folder(self) -> Path:
         return resolve(self.registry, self.ref)
 
-    def env_config(self) -> dict[str, Any]:
-        """The env config the version was trained with (its manifest's ``config.env_config``)."""
+    def manifest(self) -> Manifest:
+        """The version's manifest, with a valid ``config.env_config`` (else one line naming it)."""
         manifest = read_manifest(self.folder())
         manifest.env_config()  # one line naming the manifest when it is missing or invalid
-        return dict(manifest.config["env_config"])
+        return manifest
+
+    def env_config(self) -> dict[str, Any]:
+        """The env config the version was trained with (its manifest's ``config.env_config``)."""
+        return dict(self.manifest().config["env_config"])
 
 
 def resolve_init(text: str, registry: str | Path) -> InitVersion:
@@ -125,6 +131,76 @@ def adopt_env_config(
     extra = dict(theirs.get("data") or {}).get("extra_features")
     out["data"] = data if extra is None else {**data, "extra_features": extra}
     return out
+
+
+def _utc(value: Any) -> pd.Timestamp:
+    ts = pd.Timestamp(value)
+    return ts.tz_localize("UTC") if ts.tz is None else ts.tz_convert("UTC")
+
+
+def _dates(start: pd.Timestamp, end: pd.Timestamp) -> str:
+    return f"{start.date()} .. {end.date()}"
+
+
+def version_training_window(
+    manifest: Manifest, root: str, store_sha256: str, label: str
+) -> tuple[pd.Timestamp, pd.Timestamp, str] | None:
+    """(first bar, last bar, how it is known) of the window the version ``label`` (``manifest``)
+    trained on, as bars of the store at ``root`` (fingerprint ``store_sha256``); None when it trained
+    on synthetic data (no store's bars). Recomputed on ``root`` with the version's data config when
+    the store has the fingerprint the version trained on, else the window its manifest records (an
+    offline version's experience window); :class:`InitConflictError` when neither is there (see the
+    module docstring)."""
+    data = manifest.env_config().data
+    if not isinstance(data, ReplayDataConfig):
+        return None
+    if manifest.data.sha256 == store_sha256:
+        from raytrade.envs.replay_loader import split_calendar
+
+        train = split_calendar(data.model_copy(update={"root": root, "split": "train"}))
+        return train[0], train[-1], "recomputed on this store, which has the fingerprint it trained on"
+    window = manifest.data.experience.window if manifest.data.experience is not None else None
+    if window is not None:
+        return _utc(window.train_start), _utc(window.train_end), "as its manifest records it"
+    raise InitConflictError(
+        f"{label} trained on the store {manifest.data.root} with fingerprint {manifest.data.sha256[:12]}, "
+        f"this search's store {root} has {store_sha256[:12]} (grown, restated or another store) and its "
+        "manifest records no training window: cannot show its weights did not see this search's "
+        "validation or test bars; search the store it trained on, or start from scratch"
+    )
+
+
+def check_training_window(data: Mapping[str, Any], manifest: Manifest, store_sha256: str, label: str) -> None:
+    """:class:`InitConflictError` (one line naming both windows) unless the version ``label``
+    (``manifest``) trained on bars that end at least this search's embargo before this search's
+    validation window begins, counted on this search's calendar (``data``: this search's replay data
+    config; ``store_sha256``: its store's fingerprint now). See the module docstring."""
+    from raytrade.envs.replay_loader import split_calendar
+
+    if data.get("kind") != "replay":
+        raise InitConflictError(f"{label}: this search's data kind {data.get('kind')!r} has no calendar")
+    ours = ReplayDataConfig.model_validate(data)
+    theirs = version_training_window(manifest, ours.root, store_sha256, label)
+    if theirs is None:
+        return
+    start, end, how = theirs
+    calendar = split_calendar(ours.model_copy(update={"split": "all"}))
+    validation = split_calendar(ours.model_copy(update={"split": "validation"}))
+    between = int(((calendar > end) & (calendar < validation[0])).sum())
+    if end < validation[0] and between >= ours.embargo_bars:
+        return
+    window = _dates(validation[0], validation[-1])
+    where = (
+        f"reaches into this search's validation/test bars (validation window {window})"
+        if end >= validation[0]
+        else f"ends {between} bar(s) before this search's validation window {window}, less than its "
+        f"embargo of {ours.embargo_bars}"
+    )
+    raise InitConflictError(
+        f"{label}'s training window {_dates(start, end)} ({how}) {where}: its weights and normaliser saw "
+        "bars this search scores on; start from a version trained on earlier bars (or from scratch), "
+        f"or move this search's validation window later (its train_fraction is {ours.train_fraction})"
+    )
 
 
 def _env_spaces(config: AlgorithmConfig) -> tuple[Any, Any]:

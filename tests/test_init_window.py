@@ -1,0 +1,164 @@
+"""``raytrade tune --init``: a version whose weights saw this search's validation or test bars is
+refused before Ray starts (``tune_specs.init_weights.check_training_window``)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+
+from raytrade.envs.config import ReplayDataConfig
+from raytrade.envs.replay_loader import split_calendar
+from raytrade.models.manifest import Manifest
+from raytrade.replay.fingerprint import data_fingerprint
+from raytrade.tune_specs.init_weights import InitConflictError, check_training_window
+from tests.test_registry import manifest_record
+
+LABEL = "registry:alpha@1"
+
+
+@pytest.fixture(scope="module")
+def stores(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """(store, the same store grown by the bars of the months after it), 2 equities, daily."""
+    from raytrade.replay.ingest import ingest_frames
+    from raytrade.replay.sources.synthetic import generate
+
+    base = tmp_path_factory.mktemp("init-window")
+    bars = generate(n_symbols=2, years=1.5, seed=5).bars
+    cut = bars["ts"].sort_values().unique()[250]
+    short, grown = base / "short", base / "grown"
+    ingest_frames(short, bars[bars["ts"] < cut].reset_index(drop=True), show_progress=False)
+    shutil.copytree(short, grown)
+    ingest_frames(grown, bars, show_progress=False)  # appends the later bars
+    return short, grown
+
+
+def _data(store: Path, **fractions: float) -> dict[str, Any]:
+    return {"kind": "replay", "root": str(store), "split": "train", **fractions}
+
+
+def _window(store: Path, split: str, **fractions: float) -> pd.DatetimeIndex:
+    return split_calendar(ReplayDataConfig.model_validate({**_data(store, **fractions), "split": split}))
+
+
+def _dates(calendar: pd.DatetimeIndex) -> str:
+    return f"{calendar[0].date()} .. {calendar[-1].date()}"
+
+
+def _manifest(trained_on: Path, recorded: pd.DatetimeIndex | None = None, **fractions: float) -> Manifest:
+    """A version trained on the train split of ``trained_on`` at ``fractions`` (the fingerprint of
+    that store now); ``recorded``: the training window its manifest records (an offline version's)."""
+    sha, files = data_fingerprint(trained_on)
+    data: dict[str, Any] = {"kind": "replay", "root": str(trained_on), "sha256": sha, "files": files}
+    if recorded is not None:
+        window = {"train_start": recorded[0], "train_end": recorded[-1], "start": recorded[0]}
+        window |= {"end": recorded[-2], "transitions": 10, "left_out": 0}
+        data["experience"] = {"root": str(trained_on), "sha256": "2" * 64, "files": 1, "window": window}
+    env_config = {"data": _data(trained_on, **fractions), "feature_columns": ["ret_1"], "flat_obs": True}
+    record = manifest_record(
+        data={**data, "symbols": ["A", "B"]},
+        config={"env": "raytrade/PortfolioEnv-v0", "env_config": env_config},
+    )
+    return Manifest.model_validate(json.loads(json.dumps(record, default=str)))
+
+
+def _check(store: Path, manifest: Manifest, **fractions: float) -> None:
+    check_training_window(_data(store, **fractions), manifest, data_fingerprint(store)[0], LABEL)
+
+
+def test_a_version_trained_on_a_longer_train_split_is_refused_naming_both_windows(
+    stores: tuple[Path, Path],
+) -> None:
+    store = stores[1]
+    theirs, validation = (
+        _window(store, "train", train_fraction=0.8, validation_fraction=0.1),
+        _window(store, "validation"),
+    )
+    match = (
+        rf"{LABEL}'s training window {_dates(theirs)} \(recomputed on this store.*\) reaches into this "
+        rf"search's validation/test bars \(validation window {_dates(validation)}\)"
+    )
+    with pytest.raises(InitConflictError, match=match):
+        _check(store, _manifest(store, train_fraction=0.8, validation_fraction=0.1))
+
+
+def test_a_version_trained_with_the_same_fractions_is_accepted(stores: tuple[Path, Path]) -> None:
+    store = stores[1]
+    _check(store, _manifest(store, train_fraction=0.6, validation_fraction=0.2))
+    _check(store, _manifest(store, train_fraction=0.6), validation_fraction=0.3)  # its validation is ours
+
+
+def test_a_training_window_ending_inside_the_embargo_is_refused(stores: tuple[Path, Path]) -> None:
+    store = stores[1]
+    n = len(_window(store, "all"))
+    ours, theirs = _window(store, "train"), round(n * 0.6) + 2  # 2 bars past our train split
+    assert theirs < n * 0.6 + 5  # still before our validation window, inside the 5-bar embargo
+    with pytest.raises(InitConflictError, match=r"ends 3 bar\(s\) before .* less than its embargo of 5"):
+        _check(store, _manifest(store, train_fraction=theirs / n))
+    assert len(ours) == round(n * 0.6)
+
+
+@pytest.mark.parametrize("direction", ["grown since", "shrunk since"])
+def test_a_version_from_another_state_of_the_store_is_refused_as_unknown(
+    stores: tuple[Path, Path], direction: str
+) -> None:
+    """Same fractions, but the store changed since the version trained: its window cannot be
+    recomputed (trained on the longer store, it did see this search's validation bars), and the
+    manifest records none: refused, fail closed, either way."""
+    short, grown = stores
+    trained_on, searched = (short, grown) if direction == "grown since" else (grown, short)
+    match = rf"{LABEL} trained on the store {trained_on} .* cannot show its weights did not see"
+    with pytest.raises(InitConflictError, match=match):
+        _check(searched, _manifest(trained_on))
+
+
+def test_a_recorded_training_window_decides_on_a_grown_store(stores: tuple[Path, Path]) -> None:
+    """An offline version records its training window: trained on the shorter store, it ended before
+    the grown store's validation window (accepted); trained on the grown one, it reaches into the
+    shorter store's validation window (refused)."""
+    short, grown = stores
+    _check(grown, _manifest(short, recorded=_window(short, "train")))
+    with pytest.raises(InitConflictError, match=r"\(as its manifest records it\) reaches into"):
+        _check(short, _manifest(grown, recorded=_window(grown, "train")))
+
+
+def test_a_version_trained_on_synthetic_data_is_accepted(stores: tuple[Path, Path]) -> None:
+    record = manifest_record()  # synthetic data: it saw no store's bars
+    _check(stores[1], Manifest.model_validate(record))
+
+
+def test_the_cli_refuses_the_version_before_ray_starts(
+    stores: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from click.testing import CliRunner
+
+    from raytrade.cluster import local_cluster
+    from raytrade.cluster.errors import EXIT_BAD_INPUT
+    from raytrade.cluster.tune import tune_command
+    from raytrade.models.manifest import manifest_json
+
+    def no_ray(*_: Any, **__: Any) -> None:
+        raise AssertionError("Ray started")
+
+    monkeypatch.setattr(local_cluster, "init_ray", no_ray)
+    store, registry, storage = stores[1], tmp_path / "registry", tmp_path / "runs"
+    (registry / "alpha" / "1").mkdir(parents=True)
+    (registry / "alpha" / "1" / "manifest.json").write_text(
+        manifest_json(_manifest(store, train_fraction=0.8, validation_fraction=0.1))
+    )
+    args = ["--spec", "ppo", "--replay", str(store), "--smoke", "--no-wandb", "--storage", str(storage)]
+    result = CliRunner().invoke(
+        tune_command, [*args, "--init", "registry:alpha", "--registry", str(registry)]
+    )
+    assert result.exit_code == EXIT_BAD_INPUT, result.output
+    theirs, validation = (
+        _window(store, "train", train_fraction=0.8, validation_fraction=0.1),
+        _window(store, "validation"),
+    )
+    assert f"training window {_dates(theirs)}" in result.output
+    assert f"validation window {_dates(validation)}" in result.output
+    assert len(result.output.strip().splitlines()) == 1 and not storage.exists()
