@@ -79,6 +79,7 @@ def _data_section(env_config: dict[str, Any], run: RunFile) -> dict[str, Any]:
             "sha256": prov.data_sha256,
             "files": prov.data_files,
             "experience": experience,
+            "train_window": None if prov.train_window is None else prov.train_window.model_dump(),
         }
     return {"kind": data.get("kind"), "sha256": feature_spec_hash(data), "files": 0}
 

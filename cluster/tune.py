@@ -67,7 +67,7 @@ from raytrade.cluster.run_file import (
 from raytrade.envs.actions import ActionConfig, ActionMode
 from raytrade.envs.baseline_weights import BASELINE_FEATURES
 from raytrade.envs.rewards import RewardConfig
-from raytrade.models.manifest import ExperienceWindow, Provenance, SearchObjective
+from raytrade.models.manifest import ExperienceWindow, Provenance, SearchObjective, TrainWindow
 from raytrade.models.registry import DEFAULT_REGISTRY
 from raytrade.replay.errors import InputError
 from raytrade.replay.remote import (
@@ -739,11 +739,14 @@ def _reporter(spec: TuneSpec, config: Any) -> Any:
 
 
 def provenance(
-    replay: Path, experience: Path | None = None, window: ExperienceWindow | None = None
+    replay: Path,
+    experience: Path | None = None,
+    window: ExperienceWindow | None = None,
+    train_window: TrainWindow | None = None,
 ) -> Provenance:
     """Code version, library versions and the data fingerprint of ``replay``, as of now; with
     ``experience`` (an offline spec's experience store), its experience table's fingerprint too, and
-    the ``window`` of it read."""
+    the ``window`` of it read; ``train_window``: the search's training window on ``replay``."""
     from raytrade.models.manifest import ExperienceFingerprint
     from raytrade.models.registry import code_version, library_versions
     from raytrade.replay.fingerprint import EXPERIENCE_TABLES, data_fingerprint
@@ -762,7 +765,20 @@ def provenance(
         data_sha256=sha,
         data_files=n_files,
         experience=seen,
+        train_window=train_window,
     )
+
+
+def training_window(env_config: dict[str, Any]) -> TrainWindow | None:
+    """The first and last bar of ``env_config``'s train split (None: synthetic data)."""
+    from raytrade.envs.config import ReplayDataConfig
+    from raytrade.envs.replay_loader import split_calendar
+
+    if env_config["data"].get("kind") != "replay":
+        return None
+    data = ReplayDataConfig.model_validate({**env_config["data"], "split": "train"})
+    bars = split_calendar(data)
+    return TrainWindow(start=bars[0].to_pydatetime(), end=bars[-1].to_pydatetime())
 
 
 def run_record(opts: TuneOptions, spec: TuneSpec, window: ExperienceWindow | None = None) -> RunFile:
@@ -791,6 +807,7 @@ def run_record(opts: TuneOptions, spec: TuneSpec, window: ExperienceWindow | Non
             local_store(opts.replay),
             (opts.experience or local_store(opts.replay)) if offline else None,
             window if offline else None,
+            training_window(env_config),
         ),
     )
 

@@ -89,6 +89,17 @@ class ExperienceWindow(BaseModel):
     left_out: int = Field(ge=0, description="transitions outside it (not read) when the search started")
 
 
+class TrainWindow(BaseModel):
+    """The first and last bar of a search's training window (its env config's train split on its store
+    as the search started): what a warm start from the version checks against its own validation
+    window (``tune_specs.init_weights.check_training_window``), whatever the store became since."""
+
+    model_config = _DOC
+
+    start: datetime = Field(description="first bar of the training window (UTC)")
+    end: datetime = Field(description="last bar of the training window (UTC)")
+
+
 class ExperienceFingerprint(BaseModel):
     """The experience an offline run learnt from: its store, the fingerprint of its ``experience``
     table at the start (``replay.fingerprint.data_fingerprint(root, EXPERIENCE_TABLES)``) and the
@@ -117,6 +128,9 @@ class Provenance(BaseModel):
     experience: ExperienceFingerprint | None = Field(
         None, description="offline specs: the experience they learnt from (None: an online spec)"
     )
+    train_window: TrainWindow | None = Field(
+        None, description="replay data: the training window as the search started (None: older runs)"
+    )
 
 
 class ManifestSource(BaseModel):
@@ -144,6 +158,9 @@ class ManifestData(BaseModel):
     symbols: list[str] = Field(description="the universe, in the policy's asset order")
     experience: ExperienceFingerprint | None = Field(
         None, description="offline specs: the training run's experience fingerprint"
+    )
+    train_window: TrainWindow | None = Field(
+        None, description="replay data: the training window as the search started (None: older versions)"
     )
 
 

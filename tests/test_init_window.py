@@ -49,12 +49,17 @@ def _dates(calendar: pd.DatetimeIndex) -> str:
     return f"{calendar[0].date()} .. {calendar[-1].date()}"
 
 
-def _manifest(trained_on: Path, recorded: pd.DatetimeIndex | None = None, **fractions: float) -> Manifest:
+def _manifest(
+    trained_on: Path, recorded: pd.DatetimeIndex | None = None, how: str = "experience", **fractions: float
+) -> Manifest:
     """A version trained on the train split of ``trained_on`` at ``fractions`` (the fingerprint of
-    that store now); ``recorded``: the training window its manifest records (an offline version's)."""
+    that store now); ``recorded``: the training window its manifest records, ``how``: as an offline
+    version's experience window, or as the ``train_window`` every search records since."""
     sha, files = data_fingerprint(trained_on)
     data: dict[str, Any] = {"kind": "replay", "root": str(trained_on), "sha256": sha, "files": files}
-    if recorded is not None:
+    if recorded is not None and how == "train_window":
+        data["train_window"] = {"start": recorded[0], "end": recorded[-1]}
+    elif recorded is not None:
         window = {"train_start": recorded[0], "train_end": recorded[-1], "start": recorded[0]}
         window |= {"end": recorded[-2], "transitions": 10, "left_out": 0}
         data["experience"] = {"root": str(trained_on), "sha256": "2" * 64, "files": 1, "window": window}
@@ -116,14 +121,45 @@ def test_a_version_from_another_state_of_the_store_is_refused_as_unknown(
         _check(searched, _manifest(trained_on))
 
 
-def test_a_recorded_training_window_decides_on_a_grown_store(stores: tuple[Path, Path]) -> None:
-    """An offline version records its training window: trained on the shorter store, it ended before
-    the grown store's validation window (accepted); trained on the grown one, it reaches into the
-    shorter store's validation window (refused)."""
+@pytest.mark.parametrize("how", ["train_window", "experience"])
+def test_a_recorded_training_window_decides_on_a_grown_store(stores: tuple[Path, Path], how: str) -> None:
+    """A version records its training window (every search since ``data.train_window``, an offline
+    one also its experience window): trained on the shorter store, it ended before the grown store's
+    validation window (accepted); trained on the grown one, it reaches into the shorter store's
+    validation window (refused)."""
     short, grown = stores
-    _check(grown, _manifest(short, recorded=_window(short, "train")))
+    _check(grown, _manifest(short, recorded=_window(short, "train"), how=how))
     with pytest.raises(InitConflictError, match=r"\(as its manifest records it\) reaches into"):
-        _check(short, _manifest(grown, recorded=_window(grown, "train")))
+        _check(short, _manifest(grown, recorded=_window(grown, "train"), how=how))
+
+
+def test_a_search_records_its_training_window_and_promote_copies_it(stores: tuple[Path, Path]) -> None:
+    from raytrade.cluster.tune import training_window
+
+    store = stores[1]
+    expected = _window(store, "train", train_fraction=0.6, validation_fraction=0.2)
+    env_config = {
+        "data": {**_data(store, train_fraction=0.6, validation_fraction=0.2), "split": "validation"}
+    }
+    recorded = training_window(env_config)
+    assert recorded is not None
+    assert (pd.Timestamp(recorded.start), pd.Timestamp(recorded.end)) == (expected[0], expected[-1])
+    assert training_window({"data": {"kind": "synthetic"}}) is None
+    from types import SimpleNamespace
+
+    from raytrade.cluster.promote import _data_section
+    from raytrade.cluster.tune import provenance
+    from raytrade.replay.remote import location
+
+    run = SimpleNamespace(replay=location(str(store)), provenance=provenance(store, train_window=recorded))
+    section = _data_section(env_config, run)  # type: ignore[arg-type]
+    assert section["train_window"] == recorded.model_dump()
+    assert (
+        Manifest.model_validate(  # what promote writes reads back as the window the check uses
+            manifest_record(data={**section, "symbols": ["A", "B"]})
+        ).data.train_window
+        == recorded
+    )
 
 
 def test_a_version_trained_on_synthetic_data_is_accepted(stores: tuple[Path, Path]) -> None:

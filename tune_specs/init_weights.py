@@ -159,6 +159,9 @@ def version_training_window(
 
         train = split_calendar(data.model_copy(update={"root": root, "split": "train"}))
         return train[0], train[-1], "recomputed on this store, which has the fingerprint it trained on"
+    if manifest.data.train_window is not None:
+        recorded = manifest.data.train_window
+        return _utc(recorded.start), _utc(recorded.end), "as its manifest records it"
     window = manifest.data.experience.window if manifest.data.experience is not None else None
     if window is not None:
         return _utc(window.train_start), _utc(window.train_end), "as its manifest records it"
