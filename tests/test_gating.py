@@ -275,3 +275,35 @@ def test_serving_refuses_a_gate_policy_whose_actions_it_cannot_decode() -> None:
     )
     with pytest.raises(ValueError, match=r"action space MultiDiscrete\(\[4 2 4 2 4 2\]\) is not its env's"):
         DecisionService(handle, data)
+
+
+# ------------------------------------------------------------------------ a broken gated decision
+
+
+def nan_weights(module: Any) -> Any:
+    """``module`` with every parameter NaN (a diverged update)."""
+    with torch.no_grad():
+        for p in module.parameters():
+            p.fill_(float("nan"))
+    return module
+
+
+def test_a_gating_policy_with_nan_weights_fails_its_score_like_a_box_policy() -> None:
+    from raytrade.envs.gym_envs import PortfolioEnv
+    from raytrade.envs.rollout import replay_policy
+    from raytrade.models.inference import module_policy
+    from raytrade.tune_specs.objective import score_module
+
+    # the argmax of a NaN row is "flat": scored, it was a cash book (objective 0.42, gross 0)
+    with pytest.raises(ValueError, match=r"distribution inputs contain NaN or inf in 1 of 1 rows"):
+        score_module(nan_weights(build_module()), TINY_ENV, gated=True)
+    cfg = GatedEnvConfig.model_validate(TINY_ENV)
+    data = synthetic_market_data(n_assets=N_ASSETS, n_steps=40, seed=3)
+    with pytest.raises(ValueError, match="NaN or inf"):  # evaluation's replay (gated_weights_policy)
+        replay_policy(data, module_policy(nan_weights(build_module()), data, cfg), cfg.sim)
+    # the Box family's NaN: the same failure, from the simulator's step
+    env = PortfolioEnv(TINY_ENV)
+    spec = rl_module_spec("ppo_mlp")
+    spec.observation_space, spec.action_space = env.observation_space, env.action_space
+    with pytest.raises(ValueError, match="NaN or inf"):
+        score_module(nan_weights(spec.build()), TINY_ENV)
