@@ -97,7 +97,10 @@ class GateDistribution(Distribution):
         raise NotImplementedError("a categorical law has no reparameterised sample")
 
     def greedy(self) -> torch.Tensor:
-        """``[B, 3N]``: the most probable mode and side, and the most probable level of that mode."""
+        """``[B, 3N]``: the most probable mode and side, and the most probable level of that mode.
+
+        A row with a NaN input has no most probable mode, yet its argmax is 0 (flat): whoever decides
+        with it checks the inputs first (``models.inference.broken_rows``)."""
         mode = self.mode_logp.argmax(-1)
         return self._join(mode, self.side_logp.argmax(-1), self._level_logp(mode).argmax(-1))
 

@@ -15,6 +15,11 @@ env observation, and a module as a ``replay_policy`` policy.
   sets the flag on each submodule). :func:`inference_forward` skips that walk when the caller shows
   that every layer is already in eval mode (``models.load`` sets it once; ``PolicyHandle`` checks
   its cached layers per call, a tuple scan), so serving pays it never and the answer is the same.
+* **A broken gated decision is not a flat one.** The argmax of a NaN row is index 0, "flat", so a
+  gated policy whose distribution inputs are not finite (NaN weights, a NaN feature) would decide a
+  finite all-flat book. :func:`broken_rows` names those rows: a replay or a score raises on them
+  (:func:`gate_actions`, as the simulator raises on a Box policy's non-finite target) and serving
+  holds every position (``serve.decide``, as for a non-finite Box action).
 * :func:`single_threaded` runs a replay's decisions on one torch thread: a replay asks for one small
   batch per bar, where a second intra-op thread only adds synchronisation (on a loaded 2-core
   machine a PPO decision took 7.1 ms on 2 threads and 0.78 ms on 1, the same weights).
@@ -24,7 +29,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator, Mapping
-from typing import Any, NamedTuple
+from typing import Any, Final, NamedTuple
 
 import gymnasium as gym
 import numpy as np
@@ -100,6 +105,46 @@ def greedy_actions(module: Any, dist_inputs: Any) -> np.ndarray:
     ``dist_inputs`` (a ``forward_inference`` output's ``Columns.ACTION_DIST_INPUTS``)."""
     dist = module.get_inference_action_dist_cls().from_logits(dist_inputs)
     return np.asarray(dist.to_deterministic().sample().cpu().numpy())
+
+
+NON_FINITE_INPUTS: Final = "the policy's action distribution inputs contain NaN or inf"
+
+
+def broken_rows(module: Any, dist_inputs: Any) -> np.ndarray:
+    """``[B]`` bool: the rows whose decision is broken by their action distribution inputs alone.
+
+    A discrete (gated) policy decides by argmax, and the argmax of a NaN row is index 0: mode "flat"
+    (side long, level 0), a finite decision that sells every position. So a row any of whose
+    inputs (mode, side or sizing logits) is NaN or inf is broken as a whole, as a non-finite Box
+    action is: a diverged update's NaN weights, or one NaN feature, which the shared encoder's
+    pooling carries into every symbol's logits. A Box policy's row is never broken here: a
+    non-finite mean already gives a non-finite action, which its target weights show.
+    """
+    import torch
+
+    if isinstance(module.action_space, gym.spaces.Box):
+        return np.zeros(len(dist_inputs), dtype=bool)
+    finite = torch.isfinite(torch.as_tensor(dist_inputs)).reshape(len(dist_inputs), -1).all(-1)
+    return np.asarray(~finite.cpu().numpy(), dtype=bool)
+
+
+def gate_actions(module: Any, obs: Any) -> np.ndarray:
+    """:func:`deterministic_actions` of a gated (discrete) policy, or ``ValueError`` when a row's
+    distribution inputs are not finite (:func:`broken_rows`): a replay or a validation score of a
+    broken gated decision fails, as a Box policy's non-finite target fails the simulator's step,
+    instead of scoring the argmax's "flat" as a cash book."""
+    import torch
+    from ray.rllib.core.columns import Columns
+
+    with torch.no_grad():
+        dist_inputs = module.forward_inference({Columns.OBS: to_tensor(obs)})[Columns.ACTION_DIST_INPUTS]
+        broken = broken_rows(module, dist_inputs)
+        if broken.any():
+            raise ValueError(
+                f"{NON_FINITE_INPUTS} in {int(broken.sum())} of {len(broken)} rows (a diverged update "
+                "or a NaN feature): a broken gated decision, not a flat one"
+            )
+        return greedy_actions(module, dist_inputs)
 
 
 def deterministic_weights(module: Any, obs: Any) -> np.ndarray:
@@ -180,6 +225,7 @@ def gated_weights_policy(module: Any, data: MarketData, cfg: GatedEnvConfig) -> 
     channel as in training (``envs.gate``; ``passive`` executes as ``aggressive``). Under a tilt
     action mode the sizes are a tilt around the baseline, and a no-trade band holds, exactly as the
     gated env's ``ActionDecoder`` maps them (a ``Decision``), so a flat gate replays the baseline.
+    A decision with non-finite distribution inputs raises ``ValueError`` (:func:`gate_actions`).
     :func:`module_policy` of a gated env config is this."""
     from raytrade.envs.actions import Orders, band_hold, tilt_orders
     from raytrade.envs.evaluation.policies import step_index
@@ -190,7 +236,7 @@ def gated_weights_policy(module: Any, data: MarketData, cfg: GatedEnvConfig) -> 
     ctx = None if action.baseline is None else baseline_context(action.baseline, data, action.kelly_lite)
 
     def sizes(ob: Observation, t: Any) -> np.ndarray:
-        actions = deterministic_actions(module, observation_arrays(ob, data, cfg, gate.open[t]))
+        actions = gate_actions(module, observation_arrays(ob, data, cfg, gate.open[t]))
         return np.asarray(gate_orders(actions, gate.kelly[t], cfg).target, dtype=np.float64)
 
     def policy(ob: Observation) -> np.ndarray | Decision:
@@ -240,7 +286,9 @@ def replay_gated(module: Any, data: MarketData, cfg: GatedEnvConfig) -> Rollout:
 
     Gate actions (mode, side, sizing level) go through the gated env's own action decoder and the
     same simulator, one episode from the first bar, like ``replay_policy``; the decoder also gives
-    the observation's gate channel at the simulator's bar, as the env does.
+    the observation's gate channel at the simulator's bar, as the env does. A decision with
+    non-finite distribution inputs raises ``ValueError`` (:func:`gate_actions`): the replay of a
+    broken module fails, as a Box policy's does on its non-finite target, and is never scored as flat.
     """
     from raytrade.envs.gym_envs import ActionDecoder
 
@@ -251,6 +299,6 @@ def replay_gated(module: Any, data: MarketData, cfg: GatedEnvConfig) -> Rollout:
         return decoders[0].step
 
     def policy(ob: Observation) -> np.ndarray:
-        return deterministic_actions(module, observation_arrays(ob, data, cfg, decoders[0].gate_channel()))
+        return gate_actions(module, observation_arrays(ob, data, cfg, decoders[0].gate_channel()))
 
     return replay_policy(data, policy, cfg.sim, make_step=make_step)

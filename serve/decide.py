@@ -26,7 +26,10 @@ Design decisions
   the baseline. A symbol the mapping holds (the baseline's hold, the no-trade band) keeps its weight.
 * **Safe failure.** Features older than ``max_feature_age_hours`` (the store stopped updating) give a
   ``fallback`` answer that holds every position, with the reason; they never feed the policy. So does
-  a non-finite action (a corrupt checkpoint).
+  a non-finite action (a corrupt checkpoint), and for the gated family non-finite distribution inputs
+  (``models.inference.broken_rows``: a NaN argmax would read "flat" and sell everything). The whole
+  request holds, not just the symbol: one NaN feature reaches every symbol's decision through the
+  shared encoder, and a Box target with any non-finite entry holds the whole request too.
 * **Kill switch.** It is active when the account's drawdown reaches the trained switch's trigger
   (``sim.kill_switch.trigger_drawdown``, or ``kill_drawdown`` here): only unwinds are allowed, as in
   training. A live account has no "bars since it tripped" in the request, so that observation is 0.
@@ -35,7 +38,8 @@ Design decisions
 * **Confidence.** For a Gaussian policy, ``2p - 1`` where ``p`` is the probability that a sampled
   action has the sign of the deterministic one: ``erf(|mean| / (std * sqrt 2))``, 0 for a coin flip
   (``mean = 0``, or a held symbol) and 1 for certainty (p = 0.69 gives 0.38, p = 0.84 gives 0.68); for
-  the gate, the probability of the chosen mode (at least 1 / the number of modes).
+  the gate, the probability of the chosen mode (at least 1 / the number of modes). A broken decision
+  (above) answers hold-everything, whose confidence is 0; a NaN confidence is never sent.
 """
 
 from __future__ import annotations
@@ -66,7 +70,7 @@ from raytrade.envs.gym_envs import (
 from raytrade.envs.market_data import MarketData
 from raytrade.envs.normalization import MISSING_CHANNEL
 from raytrade.envs.simulator import Observation, constrained_targets, exposure_limits
-from raytrade.models.inference import trace_for_inference
+from raytrade.models.inference import broken_rows, trace_for_inference
 from raytrade.replay.errors import InputError
 from raytrade.replay.loop_rules import LoopRules
 from raytrade.serve.caps import ExposureCaps, cap_targets, gate_reasons
@@ -397,7 +401,9 @@ class DecisionService:
         else:
             orders, modes = weight_orders(self.env_cfg.action, action, ob.weights, base), None
         target = orders.target
-        broken = ~np.isfinite(target).all(axis=-1)  # a corrupt checkpoint must not reach the market
+        # a corrupt checkpoint must not reach the market: a non-finite target (Box), or a gated decision
+        # whose distribution inputs are not finite (its argmax would read "flat": sell everything)
+        broken = ~np.isfinite(target).all(axis=-1) | broken_rows(self.handle.module, decided.dist_inputs)
         target = np.where(np.isfinite(target), target, 0.0)
         tradeable = np.stack([p.tradeable for p in prepared]) & ~orders.hold  # held: no order
         external = np.array([p.external_gross for p in prepared])

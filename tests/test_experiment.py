@@ -491,7 +491,7 @@ def test_a_flat_gate_in_a_tilt_mode_evaluates_as_its_baseline(
     from raytrade.envs.synthetic_market import synthetic_market_data
 
     data = synthetic_market_data(n_assets=4, n_steps=60, seed=0)
-    monkeypatch.setattr(inference, "deterministic_actions", lambda module, obs: np.zeros((1, 12), np.int64))
+    monkeypatch.setattr(inference, "gate_actions", lambda module, obs: np.zeros((1, 12), np.int64))
     cfg = GatedEnvConfig.model_validate({"action": {"mode": mode}})
     sim = SimulatorConfig(episode_len=59)
     flat = replay_policy(data, inference.gated_weights_policy(None, data, cfg), sim)

@@ -40,7 +40,7 @@ def test_a_gated_registry_model_is_evaluated_as_its_gate_sizes(monkeypatch: pyte
     data = _data()
     # the model's greedy action: aggressive (3), long (0), full size (3) on every asset
     aggressive_long = np.tile(np.array([3, 0, 3]), data.n_assets)[None]
-    monkeypatch.setattr(inference, "deterministic_actions", lambda module, obs: aggressive_long)
+    monkeypatch.setattr(inference, "gate_actions", lambda module, obs: aggressive_long)
     cfg = GatedEnvConfig.model_validate({"feature_columns": list(OBSERVED)})
     handle = SimpleNamespace(
         feature_columns=OBSERVED,

@@ -4,6 +4,8 @@ the gating module's mask and sizing heads (``models.gating``, ``models.gate_dist
 from __future__ import annotations
 
 from dataclasses import replace
+from datetime import UTC, datetime
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -275,3 +277,105 @@ def test_serving_refuses_a_gate_policy_whose_actions_it_cannot_decode() -> None:
     )
     with pytest.raises(ValueError, match=r"action space MultiDiscrete\(\[4 2 4 2 4 2\]\) is not its env's"):
         DecisionService(handle, data)
+
+
+# ------------------------------------------------------------------------ a broken gated decision
+
+
+def nan_weights(module: Any) -> Any:
+    """``module`` with every parameter NaN (a diverged update)."""
+    with torch.no_grad():
+        for p in module.parameters():
+            p.fill_(float("nan"))
+    return module
+
+
+def test_a_gating_policy_with_nan_weights_fails_its_score_like_a_box_policy() -> None:
+    from raytrade.envs.gym_envs import PortfolioEnv
+    from raytrade.envs.rollout import replay_policy
+    from raytrade.models.inference import module_policy
+    from raytrade.tune_specs.objective import score_module
+
+    # the argmax of a NaN row is "flat": scored, it was a cash book (objective 0.42, gross 0)
+    with pytest.raises(ValueError, match=r"distribution inputs contain NaN or inf in 1 of 1 rows"):
+        score_module(nan_weights(build_module()), TINY_ENV, gated=True)
+    cfg = GatedEnvConfig.model_validate(TINY_ENV)
+    data = synthetic_market_data(n_assets=N_ASSETS, n_steps=40, seed=3)
+    with pytest.raises(ValueError, match="NaN or inf"):  # evaluation's replay (gated_weights_policy)
+        replay_policy(data, module_policy(nan_weights(build_module()), data, cfg), cfg.sim)
+    # the Box family's NaN: the same failure, from the simulator's step
+    env = PortfolioEnv(TINY_ENV)
+    spec = rl_module_spec("ppo_mlp")
+    spec.observation_space, spec.action_space = env.observation_space, env.action_space
+    with pytest.raises(ValueError, match="NaN or inf"):
+        score_module(nan_weights(spec.build()), TINY_ENV)
+
+
+def gated_service(module: Any, data: MarketData | None = None) -> Any:
+    """A ``DecisionService`` of ``module`` (trained on ``TINY_ENV``'s gated env) over ``data``
+    (default: the env's own), through a real ``PolicyHandle``."""
+    from raytrade.models.registry_load import PolicyHandle
+    from raytrade.serve.decide import DecisionService, ServeConfig, serving_market_data
+
+    cfg = GatedEnvConfig.model_validate(TINY_ENV)
+    data = serving_market_data(cfg) if data is None else data
+    manifest = SimpleNamespace(data=SimpleNamespace(symbols=data.symbols), env_config=lambda: cfg)
+    module.eval()
+    handle = PolicyHandle("gate", 1, Path("unused"), manifest, module)  # type: ignore[arg-type]
+    return DecisionService(handle, data, ServeConfig(max_feature_age_hours=None))
+
+
+def held_request(service: Any) -> Any:
+    """A request at the data's last bar, every symbol quoted, long 0.1 in the first three."""
+    from raytrade.serve.schemas import ActRequest
+
+    equity, held = 100_000.0, service.data.symbols[:3]
+    positions = [
+        {"symbol": s, "qty": "100", "side": "long", "market_value": f"{0.1 * equity:.2f}"} for s in held
+    ]
+    as_of = np.datetime64(service.data.ts[-1], "s").item().replace(tzinfo=UTC)
+    return ActRequest.model_validate(
+        {
+            "account": {"equity": equity, "cash": 0.7 * equity},
+            "positions": positions,
+            "drawdown_pct": 0.0,
+            "analysis": {s: {"bid_price": 99.99, "ask_price": 100.01} for s in service.data.symbols},
+            "as_of": as_of,
+        }
+    )
+
+
+def assert_holds_everything(answer: Any) -> None:
+    from raytrade.serve.decide import NON_FINITE_ACTION
+
+    assert answer.fallback and answer.reason == NON_FINITE_ACTION
+    held = {s: d for s, d in answer.decisions.items() if d.current_weight != 0}
+    assert len(held) == 3
+    for d in answer.decisions.values():  # no sell, no buy, no NaN confidence
+        assert d.target_weight == pytest.approx(d.current_weight)
+        assert (d.gate_mode, d.tradeable, d.confidence, d.reason) == ("hold", False, 0.0, NON_FINITE_ACTION)
+
+
+def test_serving_holds_everything_when_the_gating_policy_has_nan_weights() -> None:
+    from raytrade.serve.decide import ProbeFellBack
+
+    healthy = gated_service(build_module())
+    assert not healthy.decide([held_request(healthy)])[0].fallback
+    broken = gated_service(nan_weights(build_module()))
+    assert_holds_everything(broken.decide([held_request(broken)])[0])  # was: every position sold
+    with pytest.raises(ProbeFellBack, match="non-finite action"):
+        broken.probe()
+
+
+def test_one_nan_feature_of_one_symbol_holds_the_whole_answer() -> None:
+    from raytrade.serve.decide import serving_market_data
+
+    data = serving_market_data(GatedEnvConfig.model_validate(TINY_ENV))
+    features = data.features.copy()
+    features[-1, N_ASSETS - 1, 0] = np.nan  # a symbol nobody holds
+    service = gated_service(build_module(), replace(data, features=features))
+    request = held_request(service)
+    obs = service.env_observation([service.prepare(request, datetime.now(UTC))])
+    inputs = service.handle.act_with_inputs(obs).dist_inputs
+    assert torch.isnan(inputs).reshape(N_ASSETS, -1).any(-1).all()  # the pooled encoder spreads it
+    assert_holds_everything(service.decide([request])[0])

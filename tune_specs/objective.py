@@ -38,6 +38,10 @@ Design decisions
   The callback runs before Tune checkpoints the iteration, so a checkpoint's recorded metrics are
   the scores of exactly the weights it holds.
 * Modules are decoded to decisions by ``models.inference`` (the same helpers serving uses).
+* **A broken decision is not scored.** A Box policy's non-finite target fails the simulator's step,
+  and a gated policy's non-finite distribution inputs fail its replay (``models.inference.gate_actions``;
+  their argmax would read "flat", a cash book): either way the replay raises ``ValueError`` and the
+  iteration fails, so no checkpoint of diverged weights carries a score.
 """
 
 from __future__ import annotations
