@@ -8,9 +8,9 @@ Contract
   ``None``; NaN / inf are refused (``allow_inf_nan=False``).
 * Every test score is computed from the pooled test-fold series of the evaluation report written
   beside it (``evaluation/report.json``), against the ``equal_weight`` benchmark replayed on the same
-  bars: ``objective = information_ratio(excess) - cvar_penalty * |cvar_5(excess)|``, the Tune
-  objective (``tune_specs.selection.score_of``), so a policy identical to the benchmark
-  scores 0 and ``equal_weight`` itself scores 0.
+  bars: ``objective = information_ratio(excess) - cvar_penalty * max(0, -cvar_5(excess))``, the
+  Tune objective (``tune_specs.selection.score_of``), so a policy identical to the benchmark
+  scores 0, ``equal_weight`` itself scores 0 and a constant excess scores ``UNDEFINED_SCORE``.
 * Intervals: seeded stationary bootstrap over bars (``envs.evaluation.stats.stationary_indices``,
   the evaluation's ``BootstrapConfig``), one set of indices for every policy (paired), percentile
   bounds. ``vs_kelly_lite`` is the paired difference of objectives; ``sharpe_vs_*`` the paired
@@ -413,7 +413,8 @@ def render_markdown(doc: ExperimentDocument, plots: Sequence[str]) -> str:
         "## Test folds (out of sample, net of costs)",
         "",
         "Objective = information ratio of the per-bar excess over equal_weight minus cvar_penalty x "
-        "|CVaR 5 %| of it (the Tune objective); interval: 95 % stationary bootstrap.",
+        "the loss of its worst 5 % of bars, max(0, -CVaR 5 %) (the Tune objective); interval: 95 % "
+        "stationary bootstrap.",
         "",
         "| policy | objective [95 % CI] | by fold | excess return | total return | sharpe | max DD | "
         "turnover | costs | ruined |",

@@ -396,7 +396,8 @@ def render_markdown(selection: Selection) -> str:
         f"{len(w.symbols)} symbols; store fingerprint `{w.store_sha256}` ({w.store_files} files).",
         "",
         f"Objective: information ratio of the per-bar excess over {selection.benchmark} minus "
-        f"{selection.cvar_penalty:g} x |CVaR 5 %| of it, net of costs ({selection.benchmark} scores 0). "
+        f"{selection.cvar_penalty:g} x the loss of its worst 5 % of bars, max(0, -CVaR 5 %), net of "
+        f"costs ({selection.benchmark} scores 0). "
         f"Intervals: {b.level:.0%} paired stationary bootstrap ({b.samples} paths, mean block "
         f"{b.block_len:g} bars, seed {b.seed}) of the objective difference.",
         "",

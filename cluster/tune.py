@@ -144,7 +144,9 @@ class TuneOptions(BaseModel):
         "FEATURE_GROUPS); None: the spec's (enriched for the on-policy specs)",
     )
     cvar_penalty: float = Field(
-        1.0, ge=0, description="objective = information ratio over equal_weight - cvar_penalty * |cvar_5|"
+        1.0,
+        ge=0,
+        description="objective = information ratio over equal_weight - cvar_penalty * max(0, -cvar_5)",
     )
     action_mode: ActionMode = Field(_ACTION["mode"].default, description="absolute weights or tilt:BASELINE")
     max_tilt: float = Field(

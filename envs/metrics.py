@@ -13,6 +13,11 @@ Design decisions
   instead of ``inf`` and never emits a numpy warning. Where empyrical returns ``inf`` (Sharpe of a
   constant positive series, Sortino with no downside) this module returns ``nan``: "undefined", not
   "infinitely good".
+* **A series constant up to float rounding has no Sharpe ratio** (``nan``), like an exactly constant
+  one: its ``std`` is rounding noise, and a ratio over it is ~1e16, not a measurement. The rule
+  (:func:`no_dispersion`, the only one; the bootstrap's row-wise Sharpe uses it too): ``std(r, ddof=1)
+  <= DISPERSION_RTOL * max(|mean(r)|, tiny)``. Here this departs from empyrical, which reports the
+  ~1e16. ``annual_volatility`` still reports the measured (tiny) deviation: it is not a ratio.
 * Bad input fails loudly: NaN/inf returns, returns ``< -1`` (equity would go negative) and wrong
   dimensionality raise ``ValueError`` naming the argument and the first bad index and value. Nothing
   is coerced silently.
@@ -35,6 +40,15 @@ import numpy.typing as npt
 
 ArrayLike = npt.ArrayLike
 FloatArray = npt.NDArray[np.float64]
+
+DISPERSION_RTOL: Final = 1e-9
+"""A series whose sample std is at most this times its |mean| has no measurable dispersion (Sharpe
+``nan``). Why 1e-9: subtracting two float64 return series (``(bench + c) - bench``) leaves noise of
+about 1e-16 x the operands' size, so rounding stays below 1e-9 x |c| unless the operands are ~1e7
+times the excess (a 1 % a bar benchmark against an excess under 1e-9 a bar, below what any book can
+earn or measure); and a real series this steady would have an annualised Sharpe ratio above
+``sqrt(periods_per_year) / 1e-9`` (1.6e10 daily), which no book has. Far above rounding, far below
+any measured dispersion."""
 
 CVAR_CUTOFF: Final = 0.05
 """Tail probability used by ``cvar`` and ``tail_hit_rate`` in ``summarize``."""
@@ -139,6 +153,45 @@ def _is_constant(arr: FloatArray) -> bool:
     return bool(arr.size > 0 and arr.max() == arr.min())
 
 
+def _mean_std(r: FloatArray) -> tuple[FloatArray, FloatArray]:
+    """Row-wise (last axis) mean and sample std (``ddof=1``) of ``r`` with at least 2 columns, no
+    warning (a std that overflows is ``inf``)."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        return r.mean(axis=-1), r.std(axis=-1, ddof=1)
+
+
+def no_dispersion(returns: ArrayLike) -> npt.NDArray[np.bool_]:
+    """Row-wise (last axis, at least 2 values): whether a series is constant up to float rounding,
+    ``max == min`` or ``std(r, ddof=1) <= DISPERSION_RTOL * max(|mean(r)|, tiny)`` (see the module
+    docstring); a Sharpe ratio of such a series is undefined. A 1-D input gives a 0-d array."""
+    r = np.asarray(returns, dtype=np.float64)
+    if r.ndim == 0 or r.shape[-1] < 2:
+        raise ValueError(f"no_dispersion needs at least 2 values per series, got shape {r.shape}")
+    mean, std = _mean_std(r)
+    scale = np.maximum(np.abs(mean), np.finfo(np.float64).tiny)
+    with np.errstate(over="ignore", invalid="ignore"):
+        steady = std <= DISPERSION_RTOL * scale
+    out: npt.NDArray[np.bool_] = (r.max(axis=-1) == r.min(axis=-1)) | steady
+    return out
+
+
+def sharpe_rows(r: FloatArray, periods_per_year: float) -> FloatArray:
+    """Row-wise annualised Sharpe ``mean / std(ddof=1) * sqrt(periods_per_year)`` of ``r [S, T]``
+    (unvalidated values): ``nan`` with fewer than 2 periods, where a row has no dispersion
+    (:func:`no_dispersion`) or where the ratio is not finite. The one formula :func:`sharpe_ratio`
+    and the bootstrap use."""
+    if r.ndim != 2:
+        raise ValueError(f"r must be [rows, periods], got shape {r.shape}")
+    if r.shape[1] < 2:
+        return np.full(r.shape[0], np.nan)
+    mean, std = _mean_std(r)
+    ok = ~no_dispersion(r) & np.isfinite(std) & (std > 0)
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        value = mean * math.sqrt(periods_per_year) / np.where(ok, std, 1.0)
+    out: FloatArray = np.where(ok & np.isfinite(value), value, np.nan)
+    return out
+
+
 # --------------------------------------------------------------------------- growth
 
 
@@ -189,18 +242,15 @@ def sharpe_ratio(returns: ArrayLike, periods_per_year: float, risk_free: float =
     """Annualised Sharpe: ``mean(r - rf) / std(r - rf, ddof=1) * sqrt(periods_per_year)``.
 
     ``risk_free`` is a per-period simple rate (not annual). ``nan`` with fewer than 2 periods, when
-    the excess returns are constant (zero dispersion; empyrical gives ``inf`` for a constant non-zero
-    series) or when the ratio is not finite (a deviation that underflows to 0).
+    the excess returns are constant, exactly or up to float rounding (:func:`no_dispersion`;
+    empyrical gives ``inf`` or ~1e16), or when the ratio is not finite (a deviation that underflows
+    to 0).
     """
     r = validate_returns(returns)
     ppy = _check_ppy(periods_per_year)
     if r.size < 2:
         return math.nan
-    excess = r - float(risk_free)
-    if _is_constant(excess):
-        return math.nan
-    std = float(np.std(excess, ddof=1))
-    return _finite_ratio(float(np.mean(excess)) * math.sqrt(ppy), std)
+    return float(sharpe_rows((r - float(risk_free))[None, :], ppy)[0])
 
 
 def downside_risk(returns: ArrayLike, periods_per_year: float, required_return: float = 0.0) -> float:
@@ -308,8 +358,18 @@ def cvar(returns: ArrayLike, cutoff: float = CVAR_CUTOFF) -> float:
     _check_cutoff(cutoff)
     if r.size == 0:
         return math.nan
-    k = int((r.size - 1) * cutoff)
-    return float(np.mean(np.partition(r, k)[: k + 1]))
+    return float(cvar_rows(r[None, :], cutoff)[0])
+
+
+def cvar_rows(r: FloatArray, cutoff: float = CVAR_CUTOFF) -> FloatArray:
+    """Row-wise :func:`cvar` of ``r [S, T]`` (``T >= 1``, unvalidated values): the mean of the
+    ``floor((T - 1) * cutoff) + 1`` smallest values of each row."""
+    _check_cutoff(cutoff)
+    if r.ndim != 2 or r.shape[1] < 1:
+        raise ValueError(f"r must be [rows, periods] with at least 1 period, got shape {r.shape}")
+    k = int((r.shape[1] - 1) * cutoff)
+    out: FloatArray = np.partition(r, k, axis=1)[:, : k + 1].mean(axis=1)
+    return out
 
 
 def _check_cutoff(cutoff: float) -> None:

@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 from raytrade.envs import metrics as m
+from raytrade.envs.evaluation.stats import sharpe_batch
 from tests.shared_data import shared_data_dir, shared_data_reason
 
 RTOL = 1e-10
@@ -166,6 +167,32 @@ def test_summarize_constant_positive_sharpe_is_nan() -> None:
 
 
 @pytest.mark.filterwarnings("error")
+def test_a_series_constant_up_to_float_rounding_has_no_sharpe_ratio() -> None:
+    bench = np.random.default_rng(0).normal(0.001, 0.01, 50)
+    steady = (bench + 5e-4) - bench  # 5 bps a bar; std ~1e-19, not 0
+    assert np.ptp(steady) > 0.0
+    assert math.isnan(m.sharpe_ratio(steady, 252))  # was ~2.5e16
+    assert np.isnan(sharpe_batch(np.stack([steady, np.full(50, 5e-4)]), 252)).all()
+    assert bool(m.no_dispersion(steady))
+
+
+@pytest.mark.filterwarnings("error")
+@pytest.mark.parametrize(("relative_std", "defined"), [(1e-8, True), (1e-10, False)])
+def test_the_dispersion_tolerance_is_relative_to_the_mean(relative_std: float, defined: bool) -> None:
+    mean = 0.01
+    wiggle = np.tile([1.0, -1.0], 20)  # mean 0, std(ddof=1) sqrt(40 / 39)
+    r = mean + mean * relative_std * wiggle
+    assert (relative_std > m.DISPERSION_RTOL) == defined  # one case either side of the rule
+    point, batch = m.sharpe_ratio(r, 252), float(sharpe_batch(r[None], 252)[0])
+    if defined:
+        expected = np.sqrt(252) / (relative_std * np.sqrt(40 / 39))
+        assert point == pytest.approx(expected, rel=1e-6) and batch == pytest.approx(point, rel=1e-12)
+    else:
+        assert math.isnan(point) and math.isnan(batch)
+    assert m.annual_volatility(r, 252) > 0.0  # volatility still reports what it measured
+
+
+@pytest.mark.filterwarnings("error")
 def test_summarize_single_period() -> None:
     s = m.summarize(np.array([-0.02]), 252, turnover=[0.4], costs=[0.001])
     assert s["total_return"] == pytest.approx(-0.02)
@@ -252,6 +279,8 @@ def assert_matches_empyrical(r: np.ndarray, ppy: int) -> None:
         theirs = float(theirs)
         if n == 0 and name == "max_drawdown":
             assert ours == 0.0  # documented: empty path never left its start (empyrical: nan)
+        elif name == "sharpe" and bool(m.no_dispersion(r)):
+            assert math.isnan(ours)  # documented: constant up to rounding (empyrical: inf or ~1e16)
         elif math.isfinite(theirs):
             # Calmar divides by the max drawdown: when that is a few ulps, both libraries' rounding
             # of the drawdown dominates, so compare at the drawdown's own precision.

@@ -15,13 +15,17 @@ from raytrade.envs.config import SimulatorConfig
 from raytrade.envs.evaluation.policies import equal_weight_policy
 from raytrade.envs.market_data import MarketData
 from raytrade.envs.metrics import sortino_ratio
-from raytrade.envs.rollout import replay_policy
+from raytrade.envs.rollout import Rollout, replay_policy
 from raytrade.envs.simulator import Observation
 from raytrade.tune_specs.objective import (
+    UNDEFINED_SCORE,
     ObjectiveConfig,
     held_out_data,
+    objective_paths,
+    score_excess,
     score_module,
     score_module_on,
+    score_of,
     score_policy,
     score_windows,
     train_window,
@@ -83,6 +87,81 @@ def test_scores_carry_gross_exposure_turnover_and_costs_of_the_policy() -> None:
     assert scores["gross_exposure"] == pytest.approx(1.0, rel=1e-9)
     assert scores["turnover"] > 0.0
     assert scores["costs"] == pytest.approx(rollout.costs[0].sum() / SIM.initial_equity, rel=1e-12)
+
+
+# ------------------------------------------------------------------------------ undefined and tail cases
+
+
+def _replayed(returns: np.ndarray) -> Rollout:
+    """A one-episode rollout earning ``returns`` (no costs, no trades)."""
+    t = returns.size
+    r = returns[None, :]
+    ts = (np.datetime64("2021-01-05") + np.arange(t)).astype("datetime64[us]")
+    zeros = np.zeros((1, t))
+    costs, weights = np.zeros((1, t, 4)), np.zeros((1, t, 2))
+    return Rollout(ts, r, np.cumprod(1 + r, axis=1), costs, zeros, weights, np.array([-1]))
+
+
+def _search_and_select(policy: np.ndarray, bench: np.ndarray) -> tuple[dict[str, float], float]:
+    """(what a Tune trial reports, what ``raytrade select`` scores) for the same returns."""
+    data = _rising_market(t=policy.size + 1, n=2)
+    scores = score_excess(_replayed(policy), _replayed(bench), data, SIM, 1.0)
+    return scores, score_of(policy - bench, data.periods_per_year, 1.0)
+
+
+BENCH = np.random.default_rng(0).normal(0.001, 0.01, 60)
+
+
+@pytest.mark.parametrize(
+    ("policy", "bench"),
+    [(np.full(60, 5e-4), np.zeros(60)), (BENCH + 5e-4, BENCH)],
+    ids=["exactly-constant", "bench-plus-5bps"],
+)
+def test_a_constant_excess_scores_undefined_in_the_search_and_in_select(
+    policy: np.ndarray, bench: np.ndarray
+) -> None:
+    scores, selected = _search_and_select(policy, bench)
+    assert scores["objective"] == UNDEFINED_SCORE  # was nan (exact), ~2.5e16 (float-constant)
+    assert selected == UNDEFINED_SCORE  # was -10 (exact), ~2.5e16 (float-constant)
+    assert math.isnan(scores["information_ratio"])  # undefined, not 0 and not 1e16
+
+
+def test_a_slightly_noisy_excess_scores_finitely_and_by_the_formula() -> None:
+    noise = np.random.default_rng(1).normal(0.0, 1e-4, BENCH.size)
+    policy = BENCH + 5e-4 + noise
+    scores, selected = _search_and_select(policy, BENCH)
+    excess = policy - BENCH
+    tail = np.sort(excess)[: int((excess.size - 1) * 0.05) + 1].mean()
+    expected = excess.mean() / excess.std(ddof=1) * np.sqrt(252) - max(0.0, -tail)
+    assert 10.0 < expected < 200.0  # an ordinary, large, finite score
+    assert scores["objective"] == pytest.approx(expected, rel=1e-9)
+    assert selected == scores["objective"]
+
+
+def _tail_penalty(excess: np.ndarray) -> float:
+    """What the tail term subtracts from the objective of ``excess`` (penalty weight 1)."""
+    paths = objective_paths(excess[None, :], 252, 0.0) - objective_paths(excess[None, :], 252, 1.0)
+    return float(paths[0])
+
+
+def test_a_tail_of_gains_costs_no_penalty() -> None:
+    excess = np.random.default_rng(1).normal(0.01, 0.002, 100)
+    assert excess.min() > 0.0  # even the worst bars beat the benchmark
+    assert _tail_penalty(excess) == 0.0  # was |CVaR 5 %| ~ 0.006
+    assert score_of(excess, 252, 1.0) == score_of(excess, 252, 0.0)
+
+
+@pytest.mark.parametrize("mean", [0.01, 0.002, 0.0, -0.005])
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_a_worse_tail_never_lowers_the_penalty(mean: float, seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    base = rng.normal(mean, 0.003, 100)
+    worst = np.argsort(base)
+    for bars in (worst[:1], worst[:5], worst[:10], rng.choice(100, 20, replace=False)):
+        for by in (1e-4, 1e-3, 5e-3, 0.02):
+            worse = base.copy()
+            worse[bars] -= by  # these bars lag the benchmark by more
+            assert _tail_penalty(worse) >= _tail_penalty(base) - 1e-12, (mean, by, bars)
 
 
 def _row(**scores: float) -> LeaderboardRow:

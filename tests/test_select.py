@@ -17,6 +17,7 @@ from raytrade.cluster.select import select_command
 from raytrade.envs.evaluation.stats import BootstrapConfig
 from raytrade.envs.metrics import cvar, sharpe_ratio
 from raytrade.models.manifest import Manifest, Provenance, SearchObjective, Selection, manifest_json
+from raytrade.tune_specs.objective import UNDEFINED_SCORE
 from raytrade.tune_specs.selection import beats, benchmark_claim, claim_level, rank_candidates
 from raytrade.tune_specs.spec import ON_POLICY_SMOKE
 from tests.conftest import SmokeRun
@@ -53,8 +54,21 @@ def test_a_candidates_score_is_the_search_objective_of_its_excess() -> None:
     s = _planted()
     (ranked,) = rank_candidates({"good": s["good"]}, s["bench"], 252, 0.5, BOOT)
     excess = s["good"] - s["bench"]
-    assert ranked.objective == pytest.approx(sharpe_ratio(excess, 252) - 0.5 * abs(cvar(excess)), rel=1e-12)
+    expected = sharpe_ratio(excess, 252) - 0.5 * max(0.0, -cvar(excess))
+    assert ranked.objective == pytest.approx(expected, rel=1e-12)
     assert ranked.vs_benchmark.estimate == ranked.objective
+
+
+def test_a_float_constant_excess_scores_undefined_ranks_last_and_beats_nothing() -> None:
+    s = _planted()
+    steady = s["bench"] + 5e-4  # 5 bps a bar over the benchmark: constant up to float rounding
+    assert np.ptp(steady - s["bench"]) > 0.0  # not exactly constant: the rule's tolerance decides
+    ranked = rank_candidates({"steady": steady, "good": s["good"]}, s["bench"], 252, 1.0, BOOT)
+    assert [r.name for r in ranked] == ["good", "steady"]  # was first, at ~2.5e16
+    assert ranked[1].objective == UNDEFINED_SCORE
+    assert ranked[1].vs_benchmark.n_valid == 0 and np.isnan(ranked[1].vs_benchmark.low)
+    claim = benchmark_claim(steady, s["bench"], 252, 1.0, BOOT, 1)
+    assert claim.objective.estimate == UNDEFINED_SCORE and not claim.beats
 
 
 def test_differences_are_paired_a_copy_of_the_winner_has_a_zero_interval() -> None:

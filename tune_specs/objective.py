@@ -9,16 +9,26 @@ Design decisions
   of equity in each listed asset, rebalanced monthly; the evaluation report's benchmark) is replayed
   through the same simulator, costs and window. Per bar, ``excess = policy net return - benchmark
   net return`` (both after every cost), and
-  ``objective = information_ratio(excess) - cvar_penalty * |cvar_5(excess)|``, with the information
-  ratio annualised (``mean / std * sqrt(periods_per_year)``) and CVaR 5 % per bar.
+  ``objective = information_ratio(excess) - cvar_penalty * max(0, -cvar_5(excess))``, with the
+  information ratio annualised (``mean / std * sqrt(periods_per_year)``) and CVaR 5 % per bar
+  (the mean of the worst 5 % of bars' excess; negative when they lag the benchmark).
   Why: a ratio of the policy's own returns rewards a nearly flat book (tiny volatility, tiny
   downside: a ratio of small numbers); its excess over the benchmark has the benchmark's volatility,
   so sitting out a rising market scores negative, and a policy identical to the benchmark scores
   exactly 0 (excess identically 0: the ratio and the tail term are defined as 0). The information
   ratio rather than a Sortino of the excess because it is defined whenever the excess moves (Sortino
   of an excess that is never negative is undefined) and penalises under- and out-performance
-  volatility alike, which is what tracking risk against a benchmark is. An excess that is constant but
-  not 0 has no ratio and scores ``UNDEFINED_SCORE``.
+  volatility alike, which is what tracking risk against a benchmark is.
+* **Only a loss tail is penalised.** The tail term is the loss of the worst 5 % of bars,
+  ``max(0, -cvar_5)``: 0 when even those bars beat the benchmark. (``|cvar_5|`` penalised a gain
+  tail too, so making the worst bars worse could *lower* the penalty.) Making any bar's excess worse
+  never lowers it.
+* **Undefined scores ``UNDEFINED_SCORE`` (-10), in a search and in ``select`` alike**
+  (:func:`score_of`, the one place). An excess that is constant but not 0, exactly or up to float
+  rounding (``bench + 5 bps`` minus ``bench``: ``envs.metrics.no_dispersion``, a relative tolerance of
+  ``DISPERSION_RTOL`` = 1e-9), has no measured risk and so no ratio (over a rounding-noise std it
+  would be ~1e16). It fails closed: a degenerate book never wins a search, a checkpoint choice or a
+  ``select``, even one that always earns more than the benchmark.
 * Reported beside the score: the policy's mean gross exposure (sum |w| of its target weights per
   bar), turnover (mean traded notional / equity per bar) and costs (total costs paid / initial
   equity), so a search's winner can be read for what it actually holds and pays.
@@ -66,13 +76,14 @@ from raytrade.envs.config import (
 from raytrade.envs.evaluation.harness import slice_window
 from raytrade.envs.evaluation.policies import equal_weight_policy
 from raytrade.envs.market_data import MarketData
-from raytrade.envs.metrics import cvar, sharpe_ratio, summarize, total_return
+from raytrade.envs.metrics import cvar_rows, sharpe_rows, summarize, total_return
 from raytrade.envs.rollout import Policy, Rollout, replay_policy
 from raytrade.models.inference import module_policy, replay_gated, single_threaded
 from raytrade.replay.splits import TimeWindow
 
 UNDEFINED_SCORE: Final = -10.0
-"""Score given when the objective is undefined (nan), e.g. a policy that never trades."""
+"""Score given when the objective is undefined (nan): an excess over the benchmark that is constant
+but not 0, up to float rounding (e.g. a book that holds the benchmark plus cash earning a fixed rate)."""
 HELD_OUT_SEED_OFFSET: Final = 10_007
 VALIDATION_KEY: Final = "validation"
 METRIC: Final = f"{VALIDATION_KEY}/objective"
@@ -104,10 +115,50 @@ class ObjectiveConfig(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     cvar_penalty: float = Field(
-        1.0, ge=0, description="weight of |CVaR 5%| of the per-bar excess return, subtracted"
+        1.0,
+        ge=0,
+        description="weight of the loss of the worst 5% of bars' excess, max(0, -CVaR 5%), subtracted",
     )
     score_every: int = Field(1, ge=1, description="score every k-th training iteration (and the first)")
     split: str = Field("validation", description="replay split scored (never the training split)")
+
+
+# ------------------------------------------------------------------------------ the objective
+
+
+def tail_loss(cvar_5: np.ndarray) -> np.ndarray:
+    """The tail term's loss, ``max(0, -cvar_5)``: 0 for a tail of gains (module docstring)."""
+    out: np.ndarray = np.maximum(0.0, -np.asarray(cvar_5, dtype=np.float64))
+    return out
+
+
+def objective_paths(excess: np.ndarray, periods_per_year: float, cvar_penalty: float) -> np.ndarray:
+    """The objective of each row of ``excess [S, T]`` (per-bar excess returns over the benchmark):
+    ``information_ratio - cvar_penalty * max(0, -cvar_5)``, 0 where a row is identically 0 (within
+    ``ZERO_EXCESS``), NaN where it is undefined (a row without dispersion, constant up to float
+    rounding: ``envs.metrics.no_dispersion``). A resampled path where it is NaN is dropped from an
+    interval (``tune_specs.selection``)."""
+    e = np.asarray(excess, dtype=np.float64)
+    if e.ndim != 2 or e.shape[1] < 2:
+        raise ValueError(f"excess must be [paths, bars] with at least 2 bars, got shape {e.shape}")
+    bad = ~np.isfinite(e)
+    if bad.any():
+        row, col = (int(i) for i in np.argwhere(bad)[0])
+        raise ValueError(f"excess[{row}, {col}] = {float(e[row, col])!r} is not finite")
+    value = sharpe_rows(e, periods_per_year) - cvar_penalty * tail_loss(cvar_rows(e))
+    zero = np.all(np.abs(e) <= ZERO_EXCESS, axis=1)
+    out: np.ndarray = np.where(zero, 0.0, value)
+    return out
+
+
+def score_of(excess: np.ndarray, periods_per_year: float, cvar_penalty: float) -> float:
+    """The objective of one excess series, ``UNDEFINED_SCORE`` where undefined: the score every
+    search, checkpoint choice and ``select`` records (module docstring)."""
+    e = np.asarray(excess, dtype=np.float64)
+    if e.ndim != 1:
+        raise ValueError(f"excess must be 1-D [bars], got shape {e.shape}")
+    value = float(objective_paths(e[None, :], periods_per_year, cvar_penalty)[0])
+    return value if math.isfinite(value) else UNDEFINED_SCORE
 
 
 # ------------------------------------------------------------------------------ data and scores
@@ -160,7 +211,8 @@ def score_excess(
     ``excess_return`` (total return minus the benchmark's), ``gross_exposure``, ``costs`` (fraction
     of initial equity) and ``objective`` (see the module docstring).
 
-    Undefined metrics stay ``nan``; only ``objective`` is made finite (``UNDEFINED_SCORE``).
+    Undefined metrics (``information_ratio`` of a constant excess) stay ``nan``; ``objective`` is
+    :func:`score_of` of the excess, ``UNDEFINED_SCORE`` where undefined.
     """
     returns, bench = policy.returns[0], benchmark.returns[0]
     if returns.shape != bench.shape:
@@ -168,11 +220,9 @@ def score_excess(
     costs = policy.costs[0].sum(axis=-1)
     metrics = summarize(returns, data.periods_per_year, turnover=policy.turnover[0], costs=costs)
     excess = returns - bench
-    if np.all(np.abs(excess) <= ZERO_EXCESS):
-        ratio, tail = 0.0, 0.0
-    else:
-        ratio, tail = sharpe_ratio(excess, data.periods_per_year), cvar(excess)
-    objective = ratio - cvar_penalty * abs(tail)
+    objective = score_of(excess, data.periods_per_year, cvar_penalty)
+    zero = bool(np.all(np.abs(excess) <= ZERO_EXCESS))
+    ratio = 0.0 if zero else float(sharpe_rows(excess[None, :], data.periods_per_year)[0])
     metrics["information_ratio"] = ratio
     metrics["excess_return"] = total_return(returns) - total_return(bench)
     metrics["gross_exposure"] = float(np.abs(policy.weights[0]).sum(axis=-1).mean())

@@ -7,11 +7,11 @@ into a ranking. Pure functions of arrays: no Ray, no checkpoints.
 Design decisions
 ----------------
 * **Score.** Each candidate's score is ``tune_specs.objective``'s objective of its per-bar excess
-  over the benchmark: ``information_ratio(excess) - cvar_penalty * |cvar_5(excess)|``, an excess
-  identically 0 scoring exactly 0 and an undefined one (constant, not 0) ``UNDEFINED_SCORE``.
-  :func:`objective_paths` is that formula vectorised over resampled paths (the same formulas as
-  ``envs.metrics.sharpe_ratio`` and ``envs.metrics.cvar``), so the score here equals the score a
-  search records for the same returns. The ``equal_weight`` benchmark scores 0 by construction.
+  over the benchmark: ``information_ratio(excess) - cvar_penalty * max(0, -cvar_5(excess))``, an
+  excess identically 0 scoring exactly 0 and an undefined one (constant but not 0, up to float
+  rounding) ``UNDEFINED_SCORE``. :func:`score_of` and :func:`objective_paths` (that formula over
+  resampled paths) are ``tune_specs.objective``'s own, so the score here is the score a search
+  records for the same returns. The ``equal_weight`` benchmark scores 0 by construction.
 * **Winner.** The highest score; a tie goes to the candidate listed first (the order is the
   caller's), so the same inputs always name the same winner.
 * **Paired bootstrap.** One set of stationary-bootstrap indices (``envs.evaluation.stats``, seeded)
@@ -19,7 +19,9 @@ Design decisions
   per resampled path and its interval is for the difference itself (common random numbers: a
   candidate identical to the winner has the interval ``[0, 0]``). The interval against
   ``equal_weight`` is the interval of the candidate's own score, as the benchmark scores 0 on every
-  path. A path where either score is undefined is dropped; ``n_valid`` counts the kept ones.
+  path. A path where either score is undefined is dropped; ``n_valid`` counts the kept ones. A
+  candidate whose excess is constant (undefined, ``UNDEFINED_SCORE``) has every path undefined: its
+  intervals are NaN with ``n_valid`` 0, and it beats nothing.
 * **What "beats" means** (:func:`beats`). The objective is an information ratio, scale-free in the
   excess: a book holding ``a`` x the benchmark (any ``a > 1``, even 1.001) scores the benchmark's own
   Sharpe ratio, with an interval above 0, for no skill at all. So a policy *beats* a baseline only
@@ -47,11 +49,9 @@ from raytrade.envs.evaluation.stats import (
     BootstrapConfig,
     DifferenceCI,
     difference_ci,
-    sharpe_batch,
     stationary_indices,
 )
-from raytrade.envs.metrics import CVAR_CUTOFF
-from raytrade.tune_specs.objective import UNDEFINED_SCORE, ZERO_EXCESS
+from raytrade.tune_specs.objective import objective_paths, score_of
 
 __all__ = [
     "SHARPE_TOLERANCE",
@@ -69,30 +69,6 @@ __all__ = [
 SHARPE_TOLERANCE: Final = 1e-9
 """An annualised Sharpe difference this close to 0 is floating-point rounding (``a * r`` against
 ``r``), not evidence: :func:`beats` wants the Sharpe interval's lower bound above it."""
-
-
-def cvar_batch(r: np.ndarray, cutoff: float = CVAR_CUTOFF) -> np.ndarray:
-    """Row-wise ``envs.metrics.cvar`` of ``r [S, T]``: the mean of the ``floor((T - 1) * cutoff) + 1``
-    smallest values of each row."""
-    k = int((r.shape[1] - 1) * cutoff)
-    return np.partition(r, k, axis=1)[:, : k + 1].mean(axis=1)
-
-
-def objective_paths(excess: np.ndarray, periods_per_year: float, cvar_penalty: float) -> np.ndarray:
-    """The objective of each row of ``excess [S, T]`` (per-bar excess returns over the benchmark):
-    0 where a row is identically 0 (within ``ZERO_EXCESS``), NaN where it is undefined."""
-    e = np.asarray(excess, dtype=np.float64)
-    if e.ndim != 2 or e.shape[1] < 2:
-        raise ValueError(f"excess must be [paths, bars] with at least 2 bars, got shape {e.shape}")
-    value = sharpe_batch(e, periods_per_year) - cvar_penalty * np.abs(cvar_batch(e))
-    zero = np.all(np.abs(e) <= ZERO_EXCESS, axis=1)
-    return np.where(zero, 0.0, value)
-
-
-def score_of(excess: np.ndarray, periods_per_year: float, cvar_penalty: float) -> float:
-    """The objective of one excess series, ``UNDEFINED_SCORE`` where undefined (as a search scores)."""
-    value = float(objective_paths(np.asarray(excess)[None, :], periods_per_year, cvar_penalty)[0])
-    return value if math.isfinite(value) else UNDEFINED_SCORE
 
 
 class RankedCandidate(NamedTuple):

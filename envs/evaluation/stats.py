@@ -12,7 +12,8 @@ Design decisions
   numbers: intervals of different policies are comparable).
 * The Sharpe / Sortino of a sample use exactly ``envs.metrics``' formulas (ddof 1, annualised,
   downside deviation over all periods), vectorised over samples; a sample where either ratio is
-  undefined (no dispersion, no downside) is dropped and ``n_valid`` says how many were kept.
+  undefined (no dispersion, even up to float rounding: ``envs.metrics.no_dispersion``; no downside)
+  is dropped and ``n_valid`` says how many were kept.
 * Interval: percentile (``(1 - level) / 2`` and ``(1 + level) / 2`` quantiles, numpy's linear rule).
 """
 
@@ -24,7 +25,7 @@ from typing import Literal, NamedTuple
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from raytrade.envs.metrics import sharpe_ratio, sortino_ratio
+from raytrade.envs.metrics import sharpe_ratio, sharpe_rows, sortino_ratio
 
 Ratio = Literal["sharpe", "sortino"]
 
@@ -63,12 +64,9 @@ def stationary_indices(n: int, samples: int, block_len: float, rng: np.random.Ge
 
 
 def sharpe_batch(r: np.ndarray, periods_per_year: float) -> np.ndarray:
-    """Row-wise ``envs.metrics.sharpe_ratio`` of ``r [S, T]`` (NaN where undefined)."""
-    constant = r.max(axis=1) == r.min(axis=1)
-    std = r.std(axis=1, ddof=1)
-    ok = ~constant & (std > 0)
-    value = r.mean(axis=1) * math.sqrt(periods_per_year) / np.where(ok, std, 1.0)
-    return np.where(ok & np.isfinite(value), value, np.nan)
+    """Row-wise ``envs.metrics.sharpe_ratio`` of ``r [S, T]``: ``envs.metrics.sharpe_rows``, the same
+    formula and the same rule for a row without dispersion (constant up to float rounding: NaN)."""
+    return sharpe_rows(np.asarray(r, dtype=np.float64), periods_per_year)
 
 
 def sortino_batch(r: np.ndarray, periods_per_year: float) -> np.ndarray:
