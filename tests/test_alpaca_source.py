@@ -335,18 +335,23 @@ def test_settings_are_frozen(settings: Settings) -> None:
         settings.alpaca_data_url = "https://elsewhere.test"  # type: ignore[misc]
 
 
-@pytest.mark.parametrize("build", ["check", "settings", "access"])
-def test_a_refused_data_url_never_shows_its_credentials_or_query(build: str) -> None:
+def _data_url_via(build: str, url: str) -> None:
+    """Give ``url`` as the data URL through the check itself, the settings, or ``AlpacaAccess``."""
     from raytrade.replay.credentials import AlpacaAccess, check_secure_url
 
+    if build == "check":
+        check_secure_url(url, field="alpaca_data_url")
+    elif build == "settings":
+        Settings(alpaca_data_url=url)
+    else:
+        AlpacaAccess(data_url=url)
+
+
+@pytest.mark.parametrize("build", ["check", "settings", "access"])
+def test_a_refused_data_url_never_shows_its_credentials_or_query(build: str) -> None:
     url = "http://KEYID:SECRETPW@data.example.test/v2?token=TOKENVALUE"
     with pytest.raises(ValueError) as info:
-        if build == "check":
-            check_secure_url(url, field="alpaca_data_url")
-        elif build == "settings":
-            Settings(alpaca_data_url=url)
-        else:
-            AlpacaAccess(data_url=url)
+        _data_url_via(build, url)
     shown = str(info.value)
     assert "http://data.example.test/v2" in shown and "must use https://" in shown
     for secret in ("KEYID", "SECRETPW", "TOKENVALUE"):
@@ -355,16 +360,9 @@ def test_a_refused_data_url_never_shows_its_credentials_or_query(build: str) -> 
 
 @pytest.mark.parametrize("build", ["check", "settings", "access"])
 def test_an_https_data_url_with_credentials_in_it_is_refused(build: str) -> None:
-    from raytrade.replay.credentials import AlpacaAccess, check_secure_url
-
     url = "https://KEYID:SECRETPW@data.example.test/v2"
     with pytest.raises(ValueError, match="must not carry credentials") as info:
-        if build == "check":
-            check_secure_url(url, field="alpaca_data_url")
-        elif build == "settings":
-            Settings(alpaca_data_url=url)
-        else:
-            AlpacaAccess(data_url=url)
+        _data_url_via(build, url)
     assert "alpaca_data_url='https://data.example.test/v2'" in str(info.value)
     assert "KEYID" not in str(info.value) and "SECRETPW" not in str(info.value)
 
