@@ -59,6 +59,8 @@ def _manifest(
     data: dict[str, Any] = {"kind": "replay", "root": str(trained_on), "sha256": sha, "files": files}
     if recorded is not None and how == "train_window":
         data["train_window"] = {"start": recorded[0], "end": recorded[-1]}
+    elif how == "experience, every date":  # an offline version from before experience windows
+        data["experience"] = {"root": str(trained_on), "sha256": "2" * 64, "files": 1, "window": None}
     elif recorded is not None:
         window = {"train_start": recorded[0], "train_end": recorded[-1], "start": recorded[0]}
         window |= {"end": recorded[-2], "transitions": 10, "left_out": 0}
@@ -198,3 +200,35 @@ def test_the_cli_refuses_the_version_before_ray_starts(
     assert f"training window {_dates(theirs)}" in result.output
     assert f"validation window {_dates(validation)}" in result.output
     assert len(result.output.strip().splitlines()) == 1 and not storage.exists()
+
+
+def test_an_offline_version_that_read_every_date_is_refused_even_on_its_own_store(
+    stores: tuple[Path, Path],
+) -> None:
+    """Its experience window is unrecorded: it learnt from every logged date, validation and test
+    included, whatever its env config's train split says."""
+    store = stores[1]
+    with pytest.raises(InitConflictError, match=r"offline version recorded before experience windows"):
+        _check(store, _manifest(store, how="experience, every date"))
+
+
+def test_a_warm_started_search_records_its_ancestors_window_too(stores: tuple[Path, Path]) -> None:
+    """B started from A carries what A saw: B's recorded window reaches A's end, so a warm start from
+    B is checked against A's bars as well."""
+    from types import SimpleNamespace
+
+    from raytrade.cluster.tune import training_window
+
+    grown = stores[1]
+    ancestor_train = _window(grown, "train", train_fraction=0.8, validation_fraction=0.1)
+    ancestor = SimpleNamespace(
+        label=LABEL,
+        manifest=lambda: _manifest(
+            grown, recorded=ancestor_train, how="train_window", train_fraction=0.8, validation_fraction=0.1
+        ),
+    )
+    own = _window(grown, "train")
+    recorded = training_window({"data": _data(grown)}, ancestor)  # type: ignore[arg-type]
+    assert recorded is not None and own[-1] < ancestor_train[-1]
+    assert (pd.Timestamp(recorded.start), pd.Timestamp(recorded.end)) == (own[0], ancestor_train[-1])
+    assert training_window({"data": _data(grown)}) is not None  # without an ancestor: its own split

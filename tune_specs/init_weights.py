@@ -154,6 +154,13 @@ def version_training_window(
     data = manifest.env_config().data
     if not isinstance(data, ReplayDataConfig):
         return None
+    experience = manifest.data.experience
+    if experience is not None and experience.window is None:
+        raise InitConflictError(
+            f"{label} is an offline version recorded before experience windows: it learnt from every "
+            "date of its experience table, this search's validation and test bars included; start from "
+            "scratch, or from a version trained since"
+        )
     if manifest.data.sha256 == store_sha256:
         from raytrade.envs.replay_loader import split_calendar
 
