@@ -27,13 +27,16 @@
   short, whole shares when the short is) and the long opens next cycle from a flat position.
   Equity orders are ``day``, crypto ``gtc``.
 * Hard caps, again: the targets are held to ``LiveConfig.caps`` by ``serve.caps.cap_targets`` (the
-  service's own implementation) against the account's actual holdings at the mid, so repeated
-  cycles cannot walk past the per-symbol, gross or leverage caps, nor add more gross per cycle than
-  the basket throttle, whatever the answers say. An answer with a non-finite target or current
-  weight sends nothing, like a fallback (``serve.client`` already holds on one). Symbols that do
-  not trade this cycle (held, no quote) keep their holdings, which count against the gross budget,
-  as do held positions outside the answer (at the mid where quoted, else at the broker's market
-  value).
+  service's own implementation) against the account's actual holdings at the mid, so repeated cycles
+  cannot walk past the per-symbol, gross or leverage caps, nor add more gross per cycle than the
+  basket throttle, whatever the answers say. A reduction its order cap cuts short (a quarter of equity
+  per order, or the participation share of a thin bar) frees only the gross it really frees: that
+  symbol is fixed at the weight one order reaches and the others are capped again against it
+  (``_within_reach``), and a reduction is rounded up to the next share, never down. An answer with a
+  non-finite target or current weight sends nothing, like a fallback (``serve.client`` already holds
+  on one). Symbols that do not trade this cycle (held, no quote) keep their holdings, which count
+  against the gross budget, as do held positions outside the answer (at the mid where quoted, else at
+  the broker's market value).
 * Resting orders (``RestingOrder``: an earlier order that may still fill, e.g. its cancel failed or
   is pending) hold their symbol (no new order on top of one), and the worst case of their unfilled
   remainder counts against the gross budget before anything is sized: per symbol, with ``c`` its
@@ -62,7 +65,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from raytrade.envs.costs import CostConfig
 from raytrade.replay.sources.alpaca import TopOfBook, is_crypto_symbol
-from raytrade.serve.caps import ExposureCaps, cap_targets
+from raytrade.serve.caps import CappedTargets, ExposureCaps, cap_targets
 from raytrade.serve.schemas import ActResponse
 
 OrderSide = Literal["buy", "sell"]
@@ -206,6 +209,23 @@ def _round_down(qty: float, step: float) -> float:
     return round(math.floor(qty / step + 1e-9) * step, 9)
 
 
+def _round_up(qty: float, step: float) -> float:
+    """``qty`` raised to a multiple of ``step``."""
+    return round(math.ceil(qty / step - 1e-9) * step, 9)
+
+
+def _trade_cap_notional(
+    symbol: str, equity: float, cfg: LiveConfig, dollar_volume: Mapping[str, float] | None
+) -> float:
+    """The largest notional one order for ``symbol`` may have: ``max_trade_fraction`` of equity, or
+    ``max_participation`` of its bar's dollar volume when that is known and smaller."""
+    cap = cfg.max_trade_fraction * equity
+    volume = float((dollar_volume or {}).get(symbol, math.nan))
+    if math.isfinite(volume) and volume >= 0:
+        cap = min(cap, cfg.max_participation * volume)
+    return cap
+
+
 def _whole_share_cover(held: float, delta: float) -> float:
     """The buy, at most ``delta`` (> 0) units, that covers part of the short ``held`` (< 0) and leaves a
     whole-share short: the position after it is ``held + delta`` floored to a whole share (0 when no
@@ -241,7 +261,14 @@ def plan_orders(
     weights = [w for d in answer.decisions.values() for w in (d.target_weight, d.current_weight)]
     if answer.fallback or not all(math.isfinite(w) for w in weights):
         return []  # a NaN would pass every cap (NaN > cap is False) and size a full-fraction order
-    targets = _capped_targets(answer, equity, quotes, held_qty, cfg.caps, held_value or {}, resting)
+    reach = {  # the most each symbol's weight can move this cycle, in whole order steps
+        symbol: _round_down(_trade_cap_notional(symbol, equity, cfg, dollar_volume) / mid, _step(symbol, cfg))
+        * mid
+        / equity
+        for symbol in answer.decisions
+        if (mid := tradeable_mid(quotes.get(symbol))) is not None
+    }
+    targets = _capped_targets(answer, equity, quotes, held_qty, cfg.caps, held_value or {}, resting, reach)
     plans: list[OrderPlan] = []
     for symbol, d in answer.decisions.items():
         if symbol not in targets:
@@ -252,17 +279,16 @@ def plan_orders(
         target, note = targets[symbol]
         held = float(held_qty.get(symbol, 0.0))
         target_qty = target * equity / mid
-        cap_notional = cfg.max_trade_fraction * equity
-        volume = float((dollar_volume or {}).get(symbol, math.nan))
-        if math.isfinite(volume) and volume >= 0 and cfg.max_participation * volume < cap_notional:
-            cap_notional = cfg.max_participation * volume
-            if abs(target_qty - held) * mid > cap_notional:
-                capped = (
-                    f"participation: capped at {cfg.max_participation:.0%} of the bar's dollar volume "
-                    f"{volume:,.0f}; the rest is re-planned next cycle"
-                )
-                note = f"{note}; {capped}" if note else capped
+        cap_notional = _trade_cap_notional(symbol, equity, cfg, dollar_volume)
         cap_qty = cap_notional / mid
+        at_reach = abs(target_qty - held) >= _round_down(cap_qty, _step(symbol, cfg)) - 1e-9
+        if cap_notional < cfg.max_trade_fraction * equity and at_reach and target_qty != held:
+            volume = float((dollar_volume or {})[symbol])
+            capped = (
+                f"participation: capped at {cfg.max_participation:.0%} of the bar's dollar volume "
+                f"{volume:,.0f}; the rest is re-planned next cycle"
+            )
+            note = f"{note}; {capped}" if note else capped
         delta = max(-cap_qty, min(cap_qty, target_qty - held))
         if abs(delta) * mid < cfg.min_trade_notional and not (target == 0 and held != 0):
             continue
@@ -278,6 +304,8 @@ def plan_orders(
             qty = abs(held)
         elif side == "buy" and held < 0 and cfg.fractional and not crypto:  # a partial cover
             qty = _whole_share_cover(held, delta)
+        elif abs(new_qty) < abs(held) and (held > 0) == (new_qty > 0):  # a reduction: never less of it
+            qty = min(_round_up(abs(delta), step), _round_down(cap_qty, step), abs(held))
         else:
             qty = _round_down(abs(delta), step)
         if qty <= 0 or (qty * mid < cfg.min_trade_notional and not closing):
@@ -362,10 +390,13 @@ def _capped_targets(
     caps: ExposureCaps,
     held_value: Mapping[str, float],
     resting: Sequence[RestingOrder] = (),
+    reach: Mapping[str, float] | None = None,
 ) -> dict[str, tuple[float, str | None]]:
     """Per symbol that trades this cycle, its target weight after the crypto long-only rule and the
     caps (``serve.caps.cap_targets`` over the whole account, with the resting orders' worst case out
-    of the gross budget: see the module doc), with a note."""
+    of the gross budget: see the module doc), with a note. ``reach``: per symbol, the most its weight
+    can move this cycle (one order's cap); the caps are applied to targets within it, so a reduction
+    the trade cap limits frees only the gross it really frees."""
     busy = {o.symbol for o in resting if o.symbol is not None}
     symbols = list(answer.decisions)
     target, current = np.zeros(len(symbols)), np.zeros(len(symbols))
@@ -404,7 +435,9 @@ def _capped_targets(
     if worst.unknown:  # fail closed: an order that may fill by an unknown amount holds all new risk
         caps = caps.model_copy(update={"max_gross_add": 0.0})
         hold_note = f"open order of unknown size may still fill ({', '.join(worst.unknown)}): no new gross"
-    capped = cap_targets(target, current, movable, caps, float(external + worst.added_gross))
+    capped = _within_reach(
+        target, current, movable, caps, float(external + worst.added_gross), _reach_of(symbols, reach)
+    )
     out: dict[str, tuple[float, str | None]] = {}
     for i, symbol in enumerate(symbols):
         if not movable[i]:
@@ -417,6 +450,37 @@ def _capped_targets(
             note = f"{note}; {limited}" if note else limited
         out[symbol] = (w, note)
     return out
+
+
+def _reach_of(symbols: Sequence[str], reach: Mapping[str, float] | None) -> np.ndarray:
+    """Per symbol, the most its weight can move this cycle (inf: unbounded)."""
+    return np.array([math.inf if reach is None else reach.get(s, math.inf) for s in symbols])
+
+
+def _within_reach(
+    target: np.ndarray,
+    current: np.ndarray,
+    movable: np.ndarray,
+    caps: ExposureCaps,
+    external: float,
+    reach: np.ndarray,
+) -> CappedTargets:
+    """``cap_targets``, with each symbol's move held to its ``reach`` (one order's cap). A reduction
+    the reach cuts short frees less gross than the caps counted on: that symbol is fixed at the weight
+    it can reach and the others are capped again against it, until no reduction is cut short; a
+    growth cut short only adds less."""
+    fixed = np.zeros(len(target), dtype=bool)
+    base = current.copy()
+    while True:
+        capped = cap_targets(target, base, movable & ~fixed, caps, external)
+        w = capped.weights
+        short = movable & ~fixed & (np.abs(w - current) > reach + 1e-12) & (np.abs(w) < np.abs(current))
+        if not short.any():
+            break
+        fixed |= short
+        base = np.where(short, current + np.sign(w - current) * reach, base)
+    weights = np.where(fixed, base, np.clip(w, current - reach, current + reach))
+    return CappedTargets(weights, capped.binding)
 
 
 def _client_order_id(decision_id: str) -> str:

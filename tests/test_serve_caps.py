@@ -433,3 +433,38 @@ def test_resting_orders_filling_after_the_plan_never_take_gross_past_the_cap(dat
             return sum(abs(q * mid[s]) for s, q in after.items()) / EQUITY
 
         assert gross(planned) <= max(caps.gross_limit, gross(held)) + TOL
+
+
+@pytest.mark.parametrize(
+    ("volume", "sold"),
+    [(None, 312.0), (100_000.0, 125.0)],
+    ids=["trade-fraction-cap", "thin-volume-participation"],
+)
+def test_a_reduction_its_order_cap_cuts_short_frees_only_the_gross_it_frees(
+    volume: float | None, sold: float
+) -> None:
+    """AAPL at 1.2 of equity is told to close, but one order may move at most a quarter of equity (or
+    10 % of a thin bar's dollar volume): the buys must fit the gross the sale really frees. Sized as
+    if AAPL closed, they took gross to 1.2004 (and 1.35 on the thin bar)."""
+    books = {s: _book(10.0, 10.0) for s in ("MSFT", "BTCUSD", "NVDA")} | {"AAPL": _book(80.0, 80.0)}
+    answer = _answer(
+        {
+            "AAPL": (0.0, "aggressive"),
+            "MSFT": (0.0, "flat"),
+            "BTCUSD": (1.0, "aggressive"),
+            "NVDA": (1.0, "aggressive"),
+        }
+    )
+    held = {"AAPL": 1500.0}
+    volumes = {} if volume is None else {"AAPL": volume}
+    plans = plan_orders(
+        answer, EQUITY, books, held, "c1", LiveConfig(fractional=False), dollar_volume=volumes
+    )
+    after = dict(held)
+    for plan in plans:
+        after[plan.symbol] = after.get(plan.symbol, 0.0) + (plan.qty if plan.side == "buy" else -plan.qty)
+    assert after["AAPL"] == 1500.0 - sold  # the capped sale goes out in full
+    mids = {s: 0.5 * (b.bid + b.ask) for s, b in books.items()}
+    gross = sum(abs(q) * mids[s] for s, q in after.items()) / EQUITY
+    assert gross <= ExposureCaps().gross_limit + TOL
+    assert after.get("BTCUSD", 0.0) > 0  # the rest of the freed room is still used
