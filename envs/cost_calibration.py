@@ -9,15 +9,17 @@ Data (``serve.live`` writes both rows into the store's ``experience`` table):
   ``state.snapshot.spread_bps``, the full quoted spread at the decision.
 
 The features table supplies, from the latest bar of the symbol that had closed by the decision time
-(stamped ``ts`` with ``ts + bar length <= decided_at``; the bar length is
-``replay.timeutil.bar_length`` of the symbol's feature stamps: a daily row stamped 00:00 UTC is built
-from that day's whole bar, so a decision at 13:00 UTC that day sees the day before, as the simulator
-charges a fill at ``open[t+1]`` with bar ``t``'s volume), the bar dollar volume ``dollar_volume_20``
-(participation = filled notional / it, clipped at ``max_participation``, as the simulator clips it;
-its tier as ``envs.costs.liquidity_tier``), the per-bar volatility ``vol_20`` and, when the snapshot
-has no quote, ``spread_bps``. A decision before its symbol's first closed bar is left out and counted
-(``FillSample.dropped``), as is a fill row logged twice under one ``decision_id`` (the experience
-table's unique key, ``replay.schema.UNIQUE_KEYS``; the first logged is kept).
+(stamped ``ts`` with ``closed_at <= decided_at``; ``closed_at`` is ``replay.timeutil.bar_closed_at``
+with ``replay.timeutil.bar_length`` of the symbol's feature stamps: a daily row stamped 00:00 UTC is
+built from that day's whole bar, so a decision at 13:00 UTC that day sees the day before, as the
+simulator charges a fill at ``open[t+1]`` with bar ``t``'s volume; a daily row stamped at a local
+midnight, 23 to 25 h long across daylight-saving changes, counts as closed 25 h after its stamp),
+the bar dollar volume ``dollar_volume_20`` (participation = filled notional / it, clipped at
+``max_participation``, as the simulator clips it; its tier as ``envs.costs.liquidity_tier``), the
+per-bar volatility ``vol_20`` and, when the snapshot has no quote, ``spread_bps``. A decision before
+its symbol's first closed bar is left out and counted (``FillSample.dropped``), as is a fill row
+logged twice under one ``decision_id`` (the experience table's unique key,
+``replay.schema.UNIQUE_KEYS``; the first logged is kept).
 
 Model, per fill ``i`` (bps):
 
@@ -67,7 +69,7 @@ from raytrade.envs.costs import CostConfig, liquidity_tier
 from raytrade.replay.errors import InputError
 from raytrade.replay.reader import read_frame
 from raytrade.replay.schema import UNIQUE_KEYS
-from raytrade.replay.timeutil import bar_length
+from raytrade.replay.timeutil import bar_closed_at, bar_length
 
 __all__ = [
     "FILL_SUFFIX",
@@ -192,16 +194,18 @@ def logged_fills(root: str | os.PathLike[str]) -> FillSample:
 
 
 def _closed_bars(feats: pd.DataFrame) -> pd.DataFrame:
-    """``feats`` with ``closed_at`` = ``ts`` + the symbol's bar length (``replay.timeutil.bar_length``
-    of its stamps) and ``feature_ts`` = ``ts``; symbols with fewer than two rows (no bar length) left
-    out."""
-    lengths = {symbol: bar_length(stamps) for symbol, stamps in feats.groupby("symbol")["ts"]}
-    known = {symbol: length for symbol, length in lengths.items() if length is not None}
-    feats = feats[feats["symbol"].isin(list(known))]
-    closed_at = pd.DatetimeIndex(feats["ts"]).as_unit("us") + pd.to_timedelta(
-        feats["symbol"].map(known).to_numpy()
-    )
-    return feats.rename(columns={"ts": "feature_ts"}).assign(closed_at=closed_at.as_unit("us"))
+    """``feats`` with ``closed_at``, when the bar has surely closed (``replay.timeutil.bar_closed_at``
+    with the symbol's ``bar_length``: a daily bar stamped at a local midnight counts as closed 25 h
+    later), and ``feature_ts`` = ``ts``; symbols with fewer than two rows (no bar length) left out."""
+    closed: list[pd.Series] = []
+    for _, stamps in feats.groupby("symbol")["ts"]:
+        if (length := bar_length(stamps)) is not None:
+            closed.append(pd.Series(bar_closed_at(stamps, length).as_unit("us"), index=stamps.index))
+    if not closed:
+        return feats.iloc[:0].rename(columns={"ts": "feature_ts"}).assign(closed_at=feats["ts"].iloc[:0])
+    closed_at = pd.concat(closed)
+    feats = feats.loc[closed_at.index]
+    return feats.rename(columns={"ts": "feature_ts"}).assign(closed_at=closed_at)
 
 
 def _empty_sample(dropped: dict[str, int]) -> FillSample:

@@ -1,6 +1,8 @@
 """Timestamp parsing shared by readers and splits: every user-given date becomes a UTC Timestamp; the
-one rule for a bar series' bar length (``bar_length``); and the one rule that daily bars of an asset
-class share one clock (``refuse_mixed_daily_clocks``), checked at ingest and by the simulator's loader."""
+one rule for a bar series' bar length (``bar_length``); the one rule for when a bar has closed
+(``bar_closed_at``, used by the Alpaca source and cost calibration); and the one rule that daily bars
+of an asset class share one clock (``refuse_mixed_daily_clocks``), checked at ingest and by the
+simulator's loader."""
 
 from __future__ import annotations
 
@@ -14,7 +16,16 @@ import pandas as pd
 from raytrade.replay.errors import InputError
 
 DAY: Final = pd.Timedelta(days=1)
-"""A symbol's bars are daily (or longer) when their ``bar_length`` is at least this; shorter: intraday."""
+"""A symbol's bars are daily when their ``bar_length`` is this; shorter: intraday."""
+
+DAILY_SPACING: Final = pd.Timedelta(hours=20)
+"""Bars whose smallest spacing is at least this are daily. Intraday timeframes (1m, 1h) are at most a
+few hours apart; daily bars stamped at a local midnight (Alpaca: New York for stocks, US Central for
+crypto) are 23 h apart across a spring-forward change, 25 h across a fall-back one and 24 h otherwise;
+longer gaps are weekends and holidays."""
+
+LONGEST_DAY: Final = pd.Timedelta(hours=25)
+"""The longest local day (a fall-back day): a daily bar stamped at a local midnight has closed by then."""
 
 
 def as_utc(value: str | datetime | pd.Timestamp, name: str) -> pd.Timestamp:
@@ -39,13 +50,35 @@ def times_of_day(stamps: pd.DatetimeIndex | pd.Series) -> str:
 
 
 def bar_length(stamps: pd.DatetimeIndex | pd.Series) -> pd.Timedelta | None:
-    """The bar length of a bar series: the smallest spacing between its distinct stamps (one day for
-    daily bars, one hour for hourly bars, whatever gaps nights and weekends leave); ``None`` with
-    fewer than two distinct stamps. A bar stamped ``ts`` has closed at ``ts + bar_length``."""
+    """The bar length of a bar series: :data:`DAY` when the smallest spacing between its distinct stamps
+    is at least :data:`DAILY_SPACING` (daily bars, also those 23 h apart across a daylight-saving
+    change), else that smallest spacing (one hour for hourly bars, whatever gaps nights and weekends
+    leave); ``None`` with fewer than two distinct stamps. When a bar has closed: :func:`bar_closed_at`."""
     index = pd.DatetimeIndex(stamps).unique().sort_values()
     if len(index) < 2:
         return None
-    return pd.Timedelta(np.diff(index.as_unit("ns").asi8).min(), unit="ns")
+    smallest = pd.Timedelta(np.diff(index.as_unit("ns").asi8).min(), unit="ns")
+    return DAY if smallest >= DAILY_SPACING else smallest
+
+
+def bar_closed_at(stamps: pd.DatetimeIndex | pd.Series, length: pd.Timedelta) -> pd.DatetimeIndex:
+    """When each bar of one series (opened at ``stamps``; naive stamps are UTC) has surely closed, as
+    UTC: never before it closed, so a bar counted closed holds no partial close or volume.
+
+    ``length`` is the series' bar length (:func:`bar_length`, or the requested timeframe). An intraday
+    bar closes at ``ts + length``. A daily bar (``length >= DAY``) stamped 00:00 UTC is a date label
+    covering that UTC date: closed at ``ts + 1 day``. A daily bar stamped at any other time opened at
+    a local midnight and closes at the next one, 23, 24 or 25 h later across daylight-saving changes,
+    which the UTC stamps cannot tell apart: it counts as closed at ``ts +`` :data:`LONGEST_DAY`, at most
+    2 h after it really closed. (The next stamp of the series is not used: it does not exist for the
+    latest bar, the one that matters, and in a series stamped on two clocks it can come before the
+    bar's close.)"""
+    index = pd.DatetimeIndex(stamps)
+    utc = index.tz_localize("UTC") if index.tz is None else index.tz_convert("UTC")
+    if length < DAY:
+        return utc + length
+    on_date_label = np.asarray(utc == utc.normalize())
+    return utc + pd.to_timedelta(np.where(on_date_label, DAY.value, LONGEST_DAY.value), unit="ns")
 
 
 class MixedDailyClocksError(InputError):
@@ -63,7 +96,7 @@ def refuse_mixed_daily_clocks(
     has a hole at every other label, nothing is filled, and every policy silently shows 0 %. Shifting
     one convention onto the other is not done (which one is right is the user's call).
 
-    A symbol's bars are daily when its ``bar_length`` is at least :data:`DAY`; intraday symbols (1h,
+    A symbol's bars are daily when its ``bar_length`` is :data:`DAY`; intraday symbols (1h,
     1m bars, whose times of day differ by design) and symbols with a single bar are not checked. One
     convention across a daylight-saving change (04:00 and 05:00 UTC on different dates) is fine; so
     are two conventions on dates no other symbol shares. ``bars`` has ``symbol``, ``ts`` (UTC) and

@@ -497,9 +497,30 @@ def test_a_bar_still_in_progress_is_left_out(fake: FakeAlpaca, settings: Setting
     during = datetime(2024, 1, 4, 20, 0, tzinfo=UTC)  # 15:00 in New York, Jan 4's session still open
     got = fetch(fake, ["AAPL"], settings, now=during)
     assert got["ts"].max() == pd.Timestamp("2024-01-03T05:00:00Z")  # Jan 4's bar left out
-    after = fetch(fake, ["AAPL"], settings, now=datetime(2024, 1, 5, 5, 0, tzinfo=UTC))  # its midnight
+    midnight = datetime(2024, 1, 5, 5, 0, tzinfo=UTC)  # its end; a 25 h local day would end at 06:00
+    assert fetch(fake, ["AAPL"], settings, now=midnight)["ts"].max() == pd.Timestamp("2024-01-03T05:00:00Z")
+    after = fetch(fake, ["AAPL"], settings, now=midnight + timedelta(hours=1))
     assert after["ts"].max() == pd.Timestamp("2024-01-04T05:00:00Z")
     assert len(after) == len(got) + 1
+
+
+def test_a_daily_bar_on_the_fall_back_day_is_left_out_until_its_25_hours_ended(fake: FakeAlpaca) -> None:
+    """Alpaca stamps daily crypto at midnight US Central. Sunday 2024-11-03's bar opens 05:00 UTC and,
+    as the clocks fall back that night, closes at Monday's midnight, 06:00 UTC, 25 h later: fetched at
+    05:30 it is still in progress (a partial bar the next ingest would refuse as a restatement)."""
+    bar = CRYPTO_BARS["BTC/USD"][0]
+    fake.crypto_bars["BTC/USD"] = [{**bar, "t": "2024-11-02T05:00:00Z"}, {**bar, "t": "2024-11-03T05:00:00Z"}]
+
+    def fetched_at(now: datetime) -> list[pd.Timestamp]:
+        start, end = datetime(2024, 11, 1, tzinfo=UTC), datetime(2024, 11, 4, 12, tzinfo=UTC)
+        frame = fetch_alpaca_bars(
+            ["BTCUSD"], start, end, access=Settings().alpaca_access(), url_override=fake.url, now=now
+        )
+        return frame["ts"].tolist()
+
+    saturday, sunday = pd.Timestamp("2024-11-02T05:00:00Z"), pd.Timestamp("2024-11-03T05:00:00Z")
+    assert fetched_at(datetime(2024, 11, 4, 5, 30, tzinfo=UTC)) == [saturday]
+    assert fetched_at(datetime(2024, 11, 4, 6, 0, tzinfo=UTC)) == [saturday, sunday]
 
 
 def test_a_symbol_with_only_a_bar_in_progress_is_refused_naming_it(

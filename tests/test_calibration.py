@@ -274,6 +274,35 @@ def test_a_decision_sees_only_the_features_of_bars_closed_before_it(tmp_path: Pa
     assert sample.spread_bps.tolist() == [11.0, 22.0, 44.0]
 
 
+def test_a_decision_does_not_see_a_central_midnight_bar_before_its_real_close(tmp_path: Path) -> None:
+    # Alpaca stamps daily crypto at midnight US Central: 23 h apart across the spring-forward Sunday
+    # (2024-03-10), so a bar length of 23 h closed every bar an hour early. The bar opened 03-15 05:00
+    # UTC closes at 03-16 05:00: a decision at 04:00 has the bar before; one after 06:00 (its stamp +
+    # 25 h, the latest a local day can end) has it
+    root = tmp_path / "store"
+    stamps = pd.date_range("2024-03-01", "2024-03-20", freq="D", tz="America/Chicago").tz_convert("UTC")
+    volume = 1e7 * np.arange(1, len(stamps) + 1)
+    features = pd.DataFrame(
+        {
+            "symbol": "BTCUSD",
+            "ts": stamps,
+            "asset_class": "crypto",
+            "close": 100.0,
+            "dollar_volume_20": volume,
+            "vol_20": 0.01,
+            "spread_bps": 5.0,
+        }
+    )
+    with ReplayWriter(root) as writer:
+        writer.append_features(features)
+    bar = stamps.get_loc(pd.Timestamp("2024-03-15 05:00", tz="UTC"))
+    _append_fill(root, "BTCUSD", pd.Timestamp("2024-03-16 04:00", tz="UTC"), 3.0)  # 1 h before its close
+    _append_fill(root, "BTCUSD", pd.Timestamp("2024-03-17 06:00", tz="UTC"), 3.0)
+    sample = logged_fills(root)
+    assert list(sample.decision_id) == ["c202403160400:BTCUSD:fill", "c202403170600:BTCUSD:fill"]
+    assert sample.dollar_volume.tolist() == [volume[bar - 1], volume[bar + 1]]
+
+
 def _named(fills: FillSample) -> FillSample:
     return fills._replace(decision_id=np.array([f"c{i}:X:fill" for i in range(len(fills.slippage_bps))]))
 

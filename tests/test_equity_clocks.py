@@ -16,7 +16,13 @@ from click.testing import CliRunner
 
 from raytrade.cluster.cli import main
 from raytrade.envs.replay_loader import load_market_data
-from raytrade.replay.timeutil import MixedDailyClocksError
+from raytrade.replay.timeutil import (
+    DAY,
+    MixedDailyClocksError,
+    bar_closed_at,
+    bar_length,
+    refuse_mixed_daily_clocks,
+)
 
 FEATURES = ("vol_20",)
 DAYS = pd.bdate_range("2024-01-02", periods=40)
@@ -111,3 +117,50 @@ def test_intraday_store_still_ingests_and_loads(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     data = load_market_data(store, "all", feature_columns=FEATURES)
     assert data.periods_per_year > 252 and data.listed.all()
+
+
+def central_midnight(start: str, end: str) -> pd.DatetimeIndex:
+    """Daily stamps at midnight US Central as UTC (Alpaca's daily crypto): 06:00, then 05:00 UTC from
+    the spring-forward Sunday (2024-03-10), whose bar is 23 h long."""
+    return pd.date_range(start, end, freq="D", tz="America/Chicago").tz_convert("UTC")
+
+
+def two_crypto_clocks(start: str, end: str) -> pd.DataFrame:
+    central = pd.DataFrame({"symbol": "BTCUSD", "ts": central_midnight(start, end), "asset_class": "crypto"})
+    utc = pd.DataFrame(
+        {"symbol": "ETHUSD", "ts": pd.date_range(start, end, tz="UTC"), "asset_class": "crypto"}
+    )
+    return pd.concat([central, utc], ignore_index=True)
+
+
+def test_daily_bars_across_a_daylight_saving_change_are_one_day_long() -> None:
+    march = central_midnight("2024-03-01", "2024-03-20")
+    assert (march[1:] - march[:-1]).min() == pd.Timedelta(hours=23)  # the spring-forward day
+    assert bar_length(march) == DAY
+    hourly = pd.date_range("2024-03-09", "2024-03-11", freq="h", tz="America/Chicago").tz_convert("UTC")
+    assert bar_length(hourly) == pd.Timedelta(hours=1)
+
+
+@pytest.mark.parametrize(("start", "end"), [("2024-04-01", "2024-04-20"), ("2024-03-01", "2024-03-20")])
+def test_crypto_on_two_daily_clocks_is_refused_across_a_daylight_saving_change_too(
+    start: str, end: str
+) -> None:
+    with pytest.raises(MixedDailyClocksError, match=r"'BTCUSD' at 0[56]:00\S* UTC; 'ETHUSD' at 00:00 UTC"):
+        refuse_mixed_daily_clocks(two_crypto_clocks(start, end))
+
+
+def test_a_daily_bar_counts_as_closed_at_the_latest_local_midnight_it_can_end_at() -> None:
+    """A date label (00:00 UTC) closes a day later; a bar stamped at a local midnight closes at the next
+    local midnight, 23 to 25 h later, so it counts as closed 25 h later, never before it closed."""
+    stamps = pd.DatetimeIndex(["2024-03-09", "2024-03-09 06:00", "2024-11-03 05:00"], tz="UTC")
+    assert list(bar_closed_at(stamps, DAY)) == list(
+        pd.DatetimeIndex(["2024-03-10", "2024-03-10 07:00", "2024-11-04 06:00"], tz="UTC")
+    )
+    opened, real_close = (
+        central_midnight("2024-03-01", "2024-11-29"),
+        central_midnight("2024-03-02", "2024-11-30"),
+    )
+    late = bar_closed_at(opened, DAY) - real_close  # across both changes of 2024
+    assert late.min() == pd.Timedelta(0) and late.max() == pd.Timedelta(hours=2)
+    hourly = pd.DatetimeIndex(["2024-03-10 07:00"], tz="UTC")
+    assert list(bar_closed_at(hourly, pd.Timedelta(hours=1))) == [pd.Timestamp("2024-03-10 08:00", tz="UTC")]

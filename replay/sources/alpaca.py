@@ -13,12 +13,14 @@ Design decisions
   the bar closed would leak the future into the past. Every other bar has NaN there. For crypto the
   sizes are the summed size of the best 5 levels of each side. :func:`fetch_top_of_book` returns
   that top of book on its own (the live loop's quotes).
-* Only bars whose period has ended are returned (``ts + timeframe <= now``): a bar still in progress
-  (today's daily bar during the session, the current hour) holds a partial high, low, close and
-  volume that Alpaca restates once it closes, and the store is append-only (a later ingest of the
-  completed bar would be refused as a restatement). A daily stock bar stamped at New York midnight is
-  so stored after that midnight. Dropped bars are logged, and a symbol left with none is refused
-  like one Alpaca returned nothing for.
+* Only bars whose period has surely ended are returned (``replay.timeutil.bar_closed_at(ts) <= now``):
+  a bar still in progress (today's daily bar during the session, the current hour) holds a partial
+  high, low, close and volume that Alpaca restates once it closes, and the store is append-only (a
+  later ingest of the completed bar would be refused as a restatement). An intraday bar ends one
+  timeframe after its stamp. A daily bar stamped at a local midnight (stocks: New York, crypto: US
+  Central) ends at the next one, 23, 24 or 25 h later across daylight-saving changes: it is stored
+  25 h after its stamp, up to 2 h after it really ended. Dropped bars are logged, and a symbol left
+  with none is refused like one Alpaca returned nothing for.
 * Stock data needs both Alpaca keys (``MissingCredentialsError`` otherwise); crypto data is public,
   so keys are sent when set and a crypto-only fetch works without them.
 * Any HTTP or connection failure becomes ``SourceError`` with a one-line message (status, what,
@@ -54,6 +56,7 @@ from requests.exceptions import RequestException
 
 from raytrade.replay.credentials import AlpacaAccess, check_secure_url
 from raytrade.replay.schema import BARS_SCHEMA
+from raytrade.replay.timeutil import bar_closed_at
 
 logger = logging.getLogger(__name__)
 
@@ -203,8 +206,12 @@ def fetch_alpaca_bars(
 def _completed(
     bars: Mapping[str, Sequence[Bar]], bar_length: timedelta, now: datetime
 ) -> dict[str, list[Bar]]:
-    """``bars`` without those whose period has not ended at ``now`` (still in progress)."""
-    kept = {sym: [b for b in series if b.timestamp + bar_length <= now] for sym, series in bars.items()}
+    """``bars`` without those whose period has not surely ended at ``now`` (still in progress, by
+    ``replay.timeutil.bar_closed_at``: a daily bar stamped at a local midnight ends 25 h later)."""
+    kept: dict[str, list[Bar]] = {}
+    for sym, series in bars.items():
+        closed_at = bar_closed_at(pd.DatetimeIndex([b.timestamp for b in series]), pd.Timedelta(bar_length))
+        kept[sym] = [b for b, at in zip(series, closed_at, strict=True) if at <= now]
     for sym, series in bars.items():
         if dropped := len(series) - len(kept[sym]):
             logger.info("%s: %d bar(s) still in progress at %s left out", sym, dropped, now)
