@@ -27,6 +27,10 @@ longer gaps are weekends and holidays."""
 LONGEST_DAY: Final = pd.Timedelta(hours=25)
 """The longest local day (a fall-back day): a daily bar stamped at a local midnight has closed by then."""
 
+SHORTEST_DAY: Final = pd.Timedelta(hours=23)
+"""The shortest local day (a spring-forward day): a daily bar stamped at a local midnight is still
+open up to then, and may have closed after it."""
+
 
 def as_utc(value: str | datetime | pd.Timestamp, name: str) -> pd.Timestamp:
     """``value`` as a UTC ``Timestamp``; a naive value is taken as UTC (a date label, as the store

@@ -205,6 +205,18 @@ def test_quote_after_the_last_bar_is_not_attached(fake: FakeAlpaca, settings: Se
     assert got[["bid", "ask", "bid_size", "ask_size"]].isna().all().all()
 
 
+def test_a_quote_a_local_day_may_have_closed_before_is_not_attached(
+    fake: FakeAlpaca, settings: Settings
+) -> None:
+    """A daily bar stamped at New York midnight may last only 23 h (a spring-forward day): a quote in its
+    24th hour may come after its close, so it is not attached; a UTC day's bar keeps its whole day."""
+    fake.stock_quotes["AAPL"]["t"] = "2024-01-05T04:30:00Z"  # 23.5 h after the last bar's stamp
+    fake.crypto_orderbooks["BTC/USD"]["t"] = "2024-01-04T23:30:00Z"  # 23.5 h into a 00:00 UTC bar
+    got = fetch(fake, ["AAPL", "BTCUSD"], settings)
+    assert got.loc[got["symbol"] == "AAPL", "bid"].isna().all()
+    assert not math.isnan(got.loc[got["symbol"] == "BTCUSD", "bid"].iloc[-1])
+
+
 def test_symbol_without_a_quote_keeps_nan(fake: FakeAlpaca, settings: Settings) -> None:
     del fake.stock_quotes["MSFT"]
     got = fetch(fake, ["AAPL", "MSFT"], settings)
