@@ -103,8 +103,9 @@ def _parse_utc(value: str | None, name: str) -> datetime | None:
     "--keep-stored-on-restatement",
     "keep_stored_on_restatement",
     is_flag=True,
-    help="A symbol whose stored bars the source restates (split, re-adjustment, corrected print): keep "
-    "the stored bars and skip its new ones with a warning. Default: refuse the whole ingest.",
+    help="A symbol whose stored bars the source restates other than by one ratio (a corrected print; a "
+    "uniform split or dividend rescale is always re-based): keep the stored bars as they are and append "
+    "its new ones, with a warning. Default: refuse the whole ingest.",
 )
 @one_line_errors
 def ingest(

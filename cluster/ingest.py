@@ -32,8 +32,9 @@ class SourceRequest(BaseModel):
     years: float = Field(3.0, gt=0, description="synthetic: length of the universe")
     keep_stored_on_restatement: bool = Field(
         False,
-        description="a symbol whose stored bars the source restates (a split, a re-adjustment): keep "
-        "the stored bars and skip its new ones with a warning, instead of refusing the whole ingest",
+        description="a symbol whose stored bars the source restates other than by one ratio (a "
+        "corrected print; a uniform split or dividend rescale is always re-based): keep the stored bars "
+        "as they are and append its new ones with a warning, instead of refusing the whole ingest",
     )
 
 

@@ -7,9 +7,10 @@ Runs as a plain process or as a Ray job (the command is the same; nothing here n
         --source csv --path data/daily
 
 Steps: (1) with ``--source``, ingest it into ``--replay`` (``replay.ingest.ingest_frames`` appends
-only bars after each symbol's last stored bar, so a re-run adds nothing; a source that restates
-stored bars, e.g. adjusted prices after a split, is refused unless ``--keep-stored-on-restatement``,
-which skips those symbols' new bars with a warning); (2) pin every registry
+only bars after each symbol's last stored bar, so a re-run adds nothing; adjusted prices rescaled by
+a split or dividend are re-based onto the store's basis with a warning; a source that restates stored
+bars otherwise, e.g. a corrected print, is refused unless ``--keep-stored-on-restatement``, which
+keeps the stored bars and appends those symbols' new ones with a warning); (2) pin every registry
 model's ``latest`` version (``registry/NAME/latest``); (3) ``raytrade evaluate`` those models and the
 baselines into ``--reports/DATE``; (4) append the leaderboard with links to the report and to each
 model's manifest. Bad input fails with one ``error: …`` line before anything is evaluated or appended.
@@ -179,8 +180,9 @@ def run_nightly(
 @click.option(
     "--keep-stored-on-restatement",
     is_flag=True,
-    help="A symbol whose stored bars the source restates: keep them and skip its new bars with a "
-    "warning (default: refuse the ingest, evaluate nothing).",
+    help="A symbol whose stored bars the source restates other than by one ratio (a corrected print; "
+    "a uniform split or dividend rescale is always re-based): keep them as they are and append its new "
+    "bars, with a warning (default: refuse the ingest, evaluate nothing).",
 )
 @click.option(
     "--reports",

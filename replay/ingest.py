@@ -9,18 +9,34 @@ Design decisions
   stored values are kept), or older than its symbol's last stored row and absent from the store (a
   backfill, e.g. of a halt gap): it is not stored, and ``IngestResult.not_stored`` says which symbol,
   how many rows and which dates, so the caller can warn (rebuild: ingest everything into a fresh store).
-* A source row already stored is compared with the stored one (bars: open, high, low, close, volume;
-  macro: value). They are the same when ``|source - stored| <= RESTATEMENT_RTOL * max(|source|,
-  |stored|)`` (1e-5: csv rounding to 6 significant digits is at most 5e-6, any split, dividend
-  re-adjustment or corrected print is far more). A symbol (macro: series) with a stored row that
-  differs is *restated* by the source -- Yahoo rescales adjusted prices back in time after every split
-  and dividend, a vendor corrects a bad print -- and appending its new rows would splice two bases (a
-  fake -50 % return at the boundary after a 2:1 split). By default the whole ingest is refused before
-  anything is written (``InputError`` naming the symbol, the first differing date, the stored and
-  source values and their ratio; the fix is a fresh store). ``keep_stored_on_restatement=True`` instead
-  keeps the stored rows, skips that symbol's new rows, stores the others' and reports each restated
-  symbol in ``IngestResult.restated`` (a warning). The comparison reuses the merge on (symbol, ts) that
-  finds the stored rows: no extra read.
+* A source row already stored is compared with the stored one (``_compare_bars``, ``_compare_macro``).
+  Bars: per symbol, the overlapping rows' open, high, low and close agree with the stored ones times
+  one ratio ``r`` = the median of the source/stored closes when ``|source - r * stored| <=
+  RESTATEMENT_RTOL * max(|source|, |r * stored|)`` (1e-5: float noise, csv rounding to 6 significant
+  digits), plus half a cent for a value that is a whole number of cents (a csv rounded to cents; the
+  allowance is not given to sub-cent prices, where it would hide any change). Agreement at ``r = 1``:
+  already stored (the stored values win). Agreement at one ``r != 1`` on every overlapping bar: the
+  source is the same history on a new adjustment basis (Yahoo rescales adjusted prices back in time at
+  every split and dividend) and the symbol is *re-based*: its new rows are stored on the store's basis,
+  prices (open, high, low, close, vwap, bid, ask) divided by ``r`` and sizes (volume, bid and ask size)
+  multiplied by it, so close-to-close returns and dollar volume are the source's (after a 2:1 split on
+  the first new bar, ``r = 0.5`` and the new bar's close is doubled: no fake -50 % return), and each is
+  reported in ``IngestResult.rebased`` (a warning). The store keeps its basis, so every later ingest
+  finds the same ratio (times any later event's) and re-bases again.
+* Anything else is a *restatement* (a corrected print, a rescale that is not one ratio): by default
+  the whole ingest is refused before anything is written (``InputError`` naming the symbol, the
+  differing dates, the stored and source values and their ratio; the fix is a fresh store).
+  ``keep_stored_on_restatement=True`` instead keeps the stored rows as they are and appends the
+  symbol's new rows on its *basis* -- of 1 and the median ratio, the one more overlapping rows agree
+  at (a correction does not change the basis: the new rows as the source gives them) -- reporting
+  each in ``IngestResult.restated`` (a warning naming the differing rows). Macro rows (value) are
+  never re-based: any difference beyond ``RESTATEMENT_RTOL`` is a restatement.
+* Volume is not part of a basis and never refuses an ingest. A bar whose prices agree but whose
+  volume is none of the stored one, the stored one divided by ``r``, or the stored one times the
+  symbol's median source/stored volume ratio (Yahoo adjusts volume for splits but not for dividends,
+  so after both its ratio is not ``1 / r``) -- a vendor revising a day's volume, as Yahoo does the
+  next day -- keeps its stored volume and ``IngestResult.volume_revised`` reports it (a warning).
+  The comparison reuses the merge on (symbol, ts) that finds the stored rows: no extra read.
 * The features table always equals what one ingest of all the stored bars would write, whatever the
   order the bars arrived in. Features are recomputed from the full stored history plus the new bars
   and compared, exactly, with the stored feature rows. If none of those changed (the common daily
@@ -69,13 +85,21 @@ _KEY = ["symbol", "ts"]
 RESTATEMENT_RTOL: Final[float] = 1e-5
 """A stored value and the source's for the same (symbol, ts) differ when ``|a - b| > RESTATEMENT_RTOL *
 max(|a|, |b|)``: above float noise and csv rounding to 6 significant digits (<= 5e-6 relative), below
-any split, dividend re-adjustment or corrected print."""
+any split, dividend re-adjustment or corrected print. Bar prices also get ``HALF_CENT`` (module
+docstring)."""
 
-_COMPARED: Final[dict[str, tuple[str, ...]]] = {
-    "bars": ("open", "high", "low", "close", "volume"),
-    "macro": ("value",),
-}
-"""The columns a restatement is looked for in, per append-only table."""
+HALF_CENT: Final[float] = 0.005
+"""The rounding allowance of a bar price that is a whole number of cents (a csv rounded to cents)."""
+
+PRICE_COLUMNS: Final[tuple[str, ...]] = ("open", "high", "low", "close")
+"""The bar columns a basis (``Rebased``) is found in; a difference there is a restatement."""
+
+_DIVIDED: Final[tuple[str, ...]] = (*PRICE_COLUMNS, "vwap", "bid", "ask")
+_MULTIPLIED: Final[tuple[str, ...]] = ("volume", "bid_size", "ask_size")
+"""A re-based symbol's new bars: the prices divided by the ratio, the sizes (in shares) multiplied."""
+
+_NAMED_ROWS: Final[int] = 5
+"""How many differing dates a ``Restated`` names."""
 
 
 @dataclass(frozen=True)
@@ -101,48 +125,111 @@ class NotStored:
 
 
 @dataclass(frozen=True)
+class Rebased:
+    """A symbol whose stored bars the source gives on another adjustment basis: the open, high, low
+    and close of all ``compared`` bars it repeats are ``ratio`` times the stored ones (module
+    docstring). Its ``rows`` new bars, from ``first_new`` (None: none), were stored on the store's
+    basis: prices divided by ``ratio``, volume multiplied by it."""
+
+    symbol: str
+    ratio: float
+    first_new: pd.Timestamp | None
+    rows: int
+    compared: int
+
+    def message(self) -> str:
+        """The warning, e.g. ``AAA: re-based: the source's prices are the stored ones times 0.5 on all
+        3 stored bars it repeats (a split or dividend re-adjustment); its 1 new bar from 2024-01-05
+        stored on the store's basis ...``."""
+        head = (
+            f"{self.symbol}: re-based: the source's prices are the stored ones times {self.ratio:.6g} on all "
+            f"{self.compared:,} stored bars it repeats (a split or dividend re-adjustment)"
+        )
+        if self.first_new is None or not self.rows:
+            return f"{head}; no new bars"
+        noun = "bar" if self.rows == 1 else "bars"
+        return (
+            f"{head}; its {self.rows:,} new {noun} from {self.first_new.date()} stored on the store's basis "
+            f"(prices divided by {self.ratio:.6g}, volume multiplied by it: returns and dollar volume as "
+            "the source's)"
+        )
+
+
+@dataclass(frozen=True)
 class Restated:
     """A symbol (macro: series) whose stored rows the source restates: ``rows`` stored rows differ
-    from the source's beyond ``RESTATEMENT_RTOL``; the first, at ``first``, in ``column`` (the close
-    when it differs there) from ``stored`` to ``source``. ``skipped``: the symbol's new source rows
-    not stored because the stored ones were kept (``keep_stored_on_restatement``)."""
+    from the source's on the symbol's ``basis`` (module docstring), at ``dates`` (the first
+    ``_NAMED_ROWS``); the first in ``column`` (the close when it differs there) from ``stored`` to
+    ``source``. ``appended``: the symbol's new rows, appended on ``basis`` when the stored ones were
+    kept (``keep_stored_on_restatement``; otherwise the ingest is refused)."""
 
     table: str
     symbol: str
     rows: int
-    first: pd.Timestamp
+    dates: tuple[pd.Timestamp, ...]
     column: str
     stored: float
     source: float
-    skipped: int = 0
+    basis: float = 1.0
+    appended: int = 0
+
+    @property
+    def first(self) -> pd.Timestamp:
+        return self.dates[0]
 
     @property
     def ratio(self) -> float:
-        """Source over stored value at ``first`` (0.5 after a 2:1 split of adjusted prices)."""
+        """Source over stored value at ``first``."""
         return self.source / self.stored if self.stored else float("inf")
 
     def describe(self) -> str:
-        """What differs, e.g. ``AAA: 3 stored bars differ from the source (first 2024-01-02: stored
-        close 10.5, source close 5.25, ratio 0.5000: looks like a split or re-adjustment)``."""
+        """What differs, e.g. ``AAA: 1 stored bar differs from the source (first 2024-01-02: stored
+        close 10.5, source close 10.6, ratio 1.0095: looks like a corrected print; differing:
+        2024-01-02)``."""
         bars = self.table == "bars"
         noun = ("bar" if bars else f"{self.table} row") + (" differs" if self.rows == 1 else "s differ")
         if self.rows == 1:
             guess = "a corrected print" if bars else "a corrected value"
         else:
-            guess = "a split or re-adjustment" if bars else "a revised series"
+            guess = "corrected prints or a rescale that is not one ratio" if bars else "a revised series"
+        named = ", ".join(str(d.date()) for d in self.dates[:_NAMED_ROWS])
+        more = f" and {self.rows - _NAMED_ROWS:,} more" if self.rows > _NAMED_ROWS else ""
+        basis = f", on the basis {self.basis:.6g} the other stored rows agree at" if self.basis != 1 else ""
         return (
-            f"{self.symbol}: {self.rows:,} stored {noun} from the source (first {self.first.date()}: "
+            f"{self.symbol}: {self.rows:,} stored {noun} from the source{basis} (first {self.first.date()}: "
             f"stored {self.column} {self.stored:.6g}, source {self.column} {self.source:.6g}, "
-            f"ratio {self.ratio:.4f}: looks like {guess})"
+            f"ratio {self.ratio:.4f}: looks like {guess}; differing: {named}{more})"
         )
 
     def message(self) -> str:
-        """The warning when the stored rows were kept and the symbol's new rows skipped."""
-        noun = ("bar" if self.table == "bars" else f"{self.table} row") + ("" if self.skipped == 1 else "s")
+        """The warning when the stored rows were kept and the symbol's new rows appended."""
+        noun = ("bar" if self.table == "bars" else f"{self.table} row") + ("" if self.appended == 1 else "s")
+        how = "as the source gives them" if self.basis == 1 else f"divided by {self.basis:.6g}"
         return (
-            f"{self.describe()}; the stored rows were kept and its {self.skipped:,} new {noun} NOT stored "
-            "(--keep-stored-on-restatement); to take the source's history, ingest all the data into a "
-            "fresh store (a new --out)"
+            f"{self.describe()}; the stored rows were kept as they are and its {self.appended:,} new {noun} "
+            f"appended {how} (--keep-stored-on-restatement); to take the source's history, ingest all the "
+            "data into a fresh store (a new --out)"
+        )
+
+
+@dataclass(frozen=True)
+class VolumeRevised:
+    """A symbol whose ``rows`` stored bars the source repeats with the same prices (on its basis) but
+    another volume -- neither the stored one nor the stored one on the source's basis -- the first
+    at ``first``, from ``stored`` to ``source``: never refused, the stored volume is kept."""
+
+    symbol: str
+    rows: int
+    first: pd.Timestamp
+    stored: float
+    source: float
+
+    def message(self) -> str:
+        noun = "bar's volume differs" if self.rows == 1 else "bars' volumes differ"
+        return (
+            f"{self.symbol}: {self.rows:,} stored {noun} from the source's, prices agreeing (first "
+            f"{self.first.date()}: stored {self.stored:.6g}, source {self.source:.6g}: looks like a revised "
+            "volume); the stored volume was kept"
         )
 
 
@@ -155,24 +242,27 @@ def restatement_refusal(restated: tuple[Restated, ...], origin: str) -> str:
         else ""
     )
     return (
-        f"{origin}: refused, nothing written: the source restates stored history beyond a relative "
-        f"{RESTATEMENT_RTOL:g} -- {shown}{more}. The store is append-only and appending would splice "
-        "two bases (after a 2:1 split, a fake -50 % return at the boundary): ingest all the data into a "
-        "fresh store (a new --out), or pass --keep-stored-on-restatement to keep the stored rows and skip "
-        "these symbols' new ones"
+        f"{origin}: refused, nothing written: the source restates stored history, not by one ratio on "
+        f"every stored bar (a uniform rescale, a split or dividend re-adjustment, would be re-based) -- "
+        f"{shown}{more}. The store is append-only: ingest all the data into a fresh store (a new --out), "
+        "or pass --keep-stored-on-restatement to keep the stored rows as they are and append these "
+        "symbols' new ones with a warning"
     )
 
 
 @dataclass(frozen=True)
 class IngestResult:
-    """What an ingest did (module docstring: new, already stored, not stored; features rewrite).
+    """What an ingest did (module docstring: new, already stored, not stored, re-based, restated;
+    features rewrite).
 
     ``appended``: rows appended per table. ``skipped_bars``: source bars already in the store (same
     symbol and ts). ``not_stored``: older rows absent from the store, per table and symbol.
-    ``restated``: symbols whose stored rows the source restates, kept as stored, their new rows
-    skipped (only with ``keep_stored_on_restatement``; otherwise the ingest is refused).
-    ``features_changed``: stored feature rows whose values the new bars changed.
-    ``features_rewritten``: rows of the rewritten features table; 0 when new rows were only appended."""
+    ``rebased``: symbols whose new bars were stored converted to the store's basis. ``restated``:
+    symbols whose stored rows the source restates, kept as stored, their new rows appended (only with
+    ``keep_stored_on_restatement``; otherwise the ingest is refused). ``volume_revised``: symbols
+    whose stored volumes the source revises, kept as stored. ``features_changed``: stored feature
+    rows whose values the new bars changed. ``features_rewritten``: rows of the rewritten features
+    table; 0 when new rows were only appended."""
 
     appended: dict[str, int]
     skipped_bars: int
@@ -180,25 +270,27 @@ class IngestResult:
     features_changed: int = 0
     features_rewritten: int = 0
     restated: tuple[Restated, ...] = ()
+    rebased: tuple[Rebased, ...] = ()
+    volume_revised: tuple[VolumeRevised, ...] = ()
 
     @property
     def not_stored_bars(self) -> int:
         return sum(n.rows for n in self.not_stored if n.table == "bars")
-
-    @property
-    def restated_bars_skipped(self) -> int:
-        return sum(r.skipped for r in self.restated if r.table == "bars")
 
     def summary_line(self) -> str:
         appended = ", ".join(f"{k} +{v:,}" for k, v in self.appended.items()) or "nothing new"
         parts = [f"appended: {appended}", f"bars already stored and skipped: {self.skipped_bars:,}"]
         if self.not_stored_bars:
             parts.append(f"older bars NOT stored (append-only): {self.not_stored_bars:,}")
-        if self.restated:
+        if self.rebased:
             parts.append(
-                f"restated symbols kept as stored: {len(self.restated):,} (their new bars NOT stored: "
-                f"{self.restated_bars_skipped:,})"
+                f"re-based symbols (new bars on the store's basis): {len(self.rebased):,} "
+                f"({sum(r.rows for r in self.rebased):,} bars)"
             )
+        if self.restated:
+            parts.append(f"restated symbols kept as stored, new rows appended: {len(self.restated):,}")
+        if self.volume_revised:
+            parts.append(f"symbols with revised volumes kept as stored: {len(self.volume_revised):,}")
         if self.features_rewritten:
             parts.append(
                 f"features table rewritten ({self.features_rewritten:,} rows; {self.features_changed:,} "
@@ -207,27 +299,35 @@ class IngestResult:
         return "; ".join(parts)
 
     def warnings(self) -> list[str]:
-        return [n.message() for n in self.not_stored] + [r.message() for r in self.restated]
+        return [
+            *(n.message() for n in self.not_stored),
+            *(r.message() for r in self.rebased),
+            *(r.message() for r in self.restated),
+            *(v.message() for v in self.volume_revised),
+        ]
 
 
 @dataclass(frozen=True)
 class _Split:
-    """Source rows of one table against the store."""
+    """Source rows of one table against the store; ``new`` already on the store's basis."""
 
     new: pd.DataFrame
     already_stored: int
     not_stored: tuple[NotStored, ...]
     restated: tuple[Restated, ...] = ()
+    rebased: tuple[Rebased, ...] = ()
+    volume_revised: tuple[VolumeRevised, ...] = ()
 
-    def keeping_stored(self) -> _Split:
-        """The split without the restated symbols' new rows, each ``Restated`` counting its skipped."""
-        if not self.restated:
-            return self
-        names = {r.symbol for r in self.restated}
-        skip = self.new["symbol"].astype(str).isin(names).to_numpy()
-        counts = self.new.loc[skip, "symbol"].astype(str).value_counts()
-        restated = tuple(replace(r, skipped=int(counts.get(r.symbol, 0))) for r in self.restated)
-        return _Split(self.new[~skip].reset_index(drop=True), self.already_stored, self.not_stored, restated)
+
+@dataclass(frozen=True)
+class _Comparison:
+    """The source's rows already stored against the stored ones: per symbol, the basis its new rows
+    are converted by (only those != 1), and what to report."""
+
+    bases: dict[str, float] = field(default_factory=dict)
+    restated: tuple[Restated, ...] = ()
+    rebased: tuple[Rebased, ...] = ()
+    volume_revised: tuple[VolumeRevised, ...] = ()
 
 
 def _stored(root: Path, table: str) -> pd.DataFrame | None:
@@ -237,45 +337,156 @@ def _stored(root: Path, table: str) -> pd.DataFrame | None:
     return frame if len(frame) else None
 
 
-def _restatements(table: str, held: pd.DataFrame) -> tuple[Restated, ...]:
-    """Per symbol, the rows of ``held`` (source rows merged with their stored ones, suffix
-    ``_stored``) whose values differ beyond ``RESTATEMENT_RTOL``."""
-    columns = _COMPARED[table]
-    differs = {}
-    for column in columns:
-        a, b = held[f"{column}_stored"].to_numpy(dtype=float), held[column].to_numpy(dtype=float)
-        differs[column] = np.abs(a - b) > RESTATEMENT_RTOL * np.maximum(np.abs(a), np.abs(b))
-    any_differs = np.logical_or.reduce(list(differs.values()))
-    if not any_differs.any():
-        return ()
-    rows = held[any_differs]
-    flags = {c: d[any_differs] for c, d in differs.items()}
-    found = []
-    for symbol, index in rows.groupby(rows["symbol"].astype(str), sort=True).indices.items():
-        first = index[np.argmin(rows["ts"].to_numpy()[index])]
-        quoted = (
-            "close"
-            if "close" in flags and flags["close"][first]
-            else next(c for c in columns if flags[c][first])
-        )
-        found.append(
-            Restated(
-                table,
-                str(symbol),
-                len(index),
-                pd.Timestamp(rows["ts"].iloc[first]),
-                quoted,
-                float(rows[f"{quoted}_stored"].iloc[first]),
-                float(rows[quoted].iloc[first]),
+def _on_grid(values: np.ndarray, unit: float) -> np.ndarray:
+    """Per value: a whole number of ``unit`` (up to float32 noise: a csv's 115.62000274658203)?"""
+    steps = np.abs(values) / unit
+    return np.asarray(np.abs(steps - np.round(steps)) <= 1e-6 * steps, dtype=bool)
+
+
+def _agree(
+    source: np.ndarray, stored: np.ndarray, ratio: np.ndarray | float, unit: float | None
+) -> np.ndarray:
+    """Per row: is ``source`` ``ratio`` times ``stored``, within ``RESTATEMENT_RTOL`` plus half a
+    ``unit`` for each of the two values that is a whole number of units (rounded to it)?"""
+    scaled = ratio * stored
+    tolerance = RESTATEMENT_RTOL * np.maximum(np.abs(source), np.abs(scaled))
+    if unit is not None:
+        tolerance = tolerance + unit / 2 * (_on_grid(source, unit) + np.abs(ratio) * _on_grid(stored, unit))
+    return np.asarray(np.abs(source - scaled) <= tolerance, dtype=bool)
+
+
+def _values(held: pd.DataFrame, column: str) -> tuple[np.ndarray, np.ndarray]:
+    return held[column].to_numpy(dtype=float), held[f"{column}_stored"].to_numpy(dtype=float)
+
+
+def _prices_agree(held: pd.DataFrame, ratio: np.ndarray | float) -> dict[str, np.ndarray]:
+    return {c: _agree(*_values(held, c), ratio, unit=2 * HALF_CENT) for c in PRICE_COLUMNS}
+
+
+def _restated(
+    table: str, symbol: str, rows: pd.DataFrame, differs: dict[str, np.ndarray], basis: float
+) -> Restated:
+    """The ``Restated`` of ``symbol`` from its differing ``rows`` (``differs``: per column, per row)."""
+    order = np.argsort(rows["ts"].to_numpy(), kind="stable")
+    first = order[0]
+    quoted = (
+        "close"
+        if "close" in differs and differs["close"][first]
+        else next(c for c in differs if differs[c][first])
+    )
+    return Restated(
+        table,
+        symbol,
+        len(rows),
+        tuple(pd.Timestamp(t) for t in rows["ts"].to_numpy()[order[:_NAMED_ROWS]]),
+        quoted,
+        float(rows[f"{quoted}_stored"].iloc[first]),
+        float(rows[quoted].iloc[first]),
+        basis,
+    )
+
+
+def _compare_bars(held: pd.DataFrame, new: pd.DataFrame) -> _Comparison:
+    """Per symbol of ``held`` (the source's bars already stored merged with the stored ones, suffix
+    ``_stored``): already stored, re-based, restated, and revised volumes (module docstring). ``new``:
+    the source's new bars, for the re-based symbols' first new date and count."""
+    if held.empty:
+        return _Comparison()
+    symbol = held["symbol"].astype(str).to_numpy()
+    median = (held["close"] / held["close_stored"]).groupby(symbol).transform("median").to_numpy(float)
+    at_one, at_median = _prices_agree(held, 1.0), _prices_agree(held, median)
+    one = np.logical_and.reduce(list(at_one.values()))
+    at_r = np.logical_and.reduce(list(at_median.values()))
+    per = pd.DataFrame({"one": one, "r": at_r, "ratio": median}).groupby(symbol, sort=True)
+    totals = per.agg(one=("one", "sum"), r=("r", "sum"), ratio=("ratio", "first"), rows=("one", "size"))
+    new_symbols = new["symbol"].astype(str)
+    bases: dict[str, float] = {}
+    restated, rebased = [], []
+    for name, row in totals[totals["one"] < totals["rows"]].iterrows():
+        ratio = float(row["ratio"])
+        if row["r"] == row["rows"]:
+            ours = new["ts"][new_symbols == name]
+            first_new = pd.Timestamp(ours.min()) if len(ours) else None
+            rebased.append(Rebased(str(name), ratio, first_new, len(ours), int(row["rows"])))
+            bases[str(name)] = ratio
+            continue
+        use_ratio = row["r"] > row["one"]
+        agrees = at_median if use_ratio else at_one
+        mine = symbol == name
+        differs = mine & ~(at_r if use_ratio else one)
+        if use_ratio:
+            bases[str(name)] = ratio
+        restated.append(
+            _restated(
+                "bars",
+                str(name),
+                held[differs],
+                {c: ~a[differs] for c, a in agrees.items()},
+                ratio if use_ratio else 1.0,
             )
         )
-    return tuple(found)
+    basis = pd.Series(symbol).map(bases).fillna(1.0).to_numpy(float)
+    prices_agree = np.where(basis == 1.0, one, at_r)
+    volume, volume_stored = _values(held, "volume")
+    with np.errstate(divide="ignore", invalid="ignore"):
+        volume_ratio = pd.Series(np.where(volume_stored > 0, volume / volume_stored, np.nan))
+    usual = volume_ratio.groupby(symbol).transform("median").fillna(1.0).to_numpy(float)
+    same_volume = np.logical_or.reduce(
+        [_agree(volume, volume_stored, k, unit=1.0) for k in (1.0, 1 / basis, usual)]
+    )
+    revised_rows = held[prices_agree & ~same_volume]
+    revised = []
+    for name, rows in revised_rows.groupby(revised_rows["symbol"].astype(str), sort=True):
+        first = rows.loc[rows["ts"].idxmin()]
+        revised.append(
+            VolumeRevised(
+                str(name),
+                len(rows),
+                pd.Timestamp(first["ts"]),
+                float(first["volume_stored"]),
+                float(first["volume"]),
+            )
+        )
+    return _Comparison(bases, tuple(restated), tuple(rebased), tuple(revised))
+
+
+def _compare_macro(held: pd.DataFrame) -> _Comparison:
+    """Per series of ``held``: any value differing beyond ``RESTATEMENT_RTOL`` is a restatement (a
+    macro series is never re-based)."""
+    differs = ~_agree(*_values(held, "value"), 1.0, unit=None)
+    rows = held[differs]
+    return _Comparison(
+        restated=tuple(
+            _restated("macro", str(name), part, {"value": np.ones(len(part), dtype=bool)}, 1.0)
+            for name, part in rows.groupby(rows["symbol"].astype(str), sort=True)
+        )
+    )
+
+
+def _on_stored_basis(new: pd.DataFrame, bases: dict[str, float]) -> pd.DataFrame:
+    """``new`` with each symbol of ``bases`` converted to the store's basis: prices divided by its
+    ratio, sizes multiplied (returns and dollar volume unchanged)."""
+    if not bases:
+        return new
+    out = new.copy()
+    ratio = out["symbol"].astype(str).map(bases).fillna(1.0).to_numpy(float)
+    for column in _DIVIDED:
+        if column in out:
+            out[column] = out[column].to_numpy(dtype=float) / ratio
+    for column in _MULTIPLIED:
+        if column in out:
+            out[column] = out[column].to_numpy(dtype=float) * ratio
+    return out
+
+
+_COMPARED: Final[dict[str, tuple[str, ...]]] = {"bars": (*PRICE_COLUMNS, "volume"), "macro": ("value",)}
+"""The columns a stored row is compared in, per append-only table."""
 
 
 def _split_against_store(table: str, frame: pd.DataFrame, stored: pd.DataFrame | None) -> _Split:
-    """New rows (after the symbol's last stored ts, or of a new symbol), a count of rows already
-    stored (same symbol and ts), the older rows that are not stored, summarised per symbol, and the
-    symbols whose stored rows the source restates (module docstring)."""
+    """New rows (after the symbol's last stored ts, or of a new symbol) on the store's basis, a count
+    of rows already stored (same symbol and ts), the older rows that are not stored, summarised per
+    symbol, and the re-based, restated and volume-revised symbols (module docstring)."""
     if stored is None or frame.empty:
         return _Split(frame, 0, ())
     last = stored.groupby("symbol", observed=True)["ts"].max()
@@ -299,8 +510,19 @@ def _split_against_store(table: str, frame: pd.DataFrame, stored: pd.DataFrame |
         )
         for symbol, rows in missing.groupby("symbol", sort=True)
     )
-    restated = _restatements(table, held[found])
-    return _Split(frame[new].reset_index(drop=True), len(older) - len(missing), not_stored, restated)
+    fresh = frame[new].reset_index(drop=True)
+    found_rows = held[found].reset_index(drop=True)
+    comparison = _compare_bars(found_rows, fresh) if table == "bars" else _compare_macro(found_rows)
+    counts = fresh["symbol"].astype(str).value_counts()
+    restated = tuple(replace(r, appended=int(counts.get(r.symbol, 0))) for r in comparison.restated)
+    return _Split(
+        _on_stored_basis(fresh, comparison.bases),
+        len(older) - len(missing),
+        not_stored,
+        restated,
+        comparison.rebased,
+        comparison.volume_revised,
+    )
 
 
 def _validated(table: str, frame: pd.DataFrame, origin: str) -> pd.DataFrame:
@@ -357,9 +579,12 @@ def ingest_frames(
     """Validate ``bars`` (and ``macro``), append what is new, bring the features table up to date
     (module docstring: appended, or rewritten when stored rows changed).
 
-    A source that restates stored rows is refused with an ``InputError`` before anything is written;
-    ``keep_stored_on_restatement``: keep the stored rows, skip the restated symbols' new rows and
-    report them in ``IngestResult.restated`` instead."""
+    A symbol whose stored bars the source repeats times one ratio (a split or dividend re-adjustment)
+    is re-based: its new bars are stored on the store's basis and reported in ``IngestResult.rebased``.
+    A source that restates stored rows otherwise is refused with an ``InputError`` before anything is
+    written; ``keep_stored_on_restatement``: keep the stored rows as they are, append the restated
+    symbols' new rows on their basis and report them in ``IngestResult.restated`` instead (module
+    docstring)."""
     path = Path(root)
     # closed on an error too, so the progress line does not swallow the error's line
     with tqdm(total=4, desc="ingest", unit="stage", disable=not show_progress, leave=False) as stages:
@@ -379,8 +604,6 @@ def ingest_frames(
             restated = bar_split.restated + (macro_split.restated if macro_split else ())
             if restated and not keep_stored_on_restatement:
                 raise InputError(restatement_refusal(restated, origin))
-            bar_split = bar_split.keeping_stored()
-            macro_split = macro_split.keeping_stored() if macro_split else None
             all_bars = pd.concat(
                 [f for f in (stored_bars, bar_split.new) if f is not None], ignore_index=True
             )
@@ -421,7 +644,9 @@ def ingest_frames(
         not_stored=bar_split.not_stored + (macro_split.not_stored if macro_split else ()),
         features_changed=plan.changed if plan is not None else 0,
         features_rewritten=len(plan.full) if plan is not None and plan.full is not None else 0,
-        restated=bar_split.restated + (macro_split.restated if macro_split else ()),
+        restated=restated,
+        rebased=bar_split.rebased,
+        volume_revised=bar_split.volume_revised,
     )
 
 
