@@ -337,7 +337,7 @@ def test_manifest_records_the_data_the_search_trained_on_not_the_grown_store(
     assert (recorded.data_sha256, recorded.data_files) == trained
     assert recorded.code_version == code_version() and recorded.libraries == library_versions()
 
-    # grown by a newcomer (a longer synthetic path of the same seed restates the stored bars: refused)
+    # grown by a newcomer symbol (a different synthetic path would restate the stored bars, not rescale them)
     bars = read_frame(store, "bars")
     ingest_frames(
         store, bars[bars["symbol"] == bars["symbol"].iloc[0]].assign(symbol="NEWCO"), show_progress=False
