@@ -89,7 +89,6 @@ from raytrade.tune_specs.init_weights import (
     adopt_env_config,
     check_training_window,
     resolve_init,
-    version_training_window,
     with_init_weights,
 )
 from raytrade.tune_specs.objective import ENV_RUNNER_NODES, METRIC, REPORTED, TRAIN_METRIC, metric_of
@@ -772,25 +771,19 @@ def provenance(
     )
 
 
-def training_window(env_config: dict[str, Any], init: InitVersion | None = None) -> TrainWindow | None:
-    """The first and last bar of ``env_config``'s train split (None: synthetic data), widened to the
-    ``--init`` version's own training window: weights started from it carry what it saw, so a later
-    warm start from this search's version is checked against the whole lineage."""
+def training_window(env_config: dict[str, Any]) -> TrainWindow | None:
+    """The first and last bar of ``env_config``'s train split (None: synthetic data). It covers the
+    ``--init`` version's lineage too: :func:`check_init_window` accepts only a version whose training
+    window ends at least the embargo before this search's validation window, i.e. no later than this
+    search's own training window ends."""
     from raytrade.envs.config import ReplayDataConfig
     from raytrade.envs.replay_loader import split_calendar
-    from raytrade.replay.fingerprint import data_fingerprint
 
     if env_config["data"].get("kind") != "replay":
         return None
     data = ReplayDataConfig.model_validate({**env_config["data"], "split": "train"})
     bars = split_calendar(data)
-    start, end = bars[0], bars[-1]
-    if init is not None:
-        sha, _ = data_fingerprint(local_store(data.root))
-        theirs = version_training_window(init.manifest(), data.root, sha, init.label)
-        if theirs is not None:
-            start, end = min(start, theirs[0]), max(end, theirs[1])
-    return TrainWindow(start=start.to_pydatetime(), end=end.to_pydatetime())
+    return TrainWindow(start=bars[0].to_pydatetime(), end=bars[-1].to_pydatetime())
 
 
 def run_record(opts: TuneOptions, spec: TuneSpec, window: ExperienceWindow | None = None) -> RunFile:
@@ -819,7 +812,7 @@ def run_record(opts: TuneOptions, spec: TuneSpec, window: ExperienceWindow | Non
             local_store(opts.replay),
             (opts.experience or local_store(opts.replay)) if offline else None,
             window if offline else None,
-            training_window(env_config, opts.init_version()),
+            training_window(env_config),
         ),
     )
 

@@ -212,23 +212,24 @@ def test_an_offline_version_that_read_every_date_is_refused_even_on_its_own_stor
         _check(store, _manifest(store, how="experience, every date"))
 
 
-def test_a_warm_started_search_records_its_ancestors_window_too(stores: tuple[Path, Path]) -> None:
-    """B started from A carries what A saw: B's recorded window reaches A's end, so a warm start from
-    B is checked against A's bars as well."""
-    from types import SimpleNamespace
-
+@pytest.mark.parametrize("theirs", [0.3, 0.4, 0.45, 0.5, 0.55, 0.6])
+def test_an_accepted_warm_start_ends_inside_the_searchs_own_recorded_window(
+    stores: tuple[Path, Path], theirs: float
+) -> None:
+    """B started from A carries what A saw: B's recorded window must reach A's end. It does without
+    recording A: a version is accepted only when its window ends at least the embargo before B's
+    validation window, so no later than B's own training window ends (``training_window``)."""
     from raytrade.cluster.tune import training_window
 
     grown = stores[1]
-    ancestor_train = _window(grown, "train", train_fraction=0.8, validation_fraction=0.1)
-    ancestor = SimpleNamespace(
-        label=LABEL,
-        manifest=lambda: _manifest(
-            grown, recorded=ancestor_train, how="train_window", train_fraction=0.8, validation_fraction=0.1
-        ),
-    )
-    own = _window(grown, "train")
-    recorded = training_window({"data": _data(grown)}, ancestor)  # type: ignore[arg-type]
-    assert recorded is not None and own[-1] < ancestor_train[-1]
-    assert (pd.Timestamp(recorded.start), pd.Timestamp(recorded.end)) == (own[0], ancestor_train[-1])
-    assert training_window({"data": _data(grown)}) is not None  # without an ancestor: its own split
+    ours = {"train_fraction": 0.5, "validation_fraction": 0.2}
+    ancestor = _manifest(grown, train_fraction=theirs, validation_fraction=0.1)
+    recorded = training_window({"data": _data(grown, **ours)})
+    assert recorded is not None
+    try:
+        _check(grown, ancestor, **ours)
+    except InitConflictError:
+        assert theirs > 0.5  # refused: it saw this search's validation bars
+        return
+    ancestor_end = _window(grown, "train", train_fraction=theirs, validation_fraction=0.1)[-1]
+    assert ancestor_end <= pd.Timestamp(recorded.end)
