@@ -77,12 +77,27 @@ def bar_closed_at(stamps: pd.DatetimeIndex | pd.Series, length: pd.Timedelta) ->
     2 h after it really closed. (The next stamp of the series is not used: it does not exist for the
     latest bar, the one that matters, and in a series stamped on two clocks it can come before the
     bar's close.)"""
+    return _bar_end(stamps, length, LONGEST_DAY)
+
+
+def bar_open_until(stamps: pd.DatetimeIndex | pd.Series, length: pd.Timedelta) -> pd.DatetimeIndex:
+    """Until when each bar is surely still open, as UTC (:func:`bar_closed_at`'s rules, the other
+    way round): a daily bar stamped at a local midnight may last only :data:`SHORTEST_DAY`, so
+    something stamped after ``ts + 23 h`` may come after its close."""
+    return _bar_end(stamps, length, SHORTEST_DAY)
+
+
+def _bar_end(
+    stamps: pd.DatetimeIndex | pd.Series, length: pd.Timedelta, local_day: pd.Timedelta
+) -> pd.DatetimeIndex:
+    """``ts + length`` for intraday bars; for daily ones ``ts + 1 day`` when stamped 00:00 UTC (a date
+    label) and ``ts + local_day`` when stamped at a local midnight."""
     index = pd.DatetimeIndex(stamps)
     utc = index.tz_localize("UTC") if index.tz is None else index.tz_convert("UTC")
     if length < DAY:
         return utc + length
     on_date_label = np.asarray(utc == utc.normalize())
-    return utc + pd.to_timedelta(np.where(on_date_label, DAY.value, LONGEST_DAY.value), unit="ns")
+    return utc + pd.to_timedelta(np.where(on_date_label, DAY.value, local_day.value), unit="ns")
 
 
 class MixedDailyClocksError(InputError):

@@ -36,7 +36,7 @@ import re
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime, time, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, Final, Literal, NamedTuple, TypeVar
 
 import pandas as pd
@@ -56,7 +56,7 @@ from requests.exceptions import RequestException
 
 from raytrade.replay.credentials import AlpacaAccess, check_secure_url
 from raytrade.replay.schema import BARS_SCHEMA
-from raytrade.replay.timeutil import DAY, SHORTEST_DAY, bar_closed_at
+from raytrade.replay.timeutil import bar_closed_at, bar_open_until
 
 logger = logging.getLogger(__name__)
 
@@ -443,9 +443,9 @@ def _frame(
 
 
 def _in_bar(book: TopOfBook | None, bar_ts: datetime, bar_length: timedelta) -> bool:
-    """Whether ``book`` was quoted while the bar was surely still open: a daily bar stamped at a local
-    midnight (not 00:00 UTC) may last only :data:`replay.timeutil.SHORTEST_DAY` (a spring-forward
-    day); one stamped 00:00 UTC is a UTC day."""
-    local_day = bar_length >= DAY and bar_ts.astimezone(UTC).time() != time(0)
-    still_open = min(bar_length, SHORTEST_DAY) if local_day else bar_length
-    return book is not None and bar_ts <= book.ts < bar_ts + still_open
+    """Whether ``book`` was quoted while the bar was surely still open (``replay.timeutil.bar_open_until``:
+    a daily bar stamped at a local midnight may last only 23 h, a spring-forward day)."""
+    if book is None:
+        return False
+    (open_until,) = bar_open_until(pd.DatetimeIndex([bar_ts]), pd.Timedelta(bar_length))
+    return bar_ts <= book.ts < open_until
