@@ -14,7 +14,8 @@ import pytest
 
 from raytrade.replay import read_frame
 from raytrade.replay.errors import InputError
-from raytrade.replay.ingest import RESTATEMENT_RTOL, Rebased, Restated, VolumeRevised, ingest_frames
+from raytrade.replay.ingest import ingest_frames
+from raytrade.replay.restatement import RESTATEMENT_RTOL, Rebased, Restated, VolumeRevised
 from raytrade.replay.sources.synthetic import SyntheticMarket, generate
 from tests.test_ingest_cli import error_line, run, write_folder
 from tests.test_ingest_order import snapshot
