@@ -19,7 +19,8 @@ env observation, and a module as a ``replay_policy`` policy.
   gated policy whose distribution inputs are not finite (NaN weights, a NaN feature) would decide a
   finite all-flat book. :func:`broken_rows` names those rows: a replay or a score raises on them
   (:func:`gate_actions`, as the simulator raises on a Box policy's non-finite target) and serving
-  holds every position (``serve.decide``, as for a non-finite Box action).
+  holds every position (``serve.decide``, as for a non-finite Box action). For a Box policy it names
+  the rows with a non-finite log-std (a finite mean, so a finite action): serving holds them too.
 * :func:`single_threaded` runs a replay's decisions on one torch thread: a replay asks for one small
   batch per bar, where a second intra-op thread only adds synchronisation (on a loaded 2-core
   machine a PPO decision took 7.1 ms on 2 threads and 0.78 ms on 1, the same weights).
@@ -117,13 +118,13 @@ def broken_rows(module: Any, dist_inputs: Any) -> np.ndarray:
     (side long, level 0), a finite decision that sells every position. So a row any of whose
     inputs (mode, side or sizing logits) is NaN or inf is broken as a whole, as a non-finite Box
     action is: a diverged update's NaN weights, or one NaN feature, which the shared encoder's
-    pooling carries into every symbol's logits. A Box policy's row is never broken here: a
-    non-finite mean already gives a non-finite action, which its target weights show.
+    pooling carries into every symbol's logits. A Box policy's row is broken the same way: its
+    deterministic action reads only the mean, so a NaN or inf log-std (a diverged update of the
+    free log-std head) leaves a finite action from a network that is no longer sound, and a
+    confidence that cannot be computed.
     """
     import torch
 
-    if isinstance(module.action_space, gym.spaces.Box):
-        return np.zeros(len(dist_inputs), dtype=bool)
     finite = torch.isfinite(torch.as_tensor(dist_inputs)).reshape(len(dist_inputs), -1).all(-1)
     return np.asarray(~finite.cpu().numpy(), dtype=bool)
 

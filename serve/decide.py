@@ -26,8 +26,9 @@ Design decisions
   the baseline. A symbol the mapping holds (the baseline's hold, the no-trade band) keeps its weight.
 * **Safe failure.** Features older than ``max_feature_age_hours`` (the store stopped updating) give a
   ``fallback`` answer that holds every position, with the reason; they never feed the policy. So does
-  a non-finite action (a corrupt checkpoint), and for the gated family non-finite distribution inputs
-  (``models.inference.broken_rows``: a NaN argmax would read "flat" and sell everything). The whole
+  a non-finite action (a corrupt checkpoint), and non-finite distribution inputs
+  (``models.inference.broken_rows``: for the gated family a NaN argmax would read "flat" and sell
+  everything; a Gaussian policy's NaN log-std leaves a finite mean from a diverged network). The whole
   request holds, not just the symbol: one NaN feature reaches every symbol's decision through the
   shared encoder, and a Box target with any non-finite entry holds the whole request too.
 * **Kill switch.** It is active when the account's drawdown reaches the trained switch's trigger

@@ -312,6 +312,28 @@ def test_a_non_finite_action_holds_instead_of_trading(service: DecisionService) 
     assert response.decisions[a].target_weight == pytest.approx(0.2)
 
 
+class NaNLogStd(NaNActions):
+    """A loaded Gaussian handle whose log-std is NaN and whose mean (so its action) is finite."""
+
+    def act_with_inputs(self, obs: Any) -> Any:
+        import torch
+
+        out = self.service.handle.act_with_inputs(obs)
+        mean, log_std = out.dist_inputs.clone().chunk(2, dim=-1)
+        assert np.isfinite(np.asarray(out.action)).all()  # the action reads only the mean
+        return out._replace(dist_inputs=torch.cat([mean, torch.full_like(log_std, float("nan"))], dim=-1))
+
+
+def test_a_nan_log_std_holds_though_the_action_is_finite(service: DecisionService) -> None:
+    a = service.data.symbols[0]
+    request = _request(service, positions={a: 0.2})
+    assert not service.decide([request])[0].fallback
+    response = DecisionService(NaNLogStd(service), service.data, NEVER_STALE).decide([request])[0]
+    assert response.fallback and "non-finite" in (response.reason or "")  # was: traded, confidence 0
+    assert response.decisions[a].target_weight == pytest.approx(0.2)
+    assert all(d.confidence == 0.0 and not d.tradeable for d in response.decisions.values())
+
+
 def test_the_probe_decides_every_symbol_and_refuses_a_policy_falling_back(service: DecisionService) -> None:
     answer = service.probe()
     assert not answer.fallback and list(answer.decisions) == list(service.data.symbols)
