@@ -8,8 +8,12 @@ are not stepped; nothing is forward-filled from a later bar). Crypto bars stampe
 stamped at different times of day on the same dates (equities dated 00:00 UTC next to equities at New
 York midnight, 05:00 UTC) would make two labels per session and a hole in every symbol at every other
 one: refused too (``replay.timeutil.refuse_mixed_daily_clocks``). A crypto-only universe steps on its
-7-day calendar. ``periods_per_year`` follows: 252 (365 for crypto-only) x bars per day, and
-``days_per_bar`` is 1 / bars per day (the bar length per-bar financing and borrow rates follow).
+7-day calendar. An asset stepped off its own calendar (crypto next to equities: a Friday -> Monday
+step carries three days of its moves) has its close-derived features and ``kelly_lite`` recomputed on
+the stepping calendar from its closes there, history before the split included
+(``envs.step_features``), so every volatility a policy or baseline sizes by is that of one step; the
+store keeps its own-calendar values. ``periods_per_year`` follows: 252 (365 for crypto-only) x bars
+per day, and ``days_per_bar`` is 1 / bars per day (the bar length per-bar financing and borrow rates follow).
 
 Per (t, asset): ``listed`` is True only where the asset has a real bar at t: a bar with a volume of 0
 (a halted day reported at a stale price) is not one, it is a hole like a missing bar (and does not
@@ -41,8 +45,10 @@ import pandas as pd
 
 from raytrade.envs.config import ReplayDataConfig
 from raytrade.envs.market_data import BARS_BEFORE, MarketData, carry_close_through_holes
+from raytrade.envs.step_features import STEP_FEATURES, step_features
 from raytrade.replay.errors import InputError
 from raytrade.replay.features.build import periods_per_year
+from raytrade.replay.features.config import FeatureConfig
 from raytrade.replay.reader import read_frame
 from raytrade.replay.remote_store import local_store
 from raytrade.replay.schema import FEATURES_SCHEMA
@@ -215,6 +221,16 @@ def load_market_data(
         .reindex(index=before, columns=order)
         .astype("float64")
     )
+    # the closes of assets stepped off their own calendar, from the calendar's start (warm-up)
+    off_calendar = [s for s in order if classes[s] != stepped_class]
+    history = full_calendar[full_calendar <= calendar[-1]]
+    history_close = (
+        bars[bars["ts"].isin(history) & bars["symbol"].isin(off_calendar)]
+        .pivot(index="ts", columns="symbol", values="close")
+        .reindex(index=history, columns=off_calendar)
+        .astype("float64")
+    )
+    restepped = STEP_FEATURES if off_calendar else ()
     bars = bars[bars["ts"].isin(calendar)]
 
     def wide(frame: pd.DataFrame, column: str) -> pd.DataFrame:
@@ -228,7 +244,8 @@ def load_market_data(
     # inside a hole both prices are the last real close (the forward-filled open would be a fake gap)
     open_, close = carry_close_through_holes(open_, close, listed, listed_after)
 
-    wanted = sorted({*feature_columns, "spread_bps", "dollar_volume_20", "vol_regime_code", "fc_fallback"})
+    numeric = {*feature_columns, "vol_regime_code", *restepped, *(_STEP_INPUTS if restepped else ())}
+    wanted = sorted({*numeric, "spread_bps", "dollar_volume_20", "fc_fallback"})
     feats = read_frame(
         store,
         "features",
@@ -240,11 +257,14 @@ def load_market_data(
     feats = feats[feats["ts"].isin(calendar)]
     spread = _costed_spread(wide(feats, "spread_bps").astype("float64"))
     dollar_volume = wide(feats, "dollar_volume_20").astype("float64").fillna(0.0)
-    regime = wide(feats, "vol_regime_code").astype("float64").fillna(1.0).to_numpy().astype(np.int8)
+    stored = {name: wide(feats, name).astype("float64").to_numpy(copy=True) for name in numeric}
+    if off_calendar:
+        _restep(stored, history_close, calendar, [order.index(s) for s in off_calendar])
+    regime = np.nan_to_num(stored["vol_regime_code"], nan=1.0).astype(np.int8)
     stack = np.empty((len(calendar), len(order), len(feature_columns)), dtype=np.float32)
     absent = np.empty(stack.shape, dtype=bool)
     for k, name in enumerate(feature_columns):
-        values = wide(feats, name).astype("float64").to_numpy() * _SCALED.get(name, 1.0)
+        values = stored[name] * _SCALED.get(name, 1.0)
         if not np.isfinite(values).any():
             raise ValueError(
                 f"feature column {name!r} has no values in the {split!r} split of {root} "
@@ -336,6 +356,31 @@ def refuse_off_calendar_crypto(bars: pd.DataFrame, calendar: pd.DatetimeIndex) -
         f"crypto bars off the equity calendar's labels (stamped at {label_times} UTC) would be dropped "
         f"and the symbol never traded: {'; '.join(problems)}. {fix}"
     )
+
+
+_STEP_INPUTS = ("fc_mean", "fc_gate_open")
+"""Stored columns ``step_features``' ``kelly_lite`` reads."""
+
+
+def _restep(
+    stored: dict[str, np.ndarray], history_close: pd.DataFrame, calendar: pd.DatetimeIndex, cols: list[int]
+) -> None:
+    """Replace, in ``stored`` (store units ``[T, N]`` over ``calendar``), the ``STEP_FEATURES`` of the
+    assets at ``cols`` by their values on the stepping calendar (``envs.step_features``), computed over
+    ``history_close`` (those assets' closes at the calendar's labels up to ``calendar[-1]``; NaN: no
+    real bar) so the rolling windows reach back before the split."""
+    rows = history_close.index.isin(calendar)
+    fc_mean = np.full(history_close.shape, np.nan)
+    gate = np.zeros(history_close.shape, dtype=bool)
+    fc_mean[rows] = stored["fc_mean"][:, cols]
+    gate[rows] = np.nan_to_num(stored["fc_gate_open"][:, cols], nan=0.0) > 0.5
+    listed = history_close.notna().to_numpy()
+    close = history_close.ffill().bfill().fillna(1.0).to_numpy()
+    ts = history_close.index.tz_convert(None).to_numpy()
+    symbols = tuple(str(c) for c in history_close.columns)
+    values = step_features(close, listed, ts, symbols, fc_mean, gate, FeatureConfig())
+    for name, frame in values.items():
+        stored[name][:, cols] = frame[rows]
 
 
 def _costed_spread(spread: pd.DataFrame) -> np.ndarray:

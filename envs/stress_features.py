@@ -50,8 +50,10 @@ Design decisions
 * Values go through the loader's own post-processing: its scale per column and NaN -> 0 (flagged in
   ``feature_missing``); a recomputed forecast of a cell with no bar is NaN (ingest writes no row).
 * The panel steps on the ``MarketData`` calendar. For equities that is ingest's calendar; a crypto
-  asset in a mixed universe is observed on equity days here but on its own 7-day calendar at ingest.
-  Forecasts are computed per asset class (edge threshold and spread cap differ).
+  asset in a mixed universe is observed on equity days, and the loader already computes its price
+  features and ``kelly_lite`` on them (``envs.step_features``), so a rebuild matches the loaded
+  values. Its baseline forecasts are rebuilt on equity days too, where ingest made them on its own
+  7-day calendar. Forecasts are computed per asset class (edge threshold and spread cap differ).
 """
 
 from __future__ import annotations
@@ -59,33 +61,17 @@ from __future__ import annotations
 from dataclasses import replace
 
 import numpy as np
-import pandas as pd
 
 from raytrade.envs.market_data import MarketData
 from raytrade.envs.replay_loader import _SCALED as LOADER_SCALE
+from raytrade.envs.step_features import PRICE_FEATURES, frame_of, panel_of, price_features
 from raytrade.replay.features.build import forecast_features
 from raytrade.replay.features.config import FeatureConfig
 from raytrade.replay.features.recalibration import RECAL_COLUMNS
-from raytrade.replay.features.regime import regime_group
 from raytrade.replay.features.returns import returns_group
 from raytrade.replay.features.risk import risk_group
-from raytrade.replay.features.wide import PRICE_COLUMNS, Panel
 from raytrade.replay.schema import FEATURES_SCHEMA
 
-PRICE_FEATURES: tuple[str, ...] = (
-    "ret_1",
-    "ret_5",
-    "ret_20",
-    "vol_20",
-    "vol_60",
-    "skew_60",
-    "drawdown",
-    "drawdown_velocity",
-    "var_95_60",
-    "vol_regime_code",
-    "dd_trigger_state",
-)
-"""Feature columns rebuilt from stressed closes (see the module docstring for those kept)."""
 FORECAST_FEATURES: tuple[str, ...] = (
     *(
         field.name
@@ -96,36 +82,6 @@ FORECAST_FEATURES: tuple[str, ...] = (
 )
 """Numeric forecast columns ``replay.features.build.forecast_features`` writes, and the store's
 ``kelly_lite`` sized from them: recomputed on the baseline forecaster's cells (module docstring)."""
-
-
-def _frame(values: np.ndarray, ts: np.ndarray, symbols: tuple[str, ...]) -> pd.DataFrame:
-    return pd.DataFrame(values, index=pd.DatetimeIndex(ts), columns=list(symbols))
-
-
-def _panel(
-    close: np.ndarray, listed: np.ndarray, ts: np.ndarray, symbols: tuple[str, ...], asset_class: str
-) -> Panel:
-    """A ``Panel`` of closes where ``listed`` (no other bar column), as ``to_panel`` builds one."""
-    raw = {name: _frame(np.full(close.shape, np.nan), ts, symbols) for name in PRICE_COLUMNS}
-    raw["close"] = _frame(np.where(listed, close, np.nan), ts, symbols)
-    return Panel(asset_class, raw, _frame(listed.astype(bool), ts, symbols))
-
-
-def price_features(
-    close: np.ndarray, listed: np.ndarray, ts: np.ndarray, symbols: tuple[str, ...], config: FeatureConfig
-) -> dict[str, np.ndarray]:
-    """``PRICE_FEATURES`` ``[T, N]`` (store units, NaN where unknown) of closes where ``listed``.
-
-    ``close`` may hold filler prices where ``listed`` is False; they are dropped, as ingest never sees
-    a bar there.
-    """
-    panel = _panel(close, listed, ts, symbols, "equity")  # no price feature reads the class
-    ret = returns_group(panel, config)
-    regime = regime_group(panel, config, ret["vol_20"])
-    no_forecast = _frame(np.zeros(close.shape), ts, symbols)
-    risk = risk_group(panel, config, no_forecast, no_forecast.astype(bool), regime["drawdown"])
-    groups = {**ret, **regime, "dd_trigger_state": risk["dd_trigger_state"]}
-    return {name: groups[name].to_numpy(dtype=np.float64) for name in PRICE_FEATURES}
 
 
 def baseline_forecast_features(
@@ -146,11 +102,11 @@ def baseline_forecast_features(
     for cls in sorted(set(asset_class)):
         cols = [j for j, c in enumerate(asset_class) if c == cls]
         names = tuple(symbols[j] for j in cols)
-        panel = _panel(close[:, cols], listed[:, cols], ts, names, cls)
+        panel = panel_of(close[:, cols], listed[:, cols], ts, names, cls)
         r1 = returns_group(panel, config)["ret_1"]
-        spread, volume = (_frame(a[:, cols], ts, names) for a in (spread_bps, dollar_volume))
+        spread, volume = (frame_of(a[:, cols], ts, names) for a in (spread_bps, dollar_volume))
         fc = forecast_features(panel, config, r1, spread, volume, None)
-        no_drawdown = _frame(np.zeros((close.shape[0], len(cols))), ts, names)
+        no_drawdown = frame_of(np.zeros((close.shape[0], len(cols))), ts, names)
         risk = risk_group(panel, config, fc["fc_mean"], fc["fc_gate_open"], no_drawdown)
         fc["kelly_lite"] = risk["kelly_lite"]
         for name in FORECAST_FEATURES:
