@@ -31,9 +31,17 @@ the tier bases (only tiers that have fills), ``c`` ``impact_coef_bps``.
 Fit, in three steps, so a few mis-logged fills (a price in cents, a stale decision mid) cannot move
 the estimates and are named:
 
-1. Screen. Huber's M-estimate of the model (``HUBER_C`` = 1.345, the scale ``s`` = 1.4826 x the
-   median absolute residual, at least ``MIN_SCALE_BPS``, re-estimated each IRLS step) bounds any one
-   fill's pull; a fill whose residual from it exceeds ``SCREEN_SIGMAS`` (6) x ``s`` is **capped**:
+1. Screen. Huber's M-estimate of the model (``HUBER_C`` = 1.345, the IRLS scale 1.4826 x the median
+   absolute residual, at least ``MIN_SCALE_BPS``, re-estimated each step) bounds any one fill's pull.
+   The screen's scale ``s`` is 1.4826 x the median absolute residual of the fills *off* the robust
+   fit (residual above ``MIN_SCALE_BPS``, a hundredth of a basis point), at least ``MIN_SCALE_BPS``:
+   fills the fit passes through (many fills at exactly the modelled cost, one fill logged over and
+   over) say nothing about how far the others scatter, and counted in, once they are more than half
+   they put the median at 0, so that every other fill would be capped and the fills refused. When
+   no more than 2 x ``MAX_OUTLIER_SHARE`` of the fills are off the fit, the outliers the screen
+   allows could be half of those and set the scale, so ``s`` stays at ``MIN_SCALE_BPS``: every fill
+   off the fit is capped (and more than 5 % of them refused). A fill whose residual from the robust
+   fit exceeds ``SCREEN_SIGMAS`` (6) x ``s`` is **capped**:
    its cost is set to the robust fit's plus (or minus) that threshold, and it is reported by decision
    id, worst first (``CostProfile.outliers``). Capped, not dropped: real slippage has heavy tails, and
    leaving its costliest fills out would understate costs (on lognormal noise a 6-scale screen flags
@@ -91,7 +99,8 @@ HUBER_C = 1.345
 SCREEN_SIGMAS = 6.0
 """A fill whose residual from the robust fit exceeds this many robust scales is capped there."""
 MIN_SCALE_BPS = 0.01
-"""Floor of the robust scale, bps (a hundredth of a basis point: below any price tick)."""
+"""Floor of the robust scale, bps (a hundredth of a basis point: below any price tick); a residual no
+larger is a fill the robust fit passes through, left out of the screen's scale."""
 MAX_OUTLIER_SHARE = 0.05
 """Most of the usable fills the screen may cap; more is refused."""
 IMPLAUSIBLE_COST_BPS = 10_000.0
@@ -234,8 +243,20 @@ def _robust_scale(resid: np.ndarray) -> float:
     return max(1.4826 * float(np.median(np.abs(resid))), MIN_SCALE_BPS)
 
 
+def _screen_scale(resid: np.ndarray) -> float:
+    """The screen's scale (module docstring, step 1): the robust scale of the residuals off the fit
+    (``|r| > MIN_SCALE_BPS``; a NaN, an overflow, counts as off), ``MIN_SCALE_BPS`` when they are no
+    more than ``2 * MAX_OUTLIER_SHARE`` of the fills."""
+    size = np.abs(resid)
+    off = size[~(size <= MIN_SCALE_BPS)]
+    if len(off) <= 2 * MAX_OUTLIER_SHARE * len(resid):
+        return MIN_SCALE_BPS
+    return _robust_scale(off)
+
+
 def _huber_fit(design: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
-    """Fitted values, residuals and scale of Huber's M-estimate of ``y ~ design`` (module docstring, step 1),
+    """Fitted values, residuals and screen scale (:func:`_screen_scale`) of Huber's M-estimate of
+    ``y ~ design`` (module docstring, step 1),
     by iteratively reweighted least squares from zero. A fill's weight is ``min(1, c s / |r|)``, so its
     weighted cost ``w y`` stays near ``c s`` however absurd ``y`` is; each step solves the weighted normal
     equations scaled to a unit diagonal, so a heavily down-weighted fill that alone determines a parameter
@@ -258,7 +279,7 @@ def _huber_fit(design: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarra
                 break
         fitted = design @ beta
         resid = y - fitted
-    return fitted, resid, _robust_scale(resid)
+    return fitted, resid, _screen_scale(resid)
 
 
 def _names(fills: FillSample) -> np.ndarray:

@@ -13,8 +13,10 @@ Design decisions
 * The ``experience`` table is keyed by ``decision_id`` instead (a decision, its fill and its
   transition rows each have their own id: ``ID``, ``ID:fill``, ``CYCLE:SYMBOL:transition``; several
   rows share a ``ts``): a row whose id is already stored is refused (quarantined by a live loop), so
-  a fill or an episode appended twice is never counted twice. The stored ids are read once when the
-  writer opens the table (under its lock) and kept up to date by its own appends.
+  a fill or an episode appended twice is never counted twice. The stored ids are read when the
+  writer opens the table (under its lock) and kept up to date by its own appends; a caller that opens
+  a writer again and again (the live loop, every cycle) passes the same ``replay.stored_keys.KeyCache``
+  so each open reads only the files committed since the last (by any process), not the whole table.
 * One writer per table at a time: the writer holds an exclusive ``flock`` on ``_lock`` for its life.
 * ``on_error="raise"`` (ingest): any refused row raises ``ReplayValidationError`` and nothing of the
   batch is written. ``on_error="quarantine"`` (live loops): never raises into the caller; refused
@@ -43,6 +45,7 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 from raytrade.replay.schema import PARTITION_KEY, SCHEMA_VERSION, TABLES, UNIQUE_KEYS, schema_for
+from raytrade.replay.stored_keys import KeyCache
 from raytrade.replay.validation import ReplayValidationError, RowError, conform
 
 log = logging.getLogger(__name__)
@@ -135,28 +138,25 @@ def read_watermarks(table_dir: Path) -> dict[str, np.datetime64]:
     }
 
 
-def read_keys(table_dir: Path, column: str) -> set[str]:
-    """The stored values of ``column`` of one table (empty for a new table)."""
-    if not any(table_dir.glob(f"{PARTITION_KEY}=*/*.parquet")):
-        return set()
-    dataset = ds.dataset(table_dir, format="parquet", partitioning="hive")
-    return {str(k) for k in dataset.to_table(columns=[column])[column].to_pylist()}
-
-
 class ReplayWriter:
     """Appends validated batches to ``root/<table>/year=YYYY/*.parquet``; see the module docstring.
 
     Use as a context manager (or call ``close()``) so the per-table locks are released.
+    ``key_cache``: the stored keys of keyed tables read by earlier writers of a long-lived caller
+    (updated by this one); without it the whole keyed table is read when it is opened.
     """
 
-    def __init__(self, root: str | os.PathLike[str], on_error: OnError = "raise") -> None:
+    def __init__(
+        self, root: str | os.PathLike[str], on_error: OnError = "raise", key_cache: KeyCache | None = None
+    ) -> None:
         if on_error not in ("raise", "quarantine"):
             raise ValueError(f"on_error must be 'raise' or 'quarantine', got {on_error!r}")
         self.root = Path(root)
         self.on_error: OnError = on_error
         self._locks: dict[str, IO[bytes]] = {}
         self._watermarks: dict[str, dict[str, np.datetime64]] = {}
-        self._keys: dict[str, set[str]] = {}  # stored keys of _KEYED_TABLES
+        self._key_cache = key_cache if key_cache is not None else KeyCache()
+        self._keys: dict[str, set[str]] = {}  # stored keys of _KEYED_TABLES (the cache's own sets)
 
     # -- public API -----------------------------------------------------------------------------
     def open(self, *tables: str) -> None:
@@ -218,7 +218,7 @@ class ReplayWriter:
         recover_table(table_dir)
         self._watermarks[table] = read_watermarks(table_dir) if table in _WATERMARK_TABLES else {}
         if table in _KEYED_TABLES:
-            self._keys[table] = read_keys(table_dir, UNIQUE_KEYS[table][0])
+            self._keys[table] = self._key_cache.keys(table_dir, UNIQUE_KEYS[table][0])
         return table_dir
 
     def _append(self, table: str, frame: pd.DataFrame) -> AppendResult:
@@ -309,7 +309,13 @@ class ReplayWriter:
         intent.unlink()
         self._advance_watermarks(table, valid)
         if table in self._keys:
-            self._keys[table].update(str(k) for k in valid[UNIQUE_KEYS[table][0]].to_pylist())
+            column = UNIQUE_KEYS[table][0]
+            self._key_cache.add(
+                table_dir,
+                column,
+                (table_dir / f for _, f in renames),
+                (str(k) for k in valid[column].to_pylist()),
+            )
         return tuple(str(table_dir / f) for _, f in renames)
 
     def _advance_watermarks(self, table: str, valid: pa.Table) -> None:

@@ -40,7 +40,9 @@ Design decisions
 * **A fill is logged once.** The loop de-duplicates by decision id: rows whose ``decision_id`` is
   already in the store's ``experience`` table (or twice in one batch) are not appended again (the
   store is the one place that says what was logged). The writer refuses such a row as well (it
-  checks ids against the table under its lock), so one that gets past the loop is quarantined.
+  checks ids against the table under its lock), so one that gets past the loop is quarantined. Both
+  read the stored ids through one ``replay.stored_keys.KeyCache`` the loop keeps for its life, so a
+  cycle reads only the experience files committed since the last cycle, not the whole table.
 * **Only a final state is done** (:func:`order_is_open`): an order whose status is not one of Alpaca's
   final states (filled, canceled, expired, rejected, replaced) is open, ``pending_review`` and any
   status the loop does not know included.
@@ -108,6 +110,7 @@ import pandas as pd
 
 from raytrade.replay.errors import InputError
 from raytrade.replay.sources.alpaca import TopOfBook
+from raytrade.replay.stored_keys import KeyCache
 from raytrade.serve.orders import (
     CLIENT_ORDER_PREFIX,
     LiveConfig,
@@ -409,6 +412,7 @@ class LiveLoop:
         self._step = 0
         self._pending_step: PendingStep | None = None
         self.cancel_confirm_s = CANCEL_CONFIRM_S  # how long a cycle waits to see its cancels done
+        self._stored_ids = KeyCache()  # the experience table's decision ids, read once per file
 
     def close(self) -> None:
         """Release the account's lock and the state file's."""
@@ -810,10 +814,11 @@ class LiveLoop:
             return rows
         from raytrade.replay.writer import ReplayWriter
 
-        rows = _new_decisions(self.store, rows)
+        stored = self._stored_ids.keys(Path(self.store) / "experience", "decision_id")
+        rows = _new_decisions(stored, rows)
         if not rows:
             return rows
-        with ReplayWriter(self.store, on_error="quarantine") as writer:
+        with ReplayWriter(self.store, on_error="quarantine", key_cache=self._stored_ids) as writer:
             result = writer.append_experience(_experience_frame(rows))
         if result.rows_refused:
             log.error("%d experience rows refused, kept in %s", result.rows_refused, result.quarantine_file)
@@ -960,23 +965,12 @@ def _intent(plan: OrderPlan, policy_version: str, now: datetime) -> dict[str, An
     }
 
 
-def _new_decisions(store: Path, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """``rows`` less those whose ``decision_id`` is already in the store's experience table or
+def _new_decisions(stored: set[str], rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``rows`` less those whose ``decision_id`` is in ``stored`` (the store's experience table's) or
     earlier in ``rows`` (a fill is never counted twice)."""
-    import pyarrow.dataset as pa_ds
-
-    from raytrade.replay.schema import PARTITION_KEY
-
-    table_dir = Path(store) / "experience"
-    stored: set[str] = set()
-    if any(table_dir.glob(f"{PARTITION_KEY}=*/*.parquet")):
-        ids = sorted({str(r["decision_id"]) for r in rows})
-        dataset = pa_ds.dataset(table_dir, format="parquet", partitioning="hive")
-        found = dataset.to_table(columns=["decision_id"], filter=pa_ds.field("decision_id").isin(ids))
-        stored = set(found["decision_id"].to_pylist())
-    out, seen = [], set(stored)
+    out, seen = [], set[str]()
     for r in rows:
-        if r["decision_id"] in seen:
+        if r["decision_id"] in stored or r["decision_id"] in seen:
             log.warning("experience row %s is already logged; skipped", r["decision_id"])
             continue
         seen.add(r["decision_id"])

@@ -12,7 +12,7 @@ from click.testing import CliRunner
 
 from raytrade.cluster.cli import main
 from raytrade.envs.config import SimulatorConfig
-from raytrade.envs.cost_calibration import FillSample, fit_cost_profile, logged_fills
+from raytrade.envs.cost_calibration import MIN_SCALE_BPS, FillSample, fit_cost_profile, logged_fills
 from raytrade.envs.cost_profile import (
     CostProfile,
     CostProfileError,
@@ -20,7 +20,7 @@ from raytrade.envs.cost_profile import (
     apply_cost_profile,
     load_cost_profile,
 )
-from raytrade.envs.costs import CostConfig
+from raytrade.envs.costs import CostConfig, liquidity_tier
 from raytrade.envs.market_data import MarketData
 from raytrade.envs.rewards import RewardConfig
 from raytrade.envs.simulator import MarketSimulator
@@ -336,6 +336,43 @@ def test_many_fills_off_the_model_are_refused_naming_the_worst() -> None:
     refusal = r"^6 of 100 fills lie more than 6 robust scales .* worst: c5:X:fill"
     with pytest.raises(InputError, match=refusal):
         fit_cost_profile(fills._replace(slippage_bps=slippage), CostConfig())
+
+
+def test_fills_mostly_at_exactly_the_modelled_cost_calibrate_and_an_outlier_is_still_capped() -> None:
+    fills = _named(_simulated_fills(300))
+    tier = liquidity_tier(
+        fills.dollar_volume, CostConfig()
+    )  # spreads < 30 bps, participation < 5 %: uncapped
+    model = TRUE_SPREAD_FRACTION * fills.spread_bps + np.asarray(TRUE_BASES)[tier]
+    model += TRUE_IMPACT * np.sqrt(fills.participation)
+    exact = np.arange(300) % 5 < 3  # 60 % of the fills at exactly the modelled cost: a median residual of 0
+    slippage = np.where(exact, model, fills.slippage_bps)
+    slippage[3] += 400.0  # and one mis-logged fill among the others (1.5 bps of noise)
+    profile = fit_cost_profile(fills._replace(slippage_bps=slippage), CostConfig())
+    # the scale of the fills off the fit (1.5 bps of noise x ~1.1), not the 0.01 bps floor (0.06 bps
+    # threshold: each of the 120 noisy fills capped, 40 %, refused)
+    assert 6 * 1.0 < profile.outlier_threshold_bps < 6 * 2.5
+    assert [(o.decision_id, o.slippage_bps) for o in profile.outliers] == [("c3:X:fill", slippage[3])]
+    assert profile.n_outliers == 1
+    assert profile.spread_fraction.value == pytest.approx(TRUE_SPREAD_FRACTION, abs=0.01)
+    assert profile.impact_coef_bps.value == pytest.approx(TRUE_IMPACT, rel=0.05)
+
+
+def test_fills_nearly_all_on_the_fit_keep_the_floor_and_cap_every_other_one() -> None:
+    """Few fills off the fit: the outliers the screen allows could be half of them, so they do not set
+    the scale; each is capped at the fit, and more than 5 % of them are refused."""
+    fills = _named(_simulated_fills(300))
+    tier = liquidity_tier(fills.dollar_volume, CostConfig())
+    model = TRUE_SPREAD_FRACTION * fills.spread_bps + np.asarray(TRUE_BASES)[tier]
+    model += TRUE_IMPACT * np.sqrt(fills.participation)
+    slippage = model.copy()
+    slippage[:6] += 1000.0  # 2 % off the fit, all mis-logged: the off-fit fills' own median is 1000 bps
+    slippage[6:12] += 1.0
+    profile = fit_cost_profile(fills._replace(slippage_bps=slippage), CostConfig())
+    assert profile.outlier_threshold_bps == pytest.approx(6 * MIN_SCALE_BPS)
+    # all twelve capped (a scale from the twelve alone, ~740 bps, would have let the 1000s through)
+    assert profile.n_outliers == 12
+    assert {o.decision_id for o in profile.outliers} < {f"c{i}:X:fill" for i in range(6)}  # worst named
 
 
 def test_calibrate_costs_command_names_the_fills_it_caps(tmp_path: Path) -> None:

@@ -16,6 +16,7 @@ from click.testing import CliRunner
 
 from raytrade.cluster.cli import main
 from raytrade.envs.replay_loader import load_market_data
+from raytrade.replay import read_frame
 from raytrade.replay.timeutil import (
     DAY,
     MixedDailyClocksError,
@@ -117,6 +118,24 @@ def test_intraday_store_still_ingests_and_loads(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     data = load_market_data(store, "all", feature_columns=FEATURES)
     assert data.periods_per_year > 252 and data.listed.all()
+
+
+def test_a_synthetic_hourly_store_with_crypto_ingests_and_loads_on_the_clock_hour(tmp_path: Path) -> None:
+    """Hourly equities stamped at the half hour (14:30 UTC) next to hourly crypto on the hour were
+    refused by the loader (every crypto bar between labels); both are stamped on the hour now, as
+    Alpaca stamps them, and crypto is observed at the equity labels with its own bar of that hour."""
+    store = tmp_path / "store"
+    args = ["--n-symbols", "2", "--n-crypto", "1", "--years", "0.05", "--freq", "1h", "--out", str(store)]
+    result = CliRunner().invoke(main, ["ingest", "--source", "synthetic", *args])
+    assert result.exit_code == 0, result.output
+    data = load_market_data(store, "all", feature_columns=FEATURES)
+    stamps = pd.DatetimeIndex(data.ts)
+    assert sorted(set(stamps.strftime("%H:%M"))) == [f"{h}:00" for h in range(14, 21)]
+    assert data.days_per_bar == pytest.approx(1 / 7) and data.listed.all()
+    crypto = read_frame(store, "bars", symbols=["SYC00USD"]).set_index("ts")["close"]
+    k = data.symbols.index("SYC00USD")
+    # the bar stamped at each label, the one that closes with the equities' bar (no later bar's close)
+    assert np.array_equal(data.close[:, k], crypto.reindex(stamps.tz_localize("UTC")).to_numpy())
 
 
 def central_midnight(start: str, end: str) -> pd.DatetimeIndex:

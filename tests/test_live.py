@@ -8,9 +8,11 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
+import pyarrow.dataset as pa_ds
 import pytest
 
-from raytrade.replay import read_frame
+from raytrade.replay import ReplayWriter, read_frame
 from raytrade.replay.sources.alpaca import TopOfBook
 from raytrade.serve.live import BrokerAccount, BrokerPosition, LiveLoop, OrderState, order_is_open
 from raytrade.serve.orders import OrderPlan
@@ -141,6 +143,43 @@ def test_a_cycle_submits_logs_every_decision_and_reconciles_fills_next_cycle(tmp
     assert fills.loc["AAPL", "latency_order_to_fill_ms"] == pytest.approx(2000.0)
     assert fills.loc["MSFT", "slippage_bps"] == pytest.approx(-2.5, abs=1e-9)
     assert fills.loc["MSFT", "latency_order_to_fill_ms"] == pytest.approx(3 * 3600e3)
+
+
+def test_a_cycle_reads_only_the_experience_files_committed_since_the_last_cycle(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    broker = FakeBroker(100_000.0, PRICES)
+    loop = _loop(tmp_path, broker, ScriptedPolicy({"AAPL": (0.1, "aggressive")}))
+    loop.cycle(T0)
+    table_dir = tmp_path / "store" / "experience"
+    ours = set(table_dir.glob("year=*/*.parquet"))
+    with ReplayWriter(tmp_path / "store") as other:  # another process logs between two cycles
+        other.append_experience(
+            pd.DataFrame(
+                [
+                    {
+                        "symbol": "MSFT",
+                        "ts": T0,
+                        "decision_id": "elsewhere",
+                        "policy_version": "p@1",
+                        "side": "buy",
+                    }
+                ]
+            )
+        )
+    foreign = set(table_dir.glob("year=*/*.parquet")) - ours
+    read: list[Path] = []  # every experience file pyarrow opens as a dataset (or under one)
+    real = pa_ds.dataset
+
+    def spy(source: Any, *args: Any, **kwargs: Any) -> Any:
+        for p in map(Path, [source] if isinstance(source, str | Path) else source):
+            read.extend(sorted(p.glob("year=*/*.parquet")) if p.is_dir() else [p])
+        return real(source, *args, **kwargs)
+
+    monkeypatch.setattr(pa_ds, "dataset", spy)
+    loop.cycle(T0 + timedelta(days=1))
+    assert [p for p in read if table_dir in p.parents] == sorted(foreign)  # not the whole table
+    assert len(foreign) == 1 and len(ours) >= 1
 
 
 def test_a_resting_order_is_cancelled_by_the_next_decision_and_its_fills_logged(tmp_path: Path) -> None:

@@ -1,16 +1,22 @@
-"""ReplayWriter: validation messages, all-or-nothing batches, append-only, quarantine, locking."""
+"""ReplayWriter: validation messages, all-or-nothing batches, append-only, quarantine, locking, and
+the stored decision ids a long-lived caller reads once per file."""
 
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pyarrow.dataset as ds
+import pyarrow.parquet as pq
 import pytest
 
-from raytrade.replay import ReplayValidationError, ReplayWriter, read_frame
+from raytrade.replay import ReplayValidationError, ReplayWriter, read_frame, stored_keys
+from raytrade.replay.stored_keys import KeyCache
 from raytrade.replay.writer import StoreBusyError
 
 
@@ -168,3 +174,89 @@ def test_experience_rows_round_trip(tmp_path: Path) -> None:
     back = read_frame(tmp_path, "experience")
     assert back["decision_id"].tolist() == ["d1", "d2"]
     assert back["fill_price"].isna().tolist() == [False, True]
+
+
+# ------------------------------------------------------------------ a long-lived caller's stored ids
+
+
+def decisions(*ids: str) -> pd.DataFrame:
+    """One live-loop decision row per id."""
+    return pd.DataFrame(
+        {"symbol": "AAA", "ts": pd.Timestamp("2024-01-02T15:00Z"), "decision_id": list(ids),
+         "policy_version": "p@1", "side": "buy"}
+    )  # fmt: skip
+
+
+def spy_on_reads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The parquet files the key cache reads from now on (a spy on its ``pyarrow.dataset`` calls)."""
+    read: list[str] = []
+    real = stored_keys.ds.dataset
+
+    def spy(source: Any, *args: Any, **kwargs: Any) -> Any:
+        read.extend(Path(p).name for p in source)
+        return real(source, *args, **kwargs)
+
+    monkeypatch.setattr(stored_keys.ds, "dataset", spy)
+    return read
+
+
+def experience_files(root: Path) -> set[str]:
+    return {p.name for p in (root / "experience").glob("year=*/*.parquet")}
+
+
+def test_a_shared_key_cache_reads_only_the_files_committed_since_its_last_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    read = spy_on_reads(monkeypatch)
+    cache = KeyCache()
+    with ReplayWriter(tmp_path) as other:  # an earlier run: two files stored
+        other.append_experience(decisions("a"))
+        other.append_experience(decisions("b"))
+    before = experience_files(tmp_path)
+    with ReplayWriter(tmp_path, key_cache=cache) as writer:  # the loop's first cycle reads them once
+        writer.append_experience(decisions("c"))
+    own = experience_files(tmp_path) - before
+    assert sorted(read) == sorted(before) and cache.files_read == 2
+    with ReplayWriter(tmp_path) as other:  # another process appends between two cycles
+        other.append_experience(decisions("d"))
+    foreign = experience_files(tmp_path) - before - own
+    read.clear()
+    with ReplayWriter(tmp_path, key_cache=cache) as writer:  # the next cycle: only d's file
+        writer.open("experience")
+    assert read == sorted(foreign) and cache.files_read == 3  # not the loop's own file either
+
+
+def test_a_cached_writer_refuses_the_ids_another_writer_stored_since(tmp_path: Path) -> None:
+    cache = KeyCache()
+    with ReplayWriter(tmp_path, key_cache=cache) as writer:
+        writer.append_experience(decisions("a"))
+    with ReplayWriter(tmp_path) as other:
+        other.append_experience(decisions("b"))
+    with ReplayWriter(tmp_path, on_error="quarantine", key_cache=cache) as writer:
+        result = writer.append_experience(decisions("a", "b", "c"))
+        again = writer.append_experience(decisions("c"))  # its own append of a moment ago
+    assert (result.rows_written, result.rows_refused, again.rows_refused) == (1, 2, 1)
+    assert [e.value for e in result.errors] == ["a", "b"]
+    assert sorted(read_frame(tmp_path, "experience")["decision_id"]) == ["a", "b", "c"]
+
+
+@pytest.mark.parametrize("change", ["replaced", "removed"])
+def test_a_file_changed_since_the_last_read_makes_the_cache_read_the_table_again(
+    tmp_path: Path, change: str
+) -> None:
+    cache = KeyCache()
+    with ReplayWriter(tmp_path, key_cache=cache) as writer:
+        a_file = Path(writer.append_experience(decisions("a")).files[0])
+        writer.append_experience(decisions("b"))
+    if change == "replaced":  # another copy restored under the same name: it holds "x", not "a"
+        table = pq.read_table(a_file)
+        table = table.set_column(table.schema.get_field_index("decision_id"), "decision_id", pa.array(["x"]))
+        pq.write_table(table, a_file.with_name(".restore.parquet"))
+        os.replace(a_file.with_name(".restore.parquet"), a_file)
+    else:
+        a_file.unlink()
+    with ReplayWriter(tmp_path, on_error="quarantine", key_cache=cache) as writer:
+        result = writer.append_experience(decisions("a", "b", "x"))
+    refused = {"replaced": ["b", "x"], "removed": ["b"]}[change]
+    assert [e.value for e in result.errors] == refused
+    assert cache.files_read == {"replaced": 2, "removed": 1}[change]  # every file left, read again

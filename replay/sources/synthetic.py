@@ -13,6 +13,11 @@ Model (per bar, all seeded from one ``numpy.random.Generator``):
   bid/ask around the close and lognormal displayed sizes (so microstructure features are real);
 * a fifth of the equities list later than the first bar (ragged universe); crypto symbols
   (suffix ``USD``) trade on a 7-day calendar, equities on business days;
+* intraday stamps are bar opens on Alpaca's clock (New York standard time, UTC-5, all year): hourly
+  bars on the clock hour, as Alpaca stamps both classes (its 09:00 stock bar holds the session's
+  first half hour, 09:30-10:00), so equities are 14:00-20:00 UTC (7 bars to the 16:00 close) and
+  hourly crypto, on the hour around the clock, shares every equity label; the simulator's loader
+  refuses crypto stamped between the equity labels. Minute bars run from the 14:30 UTC open;
 * macro series: a volatility index ``vix`` tracking the regime, its 3-month ``vix_3m``, and a
   ``curve_slope`` in percent.
 
@@ -29,6 +34,8 @@ import pandas as pd
 
 Freq = Literal["1d", "1h", "1m"]
 BARS_PER_DAY: Final[dict[str, int]] = {"1d": 1, "1h": 7, "1m": 390}
+_SESSION_OPEN: Final = pd.Timedelta(hours=14, minutes=30)
+"""The equity session's open, UTC (09:30 New York standard time); it closes 6.5 h later."""
 _REGIME_VOL: Final = np.array([1.0, 1.5, 2.4])
 _REGIME_DRIFT_ANNUAL: Final = np.array([0.10, 0.0, -0.4])
 _REGIME_MARKET_WEIGHT: Final = np.array([0.45, 0.55, 0.8])
@@ -61,10 +68,9 @@ def _calendar(start: pd.Timestamp, years: float, freq: Freq, crypto: bool) -> pd
     if crypto:
         per_day = 24 if freq == "1h" else 1440
         offsets = pd.TimedeltaIndex([step * i for i in range(per_day)])
-    else:
-        offsets = pd.TimedeltaIndex(
-            [pd.Timedelta(hours=14, minutes=30) + step * i for i in range(BARS_PER_DAY[freq])]
-        )
+    else:  # the session 14:30-21:00 UTC; an hourly bar opens on the clock hour (module docstring)
+        first = _SESSION_OPEN.floor(step)
+        offsets = pd.TimedeltaIndex([first + step * i for i in range(BARS_PER_DAY[freq])])
     stamps = (days.values[:, None] + offsets.values[None, :]).ravel()
     return pd.DatetimeIndex(stamps).tz_localize("UTC")
 
