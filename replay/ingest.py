@@ -13,8 +13,9 @@ Design decisions
   Bars: per symbol, the overlapping rows' open, high, low and close agree with the stored ones times
   one ratio ``r`` = the median of the source/stored closes when ``|source - r * stored| <=
   RESTATEMENT_RTOL * max(|source|, |r * stored|)`` (1e-5: float noise, csv rounding to 6 significant
-  digits), plus half a cent for a value that is a whole number of cents (a csv rounded to cents; the
-  allowance is not given to sub-cent prices, where it would hide any change). Agreement at ``r = 1``:
+  digits), plus a rounding allowance for a price that is a whole number of its tick (half a cent at
+  or above $1, half of 0.0001 below, where sources round to 4 decimals; at most 0.5 % of the price:
+  ``price_rounding_allowance``), so a penny stock's cent is a change, not rounding. Agreement at ``r = 1``:
   already stored (the stored values win). Agreement at one ``r != 1`` on every overlapping bar: the
   source is the same history on a new adjustment basis (Yahoo rescales adjusted prices back in time at
   every split and dividend) and the symbol is *re-based*: its new rows are stored on the store's basis,
