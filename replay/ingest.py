@@ -13,8 +13,9 @@ Design decisions
   Bars: per symbol, the overlapping rows' open, high, low and close agree with the stored ones times
   one ratio ``r`` = the median of the source/stored closes when ``|source - r * stored| <=
   RESTATEMENT_RTOL * max(|source|, |r * stored|)`` (1e-5: float noise, csv rounding to 6 significant
-  digits), plus half a cent for a value that is a whole number of cents (a csv rounded to cents; the
-  allowance is not given to sub-cent prices, where it would hide any change). Agreement at ``r = 1``:
+  digits), plus a rounding allowance for a price that is a whole number of its tick (half a cent at
+  or above $1, half of 0.0001 below, where sources round to 4 decimals; at most 0.5 % of the price:
+  ``price_rounding_allowance``), so a penny stock's cent is a change, not rounding. Agreement at ``r = 1``:
   already stored (the stored values win). Agreement at one ``r != 1`` on every overlapping bar: the
   source is the same history on a new adjustment basis (Yahoo rescales adjusted prices back in time at
   every split and dividend) and the symbol is *re-based*: its new rows are stored on the store's basis,
@@ -47,6 +48,11 @@ Design decisions
   (``_swap.json`` records the swap; ``recover_store`` finishes an interrupted one, and deletes a
   staged folder a hard crash left before its swap began). Stored bars are never touched.
   Re-running an ingest that crashed after the bars commit completes it.
+* Every new bar is compared with the previous bar of its symbol (stored or new) for the signature of
+  a split left unadjusted in raw prices -- close and open near ``1 / k`` times the previous close,
+  volume near ``k`` times (``replay.split_signature``) -- and each one found is reported in
+  ``IngestResult.suspected_splits`` (a warning). The bar is stored as given: a true crash of that
+  size exists, and the rule cannot be sure.
 * Daily bars of one asset class stamped at different times of day on the same dates (the store's and
   the source's together: equities dated 00:00 UTC next to equities at New York midnight) are refused
   before anything is written (``replay.timeutil.refuse_mixed_daily_clocks``, the rule the simulator's
@@ -84,6 +90,7 @@ from raytrade.replay.restatement import (
     restatement_refusal,
 )
 from raytrade.replay.sources.forecast_file import forecast_value_errors
+from raytrade.replay.split_signature import SuspectedSplit, suspected_splits
 from raytrade.replay.timeutil import refuse_mixed_daily_clocks
 from raytrade.replay.validation import ReplayValidationError, conform
 from raytrade.replay.writer import ReplayWriter, write_file_atomically
@@ -124,7 +131,8 @@ class IngestResult:
     ``rebased``: symbols whose new bars were stored converted to the store's basis. ``restated``:
     symbols whose stored rows the source restates, kept as stored, their new rows appended (only with
     ``keep_stored_on_restatement``; otherwise the ingest is refused). ``volume_revised``: symbols
-    whose stored volumes the source revises, kept as stored. ``features_changed``: stored feature
+    whose stored volumes the source revises, kept as stored. ``suspected_splits``: new bars that look
+    like a split left unadjusted, stored as given. ``features_changed``: stored feature
     rows whose values the new bars changed. ``features_rewritten``: rows of the rewritten features
     table; 0 when new rows were only appended."""
 
@@ -136,6 +144,7 @@ class IngestResult:
     restated: tuple[Restated, ...] = ()
     rebased: tuple[Rebased, ...] = ()
     volume_revised: tuple[VolumeRevised, ...] = ()
+    suspected_splits: tuple[SuspectedSplit, ...] = ()
 
     @property
     def not_stored_bars(self) -> int:
@@ -155,6 +164,10 @@ class IngestResult:
             parts.append(f"restated symbols kept as stored, new rows appended: {len(self.restated):,}")
         if self.volume_revised:
             parts.append(f"symbols with revised volumes kept as stored: {len(self.volume_revised):,}")
+        if self.suspected_splits:
+            parts.append(
+                f"bars that look like an unadjusted split, stored as given: {len(self.suspected_splits):,}"
+            )
         if self.features_rewritten:
             parts.append(
                 f"features table rewritten ({self.features_rewritten:,} rows; {self.features_changed:,} "
@@ -168,6 +181,7 @@ class IngestResult:
             *(r.message() for r in self.rebased),
             *(r.message() for r in self.restated),
             *(v.message() for v in self.volume_revised),
+            *(s.message() for s in self.suspected_splits),
         ]
 
 
@@ -316,6 +330,7 @@ def ingest_frames(
             )
             held = set(stored_bars["symbol"].astype(str)) if stored_bars is not None else set()
             refuse_mixed_daily_clocks(all_bars, origin, stored=held)
+            splits = suspected_splits(stored_bars, bar_split.new)
             new_macro = macro_split.new if macro_split is not None else None
             macro_parts = [f for f in (stored_macro, new_macro) if f is not None and len(f)]
             all_macro = pd.concat(macro_parts, ignore_index=True) if macro_parts else None
@@ -354,6 +369,7 @@ def ingest_frames(
         restated=restated,
         rebased=bar_split.rebased,
         volume_revised=bar_split.volume_revised,
+        suspected_splits=splits,
     )
 
 

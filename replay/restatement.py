@@ -6,6 +6,7 @@ revised).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -15,11 +16,20 @@ import pandas as pd
 RESTATEMENT_RTOL: Final[float] = 1e-5
 """A stored value and the source's for the same (symbol, ts) differ when ``|a - b| > RESTATEMENT_RTOL *
 max(|a|, |b|)``: above float noise and csv rounding to 6 significant digits (<= 5e-6 relative), below
-any split, dividend re-adjustment or corrected print. Bar prices also get ``HALF_CENT`` (module
-docstring)."""
+any split, dividend re-adjustment or corrected print. Bar prices also get a rounding allowance
+(``price_rounding_allowance``)."""
 
-HALF_CENT: Final[float] = 0.005
-"""The rounding allowance of a bar price that is a whole number of cents (a csv rounded to cents)."""
+CENT: Final[float] = 0.01
+"""The tick of a US price at or above $1 (SEC Rule 612): sources round such prices to cents."""
+
+SUB_DOLLAR_TICK: Final[float] = 0.0001
+"""The tick of a US price below $1 (SEC Rule 612): sources round such prices to 4 decimals, never
+to cents, so a sub-dollar price one cent from another is another price."""
+
+ROUNDING_RTOL: Final[float] = 0.005
+"""The most a price's rounding allowance may be, relative to the price: half a tick is 0.5 % at $1
+(a cent) and at $0.01 (0.0001); below $0.01 half a tick would be more (17 % at $0.0003) and the
+allowance would hide real changes, so it is capped here."""
 
 PRICE_COLUMNS: Final[tuple[str, ...]] = ("open", "high", "low", "close")
 """The bar columns a basis (``Rebased``) is found in; a difference there is a restatement."""
@@ -169,21 +179,39 @@ class Comparison:
     volume_revised: tuple[VolumeRevised, ...] = ()
 
 
-def _on_grid(values: np.ndarray, unit: float) -> np.ndarray:
+def _on_grid(values: np.ndarray, unit: np.ndarray | float) -> np.ndarray:
     """Per value: a whole number of ``unit`` (up to float32 noise: a csv's 115.62000274658203)?"""
     steps = np.abs(values) / unit
     return np.asarray(np.abs(steps - np.round(steps)) <= 1e-6 * steps, dtype=bool)
 
 
+def price_rounding_allowance(prices: np.ndarray) -> np.ndarray:
+    """Per price: how far rounding may have moved it, when it is a whole number of its tick (``CENT``
+    at or above $1, ``SUB_DOLLAR_TICK`` below: the grids sources round to): half a tick, at most
+    ``ROUNDING_RTOL`` of the price; 0 for a price off its grid (not rounded to it). One cent apart
+    is thus the same price at $30 (0.03 %) and another at $0.03 (33 %)."""
+    size = np.abs(prices)
+    tick = np.where(size >= 1.0, CENT, SUB_DOLLAR_TICK)
+    return np.minimum(tick / 2 * _on_grid(prices, tick), ROUNDING_RTOL * size)
+
+
+def _share_rounding_allowance(volumes: np.ndarray) -> np.ndarray:
+    """Per volume: half a share when it is a whole number of shares (a volume rounded to shares)."""
+    return 0.5 * _on_grid(volumes, 1.0)
+
+
 def _agree(
-    source: np.ndarray, stored: np.ndarray, ratio: np.ndarray | float, unit: float | None
+    source: np.ndarray,
+    stored: np.ndarray,
+    ratio: np.ndarray | float,
+    rounding: Callable[[np.ndarray], np.ndarray] | None,
 ) -> np.ndarray:
-    """Per row: is ``source`` ``ratio`` times ``stored``, within ``RESTATEMENT_RTOL`` plus half a
-    ``unit`` for each of the two values that is a whole number of units (rounded to it)?"""
+    """Per row: is ``source`` ``ratio`` times ``stored``, within ``RESTATEMENT_RTOL`` plus each of
+    the two values' ``rounding`` allowance (the stored one's scaled by ``ratio``)?"""
     scaled = ratio * stored
     tolerance = RESTATEMENT_RTOL * np.maximum(np.abs(source), np.abs(scaled))
-    if unit is not None:
-        tolerance = tolerance + unit / 2 * (_on_grid(source, unit) + np.abs(ratio) * _on_grid(stored, unit))
+    if rounding is not None:
+        tolerance = tolerance + rounding(source) + np.abs(ratio) * rounding(stored)
     return np.asarray(np.abs(source - scaled) <= tolerance, dtype=bool)
 
 
@@ -192,7 +220,7 @@ def _values(held: pd.DataFrame, column: str) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _prices_agree(held: pd.DataFrame, ratio: np.ndarray | float) -> dict[str, np.ndarray]:
-    return {c: _agree(*_values(held, c), ratio, unit=2 * HALF_CENT) for c in PRICE_COLUMNS}
+    return {c: _agree(*_values(held, c), ratio, price_rounding_allowance) for c in PRICE_COLUMNS}
 
 
 def _restated(
@@ -264,7 +292,7 @@ def compare_bars(held: pd.DataFrame, new: pd.DataFrame) -> Comparison:
         volume_ratio = pd.Series(np.where(volume_stored > 0, volume / volume_stored, np.nan))
     usual = volume_ratio.groupby(symbol).transform("median").fillna(1.0).to_numpy(float)
     same_volume = np.logical_or.reduce(
-        [_agree(volume, volume_stored, k, unit=1.0) for k in (1.0, 1 / basis, usual)]
+        [_agree(volume, volume_stored, k, _share_rounding_allowance) for k in (1.0, 1 / basis, usual)]
     )
     revised_rows = held[prices_agree & ~same_volume]
     revised = []
@@ -285,7 +313,7 @@ def compare_bars(held: pd.DataFrame, new: pd.DataFrame) -> Comparison:
 def compare_macro(held: pd.DataFrame) -> Comparison:
     """Per series of ``held``: any value differing beyond ``RESTATEMENT_RTOL`` is a restatement (a
     macro series is never re-based)."""
-    differs = ~_agree(*_values(held, "value"), 1.0, unit=None)
+    differs = ~_agree(*_values(held, "value"), 1.0, None)
     rows = held[differs]
     return Comparison(
         restated=tuple(

@@ -15,7 +15,13 @@ import pytest
 from raytrade.replay import read_frame
 from raytrade.replay.errors import InputError
 from raytrade.replay.ingest import ingest_frames
-from raytrade.replay.restatement import RESTATEMENT_RTOL, Rebased, Restated, VolumeRevised
+from raytrade.replay.restatement import (
+    RESTATEMENT_RTOL,
+    Rebased,
+    Restated,
+    VolumeRevised,
+    price_rounding_allowance,
+)
 from raytrade.replay.sources.synthetic import SyntheticMarket, generate
 from tests.test_ingest_cli import error_line, run, write_folder
 from tests.test_ingest_order import snapshot
@@ -400,3 +406,60 @@ def test_nightly_refuses_a_restating_source_before_evaluating(tmp_path: Path) ->
     assert result.exit_code == 2
     assert "ratio 1.0093: looks like a corrected print" in error_line(result.output)
     assert snapshot(store) == before and not (tmp_path / "r.md").exists()
+
+
+def flat_bars(symbol: str, closes: np.ndarray) -> pd.DataFrame:
+    """Daily equity bars of ``symbol`` whose open, high, low and close are ``closes``, volume 1e6."""
+    ts = pd.bdate_range("2024-01-02", periods=len(closes), tz="UTC")
+    frame = pd.DataFrame({"symbol": symbol, "ts": ts, "volume": 1e6, "asset_class": "equity"})
+    for column in PRICES:
+        frame[column] = closes
+    return frame.assign(source="csv")
+
+
+def test_the_rounding_allowance_is_half_a_tick_of_the_price_level_and_at_most_half_a_percent() -> None:
+    prices = np.array([30.0, 1.0, 0.03, 0.0312, 0.0003, 30.004, 0.03123])
+    np.testing.assert_allclose(
+        price_rounding_allowance(prices),
+        # cent grid, cent grid, 4 decimals, 4 decimals, 4 decimals capped at 0.5 %, off-grid, off-grid
+        [0.005, 0.005, 0.00005, 0.00005, 0.0003 * 0.005, 0.0, 0.0],
+        rtol=1e-12,
+    )
+
+
+def test_a_penny_stock_restated_by_one_cent_is_a_restatement_not_rounding(tmp_path: Path) -> None:
+    closes = np.full(80, 0.03)
+    ingest_frames(tmp_path, flat_bars("PNY", closes), show_progress=False)
+    before = snapshot(tmp_path)
+    closes[40:] = 0.04  # +33 %: one cent, as the cent rounding of a $30 stock would be 0.03 %
+    with pytest.raises(InputError, match=r"PNY: 40 stored bars differ from the source \(first 2024-02-27: "):
+        ingest_frames(tmp_path, flat_bars("PNY", closes), show_progress=False)
+    assert snapshot(tmp_path) == before
+
+
+def test_a_penny_stock_rescaled_and_rounded_to_4_decimals_is_rebased(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    closes = np.round(0.03 * np.exp(np.cumsum(rng.normal(0, 0.02, 60))), 4)
+    ingest_frames(tmp_path, flat_bars("PNY", closes[:50]), show_progress=False)
+    # a 1:2 re-adjustment of the history (prices halved), the vendor's prices rounded to 4 decimals
+    result = ingest_frames(tmp_path, flat_bars("PNY", np.round(closes / 2, 4)), show_progress=False)
+    (rebased,) = result.rebased
+    assert rebased.ratio == pytest.approx(0.5, rel=0.01) and rebased.rows == 10 and result.restated == ()
+
+
+def test_float_noise_on_a_penny_stock_is_the_same_bar(tmp_path: Path) -> None:
+    closes = np.full(30, 0.03)
+    ingest_frames(tmp_path, flat_bars("PNY", closes), show_progress=False)
+    noisy = flat_bars("PNY", closes.astype(np.float32).astype(float) * (1 + 1e-7))  # a float32 csv
+    result = ingest_frames(tmp_path, noisy, show_progress=False)
+    assert result.skipped_bars == 30 and result.restated == () and result.rebased == ()
+
+
+def test_a_30_dollar_stock_keeps_its_cent_of_rounding_and_refuses_a_restatement(tmp_path: Path) -> None:
+    closes = np.full(80, 30.004)  # stored off the cent grid (a vendor's 4 decimals)
+    ingest_frames(tmp_path, flat_bars("BIG", closes), show_progress=False)
+    result = ingest_frames(tmp_path, flat_bars("BIG", np.full(80, 30.0)), show_progress=False)  # to cents
+    assert result.skipped_bars == 80 and result.restated == () and result.rebased == ()
+    closes[40:] = 40.0
+    with pytest.raises(InputError, match=r"BIG: 40 stored bars differ from the source"):
+        ingest_frames(tmp_path, flat_bars("BIG", closes), show_progress=False)
