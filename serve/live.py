@@ -116,7 +116,7 @@ from raytrade.serve.orders import (
     LiveConfig,
     OrderPlan,
     RestingOrder,
-    plan_orders,
+    plan_cycle,
     stale_quotes,
     tradeable_mid,
 )
@@ -379,6 +379,7 @@ class CycleReport:
     rejected: dict[str, str]  # decision_id -> broker message
     fills_logged: int
     uncertain: dict[str, str] = field(default_factory=dict)  # decision_id -> submit error
+    notes: dict[str, str] = field(default_factory=dict)  # symbol -> why it sent no order (a cap, ...)
 
 
 class LiveLoop:
@@ -522,9 +523,15 @@ class LiveLoop:
         busy = {o.symbol for o in resting if o.symbol is not None}
         tradeable_quotes = {s: q for s, q in quotes.items() if s not in busy}
         values = {p.symbol: p.market_value for p in positions}
-        plans = plan_orders(
+        planned = plan_cycle(
             answer, account.equity, tradeable_quotes, held, cycle_id, self.config, volumes, values, resting
         )
+        plans = planned.orders
+        for symbol, note in planned.notes.items():  # a target a cap (or another rule) keeps out of reach
+            log.warning("cycle %s: no order for %s: %s", cycle_id, symbol, note)
+        for p in plans:
+            if p.note is not None:
+                log.info("cycle %s: order %s %g %s: %s", cycle_id, p.side, p.qty, p.symbol, p.note)
 
         # The intents reach the disk before any order reaches the broker.
         intents = {p.decision_id: _intent(p, answer.model, now) for p in plans}
@@ -561,7 +568,9 @@ class LiveLoop:
         state.pending = [p for p in state.pending if p["decision_id"] not in rejected]
         state.save(self.state_file)
 
-        decision_rows = _decision_rows(now, cycle_id, answer, plans, submitted, rejected, latency, loop_state)
+        decision_rows = _decision_rows(
+            now, cycle_id, answer, plans, submitted, rejected, latency, loop_state, planned.notes
+        )
         logged = self._log(fill_rows + decision_rows)
         fills_logged = sum(1 for r in logged if any(r is f for f in fill_rows))
         if unlogged:  # their fill rows are in the store (or its quarantine) now
@@ -569,7 +578,9 @@ class LiveLoop:
             state.pending = [p for p in state.pending if id(p) not in done]
             state.save(self.state_file)
         self._log_transitions(now, cycle_id, answer, account.equity)
-        return CycleReport(cycle_id, answer, plans, submitted, rejected, fills_logged, uncertain)
+        return CycleReport(
+            cycle_id, answer, plans, submitted, rejected, fills_logged, uncertain, planned.notes
+        )
 
     def _log_transitions(self, now: datetime, cycle_id: str, answer: ActResponse, equity: float) -> None:
         """Log the previous decision's transition rows, after (and apart from) the cycle's fills and
@@ -1063,8 +1074,11 @@ def _decision_rows(
     rejected: Mapping[str, str],
     latency: Mapping[str, float],
     loop_state: Mapping[str, Any],
+    notes: Mapping[str, str] | None = None,
 ) -> list[dict[str, Any]]:
-    """One experience row per decision of the answer."""
+    """One experience row per decision of the answer (per order where it has orders); its state's
+    ``note`` is its order's note, or for a symbol without an order its note in ``notes`` (why a cap or
+    another rule kept it from its target)."""
     by_symbol: dict[str, list[OrderPlan]] = {}
     for p in plans:
         by_symbol.setdefault(p.symbol, []).append(p)
@@ -1094,7 +1108,7 @@ def _decision_rows(
                     "state": json.dumps(
                         {
                             **state,
-                            "note": plan.note if plan else None,
+                            "note": plan.note if plan else (notes or {}).get(sym),
                             "broker_error": rejected.get(decision_id),
                         }
                     ),

@@ -4,6 +4,16 @@
   ``min_trade_notional`` are skipped (dust), and no single order may exceed ``max_trade_fraction`` of
   equity (a wrong answer cannot move the whole account at once; the rest follows on later cycles). A
   target of 0 closes the broker's exact quantity (no residue).
+* A reduction (an order that only moves a position toward 0, never through it) whose order caps
+  allow less than one step (a share; a whole share for a cover that must leave a whole-share short)
+  sends one step, or the whole position when smaller: it cannot add exposure, and rounded down to 0
+  it would hold the position for ever, kill-switch unwinds included (:func:`_most_reduced`). A buy,
+  or a sale that adds to a short, never exceeds a cap. A known dollar volume of 0 is no market: it
+  reduces nothing either.
+* Whenever an order cap keeps a symbol from its target this cycle (or a reduction goes above it), the
+  note names the symbol, the cap and the amounts; :func:`plan_cycle` returns the notes of symbols
+  that send no order with the orders (the live loop logs them and writes them on their decision
+  rows; :func:`plan_orders` returns the orders alone).
 * Participation: where the symbol's latest bar dollar volume is known (``dollar_volume``: the
   store's ``dollar_volume_20``, what the simulator caps its fills with), an order's notional is also
   capped at ``max_participation`` (the simulator's ``CostConfig.max_participation``, 10 %) of it;
@@ -32,7 +42,8 @@
   basket throttle, whatever the answers say. A reduction its order cap cuts short (a quarter of equity
   per order, or the participation share of a thin bar) frees only the gross it really frees: that
   symbol is fixed at the weight one order reaches and the others are capped again against it
-  (``_within_reach``), and a reduction is rounded up to the next share, never down. An answer with a
+  (``_within_reach``), and a reduction is rounded up to the next share, never down (above its cap by
+  under one step where the cap allows less than one, see above). An answer with a
   non-finite target or current weight sends nothing, like a fallback (``serve.client`` already holds
   on one). Symbols that do not trade this cycle (held, no quote) keep their holdings, which count
   against the gross budget, as do held positions outside the answer (at the mid where quoted, else at
@@ -65,7 +76,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from raytrade.envs.costs import CostConfig
 from raytrade.replay.sources.alpaca import TopOfBook, is_crypto_symbol
-from raytrade.serve.caps import CappedTargets, ExposureCaps, cap_targets
+from raytrade.serve.caps import ExposureCaps, cap_targets
 from raytrade.serve.schemas import ActResponse
 
 OrderSide = Literal["buy", "sell"]
@@ -214,16 +225,48 @@ def _round_up(qty: float, step: float) -> float:
     return round(math.ceil(qty / step - 1e-9) * step, 9)
 
 
-def _trade_cap_notional(
+class _TradeCap(NamedTuple):
+    """The largest notional one order for a symbol may have, and how notes name it."""
+
+    notional: float
+    text: str
+
+
+def _trade_cap(
     symbol: str, equity: float, cfg: LiveConfig, dollar_volume: Mapping[str, float] | None
-) -> float:
-    """The largest notional one order for ``symbol`` may have: ``max_trade_fraction`` of equity, or
-    ``max_participation`` of its bar's dollar volume when that is known and smaller."""
+) -> _TradeCap:
+    """``max_trade_fraction`` of equity, or ``max_participation`` of the symbol's bar dollar volume
+    when that is known and smaller."""
     cap = cfg.max_trade_fraction * equity
+    text = f"order cap ({cfg.max_trade_fraction:.0%} of equity {equity:,.0f}: ${cap:,.2f})"
     volume = float((dollar_volume or {}).get(symbol, math.nan))
-    if math.isfinite(volume) and volume >= 0:
-        cap = min(cap, cfg.max_participation * volume)
-    return cap
+    if math.isfinite(volume) and volume >= 0 and cfg.max_participation * volume < cap:
+        cap = cfg.max_participation * volume
+        text = (
+            f"participation cap ({cfg.max_participation:.0%} of the bar's dollar volume {volume:,.0f}: "
+            f"${cap:,.2f})"
+        )
+    return _TradeCap(cap, text)
+
+
+def _most_reduced(held: float, cap_qty: float, step: float, whole_short: bool) -> float:
+    """The most units one order may take off the position ``held`` toward 0 (never through it) under
+    an order cap of ``cap_qty`` units: the whole position when it fits under the cap, else the cap in
+    whole ``step``s (for a short that must stay whole shares, ``whole_short``: the cover that lands on
+    a whole share). Where that is nothing but the cap is not 0, the least order there is: one step
+    (the cover to the next whole share), or the whole position when smaller. An order that only
+    reduces cannot add exposure, so it may exceed its cap by less than one step rather than never go
+    out: a position one share of which is worth more than the cap would otherwise be held forever
+    (even by the kill switch's unwind). A cap of 0 (a known dollar volume of 0: no market) reduces
+    nothing."""
+    size = abs(held)
+    if size <= cap_qty:
+        return size
+    if cap_qty <= 0:
+        return 0.0
+    if whole_short:
+        return _whole_share_cover(held, cap_qty) or _whole_share_cover(held, min(1.0, size))
+    return _round_down(cap_qty, step) or min(step, size)
 
 
 def _whole_share_cover(held: float, delta: float) -> float:
@@ -239,6 +282,16 @@ def _step(symbol: str, cfg: LiveConfig) -> float:
     return cfg.fractional_qty_step if cfg.fractional else 1.0
 
 
+class CyclePlan(NamedTuple):
+    """:func:`plan_cycle`'s result: the orders to send, and for each symbol of the answer that sends
+    no order this cycle although a rule stopped it short of its target (an order cap, an exposure cap,
+    the crypto long-only rule, a resting order of unknown size), why: ``notes`` maps it to the note
+    its order would have carried. The live loop logs these and writes them on the decision rows."""
+
+    orders: list[OrderPlan]
+    notes: dict[str, str]
+
+
 def plan_orders(
     answer: ActResponse,
     equity: float,
@@ -250,65 +303,72 @@ def plan_orders(
     held_value: Mapping[str, float] | None = None,
     resting: Sequence[RestingOrder] = (),
 ) -> list[OrderPlan]:
+    """The orders of :func:`plan_cycle` (the same arguments), without the notes of the symbols that
+    send none."""
+    return plan_cycle(
+        answer, equity, quotes, held_qty, cycle_id, cfg, dollar_volume, held_value, resting
+    ).orders
+
+
+def plan_cycle(
+    answer: ActResponse,
+    equity: float,
+    quotes: Mapping[str, TopOfBook],
+    held_qty: Mapping[str, float],
+    cycle_id: str,
+    cfg: LiveConfig | None = None,
+    dollar_volume: Mapping[str, float] | None = None,
+    held_value: Mapping[str, float] | None = None,
+    resting: Sequence[RestingOrder] = (),
+) -> CyclePlan:
     """The orders that move the account from its positions (``held_qty``, signed units) towards
-    ``answer``'s target weights (pure; see the module doc for the rules). ``dollar_volume`` maps a
-    symbol to its latest bar dollar volume; a missing, non-finite or non-positive one is unknown.
-    ``held_value`` maps a held symbol to the broker's (signed) market value of it: a position outside
-    the answer that has no quote here counts against the gross budget at that value. ``resting``: the
-    earlier orders that may still fill; their symbols are held and the worst case of their unfilled
-    remainders comes out of the gross budget first (one of unknown size holds all new risk)."""
+    ``answer``'s target weights (pure; see the module doc for the rules), with the notes of the
+    symbols that send none. ``dollar_volume`` maps a symbol to its latest bar dollar volume; a
+    missing, non-finite or negative one is unknown. ``held_value`` maps a held symbol to the broker's
+    (signed) market value of it: a position outside the answer that has no quote here counts against
+    the gross budget at that value. ``resting``: the earlier orders that may still fill; their symbols
+    are held and the worst case of their unfilled remainders comes out of the gross budget first (one
+    of unknown size holds all new risk)."""
     cfg = cfg or LiveConfig()
     weights = [w for d in answer.decisions.values() for w in (d.target_weight, d.current_weight)]
     if answer.fallback or not all(math.isfinite(w) for w in weights):
-        return []  # a NaN would pass every cap (NaN > cap is False) and size a full-fraction order
-    reach = {  # the most each symbol's weight can move this cycle, in whole order steps
-        symbol: _round_down(_trade_cap_notional(symbol, equity, cfg, dollar_volume) / mid, _step(symbol, cfg))
-        * mid
-        / equity
-        for symbol in answer.decisions
-        if (mid := tradeable_mid(quotes.get(symbol))) is not None
-    }
-    targets = _capped_targets(answer, equity, quotes, held_qty, cfg.caps, held_value or {}, resting, reach)
+        return CyclePlan([], {})  # a NaN would pass every cap (NaN > cap is False) and size a full order
+    grow: dict[str, float] = {}  # the most each symbol's weight can move this cycle, away from 0
+    shrink: dict[str, float] = {}  # and toward 0 (a reduction may exceed its cap by under one step)
+    for symbol in answer.decisions:
+        if (mid := tradeable_mid(quotes.get(symbol))) is None:
+            continue
+        cap_qty, step = _trade_cap(symbol, equity, cfg, dollar_volume).notional / mid, _step(symbol, cfg)
+        held = float(held_qty.get(symbol, 0.0))
+        grow[symbol] = _round_down(cap_qty, step) * mid / equity
+        shrink[symbol] = _most_reduced(held, cap_qty, step, _whole_short(symbol, held, cfg)) * mid / equity
+    targets = _capped_targets(
+        answer, equity, quotes, held_qty, cfg.caps, held_value or {}, resting, (grow, shrink)
+    )
     plans: list[OrderPlan] = []
+    notes: dict[str, str] = {}
     for symbol, d in answer.decisions.items():
         if symbol not in targets:
             continue
         book = quotes[symbol]
         mid = 0.5 * (book.bid + book.ask)
         crypto = is_crypto_symbol(symbol)
-        target, note = targets[symbol]
+        target, aim, note = targets[symbol]
         held = float(held_qty.get(symbol, 0.0))
-        target_qty = target * equity / mid
-        cap_notional = _trade_cap_notional(symbol, equity, cfg, dollar_volume)
-        cap_qty = cap_notional / mid
-        at_reach = abs(target_qty - held) >= _round_down(cap_qty, _step(symbol, cfg)) - 1e-9
-        if cap_notional < cfg.max_trade_fraction * equity and at_reach and target_qty != held:
-            volume = float((dollar_volume or {})[symbol])
-            capped = (
-                f"participation: capped at {cfg.max_participation:.0%} of the bar's dollar volume "
-                f"{volume:,.0f}; the rest is re-planned next cycle"
-            )
+        cap = _trade_cap(symbol, equity, cfg, dollar_volume)
+        cap_qty, step = cap.notional / mid, _step(symbol, cfg)
+        most = _most_reduced(held, cap_qty, step, _whole_short(symbol, held, cfg))
+        side, qty, closing, flip = _sized(held, target * equity / mid, mid, cap_qty, most, step, crypto, cfg)
+        if flip is not None:
+            note = f"{note}; {flip}" if note else flip
+        if qty > 0 and qty * mid < cfg.min_trade_notional and not closing:
+            qty = 0.0  # dust
+        capped = _cap_note(symbol, held, aim * equity / mid, qty, cap_qty, cap.text, mid, step)
+        if capped is not None:
             note = f"{note}; {capped}" if note else capped
-        delta = max(-cap_qty, min(cap_qty, target_qty - held))
-        if abs(delta) * mid < cfg.min_trade_notional and not (target == 0 and held != 0):
-            continue
-        side: OrderSide = "buy" if delta > 0 else "sell"
-        new_qty = held + delta
-        closing = (target == 0 and abs(target_qty - held) <= cap_qty) or (held != 0 and new_qty == 0)
-        if held != 0 and not closing and (held > 0) != (new_qty > 0):  # through zero: close first
-            new_side = "long" if new_qty > 0 else "short"
-            closing, note = True, f"flip: closing {held:+g} first; the {new_side} side opens next cycle"
-        # Alpaca sells short whole shares only: a sale that opens or adds to a short is not fractional.
-        step = 1.0 if side == "sell" and new_qty < 0 and not crypto else _step(symbol, cfg)
-        if closing:
-            qty = abs(held)
-        elif side == "buy" and held < 0 and cfg.fractional and not crypto:  # a partial cover
-            qty = _whole_share_cover(held, delta)
-        elif abs(new_qty) < abs(held) and (held > 0) == (new_qty > 0):  # a reduction: never less of it
-            qty = min(_round_up(abs(delta), step), _round_down(cap_qty, step), abs(held))
-        else:
-            qty = _round_down(abs(delta), step)
-        if qty <= 0 or (qty * mid < cfg.min_trade_notional and not closing):
+        if qty <= 0:
+            if note is not None:
+                notes[symbol] = note
             continue
         passive = d.gate_mode == "passive"
         decision_id = f"{cycle_id}:{symbol}"
@@ -328,7 +388,78 @@ def plan_orders(
                 note=note,
             )
         )
-    return plans
+    return CyclePlan(plans, notes)
+
+
+def _whole_short(symbol: str, held: float, cfg: LiveConfig) -> bool:
+    """A fractional-mode equity short: a buy that covers part of it must leave a whole-share short."""
+    return held < 0 and cfg.fractional and not is_crypto_symbol(symbol)
+
+
+def _sized(
+    held: float,
+    target_qty: float,
+    mid: float,
+    cap_qty: float,
+    most: float,
+    step: float,
+    crypto: bool,
+    cfg: LiveConfig,
+) -> tuple[OrderSide, float, bool, str | None]:
+    """One symbol's order toward ``target_qty`` from ``held`` (units): its side, its quantity (0: none;
+    the caller drops dust that does not close), whether it closes the position, and the note of a
+    flip. ``cap_qty``: one order's cap in units; ``most``: the most a reduction may take off
+    (:func:`_most_reduced`)."""
+    want = target_qty - held
+    side: OrderSide = "buy" if want > 0 else "sell"
+    if want == 0 or (abs(want) * mid < cfg.min_trade_notional and not (target_qty == 0 and held != 0)):
+        return side, 0.0, False, None  # nothing to do, or dust
+    delta = max(-cap_qty, min(cap_qty, want))
+    new_qty = held + delta
+    closing = (target_qty == 0 and most >= abs(held)) or (held != 0 and new_qty == 0)
+    flip = None
+    if held != 0 and not closing and (held > 0) != (new_qty > 0):  # through zero: close first
+        new_side = "long" if new_qty > 0 else "short"
+        closing, flip = True, f"flip: closing {held:+g} first; the {new_side} side opens next cycle"
+    # Alpaca sells short whole shares only: a sale that opens or adds to a short is not fractional.
+    if side == "sell" and new_qty < 0 and not crypto:
+        step = 1.0
+    if closing:
+        qty = abs(held)
+    elif side == "buy" and held < 0 and cfg.fractional and not crypto:  # a partial cover
+        qty = min(_whole_share_cover(held, want), most)
+    elif abs(new_qty) < abs(held) and (held > 0) == (new_qty > 0):  # a reduction: never less of it
+        qty = min(_round_up(abs(want), step), most)
+    else:
+        qty = _round_down(abs(delta), step)
+    return side, qty, closing, flip
+
+
+def _cap_note(
+    symbol: str, held: float, aim_qty: float, sent: float, cap_qty: float, cap: str, mid: float, step: float
+) -> str | None:
+    """The note of an order cap that binds: the move from ``held`` to ``aim_qty`` (the target the
+    exposure caps allow) is larger than one order may be, so the ``sent`` units (0: none) leave part
+    of it for later cycles; or ``sent`` is above the cap (a reduction of one step, see
+    :func:`_most_reduced`). None when no order cap binds."""
+    move = abs(aim_qty - held)
+    tol = 1e-9 * max(cap_qty, 1.0)
+    if move <= cap_qty + tol and sent <= cap_qty + tol:
+        return None
+    side = "buy" if aim_qty > held else "sell"
+    left = max(move - sent, 0.0)
+    rest = (
+        f"{left:g} of the {move:g} units (${move * mid:,.2f}) to its target are re-planned next cycle"
+        if left > 1e-9 * max(move, 1.0)
+        else ""
+    )
+    if sent > cap_qty + tol:
+        over = (
+            f"{symbol}: one step ({step:g} units, ${step * mid:,.2f}) is more than the {cap}; this "
+            f"reduction {side}s {sent:g} anyway, as it cannot add exposure"
+        )
+        return f"{over}; {rest}" if rest else over
+    return f"{symbol}: the {cap} holds this cycle's {side} to {sent:g} units; {rest}"
 
 
 def _tradeable_book(book: TopOfBook | None) -> bool:
@@ -390,13 +521,14 @@ def _capped_targets(
     caps: ExposureCaps,
     held_value: Mapping[str, float],
     resting: Sequence[RestingOrder] = (),
-    reach: Mapping[str, float] | None = None,
-) -> dict[str, tuple[float, str | None]]:
-    """Per symbol that trades this cycle, its target weight after the crypto long-only rule and the
-    caps (``serve.caps.cap_targets`` over the whole account, with the resting orders' worst case out
-    of the gross budget: see the module doc), with a note. ``reach``: per symbol, the most its weight
-    can move this cycle (one order's cap); the caps are applied to targets within it, so a reduction
-    the trade cap limits frees only the gross it really frees."""
+    reach: tuple[Mapping[str, float], Mapping[str, float]] | None = None,
+) -> dict[str, tuple[float, float, str | None]]:
+    """Per symbol that trades this cycle: its weight for this cycle, its target after the crypto
+    long-only rule and the caps (``serve.caps.cap_targets`` over the whole account, with the resting
+    orders' worst case out of the gross budget: see the module doc), and a note. ``reach``: per
+    symbol, the most its weight can move this cycle away from 0 and toward it (one order's cap; a
+    reduction may exceed it by under one step, :func:`_most_reduced`); this cycle's weights are
+    held within it, and a reduction it cuts short frees only the gross it really frees."""
     busy = {o.symbol for o in resting if o.symbol is not None}
     symbols = list(answer.decisions)
     target, current = np.zeros(len(symbols)), np.zeros(len(symbols))
@@ -435,26 +567,42 @@ def _capped_targets(
     if worst.unknown:  # fail closed: an order that may fill by an unknown amount holds all new risk
         caps = caps.model_copy(update={"max_gross_add": 0.0})
         hold_note = f"open order of unknown size may still fill ({', '.join(worst.unknown)}): no new gross"
+    grow, shrink = ({}, {}) if reach is None else reach
     capped = _within_reach(
-        target, current, movable, caps, float(external + worst.added_gross), _reach_of(symbols, reach)
+        target,
+        current,
+        movable,
+        caps,
+        float(external + worst.added_gross),
+        _reach_of(symbols, grow),
+        _reach_of(symbols, shrink),
     )
-    out: dict[str, tuple[float, str | None]] = {}
+    out: dict[str, tuple[float, float, str | None]] = {}
     for i, symbol in enumerate(symbols):
         if not movable[i]:
             continue
-        w, note = float(capped.weights[i]), notes[i]
+        w, aim, note = float(capped.weights[i]), float(capped.aim[i]), notes[i]
         if hold_note is not None:
             note = f"{note}; {hold_note}" if note else hold_note
-        if abs(w - target[i]) > 1e-12:
-            limited = f"caps ({', '.join(capped.binding)}): target {target[i]:+.4f} -> {w:+.4f}"
+        if abs(aim - target[i]) > 1e-12:  # the order caps (reach) are noted by plan_cycle
+            limited = f"caps ({', '.join(capped.binding)}): target {target[i]:+.4f} -> {aim:+.4f}"
             note = f"{note}; {limited}" if note else limited
-        out[symbol] = (w, note)
+        out[symbol] = (w, aim, note)
     return out
 
 
-def _reach_of(symbols: Sequence[str], reach: Mapping[str, float] | None) -> np.ndarray:
+def _reach_of(symbols: Sequence[str], reach: Mapping[str, float]) -> np.ndarray:
     """Per symbol, the most its weight can move this cycle (inf: unbounded)."""
-    return np.array([math.inf if reach is None else reach.get(s, math.inf) for s in symbols])
+    return np.array([reach.get(s, math.inf) for s in symbols])
+
+
+class _Reached(NamedTuple):
+    """:func:`_within_reach`'s result: this cycle's weights, the targets the caps allow (``aim``: where
+    the weights head, beyond this cycle's reach) and the caps that bound."""
+
+    weights: np.ndarray
+    aim: np.ndarray
+    binding: tuple[str, ...]
 
 
 def _within_reach(
@@ -463,24 +611,32 @@ def _within_reach(
     movable: np.ndarray,
     caps: ExposureCaps,
     external: float,
-    reach: np.ndarray,
-) -> CappedTargets:
-    """``cap_targets``, with each symbol's move held to its ``reach`` (one order's cap). A reduction
-    the reach cuts short frees less gross than the caps counted on: that symbol is fixed at the weight
-    it can reach and the others are capped again against it, until no reduction is cut short; a
-    growth cut short only adds less."""
+    grow: np.ndarray,
+    shrink: np.ndarray,
+) -> _Reached:
+    """``cap_targets``, with each symbol's move held to its reach this cycle: ``shrink`` toward 0 (a
+    reduction, never through 0: ``shrink <= |current|``), ``grow`` otherwise. A reduction the reach
+    cuts short (one order cannot bring ``|weight|`` down to its target's) frees less gross than the
+    caps counted on: that symbol is fixed at the weight it can reach and the others are capped again
+    against it, until no reduction is cut short; a growth cut short only adds less."""
     fixed = np.zeros(len(target), dtype=bool)
     base = current.copy()
+    aim = current.copy()
     while True:
         capped = cap_targets(target, base, movable & ~fixed, caps, external)
         w = capped.weights
-        short = movable & ~fixed & (np.abs(w - current) > reach + 1e-12) & (np.abs(w) < np.abs(current))
+        # cut short: the least |weight| one order reaches (on the held side) is above the target's
+        short = movable & ~fixed & (np.abs(current) - shrink > np.abs(w) + 1e-12)
         if not short.any():
             break
         fixed |= short
-        base = np.where(short, current + np.sign(w - current) * reach, base)
+        aim = np.where(short, w, aim)
+        base = np.where(short, current + np.sign(w - current) * shrink, base)
+    # a move through 0 is no reduction (the order closes, or reduces by its cap): only grow bounds it
+    reducing = (np.abs(w) < np.abs(current)) & (w * current >= 0)
+    reach = np.where(reducing, shrink, grow)
     weights = np.where(fixed, base, np.clip(w, current - reach, current + reach))
-    return CappedTargets(weights, capped.binding)
+    return _Reached(weights, np.where(fixed, aim, w), capped.binding)
 
 
 def _client_order_id(decision_id: str) -> str:

@@ -274,6 +274,40 @@ def test_the_loop_caps_an_order_at_the_participation_share_of_the_stored_dollar_
     assert [(p.symbol, p.qty) for p in broker.submitted] == [("AAPL", 50.0)]
 
 
+def test_the_loop_sells_one_share_of_a_position_whose_share_is_above_the_cap_and_logs_why_a_buy_is_not(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The store's dollar volumes cap AAPL's orders at $50 and MSFT's at $100, less than one share:
+    the close of 10 AAPL sells one share this cycle (it only reduces), MSFT's buy sends nothing and
+    its decision row and the log say which cap kept it from its target."""
+    import pandas as pd
+
+    from raytrade.replay.writer import ReplayWriter
+
+    rows = pd.DataFrame(
+        {
+            "symbol": ["AAPL", "MSFT"],
+            "ts": [pd.Timestamp(T0) - pd.Timedelta(days=1)] * 2,
+            "asset_class": ["equity", "equity"],
+            "close": [100.0, 400.0],
+            "dollar_volume_20": [500.0, 1_000.0],
+        }
+    )
+    with ReplayWriter(tmp_path / "store") as writer:
+        writer.append_features(rows)
+    broker = FakeBroker(99_000.0, PRICES)
+    broker.qty["AAPL"] = 10.0
+    wanted = {"AAPL": (0.0, "flat"), "MSFT": (0.05, "aggressive"), "BTCUSD": (0.0, "flat")}
+    with caplog.at_level("WARNING", logger="raytrade.live"):
+        report = _loop(tmp_path, broker, ScriptedPolicy(wanted)).cycle(T0)
+    assert [(p.symbol, p.side, p.qty) for p in broker.submitted] == [("AAPL", "sell", 1.0)]
+    assert report.plans[0].note is not None and "cannot add exposure" in report.plans[0].note
+    assert set(report.notes) == {"MSFT"} and "participation cap" in report.notes["MSFT"]
+    exp = read_frame(tmp_path / "store", "experience").set_index("symbol")
+    assert json.loads(exp.loc["MSFT", "state"])["note"] == report.notes["MSFT"]
+    assert f"no order for MSFT: {report.notes['MSFT']}" in caplog.text
+
+
 def test_the_loop_sends_nothing_for_a_symbol_whose_stored_dollar_volume_is_zero(tmp_path: Path) -> None:
     import pandas as pd
 

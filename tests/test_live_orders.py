@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from datetime import UTC, datetime
 
 import pytest
@@ -10,7 +11,7 @@ from hypothesis import strategies as st
 
 from raytrade.replay.sources.alpaca import TopOfBook
 from raytrade.serve.caps import ExposureCaps
-from raytrade.serve.orders import LiveConfig, RestingOrder, plan_orders, resting_exposure
+from raytrade.serve.orders import LiveConfig, RestingOrder, plan_cycle, plan_orders, resting_exposure
 from raytrade.serve.schemas import ActResponse, SymbolDecision
 
 NOW = datetime(2026, 11, 25, 14, 30, tzinfo=UTC)
@@ -221,6 +222,122 @@ def test_an_unknown_dollar_volume_leaves_only_the_equity_cap() -> None:
     (plan,) = plan_orders(answer, EQUITY, QUOTES, {}, "c1", LOOSE, dollar_volume={"AAPL": float("nan")})
     (same,) = plan_orders(answer, EQUITY, QUOTES, {}, "c1", LOOSE)
     assert plan.qty == same.qty == 200.0 and plan.note is None
+
+
+# ------------------------------------------------------------------ one share above the order cap
+
+
+@pytest.mark.parametrize(
+    ("equity", "price", "held", "target", "volume"),
+    [
+        (EQUITY, 300.0, 40.0, 0.0, 2_000.0),  # participation cap 10 % x $2,000 = $200 < one $300 share
+        (EQUITY, 300.0, 40.0, 0.05, 2_000.0),  # a partial reduction, same cap
+        (3_000.0, 1_000.0, 1.0, 0.0, None),  # order cap 25 % x $3,000 = $750 < the one $1,000 share
+    ],
+    ids=["thin-close", "thin-trim", "small-account-close"],
+)
+def test_a_reduction_whose_cap_is_below_one_share_sells_one_share(
+    equity: float, price: float, held: float, target: float, volume: float | None
+) -> None:
+    """Rounded down to whole shares under its cap, the reduction was 0 shares: nothing went out,
+    every cycle, even for a target of 0 (the kill switch's unwind). A sale that only reduces cannot
+    add exposure, so it sends one share (the whole position when that is one share)."""
+    books = {"XYZ": _book(price - 0.1, price + 0.1)}
+    answer = _answer({"XYZ": (target, held * price / equity, "flat" if target == 0 else "aggressive")})
+    volumes = {} if volume is None else {"XYZ": volume}
+    (plan,) = plan_orders(answer, equity, books, {"XYZ": held}, "c1", dollar_volume=volumes)
+    assert (plan.side, plan.qty) == ("sell", 1.0)
+    cap = "participation cap (10% of the bar's dollar volume 2,000" if volume else "order cap (25% of equity"
+    assert plan.note is not None and plan.note.startswith("XYZ: one step") and cap in plan.note
+    assert ("39 of the" in plan.note) == (held == 40.0 and target == 0.0)  # what is left, when any
+
+
+def test_a_partial_cover_whose_cap_is_below_one_share_buys_one_share_even_when_fractional() -> None:
+    # short 3 MSFT at $400 under a $300 participation cap (0.75 share): no whole-share cover fits the
+    # cap, so the least one, a share, goes out (a fractional cover would leave a fractional short)
+    frac = LiveConfig(fractional=True)
+    answer = _answer({"MSFT": (0.0, -0.012, "flat")})
+    (cover,) = plan_orders(answer, EQUITY, QUOTES, {"MSFT": -3.0}, "c1", frac, {"MSFT": 3_000.0})
+    assert (cover.side, cover.qty) == ("buy", 1.0)
+
+
+@pytest.mark.parametrize(
+    ("equity", "price", "held", "target", "volume"),
+    [
+        (EQUITY, 300.0, 40.0, 0.13, 2_000.0),  # adds 3.3 shares under a $200 participation cap
+        (EQUITY, 300.0, -40.0, -0.13, 2_000.0),  # adds to a short under the same cap
+        (3_000.0, 1_000.0, 0.0, 0.3, None),  # buys $900 under a $750 order cap
+    ],
+    ids=["thin-add", "thin-add-short", "small-account-open"],
+)
+def test_an_order_that_adds_exposure_never_exceeds_its_cap_and_says_why_it_sends_nothing(
+    equity: float, price: float, held: float, target: float, volume: float | None
+) -> None:
+    books = {"XYZ": _book(price - 0.1, price + 0.1)}
+    answer = _answer({"XYZ": (target, held * price / equity, "aggressive")})
+    volumes = {} if volume is None else {"XYZ": volume}
+    plan = plan_cycle(answer, equity, books, {"XYZ": held}, "c1", LOOSE, volumes)
+    assert plan.orders == []
+    cap = "participation cap (10% of the bar's dollar volume 2,000" if volume else "order cap (25% of equity"
+    side = "buy" if target > 0 else "sell"
+    assert cap in plan.notes["XYZ"] and plan.notes["XYZ"].startswith(f"XYZ: the {cap}")
+    assert f"holds this cycle's {side} to 0 units" in plan.notes["XYZ"]
+
+
+def test_a_known_zero_dollar_volume_is_noted_when_it_holds_a_symbol() -> None:
+    plan = plan_cycle(
+        _answer({"AAPL": (0.0, 0.2, "flat")}), EQUITY, QUOTES, {"AAPL": 200.0}, "c1", LOOSE, {"AAPL": 0.0}
+    )
+    assert plan.orders == [] and "AAPL: the participation cap" in plan.notes["AAPL"]
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    price=st.floats(5.0, 3_000.0),
+    held_weight=st.floats(-0.6, 0.6),
+    target=st.floats(-0.6, 0.6),
+    volume=st.one_of(st.none(), st.just(0.0), st.floats(10.0, 1e6)),
+    equity=st.sampled_from([2_000.0, 20_000.0, EQUITY]),
+    symbol=st.sampled_from(["XYZ", "BTCUSD"]),
+    fractional=st.booleans(),
+)
+def test_an_order_above_its_cap_is_one_step_of_a_reduction_and_a_close_is_never_stuck(
+    price: float,
+    held_weight: float,
+    target: float,
+    volume: float | None,
+    equity: float,
+    symbol: str,
+    fractional: bool,
+) -> None:
+    """Under any order cap: an order above it only reduces, never through zero, by at most one step
+    (one share for a short cover, which must leave whole shares) or the whole position; a buy or sale
+    that adds exposure never exceeds it; and a target of 0 with some capacity always sends an order
+    toward it, unless its one step is dust."""
+    cfg = LOOSE.model_copy(update={"fractional": fractional})
+    books = {symbol: _book(price, price)}
+    crypto = symbol == "BTCUSD"
+    step = 1e-6 if crypto else (1e-4 if fractional else 1.0)
+    held = held_weight * equity / price
+    held = abs(held) if crypto else (held if fractional and held > 0 else float(round(held)))
+    if crypto:
+        target = abs(target)
+    volumes = {} if volume is None else {symbol: volume}
+    answer = _answer({symbol: (target, held * price / equity, "flat" if target == 0 else "aggressive")})
+    plan = plan_cycle(answer, equity, books, {symbol: held}, "c1", cfg, volumes)
+    cap = min(cfg.max_trade_fraction * equity, math.inf if volume is None else 0.1 * volume)
+    for p in plan.orders:
+        after = held + (p.qty if p.side == "buy" else -p.qty)
+        if p.qty * price > cap * (1 + 1e-9):
+            assert held != 0 and abs(after) < abs(held) and after * held >= -1e-12  # a reduction
+            one = 1.0 if (held < 0 and not crypto) else step
+            assert p.qty <= min(one, abs(held)) + 1e-9
+    if target == 0 and held != 0 and cap > 0 and min(step, abs(held)) * price >= cfg.min_trade_notional:
+        (p,) = plan.orders
+        assert (p.side == "sell") == (held > 0)
+    move = abs(target * equity / price - held) * price
+    if not plan.orders and move > max(cap * (1 + 1e-9), cfg.min_trade_notional):
+        assert symbol in plan.notes  # a cap that keeps it from its target is named
 
 
 @pytest.mark.parametrize(

@@ -382,6 +382,50 @@ def test_repeated_cycles_never_walk_past_the_caps(data: st.DataObject, cycles: i
         assert float(added_gross(w_after, w_before).sum()) <= caps.max_gross_add + TOL
 
 
+@settings(max_examples=100, deadline=None)
+@given(data=st.data(), cycles=st.integers(2, 6), fractional=st.booleans())
+def test_one_share_above_the_order_cap_never_walks_past_the_exposure_caps(
+    data: st.DataObject, cycles: int, fractional: bool
+) -> None:
+    """As above, on a small account ($3,000) holding positions up to 2.5x its caps, with prices up to
+    $2,000 and thin bars (10 % of the dollar volume can be less than one share): a reduction may then
+    send one share above its order cap, and still no order takes a symbol past the per-symbol cap,
+    the account past the gross cap (unless already past it, and then only toward it) nor adds more
+    gross in a cycle than the throttle; and a symbol told to close (target 0) with some capacity
+    sends an order every cycle until it is closed."""
+    caps, equity = ExposureCaps(), 3_000.0
+    cfg = LiveConfig(fractional=fractional, caps=caps)
+    prices = {s: data.draw(st.floats(10.0, 2_000.0)) for s in symbols}
+    books = {s: _book(p, p) for s, p in prices.items()}
+    held = {  # shorts are whole shares (Alpaca sells short no fraction)
+        s: w * equity / p if fractional and w > 0 else float(round(w * equity / p))
+        for s, p in prices.items()
+        for w in [data.draw(st.floats(-0.375, 0.375))]
+    }
+    held["BTCUSD"] = abs(held["BTCUSD"])
+    volumes = {s: data.draw(st.sampled_from([0.0, 500.0, 2_000.0, 20_000.0, 1e9])) for s in symbols}
+    for cycle in range(cycles):
+        modes = st.sampled_from(["aggressive", "flat", "hold"])
+        targets = st.one_of(st.just(0.0), weights)  # often a close (the kill switch's unwind)
+        answer = _answer({s: (data.draw(targets), data.draw(modes)) for s in symbols})
+        before = {s: held[s] * prices[s] / equity for s in symbols}
+        plans = plan_orders(answer, equity, books, held, f"c{cycle}", cfg, dollar_volume=volumes)
+        for plan in plans:
+            held[plan.symbol] += plan.qty if plan.side == "buy" else -plan.qty
+        after = {s: held[s] * prices[s] / equity for s in symbols}
+        w_before, w_after = np.array(list(before.values())), np.array(list(after.values()))
+        assert np.all(np.abs(w_after) <= np.maximum(caps.per_symbol_cap, np.abs(w_before)) + TOL)
+        gross_before, gross_after = np.abs(w_before).sum(), np.abs(w_after).sum()
+        assert gross_after <= max(caps.gross_limit, gross_before) + TOL
+        assert float(added_gross(w_after, w_before).sum()) <= caps.max_gross_add + TOL
+        for s, d in answer.decisions.items():  # a close with capacity always moves (crypto: dust)
+            h = before[s] * equity / prices[s]
+            one_step = min(1e-4 if fractional and h > 0 else 1.0, abs(h))
+            closes = s != "BTCUSD" and d.target_weight == 0 and d.gate_mode != "hold" and h != 0
+            if closes and volumes[s] > 0 and one_step * prices[s] >= cfg.min_trade_notional:
+                assert s in {p.symbol for p in plans}, (s, h, volumes[s])
+
+
 def test_plan_orders_counts_a_position_it_cannot_quote_at_the_brokers_value() -> None:
     """A position outside the loop's symbols has no quote here; at the broker's market value (1.1 of
     equity) it leaves a gross budget of 0.1 -> 100 AAPL (without it AAPL would get its full 0.15)."""
