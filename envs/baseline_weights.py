@@ -18,6 +18,12 @@ the baseline" holds by construction and is tested end to end:
 A decision is ``allocation`` (the weights the baseline would trade to at ``t``) plus ``hold`` (it sends
 no order at ``t``). ``allocation`` is defined on hold bars too (the schedule's target, not the drifted
 book), so a tilt around it stays bounded on every bar.
+
+An asset held but not listed at ``t`` (a halt, a data hole) cannot trade: ``allocation`` keeps its
+current weight there and its exposure comes out of the baseline's budget (``envs.budget``, one rule for
+every baseline): ``equal_weight`` and ``inverse_vol`` share ``1 - sum |kept|`` among the listed assets
+in their usual proportions, so both stay long-only with gross <= 1 and never borrow; ``kelly_lite``
+counts it against each of its caps. The decision therefore reads the current weights ``w_now``.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ from typing import Final, Literal, NamedTuple, get_args
 
 import numpy as np
 
+from raytrade.envs.budget import kept_weights, within_budget
 from raytrade.envs.evaluation.kelly_lite import (
     KELLY_FEATURES,
     AssetFlags,
@@ -134,11 +141,15 @@ def _known(data: MarketData, features: np.ndarray, t: np.ndarray, col: int) -> n
 
 
 def baseline_decision(
-    ctx: BaselineContext, t: np.ndarray, first: np.ndarray, mask: np.ndarray
+    ctx: BaselineContext, t: np.ndarray, first: np.ndarray, mask: np.ndarray, w_now: np.ndarray
 ) -> BaselineDecision:
     """The baseline's decision at bars ``t [B]`` (``first [B]``: an episode's first bar, which always
-    trades) for listed assets ``mask [B, N]``, from ``ctx.data`` at bars ``<= t`` only."""
+    trades) for listed assets ``mask [B, N]`` and current weights ``w_now [B, N]`` (an unlisted
+    asset's is kept, inside the budget: module docstring), from ``ctx.data`` at bars ``<= t`` only."""
     t = np.asarray(t, dtype=np.int64)
+    mask = np.asarray(mask, dtype=bool)
+    w_now = np.broadcast_to(np.asarray(w_now, dtype=np.float64), mask.shape)
+    kept = kept_weights(w_now, mask)
     features = ctx.data.features[t]  # [B, N, F], the same float32 values the observation holds
     if ctx.name == "kelly_lite":
         assert ctx.sigma is not None and ctx.flags is not None
@@ -154,12 +165,15 @@ def baseline_decision(
             sigma=ctx.sigma[t],
             listed=mask,
             min_move=_known(ctx.data, features, t, ctx.columns[3]) if len(ctx.columns) > 3 else None,
+            w_now=w_now,
         )
-        allocation = kelly_lite_decision(inputs, ctx.flags, ctx.kelly).weights
-    elif ctx.name == "inverse_vol":
-        allocation = inverse_vol_weights(features[..., ctx.columns[0]].astype(np.float64), mask)
+        allocation = kelly_lite_decision(inputs, ctx.flags, ctx.kelly).weights + kept
     else:
-        allocation = equal_weights(mask)
+        if ctx.name == "inverse_vol":
+            tradeable = inverse_vol_weights(features[..., ctx.columns[0]].astype(np.float64), mask)
+        else:
+            tradeable = equal_weights(mask)
+        allocation = within_budget(tradeable, np.ones(mask.shape[-1], dtype=bool), 1.0, kept) + kept
     trade = ctx.rebalance[t] | np.asarray(first, dtype=bool)
     hold = np.broadcast_to(~trade[:, None], allocation.shape).copy()
     return BaselineDecision(allocation, hold)

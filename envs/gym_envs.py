@@ -195,7 +195,7 @@ class ActionDecoder:
         if self.baseline is None:
             return None
         sim = self.sim
-        return baseline_decision(self.baseline, sim.t, sim.steps == 0, sim.data.listed[sim.t])
+        return baseline_decision(self.baseline, sim.t, sim.steps == 0, sim.data.listed[sim.t], sim.weights())
 
     def _tilted(self, target: np.ndarray) -> Orders:
         """Orders of a gate's signed sizes: a tilt around the baseline, or absolute (band only)."""

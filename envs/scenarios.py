@@ -37,7 +37,12 @@ import numpy as np
 import numpy.typing as npt
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from raytrade.envs.market_data import MarketData, bars_before_slice
+from raytrade.envs.market_data import (
+    MarketData,
+    bars_before_slice,
+    carry_close_through_holes,
+    last_listed_bar,
+)
 from raytrade.envs.stress_features import with_stressed_features
 from raytrade.replay.errors import InputError
 from raytrade.replay.features.config import FeatureConfig
@@ -311,40 +316,59 @@ def inject_crisis(
     low: npt.ArrayLike | None = None,
     listed: npt.ArrayLike | None = None,
     loss: float | None = None,
+    listed_after: npt.ArrayLike | None = None,
 ) -> CrisisPrices:
     """Shock rows ``start .. start + length - 1`` of ``[T, N]`` price arrays.
 
     Window returns are close-to-close log returns ``x[t, n] = log(close[t, n] / close[t - 1, n])``,
-    so ``start >= 1``. For each *eligible* asset (listed on row ``start - 1`` and on every window row;
-    all assets when ``listed`` is None) with window mean ``mu`` and standard deviation ``sigma``
-    (``ddof=1``):
+    so ``start >= 1``. Each asset is shocked over its *span*: the window rows after its eve and up to
+    its last real bar (every window row when ``listed`` is None):
+
+    * eve: row ``start - 1``, or, for an asset whose first real bar ``f`` is inside the window (it
+      lists there), ``f``: its listing price is kept (there is no earlier close to shock it from)
+      and the rows after it are its span, so it is not spared;
+    * end: the window's last row, or the asset's last real bar when it delists inside the window
+      (``market_data.last_listed_bar``, with ``listed_after`` for data cut from a longer history):
+      its last price, at which the simulator liquidates a holding, is shocked, and the prices filled
+      after it stay flat at that shocked price;
+    * a hole inside the span (a halt, a data gap: ``listed`` False between real bars) is part of it:
+      the shock path goes on through the halted rows, the hole's prices are then carried at the last
+      real shocked close (``market_data.carry_close_through_holes``, as ``MarketData`` requires), and
+      the reopen bar's open carries the whole shock accumulated while halted.
+
+    With ``mu`` and ``sigma`` (``ddof=1``; 0 for a span of one row) the mean and standard deviation
+    of an asset's returns over its span:
 
     1. standardise ``z = (x - mu) / sigma`` (``z = 0`` for an asset with ``sigma == 0``);
-    2. correlation shock: with ``c0`` the average pairwise correlation of ``z`` over eligible assets,
+    2. correlation shock: with ``c0`` the average pairwise correlation of ``z`` (see below),
        ``w = (corr_target - c0) / (1 - c0)`` and a common factor ``f`` per row (``length`` draws of
        ``N(0, 1)`` from ``rng``, standardised to sample mean 0 and standard deviation 1),
        ``z' = sqrt(1 - w) z + sqrt(w) f``, which has unit variance and average pairwise correlation
-       ``c0 + w (1 - c0) = corr_target`` in expectation, and a window sum of exactly 0. Skipped
-       (``w = 0``) when ``corr_target`` is None, below ``c0``, or fewer than 2 assets are eligible;
+       ``c0 + w (1 - c0) = corr_target`` in expectation, and a window sum of exactly 0. ``c0`` is
+       measured over the assets whose span is the whole window; an asset with a shorter span gets
+       ``f`` minus its mean over the span, so its ``z'`` sums to 0 over its span. Skipped
+       (``w = 0``) when ``corr_target`` is None, below ``c0``, or fewer than 2 assets span the window;
     3. volatility shock and trend: ``x' = m + vol_mult * sigma * z'``, so the window's standard
        deviation becomes ``vol_mult`` times the original (in expectation when the factor is blended,
-       exactly otherwise) and, as ``z'`` sums to 0, the window's total log return is exactly
-       ``length * m``:
+       exactly otherwise) and, as ``z'`` sums to 0, the span's total log return is exactly
+       ``span length * m``:
 
-       * ``loss=None``: ``m = mu + drift`` (the window's own trend plus ``drift``, an extra log return
+       * ``loss=None``: ``m = mu + drift`` (the span's own trend plus ``drift``, an extra log return
          per bar, ``-0.01`` ~ -1 %/bar);
-       * ``loss=D``: ``m = min(sum(x), log(1 - D)) / length`` (``drift`` must be 0). Every eligible
-         asset ends the window at most ``1 - D`` times its close on the eve of the window, and never
-         above its own unshocked end. So the equal-weight index of eligible assets (mean of
-         ``close' / close'[start - 1]``) loses at least ``D`` from its peak (it starts at 1 and ends at
-         most ``1 - D``), whatever the draw, and every price from the window's end on is at most the
-         unshocked one, so buy-and-hold ends no higher than on the unshocked path.
+       * ``loss=D``: ``m = min(sum(x), log(1 - D)) / span length`` (sums over the span; ``drift``
+         must be 0). Every asset ends its span at most ``1 - D`` times its close on its eve, and never
+         above its own unshocked price there. So the equal-weight index of the assets listed through
+         the window (mean of ``close' / close'[start - 1]``) loses at least ``D`` from its peak (it
+         starts at 1 and ends at most ``1 - D``), whatever the draw, and every price from the window's
+         end on is at most the unshocked one, so buy-and-hold ends no higher than on the unshocked path.
 
-    Prices are rebuilt with ``k[t] = exp(cumsum(x' - x))`` over the window (``k`` constant after it):
+    Prices are rebuilt with ``k[t] = exp(cumsum(x' - x))``, ``x' - x`` taken as 0 outside the span
+    (so ``k`` is 1 up to the eve and constant after the span's end):
     ``close' = close * k[t]``, ``open' = open * k[t - 1]``, i.e. the overnight gap
     ``open[t] / close[t - 1]`` is kept and the shock lands between open and close. ``high``/``low``
     keep their distance from the bar body: ``high' = max(open', close') * high / max(open, close)``
-    (and ``min`` for ``low``). Non-eligible assets are untouched. ``spread_bps`` is multiplied by
+    (and ``min`` for ``low``). An asset that never has a real bar in the window is untouched; the
+    listing mask is not changed. ``spread_bps`` is multiplied by
     ``spread_mult`` on every window row for every asset and untouched elsewhere.
     """
     o = _positive_2d(open, "open", None)
@@ -369,33 +393,40 @@ def inject_crisis(
         raise ValueError(f"drift={drift!r} and loss={loss!r} are exclusive: loss sets the window's trend")
     if corr_target is not None and not -1.0 < corr_target < 1.0:
         raise ValueError(f"corr_target must be in (-1, 1) or None, got {corr_target!r}")
-    if listed is None:
-        eligible = np.ones(n_assets, dtype=bool)
-    else:
-        lst = np.asarray(listed, dtype=bool)
-        if lst.shape != o.shape:
-            raise ValueError(f"listed has shape {lst.shape}, expected {o.shape}")
-        eligible = np.asarray(lst[start - 1 : start + length].all(axis=0), dtype=bool)
+    lst = np.ones(o.shape, dtype=bool) if listed is None else np.asarray(listed, dtype=bool)
+    if lst.shape != o.shape:
+        raise ValueError(f"listed has shape {lst.shape}, expected {o.shape}")
+    after = None if listed_after is None else np.asarray(listed_after, dtype=bool)
+    if after is not None and after.shape != (n_assets,):
+        raise ValueError(f"listed_after has shape {after.shape}, expected ({n_assets},)")
 
     window = slice(start, start + length)
+    span = _shock_span(lst, after, start, length)  # [L, N]
+    n_span = span.sum(axis=0)
+    full = n_span == length
     x = np.log(c[window] / c[start - 1 : start + length - 1])  # [L, N]
-    mu = x.mean(axis=0)
-    sigma = x.std(axis=0, ddof=1)
+    count = np.maximum(n_span, 1)
+    mu = np.where(span, x, 0.0).sum(axis=0) / count
+    dev = np.where(span, x - mu, 0.0)
+    sigma = np.where(n_span >= 2, np.sqrt((dev**2).sum(axis=0) / np.maximum(n_span - 1, 1)), 0.0)
     safe_sigma = np.where(sigma > 0.0, sigma, 1.0)
-    z = np.where(sigma > 0.0, (x - mu) / safe_sigma, 0.0)
+    z = np.where(span & (sigma > 0.0), dev / safe_sigma, 0.0)
 
     weight = 0.0
     factor = rng.standard_normal(length)  # drawn even when unused: the rng stream stays stable
     factor = (factor - factor.mean()) / factor.std(ddof=1)
-    active = eligible & (sigma > 0.0)
+    span_factor_mean = np.where(span, factor[:, None], 0.0).sum(axis=0) / count
+    span_factor = np.where(span, factor[:, None] - np.where(full, 0.0, span_factor_mean), 0.0)
+    active = full & (sigma > 0.0)
     if corr_target is not None and active.sum() >= 2:
         c0 = _mean_pairwise_corr(z[:, active])
         if corr_target > c0:
             weight = (corr_target - c0) / (1.0 - c0)
-    z_new = math.sqrt(1.0 - weight) * z + math.sqrt(weight) * factor[:, None] * (sigma > 0.0)
-    trend = mu + drift if loss is None else np.minimum(x.sum(axis=0), math.log1p(-loss)) / length
+    z_new = math.sqrt(1.0 - weight) * z + math.sqrt(weight) * span_factor * (sigma > 0.0)
+    span_sum = np.where(span, x, 0.0).sum(axis=0)
+    trend = mu + drift if loss is None else np.minimum(span_sum, math.log1p(-loss)) / count
     x_new = trend + vol_mult * sigma * z_new
-    delta = np.where(eligible, x_new - x, 0.0)
+    delta = np.where(span, x_new - x, 0.0)
 
     k = np.ones((t_total, n_assets))
     k[window] = np.exp(np.cumsum(delta, axis=0))
@@ -403,6 +434,8 @@ def inject_crisis(
     k_prev = np.vstack([np.ones((1, n_assets)), k[:-1]])
     new_open = o * k_prev
     new_close = c * k
+    if listed is not None:  # a hole stays priced at its last real close: the reopen takes the shock
+        new_open, new_close = carry_close_through_holes(new_open, new_close, lst, after)
     new_spread = s.copy()
     new_spread[window] *= spread_mult
 
@@ -414,6 +447,18 @@ def inject_crisis(
         lo = _positive_2d(low, "low", o.shape)
         new_low = np.minimum(new_open, new_close) * lo / np.minimum(o, c)
     return CrisisPrices(open=new_open, close=new_close, spread_bps=new_spread, high=new_high, low=new_low)
+
+
+def _shock_span(listed: BoolArray, listed_after: BoolArray | None, start: int, length: int) -> BoolArray:
+    """``[length, N]``: the window rows ``start ..`` on which each asset is shocked (``inject_crisis``):
+    after its eve (``start - 1``, or its first real bar when it lists inside the window) up to its
+    last real bar (``market_data.last_listed_bar``) or the window's end; holes inside count."""
+    has_bar = listed.any(axis=0)
+    first = np.where(has_bar, listed.argmax(axis=0), listed.shape[0])
+    eve = np.maximum(first, start - 1)
+    end = np.minimum(last_listed_bar(listed, listed_after), start + length - 1)
+    rows = np.arange(start, start + length)[:, None]
+    return np.asarray((rows > eve) & (rows <= end), dtype=bool)
 
 
 def _mean_pairwise_corr(values: FloatArray) -> float:
@@ -439,7 +484,9 @@ class CrisisScenario(BaseModel):
 
     ``loss`` over ``length`` bars with volatility times ``vol_mult`` is the move: every draw's
     equal-weight index of the assets listed through the window falls at least ``loss`` from its peak
-    inside the window (``inject_crisis`` builds the trend instead of hoping a random draw finds it).
+    inside the window (``inject_crisis`` builds the trend instead of hoping a random draw finds it),
+    and an asset that halts, lists or delists inside the window loses ``loss`` over the part of the
+    window it is listed in (``inject_crisis``: its span).
     ``loss=None`` keeps the window's own trend plus ``drift`` (a volatility shock, not a crash).
     """
 
@@ -546,7 +593,8 @@ def apply_scenario(
 
     Crisis: the window starts at ``clip(int((start_frac + u) * T), 1, T - length)`` with ``u`` drawn
     from ``U(-start_jitter, start_jitter)`` (``u = 0``, and nothing drawn, when ``start_jitter`` is
-    0); ``inject_crisis`` shocks open/close/spread of listed assets, and the observed ``spread_bps``
+    0); ``inject_crisis`` shocks open/close of every asset over the window rows it is listed in
+    (halts inside included; ``listed`` is unchanged) and every spread, and the observed ``spread_bps``
     feature by the same ``spread_mult``; ``regime_code`` is set to ``regime_label`` in the window
     (unless None). Bootstrap: rows are drawn from ``simple_returns(history or market_data)``; prices are
     rebuilt from ``close[0]`` by compounding each drawn row's return, with the drawn row's overnight
@@ -614,6 +662,7 @@ def _apply_crisis(sc: CrisisScenario, md: MarketData, rng: np.random.Generator) 
         rng=rng,
         listed=md.listed,
         loss=sc.loss,
+        listed_after=md.listed_after,
     )
     regime = md.regime_code.copy()
     if sc.regime_label is not None:

@@ -48,7 +48,9 @@ Design decisions
   ``sector_momentum`` (a cross-asset cluster average) are market-wide or model outputs the scenario
   does not model.
 * Values go through the loader's own post-processing: its scale per column and NaN -> 0 (flagged in
-  ``feature_missing``); a recomputed forecast of a cell with no bar is NaN (ingest writes no row).
+  ``feature_missing``); a recomputed feature of a cell with no bar (``listed`` False: before the
+  listing, after the delisting, a halt) is NaN, as ingest writes no row there, so a stressed halt
+  stays a cell with no values.
 * The panel steps on the ``MarketData`` calendar. For equities that is ingest's calendar; a crypto
   asset in a mixed universe is observed on equity days, and the loader already computes its price
   features and ``kelly_lite`` on them (``envs.step_features``), so a rebuild matches the loaded
@@ -170,7 +172,8 @@ def with_stressed_features(
             usable = np.isfinite(rebuilt) & np.isfinite(stored) & (stored > 0)
             ratio = np.where(usable, rebuilt / np.where(usable, stored, 1.0), 1.0)
             features[from_row:, :, names.index("atr_pct_14")] *= ratio
-        _write(features, missing, from_row, price_cols, {k: v[skip:] for k, v in values.items()}, None)
+        rows = {k: np.where(listed, v, np.nan)[skip:] for k, v in values.items()}  # no bar: no value
+        _write(features, missing, from_row, price_cols, rows, None)
     if forecast_cols:
         spread = joined(None if warmup is None else _store_spread(warmup), _store_spread(data))
         volume = joined(None if warmup is None else warmup.dollar_volume, data.dollar_volume)

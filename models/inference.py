@@ -248,7 +248,9 @@ def gated_weights_policy(module: Any, data: MarketData, cfg: GatedEnvConfig) -> 
         if ctx is None:
             orders = Orders(target, band_hold(target, ob.weights, action.no_trade_band))
         else:
-            orders = tilt_orders(action, target, ob.weights, baseline_decision(ctx, t, t == 0, ob.mask))
+            orders = tilt_orders(
+                action, target, ob.weights, baseline_decision(ctx, t, t == 0, ob.mask, ob.weights)
+            )
         return Decision(weights=np.where(orders.hold, ob.weights, orders.target), hold=orders.hold)
 
     return policy
@@ -275,7 +277,7 @@ def module_policy(module: Any, data: MarketData, env_cfg: PortfolioEnvConfig) ->
     def decide(ob: Observation) -> Decision:
         a = weights_action(module, observation_arrays(ob, data, env_cfg), action)
         t = step_index(ob, data)
-        base = None if ctx is None else baseline_decision(ctx, t, t == 0, ob.mask)
+        base = None if ctx is None else baseline_decision(ctx, t, t == 0, ob.mask, ob.weights)
         orders = weight_orders(action, a, ob.weights, base)
         return Decision(weights=np.where(orders.hold, ob.weights, orders.target), hold=orders.hold)
 

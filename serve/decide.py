@@ -390,7 +390,7 @@ class DecisionService:
         action = np.asarray(decided.action)
         base = None  # a live account has no episode start: the baseline trades on its own schedule
         if self._baseline is not None:
-            base = baseline_decision(self._baseline, bars, np.zeros(len(prepared), bool), ob.mask)
+            base = baseline_decision(self._baseline, bars, np.zeros(len(prepared), bool), ob.mask, ob.weights)
         if isinstance(self.env_cfg, GatedEnvConfig) and self._gate is not None:
             gated = gate_orders(action, self._gate.kelly[bars], self.env_cfg)
             modes = gated.mode

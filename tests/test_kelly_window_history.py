@@ -55,8 +55,11 @@ def test_a_slice_sizes_its_first_bars_as_the_parent_does() -> None:
     assert np.isfinite(cut.sigma[: N_CLOSES - 1, 0]).all()  # no warm-up inside the slice
     assert np.isnan(cut.sigma[: 18 + N_CLOSES - 1 - lo, 1]).all()  # the hole at bar 17 still counts
     for t in range(N_CLOSES):
-        mine = baseline_decision(cut, np.array([t]), np.array([t == 0]), part.listed[t][None])
-        theirs = baseline_decision(whole, np.array([lo + t]), np.array([t == 0]), parent.listed[lo + t][None])
+        flat = np.zeros((1, part.n_assets))
+        mine = baseline_decision(cut, np.array([t]), np.array([t == 0]), part.listed[t][None], flat)
+        theirs = baseline_decision(
+            whole, np.array([lo + t]), np.array([t == 0]), parent.listed[lo + t][None], flat
+        )
         np.testing.assert_array_equal(mine.allocation, theirs.allocation)
     assert np.abs(cut.sigma[0, 0]) > 0
     # a slice of a slice keeps the history too

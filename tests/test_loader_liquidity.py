@@ -145,6 +145,8 @@ def test_kelly_lite_treats_a_present_zero_spread_as_a_quote() -> None:
         feature_missing=missing,
     )
     ctx = baseline_context("kelly_lite", data)
-    weights = baseline_decision(ctx, np.array([10]), np.array([True]), data.listed[[10]]).allocation[0]
+    weights = baseline_decision(
+        ctx, np.array([10]), np.array([True]), data.listed[[10]], np.zeros((1, data.n_assets))
+    ).allocation[0]
     assert weights[0] > 0  # an estimate of 0 is a spread, gated at the costed 5 bps
     assert weights[1] == 0.0  # a null spread is no quote

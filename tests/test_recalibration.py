@@ -217,9 +217,15 @@ def test_kelly_lite_baseline_reads_the_adaptive_column_and_a_missing_value_block
         feature_missing=missing,
     )
     ctx = baseline_context("kelly_lite", data, KellyLiteConfig(consensus_gate="adaptive"))
-    decided = baseline_decision(ctx, np.array([8]), np.array([False]), np.ones((1, 2), dtype=bool))
+    decided = baseline_decision(
+        ctx, np.array([8]), np.array([False]), np.ones((1, 2), dtype=bool), np.zeros((1, 2))
+    )
     np.testing.assert_array_equal(decided.allocation, [[0.15, 0.0]])
     static = baseline_decision(
-        baseline_context("kelly_lite", data), np.array([8]), np.array([False]), np.ones((1, 2), dtype=bool)
+        baseline_context("kelly_lite", data),
+        np.array([8]),
+        np.array([False]),
+        np.ones((1, 2), dtype=bool),
+        np.zeros((1, 2)),
     )
     np.testing.assert_array_equal(static.allocation, [[0.15, 0.15]])

@@ -215,7 +215,7 @@ def test_drift_shifts_window_mean_exactly() -> None:
     np.testing.assert_allclose(shift, -0.02, rtol=1e-9)
 
 
-def test_unlisted_asset_untouched_by_crisis() -> None:
+def test_asset_listing_inside_the_crisis_window_is_untouched_only_up_to_its_listing() -> None:
     md = make_market_data()
     out = apply_scenario("crisis_2008_like", md, np.random.default_rng(0))
     # Window starts at bar 200 (start_frac 0.5 of 400); the last asset is listed there, so check a
@@ -224,7 +224,11 @@ def test_unlisted_asset_untouched_by_crisis() -> None:
         scenarios={"early": CrisisScenario(start_frac=0.2, length=40, vol_mult=3.0, corr_target=0.8)}
     )
     early = apply_scenario("early", md, np.random.default_rng(0), cfg)  # bars 80..119; asset 4 lists at 100
-    np.testing.assert_array_equal(early.close[:, -1], md.close[:, -1])
+    np.testing.assert_array_equal(early.close[:101, -1], md.close[:101, -1])  # up to its listing price
+    # shocked from there on (loss=None keeps its own trend: the window's last close is its own)
+    assert (early.close[101:119, -1] != md.close[101:119, -1]).all()
+    assert early.close[119, -1] == pytest.approx(md.close[119, -1], rel=1e-12)
+    np.testing.assert_array_equal(early.listed, md.listed)
     assert not np.array_equal(early.close[:, 0], md.close[:, 0])
     assert not np.array_equal(out.close[:, -1], md.close[:, -1])
     np.testing.assert_array_equal(out.features, md.features)

@@ -67,7 +67,9 @@ def test_inverse_vol_sizes_crypto_by_its_per_step_volatility(synthetic_store: Pa
     data = load_market_data(synthetic_store, "validation")
     ctx = baseline_context("inverse_vol", data)
     t = np.arange(data.n_steps)
-    weights = baseline_decision(ctx, t, np.ones(data.n_steps, dtype=bool), data.listed).allocation
+    weights = baseline_decision(
+        ctx, t, np.ones(data.n_steps, dtype=bool), data.listed, np.zeros(data.listed.shape)
+    ).allocation
     vol = _step_vol_20(synthetic_store, data)
     ok = data.listed & np.isfinite(vol) & (vol > 0)
     inverse = np.where(ok, 1.0 / np.where(ok, vol, 1.0), 0.0)

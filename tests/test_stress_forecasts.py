@@ -203,7 +203,9 @@ def test_kelly_lite_stops_buying_the_crash_once_its_forecasts_see_it() -> None:
     def weights(md: MarketData) -> np.ndarray:
         ctx = baseline_context("kelly_lite", md)
         bars = np.arange(k, k + 5)
-        return baseline_decision(ctx, bars, bars == k, md.listed[bars]).allocation[:, SHOCKED]
+        return baseline_decision(
+            ctx, bars, bars == k, md.listed[bars], np.zeros((5, md.n_assets))
+        ).allocation[:, SHOCKED]
 
     assert (weights(calm) > 0).all()
     assert (weights(stressed) < 0).all()

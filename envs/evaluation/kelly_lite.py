@@ -25,6 +25,8 @@ from data with timestamps ``<= t`` only:
    fixed ``probe_weight`` instead of its kelly size (edge and consensus are what the probe tests);
 8. exposure caps, by proportional scaling: crypto sleeve gross ``<=`` 1x (crypto unlevered), equity
    sleeve ``<=`` 2x (end-of-day leverage cap), then total gross ``<=`` 120 % (the loop's own sizing cap).
+   The weight held in an asset not listed at ``t`` (from ``KellyInputs.w_now``: it cannot trade) counts
+   against each cap it falls under (``envs.budget``), so the book stays inside them.
 
 Sign conventions: weights are signed fractions of equity (``+0.1`` = long 10 % of equity);
 ``kelly`` is an unsigned fraction. Known simplifications: the loop's "probe after a losing trade"
@@ -42,6 +44,7 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 from pydantic import ConfigDict, Field
 
+from raytrade.envs.budget import kept_weights, within_budget
 from raytrade.replay.loop_rules import LoopRules
 
 KELLY_FEATURES: Final[tuple[str, ...]] = ("fc_mean", "fc_consensus_ok", "spread_bps")
@@ -99,6 +102,9 @@ class KellyInputs(NamedTuple):
     sigma: np.ndarray  # std of the last closes' simple returns; NaN when unknown
     listed: np.ndarray  # bool
     min_move: np.ndarray | None = None  # adaptive consensus threshold (fraction); NaN: unknown
+    w_now: np.ndarray | None = (
+        None  # current weights: an unlisted asset's is kept, inside the caps (None: flat)
+    )
 
 
 class KellyDecision(NamedTuple):
@@ -170,13 +176,6 @@ def trailing_sigma(
     return out[k:]
 
 
-def _scale_to_cap(weights: np.ndarray, members: np.ndarray, cap: float) -> np.ndarray:
-    """Scale the ``members`` columns down proportionally so their gross is at most ``cap``."""
-    gross = np.abs(weights * members).sum(-1, keepdims=True)
-    factor = np.where(gross > cap, cap / np.where(gross > 0, gross, 1.0), 1.0)
-    return np.where(members, weights * factor, weights)
-
-
 def consensus_min_move(inputs: KellyInputs, cfg: KellyLiteConfig) -> np.ndarray | float:
     """The move a forecast must reach to count: ``cfg.min_move`` (static), or ``inputs.min_move``
     (adaptive; NaN compares false, so an unknown threshold blocks). Adaptive without a threshold is a
@@ -220,7 +219,8 @@ def kelly_lite_decision(inputs: KellyInputs, flags: AssetFlags, cfg: KellyLiteCo
     weights = np.where(flags.probe, np.where(probe_ok, direction * cfg.probe_weight, 0.0), weights)
     kelly = np.where(flags.probe, 0.0, kelly)
 
-    weights = _scale_to_cap(weights, flags.is_crypto, cfg.leverage_cap_crypto)
-    weights = _scale_to_cap(weights, ~flags.is_crypto, cfg.leverage_cap_equity)
-    weights = _scale_to_cap(weights, np.ones(fc.shape[-1], dtype=bool), cfg.gross_cap)
+    kept = np.zeros_like(weights) if inputs.w_now is None else kept_weights(inputs.w_now, listed)
+    weights = within_budget(weights, flags.is_crypto, cfg.leverage_cap_crypto, kept)
+    weights = within_budget(weights, ~flags.is_crypto, cfg.leverage_cap_equity, kept)
+    weights = within_budget(weights, np.ones(fc.shape[-1], dtype=bool), cfg.gross_cap, kept)
     return KellyDecision(weights=weights, kelly=kelly, blocked=blocked)

@@ -126,7 +126,7 @@ def baseline_factory(name: str, kelly: KellyLiteConfig | None = None) -> PolicyF
 
         def policy(obs: Observation) -> PolicyOutput:
             t = step_index(obs, data)
-            decided = baseline_decision(ctx, t, t == 0, obs.mask)
+            decided = baseline_decision(ctx, t, t == 0, obs.mask, obs.weights)
             if ctx.rebalance.all():
                 return decided.allocation
             return Decision(weights=decided.weights(obs.weights), hold=decided.hold)
