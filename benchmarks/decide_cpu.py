@@ -66,7 +66,7 @@ class _Worker:
                 backend.batches += 1
                 return svc.decide_prepared([prepared])[0]  # on this thread: its CPU is counted
 
-            backend.decide = inline  # type: ignore[method-assign]
+            backend.decide = inline  # type: ignore[method-assign,assignment]
             # the request is dated at the data's last bar (fresh features), not at the server clock
             self.apps[name] = create_api(backend, HttpConfig(max_as_of_skew_s=None))
         self.loop = asyncio.new_event_loop()
