@@ -256,3 +256,92 @@ def test_the_answer_is_the_one_built_symbol_by_symbol(
     expected = _answer_symbol_by_symbol(service, p, weights, caps, modes, confidence, kill)
     assert got.model_dump_json(exclude={"decision_id"}) == expected.model_dump_json(exclude={"decision_id"})
     assert len(got.decision_id) == 32
+
+
+# ------------------------------------------------------------------------ the confidence in numpy
+
+
+def _hostile_request(service: DecisionService, rng: np.random.Generator) -> ActRequest:
+    """A random request: random positions (some outside the universe), blocked, wide, missing and
+    absent quotes, a drawdown past the kill switch's trigger half the time, equity at its minimum."""
+    symbols = list(service.data.symbols)
+    equity = float(rng.choice([1.0, 100.0, 100_000.0]))
+    analysis: dict[str, Any] = {}
+    for s in symbols:
+        kind = rng.integers(0, 6)
+        if kind == 0:
+            continue  # not in the request
+        row: dict[str, Any] = {"bid_price": 99.99, "ask_price": 100.01}
+        if kind == 1:
+            row["trade_blocked"] = True
+        elif kind == 2:
+            row = {"bid_price": 99.0, "ask_price": 101.0}  # over the spread cap
+        elif kind == 3:
+            row = {"last_close": 50.0}  # no quote
+        analysis[s] = row
+    analysis = analysis or {symbols[0]: {"bid_price": 99.99, "ask_price": 100.01}}
+    held = [s for s in [*symbols, "OUTSIDE"] if rng.random() < 0.4]
+    positions = [
+        {
+            "symbol": s,
+            "qty": "1",
+            "side": (side := str(rng.choice(["long", "short"]))),
+            "market_value": str((1 if side == "long" else -1) * rng.uniform(0, 0.6) * equity),
+        }
+        for s in held
+    ]
+    bar = int(rng.integers(len(service.data.ts) // 2, len(service.data.ts)))
+    return ActRequest.model_validate(
+        {
+            "account": {"equity": equity},
+            "positions": positions,
+            "drawdown_pct": -float(rng.choice([0.0, 0.05, 0.3])),
+            "analysis": analysis,
+            "as_of": _utc(service.data.ts[bar]).isoformat(),
+        }
+    )
+
+
+def _torch_confidence(module: Any, dist_inputs: Any) -> np.ndarray:
+    """The confidence as it was computed in torch before it moved to numpy (the reference)."""
+    inputs = dist_inputs.detach().double()
+    mean, log_std = inputs.chunk(2, dim=-1)
+    return torch.erf(mean.abs() / (log_std.exp() * np.sqrt(2.0))).numpy()
+
+
+def test_answers_with_the_numpy_confidence_are_the_torch_ones(
+    service: DecisionService, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Over about 90 random hostile requests in 20 batches of 1-8 (NaN features at some bars, held and
+    blocked symbols, the kill switch active, equity 1.0): every answer equals the one the torch
+    confidence gave, the confidence within 1e-12 and everything else exactly (decision ids apart)."""
+    import dataclasses
+
+    from raytrade.serve import decide
+
+    rng = np.random.default_rng(11)
+    features = service.data.features.copy()
+    features[rng.random(features.shape[:2]) < 0.05] = np.nan  # whole rows of some (bar, symbol)
+    data = dataclasses.replace(service.data, features=features)
+    hostile = DecisionService(
+        service.handle, data, ServeConfig(max_feature_age_hours=None, kill_drawdown=0.1)
+    )
+    now = _utc(data.ts[-1])
+    seen = {"fallback": 0, "kill": 0, "held": 0}
+    for _ in range(20):
+        prepared = [hostile.prepare(_hostile_request(hostile, rng), now) for _ in range(rng.integers(1, 9))]
+        got = hostile.decide_prepared(prepared)
+        seen["fallback"] += sum(a.fallback for a in got)
+        seen["kill"] += sum(a.kill_switch_active for a in got)
+        seen["held"] += sum(not d.tradeable for a in got if not a.fallback for d in a.decisions.values())
+        with monkeypatch.context() as m:
+            m.setattr(decide, "action_confidence", _torch_confidence)
+            want = hostile.decide_prepared(prepared)
+        for g, w in zip(got, want, strict=True):
+            gd, wd = g.model_dump(exclude={"decision_id"}), w.model_dump(exclude={"decision_id"})
+            g_conf = [d.pop("confidence") for d in gd["decisions"].values()]
+            w_conf = [d.pop("confidence") for d in wd["decisions"].values()]
+            np.testing.assert_allclose(g_conf, w_conf, rtol=0, atol=1e-12)
+            assert all(0.0 <= c <= 1.0 for c in g_conf)
+            assert gd == wd
+    assert min(seen.values()) > 0, seen  # NaN features, the kill switch and held symbols all came up
