@@ -138,6 +138,16 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.xdist_group(group))
 
 
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """With test workers (``-n 2``), compile the simulator's kernels once in the controller before
+    they start (:mod:`tests.kernel_warmup`): a fresh checkout has no kernel cache, and otherwise both
+    workers and every Tune trial compile them at the same time. A cached kernel loads in about 0.5 s."""
+    if getattr(session.config.option, "numprocesses", None) and not hasattr(session.config, "workerinput"):
+        from tests.kernel_warmup import warm_kernels
+
+        warm_kernels()
+
+
 _UNGROUPED: list[str] = []  # set by pytest_collection_finish when --dist loadgroup has no effect
 
 
