@@ -268,7 +268,8 @@ def load_market_data(
         if not np.isfinite(values).any():
             raise ValueError(
                 f"feature column {name!r} has no values in the {split!r} split of {root} "
-                "(the store predates it, or its source lacks the data): leave it out of feature_columns"
+                f"({len(calendar)} bars: shorter than the feature's warm-up window, or the store predates "
+                "it, or its source lacks the data): widen the split or leave it out of feature_columns"
             )
         absent[:, :, k] = ~np.isfinite(values)
         stack[:, :, k] = np.nan_to_num(values, nan=0.0, posinf=0.0, neginf=0.0)

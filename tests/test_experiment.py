@@ -212,10 +212,21 @@ def test_report_states_the_wall_time_against_the_budget_target_and_the_load() ->
 def test_a_symbol_without_bars_in_a_window_loads_as_never_listed(synthetic_store: Path) -> None:
     from raytrade.envs.replay_loader import load_market_data
 
-    data = load_market_data(synthetic_store, "train", train_fraction=0.1, validation_fraction=0.1)
+    # 78 training bars: past the 60-bar warm-up of vol_regime_code (with crypto on the equity calendar
+    # since envs.step_features, no symbol has a value in a shorter window: the loader refuses it)
+    data = load_market_data(synthetic_store, "train", train_fraction=0.15, validation_fraction=0.1)
     never = ~data.listed.any(axis=0)
     assert never.any()
     assert np.all(data.open[:, never] == 1.0) and np.all(data.close[:, never] == 1.0)
+
+
+def test_a_window_shorter_than_a_features_warm_up_is_refused_naming_it(synthetic_store: Path) -> None:
+    from raytrade.envs.replay_loader import load_market_data
+
+    with pytest.raises(
+        ValueError, match=r"'vol_regime_code' has no values .*52 bars: shorter than the feature's warm"
+    ):
+        load_market_data(synthetic_store, "train", train_fraction=0.1, validation_fraction=0.1)
 
 
 def test_tune_split_fractions_move_the_training_window_and_its_normaliser(synthetic_store: Path) -> None:
