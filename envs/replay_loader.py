@@ -9,11 +9,13 @@ stamped at different times of day on the same dates (equities dated 00:00 UTC ne
 York midnight, 05:00 UTC) would make two labels per session and a hole in every symbol at every other
 one: refused too (``replay.timeutil.refuse_mixed_daily_clocks``). A crypto-only universe steps on its
 7-day calendar. An asset stepped off its own calendar (crypto next to equities: a Friday -> Monday
-step carries three days of its moves) has its close-derived features and ``kelly_lite`` recomputed on
-the stepping calendar from its closes there, history before the split included
-(``envs.step_features``), so every volatility a policy or baseline sizes by is that of one step; the
-store keeps its own-calendar values. ``periods_per_year`` follows: 252 (365 for crypto-only) x bars
-per day, and ``days_per_bar`` is 1 / bars per day (the bar length per-bar financing and borrow rates follow).
+step carries three days of its moves) has its close-derived features, its forecasts and ``kelly_lite``
+restated on the stepping calendar from its closes there, history before the split included
+(``envs.step_features``: the baseline forecaster recomputed from the step closes, an imported
+forecast scaled to the step's length), so every volatility a policy or baseline sizes by, and the
+edge it sizes, is that of one step; the store keeps its own-calendar values. ``periods_per_year``
+follows: 252 (365 for crypto-only) x bars per day, and ``days_per_bar`` is 1 / bars per day (the
+bar length per-bar financing and borrow rates follow).
 
 Per (t, asset): ``listed`` is True only where the asset has a real bar at t: a bar with a volume of 0
 (a halted day reported at a stale price) is not one, it is a hole like a missing bar (and does not
@@ -45,7 +47,7 @@ import pandas as pd
 
 from raytrade.envs.config import ReplayDataConfig
 from raytrade.envs.market_data import BARS_BEFORE, MarketData, carry_close_through_holes
-from raytrade.envs.step_features import STEP_FEATURES, step_features
+from raytrade.envs.step_features import STEP_FEATURES, STEP_FORECAST_INPUTS, price_features, step_forecasts
 from raytrade.replay.errors import InputError
 from raytrade.replay.features.build import periods_per_year
 from raytrade.replay.features.config import FeatureConfig
@@ -53,7 +55,7 @@ from raytrade.replay.reader import read_frame
 from raytrade.replay.remote_store import local_store
 from raytrade.replay.schema import FEATURES_SCHEMA
 from raytrade.replay.splits import EMBARGO_BARS, TRAIN_FRACTION, VALIDATION_FRACTION, fractional_splits
-from raytrade.replay.timeutil import bar_length, refuse_mixed_daily_clocks, times_of_day
+from raytrade.replay.timeutil import DAY, bar_length, refuse_mixed_daily_clocks, times_of_day
 
 DEFAULT_FEATURES: tuple[str, ...] = (
     "ret_1",
@@ -231,6 +233,11 @@ def load_market_data(
         .astype("float64")
     )
     restepped = STEP_FEATURES if off_calendar else ()
+    # their own bar length (one day for daily crypto): the unit an imported forecast's horizon is in
+    own_bar = np.array(
+        [(bar_length(bars.loc[bars["symbol"] == s, "ts"]) or DAY).to_timedelta64() for s in off_calendar],
+        dtype="timedelta64[ns]",
+    )
     bars = bars[bars["ts"].isin(calendar)]
 
     def wide(frame: pd.DataFrame, column: str) -> pd.DataFrame:
@@ -244,7 +251,7 @@ def load_market_data(
     # inside a hole both prices are the last real close (the forward-filled open would be a fake gap)
     open_, close = carry_close_through_holes(open_, close, listed, listed_after)
 
-    numeric = {*feature_columns, "vol_regime_code", *restepped, *(_STEP_INPUTS if restepped else ())}
+    numeric = {*feature_columns, "vol_regime_code", *restepped}
     wanted = sorted({*numeric, "spread_bps", "dollar_volume_20", "fc_fallback"})
     feats = read_frame(
         store,
@@ -259,7 +266,27 @@ def load_market_data(
     dollar_volume = wide(feats, "dollar_volume_20").astype("float64").fillna(0.0)
     stored = {name: wide(feats, name).astype("float64").to_numpy(copy=True) for name in numeric}
     if off_calendar:
-        _restep(stored, history_close, calendar, [order.index(s) for s in off_calendar])
+        history_feats = read_frame(
+            store,
+            "features",
+            symbols=off_calendar,
+            end=calendar[-1],
+            columns=["symbol", "ts", *STEP_FORECAST_INPUTS],
+        )
+        history_feats = history_feats[history_feats["ts"].isin(history)]
+        frames = {
+            name: history_feats.pivot(index="ts", columns="symbol", values=name).reindex(
+                index=history, columns=off_calendar
+            )
+            for name in STEP_FORECAST_INPUTS
+        }
+        inputs = {
+            name: frame.astype(object).fillna("").to_numpy(dtype=object)
+            if name == "fc_gate_reason"
+            else frame.astype("float64").to_numpy()
+            for name, frame in frames.items()
+        }
+        _restep(stored, history_close, inputs, own_bar, calendar, [order.index(s) for s in off_calendar])
     regime = np.nan_to_num(stored["vol_regime_code"], nan=1.0).astype(np.int8)
     stack = np.empty((len(calendar), len(order), len(feature_columns)), dtype=np.float32)
     absent = np.empty(stack.shape, dtype=bool)
@@ -359,29 +386,32 @@ def refuse_off_calendar_crypto(bars: pd.DataFrame, calendar: pd.DatetimeIndex) -
     )
 
 
-_STEP_INPUTS = ("fc_mean", "fc_gate_open")
-"""Stored columns ``step_features``' ``kelly_lite`` reads."""
-
-
 def _restep(
-    stored: dict[str, np.ndarray], history_close: pd.DataFrame, calendar: pd.DatetimeIndex, cols: list[int]
+    stored: dict[str, np.ndarray],
+    history_close: pd.DataFrame,
+    inputs: dict[str, np.ndarray],
+    own_bar: np.ndarray,
+    calendar: pd.DatetimeIndex,
+    cols: list[int],
 ) -> None:
     """Replace, in ``stored`` (store units ``[T, N]`` over ``calendar``), the ``STEP_FEATURES`` of the
-    assets at ``cols`` by their values on the stepping calendar (``envs.step_features``), computed over
-    ``history_close`` (those assets' closes at the calendar's labels up to ``calendar[-1]``; NaN: no
-    real bar) so the rolling windows reach back before the split."""
+    assets at ``cols`` by their values on the stepping calendar (``envs.step_features``): forecasts
+    first (``step_forecasts``, the baseline's recomputed, imported ones restated for the step's
+    length, ``kelly_lite`` sized from them), then the price features. Computed over ``history_close``
+    (those assets' closes at the calendar's labels up to ``calendar[-1]``; NaN: no real bar) and
+    ``inputs`` (their stored ``STEP_FORECAST_INPUTS`` at the same labels), so rolling windows and
+    EWMAs reach back before the split; ``own_bar``: each asset's own bar length."""
     rows = history_close.index.isin(calendar)
-    fc_mean = np.full(history_close.shape, np.nan)
-    gate = np.zeros(history_close.shape, dtype=bool)
-    fc_mean[rows] = stored["fc_mean"][:, cols]
-    gate[rows] = np.nan_to_num(stored["fc_gate_open"][:, cols], nan=0.0) > 0.5
     listed = history_close.notna().to_numpy()
     close = history_close.ffill().bfill().fillna(1.0).to_numpy()
     ts = history_close.index.tz_convert(None).to_numpy()
     symbols = tuple(str(c) for c in history_close.columns)
-    values = step_features(close, listed, ts, symbols, fc_mean, gate, FeatureConfig())
-    for name, frame in values.items():
-        stored[name][:, cols] = frame[rows]
+    cfg = FeatureConfig()
+    forecasts = step_forecasts(close, listed, ts, symbols, inputs, own_bar, cfg)
+    prices = price_features(close, listed, ts, symbols, cfg)
+    values = {**forecasts, **{name: np.where(listed, v, np.nan) for name, v in prices.items()}}
+    for name in STEP_FEATURES:
+        stored[name][:, cols] = values[name][rows]
 
 
 def _costed_spread(spread: pd.DataFrame) -> np.ndarray:

@@ -53,9 +53,10 @@ Design decisions
   stays a cell with no values.
 * The panel steps on the ``MarketData`` calendar. For equities that is ingest's calendar; a crypto
   asset in a mixed universe is observed on equity days, and the loader already computes its price
-  features and ``kelly_lite`` on them (``envs.step_features``), so a rebuild matches the loaded
-  values. Its baseline forecasts are rebuilt on equity days too, where ingest made them on its own
-  7-day calendar. Forecasts are computed per asset class (edge threshold and spread cap differ).
+  features, its baseline forecasts and ``kelly_lite`` on them (``envs.step_features``, whose
+  ``baseline_forecast_features`` this module runs), so a rebuild matches the loaded values; its
+  imported forecasts are kept as loaded (restated for the step's length). Forecasts are computed per
+  asset class (edge threshold and spread cap differ).
 """
 
 from __future__ import annotations
@@ -66,54 +67,13 @@ import numpy as np
 
 from raytrade.envs.market_data import MarketData
 from raytrade.envs.replay_loader import _SCALED as LOADER_SCALE
-from raytrade.envs.step_features import PRICE_FEATURES, frame_of, panel_of, price_features
-from raytrade.replay.features.build import forecast_features
-from raytrade.replay.features.config import FeatureConfig
-from raytrade.replay.features.recalibration import RECAL_COLUMNS
-from raytrade.replay.features.returns import returns_group
-from raytrade.replay.features.risk import risk_group
-from raytrade.replay.schema import FEATURES_SCHEMA
-
-FORECAST_FEATURES: tuple[str, ...] = (
-    *(
-        field.name
-        for field in FEATURES_SCHEMA
-        if field.name.startswith("fc_") and field.name not in RECAL_COLUMNS and str(field.type) != "string"
-    ),
-    "kelly_lite",
+from raytrade.envs.step_features import (
+    FORECAST_FEATURES,
+    PRICE_FEATURES,
+    baseline_forecast_features,
+    price_features,
 )
-"""Numeric forecast columns ``replay.features.build.forecast_features`` writes, and the store's
-``kelly_lite`` sized from them: recomputed on the baseline forecaster's cells (module docstring)."""
-
-
-def baseline_forecast_features(
-    close: np.ndarray,
-    listed: np.ndarray,
-    ts: np.ndarray,
-    symbols: tuple[str, ...],
-    asset_class: tuple[str, ...],
-    spread_bps: np.ndarray,
-    dollar_volume: np.ndarray,
-    config: FeatureConfig,
-) -> dict[str, np.ndarray]:
-    """``FORECAST_FEATURES`` ``[T, N]`` (store units; NaN where not ``listed``) of the baseline
-    forecaster alone (no imported source) on closes where ``listed``, per asset class as ingest
-    computes them. ``spread_bps``: the store's spreads (NaN: no quote); ``dollar_volume``: the
-    20-bar average traded notional."""
-    out = {name: np.full(close.shape, np.nan) for name in FORECAST_FEATURES}
-    for cls in sorted(set(asset_class)):
-        cols = [j for j, c in enumerate(asset_class) if c == cls]
-        names = tuple(symbols[j] for j in cols)
-        panel = panel_of(close[:, cols], listed[:, cols], ts, names, cls)
-        r1 = returns_group(panel, config)["ret_1"]
-        spread, volume = (frame_of(a[:, cols], ts, names) for a in (spread_bps, dollar_volume))
-        fc = forecast_features(panel, config, r1, spread, volume, None)
-        no_drawdown = frame_of(np.zeros((close.shape[0], len(cols))), ts, names)
-        risk = risk_group(panel, config, fc["fc_mean"], fc["fc_gate_open"], no_drawdown)
-        fc["kelly_lite"] = risk["kelly_lite"]
-        for name in FORECAST_FEATURES:
-            out[name][:, cols] = fc[name].to_numpy(dtype=np.float64)
-    return {name: np.where(listed, values, np.nan) for name, values in out.items()}
+from raytrade.replay.features.config import FeatureConfig
 
 
 def _store_spread(data: MarketData) -> np.ndarray:

@@ -13,14 +13,24 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from raytrade.envs.baseline_weights import baseline_context, baseline_decision
 from raytrade.envs.evaluation.kelly_lite import KellyLiteConfig, kelly_fraction, trailing_sigma
 from raytrade.envs.market_data import MarketData
 from raytrade.envs.replay_loader import load_market_data
-from raytrade.envs.step_features import step_features
+from raytrade.envs.step_features import step_features, step_forecasts
 from raytrade.replay import read_frame
 from raytrade.replay.features.config import FeatureConfig
+
+
+def _step_closes(store: Path) -> pd.DataFrame:
+    """Every asset's closes at the equity calendar's labels (NaN: no bar there), naive UTC index."""
+    bars = read_frame(store, "bars", columns=["symbol", "ts", "close", "asset_class"])
+    labels = pd.DatetimeIndex(np.unique(bars.loc[bars["asset_class"] == "equity", "ts"]))
+    close = bars.pivot(index="ts", columns="symbol", values="close").reindex(index=labels)
+    close.index = close.index.tz_convert(None)
+    return close
 
 
 def _step_vol_20(store: Path, data: MarketData) -> np.ndarray:
@@ -125,3 +135,83 @@ def test_step_features_kelly_lite_uses_the_sigma_of_step_returns() -> None:
         rules,
     )
     assert np.nanmedian(one_day["kelly_lite"][labels] / values["kelly_lite"]) > 1.1
+
+
+def test_crypto_baseline_forecast_is_of_one_simulator_step(synthetic_store: Path) -> None:
+    """The baseline forecaster's mean and scale of crypto observed next to equities are those of its
+    per-step returns (EWMAs of the log returns between the equity labels, written out here with
+    pandas), not of its 1-day returns: ``kelly_lite = |fc_mean| / sigma_step^2`` and the edge gate
+    compare one step's move with one step's variance and cost."""
+    data = load_market_data(synthetic_store, "validation")
+    names, cfg = data.feature_names, FeatureConfig()
+    crypto = [j for j, c in enumerate(data.asset_class) if c == "crypto"]
+    r1 = np.log(_step_closes(synthetic_store)).diff()
+    drift = cfg.forecast_drift_shrink * r1.ewm(halflife=cfg.forecast_halflife, min_periods=5).mean()
+    scale = np.sqrt(r1.ewm(halflife=cfg.forecast_vol_halflife, min_periods=5).var())
+    at = {"index": pd.DatetimeIndex(data.ts), "columns": [data.symbols[j] for j in crypto]}
+    expected_mean = np.expm1(drift).reindex(**at).to_numpy()
+    expected_std = scale.reindex(**at).to_numpy()
+    fc_mean = data.features[:, crypto, names.index("fc_mean")].astype(np.float64)
+    fc_std = data.features[:, crypto, names.index("fc_std")].astype(np.float64)
+    np.testing.assert_allclose(fc_mean, expected_mean, rtol=1e-4, atol=1e-8)
+    np.testing.assert_allclose(fc_std, expected_std, rtol=1e-4)
+    # the edge gate compares that per-step edge: an open gate has a per-step edge over the threshold
+    gate = data.features[:, crypto, names.index("fc_gate_open")] > 0.5
+    threshold = max(cfg.expected_cost_bps_crypto + cfg.edge_cost_margin_bps, cfg.edge_floor_bps_crypto)
+    assert gate.sum() > 20
+    assert (np.abs(expected_mean[gate]) * 1e4 >= threshold * (1 - 1e-6)).all()
+
+
+def test_imported_crypto_forecast_is_restated_for_the_step_length() -> None:
+    """An imported 1-day forecast of crypto stepped on business days is restated as a sum of ``d``
+    daily returns, ``d`` the mean length in days of the last ``kelly_sigma_closes - 1`` steps (the
+    steps the sizing sigma spans): mean x d, std x sqrt(d), quantiles about the mean x sqrt(d); a gate
+    shut by the edge alone reopens where d x edge reaches the threshold, kelly_lite is sized from it."""
+    rng = np.random.default_rng(11)
+    days = pd.date_range("2024-01-01", periods=90, freq="D")
+    labels = days[days.dayofweek < 5]
+    close = 100 * np.exp(np.cumsum(rng.normal(0, 0.02, (len(labels), 2)), axis=0))
+    listed = np.ones(close.shape, dtype=bool)
+    shape, mean, std = close.shape, 0.0035, 0.02  # 35 bps: under crypto's 40 bps edge threshold
+    stored = {
+        "fc_mean": np.full(shape, mean),
+        "fc_std": np.full(shape, std),
+        "fc_skew": np.full(shape, 0.3),
+        **{f"fc_{q}": np.full(shape, mean + z * std) for q, z in (("q05", -1.6), ("q25", -0.7),
+           ("q50", 0.0), ("q75", 0.7), ("q95", 1.6))},
+        "fc_calib_resid": np.full(shape, -0.02),
+        "fc_edge_bps": np.full(shape, mean * 1e4),
+        "fc_edge_threshold_bps": np.full(shape, 40.0),
+        "fc_n_sources": np.ones(shape),
+        "fc_consensus_ok": np.ones(shape),
+        "fc_gate_open": np.zeros(shape),
+        "fc_min_move_adaptive": np.full(shape, 0.001),
+        "kelly_lite": np.zeros(shape),
+        "fc_fallback": np.zeros(shape),  # imported everywhere
+        "fc_gate_reason": np.array([["edge", "consensus"]] * shape[0], dtype=object),
+        "spread_bps": np.full(shape, 5.0),
+        "dollar_volume_20": np.full(shape, 1e9),
+    }  # fmt: skip
+    cfg = FeatureConfig()
+    own_bar = np.array([np.timedelta64(1, "D")] * 2)
+    out = step_forecasts(close, listed, labels.to_numpy(), ("AUSD", "BUSD"), stored, own_bar, cfg)
+    k = cfg.kelly_sigma_closes - 1
+    t = np.arange(len(labels))
+    spanned = (labels[t] - labels[np.maximum(t - k, 0)]).days.to_numpy()
+    d = (spanned / np.minimum(np.maximum(t, 1), k))[:, None] * np.ones((1, 2))
+    d[0] = np.nan  # no step before the first label
+    assert np.nanmin(d[k:]) == pytest.approx(8 / 6) and np.nanmax(d) == pytest.approx(10 / 6)  # 1-2 weekends
+    np.testing.assert_allclose(out["fc_mean"], mean * d, rtol=1e-12)
+    np.testing.assert_allclose(out["fc_std"], std * np.sqrt(d), rtol=1e-12)
+    np.testing.assert_allclose(out["fc_q05"], mean * d - 1.6 * std * np.sqrt(d), rtol=1e-12)
+    np.testing.assert_allclose(out["fc_skew"], 0.3 / np.sqrt(d), rtol=1e-12)
+    np.testing.assert_allclose(out["fc_edge_bps"], mean * d * 1e4, rtol=1e-12)
+    assert (out["fc_calib_resid"] == -0.02).all() and (out["fc_fallback"] == 0).all()
+    expected_gate = (mean * d * 1e4 >= 40.0) & np.array([[True, False]])  # consensus stays shut
+    assert expected_gate[:, 0].sum() > 40
+    np.testing.assert_array_equal(out["fc_gate_open"] > 0.5, expected_gate)
+    sigma = trailing_sigma(close, listed, cfg.kelly_sigma_closes)
+    sized = expected_gate & np.isfinite(sigma)
+    kelly = kelly_fraction(mean * d, sigma, KellyLiteConfig())
+    np.testing.assert_allclose(out["kelly_lite"][sized], kelly[sized], rtol=1e-9)
+    assert (out["kelly_lite"][~expected_gate] == 0).all()
