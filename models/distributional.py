@@ -145,7 +145,13 @@ def tqc_config(env_config: dict[str, Any], **training: Any) -> TQCConfig:
     Uses RLlib's default TQC module (MLPs over the flat observation, ``flat_obs`` defaulted to True)
     with 2 critics x 25 quantiles, dropping the top 2 per critic. ``training`` overrides go to
     ``TQCConfig.training`` (e.g. ``train_batch_size_per_learner``,
-    ``num_steps_sampled_before_learning_starts``, ``replay_buffer_config``).
+    ``num_steps_sampled_before_learning_starts``, ``training_intensity``, ``replay_buffer_config``).
+
+    An iteration is set by steps, never by time: no minimum time per iteration (SAC's default of one
+    second would repeat training steps, each an env fragment and its updates, until it passed: a number
+    of updates set by the machine's speed). RLlib's "auto" rollout fragment is ``n_step`` (1) env step,
+    and each training step makes one update once learning has started (``training_intensity`` None):
+    callers that want another replay ratio set ``rollout_fragment_length`` / ``training_intensity``.
     """
     cfg = {"flat_obs": True, **dict(env_config)}
     PortfolioEnvConfig.model_validate(cfg)
@@ -158,4 +164,5 @@ def tqc_config(env_config: dict[str, Any], **training: Any) -> TQCConfig:
             num_env_runners=0, num_envs_per_env_runner=1, gym_env_vectorize_mode="vector_entry_point"
         )
         .training(**{**defaults, **training})
+        .reporting(min_time_s_per_iteration=0)
     )

@@ -399,19 +399,23 @@ def test_ppo_trains_one_iteration(ray_session: None, family: str) -> None:
 @pytest.mark.slow
 @pytest.mark.ray
 @pytest.mark.filterwarnings("ignore:Using a target size")  # RLlib's TQC broadcasts quantile pairs on purpose
-def test_tqc_baseline_builds_and_trains(ray_session: None) -> None:
-    from raytrade.models.distributional import tqc_config
+def test_tqc_smoke_budget_samples_and_updates_one_batch_per_iteration(ray_session: None) -> None:
+    from raytrade.tune_specs.tqc import SPEC
 
-    # A TQC training step samples one env step (RLlib's "auto" fragment is n_step) and, from step 64
-    # on, makes one update of 32 replayed steps: 66 steps are 3 updates (100 were 37, at about 1 s
-    # each on a loaded 2-core machine; the losses need only one)
-    cfg = tqc_config(
-        TINY_ENV, train_batch_size_per_learner=32, num_steps_sampled_before_learning_starts=64
-    ).reporting(min_sample_timesteps_per_iteration=66)
+    # The tqc spec's smoke budget on the tiny env (its episode is the budget's 32 bars): one fragment
+    # of 32 env steps and one update of 32 replayed steps per iteration, the first included (learning
+    # starts at its last step). RLlib's defaults made 32 updates from the second iteration on (a
+    # one-step fragment, one update each) and repeated steps until a second had passed.
+    assert TINY_ENV["sim"]["episode_len"] == SPEC.smoke.episode_len
+    cfg = SPEC.build(TINY_ENV, SPEC.smoke).training(actor_lr=3e-4, critic_lr=3e-4, gamma=0.99)
     algo = cfg.build_algo()
     try:
-        res = algo.train()["learners"][DEFAULT_MODULE_ID]
+        results = [algo.train() for _ in range(2)]
     finally:
         algo.stop()
-    assert res["num_module_steps_trained"] == 3 * 32  # it did learn: three updates of a full batch
-    assert _finite(res["qf_loss"]) and _finite(res["policy_loss"])
+    for res in results:
+        assert res["env_runners"]["num_env_steps_sampled"] == 32
+        assert res["num_training_step_calls_per_iteration"] == 1
+        learner = res["learners"][DEFAULT_MODULE_ID]
+        assert learner["num_module_steps_trained"] == 32  # one update of a full batch
+        assert _finite(learner["qf_loss"]) and _finite(learner["policy_loss"])

@@ -64,6 +64,33 @@ def test_every_spec_has_tiny_smoke_budget() -> None:
         assert spec.required_features
 
 
+@pytest.mark.parametrize(("budget", "updates"), [("smoke", 1), ("budget", 4)])
+def test_tqc_iteration_is_a_fixed_number_of_fragments_and_updates(budget: str, updates: int) -> None:
+    from ray.rllib.algorithms.dqn.dqn import calculate_rr_weights
+
+    from raytrade.tune_specs.tqc import updates_per_iteration
+
+    spec = get_spec("tqc")
+    b = getattr(spec, budget)
+    cfg = spec.build({"data": {"kind": "synthetic", "n_assets": 3, "n_steps": 50}}, b)
+    # RLlib's "auto" fragment was n_step (1) env step with one update each: train_batch updates of
+    # minibatch replayed steps an iteration (32 for smoke, 1000 for the full budget), and SAC's
+    # one-second minimum iteration repeated training steps on a fast machine
+    assert cfg.get_rollout_fragment_length() == b.minibatch
+    assert calculate_rr_weights(cfg) == [1, 1]  # one fragment sampled, one update, per training step
+    assert cfg.min_time_s_per_iteration == 0
+    assert cfg.min_sample_timesteps_per_iteration == b.train_batch
+    assert cfg.num_steps_sampled_before_learning_starts == b.train_batch
+    assert b.train_batch // cfg.get_rollout_fragment_length() == updates_per_iteration(b) == updates
+
+
+def test_tqc_refuses_a_train_batch_of_partial_fragments() -> None:
+    spec = get_spec("tqc")
+    budget = spec.budget.model_copy(update={"train_batch": 1000})
+    with pytest.raises(ValueError, match="tqc budget: train_batch=1000 must be a multiple of minibatch=256"):
+        spec.build({"data": {"kind": "synthetic", "n_assets": 3, "n_steps": 50}}, budget)
+
+
 def test_unknown_spec_is_one_line_error(tmp_path: Path) -> None:
     code, out = invoke(["--spec", "nope", "--replay", str(tmp_path)])
     assert code == 2
