@@ -64,6 +64,7 @@ def ingest_source(
     if r.source == "alpaca":
         from raytrade.cluster.settings import load_settings
         from raytrade.replay.sources.alpaca import fetch_alpaca_bars
+        from raytrade.replay.sources.alpaca_daily import refuse_second_crypto_clock
 
         if not r.symbols or r.start is None or r.end is None:
             raise InputError("--source alpaca needs --symbols, --start and --end")
@@ -79,7 +80,13 @@ def ingest_source(
             url_override=settings.alpaca_data_url,
         )
         return ingest_frames(
-            out, bars, origin="alpaca", show_progress=show_progress, keep_stored_on_restatement=keep
+            out,
+            bars,
+            origin="alpaca",
+            show_progress=show_progress,
+            keep_stored_on_restatement=keep,
+            # daily crypto is on New York midnight when fetched with stocks, on Alpaca's day start alone
+            check_against_store=refuse_second_crypto_clock if r.freq == "1d" else None,
         )
     if r.path is None:
         raise InputError(f"--source {r.source} needs --path")

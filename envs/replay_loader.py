@@ -55,7 +55,13 @@ from raytrade.replay.reader import read_frame
 from raytrade.replay.remote_store import local_store
 from raytrade.replay.schema import FEATURES_SCHEMA
 from raytrade.replay.splits import EMBARGO_BARS, TRAIN_FRACTION, VALIDATION_FRACTION, fractional_splits
-from raytrade.replay.timeutil import DAY, bar_length, refuse_mixed_daily_clocks, times_of_day
+from raytrade.replay.timeutil import (
+    DAILY_SPACING,
+    DAY,
+    bar_length,
+    refuse_mixed_daily_clocks,
+    times_of_day,
+)
 
 DEFAULT_FEATURES: tuple[str, ...] = (
     "ret_1",
@@ -333,11 +339,13 @@ def refuse_off_calendar_crypto(bars: pd.DataFrame, calendar: pd.DatetimeIndex) -
 
     In a universe with equities, crypto is observed at the equity calendar's labels only (its weekend
     and night bars are not stepped). A crypto bar that is not on a label yet lies less than one bar
-    length (``replay.timeutil.bar_length``: the calendar's smallest spacing) from one is stamped on
-    another clock: daily bars opened at midnight New York (05:00 UTC) next to equity dates labelled
-    00:00 UTC. Each would match no label, so the symbol would silently never trade. Moving such a bar
-    onto the nearest label is not done: a daily bar stamped 05:00 UTC on day ``D`` closes at ``D + 1``
-    05:00 UTC, after the equity close of ``D``, so a decision at ``D``'s close would see the future.
+    length (``replay.timeutil.bar_length``: the calendar's smallest spacing; for daily labels
+    ``replay.timeutil.DAILY_SPACING``, 20 h, since bars stamped at one local midnight are 23 h apart
+    across a spring-forward change) from one is stamped on another clock: daily bars opened at
+    midnight New York (05:00 UTC) next to equity dates labelled 00:00 UTC. Each would match no label,
+    so the symbol would silently never trade. Moving such a bar onto the nearest label is not done: a
+    daily bar stamped 05:00 UTC on day ``D`` closes at ``D + 1`` 05:00 UTC, after the equity close of
+    ``D``, so a decision at ``D``'s close would see the future.
 
     ``bars`` has ``symbol``, ``ts`` (UTC) and ``asset_class``. Raises :class:`OffCalendarBarsError`
     naming each such symbol, how many of its bars are off the labels, the time of day they are
@@ -346,7 +354,8 @@ def refuse_off_calendar_crypto(bars: pd.DataFrame, calendar: pd.DatetimeIndex) -
     if length is None:
         return
     labels = calendar.as_unit("ns").asi8
-    step = int(length.value)
+    # a weekend crypto bar at New York midnight lies 23 h before a Monday label after a spring-forward
+    step = int(min(length, DAILY_SPACING).value) if length >= DAY else int(length.value)
     crypto = bars[bars["asset_class"] == "crypto"]
     stamps = pd.DatetimeIndex(crypto["ts"]).as_unit("ns")
     x = stamps.asi8
@@ -370,9 +379,10 @@ def refuse_off_calendar_crypto(bars: pd.DataFrame, calendar: pd.DatetimeIndex) -
         fix = (
             f"The equities' daily bars are stamped at {label_times} UTC (midnight of another zone, e.g. "
             "New York, as Alpaca stamps them), not at 00:00 UTC of their session date, and daily crypto "
-            "can only be stamped at 00:00 UTC (its open): the two cannot share labels. Ingest the "
-            "equities with plain session dates (the csv source labels a date 00:00 UTC) into a new "
-            "store; an Alpaca store mixing daily equities and crypto is refused for now"
+            "is not stamped there: the two cannot share labels. Ingest the equities with plain session "
+            "dates (the csv source labels a date 00:00 UTC) next to crypto at 00:00 UTC, or re-ingest "
+            "from Alpaca into a new store fetching the stocks and the crypto together (its daily crypto "
+            "is then built from hourly bars and stamped at New York midnight like the stocks')"
         )
     else:
         fix = (

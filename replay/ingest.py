@@ -96,6 +96,9 @@ from raytrade.replay.validation import ReplayValidationError, conform
 from raytrade.replay.writer import ReplayWriter, write_file_atomically
 
 Progress = Callable[[str], None]
+StoreCheck = Callable[[pd.DataFrame | None, pd.DataFrame], None]
+"""A source's own refusal of its rows against the store's bars (``None``: an empty store), raising an
+``InputError`` before anything is written (``replay.sources.alpaca_daily.refuse_second_crypto_clock``)."""
 _KEY = ["symbol", "ts"]
 
 
@@ -296,9 +299,14 @@ def ingest_frames(
     config: FeatureConfig | None = None,
     show_progress: bool = True,
     keep_stored_on_restatement: bool = False,
+    check_against_store: StoreCheck | None = None,
 ) -> IngestResult:
     """Validate ``bars`` (and ``macro``), append what is new, bring the features table up to date
     (module docstring: appended, or rewritten when stored rows changed).
+
+    ``check_against_store(stored_bars, bars)``, when given, runs on the store's committed bars (read
+    under the writer's lock) and the validated source bars before anything else; its ``InputError``
+    refuses the ingest with nothing written.
 
     A symbol whose stored bars the source repeats times one ratio (a split or dividend re-adjustment)
     is re-based: its new bars are stored on the store's basis and reported in ``IngestResult.rebased``.
@@ -320,6 +328,8 @@ def ingest_frames(
             writer.open(*existing)
             recover_store(path, abandoned="bars" in existing)
             stored_bars, stored_macro = _stored(path, "bars"), _stored(path, "macro")
+            if check_against_store is not None:
+                check_against_store(stored_bars, bars)
             bar_split = _split_against_store("bars", bars, stored_bars)
             macro_split = _split_against_store("macro", macro, stored_macro) if macro is not None else None
             restated = bar_split.restated + (macro_split.restated if macro_split else ())

@@ -9,21 +9,23 @@ with the paths and JSON shapes alpaca-py expects (``alpaca/data/historical/{stoc
 * ``GET /v1beta3/crypto/us/bars``               -> ``{"bars": {pair: [bar]}, "next_page_token"}``
 * ``GET /v1beta3/crypto/us/latest/orderbooks``  -> ``{"orderbooks": {pair: book}}``
 
-Bars are filtered by ``symbols``/``start``/``end`` (both ends inclusive, as Alpaca does) and cut into
-pages of ``page_size`` bars over all symbols (ordered by symbol, then time); a page that is not the
-last carries an opaque ``next_page_token`` the client must send back as ``page_token``. Symbols the
-fake does not know are left out of the answer, as Alpaca does. Stock endpoints require the
-``APCA-API-KEY-ID``/``APCA-API-SECRET-KEY`` headers to match ``keys`` (403 otherwise); crypto
-endpoints are public. ``fail()`` makes matching requests answer with an HTTP error. Every request is
-recorded (path, query, headers) in ``requests``.
+Crypto bars come from ``crypto_hourly_bars`` when the request's timeframe is ``1Hour``, else from
+``crypto_bars`` (the daily ones). Bars are filtered by ``symbols``/``start``/``end`` (both ends
+inclusive, as Alpaca does) and cut into pages of ``page_size`` bars over all symbols (ordered by
+symbol, then time); a page that is not the last carries an opaque ``next_page_token`` the client must
+send back as ``page_token``. Symbols the fake does not know are left out of the answer, as Alpaca
+does. Stock endpoints require the ``APCA-API-KEY-ID``/``APCA-API-SECRET-KEY`` headers to match
+``keys`` (403 otherwise); crypto endpoints are public. ``fail()`` makes matching requests answer with
+an HTTP error. Every request is recorded (path, query, headers) in ``requests``.
 """
 
 from __future__ import annotations
 
 import json
+import random
 import threading
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from typing import Any, Final
@@ -65,6 +67,32 @@ CRYPTO_BARS: Final[dict[str, list[dict[str, Any]]]] = {
         _bar("2024-01-02T00:00:00Z", 2352.1, 2430.5, 2342.0, 2355.9, 150.25, 801, 2389.4),
         _bar("2024-01-03T00:00:00Z", 2355.9, 2385.0, 2100.0, 2209.7, 310.5, 1203, 2250.8),
     ],
+}
+
+
+def hourly_bars(first: str, hours: int, price: float, seed: int) -> list[dict[str, Any]]:
+    """``hours`` consecutive hourly bars from ``first`` (ISO, UTC), a seeded random walk from ``price``:
+    each opens at the previous close, with a trade count and a vwap inside its range."""
+    rng, start = random.Random(seed), datetime.fromisoformat(first.replace("Z", "+00:00"))
+    bars = []
+    for i in range(hours):
+        close = round(price * (1 + rng.uniform(-0.01, 0.01)), 2)
+        high = round(max(price, close) * (1 + rng.uniform(0, 0.005)), 2)
+        low = round(min(price, close) * (1 - rng.uniform(0, 0.005)), 2)
+        stamp = (start + timedelta(hours=i)).strftime("%Y-%m-%dT%H:%M:%SZ")
+        vwap = round(rng.uniform(low, high), 4)
+        bars.append(
+            _bar(stamp, price, high, low, close, round(rng.uniform(0.1, 5.0), 6), rng.randint(1, 300), vwap)
+        )
+        price = close
+    return bars
+
+
+# Hourly crypto bars: whole New York days (midnight New York is 05:00Z in January), BTC Jan 2-4 and
+# ETH Jan 2-3 as the daily ones; a daily fetch of stocks and crypto builds its daily crypto from them.
+CRYPTO_HOURLY_BARS: Final[dict[str, list[dict[str, Any]]]] = {
+    "BTC/USD": hourly_bars("2024-01-02T05:00:00Z", 3 * 24, 44180.0, seed=1),
+    "ETH/USD": hourly_bars("2024-01-02T05:00:00Z", 2 * 24, 2352.1, seed=2),
 }
 # Latest top of book: timestamps inside each symbol's last canned bar (nanoseconds, as Alpaca sends).
 STOCK_QUOTES: Final[dict[str, dict[str, Any]]] = {
@@ -113,8 +141,8 @@ class FakeAlpaca:
     Attributes:
         page_size: bars per page over all symbols of one request (small, to force pagination).
         keys: the (key id, secret) stock endpoints accept.
-        stock_bars, crypto_bars, stock_quotes, crypto_orderbooks: the canned data (copies; tests may
-            edit them before requesting).
+        stock_bars, crypto_bars, crypto_hourly_bars, stock_quotes, crypto_orderbooks: the canned data
+            (copies; tests may edit them before requesting).
         requests: every request received, in order.
     """
 
@@ -122,6 +150,9 @@ class FakeAlpaca:
     keys: tuple[str, str] = TEST_KEYS
     stock_bars: dict[str, list[dict[str, Any]]] = field(default_factory=lambda: json_copy(STOCK_BARS))
     crypto_bars: dict[str, list[dict[str, Any]]] = field(default_factory=lambda: json_copy(CRYPTO_BARS))
+    crypto_hourly_bars: dict[str, list[dict[str, Any]]] = field(
+        default_factory=lambda: json_copy(CRYPTO_HOURLY_BARS)
+    )
     stock_quotes: dict[str, dict[str, Any]] = field(default_factory=lambda: json_copy(STOCK_QUOTES))
     crypto_orderbooks: dict[str, dict[str, Any]] = field(default_factory=lambda: json_copy(CRYPTO_ORDERBOOKS))
     requests: list[RecordedRequest] = field(default_factory=list)
@@ -190,7 +221,9 @@ class FakeAlpaca:
             if path == STOCK_BARS_PATH:
                 return 200, json.dumps(self._bars_page(self.stock_bars, symbols, query))
             if path == CRYPTO_BARS_PATH:
-                return 200, json.dumps(self._bars_page(self.crypto_bars, symbols, query))
+                hourly = query.get("timeframe") == "1Hour"
+                table = self.crypto_hourly_bars if hourly else self.crypto_bars
+                return 200, json.dumps(self._bars_page(table, symbols, query))
             if path == STOCK_QUOTES_PATH:
                 return 200, json.dumps({"quotes": _pick(self.stock_quotes, symbols)})
             if path == CRYPTO_BOOKS_PATH:

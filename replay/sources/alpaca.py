@@ -25,6 +25,11 @@ Design decisions
   so keys are sent when set and a crypto-only fetch works without them.
 * Any HTTP or connection failure becomes ``SourceError`` with a one-line message (status, what,
   symbols). A symbol for which Alpaca returns no bars is refused with ``ValueError`` naming it.
+* Daily stocks and daily crypto fetched together share one clock: the crypto's daily bars are built
+  from its hourly bars per New York day and stamped at New York midnight like the stocks'
+  (``replay.sources.alpaca_daily``), so the simulator can step both. Crypto fetched alone keeps
+  Alpaca's own daily bars (stamped at its day start). ``refuse_second_crypto_clock`` there keeps a
+  store's daily crypto on one of the two (the ingest checks it).
 """
 
 from __future__ import annotations
@@ -56,6 +61,7 @@ from requests.exceptions import RequestException
 
 from raytrade.replay.credentials import AlpacaAccess, check_secure_url
 from raytrade.replay.schema import BARS_SCHEMA
+from raytrade.replay.sources.alpaca_daily import BarRow, new_york_daily, new_york_hours
 from raytrade.replay.timeutil import bar_closed_at, bar_open_until
 
 logger = logging.getLogger(__name__)
@@ -153,6 +159,8 @@ def fetch_alpaca_bars(
         timeframe: ``"1d"``, ``"1h"`` or ``"1m"``.
         url_override: base URL of a proxy or test double (``https://``, or ``http://`` on loopback).
         now: the fetch time (default: the clock); bars not ended by then are left out (module doc).
+            With ``timeframe="1d"`` and both stocks and crypto, the crypto's daily bars are built
+            from its hourly bars per New York day, stamped at New York midnight (module doc).
 
     Returns:
         One row per (symbol, ts), sorted by symbol then ts, with exactly :data:`BAR_COLUMNS` in
@@ -170,7 +178,7 @@ def fetch_alpaca_bars(
     url = check_secure_url(url_override, field="url_override") if url_override else access.data_url
     tf = TimeFrame(amount, unit)
 
-    bars: dict[str, list[Bar]] = {}
+    bars: dict[str, list[BarRow]] = {}
     stocks = [s.alpaca for s in parsed if s.asset_class == "equity"]
     crypto = [s.alpaca for s in parsed if s.asset_class == "crypto"]
     stock_client = _stock_client(access, url) if stocks else None
@@ -182,7 +190,9 @@ def fetch_alpaca_bars(
                     StockBarsRequest(symbol_or_symbols=stocks, timeframe=tf, start=start, end=end)
                 )
             )
-    if crypto_client is not None:
+    if crypto_client is not None and stocks and timeframe == "1d":
+        bars |= _crypto_on_stock_clock(crypto_client, crypto, start, end)
+    elif crypto_client is not None:
         with alpaca_call("crypto bars", crypto):
             bars |= _bar_data(
                 crypto_client.get_crypto_bars(
@@ -203,12 +213,32 @@ def fetch_alpaca_bars(
     return frame
 
 
+def _crypto_on_stock_clock(
+    client: CryptoHistoricalDataClient, crypto: Sequence[str], start: datetime, end: datetime
+) -> dict[str, list[BarRow]]:
+    """Daily bars of ``crypto`` for the New York days stamped in ``[start, end]``, built from Alpaca's
+    hourly bars (``replay.sources.alpaca_daily.new_york_daily``); days still in progress included
+    (:func:`_completed` drops them)."""
+    window = new_york_hours(start, end)
+    if window is None:
+        return {}
+    with alpaca_call("crypto hourly bars", crypto):
+        hourly = _bar_data(
+            client.get_crypto_bars(
+                CryptoBarsRequest(
+                    symbol_or_symbols=list(crypto), timeframe=TimeFrame.Hour, start=window[0], end=window[1]
+                )
+            )
+        )
+    return {sym: new_york_daily(series, sym) for sym, series in hourly.items()}
+
+
 def _completed(
-    bars: Mapping[str, Sequence[Bar]], bar_length: timedelta, now: datetime
-) -> dict[str, list[Bar]]:
+    bars: Mapping[str, Sequence[BarRow]], bar_length: timedelta, now: datetime
+) -> dict[str, list[BarRow]]:
     """``bars`` without those whose period has not surely ended at ``now`` (still in progress, by
     ``replay.timeutil.bar_closed_at``: a daily bar stamped at a local midnight ends 25 h later)."""
-    kept: dict[str, list[Bar]] = {}
+    kept: dict[str, list[BarRow]] = {}
     for sym, series in bars.items():
         closed_at = bar_closed_at(pd.DatetimeIndex([b.timestamp for b in series]), pd.Timedelta(bar_length))
         kept[sym] = [b for b, at in zip(series, closed_at, strict=True) if at <= now]
@@ -379,10 +409,16 @@ def _error_text(body: str, limit: int = 200) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def _bar_data(result: BarSet | dict[str, Any]) -> dict[str, list[Bar]]:
+def _bar_data(result: BarSet | dict[str, Any]) -> dict[str, list[BarRow]]:
     if not isinstance(result, BarSet):
         raise SourceError(f"alpaca client returned {type(result).__name__}, expected BarSet")
-    return {sym: list(bars) for sym, bars in result.data.items()}
+    return {sym: [_row(b) for b in bars] for sym, bars in result.data.items()}
+
+
+def _row(bar: Bar) -> BarRow:
+    return BarRow(
+        bar.timestamp, bar.open, bar.high, bar.low, bar.close, bar.volume, bar.trade_count, bar.vwap
+    )
 
 
 def _quote_top(quote: Quote) -> TopOfBook:
@@ -403,7 +439,7 @@ def _book_top(book: Orderbook) -> TopOfBook:
 
 def _frame(
     parsed: Sequence[AlpacaSymbol],
-    bars: Mapping[str, Sequence[Bar]],
+    bars: Mapping[str, Sequence[BarRow]],
     books: Mapping[str, TopOfBook],
     bar_length: timedelta,
 ) -> pd.DataFrame:
