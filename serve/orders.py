@@ -7,7 +7,8 @@
 * A reduction (an order that only moves a position toward 0, never through it) whose order caps
   allow less than one step (a share; a whole share for a cover that must leave a whole-share short)
   sends one step, or the whole position when smaller: it cannot add exposure, and rounded down to 0
-  it would hold the position for ever, kill-switch unwinds included (:func:`_most_reduced`). A buy,
+  it would hold the position for ever, kill-switch unwinds included (:func:`_most_reduced`). A
+  target on the other side of 0 reduces the same way first (the flip closes first). A buy,
   or a sale that adds to a short, never exceeds a cap. A known dollar volume of 0 is no market: it
   reduces nothing either.
 * Whenever an order cap keeps a symbol from its target this cycle (or a reduction goes above it), the
@@ -632,9 +633,12 @@ def _within_reach(
         fixed |= short
         aim = np.where(short, w, aim)
         base = np.where(short, current + np.sign(w - current) * shrink, base)
-    # a move through 0 is no reduction (the order closes, or reduces by its cap): only grow bounds it
+    # a move through 0 first reduces (the flip closes first, or reduces by its reach toward 0, the
+    # one-step rule included: with grow alone a position one step big under a cap below one step
+    # would never reverse), so it may move by the larger of the two reaches
     reducing = (np.abs(w) < np.abs(current)) & (w * current >= 0)
-    reach = np.where(reducing, shrink, grow)
+    through = w * current < 0
+    reach = np.where(reducing, shrink, np.where(through, np.maximum(grow, shrink), grow))
     weights = np.where(fixed, base, np.clip(w, current - reach, current + reach))
     return _Reached(weights, np.where(fixed, aim, w), capped.binding)
 

@@ -252,6 +252,31 @@ def test_a_reduction_whose_cap_is_below_one_share_sells_one_share(
     assert ("39 of the" in plan.note) == (held == 40.0 and target == 0.0)  # what is left, when any
 
 
+@pytest.mark.parametrize("held", [1.0, 2.0, 3.0])
+@pytest.mark.parametrize("target", [-0.1, -0.3])
+def test_a_position_one_share_of_which_exceeds_its_cap_reverses_by_reducing_first(
+    held: float, target: float
+) -> None:
+    """The model wants the other side: the position goes out one share a cycle (each share above the
+    $750 order cap, so only the one-step rule sends it), the flip closes before any short opens, and
+    the short (an increase, $1,000 a share) never goes above the cap. It was held for ever once one
+    share was left (a move through 0 took only the growth reach, 0 under this cap)."""
+    equity, price = 3_000.0, 1_000.0
+    books = {"XYZ": _book(price - 0.1, price + 0.1)}
+    qty, sent = held, []
+    for cycle in range(int(held) + 2):
+        answer = _answer({"XYZ": (target, qty * price / equity, "aggressive")})
+        plan = plan_cycle(answer, equity, books, {"XYZ": qty}, f"c{cycle}", LOOSE)
+        for order in plan.orders:
+            sent.append((order.side, order.qty))
+            qty += order.qty if order.side == "buy" else -order.qty
+        if not plan.orders:  # flat: the short waits (-0.3: $900 of a $1,000 share, above the cap;
+            # -0.1: 0.3 of a share, and a short is whole shares)
+            assert qty == 0.0
+            assert ("order cap (25% of equity" in plan.notes.get("XYZ", "")) == (target == -0.3)
+    assert sent == [("sell", 1.0)] * int(held) and qty == 0.0
+
+
 def test_a_partial_cover_whose_cap_is_below_one_share_buys_one_share_even_when_fractional() -> None:
     # short 3 MSFT at $400 under a $300 participation cap (0.75 share): no whole-share cover fits the
     # cap, so the least one, a share, goes out (a fractional cover would leave a fractional short)
