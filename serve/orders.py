@@ -368,6 +368,9 @@ def plan_cycle(
         if capped is not None:
             note = f"{note}; {capped}" if note else capped
         if qty <= 0:
+            move = aim * equity / mid - held  # what the exposure caps allow, before the order caps
+            if note is None and abs(move) * mid >= cfg.min_trade_notional:  # not dust, yet nothing
+                note = _rounded_away_note(symbol, move, mid, step, short=held + move < 0 and not crypto)
             if note is not None:
                 notes[symbol] = note
             continue
@@ -390,6 +393,14 @@ def plan_cycle(
             )
         )
     return CyclePlan(plans, notes)
+
+
+def _rounded_away_note(symbol: str, move: float, mid: float, step: float, short: bool) -> str:
+    """The note of a move above ``min_trade_notional`` that rounds to no order: less than one order
+    step (a whole share for a short, which Alpaca takes in whole shares only)."""
+    unit = "1 share (a short is whole shares)" if short else f"one step ({step:g} units)"
+    value = f"${abs(move) * mid:,.2f}"
+    return f"{symbol}: the {move:+g} units ({value}) to its target are less than {unit}: no order"
 
 
 def _whole_short(symbol: str, held: float, cfg: LiveConfig) -> bool:

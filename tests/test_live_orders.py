@@ -273,7 +273,9 @@ def test_a_position_one_share_of_which_exceeds_its_cap_reverses_by_reducing_firs
         if not plan.orders:  # flat: the short waits (-0.3: $900 of a $1,000 share, above the cap;
             # -0.1: 0.3 of a share, and a short is whole shares)
             assert qty == 0.0
-            assert ("order cap (25% of equity" in plan.notes.get("XYZ", "")) == (target == -0.3)
+            assert ("order cap (25% of equity" in plan.notes["XYZ"]) == (target == -0.3)
+            if target == -0.1:
+                assert "less than 1 share (a short is whole shares): no order" in plan.notes["XYZ"]
     assert sent == [("sell", 1.0)] * int(held) and qty == 0.0
 
 
