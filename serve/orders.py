@@ -78,7 +78,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from raytrade.envs.costs import CostConfig
 from raytrade.replay.sources.alpaca import TopOfBook, is_crypto_symbol
 from raytrade.serve.caps import ExposureCaps, cap_targets
-from raytrade.serve.schemas import ActResponse
+from raytrade.serve.schemas import ActResponse, SymbolDecision
 
 OrderSide = Literal["buy", "sell"]
 
@@ -350,6 +350,8 @@ def plan_cycle(
     notes: dict[str, str] = {}
     for symbol, d in answer.decisions.items():
         if symbol not in targets:
+            if (held_note := _loop_hold_note(symbol, d, held_qty, quotes, resting)) is not None:
+                notes[symbol] = held_note
             continue
         book = quotes[symbol]
         mid = 0.5 * (book.bid + book.ask)
@@ -393,6 +395,32 @@ def plan_cycle(
             )
         )
     return CyclePlan(plans, notes)
+
+
+def _loop_hold_note(
+    symbol: str,
+    d: SymbolDecision,
+    held_qty: Mapping[str, float],
+    quotes: Mapping[str, TopOfBook],
+    resting: Sequence[RestingOrder],
+) -> str | None:
+    """Why the loop holds a symbol the answer would move (the service's own holds carry its
+    ``reason``): an earlier order of it may still fill, or it has no tradeable quote. None when the
+    answer does not move it (its target is its current weight, or the service holds it)."""
+    if d.gate_mode == "hold" or not d.tradeable:
+        return None
+    labels = [o.label or "an order" for o in resting if o.symbol == symbol]
+    if labels:  # its position may still change: said even when the answer would not move it
+        why = f"an earlier order ({', '.join(labels)}) may still fill"
+    elif abs(d.target_weight - d.current_weight) <= 1e-12 or (
+        float(held_qty.get(symbol, 0.0)) == 0 and d.target_weight == 0
+    ):
+        return None  # the answer does not move it
+    elif tradeable_mid(quotes.get(symbol)) is None:
+        why = "no tradeable quote (missing, stale, crossed or one-sided)"
+    else:
+        return None
+    return f"{symbol}: held this cycle, target {d.target_weight:+.4f} not pursued: {why}"
 
 
 def _rounded_away_note(symbol: str, move: float, mid: float, step: float, short: bool) -> str:
@@ -643,7 +671,9 @@ def _within_reach(
             break
         fixed |= short
         aim = np.where(short, w, aim)
-        base = np.where(short, current + np.sign(w - current) * shrink, base)
+        base = np.where(
+            short, current + np.sign(w - current) * np.where(short, shrink, 0.0), base
+        )  # 0 x inf: none
     # a move through 0 first reduces (the flip closes first, or reduces by its reach toward 0, the
     # one-step rule included: with grow alone a position one step big under a cap below one step
     # would never reverse), so it may move by the larger of the two reaches

@@ -464,3 +464,43 @@ def test_a_resting_order_of_unknown_size_lets_only_reductions_through() -> None:
     known = [_resting("AAPL", "buy", 100.0, reference_price=100.0)]
     plans = plan_orders(answer, EQUITY, QUOTES, {"MSFT": 10.0}, "c1", resting=known)
     assert sorted(p.symbol for p in plans) == ["BTCUSD", "MSFT"]
+
+
+def test_a_target_the_loop_holds_itself_is_noted_with_why() -> None:
+    """The service cannot see the loop's own holds (no tradeable quote: a halt, a stale or crossed
+    book; an earlier order that may still fill): their decision rows said 'flat, quantity 0' with no
+    note, as if the policy had chosen to stay."""
+    answer = _answer(
+        {
+            "AAPL": (0.0, 0.05, "aggressive"),  # wants out, no quote (halted)
+            "MSFT": (0.0, 0.0, "aggressive"),  # flat and staying flat, but an order of it may fill
+            "BTCUSD": (0.02, 0.0, "aggressive"),  # trades
+            "NVDA": (0.0, 0.0, "aggressive"),  # flat, no quote, nothing to do: no note
+            "AMD": (0.05, 0.0, "hold"),  # the service holds it (its reason says why): no loop note
+        }
+    )
+    resting = [
+        RestingOrder(symbol="MSFT", side="buy", remaining_qty=5.0, limit_price=400.0, label="rt-c0-MSFT")
+    ]
+    quotes = {"MSFT": QUOTES["MSFT"], "BTCUSD": QUOTES["BTCUSD"]}
+    plan = plan_cycle(answer, EQUITY, quotes, {"AAPL": 50.0}, "c1", LOOSE, resting=resting)
+    assert [o.symbol for o in plan.orders] == ["BTCUSD"]
+    assert set(plan.notes) == {"AAPL", "MSFT"}
+    assert plan.notes["AAPL"].endswith(
+        "not pursued: no tradeable quote (missing, stale, crossed or one-sided)"
+    )
+    assert plan.notes["MSFT"].endswith("an earlier order (rt-c0-MSFT) may still fill")
+
+
+def test_a_reduction_cut_short_next_to_an_unquoted_symbol_computes_no_nan() -> None:
+    import warnings
+
+    # AAPL at 4x the order cap must go to 0 (cut short: fixed at one order's reach); MSFT is held
+    # with no quote, its reach unbounded: 0 x inf was computed (and discarded) with a RuntimeWarning
+    answer = _answer({"AAPL": (0.0, 1.0, "aggressive"), "MSFT": (0.0, 0.04, "aggressive")})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        (plan,) = plan_orders(
+            answer, EQUITY, {"AAPL": QUOTES["AAPL"]}, {"AAPL": 1_000.0, "MSFT": 10.0}, "c1", LOOSE
+        )
+    assert (plan.symbol, plan.side, plan.qty) == ("AAPL", "sell", 250.0)
