@@ -8,6 +8,14 @@ Design decisions
   correlation inside a row is kept; blocks are contiguous runs of source rows, which keeps
   short-range autocorrelation. A regime pool too small for its block length is refused (never
   widened): replaying a handful of rows compounds the same bar again and again.
+* A halt is not dropped from a bootstrap (``simple_returns``): the bar that reopens an asset after a
+  hole carries the whole move from its last real close, and one draw of that row is that one move,
+  as it happened: a holder cannot trade inside a halt, so spreading the gap over the hole's bars (or
+  scaling it to one bar) would let a path exit half-way and understate the loss of exactly the
+  halted, thin names stress is for. The row counts as one row of its pool, as every row does: rows
+  are whole cross-sections (one bar for every other asset on it), and the hole's own rows stay in
+  the pool with the asset unlisted, so a block walking through the halt replays it bar by bar.
+  A listing bar (no real bar before it) has no move and stays out.
 * ``inject_crisis`` shocks close-to-close *log* returns inside a window and rebuilds prices from
   them with ``exp``, so prices stay positive; after the window, returns are the original ones (the
   level shift the crisis caused persists). A named crisis states its move (``loss`` over ``length``
@@ -573,12 +581,39 @@ class ScenarioConfig(BaseModel):
             raise ValueError(f"unknown scenario {name!r}; known: {sorted(self.scenarios)}") from None
 
 
+def last_real_close(market_data: MarketData) -> FloatArray:
+    """``[T, N]``: each asset's close on its last real bar (``listed``) strictly before each bar, from
+    the data's own bars or its ``close_before``/``listed_before``; NaN where it has none (on and before
+    its first real bar: a listing)."""
+    close = np.asarray(market_data.close, dtype=np.float64)
+    listed = np.asarray(market_data.listed, dtype=bool)
+    k = 0
+    if market_data.close_before is not None and market_data.listed_before is not None:
+        k = market_data.close_before.shape[0]
+        close = np.vstack([market_data.close_before, close])
+        listed = np.vstack([market_data.listed_before, listed])
+    if close.shape[0] == 0:
+        return np.full(close.shape, np.nan)
+    rows = np.where(listed, np.arange(close.shape[0])[:, None], -1)
+    last = np.maximum.accumulate(rows, axis=0)  # the last real bar up to and including each bar
+    prev = np.vstack([np.full((1, close.shape[1]), -1), last[:-1]])  # strictly before
+    values = np.take_along_axis(close, np.maximum(prev, 0), axis=0)
+    return np.where(prev >= 0, values, np.nan)[k:]
+
+
 def simple_returns(market_data: MarketData) -> FloatArray:
-    """Close-to-close simple returns ``[T, N]``; NaN on row 0 and wherever ``t`` or ``t - 1`` is unlisted."""
-    c = market_data.close
-    out = np.full(c.shape, np.nan)
-    both = market_data.listed[1:] & market_data.listed[:-1]
-    out[1:] = np.where(both, c[1:] / c[:-1] - 1.0, np.nan)
+    """Close-to-close simple returns ``[T, N]``: ``close[t] / c - 1`` with ``c`` the asset's close on
+    its last real bar before ``t`` (``last_real_close``), on every bar ``t >= 1`` that is listed.
+
+    A bar right after a hole (a halt, a data gap) carries the whole move from the last real close
+    before the hole to its own close, assigned to that reopen bar, as a holder lives it (a stock
+    halted on bad news that reopens -40 % is one -40 % bar). NaN on row 0 (a bootstrap needs the bar
+    before a drawn row), where ``t`` is unlisted and on an asset's listing bar (no real bar before it).
+    """
+    out = np.full(market_data.close.shape, np.nan)
+    prev = last_real_close(market_data)[1:]
+    ok = np.asarray(market_data.listed[1:], dtype=bool) & np.isfinite(prev)
+    out[1:] = np.where(ok, market_data.close[1:] / np.where(ok, prev, 1.0) - 1.0, np.nan)
     return out
 
 
@@ -598,9 +633,12 @@ def apply_scenario(
     feature by the same ``spread_mult``; ``regime_code`` is set to ``regime_label`` in the window
     (unless None). Bootstrap: rows are drawn from ``simple_returns(history or market_data)``; prices are
     rebuilt from ``close[0]`` by compounding each drawn row's return, with the drawn row's overnight
-    gap (``open[s] / close[s - 1]``); ``listed``, ``spread_bps``, both dollar volumes, ``regime_code``,
-    ``forecast_fallback`` and the features not derived from prices are the drawn rows' values. An
-    asset unlisted on a drawn row keeps its previous price (the simulator masks it). ``ts`` becomes
+    gap (``open[s] / c`` with ``c`` the last real close before ``s``, ``last_real_close``: a reopen's
+    open carries the gap across its halt); ``listed`` is where the drawn row has a return (its real
+    bars, less listing bars: a reopen after a hole is listed, with the hole's whole move);
+    ``spread_bps``, both dollar volumes, ``regime_code``, ``forecast_fallback`` and the features not
+    derived from prices are the drawn rows' values. An asset unlisted on a drawn row keeps its
+    previous price (the simulator masks it). ``ts`` becomes
     ``ts[0] + i * median(diff(ts))`` (a synthetic calendar). Its ``close_before`` (``kelly_lite``'s
     sigma history) is the source's bars before the first drawn row, scaled to join the path at
     ``close[0]``.
@@ -698,9 +736,10 @@ def _apply_bootstrap(
         min_pool_blocks=sc.min_pool_blocks,
     )
     src = draw.index  # >= 1 always: row 0 has no finite return and is never drawn
-    listed = source.listed[src] & source.listed[src - 1]
-    growth = np.where(listed, source.close[src] / source.close[src - 1], 1.0)
-    gap = np.where(listed, source.open[src] / source.close[src - 1], 1.0)
+    listed = np.isfinite(draw.returns)  # a real bar with a known move (a reopen's spans its hole)
+    before = np.where(listed, last_real_close(source)[src], 1.0)
+    growth = np.where(listed, source.close[src] / before, 1.0)
+    gap = np.where(listed, source.open[src] / before, 1.0)
     close = md.close[0] * np.cumprod(growth, axis=0)
     prev_close = np.vstack([md.close[:1], close[:-1]])
     step = np.median(np.diff(md.ts)) if md.n_steps > 1 else np.timedelta64(1, "D")

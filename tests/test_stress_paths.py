@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from raytrade.envs.config import SimulatorConfig
 from raytrade.envs.evaluation.policies import buy_and_hold_policy
-from raytrade.envs.market_data import MarketData
+from raytrade.envs.market_data import MarketData, carry_close_through_holes
 from raytrade.envs.rollout import replay_policy
 from raytrade.envs.scenarios import (
     BootstrapScenario,
@@ -186,6 +186,83 @@ def test_regression_short_blocks_over_a_tiny_pool_never_compound_one_row() -> No
         lo, hi = _source_range(simple_returns(md))
         r = simple_returns(out)
         assert ((r >= lo - 1e-12) | np.isnan(r)).all() and ((r <= hi + 1e-12) | np.isnan(r)).all()
+
+
+# --------------------------------------------------------------------------- bootstrap: halts and listings
+
+HALT, REOPEN, LISTING = slice(150, 153), 153, 140
+
+
+def _halted_crash_data() -> MarketData:
+    """A crisis pool (rows 130-179) in which asset 1 halts for bars 150-152 and reopens 40 % lower
+    (open 38 % lower), and asset 2 lists at bar 140; hole prices carried as the loader carries them."""
+    t, n = 300, 3
+    rng = np.random.default_rng(5)
+    close = 50.0 * np.exp(np.cumsum(rng.normal(0.0, 0.01, size=(t, n)), axis=0))
+    close[REOPEN:, 1] *= 0.60 * close[HALT.start - 1, 1] / close[REOPEN, 1]  # -40 % across the halt
+    open_ = np.vstack([close[:1], close[:-1]])
+    open_[REOPEN, 1] = 0.62 * close[HALT.start - 1, 1]
+    listed = np.ones((t, n), dtype=bool)
+    listed[HALT, 1] = False
+    listed[:LISTING, 2] = False
+    close[:LISTING, 2] = open_[:LISTING, 2] = open_[LISTING, 2]  # back-filled before the listing
+    open_, close = carry_close_through_holes(open_, close, listed)
+    regime = np.zeros((t, n), dtype=np.int8)
+    regime[130:180] = 2
+    md = make_market_data(t=t, n=n, seed=5)
+    return replace(md, open=open_, close=close, listed=listed, regime_code=regime)
+
+
+def test_a_reopen_bar_carries_the_move_across_its_halt_into_the_crisis_pool() -> None:
+    md = _halted_crash_data()
+    r = simple_returns(md)
+    assert r[REOPEN, 1] == pytest.approx(-0.40, rel=1e-12)  # was NaN: the halt's gap was dropped
+    assert np.isnan(r[HALT, 1]).all()  # no bar, no return
+    assert r[REOPEN + 1, 1] == pytest.approx(md.close[REOPEN + 1, 1] / md.close[REOPEN, 1] - 1.0)
+    assert np.isnan(r[: LISTING + 1, 2]).all() and np.isfinite(r[LISTING + 1 :, 2]).all()  # listing: none
+    pool = row_regimes(md.regime_code, r) == 2
+    assert pool[REOPEN] and np.nanmin(r[pool, 1]) == pytest.approx(-0.40, rel=1e-12)
+    # the move is measured from the last real close, whatever a hand-built hole is priced at
+    junk = md.close.copy()
+    junk[HALT, 1] = 1.0
+    assert simple_returns(replace(md, close=junk))[REOPEN, 1] == pytest.approx(-0.40, rel=1e-12)
+
+
+def test_a_bootstrap_crisis_path_can_carry_a_halt_gap_as_one_bar() -> None:
+    md = _halted_crash_data()
+    source = simple_returns(md)
+    carried = 0
+    for seed in range(10):
+        out = apply_scenario("bootstrap_crisis", md, np.random.default_rng(seed))
+        rng = np.random.default_rng(seed)  # the draw apply_scenario makes
+        draw = regime_block_bootstrap(source, md.regime_code, 10, md.n_steps, rng, regime=2)
+        np.testing.assert_array_equal(out.listed, np.isfinite(draw.returns))
+        at = np.flatnonzero(draw.index == REOPEN)
+        prev = np.concatenate([md.close[:1, 1], out.close[:-1, 1]])  # the path starts from close[0]
+        assert out.listed[at, 1].all()  # the reopen is a real bar of the path
+        np.testing.assert_allclose(out.close[at, 1] / prev[at], 0.60, rtol=1e-12)
+        np.testing.assert_allclose(out.open[at, 1] / prev[at], 0.62, rtol=1e-12)
+        assert not out.listed[draw.index == LISTING, 2].any()  # a listing bar has no move to draw
+        carried += at.size
+    assert carried > 0  # the -40 % enters crisis paths (none did when the reopen was dropped)
+
+
+def test_a_reopen_after_a_halt_before_the_window_is_measured_from_close_before() -> None:
+    md = _halted_crash_data()
+    window = slice(151, 200)  # asset 1 is halted on the window's first two bars
+    close_before, listed_before = md.close[119:151], md.listed[119:151]
+    cut = replace(
+        md,
+        ts=md.ts[window], open=md.open[window], close=md.close[window], listed=md.listed[window],
+        spread_bps=md.spread_bps[window], dollar_volume=md.dollar_volume[window],
+        features=md.features[window], regime_code=md.regime_code[window],
+        close_before=close_before, listed_before=listed_before,
+    )  # fmt: skip
+    r = simple_returns(cut)
+    assert r[REOPEN - 151, 1] == pytest.approx(-0.40, rel=1e-12)
+    assert np.isnan(r[0]).all()  # row 0: no bar before it to draw with
+    no_history = replace(cut, close_before=None, listed_before=None)
+    assert np.isnan(simple_returns(no_history)[REOPEN - 151, 1])  # its first bar here: a listing
 
 
 # --------------------------------------------------------------------------- crises reach their stated loss
