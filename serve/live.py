@@ -36,7 +36,10 @@ Design decisions
   cannot be written is kept aside under ``_quarantine/`` and never costs an order record. A done
   order stays in the state file until its fill row is logged, so a crash or a failed log between the
   save and the log does not forget the fill (the next cycle logs it; the store's de-duplication
-  keeps it from counting twice).
+  keeps it from counting twice). The cycle's decision rows are saved in the state file too
+  (``unlogged_rows``, with the submitted orders) and cleared once logged, so a crash between the
+  save and the log does not lose them either: the next cycle (a restarted loop's first) logs them
+  with its own, skipping any the store already holds (a crash after the write, before the clear).
 * **A fill is logged once.** The loop de-duplicates by decision id: rows whose ``decision_id`` is
   already in the store's ``experience`` table (or twice in one batch) are not appended again (the
   store is the one place that says what was logged). The writer refuses such a row as well (it
@@ -241,11 +244,16 @@ class LiveState:
     not read on the last cycles also has ``unreadable_cycles`` (how many in a row) and
     ``last_read_error``, both dropped once a read succeeds. A file of an earlier version has no
     ``qty``, ``limit_price`` nor ``filled_qty``: it loads, and such an order's size is unknown until
-    the broker reports it (an order of unknown size that may still fill holds all new risk)."""
+    the broker reports it (an order of unknown size that may still fill holds all new risk).
+
+    ``unlogged_rows`` holds the experience decision rows saved before they are logged (``ts`` as
+    ISO text, a non-finite number as null; :func:`_row_for_state`); the next cycle logs any left by
+    a crash. A file of an earlier version has none: it loads with an empty list."""
 
     peak_equity: float | None = None
     pending: list[dict[str, Any]] = field(default_factory=list)
     account_id: str | None = None
+    unlogged_rows: list[dict[str, Any]] = field(default_factory=list)
 
     @classmethod
     def load(cls, path: Path) -> LiveState:
@@ -275,6 +283,7 @@ class LiveState:
                 peak_equity=peak,
                 pending=list(raw.get("pending", [])),
                 account_id=None if account is None else str(account),
+                unlogged_rows=_unlogged_rows(raw.get("unlogged_rows", [])),
             )
         except (ValueError, TypeError, AttributeError, OverflowError) as exc:
             raise ValueError(f"live state file {str(path)!r} is unreadable ({exc}); fix or move it") from None
@@ -285,7 +294,12 @@ class LiveState:
         refuse the file."""
         path.parent.mkdir(parents=True, exist_ok=True)
         text = json.dumps(
-            {"account_id": self.account_id, "peak_equity": self.peak_equity, "pending": self.pending},
+            {
+                "account_id": self.account_id,
+                "peak_equity": self.peak_equity,
+                "pending": self.pending,
+                "unlogged_rows": self.unlogged_rows,
+            },
             indent=1,
             allow_nan=False,
         )
@@ -300,6 +314,23 @@ class LiveState:
             os.fsync(dir_fd)  # the rename itself survives a power cut
         finally:
             os.close(dir_fd)
+
+
+def _unlogged_rows(value: Any) -> list[dict[str, Any]]:
+    """The state file's ``unlogged_rows``: a list of rows, each with a text ``decision_id`` and an
+    ISO ``ts``; anything else makes the file unreadable (``ValueError`` naming the field)."""
+    if not isinstance(value, list):
+        raise ValueError(f"unlogged_rows={value!r} is not a list")
+    for row in value:
+        if not (isinstance(row, dict) and isinstance(row.get("decision_id"), str)):
+            raise ValueError(f"unlogged_rows has {row!r}, not a row with a text decision_id")
+        try:
+            datetime.fromisoformat(row.get("ts"))  # type: ignore[arg-type]
+        except (TypeError, ValueError):
+            raise ValueError(
+                f"unlogged_rows row {row['decision_id']!r} has ts={row.get('ts')!r}, not an ISO time"
+            ) from None
+    return list(value)
 
 
 def _non_finite(token: str) -> float:
@@ -565,17 +596,23 @@ class LiveLoop:
             submitted[plan.decision_id] = order_id
             latency[plan.decision_id] = (time.perf_counter() - asked) * 1e3
             intents[plan.decision_id].update(order_id=order_id, status="submitted")
-        state.pending = [p for p in state.pending if p["decision_id"] not in rejected]
-        state.save(self.state_file)
-
         decision_rows = _decision_rows(
             now, cycle_id, answer, plans, submitted, rejected, latency, loop_state, planned.notes
         )
-        logged = self._log(fill_rows + decision_rows)
+        # Decision rows an earlier cycle saved and a crash kept from the store, then this cycle's:
+        # saved with the orders, so a crash before the log below loses none of them.
+        carried = [_row_from_state(r) for r in state.unlogged_rows]
+        if self.store is not None:
+            state.unlogged_rows = state.unlogged_rows + [_row_for_state(r) for r in decision_rows]
+        state.pending = [p for p in state.pending if p["decision_id"] not in rejected]
+        state.save(self.state_file)
+
+        logged = self._log(fill_rows + carried + decision_rows)
         fills_logged = sum(1 for r in logged if any(r is f for f in fill_rows))
-        if unlogged:  # their fill rows are in the store (or its quarantine) now
+        if unlogged or state.unlogged_rows:  # their rows are in the store (or its quarantine) now
             done = {id(p) for p in unlogged}
             state.pending = [p for p in state.pending if id(p) not in done]
+            state.unlogged_rows = []
             state.save(self.state_file)
         self._log_transitions(now, cycle_id, answer, account.equity)
         return CycleReport(
@@ -974,6 +1011,25 @@ def _intent(plan: OrderPlan, policy_version: str, now: datetime) -> dict[str, An
         "policy_version": policy_version,
         "submitted_at": now.isoformat(),
     }
+
+
+def _row_for_state(row: Mapping[str, Any]) -> dict[str, Any]:
+    """An experience row as the state file keeps it (:attr:`LiveState.unlogged_rows`): ``ts`` as ISO
+    text, and a number that is not finite as null (the state file refuses one, and a refused save
+    after the submits would cost the order record)."""
+    out: dict[str, Any] = {}
+    for key, value in row.items():
+        if isinstance(value, datetime):
+            value = value.isoformat()
+        elif isinstance(value, float) and not math.isfinite(value):
+            value = None
+        out[key] = value
+    return out
+
+
+def _row_from_state(row: Mapping[str, Any]) -> dict[str, Any]:
+    """An experience row of :attr:`LiveState.unlogged_rows` as :meth:`LiveLoop._log` takes it."""
+    return {**row, "ts": datetime.fromisoformat(row["ts"])}
 
 
 def _new_decisions(stored: set[str], rows: list[dict[str, Any]]) -> list[dict[str, Any]]:

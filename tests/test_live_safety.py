@@ -494,6 +494,79 @@ def test_a_fill_whose_log_failed_is_logged_by_the_next_cycle(
     assert list(rows["decision_id"]).count(f"{first.cycle_id}:AAPL:fill") == 1
 
 
+THREE = {"AAPL": (0.1, "aggressive"), "MSFT": (0.0, "flat"), "BTCUSD": (0.05, "aggressive")}
+
+
+def _crash_in_log(monkeypatch: pytest.MonkeyPatch, write_first: bool) -> None:
+    """The process dies in the cycle's first ``_log``: before the write, or after it (before the state
+    clears the rows it wrote)."""
+    log = LiveLoop._log
+
+    def crash(self: LiveLoop, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        if write_first:
+            log(self, rows)
+        raise _Crash("killed between the state save and the experience write")
+
+    monkeypatch.setattr(LiveLoop, "_log", crash)
+
+
+@pytest.mark.parametrize("write_first", [False, True], ids=["before-the-write", "after-the-write"])
+def test_a_crash_around_the_experience_write_logs_each_decision_row_once_after_a_restart(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, write_first: bool
+) -> None:
+    broker, store, state = FakeBroker(100_000.0, PRICES), tmp_path / "store", tmp_path / "s.json"
+    symbols, policy = list(THREE), ScriptedPolicy(THREE)
+    with monkeypatch.context() as m:
+        _crash_in_log(m, write_first)
+        loop = LiveLoop(broker, policy, symbols, state, store, reset=True)
+        with pytest.raises(_Crash):
+            loop.cycle(T0)
+        loop.close()
+    cycle_id = T0.strftime("%Y%m%dT%H%M%S%fZ")
+    decisions = [f"{cycle_id}:{s}" for s in symbols]
+    saved = json.loads(state.read_text())["unlogged_rows"]
+    assert sorted(r["decision_id"] for r in saved) == sorted(decisions)  # saved before the log
+    with LiveLoop(broker, policy, symbols, state, store) as restarted:
+        assert restarted.cycle(T0 + timedelta(days=1)).fills_logged == 2
+    ids = list(read_frame(store, "experience")["decision_id"])
+    assert [ids.count(d) for d in decisions] == [1, 1, 1]
+    assert ids.count(f"{cycle_id}:AAPL:fill") == ids.count(f"{cycle_id}:BTCUSD:fill") == 1
+    aapl = read_frame(store, "experience").set_index("decision_id").loc[f"{cycle_id}:AAPL"]
+    assert (aapl["order_id"], bool(aapl["submitted"]), aapl["gate_mode"]) == ("o1", True, "aggressive")
+    assert not (store / "_quarantine").exists()  # a row already stored is skipped, not refused
+    assert json.loads(state.read_text())["unlogged_rows"] == []
+
+
+def test_a_state_file_without_unlogged_rows_loads_and_trades(tmp_path: Path) -> None:
+    """A state file of the version before ``unlogged_rows`` loads with none."""
+    (tmp_path / "s.json").write_text(json.dumps({"account_id": "PA-TEST", "peak_equity": 1e5, "pending": []}))
+    assert LiveState.load(tmp_path / "s.json").unlogged_rows == []
+    broker = FakeBroker(100_000.0, PRICES)
+    policy = ScriptedPolicy(PASSIVE_MSFT)
+    with LiveLoop(broker, policy, ["MSFT"], tmp_path / "s.json", tmp_path / "store") as loop:
+        report = loop.cycle(T0)
+    assert list(report.submitted.values()) == ["o1"]
+    assert json.loads((tmp_path / "s.json").read_text())["unlogged_rows"] == []
+
+
+@pytest.mark.parametrize(
+    ("rows", "message"),
+    [
+        ('{"d": 1}', "unlogged_rows=.* is not a list"),
+        ('[{"ts": "2026-11-24T14:30:00+00:00"}]', "not a row with a text decision_id"),
+        ('[{"decision_id": "c:AAPL", "ts": "yesterday"}]', "'c:AAPL' has ts='yesterday', not an ISO time"),
+    ],
+)
+def test_a_state_file_with_malformed_unlogged_rows_is_unreadable(
+    tmp_path: Path, rows: str, message: str
+) -> None:
+    (tmp_path / "s.json").write_text(
+        f'{{"account_id": "PA-TEST", "peak_equity": 1e5, "pending": [], "unlogged_rows": {rows}}}'
+    )
+    with pytest.raises(ValueError, match=message):
+        LiveState.load(tmp_path / "s.json")
+
+
 def _empty_experience() -> Any:
     import pandas as pd
 
