@@ -40,6 +40,9 @@ Design decisions
   (``unlogged_rows``, with the submitted orders) and cleared once logged, so a crash between the
   save and the log does not lose them either: the next cycle (a restarted loop's first) logs them
   with its own, skipping any the store already holds (a crash after the write, before the clear).
+  A run without a store keeps them for a run with one; a store whose writes keep failing cannot grow
+  them past :data:`MAX_UNLOGGED_ROWS` (the oldest are dropped, with an error). A crash during the
+  submits loses that cycle's decision rows (not its orders: they are tracked by client id).
 * **A fill is logged once.** The loop de-duplicates by decision id: rows whose ``decision_id`` is
   already in the store's ``experience`` table (or twice in one batch) are not appended again (the
   store is the one place that says what was logged). The writer refuses such a row as well (it
@@ -106,7 +109,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, Any, NamedTuple, Protocol
+from typing import IO, Any, Final, NamedTuple, Protocol
 
 import numpy as np
 import pandas as pd
@@ -603,16 +606,21 @@ class LiveLoop:
         # saved with the orders, so a crash before the log below loses none of them.
         carried = [_row_from_state(r) for r in state.unlogged_rows]
         if self.store is not None:
-            state.unlogged_rows = state.unlogged_rows + [_row_for_state(r) for r in decision_rows]
+            state.unlogged_rows = _bounded_rows(
+                state.unlogged_rows + [_row_for_state(r) for r in decision_rows], self.store
+            )
         state.pending = [p for p in state.pending if p["decision_id"] not in rejected]
         state.save(self.state_file)
 
         logged = self._log(fill_rows + carried + decision_rows)
         fills_logged = sum(1 for r in logged if any(r is f for f in fill_rows))
-        if unlogged or state.unlogged_rows:  # their rows are in the store (or its quarantine) now
+        # their rows are in the store (or its quarantine) now; without a store (a run without --store)
+        # the rows an earlier run carried stay in the state file for a run that has one
+        if unlogged or (self.store is not None and state.unlogged_rows):
             done = {id(p) for p in unlogged}
             state.pending = [p for p in state.pending if id(p) not in done]
-            state.unlogged_rows = []
+            if self.store is not None:
+                state.unlogged_rows = []
             state.save(self.state_file)
         self._log_transitions(now, cycle_id, answer, account.equity)
         return CycleReport(
@@ -871,6 +879,28 @@ class LiveLoop:
         if result.rows_refused:
             log.error("%d experience rows refused, kept in %s", result.rows_refused, result.quarantine_file)
         return rows
+
+
+MAX_UNLOGGED_ROWS: Final = 5_000
+"""The most decision rows the state file carries while the store refuses them (about 0.8 KB each:
+the file is rewritten and fsynced after every cycle's submits)."""
+
+
+def _bounded_rows(rows: list[dict[str, Any]], store: str | Path) -> list[dict[str, Any]]:
+    """``rows`` for :attr:`LiveState.unlogged_rows`, past :data:`MAX_UNLOGGED_ROWS` the oldest dropped
+    with an error naming how many: a store whose writes keep failing (each failure is raised and
+    logged by the cycle) cannot grow the state file without bound."""
+    if len(rows) <= MAX_UNLOGGED_ROWS:
+        return rows
+    dropped = len(rows) - MAX_UNLOGGED_ROWS
+    log.error(
+        "the experience store at %s has refused this loop's decision rows for many cycles: the oldest %d "
+        "rows are dropped from the state file (%d kept); fix the store",
+        store,
+        dropped,
+        MAX_UNLOGGED_ROWS,
+    )
+    return rows[dropped:]
 
 
 def _lock_state_file(state_file: Path) -> IO[str]:

@@ -537,6 +537,48 @@ def test_a_crash_around_the_experience_write_logs_each_decision_row_once_after_a
     assert json.loads(state.read_text())["unlogged_rows"] == []
 
 
+def test_rows_a_crash_saved_survive_a_run_without_a_store_and_reach_the_next_store(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A run without ``--store`` writes nothing: it must not clear the rows an earlier crash saved."""
+    broker, store, state = FakeBroker(100_000.0, PRICES), tmp_path / "store", tmp_path / "s.json"
+    symbols, policy = list(THREE), ScriptedPolicy(THREE)
+    with monkeypatch.context() as m:
+        _crash_in_log(m, write_first=False)
+        loop = LiveLoop(broker, policy, symbols, state, store, reset=True)
+        with pytest.raises(_Crash):
+            loop.cycle(T0)
+        loop.close()
+    with LiveLoop(broker, policy, symbols, state, None) as storeless:
+        storeless.cycle(T0 + timedelta(days=1))
+    assert len(json.loads(state.read_text())["unlogged_rows"]) == 3  # was: cleared, written nowhere
+    with LiveLoop(broker, policy, symbols, state, store) as again:
+        again.cycle(T0 + timedelta(days=2))
+    ids = list(read_frame(store, "experience")["decision_id"])
+    cycle_id = T0.strftime("%Y%m%dT%H%M%S%fZ")
+    assert [ids.count(f"{cycle_id}:{s}") for s in symbols] == [1, 1, 1]
+    assert json.loads(state.read_text())["unlogged_rows"] == []
+
+
+def test_a_store_that_keeps_failing_cannot_grow_the_state_file_without_bound(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    import raytrade.serve.live as live
+
+    monkeypatch.setattr(live, "MAX_UNLOGGED_ROWS", 7)
+    broken = tmp_path / "store_is_a_file"
+    broken.write_text("not a directory")  # every write (and its quarantine) raises
+    broker, state, policy = FakeBroker(100_000.0, PRICES), tmp_path / "s.json", ScriptedPolicy(THREE)
+    counts = []
+    with LiveLoop(broker, policy, list(THREE), state, broken, reset=True) as loop:
+        for hour in range(5):
+            with pytest.raises(OSError):
+                loop.cycle(T0 + timedelta(hours=hour))
+            counts.append(len(json.loads(state.read_text())["unlogged_rows"]))
+    assert counts == [3, 6, 7, 7, 7]  # 3 rows a cycle, the oldest dropped past the bound
+    assert "the oldest 2 rows are dropped from the state file (7 kept)" in caplog.text
+
+
 def test_a_state_file_without_unlogged_rows_loads_and_trades(tmp_path: Path) -> None:
     """A state file of the version before ``unlogged_rows`` loads with none."""
     (tmp_path / "s.json").write_text(json.dumps({"account_id": "PA-TEST", "peak_equity": 1e5, "pending": []}))
