@@ -135,24 +135,6 @@ def price_features(
     return {name: groups[name].to_numpy(dtype=np.float64) for name in PRICE_FEATURES}
 
 
-def step_features(
-    close: np.ndarray,
-    listed: np.ndarray,
-    ts: np.ndarray,
-    symbols: tuple[str, ...],
-    fc_mean: np.ndarray,
-    gate_open: np.ndarray,
-    config: FeatureConfig,
-) -> dict[str, np.ndarray]:
-    """``STEP_FEATURES`` ``[T, N]`` (store units) of closes on the stepping calendar ``ts`` (module
-    docstring), NaN where not ``listed`` (ingest writes no row there). ``fc_mean`` (NaN: unknown) and
-    ``gate_open`` (bool) are the stored forecast and gate at those bars; ``kelly_lite`` is 0 where the
-    gate is shut, as ingest writes it."""
-    prices = price_features(close, listed, ts, symbols, config)
-    out = {**prices, "kelly_lite": step_kelly(close, listed, ts, symbols, fc_mean, gate_open, config)}
-    return {name: np.where(listed, values, np.nan) for name, values in out.items()}
-
-
 def step_kelly(
     close: np.ndarray,
     listed: np.ndarray,

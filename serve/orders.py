@@ -270,6 +270,32 @@ def _most_reduced(held: float, cap_qty: float, step: float, whole_short: bool) -
     return _round_down(cap_qty, step) or min(step, size)
 
 
+class _OrderLimits(NamedTuple):
+    """One symbol's order limits this cycle, at its ``mid``: its order cap, that cap in units, its
+    order step, and the most one order may take off its position (:func:`_most_reduced`)."""
+
+    cap: _TradeCap
+    cap_qty: float
+    step: float
+    most: float
+    mid: float
+
+
+def _order_limits(
+    symbol: str,
+    mid: float,
+    held: float,
+    equity: float,
+    cfg: LiveConfig,
+    dollar_volume: Mapping[str, float] | None,
+) -> _OrderLimits:
+    cap = _trade_cap(symbol, equity, cfg, dollar_volume)
+    cap_qty, step = cap.notional / mid, _step(symbol, cfg)
+    return _OrderLimits(
+        cap, cap_qty, step, _most_reduced(held, cap_qty, step, _whole_short(symbol, held, cfg)), mid
+    )
+
+
 def _whole_share_cover(held: float, delta: float) -> float:
     """The buy, at most ``delta`` (> 0) units, that covers part of the short ``held`` (< 0) and leaves a
     whole-share short: the position after it is ``held + delta`` floored to a whole share (0 when no
@@ -334,15 +360,15 @@ def plan_cycle(
     weights = [w for d in answer.decisions.values() for w in (d.target_weight, d.current_weight)]
     if answer.fallback or not all(math.isfinite(w) for w in weights):
         return CyclePlan([], {})  # a NaN would pass every cap (NaN > cap is False) and size a full order
-    grow: dict[str, float] = {}  # the most each symbol's weight can move this cycle, away from 0
-    shrink: dict[str, float] = {}  # and toward 0 (a reduction may exceed its cap by under one step)
-    for symbol in answer.decisions:
-        if (mid := tradeable_mid(quotes.get(symbol))) is None:
-            continue
-        cap_qty, step = _trade_cap(symbol, equity, cfg, dollar_volume).notional / mid, _step(symbol, cfg)
-        held = float(held_qty.get(symbol, 0.0))
-        grow[symbol] = _round_down(cap_qty, step) * mid / equity
-        shrink[symbol] = _most_reduced(held, cap_qty, step, _whole_short(symbol, held, cfg)) * mid / equity
+    limits = {
+        symbol: _order_limits(symbol, mid, float(held_qty.get(symbol, 0.0)), equity, cfg, dollar_volume)
+        for symbol in answer.decisions
+        if (mid := tradeable_mid(quotes.get(symbol))) is not None
+    }
+    # the most each symbol's weight can move this cycle, away from 0 and toward it (a reduction may
+    # exceed its cap by under one step)
+    grow = {s: _round_down(lim.cap_qty, lim.step) * lim.mid / equity for s, lim in limits.items()}
+    shrink = {s: lim.most * lim.mid / equity for s, lim in limits.items()}
     targets = _capped_targets(
         answer, equity, quotes, held_qty, cfg.caps, held_value or {}, resting, (grow, shrink)
     )
@@ -354,13 +380,10 @@ def plan_cycle(
                 notes[symbol] = held_note
             continue
         book = quotes[symbol]
-        mid = 0.5 * (book.bid + book.ask)
+        cap, cap_qty, step, most, mid = limits[symbol]
         crypto = is_crypto_symbol(symbol)
         target, aim, note = targets[symbol]
         held = float(held_qty.get(symbol, 0.0))
-        cap = _trade_cap(symbol, equity, cfg, dollar_volume)
-        cap_qty, step = cap.notional / mid, _step(symbol, cfg)
-        most = _most_reduced(held, cap_qty, step, _whole_short(symbol, held, cfg))
         side, qty, closing, flip = _sized(held, target * equity / mid, mid, cap_qty, most, step, crypto, cfg)
         if flip is not None:
             note = f"{note}; {flip}" if note else flip

@@ -19,7 +19,7 @@ from raytrade.envs.baseline_weights import baseline_context, baseline_decision
 from raytrade.envs.evaluation.kelly_lite import KellyLiteConfig, kelly_fraction, trailing_sigma
 from raytrade.envs.market_data import MarketData
 from raytrade.envs.replay_loader import load_market_data
-from raytrade.envs.step_features import step_features, step_forecasts
+from raytrade.envs.step_features import step_forecasts, step_kelly
 from raytrade.replay import read_frame
 from raytrade.replay.features.config import FeatureConfig
 
@@ -107,8 +107,8 @@ def test_observed_kelly_lite_is_the_gate_sizing_on_the_stepping_calendar(synthet
     assert (observed[~gate_open & data.listed] == 0).all()
 
 
-def test_step_features_kelly_lite_uses_the_sigma_of_step_returns() -> None:
-    """Uncapped sizing (a small edge): ``step_features``' ``kelly_lite`` on crypto closes taken at
+def test_step_kelly_uses_the_sigma_of_step_returns() -> None:
+    """Uncapped sizing (a small edge): ``step_kelly`` on crypto closes taken at
     business-day labels equals the replica's ``kelly_fraction`` with ``trailing_sigma`` of those
     closes, and differs from the sizing by 1-day moves."""
     rng = np.random.default_rng(7)
@@ -119,13 +119,13 @@ def test_step_features_kelly_lite_uses_the_sigma_of_step_returns() -> None:
     listed = np.ones(close.shape, dtype=bool)
     fc_mean = np.full(close.shape, 1e-4)  # 0.2 * 1e-4 / sigma^2: mostly under the 0.15 cap
     rules = FeatureConfig()
-    values = step_features(close, listed, ts, ("AUSD", "BUSD"), fc_mean, listed, rules)
+    kelly = step_kelly(close, listed, ts, ("AUSD", "BUSD"), fc_mean, listed, rules)
     sigma = trailing_sigma(close, listed, rules.kelly_sigma_closes)
     expected = kelly_fraction(np.abs(fc_mean), sigma, KellyLiteConfig())
     known = np.isfinite(sigma)
     assert (expected[known] < rules.kelly_cap).sum() > 100  # mostly uncapped: sigma decides
-    np.testing.assert_allclose(values["kelly_lite"][known], expected[known], rtol=1e-9)
-    one_day = step_features(
+    np.testing.assert_allclose(kelly[known], expected[known], rtol=1e-9)
+    one_day = step_kelly(
         daily,
         np.ones(daily.shape, bool),
         days.to_numpy(),
@@ -134,7 +134,7 @@ def test_step_features_kelly_lite_uses_the_sigma_of_step_returns() -> None:
         np.ones(daily.shape, bool),
         rules,
     )
-    assert np.nanmedian(one_day["kelly_lite"][labels] / values["kelly_lite"]) > 1.1
+    assert np.nanmedian(one_day[labels] / kelly) > 1.1
 
 
 def test_crypto_baseline_forecast_is_of_one_simulator_step(synthetic_store: Path) -> None:
