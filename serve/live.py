@@ -41,8 +41,12 @@ Design decisions
   save and the log does not lose them either: the next cycle (a restarted loop's first) logs them
   with its own, skipping any the store already holds (a crash after the write, before the clear).
   A run without a store keeps them for a run with one; a store whose writes keep failing cannot grow
-  them past :data:`MAX_UNLOGGED_ROWS` (the oldest are dropped, with an error). A crash during the
-  submits loses that cycle's decision rows (not its orders: they are tracked by client id).
+  them past ``serve.decision_rows.MAX_UNLOGGED_ROWS`` (the oldest are dropped, with an error). The
+  rows reach the state file before the submits too, provisional (their orders' outcome unknown), so
+  a crash during the submits loses none: the next cycle settles each from the broker's answer to
+  its order's client id (submitted with the broker's order id, or never received) and logs it; a
+  row whose order's submit and look-up both failed waits, provisional, until the look-up succeeds
+  (:mod:`serve.decision_rows`).
 * **A fill is logged once.** The loop de-duplicates by decision id: rows whose ``decision_id`` is
   already in the store's ``experience`` table (or twice in one batch) are not appended again (the
   store is the one place that says what was logged). The writer refuses such a row as well (it
@@ -109,7 +113,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, Any, Final, NamedTuple, Protocol
+from typing import IO, Any, NamedTuple, Protocol
 
 import numpy as np
 import pandas as pd
@@ -117,6 +121,17 @@ import pandas as pd
 from raytrade.replay.errors import InputError
 from raytrade.replay.sources.alpaca import TopOfBook
 from raytrade.replay.stored_keys import KeyCache
+from raytrade.serve.decision_rows import (
+    PROVISIONAL,
+    bounded_rows,
+    decision_rows,
+    experience_frame,
+    is_provisional,
+    new_decisions,
+    row_for_state,
+    row_from_state,
+    settle_rows,
+)
 from raytrade.serve.orders import (
     CLIENT_ORDER_PREFIX,
     LiveConfig,
@@ -250,7 +265,8 @@ class LiveState:
     the broker reports it (an order of unknown size that may still fill holds all new risk).
 
     ``unlogged_rows`` holds the experience decision rows saved before they are logged (``ts`` as
-    ISO text, a non-finite number as null; :func:`_row_for_state`); the next cycle logs any left by
+    ISO text, a non-finite number as null, ``provisional`` while its order's outcome is unknown;
+    ``serve.decision_rows.row_for_state``); the next cycle settles and logs any left by
     a crash. A file of an earlier version has none: it loads with an empty list."""
 
     peak_equity: float | None = None
@@ -327,6 +343,11 @@ def _unlogged_rows(value: Any) -> list[dict[str, Any]]:
     for row in value:
         if not (isinstance(row, dict) and isinstance(row.get("decision_id"), str)):
             raise ValueError(f"unlogged_rows has {row!r}, not a row with a text decision_id")
+        if not isinstance(row.get(PROVISIONAL, False), bool):
+            raise ValueError(
+                f"unlogged_rows row {row['decision_id']!r} has "
+                f"{PROVISIONAL}={row[PROVISIONAL]!r}, not true or false"
+            )
         try:
             datetime.fromisoformat(row.get("ts"))  # type: ignore[arg-type]
         except (TypeError, ValueError):
@@ -511,6 +532,8 @@ class LiveLoop:
         cycle_id = now.strftime("%Y%m%dT%H%M%S%fZ")
         state = LiveState.load(self.state_file)
         self._sync_with_broker(state)
+        # rows whose orders' outcome a crash (or a failed submit look-up) hid, now the broker has said
+        state.unlogged_rows = settle_rows(state.unlogged_rows, state.pending)
         fill_rows, still_open = self._reconcile(state, now)
         # A done order stays in the state until its fill row is logged (a crash or a failed log in
         # between must not forget the fill; the store's de-duplication keeps it from counting twice).
@@ -567,10 +590,17 @@ class LiveLoop:
             if p.note is not None:
                 log.info("cycle %s: order %s %g %s: %s", cycle_id, p.side, p.qty, p.symbol, p.note)
 
-        # The intents reach the disk before any order reaches the broker.
+        # The intents reach the disk before any order reaches the broker, and so do the decision rows,
+        # provisional: a crash during the submits leaves them for the next cycle to settle.
         intents = {p.decision_id: _intent(p, answer.model, now) for p in plans}
         state.peak_equity = peak
         state.pending = still_open + unlogged + list(intents.values())
+        earlier = state.unlogged_rows  # rows earlier cycles saved, settled above
+        if self.store is not None:
+            provisional = decision_rows(now, cycle_id, answer, plans, {}, {}, {}, loop_state, planned.notes)
+            state.unlogged_rows = bounded_rows(
+                earlier + [row_for_state(r, r["decision_id"] in intents) for r in provisional], self.store
+            )
         state.save(self.state_file)
 
         submitted: dict[str, str] = {}
@@ -599,20 +629,23 @@ class LiveLoop:
             submitted[plan.decision_id] = order_id
             latency[plan.decision_id] = (time.perf_counter() - asked) * 1e3
             intents[plan.decision_id].update(order_id=order_id, status="submitted")
-        decision_rows = _decision_rows(
+        rows = decision_rows(
             now, cycle_id, answer, plans, submitted, rejected, latency, loop_state, planned.notes
         )
-        # Decision rows an earlier cycle saved and a crash kept from the store, then this cycle's:
-        # saved with the orders, so a crash before the log below loses none of them.
-        carried = [_row_from_state(r) for r in state.unlogged_rows]
+        # A row whose order's outcome is still unknown (its submit and look-up both failed) stays
+        # provisional in the state file, for the cycle that resolves the order; the others are logged.
+        final = [r for r in rows if r["decision_id"] not in uncertain]
+        # Rows an earlier cycle saved and a crash kept from the store, then this cycle's: saved with
+        # the orders, so a crash before the log below loses none of them.
+        carried = [row_from_state(r) for r in earlier if not is_provisional(r)]
         if self.store is not None:
-            state.unlogged_rows = _bounded_rows(
-                state.unlogged_rows + [_row_for_state(r) for r in decision_rows], self.store
+            state.unlogged_rows = bounded_rows(
+                earlier + [row_for_state(r, r["decision_id"] in uncertain) for r in rows], self.store
             )
         state.pending = [p for p in state.pending if p["decision_id"] not in rejected]
         state.save(self.state_file)
 
-        logged = self._log(fill_rows + carried + decision_rows)
+        logged = self._log(fill_rows + carried + final)
         fills_logged = sum(1 for r in logged if any(r is f for f in fill_rows))
         # their rows are in the store (or its quarantine) now; without a store (a run without --store)
         # the rows an earlier run carried stay in the state file for a run that has one
@@ -620,7 +653,7 @@ class LiveLoop:
             done = {id(p) for p in unlogged}
             state.pending = [p for p in state.pending if id(p) not in done]
             if self.store is not None:
-                state.unlogged_rows = []
+                state.unlogged_rows = [r for r in state.unlogged_rows if is_provisional(r)]
             state.save(self.state_file)
         self._log_transitions(now, cycle_id, answer, account.equity)
         return CycleReport(
@@ -871,36 +904,14 @@ class LiveLoop:
         from raytrade.replay.writer import ReplayWriter
 
         stored = self._stored_ids.keys(Path(self.store) / "experience", "decision_id")
-        rows = _new_decisions(stored, rows)
+        rows = new_decisions(stored, rows)
         if not rows:
             return rows
         with ReplayWriter(self.store, on_error="quarantine", key_cache=self._stored_ids) as writer:
-            result = writer.append_experience(_experience_frame(rows))
+            result = writer.append_experience(experience_frame(rows))
         if result.rows_refused:
             log.error("%d experience rows refused, kept in %s", result.rows_refused, result.quarantine_file)
         return rows
-
-
-MAX_UNLOGGED_ROWS: Final = 5_000
-"""The most decision rows the state file carries while the store refuses them (about 0.8 KB each:
-the file is rewritten and fsynced after every cycle's submits)."""
-
-
-def _bounded_rows(rows: list[dict[str, Any]], store: str | Path) -> list[dict[str, Any]]:
-    """``rows`` for :attr:`LiveState.unlogged_rows`, past :data:`MAX_UNLOGGED_ROWS` the oldest dropped
-    with an error naming how many: a store whose writes keep failing (each failure is raised and
-    logged by the cycle) cannot grow the state file without bound."""
-    if len(rows) <= MAX_UNLOGGED_ROWS:
-        return rows
-    dropped = len(rows) - MAX_UNLOGGED_ROWS
-    log.error(
-        "the experience store at %s has refused this loop's decision rows for many cycles: the oldest %d "
-        "rows are dropped from the state file (%d kept); fix the store",
-        store,
-        dropped,
-        MAX_UNLOGGED_ROWS,
-    )
-    return rows[dropped:]
 
 
 def _lock_state_file(state_file: Path) -> IO[str]:
@@ -1043,38 +1054,6 @@ def _intent(plan: OrderPlan, policy_version: str, now: datetime) -> dict[str, An
     }
 
 
-def _row_for_state(row: Mapping[str, Any]) -> dict[str, Any]:
-    """An experience row as the state file keeps it (:attr:`LiveState.unlogged_rows`): ``ts`` as ISO
-    text, and a number that is not finite as null (the state file refuses one, and a refused save
-    after the submits would cost the order record)."""
-    out: dict[str, Any] = {}
-    for key, value in row.items():
-        if isinstance(value, datetime):
-            value = value.isoformat()
-        elif isinstance(value, float) and not math.isfinite(value):
-            value = None
-        out[key] = value
-    return out
-
-
-def _row_from_state(row: Mapping[str, Any]) -> dict[str, Any]:
-    """An experience row of :attr:`LiveState.unlogged_rows` as :meth:`LiveLoop._log` takes it."""
-    return {**row, "ts": datetime.fromisoformat(row["ts"])}
-
-
-def _new_decisions(stored: set[str], rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """``rows`` less those whose ``decision_id`` is in ``stored`` (the store's experience table's) or
-    earlier in ``rows`` (a fill is never counted twice)."""
-    out, seen = [], set[str]()
-    for r in rows:
-        if r["decision_id"] in stored or r["decision_id"] in seen:
-            log.warning("experience row %s is already logged; skipped", r["decision_id"])
-            continue
-        seen.add(r["decision_id"])
-        out.append(r)
-    return out
-
-
 def _latest_dollar_volume(store: Path, symbols: Sequence[str], now: datetime) -> dict[str, float]:
     """Each symbol's latest ``dollar_volume_20`` in the store's features up to ``now`` (the volume the
     simulator caps fills with; the last 30 days are read); a symbol without one is left out (unknown,
@@ -1151,66 +1130,6 @@ def _loop_state(
     }
 
 
-def _decision_rows(
-    now: datetime,
-    cycle_id: str,
-    answer: ActResponse,
-    plans: Sequence[OrderPlan],
-    submitted: Mapping[str, str],
-    rejected: Mapping[str, str],
-    latency: Mapping[str, float],
-    loop_state: Mapping[str, Any],
-    notes: Mapping[str, str] | None = None,
-) -> list[dict[str, Any]]:
-    """One experience row per decision of the answer (per order where it has orders); its state's
-    ``note`` is its order's note, or for a symbol without an order its note in ``notes`` (why a cap or
-    another rule kept it from its target)."""
-    by_symbol: dict[str, list[OrderPlan]] = {}
-    for p in plans:
-        by_symbol.setdefault(p.symbol, []).append(p)
-    rows = []
-    for sym, d in answer.decisions.items():
-        state = {  # enough to rebuild the policy's observation for offline RL
-            "snapshot": loop_state["analysis"].get(sym),
-            "current_weight": d.current_weight,
-            "drawdown_pct": loop_state["drawdown_pct"],
-            "equity": loop_state["account"]["equity"],
-            "cash": loop_state["account"]["cash"],
-            "features_as_of": None if answer.features_as_of is None else answer.features_as_of.isoformat(),
-            "kill_switch_active": answer.kill_switch_active,
-            "confidence": d.confidence,
-            "fallback": answer.fallback,
-            "reason": d.reason or answer.reason,
-        }
-        legs: list[OrderPlan | None] = list(by_symbol.get(sym, [])) or [None]
-        for plan in legs:
-            decision_id = plan.decision_id if plan is not None else f"{cycle_id}:{sym}"
-            rows.append(
-                {
-                    "symbol": sym,
-                    "ts": now,
-                    "decision_id": decision_id,
-                    "policy_version": answer.model,
-                    "state": json.dumps(
-                        {
-                            **state,
-                            "note": plan.note if plan else (notes or {}).get(sym),
-                            "broker_error": rejected.get(decision_id),
-                        }
-                    ),
-                    "side": plan.side if plan is not None else "flat",
-                    "target_weight": d.target_weight,
-                    "quantity": plan.qty if plan is not None else 0.0,
-                    "gate_mode": d.gate_mode,
-                    "order_id": submitted.get(decision_id),
-                    "submitted": decision_id in submitted,
-                    "filled": False,
-                    "latency_signal_to_order_ms": latency.get(decision_id),
-                }
-            )
-    return rows
-
-
 def transition_rows(
     now: datetime, episode_id: str, step: PendingStep, next_observation: Sequence[float], equity: float
 ) -> list[dict[str, Any]]:
@@ -1247,14 +1166,3 @@ def transition_rows(
         }
         for i, sym in enumerate(step.symbols)
     ]
-
-
-def _experience_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
-    from raytrade.replay.schema import EXPERIENCE_SCHEMA
-
-    frame = pd.DataFrame(rows)
-    for name in EXPERIENCE_SCHEMA.names:
-        if name not in frame:
-            frame[name] = None
-    frame["ts"] = pd.to_datetime(frame["ts"], utc=True)
-    return frame[EXPERIENCE_SCHEMA.names].sort_values(["symbol", "ts"], kind="stable").reset_index(drop=True)

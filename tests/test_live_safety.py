@@ -14,6 +14,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import pytest
 from alpaca.trading.client import TradingClient
 from alpaca.trading.enums import OrderSide, TimeInForce
@@ -560,12 +561,110 @@ def test_rows_a_crash_saved_survive_a_run_without_a_store_and_reach_the_next_sto
     assert json.loads(state.read_text())["unlogged_rows"] == []
 
 
+class _DiesOnSecondSubmit(FakeBroker):
+    """The first order reaches the broker; the process dies before the second one is sent."""
+
+    def submit(self, plan: OrderPlan) -> str:
+        if self.submitted:
+            raise _Crash("killed during the submits")
+        return super().submit(plan)
+
+
+def _stored(store: Path) -> pd.DataFrame:
+    return read_frame(store, "experience").set_index("decision_id")
+
+
+def test_a_crash_during_the_submits_keeps_the_cycles_decision_rows_and_settles_them_from_the_broker(
+    tmp_path: Path,
+) -> None:
+    """Each decision row is saved (provisional) before the first submit: the restarted loop logs them
+    once, each with what the broker says became of its order, and sends neither order again."""
+    from raytrade.serve.decision_rows import ADOPTED, NEVER_RECEIVED
+
+    broker, store, state = _DiesOnSecondSubmit(100_000.0, PRICES), tmp_path / "store", tmp_path / "s.json"
+    symbols, policy = list(THREE), ScriptedPolicy(THREE)
+    loop = LiveLoop(broker, policy, symbols, state, store, reset=True)
+    with pytest.raises(_Crash):
+        loop.cycle(T0)
+    loop.close()
+    cycle_id = T0.strftime("%Y%m%dT%H%M%S%fZ")
+    sent = broker.submitted[0].decision_id  # one of the two orders went out
+    lost = next(f"{cycle_id}:{s}" for s in ("AAPL", "BTCUSD") if f"{cycle_id}:{s}" != sent)
+    saved = {r["decision_id"]: r for r in json.loads(state.read_text())["unlogged_rows"]}
+    assert set(saved) == {f"{cycle_id}:{s}" for s in symbols}  # was: none (rows built after the submits)
+    assert saved[sent]["provisional"] and saved[lost]["provisional"]
+    assert "provisional" not in saved[f"{cycle_id}:MSFT"]  # no order: nothing to settle
+
+    broker.__class__ = FakeBroker  # the restarted process submits normally
+    with LiveLoop(broker, policy, symbols, state, store) as restarted:
+        restarted.cycle(T0 + timedelta(days=1))
+    assert [p.decision_id for p in broker.submitted].count(sent) == 1
+    assert lost not in [p.decision_id for p in broker.submitted]  # never resubmitted under its id
+    rows = _stored(store)
+    assert list(rows.index).count(sent) == list(rows.index).count(lost) == 1
+    assert (bool(rows.loc[sent, "submitted"]), rows.loc[sent, "order_id"]) == (True, "o1")
+    assert json.loads(rows.loc[sent, "state"])["restart_note"] == ADOPTED
+    assert not rows.loc[lost, "submitted"] and pd.isna(rows.loc[lost, "order_id"])
+    assert json.loads(rows.loc[lost, "state"])["restart_note"] == NEVER_RECEIVED
+    assert f"{sent}:fill" in rows.index  # the fill of the order that went out points at its decision
+    assert json.loads(state.read_text())["unlogged_rows"] == []
+    assert not (store / "_quarantine").exists()
+
+
+class _UnreadableSubmit(FakeBroker):
+    """BTCUSD's order reaches the broker, its answer is lost, and the look-up by client id fails
+    until ``readable``."""
+
+    readable = False
+
+    def submit(self, plan: OrderPlan) -> str:
+        order_id = super().submit(plan)
+        if plan.symbol == "BTCUSD":
+            raise RuntimeError("read timed out")
+        return order_id
+
+    def order_by_client_id(self, client_order_id: str) -> OrderState | None:
+        if not self.readable:
+            raise RuntimeError("connection reset")
+        return super().order_by_client_id(client_order_id)
+
+
+def test_a_decision_whose_submit_outcome_is_unknown_is_logged_once_the_broker_says(tmp_path: Path) -> None:
+    """A submit whose error and look-up both fail leaves its order ``planned``: its decision row is
+    not logged as "not submitted" (the order may rest at the broker); it waits, provisional, and is
+    logged once the look-up says what happened."""
+    broker, store, state = _UnreadableSubmit(100_000.0, PRICES), tmp_path / "store", tmp_path / "s.json"
+    symbols, policy = list(THREE), ScriptedPolicy(THREE)
+    cycle_id = T0.strftime("%Y%m%dT%H%M%S%fZ")
+    btc = f"{cycle_id}:BTCUSD"
+    with LiveLoop(broker, policy, symbols, state, store, reset=True) as loop:
+        report = loop.cycle(T0)
+        assert btc in report.uncertain
+        assert btc not in set(_stored(store).index)  # was: logged at once, submitted False, no order id
+        (waiting,) = json.loads(state.read_text())["unlogged_rows"]
+        assert (waiting["decision_id"], waiting["provisional"]) == (btc, True)
+        loop.cycle(T0 + timedelta(hours=1))  # still unreadable: BTCUSD held, its row still waits
+    assert btc not in set(_stored(store).index)
+    assert [r["decision_id"] for r in json.loads(state.read_text())["unlogged_rows"]] == [btc]
+    broker.readable = True
+    with LiveLoop(broker, policy, symbols, state, store) as later:
+        later.cycle(T0 + timedelta(days=1))
+    row = _stored(store).loc[btc]
+    assert (bool(row["submitted"]), row["order_id"]) == (True, broker.client_ids[_client_id(broker, btc)])
+    assert list(_stored(store).index).count(btc) == 1
+    assert json.loads(state.read_text())["unlogged_rows"] == []
+
+
+def _client_id(broker: FakeBroker, decision_id: str) -> str:
+    return next(p.client_order_id for p in broker.submitted if p.decision_id == decision_id)
+
+
 def test_a_store_that_keeps_failing_cannot_grow_the_state_file_without_bound(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    import raytrade.serve.live as live
+    import raytrade.serve.decision_rows as decision_rows
 
-    monkeypatch.setattr(live, "MAX_UNLOGGED_ROWS", 7)
+    monkeypatch.setattr(decision_rows, "MAX_UNLOGGED_ROWS", 7)
     broken = tmp_path / "store_is_a_file"
     broken.write_text("not a directory")  # every write (and its quarantine) raises
     broker, state, policy = FakeBroker(100_000.0, PRICES), tmp_path / "s.json", ScriptedPolicy(THREE)
@@ -577,6 +676,19 @@ def test_a_store_that_keeps_failing_cannot_grow_the_state_file_without_bound(
             counts.append(len(json.loads(state.read_text())["unlogged_rows"]))
     assert counts == [3, 6, 7, 7, 7]  # 3 rows a cycle, the oldest dropped past the bound
     assert "the oldest 2 rows are dropped from the state file (7 kept)" in caplog.text
+
+
+def test_the_bound_on_unlogged_rows_never_drops_a_provisional_row(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A provisional row stands for an order whose outcome is still to be recorded: the bound drops
+    the oldest settled rows instead, however old the provisional one is."""
+    import raytrade.serve.decision_rows as decision_rows
+
+    monkeypatch.setattr(decision_rows, "MAX_UNLOGGED_ROWS", 3)
+    rows = [{"decision_id": f"d{i}", "provisional": i == 0} for i in range(5)]
+    kept = decision_rows.bounded_rows(rows, "store")
+    assert [r["decision_id"] for r in kept] == ["d0", "d3", "d4"]
+    with pytest.raises(ValueError, match="d0.*provisional"):
+        decision_rows.row_from_state({**rows[0], "ts": T0.isoformat()})
 
 
 def test_a_state_file_without_unlogged_rows_loads_and_trades(tmp_path: Path) -> None:
@@ -597,6 +709,10 @@ def test_a_state_file_without_unlogged_rows_loads_and_trades(tmp_path: Path) -> 
         ('{"d": 1}', "unlogged_rows=.* is not a list"),
         ('[{"ts": "2026-11-24T14:30:00+00:00"}]', "not a row with a text decision_id"),
         ('[{"decision_id": "c:AAPL", "ts": "yesterday"}]', "'c:AAPL' has ts='yesterday', not an ISO time"),
+        (
+            '[{"decision_id": "c:AAPL", "ts": "2026-11-24T14:30:00+00:00", "provisional": "yes"}]',
+            "'c:AAPL' has provisional='yes', not true or false",
+        ),
     ],
 )
 def test_a_state_file_with_malformed_unlogged_rows_is_unreadable(
