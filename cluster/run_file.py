@@ -6,7 +6,9 @@
   described and ``raytrade promote`` copies the training-time facts instead of measuring a store that
   may have grown since.
 * ``leaderboard.json`` (a JSON list of :class:`LeaderboardRow`, best first): one row per trial, its
-  best checkpoint by validation objective.
+  best checkpoint by validation objective, and how many of its checkpoints that choice compared
+  (:func:`checkpoints_compared` sums them over the trials: what a claim about the run's winner on the
+  validation window must be adjusted for).
 
 Both are frozen pydantic models written with ``model_dump_json`` and read with
 ``model_validate_json``; a malformed file is refused with one line naming it and the field.
@@ -63,6 +65,12 @@ class LeaderboardRow(BaseModel):
     params: dict[str, Any] = Field(description="searched parameter path -> value")
     iteration: int = Field(ge=0, description="training iteration of the checkpoint (or last result)")
     checkpoint: str | None = Field(description="checkpoint folder relative to the run; None: none left")
+    checkpoints_compared: int | None = Field(
+        None,
+        ge=0,
+        description="the trial's checkpoints with a finite validation objective, among which "
+        "``checkpoint`` is the best (0: none; None: an older run that did not record it)",
+    )
     node_id: str | None
     env_runner_node_ids: list[str] = Field(
         default_factory=list,
@@ -134,3 +142,15 @@ def read_leaderboard(run_dir: Path) -> list[LeaderboardRow]:
         return _ROWS.validate_json(path.read_text())
     except ValidationError as exc:
         raise RunFileError(f"{str(path)!r} is not a valid leaderboard: {first_error(exc)}") from None
+
+
+def checkpoints_compared(rows: list[LeaderboardRow]) -> int | None:
+    """How many checkpoints a search compared on its validation window to pick its best one (the
+    leaderboard's first row with a checkpoint, ``cluster.promote.best_row``): every trial's eligible
+    checkpoints (:attr:`LeaderboardRow.checkpoints_compared`), summed. None when a row does not say
+    (a run older than the count): the run's choice cannot be counted, and a claim about it cannot be
+    adjusted for it."""
+    counts = [r.checkpoints_compared for r in rows]
+    if not counts or any(c is None for c in counts):
+        return None
+    return sum(c for c in counts if c is not None)

@@ -27,9 +27,17 @@ Design decisions
 * **The claim.** Whether the winner beats ``equal_weight`` (``Selection.claim``, printed, in
   ``select.md``, the manifest) is ``tune_specs.selection.benchmark_claim``: its objective interval
   and the interval of ``sharpe(winner) - sharpe(equal_weight)`` must both lie above 0, each at the
-  Bonferroni-adjusted level ``1 - (1 - level) / N`` for the N candidates it was picked from on this
-  same window (the best of N noisy scores clears a nominal interval far more often than 1 - level).
-  The table's per-candidate intervals stay at the nominal level.
+  Bonferroni-adjusted level ``1 - (1 - level) / N`` (the best of N noisy scores clears a nominal
+  interval far more often than 1 - level). N is every checkpoint compared on this window to produce
+  the winner (:func:`claim_candidates`): each run's candidate is already its search's best checkpoint
+  by the same validation objective, so N sums each run's leaderboard count
+  (``cluster.run_file.checkpoints_compared``: every trial's checkpoints with a finite score); the
+  choice among the runs' candidates is among those checkpoints and adds none. Bonferroni over many
+  correlated checkpoints is conservative; it is kept because it is honest without modelling their
+  correlation. A run whose leaderboard does not record the count (an older run) gets no claim at all
+  (``Selection.claim_refused`` naming it), never a claim adjusted for fewer comparisons than were
+  made. The claim is in-sample for the choice; the out-of-sample check is the test split
+  (``raytrade evaluate --split test``). The table's per-candidate intervals stay at the nominal level.
 """
 
 from __future__ import annotations
@@ -47,7 +55,13 @@ import numpy as np
 from raytrade.cluster.errors import one_line_errors
 from raytrade.cluster.options import registry_option
 from raytrade.cluster.promote import best_row, load_module, promote, trial_config
-from raytrade.cluster.run_file import LeaderboardRow, RunFile, read_run_file
+from raytrade.cluster.run_file import (
+    LeaderboardRow,
+    RunFile,
+    checkpoints_compared,
+    read_leaderboard,
+    read_run_file,
+)
 from raytrade.cluster.settings import registry_hmac_key
 from raytrade.envs.config import SimulatorConfig, env_config_from_dict
 from raytrade.envs.evaluation.stats import BootstrapConfig, DifferenceCI
@@ -85,12 +99,15 @@ class SelectionError(InputError):
 
 @dataclass(frozen=True)
 class Candidate:
-    """A run folder resolved to its best checkpoint and the config that checkpoint trained with."""
+    """A run folder resolved to its best checkpoint, the config that checkpoint trained with, and how
+    many checkpoints its search compared on the validation window to pick it (None: the leaderboard
+    does not say, an older run)."""
 
     run_dir: Path
     run: RunFile
     row: LeaderboardRow
     config: dict[str, Any]
+    compared: int | None
 
     @property
     def label(self) -> str:
@@ -110,7 +127,8 @@ class Candidate:
 
 
 def load_candidates(run_dirs: list[Path]) -> list[Candidate]:
-    """Each run folder's best checkpoint (one line naming the folder when it has none)."""
+    """Each run folder's best checkpoint (one line naming the folder when it has none, or when its
+    leaderboard counts no checkpoint compared although it names one)."""
     resolved = [Path(r).resolve() for r in run_dirs]
     repeated = sorted({str(r) for r in resolved if resolved.count(r) > 1})
     if repeated:
@@ -121,7 +139,13 @@ def load_candidates(run_dirs: list[Path]) -> list[Candidate]:
         config = trial_config(run_dir, row)
         if config.get("env_config", {}).get("data", {}).get("kind") != "replay":
             raise SelectionError(f"run {str(run_dir)!r} did not train on a replay store")
-        candidates.append(Candidate(run_dir, read_run_file(run_dir), row, config))
+        compared = checkpoints_compared(read_leaderboard(run_dir))
+        if compared == 0:
+            raise SelectionError(
+                f"run {str(run_dir)!r}: its leaderboard names checkpoint {row.checkpoint!r} but counts 0 "
+                "checkpoints_compared"
+            )
+        candidates.append(Candidate(run_dir, read_run_file(run_dir), row, config, compared))
     names = [c.label for c in candidates]
     if len(set(names)) != len(names):
         raise SelectionError(f"run folders must have distinct names, got {names}")
@@ -210,12 +234,50 @@ def _interval(ci: DifferenceCI) -> ScoreInterval:
     return ScoreInterval(estimate=ci.estimate, low=_finite(ci.low), high=_finite(ci.high), n_valid=ci.n_valid)
 
 
+def claim_candidates(candidates: list[Candidate]) -> int | None:
+    """N of the winner's claim: every checkpoint compared on the validation window to produce the
+    candidates (each run's ``Candidate.compared``, summed; the choice among the candidates is among
+    those). None when a run's leaderboard does not say: the claim cannot be adjusted."""
+    counts = [c.compared for c in candidates]
+    return None if any(n is None for n in counts) else sum(n for n in counts if n is not None)
+
+
+def claim_refusal(candidates: list[Candidate]) -> str:
+    """Why no claim is made: the runs whose leaderboards do not count their compared checkpoints."""
+    unknown = [repr(str(c.run_dir)) for c in candidates if c.compared is None]
+    whose = f"run {unknown[0]}" if len(unknown) == 1 else f"runs {', '.join(unknown)}"
+    return (
+        f"the leaderboard of {whose} does not record how many checkpoints its search compared on "
+        f"this {SPLIT} window (written before checkpoints_compared), so the winner's interval cannot be "
+        "adjusted for that choice; re-run the search, or judge the winner out of sample with "
+        "`raytrade evaluate --split test`"
+    )
+
+
+def winner_claim(
+    candidates: list[Candidate],
+    returns: np.ndarray,
+    benchmark: np.ndarray,
+    periods_per_year: float,
+    cvar_penalty: float,
+    bootstrap: BootstrapConfig,
+) -> tuple[SelectionClaim | None, str | None]:
+    """(claim, None) about the winner's per-bar ``returns`` against the benchmark's, adjusted for
+    :func:`claim_candidates`; (None, the reason) when that count is unknown."""
+    n = claim_candidates(candidates)
+    if n is None:
+        return None, claim_refusal(candidates)
+    claim = benchmark_claim(returns, benchmark, periods_per_year, cvar_penalty, bootstrap, n)
+    return claim_record(claim), None
+
+
 def claim_record(claim: BenchmarkClaim) -> SelectionClaim:
     """``tune_specs.selection``'s claim as the manifest stores it (the Sharpe interval None where the
-    difference is undefined on the window)."""
+    difference is undefined on the window), its N counting checkpoints (:func:`claim_candidates`)."""
     sharpe = claim.sharpe
     return SelectionClaim(
         candidates=claim.n_candidates,
+        counted="checkpoints",
         level=claim.level,
         objective=_interval(claim.objective),
         sharpe=_interval(sharpe) if math.isfinite(sharpe.estimate) else None,
@@ -235,6 +297,7 @@ def _record(c: Candidate, ranked: RankedCandidate, metrics: dict[str, float]) ->
         iteration=c.row.iteration,
         objective=ranked.objective,
         search_objective=_finite(c.row.objective),
+        checkpoints_compared=c.compared,
         vs_winner=_interval(ranked.vs_winner),
         vs_benchmark=_interval(ranked.vs_benchmark),
         **{k: _finite(metrics[k]) for k in ("excess_return", "gross_exposure", "turnover", "costs")},
@@ -281,8 +344,8 @@ def run_select(
         returns[c.label] = rollout.returns[0]
         metrics[c.label] = score_excess(rollout, bench, data, own_sim, cvar_penalty)
     ranked = rank_candidates(returns, bench.returns[0], data.periods_per_year, cvar_penalty, boot)
-    claim = benchmark_claim(
-        returns[ranked[0].name], bench.returns[0], data.periods_per_year, cvar_penalty, boot, len(candidates)
+    claim, refused = winner_claim(
+        candidates, returns[ranked[0].name], bench.returns[0], data.periods_per_year, cvar_penalty, boot
     )
     by_label = {c.label: c for c in candidates}
     rows = [_record(by_label[r.name], r, metrics[r.name]) for r in ranked]
@@ -302,7 +365,8 @@ def run_select(
         bootstrap=boot,
         winner=rows[0].run,
         candidates=rows,
-        claim=claim_record(claim),
+        claim=claim,
+        claim_refused=refused,
     )
     write_outputs(selection, out)
     return selection
@@ -368,17 +432,41 @@ def format_table(selection: Selection) -> str:
     )
 
 
+def _counted(selection: Selection) -> str:
+    """What the claim's N counts, in words (each run's share when it counts checkpoints)."""
+    claim = selection.claim
+    assert claim is not None
+    if claim.counted == "runs":  # written before the count: each search's own choice left out
+        return f"{claim.candidates} runs only, not the checkpoints each search compared on this window"
+    shares = " + ".join(f"{Path(c.run).name} {c.checkpoints_compared}" for c in selection.candidates)
+    return f"{claim.candidates} checkpoints compared on this window: {shares}"
+
+
 def claim_line(selection: Selection) -> str:
-    """Whether the winner beats the benchmark, at the level adjusted for the candidates."""
+    """Whether the winner beats the benchmark, at the level adjusted for every checkpoint compared."""
     claim, name = selection.claim, Path(selection.winner).name
+    if selection.claim_refused is not None:
+        return f"{name}: no claim made against {selection.benchmark}: {selection.claim_refused}"
     if claim is None:  # a selection written before the claim was recorded
         return f"{name}: no adjusted claim recorded against {selection.benchmark}"
     sharpe = "undefined" if claim.sharpe is None else _ci(claim.sharpe)
     return (
         f"{name} {'beats' if claim.beats else 'does not beat'} {selection.benchmark}: at the "
         f"{claim.level:.2%} level (Bonferroni: {selection.bootstrap.level:.0%} adjusted for "
-        f"{claim.candidates} candidates picked on this window), objective {_ci(claim.objective)} and "
+        f"{_counted(selection)}), objective {_ci(claim.objective)} and "
         f"Sharpe minus {selection.benchmark}'s {sharpe}; beating needs both above 0"
+    )
+
+
+def in_sample_note(selection: Selection) -> str:
+    """``select.md``'s reminder that the claim is on the window the checkpoints were chosen on."""
+    return (
+        f"The claim is judged on the {selection.window.split} window the checkpoints were chosen on "
+        "(each search picked its checkpoint on it, and select picked among those), so it is not an "
+        "out-of-sample result; the adjustment is for every checkpoint compared there. The "
+        "out-of-sample check is the test split, which no search looked at: `raytrade evaluate --replay "
+        "STORE --policies registry:NAME --split test --out DIR` once promoted (promotion also records "
+        "the test objective in the manifest's metrics)."
     )
 
 
@@ -391,6 +479,8 @@ def render_markdown(selection: Selection) -> str:
         f"Winner: **{Path(selection.winner).name}** ({selection.winner})",
         "",
         f"Claim: {claim_line(selection)}.",
+        "",
+        in_sample_note(selection),
         "",
         f"Window: {selection.window.split} {w.start:%Y-%m-%d}..{w.end:%Y-%m-%d}, {w.bars} bars, "
         f"{len(w.symbols)} symbols; store fingerprint `{w.store_sha256}` ({w.store_files} files).",
@@ -450,7 +540,7 @@ def selection_figure(selection: Selection) -> Any:
             ecolor="tab:red",
             elinewidth=2.0,
             capsize=6,
-            label=f"winner's claim: {claim.level:.2%} CI (adjusted for {claim.candidates} candidates)",
+            label=f"winner's claim: {claim.level:.2%} CI (adjusted for {claim.candidates} {claim.counted})",
         )
     ax.set_ylabel("validation objective")
     ax.set_title(

@@ -868,6 +868,7 @@ def leaderboard(
                 params={k: _param(result.config or {}, k) for k in searched},
                 iteration=int(metrics.get("training_iteration", 0)),
                 checkpoint=ckpt,
+                checkpoints_compared=len(best),
                 node_id=metrics.get("node_id"),
                 env_runner_node_ids=[n for n in str(metrics.get(ENV_RUNNER_NODES) or "").split(",") if n],
                 error=None if result.error is None else str(result.error).splitlines()[0][:200],

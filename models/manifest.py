@@ -37,7 +37,7 @@ import re
 from collections.abc import Mapping
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -217,6 +217,12 @@ class SelectionCandidate(ManifestSource):
 
     objective: float = Field(description="the project objective on the window (tune_specs.objective)")
     search_objective: float | None = Field(description="the objective the search recorded for it")
+    checkpoints_compared: int | None = Field(
+        None,
+        ge=1,
+        description="checkpoints its search compared on this window to pick it (every trial's, from the "
+        "run's leaderboard); None: the leaderboard does not say (an older run), or recorded before",
+    )
     vs_winner: ScoreInterval = Field(description="objective minus the winner's, paired bootstrap")
     vs_benchmark: ScoreInterval = Field(description="objective minus the benchmark's (0), bootstrap")
     excess_return: float | None = Field(description="total return minus the benchmark's")
@@ -227,11 +233,18 @@ class SelectionCandidate(ManifestSource):
 
 class SelectionClaim(BaseModel):
     """Whether the winner beats the benchmark, with intervals adjusted for the candidates it was picked
-    from on this same window (``tune_specs.selection.benchmark_claim``)."""
+    from on this same window (``tune_specs.selection.benchmark_claim``): every checkpoint the searches
+    compared on it, and the choice among the runs' winners (already among them)."""
 
     model_config = _DOC
 
     candidates: int = Field(ge=1, description="candidates the winner was picked from on this window")
+    counted: Literal["checkpoints", "runs"] = Field(
+        "runs",
+        description="what ``candidates`` counts: 'checkpoints', every checkpoint the searches compared on "
+        "the window (each candidate's checkpoints_compared, summed); 'runs', one per run (a selection "
+        "written before the count, whose adjustment left out each search's own choice)",
+    )
     level: float = Field(
         gt=0, lt=1, description="two-sided level of both intervals: 1 - (1 - bootstrap.level) / candidates"
     )
@@ -254,13 +267,20 @@ class Selection(BaseModel):
     winner: str = Field(description="run folder of the winning candidate")
     candidates: list[SelectionCandidate] = Field(min_length=1, description="best first")
     claim: SelectionClaim | None = Field(
-        None, description="the winner against the benchmark, Bonferroni-adjusted (None: written before)"
+        None,
+        description="the winner against the benchmark, Bonferroni-adjusted (None: not made, see "
+        "claim_refused, or written before)",
+    )
+    claim_refused: str | None = Field(
+        None, description="why no claim was made (a candidate's checkpoint count unknown); None: made"
     )
 
     @model_validator(mode="after")
     def _winner_first(self) -> Selection:
         if self.candidates[0].run != self.winner:
             raise ValueError(f"winner {self.winner!r} is not the first candidate {self.candidates[0].run!r}")
+        if self.claim is not None and self.claim_refused is not None:
+            raise ValueError("a selection has either a claim or the reason it was refused, not both")
         return self
 
 

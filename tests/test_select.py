@@ -12,7 +12,15 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from raytrade.cluster.run_file import LeaderboardRow, RunFile, write_leaderboard, write_run_file
+from raytrade.cluster.run_file import (
+    LEADERBOARD_FILE,
+    LeaderboardRow,
+    RunFile,
+    checkpoints_compared,
+    read_leaderboard,
+    write_leaderboard,
+    write_run_file,
+)
 from raytrade.cluster.select import select_command
 from raytrade.envs.evaluation.stats import BootstrapConfig
 from raytrade.envs.metrics import cvar, sharpe_ratio
@@ -126,9 +134,13 @@ def test_the_best_of_16_noise_candidates_rarely_claims_to_beat_the_benchmark() -
 # ------------------------------------------------------------------------------ refusals
 
 
-def _crafted_run(folder: Path, store: Path, sha: str, **data: Any) -> Path:
+def _crafted_run(
+    folder: Path, store: Path, sha: str, compared: tuple[int | None, ...] = (1,), **data: Any
+) -> Path:
     """A run folder as ``raytrade tune`` leaves it (run file, leaderboard, trial params) on ``store``,
-    whose checkpoint is never loaded: the refusals come first."""
+    whose checkpoint is never loaded: the refusals come first. One leaderboard row per entry of
+    ``compared`` (that trial's ``checkpoints_compared``), the first the best; ``None`` entries write
+    the row as an older raytrade did, without the count."""
     provenance = Provenance(
         started_at=datetime(2026, 1, 2, tzinfo=UTC),
         code_version="abc",
@@ -151,12 +163,23 @@ def _crafted_run(folder: Path, store: Path, sha: str, **data: Any) -> Path:
             provenance=provenance,
         ),
     )
-    scores = dict.fromkeys(("objective", "sharpe", "sortino", "cvar_5", "total_return"), 0.1)
-    row = LeaderboardRow(
-        trial="t0", trial_dir="t0", params={}, iteration=2, checkpoint="t0/ckpt", node_id=None, error=None,
-        turnover=0.0, max_drawdown=0.0, **scores,
-    )  # fmt: skip
-    write_leaderboard(folder, [row])
+    scores = dict.fromkeys(("sharpe", "sortino", "cvar_5", "total_return"), 0.1)
+    rows = [
+        LeaderboardRow(
+            trial=f"t{i}", trial_dir=f"t{i}", params={}, iteration=2,
+            checkpoint=None if n == 0 else f"t{i}/ckpt", checkpoints_compared=n,
+            node_id=None, error=None, turnover=0.0, max_drawdown=0.0,
+            objective=0.1 - 0.01 * i, **scores,
+        )
+        for i, n in enumerate(compared)
+    ]  # fmt: skip
+    write_leaderboard(folder, rows)
+    if any(n is None for n in compared):  # an older leaderboard has no such key at all
+        board = json.loads((folder / LEADERBOARD_FILE).read_text())
+        for entry, n in zip(board, compared, strict=True):
+            if n is None:
+                del entry["checkpoints_compared"]
+        (folder / LEADERBOARD_FILE).write_text(json.dumps(board))
     (folder / "t0").mkdir()
     env_config = {"data": {"kind": "replay", "root": str(store.resolve()), "split": "train", **data}}
     (folder / "t0" / "params.json").write_text(
@@ -167,6 +190,21 @@ def _crafted_run(folder: Path, store: Path, sha: str, **data: Any) -> Path:
 
 def _select(*args: Path | str) -> Any:
     return CliRunner().invoke(select_command, [str(a) for a in args])
+
+
+def test_a_leaderboard_that_names_a_checkpoint_but_counts_none_compared_is_refused(
+    synthetic_store: Path, tmp_path: Path
+) -> None:
+    a = _crafted_run(tmp_path / "a", synthetic_store, "1" * 64, compared=(2,))
+    board = json.loads((a / LEADERBOARD_FILE).read_text())
+    board[0]["checkpoints_compared"] = 0
+    (a / LEADERBOARD_FILE).write_text(json.dumps(board))
+    result = _select(a)
+    assert result.exit_code == 2
+    assert result.output.strip() == (
+        f"error: run {str(a.resolve())!r}: its leaderboard names checkpoint 't0/ckpt' but counts 0 "
+        "checkpoints_compared"
+    )
 
 
 def test_runs_scored_on_different_validation_windows_are_refused(
@@ -230,6 +268,141 @@ def test_promote_with_another_store_folder_is_refused_before_any_work(
     assert not (tmp_path / "o").exists() and not (tmp_path / "reg").exists()
 
 
+# ------------------------------------------------------------------------------ the claim's N
+
+
+def _edge(edge: float) -> tuple[np.ndarray, np.ndarray]:
+    """(a policy earning ``edge`` a bar over the benchmark plus noise, the benchmark)."""
+    rng = np.random.default_rng(4)
+    bench = rng.normal(4e-4, 0.01, 250)
+    return bench + edge + rng.normal(0.0, 2e-3, 250), bench
+
+
+def _result(tmp_path: Path, name: str, scores: list[float]) -> Any:
+    """A stand-in for a Tune ``Result``: one checkpoint per validation score."""
+    from types import SimpleNamespace
+
+    checkpoints = [
+        (SimpleNamespace(path=str(tmp_path / name / f"checkpoint_{i:06d}")), {
+            "training_iteration": i + 1, "validation/objective": score,
+        })
+        for i, score in enumerate(scores)
+    ]  # fmt: skip
+    return SimpleNamespace(
+        metrics={"trial_id": name, "training_iteration": len(scores)},
+        metrics_dataframe=None,
+        best_checkpoints=checkpoints,
+        path=str(tmp_path / name),
+        config={},
+        error=None,
+    )
+
+
+def test_the_leaderboard_counts_each_trials_checkpoints_compared_on_validation(tmp_path: Path) -> None:
+    from raytrade.cluster.tune import leaderboard
+
+    results = [
+        _result(tmp_path, "a", [0.1, float("nan"), 0.3, -10.0]),  # nan: never eligible; -10: undefined
+        _result(tmp_path, "b", [float("nan")]),
+    ]
+    rows = leaderboard(results, tmp_path, [], overfit_window=4)
+    assert [(r.trial, r.checkpoint, r.checkpoints_compared) for r in rows] == [
+        ("a", "a/checkpoint_000002", 3),
+        ("b", None, 0),
+    ]
+    write_leaderboard(tmp_path, rows)
+    assert checkpoints_compared(read_leaderboard(tmp_path)) == 3
+
+
+def test_the_claim_counts_every_checkpoint_the_searches_compared_not_the_runs(
+    synthetic_store: Path, tmp_path: Path
+) -> None:
+    """One run whose leaderboard compared 8 checkpoints (5 + 3 + a trial with none): its winner's
+    claim is adjusted for 8, and an edge that cleared the N = 1 intervals (select counted runs) does
+    not clear them."""
+    from raytrade.cluster.select import claim_candidates, load_candidates, winner_claim
+    from raytrade.replay.fingerprint import data_fingerprint
+
+    sha, _ = data_fingerprint(synthetic_store)
+    a = _crafted_run(tmp_path / "a", synthetic_store, sha, compared=(5, 3, 0))
+    b = _crafted_run(tmp_path / "b", synthetic_store, sha, compared=(4, 2))
+    assert claim_candidates(load_candidates([a, b])) == 14  # the choice among the two adds none
+    candidates = load_candidates([a])
+    assert [c.compared for c in candidates] == [8]
+    good, bench = _edge(4.5e-4)
+    assert benchmark_claim(good, bench, 252, 1.0, BOOT, 1).beats  # what the count of runs claimed
+    claim, refused = winner_claim(candidates, good, bench, 252, 1.0, BOOT)
+    assert refused is None and claim is not None
+    assert (claim.candidates, claim.counted) == (8, "checkpoints")
+    assert claim.level == pytest.approx(claim_level(BOOT.level, 8), rel=1e-15)
+    assert claim.objective.low is not None and claim.objective.low < 0 and not claim.beats
+
+
+def test_no_claim_is_made_when_a_runs_leaderboard_does_not_count_its_checkpoints(
+    synthetic_store: Path, tmp_path: Path
+) -> None:
+    from raytrade.cluster.select import claim_line, load_candidates, render_markdown, winner_claim
+    from raytrade.replay.fingerprint import data_fingerprint
+
+    sha, _ = data_fingerprint(synthetic_store)
+    a = _crafted_run(tmp_path / "a", synthetic_store, sha, compared=(5,))
+    old = _crafted_run(tmp_path / "old", synthetic_store, sha, compared=(None, None))
+    assert "checkpoints_compared" not in (old / LEADERBOARD_FILE).read_text()
+    good, bench = _edge(1e-3)
+    assert benchmark_claim(good, bench, 252, 1.0, BOOT, 1).beats  # the N = 1 claim would say beats
+    claim, refused = winner_claim(load_candidates([a, old]), good, bench, 252, 1.0, BOOT)
+    assert claim is None and refused is not None
+    assert refused.startswith(
+        f"the leaderboard of run {str(old.resolve())!r} does not record how many checkpoints its search "
+        "compared on this validation window"
+    )
+    assert str(a.resolve()) not in refused and "`raytrade evaluate --split test`" in refused
+    selection = _selection().model_copy(update={"claim_refused": refused})
+    line = claim_line(selection)
+    assert line == f"good: no claim made against equal_weight: {refused}"
+    assert f"Claim: {line}." in render_markdown(selection).splitlines()
+
+
+def test_select_records_the_count_and_refuses_the_claim_for_an_older_run(
+    synthetic_store: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``raytrade select`` end to end, each checkpoint's replay stood in for by ``inverse_vol``'s (no
+    Ray, no checkpoint): the claim's N and each run's count reach select.json and select.md."""
+    import raytrade.cluster.select as select
+    from raytrade.envs.config import env_config_from_dict
+    from raytrade.envs.evaluation.policies import inverse_vol_policy
+    from raytrade.envs.rollout import replay_policy
+    from raytrade.replay.fingerprint import data_fingerprint
+
+    def rollout(module: Any, env_config: Any, data: Any, gated: bool) -> Any:
+        sim = env_config_from_dict(env_config).sim
+        return replay_policy(data, inverse_vol_policy(data, 0), sim), sim
+
+    monkeypatch.setattr(select, "load_module", lambda path: None)
+    monkeypatch.setattr(select, "module_rollout", rollout)
+    sha, _ = data_fingerprint(synthetic_store)
+    a = _crafted_run(tmp_path / "a", synthetic_store, sha, compared=(3, 2))
+    b = _crafted_run(tmp_path / "b", synthetic_store, sha, compared=(4,))
+    result = _select(a, b, "--out", tmp_path / "out", "--bootstrap-samples", "50")
+    assert result.exit_code == 0, result.output
+    selection = Selection.model_validate_json((tmp_path / "out" / "select.json").read_text())
+    assert selection.claim is not None and selection.claim_refused is None
+    assert (selection.claim.candidates, selection.claim.counted) == (9, "checkpoints")
+    assert {Path(c.run).name: c.checkpoints_compared for c in selection.candidates} == {"a": 5, "b": 4}
+    md = (tmp_path / "out" / "select.md").read_text()
+    assert "adjusted for 9 checkpoints compared on this window: " in md and "--split test" in md
+
+    old = _crafted_run(tmp_path / "old", synthetic_store, sha, compared=(None,))
+    result = _select(a, old, "--out", tmp_path / "out2", "--bootstrap-samples", "50")
+    assert result.exit_code == 0, result.output
+    selection = Selection.model_validate_json((tmp_path / "out2" / "select.json").read_text())
+    assert selection.claim is None and selection.claim_refused is not None
+    assert repr(str(old.resolve())) in selection.claim_refused
+    assert f"warning: {Path(selection.winner).name}: no claim made against equal_weight: " in result.output
+    md = (tmp_path / "out2" / "select.md").read_text()
+    assert f"Claim: {select.claim_line(selection)}." in md.splitlines() and " beats equal_weight" not in md
+
+
 # ------------------------------------------------------------------------------ the manifest
 
 
@@ -262,6 +435,7 @@ def _selection() -> Selection:
                     "iteration": 2,
                     "objective": r.objective,
                     "search_objective": None,
+                    "checkpoints_compared": 1,
                     "vs_winner": interval(r.vs_winner),
                     "vs_benchmark": interval(r.vs_benchmark),
                     "excess_return": 0.01,
@@ -301,8 +475,27 @@ def test_the_manifest_records_the_adjusted_claim_and_select_md_states_it() -> No
     assert again.selection is not None and again.selection.claim == selection.claim
     assert selection.claim is not None and selection.claim.level == 0.975 and selection.claim.candidates == 2
     assert selection.claim.objective.low == claim.objective.low
-    assert "at the 97.50% level (Bonferroni: 95% adjusted for 2 candidates picked on this window)" in (
-        render_markdown(selection)
+    assert selection.claim.counted == "checkpoints"
+    md = render_markdown(selection)
+    assert (
+        "at the 97.50% level (Bonferroni: 95% adjusted for 2 checkpoints compared on this window: "
+        "good 1 + bad 1)" in md
+    )
+    assert "judged on the validation window the checkpoints were chosen on" in md
+    assert "`raytrade evaluate --replay STORE --policies registry:NAME --split test --out DIR`" in md
+
+
+def test_a_claim_written_before_the_count_reads_as_adjusted_for_runs_only() -> None:
+    from raytrade.cluster.select import claim_line, claim_record
+
+    s = _planted()
+    claim = claim_record(benchmark_claim(s["good"], s["bench"], 252, 1.0, BOOT, 2))
+    old = claim.model_dump(mode="json")
+    del old["counted"]  # what select wrote before it counted checkpoints
+    selection = Selection.model_validate({**_selection().model_dump(mode="json"), "claim": old})
+    assert selection.claim is not None and selection.claim.counted == "runs"
+    assert "adjusted for 2 runs only, not the checkpoints each search compared on this window" in (
+        claim_line(selection)
     )
 
 
@@ -318,7 +511,7 @@ def test_select_png_draws_the_winners_adjusted_claim_interval_beside_the_nominal
     try:
         ax = fig.axes[0]
         labels = [t.get_text() for t in ax.get_legend().get_texts()]
-        assert "winner's claim: 97.50% CI (adjusted for 2 candidates)" in labels
+        assert "winner's claim: 97.50% CI (adjusted for 2 checkpoints)" in labels
         spans = [  # every vertical error segment drawn: (low, high)
             tuple(sorted((seg[0][1], seg[1][1]))) for coll in ax.collections for seg in coll.get_segments()
         ]
@@ -386,6 +579,10 @@ def test_select_compares_two_families_and_promotes_the_winner(
     objectives = {Path(c.run).name: c.objective for c in selection.candidates}
     assert Path(selection.winner).name == max(objectives, key=lambda k: objectives[k])
     assert {c.spec for c in selection.candidates} == {"ppo", "gnn"}
+    counts = [c.checkpoints_compared for c in selection.candidates]  # each search's own choice
+    assert selection.claim is not None and all(n is not None and n >= 1 for n in counts)
+    assert selection.claim.candidates == sum(n or 0 for n in counts)
+    assert selection.claim.counted == "checkpoints"
     assert (out / "select.png").stat().st_size > 1000
     assert (out / "select.md").read_text().count("| ") >= 3
     assert f"promoted {Path(selection.winner).name}" in result.output
