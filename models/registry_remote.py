@@ -15,9 +15,12 @@ locally to be read, built locally and uploaded to be published.
   number is skipped, never reused or deleted). The promote then claims the number: it writes a
   marker object of its own (``.claim-…``) into the version and lists the version; only a listing
   holding nothing but its marker lets it go on, so of two writers that picked one number at most
-  one proceeds (the one that lists last sees both markers) and the other takes the next number.
+  one proceeds (the one that lists last sees both markers); one that backs off deletes its marker
+  and takes the next number (at most ``CLAIM_ATTEMPTS`` times).
   Then the files are uploaded, ``manifest.json`` last, the marker deleted (readers ignore markers),
-  ``latest`` moved (never backwards), and the version moved into the mirror.
+  ``latest`` moved (never backwards by one writer; it is read, then written, so two promotes at once
+  may leave it on the lower version: one writer per remote registry), and the version moved into
+  the mirror.
 """
 
 from __future__ import annotations
@@ -154,7 +157,9 @@ def write_version_at(
     hmac_key: SecretStr | None = None,
 ) -> Path:
     """``models.registry.write_version`` at a local registry or a remote one (see the module
-    docstring); returns the new version's local folder."""
+    docstring); returns the new version's local folder (for a remote one, the mirror's). A remote
+    version number whose upload died (objects without ``manifest.json``) is skipped, never reused;
+    ``RemoteError`` when other writers took ``CLAIM_ATTEMPTS`` numbers in a row."""
     from raytrade.models.registry import CLAIM_ATTEMPTS, check_name, write_version
 
     if not is_remote(registry):

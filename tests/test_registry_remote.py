@@ -98,6 +98,17 @@ def test_of_two_claims_on_one_number_only_the_first_holds_it(registry: str) -> N
     assert list(list_files(version)) == [first]  # the loser's marker deleted, the winner's kept
 
 
+def test_a_claim_marker_left_in_a_committed_version_is_not_read_as_its_file(
+    registry: str, tmp_path: Path
+) -> None:
+    """A promote that died after its manifest, before dropping its marker (or a loser's marker not
+    yet deleted): readers mirror and verify the version without it."""
+    write_version_at(registry, "alpha", _checkpoint(tmp_path), manifest_record())
+    write_bytes(registry, f"alpha/1/{CLAIM_PREFIX}dead", b"")
+    folder = verify_version("alpha", registry).path  # verify_files refuses any file not in the manifest
+    assert not list(folder.glob(f"{CLAIM_PREFIX}*"))
+
+
 def test_a_version_promoted_again_under_its_number_is_not_read_from_a_stale_mirror(
     s3: LocalS3, registry: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
