@@ -345,6 +345,8 @@ def write_version(
     record: Mapping[str, Any],
     module_id: str = "default_policy",
     hmac_key: SecretStr | None = None,
+    *,
+    after: int = 0,
 ) -> Path:
     """Copy the module and connector state out of an Algorithm checkpoint as the next version.
 
@@ -352,7 +354,9 @@ def write_version(
     ``record`` is every :class:`Manifest` field but ``name``, ``version``, ``files`` and
     ``signature``, which are set here (the signature only with ``hmac_key``: :func:`sign_manifest`); it is
     validated (secrets scrubbed) before anything is copied, so a bad record leaves the registry
-    untouched. Returns the new version folder; ``latest`` is updated last.
+    untouched. Returns the new version folder; ``latest`` is updated last. The number taken is past
+    the registry's versions and past ``after`` (a remote registry's highest number in use:
+    ``models.registry_remote``).
     """
     check_name(name)
     module_src = checkpoint / "learner_group" / "learner" / "rl_module" / module_id
@@ -361,7 +365,7 @@ def write_version(
             f"{str(checkpoint)!r} holds no RLModule {module_id!r} (not an RLlib checkpoint?)"
         )
     folder = Path(registry) / name
-    number = (versions(registry, name) or [0])[-1] + 1
+    number = _next_number(registry, name, after)
     try:
         manifest = Manifest.model_validate({**record, "name": name, "version": number})
     except ValidationError as exc:
@@ -378,7 +382,7 @@ def write_version(
                 shutil.copytree(src, staging / CONNECTORS_DIR / connector)
         files = version_file_hashes(staging)
         for _ in range(CLAIM_ATTEMPTS):
-            number = (versions(registry, name) or [0])[-1] + 1
+            number = _next_number(registry, name, after)
             numbered = manifest.model_copy(update={"version": number, "files": files, "files_hmac": None})
             write_manifest(staging, numbered if hmac_key is None else sign_manifest(numbered, hmac_key))
             target = folder / str(number)
@@ -391,6 +395,10 @@ def write_version(
         )
     finally:
         shutil.rmtree(staging, ignore_errors=True)  # gone when claimed; a failed write leaves nothing
+
+
+def _next_number(registry: Path, name: str, after: int) -> int:
+    return max([after, *versions(registry, name)]) + 1
 
 
 def _claim(staging: Path, target: Path) -> bool:

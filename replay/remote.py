@@ -16,6 +16,10 @@ Design decisions
   in the order given (a manifest, a ``latest`` pointer, a leaderboard), so a reader that finds the
   marker finds everything it names. Object stores have no rename and no lock: two writers on one
   remote location are not supported (the store and the registry refuse what they can detect).
+* Folders exist only where the filesystem has them: before writing a file, its parent folders are
+  created on a filesystem that needs them (``file://``: pyarrow's ``LocalFileSystem`` does not
+  create them), never on an object store (``s3://``, ``gs://``), where they would be empty marker
+  objects.
 * Downloads are atomic per file (a hidden temp name renamed into place), so processes on one node
   mirroring the same URI at once never read half a file.
 """
@@ -139,11 +143,32 @@ def read_bytes(uri: str, rel: str) -> bytes | None:
         return bytes(stream.read())
 
 
+_OBJECT_STORES: Final = frozenset({"s3", "gcs"})
+"""pyarrow filesystem types without real folders (a key's "parents" need not, and should not, exist)."""
+
+
+def _open_output(fs: Any, path: str) -> Any:
+    """``fs.open_output_stream(path)``, its parent folders created first where the filesystem has
+    folders (a local one does not create them itself)."""
+    if fs.type_name not in _OBJECT_STORES and "/" in path:
+        fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
+    return fs.open_output_stream(path)
+
+
 def write_bytes(uri: str, rel: str, data: bytes) -> None:
     """Write ``data`` as the file ``rel`` under ``uri`` (one object; replaced if present)."""
     fs, base = filesystem(uri)
-    with fs.open_output_stream(f"{base}/{rel}") as stream:
+    with _open_output(fs, f"{base}/{rel}") as stream:
         stream.write(data)
+
+
+def delete_file(uri: str, rel: str) -> None:
+    """Delete the file ``rel`` under ``uri`` (nothing when it is absent)."""
+    import pyarrow.fs as pafs
+
+    fs, base = filesystem(uri)
+    if fs.get_file_info(f"{base}/{rel}").type == pafs.FileType.File:
+        fs.delete_file(f"{base}/{rel}")
 
 
 def download_tree(
@@ -153,11 +178,14 @@ def download_tree(
     include: Callable[[str], bool] | None = None,
     refresh: bool = False,
     exact: bool = False,
+    current: Callable[[str, Path], bool] | None = None,
 ) -> Path:
     """Mirror the files under ``uri`` (those ``include`` accepts) into ``local_dir`` (default
     :func:`cache_dir`); returns the folder.
 
-    A file whose local copy has the remote size is kept unless ``refresh``. With ``exact``, local
+    A file whose local copy has the remote size is kept unless ``refresh``, or ``current`` (given
+    the relative path and the local copy) says the copy is stale (e.g. its sha256 differs from the
+    one a manifest records: a remote file replaced by one of the same size). With ``exact``, local
     files that ``include`` accepts and the remote lacks are deleted, so the mirror holds exactly the
     remote's files (hidden and ``_``-prefixed files, e.g. a writer's lock, are left alone)."""
     fs, base = filesystem(uri)
@@ -166,7 +194,12 @@ def download_tree(
     remote = {rel: size for rel, size in list_files(uri).items() if include is None or include(rel)}
     for rel, size in sorted(remote.items()):
         target = local / rel
-        if not refresh and target.is_file() and target.stat().st_size == size:
+        if (
+            not refresh
+            and target.is_file()
+            and target.stat().st_size == size
+            and (current is None or current(rel, target))
+        ):
             continue
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = target.with_name(f".dl-{uuid.uuid4().hex}-{target.name}")
@@ -212,7 +245,7 @@ def upload_tree(
         source = local / rel
         if skip_present and present.get(rel) == source.stat().st_size:
             continue
-        with open(source, "rb") as src, fs.open_output_stream(f"{base}/{rel}") as dst:
+        with open(source, "rb") as src, _open_output(fs, f"{base}/{rel}") as dst:
             shutil.copyfileobj(src, dst, _BLOCK)
         done.append(rel)
     return done

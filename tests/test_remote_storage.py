@@ -16,9 +16,11 @@ from raytrade.replay.remote import (
     download_tree,
     filesystem,
     is_remote,
+    join,
     list_files,
     location,
     upload_tree,
+    write_bytes,
 )
 from raytrade.replay.remote_store import local_store, publish_store, store_mirror
 from tests.s3_server import LocalS3, local_s3, use_credentials
@@ -79,6 +81,17 @@ def test_download_mirrors_the_remote_and_exact_drops_what_it_lacks(
     assert files == ["_lock", "bars/p.parquet", "f.json"]  # a writer's lock is not the remote's to drop
     assert (mirror / "bars/p.parquet").read_bytes() == b"12345"
     assert list_files(uri) == {"bars/p.parquet": 5, "f.json": 2}
+
+
+def test_a_file_uri_gets_the_folders_its_files_need(tmp_path: Path) -> None:
+    """pyarrow's local filesystem creates no parent folders: the upload creates them."""
+    uri = f"file://{tmp_path}/bucket/store"
+    local = _tree(tmp_path / "src", {"bars/year=2024/part-1.parquet": b"12345", "f.json": b"{}"})
+    assert upload_tree(local, uri) == ["bars/year=2024/part-1.parquet", "f.json"]
+    write_bytes(join(uri, "deep"), "er/latest", b"1\n")
+    assert list_files(uri) == {"bars/year=2024/part-1.parquet": 5, "deep/er/latest": 2, "f.json": 2}
+    mirror = download_tree(uri, tmp_path / "mirror")
+    assert (mirror / "bars/year=2024/part-1.parquet").read_bytes() == b"12345"
 
 
 def test_a_missing_bucket_is_refused_naming_it(s3: LocalS3, bucket: str) -> None:
