@@ -11,19 +11,29 @@ Design decisions
   ``run_tune``, unchanged, with ``train_fraction`` / ``validation_fraction`` set to those windows)
   trains on the training window, scores every iteration on the validation window, and never loads
   the test window; the fractions are checked to give exactly those windows before any search runs.
-* **Selection.** Per fold and variant (family x feature set), the checkpoint with the best
-  validation objective (the search's leaderboard, as ``raytrade promote`` reads it). The winner
-  across variants is :func:`choose_winner`: every variant's selected models replayed on their folds'
-  validation windows as their searches scored them (:func:`validation_returns`, with ``raytrade
-  select``'s checks), the folds pooled, ranked by ``raytrade select``'s rule with its paired
-  bootstrap intervals (why pooled: :func:`choose_winner`).
+* **Selection (nested walk-forward).** Per fold and variant (family x feature set), the checkpoint
+  with the best validation objective (the search's leaderboard, as ``raytrade promote`` reads it).
+  Across variants, fold ``k``'s choice is made on fold ``k``'s own validation window only
+  (:func:`choose_by_fold`): every variant's selected model replayed on that window as its search
+  scored it (:func:`validation_returns`, with ``raytrade select``'s checks), ranked by ``raytrade
+  select``'s rule with its paired bootstrap intervals. No choice reads a bar of the test window it
+  is judged on (:func:`check_nested`, run on the plan before any search): fold ``k``'s validation
+  window ends one embargo before fold ``k``'s test window; it lies inside fold ``k-1``'s test window,
+  which fold ``k-1``'s own choice, made earlier, never read. (The rule before this pooled every
+  fold's validation window into one choice, so a third of the reported test bars had been used to
+  choose the winner.) The *winner*, the variant the experiment names, is the last fold's choice,
+  made on the most recent validation window.
 * **Evaluation.** The code behind ``raytrade evaluate`` (``envs.evaluation.harness``): one plan with
   the same walk-forward test windows (``EvaluationConfig.walk_forward``), the baselines
   ``kelly_lite``, ``equal_weight``, ``inverse_vol``, ``buy_and_hold``, and one policy per variant
   whose decision on a window comes from the model selected for that window's fold
   (:class:`WalkForwardPolicy`; a window that is no fold's test window is refused, so no model is
   ever replayed on data it trained or was selected on). Stress scenarios run on the last fold's test
-  window (the plan's ``test`` split is set to it) with the last fold's models.
+  window (the plan's ``test`` split is set to it) with the last fold's models. The claim is made on
+  ``selected`` (:func:`selection_result`): fold ``k``'s chosen variant's run on fold ``k``'s test
+  window, the folds chained as the harness chains them, with the winner's stress runs; it is added
+  to the evaluation report as a policy. Each variant's own pooled test score is reported for
+  information only (it was selected on nothing).
 * **Gating in evaluation.** A gating module emits (mode, side) per symbol; its weights are the gated
   env's own ``gate_orders`` sizes (``models.inference.gated_weights_policy``). The evaluation
   replays every policy through one simulator and cost model, so a ``passive`` order is executed like
@@ -45,7 +55,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import click
 import numpy as np
@@ -57,16 +67,19 @@ from raytrade.cluster.experiment_report import (
     EXPERIMENT_JSON,
     EXPERIMENT_MD,
     RESULTS_LOG,
+    SELECTED,
     BaselineResult,
     ExperimentDocument,
     FoldWindows,
     Selected,
     TestScore,
     VariantResult,
-    ci_interval,
+    fold_selection,
     interval,
     judge,
+    mean_or_none,
     num,
+    objective_of,
     objective_samples,
     render_markdown,
     results_log_section,
@@ -79,15 +92,19 @@ from raytrade.envs.evaluation.stats import BootstrapConfig
 from raytrade.envs.scenarios import ScenarioConfig
 from raytrade.replay.errors import InputError
 from raytrade.replay.splits import EMBARGO_BARS, TimeWindow, fractional_splits, walk_forward_folds
+from raytrade.tune_specs.objective import UNDEFINED_SCORE
 from raytrade.tune_specs.selection import RankedCandidate, rank_candidates
+
+if TYPE_CHECKING:
+    from raytrade.envs.evaluation.harness import PolicyResult
 
 BudgetName = Literal["smoke", "small", "full"]
 FAMILIES: tuple[str, ...] = ("ppo", "distrl", "gnn", "gating")
 FEATURE_SETS: tuple[str, ...] = ("base", "enriched")
 BASELINES: tuple[str, ...] = ("kelly_lite", "equal_weight", "inverse_vol", "buy_and_hold")
 SELECTION_RULE = (
-    "highest objective on the validation folds pooled, paired stationary bootstrap "
-    "(cluster.experiment.choose_winner: raytrade select's ranking)"
+    "per fold, highest objective on that fold's own validation window, paired stationary bootstrap "
+    "(cluster.experiment.choose_by_fold: raytrade select's ranking); the winner is the last fold's choice"
 )
 
 
@@ -268,31 +285,83 @@ def plan_folds(
     return folds, min_train
 
 
-def choose_winner(
+def choice_windows(folds: Sequence[FoldPlan]) -> list[tuple[TimeWindow, ...]]:
+    """Per fold, the windows whose bars its choice among the variants reads: its own validation
+    window (:func:`choose_by_fold`; its checkpoint choice, inside each search, reads the same)."""
+    return [(f.validation,) for f in folds]
+
+
+def check_nested(folds: Sequence[FoldPlan]) -> None:
+    """Raise ``AssertionError`` unless every bar fold ``k``'s choice reads lies before fold ``k``'s
+    test window, the bars that choice is judged on."""
+    for fold, windows in zip(folds, choice_windows(folds), strict=True):
+        late = [w for w in windows if w.end >= fold.test.start]
+        if late:
+            raise AssertionError(
+                f"fold {fold.index}: its choice reads bars up to {late[0].end.date()}, on or after its "
+                f"test window's start {fold.test.start.date()}"
+            )
+
+
+def choose_by_fold(
     validation: Mapping[str, Sequence[np.ndarray]],
     benchmark: Sequence[np.ndarray],
     periods_per_year: float,
     cvar_penalty: float,
     bootstrap: BootstrapConfig,
-) -> list[RankedCandidate]:
-    """The variants best first (the winner is ``[0]``), on validation only, never a test figure.
+) -> list[list[RankedCandidate]]:
+    """Per fold, the variants best first (fold ``k``'s choice is ``[k][0]``), each fold on its own
+    validation window only, never a test figure.
 
     ``validation[variant][k]``: per-bar net returns of the variant's model selected for fold ``k``,
     replayed on fold ``k``'s validation window; ``benchmark[k]``: ``equal_weight``'s on the same bars.
-    The folds are pooled (concatenated in fold order) and ranked by ``raytrade select``'s rule
-    (``tune_specs.selection.rank_candidates``): the objective of the pooled excess, a tie to the
-    variant listed first, paired stationary-bootstrap intervals against the winner and the benchmark.
+    Fold ``k`` is ranked by ``raytrade select``'s rule (``tune_specs.selection.rank_candidates``) on
+    ``validation[*][k]`` and ``benchmark[k]`` alone: the objective of the excess, a tie to the variant
+    listed first, paired stationary-bootstrap intervals against the choice and the benchmark. The
+    point estimate decides even when the interval against the runner-up holds 0 (one fixed rule keeps
+    the choice free of the test folds); the report states that interval.
 
-    Why pooled, not the mean of the per-fold objectives: the test folds are reported pooled, so the
-    choice and the report measure the same statistic; and a ratio per fold is unstable where a
-    fold's excess barely moves (a fold of nearly constant small gains scores an information ratio in
-    the tens and carries a mean of three folds that otherwise lose), where pooled every bar weighs the
-    same. The point estimate decides even when the interval against the runner-up holds 0 (one fixed
-    rule keeps the choice free of the test folds); the report states that interval, so a winner the
-    validation windows cannot tell from the runner-up reads as such."""
-    pooled = {name: np.concatenate(list(folds)) for name, folds in validation.items()}
-    bench = np.concatenate(list(benchmark))
-    return rank_candidates(pooled, bench, periods_per_year, cvar_penalty, bootstrap)
+    Why not pooled over the folds (the rule before): fold ``k``'s validation window lies inside fold
+    ``k-1``'s test window, so a pooled choice is judged on bars it was made on. The cost: each choice
+    sees one window, so a variant whose excess barely moves there (an information ratio in the tens)
+    can carry that fold's choice; the claim on that fold's test window then says what it was worth."""
+    n_folds = {len(series) for series in validation.values()}
+    if len(n_folds) != 1 or n_folds != {len(benchmark)}:
+        raise ValueError(
+            f"every variant needs one validation series per fold ({len(benchmark)} benchmark folds, "
+            f"variants: {sorted(n_folds)})"
+        )
+    return [
+        rank_candidates(
+            {name: series[k] for name, series in validation.items()},
+            benchmark[k],
+            periods_per_year,
+            cvar_penalty,
+            bootstrap,
+        )
+        for k in range(len(benchmark))
+    ]
+
+
+def selection_result(policies: Mapping[str, PolicyResult], chosen: Sequence[str]) -> PolicyResult:
+    """The walk-forward selection as one evaluated policy, ``SELECTED``: fold ``k``'s run is
+    ``policies[chosen[k]]``'s run on fold ``k``'s test window (every variant's models were replayed on
+    every fold), chained as the harness chains folds (``harness.pool``: each fold from fresh equity,
+    the account stays ruined after a ruin); its stress runs are those of the last fold's choice, the
+    winner (the stress scenarios run on the last fold's test window, with the last fold's models)."""
+    from dataclasses import replace
+
+    from raytrade.envs.evaluation.harness import PolicyResult, pool
+
+    n_folds = {len(policies[name].folds) for name in chosen}
+    if n_folds != {len(chosen)}:
+        raise ValueError(f"{len(chosen)} folds chosen, the chosen policies have {sorted(n_folds)} folds")
+    runs = tuple(policies[name].folds[k] for k, name in enumerate(chosen))
+    winner = policies[chosen[-1]]
+    seed = winner.seeds[0]
+    main = pool(runs)
+    spec = replace(winner.spec, name=SELECTED, manifest=None)
+    return PolicyResult(spec, (seed,), main, runs, {seed: main}, dict(winner.stress_draws))
 
 
 # ------------------------------------------------------------------------------ policies
@@ -421,7 +490,8 @@ def run_search(
         trial=best.trial,
         checkpoint=best.checkpoint,
         iteration=best.iteration,
-        validation_objective=best.objective,
+        # the search records an undefined objective as UNDEFINED_SCORE: no figure
+        validation_objective=None if best.objective == UNDEFINED_SCORE else num(best.objective),
         validation_excess_return=num(best.excess_return),
         validation_gross_exposure=num(best.gross_exposure),
         tune_seconds=seconds,
@@ -435,7 +505,7 @@ def validation_returns(
     searches: Mapping[str, Sequence[SearchResult]], root: Path
 ) -> tuple[list[np.ndarray], dict[str, list[np.ndarray]]]:
     """(``equal_weight``'s per-bar net returns on each fold's validation window, each variant's
-    selected model's on the same bars): the inputs of :func:`choose_winner`.
+    selected model's on the same bars): the inputs of :func:`choose_by_fold`.
 
     Per fold, the variants' searches go through ``raytrade select``'s checks (one store state, one
     objective, one validation window and market, else ``SelectionError``) and each selected model is
@@ -487,12 +557,11 @@ def _test_score(
     level: float,
 ) -> TestScore:
     from raytrade.envs.metrics import total_return
-    from raytrade.tune_specs.selection import score_of
 
     returns = result_policy.main.returns
     excess = returns - bench
-    point = score_of(excess, ppy, penalty)
-    by_fold = tuple(num(score_of(r - b, ppy, penalty)) for r, b in folds)
+    point = objective_of(excess, ppy, penalty)
+    by_fold = tuple(objective_of(r - b, ppy, penalty) for r, b in folds)
     m = report_policy.metrics
     return TestScore(
         objective=interval(point, objective_samples(excess, ppy, penalty, indices), level),
@@ -512,6 +581,8 @@ def _test_score(
 
 def run_experiment(opts: ExperimentOptions, say: Callable[[str], None] = click.echo) -> ExperimentDocument:
     """Plan the folds, run every search, evaluate, write the documents; returns ``experiment.json``'s."""
+    from dataclasses import replace
+
     from raytrade.envs.evaluation.harness import EvaluationConfig, evaluate, prepare
     from raytrade.envs.evaluation.render import write_report
     from raytrade.envs.evaluation.stats import stationary_indices
@@ -528,6 +599,7 @@ def run_experiment(opts: ExperimentOptions, say: Callable[[str], None] = click.e
         raise InputError(f"replay store {str(opts.replay)!r} has no bars table; run `raytrade ingest` first")
     calendar, ppy = _calendar(opts.replay)
     folds, min_train = plan_folds(calendar, budget, ppy)
+    check_nested(folds)
     for f in folds:
         say(
             f"fold {f.index}: train {f.train.start.date()}..{f.train.end.date()}, validation "
@@ -547,21 +619,34 @@ def run_experiment(opts: ExperimentOptions, say: Callable[[str], None] = click.e
                 say(f"[{name}] fold {fold.index}: searching ...")
                 results.append(run_search(opts, budget, family, features, fold))
                 score = results[-1].selected.validation_objective
-                say(f"[{name}] fold {fold.index}: validation objective {score:.3f}")
+                say(f"[{name}] fold {fold.index}: validation objective {_fmt(score)}")
             searches[name] = results
             variant_seconds[name] = sum(r.selected.tune_seconds for r in results)
             say(f"[{name}] done in {variant_seconds[name]:.0f} s")
         family_seconds[family] = sum(variant_seconds[f"{family}-{x}"] for x in budget.features)
         say(f"family {family}: {family_seconds[family]:.0f} s wall")
 
-    say("choosing the winner on the validation folds ...")
+    say("choosing each fold's variant on its own validation window ...")
     # (module_rollout replays on one torch thread itself)
     bench_validation, variant_validation = validation_returns(searches, opts.replay)
-    ranked = {
-        r.name: r for r in choose_winner(variant_validation, bench_validation, ppy, opts.cvar_penalty, boot)
-    }
-    winner = next(iter(ranked))
-    say(f"winner on validation: {winner} (pooled validation objective {ranked[winner].objective:.3f})")
+    rankings = choose_by_fold(variant_validation, bench_validation, ppy, opts.cvar_penalty, boot)
+    selections = tuple(
+        fold_selection(
+            k,
+            ranked,
+            {
+                name: objective_of(series[k] - bench_validation[k], ppy, opts.cvar_penalty)
+                for name, series in variant_validation.items()
+            },
+        )
+        for k, ranked in enumerate(rankings)
+    )
+    chosen = [sel.chosen for sel in selections]
+    winner = chosen[-1]
+    for sel in selections:
+        best = _fmt(sel.candidates[0].objective.estimate)
+        say(f"fold {sel.fold}: chose {sel.chosen} (validation objective {best})")
+    say(f"winner (the last fold's choice): {winner}")
 
     t_eval = time.perf_counter()
     handles = {
@@ -593,6 +678,8 @@ def run_experiment(opts: ExperimentOptions, say: Callable[[str], None] = click.e
     say("evaluating on the test folds and stress scenarios ...")
     with single_threaded():
         result = evaluate(plan)
+    selected = selection_result(result.policies, [f"registry:{name}" for name in chosen])
+    result = replace(result, policies={SELECTED: selected, **result.policies})
     _, report = write_report(result, opts.out / "evaluation", plots=False)
     evaluation_seconds = time.perf_counter() - t_eval
 
@@ -621,28 +708,31 @@ def run_experiment(opts: ExperimentOptions, say: Callable[[str], None] = click.e
         )
         fold_series[display(policy)] = [(f.timestamps, f.returns) for f in res.folds]
 
+    by_fold = {
+        name: tuple(c.objective.estimate for sel in selections for c in sel.candidates if c.name == name)
+        for name in searches
+    }
     variants = tuple(
         VariantResult(
             name=name,
             spec=name.rsplit("-", 1)[0],
             features=name.rsplit("-", 1)[1],
             selected=tuple(r.selected for r in results),
-            validation_objective=float(np.mean([r.selected.validation_objective for r in results])),
-            selection=ci_interval(ranked[name].vs_benchmark),
-            selection_vs_winner=ci_interval(ranked[name].vs_winner),
+            validation_objective=mean_or_none(by_fold[name]),
             wall_seconds=variant_seconds[name],
             test=scores[name],
         )
         for name, results in searches.items()
     )
     verdict = judge(
-        winner,
-        {display(p): result.policies[p].main.returns for p in (f"registry:{winner}", *BASELINES)},
+        SELECTED,
+        {display(p): result.policies[p].main.returns for p in (SELECTED, *BASELINES)},
         ppy,
         opts.cvar_penalty,
         indices,
         level,
-        ruined=scores[winner].ruined,
+        ruined=scores[SELECTED].ruined,
+        winner=winner,
     )
     sha, _ = data_fingerprint(opts.replay)
     doc = ExperimentDocument(
@@ -666,6 +756,8 @@ def run_experiment(opts: ExperimentOptions, say: Callable[[str], None] = click.e
             for f in folds
         ),
         selection_rule=SELECTION_RULE,
+        selections=selections,
+        selected=scores[SELECTED],
         variants=variants,
         baselines=tuple(BaselineResult(name=b, test=scores[b]) for b in BASELINES),
         verdict=verdict,
@@ -688,6 +780,10 @@ def run_experiment(opts: ExperimentOptions, say: Callable[[str], None] = click.e
     with open(log, "a") as fh:
         fh.write(("\n" if log.exists() and log.stat().st_size else "") + results_log_section(doc, md))
     return doc
+
+
+def _fmt(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
 
 
 def _names(value: str | None) -> tuple[str, ...] | None:
@@ -728,8 +824,9 @@ def experiment_command(
     no_trade_band: float,
     seed: int,
 ) -> None:
-    """Train every family (base and enriched features) on walk-forward folds, select on validation,
-    report on the test folds against kelly_lite, equal_weight, inverse_vol and buy_and_hold."""
+    """Train every family (base and enriched features) on walk-forward folds, choose a variant per fold
+    on that fold's validation window, and report that walk-forward selection on the test folds against
+    kelly_lite, equal_weight, inverse_vol and buy_and_hold."""
     opts = ExperimentOptions(
         replay=replay,
         out=out,

@@ -6,19 +6,35 @@ Contract
 * ``experiment.json`` is ``ExperimentDocument.model_dump_json``; ``read_experiment`` reads it back
   (a missing or mistyped field is refused by pydantic, naming its path). Undefined figures are
   ``None``; NaN / inf are refused (``allow_inf_nan=False``).
+* **Nested selection** (schema ``raytrade.experiment/2``). Fold ``k``'s variant is chosen on fold
+  ``k``'s own validation window only (``selections[k]``; ``cluster.experiment.choose_by_fold``), and
+  the claim is made on ``selected``: each fold's chosen variant on that fold's test window (which
+  starts after its validation window), pooled in fold order: the figure of the selection procedure,
+  what a user would have traded. ``verdict.winner``, the variant the experiment names, is the last
+  fold's choice (chosen on the most recent validation window); the stress scenarios of ``selected``
+  are the winner's. Each variant's own test score (``variants[i].test``) is shown for information:
+  it was selected on nothing, and no claim is made on it. A ``raytrade.experiment/1`` document
+  (written before this) chose one winner on every fold's validation window pooled, and those windows
+  lie inside earlier folds' test windows: its verdict is on bars its choice had seen; it reads with
+  ``selections`` empty and ``selected`` None, and the markdown says so.
 * Every test score is computed from the pooled test-fold series of the evaluation report written
-  beside it (``evaluation/report.json``), against the ``equal_weight`` benchmark replayed on the same
-  bars: ``objective = information_ratio(excess) - cvar_penalty * max(0, -cvar_5(excess))``, the
-  Tune objective (``tune_specs.selection.score_of``), so a policy identical to the benchmark
-  scores 0, ``equal_weight`` itself scores 0 and a constant excess scores ``UNDEFINED_SCORE``.
+  beside it (``evaluation/report.json``, which holds ``selected`` as a policy too), against the
+  ``equal_weight`` benchmark replayed on the same bars:
+  ``objective = information_ratio(excess) - cvar_penalty * max(0, -cvar_5(excess))``, the Tune
+  objective (``tune_specs.objective.objective_paths``), so a policy identical to the benchmark
+  scores 0 and ``equal_weight`` itself scores 0. An undefined objective (a constant excess other
+  than 0) is ``None`` (n/a), never ``UNDEFINED_SCORE``: the sentinel ranks a search's trials, it is
+  no measured figure; a bootstrap path where it is undefined is dropped from the interval, as
+  ``tune_specs.selection`` drops it, and a difference with an undefined side is undefined.
 * Intervals: seeded stationary bootstrap over bars (``envs.evaluation.stats.stationary_indices``,
   the evaluation's ``BootstrapConfig``), one set of indices for every policy (paired), percentile
   bounds. ``vs_kelly_lite`` is the paired difference of objectives; ``sharpe_vs_*`` the paired
   difference of Sharpe ratios of the books' own net returns, on the same indices.
-* The verdict (:func:`judge`): the winner *beats* a baseline only when both its objective interval
+* The verdict (:func:`judge`): ``selected`` *beats* a baseline only when both its objective interval
   and its Sharpe-difference interval lie above 0 (``tune_specs.selection.beats``: the objective is
   scale-free in the excess, so leverage alone would pass it), and never when any of its test folds or
-  stress draws was ruined (``TestScore.ruined_folds`` / ``ruined_stress_draws``).
+  stress draws was ruined (``TestScore.ruined_folds`` / ``ruined_stress_draws``). No Bonferroni
+  adjustment: the choice of each fold was made on bars before that fold's test window.
 * The markdown and plots are views of the document; nothing in them is computed elsewhere.
 """
 
@@ -31,13 +47,16 @@ from pathlib import Path
 from typing import Final, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from raytrade.envs.evaluation.document import Window
 from raytrade.envs.evaluation.stats import DifferenceCI
-from raytrade.tune_specs.selection import beats, score_of, sharpe_difference
+from raytrade.tune_specs.selection import RankedCandidate, beats, objective_paths, sharpe_difference
 
-EXPERIMENT_SCHEMA: Final = "raytrade.experiment/1"
+EXPERIMENT_SCHEMA: Final = "raytrade.experiment/2"
+OLD_SCHEMA: Final = "raytrade.experiment/1"  # one winner chosen on every fold's validation, pooled
+SELECTED: Final = "selected"
+"""The walk-forward selection's name among the policies: fold k's chosen variant on fold k's test."""
 EXPERIMENT_JSON: Final = "experiment.json"
 EXPERIMENT_MD: Final = "experiment.md"
 RESULTS_LOG: Final = "marketsimulatorresults.md"
@@ -75,7 +94,9 @@ class Selected(Doc):
     trial: str
     checkpoint: str
     iteration: int = Field(ge=0)
-    validation_objective: float
+    validation_objective: Number = Field(
+        description="the search's recorded objective (None: undefined, recorded as UNDEFINED_SCORE)"
+    )
     validation_excess_return: Number
     validation_gross_exposure: Number
     tune_seconds: float = Field(ge=0)
@@ -111,18 +132,21 @@ class TestScore(Doc):
 
 
 class VariantResult(Doc):
-    """One family observing one feature set: its per-fold selections and its test score."""
+    """One family observing one feature set: its per-fold selections and its own test score (for
+    information: a variant's test score was selected on nothing, and no claim is made on it)."""
 
     name: str
     spec: str
     features: str
     selected: tuple[Selected, ...]
-    validation_objective: float = Field(description="mean over folds of the selected validation objective")
+    validation_objective: Number = Field(
+        description="mean over folds of the selected models' validation objectives (None: one undefined)"
+    )
     selection: Interval | None = Field(
-        None, description="objective on the validation folds pooled vs equal_weight (choose_winner's)"
+        None, description="schema /1 only: objective on the validation folds pooled vs equal_weight"
     )
     selection_vs_winner: Interval | None = Field(
-        None, description="selection objective minus the winner's, paired (0 for the winner)"
+        None, description="schema /1 only: that objective minus the winner's, paired (0 for the winner)"
     )
     wall_seconds: float = Field(ge=0)
     test: TestScore
@@ -133,21 +157,41 @@ class BaselineResult(Doc):
     test: TestScore
 
 
-class Verdict(Doc):
-    """The winner out of sample against the two references the issue names."""
+class Candidate(Doc):
+    """One variant on one fold's validation window, as ``rank_candidates`` ranked it (None: undefined)."""
 
-    winner: str
-    vs_equal_weight: Interval = Field(description="the winner's objective (equal_weight scores 0)")
-    vs_kelly_lite: Interval = Field(description="winner objective - kelly_lite objective, paired")
+    name: str
+    objective: Interval = Field(description="objective vs equal_weight on the fold's validation window")
+    vs_chosen: Interval = Field(description="objective minus the fold's chosen variant's, paired")
+
+
+class FoldSelection(Doc):
+    """Fold ``fold``'s choice among the variants, on its own validation window only (best first)."""
+
+    fold: int = Field(ge=0)
+    chosen: str
+    candidates: tuple[Candidate, ...]
+
+
+class Verdict(Doc):
+    """The claim out of sample against the two references the issue names: for a schema /2 document
+    on the walk-forward selection (``selected``: fold k's choice on fold k's test window, pooled), for
+    a /1 document on the winner's own test folds."""
+
+    winner: str = Field(description="the variant the experiment names: the last fold's choice (/1: pooled)")
+    vs_equal_weight: Interval = Field(description="the judged series' objective (equal_weight scores 0)")
+    vs_kelly_lite: Interval = Field(description="judged objective - kelly_lite objective, paired")
     sharpe_vs_equal_weight: Interval | None = Field(
         None,
-        description="sharpe(winner) - sharpe(equal_weight), own net returns, paired (None: older)",
+        description="sharpe(judged) - sharpe(equal_weight), own net returns, paired (None: older)",
     )
     sharpe_vs_kelly_lite: Interval | None = Field(
         None,
-        description="sharpe(winner) - sharpe(kelly_lite), own net returns, paired (None: older)",
+        description="sharpe(judged) - sharpe(kelly_lite), own net returns, paired (None: older)",
     )
-    winner_ruined: bool = Field(False, description="the winner was ruined in a test fold or a stress draw")
+    winner_ruined: bool = Field(
+        False, description="the judged series was ruined in a test fold or a stress draw"
+    )
     beats_equal_weight: bool = Field(
         description="objective and Sharpe-difference lower bounds above 0, and the winner never ruined"
     )
@@ -159,7 +203,9 @@ class Verdict(Doc):
 class ExperimentDocument(Doc):
     """``experiment.json``: what ran, on which windows, what was selected and how it did."""
 
-    experiment_schema: Literal["raytrade.experiment/1"] = Field(EXPERIMENT_SCHEMA, alias="schema")
+    experiment_schema: Literal["raytrade.experiment/1", "raytrade.experiment/2"] = Field(
+        EXPERIMENT_SCHEMA, alias="schema"
+    )
     created_at: datetime
     replay: str
     data_sha256: str
@@ -170,6 +216,12 @@ class ExperimentDocument(Doc):
     periods_per_year: int
     folds: tuple[FoldWindows, ...]
     selection_rule: str
+    selections: tuple[FoldSelection, ...] = Field(
+        (), description="per fold, the choice on its own validation window (empty: schema /1)"
+    )
+    selected: TestScore | None = Field(
+        None, description=f"{SELECTED}: fold k's chosen variant on fold k's test window (None: /1)"
+    )
     variants: tuple[VariantResult, ...]
     baselines: tuple[BaselineResult, ...]
     verdict: Verdict
@@ -190,9 +242,43 @@ class ExperimentDocument(Doc):
 
     model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False, serialize_by_alias=True)
 
+    @model_validator(mode="after")
+    def _selection_matches_schema(self) -> ExperimentDocument:
+        if self.experiment_schema == OLD_SCHEMA:
+            if self.selections or self.selected is not None:
+                raise ValueError(f"a {OLD_SCHEMA} document has no selections and no selected score")
+            return self
+        if self.selected is None or not self.selections or len(self.selections) != len(self.folds):
+            raise ValueError(
+                f"a {EXPERIMENT_SCHEMA} document needs selected and one selection per fold "
+                f"({len(self.selections)} selections, {len(self.folds)} folds)"
+            )
+        if [s.fold for s in self.selections] != [f.index for f in self.folds]:
+            raise ValueError("selections must follow the folds in order")
+        if self.verdict.winner != self.selections[-1].chosen:
+            raise ValueError(
+                f"verdict.winner {self.verdict.winner!r} is not the last fold's choice "
+                f"{self.selections[-1].chosen!r}"
+            )
+        return self
+
+    @property
+    def nested(self) -> bool:
+        """Chosen per fold on its own validation window and judged on ``selected`` (schema /2)."""
+        return self.selected is not None
+
     def policy_scores(self) -> dict[str, TestScore]:
-        """Every policy's test score, variants first."""
-        return {**{v.name: v.test for v in self.variants}, **{b.name: b.test for b in self.baselines}}
+        """Every policy's test score: the walk-forward selection first, then variants, baselines."""
+        head = {} if self.selected is None else {SELECTED: self.selected}
+        return {
+            **head,
+            **{v.name: v.test for v in self.variants},
+            **{b.name: b.test for b in self.baselines},
+        }
+
+    def judged_score(self) -> TestScore | None:
+        """The test score the verdict is on: ``selected`` (/1: the winner's own)."""
+        return self.selected if self.selected is not None else self.policy_scores().get(self.verdict.winner)
 
     def budget_seconds(self) -> float:
         """What the budget's target counts: every search (a reused one counts the time it took) plus
@@ -207,45 +293,64 @@ def read_experiment(path: Path) -> ExperimentDocument:
 # ------------------------------------------------------------------------------ scores
 
 
+def objective_of(excess: np.ndarray, ppy: float, penalty: float) -> Number:
+    """The objective of one excess series, None where it is undefined (never ``UNDEFINED_SCORE``)."""
+    e = np.asarray(excess, dtype=np.float64)
+    if e.ndim != 1:
+        raise ValueError(f"excess must be 1-D [bars], got shape {e.shape}")
+    return num(float(objective_paths(e[None, :], ppy, penalty)[0]))
+
+
 def objective_samples(excess: np.ndarray, ppy: float, penalty: float, indices: np.ndarray) -> np.ndarray:
-    """The objective of ``excess`` resampled along each row of ``indices`` (``[S]``)."""
-    return np.array([score_of(excess[row], ppy, penalty) for row in indices])
+    """The objective of ``excess`` resampled along each row of ``indices`` (``[S]``), NaN on a path
+    where it is undefined (:func:`interval` drops it)."""
+    e = np.asarray(excess, dtype=np.float64)
+    samples: np.ndarray = objective_paths(e[np.asarray(indices)], ppy, penalty)
+    return samples
 
 
-def interval(point: float, samples: np.ndarray, level: float) -> Interval:
-    """``point`` with the percentile interval of the finite ``samples``."""
+def interval(point: Number, samples: np.ndarray, level: float) -> Interval:
+    """``point`` (None: undefined) with the percentile interval of the finite ``samples``."""
+    estimate = None if point is None else num(point)
     finite = samples[np.isfinite(samples)]
     if finite.size == 0:
-        return Interval(estimate=num(point), low=None, high=None)
+        return Interval(estimate=estimate, low=None, high=None)
     lo, hi = np.quantile(finite, [(1.0 - level) / 2.0, (1.0 + level) / 2.0])
-    return Interval(estimate=num(point), low=num(float(lo)), high=num(float(hi)))
+    return Interval(estimate=estimate, low=num(float(lo)), high=num(float(hi)))
+
+
+def _minus(a: Number, b: Number) -> Number:
+    return None if a is None or b is None else num(a - b)
 
 
 def judge(
-    winner: str,
+    judged: str,
     returns: Mapping[str, np.ndarray],
     ppy: float,
     penalty: float,
     indices: np.ndarray,
     level: float,
     ruined: bool,
+    winner: str | None = None,
 ) -> Verdict:
-    """The verdict on ``winner`` from the pooled test returns of ``returns[winner]``,
-    ``returns["kelly_lite"]`` and ``returns["equal_weight"]`` (same bars), with paired intervals over
-    ``indices``; ``ruined``: the winner was ruined in a test fold or a stress draw (beats nothing)."""
+    """The verdict on the pooled test returns ``returns[judged]`` (the experiment judges
+    ``SELECTED``, the walk-forward selection) against ``returns["kelly_lite"]`` and
+    ``returns["equal_weight"]`` (same bars), with paired intervals over ``indices``; ``ruined``: the
+    judged series was ruined in a test fold or a stress draw (beats nothing); ``winner``: the
+    variant the verdict names (default ``judged``). An undefined objective is None and beats nothing."""
     w, kelly, bench = (
-        np.asarray(returns[k], dtype=np.float64) for k in (winner, "kelly_lite", "equal_weight")
+        np.asarray(returns[k], dtype=np.float64) for k in (judged, "kelly_lite", "equal_weight")
     )
     w_excess, k_excess = w - bench, kelly - bench
     w_samples = objective_samples(w_excess, ppy, penalty, indices)
     k_samples = objective_samples(k_excess, ppy, penalty, indices)
-    w_point, k_point = score_of(w_excess, ppy, penalty), score_of(k_excess, ppy, penalty)
+    w_point, k_point = objective_of(w_excess, ppy, penalty), objective_of(k_excess, ppy, penalty)
     vs_equal = interval(w_point, w_samples, level)
-    vs_kelly = interval(w_point - k_point, w_samples - k_samples, level)
+    vs_kelly = interval(_minus(w_point, k_point), w_samples - k_samples, level)
     sharpe_equal = ci_interval(sharpe_difference(w, bench, ppy, indices, level))
     sharpe_kelly = ci_interval(sharpe_difference(w, kelly, ppy, indices, level))
     return Verdict(
-        winner=winner,
+        winner=judged if winner is None else winner,
         vs_equal_weight=vs_equal,
         vs_kelly_lite=vs_kelly,
         sharpe_vs_equal_weight=sharpe_equal,
@@ -254,6 +359,37 @@ def judge(
         beats_equal_weight=not ruined and beats(vs_equal.low, sharpe_equal.low),
         beats_kelly_lite=not ruined and beats(vs_kelly.low, sharpe_kelly.low),
     )
+
+
+def fold_selection(
+    fold: int, ranked: Sequence[RankedCandidate], objectives: Mapping[str, Number]
+) -> FoldSelection:
+    """Fold ``fold``'s ranking (``rank_candidates``, best first) as the document stores it;
+    ``objectives[name]``: each candidate's objective on the fold's validation window, None where
+    undefined (``rank_candidates`` ranks an undefined one at ``UNDEFINED_SCORE``, a rule, not a figure)."""
+    chosen = ranked[0].name
+
+    def candidate(r: RankedCandidate) -> Candidate:
+        return Candidate(
+            name=r.name,
+            objective=Interval(
+                estimate=objectives[r.name], low=num(r.vs_benchmark.low), high=num(r.vs_benchmark.high)
+            ),
+            vs_chosen=Interval(
+                estimate=_minus(objectives[r.name], objectives[chosen]),
+                low=num(r.vs_winner.low),
+                high=num(r.vs_winner.high),
+            ),
+        )
+
+    return FoldSelection(fold=fold, chosen=chosen, candidates=tuple(candidate(r) for r in ranked))
+
+
+def mean_or_none(values: Sequence[Number]) -> Number:
+    """The mean of ``values``, None when any is None (a mean with an undefined term is undefined)."""
+    if not values or any(v is None for v in values):
+        return None
+    return num(float(np.mean([v for v in values if v is not None])))
 
 
 def ci_interval(ci: DifferenceCI) -> Interval:
@@ -283,21 +419,45 @@ def _window(w: Window) -> str:
 def verdict_lines(doc: ExperimentDocument) -> list[str]:
     """The outcome in plain words (used by experiment.md and the results log)."""
     v = doc.verdict
-    lines = [
-        f"- Winner on validation: **{v.winner}** (rule: {doc.selection_rule}).",
-        *selection_lines(doc),
-        f"- Out of sample, its objective against equal_weight is {_ci(v.vs_equal_weight)} (95 % CI)"
-        f"{_sharpe_clause(v.sharpe_vs_equal_weight, 'equal_weight')}: it "
-        f"{'beats' if v.beats_equal_weight else 'does not beat'} equal_weight.",
+    if doc.nested:
+        judged = "the walk-forward selection"
+        lines = [
+            f"- Chosen per fold on that fold's own validation window only (rule: {doc.selection_rule}): "
+            + ", ".join(f"fold {s.fold} **{s.chosen}**" for s in doc.selections)
+            + f". The winner (the variant this experiment names) is the last fold's choice: **{v.winner}**.",
+            *selection_lines(doc),
+            f"- Out of sample, {judged} (each fold's choice on that fold's test window, after its "
+            f"validation window, pooled: what would have been traded) scores {_ci(v.vs_equal_weight)} "
+            f"against equal_weight (95 % CI){_sharpe_clause(v.sharpe_vs_equal_weight, 'equal_weight')}: "
+            f"it {'beats' if v.beats_equal_weight else 'does not beat'} equal_weight.",
+        ]
+    else:
+        judged = "the winner"
+        lines = [
+            f"- **Written before nested selection** ({OLD_SCHEMA}): the winner was chosen on every "
+            "fold's validation window pooled, and those windows lie inside earlier folds' test windows, "
+            "so its test figures include bars its choice had seen.",
+            f"- Winner on validation: **{v.winner}** (rule: {doc.selection_rule}).",
+            *selection_lines(doc),
+            f"- Out of sample, its objective against equal_weight is {_ci(v.vs_equal_weight)} (95 % CI)"
+            f"{_sharpe_clause(v.sharpe_vs_equal_weight, 'equal_weight')}: it "
+            f"{'beats' if v.beats_equal_weight else 'does not beat'} equal_weight.",
+        ]
+    lines += [
         f"- Its objective minus kelly_lite's is {_ci(v.vs_kelly_lite)}"
         f"{_sharpe_clause(v.sharpe_vs_kelly_lite, 'kelly_lite')}: it "
         f"{'beats' if v.beats_kelly_lite else 'does not beat'} kelly_lite.",
         "- Beating a baseline needs both intervals above 0 (leverage alone raises the objective, not "
         "the Sharpe ratio) and no ruin in any test fold or stress draw.",
     ]
-    winner = doc.policy_scores().get(v.winner)
-    if v.winner_ruined or (winner is not None and winner.ruined):
-        lines.append(f"- **The winner was ruined**{_ruin_clause(winner)}: a ruined winner beats nothing.")
+    score = doc.judged_score()
+    if v.winner_ruined or (score is not None and score.ruined):
+        lines.append(f"- **{judged.capitalize()} was ruined**{_ruin_clause(score)}: it beats nothing.")
+    if doc.nested:
+        lines.append(
+            "- Each variant's own test row is for information only: it was selected on nothing, and no "
+            "claim is made on it."
+        )
     by_family: dict[str, dict[str, VariantResult]] = {}
     for var in doc.variants:
         by_family.setdefault(var.spec, {})[var.features] = var
@@ -305,8 +465,8 @@ def verdict_lines(doc: ExperimentDocument) -> list[str]:
         if {"base", "enriched"} <= set(pair):
             b, e = pair["base"], pair["enriched"]
             lines.append(
-                f"- Ablation {family}: validation objective base {b.validation_objective:.2f} vs enriched "
-                f"{e.validation_objective:.2f}; test objective base {_f(b.test.objective.estimate)} vs "
+                f"- Ablation {family}: validation objective base {_f(b.validation_objective)} vs enriched "
+                f"{_f(e.validation_objective)}; test objective base {_f(b.test.objective.estimate)} vs "
                 f"enriched {_f(e.test.objective.estimate)}."
             )
     return lines
@@ -328,9 +488,27 @@ def _or_minus_inf(value: Number) -> float:
     return -math.inf if value is None else value
 
 
+def _apart(gap: Interval) -> bool:
+    return gap.high is not None and gap.high < 0
+
+
 def selection_lines(doc: ExperimentDocument) -> list[str]:
-    """The winner's validation figures and whether the validation windows tell it from the runner-up
-    (none for a document written before the selection intervals were recorded)."""
+    """Each fold's choice with its validation figures and whether that fold's validation window tells
+    it from the runner-up; for a /1 document the pooled figures (none when they were not recorded)."""
+    if doc.nested:
+        lines = []
+        for sel in doc.selections:
+            best, rest = sel.candidates[0], sel.candidates[1:]
+            line = f"- Fold {sel.fold}: {sel.chosen} scores {_ci(best.objective)} against equal_weight"
+            if rest:
+                second = rest[0]
+                tell = "tells" if _apart(second.vs_chosen) else "cannot tell"
+                line += (
+                    f"; the runner-up {second.name} trails it by {_ci(second.vs_chosen)} (paired): "
+                    f"the validation window {tell} them apart"
+                )
+            lines.append(line + ".")
+        return lines
     winner = next((var for var in doc.variants if var.name == doc.verdict.winner), None)
     if winner is None or winner.selection is None:
         return []
@@ -343,10 +521,9 @@ def selection_lines(doc: ExperimentDocument) -> list[str]:
     if gaps:
         runner_up = max(gaps, key=lambda name: _or_minus_inf(gaps[name].estimate))
         gap = gaps[runner_up]
-        apart = gap.high is not None and gap.high < 0
         lines.append(
             f"- The runner-up {runner_up} trails it by {_ci(gap)} (paired): the validation windows "
-            f"{'tell them apart' if apart else 'cannot tell them apart'}."
+            f"{'tell them apart' if _apart(gap) else 'cannot tell them apart'}."
         )
     return lines
 
@@ -371,6 +548,45 @@ def wall_lines(doc: ExperimentDocument) -> list[str]:
     return lines
 
 
+def _selection_table(doc: ExperimentDocument) -> list[str]:
+    """The validation objective of every variant's selected model per fold (bold: the fold's choice)."""
+    folds = " | ".join(f"fold {f.index}" for f in doc.folds)
+    if doc.nested:
+        objective = {(s.fold, c.name): c.objective.estimate for s in doc.selections for c in s.candidates}
+        chosen = {s.fold: s.chosen for s in doc.selections}
+        out = [
+            "## Selection (validation only; each fold chooses on its own window)",
+            "",
+            f"| variant | {folds} | mean | tune wall s |",
+            "|---|" + "---|" * len(doc.folds) + "---|---|",
+        ]
+        for var in doc.variants:
+            row = []
+            for sel in var.selected:
+                cell = f"{_f(objective.get((sel.fold, var.name)))} (it {sel.iteration})"
+                row.append(f"**{cell}**" if chosen.get(sel.fold) == var.name else cell)
+            out.append(
+                f"| {var.name} | {' | '.join(row)} | {_f(var.validation_objective)} | "
+                f"{var.wall_seconds:.0f} |"
+            )
+        return out
+    out = [
+        "## Selection (validation only)",
+        "",
+        f"| variant | {folds} | mean | pooled [95 % CI] | pooled - winner's [95 % CI] | tune wall s |",
+        "|---|" + "---|" * len(doc.folds) + "---|---|---|---|",
+    ]
+    for var in doc.variants:
+        cells = " | ".join(f"{_f(s.validation_objective)} (it {s.iteration})" for s in var.selected)
+        pooled = "n/a" if var.selection is None else _ci(var.selection)
+        gap = "n/a" if var.selection_vs_winner is None else _ci(var.selection_vs_winner)
+        out.append(
+            f"| {var.name} | {cells} | {_f(var.validation_objective)} | {pooled} | {gap} | "
+            f"{var.wall_seconds:.0f} |"
+        )
+    return out
+
+
 def render_markdown(doc: ExperimentDocument, plots: Sequence[str]) -> str:
     """``experiment.md``: windows, selection, test scores with intervals, ablation, stress, timings."""
     out = [
@@ -392,30 +608,24 @@ def render_markdown(doc: ExperimentDocument, plots: Sequence[str]) -> str:
     out += [
         f"| {f.index} | {_window(f.train)} | {_window(f.validation)} | {_window(f.test)} |" for f in doc.folds
     ]
-    out += [
-        "",
-        "## Selection (validation only)",
-        "",
-        "| variant | " + " | ".join(f"fold {f.index}" for f in doc.folds) + " | mean | pooled [95 % CI] | "
-        "pooled - winner's [95 % CI] | tune wall s |",
-        "|---|" + "---|" * len(doc.folds) + "---|---|---|---|",
-    ]
-    for var in doc.variants:
-        cells = " | ".join(f"{s.validation_objective:.2f} (it {s.iteration})" for s in var.selected)
-        pooled = "n/a" if var.selection is None else _ci(var.selection)
-        gap = "n/a" if var.selection_vs_winner is None else _ci(var.selection_vs_winner)
-        out.append(
-            f"| {var.name} | {cells} | {var.validation_objective:.2f} | {pooled} | {gap} | "
-            f"{var.wall_seconds:.0f} |"
-        )
+    out += ["", *_selection_table(doc)]
     out += [
         "",
         "## Test folds (out of sample, net of costs)",
         "",
         "Objective = information ratio of the per-bar excess over equal_weight minus cvar_penalty x "
         "the loss of its worst 5 % of bars, max(0, -CVaR 5 %) (the Tune objective); interval: 95 % "
-        "stationary bootstrap.",
+        "stationary bootstrap; n/a: undefined (a constant excess).",
         "",
+    ]
+    if doc.nested:
+        out += [
+            f"The claim is the row `{SELECTED}`: each fold's chosen variant on that fold's test window, "
+            "pooled (its stress runs are the winner's). The variants' rows are each variant's own models "
+            "on every test fold, for information only: not selected on anything, no claim.",
+            "",
+        ]
+    out += [
         "| policy | objective [95 % CI] | by fold | excess return | total return | sharpe | max DD | "
         "turnover | costs | ruined |",
         "|---|---|---|---|---|---|---|---|---|---|",
@@ -473,9 +683,10 @@ def write_plots(
     fold_series: Mapping[str, Sequence[tuple[np.ndarray, np.ndarray]]],
     folder: Path,
 ) -> list[Path]:
-    """Equity curves and drawdowns per fold (``fold_series[policy][k] = (timestamps, returns)``),
-    test objective with its interval per policy (validation objective beside it for the variants),
-    and the base vs enriched ablation per family."""
+    """Equity curves and drawdowns per fold (``fold_series[policy][k] = (timestamps, returns)``; the
+    judged series, ``SELECTED`` or a /1 document's winner, drawn thicker), test objective with its
+    interval per policy (validation objective beside it for the variants), and the base vs enriched
+    ablation per family."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -487,6 +698,7 @@ def write_plots(
     meta = {"Software": None}
     paths = {name: folder / f"{name}.png" for name in PLOT_NAMES}
     n = len(doc.folds)
+    judged = SELECTED if doc.nested else doc.verdict.winner
     for stem, curve, title in (
         ("equity_by_fold", lambda r: np.cumprod(1.0 + r), "equity (start 1, net of costs)"),
         ("drawdown_by_fold", drawdown_series, "drawdown"),
@@ -496,7 +708,7 @@ def write_plots(
             ax = axes[0][k]
             for name, folds in fold_series.items():
                 ts, returns = folds[k]
-                ax.plot(ts, curve(returns), lw=1.4 if name == doc.verdict.winner else 0.8, label=name)
+                ax.plot(ts, curve(returns), lw=1.4 if name == judged else 0.8, label=name)
             ax.set_title(f"fold {k} test: {title}", fontsize=8)
             ax.tick_params(labelsize=6)
             ax.grid(alpha=0.3)
@@ -516,9 +728,11 @@ def write_plots(
         lo = o.estimate - (o.low if o.low is not None else o.estimate)
         hi = (o.high if o.high is not None else o.estimate) - o.estimate
         ax.errorbar(i, o.estimate, yerr=[[lo], [hi]], fmt="o", color="C0", capsize=3)
-    val = {v.name: v.validation_objective for v in doc.variants}
+    val = {v.name: v.validation_objective for v in doc.variants if v.validation_objective is not None}
     xs = [i for i, n_ in enumerate(names) if n_ in val]
     ax.scatter(xs, [val[names[i]] for i in xs], marker="x", color="C3", label="validation, mean over folds")
+    if doc.nested:
+        ax.axvline(names.index(SELECTED) + 0.5, color="0.6", lw=0.6, ls=":")  # the claim | information
     ax.axhline(0.0, color="k", lw=0.6)
     ax.set_xticks(range(len(names)), names, rotation=45, ha="right", fontsize=6)
     ax.set_title("test objective vs equal_weight, 95 % CI (o); validation, fold mean (x)", fontsize=8)

@@ -20,11 +20,17 @@ from raytrade.cluster.experiment import (
     FoldModel,
     FoldPlan,
     WalkForwardPolicy,
-    choose_winner,
+    check_nested,
+    choice_windows,
+    choose_by_fold,
     plan_folds,
 )
 from raytrade.cluster.experiment_report import (
+    SELECTED,
+    Candidate,
     ExperimentDocument,
+    FoldSelection,
+    FoldWindows,
     Interval,
     VariantResult,
     Verdict,
@@ -38,9 +44,11 @@ from raytrade.cluster.experiment_report import (
 from raytrade.cluster.experiment_report import (
     TestScore as ScoreDoc,
 )
+from raytrade.envs.evaluation.document import Window
 from raytrade.envs.evaluation.stats import BootstrapConfig, DifferenceCI, stationary_indices
 from raytrade.replay.errors import InputError
-from raytrade.tune_specs.selection import score_of
+from raytrade.tune_specs.objective import UNDEFINED_SCORE
+from raytrade.tune_specs.selection import rank_candidates, score_of
 
 DAILY = pd.bdate_range("2019-01-01", periods=1500, tz="UTC")
 
@@ -77,42 +85,150 @@ def test_walk_forward_policy_refuses_a_window_that_is_no_folds_test_window() -> 
 
 
 BOOT = BootstrapConfig(samples=200, seed=0)
+TEN_YEARS = pd.bdate_range("2016-01-04", periods=2570, tz="UTC")  # ~10 y of daily bars, like shared/data
 
 
-def _folds(rng: np.random.Generator, means: tuple[float, ...], scales: tuple[float, ...]) -> list[np.ndarray]:
-    return [m + s * rng.standard_normal(60) for m, s in zip(means, scales, strict=True)]
+def _bars(calendar: pd.DatetimeIndex, *windows: Any) -> pd.DatetimeIndex:
+    """The calendar's bars inside any of ``windows``."""
+    inside = np.zeros(len(calendar), dtype=bool)
+    for w in windows:
+        inside |= (calendar >= w.start) & (calendar <= w.end)
+    return calendar[inside]
 
 
-def test_winner_is_the_best_pooled_validation_objective_not_the_best_mean_over_folds() -> None:
+@pytest.mark.parametrize("budget", ["smoke", "small", "full"])
+@pytest.mark.parametrize("calendar", [TEN_YEARS, DAILY], ids=["ten_years", "six_years"])
+def test_no_choice_reads_a_bar_of_the_test_window_it_is_judged_on(
+    budget: str, calendar: pd.DatetimeIndex
+) -> None:
+    folds, _ = plan_folds(calendar, BUDGETS[budget], 252)
+    check_nested(folds)
+    for fold, windows in zip(folds, choice_windows(folds), strict=True):
+        used = _bars(calendar, *windows)
+        judged = _bars(calendar, fold.test)
+        assert len(used) > 0 and len(judged) > 0
+        assert used.max() < fold.test.start, fold.index  # every bar the choice read precedes its test
+        assert used.intersection(judged).empty
+    # what the rule before read: every fold's validation window for every fold's choice, a third of
+    # the pooled test bars with the small budget on ten years
+    if budget == "small" and calendar is TEN_YEARS:
+        pooled = _bars(calendar, *(f.validation for f in folds))
+        tested = _bars(calendar, *(f.test for f in folds))
+        assert len(pooled.intersection(tested)) == 252
+
+
+def test_a_fold_whose_choice_reaches_its_test_window_is_refused() -> None:
+    from dataclasses import replace
+
+    folds, _ = plan_folds(TEN_YEARS, BUDGETS["small"], 252)
+    reaching = replace(folds[2].validation, end=folds[2].test.start)  # one bar into its own test window
+    leaky = [*folds[:2], replace(folds[2], validation=reaching)]
+    with pytest.raises(AssertionError, match="fold 2: its choice reads bars up to"):
+        check_nested(leaky)
+
+
+def _per_bar(rng: np.random.Generator, n: int, mean: float, scale: float) -> np.ndarray:
+    return mean + scale * rng.standard_normal(n)
+
+
+def test_each_fold_chooses_on_its_own_validation_window_only() -> None:
+    folds, _ = plan_folds(TEN_YEARS, BUDGETS["small"], 252)
+    n = len(TEN_YEARS)
     rng = np.random.default_rng(0)
-    bench = _folds(rng, (0.001, 0.001, 0.001), (0.01, 0.01, 0.01))
-    # "spiky": a nearly constant small gain in fold 0 (an information ratio in the hundreds), losing
-    # in folds 1 and 2; "steady": a modest gain in every fold
-    spiky = [
-        b + e for b, e in zip(bench, _folds(rng, (1e-4, -0.002, -0.002), (1e-6, 0.01, 0.01)), strict=True)
-    ]
-    steady = [
-        b + e for b, e in zip(bench, _folds(rng, (0.002, 0.002, 0.002), (0.01, 0.01, 0.01)), strict=True)
-    ]
-    per_fold_mean = {
-        name: np.mean([score_of(r - b, 252, 1.0) for r, b in zip(series, bench, strict=True)])
-        for name, series in (("spiky", spiky), ("steady", steady))
-    }
-    assert per_fold_mean["spiky"] > per_fold_mean["steady"]  # the old rule would pick spiky
-    ranked = choose_winner({"spiky": spiky, "steady": steady}, bench, 252, 1.0, BOOT)
-    assert [r.name for r in ranked] == ["steady", "spiky"]
-    pooled = np.concatenate(steady) - np.concatenate(bench)
-    assert ranked[0].objective == score_of(pooled, 252, 1.0)
-    assert ranked[0].vs_winner == DifferenceCI(0.0, 0.0, 0.0, BOOT.samples)
+    bench = _per_bar(rng, n, 1e-3, 0.01)
+    series = {"good": bench + _per_bar(rng, n, 5e-4, 5e-3), "late": bench + _per_bar(rng, n, -5e-4, 5e-3)}
+
+    def on_validation(per_bar: dict[str, np.ndarray]) -> tuple[dict[str, list[np.ndarray]], list[np.ndarray]]:
+        cut = [
+            slice(TEN_YEARS.get_loc(f.validation.start), TEN_YEARS.get_loc(f.validation.end) + 1)
+            for f in folds
+        ]
+        return {k: [v[c] for c in cut] for k, v in per_bar.items()}, [bench[c] for c in cut]
+
+    validation, bench_validation = on_validation(series)
+    honest = [r[0].name for r in choose_by_fold(validation, bench_validation, 252, 1.0, BOOT)]
+    assert honest == ["good", "good", "good"]
+    for k, fold in enumerate(folds):
+        # "late" becomes far better on every bar from fold k's test window on: no choice judged on
+        # those bars may change
+        late = series["late"].copy()
+        start = TEN_YEARS.get_loc(fold.test.start)
+        late[start:] = bench[start:] + _per_bar(rng, n - start, 3e-3, 1e-3)
+        poisoned, _ = on_validation({"good": series["good"], "late": late})
+        chosen = [r[0].name for r in choose_by_fold(poisoned, bench_validation, 252, 1.0, BOOT)]
+        assert chosen[: k + 1] == honest[: k + 1]
+        if k + 1 < len(folds):
+            assert chosen[k + 1] == "late"  # the later bars are in the next fold's validation window
+        if k == 0:
+            # the rule before (one choice on every fold's validation pooled, judged on every test
+            # fold) would have let fold 0's test bars choose the variant judged on them
+            pooled = {name: np.concatenate(v) for name, v in poisoned.items()}
+            assert rank_candidates(pooled, np.concatenate(bench_validation), 252, 1.0, BOOT)[0].name == "late"
 
 
 def test_a_tie_goes_to_the_variant_listed_first_and_the_runner_up_interval_is_zero() -> None:
     rng = np.random.default_rng(1)
-    bench = _folds(rng, (0.001, 0.001), (0.01, 0.01))
-    same = _folds(rng, (0.002, 0.0), (0.01, 0.01))
-    ranked = choose_winner({"b": same, "a": [x.copy() for x in same]}, bench, 252, 1.0, BOOT)
-    assert [r.name for r in ranked] == ["b", "a"]
-    assert ranked[1].vs_winner == DifferenceCI(0.0, 0.0, 0.0, BOOT.samples)
+    bench = [_per_bar(rng, 60, 0.001, 0.01) for _ in range(2)]
+    same = [_per_bar(rng, 60, m, 0.01) for m in (0.002, 0.0)]
+    for ranked in choose_by_fold({"b": same, "a": [x.copy() for x in same]}, bench, 252, 1.0, BOOT):
+        assert [r.name for r in ranked] == ["b", "a"]
+        assert ranked[1].vs_winner == DifferenceCI(0.0, 0.0, 0.0, BOOT.samples)
+
+
+def test_choose_by_fold_refuses_variants_with_different_fold_counts() -> None:
+    rng = np.random.default_rng(2)
+    bench = [_per_bar(rng, 60, 0.001, 0.01) for _ in range(2)]
+    with pytest.raises(ValueError, match="one validation series per fold"):
+        choose_by_fold({"a": bench, "b": bench[:1]}, bench, 252, 1.0, BOOT)
+
+
+def _run(returns: np.ndarray, ruin_bar: int | None = None) -> Any:
+    from raytrade.envs.evaluation.harness import RunSeries
+
+    n = len(returns)
+    return RunSeries(
+        timestamps=np.arange(n).astype("datetime64[D]"),
+        returns=returns,
+        turnover=np.full(n, 0.01),
+        costs=np.zeros((n, 4)),
+        regime=np.zeros(n, np.int64),
+        ruined=ruin_bar is not None,
+        ruin_bar=ruin_bar,
+    )
+
+
+def _policy(name: str, folds: list[Any], stress: dict[str, tuple[Any, ...]]) -> Any:
+    from raytrade.envs.evaluation.harness import PolicyResult, pool
+    from raytrade.envs.evaluation.policies import PolicySpec
+
+    spec = PolicySpec(name=name, kind="registry", make=lambda data, seed: None, manifest="m.json")
+    main = pool(folds)
+    return PolicyResult(spec, (0,), main, tuple(folds), {0: main}, stress)
+
+
+def test_the_selection_is_each_folds_choice_on_that_folds_test_window_with_the_winners_stress() -> None:
+    from raytrade.cluster.experiment import selection_result
+
+    rng = np.random.default_rng(3)
+    a = [_run(_per_bar(rng, 20, 0.001, 0.01)) for _ in range(3)]
+    b = [_run(_per_bar(rng, 20, -0.001, 0.01)) for _ in range(3)]
+    stress_b = {"crash": (_run(_per_bar(rng, 5, 0.0, 0.01)),)}
+    policies = {"a": _policy("a", a, {}), "b": _policy("b", b, stress_b)}
+    selected = selection_result(policies, ["b", "a", "b"])
+    np.testing.assert_array_equal(
+        selected.main.returns, np.concatenate([b[0].returns, a[1].returns, b[2].returns])
+    )
+    assert selected.folds == (b[0], a[1], b[2])
+    assert selected.stress_draws == stress_b and selected.spec.name == SELECTED
+    assert selected.spec.manifest is None and not selected.ruined
+    # a ruined fold ruins the chained account, as the harness pools any policy's folds
+    ruined = [_run(_per_bar(rng, 20, 0.0, 0.01), ruin_bar=4) for _ in range(3)]
+    policies["c"] = _policy("c", ruined, {})
+    chained = selection_result(policies, ["a", "c", "a"])
+    assert chained.main.ruined and chained.main.ruin_bar == 24
+    assert np.all(chained.main.returns[25:] == 0.0)
+    with pytest.raises(ValueError, match="2 folds chosen"):
+        selection_result(policies, ["a", "b"])
 
 
 def _score(estimate: float) -> ScoreDoc:
@@ -132,24 +248,32 @@ def _score(estimate: float) -> ScoreDoc:
 def _document(
     runner_up_gap: Interval, family_seconds: dict[str, float], evaluation: float
 ) -> ExperimentDocument:
-    """A two-variant document: ppo-base won, gnn-base trails it by ``runner_up_gap``."""
+    """A two-variant, one-fold document: fold 0 chose ppo-base, gnn-base trails it by ``runner_up_gap``."""
 
-    def variant(name: str, gap: Interval) -> VariantResult:
+    def variant(name: str) -> VariantResult:
         spec, features = name.split("-")
-        pooled = Interval(estimate=0.5, low=-0.2, high=1.1)
         return VariantResult(
             name=name,
             spec=spec,
             features=features,
             selected=(),
             validation_objective=0.5,
-            selection=pooled,
-            selection_vs_winner=gap,
             wall_seconds=1.0,
             test=_score(0.0),
         )
 
     zero = Interval(estimate=0.0, low=0.0, high=0.0)
+    window = Window(start="2026-01-02", end="2026-01-30", n_bars=20)
+    selection = FoldSelection(
+        fold=0,
+        chosen="ppo-base",
+        candidates=(
+            Candidate(name="ppo-base", objective=Interval(estimate=0.5, low=-0.2, high=1.1), vs_chosen=zero),
+            Candidate(
+                name="gnn-base", objective=Interval(estimate=0.2, low=-0.5, high=0.9), vs_chosen=runner_up_gap
+            ),
+        ),
+    )
     return ExperimentDocument(
         created_at=datetime(2026, 1, 2, tzinfo=UTC),
         replay="STORE",
@@ -159,9 +283,20 @@ def _document(
         cvar_penalty=1.0,
         embargo_bars=5,
         periods_per_year=252,
-        folds=(),
+        folds=(
+            FoldWindows(
+                index=0,
+                train=window,
+                validation=window,
+                test=window,
+                train_fraction=0.5,
+                validation_fraction=0.1,
+            ),
+        ),
         selection_rule="rule",
-        variants=(variant("ppo-base", zero), variant("gnn-base", runner_up_gap)),
+        selections=(selection,),
+        selected=_score(0.0),
+        variants=(variant("ppo-base"), variant("gnn-base")),
         baselines=(),
         verdict=Verdict(
             winner="ppo-base",
@@ -187,11 +322,41 @@ def test_report_says_whether_validation_tells_the_winner_from_the_runner_up() ->
     close = _document(Interval(estimate=-0.3, low=-0.9, high=0.2), {"ppo": 1.0}, 1.0)
     apart = _document(Interval(estimate=-0.3, low=-0.9, high=-0.05), {"ppo": 1.0}, 1.0)
     assert selection_lines(close) == [
-        "- On validation (folds pooled) its objective is 0.50 [-0.20, 1.10] against equal_weight.",
-        "- The runner-up gnn-base trails it by -0.30 [-0.90, 0.20] (paired): the validation windows "
-        "cannot tell them apart.",
+        "- Fold 0: ppo-base scores 0.50 [-0.20, 1.10] against equal_weight; the runner-up gnn-base trails "
+        "it by -0.30 [-0.90, 0.20] (paired): the validation window cannot tell them apart.",
     ]
-    assert selection_lines(apart)[1].endswith("the validation windows tell them apart.")
+    assert selection_lines(apart)[0].endswith("the validation window tells them apart.")
+
+
+def test_the_report_makes_its_claim_on_the_selection_and_names_the_last_folds_choice() -> None:
+    doc = _document(Interval(estimate=-0.3, low=-0.9, high=0.2), {"ppo": 1.0}, 1.0)
+    lines = verdict_lines(doc)
+    assert lines[0].startswith("- Chosen per fold on that fold's own validation window only (rule: rule): ")
+    assert lines[0].endswith(
+        "fold 0 **ppo-base**. The winner (the variant this experiment names) is the "
+        "last fold's choice: **ppo-base**."
+    )
+    assert any(x.startswith("- Out of sample, the walk-forward selection (each fold's choice") for x in lines)
+    md = render_markdown(doc, [])
+    assert f"The claim is the row `{SELECTED}`" in md
+    assert "| selected | 0.00 [-1.00, 1.00] |" in md  # first row of the test table
+    assert md.index("| selected |") < md.index("| ppo-base | 0.00")
+    assert "| ppo-base | **0.50 (it" not in md  # no selected checkpoints in this document: no cells
+    with pytest.raises(ValueError, match="is not the last fold's choice"):
+        ExperimentDocument.model_validate(
+            {**doc.model_dump(by_alias=True), "verdict": {**doc.verdict.model_dump(), "winner": "gnn-base"}}
+        )
+    with pytest.raises(ValueError, match="needs selected and one selection per fold"):
+        ExperimentDocument.model_validate({**doc.model_dump(by_alias=True), "selected": None})
+
+
+def test_a_document_of_the_pooled_rule_still_reads_and_says_its_choice_saw_its_test_bars() -> None:
+    old = read_experiment(Path(__file__).parents[1] / "results" / "experiment-shared-daily.json")
+    assert old.experiment_schema == "raytrade.experiment/1" and not old.nested
+    lines = verdict_lines(old)
+    assert lines[0].startswith("- **Written before nested selection** (raytrade.experiment/1)")
+    assert lines[1] == f"- Winner on validation: **{old.verdict.winner}** (rule: {old.selection_rule})."
+    assert "The claim is the row" not in render_markdown(old, [])
 
 
 def test_report_states_the_wall_time_against_the_budget_target_and_the_load() -> None:
@@ -335,30 +500,83 @@ def test_the_test_score_counts_ruined_folds_and_stress_draws() -> None:
     assert score.ruined
 
 
-def test_a_ruined_winner_beats_nothing_and_the_documents_say_so() -> None:
+def test_a_ruined_selection_beats_nothing_and_the_documents_say_so() -> None:
     verdict = _judge(SKILL, ruined=True)
     assert verdict.winner_ruined and not verdict.beats_equal_weight and not verdict.beats_kelly_lite
     gap = Interval(estimate=-0.3, low=-0.9, high=0.2)
     doc = _document(gap, {"ppo": 1.0}, 1.0)
-    ruined = doc.variants[0].model_copy(
-        update={
-            "test": _score(0.0).model_copy(
-                update={"ruined_folds": 1, "ruined_stress_draws": 2, "stress_draws": 20}
-            )
-        }
-    )
+    ruined = _score(0.0).model_copy(update={"ruined_folds": 1, "ruined_stress_draws": 2, "stress_draws": 20})
     doc = doc.model_copy(
-        update={
-            "variants": (ruined, doc.variants[1]),
-            "verdict": verdict.model_copy(update={"winner": "ppo-base"}),
-        }
+        update={"selected": ruined, "verdict": verdict.model_copy(update={"winner": "ppo-base"})}
     )
     lines = verdict_lines(doc)
-    assert "- **The winner was ruined** (1 folds, 2/20 stress draws): a ruined winner beats nothing." in lines
+    assert (
+        "- **The walk-forward selection was ruined** (1 folds, 2/20 stress draws): it beats nothing." in lines
+    )
     assert any(line.endswith("it does not beat equal_weight.") for line in lines)
     md = render_markdown(doc, [])
-    assert "| **1 folds, 2/20 stress draws** |" in md
-    assert md.count("| none |") == 1  # gnn-base, never ruined
+    assert "| selected | 0.00 [-1.00, 1.00] | 0.00 |" in md and "| **1 folds, 2/20 stress draws** |" in md
+    assert md.count("| none |") == 2  # ppo-base and gnn-base, never ruined
+
+
+# ------------------------------------------------------------------------------ undefined figures
+
+
+CONSTANT = EW + 2e-4  # equal_weight plus a fixed 2 bps a bar: the excess is constant, its ratio undefined
+
+
+def test_an_undefined_objective_is_none_never_the_search_sentinel() -> None:
+    from raytrade.cluster.experiment_report import interval, objective_of, objective_samples
+
+    assert score_of(CONSTANT - EW, 252, 1.0) == UNDEFINED_SCORE  # how a search ranks it
+    assert objective_of(CONSTANT - EW, 252, 1.0) is None  # how a document reports it
+    assert objective_of(EW - EW, 252, 1.0) == 0.0
+    samples = objective_samples(CONSTANT - EW, 252, 1.0, INDICES)
+    assert np.isnan(samples).all()  # every resampled path undefined: dropped, not -10
+    assert interval(None, samples, 0.95) == Interval(estimate=None, low=None, high=None)
+    verdict = _judge(CONSTANT)
+    assert verdict.vs_equal_weight == Interval(estimate=None, low=None, high=None)
+    assert verdict.vs_kelly_lite == Interval(estimate=None, low=None, high=None)
+    assert not verdict.beats_equal_weight and not verdict.beats_kelly_lite
+    doc = _document(Interval(estimate=-0.3, low=-0.9, high=0.2), {"ppo": 1.0}, 1.0)
+    doc = doc.model_copy(update={"verdict": verdict.model_copy(update={"winner": "ppo-base"})})
+    line = next(x for x in verdict_lines(doc) if x.startswith("- Out of sample"))
+    assert "scores n/a [n/a, n/a] against equal_weight" in line
+    assert "-10" not in "\n".join(verdict_lines(doc))
+
+
+def test_an_undefined_fold_is_none_in_the_test_score() -> None:
+    from types import SimpleNamespace
+
+    from raytrade.cluster.experiment import _test_score
+
+    returns = np.concatenate([SKILL[:252], CONSTANT[252:504], SKILL[504:]])
+    result = SimpleNamespace(main=SimpleNamespace(returns=returns), folds=(), stress_draws={})
+    metrics = SimpleNamespace(total_return=0.1, sharpe=1.0, max_drawdown=-0.2, turnover=0.01, costs_paid=5.0)
+    report = SimpleNamespace(metrics=metrics, stress={})
+    folds = [(returns[k : k + 252], EW[k : k + 252]) for k in (0, 252, 504)]
+    score = _test_score(result, EW, folds, report, 252, 1.0, INDICES, 0.95)
+    assert score.objective_by_fold[1] is None
+    assert score.objective_by_fold[0] is not None and score.objective_by_fold[2] is not None
+    assert score.objective.estimate is not None  # the pooled excess does vary
+
+
+def test_an_undefined_validation_objective_is_none_in_the_fold_ranking_and_the_mean() -> None:
+    from raytrade.cluster.experiment_report import fold_selection, mean_or_none, objective_of
+
+    rng = np.random.default_rng(4)
+    bench = _per_bar(rng, 60, 0.001, 0.01)
+    flat = bench + 1e-4  # undefined: ranked last at UNDEFINED_SCORE by the rule, reported as None
+    good = bench + _per_bar(rng, 60, 5e-4, 5e-3)
+    (ranked,) = choose_by_fold({"flat": [flat], "good": [good]}, [bench], 252, 1.0, BOOT)
+    assert [r.name for r in ranked] == ["good", "flat"] and ranked[1].objective == UNDEFINED_SCORE
+    objectives = {n: objective_of(x - bench, 252, 1.0) for n, x in (("flat", flat), ("good", good))}
+    sel = fold_selection(0, ranked, objectives)
+    assert sel.chosen == "good"
+    assert sel.candidates[1].objective == Interval(estimate=None, low=None, high=None)
+    assert sel.candidates[1].vs_chosen == Interval(estimate=None, low=None, high=None)
+    assert sel.candidates[0].vs_chosen == Interval(estimate=0.0, low=0.0, high=0.0)
+    assert mean_or_none([0.5, None, 0.25]) is None and mean_or_none([0.5, 0.25]) == 0.375
 
 
 def test_the_verdict_lines_give_the_sharpe_difference_interval() -> None:
@@ -422,25 +640,34 @@ def test_smoke_experiment_scores_every_policy_on_every_fold(smoke_experiment: Pa
     assert bench.excess_return == 0.0
 
 
-def test_smoke_experiment_winner_is_chosen_on_validation_and_matches_its_figures(
-    smoke_experiment: Path,
-) -> None:
+def test_smoke_experiment_chooses_per_fold_and_judges_the_selection(smoke_experiment: Path) -> None:
     doc = read_experiment(smoke_experiment / "experiment.json")
-    means = {v.name: v.validation_objective for v in doc.variants}
-    assert doc.verdict.winner == max(means, key=lambda k: means[k])
+    assert doc.experiment_schema == "raytrade.experiment/2" and doc.selected is not None
+    assert [s.fold for s in doc.selections] == [f.index for f in doc.folds]
+    assert doc.verdict.winner == doc.selections[-1].chosen
+    for sel in doc.selections:
+        assert sel.chosen == sel.candidates[0].name
+        estimates = [c.objective.estimate for c in sel.candidates]
+        assert estimates[0] is not None
+        assert all(e is None or e <= estimates[0] for e in estimates)
     for v in doc.variants:
-        assert v.validation_objective == pytest.approx(np.mean([s.validation_objective for s in v.selected]))
         assert [s.fold for s in v.selected] == [f.index for f in doc.folds]
-    winner = doc.policy_scores()[doc.verdict.winner]
-    assert doc.verdict.vs_equal_weight == winner.objective
-    kelly = doc.policy_scores()["kelly_lite"].objective.estimate
-    assert winner.objective.estimate is not None and kelly is not None
-    assert doc.verdict.vs_kelly_lite.estimate == pytest.approx(winner.objective.estimate - kelly)
+    scores = doc.policy_scores()
+    assert next(iter(scores)) == SELECTED
+    # one variant in the smoke run: every fold chose it, so the selection is its own test series
+    assert scores[SELECTED].objective == scores["ppo-base"].objective
+    assert doc.verdict.vs_equal_weight == scores[SELECTED].objective
+    kelly = scores["kelly_lite"].objective.estimate
+    selected = scores[SELECTED].objective.estimate
+    assert selected is not None and kelly is not None
+    assert doc.verdict.vs_kelly_lite.estimate == pytest.approx(selected - kelly)
     sharpe = doc.verdict.sharpe_vs_kelly_lite
     assert sharpe is not None
     assert doc.verdict.beats_kelly_lite == (
-        (doc.verdict.vs_kelly_lite.low or 0.0) > 0 and (sharpe.low or 0.0) > 0 and not winner.ruined
+        (doc.verdict.vs_kelly_lite.low or 0.0) > 0 and (sharpe.low or 0.0) > 0 and not scores[SELECTED].ruined
     )
+    report = (smoke_experiment / "evaluation" / "report.json").read_text()
+    assert f'"{SELECTED}"' in report  # the evaluation report holds the selection as a policy
 
 
 def _without_searching(
@@ -486,9 +713,10 @@ def test_smoke_experiment_selection_replays_each_model_to_its_recorded_validatio
     for k, result in enumerate(results):
         replayed = score_of(returns["ppo-base"][k] - bench[k], ppy, 1.0)
         assert replayed == pytest.approx(result.selected.validation_objective, abs=1e-9)
-    selection = read_experiment(smoke_experiment / "experiment.json").variants[0].selection
-    pooled = np.concatenate(returns["ppo-base"]) - np.concatenate(bench)
-    assert selection is not None and selection.estimate == pytest.approx(score_of(pooled, ppy, 1.0))
+    doc = read_experiment(smoke_experiment / "experiment.json")
+    for k, sel in enumerate(doc.selections):
+        fold_objective = score_of(returns["ppo-base"][k] - bench[k], ppy, 1.0)
+        assert sel.candidates[0].objective.estimate == pytest.approx(fold_objective)
 
 
 @pytest.mark.parametrize("mode", ["tilt:inverse_vol", "tilt:equal_weight"])
@@ -568,3 +796,54 @@ def test_a_run_of_fewer_variants_than_its_budget_claims_no_wall_time_target(tmp_
     assert planned(features=("base",)) is None  # half the variants: its time says nothing of the target
     assert planned(families=("ppo",)) is None
     assert planned(families=("ppo", "tqc")) is None
+
+
+def test_the_selection_is_a_policy_of_the_evaluation_report_with_its_chosen_runs(
+    synthetic_store: Path, tmp_path: Path
+) -> None:
+    from dataclasses import replace
+
+    from raytrade.cluster.experiment import _calendar, selection_result
+    from raytrade.envs.evaluation.harness import EvaluationConfig, evaluate, prepare
+    from raytrade.envs.evaluation.render import write_report
+
+    calendar, ppy = _calendar(synthetic_store)
+    folds, min_train = plan_folds(calendar, BUDGETS["smoke"], ppy)
+    cfg = EvaluationConfig(
+        split="test",
+        walk_forward=len(folds),
+        min_train_fraction=min_train / len(calendar),
+        train_fraction=folds[-1].train_fraction,
+        validation_fraction=folds[-1].validation_fraction,
+        seeds=(0,),
+        scenarios=(),
+        bootstrap=BootstrapConfig(samples=50, seed=0),
+    )
+    result = evaluate(prepare(synthetic_store, list(BASELINES), cfg))
+    chosen = ["inverse_vol", "buy_and_hold"]  # baselines standing in for the variants each fold chose
+    result = replace(
+        result, policies={SELECTED: selection_result(result.policies, chosen), **result.policies}
+    )
+    _, report = write_report(result, tmp_path / "evaluation", plots=False)
+    selected = report.policies[SELECTED]
+    for k, name in enumerate(chosen):
+        assert selected.folds[k].metrics == report.policies[name].folds[k].metrics
+        assert selected.folds[k].test == report.policies[name].folds[k].test
+    pooled = np.concatenate([result.policies[n].folds[k].returns for k, n in enumerate(chosen)])
+    np.testing.assert_array_equal(np.asarray(selected.returns, dtype=np.float64), pooled)
+
+
+def test_the_plots_of_a_nested_document_draw_the_selection(tmp_path: Path) -> None:
+    from raytrade.cluster.experiment_report import write_plots
+
+    doc = _document(Interval(estimate=-0.3, low=-0.9, high=0.2), {"ppo": 1.0}, 1.0)
+    doc = doc.model_copy(
+        update={"variants": (doc.variants[0].model_copy(update={"validation_objective": None}),)}
+    )
+    ts = np.arange(20).astype("datetime64[D]")
+    series = {
+        name: [(ts, _per_bar(np.random.default_rng(5), 20, 0.0, 0.01))] for name in (SELECTED, "ppo-base")
+    }
+    paths = write_plots(doc, series, tmp_path)
+    assert [p.stem for p in paths] == ["equity_by_fold", "drawdown_by_fold", "scores", "ablation"]
+    assert all(p.stat().st_size > 0 for p in paths)
