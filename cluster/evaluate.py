@@ -9,6 +9,14 @@ bootstrap's blocks, a split shorter than a crisis window) is not bad input: ever
 policy is evaluated, the report shows it as refused with the reason, the command prints one
 ``scenario NAME refused: REASON`` line for it, and the exit status stays 0.
 
+Out of sample: a registry model is refused (one ``error: …`` line naming the model, its training
+window, the windows and the first bar an out-of-sample window may start on) when any evaluated
+window (the split, a walk-forward fold, the stress scenarios' split) starts before its training window
+ends plus the embargo. ``--after-training`` cuts the ``--walk-forward`` folds from that bar on;
+``--in-sample`` evaluates anyway, and the report labels those figures IN-SAMPLE. A model whose
+training window is unknown (older versions) is evaluated with a ``warning: …`` line and a report
+warning that out-of-sample cannot be checked.
+
 Example::
 
     raytrade evaluate --replay store --policies kelly_lite,buy_and_hold,registry:ppo --out reports/x
@@ -36,6 +44,20 @@ def split_names(value: str) -> list[str]:
     return [v.strip() for v in value.split(",") if v.strip()]
 
 
+def sample_warnings(report: EvaluationReport) -> list[str]:
+    """One line per registry model evaluated IN-SAMPLE or whose out-of-sample could not be checked."""
+    lines = []
+    for name, policy in report.policies.items():
+        sample = policy.sample
+        if sample is not None and sample.status == "IN-SAMPLE":
+            lines.append(
+                f"{name} is IN-SAMPLE on {', '.join(sample.in_sample_windows)}: no out-of-sample result"
+            )
+        if sample is not None and sample.warning is not None:
+            lines.append(sample.warning)
+    return lines
+
+
 def run_evaluation(
     replay: Path,
     policies: list[str],
@@ -50,9 +72,13 @@ def run_evaluation(
     plots: bool = True,
     loader: Loader | None = None,
     cost_profile: Path | None = None,
+    in_sample: bool = False,
+    after_training: bool = False,
 ) -> EvaluationReport:
     """Check, evaluate and write the report; returns the document ``report.json`` holds. With
-    ``cost_profile`` every policy is replayed with that profile's costs."""
+    ``cost_profile`` every policy is replayed with that profile's costs. A registry model asked on
+    bars it trained on is refused (``harness.InSampleError``) unless ``in_sample`` (see the module
+    docstring); ``after_training`` starts the walk-forward folds after every model's training window."""
     from raytrade.envs.config import SimulatorConfig
     from raytrade.envs.cost_profile import cost_config_from_profile
     from raytrade.envs.costs import CostConfig
@@ -64,6 +90,8 @@ def run_evaluation(
     cfg = EvaluationConfig(
         split=split,
         walk_forward=walk_forward,
+        in_sample=in_sample,
+        after_training=after_training,
         seeds=tuple(range(seeds)),
         scenarios=tuple(DEFAULT_SCENARIOS if scenarios is None else scenarios),
         bootstrap=BootstrapConfig(samples=bootstrap_samples),
@@ -97,6 +125,20 @@ def run_evaluation(
     "walk_forward",
     type=click.IntRange(min=1),
     help="Evaluate K walk-forward folds instead.",
+)
+@click.option(
+    "--after-training",
+    "after_training",
+    is_flag=True,
+    help="With --walk-forward: cut the folds from the first bar after every registry model's training "
+    "window and the embargo (instead of half-way through the store).",
+)
+@click.option(
+    "--in-sample",
+    "in_sample",
+    is_flag=True,
+    help="Evaluate registry models on bars they trained on (refused otherwise); the report labels those "
+    "figures IN-SAMPLE: never an out-of-sample result.",
 )
 @click.option(
     "--policies",
@@ -134,6 +176,8 @@ def evaluate_command(
     replay: Path,
     split: str,
     walk_forward: int | None,
+    after_training: bool,
+    in_sample: bool,
     policies: str,
     out: Path,
     seeds: int,
@@ -156,7 +200,11 @@ def evaluate_command(
         bootstrap_samples=bootstrap_samples,
         plots=not no_plots,
         cost_profile=cost_profile,
+        in_sample=in_sample,
+        after_training=after_training,
     )
+    for line in sample_warnings(report):
+        click.echo(f"warning: {line}", err=True)
     click.echo(f"wrote {out / 'report.json'}, {out / 'report.md'}, {out / 'report.html'}")
     for name, scenario in report.stress_scenarios.items():
         if scenario.refused is not None:

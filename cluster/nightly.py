@@ -14,6 +14,9 @@ keeps the stored bars and appends those symbols' new ones with a warning); (2) p
 model's ``latest`` version (``registry/NAME/latest``); (3) ``raytrade evaluate`` those models and the
 baselines into ``--reports/DATE``; (4) append the leaderboard with links to the report and to each
 model's manifest. Bad input fails with one ``error: …`` line before anything is evaluated or appended.
+A ``latest`` model whose training window (plus the embargo) reaches into the evaluated split is left
+out of the night's evaluation (``raytrade evaluate`` would refuse it: in sample), with a ``warning:``
+line and a "not evaluated (in sample)" line in the section; the others and the baselines still run.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from raytrade.cluster.errors import one_line_errors
-from raytrade.cluster.evaluate import DEFAULT_POLICIES, run_evaluation, split_names
+from raytrade.cluster.evaluate import DEFAULT_POLICIES, run_evaluation, sample_warnings, split_names
 
 if TYPE_CHECKING:
     from raytrade.envs.evaluation.document import EvaluationReport
@@ -79,10 +82,17 @@ def _f(v: float | None) -> str:
 
 
 def results_section(
-    date: str, report: EvaluationReport, report_dir: Path, results: Path, ingested: IngestResult | None
+    date: str,
+    report: EvaluationReport,
+    report_dir: Path,
+    results: Path,
+    ingested: IngestResult | None,
+    left_out: dict[str, str] | None = None,
 ) -> str:
     """The dated markdown section: data (with the ingest's warnings: source bars it did not store),
-    leaderboard, links to the report and each model's manifest."""
+    the models left out because the split holds bars they trained on (``left_out``: policy -> why)
+    and those whose out-of-sample could not be checked, leaderboard, links to the report and each
+    model's manifest."""
     base = results.parent
     pol = report.policies
     ranked = sorted(pol, key=lambda n: (pol[n].metrics.sharpe is None, -(pol[n].metrics.sharpe or 0)))
@@ -98,6 +108,8 @@ def results_section(
         f"benchmark `{report.benchmark}`.",
         "",
         *(f"> **ingest warning:** {w}\n" for w in (ingested.warnings() if ingested else [])),
+        *(f"> **not evaluated (in sample):** {why}\n" for why in (left_out or {}).values()),
+        *(f"> **warning:** {w}\n" for w in sample_warnings(report)),
         "| rank | policy | total | sharpe | sortino | max dd | cvar 5% | costs | Δ sharpe [CI] |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
@@ -139,6 +151,8 @@ def run_nightly(
     loader: Loader | None = None,
 ) -> Path:
     """Steps (1)-(4) of the module docstring; returns the night's report folder."""
+    from raytrade.envs.evaluation.harness import InSampleError
+
     day = date or datetime.now(UTC).date().isoformat()
     ingested = reingest(replay, source, path, synthetic or {}, keep_stored_on_restatement)
     for warning in ingested.warnings() if ingested else []:
@@ -146,19 +160,27 @@ def run_nightly(
     models = latest_refs(registry) if registry.is_dir() else []
     policies = [*(baselines or split_names(DEFAULT_POLICIES)), *(f"registry:{ref}" for ref in models)]
     report_dir = reports / day
-    report = run_evaluation(
-        replay,
-        policies,
-        report_dir,
-        split=split,
-        seeds=seeds,
-        scenarios=scenarios,
-        registry=registry,
-        bootstrap_samples=bootstrap_samples,
-        plots=plots,
-        loader=loader,
-    )
-    section = results_section(day, report, report_dir, results, ingested)
+    left_out: dict[str, str] = {}
+    while True:
+        try:
+            report = run_evaluation(
+                replay,
+                [p for p in policies if p not in left_out],
+                report_dir,
+                split=split,
+                seeds=seeds,
+                scenarios=scenarios,
+                registry=registry,
+                bootstrap_samples=bootstrap_samples,
+                plots=plots,
+                loader=loader,
+            )
+            break
+        except InSampleError as exc:  # only registry models are ever in sample: the loop ends
+            left_out |= exc.reasons
+    for line in [*left_out.values(), *sample_warnings(report)]:
+        click.echo(f"warning: {line}", err=True)
+    section = results_section(day, report, report_dir, results, ingested, left_out)
     if not results.exists():
         results.write_text(
             "# Market simulator results\n\nOne section per nightly evaluation, newest last.\n\n"

@@ -25,6 +25,7 @@ from pydantic import SecretStr
 
 from raytrade.envs.actions import ActionConfig
 from raytrade.envs.config import PortfolioEnvConfig
+from raytrade.envs.evaluation.insample import TrainedOn
 from raytrade.envs.market_data import MarketData
 from raytrade.envs.rollout import Policy
 from raytrade.models.inference import PolicyOutput, module_policy, policy_output
@@ -91,6 +92,13 @@ class PolicyHandle:
     def policy(self, data: MarketData) -> Policy:
         """``Observation -> weights [B, N]`` over ``data`` (for ``envs.rollout.replay_policy``)."""
         return module_policy(self.module, data, self.env_config())
+
+    def trained_on(self, root: str, store_sha256: str) -> TrainedOn:
+        """What the weights saw, as bars of the store at ``root`` (fingerprint ``store_sha256``):
+        ``models.training_window.trained_on``, for the evaluation's out-of-sample check."""
+        from raytrade.models.training_window import trained_on
+
+        return trained_on(self.manifest, root, store_sha256, f"registry:{self.name}@{self.version}")
 
 
 def _is_single(observation: Any, space: Any) -> bool:

@@ -362,7 +362,7 @@ def test_report_json_keeps_its_key_names(report: EvaluationReport) -> None:
         "benchmark",
         "policies",
     ]
-    assert doc["schema"] == "raytrade.evaluation/2"
+    assert doc["schema"] == "raytrade.evaluation/3"
     assert set(doc["policies"]["cash"]) == {
         "kind",
         "stochastic",
@@ -378,13 +378,14 @@ def test_report_json_keeps_its_key_names(report: EvaluationReport) -> None:
         "folds",
         "stress",
         "vs_benchmark",
+        "sample",
         "ruined",
         "ruin_date",
         "ruined_runs",
     }
     assert doc["policies"]["cash"]["metrics"]["sharpe"] is None
     assert list(doc["policies"]["cash"]["costs"]) == ["fee", "spread", "slippage", "financing", "total"]
-    fold_keys = {"name", "train", "test", "metrics", "costs", "ruined", "ruin_date"}
+    fold_keys = {"name", "train", "test", "in_sample", "metrics", "costs", "ruined", "ruin_date"}
     assert set(doc["policies"]["cash"]["folds"][0]) == fold_keys
 
 

@@ -43,6 +43,7 @@ from raytrade.envs.evaluation.policies import REGISTRY_PREFIX
 from raytrade.models.common import RLLIB_AUTO_KEYS
 from raytrade.models.manifest import Manifest, read_manifest
 from raytrade.models.registry import resolve
+from raytrade.models.training_window import TrainingWindowUnknown, version_training_window
 from raytrade.replay.errors import InputError
 from raytrade.replay.remote import location
 from raytrade.tune_specs.exploration import module_model_config, module_spec, with_model_config
@@ -133,51 +134,8 @@ def adopt_env_config(
     return out
 
 
-def _utc(value: Any) -> pd.Timestamp:
-    ts = pd.Timestamp(value)
-    return ts.tz_localize("UTC") if ts.tz is None else ts.tz_convert("UTC")
-
-
 def _dates(start: pd.Timestamp, end: pd.Timestamp) -> str:
     return f"{start.date()} .. {end.date()}"
-
-
-def version_training_window(
-    manifest: Manifest, root: str, store_sha256: str, label: str
-) -> tuple[pd.Timestamp, pd.Timestamp, str] | None:
-    """(first bar, last bar, how it is known) of the window the version ``label`` (``manifest``)
-    trained on, as bars of the store at ``root`` (fingerprint ``store_sha256``); None when it trained
-    on synthetic data (no store's bars). Recomputed on ``root`` with the version's data config when
-    the store has the fingerprint the version trained on, else the window its manifest records (an
-    offline version's experience window); :class:`InitConflictError` when neither is there (see the
-    module docstring)."""
-    data = manifest.env_config().data
-    if not isinstance(data, ReplayDataConfig):
-        return None
-    experience = manifest.data.experience
-    if experience is not None and experience.window is None:
-        raise InitConflictError(
-            f"{label} is an offline version recorded before experience windows: it learnt from every "
-            "date of its experience table, this search's validation and test bars included; start from "
-            "scratch, or from a version trained since"
-        )
-    if manifest.data.sha256 == store_sha256:
-        from raytrade.envs.replay_loader import split_calendar
-
-        train = split_calendar(data.model_copy(update={"root": root, "split": "train"}))
-        return train[0], train[-1], "recomputed on this store, which has the fingerprint it trained on"
-    if manifest.data.train_window is not None:
-        recorded = manifest.data.train_window
-        return _utc(recorded.start), _utc(recorded.end), "as its manifest records it"
-    window = manifest.data.experience.window if manifest.data.experience is not None else None
-    if window is not None:
-        return _utc(window.train_start), _utc(window.train_end), "as its manifest records it"
-    raise InitConflictError(
-        f"{label} trained on the store {manifest.data.root} with fingerprint {manifest.data.sha256[:12]}, "
-        f"this search's store {root} has {store_sha256[:12]} (grown, restated or another store) and its "
-        "manifest records no training window: cannot show its weights did not see this search's "
-        "validation or test bars; search the store it trained on, or start from scratch"
-    )
 
 
 def check_training_window(data: Mapping[str, Any], manifest: Manifest, store_sha256: str, label: str) -> None:
@@ -190,7 +148,13 @@ def check_training_window(data: Mapping[str, Any], manifest: Manifest, store_sha
     if data.get("kind") != "replay":
         raise InitConflictError(f"{label}: this search's data kind {data.get('kind')!r} has no calendar")
     ours = ReplayDataConfig.model_validate(data)
-    theirs = version_training_window(manifest, ours.root, store_sha256, label)
+    try:
+        theirs = version_training_window(manifest, ours.root, store_sha256, label)
+    except TrainingWindowUnknown as exc:
+        raise InitConflictError(
+            f"{exc}: cannot show its weights did not see this search's validation or test bars; search "
+            "the store it trained on, start from a version trained since, or start from scratch"
+        ) from None
     if theirs is None:
         return
     start, end, how = theirs

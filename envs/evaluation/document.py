@@ -24,6 +24,13 @@ Contract
   and, per metric, the mean / std (ddof 1, None with one draw) / min / max over the draws where the
   metric is defined (``Spread``, as for seeds). One draw is one path, not a stress result.
 
+* Out of sample: a registry model's ``sample`` (``SampleReport``) holds its training window, the
+  first bar an out-of-sample window may start on, the windows evaluated IN-SAMPLE (only with
+  ``config.in_sample``; ``FoldReport.in_sample``), its validation window where determinable and the
+  windows overlapping it (selection-biased), or why its training window is unknown (``warning``).
+  Each fold's ``train`` is the model's training window for a registry model, the fold's otherwise.
+  ``ranked`` lists IN-SAMPLE policies after all the others.
+
 Shape: every replayed run (the pooled main series, each walk-forward fold, each stress scenario)
 is reported as a ``RunReport`` (or a subclass of it) built by ``run_report``, so a new per-run fact
 (e.g. whether the run ended in ruin) is one field there and one line in ``run_report``.
@@ -41,13 +48,16 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from raytrade.envs.costs import COST_COMPONENTS, CostConfig
 from raytrade.envs.evaluation.harness import EvaluationConfig, EvaluationResult, PolicyResult, RunSeries
+from raytrade.envs.evaluation.insample import SampleCheck
 from raytrade.envs.evaluation.stats import difference_ci, stationary_indices
 from raytrade.envs.metrics import summarize
 from raytrade.envs.scenarios import Scenario
 from raytrade.replay.splits import TimeWindow
 
-REPORT_SCHEMA: Final = "raytrade.evaluation/2"
-"""Version of the report layout; bump it when a field changes meaning or is removed."""
+REPORT_SCHEMA: Final = "raytrade.evaluation/3"
+"""Version of the report layout; bump it when a field changes meaning or is removed. 3: a registry
+model's fold ``train`` is its own training window, ``sample`` and ``FoldReport.in_sample`` added. A /2
+file still reads (``sample`` None; its registry folds' ``train`` is the fold's)."""
 
 Number = float | None
 """A figure that may be undefined (a ratio without dispersion, an empty window): ``None`` then."""
@@ -214,8 +224,34 @@ class FoldReport(RunReport):
     """One walk-forward fold (or the single split): its test window and training window."""
 
     name: str
-    train: Window | None = Field(description="training window (walk-forward only)")
+    train: Window | None = Field(
+        description="training window: a registry model's own (None: unknown or synthetic data), else the "
+        "fold's (walk-forward only)"
+    )
     test: Window
+    in_sample: bool = Field(
+        False, description="a registry model evaluated on bars it trained on (--in-sample)"
+    )
+
+
+class SampleReport(Document):
+    """A registry model's out-of-sample check (``envs.evaluation.insample``)."""
+
+    status: Literal["out_of_sample", "IN-SAMPLE", "unchecked", "synthetic"] = Field(
+        description="IN-SAMPLE: evaluated on bars it trained on (--in-sample), never an out-of-sample "
+        "result; unchecked: its training window is unknown; synthetic: it trained on no store's bars"
+    )
+    train: Window | None = Field(description="the model's training window (None: unknown or synthetic)")
+    how: str = Field(description="how the training window is known, or why it is not")
+    first_allowed_start: str | None = Field(description="first bar an out-of-sample window may start on")
+    in_sample_windows: tuple[str, ...] = Field(description="evaluated windows starting before it")
+    validation: Window | None = Field(
+        description="window its checkpoint was chosen on (None: not determinable, see the README)"
+    )
+    validation_overlap: tuple[str, ...] = Field(
+        description="evaluated windows overlapping it: selection-biased"
+    )
+    warning: str | None
 
 
 class DifferenceInterval(Document):
@@ -252,6 +288,12 @@ class PolicyReport(RunReport):
     ruined_runs: tuple[str, ...] = Field(
         (), description="runs of this policy that ended in ruin: 'seed S', 'stress NAME draw K'"
     )
+    sample: SampleReport | None = Field(None, description="registry models: the out-of-sample check")
+
+    @property
+    def in_sample(self) -> bool:
+        """Evaluated on bars it trained on: its figures are no out-of-sample claim."""
+        return self.sample is not None and self.sample.status == "IN-SAMPLE"
 
 
 class ReplaySource(Document):
@@ -267,7 +309,9 @@ class ReplaySource(Document):
 class EvaluationReport(Document):
     """``report.json``: what was evaluated, how, and every policy's results."""
 
-    report_schema: Literal["raytrade.evaluation/2"] = Field(REPORT_SCHEMA, alias="schema")
+    report_schema: Literal["raytrade.evaluation/3", "raytrade.evaluation/2"] = Field(
+        REPORT_SCHEMA, alias="schema"
+    )
     replay: ReplaySource
     mode: Literal["split", "walk_forward"]
     split: str
@@ -291,11 +335,13 @@ class EvaluationReport(Document):
         return self
 
     def ranked(self) -> list[str]:
-        """Policy names by Sharpe, best first; an undefined Sharpe last (ties keep report order)."""
+        """Policy names by Sharpe, best first; an undefined Sharpe last (ties keep report order), and
+        every IN-SAMPLE policy after all the others (its figures are no claim)."""
 
-        def key(name: str) -> tuple[int, float]:
-            s = self.policies[name].metrics.sharpe
-            return (1, 0.0) if s is None else (0, -s)
+        def key(name: str) -> tuple[bool, int, float]:
+            p = self.policies[name]
+            s = p.metrics.sharpe
+            return (p.in_sample, *((1, 0.0) if s is None else (0, -s)))
 
         return sorted(self.policies, key=key)
 
@@ -399,6 +445,31 @@ def _train_window(window: TimeWindow | None) -> Window | None:
     )
 
 
+def sample_report(check: SampleCheck, in_sample_allowed: bool) -> SampleReport:
+    """The report's view of a registry model's out-of-sample check."""
+    seen = check.trained_on
+    status: Literal["out_of_sample", "IN-SAMPLE", "unchecked", "synthetic"]
+    if not seen.known:
+        status = "unchecked"
+    elif seen.train is None:
+        status = "synthetic"
+    elif check.in_sample:
+        assert in_sample_allowed  # prepare refuses in-sample windows without it
+        status = "IN-SAMPLE"
+    else:
+        status = "out_of_sample"
+    return SampleReport(
+        status=status,
+        train=_train_window(seen.train),
+        how=seen.how,
+        first_allowed_start=None if check.first_allowed is None else check.first_allowed.date().isoformat(),
+        in_sample_windows=check.in_sample,
+        validation=_train_window(seen.validation),
+        validation_overlap=check.validation_overlap,
+        warning=check.warning,
+    )
+
+
 def _interval(
     returns: np.ndarray,
     bench: np.ndarray,
@@ -423,11 +494,14 @@ def build_report(result: EvaluationResult) -> EvaluationReport:
     policies: dict[str, PolicyReport] = {}
     for name, res in result.policies.items():
         main = res.main
+        check = plan.sample_checks.get(name)
+        sample = None if check is None else sample_report(check, cfg.in_sample)
         folds = tuple(
             FoldReport(
                 **dict(run_report(run, ppy)),
                 name=w.name,
-                train=_train_window(w.train),
+                train=_train_window(w.train) if check is None else _train_window(check.trained_on.train),
+                in_sample=check is not None and w.name in check.in_sample,
                 test=Window(
                     start=iso_dates(w.data.ts[:1])[0], end=iso_dates(w.data.ts[-1:])[0], n_bars=w.data.n_steps
                 ),
@@ -437,6 +511,7 @@ def build_report(result: EvaluationResult) -> EvaluationReport:
         policies[name] = PolicyReport(
             **dict(run_report(main, ppy)),
             ruined_runs=res.ruined_runs,
+            sample=sample,
             kind=res.spec.kind,
             stochastic=res.spec.stochastic,
             manifest=res.spec.manifest,

@@ -22,23 +22,37 @@ module's ``ScenarioDataError``: a crisis pool too small for the bootstrap's bloc
 than a crisis window) is not an input error: it is recorded in ``EvaluationPlan.refused_scenarios``
 with its reason, and every other scenario and every policy still runs. An unknown scenario name, or
 one listed twice (as a policy listed twice), is an input error.
+Registry models are checked out of sample (``envs.evaluation.insample``): a window (the split, every
+walk-forward test fold, and in walk-forward mode the stress scenarios' split) that starts before the
+first bar ``embargo_bars`` after a model's training window is refused (``InSampleError``) unless
+``in_sample`` is set; ``after_training`` cuts the walk-forward folds from that bar on instead (the
+latest over the registry models). ``EvaluationPlan.sample_checks`` holds each model's check.
 Features are the store's, computed from data ``<= t``; a window taken from the whole store is the
 same as loading it, except that a missing spread is costed at the whole store's median.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from raytrade.envs.config import SimulatorConfig
+from raytrade.envs.evaluation.insample import (
+    SampleCheck,
+    Span,
+    TrainedOn,
+    check_windows,
+    first_allowed_start,
+    refusal,
+)
 from raytrade.envs.evaluation.kelly_lite import KellyLiteConfig
 from raytrade.envs.evaluation.policies import EvaluationInputError, Loader, PolicySpec, resolve_policies
 from raytrade.envs.evaluation.stats import BootstrapConfig
@@ -58,6 +72,18 @@ from raytrade.replay.splits import (
 DEFAULT_SCENARIOS: tuple[str, ...] = ("crisis_2008_like", "flash_crash", "vol_spike", "bootstrap_crisis")
 MIN_RETURNS = 2
 """Returns a window must yield after the longest lookback."""
+log = logging.getLogger(__name__)
+
+
+class InSampleError(EvaluationInputError):
+    """Registry models asked to be evaluated on bars they trained on; ``reasons``: policy -> its
+    one-line refusal (``insample.refusal``). The message is the first one's, naming the others."""
+
+    def __init__(self, reasons: dict[str, str]) -> None:
+        first, *others = reasons
+        more = f" (also in sample: {', '.join(others)})" if others else ""
+        super().__init__(reasons[first] + more)
+        self.reasons = dict(reasons)
 
 
 class EvaluationConfig(BaseModel):
@@ -75,6 +101,13 @@ class EvaluationConfig(BaseModel):
         VALIDATION_FRACTION, gt=0, lt=1, description="share of the calendar in validation"
     )
     embargo_bars: int = Field(EMBARGO_BARS, ge=0, description="bars left out between train and test windows")
+    in_sample: bool = Field(
+        False,
+        description="evaluate registry models on bars they trained on, labelled IN-SAMPLE (else refused)",
+    )
+    after_training: bool = Field(
+        False, description="walk-forward: folds start after every registry model's training window + embargo"
+    )
     symbols: tuple[str, ...] | None = Field(None, description="universe (None: every symbol)")
     seeds: tuple[int, ...] = Field((0, 1, 2), min_length=1, description="seeds of stochastic policies")
     scenarios: tuple[str, ...] = Field(DEFAULT_SCENARIOS, description="stress scenarios (envs.scenarios)")
@@ -85,10 +118,17 @@ class EvaluationConfig(BaseModel):
     kelly_lite: KellyLiteConfig = KellyLiteConfig()
     scenario_config: ScenarioConfig = ScenarioConfig()
 
+    @model_validator(mode="after")
+    def _after_training_needs_folds(self) -> EvaluationConfig:
+        if self.after_training and self.walk_forward is None:
+            raise ValueError("after_training cuts walk-forward folds: it needs walk_forward")
+        return self
+
 
 @dataclass(frozen=True)
 class EvalWindow:
-    """One evaluated window; ``train`` is the fold's training window (walk-forward only)."""
+    """One evaluated window; ``train`` is the fold's training window (walk-forward only; a registry
+    model's own training window is in ``EvaluationPlan.sample_checks``)."""
 
     name: str
     data: MarketData
@@ -108,6 +148,7 @@ class EvaluationPlan:
     refused_scenarios: dict[str, str]  # scenario -> why this data cannot carry it
     fingerprint: str
     n_files: int
+    sample_checks: dict[str, SampleCheck] = field(default_factory=dict)  # registry models by name
 
     @property
     def periods_per_year(self) -> int:
@@ -271,6 +312,56 @@ def _load(root: Path, split: str, cfg: EvaluationConfig, specs: Sequence[PolicyS
         raise EvaluationInputError(f"{', '.join(users)}: {message}") from None
 
 
+def _spans(cfg: EvaluationConfig, windows: Sequence[EvalWindow], split_data: MarketData) -> list[Span]:
+    """Every window a registry model is replayed on: the evaluated windows, and in walk-forward mode
+    the split the stress scenarios shock (when any scenario is asked for)."""
+    spans = [Span(w.name, *_ends(w.data)) for w in windows]
+    if cfg.walk_forward is not None and cfg.scenarios:
+        spans.append(Span(f"stress scenarios on split {cfg.split}", *_ends(split_data)))
+    return spans
+
+
+def _ends(data: MarketData) -> tuple[pd.Timestamp, pd.Timestamp]:
+    return pd.Timestamp(data.ts[0], tz="UTC"), pd.Timestamp(data.ts[-1], tz="UTC")
+
+
+def _sample_checks(
+    cfg: EvaluationConfig,
+    trained: dict[str, TrainedOn],
+    windows: Sequence[EvalWindow],
+    split_data: MarketData,
+    everything: MarketData | None,
+) -> dict[str, SampleCheck]:
+    """``insample.check_windows`` of every registry model, on the whole store's calendar; the
+    training window's ``n_bars`` are counted on it."""
+    spans = _spans(cfg, windows, split_data)
+    calendar = (
+        pd.DatetimeIndex([]) if everything is None else pd.DatetimeIndex(everything.ts).tz_localize("UTC")
+    )
+    checks = {}
+    for name, seen in trained.items():
+        if seen.train is not None:
+            n = int(((calendar >= seen.train.start) & (calendar <= seen.train.end)).sum())
+            seen = replace(seen, train=replace(seen.train, n_bars=n))
+        checks[name] = check_windows(name, seen, spans, calendar, cfg.embargo_bars)
+    return checks
+
+
+def _after_training(calendar: pd.DatetimeIndex, trained: dict[str, TrainedOn], embargo: int) -> int | None:
+    """``walk_forward_folds``' ``min_train_bars`` whose first test bar is the first bar ``embargo``
+    bars after the latest registry model's training window (None: no model has one)."""
+    ends = [t.train.end for t in trained.values() if t.train is not None]
+    if not ends:
+        return None
+    first = int(calendar.searchsorted(first_allowed_start(calendar, max(ends), embargo), "left"))
+    if first >= len(calendar):
+        raise EvaluationInputError(
+            f"--after-training: the store ends {calendar[-1].date()}, {embargo} bars (the embargo) after "
+            f"the latest registry model's training window ({max(ends).date()}) leave no bar to evaluate"
+        )
+    return max(1, first - embargo)
+
+
 def prepare(
     root: str | os.PathLike[str],
     policies: Sequence[str],
@@ -312,17 +403,37 @@ def prepare(
     split_data = _load(store, cfg.split, cfg, specs)
     check_features(store, specs, split_data)
     check_length(specs, cfg.split, split_data)
+    fingerprint, n_files = data_fingerprint(store)
+    trained = {s.name: s.trained_on(str(store), fingerprint) for s in specs if s.trained_on is not None}
+    everything = None
+    if cfg.walk_forward is not None or any(t.train is not None for t in trained.values()):
+        everything = _load(store, "all", cfg, specs)
     windows: list[EvalWindow]
     if cfg.walk_forward is None:
         windows = [EvalWindow(cfg.split, split_data)]
     else:
-        everything = _load(store, "all", cfg, specs)
+        assert everything is not None
         calendar = pd.DatetimeIndex(everything.ts).tz_localize("UTC")
         min_train = max(1, round(len(calendar) * cfg.min_train_fraction))
-        folds = walk_forward_folds(calendar, cfg.walk_forward, min_train, cfg.embargo_bars)
+        if cfg.after_training:
+            min_train = _after_training(calendar, trained, cfg.embargo_bars) or min_train
+        try:
+            folds = walk_forward_folds(calendar, cfg.walk_forward, min_train, cfg.embargo_bars)
+        except ValueError as exc:
+            raise EvaluationInputError(f"--walk-forward {cfg.walk_forward}: {exc}") from None
         windows = [EvalWindow(f.test.name, slice_window(everything, f.test), f.train) for f in folds]
         for w in windows:
             check_length(specs, w.name, w.data)
+    checks = _sample_checks(cfg, trained, windows, split_data, everything)
+    in_sample = [c for c in checks.values() if c.in_sample]
+    if in_sample and not cfg.in_sample:
+        spans = _spans(cfg, windows, split_data)
+        raise InSampleError({c.policy: refusal(c, spans) for c in in_sample})
+    for check in checks.values():
+        if check.in_sample:
+            log.warning("%s is evaluated IN-SAMPLE on %s", check.policy, ", ".join(check.in_sample))
+        if check.warning is not None:
+            log.warning("%s", check.warning)
     history = _history(store, cfg, specs, split_data)
     draws: dict[str, tuple[MarketData, ...]] = {}
     refused: dict[str, str] = {}
@@ -333,7 +444,6 @@ def prepare(
             )
         except ScenarioDataError as exc:
             refused[name] = str(exc)
-    fingerprint, n_files = data_fingerprint(store)
     return EvaluationPlan(
         root=str(root),
         config=cfg,
@@ -344,6 +454,7 @@ def prepare(
         refused_scenarios=refused,
         fingerprint=fingerprint,
         n_files=n_files,
+        sample_checks=checks,
     )
 
 

@@ -28,7 +28,9 @@ adapter uses ``handle.policy(data)`` (an ``Observation -> weights`` callable ove
 handle has it, else ``handle.act(observation)``; either way the model sees a ``MarketData`` and
 observations holding only its own feature columns, in its own order (``handle_feature_columns``),
 whatever other policies of the run requested. Optional handle members: ``lookback_bars`` (default 1),
-``stochastic`` (default False: run once) and ``reseed(seed)`` (called before each seed's replay).
+``stochastic`` (default False: run once), ``reseed(seed)`` (called before each seed's replay) and
+``trained_on(root, store_sha256)`` (what its weights saw: ``envs.evaluation.insample``; without it
+the training window is unknown and the report warns that out-of-sample cannot be checked).
 """
 
 from __future__ import annotations
@@ -48,6 +50,7 @@ from raytrade.envs.baseline_weights import (
 )
 from raytrade.envs.baseline_weights import inverse_vol_weights as inverse_vol_weights  # re-exported
 from raytrade.envs.baseline_weights import month_starts as month_starts  # re-exported
+from raytrade.envs.evaluation.insample import UNKNOWN, TrainedOn
 from raytrade.envs.evaluation.kelly_lite import KellyLiteConfig
 from raytrade.envs.market_data import MarketData
 from raytrade.envs.registry_ref import RegistryRefError, parse_registry_ref
@@ -63,6 +66,7 @@ class EvaluationInputError(InputError):
 PolicyOutput = np.ndarray | Decision
 EvalPolicy = Callable[[Observation], PolicyOutput]
 PolicyFactory = Callable[[MarketData, int], EvalPolicy]
+TrainedOnFn = Callable[[str, str], TrainedOn]
 
 
 @dataclass(frozen=True)
@@ -76,6 +80,7 @@ class PolicySpec:
     lookback_bars: int = 1  # bars of the window a decision needs before it is fully informed
     stochastic: bool = False
     manifest: str | None = None  # registry models: path of manifest.json
+    trained_on: TrainedOnFn | None = None  # registry models: (store root, its sha256) -> what it saw
 
 
 BASELINES: Final[tuple[str, ...]] = ("cash", "buy_and_hold", "equal_weight", "inverse_vol", "kelly_lite")
@@ -254,6 +259,8 @@ def registry_spec(
     lookback = max(int(getattr(handle, "lookback_bars", 1) or 1), baseline_lookback, gate_back)
     stochastic = bool(getattr(handle, "stochastic", False))
     path = getattr(handle, "path", None)
+    declared = getattr(handle, "trained_on", None)
+    trained_on: TrainedOnFn = declared if callable(declared) else lambda root, sha256: UNKNOWN
 
     def make(data: MarketData, seed: int) -> EvalPolicy:
         idx = np.array([_column(data, c) for c in columns], dtype=np.int64)
@@ -281,6 +288,7 @@ def registry_spec(
         lookback_bars=lookback,
         stochastic=stochastic,
         manifest=None if path is None else str(Path(path) / "manifest.json"),
+        trained_on=trained_on,
     )
 
 

@@ -84,7 +84,7 @@ def _leaderboard(report: EvaluationReport, names: Sequence[str]) -> Block:
         m = report.policies[n].metrics
         rows.append(
             (
-                n,
+                _label(report, n),
                 _pct(m.total_return),
                 _pct(m.annual_return),
                 _pct(m.volatility),
@@ -111,7 +111,7 @@ def _comparisons(report: EvaluationReport, names: Sequence[str]) -> list[Block]:
         v = report.policies[n].vs_benchmark
         rows.append(
             (
-                n,
+                _label(report, n),
                 _f(v.sharpe_diff.estimate),
                 f"[{_f(v.sharpe_diff.low)}, {_f(v.sharpe_diff.high)}]",
                 _f(v.sortino_diff.estimate),
@@ -191,7 +191,16 @@ def _folds(report: EvaluationReport, names: Sequence[str]) -> list[Block]:
         Block(
             "table",
             headers=("policy", *(f"{f.name} {f.test.start}..{f.test.end}" for f in folds)),
-            rows=tuple((n, *(_f(f.metrics.sharpe) for f in report.policies[n].folds)) for n in names),
+            rows=tuple(
+                (
+                    _label(report, n),
+                    *(
+                        _f(f.metrics.sharpe) + (" IN-SAMPLE" if f.in_sample else "")
+                        for f in report.policies[n].folds
+                    ),
+                )
+                for n in names
+            ),
         ),
     ]
 
@@ -241,6 +250,36 @@ def _ruin(report: EvaluationReport, names: Sequence[str]) -> list[Block]:
     return [Block("p", line) for line in lines]
 
 
+def _label(report: EvaluationReport, name: str) -> str:
+    """The policy's name, marked IN-SAMPLE where its figures came from bars it trained on."""
+    return f"{name} [IN-SAMPLE]" if report.policies[name].in_sample else name
+
+
+def _out_of_sample(report: EvaluationReport, names: Sequence[str]) -> list[Block]:
+    """IN-SAMPLE banners, unchecked-model warnings and validation overlaps, before any figure."""
+    lines = []
+    for n in names:
+        sample = report.policies[n].sample
+        if sample is None:
+            continue
+        if sample.status == "IN-SAMPLE":
+            assert sample.train is not None
+            lines.append(
+                f"**IN-SAMPLE: {n} was evaluated on bars it trained on** (training window "
+                f"{sample.train.start}..{sample.train.end}; windows {', '.join(sample.in_sample_windows)}). "
+                "Its figures are not out-of-sample results and are no claim of skill."
+            )
+        if sample.warning is not None:
+            lines.append(f"**Warning:** {sample.warning}.")
+        if sample.validation_overlap and sample.validation is not None:
+            lines.append(
+                f"{n}: windows {', '.join(sample.validation_overlap)} overlap its validation window "
+                f"{sample.validation.start}..{sample.validation.end}, on which its checkpoint was chosen: "
+                "selection-biased."
+            )
+    return [Block("p", line) for line in lines]
+
+
 def report_blocks(
     report: EvaluationReport, plots: Sequence[str], run_seconds: float | None = None
 ) -> list[Block]:
@@ -248,6 +287,7 @@ def report_blocks(
     names = report.ranked()
     blocks = [
         _summary(report),
+        *_out_of_sample(report, names),
         Block("h2", "Leaderboard (net of costs)"),
         _leaderboard(report, names),
         *_ruin(report, names),

@@ -1,0 +1,97 @@
+"""The bars a registry version's weights saw, as bars of a store: the one place that decides it.
+
+``raytrade tune --init`` (``tune_specs.init_weights.check_training_window``) and ``raytrade
+evaluate`` (``envs.evaluation.insample``, through ``PolicyHandle.trained_on``) both ask
+:func:`version_training_window`:
+
+* trained on synthetic data: None (it saw no store's bars);
+* the store has the fingerprint the version trained on: its train split recomputed on that store
+  with the version's own data config (fractions, embargo, universe);
+* else the window its manifest records (``data.train_window``, every search since it existed; an
+  offline version's experience window);
+* else :class:`TrainingWindowUnknown` (an offline version that read every date of its experience
+  table, or an older version trained on a store that has changed since).
+
+The validation window (where the version's checkpoint was chosen) is not recorded by the manifest:
+:func:`version_validation_window` recomputes it only on the store the version trained on, unchanged.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pandas as pd
+
+from raytrade.envs.config import ReplayDataConfig
+from raytrade.envs.evaluation.insample import TrainedOn
+from raytrade.models.manifest import Manifest
+from raytrade.replay.errors import InputError
+from raytrade.replay.splits import TimeWindow
+
+
+class TrainingWindowUnknown(InputError):
+    """The version's training window cannot be determined on this store (the message says why)."""
+
+
+def _utc(value: Any) -> pd.Timestamp:
+    ts = pd.Timestamp(value)
+    return ts.tz_localize("UTC") if ts.tz is None else ts.tz_convert("UTC")
+
+
+def version_training_window(
+    manifest: Manifest, root: str, store_sha256: str, label: str
+) -> tuple[pd.Timestamp, pd.Timestamp, str] | None:
+    """(first bar, last bar, how it is known) of the window the version ``label`` (``manifest``)
+    trained on, as bars of the store at ``root`` (fingerprint ``store_sha256``); see the module
+    docstring for None and :class:`TrainingWindowUnknown`."""
+    data = manifest.env_config().data
+    if not isinstance(data, ReplayDataConfig):
+        return None
+    experience = manifest.data.experience
+    if experience is not None and experience.window is None:
+        raise TrainingWindowUnknown(
+            f"{label} is an offline version recorded before experience windows: it learnt from every "
+            "date of its experience table"
+        )
+    if manifest.data.sha256 == store_sha256:
+        from raytrade.envs.replay_loader import split_calendar
+
+        train = split_calendar(data.model_copy(update={"root": root, "split": "train"}))
+        return train[0], train[-1], "recomputed on this store, which has the fingerprint it trained on"
+    if manifest.data.train_window is not None:
+        recorded = manifest.data.train_window
+        return _utc(recorded.start), _utc(recorded.end), "as its manifest records it"
+    window = experience.window if experience is not None else None
+    if window is not None:
+        return _utc(window.train_start), _utc(window.train_end), "as its manifest records it"
+    raise TrainingWindowUnknown(
+        f"{label} trained on the store {manifest.data.root} with fingerprint {manifest.data.sha256[:12]}, "
+        f"the store {root} now has {store_sha256[:12]} (grown, restated or another store) and its "
+        "manifest records no training window"
+    )
+
+
+def version_validation_window(manifest: Manifest, root: str, store_sha256: str) -> TimeWindow | None:
+    """The validation window the version's checkpoint was chosen on, recomputed on the store at
+    ``root`` when it has the fingerprint the version trained on; None otherwise (not recorded)."""
+    data = manifest.env_config().data
+    if not isinstance(data, ReplayDataConfig) or manifest.data.sha256 != store_sha256:
+        return None
+    from raytrade.envs.replay_loader import split_calendar
+
+    bars = split_calendar(data.model_copy(update={"root": root, "split": "validation"}))
+    return TimeWindow("validation", bars[0], bars[-1], len(bars))
+
+
+def trained_on(manifest: Manifest, root: str, store_sha256: str, label: str) -> TrainedOn:
+    """What the version ``label`` saw, for the evaluation's out-of-sample check
+    (``envs.evaluation.insample``); an unknown training window is ``known=False``, never an error."""
+    try:
+        window = version_training_window(manifest, root, store_sha256, label)
+    except TrainingWindowUnknown as exc:
+        return TrainedOn(None, str(exc), known=False)
+    if window is None:
+        return TrainedOn(None, "trained on synthetic data, no bars of this store")
+    start, end, how = window
+    validation = version_validation_window(manifest, root, store_sha256)
+    return TrainedOn(TimeWindow("train", start, end, 0), how, validation=validation)
