@@ -406,6 +406,18 @@ class WalkForwardPolicy:
         policy's baseline inputs and lookback are loaded with the window (every fold shares it)."""
         return self.folds[0].env_config
 
+    def trained_on(self, root: str, store_sha256: str) -> Any:
+        """What the evaluation's out-of-sample check is told: fold models, each trained on its fold's
+        training window only, which ends before its test window (:func:`check_nested` on the plan)."""
+        from raytrade.envs.evaluation.insample import TrainedOn
+
+        return TrainedOn(
+            None,
+            "walk-forward: each fold's model trained only on bars before its own test window "
+            "(checked when the folds were planned)",
+            walk_forward=True,
+        )
+
     def policy(self, data: Any) -> Callable[[Any], Any]:
         from raytrade.models.inference import module_policy
 

@@ -237,9 +237,10 @@ class FoldReport(RunReport):
 class SampleReport(Document):
     """A registry model's out-of-sample check (``envs.evaluation.insample``)."""
 
-    status: Literal["out_of_sample", "IN-SAMPLE", "unchecked", "synthetic"] = Field(
+    status: Literal["out_of_sample", "IN-SAMPLE", "unchecked", "synthetic", "walk_forward"] = Field(
         description="IN-SAMPLE: evaluated on bars it trained on (--in-sample), never an out-of-sample "
-        "result; unchecked: its training window is unknown; synthetic: it trained on no store's bars"
+        "result; unchecked: its training window is unknown; synthetic: it trained on no store's bars; "
+        "walk_forward: fold models, each trained before its own test window (checked when planned)"
     )
     train: Window | None = Field(description="the model's training window (None: unknown or synthetic)")
     how: str = Field(description="how the training window is known, or why it is not")
@@ -448,9 +449,11 @@ def _train_window(window: TimeWindow | None) -> Window | None:
 def sample_report(check: SampleCheck, in_sample_allowed: bool) -> SampleReport:
     """The report's view of a registry model's out-of-sample check."""
     seen = check.trained_on
-    status: Literal["out_of_sample", "IN-SAMPLE", "unchecked", "synthetic"]
+    status: Literal["out_of_sample", "IN-SAMPLE", "unchecked", "synthetic", "walk_forward"]
     if not seen.known:
         status = "unchecked"
+    elif seen.walk_forward:
+        status = "walk_forward"
     elif seen.train is None:
         status = "synthetic"
     elif check.in_sample:

@@ -6,7 +6,8 @@ Design decisions
   returns a :class:`TrainedOn` (``models.registry_load.PolicyHandle``; computed by
   ``models.training_window``, the one place that also decides ``raytrade tune --init``). envs sits
   below models, so the harness only ever sees the :class:`TrainedOn` value. A handle without
-  ``trained_on`` (a stub, a bundle of fold models) is :data:`UNKNOWN`.
+  ``trained_on`` (a stub) is :data:`UNKNOWN`; a bundle of walk-forward fold models whose planner
+  checked each fold (``raytrade experiment``) says so (``TrainedOn.walk_forward``).
 * **The rule** (the one ``tune --init`` applies): a window is out of sample for a model when its
   first bar comes at least ``embargo_bars`` bars of the evaluated store after the model's last
   training bar (:func:`first_allowed_start`). A window that starts earlier is in sample: it overlaps
@@ -47,6 +48,9 @@ class TrainedOn:
     how: str
     known: bool = True
     validation: TimeWindow | None = None
+    walk_forward: bool = False
+    """A bundle of fold models (``raytrade experiment``'s variants): each fold's model trained before
+    its own test window, which its planner checked; there is no one training window to check here."""
 
 
 UNKNOWN = TrainedOn(None, "its handle records no training window", known=False)
