@@ -21,9 +21,8 @@ from typing import TYPE_CHECKING
 from raytrade.cluster.settings import registry_hmac_key
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
-
     import os
+    from collections.abc import Callable
 
     from raytrade.models.registry_load import PolicyHandle, VerifiedVersion
 
