@@ -99,8 +99,10 @@ def run_evaluation(
             costs=cost_config_from_profile(cost_profile) if cost_profile is not None else CostConfig()
         ),
     )
-    if loader is None:
-        from raytrade.models.registry_load import load as loader
+    if loader is None:  # registry versions load under the registry key, when one is set
+        from raytrade.cluster.registry_access import registry_loader
+
+        loader = registry_loader()
 
     from raytrade.models.inference import single_threaded
 

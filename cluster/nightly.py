@@ -17,11 +17,23 @@ model's manifest. Bad input fails with one ``error: …`` line before anything i
 A ``latest`` model whose training window (plus the embargo) reaches into the evaluated split is left
 out of the night's evaluation (``raytrade evaluate`` would refuse it: in sample), with a ``warning:``
 line and a "not evaluated (in sample)" line in the section; the others and the baselines still run.
+
+Registry: ``--registry`` must be an existing local folder; a folder that does not exist (a typo) and
+a URI (``s3://…``: nightly reads local registries only) are refused before the ingest, so a night
+never silently evaluates the baselines alone. An existing registry without versions is evaluated as
+baselines only, and the section says so. Every version is loaded under the registry key when one is
+set (``cluster.registry_access``): a version whose signature does not match is refused, unpickled.
+
+One section per date: a run for a ``--date`` whose ``## DATE nightly`` section the results file
+already holds (a retried job) does nothing, says so and exits 0, leaving the section and
+``REPORTS/DATE`` as they are; ``--replace`` re-runs the night and replaces that section in place
+(and ``REPORTS/DATE``, which it links to). ``--date`` must be ``YYYY-MM-DD``.
 """
 
 from __future__ import annotations
 
 import os
+import re
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -30,6 +42,9 @@ import click
 
 from raytrade.cluster.errors import one_line_errors
 from raytrade.cluster.evaluate import DEFAULT_POLICIES, run_evaluation, sample_warnings, split_names
+from raytrade.replay.credentials import shown_url
+from raytrade.replay.errors import InputError
+from raytrade.replay.remote import is_remote
 
 if TYPE_CHECKING:
     from raytrade.envs.evaluation.document import EvaluationReport
@@ -37,6 +52,67 @@ if TYPE_CHECKING:
     from raytrade.replay.ingest import IngestResult
 
 RESULTS_FILE = "marketsimulatorresults.md"
+
+
+def registry_folder(value: str | os.PathLike[str]) -> Path:
+    """``--registry`` as the local folder nightly reads; ``InputError`` naming the option and the
+    value for a URI (shown without user information) or a folder that does not exist."""
+    text = os.fspath(value)
+    if is_remote(text):
+        raise InputError(
+            f"--registry {shown_url(text)!r}: nightly reads a local registry folder, not a URI; "
+            "mirror the registry to a folder and pass that"
+        )
+    if not Path(text).is_dir():
+        raise InputError(f"--registry {text!r}: no such folder (an empty registry is an empty folder)")
+    return Path(text)
+
+
+def night(value: str | None) -> str:
+    """``--date`` checked (``YYYY-MM-DD``), or today's date in UTC."""
+    if value is None:
+        return datetime.now(UTC).date().isoformat()
+    try:
+        parsed = datetime.strptime(value, "%Y-%m-%d").date().isoformat()
+    except ValueError:
+        parsed = None
+    if parsed != value:  # strptime also takes 2026-1-5
+        raise InputError(f"--date {value!r}: expected a date as YYYY-MM-DD")
+    return value
+
+
+def _heading(day: str) -> str:
+    return f"## {day} nightly"
+
+
+def _section_span(text: str, day: str) -> tuple[int, int] | None:
+    """Where ``day``'s section lies in ``text``: from its heading line to the next ``## `` heading
+    (or the end); None when there is none."""
+    found = re.search(rf"^{re.escape(_heading(day))}$", text, flags=re.MULTILINE)
+    if found is None:
+        return None
+    following = re.search(r"^## ", text[found.end() :], flags=re.MULTILINE)
+    return found.start(), len(text) if following is None else found.end() + following.start()
+
+
+def reported(results: Path, day: str) -> bool:
+    """Whether ``results`` already holds ``day``'s section."""
+    return results.is_file() and _section_span(results.read_text(), day) is not None
+
+
+def write_section(results: Path, day: str, section: str) -> None:
+    """Append ``section`` to ``results`` (created with its title), or put it in place of ``day``'s
+    section when there is one; the file is replaced whole (no half-written file on a crash)."""
+    text = (
+        results.read_text()
+        if results.exists()
+        else "# Market simulator results\n\nOne section per nightly evaluation, newest last.\n\n"
+    )
+    span = _section_span(text, day)
+    text = text + section if span is None else text[: span[0]] + section + text[span[1] :]
+    staging = results.with_name(f".{results.name}.tmp")
+    staging.write_text(text)
+    os.replace(staging, results)
 
 
 def latest_refs(registry: Path) -> list[str]:
@@ -101,7 +177,7 @@ def results_section(
     else:
         ingest = ", ".join(f"{k} +{v:,}" for k, v in ingested.appended.items() if v) or "nothing new"
     lines = [
-        f"## {date} nightly",
+        _heading(date),
         "",
         f"Store `{report.replay.root}` (sha256 `{report.replay.fingerprint_sha256[:16]}`), "
         f"ingest: {ingest}. Mode {report.mode}, split `{report.split}`, "
@@ -133,7 +209,7 @@ def results_section(
 
 def run_nightly(
     replay: Path,
-    registry: Path,
+    registry: str | os.PathLike[str],
     *,
     source: str | None = None,
     path: Path | None = None,
@@ -149,15 +225,20 @@ def run_nightly(
     bootstrap_samples: int = 1000,
     plots: bool = True,
     loader: Loader | None = None,
-) -> Path:
-    """Steps (1)-(4) of the module docstring; returns the night's report folder."""
+    replace: bool = False,
+) -> Path | None:
+    """Steps (1)-(4) of the module docstring; returns the night's report folder, or None when
+    ``results`` already holds the date's section and ``replace`` is False (nothing done)."""
     from raytrade.envs.evaluation.harness import InSampleError
 
-    day = date or datetime.now(UTC).date().isoformat()
+    folder = registry_folder(registry)
+    day = night(date)
+    if reported(results, day) and not replace:
+        return None
     ingested = reingest(replay, source, path, synthetic or {}, keep_stored_on_restatement)
     for warning in ingested.warnings() if ingested else []:
         click.echo(f"warning: {warning}", err=True)
-    models = latest_refs(registry) if registry.is_dir() else []
+    models = latest_refs(folder)
     policies = [*(baselines or split_names(DEFAULT_POLICIES)), *(f"registry:{ref}" for ref in models)]
     report_dir = reports / day
     left_out: dict[str, str] = {}
@@ -170,7 +251,7 @@ def run_nightly(
                 split=split,
                 seeds=seeds,
                 scenarios=scenarios,
-                registry=registry,
+                registry=folder,
                 bootstrap_samples=bootstrap_samples,
                 plots=plots,
                 loader=loader,
@@ -180,19 +261,15 @@ def run_nightly(
             left_out |= exc.reasons
     for line in [*left_out.values(), *sample_warnings(report)]:
         click.echo(f"warning: {line}", err=True)
-    section = results_section(day, report, report_dir, results, ingested, left_out)
-    if not results.exists():
-        results.write_text(
-            "# Market simulator results\n\nOne section per nightly evaluation, newest last.\n\n"
-        )
-    with results.open("a") as fh:
-        fh.write(section)
+    write_section(results, day, results_section(day, report, report_dir, results, ingested, left_out))
     return report_dir
 
 
 @click.command("nightly")
 @click.option("--replay", type=click.Path(path_type=Path), required=True, help="Replay store root.")
-@click.option("--registry", type=click.Path(path_type=Path), required=True, help="Model registry folder.")
+@click.option(
+    "--registry", required=True, help="Model registry folder (local; must exist, may hold no versions)."
+)
 @click.option("--source", type=click.Choice(["csv", "synthetic"]), help="Re-ingest this source first.")
 @click.option("--path", "path", type=click.Path(path_type=Path), help="csv: folder of CSVs.")
 @click.option("--seed", type=int, default=0, show_default=True, help="synthetic: random seed.")
@@ -214,7 +291,13 @@ def run_nightly(
     help="Reports go to REPORTS/DATE.",
 )
 @click.option("--results", type=click.Path(path_type=Path), default=Path(RESULTS_FILE), show_default=True)
-@click.option("--date", help="Section date (default: today, UTC).")
+@click.option("--date", help="Section date, YYYY-MM-DD (default: today, UTC).")
+@click.option(
+    "--replace",
+    is_flag=True,
+    help="The results already hold this date's section: re-run the night and replace that section "
+    "and REPORTS/DATE (default: do nothing and say so).",
+)
 @click.option("--baselines", default=DEFAULT_POLICIES, show_default=True, help="Comma-separated baselines.")
 @click.option("--scenarios", default=None, help="Comma-separated stress scenarios (default: all four).")
 @click.option("--split", type=click.Choice(["train", "validation", "test", "all"]), default="test")
@@ -224,7 +307,7 @@ def run_nightly(
 @one_line_errors
 def nightly_command(
     replay: Path,
-    registry: Path,
+    registry: str,
     source: str | None,
     path: Path | None,
     seed: int,
@@ -235,6 +318,7 @@ def nightly_command(
     reports: Path,
     results: Path,
     date: str | None,
+    replace: bool,
     baselines: str,
     scenarios: str | None,
     split: str,
@@ -242,8 +326,10 @@ def nightly_command(
     bootstrap_samples: int,
     no_plots: bool,
 ) -> None:
-    """Re-ingest, evaluate the registry's latest models and the baselines, append to RESULTS."""
+    """Re-ingest, evaluate the registry's latest models and the baselines, append to RESULTS (one
+    section per date: see --replace)."""
     synthetic = {"n_symbols": n_symbols, "years": years, "seed": seed, "n_crypto": n_crypto}
+    day = night(date)
     report_dir = run_nightly(
         replay,
         registry,
@@ -253,12 +339,19 @@ def nightly_command(
         keep_stored_on_restatement=keep_stored_on_restatement,
         reports=reports,
         results=results,
-        date=date,
+        date=day,
         baselines=split_names(baselines),
         scenarios=None if scenarios is None else split_names(scenarios),
         split=split,
         seeds=seeds,
         bootstrap_samples=bootstrap_samples,
         plots=not no_plots,
+        replace=replace,
     )
-    click.echo(f"report: {report_dir / 'report.md'}; appended a section to {results}")
+    if report_dir is None:
+        click.echo(
+            f"{results} already holds the section '{_heading(day)}': nothing done "
+            "(--replace re-runs the night and replaces it)"
+        )
+        return
+    click.echo(f"report: {report_dir / 'report.md'}; wrote the section to {results}")

@@ -69,10 +69,10 @@ def simulate_experience(opts: SimulateOptions) -> SimulateOutcome:
     if not opts.replay.is_dir():
         raise InputError(f"replay store {str(opts.replay)!r} does not exist")
     loader: Callable[..., Any] | None = None
-    if opts.policy.startswith(REGISTRY_PREFIX):
-        from raytrade.models.registry_load import load
+    if opts.policy.startswith(REGISTRY_PREFIX):  # under the registry key, when one is set
+        from raytrade.cluster.registry_access import registry_loader
 
-        loader = load
+        loader = registry_loader()
     (spec,) = resolve_policies([opts.policy], opts.registry, loader=loader)
     try:
         columns = resolve_feature_groups(opts.features) if opts.features else OFFLINE_FEATURES

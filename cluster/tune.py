@@ -265,7 +265,11 @@ class TuneOptions(BaseModel):
         exploration = exploration_options(env_config, self.probe_symbols, self.drawdown_std_scale)
         config = with_exploration(config, exploration) if exploration else config
         version = self.init_version()
-        return config if version is None else with_init_weights(config, version, spec.name)
+        if version is None:
+            return config
+        from raytrade.cluster.settings import registry_key_reader  # trials read the key themselves
+
+        return with_init_weights(config, version, spec.name, registry_key=registry_key_reader())
 
     def run_name(self) -> str:
         return self.name or (f"{self.spec}-smoke" if self.smoke else self.spec)
@@ -968,6 +972,9 @@ def run_tune(opts: TuneOptions, dashboard: bool = True) -> TuneOutcome:
     spec = get_spec(opts.spec)
     version = opts.init_version()
     if version is not None:  # the trials load exactly the version resolved now
+        from raytrade.cluster.registry_access import verify_under_key
+
+        verify_under_key(version.ref, version.registry)  # its signature, before Ray starts
         opts = opts.model_copy(update={"init": version.label})
     check_env_runners(opts, spec)
     check_offline_env(opts, spec)

@@ -393,6 +393,7 @@ def test_nightly_refuses_a_restating_source_before_evaluating(tmp_path: Path) ->
     assert run("ingest", "--source", "csv", "--path", str(first), "--out", str(store))[0] == 0
     before = snapshot(store)
     corrected = write_folder(tmp_path / "corrected", {"AAA.csv": CORRECTED})
+    (tmp_path / "registry").mkdir()  # an empty registry: nightly refuses one that does not exist
     args = ["--replay", str(store), "--registry", str(tmp_path / "registry"), "--source", "csv"]
     args += [
         "--path",

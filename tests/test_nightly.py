@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner
@@ -78,6 +79,7 @@ def test_nightly_cli_bad_input_is_one_line(tmp_path: Path) -> None:
 
 
 def test_nightly_refuses_a_scenario_listed_twice_before_evaluating(tmp_path: Path) -> None:
+    (tmp_path / "registry").mkdir()
     result = CliRunner().invoke(
         nightly_command,
         [
@@ -113,9 +115,10 @@ def test_nightly_reports_source_bars_it_did_not_store(
     holed = bars["symbol"].eq("SYN001") & bars["ts"].isin(sorted(bars["ts"].unique())[100:103])
     ingest_frames(tmp_path / "store", bars[~holed.to_numpy()], show_progress=False)
     results = tmp_path / "results.md"
+    (tmp_path / "empty-registry").mkdir()
     run_nightly(
         tmp_path / "store",
-        tmp_path / "no-registry",
+        tmp_path / "empty-registry",
         source="csv",
         path=folder,
         reports=tmp_path / "reports",
@@ -133,3 +136,98 @@ def test_nightly_reports_source_bars_it_did_not_store(
     assert f"> **ingest warning:** SYN001: 3 bars from {day}" in text  # ... and the hole is reported
     assert "NOT stored" in text
     assert f"warning: SYN001: 3 bars from {day}" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------ the registry, one section per date
+
+
+def _night(store: Path, tmp_path: Path, *extra: str, registry: str | None = None) -> Any:
+    """``raytrade nightly`` on ``store`` (no source), cash only, tiny budget, into ``tmp_path``."""
+    if registry is None:
+        (tmp_path / "registry").mkdir(exist_ok=True)
+        registry = str(tmp_path / "registry")
+    args = ["--replay", str(store), "--registry", registry, "--baselines", "cash", "--scenarios", ""]
+    args += [
+        "--seeds",
+        "1",
+        "--bootstrap-samples",
+        "10",
+        "--no-plots",
+        "--reports",
+        str(tmp_path / "reports"),
+    ]
+    return CliRunner().invoke(nightly_command, [*args, "--results", str(tmp_path / "results.md"), *extra])
+
+
+@pytest.mark.parametrize(
+    ("given", "shown"),
+    [
+        ("registry-typo", "no such folder"),
+        (
+            "s3://AKIAEXAMPLE:s3cr3t@bucket/registry?token=t0k",
+            "'s3://bucket/registry': nightly reads a local",
+        ),
+    ],
+)
+def test_nightly_refuses_a_registry_it_cannot_read_before_ingesting(
+    tmp_path: Path, given: str, shown: str
+) -> None:
+    """A typo'd folder or a URI used to evaluate the baselines alone, exit 0 ('none in the registry')."""
+    registry = given if "://" in given else str(tmp_path / given)
+    args = ["--source", "synthetic", "--n-symbols", "2", "--years", "1"]
+    result = _night(tmp_path / "store", tmp_path, *args, registry=registry)
+    assert result.exit_code == 2, result.output
+    assert result.output.startswith("error: --registry ") and shown in result.output
+    assert len(result.output.strip().splitlines()) == 1
+    assert "s3cr3t" not in result.output and "AKIA" not in result.output and "t0k" not in result.output
+    assert not (tmp_path / "results.md").exists() and not (tmp_path / "store").exists()
+
+
+def test_nightly_on_an_empty_registry_evaluates_the_baselines_and_says_so(
+    synthetic_store: Path, tmp_path: Path
+) -> None:
+    result = _night(synthetic_store, tmp_path, "--date", "2026-01-05")
+    assert result.exit_code == 0, result.output
+    assert "Models: none in the registry (baselines only)." in (tmp_path / "results.md").read_text()
+
+
+def test_nightly_refuses_a_date_not_in_iso_form(tmp_path: Path) -> None:
+    result = _night(tmp_path / "store", tmp_path, "--date", "2026-1-5")
+    assert (
+        result.exit_code == 2 and result.output == "error: --date '2026-1-5': expected a date as YYYY-MM-DD\n"
+    )
+
+
+def test_a_second_run_for_a_reported_date_does_nothing_and_says_so(
+    synthetic_store: Path, tmp_path: Path
+) -> None:
+    """A retried job: no second section, and the report the section links to is not rewritten."""
+    assert _night(synthetic_store, tmp_path, "--date", "2026-01-05").exit_code == 0
+    results, report = tmp_path / "results.md", tmp_path / "reports" / "2026-01-05" / "report.json"
+    before = (results.read_bytes(), report.read_bytes(), report.stat().st_mtime_ns)
+    again = _night(synthetic_store, tmp_path, "--date", "2026-01-05")
+    assert again.exit_code == 0, again.output
+    assert again.output == (
+        f"{results} already holds the section '## 2026-01-05 nightly': nothing done "
+        "(--replace re-runs the night and replaces it)\n"
+    )
+    assert (results.read_bytes(), report.read_bytes(), report.stat().st_mtime_ns) == before
+    assert results.read_text().count("## 2026-01-05 nightly") == 1
+
+
+def test_replace_rewrites_that_dates_section_in_place(synthetic_store: Path, tmp_path: Path) -> None:
+    for day in ("2026-01-05", "2026-01-06"):
+        assert _night(synthetic_store, tmp_path, "--date", day).exit_code == 0
+    text = (tmp_path / "results.md").read_text()
+    later = text[text.index("## 2026-01-06 nightly") :]
+    result = _night(
+        synthetic_store, tmp_path, "--date", "2026-01-05", "--replace", "--baselines", "cash,buy_and_hold"
+    )
+    assert result.exit_code == 0, result.output
+    text = (tmp_path / "results.md").read_text()
+    assert text.startswith("# Market simulator results\n") and text.count("## 2026-01-05 nightly") == 1
+    first, second = text.split("## 2026-01-06 nightly")
+    assert "| buy_and_hold |" in first and "| buy_and_hold |" not in second  # the new run, in place
+    assert "## 2026-01-06 nightly" + second == later  # the next night's section untouched
+    report = (tmp_path / "reports" / "2026-01-05" / "report.json").read_text()
+    assert '"buy_and_hold"' in report

@@ -121,9 +121,10 @@ def test_nightly_reports_a_suspected_split_in_its_section_and_on_stderr(
         out[["Date", "open", "high", "low", "close", "volume"]].to_csv(folder / f"{symbol}.csv", index=False)
     ingest_frames(tmp_path / "store", source[source["ts"] < DAYS[EVENT]], show_progress=False)
     results = tmp_path / "results.md"
+    (tmp_path / "empty-registry").mkdir()  # nightly refuses a registry folder that does not exist
     run_nightly(
         tmp_path / "store",
-        tmp_path / "no-registry",
+        tmp_path / "empty-registry",
         source="csv",
         path=folder,
         reports=tmp_path / "reports",

@@ -17,24 +17,30 @@ Design decisions
   builds (same number of assets and observed width).
 * **Loaded before the first sample.** An ``on_algorithm_init`` callback (:func:`load_init_weights`;
   it runs at the end of ``Algorithm.setup``) loads the version through ``models.registry_load.load``
-  (sha256 of every file verified before anything is unpickled, in the trial's own process), sets it
+  (its HMAC under the registry key and the sha256 of every file verified before anything is
+  unpickled, in the trial's own process), sets it
   on the learner(s), checks that every parameter of the learner's module now holds the version's
   value (RLlib's ``set_state`` ignores missing keys), and syncs the weights to the env runners. Tune
   restores a trial's checkpoint after ``setup``, so a resumed or restarted trial keeps its trained
   weights. The optimiser starts fresh: the registry holds the module only.
 * The registry, like the replay store, must be reachable at the same path from every trial's node.
+* **Signed versions.** The entrypoint passes a :data:`RegistryKey` (a function returning the registry
+  key, ``cluster.settings.registry_hmac_key``) rather than the key: the function travels with the
+  callback, the key never enters the config, the run file or Ray's state, and each trial reads it
+  from its own environment. A trial of a search whose driver had a key but that finds none in its
+  own environment refuses to load (it would otherwise skip the HMAC check).
 """
 
 from __future__ import annotations
 
 import functools
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from ray.rllib.algorithms.algorithm_config import AlgorithmConfig
 
 from raytrade.envs.actions import ActionConfig
@@ -50,6 +56,9 @@ from raytrade.tune_specs.exploration import module_model_config, module_spec, wi
 
 ADOPTED: tuple[str, ...] = ("feature_columns", "normalizer", "action")
 """The env config entries an ``--init`` search takes from the version."""
+
+RegistryKey = Callable[[], SecretStr | None]
+"""Where a process reads the registry's HMAC key (``cluster.settings.registry_hmac_key``)."""
 
 
 class InitConflictError(InputError):
@@ -207,32 +216,49 @@ def check_compatible(module: Any, config: AlgorithmConfig, version: InitVersion,
             )
 
 
-def with_init_weights(config: AlgorithmConfig, version: InitVersion, spec_name: str) -> AlgorithmConfig:
+def with_init_weights(
+    config: AlgorithmConfig, version: InitVersion, spec_name: str, registry_key: RegistryKey | None = None
+) -> AlgorithmConfig:
     """``config`` (whose env config already adopted the version's, :func:`adopt_env_config`) with the
     version's architecture and an ``on_algorithm_init`` callback loading its weights
-    (:func:`load_init_weights`), after :func:`check_compatible`."""
-    from raytrade.models.registry_load import load
-
-    handle = load(version.ref, version.registry)
+    (:func:`load_init_weights`), after :func:`check_compatible`. With ``registry_key``, the version
+    is loaded here and in every trial only if its HMAC matches under the key (module docstring)."""
+    handle = _load(version, registry_key)
     check_compatible(handle.module, config, version, spec_name)
     theirs = handle.module.model_config
     ours = module_model_config(config)
     model = {k: v for k, v in dict(theirs or {}).items() if k not in RLLIB_AUTO_KEYS and k != "exploration"}
     if "exploration" in ours:
         model["exploration"] = ours["exploration"]
-    hook = functools.partial(load_init_weights, init=version.model_dump())
+    hook = functools.partial(load_init_weights, init=version.model_dump(), registry_key=registry_key)
     return with_model_config(config, model).callbacks(on_algorithm_init=hook)
 
 
-def load_init_weights(*, algorithm: Any, init: dict[str, Any], **_: Any) -> None:
-    """``on_algorithm_init`` callback: the version ``init`` (an :class:`InitVersion` dump) on the
-    learner(s) and every env runner, before the first sample (see the module docstring)."""
-    from ray.rllib.core import DEFAULT_MODULE_ID
-
+def _load(version: InitVersion, registry_key: RegistryKey | None) -> Any:
+    """``models.registry_load.load`` of ``version`` under the key ``registry_key`` returns; a reader
+    that returns no key (this process's environment lacks it) is refused rather than loading the
+    version unchecked."""
     from raytrade.models.registry_load import load
 
+    key = None if registry_key is None else registry_key()
+    if registry_key is not None and key is None:
+        raise InputError(
+            f"{version.label}: the search was started with a registry key but this trial's process has "
+            "none (it would load the version unsigned): set RAYTRADE_REGISTRY_HMAC_KEY on every node"
+        )
+    return load(version.ref, version.registry, key)
+
+
+def load_init_weights(
+    *, algorithm: Any, init: dict[str, Any], registry_key: RegistryKey | None = None, **_: Any
+) -> None:
+    """``on_algorithm_init`` callback: the version ``init`` (an :class:`InitVersion` dump) on the
+    learner(s) and every env runner, before the first sample (see the module docstring); with
+    ``registry_key``, only if its HMAC matches under the key this process reads."""
+    from ray.rllib.core import DEFAULT_MODULE_ID
+
     version = InitVersion.model_validate(init)
-    state = load(version.ref, version.registry).module.get_state()
+    state = _load(version, registry_key).module.get_state()
     algorithm.learner_group.set_weights({DEFAULT_MODULE_ID: state})
     loaded = algorithm.learner_group.get_weights([DEFAULT_MODULE_ID])[DEFAULT_MODULE_ID]
     differ = sorted(set(loaded) ^ set(state)) or [k for k in state if not np.array_equal(loaded[k], state[k])]
