@@ -27,6 +27,7 @@ import click
 
 from raytrade.cluster.errors import one_line_errors
 from raytrade.cluster.evaluate import DEFAULT_POLICIES, run_evaluation, split_names
+from raytrade.cluster.options import LocalPath
 
 if TYPE_CHECKING:
     from raytrade.envs.evaluation.document import EvaluationReport
@@ -169,7 +170,7 @@ def run_nightly(
 
 
 @click.command("nightly")
-@click.option("--replay", type=click.Path(path_type=Path), required=True, help="Replay store root.")
+@click.option("--replay", type=LocalPath(), required=True, help="Replay store root (a local folder).")
 @click.option("--registry", type=click.Path(path_type=Path), required=True, help="Model registry folder.")
 @click.option("--source", type=click.Choice(["csv", "synthetic"]), help="Re-ingest this source first.")
 @click.option("--path", "path", type=click.Path(path_type=Path), help="csv: folder of CSVs.")

@@ -101,6 +101,40 @@ def test_a_storage_uri_carrying_credentials_is_refused_without_echoing_them() ->
     assert KEY not in str(refused.value) and "AKIDEXAMPLE" not in str(refused.value)
 
 
+@pytest.mark.parametrize(
+    "uri",
+    [
+        f"s3://AKIDEXAMPLE:{KEY}@bucket/store",
+        "s3://AKIDEXAMPLE:wJal/rXUt+nFEMI@bucket/store",  # AWS secrets hold / and +: the rest is the path
+        "s3://AKIDEXAMPLE:wJal#rXUt@bucket/store",
+    ],
+)
+def test_a_uri_with_credentials_is_refused_and_never_shown_however_the_secret_is_spelled(uri: str) -> None:
+    from raytrade.replay.remote import RemoteError, check_uri, redacted
+
+    secret = uri.split(":", 2)[2].rpartition("@")[0]
+    with pytest.raises(RemoteError) as refused:
+        check_uri(uri)
+    for shown in (str(refused.value), redacted(uri)):
+        assert secret not in shown and "AKIDEXAMPLE" not in shown, shown
+        assert "bucket/store" in shown
+
+
+def test_an_error_line_never_echoes_a_location_with_credentials() -> None:
+    """The CLI's last net (cluster.errors prints every error line through it): a library's message,
+    or a path type that folded ``s3://`` into ``s3:/``, quoting the URI."""
+    from raytrade.replay.credentials import without_credentials
+
+    line = (
+        f"registry 's3://AKIDEXAMPLE:{KEY}@bucket/x' does not exist; "
+        f"[Errno 2] No such file or directory: 's3:/AKIDEXAMPLE:{KEY}@bucket/store'; "
+        "see https://example.test/docs, model alpha@2"
+    )
+    shown = without_credentials(line)
+    assert KEY not in shown and "AKIDEXAMPLE" not in shown
+    assert "'s3://bucket/x'" in shown and "https://example.test/docs" in shown and "alpha@2" in shown
+
+
 def test_the_s3_filesystem_tune_ships_to_its_trials_holds_no_credential(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
