@@ -15,6 +15,9 @@
   reported (a missing file, a refused connection) or a bug: it is shown as one line too, with a hint
   to rerun with ``-v``, which re-raises it with its traceback.
 * Anything else is a bug and keeps its traceback.
+* A location that carries credentials (``s3://KEY:SECRET@bucket/…``) is never echoed: the messages
+  show locations through ``replay.credentials.shown_url``, and the line printed passes through
+  ``without_credentials`` too (a library's own message may quote the URI it was given).
 """
 
 from __future__ import annotations
@@ -60,9 +63,11 @@ def _verbose() -> bool:
 def _first_line(exc: BaseException) -> str:
     from pydantic import ValidationError
 
+    from raytrade.replay.credentials import without_credentials
+
     if isinstance(exc, ValidationError):
         return _validation_line(exc)
-    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return without_credentials(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
 
 
 def _validation_line(exc: Any) -> str:

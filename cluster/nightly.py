@@ -42,6 +42,7 @@ import click
 
 from raytrade.cluster.errors import one_line_errors
 from raytrade.cluster.evaluate import DEFAULT_POLICIES, run_evaluation, sample_warnings, split_names
+from raytrade.cluster.options import LocalPath
 from raytrade.replay.credentials import shown_url
 from raytrade.replay.errors import InputError
 from raytrade.replay.remote import is_remote
@@ -266,7 +267,7 @@ def run_nightly(
 
 
 @click.command("nightly")
-@click.option("--replay", type=click.Path(path_type=Path), required=True, help="Replay store root.")
+@click.option("--replay", type=LocalPath(), required=True, help="Replay store root (a local folder).")
 @click.option(
     "--registry", required=True, help="Model registry folder (local; must exist, may hold no versions)."
 )

@@ -35,6 +35,28 @@ def registry_option(help: str = "Registry root (a folder, or an s3://… URI).")
     )
 
 
+class LocalPath(click.ParamType):
+    """A local folder or file as a ``pathlib.Path``, for commands that cannot use remote locations: a
+    ``scheme://`` URI is refused as a usage error that shows it without credentials
+    (``replay.credentials.shown_url``), instead of ``click.Path`` folding ``s3://KEY:SECRET@b/x`` into a
+    local folder named after the secret."""
+
+    name = "path"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        from pathlib import Path
+
+        from raytrade.replay.credentials import shown_url
+        from raytrade.replay.remote import is_remote
+
+        if isinstance(value, Path):
+            return value
+        if is_remote(str(value)):
+            command = f"`raytrade {ctx.info_name}`" if ctx is not None else "this command"
+            self.fail(f"{shown_url(str(value))} is a URI; {command} takes a local path", param, ctx)
+        return Path(value)
+
+
 class FiniteFloatRange(click.FloatRange):
     """``click.FloatRange`` that refuses NaN too (``nan <= max`` and ``nan > min`` are both false, so
     ``FloatRange`` lets it through) and infinities: a cap of NaN or inf would be no cap."""

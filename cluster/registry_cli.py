@@ -37,9 +37,15 @@ def migrate_command(ref: str | None, registry: Path) -> None:
     or every version when omitted)."""
     from raytrade.cluster.settings import registry_hmac_key
     from raytrade.models.registry_migrate import migrate
+    from raytrade.replay.credentials import shown_url
+    from raytrade.replay.remote import is_remote
 
+    if is_remote(str(registry)):
+        raise InputError(
+            f"`raytrade registry migrate` works on a local registry folder, not {shown_url(str(registry))}"
+        )
     if not Path(registry).is_dir():
-        raise FileNotFoundError(f"registry {str(registry)!r} does not exist")
+        raise FileNotFoundError(f"registry {shown_url(str(registry))!r} does not exist")
     for version, rewritten in migrate(registry, ref, registry_hmac_key()).items():
         click.echo(f"{version}: " + (f"rewrote {', '.join(rewritten)}" if rewritten else "up to date"))
 
@@ -54,15 +60,16 @@ def sign_command(ref: str | None, registry: Path) -> None:
     omitted). Check each manifest first: the old scheme did not protect it."""
     from raytrade.cluster.settings import REGISTRY_HMAC_KEY_ENV, registry_hmac_key
     from raytrade.models.registry_migrate import sign
-    from raytrade.replay.remote import is_remote, redacted
+    from raytrade.replay.credentials import shown_url
+    from raytrade.replay.remote import is_remote
 
     if is_remote(registry):
         raise InputError(
-            f"`raytrade registry sign` works on a local registry folder, not {redacted(str(registry))}: "
+            f"`raytrade registry sign` works on a local registry folder, not {shown_url(str(registry))}: "
             "promote the versions again with the key"
         )
     if not Path(registry).is_dir():
-        raise FileNotFoundError(f"registry {str(registry)!r} (a local folder) does not exist")
+        raise FileNotFoundError(f"registry {shown_url(str(registry))!r} (a local folder) does not exist")
     key = registry_hmac_key()
     if key is None:
         raise InputError(f"set {REGISTRY_HMAC_KEY_ENV} to the registry key to sign with")

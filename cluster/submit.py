@@ -16,16 +16,24 @@ Design decisions
 * Token auth: the token is ``RAY_AUTH_TOKEN``, else the file ``RAY_AUTH_TOKEN_PATH`` names, else
   ``~/.ray/auth_token`` (Ray's own order), sent as ``Authorization: Bearer`` to the job API. A
   missing or refused token ends with one line naming where the token came from.
-* No secret enters the runtime env (it is stored in the GCS and shown in the dashboard):
-  :func:`build_runtime_env` sets only the code and ``PYTHONUNBUFFERED``, and
-  :func:`check_no_secrets` refuses a runtime env holding a secret-named variable or the value of
-  any secret variable of this environment. The job reads its secrets from the cluster's own
-  environment (KubeRay's ``raytrade-secrets``).
+* No secret enters what Ray stores in the GCS and shows in the dashboard: the runtime env, the
+  shipped code, the entrypoint. The secrets known here (:func:`known_secrets`) are the values of
+  this environment's secret-named variables and of the settings (``RAYTRADE_SETTINGS_FILE``
+  included). :func:`build_runtime_env` sets only the code and ``PYTHONUNBUFFERED``, and
+  :func:`check_no_secrets` refuses a runtime env holding a secret-named variable or a known secret;
+  :func:`check_entrypoint` refuses a command carrying a known secret or a URI with credentials
+  (``s3://KEY:SECRET@…``); :func:`check_wheel` refuses a wheel holding anything but the package's
+  modules and the config files pyproject names (package-data), a file named like a secret
+  (:data:`SECRET_FILE_PATTERNS`, the patterns ``.rayignore`` and ``.dockerignore`` exclude too) or a
+  known secret in any file; :func:`check_settings_file` refuses to ship a package folder holding the
+  settings file. The job reads its secrets from the cluster's own environment (KubeRay's
+  ``raytrade-secrets``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import fnmatch
 import json
 import os
 import shlex
@@ -37,19 +45,77 @@ import tomllib
 import urllib.error
 import urllib.request
 import zipfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import click
+from pydantic import SecretStr
 
 from raytrade.cluster.errors import one_line_errors
+from raytrade.replay.credentials import carries_credentials, shown_url
 from raytrade.replay.errors import InputError
+
+if TYPE_CHECKING:
+    from raytrade.cluster.settings import Settings
 
 DEFAULT_ADDRESS: Final = "http://127.0.0.1:8265"
 ADDRESS_ENVS: Final = ("RAY_API_SERVER_ADDRESS", "RAY_ADDRESS")
 SECRET_WORDS: Final = ("TOKEN", "KEY", "SECRET", "PASSWORD")
+MIN_SECRET_CHARS: Final = 8
+"""Shorter values of secret variables are not looked for (``KEY=1`` would match everywhere)."""
 CLI_MODULE: Final = "raytrade.cluster.cli"
+SECRET_FILE_PATTERNS: Final = (
+    # settings and environment files
+    ".env",
+    ".env.*",
+    "*.env",
+    ".envrc",
+    "settings.toml",
+    "settings.json",
+    "settings.ini",
+    "settings.y*ml",
+    "secrets.*",
+    "*.secret",
+    "*.secrets",
+    # cloud, cluster and tool credentials
+    "credentials",
+    "credentials.json",
+    "credentials.csv",
+    ".aws/",
+    ".kube/",
+    "kubeconfig",
+    ".docker/",
+    ".git-credentials",
+    ".netrc",
+    ".pgpass",
+    ".pypirc",
+    ".npmrc",
+    # tokens (Ray's auth_token, ray_auth_token, token.txt)
+    "*token",
+    "*.token",
+    "*token.txt",
+    "*token.json",
+    # keys and certificates
+    ".ssh/",
+    "id_rsa*",
+    "id_dsa*",
+    "id_ecdsa*",
+    "id_ed25519*",
+    "*.pem",
+    "*.key",
+    "*.p12",
+    "*.pfx",
+    "*.jks",
+    "*.keystore",
+    "*.kdbx",
+)
+"""File names that hold secrets, in ``.gitignore`` syntax (a trailing ``/``: a folder; no ``/``
+otherwise: the name at any depth). ``.rayignore`` (``ray job submit --working-dir``, ``ray up``'s
+rsync), ``.gitignore`` and ``.dockerignore`` (as ``**/PATTERN``) list every one, and
+:func:`check_wheel` refuses a shipped file named like one. ``tests/test_secrets.py`` and
+``tests/test_cluster_configs.py`` check the three files, and that no tracked file matches."""
+WHEEL_METADATA: Final = frozenset({"METADATA", "WHEEL", "RECORD", "entry_points.txt", "top_level.txt"})
 
 
 class SubmitError(InputError):
@@ -118,16 +184,35 @@ def project_root() -> Path:
     return root
 
 
+def _setuptools(root: Path) -> dict[str, Any]:
+    config: dict[str, Any] = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]
+    return config
+
+
+def package_folders(root: Path) -> list[str]:
+    """The checkout's package folders (``[tool.setuptools.package-dir]``): what a wheel ships."""
+    return sorted(set(_setuptools(root)["package-dir"].values()))
+
+
+def package_data(root: Path) -> list[str]:
+    """The data files pyproject ships (``[tool.setuptools.package-data]``) as wheel paths
+    (``raytrade/cluster/configs/rayjob.yaml``)."""
+    dirs = _setuptools(root)["package-dir"]
+    return sorted(
+        f"raytrade/{dirs[package]}/{name}"
+        for package, names in _setuptools(root).get("package-data", {}).items()
+        for name in names
+    )
+
+
 def build_wheel(root: Path, out: Path) -> Path:
     """``pip wheel --no-deps`` of a fresh copy of ``root``'s pyproject, README and package folders
     (those of ``[tool.setuptools.package-dir]``) into ``out``; returns the wheel."""
-    pyproject = tomllib.loads((root / "pyproject.toml").read_text())
-    folders = sorted(set(pyproject["tool"]["setuptools"]["package-dir"].values()))
     src = out / "src"
     src.mkdir(parents=True)
     for name in ("pyproject.toml", "README.md"):
         shutil.copy2(root / name, src / name)
-    for folder in folders:
+    for folder in package_folders(root):
         shutil.copytree(root / folder, src / folder, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
     wheels = out / "wheels"
     command = [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation"]
@@ -160,24 +245,113 @@ def entrypoint(command: Sequence[str]) -> str:
     return shlex.join(["python", "-m", CLI_MODULE, *command[1:]])
 
 
+def secret_file_name(path: str) -> str | None:
+    """The pattern of :data:`SECRET_FILE_PATTERNS` that the POSIX ``path`` (relative) matches, or None:
+    a name pattern against every part, a folder pattern (``.aws/``) against every folder."""
+    *folders, name = path.split("/")
+    for pattern in SECRET_FILE_PATTERNS:
+        if pattern.endswith("/"):
+            if any(fnmatch.fnmatchcase(f, pattern[:-1]) for f in folders):
+                return pattern
+        elif any(fnmatch.fnmatchcase(part, pattern) for part in [*folders, name]):
+            return pattern
+    return None
+
+
+def known_secrets(environ: Mapping[str, str], settings: Settings | None) -> dict[str, str]:
+    """Secret values this process knows, by name: the environment's secret-named variables (TOKEN,
+    KEY, SECRET, PASSWORD) and the settings' secrets (``RAYTRADE_SETTINGS_FILE`` included), at least
+    :data:`MIN_SECRET_CHARS` long."""
+    found = {k: v for k, v in environ.items() if any(w in k.upper() for w in SECRET_WORDS)}
+    if settings is not None:
+        for name in type(settings).model_fields:
+            value = getattr(settings, name)
+            if isinstance(value, SecretStr):
+                found.setdefault(f"settings.{name}", value.get_secret_value())
+    return {k: v for k, v in found.items() if len(v) >= MIN_SECRET_CHARS}
+
+
+def _carried(text: str, secrets: Mapping[str, str]) -> list[str]:
+    return sorted(k for k, v in secrets.items() if len(v) >= MIN_SECRET_CHARS and v in text)
+
+
+def check_entrypoint(command: Sequence[str], secrets: Mapping[str, str]) -> None:
+    """Refuse a command whose arguments carry a URI with credentials (``s3://KEY:SECRET@…``, shown
+    without them) or the value of a known secret (named, never shown): the entrypoint is stored in
+    the GCS and shown in the dashboard and ``ray job list``."""
+    for arg in command:
+        if "://" in arg and carries_credentials(arg):
+            raise SubmitError(
+                f"the command's argument {shown_url(arg)!r} carries credentials (user:password@, not "
+                "shown here), which the job's entrypoint would store in the cluster: give the cluster "
+                "its own credentials (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, or the node's role)"
+            )
+    leaked = _carried(shlex.join(command), secrets)
+    if leaked:
+        raise SubmitError(
+            f"the command carries the value of {leaked}, which the job's entrypoint would store"
+        )
+
+
+def check_settings_file(environ: Mapping[str, str], root: Path) -> None:
+    """Refuse to ship a package folder that holds the settings file ``RAYTRADE_SETTINGS_FILE`` names
+    (whatever its name: :func:`check_wheel` knows secret files only by their names and contents)."""
+    from raytrade.cluster.settings import SETTINGS_FILE_ENV
+
+    named = environ.get(SETTINGS_FILE_ENV, "").strip()
+    if not named:
+        return
+    settings_file = Path(named).expanduser().resolve()
+    for folder in package_folders(root):
+        if settings_file.is_relative_to((root / folder).resolve()):
+            raise SubmitError(
+                f"the settings file {SETTINGS_FILE_ENV}={named} lies in {folder}/, which submit ships "
+                "to the cluster: keep it outside the checkout's package folders"
+            )
+
+
+def check_wheel(wheel: Path, data_files: Collection[str], secrets: Mapping[str, str]) -> None:
+    """Refuse a wheel that would ship more than code: a file that is neither a module (``.py``) nor
+    one of ``data_files`` (:func:`package_data`) nor the wheel's metadata, a file named like a secret
+    (:func:`secret_file_name`), or a file holding a known secret's value."""
+    with zipfile.ZipFile(wheel) as archive:
+        names = [n for n in archive.namelist() if not n.endswith("/")]
+        unknown = [
+            n
+            for n in names
+            if not (
+                (n.startswith("raytrade/") and n.endswith(".py"))
+                or n in data_files
+                or (n.split("/")[0].endswith(".dist-info") and n.split("/")[-1] in WHEEL_METADATA)
+            )
+        ]
+        named = [n for n in names if secret_file_name(n)]
+        if unknown or named:
+            raise SubmitError(
+                f"{wheel.name} would ship {sorted({*unknown, *named})[:5]}: only modules and the config "
+                "files of pyproject's package-data go to the cluster (move the others out of the "
+                "package folders)"
+            )
+        for name in names:
+            leaked = _carried(archive.read(name).decode("utf-8", "replace"), secrets)
+            if leaked:
+                raise SubmitError(f"{wheel.name}'s {name} holds the value of {leaked}")
+
+
 def build_runtime_env(package: Path) -> dict[str, Any]:
     """The job's runtime env: the shipped code and unbuffered output; nothing else."""
     return {"py_modules": [str(package)], "env_vars": {"PYTHONUNBUFFERED": "1"}}
 
 
-def check_no_secrets(runtime_env: Mapping[str, Any], environ: Mapping[str, str]) -> None:
+def check_no_secrets(runtime_env: Mapping[str, Any], secrets: Mapping[str, str]) -> None:
     """Refuse a runtime env holding a secret: a variable named like one (TOKEN, KEY, SECRET,
-    PASSWORD), or anywhere, the value of such a variable of ``environ``."""
+    PASSWORD), or anywhere, the value of a secret named like one in ``secrets`` (an environment,
+    or :func:`known_secrets`)."""
     env_vars = runtime_env.get("env_vars", {})
     named = sorted(k for k in env_vars if any(w in k.upper() for w in SECRET_WORDS))
     if named:
         raise SubmitError(f"the job's runtime env would carry secret variables {named}")
-    text = json.dumps(runtime_env)
-    leaked = sorted(
-        k
-        for k, v in environ.items()
-        if any(w in k.upper() for w in SECRET_WORDS) and len(v) >= 8 and v in text
-    )
+    leaked = _carried(json.dumps(runtime_env), known_secrets(secrets, None))
     if leaked:
         raise SubmitError(f"the job's runtime env would carry the value of {leaked}")
 
@@ -194,12 +368,19 @@ def submit(command: Sequence[str], address: str, token: str, say: Any = click.ec
     """Build and ship the code, submit ``command``; returns (the job client, the job id)."""
     from ray.job_submission import JobSubmissionClient
 
+    from raytrade.cluster.settings import load_settings
+
     job_entry = entrypoint(command)
+    secrets = known_secrets(os.environ, load_settings())
+    check_entrypoint(command, secrets)
+    root = project_root()
+    check_settings_file(os.environ, root)
     with tempfile.TemporaryDirectory(prefix="raytrade-submit-") as tmp:
-        wheel = build_wheel(project_root(), Path(tmp) / "build")
+        wheel = build_wheel(root, Path(tmp) / "build")
+        check_wheel(wheel, package_data(root), secrets)
         package = unpack_wheel(wheel, Path(tmp) / "site")
         runtime_env = build_runtime_env(package)
-        check_no_secrets(runtime_env, os.environ)
+        check_no_secrets(runtime_env, secrets)
         say(f"shipping {wheel.name} ({wheel.stat().st_size / 1024:.0f} KiB) as py_modules")
         client = JobSubmissionClient(address, headers={"Authorization": f"Bearer {token}"})
         job_id = client.submit_job(entrypoint=job_entry, runtime_env=runtime_env)

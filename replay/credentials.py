@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Final
 from urllib.parse import urlsplit
 
@@ -45,6 +46,23 @@ def shown_url(url: str) -> str:
     return parts._replace(query="", fragment="").geturl()
 
 
+def carries_credentials(url: str) -> bool:
+    """True when ``url`` may carry credentials: any ``@`` after the scheme (``user:password@``, however
+    malformed: a password may hold an unescaped ``/`` or ``#``), the rule :func:`shown_url` strips by."""
+    scheme, sep, rest = str(url).partition("://")
+    return "@" in (rest if sep else scheme)
+
+
+_URI_IN_TEXT: Final = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*:/+[^\s@]*@\S*")
+
+
+def without_credentials(text: str) -> str:
+    """``text`` with every URI that carries credentials shown as :func:`shown_url` shows it: the last
+    net under an error line that may quote a location (``s3://KEY:SECRET@bucket``, or the
+    ``s3:/KEY:SECRET@bucket`` a path type folds it into) or a library's message about one."""
+    return _URI_IN_TEXT.sub(lambda m: shown_url(m.group(0)), text)
+
+
 def check_secure_url(url: str, *, field: str) -> str:
     """Return ``url`` if it is ``https://`` or ``http://`` on a loopback host and carries no
     credentials; else :class:`UnsafeURLError` naming ``field`` (the setting or argument) and the value
@@ -60,7 +78,7 @@ def check_secure_url(url: str, *, field: str) -> str:
             f"{field}={shown_url(url)!r} must use https:// (plain http:// is allowed only for "
             "127.0.0.1/localhost)"
         )
-    if "@" in url:
+    if carries_credentials(url):
         raise UnsafeURLError(
             f"{field}={shown_url(url)!r} must not carry credentials (user:password@, not shown here): "
             "URLs are logged; keys and tokens come from the settings"

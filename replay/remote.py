@@ -37,6 +37,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import BeforeValidator
 
+from raytrade.replay.credentials import carries_credentials, shown_url
 from raytrade.replay.errors import InputError
 
 CACHE_ENV: Final = "RAYTRADE_CACHE_DIR"
@@ -72,15 +73,16 @@ def location(value: str | os.PathLike[str]) -> str:
 
 
 def redacted(uri: str) -> str:
-    """``uri`` without any user information (what error messages show)."""
-    parts = urlsplit(uri)
-    host = parts.netloc.rpartition("@")[2]
-    return urlunsplit((parts.scheme, host, parts.path, "", ""))
+    """``uri`` as error messages show it: ``replay.credentials.shown_url`` (no user information, query
+    or fragment, however malformed the URI: a secret key may hold an unescaped ``/``)."""
+    return shown_url(uri)
 
 
 def check_uri(uri: str) -> None:
-    """Refuse a URI that carries credentials (``scheme://user:secret@…``)."""
-    if "@" in urlsplit(uri).netloc:
+    """Refuse a URI that carries credentials (``scheme://user:secret@…``; any ``@``, the rule of
+    ``replay.credentials.carries_credentials``: an AWS secret key may hold a ``/``, which puts the
+    rest of it in the URI's path)."""
+    if carries_credentials(uri):
         raise RemoteError(
             f"{redacted(uri)}: credentials in the URI are refused; set AWS_ACCESS_KEY_ID and "
             "AWS_SECRET_ACCESS_KEY (or the node's role) instead"

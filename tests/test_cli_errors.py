@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 from typing import Any, Literal
 
 import click
@@ -16,7 +17,12 @@ from raytrade.replay.errors import InputError
 from raytrade.replay.reader import StoreError
 from raytrade.serve.caps import ExposureCaps
 
+AWS_SECRET = "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY"
+CREDENTIAL_URI = f"s3://AKIAEXAMPLE:{AWS_SECRET}@bucket/x"
 RAISED = {
+    "located": FileNotFoundError(
+        f"[Errno 2] No such file or directory: 's3:/AKIAEXAMPLE:{AWS_SECRET}@bucket/x'"
+    ),
     "input": InputError("--spec='nope' is not a spec"),
     "store": StoreError("replay store '/x' has no bars"),
     "value": ValueError("returns[3] = -1.5 is <= -1"),
@@ -124,3 +130,43 @@ def test_a_validation_error_never_echoes_what_may_be_a_secret() -> None:
     )
     assert _check("hidden", {"size": -73516}) == "error: _Hidden.size: Input should be greater than 0"
     assert _check("account", {"size": -2}) == "error: _Account.size: Input should be greater than 0 (got -2)"
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (
+            ["registry", "migrate", "--registry", CREDENTIAL_URI],
+            "works on a local registry folder, not s3://bucket/x",
+        ),
+        (
+            ["registry", "sign", "--registry", CREDENTIAL_URI],
+            "works on a local registry folder, not s3://bucket/x",
+        ),
+        (
+            ["nightly", "--replay", CREDENTIAL_URI, "--registry", "registry", "--source", "synthetic"],
+            "s3://bucket/x is a URI; `raytrade nightly` takes a local path",
+        ),
+    ],
+)
+def test_a_location_with_credentials_is_refused_without_echoing_them_or_making_a_folder(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, args: list[str], expected: str
+) -> None:
+    """registry migrate echoed the URI whole; nightly's --replay (click.Path) made a local folder named
+    after the secret (`s3:/AKIA…:SECRET@bucket`) and ingested into it."""
+    from raytrade.cluster.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == EXIT_BAD_INPUT, result.output
+    assert expected in result.output
+    assert AWS_SECRET not in result.output and "AKIAEXAMPLE" not in result.output
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_an_error_line_quoting_a_location_with_credentials_shows_it_without_them() -> None:
+    """A library's message (here the folded ``s3:/`` a path type makes of ``s3://``) quoting the URI."""
+    code, out, _ = run("boom", "located")
+    assert code == EXIT_BAD_INPUT
+    assert AWS_SECRET not in out and "AKIAEXAMPLE" not in out
+    assert out.startswith("error: [Errno 2] No such file or directory: 'bucket/x' (FileNotFoundError;")

@@ -98,13 +98,125 @@ def test_the_launcher_starts_every_node_with_token_auth_and_no_secret_in_the_fil
 def test_the_launcher_syncs_no_file_that_rayignore_keeps_off_the_cluster() -> None:
     """`ray up` rsyncs the checkout to every node; without the filter it copied .env files, keys and
     the live loop's state that `ray job submit` (which reads .rayignore) leaves behind."""
+    from raytrade.cluster.submit import SECRET_FILE_PATTERNS
+
     launcher = _load("cluster-launcher.yaml")
     assert {".rayignore", ".gitignore"} <= set(launcher["rsync_filter"])
     root = CONFIGS.parents[1]
-    secret_patterns = {".env", ".env.*", "*.env", "settings*.env", "*.pem", "*.key", ".netrc", ".raytrade/"}
+    secret_patterns = {*SECRET_FILE_PATTERNS, ".raytrade/"}
     for name in (".rayignore", ".gitignore"):
         patterns = {line.strip() for line in (root / name).read_text().splitlines()}
         assert secret_patterns <= patterns, (name, sorted(secret_patterns - patterns))
+
+
+def _docker_excluded(patterns: list[str], path: str) -> bool:
+    """Docker's .dockerignore rule for ``path`` (relative, POSIX): the last matching pattern wins, a
+    ``!`` pattern re-includes; ``**`` spans any folders, ``*`` and ``?`` stay within one; a pattern
+    that matches a folder excludes everything under it."""
+
+    def part(text: str) -> str:
+        if text == "**":
+            return "(?:[^/]+/)*"
+        glob = "".join("[^/]*" if c == "*" else "[^/]" if c == "?" else re.escape(c) for c in text)
+        return glob + "/"
+
+    def regex(pattern: str) -> re.Pattern[str]:
+        body = "".join(part(p) for p in pattern.strip("/").split("/")).removesuffix("/")
+        return re.compile(f"^{body}(?:/.*)?$")
+
+    excluded = False
+    for pattern in patterns:
+        negated = pattern.startswith("!")
+        if regex(pattern.lstrip("!")).match(path):
+            excluded = not negated
+    return excluded
+
+
+def test_the_image_build_context_holds_no_secret_environment_or_data() -> None:
+    """`COPY cluster ./cluster` takes the whole folder: without a .dockerignore a settings.env or a token
+    kept next to the configs was baked into the image every pod runs."""
+    from raytrade.cluster.submit import SECRET_FILE_PATTERNS
+    from tests.test_secrets import SECRET_FILES
+
+    root = CONFIGS.parents[1]
+    lines = (root / ".dockerignore").read_text().splitlines()
+    patterns = [line.strip() for line in lines if line.strip() and not line.startswith("#")]
+    assert {f"**/{p.rstrip('/')}" for p in SECRET_FILE_PATTERNS} <= set(patterns)
+    for path in [
+        *SECRET_FILES,
+        ".venv/bin/python",
+        "cluster/.venv/lib/x.py",
+        ".git/config",
+        "registry/a/1/x",
+    ]:
+        assert _docker_excluded(patterns, path), path
+    copied = re.findall(r"^COPY (?:--\S+ )*(.+) \S+$", (CONFIGS / "Dockerfile").read_text(), re.M)
+    needed = [name for sources in copied for name in sources.split()]
+    for path in [*needed, "cluster/submit.py", "cluster/settings.py", "replay/credentials.py"]:
+        assert (root / path).exists() and not _docker_excluded(patterns, path), path
+
+
+def test_the_image_installs_the_locked_versions_as_make_does() -> None:
+    """The image used to resolve everything but ray and torch from pyproject's open ranges at build
+    time: the cluster ran versions CI never tested."""
+    root = CONFIGS.parents[1]
+    dockerfile = (CONFIGS / "Dockerfile").read_text().replace("\\\n", " ")
+    copied = " ".join(re.findall(r"^COPY (.+)$", dockerfile, re.M)).split()
+    assert "requirements.lock" in copied
+    installs = [c.strip() for run in re.findall(r"^RUN (.+)$", dockerfile, re.M) for c in run.split("&&")]
+    (project,) = [c for c in installs if c.startswith("pip install") and c.endswith(" -e .")]
+    assert "--constraint requirements.lock" in project, project
+    make_pip = re.search(r"^PIP_VERSION := (\S+)$", (root / "Makefile").read_text(), re.M)
+    assert make_pip and f"pip install --no-cache-dir pip=={make_pip.group(1)}" in installs
+    assert installs.index(f"pip install --no-cache-dir pip=={make_pip.group(1)}") < installs.index(project)
+    lock = dict(
+        line.split("==", 1) for line in (root / "requirements.lock").read_text().splitlines() if "==" in line
+    )
+    (torch,) = [c for c in installs if " torch==" in c]
+    assert f"torch=={lock['torch']} " in torch and "--no-deps" in torch
+
+
+REGISTRY_KEY = {"secretKeyRef": {"name": "raytrade-secrets", "key": "registry-hmac-key"}}
+
+
+def _config_pods() -> dict[str, list[dict[str, Any]]]:
+    """The containers that promote or load registry versions, per config: every Ray pod (job
+    drivers, trials and evaluation rollouts, Serve replicas); the RayJob's submitter only submits."""
+    return {
+        "raycluster.yaml": _containers(_load("raycluster.yaml")["spec"]),
+        "rayjob.yaml": _containers(_rayjob()["rayClusterSpec"]),
+        "rayservice.yaml": _containers(_load("rayservice.yaml")["spec"]["rayClusterConfig"]),
+    }
+
+
+def test_every_pod_that_promotes_or_loads_a_version_has_the_registry_key_from_the_secret() -> None:
+    """Without it, promote on KubeRay never signed and the replicas checked sha256s only."""
+    for config, containers in _config_pods().items():
+        for container in containers:
+            env = {e["name"]: e for e in container["env"]}
+            assert env.get("RAYTRADE_REGISTRY_HMAC_KEY", {}).get("valueFrom") == REGISTRY_KEY, (
+                config,
+                container["name"],
+            )
+
+
+def test_the_documented_secret_creates_every_key_the_configs_require() -> None:
+    """A required secretKeyRef whose key the documented `kubectl create secret` does not create keeps
+    the pods from starting; the README's command and raycluster.yaml's are checked."""
+    required = {
+        ref["key"]
+        for containers in _config_pods().values()
+        for c in containers
+        for e in c["env"]
+        if (ref := e.get("valueFrom", {}).get("secretKeyRef")) and not ref.get("optional")
+    }
+    assert "registry-hmac-key" in required
+    readme = (CONFIGS.parents[1] / "README.md").read_text()
+    for name, text in (("README.md", readme), ("raycluster.yaml", (CONFIGS / "raycluster.yaml").read_text())):
+        start = text.index("kubectl create secret generic raytrade-secrets")
+        command = re.split(r"\n(?!#?\s*--from-literal)", text[start:])[0]
+        created = set(re.findall(r"--from-literal=([\w-]+)=", command))
+        assert required <= created, (name, sorted(required - created))
 
 
 def _registry_mounts(container: dict[str, Any], registry: Path) -> list[dict[str, Any]]:

@@ -35,6 +35,21 @@ def test_every_folder_with_an_init_is_a_listed_package_under_raytrade() -> None:
     assert _setuptools()["package-dir"] == {f"raytrade.{top}": top for top in FOLDERS}
 
 
+def test_the_package_data_is_the_tracked_configs_by_name() -> None:
+    """A glob (``configs/*``) shipped any untracked file kept there (a settings.env, a token) in the
+    wheel ``raytrade submit`` uploads; the list names each config, and names all of them."""
+    data = _setuptools()["package-data"]
+    assert list(data) == ["raytrade.cluster"]  # type: ignore[call-overload]
+    names = data["raytrade.cluster"]  # type: ignore[index]
+    assert not any(set(name) & set("*?[") for name in names), names
+    tracked = subprocess.run(
+        ["git", "ls-files", "cluster/configs"], cwd=REPO, capture_output=True, text=True, check=False
+    )
+    if tracked.returncode != 0:
+        pytest.skip("not a git checkout")
+    assert sorted(names) == sorted(f.removeprefix("cluster/") for f in tracked.stdout.split())
+
+
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("wheel")

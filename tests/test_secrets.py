@@ -92,6 +92,75 @@ def test_rayignore_keeps_secrets_state_and_environments_out_of_job_uploads() -> 
         assert not ignored(ROOT / path), path
 
 
+SECRET_FILES = (
+    ".envrc",
+    "settings.toml",
+    "cluster/configs/settings.env",
+    "secrets.json",
+    "credentials",
+    "credentials.csv",
+    ".aws/credentials",
+    ".kube/config",
+    ".netrc",
+    ".pgpass",
+    ".git-credentials",
+    "id_ed25519",
+    "id_rsa.pub",
+    ".ssh/known_hosts",
+    "ray_auth_token",
+    "auth_token",
+    "cluster/configs/ray_auth_token",
+    "token.txt",
+    "client.p12",
+    "server.pfx",
+    "tls.key",
+    "ca.pem",
+)
+
+
+def _ray_excludes(root: Path) -> Any:
+    from ray._private.runtime_env.packaging import get_excludes_from_ignore_files
+
+    matchers = get_excludes_from_ignore_files(root, include_gitignore=True)
+    return lambda path: any(match(root / path) for match in matchers)
+
+
+def test_job_uploads_and_ray_up_leave_every_common_secret_file_behind(tmp_path: Path) -> None:
+    """Ray's own matcher on the project's .rayignore and .gitignore (what `ray job submit
+    --working-dir .` and `ray up`'s rsync_filter read), over files named as secrets usually are."""
+    for name in (".rayignore", ".gitignore"):
+        (tmp_path / name).write_text((ROOT / name).read_text())
+    excluded = _ray_excludes(tmp_path)
+    for path in SECRET_FILES:
+        (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / path).write_text("x")
+        assert excluded(path), path
+
+
+def test_the_secret_file_patterns_leave_every_tracked_file_in() -> None:
+    """The patterns catch secrets, not the project: no file of the repository matches one (a
+    ``credentials.*`` pattern would leave replay/credentials.py behind on the cluster)."""
+    from raytrade.cluster.submit import secret_file_name
+
+    tracked = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=False)
+    if tracked.returncode != 0:
+        pytest.skip("not a git checkout")
+    files = tracked.stdout.split()
+    assert "replay/credentials.py" in files and "cluster/settings.py" in files
+    excluded = _ray_excludes(ROOT)
+    assert [f for f in files if secret_file_name(f) or excluded(f)] == []
+
+
+def test_secret_file_names_are_matched_at_any_depth_and_folders_by_their_name() -> None:
+    from raytrade.cluster.submit import secret_file_name
+
+    assert secret_file_name("raytrade/cluster/configs/settings.env") == "*.env"
+    assert secret_file_name("raytrade/cluster/configs/ray_auth_token") == "*token"
+    assert secret_file_name("home/.aws/config") == ".aws/"
+    assert secret_file_name("raytrade/replay/credentials.py") is None
+    assert secret_file_name("raytrade/cluster/settings.py") is None
+
+
 def test_a_storage_uri_carrying_credentials_is_refused_without_echoing_them() -> None:
     from raytrade.replay.remote import RemoteError, location
 
@@ -99,6 +168,40 @@ def test_a_storage_uri_carrying_credentials_is_refused_without_echoing_them() ->
         location(f"s3://AKIDEXAMPLE:{KEY}@bucket/store?region=us-east-1")
     assert str(refused.value).startswith("s3://bucket/store: credentials in the URI are refused")
     assert KEY not in str(refused.value) and "AKIDEXAMPLE" not in str(refused.value)
+
+
+@pytest.mark.parametrize(
+    "uri",
+    [
+        f"s3://AKIDEXAMPLE:{KEY}@bucket/store",
+        "s3://AKIDEXAMPLE:wJal/rXUt+nFEMI@bucket/store",  # AWS secrets hold / and +: the rest is the path
+        "s3://AKIDEXAMPLE:wJal#rXUt@bucket/store",
+    ],
+)
+def test_a_uri_with_credentials_is_refused_and_never_shown_however_the_secret_is_spelled(uri: str) -> None:
+    from raytrade.replay.remote import RemoteError, check_uri, redacted
+
+    secret = uri.split(":", 2)[2].rpartition("@")[0]
+    with pytest.raises(RemoteError) as refused:
+        check_uri(uri)
+    for shown in (str(refused.value), redacted(uri)):
+        assert secret not in shown and "AKIDEXAMPLE" not in shown, shown
+        assert "bucket/store" in shown
+
+
+def test_an_error_line_never_echoes_a_location_with_credentials() -> None:
+    """The CLI's last net (cluster.errors prints every error line through it): a library's message,
+    or a path type that folded ``s3://`` into ``s3:/``, quoting the URI."""
+    from raytrade.replay.credentials import without_credentials
+
+    line = (
+        f"registry 's3://AKIDEXAMPLE:{KEY}@bucket/x' does not exist; "
+        f"[Errno 2] No such file or directory: 's3:/AKIDEXAMPLE:{KEY}@bucket/store'; "
+        "see https://example.test/docs, model alpha@2"
+    )
+    shown = without_credentials(line)
+    assert KEY not in shown and "AKIDEXAMPLE" not in shown
+    assert "'s3://bucket/x'" in shown and "https://example.test/docs" in shown and "alpha@2" in shown
 
 
 def test_the_s3_filesystem_tune_ships_to_its_trials_holds_no_credential(

@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import http.server
 import json
+import shutil
 import threading
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -18,10 +21,16 @@ from raytrade.cluster.submit import (
     SubmitError,
     build_runtime_env,
     build_wheel,
+    check_entrypoint,
     check_no_secrets,
+    check_settings_file,
     check_token,
+    check_wheel,
     entrypoint,
+    known_secrets,
     logs_command,
+    package_data,
+    package_folders,
     project_root,
     read_token,
     resolve_address,
@@ -122,6 +131,165 @@ def test_the_shipped_wheel_holds_exactly_the_checkouts_modules(tmp_path: Path) -
         source = {p.relative_to(root / folder) for p in (root / folder).rglob("*.py")}
         assert shipped == source, folder
     assert not (package / "__init__.py").exists()  # raytrade stays a namespace package
+
+
+AWS_SECRET = "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY"
+
+
+def _checkout_copy(dest: Path) -> Path:
+    """A copy of this checkout's pyproject, README and package folders (the worktree stays untouched)."""
+    root = project_root()
+    dest.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy2(root / name, dest / name)
+    for folder in package_folders(root):
+        shutil.copytree(root / folder, dest / folder, ignore=shutil.ignore_patterns("__pycache__"))
+    return dest
+
+
+def test_files_kept_next_to_the_configs_are_not_shipped_and_the_wheel_passes_its_check(
+    tmp_path: Path,
+) -> None:
+    """An untracked settings file or token in cluster/configs/ used to ride along (package-data
+    ``configs/*``) into the wheel submit uploads to the cluster's GCS."""
+    copy = _checkout_copy(tmp_path / "checkout")
+    (copy / "cluster" / "configs" / "settings.env").write_text("ALPACA_SECRET_KEY=live-secret-0123456789\n")
+    (copy / "cluster" / "configs" / "ray_auth_token").write_text("deadbeef" * 8)
+    wheel = build_wheel(copy, tmp_path / "build")
+    configs = sorted(n for n in zipfile.ZipFile(wheel).namelist() if "/configs/" in n)
+    assert configs == package_data(copy)
+    assert [n.rsplit("/", 1)[1] for n in configs] == [
+        "Dockerfile",
+        "cluster-launcher.yaml",
+        "raycluster.yaml",
+        "rayjob.yaml",
+        "rayservice.yaml",
+    ]
+    check_wheel(wheel, package_data(copy), SECRETS)  # passes
+
+
+def _wheel(tmp_path: Path, files: dict[str, str]) -> Path:
+    wheel = tmp_path / "raytrade-0.1.0-py3-none-any.whl"
+    with zipfile.ZipFile(wheel, "w") as archive:
+        for name, text in {
+            "raytrade/cluster/cli.py": "",
+            "raytrade-0.1.0.dist-info/RECORD": "",
+            **files,
+        }.items():
+            archive.writestr(name, text)
+    return wheel
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "raytrade/cluster/configs/settings.env",  # not a module nor a named config
+        "raytrade/cluster/configs/prod.yaml",
+        "raytrade/cluster/configs/ray_auth_token",
+        "raytrade/cluster/.aws/credentials.py",  # a module, but in a credentials folder
+        "raytrade/serve/secrets.py",
+    ],
+)
+def test_a_wheel_with_a_file_that_is_not_code_or_is_named_like_a_secret_is_refused(
+    tmp_path: Path, name: str
+) -> None:
+    data = ["raytrade/cluster/configs/rayjob.yaml"]
+    check_wheel(_wheel(tmp_path, {data[0]: "kind: RayJob"}), data, SECRETS)  # passes
+    with pytest.raises(SubmitError, match=f"would ship .*{name}.*only modules and the config files"):
+        check_wheel(_wheel(tmp_path, {name: "x = 1"}), data, SECRETS)
+
+
+def test_a_wheel_holding_a_known_secret_is_refused_without_showing_it(tmp_path: Path) -> None:
+    wheel = _wheel(tmp_path, {"raytrade/serve/app.py": f"TOKEN = {SECRETS['RAYTRADE_SERVE_TOKEN']!r}"})
+    with pytest.raises(SubmitError) as refused:
+        check_wheel(wheel, [], SECRETS)
+    assert str(refused.value) == (
+        f"{wheel.name}'s raytrade/serve/app.py holds the value of ['RAYTRADE_SERVE_TOKEN']"
+    )
+
+
+@pytest.mark.parametrize(
+    "arg",
+    [
+        f"s3://AKIAEXAMPLE:{AWS_SECRET}@bucket/store",
+        f"--out=s3://AKIAEXAMPLE:{AWS_SECRET}@bucket/store",
+        f"s3://AKIAEXAMPLE:{AWS_SECRET.replace('/', '@')}@bucket/store",
+    ],
+)
+def test_a_command_with_uri_credentials_is_refused_without_showing_them(arg: str) -> None:
+    command = ["raytrade", "ingest", "--source", "synthetic", "--out", arg]
+    with pytest.raises(SubmitError, match="carries credentials") as refused:
+        check_entrypoint(command, {})
+    assert "AKIAEXAMPLE" not in str(refused.value) and "K7MDENG" not in str(refused.value)
+    assert "bucket/store" in str(refused.value)
+
+
+def test_a_command_with_the_value_of_a_known_secret_is_refused_naming_only_the_variable() -> None:
+    secrets = known_secrets({"AWS_SECRET_ACCESS_KEY": AWS_SECRET, "HOME": "/home/someone"}, None)
+    assert secrets == {"AWS_SECRET_ACCESS_KEY": AWS_SECRET}
+    command = ["raytrade", "ingest", "--source", "alpaca", "--symbols", f"AAPL,{AWS_SECRET}"]
+    with pytest.raises(SubmitError) as refused:
+        check_entrypoint(command, secrets)
+    assert str(refused.value) == (
+        "the command carries the value of ['AWS_SECRET_ACCESS_KEY'], which the job's entrypoint would store"
+    )
+    plain = ["raytrade", "serve", "--model", "alpha@2", "--registry", "s3://bucket/reg?region=us-east-1"]
+    check_entrypoint(plain, secrets)  # passes: NAME@VERSION is not a credential
+
+
+def test_the_settings_files_secrets_are_known_too(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from raytrade.cluster.settings import load_settings
+
+    settings_file = tmp_path / "prod.conf"  # any name: RAYTRADE_SETTINGS_FILE names it
+    settings_file.write_text("ALPACA_SECRET_KEY=alpaca-from-the-file-0123456789\n")
+    for name in ("ALPACA_SECRET_KEY", "APCA_API_SECRET_KEY", "RAYTRADE_REGISTRY_HMAC_KEY"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("RAYTRADE_SETTINGS_FILE", str(settings_file))
+    secrets = known_secrets({}, load_settings())
+    assert secrets == {"settings.alpaca_secret_key": "alpaca-from-the-file-0123456789"}
+    with pytest.raises(SubmitError, match=r"\['settings.alpaca_secret_key'\]"):
+        check_entrypoint(["raytrade", "summary", "alpaca-from-the-file-0123456789"], secrets)
+
+
+def test_a_settings_file_inside_a_shipped_folder_is_refused(tmp_path: Path) -> None:
+    root = tmp_path / "checkout"
+    root.mkdir()
+    shutil.copy2(project_root() / "pyproject.toml", root / "pyproject.toml")
+    inside = root / "cluster" / "configs" / "prod.conf"
+    with pytest.raises(
+        SubmitError, match=r"RAYTRADE_SETTINGS_FILE=.*prod.conf lies in cluster/, which submit"
+    ):
+        check_settings_file({"RAYTRADE_SETTINGS_FILE": str(inside)}, root)
+    check_settings_file({"RAYTRADE_SETTINGS_FILE": str(root / "prod.conf")}, root)  # the root is not shipped
+    check_settings_file({"RAYTRADE_SETTINGS_FILE": str(tmp_path / "prod.conf")}, root)
+    check_settings_file({}, root)
+
+
+def test_submit_refuses_a_credential_in_the_command_before_anything_is_sent(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import ray.job_submission
+
+    from raytrade.cluster import submit as submit_module
+
+    sent: list[dict[str, Any]] = []
+
+    class _Client:
+        def __init__(self, *args: object, **kwargs: object) -> None:
+            pass
+
+        def submit_job(self, **kwargs: Any) -> str:
+            sent.append(kwargs)
+            return "raysubmit_fake"
+
+    monkeypatch.setattr(ray.job_submission, "JobSubmissionClient", _Client)
+    monkeypatch.delenv("RAYTRADE_SETTINGS_FILE", raising=False)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", AWS_SECRET)
+    for out in (f"s3://AKIAEXAMPLE:{AWS_SECRET}@bucket/store", f"/data/{AWS_SECRET}"):
+        command = ["raytrade", "ingest", "--source", "synthetic", "--out", out]
+        with pytest.raises(SubmitError):
+            submit_module.submit(command, "http://127.0.0.1:1", "token", say=lambda _: None)
+    assert sent == []
 
 
 class _Refuse(http.server.BaseHTTPRequestHandler):
