@@ -24,7 +24,8 @@ Design decisions
   presented token and comparing digests in constant time.
 * **Nor does the registry key.** With an HMAC key for the registry (``models.registry.verify_mac``),
   the deployment is bound a function that reads it (:data:`RegistryKey`); each replica calls it in
-  its own process whenever it loads a version.
+  its own process whenever it loads a version, and refuses to load when its machine has no key
+  (a deployment whose deployer signs never serves a version unchecked).
 * **Dynamic batching without a timer.** Concurrent requests are decided in one policy forward
   (:class:`serve.batcher.DrainBatcher`, ``max_batch_size``): a request that finds no batch being
   decided is decided at once, those that arrive meanwhile go together in the next batch, so an idle
@@ -397,6 +398,12 @@ class PolicyHolder:
         feature at the new last bar) is the new data's answer, and every request will hold on it;
         refusing it would keep the previous bars' features trading."""
         key = None if self.registry_key is None else self.registry_key()
+        if self.registry_key is not None and key is None:  # the deployer signs: never load unchecked
+            raise RuntimeError(
+                f"{cfg.model}: this deployment checks registry signatures, but the registry key "
+                "(RAYTRADE_REGISTRY_HMAC_KEY, or the settings file's registry_hmac_key) is not set on "
+                "this replica's machine: refusing to load a version unchecked"
+            )
         service = load_service(cfg.model, cfg.registry, cfg.decide, key)
         try:
             service.probe(batch_sizes=cfg.max_batch_size)

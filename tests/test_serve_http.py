@@ -232,6 +232,20 @@ def test_a_replica_holding_the_key_refuses_a_version_without_an_hmac(tmp_path: A
     assert holder.service is None
 
 
+def test_a_replica_of_a_signing_deployment_without_the_key_refuses_to_load(tmp_path: Any) -> None:
+    """The deployer had a key (the replica is bound a reader), the replica's machine has none: it
+    refuses instead of loading the version with its sha256s only (which whoever rewrote a file can
+    rewrite too)."""
+    from raytrade.serve.app import PolicyHolder, ServiceConfig
+    from tests.test_registry import _promote_fake
+
+    _promote_fake(tmp_path, REGISTRY_KEY)
+    holder = PolicyHolder(registry_key=lambda: None)
+    with pytest.raises(RuntimeError, match=r"^alpha: this deployment checks registry signatures.*not set"):
+        holder.configure(ServiceConfig(model="alpha", registry=str(tmp_path / "registry")))
+    assert holder.service is None
+
+
 # ------------------------------------------------------------------------- batching (no timer)
 
 
