@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING
 import click
 
 from raytrade.cluster.errors import one_line_errors
+from raytrade.cluster.options import LocalPath
 
 if TYPE_CHECKING:
     from raytrade.envs.cost_profile import CostProfile, FittedParameter
@@ -80,8 +81,8 @@ def format_profile(profile: CostProfile) -> str:
 
 
 @click.command("calibrate-costs")
-@click.option("--replay", type=click.Path(path_type=Path), required=True, help="Replay store root.")
-@click.option("--out", type=click.Path(path_type=Path), required=True, help="Profile JSON to write.")
+@click.option("--replay", type=LocalPath(), required=True, help="Replay store root.")
+@click.option("--out", type=LocalPath(), required=True, help="Profile JSON to write.")
 @click.option(
     "--min-fills",
     type=click.IntRange(min=10),
@@ -124,7 +125,7 @@ def format_recalibration(report: dict[str, tuple[CalibrationSummary, Calibration
 
 
 @click.command("recalibrate")
-@click.option("--replay", type=click.Path(path_type=Path), required=True, help="Replay store root.")
+@click.option("--replay", type=LocalPath(), required=True, help="Replay store root.")
 @click.option(
     "--refit-every", type=click.IntRange(min=1), default=63, show_default=True, help="Bars between refits."
 )

@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING
 import click
 
 from raytrade.cluster.errors import one_line_errors
+from raytrade.cluster.options import LocalPath
 
 if TYPE_CHECKING:
     from raytrade.envs.evaluation.document import EvaluationReport
@@ -114,7 +115,7 @@ def run_evaluation(
 
 
 @click.command("evaluate")
-@click.option("--replay", type=click.Path(path_type=Path), required=True, help="Replay store root.")
+@click.option("--replay", type=LocalPath(), required=True, help="Replay store root.")
 @click.option(
     "--split",
     type=click.Choice(["train", "validation", "test", "all"]),
@@ -149,7 +150,7 @@ def run_evaluation(
     help="Comma-separated: baselines (cash, buy_and_hold, equal_weight, inverse_vol, kelly_lite) and "
     "registry:NAME[@VERSION]. equal_weight is always added as the benchmark.",
 )
-@click.option("--out", type=click.Path(path_type=Path), required=True, help="Report folder.")
+@click.option("--out", type=LocalPath(), required=True, help="Report folder.")
 @click.option(
     "--seeds", type=click.IntRange(min=1), default=3, show_default=True, help="Seeds per stochastic model."
 )
@@ -161,7 +162,7 @@ def run_evaluation(
 )
 @click.option(
     "--registry",
-    type=click.Path(path_type=Path),
+    type=LocalPath(),
     default=Path("registry"),
     show_default=True,
     help="Model registry folder for registry: policies.",
@@ -170,7 +171,7 @@ def run_evaluation(
 @click.option("--no-plots", is_flag=True, help="Skip the PNG plots (tiny-budget runs).")
 @click.option(
     "--cost-profile",
-    type=click.Path(path_type=Path),
+    type=LocalPath(),
     help="Cost profile from raytrade calibrate-costs (default: the loop's cost model).",
 )
 @one_line_errors

@@ -85,7 +85,7 @@ from raytrade.cluster.experiment_report import (
     results_log_section,
     write_plots,
 )
-from raytrade.cluster.options import action_options
+from raytrade.cluster.options import LocalPath, action_options
 from raytrade.envs.actions import ActionConfig, ActionMode
 from raytrade.envs.evaluation.document import Window
 from raytrade.envs.evaluation.stats import BootstrapConfig
@@ -803,8 +803,8 @@ def _names(value: str | None) -> tuple[str, ...] | None:
 
 
 @click.command("experiment")
-@click.option("--replay", type=click.Path(path_type=Path), required=True, help="Replay store root.")
-@click.option("--out", type=click.Path(path_type=Path), required=True, help="Output folder.")
+@click.option("--replay", type=LocalPath(), required=True, help="Replay store root.")
+@click.option("--out", type=LocalPath(), required=True, help="Output folder.")
 @click.option(
     "--budget",
     type=click.Choice(["smoke", "small", "full"]),
@@ -816,7 +816,7 @@ def _names(value: str | None) -> tuple[str, ...] | None:
 @click.option("--features", help="Comma list of feature sets (default: base,enriched).")
 @click.option(
     "--results-log",
-    type=click.Path(path_type=Path),
+    type=LocalPath(),
     help=f"Results log the dated section is appended to (default: OUT/{RESULTS_LOG}).",
 )
 @click.option("--cvar-penalty", type=click.FloatRange(min=0), default=1.0, show_default=True)

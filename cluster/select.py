@@ -53,7 +53,7 @@ import click
 import numpy as np
 
 from raytrade.cluster.errors import one_line_errors
-from raytrade.cluster.options import registry_option
+from raytrade.cluster.options import LocalPath, registry_option
 from raytrade.cluster.promote import best_row, load_module, promote, trial_config
 from raytrade.cluster.run_file import (
     LeaderboardRow,
@@ -564,13 +564,13 @@ def write_outputs(selection: Selection, out: Path) -> list[Path]:
 
 
 @click.command("select")
-@click.argument("run_dirs", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.argument("run_dirs", nargs=-1, required=True, type=LocalPath())
 @click.option("--promote", "promote_name", help="Promote the winner to the registry under this name.")
 @registry_option()
-@click.option("--replay", type=click.Path(path_type=Path), help="Store to replay on (default: the runs').")
+@click.option("--replay", type=LocalPath(), help="Store to replay on (default: the runs').")
 @click.option(
     "--out",
-    type=click.Path(path_type=Path),
+    type=LocalPath(),
     default=Path("select"),
     show_default=True,
     help="Folder for select.json, select.md and select.png.",

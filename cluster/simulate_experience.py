@@ -20,6 +20,7 @@ import click
 from pydantic import BaseModel, ConfigDict, Field
 
 from raytrade.cluster.errors import one_line_errors
+from raytrade.cluster.options import LocalPath
 from raytrade.replay.errors import InputError
 
 POLICY_CHOICES = ("kelly_lite", "equal_weight")
@@ -113,12 +114,8 @@ def simulate_experience(opts: SimulateOptions) -> SimulateOutcome:
 
 @click.command("simulate-experience")
 @click.option("--policy", required=True, help="kelly_lite, equal_weight or registry:NAME[@VERSION].")
-@click.option(
-    "--replay", type=click.Path(path_type=Path), required=True, help="Replay store root (train split)."
-)
-@click.option(
-    "--out", type=click.Path(path_type=Path), required=True, help="Store root receiving the experience."
-)
+@click.option("--replay", type=LocalPath(), required=True, help="Replay store root (train split).")
+@click.option("--out", type=LocalPath(), required=True, help="Store root receiving the experience.")
 @click.option("--episodes", type=click.IntRange(min=1), default=1, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option(
@@ -131,7 +128,7 @@ def simulate_experience(opts: SimulateOptions) -> SimulateOutcome:
 @click.option("--features", help="Observed feature groups (default: the offline specs', base).")
 @click.option(
     "--registry",
-    type=click.Path(path_type=Path),
+    type=LocalPath(),
     default=Path("registry"),
     show_default=True,
     help="Model registry folder for registry: policies.",

@@ -147,6 +147,17 @@ def test_a_validation_error_never_echoes_what_may_be_a_secret() -> None:
             ["nightly", "--replay", CREDENTIAL_URI, "--registry", "registry", "--source", "synthetic"],
             "s3://bucket/x is a URI; `raytrade nightly` takes a local path",
         ),
+        *(
+            (args, f"s3://bucket/x is a URI; `raytrade {args[0]}` takes a local path")
+            for args in (
+                ["evaluate", "--replay", CREDENTIAL_URI, "--out", "report"],
+                ["evaluate", "--replay", "store", "--out", CREDENTIAL_URI],
+                ["calibrate-costs", "--replay", CREDENTIAL_URI, "--out", "profile.json"],
+                ["experiment", "--replay", CREDENTIAL_URI, "--out", "exp"],
+                ["select", "run", "--replay", CREDENTIAL_URI],
+                ["simulate-experience", "--replay", CREDENTIAL_URI, "--out", "exp", "--policy", "kelly_lite"],
+            )
+        ),
     ],
 )
 def test_a_location_with_credentials_is_refused_without_echoing_them_or_making_a_folder(
