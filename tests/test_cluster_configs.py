@@ -90,7 +90,10 @@ def test_the_launcher_starts_every_node_with_token_auth_and_no_secret_in_the_fil
     for key in ("head_start_ray_commands", "worker_start_ray_commands"):
         start = " ".join(launcher[key])
         assert "RAY_AUTH_MODE=token" in start and "RAY_AUTH_TOKEN_PATH=" in start
-    assert any("pip install -e" in c for c in launcher["setup_commands"])
+    assert any(
+        "pip install --constraint" in c and c.endswith("-e /home/ray/raytrade")
+        for c in launcher["setup_commands"]
+    )
     text = (CONFIGS / "cluster-launcher.yaml").read_text()
     assert not re.search(r"RAY_AUTH_TOKEN=\S{8,}", text)
 
@@ -174,6 +177,22 @@ def test_the_image_installs_the_locked_versions_as_make_does() -> None:
     )
     (torch,) = [c for c in installs if " torch==" in c]
     assert f"torch=={lock['torch']} " in torch and "--no-deps" in torch
+
+
+def test_ray_up_installs_the_locked_versions_as_the_image_does() -> None:
+    """`ray up`'s nodes ran `pip install -e`, resolving every dependency from open ranges."""
+    root = CONFIGS.parents[1]
+    installs = [" ".join(c.split()) for c in _load("cluster-launcher.yaml")["setup_commands"]]
+    (project,) = [c for c in installs if c.endswith("-e /home/ray/raytrade")]
+    assert "--constraint /home/ray/raytrade/requirements.lock" in project, project
+    make_pip = re.search(r"^PIP_VERSION := (\S+)$", (root / "Makefile").read_text(), re.M)
+    assert make_pip and f"/home/ray/venv/bin/pip install pip=={make_pip.group(1)}" in installs
+    lock = dict(
+        line.split("==", 1) for line in (root / "requirements.lock").read_text().splitlines() if "==" in line
+    )
+    (torch,) = [c for c in installs if " torch==" in c]
+    assert f"torch=={lock['torch']} " in torch and "--no-deps" in torch
+    assert installs.index(torch) < installs.index(project)
 
 
 REGISTRY_KEY = {"secretKeyRef": {"name": "raytrade-secrets", "key": "registry-hmac-key"}}
