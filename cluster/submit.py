@@ -63,6 +63,8 @@ DEFAULT_ADDRESS: Final = "http://127.0.0.1:8265"
 ADDRESS_ENVS: Final = ("RAY_API_SERVER_ADDRESS", "RAY_ADDRESS")
 SECRET_WORDS: Final = ("TOKEN", "KEY", "SECRET", "PASSWORD")
 MIN_SECRET_CHARS: Final = 8
+LOCATION_SUFFIXES: Final = ("_PATH", "_FILE", "_DIR")
+"""A secret-named variable ending so names where a secret is kept (:func:`known_secrets`)."""
 """Shorter values of secret variables are not looked for (``KEY=1`` would match everywhere)."""
 CLI_MODULE: Final = "raytrade.cluster.cli"
 SECRET_FILE_PATTERNS: Final = (
@@ -261,14 +263,36 @@ def secret_file_name(path: str) -> str | None:
 def known_secrets(environ: Mapping[str, str], settings: Settings | None) -> dict[str, str]:
     """Secret values this process knows, by name: the environment's secret-named variables (TOKEN,
     KEY, SECRET, PASSWORD) and the settings' secrets (``RAYTRADE_SETTINGS_FILE`` included), at least
-    :data:`MIN_SECRET_CHARS` long."""
-    found = {k: v for k, v in environ.items() if any(w in k.upper() for w in SECRET_WORDS)}
+    :data:`MIN_SECRET_CHARS` long. A secret-named variable that names a file (``*_PATH``, ``*_FILE``,
+    ``*_DIR``: ``RAY_AUTH_TOKEN_PATH``) holds a location, not a secret (the shipped configs name
+    those paths): what the file holds is the secret, read when it is a small readable file."""
+    found: dict[str, str] = {}
+    for name, value in environ.items():
+        if not any(w in name.upper() for w in SECRET_WORDS):
+            continue
+        if name.upper().endswith(LOCATION_SUFFIXES):
+            held = _small_file_text(value)
+            if held:
+                found[f"{name} (its file)"] = held
+            continue
+        found[name] = value
     if settings is not None:
         for name in type(settings).model_fields:
             value = getattr(settings, name)
             if isinstance(value, SecretStr):
                 found.setdefault(f"settings.{name}", value.get_secret_value())
     return {k: v for k, v in found.items() if len(v) >= MIN_SECRET_CHARS}
+
+
+def _small_file_text(path: str, limit: int = 64 << 10) -> str | None:
+    """The stripped text of the file at ``path`` when it is a readable file of at most ``limit`` bytes."""
+    try:
+        file = Path(path).expanduser()
+        if not file.is_file() or file.stat().st_size > limit:
+            return None
+        return file.read_text(errors="replace").strip() or None
+    except OSError:
+        return None
 
 
 def _carried(text: str, secrets: Mapping[str, str]) -> list[str]:

@@ -237,6 +237,23 @@ def test_a_command_with_the_value_of_a_known_secret_is_refused_naming_only_the_v
     check_entrypoint(plain, secrets)  # passes: NAME@VERSION is not a credential
 
 
+def test_a_variable_that_names_where_a_secret_is_kept_is_not_itself_a_secret(tmp_path: Path) -> None:
+    """RAY_AUTH_TOKEN_PATH=/etc/raytrade/ray_auth_token is the path the shipped launcher config names:
+    its value counted as a secret, so submit refused its own wheel. The file's content is the secret."""
+    launcher_path = "/etc/raytrade/ray_auth_token"
+    assert launcher_path in (project_root() / "cluster" / "configs" / "cluster-launcher.yaml").read_text()
+    assert known_secrets({"RAY_AUTH_TOKEN_PATH": launcher_path, "SSH_KEY_FILE": "/nowhere/id"}, None) == {}
+    token_file = tmp_path / "ray_auth_token"
+    token_file.write_text("token-held-in-the-file-0123456789\n")
+    secrets = known_secrets({"RAY_AUTH_TOKEN_PATH": str(token_file)}, None)
+    assert secrets == {"RAY_AUTH_TOKEN_PATH (its file)": "token-held-in-the-file-0123456789"}
+    data = ["raytrade/cluster/configs/cluster-launcher.yaml"]
+    launcher = (project_root() / "cluster" / "configs" / "cluster-launcher.yaml").read_text()
+    check_wheel(_wheel(tmp_path, {data[0]: launcher}), data, {**SECRETS, **secrets})  # passes
+    with pytest.raises(SubmitError, match=r"RAY_AUTH_TOKEN_PATH \(its file\)"):
+        check_entrypoint(["raytrade", "summary", "token-held-in-the-file-0123456789"], secrets)
+
+
 def test_the_settings_files_secrets_are_known_too(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     from raytrade.cluster.settings import load_settings
 
