@@ -15,9 +15,14 @@ Components (defaults are the live trading loop's, see DESIGN.md §4):
   estimator on a gap day, a stale quote) is costed at the cap;
 * slippage: a liquidity-tier base (3 / 8 / 20 bps for dollar volume >= the loop's mega-cap threshold
   1e9 / >= 1e7 / below) plus square-root market impact ``impact_coef_bps * sqrt(participation)`` bps
-  with participation = traded notional / the bar's dollar volume, clipped at ``max_participation``.
-  The square-root law is the standard empirical shape of impact; with the default 100 bps a trade of
-  1 % of a bar's dollar volume costs 10 bps of impact, 0.01 % costs 1 bp;
+  with participation = traded notional / the average dollar volume per bar known at the decision
+  (the features' ``dollar_volume_20``, not the fill bar's own volume), clipped at ``max_participation``.
+  The square-root law is the standard empirical shape of impact, stated against average volume; with
+  the default 100 bps a trade of 1 % of a bar's average dollar volume costs 10 bps of impact, 0.01 %
+  costs 1 bp. How much fills is capped by the smaller of that average and the fill bar's own dollar
+  volume (``envs.simulator``), so a thin fill bar caps the fill, while its impact is charged against
+  the average: on a fill bar of a fifth of the average, a fill of 10 % of the bar pays the impact of
+  2 % of the average;
 * financing: ``financing_rate_annual`` (the loop's 6.75 %) on borrowed notional, the long exposure
   above ``financing_free_leverage`` (1x) equity, plus ``borrow_fee_annual`` (0.25 %) on short
   notional; per trading day ``annual / 252`` for equities and ``annual / 365`` for crypto (crypto

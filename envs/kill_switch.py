@@ -3,7 +3,9 @@
 Contract
 --------
 * State per episode: running equity ``peak``, ``active`` flag, ``bars_active`` (bars since it tripped).
-* It trips at a bar's close when ``1 - equity / peak >= trigger_drawdown``.
+* It trips at a bar's close when ``1 - equity / peak >= trigger_drawdown`` (within
+  :data:`TRIGGER_TOLERANCE`: a drawdown of exactly the trigger, 60,000 after a 75,000 peak against
+  20 %, computes as 0.19999999999999996 and trips).
 * While active, every asset's position may only shrink toward zero: ``|w_i|`` never grows and never
   changes sign (:func:`unwind_bounds` states the box the projection enforces, which the compiled step
   ``envs.step_kernel`` applies; the simulator also clips the resulting units so a price gap between
@@ -27,6 +29,15 @@ from pydantic import BaseModel, ConfigDict, Field
 from raytrade.envs.kernel_cache import use_kernel_cache
 
 use_kernel_cache()  # before any kernel compiles: the cache is keyed on every kernel module
+
+TRIGGER_TOLERANCE = 1e-9
+"""A drawdown this close below the trigger trips the switch (:func:`tripped`): float rounding of
+``1 - equity / peak`` must not keep it off at exactly the threshold."""
+
+
+def tripped(drawdown: np.ndarray | float, trigger: float) -> np.ndarray | bool:
+    """Whether ``drawdown`` (a fraction of the peak, >= 0) reaches ``trigger``, float rounding aside."""
+    return np.asarray(drawdown) >= trigger - TRIGGER_TOLERANCE
 
 
 class KillSwitchConfig(BaseModel):
@@ -113,7 +124,7 @@ def _advance(  # pragma: no cover (compiled; covered through update_kill_switch)
             if released and by_time and reset_peak_on_release:
                 p = equity[i]
         else:
-            active_out[i] = dd >= trigger
+            active_out[i] = dd >= trigger - TRIGGER_TOLERANCE
         peak_out[i] = p
     return peak_out, active_out, bars_out
 

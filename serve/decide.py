@@ -69,6 +69,7 @@ from raytrade.envs.gym_envs import (
     gate_action_space,
     gate_orders,
 )
+from raytrade.envs.kill_switch import tripped
 from raytrade.envs.market_data import MarketData
 from raytrade.envs.normalization import MISSING_CHANNEL
 from raytrade.envs.simulator import Observation, constrained_targets, exposure_limits
@@ -366,7 +367,7 @@ class DecisionService:
         )
         drawdown = np.array([-r.drawdown_pct for r in requests])
         kill = (
-            drawdown >= self._kill_trigger
+            np.asarray(tripped(drawdown, self._kill_trigger))
             if self._kill_trigger is not None
             else np.zeros(len(requests), bool)
         )

@@ -253,6 +253,12 @@ def test_kill_switch_only_unwinds(service: DecisionService) -> None:
         assert d.target_weight * d.current_weight >= 0.0
     calm = service.decide([_request(service, positions={a: 0.4, b: -0.3}, drawdown=-(trigger - 0.01))])[0]
     assert not calm.kill_switch_active
+    # exactly at the trigger, as the loop computes it (equity / peak - 1 rounds just short of it)
+    peak = 75_000.0
+    exact = 60_000.0 / peak - 1.0 if trigger == 0.2 else -trigger * (1 - 1e-16)
+    assert -exact < trigger  # rounded short of the trigger
+    at = service.decide([_request(service, positions={a: 0.4, b: -0.3}, drawdown=exact)])[0]
+    assert at.kill_switch_active
 
 
 def test_unmanaged_positions_shrink_the_budget(service: DecisionService) -> None:

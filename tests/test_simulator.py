@@ -238,6 +238,16 @@ def test_kill_switch_trips_and_releases_on_recovery() -> None:
     assert seen == [False, False, True, True, False, True]
 
 
+def test_kill_switch_trips_at_exactly_its_trigger_despite_float_rounding() -> None:
+    """60,000 after a 75,000 peak is a 20 % drawdown, computed as 0.19999999999999996: it trips."""
+    assert 1.0 - 60_000.0 / 75_000.0 < 0.2  # the rounding the rule must not be fooled by
+    cfg = KillSwitchConfig(trigger_drawdown=0.2, release_drawdown=0.05, release_after_bars=None)
+    s = update_kill_switch(init_kill_switch(np.array([75_000.0])), np.array([60_000.0]), cfg)
+    assert bool(s.active[0])
+    calm = update_kill_switch(init_kill_switch(np.array([75_000.0])), np.array([60_000.01]), cfg)
+    assert not bool(calm.active[0])  # a cent above the threshold stays off
+
+
 def test_kill_switch_releases_after_k_bars_and_resets_peak() -> None:
     cfg = KillSwitchConfig(trigger_drawdown=0.1, release_drawdown=None, release_after_bars=2)
     s = init_kill_switch(np.array([100.0]))
