@@ -12,8 +12,9 @@ policy is evaluated, the report shows it as refused with the reason, the command
 Out of sample: a registry model is refused (one ``error: …`` line naming the model, its training
 window, the windows and the first bar an out-of-sample window may start on) when any evaluated
 window (the split, a walk-forward fold, the stress scenarios' split) starts before its training window
-ends plus the embargo. ``--after-training`` cuts the ``--walk-forward`` folds from that bar on;
-``--in-sample`` evaluates anyway, and the report labels those figures IN-SAMPLE. A model whose
+ends plus the embargo. ``--after-training`` cuts the ``--walk-forward`` folds from that bar on (from
+the embargo after its validation window where that is known); ``--in-sample`` evaluates anyway, and
+the report labels those figures IN-SAMPLE. A model whose
 training window is unknown (older versions) is evaluated with a ``warning: …`` line and a report
 warning that out-of-sample cannot be checked.
 
@@ -134,7 +135,8 @@ def run_evaluation(
     "after_training",
     is_flag=True,
     help="With --walk-forward: cut the folds from the first bar after every registry model's training "
-    "window and the embargo (instead of half-way through the store).",
+    "window (and its validation window, where known) and the embargo (instead of half-way through the "
+    "store).",
 )
 @click.option(
     "--in-sample",

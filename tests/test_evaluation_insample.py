@@ -112,13 +112,18 @@ def test_a_window_after_the_training_window_passes_and_flags_the_validation_over
     assert "selection-biased" in render_markdown("r", report_blocks(report, []))
 
 
-def test_after_training_starts_the_folds_after_the_training_window(store: Path) -> None:
-    train, everything = _split(store, "train"), _split(store, "all")
+def test_after_training_starts_the_folds_after_the_training_and_validation_windows(store: Path) -> None:
+    """The checkpoint was chosen on the validation window (known here: the store is unchanged), so the
+    folds start after it too: a fold there would be selection-biased (they started right after the
+    training window and tested mostly on the validation window)."""
+    train, validation, everything = _split(store, "train"), _split(store, "validation"), _split(store, "all")
     plan = _prepare(store, _manifest(store), walk_forward=3, after_training=True)
     first = pd.Timestamp(plan.windows[0].data.ts[0], tz="UTC")
-    assert first == first_allowed_start(everything, train[-1], EMBARGO_BARS)
+    assert first == first_allowed_start(everything, validation[-1], EMBARGO_BARS)
+    assert first > validation[-1] > train[-1]
     report = build_report(evaluate(plan))
     model, baseline = report.policies[MODEL], report.policies["equal_weight"]
+    assert model.sample is not None and model.sample.validation_overlap == ()
     assert all(f.train is not None and f.train.end == str(train[-1].date()) for f in model.folds)
     assert [f.train for f in baseline.folds] != [f.train for f in model.folds]  # baselines keep the fold's
     assert model.sample is not None and model.sample.status == "out_of_sample"

@@ -349,15 +349,22 @@ def _sample_checks(
 
 def _after_training(calendar: pd.DatetimeIndex, trained: dict[str, TrainedOn], embargo: int) -> int | None:
     """``walk_forward_folds``' ``min_train_bars`` whose first test bar is the first bar ``embargo``
-    bars after the latest registry model's training window (None: no model has one)."""
-    ends = [t.train.end for t in trained.values() if t.train is not None]
+    bars after the latest registry model's training window, or after its validation window where that
+    is known (the checkpoint was chosen on it: a fold there would be selection-biased); None: no model
+    has a training window."""
+    ends = [
+        max(t.train.end, t.validation.end) if t.validation is not None else t.train.end
+        for t in trained.values()
+        if t.train is not None
+    ]
     if not ends:
         return None
     first = int(calendar.searchsorted(first_allowed_start(calendar, max(ends), embargo), "left"))
     if first >= len(calendar):
         raise EvaluationInputError(
             f"--after-training: the store ends {calendar[-1].date()}, {embargo} bars (the embargo) after "
-            f"the latest registry model's training window ({max(ends).date()}) leave no bar to evaluate"
+            f"the latest registry model's training (and known validation) window ({max(ends).date()}) "
+            "leave no bar to evaluate"
         )
     return max(1, first - embargo)
 
