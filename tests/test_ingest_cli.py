@@ -72,6 +72,20 @@ def test_good_csv_ingests_bars_and_features(store: Path) -> None:
             "row 2, column 'date', value '2024-13-03': unparsable",
         ),
         (lambda t: t.replace("10.8,11.2", "ten,11.2"), "row 2, column 'close', value 'ten': not a number"),
+        (  # the last of two close columns won, silently (2x prices here)
+            lambda t: "\n".join(
+                line + ("," + ("Close" if i == 0 else str(2 * float(line.split(",")[4]))) if line else "")
+                for i, line in enumerate(t.split("\n"))
+            ),
+            "column 'close': two columns for one field (close, Close): keep one",
+        ),
+        (
+            lambda t: "\n".join(
+                line + ("," + ("volume" if i == 0 else "7") if line else "")
+                for i, line in enumerate(t.split("\n"))
+            ),
+            "column 'volume': two columns for one field (volume, volume.1): keep one",
+        ),
     ],
     ids=[
         "missing-column",
@@ -82,6 +96,8 @@ def test_good_csv_ingests_bars_and_features(store: Path) -> None:
         "unsorted",
         "bad-date",
         "text",
+        "close-twice-by-case",
+        "volume-header-repeated",
     ],
 )
 def test_bad_file_is_refused_naming_file_row_column_value(

@@ -2,7 +2,8 @@
 
 Columns are matched by name, case-insensitively, whatever their order: a time column (``date``,
 ``timestamp``, ``time`` or ``datetime``), ``open``, ``high``, ``low``, ``close``, ``volume``, and
-optionally ``vwap``, ``trade_count`` and ``symbol``. Other columns (e.g. ``adj close``) are ignored.
+optionally ``vwap``, ``trade_count`` and ``symbol``. Other columns (e.g. ``adj close``) are ignored;
+two columns for one field (``close`` and ``Close``, or a repeated header) refuse the file.
 
 Calendar rule (explicit, so equities and crypto are never silently aligned):
 * a date without a time (``2024-03-18``) is the session date of a daily bar and is labelled
@@ -116,6 +117,32 @@ def _refuse_off_midnight_daily(ts: pd.Series, raw: pd.Series, column: str, path:
     raise ReplayValidationError([RowError("bars", first + 1, column, raw.iloc[first], reason)], str(path))
 
 
+def _refuse_ambiguous_columns(columns: pd.Index, path: Path) -> None:
+    """Refuse a file with two columns for one field: names equal up to case and spaces (``close`` and
+    ``Close``), or a repeated header pandas renamed (``close``, ``close.1``). Which one to read would
+    be a guess, and the other may hold other prices."""
+    fields = {*TIME_NAMES, *REQUIRED, *OPTIONAL, "symbol"}
+    seen: dict[str, list[str]] = {}
+    for column in columns:
+        name = str(column)
+        key = name.strip().lower()
+        base, _, suffix = key.rpartition(".")
+        if base in fields and suffix.isdigit():
+            key = base  # pandas' name for a repeated header
+        seen.setdefault(key, []).append(name)
+    clashes = {k: v for k, v in seen.items() if k in fields and len(v) > 1}
+    if clashes:
+        field, names = next(iter(clashes.items()))
+        raise ReplayValidationError(
+            [
+                RowError(
+                    "bars", None, field, None, f"two columns for one field ({', '.join(names)}): keep one"
+                )
+            ],
+            str(path),
+        )
+
+
 def read_symbol_file(path: Path) -> pd.DataFrame:
     """One CSV file as validated bars rows (``BARS_SCHEMA`` columns); raises naming file/row/column."""
     try:
@@ -124,6 +151,7 @@ def read_symbol_file(path: Path) -> pd.DataFrame:
         raise ReplayValidationError(
             [RowError("bars", None, "*", None, f"unreadable CSV: {exc}")], str(path)
         ) from None
+    _refuse_ambiguous_columns(frame.columns, path)
     by_name = {str(c).strip().lower(): c for c in frame.columns}
     time_col = next((by_name[n] for n in TIME_NAMES if n in by_name), None)
     missing = [n for n in REQUIRED if n not in by_name]
