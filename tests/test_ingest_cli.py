@@ -86,6 +86,13 @@ def test_good_csv_ingests_bars_and_features(store: Path) -> None:
             ),
             "column 'volume': two columns for one field (volume, volume.1): keep one",
         ),
+        (lambda t: t.split("\n")[0] + "\n", "no rows under the header"),  # was: accepted, nothing stored
+        (  # was: stored at 00:00 and at 05:00 UTC, one symbol on two clocks
+            lambda t: t.replace("2024-01-03,", "2024-01-03T00:00:00-05:00,").replace(
+                "2024-01-04,", "2024-01-04T00:00:00-05:00,"
+            ),
+            "row 2, column 'date', value '2024-02-03T00:00:00-05:00': a timestamp with an offset after dates",
+        ),
     ],
     ids=[
         "missing-column",
@@ -98,6 +105,8 @@ def test_good_csv_ingests_bars_and_features(store: Path) -> None:
         "text",
         "close-twice-by-case",
         "volume-header-repeated",
+        "header-only",
+        "dates-then-offsets",
     ],
 )
 def test_bad_file_is_refused_naming_file_row_column_value(

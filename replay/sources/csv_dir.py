@@ -77,6 +77,19 @@ def _parse_times(raw: pd.Series, path: Path, column: str) -> pd.Series:
         stamps = pd.to_datetime(text[aware], errors="coerce", utc=True, format="ISO8601")
         parsed[aware] = stamps.astype("datetime64[us, UTC]")
     errors: list[RowError] = []
+    if date_only.any() and aware.any():  # one symbol on two clocks: 00:00 UTC and the offsets' times
+        switch = int(np.flatnonzero(date_only != date_only[np.argmax(present)])[0])
+        errors.append(
+            RowError(
+                "bars",
+                switch + 1,
+                column,
+                raw.iloc[switch],
+                f"{'a date without a time' if date_only[switch] else 'a timestamp with an offset'} after "
+                f"{'timestamps' if date_only[switch] else 'dates without a time'} ({int(date_only.sum())} "
+                f"without a time, {int(aware.sum())} with an offset): one file, one form of time",
+            )
+        )
     if naive.any():
         stamps = pd.to_datetime(text[naive], errors="coerce", format="ISO8601")
         for position in np.flatnonzero(naive)[stamps.notna().to_numpy()].tolist():
@@ -152,6 +165,11 @@ def read_symbol_file(path: Path) -> pd.DataFrame:
             [RowError("bars", None, "*", None, f"unreadable CSV: {exc}")], str(path)
         ) from None
     _refuse_ambiguous_columns(frame.columns, path)
+    if frame.empty:
+        raise ReplayValidationError(
+            [RowError("bars", None, "*", None, "no rows under the header: a file per symbol with its bars")],
+            str(path),
+        )
     by_name = {str(c).strip().lower(): c for c in frame.columns}
     time_col = next((by_name[n] for n in TIME_NAMES if n in by_name), None)
     missing = [n for n in REQUIRED if n not in by_name]
