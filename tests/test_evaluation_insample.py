@@ -173,6 +173,20 @@ def test_an_unknown_training_window_is_evaluated_with_a_warning(
     )
 
 
+def test_after_training_without_a_model_whose_training_window_is_known_is_refused(store: Path) -> None:
+    """It used to cut the folds half-way through the store without a word, as if it had not been asked."""
+    from raytrade.envs.evaluation.harness import EvaluationInputError
+
+    with pytest.raises(EvaluationInputError, match="--after-training: no registry model .* known training"):
+        _prepare(store, None, walk_forward=3, after_training=True)
+    with pytest.raises(EvaluationInputError, match="--after-training: no registry model"):
+        prepare(
+            store,
+            ["equal_weight", "kelly_lite"],
+            CFG.model_copy(update={"walk_forward": 3, "after_training": True}),
+        )
+
+
 def test_the_nightly_leaves_an_in_sample_model_out_and_says_so(store: Path, tmp_path: Path) -> None:
     from raytrade.cluster.nightly import run_nightly
 

@@ -423,7 +423,13 @@ def prepare(
         calendar = pd.DatetimeIndex(everything.ts).tz_localize("UTC")
         min_train = max(1, round(len(calendar) * cfg.min_train_fraction))
         if cfg.after_training:
-            min_train = _after_training(calendar, trained, cfg.embargo_bars) or min_train
+            after = _after_training(calendar, trained, cfg.embargo_bars)
+            if after is None:
+                raise EvaluationInputError(
+                    "--after-training: no registry model among the policies has a known training window "
+                    "to start the folds after (baselines train on nothing); leave the flag out"
+                )
+            min_train = after
         try:
             folds = walk_forward_folds(calendar, cfg.walk_forward, min_train, cfg.embargo_bars)
         except ValueError as exc:
