@@ -589,6 +589,13 @@ def select_command(
 ) -> None:
     """Compare the best checkpoints of RUN_DIRS (raytrade tune runs, any spec) on their common
     validation window, with paired bootstrap intervals; optionally promote the winner."""
+    if promote_name is not None:  # refused before the replays and select.json, not after them
+        from raytrade.models.registry import check_name
+        from raytrade.replay.remote import check_uri, is_remote
+
+        check_name(promote_name)
+        if is_remote(str(registry)):
+            check_uri(str(registry))
     boot = BootstrapConfig(samples=bootstrap_samples, seed=seed)
     selection = run_select(
         list(run_dirs), out, replay=replay, bootstrap=boot, promoting=promote_name is not None

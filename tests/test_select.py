@@ -268,6 +268,28 @@ def test_promote_with_another_store_folder_is_refused_before_any_work(
     assert not (tmp_path / "o").exists() and not (tmp_path / "reg").exists()
 
 
+@pytest.mark.parametrize(
+    ("name", "registry", "expected"),
+    [
+        ("../evil", None, "policy name '../evil' must match"),
+        ("alpha", "s3://AKIAEXAMPLE:wJalrXUtnFEMI@bucket/reg", "credentials in the URI are refused"),
+    ],
+)
+def test_a_bad_promote_name_or_registry_is_refused_before_any_replay(
+    synthetic_store: Path, tmp_path: Path, name: str, registry: str | None, expected: str
+) -> None:
+    """They were refused only after the replays, once select.json had been written."""
+    from raytrade.replay.fingerprint import data_fingerprint
+
+    a = _crafted_run(tmp_path / "a", synthetic_store, data_fingerprint(synthetic_store)[0])
+    result = _select(
+        a, "--promote", name, "--registry", registry or tmp_path / "reg", "--out", tmp_path / "o"
+    )
+    assert result.exit_code == 2 and expected in result.output, result.output
+    assert "wJalrXUtnFEMI" not in result.output
+    assert not (tmp_path / "o").exists() and not (tmp_path / "reg").exists()
+
+
 # ------------------------------------------------------------------------------ the claim's N
 
 
