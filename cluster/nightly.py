@@ -259,7 +259,7 @@ def run_nightly(
             )
             break
         except InSampleError as exc:  # only registry models are ever in sample: the loop ends
-            left_out |= exc.reasons
+            left_out |= exc.facts  # evaluate's ways forward (--in-sample, ...) are not nightly's
     for line in [*left_out.values(), *sample_warnings(report)]:
         click.echo(f"warning: {line}", err=True)
     write_section(results, day, results_section(day, report, report_dir, results, ingested, left_out))

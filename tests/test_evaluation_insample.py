@@ -211,6 +211,7 @@ def test_the_nightly_leaves_an_in_sample_model_out_and_says_so(store: Path, tmp_
     )
     text = results.read_text()
     assert f"> **not evaluated (in sample):** {MODEL} trained on" in text
+    assert "--in-sample" not in text and "--after-training" not in text  # evaluate's options, not nightly's
     assert f"| {MODEL} |" not in text and "| equal_weight |" in text
     assert (report_dir / "report.json").exists()
 

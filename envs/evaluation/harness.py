@@ -77,13 +77,16 @@ log = logging.getLogger(__name__)
 
 class InSampleError(EvaluationInputError):
     """Registry models asked to be evaluated on bars they trained on; ``reasons``: policy -> its
-    one-line refusal (``insample.refusal``). The message is the first one's, naming the others."""
+    one-line refusal (``insample.refusal``), ``facts``: the same without ``raytrade evaluate``'s ways
+    forward (for callers without those options, the nightly). The message is the first reason's,
+    naming the others."""
 
-    def __init__(self, reasons: dict[str, str]) -> None:
+    def __init__(self, reasons: dict[str, str], facts: dict[str, str] | None = None) -> None:
         first, *others = reasons
         more = f" (also in sample: {', '.join(others)})" if others else ""
         super().__init__(reasons[first] + more)
         self.reasons = dict(reasons)
+        self.facts = dict(facts or reasons)
 
 
 class EvaluationConfig(BaseModel):
@@ -441,7 +444,10 @@ def prepare(
     in_sample = [c for c in checks.values() if c.in_sample]
     if in_sample and not cfg.in_sample:
         spans = _spans(cfg, windows, split_data)
-        raise InSampleError({c.policy: refusal(c, spans) for c in in_sample})
+        raise InSampleError(
+            {c.policy: refusal(c, spans) for c in in_sample},
+            {c.policy: refusal(c, spans, advice=False) for c in in_sample},
+        )
     for check in checks.values():
         if check.in_sample:
             log.warning("%s is evaluated IN-SAMPLE on %s", check.policy, ", ".join(check.in_sample))

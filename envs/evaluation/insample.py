@@ -122,15 +122,21 @@ def check_windows(
     return SampleCheck(policy, trained, allowed, inside, overlap, embargo_bars)
 
 
-def refusal(check: SampleCheck, windows: Sequence[Span]) -> str:
-    """The one-line error for a model evaluated on bars it trained on."""
+def refusal(check: SampleCheck, windows: Sequence[Span], advice: bool = True) -> str:
+    """The one-line error for a model evaluated on bars it trained on (``advice``: with ``raytrade
+    evaluate``'s ways forward)."""
     train = check.trained_on.train
     assert train is not None and check.first_allowed is not None  # only a checked model is refused
     named = ", ".join(w.dates() for w in windows if w.name in check.in_sample)
-    return (
+    fact = (
         f"{check.policy} trained on {_dates(train.start, train.end)} ({check.trained_on.how}); the evaluated "
         f"window(s) {named} start before {check.first_allowed.date()}, the first bar {check.embargo_bars} "
-        "bars (the embargo) after it: in sample, not an out-of-sample result. Evaluate windows that start "
-        f"on or after {check.first_allowed.date()} (--walk-forward K --after-training cuts the folds from "
-        "there), or pass --in-sample to evaluate anyway, labelled IN-SAMPLE"
+        "bars (the embargo) after it: in sample, not an out-of-sample result"
+    )
+    if not advice:
+        return fact
+    return (
+        f"{fact}. Evaluate windows that start on or after {check.first_allowed.date()} (--walk-forward K "
+        "--after-training cuts the folds from there), or pass --in-sample to evaluate anyway, labelled "
+        "IN-SAMPLE"
     )
