@@ -351,12 +351,19 @@ def test_the_report_makes_its_claim_on_the_selection_and_names_the_last_folds_ch
 
 
 def test_a_document_of_the_pooled_rule_still_reads_and_says_its_choice_saw_its_test_bars() -> None:
-    old = read_experiment(Path(__file__).parents[1] / "results" / "experiment-shared-daily.json")
+    old = read_experiment(Path(__file__).parents[1] / "results" / "experiment-shared-daily-tilt-band-all.json")
     assert old.experiment_schema == "raytrade.experiment/1" and not old.nested
     lines = verdict_lines(old)
     assert lines[0].startswith("- **Written before nested selection** (raytrade.experiment/1)")
     assert lines[1] == f"- Winner on validation: **{old.verdict.winner}** (rule: {old.selection_rule})."
     assert "The claim is the row" not in render_markdown(old, [])
+
+
+def test_the_published_real_data_experiment_is_a_nested_selection_document() -> None:
+    """results/experiment-shared-daily.json (the README's headline) was re-evaluated with the nested rule."""
+    doc = read_experiment(Path(__file__).parents[1] / "results" / "experiment-shared-daily.json")
+    assert doc.experiment_schema == "raytrade.experiment/2" and doc.nested
+    assert "The claim is the row" in render_markdown(doc, [])
 
 
 def test_report_states_the_wall_time_against_the_budget_target_and_the_load() -> None:
