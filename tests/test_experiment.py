@@ -351,7 +351,9 @@ def test_the_report_makes_its_claim_on_the_selection_and_names_the_last_folds_ch
 
 
 def test_a_document_of_the_pooled_rule_still_reads_and_says_its_choice_saw_its_test_bars() -> None:
-    old = read_experiment(Path(__file__).parents[1] / "results" / "experiment-shared-daily-tilt-band-all.json")
+    old = read_experiment(
+        Path(__file__).parents[1] / "results" / "experiment-shared-daily-tilt-band-all.json"
+    )
     assert old.experiment_schema == "raytrade.experiment/1" and not old.nested
     lines = verdict_lines(old)
     assert lines[0].startswith("- **Written before nested selection** (raytrade.experiment/1)")
