@@ -92,9 +92,12 @@ Design decisions
   loop object is one episode (``live:<first cycle id>``), its cycles the steps; ``terminal`` and
   ``truncated`` are false (an account does not end). A decision with no next observation (the
   session's last, one followed by a fallback answer, a change of the policy's universe or a
-  non-positive equity) is not a transition; its decision row is logged as always. Transitions are
-  written after the cycle's fills and decisions, in their own batch, and an error there is logged,
-  never raised: it cannot cost an order record or a fill row.
+  non-positive equity) is not a transition; its decision row is logged as always. Nor is one whose
+  next answer comes from another model version or encoding (``observation_spec``: a hot swap, a
+  nightly retrain): its next observation would be in the other policy's numbers, so the swap ends
+  the episode and the new version's decisions start one of their own (``live:<cycle id>``, step 0).
+  Transitions are written after the cycle's fills and decisions, in their own batch, and an error
+  there is logged, never raised: it cannot cost an order record or a fill row.
 * **Real money is off.** Only a paper account is supported; the CLI refuses to run without
   ``--paper``, and :mod:`serve.alpaca_broker` refuses any trading URL but Alpaca's paper host or
   loopback, and any account that is not a paper account.
@@ -679,11 +682,21 @@ class LiveLoop:
         last, self._pending_step = self._pending_step, None
         obs = answer.observation
         rows: list[dict[str, Any]] = []
+        swapped = (
+            last is not None
+            and obs is not None
+            and not answer.fallback  # a fallback answer is the service's, not another policy's
+            and (answer.model != last.policy_version or answer.observation_spec != last.observation_spec)
+        )
         if last is not None:
-            if obs is not None and list(answer.decisions) == last.symbols and equity > 0 and last.equity > 0:
+            same = obs is not None and list(answer.decisions) == last.symbols and not swapped
+            if same and equity > 0 and last.equity > 0:
                 rows = transition_rows(now, self._episode_id or "", last, obs, equity)
             else:
                 log.info("decision %s has no next observation: not logged as a transition", last.cycle_id)
+        if swapped:  # another policy or encoding: its observations start an episode of their own
+            log.info("the service now answers with %s: a new episode starts", answer.model)
+            self._episode_id, self._step = None, 0
         if obs is not None and not answer.fallback:
             self._episode_id = self._episode_id or f"live:{cycle_id}"
             actions = [min(max(d.target_weight, -1.0), 1.0) for d in answer.decisions.values()]

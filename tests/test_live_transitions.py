@@ -97,6 +97,39 @@ def test_a_decision_followed_by_a_fallback_is_not_a_transition(tmp_path: Path) -
     np.testing.assert_array_equal(tr["obs"][0], np.asarray(policy.observations[1], np.float32))
 
 
+class SwappingPolicy(ObservingPolicy):
+    """From its ``swap_on``-th answer the service answers with another version and encoding."""
+
+    def __init__(self, swap_on: int, new_spec: str):
+        super().__init__()
+        self.swap_on, self.new_spec = swap_on, new_spec
+
+    def act(self, request: ActRequest) -> ActResponse:
+        answer = super().act(request)
+        if len(self.requests) > self.swap_on:
+            return answer.model_copy(update={"model": "alpha@3", "observation_spec": self.new_spec})
+        return answer
+
+
+@pytest.mark.parametrize("new_spec", [SPEC, "e" * 64], ids=["new-version", "new-encoding"])
+def test_a_hot_swap_ends_the_episode_instead_of_linking_two_policies_observations(
+    tmp_path: Path, new_spec: str
+) -> None:
+    """Cycle 2's decision was linked to cycle 3's observation, encoded by the swapped-in version and
+    logged under the old version's spec (a nightly retrain: same width, other numbers)."""
+    policy = SwappingPolicy(swap_on=2, new_spec=new_spec)
+    _session(tmp_path, policy, cycles=5)
+    frame = read_transitions_frame(tmp_path / "store", n_assets=N)
+    steps = sorted(zip(frame["eps_id"].tolist(), frame["t"].tolist(), strict=True))
+    before, after = sorted({e for e, _ in steps})
+    assert [t for e, t in steps if e == before] == [0]  # cycle 1 -> 2; not 2 -> 3 across the swap
+    assert [t for e, t in steps if e == after] == [0, 1]  # the new version's own: 3 -> 4, 4 -> 5
+    by_step = dict(
+        zip(zip(frame["eps_id"].tolist(), frame["t"].tolist(), strict=True), frame["obs"], strict=True)
+    )
+    np.testing.assert_array_equal(by_step[(after, 0)], np.asarray(policy.observations[2], np.float32))
+
+
 @pytest.mark.ray
 def test_ray_data_reads_the_live_transitions_skipping_files_without_any(
     ray_session: None, tmp_path: Path
