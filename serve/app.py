@@ -264,8 +264,8 @@ def _parse_act_request(raw: bytes, content_type: str | None) -> ActRequest:
             raise _invalid(errors) from None
     try:
         document = json.loads(raw)
-    except ValueError:  # not JSON for json.loads either (a UnicodeDecodeError is a ValueError)
-        raise _invalid(errors) from None
+    except (ValueError, RecursionError):  # not JSON for json.loads either (a UnicodeDecodeError is a
+        raise _invalid(errors) from None  # ValueError; a body nested deeper than Python recurses)
     try:
         return ActRequest.model_validate(document)
     except ValidationError as exc:

@@ -689,8 +689,8 @@ class LiveLoop:
             and (answer.model != last.policy_version or answer.observation_spec != last.observation_spec)
         )
         if last is not None:
-            same = obs is not None and list(answer.decisions) == last.symbols and not swapped
-            if same and equity > 0 and last.equity > 0:
+            same = list(answer.decisions) == last.symbols and not swapped
+            if obs is not None and same and equity > 0 and last.equity > 0:
                 rows = transition_rows(now, self._episode_id or "", last, obs, equity)
             else:
                 log.info("decision %s has no next observation: not logged as a transition", last.cycle_id)

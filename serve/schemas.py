@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import UTC, datetime
-from typing import Annotated, Final, Literal
+from typing import Annotated, Any, Final, Literal
 from uuid import uuid4
 
 from pydantic import (
@@ -117,8 +117,21 @@ class SymbolSnapshot(_Strict):
         description="the loop's own spread cap for the symbol, bps; the stricter of it and the "
         "service's cap applies",
     )
-    trade_blocked: bool = Field(False, description="the loop's own gates blocked the symbol: no new risk")
+    trade_blocked: bool = Field(
+        False,
+        description="the loop's own gates blocked the symbol: no new risk (null: unknown, held as blocked)",
+    )
     block_reason: str | None = Field(None, max_length=MAX_TEXT_CHARS)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _unknown_block_is_a_block(cls, data: Any) -> Any:
+        """``trade_blocked: null`` says the loop does not know whether its gates pass: held, failing
+        closed (it was a 422, which stops the loop's cycle)."""
+        if isinstance(data, dict) and "trade_blocked" in data and data["trade_blocked"] is None:
+            reason = data.get("block_reason") or "trade_blocked sent as null (unknown)"
+            return {**data, "trade_blocked": True, "block_reason": reason}
+        return data
 
     def has_quote(self) -> bool:
         """A two-sided, uncrossed quote (the loop's rule: missing or non-positive prices = no quote)."""

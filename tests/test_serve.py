@@ -822,6 +822,17 @@ def test_a_body_that_is_not_json_or_not_a_request_is_422_naming_the_field(servic
         )
 
 
+def test_a_body_nested_deeper_than_python_recurses_is_422_not_500(service: DecisionService) -> None:
+    """pydantic-core refuses it, and the json.loads fallback raised RecursionError: a 500."""
+    json_type = {**_headers(), "content-type": "application/json"}
+    body = json.dumps(_request(service).model_dump(mode="json"))
+    nested = body.replace('"account": {', '"account": {"x": ' + "[" * 5000 + "]" * 5000 + ", ", 1)
+    with _client(service, max_as_of_skew_s=None) as client:
+        for raw in (b"[" * 100_000 + b"]" * 100_000, nested.encode()):
+            r = client.post("/v1/act", content=raw, headers=json_type)
+            assert r.status_code == 422 and r.json()["detail"][0]["loc"][0] == "body", r.text[:200]
+
+
 def test_the_token_is_checked_before_a_malformed_or_huge_body(service: DecisionService) -> None:
     huge = b'{"account": {"equity": 1}, "pad": "' + b"x" * (2 << 20) + b'"}'
     json_type = {"content-type": "application/json"}

@@ -113,6 +113,24 @@ def test_the_spread_gate_follows_the_loop_rules(row: dict, crypto: bool, reason:
     assert gate_reason(SymbolSnapshot.model_validate(row), crypto) == reason
 
 
+def test_a_spread_exactly_at_the_cap_is_not_over_it() -> None:
+    """99.96 / 100.04 is 8 bps, computed as 8.00000000000125: it was held as "spread 8.0 bps > cap 8"."""
+    at = SymbolSnapshot(bid_price=99.96, ask_price=100.04, avg_dollar_vol=5e9)  # a mega cap: cap 8 bps
+    assert at.quoted_spread_bps() > 8.0  # the rounding
+    assert gate_reason(at, False) is None
+    over = SymbolSnapshot(bid_price=99.96, ask_price=100.0401, avg_dollar_vol=5e9)
+    assert gate_reason(over, False) == "spread 8.0 bps > cap 8 bps"
+
+
+def test_a_null_trade_blocked_holds_the_symbol_instead_of_refusing_the_request() -> None:
+    """It was a 422, which stops the loop's cycle; unknown gates fail closed."""
+    row = SymbolSnapshot.model_validate({"bid_price": 100.0, "ask_price": 100.01, "trade_blocked": None})
+    assert row.trade_blocked
+    assert gate_reason(row, False) == "blocked by the trading loop: trade_blocked sent as null (unknown)"
+    kept = SymbolSnapshot.model_validate({"trade_blocked": None, "block_reason": "halted"})
+    assert kept.block_reason == "halted"
+
+
 def test_the_spread_caps_come_from_loop_rules() -> None:
     rules = LoopRules(spread_cap_bps_equity=30.0)
     row = SymbolSnapshot(bid_price=100.0, ask_price=100.26, avg_dollar_vol=5e8)
