@@ -86,12 +86,11 @@ def test_good_csv_ingests_bars_and_features(store: Path) -> None:
             ),
             "column 'volume': two columns for one field (volume, volume.1): keep one",
         ),
-        (lambda t: t.split("\n")[0] + "\n", "no rows under the header"),  # was: accepted, nothing stored
         (  # was: stored at 00:00 and at 05:00 UTC, one symbol on two clocks
             lambda t: t.replace("2024-01-03,", "2024-01-03T00:00:00-05:00,").replace(
                 "2024-01-04,", "2024-01-04T00:00:00-05:00,"
             ),
-            "row 2, column 'date', value '2024-02-03T00:00:00-05:00': a timestamp with an offset after dates",
+            "row 2, column 'date', value '2024-02-03T00:00:00-05:00': a timestamp at 05:00 UTC among 1 dates",
         ),
     ],
     ids=[
@@ -105,7 +104,6 @@ def test_good_csv_ingests_bars_and_features(store: Path) -> None:
         "text",
         "close-twice-by-case",
         "volume-header-repeated",
-        "header-only",
         "dates-then-offsets",
     ],
 )
@@ -121,6 +119,28 @@ def test_bad_file_is_refused_naming_file_row_column_value(
     line = error_line(out)
     assert "AAA.csv" in line and expected in line, line
     assert snapshot(store) == before
+
+
+def test_a_header_only_file_is_said_and_the_rest_is_ingested(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """yfinance writes a header-only file for a delisted or empty download: the folder still ingests,
+    and the file is named in a warning (it was silent)."""
+    folder = write_folder(tmp_path / "src", {"AAA.csv": GOOD_CSV, "GONE.csv": GOOD_CSV.split("\n")[0] + "\n"})
+    with caplog.at_level("WARNING"):
+        code, out = run("ingest", "--source", "csv", "--path", str(folder), "--out", str(tmp_path / "s"))
+    assert code == 0, out
+    assert "GONE.csv has no rows under its header: nothing is stored from it" in caplog.text
+
+
+def test_dates_next_to_utc_midnight_timestamps_are_one_clock(tmp_path: Path) -> None:
+    """A history of dates with API rows appended at 00:00 UTC (Z or +00:00) is one clock: accepted."""
+    text = GOOD_CSV.replace("2024-01-03,", "2024-01-03T00:00:00Z,").replace(
+        "2024-01-04,", "2024-01-04T00:00:00+00:00,"
+    )
+    folder = write_folder(tmp_path / "src", {"AAA.csv": text})
+    code, out = run("ingest", "--source", "csv", "--path", str(folder), "--out", str(tmp_path / "s"))
+    assert code == 0, out
 
 
 def test_empty_folder_unknown_source_and_missing_keys_are_one_line(

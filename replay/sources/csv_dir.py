@@ -10,6 +10,7 @@ Calendar rule (explicit, so equities and crypto are never silently aligned):
   ``YYYY-MM-DD 00:00 UTC``;
 * a timestamp with an offset (``2024-01-01 00:00:00+00:00``, ``…Z``) is converted to UTC, each by
   its own offset (a file stamped at New York midnight has -05:00 in winter and -04:00 in summer);
+* one file, one clock: dates without a time next to timestamps off UTC midnight are refused;
 * a timestamp with a time but no offset is refused (its zone is unknown), also in a column whose
   other rows have offsets; so is a value that does not parse;
 * a crypto file of daily bars (stamps a median of one day apart) must stamp each bar at 00:00 UTC,
@@ -29,6 +30,7 @@ header), the column and the value.
 
 from __future__ import annotations
 
+import logging
 import re
 from pathlib import Path
 from typing import Final
@@ -39,6 +41,8 @@ import pandas as pd
 from raytrade.replay.errors import InputError
 from raytrade.replay.timeutil import times_of_day
 from raytrade.replay.validation import ReplayValidationError, RowError, conform
+
+log = logging.getLogger(__name__)
 
 TIME_NAMES: Final[tuple[str, ...]] = ("date", "timestamp", "time", "datetime")
 REQUIRED: Final[tuple[str, ...]] = ("open", "high", "low", "close", "volume")
@@ -77,19 +81,21 @@ def _parse_times(raw: pd.Series, path: Path, column: str) -> pd.Series:
         stamps = pd.to_datetime(text[aware], errors="coerce", utc=True, format="ISO8601")
         parsed[aware] = stamps.astype("datetime64[us, UTC]")
     errors: list[RowError] = []
-    if date_only.any() and aware.any():  # one symbol on two clocks: 00:00 UTC and the offsets' times
-        switch = int(np.flatnonzero(date_only != date_only[np.argmax(present)])[0])
-        errors.append(
-            RowError(
-                "bars",
-                switch + 1,
-                column,
-                raw.iloc[switch],
-                f"{'a date without a time' if date_only[switch] else 'a timestamp with an offset'} after "
-                f"{'timestamps' if date_only[switch] else 'dates without a time'} ({int(date_only.sum())} "
-                f"without a time, {int(aware.sum())} with an offset): one file, one form of time",
+    if date_only.any() and aware.any():  # dates are 00:00 UTC; an offset's midnight elsewhere is not
+        stamps = parsed[aware]
+        off = stamps.notna() & (stamps != stamps.dt.floor("D"))
+        if off.any():
+            first = int(np.flatnonzero(aware)[int(np.argmax(off.to_numpy()))])
+            errors.append(
+                RowError(
+                    "bars",
+                    first + 1,
+                    column,
+                    raw.iloc[first],
+                    f"a timestamp at {parsed.iloc[first]:%H:%M} UTC among {int(date_only.sum())} dates "
+                    "without a time (00:00 UTC): one symbol on two clocks; give every row the same form",
+                )
             )
-        )
     if naive.any():
         stamps = pd.to_datetime(text[naive], errors="coerce", format="ISO8601")
         for position in np.flatnonzero(naive)[stamps.notna().to_numpy()].tolist():
@@ -165,11 +171,8 @@ def read_symbol_file(path: Path) -> pd.DataFrame:
             [RowError("bars", None, "*", None, f"unreadable CSV: {exc}")], str(path)
         ) from None
     _refuse_ambiguous_columns(frame.columns, path)
-    if frame.empty:
-        raise ReplayValidationError(
-            [RowError("bars", None, "*", None, "no rows under the header: a file per symbol with its bars")],
-            str(path),
-        )
+    if frame.empty:  # e.g. yfinance's file for a delisted or empty download: said, not silent
+        log.warning("%s has no rows under its header: nothing is stored from it", path)
     by_name = {str(c).strip().lower(): c for c in frame.columns}
     time_col = next((by_name[n] for n in TIME_NAMES if n in by_name), None)
     missing = [n for n in REQUIRED if n not in by_name]
