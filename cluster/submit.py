@@ -63,9 +63,9 @@ DEFAULT_ADDRESS: Final = "http://127.0.0.1:8265"
 ADDRESS_ENVS: Final = ("RAY_API_SERVER_ADDRESS", "RAY_ADDRESS")
 SECRET_WORDS: Final = ("TOKEN", "KEY", "SECRET", "PASSWORD")
 MIN_SECRET_CHARS: Final = 8
+"""Shorter values of secret variables are not looked for (``KEY=1`` would match everywhere)."""
 LOCATION_SUFFIXES: Final = ("_PATH", "_FILE", "_DIR")
 """A secret-named variable ending so names where a secret is kept (:func:`known_secrets`)."""
-"""Shorter values of secret variables are not looked for (``KEY=1`` would match everywhere)."""
 CLI_MODULE: Final = "raytrade.cluster.cli"
 SECRET_FILE_PATTERNS: Final = (
     # settings and environment files
@@ -270,18 +270,24 @@ def known_secrets(environ: Mapping[str, str], settings: Settings | None) -> dict
     for name, value in environ.items():
         if not any(w in name.upper() for w in SECRET_WORDS):
             continue
-        if name.upper().endswith(LOCATION_SUFFIXES):
+        if name.upper().endswith(LOCATION_SUFFIXES) and _looks_like_a_path(value):
             held = _small_file_text(value)
             if held:
                 found[f"{name} (its file)"] = held
             continue
-        found[name] = value
+        found[name] = value  # a value that is no path (STRIPE_KEY_PATH=sk_live_…) is looked for itself
     if settings is not None:
         for name in type(settings).model_fields:
             value = getattr(settings, name)
             if isinstance(value, SecretStr):
                 found.setdefault(f"settings.{name}", value.get_secret_value())
     return {k: v for k, v in found.items() if len(v) >= MIN_SECRET_CHARS}
+
+
+def _looks_like_a_path(value: str) -> bool:
+    """A location (``/etc/raytrade/ray_auth_token``, ``~/.ssh/key``, ``./token``, ``C:\\keys``), not a
+    secret's own text."""
+    return value.startswith(("/", "~", ".")) or "/" in value or "\\" in value
 
 
 def _small_file_text(path: str, limit: int = 64 << 10) -> str | None:

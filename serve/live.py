@@ -468,6 +468,7 @@ class LiveLoop:
         self._lock: IO[str] | None = _lock_state_file(self.state_file)
         self._account_lock: IO[str] | None = None  # taken by start(), once the broker names the account
         self._episode_id: str | None = None  # this loop's episode, named by its first cycle
+        self._episode_policy: tuple[str, str | None] | None = None  # (model, observation_spec) of it
         self._step = 0
         self._pending_step: PendingStep | None = None
         self.cancel_confirm_s = CANCEL_CONFIRM_S  # how long a cycle waits to see its cancels done
@@ -682,11 +683,12 @@ class LiveLoop:
         last, self._pending_step = self._pending_step, None
         obs = answer.observation
         rows: list[dict[str, Any]] = []
+        policy = (answer.model, answer.observation_spec)
         swapped = (
-            last is not None
+            self._episode_policy is not None
             and obs is not None
             and not answer.fallback  # a fallback answer is the service's, not another policy's
-            and (answer.model != last.policy_version or answer.observation_spec != last.observation_spec)
+            and policy != self._episode_policy  # also across a fallback, which clears the pending step
         )
         if last is not None:
             same = list(answer.decisions) == last.symbols and not swapped
@@ -699,6 +701,7 @@ class LiveLoop:
             self._episode_id, self._step = None, 0
         if obs is not None and not answer.fallback:
             self._episode_id = self._episode_id or f"live:{cycle_id}"
+            self._episode_policy = policy
             actions = [min(max(d.target_weight, -1.0), 1.0) for d in answer.decisions.values()]
             self._pending_step = PendingStep(
                 cycle_id,

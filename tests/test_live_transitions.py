@@ -98,10 +98,11 @@ def test_a_decision_followed_by_a_fallback_is_not_a_transition(tmp_path: Path) -
 
 
 class SwappingPolicy(ObservingPolicy):
-    """From its ``swap_on``-th answer the service answers with another version and encoding."""
+    """From its ``swap_on``-th answer the service answers with another version and encoding (with
+    ``fallback_on``, one answer is a fallback)."""
 
-    def __init__(self, swap_on: int, new_spec: str):
-        super().__init__()
+    def __init__(self, swap_on: int, new_spec: str, fallback_on: int | None = None):
+        super().__init__(fallback_on)
         self.swap_on, self.new_spec = swap_on, new_spec
 
     def act(self, request: ActRequest) -> ActResponse:
@@ -128,6 +129,17 @@ def test_a_hot_swap_ends_the_episode_instead_of_linking_two_policies_observation
         zip(zip(frame["eps_id"].tolist(), frame["t"].tolist(), strict=True), frame["obs"], strict=True)
     )
     np.testing.assert_array_equal(by_step[(after, 0)], np.asarray(policy.observations[2], np.float32))
+
+
+def test_a_hot_swap_right_after_a_fallback_still_starts_a_new_episode(tmp_path: Path) -> None:
+    """The fallback cleared the pending step, so the swap went unseen: one episode held two policies."""
+    policy = SwappingPolicy(swap_on=3, new_spec="e" * 64, fallback_on=2)  # cycle 3 falls back
+    _session(tmp_path, policy, cycles=6)
+    frame = read_transitions_frame(tmp_path / "store", n_assets=N)
+    steps = sorted(zip(frame["eps_id"].tolist(), frame["t"].tolist(), strict=True))
+    before, after = sorted({e for e, _ in steps})
+    assert [t for e, t in steps if e == before] == [0]  # cycle 1 -> 2
+    assert [t for e, t in steps if e == after] == [0, 1]  # the new version: 4 -> 5, 5 -> 6
 
 
 @pytest.mark.ray

@@ -243,6 +243,10 @@ def test_a_variable_that_names_where_a_secret_is_kept_is_not_itself_a_secret(tmp
     launcher_path = "/etc/raytrade/ray_auth_token"
     assert launcher_path in (project_root() / "cluster" / "configs" / "cluster-launcher.yaml").read_text()
     assert known_secrets({"RAY_AUTH_TOKEN_PATH": launcher_path, "SSH_KEY_FILE": "/nowhere/id"}, None) == {}
+    # a value that is no path is a secret after all, whatever the variable's name
+    assert known_secrets({"STRIPE_KEY_PATH": "sk_live_0123456789abcdef"}, None) == {
+        "STRIPE_KEY_PATH": "sk_live_0123456789abcdef"
+    }
     token_file = tmp_path / "ray_auth_token"
     token_file.write_text("token-held-in-the-file-0123456789\n")
     secrets = known_secrets({"RAY_AUTH_TOKEN_PATH": str(token_file)}, None)
