@@ -5,8 +5,10 @@
 Reads the store's ``experience`` fills (``envs.cost_calibration``), prints each fitted parameter with
 its standard error and 95 % interval and the sample size, and writes the typed profile
 (``envs.cost_profile.CostProfile``) that ``raytrade evaluate`` and ``raytrade tune`` take as
-``--cost-profile``. Fills the robust screen capped are printed by decision id, worst first. Too few
-fills: one ``error: …`` line naming the minimum, nothing written. Too many fills off the model, an
+``--cost-profile``. Only market-order fills are fitted; passive (limit) fills are counted apart with
+their mean slippage against the mid (``envs.cost_calibration``). Fills the robust screen capped are
+printed by decision id, worst first. Too few market-order fills: one ``error: …`` line naming the
+minimum and the passive fills left out, nothing written. Too many fills off the model, an
 implausible estimate (naming the parameter, its value and the largest logged costs) and a profile the
 cost model cannot take (a negative fitted value) are refused the same way.
 
@@ -45,9 +47,13 @@ def _row(name: str, param: FittedParameter | None, note: str = "") -> str:
 
 def format_profile(profile: CostProfile) -> str:
     """The fit as the command prints it: sample, one line per parameter, residual spread."""
+    mean = profile.passive_mean_slippage_bps
     lines = [
         f"fills: {profile.n_fills} used, {profile.n_dropped} dropped, {profile.n_outliers} capped as "
         f"outliers; decisions {profile.fills_from:%Y-%m-%d %H:%M} .. {profile.fills_to:%Y-%m-%d %H:%M} UTC",
+        f"passive (limit) fills: {profile.n_passive} left out of the fit"
+        + ("" if mean is None else f", mean slippage {mean:.3g} bps against the mid")
+        + "; the parameters describe market orders",
     ]
     if profile.n_outliers:
         more = profile.n_outliers - len(profile.outliers)
@@ -88,11 +94,12 @@ def format_profile(profile: CostProfile) -> str:
     type=click.IntRange(min=10),
     default=30,
     show_default=True,
-    help="Fewest usable fills to fit from.",
+    help="Fewest usable market-order fills to fit from.",
 )
 @one_line_errors
 def calibrate_costs_command(replay: Path, out: Path, min_fills: int) -> None:
-    """Fit the slippage model (spread fraction, tier bases, impact) to REPLAY's logged fills."""
+    """Fit the slippage model (spread fraction, tier bases, impact) to REPLAY's logged market-order
+    fills; passive (limit) fills are counted apart, never fitted."""
     from raytrade.envs.cost_calibration import fit_cost_profile, logged_fills
     from raytrade.envs.cost_profile import apply_cost_profile
     from raytrade.envs.costs import CostConfig

@@ -12,11 +12,14 @@ it). The simulator, ``raytrade evaluate`` and ``raytrade tune`` take it through
 The volatility coefficient is a diagnostic only: the simulator's cost model has no volatility term,
 so a profile whose ``volatility_coef`` is significant says the model misprices volatile bars; it is
 never applied. A profile fitted with other tier thresholds or another participation cap measured
-other quantities and is refused, naming the field.
+other quantities and is refused, naming the field. The parameters describe market orders only (the
+simulator costs passive fills with its own multipliers); a version 1 profile, fitted before passive
+(limit) fills were left out, is refused when loaded.
 """
 
 from __future__ import annotations
 
+import json
 import os
 from datetime import datetime
 from pathlib import Path
@@ -28,6 +31,7 @@ from raytrade.envs.costs import CostConfig
 from raytrade.replay.errors import InputError
 
 __all__ = [
+    "PROFILE_VERSION",
     "CostProfile",
     "CostProfileError",
     "FittedParameter",
@@ -38,6 +42,8 @@ __all__ = [
 ]
 
 _FROZEN = ConfigDict(frozen=True, extra="forbid")
+PROFILE_VERSION: Literal[2] = 2
+"""Version 1 profiles fitted passive (limit) fills as market orders: refused by :func:`load_cost_profile`."""
 
 
 class CostProfileError(InputError):
@@ -69,7 +75,7 @@ class OutlierFill(BaseModel):
 
 
 class CostProfile(BaseModel):
-    """Slippage parameters of ``envs.costs`` fitted from the ``experience`` table's fills.
+    """Slippage parameters of ``envs.costs`` fitted from the ``experience`` table's market-order fills.
 
     The fitted model, per fill, in bps of the fill's notional against the decision-time mid:
     ``spread_fraction * spread_bps + tier_base_bps[tier] + impact_coef_bps * sqrt(participation)``.
@@ -78,9 +84,20 @@ class CostProfile(BaseModel):
     model_config = _FROZEN
 
     kind: Literal["raytrade.cost_profile"] = "raytrade.cost_profile"
-    version: Literal[1] = 1
+    version: Literal[2] = Field(
+        PROFILE_VERSION, description="2: passive fills left out of the fit (version 1 fitted them in)"
+    )
     n_fills: int = Field(ge=1, description="fills the fit used")
     n_dropped: int = Field(ge=0, description="logged fills left out (missing inputs; reasons printed)")
+    n_passive: int = Field(
+        ge=0,
+        description="passive (limit) fills left out of the fit: the parameters describe market orders "
+        "(envs.gate_modes)",
+    )
+    passive_mean_slippage_bps: float | None = Field(
+        description="the passive fills' mean logged cost against the decision-time mid, bps (negative: "
+        "better than the mid); None: no passive fills"
+    )
     fills_from: datetime = Field(description="decision time of the first fill used (UTC)")
     fills_to: datetime = Field(description="decision time of the last fill used (UTC)")
     spread_fraction: FittedParameter = Field(description="share of the full quoted spread paid per fill")
@@ -146,12 +163,23 @@ def apply_cost_profile(cfg: CostConfig, profile: CostProfile) -> CostConfig:
 
 
 def load_cost_profile(path: str | os.PathLike[str]) -> CostProfile:
-    """The profile at ``path``; a missing or invalid file is a :class:`CostProfileError` naming it."""
+    """The profile at ``path``; a missing or invalid file, or one of version 1 (fitted with passive
+    fills), is a :class:`CostProfileError` naming it."""
     file = Path(path)
     if not file.is_file():
         raise CostProfileError(f"cost profile {str(file)!r} does not exist")
+    text = file.read_text()
     try:
-        return CostProfile.model_validate_json(file.read_text())
+        version = json.loads(text).get("version")
+    except (ValueError, AttributeError):
+        version = None  # pydantic names what is wrong below
+    if version == 1:
+        raise CostProfileError(
+            f"cost profile {str(file)!r} has version=1: it fitted passive (limit) fills as market orders, "
+            "which understates costs; run raytrade calibrate-costs again"
+        )
+    try:
+        return CostProfile.model_validate_json(text)
     except ValueError as exc:
         first = str(exc).splitlines()
         raise CostProfileError(

@@ -43,6 +43,7 @@ from raytrade.envs.baseline_weights import BaselineDecision, baseline_context, b
 from raytrade.envs.config import GatedEnvConfig, PortfolioEnvConfig
 from raytrade.envs.costs import COST_COMPONENTS
 from raytrade.envs.gate import GateState, contract_gate
+from raytrade.envs.gate_modes import GATE_MODES, LIMIT_GATE_MODES
 from raytrade.envs.market_data import MarketData
 from raytrade.envs.normalization import FeatureNormalizer
 from raytrade.envs.simulator import MarketSimulator, Observation
@@ -51,7 +52,7 @@ from raytrade.envs.synthetic_market import market_data_from_config
 PORTFOLIO_ENV_ID = "raytrade/PortfolioEnv-v0"
 GATED_ENV_ID = "raytrade/GatedSymbolEnv-v0"
 N_PORTFOLIO_STATE = 5
-GATE_MODES: tuple[str, ...] = ("flat", "probe", "passive", "aggressive")
+_LIMIT_MODE_INDEX = sorted(GATE_MODES.index(m) for m in LIMIT_GATE_MODES)  # modes placed as limit orders
 GATE_ACTION_FIELDS = 3  # per symbol: mode, side, sizing level
 _BIG = float(np.finfo(np.float32).max)
 
@@ -223,7 +224,7 @@ class ActionDecoder:
         assert self.gate is not None
         orders = gate_orders(a, self.gate.kelly[self.sim.t], self.gcfg)
         cfg, b, mode, target = self.gcfg, a.shape[0], orders.mode, orders.target
-        passive = mode == 2
+        passive = np.isin(mode, _LIMIT_MODE_INDEX)
         if not self.plain:
             out = self._tilted(target)
             target, hold = out.target, out.hold

@@ -76,6 +76,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from raytrade.envs.costs import CostConfig
+from raytrade.envs.gate_modes import LIMIT_GATE_MODES
 from raytrade.replay.sources.alpaca import TopOfBook, is_crypto_symbol
 from raytrade.serve.caps import ExposureCaps, cap_targets
 from raytrade.serve.schemas import ActResponse, SymbolDecision
@@ -399,7 +400,7 @@ def plan_cycle(
             if note is not None:
                 notes[symbol] = note
             continue
-        passive = d.gate_mode == "passive"
+        passive = d.gate_mode in LIMIT_GATE_MODES  # a limit at the near touch (envs.gate_modes)
         decision_id = f"{cycle_id}:{symbol}"
         plans.append(
             OrderPlan(

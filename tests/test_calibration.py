@@ -73,7 +73,7 @@ def test_calibration_recovers_known_slippage_parameters_within_ten_percent() -> 
 
 
 def test_too_few_fills_are_refused_with_the_minimum() -> None:
-    with pytest.raises(InputError, match="^29 usable fills; calibrate-costs needs at least 30 "):
+    with pytest.raises(InputError, match="^29 usable market-order fills; calibrate-costs needs at least 30 "):
         fit_cost_profile(_simulated_fills(29), CostConfig(), min_fills=30)
 
 
@@ -82,6 +82,8 @@ def _profile(**update: object) -> CostProfile:
     base = CostProfile(
         n_fills=100,
         n_dropped=0,
+        n_passive=0,
+        passive_mean_slippage_bps=None,
         fills_from=pd.Timestamp("2026-01-05", tz="UTC").to_pydatetime(),
         fills_to=pd.Timestamp("2026-02-05", tz="UTC").to_pydatetime(),
         spread_fraction=FittedParameter(value=0.6, std_error=0.01),
@@ -117,11 +119,17 @@ def _store_with_fills(
     decisions: bool = True,
     fills: bool = True,
     tiers: tuple[int, ...] = (0, 1, 2),
-) -> None:
+    passive_share: float = 0.0,
+    gate_mode: str | None = "aggressive",
+) -> list[float]:
     """A store with one symbol per tier: daily features and one logged decision + fill per day each
     (either left out when asked), the fill's cost drawn from the model with the known parameters. Each
-    decision (15:00 UTC) has the features row of the day before: the last bar closed by then."""
-    rng = np.random.default_rng(seed)
+    decision (15:00 UTC) has the features row of the day before: the last bar closed by then.
+
+    ``passive_share`` of the decisions (drawn) are ``passive`` instead of ``gate_mode``: a limit at
+    the near touch, filled half the spread better than the mid (+- 0.3 bps); their costs are returned."""
+    rng, draw_passive = np.random.default_rng(seed), np.random.default_rng(seed + 1000)
+    passive_costs: list[float] = []
     days = pd.date_range("2026-01-01", periods=n_days, freq="D", tz="UTC")
     features, experience = [], []
     for k in tiers:
@@ -146,11 +154,23 @@ def _store_with_fills(
             participation = rng.uniform(0.0, 0.05) ** 2 * 20
             cost = TRUE_SPREAD_FRACTION * spread + TRUE_BASES[k] + TRUE_IMPACT * np.sqrt(participation)
             cost += rng.normal(0.0, 1.0)
+            mode = gate_mode
+            if passive_share and draw_passive.random() < passive_share:
+                mode, cost = "passive", -0.5 * spread + draw_passive.normal(0.0, 0.3)
+                passive_costs.append(cost)
             qty = participation * volume / 100.0
             state = json.dumps({"snapshot": {"spread_bps": spread}})
             base = {"symbol": symbol, "policy_version": "p@1", "side": "buy", "target_weight": 0.1}
             if decisions:
-                experience.append({**base, "ts": decided, "decision_id": f"c{d}:{symbol}", "state": state})
+                experience.append(
+                    {
+                        **base,
+                        "ts": decided,
+                        "decision_id": f"c{d}:{symbol}",
+                        "state": state,
+                        "gate_mode": mode,
+                    }
+                )
             if fills:
                 experience.append(
                     {
@@ -166,6 +186,7 @@ def _store_with_fills(
         writer.append_features(pd.concat(features, ignore_index=True))
         frame = pd.DataFrame(experience).sort_values(["symbol", "ts"], ignore_index=True)
         writer.append_experience(frame)
+    return passive_costs
 
 
 def test_calibrate_costs_command_fits_store_fills_and_writes_the_profile(tmp_path: Path) -> None:
@@ -186,7 +207,7 @@ def test_calibrate_costs_command_refuses_too_few_fills_in_one_line(tmp_path: Pat
     result = CliRunner().invoke(main, ["calibrate-costs", "--replay", str(root), "--out", str(out)])
     assert result.exit_code == 2
     assert result.output.strip().splitlines()[-1] == (
-        "error: 15 usable fills; calibrate-costs needs at least 30 (--min-fills)"
+        "error: 15 usable market-order fills; calibrate-costs needs at least 30 (--min-fills)"
     )
     assert not out.exists()
 
@@ -194,12 +215,12 @@ def test_calibrate_costs_command_refuses_too_few_fills_in_one_line(tmp_path: Pat
 @pytest.mark.parametrize(
     ("decisions", "fills", "expected"),
     [
-        (True, False, "error: 0 usable fills; calibrate-costs needs at least 30 (--min-fills)"),
+        (True, False, "error: 0 usable market-order fills; calibrate-costs needs at least 30 (--min-fills)"),
         (
             False,
             True,
-            "error: 0 usable fills (15 more logged fills lacked inputs); calibrate-costs needs at least 30 "
-            "(--min-fills)",
+            "error: 0 usable market-order fills (15 more logged fills lacked inputs); calibrate-costs needs "
+            "at least 30 (--min-fills)",
         ),
     ],
     ids=["decisions-without-fills", "fills-without-decisions"],
@@ -216,6 +237,91 @@ def test_calibrate_costs_command_refuses_a_store_without_usable_fills(
     assert not out.exists()
 
 
+def test_passive_fills_are_left_out_of_the_fit(tmp_path: Path) -> None:
+    # half the fills are limits at the near touch, half a spread better than the mid: fitted as market
+    # orders they took spread_fraction 0.7 -> 0.07, the tier bases 4 / 10 / 25 -> -0.1 / 0.9 / 11 bps
+    # and impact 150 -> 90
+    passive = _store_with_fills(tmp_path, n_days=240, passive_share=0.5)
+    assert 300 < len(passive) < 420  # of 720
+    sample = logged_fills(tmp_path)
+    assert (len(sample.slippage_bps), sample.n_passive, sample.dropped) == (
+        720 - len(passive),
+        len(passive),
+        {},
+    )
+    assert sample.passive_mean_slippage_bps == pytest.approx(np.mean(passive), rel=1e-12)
+    profile = fit_cost_profile(sample, CostConfig())
+    assert profile.spread_fraction.value == pytest.approx(TRUE_SPREAD_FRACTION, rel=0.10)
+    assert profile.impact_coef_bps.value == pytest.approx(TRUE_IMPACT, rel=0.10)
+    for fitted, true in zip(profile.tier_base_bps, TRUE_BASES, strict=True):
+        assert fitted is not None and fitted.value == pytest.approx(true, rel=0.10)
+
+
+def test_calibrate_costs_command_reports_the_passive_fills(tmp_path: Path) -> None:
+    root, out = tmp_path / "store", tmp_path / "profile.json"
+    passive = _store_with_fills(root, n_days=60, passive_share=0.3)
+    assert 30 < len(passive) < 80  # of 180
+    result = CliRunner().invoke(main, ["calibrate-costs", "--replay", str(root), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert f"fills: {180 - len(passive)} used, 0 dropped" in result.output
+    line = (
+        f"passive (limit) fills: {len(passive)} left out of the fit, mean slippage {np.mean(passive):.3g} bps"
+    )
+    assert line in result.output
+    profile = load_cost_profile(out)
+    assert (profile.n_fills, profile.n_passive) == (180 - len(passive), len(passive))
+    assert profile.passive_mean_slippage_bps == pytest.approx(np.mean(passive), rel=1e-12)
+
+
+def test_too_few_market_order_fills_are_refused_naming_the_passive_ones(tmp_path: Path) -> None:
+    root, out = tmp_path / "store", tmp_path / "profile.json"
+    passive = _store_with_fills(root, n_days=20, passive_share=0.6)  # 60 fills, about 24 market orders
+    market = 60 - len(passive)
+    assert 10 <= market < 30
+    result = CliRunner().invoke(main, ["calibrate-costs", "--replay", str(root), "--out", str(out)])
+    assert result.exit_code == 2, result.output
+    assert result.output.strip().splitlines()[-1] == (
+        f"error: {market} usable market-order fills ({len(passive)} passive (limit) fills left out of the "
+        "fit); calibrate-costs needs at least 30 (--min-fills)"
+    )
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("gate_mode", [None, "hold"], ids=["missing", "places-no-order"])
+def test_fills_of_an_unknown_gate_mode_are_left_out_and_counted(
+    tmp_path: Path, gate_mode: str | None
+) -> None:
+    # a market or a limit order cannot be told apart: never fitted, counted as dropped
+    root = tmp_path / "store"
+    passive = _store_with_fills(root, n_days=20, passive_share=0.5, gate_mode=gate_mode)
+    sample = logged_fills(root)
+    assert len(sample.slippage_bps) == 0
+    assert sample.dropped == {
+        "gate_mode of the decision missing or unknown (market or limit order cannot be told)": 60
+        - len(passive)
+    }
+    assert (sample.n_passive, sample.passive_mean_slippage_bps) == (
+        len(passive),
+        pytest.approx(np.mean(passive)),
+    )
+    with pytest.raises(
+        InputError, match=rf"^0 usable market-order fills \({len(passive)} passive .* lacked inputs\)"
+    ):
+        fit_cost_profile(sample, CostConfig())
+
+
+def test_a_version_1_profile_fitted_with_passive_fills_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "profile.json"
+    old = _profile().model_dump(mode="json", exclude={"n_passive", "passive_mean_slippage_bps"})
+    path.write_text(json.dumps({**old, "version": 1}))
+    with pytest.raises(
+        CostProfileError, match="has version=1: it fitted passive .* run raytrade calibrate-costs"
+    ):
+        load_cost_profile(path)
+    path.write_text(_profile().model_dump_json())
+    assert load_cost_profile(path) == _profile()
+
+
 def _append_fill(
     root: Path, symbol: str, decided: pd.Timestamp, slippage: float, spread: float | None = 5.0
 ) -> None:
@@ -223,8 +329,9 @@ def _append_fill(
     snapshot = {} if spread is None else {"spread_bps": spread}
     base = {"symbol": symbol, "policy_version": "p@1", "side": "buy", "target_weight": 0.1}
     decision_id = f"c{decided:%Y%m%d%H%M}:{symbol}"
+    state = json.dumps({"snapshot": snapshot})
     rows = [
-        {**base, "ts": decided, "decision_id": decision_id, "state": json.dumps({"snapshot": snapshot})},
+        {**base, "ts": decided, "decision_id": decision_id, "state": state, "gate_mode": "aggressive"},
         {
             **base,
             "ts": decided + pd.Timedelta(hours=1),
