@@ -8,9 +8,20 @@ extend it), so changing a rule changes it everywhere. Defaults are the loop's (D
 
 from __future__ import annotations
 
+from typing import Any, Final
+
 import numpy as np
 from numpy.typing import ArrayLike
 from pydantic import BaseModel, ConfigDict, Field
+
+SPREAD_CAP_TOLERANCE_BPS: Final = 1e-6
+"""A spread within this of a cap is at the cap, not over it (float rounding: 99.96 / 100.04 computes
+to 8.00000000000125 bps against a cap of 8); every spread gate compares through :func:`over_cap`."""
+
+
+def over_cap(spread_bps: Any, cap_bps: Any) -> Any:
+    """Whether a spread (scalar or array, bps) exceeds its cap, float rounding aside."""
+    return spread_bps > cap_bps + SPREAD_CAP_TOLERANCE_BPS
 
 
 class LoopRules(BaseModel):

@@ -35,7 +35,7 @@ from typing import Final, NamedTuple
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from raytrade.replay.loop_rules import LoopRules
+from raytrade.replay.loop_rules import LoopRules, over_cap
 from raytrade.serve.schemas import AppliedCaps, CapName, SymbolSnapshot
 
 _RULES = LoopRules()
@@ -89,11 +89,6 @@ class CappedTargets(NamedTuple):
     binding: tuple[CapName, ...]
 
 
-SPREAD_TOLERANCE_BPS: Final = 1e-6
-"""A quoted spread within this of the cap is at the cap, not above it: 99.96 / 100.04 computes to
-8.00000000000125 bps against a cap of 8."""
-
-
 def gate_reason(row: SymbolSnapshot, is_crypto: bool, rules: LoopRules = _RULES) -> str | None:
     """Why the loop's gates hold the symbol of ``row`` (no new risk), or None when it may trade."""
     return gate_reasons([row], np.array([is_crypto]), rules)[0]
@@ -120,7 +115,7 @@ def _gate_reason(row: SymbolSnapshot, cap: float) -> str | None:
     spread = row.quoted_spread_bps()
     if spread is None:
         return "no two-sided quote"
-    if spread > cap + SPREAD_TOLERANCE_BPS:  # exceeds it: a quote at the cap computes a hair above it
+    if over_cap(spread, cap):  # exceeds it: a quote at the cap computes a hair above it
         return f"spread {spread:.1f} bps > cap {cap:g} bps"
     return None
 

@@ -45,7 +45,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 from pydantic import ConfigDict, Field
 
 from raytrade.envs.budget import kept_weights, within_budget
-from raytrade.replay.loop_rules import LoopRules
+from raytrade.replay.loop_rules import LoopRules, over_cap
 
 KELLY_FEATURES: Final[tuple[str, ...]] = ("fc_mean", "fc_consensus_ok", "spread_bps")
 """Store feature columns the replica reads (``spread_bps`` only to tell a missing quote)."""
@@ -203,7 +203,7 @@ def kelly_lite_decision(inputs: KellyInputs, flags: AssetFlags, cfg: KellyLiteCo
     quoted = np.isfinite(spread) & (spread > 0)
     flag(~listed, NOT_LISTED)
     flag(~quoted, NO_QUOTE)
-    flag(quoted & (spread > spread_cap_bps(flags, np.asarray(inputs.dollar_volume), cfg)), SPREAD)
+    flag(quoted & over_cap(spread, spread_cap_bps(flags, np.asarray(inputs.dollar_volume), cfg)), SPREAD)
     min_move = consensus_min_move(inputs, cfg)
     flag(~(np.asarray(inputs.consensus_ok, dtype=bool) & (move >= min_move)), CONSENSUS)
     flag(~(move * 1e4 >= edge_threshold_bps(flags, cfg)), EDGE)

@@ -29,6 +29,7 @@ import pandas as pd
 
 from raytrade.replay.features.config import FeatureConfig
 from raytrade.replay.features.wide import Panel
+from raytrade.replay.loop_rules import over_cap
 from raytrade.replay.schema import FORECAST_QUANTILE_COLUMNS, FORECAST_QUANTILES
 
 _DIST_COLUMNS = ("mean", "std", "skew", *FORECAST_QUANTILE_COLUMNS)
@@ -132,7 +133,7 @@ def forecast_group(
     checks = {
         "history": ~history,
         "no_quote": spread_bps.isna(),
-        "spread": spread_bps > cap,
+        "spread": over_cap(spread_bps, cap),
         "consensus": ~consensus.astype(bool),
         "edge": ~(edge_bps >= threshold),
     }
