@@ -7,6 +7,17 @@ env config (observed features, train-split normaliser; ``tune_specs.offline``), 
 ``--episodes``; every episode is one append to ``OUT/experience`` (``replay.writer``: validated,
 atomic), so an interrupted run leaves whole episodes only. Rows follow the live loop's schema
 (``replay.schema.EXPERIENCE_SCHEMA``) plus the transition columns (``envs.experience``).
+
+A registry policy is asked what its weights saw (``trained_on``, the rule ``raytrade evaluate``
+applies, ``models.training_window``) before any episode: offline specs clone it and are then scored
+on the validation and test bars, so a version whose training window, or the validation window its
+checkpoint was chosen on, ends after the train split the episodes are recorded on is refused
+(:func:`behaviour_record`) unless ``--behaviour-in-sample`` is passed. A version whose training
+window is unknown is recorded with a warning, as ``raytrade evaluate`` evaluates it with one: its
+record says unknown, and so does every offline version trained on it, which evaluate then warns
+about in turn (refusing would stop recording with every older version). Each run's behaviour policy
+is written to ``OUT/behaviour/`` before its first episode (``replay.behaviour``); an offline search
+records those of the transitions it reads, which widen its version's training window.
 """
 
 from __future__ import annotations
@@ -14,14 +25,20 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 from pydantic import BaseModel, ConfigDict, Field
 
 from raytrade.cluster.errors import one_line_errors
 from raytrade.cluster.options import LocalPath
+from raytrade.envs.evaluation.insample import TrainedOn
+
+if TYPE_CHECKING:
+    from raytrade.envs.evaluation.policies import TrainedOnFn
+from raytrade.replay.behaviour import BehaviourPolicy, describe
 from raytrade.replay.errors import InputError
+from raytrade.replay.splits import TimeWindow
 
 POLICY_CHOICES = ("kelly_lite", "equal_weight")
 
@@ -39,6 +56,11 @@ class SimulateOptions(BaseModel):
     noise: float = Field(0.0, ge=0, description="std of Gaussian noise on the targets (weight units)")
     features: str | None = Field(None, description="observed feature groups (None: the offline specs')")
     registry: Path = Field(Path("registry"), description="model registry for registry: policies")
+    behaviour_in_sample: bool = Field(
+        False,
+        description="record a registry policy whose weights saw bars after the train split anyway "
+        "(marked in its behaviour record and every offline manifest that reads it)",
+    )
 
 
 class SimulateOutcome(BaseModel):
@@ -50,6 +72,40 @@ class SimulateOutcome(BaseModel):
     episodes: int
     rows: int
     policy_version: str
+    behaviour: BehaviourPolicy | None = Field(None, description="a registry policy's record")
+    warning: str | None = Field(None, description="why the record could not be checked (None: it was)")
+
+
+def behaviour_record(
+    policy: str, run_id: str, version: str, trained: TrainedOn, recorded: TimeWindow, in_sample: bool
+) -> BehaviourPolicy:
+    """The record of registry policy ``policy`` (its rows' ``version``) that saw ``trained`` and
+    records episodes on ``recorded``
+    (the train split); ``InputError`` (one line naming the policy, its windows and the split) when
+    the last bar it trained or chose its checkpoint on comes after ``recorded``'s last, unless
+    ``in_sample`` (then marked so)."""
+    train, validation = trained.train, trained.validation
+    record = BehaviourPolicy(
+        run_id=run_id,
+        policy_version=version,
+        known=trained.known,
+        how=trained.how,
+        train_start=None if train is None else train.start.to_pydatetime(),
+        train_end=None if train is None else train.end.to_pydatetime(),
+        validation_end=None if validation is None else validation.end.to_pydatetime(),
+    )
+    seen = record.seen_until
+    if seen is None or seen <= recorded.end.to_pydatetime():
+        return record
+    if in_sample:
+        return record.model_copy(update={"in_sample": True})
+    raise InputError(
+        f"--policy {policy}: {describe(record)} saw bars up to {seen.date()}, after the end of "
+        f"the train split the experience is recorded on ({recorded.start.date()} .. {recorded.end.date()}): "
+        "offline specs would clone what it learnt from the validation/test bars they are scored on. "
+        "Record with a version trained within the train split, or pass --behaviour-in-sample to record "
+        f"anyway (marked; offline versions trained on it count {seen.date()} as their last training bar)"
+    )
 
 
 def simulate_experience(opts: SimulateOptions) -> SimulateOutcome:
@@ -58,6 +114,7 @@ def simulate_experience(opts: SimulateOptions) -> SimulateOutcome:
     from raytrade.envs.evaluation.policies import REGISTRY_PREFIX, resolve_policies
     from raytrade.envs.experience import simulate_episodes
     from raytrade.envs.replay_loader import load_market_data, resolve_feature_groups
+    from raytrade.replay.behaviour import write_behaviour
     from raytrade.replay.writer import ReplayWriter
     from raytrade.tune_specs.offline import OFFLINE_FEATURES, offline_env_config
     from raytrade.tune_specs.spec import train_normalizer
@@ -80,6 +137,13 @@ def simulate_experience(opts: SimulateOptions) -> SimulateOutcome:
     except ValueError as exc:
         raise InputError(f"--features: {exc}") from None
     data_cfg = {"kind": "replay", "root": str(opts.replay.resolve()), "split": "train"}
+    version = (
+        spec.name if spec.manifest is None else f"{spec.name.split('@')[0]}@{Path(spec.manifest).parent.name}"
+    )
+    run_id = f"sim:{opts.policy}:{opts.seed}:{uuid.uuid4().hex[:8]}"
+    behaviour = None
+    if spec.kind == "registry":
+        behaviour = registry_behaviour(opts, spec.trained_on, run_id, version)
     env_cfg = PortfolioEnvConfig.model_validate(
         offline_env_config(
             {
@@ -92,10 +156,8 @@ def simulate_experience(opts: SimulateOptions) -> SimulateOutcome:
     data = load_market_data(
         opts.replay, "train", feature_columns=tuple(dict.fromkeys([*columns, *spec.feature_columns]))
     )
-    version = (
-        spec.name if spec.manifest is None else f"{spec.name.split('@')[0]}@{Path(spec.manifest).parent.name}"
-    )
-    run_id = f"sim:{opts.policy}:{opts.seed}:{uuid.uuid4().hex[:8]}"
+    if behaviour is not None:  # before the first episode: no episode is stored without it
+        write_behaviour(opts.out, behaviour)
     rows = 0
     with ReplayWriter(opts.out) as writer:
         for frame in simulate_episodes(
@@ -109,7 +171,50 @@ def simulate_experience(opts: SimulateOptions) -> SimulateOutcome:
             seed=opts.seed,
         ):
             rows += writer.append_experience(frame).rows_written
-    return SimulateOutcome(run_id=run_id, episodes=opts.episodes, rows=rows, policy_version=version)
+    return SimulateOutcome(
+        run_id=run_id,
+        episodes=opts.episodes,
+        rows=rows,
+        policy_version=version,
+        behaviour=behaviour,
+        warning=None if behaviour is None else behaviour_warning(opts.policy, behaviour),
+    )
+
+
+def registry_behaviour(
+    opts: SimulateOptions, trained_on: TrainedOnFn | None, run_id: str, version: str
+) -> BehaviourPolicy:
+    """The behaviour record of ``opts.policy``, a registry version (:func:`behaviour_record` on the
+    train split of ``opts.replay``), asked through its handle's ``trained_on`` on that store."""
+    from raytrade.envs.config import ReplayDataConfig
+    from raytrade.envs.evaluation.insample import UNKNOWN
+    from raytrade.envs.replay_loader import split_calendar
+    from raytrade.replay.fingerprint import data_fingerprint
+
+    sha, _ = data_fingerprint(opts.replay)
+    trained = UNKNOWN if trained_on is None else trained_on(str(opts.replay), sha)
+    data = ReplayDataConfig.model_validate({"kind": "replay", "root": str(opts.replay), "split": "train"})
+    bars = split_calendar(data)
+    recorded = TimeWindow("train", bars[0], bars[-1], len(bars))
+    return behaviour_record(opts.policy, run_id, version, trained, recorded, opts.behaviour_in_sample)
+
+
+def behaviour_warning(policy: str, record: BehaviourPolicy) -> str | None:
+    """The warning for a behaviour policy recorded unchecked (its training window unknown) or in
+    sample (``--behaviour-in-sample``); None for one checked and within the train split."""
+    if not record.known:
+        return (
+            f"--policy {policy}: whether its weights saw bars after the train split cannot be checked "
+            f"({record.how}); recorded as unknown, and offline versions trained on this experience have "
+            "an unknown training window (raytrade evaluate warns that out-of-sample cannot be checked)"
+        )
+    if record.in_sample:
+        return (
+            f"--policy {policy}: recorded although {describe(record)} saw bars after the train split "
+            "(--behaviour-in-sample); marked in the store's behaviour record, and offline versions "
+            "trained on this experience count those bars as training bars"
+        )
+    return None
 
 
 @click.command("simulate-experience")
@@ -127,6 +232,12 @@ def simulate_experience(opts: SimulateOptions) -> SimulateOutcome:
 )
 @click.option("--features", help="Observed feature groups (default: the offline specs', base).")
 @click.option(
+    "--behaviour-in-sample",
+    is_flag=True,
+    help="Record a registry policy whose weights saw bars after the train split anyway; marked, and "
+    "offline versions trained on it count those bars as training bars.",
+)
+@click.option(
     "--registry",
     type=LocalPath(),
     default=Path("registry"),
@@ -143,6 +254,7 @@ def simulate_experience_command(
     noise: float,
     features: str | None,
     registry: Path,
+    behaviour_in_sample: bool,
 ) -> None:
     """Record POLICY's episodes on REPLAY's train split into OUT's experience table."""
     outcome = simulate_experience(
@@ -155,8 +267,11 @@ def simulate_experience_command(
             noise=noise,
             features=features,
             registry=registry,
+            behaviour_in_sample=behaviour_in_sample,
         )
     )
+    if outcome.warning is not None:
+        click.echo(f"warning: {outcome.warning}", err=True)
     click.echo(
         f"wrote {outcome.rows} experience rows ({outcome.episodes} episodes of {outcome.policy_version}, "
         f"run {outcome.run_id}) to {out}"

@@ -69,6 +69,7 @@ from raytrade.envs.baseline_weights import BASELINE_FEATURES
 from raytrade.envs.rewards import RewardConfig
 from raytrade.models.manifest import ExperienceWindow, Provenance, SearchObjective, TrainWindow
 from raytrade.models.registry import DEFAULT_REGISTRY
+from raytrade.replay.behaviour import describe
 from raytrade.replay.errors import InputError
 from raytrade.replay.remote import (
     Location,
@@ -674,6 +675,30 @@ def experience_window_line(window: ExperienceWindow) -> str:
     )
 
 
+def behaviour_lines(provenance: Provenance) -> list[str]:
+    """Warnings for the behaviour policies of an offline search's experience that saw bars after its
+    training window, or whose training window is unknown: its versions inherit them
+    (``models.training_window``)."""
+    experience = provenance.experience
+    window = None if experience is None else experience.window
+    if experience is None or window is None:
+        return []
+    lines = []
+    for b in experience.behaviour or []:
+        if not b.known:
+            lines.append(
+                f"warning: offline experience recorded by {describe(b)}: the training window of this "
+                "search's versions is unknown (raytrade evaluate cannot check them out of sample)"
+            )
+        elif b.seen_until is not None and b.seen_until > window.train_end:
+            lines.append(
+                f"warning: offline experience recorded by {describe(b)}, which saw bars after this "
+                f"search's training window ({window.train_end.date()}): its validation scores are in "
+                f"sample, and its versions count {b.seen_until.date()} as their last training bar"
+            )
+    return lines
+
+
 def check_init_window(opts: TuneOptions, spec: TuneSpec) -> None:
     """Fail (one line naming both windows) when the ``--init`` version's weights may have seen this
     search's validation or test bars (``tune_specs.init_weights.check_training_window``: its
@@ -752,17 +777,25 @@ def provenance(
 ) -> Provenance:
     """Code version, library versions and the data fingerprint of ``replay``, as of now; with
     ``experience`` (an offline spec's experience store), its experience table's fingerprint too, and
-    the ``window`` of it read; ``train_window``: the search's training window on ``replay``."""
+    the ``window`` of it read and the behaviour policies of the transitions in it
+    (``replay.behaviour.behaviour_in_window``); ``train_window``: the search's training window on
+    ``replay``."""
     from raytrade.models.manifest import ExperienceFingerprint
     from raytrade.models.registry import code_version, library_versions
+    from raytrade.replay.behaviour import behaviour_in_window
     from raytrade.replay.fingerprint import EXPERIENCE_TABLES, data_fingerprint
 
     sha, n_files = data_fingerprint(replay)
     seen = None
     if experience is not None:
         exp_sha, exp_files = data_fingerprint(experience, EXPERIENCE_TABLES)
+        behaviour = None if window is None else behaviour_in_window(experience, window.start, window.end)
         seen = ExperienceFingerprint(
-            root=str(experience.resolve()), sha256=exp_sha, files=exp_files, window=window
+            root=str(experience.resolve()),
+            sha256=exp_sha,
+            files=exp_files,
+            window=window,
+            behaviour=None if behaviour is None else list(behaviour),
         )
     return Provenance(
         started_at=datetime.now(UTC),
@@ -1017,7 +1050,10 @@ def run_tune(opts: TuneOptions, dashboard: bool = True) -> TuneOutcome:
         click.echo(experience_window_line(window))
     env = {**env, "RAY_AIR_NEW_OUTPUT": "0"}  # the table reporter of ``_reporter``
     if not opts.resume:
-        write_run_file(run_dir, run_record(opts, spec, window))
+        record = run_record(opts, spec, window)
+        write_run_file(run_dir, record)
+        for line in behaviour_lines(record.provenance):
+            click.echo(line)
         if remote is not None:
             upload_tree(run_dir, remote, files=[RUN_FILE])
     with _environment(env):

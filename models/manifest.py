@@ -43,6 +43,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from raytrade.envs.config import PortfolioEnvConfig, env_config_from_dict
 from raytrade.envs.evaluation.stats import BootstrapConfig
+from raytrade.replay.behaviour import BehaviourPolicy
 from raytrade.replay.errors import InputError
 
 MANIFEST: Final = "manifest.json"
@@ -102,8 +103,9 @@ class TrainWindow(BaseModel):
 
 class ExperienceFingerprint(BaseModel):
     """The experience an offline run learnt from: its store, the fingerprint of its ``experience``
-    table at the start (``replay.fingerprint.data_fingerprint(root, EXPERIENCE_TABLES)``) and the
-    window of it that was read."""
+    table at the start (``replay.fingerprint.data_fingerprint(root, EXPERIENCE_TABLES)``), the
+    window of it that was read and the behaviour policies that recorded it (their training windows
+    extend the offline version's: ``models.training_window``)."""
 
     model_config = _DOC
 
@@ -112,6 +114,11 @@ class ExperienceFingerprint(BaseModel):
     files: int = Field(ge=0, description="experience files the fingerprint covers")
     window: ExperienceWindow | None = Field(
         None, description="the dates read (None: a run older than the window, which read every date)"
+    )
+    behaviour: list[BehaviourPolicy] | None = Field(
+        None,
+        description="the registry policies that recorded the simulated transitions read, and the bars "
+        "their weights saw (replay.behaviour; empty: none; None: a run older than the field)",
     )
 
 

@@ -10,7 +10,11 @@ evaluate`` (``envs.evaluation.insample``, through ``PolicyHandle.trained_on``) b
 * else the window its manifest records (``data.train_window``, every search since it existed; an
   offline version's experience window);
 * else :class:`TrainingWindowUnknown` (an offline version that read every date of its experience
-  table, or an older version trained on a store that has changed since).
+  table, or an older version trained on a store that has changed since);
+* an offline version's window then ends no earlier than the last bar its behaviour policies saw
+  (trained on, or chose their checkpoint on; ``data.experience.behaviour``, ``replay.behaviour``):
+  cloning a policy learns what it knew. A behaviour policy whose training window is unknown makes
+  the offline version's unknown too.
 
 The validation window (where the version's checkpoint was chosen) is not recorded by the manifest:
 :func:`version_validation_window` recomputes it only on the store the version trained on, unchanged.
@@ -25,6 +29,7 @@ import pandas as pd
 from raytrade.envs.config import ReplayDataConfig
 from raytrade.envs.evaluation.insample import TrainedOn
 from raytrade.models.manifest import Manifest
+from raytrade.replay.behaviour import BehaviourPolicy, describe
 from raytrade.replay.errors import InputError
 from raytrade.replay.splits import TimeWindow
 
@@ -53,6 +58,15 @@ def version_training_window(
             f"{label} is an offline version recorded before experience windows: it learnt from every "
             "date of its experience table"
         )
+    own = _own_window(manifest, data, root, store_sha256, label)
+    behaviour = experience.behaviour if experience is not None else None
+    return own if not behaviour else _with_behaviour(own, behaviour, label)
+
+
+def _own_window(
+    manifest: Manifest, data: ReplayDataConfig, root: str, store_sha256: str, label: str
+) -> tuple[pd.Timestamp, pd.Timestamp, str]:
+    """The bars the version itself trained on (its experience window for an offline one)."""
     if manifest.data.sha256 == store_sha256:
         from raytrade.envs.replay_loader import split_calendar
 
@@ -61,6 +75,7 @@ def version_training_window(
     if manifest.data.train_window is not None:
         recorded = manifest.data.train_window
         return _utc(recorded.start), _utc(recorded.end), "as its manifest records it"
+    experience = manifest.data.experience
     window = experience.window if experience is not None else None
     if window is not None:
         return _utc(window.train_start), _utc(window.train_end), "as its manifest records it"
@@ -68,6 +83,30 @@ def version_training_window(
         f"{label} trained on the store {manifest.data.root} with fingerprint {manifest.data.sha256[:12]}, "
         f"the store {root} now has {store_sha256[:12]} (grown, restated or another store) and its "
         "manifest records no training window"
+    )
+
+
+def _with_behaviour(
+    own: tuple[pd.Timestamp, pd.Timestamp, str], behaviour: list[BehaviourPolicy], label: str
+) -> tuple[pd.Timestamp, pd.Timestamp, str]:
+    """``own`` widened to the bars the offline version's behaviour policies saw (trained or chosen
+    their checkpoint on): it learnt what they knew. One whose window is unknown makes it unknown."""
+    unknown = next((b for b in behaviour if not b.known), None)
+    if unknown is not None:
+        raise TrainingWindowUnknown(
+            f"{label} learnt from experience recorded by {describe(unknown)}: what that policy's "
+            "weights saw is unknown, and so is what this version learnt from"
+        )
+    start, end, how = own
+    seen = [b for b in behaviour if b.seen_until is not None]
+    last = max(seen, key=lambda b: _utc(b.seen_until), default=None)
+    if last is None or _utc(last.seen_until) <= end:
+        return own
+    first = min((_utc(b.train_start) for b in seen if b.train_start is not None), default=start)
+    return (
+        min(start, first),
+        _utc(last.seen_until),
+        f"{how}, widened to what its behaviour policy {describe(last)} saw",
     )
 
 

@@ -1,0 +1,252 @@
+"""A registry behaviour policy must not pass what it saw of the validation/test bars to offline RL:
+``raytrade simulate-experience`` asks it (``trained_on``) and refuses one that saw bars after the
+train split unless ``--behaviour-in-sample`` (then marked); an offline search records the behaviour
+policies of its experience, and its versions' training window ends no earlier than theirs
+(``models.training_window``), so ``raytrade evaluate`` refuses the windows they saw."""
+
+from __future__ import annotations
+
+import shutil
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+
+from raytrade.cluster.simulate_experience import SimulateOptions, SimulateOutcome, simulate_experience
+from raytrade.envs.evaluation.harness import InSampleError, prepare
+from raytrade.models.manifest import ExperienceWindow, Manifest
+from raytrade.models.training_window import version_training_window
+from raytrade.replay.behaviour import (
+    BEHAVIOUR_DIR,
+    SIMULATED_REGISTRY_RUN,
+    BehaviourPolicy,
+    behaviour_in_window,
+    read_behaviour,
+)
+from raytrade.replay.errors import InputError
+from raytrade.replay.fingerprint import data_fingerprint
+from tests.test_evaluation import FakeHandle
+from tests.test_evaluation_insample import CFG, MODEL, VersionHandle, _split
+from tests.test_init_window import _manifest
+
+POLICY = "registry:alpha@1"
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from raytrade.replay.ingest import ingest_frames
+    from raytrade.replay.sources.synthetic import generate
+
+    root = tmp_path_factory.mktemp("behaviour") / "store"
+    market = generate(n_symbols=3, years=2.0, seed=3)
+    ingest_frames(root, market.bars, market.macro, show_progress=False)
+    return root
+
+
+def _simulate(
+    monkeypatch: pytest.MonkeyPatch, store: Path, out: Path, handle: Any, in_sample: bool = False
+) -> SimulateOutcome:
+    import raytrade.cluster.registry_access as access
+
+    monkeypatch.setattr(access, "registry_loader", lambda: lambda ref, registry: handle)
+    opts = SimulateOptions(policy=POLICY, replay=store, out=out, behaviour_in_sample=in_sample)
+    return simulate_experience(opts)
+
+
+def _day(ts: pd.Timestamp) -> datetime:
+    return ts.to_pydatetime()
+
+
+def _changed_store(store: Path, **fractions: float) -> Manifest:
+    """A version whose manifest records its training window at ``fractions``, trained on ``store``
+    when it had other files: its validation window is unknown, its training window is not."""
+    recorded = _split(store, "train", **fractions)
+    trained = _manifest(store, recorded=recorded, how="train_window", **fractions)
+    return trained.model_copy(update={"data": trained.data.model_copy(update={"sha256": "f" * 64})})
+
+
+@pytest.mark.parametrize("case", ["trained on later bars", "chosen on the validation bars"])
+def test_a_behaviour_policy_that_saw_bars_after_the_train_split_is_refused(
+    monkeypatch: pytest.MonkeyPatch, store: Path, tmp_path: Path, case: str
+) -> None:
+    """The reviewer's case: it recorded such a policy's episodes without asking it anything. Trained
+    on the first 80 % (the split's validation bars), or with the same splits as the store's (its
+    checkpoint chosen on the validation bars the offline versions are then scored on)."""
+    out = tmp_path / "exp"
+    train = _split(store, "train")
+    if case == "trained on later bars":
+        fractions = {"train_fraction": 0.8, "validation_fraction": 0.1}
+        manifest, last = _changed_store(store, **fractions), _split(store, "train", **fractions)[-1]
+    else:
+        manifest, last = _manifest(store), _split(store, "validation")[-1]
+    with pytest.raises(InputError) as info:
+        _simulate(monkeypatch, store, out, VersionHandle(manifest))
+    message = str(info.value)
+    assert message.startswith(f"--policy {POLICY}: {POLICY} (trained on ")
+    assert f"saw bars up to {last.date()}, after the end of the train split" in message
+    assert f"({train[0].date()} .. {train[-1].date()})" in message
+    assert "--behaviour-in-sample" in message and len(message.splitlines()) == 1
+    assert not out.exists()  # nothing recorded
+
+
+def test_a_behaviour_policy_trained_and_chosen_within_the_train_split_is_recorded(
+    monkeypatch: pytest.MonkeyPatch, store: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "exp"
+    fractions = {"train_fraction": 0.4, "validation_fraction": 0.1}
+    outcome = _simulate(monkeypatch, store, out, VersionHandle(_manifest(store, **fractions)))
+    theirs, validation = _split(store, "train", **fractions), _split(store, "validation", **fractions)
+    assert validation[-1] < _split(store, "train")[-1]
+    assert outcome.rows > 0 and outcome.warning is None
+    assert outcome.run_id.startswith(SIMULATED_REGISTRY_RUN)
+    record = read_behaviour(out)[outcome.run_id]
+    assert record == outcome.behaviour
+    assert (record.policy_version, record.known, record.in_sample) == (POLICY, True, False)
+    assert (record.train_start, record.train_end) == (_day(theirs[0]), _day(theirs[-1]))
+    assert record.validation_end == _day(validation[-1])
+
+
+def test_the_opt_in_records_it_marked_and_warns(
+    monkeypatch: pytest.MonkeyPatch, store: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "exp"
+    outcome = _simulate(monkeypatch, store, out, VersionHandle(_manifest(store)), in_sample=True)
+    record = read_behaviour(out)[outcome.run_id]
+    assert record.in_sample and record.seen_until == _day(_split(store, "validation")[-1])
+    assert outcome.rows > 0
+    assert outcome.warning is not None and "(--behaviour-in-sample)" in outcome.warning
+
+
+def test_the_cli_refuses_in_one_line_and_records_with_the_flag_and_a_warning(
+    monkeypatch: pytest.MonkeyPatch, store: Path, tmp_path: Path
+) -> None:
+    import raytrade.cluster.registry_access as access
+    from raytrade.cluster.simulate_experience import simulate_experience_command
+
+    handle = VersionHandle(_manifest(store))
+    monkeypatch.setattr(access, "registry_loader", lambda: lambda ref, registry: handle)
+    args = ["--policy", POLICY, "--replay", str(store), "--out", str(tmp_path / "exp")]
+    refused = CliRunner().invoke(simulate_experience_command, args)
+    assert refused.exit_code == 2 and refused.output.startswith(f"error: --policy {POLICY}: ")
+    recorded = CliRunner().invoke(simulate_experience_command, [*args, "--behaviour-in-sample"])
+    assert recorded.exit_code == 0, recorded.output
+    assert f"warning: --policy {POLICY}: recorded although" in recorded.output
+
+
+def test_an_unknown_training_window_is_recorded_as_unknown_with_a_warning(
+    monkeypatch: pytest.MonkeyPatch, store: Path, tmp_path: Path
+) -> None:
+    """A handle that says nothing (or an older version on a changed store): as evaluate does, go on
+    with a warning; the record says unknown, and the offline versions inherit it (below)."""
+    out = tmp_path / "exp"
+    outcome = _simulate(monkeypatch, store, out, FakeHandle())
+    record = read_behaviour(out)[outcome.run_id]
+    assert not record.known and record.seen_until is None
+    assert outcome.warning is not None and "cannot be checked" in outcome.warning
+
+
+def _window(store: Path) -> ExperienceWindow:
+    train = _split(store, "train")
+    return ExperienceWindow(
+        train_start=_day(train[0]),
+        train_end=_day(train[-1]),
+        start=_day(train[0]),
+        end=_day(train[-2]),
+        transitions=1,
+        left_out=0,
+    )
+
+
+def test_an_offline_search_records_the_behaviour_policies_of_its_experience(
+    monkeypatch: pytest.MonkeyPatch, store: Path, tmp_path: Path
+) -> None:
+    from raytrade.cluster.tune import behaviour_lines, provenance
+
+    out = tmp_path / "exp"
+    outcome = _simulate(monkeypatch, store, out, VersionHandle(_manifest(store)), in_sample=True)
+    simulate_experience(SimulateOptions(policy="equal_weight", replay=store, out=out))  # no record
+    prov = provenance(store, out, _window(store))
+    assert prov.experience is not None and prov.experience.behaviour == [outcome.behaviour]
+    (line,) = behaviour_lines(prov)
+    assert line.startswith(f"warning: offline experience recorded by {POLICY} (trained on ")
+    # a registry run recorded before its record existed reads as unknown; a window without it, as none
+    shutil.rmtree(out / BEHAVIOUR_DIR)
+    (unknown,) = behaviour_in_window(out, _window(store).start, _window(store).end)
+    assert (unknown.run_id, unknown.policy_version, unknown.known) == (outcome.run_id, POLICY, False)
+    assert (
+        behaviour_in_window(out, pd.Timestamp("1990-01-01", tz="UTC"), pd.Timestamp("1990-02-01", tz="UTC"))
+        == ()
+    )
+
+
+def _offline(store: Path, *behaviour: BehaviourPolicy) -> Manifest:
+    """An offline version trained on ``store``'s train split, its experience recorded by ``behaviour``."""
+    manifest = _manifest(store, recorded=_split(store, "train"))
+    experience = manifest.data.experience
+    assert experience is not None
+    experience = experience.model_copy(update={"behaviour": list(behaviour)})
+    return manifest.model_copy(update={"data": manifest.data.model_copy(update={"experience": experience})})
+
+
+def _behaviour(store: Path, **update: Any) -> BehaviourPolicy:
+    train, validation = _split(store, "train"), _split(store, "validation")
+    fields = {
+        "run_id": "sim:registry:alpha@1:0:abcd",
+        "policy_version": POLICY,
+        "known": True,
+        "how": "recomputed",
+        "train_start": _day(train[0]),
+        "train_end": _day(train[-1]),
+        "validation_end": _day(validation[-1]),
+        "in_sample": True,
+    }
+    return BehaviourPolicy.model_validate({**fields, **update})
+
+
+def test_the_offline_versions_training_window_ends_where_its_behaviour_policys_does(store: Path) -> None:
+    train, validation = _split(store, "train"), _split(store, "validation")
+    sha = data_fingerprint(store)[0]
+    within = _behaviour(store, validation_end=None, in_sample=False)
+    assert version_training_window(_offline(store, within), str(store), sha, MODEL) == (
+        train[0],
+        train[-1],
+        "recomputed on this store, which has the fingerprint it trained on",
+    )
+    widened = version_training_window(_offline(store, within, _behaviour(store)), str(store), sha, MODEL)
+    assert widened is not None
+    start, end, how = widened
+    assert (start, end) == (train[0], validation[-1])
+    assert how.endswith(
+        f"widened to what its behaviour policy {POLICY} (trained on {train[0].date()} .. "
+        f"{train[-1].date()}, validation to {validation[-1].date()}; recomputed) saw"
+    )
+
+
+def _evaluate(store: Path, manifest: Manifest, split: str) -> Any:
+    loader = lambda ref, registry: VersionHandle(manifest)  # noqa: E731
+    cfg = CFG.model_copy(update={"split": split})
+    return prepare(store, ["equal_weight", MODEL], cfg, registry=store.parent, loader=loader)
+
+
+def test_evaluate_refuses_the_windows_an_offline_versions_behaviour_policy_saw(store: Path) -> None:
+    """Without its behaviour policy the offline version is out of sample on the validation split (it
+    starts an embargo after its training window); cloning a policy chosen on those bars, it is not."""
+    _evaluate(store, _offline(store), "validation")
+    with pytest.raises(InSampleError, match=rf"{MODEL} trained on .* validation \("):
+        _evaluate(store, _offline(store, _behaviour(store)), "validation")
+    _evaluate(store, _offline(store, _behaviour(store)), "test")  # after the behaviour's window: allowed
+
+
+def test_a_behaviour_policy_of_unknown_training_window_makes_the_offline_versions_unknown(
+    store: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    import logging
+
+    unknown = _behaviour(store, known=False, train_start=None, train_end=None, validation_end=None)
+    with caplog.at_level(logging.WARNING):
+        _evaluate(store, _offline(store, unknown), "validation")
+    assert f"{MODEL}: out-of-sample cannot be checked" in caplog.text
+    assert f"learnt from experience recorded by {POLICY} (training window unknown" in caplog.text
