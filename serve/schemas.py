@@ -227,7 +227,7 @@ class SymbolDecision(BaseModel):
     )
 
 
-CapName = Literal["per_symbol_cap", "gross_cap", "leverage_cap", "max_gross_add"]
+CapName = Literal["per_symbol_cap", "gross_cap", "leverage_cap", "max_gross_add", "crypto_gross_cap"]
 """The hard exposure caps the service applies after the model (``serve.caps``)."""
 
 
@@ -240,6 +240,9 @@ class AppliedCaps(BaseModel):
     gross_cap: float = Field(description="gross exposure cap of the loop's own sizing")
     leverage_cap: float = Field(description="gross leverage cap at the close")
     max_gross_add: float = Field(description="basket throttle: most gross one answer may add")
+    crypto_gross_cap: float = Field(
+        description="gross exposure cap of crypto (positions outside the model's universe included)"
+    )
     binding: list[CapName] = Field(
         default_factory=list, description="the caps that changed the model's targets in this answer"
     )
