@@ -20,7 +20,10 @@ Design decisions
 * **Hard caps after the model.** The constrained targets then go through ``serve.caps.cap_targets``
   (``ServeConfig.caps``: per-symbol, gross, leverage and crypto caps, and the basket throttle on the
   gross one answer adds), always on; the answer records the caps and which of them bound (``caps``).
-  The answer carries each symbol's ``target_qty`` at the request's price.
+* **Quantities.** Each symbol's ``target_qty`` is its target weight at the request's price, except
+  where the answer keeps the symbol where it is (held, or its target weight is its current weight):
+  then it is the quantity the request says is held (0 for none), so a loop that orders
+  ``target_qty - qty`` sends nothing for it whatever the price.
 * **Same action mapping as training.** The policy's action becomes orders through ``envs.actions``
   with the trained ``env_config.action``: absolute weights, or a tilt around the baseline decided at
   the request's bar (``envs.baseline_weights``; with no episode start, ``equal_weight`` and
@@ -483,6 +486,7 @@ class DecisionService:
         decisions: dict[str, dict[str, Any]] = {}
         equity, hold = p.request.account.equity, p.hold_reason
         prices = p.request.reference_prices(self.universe)
+        units = p.request.held_quantities()
         w_target, w_now, conf = weights.tolist(), p.w_now.tolist(), confidence.tolist()
         mode_of = None if modes is None else modes.tolist()
         for i, sym in enumerate(self.universe):
@@ -498,9 +502,10 @@ class DecisionService:
                 mode = "flat" if flat else "aggressive"
             if kill and not held and abs(w) < abs(w_now[i]) - _ZERO:
                 reason = "kill switch: unwind only"
+            kept = held or w == w_now[i]  # no order: the units held, whatever the price
             decisions[sym] = {
                 "target_weight": w,
-                "target_qty": target_quantity(w, equity, prices[i]),
+                "target_qty": units.get(sym, 0.0) if kept else target_quantity(w, equity, prices[i]),
                 "current_weight": w_now[i],
                 "side": "flat" if flat else ("long" if w > 0 else "short"),
                 "gate_mode": mode,

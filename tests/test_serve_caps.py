@@ -343,8 +343,9 @@ def test_every_answer_has_its_own_decision_id_and_target_quantities() -> None:
     assert one.decision_id != two.decision_id and len(one.decision_id) == 32
     int(one.decision_id, 16)  # hex
     qty = {s: d.target_qty for s, d in one.decisions.items()}
-    # AAPL: 0.1 x 100k at the mid 250 = 40; ETHUSD: no row, the broker's last 2500; MSFT: its last close
-    assert qty == {"AAPL": pytest.approx(40.0), "ETHUSD": pytest.approx(-2.0), "MSFT": 0.0, "X": None}
+    # every position at the units held, not its weight at the mid (0.1 x 100k / 250 = 40 would sell 10
+    # on a loop ordering target_qty - qty); a short's units are negative; flat symbols 0, priced or not
+    assert qty == {"AAPL": 50.0, "ETHUSD": -2.0, "MSFT": 0.0, "X": 0.0}
     assert ActResponse.model_validate_json(one.model_dump_json()).decision_id == one.decision_id
 
 

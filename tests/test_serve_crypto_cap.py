@@ -1,5 +1,6 @@
 """Crypto stays unlevered in serving ("crypto unlevered", ``shared/contracts/README.md``), counting crypto
-held outside the model's universe. No Ray: an untrained (seeded) module on a small synthetic market
+held outside the model's universe; and a symbol the answer keeps where it is carries the units held as
+its ``target_qty``. No Ray: an untrained (seeded) module on a small synthetic market
 whose last asset is crypto (``SYN005USD``), its action replaced by a fixed one, so the caps are what
 must hold."""
 
@@ -133,3 +134,43 @@ def test_the_serving_crypto_cap_holds_whatever_the_training_config(service: Deci
     answer = lax.decide([_request(lax, [_position("BTCUSD", 0.95, 0.95)])])[0]
     assert answer.decisions["SYN005USD"].target_weight == pytest.approx(0.05, abs=1e-12)
     assert answer.caps is not None and answer.caps.binding == ["per_symbol_cap", "crypto_gross_cap"]
+
+
+# --------------------------------------------------------------------------------- held quantities
+
+
+@pytest.mark.parametrize(
+    "row",
+    [
+        {"bid_price": 169.95, "ask_price": 170.05, "trade_blocked": True},
+        {"bid_price": 199.95, "ask_price": 200.05, "trade_blocked": True},
+        {"bid_price": 169.0, "ask_price": 171.0},  # 117 bps: over the spread cap
+        {"last_close": 170.0},  # no quote
+    ],
+    ids=["blocked-mid-down", "blocked-mid-up", "wide-spread", "no-quote"],
+)
+def test_a_held_symbol_targets_the_units_it_holds(service: DecisionService, row: dict[str, Any]) -> None:
+    # 40 units held, valued at 185.32 (the broker's price): at any other mid, target_weight x equity /
+    # mid would be an order on a symbol that must not move
+    held = _position("SYN001", 7412.80 / EQUITY, 40, 185.32)
+    short = _position("SYN002", -0.05, -25, 200.0)
+    wide = {"bid_price": 190.0, "ask_price": 210.0}
+    d = service.decide([_request(service, [held, short], SYN001=row, SYN002=wide)])[0].decisions
+    assert (d["SYN001"].gate_mode, d["SYN001"].target_weight) == ("hold", pytest.approx(0.074128))
+    assert (d["SYN001"].target_qty, d["SYN002"].target_qty) == (40.0, -25.0)
+
+
+def test_a_held_symbol_with_no_position_targets_zero_units(service: DecisionService) -> None:
+    request = _request(service, [], SYN003={"last_close": 50.0}, SYN004={"trade_blocked": True})
+    d = service.decide([request])[0].decisions
+    assert (d["SYN003"].target_qty, d["SYN004"].target_qty) == (0.0, 0.0)  # the second has no price
+
+
+def test_a_symbol_the_kill_switch_keeps_where_it_is_targets_the_units_it_holds() -> None:
+    # unwind-only: the policy wants +1 on SYN000, so it stays at its 0.1 (40 units at the broker's 250)
+    kill = _service(action=np.ones(6), config=ServeConfig(max_feature_age_hours=None, kill_drawdown=0.1))
+    request = _request(kill, [_position("SYN000", 0.1, 40, 250.0)]).model_copy(update={"drawdown_pct": -0.2})
+    answer = kill.decide([request])[0]
+    d = answer.decisions["SYN000"]
+    assert answer.kill_switch_active and (d.gate_mode, d.target_weight) == ("aggressive", 0.1)
+    assert d.target_qty == 40.0  # not 0.1 x 100k / 100 (the mid) = 100: a buy of 60 under the kill switch
