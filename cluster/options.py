@@ -68,7 +68,13 @@ class FiniteFloatRange(click.FloatRange):
         return number
 
 
-CAPS_FLAGS: tuple[str, ...] = ("per_symbol_cap", "gross_cap", "leverage_cap", "max_gross_add")
+CAPS_FLAGS: tuple[str, ...] = (
+    "per_symbol_cap",
+    "gross_cap",
+    "leverage_cap",
+    "max_gross_add",
+    "crypto_gross_cap",
+)
 """``serve.caps.ExposureCaps``'s fields, one flag each (``--per-symbol-cap`` …) on serve and live."""
 
 

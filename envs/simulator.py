@@ -144,6 +144,7 @@ def constrained_targets(
     limits: ExposureLimits,
     fill: np.ndarray | None = None,
     external_gross: np.ndarray | float = 0.0,
+    external_crypto: np.ndarray | float = 0.0,
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """The weights a decision can actually reach: ``target [B, N]`` projected onto the constraints.
 
@@ -151,7 +152,10 @@ def constrained_targets(
     zero for assets not ``listed``, unwind-only where
     the kill switch is ``active [B]``. Assets where ``fill`` is False are *locked*: they keep their
     current weight ``w_now`` and their exposure comes out of the gross budgets, as does
-    ``external_gross`` (exposure held outside this universe). Returns the weights, with locked
+    ``external_gross [B]`` (exposure held outside this universe, or one number for every row);
+    ``external_crypto [B]``, the crypto part of it, also comes out of the crypto sleeve's budget
+    (with a universe of crypto only, the gross cap is the crypto cap and ``external_gross`` comes out
+    of it already). Returns the weights, with locked
     assets at 0 (the caller keeps their units), and the locked mask (None without ``fill``). This
     is the simulator's step 1, and what the serving path decides with.
     """
@@ -159,10 +163,10 @@ def constrained_targets(
     b, n = target.shape
     has_group = limits.group is not None
     listed = np.ascontiguousarray(listed, dtype=bool)
-    if isinstance(external_gross, float | int):
-        external = np.full(b, float(external_gross))
-    else:
-        external = _rows(np.broadcast_to(np.asarray(external_gross, dtype=np.float64), (b,)))
+    external, external_group = (
+        _rows(np.broadcast_to(np.asarray(x, dtype=np.float64), (b,)))
+        for x in (external_gross, external_crypto)
+    )
     w, locked = target_rows(
         _rows(target),
         _rows(w_now),
@@ -177,6 +181,7 @@ def constrained_targets(
         has_group,
         float(con.crypto_gross_cap),
         external,
+        external_group,
     )
     return w, (locked if fill is not None else None)
 

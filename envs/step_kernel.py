@@ -65,6 +65,7 @@ def _project_into(  # pragma: no cover (compiled; covered through target_rows an
     has_group: bool,
     crypto_gross_cap: float,
     external_gross: np.ndarray,
+    external_group: np.ndarray,
     skip: np.ndarray,
     last_bar: np.ndarray,
     has_next: bool,
@@ -79,6 +80,10 @@ def _project_into(  # pragma: no cover (compiled; covered through target_rows an
     ``bar[i] + 1``), an asset before its last real bar ``last_bar [N]`` without a real bar at
     ``bar[i]`` or at ``bar[i] + 1`` (a hole, or not listed yet) is locked too: no order can fill on
     a bar that has none, so the position (0 before the listing) is held, as an unfilled order is.
+
+    ``external_gross [B]`` is each episode's exposure held outside the universe and
+    ``external_group [B]`` its crypto part: they come out of the gross budget and (with a crypto
+    group) the crypto group's budget, as locked assets' exposure does (0 in the simulator's step).
 
     The loop over episodes is inside, and rows are read and written by index, never as
     ``target[i]``-style views: numba takes and drops a reference on every array an inlined helper
@@ -110,7 +115,7 @@ def _project_into(  # pragma: no cover (compiled; covered through target_rows an
                     locked_group += abs(w_now[i, j])
             lower[j], upper[j] = lo, hi
         budget = max(gross_cap - locked_gross - external_gross[i], 0.0)
-        group_budget = max(crypto_gross_cap - locked_group, 0.0)
+        group_budget = max(crypto_gross_cap - locked_group - external_group[i], 0.0)
         if has_group:
             project_row_grouped(row, lower, upper, budget, group, group_budget, out, floor, work)
         else:
@@ -134,6 +139,7 @@ def target_rows(  # pragma: no cover (compiled; covered through the simulator an
     has_group: bool,
     crypto_gross_cap: float,
     external_gross: np.ndarray,
+    external_group: np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Projected target weights ``[B, N]`` and the locked mask (``~fill & listed``): step 1 alone,
     what the serving path decides with (``listed [B, N]``: each episode's own bar)."""
@@ -155,6 +161,7 @@ def target_rows(  # pragma: no cover (compiled; covered through the simulator an
         has_group,
         crypto_gross_cap,
         external_gross,
+        external_group,
         np.zeros(b, dtype=np.bool_),
         np.full(n, -1, dtype=np.int64),  # no next bar here: only the fill mask locks
         False,
@@ -228,6 +235,7 @@ def step_rows(  # pragma: no cover (compiled; covered through the simulator)
         asset_flags[1],
         has_group,
         consts[3],
+        np.zeros(b),
         np.zeros(b),
         dead,
         last_bar,

@@ -4,6 +4,7 @@ The feature builders (forecast gate, kelly_lite, leverage caps, financing), the 
 evaluation baseline and the serving gate all read these numbers from a ``LoopRules`` (their configs
 extend it), so changing a rule changes it everywhere. Defaults are the loop's (DESIGN §4,
 ``shared/contracts/README.md``); units are basis points of notional unless a field says otherwise.
+:func:`is_crypto_symbol` is the loop's rule for telling a crypto pair by its (Alpaca) symbol.
 """
 
 from __future__ import annotations
@@ -65,3 +66,11 @@ class LoopRules(BaseModel):
         strictest = min(self.spread_cap_bps_mega, self.spread_cap_bps_equity)
         equity_cap = np.where(np.isnan(volume), strictest, equity_cap)
         return np.where(np.asarray(is_crypto, dtype=bool), self.spread_cap_bps_crypto, equity_cap)
+
+
+def is_crypto_symbol(symbol: str) -> bool:
+    """True for a crypto pair as the loop and Alpaca spell it: ``BTC/USD`` and ``BTCUSD`` (contains
+    ``/``, or ends in ``USD`` and is longer than 3 characters; the contract's "symbols ending in USD").
+    The one rule for a symbol whose asset class nothing else gives: the live loop's quotes and orders,
+    and serving's positions outside the model's universe (the crypto cap, ``serve.caps``)."""
+    return "/" in symbol or (symbol.endswith("USD") and len(symbol) > 3)

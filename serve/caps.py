@@ -19,11 +19,17 @@ Caps (:func:`cap_targets`), weights as signed fractions of equity, in this order
    ``sum |w| + external_gross <= min(gross_cap, leverage_cap)`` (1.2: the loop's own sizing, and
    2.0: leverage at the close); when held and external gross alone reach it, every movable weight
    goes to 0;
-4. basket throttle: the gross one answer *adds*, ``sum_i added_i`` with ``added_i = max(0, |w_i| -
+4. crypto cap ("crypto unlevered", ``shared/contracts/README.md``): the same rule over crypto alone,
+   the movable crypto weights scaled down so that ``sum_crypto |w| + external_crypto <=
+   crypto_gross_cap`` (1.0), whatever the model was trained with; held crypto and ``external_crypto``
+   (crypto positions outside the universe, part of ``external_gross``) come out of its budget, and
+   when they alone reach it every movable crypto weight goes to 0: an account already over the cap
+   gets no answer that adds crypto;
+5. basket throttle: the gross one answer *adds*, ``sum_i added_i`` with ``added_i = max(0, |w_i| -
    |c_i|)`` and, for a flip through zero, ``added_i = |w_i|`` (the whole new side is new risk), is at
    most ``max_gross_add`` (0.25): each symbol's added part is scaled by the same factor.
 
-Steps 3 and 4 only shrink ``|w|`` with the sign kept, so each step keeps the bounds of the steps
+Steps 3 to 5 only shrink ``|w|`` with the sign kept, so each step keeps the bounds of the steps
 before it; reductions of risk are never throttled.
 """
 
@@ -46,6 +52,9 @@ MAX_GROSS: Final = 4.0
 """Ceiling of ``gross_cap``, ``leverage_cap`` and ``max_gross_add``: 4x equity, the intraday leverage
 a margin account is allowed (DESIGN §4: 2x at the close, 4x intraday); the loop's own caps are 1.2 and
 2.0. A larger cap is no cap at all."""
+MAX_CRYPTO_GROSS: Final = 1.0
+"""Ceiling of ``crypto_gross_cap``: crypto is unlevered (``shared/contracts/README.md``; Alpaca
+lends no margin on crypto), so crypto gross is at most the equity."""
 MAX_PER_SYMBOL: Final = 1.0
 """Ceiling of ``per_symbol_cap``: one symbol at most the whole equity (``LoopRules.kelly_cap``'s own
 bound; the loop's cap is 0.15)."""
@@ -70,6 +79,12 @@ class ExposureCaps(BaseModel):
     )
     max_gross_add: float = Field(
         0.25, ge=0, le=MAX_GROSS, description="basket throttle: most gross exposure one answer may add"
+    )
+    crypto_gross_cap: float = Field(
+        _RULES.leverage_cap_crypto,
+        gt=0,
+        le=MAX_CRYPTO_GROSS,
+        description="gross exposure cap of crypto, held outside the universe included (unlevered)",
     )
 
     @property
@@ -132,9 +147,12 @@ def cap_targets(
     movable: np.ndarray,
     caps: ExposureCaps,
     external_gross: float = 0.0,
+    is_crypto: np.ndarray | None = None,
+    external_crypto: float = 0.0,
 ) -> CappedTargets:
     """``target [N]`` held to ``caps`` given the ``current [N]`` weights; symbols not ``movable``
-    keep their current weight (steps in the module doc)."""
+    keep their current weight (steps in the module doc). ``is_crypto [N]`` marks the crypto symbols
+    (None: none); ``external_crypto`` is the crypto part of ``external_gross``."""
     target = np.asarray(target, dtype=np.float64)
     current = np.asarray(current, dtype=np.float64)
     movable = np.asarray(movable, dtype=bool)
@@ -151,6 +169,14 @@ def cap_targets(
     if moving > budget:
         w = np.where(movable, w * (budget / moving), w)
         binding.append("gross_cap" if caps.gross_cap <= caps.leverage_cap else "leverage_cap")
+
+    crypto = np.zeros(len(w), dtype=bool) if is_crypto is None else np.asarray(is_crypto, dtype=bool)
+    held_crypto = float(np.abs(w[~movable & crypto]).sum())
+    budget = max(0.0, caps.crypto_gross_cap - held_crypto - external_crypto)
+    moving = float(np.abs(w[movable & crypto]).sum())
+    if moving > budget:
+        w = np.where(movable & crypto, w * (budget / moving), w)
+        binding.append("crypto_gross_cap")
 
     added = added_gross(w, current)
     total = float(added.sum())

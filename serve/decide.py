@@ -14,11 +14,16 @@ Design decisions
   loop's gates (``serve.caps.gate_reasons``: ``trade_blocked``, no usable quote, or a quoted spread
   over the loop's cap), or without a bar at ``t`` keeps its current weight (the simulator's unfilled
   order), and its exposure counts against the gross budget. Positions outside the universe are not
-  traded either; they are listed as ``unmanaged`` and their gross comes out of the budget.
+  traded either; they are listed as ``unmanaged`` and their gross comes out of the budget, and the
+  gross of those that are crypto (``replay.loop_rules.is_crypto_symbol``: the request gives no asset
+  class) out of the crypto sleeve's and the crypto cap's budgets too.
 * **Hard caps after the model.** The constrained targets then go through ``serve.caps.cap_targets``
-  (``ServeConfig.caps``: per-symbol, gross and leverage caps, and the basket throttle on the gross one
-  answer adds), always on; the answer records the caps and which of them bound (``caps``) and each
-  symbol's ``target_qty`` at the request's price.
+  (``ServeConfig.caps``: per-symbol, gross, leverage and crypto caps, and the basket throttle on the
+  gross one answer adds), always on; the answer records the caps and which of them bound (``caps``).
+* **Quantities.** Each symbol's ``target_qty`` is its target weight at the request's price, except
+  where the answer keeps the symbol where it is (held, or its target weight is its current weight):
+  then it is the quantity the request says is held (0 for none), so a loop that orders
+  ``target_qty - qty`` sends nothing for it whatever the price.
 * **Same action mapping as training.** The policy's action becomes orders through ``envs.actions``
   with the trained ``env_config.action``: absolute weights, or a tilt around the baseline decided at
   the request's bar (``envs.baseline_weights``; with no episode start, ``equal_weight`` and
@@ -75,7 +80,7 @@ from raytrade.envs.normalization import MISSING_CHANNEL
 from raytrade.envs.simulator import Observation, constrained_targets, exposure_limits
 from raytrade.models.inference import broken_rows, trace_for_inference
 from raytrade.replay.errors import InputError
-from raytrade.replay.loop_rules import LoopRules
+from raytrade.replay.loop_rules import LoopRules, is_crypto_symbol
 from raytrade.serve.caps import ExposureCaps, cap_targets, gate_reasons
 from raytrade.serve.fallback import hold_everything
 from raytrade.serve.schemas import ActRequest, ActResponse, AppliedCaps, target_quantity
@@ -149,6 +154,7 @@ class Prepared:
     w_now: np.ndarray  # [N]
     tradeable: np.ndarray  # [N]
     external_gross: float
+    external_crypto: float  # the crypto part of external_gross
     unmanaged: list[str]
     hold_reason: dict[str, str]
 
@@ -299,13 +305,14 @@ class DecisionService:
         equity = request.account.equity
         n = len(self.universe)
         w_now = np.zeros(n)
-        external, unmanaged = 0.0, []
+        external, external_crypto, unmanaged = 0.0, 0.0, []
         for pos in request.positions:
             weight = pos.signed_value() / equity
             if pos.symbol in self.universe:
                 w_now[self.universe[pos.symbol]] = weight
             else:
                 external += abs(weight)
+                external_crypto += abs(weight) if is_crypto_symbol(pos.symbol) else 0.0
                 unmanaged.append(pos.symbol)
         tradeable = np.zeros(n, dtype=bool)
         hold: dict[str, str] = {}
@@ -323,7 +330,9 @@ class DecisionService:
                 hold[sym] = f"no bar at {_utc(self._ts[bar]).date()}"
             else:
                 tradeable[i] = True
-        return Prepared(request, as_of, bar, w_now, tradeable, external, sorted(unmanaged), hold)
+        return Prepared(
+            request, as_of, bar, w_now, tradeable, external, external_crypto, sorted(unmanaged), hold
+        )
 
     def _bar_time(self, bar: int) -> datetime:
         """The UTC time of ``bar`` (cached: every answer is dated by its bar, nearly always the last)."""
@@ -409,7 +418,6 @@ class DecisionService:
         broken = ~np.isfinite(target).all(axis=-1) | broken_rows(self.handle.module, decided.dist_inputs)
         target = np.where(np.isfinite(target), target, 0.0)
         tradeable = np.stack([p.tradeable for p in prepared]) & ~orders.hold  # held: no order
-        external = np.array([p.external_gross for p in prepared])
         w_target, locked = constrained_targets(
             target,
             ob.weights,
@@ -417,12 +425,21 @@ class DecisionService:
             kill,
             self._limits,
             fill=tradeable,
-            external_gross=external,
+            external_gross=np.array([p.external_gross for p in prepared]),
+            external_crypto=np.array([p.external_crypto for p in prepared]),
         )
         assert locked is not None
         weights = np.where(locked, ob.weights, w_target)
         capped = [
-            cap_targets(weights[i], p.w_now, p.tradeable, self.config.caps, p.external_gross)
+            cap_targets(
+                weights[i],
+                p.w_now,
+                p.tradeable,
+                self.config.caps,
+                p.external_gross,
+                self._is_crypto,
+                p.external_crypto,
+            )
             for i, p in enumerate(prepared)
         ]
         confidence = np.nan_to_num(action_confidence(self.handle.module, decided.dist_inputs), nan=0.0)
@@ -469,6 +486,7 @@ class DecisionService:
         decisions: dict[str, dict[str, Any]] = {}
         equity, hold = p.request.account.equity, p.hold_reason
         prices = p.request.reference_prices(self.universe)
+        units = p.request.held_quantities()
         w_target, w_now, conf = weights.tolist(), p.w_now.tolist(), confidence.tolist()
         mode_of = None if modes is None else modes.tolist()
         for i, sym in enumerate(self.universe):
@@ -484,9 +502,10 @@ class DecisionService:
                 mode = "flat" if flat else "aggressive"
             if kill and not held and abs(w) < abs(w_now[i]) - _ZERO:
                 reason = "kill switch: unwind only"
+            kept = held or w == w_now[i]  # no order: the units held, whatever the price
             decisions[sym] = {
                 "target_weight": w,
-                "target_qty": target_quantity(w, equity, prices[i]),
+                "target_qty": units.get(sym, 0.0) if kept else target_quantity(w, equity, prices[i]),
                 "current_weight": w_now[i],
                 "side": "flat" if flat else ("long" if w > 0 else "short"),
                 "gate_mode": mode,

@@ -7,21 +7,20 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from raytrade.serve.schemas import ActRequest, ActResponse, SymbolDecision, target_quantity
+from raytrade.serve.schemas import ActRequest, ActResponse, SymbolDecision
 
 
 def hold_everything(
     request: ActRequest, model: str, version: int, reason: str, as_of: datetime | None = None
 ) -> ActResponse:
-    """The no-new-risk answer: every position held at its current weight (fallback), with its
-    ``target_qty`` at the request's price."""
+    """The no-new-risk answer: every position held at its current weight (fallback), its
+    ``target_qty`` the signed units held (not its weight at the request's price: at any other price
+    that would be a trade); every other symbol of the request flat, ``target_qty`` 0."""
     equity = request.account.equity
     decisions = {
         pos.symbol: SymbolDecision(
             target_weight=pos.signed_value() / equity,
-            target_qty=target_quantity(
-                pos.signed_value() / equity, equity, request.reference_price(pos.symbol)
-            ),
+            target_qty=pos.signed_qty(),
             current_weight=pos.signed_value() / equity,
             side=pos.side,
             gate_mode="hold",
@@ -36,7 +35,7 @@ def hold_everything(
             sym,
             SymbolDecision(
                 target_weight=0.0,
-                target_qty=target_quantity(0.0, equity, request.reference_price(sym)),
+                target_qty=0.0,
                 current_weight=0.0,
                 side="flat",
                 gate_mode="hold",

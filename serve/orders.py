@@ -39,8 +39,10 @@
   Equity orders are ``day``, crypto ``gtc``.
 * Hard caps, again: the targets are held to ``LiveConfig.caps`` by ``serve.caps.cap_targets`` (the
   service's own implementation) against the account's actual holdings at the mid, so repeated cycles
-  cannot walk past the per-symbol, gross or leverage caps, nor add more gross per cycle than the
-  basket throttle, whatever the answers say. A reduction its order cap cuts short (a quarter of equity
+  cannot walk past the per-symbol, gross, leverage or crypto caps, nor add more gross per cycle than
+  the basket throttle, whatever the answers say. The crypto cap counts every crypto position
+  (``replay.loop_rules.is_crypto_symbol``), those outside the answer included, and the worst case of
+  resting crypto orders. A reduction its order cap cuts short (a quarter of equity
   per order, or the participation share of a thin bar) frees only the gross it really frees: that
   symbol is fixed at the weight one order reaches and the others are capped again against it
   (``_within_reach``), and a reduction is rounded up to the next share, never down (above its cap by
@@ -611,22 +613,27 @@ def _capped_targets(
         if is_crypto_symbol(symbol) and d.target_weight < 0:
             target[i], notes[i] = 0.0, f"crypto cannot be shorted: target {d.target_weight:+.4f} -> 0"
     weight = dict(zip(symbols, current.tolist(), strict=True))  # signed, for the resting orders
-    external = 0.0  # positions outside the answer: at the mid where quoted, else at the broker's value
-    for symbol, qty in held_qty.items():
+    external = external_crypto = 0.0  # positions outside the answer: at the mid where quoted, else at
+    for symbol, qty in held_qty.items():  # the broker's value; crypto ones also in external_crypto
         if symbol in answer.decisions or qty == 0:
             continue
+        outside = 0.0
         if (mid := prices.get(symbol)) is not None:
             weight[symbol] = qty * mid / equity
-            external += abs(weight[symbol])
+            outside = abs(weight[symbol])
         elif math.isfinite(value := float(held_value.get(symbol, 0.0))):
-            external += abs(value) / equity
+            outside = abs(value) / equity
             if symbol in held_value:
                 weight[symbol] = value / equity
+        external += outside
+        external_crypto += outside if is_crypto_symbol(symbol) else 0.0
     for symbol, qty in held_qty.items():
         value = float(held_value.get(symbol, math.nan))
         if symbol not in prices and qty != 0 and _positive(abs(value / qty)):
             prices[symbol] = abs(value / qty)
     worst = resting_exposure(resting, equity, weight, prices)
+    crypto_resting = [o for o in resting if o.symbol is not None and is_crypto_symbol(o.symbol)]
+    worst_crypto = resting_exposure(crypto_resting, equity, weight, prices).added_gross
     hold_note = None
     if worst.unknown:  # fail closed: an order that may fill by an unknown amount holds all new risk
         caps = caps.model_copy(update={"max_gross_add": 0.0})
@@ -637,7 +644,11 @@ def _capped_targets(
         current,
         movable,
         caps,
-        float(external + worst.added_gross),
+        _External(
+            float(external + worst.added_gross),
+            float(external_crypto + worst_crypto),
+            np.array([is_crypto_symbol(s) for s in symbols], dtype=bool),
+        ),
         _reach_of(symbols, grow),
         _reach_of(symbols, shrink),
     )
@@ -660,6 +671,15 @@ def _reach_of(symbols: Sequence[str], reach: Mapping[str, float]) -> np.ndarray:
     return np.array([reach.get(s, math.inf) for s in symbols])
 
 
+class _External(NamedTuple):
+    """What :func:`_within_reach` caps against besides the answer's symbols: the gross held outside
+    them (positions, resting orders' worst case), its crypto part, and which symbols are crypto."""
+
+    gross: float
+    crypto: float
+    is_crypto: np.ndarray
+
+
 class _Reached(NamedTuple):
     """:func:`_within_reach`'s result: this cycle's weights, the targets the caps allow (``aim``: where
     the weights head, beyond this cycle's reach) and the caps that bound."""
@@ -674,7 +694,7 @@ def _within_reach(
     current: np.ndarray,
     movable: np.ndarray,
     caps: ExposureCaps,
-    external: float,
+    external: _External,
     grow: np.ndarray,
     shrink: np.ndarray,
 ) -> _Reached:
@@ -687,7 +707,9 @@ def _within_reach(
     base = current.copy()
     aim = current.copy()
     while True:
-        capped = cap_targets(target, base, movable & ~fixed, caps, external)
+        capped = cap_targets(
+            target, base, movable & ~fixed, caps, external.gross, external.is_crypto, external.crypto
+        )
         w = capped.weights
         # cut short: the least |weight| one order reaches (on the held side) is above the target's
         short = movable & ~fixed & (np.abs(current) - shrink > np.abs(w) + 1e-12)

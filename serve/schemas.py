@@ -89,6 +89,10 @@ class Position(_Strict):
         """Market value with the position's sign (short positions negative)."""
         return -abs(self.market_value) if self.side == "short" else abs(self.market_value)
 
+    def signed_qty(self) -> float:
+        """Units held with the position's sign (short positions negative, whatever sign ``qty`` has)."""
+        return -abs(self.qty) if self.side == "short" else abs(self.qty)
+
 
 def _two_sided(bid: float | None, ask: float | None) -> bool:
     """The loop's quote rule: both sides present, the bid positive, the ask not below it."""
@@ -196,6 +200,10 @@ class ActRequest(_Strict):
             seen.add(pos.symbol)
         return self
 
+    def held_quantities(self) -> dict[str, float]:
+        """Per position's symbol, the signed units held (:meth:`Position.signed_qty`)."""
+        return {p.symbol: p.signed_qty() for p in self.positions}
+
     def reference_price(self, symbol: str) -> float | None:
         """``symbol``'s price for quantities: its row's :meth:`SymbolSnapshot.price`, else the
         position's ``current_price`` (the broker's last), else None."""
@@ -227,7 +235,10 @@ class SymbolDecision(BaseModel):
     target_qty: float | None = Field(
         None,
         description="signed units for the target weight: target_weight x equity / price, price = the "
-        "quote's mid, else the last price; None when the request gave no price",
+        "quote's mid, else the last price; None when the request gave no price. A symbol the answer "
+        "keeps where it is (held: gate_mode hold, a fallback; or its target weight is its current "
+        "weight) has the signed units the request says are held (0 for none), whatever the price: "
+        "target_qty - qty is then no trade",
     )
     current_weight: float = Field(description="signed fraction of equity held now")
     side: Side
@@ -240,7 +251,7 @@ class SymbolDecision(BaseModel):
     )
 
 
-CapName = Literal["per_symbol_cap", "gross_cap", "leverage_cap", "max_gross_add"]
+CapName = Literal["per_symbol_cap", "gross_cap", "leverage_cap", "max_gross_add", "crypto_gross_cap"]
 """The hard exposure caps the service applies after the model (``serve.caps``)."""
 
 
@@ -253,6 +264,9 @@ class AppliedCaps(BaseModel):
     gross_cap: float = Field(description="gross exposure cap of the loop's own sizing")
     leverage_cap: float = Field(description="gross leverage cap at the close")
     max_gross_add: float = Field(description="basket throttle: most gross one answer may add")
+    crypto_gross_cap: float = Field(
+        description="gross exposure cap of crypto (positions outside the model's universe included)"
+    )
     binding: list[CapName] = Field(
         default_factory=list, description="the caps that changed the model's targets in this answer"
     )

@@ -148,12 +148,13 @@ def test_the_spread_caps_come_from_loop_rules() -> None:
 
 def test_default_caps_are_the_loops_limits() -> None:
     caps = ExposureCaps()
-    assert (caps.per_symbol_cap, caps.gross_cap, caps.leverage_cap, caps.max_gross_add) == (
-        0.15,
-        1.2,
-        2.0,
-        0.25,
-    )
+    assert (
+        caps.per_symbol_cap,
+        caps.gross_cap,
+        caps.leverage_cap,
+        caps.max_gross_add,
+        caps.crypto_gross_cap,
+    ) == (0.15, 1.2, 2.0, 0.25, 1.0)
 
 
 def test_per_symbol_cap_then_basket_throttle() -> None:
@@ -174,6 +175,32 @@ def test_held_and_external_gross_shrink_the_gross_budget() -> None:
     )
     np.testing.assert_allclose(out.weights, [1.0, 0.05, 0.05], rtol=0, atol=1e-15)
     assert out.binding == ("gross_cap",)
+
+
+def test_crypto_held_outside_the_universe_shrinks_the_crypto_budget() -> None:
+    # BTCUSD outside, 0.9: the crypto budget is 1.0 - 0.9 = 0.1 for crypto targets of 0.25 -> scaled by
+    # 0.4; the equity keeps its 0.1 (gross 0.9 + 0.2 = 1.1 is within 2.0)
+    caps = ExposureCaps(gross_cap=2.0, max_gross_add=1.0)
+    crypto = np.array([True, True, False])
+    out = cap_targets(np.array([0.15, 0.1, 0.1]), np.zeros(3), np.ones(3, bool), caps, 0.9, crypto, 0.9)
+    np.testing.assert_allclose(out.weights, [0.06, 0.04, 0.1], rtol=0, atol=1e-15)
+    assert out.binding == ("crypto_gross_cap",)
+
+
+def test_held_crypto_counts_and_an_account_over_the_crypto_cap_only_reduces_it() -> None:
+    # held crypto 0.3 (not movable) + 0.75 outside = 1.05 > 1.0: the movable crypto goes to 0, from 0.1
+    caps = ExposureCaps(gross_cap=2.0, max_gross_add=1.0)
+    out = cap_targets(
+        np.array([0.3, 0.15, 0.1]),
+        np.array([0.3, 0.1, 0.0]),
+        np.array([False, True, True]),
+        caps,
+        0.75,
+        np.array([True, True, False]),
+        0.75,
+    )
+    np.testing.assert_allclose(out.weights, [0.3, 0.0, 0.1], rtol=0, atol=1e-15)
+    assert out.binding == ("crypto_gross_cap",)
 
 
 def test_the_leverage_cap_binds_when_it_is_the_lower() -> None:
@@ -197,7 +224,9 @@ def test_reductions_are_never_throttled() -> None:
     assert out.binding == ()
 
 
-@pytest.mark.parametrize("name", ["per_symbol_cap", "gross_cap", "leverage_cap", "max_gross_add"])
+@pytest.mark.parametrize(
+    "name", ["per_symbol_cap", "gross_cap", "leverage_cap", "max_gross_add", "crypto_gross_cap"]
+)
 @pytest.mark.parametrize("value", [math.inf, math.nan, "inf", "nan"])
 def test_a_cap_that_is_not_a_finite_number_is_refused(name: str, value: float | str) -> None:
     with pytest.raises(ValidationError) as info:
@@ -208,7 +237,13 @@ def test_a_cap_that_is_not_a_finite_number_is_refused(name: str, value: float | 
 
 @pytest.mark.parametrize(
     ("name", "ceiling"),
-    [("per_symbol_cap", 1.0), ("gross_cap", 4.0), ("leverage_cap", 4.0), ("max_gross_add", 4.0)],
+    [
+        ("per_symbol_cap", 1.0),
+        ("gross_cap", 4.0),
+        ("leverage_cap", 4.0),
+        ("max_gross_add", 4.0),
+        ("crypto_gross_cap", 1.0),  # crypto is unlevered
+    ],
 )
 def test_a_cap_above_its_ceiling_is_refused(name: str, ceiling: float) -> None:
     assert getattr(ExposureCaps(**{name: ceiling}), name) == ceiling
@@ -245,6 +280,8 @@ weights = st.floats(-2.0, 2.0, allow_nan=False)
     leverage=st.floats(0.05, 3.0),
     throttle=st.floats(0.0, 1.0),
     external=st.floats(0.0, 1.5),
+    crypto_cap=st.floats(0.05, 1.0),
+    crypto_share=st.floats(0.0, 1.0),
 )
 def test_capped_targets_never_exceed_the_caps(
     data: st.DataObject,
@@ -254,14 +291,22 @@ def test_capped_targets_never_exceed_the_caps(
     leverage: float,
     throttle: float,
     external: float,
+    crypto_cap: float,
+    crypto_share: float,
 ) -> None:
     target = np.array(data.draw(st.lists(weights, min_size=n, max_size=n)))
     current = np.array(data.draw(st.lists(weights, min_size=n, max_size=n)))
     movable = np.array(data.draw(st.lists(st.booleans(), min_size=n, max_size=n)))
+    crypto = np.array(data.draw(st.lists(st.booleans(), min_size=n, max_size=n)))
     caps = ExposureCaps(
-        per_symbol_cap=per_symbol, gross_cap=gross, leverage_cap=leverage, max_gross_add=throttle
+        per_symbol_cap=per_symbol,
+        gross_cap=gross,
+        leverage_cap=leverage,
+        max_gross_add=throttle,
+        crypto_gross_cap=crypto_cap,
     )
-    w = cap_targets(target, current, movable, caps, external).weights
+    external_crypto = external * crypto_share  # the crypto part of what is held outside
+    w = cap_targets(target, current, movable, caps, external, crypto, external_crypto).weights
 
     np.testing.assert_array_equal(w[~movable], current[~movable])  # held: no new risk
     assert np.all(np.abs(w[movable]) <= per_symbol + TOL)
@@ -270,6 +315,11 @@ def test_capped_targets_never_exceed_the_caps(
         assert float(np.abs(w).sum()) + external <= caps.gross_limit + TOL
     else:
         assert np.all(w[movable] == 0.0)
+    locked_crypto = float(np.abs(current[~movable & crypto]).sum()) + external_crypto
+    if locked_crypto <= crypto_cap:
+        assert float(np.abs(w[crypto]).sum()) + external_crypto <= crypto_cap + TOL
+    else:  # already over: no crypto added, every movable crypto weight to 0
+        assert np.all(w[movable & crypto] == 0.0)
     assert float(added_gross(w, current).sum()) <= throttle + TOL
     # the caps only ever take risk away from the model's target: never larger, never the other side
     assert np.all(np.abs(w[movable]) <= np.abs(target[movable]) + TOL)
@@ -311,8 +361,9 @@ def test_every_answer_has_its_own_decision_id_and_target_quantities() -> None:
     assert one.decision_id != two.decision_id and len(one.decision_id) == 32
     int(one.decision_id, 16)  # hex
     qty = {s: d.target_qty for s, d in one.decisions.items()}
-    # AAPL: 0.1 x 100k at the mid 250 = 40; ETHUSD: no row, the broker's last 2500; MSFT: its last close
-    assert qty == {"AAPL": pytest.approx(40.0), "ETHUSD": pytest.approx(-2.0), "MSFT": 0.0, "X": None}
+    # every position at the units held, not its weight at the mid (0.1 x 100k / 250 = 40 would sell 10
+    # on a loop ordering target_qty - qty); a short's units are negative; flat symbols 0, priced or not
+    assert qty == {"AAPL": 50.0, "ETHUSD": -2.0, "MSFT": 0.0, "X": 0.0}
     assert ActResponse.model_validate_json(one.model_dump_json()).decision_id == one.decision_id
 
 
@@ -366,6 +417,34 @@ def test_plan_orders_counts_held_positions_against_the_gross_cap() -> None:
     answer = _answer({"AAPL": (0.15, "aggressive"), "MSFT": (0.0, "hold")})
     (plan,) = plan_orders(answer, EQUITY, QUOTES, {"MSFT": 275.0}, "c1")
     assert (plan.symbol, plan.qty) == ("AAPL", 100.0)
+
+
+def test_plan_orders_counts_crypto_held_outside_the_answer_against_the_crypto_cap() -> None:
+    # ETHUSD held outside the answer, 0.9 of equity at the broker's value (no quote): BTCUSD may
+    # reach 0.1 (the crypto cap 1.0 - 0.9), not its per-symbol 0.15 -> 10k / 50k = 0.2 BTC
+    answer = _answer({"BTCUSD": (0.15, "aggressive")})
+    (plan,) = plan_orders(answer, EQUITY, QUOTES, {"ETHUSD": 30.0}, "c1", held_value={"ETHUSD": 90_000.0})
+    assert (plan.symbol, plan.side, plan.qty) == ("BTCUSD", "buy", pytest.approx(0.2))
+    assert plan.note == "caps (crypto_gross_cap): target +0.1500 -> +0.1000"
+
+
+def test_repeated_cycles_never_take_crypto_past_its_cap() -> None:
+    """The reviewer's loop: each cycle the answer wants 0.15 of BTCUSD while 0.9 of ETH/USD sits
+    outside it; fills at the mid. Crypto gross ends at the cap, never past it; from over the cap
+    (BTCUSD 0.2 + 0.9 = 1.1) the plan only sells."""
+    answer = _answer({"BTCUSD": (0.15, "aggressive")})
+    for start, end in [(0.0, 0.1), (0.2, 0.1)]:
+        held = {"BTCUSD": start * EQUITY / 50_000.0, "ETH/USD": 30.0}
+        for cycle in range(4):
+            before = held["BTCUSD"]
+            for plan in plan_orders(
+                answer, EQUITY, QUOTES, held, f"c{cycle}", held_value={"ETH/USD": 90_000.0}
+            ):
+                held[plan.symbol] += plan.qty if plan.side == "buy" else -plan.qty
+            crypto = 0.9 + held["BTCUSD"] * 50_000.0 / EQUITY
+            assert crypto <= max(1.0, 0.9 + before * 50_000.0 / EQUITY) + TOL
+            assert start <= 0.1 or held["BTCUSD"] <= before  # over the cap: only reductions
+        assert held["BTCUSD"] * 50_000.0 / EQUITY == pytest.approx(end)
 
 
 symbols = ["AAPL", "MSFT", "BTCUSD", "NVDA"]

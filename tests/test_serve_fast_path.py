@@ -206,6 +206,7 @@ def _answer_symbol_by_symbol(
     """The answer as the service built it before: a ``SymbolDecision`` per symbol (the rules stated
     plainly, numpy scalars read one by one)."""
     decisions = {}
+    units = {q.symbol: -abs(q.qty) if q.side == "short" else abs(q.qty) for q in p.request.positions}
     for sym, i in service.universe.items():
         w = float(weights[i])
         held = sym in p.hold_reason
@@ -216,7 +217,10 @@ def _answer_symbol_by_symbol(
             reason = "kill switch: unwind only"
         decisions[sym] = SymbolDecision(
             target_weight=w,
-            target_qty=target_quantity(w, p.request.account.equity, p.request.reference_price(sym)),
+            # kept where it is (held, or at its current weight): the units held, else the weight's
+            target_qty=units.get(sym, 0.0)
+            if held or w == float(p.w_now[i])
+            else target_quantity(w, p.request.account.equity, p.request.reference_price(sym)),
             current_weight=float(p.w_now[i]),
             side="flat" if abs(w) < _ZERO else ("long" if w > 0 else "short"),
             gate_mode=mode,

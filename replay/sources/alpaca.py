@@ -6,7 +6,8 @@ Design decisions
   ``CryptoHistoricalDataClient``); they follow ``next_page_token`` themselves, so a long window
   arrives as one list. ``url_override`` points them at a proxy or a test double.
 * Symbols are stored as the trading loop writes them: ``BTCUSD``, not Alpaca's ``BTC/USD``. A
-  symbol is crypto when it contains ``/`` or ends in ``USD`` and is longer than 3 characters.
+  symbol is crypto when it contains ``/`` or ends in ``USD`` and is longer than 3 characters
+  (``replay.loop_rules.is_crypto_symbol``).
 * Top of book (``bid``, ``ask``, ``bid_size``, ``ask_size``) is only known *now* (latest stock
   quote, latest crypto order book), so it lands on each symbol's last bar, and only when the
   quote's timestamp falls inside that bar (``ts <= quote_ts < ts + timeframe``): a quote taken after
@@ -60,6 +61,7 @@ from alpaca.data.timeframe import TimeFrame, TimeFrameUnit
 from requests.exceptions import RequestException
 
 from raytrade.replay.credentials import AlpacaAccess, check_secure_url
+from raytrade.replay.loop_rules import is_crypto_symbol as is_crypto_symbol  # the loop's rule, re-exported
 from raytrade.replay.schema import BARS_SCHEMA
 from raytrade.replay.sources.alpaca_daily import BarRow, new_york_daily, new_york_hours
 from raytrade.replay.timeutil import bar_closed_at, bar_open_until
@@ -120,11 +122,6 @@ class TopOfBook(NamedTuple):
     ask: float
     bid_size: float
     ask_size: float
-
-
-def is_crypto_symbol(symbol: str) -> bool:
-    """True for ``BTC/USD`` and ``BTCUSD`` (contains ``/`` or ends in ``USD`` with length > 3)."""
-    return "/" in symbol or (symbol.endswith("USD") and len(symbol) > 3)
 
 
 def parse_symbol(symbol: str) -> AlpacaSymbol:
