@@ -70,7 +70,13 @@ class LoopRules(BaseModel):
 
 def is_crypto_symbol(symbol: str) -> bool:
     """True for a crypto pair as the loop and Alpaca spell it: ``BTC/USD`` and ``BTCUSD`` (contains
-    ``/``, or ends in ``USD`` and is longer than 3 characters; the contract's "symbols ending in USD").
-    The one rule for a symbol whose asset class nothing else gives: the live loop's quotes and orders,
+    ``/``, or ends in ``USD``, ``USDT`` or ``USDC`` after at least one more character; the contract's
+    "symbols ending in USD", and the stablecoin quotes of crypto exports: ``SUIUSDT``). The one rule
+    for a symbol whose asset class nothing else gives: CSV ingest, the live loop's quotes and orders,
     and serving's positions outside the model's universe (the crypto cap, ``serve.caps``)."""
-    return "/" in symbol or (symbol.endswith("USD") and len(symbol) > 3)
+    name = symbol.upper()
+    return "/" in name or any(name.endswith(q) and len(name) > len(q) for q in CRYPTO_QUOTES)
+
+
+CRYPTO_QUOTES: Final = ("USD", "USDT", "USDC")
+"""Quote currencies that mark a symbol as a crypto pair (:func:`is_crypto_symbol`)."""

@@ -174,3 +174,16 @@ def test_a_symbol_the_kill_switch_keeps_where_it_is_targets_the_units_it_holds()
     d = answer.decisions["SYN000"]
     assert answer.kill_switch_active and (d.gate_mode, d.target_weight) == ("aggressive", 0.1)
     assert d.target_qty == 40.0  # not 0.1 x 100k / 100 (the mid) = 100: a buy of 60 under the kill switch
+
+
+def test_one_crypto_rule_for_ingest_serving_and_the_loop() -> None:
+    """CSV ingest knew SUIUSDT as crypto, serving's cap did not (it counted only a USD suffix)."""
+    from pathlib import Path
+
+    from raytrade.replay.loop_rules import is_crypto_symbol
+    from raytrade.replay.sources.csv_dir import asset_class_of
+
+    for symbol in ("BTCUSD", "BTC/USD", "SUIUSDT", "ETHUSDC", "btcusdt"):
+        assert is_crypto_symbol(symbol) and asset_class_of(symbol.upper(), Path(f"{symbol}.csv")) == "crypto"
+    for symbol in ("AAPL", "USD", "USDT", "MSFT"):
+        assert not is_crypto_symbol(symbol) and asset_class_of(symbol, Path(f"{symbol}.csv")) == "equity"

@@ -39,6 +39,7 @@ import numpy as np
 import pandas as pd
 
 from raytrade.replay.errors import InputError
+from raytrade.replay.loop_rules import is_crypto_symbol
 from raytrade.replay.timeutil import times_of_day
 from raytrade.replay.validation import ReplayValidationError, RowError, conform
 
@@ -47,7 +48,6 @@ log = logging.getLogger(__name__)
 TIME_NAMES: Final[tuple[str, ...]] = ("date", "timestamp", "time", "datetime")
 REQUIRED: Final[tuple[str, ...]] = ("open", "high", "low", "close", "volume")
 OPTIONAL: Final[tuple[str, ...]] = ("vwap", "trade_count")
-_CRYPTO_SUFFIX = re.compile(r"(USD|USDT|USDC)$")
 _DATE_ONLY = re.compile(r"^\s*\d{4}-\d{2}-\d{2}\s*$")
 _OFFSET = re.compile(r"[Tt ]\S*[Zz+-]")
 
@@ -57,7 +57,7 @@ class SourceFolderError(InputError):
 
 
 def asset_class_of(symbol: str, path: Path) -> str:
-    if "crypto" in (p.lower() for p in path.parts[:-1]) or _CRYPTO_SUFFIX.search(symbol.upper()):
+    if "crypto" in (p.lower() for p in path.parts[:-1]) or is_crypto_symbol(symbol):
         return "crypto"
     return "equity"
 
