@@ -187,3 +187,17 @@ def test_one_crypto_rule_for_ingest_serving_and_the_loop() -> None:
         assert is_crypto_symbol(symbol) and asset_class_of(symbol.upper(), Path(f"{symbol}.csv")) == "crypto"
     for symbol in ("AAPL", "USD", "USDT", "MSFT"):
         assert not is_crypto_symbol(symbol) and asset_class_of(symbol, Path(f"{symbol}.csv")) == "equity"
+
+
+def test_alpaca_pairs_keep_their_quote_currency() -> None:
+    """BTCUSDT was sent to Alpaca as BTCU/USD once USDT pairs counted as crypto."""
+    from raytrade.replay.sources.alpaca import parse_symbol
+
+    spelled = {s: parse_symbol(s).alpaca for s in ("BTCUSD", "BTCUSDT", "ETHUSDC", "BTC/USDT", "AAPL")}
+    assert spelled == {
+        "BTCUSD": "BTC/USD",
+        "BTCUSDT": "BTC/USDT",
+        "ETHUSDC": "ETH/USDC",
+        "BTC/USDT": "BTC/USDT",
+        "AAPL": "AAPL",
+    }

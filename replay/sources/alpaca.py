@@ -61,6 +61,7 @@ from alpaca.data.timeframe import TimeFrame, TimeFrameUnit
 from requests.exceptions import RequestException
 
 from raytrade.replay.credentials import AlpacaAccess, check_secure_url
+from raytrade.replay.loop_rules import CRYPTO_QUOTES
 from raytrade.replay.loop_rules import is_crypto_symbol as is_crypto_symbol  # the loop's rule, re-exported
 from raytrade.replay.schema import BARS_SCHEMA
 from raytrade.replay.sources.alpaca_daily import BarRow, new_york_daily, new_york_hours
@@ -134,7 +135,8 @@ def parse_symbol(symbol: str) -> AlpacaSymbol:
         return AlpacaSymbol(name=symbol, alpaca=symbol, asset_class="equity")
     if "/" in symbol:
         return AlpacaSymbol(name=symbol.replace("/", ""), alpaca=symbol, asset_class="crypto")
-    return AlpacaSymbol(name=symbol, alpaca=f"{symbol[:-3]}/USD", asset_class="crypto")
+    quote = next(q for q in sorted(CRYPTO_QUOTES, key=len, reverse=True) if symbol.endswith(q))
+    return AlpacaSymbol(name=symbol, alpaca=f"{symbol[: -len(quote)]}/{quote}", asset_class="crypto")
 
 
 def fetch_alpaca_bars(
