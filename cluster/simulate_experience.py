@@ -85,11 +85,21 @@ def behaviour_record(
     the last bar it trained or chose its checkpoint on comes after ``recorded``'s last, unless
     ``in_sample`` (then marked so)."""
     train, validation = trained.train, trained.validation
+    # Its checkpoint was chosen on a validation window after its training window; on a store that has
+    # changed since, that window cannot be placed: what it saw is then unknown (downstream warns),
+    # though its training window still decides the refusal below.
+    unplaced = trained.known and train is not None and validation is None
+    how = trained.how + (
+        "; the validation window its checkpoint was chosen on cannot be placed on this store "
+        "(it changed since)"
+        if unplaced
+        else ""
+    )
     record = BehaviourPolicy(
         run_id=run_id,
         policy_version=version,
-        known=trained.known,
-        how=trained.how,
+        known=trained.known and not unplaced,
+        how=how,
         train_start=None if train is None else train.start.to_pydatetime(),
         train_end=None if train is None else train.end.to_pydatetime(),
         validation_end=None if validation is None else validation.end.to_pydatetime(),

@@ -131,7 +131,7 @@ def behaviour_in_window(
 
 def describe(record: BehaviourPolicy) -> str:
     """``NAME@V (trained on A .. B[, validation to C]; how)`` for a message."""
-    if not record.known:
+    if not record.known and record.train_end is None:
         return f"{record.policy_version} (training window unknown: {record.how})"
     if record.train_end is None:
         return f"{record.policy_version} (no store bars: {record.how})"

@@ -148,6 +148,21 @@ def test_an_unknown_training_window_is_recorded_as_unknown_with_a_warning(
     assert outcome.warning is not None and "cannot be checked" in outcome.warning
 
 
+def test_a_behaviour_policy_whose_validation_window_cannot_be_placed_is_recorded_as_unknown(
+    monkeypatch: pytest.MonkeyPatch, store: Path, tmp_path: Path
+) -> None:
+    """On a store changed since the version trained (every nightly ingest), its validation window is
+    unknown: the record said "known", seen until its training end, and offline versions were then
+    scored on the bars its checkpoint was chosen on without a word. Now: unknown, with a warning."""
+    out = tmp_path / "exp"
+    handle = VersionHandle(_changed_store(store, train_fraction=0.4, validation_fraction=0.1))
+    outcome = _simulate(monkeypatch, store, out, handle)
+    record = read_behaviour(out)[outcome.run_id]
+    assert not record.known and "cannot be placed on this store" in record.how
+    assert record.train_end is not None and record.validation_end is None
+    assert outcome.warning is not None and "cannot be checked" in outcome.warning
+
+
 def _window(store: Path) -> ExperienceWindow:
     train = _split(store, "train")
     return ExperienceWindow(
