@@ -24,7 +24,8 @@ Caps (:func:`cap_targets`), weights as signed fractions of equity, in this order
    crypto_gross_cap`` (1.0), whatever the model was trained with; held crypto and ``external_crypto``
    (crypto positions outside the universe, part of ``external_gross``) come out of its budget, and
    when they alone reach it every movable crypto weight goes to 0: an account already over the cap
-   gets no answer that adds crypto;
+   gets no answer that adds crypto; and no crypto target opens or grows a short (a model trained
+   with ``crypto_long_only`` off is still held long-only), binding as ``crypto_gross_cap``;
 5. basket throttle: the gross one answer *adds*, ``sum_i added_i`` with ``added_i = max(0, |w_i| -
    |c_i|)`` and, for a flip through zero, ``added_i = |w_i|`` (the whole new side is new risk), is at
    most ``max_gross_add`` (0.25): each symbol's added part is scaled by the same factor.
@@ -171,6 +172,13 @@ def cap_targets(
         binding.append("gross_cap" if caps.gross_cap <= caps.leverage_cap else "leverage_cap")
 
     crypto = np.zeros(len(w), dtype=bool) if is_crypto is None else np.asarray(is_crypto, dtype=bool)
+    # crypto cannot be shorted (Alpaca; the contract's "crypto unlevered"), whatever the model's
+    # training config allowed: a target may reduce a short it finds, never open or grow one
+    floor = np.minimum(current, 0.0)
+    shorted = movable & crypto & (w < floor - _TOL)
+    if np.any(shorted):
+        w = np.where(shorted, floor, w)
+        binding.append("crypto_gross_cap")
     held_crypto = float(np.abs(w[~movable & crypto]).sum())
     budget = max(0.0, caps.crypto_gross_cap - held_crypto - external_crypto)
     moving = float(np.abs(w[movable & crypto]).sum())

@@ -187,6 +187,19 @@ def test_crypto_held_outside_the_universe_shrinks_the_crypto_budget() -> None:
     assert out.binding == ("crypto_gross_cap",)
 
 
+def test_no_crypto_target_opens_or_grows_a_short_whatever_the_model_allows() -> None:
+    """A model trained with crypto_long_only off answered crypto shorts (-0.15, side short); an outside
+    loop ordering target_qty - qty would try to short crypto. A short it finds may shrink, never grow."""
+    caps = ExposureCaps(gross_cap=2.0, max_gross_add=1.0)
+    crypto = np.array([True, True, True, False])
+    current = np.array([0.0, -0.1, -0.1, 0.0])
+    out = cap_targets(
+        np.array([-0.15, -0.05, -0.12, -0.1]), current, np.ones(4, bool), caps, 0.0, crypto, 0.0
+    )
+    np.testing.assert_allclose(out.weights, [0.0, -0.05, -0.1, -0.1], rtol=0, atol=1e-15)  # equity short kept
+    assert out.binding == ("crypto_gross_cap",)
+
+
 def test_held_crypto_counts_and_an_account_over_the_crypto_cap_only_reduces_it() -> None:
     # held crypto 0.3 (not movable) + 0.75 outside = 1.05 > 1.0: the movable crypto goes to 0, from 0.1
     caps = ExposureCaps(gross_cap=2.0, max_gross_add=1.0)
