@@ -179,6 +179,15 @@ class DecisionService:
         self._feat_idx = feature_index(data, self.env_cfg.feature_columns)
         self.observation_spec = observation_spec(self.env_cfg, data.feature_names)
         self._is_crypto = np.array([c == "crypto" for c in data.asset_class], dtype=bool)
+        misnamed = [s for s, c in zip(data.symbols, self._is_crypto, strict=True) if c != is_crypto_symbol(s)]
+        if misnamed:  # the loop, its order planner and Alpaca tell crypto by the symbol alone
+            raise ValueError(
+                f"symbols {misnamed[:5]} are not of the asset class their names say to the trading "
+                "loop and Alpaca "
+                "(replay.loop_rules.is_crypto_symbol: a crypto pair is spelled BASE/QUOTE or ends in "
+                "USD, USDT or USDC): its crypto cap and no-short rule would miss them; rename them "
+                "(e.g. crypto/BTC.csv -> BTCUSD.csv) and ingest again"
+            )
         self._limits = exposure_limits(self._is_crypto, self.env_cfg.sim.constraints)
         ks = self.env_cfg.sim.kill_switch
         self._kill_trigger = self.config.kill_drawdown or (ks.trigger_drawdown if ks.enabled else None)

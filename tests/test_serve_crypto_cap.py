@@ -201,3 +201,22 @@ def test_alpaca_pairs_keep_their_quote_currency() -> None:
         "BTC/USDT": "BTC/USDT",
         "AAPL": "AAPL",
     }
+
+
+def test_a_universe_whose_names_hide_their_asset_class_is_refused_at_load() -> None:
+    """crypto/BTC.csv is crypto in the store, an equity (an ETF ticker, even) to the loop's planner and
+    Alpaca: the crypto cap and the no-short rule in plan_cycle would miss it."""
+    import dataclasses
+
+    handle = _handle("ppo_mlp")
+    data = serving_market_data(handle.env_config(), handle.manifest.data.symbols)
+    relabelled = dataclasses.replace(
+        data,
+        asset_class=tuple(
+            "crypto" if s == "SYN001" else c for s, c in zip(data.symbols, data.asset_class, strict=True)
+        ),
+    )
+    with pytest.raises(ValueError, match=r"symbols \['SYN001'\] are not of the asset class their names say"):
+        DecisionService(
+            _FixedAction(handle, WANTS_CRYPTO, None), relabelled, ServeConfig(max_feature_age_hours=None)
+        )
