@@ -27,6 +27,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import matplotlib
 import pytest
 
 from raytrade.cluster.local_cluster import (
@@ -46,6 +47,7 @@ from raytrade.cluster.local_cluster import (
 )
 from raytrade.cluster.options import option_drift
 from raytrade.cluster.run_file import LEADERBOARD_FILE
+from raytrade.envs.kernel_cache import kernel_cache_dir
 
 # its own cluster, not the session's Ray: under pytest-xdist it runs beside the Ray tests' worker
 pytestmark = pytest.mark.xdist_group("cluster")
@@ -148,6 +150,11 @@ def token_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Cl
     state_dir = home / ".raytrade" / "cluster"
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
     env |= {"HOME": str(home), "RAY_ENABLE_UV_RUN_RUNTIME_ENV": "0"}
+    # the session's caches, not the temporary HOME's: there every node's workers would compile the
+    # simulator's kernels again (~16 s of CPU a process) and every process that plots would build
+    # matplotlib's font cache, neither of which these tests are about
+    env.setdefault("RAYTRADE_KERNEL_CACHE", str(kernel_cache_dir().parent))
+    env.setdefault("MPLCONFIGDIR", matplotlib.get_configdir())
     try:
         # three tries per node: Ray's fixed 30 s start-up wait runs out on this shared, loaded machine
         up = _cli(
