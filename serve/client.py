@@ -26,6 +26,19 @@ Contract
 * **Raises.** 401/403 raise :class:`ServiceAuthError` and 422 :class:`ServiceRequestError` with the
   server's field detail: these are configuration or caller bugs, not outages, and holding on them
   would hide them for as long as the loop runs.
+* **Kill switch.** Replicas keep no state, so the caller carries the drawdown kill switch
+  (``ActRequest.kill_switch``) and the answer applies the trained rule with its hysteresis.
+  :class:`KillSwitchTracker` keeps one account's switch and advances it with the simulator's own
+  ``envs.kill_switch.update_kill_switch`` (the rule is not restated here) once per new bar, a bar
+  being the request's ``as_of`` (the client's clock when it has none: each such call is a new bar):
+  a later ``as_of`` advances it with the request's equity, the same ``as_of`` again (a retry) redoes
+  that bar's one advance from the state before it, an earlier one (a clock set back) sends the
+  latest state unadvanced. A first request starts it from what it says: the peak its
+  ``drawdown_pct`` implies, off, then advanced, so a drawdown at the trigger turns it on.
+  :meth:`PolicyClient.act` stamps each request that carries no state with its account's tracker
+  (``account``; ``ClientConfig.kill_switch`` is the rule) and sends one that carries a state as it
+  is (``raytrade live`` keeps its own, persisted). An answer whose switch is off while the request's
+  state says on (a service that ignored the state) is held.
 * **Secrets.** The token is a ``SecretStr``; its value is read only to build the ``Authorization``
   header and is kept out of reprs, logs and exception messages. Environment proxies are not used
   (``trust_env=False``): the bearer token goes straight to the service.
@@ -39,7 +52,7 @@ import math
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from types import TracebackType
 from typing import Any, Final
 from urllib.parse import urlsplit
@@ -56,9 +69,18 @@ from pydantic import (
     model_validator,
 )
 
+from raytrade.envs.kill_switch import KillSwitchConfig, KillSwitchState, update_kill_switch
 from raytrade.replay.credentials import check_secure_url, shown_url
 from raytrade.serve.fallback import hold_everything
-from raytrade.serve.schemas import ACT_PATH, HEALTH_PATH, MODEL_PATH, ActRequest, ActResponse, SymbolDecision
+from raytrade.serve.schemas import (
+    ACT_PATH,
+    HEALTH_PATH,
+    MODEL_PATH,
+    ActRequest,
+    ActResponse,
+    CallerKillSwitch,
+    SymbolDecision,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -99,6 +121,11 @@ class ClientConfig(BaseModel):
     backoff_s: float = Field(0.05, ge=0, description="pause before the first retry; doubles each retry")
     max_backoff_s: float = Field(0.4, ge=0, description="cap on one pause")
     total_deadline_s: float = Field(1.5, gt=0, description="all attempts and pauses of one act() together")
+    kill_switch: KillSwitchConfig = Field(
+        KillSwitchConfig(),
+        description="the served policy's kill-switch rule (GET /v1/model: kill_switch), which the "
+        "client advances each account's switch with",
+    )
 
     @field_validator("base_url")
     @classmethod
@@ -129,6 +156,76 @@ class ClientConfig(BaseModel):
     def backoff(self, retry: int) -> float:
         """Pause before retry number ``retry`` (1-based): ``backoff_s * 2**(retry-1)``, capped."""
         return min(self.backoff_s * 2.0 ** (retry - 1), self.max_backoff_s)
+
+
+_MIN_PEAK_FRACTION: Final[float] = 1e-12  # drawdown_pct -1 (all lost): the peak equity / 1e-12
+
+
+class KillSwitchTracker:
+    """One account's drawdown kill switch as the caller keeps it across requests (module doc).
+
+    ``state`` is the switch as of the bar ``bar`` (the ``as_of`` it was last advanced at); with no
+    ``bar`` it is the state before the first bar, which the next request advances; with no ``state``
+    the first request says where it starts."""
+
+    def __init__(
+        self, rule: KillSwitchConfig, state: CallerKillSwitch | None = None, bar: datetime | None = None
+    ):
+        if bar is not None and state is None:
+            raise ValueError(f"bar={bar.isoformat()} without a state: nothing was advanced at it")
+        self.rule = rule
+        self._state, self._bar = state, bar
+        self._start: KillSwitchState | None = None  # the state before bar ``_bar`` (None: not known)
+
+    @property
+    def state(self) -> CallerKillSwitch | None:
+        """The switch as of :attr:`bar` (what the last request carried)."""
+        return self._state
+
+    @property
+    def bar(self) -> datetime | None:
+        """The ``as_of`` of the last bar the switch was advanced at."""
+        return self._bar
+
+    def stamp(self, request: ActRequest, now: datetime | None = None) -> ActRequest:
+        """``request`` carrying the switch at its bar (``request.as_of``, else ``now``, else the
+        clock), advanced once per new bar (module doc)."""
+        bar = request.as_of or now or datetime.now(UTC)
+        if self._bar is None or bar > self._bar:
+            self._start = self._start_from(request) if self._state is None else _as_arrays(self._state)
+            self._state, self._bar = self._advance(self._start, request), bar
+        elif bar == self._bar and self._start is not None:  # a retry: the bar's one advance, redone
+            self._state = self._advance(self._start, request)
+        elif bar < self._bar:
+            logger.warning(
+                "as_of %s precedes the last bar %s: the kill switch is sent as it is, not advanced",
+                bar.isoformat(),
+                self._bar.isoformat(),
+            )
+        return request.model_copy(update={"kill_switch": self._state})
+
+    def _advance(self, start: KillSwitchState, request: ActRequest) -> CallerKillSwitch:
+        after = update_kill_switch(start, np.array([request.account.equity]), self.rule)
+        return CallerKillSwitch(
+            active=bool(after.active[0]),
+            bars_active=int(after.bars_active[0]),
+            peak_equity=float(after.peak[0]),
+        )
+
+    @staticmethod
+    def _start_from(request: ActRequest) -> KillSwitchState:
+        """What can be known from a first request: the peak its drawdown implies, the switch off."""
+        peak = request.account.equity / max(1.0 + request.drawdown_pct, _MIN_PEAK_FRACTION)
+        return _as_arrays(CallerKillSwitch(active=False, bars_active=0, peak_equity=peak))
+
+
+def _as_arrays(state: CallerKillSwitch) -> KillSwitchState:
+    """``state`` as ``envs.kill_switch``'s arrays of one episode."""
+    return KillSwitchState(
+        peak=np.array([state.peak_equity]),
+        active=np.array([state.active]),
+        bars_active=np.array([state.bars_active], dtype=np.int64),
+    )
 
 
 _DROP: Final = object()
@@ -228,6 +325,7 @@ class PolicyClient:
         )
         self._fallbacks = 0
         self._retries_used = 0
+        self._kill_switches: dict[str, KillSwitchTracker] = {}
 
     @property
     def fallbacks(self) -> int:
@@ -258,11 +356,20 @@ class PolicyClient:
         """Close the connection pool."""
         self._http.close()
 
-    def act(self, request: ActRequest) -> ActResponse:
+    def kill_switch(self, account: str = "default") -> KillSwitchTracker:
+        """``account``'s kill switch as this client keeps it (made on first use)."""
+        if account not in self._kill_switches:
+            self._kill_switches[account] = KillSwitchTracker(self.config.kill_switch)
+        return self._kill_switches[account]
+
+    def act(self, request: ActRequest, account: str = "default") -> ActResponse:
         """The service's decision for ``request``, or a hold-everything fallback (see module doc).
+        A request without a kill-switch state is sent with ``account``'s, advanced to its bar.
 
         Raises :class:`ServiceAuthError` on 401/403 and :class:`ServiceRequestError` on 422.
         """
+        if request.kill_switch is None:
+            request = self.kill_switch(account).stamp(request)
         try:
             reply = self._post_with_retries(request.model_dump_json().encode())
         except _Unavailable as exc:
@@ -439,6 +546,8 @@ def _inconsistency(request: ActRequest, answer: ActResponse) -> str | None:
         return f"no decision for requested symbol(s): {', '.join(missing[:5])}"
     if request.as_of is not None and answer.as_of != request.as_of:  # the service echoes it
         return f"answer is for as_of {answer.as_of.isoformat()}, the request for {request.as_of.isoformat()}"
+    if request.kill_switch is not None and request.kill_switch.active and not answer.kill_switch_active:
+        return "the request's kill switch is on, the answer's off (the service ignored the state)"
     for symbol, d in answer.decisions.items():
         for name in ("target_weight", "target_qty", "current_weight", "confidence"):
             value = getattr(d, name)

@@ -36,9 +36,15 @@ Design decisions
   everything; a Gaussian policy's NaN log-std leaves a finite mean from a diverged network). The whole
   request holds, not just the symbol: one NaN feature reaches every symbol's decision through the
   shared encoder, and a Box target with any non-finite entry holds the whole request too.
-* **Kill switch.** It is active when the account's drawdown reaches the trained switch's trigger
-  (``sim.kill_switch.trigger_drawdown``, or ``kill_drawdown`` here): only unwinds are allowed, as in
-  training. A live account has no "bars since it tripped" in the request, so that observation is 0.
+* **Kill switch.** While it is on only unwinds are allowed, as in training. Replicas keep no state:
+  the caller carries the switch (``ActRequest.kill_switch``: active, bars since it tripped, the peak
+  it measures from, advanced with the simulator's ``update_kill_switch`` by ``serve.client``). With
+  it, the switch is on when the state says so or the drawdown from the state's peak reaches the
+  trigger now (``sim.kill_switch.trigger_drawdown``, or ``kill_drawdown`` here), and the observation
+  gets the state's bars as the simulator's does: the trained hysteresis (``kill_switch_rule``
+  ``caller_state``). A state whose bars reach the policy's ``release_after_bars`` cannot come from
+  its rule: a 422. Without it, the stateless rule: on only while ``drawdown_pct`` reaches the trigger,
+  bars 0 (``stateless``: a caller can see it is not the trained behaviour).
 * **Episode progress.** A live account has no episode end; the observation's progress is
   ``episode_progress`` (default 0: the start of an episode).
 * **Confidence.** For a Gaussian policy, ``2p - 1`` where ``p`` is the probability that a sampled
@@ -74,7 +80,8 @@ from raytrade.envs.gym_envs import (
     gate_action_space,
     gate_orders,
 )
-from raytrade.envs.kill_switch import tripped
+from raytrade.envs.kill_switch import KillSwitchConfig, tripped
+from raytrade.envs.kill_switch import drawdown as drawdown_from_peak
 from raytrade.envs.market_data import MarketData
 from raytrade.envs.normalization import MISSING_CHANNEL
 from raytrade.envs.simulator import Observation, constrained_targets, exposure_limits
@@ -83,7 +90,7 @@ from raytrade.replay.errors import InputError
 from raytrade.replay.loop_rules import LoopRules, is_crypto_symbol
 from raytrade.serve.caps import ExposureCaps, cap_targets, gate_reasons
 from raytrade.serve.fallback import hold_everything
-from raytrade.serve.schemas import ActRequest, ActResponse, AppliedCaps, target_quantity
+from raytrade.serve.schemas import ActRequest, ActResponse, AppliedCaps, KillSwitchRule, target_quantity
 
 _ZERO = 1e-9  # |weight| below this is flat
 MAX_WARMED_BATCH = 32
@@ -191,6 +198,7 @@ class DecisionService:
         self._limits = exposure_limits(self._is_crypto, self.env_cfg.sim.constraints)
         ks = self.env_cfg.sim.kill_switch
         self._kill_trigger = self.config.kill_drawdown or (ks.trigger_drawdown if ks.enabled else None)
+        self._kill_release_bars = ks.release_after_bars
         self._ts = data.ts.astype("datetime64[us]")
         self._ts_us = self._ts.astype(np.int64)  # microseconds since the epoch, for the bar look-up
         self._bar_times: dict[int, datetime] = {}
@@ -223,6 +231,14 @@ class DecisionService:
         columns += [MISSING_CHANNEL] if self.env_cfg.normalizer is not None else []
         return columns + ([GATE_CHANNEL] if self.gated else [])
 
+    def kill_switch_rule(self) -> KillSwitchConfig:
+        """The kill-switch rule a caller advances its state with (``serve.client.ClientConfig``): the
+        trained one, its trigger ``kill_drawdown`` when that is set."""
+        ks = self.env_cfg.sim.kill_switch
+        if self.config.kill_drawdown is None:
+            return ks
+        return ks.model_copy(update={"enabled": True, "trigger_drawdown": self.config.kill_drawdown})
+
     def describe(self) -> dict[str, Any]:
         """What ``GET /v1/model`` shows: the version, its universe, data and validation metrics."""
         m = self.handle.manifest
@@ -238,6 +254,7 @@ class DecisionService:
             "created_at": m.created_at.isoformat(),
             "validation": m.metrics.get("validation"),
             "action": self.env_cfg.action.model_dump(include={"mode", "max_tilt", "no_trade_band"}),
+            "kill_switch": self.kill_switch_rule().model_dump(),
             "serve_config": self.config.model_dump(),
         }
 
@@ -305,6 +322,18 @@ class DecisionService:
             raise RequestError(
                 ("analysis", unknown[0]),
                 f"{unknown[0]!r} is not in the model's universe ({len(self.universe)} symbols: {shown})",
+            )
+        release = self._kill_release_bars
+        if (
+            request.kill_switch is not None
+            and release is not None
+            and request.kill_switch.bars_active >= release
+        ):
+            raise RequestError(
+                ("kill_switch", "bars_active"),
+                f"{request.kill_switch.bars_active} bars: the policy's kill switch releases after "
+                f"{release} (release_after_bars), so its state never counts that far; advance it with "
+                "the served rule (GET /v1/model: kill_switch)",
             )
         as_of = request.as_of or now
         bar = int(np.searchsorted(self._ts_us, _utc_us(as_of), side="right")) - 1
@@ -384,23 +413,44 @@ class DecisionService:
             ]
         )
         drawdown = np.array([-r.drawdown_pct for r in requests])
-        kill = (
-            np.asarray(tripped(drawdown, self._kill_trigger))
-            if self._kill_trigger is not None
-            else np.zeros(len(requests), bool)
-        )
+        kill, kill_bars = self._kill_switch(requests, equity, drawdown)
         ob = Observation(
             features=self.data.features[bars],
             weights=w_now,
             cash_fraction=cash / equity,
             drawdown=drawdown,
             kill_active=kill,
-            kill_bars=np.zeros(len(requests)),
+            kill_bars=kill_bars,
             mask=self.data.listed[bars],
             progress=np.full(len(requests), self.config.episode_progress),
             missing=None if self.data.feature_missing is None else self.data.feature_missing[bars],
         )
         return ob, kill
+
+    def _kill_switch(
+        self, requests: Sequence[ActRequest], equity: np.ndarray, drawdown: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Per request, whether unwind-only is on and the bars since it tripped (module doc): with the
+        caller's state, on when it says so or when the drawdown from its peak trips the trigger now
+        (a newly tripped switch counts 0 bars, as the simulator's); without it, on while the account's
+        ``drawdown`` trips it, 0 bars."""
+        states = [r.kill_switch for r in requests]
+        held_on = np.array([s is not None and s.active for s in states], dtype=bool)
+        bars = np.array(
+            [s.bars_active if s is not None and s.active else 0 for s in states], dtype=np.float64
+        )
+        if self._kill_trigger is None:
+            return held_on, bars
+        measured = drawdown.copy()  # the drawdown the trigger reads: from the switch's own peak, if any
+        for i, s in enumerate(states):
+            if s is not None:  # the state's peak as the simulator's rule advances it (never below equity)
+                measured[i] = drawdown_from_peak(equity[i], np.maximum(s.peak_equity, equity[i]))
+        return held_on | np.asarray(tripped(measured, self._kill_trigger)), bars
+
+    def _kill_switch_rule(self, request: ActRequest) -> KillSwitchRule:
+        if request.kill_switch is not None:
+            return "caller_state"
+        return "stateless" if self._kill_trigger is not None else "disabled"
 
     def _decide_fresh(self, prepared: Sequence[Prepared]) -> list[ActResponse]:
         ob, kill = self._observation(prepared)
@@ -532,6 +582,7 @@ class DecisionService:
                 "decisions": decisions,
                 "gross_exposure": float(np.abs(weights).sum()),
                 "kill_switch_active": kill,
+                "kill_switch_rule": self._kill_switch_rule(p.request),
                 "unmanaged": p.unmanaged,
                 "caps": caps,
                 "observation": observation,

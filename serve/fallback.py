@@ -15,7 +15,9 @@ def hold_everything(
 ) -> ActResponse:
     """The no-new-risk answer: every position held at its current weight (fallback), its
     ``target_qty`` the signed units held (not its weight at the request's price: at any other price
-    that would be a trade); every other symbol of the request flat, ``target_qty`` 0."""
+    that would be a trade); every other symbol of the request flat, ``target_qty`` 0. Holding is within
+    unwind-only, so it is what the kill switch allows too; the answer reports the caller's switch
+    (``request.kill_switch``) as it is, and no rule (``kill_switch_rule`` None: nothing was decided)."""
     equity = request.account.equity
     decisions = {
         pos.symbol: SymbolDecision(
@@ -50,6 +52,7 @@ def hold_everything(
         as_of=as_of or request.as_of or datetime.now(UTC),
         decisions=decisions,
         gross_exposure=float(sum(abs(d.target_weight) for d in decisions.values())),
+        kill_switch_active=request.kill_switch is not None and request.kill_switch.active,
         fallback=True,
         reason=reason,
     )

@@ -15,6 +15,14 @@ Design decisions
   (the highest daily equity of its portfolio history, ``LiveConfig.peak_lookback_days``), so a loop
   restarted on an account already in drawdown still sees that drawdown. A file with a non-finite
   number or a peak that is not positive is unreadable, refused like malformed JSON (``reset`` or not).
+* **Kill switch.** The loop carries the drawdown kill switch the service applies (replicas keep no
+  state): each cycle is a bar, at which ``serve.client.KillSwitchTracker`` advances it with the
+  simulator's rule (``LiveConfig.kill_switch``) and the request carries it. The state file keeps it
+  (``kill_switch``: active, bars since it tripped, the cycle's time), so a restart does not disarm a
+  tripped switch. Its peak is the file's ``peak_equity`` (one peak), except after a timed release
+  restarted the switch's peak below the account's: then ``kill_switch.peak_equity`` holds it, until the
+  account's peak is the switch's again. A file without one (an earlier version's, or a new one)
+  starts it off from the file's peak and advances it: a drawdown at the trigger turns it on at once.
 * **One loop, one account.** The state file is locked (``fcntl.flock`` on ``<state>.lock``) for the
   loop's life, so a second loop on it refuses to start; it records the broker's account id, and a
   state file of another account is refused. The account itself is locked too, once the broker has
@@ -116,10 +124,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, Any, NamedTuple, Protocol
+from typing import IO, TYPE_CHECKING, Any, NamedTuple, Protocol
 
 import numpy as np
 import pandas as pd
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StrictBool, StrictInt
 
 from raytrade.replay.errors import InputError
 from raytrade.replay.sources.alpaca import TopOfBook
@@ -144,7 +153,10 @@ from raytrade.serve.orders import (
     stale_quotes,
     tradeable_mid,
 )
-from raytrade.serve.schemas import ActResponse
+from raytrade.serve.schemas import ActResponse, CallerKillSwitch
+
+if TYPE_CHECKING:
+    from raytrade.serve.client import KillSwitchTracker
 
 log = logging.getLogger("raytrade.live")
 
@@ -253,6 +265,34 @@ class UnreadableOrderError(LiveStateError):
 # ------------------------------------------------------------------------------------ state
 
 
+class SavedKillSwitch(BaseModel):
+    """The loop's kill switch in the state file: ``serve.schemas.CallerKillSwitch`` at the cycle
+    ``as_of``, its peak None while it is the file's ``peak_equity`` (one place for one peak)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
+
+    active: StrictBool = Field(description="unwind-only is on")
+    bars_active: StrictInt = Field(ge=0, description="bars (cycles) since it tripped; 0 while off")
+    peak_equity: float | None = Field(
+        None, gt=0, description="the switch's peak when a timed release restarted it below the file's"
+    )
+    as_of: AwareDatetime = Field(description="the cycle (bar) it was last advanced at")
+
+    def caller_state(self, account_peak: float) -> CallerKillSwitch:
+        """The switch as the request carries it, ``account_peak`` being the file's peak."""
+        peak = account_peak if self.peak_equity is None else self.peak_equity
+        return CallerKillSwitch(active=self.active, bars_active=self.bars_active, peak_equity=peak)
+
+    @classmethod
+    def of(cls, tracker: KillSwitchTracker, account_peak: float) -> SavedKillSwitch:
+        """What to save of ``tracker`` (advanced at least once) beside the file's peak ``account_peak``."""
+        state, bar = tracker.state, tracker.bar
+        if state is None or bar is None:
+            raise ValueError("the kill switch was not advanced: nothing to save")
+        peak = None if state.peak_equity == account_peak else state.peak_equity
+        return cls(active=state.active, bars_active=state.bars_active, peak_equity=peak, as_of=bar)
+
+
 @dataclass
 class LiveState:
     """What the loop remembers between cycles (JSON file, written atomically).
@@ -270,12 +310,16 @@ class LiveState:
     ``unlogged_rows`` holds the experience decision rows saved before they are logged (``ts`` as
     ISO text, a non-finite number as null, ``provisional`` while its order's outcome is unknown;
     ``serve.decision_rows.row_for_state``); the next cycle settles and logs any left by
-    a crash. A file of an earlier version has none: it loads with an empty list."""
+    a crash. A file of an earlier version has none: it loads with an empty list.
+
+    ``kill_switch`` is the drawdown kill switch as of the last cycle (:class:`SavedKillSwitch`); a
+    file of an earlier version has none: it loads with None (see the module doc)."""
 
     peak_equity: float | None = None
     pending: list[dict[str, Any]] = field(default_factory=list)
     account_id: str | None = None
     unlogged_rows: list[dict[str, Any]] = field(default_factory=list)
+    kill_switch: SavedKillSwitch | None = None
 
     @classmethod
     def load(cls, path: Path) -> LiveState:
@@ -295,6 +339,7 @@ class LiveState:
             )
             peak = raw.get("peak_equity")
             account = raw.get("account_id")
+            switch = raw.get("kill_switch")
             if peak is not None:
                 peak = float(peak) if not isinstance(peak, bool) else math.nan
                 if not (math.isfinite(peak) and peak > 0):
@@ -306,6 +351,7 @@ class LiveState:
                 pending=list(raw.get("pending", [])),
                 account_id=None if account is None else str(account),
                 unlogged_rows=_unlogged_rows(raw.get("unlogged_rows", [])),
+                kill_switch=None if switch is None else SavedKillSwitch.model_validate(switch),
             )
         except (ValueError, TypeError, AttributeError, OverflowError) as exc:
             raise ValueError(f"live state file {str(path)!r} is unreadable ({exc}); fix or move it") from None
@@ -321,6 +367,7 @@ class LiveState:
                 "peak_equity": self.peak_equity,
                 "pending": self.pending,
                 "unlogged_rows": self.unlogged_rows,
+                "kill_switch": None if self.kill_switch is None else self.kill_switch.model_dump(mode="json"),
             },
             indent=1,
             allow_nan=False,
@@ -560,10 +607,12 @@ class LiveLoop:
                 shown,
             )
             quotes = {s: q for s, q in quotes.items() if s not in stale}
-        peak = max(state.peak_equity or account.equity, account.equity)
+        peak_before = state.peak_equity or account.equity
+        peak = max(peak_before, account.equity)
         volumes = _latest_dollar_volume(self.store, self.symbols, now) if self.store is not None else {}
         loop_state = _loop_state(account, positions, quotes, self.symbols, peak, volumes)
-        request = request_from_loop(loop_state, as_of=now)
+        switch = self._kill_switch(state.kill_switch, peak_before)
+        request = switch.stamp(request_from_loop(loop_state, as_of=now))
         if self.store is not None:  # transitions are logged only where experience is
             request = request.model_copy(update={"observation": True})
         answer = self.policy.act(request)
@@ -598,6 +647,7 @@ class LiveLoop:
         # provisional: a crash during the submits leaves them for the next cycle to settle.
         intents = {p.decision_id: _intent(p, answer.model, now) for p in plans}
         state.peak_equity = peak
+        state.kill_switch = SavedKillSwitch.of(switch, peak)
         state.pending = still_open + unlogged + list(intents.values())
         earlier = state.unlogged_rows  # rows earlier cycles saved, settled above
         if self.store is not None:
@@ -663,6 +713,18 @@ class LiveLoop:
         return CycleReport(
             cycle_id, answer, plans, submitted, rejected, fills_logged, uncertain, planned.notes
         )
+
+    def _kill_switch(self, saved: SavedKillSwitch | None, account_peak: float) -> KillSwitchTracker:
+        """The switch as the state file left it (``account_peak``: its peak); without one (an
+        earlier version's file, or a new one), off from that peak until this cycle advances it."""
+        from raytrade.serve.client import KillSwitchTracker
+
+        rule = self.config.kill_switch
+        if saved is None:
+            return KillSwitchTracker(
+                rule, CallerKillSwitch(active=False, bars_active=0, peak_equity=account_peak)
+            )
+        return KillSwitchTracker(rule, saved.caller_state(account_peak), saved.as_of)
 
     def _log_transitions(self, now: datetime, cycle_id: str, answer: ActResponse, equity: float) -> None:
         """Log the previous decision's transition rows, after (and apart from) the cycle's fills and

@@ -79,6 +79,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from raytrade.envs.costs import CostConfig
 from raytrade.envs.gate_modes import LIMIT_GATE_MODES
+from raytrade.envs.kill_switch import KillSwitchConfig
 from raytrade.replay.sources.alpaca import TopOfBook, is_crypto_symbol
 from raytrade.serve.caps import ExposureCaps, cap_targets
 from raytrade.serve.schemas import ActResponse, SymbolDecision
@@ -142,6 +143,11 @@ class LiveConfig(BaseModel):
         ge=1,
         description="a pending order the broker cannot read on this many consecutive cycles (for a "
         "reason other than a 404) stops the loop: it holds its symbol, and a person must look",
+    )
+    kill_switch: KillSwitchConfig = Field(
+        KillSwitchConfig(),
+        description="the served policy's kill-switch rule (GET /v1/model: kill_switch); the loop advances "
+        "its switch with it once per cycle and keeps it in the state file",
     )
 
 

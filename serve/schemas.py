@@ -43,6 +43,12 @@ MAX_ROWS: Final = 2000
 MAX_SYMBOL_CHARS: Final = 32
 MAX_TEXT_CHARS: Final = 512
 
+KillSwitchRule = Literal["caller_state", "stateless", "disabled"]
+"""Which kill-switch rule an answer applied: ``caller_state``, the request's ``kill_switch`` with the
+trained hysteresis (on while the state says so, or when the drawdown from its peak trips the trigger
+now); ``stateless``, no state in the request, on only while ``drawdown_pct`` reaches the trigger (no
+hysteresis, bars-active feature 0: not what the policy was trained and evaluated with); ``disabled``,
+the policy has no kill switch."""
 GateMode = Literal["flat", "probe", "passive", "aggressive", "hold"]
 """``hold`` keeps the current position: the fallback, and symbols the service could not trade."""
 Side = Literal["long", "short", "flat"]
@@ -59,6 +65,8 @@ def _number(value: object) -> object:
 
 
 Number = Annotated[float, BeforeValidator(_number), Field(ge=-MAX_ABS_VALUE, le=MAX_ABS_VALUE)]
+MAX_KILL_BARS: Final = 1_000_000_000
+"""``kill_switch.bars_active`` is at most this (a bound, so it fits the observation's int64)."""
 Symbol = Annotated[str, StringConstraints(min_length=1, max_length=MAX_SYMBOL_CHARS)]
 
 
@@ -160,6 +168,31 @@ class SymbolSnapshot(_Strict):
         return self.mid() or self.last_close
 
 
+class CallerKillSwitch(_Strict):
+    """The caller's drawdown kill switch (``envs.kill_switch``'s state of one account), advanced with
+    the request's bar: the simulator's rule with its hysteresis, carried by the caller because
+    replicas keep no state (several may answer one loop). ``serve.client.KillSwitchTracker`` keeps
+    and advances it with the simulator's own ``update_kill_switch``."""
+
+    active: bool = Field(description="unwind-only is on: tripped and not released yet")
+    bars_active: int = Field(
+        ge=0,
+        le=MAX_KILL_BARS,
+        description="bars since it tripped (0 on the bar it trips, +1 each bar after while on); 0 while "
+        "off; below the policy's release_after_bars",
+    )
+    peak_equity: Annotated[float, BeforeValidator(_number), Field(gt=0)] = Field(
+        description="the equity (currency units) the switch measures its drawdown from: the running "
+        "peak, restarted at the equity of a timed release (so it can be below the account's peak)"
+    )
+
+    @model_validator(mode="after")
+    def _off_counts_no_bars(self) -> CallerKillSwitch:
+        if not self.active and self.bars_active != 0:
+            raise ValueError(f"bars_active={self.bars_active} must be 0 while active is false")
+        return self
+
+
 class ActRequest(_Strict):
     """``POST /v1/act`` body."""
 
@@ -172,6 +205,12 @@ class ActRequest(_Strict):
         min_length=1, max_length=MAX_ROWS, description="one row per symbol"
     )
     as_of: datetime | None = Field(None, description="decision time (UTC); default: when received")
+    kill_switch: CallerKillSwitch | None = Field(
+        None,
+        description="the caller's kill-switch state at this bar: the trained rule with its hysteresis "
+        "(answer's kill_switch_rule caller_state); None: the stateless rule (on only while "
+        "drawdown_pct reaches the trigger)",
+    )
     attributions: bool = Field(False, description="also return each symbol's top feature attributions")
     observation: bool = Field(
         False,
@@ -293,7 +332,12 @@ class ActResponse(BaseModel):
     features_as_of: datetime | None = Field(None, description="the bar whose features were observed")
     decisions: dict[str, SymbolDecision]
     gross_exposure: float = Field(description="sum of |target weight| over the decisions")
-    kill_switch_active: bool = False
+    kill_switch_active: bool = Field(
+        False, description="unwind-only was on (a fallback: the request's kill_switch state says so)"
+    )
+    kill_switch_rule: KillSwitchRule | None = Field(
+        None, description="the kill-switch rule applied (KillSwitchRule); None on a fallback: held, no rule"
+    )
     fallback: bool = Field(False, description="True: positions held as they are, no new risk")
     reason: str | None = None
     unmanaged: list[str] = Field(

@@ -25,8 +25,9 @@ COMMANDS = {
     "tune": (tune_command, TuneOptions, {}, {"wandb", "trial_resources"}),
     "ingest": (ingest, SourceRequest, {}, set()),
     "experiment": (experiment_command, ExperimentOptions, {}, set()),
-    # quantity steps are broker facts, not flags; caps are the --*-cap flags (checked against ExposureCaps)
-    "live": (live_command, LiveConfig, {}, {"crypto_qty_step", "fractional_qty_step", "caps"}),
+    # quantity steps are broker facts, not flags; caps are the --*-cap flags (checked against ExposureCaps);
+    # kill_switch is the served policy's rule (the simulator's default: no spec trains with another)
+    "live": (live_command, LiveConfig, {}, {"crypto_qty_step", "fractional_qty_step", "caps", "kill_switch"}),
     # decide is built from --max-feature-age-hours / --kill-drawdown (checked against ServeConfig below)
     "serve": (serve_command, ServiceConfig, {}, {"decide"}),
 }

@@ -12,10 +12,12 @@ import pandas as pd
 import pyarrow.dataset as pa_ds
 import pytest
 
+from raytrade.envs.kill_switch import KillSwitchConfig
 from raytrade.replay import ReplayWriter, read_frame
 from raytrade.replay.sources.alpaca import TopOfBook
 from raytrade.serve.live import BrokerAccount, BrokerPosition, LiveLoop, OrderState, order_is_open
-from raytrade.serve.orders import OrderPlan
+from raytrade.serve.orders import LiveConfig, OrderPlan
+from raytrade.serve.schemas import CallerKillSwitch
 from tests.live_doubles import ScriptedPolicy
 
 T0 = datetime(2026, 11, 24, 14, 30, tzinfo=UTC)
@@ -208,6 +210,69 @@ def test_drawdown_comes_from_the_remembered_peak(tmp_path: Path) -> None:
     loop2.cycle(T0 + timedelta(days=1))
     assert policy.requests[0].drawdown_pct == 0.0
     assert policy.requests[1].drawdown_pct == pytest.approx(-0.10)
+
+
+def _saved_switch(tmp_path: Path) -> Any:
+    return json.loads((tmp_path / "live_state.json").read_text())["kill_switch"]
+
+
+def test_a_restart_keeps_a_tripped_kill_switch(tmp_path: Path) -> None:
+    broker = FakeBroker(100_000.0, PRICES)
+    policy = ScriptedPolicy({"AAPL": (0.0, "flat")})
+    with _loop(tmp_path, broker, policy) as loop:
+        loop.cycle(T0)
+        broker.cash = 79_000.0  # 21 % down: it trips
+        loop.cycle(T0 + timedelta(days=1))
+    assert _saved_switch(tmp_path) == {  # its peak is the file's peak_equity
+        "active": True,
+        "bars_active": 0,
+        "peak_equity": None,
+        "as_of": "2026-11-25T14:30:00Z",
+    }
+    broker.cash = 81_000.0  # 19 % down: under the trigger, not back within the release drawdown
+    with _loop(tmp_path, broker, policy, reset=False) as restarted:
+        restarted.cycle(T0 + timedelta(days=2))
+    assert [r.kill_switch for r in policy.requests] == [
+        CallerKillSwitch(active=False, bars_active=0, peak_equity=100_000.0),
+        CallerKillSwitch(active=True, bars_active=0, peak_equity=100_000.0),
+        CallerKillSwitch(active=True, bars_active=1, peak_equity=100_000.0),  # still on, one bar on
+    ]
+
+
+def test_a_state_file_from_before_the_kill_switch_loads_and_trips_on_its_drawdown(tmp_path: Path) -> None:
+    (tmp_path / "live_state.json").write_text(
+        json.dumps({"account_id": "PA-TEST", "peak_equity": 1e5, "pending": [], "unlogged_rows": []})
+    )
+    broker = FakeBroker(79_000.0, PRICES)  # 21 % below the file's peak: the safe side is on
+    policy = ScriptedPolicy({"AAPL": (0.0, "flat")})
+    with _loop(tmp_path, broker, policy, reset=False) as loop:
+        loop.cycle(T0)
+    assert policy.requests[0].kill_switch == CallerKillSwitch(active=True, bars_active=0, peak_equity=1e5)
+    assert _saved_switch(tmp_path)["active"] is True
+
+
+def test_a_timed_release_keeps_the_switchs_own_peak_until_the_accounts_peak_is_it_again(
+    tmp_path: Path,
+) -> None:
+    broker = FakeBroker(100_000.0, PRICES)
+    policy = ScriptedPolicy({"AAPL": (0.0, "flat")})
+    config = LiveConfig(kill_switch=KillSwitchConfig(release_after_bars=2))
+    state_file = tmp_path / "live_state.json"
+    saved = []
+    for day, cash in enumerate([100_000.0, 75_000.0, 75_000.0, 75_000.0, 76_000.0, 101_000.0]):
+        broker.cash = cash
+        with LiveLoop(broker, policy, ["AAPL"], state_file, config=config, reset=day == 0) as loop:
+            loop.cycle(T0 + timedelta(days=day))  # a restart every cycle
+        saved.append({k: v for k, v in _saved_switch(tmp_path).items() if k != "as_of"})
+    assert [r.drawdown_pct for r in policy.requests][-2:] == [pytest.approx(-0.24), 0.0]  # the account's peak
+    assert saved == [
+        {"active": False, "bars_active": 0, "peak_equity": None},
+        {"active": True, "bars_active": 0, "peak_equity": None},
+        {"active": True, "bars_active": 1, "peak_equity": None},
+        {"active": False, "bars_active": 0, "peak_equity": 75_000.0},  # released by time: restarted
+        {"active": False, "bars_active": 0, "peak_equity": 76_000.0},
+        {"active": False, "bars_active": 0, "peak_equity": None},  # past the account's peak: one peak
+    ]
 
 
 def test_a_refused_order_does_not_stop_the_others(tmp_path: Path) -> None:

@@ -36,7 +36,7 @@ from raytrade.serve.client import (
     request_from_loop,
     request_payload,
 )
-from raytrade.serve.schemas import ActRequest, ActResponse, SymbolDecision
+from raytrade.serve.schemas import ActRequest, ActResponse, CallerKillSwitch, SymbolDecision
 from tests.loopback import serve_on_loopback, stop_serving
 
 pytestmark = pytest.mark.timeout(10)
@@ -248,7 +248,9 @@ def test_act_returns_the_service_answer_and_sends_the_request_with_the_bearer_to
     assert (sent.method, sent.path) == ("POST", "/v1/act")
     assert sent.headers["Authorization"] == f"Bearer {TOKEN}"
     assert sent.headers["Content-Type"] == "application/json"
-    assert ActRequest.model_validate_json(sent.body) == request_
+    # with the account's kill switch: off, from the peak the request's drawdown implies
+    switch = CallerKillSwitch(active=False, bars_active=0, peak_equity=100_000.0 / (1 - 0.021))
+    assert ActRequest.model_validate_json(sent.body) == request_.model_copy(update={"kill_switch": switch})
     assert (client.fallbacks, client.retries_used) == (0, 0)
 
 
@@ -311,6 +313,29 @@ def test_a_closed_port_holds_fast(request_: ActRequest) -> None:
     assert_holds_everything(answer, request_)
     assert "ConnectError" in (answer.reason or "")
     assert (client.fallbacks, client.retries_used) == (1, 2)
+
+
+def test_an_outage_holds_and_reports_the_accounts_tripped_kill_switch(request_: ActRequest) -> None:
+    down = request_.model_copy(update={"drawdown_pct": -0.25})
+    with client_for(closed_port_url(), retries=0) as client:
+        answer = client.act(down)
+        state = client.kill_switch().state
+    assert answer.fallback and answer.kill_switch_active and answer.kill_switch_rule is None
+    assert state == CallerKillSwitch(active=True, bars_active=0, peak_equity=100_000.0 / 0.75)
+
+
+def test_an_answer_that_ignores_the_requests_tripped_kill_switch_holds(
+    service: Callable[..., FakePolicyService], request_: ActRequest
+) -> None:
+    """A service that drops the state (an older replica) answers the stateless rule: at 2.1 % down,
+    switch off, new risk allowed, though the caller's switch is on."""
+    fake = service(Reply())  # ANSWER: kill_switch_active False, NVDA to 0.1 from 0.074
+    tripped = CallerKillSwitch(active=True, bars_active=4, peak_equity=130_000.0)
+    with client_for(fake.url) as client:
+        answer = client.act(request_.model_copy(update={"kill_switch": tripped}))
+    assert answer.fallback and "the request's kill switch is on, the answer's off" in (answer.reason or "")
+    [sent] = fake.received
+    assert ActRequest.model_validate_json(sent.body).kill_switch == tripped  # a caller's state, sent as is
 
 
 # -- act: caller bugs raise -------------------------------------------------------------------

@@ -237,6 +237,7 @@ def _answer_symbol_by_symbol(
         decisions=decisions,
         gross_exposure=float(np.abs(weights).sum()),
         kill_switch_active=kill,
+        kill_switch_rule="stateless",  # the request carries no kill-switch state
         unmanaged=p.unmanaged,
         caps=caps,
     )
