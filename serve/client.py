@@ -38,7 +38,9 @@ Contract
   :meth:`PolicyClient.act` stamps each request that carries no state with its account's tracker
   (``account``; ``ClientConfig.kill_switch`` is the rule) and sends one that carries a state as it
   is (``raytrade live`` keeps its own, persisted). An answer whose switch is off while the request's
-  state says on (a service that ignored the state) is held.
+  state says on (a service that ignored the state) is held; one whose switch is on while the state
+  says off (the service's trigger is stricter than ``ClientConfig.kill_switch``) trips the tracker's
+  switch at that bar, so its hysteresis follows.
 * **Secrets.** The token is a ``SecretStr``; its value is read only to build the ``Authorization``
   header and is kept out of reprs, logs and exception messages. Environment proxies are not used
   (``trust_env=False``): the bearer token goes straight to the service.
@@ -204,6 +206,15 @@ class KillSwitchTracker:
             )
         return request.model_copy(update={"kill_switch": self._state})
 
+    def tripped_by_service(self) -> None:
+        """The service answered this bar with its switch on while :attr:`state` says off: its rule is
+        stricter than :attr:`rule` (a ``kill_drawdown`` of its own, or another trained trigger). The
+        switch is taken as tripped at this bar (0 bars, the same peak), so the trained hysteresis holds
+        from the next bar on instead of re-risking as soon as the drawdown is under the service's
+        trigger again; a retry of the bar advances from the state before it and is told again."""
+        if self._state is not None and not self._state.active:
+            self._state = self._state.model_copy(update={"active": True, "bars_active": 0})
+
     def _advance(self, start: KillSwitchState, request: ActRequest) -> CallerKillSwitch:
         after = update_kill_switch(start, np.array([request.account.equity]), self.rule)
         return CallerKillSwitch(
@@ -368,8 +379,10 @@ class PolicyClient:
 
         Raises :class:`ServiceAuthError` on 401/403 and :class:`ServiceRequestError` on 422.
         """
+        tracker = None
         if request.kill_switch is None:
-            request = self.kill_switch(account).stamp(request)
+            tracker = self.kill_switch(account)
+            request = tracker.stamp(request)
         try:
             reply = self._post_with_retries(request.model_dump_json().encode())
         except _Unavailable as exc:
@@ -394,6 +407,8 @@ class PolicyClient:
         problem = _inconsistency(request, answer)
         if problem is not None:
             return self._hold(request, f"answer inconsistent with the request: {problem}")
+        if tracker is not None and answer.kill_switch_active:
+            tracker.tripped_by_service()
         return _without_idle_extras(request, answer)
 
     def health(self) -> bool:

@@ -46,6 +46,10 @@ def service() -> DecisionService:
 @pytest.fixture(scope="module")
 def served(service: DecisionService) -> Iterator[tuple[str, list[ActRequest]]]:
     """The decision core over HTTP on 127.0.0.1, and the requests it received."""
+    yield from _serving(service)
+
+
+def _serving(service: DecisionService) -> Iterator[tuple[str, list[ActRequest]]]:
     received: list[ActRequest] = []
 
     class Handler(BaseHTTPRequestHandler):
@@ -272,3 +276,26 @@ def test_the_model_summary_gives_the_rule_a_caller_advances_its_state_with(servi
     assert KillSwitchConfig.model_validate(service.describe()["kill_switch"]) == KillSwitchConfig()
     tighter = DecisionService(service.handle, service.data, ServeConfig(kill_drawdown=0.1))
     assert tighter.describe()["kill_switch"] == KillSwitchConfig(trigger_drawdown=0.1).model_dump()
+
+
+def test_a_trip_the_service_reports_under_its_stricter_trigger_is_kept_by_the_client(
+    service: DecisionService,
+) -> None:
+    # the client advances with the default rule (trigger 20 %), the service trips at 10 %: at 15 % down
+    # only the service's switch is on; at 8 % (under both triggers, above the 5 % release) the trained
+    # hysteresis keeps it on, which the client knows only from the answer; at 4 % it is released
+    tighter = DecisionService(service.handle, service.data, ServeConfig(kill_drawdown=0.1))
+    equities = [PEAK * (1 - dd) for dd in (0.15, 0.08, 0.04)]
+    serving = _serving(tighter)
+    url, received = next(serving)
+    try:
+        answers = _through_the_client(url, tighter, equities)
+    finally:
+        serving.close()
+    assert [a.kill_switch_active for a in answers] == [True, True, False]
+    assert [_added_risk(tighter, a) for a in answers] == [False, False, True]
+    assert [r.kill_switch for r in received] == [
+        CallerKillSwitch(active=False, bars_active=0, peak_equity=PEAK),  # the client's rule: not tripped
+        CallerKillSwitch(active=True, bars_active=1, peak_equity=PEAK),  # the service's trip, kept
+        CallerKillSwitch(active=False, bars_active=0, peak_equity=PEAK),  # back within 5 %: released
+    ]
