@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -77,6 +78,21 @@ def test_bad_row_names_table_row_column_value_and_writes_nothing(
     message = str(caught.value)
     assert f"bars: row 4, column '{column}'" in message
     assert reason in message
+    assert store_files(tmp_path) == {}
+
+
+def test_an_infinite_high_is_refused_without_a_numpy_warning(tmp_path: Path) -> None:
+    # inf - inf in the OHLC comparisons printed numpy's RuntimeWarning, with a source path, above the
+    # one-line error
+    frame = bars()
+    frame.loc[4, ["high", "close"]] = float("inf")
+    with (
+        warnings.catch_warnings(),
+        ReplayWriter(tmp_path) as writer,
+        pytest.raises(ReplayValidationError, match="row 4, column 'high'.*not finite"),
+    ):
+        warnings.simplefilter("error")
+        writer.append_bars(frame)
     assert store_files(tmp_path) == {}
 
 
