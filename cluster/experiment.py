@@ -85,8 +85,11 @@ from raytrade.cluster.experiment_report import (
     results_log_section,
     write_plots,
 )
-from raytrade.cluster.options import LocalPath, action_options
+from raytrade.cluster.options import LocalPath, action_options, spread_fraction_option
 from raytrade.envs.actions import ActionConfig, ActionMode
+from raytrade.envs.config import SimulatorConfig
+from raytrade.envs.cost_profile import with_spread_fraction
+from raytrade.envs.costs import CostConfig
 from raytrade.envs.evaluation.document import Window
 from raytrade.envs.evaluation.stats import BootstrapConfig
 from raytrade.envs.scenarios import ScenarioConfig
@@ -197,15 +200,27 @@ class ExperimentOptions(BaseModel):
     no_trade_band: float = Field(
         _ACTION_FIELDS["no_trade_band"].default, ge=0, le=1, description="no order within this of the weight"
     )
+    spread_fraction: float | None = Field(
+        None,
+        ge=0,
+        le=1,
+        description="share of the stored spread paid per side, in every search and the evaluation "
+        "alike (None: the cost model's)",
+    )
     seed: int = Field(0, description="search seed")
 
     def action_suffix(self) -> str:
-        """A search folder's mark of non-default action settings (so reruns never mix them)."""
+        """A search folder's mark of non-default action and cost settings (so reruns never mix them)."""
         defaults = ActionConfig()
         parts = [] if self.action_mode == "absolute" else [self.action_mode.replace(":", "-")]
         parts += [f"tilt{self.max_tilt:g}"] if self.max_tilt != defaults.max_tilt else []
         parts += [f"band{self.no_trade_band:g}"] if self.no_trade_band != defaults.no_trade_band else []
+        parts += [f"spread{self.spread_fraction:g}"] if self.spread_fraction is not None else []
         return "".join("-" + p for p in parts)
+
+    def costs(self) -> CostConfig:
+        """The cost model every search trains with and the evaluation replays every policy with."""
+        return with_spread_fraction(CostConfig(), self.spread_fraction)
 
     def plan_budget(self) -> ExperimentBudget:
         """The budget with these options' families and feature sets. Its wall-time target is the
@@ -236,6 +251,7 @@ class ExperimentOptions(BaseModel):
             if self.no_trade_band != defaults.no_trade_band
             else []
         )
+        parts += ["--spread-fraction", repr(self.spread_fraction)] if self.spread_fraction is not None else []
         return shlex.join(parts)
 
 
@@ -478,6 +494,7 @@ def run_search(
         action_mode=opts.action_mode,
         max_tilt=opts.max_tilt,
         no_trade_band=opts.no_trade_band,
+        spread_fraction=opts.spread_fraction,
         train_fraction=fold.train_fraction,
         validation_fraction=fold.validation_fraction,
         seed=opts.seed,
@@ -676,6 +693,7 @@ def run_experiment(opts: ExperimentOptions, say: Callable[[str], None] = click.e
         scenarios=budget.scenarios,
         scenario_config=ScenarioConfig(draws=budget.scenario_draws),
         bootstrap=boot,
+        simulator=SimulatorConfig(costs=opts.costs()),
     )
     names = [*BASELINES, *(f"registry:{n}" for n in handles)]
     plan = prepare(
@@ -821,6 +839,7 @@ def _names(value: str | None) -> tuple[str, ...] | None:
 )
 @click.option("--cvar-penalty", type=click.FloatRange(min=0), default=1.0, show_default=True)
 @action_options()
+@spread_fraction_option()
 @click.option("--seed", type=int, default=0, show_default=True)
 @one_line_errors
 def experiment_command(
@@ -834,6 +853,7 @@ def experiment_command(
     action_mode: ActionMode,
     max_tilt: float,
     no_trade_band: float,
+    spread_fraction: float | None,
     seed: int,
 ) -> None:
     """Train every family (base and enriched features) on walk-forward folds, choose a variant per fold
@@ -850,6 +870,7 @@ def experiment_command(
         action_mode=action_mode,
         max_tilt=max_tilt,
         no_trade_band=no_trade_band,
+        spread_fraction=spread_fraction,
         seed=seed,
     )
     doc = run_experiment(opts)

@@ -230,3 +230,18 @@ def option_drift(
         ):
             problems.append(f"{where} allows {sorted(choices)} but {flag} {sorted(param.type.choices)}")
     return problems
+
+
+def spread_fraction_option() -> Callable[[F], F]:
+    """``--spread-fraction``: the share of the stored spread paid per side
+    (``envs.costs.CostConfig.spread_fraction``; its bounds), for evaluate, tune and experiment alike."""
+    from raytrade.envs.costs import CostConfig
+
+    default = CostConfig.model_fields["spread_fraction"].default
+    return click.option(
+        "--spread-fraction",
+        type=click.FloatRange(min=0, max=1),
+        default=None,
+        help=f"Share of the stored spread paid per side (default: the cost model's {default:g}, or the cost "
+        "profile's). A sensitivity knob: a store without quotes holds high/low spread estimates.",
+    )

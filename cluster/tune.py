@@ -53,7 +53,7 @@ import click
 from pydantic import BaseModel, ConfigDict, Field, computed_field
 
 from raytrade.cluster.errors import one_line_errors
-from raytrade.cluster.options import action_options, registry_option
+from raytrade.cluster.options import action_options, registry_option, spread_fraction_option
 from raytrade.cluster.remote_run import fetch_run
 from raytrade.cluster.run_file import (
     LEADERBOARD_FILE,
@@ -66,6 +66,7 @@ from raytrade.cluster.run_file import (
 )
 from raytrade.envs.actions import ActionConfig, ActionMode
 from raytrade.envs.baseline_weights import BASELINE_FEATURES
+from raytrade.envs.costs import CostConfig
 from raytrade.envs.rewards import RewardConfig
 from raytrade.models.manifest import ExperienceWindow, Provenance, SearchObjective, TrainWindow
 from raytrade.models.registry import DEFAULT_REGISTRY
@@ -169,6 +170,13 @@ class TuneOptions(BaseModel):
     cost_profile: Path | None = Field(
         None, description="cost profile (raytrade calibrate-costs) the simulator trains and scores with"
     )
+    spread_fraction: float | None = Field(
+        None,
+        ge=0,
+        le=1,
+        description="share of the stored spread paid per side (None: the cost model's or the profile's; "
+        "a sensitivity knob for stores whose spreads are estimates)",
+    )
     seed: int = Field(0, description="search and training seed")
     env_runners: int = Field(
         0,
@@ -247,12 +255,14 @@ class TuneOptions(BaseModel):
         return env_config
 
     def sim_overrides(self) -> dict[str, Any]:
-        """Entries of the env config's ``sim`` these options set: ``costs`` from ``cost_profile``."""
-        if self.cost_profile is None:
+        """Entries of the env config's ``sim`` these options set: ``costs`` from ``cost_profile`` and
+        ``spread_fraction``."""
+        if self.cost_profile is None and self.spread_fraction is None:
             return {}
-        from raytrade.envs.cost_profile import cost_config_from_profile
+        from raytrade.envs.cost_profile import cost_config_from_profile, with_spread_fraction
 
-        return {"costs": cost_config_from_profile(self.cost_profile).model_dump(mode="json")}
+        costs = cost_config_from_profile(self.cost_profile) if self.cost_profile is not None else CostConfig()
+        return {"costs": with_spread_fraction(costs, self.spread_fraction).model_dump(mode="json")}
 
     def split_fractions(self) -> dict[str, float]:
         """The ``ReplayDataConfig`` split fractions this search sets (empty: the store's defaults)."""
@@ -297,6 +307,7 @@ class TuneOptions(BaseModel):
         parts += ["--early-stop", str(self.early_stop)] if self.early_stop is not None else []
         parts += ["--features", self.features] if self.features else []
         parts += ["--cost-profile", str(self.cost_profile.resolve())] if self.cost_profile else []
+        parts += ["--spread-fraction", repr(self.spread_fraction)] if self.spread_fraction is not None else []
         for key, value in self.split_fractions().items():
             parts += [f"--{key.replace('_', '-')}", repr(value)]
         parts += ["--storage", location(self.storage), "--name", self.run_name()]
@@ -725,6 +736,7 @@ OFFLINE_FIXED: Final[dict[str, str]] = {
     "no_trade_band": "the experience's next observations and rewards were recorded without a band",
     "turnover_penalty": "the experience's rewards were recorded without a turnover penalty",
     "cost_profile": "the experience's rewards were recorded under the costs where it was logged",
+    "spread_fraction": "the experience's rewards were recorded under the costs where it was logged",
 }
 """Options an offline spec must leave at their defaults, and why: the transitions it learns from were
 recorded under the default action mapping, reward and costs (``envs.experience``, ``serve.live``);
@@ -1131,6 +1143,7 @@ def run_tune(opts: TuneOptions, dashboard: bool = True) -> TuneOutcome:
     type=click.Path(path_type=Path),
     help="Cost profile from raytrade calibrate-costs (default: the loop's cost model).",
 )
+@spread_fraction_option()
 @click.option(
     "--train-fraction",
     type=click.FloatRange(min=0, max=1, min_open=True, max_open=True),
@@ -1185,6 +1198,7 @@ def tune_command(
     no_trade_band: float,
     turnover_penalty: float,
     cost_profile: Path | None,
+    spread_fraction: float | None,
     train_fraction: float | None,
     validation_fraction: float | None,
     max_failures: int,
@@ -1218,6 +1232,7 @@ def tune_command(
         no_trade_band=no_trade_band,
         turnover_penalty=turnover_penalty,
         cost_profile=cost_profile,
+        spread_fraction=spread_fraction,
         train_fraction=train_fraction,
         validation_fraction=validation_fraction,
         max_failures=max_failures,

@@ -191,3 +191,12 @@ def cost_config_from_profile(path: str | os.PathLike[str], base: CostConfig | No
     """``base`` (default: the loop's ``CostConfig()``) with the profile at ``path`` applied: what a
     ``--cost-profile PATH`` option means for the simulator, evaluation and tuning."""
     return apply_cost_profile(base or CostConfig(), load_cost_profile(path))
+
+
+def with_spread_fraction(cfg: CostConfig, spread_fraction: float | None) -> CostConfig:
+    """``cfg`` paying ``spread_fraction`` of the stored spread per side (None: ``cfg`` as it is): what a
+    ``--spread-fraction`` option means. A sensitivity knob: on a store without quotes every spread is
+    the high/low estimate, which on daily bars reads mostly volatility (README: the experiment)."""
+    if spread_fraction is None:
+        return cfg
+    return CostConfig.model_validate(cfg.model_dump() | {"spread_fraction": spread_fraction})

@@ -538,6 +538,36 @@ def test_tune_trains_and_scores_with_the_cost_profile(tmp_path: Path) -> None:
     assert TuneOptions(spec="ppo", replay=tmp_path).sim_overrides() == {}
 
 
+def test_a_spread_fraction_overrides_the_cost_models_and_the_profiles(tmp_path: Path) -> None:
+    from raytrade.cluster.tune import TuneOptions
+
+    path = tmp_path / "profile.json"
+    path.write_text(_profile().model_dump_json())
+    alone = TuneOptions(spec="ppo", replay=tmp_path, spread_fraction=0.0)
+    costs = alone.sim_overrides()["costs"]
+    assert costs == CostConfig(spread_fraction=0.0).model_dump(mode="json")
+    assert "--spread-fraction 0.0" in alone.command()
+    with_profile = TuneOptions(spec="ppo", replay=tmp_path, cost_profile=path, spread_fraction=0.1)
+    costs = with_profile.sim_overrides()["costs"]
+    # the profile's fitted slippage kept, only the spread's share replaced
+    assert (costs["spread_fraction"], costs["impact_coef_bps"], costs["tier_base_bps"]) == (
+        0.1,
+        80.0,
+        [2.0, 8.0, 1.0],
+    )
+    with pytest.raises(ValueError, match="spread_fraction"):
+        TuneOptions(spec="ppo", replay=tmp_path, spread_fraction=1.5)
+
+
+def test_an_offline_search_refuses_a_spread_fraction(tmp_path: Path) -> None:
+    from raytrade.cluster.tune import TuneOptions, check_offline_env
+    from raytrade.tune_specs import get_spec
+
+    opts = TuneOptions(spec="bc", replay=tmp_path, spread_fraction=0.0)
+    with pytest.raises(InputError, match=r"--spread-fraction 0.0: spec 'bc' is offline"):
+        check_offline_env(opts, get_spec("bc"))
+
+
 def test_evaluate_refuses_a_missing_cost_profile_before_replaying(tmp_path: Path) -> None:
     missing = tmp_path / "nope.json"
     args = [

@@ -792,6 +792,18 @@ def test_the_walk_forward_policy_brings_its_tilt_baselines_inputs_and_lookback()
     assert spec.lookback_bars == 7  # kelly_lite's sigma needs 7 closes
 
 
+def test_a_spread_fraction_reaches_every_search_the_evaluation_and_the_folders(tmp_path: Path) -> None:
+    from raytrade.envs.costs import CostConfig
+
+    opts = ExperimentOptions(replay=tmp_path, out=tmp_path, budget="small", spread_fraction=0.0)
+    assert opts.costs() == CostConfig(spread_fraction=0.0)
+    assert ExperimentOptions(replay=tmp_path, out=tmp_path).costs() == CostConfig()
+    assert opts.action_suffix() == "-spread0"  # its searches never mix with the default costs' folders
+    assert "--spread-fraction 0.0" in opts.command()
+    with pytest.raises(ValueError, match="spread_fraction"):
+        ExperimentOptions(replay=tmp_path, out=tmp_path, spread_fraction=2.0)
+
+
 def test_a_run_of_fewer_variants_than_its_budget_claims_no_wall_time_target(tmp_path: Path) -> None:
     def planned(**chosen: Any) -> float | None:
         return (
