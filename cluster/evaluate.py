@@ -18,6 +18,12 @@ the report labels those figures IN-SAMPLE. A model whose
 training window is unknown (older versions) is evaluated with a ``warning: …`` line and a report
 warning that out-of-sample cannot be checked.
 
+Universe: with registry models among the policies, every policy (the baselines too: one set of
+bars, one universe, one cost model) is replayed on the symbols the models trained on (their
+manifests' ``data.symbols``, as serving does), not on symbols the store gained since; the report says
+which universe and why. Models trained on different universes, or a trained symbol the store lacks,
+are refused with one ``error: …`` line naming them.
+
 Example::
 
     raytrade evaluate --replay store --policies kelly_lite,buy_and_hold,registry:ppo --out reports/x

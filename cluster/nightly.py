@@ -17,6 +17,9 @@ model's manifest. Bad input fails with one ``error: …`` line before anything i
 A ``latest`` model whose training window (plus the embargo) reaches into the evaluated split is left
 out of the night's evaluation (``raytrade evaluate`` would refuse it: in sample), with a ``warning:``
 line and a "not evaluated (in sample)" line in the section; the others and the baselines still run.
+Every policy is evaluated on the universe the ``latest`` models trained on (``raytrade evaluate``'s
+rule: never a symbol an ingest added since), and the section says which universe and why; models
+trained on different universes are refused with one line naming both.
 
 Registry: ``--registry`` must be an existing local folder; a folder that does not exist (a typo) and
 a URI (``s3://…``: nightly reads local registries only) are refused before the ingest, so a night
@@ -167,9 +170,9 @@ def results_section(
     left_out: dict[str, str] | None = None,
 ) -> str:
     """The dated markdown section: data (with the ingest's warnings: source bars it did not store),
-    the models left out because the split holds bars they trained on (``left_out``: policy -> why)
-    and those whose out-of-sample could not be checked, leaderboard, links to the report and each
-    model's manifest."""
+    the universe evaluated and why, the models left out because the split holds bars they trained on
+    (``left_out``: policy -> why) and those whose out-of-sample could not be checked, leaderboard,
+    links to the report and each model's manifest."""
     base = results.parent
     pol = report.policies
     ranked = sorted(pol, key=lambda n: (pol[n].metrics.sharpe is None, -(pol[n].metrics.sharpe or 0)))
@@ -183,6 +186,9 @@ def results_section(
         f"Store `{report.replay.root}` (sha256 `{report.replay.fingerprint_sha256[:16]}`), "
         f"ingest: {ingest}. Mode {report.mode}, split `{report.split}`, "
         f"benchmark `{report.benchmark}`.",
+        "",
+        f"Universe: {len(report.replay.symbols)} symbols ({', '.join(report.replay.symbols)}), "
+        f"{report.replay.universe or 'every symbol of the store'}.",
         "",
         *(f"> **ingest warning:** {w}\n" for w in (ingested.warnings() if ingested else [])),
         *(f"> **not evaluated (in sample):** {why}\n" for why in (left_out or {}).values()),

@@ -14,6 +14,7 @@ import pytest
 from raytrade.envs.config import ReplayDataConfig
 from raytrade.envs.replay_loader import split_calendar
 from raytrade.models.manifest import Manifest
+from raytrade.replay import read_frame
 from raytrade.replay.fingerprint import data_fingerprint
 from raytrade.tune_specs.init_weights import InitConflictError, check_training_window
 from tests.test_registry import manifest_record
@@ -66,8 +67,10 @@ def _manifest(
         window |= {"end": recorded[-2], "transitions": 10, "left_out": 0}
         data["experience"] = {"root": str(trained_on), "sha256": "2" * 64, "files": 1, "window": window}
     env_config = {"data": _data(trained_on, **fractions), "feature_columns": ["ret_1"], "flat_obs": True}
+    symbols = sorted(set(read_frame(trained_on, "bars", columns=["symbol"])["symbol"].astype(str)))
     record = manifest_record(
-        data={**data, "symbols": ["A", "B"]},
+        data={**data, "symbols": symbols},  # the store's universe, as a search on it records
+        n_assets=len(symbols),
         config={"env": "raytrade/PortfolioEnv-v0", "env_config": env_config},
     )
     return Manifest.model_validate(json.loads(json.dumps(record, default=str)))

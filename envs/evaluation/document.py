@@ -305,6 +305,9 @@ class ReplaySource(Document):
     n_files: int = Field(ge=0)
     symbols: tuple[str, ...]
     asset_class: tuple[str, ...]
+    universe: str | None = Field(
+        None, description="why these symbols: a registry model's trained universe, or the whole store"
+    )
 
 
 class EvaluationReport(Document):
@@ -540,6 +543,7 @@ def build_report(result: EvaluationResult) -> EvaluationReport:
             n_files=plan.n_files,
             symbols=tuple(data.symbols),
             asset_class=tuple(data.asset_class),
+            universe=plan.universe,
         ),
         mode="split" if cfg.walk_forward is None else "walk_forward",
         split=cfg.split,

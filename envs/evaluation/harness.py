@@ -27,6 +27,9 @@ walk-forward test fold, and in walk-forward mode the stress scenarios' split) th
 first bar ``embargo_bars`` after a model's training window is refused (``InSampleError``) unless
 ``in_sample`` is set; ``after_training`` cuts the walk-forward folds from that bar on instead (the
 latest over the registry models). ``EvaluationPlan.sample_checks`` holds each model's check.
+With registry models among the policies, every policy (baselines included) is replayed on the
+universe the models trained on (``envs.evaluation.universe``: never a symbol the store gained since);
+``EvaluationPlan.universe`` says which universe and why.
 Features are the store's, computed from data ``<= t``; a window taken from the whole store is the
 same as loading it, except that a missing spread is costed at the whole store's median.
 """
@@ -56,6 +59,7 @@ from raytrade.envs.evaluation.insample import (
 from raytrade.envs.evaluation.kelly_lite import KellyLiteConfig
 from raytrade.envs.evaluation.policies import EvaluationInputError, Loader, PolicySpec, resolve_policies
 from raytrade.envs.evaluation.stats import BootstrapConfig
+from raytrade.envs.evaluation.universe import evaluation_universe
 from raytrade.envs.market_data import MarketData, bars_before_slice, listed_after_slice
 from raytrade.envs.rollout import replay_policy
 from raytrade.envs.scenarios import ScenarioConfig, ScenarioDataError, row_regimes, scenario_draws
@@ -152,6 +156,7 @@ class EvaluationPlan:
     fingerprint: str
     n_files: int
     sample_checks: dict[str, SampleCheck] = field(default_factory=dict)  # registry models by name
+    universe: str = "every symbol of the store"  # why the windows hold their symbols (the report says)
 
     @property
     def periods_per_year(self) -> int:
@@ -372,6 +377,17 @@ def _after_training(calendar: pd.DatetimeIndex, trained: dict[str, TrainedOn], e
     return max(1, first - embargo)
 
 
+def _restrict_universe(
+    store: Path, cfg: EvaluationConfig, specs: Sequence[PolicySpec]
+) -> tuple[EvaluationConfig, str]:
+    """``cfg`` restricted to the evaluation's universe (``envs.evaluation.universe``) and why."""
+    from raytrade.replay.reader import read_frame
+
+    stored = set(read_frame(store, "bars", columns=["symbol"])["symbol"].astype(str))
+    universe = evaluation_universe(specs, cfg.symbols, stored, str(store))
+    return cfg.model_copy(update={"symbols": universe.symbols}), universe.reason
+
+
 def prepare(
     root: str | os.PathLike[str],
     policies: Sequence[str],
@@ -403,6 +419,7 @@ def prepare(
             raise EvaluationInputError(
                 f"{spec.name} needs feature {unknown[0]!r}, which the replay store does not define"
             )
+    cfg, universe = _restrict_universe(store, cfg, specs)
     needed = _needed_features(specs)
     if needed and not (store / "features").is_dir():
         users = [s.name for s in specs if s.feature_columns]
@@ -474,6 +491,7 @@ def prepare(
         fingerprint=fingerprint,
         n_files=n_files,
         sample_checks=checks,
+        universe=universe,
     )
 
 

@@ -31,6 +31,8 @@ whatever other policies of the run requested. Optional handle members: ``lookbac
 ``stochastic`` (default False: run once), ``reseed(seed)`` (called before each seed's replay) and
 ``trained_on(root, store_sha256)`` (what its weights saw: ``envs.evaluation.insample``; without it
 the training window is unknown and the report warns that out-of-sample cannot be checked).
+The universe a model trained on (``handle_universe``: its ``symbols``, else its manifest's
+``data.symbols``) is the evaluation's universe (``envs.evaluation.universe``).
 """
 
 from __future__ import annotations
@@ -81,6 +83,7 @@ class PolicySpec:
     stochastic: bool = False
     manifest: str | None = None  # registry models: path of manifest.json
     trained_on: TrainedOnFn | None = None  # registry models: (store root, its sha256) -> what it saw
+    universe: tuple[str, ...] | None = None  # registry models: the symbols it trained on (None: any)
 
 
 BASELINES: Final[tuple[str, ...]] = ("cash", "buy_and_hold", "equal_weight", "inverse_vol", "kelly_lite")
@@ -207,6 +210,17 @@ def handle_feature_columns(handle: Any, default: Sequence[str]) -> tuple[str, ..
     return tuple(columns or default)
 
 
+def handle_universe(handle: Any) -> tuple[str, ...] | None:
+    """The symbols a handle trained on, in its asset order: its ``symbols``, else its manifest's
+    ``data.symbols`` (what ``raytrade promote`` records and serving restricts to); None when it
+    declares neither."""
+    symbols = getattr(handle, "symbols", None)
+    data = getattr(getattr(handle, "manifest", None), "data", None)
+    if symbols is None and data is not None:
+        symbols = getattr(data, "symbols", None)
+    return None if symbols is None else tuple(str(s) for s in symbols)
+
+
 def handle_baseline(handle: Any) -> tuple[tuple[str, ...], int]:
     """A tilt policy's baseline needs (``envs.baseline_weights``): the store columns it reads and the
     bars it looks back (``kelly_lite``'s sigma closes); ``((), 1)`` for an absolute policy or a
@@ -289,6 +303,7 @@ def registry_spec(
         stochastic=stochastic,
         manifest=None if path is None else str(Path(path) / "manifest.json"),
         trained_on=trained_on,
+        universe=handle_universe(handle),
     )
 
 

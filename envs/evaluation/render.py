@@ -52,10 +52,11 @@ def _money(v: float | None) -> str:
 def _summary(report: EvaluationReport) -> Block:
     cfg, costs, replay = report.config, report.cost_model, report.replay
     window = f" over {cfg.walk_forward} folds" if cfg.walk_forward else f" on split {report.split!r}"
+    universe = "" if replay.universe is None else f" ({', '.join(replay.symbols)}: {replay.universe})"
     return Block(
         "p",
         f"Store {replay.root} (sha256 {replay.fingerprint_sha256[:16]}…, {replay.n_files} files), "
-        f"{len(replay.symbols)} symbols, {report.mode.replace('_', '-')} evaluation{window}, "
+        f"{len(replay.symbols)} symbols{universe}, {report.mode.replace('_', '-')} evaluation{window}, "
         f"{report.periods_per_year} periods per year. Every policy ran through the same simulator "
         f"and cost model (fees {costs.fee_bps_equity}/{costs.fee_bps_crypto} bps "
         f"equity/crypto, half-spread, tiered slippage with square-root impact, financing "
