@@ -2,8 +2,13 @@
 
 * ``spread_bps``: (ask - bid) / mid in bps where the bar carries a positive two-sided quote
   (``spread_is_quoted`` True); otherwise the Corwin-Schultz (2012) high/low estimator over the bar
-  and the one before it, negative estimates set to 0, averaged over ``spread_estimator_window`` bars
-  (``spread_is_quoted`` False). Both use only bars <= t.
+  and the one before it, negative estimates set to 0, averaged over the symbol's last
+  ``spread_estimator_window`` real bars (``spread_is_quoted`` False). Both use only bars <= t. The
+  estimator reads real bars only: a pair whose earlier row has no bar (the first bar after a hole in
+  the symbol's bars on the class calendar) gives no estimate, and rows without a bar are not in the
+  window, so after a hole the mean is that of the pairs before it. A carried-forward bar would read
+  as a range the market never had (a repeated bar as a spread of |ln(high/low)|, the pair across the
+  hole as the whole move during it: hundreds of bps, carried by the mean for weeks).
 * ``depth_usd``: displayed notional at the touch, bid_size * bid + ask_size * ask.
 * ``imbalance``: (bid_size - ask_size) / (bid_size + ask_size), in [-1, 1].
 * ``book_slope``: half-spread in bps per $1M of displayed depth: what crossing the touch costs
@@ -19,13 +24,15 @@ import numpy as np
 import pandas as pd
 
 from raytrade.replay.features.config import FeatureConfig
-from raytrade.replay.features.wide import Panel
+from raytrade.replay.features.wide import Panel, rolling_mean_over_bars
 
 _CS_DENOM = 3.0 - 2.0 * np.sqrt(2.0)
 
 
 def corwin_schultz_bps(high: pd.DataFrame, low: pd.DataFrame) -> pd.DataFrame:
-    """Two-bar Corwin-Schultz spread estimate in bps for the pair (t-1, t); negatives become 0."""
+    """Two-bar Corwin-Schultz spread estimate in bps for the pair (t-1, t); negatives become 0.
+
+    NaN where either bar's high or low is NaN (no bar at t-1: the pair spans a hole)."""
     hl = np.log(high / low) ** 2
     beta = hl + hl.shift(1)
     gamma = np.log(np.maximum(high, high.shift(1)) / np.minimum(low, low.shift(1))) ** 2
@@ -40,11 +47,8 @@ def microstructure_group(panel: Panel, cfg: FeatureConfig) -> dict[str, pd.DataF
     quoted = (bid > 0) & (ask > 0) & (ask >= bid)
     mid = (bid + ask) / 2.0
     quoted_bps = ((ask - bid) / mid * 1e4).where(quoted)
-    estimated = (
-        corwin_schultz_bps(panel.filled("high"), panel.filled("low"))
-        .rolling(cfg.spread_estimator_window, min_periods=1)
-        .mean()
-    )
+    pairs = corwin_schultz_bps(panel.raw["high"], panel.raw["low"])
+    estimated = rolling_mean_over_bars(pairs, panel.present, cfg.spread_estimator_window)
     spread = quoted_bps.where(quoted, estimated)
     depth = (bid_size * bid + ask_size * ask).where(quoted)
     total_size = bid_size + ask_size

@@ -4,7 +4,9 @@ Each asset class gets its own calendar (the union of its symbols' timestamps), s
 are never aligned on each other's days. A symbol's columns are NaN before its first bar; inside its
 life a missing bar is carried from the last known value only where a price is needed (``ffill`` never
 reaches back before the first bar). ``present`` marks the (ts, symbol) cells that have a real bar:
-only those become feature rows.
+only those become feature rows. Estimators that read a bar's range (the high/low spread, the ATR) must
+not see carried rows: a repeated bar, or the pair (last bar, first bar after a hole), reads as a range
+the market never had; they use ``raw`` and ``rolling_mean_over_bars``.
 """
 
 from __future__ import annotations
@@ -66,3 +68,18 @@ def to_long(frames: dict[str, pd.DataFrame], present: pd.DataFrame) -> pd.DataFr
     out = pd.DataFrame(data)
     out["ts"] = pd.DatetimeIndex(out["ts"]).tz_convert("UTC") if out["ts"].dt.tz else out["ts"]
     return out
+
+
+def rolling_mean_over_bars(values: pd.DataFrame, present: pd.DataFrame, window: int) -> pd.DataFrame:
+    """Mean of ``values`` over each symbol's last ``window`` real bars (rows where ``present``).
+
+    Rows without a bar are not in the window (their result is NaN), so a hole in one symbol's bars
+    neither dilutes nor ages its window: the window after the hole holds the bars before it. NaN values
+    on real bars are skipped; the mean is NaN only when the window holds no value. Causal: the value at
+    a row reads that row and earlier ones only.
+    """
+    out = np.full(values.shape, np.nan)
+    for j, symbol in enumerate(values.columns):
+        rows = present[symbol].to_numpy(dtype=bool)
+        out[rows, j] = values[symbol][rows].rolling(window, min_periods=1).mean().to_numpy()
+    return pd.DataFrame(out, index=values.index, columns=values.columns)
