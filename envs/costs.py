@@ -14,15 +14,16 @@ Components (defaults are the live trading loop's, see DESIGN.md §4):
 * spread: the full spread is believed up to ``max_spread_bps`` (500 bps); a wider figure (a high/low
   estimator on a gap day, a stale quote) is costed at the cap;
 * slippage: a liquidity-tier base (3 / 8 / 20 bps for dollar volume >= the loop's mega-cap threshold
-  1e9 / >= 1e7 / below) plus square-root market impact ``impact_coef_bps * sqrt(participation)`` bps
-  with participation = traded notional / the average dollar volume per bar known at the decision
-  (the features' ``dollar_volume_20``, not the fill bar's own volume), clipped at ``max_participation``.
-  The square-root law is the standard empirical shape of impact, stated against average volume; with
-  the default 100 bps a trade of 1 % of a bar's average dollar volume costs 10 bps of impact, 0.01 %
-  costs 1 bp. How much fills is capped by the smaller of that average and the fill bar's own dollar
-  volume (``envs.simulator``), so a thin fill bar caps the fill, while its impact is charged against
-  the average: on a fill bar of a fifth of the average, a fill of 10 % of the bar pays the impact of
-  2 % of the average;
+  1e9 / >= 1e7 / below, the tier from the dollar volume per bar known at the decision, the features'
+  ``dollar_volume_20``) plus square-root market impact ``impact_coef_bps * sqrt(participation)`` bps
+  with participation = traded notional / the fill's dollar volume, clipped at ``max_participation``.
+  The fill's dollar volume is the one the fill cap uses (``fill_dollar_volume`` of
+  :func:`cost_rates`): in the simulator the smaller of ``dollar_volume_20`` and the fill bar's own
+  (``envs.simulator.fill_dollar_volume``), so a thin fill bar both caps the fill and prices its
+  impact: a fill of 5 % of what its bar traded pays ``100 * sqrt(0.05)`` = 22.4 bps whatever the
+  average. With the default 100 bps a trade of 1 % of the dollar volume costs 10 bps of impact, 0.01 %
+  costs 1 bp. A decision-time estimate (before the fill bar trades) has only the average: it passes
+  no ``fill_dollar_volume``;
 * financing: ``financing_rate_annual`` (the loop's 6.75 %) on borrowed notional, the long exposure
   above ``financing_free_leverage`` (1x) equity, plus ``borrow_fee_annual`` (0.25 %) on short
   notional; per trading day ``annual / 252`` for equities and ``annual / 365`` for crypto (crypto
@@ -31,12 +32,12 @@ Components (defaults are the live trading loop's, see DESIGN.md §4):
 
 Participation and the cost bound
 --------------------------------
-A fill takes at most ``max_participation`` (10 %) of the bar's dollar volume (the simulator drops the
+A fill takes at most ``max_participation`` (10 %) of the fill's dollar volume (the simulator drops the
 rest of the order; the next decision re-plans from the holdings it got). A dollar volume of 0 (an asset
 that did not trade) is no capacity: the fill cap is 0 and nothing fills. Impact is evaluated on the
-clipped participation, so the slippage rate is at most ``max(tier_base_bps) + impact_coef_bps *
-sqrt(max_participation)``, and a trade's fee + spread + slippage is at most
-:func:`max_cost_fraction` of its notional (multipliers <= 1): with the defaults
+participation of that same dollar volume, clipped at the cap, so the slippage rate is at most
+``max(tier_base_bps) + impact_coef_bps * sqrt(max_participation)``, and a trade's fee + spread +
+slippage is at most :func:`max_cost_fraction` of its notional (multipliers <= 1): with the defaults
 ``15 + 0.5 * 500 + 20 + 100 * sqrt(0.1) = 316.6`` bps, 3.17 % of the notional traded.
 """
 
@@ -173,8 +174,9 @@ class CostRates(NamedTuple):
     ``impact`` is per square root of notional: the impact fraction of a trade ``x`` is
     ``impact * sqrt(min(x, fill_cap))`` (that is ``impact_coef_bps * sqrt(participation)`` bps with
     participation clipped at ``max_participation``). ``fill_cap`` is the most notional one fill may
-    take, ``max_participation * dollar_volume`` (0 for a zero dollar volume: nothing fills). The
-    simulator computes the rates of every bar once and indexes them per step.
+    take, ``max_participation * fill_dollar_volume`` (0 for a zero dollar volume: nothing fills);
+    impact and cap come from that one dollar volume, so the participation that caps a fill is the
+    one that prices it. The simulator computes the rates of every bar once and indexes them per step.
     """
 
     fee: np.ndarray
@@ -185,18 +187,30 @@ class CostRates(NamedTuple):
 
 
 def cost_rates(
-    spread_bps: np.ndarray, dollar_volume: np.ndarray, fee_rate_bps: np.ndarray, cfg: CostConfig
+    spread_bps: np.ndarray,
+    dollar_volume: np.ndarray,
+    fee_rate_bps: np.ndarray,
+    cfg: CostConfig,
+    fill_dollar_volume: np.ndarray | None = None,
 ) -> CostRates:
-    """Rates from the full spread (bps, capped at ``max_spread_bps``), dollar volume per bar and the
-    fee (bps, :func:`fee_bps`)."""
+    """Rates from the full spread (bps, capped at ``max_spread_bps``), the dollar volume per bar known
+    at the decision (``dollar_volume``: sets the liquidity tier), the fee (bps, :func:`fee_bps`) and
+    the fill's dollar volume (``fill_dollar_volume``: sets both the impact and the fill cap).
+
+    ``fill_dollar_volume`` None uses ``dollar_volume``: that is the rate of a decision-time estimate,
+    made before the fill bar trades, which cannot know that bar's volume (a cost forecast, a cost
+    envelope). The realised cost of a fill in the simulator passes what its bar traded
+    (``envs.simulator.fill_dollar_volume``): a thin bar caps the fill and charges its impact on the
+    same, smaller, volume."""
     dollar_volume = np.asarray(dollar_volume, dtype=np.float64)
+    volume = dollar_volume if fill_dollar_volume is None else np.asarray(fill_dollar_volume, dtype=np.float64)
     spread = np.minimum(np.asarray(spread_bps, dtype=np.float64), cfg.max_spread_bps)
     return CostRates(
         fee=np.asarray(fee_rate_bps, dtype=np.float64) * BPS,
         spread=cfg.spread_fraction * spread * BPS,
         slippage_base=tier_base_bps(dollar_volume, cfg) * BPS,
-        impact=cfg.impact_coef_bps * BPS / np.sqrt(np.maximum(dollar_volume, _IMPACT_VOLUME_FLOOR)),
-        fill_cap=cfg.max_participation * dollar_volume,
+        impact=cfg.impact_coef_bps * BPS / np.sqrt(np.maximum(volume, _IMPACT_VOLUME_FLOOR)),
+        fill_cap=cfg.max_participation * volume,
     )
 
 

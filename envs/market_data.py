@@ -28,8 +28,9 @@ Design decisions
   contract); a decision at ``t`` fills at ``open[t + 1]``.
 * Two volumes, for two uses. ``dollar_volume[t]`` is what a decision at ``t`` may know (the store's
   20-bar average): it sets the costs and caps a fill. ``bar_dollar_volume[t]`` is bar ``t``'s own
-  traded notional (volume x close): it only caps a fill *at* bar ``t`` (the simulator's; no policy
-  observes it), so a thin bar cannot absorb an order its average could. A bar that traded nothing is
+  traded notional (volume x close): it only caps a fill *at* bar ``t`` and prices that fill's impact
+  (the simulator's; no policy observes it), so a thin bar cannot absorb an order its average could,
+  nor charge it the impact of the average. A bar that traded nothing is
   no bar at all (the loader leaves it out of ``listed``: a hole).
 * **A window's start is not a listing either.** Data cut from a longer history may carry the closes
   and listed flags of up to :data:`BARS_BEFORE` bars just before its first one (``close_before``,
@@ -78,8 +79,8 @@ class MarketData:
     listed_after: np.ndarray | None = None  # [N] bool: the asset has a real bar after ts[-1] (data cut
     #                                         from a longer history); None: none has
     bar_dollar_volume: np.ndarray | None = None  # [T, N] float64, finite, >= 0: bar t's own traded
-    #   notional (volume x close), which caps a fill at bar t's open (never observed); None: unknown,
-    #   fills are capped by ``dollar_volume`` alone (hand-built and synthetic data)
+    #   notional (volume x close), which caps and prices a fill at bar t's open (never observed); None:
+    #   unknown, fills are capped and priced by ``dollar_volume`` alone (hand-built and synthetic data)
     close_before: np.ndarray | None = None  # [K, N] float64, finite, K <= BARS_BEFORE: the closes of the
     #   K bars just before ts[0] (filled like ``close`` where not listed); None: no history known
     listed_before: np.ndarray | None = None  # [K, N] bool: ``listed`` of those K bars (a hole: False)

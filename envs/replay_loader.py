@@ -27,7 +27,8 @@ non-positive spread (a Corwin-Schultz estimate of 0 on a flat bar is not a free 
 the median of the asset's positive spreads at bars <= t in the window, or 25 bps before it has one.
 A missing dollar volume is 0, and so is a zero one: no fill capacity (the simulator fills at most
 ``max_participation`` of it, so nothing; no floor invents liquidity). ``bar_dollar_volume`` is each
-real bar's own close x volume (0 at a hole): the simulator caps a fill at that bar's open by it too.
+real bar's own close x volume (0 at a hole): the simulator caps (and prices the impact of) a fill at
+that bar's open by it too.
 ``close_before`` / ``listed_before`` are the closes and real-bar flags of the (up to ``BARS_BEFORE``)
 calendar bars just before the split's first one (none for ``all``), so ``kelly_lite``'s sigma does
 not restart at the split. Feature NaNs become 0 (the store's nulls mean "not enough history yet")

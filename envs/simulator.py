@@ -8,8 +8,9 @@ held assets delisted after ``t`` (``t`` is their last real bar: none at ``t + 1`
 last price ``close[t]`` (no cost), fills the trades at ``open[t + 1]`` sized on the equity at that
 open, each fill taking at most ``costs.max_participation`` of the smaller of two dollar volumes, the
 one known at ``t`` and the fill bar's own (``MarketData.bar_dollar_volume[t + 1]`` where known: the
-fill happens inside that bar; no decision sees it), the rest of the order being dropped; it charges
-fee / spread / slippage with the spread and dollar volume known at ``t``, marks to ``close[t + 1]``,
+fill happens inside that bar; no decision sees it; :func:`fill_dollar_volume`), the rest of the order
+being dropped; it charges fee / spread / slippage with the spread and liquidity tier known at ``t``
+and the impact of the fill's participation of that same smaller dollar volume, marks to ``close[t + 1]``,
 charges one bar of carry (financing on the long exposure above 1x equity, the borrow fee on the
 short exposure, per-bar rates from the data's bar length), and computes the reward. So bars after
 ``t + 1``'s open cannot change anything observed or earned up to ``t``. A bar where an asset traded
@@ -216,9 +217,9 @@ class MarketSimulator:
         is_crypto = np.array([c == "crypto" for c in data.asset_class], dtype=bool)
         self.is_crypto = is_crypto
         fees = fee_bps(is_crypto, cfg.costs)
-        rates = cost_rates(data.spread_bps, data.dollar_volume, fees, cfg.costs)  # every bar, once
-        cap = fill_caps(rates.fill_cap, data.bar_dollar_volume, cfg.costs.max_participation)
-        self._bar_rates = np.stack([rates.spread, rates.slippage_base, rates.impact, cap])
+        volume = fill_dollar_volume(data.dollar_volume, data.bar_dollar_volume)
+        rates = cost_rates(data.spread_bps, data.dollar_volume, fees, cfg.costs, volume)  # every bar, once
+        self._bar_rates = np.stack([rates.spread, rates.slippage_base, rates.impact, rates.fill_cap])
         self._rates = CostRates(rates.fee, *self._bar_rates)  # views of the one packed copy
         self.limits = exposure_limits(is_crypto, cfg.constraints)
         reward = cfg.reward
@@ -515,18 +516,20 @@ class MarketSimulator:
         return self.reward_state
 
 
-def fill_caps(
-    known_cap: np.ndarray, bar_dollar_volume: np.ndarray | None, max_participation: float
-) -> np.ndarray:
-    """``[T, N]``: the most notional a fill decided at bar ``t`` may take at ``open[t + 1]``: the
-    smaller of ``known_cap[t]`` (``max_participation`` x the dollar volume known at ``t``,
-    ``CostRates.fill_cap``) and ``max_participation * bar_dollar_volume[t + 1]`` (the fill bar's own
-    traded notional; not applied where it is None). The last bar has no next one: its cap stays."""
-    if bar_dollar_volume is None:
-        return known_cap
-    cap = np.array(known_cap, dtype=np.float64)
-    cap[:-1] = np.minimum(cap[:-1], max_participation * np.asarray(bar_dollar_volume, dtype=np.float64)[1:])
-    return cap
+def fill_dollar_volume(known: np.ndarray, bar_dollar_volume: np.ndarray | None) -> np.ndarray:
+    """``[T, N]``: the dollar volume a fill decided at bar ``t`` is measured against at ``open[t + 1]``:
+    the smaller of ``known[t]`` (the dollar volume known at ``t``, ``MarketData.dollar_volume``) and
+    ``bar_dollar_volume[t + 1]`` (what the fill bar itself traded; not applied where it is None). The
+    last bar has no next one: it keeps ``known``.
+
+    The one statement of that volume: ``envs.costs.cost_rates`` takes both the fill cap
+    (``max_participation`` of it) and the impact (participation of it) from it, so a thin fill bar
+    that caps a fill also prices it. Only the realised cost of a fill uses it; a decision-time
+    estimate cannot see the fill bar and stays on ``known``."""
+    volume = np.array(known, dtype=np.float64)
+    if bar_dollar_volume is not None:
+        volume[:-1] = np.minimum(volume[:-1], np.asarray(bar_dollar_volume, dtype=np.float64)[1:])
+    return volume
 
 
 def _validate_data(data: MarketData) -> None:

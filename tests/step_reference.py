@@ -2,7 +2,8 @@
 
 ``envs.simulator.MarketSimulator`` runs steps 1-4 as compiled loops (``envs.step_kernel``); this
 subclass runs them in numpy and shares everything else (validation, reward, bookkeeping): the
-participation cap, carry and ruin rules are restated here array by array.
+participation cap (and the fill bar's dollar volume it and the impact are taken from), carry and ruin
+rules are restated here array by array.
 ``tests/test_simulator.py`` steps both side by side over random episodes (fills, delistings, the kill
 switch, partial commits, every reward) and requires the same state to 1e-9. This is the numpy step
 the simulator had before it was compiled, kept here as the oracle.
@@ -12,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from raytrade.envs.costs import CostRates, costs_at_rates, financing_cost
+from raytrade.envs.costs import cost_rates, costs_at_rates, fee_bps, financing_cost
 from raytrade.envs.kill_switch import unwind_bounds
 from raytrade.envs.projection import project_box_l1, weight_bounds
 from raytrade.envs.simulator import ExposureLimits, MarketSimulator, Trade
@@ -121,11 +122,17 @@ class ReferenceSimulator(MarketSimulator):
         if kill.any():
             clipped = np.clip(wanted, np.minimum(units, 0.0), np.maximum(units, 0.0))
             wanted = np.where(kill[:, None], clipped, wanted)
-        r = self._rates
-        new_units = participation_fill(units, wanted, open1, r.fill_cap[t], self.limits.group)
+        # the fill's dollar volume: the smaller of the one known at t and what the fill bar traded;
+        # it caps the fill and prices its impact (the tier and the spread are those known at t)
+        data = self.data
+        volume = data.dollar_volume[t]
+        if data.bar_dollar_volume is not None:
+            volume = np.minimum(volume, data.bar_dollar_volume[t1])
+        fees = fee_bps(self.is_crypto, cfg.costs)
+        rates_t = cost_rates(data.spread_bps[t], data.dollar_volume[t], fees, cfg.costs, volume)
+        new_units = participation_fill(units, wanted, open1, rates_t.fill_cap, self.limits.group)
         new_units = np.where((dead | bust_open)[:, None], np.where(dead[:, None], units, 0.0), new_units)
         traded = (new_units - units) * open1 * ~(dead | bust_open)[:, None]
-        rates_t = CostRates(r.fee, r.spread[t], r.slippage_base[t], r.impact[t], r.fill_cap[t])
         tc = costs_at_rates(np.abs(traded), rates_t, spread_mult, slippage_mult)
         fee, spread, slip = tc.fee.sum(-1), tc.spread.sum(-1), tc.slippage.sum(-1)
         trade_cost = fee + spread + slip

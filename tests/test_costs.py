@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 from pydantic import ValidationError
@@ -13,6 +15,7 @@ from raytrade.envs.costs import (
     financing_cost,
     financing_rate_per_bar,
     liquidity_tier,
+    max_cost_fraction,
     slippage_bps,
     trade_costs,
 )
@@ -105,3 +108,56 @@ def test_simulator_charges_one_trade_and_one_night_to_the_cent() -> None:
     assert sim.units[0, 0] == pytest.approx(150.0, rel=1e-15)
     assert sim.cash[0] == pytest.approx(10_000.0 - 15_000.0 - 55.5 - fin, rel=1e-15)
     assert np.allclose(sim.episode_costs[0], res.costs[0], rtol=0, atol=0)
+
+
+def _fill_bar_step(
+    bar_volume: float, dvol: float, spread: float, asset_class: str, weight: float
+) -> np.ndarray:
+    """``[fee, spread, slippage, financing, traded notional]`` of one step at price 100 on $10,000
+    towards ``weight``: decided at bar 0 on the known ``dvol``, filled at bar 1's open, a bar that
+    traded ``bar_volume``."""
+    data = _flat_market(3, 100.0, spread, dvol, asset_class)
+    data = replace(data, bar_dollar_volume=np.array([[dvol], [bar_volume], [dvol]]))
+    cfg = SimulatorConfig.model_validate({"episode_len": 1, "initial_equity": 10_000.0})
+    sim = MarketSimulator(data, cfg, n_envs=1, seed=0)
+    sim.reset(starts=np.array([0]))
+    res = sim.step(np.array([[weight]]))
+    return np.array([*res.costs[0], res.traded_notional[0, 0]])
+
+
+def test_a_thin_fill_bar_charges_the_impact_of_its_own_participation() -> None:
+    # The reviewer's ALNY bar: the average is $220M (tier 1, 8 bps) but the fill bar traded $15,261;
+    # a $798.65 fill is 5.233 % of it -> impact 100 * sqrt(798.65 / 15261) = 22.88 bps, slippage
+    # 798.65 * (8 + 22.876) bps = $2.47 (on the average it was 0.19 bps, $0.65).
+    fee, spread, slip, _, traded = _fill_bar_step(15_261.0, 2.2e8, 4.0, "equity", 0.079865)
+    assert traded == pytest.approx(798.65, rel=1e-12)
+    assert round(float(slip / traded * 1e4 - 8.0), 2) == 22.88
+    assert round(float(slip), 2) == 2.47
+    assert (round(float(fee), 2), round(float(spread), 2)) == (0.40, 0.16)
+
+
+def test_a_fill_bar_that_traded_more_than_the_average_is_costed_on_the_average() -> None:
+    # $15,000 on a $1.5M average (tier 2, 20 bps; 1 % -> 10 bps), the fill bar traded $3M: unchanged
+    fee, spread, slip, _, traded = _fill_bar_step(3e6, 1.5e6, 4.0, "equity", 1.0)
+    assert traded == pytest.approx(10_000.0, rel=1e-12)
+    # 10,000 / 1.5e6 = 0.667 % -> 100 * sqrt(1/150) = 8.165 bps + 20 bps = $28.16
+    assert round(float(slip), 2) == 28.16
+    assert round(float(fee + spread), 2) == 7.00
+
+
+@pytest.mark.parametrize(
+    ("bar_volume", "slippage_rate_bps", "at_bound"),
+    [(50.0, 20 + 100 * 0.1**0.5, True), (0.5, 20 + 100 * 0.05**0.5, False)],
+)
+def test_the_cost_bound_holds_on_a_fill_bar_of_tiny_volume(
+    bar_volume: float, slippage_rate_bps: float, at_bound: bool
+) -> None:
+    # Crypto (15 bps fee), a spread at the 500 bps cap (250 paid), tier 2: a $50 fill bar caps the fill
+    # at $5 = 10 % of it, impact at the cap: the costs reach the bound, 316.6 bps, and not beyond.
+    # A $0.50 bar caps it at $0.05: under the $1 impact floor, 100 bps * sqrt(0.05 / 1) = 22.36 bps.
+    fee, spread, slip, _, traded = _fill_bar_step(bar_volume, 1e6, 500.0, "crypto", 0.5)
+    assert traded == pytest.approx(0.1 * bar_volume, rel=1e-12)
+    assert slip == pytest.approx(traded * slippage_rate_bps * 1e-4, rel=1e-12)
+    bound = max_cost_fraction(CFG) * traded
+    assert fee + spread + slip <= bound * (1 + 1e-12)
+    assert bool(fee + spread + slip == pytest.approx(bound, rel=1e-12)) is at_bound
