@@ -8,7 +8,10 @@
   the symbol's bars on the class calendar) gives no estimate, and rows without a bar are not in the
   window, so after a hole the mean is that of the pairs before it. A carried-forward bar would read
   as a range the market never had (a repeated bar as a spread of |ln(high/low)|, the pair across the
-  hole as the whole move during it: hundreds of bps, carried by the mean for weeks).
+  hole as the whole move during it: hundreds of bps, carried by the mean for weeks). A bar that traded
+  nothing (volume 0: ``Panel.traded``) is a hole to the estimator too (its flat bar would read as a
+  spread of 0, a thin name looking cheap exactly when it is not); its own row carries the estimate of
+  the symbol's last traded bar (NaN before the first one: no quote, the gate stays shut).
 * ``depth_usd``: displayed notional at the touch, bid_size * bid + ask_size * ask.
 * ``imbalance``: (bid_size - ask_size) / (bid_size + ask_size), in [-1, 1].
 * ``book_slope``: half-spread in bps per $1M of displayed depth: what crossing the touch costs
@@ -24,7 +27,7 @@ import numpy as np
 import pandas as pd
 
 from raytrade.replay.features.config import FeatureConfig
-from raytrade.replay.features.wide import Panel, rolling_mean_over_bars
+from raytrade.replay.features.wide import Panel, carry_last_traded, rolling_mean_over_bars
 
 _CS_DENOM = 3.0 - 2.0 * np.sqrt(2.0)
 
@@ -47,8 +50,11 @@ def microstructure_group(panel: Panel, cfg: FeatureConfig) -> dict[str, pd.DataF
     quoted = (bid > 0) & (ask > 0) & (ask >= bid)
     mid = (bid + ask) / 2.0
     quoted_bps = ((ask - bid) / mid * 1e4).where(quoted)
-    pairs = corwin_schultz_bps(panel.raw["high"], panel.raw["low"])
-    estimated = rolling_mean_over_bars(pairs, panel.present, cfg.spread_estimator_window)
+    traded = panel.traded
+    pairs = corwin_schultz_bps(panel.raw["high"].where(traded), panel.raw["low"].where(traded))
+    estimated = carry_last_traded(
+        rolling_mean_over_bars(pairs, traded, cfg.spread_estimator_window), traded, panel.present
+    )
     spread = quoted_bps.where(quoted, estimated)
     depth = (bid_size * bid + ask_size * ask).where(quoted)
     total_size = bid_size + ask_size

@@ -4,6 +4,8 @@ Every value at row t uses closes/highs/lows up to and including t. ``atr_pct_14`
 only: the true range of a bar whose previous calendar row has no bar (the first bar after a hole) is
 its own high - low, as on a symbol's first bar, and the average runs over the symbol's last
 ``atr_window`` real bars; carried-forward rows would add the move during the hole as one bar's range.
+A bar that traded nothing (volume 0: ``Panel.traded``) is a hole to the ATR too, its flat range of 0
+no market's; its own row carries the ``atr_pct_14`` of the symbol's last traded bar.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from raytrade.replay.features.config import FeatureConfig
-from raytrade.replay.features.wide import Panel, rolling_mean_over_bars
+from raytrade.replay.features.wide import Panel, carry_last_traded, rolling_mean_over_bars
 
 
 def log_returns(close: pd.DataFrame) -> pd.DataFrame:
@@ -22,15 +24,17 @@ def log_returns(close: pd.DataFrame) -> pd.DataFrame:
 
 def returns_group(panel: Panel, cfg: FeatureConfig) -> dict[str, pd.DataFrame]:
     close = panel.filled("close")
-    high, low = panel.raw["high"], panel.raw["low"]
+    traded = panel.traded
+    high, low = panel.raw["high"].where(traded), panel.raw["low"].where(traded)
     r1 = log_returns(close)
     vol_short = r1.rolling(cfg.vol_short, min_periods=max(2, cfg.vol_short // 2)).std()
     vol_long = r1.rolling(cfg.vol_long, min_periods=max(3, cfg.vol_long // 2)).std()
     skew = r1.rolling(cfg.vol_long, min_periods=max(3, cfg.vol_long // 2)).skew()
-    prev_close = panel.raw["close"].shift(1)
+    prev_close = panel.raw["close"].where(traded).shift(1)
     true_range = np.maximum(high - low, np.maximum((high - prev_close).abs(), (low - prev_close).abs()))
     true_range = true_range.where(prev_close.notna(), high - low)
-    atr_pct = 100.0 * rolling_mean_over_bars(true_range, panel.present, cfg.atr_window) / close
+    atr = 100.0 * rolling_mean_over_bars(true_range, traded, cfg.atr_window) / close
+    atr_pct = carry_last_traded(atr, traded, panel.present)
     dollar_volume = (
         (panel.raw["close"] * panel.raw["volume"]).rolling(cfg.dollar_volume_window, min_periods=1).mean()
     )

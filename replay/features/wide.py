@@ -6,7 +6,10 @@ life a missing bar is carried from the last known value only where a price is ne
 reaches back before the first bar). ``present`` marks the (ts, symbol) cells that have a real bar:
 only those become feature rows. Estimators that read a bar's range (the high/low spread, the ATR) must
 not see carried rows: a repeated bar, or the pair (last bar, first bar after a hole), reads as a range
-the market never had; they use ``raw`` and ``rolling_mean_over_bars``.
+the market never had; they use ``raw`` and ``rolling_mean_over_bars``. Nor may they see a bar that
+traded nothing (``Panel.traded``): vendors print a halted or dead day at the previous close with
+open = high = low = close and volume 0, a zero range that is no market's; such a bar is a hole to
+them, and its own row carries the estimate of the symbol's last traded bar (``carry_last_traded``).
 """
 
 from __future__ import annotations
@@ -34,6 +37,18 @@ class Panel:
     @property
     def symbols(self) -> list[str]:
         return [str(c) for c in self.present.columns]
+
+    @property
+    def traded(self) -> pd.DataFrame:
+        """bool: a bar that traded exists at (ts, symbol): ``present`` and volume > 0.
+
+        A bar with volume 0, or without a volume once the symbol has had one (at this bar or an
+        earlier one), is not a traded bar: its range is not the market's. Bars of a symbol with no
+        volume so far (a source that has none: stored bars always have one) all count as traded, as
+        before volume was read here. Causal: a row reads that row and earlier ones only."""
+        volume = self.raw["volume"]
+        has_volume = volume.notna().cummax()
+        return self.present & ((volume > 0) | ~has_volume)
 
     def filled(self, name: str) -> pd.DataFrame:
         """``raw[name]`` carried forward inside each symbol's life (never before its first bar)."""
@@ -83,3 +98,24 @@ def rolling_mean_over_bars(values: pd.DataFrame, present: pd.DataFrame, window: 
         rows = present[symbol].to_numpy(dtype=bool)
         out[rows, j] = values[symbol][rows].rolling(window, min_periods=1).mean().to_numpy()
     return pd.DataFrame(out, index=values.index, columns=values.columns)
+
+
+def carry_last_traded(values: pd.DataFrame, traded: pd.DataFrame, present: pd.DataFrame) -> pd.DataFrame:
+    """``values`` where ``traded``; on a present but untraded row, the value at the symbol's last traded
+    row (NaN when it has none yet); NaN elsewhere (no bar).
+
+    An untraded bar (``Panel.traded``) is a hole to the range estimators, but it is a bar: its feature
+    row gets what the estimator said on the last bar that traded, as the first bar after a hole
+    starts from the window before it. Causal: reads that row and earlier ones only. The three frames
+    share one index and one column order (a ``Panel``'s)."""
+    for name, frame in (("traded", traded), ("present", present)):
+        if not (frame.index.equals(values.index) and frame.columns.equals(values.columns)):
+            raise ValueError(f"carry_last_traded: {name} is not aligned with values (index and columns)")
+    rows = np.arange(len(values.index))[:, None]
+    traded_np = traded.to_numpy(dtype=bool)
+    last = np.maximum.accumulate(np.where(traded_np, rows, -1), axis=0)
+    vals = values.to_numpy(dtype=np.float64)
+    carried = np.take_along_axis(vals, np.maximum(last, 0), axis=0)
+    carried[last < 0] = np.nan
+    carried[~present.to_numpy(dtype=bool)] = np.nan
+    return pd.DataFrame(carried, index=values.index, columns=values.columns)
