@@ -67,14 +67,14 @@ class _Worker:
                 return svc.decide_prepared([prepared])[0]  # on this thread: its CPU is counted
 
             backend.decide = inline  # type: ignore[method-assign,assignment]
-            # the request is dated at the data's last bar (fresh features), not at the server clock
+            # the request is dated when the data's last bar closed (fresh features), not at the server clock
             self.apps[name] = create_api(backend, HttpConfig(max_as_of_skew_s=None))
         self.loop = asyncio.new_event_loop()
 
     def _body(self, name: str) -> bytes:
         service = self.services[name]
         symbols = list(service.data.symbols)
-        last = service.data.ts[-1].astype("datetime64[us]").astype(str) + "Z"
+        last = service.closed_at(-1).isoformat()  # the earliest as_of that observes the last bar
         return json.dumps(
             {
                 "account": {"equity": 100_000.0, "cash": 80_000.0},

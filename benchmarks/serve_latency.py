@@ -487,7 +487,7 @@ def run(quick: bool = False, registry: Path | None = None) -> dict[str, Any]:
             urls = {t: f"http://127.0.0.1:{port}/{t}/v1/act" for t in targets}
             for floor in ("floor", "floor_b"):  # the second floor: an A/A reference of the ratios' noise
                 serve.run(_floor_app(token_digest(TOKEN), answer), name=floor, route_prefix=f"/{floor}")
-            http = HttpConfig(max_as_of_skew_s=None)  # the request is dated at the synthetic data's last bar
+            http = HttpConfig(max_as_of_skew_s=None)  # the request is dated when the data's last bar closed
             out["floor"], out["floor_b"], out["ideal"], out["serve_batch"], out["ideal_burn_ms"] = (
                 {},
                 {},
@@ -592,7 +592,7 @@ def p99_verdict(interval: list[float], target: float) -> str:
 def _request(service: Any) -> Any:
     from raytrade.serve.schemas import ActRequest
 
-    last = service.data.ts[-1].astype("datetime64[us]").astype(str) + "Z"
+    last = service.closed_at(-1).isoformat()  # the earliest as_of that observes the last bar
     symbols = list(service.data.symbols)
     return ActRequest.model_validate(
         {

@@ -25,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import shutil
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Final
 
@@ -226,14 +227,16 @@ def serve_demo(registry: Path, store: Path) -> None:
         config = ServiceConfig(
             model="demo_ppo", registry=str(registry), decide=ServeConfig(max_feature_age_hours=None)
         )
-        http = HttpConfig(max_as_of_skew_s=None)  # the request is dated at the data's last bar
+        http = HttpConfig(max_as_of_skew_s=None)  # the request is dated when the data's last bar closed
         app = build_app(config, token, replica_cpus=0.5, http=http, registry_key=registry_key_reader())
         serve.run(app, name=DEMO_APP, route_prefix=DEMO_ROUTE)
         state = _demo_loop_state(read_frame(store, "bars", columns=["symbol", "ts", "close"]))
         base_url = f"http://127.0.0.1:{port}{DEMO_ROUTE}"
         client_cfg = ClientConfig(base_url=base_url, timeout_s=5.0, total_deadline_s=10.0)
         with PolicyClient(client_cfg, SecretStr(token)) as client:
-            answer = client.act(request_from_loop(state))
+            # the earliest as_of that observes the last bar (serving sees a bar only once it has closed)
+            closed = datetime.fromisoformat(client.model()["data_last_bar_closed_at"])
+            answer = client.act(request_from_loop(state, as_of=closed))
         if answer.fallback:
             raise RuntimeError(f"the demo service did not answer: {answer.reason}")
         click.echo(
@@ -256,8 +259,7 @@ def serve_demo(registry: Path, store: Path) -> None:
 
 def _demo_loop_state(bars: Any) -> dict[str, Any]:
     """A decision-time state like the trading loop's: 100k equity, two positions, quotes at the
-    last close with a 4 bps spread."""
-    last_ts = bars["ts"].max()
+    last close with a 4 bps spread (no ``as_of``: the caller dates it)."""
     last = bars.sort_values("ts").groupby("symbol")["close"].last().astype(float)
     held = list(last.index[:2])
     positions = [
@@ -268,7 +270,6 @@ def _demo_loop_state(bars: Any) -> dict[str, Any]:
         "account": {"equity": 100_000.0, "cash": 80_000.0, "buying_power": 160_000.0},
         "positions": positions,
         "drawdown_pct": -0.01,
-        "as_of": last_ts.isoformat(),
         "analysis": {
             s: {"bid_price": p * (1 - 2e-4), "ask_price": p * (1 + 2e-4), "spread_bps": 4.0, "last_close": p}
             for s, p in last.items()

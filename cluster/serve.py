@@ -45,7 +45,8 @@ from raytrade.serve.batcher import DEFAULT_BUSY_WAIT_MS
     type=click.FloatRange(0),
     default=96.0,
     show_default=True,
-    help="Older features give a hold-everything answer (0: never stale, e.g. synthetic data).",
+    help="Older features (hours since their bar closed) give a hold-everything answer (0: never stale, "
+    "e.g. synthetic data).",
 )
 @click.option(
     "--kill-drawdown", type=click.FloatRange(0, 1, min_open=True), default=None, help="Default: trained."

@@ -4,8 +4,13 @@ it in a deployment; tests call it directly).
 
 Design decisions
 ----------------
-* **Same timing as training.** The observation is the simulator's at bar ``t`` = the newest bar of
-  the store at or before the request's ``as_of``; the features come from the store (built by the same
+* **Same timing as training.** Training decides on bar ``t``'s close and fills at ``t + 1``. The
+  observation is the simulator's at bar ``t`` = the newest bar of the store that has surely *closed*
+  at or before the request's ``as_of`` (:func:`bar_close_times`: ``replay.timeutil.bar_closed_at``, the
+  rule the Alpaca ingest stores bars by), never the newest one *stamped* before it: a bar's stamp is
+  its open (00:00 UTC for a csv date label, a local midnight for Alpaca), so a request at 15:00 UTC
+  would otherwise see that day's close, high, low and volume hours early (a csv store holding today's
+  partial bar, a store refreshed intraday). The features come from the store (built by the same
   feature code as the training data, read by the same loader), and the answer is the weight to hold
   after the next fill. The snapshot's quotes decide only whether a symbol can trade now.
 * **Same constraints as training.** Targets go through ``envs.simulator.constrained_targets``: the
@@ -30,7 +35,12 @@ Design decisions
   ``inverse_vol`` rebalance on the first bar of a month and hold otherwise), so a zero output serves
   the baseline. A symbol the mapping holds (the baseline's hold, the no-trade band) keeps its weight.
 * **Safe failure.** Features older than ``max_feature_age_hours`` (the store stopped updating) give a
-  ``fallback`` answer that holds every position, with the reason; they never feed the policy. So does
+  ``fallback`` answer that holds every position, with the reason; they never feed the policy. Their age
+  is ``as_of`` minus the bar's close (:func:`bar_close_times`), not its stamp: the features are those
+  of the close, and a bar is only ever observed after it closed, so an age from the stamp would add a
+  whole bar (24 h for a csv date label, 25 h for an Alpaca stamp: the same store judged differently by
+  its clock) to every answer. The default 96 h then covers a long weekend: Friday's daily bar closes
+  at Saturday 00:00 UTC and Tuesday's at Wednesday 00:00. So does
   a non-finite action (a corrupt checkpoint), and non-finite distribution inputs
   (``models.inference.broken_rows``: for the gated family a NaN argmax would read "flat" and sell
   everything; a Gaussian policy's NaN log-std leaves a finite mean from a diverged network). The whole
@@ -64,6 +74,7 @@ from typing import Any
 
 import gymnasium as gym
 import numpy as np
+import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 from scipy.special import erf
 
@@ -88,6 +99,7 @@ from raytrade.envs.simulator import Observation, constrained_targets, exposure_l
 from raytrade.models.inference import broken_rows, trace_for_inference
 from raytrade.replay.errors import InputError
 from raytrade.replay.loop_rules import LoopRules, is_crypto_symbol
+from raytrade.replay.timeutil import DAY, bar_closed_at, bar_length
 from raytrade.serve.caps import ExposureCaps, cap_targets, gate_reasons
 from raytrade.serve.fallback import hold_everything
 from raytrade.serve.schemas import ActRequest, ActResponse, AppliedCaps, KillSwitchRule, target_quantity
@@ -121,7 +133,10 @@ class ServeConfig(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     max_feature_age_hours: float | None = Field(
-        96.0, gt=0, description="older features give a hold-everything fallback (None: never stale)"
+        96.0,
+        gt=0,
+        description="features older than this (hours from the observed bar's close to as_of) give a "
+        "hold-everything fallback (None: never stale)",
     )
     kill_drawdown: float | None = Field(
         None, gt=0, le=1, description="account drawdown that activates unwind-only (None: the trained one)"
@@ -200,8 +215,9 @@ class DecisionService:
         self._kill_trigger = self.config.kill_drawdown or (ks.trigger_drawdown if ks.enabled else None)
         self._kill_release_bars = ks.release_after_bars
         self._ts = data.ts.astype("datetime64[us]")
-        self._ts_us = self._ts.astype(np.int64)  # microseconds since the epoch, for the bar look-up
-        self._bar_times: dict[int, datetime] = {}
+        # when each bar has surely closed, in microseconds since the epoch: the bar look-up (module doc)
+        self._closed_us = bar_close_times(self._ts).astype(np.int64)
+        self._bar_times: dict[int, tuple[datetime, datetime]] = {}
         self.gated = isinstance(self.env_cfg, GatedEnvConfig)
         self._gate: GateState | None = None  # the contract's gate, sigma and kelly per bar (gated policy)
         if isinstance(self.env_cfg, GatedEnvConfig):
@@ -231,6 +247,11 @@ class DecisionService:
         columns += [MISSING_CHANNEL] if self.env_cfg.normalizer is not None else []
         return columns + ([GATE_CHANNEL] if self.gated else [])
 
+    def closed_at(self, bar: int) -> datetime:
+        """When ``bar`` (an index of ``data.ts``, negative from the end) has surely closed, UTC: the
+        earliest ``as_of`` that observes it (:func:`bar_close_times`)."""
+        return self._bar_time(bar)[1]
+
     def kill_switch_rule(self) -> KillSwitchConfig:
         """The kill-switch rule a caller advances its state with (``serve.client.ClientConfig``): the
         trained one, its trigger ``kill_drawdown`` when that is set."""
@@ -250,6 +271,7 @@ class DecisionService:
             "symbols": list(self.data.symbols),
             "features": self.observed_features,
             "data_last_bar": _utc(self._ts[-1]).isoformat(),
+            "data_last_bar_closed_at": self.closed_at(-1).isoformat(),
             "code_version": m.code_version,
             "created_at": m.created_at.isoformat(),
             "validation": m.metrics.get("validation"),
@@ -283,16 +305,16 @@ class DecisionService:
         return [out[i] for i in range(len(prepared))]
 
     def probe(self, batch_sizes: int = 1) -> ActResponse:
-        """The answer to a probe request at the data's last bar (a flat account, every symbol quoted
-        at 100.00 / 100.01); :class:`ProbeFellBack` naming the reason when it falls back (a
-        non-finite action: a corrupt checkpoint, or a NaN feature at the last bar). A replica probes
-        each version it loads before answering with it (``serve.app.PolicyHolder``, which decides
-        what a failed probe refuses), and no live request pays the first call of each code path:
-        the probe is also decided in batches of 2 to ``batch_sizes`` (at most
-        :data:`MAX_WARMED_BATCH`), so each batch size's first forward (a traced forward's trace,
-        ``models.tracing``) is paid here, even when it falls back; then the traces are closed: a
-        larger batch runs the eager forward, and no request pays a trace."""
-        as_of = _utc(self._ts[-1])
+        """The answer to a probe request at the data's last bar, dated when that bar closed (a flat
+        account, every symbol quoted at 100.00 / 100.01); :class:`ProbeFellBack` naming the reason
+        when it falls back (a non-finite action: a corrupt checkpoint, or a NaN feature at the last
+        bar). A replica probes each version it loads before answering with it
+        (``serve.app.PolicyHolder``, which decides what a failed probe refuses), and no live request
+        pays the first call of each code path: the probe is also decided in batches of 2 to
+        ``batch_sizes`` (at most :data:`MAX_WARMED_BATCH`), so each batch size's first forward (a
+        traced forward's trace, ``models.tracing``) is paid here, even when it falls back; then the
+        traces are closed: a larger batch runs the eager forward, and no request pays a trace."""
+        as_of = self.closed_at(-1)  # the earliest as_of that observes the last bar
         request = ActRequest.model_validate(
             {
                 "account": {"equity": 100_000.0},
@@ -336,10 +358,14 @@ class DecisionService:
                 "the served rule (GET /v1/model: kill_switch)",
             )
         as_of = request.as_of or now
-        bar = int(np.searchsorted(self._ts_us, _utc_us(as_of), side="right")) - 1
+        bar = int(np.searchsorted(self._closed_us, _utc_us(as_of), side="right")) - 1  # closed by as_of
         if bar < 0:
-            first = _utc(self._ts[0]).isoformat()
-            raise RequestError(("as_of",), f"{as_of.isoformat()} precedes the data's first bar {first}")
+            first, closes = self._bar_time(0)
+            raise RequestError(
+                ("as_of",),
+                f"{as_of.isoformat()} precedes the close of the data's first bar ({first.isoformat()}, "
+                f"closes at {closes.isoformat()}): no bar has closed by then",
+            )
         equity = request.account.equity
         n = len(self.universe)
         w_now = np.zeros(n)
@@ -372,20 +398,27 @@ class DecisionService:
             request, as_of, bar, w_now, tradeable, external, external_crypto, sorted(unmanaged), hold
         )
 
-    def _bar_time(self, bar: int) -> datetime:
-        """The UTC time of ``bar`` (cached: every answer is dated by its bar, nearly always the last)."""
+    def _bar_time(self, bar: int) -> tuple[datetime, datetime]:
+        """The UTC stamp of ``bar`` and when it closed (cached: every answer is dated by its bar,
+        nearly always the last)."""
         if (cached := self._bar_times.get(bar)) is None:
-            cached = self._bar_times[bar] = _utc(self._ts[bar])
+            closed = _EPOCH + int(self._closed_us[bar]) * _MICROSECOND
+            cached = self._bar_times[bar] = (_utc(self._ts[bar]), closed)
         return cached
 
     def _stale_reason(self, p: Prepared) -> str | None:
+        """Why ``p``'s features are too old to decide on (``max_feature_age_hours``), measured from
+        the bar's close (module doc); None when they are fresh enough."""
         limit = self.config.max_feature_age_hours
         if limit is None:
             return None
-        bar_time = self._bar_time(p.bar)
-        age_h = (p.as_of - bar_time).total_seconds() / 3600.0
+        bar_time, closed = self._bar_time(p.bar)
+        age_h = (p.as_of - closed).total_seconds() / 3600.0
         if age_h > limit:
-            return f"features are from {bar_time.isoformat()}, {age_h:.0f} h old (limit {limit:g} h): holding"
+            return (
+                f"features are from the bar of {bar_time.isoformat()}, closed at {closed.isoformat()}, "
+                f"{age_h:.0f} h old (limit {limit:g} h): holding"
+            )
         return None
 
     def env_observation(self, prepared: Sequence[Prepared]) -> Any:
@@ -578,7 +611,7 @@ class DecisionService:
                 "model": self.model_ref,
                 "model_version": self.handle.version,
                 "as_of": p.as_of,
-                "features_as_of": self._bar_time(p.bar),
+                "features_as_of": self._bar_time(p.bar)[0],
                 "decisions": decisions,
                 "gross_exposure": float(np.abs(weights).sum()),
                 "kill_switch_active": kill,
@@ -589,6 +622,25 @@ class DecisionService:
                 "observation_spec": None if observation is None else self.observation_spec,
             }
         )
+
+
+def bar_close_times(ts: np.ndarray) -> np.ndarray:
+    """When each bar of a serving timeline (``MarketData.ts``: datetime64, UTC, sorted) has surely
+    closed, as datetime64[us] UTC: ``replay.timeutil.bar_closed_at`` with the timeline's
+    ``replay.timeutil.bar_length`` (:data:`~raytrade.replay.timeutil.DAY` with a single bar: a day is
+    the longest a bar lasts, so the bar is never counted closed early).
+
+    One length for the whole timeline is the right one, not one per asset class: the timeline is the
+    calendar of one class (``envs.replay_loader``: the equities' when there are any, else the
+    crypto's), and the loader observes the other class only at those same labels, refusing bars stamped
+    between them (``refuse_off_calendar_crypto``), so every bar observed at a label opened at that
+    label on that clock. So a daily csv store (00:00 UTC labels) closes each bar a day after its
+    label, an Alpaca one (a local midnight, e.g. 05:00 UTC) 25 h after, an hourly one an hour after.
+    The result increases with ``ts`` (daily stamps are at least 20 h apart and close 24 or 25 h after
+    them), so a ``searchsorted`` finds the newest bar closed by a time."""
+    stamps = pd.DatetimeIndex(np.asarray(ts, dtype="datetime64[us]"))
+    length = bar_length(stamps) or DAY
+    return bar_closed_at(stamps, length).tz_convert(None).to_numpy().astype("datetime64[us]")
 
 
 def action_confidence(module: Any, dist_inputs: Any) -> np.ndarray:

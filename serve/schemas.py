@@ -329,7 +329,10 @@ class ActResponse(BaseModel):
     model: str = Field(description="NAME@VERSION of the policy that decided")
     model_version: int
     as_of: datetime
-    features_as_of: datetime | None = Field(None, description="the bar whose features were observed")
+    features_as_of: datetime | None = Field(
+        None,
+        description="the stamp of the bar whose features were observed: the newest bar closed by as_of",
+    )
     decisions: dict[str, SymbolDecision]
     gross_exposure: float = Field(description="sum of |target weight| over the decisions")
     kill_switch_active: bool = Field(

@@ -326,14 +326,15 @@ def gated_service(module: Any, data: MarketData | None = None) -> Any:
 
 
 def held_request(service: Any) -> Any:
-    """A request at the data's last bar, every symbol quoted, long 0.1 in the first three."""
+    """A request observing the data's last bar (dated when it closed), every symbol quoted, long 0.1
+    in the first three."""
     from raytrade.serve.schemas import ActRequest
 
     equity, held = 100_000.0, service.data.symbols[:3]
     positions = [
         {"symbol": s, "qty": "100", "side": "long", "market_value": f"{0.1 * equity:.2f}"} for s in held
     ]
-    as_of = np.datetime64(service.data.ts[-1], "s").item().replace(tzinfo=UTC)
+    as_of = service.closed_at(-1)
     return ActRequest.model_validate(
         {
             "account": {"equity": equity, "cash": 0.7 * equity},

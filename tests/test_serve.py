@@ -75,7 +75,8 @@ def _request(
     drawdown: float = 0.0,
     equity: float = 100_000.0,
 ) -> ActRequest:
-    """A request at ``service.data.ts[bar]`` with ``positions`` given as weights (broker strings)."""
+    """A request observing bar ``bar`` (dated when it closed: ``DecisionService.closed_at``) with
+    ``positions`` given as weights (broker strings)."""
     symbols = list(service.data.symbols) if quoted is None else quoted
     pos = [
         {
@@ -93,7 +94,7 @@ def _request(
             "positions": pos,
             "drawdown_pct": drawdown,
             "analysis": {s: {"bid_price": 99.99, "ask_price": 100.01, "spread_bps": 2.0} for s in symbols},
-            "as_of": _utc(service.data.ts[bar]).isoformat(),
+            "as_of": service.closed_at(bar).isoformat(),
         }
     )
 
@@ -286,13 +287,13 @@ def test_stale_features_hold_every_position(service: DecisionService) -> None:
     strict = DecisionService(service.handle, service.data, ServeConfig(max_feature_age_hours=24))
     a = service.data.symbols[0]
     request = _request(service, positions={a: 0.25, "OUTSIDE": 0.1})
-    late = request.model_copy(update={"as_of": _utc(service.data.ts[-1]) + timedelta(days=3)})
+    late = request.model_copy(update={"as_of": service.closed_at(-1) + timedelta(days=3)})
     response = strict.decide([late])[0]
     assert response.fallback and "old" in (response.reason or "")
     assert response.decisions[a].target_weight == pytest.approx(0.25)
     assert response.decisions["OUTSIDE"].target_weight == pytest.approx(0.1)
     assert all(d.gate_mode == "hold" for d in response.decisions.values())
-    fresh = strict.decide([request])[0]  # as_of = the last bar itself: fresh
+    fresh = strict.decide([request])[0]  # as_of = when the last bar closed: fresh
     assert not fresh.fallback
 
 
@@ -343,7 +344,7 @@ def test_a_nan_log_std_holds_though_the_action_is_finite(service: DecisionServic
 def test_the_probe_decides_every_symbol_and_refuses_a_policy_falling_back(service: DecisionService) -> None:
     answer = service.probe()
     assert not answer.fallback and list(answer.decisions) == list(service.data.symbols)
-    assert answer.as_of == _utc(service.data.ts[-1])
+    assert answer.as_of == service.closed_at(-1) and answer.features_as_of == _utc(service.data.ts[-1])
 
     with pytest.raises(RuntimeError, match=r"^alpha@\d+ fell back on a probe decision .*non-finite action"):
         DecisionService(NaNActions(service), service.data, NEVER_STALE).probe()

@@ -14,7 +14,7 @@ import pytest
 from raytrade.envs.projection import ConstraintConfig
 from raytrade.envs.simulator import constrained_targets, exposure_limits
 from raytrade.models.registry_load import PolicyHandle
-from raytrade.serve.decide import DecisionService, ServeConfig, _utc, serving_market_data
+from raytrade.serve.decide import DecisionService, ServeConfig, serving_market_data
 from raytrade.serve.schemas import ActRequest
 from tests.test_serve_fast_path import _handle
 
@@ -80,7 +80,7 @@ def _request(service: DecisionService, positions: list[dict[str, Any]], **rows: 
             "positions": positions,
             "drawdown_pct": 0.0,
             "analysis": analysis | rows,
-            "as_of": _utc(service.data.ts[_every_symbol_listed(service)]).isoformat(),
+            "as_of": service.closed_at(_every_symbol_listed(service)).isoformat(),  # observes that bar
         }
     )
 

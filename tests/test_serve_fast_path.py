@@ -68,14 +68,14 @@ def _request(service: DecisionService, **update: Any) -> ActRequest:
         ],
         "drawdown_pct": -0.02,
         "analysis": {s: {"bid_price": 99.99, "ask_price": 100.01} for s in symbols},
-        "as_of": _utc(service.data.ts[-1]).isoformat(),
+        "as_of": service.closed_at(-1).isoformat(),  # observes the last bar: it has closed
     }
     body.update(update)
     return ActRequest.model_validate(body)
 
 
 def _obs(service: DecisionService, request: ActRequest) -> Any:
-    return service.env_observation([service.prepare(request, _utc(service.data.ts[-1]))])
+    return service.env_observation([service.prepare(request, service.closed_at(-1))])
 
 
 # ------------------------------------------------------------------------ RLlib's eval() walk
@@ -177,7 +177,7 @@ def test_prepare_names_each_held_symbols_reason(service: DecisionService) -> Non
     analysis[symbols[1]] = {"bid_price": 99.0, "ask_price": 101.0}  # 200 bps
     analysis[symbols[2]]["trade_blocked"] = True
     del analysis[symbols[3]]
-    prepared = service.prepare(_request(service, analysis=analysis), _utc(service.data.ts[-1]))
+    prepared = service.prepare(_request(service, analysis=analysis), service.closed_at(-1))
     listed = service.data.listed[-1]
     expected = {
         symbols[1]: "spread 200.0 bps > cap 8 bps",  # no avg_dollar_vol: the strictest equity cap
@@ -252,7 +252,7 @@ def test_the_answer_is_the_one_built_symbol_by_symbol(
     analysis: dict[str, Any] = {s: {"bid_price": 49.9, "ask_price": 50.0} for s in symbols}
     analysis[symbols[2]] = {"bid_price": 99.0, "ask_price": 101.0}
     del analysis[symbols[4]]
-    p = service.prepare(_request(service, analysis=analysis), _utc(service.data.ts[-1]))
+    p = service.prepare(_request(service, analysis=analysis), service.closed_at(-1))
     rng = np.random.default_rng(3)
     weights = np.where(rng.random(len(symbols)) < 0.3, 0.0, rng.normal(0, 0.1, len(symbols)))
     confidence, modes = rng.random(len(symbols)), (rng.integers(0, 4, len(symbols)) if gated else None)
@@ -302,7 +302,7 @@ def _hostile_request(service: DecisionService, rng: np.random.Generator) -> ActR
             "positions": positions,
             "drawdown_pct": -float(rng.choice([0.0, 0.05, 0.3])),
             "analysis": analysis,
-            "as_of": _utc(service.data.ts[bar]).isoformat(),
+            "as_of": service.closed_at(bar).isoformat(),
         }
     )
 
@@ -331,7 +331,7 @@ def test_answers_with_the_numpy_confidence_are_the_torch_ones(
     hostile = DecisionService(
         service.handle, data, ServeConfig(max_feature_age_hours=None, kill_drawdown=0.1)
     )
-    now = _utc(data.ts[-1])
+    now = hostile.closed_at(-1)
     seen = {"fallback": 0, "kill": 0, "held": 0}
     for _ in range(20):
         prepared = [hostile.prepare(_hostile_request(hostile, rng), now) for _ in range(rng.integers(1, 9))]

@@ -20,7 +20,7 @@ from raytrade.envs.gym_envs import batched_observation, feature_index
 from raytrade.envs.kill_switch import KillSwitchConfig, KillSwitchState, init_kill_switch, update_kill_switch
 from raytrade.envs.simulator import MarketSimulator
 from raytrade.serve.client import ClientConfig, PolicyClient
-from raytrade.serve.decide import DecisionService, RequestError, ServeConfig, _utc, serving_market_data
+from raytrade.serve.decide import DecisionService, RequestError, ServeConfig, serving_market_data
 from raytrade.serve.fallback import hold_everything
 from raytrade.serve.schemas import ActRequest, ActResponse, CallerKillSwitch
 from tests.loopback import serve_on_loopback, stop_serving
@@ -81,10 +81,11 @@ def _serving(service: DecisionService) -> Iterator[tuple[str, list[ActRequest]]]
 
 
 def _bars(service: DecisionService, count: int) -> list[datetime]:
-    """The times of the last ``count`` bars at which every symbol has a bar (none is held for want of one)."""
+    """When the last ``count`` bars at which every symbol has a bar (none is held for want of one)
+    closed: the ``as_of`` that observes each."""
     every = np.flatnonzero(service.data.listed.all(axis=1))
     assert len(every) >= count
-    return [_utc(service.data.ts[i]) for i in every[-count:]]
+    return [service.closed_at(int(i)) for i in every[-count:]]
 
 
 def _request(service: DecisionService, as_of: datetime, equity: float, **update: Any) -> ActRequest:
@@ -192,11 +193,11 @@ def test_the_observations_kill_features_are_the_simulators_for_the_same_state(
             "account": {"equity": equity, "cash": equity},
             "drawdown_pct": -float(sim.observe().drawdown[0]),
             "analysis": {s: {"bid_price": 99.99, "ask_price": 100.01} for s in data.symbols},
-            "as_of": _utc(data.ts[bar]).isoformat(),
+            "as_of": service.closed_at(bar).isoformat(),  # observes the bar: it has closed
             "kill_switch": {"active": True, "bars_active": 7, "peak_equity": peak},
         }
     )
-    observed = service.env_observation([service.prepare(request, _utc(data.ts[bar]))])
+    observed = service.env_observation([service.prepare(request, service.closed_at(bar))])
     assert observed[0, -3:-1].tolist() == [1.0, np.float32(7 / 20)]
     np.testing.assert_array_equal(observed, expected)
 

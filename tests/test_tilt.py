@@ -5,7 +5,6 @@ and the turnover penalty."""
 from __future__ import annotations
 
 from dataclasses import replace
-from datetime import UTC, datetime
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -236,7 +235,7 @@ def test_a_served_zero_tilt_returns_the_baselines_weights() -> None:
     )
     service = DecisionService(handle, data, ServeConfig(max_feature_age_hours=None, caps=caps))
     bar = 31  # 2020-02-01: a month start, where inverse_vol rebalances
-    as_of = datetime.fromtimestamp(data.ts[bar].astype("datetime64[us]").astype(np.int64) / 1e6, tz=UTC)
+    as_of = service.closed_at(bar)  # the earliest as_of that observes the bar
     analysis = {s: {"bid_price": 99.99, "ask_price": 100.01, "spread_bps": 2.0} for s in data.symbols}
     request = ActRequest.model_validate(
         {
