@@ -23,6 +23,10 @@ Without ``--symbols`` the policy service must answer ``GET /v1/model`` before an
 service that does not answer, or refuses the token, ends the command with one line and exit status 2
 (``cluster.errors``), before the account is read or locked and before any order.
 
+The loop advances the drawdown kill switch with the rule the served policy was trained with (``GET
+/v1/model``: ``kill_switch``), read at start and again when the answers come from another model
+version; while it cannot be read every cycle holds (no order), saying why (``serve/live.py``).
+
 The loop survives a failed cycle (it retries at the next one), with one exception: a pending order
 Alpaca cannot read (not a 404) on ``--max-unreadable-order-cycles`` cycles in a row ends it with exit
 status 2 and a line naming the order, since its symbol has been held all along. Quotes older than
@@ -200,13 +204,15 @@ def live_command(
 
 def _run(loop: LiveLoop, once: bool, every_minutes: float) -> None:
     """Cycle until interrupted (or once); an order the broker cannot read for too long ends the
-    loop (:class:`serve.live.UnreadableOrderError`: a person must look)."""
+    loop (:class:`serve.live.UnreadableOrderError`: a person must look), and so does a hot swap to a
+    kill-switch rule the configured one is looser than (``serve.kill_switch_rule.KillSwitchRuleError``)."""
+    from raytrade.serve.kill_switch_rule import KillSwitchRuleError
     from raytrade.serve.live import UnreadableOrderError
 
     while True:
         try:
             report = loop.cycle()
-        except UnreadableOrderError:
+        except (UnreadableOrderError, KillSwitchRuleError):
             raise
         except Exception as exc:  # a broker or network hiccup must not end a long-running loop
             if once:

@@ -29,18 +29,19 @@ Contract
 * **Kill switch.** Replicas keep no state, so the caller carries the drawdown kill switch
   (``ActRequest.kill_switch``) and the answer applies the trained rule with its hysteresis.
   :class:`KillSwitchTracker` keeps one account's switch and advances it with the simulator's own
-  ``envs.kill_switch.update_kill_switch`` (the rule is not restated here) once per new bar, a bar
-  being the request's ``as_of`` (the client's clock when it has none: each such call is a new bar):
-  a later ``as_of`` advances it with the request's equity, the same ``as_of`` again (a retry) redoes
-  that bar's one advance from the state before it, an earlier one (a clock set back) sends the
-  latest state unadvanced. A first request starts it from what it says: the peak its
-  ``drawdown_pct`` implies, off, then advanced, so a drawdown at the trigger turns it on.
-  :meth:`PolicyClient.act` stamps each request that carries no state with its account's tracker
-  (``account``; ``ClientConfig.kill_switch`` is the rule) and sends one that carries a state as it
-  is (``raytrade live`` keeps its own, persisted). An answer whose switch is off while the request's
-  state says on (a service that ignored the state) is held; one whose switch is on while the state
-  says off (the service's trigger is stricter than ``ClientConfig.kill_switch``) trips the tracker's
-  switch at that bar, so its hysteresis follows.
+  ``envs.kill_switch.update_kill_switch`` (the rule is not restated here) once per new bar, a bar being
+  the request's ``as_of`` (the client's clock when it has none: each such call is a new bar): a later
+  ``as_of`` advances it with the request's equity, the same ``as_of`` again (a retry) redoes that bar's
+  one advance from the state before it, an earlier one (a clock set back) sends the latest state
+  unadvanced. A first request starts it from what it says: the peak its ``drawdown_pct`` implies, off,
+  then advanced, so a drawdown at the trigger turns it on. :meth:`PolicyClient.act` stamps each request
+  that carries no state with its account's tracker (``account``; ``ClientConfig.kill_switch`` is the
+  rule) and sends one that carries a state as it is (``raytrade live`` keeps its own, persisted, and
+  advances it with the rule the service publishes on ``GET /v1/model``, read by
+  :func:`served_kill_switch`). An answer whose switch is off while the request's state says on (a
+  service that ignored the state) is held; one whose switch is on while the state says off (the
+  service's trigger is stricter than ``ClientConfig.kill_switch``) trips the tracker's switch at that
+  bar, so its hysteresis follows.
 * **Secrets.** The token is a ``SecretStr``; its value is read only to build the ``Authorization``
   header and is kept out of reprs, logs and exception messages. Environment proxies are not used
   (``trust_env=False``): the bearer token goes straight to the service.
@@ -56,7 +57,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from types import TracebackType
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 from urllib.parse import urlsplit
 
 import httpx
@@ -96,7 +97,8 @@ _MASK: Final[str] = "**********"
 class ServiceError(Exception):
     """The policy service answered, but the answer says the caller is wrong (not an outage); or, from
     :meth:`PolicyClient.model` only (``status_code`` 0), it did not answer at all: the loop cannot
-    start without its universe. The CLI shows it as one line, exit status 2."""
+    start without its universe; from :func:`served_kill_switch` (``status_code`` 200), the answer
+    publishes no readable kill-switch rule. The CLI shows it as one line, exit status 2."""
 
     def __init__(self, message: str, status_code: int):
         super().__init__(message)
@@ -237,6 +239,37 @@ def _as_arrays(state: CallerKillSwitch) -> KillSwitchState:
         active=np.array([state.active]),
         bars_active=np.array([state.bars_active], dtype=np.int64),
     )
+
+
+class ServedKillSwitch(NamedTuple):
+    """The kill-switch rule ``rule`` the service applies for the policy ``model`` (``NAME@VERSION``)."""
+
+    model: str
+    rule: KillSwitchConfig
+
+
+def served_kill_switch(info: Mapping[str, Any]) -> ServedKillSwitch:
+    """The rule a ``GET /v1/model`` answer (``info``, :meth:`PolicyClient.model`) publishes in
+    ``kill_switch``, with its ``model``: what a caller that keeps its own switch (``raytrade live``)
+    advances it with. An answer without them, or with a rule ``KillSwitchConfig`` refuses (a service
+    of another version), raises :class:`ServiceError` (status 200) naming the field: a caller must
+    not guess the rule it trades under."""
+    model = info.get("model")
+    if not isinstance(model, str) or not model:
+        raise ServiceError(f"{MODEL_PATH} names no model (model={model!r})", 200)
+    if "kill_switch" not in info:
+        raise ServiceError(f"{MODEL_PATH} publishes no kill_switch rule for {model}", 200)
+    try:
+        rule = KillSwitchConfig.model_validate(info["kill_switch"])
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "kill_switch"
+        raise ServiceError(
+            f"{MODEL_PATH} publishes a kill_switch rule for {model} that cannot be read "
+            f"(kill_switch.{where}: {first['msg']})",
+            200,
+        ) from None
+    return ServedKillSwitch(model, rule)
 
 
 _DROP: Final = object()
@@ -433,7 +466,12 @@ class PolicyClient:
             )
         if reply.status != 200:
             raise ServiceError(f"policy service answered HTTP {reply.status} to {MODEL_PATH}", reply.status)
-        info: dict[str, Any] = json.loads(reply.content)
+        try:
+            info = json.loads(reply.content)
+        except ValueError:
+            info = None
+        if not isinstance(info, dict):
+            raise ServiceError(f"policy service answered {MODEL_PATH} with no JSON object", reply.status)
         return info
 
     def _post_with_retries(self, body: bytes) -> _Reply:

@@ -16,13 +16,27 @@ Design decisions
   restarted on an account already in drawdown still sees that drawdown. A file with a non-finite
   number or a peak that is not positive is unreadable, refused like malformed JSON (``reset`` or not).
 * **Kill switch.** The loop carries the drawdown kill switch the service applies (replicas keep no
-  state): each cycle is a bar, at which ``serve.client.KillSwitchTracker`` advances it with the
-  simulator's rule (``LiveConfig.kill_switch``) and the request carries it. The state file keeps it
-  (``kill_switch``: active, bars since it tripped, the cycle's time), so a restart does not disarm a
-  tripped switch. Its peak is the file's ``peak_equity`` (one peak), except after a timed release
-  restarted the switch's peak below the account's: then ``kill_switch.peak_equity`` holds it, until the
-  account's peak is the switch's again. A file without one (an earlier version's, or a new one)
-  starts it off from the file's peak and advances it: a drawdown at the trigger turns it on at once.
+  state): each cycle is a bar, at which ``serve.client.KillSwitchTracker`` advances it with the rule the
+  served policy was trained with, and the request carries it. :meth:`LiveLoop.start` reads that rule
+  from ``GET /v1/model`` (``serve.client.served_kill_switch``) before anything is ordered and
+  ``serve.kill_switch_rule.loop_rule`` settles it against ``LiveConfig.kill_switch`` (unset: the served
+  rule; a configured rule looser on any parameter is refused, naming both
+  (``serve.kill_switch_rule.KillSwitchRuleError``); a stricter one is kept, logged; a served rule that
+  is disabled keeps the loop's own switch on, logged). A rule that cannot be read (the service down, an
+  answer without one) holds every cycle, as an outage does, with the reason logged and on the decision
+  rows, and is asked for again each cycle; the switch is then not advanced. An answer from another model
+  version than the rule's (a hot swap) makes the loop read the rule again: the same rule keeps the
+  answer, another one redoes the bar's advance with it and asks again, one that cannot be read (or an
+  answer from yet another version) holds the cycle, and a refused one stops the loop before it orders
+  anything. The state file keeps the switch (``kill_switch``: active, bars since it tripped, the cycle's
+  time, the rule it was advanced with), so a restart does not disarm a tripped switch. One advanced
+  under another rule (or recorded without one, by an earlier version) loads and is advanced with the
+  current rule from its state: a count past the current ``release_after_bars`` releases at the next
+  cycle, as the current rule would have. Its peak is the file's ``peak_equity`` (one peak), except after
+  a timed release restarted the switch's peak below the account's: then ``kill_switch.peak_equity``
+  holds it, until the account's peak is the switch's again. A file without one (an earlier version's, or
+  a new one) starts it off from the file's peak and advances it: a drawdown at the trigger turns it on
+  at once.
 * **One loop, one account.** The state file is locked (``fcntl.flock`` on ``<state>.lock``) for the
   loop's life, so a second loop on it refuses to start; it records the broker's account id, and a
   state file of another account is refused. The account itself is locked too, once the broker has
@@ -130,6 +144,7 @@ import numpy as np
 import pandas as pd
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StrictBool, StrictInt
 
+from raytrade.envs.kill_switch import KillSwitchConfig
 from raytrade.replay.errors import InputError
 from raytrade.replay.sources.alpaca import TopOfBook
 from raytrade.replay.stored_keys import KeyCache
@@ -144,6 +159,8 @@ from raytrade.serve.decision_rows import (
     row_from_state,
     settle_rows,
 )
+from raytrade.serve.fallback import hold_everything
+from raytrade.serve.kill_switch_rule import KillSwitchRuleError, LoopRule, loop_rule, shown_rule
 from raytrade.serve.orders import (
     CLIENT_ORDER_PREFIX,
     LiveConfig,
@@ -153,12 +170,16 @@ from raytrade.serve.orders import (
     stale_quotes,
     tradeable_mid,
 )
-from raytrade.serve.schemas import ActResponse, CallerKillSwitch
+from raytrade.serve.schemas import ActRequest, ActResponse, CallerKillSwitch
 
 if TYPE_CHECKING:
     from raytrade.serve.client import KillSwitchTracker
 
 log = logging.getLogger("raytrade.live")
+
+RULE_UNKNOWN_MODEL = "kill-switch-rule-unknown"
+"""The ``model`` of the hold-everything answer the loop makes itself when it does not know the served
+kill-switch rule (``LiveLoop._ask``): no order goes out with an unknown rule."""
 
 CANCEL_CONFIRM_S = 2.0
 """How long a cycle waits, polling, to see the cancels it sent done before it plans (``LiveLoop._cancel``)."""
@@ -277,6 +298,9 @@ class SavedKillSwitch(BaseModel):
         None, gt=0, description="the switch's peak when a timed release restarted it below the file's"
     )
     as_of: AwareDatetime = Field(description="the cycle (bar) it was last advanced at")
+    rule: KillSwitchConfig | None = Field(
+        None, description="the rule it was advanced with; None in a file of an earlier version"
+    )
 
     def caller_state(self, account_peak: float) -> CallerKillSwitch:
         """The switch as the request carries it, ``account_peak`` being the file's peak."""
@@ -290,7 +314,9 @@ class SavedKillSwitch(BaseModel):
         if state is None or bar is None:
             raise ValueError("the kill switch was not advanced: nothing to save")
         peak = None if state.peak_equity == account_peak else state.peak_equity
-        return cls(active=state.active, bars_active=state.bars_active, peak_equity=peak, as_of=bar)
+        return cls(
+            active=state.active, bars_active=state.bars_active, peak_equity=peak, as_of=bar, rule=tracker.rule
+        )
 
 
 @dataclass
@@ -456,7 +482,13 @@ def default_account_lock_dir() -> Path:
 
 
 class PolicyAsker(Protocol):
+    """What the loop needs from the policy service (``serve.client.PolicyClient``, or a test double)."""
+
     def act(self, request: Any) -> ActResponse: ...
+    def model(self) -> dict[str, Any]:
+        """``GET /v1/model`` (its ``model`` and ``kill_switch`` rule); ``serve.client.ServiceError``
+        when it cannot be read."""
+        ...
 
 
 class PendingStep(NamedTuple):
@@ -520,6 +552,7 @@ class LiveLoop:
         self._pending_step: PendingStep | None = None
         self.cancel_confirm_s = CANCEL_CONFIRM_S  # how long a cycle waits to see its cancels done
         self._stored_ids = KeyCache()  # the experience table's decision ids, read once per file
+        self._rule: LoopRule | None = None  # the kill-switch rule and the model it was read for
 
     def close(self) -> None:
         """Release the account's lock and the state file's."""
@@ -543,6 +576,7 @@ class LiveLoop:
         ``planned`` orders and adopt the broker's unknown open orders of this project."""
         if self._lock is None:
             raise LiveStateError(f"live loop on {str(self.state_file)!r} is closed")
+        self._rule = self._read_rule("at start")  # a looser configured rule refuses before anything
         account_id = self.broker.account().account_id
         if self._account_lock is None:
             lock_dir = self.config.account_lock_dir or default_account_lock_dir()
@@ -611,11 +645,15 @@ class LiveLoop:
         peak = max(peak_before, account.equity)
         volumes = _latest_dollar_volume(self.store, self.symbols, now) if self.store is not None else {}
         loop_state = _loop_state(account, positions, quotes, self.symbols, peak, volumes)
-        switch = self._kill_switch(state.kill_switch, peak_before)
-        request = switch.stamp(request_from_loop(loop_state, as_of=now))
+        request = request_from_loop(loop_state, as_of=now)
         if self.store is not None:  # transitions are logged only where experience is
             request = request.model_copy(update={"observation": True})
-        answer = self.policy.act(request)
+        try:
+            answer, switch = self._ask(request, state.kill_switch, peak_before)
+        except KillSwitchRuleError:  # a hot swap to a rule the configured one is looser than
+            state.pending = still_open + unlogged
+            state.save(self.state_file)
+            raise
         asked = time.perf_counter()
         held = {p.symbol: p.qty for p in positions}
         # A symbol whose earlier order may still fill is held (a second order could double it), and
@@ -647,7 +685,8 @@ class LiveLoop:
         # provisional: a crash during the submits leaves them for the next cycle to settle.
         intents = {p.decision_id: _intent(p, answer.model, now) for p in plans}
         state.peak_equity = peak
-        state.kill_switch = SavedKillSwitch.of(switch, peak)
+        if switch is not None:  # else held with the rule unknown: the switch waits, as it was
+            state.kill_switch = SavedKillSwitch.of(switch, peak)
         state.pending = still_open + unlogged + list(intents.values())
         earlier = state.unlogged_rows  # rows earlier cycles saved, settled above
         if self.store is not None:
@@ -714,12 +753,79 @@ class LiveLoop:
             cycle_id, answer, plans, submitted, rejected, fills_logged, uncertain, planned.notes
         )
 
-    def _kill_switch(self, saved: SavedKillSwitch | None, account_peak: float) -> KillSwitchTracker:
-        """The switch as the state file left it (``account_peak``: its peak); without one (an
-        earlier version's file, or a new one), off from that peak until this cycle advances it."""
+    def _ask(
+        self, request: ActRequest, saved: SavedKillSwitch | None, account_peak: float
+    ) -> tuple[ActResponse, KillSwitchTracker | None]:
+        """The service's answer to ``request`` stamped with the switch advanced by the served rule,
+        and that switch; with the rule unknown, or an answer from a model whose rule is not known, a
+        local hold-everything answer and None (module doc, **Kill switch**). Raises
+        :class:`KillSwitchRuleError` when a hot swap brings a rule the configured one is looser than."""
+        if self._rule is None:
+            self._rule = self._read_rule("this cycle")
+        if self._rule is None:
+            return self._hold(request, "the served kill-switch rule is unknown (GET /v1/model unreadable)")
+        switch = self._kill_switch(saved, account_peak, self._rule.rule)
+        answer = self.policy.act(switch.stamp(request))
+        if answer.fallback or answer.model == self._rule.model:
+            return answer, switch
+        before = self._rule
+        self._rule = self._read_rule(f"the service answers with {answer.model}, not {before.model}")
+        if self._rule is None:
+            return self._hold(request, f"the kill-switch rule of {answer.model} is unknown")
+        if self._rule.rule != before.rule:  # redo this bar's advance with the new rule, and ask again
+            switch = self._kill_switch(saved, account_peak, self._rule.rule)
+            answer = self.policy.act(switch.stamp(request))
+        if not answer.fallback and answer.model != self._rule.model:
+            return self._hold(
+                request, f"the answer is {answer.model}'s, the kill-switch rule read is {self._rule.model}'s"
+            )
+        return answer, switch
+
+    def _read_rule(self, when: str) -> LoopRule | None:
+        """The rule the loop advances its switch with, from ``GET /v1/model`` now (logged), or None
+        when it cannot be read (logged: no order goes out until it can). ``ServiceAuthError`` (a
+        wrong token) and :class:`KillSwitchRuleError` propagate."""
+        from raytrade.serve.client import ServiceAuthError, ServiceError, served_kill_switch
+
+        try:
+            served = served_kill_switch(self.policy.model())
+        except ServiceAuthError:
+            raise
+        except ServiceError as exc:
+            log.warning(
+                "kill switch: the served rule cannot be read %s (%s): no order goes out until it can "
+                "(asked again each cycle)",
+                when,
+                exc,
+            )
+            return None
+        chosen = loop_rule(self.config.kill_switch, served.rule, served.model)
+        if chosen.note is not None:
+            log.warning("kill switch: %s", chosen.note)
+        else:
+            log.info("kill switch: %s's served rule (%s)", chosen.model, shown_rule(chosen.rule))
+        return chosen
+
+    @staticmethod
+    def _hold(request: ActRequest, reason: str) -> tuple[ActResponse, None]:
+        """A hold-everything answer made here (nothing asked): no order, the reason on its rows."""
+        log.warning("%s: holding every position", reason)
+        return hold_everything(request, model=RULE_UNKNOWN_MODEL, version=0, reason=reason), None
+
+    def _kill_switch(
+        self, saved: SavedKillSwitch | None, account_peak: float, rule: KillSwitchConfig
+    ) -> KillSwitchTracker:
+        """The switch as the state file left it (``account_peak``: its peak), advanced from now on with
+        ``rule``; without one (an earlier version's file, or a new one), off from that peak until this
+        cycle advances it."""
         from raytrade.serve.client import KillSwitchTracker
 
-        rule = self.config.kill_switch
+        if saved is not None and saved.rule is not None and saved.rule != rule:
+            log.warning(
+                "kill switch: the saved switch was advanced with %s; it is advanced with %s from now on",
+                shown_rule(saved.rule),
+                shown_rule(rule),
+            )
         if saved is None:
             return KillSwitchTracker(
                 rule, CallerKillSwitch(active=False, bars_active=0, peak_equity=account_peak)

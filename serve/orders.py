@@ -144,10 +144,13 @@ class LiveConfig(BaseModel):
         description="a pending order the broker cannot read on this many consecutive cycles (for a "
         "reason other than a 404) stops the loop: it holds its symbol, and a person must look",
     )
-    kill_switch: KillSwitchConfig = Field(
-        KillSwitchConfig(),
-        description="the served policy's kill-switch rule (GET /v1/model: kill_switch); the loop advances "
-        "its switch with it once per cycle and keeps it in the state file",
+    kill_switch: KillSwitchConfig | None = Field(
+        None,
+        description="the loop's own kill-switch rule; None: the served policy's (GET /v1/model: "
+        "kill_switch), which the loop advances its switch with once per cycle. A rule set here must be "
+        "at least as strict as the served one on every parameter, release_after_bars equal, or the loop "
+        "refuses to start (serve.kill_switch_rule); it is also the rule kept on when the served one is "
+        "disabled",
     )
 
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 
+from raytrade.envs.kill_switch import KillSwitchConfig
 from raytrade.serve.fallback import hold_everything
 from raytrade.serve.schemas import ActRequest, ActResponse, SymbolDecision
 
@@ -11,11 +13,33 @@ T0 = datetime(2026, 11, 24, 14, 30, tzinfo=UTC)
 
 
 class ScriptedPolicy:
-    """Answers with fixed target weights (current weights taken from the request)."""
+    """Answers with fixed target weights (current weights taken from the request) as ``served``
+    (``NAME@VERSION``), and publishes ``kill_switch`` as its rule on ``model()`` (``GET /v1/model``);
+    ``model_error`` makes ``model()`` raise it instead (the service unreachable)."""
 
-    def __init__(self, targets: dict[str, tuple[float, str]], fallback: bool = False):
+    def __init__(
+        self,
+        targets: dict[str, tuple[float, str]],
+        fallback: bool = False,
+        kill_switch: KillSwitchConfig | None = None,
+        served: str = "alpha@2",
+    ):
         self.targets, self.fallback = targets, fallback
+        self.kill_switch = kill_switch or KillSwitchConfig()
+        self.served = served
+        self.model_error: Exception | None = None
+        self.model_reads = 0
         self.requests: list[ActRequest] = []
+
+    def model(self) -> dict[str, Any]:
+        self.model_reads += 1
+        if self.model_error is not None:
+            raise self.model_error
+        return {
+            "model": self.served,
+            "symbols": list(self.targets),
+            "kill_switch": self.kill_switch.model_dump(),
+        }
 
     def act(self, request: ActRequest) -> ActResponse:
         self.requests.append(request)
@@ -35,8 +59,8 @@ class ScriptedPolicy:
             for s, (t, mode) in self.targets.items()
         }
         return ActResponse(
-            model="alpha@2",
-            model_version=2,
+            model=self.served,
+            model_version=int(self.served.rsplit("@", 1)[1]),
             as_of=request.as_of or T0,
             decisions=decisions,
             gross_exposure=0.0,

@@ -228,6 +228,7 @@ def test_a_restart_keeps_a_tripped_kill_switch(tmp_path: Path) -> None:
         "bars_active": 0,
         "peak_equity": None,
         "as_of": "2026-11-25T14:30:00Z",
+        "rule": KillSwitchConfig().model_dump(),  # the served rule it was advanced with
     }
     broker.cash = 81_000.0  # 19 % down: under the trigger, not back within the release drawdown
     with _loop(tmp_path, broker, policy, reset=False) as restarted:
@@ -255,15 +256,14 @@ def test_a_timed_release_keeps_the_switchs_own_peak_until_the_accounts_peak_is_i
     tmp_path: Path,
 ) -> None:
     broker = FakeBroker(100_000.0, PRICES)
-    policy = ScriptedPolicy({"AAPL": (0.0, "flat")})
-    config = LiveConfig(kill_switch=KillSwitchConfig(release_after_bars=2))
+    policy = ScriptedPolicy({"AAPL": (0.0, "flat")}, kill_switch=KillSwitchConfig(release_after_bars=2))
     state_file = tmp_path / "live_state.json"
     saved = []
     for day, cash in enumerate([100_000.0, 75_000.0, 75_000.0, 75_000.0, 76_000.0, 101_000.0]):
         broker.cash = cash
-        with LiveLoop(broker, policy, ["AAPL"], state_file, config=config, reset=day == 0) as loop:
+        with LiveLoop(broker, policy, ["AAPL"], state_file, reset=day == 0) as loop:
             loop.cycle(T0 + timedelta(days=day))  # a restart every cycle
-        saved.append({k: v for k, v in _saved_switch(tmp_path).items() if k != "as_of"})
+        saved.append({k: v for k, v in _saved_switch(tmp_path).items() if k not in ("as_of", "rule")})
     assert [r.drawdown_pct for r in policy.requests][-2:] == [pytest.approx(-0.24), 0.0]  # the account's peak
     assert saved == [
         {"active": False, "bars_active": 0, "peak_equity": None},
@@ -508,8 +508,6 @@ def test_a_bad_quote_age_is_refused_naming_the_flag_and_the_value(flag: str, val
 )
 def test_the_loop_settings_refuse_a_bad_limit_naming_it(name: str, value: float, kind: str) -> None:
     from pydantic import ValidationError
-
-    from raytrade.serve.orders import LiveConfig
 
     with pytest.raises(ValidationError, match=rf"{name}\n.*\[type={kind}, input_value={value}"):
         LiveConfig(**{name: value})

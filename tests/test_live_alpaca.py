@@ -98,10 +98,11 @@ def test_wrong_keys_fail_with_one_line_and_never_show_the_secret(
 
 
 class _StubPolicyService:
-    """``/v1/model`` and ``/v1/act`` on 127.0.0.1, answering with :class:`ScriptedPolicy`."""
+    """``/v1/model`` and ``/v1/act`` on 127.0.0.1, answering with :class:`ScriptedPolicy` (its
+    ``model()`` for ``/v1/model``: 503 while it raises)."""
 
-    def __init__(self, token: str):
-        policy, expected = ScriptedPolicy(TARGETS), f"Bearer {token}"
+    def __init__(self, token: str, policy: ScriptedPolicy | None = None):
+        policy, expected = policy or ScriptedPolicy(TARGETS), f"Bearer {token}"
 
         class Handler(BaseHTTPRequestHandler):
             def log_message(self, *args: Any) -> None:
@@ -118,7 +119,11 @@ class _StubPolicyService:
             def do_GET(self) -> None:
                 if self.headers.get("Authorization") != expected:
                     return self._send(401, {"detail": "invalid bearer token"})
-                self._send(200, {"model": "alpha@2", "symbols": SYMBOLS})
+                try:
+                    info = policy.model()
+                except Exception:  # policy.model_error: GET /v1/model fails, POST /v1/act still answers
+                    return self._send(503, {"detail": "not ready"})
+                self._send(200, info)
 
             def do_POST(self) -> None:
                 if self.headers.get("Authorization") != expected:
@@ -167,6 +172,33 @@ def test_raytrade_live_paper_once(
     for secret in (token, TEST_KEYS[1]):
         assert secret not in result.output
     assert len(read_frame(tmp_path / "store", "experience")) == 3
+
+
+def test_raytrade_live_orders_nothing_while_the_served_kill_switch_rule_cannot_be_read(
+    fakes: tuple[FakeAlpacaTrading, FakeAlpaca], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With ``--symbols`` nothing else reads ``GET /v1/model``: the loop traded the answers of a
+    service whose kill-switch rule it did not know. Now the cycle holds and says why."""
+    from raytrade.cluster.cli import main
+
+    trading, data = fakes
+    token = _cli_environment(monkeypatch, data)
+    policy = ScriptedPolicy(TARGETS)
+    policy.model_error = RuntimeError("GET /v1/model fails")
+    stub = _StubPolicyService(token, policy)
+    try:
+        args = ["live", "--paper", "--once", "--serve-url", stub.url, "--trading-url", trading.url]
+        args += ["--symbols", ",".join(SYMBOLS), "--state-file", str(tmp_path / "state.json"), "--reset"]
+        result = CliRunner().invoke(main, args)
+    finally:
+        stub.close()
+    assert result.exit_code == 0, result.output
+    assert (
+        "fallback (the served kill-switch rule is unknown (GET /v1/model unreadable)): 0 orders, 0 sent"
+        in result.output
+    )
+    assert not [r for r in trading.requests if r.method == "POST" and r.path == "/v2/orders"]
+    assert policy.requests == []  # not even asked
 
 
 def test_a_resting_alpaca_order_is_cancelled_by_the_next_cycle(

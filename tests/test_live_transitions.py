@@ -106,9 +106,11 @@ class SwappingPolicy(ObservingPolicy):
         self.swap_on, self.new_spec = swap_on, new_spec
 
     def act(self, request: ActRequest) -> ActResponse:
+        if len(self.requests) >= self.swap_on:  # GET /v1/model says the new version from now on too
+            self.served = "alpha@3"
         answer = super().act(request)
-        if len(self.requests) > self.swap_on:
-            return answer.model_copy(update={"model": "alpha@3", "observation_spec": self.new_spec})
+        if self.served == "alpha@3":
+            return answer.model_copy(update={"observation_spec": self.new_spec})
         return answer
 
 

@@ -1,0 +1,113 @@
+"""Which kill-switch rule the live loop advances its drawdown switch with.
+
+The service applies the caller's switch (``ActRequest.kill_switch``) with the hysteresis of the rule
+the served policy was trained and evaluated with, and publishes that rule on ``GET /v1/model``
+(``kill_switch``, read by ``serve.client.served_kill_switch``). The loop must advance its switch with
+the same rule: a shorter ``release_after_bars`` or a higher trigger re-risks before the policy's rule
+would, a longer count is refused by the service (HTTP 422 once the count reaches the served
+``release_after_bars``: a state its rule never produces).
+
+Contract (:func:`loop_rule`)
+----------------------------
+* **Nothing configured** (``LiveConfig.kill_switch`` None, the default): the served rule.
+* **Served rule disabled** (the policy was trained without a switch): fail closed, the loop keeps a
+  switch of its own: the configured rule, else the simulator's default ``KillSwitchConfig()``; the
+  note says so. The service enforces the caller's unwind-only even then.
+* **Configured rule equal to the served one:** it.
+* **Configured rule at least as strict on every parameter** (:func:`looser_parameters` finds none): the
+  configured rule, with a note. Strict means: enabled; ``trigger_drawdown`` at most the served one
+  (trips no later); ``release_drawdown`` at most the served one, or None (never by drawdown);
+  ``reset_peak_on_release`` off where the served one is off (when it releases by time);
+  ``release_after_bars`` *equal* to the served one, since an earlier release is looser and a later one
+  the service refuses.
+* **Otherwise** :class:`KillSwitchRuleError`: the message names both rules, the parameters on which
+  the configured one is looser and the setting to change. The loop does not start (or, on a hot swap
+  to such a rule, stops before it orders anything).
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+from raytrade.envs.kill_switch import KillSwitchConfig
+from raytrade.replay.errors import InputError
+
+SETTING = "LiveConfig.kill_switch"
+"""The setting that configures the loop's own rule (None: the served one)."""
+
+
+class KillSwitchRuleError(InputError):
+    """The configured kill-switch rule is looser than the served policy's: the loop refuses to trade
+    with it (the message names both rules and the setting)."""
+
+
+class LoopRule(NamedTuple):
+    """The rule the loop advances its switch with, for the served ``model`` (``NAME@VERSION``), and
+    ``note``: why it is not simply the served rule (None when it is)."""
+
+    model: str
+    rule: KillSwitchConfig
+    note: str | None = None
+
+
+def shown_rule(rule: KillSwitchConfig) -> str:
+    """``rule`` as one line of ``field=value``, in the model's field order."""
+    return ", ".join(f"{name}={value}" for name, value in rule.model_dump().items())
+
+
+def looser_parameters(configured: KillSwitchConfig, served: KillSwitchConfig) -> list[str]:
+    """The parameters on which ``configured`` does not hold at least as tightly as the enabled rule
+    ``served`` (module doc), each as ``name=<configured> (served <served>)``; empty when it holds."""
+    out: list[str] = []
+
+    def differs(name: str, why: str) -> None:
+        out.append(f"{name}={getattr(configured, name)} (served {getattr(served, name)}: {why})")
+
+    if not configured.enabled:
+        differs("enabled", "the configured switch never trips")
+    if configured.trigger_drawdown > served.trigger_drawdown:
+        differs("trigger_drawdown", "trips later")
+    if served.release_drawdown is None:
+        if configured.release_drawdown is not None:
+            differs("release_drawdown", "releases on a recovery the served rule ignores")
+    elif configured.release_drawdown is not None and configured.release_drawdown > served.release_drawdown:
+        differs("release_drawdown", "releases before the drawdown is back within the served one")
+    if configured.release_after_bars != served.release_after_bars:
+        differs(
+            "release_after_bars",
+            "must be equal: an earlier release re-risks sooner, a later one the service refuses",
+        )
+    timed = served.release_after_bars is not None  # the peak is reset on a timed release only
+    if timed and configured.reset_peak_on_release and not served.reset_peak_on_release:
+        differs("reset_peak_on_release", "restarts the peak, so it trips again later")
+    return out
+
+
+def loop_rule(configured: KillSwitchConfig | None, served: KillSwitchConfig, model: str) -> LoopRule:
+    """The rule the loop advances its switch with, given the configured one (None: unset) and the one
+    ``model`` publishes (module doc); raises :class:`KillSwitchRuleError` for a looser configured rule."""
+    if not served.enabled:
+        own = configured or KillSwitchConfig()
+        origin = f"the configured {SETTING}" if configured is not None else "the default rule"
+        return LoopRule(
+            model,
+            own,
+            f"{model} was trained without a kill switch (served rule disabled); the loop keeps {origin} "
+            f"on: {shown_rule(own)}",
+        )
+    if configured is None or configured == served:
+        return LoopRule(model, served)
+    looser = looser_parameters(configured, served)
+    if looser:
+        raise KillSwitchRuleError(
+            f"the configured kill-switch rule ({SETTING}: {shown_rule(configured)}) is looser than the "
+            f"served policy's ({model}, GET /v1/model kill_switch: {shown_rule(served)}) on "
+            f"{'; '.join(looser)}; set {SETTING} to the served rule or to a stricter one, or leave it "
+            "unset to use the served rule"
+        )
+    return LoopRule(
+        model,
+        configured,
+        f"the configured {SETTING} ({shown_rule(configured)}) is at least as strict as {model}'s "
+        f"served rule ({shown_rule(served)}) on every parameter: the loop keeps it",
+    )

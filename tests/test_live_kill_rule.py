@@ -1,0 +1,221 @@
+"""``raytrade live`` advances its kill switch with the rule the served policy was trained with
+(``GET /v1/model``: ``kill_switch``), settles it against a configured one, and holds while it cannot
+read it."""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from raytrade.envs.kill_switch import KillSwitchConfig
+from raytrade.serve.client import ServiceError, served_kill_switch
+from raytrade.serve.kill_switch_rule import KillSwitchRuleError, looser_parameters, shown_rule
+from raytrade.serve.live import LiveLoop
+from raytrade.serve.orders import LiveConfig
+from raytrade.serve.schemas import ActRequest, ActResponse, CallerKillSwitch
+from tests.live_doubles import T0, ScriptedPolicy
+from tests.test_live import PRICES, FakeBroker
+
+BUY = {"AAPL": (0.1, "aggressive")}
+
+
+def _cycles(
+    tmp_path: Path, policy: ScriptedPolicy, equities: list[float], config: LiveConfig | None = None
+) -> FakeBroker:
+    """One cycle a day, the account's cash (its equity: nothing is held) set to each of ``equities``."""
+    broker = FakeBroker(equities[0], PRICES)
+    with LiveLoop(broker, policy, ["AAPL"], tmp_path / "state.json", config=config, reset=True) as loop:
+        for day, equity in enumerate(equities):
+            broker.cash = equity
+            loop.cycle(T0 + timedelta(days=day))
+    return broker
+
+
+def _switches(policy: ScriptedPolicy) -> list[tuple[bool, int, float]]:
+    return [
+        (r.kill_switch.active, r.kill_switch.bars_active, r.kill_switch.peak_equity)
+        for r in policy.requests
+        if r.kill_switch is not None
+    ]
+
+
+def test_the_loop_releases_the_switch_after_the_served_release_after_bars(tmp_path: Path) -> None:
+    """The policy was trained with a release after 3 bars; the loop released after its own 20."""
+    policy = ScriptedPolicy({"AAPL": (0.0, "flat")}, kill_switch=KillSwitchConfig(release_after_bars=3))
+    _cycles(tmp_path, policy, [100_000.0, 75_000.0, 75_000.0, 75_000.0, 75_000.0])
+    assert _switches(policy) == [
+        (False, 0, 100_000.0),
+        (True, 0, 100_000.0),  # 25 % down: tripped
+        (True, 1, 100_000.0),
+        (True, 2, 100_000.0),
+        (False, 0, 75_000.0),  # the third bar on: released by time, the peak restarted
+    ]
+
+
+def test_a_configured_rule_stricter_than_the_served_one_is_kept_and_logged(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    stricter = KillSwitchConfig(trigger_drawdown=0.10, release_drawdown=None)
+    policy = ScriptedPolicy({"AAPL": (0.0, "flat")})  # serves the default rule: trigger 20 %
+    with caplog.at_level("WARNING", logger="raytrade.live"):
+        _cycles(tmp_path, policy, [100_000.0, 88_000.0], LiveConfig(kill_switch=stricter))
+    assert _switches(policy)[-1] == (True, 0, 100_000.0)  # 12 % down trips the configured 10 %
+    saved = json.loads((tmp_path / "state.json").read_text())["kill_switch"]
+    assert saved["rule"] == stricter.model_dump()
+    assert "is at least as strict as alpha@2's served rule" in caplog.text
+
+
+def test_a_configured_rule_looser_than_the_served_one_refuses_to_start_naming_both(tmp_path: Path) -> None:
+    served = KillSwitchConfig(release_after_bars=40)
+    policy = ScriptedPolicy(BUY, kill_switch=served)
+    broker = FakeBroker(100_000.0, PRICES)
+    config = LiveConfig(kill_switch=KillSwitchConfig())  # releases after 20 bars
+    with (
+        LiveLoop(broker, policy, ["AAPL"], tmp_path / "state.json", config=config, reset=True) as loop,
+        pytest.raises(KillSwitchRuleError) as err,
+    ):
+        loop.start()
+    message = str(err.value)
+    assert f"LiveConfig.kill_switch: {shown_rule(KillSwitchConfig())})" in message
+    assert f"(alpha@2, GET /v1/model kill_switch: {shown_rule(served)})" in message
+    assert "release_after_bars=20 (served 40:" in message
+    assert broker.submitted == [] and policy.requests == []
+    assert not (tmp_path / "state.json").exists()  # refused before anything else
+
+
+def test_no_order_goes_out_while_the_served_rule_cannot_be_read(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    policy = ScriptedPolicy(BUY)
+    policy.model_error = ServiceError("policy service unreachable: ConnectError", 0)
+    broker = FakeBroker(100_000.0, PRICES)
+    with (
+        caplog.at_level("WARNING", logger="raytrade.live"),
+        LiveLoop(broker, policy, ["AAPL"], tmp_path / "state.json", tmp_path / "store", reset=True) as loop,
+    ):
+        report = loop.cycle(T0)
+    assert report.plans == [] and broker.submitted == [] and policy.requests == []
+    assert report.answer.fallback
+    assert report.answer.reason == "the served kill-switch rule is unknown (GET /v1/model unreadable)"
+    assert "the served rule cannot be read at start (policy service unreachable: ConnectError)" in caplog.text
+
+
+def test_the_loop_asks_for_the_rule_each_cycle_and_trades_once_it_can_read_it(tmp_path: Path) -> None:
+    policy = ScriptedPolicy(BUY)
+    policy.model_error = ServiceError("policy service answered HTTP 503 to /v1/model", 503)
+    broker = FakeBroker(100_000.0, PRICES)
+    with LiveLoop(broker, policy, ["AAPL"], tmp_path / "state.json", reset=True) as loop:
+        held = loop.cycle(T0)
+        policy.model_error = None
+        traded = loop.cycle(T0 + timedelta(days=1))
+    assert (len(held.plans), len(traded.plans)) == (0, 1)
+    assert policy.model_reads == 3  # at start, the held cycle, the one that traded
+
+
+def test_a_served_rule_that_is_disabled_keeps_the_loops_own_switch_on(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    policy = ScriptedPolicy({"AAPL": (0.0, "flat")}, kill_switch=KillSwitchConfig(enabled=False))
+    with caplog.at_level("WARNING", logger="raytrade.live"):
+        _cycles(tmp_path, policy, [100_000.0, 75_000.0])
+    assert _switches(policy)[-1] == (True, 0, 100_000.0)  # fail closed: the default rule trips
+    assert (
+        json.loads((tmp_path / "state.json").read_text())["kill_switch"]["rule"]
+        == KillSwitchConfig().model_dump()
+    )
+    assert (
+        "alpha@2 was trained without a kill switch (served rule disabled); the loop keeps the default"
+        in caplog.text
+    )
+
+
+class _SwappingRule(ScriptedPolicy):
+    """From its ``swap_on``-th request the service answers as ``alpha@3`` and publishes ``rule``."""
+
+    def __init__(self, swap_on: int, rule: KillSwitchConfig):
+        super().__init__({"AAPL": (0.0, "flat")})
+        self.swap_on, self.new_rule = swap_on, rule
+
+    def act(self, request: ActRequest) -> ActResponse:
+        if len(self.requests) >= self.swap_on:
+            self.served, self.kill_switch = "alpha@3", self.new_rule
+        return super().act(request)
+
+
+def test_a_new_model_version_with_another_rule_redoes_the_bar_with_it(tmp_path: Path) -> None:
+    policy = _SwappingRule(swap_on=3, rule=KillSwitchConfig(release_after_bars=2))
+    _cycles(tmp_path, policy, [100_000.0, 75_000.0, 75_000.0, 75_000.0])
+    assert _switches(policy) == [
+        (False, 0, 100_000.0),
+        (True, 0, 100_000.0),
+        (True, 1, 100_000.0),
+        (True, 2, 100_000.0),  # asked with alpha@2's rule (20 bars); alpha@3 answered
+        (False, 0, 75_000.0),  # the bar redone with alpha@3's rule (2 bars): released, asked again
+    ]
+    assert policy.model_reads == 2  # at start and on the new version
+
+
+def test_a_new_model_version_whose_rule_the_configured_one_is_looser_than_stops_the_loop(
+    tmp_path: Path,
+) -> None:
+    policy = _SwappingRule(swap_on=1, rule=KillSwitchConfig(release_after_bars=40))
+    policy.targets = dict(BUY)
+    broker = FakeBroker(100_000.0, PRICES)
+    config = LiveConfig(kill_switch=KillSwitchConfig())  # alpha@2's rule, explicitly
+    with LiveLoop(broker, policy, ["AAPL"], tmp_path / "state.json", config=config, reset=True) as loop:
+        loop.cycle(T0)
+        sent = len(broker.submitted)
+        with pytest.raises(KillSwitchRuleError, match=r"\(alpha@3, GET /v1/model kill_switch: "):
+            loop.cycle(T0 + timedelta(days=1))
+    assert (sent, len(broker.submitted)) == (1, 1)  # nothing ordered on alpha@3's answer
+
+
+def _state_with_switch(tmp_path: Path, switch: dict[str, Any]) -> None:
+    (tmp_path / "state.json").write_text(
+        json.dumps({"account_id": "PA-TEST", "peak_equity": 1e5, "pending": [], "kill_switch": switch})
+    )
+
+
+@pytest.mark.parametrize(
+    ("recorded", "served_bars", "expected"),
+    [
+        # advanced under a 40-bar release: 26 bars are past the served 20, released (peak restarted)
+        (
+            KillSwitchConfig(release_after_bars=40).model_dump(),
+            20,
+            CallerKillSwitch(active=False, bars_active=0, peak_equity=75_000.0),
+        ),
+        # an earlier version's record names no rule: counted on under the served 30
+        (None, 30, CallerKillSwitch(active=True, bars_active=26, peak_equity=1e5)),
+    ],
+    ids=["advanced-under-another-rule", "no-rule-recorded"],
+)
+def test_a_saved_switch_loads_and_is_advanced_with_the_served_rule(
+    tmp_path: Path, recorded: dict[str, Any] | None, served_bars: int, expected: CallerKillSwitch
+) -> None:
+    switch = {"active": True, "bars_active": 25, "peak_equity": None, "as_of": "2026-11-23T14:30:00Z"}
+    _state_with_switch(tmp_path, switch if recorded is None else {**switch, "rule": recorded})
+    served = KillSwitchConfig(release_after_bars=served_bars)
+    policy = ScriptedPolicy({"AAPL": (0.0, "flat")}, kill_switch=served)
+    with LiveLoop(FakeBroker(75_000.0, PRICES), policy, ["AAPL"], tmp_path / "state.json") as loop:
+        loop.cycle(T0)
+    assert policy.requests[0].kill_switch == expected
+    assert json.loads((tmp_path / "state.json").read_text())["kill_switch"]["rule"] == served.model_dump()
+
+
+def test_looser_parameters_names_each_one_with_both_values() -> None:
+    configured = KillSwitchConfig(trigger_drawdown=0.3, release_drawdown=0.01, release_after_bars=10)
+    assert looser_parameters(configured, KillSwitchConfig()) == [
+        "trigger_drawdown=0.3 (served 0.2: trips later)",
+        "release_after_bars=10 (served 20: must be equal: an earlier release re-risks sooner, a later one "
+        "the service refuses)",
+    ]
+
+
+def test_a_model_answer_without_a_kill_switch_rule_is_a_service_error() -> None:
+    with pytest.raises(ServiceError, match=r"^/v1/model publishes no kill_switch rule for alpha@2$"):
+        served_kill_switch({"model": "alpha@2", "symbols": ["AAPL"]})
