@@ -345,7 +345,8 @@ class DecisionService:
                 ("analysis", unknown[0]),
                 f"{unknown[0]!r} is not in the model's universe ({len(self.universe)} symbols: {shown})",
             )
-        release = self._kill_release_bars
+        # a disabled switch ignores the caller's state, so its count is not checked against a rule
+        release = self._kill_release_bars if self._kill_trigger is not None else None
         if (
             request.kill_switch is not None
             and release is not None

@@ -258,6 +258,28 @@ def test_a_bad_kill_switch_state_is_a_422_naming_the_field(
         assert "bars_active=3" in detail["msg"]
 
 
+def test_a_policy_without_a_switch_ignores_the_callers_count_instead_of_refusing_it() -> None:
+    """A loop keeps its own switch on when the served rule is ``disabled`` (``serve.kill_switch_rule``),
+    and the service honours its state (unwind only): its count may pass the trained
+    ``release_after_bars``, a rule a policy without a switch never applies, so it is not refused."""
+    handle = _handle("ppo_mlp")
+    cfg = handle.env_config()
+    off = cfg.model_copy(
+        update={"sim": cfg.sim.model_copy(update={"kill_switch": KillSwitchConfig(enabled=False)})}
+    )
+    data = serving_market_data(off, handle.manifest.data.symbols)
+    service = DecisionService(
+        _FixedAction(handle, np.ones(len(data.symbols)), off), data, ServeConfig(max_feature_age_hours=None)
+    )
+    rb = off.sim.kill_switch.release_after_bars
+    assert rb is not None
+    state = CallerKillSwitch(active=True, bars_active=rb + 5, peak_equity=PEAK)
+    (answer,) = service.decide([_request(service, _bars(service, 1)[0], PEAK, kill_switch=state)])
+    assert not answer.fallback, answer.reason
+    assert (answer.kill_switch_rule, answer.kill_switch_active) == ("caller_state", True)
+    assert not _added_risk(service, answer)
+
+
 def test_a_fallback_holds_and_reports_the_callers_switch() -> None:
     request = ActRequest.model_validate(
         {
