@@ -10,33 +10,93 @@ import json
 import logging
 from datetime import datetime
 from pathlib import Path
+from typing import NamedTuple
 
 import click
 
 from raytrade.cluster.errors import one_line_errors
 
-# Subcommands defined next to their entrypoints, imported only when invoked (or listed by --help):
-# the CLI starts fast.
-LAZY_COMMANDS: dict[str, str] = {
-    "tune": "raytrade.cluster.tune:tune_command",
-    "promote": "raytrade.cluster.promote:promote_command",
-    "select": "raytrade.cluster.select:select_command",
-    "registry": "raytrade.cluster.registry_cli:registry_group",
-    "evaluate": "raytrade.cluster.evaluate:evaluate_command",
-    "nightly": "raytrade.cluster.nightly:nightly_command",
-    "serve": "raytrade.cluster.serve:serve_command",
-    "live": "raytrade.cluster.live:live_command",
-    "calibrate-costs": "raytrade.cluster.calibrate:calibrate_costs_command",
-    "recalibrate": "raytrade.cluster.calibrate:recalibrate_command",
-    "cluster": "raytrade.cluster.local_cluster:cluster_group",
-    "submit": "raytrade.cluster.submit:submit_command",
-    "experiment": "raytrade.cluster.experiment:experiment_command",
-    "simulate-experience": "raytrade.cluster.simulate_experience:simulate_experience_command",
+
+class LazyCommand(NamedTuple):
+    """A subcommand defined next to its entrypoint: where it is (``module:attribute``) and its summary,
+    the first sentence of its help, so that ``raytrade --help`` lists it without importing it (each
+    entrypoint imports Ray, torch or pandas: seconds). A test holds each summary to its command's help."""
+
+    target: str
+    summary: str
+
+
+# Subcommands defined next to their entrypoints, imported only when invoked: the CLI starts fast, and
+# ``raytrade --help`` lists them from their summaries.
+LAZY_COMMANDS: dict[str, LazyCommand] = {
+    "tune": LazyCommand(
+        "raytrade.cluster.tune:tune_command",
+        "Search SPEC's hyperparameters on REPLAY's train split, scored on its validation split.",
+    ),
+    "promote": LazyCommand(
+        "raytrade.cluster.promote:promote_command",
+        "Copy the best trial of RUN (module, connector state, manifest) to REGISTRY/NAME/VERSION "
+        "(with an HMAC of its file hashes when RAYTRADE_REGISTRY_HMAC_KEY is set).",
+    ),
+    "select": LazyCommand(
+        "raytrade.cluster.select:select_command",
+        "Compare the best checkpoints of RUN_DIRS (raytrade tune runs, any spec) on their common "
+        "validation window, with paired bootstrap intervals; optionally promote the winner.",
+    ),
+    "registry": LazyCommand(
+        "raytrade.cluster.registry_cli:registry_group",
+        "Maintain the policy registry.",
+    ),
+    "evaluate": LazyCommand(
+        "raytrade.cluster.evaluate:evaluate_command",
+        "Evaluate POLICIES on the replay store and write report.json / report.md / report.html to OUT.",
+    ),
+    "nightly": LazyCommand(
+        "raytrade.cluster.nightly:nightly_command",
+        "Re-ingest, evaluate the registry's latest models and the baselines, append to RESULTS (one "
+        "section per date: see --replace).",
+    ),
+    "serve": LazyCommand(
+        "raytrade.cluster.serve:serve_command",
+        "Deploy a promoted policy behind POST /v1/act, GET /v1/health and GET /v1/model.",
+    ),
+    "live": LazyCommand(
+        "raytrade.cluster.live:live_command",
+        "Run the trading loop: ask the policy service, trade the answer on Alpaca paper, log it.",
+    ),
+    "calibrate-costs": LazyCommand(
+        "raytrade.cluster.calibrate:calibrate_costs_command",
+        "Fit the slippage model (spread fraction, tier bases, impact) to REPLAY's logged market-order"
+        " fills; passive (limit) fills are counted apart, never fitted.",
+    ),
+    "recalibrate": LazyCommand(
+        "raytrade.cluster.calibrate:recalibrate_command",
+        "Recalibrate REPLAY's forecast quantiles walk-forward (a residual MLP per regime, past data "
+        "only) and print coverage and PIT before and after, on the rows a past-only model covers.",
+    ),
+    "cluster": LazyCommand(
+        "raytrade.cluster.local_cluster:cluster_group",
+        "A local multi-node Ray cluster on this machine (token auth on).",
+    ),
+    "submit": LazyCommand(
+        "raytrade.cluster.submit:submit_command",
+        "Run a raytrade command as a Ray job: raytrade submit -- raytrade tune --spec ppo ...",
+    ),
+    "experiment": LazyCommand(
+        "raytrade.cluster.experiment:experiment_command",
+        "Train every family (base and enriched features) on walk-forward folds, choose a variant per "
+        "fold on that fold's validation window, and report that walk-forward selection on the test "
+        "folds against kelly_lite, equal_weight, inverse_vol and buy_and_hold.",
+    ),
+    "simulate-experience": LazyCommand(
+        "raytrade.cluster.simulate_experience:simulate_experience_command",
+        "Record POLICY's episodes on REPLAY's train split into OUT's experience table.",
+    ),
 }
 
 
 class LazyGroup(click.Group):
-    """A click group that imports ``LAZY_COMMANDS`` on first use."""
+    """A click group that imports ``LAZY_COMMANDS`` on first use (``--help`` imports none)."""
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted({*super().list_commands(ctx), *LAZY_COMMANDS})
@@ -45,11 +105,32 @@ class LazyGroup(click.Group):
         if cmd_name in LAZY_COMMANDS:
             import importlib
 
-            module_name, attribute = LAZY_COMMANDS[cmd_name].split(":")
+            module_name, attribute = LAZY_COMMANDS[cmd_name].target.split(":")
             command = getattr(importlib.import_module(module_name), attribute)
             assert isinstance(command, click.Command)
             return command
         return super().get_command(ctx, cmd_name)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        """The commands section of ``--help``, as click writes it, the lazy commands' rows from their
+        summaries (nothing imported)."""
+        names = self.list_commands(ctx)
+        if not names:
+            return
+        limit = formatter.width - 6 - max(len(name) for name in names)
+        rows: list[tuple[str, str]] = []
+        for name in names:
+            if name in LAZY_COMMANDS:
+                rows.append((name, summary_row(name, LAZY_COMMANDS[name].summary, limit)))
+            elif (command := super().get_command(ctx, name)) is not None and not command.hidden:
+                rows.append((name, command.get_short_help_str(limit)))
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
+
+
+def summary_row(name: str, summary: str, limit: int) -> str:
+    """``summary`` shortened to ``limit`` characters as click shortens a command's help."""
+    return click.Command(name, help=summary).get_short_help_str(limit)
 
 
 @click.group(cls=LazyGroup)
