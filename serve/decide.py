@@ -53,8 +53,10 @@ Design decisions
   trigger now (``sim.kill_switch.trigger_drawdown``, or ``kill_drawdown`` here), and the observation
   gets the state's bars as the simulator's does: the trained hysteresis (``kill_switch_rule``
   ``caller_state``). A state whose bars reach the policy's ``release_after_bars`` cannot come from
-  its rule: a 422. Without it, the stateless rule: on only while ``drawdown_pct`` reaches the trigger,
-  bars 0 (``stateless``: a caller can see it is not the trained behaviour).
+  its rule: a 422 (a policy trained without a switch has no rule to hold the count to: only the state's
+  ``active`` counts, unwind-only while on). Without it, the stateless rule: on only while
+  ``drawdown_pct`` reaches the trigger, bars 0 (``stateless``: a caller can see it is not the trained
+  behaviour).
 * **Episode progress.** A live account has no episode end; the observation's progress is
   ``episode_progress`` (default 0: the start of an episode).
 * **Confidence.** For a Gaussian policy, ``2p - 1`` where ``p`` is the probability that a sampled
@@ -70,7 +72,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Final
 
 import gymnasium as gym
 import numpy as np
@@ -345,7 +347,8 @@ class DecisionService:
                 ("analysis", unknown[0]),
                 f"{unknown[0]!r} is not in the model's universe ({len(self.universe)} symbols: {shown})",
             )
-        # a disabled switch ignores the caller's state, so its count is not checked against a rule
+        # a policy without a switch honours the caller's ``active`` (a loop keeping its own switch on)
+        # but has no release rule, so the caller's count is its own business
         release = self._kill_release_bars if self._kill_trigger is not None else None
         if (
             request.kill_switch is not None
@@ -418,7 +421,7 @@ class DecisionService:
         if age_h > limit:
             return (
                 f"features are from the bar of {bar_time.isoformat()}, closed at {closed.isoformat()}, "
-                f"{age_h:.0f} h old (limit {limit:g} h): holding"
+                f"{age_h:.1f} h old, over the limit of {limit:g} h: holding"
             )
         return None
 
@@ -625,6 +628,10 @@ class DecisionService:
         )
 
 
+LONGEST_INTRADAY_BAR: Final = pd.Timedelta(hours=12)
+"""Bars at least this far apart are daily to :func:`bar_close_times` (its doc)."""
+
+
 def bar_close_times(ts: np.ndarray) -> np.ndarray:
     """When each bar of a serving timeline (``MarketData.ts``: datetime64, UTC, sorted) has surely
     closed, as datetime64[us] UTC: ``replay.timeutil.bar_closed_at`` with the timeline's
@@ -638,9 +645,16 @@ def bar_close_times(ts: np.ndarray) -> np.ndarray:
     label on that clock. So a daily csv store (00:00 UTC labels) closes each bar a day after its
     label, an Alpaca one (a local midnight, e.g. 05:00 UTC) 25 h after, an hourly one an hour after.
     The result increases with ``ts`` (daily stamps are at least 20 h apart and close 24 or 25 h after
-    them), so a ``searchsorted`` finds the newest bar closed by a time."""
+    them), so a ``searchsorted`` finds the newest bar closed by a time.
+
+    A smallest spacing of :data:`LONGEST_INTRADAY_BAR` or more is read as daily, although
+    ``bar_length`` calls a day only 20 h: a series whose clock changes between two days (05:00 UTC
+    stamps, then 00:00 UTC date labels) is 19 h apart there, and a 19 h bar would count a date-label
+    bar closed at 19:00 UTC, before the session's close. No intraday timeframe is that long."""
     stamps = pd.DatetimeIndex(np.asarray(ts, dtype="datetime64[us]"))
     length = bar_length(stamps) or DAY
+    if length >= LONGEST_INTRADAY_BAR:  # daily bars whose clock changes within the series (see above)
+        length = DAY
     return bar_closed_at(stamps, length).tz_convert(None).to_numpy().astype("datetime64[us]")
 
 

@@ -16,7 +16,13 @@ import pytest
 from raytrade.envs.gym_envs import batched_observation, feature_index
 from raytrade.envs.market_data import MarketData
 from raytrade.envs.simulator import MarketSimulator
-from raytrade.serve.decide import DecisionService, RequestError, ServeConfig, serving_market_data
+from raytrade.serve.decide import (
+    DecisionService,
+    RequestError,
+    ServeConfig,
+    bar_close_times,
+    serving_market_data,
+)
 from raytrade.serve.schemas import ActRequest
 from tests.test_serve_fast_path import _handle
 
@@ -135,5 +141,14 @@ def test_feature_age_is_measured_from_the_bars_close(handle: Any, daily: MarketD
     late = service.decide([_request(service, closed + timedelta(hours=24, seconds=1))])[0]
     assert late.fallback and late.reason == (
         "features are from the bar of 2020-04-29T00:00:00+00:00, closed at 2020-04-30T00:00:00+00:00, "
-        "24 h old (limit 24 h): holding"
+        "24.0 h old, over the limit of 24 h: holding"
     )
+
+
+def test_daily_bars_changing_clock_between_two_days_still_close_a_day_after_their_label() -> None:
+    """05:00 UTC stamps, then 00:00 UTC date labels: 19 h apart at the change, which ``bar_length``
+    calls a 19 h bar; a date label would then count closed at 19:00 UTC, before the session closed."""
+    ts = np.array(["2024-01-08T05:00", "2024-01-09T05:00", "2024-01-10T00:00", "2024-01-11T00:00"], "M8[us]")
+    closes = bar_close_times(ts)
+    expected = ["2024-01-09T06:00", "2024-01-10T06:00", "2024-01-11T00:00", "2024-01-12T00:00"]
+    assert closes.tolist() == np.array(expected, "M8[us]").tolist()
