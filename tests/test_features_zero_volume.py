@@ -13,29 +13,17 @@ import pandas as pd
 import pytest
 
 from raytrade.replay.features import build_features
+from tests.test_features_holes import N_BARS as HOLES_N_BARS
+from tests.test_features_holes import _bars as varied_bars
 
-N_BARS, STRETCH_START, STRETCH_LEN = 60, 30, 12  # the untraded stretch: rows 30..41
+N_BARS, STRETCH_START, STRETCH_LEN = HOLES_N_BARS, 30, 12  # the untraded stretch: rows 30..41
 STRETCH = slice(STRETCH_START, STRETCH_START + STRETCH_LEN)
 FEATURES = ("spread_bps", "atr_pct_14")
 
 
 def _bars(symbol: str, seed: int) -> pd.DataFrame:
-    """Daily equity bars with varied ranges, traded every day."""
-    rng = np.random.default_rng(seed)
-    close = 100.0 * np.exp(np.cumsum(rng.normal(0.0, 0.01, N_BARS)))
-    return pd.DataFrame(
-        {
-            "symbol": symbol,
-            "ts": pd.date_range("2024-01-01", periods=N_BARS, freq="D", tz="UTC"),
-            "open": close,
-            "high": close * (1.0 + rng.uniform(0.002, 0.02, N_BARS)),
-            "low": close * (1.0 - rng.uniform(0.002, 0.02, N_BARS)),
-            "close": close,
-            "volume": 1e6,
-            "asset_class": "equity",
-            "source": "test",
-        }
-    )
+    """Daily equity bars with varied ranges, traded every day (the hole tests' bars, without a hole)."""
+    return varied_bars(symbol, "equity", seed, hole=False)
 
 
 def _stretched(volume: float) -> pd.DataFrame:
