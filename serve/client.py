@@ -110,7 +110,13 @@ class ServiceAuthError(ServiceError):
 
 
 class ServiceRequestError(ServiceError):
-    """HTTP 422: the service rejected the request; the message carries the server's field detail."""
+    """HTTP 422: the service rejected the request; the message carries the server's field detail and
+    ``fields`` the fields it names (dotted, from the request's top: ``kill_switch.bars_active``), so a
+    caller can tell a refusal it can act on from a bug."""
+
+    def __init__(self, message: str, fields: tuple[str, ...] = ()):
+        super().__init__(message, 422)
+        self.fields = fields
 
 
 class ClientConfig(BaseModel):
@@ -251,24 +257,33 @@ class ServedKillSwitch(NamedTuple):
 def served_kill_switch(info: Mapping[str, Any]) -> ServedKillSwitch:
     """The rule a ``GET /v1/model`` answer (``info``, :meth:`PolicyClient.model`) publishes in
     ``kill_switch``, with its ``model``: what a caller that keeps its own switch (``raytrade live``)
-    advances it with. An answer without them, or with a rule ``KillSwitchConfig`` refuses (a service
-    of another version), raises :class:`ServiceError` (status 200) naming the field: a caller must
-    not guess the rule it trades under."""
+    advances it with. An answer without them, with a rule that leaves out any of its fields (no
+    default fills a gap: a service of another version may mean another value), or with one
+    ``KillSwitchConfig`` refuses, raises :class:`ServiceError` (status 200) naming the field: a caller
+    must not guess the rule it trades under."""
     model = info.get("model")
     if not isinstance(model, str) or not model:
         raise ServiceError(f"{MODEL_PATH} names no model (model={model!r})", 200)
     if "kill_switch" not in info:
         raise ServiceError(f"{MODEL_PATH} publishes no kill_switch rule for {model}", 200)
+    published = info["kill_switch"]
+
+    def unreadable(why: str) -> ServiceError:
+        return ServiceError(
+            f"{MODEL_PATH} publishes a kill_switch rule for {model} that cannot be read ({why})", 200
+        )
+
+    if not isinstance(published, Mapping):
+        raise unreadable(f"kill_switch: not an object: {published!r}")
+    missing = [f"kill_switch.{name}" for name in KillSwitchConfig.model_fields if name not in published]
+    if missing:
+        raise unreadable(f"{', '.join(missing)}: missing")
     try:
-        rule = KillSwitchConfig.model_validate(info["kill_switch"])
+        rule = KillSwitchConfig.model_validate(published)
     except ValidationError as exc:
         first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "kill_switch"
-        raise ServiceError(
-            f"{MODEL_PATH} publishes a kill_switch rule for {model} that cannot be read "
-            f"(kill_switch.{where}: {first['msg']})",
-            200,
-        ) from None
+        where = ".".join(["kill_switch", *(str(p) for p in first["loc"])])
+        raise unreadable(f"{where}: {first['msg']}") from None
     return ServedKillSwitch(model, rule)
 
 
@@ -428,7 +443,9 @@ class PolicyClient:
             )
         if reply.status == 422:
             detail = self._redact(_error_detail(reply.content))
-            raise ServiceRequestError(f"policy service rejected the request (HTTP 422): {detail}", 422)
+            raise ServiceRequestError(
+                f"policy service rejected the request (HTTP 422): {detail}", _error_fields(reply.content)
+            )
         if reply.status != 200:
             return self._hold(request, f"HTTP {reply.status}")
         try:
@@ -562,6 +579,21 @@ def _error_detail(content: bytes) -> str:
             text += f" (input: {json.dumps(item['input'], default=str)[:80]})"
         parts.append(text)
     return "; ".join(parts)
+
+
+def _error_fields(content: bytes) -> tuple[str, ...]:
+    """The fields FastAPI's ``{"detail": [{"loc": [...]}, ...]}`` names, dotted, without ``body``."""
+    try:
+        detail = json.loads(content)["detail"]
+    except (ValueError, KeyError, TypeError):
+        return ()
+    if not isinstance(detail, list):
+        return ()
+    return tuple(
+        ".".join(str(p) for p in item["loc"] if p != "body")
+        for item in detail
+        if isinstance(item, dict) and isinstance(item.get("loc"), list)
+    )
 
 
 def _requested(request: ActRequest) -> set[str]:

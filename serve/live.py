@@ -22,14 +22,20 @@ Design decisions
   ``serve.kill_switch_rule.loop_rule`` settles it against ``LiveConfig.kill_switch`` (unset: the served
   rule; a configured rule looser on any parameter is refused, naming both
   (``serve.kill_switch_rule.KillSwitchRuleError``); a stricter one is kept, logged; a served rule that
-  is disabled keeps the loop's own switch on, logged). A rule that cannot be read (the service down, an
-  answer without one) holds every cycle, as an outage does, with the reason logged and on the decision
-  rows, and is asked for again each cycle; the switch is then not advanced. An answer from another model
-  version than the rule's (a hot swap) makes the loop read the rule again: the same rule keeps the
-  answer, another one redoes the bar's advance with it and asks again, one that cannot be read (or an
-  answer from yet another version) holds the cycle, and a refused one stops the loop before it orders
-  anything. The state file keeps the switch (``kill_switch``: active, bars since it tripped, the cycle's
-  time, the rule it was advanced with), so a restart does not disarm a tripped switch. One advanced
+  is disabled keeps the loop's own switch on, logged). Every cycle reads the rule again before it
+  advances the switch (one ``GET /v1/model``), so a hot swap between cycles is advanced with the new
+  rule. A rule that cannot be read (the service down, an answer without a complete, valid one) holds
+  the cycle, as an outage does, with the reason (which of the two) logged and on the decision rows,
+  which report the saved switch, not advanced. A swap between the read and the act shows as an answer
+  from another model version, or as the service refusing the switch's count (HTTP 422 on
+  ``kill_switch.bars_active``: the new policy releases sooner); either makes the loop read the rule
+  once more: another rule redoes the bar's advance with it and asks again; the same rule keeps an
+  answer of its model; one that cannot be read, an answer from yet another version, or a count refused
+  again (or under the same rule) holds the cycle; a refused rule stops the loop before it orders
+  anything. A held cycle saves no switch, so the next cycle advances the saved one with the rule it
+  reads: a loop is never stuck on a refused count. The state file keeps the switch (``kill_switch``:
+  active, bars since it tripped, the cycle's time, the rule it was advanced with), so a restart does
+  not disarm a tripped switch. One advanced
   under another rule (or recorded without one, by an earlier version) loads and is advanced with the
   current rule from its state: a count past the current ``release_after_bars`` releases at the next
   cycle, as the current rule would have. Its peak is the file's ``peak_equity`` (one peak), except after
@@ -180,6 +186,17 @@ log = logging.getLogger("raytrade.live")
 RULE_UNKNOWN_MODEL = "kill-switch-rule-unknown"
 """The ``model`` of the hold-everything answer the loop makes itself when it does not know the served
 kill-switch rule (``LiveLoop._ask``): no order goes out with an unknown rule."""
+
+REFUSED_COUNT = "kill_switch.bars_active"
+"""The field of the service's 422 when it refuses the switch's count (at or past its policy's
+``release_after_bars``): the loop advanced it with another rule than the one now served (a hot swap)."""
+
+
+class RuleUnknown(NamedTuple):
+    """The served kill-switch rule could not be had; ``why`` says which step failed (short)."""
+
+    why: str
+
 
 CANCEL_CONFIRM_S = 2.0
 """How long a cycle waits, polling, to see the cancels it sent done before it plans (``LiveLoop._cancel``)."""
@@ -484,7 +501,10 @@ def default_account_lock_dir() -> Path:
 class PolicyAsker(Protocol):
     """What the loop needs from the policy service (``serve.client.PolicyClient``, or a test double)."""
 
-    def act(self, request: Any) -> ActResponse: ...
+    def act(self, request: Any) -> ActResponse:
+        """``POST /v1/act``; ``serve.client.ServiceRequestError`` on a 422 (its ``fields`` named)."""
+        ...
+
     def model(self) -> dict[str, Any]:
         """``GET /v1/model`` (its ``model`` and ``kill_switch`` rule); ``serve.client.ServiceError``
         when it cannot be read."""
@@ -552,7 +572,7 @@ class LiveLoop:
         self._pending_step: PendingStep | None = None
         self.cancel_confirm_s = CANCEL_CONFIRM_S  # how long a cycle waits to see its cancels done
         self._stored_ids = KeyCache()  # the experience table's decision ids, read once per file
-        self._rule: LoopRule | None = None  # the kill-switch rule and the model it was read for
+        self._rule: LoopRule | None = None  # the last kill-switch rule read, and the model it was read for
 
     def close(self) -> None:
         """Release the account's lock and the state file's."""
@@ -576,7 +596,7 @@ class LiveLoop:
         ``planned`` orders and adopt the broker's unknown open orders of this project."""
         if self._lock is None:
             raise LiveStateError(f"live loop on {str(self.state_file)!r} is closed")
-        self._rule = self._read_rule("at start")  # a looser configured rule refuses before anything
+        self._read_rule("at start")  # a looser configured rule refuses before anything
         account_id = self.broker.account().account_id
         if self._account_lock is None:
             lock_dir = self.config.account_lock_dir or default_account_lock_dir()
@@ -757,59 +777,109 @@ class LiveLoop:
         self, request: ActRequest, saved: SavedKillSwitch | None, account_peak: float
     ) -> tuple[ActResponse, KillSwitchTracker | None]:
         """The service's answer to ``request`` stamped with the switch advanced by the served rule,
-        and that switch; with the rule unknown, or an answer from a model whose rule is not known, a
-        local hold-everything answer and None (module doc, **Kill switch**). Raises
+        read now (every cycle: a hot swap between cycles may have changed it), and that switch; with the
+        rule unknown, or an answer (or a refusal) that the rule read cannot account for, a local
+        hold-everything answer and None (module doc, **Kill switch**). Raises
         :class:`KillSwitchRuleError` when a hot swap brings a rule the configured one is looser than."""
-        if self._rule is None:
-            self._rule = self._read_rule("this cycle")
-        if self._rule is None:
-            return self._hold(request, "the served kill-switch rule is unknown (GET /v1/model unreadable)")
-        switch = self._kill_switch(saved, account_peak, self._rule.rule)
-        answer = self.policy.act(switch.stamp(request))
-        if answer.fallback or answer.model == self._rule.model:
-            return answer, switch
-        before = self._rule
-        self._rule = self._read_rule(f"the service answers with {answer.model}, not {before.model}")
-        if self._rule is None:
-            return self._hold(request, f"the kill-switch rule of {answer.model} is unknown")
-        if self._rule.rule != before.rule:  # redo this bar's advance with the new rule, and ask again
-            switch = self._kill_switch(saved, account_peak, self._rule.rule)
-            answer = self.policy.act(switch.stamp(request))
-        if not answer.fallback and answer.model != self._rule.model:
+        read = self._read_rule("this cycle")
+        if isinstance(read, RuleUnknown):
             return self._hold(
-                request, f"the answer is {answer.model}'s, the kill-switch rule read is {self._rule.model}'s"
+                request, saved, account_peak, f"the served kill-switch rule is unknown ({read.why})"
+            )
+        switch = self._kill_switch(saved, account_peak, read.rule)
+        answer = self._act(switch.stamp(request))
+        if answer is not None and (answer.fallback or answer.model == read.model):
+            return answer, switch
+        # A swap between the read and the act: another version answered, or refused the count.
+        why = f"refuses {REFUSED_COUNT}" if answer is None else f"answers with {answer.model}"
+        again = self._read_rule(f"after the service {why} (the rule read was {read.model}'s)")
+        if isinstance(again, RuleUnknown):
+            whose = (
+                "the rule the service refuses the count under"
+                if answer is None
+                else (f"the kill-switch rule of {answer.model}")
+            )
+            return self._hold(request, saved, account_peak, f"{whose} is unknown ({again.why})")
+        if again.rule != read.rule:  # redo this bar's advance with the new rule, and ask again
+            switch = self._kill_switch(saved, account_peak, again.rule)
+            answer = self._act(switch.stamp(request))
+        if answer is None:
+            count = switch.state.bars_active if switch.state is not None else None
+            return self._hold(
+                request,
+                saved,
+                account_peak,
+                f"the service refuses the kill switch's count ({count} bars) advanced with {again.model}'s "
+                f"rule (release_after_bars={again.rule.release_after_bars})",
+            )
+        if not answer.fallback and answer.model != again.model:
+            return self._hold(
+                request,
+                saved,
+                account_peak,
+                f"the answer is {answer.model}'s, the kill-switch rule read is {again.model}'s",
             )
         return answer, switch
 
-    def _read_rule(self, when: str) -> LoopRule | None:
-        """The rule the loop advances its switch with, from ``GET /v1/model`` now (logged), or None
-        when it cannot be read (logged: no order goes out until it can). ``ServiceAuthError`` (a
-        wrong token) and :class:`KillSwitchRuleError` propagate."""
+    def _act(self, request: ActRequest) -> ActResponse | None:
+        """The service's answer, or None when it refuses the switch's count (a 422 on
+        :data:`REFUSED_COUNT`, logged); any other 422 propagates (the loop's bug)."""
+        from raytrade.serve.client import ServiceRequestError
+
+        try:
+            return self.policy.act(request)
+        except ServiceRequestError as exc:
+            if REFUSED_COUNT not in exc.fields:
+                raise
+            log.warning("kill switch: %s", exc)
+            return None
+
+    def _read_rule(self, when: str) -> LoopRule | RuleUnknown:
+        """The rule the loop advances its switch with, from ``GET /v1/model`` now (logged when it is
+        not the last one read), or why it cannot be had (logged: no order goes out until it can).
+        ``ServiceAuthError`` (a wrong token) and :class:`KillSwitchRuleError` propagate."""
         from raytrade.serve.client import ServiceAuthError, ServiceError, served_kill_switch
 
         try:
-            served = served_kill_switch(self.policy.model())
+            info = self.policy.model()
         except ServiceAuthError:
             raise
         except ServiceError as exc:
-            log.warning(
-                "kill switch: the served rule cannot be read %s (%s): no order goes out until it can "
-                "(asked again each cycle)",
-                when,
-                exc,
-            )
-            return None
+            return self._unknown(when, "GET /v1/model unreadable", exc)
+        try:
+            served = served_kill_switch(info)
+        except ServiceError as exc:
+            return self._unknown(when, "GET /v1/model publishes no valid rule", exc)
         chosen = loop_rule(self.config.kill_switch, served.rule, served.model)
-        if chosen.note is not None:
-            log.warning("kill switch: %s", chosen.note)
-        else:
-            log.info("kill switch: %s's served rule (%s)", chosen.model, shown_rule(chosen.rule))
+        if chosen != self._rule:
+            if chosen.note is not None:
+                log.warning("kill switch: %s", chosen.note)
+            else:
+                log.info("kill switch: %s's served rule (%s)", chosen.model, shown_rule(chosen.rule))
+        self._rule = chosen
         return chosen
 
     @staticmethod
-    def _hold(request: ActRequest, reason: str) -> tuple[ActResponse, None]:
-        """A hold-everything answer made here (nothing asked): no order, the reason on its rows."""
+    def _unknown(when: str, why: str, exc: Exception) -> RuleUnknown:
+        """``why`` as a :class:`RuleUnknown`, the cause ``exc`` logged."""
+        log.warning(
+            "kill switch: the served rule cannot be read %s (%s): no order goes out until it can "
+            "(asked again each cycle)",
+            when,
+            exc,
+        )
+        return RuleUnknown(why)
+
+    @staticmethod
+    def _hold(
+        request: ActRequest, saved: SavedKillSwitch | None, account_peak: float, reason: str
+    ) -> tuple[ActResponse, None]:
+        """A hold-everything answer made here (nothing asked): no order, the reason on its rows, and
+        the switch as the state file left it (``account_peak``: its peak; not advanced: the rule to
+        advance it with is in doubt), so the rows say whether it is on."""
         log.warning("%s: holding every position", reason)
+        if saved is not None:
+            request = request.model_copy(update={"kill_switch": saved.caller_state(account_peak)})
         return hold_everything(request, model=RULE_UNKNOWN_MODEL, version=0, reason=reason), None
 
     def _kill_switch(

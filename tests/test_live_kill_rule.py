@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from raytrade.envs.kill_switch import KillSwitchConfig
+from raytrade.replay import read_frame
 from raytrade.serve.client import ServiceError, served_kill_switch
 from raytrade.serve.kill_switch_rule import KillSwitchRuleError, looser_parameters, shown_rule
 from raytrade.serve.live import LiveLoop
@@ -146,17 +147,143 @@ class _SwappingRule(ScriptedPolicy):
         return super().act(request)
 
 
-def test_a_new_model_version_with_another_rule_redoes_the_bar_with_it(tmp_path: Path) -> None:
+def test_an_answer_from_a_new_version_with_another_rule_redoes_the_bar_with_it(tmp_path: Path) -> None:
+    policy = _SwappingRule(swap_on=1, rule=KillSwitchConfig(trigger_drawdown=0.10))
+    _cycles(tmp_path, policy, [100_000.0, 88_000.0])
+    assert _switches(policy) == [
+        (False, 0, 100_000.0),
+        (False, 0, 100_000.0),  # 12 % down, asked with alpha@2's rule (20 %); alpha@3 answered
+        (True, 0, 100_000.0),  # the bar redone with alpha@3's rule (10 %): tripped, asked again
+    ]
+    assert policy.model_reads == 4  # at start, each cycle, and on the new version
+
+
+def test_a_count_the_new_version_refuses_is_redone_with_its_rule_and_asked_again(tmp_path: Path) -> None:
+    """alpha@3 (release after 2 bars) is served between the cycle's read and its act: the count of 2
+    is refused (HTTP 422 on kill_switch.bars_active), the bar is redone with alpha@3's rule."""
     policy = _SwappingRule(swap_on=3, rule=KillSwitchConfig(release_after_bars=2))
     _cycles(tmp_path, policy, [100_000.0, 75_000.0, 75_000.0, 75_000.0])
     assert _switches(policy) == [
         (False, 0, 100_000.0),
         (True, 0, 100_000.0),
         (True, 1, 100_000.0),
-        (True, 2, 100_000.0),  # asked with alpha@2's rule (20 bars); alpha@3 answered
-        (False, 0, 75_000.0),  # the bar redone with alpha@3's rule (2 bars): released, asked again
+        (True, 2, 100_000.0),  # advanced with alpha@2's rule (20 bars); refused by alpha@3
+        (False, 0, 75_000.0),  # the bar redone with alpha@3's rule (2 bars): released, answered
     ]
-    assert policy.model_reads == 2  # at start and on the new version
+    assert policy.model_reads == 6  # at start, each cycle, and on the refusal
+    saved = json.loads((tmp_path / "state.json").read_text())["kill_switch"]
+    assert (saved["active"], saved["bars_active"], saved["rule"]["release_after_bars"]) == (False, 0, 2)
+
+
+def _state_with_switch(tmp_path: Path, switch: dict[str, Any]) -> None:
+    (tmp_path / "state.json").write_text(
+        json.dumps({"account_id": "PA-TEST", "peak_equity": 1e5, "pending": [], "kill_switch": switch})
+    )
+
+
+def _counted(bars: int, release_after_bars: int) -> dict[str, Any]:
+    """A saved switch on for ``bars`` bars (advanced the day before T0), released after
+    ``release_after_bars``."""
+    rule = KillSwitchConfig(release_after_bars=release_after_bars).model_dump()
+    return {
+        "active": True,
+        "bars_active": bars,
+        "peak_equity": None,
+        "as_of": "2026-11-23T14:30:00Z",
+        "rule": rule,
+    }
+
+
+def test_a_swap_to_a_shorter_release_while_the_switch_is_on_releases_it_at_the_next_cycle(
+    tmp_path: Path,
+) -> None:
+    """Tripped under alpha@2 (release after 40 bars) and counted to 9; alpha@3 (release after 10) is
+    served before the next cycle: that cycle reads alpha@3's rule and releases (it used to advance to
+    10 with the rule read at start, which alpha@3 refuses, every cycle, forever)."""
+    _state_with_switch(tmp_path, _counted(8, 40))
+    policy = ScriptedPolicy({"AAPL": (0.0, "flat")}, kill_switch=KillSwitchConfig(release_after_bars=40))
+    with LiveLoop(FakeBroker(75_000.0, PRICES), policy, ["AAPL"], tmp_path / "state.json") as loop:
+        loop.cycle(T0)
+        policy.served, policy.kill_switch = "alpha@3", KillSwitchConfig(release_after_bars=10)
+        answers = [loop.cycle(T0 + timedelta(days=day)).answer for day in (1, 2)]
+    assert _switches(policy) == [(True, 9, 1e5), (False, 0, 75_000.0), (False, 0, 75_000.0)]
+    assert [(a.model, a.fallback) for a in answers] == [("alpha@3", False), ("alpha@3", False)]
+    assert policy.model_reads == 4  # at start and each cycle: nothing refused
+
+
+def test_a_count_refused_under_the_rule_just_read_holds_the_cycle_and_orders_nothing(tmp_path: Path) -> None:
+    """The service publishes a release after 40 bars but refuses a count of 10 (a replica of another
+    version): the rule read again is the same, so the cycle holds, and the saved switch waits."""
+    _state_with_switch(tmp_path, _counted(9, 40))
+    policy = ScriptedPolicy(BUY, kill_switch=KillSwitchConfig(release_after_bars=40))
+    policy.enforced = KillSwitchConfig(release_after_bars=10)
+    broker = FakeBroker(75_000.0, PRICES)
+    with LiveLoop(broker, policy, ["AAPL"], tmp_path / "state.json") as loop:
+        report = loop.cycle(T0)
+    assert report.plans == [] and broker.submitted == []
+    assert report.answer.reason == (
+        "the service refuses the kill switch's count (10 bars) advanced with alpha@2's rule "
+        "(release_after_bars=40)"
+    )
+    assert report.answer.kill_switch_active
+    assert json.loads((tmp_path / "state.json").read_text())["kill_switch"]["bars_active"] == 9
+    assert policy.model_reads == 3  # at start, the cycle, on the refusal
+
+
+class _RefusesThenUnreachable(ScriptedPolicy):
+    """Refuses a count of 10 (releases after 10, publishes 40), and is unreachable on ``GET /v1/model``
+    from then on."""
+
+    def act(self, request: ActRequest) -> ActResponse:
+        try:
+            return super().act(request)
+        except ServiceError:
+            self.model_error = ServiceError("policy service unreachable: ConnectError", 0)
+            raise
+
+
+def test_a_refused_count_whose_rule_cannot_be_read_again_holds_the_cycle(tmp_path: Path) -> None:
+    _state_with_switch(tmp_path, _counted(9, 40))
+    policy = _RefusesThenUnreachable(BUY, kill_switch=KillSwitchConfig(release_after_bars=40))
+    policy.enforced = KillSwitchConfig(release_after_bars=10)
+    broker = FakeBroker(75_000.0, PRICES)
+    with LiveLoop(broker, policy, ["AAPL"], tmp_path / "state.json") as loop:
+        report = loop.cycle(T0)
+    assert report.plans == [] and broker.submitted == []
+    assert report.answer.reason == (
+        "the rule the service refuses the count under is unknown (GET /v1/model unreadable)"
+    )
+
+
+def test_a_cycle_held_with_the_rule_unknown_logs_the_saved_switch_as_on(tmp_path: Path) -> None:
+    _state_with_switch(tmp_path, _counted(3, 20))
+    policy = ScriptedPolicy(BUY)
+    policy.model_error = ServiceError("policy service unreachable: ConnectError", 0)
+    store = tmp_path / "store"
+    with LiveLoop(FakeBroker(75_000.0, PRICES), policy, ["AAPL"], tmp_path / "state.json", store) as loop:
+        report = loop.cycle(T0)
+    assert report.answer.fallback and report.answer.kill_switch_active
+    row = read_frame(store, "experience").iloc[0]
+    assert json.loads(row["state"])["kill_switch_active"] is True
+
+
+class _NoRule(ScriptedPolicy):
+    """Answers ``GET /v1/model`` without a kill_switch rule (a service of an earlier version)."""
+
+    def model(self) -> dict[str, Any]:
+        return {k: v for k, v in super().model().items() if k != "kill_switch"}
+
+
+def test_a_model_answer_without_a_valid_rule_holds_saying_so(tmp_path: Path) -> None:
+    policy = _NoRule(BUY)
+    broker = FakeBroker(100_000.0, PRICES)
+    with LiveLoop(broker, policy, ["AAPL"], tmp_path / "state.json", reset=True) as loop:
+        report = loop.cycle(T0)
+    assert broker.submitted == [] and policy.requests == []
+    assert (
+        report.answer.reason
+        == "the served kill-switch rule is unknown (GET /v1/model publishes no valid rule)"
+    )
 
 
 def test_a_new_model_version_whose_rule_the_configured_one_is_looser_than_stops_the_loop(
@@ -172,12 +299,6 @@ def test_a_new_model_version_whose_rule_the_configured_one_is_looser_than_stops_
         with pytest.raises(KillSwitchRuleError, match=r"\(alpha@3, GET /v1/model kill_switch: "):
             loop.cycle(T0 + timedelta(days=1))
     assert (sent, len(broker.submitted)) == (1, 1)  # nothing ordered on alpha@3's answer
-
-
-def _state_with_switch(tmp_path: Path, switch: dict[str, Any]) -> None:
-    (tmp_path / "state.json").write_text(
-        json.dumps({"account_id": "PA-TEST", "peak_equity": 1e5, "pending": [], "kill_switch": switch})
-    )
 
 
 @pytest.mark.parametrize(
@@ -219,3 +340,22 @@ def test_looser_parameters_names_each_one_with_both_values() -> None:
 def test_a_model_answer_without_a_kill_switch_rule_is_a_service_error() -> None:
     with pytest.raises(ServiceError, match=r"^/v1/model publishes no kill_switch rule for alpha@2$"):
         served_kill_switch({"model": "alpha@2", "symbols": ["AAPL"]})
+
+
+def test_a_rule_published_with_a_field_left_out_is_unknown_naming_the_fields() -> None:
+    with pytest.raises(ServiceError) as err:
+        served_kill_switch({"model": "alpha@2", "kill_switch": {"enabled": True, "trigger_drawdown": 0.2}})
+    assert str(err.value) == (
+        "/v1/model publishes a kill_switch rule for alpha@2 that cannot be read "
+        "(kill_switch.release_drawdown, kill_switch.release_after_bars, "
+        "kill_switch.reset_peak_on_release: missing)"
+    )
+
+
+def test_a_null_rule_is_unknown_named_once() -> None:
+    with pytest.raises(ServiceError) as err:
+        served_kill_switch({"model": "alpha@2", "kill_switch": None})
+    assert str(err.value) == (
+        "/v1/model publishes a kill_switch rule for alpha@2 that cannot be read "
+        "(kill_switch: not an object: None)"
+    )

@@ -383,6 +383,22 @@ def test_422_raises_request_error_naming_the_field(
     assert len(fake.received) == 1 and client.fallbacks == 0
 
 
+def test_a_422_names_the_fields_it_refuses(
+    service: Callable[..., FakePolicyService], request_: ActRequest
+) -> None:
+    """The loop tells a refused kill-switch count (which it can redo) from a bug by these."""
+    detail = {
+        "detail": [
+            {"type": "value_error", "loc": ["body", "kill_switch", "bars_active"], "msg": "10 bars: ..."},
+            {"type": "value_error", "loc": ["body", "as_of"], "msg": "too far"},
+        ]
+    }
+    fake = service(Reply(status=422, body=json.dumps(detail).encode()))
+    with client_for(fake.url) as client, pytest.raises(ServiceRequestError) as info:
+        client.act(request_)
+    assert info.value.fields == ("kill_switch.bars_active", "as_of")
+
+
 # -- act: answers that cannot be trusted hold ------------------------------------------------------
 
 
