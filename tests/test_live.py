@@ -325,7 +325,10 @@ def test_the_loop_caps_an_order_at_the_participation_share_of_the_stored_dollar_
     rows = pd.DataFrame(
         {
             "symbol": ["AAPL", "AAPL"],
-            "ts": [pd.Timestamp(T0) - pd.Timedelta(days=2), pd.Timestamp(T0) - pd.Timedelta(days=1)],
+            "ts": [
+                pd.Timestamp(T0).normalize() - pd.Timedelta(days=2),
+                pd.Timestamp(T0).normalize() - pd.Timedelta(days=1),
+            ],
             "asset_class": ["equity", "equity"],
             "close": [100.0, 100.0],
             "dollar_volume_20": [9e9, 50_000.0],
@@ -337,6 +340,34 @@ def test_the_loop_caps_an_order_at_the_participation_share_of_the_stored_dollar_
     policy = ScriptedPolicy({"AAPL": (0.1, "aggressive"), "MSFT": (0.0, "flat"), "BTCUSD": (0.0, "flat")})
     _loop(tmp_path, broker, policy).cycle(T0)
     assert [(p.symbol, p.qty) for p in broker.submitted] == [("AAPL", 50.0)]
+
+
+def test_the_loop_caps_orders_with_the_dollar_volume_of_a_closed_bar_not_todays_partial_one(
+    tmp_path: Path,
+) -> None:
+    """A store refreshed during the session holds today's bar (labelled today, closed at midnight UTC)
+    with a fraction of a day's volume: the cap reads yesterday's closed bar, as serving observes it."""
+    import pandas as pd
+
+    from raytrade.replay.writer import ReplayWriter
+
+    today = pd.Timestamp(T0).normalize()
+    rows = pd.DataFrame(
+        {
+            "symbol": ["AAPL", "AAPL"],
+            "ts": [today - pd.Timedelta(days=1), today],
+            "asset_class": ["equity", "equity"],
+            "close": [100.0, 100.0],
+            "dollar_volume_20": [50_000.0, 20_000.0],
+        }
+    )
+    with ReplayWriter(tmp_path / "store") as writer:
+        writer.append_features(rows)
+    broker = FakeBroker(100_000.0, PRICES)
+    policy = ScriptedPolicy({"AAPL": (0.1, "aggressive"), "MSFT": (0.0, "flat"), "BTCUSD": (0.0, "flat")})
+    _loop(tmp_path, broker, policy).cycle(T0)
+    assert [(p.symbol, p.qty) for p in broker.submitted] == [("AAPL", 50.0)]
+    assert policy.requests[0].analysis["AAPL"].avg_dollar_vol == 50_000.0
 
 
 def test_the_loop_sells_one_share_of_a_position_whose_share_is_above_the_cap_and_logs_why_a_buy_is_not(
@@ -352,7 +383,7 @@ def test_the_loop_sells_one_share_of_a_position_whose_share_is_above_the_cap_and
     rows = pd.DataFrame(
         {
             "symbol": ["AAPL", "MSFT"],
-            "ts": [pd.Timestamp(T0) - pd.Timedelta(days=1)] * 2,
+            "ts": [pd.Timestamp(T0).normalize() - pd.Timedelta(days=1)] * 2,
             "asset_class": ["equity", "equity"],
             "close": [100.0, 400.0],
             "dollar_volume_20": [500.0, 1_000.0],
@@ -381,7 +412,7 @@ def test_the_loop_sends_nothing_for_a_symbol_whose_stored_dollar_volume_is_zero(
     rows = pd.DataFrame(
         {
             "symbol": ["AAPL", "MSFT"],
-            "ts": [pd.Timestamp(T0) - pd.Timedelta(days=1)] * 2,
+            "ts": [pd.Timestamp(T0).normalize() - pd.Timedelta(days=1)] * 2,
             "asset_class": ["equity", "equity"],
             "close": [100.0, 100.0],
             "dollar_volume_20": [0.0, 9e9],  # AAPL: nothing traded over the window
@@ -411,7 +442,7 @@ def test_the_loop_sends_the_stored_dollar_volume_so_the_service_gates_a_mega_cap
     rows = pd.DataFrame(
         {
             "symbol": ["AAPL"],
-            "ts": [pd.Timestamp(T0) - pd.Timedelta(days=1)],
+            "ts": [pd.Timestamp(T0).normalize() - pd.Timedelta(days=1)],
             "asset_class": ["equity"],
             "close": [100.0],
             "dollar_volume_20": [volume],
