@@ -314,39 +314,10 @@ def test_an_unreadable_state_file_stops_the_loop_naming_it(tmp_path: Path) -> No
         loop.cycle(T0)
 
 
-def test_the_loop_caps_an_order_at_the_participation_share_of_the_stored_dollar_volume(
-    tmp_path: Path,
-) -> None:
-    # The store says AAPL's latest bars traded $50k each: 10 % is $5k, 50 shares, not the 100 asked.
-    import pandas as pd
-
-    from raytrade.replay.writer import ReplayWriter
-
-    rows = pd.DataFrame(
-        {
-            "symbol": ["AAPL", "AAPL"],
-            "ts": [
-                pd.Timestamp(T0).normalize() - pd.Timedelta(days=2),
-                pd.Timestamp(T0).normalize() - pd.Timedelta(days=1),
-            ],
-            "asset_class": ["equity", "equity"],
-            "close": [100.0, 100.0],
-            "dollar_volume_20": [9e9, 50_000.0],
-        }
-    )
-    with ReplayWriter(tmp_path / "store") as writer:
-        writer.append_features(rows)
-    broker = FakeBroker(100_000.0, PRICES)
-    policy = ScriptedPolicy({"AAPL": (0.1, "aggressive"), "MSFT": (0.0, "flat"), "BTCUSD": (0.0, "flat")})
-    _loop(tmp_path, broker, policy).cycle(T0)
-    assert [(p.symbol, p.qty) for p in broker.submitted] == [("AAPL", 50.0)]
-
-
-def test_the_loop_caps_orders_with_the_dollar_volume_of_a_closed_bar_not_todays_partial_one(
-    tmp_path: Path,
-) -> None:
-    """A store refreshed during the session holds today's bar (labelled today, closed at midnight UTC)
-    with a fraction of a day's volume: the cap reads yesterday's closed bar, as serving observes it."""
+def _aapl_bought_against_stored_volumes(tmp_path: Path, days_back: list[int], volumes: list[float]) -> Any:
+    """One cycle at :data:`T0` asking for 10 % of equity in AAPL, the store holding AAPL's
+    ``dollar_volume_20`` on the date labels ``days_back`` days before T0's date (0: today's bar, still
+    open): the policy, with its requests, and the orders sent."""
     import pandas as pd
 
     from raytrade.replay.writer import ReplayWriter
@@ -354,11 +325,11 @@ def test_the_loop_caps_orders_with_the_dollar_volume_of_a_closed_bar_not_todays_
     today = pd.Timestamp(T0).normalize()
     rows = pd.DataFrame(
         {
-            "symbol": ["AAPL", "AAPL"],
-            "ts": [today - pd.Timedelta(days=1), today],
-            "asset_class": ["equity", "equity"],
-            "close": [100.0, 100.0],
-            "dollar_volume_20": [50_000.0, 20_000.0],
+            "symbol": "AAPL",
+            "ts": [today - pd.Timedelta(days=d) for d in days_back],
+            "asset_class": "equity",
+            "close": 100.0,
+            "dollar_volume_20": volumes,
         }
     )
     with ReplayWriter(tmp_path / "store") as writer:
@@ -366,7 +337,24 @@ def test_the_loop_caps_orders_with_the_dollar_volume_of_a_closed_bar_not_todays_
     broker = FakeBroker(100_000.0, PRICES)
     policy = ScriptedPolicy({"AAPL": (0.1, "aggressive"), "MSFT": (0.0, "flat"), "BTCUSD": (0.0, "flat")})
     _loop(tmp_path, broker, policy).cycle(T0)
-    assert [(p.symbol, p.qty) for p in broker.submitted] == [("AAPL", 50.0)]
+    return policy, [(p.symbol, p.qty) for p in broker.submitted]
+
+
+def test_the_loop_caps_an_order_at_the_participation_share_of_the_stored_dollar_volume(
+    tmp_path: Path,
+) -> None:
+    # The store says AAPL's latest bars traded $50k each: 10 % is $5k, 50 shares, not the 100 asked.
+    _, orders = _aapl_bought_against_stored_volumes(tmp_path, [2, 1], [9e9, 50_000.0])
+    assert orders == [("AAPL", 50.0)]
+
+
+def test_the_loop_caps_orders_with_the_dollar_volume_of_a_closed_bar_not_todays_partial_one(
+    tmp_path: Path,
+) -> None:
+    """A store refreshed during the session holds today's bar (labelled today, closed at midnight UTC)
+    with a fraction of a day's volume: the cap reads yesterday's closed bar, as serving observes it."""
+    policy, orders = _aapl_bought_against_stored_volumes(tmp_path, [1, 0], [50_000.0, 20_000.0])
+    assert orders == [("AAPL", 50.0)]
     assert policy.requests[0].analysis["AAPL"].avg_dollar_vol == 50_000.0
 
 

@@ -211,16 +211,23 @@ def test_a_swap_to_a_shorter_release_while_the_switch_is_on_releases_it_at_the_n
     assert policy.model_reads == 4  # at start and each cycle: nothing refused
 
 
-def test_a_count_refused_under_the_rule_just_read_holds_the_cycle_and_orders_nothing(tmp_path: Path) -> None:
-    """The service publishes a release after 40 bars but refuses a count of 10 (a replica of another
-    version): the rule read again is the same, so the cycle holds, and the saved switch waits."""
+def _held_on_a_refused_count(tmp_path: Path, policy: ScriptedPolicy) -> Any:
+    """One cycle of a switch counted to 9 under a rule releasing after 40, ``policy`` publishing that
+    rule but refusing from 10 bars: its report, after checking that nothing was ordered."""
     _state_with_switch(tmp_path, _counted(9, 40))
-    policy = ScriptedPolicy(BUY, kill_switch=KillSwitchConfig(release_after_bars=40))
     policy.enforced = KillSwitchConfig(release_after_bars=10)
     broker = FakeBroker(75_000.0, PRICES)
     with LiveLoop(broker, policy, ["AAPL"], tmp_path / "state.json") as loop:
         report = loop.cycle(T0)
     assert report.plans == [] and broker.submitted == []
+    return report
+
+
+def test_a_count_refused_under_the_rule_just_read_holds_the_cycle_and_orders_nothing(tmp_path: Path) -> None:
+    """The service publishes a release after 40 bars but refuses a count of 10 (a replica of another
+    version): the rule read again is the same, so the cycle holds, and the saved switch waits."""
+    policy = ScriptedPolicy(BUY, kill_switch=KillSwitchConfig(release_after_bars=40))
+    report = _held_on_a_refused_count(tmp_path, policy)
     assert report.answer.reason == (
         "the service refuses the kill switch's count (10 bars) advanced with alpha@2's rule "
         "(release_after_bars=40)"
@@ -243,13 +250,8 @@ class _RefusesThenUnreachable(ScriptedPolicy):
 
 
 def test_a_refused_count_whose_rule_cannot_be_read_again_holds_the_cycle(tmp_path: Path) -> None:
-    _state_with_switch(tmp_path, _counted(9, 40))
     policy = _RefusesThenUnreachable(BUY, kill_switch=KillSwitchConfig(release_after_bars=40))
-    policy.enforced = KillSwitchConfig(release_after_bars=10)
-    broker = FakeBroker(75_000.0, PRICES)
-    with LiveLoop(broker, policy, ["AAPL"], tmp_path / "state.json") as loop:
-        report = loop.cycle(T0)
-    assert report.plans == [] and broker.submitted == []
+    report = _held_on_a_refused_count(tmp_path, policy)
     assert report.answer.reason == (
         "the rule the service refuses the count under is unknown (GET /v1/model unreadable)"
     )
