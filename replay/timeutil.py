@@ -1,6 +1,7 @@
 """Timestamp parsing shared by readers and splits: every user-given date becomes a UTC Timestamp; the
 one rule for a bar series' bar length (``bar_length``); the one rule for when a bar has closed
-(``bar_closed_at``, used by the Alpaca source and cost calibration); and the one rule that daily bars
+(``bar_closed_at``, used by the Alpaca source and cost calibration; ``series_closed_at`` where a bar
+is read at decision time); and the one rule that daily bars
 of an asset class share one clock (``refuse_mixed_daily_clocks``), checked at ingest and by the
 simulator's loader."""
 
@@ -78,6 +79,24 @@ def bar_closed_at(stamps: pd.DatetimeIndex | pd.Series, length: pd.Timedelta) ->
     latest bar, the one that matters, and in a series stamped on two clocks it can come before the
     bar's close.)"""
     return _bar_end(stamps, length, LONGEST_DAY)
+
+
+LONGEST_INTRADAY_BAR: Final = pd.Timedelta(hours=12)
+"""Stamps at least this far apart are daily bars to :func:`series_closed_at` (its doc)."""
+
+
+def series_closed_at(stamps: pd.DatetimeIndex | pd.Series) -> pd.DatetimeIndex:
+    """When each bar of one series of stamps has surely closed, UTC, its bar length read from the
+    stamps themselves: :func:`bar_closed_at` with :func:`bar_length`, never closing a bar early.
+
+    A single stamp is a daily bar (a day is the longest a bar lasts). A smallest spacing of
+    :data:`LONGEST_INTRADAY_BAR` or more is daily too, although ``bar_length`` calls a day only
+    :data:`DAILY_SPACING`: a series whose clock changes between two days (05:00 UTC stamps, then 00:00
+    UTC date labels) is 19 h apart there, and a 19 h bar would count a date-label bar closed at 19:00
+    UTC, before the session's close. No intraday timeframe is that long. Used where a bar is read at
+    decision time (serving's observation, the live loop's dollar volume)."""
+    length = bar_length(stamps) or DAY
+    return bar_closed_at(stamps, DAY if length >= LONGEST_INTRADAY_BAR else length)
 
 
 def bar_open_until(stamps: pd.DatetimeIndex | pd.Series, length: pd.Timedelta) -> pd.DatetimeIndex:

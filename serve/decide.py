@@ -72,7 +72,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, Final
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
@@ -101,7 +101,7 @@ from raytrade.envs.simulator import Observation, constrained_targets, exposure_l
 from raytrade.models.inference import broken_rows, trace_for_inference
 from raytrade.replay.errors import InputError
 from raytrade.replay.loop_rules import LoopRules, is_crypto_symbol
-from raytrade.replay.timeutil import DAY, bar_closed_at, bar_length
+from raytrade.replay.timeutil import series_closed_at
 from raytrade.serve.caps import ExposureCaps, cap_targets, gate_reasons
 from raytrade.serve.fallback import hold_everything
 from raytrade.serve.schemas import ActRequest, ActResponse, AppliedCaps, KillSwitchRule, target_quantity
@@ -628,15 +628,10 @@ class DecisionService:
         )
 
 
-LONGEST_INTRADAY_BAR: Final = pd.Timedelta(hours=12)
-"""Bars at least this far apart are daily to :func:`bar_close_times` (its doc)."""
-
-
 def bar_close_times(ts: np.ndarray) -> np.ndarray:
     """When each bar of a serving timeline (``MarketData.ts``: datetime64, UTC, sorted) has surely
-    closed, as datetime64[us] UTC: ``replay.timeutil.bar_closed_at`` with the timeline's
-    ``replay.timeutil.bar_length`` (:data:`~raytrade.replay.timeutil.DAY` with a single bar: a day is
-    the longest a bar lasts, so the bar is never counted closed early).
+    closed, as datetime64[us] UTC: ``replay.timeutil.series_closed_at`` (``bar_closed_at`` with the
+    timeline's ``bar_length``; a day with a single bar, the longest a bar lasts).
 
     One length for the whole timeline is the right one, not one per asset class: the timeline is the
     calendar of one class (``envs.replay_loader``: the equities' when there are any, else the
@@ -645,17 +640,10 @@ def bar_close_times(ts: np.ndarray) -> np.ndarray:
     label on that clock. So a daily csv store (00:00 UTC labels) closes each bar a day after its
     label, an Alpaca one (a local midnight, e.g. 05:00 UTC) 25 h after, an hourly one an hour after.
     The result increases with ``ts`` (daily stamps are at least 20 h apart and close 24 or 25 h after
-    them), so a ``searchsorted`` finds the newest bar closed by a time.
-
-    A smallest spacing of :data:`LONGEST_INTRADAY_BAR` or more is read as daily, although
-    ``bar_length`` calls a day only 20 h: a series whose clock changes between two days (05:00 UTC
-    stamps, then 00:00 UTC date labels) is 19 h apart there, and a 19 h bar would count a date-label
-    bar closed at 19:00 UTC, before the session's close. No intraday timeframe is that long."""
+    them), so a ``searchsorted`` finds the newest bar closed by a time. A series whose clock changes
+    between two days is still daily (``replay.timeutil.series_closed_at``)."""
     stamps = pd.DatetimeIndex(np.asarray(ts, dtype="datetime64[us]"))
-    length = bar_length(stamps) or DAY
-    if length >= LONGEST_INTRADAY_BAR:  # daily bars whose clock changes within the series (see above)
-        length = DAY
-    return bar_closed_at(stamps, length).tz_convert(None).to_numpy().astype("datetime64[us]")
+    return series_closed_at(stamps).tz_convert(None).to_numpy().astype("datetime64[us]")
 
 
 def action_confidence(module: Any, dist_inputs: Any) -> np.ndarray:

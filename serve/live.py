@@ -1310,13 +1310,13 @@ def _intent(plan: OrderPlan, policy_version: str, now: datetime) -> dict[str, An
 
 def _latest_dollar_volume(store: Path, symbols: Sequence[str], now: datetime) -> dict[str, float]:
     """Each symbol's latest ``dollar_volume_20`` in the store's features of bars that have closed by
-    ``now`` (``replay.timeutil.bar_closed_at``, the rule serving observes bars by: a partial bar of
+    ``now`` (``replay.timeutil.series_closed_at``, the rule serving observes bars by: a partial bar of
     today, whose volume is a fraction of a day's, is not read; the last 30 days are read). It is the
     volume the simulator caps fills with; a symbol without one is left out (unknown, so only the
     equity-fraction cap applies to it). A 0 is kept: nothing traded, so nothing is sent
     (``serve.orders.plan_orders``)."""
     from raytrade.replay.reader import read_frame
-    from raytrade.replay.timeutil import DAY, bar_closed_at, bar_length
+    from raytrade.replay.timeutil import series_closed_at
 
     if not (Path(store) / "features").is_dir():
         return {}
@@ -1331,9 +1331,7 @@ def _latest_dollar_volume(store: Path, symbols: Sequence[str], now: datetime) ->
     frame = frame.dropna(subset=["dollar_volume_20"]).sort_values("ts")
     closed = pd.Series(False, index=frame.index)
     for _, stamps in frame.groupby("symbol", observed=True)["ts"]:
-        # one bar alone: a day, the longest a bar lasts (never counted closed early)
-        ends = bar_closed_at(stamps, bar_length(stamps) or DAY)
-        closed[stamps.index] = np.asarray(ends <= pd.Timestamp(now))
+        closed[stamps.index] = np.asarray(series_closed_at(stamps) <= pd.Timestamp(now))
     last = frame[closed].groupby("symbol")["dollar_volume_20"].last()
     return {str(k): float(v) for k, v in last.items() if v >= 0}
 
