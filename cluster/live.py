@@ -24,8 +24,9 @@ service that does not answer, or refuses the token, ends the command with one li
 (``cluster.errors``), before the account is read or locked and before any order.
 
 The loop advances the drawdown kill switch with the rule the served policy was trained with (``GET
-/v1/model``: ``kill_switch``), read at start and again when the answers come from another model
-version; while it cannot be read every cycle holds (no order), saying why (``serve/live.py``).
+/v1/model``: ``kill_switch``), read at start and at every cycle (again when the answer comes from
+another model version or the service refuses the switch's count); while it cannot be read the cycle
+holds (no order), saying why (``serve/live.py``).
 
 The loop survives a failed cycle (it retries at the next one), with one exception: a pending order
 Alpaca cannot read (not a 404) on ``--max-unreadable-order-cycles`` cycles in a row ends it with exit
