@@ -13,6 +13,12 @@ Design decisions
 * One JSON file per recording run under ``ROOT/behaviour/`` (:data:`BEHAVIOUR_DIR`), written
   atomically before the run's first episode: no episode is stored without its record. The file is
   outside the fingerprinted ``experience`` table; a record only ever widens what a search reports.
+  It is provenance, not training input, so the experience fingerprint need not cover it: no learner
+  reads it (``replay.experience.read_transitions`` reads the ``experience`` table alone, dataset rows
+  and actions; no importance weight or action probability comes from a record), and the records a
+  search used are copied whole into its run file and manifest (``data.experience.behaviour``), the
+  copy that ``models.training_window`` reads (``raytrade evaluate``'s in-sample check, ``tune
+  --init``), never the store's files again.
 * Dates, not a store's bars: the behaviour policy's windows are computed where the experience was
   recorded (its replay store) and compared by date wherever they are read.
 * The runs a search learns from are those of the transitions in its window (episode id

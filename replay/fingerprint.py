@@ -5,7 +5,9 @@ manifest, the evaluation report), so two documents naming the same store state c
 
 The fingerprint is a sha256 over the committed files of the ``bars`` and ``features`` tables (what a
 policy reads; ``experience`` is not an input of online training; an offline run fingerprints its
-experience store's ``experience`` table apart, with the same function, ``EXPERIENCE_TABLES``):
+experience store's ``experience`` table apart, with the same function, ``EXPERIENCE_TABLES``;
+its ``behaviour/`` records are left out, as no learner reads them and the run file and manifest
+hold them whole: ``replay.behaviour``):
 the files sorted by their path relative to the store root (POSIX form), then for each its path, a
 NUL byte and its bytes. Appending to the
 store adds a file and so changes the fingerprint; a half-written file is never seen (the writer
