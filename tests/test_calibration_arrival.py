@@ -147,13 +147,12 @@ def test_fills_decided_after_the_close_fit_their_cost_not_the_overnight_gap(tmp_
     logged = [r["slippage_bps"] for r in rows if str(r["decision_id"]).endswith(":fill")]
     assert logged == pytest.approx([305.15] * 60, abs=1e-9)
     sample = logged_fills(tmp_path)
-    assert (len(sample.slippage_bps), sample.n_rereferenced, sample.dropped) == (60, 60, {})
-    assert sample.slippage_bps == pytest.approx([5.0] * 60, abs=1e-9)
     profile = fit_cost_profile(sample, CostConfig())
     assert [p.value for p in profile.tier_base_bps if p is not None] == pytest.approx([5.0] * 3, abs=1e-6)
     assert profile.spread_fraction.value == pytest.approx(0.0, abs=1e-6)
     assert profile.impact_coef_bps.value == pytest.approx(0.0, abs=1e-6)
-    assert profile.n_rereferenced == 60
+    assert sample.slippage_bps == pytest.approx([5.0] * 60, abs=1e-9)
+    assert (sample.n_rereferenced, sample.dropped, profile.n_rereferenced) == (60, {}, 60)
 
 
 def test_calibrate_costs_command_reports_the_fills_measured_from_the_open(tmp_path: Path) -> None:
@@ -205,7 +204,6 @@ def test_each_fill_is_measured_from_its_arrival_price_in_a_mixed_store(tmp_path:
     ]
     _log(tmp_path, rows)
     sample = logged_fills(tmp_path)
-    assert sample.dropped == {} and sample.n_rereferenced == 2
     measured = dict(zip(sample.decision_id.tolist(), sample.slippage_bps.tolist(), strict=True))
     assert measured == pytest.approx(
         {
@@ -218,6 +216,7 @@ def test_each_fill_is_measured_from_its_arrival_price_in_a_mixed_store(tmp_path:
         },
         abs=1e-9,
     )
+    assert sample.dropped == {} and sample.n_rereferenced == 2
 
 
 def test_an_equity_fill_whose_arrival_price_is_unknown_is_left_out_and_counted(tmp_path: Path) -> None:
