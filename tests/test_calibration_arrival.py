@@ -241,3 +241,36 @@ def test_an_equity_fill_whose_arrival_price_is_unknown_is_left_out_and_counted(t
     assert sample.decision_id.tolist() == ["c202603031500:BTCUSD:fill", "c202603031500:T1:fill"]
     assert sample.slippage_bps == pytest.approx([5.0, 5.0], abs=1e-9)
     assert sample.n_rereferenced == 0
+
+
+@pytest.mark.parametrize(
+    "stamps",
+    [
+        pd.date_range("2026-03-02", "2026-03-06", freq="B", tz="America/New_York").tz_convert("UTC"),
+        pd.DatetimeIndex(
+            [
+                d + pd.Timedelta(hours=h)
+                for d in pd.date_range("2026-03-02", "2026-03-06", tz="UTC")
+                for h in range(14, 21)
+            ]
+        ),
+    ],
+    ids=["daily-new-york-midnight", "hourly"],
+)
+def test_a_fill_after_the_close_is_measured_from_its_bars_open_on_any_bar_clock(
+    tmp_path: Path, stamps: pd.DatetimeIndex
+) -> None:
+    # Wednesday's bar it fills in at 14:30 UTC: stamped 05:00 UTC (New York midnight) on daily bars,
+    # 14:00 UTC on hourly ones (Alpaca's clock: its 09:00 bar holds the session's first half hour);
+    # every other bar opens at the mid, so a wrong bar would measure the fill's 305 bps
+    wednesday_open = stamps[stamps.searchsorted(pd.Timestamp("2026-03-04 14:30", tz="UTC"), "right") - 1]
+    opens = pd.Series(MID, index=stamps)
+    opens[wednesday_open] = MID * GAP
+    _write_market(tmp_path, {"T1": opens})
+    decided = TUESDAY + AFTER_CLOSE
+    _log(
+        tmp_path, _fill_rows("T1", decided, MID * GAP * (1 + COST), _ms(SESSION_OPEN + pd.Timedelta(hours=3)))
+    )
+    sample = logged_fills(tmp_path)
+    assert sample.slippage_bps == pytest.approx([5.0], abs=1e-9)
+    assert (sample.n_rereferenced, sample.dropped) == (1, {})
