@@ -179,8 +179,8 @@ def test_each_fill_is_measured_from_its_arrival_price_in_a_mixed_store(tmp_path:
     rows = [
         # in the session, filled 2 s later: the mid is the arrival price, 5 bps kept
         *_fill_rows("T1", in_session, MID * (1 + COST), 2_000.0),
-        # a minute at most is still filled at once: kept
-        *_fill_rows("T1", in_session + pd.Timedelta(hours=1), MID * (1 + COST), 60_000.0),
+        # five minutes at most (a slow cycle) is still filled at once: kept
+        *_fill_rows("T1", in_session + pd.Timedelta(hours=1), MID * (1 + COST), 300_000.0),
         # after Tuesday's close, filled at Wednesday's open (103): 305.15 logged, 5 from the open
         *_fill_rows(
             "T1", tuesday + AFTER_CLOSE, MID * GAP * (1 + COST), _ms(SESSION_OPEN + pd.Timedelta(hours=3))
