@@ -6,7 +6,8 @@ Reads the store's ``experience`` fills (``envs.cost_calibration``), prints each 
 its standard error and 95 % interval and the sample size, and writes the typed profile
 (``envs.cost_profile.CostProfile``) that ``raytrade evaluate`` and ``raytrade tune`` take as
 ``--cost-profile``. Only market-order fills are fitted; passive (limit) fills are counted apart with
-their mean slippage against the mid (``envs.cost_calibration``). Fills the robust screen capped are
+their mean slippage against the mid (``envs.cost_calibration``). Fills decided while the market was
+closed are measured from the open they waited for, and counted. Fills the robust screen capped are
 printed by decision id, worst first. Too few market-order fills: one ``error: …`` line naming the
 minimum and the passive fills left out, nothing written. Too many fills off the model, an
 implausible estimate (naming the parameter, its value and the largest logged costs) and a profile the
@@ -55,6 +56,11 @@ def format_profile(profile: CostProfile) -> str:
         + ("" if mean is None else f", mean slippage {mean:.3g} bps against the mid")
         + "; the parameters describe market orders",
     ]
+    if profile.n_rereferenced is not None:
+        lines.append(
+            f"decided while the market was closed: {profile.n_rereferenced} fills measured from the open "
+            "they waited for (the arrival price), not the decision-time mid"
+        )
     if profile.n_outliers:
         more = profile.n_outliers - len(profile.outliers)
         lines.append(

@@ -4,10 +4,31 @@ Data (``serve.live`` writes both rows into the store's ``experience`` table):
 
 * a fill row, ``decision_id`` ``<decision>:fill``, holds ``slippage_bps``: the fill's average price
   against the decision-time mid, signed so that a cost is positive (a buy above the mid, a sell
-  below), and ``filled_qty`` x ``fill_price``, the filled notional;
+  below), ``filled_qty`` x ``fill_price``, the filled notional, its ``side`` and
+  ``latency_order_to_fill_ms``: the fill came that long after the decision (the loop stamps the
+  order's submission with the decision's time);
 * its decision row, ``decision_id`` ``<decision>``, holds the decision time (``ts``), the
   ``gate_mode`` that placed the order and, in ``state.snapshot.spread_bps``, the full quoted spread
   at the decision.
+
+Cost is measured from the arrival price, the first price there was after the order went out, as the
+simulator measures it (it decides at close ``t`` and charges its costs on a fill at ``open[t + 1]``:
+the move from the close to that open is the book's return, not a cost). For an order decided in the
+session the arrival price is the decision-time mid, the logged ``slippage_bps``. A market order
+decided while the market was closed (after the close, over a weekend) waits for the next open, and
+its logged ``slippage_bps`` holds the overnight gap too (tens to hundreds of bps of noise on daily
+data, against a spread and impact of a few): such a fill is **re-referenced** to the open of the bar
+of the ``bars`` table it filled in (the last bar stamped at or before the fill, which has not closed
+by then: ``replay.timeutil.bar_closed_at``), its cost ``+-(fill_price / open - 1)`` in bps (+ for a
+buy), and counted (``FillSample.n_rereferenced``). A fill is taken to have waited when it came more
+than ``MAX_IMMEDIATE_FILL_MS`` (five minutes) after its decision: a market order in the session fills
+within seconds, and the broker queues one placed outside the session for the next open (an order held
+up inside a session for longer, a halt, is measured from its bar's open as well). Crypto trades
+around the clock, with no session to wait for: its fills keep the decision mid whatever their
+latency. A fill whose arrival price is unknown is left out and counted (``FillSample.dropped``),
+never fitted against the mid: an equity fill without a latency (its fill time unknown, so whether
+it waited cannot be told), a waited one with no ``bars`` row of the bar it filled in, and a waited
+one whose ``side`` is neither buy nor sell.
 
 Only market orders are fitted: the profile's parameters are applied to the simulator's market orders
 (``envs.cost_profile``), and a passive order is a limit at the near touch (``envs.gate_modes``, the
@@ -96,6 +117,7 @@ __all__ = [
     "FILL_SUFFIX",
     "HUBER_C",
     "IMPLAUSIBLE_COST_BPS",
+    "MAX_IMMEDIATE_FILL_MS",
     "MAX_OUTLIER_SHARE",
     "MIN_SCALE_BPS",
     "SCREEN_SIGMAS",
@@ -118,19 +140,34 @@ MAX_OUTLIER_SHARE = 0.05
 """Most of the usable fills the screen may cap; more is refused."""
 IMPLAUSIBLE_COST_BPS = 10_000.0
 """A parameter whose term alone moves one fill's cost by more than this (the whole notional) is refused."""
+MAX_IMMEDIATE_FILL_MS = 300_000.0
+"""An equity fill logged more than this after its decision (``latency_order_to_fill_ms``) waited for the
+market to open and is measured from that open (module docstring). The latency runs from the cycle's
+start, not the submit: a market order in the session fills within seconds of its submission, but the
+cycle before it (reconciling orders, cancels, broker reads that a rate limit can slow to many seconds
+each, the policy service's answer) can take a minute. Five minutes leave room for a slow cycle, which
+measured from its session's open would be off by the day's move so far; the price of the margin is
+the gap over a shorter wait (an order placed in the last five minutes before the open), a
+pre-market quote's distance from the open, which is small."""
 _REPORTED = 5  # fills named in a profile or a message
+_LONGEST_WAIT_MS = 3650 * 86_400e3  # a fill time further out has no bar (and would overflow the time type)
 _HUBER_STEPS = 200
 
 _DUPLICATE = "logged twice under one decision_id (the first kept)"
 _NO_CLOSED_BAR = "no features bar closed before the decision"
 _UNKNOWN_MODE = "gate_mode of the decision missing or unknown (market or limit order cannot be told)"
+_NO_FILL_TIME = (
+    "fill time unknown (no latency_order_to_fill_ms): whether it waited for the market to open cannot be told"
+)
+_NO_FILL_BAR = "waited for the market to open, and no bars row of the bar it filled in (no arrival price)"
+_NO_SIDE = "waited for the market to open, and its side is neither buy nor sell"
 
 
 class FillSample(NamedTuple):
     """Usable fills, one entry each; ``dropped`` counts the logged fills left out, by reason."""
 
     decided_at: np.ndarray  # datetime64[us] decision times (UTC)
-    slippage_bps: np.ndarray  # realised cost vs the decision-time mid, bps (cost > 0)
+    slippage_bps: np.ndarray  # realised cost vs the arrival price, bps (cost > 0; module docstring)
     spread_bps: np.ndarray  # full spread at the decision, bps (uncapped)
     participation: np.ndarray  # filled notional / bar dollar volume (unclipped)
     dollar_volume: np.ndarray  # bar dollar volume (tier)
@@ -139,6 +176,7 @@ class FillSample(NamedTuple):
     decision_id: np.ndarray | None = None  # fill rows' decision ids, for reports (None: by position)
     n_passive: int = 0  # passive (limit) fills left out of the fit (module docstring)
     passive_mean_slippage_bps: float | None = None  # their mean cost vs the mid, bps (None: none)
+    n_rereferenced: int = 0  # fills measured from the open they waited for, not the mid (module docstring)
 
 
 class _Passive(NamedTuple):
@@ -169,9 +207,11 @@ def logged_fills(root: str | os.PathLike[str]) -> FillSample:
             "decision_id",
             "state",
             "gate_mode",
+            "side",
             "fill_price",
             "filled_qty",
             "slippage_bps",
+            "latency_order_to_fill_ms",
         ],
     ).sort_values("ts", kind="stable")
     is_fill = exp["decision_id"].str.endswith(FILL_SUFFIX)
@@ -207,7 +247,7 @@ def logged_fills(root: str | os.PathLike[str]) -> FillSample:
             root,
             "features",
             symbols=sorted(fills["symbol"].unique()) or None,
-            columns=["symbol", "ts", "dollar_volume_20", "vol_20", "spread_bps"],
+            columns=["symbol", "ts", "asset_class", "dollar_volume_20", "vol_20", "spread_bps"],
         )
     )
     drop(~fills["symbol"].isin(feats["symbol"]), "bar length unknown (fewer than 2 features rows)")
@@ -227,9 +267,20 @@ def logged_fills(root: str | os.PathLike[str]) -> FillSample:
     drop(~(fills["dollar_volume_20"] > 0), "no dollar volume")
     drop(~(fills["spread"] >= 0), "no spread")
     drop(~(fills["vol_20"] >= 0), "no volatility")
+    # the arrival price (module docstring): crypto trades around the clock, an equity fill may have
+    # waited for the open
+    drop((fills["asset_class"] != "crypto") & ~np.isfinite(fills["latency_order_to_fill_ms"]), _NO_FILL_TIME)
+    waited = (fills["asset_class"] != "crypto") & (fills["latency_order_to_fill_ms"] > MAX_IMMEDIATE_FILL_MS)
+    opens = _arrival_open(root, fills[waited])
+    drop(waited & ~fills.index.isin(opens.index), _NO_FILL_BAR)
+    sign = fills["side"].map({"buy": 1.0, "sell": -1.0})
+    drop(pd.Series(fills.index.isin(opens.index), index=fills.index) & sign.isna(), _NO_SIDE)
+    opens = opens.reindex(fills.index)
+    rereferenced = opens.notna()
+    arrival_cost = sign.reindex(fills.index) * (fills["fill_price"] / opens - 1.0) * 1e4
     return FillSample(
         decided_at=pd.DatetimeIndex(fills["decided_at"]).tz_convert(None).to_numpy().astype("datetime64[us]"),
-        slippage_bps=fills["slippage_bps"].to_numpy(np.float64),
+        slippage_bps=arrival_cost.where(rereferenced, fills["slippage_bps"]).to_numpy(np.float64),
         spread_bps=fills["spread"].to_numpy(np.float64),
         participation=(fills["notional"] / fills["dollar_volume_20"]).to_numpy(np.float64),
         dollar_volume=fills["dollar_volume_20"].to_numpy(np.float64),
@@ -238,7 +289,44 @@ def logged_fills(root: str | os.PathLike[str]) -> FillSample:
         decision_id=fills["decision_id"].to_numpy(str),
         n_passive=apart.n,
         passive_mean_slippage_bps=apart.mean_slippage_bps,
+        n_rereferenced=int(rereferenced.sum()),
     )
+
+
+def _arrival_open(root: str | os.PathLike[str], waited: pd.DataFrame) -> pd.Series:
+    """The arrival price of each fill of ``waited`` (equity fills that waited for the market to open:
+    ``decided_at``, ``latency_order_to_fill_ms``): the ``open`` of the symbol's ``bars`` row it filled
+    in, the last stamped at or before the fill that has not closed by then
+    (``replay.timeutil.bar_closed_at`` with the symbol's ``bar_length``), indexed like ``waited``; a
+    fill without such a row (no bars of the symbol, fewer than two, or none that holds the fill) is
+    left out."""
+    waited = waited[waited["latency_order_to_fill_ms"] <= _LONGEST_WAIT_MS]
+    if waited.empty:
+        return pd.Series(dtype=np.float64)
+    bars = read_frame(
+        root, "bars", symbols=sorted(waited["symbol"].unique()), columns=["symbol", "ts", "open"]
+    )
+    ends: list[pd.Series] = []
+    for _, stamps in bars.groupby("symbol")["ts"]:
+        if (length := bar_length(stamps)) is not None:
+            ends.append(pd.Series(bar_closed_at(stamps, length).as_unit("us"), index=stamps.index))
+    if not ends:
+        return pd.Series(dtype=np.float64)
+    end = pd.concat(ends)
+    bars = bars.loc[end.index].assign(bar_end=end, bar_ts=lambda f: f["ts"].dt.as_unit("us"))
+    filled_at = waited["decided_at"] + pd.to_timedelta(waited["latency_order_to_fill_ms"], unit="ms")
+    found = pd.merge_asof(
+        pd.DataFrame(
+            {"symbol": waited["symbol"], "filled_at": filled_at.dt.as_unit("us"), "row": waited.index}
+        ).sort_values("filled_at"),
+        bars[["symbol", "bar_ts", "bar_end", "open"]].sort_values("bar_ts"),
+        left_on="filled_at",
+        right_on="bar_ts",
+        by="symbol",
+        direction="backward",
+    )
+    found = found[found["filled_at"] < found["bar_end"]]  # NaT compares False: no bar at or before it
+    return pd.Series(found["open"].to_numpy(np.float64), index=found["row"].to_numpy())
 
 
 def _closed_bars(feats: pd.DataFrame) -> pd.DataFrame:
@@ -443,6 +531,7 @@ def fit_cost_profile(fills: FillSample, cfg: CostConfig, min_fills: int = 30) ->
         n_dropped=sum(fills.dropped.values()),
         n_passive=fills.n_passive,
         passive_mean_slippage_bps=fills.passive_mean_slippage_bps,
+        n_rereferenced=fills.n_rereferenced,
         fills_from=pd.Timestamp(decided_at.min(), tz="UTC").to_pydatetime(),
         fills_to=pd.Timestamp(decided_at.max(), tz="UTC").to_pydatetime(),
         spread_fraction=params[0],

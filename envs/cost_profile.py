@@ -70,14 +70,18 @@ class OutlierFill(BaseModel):
     model_config = _FROZEN
 
     decision_id: str = Field(description="the fill row's decision_id (``<decision>:fill``)")
-    slippage_bps: float = Field(description="its logged cost against the decision-time mid, bps")
+    slippage_bps: float = Field(
+        description="its cost against the arrival price (the decision-time mid, or the open it waited "
+        "for), bps"
+    )
     residual_bps: float = Field(description="its residual from the robust (Huber) fit, bps")
 
 
 class CostProfile(BaseModel):
     """Slippage parameters of ``envs.costs`` fitted from the ``experience`` table's market-order fills.
 
-    The fitted model, per fill, in bps of the fill's notional against the decision-time mid:
+    The fitted model, per fill, in bps of the fill's notional against its arrival price (the
+    decision-time mid, or the open a fill decided while the market was closed waited for):
     ``spread_fraction * spread_bps + tier_base_bps[tier] + impact_coef_bps * sqrt(participation)``.
     """
 
@@ -97,6 +101,14 @@ class CostProfile(BaseModel):
     passive_mean_slippage_bps: float | None = Field(
         description="the passive fills' mean logged cost against the decision-time mid, bps (negative: "
         "better than the mid); None: no passive fills"
+    )
+    n_rereferenced: int | None = Field(
+        None,
+        ge=0,
+        description="fills used that were decided while the market was closed and waited for the open: "
+        "their cost is measured from that open (the arrival price), not the decision-time mid "
+        "(envs.cost_calibration); None: a profile of an earlier raytrade, which measured every fill "
+        "from the mid",
     )
     fills_from: datetime = Field(description="decision time of the first fill used (UTC)")
     fills_to: datetime = Field(description="decision time of the last fill used (UTC)")

@@ -1072,7 +1072,9 @@ class LiveLoop:
 
         A fill row is stamped with ``now``, when the loop learnt of it: the store is append-only per
         symbol, and a later cycle's decision may already be stored. The fill's own time is
-        ``submitted + latency_order_to_fill_ms``."""
+        ``submitted + latency_order_to_fill_ms`` (``submitted`` is the decision's ``ts``); the latency
+        is null when the broker reports no fill time (a 0 would claim a fill at once: cost calibration
+        tells an order that waited for the market to open by its latency, ``envs.cost_calibration``)."""
         rows, still_open = [], []
         for p in state.pending:
             if not p.get("order_id"):
@@ -1103,7 +1105,7 @@ class LiveLoop:
             sign = 1.0 if p["side"] == "buy" else -1.0
             mid = p.get("mid")
             submitted_at = datetime.fromisoformat(p["submitted_at"]) if p.get("submitted_at") else None
-            filled_at = o.filled_at or submitted_at
+            filled_at = o.filled_at  # None: the broker gave no fill time, so the latency is unknown
             rows.append(
                 {
                     "symbol": p["symbol"],

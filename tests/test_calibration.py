@@ -180,6 +180,7 @@ def _store_with_fills(
                         "fill_price": 100.0 * (1 + cost * 1e-4),
                         "filled_qty": qty,
                         "slippage_bps": cost,
+                        "latency_order_to_fill_ms": 2000.0,  # in the session: filled at once
                     }
                 )
     with ReplayWriter(root) as writer:
@@ -339,6 +340,7 @@ def _append_fill(
             "fill_price": 100.0,
             "filled_qty": 1000.0,
             "slippage_bps": slippage,
+            "latency_order_to_fill_ms": 2000.0,  # filled at once
         },
     ]
     with ReplayWriter(root) as writer:

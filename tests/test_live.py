@@ -147,6 +147,21 @@ def test_a_cycle_submits_logs_every_decision_and_reconciles_fills_next_cycle(tmp
     assert fills.loc["MSFT", "latency_order_to_fill_ms"] == pytest.approx(3 * 3600e3)
 
 
+def test_a_fill_the_broker_gives_no_time_for_is_logged_without_a_latency(tmp_path: Path) -> None:
+    # the latency was 0 (the fill time taken as the submit): cost calibration would read it as a fill
+    # at once, against the decision mid, though the order may have waited for the market to open
+    broker = FakeBroker(100_000.0, PRICES)
+    loop = _loop(tmp_path, broker, ScriptedPolicy({"MSFT": (0.08, "passive")}))
+    report = loop.cycle(T0)
+    order_id = report.submitted[f"{report.cycle_id}:MSFT"]
+    broker.orders[order_id] = OrderState(order_id, "filled", 20.0, 399.9, None)
+    assert loop.cycle(T0 + timedelta(days=1)).fills_logged == 1
+    rows = read_frame(tmp_path / "store", "experience")
+    fill = rows[rows["decision_id"] == f"{report.cycle_id}:MSFT:fill"].iloc[0]
+    assert fill["slippage_bps"] == pytest.approx(-2.5, abs=1e-9)
+    assert pd.isna(fill["latency_order_to_fill_ms"])
+
+
 def test_a_cycle_reads_only_the_experience_files_committed_since_the_last_cycle(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
