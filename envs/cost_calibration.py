@@ -25,9 +25,13 @@ than ``MAX_IMMEDIATE_FILL_MS`` (five minutes) after its decision: a market order
 within seconds, and the broker queues one placed outside the session for the next open (an order held
 up inside a session for longer, a halt, is measured from its bar's open as well). Crypto trades
 around the clock, with no session to wait for: its fills keep the decision mid whatever their
-latency. A fill whose arrival price is unknown is left out and counted (``FillSample.dropped``),
-never fitted against the mid: an equity fill without a latency (its fill time unknown, so whether
-it waited cannot be told), a waited one with no ``bars`` row of the bar it filled in, and a waited
+latency. A re-referenced fill's spread is its closed bar's ``spread_bps`` (the estimate the simulator
+charges a fill at the next open with), not the quote in its decision's snapshot, which was taken while
+the market was closed (an after-hours quote, often many times the session's); the snapshot's is kept
+only when the bar has none. A fill whose arrival price is unknown is left out and counted
+(``FillSample.dropped``), never fitted against the mid: an equity fill without a latency (its fill
+time unknown, so whether it waited cannot be told), a waited one with no ``bars`` row of the bar it
+filled in, and a waited
 one whose ``side`` is neither buy nor sell.
 
 Only market orders are fitted: the profile's parameters are applied to the simulator's market orders
@@ -278,6 +282,11 @@ def logged_fills(root: str | os.PathLike[str]) -> FillSample:
     opens = opens.reindex(fills.index)
     rereferenced = opens.notna()
     arrival_cost = sign.reindex(fills.index) * (fills["fill_price"] / opens - 1.0) * 1e4
+    # a fill that waited for the open crossed the opening spread, not the quote seen while the market
+    # was closed (an after-hours quote, often many times wider): its spread is the closed bar's
+    # estimate, the one the simulator charges a fill at the next open with
+    bar_spread = rereferenced & (fills["spread_bps"] >= 0)
+    fills = fills.assign(spread=fills["spread_bps"].where(bar_spread, fills["spread"]))
     return FillSample(
         decided_at=pd.DatetimeIndex(fills["decided_at"]).tz_convert(None).to_numpy().astype("datetime64[us]"),
         slippage_bps=arrival_cost.where(rereferenced, fills["slippage_bps"]).to_numpy(np.float64),

@@ -24,9 +24,10 @@ SESSION_OPEN = pd.Timedelta(hours=14, minutes=30)  # 09:30 New York (standard ti
 AFTER_CLOSE = pd.Timedelta(hours=21)  # 16:00 New York (standard time)
 
 
-def _write_market(root: Path, opens: dict[str, pd.Series]) -> None:
+def _write_market(root: Path, opens: dict[str, pd.Series], spread_bps: np.ndarray | float = 12.0) -> None:
     """Daily features (00:00 UTC date labels) and bars of each symbol of ``opens``: bars on the dates of
-    its series, opening there (closing at ``MID``); features on every date from 2026-02-01 to 04-30."""
+    its series, opening there (closing at ``MID``); features on every date from 2026-02-01 to 04-30,
+    with the bar's spread estimate ``spread_bps`` (one per date, or one for all)."""
     dates = pd.date_range("2026-02-01", "2026-04-30", freq="D", tz="UTC")
     features, bars = [], []
     for symbol, open_ in opens.items():
@@ -40,7 +41,7 @@ def _write_market(root: Path, opens: dict[str, pd.Series]) -> None:
                     "close": MID,
                     "dollar_volume_20": TIER_VOLUME[symbol],
                     "vol_20": 0.01,
-                    "spread_bps": 12.0,
+                    "spread_bps": spread_bps,
                 }
             )
         )
@@ -119,9 +120,9 @@ COST = 5e-4  # every fill 5 bps above the price it arrived at
 def _after_close_store(root: Path, n_days: int = 20, seed: int = 0) -> list[dict[str, object]]:
     """Three equities (one per tier), one buy a business day each decided after the close and filled
     at the next open, 300 bps over the decision mid, 5 bps above that open (spread and participation
-    drawn: they do not move the cost)."""
+    drawn: they do not move the cost; the fit reads the bars' spread estimates, the quotes are ignored)."""
     rng = np.random.default_rng(seed)
-    _write_market(root, {s: _opens(MID * GAP) for s in ("T0", "T1", "T2")})
+    _write_market(root, {s: _opens(MID * GAP) for s in ("T0", "T1", "T2")}, rng.uniform(1.0, 30.0, 89))
     days = pd.date_range(TUESDAY, periods=n_days, freq="B")
     rows: list[dict[str, object]] = []
     for symbol in ("T0", "T1", "T2"):
@@ -274,3 +275,27 @@ def test_a_fill_after_the_close_is_measured_from_its_bars_open_on_any_bar_clock(
     sample = logged_fills(tmp_path)
     assert sample.slippage_bps == pytest.approx([5.0], abs=1e-9)
     assert (sample.n_rereferenced, sample.dropped) == (1, {})
+
+
+def test_a_fill_that_waited_for_the_open_is_fitted_with_its_bars_spread_not_the_after_hours_quote(
+    tmp_path: Path,
+) -> None:
+    # the snapshot of a decision taken after the close holds an after-hours quote (80 bps here); the
+    # fill crossed the opening spread, which the simulator charges with the closed bar's estimate (12)
+    _write_market(tmp_path, {"T1": _opens(MID * GAP), "BTCUSD": _opens(MID * GAP, freq="D")})
+    in_session = TUESDAY + pd.Timedelta(hours=15)
+    waited = _ms(SESSION_OPEN + pd.Timedelta(hours=3))
+    rows = [
+        *_fill_rows("T1", in_session, MID * (1 + COST), 2_000.0, spread=5.0),
+        *_fill_rows("T1", TUESDAY + AFTER_CLOSE, MID * GAP * (1 + COST), waited, spread=80.0),
+        *_fill_rows("BTCUSD", TUESDAY + AFTER_CLOSE, MID * (1 + COST), 2_000.0, spread=80.0),
+    ]
+    _log(tmp_path, rows)
+    sample = logged_fills(tmp_path)
+    spreads = dict(zip(sample.decision_id.tolist(), sample.spread_bps.tolist(), strict=True))
+    assert spreads == {
+        "c202603031500:T1:fill": 5.0,  # in the session: the quote it crossed
+        "c202603032100:T1:fill": 12.0,  # waited for the open: the bar's estimate
+        "c202603032100:BTCUSD:fill": 80.0,  # crypto never waits: its quote
+    }
+    assert sample.n_rereferenced == 1
