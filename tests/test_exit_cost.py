@@ -8,6 +8,7 @@ and fee, the cost model's pure function.
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 
 import numpy as np
@@ -15,9 +16,19 @@ import pytest
 
 from raytrade.envs.config import SimulatorConfig
 from raytrade.envs.costs import fee_bps, trade_costs
-from raytrade.envs.evaluation.document import build_report
-from raytrade.envs.evaluation.harness import EvaluationConfig, evaluate, prepare, run_window
+from raytrade.envs.evaluation.document import EvaluationReport, build_report, report_json
+from raytrade.envs.evaluation.harness import (
+    EvaluationConfig,
+    EvaluationPlan,
+    EvaluationResult,
+    RunSeries,
+    evaluate,
+    pool,
+    prepare,
+    run_window,
+)
 from raytrade.envs.evaluation.policies import PolicySpec
+from raytrade.envs.evaluation.render import render_markdown, report_blocks
 from raytrade.envs.market_data import MarketData
 from raytrade.envs.rollout import decision_step, replay_policy
 from raytrade.envs.simulator import MarketSimulator, Observation
@@ -176,18 +187,25 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 BASELINES = ["cash", "buy_and_hold", "equal_weight", "inverse_vol", "kelly_lite"]
+CFG = EvaluationConfig(scenarios=(), seeds=(0,))
 
 
-def test_every_baseline_pays_its_exit_and_the_report_says_how_much(store: Path) -> None:
-    cfg = EvaluationConfig(scenarios=(), seeds=(0,))
-    plan = prepare(store, BASELINES, cfg)
+@pytest.fixture(scope="module")
+def evaluated(store: Path) -> tuple[EvaluationPlan, EvaluationResult, EvaluationReport]:
+    plan = prepare(store, BASELINES, CFG)
     result = evaluate(plan)
-    report = build_report(result)
+    return plan, result, build_report(result)
+
+
+def test_every_baseline_pays_its_exit_and_the_report_says_how_much(
+    evaluated: tuple[EvaluationPlan, EvaluationResult, EvaluationReport],
+) -> None:
+    plan, result, report = evaluated
     data = plan.split_data
     for name in BASELINES:
         run = result.policies[name].main
         policy = next(s for s in plan.specs if s.name == name).make(data, 0)
-        cost, equity = _expected_exit(data, policy, cfg.simulator)
+        cost, equity = _expected_exit(data, policy, CFG.simulator)
         assert run.exit_cost == pytest.approx(cost, rel=1e-9), name
         entry = report.policies[name]
         assert entry.exit_cost == run.exit_cost
@@ -195,3 +213,51 @@ def test_every_baseline_pays_its_exit_and_the_report_says_how_much(store: Path) 
     assert result.policies["cash"].main.exit_cost == 0.0
     for name in ("buy_and_hold", "equal_weight", "inverse_vol"):  # invested at the end
         assert result.policies[name].main.exit_cost > 0, name
+
+
+def test_the_leaderboard_shows_the_exit_in_bps(
+    evaluated: tuple[EvaluationPlan, EvaluationResult, EvaluationReport],
+) -> None:
+    _, _, report = evaluated
+    md = render_markdown("t", report_blocks(report, []))
+    section = md.split("## Leaderboard (net of costs)")[1].split("## ")[0]
+    rows = [line.strip("| ").split(" | ") for line in section.splitlines() if line.startswith("| ")]
+    column = rows[0].index("exit bps")
+    cells = {row[0]: row[column] for row in rows[1:]}
+    for name in BASELINES:
+        assert cells[name] == f"{report.policies[name].exit_cost_bps:.1f}", name
+    assert cells["cash"] == "0.0"
+
+
+def test_a_report_written_before_the_exit_reads_with_no_exit_figure(
+    evaluated: tuple[EvaluationPlan, EvaluationResult, EvaluationReport],
+) -> None:
+    doc = json.loads(report_json(evaluated[2]))
+    doc["schema"] = "raytrade.evaluation/3"
+    for policy in doc["policies"].values():
+        for run in (policy, *policy["folds"]):
+            del run["exit_cost"], run["exit_cost_bps"]
+    old = EvaluationReport.model_validate_json(json.dumps(doc))
+    assert {(p.exit_cost, p.exit_cost_bps) for p in old.policies.values()} == {(None, None)}
+
+
+def _series(exit_cost: float, exit_bps: float, ruin_bar: int | None = None) -> RunSeries:
+    ts = np.arange(3).astype("datetime64[D]")
+    return RunSeries(
+        ts,
+        np.zeros(3),
+        np.zeros(3),
+        np.zeros((3, 4)),
+        np.zeros(3, dtype=np.int8),
+        ruined=ruin_bar is not None,
+        ruin_bar=ruin_bar,
+        exit_cost=exit_cost,
+        exit_bps=exit_bps,
+    )
+
+
+def test_pooled_folds_sum_their_exits_up_to_a_ruin() -> None:
+    pooled = pool([_series(10.0, 1.0), _series(30.0, 3.0)])
+    assert (pooled.exit_cost, pooled.exit_bps) == (40.0, 4.0)
+    ruined_first = pool([_series(0.0, 0.0, ruin_bar=1), _series(30.0, 3.0)])
+    assert (ruined_first.exit_cost, ruined_first.exit_bps) == (0.0, 0.0)
