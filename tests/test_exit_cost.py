@@ -30,7 +30,7 @@ from raytrade.envs.evaluation.harness import (
 from raytrade.envs.evaluation.policies import PolicySpec
 from raytrade.envs.evaluation.render import render_markdown, report_blocks
 from raytrade.envs.market_data import MarketData
-from raytrade.envs.rollout import decision_step, replay_policy
+from raytrade.envs.rollout import Policy, decision_step, replay_policy
 from raytrade.envs.simulator import MarketSimulator, Observation
 
 T, N = 12, 2
@@ -73,22 +73,22 @@ def flat(obs: Observation) -> np.ndarray:
     return np.zeros(obs.mask.shape)
 
 
-def _spec(policy: object) -> PolicySpec:
-    return PolicySpec(name="p", kind="baseline", make=lambda data, seed: policy)  # type: ignore[arg-type,return-value]
+def _spec(policy: Policy) -> PolicySpec:
+    return PolicySpec(name="p", kind="baseline", make=lambda data, seed: policy)
 
 
-def _book_at_end(data: MarketData, policy: object, sim_cfg: SimulatorConfig = SIM) -> MarketSimulator:
+def _book_at_end(data: MarketData, policy: Policy, sim_cfg: SimulatorConfig = SIM) -> MarketSimulator:
     """The simulator stepped by hand from bar 0 to the last bar with ``policy`` (as replay does)."""
     steps = data.n_steps - 1
     sim = MarketSimulator(data, sim_cfg.model_copy(update={"episode_len": steps}), n_envs=1, seed=0)
     sim.reset(starts=np.zeros(1, dtype=np.int64))
     step = decision_step(sim)
     for _ in range(steps):
-        step(policy(sim.observe()))  # type: ignore[operator]
+        step(policy(sim.observe()))
     return sim
 
 
-def _expected_exit(data: MarketData, policy: object, sim_cfg: SimulatorConfig = SIM) -> tuple[float, float]:
+def _expected_exit(data: MarketData, policy: Policy, sim_cfg: SimulatorConfig = SIM) -> tuple[float, float]:
     """(exit cost, equity before it): the book at the last bar priced by ``trade_costs`` on the last
     bar's spread, dollar volume and fee."""
     sim = _book_at_end(data, policy, sim_cfg)
