@@ -7,6 +7,13 @@ buy-and-hold after its first bar); sending the current weights instead would re-
 Every policy goes through the same simulator and cost model, so their results are comparable. A
 ruined episode (see ``envs.simulator``) stays flat: its returns after the ruin step are 0 and the ruin
 step's return is at least -100 %.
+
+Closing the book (``close_at_end``, what evaluation asks for): after the last step every episode's
+book is traded to zero at the last bar's close with the simulator's own cost model
+(``MarketSimulator.exit_costs``), and that cost is charged to the last step: its return, equity,
+fee / spread / slippage and turnover include the exit, so every figure computed from the series is
+net of what getting out costs. ``Rollout.exit_costs`` keeps the exit's own part. Off by default:
+the tuning objective and the demo replay marked to market, as before.
 """
 
 from __future__ import annotations
@@ -45,6 +52,18 @@ class Rollout:
     weights: np.ndarray  # [B, T-1, N] projected target weights sent to the market
     ruin_step: np.ndarray  # [B] int: the step whose bar ruined the episode (returns[b, k] = -1 or
     #                        what remained), -1 when it never was; after it returns are 0, equity flat
+    exit_costs: np.ndarray | None = None  # [B, 3] currency: fee, spread, slippage of closing the book
+    #                        at the end, included in the last step (None: marked to market, not closed)
+
+    @property
+    def exit_bps(self) -> np.ndarray:
+        """``[B]``: the exit's cost in bps of the equity it was charged to (the last close's, before
+        the exit); 0 where nothing was closed or nothing was left."""
+        if self.exit_costs is None:
+            return np.zeros(self.returns.shape[0])
+        paid = self.exit_costs.sum(-1)
+        before = self.equity[:, -1] + paid
+        return np.where(before > 0, paid / np.where(before > 0, before, 1.0) * 1e4, 0.0)
 
     def costs_by_component(self) -> dict[str, float]:
         """Total cost per component over the replay (mean over episodes), currency."""
@@ -69,11 +88,13 @@ def replay_policy(
     sim: SimulatorConfig | None = None,
     n_envs: int = 1,
     make_step: Callable[[MarketSimulator], Callable[[Any], StepResult]] = decision_step,
+    close_at_end: bool = False,
 ) -> Rollout:
     """Step ``policy`` from the first bar of ``data`` to its last, in ``n_envs`` parallel episodes.
 
     ``make_step`` turns the policy's output into a simulator step: weights or ``Decision`` by
-    default; the gated env's action decoder for gate actions.
+    default; the gated env's action decoder for gate actions. ``close_at_end``: close every book at
+    the last bar and charge it to the last step (module docstring).
     """
     steps = data.n_steps - 1
     base = sim or SimulatorConfig()
@@ -100,7 +121,36 @@ def replay_policy(
         if result.terminated.all():  # every episode ruined: the rest is flat
             equity[:, k + 1 :] = result.equity[:, None]
             break
-    return Rollout(data.ts[1:], returns, equity, costs, turnover, weights, ruin_step)
+    exit_costs = _close_books(simulator, returns, equity, costs, turnover) if close_at_end else None
+    return Rollout(data.ts[1:], returns, equity, costs, turnover, weights, ruin_step, exit_costs)
+
+
+def _close_books(
+    simulator: MarketSimulator,
+    returns: np.ndarray,
+    equity: np.ndarray,
+    costs: np.ndarray,
+    turnover: np.ndarray,
+) -> np.ndarray:
+    """Charge closing every book (``simulator.exit_costs``) to the last step of the series, in place;
+    returns the exit's fee / spread / slippage ``[B, 3]``. The last return becomes
+    ``(equity_last - exit) / equity_before_last - 1``. An exit can never cost more than the equity
+    left (capped there, scaled pro rata: with the default costs it is at most 3.2 % of a book
+    the maintenance margin keeps within 4x equity)."""
+    out = simulator.exit_costs()
+    paid = out.costs.sum(-1)
+    left = equity[:, -1].copy()
+    scale = np.where(paid > left, np.maximum(left, 0.0) / np.where(paid > 0, paid, 1.0), 1.0)
+    parts, paid = out.costs * scale[:, None], paid * scale
+    steps = returns.shape[1]
+    before = equity[:, -2] if steps > 1 else np.full(left.shape, simulator.cfg.initial_equity)
+    live = before > 0
+    safe = np.where(live, before, 1.0)
+    returns[:, -1] = np.where(live, (left - paid) / safe - 1.0, 0.0)  # as replay_policy computes it
+    turnover[:, -1] += np.where(live, out.notional / safe, 0.0)
+    equity[:, -1] = left - paid
+    costs[:, -1, :3] += parts
+    return parts
 
 
 def equal_weight(obs: Observation) -> np.ndarray:

@@ -67,6 +67,7 @@ from raytrade.envs.costs import (
     borrow_rate_per_bar,
     cost_overrun,
     cost_rates,
+    costs_at_rates,
     fee_bps,
     financing_rate_per_bar,
 )
@@ -115,6 +116,13 @@ class Trade(NamedTuple):
     equity: np.ndarray  # [B] at close t + 1, after financing (0 or what remains after a ruin)
     costs: np.ndarray  # [B, 4] fee, spread, slippage, financing
     ruined: np.ndarray  # [B] ruined now or earlier (liquidated, flat)
+
+
+class ExitCost(NamedTuple):
+    """What closing every episode's book at its current bar costs (:meth:`MarketSimulator.exit_costs`)."""
+
+    costs: np.ndarray  # [B, 3] currency: fee, spread, slippage (COST_COMPONENTS[:3])
+    notional: np.ndarray  # [B] currency: sum over assets of |units| x close, what the exit trades
 
 
 class ExposureLimits(NamedTuple):
@@ -218,6 +226,7 @@ class MarketSimulator:
         self.is_crypto = is_crypto
         fees = fee_bps(is_crypto, cfg.costs)
         volume = fill_dollar_volume(data.dollar_volume, data.bar_dollar_volume)
+        self._fees, self._fill_volume = fees, volume
         rates = cost_rates(data.spread_bps, data.dollar_volume, fees, cfg.costs, volume)  # every bar, once
         self._bar_rates = np.stack([rates.spread, rates.slippage_base, rates.impact, rates.fill_cap])
         self._rates = CostRates(rates.fee, *self._bar_rates)  # views of the one packed copy
@@ -353,6 +362,33 @@ class MarketSimulator:
         """``|cash + sum(units * close) - equity| / |equity|`` per episode (0 up to rounding)."""
         value = self.cash + (self.units * self._close[self.t]).sum(-1)
         return np.abs(value - self.equity) / np.abs(self._live_equity())
+
+    def exit_costs(self) -> ExitCost:
+        """The cost of trading every episode's book to zero at its current bar ``t``, at ``close[t]``:
+        nothing is changed (evaluation charges it to a window's final equity: ``envs.rollout``).
+
+        Each held position pays :func:`envs.costs.costs_at_rates` (the compiled
+        ``trade_cost_parts`` every fill pays) on its notional ``|units| * close[t]`` at the rates a
+        trade decided at ``t`` pays here (:func:`envs.costs.cost_rates` of bar ``t``'s spread, dollar
+        volume, fee and :func:`fill_dollar_volume`; at a window's last bar that is the dollar volume
+        known at ``t``), as a marketable order (cost multipliers 1), all of it: nothing is dropped
+        for participation, a position above the fill cap pays the impact at ``max_participation``
+        (the cost model's bound). Where bar ``t`` gives no capacity (a zero dollar volume, a hole
+        at the end of a window cut from a longer history) the impact is the one at
+        ``max_participation`` too, never the free trade a zero cap would price. A ruined account
+        holds nothing and pays 0; a position delisted earlier was liquidated by ``step`` already.
+        """
+        t = self.t
+        notional = np.abs(self.units * self._close[t])  # [B, N]
+        notional[self.ruined] = 0.0
+        volume = self._fill_volume[t]
+        # no capacity: price the exit as if it took exactly the participation cap of its bar
+        volume = np.where(volume > 0, volume, notional / self.cfg.costs.max_participation)
+        rates = cost_rates(
+            self.data.spread_bps[t], self.data.dollar_volume[t], self._fees, self.cfg.costs, volume
+        )
+        parts = costs_at_rates(notional, rates)
+        return ExitCost(np.stack([p.sum(-1) for p in parts], axis=-1), notional.sum(-1))
 
     # ------------------------------------------------------------------------------------- step
 

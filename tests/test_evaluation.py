@@ -362,7 +362,7 @@ def test_report_json_keeps_its_key_names(report: EvaluationReport) -> None:
         "benchmark",
         "policies",
     ]
-    assert doc["schema"] == "raytrade.evaluation/3"
+    assert doc["schema"] == "raytrade.evaluation/4"
     assert set(doc["policies"]["cash"]) == {
         "kind",
         "stochastic",
@@ -381,11 +381,14 @@ def test_report_json_keeps_its_key_names(report: EvaluationReport) -> None:
         "sample",
         "ruined",
         "ruin_date",
+        "exit_cost",
+        "exit_cost_bps",
         "ruined_runs",
     }
     assert doc["policies"]["cash"]["metrics"]["sharpe"] is None
     assert list(doc["policies"]["cash"]["costs"]) == ["fee", "spread", "slippage", "financing", "total"]
     fold_keys = {"name", "train", "test", "in_sample", "metrics", "costs", "ruined", "ruin_date"}
+    fold_keys |= {"exit_cost", "exit_cost_bps"}
     assert set(doc["policies"]["cash"]["folds"][0]) == fold_keys
 
 

@@ -51,7 +51,8 @@ def test_a_gated_registry_model_is_evaluated_as_its_gate_sizes(monkeypatch: pyte
     assert spec.feature_columns == (*OBSERVED, "fc_mean", STORE_GATE_COLUMN)  # what the gate reads
     assert spec.lookback_bars == 7  # the gate's sigma: the last 7 closes
     sim = SimulatorConfig(episode_len=data.n_steps - 1)
-    expected = replay_policy(data, inference.gated_weights_policy(None, data, cfg), sim)
+    # the evaluation closes the book at the window's end (harness): so does the expected replay
+    expected = replay_policy(data, inference.gated_weights_policy(None, data, cfg), sim, close_at_end=True)
     assert np.abs(expected.weights).sum() > 1.0  # the gate does invest
     evaluated = run_window(spec, data, seed=0, sim=sim)
     np.testing.assert_allclose(evaluated.returns, expected.returns[0], rtol=0, atol=1e-12)

@@ -8,6 +8,10 @@ Contract
 * Per policy it holds the per-period series it reports (``timestamps`` as ISO dates, net simple
   ``returns``, ``turnover``, ``costs_per_period`` in currency) and every metric computed from exactly
   those series with ``envs.metrics.summarize`` (so they recompute exactly).
+* Every run ends by closing its book at the window's last close (``envs.evaluation.harness``: the
+  rule); the series, metrics and cost breakdown include that exit, and each run says what it was on
+  its own: ``exit_cost`` (currency) and ``exit_cost_bps`` (bps of the equity it was charged to; a
+  pooled walk-forward series sums its folds').
 * Undefined values (NaN, inf) are ``None`` in the document and ``null`` in the file: every number
   that can be undefined is typed ``float | None``, and the models refuse NaN / inf outright
   (``allow_inf_nan=False``), so the file is always valid JSON.
@@ -54,10 +58,13 @@ from raytrade.envs.metrics import summarize
 from raytrade.envs.scenarios import Scenario
 from raytrade.replay.splits import TimeWindow
 
-REPORT_SCHEMA: Final = "raytrade.evaluation/3"
-"""Version of the report layout; bump it when a field changes meaning or is removed. 3: a registry
-model's fold ``train`` is its own training window, ``sample`` and ``FoldReport.in_sample`` added. A /2
-file still reads (``sample`` None; its registry folds' ``train`` is the fold's)."""
+REPORT_SCHEMA: Final = "raytrade.evaluation/4"
+"""Version of the report layout; bump it when a field changes meaning or is removed. 4: every run
+closes its book at the window's end, returns and costs include that exit, ``exit_cost`` and
+``exit_cost_bps`` added. 3: a registry model's fold ``train`` is its own training window, ``sample``
+and ``FoldReport.in_sample`` added. A /3 or /2 file still reads (its returns are marked to market
+without the exit, ``exit_cost`` / ``exit_cost_bps`` null; a /2 file's ``sample`` None and its
+registry folds' ``train`` the fold's)."""
 
 Number = float | None
 """A figure that may be undefined (a ratio without dispersion, an empty window): ``None`` then."""
@@ -111,6 +118,16 @@ class RunReport(Document):
     costs: CostBreakdown
     ruined: bool = Field(False, description="the account was ruined: liquidated, flat afterwards")
     ruin_date: str | None = Field(None, description="ISO date of the ruin bar (null: never ruined)")
+    exit_cost: Number = Field(
+        None,
+        description="currency: closing the book at the window's last close, already in the returns and "
+        "costs (pooled folds: summed); null in a file before schema /4 (no exit charged)",
+    )
+    exit_cost_bps: Number = Field(
+        None,
+        description="that cost in bps of the equity it was charged to (pooled folds: summed); null "
+        "before schema /4",
+    )
 
 
 class RegimeReport(Document):
@@ -313,7 +330,7 @@ class ReplaySource(Document):
 class EvaluationReport(Document):
     """``report.json``: what was evaluated, how, and every policy's results."""
 
-    report_schema: Literal["raytrade.evaluation/3", "raytrade.evaluation/2"] = Field(
+    report_schema: Literal["raytrade.evaluation/4", "raytrade.evaluation/3", "raytrade.evaluation/2"] = Field(
         REPORT_SCHEMA, alias="schema"
     )
     replay: ReplaySource
@@ -393,6 +410,8 @@ def run_report(series: RunSeries, periods_per_year: float) -> RunReport:
         costs=cost_breakdown(series),
         ruined=series.ruined,
         ruin_date=ruin_date,
+        exit_cost=_num(series.exit_cost),
+        exit_cost_bps=_num(series.exit_bps),
     )
 
 

@@ -32,6 +32,21 @@ universe the models trained on (``envs.evaluation.universe``: never a symbol the
 ``EvaluationPlan.universe`` says which universe and why.
 Features are the store's, computed from data ``<= t``; a window taken from the whole store is the
 same as loading it, except that a missing spread is costed at the whole store's median.
+
+The end of a window (one rule, for the policy and every baseline alike): every run (each window,
+each walk-forward fold, each stress draw) ends by closing the book. Every position still open at the
+window's last bar is traded to zero at that bar's close with the simulator's own cost model (fee,
+half spread, tier slippage and square-root impact of the participation at that bar, the compiled
+``envs.costs.trade_cost_parts`` every fill pays: ``MarketSimulator.exit_costs``), and the cost is
+charged to the window's final equity: the last return, the last bar's fee / spread / slippage and
+its turnover include it (``replay_policy(close_at_end=True)``). So total return, Sharpe, drawdown,
+the equity curve and the bootstrap are net of getting out, and a book that ends large, levered,
+short or illiquid pays for it as a flat one does not. ``RunSeries.exit_cost`` / ``exit_bps`` keep
+the exit's own part for the report. A ruined (flat) account pays nothing; a position whose symbol
+has no bar after an earlier one (delisted) was already liquidated by the simulator. Walk-forward
+folds each start from fresh equity, so each closes its own book; the pooled series carries each
+fold's exit at the fold's last bar. Training (the RL env's episodes) and the tuning objective do not
+close the book: this is the evaluation's rule.
 """
 
 from __future__ import annotations
@@ -174,6 +189,9 @@ class RunSeries:
     regime: np.ndarray  # [T] int: 0 calm, 1 choppy, 2 crisis, -1 nothing listed
     ruined: bool = False  # the account was ruined (liquidated; flat afterwards, returns 0)
     ruin_bar: int | None = None  # index into returns / timestamps of the ruin step (None: never)
+    exit_cost: float = 0.0  # currency: closing the book at the window's end, already in returns and
+    #                         costs (pooled folds: summed over the folds)
+    exit_bps: float = 0.0  # that cost in bps of the equity it was charged to (pooled: summed over folds)
 
 
 @dataclass(frozen=True)
@@ -505,8 +523,9 @@ def bar_regimes(data: MarketData) -> np.ndarray:
 
 def run_window(spec: PolicySpec, data: MarketData, seed: int, sim: SimulatorConfig) -> RunSeries:
     """Replay ``spec`` built for ``data`` with ``seed`` over the whole window (one episode)."""
-    rollout = replay_policy(data, spec.make(data, seed), sim, n_envs=1)
+    rollout = replay_policy(data, spec.make(data, seed), sim, n_envs=1, close_at_end=True)
     ruin_step = int(rollout.ruin_step[0])
+    assert rollout.exit_costs is not None  # close_at_end
     return RunSeries(
         timestamps=rollout.timestamps,
         returns=rollout.returns[0],
@@ -515,6 +534,8 @@ def run_window(spec: PolicySpec, data: MarketData, seed: int, sim: SimulatorConf
         regime=bar_regimes(data)[1:],
         ruined=ruin_step >= 0,
         ruin_bar=ruin_step if ruin_step >= 0 else None,
+        exit_cost=float(rollout.exit_costs[0].sum()),
+        exit_bps=float(rollout.exit_bps[0]),
     )
 
 
@@ -523,15 +544,17 @@ def pool(series: Sequence[RunSeries]) -> RunSeries:
 
     The chain is one account: once a fold is ruined the pooled account stays ruined, so every later
     bar has return, turnover and costs 0 (the folds keep their own series); ``ruin_bar`` is the
-    ruin's index in the chained series.
+    ruin's index in the chained series. ``exit_cost`` / ``exit_bps`` sum the folds' exits up to the
+    ruined fold (a ruined fold's is 0).
     """
     if len(series) == 1:
         return series[0]
     timestamps, returns, turnover, costs, regime = (
         np.concatenate(parts) for parts in zip(*(_fields(s) for s in series), strict=True)
     )
-    offset, ruin_bar = 0, None
+    offset, ruin_bar, exit_cost, exit_bps = 0, None, 0.0, 0.0
     for s in series:
+        exit_cost, exit_bps = exit_cost + s.exit_cost, exit_bps + s.exit_bps
         if s.ruin_bar is not None:
             ruin_bar = offset + s.ruin_bar
             break
@@ -541,7 +564,15 @@ def pool(series: Sequence[RunSeries]) -> RunSeries:
         turnover[ruin_bar + 1 :] = 0.0
         costs[ruin_bar + 1 :] = 0.0
     return RunSeries(
-        timestamps, returns, turnover, costs, regime, ruined=ruin_bar is not None, ruin_bar=ruin_bar
+        timestamps,
+        returns,
+        turnover,
+        costs,
+        regime,
+        ruined=ruin_bar is not None,
+        ruin_bar=ruin_bar,
+        exit_cost=exit_cost,
+        exit_bps=exit_bps,
     )
 
 

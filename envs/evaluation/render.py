@@ -60,7 +60,9 @@ def _summary(report: EvaluationReport) -> Block:
         f"{report.periods_per_year} periods per year. Every policy ran through the same simulator "
         f"and cost model (fees {costs.fee_bps_equity}/{costs.fee_bps_crypto} bps "
         f"equity/crypto, half-spread, tiered slippage with square-root impact, financing "
-        f"{costs.financing_rate_annual:.2%} a year above 1x).",
+        f"{costs.financing_rate_annual:.2%} a year above 1x). Every window ends by closing the book at "
+        "its last close with that cost model: returns and costs include the exit, and 'exit bps' "
+        "says what it cost, in bps of the final equity (summed over folds).",
     )
 
 
@@ -77,12 +79,14 @@ def _leaderboard(report: EvaluationReport, names: Sequence[str]) -> Block:
         "cvar 5%",
         "turnover",
         "costs",
+        "exit bps",
         "hit rate",
         "calmar",
     )
     rows = []
     for n in names:
-        m = report.policies[n].metrics
+        p = report.policies[n]
+        m = p.metrics
         rows.append(
             (
                 _label(report, n),
@@ -96,6 +100,7 @@ def _leaderboard(report: EvaluationReport, names: Sequence[str]) -> Block:
                 _pct(m.cvar_5),
                 _f(m.turnover, 3),
                 _money(m.costs_paid),
+                _f(p.exit_cost_bps, 1),
                 _pct(m.hit_rate),
                 _f(m.calmar),
             )

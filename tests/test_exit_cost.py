@@ -1,0 +1,263 @@
+"""Evaluation closes every book at the window's end, at the simulator's own costs (harness: the rule).
+
+The expected exit is computed independently: the book the simulator holds after the last step
+(stepped here by hand) priced by ``envs.costs.trade_costs`` on the last bar's spread, dollar volume
+and fee, the cost model's pure function.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from raytrade.envs.config import SimulatorConfig
+from raytrade.envs.costs import fee_bps, trade_costs
+from raytrade.envs.evaluation.document import EvaluationReport, build_report, report_json
+from raytrade.envs.evaluation.harness import (
+    EvaluationConfig,
+    EvaluationPlan,
+    EvaluationResult,
+    RunSeries,
+    evaluate,
+    pool,
+    prepare,
+    run_window,
+)
+from raytrade.envs.evaluation.policies import PolicySpec
+from raytrade.envs.evaluation.render import render_markdown, report_blocks
+from raytrade.envs.market_data import MarketData
+from raytrade.envs.rollout import Policy, decision_step, replay_policy
+from raytrade.envs.simulator import MarketSimulator, Observation
+
+T, N = 12, 2
+SIM = SimulatorConfig(episode_len=T - 1)
+
+
+def _data(last_dollar_volume: float = 5e7, crash_at: int | None = None) -> MarketData:
+    """Two equities drifting up (4 % spread steps apart), 5e7 dollar volume a bar; the last bar's
+    dollar volume is ``last_dollar_volume`` (same liquidity tier from 1e7 up); ``crash_at``: both
+    opens and closes from that bar on at 30 % of the price before (a levered long book is ruined)."""
+    ts = np.arange(T).astype("datetime64[D]").astype("datetime64[us]")
+    close = 100.0 * (1.0 + 0.01 * np.arange(T))[:, None] * np.array([1.0, 0.5])
+    open_ = close * 0.999
+    if crash_at is not None:
+        close[crash_at:] *= 0.3
+        open_[crash_at:] *= 0.3
+    volume = np.full((T, N), 5e7)
+    volume[-1] = last_dollar_volume
+    return MarketData(
+        ts=ts,
+        symbols=("AAA", "BBB"),
+        asset_class=("equity", "equity"),
+        open=open_,
+        close=close,
+        listed=np.ones((T, N), dtype=bool),
+        spread_bps=np.tile([10.0, 30.0], (T, 1)),
+        dollar_volume=volume,
+        features=np.zeros((T, N, 1), dtype=np.float32),
+        feature_names=("ret_1",),
+        regime_code=np.zeros((T, N), dtype=np.int8),
+    )
+
+
+def levered(obs: Observation) -> np.ndarray:
+    """Gross 2x: long AAA 1.2x, short BBB 0.8x, every bar."""
+    return np.broadcast_to(np.array([1.2, -0.8]), obs.mask.shape).copy()
+
+
+def flat(obs: Observation) -> np.ndarray:
+    return np.zeros(obs.mask.shape)
+
+
+def _spec(policy: Policy) -> PolicySpec:
+    return PolicySpec(name="p", kind="baseline", make=lambda data, seed: policy)
+
+
+def _book_at_end(data: MarketData, policy: Policy, sim_cfg: SimulatorConfig = SIM) -> MarketSimulator:
+    """The simulator stepped by hand from bar 0 to the last bar with ``policy`` (as replay does)."""
+    steps = data.n_steps - 1
+    sim = MarketSimulator(data, sim_cfg.model_copy(update={"episode_len": steps}), n_envs=1, seed=0)
+    sim.reset(starts=np.zeros(1, dtype=np.int64))
+    step = decision_step(sim)
+    for _ in range(steps):
+        step(policy(sim.observe()))
+    return sim
+
+
+def _expected_exit(data: MarketData, policy: Policy, sim_cfg: SimulatorConfig = SIM) -> tuple[float, float]:
+    """(exit cost, equity before it): the book at the last bar priced by ``trade_costs`` on the last
+    bar's spread, dollar volume and fee."""
+    sim = _book_at_end(data, policy, sim_cfg)
+    notional = np.abs(sim.units[0] * data.close[-1])
+    fees = fee_bps(np.array([c == "crypto" for c in data.asset_class]), sim_cfg.costs)
+    parts = trade_costs(notional, data.spread_bps[-1], data.dollar_volume[-1], fees, sim_cfg.costs)
+    return float(sum(p.sum() for p in parts)), float(sim.equity[0])
+
+
+def test_a_levered_book_pays_exactly_the_cost_of_trading_it_to_zero_at_the_last_bar() -> None:
+    data = _data()
+    run = run_window(_spec(levered), data, 0, SIM)
+    marked = replay_policy(data, levered, SIM)
+    cost, equity = _expected_exit(data, levered)
+    assert cost > 0
+    assert run.exit_cost == pytest.approx(cost, rel=1e-12)
+    assert run.exit_bps == pytest.approx(cost / equity * 1e4, rel=1e-12)
+    before = marked.equity[0, -2]
+    assert run.returns[-1] == pytest.approx((equity - cost) / before - 1.0, rel=1e-12, abs=1e-15)
+    np.testing.assert_array_equal(run.returns[:-1], marked.returns[0, :-1])  # only the last bar changes
+    assert run.costs[-1, :3].sum() - marked.costs[0, -1, :3].sum() == pytest.approx(cost, rel=1e-12)
+
+
+def test_a_flat_book_pays_nothing() -> None:
+    data = _data()
+    run = run_window(_spec(flat), data, 0, SIM)
+    assert (run.exit_cost, run.exit_bps) == (0.0, 0.0)
+    np.testing.assert_array_equal(run.returns, replay_policy(data, flat, SIM).returns[0])
+
+
+def test_a_thin_last_bar_pays_more_impact() -> None:
+    """Same book, same tier (dollar volume >= 1e7): only the participation of the exit differs."""
+    thick, thin = _data(last_dollar_volume=5e7), _data(last_dollar_volume=1.2e7)
+    run_thick, run_thin = (run_window(_spec(levered), d, 0, SIM) for d in (thick, thin))
+    assert run_thick.exit_cost == pytest.approx(_expected_exit(thick, levered)[0], rel=1e-12)
+    assert run_thin.exit_cost == pytest.approx(_expected_exit(thin, levered)[0], rel=1e-12)
+    assert run_thin.exit_cost > run_thick.exit_cost
+
+
+def test_no_capacity_at_the_last_bar_is_priced_at_the_participation_cap() -> None:
+    """A zero dollar volume at the last bar is no free exit: impact at ``max_participation``."""
+    data = _data(last_dollar_volume=0.0)
+    run = run_window(_spec(levered), data, 0, SIM)
+    notional = np.abs(_book_at_end(data, levered).units[0] * data.close[-1])
+    c = SIM.costs
+    rate_bps = c.fee_bps_equity + c.spread_fraction * data.spread_bps[-1] + c.tier_base_bps[2]
+    rate_bps = rate_bps + c.impact_coef_bps * np.sqrt(c.max_participation)
+    assert run.exit_cost == pytest.approx(float((notional * rate_bps * 1e-4).sum()), rel=1e-12)
+
+
+def long_2x(obs: Observation) -> np.ndarray:
+    """Gross 2x long: 1x each asset, every bar."""
+    return np.where(obs.mask, 1.0, 0.0)
+
+
+def test_a_ruined_account_pays_nothing() -> None:
+    data = _data(crash_at=6)
+    run = run_window(_spec(long_2x), data, 0, SIM)
+    assert run.ruined
+    assert (run.exit_cost, run.exit_bps) == (0.0, 0.0)
+    np.testing.assert_array_equal(run.returns, replay_policy(data, long_2x, SIM).returns[0])
+
+
+def test_a_symbol_delisted_earlier_was_liquidated_and_pays_no_exit() -> None:
+    """BBB's last bar is bar 5: the simulator sold it there; the exit prices AAA's position alone."""
+    data = _data()
+    listed = data.listed.copy()
+    listed[6:, 1] = False
+    data = dataclasses.replace(data, listed=listed)
+    units = _book_at_end(data, long_2x).units[0]
+    assert units[1] == 0.0 and units[0] > 0
+    fee = np.array([SIM.costs.fee_bps_equity])
+    aaa = trade_costs(
+        np.abs(units[:1] * data.close[-1, :1]),
+        data.spread_bps[-1, :1],
+        data.dollar_volume[-1, :1],
+        fee,
+        SIM.costs,
+    )
+    run = run_window(_spec(long_2x), data, 0, SIM)
+    assert run.exit_cost == pytest.approx(float(sum(p.sum() for p in aaa)), rel=1e-12)
+
+
+# --------------------------------------------------------------------------- the harness and report
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from raytrade.replay.ingest import ingest_frames
+    from raytrade.replay.sources.synthetic import generate
+
+    root = tmp_path_factory.mktemp("exit") / "store"
+    market = generate(n_symbols=4, years=1.0, seed=5)
+    ingest_frames(root, market.bars, market.macro, show_progress=False)
+    return root
+
+
+BASELINES = ["cash", "buy_and_hold", "equal_weight", "inverse_vol", "kelly_lite"]
+CFG = EvaluationConfig(scenarios=(), seeds=(0,))
+
+
+@pytest.fixture(scope="module")
+def evaluated(store: Path) -> tuple[EvaluationPlan, EvaluationResult, EvaluationReport]:
+    plan = prepare(store, BASELINES, CFG)
+    result = evaluate(plan)
+    return plan, result, build_report(result)
+
+
+def test_every_baseline_pays_its_exit_and_the_report_says_how_much(
+    evaluated: tuple[EvaluationPlan, EvaluationResult, EvaluationReport],
+) -> None:
+    plan, result, report = evaluated
+    data = plan.split_data
+    for name in BASELINES:
+        run = result.policies[name].main
+        policy = next(s for s in plan.specs if s.name == name).make(data, 0)
+        cost, equity = _expected_exit(data, policy, CFG.simulator)
+        assert run.exit_cost == pytest.approx(cost, rel=1e-9), name
+        entry = report.policies[name]
+        assert entry.exit_cost == run.exit_cost
+        assert entry.exit_cost_bps == pytest.approx(cost / equity * 1e4, rel=1e-9), name
+    assert result.policies["cash"].main.exit_cost == 0.0
+    for name in ("buy_and_hold", "equal_weight", "inverse_vol"):  # invested at the end
+        assert result.policies[name].main.exit_cost > 0, name
+
+
+def test_the_leaderboard_shows_the_exit_in_bps(
+    evaluated: tuple[EvaluationPlan, EvaluationResult, EvaluationReport],
+) -> None:
+    _, _, report = evaluated
+    md = render_markdown("t", report_blocks(report, []))
+    section = md.split("## Leaderboard (net of costs)")[1].split("## ")[0]
+    rows = [line.strip("| ").split(" | ") for line in section.splitlines() if line.startswith("| ")]
+    column = rows[0].index("exit bps")
+    cells = {row[0]: row[column] for row in rows[1:]}
+    for name in BASELINES:
+        assert cells[name] == f"{report.policies[name].exit_cost_bps:.1f}", name
+    assert cells["cash"] == "0.0"
+
+
+def test_a_report_written_before_the_exit_reads_with_no_exit_figure(
+    evaluated: tuple[EvaluationPlan, EvaluationResult, EvaluationReport],
+) -> None:
+    doc = json.loads(report_json(evaluated[2]))
+    doc["schema"] = "raytrade.evaluation/3"
+    for policy in doc["policies"].values():
+        for run in (policy, *policy["folds"]):
+            del run["exit_cost"], run["exit_cost_bps"]
+    old = EvaluationReport.model_validate_json(json.dumps(doc))
+    assert {(p.exit_cost, p.exit_cost_bps) for p in old.policies.values()} == {(None, None)}
+
+
+def _series(exit_cost: float, exit_bps: float, ruin_bar: int | None = None) -> RunSeries:
+    ts = np.arange(3).astype("datetime64[D]")
+    return RunSeries(
+        ts,
+        np.zeros(3),
+        np.zeros(3),
+        np.zeros((3, 4)),
+        np.zeros(3, dtype=np.int8),
+        ruined=ruin_bar is not None,
+        ruin_bar=ruin_bar,
+        exit_cost=exit_cost,
+        exit_bps=exit_bps,
+    )
+
+
+def test_pooled_folds_sum_their_exits_up_to_a_ruin() -> None:
+    pooled = pool([_series(10.0, 1.0), _series(30.0, 3.0)])
+    assert (pooled.exit_cost, pooled.exit_bps) == (40.0, 4.0)
+    ruined_first = pool([_series(0.0, 0.0, ruin_bar=1), _series(30.0, 3.0)])
+    assert (ruined_first.exit_cost, ruined_first.exit_bps) == (0.0, 0.0)
