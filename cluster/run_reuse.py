@@ -34,8 +34,8 @@ class StoreState:
     """The store's fingerprints as of now: what a finished search must have recorded to be reused.
 
     ``experience_sha256``: the ``experience`` table's fingerprint (``replay.fingerprint``,
-    ``EXPERIENCE_TABLES``), None when no search of the caller reads an experience store; a recorded
-    search that read one is then never reused (fail closed)."""
+    ``EXPERIENCE_TABLES``), None when no search of the caller reads an experience store or that store
+    has no experience table; a recorded search that read one is then never reused (fail closed)."""
 
     data_sha256: str
     experience_sha256: str | None = None
@@ -43,11 +43,14 @@ class StoreState:
 
 def store_state(replay: Path, experience: Path | None = None) -> StoreState:
     """The fingerprints of ``replay``'s bars and features and of ``experience``'s experience table
-    (None: no search reads one), each hashed once."""
+    (None: no search reads one, or it has none: ``raytrade tune`` refuses the search, with its own
+    message), each hashed once."""
     from raytrade.replay.fingerprint import EXPERIENCE_TABLES, data_fingerprint
 
     sha, _ = data_fingerprint(replay)
-    exp = None if experience is None else data_fingerprint(experience, EXPERIENCE_TABLES)[0]
+    exp = None
+    if experience is not None and (experience / EXPERIENCE_TABLES[0]).is_dir():
+        exp = data_fingerprint(experience, EXPERIENCE_TABLES)[0]
     return StoreState(sha, exp)
 
 
@@ -63,7 +66,7 @@ def why_not_reused(run: RunFile, finished: bool, command: str, store: StoreState
         return f"the store's data changed since (fingerprint then {then[:12]}, now {now[:12]})"
     seen = run.provenance.experience
     if seen is not None and seen.sha256 != store.experience_sha256:
-        current = "not computed" if store.experience_sha256 is None else store.experience_sha256[:12]
+        current = "none" if store.experience_sha256 is None else store.experience_sha256[:12]
         return f"its experience store changed since (fingerprint then {seen.sha256[:12]}, now {current})"
     return None
 

@@ -270,3 +270,23 @@ def test_an_unfinished_search_in_the_folder_is_moved_aside_and_searched_again(
         f"searching {run_dir.name} again: it did not finish (no {LEADERBOARD_FILE}); the old search is kept "
         f"in {kept.name}"
     ]
+
+
+def test_an_offline_search_is_not_reused_when_its_experience_table_is_gone(
+    store: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _log_decision(store, "d0", "2024-01-02")
+    opts, fold = _options(store, tmp_path, "cql"), _fold()
+    run_dir = _finished_search(
+        search_options(opts, opts.plan_budget(), "cql", "base", fold), store, offline=True
+    )
+    old = read_run_file(run_dir).provenance.experience
+    assert old is not None
+    shutil.rmtree(store / "experience")
+    assert experiment_store_state(opts, opts.plan_budget()).experience_sha256 is None
+    result, searched, said = _search(opts, "cql", fold, monkeypatch)
+    assert len(searched) == 1 and result.selected.trial == "new"
+    assert said[0].startswith(
+        f"searching {run_dir.name} again: its experience store changed since (fingerprint then "
+        f"{old.sha256[:12]}, now none)"
+    )
