@@ -42,7 +42,11 @@ Design decisions
 * Output in ``--out``: ``experiment.json`` / ``experiment.md`` / ``plots/`` (``experiment_report``),
   ``evaluation/`` (the evaluation report), ``runs/`` (the searches), and a dated section appended to
   ``marketsimulatorresults.md`` (or ``--results-log``). A search whose folder already holds a
-  leaderboard from the same command is reused, so an interrupted experiment continues.
+  finished search of the same command on the same data (the run file's data fingerprint, and an
+  offline search's experience fingerprint, equal to the store's now, hashed once per experiment) is
+  reused, so an interrupted experiment continues; any other search in that folder is moved aside to
+  ``NAME.replaced-<its start>``, never deleted nor searched into (``cluster.run_reuse``), and the
+  log says which and why.
 """
 
 from __future__ import annotations
@@ -86,6 +90,7 @@ from raytrade.cluster.experiment_report import (
     write_plots,
 )
 from raytrade.cluster.options import LocalPath, action_options, spread_fraction_option
+from raytrade.cluster.run_reuse import StoreState, settle_run_dir, store_state
 from raytrade.envs.actions import ActionConfig, ActionMode
 from raytrade.envs.config import SimulatorConfig
 from raytrade.envs.cost_profile import with_spread_fraction
@@ -99,6 +104,7 @@ from raytrade.tune_specs.objective import UNDEFINED_SCORE
 from raytrade.tune_specs.selection import RankedCandidate, rank_candidates
 
 if TYPE_CHECKING:
+    from raytrade.cluster.tune import TuneOptions
     from raytrade.envs.evaluation.harness import PolicyResult
 
 BudgetName = Literal["smoke", "small", "full"]
@@ -472,15 +478,13 @@ class SearchResult:
     feature_columns: tuple[str, ...]
 
 
-def run_search(
+def search_options(
     opts: ExperimentOptions, budget: ExperimentBudget, spec: str, features: str, fold: FoldPlan
-) -> SearchResult:
-    """``raytrade tune`` of ``spec`` on ``fold``'s training window, scored on its validation window
-    (reused when its folder holds a finished search of the same command); the best checkpoint."""
-    from raytrade.cluster.run_file import LEADERBOARD_FILE, RUN_FILE, read_leaderboard, read_run_file
-    from raytrade.cluster.tune import TuneOptions, run_tune
+) -> TuneOptions:
+    """The ``raytrade tune`` options of ``spec`` with ``features`` on ``fold``'s windows."""
+    from raytrade.cluster.tune import TuneOptions
 
-    tune_opts = TuneOptions(
+    return TuneOptions(
         spec=spec,
         replay=opts.replay,
         smoke=budget.spec_smoke,
@@ -499,13 +503,44 @@ def run_search(
         validation_fraction=fold.validation_fraction,
         seed=opts.seed,
     )
+
+
+def experiment_store_state(opts: ExperimentOptions, budget: ExperimentBudget) -> StoreState:
+    """The store's fingerprints the experiment's finished searches are checked against, hashed once
+    per experiment: bars and features, and the experience table when an offline family is planned
+    (its searches read the replay store's own experience: the experiment passes no ``--experience``)."""
+    from raytrade.tune_specs import OFFLINE_SPECS
+
+    offline = any(family in OFFLINE_SPECS for family in budget.families)
+    return store_state(opts.replay, opts.replay if offline else None)
+
+
+def run_search(
+    opts: ExperimentOptions,
+    budget: ExperimentBudget,
+    spec: str,
+    features: str,
+    fold: FoldPlan,
+    store: StoreState,
+    say: Callable[[str], None] = click.echo,
+) -> SearchResult:
+    """``raytrade tune`` of ``spec`` on ``fold``'s training window, scored on its validation window;
+    the best checkpoint. A finished search in its folder is reused when it ran the same command on the
+    data ``store`` fingerprints (``cluster.run_reuse``); any other search there is moved aside first,
+    and ``say`` gets one line saying which and why."""
+    from raytrade.cluster.run_file import LEADERBOARD_FILE, read_leaderboard
+    from raytrade.cluster.tune import run_tune
+
+    tune_opts = search_options(opts, budget, spec, features, fold)
     run_dir = tune_opts.run_dir()
     started = time.perf_counter()
-    finished = (run_dir / LEADERBOARD_FILE).exists() and (run_dir / RUN_FILE).exists()
-    if finished and read_run_file(run_dir).command == tune_opts.command():
+    reused, line = settle_run_dir(run_dir, tune_opts.command(), store)
+    if line is not None:
+        say(line)
+    if reused is not None:
         rows = read_leaderboard(run_dir)
         # a reused search's wall time is the one it took: run file start to leaderboard written
-        began = read_run_file(run_dir).provenance.started_at.timestamp()
+        began = reused.provenance.started_at.timestamp()
         seconds = max(0.0, (run_dir / LEADERBOARD_FILE).stat().st_mtime - began)
     else:
         rows = run_tune(tune_opts).leaderboard
@@ -636,6 +671,7 @@ def run_experiment(opts: ExperimentOptions, say: Callable[[str], None] = click.e
             f"test {f.test.start.date()}..{f.test.end.date()}"
         )
     opts.out.mkdir(parents=True, exist_ok=True)
+    store = experiment_store_state(opts, budget)
 
     searches: dict[str, list[SearchResult]] = {}
     variant_seconds: dict[str, float] = {}
@@ -646,7 +682,7 @@ def run_experiment(opts: ExperimentOptions, say: Callable[[str], None] = click.e
             results = []
             for fold in folds:
                 say(f"[{name}] fold {fold.index}: searching ...")
-                results.append(run_search(opts, budget, family, features, fold))
+                results.append(run_search(opts, budget, family, features, fold, store, say))
                 score = results[-1].selected.validation_objective
                 say(f"[{name}] fold {fold.index}: validation objective {_fmt(score)}")
             searches[name] = results

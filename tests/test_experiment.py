@@ -702,10 +702,11 @@ def _without_searching(
 def test_a_finished_search_of_the_same_command_is_reused(
     smoke_experiment: Path, synthetic_store: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from raytrade.cluster.experiment import run_search
+    from raytrade.cluster.experiment import experiment_store_state, run_search
 
     opts, folds, _ = _without_searching(smoke_experiment, synthetic_store, monkeypatch)
-    again = run_search(opts, opts.plan_budget(), "ppo", "base", folds[1])
+    store = experiment_store_state(opts, opts.plan_budget())
+    again = run_search(opts, opts.plan_budget(), "ppo", "base", folds[1], store)
     first = read_experiment(smoke_experiment / "experiment.json").variants[0].selected[1]
     assert again.selected.model_dump(exclude={"tune_seconds"}) == first.model_dump(exclude={"tune_seconds"})
     assert again.selected.tune_seconds > 0
@@ -714,10 +715,11 @@ def test_a_finished_search_of_the_same_command_is_reused(
 def test_smoke_experiment_selection_replays_each_model_to_its_recorded_validation_objective(
     smoke_experiment: Path, synthetic_store: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from raytrade.cluster.experiment import run_search, validation_returns
+    from raytrade.cluster.experiment import experiment_store_state, run_search, validation_returns
 
     opts, folds, ppy = _without_searching(smoke_experiment, synthetic_store, monkeypatch)
-    results = [run_search(opts, opts.plan_budget(), "ppo", "base", f) for f in folds]
+    store = experiment_store_state(opts, opts.plan_budget())
+    results = [run_search(opts, opts.plan_budget(), "ppo", "base", f, store) for f in folds]
     bench, returns = validation_returns({"ppo-base": results}, synthetic_store)
     for k, result in enumerate(results):
         replayed = score_of(returns["ppo-base"][k] - bench[k], ppy, 1.0)

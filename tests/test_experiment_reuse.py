@@ -1,0 +1,292 @@
+"""An experiment reuses a finished search only on the data it was searched on (``cluster.run_reuse``).
+
+No Ray: ``run_tune`` is a recorder and the finished search is a run folder written with
+``cluster.run_file``'s helpers; ``load_selected`` returns no module (nothing is replayed here)."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pandas as pd
+import pytest
+
+from raytrade.cluster import experiment
+from raytrade.cluster.experiment import (
+    BUDGETS,
+    ExperimentOptions,
+    FoldPlan,
+    SearchResult,
+    experiment_store_state,
+    plan_folds,
+    search_options,
+)
+from raytrade.cluster.run_file import (
+    LEADERBOARD_FILE,
+    RUN_FILE,
+    LeaderboardRow,
+    RunFile,
+    read_run_file,
+    write_leaderboard,
+    write_run_file,
+)
+from raytrade.cluster.run_reuse import REPLACED_MARK
+from raytrade.cluster.tune import TuneOptions, TuneOutcome, provenance
+from raytrade.models.manifest import SearchObjective
+from raytrade.tune_specs.spec import ON_POLICY_SMOKE
+
+
+def _row(trial: str) -> LeaderboardRow:
+    return LeaderboardRow(
+        trial=trial,
+        trial_dir=trial,
+        params={},
+        iteration=1,
+        checkpoint=f"{trial}/checkpoint_000000",
+        node_id=None,
+        error=None,
+        objective=0.5,
+        sharpe=1.0,
+        sortino=1.0,
+        cvar_5=-0.01,
+        total_return=0.1,
+        turnover=0.2,
+        max_drawdown=0.05,
+    )
+
+
+@pytest.fixture
+def store(synthetic_store: Path, tmp_path: Path) -> Path:
+    """A copy of the session's synthetic store, free to grow."""
+    root = tmp_path / "store"
+    shutil.copytree(synthetic_store, root)
+    return root
+
+
+def _fold() -> FoldPlan:
+    calendar = pd.date_range("2020-01-01", periods=600, freq="B", tz="UTC")
+    return plan_folds(calendar, BUDGETS["smoke"], 252)[0][0]
+
+
+def _options(store: Path, tmp_path: Path, family: str) -> ExperimentOptions:
+    return ExperimentOptions(
+        replay=store, out=tmp_path / "out", budget="smoke", families=(family,), features=("base",)
+    )
+
+
+def _finished_search(tune_opts: TuneOptions, store: Path, offline: bool) -> Path:
+    """A finished search of ``tune_opts``'s command on the store as it is now (trial ``old``)."""
+    run_dir = tune_opts.run_dir()
+    record = RunFile(
+        spec=tune_opts.spec,
+        family=tune_opts.spec,
+        replay=str(store.resolve()),
+        budget=ON_POLICY_SMOKE,
+        objective=SearchObjective(metric="validation/objective", mode="max", cvar_penalty=1.0),
+        searched=[],
+        required_features=[],
+        seed=tune_opts.seed,
+        command=tune_opts.command(),
+        provenance=provenance(store, store if offline else None),
+    )
+    write_run_file(run_dir, record)
+    write_leaderboard(run_dir, [_row("old")])
+    return run_dir
+
+
+def _search(
+    opts: ExperimentOptions, spec: str, fold: FoldPlan, monkeypatch: pytest.MonkeyPatch
+) -> tuple[SearchResult, list[TuneOptions], list[str]]:
+    """``run_search`` with a recorder for ``run_tune`` (its search: trial ``new``): (result, the
+    searches run, the lines said)."""
+    import raytrade.cluster.tune as tune
+
+    searched: list[TuneOptions] = []
+
+    def recorder(tune_opts: TuneOptions) -> TuneOutcome:
+        assert not (tune_opts.run_dir() / RUN_FILE).exists()  # run_tune refuses such a folder
+        searched.append(tune_opts)
+        return TuneOutcome(run_dir=tune_opts.run_dir(), leaderboard=[_row("new")], plot=None)
+
+    def no_module(run_dir: Path, checkpoint: str, trial_dir: str) -> tuple[Any, Any, bool]:
+        return None, SimpleNamespace(feature_columns=("ret_1",)), False
+
+    monkeypatch.setattr(tune, "run_tune", recorder)
+    monkeypatch.setattr(experiment, "load_selected", no_module)
+    budget = opts.plan_budget()
+    said: list[str] = []
+    state = experiment_store_state(opts, budget)
+    result = experiment.run_search(opts, budget, spec, "base", fold, state, said.append)
+    return result, searched, said
+
+
+def _append_bar(store: Path) -> None:
+    """One bar after the store's last, for the symbol of its last row (an incremental ingest)."""
+    from raytrade.replay.reader import read_frame
+    from raytrade.replay.writer import ReplayWriter
+
+    bars = read_frame(store, "bars")
+    last = bars.sort_values("ts").tail(1).copy()
+    last["ts"] = last["ts"] + pd.Timedelta(days=1)
+    with ReplayWriter(store) as writer:
+        assert writer.append_bars(last.reset_index(drop=True)) is not None
+
+
+def _log_decision(store: Path, decision_id: str, ts: str) -> None:
+    from raytrade.replay.schema import EXPERIENCE_SCHEMA
+    from raytrade.replay.writer import ReplayWriter
+
+    row = {
+        "symbol": "AAA",
+        "ts": pd.Timestamp(ts, tz="UTC"),
+        "decision_id": decision_id,
+        "policy_version": "equal_weight",
+        "side": "buy",
+        "target_weight": 0.25,
+    }
+    frame = pd.DataFrame([row])
+    for name in EXPERIENCE_SCHEMA.names:
+        if name not in frame:
+            frame[name] = None
+    with ReplayWriter(store) as writer:
+        writer.append_experience(frame[EXPERIENCE_SCHEMA.names])
+
+
+def _moved_aside(run_dir: Path) -> list[Path]:
+    return sorted(run_dir.parent.glob(f"{run_dir.name}{REPLACED_MARK}*"))
+
+
+def test_a_finished_search_of_the_same_command_on_the_same_store_is_reused(
+    store: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    opts, fold = _options(store, tmp_path, "ppo"), _fold()
+    run_dir = _finished_search(
+        search_options(opts, opts.plan_budget(), "ppo", "base", fold), store, offline=False
+    )
+    sha = read_run_file(run_dir).provenance.data_sha256
+    result, searched, said = _search(opts, "ppo", fold, monkeypatch)
+    assert searched == []
+    assert (result.selected.trial, result.selected.run_dir) == ("old", str(run_dir))
+    assert said == [f"reusing the finished search {run_dir.name}: same command, same data ({sha[:12]})"]
+    assert _moved_aside(run_dir) == []
+
+
+def test_a_bar_appended_since_searches_again_and_keeps_the_old_search(
+    store: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    opts, fold = _options(store, tmp_path, "ppo"), _fold()
+    run_dir = _finished_search(
+        search_options(opts, opts.plan_budget(), "ppo", "base", fold), store, offline=False
+    )
+    old = read_run_file(run_dir)
+    _append_bar(store)
+    now = experiment_store_state(opts, opts.plan_budget()).data_sha256
+    assert now != old.provenance.data_sha256
+    result, searched, said = _search(opts, "ppo", fold, monkeypatch)
+    assert [s.command() for s in searched] == [old.command]
+    assert result.selected.trial == "new"
+    (kept,) = _moved_aside(run_dir)
+    assert kept.name == f"{run_dir.name}{REPLACED_MARK}{old.provenance.started_at:%Y%m%dT%H%M%SZ}"
+    assert read_run_file(kept) == old and (kept / LEADERBOARD_FILE).is_file()
+    assert said == [
+        f"searching {run_dir.name} again: the store's data changed since (fingerprint then "
+        f"{old.provenance.data_sha256[:12]}, now {now[:12]}); the old search is kept in {kept.name}"
+    ]
+
+
+def test_an_offline_familys_changed_experience_searches_again(
+    store: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _log_decision(store, "d0", "2024-01-02")
+    opts, fold = _options(store, tmp_path, "cql"), _fold()
+    run_dir = _finished_search(
+        search_options(opts, opts.plan_budget(), "cql", "base", fold), store, offline=True
+    )
+    old = read_run_file(run_dir).provenance
+    assert old.experience is not None
+    _log_decision(store, "d1", "2024-01-03")  # bars and features untouched
+    now = experiment_store_state(opts, opts.plan_budget())
+    assert now.data_sha256 == old.data_sha256 and now.experience_sha256 is not None
+    result, searched, said = _search(opts, "cql", fold, monkeypatch)
+    assert len(searched) == 1 and result.selected.trial == "new"
+    (kept,) = _moved_aside(run_dir)
+    assert said == [
+        f"searching {run_dir.name} again: its experience store changed since (fingerprint then "
+        f"{old.experience.sha256[:12]}, now {now.experience_sha256[:12]}); the old search is kept in "
+        f"{kept.name}"
+    ]
+
+
+def test_an_offline_familys_unchanged_experience_is_reused(
+    store: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _log_decision(store, "d0", "2024-01-02")
+    opts, fold = _options(store, tmp_path, "cql"), _fold()
+    run_dir = _finished_search(
+        search_options(opts, opts.plan_budget(), "cql", "base", fold), store, offline=True
+    )
+    old = read_run_file(run_dir).provenance
+    assert old.experience is not None
+    result, searched, said = _search(opts, "cql", fold, monkeypatch)
+    assert searched == [] and result.selected.trial == "old"
+    assert said == [
+        f"reusing the finished search {run_dir.name}: same command, same data ({old.data_sha256[:12]}) "
+        f"and experience ({old.experience.sha256[:12]})"
+    ]
+
+
+def test_a_search_of_another_command_in_the_folder_is_moved_aside_not_refused(
+    store: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fold = _fold()
+    other = _options(store, tmp_path, "ppo").model_copy(update={"seed": 7})  # same folder name
+    run_dir = _finished_search(
+        search_options(other, other.plan_budget(), "ppo", "base", fold), store, offline=False
+    )
+    result, searched, said = _search(_options(store, tmp_path, "ppo"), "ppo", fold, monkeypatch)
+    assert len(searched) == 1 and result.selected.trial == "new"
+    (kept,) = _moved_aside(run_dir)
+    assert read_run_file(kept).seed == 7
+    assert said == [
+        f"searching {run_dir.name} again: its command differs; the old search is kept in {kept.name}"
+    ]
+
+
+def test_an_unfinished_search_in_the_folder_is_moved_aside_and_searched_again(
+    store: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    opts, fold = _options(store, tmp_path, "ppo"), _fold()
+    run_dir = _finished_search(
+        search_options(opts, opts.plan_budget(), "ppo", "base", fold), store, offline=False
+    )
+    (run_dir / LEADERBOARD_FILE).unlink()  # interrupted: the run file alone
+    result, searched, said = _search(opts, "ppo", fold, monkeypatch)
+    assert len(searched) == 1 and result.selected.trial == "new"
+    (kept,) = _moved_aside(run_dir)
+    assert (kept / RUN_FILE).is_file()
+    assert said == [
+        f"searching {run_dir.name} again: it did not finish (no {LEADERBOARD_FILE}); the old search is kept "
+        f"in {kept.name}"
+    ]
+
+
+def test_an_offline_search_is_not_reused_when_its_experience_table_is_gone(
+    store: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _log_decision(store, "d0", "2024-01-02")
+    opts, fold = _options(store, tmp_path, "cql"), _fold()
+    run_dir = _finished_search(
+        search_options(opts, opts.plan_budget(), "cql", "base", fold), store, offline=True
+    )
+    old = read_run_file(run_dir).provenance.experience
+    assert old is not None
+    shutil.rmtree(store / "experience")
+    assert experiment_store_state(opts, opts.plan_budget()).experience_sha256 is None
+    result, searched, said = _search(opts, "cql", fold, monkeypatch)
+    assert len(searched) == 1 and result.selected.trial == "new"
+    assert said[0].startswith(
+        f"searching {run_dir.name} again: its experience store changed since (fingerprint then "
+        f"{old.sha256[:12]}, now none)"
+    )
