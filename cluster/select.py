@@ -17,13 +17,13 @@ Design decisions
   through the simulator it trained with (``tune_specs.objective.module_rollout``, the path a search's
   validation score takes), against the ``equal_weight`` benchmark replayed once on the same bars,
   every book closed at the window's last bar (``tune_specs.objective.CLOSE_AT_END``).
+  The ranking and the paired bootstrap intervals are ``tune_specs.selection``'s (pure functions).
 * **A search scored under an older rule is re-scored, not refused.** A run searched before the
   objective closed the book recorded its scores marked to market (its run file's
   ``objective.book_end``, absent: ``"marked"``). The runs' objectives are compared without that
   field: every candidate is re-scored here under the current rule, so they are ranked on the same
   terms; each candidate records the rule of its ``search_objective`` (``search_book_end``) beside
   the selection's own (``Selection.book_end``), and ``select.md`` says when they differ.
-  The ranking and the paired bootstrap intervals are ``tune_specs.selection``'s (pure functions).
 * **Outputs.** ``select.json`` (a ``models.manifest.Selection``, the document the manifest embeds),
   ``select.md`` and ``select.png`` (each candidate's objective with its interval against
   ``equal_weight``, the benchmark at 0) in ``--out``; the table is printed.
