@@ -3,7 +3,11 @@
 The best trial is the first row of the run's ``leaderboard.json`` (written by ``raytrade tune``)
 that has a checkpoint: its best checkpoint by validation objective. Promotion re-scores that module
 on the validation split (and the test split, which no search ever looked at) with the same objective,
-so the manifest's metrics are measured on exactly the weights that are copied. What the policy was
+so the manifest's metrics are measured on exactly the weights that are copied, under the current rule
+for the book held at a window's end (``metrics_book_end``; ``tune_specs.objective.CLOSE_AT_END``). A
+search recorded before the objective closed the book is promoted all the same: its ``search_metrics``
+keep the rule it used (the manifest's ``objective.book_end``, copied from the run file), so the two
+are never read as one figure. What the policy was
 trained with (code version, library versions, data fingerprint) is copied from the run file, which
 ``raytrade tune`` wrote when the search started: the store may have grown since, and the manifest
 must name the data the weights were trained on. ``created_at`` is the promotion time.
@@ -31,7 +35,7 @@ from raytrade.models.registry import feature_spec_hash
 from raytrade.models.registry_remote import write_version_at
 from raytrade.replay.errors import InputError
 from raytrade.replay.remote import is_remote, join, location
-from raytrade.tune_specs.objective import ObjectiveConfig, held_out_data, score_module
+from raytrade.tune_specs.objective import BOOK_END, ObjectiveConfig, held_out_data, score_module
 
 MODULE_ID = "default_policy"
 
@@ -132,6 +136,7 @@ def build_manifest(run_dir: Path, row: LeaderboardRow) -> tuple[dict[str, Any], 
         "flops_per_decision": flops_per_decision(module, validation.n_assets),
         "objective": run.objective.model_dump(),
         "metrics": metrics,
+        "metrics_book_end": BOOK_END,
         "search_metrics": row.model_dump(include={"objective", "sharpe", "sortino", "cvar_5"}),
         "command": run.command,
         "reproduce": f"{run.command}  # then promote trial {row.trial}",

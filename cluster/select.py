@@ -15,8 +15,15 @@ Design decisions
   naming the runs and what differs, before any checkpoint is loaded.
 * **Scored as a search scores.** Every candidate is replayed deterministically on that window
   through the simulator it trained with (``tune_specs.objective.module_rollout``, the path a search's
-  validation score takes), against the ``equal_weight`` benchmark replayed once on the same bars.
+  validation score takes), against the ``equal_weight`` benchmark replayed once on the same bars,
+  every book closed at the window's last bar (``tune_specs.objective.CLOSE_AT_END``).
   The ranking and the paired bootstrap intervals are ``tune_specs.selection``'s (pure functions).
+* **A search scored under an older rule is re-scored, not refused.** A run searched before the
+  objective closed the book recorded its scores marked to market (its run file's
+  ``objective.book_end``, absent: ``"marked"``). The runs' objectives are compared without that
+  field: every candidate is re-scored here under the current rule, so they are ranked on the same
+  terms; each candidate records the rule of its ``search_objective`` (``search_book_end``) beside
+  the selection's own (``Selection.book_end``), and ``select.md`` says when they differ.
 * **Outputs.** ``select.json`` (a ``models.manifest.Selection``, the document the manifest embeds),
   ``select.md`` and ``select.png`` (each candidate's objective with its interval against
   ``equal_weight``, the benchmark at 0) in ``--out``; the table is printed.
@@ -74,7 +81,13 @@ from raytrade.models.manifest import (
     SelectionWindow,
 )
 from raytrade.replay.errors import InputError
-from raytrade.tune_specs.objective import benchmark_rollout, held_out_data, module_rollout, score_excess
+from raytrade.tune_specs.objective import (
+    BOOK_END,
+    benchmark_rollout,
+    held_out_data,
+    module_rollout,
+    score_excess,
+)
 from raytrade.tune_specs.selection import BenchmarkClaim, RankedCandidate, benchmark_claim, rank_candidates
 
 SELECT_JSON: Final = "select.json"
@@ -161,7 +174,8 @@ def check_comparable_searches(candidates: list[Candidate]) -> None:
     stores = {c.label: f"{c.run.replay} @ {c.run.provenance.data_sha256[:12]}" for c in candidates}
     if len({c.run.provenance.data_sha256 for c in candidates}) > 1:
         raise SelectionError(f"runs were searched on different replay stores: {_listing(candidates, stores)}")
-    objectives = {c.label: c.run.objective.model_dump_json() for c in candidates}
+    # book_end is left out: every candidate is re-scored here under the current rule (module docstring)
+    objectives = {c.label: c.run.objective.model_dump_json(exclude={"book_end"}) for c in candidates}
     if len(set(objectives.values())) > 1:
         raise SelectionError(
             f"runs were scored with different objectives: {_listing(candidates, objectives)}"
@@ -297,6 +311,7 @@ def _record(c: Candidate, ranked: RankedCandidate, metrics: dict[str, float]) ->
         iteration=c.row.iteration,
         objective=ranked.objective,
         search_objective=_finite(c.row.objective),
+        search_book_end=c.run.objective.book_end,
         checkpoints_compared=c.compared,
         vs_winner=_interval(ranked.vs_winner),
         vs_benchmark=_interval(ranked.vs_benchmark),
@@ -362,6 +377,7 @@ def run_select(
         window=window,
         benchmark=BENCHMARK,
         cvar_penalty=cvar_penalty,
+        book_end=BOOK_END,
         bootstrap=boot,
         winner=rows[0].run,
         candidates=rows,
@@ -470,6 +486,27 @@ def in_sample_note(selection: Selection) -> str:
     )
 
 
+BOOK_END_WORDS: Final = {
+    "closed": "every book closed at the window's last bar, its exit cost charged",
+    "marked": "books marked to market at the window's last bar, no exit charged",
+}
+"""How ``select.md`` describes a ``models.manifest.BookEnd``."""
+
+
+def rescored_note(selection: Selection) -> str | None:
+    """``select.md``'s note on candidates whose search recorded its objective under another rule than
+    the selection's (a search older than the exit cost): None when every one used the same."""
+    older = [c for c in selection.candidates if c.search_book_end != selection.book_end]
+    if not older:
+        return None
+    names = ", ".join(Path(c.run).name for c in older)
+    return (
+        f"Re-scored: the search of {names} recorded its objective with "
+        f"{BOOK_END_WORDS[older[0].search_book_end]}; every objective here is scored with "
+        f"{BOOK_END_WORDS[selection.book_end]}, so it differs from the search's by that exit."
+    )
+
+
 def render_markdown(selection: Selection) -> str:
     """``select.md``: the window, the table and how to read it."""
     w, b = selection.window, selection.bootstrap
@@ -487,10 +524,11 @@ def render_markdown(selection: Selection) -> str:
         "",
         f"Objective: information ratio of the per-bar excess over {selection.benchmark} minus "
         f"{selection.cvar_penalty:g} x the loss of its worst 5 % of bars, max(0, -CVaR 5 %), net of "
-        f"costs ({selection.benchmark} scores 0). "
+        f"costs, {BOOK_END_WORDS[selection.book_end]} ({selection.benchmark} scores 0). "
         f"Intervals: {b.level:.0%} paired stationary bootstrap ({b.samples} paths, mean block "
         f"{b.block_len:g} bars, seed {b.seed}) of the objective difference.",
         "",
+        *((note, "") if (note := rescored_note(selection)) else ()),
         "| " + " | ".join(TABLE_COLUMNS) + " |",
         "|" + "|".join("---" for _ in TABLE_COLUMNS) + "|",
         *("| " + " | ".join(r) + " |" for r in table_rows(selection)),

@@ -93,7 +93,14 @@ from raytrade.tune_specs.init_weights import (
     resolve_init,
     with_init_weights,
 )
-from raytrade.tune_specs.objective import ENV_RUNNER_NODES, METRIC, REPORTED, TRAIN_METRIC, metric_of
+from raytrade.tune_specs.objective import (
+    BOOK_END,
+    ENV_RUNNER_NODES,
+    METRIC,
+    REPORTED,
+    TRAIN_METRIC,
+    metric_of,
+)
 from raytrade.tune_specs.overfit import OverfitCheck, check_overfit
 from raytrade.tune_specs.spec import Budget, TuneSpec
 
@@ -852,7 +859,9 @@ def run_record(opts: TuneOptions, spec: TuneSpec, window: ExperienceWindow | Non
         family=spec.family,
         replay=location(opts.replay),
         budget=budget,
-        objective=SearchObjective(metric=spec.metric, mode=spec.mode, cvar_penalty=opts.cvar_penalty),
+        objective=SearchObjective(
+            metric=spec.metric, mode=spec.mode, cvar_penalty=opts.cvar_penalty, book_end=BOOK_END
+        ),
         searched=_searched_keys(config),
         required_features=list(columns),
         seed=opts.seed,
@@ -1042,6 +1051,12 @@ def run_tune(opts: TuneOptions, dashboard: bool = True) -> TuneOutcome:
         if recorded.spec != spec.name or recorded.replay != location(opts.replay):
             raise InputError(
                 f"{str(run_dir)!r} was a search of spec {recorded.spec!r} on {recorded.replay!r}"
+            )
+        if recorded.objective.book_end != BOOK_END:  # its leaderboard would mix two rules
+            raise InputError(
+                f"{str(run_dir)!r} was scored with objective.book_end {recorded.objective.book_end!r} "
+                f"and the objective now scores {BOOK_END!r} (the book closed at the validation window's "
+                "end): resuming would rank its checkpoints under two rules; start a new search (--name)"
             )
     elif (run_dir / RUN_FILE).exists():
         raise InputError(f"experiment {str(run_dir)!r} exists: pass --resume, or --name for a new one")

@@ -12,8 +12,9 @@ Closing the book (``close_at_end``, what evaluation asks for): after the last st
 book is traded to zero at the last bar's close with the simulator's own cost model
 (``MarketSimulator.exit_costs``), and that cost is charged to the last step: its return, equity,
 fee / spread / slippage and turnover include the exit, so every figure computed from the series is
-net of what getting out costs. ``Rollout.exit_costs`` keeps the exit's own part. Off by default:
-the tuning objective and the demo replay marked to market, as before.
+net of what getting out costs. ``Rollout.exit_costs`` keeps the exit's own part. Off by default
+(the demo replay marks to market); the evaluation and the tuning objective
+(``tune_specs.objective.CLOSE_AT_END``: every validation score, ``select``, ``promote``) close.
 """
 
 from __future__ import annotations

@@ -284,8 +284,10 @@ def module_policy(module: Any, data: MarketData, env_cfg: PortfolioEnvConfig) ->
     return decide
 
 
-def replay_gated(module: Any, data: MarketData, cfg: GatedEnvConfig) -> Rollout:
-    """The replay (one episode) of ``module``'s greedy gate actions over all of ``data``.
+def replay_gated(module: Any, data: MarketData, cfg: GatedEnvConfig, close_at_end: bool = False) -> Rollout:
+    """The replay (one episode) of ``module``'s greedy gate actions over all of ``data``
+    (``close_at_end``: the book closed at the last bar, as ``replay_policy`` closes it; the tuning
+    objective asks for it, ``tune_specs.objective.CLOSE_AT_END``).
 
     Gate actions (mode, side, sizing level) go through the gated env's own action decoder and the
     same simulator, one episode from the first bar, like ``replay_policy``; the decoder also gives
@@ -304,4 +306,4 @@ def replay_gated(module: Any, data: MarketData, cfg: GatedEnvConfig) -> Rollout:
     def policy(ob: Observation) -> np.ndarray:
         return gate_actions(module, observation_arrays(ob, data, cfg, decoders[0].gate_channel()))
 
-    return replay_policy(data, policy, cfg.sim, make_step=make_step)
+    return replay_policy(data, policy, cfg.sim, make_step=make_step, close_at_end=close_at_end)

@@ -23,6 +23,12 @@ Design decisions
 * ``selection`` (a :class:`Selection`): when the version was promoted by ``raytrade select``, the
   comparison that chose it (every candidate's score and paired bootstrap intervals, the window, the
   store fingerprint); ``None`` when promoted from one search.
+* ``book_end`` (:data:`BookEnd`): every recorded score says how it treated the book held at its
+  window's last bar: the search's (``objective.book_end``, for ``search_metrics`` and a selection
+  candidate's ``search_objective``), the promotion's re-score (``metrics_book_end``) and a
+  selection's (``Selection.book_end``). Scores are compared only under one rule; a record written
+  before the field existed was marked to market and reads ``"marked"``, so it is neither refused nor
+  misread, and its signature stays valid (a field at its default is not signed).
 * ``signature`` (a :class:`ManifestSignature`): with a registry key, the HMAC of the whole manifest
   (every field but ``signature.hmac``, ``models.registry.manifest_mac``) and the scheme that made it
   (:data:`MAC_SCHEME`). ``files_hmac`` is the first scheme's MAC (name, version and file hashes
@@ -57,6 +63,12 @@ _DOC = ConfigDict(frozen=True, extra="forbid")
 
 Scores = dict[str, float | None]
 """Metric name -> value; ``None`` where a ratio is undefined (e.g. a policy that never trades)."""
+BookEnd = Literal["marked", "closed"]
+"""How a score treated the book still held at its window's last bar: ``"closed"``, traded to zero
+there with the simulator's cost model and the exit charged to the last return (``envs.rollout``'s
+``close_at_end``; the tuning objective's rule, ``tune_specs.objective.CLOSE_AT_END``); ``"marked"``,
+marked to market (every score recorded before that rule: a record without the field reads so)."""
+_BOOK_END_ABSENT: Final = "marked"
 
 
 class ManifestError(InputError):
@@ -191,6 +203,11 @@ class SearchObjective(BaseModel):
     metric: str
     mode: str
     cvar_penalty: float = Field(ge=0)
+    book_end: BookEnd = Field(
+        _BOOK_END_ABSENT,
+        description="how the search scored the book held at the window's last bar (BookEnd); absent: "
+        "'marked', a search recorded before the objective closed the book",
+    )
 
 
 class ScoreInterval(BaseModel):
@@ -224,6 +241,11 @@ class SelectionCandidate(ManifestSource):
 
     objective: float = Field(description="the project objective on the window (tune_specs.objective)")
     search_objective: float | None = Field(description="the objective the search recorded for it")
+    search_book_end: BookEnd = Field(
+        _BOOK_END_ABSENT,
+        description="how search_objective treated the book at the window's end (its run's "
+        "objective.book_end); it equals objective only when this is the selection's book_end",
+    )
     checkpoints_compared: int | None = Field(
         None,
         ge=1,
@@ -270,6 +292,11 @@ class Selection(BaseModel):
     window: SelectionWindow
     benchmark: str = Field(description="the allocation the excess returns are measured against")
     cvar_penalty: float = Field(ge=0, description="the objective's CVaR weight")
+    book_end: BookEnd = Field(
+        _BOOK_END_ABSENT,
+        description="how every candidate's objective and interval treated the book at the window's "
+        "end (BookEnd; absent: 'marked', a selection written before the objective closed it)",
+    )
     bootstrap: BootstrapConfig
     winner: str = Field(description="run folder of the winning candidate")
     candidates: list[SelectionCandidate] = Field(min_length=1, description="best first")
@@ -326,6 +353,11 @@ class Manifest(BaseModel):
     flops_per_decision: int = Field(ge=0, description="multiply-adds of one decision (B = 1)")
     objective: SearchObjective
     metrics: dict[str, Scores] = Field(description="split (validation, test) -> scores of these weights")
+    metrics_book_end: BookEnd = Field(
+        _BOOK_END_ABSENT,
+        description="how metrics treated the book at each window's end (BookEnd; absent: 'marked', a "
+        "version promoted before the objective closed it); search_metrics' rule is objective.book_end",
+    )
     search_metrics: Scores = Field(description="the scores the search recorded for the checkpoint")
     command: str = Field(description="the raytrade tune command of the search")
     reproduce: str

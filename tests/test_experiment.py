@@ -3,6 +3,7 @@ the smoke experiment end to end on the session's synthetic store."""
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from datetime import UTC, datetime
@@ -870,3 +871,84 @@ def test_the_plots_of_a_nested_document_draw_the_selection(tmp_path: Path) -> No
     paths = write_plots(doc, series, tmp_path)
     assert [p.stem for p in paths] == ["equity_by_fold", "drawdown_by_fold", "scores", "ablation"]
     assert all(p.stat().st_size > 0 for p in paths)
+
+
+def _crafted_model(run: Path) -> tuple[dict[str, Any], Any]:
+    """(env config, an untrained ppo_mlp module for it, seeded) of a crafted run's trial t0."""
+    import torch
+
+    from raytrade.envs.gym_envs import PortfolioEnv
+    from raytrade.models.catalog import rl_module_spec
+
+    env_config: dict[str, Any] = json.loads((run / "t0" / "params.json").read_text())["env_config"]
+    torch.manual_seed(0)
+    env = PortfolioEnv(env_config)
+    spec = rl_module_spec("ppo_mlp")
+    spec.observation_space, spec.action_space = env.observation_space, env.action_space
+    return env_config, spec.build()
+
+
+def test_validation_returns_replays_with_the_book_closed_as_the_score_is_recorded(
+    synthetic_store: Path, tmp_path: Path
+) -> None:
+    """A fold's series is the selected model's replay with its book closed at the validation
+    window's end, the benchmark's too, so it scores exactly what the search records for it."""
+    from types import SimpleNamespace
+
+    from raytrade.cluster.experiment import validation_returns
+    from raytrade.envs.config import env_config_from_dict
+    from raytrade.envs.evaluation.policies import equal_weight_policy
+    from raytrade.envs.rollout import replay_policy
+    from raytrade.models.inference import module_policy
+    from raytrade.replay.fingerprint import data_fingerprint
+    from raytrade.tune_specs.objective import ObjectiveConfig, held_out_data, score_module
+    from tests.test_select import _crafted_run
+
+    run = _crafted_run(tmp_path / "run", synthetic_store, data_fingerprint(synthetic_store)[0])
+    env_config, module = _crafted_model(run)
+    result = SimpleNamespace(selected=SimpleNamespace(run_dir=str(run)), model=SimpleNamespace(module=module))
+    bench, returns = validation_returns({"ppo-base": [result]}, synthetic_store)  # type: ignore[list-item]
+
+    data, cfg = held_out_data(env_config), env_config_from_dict(env_config)
+    closed = replay_policy(data, module_policy(module, data, cfg), cfg.sim, close_at_end=True)
+    assert closed.exit_bps[0] > 0.0  # the model ends the window holding a book
+    np.testing.assert_array_equal(returns["ppo-base"][0], closed.returns[0])
+    closed_bench = replay_policy(data, equal_weight_policy(data, seed=0), cfg.sim, close_at_end=True)
+    np.testing.assert_array_equal(bench[0], closed_bench.returns[0])
+    recorded = score_module(module, env_config, ObjectiveConfig())["objective"]
+    assert score_of(returns["ppo-base"][0] - bench[0], data.periods_per_year, 1.0) == recorded
+
+
+@pytest.mark.parametrize("book_end", [None, "closed"], ids=["recorded-marked", "recorded-closed"])
+def test_a_reused_search_recorded_marked_to_market_reports_its_checkpoint_rescored(
+    book_end: str | None, synthetic_store: Path, tmp_path: Path
+) -> None:
+    """A search recorded before the objective closed the book keeps its checkpoint, and the
+    experiment reports that checkpoint's validation scores under the current rule; a search
+    recorded under it is reported as recorded."""
+    from raytrade.cluster.experiment import validation_scores
+    from raytrade.cluster.run_file import read_leaderboard, read_run_file
+    from raytrade.envs.config import env_config_from_dict
+    from raytrade.models.manifest import SearchObjective
+    from raytrade.replay.fingerprint import data_fingerprint
+    from raytrade.tune_specs.objective import ObjectiveConfig, score_module
+    from tests.test_select import _crafted_run
+
+    run = _crafted_run(tmp_path / "run", synthetic_store, data_fingerprint(synthetic_store)[0])
+    env_config, module = _crafted_model(run)
+    recorded = read_run_file(run).objective.model_dump(exclude={"book_end"})
+    objective = SearchObjective.model_validate({**recorded, **({"book_end": book_end} if book_end else {})})
+    best = read_leaderboard(run)[0]
+    scores = validation_scores(objective, best, module, env_config_from_dict(env_config), gated=False)
+    if book_end == "closed":
+        assert scores == best
+        return
+    now = score_module(module, env_config, ObjectiveConfig())
+    assert (scores.objective, scores.excess_return, scores.gross_exposure) == (
+        now["objective"],
+        now["excess_return"],
+        now["gross_exposure"],
+    )
+    assert scores.model_dump(exclude={"objective", "excess_return", "gross_exposure"}) == best.model_dump(
+        exclude={"objective", "excess_return", "gross_exposure"}
+    )

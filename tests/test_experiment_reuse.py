@@ -35,6 +35,7 @@ from raytrade.cluster.run_file import (
 from raytrade.cluster.run_reuse import REPLACED_MARK
 from raytrade.cluster.tune import TuneOptions, TuneOutcome, provenance
 from raytrade.models.manifest import SearchObjective
+from raytrade.tune_specs.objective import BOOK_END
 from raytrade.tune_specs.spec import ON_POLICY_SMOKE
 
 
@@ -84,7 +85,10 @@ def _finished_search(tune_opts: TuneOptions, store: Path, offline: bool) -> Path
         family=tune_opts.spec,
         replay=str(store.resolve()),
         budget=ON_POLICY_SMOKE,
-        objective=SearchObjective(metric="validation/objective", mode="max", cvar_penalty=1.0),
+        # scored as a search today is (the book closed at the window's end): nothing to re-score
+        objective=SearchObjective(
+            metric="validation/objective", mode="max", cvar_penalty=1.0, book_end=BOOK_END
+        ),
         searched=[],
         required_features=[],
         seed=tune_opts.seed,

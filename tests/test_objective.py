@@ -14,7 +14,7 @@ from raytrade.cluster.tune import format_leaderboard
 from raytrade.envs.config import SimulatorConfig
 from raytrade.envs.evaluation.policies import equal_weight_policy
 from raytrade.envs.market_data import MarketData
-from raytrade.envs.metrics import sortino_ratio
+from raytrade.envs.metrics import sortino_ratio, total_return
 from raytrade.envs.rollout import Rollout, replay_policy
 from raytrade.envs.simulator import Observation
 from raytrade.tune_specs.objective import (
@@ -83,10 +83,73 @@ def test_scores_carry_gross_exposure_turnover_and_costs_of_the_policy() -> None:
         return obs.mask / obs.mask.sum(-1, keepdims=True)  # rebalanced every bar
 
     scores = score_policy(full, data, SIM, ObjectiveConfig())
-    rollout = replay_policy(data, full, SIM)
+    rollout = replay_policy(data, full, SIM, close_at_end=True)  # the costs include the exit
     assert scores["gross_exposure"] == pytest.approx(1.0, rel=1e-9)
     assert scores["turnover"] > 0.0
     assert scores["costs"] == pytest.approx(rollout.costs[0].sum() / SIM.initial_equity, rel=1e-12)
+
+
+# ------------------------------------------------------------------------------ the book closed at the end
+
+
+def _levered(obs: Observation) -> np.ndarray:
+    """1.8x equity spread over the listed assets, held to the window's last bar."""
+    return 1.8 * obs.mask / obs.mask.sum(-1, keepdims=True)
+
+
+def _excess_score(policy: Rollout, bench: Rollout) -> float:
+    return score_of(policy.returns[0] - bench.returns[0], 252, 1.0)
+
+
+def test_a_levered_book_at_the_window_end_scores_lower_by_exactly_the_exit_evaluation_charges() -> None:
+    data = _rising_market()
+    bench = equal_weight_policy(data, seed=0)
+    closed, marked = (replay_policy(data, _levered, SIM, close_at_end=c) for c in (True, False))
+    bench_closed, bench_marked = (replay_policy(data, bench, SIM, close_at_end=c) for c in (True, False))
+    assert closed.exit_bps[0] > 10.0  # a levered book is costly to get out of
+    np.testing.assert_array_equal(closed.returns[0, :-1], marked.returns[0, :-1])  # only the exit differs
+    scores = score_policy(_levered, data, SIM, ObjectiveConfig())
+    assert scores["objective"] == _excess_score(closed, bench_closed)
+    assert scores["objective"] < _excess_score(marked, bench_marked)  # what the search ranked it by
+    assert scores["total_return"] == total_return(closed.returns[0])
+    assert scores["total_return"] < total_return(marked.returns[0])
+
+
+def test_a_book_flat_at_the_window_end_pays_no_exit_and_is_measured_against_the_closed_benchmark() -> None:
+    data = _rising_market()
+    decisions = iter(range(data.n_steps - 1))
+
+    def flat_at_the_end(obs: Observation) -> np.ndarray:
+        last = next(decisions) == data.n_steps - 2  # the last decision sells at the last bar's open
+        return 0.0 * obs.mask if last else _levered(obs)
+
+    scores = score_policy(flat_at_the_end, data, SIM, ObjectiveConfig())
+    decisions = iter(range(data.n_steps - 1))
+    own = replay_policy(data, flat_at_the_end, SIM, close_at_end=True)
+    assert own.exit_costs is not None and own.exit_costs.sum() == 0.0
+    assert scores["total_return"] == total_return(own.returns[0])  # its own figures: as marked
+    bench = equal_weight_policy(data, seed=0)
+    bench_closed, bench_marked = (replay_policy(data, bench, SIM, close_at_end=c) for c in (True, False))
+    assert scores["objective"] == _excess_score(own, bench_closed)
+    assert scores["objective"] > _excess_score(own, bench_marked)  # the benchmark pays its exit
+
+
+def test_a_gated_module_is_scored_with_its_book_closed(monkeypatch: pytest.MonkeyPatch) -> None:
+    import raytrade.models.inference as inference
+    from raytrade.envs.config import env_config_from_dict
+    from raytrade.tune_specs.objective import module_rollout
+
+    # the module's greedy action: aggressive (3), long (0), full size (3) on every asset
+    monkeypatch.setattr(inference, "gate_actions", lambda module, obs: np.tile([3, 0, 3], 4)[None])
+    env_config: dict[str, Any] = {"data": {"kind": "synthetic", "n_assets": 4, "n_steps": 60, "seed": 0}}
+    data = held_out_data(env_config)
+    cfg = env_config_from_dict(env_config, gated=True)
+    rollout, _ = module_rollout(None, env_config, data, gated=True)
+    closed = inference.replay_gated(None, data, cfg, close_at_end=True)
+    marked = inference.replay_gated(None, data, cfg)
+    assert closed.exit_bps[0] > 0.0
+    np.testing.assert_array_equal(rollout.returns, closed.returns)
+    assert rollout.returns[0, -1] < marked.returns[0, -1]
 
 
 # ------------------------------------------------------------------------------ undefined and tail cases

@@ -91,8 +91,10 @@ def test_promote_and_load_round_trip(
     board = json.loads((run_dir / "leaderboard.json").read_text())
     best = board[0]
 
-    # Manifest: the promoted checkpoint's validation score is re-measured and equals the search's.
+    # Manifest: the promoted checkpoint's validation score is re-measured and equals the search's,
+    # both with the book closed at the window's end.
     assert manifest.metrics["validation"]["objective"] == pytest.approx(best["objective"], rel=1e-9)
+    assert (manifest.objective.book_end, manifest.metrics_book_end) == ("closed", "closed")
     assert "test" in manifest.metrics
     assert manifest.data.symbols == sorted(manifest.data.symbols) and len(manifest.data.symbols) == 14
     assert len(manifest.data.sha256) == 64 and len(manifest.features.sha256) == 64
@@ -188,6 +190,23 @@ def manifest_record(**update: Any) -> dict[str, Any]:
         "reproduce": "raytrade tune --spec ppo  # then promote trial t0",
     }
     return {**record, **update}
+
+
+def test_a_manifest_recorded_before_the_exit_cost_reads_marked_and_signs_as_it_was() -> None:
+    """A version promoted before the objective closed the book has no ``book_end`` anywhere: its
+    scores read as marked to market, and the signed form leaves the new fields out (at their
+    default), so its signature stays valid; a new version's rule is signed."""
+    from raytrade.models.manifest import Manifest
+    from raytrade.models.registry import canonical_manifest
+
+    old = Manifest.model_validate(manifest_record())
+    assert (old.objective.book_end, old.metrics_book_end) == ("marked", "marked")
+    signed = json.loads(canonical_manifest(old))["manifest"]
+    assert signed["objective"] == manifest_record()["objective"] and "metrics_book_end" not in signed
+    objective = {**manifest_record()["objective"], "book_end": "closed"}
+    new = Manifest.model_validate(manifest_record(objective=objective, metrics_book_end="closed"))
+    signed = json.loads(canonical_manifest(new))["manifest"]
+    assert (signed["objective"]["book_end"], signed["metrics_book_end"]) == ("closed", "closed")
 
 
 def test_manifest_round_trips_and_drops_secrets_wherever_they_are() -> None:

@@ -14,10 +14,12 @@ from click.testing import CliRunner
 
 from raytrade.cluster.run_file import (
     LEADERBOARD_FILE,
+    RUN_FILE,
     LeaderboardRow,
     RunFile,
     checkpoints_compared,
     read_leaderboard,
+    read_run_file,
     write_leaderboard,
     write_run_file,
 )
@@ -423,6 +425,49 @@ def test_select_records_the_count_and_refuses_the_claim_for_an_older_run(
     assert f"warning: {Path(selection.winner).name}: no claim made against equal_weight: " in result.output
     md = (tmp_path / "out2" / "select.md").read_text()
     assert f"Claim: {select.claim_line(selection)}." in md.splitlines() and " beats equal_weight" not in md
+
+
+def test_a_search_recorded_marked_to_market_is_rescored_with_the_exit_and_says_so(
+    synthetic_store: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run searched before the objective closed the book (its run file has no ``book_end``) is
+    compared with a run searched after it, not refused: both re-scored with the exit, each candidate
+    recording the rule of its search's figure, ``select.md`` naming the older one."""
+    import raytrade.cluster.select as select
+    from raytrade.envs.config import env_config_from_dict
+    from raytrade.envs.evaluation.policies import inverse_vol_policy
+    from raytrade.envs.rollout import replay_policy
+    from raytrade.replay.fingerprint import data_fingerprint
+
+    def rollout(module: Any, env_config: Any, data: Any, gated: bool) -> Any:
+        sim = env_config_from_dict(env_config).sim
+        return replay_policy(data, inverse_vol_policy(data, 0), sim, close_at_end=True), sim
+
+    monkeypatch.setattr(select, "load_module", lambda path: None)
+    monkeypatch.setattr(select, "module_rollout", rollout)
+    sha, _ = data_fingerprint(synthetic_store)
+    old = _crafted_run(tmp_path / "old", synthetic_store, sha)
+    new = _crafted_run(tmp_path / "new", synthetic_store, sha)
+    run = read_run_file(new)
+    closed = run.objective.model_copy(update={"book_end": "closed"})
+    write_run_file(new, run.model_copy(update={"objective": closed}))
+    recorded = json.loads((old / RUN_FILE).read_text())
+    del recorded["objective"]["book_end"]  # as a raytrade older than the exit cost wrote it
+    (old / RUN_FILE).write_text(json.dumps(recorded))
+    result = _select(old, new, "--out", tmp_path / "out", "--bootstrap-samples", "50")
+    assert result.exit_code == 0, result.output
+    selection = Selection.model_validate_json((tmp_path / "out" / "select.json").read_text())
+    assert selection.book_end == "closed"
+    assert {Path(c.run).name: c.search_book_end for c in selection.candidates} == {
+        "old": "marked",
+        "new": "closed",
+    }
+    md = (tmp_path / "out" / "select.md").read_text()
+    assert (
+        "Re-scored: the search of old recorded its objective with books marked to market at the window's "
+        "last bar, no exit charged; every objective here is scored with every book closed at the "
+        "window's last bar, its exit cost charged, so it differs from the search's by that exit."
+    ) in md.splitlines()
 
 
 # ------------------------------------------------------------------------------ the manifest

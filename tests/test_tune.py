@@ -282,6 +282,33 @@ def test_run_file_records_code_libraries_and_data_when_the_search_starts(synthet
     assert record.provenance.libraries == library_versions()
 
 
+def test_a_search_recorded_marked_to_market_is_not_resumed_under_the_closed_book_rule(
+    synthetic_store: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Resuming a search started before the objective closed the book would rank its checkpoints
+    under two rules in one leaderboard: refused, before Ray starts, naming both rules."""
+    from raytrade.cluster import local_cluster
+    from raytrade.cluster.run_file import RUN_FILE, write_run_file
+    from raytrade.cluster.tune import TuneOptions, run_record
+
+    monkeypatch.setattr(local_cluster, "init_ray", lambda *_, **__: pytest.fail("Ray started"))
+    args = _fault_args(synthetic_store, tmp_path / "runs", "old")
+    record = run_record(TuneOptions(spec="ppo", replay=synthetic_store, smoke=True), get_spec("ppo"))
+    run_dir = tmp_path / "runs" / "old"
+    write_run_file(run_dir, record)
+    recorded = json.loads((run_dir / RUN_FILE).read_text())
+    assert recorded["objective"]["book_end"] == "closed"  # what a search records now
+    del recorded["objective"]["book_end"]  # as a raytrade older than the exit cost wrote it
+    (run_dir / RUN_FILE).write_text(json.dumps(recorded))
+    code, out = invoke([*args, "--resume"])
+    assert code != 0
+    assert (
+        f"{str(run_dir)!r} was scored with objective.book_end 'marked' and the objective now scores "
+        "'closed' (the book closed at the validation window's end): resuming would rank its checkpoints "
+        "under two rules; start a new search (--name)"
+    ) in out
+
+
 @pytest.mark.slow
 @pytest.mark.ray
 def test_the_search_prints_where_tensorboard_and_wandb_log_and_writes_there(

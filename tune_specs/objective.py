@@ -5,6 +5,17 @@ Design decisions
 * Every trial is scored the same way: its RLModule's *deterministic* target weights are replayed
   (``envs.rollout.replay_policy``) from the first to the last bar of the validation window, through
   the same simulator and cost model the env trains with (the env config's ``sim``).
+* **The book is closed at the window's last bar** (``CLOSE_AT_END``, the one place for the rule):
+  every scored replay, the policy's and the benchmark's, Box and gated modules alike, on the
+  validation window and on the train tail, is ``replay_policy(..., close_at_end=True)``, so the last
+  return is net of what getting out costs (``MarketSimulator.exit_costs``), exactly as the evaluation
+  (``envs.evaluation.harness.run_window``) charges it. Why: marked to market, a trial that ends the
+  window with a large, levered or illiquid book ranks a few bps better than it will be judged; models
+  are selected on the terms they are judged on. Training episodes (the RL env) are not closed. A
+  search recorded before this rule scored its window marked to market: its run file's objective says
+  so (``models.manifest.SearchObjective.book_end`` absent reads ``"marked"``; ``BOOK_END`` is what a
+  search records now), and ``select`` / ``promote`` / ``experiment`` re-score such a search's
+  checkpoint under this rule and record which rule each figure used.
 * **Excess over the benchmark.** The ``equal_weight`` benchmark (``envs.evaluation.policies``: 1/n
   of equity in each listed asset, rebalanced monthly; the evaluation report's benchmark) is replayed
   through the same simulator, costs and window. Per bar, ``excess = policy net return - benchmark
@@ -79,7 +90,15 @@ from raytrade.envs.market_data import MarketData
 from raytrade.envs.metrics import cvar_rows, sharpe_rows, summarize, total_return
 from raytrade.envs.rollout import Policy, Rollout, replay_policy
 from raytrade.models.inference import module_policy, replay_gated, single_threaded
+from raytrade.models.manifest import BookEnd
 from raytrade.replay.splits import TimeWindow
+
+CLOSE_AT_END: Final = True
+"""Every scored replay (policy and benchmark) closes the book at its window's last bar and charges
+the exit to the last return, as the evaluation does (module docstring): ``replay_policy``'s
+``close_at_end`` for every validation, train-tail, ``select``, ``promote`` and ``experiment`` score."""
+BOOK_END: Final[BookEnd] = "closed" if CLOSE_AT_END else "marked"
+"""``CLOSE_AT_END`` as a search, a selection and a manifest record it (``models.manifest.BookEnd``)."""
 
 UNDEFINED_SCORE: Final = -10.0
 """Score given when the objective is undefined (nan): an excess over the benchmark that is constant
@@ -232,31 +251,35 @@ def score_excess(
 
 
 def benchmark_rollout(data: MarketData, sim: SimulatorConfig) -> Rollout:
-    """The ``equal_weight`` benchmark replayed over all of ``data`` through ``sim``."""
-    return replay_policy(data, equal_weight_policy(data, seed=0), sim)
+    """The ``equal_weight`` benchmark replayed over all of ``data`` through ``sim``, its book closed
+    at the last bar (``CLOSE_AT_END``)."""
+    return replay_policy(data, equal_weight_policy(data, seed=0), sim, close_at_end=CLOSE_AT_END)
 
 
 def score_policy(
     policy: Policy, data: MarketData, sim: SimulatorConfig, objective: ObjectiveConfig
 ) -> dict[str, float]:
-    """Replay ``policy`` over all of ``data`` (one episode) and score it against the benchmark."""
-    rollout = replay_policy(data, policy, sim)
+    """Replay ``policy`` over all of ``data`` (one episode, its book closed at the last bar:
+    ``CLOSE_AT_END``) and score it against the benchmark."""
+    rollout = replay_policy(data, policy, sim, close_at_end=CLOSE_AT_END)
     return score_excess(rollout, benchmark_rollout(data, sim), data, sim, objective.cvar_penalty)
 
 
 def module_rollout(
     module: Any, env_config: Mapping[str, Any], data: MarketData, gated: bool = False
 ) -> tuple[Rollout, SimulatorConfig]:
-    """(deterministic replay of ``module`` over all of ``data``, the simulator it ran through) for a
-    module trained with ``env_config`` (``gated``: on ``GatedSymbolEnv``, its gate actions decoded
-    by the gated env). On one torch thread: a replay is one small forward per bar (``select`` and
-    ``promote`` replay here in a process whose torch may have more)."""
+    """(deterministic replay of ``module`` over all of ``data``, its book closed at the last bar
+    (``CLOSE_AT_END``), the simulator it ran through) for a module trained with ``env_config``
+    (``gated``: on ``GatedSymbolEnv``, its gate actions decoded by the gated env). On one torch
+    thread: a replay is one small forward per bar (``select`` and ``promote`` replay here in a
+    process whose torch may have more)."""
     with single_threaded():
         if gated:
             gated_cfg = env_config_from_dict(env_config, gated=True)
-            return replay_gated(module, data, gated_cfg), gated_cfg.sim
+            return replay_gated(module, data, gated_cfg, close_at_end=CLOSE_AT_END), gated_cfg.sim
         cfg = env_config_from_dict(env_config)
-        return replay_policy(data, module_policy(module, data, cfg), cfg.sim), cfg.sim
+        policy = module_policy(module, data, cfg)
+        return replay_policy(data, policy, cfg.sim, close_at_end=CLOSE_AT_END), cfg.sim
 
 
 def score_module_on(
