@@ -166,7 +166,16 @@ from raytrade.serve.decision_rows import (
     settle_rows,
 )
 from raytrade.serve.fallback import hold_everything
-from raytrade.serve.kill_switch_rule import KillSwitchRuleError, LoopRule, loop_rule, shown_rule
+from raytrade.serve.kill_switch_rule import (
+    REFUSED_COUNT,
+    Held,
+    KillSwitchRuleError,
+    LoopRule,
+    Refused,
+    RuleUnknown,
+    ask_under_served_rule,
+    shown_rule,
+)
 from raytrade.serve.orders import (
     CLIENT_ORDER_PREFIX,
     LiveConfig,
@@ -186,17 +195,6 @@ log = logging.getLogger("raytrade.live")
 RULE_UNKNOWN_MODEL = "kill-switch-rule-unknown"
 """The ``model`` of the hold-everything answer the loop makes itself when it does not know the served
 kill-switch rule (``LiveLoop._ask``): no order goes out with an unknown rule."""
-
-REFUSED_COUNT = "kill_switch.bars_active"
-"""The field of the service's 422 when it refuses the switch's count (at or past its policy's
-``release_after_bars``): the loop advanced it with another rule than the one now served (a hot swap)."""
-
-
-class RuleUnknown(NamedTuple):
-    """The served kill-switch rule could not be had; ``why`` says which step failed (short)."""
-
-    why: str
-
 
 CANCEL_CONFIRM_S = 2.0
 """How long a cycle waits, polling, to see the cancels it sent done before it plans (``LiveLoop._cancel``)."""
@@ -786,40 +784,21 @@ class LiveLoop:
             return self._hold(
                 request, saved, account_peak, f"the served kill-switch rule is unknown ({read.why})"
             )
-        switch = self._kill_switch(saved, account_peak, read.rule)
-        answer = self._act(switch.stamp(request))
-        if answer is not None and (answer.fallback or answer.model == read.model):
-            return answer, switch
-        # A swap between the read and the act: another version answered, or refused the count.
-        why = f"refuses {REFUSED_COUNT}" if answer is None else f"answers with {answer.model}"
-        again = self._read_rule(f"after the service {why} (the rule read was {read.model}'s)")
-        if isinstance(again, RuleUnknown):
-            whose = (
-                "the rule the service refuses the count under"
-                if answer is None
-                else (f"the kill-switch rule of {answer.model}")
-            )
-            return self._hold(request, saved, account_peak, f"{whose} is unknown ({again.why})")
-        if again.rule != read.rule:  # redo this bar's advance with the new rule, and ask again
-            switch = self._kill_switch(saved, account_peak, again.rule)
-            answer = self._act(switch.stamp(request))
-        if answer is None:
-            count = switch.state.bars_active if switch.state is not None else None
-            return self._hold(
-                request,
-                saved,
-                account_peak,
-                f"the service refuses the kill switch's count ({count} bars) advanced with {again.model}'s "
-                f"rule (release_after_bars={again.rule.release_after_bars})",
-            )
-        if not answer.fallback and answer.model != again.model:
-            return self._hold(
-                request,
-                saved,
-                account_peak,
-                f"the answer is {answer.model}'s, the kill-switch rule read is {again.model}'s",
-            )
-        return answer, switch
+        switch: KillSwitchTracker | None = None
+
+        def ask(rule: KillSwitchConfig) -> ActResponse | Refused:
+            nonlocal switch
+            switch = self._kill_switch(saved, account_peak, rule)  # this bar's advance, (re)done
+            stamped = switch.stamp(request)
+            answer = self._act(stamped)
+            if answer is None:
+                return Refused(stamped.kill_switch.bars_active if stamped.kill_switch is not None else None)
+            return answer
+
+        asked = ask_under_served_rule(read, ask, self._read_rule)
+        if isinstance(asked, Held):
+            return self._hold(request, saved, account_peak, asked.reason)
+        return asked.answer, switch
 
     def _act(self, request: ActRequest) -> ActResponse | None:
         """The service's answer, or None when it refuses the switch's count (a 422 on
@@ -838,19 +817,17 @@ class LiveLoop:
         """The rule the loop advances its switch with, from ``GET /v1/model`` now (logged when it is
         not the last one read), or why it cannot be had (logged: no order goes out until it can).
         ``ServiceAuthError`` (a wrong token) and :class:`KillSwitchRuleError` propagate."""
-        from raytrade.serve.client import ServiceAuthError, ServiceError, served_kill_switch
+        from raytrade.serve.client import read_loop_rule
 
-        try:
-            info = self.policy.model()
-        except ServiceAuthError:
-            raise
-        except ServiceError as exc:
-            return self._unknown(when, "GET /v1/model unreadable", exc)
-        try:
-            served = served_kill_switch(info)
-        except ServiceError as exc:
-            return self._unknown(when, "GET /v1/model publishes no valid rule", exc)
-        chosen = loop_rule(self.config.kill_switch, served.rule, served.model)
+        chosen = read_loop_rule(self.policy.model, self.config.kill_switch)
+        if isinstance(chosen, RuleUnknown):
+            log.warning(
+                "kill switch: the served rule cannot be read %s (%s): no order goes out until it can "
+                "(asked again each cycle)",
+                when,
+                chosen.cause,
+            )
+            return chosen
         if chosen != self._rule:
             if chosen.note is not None:
                 log.warning("kill switch: %s", chosen.note)
@@ -858,17 +835,6 @@ class LiveLoop:
                 log.info("kill switch: %s's served rule (%s)", chosen.model, shown_rule(chosen.rule))
         self._rule = chosen
         return chosen
-
-    @staticmethod
-    def _unknown(when: str, why: str, exc: Exception) -> RuleUnknown:
-        """``why`` as a :class:`RuleUnknown`, the cause ``exc`` logged."""
-        log.warning(
-            "kill switch: the served rule cannot be read %s (%s): no order goes out until it can "
-            "(asked again each cycle)",
-            when,
-            exc,
-        )
-        return RuleUnknown(why)
 
     @staticmethod
     def _hold(
