@@ -661,7 +661,10 @@ class LiveLoop:
             quotes = {s: q for s, q in quotes.items() if s not in stale}
         peak_before = state.peak_equity or account.equity
         peak = max(peak_before, account.equity)
-        volumes = _latest_dollar_volume(self.store, self.symbols, now) if self.store is not None else {}
+        stored = _latest_dollar_volume(self.store, self.symbols, now) if self.store is not None else None
+        volumes = stored.volumes if stored is not None else {}
+        if stored is not None and (lag := store_lag(stored.newest_closed, now)) is not None:
+            log.warning("%s: the store was not refreshed (its dollar volumes cap the orders)", lag)
         loop_state = _loop_state(account, positions, quotes, self.symbols, peak, volumes)
         request = request_from_loop(loop_state, as_of=now)
         if self.store is not None:  # transitions are logged only where experience is
@@ -1274,18 +1277,51 @@ def _intent(plan: OrderPlan, policy_version: str, now: datetime) -> dict[str, An
     }
 
 
-def _latest_dollar_volume(store: Path, symbols: Sequence[str], now: datetime) -> dict[str, float]:
-    """Each symbol's latest ``dollar_volume_20`` in the store's features of bars that have closed by
+STORE_LAG_TRADING_DAYS = 1
+"""How many weekdays the newest closed bar of ``--store`` may lag the cycle's date before each cycle
+warns that the store was not refreshed (its dollar volumes, which cap the orders, are old)."""
+
+
+class StoredVolumes(NamedTuple):
+    """What the cycle read from the store's features: each symbol's latest closed ``dollar_volume_20``
+    and the newest closed bar among them (None: none in the 30 days read)."""
+
+    volumes: dict[str, float]
+    newest_closed: pd.Timestamp | None
+
+
+def store_lag(newest_closed: pd.Timestamp | None, now: datetime) -> str | None:
+    """Why the store looks not refreshed at ``now``, or None: its newest closed bar is more than
+    :data:`STORE_LAG_TRADING_DAYS` weekdays behind ``now``'s UTC date (weekdays before it, from the
+    bar's date on), or it has none. Weekdays stand for trading days: the project has no exchange
+    calendar, so the first cycle after a market holiday warns too; crypto bars (every day) never lag by
+    a weekend."""
+    at = pd.Timestamp(now).tz_convert("UTC")
+    if newest_closed is None:
+        return f"the store has no closed bar in the 30 days before as_of {at.isoformat()}"
+    day = newest_closed.tz_convert("UTC").date() if newest_closed.tzinfo else newest_closed.date()
+    lag = int(np.busday_count(day, at.date()))
+    if lag <= STORE_LAG_TRADING_DAYS:
+        return None
+    return (
+        f"the store's newest closed bar is from {day.isoformat()}, {lag} weekdays before as_of "
+        f"{at.isoformat()}"
+    )
+
+
+def _latest_dollar_volume(store: Path, symbols: Sequence[str], now: datetime) -> StoredVolumes | None:
+    """None when the store has no features; else each symbol's latest ``dollar_volume_20`` in the
+    store's features of bars that have closed by
     ``now`` (``replay.timeutil.series_closed_at``, the rule serving observes bars by: a partial bar of
     today, whose volume is a fraction of a day's, is not read; the last 30 days are read). It is the
     volume the simulator caps fills with; a symbol without one is left out (unknown, so only the
     equity-fraction cap applies to it). A 0 is kept: nothing traded, so nothing is sent
-    (``serve.orders.plan_orders``)."""
+    (``serve.orders.plan_orders``). With them the newest of those closed bars (:func:`store_lag`)."""
     from raytrade.replay.reader import read_frame
     from raytrade.replay.timeutil import series_closed_at
 
     if not (Path(store) / "features").is_dir():
-        return {}
+        return None
     frame = read_frame(
         store,
         "features",
@@ -1299,7 +1335,8 @@ def _latest_dollar_volume(store: Path, symbols: Sequence[str], now: datetime) ->
     for _, stamps in frame.groupby("symbol", observed=True)["ts"]:
         closed[stamps.index] = np.asarray(series_closed_at(stamps) <= pd.Timestamp(now))
     last = frame[closed].groupby("symbol")["dollar_volume_20"].last()
-    return {str(k): float(v) for k, v in last.items() if v >= 0}
+    newest = frame.loc[closed, "ts"].max() if closed.any() else None
+    return StoredVolumes({str(k): float(v) for k, v in last.items() if v >= 0}, newest)
 
 
 def _loop_state(
