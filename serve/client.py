@@ -13,8 +13,10 @@ Contract
   repeating a request the service may already have seen is safe.
 * **Time.** One attempt gets ``timeout_s`` (connect, send and the whole answer; the clock is checked
   between reads, so a server that trickles bytes overruns by at most one read wait), all attempts and
-  pauses together ``total_deadline_s``: a retry gets only the time left, and one that cannot start
-  before the deadline is not made.
+  pauses of one request together ``total_deadline_s``: a retry gets only the time left, and one that
+  cannot start before the deadline is not made. Each request of an :meth:`PolicyClient.act` has its own
+  deadline: the kill-switch rule's ``GET /v1/model`` (first use, after a hot swap), the act, and the
+  act redone after a swap.
 * **Holds.** When the retries are spent, or the answer is another non-200 status, a body that is not
   an ``ActResponse``, a decision for a symbol the request did not name (other than the service's idle
   hold of a universe symbol the request left out, which is dropped), no decision for a symbol it
@@ -24,8 +26,10 @@ Contract
   reason ``"policy service unavailable: <cause>"``): every position held at its current weight, no new
   risk. It logs a warning and counts it in ``fallbacks``.
 * **Raises.** 401/403 raise :class:`ServiceAuthError` and 422 :class:`ServiceRequestError` with the
-  server's field detail: these are configuration or caller bugs, not outages, and holding on them
-  would hide them for as long as the loop runs.
+  server's field detail (except a refused count of the client's own switch, below), and a
+  ``ClientConfig.kill_switch`` looser than the served rule ``serve.kill_switch_rule.KillSwitchRuleError``
+  naming both: these are configuration or caller bugs, not outages, and holding on them would hide
+  them for as long as the loop runs.
 * **Kill switch.** Replicas keep no state, so the caller carries the drawdown kill switch
   (``ActRequest.kill_switch``) and the answer applies the trained rule with its hysteresis.
   :class:`KillSwitchTracker` keeps one account's switch and advances it with the simulator's own
@@ -34,14 +38,25 @@ Contract
   ``as_of`` advances it with the request's equity, the same ``as_of`` again (a retry) redoes that bar's
   one advance from the state before it, an earlier one (a clock set back) sends the latest state
   unadvanced. A first request starts it from what it says: the peak its ``drawdown_pct`` implies, off,
-  then advanced, so a drawdown at the trigger turns it on. :meth:`PolicyClient.act` stamps each request
-  that carries no state with its account's tracker (``account``; ``ClientConfig.kill_switch`` is the
-  rule) and sends one that carries a state as it is (``raytrade live`` keeps its own, persisted, and
-  advances it with the rule the service publishes on ``GET /v1/model``, read by
-  :func:`served_kill_switch`). An answer whose switch is off while the request's state says on (a
-  service that ignored the state) is held; one whose switch is on while the state says off (the
-  service's trigger is stricter than ``ClientConfig.kill_switch``) trips the tracker's switch at that
-  bar, so its hysteresis follows.
+  then advanced, so a drawdown at the trigger turns it on. :meth:`PolicyClient.act` sends a request
+  that carries a state as it is (``raytrade live`` keeps its own, persisted) and stamps one that
+  carries none with its account's tracker (``account``), advanced with the rule the served policy was
+  trained with, exactly as ``raytrade live`` does (:func:`read_loop_rule`,
+  ``serve.kill_switch_rule.loop_rule`` and ``ask_under_served_rule``, shared with it): the rule ``GET
+  /v1/model`` publishes (:func:`served_kill_switch`), read on the first call and kept until an answer
+  comes from another model version than it was read for, or the service refuses the switch's count
+  (HTTP 422 on ``kill_switch.bars_active``); either reads it once more and redoes the bar's advance
+  with a new rule (the same rule keeps an answer of its model). ``ClientConfig.kill_switch`` (None:
+  the served rule) is kept only when at least as strict on every parameter; a looser one raises (above);
+  a served rule that is disabled keeps the configured or default switch on. While the rule cannot be
+  read (the service down, an answer without a complete valid rule), or a swap cannot be settled (the
+  rule unreadable, a second refusal, an answer from yet another version), nothing is sent and the call
+  holds everything (fail closed, reason ``policy service unavailable: the served kill-switch rule is
+  unknown (...)`` and so on, the switch reported as it was), without advancing the account's switch:
+  the next call reads the rule again. An outage of ``POST /v1/act`` under a known rule holds and keeps
+  the bar's advance. An answer whose switch is off while the request's state says on (a service that
+  ignored the state) is held; one whose switch is on while the state says off (a service stricter than
+  the rule it publishes) trips the tracker's switch at that bar, so its hysteresis follows.
 * **Secrets.** The token is a ``SecretStr``; its value is read only to build the ``Authorization``
   header and is kept out of reprs, logs and exception messages. Environment proxies are not used
   (``trust_env=False``): the bearer token goes straight to the service.
@@ -53,7 +68,7 @@ import json
 import logging
 import math
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from types import TracebackType
@@ -75,6 +90,17 @@ from pydantic import (
 from raytrade.envs.kill_switch import KillSwitchConfig, KillSwitchState, update_kill_switch
 from raytrade.replay.credentials import check_secure_url, shown_url
 from raytrade.serve.fallback import hold_everything
+from raytrade.serve.kill_switch_rule import (
+    REFUSED_COUNT,
+    SETTING,
+    Held,
+    LoopRule,
+    Refused,
+    RuleUnknown,
+    ask_under_served_rule,
+    loop_rule,
+    shown_rule,
+)
 from raytrade.serve.schemas import (
     ACT_PATH,
     HEALTH_PATH,
@@ -89,6 +115,8 @@ logger = logging.getLogger(__name__)
 
 FALLBACK_MODEL: Final[str] = "unavailable"
 FALLBACK_PREFIX: Final[str] = "policy service unavailable: "
+CLIENT_SETTING: Final[str] = "ClientConfig.kill_switch"
+"""Where a :class:`PolicyClient` caller sets a kill-switch rule of its own (named in refusals)."""
 _MIN_ATTEMPT_S: Final[float] = 0.01  # a retry with less time left than this is not started
 _DROPPED_ROW_KEYS: Final[frozenset[str]] = frozenset({"predictions"})
 _MASK: Final[str] = "**********"
@@ -131,10 +159,11 @@ class ClientConfig(BaseModel):
     backoff_s: float = Field(0.05, ge=0, description="pause before the first retry; doubles each retry")
     max_backoff_s: float = Field(0.4, ge=0, description="cap on one pause")
     total_deadline_s: float = Field(1.5, gt=0, description="all attempts and pauses of one act() together")
-    kill_switch: KillSwitchConfig = Field(
-        KillSwitchConfig(),
-        description="the served policy's kill-switch rule (GET /v1/model: kill_switch), which the "
-        "client advances each account's switch with",
+    kill_switch: KillSwitchConfig | None = Field(
+        None,
+        description="a kill-switch rule of the caller's own, kept only when at least as strict as the "
+        "one the served policy publishes (GET /v1/model: kill_switch; serve.kill_switch_rule), a looser "
+        "one refused; None: the served rule, which act() advances each account's switch with",
     )
 
     @field_validator("base_url")
@@ -176,10 +205,14 @@ class KillSwitchTracker:
 
     ``state`` is the switch as of the bar ``bar`` (the ``as_of`` it was last advanced at); with no
     ``bar`` it is the state before the first bar, which the next request advances; with no ``state``
-    the first request says where it starts."""
+    the first request says where it starts. ``rule`` is what it is advanced with; None (not known yet)
+    refuses to advance it: a switch is never advanced with a guessed rule."""
 
     def __init__(
-        self, rule: KillSwitchConfig, state: CallerKillSwitch | None = None, bar: datetime | None = None
+        self,
+        rule: KillSwitchConfig | None,
+        state: CallerKillSwitch | None = None,
+        bar: datetime | None = None,
     ):
         if bar is not None and state is None:
             raise ValueError(f"bar={bar.isoformat()} without a state: nothing was advanced at it")
@@ -191,6 +224,13 @@ class KillSwitchTracker:
     def state(self) -> CallerKillSwitch | None:
         """The switch as of :attr:`bar` (what the last request carried)."""
         return self._state
+
+    def copy(self) -> KillSwitchTracker:
+        """An independent copy (the same rule, state, bar and state before the bar): a caller advances
+        the copy and keeps it only once the bar's answer is taken."""
+        twin = KillSwitchTracker(self.rule, self._state, self._bar)
+        twin._start = self._start
+        return twin
 
     @property
     def bar(self) -> datetime | None:
@@ -224,6 +264,11 @@ class KillSwitchTracker:
             self._state = self._state.model_copy(update={"active": True, "bars_active": 0})
 
     def _advance(self, start: KillSwitchState, request: ActRequest) -> CallerKillSwitch:
+        if self.rule is None:
+            raise ValueError(
+                "KillSwitchTracker.rule is None: the rule to advance the switch with is not known "
+                "(PolicyClient.act reads the served one)"
+            )
         after = update_kill_switch(start, np.array([request.account.equity]), self.rule)
         return CallerKillSwitch(
             active=bool(after.active[0]),
@@ -288,6 +333,30 @@ def served_kill_switch(info: Mapping[str, Any]) -> ServedKillSwitch:
 
 
 _DROP: Final = object()
+
+
+def read_loop_rule(
+    published: Callable[[], Mapping[str, Any]],
+    configured: KillSwitchConfig | None,
+    setting: str = SETTING,
+) -> LoopRule | RuleUnknown:
+    """The rule a caller advances its switch with: ``published()`` (a ``GET /v1/model`` answer) read by
+    :func:`served_kill_switch`, settled against ``configured`` (set in ``setting``) by
+    ``serve.kill_switch_rule.loop_rule``; or why it cannot be had: :class:`RuleUnknown` ``GET /v1/model
+    unreadable`` (a :class:`ServiceError` from ``published``) or ``GET /v1/model publishes no valid rule``.
+    :class:`ServiceAuthError` (a wrong token) and ``KillSwitchRuleError`` (a looser ``configured``)
+    propagate: they are configuration bugs. Shared by ``raytrade live`` and :meth:`PolicyClient.act`."""
+    try:
+        info = published()
+    except ServiceAuthError:
+        raise
+    except ServiceError as exc:
+        return RuleUnknown("GET /v1/model unreadable", str(exc))
+    try:
+        served = served_kill_switch(info)
+    except ServiceError as exc:
+        return RuleUnknown("GET /v1/model publishes no valid rule", str(exc))
+    return loop_rule(configured, served.rule, served.model, setting)
 
 
 def request_payload(state: Mapping[str, Any], as_of: datetime | None = None) -> dict[str, Any]:
@@ -385,6 +454,7 @@ class PolicyClient:
         self._fallbacks = 0
         self._retries_used = 0
         self._kill_switches: dict[str, KillSwitchTracker] = {}
+        self._rule: LoopRule | None = None  # the served rule last read, and the model it was read for
 
     @property
     def fallbacks(self) -> int:
@@ -416,23 +486,81 @@ class PolicyClient:
         self._http.close()
 
     def kill_switch(self, account: str = "default") -> KillSwitchTracker:
-        """``account``'s kill switch as this client keeps it (made on first use)."""
+        """``account``'s kill switch as this client keeps it (made on first use; its ``rule`` is the
+        one the last answer was taken under, None before the served rule was read)."""
         if account not in self._kill_switches:
-            self._kill_switches[account] = KillSwitchTracker(self.config.kill_switch)
+            self._kill_switches[account] = KillSwitchTracker(self._rule.rule if self._rule else None)
         return self._kill_switches[account]
 
     def act(self, request: ActRequest, account: str = "default") -> ActResponse:
         """The service's decision for ``request``, or a hold-everything fallback (see module doc).
-        A request without a kill-switch state is sent with ``account``'s, advanced to its bar.
+        A request without a kill-switch state is sent with ``account``'s, advanced to its bar with the
+        served rule (read on first use, after a hot swap, and after a refused count).
 
-        Raises :class:`ServiceAuthError` on 401/403 and :class:`ServiceRequestError` on 422.
+        Raises :class:`ServiceAuthError` on 401/403, :class:`ServiceRequestError` on 422 (other than a
+        refused count it can settle) and ``serve.kill_switch_rule.KillSwitchRuleError`` when
+        ``ClientConfig.kill_switch`` is looser than the served rule.
         """
-        tracker = None
-        if request.kill_switch is None:
-            tracker = self.kill_switch(account)
-            request = tracker.stamp(request)
+        if request.kill_switch is not None:  # the caller keeps its own switch: sent as it is
+            return self._decide(request)
+        return self._act_under_served_rule(request, account)
+
+    def _act_under_served_rule(self, request: ActRequest, account: str) -> ActResponse:
+        """``request`` stamped with ``account``'s switch advanced by the served rule (module doc,
+        **Kill switch**); the advance is kept once an answer is taken, and dropped when it holds for
+        want of a rule it can trust."""
+        kept = self.kill_switch(account)
+        bar = request.as_of or datetime.now(UTC)  # one bar, however many times it is asked
+        read = self._rule or self._read_rule("on first use")
+        if isinstance(read, RuleUnknown):
+            return self._hold(
+                _carrying(request, kept),
+                f"the served kill-switch rule is unknown ({read.why}: {read.cause})",
+            )
+        tracker = kept.copy()
+
+        def ask(rule: KillSwitchConfig) -> ActResponse | Refused:
+            tracker.rule = rule
+            stamped = tracker.stamp(request, bar)
+            try:
+                return self._decide(stamped)
+            except ServiceRequestError as exc:
+                if REFUSED_COUNT not in exc.fields:
+                    raise
+                logger.warning("kill switch: %s", exc)
+                return Refused(stamped.kill_switch.bars_active if stamped.kill_switch is not None else None)
+
+        asked = ask_under_served_rule(read, ask, self._read_rule)
+        if isinstance(asked, Held):
+            self._rule = None  # read again on the next call
+            return self._hold(_carrying(request, kept), asked.reason)
+        self._rule = asked.rule
+        self._kill_switches[account] = tracker
+        answer = asked.answer
+        if answer.kill_switch_active:
+            tracker.tripped_by_service()
+        return answer
+
+    def _read_rule(self, when: str) -> LoopRule | RuleUnknown:
+        """The served rule settled against ``ClientConfig.kill_switch`` (``read_loop_rule``), read now;
+        logged when it changes, or why it cannot be had."""
+        read = read_loop_rule(self._published, self.config.kill_switch, CLIENT_SETTING)
+        if isinstance(read, RuleUnknown):
+            logger.warning(
+                "kill switch: the served rule cannot be read %s (%s): holding until it can", when, read.cause
+            )
+            return read
+        if read != self._rule:
+            if read.note is not None:
+                logger.warning("kill switch: %s", read.note)
+            else:
+                logger.info("kill switch: %s's served rule (%s)", read.model, shown_rule(read.rule))
+        return read
+
+    def _decide(self, request: ActRequest) -> ActResponse:
+        """``POST /v1/act`` for ``request`` as it is, checked (module doc, **Holds** and **Raises**)."""
         try:
-            reply = self._post_with_retries(request.model_dump_json().encode())
+            reply = self._with_retries("POST", ACT_PATH, request.model_dump_json().encode())
         except _Unavailable as exc:
             return self._hold(request, str(exc))
         if reply.status in (401, 403):
@@ -457,8 +585,6 @@ class PolicyClient:
         problem = _inconsistency(request, answer)
         if problem is not None:
             return self._hold(request, f"answer inconsistent with the request: {problem}")
-        if tracker is not None and answer.kill_switch_active:
-            tracker.tripped_by_service()
         return _without_idle_extras(request, answer)
 
     def health(self) -> bool:
@@ -477,29 +603,27 @@ class PolicyClient:
             reply = self._attempt("GET", MODEL_PATH, None, self.config.total_deadline_s)
         except (httpx.RequestError, RuntimeError) as exc:
             raise ServiceError(f"policy service unreachable: {self._redact(_describe(exc))}", 0) from None
-        if reply.status in (401, 403):
-            raise ServiceAuthError(
-                f"policy service answered HTTP {reply.status} (check RAYTRADE_SERVE_TOKEN)", reply.status
-            )
-        if reply.status != 200:
-            raise ServiceError(f"policy service answered HTTP {reply.status} to {MODEL_PATH}", reply.status)
-        try:
-            info = json.loads(reply.content)
-        except ValueError:
-            info = None
-        if not isinstance(info, dict):
-            raise ServiceError(f"policy service answered {MODEL_PATH} with no JSON object", reply.status)
-        return info
+        return _model_info(reply)
 
-    def _post_with_retries(self, body: bytes) -> _Reply:
-        """The first reply that is not a 5xx, or ``_Unavailable`` once the retries or the deadline run out."""
+    def _published(self) -> dict[str, Any]:
+        """``GET /v1/model`` as :meth:`act` reads the rule: retried like ``POST /v1/act``;
+        :class:`ServiceError` (status 0) when every attempt failed."""
+        try:
+            reply = self._with_retries("GET", MODEL_PATH, None)
+        except _Unavailable as exc:
+            raise ServiceError(str(exc), 0) from None
+        return _model_info(reply)
+
+    def _with_retries(self, method: str, path: str, body: bytes | None) -> _Reply:
+        """The first reply that is not a 5xx, or ``_Unavailable`` once the retries or
+        ``total_deadline_s`` run out."""
         cfg = self.config
         deadline = time.monotonic() + cfg.total_deadline_s
         attempt = 1
         while True:
             budget = min(cfg.timeout_s, deadline - time.monotonic())
             try:
-                reply = self._attempt("POST", ACT_PATH, body, budget)
+                reply = self._attempt(method, path, body, budget)
                 if reply.status < 500:
                     return reply
                 cause = f"HTTP {reply.status}"
@@ -553,6 +677,29 @@ def _check_token(token: SecretStr) -> None:
         raise ValueError("token is empty: pass None to send no Authorization header")
     if not all("!" <= ch <= "~" for ch in value):
         raise ValueError(f"token ({len(value)} characters) must be visible ASCII without spaces")
+
+
+def _model_info(reply: _Reply) -> dict[str, Any]:
+    """A ``GET /v1/model`` reply's JSON object; :class:`ServiceAuthError` on 401/403,
+    :class:`ServiceError` on another status or a body that is not one."""
+    if reply.status in (401, 403):
+        raise ServiceAuthError(
+            f"policy service answered HTTP {reply.status} (check RAYTRADE_SERVE_TOKEN)", reply.status
+        )
+    if reply.status != 200:
+        raise ServiceError(f"policy service answered HTTP {reply.status} to {MODEL_PATH}", reply.status)
+    try:
+        info = json.loads(reply.content)
+    except ValueError:
+        info = None
+    if not isinstance(info, dict):
+        raise ServiceError(f"policy service answered {MODEL_PATH} with no JSON object", reply.status)
+    return info
+
+
+def _carrying(request: ActRequest, tracker: KillSwitchTracker) -> ActRequest:
+    """``request`` with ``tracker``'s switch as it is (not advanced), for a hold that reports it."""
+    return request.model_copy(update={"kill_switch": tracker.state})
 
 
 def _describe(exc: Exception) -> str:

@@ -21,24 +21,63 @@ Contract (:func:`loop_rule`)
   ``release_after_bars`` *equal* to the served one, since an earlier release is looser and a later one
   the service refuses.
 * **Otherwise** :class:`KillSwitchRuleError`: the message names both rules, the parameters on which
-  the configured one is looser and the setting to change. The loop does not start (or, on a hot swap
-  to such a rule, stops before it orders anything).
+  the configured one is looser and the setting to change (``setting``: ``LiveConfig.kill_switch`` for
+  ``raytrade live``, ``ClientConfig.kill_switch`` for ``serve.client.PolicyClient``). The loop does not
+  start (or, on a hot swap to such a rule, stops before it orders anything).
+
+A hot swap between the read and the answer (:func:`ask_under_served_rule`)
+-------------------------------------------------------------------------
+Both callers that advance a switch (``raytrade live``, ``serve.client.PolicyClient``) ask the same way,
+so the policy is stated once here: advance the bar's switch with the rule read and ask. An answer of the
+model the rule was read for, or a fallback (nothing was decided), is taken. An answer of another version,
+or the service refusing the switch's count (HTTP 422 on :data:`REFUSED_COUNT`: the new policy releases
+sooner), makes the caller read the rule once more: another rule redoes the bar's advance from the state
+before it and asks again; the same rule keeps the answer of its model. A rule that cannot be read, a
+count refused again (or under the same rule), or an answer from yet another version: :class:`Held`,
+with the reason, and the caller holds everything without keeping the bar's advance (fail closed).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import NamedTuple
 
 from raytrade.envs.kill_switch import KillSwitchConfig
 from raytrade.replay.errors import InputError
+from raytrade.serve.schemas import ActResponse
 
 SETTING = "LiveConfig.kill_switch"
 """The setting that configures the loop's own rule (None: the served one)."""
+
+REFUSED_COUNT = "kill_switch.bars_active"
+"""The field of the service's 422 when it refuses the switch's count (at or past its policy's
+``release_after_bars``): the caller advanced it with another rule than the one now served (a hot swap)."""
 
 
 class KillSwitchRuleError(InputError):
     """The configured kill-switch rule is looser than the served policy's: the loop refuses to trade
     with it (the message names both rules and the setting)."""
+
+
+class RuleUnknown(NamedTuple):
+    """The served kill-switch rule could not be had: ``why`` says which step failed (short), ``cause``
+    how (the error's message)."""
+
+    why: str
+    cause: str = ""
+
+
+class Refused(NamedTuple):
+    """The service refused the switch's count (HTTP 422 on :data:`REFUSED_COUNT`); ``bars`` is the
+    count the request carried."""
+
+    bars: int | None
+
+
+class Held(NamedTuple):
+    """No answer can be taken under a rule known to be the served one: hold everything, for ``reason``."""
+
+    reason: str
 
 
 class LoopRule(NamedTuple):
@@ -83,12 +122,15 @@ def looser_parameters(configured: KillSwitchConfig, served: KillSwitchConfig) ->
     return out
 
 
-def loop_rule(configured: KillSwitchConfig | None, served: KillSwitchConfig, model: str) -> LoopRule:
-    """The rule the loop advances its switch with, given the configured one (None: unset) and the one
-    ``model`` publishes (module doc); raises :class:`KillSwitchRuleError` for a looser configured rule."""
+def loop_rule(
+    configured: KillSwitchConfig | None, served: KillSwitchConfig, model: str, setting: str = SETTING
+) -> LoopRule:
+    """The rule the loop advances its switch with, given the configured one (None: unset; ``setting``
+    names where it is set) and the one ``model`` publishes (module doc); raises
+    :class:`KillSwitchRuleError` for a looser configured rule."""
     if not served.enabled:
         own = configured or KillSwitchConfig()
-        origin = f"the configured {SETTING}" if configured is not None else "the default rule"
+        origin = f"the configured {setting}" if configured is not None else "the default rule"
         return LoopRule(
             model,
             own,
@@ -100,14 +142,56 @@ def loop_rule(configured: KillSwitchConfig | None, served: KillSwitchConfig, mod
     looser = looser_parameters(configured, served)
     if looser:
         raise KillSwitchRuleError(
-            f"the configured kill-switch rule ({SETTING}: {shown_rule(configured)}) is looser than the "
+            f"the configured kill-switch rule ({setting}: {shown_rule(configured)}) is looser than the "
             f"served policy's ({model}, GET /v1/model kill_switch: {shown_rule(served)}) on "
-            f"{'; '.join(looser)}; set {SETTING} to the served rule or to a stricter one, or leave it "
+            f"{'; '.join(looser)}; set {setting} to the served rule or to a stricter one, or leave it "
             "unset to use the served rule"
         )
     return LoopRule(
         model,
         configured,
-        f"the configured {SETTING} ({shown_rule(configured)}) is at least as strict as {model}'s "
+        f"the configured {setting} ({shown_rule(configured)}) is at least as strict as {model}'s "
         f"served rule ({shown_rule(served)}) on every parameter: the loop keeps it",
     )
+
+
+class Asked(NamedTuple):
+    """The answer taken, and the rule the bar's switch was advanced with for it."""
+
+    answer: ActResponse
+    rule: LoopRule
+
+
+def ask_under_served_rule(
+    read: LoopRule,
+    ask: Callable[[KillSwitchConfig], ActResponse | Refused],
+    reread: Callable[[str], LoopRule | RuleUnknown],
+) -> Asked | Held:
+    """Ask with the bar's switch advanced by ``read``, settling a hot swap (module doc).
+
+    ``ask(rule)`` advances this bar's switch with ``rule`` (from the state before the bar, so a second
+    call redoes the advance) and asks the service: its answer, or :class:`Refused` for a 422 on
+    :data:`REFUSED_COUNT`. ``reread(when)`` reads the served rule again (``when`` says why, for its log);
+    :class:`KillSwitchRuleError` from it propagates."""
+    answer = ask(read.rule)
+    if not isinstance(answer, Refused) and (answer.fallback or answer.model == read.model):
+        return Asked(answer, read)
+    why = f"refuses {REFUSED_COUNT}" if isinstance(answer, Refused) else f"answers with {answer.model}"
+    again = reread(f"after the service {why} (the rule read was {read.model}'s)")
+    if isinstance(again, RuleUnknown):
+        whose = (
+            "the rule the service refuses the count under"
+            if isinstance(answer, Refused)
+            else f"the kill-switch rule of {answer.model}"
+        )
+        return Held(f"{whose} is unknown ({again.why})")
+    if again.rule != read.rule:  # redo this bar's advance with the new rule, and ask again
+        answer = ask(again.rule)
+    if isinstance(answer, Refused):
+        return Held(
+            f"the service refuses the kill switch's count ({answer.bars} bars) advanced with "
+            f"{again.model}'s rule (release_after_bars={again.rule.release_after_bars})"
+        )
+    if not answer.fallback and answer.model != again.model:
+        return Held(f"the answer is {answer.model}'s, the kill-switch rule read is {again.model}'s")
+    return Asked(answer, again)

@@ -166,7 +166,16 @@ from raytrade.serve.decision_rows import (
     settle_rows,
 )
 from raytrade.serve.fallback import hold_everything
-from raytrade.serve.kill_switch_rule import KillSwitchRuleError, LoopRule, loop_rule, shown_rule
+from raytrade.serve.kill_switch_rule import (
+    REFUSED_COUNT,
+    Held,
+    KillSwitchRuleError,
+    LoopRule,
+    Refused,
+    RuleUnknown,
+    ask_under_served_rule,
+    shown_rule,
+)
 from raytrade.serve.orders import (
     CLIENT_ORDER_PREFIX,
     LiveConfig,
@@ -186,17 +195,6 @@ log = logging.getLogger("raytrade.live")
 RULE_UNKNOWN_MODEL = "kill-switch-rule-unknown"
 """The ``model`` of the hold-everything answer the loop makes itself when it does not know the served
 kill-switch rule (``LiveLoop._ask``): no order goes out with an unknown rule."""
-
-REFUSED_COUNT = "kill_switch.bars_active"
-"""The field of the service's 422 when it refuses the switch's count (at or past its policy's
-``release_after_bars``): the loop advanced it with another rule than the one now served (a hot swap)."""
-
-
-class RuleUnknown(NamedTuple):
-    """The served kill-switch rule could not be had; ``why`` says which step failed (short)."""
-
-    why: str
-
 
 CANCEL_CONFIRM_S = 2.0
 """How long a cycle waits, polling, to see the cancels it sent done before it plans (``LiveLoop._cancel``)."""
@@ -663,7 +661,10 @@ class LiveLoop:
             quotes = {s: q for s, q in quotes.items() if s not in stale}
         peak_before = state.peak_equity or account.equity
         peak = max(peak_before, account.equity)
-        volumes = _latest_dollar_volume(self.store, self.symbols, now) if self.store is not None else {}
+        stored = _latest_dollar_volume(self.store, self.symbols, now) if self.store is not None else None
+        volumes = stored.volumes if stored is not None else {}
+        if stored is not None and (lag := store_lag(stored.newest_closed, now)) is not None:
+            log.warning("%s: the store was not refreshed (its dollar volumes cap the orders)", lag)
         loop_state = _loop_state(account, positions, quotes, self.symbols, peak, volumes)
         request = request_from_loop(loop_state, as_of=now)
         if self.store is not None:  # transitions are logged only where experience is
@@ -786,40 +787,21 @@ class LiveLoop:
             return self._hold(
                 request, saved, account_peak, f"the served kill-switch rule is unknown ({read.why})"
             )
-        switch = self._kill_switch(saved, account_peak, read.rule)
-        answer = self._act(switch.stamp(request))
-        if answer is not None and (answer.fallback or answer.model == read.model):
-            return answer, switch
-        # A swap between the read and the act: another version answered, or refused the count.
-        why = f"refuses {REFUSED_COUNT}" if answer is None else f"answers with {answer.model}"
-        again = self._read_rule(f"after the service {why} (the rule read was {read.model}'s)")
-        if isinstance(again, RuleUnknown):
-            whose = (
-                "the rule the service refuses the count under"
-                if answer is None
-                else (f"the kill-switch rule of {answer.model}")
-            )
-            return self._hold(request, saved, account_peak, f"{whose} is unknown ({again.why})")
-        if again.rule != read.rule:  # redo this bar's advance with the new rule, and ask again
-            switch = self._kill_switch(saved, account_peak, again.rule)
-            answer = self._act(switch.stamp(request))
-        if answer is None:
-            count = switch.state.bars_active if switch.state is not None else None
-            return self._hold(
-                request,
-                saved,
-                account_peak,
-                f"the service refuses the kill switch's count ({count} bars) advanced with {again.model}'s "
-                f"rule (release_after_bars={again.rule.release_after_bars})",
-            )
-        if not answer.fallback and answer.model != again.model:
-            return self._hold(
-                request,
-                saved,
-                account_peak,
-                f"the answer is {answer.model}'s, the kill-switch rule read is {again.model}'s",
-            )
-        return answer, switch
+        switch: KillSwitchTracker | None = None
+
+        def ask(rule: KillSwitchConfig) -> ActResponse | Refused:
+            nonlocal switch
+            switch = self._kill_switch(saved, account_peak, rule)  # this bar's advance, (re)done
+            stamped = switch.stamp(request)
+            answer = self._act(stamped)
+            if answer is None:
+                return Refused(stamped.kill_switch.bars_active if stamped.kill_switch is not None else None)
+            return answer
+
+        asked = ask_under_served_rule(read, ask, self._read_rule)
+        if isinstance(asked, Held):
+            return self._hold(request, saved, account_peak, asked.reason)
+        return asked.answer, switch
 
     def _act(self, request: ActRequest) -> ActResponse | None:
         """The service's answer, or None when it refuses the switch's count (a 422 on
@@ -838,19 +820,17 @@ class LiveLoop:
         """The rule the loop advances its switch with, from ``GET /v1/model`` now (logged when it is
         not the last one read), or why it cannot be had (logged: no order goes out until it can).
         ``ServiceAuthError`` (a wrong token) and :class:`KillSwitchRuleError` propagate."""
-        from raytrade.serve.client import ServiceAuthError, ServiceError, served_kill_switch
+        from raytrade.serve.client import read_loop_rule
 
-        try:
-            info = self.policy.model()
-        except ServiceAuthError:
-            raise
-        except ServiceError as exc:
-            return self._unknown(when, "GET /v1/model unreadable", exc)
-        try:
-            served = served_kill_switch(info)
-        except ServiceError as exc:
-            return self._unknown(when, "GET /v1/model publishes no valid rule", exc)
-        chosen = loop_rule(self.config.kill_switch, served.rule, served.model)
+        chosen = read_loop_rule(self.policy.model, self.config.kill_switch)
+        if isinstance(chosen, RuleUnknown):
+            log.warning(
+                "kill switch: the served rule cannot be read %s (%s): no order goes out until it can "
+                "(asked again each cycle)",
+                when,
+                chosen.cause,
+            )
+            return chosen
         if chosen != self._rule:
             if chosen.note is not None:
                 log.warning("kill switch: %s", chosen.note)
@@ -858,17 +838,6 @@ class LiveLoop:
                 log.info("kill switch: %s's served rule (%s)", chosen.model, shown_rule(chosen.rule))
         self._rule = chosen
         return chosen
-
-    @staticmethod
-    def _unknown(when: str, why: str, exc: Exception) -> RuleUnknown:
-        """``why`` as a :class:`RuleUnknown`, the cause ``exc`` logged."""
-        log.warning(
-            "kill switch: the served rule cannot be read %s (%s): no order goes out until it can "
-            "(asked again each cycle)",
-            when,
-            exc,
-        )
-        return RuleUnknown(why)
 
     @staticmethod
     def _hold(
@@ -1310,18 +1279,51 @@ def _intent(plan: OrderPlan, policy_version: str, now: datetime) -> dict[str, An
     }
 
 
-def _latest_dollar_volume(store: Path, symbols: Sequence[str], now: datetime) -> dict[str, float]:
-    """Each symbol's latest ``dollar_volume_20`` in the store's features of bars that have closed by
+STORE_LAG_TRADING_DAYS = 1
+"""How many weekdays the newest closed bar of ``--store`` may lag the cycle's date before each cycle
+warns that the store was not refreshed (its dollar volumes, which cap the orders, are old)."""
+
+
+class StoredVolumes(NamedTuple):
+    """What the cycle read from the store's features: each symbol's latest closed ``dollar_volume_20``
+    and the newest closed bar among them (None: none in the 30 days read)."""
+
+    volumes: dict[str, float]
+    newest_closed: pd.Timestamp | None
+
+
+def store_lag(newest_closed: pd.Timestamp | None, now: datetime) -> str | None:
+    """Why the store looks not refreshed at ``now``, or None: its newest closed bar is more than
+    :data:`STORE_LAG_TRADING_DAYS` weekdays behind ``now``'s UTC date (weekdays before it, from the
+    bar's date on), or it has none. Weekdays stand for trading days: the project has no exchange
+    calendar, so the first cycle after a market holiday warns too; crypto bars (every day) never lag by
+    a weekend."""
+    at = pd.Timestamp(now).tz_convert("UTC")
+    if newest_closed is None:
+        return f"the store has no closed bar in the 30 days before as_of {at.isoformat()}"
+    day = newest_closed.tz_convert("UTC").date() if newest_closed.tzinfo else newest_closed.date()
+    lag = int(np.busday_count(day, at.date()))
+    if lag <= STORE_LAG_TRADING_DAYS:
+        return None
+    return (
+        f"the store's newest closed bar is from {day.isoformat()}, {lag} weekdays before as_of "
+        f"{at.isoformat()}"
+    )
+
+
+def _latest_dollar_volume(store: Path, symbols: Sequence[str], now: datetime) -> StoredVolumes | None:
+    """None when the store has no features; else each symbol's latest ``dollar_volume_20`` in the
+    store's features of bars that have closed by
     ``now`` (``replay.timeutil.series_closed_at``, the rule serving observes bars by: a partial bar of
     today, whose volume is a fraction of a day's, is not read; the last 30 days are read). It is the
     volume the simulator caps fills with; a symbol without one is left out (unknown, so only the
     equity-fraction cap applies to it). A 0 is kept: nothing traded, so nothing is sent
-    (``serve.orders.plan_orders``)."""
+    (``serve.orders.plan_orders``). With them the newest of those closed bars (:func:`store_lag`)."""
     from raytrade.replay.reader import read_frame
     from raytrade.replay.timeutil import series_closed_at
 
     if not (Path(store) / "features").is_dir():
-        return {}
+        return None
     frame = read_frame(
         store,
         "features",
@@ -1335,7 +1337,8 @@ def _latest_dollar_volume(store: Path, symbols: Sequence[str], now: datetime) ->
     for _, stamps in frame.groupby("symbol", observed=True)["ts"]:
         closed[stamps.index] = np.asarray(series_closed_at(stamps) <= pd.Timestamp(now))
     last = frame[closed].groupby("symbol")["dollar_volume_20"].last()
-    return {str(k): float(v) for k, v in last.items() if v >= 0}
+    newest = frame.loc[closed, "ts"].max() if closed.any() else None
+    return StoredVolumes({str(k): float(v) for k, v in last.items() if v >= 0}, newest)
 
 
 def _loop_state(

@@ -373,6 +373,54 @@ def test_the_loop_caps_orders_with_the_dollar_volume_of_a_closed_bar_not_todays_
     assert policy.requests[0].analysis["AAPL"].avg_dollar_vol == 50_000.0
 
 
+@pytest.mark.parametrize(
+    ("days_back", "warning"),
+    [
+        (
+            [5, 4],
+            "the store's newest closed bar is from 2026-11-20, 2 weekdays before as_of 2026-11-24T14:30",
+        ),
+        ([1, 0], None),  # Monday's bar closed: today's (Tuesday's) is still open, not a lag
+    ],
+    ids=["friday-on-tuesday", "monday-on-tuesday"],
+)
+def test_a_cycle_warns_when_the_stores_newest_closed_bar_is_over_a_trading_day_old(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, days_back: list[int], warning: str | None
+) -> None:
+    with caplog.at_level("WARNING", logger="raytrade.live"):
+        _aapl_bought_against_stored_volumes(tmp_path, days_back, [50_000.0, 50_000.0])
+    refreshed = [r.getMessage() for r in caplog.records if "the store was not refreshed" in r.getMessage()]
+    assert refreshed == ([] if warning is None else [refreshed[0]])
+    if warning is not None:
+        assert refreshed[0].startswith(warning)
+
+
+@pytest.mark.parametrize(
+    ("newest", "now", "lag"),
+    [
+        ("2026-11-20", "2026-11-23T15:00Z", None),  # Friday's bar on Monday: one trading day
+        ("2026-11-19", "2026-11-23T15:00Z", 2),  # Thursday's on Monday
+        ("2026-11-22T05:00Z", "2026-11-23T15:00Z", None),  # crypto's Sunday bar (local midnight stamp)
+        (None, "2026-11-23T15:00Z", None),
+    ],
+)
+def test_the_store_lag_counts_weekdays_from_the_bars_date(
+    newest: str | None, now: str, lag: int | None
+) -> None:
+    import pandas as pd
+
+    from raytrade.serve.live import store_lag
+
+    at = pd.Timestamp(now).to_pydatetime()
+    why = store_lag(pd.Timestamp(newest, tz="UTC") if newest else None, at)
+    if newest is None:
+        assert why == "the store has no closed bar in the 30 days before as_of 2026-11-23T15:00:00+00:00"
+    elif lag is None:
+        assert why is None
+    else:
+        assert why is not None and f", {lag} weekdays before as_of" in why
+
+
 def test_the_loop_sells_one_share_of_a_position_whose_share_is_above_the_cap_and_logs_why_a_buy_is_not(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -2,7 +2,9 @@
 
 Each test starts its own :class:`FakePolicyService`, tells it how to answer (a status, a body, a delay
 before answering, a pause between body bytes), and checks what the client did: the request it sent,
-how many attempts it made, and whether it returned the service's answer, held, or raised.
+how many attempts it made, and whether it returned the service's answer, held, or raised. ``GET
+/v1/model`` (the served kill-switch rule the client advances a switch with) is answered apart, from
+``published`` (by default :data:`PUBLISHED`: the default rule, for the model that answers).
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import TracebackType
@@ -26,6 +28,7 @@ import pandas as pd
 import pytest
 from pydantic import SecretStr, ValidationError
 
+from raytrade.envs.kill_switch import KillSwitchConfig
 from raytrade.serve.client import (
     FALLBACK_MODEL,
     FALLBACK_PREFIX,
@@ -36,6 +39,7 @@ from raytrade.serve.client import (
     request_from_loop,
     request_payload,
 )
+from raytrade.serve.kill_switch_rule import KillSwitchRuleError, shown_rule
 from raytrade.serve.schemas import ActRequest, ActResponse, CallerKillSwitch, SymbolDecision
 from tests.loopback import serve_on_loopback, stop_serving
 
@@ -88,6 +92,16 @@ ANSWER = ActResponse(
 )
 
 
+def published_body(model: str = "ppo_gate@3", rule: KillSwitchConfig | None = None) -> bytes:
+    """A ``GET /v1/model`` body publishing ``rule`` (default: the simulator's) for ``model``."""
+    info = {
+        "model": model,
+        "symbols": ["NVDA", "AAPL"],
+        "kill_switch": (rule or KillSwitchConfig()).model_dump(),
+    }
+    return json.dumps(info).encode()
+
+
 # -- the fake service ---------------------------------------------------------------------------
 
 
@@ -111,10 +125,14 @@ class Received:
 
 @dataclass
 class FakePolicyService:
-    """Answers the n-th request with ``replies[n]`` (the last one repeats); records every request."""
+    """Answers the n-th request with ``replies[n]`` (the last one repeats); records every request.
+    ``GET /v1/model`` is answered with ``published[n]`` (the last one repeats) and recorded in
+    ``model_reads`` instead, unless ``published`` is empty (then it is a request like any other)."""
 
     replies: list[Reply]
+    published: list[Reply] = field(default_factory=list)
     received: list[Received] = field(default_factory=list)
+    model_reads: list[Received] = field(default_factory=list)
     _stopping: threading.Event = field(default_factory=threading.Event)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _server: ThreadingHTTPServer | None = None
@@ -144,6 +162,9 @@ class FakePolicyService:
 
     def next_reply(self, request: Received) -> Reply:
         with self._lock:
+            if self.published and (request.method, request.path) == ("GET", "/v1/model"):
+                self.model_reads.append(request)
+                return self.published[min(len(self.model_reads), len(self.published)) - 1]
             self.received.append(request)
             return self.replies[min(len(self.received), len(self.replies)) - 1]
 
@@ -189,13 +210,17 @@ def _handler_for(fake: FakePolicyService) -> type[BaseHTTPRequestHandler]:
     return Handler
 
 
+PUBLISHED = Reply(body=published_body())
+
+
 @pytest.fixture
 def service() -> Iterator[Callable[..., FakePolicyService]]:
-    """Start a fake that answers with the given replies (stopped after the test)."""
+    """Start a fake that answers with the given replies, and ``GET /v1/model`` with ``published``
+    (stopped after the test)."""
     started: list[FakePolicyService] = []
 
-    def start(*replies: Reply) -> FakePolicyService:
-        fake = FakePolicyService(list(replies) or [Reply()]).start()
+    def start(*replies: Reply, published: tuple[Reply, ...] = (PUBLISHED,)) -> FakePolicyService:
+        fake = FakePolicyService(list(replies) or [Reply()], list(published)).start()
         started.append(fake)
         return fake
 
@@ -315,9 +340,13 @@ def test_a_closed_port_holds_fast(request_: ActRequest) -> None:
     assert (client.fallbacks, client.retries_used) == (1, 2)
 
 
-def test_an_outage_holds_and_reports_the_accounts_tripped_kill_switch(request_: ActRequest) -> None:
+def test_an_outage_holds_and_reports_the_accounts_tripped_kill_switch(
+    service: Callable[..., FakePolicyService], request_: ActRequest
+) -> None:
+    """The rule is read, then ``POST /v1/act`` fails: the bar's advance is kept (the rule is known)."""
+    fake = service(Reply(status=503, body=b'{"detail": "not ready"}'))
     down = request_.model_copy(update={"drawdown_pct": -0.25})
-    with client_for(closed_port_url(), retries=0) as client:
+    with client_for(fake.url, retries=0) as client:
         answer = client.act(down)
         state = client.kill_switch().state
     assert answer.fallback and answer.kill_switch_active and answer.kill_switch_rule is None
@@ -386,7 +415,8 @@ def test_422_raises_request_error_naming_the_field(
 def test_a_422_names_the_fields_it_refuses(
     service: Callable[..., FakePolicyService], request_: ActRequest
 ) -> None:
-    """The loop tells a refused kill-switch count (which it can redo) from a bug by these."""
+    """The loop tells a refused kill-switch count (which it can redo) from a bug by these; a caller's
+    own switch (sent as it is) gets the 422 raised."""
     detail = {
         "detail": [
             {"type": "value_error", "loc": ["body", "kill_switch", "bars_active"], "msg": "10 bars: ..."},
@@ -394,9 +424,149 @@ def test_a_422_names_the_fields_it_refuses(
         ]
     }
     fake = service(Reply(status=422, body=json.dumps(detail).encode()))
+    own = CallerKillSwitch(active=True, bars_active=10, peak_equity=130_000.0)
     with client_for(fake.url) as client, pytest.raises(ServiceRequestError) as info:
-        client.act(request_)
+        client.act(request_.model_copy(update={"kill_switch": own}))
     assert info.value.fields == ("kill_switch.bars_active", "as_of")
+
+
+# -- act: the served kill-switch rule ---------------------------------------------------------------
+
+STRICT = KillSwitchConfig(trigger_drawdown=0.10)  # trips at 10 % down; the default at 20 %
+DAY = timedelta(days=1)
+
+
+def _at(days: int, **changes: Any) -> bytes:
+    """:data:`ANSWER` (with ``changes``) for the bar ``days`` after :data:`AS_OF`."""
+    return _answer_with(as_of=(AS_OF + days * DAY).isoformat(), **changes)
+
+
+def _sent_switches(fake: FakePolicyService) -> list[CallerKillSwitch | None]:
+    return [ActRequest.model_validate_json(r.body).kill_switch for r in fake.received]
+
+
+def test_the_switch_is_advanced_with_the_served_rule_not_the_default(
+    service: Callable[..., FakePolicyService], request_: ActRequest
+) -> None:
+    """15 % down: under the default trigger (20 %), over the served one (10 %): the switch goes on."""
+    fake = service(
+        Reply(body=_answer_with(kill_switch_active=True)),
+        published=(Reply(body=published_body(rule=STRICT)),),
+    )
+    down = request_.model_copy(update={"drawdown_pct": -0.15})
+    with client_for(fake.url) as client:
+        answer = client.act(down)
+    assert not answer.fallback, answer.reason
+    assert _sent_switches(fake) == [
+        CallerKillSwitch(active=True, bars_active=0, peak_equity=100_000.0 / 0.85)
+    ]
+    assert len(fake.model_reads) == 1
+
+
+def test_an_answer_from_another_version_rereads_the_rule_and_redoes_the_bar(
+    service: Callable[..., FakePolicyService], request_: ActRequest
+) -> None:
+    """ppo_gate@3 (default rule) is swapped for ppo_gate@4 (trigger 10 %) between two bars at 15 % down:
+    @4's answer to the bar advanced with @3's rule makes the client read @4's rule and ask again."""
+    fake = service(
+        Reply(),  # bar 1, @3: switch off
+        Reply(body=_at(1, model="ppo_gate@4", model_version=4)),  # bar 2 advanced with @3's rule
+        Reply(body=_at(1, model="ppo_gate@4", model_version=4, kill_switch_active=True)),
+        Reply(body=_at(2, model="ppo_gate@4", model_version=4, kill_switch_active=True)),
+        published=(Reply(body=published_body()), Reply(body=published_body("ppo_gate@4", STRICT))),
+    )
+    down = request_.model_copy(update={"drawdown_pct": -0.15})
+    peak = 100_000.0 / 0.85
+    with client_for(fake.url) as client:
+        client.act(down)
+        answer = client.act(down.model_copy(update={"as_of": AS_OF + DAY}))
+        again = client.act(down.model_copy(update={"as_of": AS_OF + 2 * DAY}))
+    assert (answer.fallback, answer.model, answer.kill_switch_active) == (False, "ppo_gate@4", True)
+    assert not again.fallback and len(fake.model_reads) == 2  # @4's rule is kept: no third read
+    assert _sent_switches(fake) == [
+        CallerKillSwitch(active=False, bars_active=0, peak_equity=peak),
+        CallerKillSwitch(active=False, bars_active=0, peak_equity=peak),  # bar 2 under @3's rule
+        CallerKillSwitch(active=True, bars_active=0, peak_equity=peak),  # bar 2 redone under @4's
+        CallerKillSwitch(active=True, bars_active=1, peak_equity=peak),  # bar 3, @4's rule
+    ]
+
+
+def test_a_refused_count_rereads_the_rule_and_redoes_the_bar(
+    service: Callable[..., FakePolicyService], request_: ActRequest
+) -> None:
+    """25 % down: the switch trips at bar 1; the service now releases after 1 bar and refuses bar 2's
+    count (1, advanced with the old rule's 20); the rule read again releases it at bar 2."""
+    refused = {"detail": [{"type": "value_error", "loc": ["body", "kill_switch", "bars_active"], "msg": "1"}]}
+    fake = service(
+        Reply(body=_answer_with(kill_switch_active=True)),
+        Reply(status=422, body=json.dumps(refused).encode()),
+        Reply(body=_at(1, model="ppo_gate@4", model_version=4)),
+        published=(
+            Reply(body=published_body()),
+            Reply(body=published_body("ppo_gate@4", KillSwitchConfig(release_after_bars=1))),
+        ),
+    )
+    down = request_.model_copy(update={"drawdown_pct": -0.25})
+    with client_for(fake.url) as client:
+        client.act(down)
+        answer = client.act(down.model_copy(update={"as_of": AS_OF + DAY}))
+    assert (answer.fallback, answer.model) == (False, "ppo_gate@4")
+    assert _sent_switches(fake) == [
+        CallerKillSwitch(active=True, bars_active=0, peak_equity=100_000.0 / 0.75),
+        CallerKillSwitch(active=True, bars_active=1, peak_equity=100_000.0 / 0.75),  # refused
+        CallerKillSwitch(active=False, bars_active=0, peak_equity=100_000.0),  # released, peak restarted
+    ]
+
+
+def test_a_trip_the_service_reports_beyond_its_published_rule_is_kept(
+    service: Callable[..., FakePolicyService], request_: ActRequest
+) -> None:
+    """15 % down, under the published trigger (20 %), but the answer's switch is on (a service stricter
+    than it publishes): the account's switch is taken as tripped at this bar, so its hysteresis follows."""
+    fake = service(Reply(body=_answer_with(kill_switch_active=True)))
+    with client_for(fake.url) as client:
+        client.act(request_.model_copy(update={"drawdown_pct": -0.15}))
+        state = client.kill_switch().state
+    assert state == CallerKillSwitch(active=True, bars_active=0, peak_equity=100_000.0 / 0.85)
+
+
+@pytest.mark.parametrize(
+    ("published", "why"),
+    [
+        (Reply(status=503, body=b"{}"), "GET /v1/model unreadable: HTTP 503 (3 attempts)"),
+        (Reply(body=b'{"model": "ppo_gate@3", "kill_switch": {"enabled": true}}'), "publishes no valid rule"),
+    ],
+    ids=["unreachable", "incomplete"],
+)
+def test_no_act_is_sent_while_the_served_rule_cannot_be_read(
+    service: Callable[..., FakePolicyService], request_: ActRequest, published: Reply, why: str
+) -> None:
+    fake = service(Reply(), published=(published,))
+    with client_for(fake.url, backoff_s=0.01) as client:
+        answer = client.act(request_)
+        client.act(request_)
+        state = client.kill_switch().state
+    assert_holds_everything(answer, request_)
+    assert (answer.reason or "").startswith(f"{FALLBACK_PREFIX}the served kill-switch rule is unknown (")
+    assert why in (answer.reason or "")
+    assert fake.received == [] and state is None  # nothing asked, the switch not advanced on a guess
+    assert len(fake.model_reads) == (6 if published.status == 503 else 2)  # asked again on each call
+
+
+def test_a_configured_rule_looser_than_the_served_one_is_refused_naming_both(
+    service: Callable[..., FakePolicyService], request_: ActRequest
+) -> None:
+    fake = service(Reply(), published=(Reply(body=published_body(rule=STRICT)),))
+    with (
+        client_for(fake.url, kill_switch=KillSwitchConfig()) as client,
+        pytest.raises(KillSwitchRuleError) as err,
+    ):
+        client.act(request_)
+    message = str(err.value)
+    assert f"(ClientConfig.kill_switch: {shown_rule(KillSwitchConfig())})" in message
+    assert f"(ppo_gate@3, GET /v1/model kill_switch: {shown_rule(STRICT)})" in message
+    assert "trigger_drawdown=0.2 (served 0.1: trips later)" in message
+    assert fake.received == []
 
 
 # -- act: answers that cannot be trusted hold ------------------------------------------------------

@@ -55,6 +55,10 @@ def _serving(service: DecisionService) -> Iterator[tuple[str, list[ActRequest]]]
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
 
+        def do_GET(self) -> None:  # GET /v1/model: the rule the client advances its switch with
+            assert self.path == "/v1/model", self.path
+            self._send(200, json.dumps(service.describe(), default=str).encode())
+
         def do_POST(self) -> None:
             request = ActRequest.model_validate_json(self.rfile.read(int(self.headers["Content-Length"])))
             received.append(request)
@@ -63,6 +67,9 @@ def _serving(service: DecisionService) -> Iterator[tuple[str, list[ActRequest]]]
                 status, body = 200, service.decide([request], request.as_of)[0].model_dump_json().encode()
             except RequestError as exc:
                 status, body = 422, json.dumps({"detail": [exc.detail()]}).encode()
+            self._send(status, body)
+
+        def _send(self, status: int, body: bytes) -> None:
             self.send_response(status)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(body)))
@@ -301,12 +308,12 @@ def test_the_model_summary_gives_the_rule_a_caller_advances_its_state_with(servi
     assert tighter.describe()["kill_switch"] == KillSwitchConfig(trigger_drawdown=0.1).model_dump()
 
 
-def test_a_trip_the_service_reports_under_its_stricter_trigger_is_kept_by_the_client(
+def test_the_client_advances_its_switch_with_the_stricter_trigger_the_service_publishes(
     service: DecisionService,
 ) -> None:
-    # the client advances with the default rule (trigger 20 %), the service trips at 10 %: at 15 % down
-    # only the service's switch is on; at 8 % (under both triggers, above the 5 % release) the trained
-    # hysteresis keeps it on, which the client knows only from the answer; at 4 % it is released
+    # the service trips at 10 % and publishes it (GET /v1/model), which the client advances with instead
+    # of the default rule (trigger 20 %): at 15 % down the client's switch is on; at 8 % (under both
+    # triggers, above the 5 % release) the trained hysteresis keeps it on; at 4 % it is released
     tighter = DecisionService(service.handle, service.data, ServeConfig(kill_drawdown=0.1))
     equities = [PEAK * (1 - dd) for dd in (0.15, 0.08, 0.04)]
     serving = _serving(tighter)
@@ -318,7 +325,7 @@ def test_a_trip_the_service_reports_under_its_stricter_trigger_is_kept_by_the_cl
     assert [a.kill_switch_active for a in answers] == [True, True, False]
     assert [_added_risk(tighter, a) for a in answers] == [False, False, True]
     assert [r.kill_switch for r in received] == [
-        CallerKillSwitch(active=False, bars_active=0, peak_equity=PEAK),  # the client's rule: not tripped
-        CallerKillSwitch(active=True, bars_active=1, peak_equity=PEAK),  # the service's trip, kept
+        CallerKillSwitch(active=True, bars_active=0, peak_equity=PEAK),  # the served rule: tripped
+        CallerKillSwitch(active=True, bars_active=1, peak_equity=PEAK),
         CallerKillSwitch(active=False, bars_active=0, peak_equity=PEAK),  # back within 5 %: released
     ]
