@@ -21,16 +21,21 @@ data, against a spread and impact of a few): such a fill is **re-referenced** to
 of the ``bars`` table it filled in (the last bar stamped at or before the fill, which has not closed
 by then: ``replay.timeutil.bar_closed_at``), its cost ``+-(fill_price / open - 1)`` in bps (+ for a
 buy), and counted (``FillSample.n_rereferenced``). A fill is taken to have waited when it came more
-than ``MAX_IMMEDIATE_FILL_MS`` (five minutes) after its decision: a market order in the session fills
-within seconds, and the broker queues one placed outside the session for the next open (an order held
-up inside a session for longer, a halt, is measured from its bar's open as well). Crypto trades
+than ``MAX_IMMEDIATE_FILL_MS`` (five minutes) after its decision and the decision was not taken in the
+session the fill came in (the fill on a later New York date, or the decision before 09:30 New York that
+day: ``SESSION_TZ``, ``SESSION_OPEN``): a market order in the session fills within seconds, and the
+broker queues one placed outside the session for the next open; an order decided in the session and
+filled later that day (a slow cycle, a halt) keeps the decision-time mid, its bar's open having come
+before the decision. Crypto trades
 around the clock, with no session to wait for: its fills keep the decision mid whatever their
 latency. A re-referenced fill's spread is its closed bar's ``spread_bps`` (the estimate the simulator
 charges a fill at the next open with), not the quote in its decision's snapshot, which was taken while
 the market was closed (an after-hours quote, often many times the session's); the snapshot's is kept
-only when the bar has none. A fill whose arrival price is unknown is left out and counted
-(``FillSample.dropped``), never fitted against the mid: an equity fill without a latency (its fill
-time unknown, so whether it waited cannot be told), a waited one with no ``bars`` row of the bar it
+only when the bar has no estimate (none, or 0: a flat bar, which the simulator costs at a past
+median). A fill whose arrival price is unknown is left out and counted
+(``FillSample.dropped``), never fitted against the mid: an equity fill without a latency, or with a
+latency of 0 (its fill time unknown, so whether it waited cannot be told; builds before the null was
+logged wrote 0 for a fill the broker gave no time for), a waited one with no ``bars`` row of the bar it
 filled in, and a waited
 one whose ``side`` is neither buy nor sell.
 
@@ -153,6 +158,10 @@ each, the policy service's answer) can take a minute. Five minutes leave room fo
 measured from its session's open would be off by the day's move so far; the price of the margin is
 the gap over a shorter wait (an order placed in the last five minutes before the open), a
 pre-market quote's distance from the open, which is small."""
+SESSION_TZ = "America/New_York"
+"""The equity session's clock (the live loop trades US equities through Alpaca)."""
+SESSION_OPEN = pd.Timedelta(hours=9, minutes=30)
+"""The regular session's open, local time in ``SESSION_TZ``."""
 _REPORTED = 5  # fills named in a profile or a message
 _LONGEST_WAIT_MS = 3650 * 86_400e3  # a fill time further out has no bar (and would overflow the time type)
 _HUBER_STEPS = 200
@@ -161,7 +170,8 @@ _DUPLICATE = "logged twice under one decision_id (the first kept)"
 _NO_CLOSED_BAR = "no features bar closed before the decision"
 _UNKNOWN_MODE = "gate_mode of the decision missing or unknown (market or limit order cannot be told)"
 _NO_FILL_TIME = (
-    "fill time unknown (no latency_order_to_fill_ms): whether it waited for the market to open cannot be told"
+    "fill time unknown (no latency_order_to_fill_ms, or 0: what builds before the null was logged wrote "
+    "for a fill without a broker time): whether it waited for the market to open cannot be told"
 )
 _NO_FILL_BAR = "waited for the market to open, and no bars row of the bar it filled in (no arrival price)"
 _NO_SIDE = "waited for the market to open, and its side is neither buy nor sell"
@@ -273,8 +283,9 @@ def logged_fills(root: str | os.PathLike[str]) -> FillSample:
     drop(~(fills["vol_20"] >= 0), "no volatility")
     # the arrival price (module docstring): crypto trades around the clock, an equity fill may have
     # waited for the open
-    drop((fills["asset_class"] != "crypto") & ~np.isfinite(fills["latency_order_to_fill_ms"]), _NO_FILL_TIME)
-    waited = (fills["asset_class"] != "crypto") & (fills["latency_order_to_fill_ms"] > MAX_IMMEDIATE_FILL_MS)
+    latency = fills["latency_order_to_fill_ms"]
+    drop((fills["asset_class"] != "crypto") & ~(np.isfinite(latency) & (latency > 0)), _NO_FILL_TIME)
+    waited = (fills["asset_class"] != "crypto") & _waited_for_open(fills)
     opens = _arrival_open(root, fills[waited])
     drop(waited & ~fills.index.isin(opens.index), _NO_FILL_BAR)
     sign = fills["side"].map({"buy": 1.0, "sell": -1.0})
@@ -285,7 +296,7 @@ def logged_fills(root: str | os.PathLike[str]) -> FillSample:
     # a fill that waited for the open crossed the opening spread, not the quote seen while the market
     # was closed (an after-hours quote, often many times wider): its spread is the closed bar's
     # estimate, the one the simulator charges a fill at the next open with
-    bar_spread = rereferenced & (fills["spread_bps"] >= 0)
+    bar_spread = rereferenced & (fills["spread_bps"] > 0)  # 0: a flat bar, no estimate (the simulator's)
     fills = fills.assign(spread=fills["spread_bps"].where(bar_spread, fills["spread"]))
     return FillSample(
         decided_at=pd.DatetimeIndex(fills["decided_at"]).tz_convert(None).to_numpy().astype("datetime64[us]"),
@@ -300,6 +311,21 @@ def logged_fills(root: str | os.PathLike[str]) -> FillSample:
         passive_mean_slippage_bps=apart.mean_slippage_bps,
         n_rereferenced=int(rereferenced.sum()),
     )
+
+
+def _waited_for_open(fills: pd.DataFrame) -> pd.Series:
+    """Whether each equity fill of ``fills`` (``decided_at``, a positive ``latency_order_to_fill_ms``)
+    waited for the session to open: it came more than ``MAX_IMMEDIATE_FILL_MS`` after its decision, and
+    the decision was not taken in the session the fill came in (the fill on another ``SESSION_TZ`` date,
+    or the decision before ``SESSION_OPEN`` that day). A slow fill of an order decided in the session
+    (a slow cycle, a halt) keeps the decision-time mid: its bar's open came before the decision."""
+    decided = pd.DatetimeIndex(fills["decided_at"]).tz_convert(SESSION_TZ)
+    latency = fills["latency_order_to_fill_ms"].to_numpy(np.float64)
+    filled = decided + pd.to_timedelta(np.minimum(latency, _LONGEST_WAIT_MS), unit="ms")
+    day = decided.normalize()
+    outside = (filled.normalize() != day) | (decided < day + SESSION_OPEN)
+    slow = latency > MAX_IMMEDIATE_FILL_MS
+    return pd.Series(slow & np.asarray(outside), index=fills.index)
 
 
 def _arrival_open(root: str | os.PathLike[str], waited: pd.DataFrame) -> pd.Series:

@@ -235,8 +235,8 @@ def test_an_equity_fill_whose_arrival_price_is_unknown_is_left_out_and_counted(t
     _log(tmp_path, rows)
     sample = logged_fills(tmp_path)
     assert sample.dropped == {
-        "fill time unknown (no latency_order_to_fill_ms): whether it waited for the market to open "
-        "cannot be told": 1,
+        "fill time unknown (no latency_order_to_fill_ms, or 0: what builds before the null was logged "
+        "wrote for a fill without a broker time): whether it waited for the market to open cannot be told": 1,
         "waited for the market to open, and no bars row of the bar it filled in (no arrival price)": 1,
     }
     assert sample.decision_id.tolist() == ["c202603031500:BTCUSD:fill", "c202603031500:T1:fill"]
@@ -298,4 +298,58 @@ def test_a_fill_that_waited_for_the_open_is_fitted_with_its_bars_spread_not_the_
         "c202603032100:T1:fill": 12.0,  # waited for the open: the bar's estimate
         "c202603032100:BTCUSD:fill": 80.0,  # crypto never waits: its quote
     }
+    assert sample.n_rereferenced == 1
+
+
+def test_a_slow_fill_of_an_order_decided_in_the_session_keeps_the_decision_mid(tmp_path: Path) -> None:
+    # decided at 10:00 New York, filled 6 minutes later (a slow cycle) 5 bps above the mid; the day's
+    # bar opened 300 bps below, before the decision: measured from that open it read 314.4 bps
+    _write_market(tmp_path, {"T1": _opens(MID, **{"2026_03_04": MID * 0.97})})
+    decided = pd.Timestamp("2026-03-04 15:00", tz="UTC")  # 10:00 New York (standard time)
+    _log(tmp_path, _fill_rows("T1", decided, MID * (1 + COST), _ms(pd.Timedelta(minutes=6))))
+    sample = logged_fills(tmp_path)
+    assert sample.slippage_bps == pytest.approx([5.0], abs=1e-9)
+    assert (sample.n_rereferenced, sample.dropped) == (0, {})
+
+
+def test_a_pre_market_decision_filled_at_that_days_open_is_measured_from_the_open(tmp_path: Path) -> None:
+    # decided at 02:00 UTC Wednesday (21:00 New York on Tuesday) and at 08:00 New York Wednesday, both
+    # filled at Wednesday's open: on a date-labelled store the fill's bar is stamped before the first
+    # decision, and the second comes on the fill's own New York date; both waited for the open
+    _write_market(tmp_path, {"T1": _opens(MID, **{"2026_03_04": MID * GAP})})
+    open_ = pd.Timestamp("2026-03-04", tz="UTC") + SESSION_OPEN
+    rows = []
+    for decided in (pd.Timestamp("2026-03-04 02:00", tz="UTC"), pd.Timestamp("2026-03-04 13:00", tz="UTC")):
+        rows += _fill_rows(
+            "T1", decided, MID * GAP * (1 + COST), _ms(open_ - decided + pd.Timedelta(seconds=2))
+        )
+    _log(tmp_path, rows)
+    sample = logged_fills(tmp_path)
+    assert sample.slippage_bps == pytest.approx([5.0, 5.0], abs=1e-9)
+    assert (sample.n_rereferenced, sample.dropped) == (2, {})
+
+
+def test_an_equity_fill_logged_with_a_latency_of_zero_is_left_out(tmp_path: Path) -> None:
+    # builds before the null latency logged 0 for a fill without a broker time: after the close, filled
+    # at the next open, it read as filled at once, 305 bps from the mid, the gap in the fit
+    _write_market(tmp_path, {"T1": _opens(MID * GAP), "BTCUSD": _opens(MID * GAP, freq="D")})
+    rows = [
+        *_fill_rows("T1", TUESDAY + AFTER_CLOSE, MID * GAP * (1 + COST), 0.0),
+        *_fill_rows("BTCUSD", TUESDAY + AFTER_CLOSE, MID * (1 + COST), 0.0),  # crypto: the mid, kept
+    ]
+    _log(tmp_path, rows)
+    sample = logged_fills(tmp_path)
+    assert sample.decision_id.tolist() == ["c202603032100:BTCUSD:fill"]
+    assert list(sample.dropped.values()) == [1] and "fill time unknown" in next(iter(sample.dropped))
+
+
+def test_a_fill_that_waited_on_a_flat_bar_keeps_its_quote_spread(tmp_path: Path) -> None:
+    # the closed bar's estimate is 0 (a flat bar: the simulator costs it at a past median, not at 0)
+    spreads = np.full(89, 12.0)
+    spreads[29] = 0.0  # 03-02: the last bar closed by Tuesday 21:00 UTC (a date label closes at midnight)
+    _write_market(tmp_path, {"T1": _opens(MID * GAP)}, spreads)
+    waited = _ms(SESSION_OPEN + pd.Timedelta(hours=3))
+    _log(tmp_path, _fill_rows("T1", TUESDAY + AFTER_CLOSE, MID * GAP * (1 + COST), waited, spread=80.0))
+    sample = logged_fills(tmp_path)
+    assert sample.spread_bps.tolist() == [80.0]
     assert sample.n_rereferenced == 1
