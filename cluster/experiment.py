@@ -104,10 +104,8 @@ from raytrade.tune_specs.objective import UNDEFINED_SCORE
 from raytrade.tune_specs.selection import RankedCandidate, rank_candidates
 
 if TYPE_CHECKING:
-    from raytrade.cluster.run_file import LeaderboardRow
     from raytrade.cluster.tune import TuneOptions
     from raytrade.envs.evaluation.harness import PolicyResult
-    from raytrade.models.manifest import SearchObjective
 
 BudgetName = Literal["smoke", "small", "full"]
 FAMILIES: tuple[str, ...] = ("ppo", "distrl", "gnn", "gating")
@@ -480,24 +478,6 @@ class SearchResult:
     feature_columns: tuple[str, ...]
 
 
-def validation_scores(
-    objective: SearchObjective, best: LeaderboardRow, module: Any, env_config: Any, gated: bool
-) -> LeaderboardRow:
-    """The validation scores of a search's selected checkpoint under the current objective: its
-    leaderboard row as recorded, or, for a search recorded under another rule for the book held at
-    the window's end (``objective.book_end``: a search reused from before the objective closed the
-    book), the row with ``objective``, ``excess_return`` and ``gross_exposure`` re-scored now
-    (``tune_specs.objective.score_module``), so every figure of the experiment is on one rule."""
-    from raytrade.tune_specs.objective import BOOK_END, ObjectiveConfig, score_module
-
-    if objective.book_end == BOOK_END:
-        return best
-    obj = ObjectiveConfig(cvar_penalty=objective.cvar_penalty)
-    scores = score_module(module, env_config.model_dump(mode="json"), obj, gated=gated)
-    keys = ("objective", "excess_return", "gross_exposure")
-    return best.model_copy(update={k: scores[k] for k in keys})
-
-
 def search_options(
     opts: ExperimentOptions, budget: ExperimentBudget, spec: str, features: str, fold: FoldPlan
 ) -> TuneOptions:
@@ -568,8 +548,6 @@ def run_search(
     best = next(r for r in rows if r.checkpoint)
     assert best.checkpoint is not None
     module, env_config, gated = load_selected(run_dir, best.checkpoint, best.trial_dir)
-    # a search run now is scored by today's objective; a reused one may predate it
-    scores = best if reused is None else validation_scores(reused.objective, best, module, env_config, gated)
     selected = Selected(
         fold=fold.index,
         run_dir=str(run_dir),
@@ -577,9 +555,9 @@ def run_search(
         checkpoint=best.checkpoint,
         iteration=best.iteration,
         # the search records an undefined objective as UNDEFINED_SCORE: no figure
-        validation_objective=None if scores.objective == UNDEFINED_SCORE else num(scores.objective),
-        validation_excess_return=num(scores.excess_return),
-        validation_gross_exposure=num(scores.gross_exposure),
+        validation_objective=None if best.objective == UNDEFINED_SCORE else num(best.objective),
+        validation_excess_return=num(best.excess_return),
+        validation_gross_exposure=num(best.gross_exposure),
         tune_seconds=seconds,
     )
     test_start = np.datetime64(fold.test.start.tz_convert(None).to_datetime64(), "ns")
@@ -597,8 +575,8 @@ def validation_returns(
     objective, one validation window and market, else ``SelectionError``) and each selected model is
     replayed as its search scored it (``tune_specs.objective.module_rollout``, every book closed at
     the window's last bar: ``CLOSE_AT_END``), so a fold's series scores exactly the validation
-    objective its leaderboard recorded (a search recorded before the objective closed the book:
-    exactly its ``Selected.validation_objective``, re-scored, :func:`validation_scores`)."""
+    objective its leaderboard recorded (a search scored under another rule is never reused:
+    ``cluster.run_reuse``)."""
     from raytrade.cluster.select import check_comparable_searches, common_window, load_candidates
     from raytrade.tune_specs.objective import benchmark_rollout, module_rollout
 

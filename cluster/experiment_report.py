@@ -95,8 +95,7 @@ class Selected(Doc):
     checkpoint: str
     iteration: int = Field(ge=0)
     validation_objective: Number = Field(
-        description="the search's recorded objective (None: undefined, recorded as UNDEFINED_SCORE); "
-        "for a search recorded before the objective closed the book, re-scored under the current rule"
+        description="the search's recorded objective (None: undefined, recorded as UNDEFINED_SCORE)"
     )
     validation_excess_return: Number
     validation_gross_exposure: Number

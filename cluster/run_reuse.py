@@ -2,13 +2,16 @@
 may not.
 
 A search folder (``STORAGE/NAME``) is reused only when it is finished (``leaderboard.json`` next to
-``raytrade_run.json``), its recorded command is the command that would run now, and the data it read
-are the data it would read now: its recorded data fingerprint (``Provenance.data_sha256``) equals the
-store's current one, and, for a search that read an experience store (an offline spec), its recorded
-experience fingerprint equals that store's current one. Why the fingerprints too: a command names the
-replay store by path, not by content; a store that was appended to, restated or re-ingested under the
-same path keeps the command, and a search selected on other bars (its windows being fractions of the
-store, not even the same bars) would otherwise be reused silently.
+``raytrade_run.json``), its recorded command is the command that would run now, it was scored by the
+objective's rule of now (``SearchObjective.book_end``: a search scored before the objective closed
+the book at the window's end chose its checkpoints under another rule, which ``raytrade tune
+--resume`` refuses to mix too), and the data it read are the data it would read now: its recorded
+data fingerprint (``Provenance.data_sha256``) equals the store's current one, and, for a search that
+read an experience store (an offline spec), its recorded experience fingerprint equals that store's
+current one. Why the fingerprints too: a command names the replay store by path, not by content; a
+store that was appended to, restated or re-ingested under the same path keeps the command, and a
+search selected on other bars (its windows being fractions of the store, not even the same bars)
+would otherwise be reused silently.
 
 A folder that is not reused is moved aside, never deleted nor searched into: it is renamed to
 ``NAME.replaced-<its start, UTC>`` (``-2``, ``-3``, ... when taken) in the same parent, so nothing
@@ -24,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from raytrade.cluster.run_file import LEADERBOARD_FILE, RUN_FILE, RunFile, read_run_file
+from raytrade.tune_specs.objective import BOOK_END
 
 REPLACED_MARK = ".replaced-"
 """What the name of a search folder moved aside carries after the run name."""
@@ -61,6 +65,10 @@ def why_not_reused(run: RunFile, finished: bool, command: str, store: StoreState
         return f"it did not finish (no {LEADERBOARD_FILE})"
     if run.command != command:
         return "its command differs"
+    if run.objective.book_end != BOOK_END:
+        # its leaderboard ranked checkpoints with the book marked to market at the window's end; a
+        # re-score of its chosen one would still be a choice made under the other rule
+        return f"it was scored with the book {run.objective.book_end} at the window's end (now: {BOOK_END})"
     then, now = run.provenance.data_sha256, store.data_sha256
     if then != now:
         return f"the store's data changed since (fingerprint then {then[:12]}, now {now[:12]})"

@@ -917,38 +917,3 @@ def test_validation_returns_replays_with_the_book_closed_as_the_score_is_recorde
     np.testing.assert_array_equal(bench[0], closed_bench.returns[0])
     recorded = score_module(module, env_config, ObjectiveConfig())["objective"]
     assert score_of(returns["ppo-base"][0] - bench[0], data.periods_per_year, 1.0) == recorded
-
-
-@pytest.mark.parametrize("book_end", [None, "closed"], ids=["recorded-marked", "recorded-closed"])
-def test_a_reused_search_recorded_marked_to_market_reports_its_checkpoint_rescored(
-    book_end: str | None, synthetic_store: Path, tmp_path: Path
-) -> None:
-    """A search recorded before the objective closed the book keeps its checkpoint, and the
-    experiment reports that checkpoint's validation scores under the current rule; a search
-    recorded under it is reported as recorded."""
-    from raytrade.cluster.experiment import validation_scores
-    from raytrade.cluster.run_file import read_leaderboard, read_run_file
-    from raytrade.envs.config import env_config_from_dict
-    from raytrade.models.manifest import SearchObjective
-    from raytrade.replay.fingerprint import data_fingerprint
-    from raytrade.tune_specs.objective import ObjectiveConfig, score_module
-    from tests.test_select import _crafted_run
-
-    run = _crafted_run(tmp_path / "run", synthetic_store, data_fingerprint(synthetic_store)[0])
-    env_config, module = _crafted_model(run)
-    recorded = read_run_file(run).objective.model_dump(exclude={"book_end"})
-    objective = SearchObjective.model_validate({**recorded, **({"book_end": book_end} if book_end else {})})
-    best = read_leaderboard(run)[0]
-    scores = validation_scores(objective, best, module, env_config_from_dict(env_config), gated=False)
-    if book_end == "closed":
-        assert scores == best
-        return
-    now = score_module(module, env_config, ObjectiveConfig())
-    assert (scores.objective, scores.excess_return, scores.gross_exposure) == (
-        now["objective"],
-        now["excess_return"],
-        now["gross_exposure"],
-    )
-    assert scores.model_dump(exclude={"objective", "excess_return", "gross_exposure"}) == best.model_dump(
-        exclude={"objective", "excess_return", "gross_exposure"}
-    )

@@ -34,7 +34,7 @@ from raytrade.cluster.run_file import (
 )
 from raytrade.cluster.run_reuse import REPLACED_MARK
 from raytrade.cluster.tune import TuneOptions, TuneOutcome, provenance
-from raytrade.models.manifest import SearchObjective
+from raytrade.models.manifest import BookEnd, SearchObjective
 from raytrade.tune_specs.objective import BOOK_END
 from raytrade.tune_specs.spec import ON_POLICY_SMOKE
 
@@ -77,17 +77,19 @@ def _options(store: Path, tmp_path: Path, family: str) -> ExperimentOptions:
     )
 
 
-def _finished_search(tune_opts: TuneOptions, store: Path, offline: bool) -> Path:
-    """A finished search of ``tune_opts``'s command on the store as it is now (trial ``old``)."""
+def _finished_search(
+    tune_opts: TuneOptions, store: Path, offline: bool, book_end: BookEnd = BOOK_END
+) -> Path:
+    """A finished search of ``tune_opts``'s command on the store as it is now (trial ``old``), scored
+    with the book ``book_end`` at the window's end (today's rule by default)."""
     run_dir = tune_opts.run_dir()
     record = RunFile(
         spec=tune_opts.spec,
         family=tune_opts.spec,
         replay=str(store.resolve()),
         budget=ON_POLICY_SMOKE,
-        # scored as a search today is (the book closed at the window's end): nothing to re-score
         objective=SearchObjective(
-            metric="validation/objective", mode="max", cvar_penalty=1.0, book_end=BOOK_END
+            metric="validation/objective", mode="max", cvar_penalty=1.0, book_end=book_end
         ),
         searched=[],
         required_features=[],
@@ -255,6 +257,24 @@ def test_a_search_of_another_command_in_the_folder_is_moved_aside_not_refused(
     assert read_run_file(kept).seed == 7
     assert said == [
         f"searching {run_dir.name} again: its command differs; the old search is kept in {kept.name}"
+    ]
+
+
+def test_a_search_scored_with_the_book_marked_to_market_is_searched_again(
+    store: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # its leaderboard chose its checkpoint before the objective closed the book at the window's end:
+    # same command, same data, but another rule (tune --resume refuses the mix; so does the reuse)
+    opts, fold = _options(store, tmp_path, "ppo"), _fold()
+    run_dir = _finished_search(
+        search_options(opts, opts.plan_budget(), "ppo", "base", fold), store, offline=False, book_end="marked"
+    )
+    result, searched, said = _search(opts, "ppo", fold, monkeypatch)
+    assert len(searched) == 1 and result.selected.trial == "new"
+    (kept,) = _moved_aside(run_dir)
+    assert said == [
+        f"searching {run_dir.name} again: it was scored with the book marked at the window's end (now: "
+        f"closed); the old search is kept in {kept.name}"
     ]
 
 

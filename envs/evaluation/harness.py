@@ -45,8 +45,9 @@ short or illiquid pays for it as a flat one does not. ``RunSeries.exit_cost`` / 
 the exit's own part for the report. A ruined (flat) account pays nothing; a position whose symbol
 has no bar after an earlier one (delisted) was already liquidated by the simulator. Walk-forward
 folds each start from fresh equity, so each closes its own book; the pooled series carries each
-fold's exit at the fold's last bar. Training (the RL env's episodes) and the tuning objective do not
-close the book: this is the evaluation's rule.
+fold's exit at the fold's last bar. The tuning objective and selection close the book the same way
+(``tune_specs.objective.CLOSE_AT_END``), so models are chosen on the terms they are judged on;
+training (the RL env's episodes) does not.
 """
 
 from __future__ import annotations
