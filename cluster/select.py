@@ -550,12 +550,25 @@ def plot_selection(selection: Selection, path: Path) -> Path:
     return path
 
 
+SELECT_PLOT_INCHES_PER_CANDIDATE: Final = 0.9
+"""``select.png`` grows this much wider per candidate (on a floor of 6 in): 1 to ~12 bars stay legible."""
+
+
 def selection_figure(selection: Selection) -> Any:
-    """The figure :func:`plot_selection` saves (a matplotlib ``Figure``, Agg backend)."""
+    """The figure :func:`plot_selection` saves (a matplotlib ``Figure``, Agg backend).
+
+    Laid out to be read at any count of candidates: the width grows with them, the title is short and
+    the detail (interval level, benchmark, colours) goes in a subtitle wrapped to the width, run names
+    tilt when they would crowd, and the legend sits below the axes, never over a bar. Bars stand at
+    integer positions labelled with the run folder's name, so two runs of the same name stay two bars.
+    """
+    import textwrap
+
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.patches import Patch
 
     cands = selection.candidates
     names = [Path(c.run).name for c in cands]
@@ -563,29 +576,51 @@ def selection_figure(selection: Selection) -> Any:
     low = np.array([np.nan if c.vs_benchmark.low is None else c.vs_benchmark.low for c in cands])
     high = np.array([np.nan if c.vs_benchmark.high is None else c.vs_benchmark.high for c in cands])
     errors = np.nan_to_num(np.vstack([values - low, high - values]), nan=0.0).clip(min=0.0)
-    fig, ax = plt.subplots(figsize=(max(4.0, 1.2 * len(cands) + 2), 4))
+    width = max(6.0, SELECT_PLOT_INCHES_PER_CANDIDATE * len(cands) + 3.0)
+    fig, ax = plt.subplots(figsize=(width, 4.8), layout="constrained")
+    x = np.arange(len(cands), dtype=np.float64)
     colors = ["tab:green" if i == 0 else "tab:blue" for i in range(len(cands))]
-    ax.bar(names, values, yerr=errors, capsize=6, color=colors)
-    ax.axhline(0.0, color="black", lw=0.8, label=f"{selection.benchmark} (0)")
+    ax.bar(x, values, yerr=errors, capsize=6, color=colors)
+    ax.set_xticks(x, names)
+    pad = max(0.0, (3 - len(cands)) / 2)  # room for at least 3 bars: one or two are not slabs
+    ax.set_xlim(-0.5 - pad, len(cands) - 0.5 + pad)
+    if len(cands) > 4 or max(len(n) for n in names) > 14:
+        ax.tick_params(axis="x", labelrotation=30)
+        for label in ax.get_xticklabels():
+            label.set_horizontalalignment("right")
+            label.set_rotation_mode("anchor")
+    level = selection.bootstrap.level
+    handles: list[Any] = [Patch(color="tab:green", label=f"winner ({level:.0%} CI)")]
+    if len(cands) > 1:
+        handles.append(Patch(color="tab:blue", label=f"other candidates ({level:.0%} CI)"))
+    handles.append(ax.axhline(0.0, color="black", lw=0.8, label=f"{selection.benchmark} (0)"))
     claim = selection.claim
     if claim is not None and claim.objective.low is not None and claim.objective.high is not None:
         # the winner's claim is judged on the wider, adjusted interval: draw it beside the nominal one
-        ax.errorbar(
-            [0.25],
-            [values[0]],
-            yerr=[[max(values[0] - claim.objective.low, 0.0)], [max(claim.objective.high - values[0], 0.0)]],
-            fmt="none",
-            ecolor="tab:red",
-            elinewidth=2.0,
-            capsize=6,
-            label=f"winner's claim: {claim.level:.2%} CI (adjusted for {claim.candidates} {claim.counted})",
+        handles.append(
+            ax.errorbar(
+                [0.25],
+                [values[0]],
+                yerr=[
+                    [max(values[0] - claim.objective.low, 0.0)],
+                    [max(claim.objective.high - values[0], 0.0)],
+                ],
+                fmt="none",
+                ecolor="tab:red",
+                elinewidth=2.0,
+                capsize=6,
+                label=f"winner's claim: {claim.level:.2%} CI (adjusted for {claim.candidates} "
+                f"{claim.counted})",
+            )
         )
-    ax.set_ylabel("validation objective")
-    ax.set_title(
-        f"Objective, {selection.bootstrap.level:.0%} CI per candidate vs {selection.benchmark} (winner green)"
+    ax.set_ylabel(f"{selection.window.split} objective")
+    fig.suptitle(f"raytrade select: {selection.window.split} objective per candidate", fontsize=12)
+    detail = (
+        f"Bars: each candidate's objective; whiskers: its {level:.0%} bootstrap CI against "
+        f"{selection.benchmark}, which scores 0 (black line). Winner green."
     )
-    ax.legend(fontsize=8)
-    fig.tight_layout()
+    ax.set_title(textwrap.fill(detail, width=int(width * 72 / (9 * 0.6))), fontsize=9)
+    fig.legend(handles=handles, loc="outside lower center", ncols=2, fontsize=8, frameon=False)
     return fig
 
 

@@ -36,12 +36,19 @@ class StoreSummary:
         }
 
     def render(self) -> str:
-        lines = [
-            f"replay store {self.root}",
-            f"{'table':<11}{'rows':>12}{'symbols':>9}  {'from':<26}{'to':<26}",
-        ]
-        for t in self.tables:
-            lines.append(f"{t.table:<11}{t.rows:>12,}{t.symbols:>9}  {t.start or '-':<26}{t.end or '-':<26}")
+        """The text ``raytrade summary`` prints: one row per table, each column as wide as its widest
+        cell and columns two spaces apart, so a timestamp of any length (the live loop logs
+        microseconds, 32 characters) never runs into the next column."""
+        header = ("table", "rows", "symbols", "from", "to")
+        rows = [(t.table, f"{t.rows:,}", str(t.symbols), t.start or "-", t.end or "-") for t in self.tables]
+        widths = [max(len(r[i]) for r in (header, *rows)) for i in range(len(header))]
+        right = (False, True, True, False, False)  # counts align right, names and times left
+
+        def line(cells: tuple[str, ...]) -> str:
+            padded = (c.rjust(w) if r else c.ljust(w) for c, w, r in zip(cells, widths, right, strict=True))
+            return "  ".join(padded).rstrip()
+
+        lines = [f"replay store {self.root}", line(header), *(line(r) for r in rows)]
         if self.feature_null_share:
             lines.append("feature null share by group:")
             lines.extend(f"  {group:<16}{share:>7.1%}" for group, share in self.feature_null_share.items())

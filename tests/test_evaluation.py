@@ -512,6 +512,14 @@ def test_stress_table_cells_are_mean_min_max(report: EvaluationReport) -> None:
     assert len(rows) == len(report.policies)
 
 
+def test_seeds_table_heads_the_seed_ids_and_counts_the_runs(report: EvaluationReport) -> None:
+    md = render_markdown("t", report_blocks(report, []))
+    section = md.split("## Seeds")[1].split("\n\n")[1]
+    header, _, *rows = [line.strip("| ").split(" | ") for line in section.splitlines()]
+    assert header[:3] == ["policy", "runs", "seed ids"]
+    assert {row[0]: row[1:3] for row in rows} == {n: ["1", "0"] for n in report.policies}
+
+
 def test_a_refused_scenario_is_shown_with_its_reason(report: EvaluationReport) -> None:
     scenarios = {
         **report.stress_scenarios,

@@ -566,6 +566,12 @@ def test_a_claim_written_before_the_count_reads_as_adjusted_for_runs_only() -> N
     )
 
 
+def _legend(fig: Any) -> Any:
+    """select.png's one legend, the figure's or the axes'."""
+    (legend,) = [lg for lg in (*fig.legends, fig.axes[0].get_legend()) if lg is not None]
+    return legend
+
+
 def test_select_png_draws_the_winners_adjusted_claim_interval_beside_the_nominal_ones() -> None:
     import matplotlib.pyplot as plt
 
@@ -577,7 +583,7 @@ def test_select_png_draws_the_winners_adjusted_claim_interval_beside_the_nominal
     fig = selection_figure(selection)
     try:
         ax = fig.axes[0]
-        labels = [t.get_text() for t in ax.get_legend().get_texts()]
+        labels = [t.get_text() for t in _legend(fig).get_texts()]
         assert "winner's claim: 97.50% CI (adjusted for 2 checkpoints)" in labels
         spans = [  # every vertical error segment drawn: (low, high)
             tuple(sorted((seg[0][1], seg[1][1]))) for coll in ax.collections for seg in coll.get_segments()
@@ -592,9 +598,53 @@ def test_select_png_draws_the_winners_adjusted_claim_interval_beside_the_nominal
         plt.close(fig)
     without = selection_figure(_selection())  # no claim recorded: no claim bar, no legend entry
     try:
-        assert not any("claim" in t.get_text() for t in without.axes[0].get_legend().get_texts())
+        assert not any("claim" in t.get_text() for t in _legend(without).get_texts())
     finally:
         plt.close(without)
+
+
+def _selection_of(n: int) -> Selection:
+    """``_selection`` with n candidates (the winner, then copies of the loser under long run names) and
+    the winner's claim: the longest labels select.png draws."""
+    from raytrade.cluster.select import claim_record
+
+    s = _planted()
+    base = _selection()
+    winner, loser = base.candidates
+    others = [loser.model_copy(update={"run": f"/runs/ppo-2026-12-04T03-51-{i:02d}"}) for i in range(n - 1)]
+    claim = claim_record(benchmark_claim(s["good"], s["bench"], 252, 1.0, BOOT, n))
+    return base.model_copy(update={"candidates": [winner, *others], "claim": claim})
+
+
+@pytest.mark.parametrize("n", [2, 10])
+def test_select_png_keeps_every_text_inside_the_figure_and_the_legend_off_the_bars(n: int) -> None:
+    import matplotlib.pyplot as plt
+    from matplotlib.text import Text
+
+    from raytrade.cluster.select import selection_figure
+
+    fig = selection_figure(_selection_of(n))
+    try:
+        fig.canvas.draw()
+        renderer = fig.canvas.get_renderer()
+        ax = fig.axes[0]
+        numbers = set(ax.yaxis.get_ticklabels())  # some stand off the axis's view, never drawn
+        texts = [t for t in fig.findobj(Text) if t.get_visible() and t.get_text() and t not in numbers]
+        assert ax.title in texts
+        page = fig.bbox
+        boxes = {t.get_text(): t.get_window_extent(renderer) for t in texts}
+        outside = [
+            text
+            for text, b in boxes.items()
+            if not (page.x0 <= b.x0 and b.x1 <= page.x1 and page.y0 <= b.y0 and b.y1 <= page.y1)
+        ]
+        assert outside == []
+        legend = _legend(fig).get_window_extent(renderer)
+        bars = [p.get_window_extent(renderer) for p in ax.patches]
+        assert len(bars) == n
+        assert not any(legend.overlaps(b) for b in [*bars, ax.get_window_extent(renderer)])
+    finally:
+        plt.close(fig)
 
 
 def test_a_manifest_written_before_the_schema_version_loads_as_version_1() -> None:

@@ -142,6 +142,8 @@ def _comparisons(report: EvaluationReport, names: Sequence[str]) -> list[Block]:
 
 
 def _seeds(report: EvaluationReport, names: Sequence[str]) -> Block:
+    """The Seeds table: per policy the number of runs and the seed ids they used (headed "seed ids", not
+    "seeds", so a lone seed ``0`` does not read as "0 seeds"), then the spread over those runs."""
     rows = []
     for n in names:
         s = report.policies[n].seeds
@@ -149,6 +151,7 @@ def _seeds(report: EvaluationReport, names: Sequence[str]) -> Block:
         rows.append(
             (
                 n,
+                str(len(s.seeds)),
                 ",".join(str(x) for x in s.seeds),
                 _f(sharpe.mean),
                 _f(sharpe.std),
@@ -161,7 +164,11 @@ def _seeds(report: EvaluationReport, names: Sequence[str]) -> Block:
         )
     return Block(
         "table",
-        headers=("policy", "seeds", "sharpe mean", "std", "min", "max", "total mean", "min", "max"),
+        headers=(
+            *("policy", "runs", "seed ids"),
+            *("sharpe mean", "std", "min", "max"),
+            *("total mean", "min", "max"),
+        ),
         rows=tuple(rows),
     )
 
