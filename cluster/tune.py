@@ -12,9 +12,14 @@ Design decisions
   ``placement_strategy="SPREAD"`` spreads a trial's 1 + K bundles over nodes, best effort (Ray packs
   them onto fewer nodes when that is all there is). Before the search starts, a trial's bundles are
   checked against the nodes' total resources (:func:`check_bundles_fit`): Tune would otherwise wait
-  for ever for a placement group no node set can hold. Each env runner reports the node it runs on
-  (``tune_specs.objective.env_runner_node_ids``), the leaderboard keeps it, and the summary prints
-  it next to the learner's node.
+  for ever for a placement group no node set can hold. A new local Ray's one node is known before it
+  starts (:func:`local_node_resources`), so there the check comes before Ray, as do all the checks
+  that need only the options and the stores (the experience's layout, the wandb key, the exploration
+  options); a running cluster's nodes are checked once connected. Each env runner reports the node
+  it runs on (``tune_specs.objective.env_runner_node_ids``), the leaderboard keeps it, and the
+  summary prints it next to the learner's node.
+* When every trial failed, the error shows the innermost exception line of a trial's error
+  (:func:`trial_error_line`), not the text's last line, which Ray Data fills with its retry hint.
 * One run = one folder ``STORAGE/NAME`` (Tune's experiment dir). Next to Tune's files it holds
   ``raytrade_run.json`` (``cluster.run_file.RunFile``: spec, replay, budget, the reproducing
   command, and the code version, library versions and data fingerprint at the start, and for an
