@@ -7,6 +7,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+import pandas as pd
 import pytest
 from click.testing import CliRunner
 
@@ -198,3 +199,19 @@ def test_a_search_whose_trials_all_failed_names_the_innermost_error_not_rays_ret
         "'observation_spec' of episode 'ep-0' is b9e1aaaaaaaa..., the learner's is 4920bbbbbbbb... "
         "(observations encoded with other feature columns or another normaliser)"
     )
+
+
+def test_the_layout_check_reads_only_the_window_the_learner_reads(store: Path, tmp_path: Path) -> None:
+    """Rows outside the training window are never read by the learner, so they are not refused."""
+    from raytrade.cluster.simulate_experience import SimulateOptions, simulate_experience
+    from raytrade.replay.experience import ExperienceError, check_layout
+    from raytrade.replay.reader import read_frame
+
+    out = tmp_path / "exp"
+    simulate_experience(SimulateOptions(policy="equal_weight", replay=store, out=out))
+    rows = read_frame(out, "experience", columns=["ts", "symbol", "asset_index"])
+    universe = rows.sort_values("asset_index")["symbol"].unique().tolist()
+    first, last = rows["ts"].min(), rows["ts"].max()
+    check_layout(out, last + pd.Timedelta(days=1), None, universe, "other")  # nothing in the window
+    with pytest.raises(ExperienceError, match="'observation_spec' of episode"):
+        check_layout(out, first, last, universe, "other")
