@@ -12,9 +12,14 @@ Design decisions
   ``placement_strategy="SPREAD"`` spreads a trial's 1 + K bundles over nodes, best effort (Ray packs
   them onto fewer nodes when that is all there is). Before the search starts, a trial's bundles are
   checked against the nodes' total resources (:func:`check_bundles_fit`): Tune would otherwise wait
-  for ever for a placement group no node set can hold. Each env runner reports the node it runs on
-  (``tune_specs.objective.env_runner_node_ids``), the leaderboard keeps it, and the summary prints
-  it next to the learner's node.
+  for ever for a placement group no node set can hold. A new local Ray's one node is known before it
+  starts (:func:`local_node_resources`), so there the check comes before Ray, as do all the checks
+  that need only the options and the stores (the experience's layout, the wandb key, the exploration
+  options); a running cluster's nodes are checked once connected. Each env runner reports the node
+  it runs on (``tune_specs.objective.env_runner_node_ids``), the leaderboard keeps it, and the
+  summary prints it next to the learner's node.
+* When every trial failed, the error shows the innermost exception line of a trial's error
+  (:func:`trial_error_line`), not the text's last line, which Ray Data fills with its retry hint.
 * One run = one folder ``STORAGE/NAME`` (Tune's experiment dir). Next to Tune's files it holds
   ``raytrade_run.json`` (``cluster.run_file.RunFile``: spec, replay, budget, the reproducing
   command, and the code version, library versions and data fingerprint at the start, and for an
@@ -43,6 +48,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import re
 import shlex
 from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
@@ -419,24 +425,32 @@ def _environment(values: Mapping[str, str | None]) -> Iterator[None]:
 WANDB_KEY_ENV = "WANDB_API_KEY"
 
 
+def online_wandb_key(opts: TuneOptions) -> str | None:
+    """The wandb key :func:`upload_wandb_runs` uploads an online search's runs with (None: not
+    online); refused (one line) when ``--wandb`` is given without ``WANDB_API_KEY``, before Ray
+    starts."""
+    if opts.wandb != "online":
+        return None
+    from raytrade.cluster.settings import MissingCredentialsError, load_settings
+
+    secret = load_settings().wandb_api_key
+    if secret is None:
+        raise MissingCredentialsError("--wandb needs a wandb key: set WANDB_API_KEY")
+    return secret.get_secret_value()
+
+
 def _wandb_setup(opts: TuneOptions, run_dir: Path) -> tuple[list[Any], dict[str, str | None], str | None]:
     """(Tune callbacks, environment of the search, key for the upload after it) for the wandb mode.
 
     The search always logs offline with ``WANDB_API_KEY`` unset (see the module docstring); online
-    mode only returns the key, for :func:`upload_wandb_runs` once the search is over.
+    mode only returns the key (:func:`online_wandb_key`), for :func:`upload_wandb_runs` once the
+    search is over.
     """
     if opts.wandb == "disabled":
         return [], {}, None
     from ray.air.integrations.wandb import WandbLoggerCallback
 
-    key = None
-    if opts.wandb == "online":
-        from raytrade.cluster.settings import MissingCredentialsError, load_settings
-
-        secret = load_settings().wandb_api_key
-        if secret is None:
-            raise MissingCredentialsError("--wandb needs a wandb key: set WANDB_API_KEY")
-        key = secret.get_secret_value()
+    key = online_wandb_key(opts)
     env: dict[str, str | None] = {"WANDB_MODE": "offline", "WANDB_SILENT": "true", WANDB_KEY_ENV: None}
     callback = WandbLoggerCallback(
         project="raytrade", group=opts.run_name(), log_config=False, mode="offline", dir=str(run_dir)
@@ -625,6 +639,19 @@ def cluster_node_resources() -> list[dict[str, float]]:
     return [{k: float(v) for k, v in node["Resources"].items()} for node in ray.nodes() if node.get("Alive")]
 
 
+def local_node_resources() -> list[dict[str, float]] | None:
+    """The one node of the local Ray a search would start (its CPUs, counted as ``ray.init`` counts
+    them), or None when it would use a running Ray (``RAY_ADDRESS``, or this process is connected):
+    that cluster's nodes are known only once connected (:func:`cluster_node_resources`)."""
+    import ray
+
+    if os.environ.get("RAY_ADDRESS") is not None or ray.is_initialized():
+        return None
+    from ray._private.utils import get_num_cpus
+
+    return [{"CPU": float(get_num_cpus())}]
+
+
 def check_env_runners(opts: TuneOptions, spec: TuneSpec) -> None:
     """Fail (one line) when ``--env-runners`` is given to an offline spec: it learns from the stored
     experience table and samples no environment, so remote env runners would only hold CPUs."""
@@ -647,8 +674,10 @@ def _with_experience(opts: TuneOptions, config: AlgorithmConfig) -> AlgorithmCon
 
 def check_experience(opts: TuneOptions, spec: TuneSpec) -> ExperienceWindow | None:
     """Fail (one line) when ``--experience`` is given to an online spec, or an offline spec's
-    experience store has no transitions (checked on its first file only) or none in its training
-    window (:func:`experience_window`). Returns that window (None: an online spec)."""
+    experience store has no transitions (checked on its first file only), none in its training
+    window (:func:`experience_window`), or some there logged on another universe or observation
+    encoding than the learner's (``tune_specs.offline.check_experience_layout``: the column, the
+    episode and both values named). Returns that window (None: an online spec)."""
     if spec.name not in OFFLINE_SPECS:
         if opts.experience is not None:
             raise InputError(
@@ -657,8 +686,13 @@ def check_experience(opts: TuneOptions, spec: TuneSpec) -> ExperienceWindow | No
         return None
     from raytrade.replay.experience import check_experience_store
 
-    check_experience_store(opts.experience or local_store(opts.replay))
-    return experience_window(opts, spec)
+    root = opts.experience or local_store(opts.replay)
+    check_experience_store(root)
+    window = experience_window(opts, spec)
+    from raytrade.tune_specs.offline import check_experience_layout
+
+    check_experience_layout(root, opts.env_config(spec, opts.budget(spec)))
+    return window
 
 
 def experience_window(opts: TuneOptions, spec: TuneSpec) -> ExperienceWindow:
@@ -938,6 +972,24 @@ def leaderboard(
     return sorted(rows, key=lambda r: -r.objective if math.isfinite(r.objective) else math.inf)
 
 
+_RAISED: Final = re.compile(r"^(?:[A-Za-z_]\w*\.)*([A-Za-z_]\w*(?:Error|Exception))(?:\([\w.]*\))?: (.+)$")
+"""A traceback's exception line: ``[module.]Class[(Cause)]: message``, the class an error or exception."""
+
+
+def trial_error_line(text: str) -> str:
+    """The line of a failed trial's error text (Tune's, a traceback, possibly of chained and remote
+    errors) that says why it failed: the last exception line whose message is not Ray's remote-task
+    header (``ray::...``), as ``Class: message`` (the class without its module), which is the
+    innermost raised error; the lines Ray appends to a message (Ray Data's retry hint) never are.
+    Without such a line: the text's last non-empty line."""
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    for line in reversed(lines):
+        match = _RAISED.match(line)
+        if match and not match.group(2).startswith("ray::"):
+            return f"{match.group(1)}: {match.group(2)}"
+    return lines[-1] if lines else text
+
+
 def format_leaderboard(rows: list[LeaderboardRow]) -> str:
     """The leaderboard as a fixed-width table: trial, iteration, objective (validation), the train
     objective at the same checkpoint (a ``train`` column, left out when no row has one: a run older
@@ -961,8 +1013,9 @@ def format_leaderboard(rows: list[LeaderboardRow]) -> str:
 
 
 def draw_objective(ax: Any, results: Any) -> int:
-    """Draw each trial's validation objective (solid, with markers) and train objective (dashed, the
-    same colour) over training iterations on ``ax``; returns the number of trials drawn."""
+    """Draw each trial's validation objective (solid, round markers) and train objective (dashed,
+    square markers, the same colour) over training iterations on ``ax``; returns the number of trials
+    drawn."""
     plotted = 0
     for result in results:
         frame = _history(result)
@@ -971,7 +1024,14 @@ def draw_objective(ax: Any, results: Any) -> int:
         trial = _trial_name(result)
         (line,) = ax.plot(frame["training_iteration"], frame[METRIC], marker="o", ms=3, label=trial)
         if TRAIN_METRIC in frame:
-            ax.plot(frame["training_iteration"], frame[TRAIN_METRIC], linestyle="--", color=line.get_color())
+            ax.plot(  # a marker too: after one iteration a dashed line alone is a single invisible point
+                frame["training_iteration"],
+                frame[TRAIN_METRIC],
+                linestyle="--",
+                marker="s",
+                ms=3,
+                color=line.get_color(),
+            )
         plotted += 1
     return plotted
 
@@ -1060,12 +1120,18 @@ def run_tune(opts: TuneOptions, dashboard: bool = True) -> TuneOutcome:
             )
     elif (run_dir / RUN_FILE).exists():
         raise InputError(f"experiment {str(run_dir)!r} exists: pass --resume, or --name for a new one")
+    online_wandb_key(opts)  # refused before Ray starts; _wandb_setup reads it for the upload
+    # the search's param space: --probe-symbols and --drawdown-std-scale are refused here (no Ray yet)
+    config = with_trial_resources(opts, search_algo_config(opts, spec))
+    bundles = trial_bundles(config).bundles if opts.env_runners else []  # (refused with --resume above)
+    nodes = local_node_resources()  # a new local Ray's one node: the bundles are checked before it starts
+    fits = not bundles or nodes is None or check_bundles_fit(bundles, nodes, opts.env_runners)
     from raytrade.cluster.local_cluster import init_ray
 
     init_ray(os.environ.get("RAY_ADDRESS"), dashboard=dashboard)
-    config = with_trial_resources(opts, search_algo_config(opts, spec))
-    bundles = trial_bundles(config).bundles if opts.env_runners else []  # (refused with --resume above)
-    if bundles and not check_bundles_fit(bundles, cluster_node_resources(), opts.env_runners):
+    if bundles and nodes is None:
+        fits = check_bundles_fit(bundles, cluster_node_resources(), opts.env_runners)
+    if not fits:
         click.echo(
             f"warning: could not decide within {FIT_SEARCH_STEPS:,} placements whether the nodes can "
             "hold one trial's bundles; if the trials stay PENDING, lower --env-runners"
@@ -1101,7 +1167,7 @@ def run_tune(opts: TuneOptions, dashboard: bool = True) -> TuneOutcome:
     tune_dir = Path(filesystem(remote)[1]) if remote is not None else run_dir  # where Tune's paths lie
     rows = leaderboard(results, tune_dir, recorded.searched, recorded.budget.overfit_window)
     if not any(r.checkpoint for r in rows):
-        errors = [str(r.error).splitlines()[-1] for r in results if r.error is not None]
+        errors = [trial_error_line(str(r.error)) for r in results if r.error is not None]
         raise click.ClickException(f"all trials of {run_dir} failed: {errors[0] if errors else 'no results'}")
     write_leaderboard(run_dir, rows)
     plot = plot_objective(results, run_dir / PLOT_FILE)

@@ -260,18 +260,8 @@ def transitions_from_table(
             f"{asset[rows].tolist()}, not 0 .. {n - 1} (a step's assets must all be logged)",
             "n_assets": f"'action' has {n} assets in episode {episode!r}, the learner's action space has "
             f"{n_assets} (mixed action spaces)",
-            "symbol": f"'symbol' of episode {episode!r} step {step[starts[k]]} is {symbol[rows].tolist()} "
-            f"in asset order, the learner's universe is {list(symbols or [])} (experience logged on "
-            "other assets or in another asset order)",
-            "observation_spec": (
-                f"'observation_spec' is missing (null) in episode {episode!r}: its observations cannot "
-                "be checked against the learner's features and normaliser (rows logged before the "
-                "store recorded them); record the experience again (`raytrade simulate-experience`)"
-                if logged_spec is None
-                else f"'observation_spec' of episode {episode!r} is {str(logged_spec)[:12]}..., the "
-                f"learner's is {str(observation_spec)[:12]}... (observations encoded with other feature "
-                "columns or another normaliser)"
-            ),
+            "symbol": _symbol_message(episode, int(step[starts[k]]), symbol[rows].tolist(), symbols),
+            "observation_spec": _spec_message(episode, logged_spec, observation_spec),
             **{
                 c: f"{c!r} has rows of sizes {sizes_of[c]} in episode {episode!r} (mixed observation spaces)"
                 for c in lengths
@@ -288,6 +278,82 @@ def transitions_from_table(
     if len(dims) != 1:
         raise ExperienceError(f"experience column 'observation' gives observations of sizes {dims}")
     return _assemble(table, starts, widths[0], episodes=names[codes[starts]], steps=step[starts])
+
+
+def _symbol_message(episode: str, step: int, logged: list[object], symbols: Sequence[str] | None) -> str:
+    return (
+        f"'symbol' of episode {episode!r} step {step} is {logged} in asset order, the learner's universe "
+        f"is {list(symbols or [])} (experience logged on other assets or in another asset order)"
+    )
+
+
+def _spec_message(episode: str, logged: object, observation_spec: str | None) -> str:
+    if logged is None:
+        return (
+            f"'observation_spec' is missing (null) in episode {episode!r}: its observations cannot "
+            "be checked against the learner's features and normaliser (rows logged before the "
+            "store recorded them); record the experience again (`raytrade simulate-experience`)"
+        )
+    return (
+        f"'observation_spec' of episode {episode!r} is {str(logged)[:12]}..., the learner's is "
+        f"{str(observation_spec)[:12]}... (observations encoded with other feature columns or another "
+        "normaliser)"
+    )
+
+
+LAYOUT_COLUMNS: Final[tuple[str, ...]] = ("decision_id", "episode_id", "step", "asset_index", *CHECK_COLUMNS)
+"""What :func:`check_layout` reads: the checks' columns and where a row lies, no observation."""
+
+
+def check_layout(
+    root: str | os.PathLike[str],
+    start: TimeLike,
+    end: TimeLike,
+    symbols: Sequence[str],
+    observation_spec: str,
+) -> None:
+    """Refuse (``ExperienceError``, the message :func:`transitions_from_table` gives) a transition
+    dated ``[start, end]`` whose assets in ``asset_index`` order are not ``symbols`` (the learner's
+    universe, in its asset order) or whose ``observation_spec`` is not ``observation_spec`` (or is
+    null): the driver's early check, before Ray starts, of what the learner checks on every row it
+    reads. Reads :data:`LAYOUT_COLUMNS` only (no observation; a repeated ``decision_id`` left out as
+    the learner does, :func:`first_rows`), and names the first such step in (episode, step) order,
+    the universe before the encoding, as the learner does."""
+    table = read_table(root, "experience", start=start, end=end, columns=list(LAYOUT_COLUMNS))
+    table = table.filter(table.column("episode_id").is_valid())
+    if table.num_rows == 0:
+        return
+    table = first_rows(table)
+    episodes = np.asarray(table.column("episode_id").to_numpy(zero_copy_only=False), dtype=object)
+    names, codes = np.unique(episodes, return_inverse=True)
+    step = np.asarray(table.column("step").to_numpy(), dtype=np.int64)
+    asset = np.asarray(table.column("asset_index").to_numpy(), dtype=np.int64)
+    order = np.lexsort((asset, step, codes))
+    codes, step, asset = codes[order], step[order], asset[order]
+    symbol = np.asarray(table.column("symbol").to_numpy(zero_copy_only=False), dtype=object)[order]
+    spec = np.asarray(table.column("observation_spec").to_numpy(zero_copy_only=False), dtype=object)[order]
+    new_step = np.ones(len(step), dtype=bool)
+    new_step[1:] = (codes[1:] != codes[:-1]) | (step[1:] != step[:-1])
+    starts = np.flatnonzero(new_step)
+    sizes = np.diff(np.append(starts, len(step)))
+    position = np.arange(len(step)) - np.repeat(starts, sizes)
+    universe = np.asarray(list(symbols), dtype=object)
+    expected = universe[np.minimum(position, len(universe) - 1)]
+    per_step = functools.partial(np.add.reduceat, indices=starts)
+    other_symbol = (sizes != len(universe)) | (per_step((symbol != expected).astype(np.int64)) > 0)
+    other_spec = per_step(np.asarray([x != observation_spec for x in spec], dtype=np.int64)) > 0
+    flagged = np.flatnonzero(other_symbol | other_spec)
+    if not flagged.size:
+        return
+    k = int(flagged[0])
+    rows = slice(starts[k], starts[k] + sizes[k])
+    episode = str(names[codes[starts[k]]])
+    if other_symbol[k]:
+        message = _symbol_message(episode, int(step[starts[k]]), symbol[rows].tolist(), symbols)
+    else:
+        logged = next((x for x in spec[rows] if x != observation_spec), None)
+        message = _spec_message(episode, logged, observation_spec)
+    raise ExperienceError("experience column " + message)
 
 
 def _assemble(

@@ -252,6 +252,19 @@ def test_the_plot_draws_train_dashed_in_the_colour_of_its_validation_line(tmp_pa
     assert lines[0].get_color() == lines[1].get_color() != lines[2].get_color() == lines[3].get_color()
 
 
+def test_the_plot_marks_each_train_point_so_a_one_iteration_trial_shows_both_scores(tmp_path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots()
+    draw_objective(ax, [_trial(tmp_path, "a", [0.1], [0.3])])
+    validation, train = ax.get_lines()
+    plt.close(fig)
+    assert (validation.get_marker(), train.get_marker()) == ("o", "s")
+
+
 def test_tune_command_passes_early_stop_and_prints_the_overfit_warning(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -25,7 +25,8 @@ Design decisions
   the latest window, the test split): read whole, the validation and test scores would be measured
   on data the policy trained on, and a walk-forward fold would learn from later folds. A window
   holding no transition is refused (:func:`counted_window`), by ``raytrade tune`` before Ray starts
-  and by the trial itself.
+  and by the trial itself; so is one whose transitions were logged on another universe or encoding
+  (:func:`check_experience_layout`, reading the checked columns only).
 * The env stays configured: the validation scoring hook (``tune_specs.objective``) replays the
   learned module in the simulator on the validation split, exactly as for the online specs.
 * Budget mapping: ``minibatch`` is the learner batch (``train_batch_size_per_learner``);
@@ -277,6 +278,21 @@ def counted_window(
     train, decisions = experience_window(env_config)
     within = f"the training window {train.start.date()} .. {train.end.date()} less its last bar"
     return train, decisions, check_window(root, decisions.start, decisions.end, within)
+
+
+def check_experience_layout(root: str | Path, env_config: Mapping[str, Any]) -> None:
+    """Refuse (``ExperienceError``, naming the column, the episode and both values) experience at
+    ``root`` whose transitions in the training window (:func:`experience_window`) were logged on
+    another universe or with another observation encoding than the learner of ``env_config``
+    (:func:`env_layout` of :func:`offline_env_config`, what :class:`ExperienceData` checks every row
+    against): ``raytrade tune``'s check before Ray starts, reading those columns only
+    (``replay.experience.check_layout``), so that a mismatch is not found by a trial seconds later
+    and reported as Ray Data's retry hint."""
+    from raytrade.replay.experience import check_layout
+
+    _, decisions = experience_window(env_config)
+    layout = env_layout(offline_env_config(env_config))
+    check_layout(root, decisions.start, decisions.end, layout.symbols, layout.observation_spec)
 
 
 def experience_root(input_: Any) -> str:
