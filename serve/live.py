@@ -477,8 +477,9 @@ def _refuse_non_finite(value: Any, where: str = "") -> None:
 
 
 def _reason(exc: BaseException) -> str:
-    """Why the state file is unreadable, in one line: a pydantic error as ``<field>: <problem>``
-    (the first of them, without its input), anything else as its message's first line."""
+    """Why the state file is unreadable, in one line: a pydantic error (the file's one model is its
+    ``kill_switch``) as ``kill_switch.<field>: <problem>``, the first of them without its input and
+    a count of the rest; anything else as its message's first line."""
     if isinstance(exc, ValidationError):
         errors = exc.errors(include_url=False, include_input=False)
         first = errors[0]
