@@ -147,18 +147,33 @@ def auth_environment(token_file: Path) -> dict[str, str]:
     return {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token_file)}
 
 
+def no_cluster_message(address: str) -> str:
+    """The one line for ``address`` (``auto``, ``host:port``) naming no running Ray cluster: how to
+    start one (``raytrade cluster up``) or point at one (``RAY_ADDRESS``)."""
+    where = "none was found" if address == "auto" else f"none answered at {address!r}"
+    return (
+        f"no Ray cluster is running ({where}): start one with `raytrade cluster up` and export the "
+        "RAY_ADDRESS line it prints, or set RAY_ADDRESS to a running cluster's host:port"
+    )
+
+
 def init_ray(address: str | None, *, dashboard: bool, num_cpus: int | None = None) -> bool:
     """Connect an entrypoint to Ray, unless this process already is: to the cluster at ``address``
     (``auto``, ``host:port``), else to a new local Ray with the dashboard unless ``dashboard`` is
     False. Prints the dashboard URL when there is one; returns whether it connected (so the caller
-    knows it owns the ``ray.shutdown``)."""
+    knows it owns the ``ray.shutdown``). No cluster at ``address`` is a :class:`LocalClusterError`
+    (an input error: :func:`no_cluster_message`), not Ray's ``ConnectionError``."""
     import ray
 
     if ray.is_initialized():
         return False
     os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
     if address is not None:
-        context = ray.init(address=address, log_to_driver=False)
+        try:
+            context = ray.init(address=address, log_to_driver=False)
+        except ConnectionError:
+            # Ray's text asks for an `--address` flag our commands may not have: say it our way
+            raise LocalClusterError(no_cluster_message(address)) from None
     else:
         context = ray.init(num_cpus=num_cpus, include_dashboard=dashboard, log_to_driver=False)
     if context.dashboard_url:

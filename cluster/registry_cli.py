@@ -45,7 +45,7 @@ def migrate_command(ref: str | None, registry: Path) -> None:
             f"`raytrade registry migrate` works on a local registry folder, not {shown_url(str(registry))}"
         )
     if not Path(registry).is_dir():
-        raise FileNotFoundError(f"registry {shown_url(str(registry))!r} does not exist")
+        raise InputError(f"registry {shown_url(str(registry))!r} (a local folder) does not exist")
     for version, rewritten in migrate(registry, ref, registry_hmac_key()).items():
         click.echo(f"{version}: " + (f"rewrote {', '.join(rewritten)}" if rewritten else "up to date"))
 
@@ -69,7 +69,7 @@ def sign_command(ref: str | None, registry: Path) -> None:
             "promote the versions again with the key"
         )
     if not Path(registry).is_dir():
-        raise FileNotFoundError(f"registry {shown_url(str(registry))!r} (a local folder) does not exist")
+        raise InputError(f"registry {shown_url(str(registry))!r} (a local folder) does not exist")
     key = registry_hmac_key()
     if key is None:
         raise InputError(f"set {REGISTRY_HMAC_KEY_ENV} to the registry key to sign with")

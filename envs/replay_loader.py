@@ -115,7 +115,7 @@ def resolve_feature_groups(selection: str) -> tuple[str, ...]:
     ``ValueError`` naming it and the known ones."""
     names = [part.strip() for part in selection.split(",") if part.strip()]
     if not names:
-        raise ValueError(f"--features must name at least one group, got {selection!r}")
+        raise InputError(f"--features must name at least one group, got {selection!r}")
     columns: list[str] = []
     for name in names:
         if name == ENRICHED:
@@ -124,7 +124,7 @@ def resolve_feature_groups(selection: str) -> tuple[str, ...]:
             group = FEATURE_GROUPS[name]
         else:
             known = ", ".join([ENRICHED, *FEATURE_GROUPS])
-            raise ValueError(f"unknown feature group {name!r}; known: {known}")
+            raise InputError(f"unknown feature group {name!r}; known: {known}")
         columns += [c for c in group if c not in columns]
     return tuple(columns)
 
@@ -162,7 +162,7 @@ def split_of(
         return calendar
     windows = fractional_splits(calendar, train_fraction, validation_fraction, embargo_bars)
     if split not in windows:
-        raise ValueError(f"split must be one of train, validation, test, all; got {split!r}")
+        raise InputError(f"split must be one of train, validation, test, all; got {split!r}")
     window = windows[split]
     return calendar[(calendar >= window.start) & (calendar <= window.end)]
 
@@ -172,7 +172,7 @@ def split_calendar(cfg: ReplayDataConfig) -> pd.DatetimeIndex:
     :func:`load_market_data_from_config` steps on, read from the bars' timestamps alone."""
     bars = read_frame(local_store(cfg.root), "bars", symbols=cfg.symbols, columns=["ts", "asset_class"])
     if bars.empty:
-        raise ValueError(f"the store at {cfg.root} holds no bars")
+        raise InputError(f"the store at {cfg.root} holds no bars")
     return split_of(
         market_calendar(bars), cfg.split, cfg.train_fraction, cfg.validation_fraction, cfg.embargo_bars
     )
@@ -198,18 +198,18 @@ def load_market_data(
     names = set(FEATURES_SCHEMA.names)
     unknown = [c for c in feature_columns if c not in names]
     if unknown:
-        raise ValueError(f"feature column {unknown[0]!r} is not in the features table")
+        raise InputError(f"feature column {unknown[0]!r} is not in the features table")
     text = [c for c in feature_columns if not _numeric_feature(c)]
     if text:
-        raise ValueError(f"feature column {text[0]!r} is text; use its numeric code instead")
+        raise InputError(f"feature column {text[0]!r} is text; use its numeric code instead")
     bar_columns = ["symbol", "ts", "open", "close", "volume", "asset_class"]
     bars = read_frame(store, "bars", symbols=symbols, columns=bar_columns)
     if symbols is not None:
         missing = sorted(set(symbols) - set(bars["symbol"].astype(str)))
         if missing:
-            raise ValueError(f"symbols not in the store: {missing}")
+            raise InputError(f"symbols not in the store: {missing}")
     if bars.empty:
-        raise ValueError(f"the store at {root} holds no bars")
+        raise InputError(f"the store at {root} holds no bars")
     classes = bars.groupby("symbol")["asset_class"].first()
     calendar, stepped_class = market_calendar(bars), calendar_class(bars)
     refuse_mixed_daily_clocks(bars[bars["asset_class"] == stepped_class])
@@ -299,8 +299,8 @@ def load_market_data(
     absent = np.empty(stack.shape, dtype=bool)
     for k, name in enumerate(feature_columns):
         values = stored[name] * _SCALED.get(name, 1.0)
-        if not np.isfinite(values).any():
-            raise ValueError(
+        if not np.isfinite(values).any():  # the user's store or split is too short: an input error
+            raise InputError(
                 f"feature column {name!r} has no values in the {split!r} split of {root} "
                 f"({len(calendar)} bars: shorter than the feature's warm-up window, or the store predates "
                 "it, or its source lacks the data): widen the split or leave it out of feature_columns"

@@ -148,7 +148,7 @@ from typing import IO, TYPE_CHECKING, Any, NamedTuple, Protocol
 
 import numpy as np
 import pandas as pd
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StrictBool, StrictInt
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StrictBool, StrictInt, ValidationError
 
 from raytrade.envs.kill_switch import KillSwitchConfig
 from raytrade.replay.errors import InputError
@@ -374,10 +374,11 @@ class LiveState:
         try:
             raw = json.loads(
                 path.read_text(),
-                parse_constant=_non_finite,
+                parse_constant=_NonFinite,
                 parse_float=_finite_float,
                 parse_int=_float_sized_int,
             )
+            _refuse_non_finite(raw)
             peak = raw.get("peak_equity")
             account = raw.get("account_id")
             switch = raw.get("kill_switch")
@@ -395,7 +396,10 @@ class LiveState:
                 kill_switch=None if switch is None else SavedKillSwitch.model_validate(switch),
             )
         except (ValueError, TypeError, AttributeError, OverflowError) as exc:
-            raise ValueError(f"live state file {str(path)!r} is unreadable ({exc}); fix or move it") from None
+            # an input error (one line, exit status 2): the file is the user's to fix, not a bug
+            raise LiveStateError(
+                f"live state file {str(path)!r} is unreadable ({_reason(exc)}); fix or move it"
+            ) from None
 
     def save(self, path: Path) -> None:
         """Write to a temporary file, fsync it, then rename over ``path`` (never half a file). A
@@ -448,17 +452,49 @@ def _unlogged_rows(value: Any) -> list[dict[str, Any]]:
     return list(value)
 
 
-def _non_finite(token: str) -> float:
-    """``json.loads``' hook for ``NaN``, ``Infinity`` and ``-Infinity``: the state file has none."""
-    raise ValueError(f"non-finite number {token}")
+class _NonFinite:
+    """``json.loads``' stand-in for ``NaN``, ``Infinity``, ``-Infinity`` and a float beyond range
+    (``1e999``): the state file has none, and :func:`_refuse_non_finite` names the field holding one
+    (not a number nor a string, so none can pass for a value)."""
+
+    def __init__(self, token: str) -> None:
+        self.token = token
+
+    def __str__(self) -> str:
+        return self.token
 
 
-def _finite_float(text: str) -> float:
-    """``json.loads``' hook for a number with a fraction or exponent: finite, or an error (``1e999``)."""
+def _refuse_non_finite(value: Any, where: str = "") -> None:
+    """``ValueError`` naming the first field of ``value`` (parsed JSON) that holds a :class:`_NonFinite`."""
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    for key, item in items:
+        field_name = f"{where}[{key}]" if isinstance(key, int) else f"{where}.{key}" if where else str(key)
+        if isinstance(item, _NonFinite):
+            raise ValueError(f"{field_name}={item} is not a finite number")
+        _refuse_non_finite(item, field_name)
+    if isinstance(value, _NonFinite) and not where:
+        raise ValueError(f"the file holds only {value}, not a state")
+
+
+def _reason(exc: BaseException) -> str:
+    """Why the state file is unreadable, in one line: a pydantic error (the file's one model is its
+    ``kill_switch``) as ``kill_switch.<field>: <problem>``, the first of them without its input and
+    a count of the rest; anything else as its message's first line."""
+    if isinstance(exc, ValidationError):
+        errors = exc.errors(include_url=False, include_input=False)
+        first = errors[0]
+        where = ".".join(["kill_switch", *(str(p) for p in first["loc"])])
+        extra = len(errors) - 1
+        more = f" (and {extra} more problem{'s' if extra > 1 else ''})" if extra else ""
+        return f"{where}: {first['msg']}{more}"
+    return (str(exc).splitlines() or [type(exc).__name__])[0]
+
+
+def _finite_float(text: str) -> float | _NonFinite:
+    """``json.loads``' hook for a number with a fraction or exponent: finite, or a :class:`_NonFinite`
+    (``1e999``)."""
     value = float(text)
-    if not math.isfinite(value):
-        raise ValueError(f"non-finite number {text}")
-    return value
+    return value if math.isfinite(value) else _NonFinite(text)
 
 
 def _float_sized_int(text: str) -> int:

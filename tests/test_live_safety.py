@@ -890,7 +890,7 @@ def test_a_state_file_whose_peak_is_not_a_finite_positive_number_is_refused(
 def test_a_non_finite_number_anywhere_in_the_state_file_makes_it_unreadable(tmp_path: Path) -> None:
     pending = '[{"decision_id": "d", "client_order_id": "rt-d", "order_id": "o9", "mid": NaN}]'
     (tmp_path / "s.json").write_text(f'{{"account_id": "PA-TEST", "peak_equity": 1e5, "pending": {pending}}}')
-    with pytest.raises(ValueError, match="non-finite number NaN"):
+    with pytest.raises(LiveStateError, match=r"\(pending\[0\]\.mid=NaN is not a finite number\)"):
         LiveState.load(tmp_path / "s.json")
 
 

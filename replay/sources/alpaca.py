@@ -61,6 +61,7 @@ from alpaca.data.timeframe import TimeFrame, TimeFrameUnit
 from requests.exceptions import RequestException
 
 from raytrade.replay.credentials import AlpacaAccess, check_secure_url
+from raytrade.replay.errors import InputError
 from raytrade.replay.loop_rules import CRYPTO_QUOTES
 from raytrade.replay.loop_rules import is_crypto_symbol as is_crypto_symbol  # the loop's rule, re-exported
 from raytrade.replay.schema import BARS_SCHEMA
@@ -126,9 +127,10 @@ class TopOfBook(NamedTuple):
 
 
 def parse_symbol(symbol: str) -> AlpacaSymbol:
-    """Classify ``symbol`` and derive both spellings; ``ValueError`` naming it when malformed."""
+    """Classify ``symbol`` and derive both spellings; an ``InputError`` naming it when malformed (a
+    lower-case ``aapl`` is the user's typo, not a bug)."""
     if not isinstance(symbol, str) or not (_PAIR_RE.fullmatch(symbol) or _EQUITY_RE.fullmatch(symbol)):
-        raise ValueError(
+        raise InputError(
             f"symbol={symbol!r} is not a valid Alpaca symbol (upper-case, e.g. 'AAPL', 'BTCUSD', 'BTC/USD')"
         )
     if not is_crypto_symbol(symbol):
@@ -166,7 +168,7 @@ def fetch_alpaca_bars(
         the dtypes of :data:`BAR_DTYPES`; ``source`` is ``"alpaca"``.
 
     Raises:
-        ValueError: empty/malformed/duplicate symbols, naive or reversed window, unknown
+        InputError: empty/malformed/duplicate symbols, naive or reversed window, unknown
             timeframe, or a symbol Alpaca returned no bars for (named in the message).
         MissingCredentialsError: stock symbols requested without both Alpaca keys.
         SourceError: Alpaca answered with an HTTP error or could not be reached.
@@ -203,7 +205,7 @@ def fetch_alpaca_bars(
 
     empty = [s.name for s in parsed if not bars.get(s.alpaca)]
     if empty:
-        raise ValueError(
+        raise InputError(
             f"Alpaca returned no completed {timeframe} bars for symbols={empty} in [{start.isoformat()}, "
             f"{end.isoformat()}] (unknown symbol, no trading in the window, or only a bar still in progress)"
         )
@@ -249,12 +251,12 @@ def _completed(
 
 def _parse_symbols(symbols: Sequence[str]) -> list[AlpacaSymbol]:
     if isinstance(symbols, str) or not symbols:
-        raise ValueError(f"symbols={symbols!r}: expected a non-empty list of symbols")
+        raise InputError(f"symbols={symbols!r}: expected a non-empty list of symbols")
     parsed = [parse_symbol(s) for s in symbols]
     names = [p.name for p in parsed]
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
-        raise ValueError(f"symbols={list(symbols)!r} name {duplicates} more than once")
+        raise InputError(f"symbols={list(symbols)!r} name {duplicates} more than once")
     return parsed
 
 
@@ -262,15 +264,15 @@ def _timeframe(timeframe: str) -> tuple[int, TimeFrameUnit, timedelta]:
     try:
         return TIMEFRAMES[timeframe]
     except KeyError:
-        raise ValueError(f"timeframe={timeframe!r}; expected one of {sorted(TIMEFRAMES)}") from None
+        raise InputError(f"timeframe={timeframe!r}; expected one of {sorted(TIMEFRAMES)}") from None
 
 
 def _check_window(start: datetime, end: datetime) -> None:
     for name, value in (("start", start), ("end", end)):
         if value.tzinfo is None or value.utcoffset() is None:
-            raise ValueError(f"{name}={value.isoformat()} is naive; pass a timezone-aware datetime")
+            raise InputError(f"{name}={value.isoformat()} is naive; pass a timezone-aware datetime")
     if start >= end:
-        raise ValueError(f"start={start.isoformat()} must be before end={end.isoformat()}")
+        raise InputError(f"start={start.isoformat()} must be before end={end.isoformat()}")
 
 
 def fetch_top_of_book(
