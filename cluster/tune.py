@@ -361,7 +361,7 @@ def check_replay(
     features: tuple[str, ...] | None = None,
     split_fractions: Mapping[str, float] | None = None,
 ) -> None:
-    """Fail (``ValueError``/``FileNotFoundError``, one line) when ``root`` cannot feed ``spec``
+    """Fail (``InputError``, one line) when ``root`` cannot feed ``spec``
     observing ``features`` (None: the spec's): no store, no bars/features table, observed features
     that are all null or unknown, or an empty train/validation split (at ``split_fractions``)."""
     from raytrade.envs.replay_loader import DEFAULT_FEATURES
