@@ -98,8 +98,8 @@ from raytrade.serve.kill_switch_rule import (
     Refused,
     RuleUnknown,
     ask_under_served_rule,
+    log_rule_change,
     loop_rule,
-    shown_rule,
 )
 from raytrade.serve.schemas import (
     ACT_PATH,
@@ -550,11 +550,7 @@ class PolicyClient:
                 "kill switch: the served rule cannot be read %s (%s): holding until it can", when, read.cause
             )
             return read
-        if read != self._rule:
-            if read.note is not None:
-                logger.warning("kill switch: %s", read.note)
-            else:
-                logger.info("kill switch: %s's served rule (%s)", read.model, shown_rule(read.rule))
+        log_rule_change(logger, read, self._rule)
         return read
 
     def _decide(self, request: ActRequest) -> ActResponse:

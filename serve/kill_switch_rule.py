@@ -39,6 +39,7 @@ with the reason, and the caller holds everything without keeping the bar's advan
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import NamedTuple
 
@@ -92,6 +93,17 @@ class LoopRule(NamedTuple):
 def shown_rule(rule: KillSwitchConfig) -> str:
     """``rule`` as one line of ``field=value``, in the model's field order."""
     return ", ".join(f"{name}={value}" for name, value in rule.model_dump().items())
+
+
+def log_rule_change(log: logging.Logger, read: LoopRule, before: LoopRule | None) -> None:
+    """Log the rule a caller settled on (``read``) when it is not the one it had (``before``): the
+    note of a configured rule kept or a disabled served one as a warning, else the served rule."""
+    if read == before:
+        return
+    if read.note is not None:
+        log.warning("kill switch: %s", read.note)
+    else:
+        log.info("kill switch: %s's served rule (%s)", read.model, shown_rule(read.rule))
 
 
 def looser_parameters(configured: KillSwitchConfig, served: KillSwitchConfig) -> list[str]:

@@ -174,6 +174,7 @@ from raytrade.serve.kill_switch_rule import (
     Refused,
     RuleUnknown,
     ask_under_served_rule,
+    log_rule_change,
     shown_rule,
 )
 from raytrade.serve.orders import (
@@ -867,11 +868,7 @@ class LiveLoop:
                 chosen.cause,
             )
             return chosen
-        if chosen != self._rule:
-            if chosen.note is not None:
-                log.warning("kill switch: %s", chosen.note)
-            else:
-                log.info("kill switch: %s's served rule (%s)", chosen.model, shown_rule(chosen.rule))
+        log_rule_change(log, chosen, self._rule)
         self._rule = chosen
         return chosen
 

@@ -37,6 +37,7 @@ from raytrade.cluster.tune import TuneOptions, TuneOutcome, provenance
 from raytrade.models.manifest import BookEnd, SearchObjective
 from raytrade.tune_specs.objective import BOOK_END
 from raytrade.tune_specs.spec import ON_POLICY_SMOKE
+from tests.test_experience_fingerprint import _log_decision
 
 
 def _row(trial: str) -> LeaderboardRow:
@@ -138,26 +139,6 @@ def _append_bar(store: Path) -> None:
     last["ts"] = last["ts"] + pd.Timedelta(days=1)
     with ReplayWriter(store) as writer:
         assert writer.append_bars(last.reset_index(drop=True)) is not None
-
-
-def _log_decision(store: Path, decision_id: str, ts: str) -> None:
-    from raytrade.replay.schema import EXPERIENCE_SCHEMA
-    from raytrade.replay.writer import ReplayWriter
-
-    row = {
-        "symbol": "AAA",
-        "ts": pd.Timestamp(ts, tz="UTC"),
-        "decision_id": decision_id,
-        "policy_version": "equal_weight",
-        "side": "buy",
-        "target_weight": 0.25,
-    }
-    frame = pd.DataFrame([row])
-    for name in EXPERIENCE_SCHEMA.names:
-        if name not in frame:
-            frame[name] = None
-    with ReplayWriter(store) as writer:
-        writer.append_experience(frame[EXPERIENCE_SCHEMA.names])
 
 
 def _moved_aside(run_dir: Path) -> list[Path]:
