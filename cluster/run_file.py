@@ -77,7 +77,9 @@ class LeaderboardRow(BaseModel):
         description="node id of each remote env runner, as the runner reported it (empty: none, or an "
         "older run)",
     )
-    error: str | None = Field(description="first line of the trial's error, if it failed")
+    error: str | None = Field(
+        description="the trial's error, if it failed: its most telling line (cluster.tune.trial_error_line)"
+    )
     objective: float
     sharpe: float
     sortino: float

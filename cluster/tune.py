@@ -963,7 +963,7 @@ def leaderboard(
                 checkpoints_compared=len(best),
                 node_id=metrics.get("node_id"),
                 env_runner_node_ids=[n for n in str(metrics.get(ENV_RUNNER_NODES) or "").split(",") if n],
-                error=None if result.error is None else str(result.error).splitlines()[0][:200],
+                error=None if result.error is None else trial_error_line(str(result.error))[:200],
                 train_objective=metric_of(metrics, TRAIN_METRIC),
                 overfit=overfit_of(result, overfit_window),
                 **scores,

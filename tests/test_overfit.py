@@ -304,3 +304,16 @@ def test_the_smoke_search_reports_train_beside_validation(smoke_runs: Callable[[
     lines = run.output.splitlines()
     header = lines[1 + max(i for i, line in enumerate(lines) if line.startswith("leaderboard ("))]
     assert header.split()[:4] == ["trial", "iter", "objective", "train"]
+
+
+def test_a_failed_trials_leaderboard_row_keeps_the_innermost_error_not_rays_header(tmp_path: Path) -> None:
+    # the text's first line is Tune's "Failure # 1", its second Ray's remote-task header: neither says why
+    from tests.test_tune_precheck import RAY_DATA_FAILURE
+
+    trial = _trial(tmp_path, "failed", [0.1], [0.1])
+    trial.error = RuntimeError(RAY_DATA_FAILURE)
+    (row,) = leaderboard([trial], tmp_path, [], overfit_window=4)
+    assert row.error == (
+        "ExperienceError: experience column 'observation_spec' of episode 'ep-0' is b9e1aaaaaaaa..., the "
+        "learner's is 4920bbbbbbbb... (observations encoded with other feature columns or another normaliser)"
+    )
