@@ -520,6 +520,13 @@ def test_seeds_table_heads_the_seed_ids_and_counts_the_runs(report: EvaluationRe
     assert {row[0]: row[1:3] for row in rows} == {n: ["1", "0"] for n in report.policies}
 
 
+def test_the_summary_dates_the_window_every_policy_was_scored_on(report: EvaluationReport) -> None:
+    dated = report.policies[report.benchmark].timestamps
+    md = render_markdown("t", report_blocks(report, []))
+    assert f"on split {report.split!r} (returns dated {dated[0]} to {dated[-1]}, {len(dated)} bars)" in md
+    assert {p.timestamps for p in report.policies.values()} == {dated}  # one window for all
+
+
 def test_a_refused_scenario_is_shown_with_its_reason(report: EvaluationReport) -> None:
     scenarios = {
         **report.stress_scenarios,

@@ -52,6 +52,10 @@ def _money(v: float | None) -> str:
 def _summary(report: EvaluationReport) -> Block:
     cfg, costs, replay = report.config, report.cost_model, report.replay
     window = f" over {cfg.walk_forward} folds" if cfg.walk_forward else f" on split {report.split!r}"
+    bench = report.policies.get(report.benchmark)
+    dated = () if bench is None else bench.timestamps
+    if dated:  # the bars every policy's returns are dated by (one window for all: the benchmark's)
+        window += f" (returns dated {dated[0]} to {dated[-1]}, {len(dated)} bars)"
     universe = "" if replay.universe is None else f" ({', '.join(replay.symbols)}: {replay.universe})"
     return Block(
         "p",
