@@ -700,7 +700,7 @@ class LiveLoop:
         peak = max(peak_before, account.equity)
         stored = _latest_dollar_volume(self.store, self.symbols, now) if self.store is not None else None
         volumes = stored.volumes if stored is not None else {}
-        if stored is not None and (lag := store_lag(stored.newest_closed, now)) is not None:
+        if stored is not None and (lag := store_lag(stored.last_closed, self.symbols, now)) is not None:
             log.warning("%s: the store was not refreshed (its dollar volumes cap the orders)", lag)
         loop_state = _loop_state(account, positions, quotes, self.symbols, peak, volumes)
         request = request_from_loop(loop_state, as_of=now)
@@ -1319,28 +1319,43 @@ warns that the store was not refreshed (its dollar volumes, which cap the orders
 
 class StoredVolumes(NamedTuple):
     """What the cycle read from the store's features: each symbol's latest closed ``dollar_volume_20``
-    and the newest closed bar among them (None: none in the 30 days read)."""
+    and the stamp of each symbol's newest closed bar (a symbol without one in the 30 days read is left
+    out of both)."""
 
     volumes: dict[str, float]
-    newest_closed: pd.Timestamp | None
+    last_closed: dict[str, pd.Timestamp]
 
 
-def store_lag(newest_closed: pd.Timestamp | None, now: datetime) -> str | None:
-    """Why the store looks not refreshed at ``now``, or None: its newest closed bar is more than
-    :data:`STORE_LAG_TRADING_DAYS` weekdays behind ``now``'s UTC date (weekdays before it, from the
-    bar's date on), or it has none. Weekdays stand for trading days: the project has no exchange
-    calendar, so the first cycle after a market holiday warns too; crypto bars (every day) never lag by
-    a weekend."""
+STORE_LAG_SHOWN = 5
+"""Lagging symbols a store-lag warning names; the rest are counted."""
+
+
+def store_lag(last_closed: Mapping[str, pd.Timestamp], symbols: Sequence[str], now: datetime) -> str | None:
+    """Why the store looks not refreshed at ``now`` for some of ``symbols``, or None: a symbol whose
+    newest closed bar (``last_closed``) is more than :data:`STORE_LAG_TRADING_DAYS` weekdays behind
+    ``now``'s UTC date (weekdays before it, from the bar's date on), or that has none. Per symbol, so
+    a store refreshed for some symbols only (crypto, one vendor's) still warns for the others, whose
+    dollar volumes cap the orders. Weekdays stand for trading days: the project has no exchange
+    calendar, so the first cycle after a market holiday warns too; crypto bars (every day) never lag
+    by a weekend. The first :data:`STORE_LAG_SHOWN` lagging symbols are named, the rest counted."""
     at = pd.Timestamp(now).tz_convert("UTC")
-    if newest_closed is None:
-        return f"the store has no closed bar in the 30 days before as_of {at.isoformat()}"
-    day = newest_closed.tz_convert("UTC").date() if newest_closed.tzinfo else newest_closed.date()
-    lag = int(np.busday_count(day, at.date()))
-    if lag <= STORE_LAG_TRADING_DAYS:
+    lagging: list[str] = []
+    for symbol in symbols:
+        stamp = last_closed.get(symbol)
+        if stamp is None:
+            lagging.append(f"{symbol} (none in the 30 days before)")
+            continue
+        day = stamp.tz_convert("UTC").date() if stamp.tzinfo else stamp.date()
+        lag = int(np.busday_count(day, at.date()))
+        if lag > STORE_LAG_TRADING_DAYS:
+            lagging.append(f"{symbol} ({day.isoformat()}, {lag} weekdays before)")
+    if not lagging:
         return None
+    more = len(lagging) - STORE_LAG_SHOWN
+    shown = ", ".join(lagging[:STORE_LAG_SHOWN]) + (f" and {more} more" if more > 0 else "")
     return (
-        f"the store's newest closed bar is from {day.isoformat()}, {lag} weekdays before as_of "
-        f"{at.isoformat()}"
+        f"the store's newest closed bar lags as_of {at.isoformat()} for {len(lagging)} of {len(symbols)} "
+        f"symbols: {shown}"
     )
 
 
@@ -1351,7 +1366,7 @@ def _latest_dollar_volume(store: Path, symbols: Sequence[str], now: datetime) ->
     today, whose volume is a fraction of a day's, is not read; the last 30 days are read). It is the
     volume the simulator caps fills with; a symbol without one is left out (unknown, so only the
     equity-fraction cap applies to it). A 0 is kept: nothing traded, so nothing is sent
-    (``serve.orders.plan_orders``). With them the newest of those closed bars (:func:`store_lag`)."""
+    (``serve.orders.plan_orders``). With them each symbol's newest closed bar (:func:`store_lag`)."""
     from raytrade.replay.reader import read_frame
     from raytrade.replay.timeutil import series_closed_at
 
@@ -1370,8 +1385,10 @@ def _latest_dollar_volume(store: Path, symbols: Sequence[str], now: datetime) ->
     for _, stamps in frame.groupby("symbol", observed=True)["ts"]:
         closed[stamps.index] = np.asarray(series_closed_at(stamps) <= pd.Timestamp(now))
     last = frame[closed].groupby("symbol")["dollar_volume_20"].last()
-    newest = frame.loc[closed, "ts"].max() if closed.any() else None
-    return StoredVolumes({str(k): float(v) for k, v in last.items() if v >= 0}, newest)
+    stamps = frame[closed].groupby("symbol")["ts"].last()
+    return StoredVolumes(
+        {str(k): float(v) for k, v in last.items() if v >= 0}, {str(k): v for k, v in stamps.items()}
+    )
 
 
 def _loop_state(

@@ -374,25 +374,32 @@ def test_the_loop_caps_orders_with_the_dollar_volume_of_a_closed_bar_not_todays_
 
 
 @pytest.mark.parametrize(
-    ("days_back", "warning"),
+    ("days_back", "aapl"),
     [
-        (
-            [5, 4],
-            "the store's newest closed bar is from 2026-11-20, 2 weekdays before as_of 2026-11-24T14:30",
-        ),
+        ([5, 4], "AAPL (2026-11-20, 2 weekdays before)"),
         ([1, 0], None),  # Monday's bar closed: today's (Tuesday's) is still open, not a lag
     ],
     ids=["friday-on-tuesday", "monday-on-tuesday"],
 )
 def test_a_cycle_warns_when_the_stores_newest_closed_bar_is_over_a_trading_day_old(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture, days_back: list[int], warning: str | None
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, days_back: list[int], aapl: str | None
 ) -> None:
+    # the store holds AAPL's bars only: MSFT and BTCUSD, in the loop's universe, have none
     with caplog.at_level("WARNING", logger="raytrade.live"):
         _aapl_bought_against_stored_volumes(tmp_path, days_back, [50_000.0, 50_000.0])
-    refreshed = [r.getMessage() for r in caplog.records if "the store was not refreshed" in r.getMessage()]
-    assert refreshed == ([] if warning is None else [refreshed[0]])
-    if warning is not None:
-        assert refreshed[0].startswith(warning)
+    (refreshed,) = [r.getMessage() for r in caplog.records if "the store was not refreshed" in r.getMessage()]
+    lagging = 2 if aapl is None else 3
+    assert refreshed == (
+        f"the store's newest closed bar lags as_of 2026-11-24T14:30:00+00:00 for {lagging} of 3 symbols: "
+        + ", ".join(
+            [
+                *([aapl] if aapl else []),
+                "MSFT (none in the 30 days before)",
+                "BTCUSD (none in the 30 days before)",
+            ]
+        )
+        + ": the store was not refreshed (its dollar volumes cap the orders)"
+    )
 
 
 @pytest.mark.parametrize(
@@ -401,24 +408,43 @@ def test_a_cycle_warns_when_the_stores_newest_closed_bar_is_over_a_trading_day_o
         ("2026-11-20", "2026-11-23T15:00Z", None),  # Friday's bar on Monday: one trading day
         ("2026-11-19", "2026-11-23T15:00Z", 2),  # Thursday's on Monday
         ("2026-11-22T05:00Z", "2026-11-23T15:00Z", None),  # crypto's Sunday bar (local midnight stamp)
-        (None, "2026-11-23T15:00Z", None),
     ],
 )
-def test_the_store_lag_counts_weekdays_from_the_bars_date(
-    newest: str | None, now: str, lag: int | None
-) -> None:
+def test_the_store_lag_counts_weekdays_from_the_bars_date(newest: str, now: str, lag: int | None) -> None:
     import pandas as pd
 
     from raytrade.serve.live import store_lag
 
     at = pd.Timestamp(now).to_pydatetime()
-    why = store_lag(pd.Timestamp(newest, tz="UTC") if newest else None, at)
-    if newest is None:
-        assert why == "the store has no closed bar in the 30 days before as_of 2026-11-23T15:00:00+00:00"
-    elif lag is None:
+    why = store_lag({"AAPL": pd.Timestamp(newest, tz="UTC")}, ["AAPL"], at)
+    if lag is None:
         assert why is None
     else:
-        assert why is not None and f", {lag} weekdays before as_of" in why
+        assert why is not None and why.endswith(f"AAPL ({newest}, {lag} weekdays before)")
+
+
+def test_the_store_lag_names_each_symbol_left_behind_not_only_the_newest_bar() -> None:
+    # a store refreshed for crypto only: its newest bar is fresh, the equities' volumes are a week old
+    import pandas as pd
+
+    from raytrade.serve.live import store_lag
+
+    at = pd.Timestamp("2026-11-23T15:00Z").to_pydatetime()
+    equities = [f"E{i}" for i in range(6)]
+    last = {"BTCUSD": pd.Timestamp("2026-11-22T05:00Z")} | {
+        s: pd.Timestamp("2026-11-16", tz="UTC") for s in equities
+    }
+    why = store_lag(last, ["BTCUSD", *equities, "NEW"], at)
+    assert why == (
+        "the store's newest closed bar lags as_of 2026-11-23T15:00:00+00:00 for 7 of 8 symbols: "
+        "E0 (2026-11-16, 5 weekdays before), E1 (2026-11-16, 5 weekdays before), E2 (2026-11-16, 5 weekdays "
+        "before), E3 (2026-11-16, 5 weekdays before), E4 (2026-11-16, 5 weekdays before) and 2 more"
+    )
+    assert store_lag(last, ["BTCUSD"], at) is None
+    assert store_lag({}, ["NEW"], at) == (
+        "the store's newest closed bar lags as_of 2026-11-23T15:00:00+00:00 for 1 of 1 symbols: "
+        "NEW (none in the 30 days before)"
+    )
 
 
 def test_the_loop_sells_one_share_of_a_position_whose_share_is_above_the_cap_and_logs_why_a_buy_is_not(
