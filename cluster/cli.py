@@ -10,7 +10,7 @@ import json
 import logging
 from datetime import datetime
 from pathlib import Path
-from typing import NamedTuple
+from typing import Final, NamedTuple
 
 import click
 
@@ -133,6 +133,20 @@ def summary_row(name: str, summary: str, limit: int) -> str:
     return click.Command(name, help=summary).get_short_help_str(limit)
 
 
+RLLIB_SELF_DEPRECATION: Final = "RLModule(config=[RLModuleConfig object])"
+"""What RLlib 2.60's ``RLModule.__init__`` warns about itself on every module it builds (it makes the
+deprecated ``RLModuleConfig`` for its own use, whatever the caller passed): not the caller's doing."""
+
+
+class DropRLlibSelfDeprecation(logging.Filter):
+    """Drops the one deprecation warning RLlib raises against its own constructor
+    (:data:`RLLIB_SELF_DEPRECATION`), printed by every command that loads a policy; every other
+    record, other deprecations included, passes."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return RLLIB_SELF_DEPRECATION not in record.getMessage()
+
+
 @click.group(cls=LazyGroup)
 @click.option("-v", "--verbose", is_flag=True, help="Log at INFO level.")
 def main(verbose: bool) -> None:
@@ -140,6 +154,9 @@ def main(verbose: bool) -> None:
     logging.basicConfig(
         level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(message)s"
     )
+    deprecations = logging.getLogger("ray._common.deprecation")
+    if not any(isinstance(f, DropRLlibSelfDeprecation) for f in deprecations.filters):
+        deprecations.addFilter(DropRLlibSelfDeprecation())
 
 
 def _parse_utc(value: str | None, name: str) -> datetime | None:

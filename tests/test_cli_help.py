@@ -10,8 +10,9 @@ import sys
 
 import click
 import pytest
+from click.testing import CliRunner
 
-from raytrade.cluster.cli import LAZY_COMMANDS, summary_row
+from raytrade.cluster.cli import LAZY_COMMANDS, main, summary_row
 
 
 def _command(name: str) -> click.Command:
@@ -51,3 +52,30 @@ def test_help_lists_every_command_and_imports_no_lazy_one() -> None:
     for name, lazy in LAZY_COMMANDS.items():
         assert rows[name] == lazy.summary, name
     assert {"ingest", "summary", "demo"} <= rows.keys()
+
+
+def test_the_cli_drops_rllibs_warning_against_its_own_constructor_and_no_other() -> None:
+    import logging
+
+    from ray._common.deprecation import deprecation_warning
+
+    from raytrade.cluster.cli import RLLIB_SELF_DEPRECATION
+
+    class Seen(logging.Handler):
+        def __init__(self) -> None:
+            super().__init__()
+            self.messages: list[str] = []
+
+        def emit(self, record: logging.LogRecord) -> None:
+            self.messages.append(record.getMessage())
+
+    logger = logging.getLogger("ray._common.deprecation")
+    seen = Seen()
+    logger.addHandler(seen)
+    try:
+        assert CliRunner().invoke(main, ["summary", "--help"]).exit_code == 0
+        deprecation_warning(old=RLLIB_SELF_DEPRECATION, error=False)
+        deprecation_warning(old="something_else()", error=False)
+    finally:
+        logger.removeHandler(seen)
+    assert len(seen.messages) == 1 and "something_else()" in seen.messages[0]
