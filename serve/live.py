@@ -435,10 +435,13 @@ def _unlogged_rows(value: Any) -> list[dict[str, Any]]:
     """The state file's ``unlogged_rows``: a list of rows, each with a text ``decision_id`` and an
     ISO ``ts``; anything else makes the file unreadable (``ValueError`` naming the field)."""
     if not isinstance(value, list):
-        raise ValueError(f"unlogged_rows={value!r} is not a list")
-    for row in value:
-        if not (isinstance(row, dict) and isinstance(row.get("decision_id"), str)):
-            raise ValueError(f"unlogged_rows has {row!r}, not a row with a text decision_id")
+        raise ValueError(f"unlogged_rows is a {type(value).__name__}, not a list")
+    for i, row in enumerate(value):
+        if not isinstance(row, dict):
+            raise ValueError(f"unlogged_rows[{i}] is a {type(row).__name__}, not a row")
+        if not isinstance(row.get("decision_id"), str):
+            shown = "missing" if "decision_id" not in row else f"a {type(row['decision_id']).__name__}"
+            raise ValueError(f"unlogged_rows[{i}].decision_id is {shown}, not text")
         if not isinstance(row.get(PROVISIONAL, False), bool):
             raise ValueError(
                 f"unlogged_rows row {row['decision_id']!r} has "

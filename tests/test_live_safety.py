@@ -706,8 +706,10 @@ def test_a_state_file_without_unlogged_rows_loads_and_trades(tmp_path: Path) -> 
 @pytest.mark.parametrize(
     ("rows", "message"),
     [
-        ('{"d": 1}', "unlogged_rows=.* is not a list"),
-        ('[{"ts": "2026-11-24T14:30:00+00:00"}]', "not a row with a text decision_id"),
+        ('{"d": 1}', r"\(unlogged_rows is a dict, not a list\)"),
+        ('["c:AAPL"]', r"\(unlogged_rows\[0\] is a str, not a row\)"),
+        ('[{"ts": "2026-11-24T14:30:00+00:00"}]', r"\(unlogged_rows\[0\].decision_id is missing, not text\)"),
+        ('[{"decision_id": 7}]', r"\(unlogged_rows\[0\].decision_id is a int, not text\)"),
         ('[{"decision_id": "c:AAPL", "ts": "yesterday"}]', "'c:AAPL' has ts='yesterday', not an ISO time"),
         (
             '[{"decision_id": "c:AAPL", "ts": "2026-11-24T14:30:00+00:00", "provisional": "yes"}]',
