@@ -118,6 +118,7 @@ def test_serve_detach_without_a_ray_cluster_says_how_to_start_one(monkeypatch: p
     monkeypatch.setenv("RAYTRADE_SERVE_TOKEN", "serve-token-for-the-detach-test-1234")
     monkeypatch.setattr(registry_load, "verify_version", lambda *args: None)  # no registry needed
     monkeypatch.setattr(ray, "init", no_cluster)
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)  # a suite's worker may run the session's Ray
     result = _run(["serve", "--model", "ppo", "--detach"])
     assert result.exit_code == 2
     assert result.stderr == (

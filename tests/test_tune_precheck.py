@@ -149,7 +149,9 @@ def test_more_env_runners_than_a_new_local_ray_has_cpus_are_refused_before_it_st
     import ray
     import ray._private.utils
 
-    assert not ray.is_initialized()
+    # a process without Ray yet (a suite's worker may have the session's running): a new local one
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
     monkeypatch.setattr(ray._private.utils, "get_num_cpus", lambda *_, **__: 2)
     code, output = invoke([*smoke(store, tmp_path), "--env-runners", "3"])
     assert code == 2
