@@ -34,7 +34,7 @@ from raytrade.cluster.run_file import (
 )
 from raytrade.cluster.run_reuse import REPLACED_MARK
 from raytrade.cluster.tune import TuneOptions, TuneOutcome, provenance
-from raytrade.models.manifest import BookEnd, SearchObjective
+from raytrade.models.manifest import BookEnd, Provenance, SearchObjective
 from raytrade.tune_specs.objective import BOOK_END
 from raytrade.tune_specs.spec import ON_POLICY_SMOKE
 from tests.test_experience_fingerprint import _log_decision
@@ -183,15 +183,23 @@ def test_a_bar_appended_since_searches_again_and_keeps_the_old_search(
     ]
 
 
-def test_an_offline_familys_changed_experience_searches_again(
-    store: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def _finished_offline_search(
+    store: Path, tmp_path: Path
+) -> tuple[ExperimentOptions, FoldPlan, Path, Provenance]:
+    """A finished ``cql`` search (options, fold, folder, recorded provenance) on a store holding one
+    logged decision, so it has an experience table to fingerprint."""
     _log_decision(store, "d0", "2024-01-02")
     opts, fold = _options(store, tmp_path, "cql"), _fold()
     run_dir = _finished_search(
         search_options(opts, opts.plan_budget(), "cql", "base", fold), store, offline=True
     )
-    old = read_run_file(run_dir).provenance
+    return opts, fold, run_dir, read_run_file(run_dir).provenance
+
+
+def test_an_offline_familys_changed_experience_searches_again(
+    store: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    opts, fold, run_dir, old = _finished_offline_search(store, tmp_path)
     assert old.experience is not None
     _log_decision(store, "d1", "2024-01-03")  # bars and features untouched
     now = experiment_store_state(opts, opts.plan_budget())
@@ -209,12 +217,7 @@ def test_an_offline_familys_changed_experience_searches_again(
 def test_an_offline_familys_unchanged_experience_is_reused(
     store: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    _log_decision(store, "d0", "2024-01-02")
-    opts, fold = _options(store, tmp_path, "cql"), _fold()
-    run_dir = _finished_search(
-        search_options(opts, opts.plan_budget(), "cql", "base", fold), store, offline=True
-    )
-    old = read_run_file(run_dir).provenance
+    opts, fold, run_dir, old = _finished_offline_search(store, tmp_path)
     assert old.experience is not None
     result, searched, said = _search(opts, "cql", fold, monkeypatch)
     assert searched == [] and result.selected.trial == "old"
