@@ -193,15 +193,18 @@ def results_section(
         *(f"> **ingest warning:** {w}\n" for w in (ingested.warnings() if ingested else [])),
         *(f"> **not evaluated (in sample):** {why}\n" for why in (left_out or {}).values()),
         *(f"> **warning:** {w}\n" for w in sample_warnings(report)),
-        "| rank | policy | total | sharpe | sortino | max dd | cvar 5% | costs | Δ sharpe [CI] |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "Every window ends flat: returns and costs include closing the book at its last close "
+        "(`exit bps`, of the final equity); sections dated before 2026-12-04 were marked to market.",
+        "",
+        "| rank | policy | total | sharpe | sortino | max dd | cvar 5% | costs | exit bps | Δ sharpe [CI] |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for rank, name in enumerate(ranked, 1):
         m, d = pol[name].metrics, pol[name].vs_benchmark.sharpe_diff
         lines.append(
             f"| {rank} | {name} | {_pct(m.total_return)} | {_f(m.sharpe)} | {_f(m.sortino)} | "
             f"{_pct(m.max_drawdown)} | {_pct(m.cvar_5)} | {m.costs_paid or 0:,.0f} | "
-            f"{_f(d.estimate)} [{_f(d.low)}, {_f(d.high)}] |"
+            f"{_f(pol[name].exit_cost_bps)} | {_f(d.estimate)} [{_f(d.low)}, {_f(d.high)}] |"
         )
     links = " · ".join(f"[{k}]({_link(report_dir / f'report.{k}', base)})" for k in ("md", "html", "json"))
     lines += ["", f"Report: {links}", ""]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +61,16 @@ def test_nightly_ingests_evaluates_and_appends_dated_sections(tmp_path: Path) ->
     assert "ingest: bars +" in day1 and "ingest: nothing new" in day2  # incremental re-ingest
     assert "registry:fake@1" in day2 and "[manifest](registry/fake/1/manifest.json)" in day2
     assert "[json](reports/2025-01-03/report.json)" in day2
+    # each row shows what closing its book cost, as report.json records it
+    report = json.loads((second / "report.json").read_text())
+    header = next(line for line in day2.splitlines() if line.startswith("| rank |"))
+    column = [c.strip() for c in header.strip("|").split("|")].index("exit bps")
+    shown = {}
+    for line in day2.splitlines():
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        if len(cells) > column and cells[1] in report["policies"]:
+            shown[cells[1]] = cells[column]
+    assert shown == {n: f"{p['exit_cost_bps']:.2f}" for n, p in report["policies"].items()}
 
 
 def test_nightly_cli_bad_input_is_one_line(tmp_path: Path) -> None:
