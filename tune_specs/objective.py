@@ -14,8 +14,8 @@ Design decisions
   are selected on the terms they are judged on. Training episodes (the RL env) are not closed. A
   search recorded before this rule scored its window marked to market: its run file's objective says
   so (``models.manifest.SearchObjective.book_end`` absent reads ``"marked"``; ``BOOK_END`` is what a
-  search records now), and ``select`` / ``promote`` / ``experiment`` re-score such a search's
-  checkpoint under this rule and record which rule each figure used.
+  search records now): ``select`` and ``promote`` re-score such a search's checkpoint under this rule
+  and record which rule each figure used; ``experiment`` searches it again (``cluster.run_reuse``).
 * **Excess over the benchmark.** The ``equal_weight`` benchmark (``envs.evaluation.policies``: 1/n
   of equity in each listed asset, rebalanced monthly; the evaluation report's benchmark) is replayed
   through the same simulator, costs and window. Per bar, ``excess = policy net return - benchmark
