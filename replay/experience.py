@@ -49,7 +49,7 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Final, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -184,6 +184,63 @@ def first_rows(table: pa.Table) -> pa.Table:
     return table.take(pa.array(keep))
 
 
+class _Steps(NamedTuple):
+    """Experience rows grouped into steps, in (episode, step, asset_index) order (:func:`_steps`)."""
+
+    names: np.ndarray  # the episode ids, sorted
+    codes: np.ndarray  # per row: its episode's index in ``names``
+    step: np.ndarray  # per row
+    asset: np.ndarray  # per row: asset_index
+    starts: np.ndarray  # per step: its first row
+    sizes: np.ndarray  # per step: its rows
+    position: np.ndarray  # per row: its place in its step
+
+
+def _steps(table: pa.Table) -> tuple[pa.Table, _Steps]:
+    """``table`` (rows with an episode id) sorted by (episode, step, asset_index), and its steps."""
+    episodes = np.asarray(table.column("episode_id").to_numpy(zero_copy_only=False), dtype=object)
+    names, codes = np.unique(episodes, return_inverse=True)  # codes in the episodes' sort order
+    step = np.asarray(table.column("step").to_numpy(), dtype=np.int64)
+    asset = np.asarray(table.column("asset_index").to_numpy(), dtype=np.int64)
+    order = np.lexsort((asset, step, codes))  # stable: (episode, step, asset_index)
+    table, codes, step, asset = table.take(pa.array(order)), codes[order], step[order], asset[order]
+    new_step = np.ones(len(step), dtype=bool)
+    new_step[1:] = (codes[1:] != codes[:-1]) | (step[1:] != step[:-1])
+    starts = np.flatnonzero(new_step)
+    sizes = np.diff(np.append(starts, len(step)))
+    position = np.arange(len(step)) - np.repeat(starts, sizes)
+    return table, _Steps(names, codes, step, asset, starts, sizes, position)
+
+
+def _text_column(table: pa.Table, name: str) -> np.ndarray:
+    return np.asarray(table.column(name).to_numpy(zero_copy_only=False), dtype=object)
+
+
+def _any_row(mask: np.ndarray, starts: np.ndarray) -> np.ndarray:
+    """Per step: whether any of its rows is set in ``mask``."""
+    return np.add.reduceat(mask.astype(np.int64), starts) > 0
+
+
+def _layout_flags(
+    st: _Steps,
+    symbol: np.ndarray,
+    spec: np.ndarray,
+    symbols: Sequence[str] | None,
+    observation_spec: str | None,
+) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """Per step, (logged on other assets or in another asset order than ``symbols``, logged with
+    another ``observation_spec`` or none); None where that check is not asked for."""
+    other_symbol = None
+    if symbols is not None:
+        universe = np.asarray(list(symbols) or ["?"], dtype=object)
+        expected = universe[np.minimum(st.position, len(universe) - 1)]
+        other_symbol = (st.sizes != len(symbols)) | _any_row(symbol != expected, st.starts)
+    other_spec = None
+    if observation_spec is not None:
+        other_spec = _any_row(np.asarray([x != observation_spec for x in spec], dtype=bool), st.starts)
+    return other_symbol, other_spec
+
+
 def transitions_from_table(
     table: pa.Table,
     n_assets: int | None = None,
@@ -215,36 +272,20 @@ def transitions_from_table(
     tracked = table.column("episode_id").is_valid().to_numpy(zero_copy_only=False)
     _refuse_nulls(table.filter(pa.array(tracked)) if tracked.any() else table)
     table = table.filter(pa.array(tracked))
-    episodes = np.asarray(table.column("episode_id").to_numpy(zero_copy_only=False), dtype=object)
-    names, codes = np.unique(episodes, return_inverse=True)  # codes in the episodes' sort order
-    step = np.asarray(table.column("step").to_numpy(), dtype=np.int64)
-    asset = np.asarray(table.column("asset_index").to_numpy(), dtype=np.int64)
-    order = np.lexsort((asset, step, codes))  # stable: (episode, step, asset_index)
-    table, codes, step, asset = table.take(pa.array(order)), codes[order], step[order], asset[order]
-    new_step = np.ones(len(step), dtype=bool)
-    new_step[1:] = (codes[1:] != codes[:-1]) | (step[1:] != step[:-1])
-    starts = np.flatnonzero(new_step)
-    sizes = np.diff(np.append(starts, len(step)))
-    position = np.arange(len(step)) - np.repeat(starts, sizes)
+    table, st = _steps(table)
+    names, codes, step, asset, starts, sizes, position = st
     lengths = {c: _list_lengths(table, c) for c in ("observation", "next_observation")}
     portfolio = _list_lengths(table, "portfolio_state")[starts]
     flat_size = sizes * lengths["observation"][starts] + portfolio
-    symbol = np.asarray(table.column("symbol").to_numpy(zero_copy_only=False), dtype=object)
-    spec = np.asarray(table.column("observation_spec").to_numpy(zero_copy_only=False), dtype=object)
+    symbol, spec = _text_column(table, "symbol"), _text_column(table, "observation_spec")
     unchecked = np.zeros(len(starts), bool)
-
-    def any_row(mask: np.ndarray) -> np.ndarray:
-        return np.add.reduceat(mask.astype(np.int64), starts) > 0
-
-    universe = np.asarray(list(symbols or ["?"]), dtype=object)
+    other_symbol, other_spec = _layout_flags(st, symbol, spec, symbols, observation_spec)
     # one flag per step and check, in the order the checks are reported
     checks = {
-        "asset_index": any_row(asset != position),
+        "asset_index": _any_row(asset != position, starts),
         "n_assets": (sizes != n_assets) if n_assets is not None else unchecked,
-        "symbol": unchecked
-        if symbols is None
-        else (sizes != len(universe)) | any_row(symbol != universe[np.minimum(position, len(universe) - 1)]),
-        "observation_spec": unchecked if observation_spec is None else any_row(spec != observation_spec),
+        "symbol": unchecked if other_symbol is None else other_symbol,
+        "observation_spec": unchecked if other_spec is None else other_spec,
         **{c: np.not_equal(*_per_step(lengths[c], starts)) for c in lengths},
         "obs_dim": (flat_size != obs_dim) if obs_dim is not None else unchecked,
     }
@@ -323,25 +364,11 @@ def check_layout(
     table = table.filter(table.column("episode_id").is_valid())
     if table.num_rows == 0:
         return
-    table = first_rows(table)
-    episodes = np.asarray(table.column("episode_id").to_numpy(zero_copy_only=False), dtype=object)
-    names, codes = np.unique(episodes, return_inverse=True)
-    step = np.asarray(table.column("step").to_numpy(), dtype=np.int64)
-    asset = np.asarray(table.column("asset_index").to_numpy(), dtype=np.int64)
-    order = np.lexsort((asset, step, codes))
-    codes, step, asset = codes[order], step[order], asset[order]
-    symbol = np.asarray(table.column("symbol").to_numpy(zero_copy_only=False), dtype=object)[order]
-    spec = np.asarray(table.column("observation_spec").to_numpy(zero_copy_only=False), dtype=object)[order]
-    new_step = np.ones(len(step), dtype=bool)
-    new_step[1:] = (codes[1:] != codes[:-1]) | (step[1:] != step[:-1])
-    starts = np.flatnonzero(new_step)
-    sizes = np.diff(np.append(starts, len(step)))
-    position = np.arange(len(step)) - np.repeat(starts, sizes)
-    universe = np.asarray(list(symbols), dtype=object)
-    expected = universe[np.minimum(position, len(universe) - 1)]
-    per_step = functools.partial(np.add.reduceat, indices=starts)
-    other_symbol = (sizes != len(universe)) | (per_step((symbol != expected).astype(np.int64)) > 0)
-    other_spec = per_step(np.asarray([x != observation_spec for x in spec], dtype=np.int64)) > 0
+    table, st = _steps(first_rows(table))
+    symbol, spec = _text_column(table, "symbol"), _text_column(table, "observation_spec")
+    other_symbol, other_spec = _layout_flags(st, symbol, spec, symbols, observation_spec)
+    assert other_symbol is not None and other_spec is not None  # both checked
+    names, codes, step, _, starts, sizes, _ = st
     flagged = np.flatnonzero(other_symbol | other_spec)
     if not flagged.size:
         return
