@@ -28,7 +28,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from raytrade.envs.costs import CostConfig
-from raytrade.replay.errors import InputError
+from raytrade.replay.errors import InputError, first_problem
 
 __all__ = [
     "PROFILE_VERSION",
@@ -192,18 +192,9 @@ def load_cost_profile(path: str | os.PathLike[str]) -> CostProfile:
         )
     try:
         return CostProfile.model_validate_json(text)
-    except ValidationError as exc:
-        # one line: the first problem (its field and pydantic's reason, never the input, which is
-        # the file's content) and how many more; no link to pydantic's docs
-        errors = exc.errors(include_url=False, include_input=False, include_context=False)
-        first = errors[0]
-        where = ".".join(str(p) for p in first["loc"])
-        reason = (first["msg"].splitlines() or [first["type"]])[0].removeprefix("Value error, ")
-        extra = len(errors) - 1
-        more = f" (and {extra} more problem{'s' if extra > 1 else ''})" if extra else ""
+    except ValidationError as exc:  # the first problem and a count, never the file's content
         raise CostProfileError(
-            f"cost profile {str(file)!r} is not a raytrade cost profile: "
-            f"{f'{where}: ' if where else ''}{reason}{more}"
+            f"cost profile {str(file)!r} is not a raytrade cost profile: {first_problem(exc)}"
         ) from None
 
 

@@ -151,7 +151,7 @@ import pandas as pd
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StrictBool, StrictInt, ValidationError
 
 from raytrade.envs.kill_switch import KillSwitchConfig
-from raytrade.replay.errors import InputError
+from raytrade.replay.errors import InputError, first_problem
 from raytrade.replay.sources.alpaca import TopOfBook
 from raytrade.replay.stored_keys import KeyCache
 from raytrade.serve.decision_rows import (
@@ -485,12 +485,7 @@ def _reason(exc: BaseException) -> str:
     ``kill_switch``) as ``kill_switch.<field>: <problem>``, the first of them without its input and
     a count of the rest; anything else as its message's first line."""
     if isinstance(exc, ValidationError):
-        errors = exc.errors(include_url=False, include_input=False)
-        first = errors[0]
-        where = ".".join(["kill_switch", *(str(p) for p in first["loc"])])
-        extra = len(errors) - 1
-        more = f" (and {extra} more problem{'s' if extra > 1 else ''})" if extra else ""
-        return f"{where}: {first['msg']}{more}"
+        return first_problem(exc, "kill_switch")
     return (str(exc).splitlines() or [type(exc).__name__])[0]
 
 
