@@ -152,6 +152,8 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StrictBool, St
 
 from raytrade.envs.kill_switch import KillSwitchConfig
 from raytrade.replay.errors import InputError, first_problem
+from raytrade.replay.exchange_calendar import trading_days_between
+from raytrade.replay.loop_rules import is_crypto_symbol
 from raytrade.replay.sources.alpaca import TopOfBook
 from raytrade.replay.stored_keys import KeyCache
 from raytrade.serve.decision_rows import (
@@ -1311,8 +1313,9 @@ def _intent(plan: OrderPlan, policy_version: str, now: datetime) -> dict[str, An
 
 
 STORE_LAG_TRADING_DAYS = 1
-"""How many weekdays the newest closed bar of ``--store`` may lag the cycle's date before each cycle
-warns that the store was not refreshed (its dollar volumes, which cap the orders, are old)."""
+"""How many sessions the newest closed bar of ``--store`` may lag the cycle's date before each cycle
+warns that the store was not refreshed (its dollar volumes, which cap the orders, are old): NYSE
+trading days for an equity, calendar days for a crypto pair (:func:`store_lag`)."""
 
 
 class StoredVolumes(NamedTuple):
@@ -1330,12 +1333,14 @@ STORE_LAG_SHOWN = 5
 
 def store_lag(last_closed: Mapping[str, pd.Timestamp], symbols: Sequence[str], now: datetime) -> str | None:
     """Why the store looks not refreshed at ``now`` for some of ``symbols``, or None: a symbol whose
-    newest closed bar (``last_closed``) is more than :data:`STORE_LAG_TRADING_DAYS` weekdays behind
-    ``now``'s UTC date (weekdays before it, from the bar's date on), or that has none. Per symbol, so
-    a store refreshed for some symbols only (crypto, one vendor's) still warns for the others, whose
-    dollar volumes cap the orders. Weekdays stand for trading days: the project has no exchange
-    calendar, so the first cycle after a market holiday warns too; crypto bars (every day) never lag
-    by a weekend. The first :data:`STORE_LAG_SHOWN` lagging symbols are named, the rest counted."""
+    newest closed bar (``last_closed``) is more than :data:`STORE_LAG_TRADING_DAYS` sessions behind
+    ``now``'s UTC date (sessions before it, from the bar's date on), or that has none. An equity's
+    sessions are NYSE trading days (``replay.exchange_calendar``: Friday's bar on the Tuesday after a
+    Monday holiday is one session old), a crypto pair's (``replay.loop_rules.is_crypto_symbol``) are
+    calendar days (its bars never pause: Friday's bar on Monday is three days old). Per symbol, so a
+    store refreshed for some symbols only (crypto, one vendor's) still warns for the others, whose
+    dollar volumes cap the orders. The first :data:`STORE_LAG_SHOWN` lagging symbols are named, the
+    rest counted."""
     at = pd.Timestamp(now).tz_convert("UTC")
     lagging: list[str] = []
     for symbol in symbols:
@@ -1344,9 +1349,12 @@ def store_lag(last_closed: Mapping[str, pd.Timestamp], symbols: Sequence[str], n
             lagging.append(f"{symbol} (none in the 30 days before)")
             continue
         day = stamp.tz_convert("UTC").date() if stamp.tzinfo else stamp.date()
-        lag = int(np.busday_count(day, at.date()))
+        if is_crypto_symbol(symbol):
+            lag, unit = (at.date() - day).days, "days"
+        else:
+            lag, unit = trading_days_between(day, at.date()), "trading days"
         if lag > STORE_LAG_TRADING_DAYS:
-            lagging.append(f"{symbol} ({day.isoformat()}, {lag} weekdays before)")
+            lagging.append(f"{symbol} ({day.isoformat()}, {lag} {unit} before)")
     if not lagging:
         return None
     more = len(lagging) - STORE_LAG_SHOWN

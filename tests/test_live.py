@@ -376,7 +376,7 @@ def test_the_loop_caps_orders_with_the_dollar_volume_of_a_closed_bar_not_todays_
 @pytest.mark.parametrize(
     ("days_back", "aapl"),
     [
-        ([5, 4], "AAPL (2026-11-20, 2 weekdays before)"),
+        ([5, 4], "AAPL (2026-11-20, 2 trading days before)"),
         ([1, 0], None),  # Monday's bar closed: today's (Tuesday's) is still open, not a lag
     ],
     ids=["friday-on-tuesday", "monday-on-tuesday"],
@@ -403,24 +403,33 @@ def test_a_cycle_warns_when_the_stores_newest_closed_bar_is_over_a_trading_day_o
 
 
 @pytest.mark.parametrize(
-    ("newest", "now", "lag"),
+    ("symbol", "newest", "now", "why"),
     [
-        ("2026-11-20", "2026-11-23T15:00Z", None),  # Friday's bar on Monday: one trading day
-        ("2026-11-19", "2026-11-23T15:00Z", 2),  # Thursday's on Monday
-        ("2026-11-22T05:00Z", "2026-11-23T15:00Z", None),  # crypto's Sunday bar (local midnight stamp)
+        ("AAPL", "2026-11-20", "2026-11-23T15:00Z", None),  # Friday's bar on Monday: one session
+        ("AAPL", "2026-11-19", "2026-11-23T15:00Z", "2 trading days"),  # Thursday's on Monday
+        ("AAPL", "2026-11-25", "2026-11-27T15:00Z", None),  # Wednesday's on the day after Thanksgiving
+        ("AAPL", "2026-11-24", "2026-11-27T15:00Z", "2 trading days"),  # Tuesday's then
+        ("AAPL", "2026-01-16", "2026-01-20T15:00Z", None),  # Friday's on the Tuesday after MLK day
+        ("AAPL", "2025-01-08", "2025-01-10T15:00Z", None),  # across President Carter's funeral
+        ("BTCUSD", "2026-11-22T05:00Z", "2026-11-23T15:00Z", None),  # crypto's Sunday bar on Monday
+        ("BTCUSD", "2026-11-20T05:00Z", "2026-11-23T15:00Z", "3 days"),  # Friday's: its bars never pause
+        ("BTC/USD", "2026-11-25T05:00Z", "2026-11-27T15:00Z", "2 days"),  # a holiday is a crypto day
     ],
 )
-def test_the_store_lag_counts_weekdays_from_the_bars_date(newest: str, now: str, lag: int | None) -> None:
+def test_the_store_lag_counts_the_sessions_of_each_symbols_market(
+    symbol: str, newest: str, now: str, why: str | None
+) -> None:
     import pandas as pd
 
     from raytrade.serve.live import store_lag
 
     at = pd.Timestamp(now).to_pydatetime()
-    why = store_lag({"AAPL": pd.Timestamp(newest, tz="UTC")}, ["AAPL"], at)
-    if lag is None:
-        assert why is None
+    said = store_lag({symbol: pd.Timestamp(newest, tz="UTC")}, [symbol], at)
+    if why is None:
+        assert said is None
     else:
-        assert why is not None and why.endswith(f"AAPL ({newest}, {lag} weekdays before)")
+        day = pd.Timestamp(newest).date().isoformat()
+        assert said is not None and said.endswith(f"{symbol} ({day}, {why} before)")
 
 
 def test_the_store_lag_names_each_symbol_left_behind_not_only_the_newest_bar() -> None:
@@ -437,8 +446,9 @@ def test_the_store_lag_names_each_symbol_left_behind_not_only_the_newest_bar() -
     why = store_lag(last, ["BTCUSD", *equities, "NEW"], at)
     assert why == (
         "the store's newest closed bar lags as_of 2026-11-23T15:00:00+00:00 for 7 of 8 symbols: "
-        "E0 (2026-11-16, 5 weekdays before), E1 (2026-11-16, 5 weekdays before), E2 (2026-11-16, 5 weekdays "
-        "before), E3 (2026-11-16, 5 weekdays before), E4 (2026-11-16, 5 weekdays before) and 2 more"
+        "E0 (2026-11-16, 5 trading days before), E1 (2026-11-16, 5 trading days before), E2 (2026-11-16, "
+        "5 trading days before), E3 (2026-11-16, 5 trading days before), E4 (2026-11-16, 5 trading days "
+        "before) and 2 more"
     )
     assert store_lag(last, ["BTCUSD"], at) is None
     assert store_lag({}, ["NEW"], at) == (

@@ -1,0 +1,89 @@
+"""The New York Stock Exchange's full-day closures, by rule: the trading days US equities have.
+
+The loop trades US equities through Alpaca, whose daily bars exist only on NYSE trading days. Where a
+count of trading days matters (how stale a store's newest bar is at a cycle, :func:`trading_days_between`)
+weekdays alone miscount every holiday: the first cycle after Thanksgiving would find Wednesday's bar
+two weekdays old when it is the last one the market made.
+
+The rules (NYSE Rule 7.2, as the exchange publishes its holiday schedule): New Year's Day (a Sunday
+moves to Monday; a Saturday is not made up on the Friday before, the year-end close stays open),
+Martin Luther King Jr. Day, Washington's Birthday, Good Friday, Memorial Day, Juneteenth (from 2022),
+Independence Day, Labor Day, Thanksgiving and Christmas (a Saturday moves to the Friday before, a
+Sunday to the Monday after), plus the unscheduled closures since 2001 listed in :data:`SPECIAL_CLOSURES`.
+Early closes (1 p.m.) are trading days and are not modelled. A closure the exchange announces later
+(a national day of mourning) is missing until it is added here: a count then errs by one day on the
+side of a trading day, which for a staleness warning means one warning too many, never one too few.
+"""
+
+from __future__ import annotations
+
+from datetime import date
+from functools import lru_cache
+from typing import Final
+
+import numpy as np
+import pandas as pd
+from pandas.tseries.holiday import (
+    AbstractHolidayCalendar,
+    GoodFriday,
+    Holiday,
+    USLaborDay,
+    USMartinLutherKingJr,
+    USMemorialDay,
+    USPresidentsDay,
+    USThanksgivingDay,
+    nearest_workday,
+    sunday_to_monday,
+)
+
+SPECIAL_CLOSURES: Final = (
+    "2001-09-11",  # September 11 (closed through the 14th)
+    "2001-09-12",
+    "2001-09-13",
+    "2001-09-14",
+    "2004-06-11",  # President Reagan's funeral
+    "2007-01-02",  # President Ford's funeral
+    "2012-10-29",  # Hurricane Sandy
+    "2012-10-30",
+    "2018-12-05",  # President G. H. W. Bush's funeral
+    "2025-01-09",  # President Carter's funeral
+)
+"""Days the NYSE closed outside its holiday rules (weather, national days of mourning) since 2001."""
+
+
+class _NyseHolidays(AbstractHolidayCalendar):
+    rules = [  # noqa: RUF012 (pandas reads the rules from a class attribute list)
+        Holiday("New Year's Day", month=1, day=1, observance=sunday_to_monday),
+        USMartinLutherKingJr,
+        USPresidentsDay,
+        GoodFriday,
+        USMemorialDay,
+        Holiday("Juneteenth", month=6, day=19, start_date="2022-01-01", observance=nearest_workday),
+        Holiday("Independence Day", month=7, day=4, observance=nearest_workday),
+        USLaborDay,
+        USThanksgivingDay,
+        Holiday("Christmas", month=12, day=25, observance=nearest_workday),
+    ]
+
+
+FIRST_YEAR: Final = 2001
+LAST_YEAR: Final = 2100
+"""The years :func:`nyse_holidays` covers (the rules as they stand today, Juneteenth from 2022); a day
+outside them counts as a trading day on any weekday."""
+
+
+@lru_cache(maxsize=1)
+def nyse_holidays() -> np.ndarray:
+    """Every NYSE full-day closure on a weekday from :data:`FIRST_YEAR` to :data:`LAST_YEAR`, as sorted
+    ``datetime64[D]`` (the form ``numpy.busday_count`` takes)."""
+    ruled = _NyseHolidays().holidays(start=f"{FIRST_YEAR}-01-01", end=f"{LAST_YEAR}-12-31")
+    days = ruled.union(pd.DatetimeIndex(SPECIAL_CLOSURES))
+    days = days[days.dayofweek < 5]
+    return np.asarray(days.values.astype("datetime64[D]"))
+
+
+def trading_days_between(start: date, end: date) -> int:
+    """NYSE trading days in ``[start, end)`` (``numpy.busday_count`` with :func:`nyse_holidays`):
+    how many sessions the market held from ``start``'s on, before ``end``'s. Negative when ``end``
+    is before ``start``."""
+    return int(np.busday_count(start, end, holidays=nyse_holidays()))

@@ -1,0 +1,21 @@
+"""The NYSE calendar: observed holidays by rule, and the unscheduled closures."""
+
+from __future__ import annotations
+
+from datetime import date
+
+from raytrade.replay.exchange_calendar import trading_days_between
+
+
+def test_the_nyse_calendar_closes_on_its_observed_holidays_only() -> None:
+    # 2027: Independence Day on a Sunday -> Monday 5th; Christmas on a Saturday -> Friday 24th
+    assert trading_days_between(date(2027, 7, 2), date(2027, 7, 6)) == 1
+    assert trading_days_between(date(2027, 12, 23), date(2027, 12, 27)) == 1
+    # New Year's Day 2022 on a Saturday: not made up, Friday 2021-12-31 is a session
+    assert trading_days_between(date(2021, 12, 30), date(2022, 1, 3)) == 2
+    # Juneteenth from 2022 only; Good Friday 2026 is April 3rd
+    assert trading_days_between(date(2021, 6, 18), date(2021, 6, 19)) == 1
+    assert trading_days_between(date(2022, 6, 17), date(2022, 6, 21)) == 1
+    assert trading_days_between(date(2026, 4, 2), date(2026, 4, 6)) == 1
+    # a whole year: 2026 has 251 sessions
+    assert trading_days_between(date(2026, 1, 1), date(2027, 1, 1)) == 251
