@@ -226,7 +226,7 @@ class MarketSimulator:
         self.is_crypto = is_crypto
         fees = fee_bps(is_crypto, cfg.costs)
         volume = fill_dollar_volume(data.dollar_volume, data.bar_dollar_volume)
-        self._fees, self._fill_volume = fees, volume
+        self._fees, self._exit_volume = fees, exit_dollar_volume(data.dollar_volume, data.bar_dollar_volume)
         rates = cost_rates(data.spread_bps, data.dollar_volume, fees, cfg.costs, volume)  # every bar, once
         self._bar_rates = np.stack([rates.spread, rates.slippage_base, rates.impact, rates.fill_cap])
         self._rates = CostRates(rates.fee, *self._bar_rates)  # views of the one packed copy
@@ -369,9 +369,11 @@ class MarketSimulator:
 
         Each held position pays :func:`envs.costs.costs_at_rates` (the compiled
         ``trade_cost_parts`` every fill pays) on its notional ``|units| * close[t]`` at the rates a
-        trade decided at ``t`` pays here (:func:`envs.costs.cost_rates` of bar ``t``'s spread, dollar
-        volume, fee and :func:`fill_dollar_volume`; at a window's last bar that is the dollar volume
-        known at ``t``), as a marketable order (cost multipliers 1), all of it: nothing is dropped
+        trade at ``t`` pays (:func:`envs.costs.cost_rates` of bar ``t``'s spread, dollar volume and
+        fee), its impact on :func:`exit_dollar_volume` (the smaller of the dollar volume known at
+        ``t`` and what bar ``t`` itself traded: the exit fills in that bar's close, so a thin last
+        bar prices a thin exit, as a thin fill bar prices an in-window fill), as a marketable order
+        (cost multipliers 1), all of it: nothing is dropped
         for participation, a position above the fill cap pays the impact at ``max_participation``
         (the cost model's bound). Where bar ``t`` gives no capacity (a zero dollar volume, a hole
         at the end of a window cut from a longer history) the impact is the one at
@@ -381,7 +383,7 @@ class MarketSimulator:
         t = self.t
         notional = np.abs(self.units * self._close[t])  # [B, N]
         notional[self.ruined] = 0.0
-        volume = self._fill_volume[t]
+        volume = self._exit_volume[t]
         # no capacity: price the exit as if it took exactly the participation cap of its bar
         volume = np.where(volume > 0, volume, notional / self.cfg.costs.max_participation)
         rates = cost_rates(
@@ -565,6 +567,21 @@ def fill_dollar_volume(known: np.ndarray, bar_dollar_volume: np.ndarray | None) 
     volume = np.array(known, dtype=np.float64)
     if bar_dollar_volume is not None:
         volume[:-1] = np.minimum(volume[:-1], np.asarray(bar_dollar_volume, dtype=np.float64)[1:])
+    return volume
+
+
+def exit_dollar_volume(known: np.ndarray, bar_dollar_volume: np.ndarray | None) -> np.ndarray:
+    """``[T, N]``: the dollar volume an exit at bar ``t``'s close (``MarketSimulator.exit_costs``) is
+    measured against: the smaller of ``known[t]`` (``MarketData.dollar_volume``, the 20-bar average)
+    and ``bar_dollar_volume[t]`` (what bar ``t`` itself traded; not applied where it is None).
+
+    The exit's counterpart of :func:`fill_dollar_volume`: an exit fills inside bar ``t``, as a fill
+    decided at ``t`` does inside ``t + 1``, so a last bar that traded 1 % of its average prices the
+    exit's impact on that 1 % (the average alone would call it as liquid as any other day). Bar ``t``
+    is past at the exit, so nothing later is read."""
+    volume = np.array(known, dtype=np.float64)
+    if bar_dollar_volume is not None:
+        volume = np.minimum(volume, np.asarray(bar_dollar_volume, dtype=np.float64))
     return volume
 
 

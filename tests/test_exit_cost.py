@@ -1,8 +1,9 @@
 """Evaluation closes every book at the window's end, at the simulator's own costs (harness: the rule).
 
 The expected exit is computed independently: the book the simulator holds after the last step
-(stepped here by hand) priced by ``envs.costs.trade_costs`` on the last bar's spread, dollar volume
-and fee, the cost model's pure function.
+(stepped here by hand) priced by the cost model's pure functions (``envs.costs.cost_rates``,
+``costs_at_rates``) on the last bar's spread, dollar volume and fee, its impact on the smaller of the
+last bar's 20-bar dollar volume and its own (where the data has bar dollar volumes).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import numpy as np
 import pytest
 
 from raytrade.envs.config import SimulatorConfig
-from raytrade.envs.costs import fee_bps, trade_costs
+from raytrade.envs.costs import cost_rates, costs_at_rates, fee_bps, trade_costs
 from raytrade.envs.evaluation.document import EvaluationReport, build_report, report_json
 from raytrade.envs.evaluation.harness import (
     EvaluationConfig,
@@ -31,7 +32,7 @@ from raytrade.envs.evaluation.policies import PolicySpec
 from raytrade.envs.evaluation.render import render_markdown, report_blocks
 from raytrade.envs.market_data import MarketData
 from raytrade.envs.rollout import Policy, decision_step, replay_policy
-from raytrade.envs.simulator import MarketSimulator, Observation
+from raytrade.envs.simulator import MarketSimulator, Observation, exit_dollar_volume, fill_dollar_volume
 
 T, N = 12, 2
 SIM = SimulatorConfig(episode_len=T - 1)
@@ -89,12 +90,16 @@ def _book_at_end(data: MarketData, policy: Policy, sim_cfg: SimulatorConfig = SI
 
 
 def _expected_exit(data: MarketData, policy: Policy, sim_cfg: SimulatorConfig = SIM) -> tuple[float, float]:
-    """(exit cost, equity before it): the book at the last bar priced by ``trade_costs`` on the last
-    bar's spread, dollar volume and fee."""
+    """(exit cost, equity before it): the book at the last bar priced on the last bar's spread, dollar
+    volume and fee, its impact on the smaller of that dollar volume and the bar's own."""
     sim = _book_at_end(data, policy, sim_cfg)
     notional = np.abs(sim.units[0] * data.close[-1])
     fees = fee_bps(np.array([c == "crypto" for c in data.asset_class]), sim_cfg.costs)
-    parts = trade_costs(notional, data.spread_bps[-1], data.dollar_volume[-1], fees, sim_cfg.costs)
+    known = data.dollar_volume[-1]
+    own = known if data.bar_dollar_volume is None else np.minimum(known, data.bar_dollar_volume[-1])
+    assert (own > 0).all()  # no zero-capacity bar here (that rule has its own test)
+    rates = cost_rates(data.spread_bps[-1], known, fees, sim_cfg.costs, own)
+    parts = costs_at_rates(notional, rates)
     return float(sum(p.sum() for p in parts)), float(sim.equity[0])
 
 
@@ -126,6 +131,37 @@ def test_a_thin_last_bar_pays_more_impact() -> None:
     assert run_thick.exit_cost == pytest.approx(_expected_exit(thick, levered)[0], rel=1e-12)
     assert run_thin.exit_cost == pytest.approx(_expected_exit(thin, levered)[0], rel=1e-12)
     assert run_thin.exit_cost > run_thick.exit_cost
+
+
+def test_a_last_bar_that_traded_1_percent_of_its_average_prices_the_exits_impact_on_that_bar() -> None:
+    """20-bar dollar volume 5e8 on every bar; the last bar itself trades 5e6 (1 %). The exit fills in
+    that bar: participation = notional / 5e6, impact 100 bps x sqrt(participation) (the tier stays the
+    average's, 8 bps: 1e7 <= 5e8 < 1e9); with the same average and a normal last bar it is about 10x
+    smaller (sqrt of 100x the volume)."""
+    normal = _data(last_dollar_volume=5e8)
+    normal = dataclasses.replace(
+        normal, dollar_volume=np.full((T, N), 5e8), bar_dollar_volume=np.full((T, N), 5e8)
+    )
+    own = normal.bar_dollar_volume.copy()
+    own[-1] = 5e6
+    thin = dataclasses.replace(normal, bar_dollar_volume=own)
+    run_normal, run_thin = (run_window(_spec(levered), d, 0, SIM) for d in (normal, thin))
+    sim = _book_at_end(thin, levered)
+    notional = np.abs(sim.units[0] * thin.close[-1])
+    assert (notional / 5e6 < SIM.costs.max_participation).all()  # under the cap: sqrt(participation)
+    rate_bps = 5.0 + 0.5 * np.array([10.0, 30.0]) + 8.0 + 100.0 * np.sqrt(notional / 5e6)
+    assert run_thin.exit_cost == pytest.approx(float((notional * rate_bps * 1e-4).sum()), rel=1e-12)
+    assert run_thin.exit_bps > run_normal.exit_bps + 10.0
+
+
+def test_an_exit_reads_its_own_bars_volume_and_a_fill_the_next_bars() -> None:
+    """An exit at bar t fills in bar t (min of the known and bar t's own dollar volume); a fill decided
+    at t fills in bar t + 1 (min of the known and bar t + 1's)."""
+    known = np.array([[10.0], [10.0], [10.0]])
+    own = np.array([[10.0], [1.0], [20.0]])
+    np.testing.assert_array_equal(exit_dollar_volume(known, own), [[10.0], [1.0], [10.0]])
+    np.testing.assert_array_equal(fill_dollar_volume(known, own), [[1.0], [10.0], [10.0]])
+    np.testing.assert_array_equal(exit_dollar_volume(known, None), known)
 
 
 def test_no_capacity_at_the_last_bar_is_priced_at_the_participation_cap() -> None:

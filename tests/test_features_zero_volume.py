@@ -1,4 +1,5 @@
-"""A bar that traded nothing (volume 0) must not reach its symbol's spread estimate or ATR.
+"""A bar that traded nothing (volume 0) must not reach its symbol's spread estimate or ATR, fill a
+passive order (``fill_prob``) or count as history toward the gate.
 
 Vendors print a halted or dead day as a flat bar (open = high = low = close, the previous close) with
 volume 0: a range of 0 that is no market's. To the range estimators such a bar is a hole (neither in
@@ -12,7 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from raytrade.replay.features import build_features
+from raytrade.replay.features import FeatureConfig, build_features
 from tests.test_features_holes import N_BARS as HOLES_N_BARS
 from tests.test_features_holes import _bars as varied_bars
 
@@ -111,3 +112,51 @@ def test_a_source_without_volume_keeps_every_bar(volume_column: bool) -> None:
     ]
     np.testing.assert_allclose(f["spread_bps"].to_numpy(), spread, rtol=1e-12, atol=0)
     np.testing.assert_allclose(f["atr_pct_14"].to_numpy(), atr, rtol=1e-12, atol=0)
+
+
+def _quoted_alternating(n: int) -> pd.DataFrame:
+    """ALT: quoted bars (bid 99.9, ask 100.1) whose low (99.8) is under the previous bid on every bar;
+    even rows trade, odd rows trade nothing (volume 0)."""
+    return pd.DataFrame(
+        {
+            "symbol": "ALT",
+            "ts": pd.date_range("2024-01-01", periods=n, freq="D", tz="UTC"),
+            "open": 100.0,
+            "high": 100.2,
+            "low": 99.8,
+            "close": 100.0,
+            "volume": np.where(np.arange(n) % 2 == 0, 1e6, 0.0),
+            "bid": 99.9,
+            "ask": 100.1,
+            "bid_size": 100.0,
+            "ask_size": 100.0,
+            "asset_class": "equity",
+            "source": "test",
+        }
+    )
+
+
+def test_a_bar_that_traded_nothing_is_a_passive_non_fill() -> None:
+    """Row 0 has no previous bid (no order rested: not counted); from row 1 each traded (even) row is a
+    fill (low 99.8 <= previous bid 99.9), each untraded (odd) row a non-fill whatever its low. Share
+    over rows 1..t (window 20 not yet full; at least 2 counted): 1 / 2, 1 / 3, 2 / 4, 2 / 5, ...
+    (every bar was a fill before: 1.0)."""
+    n = 8
+    got = build_features(_quoted_alternating(n), config=FeatureConfig(fill_prob_window=20))["fill_prob"]
+    counted = np.arange(n)  # rows 1..t: t of them
+    fills = counted // 2  # even rows 2, 4, ... up to t
+    expected = np.where(counted >= 2, fills / np.maximum(counted, 1), np.nan)
+    np.testing.assert_allclose(got.to_numpy(dtype=np.float64), expected, rtol=1e-12, atol=0)
+
+
+def test_a_bar_that_traded_nothing_counts_no_history_toward_the_gate() -> None:
+    """THN lists flat for 5 bars with volume 0 (rows 0..4), then trades: its gate says ``history`` until
+    its 20th traded bar (row 24), not its 20th bar (row 19)."""
+    thin = _bars("THN", seed=1)
+    thin.loc[0:4, ["open", "high", "low", "close"]] = float(thin.loc[0, "close"])
+    thin.loc[0:4, "volume"] = 0.0  # rows 0..4 (label slice, inclusive)
+    f = build_features(pd.concat([_bars("FUL", seed=2), thin], ignore_index=True))
+    reason = f.loc[f["symbol"] == "THN", "fc_gate_reason"].to_numpy()
+    short = np.array(["history" in r for r in reason])
+    assert FeatureConfig().min_history == 20
+    np.testing.assert_array_equal(np.flatnonzero(short), np.arange(5 + 20 - 1))

@@ -34,7 +34,9 @@ class FeatureConfig(LoopRules):
     forecast_drift_shrink: float = Field(0.5, ge=0.0, le=1.0, description="shrinkage of the baseline drift")
     forecast_resid_window: int = Field(120, ge=20, description="bars of standardised residuals for quantiles")
     calibration_window: int = Field(60, ge=10, description="resolved forecasts the calibration residual uses")
-    min_history: int = Field(20, ge=2, description="bars a symbol needs before its gate can open")
+    min_history: int = Field(
+        20, ge=2, description="traded bars (volume > 0) a symbol needs before its gate can open"
+    )
     dd_reduce: float = Field(-0.10, lt=0.0, description="drawdown at which the trigger says reduce")
     dd_halt: float = Field(-0.20, lt=0.0, description="drawdown at which the trigger says halt")
     recalibration: RecalibrationConfig | None = Field(

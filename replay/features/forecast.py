@@ -16,10 +16,14 @@ Forecasts are of the next bar's simple return (horizon 1), made at the close of 
   per asset class (DESIGN §4).
 * Consensus: each source's mean counts as a move only when |mean| >= ``min_move``; consensus holds
   when every source at (symbol, ts) moves, and all in the same direction.
-* Gate: open when the symbol has ``min_history`` bars, a spread, spread <= its cap (mega caps /
+* Gate: open when the symbol has ``min_history`` traded bars, a spread, spread <= its cap (mega caps /
   other equities / crypto), consensus holds and the edge reaches the threshold. ``fc_gate_reason``
   is ``ok`` or the failing checks joined by ``+`` (``history``, ``no_quote``, ``spread``,
-  ``consensus``, ``edge``); the numbers behind them are in their own columns.
+  ``consensus``, ``edge``); the numbers behind them are in their own columns. A bar that traded
+  nothing (volume 0: ``Panel.traded``) adds no history: its flat print at the last close is no
+  market information (a zero return, no range), and a name listed for weeks without a trade would
+  otherwise pass the check on its first real bars. The loader's recomputations of the gate
+  (``envs.step_features``, ``envs.stress_features``) see traded bars only and count the same.
 """
 
 from __future__ import annotations
@@ -129,7 +133,7 @@ def forecast_group(
             index=panel.index,
             columns=panel.symbols,
         )
-    history = panel.present.cumsum() >= cfg.min_history
+    history = panel.traded.cumsum() >= cfg.min_history
     checks = {
         "history": ~history,
         "no_quote": spread_bps.isna(),

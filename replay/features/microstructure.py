@@ -17,7 +17,13 @@
 * ``book_slope``: half-spread in bps per $1M of displayed depth: what crossing the touch costs
   relative to how much it holds (a steeper book is more expensive to trade).
 * ``fill_prob``: share of the last ``fill_prob_window`` bars s <= t where a passive buy at the
-  previous bar's bid would have filled (low_s <= bid_{s-1}).
+  previous bar's bid would have filled (low_s <= bid_{s-1}). A bar that traded nothing (volume 0:
+  ``Panel.traded``) is a non-fill (0) whatever its low: nothing traded, so nothing could have
+  filled a resting order. Read as a bar, its flat low (the last close, printed again) is a fill
+  whenever that close was at or under the previous bid (a last trade at the bid, common in a thin
+  name): a name that stops trading would read as easy to fill passively exactly when it is not. A
+  row where the symbol has no bar, or the previous row no bid (no order was resting), is no
+  observation (NaN, not in the share).
 All quote-based columns are null when the bar has no quote.
 """
 
@@ -60,9 +66,9 @@ def microstructure_group(panel: Panel, cfg: FeatureConfig) -> dict[str, pd.DataF
     total_size = bid_size + ask_size
     imbalance = ((bid_size - ask_size) / total_size).where(quoted & (total_size > 0))
     slope = (spread / 2.0 / (depth / 1e6)).where(quoted & (depth > 0))
-    low = panel.raw["low"]
     prev_bid = bid.shift(1)
-    filled = (low <= prev_bid).astype("float64").where(prev_bid.notna() & low.notna())
+    filled = ((panel.raw["low"] <= prev_bid) & traded).astype("float64")
+    filled = filled.where(prev_bid.notna() & panel.present)
     fill_prob = filled.rolling(cfg.fill_prob_window, min_periods=2).mean()
     return {
         "spread_bps": spread,
