@@ -42,11 +42,20 @@ Design decisions
 * Output in ``--out``: ``experiment.json`` / ``experiment.md`` / ``plots/`` (``experiment_report``),
   ``evaluation/`` (the evaluation report), ``runs/`` (the searches), and a dated section appended to
   ``marketsimulatorresults.md`` (or ``--results-log``). A search whose folder already holds a
-  finished search of the same command on the same data (the run file's data fingerprint, and an
-  offline search's experience fingerprint, equal to the store's now, hashed once per experiment) is
-  reused, so an interrupted experiment continues; any other search in that folder is moved aside to
-  ``NAME.replaced-<its start>``, never deleted nor searched into (``cluster.run_reuse``), and the
-  log says which and why.
+  finished search of the same command by the same code (the run file's code fingerprint equal to
+  ``models.registry.code_fingerprint``) on the same data (the run file's data fingerprint, and an
+  offline search's experience fingerprint, equal to the store's at the experiment's start, hashed
+  once) is reused, so an interrupted experiment continues; any other search in that folder is moved
+  aside to ``NAME.replaced-<its start>``, never deleted nor searched into (``cluster.run_reuse``),
+  and the log says which and why.
+* **One store per verdict.** The searches take minutes to hours; a store appended to, restated or
+  re-ingested meanwhile would give a verdict whose searches saw other data than its test evaluation.
+  The store's fingerprints are taken once at the start (the reuse check's) and checked again after
+  the last read of the store (the evaluation's ``prepare``; ``evaluate`` replays what it loaded),
+  together with each search's and the evaluation's recorded one (:func:`check_store_unchanged`);
+  on a change no verdict is written (no ``evaluation/``, ``experiment.json`` or log section), the
+  command exits as on bad input naming the store and both fingerprints, and every search folder
+  stays as it is. ``experiment.json`` names that one data fingerprint and the code fingerprint.
 """
 
 from __future__ import annotations
@@ -515,6 +524,39 @@ def experiment_store_state(opts: ExperimentOptions, budget: ExperimentBudget) ->
     return store_state(opts.replay, opts.replay if offline else None)
 
 
+class StoreChangedError(InputError):
+    """The replay store changed while an experiment ran: its searches, its choice and its test
+    evaluation may have read different data, so no verdict is written (an input error: the store was
+    written to under the experiment; its searches are kept for a rerun to reuse or move aside)."""
+
+
+def check_store_unchanged(
+    opts: ExperimentOptions, budget: ExperimentBudget, start: StoreState, seen: Mapping[str, str]
+) -> None:
+    """Raise :class:`StoreChangedError` unless the store is still the one the experiment started on:
+    its fingerprints hashed again now (:func:`experiment_store_state`; called after the experiment's
+    last read of the store) equal ``start``'s, and so does every data fingerprint recorded on the way
+    (``seen``: where -> fingerprint, e.g. each search's run file and the evaluation plan's, which
+    catch a store changed and changed back). The message names the store and both fingerprints
+    (first 12 hex); nothing is moved or deleted."""
+    now = experiment_store_state(opts, budget)
+    changes = [("now", now.data_sha256), *seen.items()]
+    later = next(((where, sha) for where, sha in changes if sha != start.data_sha256), None)
+    if later is not None:
+        what = f"data fingerprint at its start {start.data_sha256[:12]}, {later[0]} {later[1][:12]}"
+    elif now.experience_sha256 != start.experience_sha256:
+        then, current = (
+            "none" if sha is None else sha[:12] for sha in (start.experience_sha256, now.experience_sha256)
+        )
+        what = f"experience fingerprint at its start {then}, now {current}"
+    else:
+        return
+    raise StoreChangedError(
+        f"replay store {str(opts.replay)!r} changed while the experiment ran ({what}): no verdict "
+        f"written; its searches are kept in {str(opts.out / 'runs')!r} (rerun on a store left as it is)"
+    )
+
+
 def run_search(
     opts: ExperimentOptions,
     budget: ExperimentBudget,
@@ -525,16 +567,18 @@ def run_search(
     say: Callable[[str], None] = click.echo,
 ) -> SearchResult:
     """``raytrade tune`` of ``spec`` on ``fold``'s training window, scored on its validation window;
-    the best checkpoint. A finished search in its folder is reused when it ran the same command on the
-    data ``store`` fingerprints (``cluster.run_reuse``); any other search there is moved aside first,
-    and ``say`` gets one line saying which and why."""
+    the best checkpoint. A finished search in its folder is reused when it ran the same command, by
+    the same code (``models.registry.code_fingerprint``), on the data ``store`` fingerprints
+    (``cluster.run_reuse``); any other search there is moved aside first, and ``say`` gets one line
+    saying which and why."""
     from raytrade.cluster.run_file import LEADERBOARD_FILE, read_leaderboard
     from raytrade.cluster.tune import run_tune
+    from raytrade.models.registry import code_fingerprint
 
     tune_opts = search_options(opts, budget, spec, features, fold)
     run_dir = tune_opts.run_dir()
     started = time.perf_counter()
-    reused, line = settle_run_dir(run_dir, tune_opts.command(), store)
+    reused, line = settle_run_dir(run_dir, tune_opts.command(), store, code_fingerprint())
     if line is not None:
         say(line)
     if reused is not None:
@@ -653,7 +697,7 @@ def run_experiment(opts: ExperimentOptions, say: Callable[[str], None] = click.e
     from raytrade.envs.evaluation.render import write_report
     from raytrade.envs.evaluation.stats import stationary_indices
     from raytrade.models.inference import single_threaded
-    from raytrade.replay.fingerprint import data_fingerprint
+    from raytrade.models.registry import code_fingerprint
     from raytrade.tune_specs import get_spec
 
     started, load_start = time.perf_counter(), os.getloadavg()
@@ -746,6 +790,13 @@ def run_experiment(opts: ExperimentOptions, say: Callable[[str], None] = click.e
     say("evaluating on the test folds and stress scenarios ...")
     with single_threaded():
         result = evaluate(plan)
+    # after the last read of the store (prepare's; evaluate replays what it loaded), before any of the
+    # verdict is written
+    seen = {
+        f"at search {Path(r.selected.run_dir).name}": _searched_on(r) for rs in searches.values() for r in rs
+    }
+    seen["at the evaluation"] = plan.fingerprint
+    check_store_unchanged(opts, budget, store, seen)
     selected = selection_result(result.policies, [f"registry:{name}" for name in chosen])
     result = replace(result, policies={SELECTED: selected, **result.policies})
     _, report = write_report(result, opts.out / "evaluation", plots=False)
@@ -802,11 +853,11 @@ def run_experiment(opts: ExperimentOptions, say: Callable[[str], None] = click.e
         ruined=scores[SELECTED].ruined,
         winner=winner,
     )
-    sha, _ = data_fingerprint(opts.replay)
     doc = ExperimentDocument(
         created_at=datetime.now(UTC).replace(microsecond=0),
         replay=str(opts.replay),
-        data_sha256=sha,
+        data_sha256=store.data_sha256,
+        code_sha256=code_fingerprint(),
         budget=opts.budget,
         command=opts.command(),
         cvar_penalty=opts.cvar_penalty,
@@ -848,6 +899,13 @@ def run_experiment(opts: ExperimentOptions, say: Callable[[str], None] = click.e
     with open(log, "a") as fh:
         fh.write(("\n" if log.exists() and log.stat().st_size else "") + results_log_section(doc, md))
     return doc
+
+
+def _searched_on(result: SearchResult) -> str:
+    """The data fingerprint a search's run file recorded when it started."""
+    from raytrade.cluster.run_file import read_run_file
+
+    return read_run_file(Path(result.selected.run_dir)).provenance.data_sha256
 
 
 def _fmt(value: float | None) -> str:

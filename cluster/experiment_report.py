@@ -208,7 +208,14 @@ class ExperimentDocument(Doc):
     )
     created_at: datetime
     replay: str
-    data_sha256: str
+    data_sha256: str = Field(
+        description="the store's data fingerprint when the experiment started, checked unchanged before "
+        "the verdict was written (cluster.experiment.check_store_unchanged; older documents: at the end)"
+    )
+    code_sha256: str | None = Field(
+        None,
+        description="models.registry.code_fingerprint of the code that ran it (None: an older document)",
+    )
     budget: str
     command: str
     cvar_penalty: float
@@ -593,7 +600,8 @@ def render_markdown(doc: ExperimentDocument, plots: Sequence[str]) -> str:
         f"# Experiment ({doc.budget}) on {doc.replay}",
         "",
         f"Run {doc.created_at:%Y-%m-%d %H:%M} UTC, data sha256 `{doc.data_sha256[:16]}`, "
-        f"{len(doc.folds)} walk-forward folds, embargo {doc.embargo_bars} bars, "
+        + ("" if doc.code_sha256 is None else f"code sha256 `{doc.code_sha256[:16]}`, ")
+        + f"{len(doc.folds)} walk-forward folds, embargo {doc.embargo_bars} bars, "
         f"cvar_penalty {doc.cvar_penalty}. Command: `{doc.command}`",
         "",
         "## Outcome",

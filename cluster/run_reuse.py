@@ -5,7 +5,10 @@ A search folder (``STORAGE/NAME``) is reused only when it is finished (``leaderb
 ``raytrade_run.json``), its recorded command is the command that would run now, it was scored by the
 objective's rule of now (``SearchObjective.book_end``: a search scored before the objective closed
 the book at the window's end chose its checkpoints under another rule, which ``raytrade tune
---resume`` refuses to mix too), and the data it read are the data it would read now: its recorded
+--resume`` refuses to mix too), the code it ran is the code that would run now (its recorded code
+fingerprint, ``Provenance.code_sha256``, equals ``models.registry.code_fingerprint``: a search space,
+model or objective changed in code keeps the command; a run file older than the field is never
+reused, fail closed), and the data it read are the data it would read now: its recorded
 data fingerprint (``Provenance.data_sha256``) equals the store's current one, and, for a search that
 read an experience store (an offline spec), its recorded experience fingerprint equals that store's
 current one. Why the fingerprints too: a command names the replay store by path, not by content; a
@@ -58,9 +61,12 @@ def store_state(replay: Path, experience: Path | None = None) -> StoreState:
     return StoreState(sha, exp)
 
 
-def why_not_reused(run: RunFile, finished: bool, command: str, store: StoreState) -> str | None:
-    """None when the search ``run`` records may stand in for ``command`` on ``store`` (see the module
-    docstring); else why not, naming both fingerprints (first 12 hex) when the data differ."""
+def why_not_reused(
+    run: RunFile, finished: bool, command: str, store: StoreState, code_sha256: str
+) -> str | None:
+    """None when the search ``run`` records may stand in for ``command`` run by the code of
+    fingerprint ``code_sha256`` on ``store`` (see the module docstring); else why not, naming both
+    fingerprints (first 12 hex) when the code or the data differ."""
     if not finished:
         return f"it did not finish (no {LEADERBOARD_FILE})"
     if run.command != command:
@@ -69,6 +75,11 @@ def why_not_reused(run: RunFile, finished: bool, command: str, store: StoreState
         # its leaderboard ranked checkpoints with the book marked to market at the window's end; a
         # re-score of its chosen one would still be a choice made under the other rule
         return f"it was scored with the book {run.objective.book_end} at the window's end (now: {BOOK_END})"
+    code = run.provenance.code_sha256
+    if code is None:
+        return f"its run file records no code fingerprint (now {code_sha256[:12]}): its code is unknown"
+    if code != code_sha256:
+        return f"the code changed since (code fingerprint then {code[:12]}, now {code_sha256[:12]})"
     then, now = run.provenance.data_sha256, store.data_sha256
     if then != now:
         return f"the store's data changed since (fingerprint then {then[:12]}, now {now[:12]})"
@@ -90,8 +101,11 @@ def move_aside(run_dir: Path, run: RunFile) -> Path:
     return target
 
 
-def settle_run_dir(run_dir: Path, command: str, store: StoreState) -> tuple[RunFile | None, str | None]:
-    """(the run file of a reusable finished search in ``run_dir``, else None; the line to log).
+def settle_run_dir(
+    run_dir: Path, command: str, store: StoreState, code_sha256: str
+) -> tuple[RunFile | None, str | None]:
+    """(the run file of a reusable finished search in ``run_dir``, else None; the line to log), for
+    ``command`` run by the code of fingerprint ``code_sha256`` on ``store``.
 
     No run file in ``run_dir``: (None, None), nothing to say. A search that may not be reused
     (:func:`why_not_reused`) is moved aside (:func:`move_aside`) and the line says why and where to.
@@ -99,10 +113,11 @@ def settle_run_dir(run_dir: Path, command: str, store: StoreState) -> tuple[RunF
     if not (run_dir / RUN_FILE).exists():
         return None, None
     run = read_run_file(run_dir)
-    reason = why_not_reused(run, (run_dir / LEADERBOARD_FILE).exists(), command, store)
+    reason = why_not_reused(run, (run_dir / LEADERBOARD_FILE).exists(), command, store, code_sha256)
     if reason is None:
         line = (
-            f"reusing the finished search {run_dir.name}: same command, same data ({store.data_sha256[:12]})"
+            f"reusing the finished search {run_dir.name}: same command, same code ({code_sha256[:12]}), "
+            f"same data ({store.data_sha256[:12]})"
         )
         if run.provenance.experience is not None:
             line += f" and experience ({run.provenance.experience.sha256[:12]})"

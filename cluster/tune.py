@@ -828,13 +828,13 @@ def provenance(
     window: ExperienceWindow | None = None,
     train_window: TrainWindow | None = None,
 ) -> Provenance:
-    """Code version, library versions and the data fingerprint of ``replay``, as of now; with
-    ``experience`` (an offline spec's experience store), its experience table's fingerprint too, and
-    the ``window`` of it read and the behaviour policies of the transitions in it
-    (``replay.behaviour.behaviour_in_window``); ``train_window``: the search's training window on
-    ``replay``."""
+    """Code version and fingerprint (``models.registry.code_fingerprint``), library versions and the
+    data fingerprint of ``replay``, as of now; with ``experience`` (an offline spec's experience
+    store), its experience table's fingerprint too, and the ``window`` of it read and the behaviour
+    policies of the transitions in it (``replay.behaviour.behaviour_in_window``); ``train_window``:
+    the search's training window on ``replay``."""
     from raytrade.models.manifest import ExperienceFingerprint
-    from raytrade.models.registry import code_version, library_versions
+    from raytrade.models.registry import code_fingerprint, code_version, library_versions
     from raytrade.replay.behaviour import behaviour_in_window
     from raytrade.replay.fingerprint import EXPERIENCE_TABLES, data_fingerprint
 
@@ -853,6 +853,7 @@ def provenance(
     return Provenance(
         started_at=datetime.now(UTC),
         code_version=code_version(),
+        code_sha256=code_fingerprint(),
         libraries=library_versions(),
         data_sha256=sha,
         data_files=n_files,

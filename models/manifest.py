@@ -141,6 +141,11 @@ class Provenance(BaseModel):
 
     started_at: datetime = Field(description="when the search started (UTC)")
     code_version: str = Field(description="git commit of the code (+dirty with local changes) or unknown")
+    code_sha256: str | None = Field(
+        None,
+        description="models.registry.code_fingerprint: SHA-256 of the package's .py sources (None: a "
+        "run older than the record)",
+    )
     libraries: dict[str, str] = Field(description="versions of python, ray, torch, numpy, pandas, pyarrow")
     data_sha256: str = Field(description="replay.fingerprint.data_fingerprint of the store at the start")
     data_files: int = Field(ge=0, description="bars + features files the fingerprint covers")

@@ -35,8 +35,10 @@ columns, the loader's full column list and the observation layout.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
+import importlib.util
 import json
 import logging
 import os
@@ -68,6 +70,8 @@ LATEST: Final = "latest"
 DEFAULT_REGISTRY: Final = "registry"
 CLAIM_ATTEMPTS: Final = 20
 """How often a promote takes the next free version number when concurrent promotes took its pick."""
+CODE_PACKAGES: Final = ("replay", "envs", "models", "tune_specs", "serve", "cluster")
+"""The ``raytrade`` package folders whose ``.py`` sources :func:`code_fingerprint` hashes."""
 log = logging.getLogger(__name__)
 
 
@@ -169,6 +173,46 @@ def code_version(repo: Path | None = None) -> str:
     except (OSError, subprocess.SubprocessError):
         return "unknown"
     return f"{sha}+dirty" if dirty else sha or "unknown"
+
+
+def sources_sha256(folders: Mapping[str, Path]) -> str:
+    """SHA-256 (hex) of the ``.py`` files under each of ``folders`` (name -> folder): for every file,
+    in the order of its path ``NAME/sub/file.py`` (POSIX, relative to its folder, prefixed with the
+    folder's name), that path, a NUL, its length in bytes, a NUL and its bytes. The path and length
+    keep two different trees from hashing alike (a file renamed or moved, bytes shifted between
+    files); nothing but the sources is read (no ``__pycache__``, no config files, no git)."""
+    files = sorted(
+        (f"{name}/{path.relative_to(folder).as_posix()}", path)
+        for name, folder in folders.items()
+        for path in folder.rglob("*.py")
+        if path.is_file()
+    )
+    digest = hashlib.sha256()
+    for rel, path in files:
+        data = path.read_bytes()
+        digest.update(f"{rel}\0{len(data)}\0".encode())
+        digest.update(data)
+    return digest.hexdigest()
+
+
+@functools.cache
+def code_fingerprint() -> str:
+    """:func:`sources_sha256` of the ``raytrade`` package folders (:data:`CODE_PACKAGES`) where Python
+    imports them from (``importlib.util.find_spec``, which runs none of them: no upward import), once
+    per process.
+
+    Why next to :func:`code_version`: that one names a commit, not the content: every dirty tree of a
+    commit shares one ``+dirty`` string and an installed wheel says ``unknown``, so it cannot tell two
+    searches' code apart; this one can (``cluster.run_reuse`` reuses a search only under equal ones).
+    Hashed once per process, at the first call: every search and the document of one experiment name
+    one value (sources edited while a process runs are not seen by it)."""
+    folders = {}
+    for name in CODE_PACKAGES:
+        spec = importlib.util.find_spec(f"raytrade.{name}")
+        if spec is None or not spec.submodule_search_locations:
+            raise RuntimeError(f"raytrade.{name} is not an importable package")
+        folders[name] = Path(next(iter(spec.submodule_search_locations))).resolve()
+    return sources_sha256(folders)
 
 
 def library_versions() -> dict[str, str]:

@@ -629,6 +629,18 @@ def test_smoke_experiment_writes_every_output(smoke_experiment: Path) -> None:
     assert log.startswith(f"## {doc.created_at:%Y-%m-%d} raytrade experiment (smoke)")
 
 
+def test_smoke_experiment_names_the_code_and_the_store_it_ran_on(
+    smoke_experiment: Path, synthetic_store: Path
+) -> None:
+    from raytrade.models.registry import code_fingerprint
+    from raytrade.replay.fingerprint import data_fingerprint
+
+    doc = read_experiment(smoke_experiment / "experiment.json")
+    assert (doc.code_sha256, doc.data_sha256) == (code_fingerprint(), data_fingerprint(synthetic_store)[0])
+    for run in sorted((smoke_experiment / "runs").glob("*-fold*")):
+        assert (run / "raytrade_run.json").read_text().count(code_fingerprint()) == 1, run.name
+
+
 def test_smoke_experiment_test_windows_follow_their_training_and_validation(smoke_experiment: Path) -> None:
     doc = read_experiment(smoke_experiment / "experiment.json")
     assert len(doc.folds) == BUDGETS["smoke"].n_folds
