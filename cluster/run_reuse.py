@@ -71,6 +71,15 @@ def why_not_reused(
         return f"it did not finish (no {LEADERBOARD_FILE})"
     if run.command != command:
         return "its command differs"
+    return why_inputs_differ(run, store, code_sha256)
+
+
+def why_inputs_differ(run: RunFile, store: StoreState, code_sha256: str) -> str | None:
+    """None when the search ``run`` records was scored by today's objective rule, by the code of
+    fingerprint ``code_sha256``, on the data ``store`` fingerprints; else why not, naming both
+    fingerprints (first 12 hex) when the code or the data differ. What a reused search must meet
+    (:func:`why_not_reused`) and what ``raytrade tune --resume`` requires before it adds trials to a
+    search's leaderboard (one leaderboard, one rule, one code, one store)."""
     if run.objective.book_end != BOOK_END:
         # its leaderboard ranked checkpoints with the book marked to market at the window's end; a
         # re-score of its chosen one would still be a choice made under the other rule

@@ -910,6 +910,27 @@ def run_record(opts: TuneOptions, spec: TuneSpec, window: ExperienceWindow | Non
     )
 
 
+def refuse_other_inputs(opts: TuneOptions, run_dir: Path, recorded: RunFile) -> None:
+    """Refuse (``InputError``, before Ray starts) to resume the search ``recorded`` at ``run_dir`` by
+    other code or on other data than it started with (``cluster.run_reuse.why_inputs_differ``: the
+    code fingerprint, the store's and, for an offline spec, the experience store's): its trials so
+    far and the ones a resume adds would be ranked in one leaderboard as if one search had made them.
+    The experience store is compared when the search read one (an offline spec's run file records
+    its fingerprint)."""
+    from raytrade.cluster.run_reuse import store_state, why_inputs_differ
+    from raytrade.models.registry import code_fingerprint
+
+    offline = recorded.provenance.experience is not None
+    experience = (opts.experience or local_store(opts.replay)) if offline else None
+    store = store_state(local_store(opts.replay), experience)
+    reason = why_inputs_differ(recorded, store, code_fingerprint())
+    if reason is not None:
+        raise InputError(
+            f"{str(run_dir)!r} cannot be resumed: {reason}; resuming would rank checkpoints of two "
+            "searches in one leaderboard; start a new search (--name)"
+        )
+
+
 # ------------------------------------------------------------------------------ results
 
 
@@ -1119,6 +1140,7 @@ def run_tune(opts: TuneOptions, dashboard: bool = True) -> TuneOutcome:
                 f"and the objective now scores {BOOK_END!r} (the book closed at the validation window's "
                 "end): resuming would rank its checkpoints under two rules; start a new search (--name)"
             )
+        refuse_other_inputs(opts, run_dir, recorded)
     elif (run_dir / RUN_FILE).exists():
         raise InputError(f"experiment {str(run_dir)!r} exists: pass --resume, or --name for a new one")
     online_wandb_key(opts)  # refused before Ray starts; _wandb_setup reads it for the upload

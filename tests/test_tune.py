@@ -309,6 +309,47 @@ def test_a_search_recorded_marked_to_market_is_not_resumed_under_the_closed_book
     ) in out
 
 
+@pytest.mark.parametrize(
+    ("field", "value", "why"),
+    [
+        ("code_sha256", "0" * 64, "the code changed since (code fingerprint then 000000000000, now {code})"),
+        ("code_sha256", None, "its run file records no code fingerprint (now {code}): its code is unknown"),
+        ("data_sha256", "f" * 64, "the store's data changed since (fingerprint then ffffffffffff, now {data})"),
+    ],
+    ids=["other-code", "code-unknown", "other-data"],
+)
+def test_a_search_is_not_resumed_by_other_code_or_on_other_data(
+    synthetic_store: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, field: str, value: Any, why: str
+) -> None:
+    """A resume adds trials to the search's leaderboard: trials of another code or another store
+    would be ranked with the first ones as one search. Refused before Ray starts, naming both."""
+    from raytrade.cluster import local_cluster
+    from raytrade.cluster.run_file import RUN_FILE, write_run_file
+    from raytrade.cluster.tune import TuneOptions, run_record
+    from raytrade.models.registry import code_fingerprint
+    from raytrade.replay.fingerprint import data_fingerprint
+
+    monkeypatch.setattr(local_cluster, "init_ray", lambda *_, **__: pytest.fail("Ray started"))
+    args = _fault_args(synthetic_store, tmp_path / "runs", "old")
+    record = run_record(TuneOptions(spec="ppo", replay=synthetic_store, smoke=True), get_spec("ppo"))
+    run_dir = tmp_path / "runs" / "old"
+    write_run_file(run_dir, record)
+    recorded = json.loads((run_dir / RUN_FILE).read_text())
+    if value is None:
+        del recorded["provenance"][field]  # as a raytrade older than the code fingerprint wrote it
+    else:
+        recorded["provenance"][field] = value
+    (run_dir / RUN_FILE).write_text(json.dumps(recorded))
+    code, out = invoke([*args, "--resume"])
+    assert code == 2, out
+    reason = why.format(code=code_fingerprint()[:12], data=data_fingerprint(synthetic_store)[0][:12])
+    assert (
+        f"{str(run_dir)!r} cannot be resumed: {reason}; resuming would rank checkpoints of two searches "
+        "in one leaderboard; start a new search (--name)"
+    ) in " ".join(out.split())
+    assert json.loads((run_dir / RUN_FILE).read_text()) == recorded  # nothing rewritten
+
+
 @pytest.mark.slow
 @pytest.mark.ray
 def test_the_search_prints_where_tensorboard_and_wandb_log_and_writes_there(
