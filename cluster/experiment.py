@@ -116,7 +116,7 @@ if TYPE_CHECKING:
     from raytrade.cluster.tune import TuneOptions
     from raytrade.envs.evaluation.harness import PolicyResult
 
-BudgetName = Literal["smoke", "small", "full"]
+BudgetName = Literal["smoke", "small", "medium", "full"]
 FAMILIES: tuple[str, ...] = ("ppo", "distrl", "gnn", "gating")
 FEATURE_SETS: tuple[str, ...] = ("base", "enriched")
 BASELINES: tuple[str, ...] = ("kelly_lite", "equal_weight", "inverse_vol", "buy_and_hold")
@@ -178,6 +178,20 @@ BUDGETS: dict[str, ExperimentBudget] = {
         bootstrap_samples=1000,
         target_minutes=45.0,
     ),
+    # medium: small's folds, windows, trials and evaluation with 10x the training per trial (30
+    # iterations): whether the learned policies' gap to the baselines is the small budget's 3
+    # iterations. About 10 minutes a search on 2 idle cores: every family on both feature sets is an
+    # evening (24 searches); one family on one feature set (--families, --features) about 40 minutes.
+    "medium": ExperimentBudget(
+        n_folds=3,
+        validation_bars=126,
+        min_train_bars=252,
+        spec_smoke=False,
+        num_samples=2,
+        iterations=30,
+        scenarios=("crisis_2008_like", "flash_crash", "vol_spike", "bootstrap_crisis"),
+        bootstrap_samples=1000,
+    ),
     "full": ExperimentBudget(
         n_folds=6,
         validation_bars=252,
@@ -201,7 +215,10 @@ class ExperimentOptions(BaseModel):
 
     replay: Path = Field(description="replay store root")
     out: Path = Field(description="output folder (experiment.md, experiment.json, plots, runs)")
-    budget: BudgetName = Field("small", description="smoke (tests), small (45 min, 2 cores), full (cluster)")
+    budget: BudgetName = Field(
+        "small",
+        description="smoke (tests), small (45 min, 2 cores), medium (10x small's training), full (cluster)",
+    )
     families: tuple[str, ...] | None = Field(None, description="specs to train (None: the budget's)")
     features: tuple[str, ...] | None = Field(None, description="feature sets (None: base and enriched)")
     results_log: Path | None = Field(None, description=f"results log (None: OUT/{RESULTS_LOG})")
@@ -921,10 +938,11 @@ def _names(value: str | None) -> tuple[str, ...] | None:
 @click.option("--out", type=LocalPath(), required=True, help="Output folder.")
 @click.option(
     "--budget",
-    type=click.Choice(["smoke", "small", "full"]),
+    type=click.Choice(["smoke", "small", "medium", "full"]),
     default="small",
     show_default=True,
-    help="smoke: test suite; small: <= 45 min on 2 idle cores; full: a cluster.",
+    help="smoke: test suite; small: <= 45 min on 2 idle cores; medium: small with 10x the training "
+    "per trial (one family and feature set: ~40 min on 2 cores); full: a cluster.",
 )
 @click.option("--families", help=f"Comma list of specs (default: {','.join(FAMILIES)}).")
 @click.option("--features", help="Comma list of feature sets (default: base,enriched).")

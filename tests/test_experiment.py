@@ -97,7 +97,7 @@ def _bars(calendar: pd.DatetimeIndex, *windows: Any) -> pd.DatetimeIndex:
     return calendar[inside]
 
 
-@pytest.mark.parametrize("budget", ["smoke", "small", "full"])
+@pytest.mark.parametrize("budget", ["smoke", "small", "medium", "full"])
 @pytest.mark.parametrize("calendar", [TEN_YEARS, DAILY], ids=["ten_years", "six_years"])
 def test_no_choice_reads_a_bar_of_the_test_window_it_is_judged_on(
     budget: str, calendar: pd.DatetimeIndex

@@ -314,7 +314,11 @@ def test_a_search_recorded_marked_to_market_is_not_resumed_under_the_closed_book
     [
         ("code_sha256", "0" * 64, "the code changed since (code fingerprint then 000000000000, now {code})"),
         ("code_sha256", None, "its run file records no code fingerprint (now {code}): its code is unknown"),
-        ("data_sha256", "f" * 64, "the store's data changed since (fingerprint then ffffffffffff, now {data})"),
+        (
+            "data_sha256",
+            "f" * 64,
+            "the store's data changed since (fingerprint then ffffffffffff, now {data})",
+        ),
     ],
     ids=["other-code", "code-unknown", "other-data"],
 )
