@@ -354,6 +354,11 @@ class Manifest(BaseModel):
     params: dict[str, Any] = Field(description="the searched hyperparameters of the trial")
     config: dict[str, Any] = Field(description="RLlib's algorithm config of the trial (JSON)")
     code_version: str = Field(description="code the policy was trained with")
+    code_sha256: str | None = Field(
+        None,
+        description="the search's Provenance.code_sha256 (models.registry.code_fingerprint of the code "
+        "it was trained with; None: a search or version older than the record; unsigned at None)",
+    )
     libraries: dict[str, str] = Field(description="library versions the policy was trained with")
     flops_per_decision: int = Field(ge=0, description="multiply-adds of one decision (B = 1)")
     objective: SearchObjective

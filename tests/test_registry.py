@@ -76,6 +76,7 @@ def test_promote_and_load_round_trip(
     import torch
     from ray.rllib.algorithms.algorithm import Algorithm
 
+    from raytrade.cluster.run_file import read_run_file
     from raytrade.envs.gym_envs import PortfolioVectorEnv
     from raytrade.models.registry_load import load
 
@@ -102,6 +103,8 @@ def test_promote_and_load_round_trip(
     assert set(manifest.libraries) >= {"ray", "torch", "numpy", "pandas", "pyarrow"}
     assert manifest.command.startswith("raytrade tune --spec ppo")
     assert manifest.code_version
+    recorded_code = read_run_file(run_dir).provenance.code_sha256
+    assert recorded_code is not None and manifest.code_sha256 == recorded_code
     assert (handle.path / "module").is_dir() and (handle.path / "connectors").is_dir()
     for path in registry.rglob("*"):
         if path.is_file():
@@ -207,6 +210,19 @@ def test_a_manifest_recorded_before_the_exit_cost_reads_marked_and_signs_as_it_w
     new = Manifest.model_validate(manifest_record(objective=objective, metrics_book_end="closed"))
     signed = json.loads(canonical_manifest(new))["manifest"]
     assert (signed["objective"]["book_end"], signed["metrics_book_end"]) == ("closed", "closed")
+
+
+def test_a_manifest_names_its_code_fingerprint_and_one_older_than_it_signs_as_it_was() -> None:
+    """A version promoted before the code fingerprint was recorded reads None and signs without the
+    field (its signature stays valid); a new version's fingerprint is signed."""
+    from raytrade.models.manifest import Manifest
+    from raytrade.models.registry import canonical_manifest
+
+    old = Manifest.model_validate(manifest_record())
+    assert old.code_sha256 is None
+    assert "code_sha256" not in json.loads(canonical_manifest(old))["manifest"]
+    new = Manifest.model_validate(manifest_record(code_sha256="2" * 64))
+    assert json.loads(canonical_manifest(new))["manifest"]["code_sha256"] == "2" * 64
 
 
 def test_manifest_round_trips_and_drops_secrets_wherever_they_are() -> None:
