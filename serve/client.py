@@ -22,9 +22,10 @@ Contract
   everything with the reason ``policy service unavailable: the act() deadline (total_deadline_s=<s> s)
   ran out with <request> pending: <how the last attempt failed> (<n> attempts)`` (or ``... ran out
   before <request> was sent``), prefixed ``the served kill-switch rule is unknown:`` when the request
-  was the rule's read (model ``kill-switch-rule-unknown``, below). The account's switch is not advanced
-  (the next call advances it from the state before); the rule is read again on the next call unless it
-  was read and only the act was pending.
+  was the rule's read (model ``kill-switch-rule-unknown``, below). A deadline that runs out on the act
+  is an outage of the act, as when its retries run out: held, the bar's advance kept under the rule
+  read; one that runs out on the rule's read holds for want of the rule: the account's switch not
+  advanced, the rule read again on the next call.
 * **Holds.** When the retries are spent, or the answer is another non-200 status, a body that is not
   an ``ActResponse``, a decision for a symbol the request did not name (other than the service's idle
   hold of a universe symbol the request left out, which is dropped), no decision for a symbol it
@@ -544,29 +545,19 @@ class PolicyClient:
             _load_kill_switch_kernel()
         deadline = _Deadline.from_now(self.config.total_deadline_s)  # one for every request below
         if request.kill_switch is not None:  # the caller keeps its own switch: sent as it is
-            try:
-                return self._decide(request, deadline)
-            except _OutOfTime as exc:
-                return self._hold(request, str(exc))
+            return self._decide(request, deadline)
         return self._act_under_served_rule(request, account, deadline)
 
     def _act_under_served_rule(self, request: ActRequest, account: str, deadline: _Deadline) -> ActResponse:
         """``request`` stamped with ``account``'s switch advanced by the served rule (module doc,
         **Kill switch**), every request made before ``deadline`` (module doc, **Time**); the advance is
-        kept once an answer is taken, and dropped when it holds for want of a rule it can trust or of
-        time."""
+        kept once an answer is taken (an outage's hold included), and dropped when it holds for want
+        of a rule it can trust (a read the deadline cut included)."""
         kept = self.kill_switch(account)
         bar = request.as_of or datetime.now(UTC)  # one bar, however many times it is asked
         tracker = kept.copy()
-        latest = self._rule  # the rule last read (None while a read is pending or failed)
 
-        def read_rule(when: str) -> LoopRule | RuleUnknown:
-            nonlocal latest
-            latest = None
-            read = self._read_rule(when, deadline)
-            if not isinstance(read, RuleUnknown):
-                latest = read
-            return read
+        read_rule = partial(self._read_rule, deadline=deadline)
 
         def ask(rule: KillSwitchConfig) -> ActResponse | Refused:
             tracker.rule = rule
@@ -588,15 +579,11 @@ class PolicyClient:
                     RULE_UNKNOWN_MODEL,
                 )
             asked = ask_under_served_rule(read, ask, read_rule)
-        except _OutOfTime as exc:  # nothing more is sent; the bar's advance is dropped
-            self._rule = latest  # kept when only the act was pending, read again when the rule was
-            if latest is None:
-                return self._hold(
-                    _carrying(request, kept),
-                    f"the served kill-switch rule is unknown: {exc}",
-                    RULE_UNKNOWN_MODEL,
-                )
-            return self._hold(_carrying(request, kept), str(exc))
+        except _OutOfTime as exc:  # the rule's read ran out of time: nothing sent, no advance on a guess
+            self._rule = None  # read again on the next call
+            return self._hold(
+                _carrying(request, kept), f"the served kill-switch rule is unknown: {exc}", RULE_UNKNOWN_MODEL
+            )
         if isinstance(asked, Held):
             self._rule = None  # read again on the next call
             return self._hold(_carrying(request, kept), asked.reason, RULE_UNKNOWN_MODEL)
@@ -621,10 +608,11 @@ class PolicyClient:
 
     def _decide(self, request: ActRequest, deadline: _Deadline) -> ActResponse:
         """``POST /v1/act`` for ``request`` as it is, checked (module doc, **Holds** and **Raises**);
-        ``_OutOfTime`` when ``deadline`` runs out first (the caller holds)."""
+        a hold when the retries or ``deadline`` run out first (an outage: under the served rule the
+        bar's advance is kept, as for any outage of the act)."""
         try:
             reply = self._with_retries("POST", ACT_PATH, request.model_dump_json().encode(), deadline)
-        except _Unavailable as exc:
+        except (_Unavailable, _OutOfTime) as exc:  # an outage, whether retries or time ran out first
             return self._hold(request, str(exc))
         if reply.status in (401, 403):
             sent = "the token was refused" if self._token is not None else "no token was sent"
