@@ -13,10 +13,19 @@ Contract
   repeating a request the service may already have seen is safe.
 * **Time.** One attempt gets ``timeout_s`` (connect, send and the whole answer; the clock is checked
   between reads, so a server that trickles bytes overruns by at most one read wait), all attempts and
-  pauses of one request together ``total_deadline_s``: a retry gets only the time left, and one that
-  cannot start before the deadline is not made. Each request of an :meth:`PolicyClient.act` has its own
-  deadline: the kill-switch rule's ``GET /v1/model`` (first use, after a hot swap), the act, and the
-  act redone after a swap.
+  pauses of one :meth:`PolicyClient.act` together ``total_deadline_s``: one deadline, set when it
+  starts and shared by every request it makes (the kill-switch rule's ``GET /v1/model`` on first use,
+  after a hot swap or a refused count; the act; the act redone after a swap), so a loop that budgets its
+  bar on ``total_deadline_s`` keeps it (a process's first call loads the kill-switch kernel before its
+  deadline starts, once: about 0.5 s). An attempt gets ``min(timeout_s, time left)``, and one that
+  cannot start before the deadline is not made. Once the time is gone nothing more is sent and the call holds
+  everything with the reason ``policy service unavailable: the act() deadline (total_deadline_s=<s> s)
+  ran out with <request> pending: <how the last attempt failed> (<n> attempts)`` (or ``... ran out
+  before <request> was sent``), prefixed ``the served kill-switch rule is unknown:`` when the request
+  was the rule's read (model ``kill-switch-rule-unknown``, below). A deadline that runs out on the act
+  is an outage of the act, as when its retries run out: held, the bar's advance kept under the rule
+  read; one that runs out on the rule's read holds for want of the rule: the account's switch not
+  advanced, the rule read again on the next call.
 * **Holds.** When the retries are spent, or the answer is another non-200 status, a body that is not
   an ``ActResponse``, a decision for a symbol the request did not name (other than the service's idle
   hold of a universe symbol the request left out, which is dropped), no decision for a symbol it
@@ -24,7 +33,9 @@ Contract
   replayed one), or a non-finite number,
   :meth:`PolicyClient.act` returns ``hold_everything`` (``fallback=True``, model ``"unavailable"``,
   reason ``"policy service unavailable: <cause>"``): every position held at its current weight, no new
-  risk. It logs a warning and counts it in ``fallbacks``.
+  risk. A hold for want of the served kill-switch rule (below, and a rule read the deadline cut) is
+  named ``serve.kill_switch_rule.RULE_UNKNOWN_MODEL`` (``"kill-switch-rule-unknown"``), as ``raytrade
+  live`` names its own. It logs a warning and counts it in ``fallbacks``.
 * **Raises.** 401/403 raise :class:`ServiceAuthError` and 422 :class:`ServiceRequestError` with the
   server's field detail (except a refused count of the client's own switch, below), and a
   ``ClientConfig.kill_switch`` looser than the served rule ``serve.kill_switch_rule.KillSwitchRuleError``
@@ -51,8 +62,9 @@ Contract
   a served rule that is disabled keeps the configured or default switch on. While the rule cannot be
   read (the service down, an answer without a complete valid rule), or a swap cannot be settled (the
   rule unreadable, a second refusal, an answer from yet another version), nothing is sent and the call
-  holds everything (fail closed, reason ``policy service unavailable: the served kill-switch rule is
-  unknown (...)`` and so on, the switch reported as it was), without advancing the account's switch:
+  holds everything (fail closed, model ``kill-switch-rule-unknown``, reason ``policy service
+  unavailable: the served kill-switch rule is unknown (...)`` and so on, the switch reported as it
+  was), without advancing the account's switch:
   the next call reads the rule again. An outage of ``POST /v1/act`` under a known rule holds and keeps
   the bar's advance. An answer whose switch is off while the request's state says on (a service that
   ignored the state) is held; one whose switch is on while the state says off (a service stricter than
@@ -71,6 +83,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
+from functools import cache, partial
 from types import TracebackType
 from typing import Any, Final, NamedTuple
 from urllib.parse import urlsplit
@@ -92,6 +105,7 @@ from raytrade.replay.credentials import check_secure_url, shown_url
 from raytrade.serve.fallback import hold_everything
 from raytrade.serve.kill_switch_rule import (
     REFUSED_COUNT,
+    RULE_UNKNOWN_MODEL,
     SETTING,
     Held,
     LoopRule,
@@ -345,7 +359,8 @@ def read_loop_rule(
     ``serve.kill_switch_rule.loop_rule``; or why it cannot be had: :class:`RuleUnknown` ``GET /v1/model
     unreadable`` (a :class:`ServiceError` from ``published``) or ``GET /v1/model publishes no valid rule``.
     :class:`ServiceAuthError` (a wrong token) and ``KillSwitchRuleError`` (a looser ``configured``)
-    propagate: they are configuration bugs. Shared by ``raytrade live`` and :meth:`PolicyClient.act`."""
+    propagate: they are configuration bugs; so does any other exception of ``published`` (the client's
+    act() deadline running out). Shared by ``raytrade live`` and :meth:`PolicyClient.act`."""
     try:
         info = published()
     except ServiceAuthError:
@@ -427,8 +442,33 @@ class _Reply:
     content: bytes
 
 
+@dataclass(frozen=True)
+class _Deadline:
+    """When one :meth:`PolicyClient.act` must be done (``time.monotonic()`` seconds, ``at``): set once
+    when it starts, shared by every request it makes; ``total_s`` is its length (for messages)."""
+
+    at: float
+    total_s: float
+
+    @classmethod
+    def from_now(cls, total_s: float) -> _Deadline:
+        return cls(time.monotonic() + total_s, total_s)
+
+    def left(self) -> float:
+        """Seconds left (negative once it has passed)."""
+        return self.at - time.monotonic()
+
+    def ran_out(self) -> str:
+        return f"the act() deadline (total_deadline_s={self.total_s:g} s) ran out"
+
+
 class _Unavailable(Exception):
     """Every attempt failed with a transient error; the message says how the last one did."""
+
+
+class _OutOfTime(Exception):
+    """The act()'s deadline ran out before a request was answered (or sent): nothing more is sent; the
+    message says which request and how its last attempt failed."""
 
 
 class PolicyClient:
@@ -501,39 +541,52 @@ class PolicyClient:
         refused count it can settle) and ``serve.kill_switch_rule.KillSwitchRuleError`` when
         ``ClientConfig.kill_switch`` is looser than the served rule.
         """
+        if request.kill_switch is None:
+            _load_kill_switch_kernel()
+        deadline = _Deadline.from_now(self.config.total_deadline_s)  # one for every request below
         if request.kill_switch is not None:  # the caller keeps its own switch: sent as it is
-            return self._decide(request)
-        return self._act_under_served_rule(request, account)
+            return self._decide(request, deadline)
+        return self._act_under_served_rule(request, account, deadline)
 
-    def _act_under_served_rule(self, request: ActRequest, account: str) -> ActResponse:
+    def _act_under_served_rule(self, request: ActRequest, account: str, deadline: _Deadline) -> ActResponse:
         """``request`` stamped with ``account``'s switch advanced by the served rule (module doc,
-        **Kill switch**); the advance is kept once an answer is taken, and dropped when it holds for
-        want of a rule it can trust."""
+        **Kill switch**), every request made before ``deadline`` (module doc, **Time**); the advance is
+        kept once an answer is taken (an outage's hold included), and dropped when it holds for want
+        of a rule it can trust (a read the deadline cut included)."""
         kept = self.kill_switch(account)
         bar = request.as_of or datetime.now(UTC)  # one bar, however many times it is asked
-        read = self._rule or self._read_rule("on first use")
-        if isinstance(read, RuleUnknown):
-            return self._hold(
-                _carrying(request, kept),
-                f"the served kill-switch rule is unknown ({read.why}: {read.cause})",
-            )
         tracker = kept.copy()
+
+        read_rule = partial(self._read_rule, deadline=deadline)
 
         def ask(rule: KillSwitchConfig) -> ActResponse | Refused:
             tracker.rule = rule
             stamped = tracker.stamp(request, bar)
             try:
-                return self._decide(stamped)
+                return self._decide(stamped, deadline)
             except ServiceRequestError as exc:
                 if REFUSED_COUNT not in exc.fields:
                     raise
                 logger.warning("kill switch: %s", exc)
                 return Refused(stamped.kill_switch.bars_active if stamped.kill_switch is not None else None)
 
-        asked = ask_under_served_rule(read, ask, self._read_rule)
+        try:
+            read = self._rule or read_rule("on first use")
+            if isinstance(read, RuleUnknown):
+                return self._hold(
+                    _carrying(request, kept),
+                    f"the served kill-switch rule is unknown ({read.why}: {read.cause})",
+                    RULE_UNKNOWN_MODEL,
+                )
+            asked = ask_under_served_rule(read, ask, read_rule)
+        except _OutOfTime as exc:  # the rule's read ran out of time: nothing sent, no advance on a guess
+            self._rule = None  # read again on the next call
+            return self._hold(
+                _carrying(request, kept), f"the served kill-switch rule is unknown: {exc}", RULE_UNKNOWN_MODEL
+            )
         if isinstance(asked, Held):
             self._rule = None  # read again on the next call
-            return self._hold(_carrying(request, kept), asked.reason)
+            return self._hold(_carrying(request, kept), asked.reason, RULE_UNKNOWN_MODEL)
         self._rule = asked.rule
         self._kill_switches[account] = tracker
         answer = asked.answer
@@ -541,10 +594,10 @@ class PolicyClient:
             tracker.tripped_by_service()
         return answer
 
-    def _read_rule(self, when: str) -> LoopRule | RuleUnknown:
-        """The served rule settled against ``ClientConfig.kill_switch`` (``read_loop_rule``), read now;
-        logged when it changes, or why it cannot be had."""
-        read = read_loop_rule(self._published, self.config.kill_switch, CLIENT_SETTING)
+    def _read_rule(self, when: str, deadline: _Deadline) -> LoopRule | RuleUnknown:
+        """The served rule settled against ``ClientConfig.kill_switch`` (``read_loop_rule``), read now
+        (before ``deadline``, else ``_OutOfTime``); logged when it changes, or why it cannot be had."""
+        read = read_loop_rule(partial(self._published, deadline), self.config.kill_switch, CLIENT_SETTING)
         if isinstance(read, RuleUnknown):
             logger.warning(
                 "kill switch: the served rule cannot be read %s (%s): holding until it can", when, read.cause
@@ -553,11 +606,13 @@ class PolicyClient:
         log_rule_change(logger, read, self._rule)
         return read
 
-    def _decide(self, request: ActRequest) -> ActResponse:
-        """``POST /v1/act`` for ``request`` as it is, checked (module doc, **Holds** and **Raises**)."""
+    def _decide(self, request: ActRequest, deadline: _Deadline) -> ActResponse:
+        """``POST /v1/act`` for ``request`` as it is, checked (module doc, **Holds** and **Raises**);
+        a hold when the retries or ``deadline`` run out first (an outage: under the served rule the
+        bar's advance is kept, as for any outage of the act)."""
         try:
-            reply = self._with_retries("POST", ACT_PATH, request.model_dump_json().encode())
-        except _Unavailable as exc:
+            reply = self._with_retries("POST", ACT_PATH, request.model_dump_json().encode(), deadline)
+        except (_Unavailable, _OutOfTime) as exc:  # an outage, whether retries or time ran out first
             return self._hold(request, str(exc))
         if reply.status in (401, 403):
             sent = "the token was refused" if self._token is not None else "no token was sent"
@@ -601,23 +656,31 @@ class PolicyClient:
             raise ServiceError(f"policy service unreachable: {self._redact(_describe(exc))}", 0) from None
         return _model_info(reply)
 
-    def _published(self) -> dict[str, Any]:
-        """``GET /v1/model`` as :meth:`act` reads the rule: retried like ``POST /v1/act``;
-        :class:`ServiceError` (status 0) when every attempt failed."""
+    def _published(self, deadline: _Deadline) -> dict[str, Any]:
+        """``GET /v1/model`` as :meth:`act` reads the rule: retried like ``POST /v1/act``, within the
+        act's ``deadline`` (else ``_OutOfTime``); :class:`ServiceError` (status 0) when every attempt
+        failed."""
         try:
-            reply = self._with_retries("GET", MODEL_PATH, None)
+            reply = self._with_retries("GET", MODEL_PATH, None, deadline)
         except _Unavailable as exc:
             raise ServiceError(str(exc), 0) from None
         return _model_info(reply)
 
-    def _with_retries(self, method: str, path: str, body: bytes | None) -> _Reply:
-        """The first reply that is not a 5xx, or ``_Unavailable`` once the retries or
-        ``total_deadline_s`` run out."""
+    def _with_retries(self, method: str, path: str, body: bytes | None, deadline: _Deadline) -> _Reply:
+        """The first reply that is not a 5xx, each attempt given ``min(timeout_s, time left)``;
+        ``_OutOfTime`` when ``deadline`` (the act's) ends it: no time left to send the first attempt,
+        an attempt cut short by it, or no time for the next one; ``_Unavailable`` when the retries run
+        out first."""
         cfg = self.config
-        deadline = time.monotonic() + cfg.total_deadline_s
-        attempt = 1
+        attempt, failed = 1, ""  # failed: how the last attempt failed, and how many were made
         while True:
-            budget = min(cfg.timeout_s, deadline - time.monotonic())
+            left = deadline.left()
+            if left < _MIN_ATTEMPT_S:  # a retry that cannot fit is not even waited for (below)
+                if not failed:
+                    raise _OutOfTime(f"{deadline.ran_out()} before {method} {path} was sent")
+                raise _OutOfTime(f"{deadline.ran_out()} with {method} {path} pending: {failed}")
+            budget = min(cfg.timeout_s, left)
+            cut = False  # the deadline, not timeout_s, ended this attempt
             try:
                 reply = self._attempt(method, path, body, budget)
                 if reply.status < 500:
@@ -625,12 +688,15 @@ class PolicyClient:
                 cause = f"HTTP {reply.status}"
             except httpx.TimeoutException:
                 cause = f"no answer within {budget * 1000:.0f} ms"
+                cut = budget < cfg.timeout_s
             except httpx.RequestError as exc:
                 cause = self._redact(_describe(exc))
+            failed = f"{cause} ({'1 attempt' if attempt == 1 else f'{attempt} attempts'})"
             pause = cfg.backoff(attempt)
-            if attempt > cfg.retries or time.monotonic() + pause + _MIN_ATTEMPT_S > deadline:
-                tries = "1 attempt" if attempt == 1 else f"{attempt} attempts"
-                raise _Unavailable(f"{cause} ({tries})")
+            if attempt > cfg.retries and not cut:
+                raise _Unavailable(failed)
+            if cut or deadline.left() < pause + _MIN_ATTEMPT_S:
+                raise _OutOfTime(f"{deadline.ran_out()} with {method} {path} pending: {failed}")
             logger.info(
                 "policy service attempt %d failed (%s); retrying in %.0f ms", attempt, cause, pause * 1e3
             )
@@ -654,11 +720,12 @@ class PolicyClient:
                     raise httpx.ReadTimeout(f"answer not complete within {budget:.3f} s")
         return _Reply(response.status_code, b"".join(chunks))
 
-    def _hold(self, request: ActRequest, cause: str) -> ActResponse:
+    def _hold(self, request: ActRequest, cause: str, model: str = FALLBACK_MODEL) -> ActResponse:
+        """Hold everything for ``cause`` (module doc, **Holds**); ``model`` names who held."""
         reason = FALLBACK_PREFIX + cause
         self._fallbacks += 1
         logger.warning("%s; holding every position (fallback %d)", reason, self._fallbacks)
-        return hold_everything(request, model=FALLBACK_MODEL, version=0, reason=reason)
+        return hold_everything(request, model=model, version=0, reason=reason)
 
     def _redact(self, text: str) -> str:
         if self._token is None:
@@ -691,6 +758,18 @@ def _model_info(reply: _Reply) -> dict[str, Any]:
     if not isinstance(info, dict):
         raise ServiceError(f"policy service answered {MODEL_PATH} with no JSON object", reply.status)
     return info
+
+
+@cache
+def _load_kill_switch_kernel() -> None:
+    """Advance a switch once, so that ``envs.kill_switch``'s numba kernel is loaded: about 0.5 s in a
+    process (more on a busy machine, a compile where no cache exists), paid once, before the first
+    :meth:`PolicyClient.act`'s deadline starts rather than charged to it: the deadline bounds the wait
+    for the service, and charging it would hold the first bar of every process."""
+    state = KillSwitchState(
+        peak=np.ones(1), active=np.zeros(1, dtype=np.bool_), bars_active=np.zeros(1, dtype=np.int64)
+    )
+    update_kill_switch(state, np.ones(1), KillSwitchConfig())
 
 
 def _carrying(request: ActRequest, tracker: KillSwitchTracker) -> ActRequest:

@@ -55,6 +55,12 @@ REFUSED_COUNT = "kill_switch.bars_active"
 ``release_after_bars``): the caller advanced it with another rule than the one now served (a hot swap)."""
 
 
+RULE_UNKNOWN_MODEL = "kill-switch-rule-unknown"
+"""The ``model`` of the hold-everything answer a caller makes itself when it does not know the served
+kill-switch rule, or cannot settle a hot swap (:class:`RuleUnknown`, :class:`Held`): ``raytrade live``
+and ``serve.client.PolicyClient.act`` name that hold alike; no order goes out with an unknown rule."""
+
+
 class KillSwitchRuleError(InputError):
     """The configured kill-switch rule is looser than the served policy's: the loop refuses to trade
     with it (the message names both rules and the setting)."""

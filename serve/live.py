@@ -170,6 +170,7 @@ from raytrade.serve.decision_rows import (
 from raytrade.serve.fallback import hold_everything
 from raytrade.serve.kill_switch_rule import (
     REFUSED_COUNT,
+    RULE_UNKNOWN_MODEL,
     Held,
     KillSwitchRuleError,
     LoopRule,
@@ -194,10 +195,6 @@ if TYPE_CHECKING:
     from raytrade.serve.client import KillSwitchTracker
 
 log = logging.getLogger("raytrade.live")
-
-RULE_UNKNOWN_MODEL = "kill-switch-rule-unknown"
-"""The ``model`` of the hold-everything answer the loop makes itself when it does not know the served
-kill-switch rule (``LiveLoop._ask``): no order goes out with an unknown rule."""
 
 CANCEL_CONFIRM_S = 2.0
 """How long a cycle waits, polling, to see the cancels it sent done before it plans (``LiveLoop._cancel``)."""

@@ -722,7 +722,7 @@ def test_a_killed_replica_means_holds_then_recovery_never_an_exception(
         if actor["name"].startswith("SERVE_REPLICA::") and "PolicyService" in actor["name"]
     ]
     assert replicas, "no Serve replica found"
-    config = ClientConfig(base_url=served, timeout_s=1.0, retries=1, total_deadline_s=2.0)
+    config = ClientConfig(base_url=served, timeout_s=1.0, retries=1, total_deadline_s=4.0)  # rule read + act
     answers = []
     with PolicyClient(config, SecretStr(TOKEN)) as client:
         assert not client.act(request).fallback

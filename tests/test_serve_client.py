@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import re
 import socket
 import threading
 import time
@@ -33,13 +34,14 @@ from raytrade.serve.client import (
     FALLBACK_MODEL,
     FALLBACK_PREFIX,
     ClientConfig,
+    KillSwitchTracker,
     PolicyClient,
     ServiceAuthError,
     ServiceRequestError,
     request_from_loop,
     request_payload,
 )
-from raytrade.serve.kill_switch_rule import KillSwitchRuleError, shown_rule
+from raytrade.serve.kill_switch_rule import RULE_UNKNOWN_MODEL, KillSwitchRuleError, shown_rule
 from raytrade.serve.schemas import ActRequest, ActResponse, CallerKillSwitch, SymbolDecision
 from tests.loopback import serve_on_loopback, stop_serving
 
@@ -240,9 +242,9 @@ def closed_port_url() -> str:
     return f"http://127.0.0.1:{port}"
 
 
-def assert_holds_everything(answer: ActResponse, request: ActRequest) -> None:
+def assert_holds_everything(answer: ActResponse, request: ActRequest, model: str = FALLBACK_MODEL) -> None:
     assert answer.fallback is True
-    assert answer.model == FALLBACK_MODEL and answer.model_version == 0
+    assert answer.model == model and answer.model_version == 0
     assert answer.reason is not None and answer.reason.startswith(FALLBACK_PREFIX)
     assert answer.as_of == request.as_of
     assert set(answer.decisions) == set(HELD)
@@ -335,7 +337,7 @@ def test_a_closed_port_holds_fast(request_: ActRequest) -> None:
         answer = client.act(request_)
         elapsed = time.monotonic() - started
     assert elapsed < 0.3
-    assert_holds_everything(answer, request_)
+    assert_holds_everything(answer, request_, RULE_UNKNOWN_MODEL)  # GET /v1/model is refused first
     assert "ConnectError" in (answer.reason or "")
     assert (client.fallbacks, client.retries_used) == (1, 2)
 
@@ -546,7 +548,7 @@ def test_no_act_is_sent_while_the_served_rule_cannot_be_read(
         answer = client.act(request_)
         client.act(request_)
         state = client.kill_switch().state
-    assert_holds_everything(answer, request_)
+    assert_holds_everything(answer, request_, RULE_UNKNOWN_MODEL)  # named as raytrade live names it
     assert (answer.reason or "").startswith(f"{FALLBACK_PREFIX}the served kill-switch rule is unknown (")
     assert why in (answer.reason or "")
     assert fake.received == [] and state is None  # nothing asked, the switch not advanced on a guess
@@ -567,6 +569,138 @@ def test_a_configured_rule_looser_than_the_served_one_is_refused_naming_both(
     assert f"(ppo_gate@3, GET /v1/model kill_switch: {shown_rule(STRICT)})" in message
     assert "trigger_drawdown=0.2 (served 0.1: trips later)" in message
     assert fake.received == []
+
+
+# -- act: one deadline for every request of a call -------------------------------------------------
+
+# A deadline of one attempt, so each request of the old client (a deadline of its own each) could take
+# all of it: a call reading the rule took up to twice that, redoing a swap three times.
+ONE_DEADLINE: dict[str, Any] = {"timeout_s": 0.5, "total_deadline_s": 0.5, "backoff_s": 0.01}
+MARGIN_S = 0.15  # scheduling on a busy machine; the old client overran by 0.2 s and more
+PENDING = r" pending: no answer within \d+ ms \(1 attempt\)"
+
+
+def _ran_out(pending: str, rule_unknown: bool = False) -> str:
+    """The reason (a pattern) of a hold the 0.5 s deadline cut with ``pending`` unanswered."""
+    unknown = "the served kill-switch rule is unknown: " if rule_unknown else ""
+    text = f"{FALLBACK_PREFIX}{unknown}the act() deadline (total_deadline_s=0.5 s) ran out with {pending}"
+    return re.escape(text) + PENDING
+
+
+@pytest.fixture(scope="module")
+def warm_kill_switch() -> None:
+    """The kill-switch kernel loaded (a process's first act() loads it, about 0.5 s, before its
+    deadline starts): these tests time the deadline, not that load."""
+    KillSwitchTracker(KillSwitchConfig()).stamp(request_from_loop(STATE))
+
+
+def _timed_act(client: PolicyClient, request: ActRequest) -> tuple[ActResponse, float]:
+    started = time.monotonic()
+    answer = client.act(request)
+    return answer, time.monotonic() - started
+
+
+@pytest.mark.usefixtures("warm_kill_switch")
+def test_a_slow_rule_read_and_a_slow_act_hold_within_one_deadline(
+    service: Callable[..., FakePolicyService], request_: ActRequest
+) -> None:
+    """``GET /v1/model`` takes 0.3 s of the 0.5 s and ``POST /v1/act`` would take 1 s: the act gets
+    what is left, and the call holds at 0.5 s (it took 0.8 s before); an act the deadline cut is an
+    outage of the act: the bar's advance under the rule read is kept, as when its retries run out."""
+    fake = service(Reply(delay_s=1.0), published=(Reply(body=published_body(), delay_s=0.3),))
+    with client_for(fake.url, **ONE_DEADLINE) as client:
+        answer, elapsed = _timed_act(client, request_)
+        state = client.kill_switch().state
+    assert elapsed < 0.5 + MARGIN_S
+    assert_holds_everything(answer, request_)
+    assert re.fullmatch(_ran_out("POST /v1/act"), answer.reason or ""), answer.reason
+    assert len(fake.received) == 1  # the act not retried
+    assert state is not None and state == _sent_switches(fake)[-1]  # the bar's advance kept
+
+
+@pytest.mark.usefixtures("warm_kill_switch")
+def test_a_rule_read_that_overruns_the_deadline_holds_as_rule_unknown_sending_no_act(
+    service: Callable[..., FakePolicyService], request_: ActRequest
+) -> None:
+    """The hold is named as ``raytrade live`` names a hold for want of the rule, and says the deadline
+    ran out on the rule's read."""
+    fake = service(Reply(), published=(Reply(body=published_body(), delay_s=1.0),))
+    with client_for(fake.url, **ONE_DEADLINE) as client:
+        answer, elapsed = _timed_act(client, request_)
+    assert elapsed < 0.5 + MARGIN_S
+    assert_holds_everything(answer, request_, RULE_UNKNOWN_MODEL)
+    assert re.fullmatch(_ran_out("GET /v1/model", rule_unknown=True), answer.reason or ""), answer.reason
+    assert fake.received == []
+
+
+@pytest.mark.usefixtures("warm_kill_switch")
+def test_a_hot_swap_whose_rule_read_overruns_the_deadline_holds_at_it(
+    service: Callable[..., FakePolicyService], request_: ActRequest
+) -> None:
+    """Bar 2's answer comes from ppo_gate@4 after 0.2 s; @4's rule would take 1 s: the call holds at
+    0.5 s, the switch left at bar 1 (the old client gave the read 0.5 s of its own: 0.7 s)."""
+    fake = service(
+        Reply(),  # bar 1, @3
+        Reply(body=_at(1, model="ppo_gate@4", model_version=4), delay_s=0.2),
+        published=(
+            Reply(body=published_body()),
+            Reply(body=published_body("ppo_gate@4", STRICT), delay_s=1.0),
+        ),
+    )
+    down = request_.model_copy(update={"drawdown_pct": -0.15})
+    with client_for(fake.url, **ONE_DEADLINE) as client:
+        client.act(down)
+        answer, elapsed = _timed_act(client, down.model_copy(update={"as_of": AS_OF + DAY}))
+        switch = client.kill_switch()
+    assert elapsed < 0.5 + MARGIN_S
+    assert (answer.fallback, answer.model) == (True, RULE_UNKNOWN_MODEL)
+    assert re.fullmatch(_ran_out("GET /v1/model", rule_unknown=True), answer.reason or ""), answer.reason
+    assert len(fake.received) == 2  # no redo
+    assert switch.bar == AS_OF  # bar 2 not advanced
+
+
+@pytest.mark.usefixtures("warm_kill_switch")
+def test_a_hot_swap_whose_redone_act_overruns_the_deadline_holds_and_keeps_the_new_rule(
+    service: Callable[..., FakePolicyService], request_: ActRequest
+) -> None:
+    """Bar 2: @4's answer (0.1 s), @4's rule (0.1 s), the redo would take 1 s: the call holds at 0.5 s
+    (the old client at 0.7 s and more), an outage of the redone act: bar 2's advance under @4's rule
+    is kept, as for any outage of the act; bar 3 is asked under @4's rule, read once."""
+    fake = service(
+        Reply(),  # bar 1, @3
+        Reply(body=_at(1, model="ppo_gate@4", model_version=4), delay_s=0.1),
+        Reply(body=_at(1, model="ppo_gate@4", model_version=4, kill_switch_active=True), delay_s=1.0),
+        Reply(body=_at(2, model="ppo_gate@4", model_version=4, kill_switch_active=True)),
+        published=(
+            Reply(body=published_body()),
+            Reply(body=published_body("ppo_gate@4", STRICT), delay_s=0.1),
+        ),
+    )
+    down = request_.model_copy(update={"drawdown_pct": -0.15})
+    bar_2 = down.model_copy(update={"as_of": AS_OF + DAY})
+    with client_for(fake.url, **ONE_DEADLINE) as client:
+        client.act(down)
+        answer, elapsed = _timed_act(client, bar_2)
+        third = client.act(down.model_copy(update={"as_of": AS_OF + 2 * DAY}))
+    assert elapsed < 0.5 + MARGIN_S
+    assert_holds_everything(answer, bar_2)
+    assert re.fullmatch(_ran_out("POST /v1/act"), answer.reason or ""), answer.reason
+    assert (third.fallback, third.model, len(fake.model_reads)) == (False, "ppo_gate@4", 2)
+    # @4's rule (trigger 10 %) turned the switch on at bar 2 (15 % down), kept through the outage:
+    # bar 3 is its second bar on
+    peak = 100_000.0 / 0.85
+    assert _sent_switches(fake)[-1] == CallerKillSwitch(active=True, bars_active=1, peak_equity=peak)
+
+
+@pytest.mark.usefixtures("warm_kill_switch")
+def test_a_first_call_whose_rule_read_and_act_fit_the_deadline_decides(
+    service: Callable[..., FakePolicyService], request_: ActRequest
+) -> None:
+    """Each request takes 0.1 s (about 0.15 s with the fake's own latency): both fit in 0.5 s."""
+    fake = service(Reply(delay_s=0.1), published=(Reply(body=published_body(), delay_s=0.1),))
+    with client_for(fake.url, **ONE_DEADLINE) as client:
+        answer = client.act(request_)
+    assert answer == ANSWER
 
 
 # -- act: answers that cannot be trusted hold ------------------------------------------------------

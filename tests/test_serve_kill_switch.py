@@ -115,7 +115,9 @@ def _through_the_client(
 ) -> list[ActResponse]:
     bars = bars or _bars(service, len(equities))
     with PolicyClient(
-        ClientConfig(base_url=url, timeout_s=5.0, total_deadline_s=10.0), SecretStr(TOKEN)
+        # one deadline covers the rule read and the act: room for a loaded CI machine
+        ClientConfig(base_url=url, timeout_s=10.0, total_deadline_s=30.0),
+        SecretStr(TOKEN),
     ) as c:
         answers = [c.act(_request(service, bar, equity)) for bar, equity in zip(bars, equities, strict=True)]
     assert not any(a.fallback for a in answers), [a.reason for a in answers]
