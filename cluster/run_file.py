@@ -12,11 +12,17 @@
 
 Both are frozen pydantic models written with ``model_dump_json`` and read with
 ``model_validate_json``; a malformed file is refused with one line naming it and the field.
-Undefined scores are written as ``NaN`` (as Python's ``json`` always wrote them) and read back.
+A file with a field this checkout does not know (pydantic's ``extra_forbidden``) was written by a
+newer raytrade: it is refused with that diagnosis (:func:`newer_writer_line`), the run file naming the
+``provenance.code_version`` it records, since a run folder on shared storage is read by every
+checkout that points at it and "Extra inputs are not permitted" sends the reader to the file, not to
+their own out-of-date code. Undefined scores are written as ``NaN`` (as Python's ``json`` always wrote
+them) and read back.
 """
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 from typing import Any, Final
@@ -108,6 +114,32 @@ class LeaderboardRow(BaseModel):
 _ROWS = TypeAdapter(list[LeaderboardRow])
 
 
+def _recorded_code_version(text: str) -> str | None:
+    """``provenance.code_version`` of a run file's raw JSON, or None when it cannot be read there."""
+    try:
+        document = json.loads(text)
+    except ValueError:
+        return None
+    provenance = document.get("provenance") if isinstance(document, dict) else None
+    version = provenance.get("code_version") if isinstance(provenance, dict) else None
+    return version if isinstance(version, str) else None
+
+
+def newer_writer_line(path: Path, exc: ValidationError, code_version: str | None = None) -> str | None:
+    """The one-line refusal of a document with a field this checkout's model does not know (written by
+    a newer raytrade, ``code_version`` when the file records it), naming the first such field; None
+    when ``exc`` has no unknown field (its other errors are reported as they are)."""
+    unknown = [e for e in exc.errors() if e["type"] == "extra_forbidden"]
+    if not unknown:
+        return None
+    field = ".".join(str(p) for p in unknown[0]["loc"])
+    writer = f"a newer raytrade (code_version {code_version!r})" if code_version else "a newer raytrade"
+    return (
+        f"{str(path)!r} was written by {writer}: its field {field!r} is unknown to this checkout; "
+        "update the checkout (git pull, then reinstall) to read it"
+    )
+
+
 def write_run_file(run_dir: Path, record: RunFile) -> Path:
     """Write ``raytrade_run.json`` into ``run_dir`` (created if needed)."""
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -118,14 +150,17 @@ def write_run_file(run_dir: Path, record: RunFile) -> Path:
 
 def read_run_file(run_dir: Path) -> RunFile:
     """The ``raytrade_run.json`` of a run folder (:class:`RunFileError` naming the folder when
-    absent, the field when malformed, e.g. written by a raytrade older than the provenance record)."""
+    absent, the field when malformed, e.g. written by a raytrade older than the provenance record; the
+    writer and its ``code_version`` when a newer raytrade wrote it: :func:`newer_writer_line`)."""
     path = Path(run_dir) / RUN_FILE
     if not path.is_file():
         raise RunFileError(f"{str(run_dir)!r} is not a raytrade tune run (no {RUN_FILE})")
+    text = path.read_text()
     try:
-        return RunFile.model_validate_json(path.read_text())
+        return RunFile.model_validate_json(text)
     except ValidationError as exc:
-        raise RunFileError(f"{str(path)!r} is not a valid run file: {first_error(exc)}") from None
+        newer = newer_writer_line(path, exc, _recorded_code_version(text))
+        raise RunFileError(newer or f"{str(path)!r} is not a valid run file: {first_error(exc)}") from None
 
 
 def write_leaderboard(run_dir: Path, rows: list[LeaderboardRow]) -> Path:
@@ -143,7 +178,8 @@ def read_leaderboard(run_dir: Path) -> list[LeaderboardRow]:
     try:
         return _ROWS.validate_json(path.read_text())
     except ValidationError as exc:
-        raise RunFileError(f"{str(path)!r} is not a valid leaderboard: {first_error(exc)}") from None
+        newer = newer_writer_line(path, exc)
+        raise RunFileError(newer or f"{str(path)!r} is not a valid leaderboard: {first_error(exc)}") from None
 
 
 def checkpoints_compared(rows: list[LeaderboardRow]) -> int | None:

@@ -29,6 +29,10 @@ Design decisions
   the overfitting check of its last iterations, ``tune_specs.overfit``) and
   ``validation_objective.png`` (validation solid, train dashed, per trial). ``raytrade promote
   --run DIR`` reads both and copies the training-time facts into the registry manifest.
+* A search stopped part way ends with the exact command that continues it
+  (:meth:`TuneOptions.resume_command`: the reproducing command, its wandb mode and ``--resume``): Tune's
+  graceful stop on the first SIGINT through the unfinished-trials line, SIGTERM (``ray job stop``) and
+  a second SIGINT through :func:`resume_hint_on_stop`, which leaves Ray's own SIGTERM handlers in place.
 * Offline specs learn from logged transitions, so the env settings that would have changed them
   (action mapping, no-trade band, reward, costs) are refused unless at their defaults
   (:func:`check_offline_env`: fail closed, nothing is recomputed), and only the training window's
@@ -50,6 +54,7 @@ import math
 import os
 import re
 import shlex
+import signal
 from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
@@ -312,6 +317,20 @@ class TuneOptions(BaseModel):
 
     def command(self) -> str:
         """The ``raytrade tune`` command line that reproduces this search (not ``--resume``)."""
+        return shlex.join(self._command_parts())
+
+    def resume_command(self) -> str:
+        """The command that continues this search where it stopped: :meth:`command` with ``--resume``
+        and the wandb mode it ran with, less ``--env-runners`` (a resumed search keeps the env
+        runners it started with and refuses the flag)."""
+        parts = self._command_parts()
+        if "--env-runners" in parts:
+            at = parts.index("--env-runners")
+            del parts[at : at + 2]
+        wandb = {"online": ["--wandb"], "disabled": ["--no-wandb"], "offline": []}[self.wandb]
+        return shlex.join([*parts, *wandb, "--resume"])
+
+    def _command_parts(self) -> list[str]:
         parts = ["raytrade", "tune", "--spec", self.spec, "--replay", location(self.replay)]
         parts += ["--experience", str(self.experience.resolve())] if self.experience else []
         parts += ["--smoke"] if self.smoke else []
@@ -332,7 +351,7 @@ class TuneOptions(BaseModel):
         parts += ["--init", self.init, "--registry", location(self.registry)] if self.init else []
         parts += ["--probe-symbols", self.probe_symbols] if self.probe_symbols else []
         parts += ["--drawdown-std-scale", repr(self.drawdown_std_scale)] if self.drawdown_std_scale else []
-        return shlex.join(parts)
+        return parts
 
 
 class TuneOutcome(BaseModel):
@@ -420,6 +439,34 @@ def _environment(values: Mapping[str, str | None]) -> Iterator[None]:
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = prev
+
+
+@contextlib.contextmanager
+def resume_hint_on_stop(command: str, run_dir: Path) -> Iterator[None]:
+    """Say how to continue the search when a signal ends it inside the block, then let it end.
+
+    SIGTERM (``ray job stop``, a pod's termination): the Python handler ``ray.init`` installs in the
+    driver raises ``SystemExit(SIGTERM)``, after Ray's C++ failure handler has printed its ``*** SIGTERM
+    received ... PC: @ 0x...`` dump; no handler of ours replaces theirs (it would drop Ray's own
+    reaction). SIGINT: Tune's handler stops the search gracefully the first time (``fit`` returns and
+    the unfinished-trials line says the same); a second one, or one before Tune's handler is in place,
+    raises ``KeyboardInterrupt``. Either way the line goes to stderr and the exception goes on, so the
+    exit status is the one it would have been. Trials resume from their last checkpoints."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        click.echo(stopped_line("SIGINT", command, run_dir), err=True)
+        raise
+    except SystemExit as exc:
+        if exc.code != signal.SIGTERM:
+            raise
+        click.echo(stopped_line("SIGTERM", command, run_dir), err=True)
+        raise
+
+
+def stopped_line(signal_name: str, command: str, run_dir: Path) -> str:
+    """The line a search stopped by ``signal_name`` ends with: ``command`` continues it."""
+    return f"search stopped by {signal_name}; continue it with: {command} (run folder {run_dir})"
 
 
 WANDB_KEY_ENV = "WANDB_API_KEY"
@@ -1172,7 +1219,7 @@ def run_tune(opts: TuneOptions, dashboard: bool = True) -> TuneOutcome:
             click.echo(line)
         if remote is not None:
             upload_tree(run_dir, remote, files=[RUN_FILE])
-    with _environment(env):
+    with resume_hint_on_stop(opts.resume_command(), run_dir), _environment(env):
         tuner = build_tuner(opts, spec, config, callbacks)
         results = tuner.fit()
     if wandb_key is not None:
@@ -1184,7 +1231,7 @@ def run_tune(opts: TuneOptions, dashboard: bool = True) -> TuneOutcome:
     if unfinished:
         raise click.ClickException(
             f"search interrupted with {unfinished} of {len(results)} trials unfinished; "
-            f"continue it with the same command and --resume (run folder {run_dir})"
+            f"continue it with: {opts.resume_command()} (run folder {run_dir})"
         )
     recorded = read_run_file(run_dir)
     tune_dir = Path(filesystem(remote)[1]) if remote is not None else run_dir  # where Tune's paths lie

@@ -40,15 +40,89 @@ def test_images_and_ray_versions_match_the_pinned_ray() -> None:
     assert torch_pin and f"torch=={torch_pin.group(1)}" in dockerfile
 
 
-def test_secrets_only_come_from_kubernetes_secrets_and_token_auth_is_on() -> None:
-    for spec in _cluster_specs():
+RAY_AUTH_SECRET = "raytrade-ray-auth"
+# KubeRay's AuthOptions (ray-operator/apis/ray/v1/raycluster_types.go, v1.6.0): `mode` (v1.5.1) and
+# `secretName` (v1.6.0), whose Secret must hold the token under the data key `auth_token`
+# (utils.RAY_AUTH_TOKEN_SECRET_KEY); the operator injects RAY_AUTH_MODE / RAY_AUTH_TOKEN into a
+# container only when the container does not set them itself (common.SetContainerTokenAuthEnvVars).
+AUTH_OPTIONS = {"mode": "token", "secretName": RAY_AUTH_SECRET}
+KUBERAY_TOKEN_KEY = "auth_token"
+
+
+def _all_cluster_specs() -> dict[str, dict[str, Any]]:
+    return {
+        "raycluster.yaml": _load("raycluster.yaml")["spec"],
+        "rayjob.yaml": _rayjob()["rayClusterSpec"],
+        "rayservice.yaml": _load("rayservice.yaml")["spec"]["rayClusterConfig"],
+    }
+
+
+def test_token_auth_is_on_through_kuberays_auth_options_with_our_secret() -> None:
+    """With RAY_AUTH_* set only in the pods, the operator's own dashboard calls (RayJob status, the
+    RayService's Serve deploy) went without the token and were refused: authOptions makes the operator
+    send it and set the variables on every Ray container and the RayJob's submitter."""
+    job_submitters = _rayjob()["submitterPodTemplate"]["spec"]["containers"]
+    for config, spec in _all_cluster_specs().items():
+        assert spec["authOptions"] == AUTH_OPTIONS, config
+        containers = [*_containers(spec), *(job_submitters if config == "rayjob.yaml" else [])]
+        for container in containers:
+            names = {e["name"] for e in container.get("env", [])}
+            assert not names & {"RAY_AUTH_MODE", "RAY_AUTH_TOKEN"}, (config, container["name"])
+
+
+def test_secrets_only_come_from_kubernetes_secrets() -> None:
+    for spec in _all_cluster_specs().values():
         for container in _containers(spec):
             env = {e["name"]: e for e in container["env"]}
-            assert env["RAY_AUTH_MODE"]["value"] == "token"
             for name, entry in env.items():
                 if any(word in name for word in SECRET_WORDS):
                     assert "value" not in entry and "secretKeyRef" in entry["valueFrom"], name
             assert {"name": "data", "mountPath": "/data"}.items() <= container["volumeMounts"][0].items()
+
+
+def _settings_env_names(*fields: str) -> set[str]:
+    """The environment names ``cluster.settings.Settings`` reads ``fields`` from (its aliases)."""
+    from raytrade.cluster.settings import Settings
+
+    names: set[str] = set()
+    for field in fields:
+        alias = Settings.model_fields[field].validation_alias
+        names |= {str(choice).upper() for choice in getattr(alias, "choices", [])}
+    return names
+
+
+def _worker_containers(spec: dict[str, Any]) -> list[dict[str, Any]]:
+    return [c for g in spec["workerGroupSpecs"] for c in g["template"]["spec"]["containers"]]
+
+
+def _secret_keys(container: dict[str, Any]) -> set[str]:
+    return {
+        ref["key"] for e in container.get("env", []) if (ref := e.get("valueFrom", {}).get("secretKeyRef"))
+    }
+
+
+def test_no_worker_group_of_a_job_cluster_holds_the_alpaca_keys_the_serve_token_or_the_wandb_key() -> None:
+    """Workers run trials, evaluation rollouts and Serve replicas: ingest and live read the Alpaca keys
+    in the driver, replicas get the Serve token's digest, trials log to wandb offline (the upload runs in
+    the driver). A shared env anchor gave every worker all of them."""
+    forbidden = _settings_env_names("alpaca_api_key", "alpaca_secret_key", "serve_token", "wandb_api_key")
+    assert {"ALPACA_API_KEY", "APCA_API_KEY_ID", "RAYTRADE_SERVE_TOKEN", "WANDB_API_KEY"} <= forbidden
+    forbidden_keys = {"alpaca-api-key", "alpaca-secret-key", "serve-token", "wandb-api-key"}
+    for config in ("raycluster.yaml", "rayjob.yaml"):
+        for container in _worker_containers(_all_cluster_specs()[config]):
+            env = {e["name"]: e for e in container["env"]}
+            assert not set(env) & forbidden, (config, sorted(set(env) & forbidden))
+            assert not _secret_keys(container) & forbidden_keys, config
+            assert set(env) == {"RAYTRADE_REGISTRY_HMAC_KEY"}, config  # what a trial or replica reads
+
+
+def test_the_serving_pods_hold_no_alpaca_or_wandb_key() -> None:
+    """The RayService's pods keep the Serve token (Serve's builder task runs on any node) and the
+    registry key, nothing a policy service does not read."""
+    forbidden = _settings_env_names("alpaca_api_key", "alpaca_secret_key", "wandb_api_key")
+    for container in _containers(_all_cluster_specs()["rayservice.yaml"]):
+        names = {e["name"] for e in container["env"]}
+        assert names == {"RAYTRADE_SERVE_TOKEN", "RAYTRADE_REGISTRY_HMAC_KEY"} and not names & forbidden
 
 
 def test_the_rayservice_application_builds_from_its_args(
@@ -219,23 +293,38 @@ def test_every_pod_that_promotes_or_loads_a_version_has_the_registry_key_from_th
             )
 
 
-def test_the_documented_secret_creates_every_key_the_configs_require() -> None:
-    """A required secretKeyRef whose key the documented `kubectl create secret` does not create keeps
-    the pods from starting; the README's command and raycluster.yaml's are checked."""
+def _documented_secrets(text: str) -> dict[str, set[str]]:
+    """Secret name -> the data keys the ``kubectl create secret generic NAME --from-literal=KEY=...``
+    commands of ``text`` create (a command continues over lines starting with ``--from-literal``)."""
+    created: dict[str, set[str]] = {}
+    for match in re.finditer(r"kubectl create secret generic ([\w-]+)", text):
+        command = re.split(r"\n(?!#?\s*--from-literal)", text[match.start() :])[0]
+        created.setdefault(match.group(1), set()).update(re.findall(r"--from-literal=([\w-]+)=", command))
+    return created
+
+
+def test_the_documented_secrets_create_every_key_the_configs_require() -> None:
+    """A required secretKeyRef, or authOptions' Secret, whose key the documented `kubectl create
+    secret` commands do not create keeps the pods from starting; the README's and raycluster.yaml's."""
     required = {
-        ref["key"]
+        (ref["name"], ref["key"])
         for containers in _config_pods().values()
         for c in containers
         for e in c["env"]
         if (ref := e.get("valueFrom", {}).get("secretKeyRef")) and not ref.get("optional")
     }
-    assert "registry-hmac-key" in required
+    required |= {
+        (spec["authOptions"]["secretName"], KUBERAY_TOKEN_KEY) for spec in _all_cluster_specs().values()
+    }
+    assert {("raytrade-secrets", "registry-hmac-key"), (RAY_AUTH_SECRET, KUBERAY_TOKEN_KEY)} <= required
     readme = (CONFIGS.parents[1] / "README.md").read_text()
     for name, text in (("README.md", readme), ("raycluster.yaml", (CONFIGS / "raycluster.yaml").read_text())):
-        start = text.index("kubectl create secret generic raytrade-secrets")
-        command = re.split(r"\n(?!#?\s*--from-literal)", text[start:])[0]
-        created = set(re.findall(r"--from-literal=([\w-]+)=", command))
+        documented = _documented_secrets(text)
+        created = {(secret, key) for secret, keys in documented.items() for key in keys}
         assert required <= created, (name, sorted(required - created))
+        assert documented[RAY_AUTH_SECRET] == {KUBERAY_TOKEN_KEY}, (
+            name
+        )  # the operator reads it: the token only
 
 
 def _registry_mounts(container: dict[str, Any], registry: Path) -> list[dict[str, Any]]:
@@ -281,13 +370,11 @@ def _rayjob_containers() -> list[dict[str, Any]]:
     return [*_containers(spec["rayClusterSpec"]), *spec["submitterPodTemplate"]["spec"]["containers"]]
 
 
-def test_the_rayjob_runs_the_pinned_image_with_token_auth_and_secrets_from_kubernetes() -> None:
+def test_the_rayjob_runs_the_pinned_image_with_secrets_from_kubernetes() -> None:
     assert _rayjob()["rayClusterSpec"]["rayVersion"] == ray.__version__
     for container in _rayjob_containers():
         assert container["image"] == f"raytrade:{ray.__version__}"
-        env = {e["name"]: e for e in container["env"]}
-        assert env["RAY_AUTH_MODE"]["value"] == "token"
-        assert "secretKeyRef" in env["RAY_AUTH_TOKEN"]["valueFrom"]
+        env = {e["name"]: e for e in container.get("env", [])}
         for name, entry in env.items():
             if any(word in name for word in SECRET_WORDS):
                 assert "value" not in entry and "secretKeyRef" in entry["valueFrom"], name
@@ -295,15 +382,51 @@ def test_the_rayjob_runs_the_pinned_image_with_token_auth_and_secrets_from_kuber
         assert {"name": "data", "mountPath": "/data"}.items() <= container["volumeMounts"][0].items()
 
 
-def test_the_rayjob_entrypoint_is_a_tune_command_the_cli_accepts_on_the_shared_volume() -> None:
-    import shlex
+def _shell_words(command: str) -> list[str]:
+    """``command``'s words as a POSIX shell passes them on (substitutions expanded): KubeRay's
+    submitter runs the entrypoint inside ``bash -c``, Ray's job supervisor in ``sh -c``."""
+    import subprocess
 
+    printed = subprocess.run(
+        ["sh", "-c", f'set -- {command}; printf "%s\\0" "$@"'], capture_output=True, text=True, check=True
+    ).stdout
+    return printed.split("\0")[:-1]
+
+
+def test_the_rayjob_entrypoint_is_a_tune_command_the_cli_accepts_on_the_shared_volume() -> None:
     from raytrade.cluster.tune import tune_command
     from raytrade.tune_specs import SPECS
 
-    python, dash_m, module, command, *args = shlex.split(_rayjob()["entrypoint"])
+    python, dash_m, module, command, *args = _shell_words(_rayjob()["entrypoint"])
     assert [python, dash_m, module, command] == ["python", "-m", "raytrade.cluster.cli", "tune"]
     params = tune_command.make_context("tune", list(args)).params
     assert params["spec"] in SPECS
     for name in ("replay", "storage"):
         assert Path(params[name]).is_relative_to("/data"), name
+
+
+def test_the_rayjob_names_its_run_by_the_utc_day_so_the_next_nights_run_starts() -> None:
+    """A fixed --name made the second run fail ("experiment ... exists: pass --resume, or --name")."""
+    from datetime import UTC, datetime
+
+    from raytrade.cluster.tune import tune_command
+
+    before = datetime.now(UTC).strftime("%Y%m%d")
+    args = _shell_words(_rayjob()["entrypoint"])[4:]  # after `python -m raytrade.cluster.cli tune`
+    after = datetime.now(UTC).strftime("%Y%m%d")
+    name = tune_command.make_context("tune", list(args)).params["name"]
+    assert name in {f"ppo-nightly-{before}", f"ppo-nightly-{after}"}
+    assert "--name ppo-nightly-$(date -u +%Y%m%d)" in _rayjob()["entrypoint"]
+
+
+def test_the_kuberay_walk_through_reads_only_runs_it_makes() -> None:
+    """It selected /data/runs/distrl-nightly, which no config or step produced."""
+    readme = (CONFIGS.parents[1] / "README.md").read_text()
+    start = readme.index("### From `kubectl apply` to a served model (KubeRay)")
+    block = readme[start:].split("```bash", 1)[1].split("```", 1)[0]
+    job_name = re.search(r"--name (\S+\$\(date -u \+%Y%m%d\))", _rayjob()["entrypoint"])
+    assert job_name
+    made = {job_name.group(1).replace("$(date -u +%Y%m%d)", "$DAY"), *re.findall(r"--name (\S+)", block)}
+    assert "DAY=$(date -u +%Y%m%d)" in block
+    read = set(re.findall(r"/data/runs/([\w$-]+)", block))
+    assert read and read <= made, sorted(read - made)
