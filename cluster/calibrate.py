@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING
 import click
 
 from raytrade.cluster.errors import one_line_errors
-from raytrade.cluster.options import LocalPath
+from raytrade.cluster.options import LocalPath, written_path_option
 
 if TYPE_CHECKING:
     from raytrade.envs.cost_profile import CostProfile, FittedParameter
@@ -94,7 +94,7 @@ def format_profile(profile: CostProfile) -> str:
 
 @click.command("calibrate-costs")
 @click.option("--replay", type=LocalPath(), required=True, help="Replay store root.")
-@click.option("--out", type=LocalPath(), required=True, help="Profile JSON to write.")
+@written_path_option("--out", type=LocalPath(), required=True, help="Profile JSON to write.")
 @click.option(
     "--min-fills",
     type=click.IntRange(min=10),

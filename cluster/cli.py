@@ -15,6 +15,7 @@ from typing import Final, NamedTuple
 import click
 
 from raytrade.cluster.errors import one_line_errors
+from raytrade.cluster.options import written_path_option
 
 
 class LazyCommand(NamedTuple):
@@ -178,7 +179,9 @@ def _parse_utc(value: str | None, name: str) -> datetime | None:
     required=True,
     help="Where bars (or forecasts) come from.",
 )
-@click.option("--out", "out", required=True, help="Store root (created if new): a folder or an s3://… URI.")
+@written_path_option(
+    "--out", "out", required=True, help="Store root (created if new): a folder or an s3://… URI."
+)
 @click.option("--seed", type=int, default=0, show_default=True, help="synthetic: random seed.")
 @click.option(
     "--n-symbols", type=click.IntRange(min=1), default=20, show_default=True, help="synthetic: equities."
@@ -265,7 +268,7 @@ def summary(root: Path, as_json: bool) -> None:
 
 
 @main.command()
-@click.option("--out", type=click.Path(path_type=Path), default=Path(".demo"), show_default=True)
+@written_path_option("--out", type=click.Path(path_type=Path), default=Path(".demo"), show_default=True)
 @click.option("--seed", type=int, default=7, show_default=True)
 @click.option("--address", help="Run on an existing Ray cluster: auto (RAY_ADDRESS) or host:port.")
 @click.option("--no-dashboard", is_flag=True, help="Local Ray without its dashboard.")

@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING
 import click
 
 from raytrade.cluster.errors import one_line_errors
-from raytrade.cluster.options import LocalPath
+from raytrade.cluster.options import LocalPath, written_path_option
 
 if TYPE_CHECKING:
     from raytrade.envs.evaluation.document import EvaluationReport
@@ -158,7 +158,7 @@ def run_evaluation(
     help="Comma-separated: baselines (cash, buy_and_hold, equal_weight, inverse_vol, kelly_lite) and "
     "registry:NAME[@VERSION]. equal_weight is always added as the benchmark.",
 )
-@click.option("--out", type=LocalPath(), required=True, help="Report folder.")
+@written_path_option("--out", type=LocalPath(), required=True, help="Report folder.")
 @click.option(
     "--seeds", type=click.IntRange(min=1), default=3, show_default=True, help="Seeds per stochastic model."
 )

@@ -98,7 +98,7 @@ from raytrade.cluster.experiment_report import (
     results_log_section,
     write_plots,
 )
-from raytrade.cluster.options import LocalPath, action_options, spread_fraction_option
+from raytrade.cluster.options import LocalPath, action_options, spread_fraction_option, written_path_option
 from raytrade.cluster.run_reuse import StoreState, settle_run_dir, store_state
 from raytrade.envs.actions import ActionConfig, ActionMode
 from raytrade.envs.config import SimulatorConfig
@@ -935,7 +935,7 @@ def _names(value: str | None) -> tuple[str, ...] | None:
 
 @click.command("experiment")
 @click.option("--replay", type=LocalPath(), required=True, help="Replay store root.")
-@click.option("--out", type=LocalPath(), required=True, help="Output folder.")
+@written_path_option("--out", type=LocalPath(), required=True, help="Output folder.")
 @click.option(
     "--budget",
     type=click.Choice(["smoke", "small", "medium", "full"]),
@@ -946,7 +946,7 @@ def _names(value: str | None) -> tuple[str, ...] | None:
 )
 @click.option("--families", help=f"Comma list of specs (default: {','.join(FAMILIES)}).")
 @click.option("--features", help="Comma list of feature sets (default: base,enriched).")
-@click.option(
+@written_path_option(
     "--results-log",
     type=LocalPath(),
     help=f"Results log the dated section is appended to (default: OUT/{RESULTS_LOG}).",

@@ -45,7 +45,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from raytrade.cluster.errors import one_line_errors
-from raytrade.cluster.options import caps_options, exposure_caps
+from raytrade.cluster.options import caps_options, exposure_caps, written_path_option
 
 if TYPE_CHECKING:
     from raytrade.serve.live import LiveLoop
@@ -70,14 +70,16 @@ class _Hours(click.FloatRange):
 @click.option("--paper", is_flag=True, help="Trade the Alpaca paper account (required: live money is off).")
 @click.option("--serve-url", default="http://127.0.0.1:8000", show_default=True, help="Policy service.")
 @click.option("--symbols", default=None, help="Comma-separated universe (default: the served model's).")
-@click.option("--store", type=click.Path(path_type=Path), default=None, help="Replay store for the log.")
-@click.option(
+@written_path_option(
+    "--store", type=click.Path(path_type=Path), default=None, help="Replay store for the log."
+)
+@written_path_option(
     "--state-file",
     type=click.Path(path_type=Path),
     default=None,
     help="Peak equity and open orders between cycles (default: ~/.raytrade/live/<account id>.json).",
 )
-@click.option(
+@written_path_option(
     "--account-lock-dir",
     type=click.Path(path_type=Path),
     default=None,

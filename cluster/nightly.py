@@ -3,8 +3,8 @@ baselines, and append a dated section to ``marketsimulatorresults.md``.
 
 Runs as a plain process or as a Ray job (the command is the same; nothing here needs a cluster)::
 
-    ray job submit --working-dir . -- raytrade nightly --replay store --registry registry \\
-        --source csv --path data/daily
+    raytrade submit -- raytrade nightly --replay /data/store --registry /data/registry \\
+        --source csv --path /data/daily --reports /data/reports/nightly --results /data/results.md
 
 Steps: (1) with ``--source``, ingest it into ``--replay`` (``replay.ingest.ingest_frames`` appends
 only bars after each symbol's last stored bar, so a re-run adds nothing; adjusted prices rescaled by
@@ -27,10 +27,18 @@ never silently evaluates the baselines alone. An existing registry without versi
 baselines only, and the section says so. Every version is loaded under the registry key when one is
 set (``cluster.registry_access``): a version whose signature does not match is refused, unpickled.
 
-One section per date: a run for a ``--date`` whose ``## DATE nightly`` section the results file
-already holds (a retried job) does nothing, says so and exits 0, leaving the section and
-``REPORTS/DATE`` as they are; ``--replace`` re-runs the night and replaces that section in place
-(and ``REPORTS/DATE``, which it links to). ``--date`` must be ``YYYY-MM-DD``.
+One section per date: a run for a ``--date`` the store already records (``STORE/nightly.json``,
+written after each night's section: ``cluster.nightly_record``), or whose ``## DATE nightly``
+section the results file already holds (a retried job), does nothing, says where that night's report
+and section were written and exits 0, leaving them as they are; the record is kept with the store
+because ``--results`` and ``--reports`` default to paths relative to the working directory, so a
+rerun from another folder used to evaluate and write the night again. ``--replace`` re-runs the
+night and replaces that section in place (and ``REPORTS/DATE``, which it links to), and re-records
+it. ``--date`` must be ``YYYY-MM-DD``.
+
+As a Ray job, submit it with ``raytrade submit`` (this checkout's code) and absolute paths: a
+relative ``--replay`` (it holds the record), ``--reports`` or ``--results`` is refused inside a job
+(``cluster.options.WrittenPathOption``), as it would land in the job's working directory.
 """
 
 from __future__ import annotations
@@ -45,7 +53,8 @@ import click
 
 from raytrade.cluster.errors import one_line_errors
 from raytrade.cluster.evaluate import DEFAULT_POLICIES, run_evaluation, sample_warnings, split_names
-from raytrade.cluster.options import LocalPath
+from raytrade.cluster.nightly_record import record_night, recorded_night
+from raytrade.cluster.options import LocalPath, written_path_option
 from raytrade.replay.credentials import shown_url
 from raytrade.replay.errors import InputError
 from raytrade.replay.remote import is_remote
@@ -102,6 +111,22 @@ def _section_span(text: str, day: str) -> tuple[int, int] | None:
 def reported(results: Path, day: str) -> bool:
     """Whether ``results`` already holds ``day``'s section."""
     return results.is_file() and _section_span(results.read_text(), day) is not None
+
+
+def night_done(replay: Path, results: Path, day: str) -> str | None:
+    """Why ``day``'s night is not run again, naming where it went (None: it was not run): the store
+    records it (``cluster.nightly_record``: whatever folder that run started in), or ``results``
+    holds its section (a night run before the store kept a record)."""
+    again = "nothing done (--replace re-runs the night and replaces it)"
+    night = recorded_night(replay, day)
+    if night is not None:
+        return (
+            f"the store {replay} records the night {day}: report {Path(night.report) / 'report.md'}, "
+            f"section '{_heading(day)}' in {night.results}: {again}"
+        )
+    if reported(results, day):
+        return f"{results} already holds the section '{_heading(day)}': {again}"
+    return None
 
 
 def write_section(results: Path, day: str, section: str) -> None:
@@ -237,13 +262,14 @@ def run_nightly(
     loader: Loader | None = None,
     replace: bool = False,
 ) -> Path | None:
-    """Steps (1)-(4) of the module docstring; returns the night's report folder, or None when
-    ``results`` already holds the date's section and ``replace`` is False (nothing done)."""
+    """Steps (1)-(4) of the module docstring, then the night recorded with the store; returns the
+    night's report folder, or None when the night was run before (:func:`night_done`) and ``replace``
+    is False (nothing done)."""
     from raytrade.envs.evaluation.harness import InSampleError
 
     folder = registry_folder(registry)
     day = night(date)
-    if reported(results, day) and not replace:
+    if not replace and night_done(replay, results, day) is not None:
         return None
     ingested = reingest(replay, source, path, synthetic or {}, keep_stored_on_restatement)
     for warning in ingested.warnings() if ingested else []:
@@ -272,11 +298,17 @@ def run_nightly(
     for line in [*left_out.values(), *sample_warnings(report)]:
         click.echo(f"warning: {line}", err=True)
     write_section(results, day, results_section(day, report, report_dir, results, ingested, left_out))
+    record_night(replay, day, report_dir, results)
     return report_dir
 
 
 @click.command("nightly")
-@click.option("--replay", type=LocalPath(), required=True, help="Replay store root (a local folder).")
+@written_path_option(
+    "--replay",
+    type=LocalPath(),
+    required=True,
+    help="Replay store root (a local folder).",
+)
 @click.option(
     "--registry", required=True, help="Model registry folder (local; must exist, may hold no versions)."
 )
@@ -293,14 +325,16 @@ def run_nightly(
     "a uniform split or dividend rescale is always re-based): keep them as they are and append its new "
     "bars, with a warning (default: refuse the ingest, evaluate nothing).",
 )
-@click.option(
+@written_path_option(
     "--reports",
     type=click.Path(path_type=Path),
     default=Path("reports/nightly"),
     show_default=True,
     help="Reports go to REPORTS/DATE.",
 )
-@click.option("--results", type=click.Path(path_type=Path), default=Path(RESULTS_FILE), show_default=True)
+@written_path_option(
+    "--results", type=click.Path(path_type=Path), default=Path(RESULTS_FILE), show_default=True
+)
 @click.option("--date", help="Section date, YYYY-MM-DD (default: today, UTC).")
 @click.option(
     "--replace",
@@ -359,9 +393,6 @@ def nightly_command(
         replace=replace,
     )
     if report_dir is None:
-        click.echo(
-            f"{results} already holds the section '{_heading(day)}': nothing done "
-            "(--replace re-runs the night and replaces it)"
-        )
+        click.echo(night_done(replay, results, day))
         return
     click.echo(f"report: {report_dir / 'report.md'}; wrote the section to {results}")

@@ -5,13 +5,21 @@ from its flags. :func:`option_drift` lists every disagreement between the two: a
 flag, a different default, a flag that is optional for a required field, bounds that differ
 (``click.IntRange``/``FloatRange`` against ``ge``/``gt``/``le``/``lt``), choices that differ from a
 ``Literal``. The test suite asserts the list is empty for every command (``tests/test_cli_options.py``).
+
+Options that name a place the command writes (a store, registry, run folder, report, results file)
+are :class:`WrittenPathOption` options. Inside a Ray job a relative one would resolve against the job's
+working directory (Ray's temporary copy of ``--working-dir``, deleted when the job ends, or the
+driver's folder on the head), not the folder the user submitted from: every command refuses it
+before anything runs (:func:`refuse_relative_written_paths`, called by ``cluster.errors.one_line_errors``).
 """
 
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Callable, Collection, Mapping
-from typing import Any, Literal, TypeVar, get_args, get_origin
+from pathlib import Path
+from typing import Any, Final, Literal, TypeVar, get_args, get_origin
 
 import annotated_types
 import click
@@ -21,18 +29,99 @@ from pydantic.fields import FieldInfo
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-def registry_option(help: str = "Registry root (a folder, or an s3://… URI).") -> Callable[[F], F]:
+RAY_JOB_ENV: Final = "RAY_JOB_CONFIG_JSON_ENV_VAR"
+"""Set by Ray's job supervisor for a job's entrypoint process only (Ray 2.60,
+``ray/dashboard/modules/job/job_supervisor.py``, ``_get_driver_env_vars``; not for its tasks and
+actors): this process is a Ray job, started in a folder of the cluster's choosing."""
+WORKING_DIR_COPY: Final = ("runtime_resources", "working_dir_files")
+"""Where Ray unpacks a job's ``--working-dir`` (``.../runtime_resources/working_dir_files/_ray_pkg_<hash>``)
+and starts its entrypoint: a temporary copy, deleted when no job uses it."""
+
+
+class WrittenPathOption(click.Option):
+    """An option naming a place the command writes. ``written_when``: the parameter that must be set
+    (truthy) for the command to write there (nightly's ``--replay`` is written only with ``--source``)."""
+
+    def __init__(self, *args: Any, written_when: str | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.written_when = written_when
+
+
+def written_path_option(*param_decls: str, written_when: str | None = None, **attrs: Any) -> Callable[[F], F]:
+    """``click.option`` for a place the command writes (:class:`WrittenPathOption`)."""
+    return click.option(*param_decls, cls=WrittenPathOption, written_when=written_when, **attrs)
+
+
+def ray_job_folder(environ: Mapping[str, str], cwd: Path) -> str | None:
+    """What ``cwd`` is when this process runs as a Ray job's entrypoint (``cwd`` under
+    :data:`WORKING_DIR_COPY`, or :data:`RAY_JOB_ENV` set), for a message; None otherwise."""
+    parts = cwd.parts
+    if any(parts[i : i + 2] == WORKING_DIR_COPY for i in range(len(parts) - 1)):
+        return f"{cwd}, Ray's temporary copy of the job's --working-dir (deleted when the job ends)"
+    if RAY_JOB_ENV in environ:
+        return f"{cwd}, the job driver's folder on the head node (not the folder it was submitted from)"
+    return None
+
+
+def relative_in_job(flag: str, value: Any, environ: Mapping[str, str], cwd: Path) -> str | None:
+    """Why ``flag``'s ``value`` is refused (a relative local path while this process runs as a Ray
+    job: :func:`ray_job_folder`), or None (absolute, a URI, not a path, or not in a job)."""
+    from raytrade.replay.credentials import shown_url
+    from raytrade.replay.remote import is_remote
+
+    if not isinstance(value, str | os.PathLike):
+        return None
+    text = os.fspath(value)
+    if is_remote(text) or Path(text).is_absolute():
+        return None
+    folder = ray_job_folder(environ, cwd)
+    if folder is None:
+        return None
+    return (
+        f"{flag} {shown_url(text)!r} is a relative path and this command runs as a Ray job, in {folder}: "
+        f"it would have gone to {cwd / text}; give an absolute path (or a URI) the cluster keeps"
+    )
+
+
+def refuse_relative_written_paths(
+    ctx: click.Context | None, environ: Mapping[str, str] | None = None, cwd: Path | None = None
+) -> None:
+    """``InputError`` (one line, exit 2) for the first :class:`WrittenPathOption` of ``ctx``'s command
+    whose value (given or default) is relative while this process runs as a Ray job
+    (:func:`relative_in_job`); nothing outside a job or without a context."""
+    from raytrade.replay.errors import InputError
+
+    if ctx is None:
+        return
+    environ = os.environ if environ is None else environ
+    cwd = Path.cwd() if cwd is None else cwd
+    for param in ctx.command.params:
+        if not isinstance(param, WrittenPathOption) or param.name is None:
+            continue
+        if param.written_when is not None and not ctx.params.get(param.written_when):
+            continue
+        value = ctx.params.get(param.name)
+        for one in value if isinstance(value, tuple | list) else [value]:
+            why = relative_in_job("/".join(param.opts), one, environ, cwd)
+            if why is not None:
+                raise InputError(why)
+
+
+def registry_option(
+    help: str = "Registry root (a folder, or an s3://… URI).",
+    *,
+    written: bool = False,
+    written_when: str | None = None,
+) -> Callable[[F], F]:
     """The ``--registry DIR|URI`` option the registry commands share (default ``registry``): a string,
-    since ``pathlib.Path`` would fold ``s3://`` into ``s3:/``."""
+    since ``pathlib.Path`` would fold ``s3://`` into ``s3:/``. ``written``: the command writes the
+    registry (when ``written_when`` is set, given that parameter): a :class:`WrittenPathOption`."""
     from raytrade.models.registry import DEFAULT_REGISTRY
 
-    return click.option(
-        "--registry",
-        type=str,
-        default=DEFAULT_REGISTRY,
-        show_default=True,
-        help=help,
-    )
+    attrs: dict[str, Any] = dict(type=str, default=DEFAULT_REGISTRY, show_default=True, help=help)
+    if written:
+        return written_path_option("--registry", written_when=written_when, **attrs)
+    return click.option("--registry", **attrs)
 
 
 class LocalPath(click.ParamType):

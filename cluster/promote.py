@@ -171,7 +171,7 @@ def promote(
 @click.command("promote")
 @click.option("--run", "run_dir", required=True, help="A tune run folder (or its s3://… URI).")
 @click.option("--name", required=True, help="Registry name of the policy.")
-@registry_option()
+@registry_option(written=True)
 @one_line_errors
 def promote_command(run_dir: str, name: str, registry: str) -> None:
     """Copy the best trial of RUN (module, connector state, manifest) to REGISTRY/NAME/VERSION

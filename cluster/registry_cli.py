@@ -30,7 +30,7 @@ def registry_group() -> None:
 
 @registry_group.command("migrate")
 @click.argument("ref", required=False)
-@registry_option("Registry root (a local folder).")
+@registry_option("Registry root (a local folder).", written=True)
 @one_line_errors
 def migrate_command(ref: str | None, registry: Path) -> None:
     """Rewrite the pickles of versions promoted before the package rename (REF: NAME, NAME@VERSION,
@@ -52,7 +52,7 @@ def migrate_command(ref: str | None, registry: Path) -> None:
 
 @registry_group.command("sign")
 @click.argument("ref", required=False)
-@registry_option("Registry root (a local folder).")
+@registry_option("Registry root (a local folder).", written=True)
 @one_line_errors
 def sign_command(ref: str | None, registry: Path) -> None:
     """Re-sign versions signed by the old scheme (file hashes only) with the HMAC of the whole

@@ -31,7 +31,7 @@ import click
 from pydantic import BaseModel, ConfigDict, Field
 
 from raytrade.cluster.errors import one_line_errors
-from raytrade.cluster.options import LocalPath
+from raytrade.cluster.options import LocalPath, written_path_option
 from raytrade.envs.evaluation.insample import TrainedOn
 
 if TYPE_CHECKING:
@@ -230,7 +230,7 @@ def behaviour_warning(policy: str, record: BehaviourPolicy) -> str | None:
 @click.command("simulate-experience")
 @click.option("--policy", required=True, help="kelly_lite, equal_weight or registry:NAME[@VERSION].")
 @click.option("--replay", type=LocalPath(), required=True, help="Replay store root (train split).")
-@click.option("--out", type=LocalPath(), required=True, help="Store root receiving the experience.")
+@written_path_option("--out", type=LocalPath(), required=True, help="Store root receiving the experience.")
 @click.option("--episodes", type=click.IntRange(min=1), default=1, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option(

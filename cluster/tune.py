@@ -64,7 +64,12 @@ import click
 from pydantic import BaseModel, ConfigDict, Field, computed_field
 
 from raytrade.cluster.errors import one_line_errors
-from raytrade.cluster.options import action_options, registry_option, spread_fraction_option
+from raytrade.cluster.options import (
+    action_options,
+    registry_option,
+    spread_fraction_option,
+    written_path_option,
+)
 from raytrade.cluster.remote_run import fetch_run
 from raytrade.cluster.run_file import (
     LEADERBOARD_FILE,
@@ -1265,7 +1270,7 @@ def run_tune(opts: TuneOptions, dashboard: bool = True) -> TuneOutcome:
     help="Stop a trial after N iterations without a validation-objective improvement "
     "(0: off; default: the budget's, 20 for the on-policy specs, off with --smoke).",
 )
-@click.option(
+@written_path_option(
     "--storage",
     default="ray_results",
     show_default=True,

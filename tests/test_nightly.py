@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +11,7 @@ import pytest
 from click.testing import CliRunner
 
 from raytrade.cluster.nightly import latest_refs, nightly_command, run_nightly
+from raytrade.cluster.nightly_record import NIGHTS_FILE, read_nights
 from tests.test_evaluation import FakeHandle
 
 SYNTHETIC = {"n_symbols": 5, "years": 2.0, "seed": 4}
@@ -152,6 +154,12 @@ def test_nightly_reports_source_bars_it_did_not_store(
 # ------------------------------------------------------------------ the registry, one section per date
 
 
+@pytest.fixture()
+def store(synthetic_store: Path, tmp_path: Path) -> Path:
+    """A copy of the session's synthetic store: a night is recorded with the store it ran on."""
+    return Path(shutil.copytree(synthetic_store, tmp_path / "store"))
+
+
 def _night(store: Path, tmp_path: Path, *extra: str, registry: str | None = None) -> Any:
     """``raytrade nightly`` on ``store`` (no source), cash only, tiny budget, into ``tmp_path``."""
     if registry is None:
@@ -195,9 +203,9 @@ def test_nightly_refuses_a_registry_it_cannot_read_before_ingesting(
 
 
 def test_nightly_on_an_empty_registry_evaluates_the_baselines_and_says_so(
-    synthetic_store: Path, tmp_path: Path
+    store: Path, tmp_path: Path
 ) -> None:
-    result = _night(synthetic_store, tmp_path, "--date", "2026-01-05")
+    result = _night(store, tmp_path, "--date", "2026-01-05")
     assert result.exit_code == 0, result.output
     assert "Models: none in the registry (baselines only)." in (tmp_path / "results.md").read_text()
 
@@ -209,31 +217,28 @@ def test_nightly_refuses_a_date_not_in_iso_form(tmp_path: Path) -> None:
     )
 
 
-def test_a_second_run_for_a_reported_date_does_nothing_and_says_so(
-    synthetic_store: Path, tmp_path: Path
-) -> None:
+def test_a_second_run_for_a_reported_date_does_nothing_and_says_so(store: Path, tmp_path: Path) -> None:
     """A retried job: no second section, and the report the section links to is not rewritten."""
-    assert _night(synthetic_store, tmp_path, "--date", "2026-01-05").exit_code == 0
+    assert _night(store, tmp_path, "--date", "2026-01-05").exit_code == 0
     results, report = tmp_path / "results.md", tmp_path / "reports" / "2026-01-05" / "report.json"
     before = (results.read_bytes(), report.read_bytes(), report.stat().st_mtime_ns)
-    again = _night(synthetic_store, tmp_path, "--date", "2026-01-05")
+    again = _night(store, tmp_path, "--date", "2026-01-05")
     assert again.exit_code == 0, again.output
     assert again.output == (
-        f"{results} already holds the section '## 2026-01-05 nightly': nothing done "
+        f"the store {store} records the night 2026-01-05: report {report.parent / 'report.md'}, "
+        f"section '## 2026-01-05 nightly' in {results}: nothing done "
         "(--replace re-runs the night and replaces it)\n"
     )
     assert (results.read_bytes(), report.read_bytes(), report.stat().st_mtime_ns) == before
     assert results.read_text().count("## 2026-01-05 nightly") == 1
 
 
-def test_replace_rewrites_that_dates_section_in_place(synthetic_store: Path, tmp_path: Path) -> None:
+def test_replace_rewrites_that_dates_section_in_place(store: Path, tmp_path: Path) -> None:
     for day in ("2026-01-05", "2026-01-06"):
-        assert _night(synthetic_store, tmp_path, "--date", day).exit_code == 0
+        assert _night(store, tmp_path, "--date", day).exit_code == 0
     text = (tmp_path / "results.md").read_text()
     later = text[text.index("## 2026-01-06 nightly") :]
-    result = _night(
-        synthetic_store, tmp_path, "--date", "2026-01-05", "--replace", "--baselines", "cash,buy_and_hold"
-    )
+    result = _night(store, tmp_path, "--date", "2026-01-05", "--replace", "--baselines", "cash,buy_and_hold")
     assert result.exit_code == 0, result.output
     text = (tmp_path / "results.md").read_text()
     assert text.startswith("# Market simulator results\n") and text.count("## 2026-01-05 nightly") == 1
@@ -242,3 +247,65 @@ def test_replace_rewrites_that_dates_section_in_place(synthetic_store: Path, tmp
     assert "## 2026-01-06 nightly" + second == later  # the next night's section untouched
     report = (tmp_path / "reports" / "2026-01-05" / "report.json").read_text()
     assert '"buy_and_hold"' in report
+
+
+def test_a_night_run_from_another_folder_is_not_run_again(store: Path, tmp_path: Path) -> None:
+    """The defaults --results/--reports are relative: cron from $HOME used to evaluate and write the
+    same night again. The store records the night, and the rerun says where it went."""
+    assert _night(store, tmp_path, "--date", "2026-01-05").exit_code == 0
+    elsewhere = tmp_path / "home"
+    args = ["--date", "2026-01-05", "--results", str(elsewhere / "results.md")]
+    again = _night(store, tmp_path, *args, "--reports", str(elsewhere / "reports"))
+    assert again.exit_code == 0, again.output
+    assert again.output == (
+        f"the store {store} records the night 2026-01-05: "
+        f"report {(tmp_path / 'reports' / '2026-01-05' / 'report.md').resolve()}, section "
+        f"'## 2026-01-05 nightly' in {(tmp_path / 'results.md').resolve()}: nothing done "
+        "(--replace re-runs the night and replaces it)\n"
+    )
+    assert not elsewhere.exists()
+
+
+def test_the_night_record_lies_outside_the_stores_data(store: Path, tmp_path: Path) -> None:
+    """STORE/nightly.json is no table and no part of the data fingerprint."""
+    from raytrade.replay.fingerprint import data_fingerprint
+    from raytrade.replay.summary import summarize_store
+
+    before = (data_fingerprint(store), summarize_store(store).as_dict())
+    assert _night(store, tmp_path, "--date", "2026-01-05").exit_code == 0
+    assert (store / NIGHTS_FILE).is_file()
+    assert (data_fingerprint(store), summarize_store(store).as_dict()) == before
+    nights = read_nights(store).nights
+    assert list(nights) == ["2026-01-05"]
+    assert nights["2026-01-05"].results == str((tmp_path / "results.md").resolve())
+    assert nights["2026-01-05"].report == str((tmp_path / "reports" / "2026-01-05").resolve())
+
+
+def test_replace_re_records_the_night_where_it_now_went(store: Path, tmp_path: Path) -> None:
+    assert _night(store, tmp_path, "--date", "2026-01-05").exit_code == 0
+    moved = tmp_path / "moved.md"
+    result = _night(store, tmp_path, "--date", "2026-01-05", "--replace", "--results", str(moved))
+    assert result.exit_code == 0, result.output
+    assert read_nights(store).nights["2026-01-05"].results == str(moved.resolve())
+    assert moved.read_text().count("## 2026-01-05 nightly") == 1
+
+
+def test_a_record_this_code_did_not_write_is_refused_naming_it(store: Path, tmp_path: Path) -> None:
+    (store / NIGHTS_FILE).write_text('{"nights": {"2026-01-05": {"report": 1}}}')
+    result = _night(store, tmp_path, "--date", "2026-01-05")
+    assert result.exit_code == 2, result.output
+    assert result.output.startswith(f"error: {str(store / NIGHTS_FILE)!r} is not a nightly record (")
+    assert not (tmp_path / "results.md").exists()
+
+
+def test_a_night_in_the_results_file_but_not_recorded_is_not_run_again(store: Path, tmp_path: Path) -> None:
+    """A night run before the store kept a record: the results file's section still stops a rerun."""
+    assert _night(store, tmp_path, "--date", "2026-01-05").exit_code == 0
+    (store / NIGHTS_FILE).unlink()
+    again = _night(store, tmp_path, "--date", "2026-01-05")
+    assert again.exit_code == 0, again.output
+    assert again.output == (
+        f"{tmp_path / 'results.md'} already holds the section '## 2026-01-05 nightly': nothing done "
+        "(--replace re-runs the night and replaces it)\n"
+    )
+    assert not (store / NIGHTS_FILE).exists()

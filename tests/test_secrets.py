@@ -86,6 +86,10 @@ def test_rayignore_keeps_secrets_state_and_environments_out_of_job_uploads() -> 
         "runs/ppo/run.json",
         "wandb/offline-run-1/files/config.yaml",
         ".git/config",
+        "store/bars/year=2024/part-0.parquet",
+        "data/daily/AAPL.csv",
+        "reports/nightly/2026-01-05/report.json",
+        "select/select.json",
     ):
         assert ignored(ROOT / path), path
     for path in ("serve/app.py", "cluster/configs/rayservice.yaml", "pyproject.toml", "README.md"):
