@@ -18,6 +18,12 @@ record says unknown, and so does every offline version trained on it, which eval
 about in turn (refusing would stop recording with every older version). Each run's behaviour policy
 is written to ``OUT/behaviour/`` before its first episode (``replay.behaviour``); an offline search
 records those of the transitions it reads, which widen its version's training window.
+
+Episodes are a pure function of the policy, features, noise, replay data and seed: a run that would
+store an episode the store already holds (the same arguments again: the default ``--seed 0``) is
+refused before it writes one, naming the earlier run (``replay.recordings``: every run's record is
+written to ``OUT/recordings/`` before its first episode); so are several episodes of a deterministic
+policy without noise, which would be one episode stored several times.
 """
 
 from __future__ import annotations
@@ -38,6 +44,7 @@ if TYPE_CHECKING:
     from raytrade.envs.evaluation.policies import TrainedOnFn
 from raytrade.replay.behaviour import BehaviourPolicy, describe
 from raytrade.replay.errors import InputError
+from raytrade.replay.recordings import RecordedRun
 from raytrade.replay.splits import TimeWindow
 
 POLICY_CHOICES = ("kelly_lite", "equal_weight")
@@ -125,6 +132,8 @@ def simulate_experience(opts: SimulateOptions) -> SimulateOutcome:
     from raytrade.envs.experience import simulate_episodes
     from raytrade.envs.replay_loader import load_market_data, resolve_feature_groups
     from raytrade.replay.behaviour import write_behaviour
+    from raytrade.replay.fingerprint import data_fingerprint
+    from raytrade.replay.recordings import refuse_repeat, write_recording
     from raytrade.replay.writer import ReplayWriter
     from raytrade.tune_specs.offline import OFFLINE_FEATURES, offline_env_config
     from raytrade.tune_specs.spec import train_normalizer
@@ -151,6 +160,19 @@ def simulate_experience(opts: SimulateOptions) -> SimulateOutcome:
         spec.name if spec.manifest is None else f"{spec.name.split('@')[0]}@{Path(spec.manifest).parent.name}"
     )
     run_id = f"sim:{opts.policy}:{opts.seed}:{uuid.uuid4().hex[:8]}"
+    recording = RecordedRun(
+        run_id=run_id,
+        policy=opts.policy,
+        policy_version=version,
+        stochastic=spec.stochastic,
+        features=tuple(columns),
+        noise=opts.noise,
+        seed=opts.seed,
+        episodes=opts.episodes,
+        replay_sha256=data_fingerprint(opts.replay)[0],
+    )
+    refuse_identical_episodes(recording)
+    refuse_repeat(opts.out, recording)
     behaviour = None
     if spec.kind == "registry":
         behaviour = registry_behaviour(opts, spec.trained_on, run_id, version)
@@ -168,6 +190,7 @@ def simulate_experience(opts: SimulateOptions) -> SimulateOutcome:
     )
     if behaviour is not None:  # before the first episode: no episode is stored without it
         write_behaviour(opts.out, behaviour)
+    write_recording(opts.out, recording)
     rows = 0
     with ReplayWriter(opts.out) as writer:
         for frame in simulate_episodes(
@@ -189,6 +212,17 @@ def simulate_experience(opts: SimulateOptions) -> SimulateOutcome:
         behaviour=behaviour,
         warning=None if behaviour is None else behaviour_warning(opts.policy, behaviour),
     )
+
+
+def refuse_identical_episodes(run: RecordedRun) -> None:
+    """``InputError`` when ``run`` asks for several episodes of a deterministic policy without noise:
+    each would be the same episode (the seed changes nothing), stored and counted once per copy."""
+    if run.episodes > 1 and run.noise == 0 and not run.stochastic:
+        raise InputError(
+            f"--episodes {run.episodes} without --noise: {run.policy} decides the same in every "
+            f"episode, so the {run.episodes} episodes would be one episode stored {run.episodes} times "
+            "(counted so by offline learners); pass --noise > 0 for distinct episodes, or --episodes 1"
+        )
 
 
 def registry_behaviour(

@@ -166,7 +166,7 @@ class TuneOptions(BaseModel):
     features: str | None = Field(
         None,
         description="observed feature groups: base, enriched or GROUP,... (envs.replay_loader."
-        "FEATURE_GROUPS); None: the spec's (enriched for the on-policy specs)",
+        "FEATURE_GROUPS); None: the spec's (enriched for the online specs, base for the offline ones)",
     )
     cvar_penalty: float = Field(
         1.0,
@@ -1283,7 +1283,8 @@ def run_tune(opts: TuneOptions, dashboard: bool = True) -> TuneOutcome:
 @click.option(
     "--features",
     help="Observed feature groups: base, enriched, or a comma list of "
-    "returns, microstructure, regime, forecast, risk, macro (default: the spec's, enriched).",
+    "returns, microstructure, regime, forecast, risk, macro (default: the spec's: enriched for the "
+    "online specs, base for the offline specs bc, marwil, cql, iql).",
 )
 @click.option("--cvar-penalty", type=click.FloatRange(min=0), default=1.0, show_default=True)
 @action_options()

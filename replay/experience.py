@@ -59,28 +59,13 @@ import pyarrow.dataset as ds
 
 from raytrade.replay.errors import InputError
 from raytrade.replay.reader import TimeLike, read_table, table_files
-from raytrade.replay.schema import schema_for
+from raytrade.replay.schema import MAX_ABS_ACTION, MAX_ABS_REWARD, TRANSITION_COLUMNS, schema_for
 from raytrade.replay.timeutil import as_utc
 
 if TYPE_CHECKING:
     import ray.data
 
 log = logging.getLogger(__name__)
-
-TRANSITION_COLUMNS: Final[tuple[str, ...]] = (
-    "episode_id",
-    "step",
-    "asset_index",
-    "observation",
-    "portfolio_state",
-    "action",
-    "reward",
-    "next_observation",
-    "next_portfolio_state",
-    "terminal",
-    "truncated",
-)
-"""Experience columns a transition is built from; every one must be non-null on a transition row."""
 
 CHECK_COLUMNS: Final[tuple[str, ...]] = ("symbol", "observation_spec")
 """What a transition is checked against the learner's env with (universe, observation encoding); a
@@ -98,6 +83,8 @@ OUTPUT_COLUMNS: Final[tuple[str, ...]] = (
 )
 """Columns of an assembled transition batch (RLlib's offline schema, ``OfflinePreLearner.SCHEMA``)."""
 
+
+_REWARD_BOUND: Final = f"beyond |reward| <= ln 10 = {MAX_ABS_REWARD:.4f} (replay.schema.MAX_ABS_REWARD)"
 
 READ_ROWS_PER_TASK: Final = 100_000
 """Experience rows a Ray Data read task assembles (whole files, in order): with the vectorised
@@ -296,9 +283,10 @@ def transitions_from_table(
         episode = str(names[codes[starts[k]]])
         sizes_of = {c: sorted(set(lengths[c][rows].tolist())) for c in lengths}
         logged_spec = next((x for x in spec[rows] if x != observation_spec), None)
+        first_check = next(c for c, f in checks.items() if f[k])
+        if first_check == "asset_index":
+            raise ExperienceError(_asset_message(episode, int(step[starts[k]]), asset[rows].tolist()))
         messages = {
-            "asset_index": f"'asset_index' of episode {episode!r} step {step[starts[k]]} is "
-            f"{asset[rows].tolist()}, not 0 .. {n - 1} (a step's assets must all be logged)",
             "n_assets": f"'action' has {n} assets in episode {episode!r}, the learner's action space has "
             f"{n_assets} (mixed action spaces)",
             "symbol": _symbol_message(episode, int(step[starts[k]]), symbol[rows].tolist(), symbols),
@@ -310,7 +298,7 @@ def transitions_from_table(
             "obs_dim": f"'observation' gives {flat_size[k]} values in episode {episode!r}, the learner's "
             f"observation space has {obs_dim} (logged with other features or assets)",
         }
-        raise ExperienceError("experience column " + messages[next(c for c, f in checks.items() if f[k])])
+        raise ExperienceError("experience column " + messages[first_check])
     widths, dims = sorted(set(sizes.tolist())), sorted(set(flat_size.tolist()))
     if len(widths) != 1:
         raise ExperienceError(
@@ -319,6 +307,20 @@ def transitions_from_table(
     if len(dims) != 1:
         raise ExperienceError(f"experience column 'observation' gives observations of sizes {dims}")
     return _assemble(table, starts, widths[0], episodes=names[codes[starts]], steps=step[starts])
+
+
+def _asset_message(episode: str, step: int, assets: list[int]) -> str:
+    """Why a step whose ``asset_index`` values (sorted) are not ``0 .. n - 1`` is refused."""
+    if len(set(assets)) < len(assets):
+        return (
+            f"experience: step {step} of episode {episode!r} is written twice (asset_index {assets}): "
+            "rows of one (episode_id, step, asset_index) under several decision ids, e.g. an episode "
+            "appended again (the writer refuses them now); its transitions would be counted twice"
+        )
+    return (
+        f"experience column 'asset_index' of episode {episode!r} step {step} is {assets}, not "
+        f"0 .. {len(assets) - 1} (a step's assets must all be logged)"
+    )
 
 
 def _symbol_message(episode: str, step: int, logged: list[object], symbols: Sequence[str] | None) -> str:
@@ -342,8 +344,40 @@ def _spec_message(episode: str, logged: object, observation_spec: str | None) ->
     )
 
 
-LAYOUT_COLUMNS: Final[tuple[str, ...]] = ("decision_id", "episode_id", "step", "asset_index", *CHECK_COLUMNS)
-"""What :func:`check_layout` reads: the checks' columns and where a row lies, no observation."""
+VALUE_COLUMNS: Final[tuple[str, ...]] = ("reward", "action", "terminal", "truncated")
+"""A transition's scalar values, which :func:`check_layout` checks too (read cheaply, unlike the
+observation lists)."""
+LAYOUT_COLUMNS: Final[tuple[str, ...]] = (
+    "decision_id",
+    "episode_id",
+    "step",
+    "asset_index",
+    *CHECK_COLUMNS,
+    *VALUE_COLUMNS,
+)
+"""What :func:`check_layout` reads: the checks' columns, where a row lies and its scalar values, no
+observation."""
+
+
+def _bad_values(table: pa.Table) -> tuple[np.ndarray, list[str]]:
+    """Per row of ``table`` (columns :data:`VALUE_COLUMNS`): whether a learner refuses its values,
+    and why (the column, the value, the bound), for the flagged rows only ("" elsewhere)."""
+    reward = np.asarray(table.column("reward").to_numpy(zero_copy_only=False), dtype=np.float64)
+    action = np.asarray(table.column("action").to_numpy(zero_copy_only=False), dtype=np.float64)
+    null = {c: _null_rows(table, c) for c in VALUE_COLUMNS}
+    checks = [
+        *((null[c], c, "missing (null or NaN)") for c in VALUE_COLUMNS),
+        (~null["reward"] & ~np.isfinite(reward), "reward", "not finite"),
+        (~null["reward"] & ~(np.abs(reward) <= MAX_ABS_REWARD), "reward", _REWARD_BOUND),
+        (~null["action"] & ~(np.abs(action) <= MAX_ABS_ACTION), "action", "outside the action space [-1, 1]"),
+    ]
+    why = np.full(table.num_rows, "", dtype=object)
+    values = {"reward": reward, "action": action}
+    for flags, column, what in reversed(checks):  # the first check's reason wins
+        for i in np.flatnonzero(flags):
+            shown = "" if null[column][i] or column not in values else f"{float(values[column][i])!r}, "
+            why[i] = f"column {column!r} is {shown}{what}"
+    return why != "", why.tolist()
 
 
 def check_layout(
@@ -353,30 +387,55 @@ def check_layout(
     symbols: Sequence[str],
     observation_spec: str,
 ) -> None:
-    """Refuse (``ExperienceError``, the message :func:`transitions_from_table` gives) a transition
-    dated ``[start, end]`` whose assets in ``asset_index`` order are not ``symbols`` (the learner's
-    universe, in its asset order) or whose ``observation_spec`` is not ``observation_spec`` (or is
-    null): the driver's early check, before Ray starts, of what the learner checks on every row it
-    reads. Reads :data:`LAYOUT_COLUMNS` only (no observation; a repeated ``decision_id`` left out as
-    the learner does, :func:`first_rows`), and names the first such step in (episode, step) order,
-    the universe before the encoding, as the learner does."""
+    """Refuse (``ExperienceError``) a transition dated ``[start, end]`` that a learner of universe
+    ``symbols`` (in its asset order) and encoding ``observation_spec`` would refuse, with the message
+    the learner gives (:func:`transitions_from_table`): a scalar value missing, not finite or out of
+    bounds (reward, action, terminal, truncated: what an older writer stored), a step written twice
+    or lacking an asset, assets in ``asset_index`` order other than ``symbols``, an
+    ``observation_spec`` other than ``observation_spec`` (or null). The driver's early check, before
+    Ray starts, of what the learner checks on every row it reads (else found by a trial seconds later
+    and reported as Ray Data's retry hint). Reads :data:`LAYOUT_COLUMNS` only (no observation; a
+    repeated ``decision_id`` left out as the learner does, :func:`first_rows`), and names the first
+    such step in (episode, step) order, its values before its assets, the universe before the
+    encoding."""
     table = read_table(root, "experience", start=start, end=end, columns=list(LAYOUT_COLUMNS))
     table = table.filter(table.column("episode_id").is_valid())
     if table.num_rows == 0:
         return
-    table, st = _steps(first_rows(table))
+    table = first_rows(table)
+    for column in ("step", "asset_index"):
+        null = np.flatnonzero(_null_rows(table, column))
+        if null.size:
+            episode, decision = (table.column(c)[int(null[0])].as_py() for c in ("episode_id", "decision_id"))
+            raise ExperienceError(
+                f"experience column {column!r} is missing (null) in episode {episode!r} "
+                f"(decision {decision!r})"
+            )
+    table, st = _steps(table)
     symbol, spec = _text_column(table, "symbol"), _text_column(table, "observation_spec")
     other_symbol, other_spec = _layout_flags(st, symbol, spec, symbols, observation_spec)
     assert other_symbol is not None and other_spec is not None  # both checked
-    names, codes, step, _, starts, sizes, _ = st
-    flagged = np.flatnonzero(other_symbol | other_spec)
+    names, codes, step, asset, starts, sizes, position = st
+    bad_row, why = _bad_values(table)
+    bad_value, bad_asset = _any_row(bad_row, starts), _any_row(asset != position, starts)
+    flagged = np.flatnonzero(bad_value | bad_asset | other_symbol | other_spec)
     if not flagged.size:
         return
     k = int(flagged[0])
     rows = slice(starts[k], starts[k] + sizes[k])
-    episode = str(names[codes[starts[k]]])
+    episode, at = str(names[codes[starts[k]]]), int(step[starts[k]])
+    if bad_value[k]:
+        row = int(starts[k] + np.flatnonzero(bad_row[rows])[0])
+        decision = table.column("decision_id")[row].as_py()
+        raise ExperienceError(
+            f"experience {why[row]} in episode {episode!r} step {at} (decision {decision!r}): written "
+            "before the store refused such values, and offline learners refuse it; record the "
+            "experience into another store (`raytrade simulate-experience --out NEW`)"
+        )
+    if bad_asset[k]:
+        raise ExperienceError(_asset_message(episode, at, asset[rows].tolist()))
     if other_symbol[k]:
-        message = _symbol_message(episode, int(step[starts[k]]), symbol[rows].tolist(), symbols)
+        message = _symbol_message(episode, at, symbol[rows].tolist(), symbols)
     else:
         logged = next((x for x in spec[rows] if x != observation_spec), None)
         message = _spec_message(episode, logged, observation_spec)
@@ -423,16 +482,17 @@ def _assemble(
     with np.errstate(over="ignore"):  # a float64 beyond float32's range becomes inf: refused below
         actions = column("action", np.float32).reshape(len(first), n)
         rewards = column("reward", np.float32)[first]
-    bad = {
-        "observation": ~np.isfinite(obs).all(axis=1),
-        "next_observation": ~np.isfinite(new_obs).all(axis=1),
-        "reward": ~np.isfinite(rewards),
-        "action": ~(np.abs(actions) <= 1.0).all(axis=1),
-    }
-    for name, flags in bad.items():
+    finite = "not finite in float32"
+    bad = [  # (column, per step: refused, why), in the order they are reported
+        ("observation", ~np.isfinite(obs).all(axis=1), finite),
+        ("next_observation", ~np.isfinite(new_obs).all(axis=1), finite),
+        ("reward", ~np.isfinite(rewards), finite),
+        ("action", ~(np.abs(actions) <= MAX_ABS_ACTION).all(axis=1), "outside the action space [-1, 1]"),
+        ("reward", ~(np.abs(rewards) <= np.float32(MAX_ABS_REWARD)), _REWARD_BOUND),  # as stored
+    ]
+    for name, flags, what in bad:
         if flags.any():
             k = int(np.flatnonzero(flags)[0])
-            what = "outside the action space [-1, 1]" if name == "action" else "not finite in float32"
             raise ExperienceError(
                 f"experience column {name!r} is {what} in episode {episodes[k]!r} step {steps[k]} "
                 "(written before the store refused such values)"

@@ -14,6 +14,7 @@ Design decisions
 
 from __future__ import annotations
 
+import math
 from typing import Final
 
 import pyarrow as pa
@@ -215,16 +216,36 @@ EXPERIENCE_SCHEMA: Final[pa.Schema] = pa.schema(
     ]
 )
 
+TRANSITION_COLUMNS: Final[tuple[str, ...]] = (
+    "episode_id",
+    "step",
+    "asset_index",
+    "observation",
+    "portfolio_state",
+    "action",
+    "reward",
+    "next_observation",
+    "next_portfolio_state",
+    "terminal",
+    "truncated",
+)
+"""Experience columns a transition is built from (``replay.experience``): a row with an
+``episode_id`` (a transition row) must carry every one (the writer refuses one without; NaN counts as
+missing), and (``episode_id``, ``step``, ``asset_index``) is stored once."""
+
 MAX_ABS_OBSERVATION: Final = 1e15
 """Largest ``|value|`` of an experience observation or portfolio state the store accepts. Raw
 features stay far below it (prices, dollar volumes: under ~1e12; normalised ones are clipped to
 +-10), and a value within it, squared (an MSE loss, a variance), is still finite in float32 (1e30
 < 3.4e38); a value beyond it is corruption or a unit error, and beyond 3.4e38 it reads back as inf."""
-MAX_ABS_REWARD: Final = 1e6
-"""Largest ``|reward|`` of an experience row the store accepts: a reward is a bar's log growth
-(times ``envs.rewards.RewardConfig.scale``, 1 to 100) plus penalties in the same units, so even
-a factor e^50 in one bar at scale 100 is 5e3; a discounted sum of rewards within it (``r / (1 -
-gamma)``, gamma <= 0.999: 1e9) and its square stay finite in float32."""
+MAX_ABS_REWARD: Final = math.log(10.0)
+"""Largest ``|reward|`` of an experience row the store accepts, ln 10 (about 2.303): a stored reward
+is one bar's (one live cycle's) net log growth of equity, the env's default reward at scale 1, what
+``raytrade simulate-experience`` records and the live loop logs (an offline learner scales it).
+Real bars stay well inside: a -40 % day is ln 0.6 = -0.51, the same at the 2x gross cap ln 0.2 =
+-1.61, a crypto pair doubling ln 2 = 0.69, and the simulator rewards a ruin 0. Equity x10 or /10 in
+one bar is not a bar; a value beyond it is a unit error (a percent, a scaled reward) or corruption,
+which an offline learner would fit as the signal (its square, a critic's loss, dominates)."""
 MAX_ABS_ACTION: Final = 1.0
 """The env's action space is ``Box(-1, 1)`` in every action mode (``envs.actions``: absolute target
 weights, or tilts in units of ``max_tilt``): a logged action outside it is not one the env can take."""

@@ -15,6 +15,9 @@ Design decisions
   live loop's pre-filter) it is complete up to the listing; the writer's check under the lock is the
   guarantee.
 * Hidden names (``.tmp-…``, ``_txn``) are skipped, as pyarrow's dataset discovery skips them.
+* A key is one column's value, or several columns' (:data:`TRANSITION_KEY`: a transition row's
+  episode, step and asset), joined by :data:`_SEP` as text (:func:`key_strings`); the rows whose first
+  column is null carry no such key. A file written before a column existed reads it as null.
 """
 
 from __future__ import annotations
@@ -24,9 +27,29 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import pyarrow as pa
 import pyarrow.dataset as ds
 
-from raytrade.replay.schema import PARTITION_KEY
+from raytrade.replay.schema import PARTITION_KEY, TABLES, schema_for
+
+KeyColumns = str | tuple[str, ...]
+"""One key column, or the columns of a composite key."""
+
+TRANSITION_KEY: tuple[str, ...] = ("episode_id", "step", "asset_index")
+"""The experience table's transition key: a step's asset is logged once (``replay.writer``)."""
+
+_SEP = "\x1f"
+
+
+def key_strings(table: pa.Table, columns: KeyColumns) -> list[str]:
+    """The keys of ``table``'s rows as text: a column's values, or (several columns) the values of the
+    rows whose first column is not null, joined by ``_SEP``."""
+    if isinstance(columns, str):
+        return [str(k) for k in table.column(columns).to_pylist()]
+    table = table.filter(table.column(columns[0]).is_valid())
+    values = zip(*(table.column(c).to_pylist() for c in columns), strict=True)
+    return [_SEP.join(str(v) for v in row) for row in values]
+
 
 _Identity = tuple[int, int, int]
 """(inode, size, mtime_ns) of a file: a file replaced under the same name has another."""
@@ -55,41 +78,63 @@ def _listing(table_dir: Path) -> dict[str, _Identity]:
 @dataclass
 class _TableKeys:
     files: dict[str, _Identity] = field(default_factory=dict)
-    keys: set[str] = field(default_factory=set)
+    keys: dict[KeyColumns, set[str]] = field(default_factory=dict)  # per kind of key asked for
 
 
 class KeyCache:
-    """The stored keys of keyed tables, each file read once; see the module docstring.
+    """The stored keys of keyed tables, each file read once (one pass for every kind of key asked
+    for: :meth:`keys_of`); see the module docstring.
 
     ``files_read`` counts the parquet files read so far (a diagnostic, and what the tests check).
     """
 
     def __init__(self) -> None:
-        self._tables: dict[tuple[Path, str], _TableKeys] = {}
+        self._tables: dict[Path, _TableKeys] = {}
         self.files_read = 0
 
-    def keys(self, table_dir: Path, column: str) -> set[str]:
-        """The stored values of ``column`` in ``table_dir`` (empty for a new table), after reading the
-        files added since the last call; the whole table again if a file read before has gone or
-        changed. The set returned is the cache's own, kept up to date in place by later calls and by
-        :meth:`add`: read it, do not change it."""
+    def keys(self, table_dir: Path, column: KeyColumns) -> set[str]:
+        """The stored keys of ``column`` in ``table_dir`` (:func:`key_strings`; empty for a new
+        table), after reading the files added since the last call; the whole table again if a file
+        read before has gone or changed, or ``column`` was not asked for before. The set returned is
+        the cache's own, kept up to date in place by later calls and by :meth:`add`: read it, do not
+        change it."""
+        return self.keys_of(table_dir, (column,))[0]
+
+    def keys_of(self, table_dir: Path, columns: tuple[KeyColumns, ...]) -> list[set[str]]:
+        """:meth:`keys` of each of ``columns``, the new files read once for all of them."""
         table_dir = Path(table_dir).absolute()
-        entry = self._tables.setdefault((table_dir, column), _TableKeys())
+        entry = self._tables.setdefault(table_dir, _TableKeys())
         listed = _listing(table_dir)
-        if any(listed.get(name) != ident for name, ident in entry.files.items()):
+        unasked = [c for c in columns if c not in entry.keys]
+        for column in unasked:
+            entry.keys[column] = set()
+        if unasked or any(listed.get(name) != ident for name, ident in entry.files.items()):
             entry.files.clear()
-            entry.keys.clear()  # in place: a holder of the set sees the new state
+            for held in entry.keys.values():
+                held.clear()  # in place: a holder of the set sees the new state
         new = [name for name in listed if name not in entry.files]
         if new:
-            column_values = ds.dataset(new, format="parquet").to_table(columns=[column])[column]
-            entry.keys.update(str(k) for k in column_values.to_pylist())
+            read_columns = {
+                c: None for kind in entry.keys for c in ([kind] if isinstance(kind, str) else kind)
+            }
+            # the table's schema (when known): a file written before a column existed reads it as null
+            schema = schema_for(table_dir.name) if table_dir.name in TABLES else None
+            read = ds.dataset(new, format="parquet", schema=schema).to_table(columns=list(read_columns))
+            for kind, held in entry.keys.items():
+                held.update(key_strings(read, kind))
             entry.files.update((name, listed[name]) for name in new)
             self.files_read += len(new)
-        return entry.keys
+        return [entry.keys[c] for c in columns]
 
-    def add(self, table_dir: Path, column: str, files: Iterable[Path], keys: Iterable[str]) -> None:
-        """Record files the caller committed itself, holding ``keys``, as read: the writer's own
-        appends (under its lock), so the next :meth:`keys` need not read them."""
-        entry = self._tables.setdefault((Path(table_dir).absolute(), column), _TableKeys())
-        entry.keys.update(keys)
+    def add(self, table_dir: Path, files: Iterable[Path], keys: dict[KeyColumns, list[str]]) -> None:
+        """Record files the caller committed itself, holding ``keys`` (per kind: every kind asked
+        for), as read: the writer's own appends (under its lock), so the next :meth:`keys` need not
+        read them."""
+        entry = self._tables.setdefault(Path(table_dir).absolute(), _TableKeys())
+        if set(keys) != set(entry.keys):
+            raise ValueError(
+                f"keys of {sorted(map(str, keys))} added, the cache holds {sorted(map(str, entry.keys))}"
+            )
+        for kind, held in entry.keys.items():
+            held.update(keys[kind])
         entry.files.update((str(Path(p).absolute()), _identity(Path(p))) for p in files)

@@ -8,7 +8,10 @@ and one ``RowError`` per refused row (the first problem found in that row). Batc
 Checks, in order: types (numbers parse, timestamps are timezone-aware), finiteness (no inf; NaN only
 in nullable columns; a float32 list value within float32's range), signs (prices > 0,
 sizes/volumes >= 0), OHLC coherence for bars, the experience table's bounds (``|action| <= 1``,
-``replay.schema.MAX_ABS_REWARD``, ``MAX_ABS_OBSERVATION``; the reason names the decision id),
+``replay.schema.MAX_ABS_REWARD``, ``MAX_ABS_OBSERVATION``) and its transition rows (a row with an
+``episode_id``: every ``TRANSITION_COLUMNS`` value present, NaN counting as missing, and one row per
+(``episode_id``, ``step``, ``asset_index``)); an experience reason names the decision id, and on a
+transition row its episode and step,
 allowed asset classes, duplicates of the table's unique key inside the batch, and per-symbol time order
 (each symbol's rows non-decreasing in ``ts``; equal (symbol, ts) is a duplicate where that is
 the key). Watermark checks against rows already stored live in the writer.
@@ -31,6 +34,7 @@ from raytrade.replay.schema import (
     MAX_ABS_REWARD,
     NON_NEGATIVE_COLUMNS,
     POSITIVE_COLUMNS,
+    TRANSITION_COLUMNS,
     UNIQUE_KEYS,
     schema_for,
 )
@@ -75,12 +79,16 @@ def _is_numeric_type(t: pa.DataType) -> bool:
 class _Collector:
     """Keeps the first error per row, in row order."""
 
-    def __init__(self, table: str, n_rows: int, ids: pd.Series | None = None) -> None:
+    def __init__(
+        self, table: str, n_rows: int, ids: pd.Series | None = None, where: pd.Series | None = None
+    ) -> None:
         self.table = table
         self.bad = np.zeros(n_rows, dtype=bool)
         self.errors: dict[int, RowError] = {}
-        # the rows' decision ids (experience): every reason names the row's decision as well
+        # the rows' decision ids (experience): every reason names the row's decision as well, and
+        # ``where`` (a transition row's "episode E step S", else None) where the row is one
         self.ids = None if ids is None else np.asarray(ids, dtype=object)
+        self.where = None if where is None else np.asarray(where, dtype=object)
 
     def flag(self, mask: np.ndarray, column: str, values: pd.Series | np.ndarray, reason: str) -> None:
         new = mask & ~self.bad
@@ -88,7 +96,10 @@ class _Collector:
             return
         vals = np.asarray(values, dtype=object)
         for i in np.flatnonzero(new):
-            why = reason if self.ids is None else f"{reason} (decision {_plain(self.ids[i])!r})"
+            why = reason if self.ids is None else f"{reason} (decision {_plain(self.ids[i])!r}"
+            if self.ids is not None:
+                at = None if self.where is None else self.where[i]
+                why += ")" if at is None else f", {at})"
             self.errors[int(i)] = RowError(self.table, int(i), column, _plain(vals[i]), why)
         self.bad |= new
 
@@ -195,10 +206,48 @@ def _check_experience(frame: dict[str, pd.Series], out: _Collector) -> None:
     bound = f"outside the action space [-{MAX_ABS_ACTION:g}, {MAX_ABS_ACTION:g}]"
     out.flag(np.abs(action) > MAX_ABS_ACTION, "action", action, bound)
     reward = frame["reward"].to_numpy(dtype="float64")
-    out.flag(np.abs(reward) > MAX_ABS_REWARD, "reward", reward, f"|reward| above {MAX_ABS_REWARD:g}")
+    out.flag(
+        np.abs(reward) > MAX_ABS_REWARD,
+        "reward",
+        reward,
+        f"|reward| above ln 10 = {MAX_ABS_REWARD:.4f}: a stored reward is one bar's net log growth of "
+        "equity (x10 or /10 in one bar is a unit error or corruption, not a bar)",
+    )
     for column in _EXPERIENCE_LISTS:
         beyond = frame[column].map(lambda v: _first_beyond(v, MAX_ABS_OBSERVATION))
         out.flag(beyond.notna().to_numpy(), column, beyond, f"|value| above {MAX_ABS_OBSERVATION:g}")
+    transition = frame["episode_id"].notna().to_numpy()
+    for column in TRANSITION_COLUMNS:
+        missing = transition & frame[column].map(_missing).to_numpy(dtype=bool)
+        out.flag(missing, column, frame[column], "missing (null or NaN) on a transition row")
+    keys = ["episode_id", "step", "asset_index"]
+    twice = transition & pd.DataFrame({k: frame[k] for k in keys}).duplicated(keep="first").to_numpy()
+    out.flag(
+        twice,
+        "asset_index",
+        frame["asset_index"],
+        "a second row of this (episode_id, step, asset_index) in the batch: a step's asset is logged once",
+    )
+
+
+def _missing(value: Any) -> bool:
+    """A value absent from a row: None, or a float NaN (pandas' missing number)."""
+    return value is None or (isinstance(value, float) and np.isnan(value))
+
+
+def _transition_where(frame: pd.DataFrame) -> pd.Series | None:
+    """Per row of an experience batch, ``episode E step S`` for a transition row, else None."""
+    if "episode_id" not in frame.columns:
+        return None
+    steps = frame["step"] if "step" in frame.columns else pd.Series([None] * len(frame))
+
+    def where(episode: Any, step: Any) -> str | None:
+        if _missing(episode):
+            return None
+        shown = int(step) if isinstance(step, int | float | np.number) and float(step).is_integer() else step
+        return f"episode {_plain(episode)!r} step {_plain(shown)}"
+
+    return pd.Series([where(e, k) for e, k in zip(frame["episode_id"], steps, strict=True)], dtype=object)
 
 
 def _first_beyond(values: Any, bound: float) -> float | None:
@@ -249,7 +298,13 @@ def conform(table: str, frame: pd.DataFrame) -> tuple[pa.Table, list[RowError], 
 
     frame = frame.reset_index(drop=True)
     n = len(frame)
-    out = _Collector(table, n, frame["decision_id"] if table == "experience" else None)
+    experience = table == "experience"
+    out = _Collector(
+        table,
+        n,
+        frame["decision_id"] if experience else None,
+        _transition_where(frame) if experience else None,
+    )
     converted: dict[str, pd.Series] = {}
     for field in schema:
         if field.name not in frame.columns:

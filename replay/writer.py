@@ -17,6 +17,12 @@ Design decisions
   writer opens the table (under its lock) and kept up to date by its own appends; a caller that opens
   a writer again and again (the live loop, every cycle) passes the same ``replay.stored_keys.KeyCache``
   so each open reads only the files committed since the last (by any process), not the whole table.
+* A transition row (one with an ``episode_id``) is keyed by (``episode_id``, ``step``, ``asset_index``)
+  as well (``replay.stored_keys.TRANSITION_KEY``, kept like the ids): a step's asset stored already,
+  under any decision id, is refused, so an episode appended again under new ids is not counted twice
+  nor read as a step of twice the assets. A step is written whole or not at all: when one of its rows
+  in a batch is refused, so are the others (a live loop's quarantine never stores a step that lacks
+  an asset).
 * One writer per table at a time: the writer holds an exclusive ``flock`` on ``_lock`` for its life.
 * ``on_error="raise"`` (ingest): any refused row raises ``ReplayValidationError`` and nothing of the
   batch is written. ``on_error="quarantine"`` (live loops): never raises into the caller; refused
@@ -45,7 +51,7 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 from raytrade.replay.schema import PARTITION_KEY, SCHEMA_VERSION, TABLES, UNIQUE_KEYS, schema_for
-from raytrade.replay.stored_keys import KeyCache
+from raytrade.replay.stored_keys import TRANSITION_KEY, KeyCache, key_strings
 from raytrade.replay.validation import ReplayValidationError, RowError, conform
 
 log = logging.getLogger(__name__)
@@ -157,6 +163,7 @@ class ReplayWriter:
         self._watermarks: dict[str, dict[str, np.datetime64]] = {}
         self._key_cache = key_cache if key_cache is not None else KeyCache()
         self._keys: dict[str, set[str]] = {}  # stored keys of _KEYED_TABLES (the cache's own sets)
+        self._steps: dict[str, set[str]] = {}  # their stored TRANSITION_KEYs (experience)
 
     # -- public API -----------------------------------------------------------------------------
     def open(self, *tables: str) -> None:
@@ -218,7 +225,8 @@ class ReplayWriter:
         recover_table(table_dir)
         self._watermarks[table] = read_watermarks(table_dir) if table in _WATERMARK_TABLES else {}
         if table in _KEYED_TABLES:
-            self._keys[table] = self._key_cache.keys(table_dir, UNIQUE_KEYS[table][0])
+            ids, steps = self._key_cache.keys_of(table_dir, (UNIQUE_KEYS[table][0], TRANSITION_KEY))
+            self._keys[table], self._steps[table] = ids, steps
         return table_dir
 
     def _append(self, table: str, frame: pd.DataFrame) -> AppendResult:
@@ -229,6 +237,10 @@ class ReplayWriter:
         kept = positions[~np.isin(positions, [e.row for e in stale if e.row is not None])]
         valid, stored = self._drop_stored(table, valid, kept)
         errors = sorted(errors + stale + stored, key=lambda e: e.row if e.row is not None else -1)
+        if errors and self.on_error == "quarantine":  # raising writes nothing of the batch anyway
+            kept = kept[~np.isin(kept, [e.row for e in stored if e.row is not None])]
+            valid, split = self._drop_split_steps(table, frame, valid, kept, errors)
+            errors = sorted(errors + split, key=lambda e: e.row if e.row is not None else -1)
         if errors and self.on_error == "raise":
             raise ReplayValidationError(errors)
         qfile = self._quarantine(table, frame, errors) if errors else None
@@ -265,15 +277,14 @@ class ReplayWriter:
     def _drop_stored(
         self, table: str, valid: pa.Table, positions: np.ndarray
     ) -> tuple[pa.Table, list[RowError]]:
-        """``valid`` less its rows whose key (``decision_id``) is already stored: refused, naming it."""
+        """``valid`` less its rows whose key (``decision_id``), or whose transition key (a step's
+        asset, under another id), is already stored: refused, naming it."""
         keys = self._keys.get(table)
-        if not keys or valid.num_rows == 0:
+        if keys is None or valid.num_rows == 0:
             return valid, []
         column = UNIQUE_KEYS[table][0]
         values = valid[column].to_pylist()
         stored = np.array([v in keys for v in values], dtype=bool)
-        if not stored.any():
-            return valid, []
         errors = [
             RowError(
                 table,
@@ -284,7 +295,66 @@ class ReplayWriter:
             )
             for i in np.flatnonzero(stored)
         ]
-        return valid.filter(pa.array(~stored)), errors
+        steps = self._steps.get(table, set())
+        episodes, step, asset = (valid[c].to_pylist() for c in TRANSITION_KEY)
+        transition = np.flatnonzero(valid["episode_id"].is_valid().to_numpy(zero_copy_only=False))
+        step_keys = key_strings(valid, TRANSITION_KEY)  # one per transition row, in order
+        for i, key in zip(transition.tolist(), step_keys, strict=True):
+            if not stored[i] and key in steps:
+                stored[i] = True
+                errors.append(
+                    RowError(
+                        table,
+                        int(positions[i]),
+                        "step",
+                        step[i],
+                        f"step {step[i]} of episode {episodes[i]!r} (asset_index {asset[i]}) is already "
+                        f"stored under another decision id (decision {values[i]!r}): a step is logged once; "
+                        "recording the same episode again would count its transitions twice",
+                    )
+                )
+        if not stored.any():
+            return valid, []
+        return valid.filter(pa.array(~stored)), sorted(errors, key=lambda e: e.row or 0)
+
+    @staticmethod
+    def _drop_split_steps(
+        table: str, frame: pd.DataFrame, valid: pa.Table, positions: np.ndarray, refused: list[RowError]
+    ) -> tuple[pa.Table, list[RowError]]:
+        """``valid`` less the transition rows of a step another row of which (in the batch) was
+        refused: a step is written whole or not at all (a learner refuses a step that lacks an asset,
+        and the store is append-only)."""
+        if table != "experience" or valid.num_rows == 0 or "episode_id" not in frame.columns:
+            return valid, []
+        frame = frame.reset_index(drop=True)
+        step_of = frame["step"] if "step" in frame.columns else pd.Series([None] * len(frame))
+        refused_steps: dict[tuple[str, float], int] = {}
+        for err in refused:
+            if err.row is None:
+                continue
+            episode, step = frame["episode_id"].iloc[err.row], pd.to_numeric(step_of.iloc[err.row], "coerce")
+            if isinstance(episode, str) and not np.isnan(step):
+                refused_steps.setdefault((episode, float(step)), err.row)
+        if not refused_steps:
+            return valid, []
+        episodes, steps = valid["episode_id"].to_pylist(), valid["step"].to_pylist()
+        errors = []
+        split = np.zeros(valid.num_rows, dtype=bool)
+        for i, (episode, step) in enumerate(zip(episodes, steps, strict=True)):
+            row = None if episode is None else refused_steps.get((episode, float(step)))
+            if row is not None:
+                split[i] = True
+                errors.append(
+                    RowError(
+                        table,
+                        int(positions[i]),
+                        "step",
+                        step,
+                        f"step {step} of episode {episode!r} is written whole or not at all: its row "
+                        f"{row} was refused",
+                    )
+                )
+        return valid.filter(pa.array(~split)), errors
 
     def _commit(self, table: str, table_dir: Path, valid: pa.Table) -> tuple[str, ...]:
         batch_id = f"{time.time_ns():020d}-{uuid.uuid4().hex[:8]}"
@@ -309,13 +379,9 @@ class ReplayWriter:
         intent.unlink()
         self._advance_watermarks(table, valid)
         if table in self._keys:
-            column = UNIQUE_KEYS[table][0]
-            self._key_cache.add(
-                table_dir,
-                column,
-                (table_dir / f for _, f in renames),
-                (str(k) for k in valid[column].to_pylist()),
-            )
+            kinds = (UNIQUE_KEYS[table][0], TRANSITION_KEY)
+            files = [table_dir / f for _, f in renames]
+            self._key_cache.add(table_dir, files, {kind: key_strings(valid, kind) for kind in kinds})
         return tuple(str(table_dir / f) for _, f in renames)
 
     def _advance_watermarks(self, table: str, valid: pa.Table) -> None:

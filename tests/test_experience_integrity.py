@@ -22,6 +22,7 @@ from raytrade.replay.experience import (
     transitions_from_table,
 )
 from raytrade.replay.reader import table_files
+from raytrade.replay.schema import MAX_ABS_REWARD
 from raytrade.replay.validation import ReplayValidationError
 from raytrade.replay.writer import ReplayWriter
 
@@ -130,14 +131,14 @@ def test_the_writer_refuses_values_a_learner_cannot_read_naming_column_decision_
         writer.append_experience(frame)
     message = str(refused.value)
     assert message.startswith(f"experience: row 1, column {column!r}, value {shown}: ")
-    assert message.endswith("(decision 'e:0:BBB')")
+    assert message.endswith("(decision 'e:0:BBB', episode 'e' step 0)")
     assert list((tmp_path / "experience").glob("year=*/*.parquet")) == []
 
 
 def test_the_bounds_themselves_are_accepted(tmp_path: Path) -> None:
     frame = episode()
     frame["action"] = [1.0, -1.0, 1.0, -1.0]
-    frame["reward"] = 1e6
+    frame["reward"] = [MAX_ABS_REWARD, -MAX_ABS_REWARD] * 2
     frame.at[0, "observation"] = [1e15, 0.5, 1.0]
     with ReplayWriter(tmp_path) as writer:
         assert writer.append_experience(frame).rows_written == 4
