@@ -31,7 +31,10 @@ Design decisions
 * A window ``[start, end]`` (both inclusive, on the rows' ``ts``) selects transitions by date: an
   offline learner reads only its training window's (``tune_specs.offline.experience_window``).
   :func:`window_count` counts the transitions inside and outside it (a step's rows share one ``ts``)
-  and :func:`check_window` refuses a window holding none, naming it and the experience's dates.
+  and measures the spread of the rewards inside, and :func:`check_window` refuses a window holding
+  none, naming it and the experience's dates. :func:`read_transitions` divides every reward by a
+  given ``reward_scale`` (the offline learners read rewards in units of that spread:
+  ``tune_specs.offline``).
 * A row whose ``decision_id`` was read before is left out (the writer refuses such rows since it
   checks ids against the table; a store written before may hold an episode appended twice): within
   a read task by the id's first row, across tasks by the driver, which reads the ``decision_id``

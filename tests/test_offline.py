@@ -434,8 +434,8 @@ def test_bc_recovers_the_logged_policy_validation_return(
 @pytest.mark.parametrize(
     ("name", "fixed"),
     [
-        ("cql", {"actor_lr": 3e-4, "critic_lr": 3e-4, "min_q_weight": 5.0}),
-        ("iql", {"actor_lr": 3e-4, "critic_lr": 3e-4, "expectile": 0.8, "beta": 0.1}),
+        ("cql", {"actor_lr": 3e-4, "critic_lr": 3e-4, "min_q_weight": 5.0, "initial_alpha": 0.1}),
+        ("iql", {"actor_lr": 3e-4, "critic_lr": 3e-4, "expectile": 0.8, "beta": 1.0}),
     ],
 )
 def test_q_learners_train_on_the_experience_and_are_scored_on_validation(

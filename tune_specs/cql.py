@@ -9,12 +9,13 @@ worth), then by the Q heads. Search: actor and critic learning rates, the conser
 SAC's initial entropy temperature ``initial_alpha``.
 
 The rewards arrive divided by their spread (``tune_specs.offline``: unit standard deviation), and the
-entropy temperature is set for that unit: RLlib's default ``initial_alpha = 1`` makes the actor's
-loss ``alpha * logp - Q`` mostly entropy (measured: 99.5 % of it at the logged daily log growth, and
-still the larger part at unit rewards, where Q moves by O(1) across actions), and the automatic
-tuning (``target_entropy = "auto"``: minus the number of assets, RLlib's; ``alpha_lr`` 1e-3) moves
-``log alpha`` by about 1e-3 per update, ~0.5 over a full budget, so the initial value is what the
-actor sees. ``{0.01, 0.1}`` keeps the entropy term a tenth or less of the Q term.
+entropy temperature is set for that unit. The automatic tuning (``target_entropy = "auto"``: minus
+the number of assets, RLlib's; ``alpha_lr`` 1e-3) moves ``log alpha`` by about 1e-3 per update, ~0.5
+over a full budget, so the initial value is what the actor sees. With RLlib's ``initial_alpha = 1``
+the actor's loss ``alpha * logp - Q`` was 99.7 % entropy at the logged daily log growth (5 symbols
+of ``kelly_lite`` experience, smoke budget, 15 iterations); with 0.1 and unit rewards the entropy
+term is 0.31 against the Q term's 0.15 after 60 updates, the critic still growing toward the
+rewards' scale. Searched: ``{0.01, 0.1}``.
 """
 
 from __future__ import annotations
