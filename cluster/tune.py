@@ -23,8 +23,8 @@ Design decisions
 * One run = one folder ``STORAGE/NAME`` (Tune's experiment dir). Next to Tune's files it holds
   ``raytrade_run.json`` (``cluster.run_file.RunFile``: spec, replay, budget, the reproducing
   command, and the code version, library versions and data fingerprint at the start, and for an
-  offline spec the experience's fingerprint and the window of it read; written first, so an
-  interrupted run is still described), and at the end ``leaderboard.json``
+  offline spec the experience's fingerprint, the window of it read and its rewards' divisor;
+  written first, so an interrupted run is still described), and at the end ``leaderboard.json``
   (``LeaderboardRow`` list: each trial's best checkpoint, its validation and train objectives, and
   the overfitting check of its last iterations, ``tune_specs.overfit``) and
   ``validation_objective.png`` (validation solid, train dashed, per trial). ``raytrade promote
@@ -551,15 +551,24 @@ def _param(config: Mapping[str, Any], path: str) -> Any:
     return node
 
 
-def search_algo_config(opts: TuneOptions, spec: TuneSpec) -> AlgorithmConfig:
+def search_algo_config(
+    opts: TuneOptions, spec: TuneSpec, window: ExperienceWindow | None = None
+) -> AlgorithmConfig:
     """The search's param space before trial resources: the spec's config for this search's env,
-    budget and objective, with its exploration options, ``--init`` weights and experience store."""
+    budget and objective, with its exploration options, ``--init`` weights and experience store, and
+    an offline spec's reward divisor from its experience ``window`` (``window.reward_scale``, what the
+    run file records; without one the trials compute the same)."""
     budget = opts.budget(spec)
     env_config = opts.env_config(spec, budget)
     objective = spec.objective.model_copy(update={"cvar_penalty": opts.cvar_penalty})
-    return _with_experience(
+    config = _with_experience(
         opts, opts.search_config(spec, spec.algo_config(env_config, budget, objective), env_config)
     )
+    if window is None or window.reward_scale is None:
+        return config
+    from raytrade.tune_specs.offline import with_reward_scale
+
+    return with_reward_scale(config, window.reward_scale)
 
 
 def build_tuner(opts: TuneOptions, spec: TuneSpec, config: AlgorithmConfig, callbacks: list[Any]) -> Any:
@@ -751,7 +760,7 @@ def experience_window(opts: TuneOptions, spec: TuneSpec) -> ExperienceWindow:
     """The transitions offline ``spec`` reads (``tune_specs.offline.experience_window``: decided in
     the training window of this search's splits, less its last bar) and how many lie outside;
     refused (one line naming the window and the experience's dates) when none lies inside."""
-    from raytrade.tune_specs.offline import counted_window
+    from raytrade.tune_specs.offline import counted_window, reward_scale
 
     root = opts.experience or local_store(opts.replay)
     try:
@@ -767,15 +776,18 @@ def experience_window(opts: TuneOptions, spec: TuneSpec) -> ExperienceWindow:
         end=decisions.end.to_pydatetime(),
         transitions=count.inside,
         left_out=count.left_out,
+        reward_scale=reward_scale(count.reward_std),
     )
 
 
 def experience_window_line(window: ExperienceWindow) -> str:
-    """The progress line saying which transitions an offline search learns from."""
+    """The progress line saying which transitions an offline search learns from, and the divisor of
+    their rewards."""
+    scale = "" if window.reward_scale is None else f"; rewards divided by {window.reward_scale:.4g}"
     return (
         f"offline experience: {window.transitions} transitions decided {window.start.date()} .. "
         f"{window.end.date()} (training window {window.train_start.date()} .. {window.train_end.date()}); "
-        f"{window.left_out} outside it left out"
+        f"{window.left_out} outside it left out{scale}"
     )
 
 
@@ -1197,7 +1209,7 @@ def run_tune(opts: TuneOptions, dashboard: bool = True) -> TuneOutcome:
         raise InputError(f"experiment {str(run_dir)!r} exists: pass --resume, or --name for a new one")
     online_wandb_key(opts)  # refused before Ray starts; _wandb_setup reads it for the upload
     # the search's param space: --probe-symbols and --drawdown-std-scale are refused here (no Ray yet)
-    config = with_trial_resources(opts, search_algo_config(opts, spec))
+    config = with_trial_resources(opts, search_algo_config(opts, spec, window))
     bundles = trial_bundles(config).bundles if opts.env_runners else []  # (refused with --resume above)
     nodes = local_node_resources()  # a new local Ray's one node: the bundles are checked before it starts
     fits = not bundles or nodes is None or check_bundles_fit(bundles, nodes, opts.env_runners)

@@ -9,7 +9,8 @@ random draws (:class:`CQLDraws`). With ``B`` transitions, ``K = num_actions``, `
   ``alpha = exp(log_alpha)`` enters every other term detached.
 * actor loss ``mean(alpha * logp~ - min_i Q_i(obs, a~))`` (Q's parameters frozen: the gradient
   reaches the policy through ``a~`` only); during the first ``bc_iters`` updates
-  ``mean(alpha * logp~ - log pi(a_data | obs))`` instead (behaviour cloning).
+  ``mean(alpha * logp~ - log pi(a_data | obs))`` instead (behaviour cloning; the learner's own
+  count of updates, :class:`LeanCQLLearner`).
 * target ``y = r + gamma * (1 - terminated) * min_i Q'_i(next_obs, a')`` (``deterministic_backup``;
   otherwise ``- alpha * logp'`` is added inside the bracket), no gradient.
 * critic loss of twin ``i``: ``mean((Q_i(obs, a_data) - y)^2) + w * T * mean_b logsumexp_j(x_ij / T)
@@ -218,7 +219,18 @@ def clip_twin_gradients(
 class LeanCQLLearner(CQLTorchLearner):
     """``CQLTorchLearner`` for :class:`LeanCQLModule`: :func:`cql_losses`, three optimisers (``qf``
     over both twins, ``policy``, ``alpha``) and one backward pass per update; ``grad_clip`` per twin
-    (:func:`clip_twin_gradients`), so the clipped gradients are RLlib's four optimisers'."""
+    (:func:`clip_twin_gradients`), so the clipped gradients are RLlib's four optimisers'.
+
+    The actor is cloned during the learner's first ``bc_iters`` updates (:attr:`updates_done`, this
+    learner's own count). RLlib's CQL learner counts them with a ``sum`` metric that its
+    ``MetricsLogger`` clears at every reduce, i.e. after each ``update`` call (one per training
+    iteration): its count restarts every iteration, so with ``bc_iters`` one iteration's updates all
+    but the last update of every iteration were behaviour cloning (and with RLlib's default 20,000,
+    every one). A learner restored from a checkpoint counts from 0 again (one more iteration of
+    cloning)."""
+
+    updates_done: int = 0
+    """Updates this learner has taken (set per instance on the first one)."""
 
     def configure_optimizers_for_module(self, module_id: str, config: Any = None) -> None:
         module = self.module[module_id].unwrapped()
@@ -249,14 +261,15 @@ class LeanCQLLearner(CQLTorchLearner):
         if config.lagrangian:
             raise ValueError("lagrangian=True: RLlib's CQL learner does not implement it, nor does this one")
         self.metrics.log_value((ALL_MODULES, TRAINING_ITERATION), 1, reduce="sum")
-        updates = self.metrics.peek((ALL_MODULES, TRAINING_ITERATION), default=0)
+        cloning = self.updates_done < config.bc_iters
+        self.updates_done += 1
         actions = batch[Columns.ACTIONS]
         hyper = CQLHyper(
             gamma=config.gamma,
             min_q_weight=config.min_q_weight,
             temperature=config.temperature,
             deterministic_backup=config.deterministic_backup,
-            behaviour_cloning=updates < config.bc_iters,
+            behaviour_cloning=cloning,
             target_entropy=float(self.target_entropy[module_id]),
         )
         draws = CQLDraws.sample(actions.shape[0], config.num_actions, actions.shape[-1], actions.device)
@@ -273,6 +286,7 @@ class LeanCQLLearner(CQLTorchLearner):
                 "alpha_value": log_alpha.detach().exp()[0],
                 "log_alpha_value": log_alpha.detach()[0],
                 "target_entropy": self.target_entropy[module_id],
+                "behaviour_cloning": float(cloning),
                 LOGPS_KEY: losses.logp,
                 QF_MEAN_KEY: q_stats.mean(),
                 QF_MAX_KEY: q_stats.max(),

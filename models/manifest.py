@@ -90,7 +90,8 @@ def scrub_secrets(value: Any) -> Any:
 class ExperienceWindow(BaseModel):
     """The dates an offline run read its experience from (``tune_specs.offline.experience_window``):
     the transitions decided on the training window's bars but its last, so that each one's next
-    observation lies in the window too, and how many the table held in it and outside it."""
+    observation lies in the window too, how many the table held in it and outside it, and the
+    divisor of the rewards the learner read."""
 
     model_config = _DOC
 
@@ -100,6 +101,13 @@ class ExperienceWindow(BaseModel):
     end: datetime = Field(description="last decision read (UTC, inclusive): the bar before train_end")
     transitions: int = Field(ge=0, description="transitions in the window when the search started")
     left_out: int = Field(ge=0, description="transitions outside it (not read) when the search started")
+    reward_scale: float | None = Field(
+        None,
+        gt=0,
+        description="what the learner divided every reward by: the standard deviation of the rewards "
+        "of the transitions in the window (1.0 when they do not vary; tune_specs.offline.reward_scale); "
+        "None: recorded before rewards were scaled (the learner read them as logged)",
+    )
 
 
 class TrainWindow(BaseModel):

@@ -31,7 +31,10 @@ Design decisions
 * A window ``[start, end]`` (both inclusive, on the rows' ``ts``) selects transitions by date: an
   offline learner reads only its training window's (``tune_specs.offline.experience_window``).
   :func:`window_count` counts the transitions inside and outside it (a step's rows share one ``ts``)
-  and :func:`check_window` refuses a window holding none, naming it and the experience's dates.
+  and measures the spread of the rewards inside, and :func:`check_window` refuses a window holding
+  none, naming it and the experience's dates. :func:`read_transitions` divides every reward by a
+  given ``reward_scale`` (the offline learners read rewards in units of that spread:
+  ``tune_specs.offline``).
 * A row whose ``decision_id`` was read before is left out (the writer refuses such rows since it
   checks ids against the table; a store written before may hold an episode appended twice): within
   a read task by the id's first row, across tasks by the driver, which reads the ``decision_id``
@@ -509,6 +512,16 @@ def _assemble(
     }
 
 
+def scale_rewards(transitions: Mapping[str, np.ndarray], scale: float) -> dict[str, np.ndarray]:
+    """``transitions`` (``OUTPUT_COLUMNS``) with ``rewards`` divided by ``scale`` (a finite number > 0,
+    else a ``ValueError`` naming it; float32, as read), the other columns as they are: the unit an
+    offline learner reads its rewards in (``tune_specs.offline.reward_scale``)."""
+    if not (np.isfinite(scale) and scale > 0):
+        raise ValueError(f"reward_scale {scale!r}: the rewards' divisor must be a finite number > 0")
+    rewards = np.asarray(transitions["rewards"], dtype=np.float64) / scale
+    return {**transitions, "rewards": rewards.astype(np.float32)}
+
+
 def flat_observations(slices: np.ndarray, portfolio: np.ndarray) -> np.ndarray:
     """The env's flat observations (``envs.gym_envs``' layout) of ``S`` steps: per-asset slices
     ``[S, N, F + 2]`` (features, weight, listed flag) and portfolio states ``[S, P]`` give
@@ -569,11 +582,13 @@ def read_transitions(
     obs_dim: int | None = None,
     symbols: Sequence[str] | None = None,
     observation_spec: str | None = None,
+    reward_scale: float = 1.0,
 ) -> ray.data.Dataset:
     """The transitions of the store at ``root`` dated ``[start, end]`` (inclusive; None: unbounded)
     as a lazy ``ray.data.Dataset`` (columns ``OUTPUT_COLUMNS``): one read-and-assemble task per group
     of committed files of at most ``READ_ROWS_PER_TASK`` rows (see the module docstring; the checks of
-    :func:`transitions_from_table`, a decision id read in an earlier group left out).
+    :func:`transitions_from_table`, a decision id read in an earlier group left out), every reward
+    divided by ``reward_scale`` (:func:`scale_rewards`; 1.0: as logged).
     Row order is not guaranteed; an empty table is refused (nothing to learn from); a window holding
     no transition is for the caller to refuse beforehand (:func:`check_window`, it reads the dates)."""
     import ray.data
@@ -590,6 +605,8 @@ def read_transitions(
     rows = {f: _transition_rows(f) for f in files}
     if not any(rows.values()):
         check_experience_store(root)  # refuses, naming a decision without a transition
+    if not (np.isfinite(reward_scale) and reward_scale > 0):  # refused in the driver, not in a task
+        raise ValueError(f"reward_scale {reward_scale!r}: the rewards' divisor must be a finite number > 0")
     row_filter = _row_filter(None, start, end)
     task = functools.partial(
         _file_transitions,
@@ -598,6 +615,7 @@ def read_transitions(
         obs_dim=obs_dim,
         symbols=None if symbols is None else list(symbols),
         observation_spec=observation_spec,
+        reward_scale=reward_scale,
     )
     groups = read_groups([f for f in files if rows[f]], rows, READ_ROWS_PER_TASK)
     drops = read_earlier(groups, row_filter)
@@ -662,10 +680,11 @@ def _file_transitions(
     obs_dim: int | None,
     symbols: list[str] | None = None,
     observation_spec: str | None = None,
+    reward_scale: float = 1.0,
 ) -> dict[str, np.ndarray]:
     """The transitions of the files named in ``batch['paths']`` less the rows whose decision id is
-    in ``batch['drop']`` (a JSON list: read by an earlier task, :func:`read_earlier`), one Ray Data
-    task."""
+    in ``batch['drop']`` (a JSON list: read by an earlier task, :func:`read_earlier`), rewards divided
+    by ``reward_scale``, one Ray Data task."""
     paths = [p for group in batch.column("paths").to_pylist() for p in group]  # type: ignore[attr-defined]
     table = ds.dataset(paths, schema=schema_for("experience"), format="parquet").to_table(
         columns=list(READ_COLUMNS), filter=row_filter
@@ -675,7 +694,8 @@ def _file_transitions(
     drop = [i for text in texts for i in json.loads(text)]
     if drop:
         table = table.filter(pc.invert(pc.is_in(table.column("decision_id"), value_set=pa.array(drop))))
-    return transitions_from_table(table, n_assets, obs_dim, symbols, observation_spec)
+    transitions = transitions_from_table(table, n_assets, obs_dim, symbols, observation_spec)
+    return transitions if reward_scale == 1.0 else scale_rewards(transitions, reward_scale)
 
 
 def _transition_rows(path: Path) -> int:
@@ -721,13 +741,16 @@ def _span(start: TimeLike, end: TimeLike) -> str:
 @dataclass(frozen=True)
 class WindowCount:
     """Transitions (steps, not rows) of an experience store inside a window and on either side of it,
-    and the dates of its first and last transition (None: it holds none)."""
+    the dates of its first and last transition (None: it holds none), and the population standard
+    deviation of the finite rewards of the transitions inside (one per step, the reward its asset 0
+    row carries, as the learner reads it; 0.0 for fewer than two)."""
 
     inside: int
     before: int
     after: int
     first: pd.Timestamp | None
     last: pd.Timestamp | None
+    reward_std: float = 0.0
 
     @property
     def left_out(self) -> int:
@@ -736,19 +759,25 @@ class WindowCount:
 
 def window_count(root: str | os.PathLike[str], start: TimeLike, end: TimeLike) -> WindowCount:
     """Count the transitions of the store at ``root`` dated in ``[start, end]`` (inclusive; None:
-    unbounded), before and after it (reads ``ts``, ``episode_id`` and ``step`` only)."""
-    table = read_table(root, "experience", columns=["ts", "episode_id", "step"])
+    unbounded), before and after it, and the spread of the rewards inside (:class:`WindowCount`;
+    reads ``ts``, ``episode_id``, ``step``, ``asset_index`` and ``reward`` only)."""
+    columns = ["ts", "episode_id", "step", "asset_index", "reward"]
+    table = read_table(root, "experience", columns=columns)
     steps = table.filter(table.column("episode_id").is_valid()).to_pandas()
-    steps = steps.drop_duplicates(["episode_id", "step"])
+    steps = steps.sort_values(["episode_id", "step", "asset_index"], kind="stable")
+    steps = steps.drop_duplicates(["episode_id", "step"])  # a step's asset 0 row, the learner's reward
     ts = steps["ts"]
-    before = 0 if start is None else int((ts < as_utc(start, "start")).sum())
-    after = 0 if end is None else int((ts > as_utc(end, "end")).sum())
+    early = np.zeros(len(ts), bool) if start is None else (ts < as_utc(start, "start")).to_numpy()
+    late = np.zeros(len(ts), bool) if end is None else (ts > as_utc(end, "end")).to_numpy()
+    rewards = steps["reward"].to_numpy(dtype=np.float64)[~(early | late)]
+    rewards = rewards[np.isfinite(rewards)]  # a step without a finite reward is refused by the read
     return WindowCount(
-        inside=len(ts) - before - after,
-        before=before,
-        after=after,
+        inside=int(len(ts) - early.sum() - late.sum()),
+        before=int(early.sum()),
+        after=int(late.sum()),
         first=ts.min() if len(ts) else None,
         last=ts.max() if len(ts) else None,
+        reward_std=float(np.std(rewards)) if rewards.size > 1 else 0.0,
     )
 
 

@@ -376,3 +376,40 @@ def test_clipping_both_twins_jointly_would_differ_from_rllibs_per_twin_clipping(
     per_twin, norms = clip_twin_gradients(stacked, CLIP, "global_norm")
     assert norms is not None and norms[0] != norms[1]
     assert not torch.allclose(joint[0][0], per_twin[0][0])
+
+
+def test_the_actor_is_cloned_for_the_learners_first_bc_iters_updates_across_update_calls() -> None:
+    """Each ``update`` call is one training iteration's; RLlib's count of updates (a ``sum`` metric)
+    restarted at every call, so every iteration began with cloning again. The learner's own count
+    spans its life: ``bc_iters = 2`` clones on the first two updates, then never."""
+    from ray.rllib.algorithms.cql import CQLConfig
+    from ray.rllib.policy.sample_batch import MultiAgentBatch, SampleBatch
+
+    from raytrade.tune_specs.cql import lean_cql
+
+    config = (
+        lean_cql(CQLConfig(), [6, 4])
+        .environment(
+            observation_space=gym.spaces.Box(-np.inf, np.inf, (D,), np.float32),
+            action_space=gym.spaces.Box(-1.0, 1.0, (N,), np.float32),
+        )
+        .training(bc_iters=2, num_actions=K)
+    )
+    spaces = {"default_policy": (config.observation_space, config.action_space)}
+    learner = config.build_learner(spaces=spaces)
+    rng = np.random.default_rng(0)
+    batch = SampleBatch(
+        {
+            "obs": rng.normal(size=(8, D)).astype(np.float32),
+            "new_obs": rng.normal(size=(8, D)).astype(np.float32),
+            "actions": rng.uniform(-0.5, 0.5, (8, N)).astype(np.float32),
+            "rewards": rng.normal(size=8).astype(np.float32),
+            "terminateds": np.zeros(8, bool),
+            "truncateds": np.zeros(8, bool),
+        }
+    )
+    cloned = []
+    for _ in range(4):
+        result = learner.update(batch=MultiAgentBatch({"default_policy": batch}, 8))
+        cloned.append(float(result["default_policy"]["behaviour_cloning"].peek()))
+    assert cloned == [1.0, 1.0, 0.0, 0.0]

@@ -376,12 +376,16 @@ def test_ray_data_feeds_the_learner_the_rows_rllibs_pre_learner_made(
 ) -> None:
     from ray.rllib.offline.offline_prelearner import OfflinePreLearner
 
+    from raytrade.replay.experience import scale_rewards, window_count
+
     config = offline_config(store, experience, "cql")
     got = sampled_rows(config)  # learner_columns in the read tasks
     spaces = (config.observation_space, config.action_space)
     module_spec = config.get_multi_rl_module_spec(spaces={"default_policy": spaces})
     pre_learner = OfflinePreLearner(config=config, spaces=spaces, module_spec=module_spec)
-    expected = pre_learner(read_transitions_frame(experience, n_assets=N_ASSETS))  # in process
+    transitions = read_transitions_frame(experience, n_assets=N_ASSETS)  # in process
+    scale = window_count(experience, None, None).reward_std  # every transition is in the window
+    expected = pre_learner(scale_rewards(transitions, scale))  # the learner reads rewards / their std
     order = np.lexsort(expected["default_policy/obs"].numpy().T[::-1])
     assert sorted(got) == sorted(expected) and len(got["default_policy/obs"]) == len(order) > 100
     for key, tensor in expected.items():
@@ -430,8 +434,8 @@ def test_bc_recovers_the_logged_policy_validation_return(
 @pytest.mark.parametrize(
     ("name", "fixed"),
     [
-        ("cql", {"actor_lr": 3e-4, "critic_lr": 3e-4, "min_q_weight": 5.0}),
-        ("iql", {"actor_lr": 3e-4, "critic_lr": 3e-4, "expectile": 0.8, "beta": 0.1}),
+        ("cql", {"actor_lr": 3e-4, "critic_lr": 3e-4, "min_q_weight": 5.0, "initial_alpha": 0.1}),
+        ("iql", {"actor_lr": 3e-4, "critic_lr": 3e-4, "expectile": 0.8, "beta": 1.0}),
     ],
 )
 def test_q_learners_train_on_the_experience_and_are_scored_on_validation(

@@ -27,6 +27,21 @@ Design decisions
   holding no transition is refused (:func:`counted_window`), by ``raytrade tune`` before Ray starts
   and by the trial itself; so is one whose transitions were logged on another universe or encoding
   (:func:`check_experience_layout`, reading the checked columns only).
+* **The learner reads the rewards in units of their spread** (``replay.experience.scale_rewards``,
+  in the read tasks, for every offline spec): each logged reward is divided by the standard deviation of the
+  rewards of the transitions it reads (its training window's, ``WindowCount.reward_std``), computed
+  by ``raytrade tune`` before Ray starts, carried in the config (:func:`with_reward_scale`) and
+  recorded in the run file and the manifest (``data.experience.window.reward_scale``); a config
+  without one (a test, a benchmark) computes the same number in the trial. The logged reward is a
+  daily log growth, of the order of 1e-3: in those units the Q values of ``cql`` and ``iql`` are
+  ~1e-2, CQL's actor follows its entropy term and its critic its conservative penalty (weighted
+  O(1) whatever the reward's unit), and IQL's weights ``exp(beta * (Q - V))`` are 1 (behaviour
+  cloning). Dividing every reward of an MDP by one positive constant divides every value and
+  Q function by it and changes no policy's ranking, so the optimal policy is unchanged; only the
+  losses' balance moves. The reward is not centred (a shift would change what terminating early is
+  worth). A window whose rewards do not vary (fewer than two transitions, or one reward throughout)
+  keeps scale 1: there is no spread to measure. Scores are unaffected: the validation objective is
+  computed by the simulator from the policy's actions.
 * The env stays configured: the validation scoring hook (``tune_specs.objective``) replays the
   learned module in the simulator on the validation split, exactly as for the online specs.
 * Budget mapping: ``minibatch`` is the learner batch (``train_batch_size_per_learner``);
@@ -39,6 +54,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import math
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, NamedTuple
@@ -131,6 +147,9 @@ class ExperienceData(OfflineData):
             count.left_out,
         )
         layout = env_layout(config.env_config)
+        scale = configured_reward_scale(config) or reward_scale(count.reward_std)
+        log.info("offline experience %s: rewards divided by %.6g (their std in the window)", root, scale)
+        self.reward_scale = scale
         self.data = read_transitions(
             root,
             start=decisions.start,
@@ -139,6 +158,7 @@ class ExperienceData(OfflineData):
             obs_dim=int(obs_space.shape[0]),
             symbols=layout.symbols,
             observation_spec=layout.observation_spec,
+            reward_scale=scale,
         )
         if self.materialize_data:
             self.data = self.data.materialize()
@@ -240,6 +260,33 @@ def learner_columns(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """The learner batch RLlib's ``OfflinePreLearner`` makes of transitions when
     :func:`copies_columns` holds (flattened ``module_id/column`` keys, as it returns them)."""
     return {f"{DEFAULT_MODULE_ID}/{c}": batch[c] for c in LEARNER_COLUMNS}
+
+
+REWARD_SCALE_KEY: Final = "reward_scale"
+"""Key of ``config.input_read_method_kwargs`` (the kwargs of the experience read, which
+:class:`ExperienceData` does itself) holding the divisor of the rewards the learner reads."""
+
+
+def reward_scale(reward_std: float) -> float:
+    """The divisor of the logged rewards an offline learner reads: ``reward_std``, the standard
+    deviation of the rewards of the transitions it reads (``WindowCount.reward_std``), or 1.0 when
+    that is 0 or not finite (rewards that do not vary have no spread to measure them by)."""
+    return float(reward_std) if math.isfinite(reward_std) and reward_std > 0 else 1.0
+
+
+def with_reward_scale(config: AlgorithmConfig, scale: float) -> AlgorithmConfig:
+    """An offline ``config`` whose learner reads every reward divided by ``scale`` (finite, > 0;
+    otherwise a ``ValueError`` naming the value): ``raytrade tune`` sets the one it records."""
+    if not (math.isfinite(scale) and scale > 0):
+        raise ValueError(f"reward_scale {scale!r}: the rewards' divisor must be a finite number > 0")
+    kwargs = {**(config.input_read_method_kwargs or {}), REWARD_SCALE_KEY: float(scale)}
+    return config.offline_data(input_read_method_kwargs=kwargs)
+
+
+def configured_reward_scale(config: AlgorithmConfig) -> float | None:
+    """The reward divisor :func:`with_reward_scale` set on ``config`` (None: not set)."""
+    scale = (config.input_read_method_kwargs or {}).get(REWARD_SCALE_KEY)
+    return None if scale is None else float(scale)
 
 
 def experience_window(env_config: Mapping[str, Any]) -> tuple[TimeWindow, TimeWindow]:
