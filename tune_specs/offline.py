@@ -62,6 +62,7 @@ from ray.rllib.core.columns import Columns
 from ray.rllib.offline.offline_data import OfflineData
 from ray.rllib.offline.offline_prelearner import OfflinePreLearner
 
+from raytrade.envs.gym_envs import PROGRESS_SLOT
 from raytrade.envs.replay_loader import FEATURE_GROUPS
 from raytrade.replay.experience import READ_CPUS, WindowCount
 from raytrade.replay.splits import TimeWindow
@@ -139,6 +140,7 @@ class ExperienceData(OfflineData):
             obs_dim=int(obs_space.shape[0]),
             symbols=layout.symbols,
             observation_spec=layout.observation_spec,
+            zeroed_state=(PROGRESS_SLOT,),  # the env encodes 0 there; rows recorded before did not
         )
         if self.materialize_data:
             self.data = self.data.materialize()
