@@ -18,9 +18,13 @@
   gating policy uses to make passive and aggressive impossible where it is closed.
 
 Observation (both): ``Dict(features Box(N, F), weights Box(N), mask Box(N) in {0, 1}, portfolio
-Box(5) = [cash fraction, drawdown, kill-switch active, kill-switch bars / release bars, progress])``,
-or the same concatenated into one flat ``Box`` when ``flat_obs``. With ``normalizer`` set, ``features``
-holds the normalised columns plus one fraction-missing channel (``Box(N, F + 1)``).
+Box(5) = [cash fraction, drawdown, kill-switch active, kill-switch bars / release bars, 0])``,
+or the same concatenated into one flat ``Box`` when ``flat_obs``. The fifth value was the episode's
+progress; it is encoded as 0 everywhere (:data:`PROGRESS_SLOT`): a live account has no episode, so
+serving could only ever show 0, and a policy that learned from it was scored on a signal it never has
+when it trades (a replay or a recorded episode from a window's first bar made it a calendar index).
+With ``normalizer`` set, ``features`` holds the normalised columns plus one fraction-missing channel
+(``Box(N, F + 1)``).
 
 The vector forms step all episodes in one simulator call and use gymnasium's next-step autoreset
 (what RLlib's env runners expect). RLlib: ``tune.register_env(name, make_portfolio_env)``; the creator
@@ -52,6 +56,11 @@ from raytrade.envs.synthetic_market import market_data_from_config
 PORTFOLIO_ENV_ID = "raytrade/PortfolioEnv-v0"
 GATED_ENV_ID = "raytrade/GatedSymbolEnv-v0"
 N_PORTFOLIO_STATE = 5
+PROGRESS_SLOT = 4
+"""The portfolio state's index that held the episode's progress, encoded as 0 for training, scoring,
+evaluation, recorded experience and serving alike (module doc); the slot stays, so every stored
+observation and registry version keeps its layout. ``replay.experience.read_transitions``' reader
+zeroes it in experience recorded before (``zeroed_state``)."""
 _LIMIT_MODE_INDEX = sorted(GATE_MODES.index(m) for m in LIMIT_GATE_MODES)  # modes placed as limit orders
 GATE_ACTION_FIELDS = 3  # per symbol: mode, side, sizing level
 _BIG = float(np.finfo(np.float32).max)
@@ -123,11 +132,11 @@ def batched_observation(
         out[:, nf + n : nf + 2 * n] = ob.mask
         tail = out[:, nf + 2 * n :]
         tail[:, 0], tail[:, 1], tail[:, 2] = ob.cash_fraction, ob.drawdown, ob.kill_active
-        tail[:, 3], tail[:, 4] = ob.kill_bars / denom, ob.progress
+        tail[:, 3], tail[:, PROGRESS_SLOT] = ob.kill_bars / denom, 0.0
         return out
-    port = np.stack(
-        [ob.cash_fraction, ob.drawdown, ob.kill_active, ob.kill_bars / denom, ob.progress], axis=-1
-    ).astype(np.float32)
+    zero = np.zeros_like(ob.cash_fraction)
+    port = np.stack([ob.cash_fraction, ob.drawdown, ob.kill_active, ob.kill_bars / denom, zero], axis=-1)
+    port = port.astype(np.float32)
     return {
         "features": np.ascontiguousarray(feats, dtype=np.float32),
         "weights": ob.weights.astype(np.float32),

@@ -146,6 +146,7 @@ def transitions_from_frame(
     obs_dim: int | None = None,
     symbols: Sequence[str] | None = None,
     observation_spec: str | None = None,
+    zeroed_state: Sequence[int] = (),
 ) -> dict[str, np.ndarray]:
     """:func:`transitions_from_table` of a pandas frame (columns ``READ_COLUMNS``)."""
     if "observation_spec" not in frame.columns:
@@ -154,7 +155,7 @@ def transitions_from_frame(
     if missing:
         raise ExperienceError(f"experience has no column {missing[0]!r}")
     table = pa.Table.from_pandas(frame[list(READ_COLUMNS)], preserve_index=False)
-    return transitions_from_table(table, n_assets, obs_dim, symbols, observation_spec)
+    return transitions_from_table(table, n_assets, obs_dim, symbols, observation_spec, zeroed_state)
 
 
 def first_rows(table: pa.Table) -> pa.Table:
@@ -237,6 +238,7 @@ def transitions_from_table(
     obs_dim: int | None = None,
     symbols: Sequence[str] | None = None,
     observation_spec: str | None = None,
+    zeroed_state: Sequence[int] = (),
 ) -> dict[str, np.ndarray]:
     """Assemble experience rows (columns ``READ_COLUMNS``) into transitions, sorted by (episode, step);
     rows without an episode id are set aside (none with one: refused, naming a decision), and a row
@@ -246,7 +248,9 @@ def transitions_from_table(
     another size is refused naming its episode. None: the first step's sizes rule the rest.
     ``symbols``: the learner's universe, in its asset order; a step of other symbols (or in another
     order) is refused. ``observation_spec``: the learner env's (``envs.experience.observation_spec``);
-    a row with another one, or none, is refused. None: not checked.
+    a row with another one, or none, is refused. None: not checked. ``zeroed_state``: indices of the
+    portfolio state read as 0 in ``obs`` and ``new_obs`` (a value the learner's env now encodes as 0,
+    ``envs.gym_envs.PROGRESS_SLOT``, so rows recorded before read as the env shows them).
     Vectorised over the steps (Arrow and numpy, no Python loop over rows or steps): the checks
     compute a flag per step, and the first flagged step in (episode, step) order is refused.
     """
@@ -309,7 +313,9 @@ def transitions_from_table(
         )
     if len(dims) != 1:
         raise ExperienceError(f"experience column 'observation' gives observations of sizes {dims}")
-    return _assemble(table, starts, widths[0], episodes=names[codes[starts]], steps=step[starts])
+    return _assemble(
+        table, starts, widths[0], episodes=names[codes[starts]], steps=step[starts], zeroed_state=zeroed_state
+    )
 
 
 def _asset_message(episode: str, step: int, assets: list[int]) -> str:
@@ -446,9 +452,15 @@ def check_layout(
 
 
 def _assemble(
-    table: pa.Table, starts: np.ndarray, n: int, episodes: np.ndarray, steps: np.ndarray
+    table: pa.Table,
+    starts: np.ndarray,
+    n: int,
+    episodes: np.ndarray,
+    steps: np.ndarray,
+    zeroed_state: Sequence[int] = (),
 ) -> dict[str, np.ndarray]:
-    """The transition columns of ``table`` (sorted, checked: every step ``n`` rows from ``starts``)."""
+    """The transition columns of ``table`` (sorted, checked: every step ``n`` rows from ``starts``),
+    the portfolio state's ``zeroed_state`` read as 0."""
     first = starts  # a step's shared columns are read from its asset 0 row
 
     def flat(slices: str, state: str) -> np.ndarray:
@@ -470,7 +482,9 @@ def _assemble(
                 "an asset's slice is its features, weight and listed flag (at least 2)"
             )
         values = _list_values(table, slices).reshape(len(first), n, width)
-        return flat_observations(values, _list_values(table, state, first).reshape(len(first), -1))
+        portfolio = _list_values(table, state, first).reshape(len(first), -1).copy()
+        portfolio[:, list(zeroed_state)] = 0.0
+        return flat_observations(values, portfolio)
 
     obs, new_obs = flat("observation", "portfolio_state"), flat("next_observation", "next_portfolio_state")
     if new_obs.shape != obs.shape:
@@ -568,10 +582,11 @@ def read_transitions_frame(
     obs_dim: int | None = None,
     symbols: Sequence[str] | None = None,
     observation_spec: str | None = None,
+    zeroed_state: Sequence[int] = (),
 ) -> dict[str, np.ndarray]:
     """The pandas path: every transition of the store at ``root`` read at once (small data only)."""
     table = read_table(root, "experience", start=start, end=end, columns=list(READ_COLUMNS))
-    return transitions_from_table(table, n_assets, obs_dim, symbols, observation_spec)
+    return transitions_from_table(table, n_assets, obs_dim, symbols, observation_spec, zeroed_state)
 
 
 def read_transitions(
@@ -583,12 +598,13 @@ def read_transitions(
     symbols: Sequence[str] | None = None,
     observation_spec: str | None = None,
     reward_scale: float = 1.0,
+    zeroed_state: Sequence[int] = (),
 ) -> ray.data.Dataset:
     """The transitions of the store at ``root`` dated ``[start, end]`` (inclusive; None: unbounded)
     as a lazy ``ray.data.Dataset`` (columns ``OUTPUT_COLUMNS``): one read-and-assemble task per group
     of committed files of at most ``READ_ROWS_PER_TASK`` rows (see the module docstring; the checks of
-    :func:`transitions_from_table`, a decision id read in an earlier group left out), every reward
-    divided by ``reward_scale`` (:func:`scale_rewards`; 1.0: as logged).
+    :func:`transitions_from_table`, a decision id read in an earlier group left out, ``zeroed_state``
+    as there), every reward divided by ``reward_scale`` (:func:`scale_rewards`; 1.0: as logged).
     Row order is not guaranteed; an empty table is refused (nothing to learn from); a window holding
     no transition is for the caller to refuse beforehand (:func:`check_window`, it reads the dates)."""
     import ray.data
@@ -616,6 +632,7 @@ def read_transitions(
         symbols=None if symbols is None else list(symbols),
         observation_spec=observation_spec,
         reward_scale=reward_scale,
+        zeroed_state=list(zeroed_state),
     )
     groups = read_groups([f for f in files if rows[f]], rows, READ_ROWS_PER_TASK)
     drops = read_earlier(groups, row_filter)
@@ -681,6 +698,7 @@ def _file_transitions(
     symbols: list[str] | None = None,
     observation_spec: str | None = None,
     reward_scale: float = 1.0,
+    zeroed_state: Sequence[int] = (),
 ) -> dict[str, np.ndarray]:
     """The transitions of the files named in ``batch['paths']`` less the rows whose decision id is
     in ``batch['drop']`` (a JSON list: read by an earlier task, :func:`read_earlier`), rewards divided
@@ -694,7 +712,7 @@ def _file_transitions(
     drop = [i for text in texts for i in json.loads(text)]
     if drop:
         table = table.filter(pc.invert(pc.is_in(table.column("decision_id"), value_set=pa.array(drop))))
-    transitions = transitions_from_table(table, n_assets, obs_dim, symbols, observation_spec)
+    transitions = transitions_from_table(table, n_assets, obs_dim, symbols, observation_spec, zeroed_state)
     return transitions if reward_scale == 1.0 else scale_rewards(transitions, reward_scale)
 
 

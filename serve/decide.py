@@ -57,8 +57,8 @@ Design decisions
   ``active`` counts, unwind-only while on). Without it, the stateless rule: on only while
   ``drawdown_pct`` reaches the trigger, bars 0 (``stateless``: a caller can see it is not the trained
   behaviour).
-* **Episode progress.** A live account has no episode end; the observation's progress is
-  ``episode_progress`` (default 0: the start of an episode).
+* **Episode progress.** A live account has no episode; the observation's progress slot is 0, as
+  every encoder writes it (``envs.gym_envs.PROGRESS_SLOT``), so what was scored is what is served.
 * **Confidence.** For a Gaussian policy, ``2p - 1`` where ``p`` is the probability that a sampled
   action has the sign of the deterministic one: ``erf(|mean| / (std * sqrt 2))``, 0 for a coin flip
   (``mean = 0``, or a held symbol) and 1 for certainty (p = 0.69 gives 0.38, p = 0.84 gives 0.68); for
@@ -143,7 +143,6 @@ class ServeConfig(BaseModel):
     kill_drawdown: float | None = Field(
         None, gt=0, le=1, description="account drawdown that activates unwind-only (None: the trained one)"
     )
-    episode_progress: float = Field(0.0, ge=0, lt=1, description="the observation's episode progress")
     loop_rules: LoopRules = Field(LoopRules(), description="the loop's gates (spread caps) held to")
     caps: ExposureCaps = Field(ExposureCaps(), description="hard exposure caps after the model")
     traced_forward: bool = Field(
@@ -459,7 +458,7 @@ class DecisionService:
             kill_active=kill,
             kill_bars=kill_bars,
             mask=self.data.listed[bars],
-            progress=np.full(len(requests), self.config.episode_progress),
+            progress=np.zeros(len(requests)),  # encoded as 0 whatever it is (envs.gym_envs.PROGRESS_SLOT)
             missing=None if self.data.feature_missing is None else self.data.feature_missing[bars],
         )
         return ob, kill

@@ -78,6 +78,20 @@ def test_matching_experience_is_read_with_the_learners_universe_and_spec() -> No
     assert tr["obs"].shape == (2, 11) and tr["t"].tolist() == [0, 1]
 
 
+def test_a_zeroed_portfolio_slot_reads_as_zero_in_both_observations_and_nothing_else_moves() -> None:
+    """Rows recorded when the env still encoded the episode's progress (``envs.gym_envs.PROGRESS_SLOT``;
+    here 0.0 / 0.5 / 1.0) read as the env now shows them: 0 in ``obs`` and ``new_obs``; every other
+    value is the row's."""
+    plain = transitions_from_frame(episode(), n_assets=2, obs_dim=11, symbols=SYMBOLS, observation_spec=SPEC)
+    zeroed = transitions_from_frame(
+        episode(), n_assets=2, obs_dim=11, symbols=SYMBOLS, observation_spec=SPEC, zeroed_state=(4,)
+    )
+    assert plain["obs"][:, -1].tolist() == [0.0, 0.5] and plain["new_obs"][:, -1].tolist() == [0.5, 1.0]
+    assert zeroed["obs"][:, -1].tolist() == [0.0, 0.0] and zeroed["new_obs"][:, -1].tolist() == [0.0, 0.0]
+    np.testing.assert_array_equal(zeroed["obs"][:, :-1], plain["obs"][:, :-1])
+    np.testing.assert_array_equal(zeroed["new_obs"][:, :-1], plain["new_obs"][:, :-1])
+
+
 def test_experience_of_other_symbols_of_the_same_count_is_refused_naming_them() -> None:
     frame = episode(symbols=("AAA", "CCC"))
     with pytest.raises(

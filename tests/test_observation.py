@@ -100,6 +100,43 @@ def test_encoder_normalises_clips_and_flags_missing_values() -> None:
     np.testing.assert_allclose(out, [[[2.0, 0.5, 0.0], [0.0, 3.0, 0.5]]])
 
 
+@pytest.mark.parametrize("flat", [True, False], ids=["flat", "dict"])
+def test_the_progress_slot_is_encoded_as_zero_whatever_the_episodes_progress(flat: bool) -> None:
+    """A live account has no episode: serving can only show 0 there, so training, scoring and
+    evaluation show 0 too (what is scored is what is served); the rest of the portfolio state is kept."""
+    from raytrade.envs.gym_envs import N_PORTFOLIO_STATE, PROGRESS_SLOT
+
+    ob = Observation(
+        features=np.ones((2, 2, 1), np.float32),
+        weights=np.zeros((2, 2)),
+        cash_fraction=np.array([0.25, 0.5]),
+        drawdown=np.array([-0.1, 0.0]),
+        kill_active=np.array([True, False]),
+        kill_bars=np.array([2.0, 0.0]),
+        mask=np.ones((2, 2), bool),
+        progress=np.array([0.3, 0.9]),
+        missing=None,
+    )
+    out = batched_observation(ob, None, 4, flat=flat)
+    state = out[:, -N_PORTFOLIO_STATE:] if flat else out["portfolio"]
+    np.testing.assert_allclose(state, [[0.25, -0.1, 1.0, 0.5, 0.0], [0.5, 0.0, 0.0, 0.0, 0.0]])
+    assert PROGRESS_SLOT == N_PORTFOLIO_STATE - 1
+
+
+def test_an_env_shows_the_same_portfolio_state_at_the_start_and_the_end_of_an_episode() -> None:
+    """The progress slot no longer tells one bar of an episode from another."""
+    from raytrade.envs.gym_envs import PROGRESS_SLOT
+
+    config = {"data": {"kind": "synthetic", "n_assets": 3, "n_steps": 80}, "sim": {"episode_len": 20}}
+    env = PortfolioEnv(config)
+    obs, _ = env.reset(seed=0)
+    seen = [obs["portfolio"][PROGRESS_SLOT]]
+    for _ in range(5):
+        obs, *_ = env.step(np.zeros(3, np.float32))
+        seen.append(obs["portfolio"][PROGRESS_SLOT])
+    assert seen == [0.0] * 6
+
+
 def test_env_observation_gains_the_missing_channel_with_a_normaliser() -> None:
     base = {
         "data": {"kind": "synthetic", "n_assets": 3, "n_steps": 80},

@@ -78,6 +78,7 @@ from ray.rllib.core.columns import Columns
 from ray.rllib.offline.offline_data import OfflineData
 from ray.rllib.offline.offline_prelearner import OfflinePreLearner
 
+from raytrade.envs.gym_envs import PROGRESS_SLOT
 from raytrade.envs.replay_loader import FEATURE_GROUPS
 from raytrade.replay.experience import READ_CPUS, WindowCount
 from raytrade.replay.splits import TimeWindow
@@ -159,6 +160,7 @@ class ExperienceData(OfflineData):
             symbols=layout.symbols,
             observation_spec=layout.observation_spec,
             reward_scale=scale,
+            zeroed_state=(PROGRESS_SLOT,),  # the env encodes 0 there; rows recorded before did not
         )
         if self.materialize_data:
             self.data = self.data.materialize()
