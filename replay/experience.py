@@ -582,11 +582,14 @@ def read_transitions_frame(
     obs_dim: int | None = None,
     symbols: Sequence[str] | None = None,
     observation_spec: str | None = None,
+    reward_scale: float = 1.0,
     zeroed_state: Sequence[int] = (),
 ) -> dict[str, np.ndarray]:
-    """The pandas path: every transition of the store at ``root`` read at once (small data only)."""
+    """The pandas path: every transition of the store at ``root`` read at once (small data only),
+    rewards divided by ``reward_scale`` as :func:`read_transitions` divides them."""
     table = read_table(root, "experience", start=start, end=end, columns=list(READ_COLUMNS))
-    return transitions_from_table(table, n_assets, obs_dim, symbols, observation_spec, zeroed_state)
+    transitions = transitions_from_table(table, n_assets, obs_dim, symbols, observation_spec, zeroed_state)
+    return transitions if reward_scale == 1.0 else scale_rewards(transitions, reward_scale)
 
 
 def read_transitions(
