@@ -159,15 +159,19 @@ def no_cluster_message(address: str) -> str:
 
 def init_ray(address: str | None, *, dashboard: bool, num_cpus: int | None = None) -> bool:
     """Connect an entrypoint to Ray, unless this process already is: to the cluster at ``address``
-    (``auto``, ``host:port``), else to a new local Ray with the dashboard unless ``dashboard`` is
-    False. Prints the dashboard URL when there is one; returns whether it connected (so the caller
-    knows it owns the ``ray.shutdown``). No cluster at ``address`` is a :class:`LocalClusterError`
-    (an input error: :func:`no_cluster_message`), not Ray's ``ConnectionError``."""
+    (``auto``, ``host:port``), else to ``$RAY_ADDRESS`` when set (a Ray job's entrypoint has it), else
+    to a new local Ray with the dashboard unless ``dashboard`` is False. Never, without being asked,
+    to the cluster a ``ray start`` elsewhere on this machine last recorded (``ray.init()`` with no
+    address attaches there: its CPUs, its code, its jobs are not this command's). Prints the dashboard
+    URL when there is one; returns whether it connected (so the caller knows it owns the
+    ``ray.shutdown``). No cluster at ``address`` is a :class:`LocalClusterError` (an input error:
+    :func:`no_cluster_message`), not Ray's ``ConnectionError``."""
     import ray
 
     if ray.is_initialized():
         return False
     os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
+    address = address or os.environ.get("RAY_ADDRESS") or None
     if address is not None:
         try:
             context = ray.init(address=address, log_to_driver=False)
@@ -175,7 +179,9 @@ def init_ray(address: str | None, *, dashboard: bool, num_cpus: int | None = Non
             # Ray's text asks for an `--address` flag our commands may not have: say it our way
             raise LocalClusterError(no_cluster_message(address)) from None
     else:
-        context = ray.init(num_cpus=num_cpus, include_dashboard=dashboard, log_to_driver=False)
+        context = ray.init(
+            address="local", num_cpus=num_cpus, include_dashboard=dashboard, log_to_driver=False
+        )
     if context.dashboard_url:
         click.echo(
             f"Ray dashboard: http://{context.dashboard_url} (token: $RAY_AUTH_TOKEN or ~/.ray/auth_token)"

@@ -307,14 +307,20 @@ def test_a_local_ray_starts_with_its_dashboard_unless_asked_not_to(
 
     monkeypatch.setattr(ray, "is_initialized", lambda: False)
     monkeypatch.setattr(ray, "init", fake_init)
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
     assert init_ray(None, dashboard=True, num_cpus=2)
     assert "Ray dashboard: http://127.0.0.1:8265" in capsys.readouterr().out
     init_ray(None, dashboard=False)
     init_ray("auto", dashboard=True)
+    monkeypatch.setenv("RAY_ADDRESS", "10.0.0.5:6379")  # a Ray job's entrypoint
+    init_ray(None, dashboard=True, num_cpus=2)
+    # "local": a fresh Ray, never the cluster a `ray start` elsewhere on the machine last recorded
+    # (Ray's own default for no address)
     assert calls == [
-        {"num_cpus": 2, "include_dashboard": True, "log_to_driver": False},
-        {"num_cpus": None, "include_dashboard": False, "log_to_driver": False},
+        {"address": "local", "num_cpus": 2, "include_dashboard": True, "log_to_driver": False},
+        {"address": "local", "num_cpus": None, "include_dashboard": False, "log_to_driver": False},
         {"address": "auto", "log_to_driver": False},
+        {"address": "10.0.0.5:6379", "log_to_driver": False},
     ]
 
 
