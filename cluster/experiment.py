@@ -11,6 +11,11 @@ Design decisions
   ``run_tune``, unchanged, with ``train_fraction`` / ``validation_fraction`` set to those windows)
   trains on the training window, scores every iteration on the validation window, and never loads
   the test window; the fractions are checked to give exactly those windows before any search runs.
+* **On-policy families only.** An offline spec (``bc``, ``marwil``, ``cql``, ``iql``) is refused
+  before any search (:func:`refuse_offline_families`): each fold's learner encodes observations
+  with its own training window's normaliser, and the logged experience was encoded with one, so at
+  most one fold could read it (the learner refuses other encodings); encoding an earlier fold with
+  the recording's normaliser would leak its later bars' statistics into that fold's training.
 * **Selection (nested walk-forward).** Per fold and variant (family x feature set), the checkpoint
   with the best validation objective (the search's leaderboard, as ``raytrade promote`` reads it).
   Across variants, fold ``k``'s choice is made on fold ``k``'s own validation window only
@@ -331,6 +336,34 @@ def plan_folds(
             raise AssertionError(f"fold {fold.index}: fractions do not reproduce its windows")
         folds.append(FoldPlan(fold.index, train, validation, fold.test, train_fraction, validation_fraction))
     return folds, min_train
+
+
+def refuse_offline_families(families: Sequence[str]) -> None:
+    """Raise ``InputError`` (one line naming ``--families`` and its value, and what works instead)
+    when ``families`` holds an offline spec (``tune_specs.OFFLINE_SPECS``): called before any
+    search starts.
+
+    Why: an offline learner's observations are encoded with the normaliser fitted on its training
+    window (``tune_specs.spec.train_normalizer``), and the logged transitions it learns from were
+    encoded when they were logged, with one normaliser (``raytrade simulate-experience``: the
+    default split's; a live loop: its served model's); the learner refuses transitions encoded
+    otherwise (``observation_spec``). Every fold has its own training window, hence its own
+    normaliser, so at most one fold's could match, and the experiment would stop with that refusal
+    at the first offline search, after every search planned before it. Giving an earlier fold the
+    recording's normaliser instead would encode its training observations with statistics of bars
+    after its training window (its validation and test bars)."""
+    from raytrade.tune_specs import OFFLINE_SPECS
+
+    offline = [f for f in families if f in OFFLINE_SPECS]
+    if not offline:
+        return
+    raise InputError(
+        f"--families {','.join(families)}: offline specs ({', '.join(offline)}) cannot run on "
+        "walk-forward folds: each fold's learner encodes observations with its own training window's "
+        "normaliser and the store's experience was encoded with one; train them with `raytrade tune "
+        f"--spec {offline[0]} --replay STORE` at the default split, and the experiment with the "
+        f"on-policy families ({','.join(FAMILIES)})"
+    )
 
 
 def choice_windows(folds: Sequence[FoldPlan]) -> list[tuple[TimeWindow, ...]]:
@@ -722,6 +755,7 @@ def run_experiment(opts: ExperimentOptions, say: Callable[[str], None] = click.e
     boot = BootstrapConfig(samples=budget.bootstrap_samples, seed=opts.seed)
     for family in budget.families:
         get_spec(family)
+    refuse_offline_families(budget.families)
     if not (opts.replay / "bars").is_dir():
         raise InputError(f"replay store {str(opts.replay)!r} has no bars table; run `raytrade ingest` first")
     calendar, ppy = _calendar(opts.replay)
@@ -944,7 +978,10 @@ def _names(value: str | None) -> tuple[str, ...] | None:
     help="smoke: test suite; small: <= 45 min on 2 idle cores; medium: small with 10x the training "
     "per trial (one family and feature set: ~40 min on 2 cores); full: a cluster.",
 )
-@click.option("--families", help=f"Comma list of specs (default: {','.join(FAMILIES)}).")
+@click.option(
+    "--families",
+    help=f"Comma list of on-policy specs (default: {','.join(FAMILIES)}); the offline specs are refused.",
+)
 @click.option("--features", help="Comma list of feature sets (default: base,enriched).")
 @written_path_option(
     "--results-log",

@@ -738,7 +738,9 @@ def check_experience(opts: TuneOptions, spec: TuneSpec) -> ExperienceWindow | No
     experience store has no transitions (checked on its first file only), none in its training
     window (:func:`experience_window`), or some there logged on another universe or observation
     encoding than the learner's (``tune_specs.offline.check_experience_layout``: the column, the
-    episode and both values named). Returns that window (None: an online spec)."""
+    episode and both values named; with ``--train-fraction``, which moves the training window its
+    normaliser is fitted on, an encoding mismatch names the flag, its value and what works instead).
+    Returns that window (None: an online spec)."""
     if spec.name not in OFFLINE_SPECS:
         if opts.experience is not None:
             raise InputError(
@@ -750,10 +752,40 @@ def check_experience(opts: TuneOptions, spec: TuneSpec) -> ExperienceWindow | No
     root = opts.experience or local_store(opts.replay)
     check_experience_store(root)
     window = experience_window(opts, spec)
+    from raytrade.replay.experience import EncodingError
     from raytrade.tune_specs.offline import check_experience_layout
 
-    check_experience_layout(root, opts.env_config(spec, opts.budget(spec)))
+    try:
+        check_experience_layout(root, opts.env_config(spec, opts.budget(spec)))
+    except EncodingError as exc:
+        if opts.train_fraction is None or not encoded_at_default_split(root, opts, spec):
+            raise
+        raise InputError(
+            f"--train-fraction {opts.train_fraction!r}: {exc}: the learner's normaliser is fitted on "
+            f"its training window ({window.train_start.date()} .. {window.train_end.date()}), which "
+            f"this fraction moves, and the experience was encoded at the default split ({TRAIN_FRACTION}, "
+            "where `raytrade simulate-experience` records); leave --train-fraction out to learn from it"
+        ) from None
     return window
+
+
+def encoded_at_default_split(root: str | Path, opts: TuneOptions, spec: TuneSpec) -> bool:
+    """Whether every transition of the experience at ``root`` in this search's training window
+    (:func:`experience_window`) was encoded as the learner at the default split encodes (its
+    normaliser fitted on the default training window; ``tune_specs.offline.env_layout``): then a
+    ``--train-fraction`` is what the learner's encoding differs by."""
+    from raytrade.replay.experience import ExperienceError, check_layout
+    from raytrade.tune_specs.offline import env_layout, offline_env_config
+    from raytrade.tune_specs.offline import experience_window as decision_window
+
+    default = opts.model_copy(update={"train_fraction": None, "validation_fraction": None})
+    layout = env_layout(offline_env_config(default.env_config(spec, default.budget(spec))))
+    _, decisions = decision_window(opts.env_config(spec, opts.budget(spec)))
+    try:
+        check_layout(root, decisions.start, decisions.end, layout.symbols, layout.observation_spec)
+    except ExperienceError:
+        return False
+    return True
 
 
 def experience_window(opts: TuneOptions, spec: TuneSpec) -> ExperienceWindow:

@@ -102,6 +102,13 @@ class ExperienceError(InputError):
     """Experience that cannot feed an offline learner; the message names the column and the episode."""
 
 
+class EncodingError(ExperienceError):
+    """Experience whose observations were encoded otherwise than the learner encodes them (their
+    ``observation_spec``, present, differs from the learner's: other feature columns or another
+    normaliser). Its own class so that a caller who moved the learner's normaliser (``raytrade
+    tune --train-fraction``) can say so."""
+
+
 def _null_rows(table: pa.Table, column: str) -> np.ndarray:
     """Rows of ``column`` that are null (NaN counts as null in a float column, as pandas reads it)."""
     values = table.column(column)
@@ -401,7 +408,8 @@ def check_layout(
     the learner gives (:func:`transitions_from_table`): a scalar value missing, not finite or out of
     bounds (reward, action, terminal, truncated: what an older writer stored), a step written twice
     or lacking an asset, assets in ``asset_index`` order other than ``symbols``, an
-    ``observation_spec`` other than ``observation_spec`` (or null). The driver's early check, before
+    ``observation_spec`` other than ``observation_spec`` (:class:`EncodingError`) or null. The
+    driver's early check, before
     Ray starts, of what the learner checks on every row it reads (else found by a trial seconds later
     and reported as Ray Data's retry hint). Reads :data:`LAYOUT_COLUMNS` only (no observation; a
     repeated ``decision_id`` left out as the learner does, :func:`first_rows`), and names the first
@@ -444,11 +452,12 @@ def check_layout(
     if bad_asset[k]:
         raise ExperienceError(_asset_message(episode, at, asset[rows].tolist()))
     if other_symbol[k]:
-        message = _symbol_message(episode, at, symbol[rows].tolist(), symbols)
-    else:
-        logged = next((x for x in spec[rows] if x != observation_spec), None)
-        message = _spec_message(episode, logged, observation_spec)
-    raise ExperienceError("experience column " + message)
+        raise ExperienceError(
+            "experience column " + _symbol_message(episode, at, symbol[rows].tolist(), symbols)
+        )
+    logged = next((x for x in spec[rows] if x != observation_spec), None)
+    error = ExperienceError if logged is None else EncodingError  # null: recorded before the column
+    raise error("experience column " + _spec_message(episode, logged, observation_spec))
 
 
 def _assemble(

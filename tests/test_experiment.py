@@ -598,6 +598,39 @@ def test_the_verdict_lines_give_the_sharpe_difference_interval() -> None:
     assert line.endswith(": it does not beat equal_weight.")
 
 
+def test_an_offline_family_is_refused_before_any_search_naming_the_flag_and_what_works(
+    synthetic_store: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each fold's offline learner would encode observations with its own training window's
+    normaliser, the store's experience with one: refused in one line before the first search (the
+    on-policy one listed first included), nothing written."""
+    from click.testing import CliRunner
+
+    import raytrade.cluster.experiment as experiment
+
+    monkeypatch.setattr(experiment, "run_search", lambda *_, **__: pytest.fail("a search started"))
+    out = tmp_path / "out"
+    args = [
+        "--replay",
+        str(synthetic_store),
+        "--out",
+        str(out),
+        "--budget",
+        "smoke",
+        "--families",
+        "ppo,bc,iql",
+    ]
+    result = CliRunner().invoke(experiment.experiment_command, args)
+    assert result.exit_code == 2, result.output
+    assert result.output.strip() == (
+        "error: --families ppo,bc,iql: offline specs (bc, iql) cannot run on walk-forward folds: each "
+        "fold's learner encodes observations with its own training window's normaliser and the store's "
+        "experience was encoded with one; train them with `raytrade tune --spec bc --replay STORE` at the "
+        "default split, and the experiment with the on-policy families (ppo,distrl,gnn,gating)"
+    )
+    assert not out.exists()
+
+
 # ------------------------------------------------------------------------------ smoke run (Ray)
 
 

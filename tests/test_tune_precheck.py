@@ -84,6 +84,42 @@ def test_experience_recorded_with_other_features_is_refused_naming_column_episod
     )
 
 
+def test_experience_recorded_at_the_default_split_is_refused_at_another_train_fraction_naming_it(
+    store: Path, tmp_path: Path
+) -> None:
+    """``--train-fraction`` moves the training window the learner's normaliser is fitted on, so
+    experience encoded at the default split (simulate-experience's) no longer matches it: the one
+    line names the flag, its value and what works (the same experience is read at the default split)."""
+    from raytrade.cluster.simulate_experience import SimulateOptions, simulate_experience
+    from raytrade.cluster.tune import TuneOptions, check_experience, experience_window
+    from raytrade.replay.reader import read_frame
+    from raytrade.tune_specs import get_spec
+    from raytrade.tune_specs.offline import env_layout, offline_env_config
+
+    out = tmp_path / "exp"
+    simulate_experience(SimulateOptions(policy="equal_weight", replay=store, out=out))
+    spec = get_spec("bc")
+    assert check_experience(TuneOptions(spec="bc", replay=store, experience=out, smoke=True), spec)
+    opts = TuneOptions(spec="bc", replay=store, experience=out, smoke=True, train_fraction=0.5)
+    window = experience_window(opts, spec)
+    learner = env_layout(offline_env_config(opts.env_config(spec, opts.budget(spec)))).observation_spec
+    logged = read_frame(out, "experience", columns=["episode_id", "observation_spec"])
+    assert logged["observation_spec"].nunique() == 1 and logged["observation_spec"][0] != learner
+    code, output = invoke(
+        [*smoke(store, tmp_path, "bc"), "--experience", str(out), "--train-fraction", "0.5"]
+    )
+    assert code == 2
+    assert output.strip() == (
+        f"error: --train-fraction 0.5: experience column 'observation_spec' of episode "
+        f"{logged['episode_id'].min()!r} is {logged['observation_spec'][0][:12]}..., the learner's is "
+        f"{learner[:12]}... (observations encoded with other feature columns or another normaliser): the "
+        f"learner's normaliser is fitted on its training window ({window.train_start.date()} .. "
+        f"{window.train_end.date()}), which this fraction moves, and the experience was encoded at the "
+        "default split (0.6, where `raytrade simulate-experience` records); leave --train-fraction out to "
+        "learn from it"
+    )
+
+
 def test_experience_logged_on_another_universe_is_refused_naming_the_step_and_both_universes(
     store: Path, tmp_path: Path
 ) -> None:
