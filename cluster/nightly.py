@@ -44,7 +44,8 @@ the process: a crashed run leaves none behind.
 
 As a Ray job, submit it with ``raytrade submit`` (this checkout's code) and absolute paths: a
 relative ``--replay`` (it holds the record), ``--reports`` or ``--results`` is refused inside a job
-(``cluster.options.WrittenPathOption``), as it would land in the job's working directory.
+(``cluster.options.WrittenPathOption``), as it would land in the job's working directory, and so are
+a relative ``--registry`` and ``--path`` it reads (``cluster.options.PathOption``).
 """
 
 from __future__ import annotations
@@ -61,7 +62,7 @@ from raytrade.cluster.errors import one_line_errors
 from raytrade.cluster.evaluate import DEFAULT_POLICIES, run_evaluation, sample_warnings, split_names
 from raytrade.cluster.nightly_lock import nightly_lock
 from raytrade.cluster.nightly_record import record_night, recorded_night
-from raytrade.cluster.options import LocalPath, written_path_option
+from raytrade.cluster.options import LocalPath, path_option, written_path_option
 from raytrade.replay.credentials import shown_url
 from raytrade.replay.errors import InputError
 from raytrade.replay.remote import is_remote
@@ -329,11 +330,11 @@ def run_nightly(
     required=True,
     help="Replay store root (a local folder).",
 )
-@click.option(
+@path_option(
     "--registry", required=True, help="Model registry folder (local; must exist, may hold no versions)."
 )
 @click.option("--source", type=click.Choice(["csv", "synthetic"]), help="Re-ingest this source first.")
-@click.option("--path", "path", type=click.Path(path_type=Path), help="csv: folder of CSVs.")
+@path_option("--path", "path", type=click.Path(path_type=Path), help="csv: folder of CSVs.")
 @click.option("--seed", type=int, default=0, show_default=True, help="synthetic: random seed.")
 @click.option("--n-symbols", type=click.IntRange(min=1), default=20, show_default=True, help="synthetic.")
 @click.option("--n-crypto", type=click.IntRange(min=0), default=0, show_default=True, help="synthetic.")
