@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING
 import click
 
 from raytrade.cluster.errors import one_line_errors
-from raytrade.cluster.options import LocalPath, written_path_option
+from raytrade.cluster.options import LocalPath, path_option, written_path_option
 
 if TYPE_CHECKING:
     from raytrade.envs.cost_profile import CostProfile, FittedParameter
@@ -93,7 +93,7 @@ def format_profile(profile: CostProfile) -> str:
 
 
 @click.command("calibrate-costs")
-@click.option("--replay", type=LocalPath(), required=True, help="Replay store root.")
+@path_option("--replay", type=LocalPath(), required=True, help="Replay store root.")
 @written_path_option("--out", type=LocalPath(), required=True, help="Profile JSON to write.")
 @click.option(
     "--min-fills",
@@ -138,7 +138,7 @@ def format_recalibration(report: dict[str, tuple[CalibrationSummary, Calibration
 
 
 @click.command("recalibrate")
-@click.option("--replay", type=LocalPath(), required=True, help="Replay store root.")
+@path_option("--replay", type=LocalPath(), required=True, help="Replay store root.")
 @click.option(
     "--refit-every", type=click.IntRange(min=1), default=63, show_default=True, help="Bars between refits."
 )

@@ -15,7 +15,7 @@ from typing import Final, NamedTuple
 import click
 
 from raytrade.cluster.errors import one_line_errors
-from raytrade.cluster.options import written_path_option
+from raytrade.cluster.options import path_argument, path_option, written_path_option
 
 
 class LazyCommand(NamedTuple):
@@ -193,7 +193,7 @@ def _parse_utc(value: str | None, name: str) -> datetime | None:
 @click.option(
     "--freq", type=click.Choice(["1d", "1h", "1m"]), default="1d", show_default=True, help="Bar length."
 )
-@click.option(
+@path_option(
     "--path", "path", type=click.Path(path_type=Path), help="csv: folder of CSVs; forecasts: the file."
 )
 @click.option("--symbols", help="alpaca: comma-separated symbols, e.g. AAPL,MSFT,BTCUSD.")
@@ -253,7 +253,7 @@ def ingest(
 
 
 @main.command()
-@click.argument("root", type=click.Path(path_type=Path))
+@path_argument("root", type=click.Path(path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 @one_line_errors
 def summary(root: Path, as_json: bool) -> None:

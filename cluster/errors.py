@@ -15,9 +15,9 @@
   reported (a missing file, a refused connection) or a bug: it is shown as one line too, with a hint
   to rerun with ``-v``, which re-raises it with its traceback.
 * Anything else is a bug and keeps its traceback.
-* Inside a Ray job, a relative path the command would write to (``cluster.options.WrittenPathOption``)
-  is refused before the command runs, as an input error: it would land in the job's working
-  directory, not where the user thinks.
+* Inside a Ray job, a relative path the command would read or write (``cluster.options.PathOption``,
+  ``WrittenPathOption``, ``PathArgument``) is refused before the command runs, as an input error: it
+  would resolve against the job's working directory, not where the user thinks.
 * A location that carries credentials (``s3://KEY:SECRET@bucket/…``) is never echoed: the messages
   show locations through ``replay.credentials.shown_url``, and the line printed passes through
   ``without_credentials`` too (a library's own message may quote the URI it was given).
@@ -96,15 +96,15 @@ def _validation_line(exc: Any) -> str:
 
 def one_line_errors(func: F) -> F:
     """Apply the rules of the module docstring to a command; before it runs, refuse a relative path
-    it would write to while it runs as a Ray job (``cluster.options.refuse_relative_written_paths``,
-    so every command checks its ``WrittenPathOption`` options the same way)."""
+    it would read or write while it runs as a Ray job (``cluster.options.refuse_relative_paths``, so
+    every command checks its path options and arguments the same way)."""
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        from raytrade.cluster.options import refuse_relative_written_paths
+        from raytrade.cluster.options import refuse_relative_paths
 
         try:
-            refuse_relative_written_paths(click.get_current_context(silent=True))
+            refuse_relative_paths(click.get_current_context(silent=True))
             return func(*args, **kwargs)
         except input_errors() as exc:
             click.echo(f"error: {_first_line(exc)}", err=True)

@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING
 import click
 
 from raytrade.cluster.errors import one_line_errors
-from raytrade.cluster.options import LocalPath, written_path_option
+from raytrade.cluster.options import LocalPath, names_registry_policy, path_option, written_path_option
 
 if TYPE_CHECKING:
     from raytrade.envs.evaluation.document import EvaluationReport
@@ -122,7 +122,7 @@ def run_evaluation(
 
 
 @click.command("evaluate")
-@click.option("--replay", type=LocalPath(), required=True, help="Replay store root.")
+@path_option("--replay", type=LocalPath(), required=True, help="Replay store root.")
 @click.option(
     "--split",
     type=click.Choice(["train", "validation", "test", "all"]),
@@ -168,16 +168,17 @@ def run_evaluation(
     help="Comma-separated stress scenarios (default: crisis_2008_like, flash_crash, vol_spike, "
     "bootstrap_crisis); '' for none.",
 )
-@click.option(
+@path_option(
     "--registry",
     type=LocalPath(),
     default=Path("registry"),
     show_default=True,
     help="Model registry folder for registry: policies.",
+    used_when=names_registry_policy("policies"),
 )
 @click.option("--bootstrap-samples", type=click.IntRange(min=10), default=1000, show_default=True)
 @click.option("--no-plots", is_flag=True, help="Skip the PNG plots (tiny-budget runs).")
-@click.option(
+@path_option(
     "--cost-profile",
     type=LocalPath(),
     help="Cost profile from raytrade calibrate-costs (default: the loop's cost model).",

@@ -103,7 +103,13 @@ from raytrade.cluster.experiment_report import (
     results_log_section,
     write_plots,
 )
-from raytrade.cluster.options import LocalPath, action_options, spread_fraction_option, written_path_option
+from raytrade.cluster.options import (
+    LocalPath,
+    action_options,
+    path_option,
+    spread_fraction_option,
+    written_path_option,
+)
 from raytrade.cluster.run_reuse import StoreState, settle_run_dir, store_state
 from raytrade.envs.actions import ActionConfig, ActionMode
 from raytrade.envs.config import SimulatorConfig
@@ -968,7 +974,7 @@ def _names(value: str | None) -> tuple[str, ...] | None:
 
 
 @click.command("experiment")
-@click.option("--replay", type=LocalPath(), required=True, help="Replay store root.")
+@path_option("--replay", type=LocalPath(), required=True, help="Replay store root.")
 @written_path_option("--out", type=LocalPath(), required=True, help="Output folder.")
 @click.option(
     "--budget",

@@ -36,9 +36,16 @@ rerun from another folder used to evaluate and write the night again. ``--replac
 night and replaces that section in place (and ``REPORTS/DATE``, which it links to), and re-records
 it. ``--date`` must be ``YYYY-MM-DD``.
 
+One nightly per store at a time: the run holds an exclusive lock on ``STORE/nightly.lock`` from
+before it checks the record until it ends (``cluster.nightly_lock``), so a second one on the same
+store (a cron overlap, a retried job) is refused at once with one line naming the store, the lock
+file and the holder's pid, host and start time (exit 2), and touches nothing. The lock dies with
+the process: a crashed run leaves none behind.
+
 As a Ray job, submit it with ``raytrade submit`` (this checkout's code) and absolute paths: a
 relative ``--replay`` (it holds the record), ``--reports`` or ``--results`` is refused inside a job
-(``cluster.options.WrittenPathOption``), as it would land in the job's working directory.
+(``cluster.options.WrittenPathOption``), as it would land in the job's working directory, and so are
+a relative ``--registry`` and ``--path`` it reads (``cluster.options.PathOption``).
 """
 
 from __future__ import annotations
@@ -53,8 +60,9 @@ import click
 
 from raytrade.cluster.errors import one_line_errors
 from raytrade.cluster.evaluate import DEFAULT_POLICIES, run_evaluation, sample_warnings, split_names
+from raytrade.cluster.nightly_lock import nightly_lock
 from raytrade.cluster.nightly_record import record_night, recorded_night
-from raytrade.cluster.options import LocalPath, written_path_option
+from raytrade.cluster.options import LocalPath, path_option, written_path_option
 from raytrade.replay.credentials import shown_url
 from raytrade.replay.errors import InputError
 from raytrade.replay.remote import is_remote
@@ -79,6 +87,16 @@ def registry_folder(value: str | os.PathLike[str]) -> Path:
     if not Path(text).is_dir():
         raise InputError(f"--registry {text!r}: no such folder (an empty registry is an empty folder)")
     return Path(text)
+
+
+def store_folder(replay: Path, source: str | None) -> None:
+    """Make sure ``replay`` is a folder the night can lock (``cluster.nightly_lock``): made when
+    ``source`` will ingest into it; without a source, a store that does not exist is refused, naming
+    the option and the value (there is nothing to evaluate)."""
+    if source is not None:
+        replay.mkdir(parents=True, exist_ok=True)
+    elif not replay.is_dir():
+        raise InputError(f"--replay {str(replay)!r}: no such store folder (give --source to ingest one)")
 
 
 def night(value: str | None) -> str:
@@ -262,44 +280,47 @@ def run_nightly(
     loader: Loader | None = None,
     replace: bool = False,
 ) -> Path | None:
-    """Steps (1)-(4) of the module docstring, then the night recorded with the store; returns the
-    night's report folder, or None when the night was run before (:func:`night_done`) and ``replace``
-    is False (nothing done)."""
+    """Steps (1)-(4) of the module docstring, then the night recorded with the store, all under the
+    store's nightly lock (``cluster.nightly_lock``: another nightly on the store refuses at once);
+    returns the night's report folder, or None when the night was run before (:func:`night_done`)
+    and ``replace`` is False (nothing done)."""
     from raytrade.envs.evaluation.harness import InSampleError
 
     folder = registry_folder(registry)
     day = night(date)
-    if not replace and night_done(replay, results, day) is not None:
-        return None
-    ingested = reingest(replay, source, path, synthetic or {}, keep_stored_on_restatement)
-    for warning in ingested.warnings() if ingested else []:
-        click.echo(f"warning: {warning}", err=True)
-    models = latest_refs(folder)
-    policies = [*(baselines or split_names(DEFAULT_POLICIES)), *(f"registry:{ref}" for ref in models)]
-    report_dir = reports / day
-    left_out: dict[str, str] = {}
-    while True:
-        try:
-            report = run_evaluation(
-                replay,
-                [p for p in policies if p not in left_out],
-                report_dir,
-                split=split,
-                seeds=seeds,
-                scenarios=scenarios,
-                registry=folder,
-                bootstrap_samples=bootstrap_samples,
-                plots=plots,
-                loader=loader,
-            )
-            break
-        except InSampleError as exc:  # only registry models are ever in sample: the loop ends
-            left_out |= exc.facts  # evaluate's ways forward (--in-sample, ...) are not nightly's
-    for line in [*left_out.values(), *sample_warnings(report)]:
-        click.echo(f"warning: {line}", err=True)
-    write_section(results, day, results_section(day, report, report_dir, results, ingested, left_out))
-    record_night(replay, day, report_dir, results)
-    return report_dir
+    store_folder(replay, source)
+    with nightly_lock(replay):
+        if not replace and night_done(replay, results, day) is not None:
+            return None
+        ingested = reingest(replay, source, path, synthetic or {}, keep_stored_on_restatement)
+        for warning in ingested.warnings() if ingested else []:
+            click.echo(f"warning: {warning}", err=True)
+        models = latest_refs(folder)
+        policies = [*(baselines or split_names(DEFAULT_POLICIES)), *(f"registry:{ref}" for ref in models)]
+        report_dir = reports / day
+        left_out: dict[str, str] = {}
+        while True:
+            try:
+                report = run_evaluation(
+                    replay,
+                    [p for p in policies if p not in left_out],
+                    report_dir,
+                    split=split,
+                    seeds=seeds,
+                    scenarios=scenarios,
+                    registry=folder,
+                    bootstrap_samples=bootstrap_samples,
+                    plots=plots,
+                    loader=loader,
+                )
+                break
+            except InSampleError as exc:  # only registry models are ever in sample: the loop ends
+                left_out |= exc.facts  # evaluate's ways forward (--in-sample, ...) are not nightly's
+        for line in [*left_out.values(), *sample_warnings(report)]:
+            click.echo(f"warning: {line}", err=True)
+        write_section(results, day, results_section(day, report, report_dir, results, ingested, left_out))
+        record_night(replay, day, report_dir, results)
+        return report_dir
 
 
 @click.command("nightly")
@@ -309,11 +330,11 @@ def run_nightly(
     required=True,
     help="Replay store root (a local folder).",
 )
-@click.option(
+@path_option(
     "--registry", required=True, help="Model registry folder (local; must exist, may hold no versions)."
 )
 @click.option("--source", type=click.Choice(["csv", "synthetic"]), help="Re-ingest this source first.")
-@click.option("--path", "path", type=click.Path(path_type=Path), help="csv: folder of CSVs.")
+@path_option("--path", "path", type=click.Path(path_type=Path), help="csv: folder of CSVs.")
 @click.option("--seed", type=int, default=0, show_default=True, help="synthetic: random seed.")
 @click.option("--n-symbols", type=click.IntRange(min=1), default=20, show_default=True, help="synthetic.")
 @click.option("--n-crypto", type=click.IntRange(min=0), default=0, show_default=True, help="synthetic.")

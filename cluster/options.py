@@ -6,11 +6,16 @@ flag, a different default, a flag that is optional for a required field, bounds 
 (``click.IntRange``/``FloatRange`` against ``ge``/``gt``/``le``/``lt``), choices that differ from a
 ``Literal``. The test suite asserts the list is empty for every command (``tests/test_cli_options.py``).
 
-Options that name a place the command writes (a store, registry, run folder, report, results file)
-are :class:`WrittenPathOption` options. Inside a Ray job a relative one would resolve against the job's
-working directory (Ray's temporary copy of ``--working-dir``, deleted when the job ends, or the
-driver's folder on the head), not the folder the user submitted from: every command refuses it
-before anything runs (:func:`refuse_relative_written_paths`, called by ``cluster.errors.one_line_errors``).
+Options that name a local place the command reads (a store, registry, run folder, cost profile, a
+folder of CSVs) are :class:`PathOption` options, those naming a place it writes (a store, registry, run
+folder, report, results file) :class:`WrittenPathOption` options, and positional ones
+:class:`PathArgument` arguments. Inside a Ray job a relative one would resolve against the job's
+working directory (Ray's temporary copy of ``--working-dir``, deleted when the job ends and without
+what ``.rayignore`` keeps out: ``store/``, ``data/``, ``reports/``, ``select/``, ``registry/``,
+``runs/``…; or the driver's folder on the head), not the folder the user submitted from: a write
+would be lost and a read would find nothing, or not the user's files. Every command refuses it
+before anything runs, with one line naming the flag, the value and that folder
+(:func:`refuse_relative_paths`, called by ``cluster.errors.one_line_errors``).
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ import math
 import os
 from collections.abc import Callable, Collection, Mapping
 from pathlib import Path
-from typing import Any, Final, Literal, TypeVar, get_args, get_origin
+from typing import Any, ClassVar, Final, Literal, TypeVar, get_args, get_origin
 
 import annotated_types
 import click
@@ -38,18 +43,69 @@ WORKING_DIR_COPY: Final = ("runtime_resources", "working_dir_files")
 and starts its entrypoint: a temporary copy, deleted when no job uses it."""
 
 
-class WrittenPathOption(click.Option):
-    """An option naming a place the command writes. ``written_when``: the parameter that must be set
-    (truthy) for the command to write there (nightly's ``--replay`` is written only with ``--source``)."""
+PathUse = Literal["read", "written"]
+"""What a command does with a :class:`PathOption`'s place: only the message differs."""
+UsedWhen = str | Callable[[Mapping[str, Any]], bool]
+"""When a command uses a path option at all: the name of a parameter that must be set (truthy; select's
+``--registry`` is written only with ``--promote``), or a predicate on the command's parameters
+(evaluate's ``--registry`` is read only for ``registry:`` policies: :func:`names_registry_policy`)."""
 
-    def __init__(self, *args: Any, written_when: str | None = None, **kwargs: Any) -> None:
+
+class PathOption(click.Option):
+    """An option naming a local place the command reads (a store, a registry, a run folder, a cost
+    profile, a folder of CSVs): inside a Ray job a relative one is refused (:func:`refuse_relative_paths`).
+    ``used_when``: see :data:`UsedWhen` (None: always used)."""
+
+    use: ClassVar[PathUse] = "read"
+
+    def __init__(self, *args: Any, used_when: UsedWhen | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.written_when = written_when
+        self.used_when = used_when
 
 
-def written_path_option(*param_decls: str, written_when: str | None = None, **attrs: Any) -> Callable[[F], F]:
+class WrittenPathOption(PathOption):
+    """A :class:`PathOption` naming a place the command writes (a store, registry, run folder, report,
+    results file); it may read it too."""
+
+    use: ClassVar[PathUse] = "written"
+
+
+class PathArgument(click.Argument):
+    """A positional argument naming local places the command reads (select's ``RUN_DIRS``, summary's
+    ``ROOT``): refused like a :class:`PathOption` when relative inside a Ray job."""
+
+    use: ClassVar[PathUse] = "read"
+    used_when: UsedWhen | None = None
+
+
+def path_option(*param_decls: str, used_when: UsedWhen | None = None, **attrs: Any) -> Callable[[F], F]:
+    """``click.option`` for a place the command reads (:class:`PathOption`)."""
+    return click.option(*param_decls, cls=PathOption, used_when=used_when, **attrs)
+
+
+def written_path_option(
+    *param_decls: str, used_when: UsedWhen | None = None, **attrs: Any
+) -> Callable[[F], F]:
     """``click.option`` for a place the command writes (:class:`WrittenPathOption`)."""
-    return click.option(*param_decls, cls=WrittenPathOption, written_when=written_when, **attrs)
+    return click.option(*param_decls, cls=WrittenPathOption, used_when=used_when, **attrs)
+
+
+def path_argument(*param_decls: str, **attrs: Any) -> Callable[[F], F]:
+    """``click.argument`` for places the command reads (:class:`PathArgument`)."""
+    return click.argument(*param_decls, cls=PathArgument, **attrs)
+
+
+def names_registry_policy(param: str) -> Callable[[Mapping[str, Any]], bool]:
+    """A :data:`UsedWhen` for a ``--registry`` read only when ``param`` (one policy, or a
+    comma-separated list of them) names a ``registry:NAME[@VERSION]`` policy."""
+
+    def uses(params: Mapping[str, Any]) -> bool:
+        from raytrade.envs.evaluation.policies import REGISTRY_PREFIX
+
+        value = params.get(param)
+        return isinstance(value, str) and any(p.strip().startswith(REGISTRY_PREFIX) for p in value.split(","))
+
+    return uses
 
 
 def ray_job_folder(environ: Mapping[str, str], cwd: Path) -> str | None:
@@ -63,9 +119,12 @@ def ray_job_folder(environ: Mapping[str, str], cwd: Path) -> str | None:
     return None
 
 
-def relative_in_job(flag: str, value: Any, environ: Mapping[str, str], cwd: Path) -> str | None:
+def relative_in_job(
+    flag: str, value: Any, environ: Mapping[str, str], cwd: Path, use: PathUse = "written"
+) -> str | None:
     """Why ``flag``'s ``value`` is refused (a relative local path while this process runs as a Ray
-    job: :func:`ray_job_folder`), or None (absolute, a URI, not a path, or not in a job)."""
+    job: :func:`ray_job_folder`), or None (absolute, a URI, not a path, or not in a job). ``use``:
+    whether the command writes or reads there, for the message."""
     from raytrade.replay.credentials import shown_url
     from raytrade.replay.remote import is_remote
 
@@ -77,18 +136,27 @@ def relative_in_job(flag: str, value: Any, environ: Mapping[str, str], cwd: Path
     folder = ray_job_folder(environ, cwd)
     if folder is None:
         return None
-    return (
-        f"{flag} {shown_url(text)!r} is a relative path and this command runs as a Ray job, in {folder}: "
-        f"it would have gone to {cwd / text}; give an absolute path (or a URI) the cluster keeps"
-    )
+    why = f"{flag} {shown_url(text)!r} is a relative path and this command runs as a Ray job, in {folder}: "
+    if use == "read":
+        return (
+            why + f"it would be read from {cwd / text}; pass an absolute path on the cluster's shared storage"
+        )
+    return why + f"it would have gone to {cwd / text}; give an absolute path (or a URI) the cluster keeps"
 
 
-def refuse_relative_written_paths(
+def _used(when: UsedWhen | None, params: Mapping[str, Any]) -> bool:
+    if when is None:
+        return True
+    return when(params) if callable(when) else bool(params.get(when))
+
+
+def refuse_relative_paths(
     ctx: click.Context | None, environ: Mapping[str, str] | None = None, cwd: Path | None = None
 ) -> None:
-    """``InputError`` (one line, exit 2) for the first :class:`WrittenPathOption` of ``ctx``'s command
-    whose value (given or default) is relative while this process runs as a Ray job
-    (:func:`relative_in_job`); nothing outside a job or without a context."""
+    """``InputError`` (one line, exit 2) for the first :class:`PathOption` or :class:`PathArgument` of
+    ``ctx``'s command that the command uses (``used_when``) and whose value (given or default) is
+    relative while this process runs as a Ray job (:func:`relative_in_job`); nothing outside a job or
+    without a context."""
     from raytrade.replay.errors import InputError
 
     if ctx is None:
@@ -96,14 +164,13 @@ def refuse_relative_written_paths(
     environ = os.environ if environ is None else environ
     cwd = Path.cwd() if cwd is None else cwd
     for param in ctx.command.params:
-        if not isinstance(param, WrittenPathOption) or param.name is None:
+        if not isinstance(param, PathOption | PathArgument) or param.name is None:
             continue
-        if param.written_when is not None and not ctx.params.get(param.written_when):
-            continue
+        flag = "/".join(param.opts) if isinstance(param, PathOption) else param.human_readable_name
         value = ctx.params.get(param.name)
         for one in value if isinstance(value, tuple | list) else [value]:
-            why = relative_in_job("/".join(param.opts), one, environ, cwd)
-            if why is not None:
+            why = relative_in_job(flag, one, environ, cwd, param.use)
+            if why is not None and _used(param.used_when, ctx.params):
                 raise InputError(why)
 
 
@@ -111,17 +178,17 @@ def registry_option(
     help: str = "Registry root (a folder, or an s3://… URI).",
     *,
     written: bool = False,
-    written_when: str | None = None,
+    used_when: UsedWhen | None = None,
 ) -> Callable[[F], F]:
     """The ``--registry DIR|URI`` option the registry commands share (default ``registry``): a string,
-    since ``pathlib.Path`` would fold ``s3://`` into ``s3:/``. ``written``: the command writes the
-    registry (when ``written_when`` is set, given that parameter): a :class:`WrittenPathOption`."""
+    since ``pathlib.Path`` would fold ``s3://`` into ``s3:/``. A :class:`PathOption` the command reads,
+    or with ``written`` a :class:`WrittenPathOption`; ``used_when``: see :data:`UsedWhen`."""
     from raytrade.models.registry import DEFAULT_REGISTRY
 
     attrs: dict[str, Any] = dict(type=str, default=DEFAULT_REGISTRY, show_default=True, help=help)
     if written:
-        return written_path_option("--registry", written_when=written_when, **attrs)
-    return click.option("--registry", **attrs)
+        return written_path_option("--registry", used_when=used_when, **attrs)
+    return path_option("--registry", used_when=used_when, **attrs)
 
 
 class LocalPath(click.ParamType):

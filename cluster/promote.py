@@ -25,7 +25,7 @@ import click
 from pydantic import SecretStr
 
 from raytrade.cluster.errors import one_line_errors
-from raytrade.cluster.options import registry_option
+from raytrade.cluster.options import path_option, registry_option
 from raytrade.cluster.remote_run import fetch_run, fetch_trial
 from raytrade.cluster.run_file import LeaderboardRow, RunFile, read_leaderboard, read_run_file
 from raytrade.cluster.settings import registry_hmac_key
@@ -169,7 +169,7 @@ def promote(
 
 
 @click.command("promote")
-@click.option("--run", "run_dir", required=True, help="A tune run folder (or its s3://… URI).")
+@path_option("--run", "run_dir", required=True, help="A tune run folder (or its s3://… URI).")
 @click.option("--name", required=True, help="Registry name of the policy.")
 @registry_option(written=True)
 @one_line_errors

@@ -60,7 +60,13 @@ import click
 import numpy as np
 
 from raytrade.cluster.errors import one_line_errors
-from raytrade.cluster.options import LocalPath, registry_option, written_path_option
+from raytrade.cluster.options import (
+    LocalPath,
+    path_argument,
+    path_option,
+    registry_option,
+    written_path_option,
+)
 from raytrade.cluster.promote import best_row, load_module, promote, trial_config
 from raytrade.cluster.run_file import (
     LeaderboardRow,
@@ -637,10 +643,10 @@ def write_outputs(selection: Selection, out: Path) -> list[Path]:
 
 
 @click.command("select")
-@click.argument("run_dirs", nargs=-1, required=True, type=LocalPath())
+@path_argument("run_dirs", nargs=-1, required=True, type=LocalPath())
 @click.option("--promote", "promote_name", help="Promote the winner to the registry under this name.")
-@registry_option(written=True, written_when="promote_name")
-@click.option("--replay", type=LocalPath(), help="Store to replay on (default: the runs').")
+@registry_option(written=True, used_when="promote_name")
+@path_option("--replay", type=LocalPath(), help="Store to replay on (default: the runs').")
 @written_path_option(
     "--out",
     type=LocalPath(),

@@ -22,20 +22,14 @@ import time
 import click
 
 from raytrade.cluster.errors import one_line_errors
-from raytrade.cluster.options import caps_options, exposure_caps
-from raytrade.models.registry import DEFAULT_REGISTRY
+from raytrade.cluster.options import caps_options, exposure_caps, registry_option
 from raytrade.replay.remote import location
 from raytrade.serve.batcher import DEFAULT_BUSY_WAIT_MS
 
 
 @click.command("serve")
 @click.option("--model", required=True, help="Registry reference NAME (follows latest) or NAME@VERSION.")
-@click.option(
-    "--registry",
-    default=DEFAULT_REGISTRY,
-    show_default=True,
-    help="Registry folder, or an s3://… URI (each replica mirrors the version it loads).",
-)
+@registry_option("Registry folder, or an s3://… URI (each replica mirrors the version it loads).")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address the HTTP proxy binds.")
 @click.option("--port", type=int, default=8000, show_default=True, help="HTTP port.")
 @click.option("--replicas", type=click.IntRange(1), default=1, show_default=True, help="Serve replicas.")

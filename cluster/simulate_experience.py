@@ -37,7 +37,7 @@ import click
 from pydantic import BaseModel, ConfigDict, Field
 
 from raytrade.cluster.errors import one_line_errors
-from raytrade.cluster.options import LocalPath, written_path_option
+from raytrade.cluster.options import LocalPath, names_registry_policy, path_option, written_path_option
 from raytrade.envs.evaluation.insample import TrainedOn
 
 if TYPE_CHECKING:
@@ -263,7 +263,7 @@ def behaviour_warning(policy: str, record: BehaviourPolicy) -> str | None:
 
 @click.command("simulate-experience")
 @click.option("--policy", required=True, help="kelly_lite, equal_weight or registry:NAME[@VERSION].")
-@click.option("--replay", type=LocalPath(), required=True, help="Replay store root (train split).")
+@path_option("--replay", type=LocalPath(), required=True, help="Replay store root (train split).")
 @written_path_option("--out", type=LocalPath(), required=True, help="Store root receiving the experience.")
 @click.option("--episodes", type=click.IntRange(min=1), default=1, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
@@ -281,12 +281,13 @@ def behaviour_warning(policy: str, record: BehaviourPolicy) -> str | None:
     help="Record a registry policy whose weights saw bars after the train split anyway; marked, and "
     "offline versions trained on it count those bars as training bars.",
 )
-@click.option(
+@path_option(
     "--registry",
     type=LocalPath(),
     default=Path("registry"),
     show_default=True,
     help="Model registry folder for registry: policies.",
+    used_when=names_registry_policy("policy"),
 )
 @one_line_errors
 def simulate_experience_command(

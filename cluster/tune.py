@@ -66,6 +66,7 @@ from pydantic import BaseModel, ConfigDict, Field, computed_field
 from raytrade.cluster.errors import one_line_errors
 from raytrade.cluster.options import (
     action_options,
+    path_option,
     registry_option,
     spread_fraction_option,
     written_path_option,
@@ -1297,8 +1298,8 @@ def run_tune(opts: TuneOptions, dashboard: bool = True) -> TuneOutcome:
 
 @click.command("tune")
 @click.option("--spec", "spec", required=True, help=f"Experiment spec: {', '.join(sorted(SPECS))}.")
-@click.option("--replay", required=True, help="Replay store root (a folder or an s3://… URI).")
-@click.option(
+@path_option("--replay", required=True, help="Replay store root (a folder or an s3://… URI).")
+@path_option(
     "--experience",
     type=click.Path(path_type=Path),
     help="Offline specs: store whose experience table they learn from (default: --replay's).",
@@ -1339,7 +1340,7 @@ def run_tune(opts: TuneOptions, dashboard: bool = True) -> TuneOutcome:
     show_default=True,
     help="Reward penalty per unit turnover (traded notional / equity; 0: off).",
 )
-@click.option(
+@path_option(
     "--cost-profile",
     type=click.Path(path_type=Path),
     help="Cost profile from raytrade calibrate-costs (default: the loop's cost model).",
@@ -1370,7 +1371,7 @@ def run_tune(opts: TuneOptions, dashboard: bool = True) -> TuneOutcome:
     help="registry:NAME[@VERSION]: start every trial from that version's weights; its features, "
     "normaliser and action mapping are adopted (conflicting flags are refused).",
 )
-@registry_option("Registry root --init reads.")
+@registry_option("Registry root --init reads.", used_when="init")
 @click.option("--probe-symbols", help="A,B: symbols explored with a larger std (the contract's probes).")
 @click.option(
     "--drawdown-std-scale",

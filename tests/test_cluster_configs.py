@@ -430,3 +430,21 @@ def test_the_kuberay_walk_through_reads_only_runs_it_makes() -> None:
     assert "DAY=$(date -u +%Y%m%d)" in block
     read = set(re.findall(r"/data/runs/([\w$-]+)", block))
     assert read and read <= made, sorted(read - made)
+
+
+def test_the_kuberay_walk_through_sets_every_variable_it_expands() -> None:
+    """Its curl sent `Bearer $SERVE_TOKEN`, a variable nothing sets (the service reads
+    RAYTRADE_SERVE_TOKEN): a user copying the steps sent an empty bearer and got 401."""
+    readme = (CONFIGS.parents[1] / "README.md").read_text()
+    start = readme.index("### From `kubectl apply` to a served model (KubeRay)")
+    block = readme[start:].split("```bash", 1)[1].split("```", 1)[0]
+    code = "\n".join(line.split("#", 1)[0] for line in block.splitlines())  # not the comments
+    unset = [
+        (name, line)
+        for line in code.splitlines()
+        for use in re.finditer(r"\$\{?(\w+)", line)
+        if not re.search(rf"^(export )?{(name := use.group(1))}=", code[: code.index(line)], re.M)
+    ]
+    assert unset == []
+    (bearer,) = re.findall(r"Authorization: Bearer \$(\w+)", code)
+    assert bearer == "RAYTRADE_SERVE_TOKEN"  # cluster.settings' serve_token variable

@@ -1,9 +1,12 @@
-"""Inside a Ray job a relative path a command writes to is refused (cluster.options.WrittenPathOption).
+"""Inside a Ray job a relative path a command reads or writes is refused (cluster.options.PathOption,
+WrittenPathOption, PathArgument).
 
 `ray job submit --working-dir . -- raytrade nightly --replay store ...` ran in Ray's temporary copy
 of the working dir: it ingested into, and wrote its reports and results into, that copy (deleted when
-the job ends) and exited 0. The job is faked here: the variable Ray's job supervisor sets for the
-entrypoint, or a working directory named like Ray's copy.
+the job ends) and exited 0. A relative path a command only reads (`raytrade tune --replay store`)
+resolved against the same copy, which `.rayignore` keeps the store out of: a bare "does not exist"
+from deep inside. The job is faked here: the variable Ray's job supervisor sets for the entrypoint,
+or a working directory named like Ray's copy.
 """
 
 from __future__ import annotations
@@ -17,8 +20,10 @@ from click.testing import CliRunner
 from raytrade.cluster.cli import LAZY_COMMANDS, main
 from raytrade.cluster.options import (
     RAY_JOB_ENV,
+    PathArgument,
+    PathOption,
     WrittenPathOption,
-    refuse_relative_written_paths,
+    refuse_relative_paths,
     relative_in_job,
 )
 from raytrade.replay.errors import InputError
@@ -95,10 +100,10 @@ def test_select_in_a_job_reads_without_promoting_so_its_registry_is_not_checked(
     select = main.get_command(click.Context(main), "select")
     assert select is not None
     context = select.make_context("select", ["/runs/a", "--out", "/reports/select"])
-    refuse_relative_written_paths(context)  # --registry registry: read only without --promote
+    refuse_relative_paths(context)  # --registry registry: not used without --promote
     context = select.make_context("select", ["/runs/a", "--out", "/x", "--promote", "alpha"])
     with pytest.raises(InputError, match="^--registry 'registry' is a relative path"):
-        refuse_relative_written_paths(context)
+        refuse_relative_paths(context)
 
 
 @pytest.mark.parametrize(
@@ -146,3 +151,126 @@ def test_every_command_marks_the_places_it_writes() -> None:
             if found:
                 marked[sub if sub != name else name] = found
     assert marked == {**WRITTEN, "migrate": {"registry"}, "sign": {"registry"}}
+
+
+# ------------------------------------------------------------------ places a command reads
+
+
+def _read_refusal(flag: str, value: str, cwd: Path, folder: str) -> str:
+    return (
+        f"error: {flag} {value!r} is a relative path and this command runs as a Ray job, in {cwd}, {folder}: "
+        f"it would be read from {cwd / value}; pass an absolute path on the cluster's shared storage\n"
+    )
+
+
+DRIVER = "the job driver's folder on the head node (not the folder it was submitted from)"
+COPY = "Ray's temporary copy of the job's --working-dir (deleted when the job ends)"
+
+
+def test_tune_in_a_job_refuses_a_relative_store_it_reads(tmp_path: Path, in_job: Path) -> None:
+    """It used to look for the store in the job's folder and end with a bare "does not exist"."""
+    args = ["tune", "--spec", "ppo", "--smoke", "--replay", "store", "--storage", str(tmp_path / "runs")]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 2, result.output
+    assert result.output == _read_refusal("--replay", "store", in_job, DRIVER)
+    assert not (tmp_path / "runs").exists() and list(in_job.iterdir()) == []
+
+
+def test_experiment_in_a_working_dir_copy_refuses_a_relative_store_it_reads(
+    tmp_path: Path, in_working_dir_copy: Path
+) -> None:
+    args = ["experiment", "--replay", "store", "--out", str(tmp_path / "exp"), "--budget", "smoke"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 2, result.output
+    assert result.output == _read_refusal("--replay", "store", in_working_dir_copy, COPY)
+    assert not (tmp_path / "exp").exists()
+
+
+def test_select_in_a_job_refuses_a_relative_run_folder_argument(tmp_path: Path, in_job: Path) -> None:
+    args = ["select", str(tmp_path / "runs" / "a"), "runs/b", "--out", str(tmp_path / "select")]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 2, result.output
+    assert result.output == _read_refusal("RUN_DIRS", "runs/b", in_job, DRIVER)
+
+
+def _context(command: str, args: list[str]) -> click.Context:
+    found = main.get_command(click.Context(main), command)
+    assert found is not None
+    return found.make_context(command, list(args))  # click consumes the list it parses
+
+
+def test_serve_in_a_job_refuses_its_relative_default_registry(in_job: Path) -> None:
+    with pytest.raises(InputError) as refused:
+        refuse_relative_paths(_context("serve", ["--model", "alpha", "--detach"]))
+    assert f"{refused.value}\n" == _read_refusal("--registry", "registry", in_job, DRIVER).removeprefix(
+        "error: "
+    )
+
+
+@pytest.mark.parametrize(
+    ("command", "args", "reading"),
+    [
+        ("evaluate", ["--replay", "/s", "--out", "/o"], ["--policies", "cash, registry:alpha@2"]),
+        ("simulate-experience", ["--replay", "/s", "--out", "/o"], ["--policy", "registry:alpha"]),
+        ("tune", ["--spec", "ppo", "--replay", "/s", "--storage", "/r"], ["--init", "registry:alpha"]),
+    ],
+)
+def test_a_default_registry_is_refused_only_where_the_command_reads_it(
+    in_job: Path, command: str, args: list[str], reading: list[str]
+) -> None:
+    """Baselines only, a non-registry policy, no --init: the registry is not read, nor checked."""
+    if command == "simulate-experience":
+        refuse_relative_paths(_context(command, [*args, "--policy", "kelly_lite"]))
+    else:
+        refuse_relative_paths(_context(command, args))
+    with pytest.raises(
+        InputError, match="^--registry 'registry' is a relative path .* it would be read from"
+    ):
+        refuse_relative_paths(_context(command, [*args, *reading]))
+
+
+def test_relative_in_job_says_where_a_read_path_would_be_read_from() -> None:
+    why = relative_in_job("--replay", "store", {RAY_JOB_ENV: "{}"}, Path("/head/driver"), "read")
+    assert why == (
+        "--replay 'store' is a relative path and this command runs as a Ray job, in /head/driver, "
+        f"{DRIVER}: it would be read from /head/driver/store; pass an absolute path on the cluster's "
+        "shared storage"
+    )
+
+
+READ = {
+    "calibrate-costs": {"replay"},
+    "evaluate": {"replay", "registry", "cost_profile"},
+    "experiment": {"replay"},
+    "ingest": {"path"},
+    "nightly": {"registry", "path"},
+    "promote": {"run_dir"},
+    "recalibrate": {"replay"},
+    "select": {"run_dirs", "replay"},
+    "serve": {"registry"},
+    "simulate-experience": {"replay", "registry"},
+    "summary": {"root"},
+    "tune": {"replay", "experience", "cost_profile", "registry"},
+}
+
+
+def test_every_command_marks_the_places_it_reads() -> None:
+    """The local paths a command reads (a store, registry, run folder, cost profile, CSV folder) and
+    does not write: a new one must be a PathOption or PathArgument (or this list is out of date)."""
+    context = click.Context(main)
+    marked: dict[str, set[str]] = {}
+    for name in sorted({*main.list_commands(context), *LAZY_COMMANDS}):
+        command = main.get_command(context, name)
+        assert command is not None
+        commands = command.commands if isinstance(command, click.Group) else {name: command}
+        for sub, one in commands.items():
+            found = {
+                p.name
+                for p in one.params
+                if isinstance(p, PathOption | PathArgument)
+                and not isinstance(p, WrittenPathOption)
+                and p.name
+            }
+            if found:
+                marked[sub] = found
+    assert marked == READ

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import shutil
 from pathlib import Path
@@ -11,6 +12,7 @@ import pytest
 from click.testing import CliRunner
 
 from raytrade.cluster.nightly import latest_refs, nightly_command, run_nightly
+from raytrade.cluster.nightly_lock import LOCK_FILE
 from raytrade.cluster.nightly_record import NIGHTS_FILE, read_nights
 from tests.test_evaluation import FakeHandle
 
@@ -309,3 +311,73 @@ def test_a_night_in_the_results_file_but_not_recorded_is_not_run_again(store: Pa
         "(--replace re-runs the night and replaces it)\n"
     )
     assert not (store / NIGHTS_FILE).exists()
+
+
+# ------------------------------------------------------------------ one nightly per store at a time
+
+
+def _files(root: Path) -> dict[str, tuple[int, int]]:
+    return {str(p.relative_to(root)): (p.stat().st_size, p.stat().st_mtime_ns) for p in root.rglob("*")}
+
+
+def test_a_nightly_on_a_store_another_one_holds_refuses_at_once_and_touches_nothing(
+    store: Path, tmp_path: Path
+) -> None:
+    """A cron overlap or a retried job ran a second night on the same store, interleaving the two."""
+    holder = '{"pid": 4242, "host": "cron-1", "started": "2026-01-05T02:00:00+00:00"}'
+    with open(store / LOCK_FILE, "a+") as held:
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        held.write(holder)
+        held.flush()
+        before = _files(store)
+        result = _night(store, tmp_path, "--date", "2026-01-05")
+    assert result.exit_code == 2, result.output
+    assert result.output == (
+        f"error: the store {store} is in use by another nightly (pid 4242 on cron-1, started "
+        f"2026-01-05T02:00:00+00:00; lock {store / LOCK_FILE}): nothing done; run it again once that "
+        "one has ended\n"
+    )
+    assert _files(store) == before
+    assert not (tmp_path / "results.md").exists() and not (tmp_path / "reports").exists()
+
+
+def test_the_store_lock_is_held_for_the_run_and_released_when_it_raises(store: Path, tmp_path: Path) -> None:
+    """flock dies with the open file: a run that raised leaves the store free for the next."""
+    held_during_run: list[bool] = []
+
+    def loader(ref: str, registry: Path) -> FakeHandle:
+        with open(store / LOCK_FILE, "a+") as probe:
+            try:
+                fcntl.flock(probe, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                held_during_run.append(True)
+            else:
+                held_during_run.append(False)
+        raise RuntimeError("the model would not load")
+
+    with pytest.raises(RuntimeError, match="would not load"):
+        run_nightly(
+            store,
+            _registry(tmp_path / "registry"),
+            reports=tmp_path / "reports",
+            results=tmp_path / "results.md",
+            date="2026-01-05",
+            baselines=["cash"],
+            scenarios=[],
+            seeds=1,
+            bootstrap_samples=10,
+            plots=False,
+            loader=loader,
+        )
+    assert held_during_run == [True]
+    with open(store / LOCK_FILE, "a+") as after:
+        fcntl.flock(after, fcntl.LOCK_EX | fcntl.LOCK_NB)  # raises BlockingIOError if left held
+
+
+def test_a_nightly_without_a_source_refuses_a_store_that_does_not_exist(tmp_path: Path) -> None:
+    result = _night(tmp_path / "none", tmp_path)
+    assert result.exit_code == 2, result.output
+    assert result.output == (
+        f"error: --replay {str(tmp_path / 'none')!r}: no such store folder (give --source to ingest one)\n"
+    )
+    assert not (tmp_path / "none").exists()
