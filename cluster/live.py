@@ -20,13 +20,16 @@ otherwise be forgotten silently); one that is unreadable (malformed, a non-finit
 is not positive) is refused, ``--reset`` or not.
 
 Without ``--symbols`` the policy service must answer ``GET /v1/model`` before anything else happens: a
-service that does not answer, or refuses the token, ends the command with one line and exit status 2
-(``cluster.errors``), before the account is read or locked and before any order.
+service that does not answer (retried as an act is, within the client's deadline), or refuses the token,
+ends the command with one line and exit status 2 (``cluster.errors``), before the account is read or
+locked and before any order.
 
 The loop advances the drawdown kill switch with the rule the served policy was trained with (``GET
 /v1/model``: ``kill_switch``), read at start and at every cycle (again when the answer comes from
 another model version or the service refuses the switch's count); while it cannot be read the cycle
-holds (no order), saying why (``serve/live.py``).
+holds (no order), saying why (``serve/live.py``). A cycle's rule reads and acts share one client
+deadline (``total_deadline_s``): an act it cuts is an outage hold, a rule read it cuts a hold for want
+of the rule.
 
 The loop survives a failed cycle (it retries at the next one), with one exception: a pending order
 Alpaca cannot read (not a 404) on ``--max-unreadable-order-cycles`` cycles in a row ends it with exit

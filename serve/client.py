@@ -25,7 +25,13 @@ Contract
   was the rule's read (model ``kill-switch-rule-unknown``, below). A deadline that runs out on the act
   is an outage of the act, as when its retries run out: held, the bar's advance kept under the rule
   read; one that runs out on the rule's read holds for want of the rule: the account's switch not
-  advanced, the rule read again on the next call.
+  advanced, the rule read again on the next call. A caller that keeps its own switch and reads the
+  rule itself (``raytrade live``) makes one decision of the same requests: it takes one
+  :meth:`PolicyClient.deadline` and gives it to each :meth:`PolicyClient.model` and
+  :meth:`PolicyClient.act` of the decision, with the same outcomes. :meth:`PolicyClient.model`
+  retries as the act does (the same rule, the same code) under a deadline, its own of
+  ``total_deadline_s`` when given none; when its retries or its deadline run out it raises
+  :class:`ServiceError` (status 0, ``policy service unreachable: ...``).
 * **Holds.** When the retries are spent, or the answer is another non-200 status, a body that is not
   an ``ActResponse``, a decision for a symbol the request did not name (other than the service's idle
   hold of a universe symbol the request left out, which is dropped), no decision for a symbol it
@@ -138,9 +144,10 @@ _MASK: Final[str] = "**********"
 
 class ServiceError(Exception):
     """The policy service answered, but the answer says the caller is wrong (not an outage); or, from
-    :meth:`PolicyClient.model` only (``status_code`` 0), it did not answer at all: the loop cannot
-    start without its universe; from :func:`served_kill_switch` (``status_code`` 200), the answer
-    publishes no readable kill-switch rule. The CLI shows it as one line, exit status 2."""
+    :meth:`PolicyClient.model` only (``status_code`` 0), it did not answer (every attempt failed, or
+    its deadline ran out first): the loop cannot start without its universe; from
+    :func:`served_kill_switch` (``status_code`` 200), the answer publishes no readable kill-switch
+    rule. The CLI shows it as one line, exit status 2."""
 
     def __init__(self, message: str, status_code: int):
         super().__init__(message)
@@ -443,23 +450,25 @@ class _Reply:
 
 
 @dataclass(frozen=True)
-class _Deadline:
-    """When one :meth:`PolicyClient.act` must be done (``time.monotonic()`` seconds, ``at``): set once
-    when it starts, shared by every request it makes; ``total_s`` is its length (for messages)."""
+class Deadline:
+    """When one decision must be done (``time.monotonic()`` seconds, ``at``): set once when it starts
+    (:meth:`PolicyClient.deadline`), shared by every request of it, the retries and pauses included;
+    ``total_s`` is its length and ``what`` what it bounds (for messages: ``act()``, ``model()``)."""
 
     at: float
     total_s: float
+    what: str = "act()"
 
     @classmethod
-    def from_now(cls, total_s: float) -> _Deadline:
-        return cls(time.monotonic() + total_s, total_s)
+    def from_now(cls, total_s: float, what: str = "act()") -> Deadline:
+        return cls(time.monotonic() + total_s, total_s, what)
 
     def left(self) -> float:
         """Seconds left (negative once it has passed)."""
         return self.at - time.monotonic()
 
     def ran_out(self) -> str:
-        return f"the act() deadline (total_deadline_s={self.total_s:g} s) ran out"
+        return f"the {self.what} deadline (total_deadline_s={self.total_s:g} s) ran out"
 
 
 class _Unavailable(Exception):
@@ -532,23 +541,34 @@ class PolicyClient:
             self._kill_switches[account] = KillSwitchTracker(self._rule.rule if self._rule else None)
         return self._kill_switches[account]
 
-    def act(self, request: ActRequest, account: str = "default") -> ActResponse:
+    def deadline(self, what: str = "act()") -> Deadline:
+        """A deadline of ``total_deadline_s`` from now, bounding ``what``: for a caller whose one
+        decision makes several requests (``raytrade live``: a cycle's rule read, act and redo), each
+        given it (:meth:`model`, :meth:`act`), so that together they keep it (module doc, **Time**)."""
+        return Deadline.from_now(self.config.total_deadline_s, what)
+
+    def act(
+        self, request: ActRequest, account: str = "default", deadline: Deadline | None = None
+    ) -> ActResponse:
         """The service's decision for ``request``, or a hold-everything fallback (see module doc).
         A request without a kill-switch state is sent with ``account``'s, advanced to its bar with the
-        served rule (read on first use, after a hot swap, and after a refused count).
+        served rule (read on first use, after a hot swap, and after a refused count). Every request it
+        makes is made before ``deadline`` (None: :meth:`deadline` from now): a caller's decision that
+        read the rule already under it passes it, so the act gets what is left.
 
         Raises :class:`ServiceAuthError` on 401/403, :class:`ServiceRequestError` on 422 (other than a
         refused count it can settle) and ``serve.kill_switch_rule.KillSwitchRuleError`` when
         ``ClientConfig.kill_switch`` is looser than the served rule.
         """
         if request.kill_switch is None:
-            _load_kill_switch_kernel()
-        deadline = _Deadline.from_now(self.config.total_deadline_s)  # one for every request below
+            load_kill_switch_kernel()
+        if deadline is None:
+            deadline = self.deadline()  # one for every request below
         if request.kill_switch is not None:  # the caller keeps its own switch: sent as it is
             return self._decide(request, deadline)
         return self._act_under_served_rule(request, account, deadline)
 
-    def _act_under_served_rule(self, request: ActRequest, account: str, deadline: _Deadline) -> ActResponse:
+    def _act_under_served_rule(self, request: ActRequest, account: str, deadline: Deadline) -> ActResponse:
         """``request`` stamped with ``account``'s switch advanced by the served rule (module doc,
         **Kill switch**), every request made before ``deadline`` (module doc, **Time**); the advance is
         kept once an answer is taken (an outage's hold included), and dropped when it holds for want
@@ -594,7 +614,7 @@ class PolicyClient:
             tracker.tripped_by_service()
         return answer
 
-    def _read_rule(self, when: str, deadline: _Deadline) -> LoopRule | RuleUnknown:
+    def _read_rule(self, when: str, deadline: Deadline) -> LoopRule | RuleUnknown:
         """The served rule settled against ``ClientConfig.kill_switch`` (``read_loop_rule``), read now
         (before ``deadline``, else ``_OutOfTime``); logged when it changes, or why it cannot be had."""
         read = read_loop_rule(partial(self._published, deadline), self.config.kill_switch, CLIENT_SETTING)
@@ -606,7 +626,7 @@ class PolicyClient:
         log_rule_change(logger, read, self._rule)
         return read
 
-    def _decide(self, request: ActRequest, deadline: _Deadline) -> ActResponse:
+    def _decide(self, request: ActRequest, deadline: Deadline) -> ActResponse:
         """``POST /v1/act`` for ``request`` as it is, checked (module doc, **Holds** and **Raises**);
         a hold when the retries or ``deadline`` run out first (an outage: under the served rule the
         bar's advance is kept, as for any outage of the act)."""
@@ -647,16 +667,22 @@ class PolicyClient:
             return False
         return reply.status == 200
 
-    def model(self) -> dict[str, Any]:
-        """``GET /v1/model``: the served version, its universe and features (the loop's start-up
-        check). Raises :class:`ServiceAuthError` on 401/403 and :class:`ServiceError` otherwise."""
+    def model(self, deadline: Deadline | None = None) -> dict[str, Any]:
+        """``GET /v1/model``: the served version, its universe, features and kill-switch rule (the
+        loop's start-up check, and its rule read). Retried as :meth:`act` retries (a connection error,
+        a timeout, a 5xx), every attempt made before ``deadline`` (None: :meth:`deadline` from now,
+        bounding ``model()``). Raises :class:`ServiceAuthError` on 401/403, and :class:`ServiceError`
+        otherwise: status 0, ``policy service unreachable: <how>``, when the retries or the deadline
+        ran out first."""
         try:
-            reply = self._attempt("GET", MODEL_PATH, None, self.config.total_deadline_s)
-        except (httpx.RequestError, RuntimeError) as exc:
+            reply = self._with_retries("GET", MODEL_PATH, None, deadline or self.deadline("model()"))
+        except (_Unavailable, _OutOfTime) as exc:
+            raise ServiceError(f"policy service unreachable: {exc}", 0) from None
+        except RuntimeError as exc:  # httpx on a closed client
             raise ServiceError(f"policy service unreachable: {self._redact(_describe(exc))}", 0) from None
         return _model_info(reply)
 
-    def _published(self, deadline: _Deadline) -> dict[str, Any]:
+    def _published(self, deadline: Deadline) -> dict[str, Any]:
         """``GET /v1/model`` as :meth:`act` reads the rule: retried like ``POST /v1/act``, within the
         act's ``deadline`` (else ``_OutOfTime``); :class:`ServiceError` (status 0) when every attempt
         failed."""
@@ -666,11 +692,12 @@ class PolicyClient:
             raise ServiceError(str(exc), 0) from None
         return _model_info(reply)
 
-    def _with_retries(self, method: str, path: str, body: bytes | None, deadline: _Deadline) -> _Reply:
-        """The first reply that is not a 5xx, each attempt given ``min(timeout_s, time left)``;
-        ``_OutOfTime`` when ``deadline`` (the act's) ends it: no time left to send the first attempt,
-        an attempt cut short by it, or no time for the next one; ``_Unavailable`` when the retries run
-        out first."""
+    def _with_retries(self, method: str, path: str, body: bytes | None, deadline: Deadline) -> _Reply:
+        """The first reply that is not a 5xx, each attempt given ``min(timeout_s, time left)``: the
+        one retry rule of the client (``POST /v1/act``, ``GET /v1/model``). ``_OutOfTime`` when
+        ``deadline`` (the decision's: an act's, a loop cycle's, a model()'s) ends it: no time left to
+        send the first attempt, an attempt cut short by it, or no time for the next one;
+        ``_Unavailable`` when the retries run out first."""
         cfg = self.config
         attempt, failed = 1, ""  # failed: how the last attempt failed, and how many were made
         while True:
@@ -761,11 +788,12 @@ def _model_info(reply: _Reply) -> dict[str, Any]:
 
 
 @cache
-def _load_kill_switch_kernel() -> None:
+def load_kill_switch_kernel() -> None:
     """Advance a switch once, so that ``envs.kill_switch``'s numba kernel is loaded: about 0.5 s in a
     process (more on a busy machine, a compile where no cache exists), paid once, before the first
-    :meth:`PolicyClient.act`'s deadline starts rather than charged to it: the deadline bounds the wait
-    for the service, and charging it would hold the first bar of every process."""
+    :meth:`PolicyClient.act`'s deadline starts rather than charged to it (and before the first cycle
+    of ``raytrade live``, which advances its own switch under the deadline): the deadline bounds the
+    wait for the service, and charging it would hold the first bar of every process."""
     state = KillSwitchState(
         peak=np.ones(1), active=np.zeros(1, dtype=np.bool_), bars_active=np.zeros(1, dtype=np.int64)
     )

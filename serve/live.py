@@ -24,25 +24,29 @@ Design decisions
   (``serve.kill_switch_rule.KillSwitchRuleError``); a stricter one is kept, logged; a served rule that
   is disabled keeps the loop's own switch on, logged). Every cycle reads the rule again before it
   advances the switch (one ``GET /v1/model``), so a hot swap between cycles is advanced with the new
-  rule. A rule that cannot be read (the service down, an answer without a complete, valid one) holds
-  the cycle, as an outage does, with the reason (which of the two) logged and on the decision rows,
-  which report the saved switch, not advanced. A swap between the read and the act shows as an answer
-  from another model version, or as the service refusing the switch's count (HTTP 422 on
-  ``kill_switch.bars_active``: the new policy releases sooner); either makes the loop read the rule
-  once more: another rule redoes the bar's advance with it and asks again; the same rule keeps an
-  answer of its model; one that cannot be read, an answer from yet another version, or a count refused
-  again (or under the same rule) holds the cycle; a refused rule stops the loop before it orders
+  rule. The cycle's decision is one deadline (``PolicyAsker.deadline``: the client's
+  ``total_deadline_s``, taken after the broker's reads): the rule read, the act, and a re-read and a
+  redo after a swap (below) each get what is left of it, so a cycle waits for the service no longer than
+  that, and never acts on a rule read longer ago. One it cuts ends as the client ends it: on the act, an
+  outage hold that keeps the bar's advance (saved, as after any outage); on a rule read, a hold for want
+  of the rule (below). A rule that cannot be read (the service down, an answer without a complete, valid
+  one, a read the deadline cut) holds the cycle, as an outage does, with the reason (which of the two)
+  logged and on the decision rows, which report the saved switch, not advanced. A swap between the read
+  and the act shows as an answer from another model version, or as the service refusing the switch's
+  count (HTTP 422 on ``kill_switch.bars_active``: the new policy releases sooner); either makes the loop
+  read the rule once more: another rule redoes the bar's advance with it and asks again; the same rule
+  keeps an answer of its model; one that cannot be read, an answer from yet another version, or a count
+  refused again (or under the same rule) holds the cycle; a refused rule stops the loop before it orders
   anything. A held cycle saves no switch, so the next cycle advances the saved one with the rule it
   reads: a loop is never stuck on a refused count. The state file keeps the switch (``kill_switch``:
-  active, bars since it tripped, the cycle's time, the rule it was advanced with), so a restart does
-  not disarm a tripped switch. One advanced
-  under another rule (or recorded without one, by an earlier version) loads and is advanced with the
-  current rule from its state: a count past the current ``release_after_bars`` releases at the next
-  cycle, as the current rule would have. Its peak is the file's ``peak_equity`` (one peak), except after
-  a timed release restarted the switch's peak below the account's: then ``kill_switch.peak_equity``
-  holds it, until the account's peak is the switch's again. A file without one (an earlier version's, or
-  a new one) starts it off from the file's peak and advances it: a drawdown at the trigger turns it on
-  at once.
+  active, bars since it tripped, the cycle's time, the rule it was advanced with), so a restart does not
+  disarm a tripped switch. One advanced under another rule (or recorded without one, by an earlier
+  version) loads and is advanced with the current rule from its state: a count past the current
+  ``release_after_bars`` releases at the next cycle, as the current rule would have. Its peak is the
+  file's ``peak_equity`` (one peak), except after a timed release restarted the switch's peak below the
+  account's: then ``kill_switch.peak_equity`` holds it, until the account's peak is the switch's again.
+  A file without one (an earlier version's, or a new one) starts it off from the file's peak and
+  advances it: a drawdown at the trigger turns it on at once.
 * **One loop, one account.** The state file is locked (``fcntl.flock`` on ``<state>.lock``) for the
   loop's life, so a second loop on it refuses to start; it records the broker's account id, and a
   state file of another account is refused. The account itself is locked too, once the broker has
@@ -143,6 +147,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, NamedTuple, Protocol
 
@@ -192,7 +197,7 @@ from raytrade.serve.orders import (
 from raytrade.serve.schemas import ActRequest, ActResponse, CallerKillSwitch
 
 if TYPE_CHECKING:
-    from raytrade.serve.client import KillSwitchTracker
+    from raytrade.serve.client import Deadline, KillSwitchTracker
 
 log = logging.getLogger("raytrade.live")
 
@@ -531,15 +536,24 @@ def default_account_lock_dir() -> Path:
 
 
 class PolicyAsker(Protocol):
-    """What the loop needs from the policy service (``serve.client.PolicyClient``, or a test double)."""
+    """What the loop needs from the policy service (``serve.client.PolicyClient``, or a test double).
 
-    def act(self, request: Any) -> ActResponse:
-        """``POST /v1/act``; ``serve.client.ServiceRequestError`` on a 422 (its ``fields`` named)."""
+    One cycle's decision (the rule read, the act, a re-read and a redo) is one :meth:`deadline`, given
+    to each request of it; what runs out of it is answered as the client answers it: an act cut is an
+    outage hold (``fallback``), a rule read cut a ``serve.client.ServiceError``."""
+
+    def deadline(self) -> Deadline:
+        """A deadline starting now (``serve.client.PolicyClient.deadline``: ``total_deadline_s``)."""
         ...
 
-    def model(self) -> dict[str, Any]:
-        """``GET /v1/model`` (its ``model`` and ``kill_switch`` rule); ``serve.client.ServiceError``
-        when it cannot be read."""
+    def act(self, request: Any, *, deadline: Deadline | None = None) -> ActResponse:
+        """``POST /v1/act`` before ``deadline`` (retried, held when it runs out);
+        ``serve.client.ServiceRequestError`` on a 422 (its ``fields`` named)."""
+        ...
+
+    def model(self, deadline: Deadline | None = None) -> dict[str, Any]:
+        """``GET /v1/model`` (its ``model`` and ``kill_switch`` rule) before ``deadline`` (retried);
+        ``serve.client.ServiceError`` when it cannot be read."""
         ...
 
 
@@ -816,7 +830,11 @@ class LiveLoop:
         rule unknown, or an answer (or a refusal) that the rule read cannot account for, a local
         hold-everything answer and None (module doc, **Kill switch**). Raises
         :class:`KillSwitchRuleError` when a hot swap brings a rule the configured one is looser than."""
-        read = self._read_rule("this cycle")
+        from raytrade.serve.client import load_kill_switch_kernel
+
+        load_kill_switch_kernel()  # once a process, before the deadline: the advance below runs under it
+        deadline = self.policy.deadline()  # one for the rule read, the act, a re-read and a redo
+        read = self._read_rule("this cycle", deadline)
         if isinstance(read, RuleUnknown):
             return self._hold(
                 request, saved, account_peak, f"the served kill-switch rule is unknown ({read.why})"
@@ -827,36 +845,38 @@ class LiveLoop:
             nonlocal switch
             switch = self._kill_switch(saved, account_peak, rule)  # this bar's advance, (re)done
             stamped = switch.stamp(request)
-            answer = self._act(stamped)
+            answer = self._act(stamped, deadline)
             if answer is None:
                 return Refused(stamped.kill_switch.bars_active if stamped.kill_switch is not None else None)
             return answer
 
-        asked = ask_under_served_rule(read, ask, self._read_rule)
+        asked = ask_under_served_rule(read, ask, partial(self._read_rule, deadline=deadline))
         if isinstance(asked, Held):
             return self._hold(request, saved, account_peak, asked.reason)
         return asked.answer, switch
 
-    def _act(self, request: ActRequest) -> ActResponse | None:
-        """The service's answer, or None when it refuses the switch's count (a 422 on
-        :data:`REFUSED_COUNT`, logged); any other 422 propagates (the loop's bug)."""
+    def _act(self, request: ActRequest, deadline: Deadline) -> ActResponse | None:
+        """The service's answer (an outage hold when ``deadline`` or the retries run out first), or
+        None when it refuses the switch's count (a 422 on :data:`REFUSED_COUNT`, logged); any other 422
+        propagates (the loop's bug)."""
         from raytrade.serve.client import ServiceRequestError
 
         try:
-            return self.policy.act(request)
+            return self.policy.act(request, deadline=deadline)
         except ServiceRequestError as exc:
             if REFUSED_COUNT not in exc.fields:
                 raise
             log.warning("kill switch: %s", exc)
             return None
 
-    def _read_rule(self, when: str) -> LoopRule | RuleUnknown:
-        """The rule the loop advances its switch with, from ``GET /v1/model`` now (logged when it is
-        not the last one read), or why it cannot be had (logged: no order goes out until it can).
+    def _read_rule(self, when: str, deadline: Deadline | None = None) -> LoopRule | RuleUnknown:
+        """The rule the loop advances its switch with, from ``GET /v1/model`` now, before ``deadline``
+        (the cycle's; None: the client's own) (logged when it is not the last one read), or why it
+        cannot be had (logged: no order goes out until it can), a read the deadline cut included.
         ``ServiceAuthError`` (a wrong token) and :class:`KillSwitchRuleError` propagate."""
         from raytrade.serve.client import read_loop_rule
 
-        chosen = read_loop_rule(self.policy.model, self.config.kill_switch)
+        chosen = read_loop_rule(partial(self.policy.model, deadline=deadline), self.config.kill_switch)
         if isinstance(chosen, RuleUnknown):
             log.warning(
                 "kill switch: the served rule cannot be read %s (%s): no order goes out until it can "

@@ -1,16 +1,24 @@
-"""Test doubles for the live loop: a policy that answers with scripted target weights."""
+"""Test doubles for the live loop: a policy that answers with scripted target weights, and a stub of
+the policy service on 127.0.0.1 that answers with it (for the loop's real ``PolicyClient``)."""
 
 from __future__ import annotations
 
+import json
+import threading
 from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 from raytrade.envs.kill_switch import KillSwitchConfig
-from raytrade.serve.client import ServiceRequestError
+from raytrade.serve.client import Deadline, ServiceRequestError
 from raytrade.serve.fallback import hold_everything
 from raytrade.serve.schemas import ActRequest, ActResponse, SymbolDecision
+from tests.loopback import serve_on_loopback, stop_serving
 
 T0 = datetime(2026, 11, 24, 14, 30, tzinfo=UTC)
+PAPER_TARGETS = {"AAPL": (0.1, "aggressive"), "MSFT": (0.05, "passive"), "BTCUSD": (0.02, "aggressive")}
+DEADLINE_S = 60.0
+"""The decision deadline :class:`ScriptedPolicy` gives (it answers at once: it never runs out)."""
 
 
 class ScriptedPolicy:
@@ -36,7 +44,10 @@ class ScriptedPolicy:
         self.model_reads = 0
         self.requests: list[ActRequest] = []
 
-    def model(self) -> dict[str, Any]:
+    def deadline(self) -> Deadline:
+        return Deadline.from_now(DEADLINE_S)
+
+    def model(self, deadline: Deadline | None = None) -> dict[str, Any]:
         self.model_reads += 1
         if self.model_error is not None:
             raise self.model_error
@@ -46,7 +57,7 @@ class ScriptedPolicy:
             "kill_switch": self.kill_switch.model_dump(),
         }
 
-    def act(self, request: ActRequest) -> ActResponse:
+    def act(self, request: ActRequest, *, deadline: Deadline | None = None) -> ActResponse:
         self.requests.append(request)
         self._refuse_a_count_past_the_release(request)
         if self.fallback:
@@ -83,3 +94,62 @@ class ScriptedPolicy:
                 "(release_after_bars), so its state never counts that far",
                 ("kill_switch.bars_active",),
             )
+
+
+class StubPolicyService:
+    """``/v1/model`` and ``/v1/act`` on 127.0.0.1, answering with :class:`ScriptedPolicy` (default:
+    :data:`PAPER_TARGETS`; its ``model()`` for ``/v1/model``: 503 while it raises). ``delays`` holds,
+    per method (``GET``, ``POST``), the seconds to wait before each next answer (popped in order; none
+    left: at once): a slow service, for the client's deadline."""
+
+    def __init__(self, token: str, policy: ScriptedPolicy | None = None):
+        policy, expected = policy or ScriptedPolicy(PAPER_TARGETS), f"Bearer {token}"
+        self.delays: dict[str, list[float]] = {}
+        stopping, delays, lock = threading.Event(), self.delays, threading.Lock()
+        self._stopping = stopping
+
+        def wait(method: str) -> None:
+            with lock:
+                queued = delays.get(method)
+                seconds = queued.pop(0) if queued else 0.0
+            stopping.wait(seconds)
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def _send(self, status: int, body: Any) -> None:
+                raw = json.dumps(body).encode()
+                try:
+                    self.send_response(status)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(raw)))
+                    self.end_headers()
+                    self.wfile.write(raw)
+                except OSError:
+                    pass  # the client gave up on this answer (its deadline), as it should
+
+            def do_GET(self) -> None:
+                wait("GET")
+                if self.headers.get("Authorization") != expected:
+                    return self._send(401, {"detail": "invalid bearer token"})
+                try:
+                    info = policy.model()
+                except Exception:  # policy.model_error: GET /v1/model fails, POST /v1/act still answers
+                    return self._send(503, {"detail": "not ready"})
+                self._send(200, info)
+
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                wait("POST")
+                if self.headers.get("Authorization") != expected:
+                    return self._send(401, {"detail": "invalid bearer token"})
+                answer = policy.act(ActRequest.model_validate_json(body))
+                self._send(200, answer.model_dump(mode="json"))
+
+        self.server, self.thread = serve_on_loopback(Handler, "stub-policy-service")
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def close(self) -> None:
+        self._stopping.set()  # wakes handlers still waiting out a delay
+        stop_serving(self.server, self.thread)

@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import json
 from decimal import Decimal
-from http.server import BaseHTTPRequestHandler
 from pathlib import Path
-from typing import Any
 
 import pytest
 from click.testing import CliRunner
@@ -17,14 +15,12 @@ from raytrade.replay import read_frame
 from raytrade.replay.sources.alpaca import SourceError
 from raytrade.serve.alpaca_broker import AlpacaBroker
 from raytrade.serve.live import LiveLoop
-from raytrade.serve.schemas import ActRequest
 from tests.fake_alpaca import TEST_KEYS, FakeAlpaca
 from tests.fake_alpaca_trading import FakeAlpacaTrading
-from tests.live_doubles import T0, ScriptedPolicy
-from tests.loopback import serve_on_loopback, stop_serving
+from tests.live_doubles import PAPER_TARGETS, T0, ScriptedPolicy, StubPolicyService
 
 SYMBOLS = ["AAPL", "MSFT", "BTCUSD"]
-TARGETS = {"AAPL": (0.1, "aggressive"), "MSFT": (0.05, "passive"), "BTCUSD": (0.02, "aggressive")}
+TARGETS = PAPER_TARGETS
 
 
 def _settings(data: FakeAlpaca, keys: tuple[str, str] = TEST_KEYS) -> Settings:
@@ -97,48 +93,6 @@ def test_wrong_keys_fail_with_one_line_and_never_show_the_secret(
 # ---------------------------------------------------------------------------------- the CLI
 
 
-class _StubPolicyService:
-    """``/v1/model`` and ``/v1/act`` on 127.0.0.1, answering with :class:`ScriptedPolicy` (its
-    ``model()`` for ``/v1/model``: 503 while it raises)."""
-
-    def __init__(self, token: str, policy: ScriptedPolicy | None = None):
-        policy, expected = policy or ScriptedPolicy(TARGETS), f"Bearer {token}"
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args: Any) -> None:
-                pass
-
-            def _send(self, status: int, body: Any) -> None:
-                raw = json.dumps(body).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(raw)))
-                self.end_headers()
-                self.wfile.write(raw)
-
-            def do_GET(self) -> None:
-                if self.headers.get("Authorization") != expected:
-                    return self._send(401, {"detail": "invalid bearer token"})
-                try:
-                    info = policy.model()
-                except Exception:  # policy.model_error: GET /v1/model fails, POST /v1/act still answers
-                    return self._send(503, {"detail": "not ready"})
-                self._send(200, info)
-
-            def do_POST(self) -> None:
-                if self.headers.get("Authorization") != expected:
-                    return self._send(401, {"detail": "invalid bearer token"})
-                body = self.rfile.read(int(self.headers["Content-Length"]))
-                answer = policy.act(ActRequest.model_validate_json(body))
-                self._send(200, answer.model_dump(mode="json"))
-
-        self.server, self.thread = serve_on_loopback(Handler, "stub-policy-service")
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-
-    def close(self) -> None:
-        stop_serving(self.server, self.thread)
-
-
 def _cli_environment(monkeypatch: pytest.MonkeyPatch, data: FakeAlpaca) -> str:
     """The environment `raytrade live` reads (the fake's keys and data URL, a Serve token); the token."""
     token = "serve-token-for-the-live-test-12345"
@@ -160,7 +114,7 @@ def test_raytrade_live_paper_once(
     refused = CliRunner().invoke(main, ["live", "--serve-url", "http://127.0.0.1:1", "--once"])
     assert refused.exit_code == 2 and "--paper" in refused.output
 
-    stub = _StubPolicyService(token)
+    stub = StubPolicyService(token)
     try:
         args = ["live", "--paper", "--once", "--serve-url", stub.url, "--trading-url", trading.url]
         args += ["--store", str(tmp_path / "store"), "--state-file", str(tmp_path / "state.json"), "--reset"]
@@ -185,7 +139,7 @@ def test_raytrade_live_orders_nothing_while_the_served_kill_switch_rule_cannot_b
     token = _cli_environment(monkeypatch, data)
     policy = ScriptedPolicy(TARGETS)
     policy.model_error = RuntimeError("GET /v1/model fails")
-    stub = _StubPolicyService(token, policy)
+    stub = StubPolicyService(token, policy)
     try:
         args = ["live", "--paper", "--once", "--serve-url", stub.url, "--trading-url", trading.url]
         args += ["--symbols", ",".join(SYMBOLS), "--state-file", str(tmp_path / "state.json"), "--reset"]
@@ -252,7 +206,7 @@ def test_raytrade_live_exits_naming_an_order_alpaca_cannot_read(
     trading, data = fakes
     token = _cli_environment(monkeypatch, data)
     state = tmp_path / "state.json"
-    stub = _StubPolicyService(token)
+    stub = StubPolicyService(token)
     try:
         args = ["live", "--paper", "--once", "--serve-url", stub.url, "--trading-url", trading.url]
         args += ["--state-file", str(state)]

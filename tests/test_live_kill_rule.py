@@ -10,15 +10,28 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pydantic import SecretStr
 
 from raytrade.envs.kill_switch import KillSwitchConfig
 from raytrade.replay import read_frame
-from raytrade.serve.client import ServiceError, served_kill_switch
-from raytrade.serve.kill_switch_rule import KillSwitchRuleError, looser_parameters, shown_rule
-from raytrade.serve.live import LiveLoop
+from raytrade.serve.client import (
+    FALLBACK_MODEL,
+    ClientConfig,
+    Deadline,
+    PolicyClient,
+    ServiceError,
+    served_kill_switch,
+)
+from raytrade.serve.kill_switch_rule import (
+    RULE_UNKNOWN_MODEL,
+    KillSwitchRuleError,
+    looser_parameters,
+    shown_rule,
+)
+from raytrade.serve.live import CycleReport, LiveLoop, LiveState, SavedKillSwitch
 from raytrade.serve.orders import LiveConfig
 from raytrade.serve.schemas import ActRequest, ActResponse, CallerKillSwitch
-from tests.live_doubles import T0, ScriptedPolicy
+from tests.live_doubles import T0, ScriptedPolicy, StubPolicyService
 from tests.test_live import PRICES, FakeBroker
 
 BUY = {"AAPL": (0.1, "aggressive")}
@@ -141,7 +154,7 @@ class _SwappingRule(ScriptedPolicy):
         super().__init__({"AAPL": (0.0, "flat")})
         self.swap_on, self.new_rule = swap_on, rule
 
-    def act(self, request: ActRequest) -> ActResponse:
+    def act(self, request: ActRequest, *, deadline: Deadline | None = None) -> ActResponse:
         if len(self.requests) >= self.swap_on:
             self.served, self.kill_switch = "alpha@3", self.new_rule
         return super().act(request)
@@ -241,7 +254,7 @@ class _RefusesThenUnreachable(ScriptedPolicy):
     """Refuses a count of 10 (releases after 10, publishes 40), and is unreachable on ``GET /v1/model``
     from then on."""
 
-    def act(self, request: ActRequest) -> ActResponse:
+    def act(self, request: ActRequest, *, deadline: Deadline | None = None) -> ActResponse:
         try:
             return super().act(request)
         except ServiceError:
@@ -272,7 +285,7 @@ def test_a_cycle_held_with_the_rule_unknown_logs_the_saved_switch_as_on(tmp_path
 class _NoRule(ScriptedPolicy):
     """Answers ``GET /v1/model`` without a kill_switch rule (a service of an earlier version)."""
 
-    def model(self) -> dict[str, Any]:
+    def model(self, deadline: Deadline | None = None) -> dict[str, Any]:
         return {k: v for k, v in super().model().items() if k != "kill_switch"}
 
 
@@ -361,3 +374,67 @@ def test_a_null_rule_is_unknown_named_once() -> None:
         "/v1/model publishes a kill_switch rule for alpha@2 that cannot be read "
         "(kill_switch: not an object: None)"
     )
+
+
+# -- one deadline per cycle's decision: the loop's real client against a slow stub service ----------
+
+SERVE_TOKEN = "serve-token-for-the-deadline-test-1234"
+ONE_CYCLE: dict[str, Any] = {"timeout_s": 0.6, "total_deadline_s": 0.8, "backoff_s": 0.01}
+"""Every request fits one attempt (0.6 s), so each of the old loop's requests, a deadline of its own
+each, was answered; requests of 0.5 s and 0.5 s (or 0.3 s and 0.6 s) do not fit one cycle's 0.8 s."""
+
+
+def _cycle_against_a_slow_service(
+    tmp_path: Path, policy: ScriptedPolicy, delays: dict[str, list[float]]
+) -> tuple[CycleReport, FakeBroker, SavedKillSwitch | None]:
+    """Start the loop (its rule read at once), then one cycle at ``T0`` with the service waiting
+    ``delays`` (per method, request by request) before it answers; the report, the broker and the
+    switch the cycle saved."""
+    stub = StubPolicyService(SERVE_TOKEN, policy)
+    broker = FakeBroker(100_000.0, PRICES)
+    try:
+        with (
+            PolicyClient(ClientConfig(base_url=stub.url, **ONE_CYCLE), SecretStr(SERVE_TOKEN)) as client,
+            LiveLoop(broker, client, ["AAPL"], tmp_path / "state.json", reset=True) as loop,
+        ):
+            loop.start()
+            stub.delays.update(delays)
+            report = loop.cycle(T0)
+    finally:
+        stub.close()
+    return report, broker, LiveState.load(tmp_path / "state.json").kill_switch
+
+
+@pytest.mark.timeout(20)
+def test_a_cycle_whose_rule_read_takes_most_of_its_deadline_holds_the_act_as_an_outage(
+    tmp_path: Path,
+) -> None:
+    """The rule read takes 0.5 s of the cycle's 0.8 s, the act would take 0.5 s: the act gets the 0.3 s
+    left and is cut, an outage of the act as the client holds one: no order, the bar's advance kept
+    (the old loop gave each its own deadline and traded at 1 s)."""
+    report, broker, saved = _cycle_against_a_slow_service(
+        tmp_path, ScriptedPolicy(BUY), {"GET": [0.5], "POST": [0.5]}
+    )
+    assert (report.answer.fallback, report.answer.model) == (True, FALLBACK_MODEL)
+    pending = "the act() deadline (total_deadline_s=0.8 s) ran out with POST /v1/act pending: no answer"
+    assert (report.answer.reason or "").startswith(f"policy service unavailable: {pending}")
+    assert broker.submitted == [] and report.plans == []
+    assert saved is not None and (saved.as_of, saved.active, saved.bars_active) == (T0, False, 0)
+
+
+@pytest.mark.timeout(20)
+def test_a_hot_swap_whose_rule_reread_overruns_the_cycles_deadline_holds_with_the_rule_unknown(
+    tmp_path: Path,
+) -> None:
+    """alpha@3 answers the act after 0.3 s; its rule would take 0.6 s more: the re-read is cut at the
+    cycle's 0.8 s and the cycle holds for want of the rule, the switch not advanced (the old loop read
+    it under a deadline of its own and traded alpha@3's answer)."""
+    policy = _SwappingRule(swap_on=0, rule=KillSwitchConfig())
+    policy.targets = BUY
+    report, broker, saved = _cycle_against_a_slow_service(
+        tmp_path, policy, {"GET": [0.0, 0.6], "POST": [0.3]}
+    )
+    assert (report.answer.fallback, report.answer.model) == (True, RULE_UNKNOWN_MODEL)
+    assert report.answer.reason == "the kill-switch rule of alpha@3 is unknown (GET /v1/model unreadable)"
+    assert broker.submitted == [] and report.plans == []
+    assert saved is None  # held with the rule unknown: no advance saved

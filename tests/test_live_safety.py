@@ -1116,7 +1116,7 @@ def test_raytrade_live_keeps_its_state_per_account_under_the_home_directory(
     fakes: tuple[FakeAlpacaTrading, FakeAlpaca], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     from raytrade.cluster.cli import main
-    from tests.test_live_alpaca import _StubPolicyService
+    from tests.live_doubles import StubPolicyService
 
     trading, data = fakes
     token = "serve-token-for-the-live-test-12345"
@@ -1128,7 +1128,7 @@ def test_raytrade_live_keeps_its_state_per_account_under_the_home_directory(
     monkeypatch.delenv("RAYTRADE_SETTINGS_FILE", raising=False)
     account_id = str(TradingClient(*TEST_KEYS, paper=True, url_override=trading.url).get_account().id)  # type: ignore[union-attr]
     state = tmp_path / ".raytrade" / "live" / f"{account_id}.json"
-    stub = _StubPolicyService(token)
+    stub = StubPolicyService(token)
     try:
         args = ["live", "--paper", "--once", "--serve-url", stub.url, "--trading-url", trading.url]
         refused = CliRunner().invoke(main, args)
@@ -1147,7 +1147,7 @@ def test_raytrade_live_refuses_an_account_another_loop_trades(
     """``--state-file`` names another file, ``--account-lock-dir`` the running loop's lock folder: the
     command exits 2 with one line naming the account and the running loop, and sends nothing."""
     from raytrade.cluster.cli import main
-    from tests.test_live_alpaca import _StubPolicyService
+    from tests.live_doubles import StubPolicyService
 
     trading, data = fakes
     token = "serve-token-for-the-live-test-12345"
@@ -1169,7 +1169,7 @@ def test_raytrade_live_refuses_an_account_another_loop_trades(
         reset=True,
     )
     running.start()
-    stub = _StubPolicyService(token)
+    stub = StubPolicyService(token)
     try:
         args = ["live", "--paper", "--once", "--reset", "--symbols", "AAPL", "--serve-url", stub.url]
         args += ["--trading-url", trading.url, "--state-file", str(tmp_path / "other.json")]

@@ -15,6 +15,7 @@ from raytrade.replay.experience import (
     read_transitions_frame,
     split_flat_observation,
 )
+from raytrade.serve.client import Deadline
 from raytrade.serve.schemas import ActRequest, ActResponse
 from tests.live_doubles import ScriptedPolicy
 from tests.test_live import PRICES, T0, FakeBroker, _loop
@@ -34,7 +35,7 @@ class ObservingPolicy(ScriptedPolicy):
         self.observations: list[list[float]] = []
         self.fallback_on = fallback_on
 
-    def act(self, request: ActRequest) -> ActResponse:
+    def act(self, request: ActRequest, *, deadline: Deadline | None = None) -> ActResponse:
         self.fallback = len(self.requests) == self.fallback_on
         answer = super().act(request)
         assert request.observation  # the loop asks for it when it logs experience
@@ -105,7 +106,7 @@ class SwappingPolicy(ObservingPolicy):
         super().__init__(fallback_on)
         self.swap_on, self.new_spec = swap_on, new_spec
 
-    def act(self, request: ActRequest) -> ActResponse:
+    def act(self, request: ActRequest, *, deadline: Deadline | None = None) -> ActResponse:
         if len(self.requests) >= self.swap_on:  # GET /v1/model says the new version from now on too
             self.served = "alpha@3"
         answer = super().act(request)

@@ -37,6 +37,7 @@ from raytrade.serve.client import (
     KillSwitchTracker,
     PolicyClient,
     ServiceAuthError,
+    ServiceError,
     ServiceRequestError,
     request_from_loop,
     request_payload,
@@ -845,6 +846,39 @@ def test_health_is_false_when_not_ready_or_slow(
 def test_health_is_false_when_nothing_listens() -> None:
     with client_for(closed_port_url()) as client:
         assert client.health() is False
+
+
+# -- model: retried under a deadline, as act is ------------------------------------------------------
+
+
+def test_model_retries_a_503_and_returns_the_next_answer(service: Callable[..., FakePolicyService]) -> None:
+    """The loop's start-up read and its rule read: a service that is not ready yet for one attempt is
+    asked again (the old client made one attempt and raised)."""
+    fake = service(Reply(status=503, body=b"{}"), Reply(body=published_body()), published=())
+    with client_for(fake.url) as client:
+        info = client.model()
+        retries = client.retries_used
+    assert info == json.loads(published_body())
+    assert (len(fake.received), retries) == (2, 1)
+
+
+def test_model_gives_up_when_its_deadline_runs_out(service: Callable[..., FakePolicyService]) -> None:
+    """Attempts of 0.2 s under a deadline of 0.5 s: two or three are made, not the five retries, and
+    the error says the deadline ran out and what was pending (the old client waited 0.5 s once)."""
+    fake = service(Reply(body=published_body(), delay_s=1.0), published=())
+    with client_for(fake.url, timeout_s=0.2, retries=5, backoff_s=0.05, total_deadline_s=0.5) as client:
+        started = time.monotonic()
+        with pytest.raises(ServiceError) as err:
+            client.model()
+        elapsed = time.monotonic() - started
+    assert elapsed < 0.5 + MARGIN_S
+    assert err.value.status_code == 0
+    expected = "policy service unreachable: the model() deadline (total_deadline_s=0.5 s) ran out with"
+    assert re.fullmatch(
+        re.escape(expected) + r" GET /v1/model pending: no answer within \d+ ms \(\d attempts\)",
+        str(err.value),
+    )
+    assert 2 <= len(fake.received) <= 3
 
 
 # -- config ---------------------------------------------------------------------------------------
