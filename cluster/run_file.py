@@ -29,7 +29,7 @@ from typing import Any, Final
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
-from raytrade.models.manifest import Provenance, SearchObjective, first_error
+from raytrade.models.manifest import Provenance, SearchObjective, first_error, newer_writer_line
 from raytrade.replay.errors import InputError
 from raytrade.tune_specs.overfit import OverfitCheck
 from raytrade.tune_specs.spec import Budget
@@ -123,21 +123,6 @@ def _recorded_code_version(text: str) -> str | None:
     provenance = document.get("provenance") if isinstance(document, dict) else None
     version = provenance.get("code_version") if isinstance(provenance, dict) else None
     return version if isinstance(version, str) else None
-
-
-def newer_writer_line(path: Path, exc: ValidationError, code_version: str | None = None) -> str | None:
-    """The one-line refusal of a document with a field this checkout's model does not know (written by
-    a newer raytrade, ``code_version`` when the file records it), naming the first such field; None
-    when ``exc`` has no unknown field (its other errors are reported as they are)."""
-    unknown = [e for e in exc.errors() if e["type"] == "extra_forbidden"]
-    if not unknown:
-        return None
-    field = ".".join(str(p) for p in unknown[0]["loc"])
-    writer = f"a newer raytrade (code_version {code_version!r})" if code_version else "a newer raytrade"
-    return (
-        f"{str(path)!r} was written by {writer}: its field {field!r} is unknown to this checkout; "
-        "update the checkout (git pull, then reinstall) to read it"
-    )
 
 
 def write_run_file(run_dir: Path, record: RunFile) -> Path:

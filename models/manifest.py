@@ -38,6 +38,7 @@ Design decisions
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from collections.abc import Mapping
@@ -425,9 +426,36 @@ def first_error(error: ValidationError) -> str:
     return f"field {field!r}: {first['msg']}"
 
 
+def newer_writer_line(path: Path, exc: ValidationError, code_version: str | None = None) -> str | None:
+    """The one-line refusal of a document with a field this checkout's model does not know (written by
+    a newer raytrade, ``code_version`` when the file records it), naming the first such field; None
+    when ``exc`` has no unknown field (its other errors are reported as they are)."""
+    unknown = [e for e in exc.errors() if e["type"] == "extra_forbidden"]
+    if not unknown:
+        return None
+    field = ".".join(str(p) for p in unknown[0]["loc"])
+    writer = f"a newer raytrade (code_version {code_version!r})" if code_version else "a newer raytrade"
+    return (
+        f"{str(path)!r} was written by {writer}: its field {field!r} is unknown to this checkout; "
+        "update the checkout (git pull, then reinstall) to read it"
+    )
+
+
+def _written_code_version(text: str) -> str | None:
+    """The top-level ``code_version`` a manifest's text records, if it is JSON and has one."""
+    try:
+        document = json.loads(text)
+    except ValueError:
+        return None
+    version = document.get("code_version") if isinstance(document, dict) else None
+    return version if isinstance(version, str) else None
+
+
 def read_manifest(version_dir: str | Path) -> Manifest:
     """The ``manifest.json`` of a version folder; :class:`ManifestError` (one line naming the file
-    and the first bad field) when it is missing or malformed."""
+    and the first bad field) when it is missing or malformed; the writer and its ``code_version``
+    when a newer raytrade wrote it (a field this checkout does not know: :func:`newer_writer_line`,
+    e.g. a policy service older than the promote step that wrote the version)."""
     path = Path(version_dir) / MANIFEST
     try:
         text = path.read_text()
@@ -436,7 +464,8 @@ def read_manifest(version_dir: str | Path) -> Manifest:
     try:
         return Manifest.model_validate_json(text)
     except ValidationError as exc:
-        raise ManifestError(f"{str(path)!r} is not a valid manifest: {first_error(exc)}") from None
+        newer = newer_writer_line(path, exc, _written_code_version(text))
+        raise ManifestError(newer or f"{str(path)!r} is not a valid manifest: {first_error(exc)}") from None
 
 
 def manifest_json(manifest: Manifest) -> str:
