@@ -1098,6 +1098,17 @@ def format_leaderboard(rows: list[LeaderboardRow]) -> str:
     return "\n".join(lines)
 
 
+def best_cash_line(rows: list[LeaderboardRow]) -> str | None:
+    """The line beside the leaderboard when its best trial with a checkpoint (the one ``raytrade
+    promote`` copies) held (almost) only cash on the validation window
+    (``tune_specs.selection.cash_line``); None otherwise."""
+    from raytrade.tune_specs.selection import cash_line
+
+    best = next((r for r in rows if r.checkpoint), None)
+    line = None if best is None else cash_line(best.gross_exposure)
+    return None if best is None or line is None else f"best trial {best.trial} {line}"
+
+
 def draw_objective(ax: Any, results: Any) -> int:
     """Draw each trial's validation objective (solid, round markers) and train objective (dashed,
     square markers, the same colour) over training iterations on ``ax``; returns the number of trials
@@ -1416,6 +1427,9 @@ def tune_command(
     shown = redacted(opts.run_location()) if is_remote(opts.storage) else outcome.run_dir
     click.echo(f"\nleaderboard ({shown}):")
     click.echo(format_leaderboard(outcome.leaderboard))
+    cash = best_cash_line(outcome.leaderboard)
+    if cash is not None:
+        click.echo(f"warning: {cash}", err=True)
     from raytrade.cluster.local_cluster import format_placement
 
     click.echo(format_placement(outcome.leaderboard))
