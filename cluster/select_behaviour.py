@@ -11,9 +11,11 @@ Design decisions
 * **Which policies.** The ``policy_version`` of every recording run of the transitions in the
   search's experience window (``replay.behaviour.recording_runs``; the whole table for a run older
   than the window), read from the experience store the run file names, and only while that store's
-  ``experience`` table still has the fingerprint the search recorded: a table appended to since may
-  hold other runs in the same dates, so the policies are then reported unknown (``behaviour_unknown``)
-  rather than guessed. A simulated baseline run's rows carry the baseline's name; runs of the same
+  ``experience`` table still has the fingerprint the search recorded, or still holds in that window
+  the count of transitions the search recorded there (the table is append-only: rows appended since,
+  a live loop's newer decisions, lie outside it). A table that holds other transitions in the window
+  may hold other runs, so the policies are then reported unknown (``behaviour_unknown``) rather than
+  guessed. A simulated baseline run's rows carry the baseline's name; runs of the same
   policy (other seeds, other noise) are one comparison.
 * **Which can be run.** A policy named like an evaluation baseline (``envs.evaluation.policies.
   BASELINES``: ``cash``, ``buy_and_hold``, ``equal_weight``, ``inverse_vol``, ``kelly_lite``) is replayed
@@ -45,7 +47,13 @@ from raytrade.envs.evaluation.policies import BASELINES, baseline_spec
 from raytrade.envs.evaluation.stats import BootstrapConfig
 from raytrade.envs.market_data import MarketData
 from raytrade.envs.rollout import replay_policy
-from raytrade.models.manifest import BehaviourComparison, ScoreInterval, Selection, SelectionCandidate
+from raytrade.models.manifest import (
+    BehaviourComparison,
+    ExperienceWindow,
+    ScoreInterval,
+    Selection,
+    SelectionCandidate,
+)
 from raytrade.tune_specs.objective import CLOSE_AT_END, held_out_data, score_of
 from raytrade.tune_specs.selection import versus_baseline
 
@@ -62,18 +70,27 @@ def behaviour_policies(run: RunFile) -> tuple[dict[str, int] | None, str | None]
     root = Path(experience.root)
     if not root.is_dir():
         return None, f"its experience store {str(root)!r} does not exist"
+    window = experience.window
     sha, _ = data_fingerprint(root, EXPERIENCE_TABLES)
-    if sha != experience.sha256:
+    if sha != experience.sha256 and not _window_unchanged(root, window):
         return None, (
             f"its experience store {str(root)!r} changed since the search (fingerprint now {sha[:12]}, "
-            f"at the search {experience.sha256[:12]}), so which policies recorded the transitions it "
-            "read cannot be told"
+            f"at the search {experience.sha256[:12]}) and holds other transitions in the window it read, "
+            "so which policies recorded the transitions it read cannot be told"
         )
-    window = experience.window
     runs = recording_runs(root, *((None, None) if window is None else (window.start, window.end)))
     if not runs:
         return None, f"its experience store {str(root)!r} holds no transitions in the window it read"
     return dict(sorted(Counter(runs.values()).items())), None
+
+
+def _window_unchanged(root: Path, window: ExperienceWindow | None) -> bool:
+    """Whether the experience store at ``root`` still holds exactly the transitions the search counted
+    in its ``window`` (None: a run older than the window, which read every date: cannot be told). The
+    table is append-only, so an equal count means nothing was added there: what grew lies outside."""
+    from raytrade.replay.experience import window_count
+
+    return window is not None and window_count(root, window.start, window.end).inside == window.transitions
 
 
 def baseline_returns(

@@ -119,15 +119,17 @@ def recorded(synthetic_store: Path, tmp_path_factory: pytest.TempPathFactory) ->
     return out
 
 
-def _offline_run(folder: Path, store: Path, experience: Path, sha: str | None = None) -> Path:
+def _offline_run(folder: Path, store: Path, experience: Path, sha: str | None = None, added: int = 0) -> Path:
     """A crafted ``bc`` run on ``store`` that read every transition of ``experience`` (its experience
-    fingerprint ``sha``, else the store's now)."""
+    fingerprint ``sha``, else the store's now), ``added`` of them appended in its window since."""
+    from raytrade.replay.experience import window_count
     from raytrade.replay.fingerprint import EXPERIENCE_TABLES, data_fingerprint
 
     run_dir = _crafted_run(folder, store, data_fingerprint(store)[0])
     run = read_run_file(run_dir)
     t0, t1 = datetime(2000, 1, 1, tzinfo=UTC), datetime(2100, 1, 1, tzinfo=UTC)
-    window = ExperienceWindow(train_start=t0, train_end=t1, start=t0, end=t1, transitions=1, left_out=0)
+    count = window_count(experience, t0, t1).inside - added
+    window = ExperienceWindow(train_start=t0, train_end=t1, start=t0, end=t1, transitions=count, left_out=0)
     seen = ExperienceFingerprint(
         root=str(experience.resolve()),
         sha256=sha or data_fingerprint(experience, EXPERIENCE_TABLES)[0],
@@ -206,12 +208,28 @@ def test_a_winner_holding_cash_is_flagged_beside_the_claim(
     assert b.difference.estimate == pytest.approx(selection.candidates[0].objective)  # equal_weight: 0
 
 
-def test_a_behaviour_store_that_changed_since_the_search_is_said_unknown(
+def test_an_experience_store_grown_outside_the_window_read_still_names_its_behaviour_policy(
+    synthetic_store: Path, recorded: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another fingerprint (a live loop's newer decisions appended), the same transitions in the
+    window the search read: its behaviour policies are still those."""
+    from raytrade.envs.evaluation.policies import equal_weight_policy
+
+    run = _offline_run(tmp_path / "bc", synthetic_store, recorded, sha="0" * 64)
+    result = _select(monkeypatch, equal_weight_policy, run, "--out", tmp_path / "out")
+    assert result.exit_code == 0, result.output
+    selection = Selection.model_validate_json((tmp_path / "out" / "select.json").read_text())
+    (candidate,) = selection.candidates
+    assert candidate.behaviour_unknown is None
+    assert [(b.policy, b.runs) for b in candidate.vs_behaviour or []] == [("equal_weight", 1)]
+
+
+def test_transitions_added_in_the_window_read_make_its_behaviour_policies_unknown(
     synthetic_store: Path, recorded: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from raytrade.envs.evaluation.policies import equal_weight_policy
 
-    run = _offline_run(tmp_path / "bc", synthetic_store, recorded, sha="0" * 64)
+    run = _offline_run(tmp_path / "bc", synthetic_store, recorded, sha="0" * 64, added=1)
     result = _select(monkeypatch, equal_weight_policy, run, "--out", tmp_path / "out")
     assert result.exit_code == 0, result.output
     selection = Selection.model_validate_json((tmp_path / "out" / "select.json").read_text())
@@ -220,7 +238,12 @@ def test_a_behaviour_store_that_changed_since_the_search_is_said_unknown(
     assert candidate.behaviour_unknown.startswith(
         f"its experience store {str(recorded.resolve())!r} changed since the search (fingerprint now "
     )
-    assert "at the search 000000000000)" in candidate.behaviour_unknown
+    assert candidate.behaviour_unknown.endswith(
+        "at the search 000000000000) and holds other transitions in the window it read, so which "
+        "policies recorded the transitions it read cannot be told"
+    )
+    line = f"warning: bc: not compared with its behaviour policies: {candidate.behaviour_unknown}"
+    assert line in result.output.splitlines()
 
 
 def test_an_online_candidate_has_no_behaviour_comparison(
