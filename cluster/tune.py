@@ -1109,6 +1109,25 @@ def best_cash_line(rows: list[LeaderboardRow]) -> str | None:
     return None if best is None or line is None else f"best trial {best.trial} {line}"
 
 
+def behaviour_hint(run: RunFile, run_location: str) -> str | None:
+    """For an offline search, the line under its leaderboard naming the behaviour policies of the
+    experience it read and the command that judges its best trial against them
+    (``cluster.select_behaviour``: the leaderboard's scores are against ``equal_weight`` only, and a
+    clone of its behaviour policy is no success); None for an online search."""
+    from raytrade.cluster.select_behaviour import behaviour_policies
+
+    if run.provenance.experience is None:
+        return None
+    policies, unknown = behaviour_policies(run)
+    judge = f"raytrade select {shlex.quote(run_location)} --out DIR"
+    if policies is None:
+        return f"offline search: its behaviour policies cannot be named ({unknown}); judge it with {judge}"
+    named = ", ".join(f"{name} ({n} run{'s' if n > 1 else ''})" for name, n in policies.items())
+    return (
+        f"offline search: its experience was recorded by {named}; judge its best trial against them: {judge}"
+    )
+
+
 def draw_objective(ax: Any, results: Any) -> int:
     """Draw each trial's validation objective (solid, round markers) and train objective (dashed,
     square markers, the same colour) over training iterations on ``ax``; returns the number of trials
@@ -1437,4 +1456,9 @@ def tune_command(
         click.echo(warning, err=True)
     if outcome.plot is not None:
         click.echo(f"plot: {outcome.plot}")
+    # select reads local run folders only: a remote search is judged once fetched
+    local = not is_remote(opts.storage)
+    hint = behaviour_hint(read_run_file(outcome.run_dir), str(outcome.run_dir)) if local else None
+    if hint is not None:
+        click.echo(hint)
     click.echo(f"promote the best trial: raytrade promote --run {opts.run_location()} --name NAME")

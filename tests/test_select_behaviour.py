@@ -281,3 +281,20 @@ def test_a_kelly_lite_behaviour_policy_is_replayed_with_the_features_it_reads(
     full = held_out_data(full_config)
     expected = replay_policy(full, kelly_lite_factory(KellyLiteConfig())(full, 0), sim, close_at_end=True)
     np.testing.assert_array_equal(returns, expected.returns[0])
+
+
+def test_an_offline_leaderboard_names_its_behaviour_policies_and_the_command_that_judges_it(
+    synthetic_store: Path, recorded: Path, tmp_path: Path
+) -> None:
+    from raytrade.cluster.tune import behaviour_hint
+    from raytrade.replay.fingerprint import data_fingerprint
+
+    offline = read_run_file(_offline_run(tmp_path / "bc", synthetic_store, recorded))
+    assert behaviour_hint(offline, "/runs/bc") == (
+        "offline search: its experience was recorded by equal_weight (1 run); judge its best trial "
+        "against them: raytrade select /runs/bc --out DIR"
+    )
+    online = read_run_file(
+        _crafted_run(tmp_path / "ppo", synthetic_store, data_fingerprint(synthetic_store)[0])
+    )
+    assert behaviour_hint(online, "/runs/ppo") is None
