@@ -27,6 +27,11 @@ Design decisions
 * **Outputs.** ``select.json`` (a ``models.manifest.Selection``, the document the manifest embeds),
   ``select.md`` and ``select.png`` (each candidate's objective with its interval against
   ``equal_weight``, the benchmark at 0) in ``--out``; the table is printed.
+* **Offline candidates and cash.** An offline candidate is also compared with each behaviour policy
+  of the experience its search read (``cluster.select_behaviour``: its objective minus theirs, paired
+  bootstrap, "not distinguishable" when the interval holds 0); a winner whose mean gross exposure on
+  the window is below ``tune_specs.selection.CASH_GROSS_EXPOSURE`` gets one line beside the claim
+  (its score is cash's). Both are in ``select.md`` and printed as ``warning:`` lines.
 * **Promotion.** ``--promote NAME`` promotes the winner's run through ``cluster.promote.promote``
   (``raytrade promote``'s code path, which re-scores the same checkpoint on validation and test),
   with the comparison recorded in the manifest's ``selection``. The winner is promoted whatever its
