@@ -31,7 +31,7 @@ Design decisions
   of the experience its search read (``cluster.select_behaviour``: its objective minus theirs, paired
   bootstrap, "not distinguishable" when the interval holds 0); a winner whose mean gross exposure on
   the window is below ``tune_specs.selection.CASH_GROSS_EXPOSURE`` gets one line beside the claim
-  (its score is cash's). Both are in ``select.md`` and printed as ``warning:`` lines.
+  (its score is cash's). Both are in ``select.md`` and printed (``warning:`` unless above it).
 * **Promotion.** ``--promote NAME`` promotes the winner's run through ``cluster.promote.promote``
   (``raytrade promote``'s code path, which re-scores the same checkpoint on validation and test),
   with the comparison recorded in the manifest's ``selection``. The winner is promoted whatever its
@@ -513,7 +513,8 @@ def winner_cash_line(selection: Selection) -> str | None:
 
 def behaviour_section(selection: Selection) -> list[str]:
     """``select.md``'s lines on the offline candidates against their behaviour policies
-    (``cluster.select_behaviour``), each followed by a blank line; none without offline candidates."""
+    (``cluster.select_behaviour``): a heading, the lines as a list, a blank line; none without
+    offline candidates."""
     lines = behaviour_lines(selection)
     if not lines:
         return []

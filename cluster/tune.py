@@ -1456,9 +1456,9 @@ def tune_command(
         click.echo(warning, err=True)
     if outcome.plot is not None:
         click.echo(f"plot: {outcome.plot}")
-    # select reads local run folders only: a remote search is judged once fetched
-    local = not is_remote(opts.storage)
-    hint = behaviour_hint(read_run_file(outcome.run_dir), str(outcome.run_dir)) if local else None
+    # offline searches only; select reads local run folders only: a remote search is judged once fetched
+    judged = spec in OFFLINE_SPECS and not is_remote(opts.storage)
+    hint = behaviour_hint(read_run_file(outcome.run_dir), str(outcome.run_dir)) if judged else None
     if hint is not None:
         click.echo(hint)
     click.echo(f"promote the best trial: raytrade promote --run {opts.run_location()} --name NAME")
