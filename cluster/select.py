@@ -27,6 +27,11 @@ Design decisions
 * **Outputs.** ``select.json`` (a ``models.manifest.Selection``, the document the manifest embeds),
   ``select.md`` and ``select.png`` (each candidate's objective with its interval against
   ``equal_weight``, the benchmark at 0) in ``--out``; the table is printed.
+* **Offline candidates and cash.** An offline candidate is also compared with each behaviour policy
+  of the experience its search read (``cluster.select_behaviour``: its objective minus theirs, paired
+  bootstrap, "not distinguishable" when the interval holds 0); a winner whose mean gross exposure on
+  the window is below ``tune_specs.selection.CASH_GROSS_EXPOSURE`` gets one line beside the claim
+  (its score is cash's). Both are in ``select.md`` and printed (``warning:`` unless above it).
 * **Promotion.** ``--promote NAME`` promotes the winner's run through ``cluster.promote.promote``
   (``raytrade promote``'s code path, which re-scores the same checkpoint on validation and test),
   with the comparison recorded in the manifest's ``selection``. The winner is promoted whatever its
@@ -75,11 +80,13 @@ from raytrade.cluster.run_file import (
     read_leaderboard,
     read_run_file,
 )
+from raytrade.cluster.select_behaviour import behaviour_lines, behaviour_policies, compare_with_behaviour
 from raytrade.cluster.settings import registry_hmac_key
 from raytrade.envs.config import SimulatorConfig, env_config_from_dict
 from raytrade.envs.evaluation.stats import BootstrapConfig, DifferenceCI
 from raytrade.envs.market_data import MarketData
 from raytrade.models.manifest import (
+    BehaviourComparison,
     ScoreInterval,
     Selection,
     SelectionCandidate,
@@ -94,7 +101,13 @@ from raytrade.tune_specs.objective import (
     module_rollout,
     score_excess,
 )
-from raytrade.tune_specs.selection import BenchmarkClaim, RankedCandidate, benchmark_claim, rank_candidates
+from raytrade.tune_specs.selection import (
+    BenchmarkClaim,
+    RankedCandidate,
+    benchmark_claim,
+    cash_line,
+    rank_candidates,
+)
 
 SELECT_JSON: Final = "select.json"
 SELECT_MD: Final = "select.md"
@@ -305,8 +318,14 @@ def claim_record(claim: BenchmarkClaim) -> SelectionClaim:
     )
 
 
-def _record(c: Candidate, ranked: RankedCandidate, metrics: dict[str, float]) -> SelectionCandidate:
-    """The document of candidate ``c``: its ranking and what it held and paid on the window."""
+def _record(
+    c: Candidate,
+    ranked: RankedCandidate,
+    metrics: dict[str, float],
+    behaviour: tuple[list[BehaviourComparison] | None, str | None] = (None, None),
+) -> SelectionCandidate:
+    """The document of candidate ``c``: its ranking, what it held and paid on the window, and an
+    offline candidate's ``behaviour`` (its comparisons with its behaviour policies, or why none)."""
     assert c.row.checkpoint is not None  # best_row keeps rows with a checkpoint
     return SelectionCandidate(
         run=str(c.run_dir),
@@ -322,6 +341,8 @@ def _record(c: Candidate, ranked: RankedCandidate, metrics: dict[str, float]) ->
         vs_winner=_interval(ranked.vs_winner),
         vs_benchmark=_interval(ranked.vs_benchmark),
         **{k: _finite(metrics[k]) for k in ("excess_return", "gross_exposure", "turnover", "costs")},
+        vs_behaviour=behaviour[0],
+        behaviour_unknown=behaviour[1],
     )
 
 
@@ -357,6 +378,7 @@ def run_select(
     bench = benchmark_rollout(data, sim)
     returns: dict[str, np.ndarray] = {}
     metrics: dict[str, dict[str, float]] = {}
+    behaviour: dict[str, tuple[list[BehaviourComparison] | None, str | None]] = {}
     for c in candidates:
         assert c.row.checkpoint is not None  # best_row keeps rows with a checkpoint
         rollout, own_sim = module_rollout(
@@ -364,12 +386,20 @@ def run_select(
         )
         returns[c.label] = rollout.returns[0]
         metrics[c.label] = score_excess(rollout, bench, data, own_sim, cvar_penalty)
+        policies, unknown = behaviour_policies(c.run)
+        compared = None
+        if policies is not None:
+            compared = compare_with_behaviour(
+                policies, returns[c.label], bench.returns[0], data, c.env_config(root), SPLIT, own_sim,
+                cvar_penalty, boot,
+            )  # fmt: skip
+        behaviour[c.label] = (compared, unknown)
     ranked = rank_candidates(returns, bench.returns[0], data.periods_per_year, cvar_penalty, boot)
     claim, refused = winner_claim(
         candidates, returns[ranked[0].name], bench.returns[0], data.periods_per_year, cvar_penalty, boot
     )
     by_label = {c.label: c for c in candidates}
-    rows = [_record(by_label[r.name], r, metrics[r.name]) for r in ranked]
+    rows = [_record(by_label[r.name], r, metrics[r.name], behaviour[r.name]) for r in ranked]
     window = SelectionWindow(
         split=SPLIT,
         start=_utc(data.ts[0]),
@@ -480,6 +510,27 @@ def claim_line(selection: Selection) -> str:
     )
 
 
+def winner_cash_line(selection: Selection) -> str | None:
+    """The line beside the claim when the winner held (almost) only cash on the window
+    (``tune_specs.selection.cash_line``); None otherwise."""
+    line = cash_line(selection.candidates[0].gross_exposure)
+    return None if line is None else f"{Path(selection.winner).name} {line}"
+
+
+def behaviour_section(selection: Selection) -> list[str]:
+    """``select.md``'s lines on the offline candidates against their behaviour policies
+    (``cluster.select_behaviour``): a heading, the lines as a list, a blank line; none without
+    offline candidates."""
+    lines = behaviour_lines(selection)
+    if not lines:
+        return []
+    head = (
+        "Behaviour policies (did an offline candidate learn beyond the policy that recorded its "
+        "experience? its objective minus that policy's, replayed on this window, paired bootstrap):"
+    )
+    return [head, "", *(f"- {line.text}" for line in lines), ""]
+
+
 def in_sample_note(selection: Selection) -> str:
     """``select.md``'s reminder that the claim is on the window the checkpoints were chosen on."""
     return (
@@ -523,6 +574,8 @@ def render_markdown(selection: Selection) -> str:
         "",
         f"Claim: {claim_line(selection)}.",
         "",
+        *((f"{note}.", "") if (note := winner_cash_line(selection)) else ()),
+        *behaviour_section(selection),
         in_sample_note(selection),
         "",
         f"Window: {selection.window.split} {w.start:%Y-%m-%d}..{w.end:%Y-%m-%d}, {w.bars} bars, "
@@ -690,6 +743,11 @@ def select_command(
         click.echo(claim_line(selection))
     else:
         click.echo(f"warning: {claim_line(selection)}", err=True)
+    cash = winner_cash_line(selection)
+    if cash is not None:
+        click.echo(f"warning: {cash}", err=True)
+    for line in behaviour_lines(selection):
+        click.echo(f"warning: {line.text}" if line.warning else line.text, err=line.warning)
     if promote_name is not None:
         key = registry_hmac_key()
         target = promote(Path(selection.winner), promote_name, registry, selection=selection, hmac_key=key)

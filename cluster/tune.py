@@ -1131,6 +1131,36 @@ def format_leaderboard(rows: list[LeaderboardRow]) -> str:
     return "\n".join(lines)
 
 
+def best_cash_line(rows: list[LeaderboardRow]) -> str | None:
+    """The line beside the leaderboard when its best trial with a checkpoint (the one ``raytrade
+    promote`` copies) held (almost) only cash on the validation window
+    (``tune_specs.selection.cash_line``); None otherwise."""
+    from raytrade.tune_specs.selection import cash_line
+
+    best = next((r for r in rows if r.checkpoint), None)
+    line = None if best is None else cash_line(best.gross_exposure)
+    return None if best is None or line is None else f"best trial {best.trial} {line}"
+
+
+def behaviour_hint(run: RunFile, run_location: str) -> str | None:
+    """For an offline search, the line under its leaderboard naming the behaviour policies of the
+    experience it read and the command that judges its best trial against them
+    (``cluster.select_behaviour``: the leaderboard's scores are against ``equal_weight`` only, and a
+    clone of its behaviour policy is no success); None for an online search."""
+    from raytrade.cluster.select_behaviour import behaviour_policies
+
+    if run.provenance.experience is None:
+        return None
+    policies, unknown = behaviour_policies(run)
+    judge = f"raytrade select {shlex.quote(run_location)} --out DIR"
+    if policies is None:
+        return f"offline search: its behaviour policies cannot be named ({unknown}); judge it with {judge}"
+    named = ", ".join(f"{name} ({n} run{'s' if n > 1 else ''})" for name, n in policies.items())
+    return (
+        f"offline search: its experience was recorded by {named}; judge its best trial against them: {judge}"
+    )
+
+
 def draw_objective(ax: Any, results: Any) -> int:
     """Draw each trial's validation objective (solid, round markers) and train objective (dashed,
     square markers, the same colour) over training iterations on ``ax``; returns the number of trials
@@ -1449,6 +1479,9 @@ def tune_command(
     shown = redacted(opts.run_location()) if is_remote(opts.storage) else outcome.run_dir
     click.echo(f"\nleaderboard ({shown}):")
     click.echo(format_leaderboard(outcome.leaderboard))
+    cash = best_cash_line(outcome.leaderboard)
+    if cash is not None:
+        click.echo(f"warning: {cash}", err=True)
     from raytrade.cluster.local_cluster import format_placement
 
     click.echo(format_placement(outcome.leaderboard))
@@ -1456,4 +1489,9 @@ def tune_command(
         click.echo(warning, err=True)
     if outcome.plot is not None:
         click.echo(f"plot: {outcome.plot}")
+    # offline searches only; select reads local run folders only: a remote search is judged once fetched
+    judged = spec in OFFLINE_SPECS and not is_remote(opts.storage)
+    hint = behaviour_hint(read_run_file(outcome.run_dir), str(outcome.run_dir)) if judged else None
+    if hint is not None:
+        click.echo(hint)
     click.echo(f"promote the best trial: raytrade promote --run {opts.run_location()} --name NAME")

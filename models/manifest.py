@@ -249,6 +249,33 @@ class SelectionWindow(BaseModel):
     store_files: int = Field(ge=0, description="files the fingerprint covers")
 
 
+class BehaviourComparison(BaseModel):
+    """An offline candidate against one behaviour policy of the experience it learnt from, on the
+    selection window (``cluster.select_behaviour``): did it learn anything beyond that policy?"""
+
+    model_config = _DOC
+
+    policy: str = Field(
+        description="the experience rows' policy_version (a baseline's name, or NAME@VERSION)"
+    )
+    runs: int = Field(ge=1, description="recording runs of this policy among the transitions read")
+    objective: float | None = Field(
+        None, description="the behaviour policy's own objective on the window (None: not replayed)"
+    )
+    difference: ScoreInterval | None = Field(
+        None,
+        description="the candidate's objective minus the behaviour policy's, paired bootstrap "
+        "(tune_specs.selection.versus_baseline); None: not replayed, see not_run",
+    )
+    not_run: str | None = Field(None, description="why it was not replayed (None: it was)")
+
+    @model_validator(mode="after")
+    def _either(self) -> BehaviourComparison:
+        if (self.difference is None) == (self.not_run is None):
+            raise ValueError("a behaviour comparison has either a difference or the reason it has none")
+        return self
+
+
 class SelectionCandidate(ManifestSource):
     """One search's best checkpoint (where it came from, as a version's source), replayed on the
     selection window."""
@@ -272,6 +299,15 @@ class SelectionCandidate(ManifestSource):
     gross_exposure: float | None = Field(description="mean sum |w| of the target weights per bar")
     turnover: float | None = Field(description="mean traded notional / equity per bar")
     costs: float | None = Field(description="total costs paid / initial equity")
+    vs_behaviour: list[BehaviourComparison] | None = Field(
+        None,
+        description="an offline candidate against each behaviour policy of its experience (None: an "
+        "online candidate, one whose behaviour policies are unknown, see behaviour_unknown, or a "
+        "selection written before)",
+    )
+    behaviour_unknown: str | None = Field(
+        None, description="an offline candidate whose behaviour policies could not be read: why"
+    )
 
 
 class SelectionClaim(BaseModel):

@@ -103,21 +103,28 @@ def read_behaviour(root: str | os.PathLike[str]) -> dict[str, BehaviourPolicy]:
     return records
 
 
+def recording_runs(root: str | os.PathLike[str], start: TimeLike, end: TimeLike) -> dict[str, str]:
+    """Run id -> policy_version of the transitions of the store at ``root`` dated ``[start, end]``
+    (inclusive; None: unbounded), every run, records or not: a simulated baseline's rows carry the
+    baseline's name (``equal_weight``), a registry policy's ``NAME@VERSION``."""
+    table = read_table(root, "experience", start=start, end=end, columns=["episode_id", "policy_version"])
+    table = table.filter(table.column("episode_id").is_valid())
+    pairs = table.group_by(["episode_id", "policy_version"]).aggregate([])
+    return {
+        str(episode).rsplit(":", 1)[0]: str(version)
+        for episode, version in zip(
+            pairs.column("episode_id").to_pylist(), pairs.column("policy_version").to_pylist(), strict=True
+        )
+    }
+
+
 def behaviour_in_window(
     root: str | os.PathLike[str], start: TimeLike, end: TimeLike
 ) -> tuple[BehaviourPolicy, ...]:
     """The behaviour policies of the transitions of the store at ``root`` dated ``[start, end]``
     (inclusive), one per run, by run id: recorded ones, and an unknown one for a simulated registry
     run without a record (see the module docstring)."""
-    table = read_table(root, "experience", start=start, end=end, columns=["episode_id", "policy_version"])
-    table = table.filter(table.column("episode_id").is_valid())
-    pairs = table.group_by(["episode_id", "policy_version"]).aggregate([])
-    runs = {
-        str(episode).rsplit(":", 1)[0]: str(version)
-        for episode, version in zip(
-            pairs.column("episode_id").to_pylist(), pairs.column("policy_version").to_pylist(), strict=True
-        )
-    }
+    runs = recording_runs(root, start, end)
     records = read_behaviour(root)
     found = []
     for run_id in sorted(runs):

@@ -35,6 +35,12 @@ Design decisions
   above 0 far more often than ``1 - level`` when none is better. Its "beats" claim therefore uses
   Bonferroni-adjusted intervals, two-sided level ``1 - (1 - level) / N`` (:func:`claim_level`), on the
   same resampled paths as the ranking. The ranking and the per-candidate intervals stay nominal.
+* **Against another baseline** (:func:`versus_baseline`): an offline policy is judged first against
+  the behaviour policy that recorded its experience (cloning it back is no success). Its interval is
+  ``score(policy) - score(baseline)``, both scored against the benchmark, on the ranking's resampled
+  paths: the paired interval of ``vs_winner``, with the baseline in the winner's place.
+* **A cash book** (:func:`holds_cash`): a policy whose mean gross exposure is below
+  ``CASH_GROSS_EXPOSURE`` scores what cash scores; a report says so beside its verdict.
 """
 
 from __future__ import annotations
@@ -54,21 +60,32 @@ from raytrade.envs.evaluation.stats import (
 from raytrade.tune_specs.objective import objective_paths, score_of
 
 __all__ = [
+    "CASH_GROSS_EXPOSURE",
     "SHARPE_TOLERANCE",
     "BenchmarkClaim",
     "RankedCandidate",
     "beats",
     "benchmark_claim",
+    "cash_line",
     "claim_level",
+    "holds_cash",
     "objective_paths",
     "rank_candidates",
     "score_of",
     "sharpe_difference",
+    "versus_baseline",
 ]
 
 SHARPE_TOLERANCE: Final = 1e-9
 """An annualised Sharpe difference this close to 0 is floating-point rounding (``a * r`` against
 ``r``), not evidence: :func:`beats` wants the Sharpe interval's lower bound above it."""
+CASH_GROSS_EXPOSURE: Final = 0.05
+"""Mean gross exposure (sum |w| of the weights per bar, in units of equity) below which a book is
+read as holding cash. Why: the objective is an information ratio over ``equal_weight`` with a CVaR
+penalty, so in a falling window a book of (almost) only cash scores well, with a tight interval,
+for having held nothing: its score is cash's, not a skill. 0.05 is a twentieth of the benchmark's
+fully invested book (gross 1): a policy that trades, even a cautious one, holds more; one that holds
+less earns what it earns from cash, to within a few percent of the benchmark's moves."""
 
 
 class RankedCandidate(NamedTuple):
@@ -118,6 +135,21 @@ def sharpe_difference(
         indices,
         level,
     )
+
+
+def holds_cash(gross_exposure: float | None) -> bool:
+    """Whether a book of mean gross exposure ``gross_exposure`` (equity units) holds cash: below
+    ``CASH_GROSS_EXPOSURE``. None or NaN (not measured) is not read as cash."""
+    return (
+        gross_exposure is not None and math.isfinite(gross_exposure) and gross_exposure < CASH_GROSS_EXPOSURE
+    )
+
+
+def cash_line(gross_exposure: float | None) -> str | None:
+    """The report's line beside the verdict of a book that :func:`holds_cash`; None for any other."""
+    if not holds_cash(gross_exposure):
+        return None
+    return f"holds cash: mean gross exposure {gross_exposure:.2f}; its score is cash's"
 
 
 def claim_level(level: float, n_candidates: int) -> float:
@@ -201,3 +233,33 @@ def rank_candidates(
         )
         for n in order
     ]
+
+
+def versus_baseline(
+    returns: np.ndarray,
+    baseline: np.ndarray,
+    benchmark: np.ndarray,
+    periods_per_year: float,
+    cvar_penalty: float,
+    bootstrap: BootstrapConfig,
+) -> DifferenceCI:
+    """``score(returns) - score(baseline)``, each the objective of its excess over ``benchmark`` (all
+    per-bar net returns on the same bars), with its paired interval on the resampled paths of
+    :func:`rank_candidates` (the same indices for the same ``bootstrap``): the interval of ``vs_winner``
+    with ``baseline`` in the winner's place. A path where either score is undefined is dropped; a
+    baseline identical to ``benchmark`` scores 0 on every path, so the interval is then ``vs_benchmark``."""
+    bench = np.asarray(benchmark, dtype=np.float64)
+    series = {
+        "returns": np.asarray(returns, dtype=np.float64),
+        "baseline": np.asarray(baseline, dtype=np.float64),
+    }
+    for name, r in series.items():
+        if r.shape != bench.shape or r.ndim != 1:
+            raise ValueError(f"{name} {r.shape} differ from the benchmark's {bench.shape}")
+    excess = {name: r - bench for name, r in series.items()}
+    idx = _indices(bench.size, bootstrap)
+    score = {n: score_of(e, periods_per_year, cvar_penalty) for n, e in excess.items()}
+    paths = {n: objective_paths(e[idx], periods_per_year, cvar_penalty) for n, e in excess.items()}
+    return _interval(
+        score["returns"] - score["baseline"], paths["returns"] - paths["baseline"], bootstrap.level
+    )
