@@ -51,7 +51,13 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from raytrade.envs.evaluation.document import Window
 from raytrade.envs.evaluation.stats import DifferenceCI
-from raytrade.tune_specs.selection import RankedCandidate, beats, objective_paths, sharpe_difference
+from raytrade.tune_specs.selection import (
+    RankedCandidate,
+    beats,
+    cash_line,
+    objective_paths,
+    sharpe_difference,
+)
 
 EXPERIMENT_SCHEMA: Final = "raytrade.experiment/2"
 OLD_SCHEMA: Final = "raytrade.experiment/1"  # one winner chosen on every fold's validation, pooled
@@ -499,6 +505,14 @@ def _apart(gap: Interval) -> bool:
     return gap.high is not None and gap.high < 0
 
 
+def _chosen_gross_exposure(doc: ExperimentDocument, fold: int, chosen: str) -> float | None:
+    """The mean gross exposure on fold ``fold``'s validation window of variant ``chosen``'s selected
+    checkpoint (None when the document does not hold it)."""
+    variant = next((var for var in doc.variants if var.name == chosen), None)
+    selected = None if variant is None else next((s for s in variant.selected if s.fold == fold), None)
+    return None if selected is None else selected.validation_gross_exposure
+
+
 def selection_lines(doc: ExperimentDocument) -> list[str]:
     """Each fold's choice with its validation figures and whether that fold's validation window tells
     it from the runner-up; for a /1 document the pooled figures (none when they were not recorded)."""
@@ -515,6 +529,9 @@ def selection_lines(doc: ExperimentDocument) -> list[str]:
                     f"the validation window {tell} them apart"
                 )
             lines.append(line + ".")
+            cash = cash_line(_chosen_gross_exposure(doc, sel.fold, sel.chosen))
+            if cash is not None:  # a book of cash scores cash's objective: say so beside the choice
+                lines.append(f"- Fold {sel.fold} (validation window): {sel.chosen} {cash}.")
         return lines
     winner = next((var for var in doc.variants if var.name == doc.verdict.winner), None)
     if winner is None or winner.selection is None:

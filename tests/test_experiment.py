@@ -33,6 +33,7 @@ from raytrade.cluster.experiment_report import (
     FoldSelection,
     FoldWindows,
     Interval,
+    Selected,
     VariantResult,
     Verdict,
     judge,
@@ -327,6 +328,31 @@ def test_report_says_whether_validation_tells_the_winner_from_the_runner_up() ->
         "it by -0.30 [-0.90, 0.20] (paired): the validation window cannot tell them apart.",
     ]
     assert selection_lines(apart)[0].endswith("the validation window tells them apart.")
+
+
+@pytest.mark.parametrize(("gross", "flagged"), [(0.01, True), (0.05, False), (None, False)])
+def test_a_fold_choice_that_holds_cash_on_its_validation_window_is_said_to(
+    gross: float | None, flagged: bool
+) -> None:
+    """A chosen checkpoint of mean gross exposure below tune_specs.selection.CASH_GROSS_EXPOSURE scores
+    what cash scores: the report says so under the fold's choice (not at the threshold, nor unmeasured)."""
+    doc = _document(Interval(estimate=-0.3, low=-0.9, high=0.2), {"ppo": 1.0}, 1.0)
+    chosen = Selected(
+        fold=0,
+        run_dir="runs/ppo-base-fold0",
+        trial="t0",
+        checkpoint="checkpoint_000002",
+        iteration=2,
+        validation_objective=0.5,
+        validation_excess_return=0.0,
+        validation_gross_exposure=gross,
+        tune_seconds=1.0,
+    )
+    ppo = doc.variants[0].model_copy(update={"selected": (chosen,)})
+    doc = doc.model_copy(update={"variants": (ppo, *doc.variants[1:])})
+    cash = "- Fold 0 (validation window): ppo-base holds cash: mean gross exposure 0.01; its score is cash's."
+    assert selection_lines(doc)[1:] == ([cash] if flagged else [])
+    assert (cash in verdict_lines(doc)) is flagged
 
 
 def test_the_report_makes_its_claim_on_the_selection_and_names_the_last_folds_choice() -> None:
