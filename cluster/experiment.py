@@ -166,6 +166,17 @@ class ExperimentBudget(BaseModel):
 # took 80 s of tuning loop at a load of about 2 on this 2-core machine (most of it trial start-up),
 # so about 24 x 95 s + the evaluation: about 40 minutes idle. smoke: the spec's smoke batch, 1 trial
 # x 2 iterations per search, 2 folds, one stress scenario: the test suite's budget.
+_SMALL = ExperimentBudget(
+    n_folds=3,
+    validation_bars=126,
+    min_train_bars=252,
+    spec_smoke=False,
+    num_samples=2,
+    iterations=3,
+    scenarios=("crisis_2008_like", "flash_crash", "vol_spike", "bootstrap_crisis"),
+    bootstrap_samples=1000,
+    target_minutes=45.0,
+)
 BUDGETS: dict[str, ExperimentBudget] = {
     "smoke": ExperimentBudget(
         n_folds=2,
@@ -178,31 +189,12 @@ BUDGETS: dict[str, ExperimentBudget] = {
         scenario_draws=1,
         bootstrap_samples=50,
     ),
-    "small": ExperimentBudget(
-        n_folds=3,
-        validation_bars=126,
-        min_train_bars=252,
-        spec_smoke=False,
-        num_samples=2,
-        iterations=3,
-        scenarios=("crisis_2008_like", "flash_crash", "vol_spike", "bootstrap_crisis"),
-        bootstrap_samples=1000,
-        target_minutes=45.0,
-    ),
+    "small": _SMALL,
     # medium: small's folds, windows, trials and evaluation with 10x the training per trial (30
     # iterations): whether the learned policies' gap to the baselines is the small budget's 3
     # iterations. About 10 minutes a search on 2 idle cores: every family on both feature sets is an
     # evening (24 searches); one family on one feature set (--families, --features) about 40 minutes.
-    "medium": ExperimentBudget(
-        n_folds=3,
-        validation_bars=126,
-        min_train_bars=252,
-        spec_smoke=False,
-        num_samples=2,
-        iterations=30,
-        scenarios=("crisis_2008_like", "flash_crash", "vol_spike", "bootstrap_crisis"),
-        bootstrap_samples=1000,
-    ),
+    "medium": _SMALL.model_copy(update={"iterations": 30, "target_minutes": None}),
     "full": ExperimentBudget(
         n_folds=6,
         validation_bars=252,
