@@ -11,6 +11,7 @@ or a working directory named like Ray's copy.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import click
@@ -140,6 +141,12 @@ WRITTEN = {
 def test_every_command_marks_the_places_it_writes() -> None:
     """The commands that write a store, registry, run folder, report or results file, and what they
     write: a new option of that kind must be a WrittenPathOption (or this list is out of date)."""
+    marked = _marked(lambda p: isinstance(p, WrittenPathOption))
+    assert marked == {**WRITTEN, "migrate": {"registry"}, "sign": {"registry"}}
+
+
+def _marked(kind: Callable[[click.Parameter], bool]) -> dict[str, set[str]]:
+    """Per command (a group's subcommands by their own names), its parameters of ``kind``."""
     context = click.Context(main)
     marked: dict[str, set[str]] = {}
     for name in sorted({*main.list_commands(context), *LAZY_COMMANDS}):
@@ -147,10 +154,10 @@ def test_every_command_marks_the_places_it_writes() -> None:
         assert command is not None
         commands = command.commands if isinstance(command, click.Group) else {name: command}
         for sub, one in commands.items():
-            found = {p.name for p in one.params if isinstance(p, WrittenPathOption) and p.name}
+            found = {p.name for p in one.params if kind(p) and p.name}
             if found:
-                marked[sub if sub != name else name] = found
-    assert marked == {**WRITTEN, "migrate": {"registry"}, "sign": {"registry"}}
+                marked[sub] = found
+    return marked
 
 
 # ------------------------------------------------------------------ places a command reads
@@ -257,20 +264,7 @@ READ = {
 def test_every_command_marks_the_places_it_reads() -> None:
     """The local paths a command reads (a store, registry, run folder, cost profile, CSV folder) and
     does not write: a new one must be a PathOption or PathArgument (or this list is out of date)."""
-    context = click.Context(main)
-    marked: dict[str, set[str]] = {}
-    for name in sorted({*main.list_commands(context), *LAZY_COMMANDS}):
-        command = main.get_command(context, name)
-        assert command is not None
-        commands = command.commands if isinstance(command, click.Group) else {name: command}
-        for sub, one in commands.items():
-            found = {
-                p.name
-                for p in one.params
-                if isinstance(p, PathOption | PathArgument)
-                and not isinstance(p, WrittenPathOption)
-                and p.name
-            }
-            if found:
-                marked[sub] = found
+    marked = _marked(
+        lambda p: isinstance(p, PathOption | PathArgument) and not isinstance(p, WrittenPathOption)
+    )
     assert marked == READ
