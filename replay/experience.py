@@ -48,6 +48,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import math
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -535,12 +536,18 @@ def _assemble(
     }
 
 
+def check_reward_scale(scale: float) -> float:
+    """``scale`` when it can divide rewards (a finite number > 0), else a ``ValueError`` naming it."""
+    if not (math.isfinite(scale) and scale > 0):
+        raise ValueError(f"reward_scale {scale!r}: the rewards' divisor must be a finite number > 0")
+    return scale
+
+
 def scale_rewards(transitions: Mapping[str, np.ndarray], scale: float) -> dict[str, np.ndarray]:
     """``transitions`` (``OUTPUT_COLUMNS``) with ``rewards`` divided by ``scale`` (a finite number > 0,
     else a ``ValueError`` naming it; float32, as read), the other columns as they are: the unit an
     offline learner reads its rewards in (``tune_specs.offline.reward_scale``)."""
-    if not (np.isfinite(scale) and scale > 0):
-        raise ValueError(f"reward_scale {scale!r}: the rewards' divisor must be a finite number > 0")
+    check_reward_scale(scale)
     rewards = np.asarray(transitions["rewards"], dtype=np.float64) / scale
     return {**transitions, "rewards": rewards.astype(np.float32)}
 

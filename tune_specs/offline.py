@@ -80,7 +80,7 @@ from ray.rllib.offline.offline_prelearner import OfflinePreLearner
 
 from raytrade.envs.gym_envs import PROGRESS_SLOT
 from raytrade.envs.replay_loader import FEATURE_GROUPS
-from raytrade.replay.experience import READ_CPUS, WindowCount
+from raytrade.replay.experience import READ_CPUS, WindowCount, check_reward_scale
 from raytrade.replay.splits import TimeWindow
 from raytrade.tune_specs.spec import Budget
 
@@ -279,9 +279,7 @@ def reward_scale(reward_std: float) -> float:
 def with_reward_scale(config: AlgorithmConfig, scale: float) -> AlgorithmConfig:
     """An offline ``config`` whose learner reads every reward divided by ``scale`` (finite, > 0;
     otherwise a ``ValueError`` naming the value): ``raytrade tune`` sets the one it records."""
-    if not (math.isfinite(scale) and scale > 0):
-        raise ValueError(f"reward_scale {scale!r}: the rewards' divisor must be a finite number > 0")
-    kwargs = {**(config.input_read_method_kwargs or {}), REWARD_SCALE_KEY: float(scale)}
+    kwargs = {**(config.input_read_method_kwargs or {}), REWARD_SCALE_KEY: float(check_reward_scale(scale))}
     return config.offline_data(input_read_method_kwargs=kwargs)
 
 
