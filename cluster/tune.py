@@ -3,8 +3,10 @@
 Design decisions
 ----------------
 * The trainable is the RLlib ``Algorithm`` class itself (a class trainable): Tune then checkpoints
-  it every ``budget.checkpoint_every`` iterations and at the end (``CheckpointConfig``), and a trial
-  whose process dies is restarted from its last checkpoint (``FailureConfig(max_failures)``).
+  it every ``budget.checkpoint_every`` iterations (every spec's: 1) and at the end, keeping each
+  trial's ``budget.checkpoints_kept`` best by that iteration's own validation objective and its
+  latest (:func:`checkpoint_config`), and a trial whose process dies is restarted from its last
+  checkpoint (``FailureConfig(max_failures)``).
   Scoring happens inside ``Algorithm.train()`` (``tune_specs.objective.score_on_train_result``).
 * Per-trial resources come from ``Algorithm.default_resource_request``: one CPU bundle for the
   algorithm (learning, and sampling too with ``--env-runners 0``) plus optional custom resources,
@@ -112,6 +114,7 @@ from raytrade.tune_specs.init_weights import (
 )
 from raytrade.tune_specs.objective import (
     BOOK_END,
+    CHECKPOINT_SCORE,
     ENV_RUNNER_NODES,
     METRIC,
     REPORTED,
@@ -600,14 +603,28 @@ def build_tuner(opts: TuneOptions, spec: TuneSpec, config: AlgorithmConfig, call
             name=opts.run_name(),
             storage_path=location(opts.storage),
             stop=spec.stop(budget),
-            checkpoint_config=tune.CheckpointConfig(
-                checkpoint_frequency=budget.checkpoint_every, checkpoint_at_end=True
-            ),
+            checkpoint_config=checkpoint_config(budget),
             failure_config=tune.FailureConfig(max_failures=opts.max_failures),
             callbacks=callbacks,
             verbose=1,
             progress_reporter=_reporter(spec, config),
         ),
+    )
+
+
+def checkpoint_config(budget: Budget) -> Any:
+    """Tune's ``CheckpointConfig`` of a search: a checkpoint every ``budget.checkpoint_every``
+    iterations and at the end, of which each trial keeps its ``budget.checkpoints_kept`` best by the
+    iteration's own validation objective (``CHECKPOINT_SCORE``, a top-level key: Tune ranks only by
+    those) and its latest."""
+    from ray import tune
+
+    return tune.CheckpointConfig(
+        checkpoint_frequency=budget.checkpoint_every,
+        checkpoint_at_end=True,
+        num_to_keep=budget.checkpoints_kept,
+        checkpoint_score_attribute=CHECKPOINT_SCORE,
+        checkpoint_score_order="max",
     )
 
 
@@ -1055,19 +1072,37 @@ def overfit_of(result: Any, window: int) -> OverfitCheck | None:
     )
 
 
+def checkpoints_scored(result: Any, checkpoint_every: int) -> int | None:
+    """How many checkpoints a trial's search compared by validation objective: its iterations that
+    were checkpointed (every ``checkpoint_every``-th, and the last) with a finite score of their own
+    (``CHECKPOINT_SCORE``). Tune keeps only the best few of them on disk, chosen by that same score,
+    so the trial's best checkpoint is the best of all these. The last iteration of a trial that
+    failed may not have been saved: counted all the same (one too many errs on the cautious side of a
+    claim adjusted for it). None when the trial's history does not report the score."""
+    frame = _history(result)
+    if frame is None or CHECKPOINT_SCORE not in frame:
+        return None
+    iterations = frame["training_iteration"].astype(int)
+    saved = (iterations % checkpoint_every == 0) | (iterations == iterations.max())
+    finite = frame[CHECKPOINT_SCORE].astype(float).abs() < math.inf  # NaN compares False
+    return int((saved & finite).sum())
+
+
 def leaderboard(
-    results: Any, run_dir: Path, searched: list[str], overfit_window: int
+    results: Any, run_dir: Path, searched: list[str], *, overfit_window: int, checkpoint_every: int
 ) -> list[LeaderboardRow]:
-    """One row per trial, best first: its best checkpoint (by validation objective), its validation
-    scores and train objective there, and the overfitting check of its last ``overfit_window``
-    iterations."""
+    """One row per trial, best first: its best checkpoint (by its own iteration's validation
+    objective, among those Tune kept), its validation scores and train objective there, the
+    checkpoints compared (:func:`checkpoints_scored`), and the overfitting check of its last
+    ``overfit_window`` iterations."""
     rows = []
     for result in results:
         if not result.metrics or "training_iteration" not in result.metrics:
             continue
-        best = [(c, m) for c, m in (result.best_checkpoints or []) if math.isfinite(metric_of(m, METRIC))]
+        kept = result.best_checkpoints or []
+        best = [(c, m) for c, m in kept if math.isfinite(metric_of(m, CHECKPOINT_SCORE))]
         if best:
-            checkpoint, metrics = max(best, key=lambda cm: metric_of(cm[1], METRIC))
+            checkpoint, metrics = max(best, key=lambda cm: metric_of(cm[1], CHECKPOINT_SCORE))
             ckpt: str | None = os.path.relpath(checkpoint.path, run_dir)
         else:
             checkpoint, metrics, ckpt = None, result.metrics, None
@@ -1079,7 +1114,7 @@ def leaderboard(
                 params={k: _param(result.config or {}, k) for k in searched},
                 iteration=int(metrics.get("training_iteration", 0)),
                 checkpoint=ckpt,
-                checkpoints_compared=len(best),
+                checkpoints_compared=checkpoints_scored(result, checkpoint_every) if best else 0,
                 node_id=metrics.get("node_id"),
                 env_runner_node_ids=[n for n in str(metrics.get(ENV_RUNNER_NODES) or "").split(",") if n],
                 error=None if result.error is None else trial_error_line(str(result.error))[:200],
@@ -1315,7 +1350,14 @@ def run_tune(opts: TuneOptions, dashboard: bool = True) -> TuneOutcome:
         )
     recorded = read_run_file(run_dir)
     tune_dir = Path(filesystem(remote)[1]) if remote is not None else run_dir  # where Tune's paths lie
-    rows = leaderboard(results, tune_dir, recorded.searched, recorded.budget.overfit_window)
+    budget = recorded.budget
+    rows = leaderboard(
+        results,
+        tune_dir,
+        recorded.searched,
+        overfit_window=budget.overfit_window,
+        checkpoint_every=budget.checkpoint_every,
+    )
     if not any(r.checkpoint for r in rows):
         errors = [trial_error_line(str(r.error)) for r in results if r.error is not None]
         raise click.ClickException(f"all trials of {run_dir} failed: {errors[0] if errors else 'no results'}")

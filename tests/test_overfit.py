@@ -24,7 +24,7 @@ from raytrade.cluster.tune import (
     tune_command,
 )
 from raytrade.tune_specs import get_spec
-from raytrade.tune_specs.objective import METRIC, REPORTED, TRAIN_METRIC
+from raytrade.tune_specs.objective import CHECKPOINT_SCORE, METRIC, REPORTED, TRAIN_METRIC
 from raytrade.tune_specs.overfit import OverfitCheck, check_overfit, least_squares_slope
 from raytrade.tune_specs.spec import ON_POLICY_BUDGET, ON_POLICY_SMOKE
 from raytrade.tune_specs.stopping import SearchStopper, plateaued
@@ -181,9 +181,15 @@ def _trial(tmp_path: Path, name: str, validation: list[float], train: list[float
     """A stand-in for a Tune ``Result``: per-iteration scores and one checkpoint at the best
     validation iteration."""
     iterations = list(range(1, len(validation) + 1))
-    frame = pd.DataFrame({"training_iteration": iterations, METRIC: validation, TRAIN_METRIC: train})
+    scores = {METRIC: validation, TRAIN_METRIC: train, CHECKPOINT_SCORE: validation}
+    frame = pd.DataFrame({"training_iteration": iterations, **scores})
     best = max(iterations, key=lambda i: validation[i - 1])
-    metrics = {"training_iteration": best, METRIC: validation[best - 1], TRAIN_METRIC: train[best - 1]}
+    metrics = {
+        "training_iteration": best,
+        METRIC: validation[best - 1],
+        TRAIN_METRIC: train[best - 1],
+        CHECKPOINT_SCORE: validation[best - 1],
+    }
     checkpoint = SimpleNamespace(path=str(tmp_path / name / f"checkpoint_{best:06d}"))
     return SimpleNamespace(
         metrics={"trial_id": name, "training_iteration": iterations[-1]},
@@ -199,7 +205,7 @@ def test_leaderboard_rows_carry_the_train_objective_at_the_checkpoint_and_the_ov
     tmp_path: Path,
 ) -> None:
     trials = [_trial(tmp_path, "over", VALIDATION, TRAIN), _trial(tmp_path, "fine", [0.1, 0.2], [0.1, 0.3])]
-    rows = leaderboard(trials, tmp_path, [], overfit_window=4)
+    rows = leaderboard(trials, tmp_path, [], overfit_window=4, checkpoint_every=1)
     assert [(r.trial, r.iteration, r.objective, r.train_objective) for r in rows] == [
         ("over", 3, 1.0, 0.2),
         ("fine", 2, 0.2, 0.3),
@@ -312,7 +318,7 @@ def test_a_failed_trials_leaderboard_row_keeps_the_innermost_error_not_rays_head
 
     trial = _trial(tmp_path, "failed", [0.1], [0.1])
     trial.error = RuntimeError(RAY_DATA_FAILURE)
-    (row,) = leaderboard([trial], tmp_path, [], overfit_window=4)
+    (row,) = leaderboard([trial], tmp_path, [], overfit_window=4, checkpoint_every=1)
     assert row.error == (
         "ExperienceError: experience column 'observation_spec' of episode 'ep-0' is b9e1aaaaaaaa..., the "
         "learner's is 4920bbbbbbbb... (observations encoded with other feature columns or another normaliser)"

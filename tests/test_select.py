@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -27,7 +28,7 @@ from raytrade.cluster.select import select_command
 from raytrade.envs.evaluation.stats import BootstrapConfig
 from raytrade.envs.metrics import cvar, sharpe_ratio
 from raytrade.models.manifest import Manifest, Provenance, SearchObjective, Selection, manifest_json
-from raytrade.tune_specs.objective import UNDEFINED_SCORE
+from raytrade.tune_specs.objective import CHECKPOINT_SCORE, METRIC, UNDEFINED_SCORE
 from raytrade.tune_specs.selection import beats, benchmark_claim, claim_level, rank_candidates
 from raytrade.tune_specs.spec import ON_POLICY_SMOKE
 from tests.conftest import SmokeRun
@@ -302,19 +303,25 @@ def _edge(edge: float) -> tuple[np.ndarray, np.ndarray]:
     return bench + edge + rng.normal(0.0, 2e-3, 250), bench
 
 
-def _result(tmp_path: Path, name: str, scores: list[float]) -> Any:
-    """A stand-in for a Tune ``Result``: one checkpoint per validation score."""
+def _result(tmp_path: Path, name: str, scores: list[float], every: int = 1) -> Any:
+    """A stand-in for a Tune ``Result``: one iteration per validation score, checkpointed every
+    ``every`` iterations and at the last, all kept."""
     from types import SimpleNamespace
 
+    import pandas as pd
+
+    iterations = list(range(1, len(scores) + 1))
+    saved = [i for i in iterations if i % every == 0 or i == iterations[-1]]
     checkpoints = [
         (SimpleNamespace(path=str(tmp_path / name / f"checkpoint_{i:06d}")), {
-            "training_iteration": i + 1, "validation/objective": score,
+            "training_iteration": i, METRIC: scores[i - 1], CHECKPOINT_SCORE: scores[i - 1],
         })
-        for i, score in enumerate(scores)
+        for i in saved
     ]  # fmt: skip
+    history = pd.DataFrame({"training_iteration": iterations, METRIC: scores, CHECKPOINT_SCORE: scores})
     return SimpleNamespace(
         metrics={"trial_id": name, "training_iteration": len(scores)},
-        metrics_dataframe=None,
+        metrics_dataframe=history,
         best_checkpoints=checkpoints,
         path=str(tmp_path / name),
         config={},
@@ -329,13 +336,60 @@ def test_the_leaderboard_counts_each_trials_checkpoints_compared_on_validation(t
         _result(tmp_path, "a", [0.1, float("nan"), 0.3, -10.0]),  # nan: never eligible; -10: undefined
         _result(tmp_path, "b", [float("nan")]),
     ]
-    rows = leaderboard(results, tmp_path, [], overfit_window=4)
+    rows = leaderboard(results, tmp_path, [], overfit_window=4, checkpoint_every=1)
     assert [(r.trial, r.checkpoint, r.checkpoints_compared) for r in rows] == [
-        ("a", "a/checkpoint_000002", 3),
+        ("a", "a/checkpoint_000003", 3),
         ("b", None, 0),
     ]
     write_leaderboard(tmp_path, rows)
     assert checkpoints_compared(read_leaderboard(tmp_path)) == 3
+    # every other iteration and the last saved: 2, 4 and 5; iteration 1's 0.9 was never compared
+    sparse = _result(tmp_path, "c", [0.9, 0.2, -0.1, 0.05, 0.0], every=2)
+    (row,) = leaderboard([sparse], tmp_path, [], overfit_window=4, checkpoint_every=2)
+    assert (row.checkpoint, row.objective, row.checkpoints_compared) == ("c/checkpoint_000002", 0.2, 3)
+
+
+def test_a_checkpoint_is_ranked_by_its_own_iterations_score_not_a_repeated_one(tmp_path: Path) -> None:
+    """With ``score_every`` > 1 an iteration repeats the last validation scores; its checkpoint carries
+    them but no score of its own (CHECKPOINT_SCORE NaN), so it is not a candidate, and a history that
+    does not report the score counts as unknown (no claim can be adjusted for it)."""
+    from raytrade.cluster.tune import leaderboard
+
+    result = _result(tmp_path, "a", [0.4, 0.4])
+    result.best_checkpoints[1][1][CHECKPOINT_SCORE] = math.nan  # iteration 2 repeated iteration 1's
+    result.metrics_dataframe.loc[1, CHECKPOINT_SCORE] = math.nan
+    (row,) = leaderboard([result], tmp_path, [], overfit_window=4, checkpoint_every=1)
+    assert (row.iteration, row.checkpoint, row.checkpoints_compared) == (1, "a/checkpoint_000001", 1)
+    result.metrics_dataframe = result.metrics_dataframe.drop(columns=[CHECKPOINT_SCORE])
+    (row,) = leaderboard([result], tmp_path, [], overfit_window=4, checkpoint_every=1)
+    assert (row.checkpoint, row.checkpoints_compared) == ("a/checkpoint_000001", None)
+
+
+def test_tune_keeps_each_trials_best_checkpoints_by_the_flat_score_and_the_latest(
+    tmp_path: Path,
+) -> None:
+    """The search's ``CheckpointConfig`` through the checkpoint manager Tune gives each trial, fed
+    results shaped as the scoring callback writes them (the objective nested under ``validation``,
+    the flat ``CHECKPOINT_SCORE`` beside it). Ranked by the nested key, Tune would keep the latest
+    checkpoints and delete the best (iteration 1 here) without a word."""
+    from ray.train import Checkpoint
+    from ray.train._internal.checkpoint_manager import _CheckpointManager
+    from ray.train._internal.session import _TrainingResult
+
+    from raytrade.cluster.tune import checkpoint_config
+
+    budget = ON_POLICY_SMOKE.model_copy(update={"checkpoints_kept": 2})
+    manager = _CheckpointManager(checkpoint_config(budget))
+    scores = [5.0, 1.0, math.nan, 2.0, 0.5]
+    for i, score in enumerate(scores, start=1):
+        folder = tmp_path / f"checkpoint_{i:06d}"
+        folder.mkdir()
+        metrics = {"training_iteration": i, "validation": {"objective": score}, CHECKPOINT_SCORE: score}
+        manager.register_checkpoint(_TrainingResult(Checkpoint.from_directory(folder), metrics))
+    best = sorted(r.metrics["training_iteration"] for r in manager.best_checkpoint_results)
+    assert best == [1, 4]  # what a trial's Result.best_checkpoints lists, the leaderboard's choice
+    assert manager.latest_checkpoint_result.metrics["training_iteration"] == 5  # a restart's
+    assert sorted(p.name for p in tmp_path.iterdir()) == [f"checkpoint_{i:06d}" for i in (1, 4, 5)]
 
 
 def test_the_claim_counts_every_checkpoint_the_searches_compared_not_the_runs(

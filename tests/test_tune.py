@@ -19,6 +19,7 @@ from click.testing import CliRunner
 
 from raytrade.cluster.tune import LEADERBOARD_FILE, PLOT_FILE, RUN_FILE, tune_command
 from raytrade.tune_specs import OFFLINE_SPECS, SPECS, get_spec
+from raytrade.tune_specs.objective import CHECKPOINT_SCORE
 from tests.conftest import SmokeRun
 
 
@@ -137,6 +138,13 @@ def test_smoke_search(name: str, smoke_runs: Callable[[str], SmokeRun]) -> None:
     assert (run_dir / PLOT_FILE).stat().st_size > 1000
     assert "leaderboard" in out and rows[0]["trial"] in out
     assert json.loads((run_dir / RUN_FILE).read_text())["spec"] == name
+    for row in rows:  # the best of every iteration's checkpoint, whichever Tune deleted after
+        scores = {r["training_iteration"]: r[CHECKPOINT_SCORE] for r in _results(run_dir / row["trial_dir"])}
+        assert all(np.isfinite(list(scores.values())))
+        assert row["objective"] == max(scores.values()) == scores[row["iteration"]]
+        assert row["checkpoints_compared"] == len(scores)
+        kept = list((run_dir / row["trial_dir"]).glob("checkpoint_*"))
+        assert (run_dir / row["checkpoint"]) in kept and len(kept) <= spec.smoke.checkpoints_kept + 1
 
 
 @pytest.mark.slow
@@ -224,9 +232,12 @@ def test_killed_trial_resumes_from_checkpoint(
     assert results[-1]["training_iteration"] == FAULT_ITERATIONS
     restored = [r for r in results if r["pid"] != killed["pid"]]
     first = restored[0]
-    # The restarted process continued from a checkpoint, not from zero.
+    # The restarted process continued from a checkpoint, not from zero: one the killed process saved
+    # after an iteration the driver had logged (a checkpoint is registered after its result row).
+    last_logged = max(r["training_iteration"] for r in results if r["pid"] == killed["pid"])
     assert first["iterations_since_restore"] == 1
-    assert first["training_iteration"] > 1 and (first["training_iteration"] - 1) % CHECKPOINT_EVERY == 0
+    assert 1 < first["training_iteration"] <= last_logged + 1
+    assert (first["training_iteration"] - 1) % CHECKPOINT_EVERY == 0
 
 
 @pytest.mark.slow

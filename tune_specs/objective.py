@@ -111,6 +111,13 @@ TRAIN_KEY: Final = "train"
 TRAIN_METRIC: Final = f"{TRAIN_KEY}/objective"
 """The same objective on the tail of the training window (:func:`train_window`), reported beside
 ``METRIC`` so a search shows when the two part ways; never optimised."""
+CHECKPOINT_SCORE: Final = "checkpoint_score"
+"""Top-level result key of ``METRIC`` as scored on this very iteration (NaN on an iteration that only
+repeats an earlier score, ``ObjectiveConfig.score_every``): the attribute Tune ranks checkpoints by
+to keep a trial's best ones (``cluster.tune``). Tune's checkpoint manager looks its score attribute
+up only at the result's top level, and keeps the most recent checkpoints, silently, when the key is
+nested (``validation/objective``); a checkpoint's score must also be its own iteration's, never a
+repeated one."""
 REPORTED: Final = (
     "objective",
     "information_ratio",
@@ -357,7 +364,8 @@ def score_on_train_result(
 
     Use as ``config.callbacks(on_train_result=functools.partial(score_on_train_result,
     objective=ObjectiveConfig(...).model_dump()))``. Between scoring iterations the last score is
-    repeated, so schedulers always see the metric. ``node_id`` (the algorithm's, where its learner
+    repeated, so schedulers always see the metric; ``CHECKPOINT_SCORE`` is the validation objective
+    of a scored iteration and NaN on the others. ``node_id`` (the algorithm's, where its learner
     runs) and ``env_runner_node_ids`` (:func:`env_runner_node_ids`) are added for placement checks.
     """
     import ray
@@ -367,12 +375,15 @@ def score_on_train_result(
     obj = ObjectiveConfig.model_validate(objective or {})
     iteration = int(result.get("training_iteration", 0) or algorithm.iteration)
     cached: dict[str, dict[str, float]] | None = getattr(algorithm, "_raytrade_last_score", None)
-    if cached is None or (iteration - 1) % obj.score_every == 0:
+    fresh = cached is None or (iteration - 1) % obj.score_every == 0
+    if fresh:
         gated = algorithm.config.env == GATED_ENV_ID
         cached = score_windows(trained_module(algorithm), algorithm.config.env_config, obj, gated=gated)
         algorithm._raytrade_last_score = cached
+    assert cached is not None
     for window, scores in cached.items():
         result[window] = {k: scores[k] for k in REPORTED}
+    result[CHECKPOINT_SCORE] = cached[VALIDATION_KEY]["objective"] if fresh else math.nan
     result["node_id"] = ray.get_runtime_context().get_node_id()
     result[ENV_RUNNER_NODES] = ",".join(env_runner_node_ids(algorithm))
 

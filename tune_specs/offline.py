@@ -100,7 +100,6 @@ OFFLINE_BUDGET: Final = Budget(
     minibatch=256,
     num_epochs=1,
     episode_len=252,
-    checkpoint_every=5,
 )
 OFFLINE_SMOKE: Final = Budget(
     iterations=2,
@@ -110,7 +109,6 @@ OFFLINE_SMOKE: Final = Budget(
     minibatch=128,
     num_epochs=1,
     episode_len=64,
-    checkpoint_every=1,
 )
 
 

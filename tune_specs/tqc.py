@@ -78,7 +78,6 @@ SPEC = TuneSpec(
         minibatch=256,
         num_epochs=1,
         episode_len=252,
-        checkpoint_every=10,
     ),
     # The smallest batch the budget allows, one fragment an iteration: 32 env steps and one update of
     # 32 replayed steps per iteration (learning starts at the first iteration's last step), and an
@@ -91,6 +90,5 @@ SPEC = TuneSpec(
         minibatch=32,
         num_epochs=1,
         episode_len=32,
-        checkpoint_every=2,
     ),
 )
