@@ -25,11 +25,17 @@ from raytrade.cluster.run_file import (
     write_run_file,
 )
 from raytrade.cluster.select import select_command
-from raytrade.envs.evaluation.stats import BootstrapConfig
+from raytrade.envs.evaluation.stats import BootstrapConfig, stationary_indices
 from raytrade.envs.metrics import cvar, sharpe_ratio
 from raytrade.models.manifest import Manifest, Provenance, SearchObjective, Selection, manifest_json
-from raytrade.tune_specs.objective import CHECKPOINT_SCORE, METRIC, UNDEFINED_SCORE
-from raytrade.tune_specs.selection import beats, benchmark_claim, claim_level, rank_candidates
+from raytrade.tune_specs.objective import CHECKPOINT_SCORE, METRIC, UNDEFINED_SCORE, objective_paths
+from raytrade.tune_specs.selection import (
+    beats,
+    benchmark_claim,
+    claim_level,
+    claim_samples,
+    rank_candidates,
+)
 from raytrade.tune_specs.spec import ON_POLICY_SMOKE
 from tests.conftest import SmokeRun
 from tests.test_registry import manifest_record
@@ -107,8 +113,9 @@ def test_a_winner_holding_the_benchmark_levered_does_not_beat_it() -> None:
     rng = np.random.default_rng(2)
     bench = rng.normal(1.5e-3, 0.01, 504)  # two years with a Sharpe ratio near 2.4
     good = bench + 1e-3 + rng.normal(0.0, 2e-3, 504)
-    claim = benchmark_claim(1.001 * bench, bench, 252, 1.0, BOOT, 1)
-    (ranked,) = rank_candidates({"lev": 1.001 * bench}, bench, 252, 1.0, BOOT)
+    boot = BOOT.model_copy(update={"samples": claim_samples(BOOT.samples, 0.95)})  # enough at N = 1
+    claim = benchmark_claim(1.001 * bench, bench, 252, 1.0, boot, 1)
+    (ranked,) = rank_candidates({"lev": 1.001 * bench}, bench, 252, 1.0, boot)
     assert claim.objective == ranked.vs_benchmark  # same paths, same level at N = 1
     assert claim.objective.low > 0  # the objective alone would call it a win
     assert not claim.beats
@@ -132,6 +139,32 @@ def test_the_best_of_16_noise_candidates_rarely_claims_to_beat_the_benchmark() -
         claimed += claim.beats
     assert nominal / trials > 0.2  # the bias the adjustment is for is present in this setup
     assert adjusted / trials < 0.1 and claimed / trials < 0.1
+
+
+def test_a_claim_resamples_enough_paths_for_its_adjusted_level() -> None:
+    # each end of the interval at least CLAIM_TAIL_PATHS = 10 paths in: 400 paths at 95 %, and for
+    # the 480 checkpoints of a 16-trial, 30-iteration search 192,000
+    assert claim_samples(1000, 0.95) == 1000
+    assert claim_samples(200, 0.95) == 400
+    assert claim_samples(1000, claim_level(0.95, 480)) == 192_000
+
+
+def test_the_best_of_many_checkpoints_is_judged_at_its_level_not_at_the_samples_extreme() -> None:
+    """At N = 100 the interval's ends are the 0.025 % quantiles: 1,000 resampled paths would read them
+    at the sample's extremes, a narrower interval than the level asks for (the claim cleared too
+    easily). The claim draws 40,000 paths (two chunks) from the bootstrap's seed instead, and the
+    same inputs give the same claim."""
+    rng = np.random.default_rng(5)
+    bench = rng.normal(5e-4, 0.01, 60)
+    winner = bench + 1.5e-3 + rng.normal(0.0, 3e-3, 60)
+    boot = BootstrapConfig(samples=1000, seed=3)
+    claim = benchmark_claim(winner, bench, 252, 1.0, boot, 100)
+    assert claim.objective.n_valid == claim.sharpe.n_valid == 40_000
+    # the old reading: the same level on the ranking's 1,000 paths, whose ends are their extremes
+    idx = stationary_indices(bench.size, boot.samples, boot.block_len, np.random.default_rng(boot.seed))
+    few = np.quantile(objective_paths((winner - bench)[idx], 252, 1.0), (1 - claim.level) / 2)
+    assert claim.objective.low < few  # wider: the level's own quantile, not the sample's extreme
+    assert benchmark_claim(winner, bench, 252, 1.0, boot, 100) == claim
 
 
 # ------------------------------------------------------------------------------ refusals

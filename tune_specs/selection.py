@@ -34,7 +34,11 @@ Design decisions
   ``N`` noisy scores on the window it was picked on; its nominal interval against the benchmark lies
   above 0 far more often than ``1 - level`` when none is better. Its "beats" claim therefore uses
   Bonferroni-adjusted intervals, two-sided level ``1 - (1 - level) / N`` (:func:`claim_level`), on the
-  same resampled paths as the ranking. The ranking and the per-candidate intervals stay nominal.
+  same resampled paths as the ranking while they are enough for that level, else on more of them from
+  the same seed: every end of the interval at least ``CLAIM_TAIL_PATHS`` paths in
+  (:func:`claim_samples`; N counts every checkpoint compared, hundreds for one full search, and a
+  percentile end in a sample's last path is read too close to the middle). The ranking and the
+  per-candidate intervals stay nominal.
 * **Against another baseline** (:func:`versus_baseline`): an offline policy is judged first against
   the behaviour policy that recorded its experience (cloning it back is no success). Its interval is
   ``score(policy) - score(baseline)``, both scored against the benchmark, on the ranking's resampled
@@ -46,7 +50,7 @@ Design decisions
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Final, NamedTuple
 
 import numpy as np
@@ -55,6 +59,9 @@ from raytrade.envs.evaluation.stats import (
     BootstrapConfig,
     DifferenceCI,
     difference_ci,
+    difference_paths,
+    percentile_ci,
+    ratio_difference,
     stationary_indices,
 )
 from raytrade.tune_specs.objective import objective_paths, score_of
@@ -97,19 +104,41 @@ class RankedCandidate(NamedTuple):
     vs_benchmark: DifferenceCI
 
 
-def _interval(point: float, paths: np.ndarray, level: float) -> DifferenceCI:
-    valid = paths[np.isfinite(paths)]
-    if valid.size == 0:
-        return DifferenceCI(point, math.nan, math.nan, 0)
-    lo, hi = np.quantile(valid, [(1.0 - level) / 2.0, (1.0 + level) / 2.0])
-    return DifferenceCI(point, float(lo), float(hi), int(valid.size))
-
-
 def _indices(n: int, bootstrap: BootstrapConfig) -> np.ndarray:
     """The resampling indices of ``bootstrap`` for ``n`` bars (the same for every call)."""
     return stationary_indices(
         n, bootstrap.samples, bootstrap.block_len, np.random.default_rng(bootstrap.seed)
     )
+
+
+CLAIM_TAIL_PATHS: Final = 10
+"""Resampled paths the claim wants beyond each end of its interval (:func:`claim_samples`)."""
+CLAIM_CHUNK_PATHS: Final = 20_000
+"""Paths resampled at once for a claim that needs more than the bootstrap's own (bounded memory)."""
+
+
+def claim_samples(samples: int, level: float) -> int:
+    """How many resampled paths an interval at ``level`` needs: ``samples``, or more where
+    ``samples`` would leave fewer than ``CLAIM_TAIL_PATHS`` paths beyond an end. A percentile end in
+    the last few paths is the sample's extreme, not the quantile asked for, and that extreme is less
+    extreme than the quantile: at 1,000 paths the Bonferroni level of 480 checkpoints (an end at the
+    0.005 % quantile) would be read at about the 0.1 % one, a narrower interval than the adjustment
+    demands, so a claim would clear it too easily."""
+    needed = 2 * CLAIM_TAIL_PATHS / (1.0 - level)
+    return max(samples, math.ceil(round(needed, 6)))  # 1 - level is rounded: 40000.000001 is 40,000
+
+
+def _claim_indices(n: int, bootstrap: BootstrapConfig, level: float) -> Iterator[np.ndarray]:
+    """The resampling indices of a claim at ``level``, in chunks: ``bootstrap``'s own (the ranking's
+    paths) when they are enough (:func:`claim_samples`), else ``claim_samples`` paths drawn from the
+    same seed ``CLAIM_CHUNK_PATHS`` at a time."""
+    samples = claim_samples(bootstrap.samples, level)
+    if samples == bootstrap.samples:
+        yield _indices(n, bootstrap)
+        return
+    rng = np.random.default_rng(bootstrap.seed)
+    for start in range(0, samples, CLAIM_CHUNK_PATHS):
+        yield stationary_indices(n, min(CLAIM_CHUNK_PATHS, samples - start), bootstrap.block_len, rng)
 
 
 def _low_above(low: float | None, threshold: float) -> bool:
@@ -181,22 +210,27 @@ def benchmark_claim(
     n_candidates: int,
 ) -> BenchmarkClaim:
     """The claim about ``returns`` (the winner of ``n_candidates`` picked on this window) against the
-    benchmark: objective and Sharpe-difference intervals at :func:`claim_level` on the resampled paths
-    of :func:`rank_candidates`, and :func:`beats` of the two."""
+    benchmark: objective and Sharpe-difference intervals at :func:`claim_level`, and :func:`beats` of
+    the two. The paths are :func:`rank_candidates`' where they resolve that level, else
+    :func:`claim_samples` of them from the same seed (each interval's ``n_valid`` says how many)."""
     r = np.asarray(returns, dtype=np.float64)
     bench = np.asarray(benchmark, dtype=np.float64)
     if r.shape != bench.shape or r.ndim != 1:
         raise ValueError(f"returns {r.shape} differ from the benchmark's {bench.shape}")
     level = claim_level(bootstrap.level, n_candidates)
-    idx = _indices(bench.size, bootstrap)
     excess = r - bench
-    objective = _interval(
-        score_of(excess, periods_per_year, cvar_penalty),
-        objective_paths(excess[idx], periods_per_year, cvar_penalty),
-        level,
+    objective, sharpe = [], []
+    for idx in _claim_indices(bench.size, bootstrap, level):
+        objective.append(objective_paths(excess[idx], periods_per_year, cvar_penalty))
+        sharpe.append(difference_paths(r, bench, periods_per_year, "sharpe", idx))
+    objective_ci = percentile_ci(
+        score_of(excess, periods_per_year, cvar_penalty), np.concatenate(objective), level
     )
-    sharpe = sharpe_difference(r, bench, periods_per_year, idx, level)
-    return BenchmarkClaim(level, n_candidates, objective, sharpe, beats(objective.low, sharpe.low))
+    sharpe_ci = percentile_ci(
+        ratio_difference(r, bench, periods_per_year, "sharpe"), np.concatenate(sharpe), level
+    )
+    claim = beats(objective_ci.low, sharpe_ci.low)
+    return BenchmarkClaim(level, n_candidates, objective_ci, sharpe_ci, claim)
 
 
 def rank_candidates(
@@ -228,8 +262,8 @@ def rank_candidates(
         RankedCandidate(
             n,
             scores[n],
-            vs_winner=_interval(scores[n] - scores[winner], paths[n] - paths[winner], bootstrap.level),
-            vs_benchmark=_interval(scores[n], paths[n], bootstrap.level),
+            vs_winner=percentile_ci(scores[n] - scores[winner], paths[n] - paths[winner], bootstrap.level),
+            vs_benchmark=percentile_ci(scores[n], paths[n], bootstrap.level),
         )
         for n in order
     ]
@@ -260,6 +294,6 @@ def versus_baseline(
     idx = _indices(bench.size, bootstrap)
     score = {n: score_of(e, periods_per_year, cvar_penalty) for n, e in excess.items()}
     paths = {n: objective_paths(e[idx], periods_per_year, cvar_penalty) for n, e in excess.items()}
-    return _interval(
+    return percentile_ci(
         score["returns"] - score["baseline"], paths["returns"] - paths["baseline"], bootstrap.level
     )

@@ -81,6 +81,44 @@ _BATCH = {"sharpe": sharpe_batch, "sortino": sortino_batch}
 _POINT = {"sharpe": sharpe_ratio, "sortino": sortino_ratio}
 
 
+def percentile_ci(estimate: float, paths: np.ndarray, level: float) -> DifferenceCI:
+    """The percentile interval at ``level`` of ``paths``' finite values around ``estimate``: NaN
+    bounds and ``n_valid`` 0 when no path is finite."""
+    valid = paths[np.isfinite(paths)]
+    if valid.size == 0:
+        return DifferenceCI(float(estimate), math.nan, math.nan, 0)
+    lo, hi = np.quantile(valid, [(1.0 - level) / 2.0, (1.0 + level) / 2.0])
+    return DifferenceCI(float(estimate), float(lo), float(hi), int(valid.size))
+
+
+def _pair(returns: np.ndarray, benchmark: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    a = np.asarray(returns, dtype=np.float64)
+    b = np.asarray(benchmark, dtype=np.float64)
+    if a.shape != b.shape or a.ndim != 1:
+        raise ValueError(f"returns {a.shape} and benchmark {b.shape} must be 1-D of the same length")
+    return a, b
+
+
+def ratio_difference(
+    returns: np.ndarray, benchmark: np.ndarray, periods_per_year: float, ratio: Ratio
+) -> float:
+    """``ratio(returns) - ratio(benchmark)`` on the bars themselves (1-D, the same bars)."""
+    a, b = _pair(returns, benchmark)
+    point = _POINT[ratio]
+    return float(point(a, periods_per_year) - point(b, periods_per_year))
+
+
+def difference_paths(
+    returns: np.ndarray, benchmark: np.ndarray, periods_per_year: float, ratio: Ratio, indices: np.ndarray
+) -> np.ndarray:
+    """``ratio(returns) - ratio(benchmark)`` on each resampled path of ``indices [S, T]`` (NaN where
+    either ratio is undefined)."""
+    a, b = _pair(returns, benchmark)
+    batch = _BATCH[ratio]
+    out: np.ndarray = batch(a[indices], periods_per_year) - batch(b[indices], periods_per_year)
+    return out
+
+
 def difference_ci(
     returns: np.ndarray,
     benchmark: np.ndarray,
@@ -94,16 +132,6 @@ def difference_ci(
     ``returns`` and ``benchmark`` are 1-D simple returns on the same bars. NaN bounds (and
     ``n_valid`` 0) when the ratio is undefined on every sample (e.g. a cash policy).
     """
-    a = np.asarray(returns, dtype=np.float64)
-    b = np.asarray(benchmark, dtype=np.float64)
-    if a.shape != b.shape or a.ndim != 1:
-        raise ValueError(f"returns {a.shape} and benchmark {b.shape} must be 1-D of the same length")
-    point = _POINT[ratio]
-    estimate = point(a, periods_per_year) - point(b, periods_per_year)
-    batch = _BATCH[ratio]
-    diff = batch(a[indices], periods_per_year) - batch(b[indices], periods_per_year)
-    valid = diff[np.isfinite(diff)]
-    if valid.size == 0:
-        return DifferenceCI(float(estimate), math.nan, math.nan, 0)
-    lo, hi = np.quantile(valid, [(1.0 - level) / 2.0, (1.0 + level) / 2.0])
-    return DifferenceCI(float(estimate), float(lo), float(hi), int(valid.size))
+    estimate = ratio_difference(returns, benchmark, periods_per_year, ratio)
+    paths = difference_paths(returns, benchmark, periods_per_year, ratio, indices)
+    return percentile_ci(estimate, paths, level)
