@@ -267,6 +267,20 @@ def summary(root: Path, as_json: bool) -> None:
     click.echo(json.dumps(result.as_dict(), indent=2) if as_json else result.render())
 
 
+@main.command("serve-token-digest")
+@one_line_errors
+def serve_token_digest() -> None:
+    """Print the SHA-256 digest of the Serve token (RAYTRADE_SERVE_TOKEN, at least 32 characters): the
+    RAYTRADE_SERVE_TOKEN_SHA256 of a serving process that should not hold the token itself."""
+    from raytrade.cluster.settings import MissingCredentialsError, load_settings
+    from raytrade.serve.guard import check_token, token_digest
+
+    token = load_settings().serve_token
+    if token is None:
+        raise MissingCredentialsError("missing the Serve token: set RAYTRADE_SERVE_TOKEN")
+    click.echo(token_digest(check_token(token.get_secret_value())))
+
+
 @main.command()
 @written_path_option("--out", type=click.Path(path_type=Path), default=Path(".demo"), show_default=True)
 @click.option("--seed", type=int, default=7, show_default=True)

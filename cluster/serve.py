@@ -5,13 +5,15 @@
                    [--max-body-bytes 1048576] [--docs] [--detach]
 
 The bearer token comes from ``RAYTRADE_SERVE_TOKEN`` (or the settings file), at least 32 characters
-(``serve.guard.check_token``); the deployment keeps only its SHA-256. Running the command again
-against the same cluster with another ``--model`` swaps the policy on the live replicas (no dropped
-requests); without ``@VERSION`` the replicas also follow the registry's ``latest`` by themselves.
-The Ray cluster is ``RAY_ADDRESS`` when set (``ray job submit`` sets it), else a local one started
-here. Before Ray starts, the version is checked as a replica checks it before unpickling
-(``models.registry_load.verify_version``: manifest, signature under the registry key, file sha256s):
-a version the replicas would refuse ends the command with one ``error:`` line and exit status 2.
+(``serve.guard.check_token``); the deployment keeps only its SHA-256, which is all the command needs:
+``RAYTRADE_SERVE_TOKEN_SHA256`` instead of the token (``raytrade serve-token-digest`` prints it).
+Running the command again against the same cluster with another ``--model`` swaps the policy on the
+live replicas (no dropped requests); without ``@VERSION`` the replicas also follow the registry's
+``latest`` by themselves. The Ray cluster is ``RAY_ADDRESS`` when set (``ray job submit`` sets it),
+else a local one started here. Before Ray starts, the version is checked as a replica checks it
+before unpickling (``models.registry_load.verify_version``: manifest, signature under the registry
+key, file sha256s): a version the replicas would refuse ends the command with one ``error:`` line and
+exit status 2.
 """
 
 from __future__ import annotations
@@ -103,15 +105,11 @@ def serve_command(
     **caps: float,
 ) -> None:
     """Deploy a promoted policy behind POST /v1/act, GET /v1/health and GET /v1/model."""
-    from raytrade.cluster.settings import MissingCredentialsError, load_settings, registry_key_reader
+    from raytrade.cluster.settings import load_settings, registry_key_reader
     from raytrade.models.registry_load import verify_version
     from raytrade.serve.decide import ServeConfig
-    from raytrade.serve.guard import check_token
 
-    token = load_settings().serve_token
-    if token is None:
-        raise MissingCredentialsError("missing the Serve token: set RAYTRADE_SERVE_TOKEN")
-    check_token(token.get_secret_value())  # a weak token ends here, before Ray starts
+    digest = load_settings().serve_token_digest()  # a weak token or a bad digest ends here, before Ray
     registry_key = registry_key_reader()  # so does a weak registry key
     # a version every replica would refuse ends here too, before Ray starts: an unknown name or
     # version, a malformed manifest, a changed file, a bad signature under the key (nothing unpickled)
@@ -142,7 +140,7 @@ def serve_command(
     http = HttpConfig(max_body_bytes=max_body_bytes, docs=docs, max_as_of_skew_s=max_as_of_skew_s or None)
     app = build_app(
         config,
-        token.get_secret_value(),
+        token_sha256=digest,
         replicas=replicas,
         replica_cpus=replica_cpus,
         http=http,

@@ -2,8 +2,9 @@
 RayService's ``import_path: raytrade.cluster.serve_app:app_builder``).
 
 It is an entrypoint: it reads the Serve token from the settings (``RAYTRADE_SERVE_TOKEN``, a
-Kubernetes secret in the pod's environment, or the settings file) and passes only its digest down to
-``serve.app.build_app``.
+Kubernetes secret in the pod's environment, or the settings file), or only its digest
+(``RAYTRADE_SERVE_TOKEN_SHA256``: a serving pod then never holds the token), and passes only the
+digest down to ``serve.app.build_app``.
 """
 
 from __future__ import annotations
@@ -12,12 +13,11 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from raytrade.cluster.settings import MissingCredentialsError, load_settings, registry_key_reader
+from raytrade.cluster.settings import load_settings, registry_key_reader
 from raytrade.models.registry_load import verify_version
 from raytrade.serve.app import HttpConfig, ServiceConfig, build_app
 from raytrade.serve.caps import ExposureCaps
 from raytrade.serve.decide import ServeConfig
-from raytrade.serve.guard import check_token
 
 
 class BuilderArgs(BaseModel):
@@ -46,16 +46,14 @@ def app_builder(args: dict[str, str]) -> Any:
     """Serve application builder for config-file deploys (KubeRay RayService, ``serve deploy``).
 
     The token is read here from ``RAYTRADE_SERVE_TOKEN`` (a Kubernetes secret in the pod's
-    environment, or the settings file) and refused when shorter than 32 characters; only its digest
+    environment, or the settings file) and refused when shorter than 32 characters, or its digest from
+    ``RAYTRADE_SERVE_TOKEN_SHA256`` (``cluster.settings.Settings.serve_token_digest``); only the digest
     reaches the deployment. The version is checked here as a replica checks it before unpickling
     (``models.registry_load.verify_version``: manifest, signature under the registry key, file
     sha256s), so a deploy of a version the replicas would refuse fails with that one-line reason.
     """
     parsed = BuilderArgs.model_validate(args)
-    token = load_settings().serve_token
-    if token is None:
-        raise MissingCredentialsError("missing the Serve token: set RAYTRADE_SERVE_TOKEN")
-    check_token(token.get_secret_value())
+    digest = load_settings().serve_token_digest()
     http = HttpConfig(
         max_body_bytes=parsed.max_body_bytes,
         docs=parsed.docs,
@@ -74,9 +72,10 @@ def app_builder(args: dict[str, str]) -> Any:
     verify_version(parsed.model, parsed.registry, None if key is None else key())
     return build_app(
         config,
-        token.get_secret_value(),
+        None,
         parsed.replicas,
         parsed.replica_cpus,
         http,
         registry_key=key,
+        token_sha256=digest,
     )

@@ -39,6 +39,7 @@ __all__ = ["MissingCredentialsError", "Settings", "load_settings", "registry_hma
 
 SETTINGS_FILE_ENV: Final[str] = "RAYTRADE_SETTINGS_FILE"
 REGISTRY_HMAC_KEY_ENV: Final[str] = "RAYTRADE_REGISTRY_HMAC_KEY"
+SERVE_TOKEN_SHA256_ENV: Final[str] = "RAYTRADE_SERVE_TOKEN_SHA256"
 MIN_REGISTRY_KEY_CHARS: Final = 32
 
 
@@ -73,6 +74,13 @@ class Settings(BaseSettings):
         validation_alias=AliasChoices("RAYTRADE_SERVE_TOKEN", "serve_token"),
         description="Bearer token the Serve ingress requires (env RAYTRADE_SERVE_TOKEN).",
     )
+    serve_token_sha256: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices(SERVE_TOKEN_SHA256_ENV, "serve_token_sha256"),
+        description=f"SHA-256 hex digest of the Serve token (env {SERVE_TOKEN_SHA256_ENV}): all the service "
+        "needs, for a serving process that should not hold the token itself (`raytrade serve-token-digest` "
+        "prints it); None = the digest of serve_token.",
+    )
     wandb_api_key: SecretStr | None = Field(
         default=None,
         validation_alias=AliasChoices("WANDB_API_KEY", "wandb_api_key"),
@@ -90,6 +98,7 @@ class Settings(BaseSettings):
         "alpaca_api_key",
         "alpaca_secret_key",
         "serve_token",
+        "serve_token_sha256",
         "wandb_api_key",
         "registry_hmac_key",
         mode="before",
@@ -120,6 +129,28 @@ class Settings(BaseSettings):
     def alpaca_credentials(self) -> AlpacaCredentials:
         """Both Alpaca keys, or ``MissingCredentialsError`` naming every env var still to set."""
         return self.alpaca_access().credentials()
+
+    def serve_token_digest(self) -> str:
+        """The digest the policy service checks bearer tokens against: the Serve token's (refused when
+        shorter than ``serve.guard.MIN_TOKEN_CHARS``), or ``serve_token_sha256`` where the process holds
+        only that. Both set must agree (``TokenDigestError``); neither is ``MissingCredentialsError``."""
+        from raytrade.serve.guard import TokenDigestError, check_digest, check_token, token_digest
+
+        given = None if self.serve_token_sha256 is None else check_digest(self.serve_token_sha256)
+        if self.serve_token is None:
+            if given is None:
+                raise MissingCredentialsError(
+                    f"missing the Serve token: set RAYTRADE_SERVE_TOKEN (or, where only the service runs, "
+                    f"its digest {SERVE_TOKEN_SHA256_ENV})"
+                )
+            return given
+        digest = token_digest(check_token(self.serve_token.get_secret_value()))
+        if given is not None and given != digest:
+            raise TokenDigestError(
+                f"{SERVE_TOKEN_SHA256_ENV} is not the digest of RAYTRADE_SERVE_TOKEN: set one of them, or "
+                "make the digest with `raytrade serve-token-digest`"
+            )
+        return digest
 
 
 def load_settings(settings_file: Path | str | None = None) -> Settings:

@@ -82,7 +82,7 @@ from raytrade.serve.decide import (
     ServeConfig,
     serving_market_data,
 )
-from raytrade.serve.guard import GuardMiddleware, check_token, token_digest
+from raytrade.serve.guard import GuardMiddleware, check_digest, check_token, token_digest
 from raytrade.serve.heap import LateFreeze, settle
 from raytrade.serve.schemas import ACT_PATH, HEALTH_PATH, MODEL_PATH, ActRequest, ActResponse
 
@@ -506,19 +506,26 @@ class PolicyService:
 
 def build_app(
     config: ServiceConfig,
-    token: str,
+    token: str | None = None,
     replicas: int = 1,
     replica_cpus: float = 1.0,
     http: HttpConfig | None = None,
     registry_key: RegistryKey | None = None,
+    *,
+    token_sha256: str | None = None,
 ) -> Any:
-    """The Serve application for ``serve.run``: the token is checked (:func:`serve.guard.check_token`)
-    and hashed here; only its digest is bound. ``registry_key``: see :data:`RegistryKey`."""
-    if not token:
+    """The Serve application for ``serve.run``, given the token or its SHA-256 digest (one of them):
+    the token is checked (:func:`serve.guard.check_token`) and hashed here, a digest checked for its
+    shape (:func:`serve.guard.check_digest`); only the digest is bound. ``registry_key``: see
+    :data:`RegistryKey`."""
+    if (token is None) == (token_sha256 is None):
+        raise ValueError("build_app takes the Serve token or its SHA-256 digest, exactly one of them")
+    if token is not None and not token:
         raise ValueError("the Serve token is empty: set RAYTRADE_SERVE_TOKEN")
+    digest = token_digest(check_token(token)) if token is not None else check_digest(str(token_sha256))
     deployment: Any = PolicyService  # serve.deployment turns the class into a Deployment at runtime
     return deployment.options(
         user_config=config.model_dump(mode="json"),
         num_replicas=replicas,
         ray_actor_options={"num_cpus": replica_cpus},
-    ).bind(token_digest(check_token(token)), (http or HttpConfig()).model_dump(mode="json"), registry_key)
+    ).bind(digest, (http or HttpConfig()).model_dump(mode="json"), registry_key)

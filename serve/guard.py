@@ -12,7 +12,8 @@ and parse a huge or malformed body. Here the order is:
    only up to the limit, then 413. A body within the limit is handed to the app unchanged.
 
 :func:`check_token` is the one rule for what a usable token is (at least :data:`MIN_TOKEN_CHARS`
-characters), applied by every command that starts the service or its client.
+characters), applied by every command that starts the service or its client. A serving process needs
+only the token's digest (:func:`check_digest`), which is all a replica holds.
 """
 
 from __future__ import annotations
@@ -39,6 +40,10 @@ class WeakTokenError(InputError):
     """A Serve token too short to resist guessing (the message gives its length, never the token)."""
 
 
+class TokenDigestError(InputError):
+    """A Serve token digest that is not a SHA-256 hex digest, or one that disagrees with the token."""
+
+
 def check_token(token: str) -> str:
     """``token`` if it has at least :data:`MIN_TOKEN_CHARS` characters, else :class:`WeakTokenError`."""
     if len(token) < MIN_TOKEN_CHARS:
@@ -52,6 +57,18 @@ def check_token(token: str) -> str:
 def token_digest(token: str) -> str:
     """SHA-256 hex digest of a bearer token (what the deployment stores instead of the token)."""
     return hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+def check_digest(value: str, name: str = "RAYTRADE_SERVE_TOKEN_SHA256") -> str:
+    """``value`` lower-cased if it is a SHA-256 hex digest (64 hex characters), else
+    :class:`TokenDigestError` naming ``name`` and the length (the value itself is not repeated)."""
+    digest = value.strip().lower()
+    if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
+        raise TokenDigestError(
+            f"{name} must be the SHA-256 hex digest of the Serve token (64 hex characters), got "
+            f"{len(value)} characters that are not one: make it with `raytrade serve-token-digest`"
+        )
+    return digest
 
 
 def bearer_matches(authorization: str | None, token_sha256: str) -> bool:

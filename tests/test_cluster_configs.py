@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import re
 from pathlib import Path
@@ -116,13 +117,17 @@ def test_no_worker_group_of_a_job_cluster_holds_the_alpaca_keys_the_serve_token_
             assert set(env) == {"RAYTRADE_REGISTRY_HMAC_KEY"}, config  # what a trial or replica reads
 
 
-def test_the_serving_pods_hold_no_alpaca_or_wandb_key() -> None:
-    """The RayService's pods keep the Serve token (Serve's builder task runs on any node) and the
-    registry key, nothing a policy service does not read."""
-    forbidden = _settings_env_names("alpaca_api_key", "alpaca_secret_key", "wandb_api_key")
+def test_the_serving_pods_hold_the_tokens_digest_and_no_token_alpaca_or_wandb_key() -> None:
+    """The RayService's pods keep the Serve token's digest (Serve's builder task runs on any node, and
+    binds only a digest) and the registry key, nothing a policy service does not read: not the token,
+    which only its clients need."""
+    forbidden = _settings_env_names("alpaca_api_key", "alpaca_secret_key", "wandb_api_key", "serve_token")
+    assert "RAYTRADE_SERVE_TOKEN" in forbidden
     for container in _containers(_all_cluster_specs()["rayservice.yaml"]):
         names = {e["name"] for e in container["env"]}
-        assert names == {"RAYTRADE_SERVE_TOKEN", "RAYTRADE_REGISTRY_HMAC_KEY"} and not names & forbidden
+        assert names == {"RAYTRADE_SERVE_TOKEN_SHA256", "RAYTRADE_REGISTRY_HMAC_KEY"}
+        assert not names & forbidden
+        assert "serve-token" not in _secret_keys(container)
 
 
 def test_the_rayservice_application_builds_from_its_args(
@@ -134,14 +139,17 @@ def test_the_rayservice_application_builds_from_its_args(
     (app,) = serve_config["applications"]
     module_name, _, attribute = app["import_path"].partition(":")
     builder = getattr(importlib.import_module(module_name), attribute)
-    monkeypatch.setenv("RAYTRADE_SERVE_TOKEN", "token-for-the-builder-test-0123456789")
+    token = "token-for-the-builder-test-0123456789"
+    digest = hashlib.sha256(token.encode()).hexdigest()
+    monkeypatch.delenv("RAYTRADE_SERVE_TOKEN", raising=False)  # as in its pods: the digest only
+    monkeypatch.setenv("RAYTRADE_SERVE_TOKEN_SHA256", digest)
     monkeypatch.delenv("RAYTRADE_SETTINGS_FILE", raising=False)
     monkeypatch.delenv("RAYTRADE_REGISTRY_HMAC_KEY", raising=False)
     assert app["args"]["model"] == "alpha@1"
     _promote_fake(tmp_path, None)  # the builder checks the version: alpha@1 of a registry here
     application = builder({**app["args"], "registry": str(tmp_path / "registry")})
     assert type(application).__name__ == "Application"
-    assert "token-for-the-builder-test-0123456789" not in repr(application._bound_deployment.init_args)
+    assert application._bound_deployment.init_args[0] == digest
 
 
 def test_the_builder_refuses_a_missing_token_and_bad_args(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -149,6 +157,7 @@ def test_the_builder_refuses_a_missing_token_and_bad_args(monkeypatch: pytest.Mo
     from raytrade.cluster.settings import MissingCredentialsError
 
     monkeypatch.delenv("RAYTRADE_SERVE_TOKEN", raising=False)
+    monkeypatch.delenv("RAYTRADE_SERVE_TOKEN_SHA256", raising=False)
     monkeypatch.delenv("RAYTRADE_SETTINGS_FILE", raising=False)
     with pytest.raises(MissingCredentialsError, match="RAYTRADE_SERVE_TOKEN"):
         app_builder({"model": "alpha", "registry": "/data/registry"})
