@@ -270,15 +270,15 @@ def summary(root: Path, as_json: bool) -> None:
 @main.command("serve-token-digest")
 @one_line_errors
 def serve_token_digest() -> None:
-    """Print the SHA-256 digest of the Serve token (RAYTRADE_SERVE_TOKEN, at least 32 characters): the
+    """Print the SHA-256 digest of the Serve token (RAYTRADE_SERVE_TOKEN), as sha256:HEX: the
     RAYTRADE_SERVE_TOKEN_SHA256 of a serving process that should not hold the token itself."""
     from raytrade.cluster.settings import MissingCredentialsError, load_settings
-    from raytrade.serve.guard import check_token, token_digest
+    from raytrade.serve.guard import check_token, digest_text
 
     token = load_settings().serve_token
     if token is None:
         raise MissingCredentialsError("missing the Serve token: set RAYTRADE_SERVE_TOKEN")
-    click.echo(token_digest(check_token(token.get_secret_value())))
+    click.echo(digest_text(check_token(token.get_secret_value())))
 
 
 @main.command()

@@ -76,10 +76,11 @@ class Settings(BaseSettings):
     )
     serve_token_sha256: str | None = Field(
         default=None,
+        repr=False,
         validation_alias=AliasChoices(SERVE_TOKEN_SHA256_ENV, "serve_token_sha256"),
-        description=f"SHA-256 hex digest of the Serve token (env {SERVE_TOKEN_SHA256_ENV}): all the service "
-        "needs, for a serving process that should not hold the token itself (`raytrade serve-token-digest` "
-        "prints it); None = the digest of serve_token.",
+        description=f"SHA-256 digest of the Serve token as sha256:HEX (env {SERVE_TOKEN_SHA256_ENV}): all "
+        "the service needs, for a serving process that should not hold the token itself (`raytrade "
+        "serve-token-digest` prints it); None = the digest of serve_token.",
     )
     wandb_api_key: SecretStr | None = Field(
         default=None,
@@ -131,10 +132,17 @@ class Settings(BaseSettings):
         return self.alpaca_access().credentials()
 
     def serve_token_digest(self) -> str:
-        """The digest the policy service checks bearer tokens against: the Serve token's (refused when
-        shorter than ``serve.guard.MIN_TOKEN_CHARS``), or ``serve_token_sha256`` where the process holds
-        only that. Both set must agree (``TokenDigestError``); neither is ``MissingCredentialsError``."""
-        from raytrade.serve.guard import TokenDigestError, check_digest, check_token, token_digest
+        """The digest the policy service checks bearer tokens against, as ``sha256:HEX``
+        (``serve.guard.check_digest``): the Serve token's (refused when shorter than
+        ``serve.guard.MIN_TOKEN_CHARS``), or ``serve_token_sha256`` where the process holds only that.
+        Both set must agree (``TokenDigestError``); neither is ``MissingCredentialsError``."""
+        from raytrade.serve.guard import (
+            DIGEST_PREFIX,
+            TokenDigestError,
+            check_digest,
+            check_token,
+            token_digest,
+        )
 
         given = None if self.serve_token_sha256 is None else check_digest(self.serve_token_sha256)
         if self.serve_token is None:
@@ -143,14 +151,14 @@ class Settings(BaseSettings):
                     f"missing the Serve token: set RAYTRADE_SERVE_TOKEN (or, where only the service runs, "
                     f"its digest {SERVE_TOKEN_SHA256_ENV})"
                 )
-            return given
+            return DIGEST_PREFIX + given
         digest = token_digest(check_token(self.serve_token.get_secret_value()))
         if given is not None and given != digest:
             raise TokenDigestError(
                 f"{SERVE_TOKEN_SHA256_ENV} is not the digest of RAYTRADE_SERVE_TOKEN: set one of them, or "
                 "make the digest with `raytrade serve-token-digest`"
             )
-        return digest
+        return DIGEST_PREFIX + digest
 
 
 def load_settings(settings_file: Path | str | None = None) -> Settings:

@@ -430,6 +430,16 @@ def check_replay(
 # ------------------------------------------------------------------------------ tuner
 
 
+EXPERIMENT_STATE_PERIOD_ENV: Final = "TUNE_GLOBAL_CHECKPOINT_S"
+"""Seconds between Tune's snapshots of the experiment state (each trial's checkpoints, the one a
+restored trial resumes from among them). A trial keeps only its best checkpoints and its latest and
+deletes the others as it goes, so a snapshot up to 10 s old (Tune's default) can name a checkpoint
+already deleted, and a search resumed after its driver was killed would restore that trial from a
+folder that is gone. On local storage a search sets it to 0 (a snapshot every step of the driver: a
+small file) unless the user set it; on remote storage the uploads are asynchronous anyway, and
+Tune's own forced snapshot every ``checkpoints_kept`` checkpoints of a trial is what holds."""
+
+
 @contextlib.contextmanager
 def _environment(values: Mapping[str, str | None]) -> Iterator[None]:
     """Set (a value) or unset (None) environment variables for the duration of a search, restoring
@@ -603,7 +613,7 @@ def build_tuner(opts: TuneOptions, spec: TuneSpec, config: AlgorithmConfig, call
             name=opts.run_name(),
             storage_path=location(opts.storage),
             stop=spec.stop(budget),
-            checkpoint_config=checkpoint_config(budget),
+            checkpoint_config=checkpoint_config(budget, spec.objective.score_every),
             failure_config=tune.FailureConfig(max_failures=opts.max_failures),
             callbacks=callbacks,
             verbose=1,
@@ -612,12 +622,20 @@ def build_tuner(opts: TuneOptions, spec: TuneSpec, config: AlgorithmConfig, call
     )
 
 
-def checkpoint_config(budget: Budget) -> Any:
+def checkpoint_config(budget: Budget, score_every: int = 1) -> Any:
     """Tune's ``CheckpointConfig`` of a search: a checkpoint every ``budget.checkpoint_every``
     iterations and at the end, of which each trial keeps its ``budget.checkpoints_kept`` best by the
     iteration's own validation objective (``CHECKPOINT_SCORE``, a top-level key: Tune ranks only by
-    those) and its latest."""
+    those) and its latest. Refused when both ``score_every`` (the objective's) and
+    ``checkpoint_every`` exceed 1: the scored iterations (1, 1 + k, ...) would miss the checkpointed
+    ones (multiples of the other), leaving no checkpoint with a score of its own."""
     from ray import tune
+
+    if score_every > 1 and budget.checkpoint_every > 1:
+        raise InputError(
+            f"score_every={score_every} with checkpoint_every={budget.checkpoint_every}: the scored "
+            "iterations would miss the checkpointed ones; checkpoint every iteration (checkpoint_every=1)"
+        )
 
     return tune.CheckpointConfig(
         checkpoint_frequency=budget.checkpoint_every,
@@ -1058,7 +1076,8 @@ def _history(result: Any) -> Any:
     frame = result.metrics_dataframe
     if frame is None or frame.empty or METRIC not in frame:
         return None
-    return frame.sort_values("training_iteration").drop_duplicates("training_iteration", keep="last")
+    ordered = frame.sort_values("training_iteration", kind="stable")  # a re-run's rows stay after
+    return ordered.drop_duplicates("training_iteration", keep="last")
 
 
 def overfit_of(result: Any, window: int) -> OverfitCheck | None:
@@ -1088,6 +1107,19 @@ def checkpoints_scored(result: Any, checkpoint_every: int) -> int | None:
     return int((saved & finite).sum())
 
 
+def _saved(checkpoint: Any, trial: str) -> bool:
+    """Whether a checkpoint Tune lists for a trial is still on its storage (a resumed search's list can
+    name one the trial deleted after the experiment state was last saved: EXPERIMENT_STATE_PERIOD_ENV);
+    a warning names one that is gone."""
+    from pyarrow.fs import FileType
+
+    if checkpoint.filesystem.get_file_info(checkpoint.path).type == FileType.Directory:
+        return True
+    gone = Path(checkpoint.path).name
+    click.echo(f"warning: trial {trial}: {gone} is listed but gone; left out of the leaderboard", err=True)
+    return False
+
+
 def leaderboard(
     results: Any, run_dir: Path, searched: list[str], *, overfit_window: int, checkpoint_every: int
 ) -> list[LeaderboardRow]:
@@ -1099,7 +1131,7 @@ def leaderboard(
     for result in results:
         if not result.metrics or "training_iteration" not in result.metrics:
             continue
-        kept = result.best_checkpoints or []
+        kept = [(c, m) for c, m in result.best_checkpoints or [] if _saved(c, _trial_name(result))]
         best = [(c, m) for c, m in kept if math.isfinite(metric_of(m, CHECKPOINT_SCORE))]
         if best:
             checkpoint, metrics = max(best, key=lambda cm: metric_of(cm[1], CHECKPOINT_SCORE))
@@ -1327,6 +1359,8 @@ def run_tune(opts: TuneOptions, dashboard: bool = True) -> TuneOutcome:
     if window is not None:
         click.echo(experience_window_line(window))
     env = {**env, "RAY_AIR_NEW_OUTPUT": "0"}  # the table reporter of ``_reporter``
+    if remote is None and EXPERIMENT_STATE_PERIOD_ENV not in os.environ:
+        env[EXPERIMENT_STATE_PERIOD_ENV] = "0"  # see EXPERIMENT_STATE_PERIOD_ENV
     if not opts.resume:
         record = run_record(opts, spec, window)
         write_run_file(run_dir, record)

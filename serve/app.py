@@ -514,9 +514,9 @@ def build_app(
     *,
     token_sha256: str | None = None,
 ) -> Any:
-    """The Serve application for ``serve.run``, given the token or its SHA-256 digest (one of them):
-    the token is checked (:func:`serve.guard.check_token`) and hashed here, a digest checked for its
-    shape (:func:`serve.guard.check_digest`); only the digest is bound. ``registry_key``: see
+    """The Serve application for ``serve.run``, given the token or its digest (``sha256:HEX``; one of
+    them): the token is checked (:func:`serve.guard.check_token`) and hashed here, a digest checked
+    for its shape (:func:`serve.guard.check_digest`); only the digest is bound. ``registry_key``: see
     :data:`RegistryKey`."""
     if (token is None) == (token_sha256 is None):
         raise ValueError("build_app takes the Serve token or its SHA-256 digest, exactly one of them")

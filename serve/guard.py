@@ -45,7 +45,14 @@ class TokenDigestError(InputError):
 
 
 def check_token(token: str) -> str:
-    """``token`` if it has at least :data:`MIN_TOKEN_CHARS` characters, else :class:`WeakTokenError`."""
+    """``token`` if it has at least :data:`MIN_TOKEN_CHARS` characters and no surrounding whitespace,
+    else :class:`WeakTokenError` (a token read from a file with its newline would hash to a digest no
+    client's header can match: headers carry the token stripped)."""
+    if token != token.strip():
+        raise WeakTokenError(
+            "RAYTRADE_SERVE_TOKEN has leading or trailing whitespace (a newline read from a file?): "
+            "no client can send it; strip it"
+        )
     if len(token) < MIN_TOKEN_CHARS:
         raise WeakTokenError(
             f"RAYTRADE_SERVE_TOKEN has {len(token)} characters, fewer than {MIN_TOKEN_CHARS}: "
@@ -59,16 +66,34 @@ def token_digest(token: str) -> str:
     return hashlib.sha256(token.encode("utf-8")).hexdigest()
 
 
+DIGEST_PREFIX: Final = "sha256:"
+"""What a token digest given to the service starts with (``sha256:`` and 64 hex characters). A random
+hex token (``openssl rand -hex 32``) is itself 64 hex characters: without the prefix, a token pasted
+where its digest belongs would pass, every client would get 401, and the serving pods would hold
+the token after all."""
+
+
 def check_digest(value: str, name: str = "RAYTRADE_SERVE_TOKEN_SHA256") -> str:
-    """``value`` lower-cased if it is a SHA-256 hex digest (64 hex characters), else
-    :class:`TokenDigestError` naming ``name`` and the length (the value itself is not repeated)."""
-    digest = value.strip().lower()
-    if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
+    """The 64 lower-case hex characters of ``value`` if it is ``sha256:`` and a SHA-256 hex digest,
+    else :class:`TokenDigestError` naming ``name`` and the length (the value itself is not repeated)."""
+    text = value.strip()
+    digest = text[len(DIGEST_PREFIX) :].lower()
+    hexdigits = "0123456789abcdef"
+    if (
+        not text.lower().startswith(DIGEST_PREFIX)
+        or len(digest) != 64
+        or any(c not in hexdigits for c in digest)
+    ):
         raise TokenDigestError(
-            f"{name} must be the SHA-256 hex digest of the Serve token (64 hex characters), got "
+            f"{name} must be {DIGEST_PREFIX} followed by the SHA-256 hex digest of the Serve token, got "
             f"{len(value)} characters that are not one: make it with `raytrade serve-token-digest`"
         )
     return digest
+
+
+def digest_text(token: str) -> str:
+    """The digest of ``token`` as it is given to the service (``sha256:`` and 64 hex characters)."""
+    return DIGEST_PREFIX + token_digest(token)
 
 
 def bearer_matches(authorization: str | None, token_sha256: str) -> bool:

@@ -142,7 +142,7 @@ def test_the_rayservice_application_builds_from_its_args(
     token = "token-for-the-builder-test-0123456789"
     digest = hashlib.sha256(token.encode()).hexdigest()
     monkeypatch.delenv("RAYTRADE_SERVE_TOKEN", raising=False)  # as in its pods: the digest only
-    monkeypatch.setenv("RAYTRADE_SERVE_TOKEN_SHA256", digest)
+    monkeypatch.setenv("RAYTRADE_SERVE_TOKEN_SHA256", f"sha256:{digest}")
     monkeypatch.delenv("RAYTRADE_SETTINGS_FILE", raising=False)
     monkeypatch.delenv("RAYTRADE_REGISTRY_HMAC_KEY", raising=False)
     assert app["args"]["model"] == "alpha@1"

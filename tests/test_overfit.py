@@ -12,6 +12,7 @@ from typing import Any
 import pandas as pd
 import pytest
 from click.testing import CliRunner
+from pyarrow.fs import LocalFileSystem
 
 from raytrade.cluster.run_file import LeaderboardRow
 from raytrade.cluster.tune import (
@@ -190,7 +191,9 @@ def _trial(tmp_path: Path, name: str, validation: list[float], train: list[float
         TRAIN_METRIC: train[best - 1],
         CHECKPOINT_SCORE: validation[best - 1],
     }
-    checkpoint = SimpleNamespace(path=str(tmp_path / name / f"checkpoint_{best:06d}"))
+    folder = tmp_path / name / f"checkpoint_{best:06d}"
+    folder.mkdir(parents=True, exist_ok=True)
+    checkpoint = SimpleNamespace(path=str(folder), filesystem=LocalFileSystem())
     return SimpleNamespace(
         metrics={"trial_id": name, "training_iteration": iterations[-1]},
         metrics_dataframe=frame,

@@ -149,11 +149,15 @@ def test_a_claim_resamples_enough_paths_for_its_adjusted_level() -> None:
     assert claim_samples(1000, claim_level(0.95, 480)) == 192_000
 
 
-def test_the_best_of_many_checkpoints_is_judged_at_its_level_not_at_the_samples_extreme() -> None:
+def test_the_best_of_many_checkpoints_is_judged_at_its_level_not_at_the_samples_extreme(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     """At N = 100 the interval's ends are the 0.025 % quantiles: 1,000 resampled paths would read them
     at the sample's extremes, a narrower interval than the level asks for (the claim cleared too
-    easily). The claim draws 40,000 paths (two chunks) from the bootstrap's seed instead, and the
-    same inputs give the same claim."""
+    easily). The claim draws 40,000 paths from the bootstrap's seed instead (in chunks of a bounded
+    number of path-bars), and the same inputs give the same claim."""
+    from raytrade.tune_specs import selection
+
     rng = np.random.default_rng(5)
     bench = rng.normal(5e-4, 0.01, 60)
     winner = bench + 1.5e-3 + rng.normal(0.0, 3e-3, 60)
@@ -165,6 +169,11 @@ def test_the_best_of_many_checkpoints_is_judged_at_its_level_not_at_the_samples_
     few = np.quantile(objective_paths((winner - bench)[idx], 252, 1.0), (1 - claim.level) / 2)
     assert claim.objective.low < few  # wider: the level's own quantile, not the sample's extreme
     assert benchmark_claim(winner, bench, 252, 1.0, boot, 100) == claim
+    monkeypatch.setattr(selection, "CLAIM_CHUNK_BARS", 60 * 15_000)  # three chunks: 15,000 + 15,000 + 10,000
+    chunked = benchmark_claim(winner, bench, 252, 1.0, boot, 100)
+    assert chunked.objective.n_valid == chunked.sharpe.n_valid == 40_000
+    assert chunked == benchmark_claim(winner, bench, 252, 1.0, boot, 100)
+    assert chunked.objective.low < few
 
 
 # ------------------------------------------------------------------------------ refusals
@@ -342,11 +351,14 @@ def _result(tmp_path: Path, name: str, scores: list[float], every: int = 1) -> A
     from types import SimpleNamespace
 
     import pandas as pd
+    from pyarrow.fs import LocalFileSystem
 
     iterations = list(range(1, len(scores) + 1))
     saved = [i for i in iterations if i % every == 0 or i == iterations[-1]]
+    for i in saved:
+        (tmp_path / name / f"checkpoint_{i:06d}").mkdir(parents=True, exist_ok=True)
     checkpoints = [
-        (SimpleNamespace(path=str(tmp_path / name / f"checkpoint_{i:06d}")), {
+        (SimpleNamespace(path=str(tmp_path / name / f"checkpoint_{i:06d}"), filesystem=LocalFileSystem()), {
             "training_iteration": i, METRIC: scores[i - 1], CHECKPOINT_SCORE: scores[i - 1],
         })
         for i in saved
@@ -396,6 +408,32 @@ def test_a_checkpoint_is_ranked_by_its_own_iterations_score_not_a_repeated_one(t
     result.metrics_dataframe = result.metrics_dataframe.drop(columns=[CHECKPOINT_SCORE])
     (row,) = leaderboard([result], tmp_path, [], overfit_window=4, checkpoint_every=1)
     assert (row.checkpoint, row.checkpoints_compared) == ("a/checkpoint_000001", None)
+
+
+def test_a_scoring_schedule_that_misses_every_checkpoint_is_refused() -> None:
+    from raytrade.cluster.tune import checkpoint_config
+    from raytrade.replay.errors import InputError
+
+    sparse = ON_POLICY_SMOKE.model_copy(update={"checkpoint_every": 2})
+    with pytest.raises(InputError, match="score_every=3 with checkpoint_every=2"):
+        checkpoint_config(sparse, score_every=3)
+    assert checkpoint_config(sparse, score_every=1).checkpoint_frequency == 2
+    assert checkpoint_config(ON_POLICY_SMOKE, score_every=3).num_to_keep == ON_POLICY_SMOKE.checkpoints_kept
+
+
+def test_a_listed_checkpoint_that_is_gone_is_left_out_of_the_leaderboard(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A search resumed from an experiment state saved before a trial deleted a checkpoint lists it."""
+    import shutil
+
+    from raytrade.cluster.tune import leaderboard
+
+    result = _result(tmp_path, "a", [0.1, 0.5, 0.3])
+    shutil.rmtree(tmp_path / "a" / "checkpoint_000002")
+    (row,) = leaderboard([result], tmp_path, [], overfit_window=4, checkpoint_every=1)
+    assert (row.checkpoint, row.objective) == ("a/checkpoint_000003", 0.3)
+    assert "warning: trial a: checkpoint_000002 is listed but gone" in capsys.readouterr().err
 
 
 def test_tune_keeps_each_trials_best_checkpoints_by_the_flat_score_and_the_latest(

@@ -14,7 +14,8 @@ from raytrade.serve.app import ServiceConfig, build_app
 from raytrade.serve.guard import TokenDigestError, WeakTokenError
 
 TOKEN = "a-serve-token-of-forty-characters-000001"
-DIGEST = hashlib.sha256(TOKEN.encode()).hexdigest()
+HEX = hashlib.sha256(TOKEN.encode()).hexdigest()
+DIGEST = f"sha256:{HEX}"  # as the service is given it
 
 
 @pytest.fixture(autouse=True)
@@ -25,21 +26,27 @@ def _no_ambient_settings(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_the_digest_is_the_tokens_or_the_one_given_where_only_the_service_runs() -> None:
     assert Settings(serve_token=TOKEN).serve_token_digest() == DIGEST
-    assert Settings(serve_token_sha256=DIGEST.upper()).serve_token_digest() == DIGEST  # hex of either case
+    assert Settings(serve_token_sha256=f"SHA256:{HEX.upper()}").serve_token_digest() == DIGEST  # either case
     assert Settings(serve_token=TOKEN, serve_token_sha256=DIGEST).serve_token_digest() == DIGEST
 
 
 def test_a_bad_or_disagreeing_digest_is_refused_without_echoing_it() -> None:
-    for bad in ("abc", DIGEST[:-1] + "g", DIGEST + "0", TOKEN):
-        with pytest.raises(TokenDigestError, match="RAYTRADE_SERVE_TOKEN_SHA256 must be the SHA-256") as err:
+    hex_token = "0123456789abcdef" * 4  # `openssl rand -hex 32` makes such tokens: not a digest unprefixed
+    for bad in ("abc", DIGEST[:-1] + "g", DIGEST + "0", HEX, TOKEN, hex_token):
+        with pytest.raises(
+            TokenDigestError, match="RAYTRADE_SERVE_TOKEN_SHA256 must be sha256: followed"
+        ) as err:
             Settings(serve_token_sha256=bad).serve_token_digest()
         assert bad not in str(err.value)
-    other = hashlib.sha256(b"another token").hexdigest()
+    other = "sha256:" + hashlib.sha256(b"another token").hexdigest()
     with pytest.raises(TokenDigestError, match="is not the digest of RAYTRADE_SERVE_TOKEN") as err:
         Settings(serve_token=TOKEN, serve_token_sha256=other).serve_token_digest()
     assert TOKEN not in str(err.value) and other not in str(err.value)
     with pytest.raises(WeakTokenError):  # a digest never excuses a weak token beside it
         Settings(serve_token="short", serve_token_sha256=DIGEST).serve_token_digest()
+    with pytest.raises(WeakTokenError, match="trailing whitespace") as err:  # a token file's newline
+        Settings(serve_token=TOKEN + "\n").serve_token_digest()
+    assert TOKEN not in str(err.value)
 
 
 def test_no_token_and_no_digest_names_both_variables(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -71,11 +78,11 @@ def test_build_app_binds_the_digest_from_either_and_takes_exactly_one() -> None:
     from_token = build_app(config, TOKEN)
     from_digest = build_app(config, token_sha256=DIGEST)
     for app in (from_token, from_digest):
-        assert app._bound_deployment.init_args[0] == DIGEST
+        assert app._bound_deployment.init_args[0] == HEX  # what the guard compares with
         assert TOKEN not in repr(app._bound_deployment.init_args)
     with pytest.raises(ValueError, match="exactly one"):
         build_app(config)
     with pytest.raises(ValueError, match="exactly one"):
         build_app(config, TOKEN, token_sha256=DIGEST)
     with pytest.raises(TokenDigestError):
-        build_app(config, token_sha256="not-a-digest")
+        build_app(config, token_sha256=HEX)  # unprefixed: refused

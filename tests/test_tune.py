@@ -237,7 +237,6 @@ def test_killed_trial_resumes_from_checkpoint(
     last_logged = max(r["training_iteration"] for r in results if r["pid"] == killed["pid"])
     assert first["iterations_since_restore"] == 1
     assert 1 < first["training_iteration"] <= last_logged + 1
-    assert (first["training_iteration"] - 1) % CHECKPOINT_EVERY == 0
 
 
 @pytest.mark.slow
@@ -278,7 +277,16 @@ def test_resume_continues_interrupted_run(
     resumed = [r for r in results if r["pid"] not in before]
     assert resumed[0]["iterations_since_restore"] == 1
     assert resumed[0]["training_iteration"] > 1
-    assert json.loads((run_dir / LEADERBOARD_FILE).read_text())[0]["iteration"] >= 1
+    # 7 iterations, each checkpointed, across a resume: the trial kept its best few and its latest on
+    # disk, and the leaderboard names the best iteration of them all
+    (row,) = json.loads((run_dir / LEADERBOARD_FILE).read_text())
+    scores = {r["training_iteration"]: r[CHECKPOINT_SCORE] for r in results}
+    assert row["objective"] == max(scores.values()) == scores[row["iteration"]]
+    assert row["checkpoints_compared"] == FAULT_ITERATIONS
+    kept = sorted((run_dir / row["trial_dir"]).glob("checkpoint_*"))
+    assert (run_dir / row["checkpoint"]) in kept
+    # the best few, the latest, and at most a folder the interrupted run wrote but never registered
+    assert len(kept) <= get_spec("ppo").smoke.checkpoints_kept + 2 < FAULT_ITERATIONS
 
 
 def test_run_file_records_code_libraries_and_data_when_the_search_starts(synthetic_store: Path) -> None:

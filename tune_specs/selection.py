@@ -34,8 +34,8 @@ Design decisions
   ``N`` noisy scores on the window it was picked on; its nominal interval against the benchmark lies
   above 0 far more often than ``1 - level`` when none is better. Its "beats" claim therefore uses
   Bonferroni-adjusted intervals, two-sided level ``1 - (1 - level) / N`` (:func:`claim_level`), on the
-  same resampled paths as the ranking while they are enough for that level, else on more of them from
-  the same seed: every end of the interval at least ``CLAIM_TAIL_PATHS`` paths in
+  same resampled paths as the ranking while they are enough for that level, else on a larger fresh
+  draw from the bootstrap's seed: every end of the interval at least ``CLAIM_TAIL_PATHS`` paths in
   (:func:`claim_samples`; N counts every checkpoint compared, hundreds for one full search, and a
   percentile end in a sample's last path is read too close to the middle). The ranking and the
   per-candidate intervals stay nominal.
@@ -113,8 +113,11 @@ def _indices(n: int, bootstrap: BootstrapConfig) -> np.ndarray:
 
 CLAIM_TAIL_PATHS: Final = 10
 """Resampled paths the claim wants beyond each end of its interval (:func:`claim_samples`)."""
-CLAIM_CHUNK_PATHS: Final = 20_000
-"""Paths resampled at once for a claim that needs more than the bootstrap's own (bounded memory)."""
+CLAIM_CHUNK_BARS: Final = 2_500_000
+"""Path-bars resampled at once for a claim that needs more paths than the bootstrap's own: chunks of
+``CLAIM_CHUNK_BARS // bars`` paths (about 20,000 of a 126-bar window), so memory stays bounded
+(a few hundred MB) whatever the window's length. The draw depends on the chunk size, which depends
+only on the window's length: the same inputs give the same claim."""
 
 
 def claim_samples(samples: int, level: float) -> int:
@@ -130,15 +133,16 @@ def claim_samples(samples: int, level: float) -> int:
 
 def _claim_indices(n: int, bootstrap: BootstrapConfig, level: float) -> Iterator[np.ndarray]:
     """The resampling indices of a claim at ``level``, in chunks: ``bootstrap``'s own (the ranking's
-    paths) when they are enough (:func:`claim_samples`), else ``claim_samples`` paths drawn from the
-    same seed ``CLAIM_CHUNK_PATHS`` at a time."""
+    paths) when they are enough (:func:`claim_samples`), else a fresh draw of ``claim_samples`` paths
+    from the bootstrap's seed, ``CLAIM_CHUNK_BARS`` path-bars at a time."""
     samples = claim_samples(bootstrap.samples, level)
     if samples == bootstrap.samples:
         yield _indices(n, bootstrap)
         return
     rng = np.random.default_rng(bootstrap.seed)
-    for start in range(0, samples, CLAIM_CHUNK_PATHS):
-        yield stationary_indices(n, min(CLAIM_CHUNK_PATHS, samples - start), bootstrap.block_len, rng)
+    chunk = max(1, CLAIM_CHUNK_BARS // n)
+    for start in range(0, samples, chunk):
+        yield stationary_indices(n, min(chunk, samples - start), bootstrap.block_len, rng)
 
 
 def _low_above(low: float | None, threshold: float) -> bool:
@@ -211,8 +215,10 @@ def benchmark_claim(
 ) -> BenchmarkClaim:
     """The claim about ``returns`` (the winner of ``n_candidates`` picked on this window) against the
     benchmark: objective and Sharpe-difference intervals at :func:`claim_level`, and :func:`beats` of
-    the two. The paths are :func:`rank_candidates`' where they resolve that level, else
-    :func:`claim_samples` of them from the same seed (each interval's ``n_valid`` says how many)."""
+    the two. The paths are :func:`rank_candidates`' where they resolve that level, else a fresh draw
+    of :func:`claim_samples` paths from the bootstrap's seed (each interval's ``n_valid`` says how
+    many were finite: the 10-path margin counts all paths, so a ratio undefined on some of them
+    leaves a thinner tail)."""
     r = np.asarray(returns, dtype=np.float64)
     bench = np.asarray(benchmark, dtype=np.float64)
     if r.shape != bench.shape or r.ndim != 1:
