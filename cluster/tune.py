@@ -430,16 +430,6 @@ def check_replay(
 # ------------------------------------------------------------------------------ tuner
 
 
-EXPERIMENT_STATE_PERIOD_ENV: Final = "TUNE_GLOBAL_CHECKPOINT_S"
-"""Seconds between Tune's snapshots of the experiment state (each trial's checkpoints, the one a
-restored trial resumes from among them). A trial keeps only its best checkpoints and its latest and
-deletes the others as it goes, so a snapshot up to 10 s old (Tune's default) can name a checkpoint
-already deleted, and a search resumed after its driver was killed would restore that trial from a
-folder that is gone. On local storage a search sets it to 0 (a snapshot every step of the driver: a
-small file) unless the user set it; on remote storage the uploads are asynchronous anyway, and
-Tune's own forced snapshot every ``checkpoints_kept`` checkpoints of a trial is what holds."""
-
-
 @contextlib.contextmanager
 def _environment(values: Mapping[str, str | None]) -> Iterator[None]:
     """Set (a value) or unset (None) environment variables for the duration of a search, restoring
@@ -1108,9 +1098,13 @@ def checkpoints_scored(result: Any, checkpoint_every: int) -> int | None:
 
 
 def _saved(checkpoint: Any, trial: str) -> bool:
-    """Whether a checkpoint Tune lists for a trial is still on its storage (a resumed search's list can
-    name one the trial deleted after the experiment state was last saved: EXPERIMENT_STATE_PERIOD_ENV);
-    a warning names one that is gone."""
+    """Whether a checkpoint Tune lists for a trial is still on its storage; a warning names one that is
+    gone. A trial deletes the checkpoints it does not keep as it goes, and Tune snapshots the
+    experiment state (each trial's list) every few seconds (``TUNE_GLOBAL_CHECKPOINT_S``, and once per
+    ``checkpoints_kept`` checkpoints of a trial), so a search resumed after its driver was killed
+    outright, not stopped, can list a checkpoint deleted after the last snapshot. Snapshotting at every
+    step would close that window at the cost of rewriting a state file of megabytes several times a
+    second, so it is left to the user (``TUNE_GLOBAL_CHECKPOINT_S=0``)."""
     from pyarrow.fs import FileType
 
     if checkpoint.filesystem.get_file_info(checkpoint.path).type == FileType.Directory:
@@ -1359,8 +1353,6 @@ def run_tune(opts: TuneOptions, dashboard: bool = True) -> TuneOutcome:
     if window is not None:
         click.echo(experience_window_line(window))
     env = {**env, "RAY_AIR_NEW_OUTPUT": "0"}  # the table reporter of ``_reporter``
-    if remote is None and EXPERIMENT_STATE_PERIOD_ENV not in os.environ:
-        env[EXPERIMENT_STATE_PERIOD_ENV] = "0"  # see EXPERIMENT_STATE_PERIOD_ENV
     if not opts.resume:
         record = run_record(opts, spec, window)
         write_run_file(run_dir, record)
