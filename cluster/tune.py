@@ -612,7 +612,7 @@ def build_tuner(opts: TuneOptions, spec: TuneSpec, config: AlgorithmConfig, call
     )
 
 
-def checkpoint_config(budget: Budget, score_every: int = 1) -> Any:
+def checkpoint_config(budget: Budget, score_every: int) -> Any:
     """Tune's ``CheckpointConfig`` of a search: a checkpoint every ``budget.checkpoint_every``
     iterations and at the end, of which each trial keeps its ``budget.checkpoints_kept`` best by the
     iteration's own validation objective (``CHECKPOINT_SCORE``, a top-level key: Tune ranks only by

@@ -450,7 +450,7 @@ def test_tune_keeps_each_trials_best_checkpoints_by_the_flat_score_and_the_lates
     from raytrade.cluster.tune import checkpoint_config
 
     budget = ON_POLICY_SMOKE.model_copy(update={"checkpoints_kept": 2})
-    manager = _CheckpointManager(checkpoint_config(budget))
+    manager = _CheckpointManager(checkpoint_config(budget, score_every=1))
     scores = [5.0, 1.0, math.nan, 2.0, 0.5]
     for i, score in enumerate(scores, start=1):
         folder = tmp_path / f"checkpoint_{i:06d}"
