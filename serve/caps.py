@@ -126,8 +126,8 @@ def gate_reasons(
 
 
 def _gate_reason(row: SymbolSnapshot, cap: float) -> str | None:
-    if row.trade_blocked:
-        return f"blocked by the trading loop: {row.block_reason or 'no reason given'}"
+    if row.blocked():
+        return f"blocked by the trading loop: {row.blocked_reason()}"
     spread = row.quoted_spread_bps()
     if spread is None:
         return "no two-sided quote"

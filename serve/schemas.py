@@ -16,12 +16,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import UTC, datetime
-from typing import Annotated, Any, Final, Literal
+from typing import Annotated, Final, Literal
 from uuid import uuid4
 
 from pydantic import (
     BaseModel,
-    BeforeValidator,
     ConfigDict,
     Field,
     StringConstraints,
@@ -52,19 +51,20 @@ the policy has no kill switch."""
 GateMode = Literal["flat", "probe", "passive", "aggressive", "hold"]
 """``hold`` keeps the current position: the fallback, and symbols the service could not trade."""
 Side = Literal["long", "short", "flat"]
+UNKNOWN_BLOCK: Final = "trade_blocked sent as null (unknown)"
+"""The reason a symbol sent with ``trade_blocked: null`` is held under (it was a 422, which stopped
+the loop's cycle; unknown gates fail closed)."""
 
 
-def _number(value: object) -> object:
-    """Broker numbers arrive as strings ("40", "-61.70"); parse them, keep the rest for pydantic."""
-    if isinstance(value, str):
-        try:
-            return float(value.strip())
-        except ValueError:
-            return value  # pydantic names the field and the value
-    return value
-
-
-Number = Annotated[float, BeforeValidator(_number), Field(ge=-MAX_ABS_VALUE, le=MAX_ABS_VALUE)]
+Number = Annotated[float, Field(ge=-MAX_ABS_VALUE, le=MAX_ABS_VALUE)]
+"""A finite number within +-:data:`MAX_ABS_VALUE`. Broker numbers arrive as strings ("40", "-61.70",
+" 7 "): pydantic-core's own lax parsing reads them as ``float()`` does (signs, exponents, surrounding
+whitespace, ``1_000``), in Rust: a Python validator per number was a third of a request's parse. A
+string it cannot read ("ten", "", "nan", "inf", "1e400") is a 422 naming the field."""
+NonNegative = Annotated[float, Field(ge=0, le=MAX_ABS_VALUE)]
+Positive = Annotated[float, Field(gt=0, le=MAX_ABS_VALUE)]
+"""A :data:`Number` that is also >= 0 / > 0. A field's bounds are all in its type: a ``Field(ge=0)``
+beside a :data:`Number` would merge with the type's ``ge`` and one of them would be lost."""
 MAX_KILL_BARS: Final = 1_000_000_000
 """``kill_switch.bars_active`` is at most this (a bound, so it fits the observation's int64)."""
 Symbol = Annotated[str, StringConstraints(min_length=1, max_length=MAX_SYMBOL_CHARS)]
@@ -77,9 +77,9 @@ class _Strict(BaseModel):
 class Account(_Strict):
     """The broker account at decision time (currency units)."""
 
-    equity: Number = Field(ge=MIN_EQUITY, description="account equity")
+    equity: Annotated[float, Field(ge=MIN_EQUITY, le=MAX_ABS_VALUE)] = Field(description="account equity")
     last_equity: Number | None = Field(None, description="equity at the previous close")
-    buying_power: Number | None = Field(None, ge=0, description="buying power")
+    buying_power: NonNegative | None = Field(None, description="buying power")
     cash: Number | None = Field(None, description="cash (negative when borrowing)")
 
 
@@ -90,7 +90,7 @@ class Position(_Strict):
     qty: Number = Field(description="units held (the broker's sign convention: see ``side``)")
     side: Literal["long", "short"]
     market_value: Number = Field(description="position value; negative or positive for shorts")
-    current_price: Number | None = Field(None, gt=0)
+    current_price: Positive | None = None
     unrealized_pl: Number | None = None
 
     def signed_value(self) -> float:
@@ -112,38 +112,39 @@ class SymbolSnapshot(_Strict):
 
     bid_price: Number | None = Field(None, description="best bid; missing or <= 0 means no quote")
     ask_price: Number | None = Field(None, description="best ask; missing or <= 0 means no quote")
-    spread_bps: Number | None = Field(None, ge=0, description="(ask - bid) / mid in bps; None: no quote")
-    last_close: Number | None = Field(None, gt=0)
+    spread_bps: NonNegative | None = Field(None, description="(ask - bid) / mid in bps; None: no quote")
+    last_close: Positive | None = None
     expected_move_pct: Number | None = None
-    kelly_fraction: Number | None = Field(None, ge=0)
-    kelly_sigma_pct: Number | None = Field(None, ge=0)
-    avg_dollar_vol: Number | None = Field(
+    kelly_fraction: NonNegative | None = None
+    kelly_sigma_pct: NonNegative | None = None
+    avg_dollar_vol: NonNegative | None = Field(
         None,
-        ge=0,
         description="average traded notional per bar (mega-cap spread gate); None: unknown, and an "
         "equity of unknown volume gets the strictest equity spread cap",
     )
-    spread_cap_bps: Number | None = Field(
+    spread_cap_bps: NonNegative | None = Field(
         None,
-        ge=0,
         description="the loop's own spread cap for the symbol, bps; the stricter of it and the "
         "service's cap applies",
     )
-    trade_blocked: bool = Field(
+    trade_blocked: bool | None = Field(
         False,
         description="the loop's own gates blocked the symbol: no new risk (null: unknown, held as blocked)",
     )
     block_reason: str | None = Field(None, max_length=MAX_TEXT_CHARS)
 
-    @model_validator(mode="before")
-    @classmethod
-    def _unknown_block_is_a_block(cls, data: Any) -> Any:
-        """``trade_blocked: null`` says the loop does not know whether its gates pass: held, failing
-        closed (it was a 422, which stops the loop's cycle)."""
-        if isinstance(data, dict) and "trade_blocked" in data and data["trade_blocked"] is None:
-            reason = data.get("block_reason") or "trade_blocked sent as null (unknown)"
-            return {**data, "trade_blocked": True, "block_reason": reason}
-        return data
+    def blocked(self) -> bool:
+        """The loop blocked the symbol, or does not know (``trade_blocked`` null): fail closed. Read
+        this, never ``trade_blocked``'s truth (null is falsy). :class:`ActRequest` also rewrites a null
+        to True with :data:`UNKNOWN_BLOCK` as its reason (one check per request: a validator per row
+        was a quarter of a request's parse)."""
+        return self.trade_blocked is not False
+
+    def blocked_reason(self) -> str:
+        """Why :meth:`blocked` (the loop's reason; :data:`UNKNOWN_BLOCK` for a null flag)."""
+        if self.block_reason:
+            return self.block_reason
+        return UNKNOWN_BLOCK if self.trade_blocked is None else "no reason given"
 
     def has_quote(self) -> bool:
         """A two-sided, uncrossed quote (the loop's rule: missing or non-positive prices = no quote)."""
@@ -181,7 +182,7 @@ class CallerKillSwitch(_Strict):
         description="bars since it tripped (0 on the bar it trips, +1 each bar after while on); 0 while "
         "off; below the policy's release_after_bars",
     )
-    peak_equity: Annotated[float, BeforeValidator(_number), Field(gt=0)] = Field(
+    peak_equity: Annotated[float, Field(gt=0)] = Field(
         description="the equity (currency units) the switch measures its drawdown from: the running "
         "peak, restarted at the equity of a timed release (so it can be below the account's peak)"
     )
@@ -198,8 +199,8 @@ class ActRequest(_Strict):
 
     account: Account
     positions: list[Position] = Field(default_factory=list, max_length=MAX_ROWS)
-    drawdown_pct: Number = Field(
-        ge=-1.0, le=0.0, description="current drawdown from the equity peak, <= 0 (-0.021 = 2.1 % down)"
+    drawdown_pct: Annotated[float, Field(ge=-1.0, le=0.0)] = Field(
+        description="current drawdown from the equity peak, <= 0 (-0.021 = 2.1 % down)"
     )
     analysis: dict[Symbol, SymbolSnapshot] = Field(
         min_length=1, max_length=MAX_ROWS, description="one row per symbol"
@@ -237,6 +238,10 @@ class ActRequest(_Strict):
             if pos.symbol in seen:
                 raise ValueError(f"positions[{i}].symbol {pos.symbol!r} appears twice")
             seen.add(pos.symbol)
+        for symbol, row in self.analysis.items():  # a null trade_blocked reads as a block from here on
+            if row.trade_blocked is None:
+                update = {"trade_blocked": True, "block_reason": row.blocked_reason()}
+                self.analysis[symbol] = row.model_copy(update=update)
         return self
 
     def held_quantities(self) -> dict[str, float]:

@@ -20,7 +20,7 @@ from raytrade.serve.caps import ExposureCaps, added_gross, cap_targets, gate_rea
 from raytrade.serve.client import request_from_loop
 from raytrade.serve.fallback import hold_everything
 from raytrade.serve.orders import LiveConfig, RestingOrder, plan_orders
-from raytrade.serve.schemas import ActRequest, ActResponse, SymbolDecision, SymbolSnapshot
+from raytrade.serve.schemas import Account, ActRequest, ActResponse, Position, SymbolDecision, SymbolSnapshot
 
 CONTRACT = Path(__file__).resolve().parents[2] / "shared" / "contracts" / "trade_loop_decision.json"
 NOW = datetime(2026, 11, 25, 14, 30, tzinfo=UTC)
@@ -125,10 +125,19 @@ def test_a_spread_exactly_at_the_cap_is_not_over_it() -> None:
 def test_a_null_trade_blocked_holds_the_symbol_instead_of_refusing_the_request() -> None:
     """It was a 422, which stops the loop's cycle; unknown gates fail closed."""
     row = SymbolSnapshot.model_validate({"bid_price": 100.0, "ask_price": 100.01, "trade_blocked": None})
-    assert row.trade_blocked
+    assert row.blocked()
     assert gate_reason(row, False) == "blocked by the trading loop: trade_blocked sent as null (unknown)"
     kept = SymbolSnapshot.model_validate({"trade_blocked": None, "block_reason": "halted"})
-    assert kept.block_reason == "halted"
+    assert kept.blocked() and gate_reason(kept, False) == "blocked by the trading loop: halted"
+    # in a request the null is rewritten: whoever reads the row's flag sees a block
+    body = {"account": {"equity": 1e5}, "drawdown_pct": 0.0}
+    rows = {"A": {"trade_blocked": None}, "B": {"trade_blocked": None, "block_reason": "halted"}, "C": {}}
+    request = ActRequest.model_validate_json(json.dumps({**body, "analysis": rows}))
+    assert [(r.trade_blocked, r.block_reason) for r in request.analysis.values()] == [
+        (True, "trade_blocked sent as null (unknown)"),
+        (True, "halted"),
+        (False, None),
+    ]
 
 
 def test_the_spread_caps_come_from_loop_rules() -> None:
@@ -622,3 +631,76 @@ def test_a_reduction_its_order_cap_cuts_short_frees_only_the_gross_it_frees(
     gross = sum(abs(q) * mids[s] for s, q in after.items()) / EQUITY
     assert gross <= ExposureCaps().gross_limit + TOL
     assert after.get("BTCUSD", 0.0) > 0  # the rest of the freed room is still used
+
+
+@pytest.mark.parametrize(
+    "text", ["40", "-61.70", " 7 ", "\t7\n", "+5", "1e3", "1E-3", ".5", "5.", "0001", "1_000", "-0"]
+)
+def test_a_broker_number_sent_as_a_string_reads_as_float_reads_it(text: str) -> None:
+    """Alpaca sends quantities and values as strings: pydantic-core's parsing must agree with float()."""
+    position = {"symbol": "A", "qty": text, "side": "long", "market_value": text, "current_price": "1"}
+    body = {"account": {"equity": "1000", "cash": text}, "positions": [position], "drawdown_pct": "0"}
+    body["analysis"] = {"A": {"bid_price": text, "last_close": "2"}}
+    request = ActRequest.model_validate_json(json.dumps(body))
+    expected = float(text.strip())
+    assert request.account.cash == expected and request.account.equity == 1000.0
+    assert (request.positions[0].qty, request.positions[0].market_value) == (expected, expected)
+    assert request.analysis["A"].bid_price == expected
+
+
+@pytest.mark.parametrize("text", ["ten", "", " ", "nan", "NaN", "inf", "-Infinity", "1e400", "0x10", "1,5"])
+def test_a_string_that_is_not_a_finite_number_is_a_422_naming_the_field(text: str) -> None:
+    body = {"account": {"equity": 1e5}, "drawdown_pct": 0.0, "analysis": {"A": {"ask_price": text}}}
+    with pytest.raises(ValidationError) as info:
+        ActRequest.model_validate_json(json.dumps(body))
+    assert [e["loc"] for e in info.value.errors()] == [("analysis", "A", "ask_price")]
+
+
+_BOUNDED = [  # (model, field, a value just outside the field's own bound)
+    (Account, "equity", 0.99),
+    (Account, "buying_power", -0.01),
+    (Position, "current_price", 0.0),
+    (SymbolSnapshot, "spread_bps", -0.01),
+    (SymbolSnapshot, "last_close", 0.0),
+    (SymbolSnapshot, "kelly_fraction", -0.01),
+    (SymbolSnapshot, "kelly_sigma_pct", -0.01),
+    (SymbolSnapshot, "avg_dollar_vol", -0.01),
+    (SymbolSnapshot, "spread_cap_bps", -0.01),
+    (ActRequest, "drawdown_pct", 0.01),
+    (ActRequest, "drawdown_pct", -1.01),
+]
+
+
+def _valid(model: type) -> dict[str, object]:
+    return {
+        Account: {"equity": 1e5},
+        Position: {"symbol": "A", "qty": 1, "side": "long", "market_value": 1},
+        SymbolSnapshot: {},
+        ActRequest: {"account": {"equity": 1e5}, "drawdown_pct": 0.0, "analysis": {"A": {}}},
+    }[model]
+
+
+@pytest.mark.parametrize(("model", "field", "value"), _BOUNDED)
+def test_a_number_outside_its_fields_own_bound_is_refused(model: type, field: str, value: float) -> None:
+    """Each field's own bound holds next to the +-1e12 bound every number has (two bounds on one
+    field must not override each other), sent as a number or as a broker's string."""
+    for sent in (value, str(value)):
+        with pytest.raises(ValidationError) as info:
+            model.model_validate_json(json.dumps({**_valid(model), field: sent}))
+        assert [e["loc"] for e in info.value.errors()] == [(field,)]
+
+
+@pytest.mark.parametrize(
+    ("model", "field"),
+    [
+        (m, f)
+        for m in (Account, Position, SymbolSnapshot, ActRequest)
+        for f, i in m.model_fields.items()
+        if "float" in str(i.annotation)
+    ],
+)
+def test_every_number_is_within_the_absolute_bound(model: type, field: str) -> None:
+    for sent in (2e12, -2e12, "2e12"):
+        with pytest.raises(ValidationError) as info:
+            model.model_validate_json(json.dumps({**_valid(model), field: sent}))
+        assert [e["loc"] for e in info.value.errors()] == [(field,)]
