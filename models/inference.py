@@ -123,10 +123,8 @@ def broken_rows(module: Any, dist_inputs: Any) -> np.ndarray:
     free log-std head) leaves a finite action from a network that is no longer sound, and a
     confidence that cannot be computed.
     """
-    import torch
-
-    finite = torch.isfinite(torch.as_tensor(dist_inputs)).reshape(len(dist_inputs), -1).all(-1)
-    return np.asarray(~finite.cpu().numpy(), dtype=bool)
+    inputs = dist_inputs.detach().cpu().numpy() if hasattr(dist_inputs, "detach") else np.asarray(dist_inputs)
+    return np.asarray(~np.isfinite(inputs).reshape(len(inputs), -1).all(-1), dtype=bool)
 
 
 def gate_actions(module: Any, obs: Any) -> np.ndarray:

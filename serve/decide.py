@@ -510,7 +510,8 @@ class DecisionService:
         target = orders.target
         # a corrupt checkpoint must not reach the market: a non-finite target (Box), or a gated decision
         # whose distribution inputs are not finite (its argmax would read "flat": sell everything)
-        broken = ~np.isfinite(target).all(axis=-1) | broken_rows(self.handle.module, decided.dist_inputs)
+        dist_inputs = _float64(decided.dist_inputs)  # read once, for the check and the confidence
+        broken = ~np.isfinite(target).all(axis=-1) | broken_rows(self.handle.module, dist_inputs)
         target = np.where(np.isfinite(target), target, 0.0)
         tradeable = np.stack([p.tradeable for p in prepared]) & ~orders.hold  # held: no order
         w_target, locked = constrained_targets(
@@ -537,7 +538,7 @@ class DecisionService:
             )
             for i, p in enumerate(prepared)
         ]
-        confidence = np.nan_to_num(action_confidence(self.handle.module, decided.dist_inputs), nan=0.0)
+        confidence = np.nan_to_num(action_confidence(self.handle.module, dist_inputs), nan=0.0)
         explained = self._attributions(obs, [i for i, p in enumerate(prepared) if p.request.attributions])
         return [
             hold_everything(p.request, self.model_ref, self.handle.version, NON_FINITE_ACTION, p.as_of)

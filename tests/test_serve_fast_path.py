@@ -309,7 +309,7 @@ def _hostile_request(service: DecisionService, rng: np.random.Generator) -> ActR
 
 def _torch_confidence(module: Any, dist_inputs: Any) -> np.ndarray:
     """The confidence as it was computed in torch before it moved to numpy (the reference)."""
-    inputs = dist_inputs.detach().double()
+    inputs = torch.as_tensor(dist_inputs).detach().double()  # serving passes the float64 array
     mean, log_std = inputs.chunk(2, dim=-1)
     return torch.erf(mean.abs() / (log_std.exp() * np.sqrt(2.0))).numpy()
 
