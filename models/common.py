@@ -155,7 +155,7 @@ def split_obs(obs: torch.Tensor | Mapping[str, torch.Tensor], n_features: int) -
         feats, weights, mask = obs["features"].float(), obs["weights"].float(), obs["mask"] > 0.5
         port = obs["portfolio"].float()
     else:
-        b, d = obs.shape
+        b, d = (int(size) for size in obs.shape)  # ints also while traced (``models.tracing``)
         n, rem = divmod(d - N_PORTFOLIO_STATE, n_features + 2)
         if rem or n < 1:
             raise ValueError(

@@ -56,7 +56,7 @@ from raytrade.models.common import (
     validate_model_config,
     zscore_masked,
 )
-from raytrade.models.tracing import ObsScores, ShapeTraces
+from raytrade.models.tracing import Inference, ObsInference, ShapeTraces, obs_tensors
 
 
 class GNNConfig(BaseModel):
@@ -313,10 +313,12 @@ def node_scores(
     return ctx, run_mlp(score_head, head_input(h, ctx, obs.portfolio)).squeeze(-1)
 
 
-def _layer_scores(layers: nn.ModuleList, obs: PortfolioObs) -> torch.Tensor:
-    """:func:`node_scores`' scores from ``[encoder, score_head]`` (what the traced forward runs)."""
+def _layer_inference(layers: nn.ModuleList, obs: PortfolioObs) -> Inference:
+    """:func:`node_scores`' scores from ``[encoder, score_head]`` and their distribution inputs with
+    the layers' ``log_std`` (what the traced forward runs)."""
     encoder, score_head = layers
-    return node_scores(cast(GraphEncoder, encoder), cast(nn.Sequential, score_head), obs)[1]
+    scores = node_scores(cast(GraphEncoder, encoder), cast(nn.Sequential, score_head), obs)[1]
+    return scores, gaussian_dist_inputs(scores, cast(torch.Tensor, layers.log_std), obs.mask)
 
 
 class GNNModule(TorchRLModule, ValueFunctionAPI, InferenceOnlyAPI):
@@ -345,7 +347,8 @@ class GNNModule(TorchRLModule, ValueFunctionAPI, InferenceOnlyAPI):
         numbers with less Python per forward; ``on`` False: the eager forward again. Returns the
         traces. For a loaded policy that only answers (serving); never for one that trains."""
         layers = nn.ModuleList([self.encoder, self.score_head])
-        self._traces = ShapeTraces(ObsScores(layers, _layer_scores)) if on else None
+        layers.log_std = self.log_std  # registered with the layers: the trace shares it
+        self._traces = ShapeTraces(ObsInference(layers, self.n_features, _layer_inference)) if on else None
         return self._traces
 
     def weights(self, obs: torch.Tensor | dict[str, torch.Tensor]) -> torch.Tensor:
@@ -362,12 +365,12 @@ class GNNModule(TorchRLModule, ValueFunctionAPI, InferenceOnlyAPI):
             traces: ShapeTraces | None = getattr(self, "_traces", None)
             if traces is None:
                 obs, scores, _ = self._encode(batch[Columns.OBS])
+                dist_inputs, mask = gaussian_dist_inputs(scores, self.log_std, obs.mask), obs.mask
             else:
-                obs = split_obs(batch[Columns.OBS], self.n_features)
-                scores = traces(*obs)
+                scores, dist_inputs, mask = traces(*obs_tensors(batch[Columns.OBS]))
             return {
-                Columns.ACTION_DIST_INPUTS: gaussian_dist_inputs(scores, self.log_std, obs.mask),
-                Columns.ACTIONS: project_scores(scores, obs.mask, self.cfg.projection),
+                Columns.ACTION_DIST_INPUTS: dist_inputs,
+                Columns.ACTIONS: project_scores(scores, mask, self.cfg.projection),
             }
 
     def _forward_train(self, batch: dict[str, Any], **kwargs: Any) -> dict[str, Any]:

@@ -49,7 +49,7 @@ from raytrade.models.common import (
     split_obs,
     validate_model_config,
 )
-from raytrade.models.tracing import ObsScores, ShapeTraces
+from raytrade.models.tracing import Inference, ObsInference, ShapeTraces, obs_tensors
 
 
 class PPOMLPConfig(BaseModel):
@@ -95,7 +95,7 @@ class ScorePolicy(nn.Module):
         """Compute :meth:`outputs`' inference scores through per-shape traces
         (:class:`models.tracing.ShapeTraces`; ``on`` False: eagerly again), returned: for a loaded
         policy that only answers."""
-        self._traces = ShapeTraces(ObsScores(self, _policy_scores)) if on else None
+        self._traces = ShapeTraces(ObsInference(self, self.n_features, _policy_inference)) if on else None
         return self._traces
 
     def dist_inputs(self, obs: PortfolioObs, scores: torch.Tensor) -> torch.Tensor:
@@ -113,10 +113,10 @@ class ScorePolicy(nn.Module):
         weights as actions) or "train" (adds the value embeddings)."""
         traces: ShapeTraces | None = getattr(self, "_traces", None)
         if kind == "inference" and traces is not None and not torch.is_grad_enabled():
-            obs = split_obs(raw_obs, self.n_features)
-            scores, emb = traces(*obs), None
-        else:
-            obs, scores, emb = self(raw_obs)
+            scores, dist_inputs, mask = traces(*obs_tensors(raw_obs))
+            actions = project_scores(scores, mask, projection)
+            return {Columns.ACTION_DIST_INPUTS: dist_inputs, Columns.ACTIONS: actions}
+        obs, scores, emb = self(raw_obs)
         out: dict[str, Any] = {Columns.ACTION_DIST_INPUTS: self.dist_inputs(obs, scores)}
         if kind == "inference":
             out[Columns.ACTIONS] = project_scores(scores, obs.mask, projection)
@@ -125,9 +125,10 @@ class ScorePolicy(nn.Module):
         return out
 
 
-def _policy_scores(policy: ScorePolicy, obs: PortfolioObs) -> torch.Tensor:
-    """:meth:`ScorePolicy.scores`' scores (what the traced forward runs)."""
-    return policy.scores(obs)[1]
+def _policy_inference(policy: ScorePolicy, obs: PortfolioObs) -> Inference:
+    """:meth:`ScorePolicy.scores`' scores and their distribution inputs (what the traced forward runs)."""
+    scores = policy.scores(obs)[1]
+    return scores, policy.dist_inputs(obs, scores)
 
 
 class ScorePolicyForwards:

@@ -32,13 +32,13 @@ from __future__ import annotations
 import logging
 import threading
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
 from torch import nn
 
-from raytrade.models.common import PortfolioObs
+from raytrade.models.common import PortfolioObs, split_obs
 
 log = logging.getLogger(__name__)
 
@@ -50,8 +50,10 @@ CHECK_RUNS = 3
 Key = tuple[tuple[tuple[int, ...], torch.dtype], ...]
 
 
-def _same(a: torch.Tensor, b: torch.Tensor) -> bool:
-    """Bit for bit the same tensor, NaN where the other has NaN."""
+def _same(a: Any, b: Any) -> bool:
+    """Bit for bit the same tensor (or tuple of tensors), NaN where the other has NaN."""
+    if isinstance(a, tuple) or isinstance(b, tuple):
+        return isinstance(a, tuple) and isinstance(b, tuple) and len(a) == len(b) and all(map(_same, a, b))
     if a.shape != b.shape or a.dtype != b.dtype:
         return False
     if torch.equal(a, b):
@@ -75,7 +77,7 @@ class ShapeTraces:
         self.net = net
         self.max_shapes = max_shapes
         self.closed = False
-        self._by_shape: dict[Key, Callable[..., torch.Tensor] | None] = {}
+        self._by_shape: dict[Key, Callable[..., Any] | None] = {}
         self._lock = threading.Lock()
 
     def __getstate__(self) -> dict[str, Any]:
@@ -96,7 +98,7 @@ class ShapeTraces:
         """Trace no new shape from now on (those not traced yet run eagerly)."""
         self.closed = True
 
-    def __call__(self, *tensors: torch.Tensor) -> torch.Tensor:
+    def __call__(self, *tensors: torch.Tensor) -> Any:
         if torch.is_grad_enabled():
             raise RuntimeError("ShapeTraces is the no-grad forward: call it under torch.no_grad()")
         key: Key = tuple((tuple(t.shape), t.dtype) for t in tensors)
@@ -108,7 +110,7 @@ class ShapeTraces:
                 traced = self._by_shape.get(key)
         return self.net(*tensors) if traced is None else traced(*tensors)
 
-    def _trace(self, tensors: tuple[torch.Tensor, ...], key: Key) -> Callable[..., torch.Tensor] | None:
+    def _trace(self, tensors: tuple[torch.Tensor, ...], key: Key) -> Callable[..., Any] | None:
         """The checked trace for ``key`` (None: that shape runs eagerly)."""
         name = type(self.net).__name__
         try:
@@ -137,19 +139,44 @@ class ShapeTraces:
         return traced
 
 
-class ObsScores(nn.Module):
-    """A policy's per-asset scores as a module of the split observation's four tensors, what its
-    traced forward traces: ``scores(layers, PortfolioObs(features, weights, mask, portfolio))``.
-    ``layers`` (the modules ``scores`` runs) are registered here, so a trace shares their parameters
-    rather than copying them in as constants, and ``scores`` reads them only through its argument
-    (a module-level function, no closure): a copy of the policy computes with its own layers."""
+OBS_KEYS = ("features", "weights", "mask", "portfolio")
+"""The tensors of a ``Dict`` observation a policy reads (``models.common.split_obs``), in the order
+:func:`obs_tensors` passes them."""
 
-    def __init__(self, layers: nn.Module, scores: Callable[[Any, PortfolioObs], torch.Tensor]) -> None:
+Inference = tuple[torch.Tensor, torch.Tensor]
+"""``(scores [B, N], action distribution inputs [B, 2N])``."""
+
+
+def obs_tensors(raw_obs: torch.Tensor | Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, ...]:
+    """The raw observation as :class:`ObsInference`'s inputs: the flat tensor, or a ``Dict``'s
+    :data:`OBS_KEYS` tensors."""
+    if isinstance(raw_obs, Mapping):
+        return tuple(raw_obs[k] for k in OBS_KEYS)
+    return (raw_obs,)
+
+
+class ObsInference(nn.Module):
+    """A policy's no-grad inference as a module of its raw observation, what its traced forward
+    traces: ``(scores, dist_inputs, mask)`` = ``infer(layers, split_obs(raw_obs))`` plus the split's
+    mask, from the flat observation (one tensor) or a ``Dict``'s :data:`OBS_KEYS` tensors (four).
+
+    The split (``models.common.split_obs``) and the distribution inputs are in the trace with the
+    network: at one observation they were ~15 tensor ops dispatched from Python around the traced
+    scores. ``layers`` (the modules and parameters ``infer`` reads) are registered here, so a trace
+    shares their parameters rather than copying them in as constants, and ``infer`` reads them only
+    through its argument (a module-level function, no closure): a copy of the policy computes with its
+    own layers."""
+
+    def __init__(
+        self, layers: nn.Module, n_features: int, infer: Callable[[Any, PortfolioObs], Inference]
+    ) -> None:
         super().__init__()
         self.layers = layers
-        self.scores = scores
+        self.n_features = n_features
+        self.infer = infer
 
-    def forward(
-        self, features: torch.Tensor, weights: torch.Tensor, mask: torch.Tensor, portfolio: torch.Tensor
-    ) -> torch.Tensor:
-        return self.scores(self.layers, PortfolioObs(features, weights, mask, portfolio))
+    def forward(self, *tensors: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        raw = tensors[0] if len(tensors) == 1 else dict(zip(OBS_KEYS, tensors, strict=True))
+        obs = split_obs(raw, self.n_features)
+        scores, dist_inputs = self.infer(self.layers, obs)
+        return scores, dist_inputs, obs.mask
