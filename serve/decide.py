@@ -69,7 +69,7 @@ Design decisions
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -212,6 +212,7 @@ class DecisionService:
                 "(e.g. crypto/BTC.csv -> BTCUSD.csv) and ingest again"
             )
         self._limits = exposure_limits(self._is_crypto, self.env_cfg.sim.constraints)
+        self._caps_fields = self.config.caps.model_dump()  # an answer's caps, but for those that bound
         ks = self.env_cfg.sim.kill_switch
         self._kill_trigger = self.config.kill_drawdown or (ks.trigger_drawdown if ks.enabled else None)
         self._kill_release_bars = ks.release_after_bars
@@ -538,7 +539,10 @@ class DecisionService:
             )
             for i, p in enumerate(prepared)
         ]
-        confidence = np.nan_to_num(action_confidence(self.handle.module, dist_inputs), nan=0.0)
+        confidence = action_confidence(self.handle.module, dist_inputs)
+        confidence[np.isnan(confidence)] = (
+            0.0  # a broken row's (held below); never inf: erf and softmax are bounded
+        )
         explained = self._attributions(obs, [i for i, p in enumerate(prepared) if p.request.attributions])
         return [
             hold_everything(p.request, self.model_ref, self.handle.version, NON_FINITE_ACTION, p.as_of)
@@ -546,7 +550,10 @@ class DecisionService:
             else self._response(
                 p,
                 capped[i].weights,
-                self.config.caps.applied(capped[i].binding),
+                {
+                    **self._caps_fields,
+                    "binding": list(capped[i].binding),
+                },  # AppliedCaps, validated with the answer
                 None if modes is None else modes[i],
                 confidence[i],
                 bool(kill[i]),
@@ -570,7 +577,7 @@ class DecisionService:
         self,
         p: Prepared,
         weights: np.ndarray,
-        caps: AppliedCaps,
+        caps: AppliedCaps | Mapping[str, Any],
         modes: np.ndarray | None,
         confidence: np.ndarray,
         kill: bool,
