@@ -116,13 +116,34 @@ def batched_observation(
     written into one preallocated array (features, weights, mask, portfolio state, in that order);
     it is the hot path of RLlib sampling.
     """
-    b, n, _ = ob.features.shape
-    feats = ob.features if feat_idx is None else ob.features[:, :, feat_idx]
+    feats = encoded_features(ob.features, ob.missing, feat_idx, normalizer, gate)
+    return observation_with(feats, ob, release_bars, flat)
+
+
+def encoded_features(
+    features: np.ndarray,
+    missing: np.ndarray | None,
+    feat_idx: np.ndarray | None,
+    normalizer: FeatureNormalizer | None = None,
+    gate: np.ndarray | None = None,
+) -> np.ndarray:
+    """:func:`batched_observation`'s per-asset channels ``[B, N, F']`` from ``features [B, N, F]``
+    (and ``missing``, ``gate [B, N]``): the columns selected, normalised, the gate appended. Each row
+    is a function of its own inputs alone (a bar's rows are the same in any batch), so a service can
+    encode a bar once and reuse it (``serve.decide``)."""
+    feats = features if feat_idx is None else features[:, :, feat_idx]
     if normalizer is not None:
-        missing = ob.missing if ob.missing is None or feat_idx is None else ob.missing[:, :, feat_idx]
+        missing = missing if missing is None or feat_idx is None else missing[:, :, feat_idx]
         feats = normalizer.apply(feats, missing)
     if gate is not None:
         feats = np.concatenate([feats, np.asarray(gate, dtype=feats.dtype)[..., None]], axis=-1)
+    return feats
+
+
+def observation_with(feats: np.ndarray, ob: Observation, release_bars: int | None, flat: bool) -> Any:
+    """:func:`batched_observation` with its per-asset channels ``feats`` already encoded
+    (:func:`encoded_features` of ``ob``'s features)."""
+    b, n = feats.shape[:2]
     denom = float(release_bars) if release_bars else 1.0
     if flat:
         nf = n * feats.shape[-1]

@@ -88,10 +88,11 @@ from raytrade.envs.gate import GATE_CHANNEL, GateState, contract_gate
 from raytrade.envs.gym_envs import (
     GATE_ACTION_FIELDS,
     GATE_MODES,
-    batched_observation,
+    encoded_features,
     feature_index,
     gate_action_space,
     gate_orders,
+    observation_with,
 )
 from raytrade.envs.kill_switch import KillSwitchConfig, tripped
 from raytrade.envs.kill_switch import drawdown as drawdown_from_peak
@@ -111,6 +112,8 @@ MAX_WARMED_BATCH = 32
 """The largest batch size :meth:`DecisionService.probe` warms (a larger batch runs the eager
 forward: the traces are closed after the warm-up)."""
 NON_FINITE_ACTION = "the policy produced a non-finite action: holding every position"
+ENCODED_BARS_KEPT = 8
+"""Bars whose encoded per-asset channels a service keeps (:meth:`DecisionService._bar_channels`)."""
 
 
 class RequestError(InputError):
@@ -212,6 +215,7 @@ class DecisionService:
                 "(e.g. crypto/BTC.csv -> BTCUSD.csv) and ingest again"
             )
         self._limits = exposure_limits(self._is_crypto, self.env_cfg.sim.constraints)
+        self._channels: dict[int, np.ndarray] = {}  # per bar, its encoded per-asset channels
         self._caps_fields = self.config.caps.model_dump()  # an answer's caps, but for those that bound
         ks = self.env_cfg.sim.kill_switch
         self._kill_trigger = self.config.kill_drawdown or (ks.trigger_drawdown if ks.enabled else None)
@@ -432,11 +436,29 @@ class DecisionService:
         return self._encode(ob, np.array([p.bar for p in prepared]))
 
     def _encode(self, ob: Observation, bars: np.ndarray) -> Any:
+        """``envs.gym_envs.batched_observation`` of ``ob`` at ``bars``, each bar's per-asset channels
+        encoded once (:meth:`_bar_channels`)."""
         rb = self.env_cfg.sim.kill_switch.release_after_bars
-        gate = None if self._gate is None else self._gate.open[bars]
-        return batched_observation(
-            ob, self._feat_idx, rb, self.env_cfg.flat_obs, self.env_cfg.normalizer, gate
-        )
+        channels = np.stack([self._bar_channels(bar) for bar in bars.tolist()])
+        return observation_with(channels, ob, rb, self.env_cfg.flat_obs)
+
+    def _bar_channels(self, bar: int) -> np.ndarray:
+        """``envs.gym_envs.encoded_features`` of one bar ``[N, F']``: its features selected and
+        normalised, the gate appended. A function of the bar alone, the same for every request that
+        observes it, so it is computed once and kept (read-only) for the last
+        :data:`ENCODED_BARS_KEPT` bars asked for: nearly every request observes the data's last bar."""
+        if (kept := self._channels.get(bar)) is not None:
+            return kept
+        data, gate = self.data, None if self._gate is None else self._gate.open[bar : bar + 1]
+        missing = None if data.feature_missing is None else data.feature_missing[bar : bar + 1]
+        channels = encoded_features(
+            data.features[bar : bar + 1], missing, self._feat_idx, self.env_cfg.normalizer, gate
+        )[0]
+        channels.flags.writeable = False
+        if len(self._channels) >= ENCODED_BARS_KEPT:
+            self._channels.pop(next(iter(self._channels)), None)  # the oldest
+        self._channels[bar] = channels
+        return channels
 
     def _observation(self, prepared: Sequence[Prepared]) -> tuple[Observation, np.ndarray]:
         requests = [p.request for p in prepared]

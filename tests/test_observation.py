@@ -228,3 +228,44 @@ def test_scoring_and_serving_encode_exactly_what_the_env_shows(synthetic_store: 
     listed = env.data.listed[t]
     np.testing.assert_array_equal(feats[listed], expected[listed])
     assert obs.shape == (n * (len(DEFAULT_FEATURES) + 3) + 5,)
+
+
+@pytest.mark.parametrize("flat", [True, False])
+@pytest.mark.parametrize("with_gate", [False, True])
+def test_channels_encoded_one_row_at_a_time_are_the_batchs(flat: bool, with_gate: bool) -> None:
+    """``encoded_features`` of each row alone, stacked, then ``observation_with``, is
+    ``batched_observation`` of the batch bit for bit (what serving's per-bar cache relies on): NaN and
+    missing values, a column selection, the normaliser and the gate included."""
+    from raytrade.envs.gym_envs import batched_observation, encoded_features, observation_with
+    from raytrade.envs.simulator import Observation
+
+    rng = np.random.default_rng(4)
+    b, n, f = 5, 4, 3
+    features = rng.normal(size=(b, n, f)).astype(np.float32) * 5
+    features[rng.random((b, n, f)) < 0.2] = np.nan
+    missing = np.isnan(features) | (rng.random((b, n, f)) < 0.1)
+    ob = Observation(
+        features=features,
+        weights=rng.normal(size=(b, n)) * 0.1,
+        cash_fraction=rng.random(b),
+        drawdown=rng.random(b) * 0.3,
+        kill_active=rng.random(b) < 0.5,
+        kill_bars=rng.integers(0, 5, b).astype(float),
+        mask=rng.random((b, n)) < 0.8,
+        progress=np.zeros(b),
+        missing=missing,
+    )
+    norm = FeatureNormalizer(columns=("c", "a"), center=(1.0, 0.0), scale=(2.0, 0.1), clip=3.0)
+    idx, gate = np.array([2, 0]), (rng.random((b, n)) < 0.5 if with_gate else None)
+    want = batched_observation(ob, idx, 10, flat, norm, gate)
+    rows = [
+        encoded_features(
+            features[i : i + 1], missing[i : i + 1], idx, norm, None if gate is None else gate[i : i + 1]
+        )[0]
+        for i in range(b)
+    ]
+    got = observation_with(np.stack(rows), ob, 10, flat)
+    for key in ("features", "weights", "mask", "portfolio") if not flat else (None,):
+        g, w = (got, want) if key is None else (got[key], want[key])
+        assert g.dtype == w.dtype and g.shape == w.shape
+        assert np.array_equal(g, w, equal_nan=True), key

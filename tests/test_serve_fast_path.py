@@ -350,3 +350,36 @@ def test_answers_with_the_numpy_confidence_are_the_torch_ones(
             assert all(0.0 <= c <= 1.0 for c in g_conf)
             assert gd == wd
     assert min(seen.values()) > 0, seen  # NaN features, the kill switch and held symbols all came up
+
+
+def test_each_bars_channels_are_encoded_once_and_equal_the_encoders(service: DecisionService) -> None:
+    """The per-bar cache of the encoded channels (``DecisionService._bar_channels``) changes no
+    observation: over batches of random bars (repeats, NaN features, more bars than are kept) every
+    observation is ``batched_observation``'s of the same state; a kept bar is read-only, and no more
+    than ``ENCODED_BARS_KEPT`` are kept."""
+    import dataclasses
+
+    from raytrade.envs.gym_envs import batched_observation
+    from raytrade.serve.decide import ENCODED_BARS_KEPT
+
+    rng = np.random.default_rng(5)
+    features = service.data.features.copy()
+    features[rng.random(features.shape) < 0.1] = np.nan
+    data = dataclasses.replace(service.data, features=features)
+    cached = DecisionService(service.handle, data, ServeConfig(max_feature_age_hours=None))
+    bars_seen = set()
+    for _ in range(12):
+        bars = rng.integers(len(data.ts) - 12, len(data.ts), rng.integers(1, 6))
+        at = [cached.closed_at(int(bar)) for bar in bars]
+        prepared = [cached.prepare(_request(cached, as_of=t.isoformat()), t) for t in at]
+        assert [p.bar for p in prepared] == bars.tolist()
+        bars_seen.update(bars.tolist())
+        ob, _ = cached._observation(prepared)
+        rb = cached.env_cfg.sim.kill_switch.release_after_bars
+        want = batched_observation(
+            ob, cached._feat_idx, rb, cached.env_cfg.flat_obs, cached.env_cfg.normalizer
+        )
+        assert np.array_equal(cached.env_observation(prepared), want, equal_nan=True)
+    assert len(bars_seen) > ENCODED_BARS_KEPT >= len(cached._channels)
+    kept = next(iter(cached._channels.values()))
+    assert not kept.flags.writeable
