@@ -22,6 +22,11 @@ a trace cannot follow is data-dependent Python control flow; the networks traced
 (their branches depend on the model's structure and the input's shape only), and the check stands
 guard for the input it sees.
 
+**What is traced.** :class:`ObsInference`: from the raw observation (the flat tensor, or a
+``Dict``'s four tensors) to the scores, the action distribution's inputs and the mask: the split
+(``models.common.split_obs``), the network and the distribution inputs in one trace; the projection
+to weights (compiled, not torch) stays outside. A trace's outputs (a tuple) are checked one by one.
+
 **Only for frozen weights.** The trace shares the network's parameters, so an in-place update
 (``load_state_dict``) is seen, but a module rebuilt or replaced is not: traced inference is for a
 loaded policy that only answers (``models.load``'d for serving), never for one that trains.
