@@ -331,9 +331,11 @@ def _route_path(scope: Scope) -> str:
     """The path a route is matched against: ``path`` without the ``root_path`` an app is mounted at
     (Serve mounts one at its route prefix), as Starlette's router computes it."""
     path, root = scope["path"], scope.get("root_path", "")
-    if root and path.startswith(root) and path[len(root) : len(root) + 1] == "/":
-        return path[len(root) :]
-    return path
+    if not root or not path.startswith(root):
+        return path
+    if path == root:
+        return ""
+    return path[len(root) :] if path[len(root)] == "/" else path
 
 
 class ServiceAPI(FastAPI):

@@ -69,6 +69,7 @@ Design decisions
 from __future__ import annotations
 
 import math
+import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -216,6 +217,7 @@ class DecisionService:
             )
         self._limits = exposure_limits(self._is_crypto, self.env_cfg.sim.constraints)
         self._channels: dict[int, np.ndarray] = {}  # per bar, its encoded per-asset channels
+        self._channels_lock = threading.Lock()
         self._caps_fields = self.config.caps.model_dump()  # an answer's caps, but for those that bound
         ks = self.env_cfg.sim.kill_switch
         self._kill_trigger = self.config.kill_drawdown or (ks.trigger_drawdown if ks.enabled else None)
@@ -455,9 +457,10 @@ class DecisionService:
             data.features[bar : bar + 1], missing, self._feat_idx, self.env_cfg.normalizer, gate
         )[0]
         channels.flags.writeable = False
-        if len(self._channels) >= ENCODED_BARS_KEPT:
-            self._channels.pop(next(iter(self._channels)), None)  # the oldest
-        self._channels[bar] = channels
+        with self._channels_lock:  # requests decided in several threads at once (DirectBackend)
+            if len(self._channels) >= ENCODED_BARS_KEPT:
+                self._channels.pop(next(iter(self._channels)))  # the oldest
+            self._channels[bar] = channels
         return channels
 
     def _observation(self, prepared: Sequence[Prepared]) -> tuple[Observation, np.ndarray]:

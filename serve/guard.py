@@ -127,7 +127,7 @@ class GuardMiddleware:
             await _reply(send, 401, reason, [(b"www-authenticate", b"Bearer")])
             return
         declared = headers.get("content-length", "")
-        if declared.strip().isdigit() and int(declared) > self.max_body_bytes:
+        if declared.strip().isascii() and declared.strip().isdigit() and int(declared) > self.max_body_bytes:
             await _reply(send, 413, f"request body over {self.max_body_bytes} bytes")
             return
         chunks: list[bytes] = []

@@ -58,9 +58,10 @@ the loop's cycle; unknown gates fail closed)."""
 
 Number = Annotated[float, Field(ge=-MAX_ABS_VALUE, le=MAX_ABS_VALUE)]
 """A finite number within +-:data:`MAX_ABS_VALUE`. Broker numbers arrive as strings ("40", "-61.70",
-" 7 "): pydantic-core's own lax parsing reads them as ``float()`` does (signs, exponents, surrounding
-whitespace, ``1_000``), in Rust: a Python validator per number was a third of a request's parse. A
-string it cannot read ("ten", "", "nan", "inf", "1e400") is a 422 naming the field."""
+" 7 "): pydantic-core's own lax parsing reads ASCII numbers as ``float()`` does (signs, exponents,
+surrounding whitespace, ``1_000``), in Rust: a Python validator per number was a third of a request's
+parse. A string it cannot read ("ten", "", "nan", "inf", "1e400", and, unlike ``float()``, non-ASCII
+digits such as "١٢" or "１２") is a 422 naming the field."""
 NonNegative = Annotated[float, Field(ge=0, le=MAX_ABS_VALUE)]
 Positive = Annotated[float, Field(gt=0, le=MAX_ABS_VALUE)]
 """A :data:`Number` that is also >= 0 / > 0. A field's bounds are all in its type: a ``Field(ge=0)``

@@ -648,7 +648,9 @@ def test_a_broker_number_sent_as_a_string_reads_as_float_reads_it(text: str) -> 
     assert request.analysis["A"].bid_price == expected
 
 
-@pytest.mark.parametrize("text", ["ten", "", " ", "nan", "NaN", "inf", "-Infinity", "1e400", "0x10", "1,5"])
+@pytest.mark.parametrize(
+    "text", ["ten", "", " ", "nan", "NaN", "inf", "-Infinity", "1e400", "0x10", "1,5", "١٢", "１２"]
+)
 def test_a_string_that_is_not_a_finite_number_is_a_422_naming_the_field(text: str) -> None:
     body = {"account": {"equity": 1e5}, "drawdown_pct": 0.0, "analysis": {"A": {"ask_price": text}}}
     with pytest.raises(ValidationError) as info:

@@ -545,3 +545,24 @@ def test_the_app_builder_refuses_a_version_the_replicas_would_refuse(case: str, 
         app_builder({"model": "alpha@1", "registry": str(tmp_path / "registry")})
     assert str(refused.value) == _refusal(case, folder)
     assert ray.is_initialized() == before
+
+
+@pytest.mark.parametrize("declared", [b"\xb2", b"1\xb2", b"\xb9\xb2", b"-5", b"x"])
+def test_a_content_length_that_is_not_ascii_digits_is_left_to_the_stream_check(declared: bytes) -> None:
+    """Latin-1 ``"²"`` (byte 0xB2, as ASGI servers decode headers) passes ``isdigit()`` but ``int()``
+    raises on it: such a header must not crash the guard (on the act route's fast path no middleware
+    would turn the error into a 500); the body's own size still decides the 413."""
+    for chunks, status in ((_last(b"{}"), 200), (_endless(b"x" * 100), 413)):
+        sent: list[dict[str, Any]] = []
+
+        async def receive(chunks: Iterator[bytes] = chunks) -> dict[str, Any]:
+            chunk = next(chunks)
+            return {"type": "http.request", "body": chunk, "more_body": chunk != b"{}"}
+
+        async def send(message: dict[str, Any], sent: list[dict[str, Any]] = sent) -> None:
+            sent.append(message)
+
+        headers = [(b"authorization", f"Bearer {TOKEN}".encode()), (b"content-length", declared)]
+        scope = {"type": "http", "method": "POST", "path": "/v1/act", "headers": headers}
+        asyncio.run(_guard()(scope, receive, send))
+        assert sent[0]["status"] == status
