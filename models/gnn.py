@@ -278,7 +278,7 @@ class GraphEncoder(nn.Module):
         built once per ``(B, N, device, dtype)`` instead of once per forward; each layer gathers the
         neighbours and the self loop in one ``index_select`` and blocks padding by adding
         :attr:`DenseGraph.blocked`; the activation is ``F.silu``, what ``self.act`` calls."""
-        b, n, _ = obs.features.shape
+        b, n = (int(size) for size in obs.features.shape[:2])  # ints while traced too: the cache's key
         sim, x = self._similarity_and_inputs(obs, obs.mask.unsqueeze(-1).to(obs.features.dtype))
         const = self._dense_constants(b, n, obs.features)
         graph = dense_graph(topk_neighbours(sim, obs.mask, self.cfg.top_k, const.not_self), const)

@@ -246,3 +246,17 @@ def test_the_probe_warms_every_batch_size_up_to_the_one_asked_then_no_request_tr
     got, want = service.decide(batch), eager.decide(batch)
     assert [a.model_dump(exclude=skip) for a in got] == [a.model_dump(exclude=skip) for a in want]
     assert len(traces.traced_shapes) == 4 and traces.eager_shapes == []
+
+
+def test_the_gnn_trace_holds_its_dense_constants_instead_of_rebuilding_them() -> None:
+    """The per-shape constants (``~eye(N)``, the index ``arange``s) are cached by the eager forward
+    that runs before the trace, so the trace holds them as constants: no call rebuilds them."""
+    module = _handle("gnn").module
+    traces = trace_for_inference(module)
+    assert traces is not None
+    with torch.inference_mode():
+        module._forward_inference({Columns.OBS: _flat_obs(module, 2, seed=0)})
+    (traced,) = [t for t in traces._by_shape.values() if t is not None]
+    graph = str(traced.inlined_graph)
+    assert "aten::topk" in graph  # the graph is the encoder's
+    assert "aten::eye" not in graph and "aten::arange" not in graph
