@@ -75,6 +75,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 from ray import serve
+from starlette._utils import get_route_path  # as FastAPI's router imports it
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from raytrade.serve.batcher import DEFAULT_BUSY_WAIT_MS, DrainBatcher
@@ -327,17 +328,6 @@ async def _body(receive: Receive) -> bytes | None:
     return b"".join(chunks)
 
 
-def _route_path(scope: Scope) -> str:
-    """The path a route is matched against: ``path`` without the ``root_path`` an app is mounted at
-    (Serve mounts one at its route prefix), as Starlette's router computes it."""
-    path, root = scope["path"], scope.get("root_path", "")
-    if not root or not path.startswith(root):
-        return path
-    if path == root:
-        return ""
-    return path[len(root) :] if path[len(root)] == "/" else path
-
-
 class ServiceAPI(FastAPI):
     """The service's FastAPI app, with ``POST /v1/act`` sent straight to its handler.
 
@@ -358,7 +348,7 @@ class ServiceAPI(FastAPI):
             self.fast_act is not None
             and scope["type"] == "http"
             and scope["method"] == "POST"
-            and _route_path(scope) == ACT_PATH
+            and get_route_path(scope) == ACT_PATH  # the path the router matches (under a route prefix too)
         ):
             await self.fast_act(scope, receive, send)
             return

@@ -70,7 +70,7 @@ from __future__ import annotations
 
 import math
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -218,7 +218,6 @@ class DecisionService:
         self._limits = exposure_limits(self._is_crypto, self.env_cfg.sim.constraints)
         self._channels: dict[int, np.ndarray] = {}  # per bar, its encoded per-asset channels
         self._channels_lock = threading.Lock()
-        self._caps_fields = self.config.caps.model_dump()  # an answer's caps, but for those that bound
         ks = self.env_cfg.sim.kill_switch
         self._kill_trigger = self.config.kill_drawdown or (ks.trigger_drawdown if ks.enabled else None)
         self._kill_release_bars = ks.release_after_bars
@@ -575,10 +574,7 @@ class DecisionService:
             else self._response(
                 p,
                 capped[i].weights,
-                {
-                    **self._caps_fields,
-                    "binding": list(capped[i].binding),
-                },  # AppliedCaps, validated with the answer
+                self.config.caps.applied(capped[i].binding),  # AppliedCaps, validated with the answer
                 None if modes is None else modes[i],
                 confidence[i],
                 bool(kill[i]),
@@ -602,7 +598,7 @@ class DecisionService:
         self,
         p: Prepared,
         weights: np.ndarray,
-        caps: AppliedCaps | Mapping[str, Any],
+        caps: AppliedCaps,
         modes: np.ndarray | None,
         confidence: np.ndarray,
         kill: bool,
