@@ -16,17 +16,19 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import UTC, datetime
-from typing import Annotated, Final, Literal
+from typing import Annotated, Any, Final, Literal
 from uuid import uuid4
 
 from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    GetCoreSchemaHandler,
     StringConstraints,
     field_validator,
     model_validator,
 )
+from pydantic_core import core_schema
 
 ACT_PATH: Final = "/v1/act"
 HEALTH_PATH: Final = "/v1/health"
@@ -56,16 +58,70 @@ UNKNOWN_BLOCK: Final = "trade_blocked sent as null (unknown)"
 the loop's cycle; unknown gates fail closed)."""
 
 
-Number = Annotated[float, Field(ge=-MAX_ABS_VALUE, le=MAX_ABS_VALUE)]
-"""A finite number within +-:data:`MAX_ABS_VALUE`. Broker numbers arrive as strings ("40", "-61.70",
-" 7 "): pydantic-core's own lax parsing reads ASCII numbers as ``float()`` does (signs, exponents,
-surrounding whitespace, ``1_000``), in Rust: a Python validator per number was a third of a request's
-parse. A string it cannot read ("ten", "", "nan", "inf", "1e400", and, unlike ``float()``, non-ASCII
-digits such as "١٢" or "１２") is a 422 naming the field."""
-NonNegative = Annotated[float, Field(ge=0, le=MAX_ABS_VALUE)]
-Positive = Annotated[float, Field(gt=0, le=MAX_ABS_VALUE)]
-"""A :data:`Number` that is also >= 0 / > 0. A field's bounds are all in its type: a ``Field(ge=0)``
-beside a :data:`Number` would merge with the type's ``ge`` and one of them would be lost."""
+class RequestNumber:
+    """The schema of a request's number (an ``Annotated`` marker): a JSON number, or a string that
+    holds one, within ``[ge or gt, le]``; never a boolean.
+
+    Broker numbers arrive as strings ("40", "-61.70", " 7 "): pydantic-core's lax parsing reads ASCII
+    numbers as ``float()`` does (signs, exponents, surrounding whitespace, ``1_000``), in Rust: a
+    Python validator per number was a third of a request's parse. A string it cannot read ("ten",
+    "", "nan", "inf", "1e400", and, unlike ``float()``, non-ASCII digits such as "١٢" or "１２") is
+    a 422 naming the field. So is ``true`` or ``false``: pydantic's lax ``float`` would read them as
+    1 and 0 (``"qty": true``, one unit held; ``"equity": true``, an account of 1), so a number is a
+    strict number or a string parsed as one (a union of the two, all in pydantic-core), with one
+    error message stating the range. All of a field's bounds are given here: a ``Field(ge=...)``
+    beside this marker would be a second place for them, and one of the two would be lost."""
+
+    def __init__(
+        self,
+        ge: float | None = None,
+        gt: float | None = None,
+        le: float = MAX_ABS_VALUE,
+        integer: bool = False,
+    ) -> None:
+        self.ge, self.gt, self.le, self.integer = ge, gt, le, integer
+
+        def shown(bound: float | None) -> str:
+            return str(int(bound or 0)) if integer else f"{bound:g}"
+
+        low = f"[{shown(ge)}" if ge is not None else f"({shown(gt)}"
+        kind = "an integer" if integer else "a finite number"
+        self.message = (
+            f"Input should be {kind} in {low}, {shown(le)}], as a JSON number or a string of one "
+            "(not a boolean)"
+        )
+
+    def _scalar(self, strict: bool) -> core_schema.CoreSchema:
+        if self.integer:
+            ge, gt = (None if b is None else int(b) for b in (self.ge, self.gt))
+            return core_schema.int_schema(strict=strict, ge=ge, gt=gt, le=int(self.le))
+        return core_schema.float_schema(
+            strict=strict, allow_inf_nan=False, ge=self.ge, gt=self.gt, le=self.le
+        )
+
+    def __get_pydantic_core_schema__(
+        self, source: Any, handler: GetCoreSchemaHandler
+    ) -> core_schema.CoreSchema:
+        lax = self._scalar(strict=False)  # reached only through a strict type: never from a bool
+        choices: list[core_schema.CoreSchema | tuple[core_schema.CoreSchema, str]] = [
+            self._scalar(strict=True)
+        ]
+        if self.integer:  # 3.0 is the integer 3 (3.5 is refused), as pydantic's lax int reads it
+            choices.append(core_schema.chain_schema([core_schema.float_schema(strict=True), lax]))
+        choices.append(core_schema.chain_schema([core_schema.str_schema(strict=True), lax]))
+        return core_schema.union_schema(
+            choices,
+            mode="left_to_right",
+            custom_error_type="request_number",
+            custom_error_message=self.message,
+        )
+
+
+Number = Annotated[float, RequestNumber(ge=-MAX_ABS_VALUE)]
+"""A finite number within +-:data:`MAX_ABS_VALUE` (:class:`RequestNumber`)."""
+NonNegative = Annotated[float, RequestNumber(ge=0)]
+Positive = Annotated[float, RequestNumber(gt=0)]
+"""A :data:`Number` that is also >= 0 / > 0."""
 MAX_KILL_BARS: Final = 1_000_000_000
 """``kill_switch.bars_active`` is at most this (a bound, so it fits the observation's int64)."""
 Symbol = Annotated[str, StringConstraints(min_length=1, max_length=MAX_SYMBOL_CHARS)]
@@ -78,7 +134,7 @@ class _Strict(BaseModel):
 class Account(_Strict):
     """The broker account at decision time (currency units)."""
 
-    equity: Annotated[float, Field(ge=MIN_EQUITY, le=MAX_ABS_VALUE)] = Field(description="account equity")
+    equity: Annotated[float, RequestNumber(ge=MIN_EQUITY)] = Field(description="account equity")
     last_equity: Number | None = Field(None, description="equity at the previous close")
     buying_power: NonNegative | None = Field(None, description="buying power")
     cash: Number | None = Field(None, description="cash (negative when borrowing)")
@@ -177,13 +233,11 @@ class CallerKillSwitch(_Strict):
     and advances it with the simulator's own ``update_kill_switch``."""
 
     active: bool = Field(description="unwind-only is on: tripped and not released yet")
-    bars_active: int = Field(
-        ge=0,
-        le=MAX_KILL_BARS,
+    bars_active: Annotated[int, RequestNumber(ge=0, le=MAX_KILL_BARS, integer=True)] = Field(
         description="bars since it tripped (0 on the bar it trips, +1 each bar after while on); 0 while "
         "off; below the policy's release_after_bars",
     )
-    peak_equity: Annotated[float, Field(gt=0)] = Field(
+    peak_equity: Positive = Field(
         description="the equity (currency units) the switch measures its drawdown from: the running "
         "peak, restarted at the equity of a timed release (so it can be below the account's peak)"
     )
@@ -200,7 +254,7 @@ class ActRequest(_Strict):
 
     account: Account
     positions: list[Position] = Field(default_factory=list, max_length=MAX_ROWS)
-    drawdown_pct: Annotated[float, Field(ge=-1.0, le=0.0)] = Field(
+    drawdown_pct: Annotated[float, RequestNumber(ge=-1.0, le=0.0)] = Field(
         description="current drawdown from the equity peak, <= 0 (-0.021 = 2.1 % down)"
     )
     analysis: dict[Symbol, SymbolSnapshot] = Field(

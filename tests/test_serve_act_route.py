@@ -128,6 +128,10 @@ def _cases(service: DecisionService) -> list[tuple[str, Callable[[TestClient], A
             "a field out of range",
             lambda c: c.post(ACT_PATH, json={**good, "drawdown_pct": 0.5}, headers=AUTH),
         ),
+        (
+            "a boolean as a number",
+            lambda c: c.post(ACT_PATH, json={**good, "account": {"equity": True}}, headers=AUTH),
+        ),
         ("a symbol outside the universe", lambda c: c.post(ACT_PATH, json=unknown, headers=AUTH)),
         (
             "a repeated position",

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -20,7 +21,15 @@ from raytrade.serve.caps import ExposureCaps, added_gross, cap_targets, gate_rea
 from raytrade.serve.client import request_from_loop
 from raytrade.serve.fallback import hold_everything
 from raytrade.serve.orders import LiveConfig, RestingOrder, plan_orders
-from raytrade.serve.schemas import Account, ActRequest, ActResponse, Position, SymbolDecision, SymbolSnapshot
+from raytrade.serve.schemas import (
+    Account,
+    ActRequest,
+    ActResponse,
+    CallerKillSwitch,
+    Position,
+    SymbolDecision,
+    SymbolSnapshot,
+)
 
 CONTRACT = Path(__file__).resolve().parents[2] / "shared" / "contracts" / "trade_loop_decision.json"
 NOW = datetime(2026, 11, 25, 14, 30, tzinfo=UTC)
@@ -679,6 +688,7 @@ def _valid(model: type) -> dict[str, object]:
         Position: {"symbol": "A", "qty": 1, "side": "long", "market_value": 1},
         SymbolSnapshot: {},
         ActRequest: {"account": {"equity": 1e5}, "drawdown_pct": 0.0, "analysis": {"A": {}}},
+        CallerKillSwitch: {"active": True, "bars_active": 1, "peak_equity": 1e5},
     }[model]
 
 
@@ -706,3 +716,62 @@ def test_every_number_is_within_the_absolute_bound(model: type, field: str) -> N
         with pytest.raises(ValidationError) as info:
             model.model_validate_json(json.dumps({**_valid(model), field: sent}))
         assert [e["loc"] for e in info.value.errors()] == [(field,)]
+
+
+_NUMBERS = [  # every number a request carries
+    (m, f)
+    for m in (Account, Position, SymbolSnapshot, ActRequest, CallerKillSwitch)
+    for f, i in m.model_fields.items()
+    if re.search(r"\b(float|int)\b", str(i.annotation))  # bare, Optional or Annotated
+]
+
+
+def test_the_numbers_listed_are_every_number_of_a_request() -> None:
+    assert len(_NUMBERS) == 20 and (CallerKillSwitch, "bars_active") in _NUMBERS
+
+
+@pytest.mark.parametrize(("model", "field"), _NUMBERS)
+def test_a_boolean_is_not_a_number(model: type, field: str) -> None:
+    """pydantic's lax float reads true as 1.0 and false as 0.0: ``"qty": true`` was one unit held,
+    ``"equity": true`` an account of 1. Refused, as JSON and as Python, one error naming the field."""
+    valid = {
+        **_valid(model),
+        **({"active": True, "bars_active": 1, "peak_equity": 1e5} if model is CallerKillSwitch else {}),
+    }
+    model.model_validate_json(json.dumps(valid))  # the body is valid without the boolean
+    for sent in (True, False):
+        for parse in (lambda b: model.model_validate_json(json.dumps(b)), model.model_validate):
+            with pytest.raises(ValidationError) as info:
+                parse({**valid, field: sent})
+            (error,) = info.value.errors()
+            assert error["loc"] == (field,) and "not a boolean" in error["msg"], error
+
+
+@pytest.mark.parametrize(
+    ("sent", "read"), [(3, 3), (3.0, 3), ("3", 3), (" 3 ", 3), (np.int64(3), 3), (0, 0), (10**9, 10**9)]
+)
+def test_bars_active_reads_integers_sent_as_numbers_or_strings(sent: object, read: int) -> None:
+    state = CallerKillSwitch.model_validate({"active": True, "bars_active": sent, "peak_equity": 1e5})
+    assert state.bars_active == read and type(state.bars_active) is int
+
+
+@pytest.mark.parametrize("sent", [3.5, "3.5", "1e3", -1, 10**9 + 1, True, None, "three"])
+def test_bars_active_refuses_what_is_not_an_integer_in_range(sent: object) -> None:
+    with pytest.raises(ValidationError) as info:
+        CallerKillSwitch.model_validate({"active": True, "bars_active": sent, "peak_equity": 1e5})
+    assert [e["loc"] for e in info.value.errors()] == [("bars_active",)]
+
+
+def test_a_number_error_states_the_fields_range() -> None:
+    body = {"account": {"equity": 0.5}, "drawdown_pct": "0.2", "analysis": {"A": {"last_close": -1}}}
+    with pytest.raises(ValidationError) as info:
+        ActRequest.model_validate_json(json.dumps(body))
+    messages = {e["loc"]: e["msg"] for e in info.value.errors()}
+    assert messages == {
+        ("account", "equity"): "Input should be a finite number in [1, 1e+12], as a JSON number or a "
+        "string of one (not a boolean)",
+        ("drawdown_pct",): "Input should be a finite number in [-1, 0], as a JSON number or a string of "
+        "one (not a boolean)",
+        ("analysis", "A", "last_close"): "Input should be a finite number in (0, 1e+12], as a JSON number "
+        "or a string of one (not a boolean)",
+    }
