@@ -6,8 +6,9 @@ and parse a huge or malformed body. Here the order is:
 
 1. the token (``Authorization: Bearer ...``), compared as SHA-256 digests in constant time: a request
    without the right one gets 401 and its body is never read, whatever it holds — except on the
-   ``open_paths`` (the liveness probe, the docs when enabled), which pass through marked
-   unauthenticated (``scope["state"]["authenticated"]``);
+   ``open_paths`` (the liveness probe, the docs when enabled; the app's own paths, matched under the
+   route prefix the server mounted it at), which pass through marked unauthenticated
+   (``scope["state"]["authenticated"]``);
 2. the body size: a ``Content-Length`` above ``max_body_bytes`` is 413 at once; a chunked body is read
    only up to the limit, then 413. A body within the limit is handed to the app unchanged.
 
@@ -23,6 +24,8 @@ import hmac
 import json
 from collections.abc import Awaitable, Callable, Collection, MutableMapping
 from typing import Any, Final
+
+from starlette._utils import get_route_path  # the path the app's router matches, as FastAPI reads it
 
 from raytrade.replay.errors import InputError
 
@@ -122,7 +125,7 @@ class GuardMiddleware:
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
         authenticated = bearer_matches(headers.get("authorization"), self.token_sha256)
         scope.setdefault("state", {})["authenticated"] = authenticated
-        if not authenticated and scope.get("path") not in self.open_paths:
+        if not authenticated and get_route_path(scope) not in self.open_paths:  # under a route prefix too
             reason = "invalid bearer token" if headers.get("authorization") else "missing bearer token"
             await _reply(send, 401, reason, [(b"www-authenticate", b"Bearer")])
             return

@@ -240,3 +240,45 @@ def test_the_fast_path_takes_the_path_the_router_would_match(
     }
     asyncio.run(api(scope, receive, send))
     assert taken == ([path] if fast else [])
+
+
+@pytest.mark.parametrize("root", ["", "/service"])
+def test_health_is_open_and_the_model_is_not_under_a_route_prefix(
+    service: DecisionService, root: str
+) -> None:
+    """Ray Serve mounts the app at its route prefix (``root_path``): the liveness probe answers there
+    without the token (it was 401), saying only that the service is up; every other path still wants it."""
+    import asyncio
+
+    api = create_api(_Backend(service, TOKEN), HttpConfig(max_as_of_skew_s=None))
+
+    def get(path: str, headers: dict[str, str]) -> tuple[int, bytes]:
+        sent: list[Any] = []
+
+        async def receive() -> dict[str, Any]:
+            return {"type": "http.request", "body": b"", "more_body": False}
+
+        async def send(message: Any) -> None:
+            sent.append(message)
+
+        scope = {
+            "type": "http",
+            "method": "GET",
+            "path": root + path,
+            "root_path": root,
+            "raw_path": (root + path).encode(),
+            "query_string": b"",
+            "headers": [(k.lower().encode(), v.encode()) for k, v in headers.items()],
+            "scheme": "http",
+            "server": ("127.0.0.1", 80),
+            "client": ("127.0.0.1", 1),
+            "asgi": {"version": "3.0"},
+            "http_version": "1.1",
+        }
+        asyncio.run(api(scope, receive, send))
+        return sent[0]["status"], b"".join(m.get("body", b"") for m in sent[1:])
+
+    assert get("/v1/health", {}) == (200, b'{"status":"ok"}')
+    status, body = get("/v1/health", AUTH)
+    assert status == 200 and json.loads(body)["model"] == service.model_ref
+    assert get("/v1/model", {})[0] == 401

@@ -35,7 +35,11 @@ class Recorder:
 
 
 def _call(
-    guard: GuardMiddleware, headers: dict[str, str], chunks: Iterator[bytes], path: str = "/v1/act"
+    guard: GuardMiddleware,
+    headers: dict[str, str],
+    chunks: Iterator[bytes],
+    path: str = "/v1/act",
+    root_path: str = "",
 ) -> tuple[int, dict[str, Any], int]:
     """(status, JSON body, chunks read) of one request through ``guard``."""
     read = 0
@@ -57,6 +61,7 @@ def _call(
         "type": "http",
         "method": "POST",
         "path": path,
+        "root_path": root_path,
         "headers": [(k.lower().encode(), v.encode()) for k, v in headers.items()],
     }
     asyncio.run(guard(scope, receive, send))
@@ -123,6 +128,28 @@ def test_open_paths_pass_without_the_token_marked_unauthenticated() -> None:
     assert status == 200 and app.scopes[0]["state"]["authenticated"] is False
     status, _, _ = _call(_guard(app), {}, _last(b""), path="/v1/health/../model")
     assert status == 401
+
+
+@pytest.mark.parametrize(
+    ("path", "root_path", "status"),
+    [
+        ("/policy/v1/health", "/policy", 200),  # under a route prefix (Ray Serve sets root_path to it)
+        ("/a/b/v1/health", "/a/b", 200),
+        ("/policy/v1/health", "", 401),  # a prefix the server did not mount is part of the path
+        ("/policy/v1/health", "/other", 401),
+        ("/policyx/v1/health", "/policy", 401),
+        ("/policy/v1/act", "/policy", 401),
+        ("/policy", "/policy", 401),
+    ],
+)
+def test_open_paths_are_matched_as_the_router_matches_them(path: str, root_path: str, status: int) -> None:
+    """The open paths are the app's own, under whatever route prefix the server mounted it at: the
+    health probe of a service deployed at ``/policy`` answered 401 without the token."""
+    app = Recorder()
+    got, _, _ = _call(_guard(app), {}, _last(b""), path=path, root_path=root_path)
+    assert got == status
+    if status == 200:
+        assert app.scopes[0]["state"]["authenticated"] is False
 
 
 def test_tokens_shorter_than_32_characters_are_refused_without_echoing_them() -> None:
