@@ -192,6 +192,25 @@ def test_requests_count_once_whichever_way_they_come(service: DecisionService) -
     assert (backend.requests, backend.batches) == (2, 2)
 
 
+def _scope(method: str, path: str, root: str, headers: dict[str, str] | None = None) -> dict[str, Any]:
+    """An HTTP request's ASGI scope, the app mounted at ``root`` (as Ray Serve mounts it at its route
+    prefix: ``path`` holds the prefix, ``root_path`` names it)."""
+    return {
+        "type": "http",
+        "method": method,
+        "path": path,
+        "root_path": root,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "headers": [(k.lower().encode(), v.encode()) for k, v in (headers or {}).items()],
+        "scheme": "http",
+        "server": ("127.0.0.1", 80),
+        "client": ("127.0.0.1", 1),
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+    }
+
+
 @pytest.mark.parametrize(
     ("path", "root", "fast"),
     [
@@ -224,21 +243,7 @@ def test_the_fast_path_takes_the_path_the_router_would_match(
         return None
 
     api.fast_act = recorded
-    scope = {
-        "type": "http",
-        "method": "POST",
-        "path": path,
-        "root_path": root,
-        "raw_path": path.encode(),
-        "query_string": b"",
-        "headers": [],
-        "scheme": "http",
-        "server": ("127.0.0.1", 80),
-        "client": ("127.0.0.1", 1),
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-    }
-    asyncio.run(api(scope, receive, send))
+    asyncio.run(api(_scope("POST", path, root), receive, send))
     assert taken == ([path] if fast else [])
 
 
@@ -261,21 +266,7 @@ def test_health_is_open_and_the_model_is_not_under_a_route_prefix(
         async def send(message: Any) -> None:
             sent.append(message)
 
-        scope = {
-            "type": "http",
-            "method": "GET",
-            "path": root + path,
-            "root_path": root,
-            "raw_path": (root + path).encode(),
-            "query_string": b"",
-            "headers": [(k.lower().encode(), v.encode()) for k, v in headers.items()],
-            "scheme": "http",
-            "server": ("127.0.0.1", 80),
-            "client": ("127.0.0.1", 1),
-            "asgi": {"version": "3.0"},
-            "http_version": "1.1",
-        }
-        asyncio.run(api(scope, receive, send))
+        asyncio.run(api(_scope("GET", root + path, root, headers), receive, send))
         return sent[0]["status"], b"".join(m.get("body", b"") for m in sent[1:])
 
     assert get("/v1/health", {}) == (200, b'{"status":"ok"}')
