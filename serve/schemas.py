@@ -24,10 +24,12 @@ from pydantic import (
     ConfigDict,
     Field,
     GetCoreSchemaHandler,
+    GetJsonSchemaHandler,
     StringConstraints,
     field_validator,
     model_validator,
 )
+from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import core_schema
 
 ACT_PATH: Final = "/v1/act"
@@ -60,41 +62,53 @@ the loop's cycle; unknown gates fail closed)."""
 
 class RequestNumber:
     """The schema of a request's number (an ``Annotated`` marker): a JSON number, or a string that
-    holds one, within ``[ge or gt, le]``; never a boolean.
+    holds one, within its bounds (``ge`` or ``gt``, ``le``; None: unbounded on that side); never
+    JSON's ``true`` or ``false``, nor a Python ``bool``.
 
     Broker numbers arrive as strings ("40", "-61.70", " 7 "): pydantic-core's lax parsing reads ASCII
     numbers as ``float()`` does (signs, exponents, surrounding whitespace, ``1_000``), in Rust: a
     Python validator per number was a third of a request's parse. A string it cannot read ("ten",
     "", "nan", "inf", "1e400", and, unlike ``float()``, non-ASCII digits such as "١٢" or "１２") is
-    a 422 naming the field. So is ``true`` or ``false``: pydantic's lax ``float`` would read them as
-    1 and 0 (``"qty": true``, one unit held; ``"equity": true``, an account of 1), so a number is a
-    strict number or a string parsed as one (a union of the two, all in pydantic-core), with one
-    error message stating the range. All of a field's bounds are given here: a ``Field(ge=...)``
-    beside this marker would be a second place for them, and one of the two would be lost."""
+    a 422 naming the field. So is a boolean: pydantic's lax ``float`` reads ``true`` as 1 and
+    ``false`` as 0 (``"qty": true`` was one unit held, ``"equity": true`` an account of 1), so a
+    number is a strict number or a string parsed as one (a union of the two, all in pydantic-core),
+    with one error message stating the range. (A numpy ``bool_`` in a Python-mode validation still
+    reads as a number: strict floats take anything with ``__float__``; neither the HTTP body nor
+    ``serve.client.request_payload``, which turns numpy scalars into Python ones, can carry one.)
+    All of a field's bounds are given here: a ``Field(ge=...)`` beside this marker would be a second
+    place for them, and one of the two would be lost."""
 
     def __init__(
         self,
         ge: float | None = None,
         gt: float | None = None,
-        le: float = MAX_ABS_VALUE,
+        le: float | None = MAX_ABS_VALUE,
         integer: bool = False,
     ) -> None:
+        if ge is not None and gt is not None:
+            raise ValueError("RequestNumber takes ge or gt, not both")
         self.ge, self.gt, self.le, self.integer = ge, gt, le, integer
-
-        def shown(bound: float | None) -> str:
-            return str(int(bound or 0)) if integer else f"{bound:g}"
-
-        low = f"[{shown(ge)}" if ge is not None else f"({shown(gt)}"
-        kind = "an integer" if integer else "a finite number"
         self.message = (
-            f"Input should be {kind} in {low}, {shown(le)}], as a JSON number or a string of one "
-            "(not a boolean)"
+            f"Input should be {self._described()}, as a JSON number or a string of one (not a boolean)"
         )
+
+    def _described(self) -> str:
+        def shown(bound: float) -> str:  # 1e+12, 0.5, 1234567.5: short, and the bound exactly
+            short = f"{bound:g}"
+            return str(int(bound)) if self.integer else short if float(short) == bound else repr(bound)
+
+        kind = "an integer" if self.integer else "a finite number"
+        low = None if self.ge is None and self.gt is None else self.ge if self.ge is not None else self.gt
+        if low is not None and self.le is not None:
+            return f"{kind} in {'[' if self.ge is not None else '('}{shown(low)}, {shown(self.le)}]"
+        if low is not None:
+            return f"{kind} {'>=' if self.ge is not None else '>'} {shown(low)}"
+        return kind if self.le is None else f"{kind} <= {shown(self.le)}"
 
     def _scalar(self, strict: bool) -> core_schema.CoreSchema:
         if self.integer:
-            ge, gt = (None if b is None else int(b) for b in (self.ge, self.gt))
-            return core_schema.int_schema(strict=strict, ge=ge, gt=gt, le=int(self.le))
+            ge, gt, le = (None if b is None else int(b) for b in (self.ge, self.gt, self.le))
+            return core_schema.int_schema(strict=strict, ge=ge, gt=gt, le=le)
         return core_schema.float_schema(
             strict=strict, allow_inf_nan=False, ge=self.ge, gt=self.gt, le=self.le
         )
@@ -115,6 +129,18 @@ class RequestNumber:
             custom_error_type="request_number",
             custom_error_message=self.message,
         )
+
+    def __get_pydantic_json_schema__(
+        self, schema: core_schema.CoreSchema, handler: GetJsonSchemaHandler
+    ) -> JsonSchemaValue:
+        """The bounded number, or a string holding one (JSON Schema cannot bound a string's value:
+        its description says so); not the union's branches, whose chains carry no bounds."""
+        number: dict[str, Any] = {"type": "integer" if self.integer else "number"}
+        for key, bound in (("minimum", self.ge), ("exclusiveMinimum", self.gt), ("maximum", self.le)):
+            if bound is not None:
+                number[key] = int(bound) if self.integer else bound
+        text = {"type": "string", "description": f"{self._described()}, written as text"}
+        return {"anyOf": [number, text]}
 
 
 Number = Annotated[float, RequestNumber(ge=-MAX_ABS_VALUE)]
@@ -237,7 +263,7 @@ class CallerKillSwitch(_Strict):
         description="bars since it tripped (0 on the bar it trips, +1 each bar after while on); 0 while "
         "off; below the policy's release_after_bars",
     )
-    peak_equity: Positive = Field(
+    peak_equity: Annotated[float, RequestNumber(gt=0, le=None)] = Field(
         description="the equity (currency units) the switch measures its drawdown from: the running "
         "peak, restarted at the equity of a timed release (so it can be below the account's peak)"
     )

@@ -775,3 +775,25 @@ def test_a_number_error_states_the_fields_range() -> None:
         ("analysis", "A", "last_close"): "Input should be a finite number in (0, 1e+12], as a JSON number "
         "or a string of one (not a boolean)",
     }
+
+
+_PROBES = [-2e12, -1e12, -1.01, -1.0, -0.01, 0.0, 0.5, 0.99, 1.0, 2.5, 3.0, 1e9, 1e9 + 1, 1e12, 2e12, 1e17]
+
+
+@pytest.mark.parametrize(("model", "field"), _NUMBERS)
+def test_the_published_schema_bounds_each_number_as_validation_does(model: type, field: str) -> None:
+    """``/openapi.json`` and the request's JSON schema say what a number may be: a JSON number sent
+    to the service is valid by the schema exactly when the service accepts it (the schema listed the
+    union's unbounded branches, and a bars_active of -5, 2.5 or 1e15 passed it)."""
+    import jsonschema
+
+    prop = model.model_json_schema()["properties"][field]
+    assert {"type": "string"} in [{"type": b.get("type")} for b in prop["anyOf"]]  # broker strings
+    for value in _PROBES:
+        sent = {**_valid(model), field: value}
+        try:
+            model.model_validate_json(json.dumps(sent))
+            accepted = True
+        except ValidationError:
+            accepted = False
+        assert jsonschema.Draft202012Validator(prop).is_valid(value) == accepted, (field, value)

@@ -981,3 +981,13 @@ def test_an_object_in_a_list_raises_naming_its_path() -> None:
 def test_an_invalid_state_raises_the_validation_error() -> None:
     with pytest.raises(ValidationError, match="drawdown_pct"):
         request_from_loop({**STATE, "drawdown_pct": 0.5})
+
+
+def test_an_account_that_lost_everything_is_stamped_with_its_implied_peak() -> None:
+    """A first request at ``drawdown_pct`` -1 implies a peak of equity / 1e-12 (the tracker's floor
+    on the fraction left): far above the 1e12 every other number is held to, and still a request."""
+    request = request_from_loop({**STATE, "drawdown_pct": -1.0})
+    stamped = KillSwitchTracker(KillSwitchConfig()).stamp(request)
+    assert stamped.kill_switch is not None and stamped.kill_switch.peak_equity == pytest.approx(1e17)
+    sent = ActRequest.model_validate_json(stamped.model_dump_json())  # as the service reads it
+    assert sent.kill_switch == stamped.kill_switch
