@@ -411,6 +411,11 @@ def plan_cycle(
             if note is not None:
                 notes[symbol] = note
             continue
+        if answer.kill_switch_active and _grows(side, held):  # unwind only, whatever the prices say
+            notes[symbol] = (
+                f"{symbol}: kill switch on: unwind only, a {side} of {qty:g} from {held:+g} would add to it"
+            )
+            continue
         passive = d.gate_mode in LIMIT_GATE_MODES  # a limit at the near touch (envs.gate_modes)
         decision_id = f"{cycle_id}:{symbol}"
         plans.append(
@@ -432,6 +437,15 @@ def plan_cycle(
     return CyclePlan(plans, notes)
 
 
+def moves(d: SymbolDecision) -> bool:
+    """Whether the answer moves the symbol: its target weight is not its current weight. One the answer
+    keeps gets no order, whatever the loop's own price says: the service weighs positions at the
+    broker's market value and the loop at the quote's mid, and trading the difference (the units held
+    times the gap between the two prices) would defeat the no-trade band, and under the kill switch
+    could add to a position (the answer's ``target_qty`` for a kept symbol is the units held)."""
+    return abs(d.target_weight - d.current_weight) > 1e-12
+
+
 def _loop_hold_note(
     symbol: str,
     d: SymbolDecision,
@@ -447,9 +461,7 @@ def _loop_hold_note(
     labels = [o.label or "an order" for o in resting if o.symbol == symbol]
     if labels:  # its position may still change: said even when the answer would not move it
         why = f"an earlier order ({', '.join(labels)}) may still fill"
-    elif abs(d.target_weight - d.current_weight) <= 1e-12 or (
-        float(held_qty.get(symbol, 0.0)) == 0 and d.target_weight == 0
-    ):
+    elif not moves(d) or (float(held_qty.get(symbol, 0.0)) == 0 and d.target_weight == 0):
         return None  # the answer does not move it
     elif tradeable_mid(quotes.get(symbol)) is None:
         why = "no tradeable quote (missing, stale, crossed or one-sided)"
@@ -469,6 +481,11 @@ def _rounded_away_note(symbol: str, move: float, mid: float, step: float, short:
 def _whole_short(symbol: str, held: float, cfg: LiveConfig) -> bool:
     """A fractional-mode equity short: a buy that covers part of it must leave a whole-share short."""
     return held < 0 and cfg.fractional and not is_crypto_symbol(symbol)
+
+
+def _grows(side: OrderSide, held: float) -> bool:
+    """Whether an order of ``side`` adds to the position ``held`` (opens one from flat included)."""
+    return held >= 0 if side == "buy" else held <= 0
 
 
 def _sized(
@@ -617,7 +634,9 @@ def _capped_targets(
             current[i] = held * mid / equity
         else:
             current[i] = d.current_weight if held != 0 else 0.0
-        movable[i] = d.gate_mode != "hold" and d.tradeable and mid is not None and symbol not in busy
+        movable[i] = (
+            d.gate_mode != "hold" and d.tradeable and mid is not None and symbol not in busy and moves(d)
+        )
         target[i] = d.target_weight
         if is_crypto_symbol(symbol) and d.target_weight < 0:
             target[i], notes[i] = 0.0, f"crypto cannot be shorted: target {d.target_weight:+.4f} -> 0"

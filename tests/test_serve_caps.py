@@ -20,7 +20,7 @@ from raytrade.replay.sources.alpaca import TopOfBook, is_crypto_symbol
 from raytrade.serve.caps import ExposureCaps, added_gross, cap_targets, gate_reason
 from raytrade.serve.client import request_from_loop
 from raytrade.serve.fallback import hold_everything
-from raytrade.serve.orders import LiveConfig, RestingOrder, plan_orders
+from raytrade.serve.orders import LiveConfig, RestingOrder, plan_cycle, plan_orders
 from raytrade.serve.schemas import (
     Account,
     ActRequest,
@@ -405,8 +405,10 @@ def _book(bid: float, ask: float) -> TopOfBook:
     return TopOfBook(NOW, bid, ask, 100.0, 100.0)
 
 
-def _answer(decisions: dict[str, tuple[float, str]]) -> ActResponse:
-    """``decisions``: symbol -> (target, gate mode); current weights are not read by the planner."""
+def _answer(decisions: dict[str, tuple[float, str]], current: dict[str, float] | None = None) -> ActResponse:
+    """``decisions``: symbol -> (target, gate mode); ``current``: symbol -> the service's current
+    weight (default 0). The planner sends nothing for a symbol whose target is its current weight
+    (``serve.orders.moves``), and otherwise sizes from its own holdings at the mid."""
     return ActResponse(
         model="alpha@3",
         model_version=3,
@@ -414,7 +416,7 @@ def _answer(decisions: dict[str, tuple[float, str]]) -> ActResponse:
         decisions={
             s: SymbolDecision(
                 target_weight=t,
-                current_weight=0.0,
+                current_weight=(current or {}).get(s, 0.0),
                 side="flat" if t == 0 else ("long" if t > 0 else "short"),
                 gate_mode=m,  # type: ignore[arg-type]
                 confidence=0.5,
@@ -535,8 +537,8 @@ def test_one_share_above_the_order_cap_never_walks_past_the_exposure_caps(
     for cycle in range(cycles):
         modes = st.sampled_from(["aggressive", "flat", "hold"])
         targets = st.one_of(st.just(0.0), weights)  # often a close (the kill switch's unwind)
-        answer = _answer({s: (data.draw(targets), data.draw(modes)) for s in symbols})
         before = {s: held[s] * prices[s] / equity for s in symbols}
+        answer = _answer({s: (data.draw(targets), data.draw(modes)) for s in symbols}, before)
         plans = plan_orders(answer, equity, books, held, f"c{cycle}", cfg, dollar_volume=volumes)
         for plan in plans:
             held[plan.symbol] += plan.qty if plan.side == "buy" else -plan.qty
@@ -625,7 +627,8 @@ def test_a_reduction_its_order_cap_cuts_short_frees_only_the_gross_it_frees(
             "MSFT": (0.0, "flat"),
             "BTCUSD": (1.0, "aggressive"),
             "NVDA": (1.0, "aggressive"),
-        }
+        },
+        {"AAPL": 1500.0 * 80.0 / EQUITY},
     )
     held = {"AAPL": 1500.0}
     volumes = {} if volume is None else {"AAPL": volume}
@@ -797,3 +800,32 @@ def test_the_published_schema_bounds_each_number_as_validation_does(model: type,
         except ValidationError:
             accepted = False
         assert jsonschema.Draft202012Validator(prop).is_valid(value) == accepted, (field, value)
+
+
+@pytest.mark.parametrize("kill", [False, True])
+def test_a_symbol_the_answer_keeps_gets_no_order_whatever_the_mid(kill: bool) -> None:
+    """The service weighs 100 AAPL at the broker's $101 (0.101 of equity) and keeps it there
+    (target = current); the loop's mid is $100. It bought 1 share to make up the price gap (under the
+    kill switch too: a buy while unwinding). A symbol the answer moves still trades."""
+    answer = _answer({"AAPL": (0.101, "aggressive"), "MSFT": (0.2, "aggressive")}, {"AAPL": 0.101})
+    answer = answer.model_copy(update={"kill_switch_active": kill})
+    plan = plan_cycle(answer, EQUITY, QUOTES, {"AAPL": 100.0}, "c1", LiveConfig(fractional=False))
+    assert [p.symbol for p in plan.orders] == ([] if kill else ["MSFT"])
+    assert "AAPL" not in plan.notes  # nothing to say: the answer does not move it
+
+
+def test_under_the_kill_switch_no_order_adds_to_a_position() -> None:
+    """The answer unwinds AAPL from 0.0999 to 0.099 of equity at the broker's price ($101.94 for 98
+    shares), but at the loop's mid of $100 the 99-share target is a buy of 1: under the kill switch
+    an order that adds to a position, or opens one, is refused with a note; reductions go out."""
+    answer = _answer(
+        {"AAPL": (0.099, "aggressive"), "MSFT": (0.0, "flat"), "BTCUSD": (0.01, "aggressive")},
+        {"AAPL": 0.0999, "MSFT": 0.08},
+    ).model_copy(update={"kill_switch_active": True})
+    held = {"AAPL": 98.0, "MSFT": 20.0}
+    plan = plan_cycle(answer, EQUITY, QUOTES, held, "c1", LiveConfig(fractional=False))
+    assert [(p.symbol, p.side, p.qty) for p in plan.orders] == [("MSFT", "sell", 20.0)]
+    assert plan.notes["AAPL"] == "AAPL: kill switch on: unwind only, a buy of 1 from +98 would add to it"
+    assert plan.notes["BTCUSD"].startswith("BTCUSD: kill switch on: unwind only, a buy of")
+    off = plan_cycle(answer.model_copy(update={"kill_switch_active": False}), EQUITY, QUOTES, held, "c1")
+    assert {p.symbol for p in off.orders} == {"AAPL", "MSFT", "BTCUSD"}  # the same answer, switch off
