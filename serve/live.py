@@ -187,6 +187,7 @@ from raytrade.serve.kill_switch_rule import (
 )
 from raytrade.serve.orders import (
     CLIENT_ORDER_PREFIX,
+    CyclePlan,
     LiveConfig,
     OrderPlan,
     RestingOrder,
@@ -682,10 +683,10 @@ class LiveLoop:
         now = (now or datetime.now(UTC)).astimezone(UTC)
         cycle_id = now.strftime("%Y%m%dT%H%M%S%fZ")
         state = LiveState.load(self.state_file)
-        self._sync_with_broker(state)
+        listed = self._sync_with_broker(state)
         # rows whose orders' outcome a crash (or a failed submit look-up) hid, now the broker has said
         state.unlogged_rows = settle_rows(state.unlogged_rows, state.pending)
-        fill_rows, still_open = self._reconcile(state, now)
+        fill_rows, still_open = self._reconcile(state, now, listed)
         # A done order stays in the state until its fill row is logged (a crash or a failed log in
         # between must not forget the fill; the store's de-duplication keeps it from counting twice).
         fill_ids = {r["decision_id"] for r in fill_rows}
@@ -743,6 +744,10 @@ class LiveLoop:
         planned = plan_cycle(
             answer, account.equity, tradeable_quotes, held, cycle_id, self.config, volumes, values, resting
         )
+        if listed is None:  # an order of ours the state does not know may rest: nothing goes on top of it
+            unlisted = "not sent: the broker's open orders could not be listed"
+            notes = {p.symbol: f"{p.symbol}: {p.side} {p.qty:g} {unlisted}" for p in planned.orders}
+            planned = CyclePlan([], {**planned.notes, **notes})
         plans = planned.orders
         for symbol, note in planned.notes.items():  # a target a cap (or another rule) keeps out of reach
             log.warning("cycle %s: no order for %s: %s", cycle_id, symbol, note)
@@ -973,12 +978,16 @@ class LiveLoop:
             self._step += 1
         return rows
 
-    def _sync_with_broker(self, state: LiveState, counting: bool = True) -> None:
+    def _sync_with_broker(self, state: LiveState, counting: bool = True) -> set[str] | None:
         """Resolve ``planned`` orders by client id (adopted when the broker has them, dropped when it
         never saw them) and adopt the broker's open orders with this project's client-id prefix that
         the state does not know. A broker that cannot be asked leaves the state as it is; a failed
         look-up of a ``planned`` order counts as an unreadable cycle when ``counting`` (each cycle's
-        sync, not the one at start, which precedes the first cycle's)."""
+        sync, not the one at start, which precedes the first cycle's).
+
+        Returns the ids of the orders the broker listed open, or None when it could not list them:
+        then an order of this loop the state does not know (a lost state file, a submit whose
+        look-up missed it) may be resting, unseen, and the cycle sends nothing on top of it."""
         kept: list[dict[str, Any]] = []
         for p in state.pending:
             if p.get("status", "submitted") == "planned":
@@ -1009,8 +1018,9 @@ class LiveLoop:
         try:
             open_orders = self.broker.open_orders()
         except Exception as exc:
-            log.warning("cannot list open orders: %s", exc)
-            open_orders = []
+            log.warning("cannot list open orders: %s; no order is sent this cycle", exc)
+            state.pending = kept
+            return None
         for o in open_orders:
             cid = o.client_order_id or ""
             if not cid.startswith(CLIENT_ORDER_PREFIX) or o.order_id in known or cid in known:
@@ -1033,6 +1043,7 @@ class LiveLoop:
             _record_size(adopted, o)
             kept.append(adopted)
         state.pending = kept
+        return {o.order_id for o in open_orders}
 
     def _cancel(self, still_open: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Cancel the earlier cycles' orders that still rest: this cycle's decision supersedes them
@@ -1084,10 +1095,13 @@ class LiveLoop:
         return resting
 
     def _reconcile(
-        self, state: LiveState, now: datetime
+        self, state: LiveState, now: datetime, listed: set[str] | None = None
     ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         """Experience rows for earlier orders that are done and (partly) filled, and the orders still
-        open (kept for the next cycle).
+        open (kept for the next cycle). An order the broker says it does not know (404) is dropped only
+        when this cycle's listing of open orders (``listed``; None: it failed) does not show it either:
+        one the listing shows open is kept, counted as unreadable (dropped, its symbol would be planned
+        again on top of it).
 
         A fill row is stamped with ``now``, when the loop learnt of it: the store is append-only per
         symbol, and a later cycle's decision may already be stored. The fill's own time is
@@ -1101,8 +1115,23 @@ class LiveLoop:
                 continue
             try:
                 o = self.broker.order(p["order_id"])
-            except OrderNotFound:  # e.g. an id of another account: kept, it would hold its symbol for ever
-                log.error("order %s (%s) is unknown to the broker: dropped", p["order_id"], p.get("symbol"))
+            except (
+                OrderNotFound
+            ) as exc:  # e.g. an id of another account: kept, it would hold its symbol for ever
+                if listed is not None and p["order_id"] not in listed:
+                    log.error(
+                        "order %s (%s) is unknown to the broker: dropped", p["order_id"], p.get("symbol")
+                    )
+                    continue
+                shown = "listed open" if listed is not None else "not listed (the listing failed)"
+                log.warning(
+                    "order %s (%s) is unknown to the broker but %s: kept (cycle %d in a row)",
+                    p["order_id"],
+                    p.get("symbol"),
+                    shown,
+                    _count_unreadable(p, exc),
+                )
+                still_open.append(p)
                 continue
             except Exception as exc:  # the broker is unreachable: try again next cycle (counted)
                 log.warning(

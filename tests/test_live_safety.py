@@ -31,6 +31,7 @@ from raytrade.serve.live import (
     LiveLoop,
     LiveState,
     LiveStateError,
+    OrderNotFound,
     OrderState,
     UnreadableOrderError,
     _number,
@@ -1185,3 +1186,80 @@ def test_raytrade_live_refuses_an_account_another_loop_trades(
     )
     assert len(result.output.strip().splitlines()) == 1
     assert _posts(trading) == 0 and not (tmp_path / "other.json").exists()
+
+
+class _UnsureBroker(FakeBroker):
+    """A submit whose answer is lost (the order rests, the call raises) and whose look-up by client id
+    misses it once; a listing of open orders that fails when told; orders whose read is a 404."""
+
+    def __init__(self) -> None:
+        super().__init__(100_000.0, dict(PRICES))
+        self.lose_answer: set[str] = set()
+        self.hidden: set[str] = set()
+        self.listing_fails = False
+        self.not_found: set[str] = set()
+
+    def submit(self, plan: OrderPlan) -> str:
+        order_id = super().submit(plan)
+        if plan.symbol in self.lose_answer:
+            self.lose_answer.discard(plan.symbol)
+            self.hidden.add(plan.client_order_id)
+            raise RuntimeError("ReadTimeout: POST /v2/orders")
+        return order_id
+
+    def order_by_client_id(self, client_order_id: str) -> Any:
+        if client_order_id in self.hidden:
+            self.hidden.discard(client_order_id)
+            return None
+        return super().order_by_client_id(client_order_id)
+
+    def open_orders(self) -> Any:
+        if self.listing_fails:
+            raise RuntimeError("HTTP 500 on GET /v2/orders")
+        return super().open_orders()
+
+    def order(self, order_id: str) -> Any:
+        if order_id in self.not_found:
+            raise OrderNotFound(order_id)
+        return super().order(order_id)
+
+    def resting(self, symbol: str) -> list[str]:
+        return [i for i, o in self.orders.items() if o.status == "new" and self.sides[i][0] == symbol]
+
+
+def test_a_cycle_whose_open_orders_cannot_be_listed_sends_nothing(tmp_path: Path) -> None:
+    """Cycle 1's passive MSFT buy rests at the broker but its submit errored and the look-up missed it:
+    the state calls it refused and forgets it. Cycle 2's listing, the one thing that would adopt it,
+    fails: the cycle traded MSFT again (two resting buys). Now it sends nothing that cycle; the next
+    cycle's listing adopts the order, cancels it as any resting order, and only then buys again."""
+    broker, state = _UnsureBroker(), tmp_path / "state.json"
+    config = LiveConfig(account_lock_dir=tmp_path / "locks")
+    with LiveLoop(broker, ScriptedPolicy(PASSIVE_MSFT), ["MSFT"], state, None, config, reset=True) as loop:
+        broker.lose_answer = {"MSFT"}
+        first = loop.cycle(T0)
+        assert list(first.rejected) and broker.resting("MSFT") == ["o1"]
+        broker.listing_fails = True
+        second = loop.cycle(T0 + timedelta(days=1))
+        assert second.plans == [] and broker.resting("MSFT") == ["o1"]
+        broker.listing_fails = False
+        third = loop.cycle(T0 + timedelta(days=2))
+    # adopted, then cancelled as every resting order is (the new decision supersedes it): one order rests
+    assert "o1" in broker.cancelled and [p.symbol for p in third.plans] == ["MSFT"]
+    assert broker.resting("MSFT") == ["o2"]
+
+
+def test_an_order_the_broker_404s_but_lists_open_is_kept(tmp_path: Path) -> None:
+    """``GET /orders/{id}`` answers 404 for the resting MSFT buy while the cycle's own listing shows it
+    open: it was dropped, and the symbol planned again on top of it. Now it is kept (counted as
+    unreadable), cancelled as any resting order is, and a new order goes out only once it is gone."""
+    broker, state = _UnsureBroker(), tmp_path / "state.json"
+    config = LiveConfig(account_lock_dir=tmp_path / "locks")
+    with LiveLoop(broker, ScriptedPolicy(PASSIVE_MSFT), ["MSFT"], state, None, config, reset=True) as loop:
+        first = loop.cycle(T0)
+        (order_id,) = first.submitted.values()
+        broker.not_found = {order_id}
+        broker.cancel = lambda oid: (_ for _ in ()).throw(RuntimeError("HTTP 500"))  # type: ignore[method-assign]
+        second = loop.cycle(T0 + timedelta(days=1))
+    assert second.plans == [] and broker.resting("MSFT") == [order_id]  # held on top of it, not doubled
+    kept = LiveState.load(state).pending
+    assert [p["order_id"] for p in kept] == [order_id] and kept[0]["unreadable_cycles"] == 1
