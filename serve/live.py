@@ -177,7 +177,6 @@ from raytrade.serve.kill_switch_rule import (
     REFUSED_COUNT,
     RULE_UNKNOWN_MODEL,
     Held,
-    KillSwitchRuleError,
     LoopRule,
     Refused,
     RuleUnknown,
@@ -691,6 +690,11 @@ class LiveLoop:
         # between must not forget the fill; the store's de-duplication keeps it from counting twice).
         fill_ids = {r["decision_id"] for r in fill_rows}
         unlogged = [p for p in state.pending if f"{p['decision_id']}:fill" in fill_ids]
+        # What the broker said is saved before anything else can fail: a cycle that stops below (the
+        # broker's account unreadable, the service refusing the request) keeps its adoptions and its
+        # unreadable counts, so --max-unreadable-order-cycles still stops a loop that fails every cycle.
+        state.pending = still_open + unlogged
+        state.save(self.state_file)
         self._stop_on_unreadable(state, still_open + unlogged)
         may_fill = self._cancel(still_open)
 
@@ -718,12 +722,7 @@ class LiveLoop:
         request = request_from_loop(loop_state, as_of=now)
         if self.store is not None:  # transitions are logged only where experience is
             request = request.model_copy(update={"observation": True})
-        try:
-            answer, switch = self._ask(request, state.kill_switch, peak_before)
-        except KillSwitchRuleError:  # a hot swap to a rule the configured one is looser than
-            state.pending = still_open + unlogged
-            state.save(self.state_file)
-            raise
+        answer, switch = self._ask(request, state.kill_switch, peak_before)  # may raise: state saved above
         asked = time.perf_counter()
         held = {p.symbol: p.qty for p in positions}
         # A symbol whose earlier order may still fill is held (a second order could double it), and

@@ -27,6 +27,7 @@ from raytrade.replay.credentials import shown_url
 from raytrade.replay.sources.alpaca import SourceError
 from raytrade.replay.writer import ReplayWriter
 from raytrade.serve.alpaca_broker import AlpacaBroker, NotPaperError
+from raytrade.serve.client import ServiceError
 from raytrade.serve.live import (
     LiveLoop,
     LiveState,
@@ -1190,7 +1191,8 @@ def test_raytrade_live_refuses_an_account_another_loop_trades(
 
 class _UnsureBroker(FakeBroker):
     """A submit whose answer is lost (the order rests, the call raises) and whose look-up by client id
-    misses it once; a listing of open orders that fails when told; orders whose read is a 404."""
+    misses it once; a listing of open orders that fails when told; orders whose read is a 404, or a
+    500."""
 
     def __init__(self) -> None:
         super().__init__(100_000.0, dict(PRICES))
@@ -1198,6 +1200,7 @@ class _UnsureBroker(FakeBroker):
         self.hidden: set[str] = set()
         self.listing_fails = False
         self.not_found: set[str] = set()
+        self.unreadable: set[str] = set()
 
     def submit(self, plan: OrderPlan) -> str:
         order_id = super().submit(plan)
@@ -1221,6 +1224,8 @@ class _UnsureBroker(FakeBroker):
     def order(self, order_id: str) -> Any:
         if order_id in self.not_found:
             raise OrderNotFound(order_id)
+        if order_id in self.unreadable:
+            raise RuntimeError("HTTP 500")
         return super().order(order_id)
 
     def resting(self, symbol: str) -> list[str]:
@@ -1263,3 +1268,39 @@ def test_an_order_the_broker_404s_but_lists_open_is_kept(tmp_path: Path) -> None
     assert second.plans == [] and broker.resting("MSFT") == [order_id]  # held on top of it, not doubled
     kept = LiveState.load(state).pending
     assert [p["order_id"] for p in kept] == [order_id] and kept[0]["unreadable_cycles"] == 1
+
+
+class _RefusingPolicy(ScriptedPolicy):
+    """Answers until ``refusing``, then every request is a 422 naming an analysis row (a hot swap to a
+    version whose universe lacks a symbol the loop trades)."""
+
+    refusing = False
+
+    def act(self, request: Any, *, deadline: Any = None) -> Any:
+        from raytrade.serve.client import ServiceRequestError
+
+        if self.refusing:
+            raise ServiceRequestError(
+                "HTTP 422: analysis.MSFT: not in the model's universe", ("analysis.MSFT",)
+            )
+        return super().act(request, deadline=deadline)
+
+
+def test_a_loop_the_service_refuses_every_cycle_still_counts_its_unreadable_orders(tmp_path: Path) -> None:
+    """Each cycle raised out before its first save, so what the broker said was lost every time: the
+    unreadable order's count never reached --max-unreadable-order-cycles and the loop failed for ever.
+    Now the state is saved before the ask: the count grows by one a cycle and the loop stops at 3."""
+    broker, state = _UnsureBroker(), tmp_path / "state.json"
+    policy = _RefusingPolicy(PASSIVE_MSFT)
+    config = LiveConfig(account_lock_dir=tmp_path / "locks", max_unreadable_order_cycles=3)
+    with LiveLoop(broker, policy, ["MSFT"], state, None, config, reset=True) as loop:
+        (order_id,) = loop.cycle(T0).submitted.values()
+        broker.unreadable, policy.refusing = {order_id}, True
+        counts = []
+        for day in (1, 2):
+            with pytest.raises(ServiceError, match="HTTP 422"):
+                loop.cycle(T0 + timedelta(days=day))
+            counts.append(LiveState.load(state).pending[0].get("unreadable_cycles"))
+        with pytest.raises(UnreadableOrderError):
+            loop.cycle(T0 + timedelta(days=3))
+    assert counts == [1, 2] and LiveState.load(state).pending[0]["unreadable_cycles"] == 3
