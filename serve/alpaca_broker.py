@@ -27,6 +27,7 @@ from urllib.parse import urlsplit
 from raytrade.replay.credentials import LOOPBACK_HOSTS, AlpacaAccess, check_secure_url, shown_url
 from raytrade.replay.errors import InputError
 from raytrade.replay.sources.alpaca import (
+    SourceError,
     TopOfBook,
     alpaca_call,
     bound_http,
@@ -71,6 +72,23 @@ def _not_found(exc: Exception) -> bool:
 
 def _float(value: Any) -> float | None:
     return None if value is None or value == "" else float(value)
+
+
+def broker_position(pos: Any) -> BrokerPosition:
+    """One of Alpaca's positions (signed by its side). Without ``market_value`` it is valued at
+    ``current_price``; with neither, :class:`SourceError`: a position valued at 0 (as it was) would
+    count nothing against the gross and crypto caps, and the cycle must not size orders around it."""
+    symbol = parse_symbol(str(pos.symbol)).name
+    qty = abs(float(pos.qty))
+    sign = -1.0 if _enum_text(pos.side) == "short" else 1.0
+    value, price = _float(pos.market_value), _float(pos.current_price)
+    if value is None and price is not None:
+        value = qty * price
+    if value is None:
+        raise SourceError(
+            f"alpaca position {symbol}: neither market_value nor current_price; it cannot be valued"
+        )
+    return BrokerPosition(symbol=symbol, qty=sign * qty, market_value=sign * abs(value), current_price=price)
 
 
 def _enum_text(value: Any) -> str:
@@ -133,22 +151,9 @@ class AlpacaBroker:
         )
 
     def positions(self) -> list[BrokerPosition]:
-        out = []
         with alpaca_call("trading positions"):
             held = self._client.get_all_positions()
-        for p in held:
-            pos: Any = p
-            qty = abs(float(pos.qty))
-            sign = -1.0 if _enum_text(pos.side) == "short" else 1.0
-            out.append(
-                BrokerPosition(
-                    symbol=parse_symbol(str(pos.symbol)).name,
-                    qty=sign * qty,
-                    market_value=sign * abs(_float(pos.market_value) or 0.0),
-                    current_price=_float(pos.current_price),
-                )
-            )
-        return out
+        return [broker_position(p) for p in held]
 
     def quotes(self, symbols: Sequence[str]) -> dict[str, TopOfBook]:
         return fetch_top_of_book(

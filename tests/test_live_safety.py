@@ -12,6 +12,7 @@ import socket
 import time
 from datetime import timedelta
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pandas as pd
@@ -26,7 +27,7 @@ from raytrade.replay import read_frame
 from raytrade.replay.credentials import shown_url
 from raytrade.replay.sources.alpaca import SourceError
 from raytrade.replay.writer import ReplayWriter
-from raytrade.serve.alpaca_broker import AlpacaBroker, NotPaperError
+from raytrade.serve.alpaca_broker import AlpacaBroker, NotPaperError, broker_position
 from raytrade.serve.client import ServiceError
 from raytrade.serve.live import (
     LiveLoop,
@@ -1304,3 +1305,26 @@ def test_a_loop_the_service_refuses_every_cycle_still_counts_its_unreadable_orde
         with pytest.raises(UnreadableOrderError):
             loop.cycle(T0 + timedelta(days=3))
     assert counts == [1, 2] and LiveState.load(state).pending[0]["unreadable_cycles"] == 3
+
+
+@pytest.mark.parametrize(
+    ("fields", "value"),
+    [
+        ({"market_value": "1010.5", "current_price": "101.05"}, -1010.5),
+        ({"market_value": None, "current_price": "101.05"}, -1010.5),  # valued at the price
+        ({"market_value": "", "current_price": "101.05"}, -1010.5),
+    ],
+)
+def test_a_position_is_valued_at_its_market_value_else_its_price(
+    fields: dict[str, Any], value: float
+) -> None:
+    held = broker_position(SimpleNamespace(symbol="AAPL", qty="10", side="short", **fields))
+    assert (held.symbol, held.qty, held.market_value) == ("AAPL", -10.0, pytest.approx(value))
+
+
+def test_a_position_that_cannot_be_valued_stops_the_cycle_instead_of_counting_as_zero() -> None:
+    """It counted 0 against the gross and crypto caps (``market_value or 0.0``)."""
+    with pytest.raises(SourceError, match="alpaca position BTCUSD: neither market_value nor current_price"):
+        broker_position(
+            SimpleNamespace(symbol="BTC/USD", qty="2", side="long", market_value=None, current_price=None)
+        )
