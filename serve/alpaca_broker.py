@@ -76,12 +76,15 @@ def _float(value: Any) -> float | None:
 
 def broker_position(pos: Any) -> BrokerPosition:
     """One of Alpaca's positions (signed by its side). Without ``market_value`` it is valued at
-    ``current_price``; with neither, :class:`SourceError`: a position valued at 0 (as it was) would
-    count nothing against the gross and crypto caps, and the cycle must not size orders around it."""
+    ``current_price`` (one that is not positive is no price); with neither, :class:`SourceError`: a
+    position valued at 0 (as it was) would count nothing against the gross and crypto caps, and the
+    cycle must not size orders around it."""
     symbol = parse_symbol(str(pos.symbol)).name
     qty = abs(float(pos.qty))
     sign = -1.0 if _enum_text(pos.side) == "short" else 1.0
     value, price = _float(pos.market_value), _float(pos.current_price)
+    if price is not None and not price > 0:  # 0, negative or NaN: no price
+        price = None
     if value is None and price is not None:
         value = qty * price
     if value is None:

@@ -359,13 +359,17 @@ class LiveState:
     a crash. A file of an earlier version has none: it loads with an empty list.
 
     ``kill_switch`` is the drawdown kill switch as of the last cycle (:class:`SavedKillSwitch`); a
-    file of an earlier version has none: it loads with None (see the module doc)."""
+    file of an earlier version has none: it loads with None (see the module doc).
+
+    ``unlisted_cycles`` counts the cycles in a row whose listing of the broker's open orders failed
+    (each sent nothing); a file of an earlier version has none: 0."""
 
     peak_equity: float | None = None
     pending: list[dict[str, Any]] = field(default_factory=list)
     account_id: str | None = None
     unlogged_rows: list[dict[str, Any]] = field(default_factory=list)
     kill_switch: SavedKillSwitch | None = None
+    unlisted_cycles: int = 0
 
     @classmethod
     def load(cls, path: Path) -> LiveState:
@@ -387,6 +391,9 @@ class LiveState:
             peak = raw.get("peak_equity")
             account = raw.get("account_id")
             switch = raw.get("kill_switch")
+            unlisted = raw.get("unlisted_cycles", 0)
+            if not (isinstance(unlisted, int) and not isinstance(unlisted, bool) and unlisted >= 0):
+                raise ValueError(f"unlisted_cycles={unlisted!r} is not a count")
             if peak is not None:
                 peak = float(peak) if not isinstance(peak, bool) else math.nan
                 if not (math.isfinite(peak) and peak > 0):
@@ -399,6 +406,7 @@ class LiveState:
                 account_id=None if account is None else str(account),
                 unlogged_rows=_unlogged_rows(raw.get("unlogged_rows", [])),
                 kill_switch=None if switch is None else SavedKillSwitch.model_validate(switch),
+                unlisted_cycles=int(unlisted),
             )
         except (ValueError, TypeError, AttributeError, OverflowError) as exc:
             # an input error (one line, exit status 2): the file is the user's to fix, not a bug
@@ -418,6 +426,7 @@ class LiveState:
                 "pending": self.pending,
                 "unlogged_rows": self.unlogged_rows,
                 "kill_switch": None if self.kill_switch is None else self.kill_switch.model_dump(mode="json"),
+                "unlisted_cycles": self.unlisted_cycles,
             },
             indent=1,
             allow_nan=False,
@@ -694,6 +703,7 @@ class LiveLoop:
         # broker's account unreadable, the service refusing the request) keeps its adoptions and its
         # unreadable counts, so --max-unreadable-order-cycles still stops a loop that fails every cycle.
         state.pending = still_open + unlogged
+        state.unlisted_cycles = 0 if listed is not None else state.unlisted_cycles + 1
         state.save(self.state_file)
         self._stop_on_unreadable(state, still_open + unlogged)
         may_fill = self._cancel(still_open)
@@ -745,7 +755,10 @@ class LiveLoop:
         )
         if listed is None:  # an order of ours the state does not know may rest: nothing goes on top of it
             unlisted = "not sent: the broker's open orders could not be listed"
-            notes = {p.symbol: f"{p.symbol}: {p.side} {p.qty:g} {unlisted}" for p in planned.orders}
+            notes = {
+                p.symbol: f"{p.symbol}: {p.side} {p.qty:g} {unlisted}" + (f"; {p.note}" if p.note else "")
+                for p in planned.orders
+            }
             planned = CyclePlan([], {**planned.notes, **notes})
         plans = planned.orders
         for symbol, note in planned.notes.items():  # a target a cap (or another rule) keeps out of reach
@@ -1114,9 +1127,7 @@ class LiveLoop:
                 continue
             try:
                 o = self.broker.order(p["order_id"])
-            except (
-                OrderNotFound
-            ) as exc:  # e.g. an id of another account: kept, it would hold its symbol for ever
+            except OrderNotFound as exc:  # e.g. an id of another account: dropped, unless listed open
                 if listed is not None and p["order_id"] not in listed:
                     log.error(
                         "order %s (%s) is unknown to the broker: dropped", p["order_id"], p.get("symbol")
@@ -1176,11 +1187,20 @@ class LiveLoop:
         return rows, still_open
 
     def _stop_on_unreadable(self, state: LiveState, pending: list[dict[str, Any]]) -> None:
-        """Raise :class:`UnreadableOrderError` when an order of ``pending`` (the orders this cycle
-        keeps) has been unreadable for ``max_unreadable_order_cycles`` cycles in a row, after saving
+        """Raise :class:`UnreadableOrderError` when the broker's open orders could not be listed on
+        ``max_unreadable_order_cycles`` cycles in a row (the count is saved already), or when an order
+        of ``pending`` (the orders this cycle keeps) has been unreadable for as many, after saving
         ``pending`` as the state's: the counts and the orders survive the stop. Nothing is cancelled,
         submitted or logged by the cycle that stops."""
         limit = self.config.max_unreadable_order_cycles
+        if state.unlisted_cycles >= limit:
+            raise UnreadableOrderError(
+                f"live loop stopped: the broker's open orders could not be listed for "
+                f"{state.unlisted_cycles} cycles in a row, and none of them sent an order (an order of this "
+                f"loop the state does not know may rest at the broker). Check the account's open orders; "
+                f"the state file "
+                f"{str(self.state_file)!r} keeps the count (max_unreadable_order_cycles={limit})"
+            )
         stuck = [p for p in pending if int(p.get("unreadable_cycles", 0)) >= limit]
         if not stuck:
             return

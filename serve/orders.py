@@ -62,6 +62,11 @@
   whose size, side, symbol or price is unknown holds new risk for the cycle (no order adds gross;
   reductions still go out), with a note on each plan. The per-symbol cap needs no remainder: a
   symbol with a resting order is held, so no new order sizes against it.
+* A symbol the answer keeps (target weight = current weight, :func:`moves`) is held at the loop's
+  own weight, which only a binding cap moves (toward 0): the service weighs holdings at the broker's
+  market value, the loop at the mid, and the gap is no trade. A target of 0 closes what is held.
+  While the answer's kill switch is on, an order that would add to a position or open one is
+  dropped with a note: the unwind only reduces, whatever the prices say.
 * ``client_order_id`` is derived from the decision, so a resubmission of the same decision is a
   duplicate the broker refuses.
 """
@@ -412,9 +417,10 @@ def plan_cycle(
                 notes[symbol] = note
             continue
         if answer.kill_switch_active and _grows(side, held):  # unwind only, whatever the prices say
-            notes[symbol] = (
+            kill = (
                 f"{symbol}: kill switch on: unwind only, a {side} of {qty:g} from {held:+g} would add to it"
             )
+            notes[symbol] = f"{kill}; {note}" if note else kill
             continue
         passive = d.gate_mode in LIMIT_GATE_MODES  # a limit at the near touch (envs.gate_modes)
         decision_id = f"{cycle_id}:{symbol}"
@@ -437,13 +443,16 @@ def plan_cycle(
     return CyclePlan(plans, notes)
 
 
-def moves(d: SymbolDecision) -> bool:
-    """Whether the answer moves the symbol: its target weight is not its current weight. One the answer
-    keeps gets no order, whatever the loop's own price says: the service weighs positions at the
+def moves(d: SymbolDecision, held: float) -> bool:
+    """Whether the answer moves the symbol (``held``: the loop's signed units of it): its target weight
+    is not its current weight, or it is 0 while the loop holds some (a close, whatever the service
+    saw). One the answer keeps is held where the loop has it: the service weighs positions at the
     broker's market value and the loop at the quote's mid, and trading the difference (the units held
     times the gap between the two prices) would defeat the no-trade band, and under the kill switch
-    could add to a position (the answer's ``target_qty`` for a kept symbol is the units held)."""
-    return abs(d.target_weight - d.current_weight) > 1e-12
+    could add to a position (the answer's ``target_qty`` for a kept symbol is the units held). The
+    loop's own caps still apply to it (:func:`_capped_targets`: its target is its current weight, so
+    only a binding cap moves it, toward 0)."""
+    return abs(d.target_weight - d.current_weight) > 1e-12 or (d.target_weight == 0 and held != 0)
 
 
 def _loop_hold_note(
@@ -461,7 +470,7 @@ def _loop_hold_note(
     labels = [o.label or "an order" for o in resting if o.symbol == symbol]
     if labels:  # its position may still change: said even when the answer would not move it
         why = f"an earlier order ({', '.join(labels)}) may still fill"
-    elif not moves(d) or (float(held_qty.get(symbol, 0.0)) == 0 and d.target_weight == 0):
+    elif not moves(d, held := float(held_qty.get(symbol, 0.0))) or (held == 0 and d.target_weight == 0):
         return None  # the answer does not move it
     elif tradeable_mid(quotes.get(symbol)) is None:
         why = "no tradeable quote (missing, stale, crossed or one-sided)"
@@ -634,10 +643,8 @@ def _capped_targets(
             current[i] = held * mid / equity
         else:
             current[i] = d.current_weight if held != 0 else 0.0
-        movable[i] = (
-            d.gate_mode != "hold" and d.tradeable and mid is not None and symbol not in busy and moves(d)
-        )
-        target[i] = d.target_weight
+        movable[i] = d.gate_mode != "hold" and d.tradeable and mid is not None and symbol not in busy
+        target[i] = d.target_weight if moves(d, held) else current[i]  # kept: only the caps move it
         if is_crypto_symbol(symbol) and d.target_weight < 0:
             target[i], notes[i] = 0.0, f"crypto cannot be shorted: target {d.target_weight:+.4f} -> 0"
     weight = dict(zip(symbols, current.tolist(), strict=True))  # signed, for the resting orders

@@ -1310,7 +1310,7 @@ def test_a_loop_the_service_refuses_every_cycle_still_counts_its_unreadable_orde
 @pytest.mark.parametrize(
     ("fields", "value"),
     [
-        ({"market_value": "1010.5", "current_price": "101.05"}, -1010.5),
+        ({"market_value": "1010.5", "current_price": "99.0"}, -1010.5),  # the market value first
         ({"market_value": None, "current_price": "101.05"}, -1010.5),  # valued at the price
         ({"market_value": "", "current_price": "101.05"}, -1010.5),
     ],
@@ -1324,7 +1324,57 @@ def test_a_position_is_valued_at_its_market_value_else_its_price(
 
 def test_a_position_that_cannot_be_valued_stops_the_cycle_instead_of_counting_as_zero() -> None:
     """It counted 0 against the gross and crypto caps (``market_value or 0.0``)."""
-    with pytest.raises(SourceError, match="alpaca position BTCUSD: neither market_value nor current_price"):
-        broker_position(
-            SimpleNamespace(symbol="BTC/USD", qty="2", side="long", market_value=None, current_price=None)
+    for price in (None, "0", "-1"):  # a price that is not positive is no price
+        position = SimpleNamespace(
+            symbol="BTC/USD", qty="2", side="long", market_value=None, current_price=price
         )
+        with pytest.raises(
+            SourceError, match="alpaca position BTCUSD: neither market_value nor current_price"
+        ):
+            broker_position(position)
+
+
+def test_a_loop_whose_open_orders_can_never_be_listed_stops(tmp_path: Path) -> None:
+    """Each such cycle sends nothing; without a count the loop held every order, kill-switch unwinds
+    included, for ever. The failures in a row are saved, and the loop stops at
+    --max-unreadable-order-cycles; one listing that works resets the count."""
+    broker, state = _UnsureBroker(), tmp_path / "state.json"
+    config = LiveConfig(account_lock_dir=tmp_path / "locks", max_unreadable_order_cycles=3)
+    with LiveLoop(
+        broker, ScriptedPolicy({"AAPL": (0.1, "aggressive")}), ["AAPL"], state, None, config, reset=True
+    ) as loop:
+        broker.listing_fails = True
+        for day in (0, 1):
+            assert loop.cycle(T0 + timedelta(days=day)).plans == []
+        assert LiveState.load(state).unlisted_cycles == 2 and broker.submitted == []
+        broker.listing_fails = False
+        assert [p.symbol for p in loop.cycle(T0 + timedelta(days=2)).plans] == ["AAPL"]
+        assert LiveState.load(state).unlisted_cycles == 0
+        broker.listing_fails = True
+        for day in (3, 4):
+            loop.cycle(T0 + timedelta(days=day))
+        with pytest.raises(UnreadableOrderError, match="could not be listed for 3 cycles in a row"):
+            loop.cycle(T0 + timedelta(days=5))
+    assert LiveState.load(state).unlisted_cycles == 3
+
+
+@pytest.mark.parametrize(
+    ("saved", "loaded"), [(None, 0), (2, 2), (-1, None), (2.5, None), ("2", None), (True, None)]
+)
+def test_the_saved_count_of_unlisted_cycles_loads_or_is_refused(
+    tmp_path: Path, saved: object, loaded: int | None
+) -> None:
+    """A file of an earlier version has no count (0); a count that is not one makes the file unreadable."""
+    path = tmp_path / "state.json"
+    LiveState(peak_equity=100_000.0).save(path)
+    raw = json.loads(path.read_text())
+    if saved is None:
+        del raw["unlisted_cycles"]
+    else:
+        raw["unlisted_cycles"] = saved
+    path.write_text(json.dumps(raw))
+    if loaded is None:
+        with pytest.raises(LiveStateError, match="unlisted_cycles"):
+            LiveState.load(path)
+    else:
+        assert LiveState.load(path).unlisted_cycles == loaded

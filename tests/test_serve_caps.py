@@ -829,3 +829,25 @@ def test_under_the_kill_switch_no_order_adds_to_a_position() -> None:
     assert plan.notes["BTCUSD"].startswith("BTCUSD: kill switch on: unwind only, a buy of")
     off = plan_cycle(answer.model_copy(update={"kill_switch_active": False}), EQUITY, QUOTES, held, "c1")
     assert {p.symbol for p in off.orders} == {"AAPL", "MSFT", "BTCUSD"}  # the same answer, switch off
+
+
+def test_a_kept_symbol_is_still_held_to_the_loops_own_caps() -> None:
+    """The loop runs with a stricter per-symbol cap (0.10) than the service it asks: a position the
+    answer keeps at 0.15 is cut to the loop's cap (it was left alone, silently, once kept symbols were
+    not planned at all); a kept one within the caps is still not traded."""
+    answer = _answer(
+        {"AAPL": (0.15, "aggressive"), "MSFT": (0.08, "aggressive")}, {"AAPL": 0.15, "MSFT": 0.08}
+    )
+    caps = ExposureCaps(per_symbol_cap=0.10)
+    plan = plan_cycle(
+        answer, EQUITY, QUOTES, {"AAPL": 150.0, "MSFT": 20.0}, "c1", LiveConfig(fractional=False, caps=caps)
+    )
+    assert [(p.symbol, p.side, p.qty) for p in plan.orders] == [("AAPL", "sell", 50.0)]
+
+
+def test_a_close_goes_out_even_when_the_service_valued_the_position_at_zero() -> None:
+    """Alpaca reported the position's market value as 0, so the service's current weight is 0 and its
+    target 0 looks like "keep": a target of 0 still closes what the loop holds."""
+    answer = _answer({"AAPL": (0.0, "flat")}, {"AAPL": 0.0})
+    plan = plan_cycle(answer, EQUITY, QUOTES, {"AAPL": 150.0}, "c1", LiveConfig(fractional=False))
+    assert [(p.symbol, p.side, p.qty) for p in plan.orders] == [("AAPL", "sell", 150.0)]
