@@ -1197,9 +1197,8 @@ class LiveLoop:
             raise UnreadableOrderError(
                 f"live loop stopped: the broker's open orders could not be listed for "
                 f"{state.unlisted_cycles} cycles in a row, and none of them sent an order (an order of this "
-                f"loop the state does not know may rest at the broker). Check the account's open orders; "
-                f"the state file "
-                f"{str(self.state_file)!r} keeps the count (max_unreadable_order_cycles={limit})"
+                f"loop the state does not know may rest at the broker). Check the account's open orders; the "
+                f"state file {str(self.state_file)!r} keeps the count (max_unreadable_order_cycles={limit})"
             )
         stuck = [p for p in pending if int(p.get("unreadable_cycles", 0)) >= limit]
         if not stuck:
