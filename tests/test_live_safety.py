@@ -1192,8 +1192,8 @@ def test_raytrade_live_refuses_an_account_another_loop_trades(
 
 class _UnsureBroker(FakeBroker):
     """A submit whose answer is lost (the order rests, the call raises) and whose look-up by client id
-    misses it once; a listing of open orders that fails when told; orders whose read is a 404, or a
-    500."""
+    misses it once; a listing of open orders, or a cancel, that fails when told; orders whose read is
+    a 404, or a 500."""
 
     def __init__(self) -> None:
         super().__init__(100_000.0, dict(PRICES))
@@ -1202,6 +1202,7 @@ class _UnsureBroker(FakeBroker):
         self.listing_fails = False
         self.not_found: set[str] = set()
         self.unreadable: set[str] = set()
+        self.cancel_fails = False
 
     def submit(self, plan: OrderPlan) -> str:
         order_id = super().submit(plan)
@@ -1228,6 +1229,11 @@ class _UnsureBroker(FakeBroker):
         if order_id in self.unreadable:
             raise RuntimeError("HTTP 500")
         return super().order(order_id)
+
+    def cancel(self, order_id: str) -> None:
+        if self.cancel_fails:
+            raise RuntimeError("HTTP 500 on DELETE /v2/orders")
+        super().cancel(order_id)
 
     def resting(self, symbol: str) -> list[str]:
         return [i for i, o in self.orders.items() if o.status == "new" and self.sides[i][0] == symbol]
@@ -1264,7 +1270,7 @@ def test_an_order_the_broker_404s_but_lists_open_is_kept(tmp_path: Path) -> None
         first = loop.cycle(T0)
         (order_id,) = first.submitted.values()
         broker.not_found = {order_id}
-        broker.cancel = lambda oid: (_ for _ in ()).throw(RuntimeError("HTTP 500"))  # type: ignore[method-assign]
+        broker.cancel_fails = True
         second = loop.cycle(T0 + timedelta(days=1))
     assert second.plans == [] and broker.resting("MSFT") == [order_id]  # held on top of it, not doubled
     kept = LiveState.load(state).pending
