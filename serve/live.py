@@ -705,7 +705,7 @@ class LiveLoop:
         state.pending = still_open + unlogged
         state.unlisted_cycles = 0 if listed is not None else state.unlisted_cycles + 1
         state.save(self.state_file)
-        self._stop_on_unreadable(state, still_open + unlogged)
+        self._stop_on_unreadable(state)
         may_fill = self._cancel(still_open)
 
         account = self.broker.account()
@@ -1186,12 +1186,12 @@ class LiveLoop:
             )
         return rows, still_open
 
-    def _stop_on_unreadable(self, state: LiveState, pending: list[dict[str, Any]]) -> None:
+    def _stop_on_unreadable(self, state: LiveState) -> None:
         """Raise :class:`UnreadableOrderError` when the broker's open orders could not be listed on
-        ``max_unreadable_order_cycles`` cycles in a row (the count is saved already), or when an order
-        of ``pending`` (the orders this cycle keeps) has been unreadable for as many, after saving
-        ``pending`` as the state's: the counts and the orders survive the stop. Nothing is cancelled,
-        submitted or logged by the cycle that stops."""
+        ``max_unreadable_order_cycles`` cycles in a row, or when an order of ``state.pending`` (the
+        orders this cycle keeps) has been unreadable for as many. The cycle saved the state just before:
+        the counts and the orders survive the stop. Nothing is cancelled, submitted or logged by the
+        cycle that stops."""
         limit = self.config.max_unreadable_order_cycles
         if state.unlisted_cycles >= limit:
             raise UnreadableOrderError(
@@ -1200,11 +1200,9 @@ class LiveLoop:
                 f"loop the state does not know may rest at the broker). Check the account's open orders; the "
                 f"state file {str(self.state_file)!r} keeps the count (max_unreadable_order_cycles={limit})"
             )
-        stuck = [p for p in pending if int(p.get("unreadable_cycles", 0)) >= limit]
+        stuck = [p for p in state.pending if int(p.get("unreadable_cycles", 0)) >= limit]
         if not stuck:
             return
-        state.pending = pending
-        state.save(self.state_file)
         named = "; ".join(
             f"order {p.get('client_order_id')!r} ({p.get('symbol')}, broker id "
             f"{p.get('order_id') or 'unknown: submitted, its outcome never confirmed'}) "
