@@ -159,7 +159,7 @@ from raytrade.envs.kill_switch import KillSwitchConfig
 from raytrade.replay.errors import InputError, first_problem
 from raytrade.replay.exchange_calendar import trading_days_between
 from raytrade.replay.loop_rules import is_crypto_symbol
-from raytrade.replay.sources.alpaca import TopOfBook
+from raytrade.replay.sources.alpaca import SourceError, TopOfBook
 from raytrade.replay.stored_keys import KeyCache
 from raytrade.serve.decision_rows import (
     PROVISIONAL,
@@ -581,8 +581,9 @@ class PendingStep(NamedTuple):
 
 @dataclass(frozen=True)
 class CycleReport:
-    """What one cycle did (``uncertain``: orders whose submit failed and whose look-up failed too;
-    they stay ``planned`` in the state and the next cycle resolves them)."""
+    """What one cycle did (``uncertain``: orders whose submit failed without a refusal from the broker
+    and whose look-up failed or did not find them; they stay ``planned`` in the state and the next
+    cycle resolves them; ``rejected``: orders the broker refused)."""
 
     cycle_id: str
     answer: ActResponse
@@ -797,6 +798,18 @@ class LiveLoop:
                     uncertain[plan.decision_id] = message
                     log.warning(
                         "order %s: submit and look-up failed: %s; %s", plan.decision_id, message, lookup_exc
+                    )
+                    continue
+                if found is None and not (isinstance(exc, SourceError) and exc.refused()):
+                    # no answer, or a 5xx, and the broker does not show the order (yet): it may exist.
+                    # Its intent stays planned and the next cycle's sync looks it up again (adopted,
+                    # its fills logged, or dropped as never received); counted refused, it was forgotten
+                    uncertain[plan.decision_id] = message
+                    log.warning(
+                        "order %s: submit failed (%s) and the broker does not show it yet: its outcome "
+                        "is settled next cycle",
+                        plan.decision_id,
+                        message,
                     )
                     continue
                 if found is None:

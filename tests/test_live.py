@@ -14,7 +14,7 @@ import pytest
 
 from raytrade.envs.kill_switch import KillSwitchConfig
 from raytrade.replay import ReplayWriter, read_frame
-from raytrade.replay.sources.alpaca import TopOfBook
+from raytrade.replay.sources.alpaca import SourceError, TopOfBook
 from raytrade.serve.live import BrokerAccount, BrokerPosition, LiveLoop, OrderState, order_is_open
 from raytrade.serve.orders import LiveConfig, OrderPlan
 from raytrade.serve.schemas import CallerKillSwitch
@@ -54,7 +54,7 @@ class FakeBroker:
 
     def submit(self, plan: OrderPlan) -> str:
         if plan.symbol in self.refuse:
-            raise RuntimeError(f"insufficient buying power for {plan.symbol}")
+            raise SourceError(f"HTTP 403 insufficient buying power for {plan.symbol}", 403)
         self.submitted.append(plan)
         order_id = f"o{len(self.submitted)}"
         self.client_ids[plan.client_order_id] = order_id

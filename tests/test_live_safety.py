@@ -1191,14 +1191,15 @@ def test_raytrade_live_refuses_an_account_another_loop_trades(
 
 
 class _UnsureBroker(FakeBroker):
-    """A submit whose answer is lost (the order rests, the call raises) and whose look-up by client id
-    misses it once; a listing of open orders, or a cancel, that fails when told; orders whose read is
-    a 404, or a 500."""
+    """A submit whose answer is lost (the order rests, the call raises) and whose look-ups by client
+    id miss it ``misses`` times; a listing of open orders, or a cancel, that fails when told; orders
+    whose read is a 404, or a 500."""
 
     def __init__(self) -> None:
         super().__init__(100_000.0, dict(PRICES))
         self.lose_answer: set[str] = set()
-        self.hidden: set[str] = set()
+        self.misses = 1  # look-ups by client id that miss an order whose answer was lost
+        self.hidden: dict[str, int] = {}
         self.listing_fails = False
         self.not_found: set[str] = set()
         self.unreadable: set[str] = set()
@@ -1208,13 +1209,13 @@ class _UnsureBroker(FakeBroker):
         order_id = super().submit(plan)
         if plan.symbol in self.lose_answer:
             self.lose_answer.discard(plan.symbol)
-            self.hidden.add(plan.client_order_id)
-            raise RuntimeError("ReadTimeout: POST /v2/orders")
+            self.hidden[plan.client_order_id] = self.misses
+            raise SourceError("alpaca buy order failed: ReadTimeout: POST /v2/orders")
         return order_id
 
     def order_by_client_id(self, client_order_id: str) -> Any:
-        if client_order_id in self.hidden:
-            self.hidden.discard(client_order_id)
+        if self.hidden.get(client_order_id, 0) > 0:
+            self.hidden[client_order_id] -= 1
             return None
         return super().order_by_client_id(client_order_id)
 
@@ -1240,16 +1241,17 @@ class _UnsureBroker(FakeBroker):
 
 
 def test_a_cycle_whose_open_orders_cannot_be_listed_sends_nothing(tmp_path: Path) -> None:
-    """Cycle 1's passive MSFT buy rests at the broker but its submit errored and the look-up missed it:
-    the state calls it refused and forgets it. Cycle 2's listing, the one thing that would adopt it,
-    fails: the cycle traded MSFT again (two resting buys). Now it sends nothing that cycle; the next
-    cycle's listing adopts the order, cancels it as any resting order, and only then buys again."""
+    """Cycle 1's passive MSFT buy rests at the broker but its submit timed out and the look-ups by
+    client id miss it (cycle 1's, and cycle 2's, which then drops it as never received). Cycle 2's
+    listing, the one thing that would adopt it, fails: the cycle traded MSFT again (two resting
+    buys). Now it sends nothing that cycle; the next cycle's listing adopts the order, cancels it as
+    any resting order, and only then buys again."""
     broker, state = _UnsureBroker(), tmp_path / "state.json"
     config = LiveConfig(account_lock_dir=tmp_path / "locks")
     with LiveLoop(broker, ScriptedPolicy(PASSIVE_MSFT), ["MSFT"], state, None, config, reset=True) as loop:
-        broker.lose_answer = {"MSFT"}
+        broker.lose_answer, broker.misses = {"MSFT"}, 2
         first = loop.cycle(T0)
-        assert list(first.rejected) and broker.resting("MSFT") == ["o1"]
+        assert list(first.uncertain) and first.rejected == {} and broker.resting("MSFT") == ["o1"]
         broker.listing_fails = True
         second = loop.cycle(T0 + timedelta(days=1))
         assert second.plans == [] and broker.resting("MSFT") == ["o1"]
@@ -1384,3 +1386,32 @@ def test_the_saved_count_of_unlisted_cycles_loads_or_is_refused(
             LiveState.load(path)
     else:
         assert LiveState.load(path).unlisted_cycles == loaded
+
+
+def test_a_submit_that_timed_out_unseen_is_settled_next_cycle_not_counted_refused(tmp_path: Path) -> None:
+    """The market buy of AAPL filled, but its submit timed out and the look-up by client id did not see
+    it yet: it was counted refused and forgotten (its fill never logged, its decision row "refused").
+    Without a refusal from the broker it stays planned; the next cycle finds it by client id and
+    tracks it. A submit the broker refuses (HTTP 403) is still refused at once (test_live.py)."""
+    broker, state = _UnsureBroker(), tmp_path / "state.json"
+    config = LiveConfig(account_lock_dir=tmp_path / "locks")
+    policy = ScriptedPolicy({"AAPL": (0.1, "aggressive")})
+    with LiveLoop(broker, policy, ["AAPL"], state, None, config, reset=True) as loop:
+        broker.lose_answer = {"AAPL"}
+        first = loop.cycle(T0)
+        decision = f"{first.cycle_id}:AAPL"
+        assert first.rejected == {} and list(first.uncertain) == [decision] and broker.qty["AAPL"] == 100.0
+        assert [(p["decision_id"], p["status"]) for p in LiveState.load(state).pending] == [
+            (decision, "planned")
+        ]
+        loop.cycle(T0 + timedelta(days=1))
+    assert len(broker.submitted) == 1  # found, not sent again: AAPL is at its target
+    assert all(p["decision_id"] != decision for p in LiveState.load(state).pending)  # filled, settled
+
+
+@pytest.mark.parametrize(
+    ("status", "refused"), [(403, True), (422, True), (429, True), (408, False), (500, False), (None, False)]
+)
+def test_only_an_answered_4xx_is_a_refusal(status: int | None, refused: bool) -> None:
+    """A refusal means the broker did nothing; a timeout (408, or no answer) or a 5xx says nothing."""
+    assert SourceError("alpaca buy order failed", status).refused() is refused

@@ -104,7 +104,17 @@ _PAIR_RE: Final[re.Pattern[str]] = re.compile(r"[A-Z0-9]+/[A-Z0-9]+")
 
 
 class SourceError(RuntimeError):
-    """Alpaca refused or failed a request; the message is one line (status, request, symbols)."""
+    """Alpaca refused or failed a request; the message is one line (status, request, symbols).
+    ``status``: the HTTP status Alpaca answered with (None: no answer, e.g. a timeout)."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+    def refused(self) -> bool:
+        """Alpaca answered and turned the request down (a 4xx other than a timeout): it did nothing.
+        A 5xx or no answer says nothing about what it did."""
+        return self.status is not None and 400 <= self.status < 500 and self.status != 408
 
 
 @dataclass(frozen=True)
@@ -388,7 +398,8 @@ def alpaca_call(what: str, symbols: Sequence[str] = ()) -> Iterator[None]:
         yield
     except APIError as exc:
         raise SourceError(
-            f"alpaca {what}{_for(symbols)} failed: HTTP {exc.status_code} {_error_text(str(exc))}"
+            f"alpaca {what}{_for(symbols)} failed: HTTP {exc.status_code} {_error_text(str(exc))}",
+            exc.status_code if isinstance(exc.status_code, int) else None,
         ) from exc
     except RequestException as exc:
         raise SourceError(
