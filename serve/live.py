@@ -692,7 +692,8 @@ class LiveLoop:
         now = (now or datetime.now(UTC)).astimezone(UTC)
         cycle_id = now.strftime("%Y%m%dT%H%M%S%fZ")
         state = LiveState.load(self.state_file)
-        listed = self._sync_with_broker(state)
+        open_orders = self._sync_with_broker(state)
+        listed = None if open_orders is None else {o.order_id for o in open_orders}
         # rows whose orders' outcome a crash (or a failed submit look-up) hid, now the broker has said
         state.unlogged_rows = settle_rows(state.unlogged_rows, state.pending)
         fill_rows, still_open = self._reconcile(state, now, listed)
@@ -738,7 +739,7 @@ class LiveLoop:
         held = {p.symbol: p.qty for p in positions}
         # A symbol whose earlier order may still fill is held (a second order could double it), and
         # that order's unfilled remainder counts against the gross budget at its worst case.
-        resting = _resting_orders(may_fill, quotes, positions)
+        resting = _resting_orders(may_fill + _foreign_orders(open_orders or []), quotes, positions)
         for order in resting:
             if (why := order.why_unknown()) is not None:
                 log.warning(
@@ -1003,16 +1004,16 @@ class LiveLoop:
             self._step += 1
         return rows
 
-    def _sync_with_broker(self, state: LiveState, counting: bool = True) -> set[str] | None:
+    def _sync_with_broker(self, state: LiveState, counting: bool = True) -> list[OrderState] | None:
         """Resolve ``planned`` orders by client id (adopted when the broker has them, dropped when it
         never saw them) and adopt the broker's open orders with this project's client-id prefix that
         the state does not know. A broker that cannot be asked leaves the state as it is; a failed
         look-up of a ``planned`` order counts as an unreadable cycle when ``counting`` (each cycle's
         sync, not the one at start, which precedes the first cycle's).
 
-        Returns the ids of the orders the broker listed open, or None when it could not list them:
-        then an order of this loop the state does not know (a lost state file, a submit whose
-        look-up missed it) may be resting, unseen, and the cycle sends nothing on top of it."""
+        Returns the orders the broker listed open, or None when it could not list them: then an order
+        of this loop the state does not know (a lost state file, a submit whose look-up missed it) may
+        be resting, unseen, and the cycle sends nothing on top of it."""
         kept: list[dict[str, Any]] = []
         for p in state.pending:
             if p.get("status", "submitted") == "planned":
@@ -1068,7 +1069,7 @@ class LiveLoop:
             _record_size(adopted, o)
             kept.append(adopted)
         state.pending = kept
-        return {o.order_id for o in open_orders}
+        return list(open_orders)
 
     def _cancel(self, still_open: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Cancel the earlier cycles' orders that still rest: this cycle's decision supersedes them
@@ -1337,6 +1338,33 @@ def _number(value: Any) -> float | None:
     except (ValueError, OverflowError):  # text that is no number; an integer beyond a float
         return None
     return number if math.isfinite(number) else None
+
+
+def _foreign_orders(open_orders: Sequence[OrderState]) -> list[dict[str, Any]]:
+    """The open orders this loop did not place (no ``rt-`` client id: the user's own, another
+    program's), as records :func:`_resting_orders` sizes: each may fill, so its symbol is held and its
+    worst case counts against the gross budget, like one of ours whose cancel failed; the loop never
+    cancels them (logged, one line each, every cycle)."""
+    out = []
+    for o in open_orders:
+        if (o.client_order_id or "").startswith(CLIENT_ORDER_PREFIX):
+            continue
+        log.warning(
+            "open order %s (%s %s) was not placed by this loop: %s held, its remainder counted against "
+            "the gross budget; it is not cancelled",
+            o.order_id,
+            o.side,
+            o.symbol,
+            o.symbol,
+        )
+        record: dict[str, Any] = {
+            "symbol": o.symbol,
+            "side": o.side,
+            "client_order_id": f"not ours: {o.order_id}",
+        }
+        _record_size(record, o)
+        out.append(record)
+    return out
 
 
 def _resting_orders(

@@ -1415,3 +1415,20 @@ def test_a_submit_that_timed_out_unseen_is_settled_next_cycle_not_counted_refuse
 def test_only_an_answered_4xx_is_a_refusal(status: int | None, refused: bool) -> None:
     """A refusal means the broker did nothing; a timeout (408, or no answer) or a 5xx says nothing."""
     assert SourceError("alpaca buy order failed", status).refused() is refused
+
+
+def test_an_open_order_the_loop_did_not_place_holds_its_symbol_and_is_never_cancelled(tmp_path: Path) -> None:
+    """The user's own limit buy of 50 AAPL rests at the broker: the loop ignored it (no ``rt-`` id),
+    bought AAPL beside it (both could fill, past the caps) and counted nothing of it against the gross.
+    Now its symbol is held, its remainder counts against the gross budget, and it is never cancelled."""
+    broker, state = _UnsureBroker(), tmp_path / "state.json"
+    broker.orders["u1"] = OrderState("u1", "new", 0.0, None, None, qty=50.0, limit_price=99.0)
+    broker.sides["u1"] = ("AAPL", "buy", "my-own-order")
+    config = LiveConfig(account_lock_dir=tmp_path / "locks")
+    policy = ScriptedPolicy({"AAPL": (0.1, "aggressive"), "MSFT": (0.05, "aggressive")})
+    with LiveLoop(broker, policy, ["AAPL", "MSFT"], state, None, config, reset=True) as loop:
+        first = loop.cycle(T0)
+        second = loop.cycle(T0 + timedelta(days=1))
+    assert [p.symbol for p in first.plans] == ["MSFT"] and second.plans == []
+    assert "u1" not in broker.cancelled and broker.orders["u1"].status == "new"
+    assert all(p["order_id"] != "u1" for p in LiveState.load(state).pending)  # not adopted as ours
