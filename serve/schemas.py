@@ -98,7 +98,7 @@ class RequestNumber:
             return str(int(bound)) if self.integer else short if float(short) == bound else repr(bound)
 
         kind = "an integer" if self.integer else "a finite number"
-        low = None if self.ge is None and self.gt is None else self.ge if self.ge is not None else self.gt
+        low = self.ge if self.ge is not None else self.gt
         if low is not None and self.le is not None:
             return f"{kind} in {'[' if self.ge is not None else '('}{shown(low)}, {shown(self.le)}]"
         if low is not None:
