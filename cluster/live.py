@@ -72,7 +72,12 @@ class _Hours(click.FloatRange):
 @click.command("live")
 @click.option("--paper", is_flag=True, help="Trade the Alpaca paper account (required: live money is off).")
 @click.option("--serve-url", default="http://127.0.0.1:8000", show_default=True, help="Policy service.")
-@click.option("--symbols", default=None, help="Comma-separated universe (default: the served model's).")
+@click.option(
+    "--symbols",
+    default=None,
+    help="Comma-separated part of the served model's universe to trade (default: all of it); a crypto "
+    "pair as BTCUSD or BTC/USD.",
+)
 @written_path_option(
     "--store", type=click.Path(path_type=Path), default=None, help="Replay store for the log."
 )

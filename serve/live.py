@@ -46,7 +46,11 @@ Design decisions
   file's ``peak_equity`` (one peak), except after a timed release restarted the switch's peak below the
   account's: then ``kill_switch.peak_equity`` holds it, until the account's peak is the switch's again.
   A file without one (an earlier version's, or a new one) starts it off from the file's peak and
-  advances it: a drawdown at the trigger turns it on at once.
+  advances it: a drawdown at the trigger turns it on at once. An answer with the service's switch on
+  while the loop's is off (the service's trigger stricter than the rule the cycle read: its
+  ``kill_drawdown`` lowered between the read and the act, the version unchanged) trips the loop's at
+  that bar, 0 bars, as ``PolicyClient`` does: saved so, it holds under the rule's release instead of
+  re-risking as soon as the service's own trigger lets go.
 * **One loop, one account.** The state file is locked (``fcntl.flock`` on ``<state>.lock``) for the
   loop's life, so a second loop on it refuses to start; it records the broker's account id, and a
   state file of another account is refused. The account itself is locked too, once the broker has
@@ -159,7 +163,7 @@ from raytrade.envs.kill_switch import KillSwitchConfig
 from raytrade.replay.errors import InputError, first_problem
 from raytrade.replay.exchange_calendar import trading_days_between
 from raytrade.replay.loop_rules import is_crypto_symbol
-from raytrade.replay.sources.alpaca import SourceError, TopOfBook
+from raytrade.replay.sources.alpaca import SourceError, TopOfBook, parse_symbol
 from raytrade.replay.stored_keys import KeyCache
 from raytrade.serve.decision_rows import (
     PROVISIONAL,
@@ -290,6 +294,37 @@ class Broker(Protocol):
         """The highest end-of-day equity the broker reports over the last ``days`` days, or None when
         it reports no history (a new account)."""
         ...
+
+
+def loop_universe(symbols: Sequence[str]) -> list[str]:
+    """The loop's symbols in the store's spelling, the one the service, the positions and the state
+    use: a crypto pair given as Alpaca spells its orders (``BTC/USD``) becomes ``BTCUSD``
+    (``replay.sources.alpaca.parse_symbol``; an ``InputError`` for a malformed pair). A symbol given
+    twice, in either spelling, is an ``InputError`` naming both: two entries would plan two orders."""
+    seen: dict[str, str] = {}
+    for given in symbols:
+        name = parse_symbol(given).name if "/" in given else given
+        if name in seen:
+            raise InputError(
+                f"symbols: {seen[name]!r} and {given!r} are the same symbol ({name}): name it once"
+            )
+        seen[name] = given
+    return list(seen)
+
+
+class ServedUniverse(NamedTuple):
+    """The symbols ``GET /v1/model`` says the served ``model`` decides."""
+
+    model: str
+    symbols: list[str]
+
+    @staticmethod
+    def of(info: Mapping[str, Any]) -> ServedUniverse | None:
+        """From a ``GET /v1/model`` answer; None when it names no list of symbols."""
+        symbols = info.get("symbols") if isinstance(info, Mapping) else None
+        if not isinstance(symbols, list) or not all(isinstance(s, str) for s in symbols):
+            return None
+        return ServedUniverse(str(info.get("model", "the served model")), symbols)
 
 
 class LiveStateError(InputError):
@@ -617,7 +652,7 @@ class LiveLoop:
     ):
         if not symbols:
             raise ValueError("symbols must name at least one symbol to trade")
-        self.broker, self.policy, self.symbols = broker, policy, list(symbols)
+        self.broker, self.policy, self.symbols = broker, policy, loop_universe(symbols)
         self.state_file, self.store, self.config = Path(state_file).absolute(), store, config or LiveConfig()
         self.reset, self._started = reset, False
         self._lock: IO[str] | None = _lock_state_file(self.state_file)
@@ -629,6 +664,7 @@ class LiveLoop:
         self.cancel_confirm_s = CANCEL_CONFIRM_S  # how long a cycle waits to see its cancels done
         self._stored_ids = KeyCache()  # the experience table's decision ids, read once per file
         self._rule: LoopRule | None = None  # the last kill-switch rule read, and the model it was read for
+        self._served: ServedUniverse | None = None  # the universe of the last GET /v1/model read
 
     def close(self) -> None:
         """Release the account's lock and the state file's."""
@@ -653,6 +689,7 @@ class LiveLoop:
         if self._lock is None:
             raise LiveStateError(f"live loop on {str(self.state_file)!r} is closed")
         self._read_rule("at start")  # a looser configured rule refuses before anything
+        self._check_universe()
         account_id = self.broker.account().account_id
         if self._account_lock is None:
             lock_dir = self.config.account_lock_dir or default_account_lock_dir()
@@ -884,6 +921,13 @@ class LiveLoop:
         asked = ask_under_served_rule(read, ask, partial(self._read_rule, deadline=deadline))
         if isinstance(asked, Held):
             return self._hold(request, saved, account_peak, asked.reason)
+        if asked.answer.kill_switch_active and switch is not None:
+            # the service's switch is on where the loop's is off: its trigger is stricter than the rule
+            # read (kill_drawdown lowered since, say). Taken as tripped at this bar, as PolicyClient
+            # does, so the loop unwinds under the rule's hysteresis instead of re-risking next bar.
+            if switch.state is not None and not switch.state.active:
+                log.warning("kill switch: the service tripped it at this bar; the loop's rule had not")
+            switch.tripped_by_service()
         return asked.answer, switch
 
     def _act(self, request: ActRequest, deadline: Deadline) -> ActResponse | None:
@@ -907,7 +951,7 @@ class LiveLoop:
         ``ServiceAuthError`` (a wrong token) and :class:`KillSwitchRuleError` propagate."""
         from raytrade.serve.client import read_loop_rule
 
-        chosen = read_loop_rule(partial(self.policy.model, deadline=deadline), self.config.kill_switch)
+        chosen = read_loop_rule(partial(self._published, deadline), self.config.kill_switch)
         if isinstance(chosen, RuleUnknown):
             log.warning(
                 "kill switch: the served rule cannot be read %s (%s): no order goes out until it can "
@@ -919,6 +963,28 @@ class LiveLoop:
         log_rule_change(log, chosen, self._rule)
         self._rule = chosen
         return chosen
+
+    def _published(self, deadline: Deadline | None) -> Mapping[str, Any]:
+        """``GET /v1/model`` before ``deadline``; its universe kept for :meth:`_check_universe`."""
+        info = self.policy.model(deadline=deadline)
+        self._served = ServedUniverse.of(info)
+        return info
+
+    def _check_universe(self) -> None:
+        """Refuse to start on a symbol the served model does not decide (``InputError`` naming it and
+        the model): the service would refuse every cycle's request for it (HTTP 422), so the loop would
+        never trade. Unchecked while ``GET /v1/model`` cannot be read (each cycle then holds)."""
+        served = self._served
+        if served is None:
+            return
+        unknown = [s for s in self.symbols if s not in served.symbols]
+        if unknown:
+            shown = ", ".join(served.symbols[:8]) + (", ..." if len(served.symbols) > 8 else "")
+            raise InputError(
+                f"symbols: {', '.join(unknown[:8])} not in {served.model}'s universe "
+                f"({len(served.symbols)} symbols: {shown}): trade a subset of it, "
+                "or name none to trade it all"
+            )
 
     @staticmethod
     def _hold(

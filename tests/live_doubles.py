@@ -17,6 +17,9 @@ from tests.loopback import serve_on_loopback, stop_serving
 
 T0 = datetime(2026, 11, 24, 14, 30, tzinfo=UTC)
 PAPER_TARGETS = {"AAPL": (0.1, "aggressive"), "MSFT": (0.05, "passive"), "BTCUSD": (0.02, "aggressive")}
+SERVED_UNIVERSE = ("AAPL", "AMZN", "AVGO", "BTCUSD", "ETHUSD", "GOOG", "JPM", "META", "MSFT", "NVDA", "TSLA")
+"""The universe :class:`ScriptedPolicy` publishes on ``GET /v1/model`` by default (with its targets):
+the symbols the live tests trade; the loop refuses to start on a symbol outside it."""
 DEADLINE_S = 60.0
 """The decision deadline :class:`ScriptedPolicy` gives (it answers at once: it never runs out)."""
 
@@ -27,7 +30,8 @@ class ScriptedPolicy:
     ``model_error`` makes ``model()`` raise it instead (the service unreachable). Like the service
     (``serve.decide.PolicyService.prepare``), it refuses a caller's switch whose count reaches its
     rule's ``release_after_bars`` (a 422 on ``kill_switch.bars_active``) unless its rule is disabled;
-    ``enforced`` overrides the rule it checks that with (a service inconsistent with what it publishes)."""
+    ``enforced`` overrides the rule it checks that with (a service inconsistent with what it publishes).
+    ``universe``: the symbols it publishes (default :data:`SERVED_UNIVERSE` and its targets)."""
 
     def __init__(
         self,
@@ -35,8 +39,10 @@ class ScriptedPolicy:
         fallback: bool = False,
         kill_switch: KillSwitchConfig | None = None,
         served: str = "alpha@2",
+        universe: list[str] | None = None,
     ):
         self.targets, self.fallback = targets, fallback
+        self.universe = universe if universe is not None else sorted({*SERVED_UNIVERSE, *targets})
         self.kill_switch = kill_switch or KillSwitchConfig()
         self.served = served
         self.model_error: Exception | None = None
@@ -53,7 +59,7 @@ class ScriptedPolicy:
             raise self.model_error
         return {
             "model": self.served,
-            "symbols": list(self.targets),
+            "symbols": list(self.universe),
             "kill_switch": self.kill_switch.model_dump(),
         }
 
@@ -98,12 +104,13 @@ class ScriptedPolicy:
 
 class StubPolicyService:
     """``/v1/model`` and ``/v1/act`` on 127.0.0.1, answering with :class:`ScriptedPolicy` (default:
-    :data:`PAPER_TARGETS`; its ``model()`` for ``/v1/model``: 503 while it raises). ``delays`` holds,
-    per method (``GET``, ``POST``), the seconds to wait before each next answer (popped in order; none
-    left: at once): a slow service, for the client's deadline."""
+    :data:`PAPER_TARGETS`, its universe too; its ``model()`` for ``/v1/model``: 503 while it raises).
+    ``delays`` holds, per method (``GET``, ``POST``), the seconds to wait before each next answer
+    (popped in order; none left: at once): a slow service, for the client's deadline."""
 
     def __init__(self, token: str, policy: ScriptedPolicy | None = None):
-        policy, expected = policy or ScriptedPolicy(PAPER_TARGETS), f"Bearer {token}"
+        policy = policy or ScriptedPolicy(PAPER_TARGETS, universe=list(PAPER_TARGETS))
+        expected = f"Bearer {token}"
         self.delays: dict[str, list[float]] = {}
         stopping, delays, lock = threading.Event(), self.delays, threading.Lock()
         self._stopping = stopping

@@ -14,6 +14,7 @@ import pytest
 
 from raytrade.envs.kill_switch import KillSwitchConfig
 from raytrade.replay import ReplayWriter, read_frame
+from raytrade.replay.errors import InputError
 from raytrade.replay.sources.alpaca import SourceError, TopOfBook
 from raytrade.serve.live import BrokerAccount, BrokerPosition, LiveLoop, OrderState, order_is_open
 from raytrade.serve.orders import LiveConfig, OrderPlan
@@ -319,6 +320,71 @@ def test_a_fallback_answer_trades_nothing_and_is_logged(tmp_path: Path) -> None:
 def test_the_loop_needs_symbols(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="symbols"):
         LiveLoop(FakeBroker(1.0, PRICES), ScriptedPolicy({}), [], tmp_path / "s.json")
+
+
+def test_a_pair_named_as_alpaca_spells_it_is_traded_in_the_stores_spelling(tmp_path: Path) -> None:
+    """``--symbols BTC/USD`` used to reach the service as ``BTC/USD``, outside a universe that spells
+    it ``BTCUSD``: every cycle was refused (422) and the pair's position never matched its symbol."""
+    broker = FakeBroker(100_000.0, PRICES)
+    policy = ScriptedPolicy({"AAPL": (0.1, "aggressive"), "BTCUSD": (0.02, "aggressive")})
+    with LiveLoop(broker, policy, ["AAPL", "BTC/USD"], tmp_path / "s.json", reset=True) as loop:
+        assert loop.symbols == ["AAPL", "BTCUSD"]
+        report = loop.cycle(T0)
+    assert set(policy.requests[0].analysis) == {"AAPL", "BTCUSD"}
+    assert sorted(p.symbol for p in report.plans) == ["AAPL", "BTCUSD"]
+
+
+@pytest.mark.parametrize(
+    ("symbols", "message"),
+    [
+        (
+            ["BTCUSD", "AAPL", "BTC/USD"],
+            "symbols: 'BTCUSD' and 'BTC/USD' are the same symbol (BTCUSD): name it once",
+        ),
+        (["AAPL", "AAPL"], "symbols: 'AAPL' and 'AAPL' are the same symbol (AAPL)"),
+        (["btc/usd"], "symbol='btc/usd' is not a valid Alpaca symbol"),
+    ],
+)
+def test_a_symbol_named_twice_or_a_malformed_pair_is_refused_naming_it(
+    tmp_path: Path, symbols: list[str], message: str
+) -> None:
+    with pytest.raises(InputError) as err:
+        LiveLoop(FakeBroker(1.0, PRICES), ScriptedPolicy({}), symbols, tmp_path / "s.json", reset=True)
+    assert message in str(err.value)
+    assert not (tmp_path / "s.json.lock").exists()  # refused before the state file's lock
+
+
+def test_a_symbol_outside_the_served_universe_refuses_to_start_naming_it(tmp_path: Path) -> None:
+    """The service refuses a request naming a symbol outside its universe (HTTP 422): a loop started
+    on one failed every cycle and never traded. Now it does not start."""
+    broker = FakeBroker(100_000.0, PRICES)
+    policy = ScriptedPolicy({"AAPL": (0.1, "aggressive")}, universe=["AAPL", "MSFT"])
+    with (
+        LiveLoop(broker, policy, ["AAPL", "XYZ", "BTCUSD"], tmp_path / "s.json", reset=True) as loop,
+        pytest.raises(InputError) as err,
+    ):
+        loop.cycle(T0)
+    assert str(err.value) == (
+        "symbols: XYZ, BTCUSD not in alpha@2's universe (2 symbols: AAPL, MSFT): trade a subset of it, "
+        "or name none to trade it all"
+    )
+    assert broker.submitted == [] and policy.requests == []
+    assert not (tmp_path / "s.json").exists()  # refused before a state file is started
+
+
+def test_a_universe_the_service_cannot_tell_is_checked_by_its_answers(tmp_path: Path) -> None:
+    """A ``GET /v1/model`` without a list of symbols leaves the start unchecked (nothing to check
+    against); the loop starts and trades what the service answers."""
+
+    class NoUniverse(ScriptedPolicy):
+        def model(self, deadline: Any = None) -> dict[str, Any]:
+            return {**super().model(deadline), "symbols": "AAPL"}  # not a list of symbols
+
+    broker = FakeBroker(100_000.0, PRICES)
+    policy = NoUniverse({"AAPL": (0.1, "aggressive")})
+    with LiveLoop(broker, policy, ["AAPL"], tmp_path / "s.json", reset=True) as loop:
+        report = loop.cycle(T0)
+    assert [p.symbol for p in report.plans] == ["AAPL"]
 
 
 def test_an_unreadable_state_file_stops_the_loop_naming_it(tmp_path: Path) -> None:

@@ -438,3 +438,43 @@ def test_a_hot_swap_whose_rule_reread_overruns_the_cycles_deadline_holds_with_th
     assert report.answer.reason == "the kill-switch rule of alpha@3 is unknown (GET /v1/model unreadable)"
     assert broker.submitted == [] and report.plans == []
     assert saved is None  # held with the rule unknown: no advance saved
+
+
+class _StricterService(ScriptedPolicy):
+    """Publishes the default rule (trigger 20 %) but trips its own switch at 10 % down, as a service
+    with a ``kill_drawdown`` of its own would; on also while the caller's switch says so."""
+
+    def act(self, request: ActRequest, *, deadline: Deadline | None = None) -> ActResponse:
+        answer = super().act(request, deadline=deadline)
+        state = request.kill_switch
+        on = (state is not None and state.active) or request.account.equity < 90_000.0
+        return answer.model_copy(update={"kill_switch_active": on})
+
+
+def test_a_trip_by_the_service_is_adopted_by_the_loops_switch(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The service's switch went on at 12 % down while the loop's rule (20 %) said off: the loop takes
+    its switch as tripped at that bar, so the next bar, 5 % down, still unwinds (the service's own
+    trigger would have let go), counting from the trip."""
+    policy = _StricterService({"AAPL": (0.0, "flat")})
+    with caplog.at_level("WARNING", logger="raytrade.live"):
+        _cycles(tmp_path, policy, [100_000.0, 88_000.0, 95_000.0])
+    assert _switches(policy) == [
+        (False, 0, 100_000.0),
+        (False, 0, 100_000.0),  # the loop's own rule: 12 % is under its 20 % trigger
+        (True, 1, 100_000.0),  # adopted at the previous bar, advanced one bar
+    ]
+    saved = json.loads((tmp_path / "state.json").read_text())["kill_switch"]
+    assert (saved["active"], saved["bars_active"]) == (True, 1)
+    assert "the service tripped it at this bar; the loop's rule had not" in caplog.text
+
+
+def test_an_answer_with_the_switch_off_leaves_the_loops_switch_off(tmp_path: Path) -> None:
+    """The adoption reads the answer: a service that does not trip leaves the loop's switch as its
+    rule advances it (the mutant that trips on every answer fails here)."""
+    policy = _StricterService({"AAPL": (0.0, "flat")})
+    _cycles(tmp_path, policy, [100_000.0, 95_000.0, 95_000.0])
+    assert [s[0] for s in _switches(policy)] == [False, False, False]
+    saved = json.loads((tmp_path / "state.json").read_text())["kill_switch"]
+    assert saved["active"] is False
