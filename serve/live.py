@@ -51,6 +51,12 @@ Design decisions
   ``kill_drawdown`` lowered between the read and the act, the version unchanged) trips the loop's at
   that bar, 0 bars, as ``PolicyClient`` does: saved so, it holds under the rule's release instead of
   re-risking as soon as the service's own trigger lets go.
+* **Universe.** The loop trades ``symbols`` in the store's spelling (:func:`loop_universe`: ``BTC/USD``
+  is ``BTCUSD``; one named twice is refused). :meth:`LiveLoop.start` refuses a symbol the served
+  model does not decide (``GET /v1/model``'s ``symbols``): the service refuses every request naming
+  one. After a hot swap to a model that no longer decides some of them, a cycle asks only about those
+  it decides and holds the others, logged (their positions still sent, counted against the caps);
+  with none left it holds everything, saying so.
 * **One loop, one account.** The state file is locked (``fcntl.flock`` on ``<state>.lock``) for the
   loop's life, so a second loop on it refuses to start; it records the broker's account id, and a
   state file of another account is refused. The account itself is locked too, once the broker has
@@ -907,12 +913,16 @@ class LiveLoop:
             return self._hold(
                 request, saved, account_peak, f"the served kill-switch rule is unknown ({read.why})"
             )
+        servable = self._servable(request)
+        if servable is None:
+            reason = f"{read.model} decides none of the loop's symbols"
+            return self._hold(request, saved, account_peak, reason)
         switch: KillSwitchTracker | None = None
 
         def ask(rule: KillSwitchConfig) -> ActResponse | Refused:
             nonlocal switch
             switch = self._kill_switch(saved, account_peak, rule)  # this bar's advance, (re)done
-            stamped = switch.stamp(request)
+            stamped = switch.stamp(servable)
             answer = self._act(stamped, deadline)
             if answer is None:
                 return Refused(stamped.kill_switch.bars_active if stamped.kill_switch is not None else None)
@@ -965,10 +975,27 @@ class LiveLoop:
         return chosen
 
     def _published(self, deadline: Deadline | None) -> Mapping[str, Any]:
-        """``GET /v1/model`` before ``deadline``; its universe kept for :meth:`_check_universe`."""
+        """``GET /v1/model`` before ``deadline``; its universe kept (:meth:`_check_universe`,
+        :meth:`_servable`)."""
         info = self.policy.model(deadline=deadline)
         self._served = ServedUniverse.of(info)
         return info
+
+    def _servable(self, request: ActRequest) -> ActRequest | None:
+        """``request`` without the symbols the served model (its last ``GET /v1/model``) no longer
+        decides, logged (the service refuses a request naming one: a hot swap to a smaller universe
+        made every cycle fail, managing nothing); their positions stay in it, held and counted against
+        the caps. None when it decides none of them; ``request`` itself while the universe is unknown."""
+        served = self._served
+        if served is None or not (dropped := sorted(request.analysis.keys() - set(served.symbols))):
+            return request
+        log.warning(
+            "%s does not decide %s: held, not asked about (its positions still count against the caps)",
+            served.model,
+            ", ".join(dropped),
+        )
+        kept = {s: row for s, row in request.analysis.items() if s in served.symbols}
+        return request.model_copy(update={"analysis": kept}) if kept else None
 
     def _check_universe(self) -> None:
         """Refuse to start on a symbol the served model does not decide (``InputError`` naming it and

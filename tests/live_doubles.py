@@ -31,7 +31,8 @@ class ScriptedPolicy:
     (``serve.decide.PolicyService.prepare``), it refuses a caller's switch whose count reaches its
     rule's ``release_after_bars`` (a 422 on ``kill_switch.bars_active``) unless its rule is disabled;
     ``enforced`` overrides the rule it checks that with (a service inconsistent with what it publishes).
-    ``universe``: the symbols it publishes (default :data:`SERVED_UNIVERSE` and its targets)."""
+    ``universe``: the symbols it publishes (default :data:`SERVED_UNIVERSE` and its targets); a request
+    naming another is refused, as the service refuses it (a 422 on ``analysis.<symbol>``)."""
 
     def __init__(
         self,
@@ -65,6 +66,13 @@ class ScriptedPolicy:
 
     def act(self, request: ActRequest, *, deadline: Deadline | None = None) -> ActResponse:
         self.requests.append(request)
+        unknown = sorted(set(request.analysis) - set(self.universe))
+        if unknown:  # as the service refuses a symbol outside its universe
+            raise ServiceRequestError(
+                f"policy service rejected the request (HTTP 422): analysis.{unknown[0]}: "
+                f"{unknown[0]!r} is not in the model's universe",
+                (f"analysis.{unknown[0]}",),
+            )
         self._refuse_a_count_past_the_release(request)
         if self.fallback:
             return hold_everything(request, "unavailable", 0, "policy service unavailable: test")

@@ -387,6 +387,36 @@ def test_a_universe_the_service_cannot_tell_is_checked_by_its_answers(tmp_path: 
     assert [p.symbol for p in report.plans] == ["AAPL"]
 
 
+def test_a_swap_to_a_smaller_universe_holds_the_symbols_it_dropped_and_trades_the_rest(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A hot swap to a model that no longer decides MSFT: the service refused every request naming it
+    (422), so every cycle failed and nothing was managed, AAPL included. Now MSFT is held (its
+    position still sent, for the caps) and AAPL traded; with none of the loop's symbols left, the
+    cycle holds, saying why, and asks nothing."""
+    broker = FakeBroker(100_000.0, PRICES)
+    broker.qty["MSFT"] = 10.0
+    broker.cash -= 4_000.0
+    policy = ScriptedPolicy({"AAPL": (0.1, "aggressive"), "MSFT": (0.0, "flat")}, universe=["AAPL", "MSFT"])
+    with (
+        caplog.at_level("WARNING", logger="raytrade.live"),
+        LiveLoop(broker, policy, ["AAPL", "MSFT"], tmp_path / "s.json", reset=True) as loop,
+    ):
+        loop.start()
+        policy.universe = ["AAPL"]
+        policy.targets = {"AAPL": (0.1, "aggressive")}
+        report = loop.cycle(T0)
+        assert set(policy.requests[-1].analysis) == {"AAPL"}
+        assert [p.symbol for p in policy.requests[-1].positions] == ["MSFT"]
+        assert [(p.symbol, p.side) for p in report.plans] == [("AAPL", "buy")]
+        assert "alpha@2 does not decide MSFT: held, not asked about" in caplog.text
+        asked = len(policy.requests)
+        policy.universe = ["NVDA"]
+        held = loop.cycle(T0 + timedelta(days=1))
+    assert len(policy.requests) == asked and held.plans == [] and held.answer.fallback
+    assert held.answer.reason == "alpha@2 decides none of the loop's symbols"
+
+
 def test_an_unreadable_state_file_stops_the_loop_naming_it(tmp_path: Path) -> None:
     state = tmp_path / "live_state.json"
     state.write_text("{not json")
