@@ -226,3 +226,29 @@ def test_raytrade_live_exits_naming_an_order_alpaca_cannot_read(
     assert "HTTP 500 upstream down" in error
     (kept,) = [p for p in json.loads(state.read_text())["pending"] if p["symbol"] == "MSFT"]
     assert (kept["order_id"], kept["unreadable_cycles"]) == (msft["order_id"], 1)
+
+
+class _FailingLoop:
+    """A loop whose cycles raise the given errors in turn (a ``LiveLoop`` stand-in for the runner)."""
+
+    def __init__(self, errors: list[BaseException]):
+        self.errors, self.cycles = errors, 0
+
+    def cycle(self) -> None:
+        self.cycles += 1
+        raise self.errors.pop(0)
+
+
+def test_the_runner_retries_a_hiccup_and_stops_on_a_refused_token(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A broker hiccup is retried at the next cycle; a token the service refuses (rotated there) is
+    not: the loop reads it once, so it used to fail every cycle for ever, printing the 401."""
+    from raytrade.cluster import live as live_cli
+    from raytrade.serve.client import ServiceAuthError
+
+    sleeps: list[float] = []
+    monkeypatch.setattr(live_cli.time, "sleep", sleeps.append)
+    refused = ServiceAuthError("policy service refused the token (HTTP 401)", 401)
+    loop = _FailingLoop([SourceError("account: HTTP 503"), refused, KeyboardInterrupt()])
+    with pytest.raises(ServiceAuthError):
+        live_cli._run(loop, once=False, every_minutes=5.0)  # type: ignore[arg-type]
+    assert loop.cycles == 2 and sleeps == [300.0]
