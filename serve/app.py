@@ -62,6 +62,7 @@ Design decisions
 """
 
 import asyncio
+import functools
 import json
 import logging
 import threading
@@ -142,18 +143,32 @@ def load_service(
 def _source_signature(cfg: ServiceConfig) -> tuple[Any, ...]:
     """What changes when a reload is due: the registry's ``latest`` (unless pinned) and the feature
     files of the store the version was trained on (count, newest modification)."""
-    from raytrade.envs.config import ReplayDataConfig
     from raytrade.envs.registry_ref import parse_registry_ref
-    from raytrade.models.manifest import read_manifest
+    from raytrade.models.manifest import MANIFEST
     from raytrade.models.registry import resolve
 
     folder = resolve(cfg.registry, cfg.model)
     version = None if parse_registry_ref(cfg.model).version is not None else folder.name
-    data = read_manifest(folder).env_config().data
-    if not isinstance(data, ReplayDataConfig):
+    stat = (folder / MANIFEST).stat()
+    root = _data_root(str(folder), stat.st_mtime_ns, stat.st_size)
+    if root is None:
         return (version,)
-    files = sorted((Path(data.root) / "features").glob("year=*/part-*.parquet"))
+    files = sorted((Path(root) / "features").glob("year=*/part-*.parquet"))
     return (version, len(files), max((f.stat().st_mtime_ns for f in files), default=0))
+
+
+@functools.lru_cache(maxsize=32)
+def _data_root(folder: str, mtime_ns: int, size: int) -> str | None:
+    """The store root of the version in ``folder`` (None: not trained on a store), read from its
+    manifest once per (folder, the manifest's modification time and size). Why: Serve's health probe
+    asks for :func:`_source_signature` every few seconds on the replica's event loop, where parsing
+    the manifest (~1 ms) held every request in flight; a version's manifest does not change, and one
+    rewritten in place has another stamp, so it is read again."""
+    from raytrade.envs.config import ReplayDataConfig
+    from raytrade.models.manifest import read_manifest
+
+    data = read_manifest(folder).env_config().data
+    return str(data.root) if isinstance(data, ReplayDataConfig) else None
 
 
 def _decide_grouped(items: list[tuple[DecisionService, Prepared]]) -> list[ActResponse]:

@@ -1058,6 +1058,40 @@ def test_a_replica_follows_latest_and_keeps_serving_when_a_version_cannot_be_loa
     assert gc.get_freeze_count() > 0, "the loaded heap was not frozen"
 
 
+def test_the_health_probes_signature_reads_a_manifest_once_per_stamp(
+    registry: Path, synthetic_store: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Serve's health probe computes the signature every few seconds on the replica's event loop:
+    the manifest (~1 ms to parse) is read once, and again only when the file changes."""
+    import os
+    import shutil
+
+    from raytrade.models import manifest as manifest_module
+    from raytrade.models.registry import resolve
+    from raytrade.serve import app as app_module
+
+    reg = tmp_path / "registry"
+    shutil.copytree(registry, reg)
+    reads: list[str] = []
+    real = manifest_module.read_manifest
+    monkeypatch.setattr(
+        manifest_module, "read_manifest", lambda folder: reads.append(str(folder)) or real(folder)
+    )
+    cfg = app_module.ServiceConfig(model="alpha@1", registry=str(reg), decide=NEVER_STALE)
+    first = app_module._source_signature(cfg)
+    assert app_module._source_signature(cfg) == first and len(reads) == 1
+
+    path = resolve(reg, "alpha@1") / "manifest.json"
+    manifest = json.loads(path.read_text())
+    manifest["config"]["env_config"]["data"]["root"] = str(synthetic_store)  # another store
+    stamp = path.stat().st_mtime_ns
+    path.write_text(json.dumps(manifest))
+    os.utime(path, ns=(stamp + 10**9, stamp + 10**9))
+    moved = app_module._source_signature(cfg)
+    files = sorted((synthetic_store / "features").glob("year=*/part-*.parquet"))
+    assert len(reads) == 2 and moved == (None, len(files), max(f.stat().st_mtime_ns for f in files))
+
+
 def test_a_replica_refuses_a_version_that_fails_its_probe(
     registry: Path, ppo_smoke_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, unfrozen: None
 ) -> None:
