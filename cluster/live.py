@@ -31,13 +31,14 @@ holds (no order), saying why (``serve/live.py``). A cycle's rule reads and acts 
 deadline (``total_deadline_s``): an act it cuts is an outage hold, a rule read it cuts a hold for want
 of the rule.
 
-The loop survives a failed cycle (it retries at the next one), with three exceptions, each ending it
+The loop survives a failed cycle (it retries at the next one), with four exceptions, each ending it
 with exit status 2 and one line: a pending order Alpaca cannot read (not a 404) on
 ``--max-unreadable-order-cycles`` cycles in a row (naming the order; its symbol has been held all
-along), a hot swap to a kill-switch rule the configured one is looser than, and the policy service
-refusing the token (401/403: rotated on the service; the loop reads it once, at start). Quotes older than
-``--max-quote-age-hours`` (equities) or ``--max-crypto-quote-age-hours`` (crypto) hold their symbol
-for the cycle.
+along), a hot swap to a kill-switch rule the configured one is looser than, a served model that
+decides none of the loop's symbols (checked at the first ``GET /v1/model`` the loop can read), and the
+policy service refusing the token (401/403: rotated on the service; the loop reads it once, at start).
+Quotes older than ``--max-quote-age-hours`` (equities) or ``--max-crypto-quote-age-hours`` (crypto)
+hold their symbol for the cycle.
 """
 
 from __future__ import annotations
@@ -219,17 +220,18 @@ def _run(loop: LiveLoop, once: bool, every_minutes: float) -> None:
     """Cycle until interrupted (or once); an order the broker cannot read for too long ends the
     loop (:class:`serve.live.UnreadableOrderError`: a person must look), and so does a hot swap to a
     kill-switch rule the configured one is looser than (``serve.kill_switch_rule.KillSwitchRuleError``),
-    and the service refusing the token (``serve.client.ServiceAuthError``: rotated on the service, say;
-    the loop reads its token once, so no later cycle could succeed). Anything else is retried at the
-    next cycle."""
+    a served model that decides none of the loop's symbols (:class:`serve.live.UniverseError`, when
+    the start could not read it), and the service refusing the token (``serve.client.ServiceAuthError``:
+    rotated on the service, say; the loop reads its token once, so no later cycle could succeed).
+    Anything else is retried at the next cycle."""
     from raytrade.serve.client import ServiceAuthError
     from raytrade.serve.kill_switch_rule import KillSwitchRuleError
-    from raytrade.serve.live import UnreadableOrderError
+    from raytrade.serve.live import UniverseError, UnreadableOrderError
 
     while True:
         try:
             report = loop.cycle()
-        except (UnreadableOrderError, KillSwitchRuleError, ServiceAuthError):
+        except (UnreadableOrderError, UniverseError, KillSwitchRuleError, ServiceAuthError):
             raise
         except Exception as exc:  # a broker or network hiccup must not end a long-running loop
             if once:

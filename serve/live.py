@@ -52,11 +52,13 @@ Design decisions
   that bar, 0 bars, as ``PolicyClient`` does: saved so, it holds under the rule's release instead of
   re-risking as soon as the service's own trigger lets go.
 * **Universe.** The loop trades ``symbols`` in the store's spelling (:func:`loop_universe`: ``BTC/USD``
-  is ``BTCUSD``; one named twice is refused). :meth:`LiveLoop.start` refuses a symbol the served
-  model does not decide (``GET /v1/model``'s ``symbols``): the service refuses every request naming
-  one. After a hot swap to a model that no longer decides some of them, a cycle asks only about those
-  it decides and holds the others, logged (their positions still sent, counted against the caps);
-  with none left it holds everything, saying so.
+  is ``BTCUSD``; one named twice is refused), matched once against the served universe (``GET
+  /v1/model``'s ``symbols``, at start or at the first cycle that can read it): a pair takes the
+  universe's spelling; a symbol the model does not decide is named in a warning and held (the service
+  refuses a request naming one); none decided refuses to start (:class:`UniverseError`). After a hot
+  swap to a model that no longer decides some of them, a cycle asks only about those it decides and
+  holds the others, logged (their positions still sent, counted against the caps); with none left it
+  holds everything, saying so, its kill switch still advanced with the rule it read.
 * **One loop, one account.** The state file is locked (``fcntl.flock`` on ``<state>.lock``) for the
   loop's life, so a second loop on it refuses to start; it records the broker's account id, and a
   state file of another account is refused. The account itself is locked too, once the broker has
@@ -303,10 +305,12 @@ class Broker(Protocol):
 
 
 def loop_universe(symbols: Sequence[str]) -> list[str]:
-    """The loop's symbols in the store's spelling, the one the service, the positions and the state
-    use: a crypto pair given as Alpaca spells its orders (``BTC/USD``) becomes ``BTCUSD``
-    (``replay.sources.alpaca.parse_symbol``; an ``InputError`` for a malformed pair). A symbol given
-    twice, in either spelling, is an ``InputError`` naming both: two entries would plan two orders."""
+    """The loop's symbols in the store's usual spelling, the one Alpaca's positions come in: a crypto
+    pair given as Alpaca spells its orders (``BTC/USD``) becomes ``BTCUSD``
+    (``replay.sources.alpaca.parse_symbol``; an ``InputError`` for a malformed pair); the served
+    universe's own spelling is taken once it is read (:meth:`LiveLoop._settle_universe`). A symbol
+    given twice, in either spelling, is an ``InputError`` naming both: two entries would plan two
+    orders."""
     seen: dict[str, str] = {}
     for given in symbols:
         name = parse_symbol(given).name if "/" in given else given
@@ -324,6 +328,25 @@ class ServedUniverse(NamedTuple):
     model: str
     symbols: list[str]
 
+    def spelling(self, symbol: str) -> str | None:
+        """``symbol`` as this universe spells it: itself, or for a crypto pair its other spelling
+        (``BTCUSD`` / ``BTC/USD``: a store ingested from CSV may keep the slash); None when the
+        universe holds neither."""
+        if symbol in self.symbols:
+            return symbol
+        if not is_crypto_symbol(symbol):
+            return None
+        try:
+            pair = parse_symbol(symbol)
+        except InputError:
+            return None
+        return next((s for s in (pair.name, pair.alpaca) if s in self.symbols), None)
+
+    def shown(self) -> str:
+        """The model and its universe, for a message (eight symbols named, the rest counted)."""
+        more = f", ... ({len(self.symbols)} in all)" if len(self.symbols) > 8 else ""
+        return f"{self.model}'s universe: {', '.join(self.symbols[:8])}{more}"
+
     @staticmethod
     def of(info: Mapping[str, Any]) -> ServedUniverse | None:
         """From a ``GET /v1/model`` answer; None when it names no list of symbols."""
@@ -335,6 +358,10 @@ class ServedUniverse(NamedTuple):
 
 class LiveStateError(InputError):
     """The loop refuses to start on this state file (missing, locked, another account's)."""
+
+
+class UniverseError(LiveStateError):
+    """The served model decides none of the loop's symbols: nothing could ever be traded."""
 
 
 class UnreadableOrderError(LiveStateError):
@@ -671,6 +698,7 @@ class LiveLoop:
         self._stored_ids = KeyCache()  # the experience table's decision ids, read once per file
         self._rule: LoopRule | None = None  # the last kill-switch rule read, and the model it was read for
         self._served: ServedUniverse | None = None  # the universe of the last GET /v1/model read
+        self._universe_settled = False  # the symbols matched once against a served universe
 
     def close(self) -> None:
         """Release the account's lock and the state file's."""
@@ -695,7 +723,7 @@ class LiveLoop:
         if self._lock is None:
             raise LiveStateError(f"live loop on {str(self.state_file)!r} is closed")
         self._read_rule("at start")  # a looser configured rule refuses before anything
-        self._check_universe()
+        self._settle_universe()
         account_id = self.broker.account().account_id
         if self._account_lock is None:
             lock_dir = self.config.account_lock_dir or default_account_lock_dir()
@@ -913,10 +941,13 @@ class LiveLoop:
             return self._hold(
                 request, saved, account_peak, f"the served kill-switch rule is unknown ({read.why})"
             )
+        self._settle_universe()  # once, if GET /v1/model could not be read at start
         servable = self._servable(request)
-        if servable is None:
+        if servable is None:  # nothing to ask: held here, the switch advanced with the rule just read
+            held = self._kill_switch(saved, account_peak, read.rule)
             reason = f"{read.model} decides none of the loop's symbols"
-            return self._hold(request, saved, account_peak, reason)
+            log.warning("%s: holding every position", reason)
+            return hold_everything(held.stamp(request), model=read.model, version=0, reason=reason), held
         switch: KillSwitchTracker | None = None
 
         def ask(rule: KillSwitchConfig) -> ActResponse | Refused:
@@ -975,7 +1006,7 @@ class LiveLoop:
         return chosen
 
     def _published(self, deadline: Deadline | None) -> Mapping[str, Any]:
-        """``GET /v1/model`` before ``deadline``; its universe kept (:meth:`_check_universe`,
+        """``GET /v1/model`` before ``deadline``; its universe kept (:meth:`_settle_universe`,
         :meth:`_servable`)."""
         info = self.policy.model(deadline=deadline)
         self._served = ServedUniverse.of(info)
@@ -997,21 +1028,32 @@ class LiveLoop:
         kept = {s: row for s, row in request.analysis.items() if s in served.symbols}
         return request.model_copy(update={"analysis": kept}) if kept else None
 
-    def _check_universe(self) -> None:
-        """Refuse to start on a symbol the served model does not decide (``InputError`` naming it and
-        the model): the service would refuse every cycle's request for it (HTTP 422), so the loop would
-        never trade. Unchecked while ``GET /v1/model`` cannot be read (each cycle then holds)."""
+    def _settle_universe(self) -> None:
+        """Match the loop's symbols, once, against the first served universe it reads (``GET
+        /v1/model``: at start, or the first cycle that can read it): each takes the universe's
+        spelling of it; one the model does not decide is named in a warning and held while it does
+        not (:meth:`_servable`: a loop restarted after a hot swap that dropped one of its symbols keeps
+        managing the others, its unwinds included); :class:`UniverseError` when it decides none of
+        them (nothing could ever be traded)."""
         served = self._served
-        if served is None:
+        if self._universe_settled or served is None:
             return
-        unknown = [s for s in self.symbols if s not in served.symbols]
-        if unknown:
-            shown = ", ".join(served.symbols[:8]) + (", ..." if len(served.symbols) > 8 else "")
-            raise InputError(
-                f"symbols: {', '.join(unknown[:8])} not in {served.model}'s universe "
-                f"({len(served.symbols)} symbols: {shown}): trade a subset of it, "
-                "or name none to trade it all"
+        matched = {s: served.spelling(s) for s in self.symbols}
+        if not any(matched.values()):
+            raise UniverseError(
+                f"symbols: {served.model} decides none of {', '.join(self.symbols[:8])} "
+                f"({served.shown()}): trade a subset of it, or name none to trade it all"
             )
+        missing = [s for s, m in matched.items() if m is None]
+        if missing:
+            log.warning(
+                "%s does not decide %s: held while it does not (%s)",
+                served.model,
+                ", ".join(missing),
+                served.shown(),
+            )
+        self.symbols = [m or s for s, m in matched.items()]  # distinct: one name per pair already
+        self._universe_settled = True
 
     @staticmethod
     def _hold(

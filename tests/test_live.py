@@ -16,7 +16,15 @@ from raytrade.envs.kill_switch import KillSwitchConfig
 from raytrade.replay import ReplayWriter, read_frame
 from raytrade.replay.errors import InputError
 from raytrade.replay.sources.alpaca import SourceError, TopOfBook
-from raytrade.serve.live import BrokerAccount, BrokerPosition, LiveLoop, OrderState, order_is_open
+from raytrade.serve.client import ServiceError
+from raytrade.serve.live import (
+    BrokerAccount,
+    BrokerPosition,
+    LiveLoop,
+    OrderState,
+    UniverseError,
+    order_is_open,
+)
 from raytrade.serve.orders import LiveConfig, OrderPlan
 from raytrade.serve.schemas import CallerKillSwitch
 from tests.live_doubles import ScriptedPolicy
@@ -354,22 +362,80 @@ def test_a_symbol_named_twice_or_a_malformed_pair_is_refused_naming_it(
     assert not (tmp_path / "s.json.lock").exists()  # refused before the state file's lock
 
 
-def test_a_symbol_outside_the_served_universe_refuses_to_start_naming_it(tmp_path: Path) -> None:
+def test_a_symbol_outside_the_served_universe_is_named_and_held(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     """The service refuses a request naming a symbol outside its universe (HTTP 422): a loop started
-    on one failed every cycle and never traded. Now it does not start."""
+    on one failed every cycle and traded nothing. Now it is named at start and held; the rest trade
+    (a loop restarted after a hot swap that dropped one of its symbols keeps managing the others)."""
     broker = FakeBroker(100_000.0, PRICES)
     policy = ScriptedPolicy({"AAPL": (0.1, "aggressive")}, universe=["AAPL", "MSFT"])
     with (
+        caplog.at_level("WARNING", logger="raytrade.live"),
         LiveLoop(broker, policy, ["AAPL", "XYZ", "BTCUSD"], tmp_path / "s.json", reset=True) as loop,
-        pytest.raises(InputError) as err,
+    ):
+        loop.start()
+        assert (
+            "alpha@2 does not decide XYZ, BTCUSD: held while it does not (alpha@2's universe: AAPL, MSFT)"
+            in caplog.text
+        )
+        report = loop.cycle(T0)
+    assert set(policy.requests[0].analysis) == {"AAPL"}
+    assert [p.symbol for p in report.plans] == ["AAPL"]
+
+
+def test_a_loop_whose_symbols_the_served_model_decides_none_of_refuses_to_start(tmp_path: Path) -> None:
+    broker = FakeBroker(100_000.0, PRICES)
+    policy = ScriptedPolicy({"AAPL": (0.1, "aggressive")}, universe=["MSFT", "NVDA"])
+    with (
+        LiveLoop(broker, policy, ["AAPL", "XYZ"], tmp_path / "s.json", reset=True) as loop,
+        pytest.raises(UniverseError) as err,
     ):
         loop.cycle(T0)
     assert str(err.value) == (
-        "symbols: XYZ, BTCUSD not in alpha@2's universe (2 symbols: AAPL, MSFT): trade a subset of it, "
-        "or name none to trade it all"
+        "symbols: alpha@2 decides none of AAPL, XYZ (alpha@2's universe: MSFT, NVDA): trade a subset of "
+        "it, or name none to trade it all"
     )
     assert broker.submitted == [] and policy.requests == []
     assert not (tmp_path / "s.json").exists()  # refused before a state file is started
+
+
+def test_a_pair_takes_the_served_universes_spelling(tmp_path: Path) -> None:
+    """A store ingested from CSV may spell a pair ``BTC/USD``; the loop's ``BTCUSD`` (or ``BTC/USD``
+    given on the command line) is asked about in the universe's spelling, not refused."""
+    broker = FakeBroker(100_000.0, PRICES)
+    policy = ScriptedPolicy({"AAPL": (0.1, "aggressive")}, universe=["AAPL", "BTC/USD"])
+    with LiveLoop(broker, policy, ["AAPL", "BTC/USD"], tmp_path / "s.json", reset=True) as loop:
+        loop.start()
+        assert loop.symbols == ["AAPL", "BTC/USD"]
+        loop.cycle(T0)
+    assert set(policy.requests[0].analysis) == {"AAPL", "BTC/USD"}
+
+
+def test_the_universe_is_matched_at_the_first_cycle_that_can_read_it(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """``GET /v1/model`` unreadable at start: the first cycle that reads it names (and holds) a symbol
+    the model does not decide, as the start would have; one that decides none stops the loop."""
+    broker = FakeBroker(100_000.0, PRICES)
+    policy = ScriptedPolicy({"AAPL": (0.1, "aggressive")}, universe=["AAPL"])
+    policy.model_error = ServiceError("policy service unreachable: ConnectError", 0)
+    with (
+        caplog.at_level("WARNING", logger="raytrade.live"),
+        LiveLoop(broker, policy, ["AAPL", "MSTF"], tmp_path / "s.json", reset=True) as loop,
+    ):
+        loop.start()
+        policy.model_error = None
+        report = loop.cycle(T0)
+        assert "alpha@2 does not decide MSTF: held while it does not" in caplog.text
+        assert [p.symbol for p in report.plans] == ["AAPL"]
+    policy = ScriptedPolicy({}, universe=["NVDA"])
+    policy.model_error = ServiceError("policy service unreachable: ConnectError", 0)
+    with LiveLoop(broker, policy, ["AAPL"], tmp_path / "t.json", reset=True) as loop:
+        loop.start()
+        policy.model_error = None
+        with pytest.raises(UniverseError, match="alpha@2 decides none of AAPL"):
+            loop.cycle(T0)
 
 
 def test_a_universe_the_service_cannot_tell_is_checked_by_its_answers(tmp_path: Path) -> None:

@@ -239,16 +239,25 @@ class _FailingLoop:
         raise self.errors.pop(0)
 
 
-def test_the_runner_retries_a_hiccup_and_stops_on_a_refused_token(monkeypatch: pytest.MonkeyPatch) -> None:
-    """A broker hiccup is retried at the next cycle; a token the service refuses (rotated there) is
-    not: the loop reads it once, so it used to fail every cycle for ever, printing the 401."""
+@pytest.mark.parametrize("stop", ["token", "universe"])
+def test_the_runner_retries_a_hiccup_and_stops_on_what_no_cycle_can_mend(
+    monkeypatch: pytest.MonkeyPatch, stop: str
+) -> None:
+    """A broker hiccup is retried at the next cycle; a token the service refuses (rotated there: the
+    loop reads it once) or a served model deciding none of the loop's symbols is not: the loop used to
+    fail (or hold) every cycle for ever."""
     from raytrade.cluster import live as live_cli
     from raytrade.serve.client import ServiceAuthError
+    from raytrade.serve.live import UniverseError
 
     sleeps: list[float] = []
     monkeypatch.setattr(live_cli.time, "sleep", sleeps.append)
-    refused = ServiceAuthError("policy service refused the token (HTTP 401)", 401)
-    loop = _FailingLoop([SourceError("account: HTTP 503"), refused, KeyboardInterrupt()])
-    with pytest.raises(ServiceAuthError):
+    error: Exception = (
+        ServiceAuthError("policy service refused the token (HTTP 401)", 401)
+        if stop == "token"
+        else UniverseError("symbols: alpha@2 decides none of AAPL")
+    )
+    loop = _FailingLoop([SourceError("account: HTTP 503"), error, KeyboardInterrupt()])
+    with pytest.raises(type(error)):
         live_cli._run(loop, once=False, every_minutes=5.0)  # type: ignore[arg-type]
     assert loop.cycles == 2 and sleeps == [300.0]

@@ -478,3 +478,24 @@ def test_an_answer_with_the_switch_off_leaves_the_loops_switch_off(tmp_path: Pat
     assert [s[0] for s in _switches(policy)] == [False, False, False]
     saved = json.loads((tmp_path / "state.json").read_text())["kill_switch"]
     assert saved["active"] is False
+
+
+def test_a_cycle_with_none_of_its_symbols_served_still_advances_the_switch(tmp_path: Path) -> None:
+    """While the served model decides none of the loop's symbols the cycle holds, but the rule was read:
+    the switch is advanced with it, so a trip in that stretch is kept (it used to be skipped, and the
+    loop bought once the symbols came back, 15 % down, unwind-only under the served rule)."""
+    policy = ScriptedPolicy({"AAPL": (0.0, "flat")})  # nothing held: the equity is the cash
+    broker = FakeBroker(100_000.0, PRICES)
+    with LiveLoop(broker, policy, ["AAPL"], tmp_path / "state.json", reset=True) as loop:
+        loop.cycle(T0)
+        policy.universe, broker.cash = ["NVDA"], 75_000.0  # 25 % down: the default rule trips at 20 %
+        held = loop.cycle(T0 + timedelta(days=1))
+        policy.universe, broker.cash = ["AAPL"], 85_000.0
+        loop.cycle(T0 + timedelta(days=2))
+    assert held.answer.fallback and held.plans == [] and held.answer.model == "alpha@2"
+    assert (
+        held.answer.kill_switch_active and held.answer.reason == "alpha@2 decides none of the loop's symbols"
+    )
+    assert _switches(policy)[-1] == (True, 1, 100_000.0)
+    saved = json.loads((tmp_path / "state.json").read_text())["kill_switch"]
+    assert (saved["active"], saved["bars_active"]) == (True, 1)
