@@ -1018,14 +1018,15 @@ class LiveLoop:
         made every cycle fail, managing nothing); their positions stay in it, held and counted against
         the caps. None when it decides none of them; ``request`` itself while the universe is unknown."""
         served = self._served
-        if served is None or not (dropped := sorted(request.analysis.keys() - set(served.symbols))):
+        decided = set(served.symbols) if served is not None else set()
+        if served is None or not (dropped := sorted(request.analysis.keys() - decided)):
             return request
         log.warning(
             "%s does not decide %s: held, not asked about (its positions still count against the caps)",
             served.model,
             ", ".join(dropped),
         )
-        kept = {s: row for s, row in request.analysis.items() if s in served.symbols}
+        kept = {s: row for s, row in request.analysis.items() if s in decided}
         return request.model_copy(update={"analysis": kept}) if kept else None
 
     def _settle_universe(self) -> None:
