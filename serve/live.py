@@ -53,9 +53,12 @@ Design decisions
   re-risking as soon as the service's own trigger lets go.
 * **Universe.** The loop trades ``symbols`` in the store's spelling (:func:`loop_universe`: ``BTC/USD``
   is ``BTCUSD``; one named twice is refused), matched once against the served universe (``GET
-  /v1/model``'s ``symbols``, at start or at the first cycle that can read it): a pair takes the
-  universe's spelling; a symbol the model does not decide is named in a warning and held (the service
-  refuses a request naming one); none decided refuses to start (:class:`UniverseError`). After a hot
+  /v1/model``'s ``symbols``, at start or at the first cycle that can read it; a pair in either
+  spelling): a symbol the model does not decide is named in a warning and held (the service refuses a
+  request naming one); none decided refuses to start (:class:`UniverseError`). A pair the universe
+  spells otherwise than the broker (``BTC/USD``, a store ingested from CSV) is asked about, its
+  position sent, in the universe's spelling, and the answer read back in the broker's
+  (:func:`_respelled`), so its quotes, positions and orders stay the broker's. After a hot
   swap to a model that no longer decides some of them, a cycle asks only about those it decides and
   holds the others, logged (their positions still sent, counted against the caps); with none left it
   holds everything, saying so, its kill switch still advanced with the rule it read.
@@ -305,12 +308,12 @@ class Broker(Protocol):
 
 
 def loop_universe(symbols: Sequence[str]) -> list[str]:
-    """The loop's symbols in the store's usual spelling, the one Alpaca's positions come in: a crypto
-    pair given as Alpaca spells its orders (``BTC/USD``) becomes ``BTCUSD``
-    (``replay.sources.alpaca.parse_symbol``; an ``InputError`` for a malformed pair); the served
-    universe's own spelling is taken once it is read (:meth:`LiveLoop._settle_universe`). A symbol
-    given twice, in either spelling, is an ``InputError`` naming both: two entries would plan two
-    orders."""
+    """The loop's symbols in the broker's spelling, the one Alpaca's positions and quotes come in: a
+    crypto pair given as Alpaca spells its orders (``BTC/USD``) becomes ``BTCUSD``
+    (``replay.sources.alpaca.parse_symbol``; an ``InputError`` for a malformed pair); a served
+    universe that spells it otherwise is asked in its own spelling (:meth:`LiveLoop._servable`). A
+    symbol given twice, in either spelling, is an ``InputError`` naming both: two entries would plan
+    two orders."""
     seen: dict[str, str] = {}
     for given in symbols:
         name = parse_symbol(given).name if "/" in given else given
@@ -354,6 +357,17 @@ class ServedUniverse(NamedTuple):
         if not isinstance(symbols, list) or not all(isinstance(s, str) for s in symbols):
             return None
         return ServedUniverse(str(info.get("model", "the served model")), symbols)
+
+
+def _respelled(answer: ActResponse, back: Mapping[str, str]) -> ActResponse:
+    """``answer`` with its symbols in the loop's spelling (``back``: the served spelling's map to it,
+    from :meth:`LiveLoop._servable`), so the orders, the rows and the episode read the broker's names."""
+    if not back:
+        return answer
+    decisions = {back.get(s, s): d for s, d in answer.decisions.items()}
+    return answer.model_copy(
+        update={"decisions": decisions, "unmanaged": [back.get(s, s) for s in answer.unmanaged]}
+    )
 
 
 class LiveStateError(InputError):
@@ -942,12 +956,13 @@ class LiveLoop:
                 request, saved, account_peak, f"the served kill-switch rule is unknown ({read.why})"
             )
         self._settle_universe()  # once, if GET /v1/model could not be read at start
-        servable = self._servable(request)
-        if servable is None:  # nothing to ask: held here, the switch advanced with the rule just read
+        spelled = self._servable(request)
+        if spelled is None:  # nothing to ask: held here, the switch advanced with the rule just read
             held = self._kill_switch(saved, account_peak, read.rule)
             reason = f"{read.model} decides none of the loop's symbols"
             log.warning("%s: holding every position", reason)
             return hold_everything(held.stamp(request), model=read.model, version=0, reason=reason), held
+        servable, back = spelled
         switch: KillSwitchTracker | None = None
 
         def ask(rule: KillSwitchConfig) -> ActResponse | Refused:
@@ -969,7 +984,7 @@ class LiveLoop:
             if switch.state is not None and not switch.state.active:
                 log.warning("kill switch: the service tripped it at this bar; the loop's rule had not")
             switch.tripped_by_service()
-        return asked.answer, switch
+        return _respelled(asked.answer, back), switch
 
     def _act(self, request: ActRequest, deadline: Deadline) -> ActResponse | None:
         """The service's answer (an outage hold when ``deadline`` or the retries run out first), or
@@ -1012,28 +1027,42 @@ class LiveLoop:
         self._served = ServedUniverse.of(info)
         return info
 
-    def _servable(self, request: ActRequest) -> ActRequest | None:
-        """``request`` without the symbols the served model (its last ``GET /v1/model``) no longer
-        decides, logged (the service refuses a request naming one: a hot swap to a smaller universe
-        made every cycle fail, managing nothing); their positions stay in it, held and counted against
-        the caps. None when it decides none of them; ``request`` itself while the universe is unknown."""
+    def _servable(self, request: ActRequest) -> tuple[ActRequest, dict[str, str]] | None:
+        """``request`` as the served model (its last ``GET /v1/model``) can take it, and the map back
+        from its spelling to the loop's: a symbol it does not decide is left out, logged (the service
+        refuses a request naming one: a hot swap to a smaller universe made every cycle fail, managing
+        nothing), its position kept, held and counted against the caps; a pair it spells otherwise
+        (``BTC/USD`` for the broker's ``BTCUSD``) is asked about, and its position sent, in its
+        spelling (:func:`_respelled` turns the answer back). None when it decides none of the
+        symbols; ``request`` itself while the universe is unknown."""
         served = self._served
-        decided = set(served.symbols) if served is not None else set()
-        if served is None or not (dropped := sorted(request.analysis.keys() - decided)):
-            return request
-        log.warning(
-            "%s does not decide %s: held, not asked about (its positions still count against the caps)",
-            served.model,
-            ", ".join(dropped),
-        )
-        kept = {s: row for s, row in request.analysis.items() if s in decided}
-        return request.model_copy(update={"analysis": kept}) if kept else None
+        if served is None:
+            return request, {}
+        spelled = {s: served.spelling(s) for s in request.analysis}
+        if dropped := sorted(s for s, sp in spelled.items() if sp is None):
+            log.warning(
+                "%s does not decide %s: held, not asked about (its positions still count against the caps)",
+                served.model,
+                ", ".join(dropped),
+            )
+        back = {sp: s for s, sp in spelled.items() if sp is not None and sp != s}
+        if not dropped and not back:
+            return request, {}
+        analysis = {sp: request.analysis[s] for s, sp in spelled.items() if sp is not None}
+        if not analysis:
+            return None
+        to_served = {s: sp for sp, s in back.items()}
+        positions = [
+            p.model_copy(update={"symbol": to_served[p.symbol]}) if p.symbol in to_served else p
+            for p in request.positions
+        ]
+        return request.model_copy(update={"analysis": analysis, "positions": positions}), back
 
     def _settle_universe(self) -> None:
         """Match the loop's symbols, once, against the first served universe it reads (``GET
-        /v1/model``: at start, or the first cycle that can read it): each takes the universe's
-        spelling of it; one the model does not decide is named in a warning and held while it does
-        not (:meth:`_servable`: a loop restarted after a hot swap that dropped one of its symbols keeps
+        /v1/model``: at start, or the first cycle that can read it; a pair in either spelling): one
+        the model does not decide is named in a warning and held while it does not
+        (:meth:`_servable`: a loop restarted after a hot swap that dropped one of its symbols keeps
         managing the others, its unwinds included); :class:`UniverseError` when it decides none of
         them (nothing could ever be traded)."""
         served = self._served
@@ -1053,7 +1082,6 @@ class LiveLoop:
                 ", ".join(missing),
                 served.shown(),
             )
-        self.symbols = [m or s for s, m in matched.items()]  # distinct: one name per pair already
         self._universe_settled = True
 
     @staticmethod

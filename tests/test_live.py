@@ -400,16 +400,31 @@ def test_a_loop_whose_symbols_the_served_model_decides_none_of_refuses_to_start(
     assert not (tmp_path / "s.json").exists()  # refused before a state file is started
 
 
-def test_a_pair_takes_the_served_universes_spelling(tmp_path: Path) -> None:
-    """A store ingested from CSV may spell a pair ``BTC/USD``; the loop's ``BTCUSD`` (or ``BTC/USD``
-    given on the command line) is asked about in the universe's spelling, not refused."""
+def test_a_pair_the_universe_spells_otherwise_is_asked_in_its_spelling_and_traded_in_the_brokers(
+    tmp_path: Path,
+) -> None:
+    """A store ingested from CSV may spell a pair ``BTC/USD``, while Alpaca names its quotes and
+    positions ``BTCUSD``. The request names the pair, and its position, as the universe does; the answer
+    is read back in the broker's spelling, so the pair is quoted, and its position unwound. Taking the
+    universe's spelling for the loop's own symbol left the pair unquoted, its position unmanaged."""
     broker = FakeBroker(100_000.0, PRICES)
-    policy = ScriptedPolicy({"AAPL": (0.1, "aggressive")}, universe=["AAPL", "BTC/USD"])
+    broker.qty["BTCUSD"] = 0.4
+    broker.cash -= 0.4 * 50_000.0
+    policy = ScriptedPolicy(
+        {"AAPL": (0.1, "aggressive"), "BTC/USD": (0.0, "flat")}, universe=["AAPL", "BTC/USD"]
+    )
     with LiveLoop(broker, policy, ["AAPL", "BTC/USD"], tmp_path / "s.json", reset=True) as loop:
         loop.start()
-        assert loop.symbols == ["AAPL", "BTC/USD"]
-        loop.cycle(T0)
-    assert set(policy.requests[0].analysis) == {"AAPL", "BTC/USD"}
+        assert loop.symbols == ["AAPL", "BTCUSD"]  # the broker's spelling: its quotes and positions
+        report = loop.cycle(T0)
+    asked = policy.requests[0]
+    assert set(asked.analysis) == {"AAPL", "BTC/USD"} and asked.analysis["BTC/USD"].bid_price == 49_990.0
+    assert [p.symbol for p in asked.positions] == ["BTC/USD"]
+    assert set(report.answer.decisions) == {"AAPL", "BTCUSD"}
+    assert sorted((p.symbol, p.side, p.qty) for p in report.plans) == [
+        ("AAPL", "buy", 100.0),
+        ("BTCUSD", "sell", 0.4),
+    ]
 
 
 def test_the_universe_is_matched_at_the_first_cycle_that_can_read_it(

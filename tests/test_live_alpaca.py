@@ -228,6 +228,10 @@ def test_raytrade_live_exits_naming_an_order_alpaca_cannot_read(
     assert (kept["order_id"], kept["unreadable_cycles"]) == (msft["order_id"], 1)
 
 
+class _Retried(BaseException):
+    """The runner went on to another cycle (not an ``Exception``: the runner does not retry it)."""
+
+
 class _FailingLoop:
     """A loop whose cycles raise the given errors in turn (a ``LiveLoop`` stand-in for the runner)."""
 
@@ -257,7 +261,7 @@ def test_the_runner_retries_a_hiccup_and_stops_on_what_no_cycle_can_mend(
         if stop == "token"
         else UniverseError("symbols: alpha@2 decides none of AAPL")
     )
-    loop = _FailingLoop([SourceError("account: HTTP 503"), error, KeyboardInterrupt()])
+    loop = _FailingLoop([SourceError("account: HTTP 503"), error, _Retried()])
     with pytest.raises(type(error)):
         live_cli._run(loop, once=False, every_minutes=5.0)  # type: ignore[arg-type]
     assert loop.cycles == 2 and sleeps == [300.0]
