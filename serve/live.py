@@ -51,7 +51,7 @@ Design decisions
   ``kill_drawdown`` lowered between the read and the act, the version unchanged) trips the loop's at
   that bar, 0 bars, as ``PolicyClient`` does: saved so, it holds under the rule's release instead of
   re-risking as soon as the service's own trigger lets go.
-* **Universe.** The loop trades ``symbols`` in the store's spelling (:func:`loop_universe`: ``BTC/USD``
+* **Universe.** The loop trades ``symbols`` in the broker's spelling (:func:`loop_universe`: ``BTC/USD``
   is ``BTCUSD``; one named twice is refused), matched once against the served universe (``GET
   /v1/model``'s ``symbols``, at start or at the first cycle that can read it; a pair in either
   spelling): a symbol the model does not decide is named in a warning and held (the service refuses a
