@@ -459,7 +459,7 @@ def test_a_universe_the_service_cannot_tell_is_checked_by_its_answers(tmp_path: 
 
     class NoUniverse(ScriptedPolicy):
         def model(self, deadline: Any = None) -> dict[str, Any]:
-            return {**super().model(deadline), "symbols": "AAPL"}  # not a list of symbols
+            return {**super().model(deadline), "symbols": "MSFT"}  # not a list of symbols
 
     broker = FakeBroker(100_000.0, PRICES)
     policy = NoUniverse({"AAPL": (0.1, "aggressive")})
