@@ -71,12 +71,32 @@ class LoopRules(BaseModel):
 def is_crypto_symbol(symbol: str) -> bool:
     """True for a crypto pair as the loop and Alpaca spell it: ``BTC/USD`` and ``BTCUSD`` (contains
     ``/``, or ends in ``USD``, ``USDT`` or ``USDC`` after at least one more character; the contract's
-    "symbols ending in USD", and the stablecoin quotes of crypto exports: ``SUIUSDT``). The one rule
-    for a symbol whose asset class nothing else gives: CSV ingest, the live loop's quotes and orders,
-    and serving's positions outside the model's universe (the crypto cap, ``serve.caps``)."""
+    "symbols ending in USD", and the stablecoin quotes of crypto exports: ``SUIUSDT``), and a pair
+    quoted in a coin, ``ETHBTC`` (ends in ``BTC`` or ``ETH`` and is longer than any US listed ticker,
+    :data:`MAX_EQUITY_TICKER`, so the trust ``GBTC`` stays an equity). The one rule for a symbol whose
+    asset class nothing else gives: CSV ingest, the live loop's quotes and orders, and serving's
+    positions outside the model's universe (the crypto cap, ``serve.caps``)."""
+    return "/" in symbol or pair_quote(symbol) is not None
+
+
+def pair_quote(symbol: str) -> str | None:
+    """The quote currency of a crypto pair spelled without a slash (``BTCUSDT`` -> ``USDT``,
+    ``ETHBTC`` -> ``BTC``), None for a symbol that is no such pair (:func:`is_crypto_symbol`'s rule)."""
     name = symbol.upper()
-    return "/" in name or any(name.endswith(q) and len(name) > len(q) for q in CRYPTO_QUOTES)
+    for quote in sorted(CRYPTO_QUOTES, key=len, reverse=True):  # USDT before USD
+        if name.endswith(quote) and len(name) > len(quote):
+            return quote
+    if len(name) > MAX_EQUITY_TICKER:
+        return next((q for q in COIN_QUOTES if name.endswith(q)), None)
+    return None
 
 
 CRYPTO_QUOTES: Final = ("USD", "USDT", "USDC")
 """Quote currencies that mark a symbol as a crypto pair (:func:`is_crypto_symbol`)."""
+
+COIN_QUOTES: Final = ("BTC", "ETH")
+"""Coins a crypto pair may be quoted in (Alpaca's ``ETH/BTC``); a symbol ending in one is a pair only
+when longer than :data:`MAX_EQUITY_TICKER` (``GBTC`` is a listed trust)."""
+
+MAX_EQUITY_TICKER: Final = 5
+"""The longest US listed ticker, in letters (NYSE and Nasdaq allow up to five)."""

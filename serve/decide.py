@@ -211,8 +211,9 @@ class DecisionService:
             raise ValueError(
                 f"symbols {misnamed[:5]} are not of the asset class their names say to the trading "
                 "loop and Alpaca "
-                "(replay.loop_rules.is_crypto_symbol: a crypto pair is spelled BASE/QUOTE or ends in "
-                "USD, USDT or USDC): its crypto cap and no-short rule would miss them; rename them "
+                "(replay.loop_rules.is_crypto_symbol: a crypto pair is spelled BASE/QUOTE, ends in "
+                "USD, USDT or USDC, or ends in BTC or ETH and has over 5 letters): its crypto cap and "
+                "no-short rule would miss them; rename them "
                 "(e.g. crypto/BTC.csv -> BTCUSD.csv) and ingest again"
             )
         self._limits = exposure_limits(self._is_crypto, self.env_cfg.sim.constraints)

@@ -150,6 +150,16 @@ def test_crypto_is_never_shorted_and_trades_in_small_units() -> None:
     assert buy.qty == 0.024691  # 1,234.57 / 50,000 = 0.0246914 -> floored to 1e-6
 
 
+def test_a_pair_quoted_in_bitcoin_is_crypto_to_the_planner() -> None:
+    """ETHBTC was planned as a 6-letter equity: whole units, shorts allowed, no crypto cap."""
+    quotes = {"ETHBTC": _book(0.0499, 0.0501)}
+    (close,) = plan_orders(
+        _answer({"ETHBTC": (-0.05, 0.05, "aggressive")}), EQUITY, quotes, {"ETHBTC": 10.0}, "c1"
+    )
+    assert (close.side, close.qty, close.target_weight, close.time_in_force) == ("sell", 10.0, 0.0, "gtc")
+    assert close.note is not None and "cannot be shorted" in close.note
+
+
 def test_holds_fallbacks_and_missing_quotes_send_nothing() -> None:
     answer = _answer(
         {"AAPL": (0.0, 0.2, "hold"), "MSFT": (0.1, 0.0, "aggressive"), "XYZ": (0.1, 0.0, "aggressive")}

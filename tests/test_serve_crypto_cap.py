@@ -183,9 +183,10 @@ def test_one_crypto_rule_for_ingest_serving_and_the_loop() -> None:
     from raytrade.replay.loop_rules import is_crypto_symbol
     from raytrade.replay.sources.csv_dir import asset_class_of
 
-    for symbol in ("BTCUSD", "BTC/USD", "SUIUSDT", "ETHUSDC", "btcusdt"):
+    for symbol in ("BTCUSD", "BTC/USD", "SUIUSDT", "ETHUSDC", "btcusdt", "ETHBTC", "ETH/BTC", "LINKETH"):
         assert is_crypto_symbol(symbol) and asset_class_of(symbol.upper(), Path(f"{symbol}.csv")) == "crypto"
-    for symbol in ("AAPL", "USD", "USDT", "MSFT"):
+    # a coin quote marks a pair only past the longest listed ticker: GBTC and ETHE are trusts, BTC a coin
+    for symbol in ("AAPL", "USD", "USDT", "MSFT", "GBTC", "BTC", "ETH", "ETHE", "XBTC"):
         assert not is_crypto_symbol(symbol) and asset_class_of(symbol, Path(f"{symbol}.csv")) == "equity"
 
 
@@ -193,14 +194,19 @@ def test_alpaca_pairs_keep_their_quote_currency() -> None:
     """BTCUSDT was sent to Alpaca as BTCU/USD once USDT pairs counted as crypto."""
     from raytrade.replay.sources.alpaca import parse_symbol
 
-    spelled = {s: parse_symbol(s).alpaca for s in ("BTCUSD", "BTCUSDT", "ETHUSDC", "BTC/USDT", "AAPL")}
+    given = ("BTCUSD", "BTCUSDT", "ETHUSDC", "BTC/USDT", "AAPL", "ETHBTC", "LINKETH", "GBTC")
+    spelled = {s: parse_symbol(s).alpaca for s in given}
     assert spelled == {
         "BTCUSD": "BTC/USD",
         "BTCUSDT": "BTC/USDT",
         "ETHUSDC": "ETH/USDC",
         "BTC/USDT": "BTC/USDT",
         "AAPL": "AAPL",
+        "ETHBTC": "ETH/BTC",  # a coin-quoted pair, once taken for a 6-letter equity
+        "LINKETH": "LINK/ETH",
+        "GBTC": "GBTC",  # the listed trust
     }
+    assert parse_symbol("ETHBTC").asset_class == "crypto" and parse_symbol("GBTC").asset_class == "equity"
 
 
 def test_a_universe_whose_names_hide_their_asset_class_is_refused_at_load() -> None:

@@ -6,8 +6,9 @@ Design decisions
   ``CryptoHistoricalDataClient``); they follow ``next_page_token`` themselves, so a long window
   arrives as one list. ``url_override`` points them at a proxy or a test double.
 * Symbols are stored as the trading loop writes them: ``BTCUSD``, not Alpaca's ``BTC/USD``. A
-  symbol is crypto when it contains ``/`` or ends in ``USD`` and is longer than 3 characters
-  (``replay.loop_rules.is_crypto_symbol``).
+  symbol is crypto when it contains ``/``, ends in ``USD``, ``USDT`` or ``USDC`` after at least one
+  more character, or is a coin-quoted pair longer than any listed ticker (``ETHBTC``, not ``GBTC``):
+  ``replay.loop_rules.is_crypto_symbol``.
 * Top of book (``bid``, ``ask``, ``bid_size``, ``ask_size``) is only known *now* (latest stock
   quote, latest crypto order book), so it lands on each symbol's last bar, and only when the
   quote's timestamp falls inside that bar (``ts <= quote_ts < ts + timeframe``): a quote taken after
@@ -62,8 +63,8 @@ from requests.exceptions import RequestException
 
 from raytrade.replay.credentials import AlpacaAccess, check_secure_url
 from raytrade.replay.errors import InputError
-from raytrade.replay.loop_rules import CRYPTO_QUOTES
 from raytrade.replay.loop_rules import is_crypto_symbol as is_crypto_symbol  # the loop's rule, re-exported
+from raytrade.replay.loop_rules import pair_quote
 from raytrade.replay.schema import BARS_SCHEMA
 from raytrade.replay.sources.alpaca_daily import BarRow, new_york_daily, new_york_hours
 from raytrade.replay.timeutil import bar_closed_at, bar_open_until
@@ -143,11 +144,11 @@ def parse_symbol(symbol: str) -> AlpacaSymbol:
         raise InputError(
             f"symbol={symbol!r} is not a valid Alpaca symbol (upper-case, e.g. 'AAPL', 'BTCUSD', 'BTC/USD')"
         )
-    if not is_crypto_symbol(symbol):
-        return AlpacaSymbol(name=symbol, alpaca=symbol, asset_class="equity")
     if "/" in symbol:
         return AlpacaSymbol(name=symbol.replace("/", ""), alpaca=symbol, asset_class="crypto")
-    quote = next(q for q in sorted(CRYPTO_QUOTES, key=len, reverse=True) if symbol.endswith(q))
+    quote = pair_quote(symbol)  # None: not a pair (is_crypto_symbol's rule)
+    if quote is None:
+        return AlpacaSymbol(name=symbol, alpaca=symbol, asset_class="equity")
     return AlpacaSymbol(name=symbol, alpaca=f"{symbol[: -len(quote)]}/{quote}", asset_class="crypto")
 
 

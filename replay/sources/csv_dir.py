@@ -20,8 +20,10 @@ Calendar rule (explicit, so equities and crypto are never silently aligned):
   the stamps are never shifted (a bar opened at 05:00 UTC closes after the equity close of its
   date: labelling it with that date would let a decision see the future).
 
-A symbol is crypto when its name ends in USD, USDT or USDC (``BTCUSD``, ``SUIUSDT``) or the file
-sits under a folder named ``crypto``; otherwise it is an equity.
+A symbol is crypto when its name ends in USD, USDT or USDC (``BTCUSD``, ``SUIUSDT``), is a pair
+quoted in BTC or ETH longer than any listed ticker (``ETHBTC``; ``GBTC`` is an equity), or the file
+sits under a folder named ``crypto`` (``replay.loop_rules.is_crypto_symbol``); otherwise it is an
+equity.
 
 Every file is validated in full before anything is returned: a bad file raises
 ``ReplayValidationError`` naming the file, the data row (1-based: row 1 is the line after the
