@@ -31,8 +31,11 @@ holds (no order), saying why (``serve/live.py``). A cycle's rule reads and acts 
 deadline (``total_deadline_s``): an act it cuts is an outage hold, a rule read it cuts a hold for want
 of the rule.
 
-The loop survives a failed cycle (it retries at the next one), with four exceptions, each ending it
-with exit status 2 and one line: a pending order Alpaca cannot read (not a 404) on
+The loop survives a failed cycle (it retries at the next one) up to ``--max-failed-cycles`` failed
+cycles in a row (a broker or service that keeps failing, a position the broker cannot value): then it
+stops with exit status 2 and one line naming the last error, so that a supervisor or a person sees it
+instead of a loop that retries for ever and manages nothing. Four errors end it at once, the same way:
+a pending order Alpaca cannot read (not a 404) on
 ``--max-unreadable-order-cycles`` cycles in a row (naming the order; its symbol has been held all
 along), a hot swap to a kill-switch rule the configured one is looser than, a served model that
 decides none of the loop's symbols (checked at the first ``GET /v1/model`` the loop can read), and the
@@ -149,6 +152,14 @@ class _Hours(click.FloatRange):
     "loop (exit status 2, naming the order); its symbol was held all along. The state file keeps it.",
 )
 @click.option(
+    "--max-failed-cycles",
+    type=click.IntRange(min=1),
+    default=10,
+    show_default=True,
+    help="This many failed cycles in a row (the broker or the service failing, say) stop the loop "
+    "(exit status 2, naming the last error); a cycle that completes resets the count.",
+)
+@click.option(
     "--trading-url", default=None, help="Override of Alpaca's trading URL (its paper host or loopback only)."
 )
 @click.option("--data-url", default=None, help="Override of Alpaca's market-data URL (https or loopback).")
@@ -172,6 +183,7 @@ def live_command(
     max_quote_age_hours: float,
     max_crypto_quote_age_hours: float,
     max_unreadable_order_cycles: int,
+    max_failed_cycles: int,
     trading_url: str | None,
     data_url: str | None,
     **caps: float,
@@ -213,21 +225,23 @@ def live_command(
             click.echo(
                 f"live loop (paper) on {len(universe)} symbols, policy at {serve_url}, state {state_path}"
             )
-            _run(loop, once, every_minutes)
+            _run(loop, once, every_minutes, max_failed_cycles)
 
 
-def _run(loop: LiveLoop, once: bool, every_minutes: float) -> None:
+def _run(loop: LiveLoop, once: bool, every_minutes: float, max_failed_cycles: int = 10) -> None:
     """Cycle until interrupted (or once); an order the broker cannot read for too long ends the
     loop (:class:`serve.live.UnreadableOrderError`: a person must look), and so does a hot swap to a
     kill-switch rule the configured one is looser than (``serve.kill_switch_rule.KillSwitchRuleError``),
     a served model that decides none of the loop's symbols (:class:`serve.live.UniverseError`, when
     the start could not read it), and the service refusing the token (``serve.client.ServiceAuthError``:
     rotated on the service, say; the loop reads its token once, so no later cycle could succeed).
-    Anything else is retried at the next cycle."""
+    Anything else is retried at the next cycle, up to ``max_failed_cycles`` failures in a row
+    (:class:`serve.live.FailedCyclesError`); a cycle that completes resets the count."""
     from raytrade.serve.client import ServiceAuthError
     from raytrade.serve.kill_switch_rule import KillSwitchRuleError
-    from raytrade.serve.live import UniverseError, UnreadableOrderError
+    from raytrade.serve.live import FailedCyclesError, UniverseError, UnreadableOrderError
 
+    failed = 0
     while True:
         try:
             report = loop.cycle()
@@ -236,9 +250,21 @@ def _run(loop: LiveLoop, once: bool, every_minutes: float) -> None:
         except Exception as exc:  # a broker or network hiccup must not end a long-running loop
             if once:
                 raise
-            click.echo(f"cycle failed, retrying at the next one: {type(exc).__name__}: {exc}", err=True)
+            failed += 1
+            error = f"{type(exc).__name__}: {exc}"
+            if failed >= max_failed_cycles:
+                raise FailedCyclesError(
+                    f"live loop stopped: {failed} cycles in a row failed (--max-failed-cycles), the last "
+                    f"with {error}; the state file keeps the orders sent; restart once it is mended"
+                ) from exc
+            click.echo(
+                f"cycle failed ({failed} in a row; the loop stops at {max_failed_cycles}), retrying at "
+                f"the next one: {error}",
+                err=True,
+            )
             time.sleep(every_minutes * 60.0)
             continue
+        failed = 0
         status = f"fallback ({report.answer.reason})" if report.answer.fallback else report.answer.model
         click.echo(
             f"[{report.cycle_id}] {status}: {len(report.plans)} orders, {len(report.submitted)} sent, "

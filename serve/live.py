@@ -378,6 +378,13 @@ class UniverseError(LiveStateError):
     """The served model decides none of the loop's symbols: nothing could ever be traded."""
 
 
+class FailedCyclesError(LiveStateError):
+    """The runner stops (``raytrade live``): its cycles failed ``--max-failed-cycles`` times in a row
+    (a broker or service that keeps failing, a position that cannot be valued). Each failed cycle
+    placed nothing after its failure, and the state file keeps whatever it had sent: a person must
+    look, and a restart picks the orders up."""
+
+
 class UnreadableOrderError(LiveStateError):
     """The loop stops: a pending order could not be read for ``LiveConfig.max_unreadable_order_cycles``
     consecutive cycles. Its symbol was held on each of them (the order may still fill), so the loop

@@ -442,6 +442,42 @@ def test_raytrade_live_ends_on_an_unreadable_order_instead_of_cycling_on(
         live_cli._run(_Stopping(), once=False, every_minutes=1.0)  # type: ignore[arg-type]
 
 
+def test_raytrade_live_stops_after_the_limit_of_failed_cycles_in_a_row(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A broker that fails every cycle was retried for ever: a line on stderr each cycle, nothing
+    managed. The count is of failures in a row: a cycle that completes resets it."""
+    from types import SimpleNamespace
+
+    from raytrade.cluster import live as live_cli
+    from raytrade.serve.live import FailedCyclesError
+
+    outcomes = iter(["fail", "fail", "ok", "fail", "fail", "fail", "ok"])
+    cycles: list[str] = []
+    done = SimpleNamespace(
+        cycle_id="c",
+        answer=SimpleNamespace(fallback=False, model="m"),
+        plans=[],
+        submitted={},
+        rejected={},
+        uncertain={},
+        fills_logged=0,
+    )
+
+    class _Flaky:
+        def cycle(self) -> Any:
+            outcome = next(outcomes)
+            cycles.append(outcome)
+            if outcome == "fail":
+                raise ConnectionError("broker down")
+            return done
+
+    monkeypatch.setattr(live_cli.time, "sleep", lambda seconds: None)
+    with pytest.raises(FailedCyclesError, match=r"3 cycles in a row failed .* ConnectionError: broker down"):
+        live_cli._run(_Flaky(), once=False, every_minutes=1.0, max_failed_cycles=3)  # type: ignore[arg-type]
+    assert cycles == ["fail", "fail", "ok", "fail", "fail", "fail"]  # the completed cycle reset the count
+
+
 # ------------------------------------------------------------------ the order record comes first
 
 
