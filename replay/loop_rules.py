@@ -91,6 +91,16 @@ def pair_quote(symbol: str) -> str | None:
     return None
 
 
+def coin_quote(symbol: str) -> str | None:
+    """The coin a crypto pair is quoted in (``ETHBTC``, ``ETH/BTC`` -> ``BTC``), None for a pair
+    quoted in dollars or a stablecoin, and for anything not a pair. Such a pair's prices are in that
+    coin, not in the account's dollars: a quantity computed from them as dollars is off by the coin's
+    price (the live loop refuses to trade one, serving gives it no ``target_qty``)."""
+    name = symbol.upper()
+    quote = name.rpartition("/")[2] if "/" in name else pair_quote(name)
+    return quote if quote in COIN_QUOTES else None
+
+
 CRYPTO_QUOTES: Final = ("USD", "USDT", "USDC")
 """Quote currencies that mark a symbol as a crypto pair (:func:`is_crypto_symbol`)."""
 

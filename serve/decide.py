@@ -102,7 +102,7 @@ from raytrade.envs.normalization import MISSING_CHANNEL
 from raytrade.envs.simulator import Observation, constrained_targets, exposure_limits
 from raytrade.models.inference import broken_rows, trace_for_inference
 from raytrade.replay.errors import InputError
-from raytrade.replay.loop_rules import LoopRules, is_crypto_symbol
+from raytrade.replay.loop_rules import LoopRules, coin_quote, is_crypto_symbol
 from raytrade.replay.timeutil import series_closed_at
 from raytrade.serve.caps import ExposureCaps, cap_targets, gate_reasons
 from raytrade.serve.fallback import hold_everything
@@ -217,6 +217,8 @@ class DecisionService:
                 "(e.g. crypto/BTC.csv -> BTCUSD.csv) and ingest again"
             )
         self._limits = exposure_limits(self._is_crypto, self.env_cfg.sim.constraints)
+        # a pair quoted in a coin is priced in it: no quantity from its price (target_qty None)
+        self._priced_in_coin = [i for i, s in enumerate(data.symbols) if coin_quote(s) is not None]
         self._channels: dict[int, np.ndarray] = {}  # per bar, its encoded per-asset channels
         self._channels_lock = threading.Lock()
         ks = self.env_cfg.sim.kill_switch
@@ -611,6 +613,8 @@ class DecisionService:
         decisions: dict[str, dict[str, Any]] = {}
         equity, hold = p.request.account.equity, p.hold_reason
         prices = p.request.reference_prices(self.universe)
+        for i in self._priced_in_coin:
+            prices[i] = None
         units = p.request.held_quantities()
         w_target, w_now, conf = weights.tolist(), p.w_now.tolist(), confidence.tolist()
         mode_of = None if modes is None else modes.tolist()

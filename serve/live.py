@@ -52,7 +52,8 @@ Design decisions
   that bar, 0 bars, as ``PolicyClient`` does: saved so, it holds under the rule's release instead of
   re-risking as soon as the service's own trigger lets go.
 * **Universe.** The loop trades ``symbols`` in the broker's spelling (:func:`loop_universe`: ``BTC/USD``
-  is ``BTCUSD``; one named twice is refused), matched once against the served universe (``GET
+  is ``BTCUSD``; one named twice is refused, and so is a pair quoted in a coin, ``ETH/BTC``: its
+  quotes are in BTC and the loop sizes in dollars), matched once against the served universe (``GET
   /v1/model``'s ``symbols``, at start or at the first cycle that can read it; a pair in either
   spelling): a symbol the model does not decide is named in a warning and held (the service refuses a
   request naming one); none decided refuses to start (:class:`UniverseError`). A pair the universe
@@ -173,7 +174,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StrictBool, St
 from raytrade.envs.kill_switch import KillSwitchConfig
 from raytrade.replay.errors import InputError, first_problem
 from raytrade.replay.exchange_calendar import trading_days_between
-from raytrade.replay.loop_rules import is_crypto_symbol
+from raytrade.replay.loop_rules import coin_quote, is_crypto_symbol
 from raytrade.replay.sources.alpaca import SourceError, TopOfBook, parse_symbol
 from raytrade.replay.stored_keys import KeyCache
 from raytrade.serve.decision_rows import (
@@ -313,10 +314,17 @@ def loop_universe(symbols: Sequence[str]) -> list[str]:
     (``replay.sources.alpaca.parse_symbol``; an ``InputError`` for a malformed pair); a served
     universe that spells it otherwise is asked in its own spelling (:meth:`LiveLoop._servable`). A
     symbol given twice, in either spelling, is an ``InputError`` naming both: two entries would plan
-    two orders."""
+    two orders. So is a pair quoted in a coin (``ETH/BTC``, ``replay.loop_rules.coin_quote``): the
+    loop sizes orders in the account's dollars from a pair's quotes, which for it are in the coin."""
     seen: dict[str, str] = {}
     for given in symbols:
         name = parse_symbol(given).name if "/" in given else given
+        if (coin := coin_quote(given)) is not None:
+            raise InputError(
+                f"symbols: {given!r} is a pair quoted in {coin}: the loop sizes its orders in dollars "
+                f"from the pair's quotes, which are in {coin}; leave it out (--symbols) or trade the "
+                "pair against USD"
+            )
         if name in seen:
             raise InputError(
                 f"symbols: {seen[name]!r} and {given!r} are the same symbol ({name}): name it once"

@@ -360,7 +360,8 @@ class SymbolDecision(BaseModel):
     target_qty: float | None = Field(
         None,
         description="signed units for the target weight: target_weight x equity / price, price = the "
-        "quote's mid, else the last price; None when the request gave no price. A symbol the answer "
+        "quote's mid, else the last price; None when the request gave no price, and for a pair quoted in a "
+        "coin (ETHBTC: its prices are in BTC, not the account's dollars). A symbol the answer "
         "keeps where it is (held: gate_mode hold, a fallback; or its target weight is its current "
         "weight) has the signed units the request says are held (0 for none), whatever the price: "
         "target_qty - qty is then no trade",

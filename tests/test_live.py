@@ -351,6 +351,9 @@ def test_a_pair_named_as_alpaca_spells_it_is_traded_in_the_stores_spelling(tmp_p
         ),
         (["AAPL", "AAPL"], "symbols: 'AAPL' and 'AAPL' are the same symbol (AAPL)"),
         (["btc/usd"], "symbol='btc/usd' is not a valid Alpaca symbol"),
+        # quoted in BTC: sized in dollars from ~0.05 a unit, it would order ~BTCUSD times too much
+        (["AAPL", "ETH/BTC"], "symbols: 'ETH/BTC' is a pair quoted in BTC"),
+        (["ETHBTC"], "symbols: 'ETHBTC' is a pair quoted in BTC"),
     ],
 )
 def test_a_symbol_named_twice_or_a_malformed_pair_is_refused_naming_it(

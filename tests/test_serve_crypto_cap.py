@@ -226,3 +226,45 @@ def test_a_universe_whose_names_hide_their_asset_class_is_refused_at_load() -> N
         DecisionService(
             _FixedAction(handle, WANTS_CRYPTO, None), relabelled, ServeConfig(max_feature_age_hours=None)
         )
+
+
+def test_a_pair_quoted_in_a_coin_gets_no_quantity_from_its_coin_price() -> None:
+    """ETHBTC quotes ~0.05 (BTC): w x equity / 0.05 read as dollars asked for ~BTCUSD times the units."""
+    from raytrade.replay.loop_rules import coin_quote
+
+    assert [
+        coin_quote(s) for s in ("ETHBTC", "ETH/BTC", "LINKETH", "BTCUSD", "BTC/USDT", "GBTC", "AAPL")
+    ] == [
+        "BTC",
+        "BTC",
+        "ETH",
+        None,
+        None,
+        None,
+        None,
+    ]
+
+
+def test_serving_gives_a_pair_quoted_in_a_coin_no_target_qty() -> None:
+    """The weight is the policy's; the units are not knowable from a price in BTC."""
+    import dataclasses
+
+    handle = _handle("ppo_mlp")
+    renamed = [s.replace("SYN005USD", "SYNFIVEBTC") for s in handle.manifest.data.symbols]
+    data = serving_market_data(handle.env_config(), handle.manifest.data.symbols)
+    data = dataclasses.replace(data, symbols=tuple(renamed))
+    manifest = handle.manifest.model_copy(
+        update={"data": handle.manifest.data.model_copy(update={"symbols": renamed})}
+    )
+
+    class _Renamed(_FixedAction):
+        def __init__(self) -> None:
+            super().__init__(handle, WANTS_CRYPTO)
+            self.manifest = manifest
+
+    service = DecisionService(_Renamed(), data, ServeConfig(max_feature_age_hours=None))
+    request = _request(service, [])
+    (answer,) = service.decide([request])
+    coin, dollar = answer.decisions["SYNFIVEBTC"], answer.decisions["SYN000"]
+    assert coin.target_weight > 0 and coin.target_qty is None  # bought, but no units from 100 BTC a coin
+    assert dollar.target_qty == pytest.approx(dollar.target_weight * EQUITY / 100.0)
