@@ -31,10 +31,13 @@ holds (no order), saying why (``serve/live.py``). A cycle's rule reads and acts 
 deadline (``total_deadline_s``): an act it cuts is an outage hold, a rule read it cuts a hold for want
 of the rule.
 
-The loop survives a failed cycle (it retries at the next one) up to ``--max-failed-cycles`` failed
-cycles in a row (a broker or service that keeps failing, a position the broker cannot value): then it
-stops with exit status 2 and one line naming the last error, so that a supervisor or a person sees it
-instead of a loop that retries for ever and manages nothing. Four errors end it at once, the same way:
+The loop survives a failed cycle (it retries at the next one) and a cycle held for want of the
+policy service (unreachable, erring, an unusable answer, its kill-switch rule unreadable: the loop's
+own hold), up to ``--max-failed-cycles`` of the two in a row (a broker that keeps failing, a position
+it cannot value, a service that stays down): then it stops with exit status 2 and one line naming
+the last, so that a supervisor or a person sees it instead of a loop that retries for ever and
+manages nothing, kill-switch unwinds included. A cycle the service decided resets the count (its own
+holds, for stale features say, are decisions). Four errors end it at once, the same way:
 a pending order Alpaca cannot read (not a 404) on
 ``--max-unreadable-order-cycles`` cycles in a row (naming the order; its symbol has been held all
 along), a hot swap to a kill-switch rule the configured one is looser than, a served model that
@@ -156,8 +159,9 @@ class _Hours(click.FloatRange):
     type=click.IntRange(min=1),
     default=10,
     show_default=True,
-    help="This many failed cycles in a row (the broker or the service failing, say) stop the loop "
-    "(exit status 2, naming the last error); a cycle that completes resets the count.",
+    help="This many cycles in a row that failed (the broker failing, say) or held for want of the "
+    "policy service (down, erring, its kill-switch rule unreadable) stop the loop (exit status 2, "
+    "naming the last); a cycle the service decided resets the count.",
 )
 @click.option(
     "--trading-url", default=None, help="Override of Alpaca's trading URL (its paper host or loopback only)."
@@ -228,6 +232,18 @@ def live_command(
             _run(loop, once, every_minutes, max_failed_cycles)
 
 
+def _held_without_service(answer: Any) -> str | None:
+    """Why the loop held this cycle for want of the policy service (an answer it made itself: the
+    service unreachable or erring, its answer unusable, the kill-switch rule unreadable), or None for
+    an answer the service decided (its own holds included: stale features are its decision)."""
+    from raytrade.serve.client import FALLBACK_MODEL
+    from raytrade.serve.kill_switch_rule import RULE_UNKNOWN_MODEL
+
+    if answer.fallback and answer.model in (FALLBACK_MODEL, RULE_UNKNOWN_MODEL):
+        return f"held without the service: {answer.reason or answer.model}"
+    return None
+
+
 def _run(loop: LiveLoop, once: bool, every_minutes: float, max_failed_cycles: int = 10) -> None:
     """Cycle until interrupted (or once); an order the broker cannot read for too long ends the
     loop (:class:`serve.live.UnreadableOrderError`: a person must look), and so does a hot swap to a
@@ -235,8 +251,9 @@ def _run(loop: LiveLoop, once: bool, every_minutes: float, max_failed_cycles: in
     a served model that decides none of the loop's symbols (:class:`serve.live.UniverseError`, when
     the start could not read it), and the service refusing the token (``serve.client.ServiceAuthError``:
     rotated on the service, say; the loop reads its token once, so no later cycle could succeed).
-    Anything else is retried at the next cycle, up to ``max_failed_cycles`` failures in a row
-    (:class:`serve.live.FailedCyclesError`); a cycle that completes resets the count."""
+    Anything else is retried at the next cycle, and so is a cycle held for want of the service (its
+    answer made by the loop: :func:`_held_without_service`), up to ``max_failed_cycles`` of the two in
+    a row (:class:`serve.live.FailedCyclesError`); a cycle the service decided resets the count."""
     from raytrade.serve.client import ServiceAuthError
     from raytrade.serve.kill_switch_rule import KillSwitchRuleError
     from raytrade.serve.live import FailedCyclesError, UniverseError, UnreadableOrderError
@@ -250,30 +267,37 @@ def _run(loop: LiveLoop, once: bool, every_minutes: float, max_failed_cycles: in
         except Exception as exc:  # a broker or network hiccup must not end a long-running loop
             if once:
                 raise
+            failure: str | None = " ".join(f"failed: {type(exc).__name__}: {exc}".split())[:300]  # one line
+        else:
+            _show(report)
+            if once:
+                return
+            failure = _held_without_service(report.answer)
+        if failure is None:
+            failed = 0
+        else:
             failed += 1
-            error = f"{type(exc).__name__}: {exc}"
             if failed >= max_failed_cycles:
                 raise FailedCyclesError(
-                    f"live loop stopped: {failed} cycles in a row failed (--max-failed-cycles), the last "
-                    f"with {error}; the state file keeps the orders sent; restart once it is mended"
-                ) from exc
+                    f"live loop stopped: {failed} cycles in a row failed or held without the policy "
+                    f"service (--max-failed-cycles; the state file keeps the orders sent); the last {failure}"
+                )
             click.echo(
-                f"cycle failed ({failed} in a row; the loop stops at {max_failed_cycles}), retrying at "
-                f"the next one: {error}",
+                f"cycle {failure} ({failed} in a row; the loop stops at {max_failed_cycles}); retrying "
+                "at the next one",
                 err=True,
             )
-            time.sleep(every_minutes * 60.0)
-            continue
-        failed = 0
-        status = f"fallback ({report.answer.reason})" if report.answer.fallback else report.answer.model
-        click.echo(
-            f"[{report.cycle_id}] {status}: {len(report.plans)} orders, {len(report.submitted)} sent, "
-            f"{len(report.rejected)} refused, {report.fills_logged} fills logged"
-        )
-        for decision_id, message in report.rejected.items():
-            click.echo(f"  refused {decision_id}: {message}", err=True)
-        for decision_id, message in report.uncertain.items():
-            click.echo(f"  unknown outcome {decision_id} (resolved next cycle): {message}", err=True)
-        if once:
-            return
         time.sleep(every_minutes * 60.0)
+
+
+def _show(report: Any) -> None:
+    """One cycle's report, a line (and one per refused or unresolved order)."""
+    status = f"fallback ({report.answer.reason})" if report.answer.fallback else report.answer.model
+    click.echo(
+        f"[{report.cycle_id}] {status}: {len(report.plans)} orders, {len(report.submitted)} sent, "
+        f"{len(report.rejected)} refused, {report.fills_logged} fills logged"
+    )
+    for decision_id, message in report.rejected.items():
+        click.echo(f"  refused {decision_id}: {message}", err=True)
+    for decision_id, message in report.uncertain.items():
+        click.echo(f"  unknown outcome {decision_id} (resolved next cycle): {message}", err=True)

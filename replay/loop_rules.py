@@ -73,9 +73,10 @@ def is_crypto_symbol(symbol: str) -> bool:
     ``/``, or ends in ``USD``, ``USDT`` or ``USDC`` after at least one more character; the contract's
     "symbols ending in USD", and the stablecoin quotes of crypto exports: ``SUIUSDT``), and a pair
     quoted in a coin, ``ETHBTC`` (ends in ``BTC`` or ``ETH`` and is longer than any US listed ticker,
-    :data:`MAX_EQUITY_TICKER`, so the trust ``GBTC`` stays an equity). The one rule for a symbol whose
-    asset class nothing else gives: CSV ingest, the live loop's quotes and orders, and serving's
-    positions outside the model's universe (the crypto cap, ``serve.caps``)."""
+    :data:`MAX_EQUITY_TICKER`, so the trust ``GBTC`` stays an equity; a pair of five letters or fewer,
+    ``OPBTC``, reads as an equity too: nothing in such a name tells it from a ticker). The one rule
+    for a symbol whose asset class nothing else gives: CSV ingest, the live loop's quotes and orders,
+    and serving's positions outside the model's universe (the crypto cap, ``serve.caps``)."""
     return "/" in symbol or pair_quote(symbol) is not None
 
 

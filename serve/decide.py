@@ -28,7 +28,9 @@ Design decisions
 * **Quantities.** Each symbol's ``target_qty`` is its target weight at the request's price, except
   where the answer keeps the symbol where it is (held, or its target weight is its current weight):
   then it is the quantity the request says is held (0 for none), so a loop that orders
-  ``target_qty - qty`` sends nothing for it whatever the price.
+  ``target_qty - qty`` sends nothing for it whatever the price. A pair quoted in a coin (``ETHBTC``,
+  ``replay.loop_rules.coin_quote``) gets none (None) where it would be computed: its price is in the
+  coin, not in the account's dollars.
 * **Same action mapping as training.** The policy's action becomes orders through ``envs.actions``
   with the trained ``env_config.action``: absolute weights, or a tilt around the baseline decided at
   the request's bar (``envs.baseline_weights``; with no episode start, ``equal_weight`` and

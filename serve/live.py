@@ -387,10 +387,10 @@ class UniverseError(LiveStateError):
 
 
 class FailedCyclesError(LiveStateError):
-    """The runner stops (``raytrade live``): its cycles failed ``--max-failed-cycles`` times in a row
-    (a broker or service that keeps failing, a position that cannot be valued). Each failed cycle
-    placed nothing after its failure, and the state file keeps whatever it had sent: a person must
-    look, and a restart picks the orders up."""
+    """The runner stops (``raytrade live``): ``--max-failed-cycles`` cycles in a row failed (a broker
+    that keeps failing, a position that cannot be valued) or held for want of the policy service (down,
+    erring, its kill-switch rule unreadable). The state file keeps whatever orders were sent: a person
+    must look, and a restart picks the orders up."""
 
 
 class UnreadableOrderError(LiveStateError):

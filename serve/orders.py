@@ -85,6 +85,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from raytrade.envs.costs import CostConfig
 from raytrade.envs.gate_modes import LIMIT_GATE_MODES
 from raytrade.envs.kill_switch import KillSwitchConfig
+from raytrade.replay.loop_rules import coin_quote
 from raytrade.replay.sources.alpaca import TopOfBook, is_crypto_symbol
 from raytrade.serve.caps import ExposureCaps, cap_targets
 from raytrade.serve.schemas import ActResponse, SymbolDecision
@@ -185,6 +186,8 @@ class RestingOrder(BaseModel):
             return f"no unfilled quantity (remaining_qty={self.remaining_qty!r})"
         if not (_positive(self.limit_price) or _positive(self.reference_price)):
             return "no price"
+        if (coin := coin_quote(self.symbol)) is not None:
+            return f"priced in {coin}, not in dollars"
         return None
 
 
@@ -372,8 +375,11 @@ def plan_cycle(
     (signed) market value of it: a position outside the answer that has no quote here counts against
     the gross budget at that value. ``resting``: the earlier orders that may still fill; their symbols
     are held and the worst case of their unfilled remainders comes out of the gross budget first (one
-    of unknown size holds all new risk)."""
+    of unknown size holds all new risk). A pair quoted in a coin (``ETHBTC``) is held as one without a
+    quote: its quotes are in the coin, and the sizing here is in dollars (``live.loop_universe``
+    refuses to trade one; this holds one that reaches the planner anyway)."""
     cfg = cfg or LiveConfig()
+    quotes = {s: q for s, q in quotes.items() if coin_quote(s) is None}
     weights = [w for d in answer.decisions.values() for w in (d.target_weight, d.current_weight)]
     if answer.fallback or not all(math.isfinite(w) for w in weights):
         return CyclePlan([], {})  # a NaN would pass every cap (NaN > cap is False) and size a full order
@@ -472,6 +478,8 @@ def _loop_hold_note(
         why = f"an earlier order ({', '.join(labels)}) may still fill"
     elif not moves(d, held := float(held_qty.get(symbol, 0.0))) or (held == 0 and d.target_weight == 0):
         return None  # the answer does not move it
+    elif (coin := coin_quote(symbol)) is not None:
+        why = f"a pair quoted in {coin}: its quotes are in {coin}, the orders are sized in dollars"
     elif tradeable_mid(quotes.get(symbol)) is None:
         why = "no tradeable quote (missing, stale, crossed or one-sided)"
     else:

@@ -150,14 +150,17 @@ def test_crypto_is_never_shorted_and_trades_in_small_units() -> None:
     assert buy.qty == 0.024691  # 1,234.57 / 50,000 = 0.0246914 -> floored to 1e-6
 
 
-def test_a_pair_quoted_in_bitcoin_is_crypto_to_the_planner() -> None:
-    """ETHBTC was planned as a 6-letter equity: whole units, shorts allowed, no crypto cap."""
-    quotes = {"ETHBTC": _book(0.0499, 0.0501)}
-    (close,) = plan_orders(
-        _answer({"ETHBTC": (-0.05, 0.05, "aggressive")}), EQUITY, quotes, {"ETHBTC": 10.0}, "c1"
-    )
-    assert (close.side, close.qty, close.target_weight, close.time_in_force) == ("sell", 10.0, 0.0, "gtc")
-    assert close.note is not None and "cannot be shorted" in close.note
+def test_a_pair_quoted_in_bitcoin_is_held_and_its_position_counts_as_crypto() -> None:
+    """ETHBTC quotes ~0.05, in BTC: sized as dollars, +0.1 of $100k was a buy of 200,000 ETH. It is held
+    (with the reason), and the broker's dollar value of the position counts against the crypto cap
+    (it was planned as a 6-letter equity: whole units, shorts allowed, no crypto cap)."""
+    quotes = {**QUOTES, "ETHBTC": _book(0.0499, 0.0501)}
+    answer = _answer({"ETHBTC": (0.1, 0.9, "aggressive"), "BTCUSD": (0.15, 0.0, "aggressive")})
+    held = {"ETHBTC": 40.0}
+    cycle = plan_cycle(answer, EQUITY, quotes, held, "c1", held_value={"ETHBTC": 90_000.0})
+    (plan,) = cycle.orders  # BTCUSD to 0.1, the crypto cap 1.0 less ETHBTC's 0.9: 10k / 50k = 0.2 BTC
+    assert (plan.symbol, plan.side, plan.qty) == ("BTCUSD", "buy", pytest.approx(0.2))
+    assert "a pair quoted in BTC" in cycle.notes["ETHBTC"]
 
 
 def test_holds_fallbacks_and_missing_quotes_send_nothing() -> None:
@@ -448,6 +451,8 @@ def test_resting_orders_on_both_sides_count_the_worse_side_at_the_highest_price(
             "no unfilled",
         ),
         (RestingOrder(symbol="AAPL", side="buy", remaining_qty=1.0), "no price"),
+        # 40 ETH at 0.05 BTC read as $2 of notional: its dollar size is unknown
+        (RestingOrder(symbol="ETHBTC", side="buy", remaining_qty=40.0, limit_price=0.05), "priced in BTC"),
     ],
 )
 def test_a_resting_order_whose_size_cannot_be_known_is_named(order: RestingOrder, why: str) -> None:

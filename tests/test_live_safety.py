@@ -442,40 +442,95 @@ def test_raytrade_live_ends_on_an_unreadable_order_instead_of_cycling_on(
         live_cli._run(_Stopping(), once=False, every_minutes=1.0)  # type: ignore[arg-type]
 
 
+def _report(model: str = "m", fallback: bool = False, reason: str | None = None) -> Any:
+    from types import SimpleNamespace
+
+    answer = SimpleNamespace(fallback=fallback, model=model, reason=reason)
+    return SimpleNamespace(
+        cycle_id="c", answer=answer, plans=[], submitted={}, rejected={}, uncertain={}, fills_logged=0
+    )
+
+
+def _cycles_until_stop(
+    outcomes: list[Any], monkeypatch: pytest.MonkeyPatch, limit: int = 3
+) -> tuple[int, str]:
+    """Run ``raytrade live``'s runner over ``outcomes`` (a report, or an exception to raise); how
+    many cycles it ran before it stopped, and the stop's message."""
+    from raytrade.cluster import live as live_cli
+    from raytrade.serve.live import FailedCyclesError
+
+    ran = iter(outcomes)
+    count = 0
+
+    class _Loop:
+        def cycle(self) -> Any:
+            nonlocal count
+            count += 1
+            outcome = next(ran)
+            if isinstance(outcome, BaseException):
+                raise outcome
+            return outcome
+
+    monkeypatch.setattr(live_cli.time, "sleep", lambda seconds: None)
+    with pytest.raises(FailedCyclesError) as err:
+        live_cli._run(_Loop(), once=False, every_minutes=1.0, max_failed_cycles=limit)  # type: ignore[arg-type]
+    return count, str(err.value)
+
+
 def test_raytrade_live_stops_after_the_limit_of_failed_cycles_in_a_row(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """A broker that fails every cycle was retried for ever: a line on stderr each cycle, nothing
-    managed. The count is of failures in a row: a cycle that completes resets it."""
-    from types import SimpleNamespace
+    managed. The count is of failures in a row: a cycle that completes resets it. The message is one
+    line whatever the error's (an HTML page of a 500, say), the last error at its end."""
+    down = ConnectionError("broker down\n<html>\n502</html>")
+    ran, message = _cycles_until_stop([down, down, _report(), down, down, down, _report()], monkeypatch)
+    assert ran == 6  # the completed third cycle reset the count
+    assert "\n" not in message
+    assert message.startswith(
+        "live loop stopped: 3 cycles in a row failed or held without the policy service"
+    )
+    assert message.endswith("the last failed: ConnectionError: broker down <html> 502</html>")
 
-    from raytrade.cluster import live as live_cli
-    from raytrade.serve.live import FailedCyclesError
 
-    outcomes = iter(["fail", "fail", "ok", "fail", "fail", "fail", "ok"])
-    cycles: list[str] = []
-    done = SimpleNamespace(
-        cycle_id="c",
-        answer=SimpleNamespace(fallback=False, model="m"),
-        plans=[],
-        submitted={},
-        rejected={},
-        uncertain={},
-        fills_logged=0,
+def test_a_policy_service_that_stays_down_stops_the_loop_too(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An unreachable service raises nothing: the client holds (model 'unavailable'), the loop holds for
+    an unreadable kill-switch rule. Each such cycle completed and reset the count, so the loop held for
+    ever, kill-switch unwinds included. The service's own holds (stale features, under its model's
+    name) are its decisions and do not count."""
+    from raytrade.serve.client import FALLBACK_MODEL
+    from raytrade.serve.kill_switch_rule import RULE_UNKNOWN_MODEL
+
+    outage = _report(FALLBACK_MODEL, True, "policy service unavailable: connection refused")
+    no_rule = _report(RULE_UNKNOWN_MODEL, True, "the served kill-switch rule is unknown (GET /v1/model)")
+    stale = _report("alpha@3", True, "features are from the bar of 2026-11-20: holding")
+    ran, message = _cycles_until_stop([outage, stale, no_rule, outage, no_rule, stale], monkeypatch)
+    assert ran == 5  # the service's own hold reset the count; three in a row then stopped it
+    assert message.endswith(
+        "the last held without the service: the served kill-switch rule is unknown (GET /v1/model)"
     )
 
-    class _Flaky:
-        def cycle(self) -> Any:
-            outcome = next(outcomes)
-            cycles.append(outcome)
-            if outcome == "fail":
-                raise ConnectionError("broker down")
-            return done
 
+def test_a_loop_against_a_closed_port_stops_at_the_limit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same with the real client and nothing listening on its port (no Ray, no network: loopback)."""
+    from pydantic import SecretStr
+
+    from raytrade.cluster import live as live_cli
+    from raytrade.serve.client import ClientConfig, PolicyClient
+    from raytrade.serve.live import FailedCyclesError
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]  # closed again: nothing listens there
+    broker = FakeBroker(100_000.0, PRICES)
+    client = PolicyClient(ClientConfig(base_url=f"http://127.0.0.1:{port}"), SecretStr("t" * 40))
     monkeypatch.setattr(live_cli.time, "sleep", lambda seconds: None)
-    with pytest.raises(FailedCyclesError, match=r"3 cycles in a row failed .* ConnectionError: broker down"):
-        live_cli._run(_Flaky(), once=False, every_minutes=1.0, max_failed_cycles=3)  # type: ignore[arg-type]
-    assert cycles == ["fail", "fail", "ok", "fail", "fail", "fail"]  # the completed cycle reset the count
+    stopped = pytest.raises(FailedCyclesError, match="3 cycles in a row failed or held without the policy")
+    with LiveLoop(broker, client, ["AAPL"], tmp_path / "s.json", None, reset=True) as loop, stopped:
+        live_cli._run(loop, once=False, every_minutes=1.0, max_failed_cycles=3)
+    assert broker.submitted == []
 
 
 # ------------------------------------------------------------------ the order record comes first
