@@ -31,10 +31,11 @@ holds (no order), saying why (``serve/live.py``). A cycle's rule reads and acts 
 deadline (``total_deadline_s``): an act it cuts is an outage hold, a rule read it cuts a hold for want
 of the rule.
 
-The loop survives a failed cycle (it retries at the next one) and a cycle held for want of the
-policy service (unreachable, erring, an unusable answer, its kill-switch rule unreadable: the loop's
-own hold), up to ``--max-failed-cycles`` of the two in a row (a broker that keeps failing, a position
-it cannot value, a service that stays down): then it stops with exit status 2 and one line naming
+The loop survives a failed cycle (it retries at the next one) and a cycle held without a decision
+of the policy service (unreachable, erring, an unusable answer, its kill-switch rule unreadable, or a
+hot swap to a model that decides none of the loop's symbols: the loop's own hold), up to
+``--max-failed-cycles`` of the two in a row (a broker that keeps failing, a position it cannot
+value, a service that stays down): then it stops with exit status 2 and one line naming
 the last, so that a supervisor or a person sees it instead of a loop that retries for ever and
 manages nothing, kill-switch unwinds included. A cycle the service decided resets the count (its own
 holds, for stale features say, are decisions). Four errors end it at once, the same way:
@@ -159,9 +160,9 @@ class _Hours(click.FloatRange):
     type=click.IntRange(min=1),
     default=10,
     show_default=True,
-    help="This many cycles in a row that failed (the broker failing, say) or held for want of the "
-    "policy service (down, erring, its kill-switch rule unreadable) stop the loop (exit status 2, "
-    "naming the last); a cycle the service decided resets the count.",
+    help="This many cycles in a row that failed (the broker failing, say) or held without a decision "
+    "of the policy service (down, erring, its kill-switch rule unreadable, none of the symbols served) "
+    "stop the loop (exit status 2, naming the last); a cycle the service decided resets the count.",
 )
 @click.option(
     "--trading-url", default=None, help="Override of Alpaca's trading URL (its paper host or loopback only)."
@@ -232,18 +233,6 @@ def live_command(
             _run(loop, once, every_minutes, max_failed_cycles)
 
 
-def _held_without_service(answer: Any) -> str | None:
-    """Why the loop held this cycle for want of the policy service (an answer it made itself: the
-    service unreachable or erring, its answer unusable, the kill-switch rule unreadable), or None for
-    an answer the service decided (its own holds included: stale features are its decision)."""
-    from raytrade.serve.client import FALLBACK_MODEL
-    from raytrade.serve.kill_switch_rule import RULE_UNKNOWN_MODEL
-
-    if answer.fallback and answer.model in (FALLBACK_MODEL, RULE_UNKNOWN_MODEL):
-        return f"held without the service: {answer.reason or answer.model}"
-    return None
-
-
 def _run(loop: LiveLoop, once: bool, every_minutes: float, max_failed_cycles: int = 10) -> None:
     """Cycle until interrupted (or once); an order the broker cannot read for too long ends the
     loop (:class:`serve.live.UnreadableOrderError`: a person must look), and so does a hot swap to a
@@ -251,9 +240,10 @@ def _run(loop: LiveLoop, once: bool, every_minutes: float, max_failed_cycles: in
     a served model that decides none of the loop's symbols (:class:`serve.live.UniverseError`, when
     the start could not read it), and the service refusing the token (``serve.client.ServiceAuthError``:
     rotated on the service, say; the loop reads its token once, so no later cycle could succeed).
-    Anything else is retried at the next cycle, and so is a cycle held for want of the service (its
-    answer made by the loop: :func:`_held_without_service`), up to ``max_failed_cycles`` of the two in
-    a row (:class:`serve.live.FailedCyclesError`); a cycle the service decided resets the count."""
+    Anything else is retried at the next cycle, and so is a cycle held without a decision of the
+    service (``CycleReport.held_without_service``: down or erring, its rule unreadable, none of the
+    loop's symbols served), up to ``max_failed_cycles`` of the two in a row
+    (:class:`serve.live.FailedCyclesError`); a cycle the service decided resets the count."""
     from raytrade.serve.client import ServiceAuthError
     from raytrade.serve.kill_switch_rule import KillSwitchRuleError
     from raytrade.serve.live import FailedCyclesError, UniverseError, UnreadableOrderError
@@ -272,7 +262,8 @@ def _run(loop: LiveLoop, once: bool, every_minutes: float, max_failed_cycles: in
             _show(report)
             if once:
                 return
-            failure = _held_without_service(report.answer)
+            held = report.held_without_service
+            failure = None if held is None else f"held without the service: {held}"
         if failure is None:
             failed = 0
         else:

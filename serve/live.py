@@ -388,9 +388,9 @@ class UniverseError(LiveStateError):
 
 class FailedCyclesError(LiveStateError):
     """The runner stops (``raytrade live``): ``--max-failed-cycles`` cycles in a row failed (a broker
-    that keeps failing, a position that cannot be valued) or held for want of the policy service (down,
-    erring, its kill-switch rule unreadable). The state file keeps whatever orders were sent: a person
-    must look, and a restart picks the orders up."""
+    that keeps failing, a position that cannot be valued) or held without a decision of the policy
+    service (:attr:`CycleReport.held_without_service`). The state file keeps whatever orders were
+    sent: a person must look, and a restart picks the orders up."""
 
 
 class UnreadableOrderError(LiveStateError):
@@ -690,6 +690,9 @@ class CycleReport:
     fills_logged: int
     uncertain: dict[str, str] = field(default_factory=dict)  # decision_id -> submit error
     notes: dict[str, str] = field(default_factory=dict)  # symbol -> why it sent no order (a cap, ...)
+    # why the loop held this cycle without a decision of the service (None: the service decided, its
+    # own holds included): the service down or erring, its rule unreadable, none of the symbols served
+    held_without_service: str | None = None
 
 
 class LiveLoop:
@@ -834,7 +837,9 @@ class LiveLoop:
         request = request_from_loop(loop_state, as_of=now)
         if self.store is not None:  # transitions are logged only where experience is
             request = request.model_copy(update={"observation": True})
-        answer, switch = self._ask(request, state.kill_switch, peak_before)  # may raise: state saved above
+        answer, switch, held_here = self._ask(
+            request, state.kill_switch, peak_before
+        )  # may raise: saved above
         asked = time.perf_counter()
         held = {p.symbol: p.qty for p in positions}
         # A symbol whose earlier order may still fill is held (a second order could double it), and
@@ -950,18 +955,20 @@ class LiveLoop:
             state.save(self.state_file)
         self._log_transitions(now, cycle_id, answer, account.equity)
         return CycleReport(
-            cycle_id, answer, plans, submitted, rejected, fills_logged, uncertain, planned.notes
+            cycle_id, answer, plans, submitted, rejected, fills_logged, uncertain, planned.notes, held_here
         )
 
     def _ask(
         self, request: ActRequest, saved: SavedKillSwitch | None, account_peak: float
-    ) -> tuple[ActResponse, KillSwitchTracker | None]:
+    ) -> tuple[ActResponse, KillSwitchTracker | None, str | None]:
         """The service's answer to ``request`` stamped with the switch advanced by the served rule,
         read now (every cycle: a hot swap between cycles may have changed it), and that switch; with the
         rule unknown, or an answer (or a refusal) that the rule read cannot account for, a local
-        hold-everything answer and None (module doc, **Kill switch**). Raises
-        :class:`KillSwitchRuleError` when a hot swap brings a rule the configured one is looser than."""
-        from raytrade.serve.client import load_kill_switch_kernel
+        hold-everything answer and None (module doc, **Kill switch**). Third, why the answer is a hold
+        made without the service's decision (:attr:`CycleReport.held_without_service`), else None.
+        Raises :class:`KillSwitchRuleError` when a hot swap brings a rule the configured one is looser
+        than."""
+        from raytrade.serve.client import FALLBACK_MODEL, load_kill_switch_kernel
 
         load_kill_switch_kernel()  # once a process, before the deadline: the advance below runs under it
         deadline = self.policy.deadline()  # one for the rule read, the act, a re-read and a redo
@@ -976,7 +983,8 @@ class LiveLoop:
             held = self._kill_switch(saved, account_peak, read.rule)
             reason = f"{read.model} decides none of the loop's symbols"
             log.warning("%s: holding every position", reason)
-            return hold_everything(held.stamp(request), model=read.model, version=0, reason=reason), held
+            answer = hold_everything(held.stamp(request), model=read.model, version=0, reason=reason)
+            return answer, held, reason
         servable, back = spelled
         switch: KillSwitchTracker | None = None
 
@@ -999,7 +1007,9 @@ class LiveLoop:
             if switch.state is not None and not switch.state.active:
                 log.warning("kill switch: the service tripped it at this bar; the loop's rule had not")
             switch.tripped_by_service()
-        return _respelled(asked.answer, back), switch
+        answer = _respelled(asked.answer, back)
+        client_hold = answer.fallback and answer.model == FALLBACK_MODEL  # serve.client's outage hold
+        return answer, switch, (answer.reason or FALLBACK_MODEL) if client_hold else None
 
     def _act(self, request: ActRequest, deadline: Deadline) -> ActResponse | None:
         """The service's answer (an outage hold when ``deadline`` or the retries run out first), or
@@ -1102,14 +1112,15 @@ class LiveLoop:
     @staticmethod
     def _hold(
         request: ActRequest, saved: SavedKillSwitch | None, account_peak: float, reason: str
-    ) -> tuple[ActResponse, None]:
+    ) -> tuple[ActResponse, None, str]:
         """A hold-everything answer made here (nothing asked): no order, the reason on its rows, and
         the switch as the state file left it (``account_peak``: its peak; not advanced: the rule to
-        advance it with is in doubt), so the rows say whether it is on."""
+        advance it with is in doubt), so the rows say whether it is on; and ``reason`` again (it is
+        held without the service: ``_ask``)."""
         log.warning("%s: holding every position", reason)
         if saved is not None:
             request = request.model_copy(update={"kill_switch": saved.caller_state(account_peak)})
-        return hold_everything(request, model=RULE_UNKNOWN_MODEL, version=0, reason=reason), None
+        return hold_everything(request, model=RULE_UNKNOWN_MODEL, version=0, reason=reason), None, reason
 
     def _kill_switch(
         self, saved: SavedKillSwitch | None, account_peak: float, rule: KillSwitchConfig

@@ -152,12 +152,13 @@ def test_crypto_is_never_shorted_and_trades_in_small_units() -> None:
 
 def test_a_pair_quoted_in_bitcoin_is_held_and_its_position_counts_as_crypto() -> None:
     """ETHBTC quotes ~0.05, in BTC: sized as dollars, +0.1 of $100k was a buy of 200,000 ETH. It is held
-    (with the reason), and the broker's dollar value of the position counts against the crypto cap
-    (it was planned as a 6-letter equity: whole units, shorts allowed, no crypto cap)."""
+    (with the reason), and its position counts against the crypto cap at the answer's current weight
+    (the broker's dollar value, as the request sent it; it was planned as a 6-letter equity: whole
+    units, shorts allowed, no crypto cap)."""
     quotes = {**QUOTES, "ETHBTC": _book(0.0499, 0.0501)}
     answer = _answer({"ETHBTC": (0.1, 0.9, "aggressive"), "BTCUSD": (0.15, 0.0, "aggressive")})
     held = {"ETHBTC": 40.0}
-    cycle = plan_cycle(answer, EQUITY, quotes, held, "c1", held_value={"ETHBTC": 90_000.0})
+    cycle = plan_cycle(answer, EQUITY, quotes, held, "c1")
     (plan,) = cycle.orders  # BTCUSD to 0.1, the crypto cap 1.0 less ETHBTC's 0.9: 10k / 50k = 0.2 BTC
     assert (plan.symbol, plan.side, plan.qty) == ("BTCUSD", "buy", pytest.approx(0.2))
     assert "a pair quoted in BTC" in cycle.notes["ETHBTC"]

@@ -442,20 +442,28 @@ def test_raytrade_live_ends_on_an_unreadable_order_instead_of_cycling_on(
         live_cli._run(_Stopping(), once=False, every_minutes=1.0)  # type: ignore[arg-type]
 
 
-def _report(model: str = "m", fallback: bool = False, reason: str | None = None) -> Any:
-    from types import SimpleNamespace
-
-    answer = SimpleNamespace(fallback=fallback, model=model, reason=reason)
+def _report(held: str | None = None, reason: str | None = None) -> Any:
+    """A cycle's report: held without the service for ``held``, else decided (a hold of the
+    service's own for ``reason``)."""
+    answer = SimpleNamespace(fallback=reason is not None, model="alpha@3", reason=reason)
     return SimpleNamespace(
-        cycle_id="c", answer=answer, plans=[], submitted={}, rejected={}, uncertain={}, fills_logged=0
+        cycle_id="c",
+        answer=answer,
+        plans=[],
+        submitted={},
+        rejected={},
+        uncertain={},
+        fills_logged=0,
+        held_without_service=held,
     )
 
 
 def _cycles_until_stop(
-    outcomes: list[Any], monkeypatch: pytest.MonkeyPatch, limit: int = 3
+    outcomes: list[Any], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], limit: int = 3
 ) -> tuple[int, str]:
     """Run ``raytrade live``'s runner over ``outcomes`` (a report, or an exception to raise); how
-    many cycles it ran before it stopped, and the stop's message."""
+    many cycles it ran before it stopped, and the stop's message. Every completed cycle's report line
+    was printed, the last before the stop included."""
     from raytrade.cluster import live as live_cli
     from raytrade.serve.live import FailedCyclesError
 
@@ -474,17 +482,21 @@ def _cycles_until_stop(
     monkeypatch.setattr(live_cli.time, "sleep", lambda seconds: None)
     with pytest.raises(FailedCyclesError) as err:
         live_cli._run(_Loop(), once=False, every_minutes=1.0, max_failed_cycles=limit)  # type: ignore[arg-type]
+    completed = [o for o in outcomes[:count] if not isinstance(o, BaseException)]
+    assert capsys.readouterr().out.count("[c] ") == len(completed)
     return count, str(err.value)
 
 
 def test_raytrade_live_stops_after_the_limit_of_failed_cycles_in_a_row(
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """A broker that fails every cycle was retried for ever: a line on stderr each cycle, nothing
     managed. The count is of failures in a row: a cycle that completes resets it. The message is one
     line whatever the error's (an HTML page of a 500, say), the last error at its end."""
     down = ConnectionError("broker down\n<html>\n502</html>")
-    ran, message = _cycles_until_stop([down, down, _report(), down, down, down, _report()], monkeypatch)
+    ran, message = _cycles_until_stop(
+        [down, down, _report(), down, down, down, _report()], monkeypatch, capsys
+    )
     assert ran == 6  # the completed third cycle reset the count
     assert "\n" not in message
     assert message.startswith(
@@ -493,22 +505,38 @@ def test_raytrade_live_stops_after_the_limit_of_failed_cycles_in_a_row(
     assert message.endswith("the last failed: ConnectionError: broker down <html> 502</html>")
 
 
-def test_a_policy_service_that_stays_down_stops_the_loop_too(monkeypatch: pytest.MonkeyPatch) -> None:
-    """An unreachable service raises nothing: the client holds (model 'unavailable'), the loop holds for
-    an unreadable kill-switch rule. Each such cycle completed and reset the count, so the loop held for
-    ever, kill-switch unwinds included. The service's own holds (stale features, under its model's
-    name) are its decisions and do not count."""
-    from raytrade.serve.client import FALLBACK_MODEL
-    from raytrade.serve.kill_switch_rule import RULE_UNKNOWN_MODEL
-
-    outage = _report(FALLBACK_MODEL, True, "policy service unavailable: connection refused")
-    no_rule = _report(RULE_UNKNOWN_MODEL, True, "the served kill-switch rule is unknown (GET /v1/model)")
-    stale = _report("alpha@3", True, "features are from the bar of 2026-11-20: holding")
-    ran, message = _cycles_until_stop([outage, stale, no_rule, outage, no_rule, stale], monkeypatch)
+def test_a_policy_service_that_stays_down_stops_the_loop_too(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An unreachable service raises nothing: the loop holds. Each such cycle completed and reset the
+    count, so the loop held for ever, kill-switch unwinds included. The service's own holds (stale
+    features) are its decisions and do not count."""
+    outage, no_rule = _report("policy service unavailable: refused"), _report("the rule is unknown")
+    stale = _report(reason="features are from the bar of 2026-11-20: holding")
+    ran, message = _cycles_until_stop([outage, stale, no_rule, outage, no_rule, stale], monkeypatch, capsys)
     assert ran == 5  # the service's own hold reset the count; three in a row then stopped it
-    assert message.endswith(
-        "the last held without the service: the served kill-switch rule is unknown (GET /v1/model)"
-    )
+    assert message.endswith("the last held without the service: the rule is unknown")
+
+
+def test_a_cycle_says_when_it_held_without_the_service(tmp_path: Path) -> None:
+    """What the runner counts: the client's outage hold, the loop's own for an unreadable rule, and a
+    hot swap to a model that decides none of the loop's symbols (nothing asked, every cycle: it held
+    for ever under the model's name). A decided cycle says None."""
+    policy = ScriptedPolicy({"AAPL": (0.1, "aggressive")})
+    with LiveLoop(FakeBroker(100_000.0, PRICES), policy, ["AAPL"], tmp_path / "s.json", reset=True) as loop:
+        assert loop.cycle(T0).held_without_service is None
+        policy.fallback = True  # serve.client's hold: model "unavailable"
+        assert loop.cycle(T0 + timedelta(days=1)).held_without_service == "policy service unavailable: test"
+        policy.fallback, policy.model_error = (
+            False,
+            ServiceError("policy service unreachable: ConnectError", 0),
+        )
+        held = loop.cycle(T0 + timedelta(days=2)).held_without_service
+        assert held is not None and "the served kill-switch rule is unknown" in held
+        policy.model_error, policy.universe = None, ["NVDA"]  # a hot swap to another universe
+        report = loop.cycle(T0 + timedelta(days=3))
+        assert report.held_without_service == "alpha@2 decides none of the loop's symbols"
+        assert report.answer.model == "alpha@2" and report.plans == []
 
 
 def test_a_loop_against_a_closed_port_stops_at_the_limit(
