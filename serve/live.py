@@ -837,9 +837,8 @@ class LiveLoop:
         request = request_from_loop(loop_state, as_of=now)
         if self.store is not None:  # transitions are logged only where experience is
             request = request.model_copy(update={"observation": True})
-        answer, switch, held_here = self._ask(
-            request, state.kill_switch, peak_before
-        )  # may raise: saved above
+        # may raise: the state was saved above
+        answer, switch, held_here = self._ask(request, state.kill_switch, peak_before)
         asked = time.perf_counter()
         held = {p.symbol: p.qty for p in positions}
         # A symbol whose earlier order may still fill is held (a second order could double it), and
