@@ -228,21 +228,14 @@ def test_a_universe_whose_names_hide_their_asset_class_is_refused_at_load() -> N
         )
 
 
-def test_a_pair_quoted_in_a_coin_gets_no_quantity_from_its_coin_price() -> None:
-    """ETHBTC quotes ~0.05 (BTC): w x equity / 0.05 read as dollars asked for ~BTCUSD times the units."""
+def test_coin_quote_names_the_coin_a_pair_is_priced_in() -> None:
+    """ETHBTC quotes ~0.05 (BTC): w x equity / 0.05 read as dollars asks for ~BTCUSD times the units.
+    A pair quoted in dollars or a stablecoin, and a ticker, have no coin quote."""
     from raytrade.replay.loop_rules import coin_quote
 
-    assert [
-        coin_quote(s) for s in ("ETHBTC", "ETH/BTC", "LINKETH", "BTCUSD", "BTC/USDT", "GBTC", "AAPL")
-    ] == [
-        "BTC",
-        "BTC",
-        "ETH",
-        None,
-        None,
-        None,
-        None,
-    ]
+    given = ("ETHBTC", "ETH/BTC", "LINKETH", "BTCUSD", "BTC/USDT", "GBTC", "AAPL")
+    quoted = {s: coin_quote(s) for s in given}
+    assert quoted == {s: q for s, q in zip(given, ("BTC", "BTC", "ETH", None, None, None, None), strict=True)}
 
 
 def test_serving_gives_a_pair_quoted_in_a_coin_no_target_qty() -> None:
