@@ -78,6 +78,7 @@ from tqdm.auto import tqdm
 
 from raytrade.replay.errors import InputError
 from raytrade.replay.features import FeatureConfig, build_features
+from raytrade.replay.loop_rules import coin_quote
 from raytrade.replay.reader import read_frame
 from raytrade.replay.restatement import (
     COMPARED,
@@ -148,6 +149,7 @@ class IngestResult:
     rebased: tuple[Rebased, ...] = ()
     volume_revised: tuple[VolumeRevised, ...] = ()
     suspected_splits: tuple[SuspectedSplit, ...] = ()
+    priced_in_coin: tuple[str, ...] = ()  # the bars' pairs quoted in a coin (replay.loop_rules.coin_quote)
 
     @property
     def not_stored_bars(self) -> int:
@@ -185,7 +187,19 @@ class IngestResult:
             *(r.message() for r in self.restated),
             *(v.message() for v in self.volume_revised),
             *(s.message() for s in self.suspected_splits),
+            *(coin_priced_message(symbol) for symbol in self.priced_in_coin),
         ]
+
+
+def coin_priced_message(symbol: str) -> str:
+    """The warning for a pair quoted in a coin: its bars are priced in that coin, not in dollars."""
+    coin = coin_quote(symbol)
+    return (
+        f"{symbol} is a pair quoted in {coin}: its prices and returns are in {coin}, and the simulator "
+        f"and the evaluations take them as dollars (its P&L misses {coin}'s own moves); serving gives it "
+        "no target_qty and `raytrade live` refuses to trade it. For research in dollars, ingest the "
+        "pair against USD"
+    )
 
 
 @dataclass(frozen=True)
@@ -380,6 +394,7 @@ def ingest_frames(
         rebased=bar_split.rebased,
         volume_revised=bar_split.volume_revised,
         suspected_splits=splits,
+        priced_in_coin=tuple(s for s in sorted(bars["symbol"].unique()) if coin_quote(s) is not None),
     )
 
 

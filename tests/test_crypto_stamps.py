@@ -105,3 +105,25 @@ def test_ingest_keeps_hourly_crypto_and_offset_equity_dates(tmp_path: Path) -> N
     days = pd.date_range("2024-01-01", periods=5, freq="D")
     equity = [f"{d:%Y-%m-%d}T00:00:00-05:00" for d in days]  # crypto rule only
     assert len(read_symbol_file(_crypto_csv(tmp_path / "AAPL.csv", equity))) == 5
+
+
+def test_an_ingest_of_a_pair_quoted_in_a_coin_warns_that_its_prices_are_not_dollars(tmp_path: Path) -> None:
+    """ETHBTC's bars are in BTC: the simulator would take its returns for dollar returns, silently."""
+    from raytrade.replay.ingest import ingest_frames
+    from raytrade.replay.sources.synthetic import generate
+
+    bars = generate(n_symbols=2, years=0.25, seed=3, n_crypto=1).bars
+    bars["symbol"] = bars["symbol"].replace({CRYPTO: "SYCOINBTC"})
+    result = ingest_frames(
+        tmp_path / "store", bars.sort_values(["symbol", "ts"], ignore_index=True), None, show_progress=False
+    )
+    assert result.priced_in_coin == ("SYCOINBTC",)
+    (warning,) = [w for w in result.warnings() if "SYCOINBTC" in w]
+    assert "quoted in BTC: its prices and returns are in BTC" in warning
+    again = ingest_frames(
+        tmp_path / "other",
+        generate(n_symbols=2, years=0.25, seed=3, n_crypto=1).bars,
+        None,
+        show_progress=False,
+    )
+    assert again.priced_in_coin == () and not any("quoted in" in w for w in again.warnings())
