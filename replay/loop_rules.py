@@ -84,7 +84,7 @@ def pair_quote(symbol: str) -> str | None:
     """The quote currency of a crypto pair spelled without a slash (``BTCUSDT`` -> ``USDT``,
     ``ETHBTC`` -> ``BTC``), None for a symbol that is no such pair (:func:`is_crypto_symbol`'s rule)."""
     name = symbol.upper()
-    for quote in sorted(CRYPTO_QUOTES, key=len, reverse=True):  # USDT before USD
+    for quote in _QUOTES_LONGEST_FIRST:  # USDT before USD
         if name.endswith(quote) and len(name) > len(quote):
             return quote
     if len(name) > MAX_EQUITY_TICKER:
@@ -104,6 +104,7 @@ def coin_quote(symbol: str) -> str | None:
 
 CRYPTO_QUOTES: Final = ("USD", "USDT", "USDC")
 """Quote currencies that mark a symbol as a crypto pair (:func:`is_crypto_symbol`)."""
+_QUOTES_LONGEST_FIRST: Final = tuple(sorted(CRYPTO_QUOTES, key=len, reverse=True))
 
 COIN_QUOTES: Final = ("BTC", "ETH")
 """Coins a crypto pair may be quoted in (Alpaca's ``ETH/BTC``); a symbol ending in one is a pair only
