@@ -77,8 +77,9 @@ Design decisions
   open orders with the project's client-id prefix that the state does not know are adopted (tracked,
   so their fills are logged, and cancelled by the next decision like any resting order). A submit
   that errors is looked up by client id before it is called rejected (alpaca-py retries
-  ``POST /orders`` on 429/504, so the order may exist); when even the look-up fails it stays
-  ``planned`` and the next cycle resolves it.
+  ``POST /orders`` on 429/504, so the order may exist); when even the look-up fails, or it misses
+  an order the broker did not refuse (only an answered 4xx other than 408 and 429 is a refusal:
+  ``replay.sources.alpaca.SourceError.refused``), it stays ``planned`` and the next cycle resolves it.
 * **The order record comes first.** The state file is saved before the experience rows are logged,
   and the rows are logged in quarantine mode (``ReplayWriter(on_error="quarantine")``): a row that
   cannot be written is kept aside under ``_quarantine/`` and never costs an order record. A done
@@ -165,7 +166,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any, NamedTuple, Protocol
+from typing import IO, TYPE_CHECKING, Any, Final, NamedTuple, Protocol
 
 import numpy as np
 import pandas as pd
@@ -436,6 +437,14 @@ class SavedKillSwitch(BaseModel):
         )
 
 
+STATE_KEYS: Final = ("account_id", "peak_equity", "pending")
+"""Keys every state file the loop writes holds (each may be null or empty): a file without one is
+not the loop's (an edited ``{}`` would forget the peak and disarm a tripped kill switch), so it is
+refused. ``account_id`` is there since 2026-12-02: a file of an older loop needs ``"account_id":
+null`` added (the start then records the broker's). The keys added later (``unlogged_rows``,
+``kill_switch``, ``unlisted_cycles``) may be absent."""
+
+
 @dataclass
 class LiveState:
     """What the loop remembers between cycles (JSON file, written atomically).
@@ -485,6 +494,11 @@ class LiveState:
                 parse_int=_float_sized_int,
             )
             _refuse_non_finite(raw)
+            missing = [key for key in STATE_KEYS if key not in raw]
+            if missing:
+                raise ValueError(
+                    f"no {', '.join(missing)}: the loop writes {', '.join(STATE_KEYS)} in every state file"
+                )
             peak = raw.get("peak_equity")
             account = raw.get("account_id")
             switch = raw.get("kill_switch")
@@ -497,6 +511,11 @@ class LiveState:
                     raise ValueError(
                         f"peak_equity={raw.get('peak_equity')!r} is not a finite positive number"
                     )
+            if peak is None and switch is not None:
+                raise ValueError(
+                    "peak_equity=None beside a saved kill switch: the cycle that saved the switch saved "
+                    "the peak"
+                )
             return cls(
                 peak_equity=peak,
                 pending=list(raw.get("pending", [])),
@@ -1266,12 +1285,12 @@ class LiveLoop:
         so whatever they filled before the cancel is logged once they are done.
 
         Returns the records of the orders that may still fill: a ``planned`` order not resolved yet,
-        one whose cancel failed, or one the broker still shows open (``pending_cancel`` included)
-        ``cancel_confirm_s`` after the cancel was accepted (a cancel is asynchronous at Alpaca: the
-        order can fill until it is done); each read of an order here refreshes its ``filled_qty``.
-        The cycle holds their symbols (a new order on top could double the position) and counts
-        their unfilled remainder against the gross budget; the next cycle sees the old order's state
-        and re-plans."""
+        one whose cancel failed, or one the broker still shows open (``pending_cancel`` included) or
+        cannot read (a 404 included) ``cancel_confirm_s`` after the cancel was accepted (a cancel is
+        asynchronous at Alpaca: the order can fill until it is done); each read of an order here
+        refreshes its ``filled_qty``. The cycle holds their symbols (a new order on top could double
+        the position) and counts their unfilled remainder against the gross budget; the next cycle
+        sees the old order's state and re-plans."""
         resting: list[dict[str, Any]] = []
         cancelled: dict[str, dict[str, Any]] = {}  # order id -> record
         for p in still_open:
@@ -1291,10 +1310,10 @@ class LiveLoop:
             for order_id in list(cancelled):
                 try:
                     state = self.broker.order(order_id)
-                except OrderNotFound:
-                    del cancelled[order_id]
-                    continue
-                except Exception:  # cannot tell: still open until the broker says otherwise
+                except Exception:  # cannot tell: still open until the broker says otherwise. A 404
+                    # too: Alpaca keeps a cancelled order (status ``canceled``), so one it does not
+                    # know right after accepting its cancel is an anomaly, not proof that it is gone;
+                    # the next cycle's reconcile drops it only if the listing of open orders agrees
                     continue
                 _record_size(cancelled[order_id], state)
                 if not order_is_open(state.status):
@@ -1304,7 +1323,9 @@ class LiveLoop:
             time.sleep(CANCEL_POLL_S)
         for order_id, p in cancelled.items():
             log.warning(
-                "order %s is still open after its cancel; %s held this cycle", order_id, p.get("symbol")
+                "order %s is still open (or unreadable) after its cancel; %s held this cycle",
+                order_id,
+                p.get("symbol"),
             )
             resting.append(p)
         return resting

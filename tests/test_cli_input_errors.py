@@ -60,10 +60,18 @@ def test_a_store_shorter_than_a_features_warm_up_is_an_input_error(tmp_path: Pat
     [
         ('{"account_id": "PA-TEST", "peak_equity": NaN}', "peak_equity=NaN is not a finite number"),
         ('{"account_id": "PA-TEST", "peak_equity": 1e999}', "peak_equity=1e999 is not a finite number"),
-        ('{"account_id": "PA-TEST", "peak_equity": -5}', "peak_equity=-5 is not a finite positive number"),
+        (
+            '{"account_id": "PA-TEST", "peak_equity": -5, "pending": []}',
+            "peak_equity=-5 is not a finite positive number",
+        ),
+        (  # an emptied file: it would forget the peak and disarm a tripped kill switch
+            "{}",
+            "no account_id, peak_equity, pending: the loop writes account_id, peak_equity, pending in every "
+            "state file",
+        ),
         ("{not json", "Expecting property name enclosed in double quotes: line 1 column 2 (char 1)"),
         (
-            '{"account_id": "PA-TEST", "peak_equity": 1e5, "kill_switch": {"active": "yes"}}',
+            '{"account_id": "PA-TEST", "peak_equity": 1e5, "pending": [], "kill_switch": {"active": "yes"}}',
             "kill_switch.active: Input should be a valid boolean (and 2 more problems)",
         ),
     ],

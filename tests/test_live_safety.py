@@ -213,6 +213,39 @@ def test_a_resting_order_that_cannot_be_cancelled_gets_no_second_order(tmp_path:
     ]
 
 
+class _CancelThen404(FakeBroker):
+    """Alpaca's cancel is asynchronous: accepted (nothing raised) while the order still rests, and the
+    read that confirms it answers 404 once (a hiccup: the order exists, still open)."""
+
+    def __init__(self, cash: float, prices: dict[str, tuple[float, float]]):
+        super().__init__(cash, prices)
+        self.not_found_once: set[str] = set()
+
+    def cancel(self, order_id: str) -> None:
+        self.cancelled.append(order_id)
+        self.not_found_once.add(order_id)
+
+    def order(self, order_id: str) -> OrderState:
+        if order_id in self.not_found_once:
+            self.not_found_once.discard(order_id)
+            raise OrderNotFound(f"alpaca order {order_id}: HTTP 404 order not found")
+        return super().order(order_id)
+
+
+def test_a_404_while_confirming_a_cancel_holds_the_symbol_and_keeps_the_order(tmp_path: Path) -> None:
+    """A 404 right after an accepted cancel proves nothing (Alpaca keeps cancelled orders): the order
+    may still rest and fill, so no second MSFT order goes on top of it and the state keeps it."""
+    broker = _CancelThen404(100_000.0, PRICES)
+    loop = LiveLoop(broker, ScriptedPolicy(PASSIVE_MSFT), ["MSFT"], tmp_path / "s.json", reset=True)
+    loop.cancel_confirm_s = 0.0  # one look, no wait
+    first = loop.cycle(T0)  # a 12-share buy limit rests at the bid
+    (order_id,) = first.submitted.values()
+    second = loop.cycle(T0 + timedelta(hours=1))
+    assert broker.cancelled == [order_id] and second.plans == [] and len(broker.submitted) == 1
+    assert [p["order_id"] for p in _pending(tmp_path / "s.json")] == [order_id]
+    assert [o.order_id for o in broker.open_orders()] == [order_id]
+
+
 def test_an_order_of_unknown_outcome_gets_no_second_order(tmp_path: Path) -> None:
     broker = _SubmitLost(100_000.0, PRICES)
     loop = LiveLoop(broker, ScriptedPolicy(PASSIVE_MSFT), ["MSFT"], tmp_path / "s.json", reset=True)
@@ -1317,6 +1350,7 @@ class _UnsureBroker(FakeBroker):
     def __init__(self) -> None:
         super().__init__(100_000.0, dict(PRICES))
         self.lose_answer: set[str] = set()
+        self.lost_status: int | None = None  # the status the lost submit's error carries (None: no answer)
         self.misses = 1  # look-ups by client id that miss an order whose answer was lost
         self.hidden: dict[str, int] = {}
         self.listing_fails = False
@@ -1329,7 +1363,7 @@ class _UnsureBroker(FakeBroker):
         if plan.symbol in self.lose_answer:
             self.lose_answer.discard(plan.symbol)
             self.hidden[plan.client_order_id] = self.misses
-            raise SourceError("alpaca buy order failed: ReadTimeout: POST /v2/orders")
+            raise SourceError("alpaca buy order failed: POST /v2/orders", self.lost_status)
         return order_id
 
     def order_by_client_id(self, client_order_id: str) -> Any:
@@ -1507,12 +1541,49 @@ def test_the_saved_count_of_unlisted_cycles_loads_or_is_refused(
         assert LiveState.load(path).unlisted_cycles == loaded
 
 
-def test_a_submit_that_timed_out_unseen_is_settled_next_cycle_not_counted_refused(tmp_path: Path) -> None:
-    """The market buy of AAPL filled, but its submit timed out and the look-up by client id did not see
-    it yet: it was counted refused and forgotten (its fill never logged, its decision row "refused").
-    Without a refusal from the broker it stays planned; the next cycle finds it by client id and
-    tracks it. A submit the broker refuses (HTTP 403) is still refused at once (test_live.py)."""
+@pytest.mark.parametrize("key", ["account_id", "peak_equity", "pending"])
+def test_a_state_file_without_a_key_the_loop_always_writes_is_refused(tmp_path: Path, key: str) -> None:
+    """A file the loop did not write (an edited ``{}``, a key deleted) loaded as a fresh state: the peak
+    forgotten, a tripped kill switch disarmed, the account check skipped, the pending orders lost."""
+    path = tmp_path / "state.json"
+    LiveState(peak_equity=100_000.0, account_id="PA-TEST").save(path)
+    raw = json.loads(path.read_text())
+    del raw[key]
+    path.write_text(json.dumps(raw))
+    with pytest.raises(LiveStateError, match=rf"unreadable \(no {key}: the loop writes"):
+        LiveState.load(path)
+
+
+def test_a_null_peak_beside_a_saved_kill_switch_is_refused(tmp_path: Path) -> None:
+    """A null peak is the loop's own only before its first cycle (a new file, the broker without
+    history), and that cycle saves the peak with the switch: a tripped switch without a peak would
+    measure the drawdown from today's equity, 0, and release."""
+    path = tmp_path / "state.json"
+    LiveState(peak_equity=100_000.0, account_id="PA-TEST").save(path)
+    raw = json.loads(path.read_text())
+    raw["kill_switch"] = {"active": True, "bars_active": 2, "peak_equity": None, "as_of": "2026-11-23T14:30Z"}
+    path.write_text(json.dumps(raw))
+    assert LiveState.load(path).kill_switch is not None  # with its peak, it loads
+    raw["peak_equity"] = None
+    path.write_text(json.dumps(raw))
+    with pytest.raises(LiveStateError, match="peak_equity=None beside a saved kill switch"):
+        LiveState.load(path)
+    del raw["kill_switch"]
+    path.write_text(json.dumps(raw))
+    assert LiveState.load(path).peak_equity is None  # a new file's, before its first cycle
+
+
+@pytest.mark.parametrize("status", [None, 429, 504], ids=["timeout", "retried-429", "retried-504"])
+def test_a_submit_that_timed_out_unseen_is_settled_next_cycle_not_counted_refused(
+    tmp_path: Path, status: int | None
+) -> None:
+    """The market buy of AAPL filled, but its submit timed out (or alpaca-py's retries of the POST
+    ended in a 429 or a 504, an earlier attempt having gone through) and the look-up by client id did
+    not see it yet: it was counted refused and forgotten (its fill never logged, its decision row
+    "refused"). Without a refusal from the broker it stays planned; the next cycle finds it by client
+    id and tracks it. A submit the broker refuses (HTTP 403) is still refused at once (test_live.py)."""
     broker, state = _UnsureBroker(), tmp_path / "state.json"
+    broker.lost_status = status
     config = LiveConfig(account_lock_dir=tmp_path / "locks")
     policy = ScriptedPolicy({"AAPL": (0.1, "aggressive")})
     with LiveLoop(broker, policy, ["AAPL"], state, None, config, reset=True) as loop:
@@ -1529,10 +1600,12 @@ def test_a_submit_that_timed_out_unseen_is_settled_next_cycle_not_counted_refuse
 
 
 @pytest.mark.parametrize(
-    ("status", "refused"), [(403, True), (422, True), (429, True), (408, False), (500, False), (None, False)]
+    ("status", "refused"), [(403, True), (422, True), (429, False), (408, False), (500, False), (None, False)]
 )
 def test_only_an_answered_4xx_is_a_refusal(status: int | None, refused: bool) -> None:
-    """A refusal means the broker did nothing; a timeout (408, or no answer) or a 5xx says nothing."""
+    """A refusal means the broker did nothing; a timeout (408, or no answer) or a 5xx says nothing, nor
+    does a 429: alpaca-py retries a POST on 429 and 504, so the last attempt's 429 may follow one
+    that went through."""
     assert SourceError("alpaca buy order failed", status).refused() is refused
 
 

@@ -113,9 +113,11 @@ class SourceError(RuntimeError):
         self.status = status
 
     def refused(self) -> bool:
-        """Alpaca answered and turned the request down (a 4xx other than a timeout): it did nothing.
-        A 5xx or no answer says nothing about what it did."""
-        return self.status is not None and 400 <= self.status < 500 and self.status != 408
+        """Alpaca answered and turned the request down (a 4xx other than a timeout or a 429): it did
+        nothing. A 5xx or no answer says nothing about what it did, and neither does a 429: alpaca-py
+        retries a request on 429 and 504, so a last attempt's 429 may follow an earlier one (a 504)
+        that went through, an order placed."""
+        return self.status is not None and 400 <= self.status < 500 and self.status not in (408, 429)
 
 
 @dataclass(frozen=True)
