@@ -38,7 +38,9 @@ hot swap to a model that decides none of the loop's symbols: the loop's own hold
 value, a service that stays down): then it stops with exit status 2 and one line naming
 the last, so that a supervisor or a person sees it instead of a loop that retries for ever and
 manages nothing, kill-switch unwinds included. A cycle the service decided resets the count (its own
-holds, for stale features say, are decisions). Four errors end it at once, the same way:
+holds, for stale features say, are decisions). The count is kept in the state file, so a restart
+(a supervisor's, or the next ``--once`` run of a timer) counts on from it. Four errors end it at once,
+the same way:
 a pending order Alpaca cannot read (not a 404) on
 ``--max-unreadable-order-cycles`` cycles in a row (naming the order; its symbol has been held all
 along), a hot swap to a kill-switch rule the configured one is looser than, a served model that
@@ -162,7 +164,8 @@ class _Hours(click.FloatRange):
     show_default=True,
     help="This many cycles in a row that failed (the broker failing, say) or held without a decision "
     "of the policy service (down, erring, its kill-switch rule unreadable, none of the symbols served) "
-    "stop the loop (exit status 2, naming the last); a cycle the service decided resets the count.",
+    "stop the loop (exit status 2, naming the last); a cycle the service decided resets the count. The "
+    "count is kept in the state file: a restart, or the next --once run, counts on.",
 )
 @click.option(
     "--trading-url", default=None, help="Override of Alpaca's trading URL (its paper host or loopback only)."
@@ -243,41 +246,44 @@ def _run(loop: LiveLoop, once: bool, every_minutes: float, max_failed_cycles: in
     Anything else is retried at the next cycle, and so is a cycle held without a decision of the
     service (``CycleReport.held_without_service``: down or erring, its rule unreadable, none of the
     loop's symbols served), up to ``max_failed_cycles`` of the two in a row
-    (:class:`serve.live.FailedCyclesError`); a cycle the service decided resets the count."""
+    (:class:`serve.live.FailedCyclesError`); a cycle the service decided resets the count. The count
+    is kept in the state file (``LiveLoop.record_cycle``), so it carries over a restart and over
+    ``--once`` runs: a held ``--once`` run exits 0 until the count reaches the limit, and a failed
+    one raises its error after counting it."""
     from raytrade.serve.client import ServiceAuthError
     from raytrade.serve.kill_switch_rule import KillSwitchRuleError
     from raytrade.serve.live import FailedCyclesError, UniverseError, UnreadableOrderError
 
-    failed = 0
     while True:
+        error: Exception | None = None
         try:
             report = loop.cycle()
         except (UnreadableOrderError, UniverseError, KillSwitchRuleError, ServiceAuthError):
             raise
         except Exception as exc:  # a broker or network hiccup must not end a long-running loop
-            if once:
-                raise
+            error = exc
             failure: str | None = " ".join(f"failed: {type(exc).__name__}: {exc}".split())[:300]  # one line
         else:
             _show(report)
-            if once:
-                return
             held = report.held_without_service
             failure = None if held is None else f"held without the service: {held}"
-        if failure is None:
-            failed = 0
-        else:
-            failed += 1
-            if failed >= max_failed_cycles:
-                raise FailedCyclesError(
-                    f"live loop stopped: {failed} cycles in a row failed or held without the policy "
-                    f"service (--max-failed-cycles; the state file keeps the orders sent); the last {failure}"
-                )
+        failed = loop.record_cycle(failure is not None)
+        if error is not None and once:
+            raise error
+        if failure is not None and failed >= max_failed_cycles:
+            raise FailedCyclesError(
+                f"live loop stopped: {failed} cycles in a row failed or held without the policy "
+                f"service (--max-failed-cycles; the state file keeps the count and the orders sent); "
+                f"the last {failure}"
+            )
+        if failure is not None:
             click.echo(
-                f"cycle {failure} ({failed} in a row; the loop stops at {max_failed_cycles}); retrying "
-                "at the next one",
+                f"cycle {failure} ({failed} in a row; the loop stops at {max_failed_cycles}); "
+                + ("the next run counts on" if once else "retrying at the next one"),
                 err=True,
             )
+        if once:
+            return
         time.sleep(every_minutes * 60.0)
 
 

@@ -437,6 +437,14 @@ class SavedKillSwitch(BaseModel):
         )
 
 
+def _saved_count(raw: dict[str, Any], key: str) -> int:
+    """The count a state file holds under ``key`` (0 when a file of an earlier version has none)."""
+    count = raw.get(key, 0)
+    if not (isinstance(count, int) and not isinstance(count, bool) and count >= 0):
+        raise ValueError(f"{key}={count!r} is not a count")
+    return count
+
+
 STATE_KEYS: Final = ("account_id", "peak_equity", "pending")
 """Keys every state file the loop writes holds (each may be null or empty): a file without one is
 not the loop's (an edited ``{}`` would forget the peak and disarm a tripped kill switch), so it is
@@ -468,7 +476,9 @@ class LiveState:
     file of an earlier version has none: it loads with None (see the module doc).
 
     ``unlisted_cycles`` counts the cycles in a row whose listing of the broker's open orders failed
-    (each sent nothing); a file of an earlier version has none: 0."""
+    (each sent nothing); ``failed_cycles`` the cycles in a row that failed or held without a decision
+    of the policy service (:meth:`LiveLoop.record_cycle`, the runner's ``--max-failed-cycles``); a file
+    of an earlier version has neither: 0."""
 
     peak_equity: float | None = None
     pending: list[dict[str, Any]] = field(default_factory=list)
@@ -476,6 +486,7 @@ class LiveState:
     unlogged_rows: list[dict[str, Any]] = field(default_factory=list)
     kill_switch: SavedKillSwitch | None = None
     unlisted_cycles: int = 0
+    failed_cycles: int = 0
 
     @classmethod
     def load(cls, path: Path) -> LiveState:
@@ -502,9 +513,6 @@ class LiveState:
             peak = raw.get("peak_equity")
             account = raw.get("account_id")
             switch = raw.get("kill_switch")
-            unlisted = raw.get("unlisted_cycles", 0)
-            if not (isinstance(unlisted, int) and not isinstance(unlisted, bool) and unlisted >= 0):
-                raise ValueError(f"unlisted_cycles={unlisted!r} is not a count")
             if peak is not None:
                 peak = float(peak) if not isinstance(peak, bool) else math.nan
                 if not (math.isfinite(peak) and peak > 0):
@@ -522,7 +530,8 @@ class LiveState:
                 account_id=None if account is None else str(account),
                 unlogged_rows=_unlogged_rows(raw.get("unlogged_rows", [])),
                 kill_switch=None if switch is None else SavedKillSwitch.model_validate(switch),
-                unlisted_cycles=int(unlisted),
+                unlisted_cycles=_saved_count(raw, "unlisted_cycles"),
+                failed_cycles=_saved_count(raw, "failed_cycles"),
             )
         except (ValueError, TypeError, AttributeError, OverflowError) as exc:
             # an input error (one line, exit status 2): the file is the user's to fix, not a bug
@@ -543,6 +552,7 @@ class LiveState:
                 "unlogged_rows": self.unlogged_rows,
                 "kill_switch": None if self.kill_switch is None else self.kill_switch.model_dump(mode="json"),
                 "unlisted_cycles": self.unlisted_cycles,
+                "failed_cycles": self.failed_cycles,
             },
             indent=1,
             allow_nan=False,
@@ -804,6 +814,22 @@ class LiveLoop:
         self._sync_with_broker(state, counting=False)
         state.save(self.state_file)
         self._started = True
+
+    def record_cycle(self, failed: bool) -> int:
+        """Count the last cycle in the state file: one more in a row when it ``failed`` (raised, or held
+        without a decision of the policy service), 0 when the service decided it. Returns the count.
+        It lives in the file, not the process: a loop restarted by a supervisor (or run ``--once`` by
+        a timer) after failed cycles goes on counting, so ``--max-failed-cycles`` still stops it,
+        where a count in memory started from 0 on every restart and the loop held for ever, kill-switch
+        unwinds included. An unreadable state file raises (:class:`LiveStateError`)."""
+        if self._lock is None:
+            raise LiveStateError(f"live loop on {str(self.state_file)!r} is closed")
+        state = LiveState.load(self.state_file)
+        count = state.failed_cycles + 1 if failed else 0
+        if count != state.failed_cycles:
+            state.failed_cycles = count
+            state.save(self.state_file)
+        return count
 
     def cycle(self, now: datetime | None = None) -> CycleReport:
         """Reconcile the previous cycles' orders with the broker, decide, submit, save, log."""

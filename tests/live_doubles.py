@@ -168,3 +168,15 @@ class StubPolicyService:
     def close(self) -> None:
         self._stopping.set()  # wakes handlers still waiting out a delay
         stop_serving(self.server, self.thread)
+
+
+class RunnerLoop:
+    """What ``raytrade live``'s runner (``cluster.live._run``) needs of a loop besides ``cycle``:
+    ``record_cycle``, counting the failed cycles in a row as ``LiveLoop.record_cycle`` does in its
+    state file (here in memory: one runner's test)."""
+
+    failed_cycles = 0
+
+    def record_cycle(self, failed: bool) -> int:
+        self.failed_cycles = self.failed_cycles + 1 if failed else 0
+        return self.failed_cycles

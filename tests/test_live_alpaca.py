@@ -17,7 +17,7 @@ from raytrade.serve.alpaca_broker import AlpacaBroker
 from raytrade.serve.live import LiveLoop
 from tests.fake_alpaca import TEST_KEYS, FakeAlpaca
 from tests.fake_alpaca_trading import FakeAlpacaTrading
-from tests.live_doubles import PAPER_TARGETS, T0, ScriptedPolicy, StubPolicyService
+from tests.live_doubles import PAPER_TARGETS, T0, RunnerLoop, ScriptedPolicy, StubPolicyService
 
 SYMBOLS = ["AAPL", "MSFT", "BTCUSD"]
 TARGETS = PAPER_TARGETS
@@ -232,7 +232,7 @@ class _Retried(BaseException):
     """The runner went on to another cycle (not an ``Exception``: the runner does not retry it)."""
 
 
-class _FailingLoop:
+class _FailingLoop(RunnerLoop):
     """A loop whose cycles raise the given errors in turn (a ``LiveLoop`` stand-in for the runner)."""
 
     def __init__(self, errors: list[BaseException]):

@@ -43,7 +43,7 @@ from raytrade.serve.live import (
 from raytrade.serve.orders import LiveConfig, OrderPlan
 from tests.fake_alpaca import TEST_KEYS, FakeAlpaca
 from tests.fake_alpaca_trading import FakeAlpacaTrading
-from tests.live_doubles import T0, ScriptedPolicy
+from tests.live_doubles import T0, RunnerLoop, ScriptedPolicy
 from tests.test_live import PRICES, FakeBroker
 
 PASSIVE_MSFT = {"MSFT": (0.05, "passive")}
@@ -503,7 +503,7 @@ def _cycles_until_stop(
     ran = iter(outcomes)
     count = 0
 
-    class _Loop:
+    class _Loop(RunnerLoop):
         def cycle(self) -> Any:
             nonlocal count
             count += 1
@@ -592,6 +592,58 @@ def test_a_loop_against_a_closed_port_stops_at_the_limit(
     with LiveLoop(broker, client, ["AAPL"], tmp_path / "s.json", None, reset=True) as loop, stopped:
         live_cli._run(loop, once=False, every_minutes=1.0, max_failed_cycles=3)
     assert broker.submitted == []
+
+
+def _held_loop(tmp_path: Path, policy: ScriptedPolicy) -> LiveLoop:
+    return LiveLoop(FakeBroker(100_000.0, PRICES), policy, ["AAPL"], tmp_path / "s.json", reset=True)
+
+
+def test_the_failed_cycle_count_survives_a_restart(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A supervisor restarting the stopped loop started the count from 0: with the service down the
+    loop held 3 more cycles on every restart, for ever, kill-switch unwinds included. The count is in
+    the state file: the restarted loop stops at its first held cycle, and a decided one resets it."""
+    from raytrade.cluster import live as live_cli
+    from raytrade.serve.live import FailedCyclesError
+
+    monkeypatch.setattr(live_cli.time, "sleep", lambda seconds: None)
+    down = ScriptedPolicy({"AAPL": (0.1, "aggressive")}, fallback=True)  # serve.client's outage hold
+    with _held_loop(tmp_path, down) as loop, pytest.raises(FailedCyclesError, match="^live loop stopped: 3 "):
+        live_cli._run(loop, once=False, every_minutes=1.0, max_failed_cycles=3)
+    assert LiveState.load(tmp_path / "s.json").failed_cycles == 3
+    again = pytest.raises(FailedCyclesError, match="^live loop stopped: 4 cycles in a row")
+    with _held_loop(tmp_path, down) as restarted, again:
+        live_cli._run(restarted, once=False, every_minutes=1.0, max_failed_cycles=3)
+    up = ScriptedPolicy({"AAPL": (0.1, "aggressive")})
+    with _held_loop(tmp_path, up) as mended:
+        live_cli._run(mended, once=True, every_minutes=1.0, max_failed_cycles=3)
+    assert LiveState.load(tmp_path / "s.json").failed_cycles == 0
+
+
+def test_once_runs_count_on_and_stop_at_the_limit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--once`` from a timer: a held run exits 0 and says how many in a row; the run that reaches the
+    limit stops (exit status 2). A run whose cycle raises counts too, and still raises its error."""
+    from raytrade.cluster import live as live_cli
+    from raytrade.serve.live import FailedCyclesError
+
+    down = ScriptedPolicy({"AAPL": (0.1, "aggressive")}, fallback=True)
+    for _ in range(2):
+        with _held_loop(tmp_path, down) as loop:
+            live_cli._run(loop, once=True, every_minutes=1.0, max_failed_cycles=4)
+    assert capsys.readouterr().err.count("in a row; the loop stops at 4); the next run counts on") == 2
+
+    class _Broken(FakeBroker):
+        def account(self) -> Any:
+            raise ConnectionError("broker down")
+
+    with LiveLoop(_Broken(100_000.0, PRICES), down, ["AAPL"], tmp_path / "s.json") as broken:
+        broken.start = lambda: None  # type: ignore[method-assign]  # the start would ask the account too
+        with pytest.raises(ConnectionError, match="broker down"):
+            live_cli._run(broken, once=True, every_minutes=1.0, max_failed_cycles=4)
+    assert LiveState.load(tmp_path / "s.json").failed_cycles == 3
+    with _held_loop(tmp_path, down) as loop, pytest.raises(FailedCyclesError, match="^live loop stopped: 4 "):
+        live_cli._run(loop, once=True, every_minutes=1.0, max_failed_cycles=4)
 
 
 # ------------------------------------------------------------------ the order record comes first
@@ -1519,26 +1571,27 @@ def test_a_loop_whose_open_orders_can_never_be_listed_stops(tmp_path: Path) -> N
     assert LiveState.load(state).unlisted_cycles == 3
 
 
+@pytest.mark.parametrize("key", ["unlisted_cycles", "failed_cycles"])
 @pytest.mark.parametrize(
     ("saved", "loaded"), [(None, 0), (2, 2), (-1, None), (2.5, None), ("2", None), (True, None)]
 )
-def test_the_saved_count_of_unlisted_cycles_loads_or_is_refused(
-    tmp_path: Path, saved: object, loaded: int | None
+def test_the_saved_counts_of_cycles_load_or_are_refused(
+    tmp_path: Path, key: str, saved: object, loaded: int | None
 ) -> None:
     """A file of an earlier version has no count (0); a count that is not one makes the file unreadable."""
     path = tmp_path / "state.json"
     LiveState(peak_equity=100_000.0).save(path)
     raw = json.loads(path.read_text())
     if saved is None:
-        del raw["unlisted_cycles"]
+        del raw[key]
     else:
-        raw["unlisted_cycles"] = saved
+        raw[key] = saved
     path.write_text(json.dumps(raw))
     if loaded is None:
-        with pytest.raises(LiveStateError, match="unlisted_cycles"):
+        with pytest.raises(LiveStateError, match=key):
             LiveState.load(path)
     else:
-        assert LiveState.load(path).unlisted_cycles == loaded
+        assert getattr(LiveState.load(path), key) == loaded
 
 
 @pytest.mark.parametrize("key", ["account_id", "peak_equity", "pending"])
