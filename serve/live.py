@@ -1485,9 +1485,12 @@ class LiveLoop:
 
 
 def _lock_state_file(state_file: Path) -> IO[str]:
-    """An exclusive, non-blocking ``flock`` on ``<state_file>.lock`` (it holds the owner's pid)."""
+    """An exclusive, non-blocking ``flock`` on ``<state_file>.lock`` (it holds the owner's pid), next to
+    the file the path leads to: a state file reached through a symbolic link is locked where it lives,
+    so a loop on the link and one on the file cannot both hold it."""
     state_file.parent.mkdir(parents=True, exist_ok=True)
-    handle = open(state_file.with_name(state_file.name + ".lock"), "a+")  # noqa: SIM115 - held for life
+    real = state_file.resolve()
+    handle = open(real.with_name(real.name + ".lock"), "a+")  # noqa: SIM115 - held for life
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:

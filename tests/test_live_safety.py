@@ -989,6 +989,18 @@ def test_a_second_loop_on_the_same_state_file_refuses_to_start(tmp_path: Path) -
     LiveLoop(broker, ScriptedPolicy({}), ["AAPL"], tmp_path / "s.json", reset=True).close()
 
 
+def test_a_second_loop_on_a_link_to_the_state_file_refuses_to_start(tmp_path: Path) -> None:
+    """The lock sat beside the path given: a loop on ``link.json -> s.json`` locked ``link.json.lock``,
+    so two loops (with separate account-lock folders) shared one state file."""
+    broker = FakeBroker(100_000.0, PRICES)
+    (tmp_path / "real").mkdir()
+    (tmp_path / "link.json").symlink_to(tmp_path / "real" / "s.json")
+    first = LiveLoop(broker, ScriptedPolicy({}), ["AAPL"], tmp_path / "real" / "s.json", reset=True)
+    with pytest.raises(LiveStateError, match="in use by another live loop"):
+        LiveLoop(broker, ScriptedPolicy({}), ["AAPL"], tmp_path / "link.json", reset=True)
+    first.close()
+
+
 def test_a_second_loop_on_the_same_account_refuses_to_start_whatever_its_state_file(tmp_path: Path) -> None:
     broker = FakeBroker(100_000.0, PRICES)  # one account, PA-TEST
     policy = ScriptedPolicy(PASSIVE_MSFT)  # a resting limit the second loop would cancel
