@@ -103,4 +103,4 @@ def ingest_source(
         )
     from raytrade.replay.sources.forecast_file import read_forecast_file
 
-    return import_forecasts(out, read_forecast_file(r.path), origin=str(r.path))
+    return import_forecasts(out, read_forecast_file(r.path), origin=str(r.path), first_row=1)

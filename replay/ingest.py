@@ -476,18 +476,32 @@ def import_forecasts(
     forecasts: pd.DataFrame,
     origin: str = "forecasts",
     config: FeatureConfig | None = None,
+    first_row: int = 0,
 ) -> IngestResult:
     """Append external forecasts (validated) and rebuild the features table with them.
 
     Impossible values (``replay.sources.forecast_file.forecast_value_errors``: crossed quantiles, a
-    return <= -1 or > 10, a negative std, a horizon < 1) are refused before anything is written."""
+    return <= -1 or > 10, a negative std, a horizon < 1) and a forecast the store holds already (the
+    same symbol, ts, source and horizon: ``replay.writer``) are refused before anything is written,
+    row ``i`` of ``forecasts`` named as ``first_row + i`` (1: a file's data rows)."""
     path = Path(root)
     if not (path / "bars").is_dir():
         raise ReplayValidationError([], origin=f"{path} has no bars: ingest prices before forecasts")
-    impossible = forecast_value_errors(forecasts)
+    impossible = forecast_value_errors(forecasts, first_row=first_row)
     if impossible:
         raise ReplayValidationError(impossible, origin=origin)
-    forecasts = _validated("forecasts", forecasts, origin)
+    try:
+        return _import_valid_forecasts(path, _validated("forecasts", forecasts, origin), origin, config)
+    except ReplayValidationError as exc:  # the forecasts' rows (the writer's refusal names none of the file)
+        if any(e.table != "forecasts" for e in exc.errors):
+            raise
+        rows = [replace(e, row=None if e.row is None else e.row + first_row) for e in exc.errors]
+        raise ReplayValidationError(rows, origin=exc.origin or origin) from None
+
+
+def _import_valid_forecasts(
+    path: Path, forecasts: pd.DataFrame, origin: str, config: FeatureConfig | None
+) -> IngestResult:
     with ReplayWriter(path) as writer:
         writer.open(*(t for t in ("bars", "features") if (path / t).is_dir()))
         recover_store(path, abandoned=True)  # under the locks: another ingest may be mid-swap

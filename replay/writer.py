@@ -17,6 +17,8 @@ Design decisions
   writer opens the table (under its lock) and kept up to date by its own appends; a caller that opens
   a writer again and again (the live loop, every cycle) passes the same ``replay.stored_keys.KeyCache``
   so each open reads only the files committed since the last (by any process), not the whole table.
+* A forecast is keyed by its (symbol, ts, source, horizon) (forecasts of several sources and horizons
+  share a ts, so no watermark tells a repeat): one already stored is refused, naming the key.
 * A transition row (one with an ``episode_id``) is keyed by (``episode_id``, ``step``, ``asset_index``)
   as well (``replay.stored_keys.TRANSITION_KEY``, kept like the ids): a step's asset stored already,
   under any decision id, is refused, so an episode appended again under new ids is not counted twice
@@ -51,7 +53,7 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 from raytrade.replay.schema import PARTITION_KEY, SCHEMA_VERSION, TABLES, UNIQUE_KEYS, schema_for
-from raytrade.replay.stored_keys import TRANSITION_KEY, KeyCache, key_strings
+from raytrade.replay.stored_keys import TRANSITION_KEY, KeyCache, KeyColumns, key_strings
 from raytrade.replay.validation import ReplayValidationError, RowError, conform
 
 log = logging.getLogger(__name__)
@@ -60,6 +62,10 @@ OnError = Literal["raise", "quarantine"]
 _WATERMARK_TABLES = frozenset({"bars", "features", "macro"})
 _KEYED_TABLES = frozenset({"experience"})
 """Tables whose ``UNIQUE_KEYS`` column is checked against the stored rows (not by time)."""
+_COMPOSITE_KEYED_TABLES = frozenset({"forecasts"})
+"""Tables whose whole ``UNIQUE_KEYS`` (several columns) is checked against the stored rows: a
+forecast's (symbol, ts, source, horizon); forecasts of other sources and horizons share a ts, so
+no watermark can tell a repeat."""
 
 
 class StoreBusyError(RuntimeError):
@@ -144,6 +150,44 @@ def read_watermarks(table_dir: Path) -> dict[str, np.datetime64]:
     }
 
 
+def _key_kinds(table: str) -> tuple[KeyColumns, ...]:
+    """The kinds of stored keys the writer checks ``table``'s rows against (``KeyCache.keys_of``)."""
+    if table in _COMPOSITE_KEYED_TABLES:
+        return (UNIQUE_KEYS[table],)
+    return (UNIQUE_KEYS[table][0], TRANSITION_KEY)
+
+
+def _drop_stored_composite(
+    table: str, valid: pa.Table, positions: np.ndarray, keys: set[str]
+) -> tuple[pa.Table, list[RowError]]:
+    """``valid`` less its rows whose whole ``UNIQUE_KEYS`` is stored already: refused, naming it. Such a
+    row used to be appended beside the stored one, and every later features build of the store failed
+    on the repeated key (the store is append-only: nothing could remove it)."""
+    columns = UNIQUE_KEYS[table]
+    stored = np.array([k in keys for k in key_strings(valid, columns)], dtype=bool)
+    if not stored.any():
+        return valid, []
+    values = {c: valid[c].to_pylist() for c in columns}
+    errors = []
+    for i in np.flatnonzero(stored):
+        key = ", ".join(f"{c}={_shown(values[c][i])}" for c in columns)
+        errors.append(
+            RowError(
+                table,
+                int(positions[i]),
+                columns[-1],
+                values[columns[-1]][i],
+                f"already stored: {table} holds a row of ({key}); the store is append-only (a revised "
+                "forecast needs another source name)",
+            )
+        )
+    return valid.filter(pa.array(~stored)), errors
+
+
+def _shown(value: object) -> str:
+    return value.isoformat() if hasattr(value, "isoformat") else str(value)
+
+
 class ReplayWriter:
     """Appends validated batches to ``root/<table>/year=YYYY/*.parquet``; see the module docstring.
 
@@ -225,8 +269,10 @@ class ReplayWriter:
         recover_table(table_dir)
         self._watermarks[table] = read_watermarks(table_dir) if table in _WATERMARK_TABLES else {}
         if table in _KEYED_TABLES:
-            ids, steps = self._key_cache.keys_of(table_dir, (UNIQUE_KEYS[table][0], TRANSITION_KEY))
+            ids, steps = self._key_cache.keys_of(table_dir, _key_kinds(table))
             self._keys[table], self._steps[table] = ids, steps
+        elif table in _COMPOSITE_KEYED_TABLES:
+            (self._keys[table],) = self._key_cache.keys_of(table_dir, _key_kinds(table))
         return table_dir
 
     def _append(self, table: str, frame: pd.DataFrame) -> AppendResult:
@@ -282,6 +328,8 @@ class ReplayWriter:
         keys = self._keys.get(table)
         if keys is None or valid.num_rows == 0:
             return valid, []
+        if table in _COMPOSITE_KEYED_TABLES:
+            return _drop_stored_composite(table, valid, positions, keys)
         column = UNIQUE_KEYS[table][0]
         values = valid[column].to_pylist()
         stored = np.array([v in keys for v in values], dtype=bool)
@@ -379,7 +427,7 @@ class ReplayWriter:
         intent.unlink()
         self._advance_watermarks(table, valid)
         if table in self._keys:
-            kinds = (UNIQUE_KEYS[table][0], TRANSITION_KEY)
+            kinds = _key_kinds(table)
             files = [table_dir / f for _, f in renames]
             self._key_cache.add(table_dir, files, {kind: key_strings(valid, kind) for kind in kinds})
         return tuple(str(table_dir / f) for _, f in renames)

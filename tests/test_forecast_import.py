@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -152,3 +153,45 @@ def test_import_forecasts_refuses_impossible_rows_passed_as_a_frame(store: Path)
     with pytest.raises(ReplayValidationError, match=r"row 0, column 'q25', value 0.0: below q05"):
         import_forecasts(store, frame, origin="frame")
     assert not (store / "forecasts").exists()
+
+
+def test_a_forecast_already_stored_is_refused_and_the_store_stays_usable(tmp_path: Path, store: Path) -> None:
+    """The same file imported twice (a retried import) was appended beside the stored rows: the second
+    import failed on the features rebuild (a pandas reshape error) with its rows already written, and
+    every later ingest of the store failed the same way, for good (the store is append-only). Now the
+    repeated forecast is refused, naming its key, and nothing is written; a new source at the same
+    dates still imports."""
+    path = _quantile_file(store, tmp_path / "ok.csv", {})
+    assert _import(store, path)[0] == 0
+    before = _snapshot(store)
+    code, output = _import(store, path)
+    assert code == 2, output
+    ts = read_frame(store, "forecasts")["ts"].iloc[0].isoformat()
+    assert (
+        f"ok.csv: forecasts: row 1, column 'horizon', value 1: already stored: forecasts holds a row of "
+        f"(symbol=SYN001, ts={ts}, source=ext, horizon=1); the store is append-only (a revised forecast "
+        "needs another source name) (and 1 more refused rows)"
+    ) in output
+    assert _snapshot(store) == before
+    renamed = tmp_path / "renamed.csv"  # the features are rebuilt with both sources
+    pd.read_csv(path).assign(source="ext2").to_csv(renamed, index=False)
+    assert _import(store, renamed)[0] == 0
+    assert len(read_frame(store, "forecasts")) == 4
+
+
+def test_a_store_holding_a_repeated_forecast_names_it(store: Path) -> None:
+    """A store an older import left with a forecast stored twice: the features build named nothing
+    ("Index contains duplicate entries, cannot reshape"); now it names the key and the way out."""
+    from raytrade.replay import ReplayWriter
+    from raytrade.replay.features import build_features
+
+    ts = read_frame(store, "features").query("symbol == 'SYN001'")["ts"].iloc[-1]
+    row = {"symbol": "SYN001", "ts": ts, "source": "x", "horizon": 1, "mean": 0.0, "std": 0.01, "skew": 0.0,
+           "q05": -0.02, "q25": -0.01, "q50": 0.0, "q75": 0.01, "q95": 0.02, "n_samples": None}  # fmt: skip
+    with ReplayWriter(store) as writer:
+        writer.append("forecasts", pd.DataFrame([row]))
+    stored = read_frame(store, "forecasts")
+    twice = pd.concat([stored, stored], ignore_index=True)  # what the old import appended
+    named = re.escape(f"hold (symbol=SYN001, ts={ts.isoformat()}, source=x, horizon=1) 2 times")
+    with pytest.raises(ValueError, match=named):
+        build_features(read_frame(store, "bars"), None, twice)

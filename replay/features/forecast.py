@@ -57,6 +57,17 @@ def imported_forecasts(forecasts: pd.DataFrame | None, panel: Panel) -> list[dic
     if forecasts is None or forecasts.empty:
         return []
     sub = forecasts[(forecasts["horizon"] == 1) & forecasts["symbol"].isin(panel.symbols)]
+    repeated = sub[sub.duplicated(["source", "symbol", "ts"], keep=False)]
+    if not repeated.empty:  # stored by an import before the writer refused a forecast stored already
+        first = repeated.iloc[0]
+        same = repeated[["source", "symbol", "ts"]].eq(first[["source", "symbol", "ts"]]).all(axis=1)
+        when = pd.Timestamp(first["ts"]).isoformat()
+        raise ValueError(
+            f"the store's forecasts hold (symbol={first['symbol']}, ts={when}, source={first['source']}, "
+            f"horizon=1) {int(same.sum())} times ({len(repeated)} repeated rows in all): an import before "
+            "2026-12-05 appended a forecast already stored; move the later forecasts file of that import "
+            "out of <store>/forecasts/ (or rebuild the store)"
+        )
     sources = []
     for _, rows in sub.groupby("source", sort=True):
         sources.append(
