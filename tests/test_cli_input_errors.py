@@ -158,3 +158,17 @@ def test_a_cost_profile_that_is_not_one_is_one_line_without_its_content(
         f"error: cost profile {str(profile)!r} is not a raytrade cost profile: {problem}\n"
     )
     assert "pydantic" not in result.output and "secret-ish" not in result.output
+
+
+@pytest.mark.parametrize("freq", ["1d", "1m"])
+def test_a_synthetic_span_without_a_weekday_is_an_input_error(tmp_path: Path, freq: str) -> None:
+    """``--years 0.001`` (no day at all) ended in a numpy warning and a traceback (IndexError)."""
+    out = tmp_path / "store"
+    args = ["ingest", "--source", "synthetic", "--n-symbols", "3", "--freq", freq, "--years", "0.001"]
+    result = _run([*args, "--out", str(out)])
+    assert result.exit_code == 2
+    assert result.stderr == (
+        "error: years=0.001 (0 days from 2018-01-01) spans no weekday: no equity bar to generate; "
+        "give more years\n"
+    )
+    assert not out.exists()

@@ -32,6 +32,8 @@ from typing import Final, Literal
 import numpy as np
 import pandas as pd
 
+from raytrade.replay.errors import InputError
+
 Freq = Literal["1d", "1h", "1m"]
 BARS_PER_DAY: Final[dict[str, int]] = {"1d": 1, "1h": 7, "1m": 390}
 _SESSION_OPEN: Final = pd.Timedelta(hours=14, minutes=30)
@@ -205,6 +207,11 @@ def generate(
         return np.asarray((ts.normalize() - all_days[0]).days, dtype=np.int64)
 
     eq_ts = _calendar(start_ts, years, freq, crypto=False)
+    if eq_ts.empty:
+        raise InputError(
+            f"years={years:g} ({round(365.25 * years)} days from {start_ts.date()}) spans no weekday: "
+            "no equity bar to generate; give more years"
+        )
     per_year = 252.0 * BARS_PER_DAY[freq]
     equities = [f"SYN{i:03d}" for i in range(n_symbols)]
     frames = [
