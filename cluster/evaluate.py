@@ -53,16 +53,26 @@ def split_names(value: str) -> list[str]:
 
 
 def sample_warnings(report: EvaluationReport) -> list[str]:
-    """One line per registry model evaluated IN-SAMPLE or whose out-of-sample could not be checked."""
+    """One line per registry model evaluated IN-SAMPLE, whose out-of-sample could not be checked, or
+    evaluated on windows overlapping the validation window its checkpoint was chosen on (the report
+    says so; the console said nothing of it)."""
     lines = []
     for name, policy in report.policies.items():
         sample = policy.sample
-        if sample is not None and sample.status == "IN-SAMPLE":
+        if sample is None:
+            continue
+        if sample.status == "IN-SAMPLE":
             lines.append(
                 f"{name} is IN-SAMPLE on {', '.join(sample.in_sample_windows)}: no out-of-sample result"
             )
-        if sample is not None and sample.warning is not None:
+        if sample.warning is not None:
             lines.append(sample.warning)
+        if sample.validation_overlap and sample.validation is not None:
+            lines.append(
+                f"{name}: windows {', '.join(sample.validation_overlap)} overlap its validation window "
+                f"{sample.validation.start}..{sample.validation.end}, on which its checkpoint was "
+                "chosen: selection-biased"
+            )
     return lines
 
 

@@ -66,8 +66,15 @@ def ingest_source(
         from raytrade.replay.sources.alpaca import fetch_alpaca_bars
         from raytrade.replay.sources.alpaca_daily import refuse_second_crypto_clock
 
-        if not r.symbols or r.start is None or r.end is None:
-            raise InputError("--source alpaca needs --symbols, --start and --end")
+        missing = [
+            flag
+            for flag, given in (("--symbols", r.symbols), ("--start", r.start), ("--end", r.end))
+            if not given
+        ]
+        if missing or r.start is None or r.end is None:  # (the last two for the type checker)
+            raise InputError(
+                f"--source alpaca needs --symbols, --start and --end; {' and '.join(missing)} not given"
+            )
         settings = load_settings()
         window = f"{r.start:%Y-%m-%d} .. {r.end:%Y-%m-%d}"
         say(f"fetching {len(r.symbols)} symbols from Alpaca, {window} ({r.freq})")

@@ -16,7 +16,9 @@ baselines into ``--reports/DATE``; (4) append the leaderboard with links to the 
 model's manifest. Bad input fails with one ``error: …`` line before anything is evaluated or appended.
 A ``latest`` model whose training window (plus the embargo) reaches into the evaluated split is left
 out of the night's evaluation (``raytrade evaluate`` would refuse it: in sample), with a ``warning:``
-line and a "not evaluated (in sample)" line in the section; the others and the baselines still run.
+line and a "not evaluated: in sample" line in the section; the others and the baselines still run. So is a
+``latest`` model trained on a symbol the store lacks, or on another universe than the first model's
+(registry order; ``envs.evaluation.universe.ModelUniverseError``): one such model stopped the night.
 Every policy is evaluated on the universe the ``latest`` models trained on (``raytrade evaluate``'s
 rule: never a symbol an ingest added since), and the section says which universe and why; models
 trained on different universes are refused with one line naming both.
@@ -234,7 +236,7 @@ def results_section(
         f"{report.replay.universe or 'every symbol of the store'}.",
         "",
         *(f"> **ingest warning:** {w}\n" for w in (ingested.warnings() if ingested else [])),
-        *(f"> **not evaluated (in sample):** {why}\n" for why in (left_out or {}).values()),
+        *(f"> **not evaluated:** {why}\n" for why in (left_out or {}).values()),
         *(f"> **warning:** {w}\n" for w in sample_warnings(report)),
         "Every window ends flat: returns and costs include closing the book at its last close "
         "(`exit bps`, of the final equity); sections dated before 2026-12-04 were marked to market.",
@@ -285,6 +287,7 @@ def run_nightly(
     returns the night's report folder, or None when the night was run before (:func:`night_done`)
     and ``replace`` is False (nothing done)."""
     from raytrade.envs.evaluation.harness import InSampleError
+    from raytrade.envs.evaluation.universe import ModelUniverseError
 
     folder = registry_folder(registry)
     day = night(date)
@@ -315,7 +318,12 @@ def run_nightly(
                 )
                 break
             except InSampleError as exc:  # only registry models are ever in sample: the loop ends
-                left_out |= exc.facts  # evaluate's ways forward (--in-sample, ...) are not nightly's
+                # evaluate's ways forward (--in-sample, ...) are not nightly's
+                left_out |= {policy: f"in sample: {why}" for policy, why in exc.facts.items()}
+            except ModelUniverseError as exc:  # one model the store cannot hold with the others
+                if exc.policy in left_out or exc.policy not in policies:
+                    raise
+                left_out[exc.policy] = str(exc)
         for line in [*left_out.values(), *sample_warnings(report)]:
             click.echo(f"warning: {line}", err=True)
         write_section(results, day, results_section(day, report, report_dir, results, ingested, left_out))

@@ -122,6 +122,11 @@ def resolve(registry: str | os.PathLike[str], ref: str) -> Path:
         raise RegistryError(str(exc)) from None
     name = parsed.name
     available = versions(root, name)
+    if not available and not root.is_dir():
+        raise RegistryError(
+            f"no policy {name!r}: registry {str(root)!r} is not a folder (no such folder; name the "
+            "registry with --registry)"
+        )
     if not available:
         known = names(root)
         raise RegistryError(

@@ -172,3 +172,10 @@ def test_a_synthetic_span_without_a_weekday_is_an_input_error(tmp_path: Path, fr
         "give more years\n"
     )
     assert not out.exists()
+
+
+def test_an_alpaca_ingest_without_its_window_names_the_missing_flag(tmp_path: Path) -> None:
+    args = ["ingest", "--source", "alpaca", "--symbols", "AAPL", "--start", "2020-01-01"]
+    result = _run([*args, "--out", str(tmp_path / "store")])
+    assert result.exit_code == 2
+    assert result.stderr == "error: --source alpaca needs --symbols, --start and --end; --end not given\n"

@@ -110,6 +110,12 @@ def test_a_window_after_the_training_window_passes_and_flags_the_validation_over
     assert sample.validation_overlap == ("validation",)
     assert report.policies[MODEL].folds[0].train == sample.train  # the model's, not the fold's
     assert "selection-biased" in render_markdown("r", report_blocks(report, []))
+    from raytrade.cluster.evaluate import sample_warnings  # the console's warning lines say it too
+
+    assert sample_warnings(report) == [
+        f"{MODEL}: windows validation overlap its validation window {sample.validation.start}.."
+        f"{sample.validation.end}, on which its checkpoint was chosen: selection-biased"
+    ]
 
 
 def test_after_training_starts_the_folds_after_the_training_and_validation_windows(store: Path) -> None:
@@ -210,7 +216,7 @@ def test_the_nightly_leaves_an_in_sample_model_out_and_says_so(store: Path, tmp_
         loader=lambda ref, registry: VersionHandle(manifest),
     )
     text = results.read_text()
-    assert f"> **not evaluated (in sample):** {MODEL} trained on" in text
+    assert f"> **not evaluated:** in sample: {MODEL} trained on" in text
     assert "--in-sample" not in text and "--after-training" not in text  # evaluate's options, not nightly's
     assert f"| {MODEL} |" not in text and "| equal_weight |" in text
     assert (report_dir / "report.json").exists()

@@ -164,3 +164,48 @@ def test_the_nightly_section_says_the_trained_universe(stores: tuple[Path, Path]
         f"Universe: 3 symbols ({', '.join(universe)}), the universe registry:alpha@1 trained on "
         f"(manifest data.symbols); the store's other symbols ({NEW}) are not evaluated."
     ) in results.read_text()
+
+
+@pytest.mark.parametrize("names", [("beta",), ("alpha", "beta")], ids=["alone", "beside-another"])
+def test_the_nightly_leaves_out_a_model_the_store_cannot_hold_and_runs_the_rest(
+    stores: tuple[Path, Path], tmp_path: Path, names: tuple[str, ...]
+) -> None:
+    """``beta`` trained on NEWCO, which the store lacks: it stopped the whole night with one error
+    line, the baselines (and ``alpha``) unevaluated. Now it is left out with a warning and a line in
+    the night's section, as an in-sample model is; beside ``alpha``, whose universe differs, it is the
+    one left out (registry order)."""
+    trained = stores[0]
+    universe = _symbols(trained)
+    manifests = {"alpha@1": _trained_on(trained, universe), "beta@1": _trained_on(trained, [*universe, NEW])}
+    registry = tmp_path / "registry"
+    for name in names:
+        (registry / name / "1").mkdir(parents=True)
+        (registry / name / "1" / "manifest.json").write_text("{}")
+        (registry / name / "latest").write_text("1\n")
+    results = tmp_path / "results.md"
+    report_dir = run_nightly(
+        trained,
+        registry,
+        reports=tmp_path / "reports",
+        results=results,
+        date="2025-01-02",
+        baselines=["cash", "equal_weight"],
+        scenarios=[],
+        seeds=1,
+        bootstrap_samples=20,
+        plots=False,
+        loader=lambda ref, registry: VersionHandle(manifests[ref]),
+        replace=True,  # each case runs the night of the same store and date
+    )
+    assert report_dir is not None
+    text = results.read_text()
+    why = (
+        f"registry:beta@1 was trained on symbol(s) {NEW}, which the store at {trained} does not hold"
+        if names == ("beta",)
+        else "registry:alpha@1 and registry:beta@1 were trained on different universes (only "
+        f"registry:alpha@1: none; only registry:beta@1: {NEW}): a model runs on its own universe only, "
+        "evaluate them separately"
+    )
+    assert f"> **not evaluated:** {why}\n" in text
+    assert "| equal_weight |" in text and "| registry:beta@1 |" not in text
+    assert ("| registry:alpha@1 |" in text) == ("alpha" in names)

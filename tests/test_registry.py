@@ -417,6 +417,19 @@ def test_resolve_refuses_references_that_are_not_plain_folder_names(tmp_path: Pa
         resolve(tmp_path / "registry", ref)
 
 
+def test_resolve_names_a_registry_folder_that_does_not_exist(tmp_path: Path) -> None:
+    """A mistyped or defaulted ``--registry`` (the demo's is ``.demo/registry``) read "no policy 'x'
+    in registry 'registry'; available: none", as if the folder were an empty registry."""
+    from raytrade.models.registry import RegistryError
+
+    missing = tmp_path / "registry"
+    with pytest.raises(RegistryError, match=rf"registry '{missing}' is not a folder \(no such folder"):
+        resolve(missing, "alpha")
+    missing.mkdir()
+    with pytest.raises(RegistryError, match="; available: none$"):
+        resolve(missing, "alpha")
+
+
 def test_resolve_refuses_a_version_that_leads_outside_the_registry(tmp_path: Path) -> None:
     from raytrade.models.registry import RegistryError
 

@@ -14,7 +14,8 @@ every symbol of the store.
 
 Refused (``EvaluationInputError``, one line): two registry models with different universes (a model
 cannot run on a subset of its universe, so there is no common one), a trained symbol the store does
-not hold, and requested symbols other than the models' universe.
+not hold (both a :class:`ModelUniverseError` naming the model to leave out: the nightly evaluates the
+others without it), and requested symbols other than the models' universe.
 """
 
 from __future__ import annotations
@@ -23,6 +24,15 @@ from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
 from raytrade.envs.evaluation.policies import EvaluationInputError, PolicySpec
+
+
+class ModelUniverseError(EvaluationInputError):
+    """A registry model that cannot be evaluated with the others on this store: ``policy`` (its name
+    as given) trained on a symbol the store lacks, or on another universe than the first model's."""
+
+    def __init__(self, message: str, policy: str) -> None:
+        super().__init__(message)
+        self.policy = policy
 
 
 @dataclass(frozen=True)
@@ -57,16 +67,18 @@ def evaluation_universe(
         assert other.universe is not None
         if set(other.universe) != trained:
             only_first, only_other = trained - set(other.universe), set(other.universe) - trained
-            raise EvaluationInputError(
+            raise ModelUniverseError(
                 f"{first.name} and {other.name} were trained on different universes (only {first.name}: "
                 f"{_shown(only_first)}; only {other.name}: {_shown(only_other)}): a model runs on its "
-                "own universe only, evaluate them separately"
+                "own universe only, evaluate them separately",
+                other.name,
             )
     missing = trained - set(stored)
     if missing:
-        raise EvaluationInputError(
+        raise ModelUniverseError(
             f"{first.name} was trained on symbol(s) {_shown(missing)}, which the store at {store} "
-            "does not hold"
+            "does not hold",
+            first.name,
         )
     if requested is not None and set(requested) != trained:
         raise EvaluationInputError(
