@@ -189,7 +189,13 @@ def _parse_utc(value: str | None, name: str) -> datetime | None:
 @click.option(
     "--n-crypto", type=click.IntRange(min=0), default=0, show_default=True, help="synthetic: crypto pairs."
 )
-@click.option("--years", type=click.FloatRange(min=0, min_open=True), default=3.0, show_default=True)
+@click.option(
+    "--years",
+    type=click.FloatRange(min=0, min_open=True),
+    default=3.0,
+    show_default=True,
+    help="Length of the synthetic history in years (from --start; 2018-01-01 without it).",
+)
 @click.option(
     "--freq", type=click.Choice(["1d", "1h", "1m"]), default="1d", show_default=True, help="Bar length."
 )

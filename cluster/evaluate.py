@@ -186,7 +186,13 @@ def run_evaluation(
     help="Model registry folder for registry: policies.",
     used_when=names_registry_policy("policies"),
 )
-@click.option("--bootstrap-samples", type=click.IntRange(min=10), default=1000, show_default=True)
+@click.option(
+    "--bootstrap-samples",
+    type=click.IntRange(min=10),
+    default=1000,
+    show_default=True,
+    help="Bootstrap resamples behind each confidence interval of the comparison.",
+)
 @click.option("--no-plots", is_flag=True, help="Skip the PNG plots (tiny-budget runs).")
 @path_option(
     "--cost-profile",

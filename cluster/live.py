@@ -120,10 +120,26 @@ class _Hours(click.FloatRange):
     help="With --reset: the new peak is the account's highest daily equity over this many days.",
 )
 @click.option("--once", is_flag=True, help="One cycle, then exit.")
-@click.option("--every-minutes", type=click.FloatRange(min=1), default=1440.0, show_default=True)
-@click.option("--min-trade-notional", type=click.FloatRange(min=0), default=25.0, show_default=True)
 @click.option(
-    "--max-trade-fraction", type=click.FloatRange(0, 2, min_open=True), default=0.25, show_default=True
+    "--every-minutes",
+    type=click.FloatRange(min=1),
+    default=1440.0,
+    show_default=True,
+    help="Minutes between cycles (without --once).",
+)
+@click.option(
+    "--min-trade-notional",
+    type=click.FloatRange(min=0),
+    default=25.0,
+    show_default=True,
+    help="Orders below this many dollars are skipped (dust).",
+)
+@click.option(
+    "--max-trade-fraction",
+    type=click.FloatRange(0, 2, min_open=True),
+    default=0.25,
+    show_default=True,
+    help="No single order exceeds this fraction of equity.",
 )
 @click.option(
     "--max-participation",

@@ -35,7 +35,13 @@ from raytrade.serve.batcher import DEFAULT_BUSY_WAIT_MS
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address the HTTP proxy binds.")
 @click.option("--port", type=int, default=8000, show_default=True, help="HTTP port.")
 @click.option("--replicas", type=click.IntRange(1), default=1, show_default=True, help="Serve replicas.")
-@click.option("--replica-cpus", type=click.FloatRange(0), default=1.0, show_default=True)
+@click.option(
+    "--replica-cpus",
+    type=click.FloatRange(0),
+    default=1.0,
+    show_default=True,
+    help="Ray CPUs reserved per replica.",
+)
 @click.option(
     "--max-feature-age-hours",
     type=click.FloatRange(0),
