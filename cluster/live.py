@@ -39,8 +39,8 @@ value, a service that stays down): then it stops with exit status 2 and one line
 the last, so that a supervisor or a person sees it instead of a loop that retries for ever and
 manages nothing, kill-switch unwinds included. A cycle the service decided resets the count (its own
 holds, for stale features say, are decisions). The count is kept in the state file, so a restart
-(a supervisor's, or the next ``--once`` run of a timer) counts on from it. Four errors end it at once,
-the same way:
+(a supervisor's, or the next ``--once`` run of a timer) counts on from it; a state file that can no
+longer be read or written ends the loop at once. Four errors end it at once, the same way:
 a pending order Alpaca cannot read (not a 404) on
 ``--max-unreadable-order-cycles`` cycles in a row (naming the order; its symbol has been held all
 along), a hot swap to a kill-switch rule the configured one is looser than, a served model that
@@ -265,7 +265,9 @@ def _run(loop: LiveLoop, once: bool, every_minutes: float, max_failed_cycles: in
     (:class:`serve.live.FailedCyclesError`); a cycle the service decided resets the count. The count
     is kept in the state file (``LiveLoop.record_cycle``), so it carries over a restart and over
     ``--once`` runs: a held ``--once`` run exits 0 until the count reaches the limit, and a failed
-    one raises its error after counting it."""
+    one raises its error after counting it. A state file that cannot be read or written when the
+    cycle is counted ends the loop at once with that error (``LiveStateError``, one line): no later
+    cycle could read it either."""
     from raytrade.serve.client import ServiceAuthError
     from raytrade.serve.kill_switch_rule import KillSwitchRuleError
     from raytrade.serve.live import FailedCyclesError, UniverseError, UnreadableOrderError

@@ -257,6 +257,8 @@ def results_section(
     if models:
         lines.append("Models:")
         lines += [f"- `{n}`: [manifest]({_link(Path(m), base)})" if m else f"- `{n}`" for n, m in models]
+    elif left_out:
+        lines.append("Models: none evaluated (every registry model left out above; baselines only).")
     else:
         lines.append("Models: none in the registry (baselines only).")
     return "\n".join(lines) + "\n\n"

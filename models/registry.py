@@ -123,9 +123,10 @@ def resolve(registry: str | os.PathLike[str], ref: str) -> Path:
     name = parsed.name
     available = versions(root, name)
     if not available and not root.is_dir():
+        what = "a file, not a folder" if root.exists() else "no such folder"
         raise RegistryError(
-            f"no policy {name!r}: registry {str(root)!r} is not a folder (no such folder; name the "
-            "registry with --registry)"
+            f"no policy {name!r}: registry {str(root)!r} is not a folder ({what}; name the registry "
+            "with --registry)"
         )
     if not available:
         known = names(root)

@@ -450,7 +450,7 @@ STATE_KEYS: Final = ("account_id", "peak_equity", "pending")
 not the loop's (an edited ``{}`` would forget the peak and disarm a tripped kill switch), so it is
 refused. ``account_id`` is there since 2026-12-02: a file of an older loop needs ``"account_id":
 null`` added (the start then records the broker's). The keys added later (``unlogged_rows``,
-``kill_switch``, ``unlisted_cycles``) may be absent."""
+``kill_switch``, ``unlisted_cycles``, ``failed_cycles``) may be absent."""
 
 
 @dataclass
@@ -507,8 +507,14 @@ class LiveState:
             _refuse_non_finite(raw)
             missing = [key for key in STATE_KEYS if key not in raw]
             if missing:
+                older = (
+                    '; a file of a loop older than 2026-12-02 needs "account_id": null added'
+                    if missing == ["account_id"]
+                    else ""
+                )
                 raise ValueError(
-                    f"no {', '.join(missing)}: the loop writes {', '.join(STATE_KEYS)} in every state file"
+                    f"no {', '.join(missing)}: the loop writes {', '.join(STATE_KEYS)} in every state "
+                    f"file{older}"
                 )
             peak = raw.get("peak_equity")
             account = raw.get("account_id")
@@ -747,7 +753,9 @@ class LiveLoop:
         if not symbols:
             raise ValueError("symbols must name at least one symbol to trade")
         self.broker, self.policy, self.symbols = broker, policy, loop_universe(symbols)
-        self.state_file, self.store, self.config = Path(state_file).absolute(), store, config or LiveConfig()
+        # where the file lives: a path through a symbolic link is read, saved and locked at its target
+        # (a save renames over the path it is given: it replaced the link itself with a plain file)
+        self.state_file, self.store, self.config = Path(state_file).resolve(), store, config or LiveConfig()
         self.reset, self._started = reset, False
         self._lock: IO[str] | None = _lock_state_file(self.state_file)
         self._account_lock: IO[str] | None = None  # taken by start(), once the broker names the account

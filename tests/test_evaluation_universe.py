@@ -166,17 +166,32 @@ def test_the_nightly_section_says_the_trained_universe(stores: tuple[Path, Path]
     ) in results.read_text()
 
 
-@pytest.mark.parametrize("names", [("beta",), ("alpha", "beta")], ids=["alone", "beside-another"])
+@pytest.mark.parametrize(
+    ("names", "left_out", "why"),
+    [
+        (("beta",), "beta", "missing"),
+        (("alpha", "beta"), "beta", "missing"),
+        (("beta", "gamma"), "beta", "missing"),  # the first model: it pushed out gamma, then itself
+        (("alpha", "delta"), "delta", "different"),
+    ],
+    ids=["alone", "after-another", "first", "another-universe"],
+)
 def test_the_nightly_leaves_out_a_model_the_store_cannot_hold_and_runs_the_rest(
-    stores: tuple[Path, Path], tmp_path: Path, names: tuple[str, ...]
+    stores: tuple[Path, Path], tmp_path: Path, names: tuple[str, ...], left_out: str, why: str
 ) -> None:
     """``beta`` trained on NEWCO, which the store lacks: it stopped the whole night with one error
-    line, the baselines (and ``alpha``) unevaluated. Now it is left out with a warning and a line in
-    the night's section, as an in-sample model is; beside ``alpha``, whose universe differs, it is the
-    one left out (registry order)."""
+    line, the baselines and the other models unevaluated. Now it is left out with a warning and a line
+    in the night's section, as an in-sample model is, and whatever its place in the registry, the
+    models the store holds still run; of two models on different universes the store holds, the later
+    (registry order) is left out."""
     trained = stores[0]
     universe = _symbols(trained)
-    manifests = {"alpha@1": _trained_on(trained, universe), "beta@1": _trained_on(trained, [*universe, NEW])}
+    manifests = {
+        "alpha@1": _trained_on(trained, universe),
+        "beta@1": _trained_on(trained, [*universe, NEW]),
+        "gamma@1": _trained_on(trained, universe),
+        "delta@1": _trained_on(trained, universe[:2]),
+    }
     registry = tmp_path / "registry"
     for name in names:
         (registry / name / "1").mkdir(parents=True)
@@ -199,13 +214,14 @@ def test_the_nightly_leaves_out_a_model_the_store_cannot_hold_and_runs_the_rest(
     )
     assert report_dir is not None
     text = results.read_text()
-    why = (
+    reason = (
         f"registry:beta@1 was trained on symbol(s) {NEW}, which the store at {trained} does not hold"
-        if names == ("beta",)
-        else "registry:alpha@1 and registry:beta@1 were trained on different universes (only "
-        f"registry:alpha@1: none; only registry:beta@1: {NEW}): a model runs on its own universe only, "
-        "evaluate them separately"
+        if why == "missing"
+        else "registry:alpha@1 and registry:delta@1 were trained on different universes (only "
+        f"registry:alpha@1: {universe[2]}; only registry:delta@1: none): a model runs on its own universe "
+        "only, evaluate them separately"
     )
-    assert f"> **not evaluated:** {why}\n" in text
-    assert "| equal_weight |" in text and "| registry:beta@1 |" not in text
-    assert ("| registry:alpha@1 |" in text) == ("alpha" in names)
+    assert f"> **not evaluated:** {reason}\n" in text
+    assert "| equal_weight |" in text
+    for name in names:
+        assert (f"| registry:{name}@1 |" in text) == (name != left_out)

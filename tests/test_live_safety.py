@@ -989,16 +989,22 @@ def test_a_second_loop_on_the_same_state_file_refuses_to_start(tmp_path: Path) -
     LiveLoop(broker, ScriptedPolicy({}), ["AAPL"], tmp_path / "s.json", reset=True).close()
 
 
-def test_a_second_loop_on_a_link_to_the_state_file_refuses_to_start(tmp_path: Path) -> None:
-    """The lock sat beside the path given: a loop on ``link.json -> s.json`` locked ``link.json.lock``,
-    so two loops (with separate account-lock folders) shared one state file."""
+def test_a_state_file_behind_a_link_is_saved_and_locked_where_it_lives(tmp_path: Path) -> None:
+    """The lock sat beside the path given, and a save renamed over the path: a loop on ``link.json ->
+    real/s.json`` replaced the link with a plain file on its first save (the volume the link led to
+    never written) and locked ``link.json.lock``, so a second loop on the file (another account-lock
+    folder) shared the state. Now both go where the file lives."""
     broker = FakeBroker(100_000.0, PRICES)
-    (tmp_path / "real").mkdir()
-    (tmp_path / "link.json").symlink_to(tmp_path / "real" / "s.json")
-    first = LiveLoop(broker, ScriptedPolicy({}), ["AAPL"], tmp_path / "real" / "s.json", reset=True)
-    with pytest.raises(LiveStateError, match="in use by another live loop"):
-        LiveLoop(broker, ScriptedPolicy({}), ["AAPL"], tmp_path / "link.json", reset=True)
-    first.close()
+    real, link = tmp_path / "real" / "s.json", tmp_path / "link.json"
+    real.parent.mkdir()
+    link.symlink_to(real)
+    config = LiveConfig(account_lock_dir=tmp_path / "locks-a")
+    with LiveLoop(broker, ScriptedPolicy(PASSIVE_MSFT), ["MSFT"], link, config=config, reset=True) as first:
+        first.cycle(T0)
+        assert link.is_symlink() and LiveState.load(real).pending  # saved through the link, to the file
+        other = LiveConfig(account_lock_dir=tmp_path / "locks-b")
+        with pytest.raises(LiveStateError, match="in use by another live loop"):
+            LiveLoop(broker, ScriptedPolicy({}), ["MSFT"], real, config=other, reset=True)
 
 
 def test_a_second_loop_on_the_same_account_refuses_to_start_whatever_its_state_file(tmp_path: Path) -> None:
@@ -1615,8 +1621,10 @@ def test_a_state_file_without_a_key_the_loop_always_writes_is_refused(tmp_path: 
     raw = json.loads(path.read_text())
     del raw[key]
     path.write_text(json.dumps(raw))
-    with pytest.raises(LiveStateError, match=rf"unreadable \(no {key}: the loop writes"):
+    with pytest.raises(LiveStateError, match=rf"unreadable \(no {key}: the loop writes") as err:
         LiveState.load(path)
+    older = 'a file of a loop older than 2026-12-02 needs "account_id": null added'  # its way forward
+    assert (older in str(err.value)) == (key == "account_id")
 
 
 def test_a_null_peak_beside_a_saved_kill_switch_is_refused(tmp_path: Path) -> None:

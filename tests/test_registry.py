@@ -425,6 +425,9 @@ def test_resolve_names_a_registry_folder_that_does_not_exist(tmp_path: Path) -> 
     missing = tmp_path / "registry"
     with pytest.raises(RegistryError, match=rf"registry '{missing}' is not a folder \(no such folder"):
         resolve(missing, "alpha")
+    (tmp_path / "afile").write_text("")
+    with pytest.raises(RegistryError, match=r"is not a folder \(a file, not a folder"):
+        resolve(tmp_path / "afile", "alpha")
     missing.mkdir()
     with pytest.raises(RegistryError, match="; available: none$"):
         resolve(missing, "alpha")

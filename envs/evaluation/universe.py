@@ -60,6 +60,15 @@ def evaluation_universe(
         if requested is not None:
             return Universe(requested, "the requested symbols")
         return Universe(None, "every symbol of the store (no registry model fixes a universe)")
+    for model in models:  # first what the store cannot hold: such a model is left out, not compared
+        assert model.universe is not None
+        missing = set(model.universe) - set(stored)
+        if missing:
+            raise ModelUniverseError(
+                f"{model.name} was trained on symbol(s) {_shown(missing)}, which the store at {store} "
+                "does not hold",
+                model.name,
+            )
     first = models[0]
     assert first.universe is not None
     trained = set(first.universe)
@@ -73,13 +82,6 @@ def evaluation_universe(
                 "own universe only, evaluate them separately",
                 other.name,
             )
-    missing = trained - set(stored)
-    if missing:
-        raise ModelUniverseError(
-            f"{first.name} was trained on symbol(s) {_shown(missing)}, which the store at {store} "
-            "does not hold",
-            first.name,
-        )
     if requested is not None and set(requested) != trained:
         raise EvaluationInputError(
             f"symbols {_shown(requested)} differ from the universe {first.name} was trained on "
