@@ -15,7 +15,8 @@ loop can send an order, and :meth:`AlpacaBroker.submit` refuses until such a che
 Live trading is not offered.
 
 A hung call must not hang the loop: every HTTP request of the trading client has a timeout
-(``timeout_s``; alpaca-py sets none), and alpaca-py's own retries (429/504) stay bounded.
+(``timeout_s``; alpaca-py sets none), and alpaca-py's own retries (429/504) stay bounded; an order's
+submit is never retried (:meth:`AlpacaBroker.submit`).
 """
 
 from __future__ import annotations
@@ -192,8 +193,16 @@ class AlpacaBroker:
             if plan.order_type == "limit"
             else MarketOrderRequest(**common)
         )
-        with alpaca_call(f"{plan.side} order", [plan.symbol]):
-            order: Any = self._client.submit_order(request)
+        # One attempt, no retry: alpaca-py retries a POST on 429 and 504, and a retry after a 504 that
+        # placed the order is answered 422 (client_order_id reused) or 403 (the buying power it took),
+        # which reads as a refusal of an order that exists. The loop's look-up by client id, then its
+        # next cycle, settle an unanswered submit instead (serve.live: "An order is never sent twice").
+        retries, self._client._retry = self._client._retry, 0
+        try:
+            with alpaca_call(f"{plan.side} order", [plan.symbol]):
+                order: Any = self._client.submit_order(request)
+        finally:
+            self._client._retry = retries
         return str(order.id)
 
     def cancel(self, order_id: str) -> None:

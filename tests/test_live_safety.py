@@ -10,7 +10,7 @@ import re
 import shutil
 import socket
 import time
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -166,6 +166,49 @@ def test_an_adopted_orders_fill_is_logged_with_an_unknown_target_not_quarantined
     assert fill["target_weight"] != fill["target_weight"]  # null: NaN when read back
     assert fill["slippage_bps"] != fill["slippage_bps"]  # no mid: cost calibration skips it
     assert not (store / "_quarantine").exists()
+
+
+class _GatewayTimeoutAfterPlacing(FakeAlpacaTrading):
+    """``POST /v2/orders`` places the order and answers 504 (a gateway that timed out on the way
+    back), once; the first look-up by client id then misses it (404: not visible yet)."""
+
+    armed = True
+    misses = 1
+
+    def handle(
+        self, method: str, path: str, query: dict[str, str], raw_body: bytes, headers: dict[str, str]
+    ) -> tuple[int, Any]:
+        status, payload = super().handle(method, path, query, raw_body, headers)
+        if (method, path) == ("POST", "/v2/orders") and status == 200 and self.armed:
+            self.armed = False
+            return 504, {"message": "gateway timeout"}
+        if path == "/v2/orders:by_client_order_id" and self.misses:
+            self.misses -= 1
+            return 404, {"code": 40410000, "message": "order not found"}
+        return status, payload
+
+
+def test_a_submit_is_never_retried_so_a_placed_order_is_never_read_as_refused(tmp_path: Path) -> None:
+    """alpaca-py retried the POST after the 504: the retry was refused 422 (client_order_id reused),
+    the loop took that for a refusal, the look-up missed, and the order, placed, was forgotten. Now
+    the one attempt's 504 leaves it unknown; the next cycle finds it by client id and tracks it."""
+    from tests.fake_alpaca import FakeAlpaca
+
+    with _GatewayTimeoutAfterPlacing(cash=100_000, positions={"AAPL": 10}) as trading, FakeAlpaca() as data:
+        stamp = datetime.now(UTC).isoformat().replace("+00:00", "Z")
+        for book in data.stock_quotes.values():
+            book["t"] = stamp
+        state = tmp_path / "state.json"
+        loop = LiveLoop(_broker(trading, data), ScriptedPolicy(PASSIVE_MSFT), ["MSFT"], state, reset=True)
+        first = loop.cycle(T0)
+        decision = f"{first.cycle_id}:MSFT"
+        assert _posts(trading) == 1 and first.rejected == {} and list(first.uncertain) == [decision]
+        (order_id,) = _open_orders(trading)
+        assert [p["status"] for p in _pending(state)] == ["planned"]
+        loop.cycle(T0 + timedelta(hours=1))  # found by client id, tracked, cancelled for the new decision
+        assert order_id not in _open_orders(trading) and len(_open_orders(trading)) == 1
+        assert "planned" not in [p["status"] for p in _pending(state)]
+        loop.close()
 
 
 def test_a_submit_that_errors_but_reached_the_broker_is_not_counted_rejected(
