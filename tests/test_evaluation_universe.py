@@ -139,14 +139,26 @@ def test_a_trained_symbol_the_store_lacks_is_refused_naming_it(stores: tuple[Pat
 def test_the_nightly_section_says_the_trained_universe(stores: tuple[Path, Path], tmp_path: Path) -> None:
     trained, grown = stores
     universe = _symbols(trained)
+    report_dir, text = _night(grown, tmp_path, {"alpha@1": _trained_on(trained, universe)})
+    assert json.loads((report_dir / "report.json").read_text())["replay"]["symbols"] == universe
+    assert (
+        f"Universe: 3 symbols ({', '.join(universe)}), the universe registry:alpha@1 trained on "
+        f"(manifest data.symbols); the store's other symbols ({NEW}) are not evaluated."
+    ) in text
+
+
+def _night(store: Path, tmp_path: Path, manifests: dict[str, Manifest]) -> tuple[Path, str]:
+    """The nightly of ``store`` (baselines cash and equal_weight) with a registry of one version of
+    each of ``manifests`` (``NAME@1``): its report folder and the results file's text."""
     registry = tmp_path / "registry"
-    (registry / "alpha" / "1").mkdir(parents=True)
-    (registry / "alpha" / "1" / "manifest.json").write_text("{}")
-    (registry / "alpha" / "latest").write_text("1\n")
-    handle = VersionHandle(_trained_on(trained, universe))
+    for ref in manifests:
+        name = ref.split("@")[0]
+        (registry / name / "1").mkdir(parents=True)
+        (registry / name / "1" / "manifest.json").write_text("{}")
+        (registry / name / "latest").write_text("1\n")
     results = tmp_path / "results.md"
     report_dir = run_nightly(
-        grown,
+        store,
         registry,
         reports=tmp_path / "reports",
         results=results,
@@ -156,14 +168,11 @@ def test_the_nightly_section_says_the_trained_universe(stores: tuple[Path, Path]
         seeds=1,
         bootstrap_samples=20,
         plots=False,
-        loader=lambda ref, registry: handle,
+        loader=lambda ref, registry: VersionHandle(manifests[ref]),
+        replace=True,  # a test may run the night of the same store and date again
     )
     assert report_dir is not None
-    assert json.loads((report_dir / "report.json").read_text())["replay"]["symbols"] == universe
-    assert (
-        f"Universe: 3 symbols ({', '.join(universe)}), the universe registry:alpha@1 trained on "
-        f"(manifest data.symbols); the store's other symbols ({NEW}) are not evaluated."
-    ) in results.read_text()
+    return report_dir, results.read_text()
 
 
 @pytest.mark.parametrize(
@@ -192,28 +201,7 @@ def test_the_nightly_leaves_out_a_model_the_store_cannot_hold_and_runs_the_rest(
         "gamma@1": _trained_on(trained, universe),
         "delta@1": _trained_on(trained, universe[:2]),
     }
-    registry = tmp_path / "registry"
-    for name in names:
-        (registry / name / "1").mkdir(parents=True)
-        (registry / name / "1" / "manifest.json").write_text("{}")
-        (registry / name / "latest").write_text("1\n")
-    results = tmp_path / "results.md"
-    report_dir = run_nightly(
-        trained,
-        registry,
-        reports=tmp_path / "reports",
-        results=results,
-        date="2025-01-02",
-        baselines=["cash", "equal_weight"],
-        scenarios=[],
-        seeds=1,
-        bootstrap_samples=20,
-        plots=False,
-        loader=lambda ref, registry: VersionHandle(manifests[ref]),
-        replace=True,  # each case runs the night of the same store and date
-    )
-    assert report_dir is not None
-    text = results.read_text()
+    text = _night(trained, tmp_path, {f"{name}@1": manifests[f"{name}@1"] for name in names})[1]
     reason = (
         f"registry:beta@1 was trained on symbol(s) {NEW}, which the store at {trained} does not hold"
         if why == "missing"
