@@ -20,8 +20,8 @@ line and a "not evaluated: in sample" line in the section; the others and the ba
 ``latest`` model trained on a symbol the store lacks, or on another universe than the first model's
 (registry order; ``envs.evaluation.universe.ModelUniverseError``): one such model stopped the night.
 Every policy is evaluated on the universe the ``latest`` models trained on (``raytrade evaluate``'s
-rule: never a symbol an ingest added since), and the section says which universe and why; models
-trained on different universes are refused with one line naming both.
+rule: never a symbol an ingest added since), and the section says which universe and why; of models
+trained on different universes, the first keeps its place and the others are left out, each named.
 
 Registry: ``--registry`` must be an existing local folder; a folder that does not exist (a typo) and
 a URI (``s3://…``: nightly reads local registries only) are refused before the ingest, so a night

@@ -76,9 +76,10 @@ Design decisions
   broker by client id (adopted if it exists, dropped if the broker never saw it), and the broker's
   open orders with the project's client-id prefix that the state does not know are adopted (tracked,
   so their fills are logged, and cancelled by the next decision like any resting order). A submit
-  that errors is looked up by client id before it is called rejected (alpaca-py retries
-  ``POST /orders`` on 429/504, so the order may exist); when even the look-up fails, or it misses
-  an order the broker did not refuse (only an answered 4xx other than 408 and 429 is a refusal:
+  that errors is looked up by client id before it is called rejected (a timeout or a 5xx says
+  nothing of whether the order was placed; the broker sends it once, never retried: see
+  ``serve.alpaca_broker.AlpacaBroker.submit``); when even the look-up fails, or it misses an order
+  the broker did not refuse (only an answered 4xx other than 408 and 429 is a refusal:
   ``replay.sources.alpaca.SourceError.refused``), it stays ``planned`` and the next cycle resolves it.
 * **The order record comes first.** The state file is saved before the experience rows are logged,
   and the rows are logged in quarantine mode (``ReplayWriter(on_error="quarantine")``): a row that

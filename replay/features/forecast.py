@@ -31,6 +31,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from raytrade.replay.errors import InputError
 from raytrade.replay.features.config import FeatureConfig
 from raytrade.replay.features.wide import Panel
 from raytrade.replay.loop_rules import over_cap
@@ -62,7 +63,7 @@ def imported_forecasts(forecasts: pd.DataFrame | None, panel: Panel) -> list[dic
         first = repeated.iloc[0]
         same = repeated[["source", "symbol", "ts"]].eq(first[["source", "symbol", "ts"]]).all(axis=1)
         when = pd.Timestamp(first["ts"]).isoformat()
-        raise ValueError(
+        raise InputError(
             f"the store's forecasts hold (symbol={first['symbol']}, ts={when}, source={first['source']}, "
             f"horizon=1) {int(same.sum())} times ({len(repeated)} repeated rows in all): an import before "
             "2026-12-05 appended a forecast already stored; move the later forecasts file of that import "
