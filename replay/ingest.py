@@ -176,7 +176,7 @@ class IngestResult:
         if self.features_rewritten:
             parts.append(
                 f"features table rewritten ({self.features_rewritten:,} rows; {self.features_changed:,} "
-                "stored rows changed by the new bars)"
+                "stored rows changed by the new data)"
             )
         return "; ".join(parts)
 
@@ -511,12 +511,21 @@ def _import_valid_forecasts(
             raise ValueError(f"{origin}: forecasts for symbols not in the store: {unknown[:5]}")
         result = writer.append("forecasts", forecasts)
         features = build_features(bars, _stored(path, "macro"), read_frame(path, "forecasts"), config)
+        stored = _stored(path, "features")
+        changed = (
+            0
+            if stored is None
+            else int(_changed_rows(stored, _validated("features", features, "features")).sum())
+        )
         staged = _stage_features(path, features)
         try:
             _swap_features(path, staged)
         finally:
             _discard_staged(path, staged)
+    # the features table is rewritten whole, not appended to: reported as such (it read "features +N")
     return IngestResult(
-        {"forecasts": result.rows_written, "features": len(features)},
+        {"forecasts": result.rows_written},
         skipped_bars=0,
+        features_changed=changed,
+        features_rewritten=len(features),
     )

@@ -162,7 +162,11 @@ def test_a_forecast_already_stored_is_refused_and_the_store_stays_usable(tmp_pat
     repeated forecast is refused, naming its key, and nothing is written; a new source at the same
     dates still imports."""
     path = _quantile_file(store, tmp_path / "ok.csv", {})
-    assert _import(store, path)[0] == 0
+    code, output = _import(store, path)
+    assert code == 0, output
+    rows = len(read_frame(store, "features"))  # rewritten whole: it read "features +N" as if appended
+    assert "appended: forecasts +2; " in output and "features +" not in output
+    assert f"features table rewritten ({rows:,} rows; 2 stored rows changed by the new data)" in output
     before = _snapshot(store)
     code, output = _import(store, path)
     assert code == 2, output
