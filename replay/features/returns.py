@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from raytrade.replay.features.config import FeatureConfig
-from raytrade.replay.features.wide import Panel, carry_last_traded, rolling_mean_over_bars
+from raytrade.replay.features.wide import Panel, carry_last_traded, rolling_mean_over_bars, rolling_over_bars
 
 
 def log_returns(close: pd.DataFrame) -> pd.DataFrame:
@@ -27,9 +27,22 @@ def returns_group(panel: Panel, cfg: FeatureConfig) -> dict[str, pd.DataFrame]:
     traded = panel.traded
     high, low = panel.raw["high"].where(traded), panel.raw["low"].where(traded)
     r1 = log_returns(close)
-    vol_short = r1.rolling(cfg.vol_short, min_periods=max(2, cfg.vol_short // 2)).std()
-    vol_long = r1.rolling(cfg.vol_long, min_periods=max(3, cfg.vol_long // 2)).std()
-    skew = r1.rolling(cfg.vol_long, min_periods=max(3, cfg.vol_long // 2)).skew()
+    # the dispersion estimators read traded bars only: a halt printed at the last close (zero volume),
+    # or a hole carried forward, is no bar of zero return (35 flat halted bars made a stock's vol_20 13x
+    # too small, and inverse_vol put three quarters of its book in it); a traded bar's return runs
+    # from the symbol's previous traded close, across the hole
+    traded_close = panel.raw["close"].where(traded)
+    r_traded = np.log(traded_close / traded_close.ffill().shift(1))
+    short, long = cfg.vol_short, cfg.vol_long
+    vol_short = carry_last_traded(
+        rolling_over_bars(r_traded, traded, short, max(2, short // 2), "std"), traded, panel.present
+    )
+    vol_long = carry_last_traded(
+        rolling_over_bars(r_traded, traded, long, max(3, long // 2), "std"), traded, panel.present
+    )
+    skew = carry_last_traded(
+        rolling_over_bars(r_traded, traded, long, max(3, long // 2), "skew"), traded, panel.present
+    )
     prev_close = panel.raw["close"].where(traded).shift(1)
     true_range = np.maximum(high - low, np.maximum((high - prev_close).abs(), (low - prev_close).abs()))
     true_range = true_range.where(prev_close.notna(), high - low)

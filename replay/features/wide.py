@@ -100,6 +100,20 @@ def rolling_mean_over_bars(values: pd.DataFrame, present: pd.DataFrame, window: 
     return pd.DataFrame(out, index=values.index, columns=values.columns)
 
 
+def rolling_over_bars(
+    values: pd.DataFrame, bars: pd.DataFrame, window: int, min_periods: int, stat: str
+) -> pd.DataFrame:
+    """``stat`` (``"std"`` or ``"skew"``) of ``values`` over each symbol's last ``window`` rows where
+    ``bars`` (NaN on the other rows), with at least ``min_periods`` values: a hole (or a halt) neither
+    dilutes the window nor stands in it as a bar of no change. Causal."""
+    out = np.full(values.shape, np.nan)
+    for j, symbol in enumerate(values.columns):
+        rows = bars[symbol].to_numpy(dtype=bool)
+        rolled = values[symbol][rows].rolling(window, min_periods=min_periods)
+        out[rows, j] = (rolled.std() if stat == "std" else rolled.skew()).to_numpy()
+    return pd.DataFrame(out, index=values.index, columns=values.columns)
+
+
 def carry_last_traded(values: pd.DataFrame, traded: pd.DataFrame, present: pd.DataFrame) -> pd.DataFrame:
     """``values`` where ``traded``; on a present but untraded row, the value at the symbol's last traded
     row (NaN when it has none yet); NaN elsewhere (no bar).
