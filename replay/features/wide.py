@@ -15,6 +15,7 @@ them, and its own row carries the estimate of the symbol's last traded bar (``ca
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 import pandas as pd
@@ -93,24 +94,24 @@ def rolling_mean_over_bars(values: pd.DataFrame, present: pd.DataFrame, window: 
     on real bars are skipped; the mean is NaN only when the window holds no value. Causal: the value at
     a row reads that row and earlier ones only.
     """
-    out = np.full(values.shape, np.nan)
-    for j, symbol in enumerate(values.columns):
-        rows = present[symbol].to_numpy(dtype=bool)
-        out[rows, j] = values[symbol][rows].rolling(window, min_periods=1).mean().to_numpy()
-    return pd.DataFrame(out, index=values.index, columns=values.columns)
+    return rolling_over_bars(values, present, window, 1, "mean")
 
 
 def rolling_over_bars(
-    values: pd.DataFrame, bars: pd.DataFrame, window: int, min_periods: int, stat: str
+    values: pd.DataFrame,
+    bars: pd.DataFrame,
+    window: int,
+    min_periods: int,
+    stat: Literal["mean", "std", "skew"],
 ) -> pd.DataFrame:
-    """``stat`` (``"std"`` or ``"skew"``) of ``values`` over each symbol's last ``window`` rows where
-    ``bars`` (NaN on the other rows), with at least ``min_periods`` values: a hole (or a halt) neither
-    dilutes the window nor stands in it as a bar of no change. Causal."""
+    """``stat`` of ``values`` over each symbol's last ``window`` rows where ``bars`` (NaN on the other
+    rows), with at least ``min_periods`` values: a hole (or a halt) neither dilutes the window nor
+    stands in it as a bar of no change. Causal."""
     out = np.full(values.shape, np.nan)
     for j, symbol in enumerate(values.columns):
         rows = bars[symbol].to_numpy(dtype=bool)
         rolled = values[symbol][rows].rolling(window, min_periods=min_periods)
-        out[rows, j] = (rolled.std() if stat == "std" else rolled.skew()).to_numpy()
+        out[rows, j] = getattr(rolled, stat)().to_numpy()
     return pd.DataFrame(out, index=values.index, columns=values.columns)
 
 
