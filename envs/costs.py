@@ -164,8 +164,14 @@ def max_cost_fraction(cfg: CostConfig) -> float:
     the notional traded in it."""
     fee = max(cfg.fee_bps_equity, cfg.fee_bps_crypto)
     spread = cfg.spread_fraction * cfg.max_spread_bps
-    slippage = max(cfg.tier_base_bps) + cfg.impact_coef_bps * math.sqrt(cfg.max_participation)
-    return (fee + spread + slippage) * BPS
+    return (fee + spread + max(cfg.tier_base_bps)) * BPS + impact_at_cap(cfg)
+
+
+def impact_at_cap(cfg: CostConfig) -> float:
+    """The impact of a trade at ``max_participation`` of its bar, as a fraction of its notional
+    (``impact_coef_bps * sqrt(max_participation)`` bps): the most impact any trade pays, and what an
+    exit pays on a bar that gives no capacity (:func:`exit_cost_parts`)."""
+    return cfg.impact_coef_bps * math.sqrt(cfg.max_participation) * BPS
 
 
 class CostRates(NamedTuple):
@@ -232,6 +238,59 @@ def trade_cost_parts(  # pragma: no cover (compiled)
     spread = traded_abs * spread_rate * spread_mult
     slippage = traded_abs * (slippage_base + impact * math.sqrt(min(traded_abs, fill_cap))) * slippage_mult
     return fee, spread, slippage
+
+
+@numba.njit(cache=True, nogil=True)
+def exit_cost_parts(  # pragma: no cover (compiled)
+    notional: float,
+    fee_rate: float,
+    spread_rate: float,
+    slippage_base: float,
+    impact: float,
+    exit_cap: float,
+    impact_cap: float,
+) -> tuple[float, float, float]:
+    """(fee, spread, slippage) in currency of closing a position of ``notional`` in one bar, all of
+    it, as a marketable order (multipliers 1): :func:`trade_cost_parts` at the exit bar's rates
+    (``exit_cap`` and ``impact`` from the dollar volume that bar gives an exit). Nothing is dropped
+    for participation: a position above the cap pays the impact at ``max_participation``, and so
+    does one on a bar with no capacity (``exit_cap`` 0, ``impact_cap`` = :func:`impact_at_cap`),
+    never the free trade a zero cap would price. The window-end exit
+    (``MarketSimulator.exit_costs``) and a delisting's forced close in the simulator's step both
+    pay this."""
+    if exit_cap > 0.0:
+        return trade_cost_parts(notional, fee_rate, spread_rate, slippage_base, impact, exit_cap, 1.0, 1.0)
+    return notional * fee_rate, notional * spread_rate, notional * (slippage_base + impact_cap)
+
+
+@numba.njit(cache=True, nogil=True)
+def _exit_costs_kernel(  # pragma: no cover (compiled)
+    x: np.ndarray,
+    fee: np.ndarray,
+    spread: np.ndarray,
+    base: np.ndarray,
+    impact: np.ndarray,
+    cap: np.ndarray,
+    impact_cap: float,
+) -> np.ndarray:
+    out = np.empty((3, x.size))
+    for k in range(x.size):
+        out[0, k], out[1, k], out[2, k] = exit_cost_parts(
+            x[k], fee[k], spread[k], base[k], impact[k], cap[k], impact_cap
+        )
+    return out
+
+
+def exit_costs_at_rates(notional: np.ndarray, rates: CostRates, cfg: CostConfig) -> TradeCosts:
+    """Costs of closing positions of ``notional`` (>= 0) in one bar at ``rates`` (the exit bar's
+    :func:`cost_rates`, broadcast together): :func:`exit_cost_parts` elementwise."""
+    parts = np.broadcast_arrays(
+        np.asarray(notional, dtype=np.float64), *(np.asarray(a, dtype=np.float64) for a in rates)
+    )
+    shape = parts[0].shape
+    x, fee, spread, base, impact, cap = (np.array(a, dtype=np.float64).reshape(-1) for a in parts)
+    out = _exit_costs_kernel(x, fee, spread, base, impact, cap, impact_at_cap(cfg))
+    return TradeCosts(fee=out[0].reshape(shape), spread=out[1].reshape(shape), slippage=out[2].reshape(shape))
 
 
 @numba.njit(cache=True, nogil=True)

@@ -3,18 +3,20 @@
 Timing contract (no look-ahead)
 -------------------------------
 A decision at bar ``t`` sees only data at bars ``<= t`` (features, listing, close, spread, volume).
-``step`` then: projects the target weights onto the constraints (mask = ``listed[t]``), liquidates
-held assets delisted after ``t`` (``t`` is their last real bar: none at ``t + 1`` or later) at their
-last price ``close[t]`` (no cost), fills the trades at ``open[t + 1]`` sized on the equity at that
-open, each fill taking at most ``costs.max_participation`` of the smaller of two dollar volumes, the
-one known at ``t`` and the fill bar's own (``MarketData.bar_dollar_volume[t + 1]`` where known: the
-fill happens inside that bar; no decision sees it; :func:`fill_dollar_volume`), the rest of the order
-being dropped; it charges fee / spread / slippage with the spread and liquidity tier known at ``t``
-and the impact of the fill's participation of that same smaller dollar volume, marks to ``close[t + 1]``,
-charges one bar of carry (financing on the long exposure above 1x equity, the borrow fee on the
-short exposure, per-bar rates from the data's bar length), and computes the reward. So bars after
-``t + 1``'s open cannot change anything observed or earned up to ``t``. A bar where an asset traded
-nothing is not a real bar of it (``listed`` False, a hole: see below).
+``step`` then: projects the target weights onto the constraints (mask = ``listed[t]``), closes held
+assets delisted after ``t`` (``t`` is their last real bar: none at ``t + 1`` or later) at their last
+price ``close[t]``, paying what an exit at that bar costs (fee, spread, slippage and impact as
+:meth:`MarketSimulator.exit_costs` prices the window-end exit: a forced close is no free trade), fills
+the trades at ``open[t + 1]`` sized on the equity at that open, each fill taking at most
+``costs.max_participation`` of the smaller of two dollar volumes, the one known at ``t`` and the fill
+bar's own (``MarketData.bar_dollar_volume[t + 1]`` where known: the fill happens inside that bar; no
+decision sees it; :func:`fill_dollar_volume`), the rest of the order being dropped; it charges fee /
+spread / slippage with the spread and liquidity tier known at ``t`` and the impact of the fill's
+participation of that same smaller dollar volume, marks to ``close[t + 1]``, charges one bar of carry
+(financing on the long exposure above 1x equity, the borrow fee on the short exposure, per-bar rates
+from the data's bar length), and computes the reward. So bars after ``t + 1``'s open cannot change
+anything observed or earned up to ``t``. A bar where an asset traded nothing is not a real bar of it
+(``listed`` False, a hole: see below).
 
 Holes: a bar an asset lacks inside its life (a halt, a data gap; ``market_data.hole_bars``) is not a
 delisting. No order for it fills when there is no real bar at ``t`` or at ``t + 1``: it is treated
@@ -63,13 +65,15 @@ import numpy as np
 from raytrade.envs.config import SimulatorConfig
 from raytrade.envs.costs import (
     COST_COMPONENTS,
+    CostConfig,
     CostRates,
     borrow_rate_per_bar,
     cost_overrun,
     cost_rates,
-    costs_at_rates,
+    exit_costs_at_rates,
     fee_bps,
     financing_rate_per_bar,
+    impact_at_cap,
 )
 from raytrade.envs.kill_switch import KillSwitchState, init_kill_switch
 from raytrade.envs.market_data import MarketData, carry_close_through_holes, hole_bars, last_listed_bar
@@ -100,7 +104,9 @@ class StepResult(NamedTuple):
     equity: np.ndarray  # [B] at close t + 1
     costs: np.ndarray  # [B, 4] fee, spread, slippage, financing this step
     target_weights: np.ndarray  # [B, N] projected weights that were sent to the market
-    traded_notional: np.ndarray  # [B, N] signed notional filled at open t + 1
+    traded_notional: (
+        np.ndarray
+    )  # [B, N] signed notional filled at open t + 1 (or a delisting's forced sale at close t)
     terminated: np.ndarray  # [B] ruined (at this step or earlier; the episode is over)
     truncated: np.ndarray  # [B] end of the episode window
     ruined: np.ndarray  # [B] ruined at this step: liquidated at bar t + 1
@@ -229,6 +235,7 @@ class MarketSimulator:
         self._fees, self._exit_volume = fees, exit_dollar_volume(data.dollar_volume, data.bar_dollar_volume)
         rates = cost_rates(data.spread_bps, data.dollar_volume, fees, cfg.costs, volume)  # every bar, once
         self._bar_rates = np.stack([rates.spread, rates.slippage_base, rates.impact, rates.fill_cap])
+        self._delisting_rates = delisting_rates(data, self._last_bar, fees, cfg.costs)
         self._rates = CostRates(rates.fee, *self._bar_rates)  # views of the one packed copy
         self.limits = exposure_limits(is_crypto, cfg.constraints)
         reward = cfg.reward
@@ -258,6 +265,7 @@ class MarketSimulator:
                 con.crypto_gross_cap,
                 *self._carry,
                 *self._ruin,
+                impact_at_cap(cfg.costs),
             ],
             dtype=np.float64,
         )
@@ -367,29 +375,31 @@ class MarketSimulator:
         """The cost of trading every episode's book to zero at its current bar ``t``, at ``close[t]``:
         nothing is changed (evaluation charges it to a window's final equity: ``envs.rollout``).
 
-        Each held position pays :func:`envs.costs.costs_at_rates` (the compiled
-        ``trade_cost_parts`` every fill pays) on its notional ``|units| * close[t]`` at the rates a
-        trade at ``t`` pays (:func:`envs.costs.cost_rates` of bar ``t``'s spread, dollar volume and
-        fee), its impact on :func:`exit_dollar_volume` (the smaller of the dollar volume known at
-        ``t`` and what bar ``t`` itself traded: the exit fills in that bar's close, so a thin last
-        bar prices a thin exit, as a thin fill bar prices an in-window fill), as a marketable order
-        (cost multipliers 1), all of it: nothing is dropped
+        Each held position pays :func:`envs.costs.exit_cost_parts` (``trade_cost_parts``, the
+        formulas every fill pays, for an exit that must be done in full) on its notional
+        ``|units| * close[t]`` at the rates a trade at ``t`` pays (:func:`envs.costs.cost_rates` of
+        bar ``t``'s spread, dollar volume and fee), its impact on :func:`exit_dollar_volume` (the
+        smaller of the dollar volume known at ``t`` and what bar ``t`` itself traded: the exit fills
+        in that bar's close, so a thin last bar prices a thin exit, as a thin fill bar prices an
+        in-window fill), as a marketable order (cost multipliers 1), all of it: nothing is dropped
         for participation, a position above the fill cap pays the impact at ``max_participation``
         (the cost model's bound). Where bar ``t`` gives no capacity (a zero dollar volume, a hole
         at the end of a window cut from a longer history) the impact is the one at
         ``max_participation`` too, never the free trade a zero cap would price. A ruined account
-        holds nothing and pays 0; a position delisted earlier was liquidated by ``step`` already.
+        holds nothing and pays 0; a position delisted earlier was closed by ``step`` at its last
+        bar, paying the same (:func:`delisting_rates`).
         """
         t = self.t
         notional = np.abs(self.units * self._close[t])  # [B, N]
         notional[self.ruined] = 0.0
-        volume = self._exit_volume[t]
-        # no capacity: price the exit as if it took exactly the participation cap of its bar
-        volume = np.where(volume > 0, volume, notional / self.cfg.costs.max_participation)
         rates = cost_rates(
-            self.data.spread_bps[t], self.data.dollar_volume[t], self._fees, self.cfg.costs, volume
+            self.data.spread_bps[t],
+            self.data.dollar_volume[t],
+            self._fees,
+            self.cfg.costs,
+            self._exit_volume[t],
         )
-        parts = costs_at_rates(notional, rates)
+        parts = exit_costs_at_rates(notional, rates, self.cfg.costs)
         return ExitCost(np.stack([p.sum(-1) for p in parts], axis=-1), notional.sum(-1))
 
     # ------------------------------------------------------------------------------------- step
@@ -454,6 +464,7 @@ class MarketSimulator:
             self._consts,
             self.limits.group is not None,
             self._last_bar,
+            self._delisting_rates,
         )
         return Trade(w_target, traded, new_units, cash, new_equity, costs, ruined)
 
@@ -552,6 +563,21 @@ class MarketSimulator:
     def rewards_state(self) -> RewardState:
         """Current reward state (read-only view for observers)."""
         return self.reward_state
+
+
+def delisting_rates(data: MarketData, last_bar: np.ndarray, fees: np.ndarray, cfg: CostConfig) -> np.ndarray:
+    """``[4, N]``: the (spread, slippage base, impact, exit cap) rates of closing each asset at its
+    last real bar (``last_bar [N]``), the rates :meth:`MarketSimulator.exit_costs` charges at that
+    bar (its spread and liquidity tier, and the impact on :func:`exit_dollar_volume`). A position
+    still held there is closed at that close and pays :func:`envs.costs.exit_cost_parts` at these
+    rates (``step_kernel._fill_into``). Zero for an asset without a last bar inside the data."""
+    n = data.n_assets
+    inside = (last_bar >= 0) & (last_bar < data.n_steps)
+    bar, cols = np.where(inside, last_bar, 0), np.arange(n)
+    exit_volume = exit_dollar_volume(data.dollar_volume, data.bar_dollar_volume)[bar, cols]
+    rates = cost_rates(data.spread_bps[bar, cols], data.dollar_volume[bar, cols], fees, cfg, exit_volume)
+    packed = np.stack([rates.spread, rates.slippage_base, rates.impact, rates.fill_cap])
+    return np.ascontiguousarray(np.where(inside, packed, 0.0))
 
 
 def fill_dollar_volume(known: np.ndarray, bar_dollar_volume: np.ndarray | None) -> np.ndarray:

@@ -1,19 +1,18 @@
 """The simulator's step as one compiled loop over episodes (numba): what a decision can reach, then
 what filling it does to the account, row by row.
 
-The step is many small array operations on ``[B, N]`` arrays; at the batch sizes RL uses (a handful
-of episodes per env runner) numpy's per-call overhead, not the arithmetic, dominated it. These loops
-do the same arithmetic per element, and read each episode's bar straight from the ``[T, N]`` data
-(no gathered ``[B, N]`` copies, no intermediate arrays between the steps). The rules they apply are
-stated once each: the projection is ``envs.projection.project_row``, trade costs and carry are
-``envs.costs.trade_cost_parts`` and ``financing_of``; the box rules (per-asset cap, no shorts where
-not shortable, unlisted = 0, unwind-only while the kill switch is on, locked = unfilled, no real
-bar at ``t`` or ``t + 1`` inside the asset's life = held) are
-:func:`_project_into`'s and are checked against ``projection.weight_bounds`` and
-``kill_switch.unwind_bounds`` in the tests. The contract of each argument is
-:meth:`envs.simulator.MarketSimulator.step`'s. :func:`settle_rows` is step 5's bookkeeping (growth,
-drawdown, kill switch through ``kill_switch._advance``, counters, costs) for the same reason; the
-reward itself stays ``rewards.compute_reward``'s.
+The step is many small array operations on ``[B, N]`` arrays; at the batch sizes RL uses (a handful of
+episodes per env runner) numpy's per-call overhead, not the arithmetic, dominated it. These loops do the
+same arithmetic per element, and read each episode's bar straight from the ``[T, N]`` data (no gathered
+``[B, N]`` copies, no intermediate arrays between the steps). The rules they apply are stated once each:
+the projection is ``envs.projection.project_row``, trade costs, a delisting's forced close and carry are
+``envs.costs.trade_cost_parts``, ``exit_cost_parts`` and ``financing_of``; the box rules (per-asset cap,
+no shorts where not shortable, unlisted = 0, unwind-only while the kill switch is on, locked = unfilled,
+no real bar at ``t`` or ``t + 1`` inside the asset's life = held) are :func:`_project_into`'s and are
+checked against ``projection.weight_bounds`` and ``kill_switch.unwind_bounds`` in the tests. The
+contract of each argument is :meth:`envs.simulator.MarketSimulator.step`'s. :func:`settle_rows` is step
+5's bookkeeping (growth, drawdown, kill switch through ``kill_switch._advance``, counters, costs) for
+the same reason; the reward itself stays ``rewards.compute_reward``'s.
 
 The compiled kernels are cached under a digest of every kernel module (``envs.kernel_cache``), so an
 edit of a helper in another module (``projection``, ``costs``, ``kill_switch``) recompiles them.
@@ -24,7 +23,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from raytrade.envs.costs import financing_of, trade_cost_parts
+from raytrade.envs.costs import exit_cost_parts, financing_of, trade_cost_parts
 from raytrade.envs.kernel_cache import use_kernel_cache
 from raytrade.envs.kill_switch import _advance
 from raytrade.envs.projection import project_row, project_row_grouped
@@ -193,6 +192,7 @@ def step_rows(  # pragma: no cover (compiled; covered through the simulator)
     consts: np.ndarray,
     has_group: bool,
     last_bar: np.ndarray,
+    delisting_rates: np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Steps 1-4 of the simulator for every episode ``i`` at its bar ``t[i]``: the current weights
     (``units * close[t] / equity``, the equity floored at ``tiny`` where ``floor_divisor``), the
@@ -200,16 +200,17 @@ def step_rows(  # pragma: no cover (compiled; covered through the simulator)
     :func:`_fill_into`. ``dead [B]`` marks episodes ruined earlier: they stay exactly as they are
     (target weights 0). ``mult [2, B, N]`` is the (spread, slippage) cost multipliers.
 
-    The simulator's constants come packed, once per simulator (``MarketSimulator.__init__``), so a
-    call converts 20 arguments rather than 30 (numba checks each one on every call, about 0.1 us
-    each): ``open_``, ``close``, ``listed`` (the data's ``[T, N]``), ``rates [4, T, N]`` (spread,
-    slippage base, impact, fill cap: ``costs.CostRates``' per-bar rates), ``fee_rate [N]``,
-    ``asset_flags [2, N]`` (shortable, in the crypto group) and ``consts`` (tiny, per-asset cap,
-    gross cap, crypto gross cap, financing rate per bar, borrow rate per bar, free leverage, equity
-    floor in currency, maintenance margin), then ``last_bar [N]`` (each asset's last real bar,
-    ``market_data.last_listed_bar``: a position held there is delisted). Returns ``(target weights
-    [B, N], new_units [B, N], traded notional [B, N], cash [B], equity [B], costs [B, 4], ruined
-    [B])`` with costs as (fee, spread, slippage, financing)."""
+    The simulator's constants come packed, once per simulator (``MarketSimulator.__init__``), so a call
+    converts 21 arguments rather than 30 (numba checks each one on every call, about 0.1 us each):
+    ``open_``, ``close``, ``listed`` (the data's ``[T, N]``), ``rates [4, T, N]`` (spread, slippage
+    base, impact, fill cap: ``costs.CostRates``' per-bar rates), ``fee_rate [N]``, ``asset_flags [2,
+    N]`` (shortable, in the crypto group) and ``consts`` (tiny, per-asset cap, gross cap, crypto gross
+    cap, financing rate per bar, borrow rate per bar, free leverage, equity floor in currency,
+    maintenance margin, impact at the participation cap), then ``last_bar [N]`` (each asset's last real
+    bar, ``market_data.last_listed_bar``: a position held there is delisted) and ``delisting_rates [4,
+    N]`` (``simulator.delisting_rates``: what closing it there costs). Returns ``(target weights [B, N],
+    new_units [B, N], traded notional [B, N], cash [B], equity [B], costs [B, 4], ruined [B])`` with
+    costs as (fee, spread, slippage, financing)."""
     b, n = units.shape
     w = np.zeros((b, n))
     locked = np.zeros((b, n), dtype=np.bool_)
@@ -253,6 +254,7 @@ def step_rows(  # pragma: no cover (compiled; covered through the simulator)
         open_,
         close,
         last_bar,
+        delisting_rates,
         kill_active,
         dead,
         fee_rate,
@@ -275,6 +277,7 @@ def _fill_into(  # pragma: no cover (compiled; covered through the simulator)
     open_: np.ndarray,
     close: np.ndarray,
     last_bar: np.ndarray,
+    delisting_rates: np.ndarray,
     kill_active: np.ndarray,
     dead: np.ndarray,
     fee_rate: np.ndarray,
@@ -284,12 +287,14 @@ def _fill_into(  # pragma: no cover (compiled; covered through the simulator)
     has_group: bool,
     consts: np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Steps 2-4 of every live episode ``i`` at bar ``ti = t[i]``: liquidate delistings (``ti`` is
-    the asset's last real bar, ``last_bar [N]``: no bar at ``ti + 1`` or after) at ``close[ti]``,
-    fill at ``open[ti + 1]`` sized on the equity at that open (locked assets keep their units; the
-    kill switch clips to unwinds; each fill takes at most ``fill_cap``), charge costs, mark to
-    ``close[ti + 1]``, charge carry, and liquidate a ruined account. Episodes ruined earlier
-    (``dead``) keep their units, cash and equity and are flagged ruined.
+    """Steps 2-4 of every live episode ``i`` at bar ``ti = t[i]``: close delistings (``ti`` is the
+    asset's last real bar, ``last_bar [N]``: no bar at ``ti + 1`` or after) at ``close[ti]``, paying
+    :func:`envs.costs.exit_cost_parts` at ``delisting_rates [4, N]`` (their sale counts in the traded
+    notional and its costs in ``costs``), fill at ``open[ti + 1]`` sized on the equity at that open
+    (locked assets keep their units; the kill switch clips to unwinds; each fill takes at most
+    ``fill_cap``), charge costs, mark to ``close[ti + 1]``, charge carry, and liquidate a ruined
+    account. Episodes ruined earlier (``dead``) keep their units, cash and equity and are flagged
+    ruined.
 
     ``w [B, N]`` holds the projected targets on entry and the final target weights on return (0 for
     delisted, the current weight for locked assets); the carry (financing rate per bar, borrow rate
@@ -315,7 +320,7 @@ def _fill_into(  # pragma: no cover (compiled; covered through the simulator)
     held, want, lam, _, _, _ = _scratch(n)
     gone = np.empty(n, dtype=np.bool_)
     fin_rate, borrow_rate, free_leverage = consts[4], consts[5], consts[6]
-    floor, margin = consts[7], consts[8]
+    floor, margin, impact_cap = consts[7], consts[8], consts[9]
     for i in range(b):
         if dead[i]:  # ruined earlier: flat, nothing happens until a reset
             for j in range(n):
@@ -327,12 +332,27 @@ def _fill_into(  # pragma: no cover (compiled; covered through the simulator)
         eq = equity[i]
         cash_i = cash[i]
         gap, gross_open = 0.0, 0.0
+        exit_fee, exit_spread, exit_slip = 0.0, 0.0, 0.0
         for j in range(n):
             u, c0, o1 = units[i, j], close[ti, j], open_[t1, j]
             gone_j = ti == last_bar[j]  # no bar after ti; a missing bar before the last is a hole
             gone[j] = gone_j
-            if gone_j:  # delisted: sold at its last price, no cost
-                cash_i += u * c0
+            if gone_j:  # delisted: closed at its last price, paying what that exit costs
+                if u != 0.0:
+                    f, s, sl = exit_cost_parts(
+                        abs(u * c0),
+                        fee_rate[j],
+                        delisting_rates[0, j],
+                        delisting_rates[1, j],
+                        delisting_rates[2, j],
+                        delisting_rates[3, j],
+                        impact_cap,
+                    )
+                    exit_fee += f
+                    exit_spread += s
+                    exit_slip += sl
+                    traded[i, j] = -u * c0
+                    cash_i += u * c0
                 u = 0.0
                 w[i, j] = 0.0
             elif locked[i, j]:
@@ -340,12 +360,15 @@ def _fill_into(  # pragma: no cover (compiled; covered through the simulator)
             held[j] = u
             gap += u * (o1 - c0)
             gross_open += abs(u * o1)
-        equity_open = eq + gap
+        exit_cost = exit_fee + exit_spread + exit_slip
+        cash_i -= exit_cost
+        equity_open = eq - exit_cost + gap
         if equity_open <= max(floor, margin * gross_open):  # bust at the open: liquidate there
             for j in range(n):
                 cash_i += held[j] * open_[t1, j]
                 new_units[i, j] = 0.0
             out = max(equity_open, 0.0)
+            costs[i, 0], costs[i, 1], costs[i, 2] = exit_fee, exit_spread, exit_slip
             cash_out[i], equity_out[i], ruined[i] = out, out, True
             continue
         before, target, partial = 0.0, 0.0, 0.0
@@ -402,11 +425,12 @@ def _fill_into(  # pragma: no cover (compiled; covered through the simulator)
                 short -= value
             intrabar += nu * (c1 - o1)
             new_units[i, j] = nu
-            traded[i, j] = tr
+            traded[i, j] += tr
         trade_cost = fee + spread + slip
         equity_close = equity_open - trade_cost + intrabar
         fin = financing_of(long, short, equity_close, fin_rate, borrow_rate, free_leverage)
-        costs[i, 0], costs[i, 1], costs[i, 2], costs[i, 3] = fee, spread, slip, fin
+        costs[i, 0], costs[i, 1], costs[i, 2] = exit_fee + fee, exit_spread + spread, exit_slip + slip
+        costs[i, 3] = fin
         equity_end = equity_close - fin
         if equity_end <= max(floor, margin * (long + short)):  # ruin at the close: liquidate there
             for j in range(n):

@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from raytrade.envs.costs import cost_rates, costs_at_rates, fee_bps, financing_cost
+from raytrade.envs.costs import cost_rates, costs_at_rates, exit_costs_at_rates, fee_bps, financing_cost
 from raytrade.envs.kill_switch import unwind_bounds
 from raytrade.envs.projection import project_box_l1, weight_bounds
-from raytrade.envs.simulator import ExposureLimits, MarketSimulator, Trade
+from raytrade.envs.simulator import ExposureLimits, MarketSimulator, Trade, exit_dollar_volume
 
 
 def constrained_targets_numpy(
@@ -103,10 +103,25 @@ class ReferenceSimulator(MarketSimulator):
         held = (t[:, None] < last) & ~(listed_t & listed_t1)  # a hole at t or t + 1 (or not yet listed)
         w_target, locked = constrained_targets_numpy(target, w_now, listed_t, kill, self.limits, fill, held)
 
-        # 2. liquidate assets whose last real bar is t (none at t + 1 or later) at that price, no cost
+        # 2. close assets whose last real bar is t (none at t + 1 or later) at that price, paying what
+        # a full exit there costs (the window-end exit's rule, at that bar's rates)
         gone = t[:, None] == last
+        sold = -units * close_t * gone
+        exit_parts = np.zeros((3, len(t)))
         if gone.any():
-            cash = cash + (units * close_t * gone).sum(-1)
+            data = self.data
+            exit_volume = exit_dollar_volume(data.dollar_volume, data.bar_dollar_volume)[t]
+            exit_rates = cost_rates(
+                data.spread_bps[t],
+                data.dollar_volume[t],
+                fee_bps(self.is_crypto, cfg.costs),
+                cfg.costs,
+                exit_volume,
+            )
+            parts = exit_costs_at_rates(np.abs(sold), exit_rates, cfg.costs)
+            exit_parts = np.stack([parts.fee.sum(-1), parts.spread.sum(-1), parts.slippage.sum(-1)])
+            cash = cash - sold.sum(-1) - exit_parts.sum(0)
+            equity = equity - exit_parts.sum(0)
             units = np.where(gone, 0.0, units)
             w_target = np.where(gone, 0.0, w_target)
         if locked is not None:
@@ -137,6 +152,7 @@ class ReferenceSimulator(MarketSimulator):
         fee, spread, slip = tc.fee.sum(-1), tc.spread.sum(-1), tc.slippage.sum(-1)
         trade_cost = fee + spread + slip
         cash = cash - traded.sum(-1) - trade_cost
+        traded = traded + sold
 
         # 4. mark to close t + 1, then one bar of carry on the closing exposure
         intrabar_pnl = (new_units * (close1 - open1)).sum(-1)
@@ -157,5 +173,6 @@ class ReferenceSimulator(MarketSimulator):
         equity_end = np.where(dead, equity, equity_end)
         cash = np.where(dead, self.cash, cash)
         w_target = np.where(dead[:, None], 0.0, w_target)
-        costs = np.stack([fee, spread, slip, fin], axis=-1) * ~dead[:, None]
+        costs = np.stack([fee + exit_parts[0], spread + exit_parts[1], slip + exit_parts[2], fin], axis=-1)
+        costs = costs * ~dead[:, None]
         return Trade(w_target, traded, new_units, cash, equity_end, costs, bust | dead)

@@ -162,20 +162,62 @@ def _two_asset_market(listed1_until: int) -> MarketData:
     )
 
 
-def test_delisted_asset_is_liquidated_at_last_price_without_cost() -> None:
-    data = _two_asset_market(listed1_until=3)
+def _held_into_delisting(data: MarketData) -> tuple[MarketSimulator, float, float, float]:
+    """A book of B alone stepped to bar 3, B's last real bar: (simulator, B's units, cash, equity)."""
     cfg = SimulatorConfig(episode_len=6, initial_equity=10_000.0)
     sim = MarketSimulator(data, cfg, n_envs=1, seed=0)
     sim.start[:] = sim.t[:] = 1
     sim.step(np.array([[0.0, 0.5]]))  # bar 1 -> 2: buy B
     sim.step(np.array([[0.0, 0.5]]))  # bar 2 -> 3: rebalance
-    units_b, cash = sim.units[0, 1], sim.cash[0]
+    return sim, float(sim.units[0, 1]), float(sim.cash[0]), float(sim.equity[0])
+
+
+def test_a_delisted_asset_is_closed_at_its_last_price_paying_what_an_exit_there_costs() -> None:
+    """The forced close is no free trade: fee, half the spread, the tier base and the impact of the
+    sale on that bar, the rule the window-end exit pays (``exit_costs`` at the same bar)."""
+    data = _two_asset_market(listed1_until=3)
+    sim, units_b, cash, equity = _held_into_delisting(data)
+    exit_now = sim.exit_costs()  # the book is B alone: its exit at bar 3 is exactly the forced close
+    notional = units_b * data.close[3, 1]
+    c = sim.cfg.costs
+    rate_bps = c.fee_bps_equity + c.spread_fraction * 2.0 + c.tier_base_bps[0]
+    by_hand = notional * (rate_bps + c.impact_coef_bps * np.sqrt(notional / 1e10)) * 1e-4
+    np.testing.assert_allclose(exit_now.costs.sum(), by_hand, rtol=1e-12)
     res = sim.step(np.array([[0.0, 0.5]]))  # bar 3 -> 4: B is gone at 4
-    assert sim.units[0, 1] == 0.0
-    assert res.target_weights[0, 1] == 0.0
-    assert sim.cash[0] == pytest.approx(cash + units_b * data.close[3, 1], rel=1e-15)
-    assert res.costs[0].sum() == 0.0
+    assert sim.units[0, 1] == 0.0 and res.target_weights[0, 1] == 0.0
+    np.testing.assert_allclose(res.costs[0, :3], exit_now.costs[0], rtol=1e-12)
+    assert res.costs[0, 3] == 0.0
+    assert res.traded_notional[0].tolist() == [0.0, -notional]
+    assert sim.cash[0] == pytest.approx(cash + notional - by_hand, rel=1e-14)
+    assert sim.equity[0] == pytest.approx(equity - by_hand, rel=1e-14)  # A flat, B sold at close[3]
+    assert sim.equity_identity_error()[0] < 1e-12
     assert sim.observe().mask[0].tolist() == [True, False]
+
+
+def test_a_delisting_on_a_bar_that_traded_nothing_pays_the_impact_at_the_participation_cap() -> None:
+    data = _two_asset_market(listed1_until=3)
+    data = dataclasses.replace(
+        data, bar_dollar_volume=np.where(np.arange(8)[:, None] == 3, 0.0, 1e10) * np.ones((8, 2))
+    )
+    sim, units_b, _, equity = _held_into_delisting(data)
+    notional = units_b * data.close[3, 1]
+    c = sim.cfg.costs
+    rate_bps = (
+        c.fee_bps_equity + c.spread_fraction * 2.0 + c.tier_base_bps[0] + c.impact_coef_bps * np.sqrt(0.1)
+    )
+    res = sim.step(np.array([[0.0, 0.5]]))
+    assert res.costs[0, :3].sum() == pytest.approx(notional * rate_bps * 1e-4, rel=1e-12)
+    assert sim.equity[0] == pytest.approx(equity - notional * rate_bps * 1e-4, rel=1e-14)
+
+
+def test_a_flat_book_pays_nothing_when_an_asset_delists() -> None:
+    data = _two_asset_market(listed1_until=3)
+    sim = MarketSimulator(data, SimulatorConfig(episode_len=6, initial_equity=10_000.0), n_envs=1, seed=0)
+    sim.start[:] = sim.t[:] = 1
+    for _ in range(3):
+        res = sim.step(np.array([[0.0, 0.0]]))
+    assert not res.traded_notional.any() and not res.costs.any() and sim.equity[0] == 10_000.0
+    assert sim.equity_identity_error()[0] < 1e-12
 
 
 def test_unlisted_asset_gets_no_weight_and_no_cost() -> None:

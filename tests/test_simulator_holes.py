@@ -14,6 +14,7 @@ import pandas as pd
 import pytest
 
 from raytrade.envs.config import SimulatorConfig
+from raytrade.envs.costs import max_cost_fraction
 from raytrade.envs.evaluation.policies import buy_and_hold_policy, equal_weight_policy
 from raytrade.envs.market_data import MarketData, carry_close_through_holes, hole_bars, last_listed_bar
 from raytrade.envs.rollout import replay_policy
@@ -100,7 +101,7 @@ def test_no_order_fills_on_either_side_of_a_hole_and_nothing_moves_inside_it() -
     assert sim.units[0, 0] < units
 
 
-def test_a_delisting_still_exits_at_the_last_close_even_after_a_hole() -> None:
+def test_a_delisting_still_exits_at_the_last_close_even_after_a_hole_and_pays_the_exit() -> None:
     listed = np.ones((T, 2), dtype=bool)
     listed[3, 0] = False  # a hole ...
     listed[6:, 0] = False  # ... and the last real bar is 5
@@ -114,8 +115,17 @@ def test_a_delisting_still_exits_at_the_last_close_even_after_a_hole() -> None:
     units, cash = sim.units[0, 0], sim.cash[0]
     assert units > 0
     res = sim.step(np.array([[0.5, 0.5]]), fill=np.array([[False, False]]))  # bar 5 -> 6: gone
-    assert sim.units[0, 0] == 0.0 and res.target_weights[0, 0] == 0.0 and res.costs[0].sum() == 0.0
-    assert sim.cash[0] == pytest.approx(cash + units * data.close[5, 0], rel=1e-15)
+    assert sim.units[0, 0] == 0.0 and res.target_weights[0, 0] == 0.0
+    sale = units * data.close[5, 0]  # unfilled orders or not, the close is forced; S1 keeps its units
+    c = sim.cfg.costs
+    rate_bps = (
+        c.fee_bps_equity
+        + c.spread_fraction * 2.0
+        + c.tier_base_bps[0]
+        + c.impact_coef_bps * np.sqrt(sale / 1e9)
+    )
+    assert res.costs[0].sum() == pytest.approx(sale * rate_bps * 1e-4, rel=1e-12)
+    assert sim.cash[0] == pytest.approx(cash + sale - sale * rate_bps * 1e-4, rel=1e-15)
 
 
 def test_life_span_and_hole_prices_are_derived_from_listed() -> None:
@@ -194,7 +204,9 @@ def test_a_halt_that_outlasts_the_window_is_held_not_sold_and_redeployed() -> No
     assert w_gone[0] == 0.0 and w_gone[1] > 0.95  # sold at the last close, all of it in the winner
     assert w_held[0] > 0.2  # still holding the halted name at the end (a quarter, after the doubling)
     assert np.abs(w_held).sum() > np.abs(w_gone).sum() + 0.2  # its exposure still counts
-    assert held <= gone  # valued at the last close, as the exit was, and no cash freed by it
+    # valued at the last close, as the exit was, and no cash freed by it; the delisting's forced
+    # close paid its exit (on about half the book), which the halt did not
+    assert 0.0 < held - gone <= 0.6 * max_cost_fraction(SimulatorConfig().costs)
     sim = MarketSimulator(halted, SimulatorConfig(episode_len=T - 1, initial_equity=10_000.0), seed=0)
     sim.reset(starts=np.zeros(1, dtype=np.int64))
     while int(sim.t[0]) < HOLE:  # buy and hold up to its last bar in the window
