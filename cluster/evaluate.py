@@ -52,10 +52,11 @@ def split_names(value: str) -> list[str]:
     return [v.strip() for v in value.split(",") if v.strip()]
 
 
-def sample_warnings(report: EvaluationReport) -> list[str]:
-    """One line per registry model evaluated IN-SAMPLE, whose out-of-sample could not be checked, or
-    evaluated on windows overlapping the validation window its checkpoint was chosen on (the report
-    says so; the console said nothing of it)."""
+def report_warnings(report: EvaluationReport) -> list[str]:
+    """The report's warnings as console lines: one per registry model evaluated IN-SAMPLE, whose
+    out-of-sample could not be checked, or evaluated on windows overlapping the validation window its
+    checkpoint was chosen on, then the report's ``warnings`` (a window too short to annualise, symbols
+    whose bars stop): the report says so, and so does the console."""
     lines = []
     for name, policy in report.policies.items():
         sample = policy.sample
@@ -73,7 +74,7 @@ def sample_warnings(report: EvaluationReport) -> list[str]:
                 f"{sample.validation.start}..{sample.validation.end}, on which its checkpoint was "
                 "chosen: selection-biased"
             )
-    return lines
+    return [*lines, *report.warnings]
 
 
 def run_evaluation(
@@ -231,7 +232,7 @@ def evaluate_command(
         in_sample=in_sample,
         after_training=after_training,
     )
-    for line in sample_warnings(report):
+    for line in report_warnings(report):
         click.echo(f"warning: {line}", err=True)
     click.echo(f"wrote {out / 'report.json'}, {out / 'report.md'}, {out / 'report.html'}")
     for name, scenario in report.stress_scenarios.items():

@@ -61,7 +61,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from raytrade.cluster.errors import one_line_errors
-from raytrade.cluster.evaluate import DEFAULT_POLICIES, run_evaluation, sample_warnings, split_names
+from raytrade.cluster.evaluate import DEFAULT_POLICIES, report_warnings, run_evaluation, split_names
 from raytrade.cluster.nightly_lock import nightly_lock
 from raytrade.cluster.nightly_record import record_night, recorded_night
 from raytrade.cluster.options import LocalPath, path_option, written_path_option
@@ -237,7 +237,7 @@ def results_section(
         "",
         *(f"> **ingest warning:** {w}\n" for w in (ingested.warnings() if ingested else [])),
         *(f"> **not evaluated:** {why}\n" for why in (left_out or {}).values()),
-        *(f"> **warning:** {w}\n" for w in sample_warnings(report)),
+        *(f"> **warning:** {w}\n" for w in report_warnings(report)),
         "Every window ends flat: returns and costs include closing the book at its last close "
         "(`exit bps`, of the final equity); sections dated before 2026-12-04 were marked to market.",
         "",
@@ -326,7 +326,7 @@ def run_nightly(
                 if exc.policy in left_out or exc.policy not in policies:
                     raise
                 left_out[exc.policy] = str(exc)
-        for line in [*left_out.values(), *sample_warnings(report)]:
+        for line in [*left_out.values(), *report_warnings(report)]:
             click.echo(f"warning: {line}", err=True)
         write_section(results, day, results_section(day, report, report_dir, results, ingested, left_out))
         record_night(replay, day, report_dir, results)

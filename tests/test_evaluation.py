@@ -361,8 +361,9 @@ def test_report_json_keeps_its_key_names(report: EvaluationReport) -> None:
         "stress_scenarios",
         "benchmark",
         "policies",
+        "warnings",
     ]
-    assert doc["schema"] == "raytrade.evaluation/4"
+    assert doc["schema"] == "raytrade.evaluation/5"
     assert set(doc["policies"]["cash"]) == {
         "kind",
         "stochastic",
@@ -388,7 +389,7 @@ def test_report_json_keeps_its_key_names(report: EvaluationReport) -> None:
     assert doc["policies"]["cash"]["metrics"]["sharpe"] is None
     assert list(doc["policies"]["cash"]["costs"]) == ["fee", "spread", "slippage", "financing", "total"]
     fold_keys = {"name", "train", "test", "in_sample", "metrics", "costs", "ruined", "ruin_date"}
-    fold_keys |= {"exit_cost", "exit_cost_bps"}
+    fold_keys |= {"exit_cost", "exit_cost_bps", "bars_stop"}
     assert set(doc["policies"]["cash"]["folds"][0]) == fold_keys
 
 

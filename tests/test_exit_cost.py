@@ -22,6 +22,7 @@ from raytrade.envs.evaluation.harness import (
     EvaluationConfig,
     EvaluationPlan,
     EvaluationResult,
+    EvalWindow,
     RunSeries,
     evaluate,
     pool,
@@ -189,7 +190,8 @@ def test_a_ruined_account_pays_nothing() -> None:
 
 
 def test_a_symbol_delisted_earlier_was_liquidated_and_pays_no_exit() -> None:
-    """BBB's last bar is bar 5: the simulator sold it there; the exit prices AAA's position alone."""
+    """BBB's last bar is bar 5: the simulator sold it there (paying that exit); the window-end exit
+    prices AAA's position alone."""
     data = _data()
     listed = data.listed.copy()
     listed[6:, 1] = False
@@ -297,3 +299,89 @@ def test_pooled_folds_sum_their_exits_up_to_a_ruin() -> None:
     assert (pooled.exit_cost, pooled.exit_bps) == (40.0, 4.0)
     ruined_first = pool([_series(0.0, 0.0, ruin_bar=1), _series(30.0, 3.0)])
     assert (ruined_first.exit_cost, ruined_first.exit_bps) == (0.0, 0.0)
+
+
+# --------------------------------------------------------------------------- a symbol whose bars stop
+
+
+def _stopping(stop_at: int = 5) -> MarketData:
+    """``_data`` with BBB's bars stopping at ``stop_at`` (its last real bar): a delisting inside it."""
+    data = _data()
+    listed = data.listed.copy()
+    listed[stop_at + 1 :, 1] = False
+    return dataclasses.replace(data, listed=listed)
+
+
+def _report_on(data: MarketData, policy: Policy) -> tuple[EvaluationResult, EvaluationReport]:
+    """Evaluate ``policy`` (as ``p``, benchmark ``equal_weight``: the same policy) on ``data`` as the
+    one window of a plan built by hand (no store)."""
+    specs = tuple(
+        PolicySpec(name=n, kind="baseline", make=lambda d, s: policy) for n in ("p", "equal_weight")
+    )
+    cfg = EvaluationConfig(scenarios=(), seeds=(0,), simulator=SIM)
+    plan = EvaluationPlan("mem", cfg, specs, (EvalWindow("test", data),), data, {}, {}, "0" * 64, 0)
+    result = evaluate(plan)
+    return result, build_report(result)
+
+
+def test_a_position_whose_bars_stop_pays_its_forced_close_at_that_bar() -> None:
+    """BBB's last bar is 5: the step decided there sells it at close 5 and pays what an exit there
+    costs (the cost model's pure functions at bar 5's spread, dollar volume and fee); the report's
+    costs of that step are that exit plus nothing else (the policy holds only BBB)."""
+    data = _stopping()
+
+    def bbb_only(obs: Observation) -> np.ndarray:
+        return np.where(obs.mask, np.array([0.0, 0.9]), 0.0)
+
+    held = _book_at_end(dataclasses.replace(data, ts=data.ts[:6], **_rows(data, 6)), bbb_only)
+    sale = abs(held.units[0, 1] * data.close[5, 1])
+    fee = np.array([SIM.costs.fee_bps_equity])
+    parts = trade_costs(np.array([sale]), data.spread_bps[5, 1:], data.dollar_volume[5, 1:], fee, SIM.costs)
+    by_hand = float(sum(p.sum() for p in parts))
+    result, report = _report_on(data, bbb_only)
+    run = result.policies["p"].main
+    assert run.costs[5, :3].sum() == pytest.approx(by_hand, rel=1e-12)
+    assert run.turnover[5] == pytest.approx(sale / held.equity[0], rel=1e-12)
+    assert run.exit_cost == 0.0  # nothing left to close at the window's end
+    assert report.policies["p"].costs.total == pytest.approx(float(run.costs.sum()), rel=1e-12)
+
+
+def _rows(data: MarketData, stop: int) -> dict[str, np.ndarray]:
+    """The ``[T, ...]`` arrays of ``data`` before ``stop``, every symbol trading on past them."""
+    names = ("open", "close", "listed", "spread_bps", "dollar_volume", "features", "regime_code")
+    return {n: getattr(data, n)[:stop] for n in names} | {"listed_after": np.array([True, True])}
+
+
+def test_the_report_names_each_symbol_whose_bars_stop_and_a_window_too_short_to_annualise() -> None:
+    _, report = _report_on(_stopping(), levered)
+    fold = report.policies["p"].folds[0]
+    assert [(s.symbol, s.last_bar) for s in fold.bars_stop] == [("BBB", "1970-01-06")]
+    short, stops = report.warnings
+    assert short.startswith("the evaluated returns are 11 bars (1970-01-02..1970-01-12), under a quarter")
+    assert "BBB (last bar 1970-01-06, test)" in stops and "closed at that last close" in stops
+    md = render_markdown("t", report_blocks(report, []))
+    head = md.split("## Leaderboard")[0]
+    assert f"**Warning:** {short}." in head and f"**Warning:** {stops}." in head
+    from raytrade.cluster.evaluate import report_warnings
+
+    assert report_warnings(report)[-2:] == [short, stops]  # the console prints them too
+    again = EvaluationReport.model_validate_json(report_json(report))
+    assert again == report and again.report_schema == "raytrade.evaluation/5"
+
+
+def test_a_long_window_whose_symbols_all_trade_to_its_end_carries_no_warning() -> None:
+    t = 80  # over a quarter of a 252-bar year
+    data = _data()
+    reps = -(-t // T)
+    tile = {
+        n: np.concatenate([getattr(data, n)] * reps)[:t]
+        for n in ("open", "close", "spread_bps", "dollar_volume", "features", "regime_code")
+    }
+    long = dataclasses.replace(
+        data,
+        ts=np.arange(t).astype("datetime64[D]").astype("datetime64[us]"),
+        listed=np.ones((t, N), bool),
+        **tile,
+    )
+    _, report = _report_on(long, levered)
+    assert report.warnings == () and report.policies["p"].folds[0].bars_stop == ()

@@ -54,17 +54,26 @@ from raytrade.envs.costs import COST_COMPONENTS, CostConfig
 from raytrade.envs.evaluation.harness import EvaluationConfig, EvaluationResult, PolicyResult, RunSeries
 from raytrade.envs.evaluation.insample import SampleCheck
 from raytrade.envs.evaluation.stats import difference_ci, stationary_indices
+from raytrade.envs.market_data import MarketData, last_listed_bar
 from raytrade.envs.metrics import summarize
 from raytrade.envs.scenarios import Scenario
 from raytrade.replay.splits import TimeWindow
 
-REPORT_SCHEMA: Final = "raytrade.evaluation/4"
-"""Version of the report layout; bump it when a field changes meaning or is removed. 4: every run
+REPORT_SCHEMA: Final = "raytrade.evaluation/5"
+"""Version of the report layout; bump it when a field changes meaning or is removed. 5: a position
+whose symbol's bars stop inside a window is closed at its last close paying that exit's costs (it was
+free), each window lists those symbols (``FoldReport.bars_stop``), and ``warnings`` says what the
+figures cannot carry (a window too short to annualise, symbols whose bars stop). 4: every run
 closes its book at the window's end, returns and costs include that exit, ``exit_cost`` and
 ``exit_cost_bps`` added. 3: a registry model's fold ``train`` is its own training window, ``sample``
 and ``FoldReport.in_sample`` added. A /3 or /2 file still reads (its returns are marked to market
 without the exit, ``exit_cost`` / ``exit_cost_bps`` null; a /2 file's ``sample`` None and its
-registry folds' ``train`` the fold's)."""
+registry folds' ``train`` the fold's); before /5, ``bars_stop`` and ``warnings`` are empty and the
+forced close of a symbol whose bars stop was free."""
+
+ANNUALISE_FRACTION: Final = 0.25
+"""A window with fewer returns than this fraction of a year (63 daily bars) gets a report warning:
+its annual return, volatility, Sharpe, Sortino and Calmar extrapolate a few weeks to a year."""
 
 Number = float | None
 """A figure that may be undefined (a ratio without dispersion, an empty window): ``None`` then."""
@@ -237,6 +246,13 @@ class Window(Document):
     n_bars: int = Field(ge=0)
 
 
+class BarsStop(Document):
+    """A symbol whose last real bar falls before its window's last bar."""
+
+    symbol: str
+    last_bar: str = Field(description="ISO date of its last real bar in the data")
+
+
 class FoldReport(RunReport):
     """One walk-forward fold (or the single split): its test window and training window."""
 
@@ -248,6 +264,11 @@ class FoldReport(RunReport):
     test: Window
     in_sample: bool = Field(
         False, description="a registry model evaluated on bars it trained on (--in-sample)"
+    )
+    bars_stop: tuple[BarsStop, ...] = Field(
+        (),
+        description="symbols whose bars stop inside the window (a delisting, a feed that ends): a position "
+        "still held was closed at that last close, paying the exit's costs (empty before schema /5)",
     )
 
 
@@ -330,9 +351,9 @@ class ReplaySource(Document):
 class EvaluationReport(Document):
     """``report.json``: what was evaluated, how, and every policy's results."""
 
-    report_schema: Literal["raytrade.evaluation/4", "raytrade.evaluation/3", "raytrade.evaluation/2"] = Field(
-        REPORT_SCHEMA, alias="schema"
-    )
+    report_schema: Literal[
+        "raytrade.evaluation/5", "raytrade.evaluation/4", "raytrade.evaluation/3", "raytrade.evaluation/2"
+    ] = Field(REPORT_SCHEMA, alias="schema")
     replay: ReplaySource
     mode: Literal["split", "walk_forward"]
     split: str
@@ -342,6 +363,11 @@ class EvaluationReport(Document):
     stress_scenarios: dict[str, StressScenario]
     benchmark: str
     policies: dict[str, PolicyReport] = Field(min_length=1)
+    warnings: tuple[str, ...] = Field(
+        (),
+        description="what the figures cannot carry: a window too short to annualise, symbols whose bars "
+        "stop inside a window (empty before schema /5)",
+    )
 
     model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False, serialize_by_alias=True)
 
@@ -530,6 +556,7 @@ def build_report(result: EvaluationResult) -> EvaluationReport:
                 test=Window(
                     start=iso_dates(w.data.ts[:1])[0], end=iso_dates(w.data.ts[-1:])[0], n_bars=w.data.n_steps
                 ),
+                bars_stop=bars_stop(w.data),
             )
             for w, run in zip(plan.windows, res.folds, strict=True)
         )
@@ -577,7 +604,48 @@ def build_report(result: EvaluationResult) -> EvaluationReport:
         },
         benchmark=cfg.benchmark,
         policies=policies,
+        warnings=data_warnings(policies[cfg.benchmark], ppy),
     )
+
+
+def bars_stop(data: MarketData) -> tuple[BarsStop, ...]:
+    """The symbols of ``data`` whose last real bar (``market_data.last_listed_bar``) falls before its
+    last bar: the simulator closes a position in them there (``envs.simulator``)."""
+    last = last_listed_bar(data.listed, data.listed_after)
+    stops = np.flatnonzero((last >= 0) & (last < data.n_steps - 1))
+    dates = iso_dates(data.ts[last[stops]]) if stops.size else []
+    return tuple(
+        BarsStop(symbol=data.symbols[j], last_bar=d) for j, d in zip(stops.tolist(), dates, strict=True)
+    )
+
+
+def data_warnings(benchmark: PolicyReport, periods_per_year: int) -> tuple[str, ...]:
+    """The report's ``warnings``, from the benchmark's run (every policy runs the same windows): a
+    main series or fold with fewer returns than :data:`ANNUALISE_FRACTION` of a year, and the symbols
+    whose bars stop inside a window."""
+    need = math.ceil(ANNUALISE_FRACTION * periods_per_year)
+    lines = []
+    n = len(benchmark.returns)
+    if n < need:
+        lines.append(
+            f"the evaluated returns are {n} bars ({benchmark.timestamps[0]}..{benchmark.timestamps[-1]}), "
+            f"under a quarter of a year ({need}): annual return, volatility, Sharpe, Sortino and Calmar "
+            "extrapolate them to a year; read the total return and drawdown"
+        )
+    short = [f"{f.name} ({f.test.n_bars - 1})" for f in benchmark.folds if f.test.n_bars - 1 < need]
+    if short and len(benchmark.folds) > 1:
+        lines.append(
+            f"folds under a quarter of a year of returns ({need}): {', '.join(short)}; their annualised "
+            "figures extrapolate them to a year"
+        )
+    stops = [f"{s.symbol} (last bar {s.last_bar}, {f.name})" for f in benchmark.folds for s in f.bars_stop]
+    if stops:
+        lines.append(
+            f"bars stop inside the window for {', '.join(stops)}: a position still held there was closed "
+            "at that last close, paying the exit's costs; whether it could have been sold there is "
+            "not in the data"
+        )
+    return tuple(lines)
 
 
 # --------------------------------------------------------------------------- file

@@ -33,22 +33,23 @@ universe the models trained on (``envs.evaluation.universe``: never a symbol the
 Features are the store's, computed from data ``<= t``; a window taken from the whole store is the
 same as loading it, except that a missing spread is costed at the whole store's median.
 
-The end of a window (one rule, for the policy and every baseline alike): every run (each window,
-each walk-forward fold, each stress draw) ends by closing the book. Every position still open at the
-window's last bar is traded to zero at that bar's close with the simulator's own cost model (fee,
-half spread, tier slippage and square-root impact of the participation at that bar, of the smaller
-of its 20-bar dollar volume and its own: a thin last bar prices a thin exit; the compiled
+The end of a window (one rule, for the policy and every baseline alike): every run (each window, each
+walk-forward fold, each stress draw) ends by closing the book. Every position still open at the window's
+last bar is traded to zero at that bar's close with the simulator's own cost model (fee, half spread,
+tier slippage and square-root impact of the participation at that bar, of the smaller of its 20-bar
+dollar volume and its own: a thin last bar prices a thin exit; the compiled
 ``envs.costs.trade_cost_parts`` every fill pays: ``MarketSimulator.exit_costs``), and the cost is
-charged to the window's final equity: the last return, the last bar's fee / spread / slippage and
-its turnover include it (``replay_policy(close_at_end=True)``). So total return, Sharpe, drawdown,
-the equity curve and the bootstrap are net of getting out, and a book that ends large, levered,
-short or illiquid pays for it as a flat one does not. ``RunSeries.exit_cost`` / ``exit_bps`` keep
-the exit's own part for the report. A ruined (flat) account pays nothing; a position whose symbol
-has no bar after an earlier one (delisted) was already liquidated by the simulator. Walk-forward
-folds each start from fresh equity, so each closes its own book; the pooled series carries each
-fold's exit at the fold's last bar. The tuning objective and selection close the book the same way
-(``tune_specs.objective.CLOSE_AT_END``), so models are chosen on the terms they are judged on;
-training (the RL env's episodes) does not.
+charged to the window's final equity: the last return, the last bar's fee / spread / slippage and its
+turnover include it (``replay_policy(close_at_end=True)``). So total return, Sharpe, drawdown, the
+equity curve and the bootstrap are net of getting out, and a book that ends large, levered, short or
+illiquid pays for it as a flat one does not. ``RunSeries.exit_cost`` / ``exit_bps`` keep the exit's own
+part for the report. A ruined (flat) account pays nothing; a position whose symbol has no bar after an
+earlier one (a delisting, a feed that stops) was already closed by the simulator at that last close,
+paying the same exit's costs there (the report lists those symbols per window: ``FoldReport.bars_stop``,
+and in its ``warnings``). Walk-forward folds each start from fresh equity, so each closes its own book;
+the pooled series carries each fold's exit at the fold's last bar. The tuning objective and selection
+close the book the same way (``tune_specs.objective.CLOSE_AT_END``), so models are chosen on the terms
+they are judged on; training (the RL env's episodes) does not.
 """
 
 from __future__ import annotations

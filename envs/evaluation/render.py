@@ -297,6 +297,11 @@ def _out_of_sample(report: EvaluationReport, names: Sequence[str]) -> list[Block
     return [Block("p", line) for line in lines]
 
 
+def _warnings(report: EvaluationReport) -> list[Block]:
+    """What the figures cannot carry (``EvaluationReport.warnings``), before any figure."""
+    return [Block("p", f"**Warning:** {line}.") for line in report.warnings]
+
+
 def report_blocks(
     report: EvaluationReport, plots: Sequence[str], run_seconds: float | None = None
 ) -> list[Block]:
@@ -305,6 +310,7 @@ def report_blocks(
     blocks = [
         _summary(report),
         *_out_of_sample(report, names),
+        *_warnings(report),
         Block("h2", "Leaderboard (net of costs)"),
         _leaderboard(report, names),
         *_ruin(report, names),
