@@ -547,12 +547,18 @@ Scenario = Annotated[CrisisScenario | BootstrapScenario, Field(discriminator="ki
 def _default_scenarios() -> dict[str, Scenario]:
     return {
         # Months of high, correlated volatility with a steady decline and wide spreads: the equal-weight
-        # book loses at least 30 % over 120 bars (about half a year) at 3x volatility.
+        # book loses at least 30 % over 120 bars (about half a year) at 3x volatility. Each draw starts
+        # it elsewhere: the correlation factor is its only other randomness, and where the data's own
+        # correlation already exceeds the target there is none, so without a moving window its draws
+        # were one path (a reviewer's real store, 2026-12-05).
         "crisis_2008_like": CrisisScenario(
-            length=120, loss=0.30, vol_mult=3.0, corr_target=0.7, spread_mult=3.0
+            length=120, loss=0.30, vol_mult=3.0, corr_target=0.7, spread_mult=3.0, start_jitter=0.25
         ),
-        # A sharp, highly correlated drop with very wide spreads: at least 10 % in 3 bars, no rebound.
-        "flash_crash": CrisisScenario(length=3, loss=0.10, vol_mult=4.0, corr_target=0.9, spread_mult=10.0),
+        # A sharp, highly correlated drop with very wide spreads: at least 10 % in 3 bars, no rebound,
+        # on a different day of the window in each draw (as above).
+        "flash_crash": CrisisScenario(
+            length=3, loss=0.10, vol_mult=4.0, corr_target=0.9, spread_mult=10.0, start_jitter=0.25
+        ),
         # A month of doubled-plus volatility, correlation and trend unchanged (no stated loss). Nothing
         # in the shock itself is random, so each draw places the month elsewhere in the window.
         "vol_spike": CrisisScenario(

@@ -10,7 +10,7 @@ import numpy as np
 
 from raytrade.envs.config import SimulatorConfig
 from raytrade.envs.market_data import MarketData, carry_close_through_holes
-from raytrade.envs.scenarios import apply_scenario, inject_crisis
+from raytrade.envs.scenarios import ScenarioConfig, apply_scenario, inject_crisis
 from raytrade.envs.simulator import MarketSimulator
 from raytrade.envs.stress_features import PRICE_FEATURES
 from raytrade.envs.synthetic_market import synthetic_market_data
@@ -104,9 +104,15 @@ def _ragged_market() -> MarketData:
     return replace(md, listed=listed, open=open_, close=close, features=features, feature_missing=missing)
 
 
+def _pinned(name: str) -> ScenarioConfig:
+    """The default scenario ``name`` with its window at ``start_frac`` in every draw (no jitter)."""
+    sc = ScenarioConfig().get(name)
+    return ScenarioConfig(scenarios={name: sc.model_copy(update={"start_jitter": 0.0})})
+
+
 def test_stressed_data_keeps_the_cells_with_no_bar_empty() -> None:
     md = _ragged_market()
-    out = apply_scenario("crisis_2008_like", md, np.random.default_rng(0))
+    out = apply_scenario("crisis_2008_like", md, np.random.default_rng(0), _pinned("crisis_2008_like"))
     np.testing.assert_array_equal(out.listed, md.listed)
     MarketSimulator(out, SimulatorConfig(episode_len=10))  # holes priced at their last real close
     assert out.feature_missing is not None

@@ -278,8 +278,13 @@ def _rallying_data(t: int = 400, n: int = 6, seed: int = 0) -> MarketData:
     return replace(md, open=prev, close=close, listed=np.ones((t, n), dtype=bool))
 
 
-def _window(sc: CrisisScenario, t: int) -> tuple[int, int]:
-    start = min(max(int(sc.start_frac * t), 1), t - sc.length)
+def _window(sc: CrisisScenario, md: MarketData, out: MarketData) -> tuple[int, int]:
+    """The rows ``start .. end - 1`` a draw ``out`` of ``sc`` shocked in ``md``: from the first row
+    whose close it changed (each draw places the window elsewhere: ``start_jitter``)."""
+    start = int(np.flatnonzero((out.close != md.close).any(axis=1))[0])
+    lo = min(max(int((sc.start_frac - sc.start_jitter) * md.n_steps), 1), md.n_steps - sc.length)
+    hi = min(max(int((sc.start_frac + sc.start_jitter) * md.n_steps), 1), md.n_steps - sc.length)
+    assert lo <= start <= hi
     return start, start + sc.length
 
 
@@ -300,12 +305,36 @@ def test_named_crisis_reaches_its_loss_on_every_draw(name: str) -> None:
     md = _rallying_data()
     sc = ScenarioConfig().get(name)
     assert isinstance(sc, CrisisScenario) and sc.loss is not None
-    start, end = _window(sc, md.n_steps)
-    assert _ew_drawdown(md.close, md.listed, start, end) < sc.loss  # the unshocked window is no crisis
     unshocked = _buy_and_hold(md)
+    starts = set()
     for out in scenario_draws(name, md, 3):
+        start, end = _window(sc, md, out)
+        starts.add(start)
+        assert _ew_drawdown(md.close, md.listed, start, end) < sc.loss  # the unshocked window is no crisis
         assert _ew_drawdown(out.close, out.listed, start, end) >= sc.loss - 1e-12
         assert _buy_and_hold(out) < unshocked
+    assert len(starts) > 1  # the draws are not one path: each places the crisis elsewhere
+
+
+@pytest.mark.parametrize("name", NAMED_CRISES)
+def test_named_crisis_draws_differ_where_the_data_is_already_as_correlated_as_its_target(name: str) -> None:
+    """Assets moving together (correlation 1, above any target) leave the correlation factor nothing
+    to do: with the window pinned every draw is the same path (what a reviewer saw on a real store);
+    each draw's window start is what makes the draws a spread."""
+    md = _rallying_data()
+    log_r = np.log(md.close[1:, :1] / md.close[:-1, :1]) + np.zeros((1, md.n_assets))
+    close = np.vstack(
+        [md.close[:1, :1] + np.zeros((1, md.n_assets)), md.close[:1, :1] * np.exp(np.cumsum(log_r, 0))]
+    )
+    together = replace(md, open=np.vstack([close[:1], close[:-1]]), close=close)
+    sc = ScenarioConfig().get(name)
+    assert isinstance(sc, CrisisScenario)
+    pinned = ScenarioConfig(scenarios={name: sc.model_copy(update={"start_jitter": 0.0})}, draws=4)
+    assert len({d.close.tobytes() for d in scenario_draws(name, together, 3, pinned)}) == 1
+    draws = scenario_draws(name, together, 3, ScenarioConfig(draws=4))
+    assert len({_window(sc, together, d)[0] for d in draws}) == 4
+    returns = {round(_buy_and_hold(d), 12) for d in draws}
+    assert len(returns) > 1  # buy_and_hold, no randomness of its own, spreads over the draws
 
 
 def test_crisis_window_total_is_the_stated_loss_or_the_worse_original() -> None:
@@ -379,7 +408,7 @@ def test_crisis_rebuilds_price_features_from_the_window_start_with_warmup() -> N
     history = _with_named_features(_rallying_data(t=600))
     window = _slice(history, 300, 600)
     out = apply_scenario("crisis_2008_like", window, np.random.default_rng(0), history=history)
-    start, _ = _window(ScenarioConfig().get("crisis_2008_like"), window.n_steps)  # type: ignore[arg-type]
+    start, _ = _window(ScenarioConfig().get("crisis_2008_like"), window, out)  # type: ignore[arg-type]
     np.testing.assert_array_equal(out.features[:start], window.features[:start])
     np.testing.assert_array_equal(out.features[:, :, 4], window.features[:, :, 4])  # fc_mean kept
     joined = np.vstack([history.close[:300], out.close])
@@ -519,9 +548,9 @@ def test_named_crisis_on_real_bars_reaches_its_loss_and_lowers_buy_and_hold(
     history = _slice(history, 0, int(np.searchsorted(history.ts, window.ts[-1], side="right")))
     sc = ScenarioConfig().get(name)
     assert isinstance(sc, CrisisScenario) and sc.loss is not None
-    start, end = _window(sc, window.n_steps)
     unshocked = _buy_and_hold(window)
     for out in scenario_draws(name, window, 0, history=history):
+        start, end = _window(sc, window, out)
         assert _ew_drawdown(out.close, out.listed, start, end) >= sc.loss - 1e-12
         assert _buy_and_hold(out) < unshocked
         k = window.feature_names.index("drawdown")
