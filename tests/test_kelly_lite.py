@@ -136,6 +136,23 @@ def test_trailing_sigma_by_hand() -> None:
     assert np.isnan(trailing_sigma(close, listed, 7)[6:8, 0]).all()
 
 
+def test_trailing_sigma_never_reads_a_flat_halt_as_returns_of_zero() -> None:
+    """A halt stored as flat bars at the stale close (Yahoo's zero-volume days) is no real bar
+    (``listed`` False): sigma is unknown while any of its last 7 closes is one, and from the 7th real
+    close after the reopen it is the std of real returns only, not shrunk by the halt's zeros (as
+    ``vol_20`` was before 2026-12-05)."""
+    rng = np.random.default_rng(3)
+    close = 100.0 * np.cumprod(1.0 + rng.normal(0.0, 0.03, (40, 1)), axis=0)
+    listed = np.ones_like(close, dtype=bool)
+    close[10:25] = close[9]  # 15 halted days at the last close
+    listed[10:25] = False
+    sig = trailing_sigma(close, listed, 7)
+    assert np.isnan(sig[10:31, 0]).all()  # a halted close among the last 7, or the reopen's gap
+    r = close[25:32, 0][1:] / close[25:32, 0][:-1] - 1.0
+    assert sig[31, 0] == pytest.approx(np.std(r, ddof=1), rel=1e-12)
+    assert sig[31, 0] > 0.01  # the 3 % name's sigma, not the halt's zeros
+
+
 def _crafted() -> MarketData:
     t, n = 12, 3
     rng = np.random.default_rng(0)
