@@ -250,15 +250,15 @@ def exit_cost_parts(  # pragma: no cover (compiled)
     exit_cap: float,
     impact_cap: float,
 ) -> tuple[float, float, float]:
-    """(fee, spread, slippage) in currency of closing a position of ``notional`` in one bar, all of
-    it, as a marketable order (multipliers 1): :func:`trade_cost_parts` at the exit bar's rates
-    (``exit_cap`` and ``impact`` from the dollar volume that bar gives an exit). Nothing is dropped
-    for participation: a position above the cap pays the impact at ``max_participation``, and so
-    does one on a bar with no capacity (``exit_cap`` 0, ``impact_cap`` = :func:`impact_at_cap`),
-    never the free trade a zero cap would price. The window-end exit
-    (``MarketSimulator.exit_costs``) and a delisting's forced close in the simulator's step both
-    pay this."""
-    if exit_cap > 0.0:
+    """(fee, spread, slippage) in currency of closing a position of ``notional`` in one bar, all of it,
+    as a marketable order (multipliers 1): :func:`trade_cost_parts` at the exit bar's rates
+    (``exit_cap`` and ``impact`` from the dollar volume that bar gives an exit). Nothing is dropped for
+    participation: a position at or above the cap pays the impact at ``max_participation``
+    (``impact_cap`` = :func:`impact_at_cap`), and so does one on a bar with no capacity (``exit_cap``
+    0), never the free trade a zero cap would price (nor, on a bar under $1 of volume, less: the
+    impact's volume floor). The window-end exit (``MarketSimulator.exit_costs``) and a delisting's
+    forced close in the simulator's step both pay this."""
+    if 0.0 < notional < exit_cap:
         return trade_cost_parts(notional, fee_rate, spread_rate, slippage_base, impact, exit_cap, 1.0, 1.0)
     return notional * fee_rate, notional * spread_rate, notional * (slippage_base + impact_cap)
 

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from raytrade.envs.config import SimulatorConfig
-from raytrade.envs.costs import cost_rates, costs_at_rates, fee_bps, trade_costs
+from raytrade.envs.costs import cost_rates, costs_at_rates, exit_costs_at_rates, fee_bps, trade_costs
 from raytrade.envs.evaluation.document import EvaluationReport, build_report, report_json
 from raytrade.envs.evaluation.harness import (
     EvaluationConfig,
@@ -174,6 +174,28 @@ def test_no_capacity_at_the_last_bar_is_priced_at_the_participation_cap() -> Non
     rate_bps = c.fee_bps_equity + c.spread_fraction * data.spread_bps[-1] + c.tier_base_bps[2]
     rate_bps = rate_bps + c.impact_coef_bps * np.sqrt(c.max_participation)
     assert run.exit_cost == pytest.approx(float((notional * rate_bps * 1e-4).sum()), rel=1e-12)
+
+
+@pytest.mark.parametrize("bar_volume", [0.25, 0.5, 1.0, 50.0])
+def test_an_exit_on_a_bar_under_a_dollar_of_volume_pays_no_less_than_one_on_no_volume(
+    bar_volume: float,
+) -> None:
+    """The impact's $1 volume floor priced a position above the cap on a bar of $0.25 at less impact
+    than on a bar of $0 (35.8 against 51.6 bps, a reviewer's figures): a position at or above the
+    cap pays the impact at ``max_participation`` whatever the bar's volume."""
+    c = SIM.costs
+    fee = np.array([c.fee_bps_equity])
+
+    def exit_bps(volume: float) -> float:
+        rates = cost_rates(np.array([10.0]), np.array([5e7]), fee, c, np.array([volume]))
+        parts = exit_costs_at_rates(np.array([10_000.0]), rates, c)
+        return float(sum(p.sum() for p in parts))  # dollars on $10,000: bps
+
+    at_cap = (
+        c.fee_bps_equity + c.spread_fraction * 10.0 + c.tier_base_bps[1] + c.impact_coef_bps * np.sqrt(0.1)
+    )
+    assert exit_bps(0.0) == pytest.approx(at_cap, rel=1e-12)
+    assert exit_bps(bar_volume) == pytest.approx(at_cap, rel=1e-12)  # $10,000 is above every such cap
 
 
 def long_2x(obs: Observation) -> np.ndarray:

@@ -22,6 +22,7 @@ from raytrade.envs.scenarios import (
     CrisisScenario,
     ScenarioConfig,
     apply_scenario,
+    crisis_starts,
     inject_crisis,
     regime_block_bootstrap,
     row_regimes,
@@ -335,6 +336,39 @@ def test_named_crisis_draws_differ_where_the_data_is_already_as_correlated_as_it
     assert len({_window(sc, together, d)[0] for d in draws}) == 4
     returns = {round(_buy_and_hold(d), 12) for d in draws}
     assert len(returns) > 1  # buy_and_hold, no randomness of its own, spreads over the draws
+
+
+@pytest.mark.parametrize("t_total", [130, 258, 307, 800])
+def test_a_jittered_crisis_start_favours_no_start_where_the_window_barely_fits(t_total: int) -> None:
+    """Clipping a drawn start piled every draw past the last start that fits onto it: 43 % of
+    ``crisis_2008_like``'s draws on a 258-bar fold, every draw on 121-160 bars (one path again)."""
+    sc = ScenarioConfig().get("crisis_2008_like")
+    assert isinstance(sc, CrisisScenario)
+    rng = np.random.default_rng(0)
+    starts = np.array([crisis_starts(sc, t_total, 1, rng)[0] for _ in range(4000)])
+    last = t_total - sc.length
+    lo = max(int((sc.start_frac - sc.start_jitter) * t_total), 1)
+    hi = min(int((sc.start_frac + sc.start_jitter) * t_total), last)
+    if lo > hi:  # the window fits nowhere near the middle: anywhere it fits
+        lo, hi = 1, last
+    assert starts.min() == lo and starts.max() == hi  # every start in range is reached, none outside
+    counts = np.bincount(starts - lo, minlength=hi - lo + 1)
+    assert counts.max() < 3.0 * len(starts) / (hi - lo + 1)  # uniform: no start takes a pile
+
+
+def test_the_draws_of_a_jittered_crisis_start_on_different_bars_while_there_are_any() -> None:
+    sc = ScenarioConfig().get("flash_crash")
+    assert isinstance(sc, CrisisScenario)
+    for seed in range(50):  # 26 starts (12 .. 37 of 50 bars): independent draws met on one often
+        five = crisis_starts(sc, 50, 5, np.random.default_rng(seed))
+        assert len(set(five)) == 5 and min(five) >= 12 and max(five) <= 37
+    every = crisis_starts(sc, 50, 30, np.random.default_rng(0))  # more draws than starts: each once first
+    assert sorted(every[:26]) == list(range(12, 38)) and len(set(every[26:])) == 4
+    md = _rallying_data(t=110)
+    draws = scenario_draws("flash_crash", md, 5, ScenarioConfig(draws=5))
+    assert len({_window(sc, md, d)[0] for d in draws}) == 5
+    with pytest.raises(ValueError, match="start=3 places a crisis window; scenario 'bootstrap_crisis'"):
+        apply_scenario("bootstrap_crisis", md, np.random.default_rng(0), start=3)
 
 
 def test_crisis_window_total_is_the_stated_loss_or_the_worse_original() -> None:
