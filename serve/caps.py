@@ -165,26 +165,16 @@ def cap_targets(
         binding.append("per_symbol_cap")
     w = capped
 
-    budget = max(0.0, caps.gross_limit - float(np.abs(w[~movable]).sum()) - external_gross)
-    moving = float(np.abs(w[movable]).sum())
+    size = np.abs(w)
+    budget = max(0.0, caps.gross_limit - float(size[~movable].sum()) - external_gross)
+    moving = float(size[movable].sum())
     if moving > budget:
         w = np.where(movable, w * (budget / moving), w)
         binding.append("gross_cap" if caps.gross_cap <= caps.leverage_cap else "leverage_cap")
 
-    crypto = np.zeros(len(w), dtype=bool) if is_crypto is None else np.asarray(is_crypto, dtype=bool)
-    # crypto cannot be shorted (Alpaca; the contract's "crypto unlevered"), whatever the model's
-    # training config allowed: a target may reduce a short it finds, never open or grow one
-    floor = np.minimum(current, 0.0)
-    shorted = movable & crypto & (w < floor - _TOL)
-    if np.any(shorted):
-        w = np.where(shorted, floor, w)
-        binding.append("crypto_gross_cap")
-    held_crypto = float(np.abs(w[~movable & crypto]).sum())
-    budget = max(0.0, caps.crypto_gross_cap - held_crypto - external_crypto)
-    moving = float(np.abs(w[movable & crypto]).sum())
-    if moving > budget:
-        w = np.where(movable & crypto, w * (budget / moving), w)
-        binding.append("crypto_gross_cap")
+    crypto = None if is_crypto is None else np.asarray(is_crypto, dtype=bool)
+    if crypto is not None and crypto.any():  # without crypto symbols step 4 changes nothing
+        w = _crypto_capped(w, current, movable, crypto, caps.crypto_gross_cap, external_crypto, binding)
 
     added = added_gross(w, current)
     total = float(added.sum())
@@ -195,3 +185,30 @@ def cap_targets(
         w = np.where(flip, w * f, np.where(grows, current + f * (w - current), w))
         binding.append("max_gross_add")
     return CappedTargets(w, tuple(binding))
+
+
+def _crypto_capped(
+    w: np.ndarray,
+    current: np.ndarray,
+    movable: np.ndarray,
+    crypto: np.ndarray,
+    cap: float,
+    external_crypto: float,
+    binding: list[CapName],
+) -> np.ndarray:
+    """:func:`cap_targets`' step 4 (module doc) on ``w``, appending ``crypto_gross_cap`` to ``binding``
+    when it bound."""
+    # crypto cannot be shorted (Alpaca; the contract's "crypto unlevered"), whatever the model's
+    # training config allowed: a target may reduce a short it finds, never open or grow one
+    floor = np.minimum(current, 0.0)
+    shorted = movable & crypto & (w < floor - _TOL)
+    if np.any(shorted):
+        w = np.where(shorted, floor, w)
+        binding.append("crypto_gross_cap")
+    held_crypto = float(np.abs(w[~movable & crypto]).sum())
+    budget = max(0.0, cap - held_crypto - external_crypto)
+    moving = float(np.abs(w[movable & crypto]).sum())
+    if moving > budget:
+        w = np.where(movable & crypto, w * (budget / moving), w)
+        binding.append("crypto_gross_cap")
+    return w
