@@ -264,36 +264,6 @@ def exit_cost_parts(  # pragma: no cover (compiled)
 
 
 @numba.njit(cache=True, nogil=True)
-def _exit_costs_kernel(  # pragma: no cover (compiled)
-    x: np.ndarray,
-    fee: np.ndarray,
-    spread: np.ndarray,
-    base: np.ndarray,
-    impact: np.ndarray,
-    cap: np.ndarray,
-    impact_cap: float,
-) -> np.ndarray:
-    out = np.empty((3, x.size))
-    for k in range(x.size):
-        out[0, k], out[1, k], out[2, k] = exit_cost_parts(
-            x[k], fee[k], spread[k], base[k], impact[k], cap[k], impact_cap
-        )
-    return out
-
-
-def exit_costs_at_rates(notional: np.ndarray, rates: CostRates, cfg: CostConfig) -> TradeCosts:
-    """Costs of closing positions of ``notional`` (>= 0) in one bar at ``rates`` (the exit bar's
-    :func:`cost_rates`, broadcast together): :func:`exit_cost_parts` elementwise."""
-    parts = np.broadcast_arrays(
-        np.asarray(notional, dtype=np.float64), *(np.asarray(a, dtype=np.float64) for a in rates)
-    )
-    shape = parts[0].shape
-    x, fee, spread, base, impact, cap = (np.array(a, dtype=np.float64).reshape(-1) for a in parts)
-    out = _exit_costs_kernel(x, fee, spread, base, impact, cap, impact_at_cap(cfg))
-    return TradeCosts(fee=out[0].reshape(shape), spread=out[1].reshape(shape), slippage=out[2].reshape(shape))
-
-
-@numba.njit(cache=True, nogil=True)
 def financing_of(  # pragma: no cover (compiled)
     long_exposure: float,
     short_exposure: float,
@@ -318,13 +288,40 @@ def _costs_kernel(  # pragma: no cover (compiled)
     cap: np.ndarray,
     smult: np.ndarray,
     slmult: np.ndarray,
+    impact_cap: float,
 ) -> np.ndarray:
+    """``[3, K]`` (fee, spread, slippage) of each trade ``x[k]``: :func:`trade_cost_parts`, or, with
+    ``impact_cap`` >= 0, :func:`exit_cost_parts` (an exit: no multipliers)."""
     out = np.empty((3, x.size))
     for k in range(x.size):
-        out[0, k], out[1, k], out[2, k] = trade_cost_parts(
-            x[k], fee[k], spread[k], base[k], impact[k], cap[k], smult[k], slmult[k]
-        )
+        if impact_cap >= 0.0:
+            out[0, k], out[1, k], out[2, k] = exit_cost_parts(
+                x[k], fee[k], spread[k], base[k], impact[k], cap[k], impact_cap
+            )
+        else:
+            out[0, k], out[1, k], out[2, k] = trade_cost_parts(
+                x[k], fee[k], spread[k], base[k], impact[k], cap[k], smult[k], slmult[k]
+            )
     return out
+
+
+def _costs_of(
+    amount: np.ndarray,
+    rates: CostRates,
+    spread_mult: np.ndarray | float,
+    slippage_mult: np.ndarray | float,
+    impact_cap: float,
+) -> TradeCosts:
+    """:func:`_costs_kernel` over ``amount`` and ``rates`` broadcast together, in their shape."""
+    parts = np.broadcast_arrays(
+        np.asarray(amount, dtype=np.float64),
+        *(np.asarray(a, dtype=np.float64) for a in (*rates, spread_mult, slippage_mult)),
+    )
+    shape = parts[0].shape
+    flat = [np.array(a, dtype=np.float64).reshape(-1) for a in parts]  # copies: kernels want owned arrays
+    x, fee, spread, base, impact, cap, smult, slmult = flat
+    out = _costs_kernel(x, fee, spread, base, impact, cap, smult, slmult, impact_cap)
+    return TradeCosts(fee=out[0].reshape(shape), spread=out[1].reshape(shape), slippage=out[2].reshape(shape))
 
 
 def costs_at_rates(
@@ -339,14 +336,13 @@ def costs_at_rates(
     spread_mult 0, no impact). A zero trade costs exactly zero (the slippage base is charged on
     notional, not per order).
     """
-    parts = np.broadcast_arrays(
-        np.asarray(traded_abs, dtype=np.float64),
-        *(np.asarray(a, dtype=np.float64) for a in (*rates, spread_mult, slippage_mult)),
-    )
-    shape = parts[0].shape
-    flat = [np.array(a, dtype=np.float64).reshape(-1) for a in parts]  # copies: kernels want owned arrays
-    out = _costs_kernel(*flat)
-    return TradeCosts(fee=out[0].reshape(shape), spread=out[1].reshape(shape), slippage=out[2].reshape(shape))
+    return _costs_of(traded_abs, rates, spread_mult, slippage_mult, -1.0)
+
+
+def exit_costs_at_rates(notional: np.ndarray, rates: CostRates, cfg: CostConfig) -> TradeCosts:
+    """Costs of closing positions of ``notional`` (>= 0) in one bar at ``rates`` (the exit bar's
+    :func:`cost_rates`, broadcast together): :func:`exit_cost_parts` elementwise."""
+    return _costs_of(notional, rates, 1.0, 1.0, impact_at_cap(cfg))
 
 
 def trade_costs(
