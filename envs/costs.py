@@ -288,13 +288,14 @@ def _costs_kernel(  # pragma: no cover (compiled)
     cap: np.ndarray,
     smult: np.ndarray,
     slmult: np.ndarray,
+    exit: bool,
     impact_cap: float,
 ) -> np.ndarray:
-    """``[3, K]`` (fee, spread, slippage) of each trade ``x[k]``: :func:`trade_cost_parts`, or, with
-    ``impact_cap`` >= 0, :func:`exit_cost_parts` (an exit: no multipliers)."""
+    """``[3, K]`` (fee, spread, slippage) of each trade ``x[k]``: :func:`trade_cost_parts`, or, for an
+    ``exit``, :func:`exit_cost_parts` (no multipliers; ``impact_cap`` :func:`impact_at_cap`)."""
     out = np.empty((3, x.size))
     for k in range(x.size):
-        if impact_cap >= 0.0:
+        if exit:
             out[0, k], out[1, k], out[2, k] = exit_cost_parts(
                 x[k], fee[k], spread[k], base[k], impact[k], cap[k], impact_cap
             )
@@ -310,9 +311,10 @@ def _costs_of(
     rates: CostRates,
     spread_mult: np.ndarray | float,
     slippage_mult: np.ndarray | float,
-    impact_cap: float,
+    exit_impact_cap: float | None,
 ) -> TradeCosts:
-    """:func:`_costs_kernel` over ``amount`` and ``rates`` broadcast together, in their shape."""
+    """:func:`_costs_kernel` over ``amount`` and ``rates`` broadcast together, in their shape: an exit's
+    costs where ``exit_impact_cap`` is given, else a fill's."""
     parts = np.broadcast_arrays(
         np.asarray(amount, dtype=np.float64),
         *(np.asarray(a, dtype=np.float64) for a in (*rates, spread_mult, slippage_mult)),
@@ -320,7 +322,8 @@ def _costs_of(
     shape = parts[0].shape
     flat = [np.array(a, dtype=np.float64).reshape(-1) for a in parts]  # copies: kernels want owned arrays
     x, fee, spread, base, impact, cap, smult, slmult = flat
-    out = _costs_kernel(x, fee, spread, base, impact, cap, smult, slmult, impact_cap)
+    exit = exit_impact_cap is not None
+    out = _costs_kernel(x, fee, spread, base, impact, cap, smult, slmult, exit, exit_impact_cap or 0.0)
     return TradeCosts(fee=out[0].reshape(shape), spread=out[1].reshape(shape), slippage=out[2].reshape(shape))
 
 
@@ -336,7 +339,7 @@ def costs_at_rates(
     spread_mult 0, no impact). A zero trade costs exactly zero (the slippage base is charged on
     notional, not per order).
     """
-    return _costs_of(traded_abs, rates, spread_mult, slippage_mult, -1.0)
+    return _costs_of(traded_abs, rates, spread_mult, slippage_mult, None)
 
 
 def exit_costs_at_rates(notional: np.ndarray, rates: CostRates, cfg: CostConfig) -> TradeCosts:

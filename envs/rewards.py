@@ -19,14 +19,17 @@ batch of episodes is one vectorised call.
 Turnover penalty (any kind, off by default): ``turnover_penalty * turnover`` is subtracted, with
 ``turnover = sum_i |traded notional_i| / equity before the trade`` (``turnover_of``), so a policy pays
 in reward for trading beyond what the cost model already charges (costs are in ``g``). ``scale``
-multiplies it like every other term.
+multiplies it like every other term. The traded notional includes a delisting's forced sale (the
+simulator's ``traded_notional``), as an evaluation window's closing exit is in its turnover: holding
+a name into its last bar is trading it there.
 
 Optional cost-overrun term (any kind; off while ``cost_overrun_lambda`` is 0): the simulator
 subtracts ``scale * cost_overrun_lambda * overrun / equity_before``, with ``overrun`` the step's
 trade costs above the projected envelope (``envs.costs.cost_overrun``): ``cost_envelope_bps_*`` per
 unit traded, by default the loop's expected cost (6 bps stocks, 20 bps crypto) that its edge gate
 projects. A trade that cost more than the decision assumed (an illiquid name, a wide spread, a
-large participation) is penalised beyond its cost, which the log growth already counts once.
+large participation) is penalised beyond its cost, which the log growth already counts once; a
+delisting's forced sale counts as a trade here too.
 """
 
 from __future__ import annotations

@@ -508,7 +508,7 @@ class CrisisScenario(BaseModel):
         ge=0.0,
         lt=1.0,
         description="each draw starts the window uniformly within ±j of T around start_frac, among the "
-        "starts that fit (crisis_start; 0: every draw at start_frac)",
+        "starts that fit (crisis_starts; 0: every draw at start_frac)",
     )
     length: int = Field(ge=2, description="window length in bars")
     loss: float | None = Field(
@@ -692,7 +692,7 @@ def scenario_draws(
     scenario = cfg.get(name)
     starts: list[int | None] = [None] * cfg.draws
     if isinstance(scenario, CrisisScenario) and market_data.n_steps > scenario.length:
-        starts = list(crisis_starts(scenario, market_data.n_steps, cfg.draws, np.random.default_rng(placing)))
+        starts = [*crisis_starts(scenario, market_data.n_steps, cfg.draws, np.random.default_rng(placing))]
     return tuple(
         apply_scenario(name, market_data, np.random.default_rng(c), cfg, history, start=s)
         for c, s in zip(children, starts, strict=True)
@@ -711,6 +711,7 @@ def crisis_starts(sc: CrisisScenario, t_total: int, draws: int, rng: np.random.G
     favoured and no two draws share one while others are free. (Clipping a drawn start instead piled
     every draw past the last fitting start onto it: 43 % of ``crisis_2008_like``'s draws on a 258-bar
     fold, all of them on 121-160 bars.)"""
+    _check_fits(sc, t_total)
     first, last = 1, t_total - sc.length
     if sc.start_jitter <= 0:
         return [min(max(int(sc.start_frac * t_total), first), last)] * draws
@@ -722,15 +723,20 @@ def crisis_starts(sc: CrisisScenario, t_total: int, draws: int, rng: np.random.G
     return [int(s) for s in np.resize(order, draws)]
 
 
+def _check_fits(sc: CrisisScenario, t_total: int) -> None:
+    """Refuse data too short for the scenario's window (:class:`ScenarioDataError`)."""
+    if t_total <= sc.length:
+        raise ScenarioDataError(
+            f"the data has {t_total} bars; the scenario window (length={sc.length}) needs {sc.length + 1}"
+        )
+
+
 def _apply_crisis(
     sc: CrisisScenario, md: MarketData, rng: np.random.Generator, start: int | None
 ) -> tuple[MarketData, int]:
     """The shocked data and the window's first row (``start``, or one :func:`crisis_starts` draws)."""
     t_total = md.n_steps
-    if t_total < sc.length + 1:
-        raise ScenarioDataError(
-            f"the data has {t_total} bars; the scenario window (length={sc.length}) needs {sc.length + 1}"
-        )
+    _check_fits(sc, t_total)
     if start is None:
         start = crisis_starts(sc, t_total, 1, rng)[0]
     shocked = inject_crisis(

@@ -104,9 +104,7 @@ class StepResult(NamedTuple):
     equity: np.ndarray  # [B] at close t + 1
     costs: np.ndarray  # [B, 4] fee, spread, slippage, financing this step
     target_weights: np.ndarray  # [B, N] projected weights that were sent to the market
-    traded_notional: (
-        np.ndarray
-    )  # [B, N] signed notional filled at open t + 1 (or a delisting's forced sale at close t)
+    traded_notional: np.ndarray  # [B, N] signed notional filled at open t + 1; a delisting's sale at t
     terminated: np.ndarray  # [B] ruined (at this step or earlier; the episode is over)
     truncated: np.ndarray  # [B] end of the episode window
     ruined: np.ndarray  # [B] ruined at this step: liquidated at bar t + 1
@@ -235,7 +233,7 @@ class MarketSimulator:
         self._fees, self._exit_volume = fees, exit_dollar_volume(data.dollar_volume, data.bar_dollar_volume)
         rates = cost_rates(data.spread_bps, data.dollar_volume, fees, cfg.costs, volume)  # every bar, once
         self._bar_rates = np.stack([rates.spread, rates.slippage_base, rates.impact, rates.fill_cap])
-        self._delisting_rates = delisting_rates(data, self._last_bar, fees, cfg.costs)
+        self._delisting_rates = delisting_rates(data, self._last_bar, self._exit_volume, fees, cfg.costs)
         self._rates = CostRates(rates.fee, *self._bar_rates)  # views of the one packed copy
         self.limits = exposure_limits(is_crypto, cfg.constraints)
         reward = cfg.reward
@@ -382,7 +380,7 @@ class MarketSimulator:
         smaller of the dollar volume known at ``t`` and what bar ``t`` itself traded: the exit fills
         in that bar's close, so a thin last bar prices a thin exit, as a thin fill bar prices an
         in-window fill), as a marketable order (cost multipliers 1), all of it: nothing is dropped
-        for participation, a position above the fill cap pays the impact at ``max_participation``
+        for participation, a position at or above the cap pays the impact at ``max_participation``
         (the cost model's bound). Where bar ``t`` gives no capacity (a zero dollar volume, a hole
         at the end of a window cut from a longer history) the impact is the one at
         ``max_participation`` too, never the free trade a zero cap would price. A ruined account
@@ -392,13 +390,8 @@ class MarketSimulator:
         t = self.t
         notional = np.abs(self.units * self._close[t])  # [B, N]
         notional[self.ruined] = 0.0
-        rates = cost_rates(
-            self.data.spread_bps[t],
-            self.data.dollar_volume[t],
-            self._fees,
-            self.cfg.costs,
-            self._exit_volume[t],
-        )
+        rows, cols = t[:, None], np.arange(self.n_assets)[None, :]
+        rates = exit_rates(self.data, self._exit_volume, rows, cols, self._fees, self.cfg.costs)
         parts = exit_costs_at_rates(notional, rates, self.cfg.costs)
         return ExitCost(np.stack([p.sum(-1) for p in parts], axis=-1), notional.sum(-1))
 
@@ -565,17 +558,37 @@ class MarketSimulator:
         return self.reward_state
 
 
-def delisting_rates(data: MarketData, last_bar: np.ndarray, fees: np.ndarray, cfg: CostConfig) -> np.ndarray:
-    """``[4, N]``: the (spread, slippage base, impact, exit cap) rates of closing each asset at its
-    last real bar (``last_bar [N]``), the rates :meth:`MarketSimulator.exit_costs` charges at that
-    bar (its spread and liquidity tier, and the impact on :func:`exit_dollar_volume`). A position
-    still held there is closed at that close and pays :func:`envs.costs.exit_cost_parts` at these
-    rates (``step_kernel._fill_into``). Zero for an asset without a last bar inside the data."""
-    n = data.n_assets
+def exit_rates(
+    data: MarketData,
+    exit_volume: np.ndarray,
+    rows: np.ndarray,
+    cols: np.ndarray,
+    fees: np.ndarray,
+    cfg: CostConfig,
+) -> CostRates:
+    """The rates of an exit of asset ``cols`` at bar ``rows`` (index arrays, broadcast together): that
+    bar's spread, liquidity tier and fee (``fees [N]``), its impact and cap on ``exit_volume [T, N]``
+    (:func:`exit_dollar_volume`). The window-end exit (:meth:`MarketSimulator.exit_costs`) and a
+    delisting's forced close (:func:`delisting_rates`) are priced at these."""
+    return cost_rates(
+        data.spread_bps[rows, cols],
+        data.dollar_volume[rows, cols],
+        fees[cols],
+        cfg,
+        exit_volume[rows, cols],
+    )
+
+
+def delisting_rates(
+    data: MarketData, last_bar: np.ndarray, exit_volume: np.ndarray, fees: np.ndarray, cfg: CostConfig
+) -> np.ndarray:
+    """``[4, N]``: the (spread, slippage base, impact, exit cap) :func:`exit_rates` of each asset at
+    its last real bar (``last_bar [N]``). A position still held there is closed at that close and
+    pays :func:`envs.costs.exit_cost_parts` at these rates (``step_kernel._fill_into``). Zero for an
+    asset without a last bar inside the data."""
     inside = (last_bar >= 0) & (last_bar < data.n_steps)
-    bar, cols = np.where(inside, last_bar, 0), np.arange(n)
-    exit_volume = exit_dollar_volume(data.dollar_volume, data.bar_dollar_volume)[bar, cols]
-    rates = cost_rates(data.spread_bps[bar, cols], data.dollar_volume[bar, cols], fees, cfg, exit_volume)
+    cols = np.arange(data.n_assets)
+    rates = exit_rates(data, exit_volume, np.where(inside, last_bar, 0), cols, fees, cfg)
     packed = np.stack([rates.spread, rates.slippage_base, rates.impact, rates.fill_cap])
     return np.ascontiguousarray(np.where(inside, packed, 0.0))
 

@@ -173,6 +173,8 @@ def cap_targets(
         binding.append("gross_cap" if caps.gross_cap <= caps.leverage_cap else "leverage_cap")
 
     crypto = None if is_crypto is None else np.asarray(is_crypto, dtype=bool)
+    if crypto is not None and crypto.shape != w.shape:
+        raise ValueError(f"is_crypto has shape {crypto.shape}; the targets have {w.shape}")
     if crypto is not None and crypto.any():  # without crypto symbols step 4 changes nothing
         w = _crypto_capped(w, current, movable, crypto, caps.crypto_gross_cap, external_crypto, binding)
 

@@ -438,6 +438,8 @@ class DecisionService:
     def env_observation(self, prepared: Sequence[Prepared]) -> Any:
         """The env observation (flat array or dict, ``[B, ...]``) the policy sees for these requests:
         exactly what ``PortfolioEnv`` would show in the same state at the same bar."""
+        if not prepared:
+            raise ValueError("env_observation needs at least one prepared request")
         ob, _ = self._observation(prepared)
         return self._encode(ob, np.array([p.bar for p in prepared]))
 

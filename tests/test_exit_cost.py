@@ -377,7 +377,7 @@ def _rows(data: MarketData, stop: int) -> dict[str, np.ndarray]:
 def test_the_report_names_each_symbol_whose_bars_stop_and_a_window_too_short_to_annualise() -> None:
     _, report = _report_on(_stopping(), levered)
     fold = report.policies["p"].folds[0]
-    assert [(s.symbol, s.last_bar) for s in fold.bars_stop] == [("BBB", "1970-01-06")]
+    assert [(s.symbol, s.last_date) for s in fold.bars_stop] == [("BBB", "1970-01-06")]
     short, stops = report.warnings
     assert short.startswith("the evaluated returns are 11 bars (1970-01-02..1970-01-12), under a quarter")
     assert "BBB (last bar 1970-01-06, test)" in stops and "closed at that last close" in stops

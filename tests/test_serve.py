@@ -120,6 +120,8 @@ def test_serving_sees_and_decides_what_the_simulator_would(service: DecisionServ
         sim.observe(), feature_index(data, cfg.feature_columns), rb, cfg.flat_obs, cfg.normalizer
     )
     np.testing.assert_array_equal(service.env_observation([prepared]), env_obs)
+    with pytest.raises(ValueError, match="env_observation needs at least one prepared request"):
+        service.env_observation([])
 
     result = sim.step(np.clip(service.handle.act(env_obs), -1.0, 1.0))
     response = service.decide([request])[0]

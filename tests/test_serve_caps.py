@@ -47,6 +47,18 @@ def _contract() -> dict:  # type: ignore[type-arg]
 # ------------------------------------------------------------------------------------------ gates
 
 
+@pytest.mark.parametrize("is_crypto", [np.zeros(0, bool), np.zeros(5, bool), np.array([True, False])])
+def test_a_crypto_flag_per_symbol_of_another_length_is_refused(is_crypto: np.ndarray) -> None:
+    """All False or not, a mask that does not match the targets is a caller's bug, named (skipping
+    the crypto step where no symbol is crypto once let an all-False one of any length through)."""
+    with pytest.raises(
+        ValueError, match=rf"is_crypto has shape \({len(is_crypto)},\); the targets have \(3,\)"
+    ):
+        cap_targets(
+            np.array([0.1, 0.1, 0.1]), np.zeros(3), np.ones(3, bool), ExposureCaps(), is_crypto=is_crypto
+        )
+
+
 def test_the_contracts_uniusd_row_is_held() -> None:
     request = request_from_loop(_contract(), as_of=NOW)
     row = request.analysis["UNIUSD"]

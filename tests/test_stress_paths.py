@@ -21,6 +21,7 @@ from raytrade.envs.scenarios import (
     BootstrapScenario,
     CrisisScenario,
     ScenarioConfig,
+    ScenarioDataError,
     apply_scenario,
     crisis_starts,
     inject_crisis,
@@ -369,6 +370,10 @@ def test_the_draws_of_a_jittered_crisis_start_on_different_bars_while_there_are_
     assert len({_window(sc, md, d)[0] for d in draws}) == 5
     with pytest.raises(ValueError, match="start=3 places a crisis window; scenario 'bootstrap_crisis'"):
         apply_scenario("bootstrap_crisis", md, np.random.default_rng(0), start=3)
+    with pytest.raises(
+        ScenarioDataError, match=r"the data has 3 bars; the scenario window \(length=3\) needs 4"
+    ):
+        crisis_starts(sc, 3, 2, np.random.default_rng(0))  # no start fits: refused, not bar 0
 
 
 def test_crisis_window_total_is_the_stated_loss_or_the_worse_original() -> None:

@@ -250,7 +250,7 @@ class BarsStop(Document):
     """A symbol whose last real bar falls before its window's last bar."""
 
     symbol: str
-    last_bar: str = Field(description="ISO date of its last real bar in the data")
+    last_date: str = Field(description="ISO date of its last real bar in the data")
 
 
 class FoldReport(RunReport):
@@ -615,7 +615,7 @@ def bars_stop(data: MarketData) -> tuple[BarsStop, ...]:
     stops = np.flatnonzero((last >= 0) & (last < data.n_steps - 1))
     dates = iso_dates(data.ts[last[stops]]) if stops.size else []
     return tuple(
-        BarsStop(symbol=data.symbols[j], last_bar=d) for j, d in zip(stops.tolist(), dates, strict=True)
+        BarsStop(symbol=data.symbols[j], last_date=d) for j, d in zip(stops.tolist(), dates, strict=True)
     )
 
 
@@ -638,7 +638,7 @@ def data_warnings(benchmark: PolicyReport, periods_per_year: int) -> tuple[str, 
             f"folds under a quarter of a year of returns ({need}): {', '.join(short)}; their annualised "
             "figures extrapolate them to a year"
         )
-    stops = [f"{s.symbol} (last bar {s.last_bar}, {f.name})" for f in benchmark.folds for s in f.bars_stop]
+    stops = [f"{s.symbol} (last bar {s.last_date}, {f.name})" for f in benchmark.folds for s in f.bars_stop]
     if stops:
         lines.append(
             f"bars stop inside the window for {', '.join(stops)}: a position still held there was closed "

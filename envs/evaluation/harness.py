@@ -37,8 +37,9 @@ The end of a window (one rule, for the policy and every baseline alike): every r
 walk-forward fold, each stress draw) ends by closing the book. Every position still open at the window's
 last bar is traded to zero at that bar's close with the simulator's own cost model (fee, half spread,
 tier slippage and square-root impact of the participation at that bar, of the smaller of its 20-bar
-dollar volume and its own: a thin last bar prices a thin exit; the compiled
-``envs.costs.trade_cost_parts`` every fill pays: ``MarketSimulator.exit_costs``), and the cost is
+dollar volume and its own: a thin last bar prices a thin exit; all of it fills, a position at or
+above the participation cap paying the cap's impact: ``envs.costs.exit_cost_parts``, the formulas
+every fill pays, through ``MarketSimulator.exit_costs``), and the cost is
 charged to the window's final equity: the last return, the last bar's fee / spread / slippage and its
 turnover include it (``replay_policy(close_at_end=True)``). So total return, Sharpe, drawdown, the
 equity curve and the bootstrap are net of getting out, and a book that ends large, levered, short or
