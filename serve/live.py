@@ -883,6 +883,16 @@ class LiveLoop:
             quotes = {s: q for s, q in quotes.items() if s not in stale}
         peak_before = state.peak_equity or account.equity
         peak = max(peak_before, account.equity)
+        saved_switch = state.kill_switch
+        if state.peak_equity is not None and peak > state.peak_equity:
+            # A new high reaches the disk now, not only with the intents: a cycle that fails below
+            # must not forget it (the drawdown the policy and the kill switch see is measured from
+            # it). The switch's own peak, where a timed release left one, is that high too: its
+            # advance takes max(peak, equity) (envs.kill_switch), which the next cycle then redoes.
+            state.peak_equity = peak
+            if saved_switch is not None and saved_switch.peak_equity is not None:
+                state.kill_switch = saved_switch.model_copy(update={"peak_equity": None})
+            state.save(self.state_file)
         stored = _latest_dollar_volume(self.store, self.symbols, now) if self.store is not None else None
         volumes = stored.volumes if stored is not None else {}
         if stored is not None and (lag := store_lag(stored.last_closed, self.symbols, now)) is not None:
@@ -892,7 +902,7 @@ class LiveLoop:
         if self.store is not None:  # transitions are logged only where experience is
             request = request.model_copy(update={"observation": True})
         # may raise: the state was saved above
-        answer, switch, held_here = self._ask(request, state.kill_switch, peak_before)
+        answer, switch, held_here = self._ask(request, saved_switch, peak_before)
         asked = time.perf_counter()
         held = {p.symbol: p.qty for p in positions}
         # A symbol whose earlier order may still fill is held (a second order could double it), and

@@ -236,6 +236,30 @@ def test_drawdown_comes_from_the_remembered_peak(tmp_path: Path) -> None:
     assert policy.requests[1].drawdown_pct == pytest.approx(-0.10)
 
 
+def test_a_new_high_seen_by_a_cycle_that_then_fails_is_remembered(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The peak was saved with the intents only: a cycle failing in between (the service, a hot swap's
+    looser rule) forgot a new high, and the next cycle measured its drawdown from the old one."""
+    broker = FakeBroker(100_000.0, PRICES)
+    policy = ScriptedPolicy({"AAPL": (0.0, "flat")})
+    with _loop(tmp_path, broker, policy) as loop:
+        loop.cycle(T0)
+        broker.cash = 120_000.0  # a new high ...
+        with monkeypatch.context() as patched:  # ... seen by a cycle that fails before its orders
+            patched.setattr(loop, "_ask", lambda *a: (_ for _ in ()).throw(RuntimeError("service down")))
+            with pytest.raises(RuntimeError, match="service down"):
+                loop.cycle(T0 + timedelta(days=1))
+    assert json.loads((tmp_path / "live_state.json").read_text())["peak_equity"] == 120_000.0
+    broker.cash = 96_000.0
+    with _loop(tmp_path, broker, policy, reset=False) as restarted:
+        restarted.cycle(T0 + timedelta(days=2))
+    assert policy.requests[-1].drawdown_pct == pytest.approx(-0.20)  # from the high, not from 100,000
+    assert policy.requests[-1].kill_switch == CallerKillSwitch(
+        active=True, bars_active=0, peak_equity=120_000.0
+    )
+
+
 def _saved_switch(tmp_path: Path) -> Any:
     return json.loads((tmp_path / "live_state.json").read_text())["kill_switch"]
 
@@ -297,6 +321,29 @@ def test_a_timed_release_keeps_the_switchs_own_peak_until_the_accounts_peak_is_i
         {"active": False, "bars_active": 0, "peak_equity": 76_000.0},
         {"active": False, "bars_active": 0, "peak_equity": None},  # past the account's peak: one peak
     ]
+
+
+def test_a_new_high_in_a_failing_cycle_is_the_switchs_peak_too(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After a timed release the switch keeps its own, lower peak; a new account high is that peak too
+    (its advance takes max(peak, equity)), so the early save of the high leaves it the file's."""
+    broker = FakeBroker(100_000.0, PRICES)
+    policy = ScriptedPolicy({"AAPL": (0.0, "flat")}, kill_switch=KillSwitchConfig(release_after_bars=2))
+    state_file = tmp_path / "live_state.json"
+    for day, cash in enumerate([100_000.0, 75_000.0, 75_000.0, 75_000.0]):
+        broker.cash = cash
+        with LiveLoop(broker, policy, ["AAPL"], state_file, reset=day == 0) as loop:
+            loop.cycle(T0 + timedelta(days=day))
+    assert _saved_switch(tmp_path)["peak_equity"] == 75_000.0  # released by time: its own peak
+    broker.cash = 101_000.0
+    with LiveLoop(broker, policy, ["AAPL"], state_file) as loop:
+        monkeypatch.setattr(loop, "_ask", lambda *a: (_ for _ in ()).throw(RuntimeError("service down")))
+        with pytest.raises(RuntimeError, match="service down"):
+            loop.cycle(T0 + timedelta(days=4))
+    saved = json.loads(state_file.read_text())
+    assert saved["peak_equity"] == 101_000.0 and saved["kill_switch"]["peak_equity"] is None
+    assert saved["kill_switch"]["active"] is False  # otherwise as it was: not advanced by the failed cycle
 
 
 def test_a_refused_order_does_not_stop_the_others(tmp_path: Path) -> None:
