@@ -691,7 +691,7 @@ def scenario_draws(
     *children, placing = np.random.SeedSequence(seed).spawn(cfg.draws + 1)
     scenario = cfg.get(name)
     starts: list[int | None] = [None] * cfg.draws
-    if isinstance(scenario, CrisisScenario) and market_data.n_steps > scenario.length:
+    if isinstance(scenario, CrisisScenario):  # data too short for the window: refused there
         starts = [*crisis_starts(scenario, market_data.n_steps, cfg.draws, np.random.default_rng(placing))]
     return tuple(
         apply_scenario(name, market_data, np.random.default_rng(c), cfg, history, start=s)

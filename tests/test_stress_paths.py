@@ -374,6 +374,8 @@ def test_the_draws_of_a_jittered_crisis_start_on_different_bars_while_there_are_
         ScenarioDataError, match=r"the data has 3 bars; the scenario window \(length=3\) needs 4"
     ):
         crisis_starts(sc, 3, 2, np.random.default_rng(0))  # no start fits: refused, not bar 0
+    with pytest.raises(ScenarioDataError, match=r"the data has 110 bars; .*\(length=120\) needs 121"):
+        scenario_draws("crisis_2008_like", md, 5)  # a split shorter than the window: the data's refusal
 
 
 def test_crisis_window_total_is_the_stated_loss_or_the_worse_original() -> None:
