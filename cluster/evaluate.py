@@ -39,9 +39,17 @@ from typing import TYPE_CHECKING
 import click
 
 from raytrade.cluster.errors import one_line_errors
-from raytrade.cluster.options import LocalPath, names_registry_policy, path_option, written_path_option
+from raytrade.cluster.options import (
+    LocalPath,
+    cash_rate_of,
+    cash_rate_options,
+    names_registry_policy,
+    path_option,
+    written_path_option,
+)
 
 if TYPE_CHECKING:
+    from raytrade.envs.cash_rate import CashRate
     from raytrade.envs.evaluation.document import EvaluationReport
     from raytrade.envs.evaluation.policies import Loader
 
@@ -93,11 +101,14 @@ def run_evaluation(
     cost_profile: Path | None = None,
     in_sample: bool = False,
     after_training: bool = False,
+    cash_rate: CashRate | None = None,
 ) -> EvaluationReport:
     """Check, evaluate and write the report; returns the document ``report.json`` holds. With
     ``cost_profile`` every policy is replayed with that profile's costs. A registry model asked on
     bars it trained on is refused (``harness.InSampleError``) unless ``in_sample`` (see the module
-    docstring); ``after_training`` starts the walk-forward folds after every model's training window."""
+    docstring); ``after_training`` starts the walk-forward folds after every model's training window.
+    ``cash_rate`` is what idle cash earns, and the Sharpe and Sortino ratios' risk-free rate (None: 0 %)."""
+    from raytrade.envs.cash_rate import CashRate
     from raytrade.envs.config import SimulatorConfig
     from raytrade.envs.cost_profile import cost_config_from_profile
     from raytrade.envs.costs import CostConfig
@@ -115,7 +126,8 @@ def run_evaluation(
         scenarios=tuple(DEFAULT_SCENARIOS if scenarios is None else scenarios),
         bootstrap=BootstrapConfig(samples=bootstrap_samples),
         simulator=SimulatorConfig(
-            costs=cost_config_from_profile(cost_profile) if cost_profile is not None else CostConfig()
+            costs=cost_config_from_profile(cost_profile) if cost_profile is not None else CostConfig(),
+            cash_rate=cash_rate or CashRate(),
         ),
     )
     if loader is None:  # registry versions load under the registry key, when one is set
@@ -200,6 +212,7 @@ def run_evaluation(
     type=LocalPath(),
     help="Cost profile from raytrade calibrate-costs (default: the loop's cost model).",
 )
+@cash_rate_options()
 @one_line_errors
 def evaluate_command(
     replay: Path,
@@ -215,6 +228,8 @@ def evaluate_command(
     bootstrap_samples: int,
     no_plots: bool,
     cost_profile: Path | None,
+    cash_rate: float | None,
+    cash_rates: Path | None,
 ) -> None:
     """Evaluate POLICIES on the replay store and write report.json / report.md / report.html to OUT."""
     report = run_evaluation(
@@ -231,6 +246,7 @@ def evaluate_command(
         cost_profile=cost_profile,
         in_sample=in_sample,
         after_training=after_training,
+        cash_rate=cash_rate_of(cash_rate, cash_rates),
     )
     for line in report_warnings(report):
         click.echo(f"warning: {line}", err=True)

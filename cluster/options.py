@@ -234,6 +234,47 @@ CAPS_FLAGS: tuple[str, ...] = (
 """``serve.caps.ExposureCaps``'s fields, one flag each (``--per-symbol-cap`` …) on serve and live."""
 
 
+def cash_rate_options() -> Callable[[F], F]:
+    """``--cash-rate`` (a constant annual rate, a fraction) and ``--cash-rates`` (a rate file,
+    ``envs.cash_rate``): what idle cash earns in the simulator and the Sharpe's risk-free rate.
+    :func:`cash_rate_of` turns the two into one ``CashRate``."""
+    from raytrade.envs.cash_rate import MAX_ANNUAL_RATE
+
+    def decorate(command: F) -> F:
+        command = path_option(
+            "--cash-rates",
+            "cash_rates",
+            type=LocalPath(),
+            help="CSV of rates idle cash earns by date (header date,annual_rate in fractions or "
+            "date,annual_rate_pct in percent; each holds until the next); also the Sharpe's risk-free rate.",
+        )(command)
+        return click.option(
+            "--cash-rate",
+            "cash_rate",
+            type=FiniteFloatRange(min=0.0, max=MAX_ANNUAL_RATE),
+            default=None,
+            help="Annual rate idle cash earns, a fraction (0.04: 4 %); also the Sharpe's risk-free rate "
+            "(default: 0).",
+        )(command)
+
+    return decorate
+
+
+def cash_rate_of(rate: float | None, rates: Path | None) -> Any:
+    """The ``CashRate`` of ``--cash-rate`` / ``--cash-rates`` (None when neither is given); both, or a
+    file that is refused, is a usage error naming the flag."""
+    from raytrade.envs.cash_rate import CashRate, load_cash_rate
+
+    if rate is not None and rates is not None:
+        raise click.UsageError("give --cash-rate or --cash-rates, not both")
+    if rates is not None:
+        try:
+            return load_cash_rate(rates)
+        except (OSError, ValueError) as exc:
+            raise click.BadParameter(str(exc), param_hint="--cash-rates") from None
+    return None if rate is None else CashRate(annual=rate)
+
+
 def caps_options() -> Callable[[F], F]:
     """The hard exposure caps as flags, defaults, bounds and help read from ``ExposureCaps`` (the
     loop's limits), so the service and the live loop are configured the same way; a value out of

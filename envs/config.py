@@ -14,6 +14,7 @@ from typing import Annotated, Any, Literal, overload
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from raytrade.envs.actions import ActionConfig
+from raytrade.envs.cash_rate import CashRate
 from raytrade.envs.costs import CostConfig
 from raytrade.envs.kill_switch import KillSwitchConfig
 from raytrade.envs.normalization import FeatureNormalizer
@@ -24,6 +25,7 @@ from raytrade.replay.splits import EMBARGO_BARS, TRAIN_FRACTION, VALIDATION_FRAC
 
 __all__ = [
     "ActionConfig",
+    "CashRate",
     "ConstraintConfig",
     "CostConfig",
     "DataConfig",
@@ -67,6 +69,9 @@ class SimulatorConfig(BaseModel):
         "MarketData.days_per_bar)",
     )
     costs: CostConfig = CostConfig()
+    cash_rate: CashRate = Field(
+        CashRate(), description="what idle cash earns (default 0 %; also the Sharpe's risk-free rate)"
+    )
     constraints: ConstraintConfig = ConstraintConfig()
     reward: RewardConfig = RewardConfig()
     kill_switch: KillSwitchConfig = KillSwitchConfig()

@@ -279,6 +279,16 @@ def financing_of(  # pragma: no cover (compiled)
 
 
 @numba.njit(cache=True, nogil=True)
+def cash_interest_of(  # pragma: no cover (compiled)
+    long_exposure: float, equity: float, cash_return: float
+) -> float:
+    """One bar of interest on idle cash (scalar form): the equity not held long, ``max(equity - long
+    exposure, 0)``, times ``cash_return`` (that bar's rate, ``envs.cash_rate``). Short proceeds earn
+    nothing; the mirror of :func:`financing_of`'s borrowed notional."""
+    return max(equity - long_exposure, 0.0) * cash_return
+
+
+@numba.njit(cache=True, nogil=True)
 def _costs_kernel(  # pragma: no cover (compiled)
     x: np.ndarray,
     fee: np.ndarray,

@@ -16,7 +16,7 @@ Design decisions
 * **A series constant up to float rounding has no Sharpe ratio** (``nan``), like an exactly constant
   one: its ``std`` is rounding noise, and a ratio over it is ~1e16, not a measurement. The rule
   (:func:`no_dispersion`, the only one; the bootstrap's row-wise Sharpe uses it too): ``std(r, ddof=1)
-  <= DISPERSION_RTOL * max(|mean(r)|, tiny)``. Here this departs from empyrical, which reports the
+  <= max(DISPERSION_RTOL * |mean(r)|, DISPERSION_ATOL)``. Here this departs from empyrical, which reports the
   ~1e16. ``annual_volatility`` still reports the measured (tiny) deviation: it is not a ratio.
 * Bad input fails loudly: NaN/inf returns, returns ``< -1`` (equity would go negative) and wrong
   dimensionality raise ``ValueError`` naming the argument and the first bad index and value. Nothing
@@ -49,6 +49,13 @@ times the excess (a 1 % a bar benchmark against an excess under 1e-9 a bar, belo
 earn or measure); and a real series this steady would have an annualised Sharpe ratio above
 ``sqrt(periods_per_year) / 1e-9`` (1.6e10 daily), which no book has. Far above rounding, far below
 any measured dispersion."""
+
+DISPERSION_ATOL: Final = 1e-12
+"""A series whose sample std is at most this (per period) has no measurable dispersion either. A
+return is a ratio of two equities less 1, so its rounding is ~1e-16 whatever its size: the excess of a
+book in cash over the rate it earned (``envs.cash_rate``) is that noise alone, and its mean is noise
+too, so :data:`DISPERSION_RTOL` cannot tell it from a series. 1e-12 a bar is an annualised volatility
+of 1.6e-11 on daily bars: far above rounding, far below what any book that holds anything moves."""
 
 CVAR_CUTOFF: Final = 0.05
 """Tail probability used by ``cvar`` and ``tail_hit_rate`` in ``summarize``."""
@@ -162,16 +169,23 @@ def _mean_std(r: FloatArray) -> tuple[FloatArray, FloatArray]:
 
 def no_dispersion(returns: ArrayLike) -> npt.NDArray[np.bool_]:
     """Row-wise (last axis, at least 2 values): whether a series is constant up to float rounding,
-    ``max == min`` or ``std(r, ddof=1) <= DISPERSION_RTOL * max(|mean(r)|, tiny)`` (see the module
-    docstring); a Sharpe ratio of such a series is undefined. A 1-D input gives a 0-d array."""
+    ``max == min`` or ``std(r, ddof=1) <= max(DISPERSION_RTOL * |mean(r)|, DISPERSION_ATOL)`` (see
+    the module docstring); a Sharpe ratio of such a series is undefined. A 1-D input gives a 0-d array."""
     r = np.asarray(returns, dtype=np.float64)
     if r.ndim == 0 or r.shape[-1] < 2:
         raise ValueError(f"no_dispersion needs at least 2 values per series, got shape {r.shape}")
     mean, std = _mean_std(r)
-    scale = np.maximum(np.abs(mean), np.finfo(np.float64).tiny)
     with np.errstate(over="ignore", invalid="ignore"):
-        steady = std <= DISPERSION_RTOL * scale
+        steady = std <= np.maximum(DISPERSION_RTOL * np.abs(mean), DISPERSION_ATOL)
     out: npt.NDArray[np.bool_] = (r.max(axis=-1) == r.min(axis=-1)) | steady
+    return out
+
+
+def rounding_only(returns: ArrayLike) -> npt.NDArray[np.bool_]:
+    """Row-wise (last axis): every value is 0 up to float rounding, ``|r| <= DISPERSION_ATOL`` (the
+    excess of a book in cash over the rate it earned). A 1-D input gives a 0-d array."""
+    r = np.asarray(returns, dtype=np.float64)
+    out: npt.NDArray[np.bool_] = np.asarray((np.abs(r) <= DISPERSION_ATOL).all(axis=-1))
     return out
 
 
@@ -238,10 +252,26 @@ def annual_volatility(returns: ArrayLike, periods_per_year: float) -> float:
 # --------------------------------------------------------------------------- risk-adjusted
 
 
-def sharpe_ratio(returns: ArrayLike, periods_per_year: float, risk_free: float = 0.0) -> float:
+def per_period_rate(rate: ArrayLike, n: int, name: str) -> float | FloatArray:
+    """A per-period rate: a finite scalar, or a finite ``[n]`` array (one rate per return); raises
+    ``ValueError`` naming ``name`` otherwise."""
+    if np.ndim(rate) == 0:
+        value = float(rate)  # type: ignore[arg-type]
+        if not math.isfinite(value):
+            raise ValueError(f"{name} must be finite, got {value}")
+        return value
+    arr = _as_float_array(rate, name)
+    if arr.shape != (n,):
+        raise ValueError(f"{name} has shape {arr.shape}, expected ({n},) (one rate per return)")
+    _check_finite(arr, name)
+    return arr
+
+
+def sharpe_ratio(returns: ArrayLike, periods_per_year: float, risk_free: ArrayLike = 0.0) -> float:
     """Annualised Sharpe: ``mean(r - rf) / std(r - rf, ddof=1) * sqrt(periods_per_year)``.
 
-    ``risk_free`` is a per-period simple rate (not annual). ``nan`` with fewer than 2 periods, when
+    ``risk_free`` is a per-period simple rate (not annual): one for every period, or ``[T]`` (the
+    rate of each period's bar, ``envs.cash_rate``). ``nan`` with fewer than 2 periods, when
     the excess returns are constant, exactly or up to float rounding (:func:`no_dispersion`;
     empyrical gives ``inf`` or ~1e16), or when the ratio is not finite (a deviation that underflows
     to 0).
@@ -250,10 +280,10 @@ def sharpe_ratio(returns: ArrayLike, periods_per_year: float, risk_free: float =
     ppy = _check_ppy(periods_per_year)
     if r.size < 2:
         return math.nan
-    return float(sharpe_rows((r - float(risk_free))[None, :], ppy)[0])
+    return float(sharpe_rows((r - per_period_rate(risk_free, r.size, "risk_free"))[None, :], ppy)[0])
 
 
-def downside_risk(returns: ArrayLike, periods_per_year: float, required_return: float = 0.0) -> float:
+def downside_risk(returns: ArrayLike, periods_per_year: float, required_return: ArrayLike = 0.0) -> float:
     """Annualised downside deviation as empyrical defines it.
 
     ``sqrt(mean(min(r - required_return, 0) ** 2)) * sqrt(periods_per_year)``: the mean runs over
@@ -264,22 +294,27 @@ def downside_risk(returns: ArrayLike, periods_per_year: float, required_return: 
     ppy = _check_ppy(periods_per_year)
     if r.size == 0:
         return math.nan
-    diff = np.minimum(r - float(required_return), 0.0)
+    diff = np.minimum(r - per_period_rate(required_return, r.size, "required_return"), 0.0)
     return float(np.sqrt(np.mean(np.square(diff))) * math.sqrt(ppy))
 
 
-def sortino_ratio(returns: ArrayLike, periods_per_year: float, required_return: float = 0.0) -> float:
-    """Annualised Sortino: ``mean(r - mar) * ppy / downside_risk(r, ppy, mar)``.
+def sortino_ratio(returns: ArrayLike, periods_per_year: float, required_return: ArrayLike = 0.0) -> float:
+    """Annualised Sortino: ``mean(r - mar) * ppy / downside_risk(r, ppy, mar)``; ``required_return``
+    per period, a scalar or ``[T]`` as :func:`sharpe_ratio`'s ``risk_free``.
 
     ``nan`` with fewer than 2 periods, when the downside deviation is 0 (no period below
-    ``required_return``; empyrical gives ``inf`` there) or when the ratio is not finite.
+    ``required_return``; empyrical gives ``inf`` there), when ``r - required_return`` is 0 up to
+    rounding (:func:`rounding_only`: its downside is noise) or when the ratio is not finite.
     """
     r = validate_returns(returns)
     ppy = _check_ppy(periods_per_year)
     if r.size < 2:
         return math.nan
     dr = downside_risk(r, ppy, required_return)
-    return _finite_ratio(float(np.mean(r - float(required_return))) * ppy, dr)
+    mar = per_period_rate(required_return, r.size, "required_return")
+    if bool(rounding_only(r - mar)):  # a book in cash over its own rate: its downside is noise
+        return math.nan
+    return _finite_ratio(float(np.mean(r - mar)) * ppy, dr)
 
 
 # --------------------------------------------------------------------------- drawdowns
@@ -489,8 +524,12 @@ def summarize(
     periods_per_year: float,
     turnover: ArrayLike | None = None,
     costs: ArrayLike | None = None,
+    risk_free: ArrayLike = 0.0,
 ) -> dict[str, float]:
     """All metrics of this module in one dict with the keys of ``SUMMARY_KEYS``.
+
+    ``risk_free`` (per period, a scalar or ``[T]``) is what the Sharpe and Sortino ratios measure the
+    returns over; every other figure is of the returns themselves.
 
     ``turnover`` is the traded array ``turnover()`` takes and ``costs`` the cost array; when given
     they must have ``T`` rows like ``returns``. When omitted, ``turnover`` and ``costs_paid`` are
@@ -511,8 +550,8 @@ def summarize(
         "total_return": total_return(r),
         "annual_return": annual_return(r, ppy),
         "volatility": annual_volatility(r, ppy),
-        "sharpe": sharpe_ratio(r, ppy),
-        "sortino": sortino_ratio(r, ppy),
+        "sharpe": sharpe_ratio(r, ppy, risk_free),
+        "sortino": sortino_ratio(r, ppy, risk_free),
         "max_drawdown": max_drawdown(r),
         "max_drawdown_duration": float(max_drawdown_duration(r)),
         "cvar_5": cvar(r, CVAR_CUTOFF),

@@ -55,6 +55,8 @@ class Rollout:
     #                        what remained), -1 when it never was; after it returns are 0, equity flat
     exit_costs: np.ndarray | None = None  # [B, 3] currency: fee, spread, slippage of closing the book
     #                        at the end, included in the last step (None: marked to market, not closed)
+    risk_free: np.ndarray | None = None  # [T-1] what idle cash earned over each step's bar (the
+    #                        simulator's cash rate; None: 0), the Sharpe's risk-free return
 
     @property
     def exit_bps(self) -> np.ndarray:
@@ -123,7 +125,17 @@ def replay_policy(
             equity[:, k + 1 :] = result.equity[:, None]
             break
     exit_costs = _close_books(simulator, returns, equity, costs, turnover) if close_at_end else None
-    return Rollout(data.ts[1:], returns, equity, costs, turnover, weights, ruin_step, exit_costs)
+    return Rollout(
+        data.ts[1:],
+        returns,
+        equity,
+        costs,
+        turnover,
+        weights,
+        ruin_step,
+        exit_costs,
+        simulator.cash_return[1:],
+    )
 
 
 def _close_books(

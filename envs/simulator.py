@@ -14,9 +14,10 @@ decision sees it; :func:`fill_dollar_volume`), the rest of the order being dropp
 spread / slippage with the spread and liquidity tier known at ``t`` and the impact of the fill's
 participation of that same smaller dollar volume, marks to ``close[t + 1]``, charges one bar of carry
 (financing on the long exposure above 1x equity, the borrow fee on the short exposure, per-bar rates
-from the data's bar length), and computes the reward. So bars after ``t + 1``'s open cannot change
-anything observed or earned up to ``t``. A bar where an asset traded nothing is not a real bar of it
-(``listed`` False, a hole: see below).
+from the data's bar length), credits one bar of interest on idle cash (the equity not held long, at
+``SimulatorConfig.cash_rate``: ``envs.cash_rate``; 0 % unless given), and computes the reward. So bars
+after ``t + 1``'s open cannot change anything observed or earned up to ``t``. A bar where an asset
+traded nothing is not a real bar of it (``listed`` False, a hole: see below).
 
 Holes: a bar an asset lacks inside its life (a halt, a data gap; ``market_data.hole_bars``) is not a
 delisting. No order for it fills when there is no real bar at ``t`` or at ``t + 1``: it is treated
@@ -43,9 +44,9 @@ never goes below -100 %.
 Accounting
 ----------
 State is ``cash [B]``, ``units [B, N]`` and ``equity [B]``. Equity is carried forward by P&L (gap P&L
-close->open, intrabar P&L open->close, minus costs and financing) while cash moves by trade cash flows;
-``cash + sum(units * close) == equity`` is therefore a real check of the bookkeeping, which
-:meth:`MarketSimulator.equity_identity_error` exposes for tests.
+close->open, intrabar P&L open->close, minus costs and financing, plus interest) while cash moves by
+trade cash flows; ``cash + sum(units * close) == equity`` is therefore a real check of the bookkeeping,
+which :meth:`MarketSimulator.equity_identity_error` exposes for tests.
 
 Execution: the state is ``[B]`` / ``[B, N]`` arrays. Steps 1-4 (constraints and projection, fills,
 costs, marking, financing) run as one compiled loop over episodes (``envs.step_kernel.step_rows``),
@@ -62,6 +63,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from raytrade.envs.cash_rate import cash_return_per_bar
 from raytrade.envs.config import SimulatorConfig
 from raytrade.envs.costs import (
     COST_COMPONENTS,
@@ -251,6 +253,7 @@ class MarketSimulator:
                 cfg.costs.financing_free_leverage,
             ]
         )
+        self.cash_return = cash_return_per_bar(data.ts, cfg.cash_rate, data.periods_per_year)  # [T]
         self._ruin = np.array([cfg.min_equity_fraction * cfg.initial_equity, cfg.maintenance_margin])
         group = self.limits.group if self.limits.group is not None else np.zeros(data.n_assets, bool)
         self._asset_flags = np.stack([self.limits.shortable, group]).astype(bool)  # [2, N]
@@ -458,6 +461,7 @@ class MarketSimulator:
             self.limits.group is not None,
             self._last_bar,
             self._delisting_rates,
+            self.cash_return,
         )
         return Trade(w_target, traded, new_units, cash, new_equity, costs, ruined)
 

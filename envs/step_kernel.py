@@ -6,13 +6,14 @@ episodes per env runner) numpy's per-call overhead, not the arithmetic, dominate
 same arithmetic per element, and read each episode's bar straight from the ``[T, N]`` data (no gathered
 ``[B, N]`` copies, no intermediate arrays between the steps). The rules they apply are stated once each:
 the projection is ``envs.projection.project_row``, trade costs, a delisting's forced close and carry are
-``envs.costs.trade_cost_parts``, ``exit_cost_parts`` and ``financing_of``; the box rules (per-asset cap,
-no shorts where not shortable, unlisted = 0, unwind-only while the kill switch is on, locked = unfilled,
-no real bar at ``t`` or ``t + 1`` inside the asset's life = held) are :func:`_project_into`'s and are
-checked against ``projection.weight_bounds`` and ``kill_switch.unwind_bounds`` in the tests. The
-contract of each argument is :meth:`envs.simulator.MarketSimulator.step`'s. :func:`settle_rows` is step
-5's bookkeeping (growth, drawdown, kill switch through ``kill_switch._advance``, counters, costs) for
-the same reason; the reward itself stays ``rewards.compute_reward``'s.
+``envs.costs.trade_cost_parts``, ``exit_cost_parts``, ``financing_of`` and ``cash_interest_of``; the box
+rules (per-asset cap, no shorts where not shortable, unlisted = 0, unwind-only while the kill switch is
+on, locked = unfilled, no real bar at ``t`` or ``t + 1`` inside the asset's life = held) are
+:func:`_project_into`'s and are checked against ``projection.weight_bounds`` and
+``kill_switch.unwind_bounds`` in the tests. The contract of each argument is
+:meth:`envs.simulator.MarketSimulator.step`'s. :func:`settle_rows` is step 5's bookkeeping (growth,
+drawdown, kill switch through ``kill_switch._advance``, counters, costs) for the same reason; the reward
+itself stays ``rewards.compute_reward``'s.
 
 The compiled kernels are cached under a digest of every kernel module (``envs.kernel_cache``), so an
 edit of a helper in another module (``projection``, ``costs``, ``kill_switch``) recompiles them.
@@ -23,7 +24,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from raytrade.envs.costs import exit_cost_parts, financing_of, trade_cost_parts
+from raytrade.envs.costs import cash_interest_of, exit_cost_parts, financing_of, trade_cost_parts
 from raytrade.envs.kernel_cache import use_kernel_cache
 from raytrade.envs.kill_switch import _advance
 from raytrade.envs.projection import project_row, project_row_grouped
@@ -193,6 +194,7 @@ def step_rows(  # pragma: no cover (compiled; covered through the simulator)
     has_group: bool,
     last_bar: np.ndarray,
     delisting_rates: np.ndarray,
+    cash_return: np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Steps 1-4 of the simulator for every episode ``i`` at its bar ``t[i]``: the current weights
     (``units * close[t] / equity``, the equity floored at ``tiny`` where ``floor_divisor``), the
@@ -208,7 +210,8 @@ def step_rows(  # pragma: no cover (compiled; covered through the simulator)
     cap, financing rate per bar, borrow rate per bar, free leverage, equity floor in currency,
     maintenance margin, impact at the participation cap), then ``last_bar [N]`` (each asset's last real
     bar, ``market_data.last_listed_bar``: a position held there is delisted) and ``delisting_rates [4,
-    N]`` (``simulator.delisting_rates``: what closing it there costs). Returns ``(target weights [B, N],
+    N]`` (``simulator.delisting_rates``: what closing it there costs), and ``cash_return [T]`` (what
+    idle cash earns over each bar, ``envs.cash_rate.cash_return_per_bar``). Returns ``(target weights [B, N],
     new_units [B, N], traded notional [B, N], cash [B], equity [B], costs [B, 4], ruined [B])`` with
     costs as (fee, spread, slippage, financing)."""
     b, n = units.shape
@@ -263,6 +266,7 @@ def step_rows(  # pragma: no cover (compiled; covered through the simulator)
         asset_flags[1],
         has_group,
         consts,
+        cash_return,
     )
 
 
@@ -286,15 +290,17 @@ def _fill_into(  # pragma: no cover (compiled; covered through the simulator)
     group: np.ndarray,
     has_group: bool,
     consts: np.ndarray,
+    cash_return: np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Steps 2-4 of every live episode ``i`` at bar ``ti = t[i]``: close delistings (``ti`` is the
     asset's last real bar, ``last_bar [N]``: no bar at ``ti + 1`` or after) at ``close[ti]``, paying
     :func:`envs.costs.exit_cost_parts` at ``delisting_rates [4, N]`` (their sale counts in the traded
     notional and its costs in ``costs``), fill at ``open[ti + 1]`` sized on the equity at that open
     (locked assets keep their units; the kill switch clips to unwinds; each fill takes at most
-    ``fill_cap``), charge costs, mark to ``close[ti + 1]``, charge carry, and liquidate a ruined
-    account. Episodes ruined earlier (``dead``) keep their units, cash and equity and are flagged
-    ruined.
+    ``fill_cap``), charge costs, mark to ``close[ti + 1]``, charge carry, credit idle cash
+    ``cash_return[ti + 1]`` (:func:`envs.costs.cash_interest_of`; income, not in ``costs``), and
+    liquidate a ruined account. Episodes ruined earlier (``dead``) keep their units, cash and equity and
+    are flagged ruined.
 
     ``w [B, N]`` holds the projected targets on entry and the final target weights on return (0 for
     delisted, the current weight for locked assets); the carry (financing rate per bar, borrow rate
@@ -429,16 +435,17 @@ def _fill_into(  # pragma: no cover (compiled; covered through the simulator)
         trade_cost = fee + spread + slip
         equity_close = equity_open - trade_cost + intrabar
         fin = financing_of(long, short, equity_close, fin_rate, borrow_rate, free_leverage)
+        interest = cash_interest_of(long, equity_close, cash_return[t1])
         costs[i, 0], costs[i, 1], costs[i, 2] = exit_fee + fee, exit_spread + spread, exit_slip + slip
         costs[i, 3] = fin
-        equity_end = equity_close - fin
+        equity_end = equity_close - fin + interest
         if equity_end <= max(floor, margin * (long + short)):  # ruin at the close: liquidate there
             for j in range(n):
                 new_units[i, j] = 0.0
             out = max(equity_end, 0.0)
             cash_out[i], equity_out[i], ruined[i] = out, out, True
             continue
-        cash_out[i], equity_out[i] = cash_i - flow - trade_cost - fin, equity_end
+        cash_out[i], equity_out[i] = cash_i - flow - trade_cost - fin + interest, equity_end
     return w, new_units, traded, cash_out, equity_out, costs, ruined
 
 

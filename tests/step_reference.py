@@ -161,8 +161,11 @@ class ReferenceSimulator(MarketSimulator):
         long, short = np.maximum(value, 0.0).sum(-1), np.maximum(-value, 0.0).sum(-1)
         fin = financing_cost(long, equity_close, self._carry[0], cfg.costs, short, self._carry[1])
         fin = np.where(dead | bust_open, 0.0, fin)
-        equity_end = equity_close - fin
-        cash = cash - fin
+        # idle cash (the equity not held long) earns bar t + 1's rate; short proceeds earn nothing
+        interest = np.maximum(equity_close - long, 0.0) * self.cash_return[t1]
+        interest = np.where(dead | bust_open, 0.0, interest)
+        equity_end = equity_close - fin + interest
+        cash = cash - fin + interest
 
         # 5. ruin at the close: liquidate at close t + 1, floor equity at 0; dead episodes stay as they were
         bust_close = ~dead & ~bust_open & (equity_end <= np.maximum(floor, margin * (long + short)))

@@ -363,7 +363,7 @@ def test_report_json_keeps_its_key_names(report: EvaluationReport) -> None:
         "policies",
         "warnings",
     ]
-    assert doc["schema"] == "raytrade.evaluation/5"
+    assert doc["schema"] == "raytrade.evaluation/6"
     assert set(doc["policies"]["cash"]) == {
         "kind",
         "stochastic",
@@ -372,6 +372,7 @@ def test_report_json_keeps_its_key_names(report: EvaluationReport) -> None:
         "returns",
         "turnover",
         "costs_per_period",
+        "risk_free",
         "metrics",
         "costs",
         "regimes",

@@ -355,7 +355,8 @@ def test_episode_costs_are_the_sum_of_step_costs() -> None:
 @pytest.mark.parametrize("seed", range(8))
 def test_the_compiled_step_equals_the_numpy_statement_of_the_rules(seed: int) -> None:
     """Fills, execution multipliers, partial commits, delistings, late listings, holes, a tight kill switch,
-    long-only, the crypto sleeve and every reward kind: same state as the numpy step to 1e-9."""
+    long-only, the crypto sleeve, every reward kind and interest on idle cash (constant, or a schedule):
+    same state as the numpy step to 1e-9."""
     from dataclasses import replace
 
     from raytrade.envs.synthetic_market import synthetic_market_data
@@ -371,9 +372,22 @@ def test_the_compiled_step_equals_the_numpy_statement_of_the_rules(seed: int) ->
     open_, close = carry_close_through_holes(md.open, md.close, listed)
     md = replace(md, listed=listed, open=open_, close=close)
     kind = ("log_growth", "cvar", "drawdown", "diff_sharpe")[seed % 4]
+    days = [str(d) for d in md.ts[[0, 180, 300]].astype("datetime64[D]")]
+    cash_rate = (  # large rates, so a wrong base or bar would show
+        {"annual": 0.2}
+        if seed % 2
+        else {
+            "schedule": [
+                {"start": days[0], "annual": 0.1},
+                {"start": days[1], "annual": 0.0},
+                {"start": days[2], "annual": 0.3},
+            ]
+        }
+    )
     cfg = SimulatorConfig.model_validate(
         {
             "episode_len": 200,
+            "cash_rate": cash_rate,
             "constraints": {"per_asset_cap": 0.6, "long_only": seed % 3 == 0},
             "kill_switch": {"trigger_drawdown": 0.05, "release_after_bars": 7},
             "reward": {"kind": kind},

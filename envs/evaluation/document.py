@@ -59,8 +59,10 @@ from raytrade.envs.metrics import summarize
 from raytrade.envs.scenarios import Scenario
 from raytrade.replay.splits import TimeWindow
 
-REPORT_SCHEMA: Final = "raytrade.evaluation/5"
-"""Version of the report layout; bump it when a field changes meaning or is removed. 5: a position
+REPORT_SCHEMA: Final = "raytrade.evaluation/6"
+"""Version of the report layout; bump it when a field changes meaning or is removed. 6: idle cash earns
+``config.simulator.cash_rate`` and the Sharpe and Sortino ratios (and their bootstrap differences) are
+of returns over it (a file before /6 reads with a rate of 0, what its figures used). 5: a position
 whose symbol's bars stop inside a window is closed at its last close paying that exit's costs (it was
 free), each window lists those symbols (``FoldReport.bars_stop``), and ``warnings`` says what the
 figures cannot carry (a window too short to annualise, symbols whose bars stop). 4: every run
@@ -319,6 +321,11 @@ class PolicyReport(RunReport):
     returns: tuple[Number, ...] = Field(description="net simple return per period")
     turnover: tuple[Number, ...] = Field(description="traded notional / equity per period")
     costs_per_period: tuple[Number, ...] = Field(description="currency")
+    risk_free: tuple[Number, ...] = Field(
+        (),
+        description="per period, what idle cash earned (config.simulator.cash_rate): the Sharpe and "
+        "Sortino ratios are of returns over it; empty when cash earned nothing (and before /6)",
+    )
     regimes: Regimes
     seeds: SeedSpread
     folds: tuple[FoldReport, ...]
@@ -328,6 +335,14 @@ class PolicyReport(RunReport):
         (), description="runs of this policy that ended in ruin: 'seed S', 'stress NAME draw K'"
     )
     sample: SampleReport | None = Field(None, description="registry models: the out-of-sample check")
+
+    @model_validator(mode="after")
+    def _one_rate_per_return(self) -> PolicyReport:
+        if self.risk_free and len(self.risk_free) != len(self.returns):
+            raise ValueError(
+                f"risk_free has {len(self.risk_free)} values for {len(self.returns)} returns (one per period)"
+            )
+        return self
 
     @property
     def in_sample(self) -> bool:
@@ -352,7 +367,11 @@ class EvaluationReport(Document):
     """``report.json``: what was evaluated, how, and every policy's results."""
 
     report_schema: Literal[
-        "raytrade.evaluation/5", "raytrade.evaluation/4", "raytrade.evaluation/3", "raytrade.evaluation/2"
+        "raytrade.evaluation/6",
+        "raytrade.evaluation/5",
+        "raytrade.evaluation/4",
+        "raytrade.evaluation/3",
+        "raytrade.evaluation/2",
     ] = Field(REPORT_SCHEMA, alias="schema")
     replay: ReplaySource
     mode: Literal["split", "walk_forward"]
@@ -417,7 +436,13 @@ def iso_dates(ts: np.ndarray) -> list[str]:
 
 def series_metrics(series: RunSeries, periods_per_year: float) -> Metrics:
     """``envs.metrics.summarize`` of the series' returns, turnover and per-period total costs."""
-    raw = summarize(series.returns, periods_per_year, turnover=series.turnover, costs=series.costs.sum(-1))
+    raw = summarize(
+        series.returns,
+        periods_per_year,
+        turnover=series.turnover,
+        costs=series.costs.sum(-1),
+        risk_free=0.0 if series.risk_free is None else series.risk_free,
+    )
     return Metrics.model_validate({k: _num(v) for k, v in raw.items()})
 
 
@@ -447,7 +472,12 @@ def regime_metrics(series: RunSeries, periods_per_year: float) -> Regimes:
     for code, name in enumerate(REGIMES):
         m = series.regime == code
         sub = RunSeries(
-            series.timestamps[m], series.returns[m], series.turnover[m], series.costs[m], series.regime[m]
+            series.timestamps[m],
+            series.returns[m],
+            series.turnover[m],
+            series.costs[m],
+            series.regime[m],
+            risk_free=None if series.risk_free is None else series.risk_free[m],
         )
         out[name] = RegimeReport(n_bars=int(m.sum()), metrics=series_metrics(sub, periods_per_year))
     return Regimes.model_validate(out)
@@ -539,7 +569,7 @@ def build_report(result: EvaluationResult) -> EvaluationReport:
     """The ``report.json`` document of an evaluation (see the module docstring)."""
     plan, cfg = result.plan, result.plan.config
     ppy = plan.periods_per_year
-    bench = result.policies[cfg.benchmark].main.returns
+    bench = result.policies[cfg.benchmark].main.excess  # the ratios are of returns over the cash rate
     boot = cfg.bootstrap
     indices = stationary_indices(bench.size, boot.samples, boot.block_len, np.random.default_rng(boot.seed))
     policies: dict[str, PolicyReport] = {}
@@ -571,14 +601,15 @@ def build_report(result: EvaluationResult) -> EvaluationReport:
             returns=_nums(main.returns),
             turnover=_nums(main.turnover),
             costs_per_period=_nums(main.costs.sum(-1)),
+            risk_free=() if main.risk_free is None or not main.risk_free.any() else _nums(main.risk_free),
             regimes=regime_metrics(main, ppy),
             seeds=seed_spread(res, ppy),
             folds=folds,
             stress={sc: stress_report(runs, ppy) for sc, runs in res.stress_draws.items()},
             vs_benchmark=Comparison(
                 benchmark=cfg.benchmark,
-                sharpe_diff=_interval(main.returns, bench, ppy, "sharpe", indices, boot.level),
-                sortino_diff=_interval(main.returns, bench, ppy, "sortino", indices, boot.level),
+                sharpe_diff=_interval(main.excess, bench, ppy, "sharpe", indices, boot.level),
+                sortino_diff=_interval(main.excess, bench, ppy, "sortino", indices, boot.level),
             ),
         )
     data = plan.split_data

@@ -196,6 +196,12 @@ class RunSeries:
     exit_cost: float = 0.0  # currency: closing the book at the window's end, already in returns and
     #                         costs (pooled folds: summed over the folds)
     exit_bps: float = 0.0  # that cost in bps of the equity it was charged to (pooled: summed over folds)
+    risk_free: np.ndarray | None = None  # [T] what idle cash earned over each step's bar (None: 0 %)
+
+    @property
+    def excess(self) -> np.ndarray:
+        """``[T]`` returns over the risk-free return (what the Sharpe and Sortino ratios measure)."""
+        return self.returns if self.risk_free is None else self.returns - self.risk_free
 
 
 @dataclass(frozen=True)
@@ -540,6 +546,7 @@ def run_window(spec: PolicySpec, data: MarketData, seed: int, sim: SimulatorConf
         ruin_bar=ruin_step if ruin_step >= 0 else None,
         exit_cost=float(rollout.exit_costs[0].sum()),
         exit_bps=float(rollout.exit_bps[0]),
+        risk_free=rollout.risk_free,
     )
 
 
@@ -563,6 +570,7 @@ def pool(series: Sequence[RunSeries]) -> RunSeries:
             ruin_bar = offset + s.ruin_bar
             break
         offset += len(s.returns)
+    risk_free = np.concatenate([_risk_free(s) for s in series])
     if ruin_bar is not None:
         returns[ruin_bar + 1 :] = 0.0
         turnover[ruin_bar + 1 :] = 0.0
@@ -577,11 +585,16 @@ def pool(series: Sequence[RunSeries]) -> RunSeries:
         ruin_bar=ruin_bar,
         exit_cost=exit_cost,
         exit_bps=exit_bps,
+        risk_free=risk_free,
     )
 
 
 def _fields(s: RunSeries) -> tuple[np.ndarray, ...]:
     return (s.timestamps, s.returns, s.turnover, s.costs, s.regime)
+
+
+def _risk_free(s: RunSeries) -> np.ndarray:
+    return np.zeros(len(s.returns)) if s.risk_free is None else s.risk_free
 
 
 def evaluate_policy(spec: PolicySpec, plan: EvaluationPlan) -> PolicyResult:

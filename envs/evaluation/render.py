@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from raytrade.envs.cash_rate import CashRate
 from raytrade.envs.costs import COST_COMPONENTS
 from raytrade.envs.evaluation.document import (
     REGIMES,
@@ -66,7 +67,21 @@ def _summary(report: EvaluationReport) -> Block:
         f"equity/crypto, half-spread, tiered slippage with square-root impact, financing "
         f"{costs.financing_rate_annual:.2%} a year above 1x). Every window ends by closing the book at "
         "its last close with that cost model: returns and costs include the exit, and 'exit bps' "
-        "says what it cost, in bps of the final equity (summed over folds).",
+        "says what it cost, in bps of the final equity (summed over folds). "
+        + _cash_line(cfg.simulator.cash_rate),
+    )
+
+
+def _cash_line(rate: CashRate) -> str:
+    if rate.is_zero:
+        return (
+            "Cash earned 0 % and the Sharpe and Sortino ratios use a risk-free rate of 0 (no cash rate "
+            "given): a risky policy's ratio is flattered by the yield it ignores, a mostly-cash one "
+            "looks worse than it is."
+        )
+    return (
+        f"Idle cash (equity not held long) earned {rate.describe()}, and the Sharpe and Sortino "
+        "ratios (and their differences) are of returns over that rate."
     )
 
 

@@ -25,7 +25,7 @@ from typing import Literal, NamedTuple
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from raytrade.envs.metrics import sharpe_ratio, sharpe_rows, sortino_ratio
+from raytrade.envs.metrics import rounding_only, sharpe_ratio, sharpe_rows, sortino_ratio
 
 Ratio = Literal["sharpe", "sortino"]
 
@@ -70,9 +70,10 @@ def sharpe_batch(r: np.ndarray, periods_per_year: float) -> np.ndarray:
 
 
 def sortino_batch(r: np.ndarray, periods_per_year: float) -> np.ndarray:
-    """Row-wise ``envs.metrics.sortino_ratio`` of ``r [S, T]`` (NaN where undefined)."""
+    """Row-wise ``envs.metrics.sortino_ratio`` of ``r [S, T]`` (NaN where undefined: no downside, or
+    a row that is 0 up to rounding, ``envs.metrics.rounding_only``)."""
     downside = np.sqrt(np.mean(np.square(np.minimum(r, 0.0)), axis=1)) * math.sqrt(periods_per_year)
-    ok = downside > 0
+    ok = (downside > 0) & ~rounding_only(r)
     value = r.mean(axis=1) * periods_per_year / np.where(ok, downside, 1.0)
     return np.where(ok & np.isfinite(value), value, np.nan)
 

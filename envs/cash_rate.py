@@ -1,0 +1,179 @@
+"""What idle cash earns: a constant annual rate, or a schedule of rates read from a file.
+
+Design decisions
+----------------
+* Cash is the equity not held long: ``max(equity - long exposure, 0)`` earns the rate for one bar at
+  each close, the mirror of the financing on long exposure above equity (``envs.costs.financing_of``).
+  Short-sale proceeds earn nothing (a broker keeps them as collateral), so a short book earns only on
+  the equity it leaves idle.
+* One bar earns ``annual / periods_per_year`` (the data's own bars per year: 252 for daily equities,
+  365 for daily crypto): a year of bars earns the annual rate, whatever the asset class.
+* The same per-bar series is the risk-free return of the evaluation's Sharpe and Sortino ratios, so
+  a policy holding only cash has an excess return of exactly 0 and a policy's ratio is no longer
+  flattered by the yield it ignores.
+* A schedule is a step function: each step's rate holds from its ``start`` date until the next
+  step's. Bars before the first step are refused rather than guessed (the rate of 2008 is not the
+  rate of 2010); a rate series file is CSV with a header ``date,annual_rate`` (fractions, 0.0525) or
+  ``date,annual_rate_pct`` (percent, 5.25, as published). A row whose rate is empty or ``.`` (a
+  holiday in FRED's files) keeps the previous rate.
+* The default is 0 % (no rate given): the figures then state it, and the README names the bias.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import math
+import os
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+__all__ = ["CashRate", "RateStep", "cash_return_per_bar", "load_cash_rate", "parse_cash_rate"]
+
+MAX_ANNUAL_RATE = 0.5
+"""A cash rate above 50 %/year is taken for a unit mistake (percent given as a fraction)."""
+
+_FROZEN = ConfigDict(frozen=True, extra="forbid")
+
+
+class RateStep(BaseModel):
+    """From ``start`` on (until the next step), cash earns ``annual`` a year."""
+
+    model_config = _FROZEN
+
+    start: dt.date = Field(description="first day of this rate (a bar on this date earns it)")
+    annual: float = Field(ge=0.0, le=MAX_ANNUAL_RATE, description="annual rate, a fraction (0.05: 5 %)")
+
+
+class CashRate(BaseModel):
+    """The rate idle cash earns: ``annual`` throughout, or ``schedule`` (never both)."""
+
+    model_config = _FROZEN
+
+    annual: float = Field(
+        0.0, ge=0.0, le=MAX_ANNUAL_RATE, description="constant annual rate, a fraction (0.04: 4 %)"
+    )
+    schedule: tuple[RateStep, ...] = Field(
+        (), description="rates by date (a step function); empty: the constant ``annual``"
+    )
+    source: str | None = Field(None, description="where the schedule was read from (a file name)")
+
+    @model_validator(mode="after")
+    def _check(self) -> CashRate:
+        if self.schedule and self.annual != 0.0:
+            raise ValueError(f"give cash_rate annual ({self.annual}) or a schedule, not both")
+        for before, after in zip(self.schedule, self.schedule[1:], strict=False):
+            if after.start <= before.start:
+                raise ValueError(
+                    f"cash_rate schedule dates must increase: {after.start} follows {before.start}"
+                )
+        return self
+
+    @property
+    def is_zero(self) -> bool:
+        """Cash earns nothing anywhere."""
+        return self.annual == 0.0 and all(s.annual == 0.0 for s in self.schedule)
+
+    def describe(self) -> str:
+        """One line for a report: the rate, or the schedule's range and source."""
+        if not self.schedule:
+            return f"{self.annual:.2%}/year"
+        rates = [s.annual for s in self.schedule]
+        where = f" from {self.source}" if self.source else ""
+        return (
+            f"a schedule of {len(rates)} rates{where} ({min(rates):.2%}-{max(rates):.2%}/year, "
+            f"from {self.schedule[0].start})"
+        )
+
+
+def cash_return_per_bar(ts: np.ndarray, rate: CashRate, periods_per_year: float) -> np.ndarray:
+    """``[T]`` float64: the return idle cash earns over bar ``t`` (accrued at its close), the rate in
+    effect on bar ``t``'s date over ``periods_per_year``. Raises ``ValueError`` naming the first bar
+    when the schedule starts after it."""
+    if not periods_per_year > 0:
+        raise ValueError(f"periods_per_year must be > 0, got {periods_per_year}")
+    n = len(ts)
+    if not rate.schedule:
+        return np.full(n, rate.annual / periods_per_year)
+    days = np.asarray(ts).astype("datetime64[D]")
+    starts = np.array([s.start for s in rate.schedule], dtype="datetime64[D]")
+    which = np.searchsorted(starts, days, side="right") - 1
+    if n and which[0] < 0:
+        raise ValueError(
+            f"the cash_rate schedule starts {starts[0]}, after the data's first bar {days[0]}: give rates "
+            "from that bar on"
+        )
+    annual = np.array([s.annual for s in rate.schedule], dtype=np.float64)
+    out: np.ndarray = annual[which] / periods_per_year
+    return out
+
+
+_COLUMNS = {"annual_rate": 1.0, "annual_rate_pct": 0.01}
+
+
+def load_cash_rate(path: str | os.PathLike[str]) -> CashRate:
+    """A :class:`CashRate` schedule from a CSV file (see the module docstring for the format).
+
+    Refused with the file, line and value named: a header other than ``date`` and one of
+    ``annual_rate`` / ``annual_rate_pct``, a date that is not ``YYYY-MM-DD``, dates out of order or
+    repeated, a rate that is not a number, negative, or above 50 %/year, and a file with no rate."""
+    name = os.fspath(path)
+    with open(name, newline="", encoding="utf-8") as fh:
+        rows = list(csv.reader(fh))
+    if not rows:
+        raise ValueError(f"{name}: empty file; expected a header date,annual_rate (or annual_rate_pct)")
+    header = [h.strip().lower() for h in rows[0]]
+    if len(header) != 2 or header[0] != "date" or header[1] not in _COLUMNS:
+        raise ValueError(
+            f"{name}: header {rows[0]!r}; expected date,annual_rate (fractions) or date,annual_rate_pct "
+            "(percent)"
+        )
+    scale = _COLUMNS[header[1]]
+    steps: list[RateStep] = []
+    last_day: dt.date | None = None
+    for line, row in enumerate(rows[1:], start=2):
+        if not row or all(not cell.strip() for cell in row):
+            continue
+        if len(row) != 2:
+            raise ValueError(f"{name}, line {line}: {len(row)} fields {row!r}; expected date,rate")
+        day_text, rate_text = row[0].strip(), row[1].strip()
+        try:
+            day = dt.date.fromisoformat(day_text)
+        except ValueError:
+            raise ValueError(f"{name}, line {line}: date {day_text!r} is not YYYY-MM-DD") from None
+        if last_day is not None and day <= last_day:
+            raise ValueError(f"{name}, line {line}: date {day} does not follow {last_day}")
+        last_day = day
+        if rate_text in ("", "."):
+            continue  # no rate published that day: the previous one holds
+        try:
+            value = float(rate_text) * scale
+        except ValueError:
+            raise ValueError(f"{name}, line {line}: {header[1]} {rate_text!r} is not a number") from None
+        if not (math.isfinite(value) and 0.0 <= value <= MAX_ANNUAL_RATE):
+            raise ValueError(
+                f"{name}, line {line}: {header[1]} {rate_text!r} is outside 0..{MAX_ANNUAL_RATE / scale:g}"
+            )
+        if not steps or steps[-1].annual != value:
+            steps.append(RateStep(start=day, annual=value))
+    if not steps:
+        raise ValueError(f"{name}: no rate in the file")
+    return CashRate(schedule=tuple(steps), source=os.path.basename(name))
+
+
+def parse_cash_rate(text: str) -> CashRate:
+    """``--cash-rate``'s value: an annual rate as a fraction (``0.04``) or a rate file's path."""
+    try:
+        value = float(text)
+    except ValueError:
+        if not os.path.isfile(text):
+            raise ValueError(
+                f"cash rate {text!r} is neither a number (an annual fraction, 0.04) nor a rate file"
+            ) from None
+        return load_cash_rate(text)
+    if not (math.isfinite(value) and 0.0 <= value <= MAX_ANNUAL_RATE):
+        raise ValueError(
+            f"cash rate {text!r} is outside 0..{MAX_ANNUAL_RATE} (an annual fraction: 0.04 is 4 %)"
+        )
+    return CashRate(annual=value)

@@ -1,0 +1,244 @@
+"""Idle cash earns a rate (``envs.cash_rate``): the simulator's credit against hand computations, the
+rate file's refusals, and the evaluation's Sharpe and Sortino measured over that rate."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from pydantic import ValidationError
+
+from raytrade.envs.cash_rate import CashRate, RateStep, cash_return_per_bar, load_cash_rate
+from raytrade.envs.config import SimulatorConfig
+from raytrade.envs.market_data import MarketData
+from raytrade.envs.metrics import sharpe_ratio, sortino_ratio, summarize
+from raytrade.envs.simulator import MarketSimulator
+
+T = 8
+PPY = 252
+
+
+def _flat_market(shortable_crypto: bool = False) -> MarketData:
+    """Two equities at constant prices (no P&L), deep volume: every equity change is costs or interest."""
+    close = np.column_stack([np.full(T, 50.0), np.full(T, 100.0)])
+    return MarketData(
+        ts=(np.datetime64("2024-01-01") + np.arange(T)).astype("datetime64[us]"),
+        symbols=("A", "B"),
+        asset_class=("equity", "equity"),
+        open=close.copy(),
+        close=close,
+        listed=np.ones((T, 2), dtype=bool),
+        spread_bps=np.full((T, 2), 2.0),
+        dollar_volume=np.full((T, 2), 1e12),
+        features=np.zeros((T, 2, 1), dtype=np.float32),
+        feature_names=("x",),
+        regime_code=np.zeros((T, 2), dtype=np.int8),
+        periods_per_year=PPY,
+    )
+
+
+def _sim(rate: CashRate, **sim: object) -> MarketSimulator:
+    cfg = SimulatorConfig.model_validate({"episode_len": T - 2, "initial_equity": 10_000.0, **sim})
+    cfg = cfg.model_copy(update={"cash_rate": rate})
+    s = MarketSimulator(_flat_market(), cfg, n_envs=1, seed=0)
+    s.reset(starts=np.zeros(1, dtype=np.int64))
+    return s
+
+
+def test_a_book_in_cash_compounds_the_rate_bar_by_bar() -> None:
+    sim = _sim(CashRate(annual=0.0504))
+    for k in range(1, 6):
+        res = sim.step(np.zeros((1, 2)))
+        assert res.costs.sum() == 0.0
+        assert sim.equity[0] == pytest.approx(10_000.0 * (1 + 0.0504 / PPY) ** k, rel=1e-13)
+    assert sim.equity_identity_error()[0] < 1e-12  # the interest is cash
+
+
+def test_only_the_equity_not_held_long_earns() -> None:
+    sim = _sim(CashRate(annual=0.1))
+    res = sim.step(np.array([[0.5, 0.0]]))
+    paid = res.costs.sum()
+    long = sim.units[0, 0] * 50.0
+    idle = 10_000.0 - paid - long  # flat prices: the close's equity is the start's less the costs
+    assert long == pytest.approx(5_000.0, rel=1e-12)
+    assert sim.equity[0] == pytest.approx(10_000.0 - paid + idle * 0.1 / PPY, rel=1e-14)
+    assert sim.equity_identity_error()[0] < 1e-12
+
+
+def test_a_levered_book_earns_nothing_and_pays_financing() -> None:
+    sim = _sim(CashRate(annual=0.1), constraints={"per_asset_cap": 1.5, "gross_cap": 1.5, "long_only": True})
+    res = sim.step(np.array([[1.5, 0.0]]))
+    fee, spread, slip, financing = res.costs[0]
+    assert financing > 0.0
+    assert sim.equity[0] == pytest.approx(10_000.0 - (fee + spread + slip + financing), rel=1e-14)
+
+
+def test_short_sale_proceeds_earn_nothing() -> None:
+    sim = _sim(CashRate(annual=0.1), constraints={"long_only": False})
+    res = sim.step(np.array([[-0.5, 0.0]]))
+    fee, spread, slip, borrow = res.costs[0]
+    equity_close = 10_000.0 - (fee + spread + slip)  # flat prices
+    assert sim.cash[0] > 14_000.0  # the proceeds are in cash ...
+    interest = equity_close * 0.1 / PPY  # ... but only the equity (no long exposure) earns
+    assert sim.equity[0] == pytest.approx(equity_close - borrow + interest, rel=1e-14)
+
+
+def test_each_bar_earns_the_rate_of_its_own_date() -> None:
+    rate = CashRate(
+        schedule=(RateStep(start="2023-12-01", annual=0.02), RateStep(start="2024-01-04", annual=0.3))
+    )
+    data = _flat_market()
+    per_bar = cash_return_per_bar(data.ts, rate, PPY)
+    assert per_bar.tolist() == pytest.approx([0.02 / PPY] * 3 + [0.3 / PPY] * 5, rel=1e-15)
+    sim = _sim(rate)
+    for _ in range(5):
+        sim.step(np.zeros((1, 2)))
+    # step k is earned over bar k + 1: bars 1, 2 at 2 %, bars 3, 4, 5 at 30 %
+    want = 10_000.0 * (1 + 0.02 / PPY) ** 2 * (1 + 0.3 / PPY) ** 3
+    assert sim.equity[0] == pytest.approx(want, rel=1e-13)
+
+
+def test_a_schedule_that_starts_after_the_first_bar_is_refused() -> None:
+    rate = CashRate(schedule=(RateStep(start="2024-01-03", annual=0.02),))
+    with pytest.raises(ValueError, match="starts 2024-01-03, after the data's first bar 2024-01-01"):
+        _sim(rate)
+
+
+@pytest.mark.parametrize(
+    ("fields", "match"),
+    [
+        ({"annual": 0.02, "schedule": [{"start": "2024-01-01", "annual": 0.01}]}, "not both"),
+        (
+            {"schedule": [{"start": "2024-02-01", "annual": 0.01}, {"start": "2024-01-01", "annual": 0.02}]},
+            "2024-01-01 follows 2024-02-01",
+        ),
+        ({"annual": 0.6}, "less than or equal to 0.5"),
+        ({"annual": -0.01}, "greater than or equal to 0"),
+        ({"annual": float("nan")}, "annual"),
+    ],
+)
+def test_a_bad_cash_rate_is_refused_naming_it(fields: dict[str, object], match: str) -> None:
+    with pytest.raises(ValidationError, match=match):
+        CashRate.model_validate(fields)
+
+
+def test_a_rate_file_in_percent_with_holidays_reads_as_its_changes(tmp_path: Path) -> None:
+    path = tmp_path / "dtb3.csv"
+    path.write_text("DATE,annual_rate_pct\n2023-01-03,4.3\n2023-01-04,.\n2023-01-05,4.3\n2023-01-06,4.5\n\n")
+    rate = load_cash_rate(path)
+    assert [(str(s.start), s.annual) for s in rate.schedule] == [("2023-01-03", 0.043), ("2023-01-06", 0.045)]
+    assert rate.source == "dtb3.csv" and "2 rates from dtb3.csv" in rate.describe()
+    fractions = tmp_path / "f.csv"
+    fractions.write_text("date,annual_rate\n2023-01-03,0.043\n")
+    assert load_cash_rate(fractions).schedule == (RateStep(start="2023-01-03", annual=0.043),)
+
+
+@pytest.mark.parametrize(
+    ("text", "match"),
+    [
+        ("", "empty file"),
+        ("date,rate\n2024-01-01,0.01\n", "header"),
+        ("date,annual_rate\n01/02/2024,0.01\n", "line 2: date '01/02/2024' is not YYYY-MM-DD"),
+        ("date,annual_rate\n2024-01-02,0.01\n2024-01-01,0.02\n", "line 3: date 2024-01-01 does not follow"),
+        ("date,annual_rate\n2024-01-02,0.01\n2024-01-02,0.01\n", "line 3: date 2024-01-02 does not follow"),
+        ("date,annual_rate\n2024-01-02,.\n2024-01-02,0.01\n", "line 3: date 2024-01-02 does not follow"),
+        ("date,annual_rate\n2024-01-02,abc\n", "line 2: annual_rate 'abc' is not a number"),
+        ("date,annual_rate\n2024-01-02,-0.01\n", "line 2: annual_rate '-0.01' is outside 0..0.5"),
+        ("date,annual_rate\n2024-01-02,5.25\n", "line 2: annual_rate '5.25' is outside 0..0.5"),
+        ("date,annual_rate_pct\n2024-01-02,75\n", "line 2: annual_rate_pct '75' is outside 0..50"),
+        ("date,annual_rate\n2024-01-02,nan\n", "line 2: annual_rate 'nan' is outside"),
+        ("date,annual_rate\n2024-01-02,0.01,x\n", "line 2: 3 fields"),
+        ("date,annual_rate\n2024-01-02,.\n", "no rate in the file"),
+    ],
+)
+def test_a_bad_rate_file_is_refused_naming_the_line_and_value(tmp_path: Path, text: str, match: str) -> None:
+    path = tmp_path / "rates.csv"
+    path.write_text(text)
+    with pytest.raises(ValueError, match=match) as info:
+        load_cash_rate(path)
+    assert str(path) in str(info.value)
+
+
+def test_the_ratios_over_a_per_period_rate_are_the_ratios_of_the_excess() -> None:
+    rng = np.random.default_rng(0)
+    r, rf = rng.normal(0.0005, 0.01, 300), rng.uniform(0, 0.0002, 300)
+    assert sharpe_ratio(r, PPY, rf) == pytest.approx(sharpe_ratio(r - rf, PPY), rel=1e-12)
+    assert sortino_ratio(r, PPY, rf) == pytest.approx(sortino_ratio(r - rf, PPY), rel=1e-12)
+    assert sharpe_ratio(r, PPY, 0.0001) == pytest.approx(sharpe_ratio(r - 0.0001, PPY), rel=1e-12)
+    m = summarize(r, PPY, risk_free=rf)
+    assert m["sharpe"] < summarize(r, PPY)["sharpe"]  # the yield no longer flatters it
+    assert m["total_return"] == summarize(r, PPY)["total_return"]  # the return itself is unchanged
+    with pytest.raises(ValueError, match=r"risk_free has shape \(299,\), expected \(300,\)"):
+        sharpe_ratio(r, PPY, rf[:-1])
+    with pytest.raises(ValueError, match=r"required_return\[3\] = nan is not finite"):
+        sortino_ratio(r, PPY, np.where(np.arange(300) == 3, np.nan, rf))
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from raytrade.replay.ingest import ingest_frames
+    from raytrade.replay.sources.synthetic import generate
+
+    root = tmp_path_factory.mktemp("cash") / "store"
+    market = generate(n_symbols=5, years=2.0, seed=21)
+    ingest_frames(root, market.bars, market.macro, show_progress=False)
+    return root
+
+
+def test_the_evaluation_credits_cash_and_measures_the_ratios_over_it(store: Path, tmp_path: Path) -> None:
+    from raytrade.cluster.evaluate import run_evaluation
+    from raytrade.envs.evaluation.document import read_report
+    from raytrade.envs.evaluation.render import render_markdown, report_blocks
+
+    names = ["cash", "buy_and_hold", "kelly_lite"]
+    kw: dict[str, object] = {"scenarios": [], "seeds": 1, "bootstrap_samples": 50, "plots": False}
+    plain = run_evaluation(store, names, tmp_path / "plain", **kw)  # type: ignore[arg-type]
+    report = run_evaluation(store, names, tmp_path / "paid", cash_rate=CashRate(annual=0.04), **kw)  # type: ignore[arg-type]
+    assert read_report(tmp_path / "paid" / "report.json") == report
+    assert report.report_schema == "raytrade.evaluation/6"
+    ppy, cash = report.periods_per_year, report.policies["cash"]
+    n = len(cash.returns)
+    assert cash.metrics.total_return == pytest.approx((1 + 0.04 / ppy) ** n - 1, rel=1e-9)
+    assert cash.metrics.sharpe is None and cash.metrics.sortino is None  # no excess over the rate: no ratio
+    assert cash.vs_benchmark.sharpe_diff.n_valid == 0  # on no resampled path either
+    assert plain.policies["cash"].metrics.total_return == 0.0
+    for name, entry in report.policies.items():
+        assert entry.risk_free == pytest.approx([0.04 / ppy] * n, rel=1e-12)
+        again = summarize(entry.returns, ppy, risk_free=entry.risk_free)
+        for key in ("sharpe", "sortino", "total_return"):
+            value = getattr(entry.metrics, key)
+            assert (value is None and not math.isfinite(again[key])) or value == again[key], (name, key)
+    bh, bh_plain = report.policies["buy_and_hold"].metrics, plain.policies["buy_and_hold"].metrics
+    assert bh.sharpe is not None and bh_plain.sharpe is not None and bh.sharpe < bh_plain.sharpe
+    # kelly_lite sits mostly in cash: its idle cash earned, so its return is higher than at 0 %
+    kl, kl_plain = report.policies["kelly_lite"].metrics, plain.policies["kelly_lite"].metrics
+    assert kl.total_return is not None and kl_plain.total_return is not None
+    assert kl.total_return > kl_plain.total_return
+    md = render_markdown("r", report_blocks(report, []))
+    assert "earned 4.00%/year, and the Sharpe and Sortino ratios" in md
+    assert "Cash earned 0 %" in render_markdown("r", report_blocks(plain, []))
+    assert plain.policies["buy_and_hold"].risk_free == ()
+
+
+def test_evaluate_takes_a_rate_or_a_rate_file_not_both(store: Path, tmp_path: Path) -> None:
+    from raytrade.cluster.evaluate import evaluate_command
+
+    rates = tmp_path / "rates.csv"
+    rates.write_text("date,annual_rate_pct\n2000-01-01,3\n2024-01-02,abc\n")
+    base = ["--replay", str(store), "--policies", "cash", "--scenarios", "", "--out", str(tmp_path / "o")]
+    both = CliRunner().invoke(evaluate_command, [*base, "--cash-rate", "0.03", "--cash-rates", str(rates)])
+    assert both.exit_code == 2 and "give --cash-rate or --cash-rates, not both" in both.output
+    bad = CliRunner().invoke(evaluate_command, [*base, "--cash-rates", str(rates)])
+    assert bad.exit_code == 2 and "line 3: annual_rate_pct 'abc' is not a number" in bad.output
+    high = CliRunner().invoke(evaluate_command, [*base, "--cash-rate", "4"])
+    assert high.exit_code == 2 and "--cash-rate" in high.output and not (tmp_path / "o").exists()
+    rates.write_text("date,annual_rate_pct\n2000-01-01,3\n")
+    ok = CliRunner().invoke(evaluate_command, [*base, "--cash-rates", str(rates), "--no-plots"])
+    assert ok.exit_code == 0, ok.output
+    from raytrade.envs.evaluation.document import read_report
+
+    cash = read_report(tmp_path / "o" / "report.json").policies["cash"]
+    assert cash.metrics.total_return is not None and cash.metrics.total_return > 0.0
