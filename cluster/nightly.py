@@ -64,12 +64,19 @@ from raytrade.cluster.errors import one_line_errors
 from raytrade.cluster.evaluate import DEFAULT_POLICIES, report_warnings, run_evaluation, split_names
 from raytrade.cluster.nightly_lock import nightly_lock
 from raytrade.cluster.nightly_record import record_night, recorded_night
-from raytrade.cluster.options import LocalPath, path_option, written_path_option
+from raytrade.cluster.options import (
+    LocalPath,
+    cash_rate_of,
+    cash_rate_options,
+    path_option,
+    written_path_option,
+)
 from raytrade.replay.credentials import shown_url
 from raytrade.replay.errors import InputError
 from raytrade.replay.remote import is_remote
 
 if TYPE_CHECKING:
+    from raytrade.envs.cash_rate import CashRate
     from raytrade.envs.evaluation.document import EvaluationReport
     from raytrade.envs.evaluation.policies import Loader
     from raytrade.replay.ingest import IngestResult
@@ -283,11 +290,13 @@ def run_nightly(
     plots: bool = True,
     loader: Loader | None = None,
     replace: bool = False,
+    cash_rate: CashRate | None = None,
 ) -> Path | None:
     """Steps (1)-(4) of the module docstring, then the night recorded with the store, all under the
     store's nightly lock (``cluster.nightly_lock``: another nightly on the store refuses at once);
     returns the night's report folder, or None when the night was run before (:func:`night_done`)
-    and ``replace`` is False (nothing done)."""
+    and ``replace`` is False (nothing done). ``cash_rate``: what idle cash earns and the ratios'
+    risk-free rate (``raytrade evaluate``'s; None: 0 %)."""
     from raytrade.envs.evaluation.harness import InSampleError
     from raytrade.envs.evaluation.universe import ModelUniverseError
 
@@ -317,6 +326,7 @@ def run_nightly(
                     bootstrap_samples=bootstrap_samples,
                     plots=plots,
                     loader=loader,
+                    cash_rate=cash_rate,
                 )
                 break
             except InSampleError as exc:  # only registry models are ever in sample: the loop ends
@@ -379,6 +389,7 @@ def run_nightly(
 @click.option("--seeds", type=click.IntRange(min=1), default=3, show_default=True)
 @click.option("--bootstrap-samples", type=click.IntRange(min=10), default=1000, show_default=True)
 @click.option("--no-plots", is_flag=True, help="Skip the PNG plots (tiny-budget runs).")
+@cash_rate_options()
 @one_line_errors
 def nightly_command(
     replay: Path,
@@ -400,6 +411,8 @@ def nightly_command(
     seeds: int,
     bootstrap_samples: int,
     no_plots: bool,
+    cash_rate: float | None,
+    cash_rates: Path | None,
 ) -> None:
     """Re-ingest, evaluate the registry's latest models and the baselines, append to RESULTS (one
     section per date: see --replace)."""
@@ -422,6 +435,7 @@ def nightly_command(
         bootstrap_samples=bootstrap_samples,
         plots=not no_plots,
         replace=replace,
+        cash_rate=cash_rate_of(cash_rate, cash_rates),
     )
     if report_dir is None:
         click.echo(night_done(replay, results, day))

@@ -15,7 +15,8 @@ Design decisions
   step's. Bars before the first step are refused rather than guessed (the rate of 2008 is not the
   rate of 2010); a rate series file is CSV with a header ``date,annual_rate`` (fractions, 0.0525) or
   ``date,annual_rate_pct`` (percent, 5.25, as published). A row whose rate is empty or ``.`` (a
-  holiday in FRED's files) keeps the previous rate.
+  holiday in FRED's files) keeps the previous rate. The file's last row is the last day it covers
+  (``CashRate.through``): bars more than a week later carry its last rate, and the evaluation warns.
 * The default is 0 % (no rate given): the figures then state it, and the README names the bias.
 """
 
@@ -29,10 +30,16 @@ import os
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-__all__ = ["CashRate", "RateStep", "cash_return_per_bar", "load_cash_rate", "parse_cash_rate"]
+__all__ = ["CashRate", "RateStep", "cash_return_per_bar", "load_cash_rate", "stale_rate"]
 
 MAX_ANNUAL_RATE = 0.5
-"""A cash rate above 50 %/year is taken for a unit mistake (percent given as a fraction)."""
+"""A cash rate above 50 %/year is taken for a unit mistake (percent given as a fraction). Below it the
+two cannot be told apart (0.14 is 14 % as a fraction, FRED's 2020 T-bill yield in percent): the
+resolved range is printed and reported, so read it."""
+
+STALE_AFTER_DAYS = 7
+"""A bar more than this many days after a rate file's last row gets a report warning (its last rate
+carried forward); a week spans a holiday or a late publication."""
 
 _FROZEN = ConfigDict(frozen=True, extra="forbid")
 
@@ -58,11 +65,20 @@ class CashRate(BaseModel):
         (), description="rates by date (a step function); empty: the constant ``annual``"
     )
     source: str | None = Field(None, description="where the schedule was read from (a file name)")
+    through: dt.date | None = Field(
+        None,
+        description="the last date the schedule's source covers (a file's last row): bars more than "
+        "STALE_AFTER_DAYS later carry its last rate, and the evaluation warns about them",
+    )
 
     @model_validator(mode="after")
     def _check(self) -> CashRate:
         if self.schedule and self.annual != 0.0:
             raise ValueError(f"give cash_rate annual ({self.annual}) or a schedule, not both")
+        if self.through is not None and (not self.schedule or self.through < self.schedule[-1].start):
+            raise ValueError(
+                f"cash_rate through ({self.through}) must be on or after the schedule's last date"
+            )
         for before, after in zip(self.schedule, self.schedule[1:], strict=False):
             if after.start <= before.start:
                 raise ValueError(
@@ -83,8 +99,24 @@ class CashRate(BaseModel):
         where = f" from {self.source}" if self.source else ""
         return (
             f"a schedule of {len(rates)} rates{where} ({min(rates):.2%}-{max(rates):.2%}/year, "
-            f"from {self.schedule[0].start})"
+            f"from {self.schedule[0].start}{'' if self.through is None else f' through {self.through}'})"
         )
+
+
+def stale_rate(rate: CashRate, last_bar: np.datetime64) -> str | None:
+    """A warning when ``last_bar`` is more than :data:`STALE_AFTER_DAYS` after the schedule's source
+    ends (``CashRate.through``): those bars earn, and are measured over, its last rate. None otherwise."""
+    if rate.through is None:
+        return None
+    last = np.datetime64(last_bar, "D")
+    if last <= np.datetime64(rate.through, "D") + np.timedelta64(STALE_AFTER_DAYS, "D"):
+        return None
+    where = f" ({rate.source})" if rate.source else ""
+    return (
+        f"the cash-rate schedule{where} ends {rate.through}, and its last rate "
+        f"({rate.schedule[-1].annual:.2%}/year) is carried to the last bar, {last}: give rates through the "
+        "window's end"
+    )
 
 
 def cash_return_per_bar(ts: np.ndarray, rate: CashRate, periods_per_year: float) -> np.ndarray:
@@ -100,9 +132,10 @@ def cash_return_per_bar(ts: np.ndarray, rate: CashRate, periods_per_year: float)
     starts = np.array([s.start for s in rate.schedule], dtype="datetime64[D]")
     which = np.searchsorted(starts, days, side="right") - 1
     if n and which[0] < 0:
+        where = f" ({rate.source})" if rate.source else ""
         raise ValueError(
-            f"the cash_rate schedule starts {starts[0]}, after the data's first bar {days[0]}: give rates "
-            "from that bar on"
+            f"the cash_rate schedule{where} starts {starts[0]}, after the data's first bar {days[0]}: give "
+            "rates from that bar on"
         )
     annual = np.array([s.annual for s in rate.schedule], dtype=np.float64)
     out: np.ndarray = annual[which] / periods_per_year
@@ -119,8 +152,11 @@ def load_cash_rate(path: str | os.PathLike[str]) -> CashRate:
     ``annual_rate`` / ``annual_rate_pct``, a date that is not ``YYYY-MM-DD``, dates out of order or
     repeated, a rate that is not a number, negative, or above 50 %/year, and a file with no rate."""
     name = os.fspath(path)
-    with open(name, newline="", encoding="utf-8") as fh:
-        rows = list(csv.reader(fh))
+    try:
+        with open(name, newline="", encoding="utf-8-sig") as fh:  # -sig: Excel's byte-order mark
+            rows = list(csv.reader(fh))
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"{name}: not UTF-8 text (byte {exc.start}): save it as UTF-8 CSV") from None
     if not rows:
         raise ValueError(f"{name}: empty file; expected a header date,annual_rate (or annual_rate_pct)")
     header = [h.strip().lower() for h in rows[0]]
@@ -148,6 +184,8 @@ def load_cash_rate(path: str | os.PathLike[str]) -> CashRate:
         if rate_text in ("", "."):
             continue  # no rate published that day: the previous one holds
         try:
+            if "_" in rate_text:  # float() reads 0_05 as 5.0
+                raise ValueError(rate_text)
             value = float(rate_text) * scale
         except ValueError:
             raise ValueError(f"{name}, line {line}: {header[1]} {rate_text!r} is not a number") from None
@@ -159,21 +197,4 @@ def load_cash_rate(path: str | os.PathLike[str]) -> CashRate:
             steps.append(RateStep(start=day, annual=value))
     if not steps:
         raise ValueError(f"{name}: no rate in the file")
-    return CashRate(schedule=tuple(steps), source=os.path.basename(name))
-
-
-def parse_cash_rate(text: str) -> CashRate:
-    """``--cash-rate``'s value: an annual rate as a fraction (``0.04``) or a rate file's path."""
-    try:
-        value = float(text)
-    except ValueError:
-        if not os.path.isfile(text):
-            raise ValueError(
-                f"cash rate {text!r} is neither a number (an annual fraction, 0.04) nor a rate file"
-            ) from None
-        return load_cash_rate(text)
-    if not (math.isfinite(value) and 0.0 <= value <= MAX_ANNUAL_RATE):
-        raise ValueError(
-            f"cash rate {text!r} is outside 0..{MAX_ANNUAL_RATE} (an annual fraction: 0.04 is 4 %)"
-        )
-    return CashRate(annual=value)
+    return CashRate(schedule=tuple(steps), source=os.path.basename(name), through=last_day)

@@ -11,7 +11,7 @@ import pytest
 from click.testing import CliRunner
 from pydantic import ValidationError
 
-from raytrade.envs.cash_rate import CashRate, RateStep, cash_return_per_bar, load_cash_rate
+from raytrade.envs.cash_rate import CashRate, RateStep, cash_return_per_bar, load_cash_rate, stale_rate
 from raytrade.envs.config import SimulatorConfig
 from raytrade.envs.market_data import MarketData
 from raytrade.envs.metrics import sharpe_ratio, sortino_ratio, summarize
@@ -127,10 +127,14 @@ def test_a_bad_cash_rate_is_refused_naming_it(fields: dict[str, object], match: 
 
 def test_a_rate_file_in_percent_with_holidays_reads_as_its_changes(tmp_path: Path) -> None:
     path = tmp_path / "dtb3.csv"
-    path.write_text("DATE,annual_rate_pct\n2023-01-03,4.3\n2023-01-04,.\n2023-01-05,4.3\n2023-01-06,4.5\n\n")
+    text = (
+        "DATE,annual_rate_pct\n2023-01-03,4.3\n2023-01-04,.\n2023-01-05,4.3\n2023-01-06,4.5\n2023-01-09,.\n\n"
+    )
+    path.write_bytes(b"\xef\xbb\xbf" + text.encode())  # with the byte-order mark Excel writes
     rate = load_cash_rate(path)
     assert [(str(s.start), s.annual) for s in rate.schedule] == [("2023-01-03", 0.043), ("2023-01-06", 0.045)]
-    assert rate.source == "dtb3.csv" and "2 rates from dtb3.csv" in rate.describe()
+    assert rate.source == "dtb3.csv" and str(rate.through) == "2023-01-09"  # its last row
+    assert "2 rates from dtb3.csv (4.30%-4.50%/year, from 2023-01-03 through 2023-01-09)" in rate.describe()
     fractions = tmp_path / "f.csv"
     fractions.write_text("date,annual_rate\n2023-01-03,0.043\n")
     assert load_cash_rate(fractions).schedule == (RateStep(start="2023-01-03", annual=0.043),)
@@ -152,6 +156,7 @@ def test_a_rate_file_in_percent_with_holidays_reads_as_its_changes(tmp_path: Pat
         ("date,annual_rate\n2024-01-02,nan\n", "line 2: annual_rate 'nan' is outside"),
         ("date,annual_rate\n2024-01-02,0.01,x\n", "line 2: 3 fields"),
         ("date,annual_rate\n2024-01-02,.\n", "no rate in the file"),
+        ("date,annual_rate\n2024-01-02,0_05\n", "line 2: annual_rate '0_05' is not a number"),
     ],
 )
 def test_a_bad_rate_file_is_refused_naming_the_line_and_value(tmp_path: Path, text: str, match: str) -> None:
@@ -160,6 +165,38 @@ def test_a_bad_rate_file_is_refused_naming_the_line_and_value(tmp_path: Path, te
     with pytest.raises(ValueError, match=match) as info:
         load_cash_rate(path)
     assert str(path) in str(info.value)
+
+
+def test_a_rate_file_that_is_not_utf8_is_refused_naming_it(tmp_path: Path) -> None:
+    path = tmp_path / "taux.csv"
+    path.write_bytes("date,annual_rate\n2024-01-02,0.01 # \u00e9t\u00e9\n".encode("latin-1"))
+    with pytest.raises(ValueError, match=r"taux.csv: not UTF-8 text \(byte 35\)"):
+        load_cash_rate(path)
+
+
+def test_bars_past_the_rate_files_last_row_are_warned_about() -> None:
+    rate = CashRate(
+        schedule=(RateStep(start="2020-01-01", annual=0.01),), source="r.csv", through="2020-02-01"
+    )
+    assert stale_rate(rate, np.datetime64("2020-02-08")) is None  # within a week: a holiday, a late row
+    line = stale_rate(rate, np.datetime64("2024-06-03T00:00:00.000000"))
+    assert line is not None
+    assert (
+        "(r.csv) ends 2020-02-01, and its last rate (1.00%/year) is carried to the last bar, 2024-06-03"
+        in line
+    )
+    assert stale_rate(CashRate(annual=0.04), np.datetime64("2030-01-01")) is None  # a constant never ends
+    with pytest.raises(ValidationError, match="through"):
+        CashRate(schedule=(RateStep(start="2020-01-01", annual=0.01),), through="2019-12-31")
+
+
+def test_an_environment_config_refuses_a_cash_rate_training_cannot_score() -> None:
+    from raytrade.envs.config import GatedEnvConfig, PortfolioEnvConfig
+
+    for config in (PortfolioEnvConfig, GatedEnvConfig):
+        with pytest.raises(ValidationError, match=r"sim.cash_rate \(4.00%/year\) is refused"):
+            config.model_validate({"sim": {"cash_rate": {"annual": 0.04}}})
+    assert PortfolioEnvConfig.model_validate({"sim": {"cash_rate": {"annual": 0.0}}}).sim.cash_rate.is_zero
 
 
 def test_the_ratios_over_a_per_period_rate_are_the_ratios_of_the_excess() -> None:
@@ -238,6 +275,8 @@ def test_evaluate_takes_a_rate_or_a_rate_file_not_both(store: Path, tmp_path: Pa
     rates.write_text("date,annual_rate_pct\n2000-01-01,3\n")
     ok = CliRunner().invoke(evaluate_command, [*base, "--cash-rates", str(rates), "--no-plots"])
     assert ok.exit_code == 0, ok.output
+    assert "idle cash earned a schedule of 1 rates from rates.csv (3.00%-3.00%/year" in ok.output
+    assert "warning: the cash-rate schedule (rates.csv) ends 2000-01-01" in ok.output  # stale: said
     from raytrade.envs.evaluation.document import read_report
 
     cash = read_report(tmp_path / "o" / "report.json").policies["cash"]

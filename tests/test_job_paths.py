@@ -247,10 +247,10 @@ def test_relative_in_job_says_where_a_read_path_would_be_read_from() -> None:
 
 READ = {
     "calibrate-costs": {"replay"},
-    "evaluate": {"replay", "registry", "cost_profile"},
+    "evaluate": {"replay", "registry", "cost_profile", "cash_rates"},
     "experiment": {"replay"},
     "ingest": {"path"},
-    "nightly": {"registry", "path"},
+    "nightly": {"registry", "path", "cash_rates"},
     "promote": {"run_dir"},
     "recalibrate": {"replay"},
     "select": {"run_dirs", "replay"},

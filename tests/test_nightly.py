@@ -212,6 +212,18 @@ def test_nightly_on_an_empty_registry_evaluates_the_baselines_and_says_so(
     assert "Models: none in the registry (baselines only)." in (tmp_path / "results.md").read_text()
 
 
+def test_a_nightly_given_a_cash_rate_credits_cash_with_it(store: Path, tmp_path: Path) -> None:
+    from raytrade.envs.evaluation.document import read_report
+
+    result = _night(store, tmp_path, "--date", "2026-01-05", "--cash-rate", "0.03")
+    assert result.exit_code == 0, result.output
+    report = read_report(tmp_path / "reports" / "2026-01-05" / "report.json")
+    assert report.config.simulator.cash_rate.annual == 0.03
+    cash = report.policies["cash"]
+    n, ppy = len(cash.returns), report.periods_per_year
+    assert cash.metrics.total_return == pytest.approx((1 + 0.03 / ppy) ** n - 1, rel=1e-9)
+
+
 def test_nightly_refuses_a_date_not_in_iso_form(tmp_path: Path) -> None:
     result = _night(tmp_path / "store", tmp_path, "--date", "2026-1-5")
     assert (

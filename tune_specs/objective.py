@@ -37,9 +37,10 @@ Design decisions
 * **Undefined scores ``UNDEFINED_SCORE`` (-10), in a search and in ``select`` alike**
   (:func:`score_of`, the one place). An excess that is constant but not 0, exactly or up to float
   rounding (``bench + 5 bps`` minus ``bench``: ``envs.metrics.no_dispersion``, a relative tolerance of
-  ``DISPERSION_RTOL`` = 1e-9), has no measured risk and so no ratio (over a rounding-noise std it
-  would be ~1e16). It fails closed: a degenerate book never wins a search, a checkpoint choice or a
-  ``select``, even one that always earns more than the benchmark.
+  ``DISPERSION_RTOL`` = 1e-9, or a std of at most ``DISPERSION_ATOL`` = 1e-12 a bar), has no measured
+  risk and so no ratio (over a rounding-noise std it would be ~1e16). It fails closed: a degenerate book
+  never wins a search, a checkpoint choice or a ``select``, even one that always earns more than the
+  benchmark.
 * Reported beside the score: the policy's mean gross exposure (sum |w| of its target weights per
   bar), turnover (mean traded notional / equity per bar) and costs (total costs paid / initial
   equity), so a search's winner can be read for what it actually holds and pays.

@@ -50,6 +50,7 @@ from typing import Final, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from raytrade.envs.cash_rate import stale_rate
 from raytrade.envs.costs import COST_COMPONENTS, CostConfig
 from raytrade.envs.evaluation.harness import EvaluationConfig, EvaluationResult, PolicyResult, RunSeries
 from raytrade.envs.evaluation.insample import SampleCheck
@@ -385,7 +386,7 @@ class EvaluationReport(Document):
     warnings: tuple[str, ...] = Field(
         (),
         description="what the figures cannot carry: a window too short to annualise, symbols whose bars "
-        "stop inside a window (empty before schema /5)",
+        "stop inside a window, a cash-rate file that ends before the window (empty before schema /5)",
     )
 
     model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False, serialize_by_alias=True)
@@ -569,7 +570,8 @@ def build_report(result: EvaluationResult) -> EvaluationReport:
     """The ``report.json`` document of an evaluation (see the module docstring)."""
     plan, cfg = result.plan, result.plan.config
     ppy = plan.periods_per_year
-    bench = result.policies[cfg.benchmark].main.excess  # the ratios are of returns over the cash rate
+    bench_series = result.policies[cfg.benchmark].main
+    bench = bench_series.excess  # the ratios are of returns over the cash rate
     boot = cfg.bootstrap
     indices = stationary_indices(bench.size, boot.samples, boot.block_len, np.random.default_rng(boot.seed))
     policies: dict[str, PolicyReport] = {}
@@ -635,8 +637,15 @@ def build_report(result: EvaluationResult) -> EvaluationReport:
         },
         benchmark=cfg.benchmark,
         policies=policies,
-        warnings=data_warnings(policies[cfg.benchmark], ppy),
+        warnings=data_warnings(policies[cfg.benchmark], ppy) + rate_warnings(cfg, bench_series.timestamps),
     )
+
+
+def rate_warnings(cfg: EvaluationConfig, timestamps: np.ndarray) -> tuple[str, ...]:
+    """The cash-rate schedule's warning, when the evaluated bars run past the file it was read from
+    (``envs.cash_rate.stale_rate``)."""
+    stale = stale_rate(cfg.simulator.cash_rate, timestamps[-1]) if len(timestamps) else None
+    return () if stale is None else (stale,)
 
 
 def bars_stop(data: MarketData) -> tuple[BarsStop, ...]:

@@ -8,7 +8,6 @@ gives the same files.
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +15,7 @@ import numpy as np
 from raytrade.envs.costs import COST_COMPONENTS
 from raytrade.envs.evaluation.document import EvaluationReport
 from raytrade.envs.evaluation.harness import EvaluationResult
-from raytrade.envs.metrics import drawdown_series
+from raytrade.envs.metrics import drawdown_series, sharpe_rows
 
 PLOTS: tuple[str, ...] = ("equity", "drawdown", "rolling_sharpe", "costs", "stress")
 """File stems under the plots folder, in the order the report shows them."""
@@ -59,12 +58,10 @@ def write_plots(
 
     fig, ax = plt.subplots(figsize=(10, 4))
     for name, res in pols.items():
-        r = res.main.returns
+        r = res.main.excess  # over the cash rate, as the report's Sharpe
         w = max(2, min(rolling_window, r.size // 3))
         if r.size >= w:
-            win = np.lib.stride_tricks.sliding_window_view(r, w)
-            std = win.std(axis=1, ddof=1)
-            rs = np.where(std > 0, win.mean(axis=1) / np.where(std > 0, std, 1.0) * math.sqrt(ppy), np.nan)
+            rs = sharpe_rows(np.lib.stride_tricks.sliding_window_view(r, w), ppy)
             ax.plot(res.main.timestamps[w - 1 :], rs, label=name, lw=1)
     ax.set_title(f"Rolling Sharpe ({rolling_window} bars or a third of the window)")
     ax.legend(fontsize=8)
