@@ -57,6 +57,10 @@ def test_the_demo_runs_every_stage_on_a_small_universe(
     # 4 the baselines' report
     report = json.loads((tmp_path / "report" / "report.json").read_text())
     assert sorted(report["policies"]) == sorted(BASELINES)
+    assert report["config"]["simulator"]["cash_rate"]["annual"] == 0.04  # idle cash earns the demo's rate
+    cash = report["policies"]["cash"]
+    assert cash["metrics"]["total_return"] > 0.0 and cash["metrics"]["sharpe"] is None
+    assert "idle cash earns 4.00%/year" in out
     # 5 one trial searched, promoted as version 1, evaluated against the baselines
     leaderboard = json.loads((tmp_path / "runs" / "demo-ppo" / "leaderboard.json").read_text())
     assert len(leaderboard) == 1 and leaderboard[0]["iteration"] == 1
