@@ -108,7 +108,7 @@ def stale_rate(rate: CashRate, last_bar: np.datetime64) -> str | None:
     ends (``CashRate.through``): those bars earn, and are measured over, its last rate. None otherwise."""
     if rate.through is None:
         return None
-    last = np.datetime64(last_bar, "D")
+    last = np.asarray(last_bar).astype("datetime64[D]")
     if last <= np.datetime64(rate.through, "D") + np.timedelta64(STALE_AFTER_DAYS, "D"):
         return None
     where = f" ({rate.source})" if rate.source else ""
