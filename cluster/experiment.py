@@ -901,6 +901,7 @@ def run_experiment(opts: ExperimentOptions, say: Callable[[str], None] = click.e
         level,
         ruined=scores[SELECTED].ruined,
         winner=winner,
+        risk_free=bench.main.risk_free,
     )
     doc = ExperimentDocument(
         created_at=datetime.now(UTC).replace(microsecond=0),

@@ -345,12 +345,14 @@ def judge(
     level: float,
     ruined: bool,
     winner: str | None = None,
+    risk_free: np.ndarray | None = None,
 ) -> Verdict:
     """The verdict on the pooled test returns ``returns[judged]`` (the experiment judges
     ``SELECTED``, the walk-forward selection) against ``returns["kelly_lite"]`` and
     ``returns["equal_weight"]`` (same bars), with paired intervals over ``indices``; ``ruined``: the
     judged series was ruined in a test fold or a stress draw (beats nothing); ``winner``: the
-    variant the verdict names (default ``judged``). An undefined objective is None and beats nothing."""
+    variant the verdict names (default ``judged``); ``risk_free``: per bar, what cash earned (the Sharpe
+    differences are over it; None: 0). An undefined objective is None and beats nothing."""
     w, kelly, bench = (
         np.asarray(returns[k], dtype=np.float64) for k in (judged, "kelly_lite", "equal_weight")
     )
@@ -360,8 +362,8 @@ def judge(
     w_point, k_point = objective_of(w_excess, ppy, penalty), objective_of(k_excess, ppy, penalty)
     vs_equal = interval(w_point, w_samples, level)
     vs_kelly = interval(_minus(w_point, k_point), w_samples - k_samples, level)
-    sharpe_equal = ci_interval(sharpe_difference(w, bench, ppy, indices, level))
-    sharpe_kelly = ci_interval(sharpe_difference(w, kelly, ppy, indices, level))
+    sharpe_equal = ci_interval(sharpe_difference(w, bench, ppy, indices, level, risk_free))
+    sharpe_kelly = ci_interval(sharpe_difference(w, kelly, ppy, indices, level, risk_free))
     return Verdict(
         winner=judged if winner is None else winner,
         vs_equal_weight=vs_equal,

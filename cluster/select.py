@@ -120,6 +120,7 @@ _MARKET_FIELDS: Final = (
     "maintenance_margin",
     "days_per_bar",
     "costs",
+    "cash_rate",
     "constraints",
 )
 """The simulator fields every candidate must share: the market and account, not the policy's own."""
@@ -294,13 +295,15 @@ def winner_claim(
     periods_per_year: float,
     cvar_penalty: float,
     bootstrap: BootstrapConfig,
+    risk_free: np.ndarray | None = None,
 ) -> tuple[SelectionClaim | None, str | None]:
     """(claim, None) about the winner's per-bar ``returns`` against the benchmark's, adjusted for
-    :func:`claim_candidates`; (None, the reason) when that count is unknown."""
+    :func:`claim_candidates`, its Sharpe ratios over ``risk_free`` (what cash earned per bar; None: 0);
+    (None, the reason) when that count is unknown."""
     n = claim_candidates(candidates)
     if n is None:
         return None, claim_refusal(candidates)
-    claim = benchmark_claim(returns, benchmark, periods_per_year, cvar_penalty, bootstrap, n)
+    claim = benchmark_claim(returns, benchmark, periods_per_year, cvar_penalty, bootstrap, n, risk_free)
     return claim_record(claim), None
 
 
@@ -396,7 +399,13 @@ def run_select(
         behaviour[c.label] = (compared, unknown)
     ranked = rank_candidates(returns, bench.returns[0], data.periods_per_year, cvar_penalty, boot)
     claim, refused = winner_claim(
-        candidates, returns[ranked[0].name], bench.returns[0], data.periods_per_year, cvar_penalty, boot
+        candidates,
+        returns[ranked[0].name],
+        bench.returns[0],
+        data.periods_per_year,
+        cvar_penalty,
+        boot,
+        bench.risk_free,  # the common window's sim: every candidate's cash earned this
     )
     by_label = {c.label: c for c in candidates}
     rows = [_record(by_label[r.name], r, metrics[r.name], behaviour[r.name]) for r in ranked]

@@ -493,6 +493,20 @@ def test_levered_equal_weight_beats_neither_baseline(leverage: float, financing:
     assert not verdict.beats_equal_weight and not verdict.beats_kelly_lite
 
 
+def test_the_verdicts_sharpe_differences_are_over_the_cash_rate() -> None:
+    """kelly_lite 30 % in equal_weight, 70 % in cash earning 5 %/yr: over 0 the yield makes its
+    Sharpe ratio the higher; over the rate the two are the same, so a copy of equal_weight ties it."""
+    rf = np.full(N_TEST, 0.05 / 252)
+    ew = EW + rf
+    kelly = 0.3 * ew + 0.7 * rf
+    returns = {"w": ew, "kelly_lite": kelly, "equal_weight": ew}
+    naive = judge("w", returns, 252, 1.0, INDICES, 0.95, ruined=False)
+    over = judge("w", returns, 252, 1.0, INDICES, 0.95, ruined=False, risk_free=rf)
+    assert naive.sharpe_vs_kelly_lite is not None and over.sharpe_vs_kelly_lite is not None
+    assert naive.sharpe_vs_kelly_lite.estimate is not None and naive.sharpe_vs_kelly_lite.estimate < -0.5
+    assert over.sharpe_vs_kelly_lite.estimate == pytest.approx(0.0, abs=1e-9)
+
+
 def test_a_policy_with_a_higher_sharpe_and_a_positive_information_ratio_beats_both() -> None:
     verdict = _judge(SKILL)
     assert verdict.sharpe_vs_equal_weight is not None and verdict.sharpe_vs_equal_weight.low is not None

@@ -35,6 +35,7 @@ from raytrade.tune_specs.selection import (
     claim_level,
     claim_samples,
     rank_candidates,
+    sharpe_difference,
 )
 from raytrade.tune_specs.spec import ON_POLICY_SMOKE
 from tests.conftest import SmokeRun
@@ -120,6 +121,24 @@ def test_a_winner_holding_the_benchmark_levered_does_not_beat_it() -> None:
     assert claim.objective.low > 0  # the objective alone would call it a win
     assert not claim.beats
     assert benchmark_claim(good, bench, 252, 1.0, BOOT, 1).beats
+
+
+def test_a_mostly_cash_winner_gains_no_sharpe_from_the_yield_over_the_cash_rate() -> None:
+    """A book 10 % in the benchmark, 90 % in cash earning 5 %/yr: over 0 its steady yield reads as a
+    Sharpe far above the benchmark's; over the rate cash earned, the two ratios are the same."""
+    rng = np.random.default_rng(3)
+    rf = np.full(504, 0.05 / 252)
+    bench = rf + rng.normal(2e-4, 0.01, 504)
+    mostly_cash = 0.1 * bench + 0.9 * rf
+    boot = BOOT.model_copy(update={"samples": claim_samples(BOOT.samples, 0.95)})
+    naive = benchmark_claim(mostly_cash, bench, 252, 1.0, boot, 1)
+    over = benchmark_claim(mostly_cash, bench, 252, 1.0, boot, 1, risk_free=rf)
+    assert naive.sharpe.low > 1.0  # the yield alone, read as skill
+    assert over.sharpe.estimate == pytest.approx(0.0, abs=1e-9) and not over.beats
+    assert over.objective == naive.objective  # the objective is of the excess over the benchmark
+    idx = stationary_indices(504, 100, 5.0, np.random.default_rng(0))
+    diff = sharpe_difference(mostly_cash, bench, 252, idx, 0.95, risk_free=rf)
+    assert diff.estimate == pytest.approx(0.0, abs=1e-9) and diff.high == pytest.approx(0.0, abs=1e-9)
 
 
 def test_the_best_of_16_noise_candidates_rarely_claims_to_beat_the_benchmark() -> None:

@@ -245,7 +245,10 @@ def score_excess(
     if returns.shape != bench.shape:
         raise ValueError(f"policy returns {returns.shape} and benchmark returns {bench.shape} differ")
     costs = policy.costs[0].sum(axis=-1)
-    metrics = summarize(returns, data.periods_per_year, turnover=policy.turnover[0], costs=costs)
+    rf = 0.0 if policy.risk_free is None else policy.risk_free  # the Sharpe's, what cash earned
+    metrics = summarize(
+        returns, data.periods_per_year, turnover=policy.turnover[0], costs=costs, risk_free=rf
+    )
     excess = returns - bench
     objective = score_of(excess, data.periods_per_year, cvar_penalty)
     zero = bool(np.all(np.abs(excess) <= ZERO_EXCESS))

@@ -24,12 +24,13 @@ Design decisions
   intervals are NaN with ``n_valid`` 0, and it beats nothing.
 * **What "beats" means** (:func:`beats`). The objective is an information ratio, scale-free in the
   excess: a book holding ``a`` x the benchmark (any ``a > 1``, even 1.001) scores the benchmark's own
-  Sharpe ratio, with an interval above 0, for no skill at all. So a policy *beats* a baseline only
-  when both paired intervals lie above 0: the objective's, and that of the difference of Sharpe
-  ratios of the two books' own net returns (``sharpe(policy) - sharpe(baseline)`` on the same
-  resampled bars). Leverage leaves the Sharpe ratio unchanged (lowers it, net of financing), so it
-  cannot pass the second test. A Sharpe lower bound within ``SHARPE_TOLERANCE`` of 0 is rounding,
-  not a difference. The objective a search optimises is unchanged.
+  Sharpe ratio, with an interval above 0, for no skill at all. So a policy *beats* a baseline only when
+  both paired intervals lie above 0: the objective's, and that of the difference of Sharpe ratios of the
+  two books' own net returns (``sharpe(policy) - sharpe(baseline)`` on the same resampled bars, over
+  what cash earned on them where the simulator pays a cash rate). Leverage leaves the Sharpe ratio
+  unchanged (lowers it, net of financing), so it cannot pass the second test. A Sharpe lower bound
+  within ``SHARPE_TOLERANCE`` of 0 is rounding, not a difference. The objective a search optimises is
+  unchanged.
 * **The winner's claim** (:func:`benchmark_claim`). The winner of ``N`` candidates is the maximum of
   ``N`` noisy scores on the window it was picked on; its nominal interval against the benchmark lies
   above 0 far more often than ``1 - level`` when none is better. Its "beats" claim therefore uses
@@ -156,13 +157,20 @@ def beats(objective_low: float | None, sharpe_low: float | None) -> bool:
 
 
 def sharpe_difference(
-    returns: np.ndarray, baseline: np.ndarray, periods_per_year: float, indices: np.ndarray, level: float
+    returns: np.ndarray,
+    baseline: np.ndarray,
+    periods_per_year: float,
+    indices: np.ndarray,
+    level: float,
+    risk_free: np.ndarray | None = None,
 ) -> DifferenceCI:
-    """``sharpe(returns) - sharpe(baseline)`` (each book's own net returns, same bars) with its paired
-    percentile interval over ``indices`` (``envs.evaluation.stats.difference_ci``)."""
+    """``sharpe(returns) - sharpe(baseline)`` (each book's own net returns, same bars, over the
+    per-bar ``risk_free`` return cash earned on them: None, 0) with its paired percentile interval over
+    ``indices`` (``envs.evaluation.stats.difference_ci``)."""
+    rf = 0.0 if risk_free is None else np.asarray(risk_free, dtype=np.float64)
     return difference_ci(
-        np.asarray(returns, dtype=np.float64),
-        np.asarray(baseline, dtype=np.float64),
+        np.asarray(returns, dtype=np.float64) - rf,
+        np.asarray(baseline, dtype=np.float64) - rf,
         periods_per_year,
         "sharpe",
         indices,
@@ -212,28 +220,32 @@ def benchmark_claim(
     cvar_penalty: float,
     bootstrap: BootstrapConfig,
     n_candidates: int,
+    risk_free: np.ndarray | None = None,
 ) -> BenchmarkClaim:
     """The claim about ``returns`` (the winner of ``n_candidates`` picked on this window) against the
     benchmark: objective and Sharpe-difference intervals at :func:`claim_level`, and :func:`beats` of
     the two. The paths are :func:`rank_candidates`' where they resolve that level, else a fresh draw
     of :func:`claim_samples` paths from the bootstrap's seed (each interval's ``n_valid`` says how
     many were finite: the 10-path margin counts all paths, so a ratio undefined on some of them
-    leaves a thinner tail)."""
+    leaves a thinner tail). The Sharpe ratios are over ``risk_free`` (per bar, what cash earned; None:
+    0); the objective, of the excess over the benchmark, does not depend on it."""
     r = np.asarray(returns, dtype=np.float64)
     bench = np.asarray(benchmark, dtype=np.float64)
     if r.shape != bench.shape or r.ndim != 1:
         raise ValueError(f"returns {r.shape} differ from the benchmark's {bench.shape}")
     level = claim_level(bootstrap.level, n_candidates)
     excess = r - bench
+    rf = 0.0 if risk_free is None else np.asarray(risk_free, dtype=np.float64)
+    r_over, bench_over = r - rf, bench - rf
     objective, sharpe = [], []
     for idx in _claim_indices(bench.size, bootstrap, level):
         objective.append(objective_paths(excess[idx], periods_per_year, cvar_penalty))
-        sharpe.append(difference_paths(r, bench, periods_per_year, "sharpe", idx))
+        sharpe.append(difference_paths(r_over, bench_over, periods_per_year, "sharpe", idx))
     objective_ci = percentile_ci(
         score_of(excess, periods_per_year, cvar_penalty), np.concatenate(objective), level
     )
     sharpe_ci = percentile_ci(
-        ratio_difference(r, bench, periods_per_year, "sharpe"), np.concatenate(sharpe), level
+        ratio_difference(r_over, bench_over, periods_per_year, "sharpe"), np.concatenate(sharpe), level
     )
     claim = beats(objective_ci.low, sharpe_ci.low)
     return BenchmarkClaim(level, n_candidates, objective_ci, sharpe_ci, claim)
