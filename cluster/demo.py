@@ -130,8 +130,8 @@ def run_demo(out: Path, seed: int, config: DemoConfig | None = None) -> None:
         cash_rate=CashRate(annual=config.cash_rate),
     )
     click.echo(
-        f"  idle cash earns {config.cash_rate:.2%}/year (--cash-rate; --cash-rates FILE for dated rates); "
-        "Sharpe and Sortino are over it, so cash has none"
+        f"  idle cash earns {config.cash_rate:.2%}/year (raytrade evaluate's --cash-rate, or --cash-rates "
+        "FILE for dated rates); Sharpe and Sortino are over it, so cash has none"
     )
     header = ("policy", "total", "sharpe", "sortino", "max dd", "cvar 5%", "costs $")
     click.echo(

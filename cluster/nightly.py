@@ -213,6 +213,14 @@ def _f(v: float | None) -> str:
     return "n/a" if v is None else f"{v:.2f}"
 
 
+def _cash_sentence(report: EvaluationReport) -> str:
+    """What cash earned this night: sharpe and sortino of nights with different rates differ for it."""
+    rate = report.config.simulator.cash_rate
+    if rate.is_zero:
+        return "Cash earned 0 %: sharpe and sortino are of the returns themselves (no --cash-rate)."
+    return f"Idle cash earned {rate.describe()}: sharpe and sortino are of returns over it."
+
+
 def results_section(
     date: str,
     report: EvaluationReport,
@@ -247,6 +255,8 @@ def results_section(
         *(f"> **warning:** {w}\n" for w in report_warnings(report)),
         "Every window ends flat: returns and costs include closing the book at its last close "
         "(`exit bps`, of the final equity); sections dated before 2026-12-04 were marked to market.",
+        "",
+        _cash_sentence(report),
         "",
         "| rank | policy | total | sharpe | sortino | max dd | cvar 5% | costs | exit bps | Δ sharpe [CI] |",
         "|---|---|---|---|---|---|---|---|---|---|",

@@ -245,16 +245,17 @@ def cash_rate_options() -> Callable[[F], F]:
             "--cash-rates",
             "cash_rates",
             type=LocalPath(),
-            help="CSV of rates idle cash earns by date (header date,annual_rate in fractions or "
-            "date,annual_rate_pct in percent; each holds until the next); also the Sharpe's risk-free rate.",
+            help="CSV of rates idle cash (equity not held long) earns by date: header date,annual_rate "
+            "(fractions) or date,annual_rate_pct (percent), each rate holding until the next; also the "
+            "Sharpe and Sortino ratios' risk-free rate. Not with --cash-rate.",
         )(command)
         return click.option(
             "--cash-rate",
             "cash_rate",
             type=FiniteFloatRange(min=0.0, max=MAX_ANNUAL_RATE),
             default=None,
-            help="Annual rate idle cash earns, a fraction (0.04: 4 %); also the Sharpe's risk-free rate "
-            "(default: 0).",
+            help="Annual rate idle cash (equity not held long) earns, a fraction (0.04: 4 %); also the "
+            "Sharpe and Sortino ratios' risk-free rate (default: 0). Not with --cash-rates.",
         )(command)
 
     return decorate

@@ -121,8 +121,9 @@ def stale_rate(rate: CashRate, last_bar: np.datetime64) -> str | None:
 
 def cash_return_per_bar(ts: np.ndarray, rate: CashRate, periods_per_year: float) -> np.ndarray:
     """``[T]`` float64: the return idle cash earns over bar ``t`` (accrued at its close), the rate in
-    effect on bar ``t``'s date over ``periods_per_year``. Raises ``ValueError`` naming the first bar
-    when the schedule starts after it."""
+    effect on bar ``t``'s date over ``periods_per_year``. Bar 0 ends no step (a step from ``t`` earns
+    bar ``t + 1``'s), so its value is never used: it takes the first step's rate. Raises
+    ``ValueError`` naming the bar when the schedule starts after bar 1, the first that earns."""
     if not periods_per_year > 0:
         raise ValueError(f"periods_per_year must be > 0, got {periods_per_year}")
     n = len(ts)
@@ -131,12 +132,14 @@ def cash_return_per_bar(ts: np.ndarray, rate: CashRate, periods_per_year: float)
     days = np.asarray(ts).astype("datetime64[D]")
     starts = np.array([s.start for s in rate.schedule], dtype="datetime64[D]")
     which = np.searchsorted(starts, days, side="right") - 1
-    if n and which[0] < 0:
+    first = min(1, n - 1)  # the first bar a step earns over
+    if n and which[first] < 0:
         where = f" ({rate.source})" if rate.source else ""
         raise ValueError(
-            f"the cash_rate schedule{where} starts {starts[0]}, after the data's first bar {days[0]}: give "
-            "rates from that bar on"
+            f"the cash_rate schedule{where} starts {starts[0]}, after {days[first]}, the first bar cash "
+            "earns over (the first return's date): give rates from that bar on"
         )
+    which = np.maximum(which, 0)  # bar 0 (never earned over) before the schedule
     annual = np.array([s.annual for s in rate.schedule], dtype=np.float64)
     out: np.ndarray = annual[which] / periods_per_year
     return out

@@ -503,13 +503,18 @@ def costs_paid(costs: ArrayLike) -> float:
     return float(arr.sum())
 
 
-def hit_rate(returns: ArrayLike) -> float:
+def hit_rate(returns: ArrayLike, risk_free: ArrayLike = 0.0) -> float:
     """Share of non-zero-return periods with a positive return.
 
     Periods with exactly 0.0 return (flat, no position) are excluded from both counts. ``nan`` when
-    there is no non-zero period (empty series or all zeros).
+    there is no non-zero period (empty series or all zeros). With a ``risk_free`` return (per period,
+    a scalar or ``[T]``: what cash earned) the returns are counted over it, and a period within
+    ``DISPERSION_ATOL`` of it is flat (a book in cash earns the rate: no hit).
     """
     r = validate_returns(returns)
+    rf = per_period_rate(risk_free, r.size, "risk_free")
+    if not (np.ndim(rf) == 0 and rf == 0.0):
+        r = np.where(np.abs(r - rf) <= DISPERSION_ATOL, 0.0, r - rf)
     nonzero = int(np.count_nonzero(r))
     if nonzero == 0:
         return math.nan
@@ -528,8 +533,8 @@ def summarize(
 ) -> dict[str, float]:
     """All metrics of this module in one dict with the keys of ``SUMMARY_KEYS``.
 
-    ``risk_free`` (per period, a scalar or ``[T]``) is what the Sharpe and Sortino ratios measure the
-    returns over; every other figure is of the returns themselves.
+    ``risk_free`` (per period, a scalar or ``[T]``) is what the Sharpe and Sortino ratios and the hit
+    rate measure the returns over; every other figure is of the returns themselves.
 
     ``turnover`` is the traded array ``turnover()`` takes and ``costs`` the cost array; when given
     they must have ``T`` rows like ``returns``. When omitted, ``turnover`` and ``costs_paid`` are
@@ -558,7 +563,7 @@ def summarize(
         "tail_hit_rate": tail_hit_rate(r, CVAR_CUTOFF),
         "turnover": turnover_value,
         "costs_paid": costs_value,
-        "hit_rate": hit_rate(r),
+        "hit_rate": hit_rate(r, risk_free),
         "calmar": calmar_ratio(r, ppy),
     }
 

@@ -14,7 +14,7 @@ from pydantic import ValidationError
 from raytrade.envs.cash_rate import CashRate, RateStep, cash_return_per_bar, load_cash_rate, stale_rate
 from raytrade.envs.config import SimulatorConfig
 from raytrade.envs.market_data import MarketData
-from raytrade.envs.metrics import sharpe_ratio, sortino_ratio, summarize
+from raytrade.envs.metrics import hit_rate, sharpe_ratio, sortino_ratio, summarize
 from raytrade.envs.simulator import MarketSimulator
 
 T = 8
@@ -101,9 +101,17 @@ def test_each_bar_earns_the_rate_of_its_own_date() -> None:
     assert sim.equity[0] == pytest.approx(want, rel=1e-13)
 
 
-def test_a_schedule_that_starts_after_the_first_bar_is_refused() -> None:
+def test_a_schedule_must_cover_the_first_bar_cash_earns_over() -> None:
+    """Bar 0 ends no step: a schedule from bar 1's date (the first return's) is enough, a later one
+    is refused naming that bar."""
+    from_bar_1 = CashRate(schedule=(RateStep(start="2024-01-02", annual=0.02),))
+    sim = _sim(from_bar_1)
+    sim.step(np.zeros((1, 2)))
+    assert sim.equity[0] == pytest.approx(10_000.0 * (1 + 0.02 / PPY), rel=1e-14)
     rate = CashRate(schedule=(RateStep(start="2024-01-03", annual=0.02),))
-    with pytest.raises(ValueError, match="starts 2024-01-03, after the data's first bar 2024-01-01"):
+    with pytest.raises(
+        ValueError, match="starts 2024-01-03, after 2024-01-02, the first bar cash earns over"
+    ):
         _sim(rate)
 
 
@@ -208,6 +216,9 @@ def test_the_ratios_over_a_per_period_rate_are_the_ratios_of_the_excess() -> Non
     m = summarize(r, PPY, risk_free=rf)
     assert m["sharpe"] < summarize(r, PPY)["sharpe"]  # the yield no longer flatters it
     assert m["total_return"] == summarize(r, PPY)["total_return"]  # the return itself is unchanged
+    earns_the_rate = np.where(np.arange(300) % 2 == 0, rf, r)  # every other bar in cash
+    assert hit_rate(earns_the_rate, rf) == hit_rate(r[1::2] - rf[1::2])  # those bars are flat
+    assert math.isnan(hit_rate(rf, rf))  # all in cash: no hit rate
     with pytest.raises(ValueError, match=r"risk_free has shape \(299,\), expected \(300,\)"):
         sharpe_ratio(r, PPY, rf[:-1])
     with pytest.raises(ValueError, match=r"required_return\[3\] = nan is not finite"):
@@ -241,11 +252,12 @@ def test_the_evaluation_credits_cash_and_measures_the_ratios_over_it(store: Path
     assert cash.metrics.total_return == pytest.approx((1 + 0.04 / ppy) ** n - 1, rel=1e-9)
     assert cash.metrics.sharpe is None and cash.metrics.sortino is None  # no excess over the rate: no ratio
     assert cash.vs_benchmark.sharpe_diff.n_valid == 0  # on no resampled path either
+    assert cash.metrics.hit_rate is None  # earning the rate is no hit
     assert plain.policies["cash"].metrics.total_return == 0.0
     for name, entry in report.policies.items():
         assert entry.risk_free == pytest.approx([0.04 / ppy] * n, rel=1e-12)
         again = summarize(entry.returns, ppy, risk_free=entry.risk_free)
-        for key in ("sharpe", "sortino", "total_return"):
+        for key in ("sharpe", "sortino", "hit_rate", "total_return"):
             value = getattr(entry.metrics, key)
             assert (value is None and not math.isfinite(again[key])) or value == again[key], (name, key)
     bh, bh_plain = report.policies["buy_and_hold"].metrics, plain.policies["buy_and_hold"].metrics
@@ -255,7 +267,7 @@ def test_the_evaluation_credits_cash_and_measures_the_ratios_over_it(store: Path
     assert kl.total_return is not None and kl_plain.total_return is not None
     assert kl.total_return > kl_plain.total_return
     md = render_markdown("r", report_blocks(report, []))
-    assert "earned 4.00%/year, and the Sharpe and Sortino ratios" in md
+    assert "earned 4.00%/year: the Sharpe and Sortino ratios" in md
     assert "Cash earned 0 %" in render_markdown("r", report_blocks(plain, []))
     assert plain.policies["buy_and_hold"].risk_free == ()
 

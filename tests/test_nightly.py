@@ -209,7 +209,9 @@ def test_nightly_on_an_empty_registry_evaluates_the_baselines_and_says_so(
 ) -> None:
     result = _night(store, tmp_path, "--date", "2026-01-05")
     assert result.exit_code == 0, result.output
-    assert "Models: none in the registry (baselines only)." in (tmp_path / "results.md").read_text()
+    section = (tmp_path / "results.md").read_text()
+    assert "Models: none in the registry (baselines only)." in section
+    assert "Cash earned 0 %: sharpe and sortino are of the returns themselves" in section
 
 
 def test_a_nightly_given_a_cash_rate_credits_cash_with_it(store: Path, tmp_path: Path) -> None:
@@ -222,6 +224,8 @@ def test_a_nightly_given_a_cash_rate_credits_cash_with_it(store: Path, tmp_path:
     cash = report.policies["cash"]
     n, ppy = len(cash.returns), report.periods_per_year
     assert cash.metrics.total_return == pytest.approx((1 + 0.03 / ppy) ** n - 1, rel=1e-9)
+    section = (tmp_path / "results.md").read_text()
+    assert "Idle cash earned 3.00%/year: sharpe and sortino are of returns over it." in section
 
 
 def test_nightly_refuses_a_date_not_in_iso_form(tmp_path: Path) -> None:

@@ -6,8 +6,9 @@ Contract
   ``model_validate_json`` and gets an equal document. A file with a missing or mistyped field is
   refused with a ``pydantic.ValidationError`` naming the field's path.
 * Per policy it holds the per-period series it reports (``timestamps`` as ISO dates, net simple
-  ``returns``, ``turnover``, ``costs_per_period`` in currency) and every metric computed from exactly
-  those series with ``envs.metrics.summarize`` (so they recompute exactly).
+  ``returns``, ``turnover``, ``costs_per_period`` in currency, and ``risk_free``, what cash earned per
+  period, where cash earned anything) and every metric computed from exactly those series with
+  ``envs.metrics.summarize`` (so they recompute exactly).
 * Every run ends by closing its book at the window's last close (``envs.evaluation.harness``: the
   rule); the series, metrics and cost breakdown include that exit, and each run says what it was on
   its own: ``exit_cost`` (currency) and ``exit_cost_bps`` (bps of the equity it was charged to; a
@@ -62,17 +63,17 @@ from raytrade.replay.splits import TimeWindow
 
 REPORT_SCHEMA: Final = "raytrade.evaluation/6"
 """Version of the report layout; bump it when a field changes meaning or is removed. 6: idle cash earns
-``config.simulator.cash_rate`` and the Sharpe and Sortino ratios (and their bootstrap differences) are
-of returns over it (a file before /6 reads with a rate of 0, what its figures used). 5: a position
-whose symbol's bars stop inside a window is closed at its last close paying that exit's costs (it was
-free), each window lists those symbols (``FoldReport.bars_stop``), and ``warnings`` says what the
-figures cannot carry (a window too short to annualise, symbols whose bars stop). 4: every run
+``config.simulator.cash_rate`` and the Sharpe and Sortino ratios (and their bootstrap differences) and
+the hit rate are of returns over it (a file before /6 reads with a rate of 0, what its figures used).
+5: a position whose symbol's bars stop inside a window is closed at its last close paying that exit's
+costs (it was free), each window lists those symbols (``FoldReport.bars_stop``), and ``warnings`` says
+what the figures cannot carry (a window too short to annualise, symbols whose bars stop). 4: every run
 closes its book at the window's end, returns and costs include that exit, ``exit_cost`` and
 ``exit_cost_bps`` added. 3: a registry model's fold ``train`` is its own training window, ``sample``
 and ``FoldReport.in_sample`` added. A /3 or /2 file still reads (its returns are marked to market
-without the exit, ``exit_cost`` / ``exit_cost_bps`` null; a /2 file's ``sample`` None and its
-registry folds' ``train`` the fold's); before /5, ``bars_stop`` and ``warnings`` are empty and the
-forced close of a symbol whose bars stop was free."""
+without the exit, ``exit_cost`` / ``exit_cost_bps`` null; a /2 file's ``sample`` None and its registry
+folds' ``train`` the fold's); before /5, ``bars_stop`` and ``warnings`` are empty and the forced close
+of a symbol whose bars stop was free."""
 
 ANNUALISE_FRACTION: Final = 0.25
 """A window with fewer returns than this fraction of a year (63 daily bars) gets a report warning:

@@ -75,13 +75,14 @@ def _summary(report: EvaluationReport) -> Block:
 def _cash_line(rate: CashRate) -> str:
     if rate.is_zero:
         return (
-            "Cash earned 0 % and the Sharpe and Sortino ratios use a risk-free rate of 0 (no cash rate "
-            "given): a risky policy's ratio is flattered by the yield it ignores, a mostly-cash one "
-            "looks worse than it is."
+            "Cash earned 0 % and the Sharpe and Sortino ratios use a risk-free rate of 0 (a cash rate of "
+            "0, the default): a risky policy's ratio is flattered by the yield it ignores, a mostly-cash "
+            "one looks worse than it is."
         )
     return (
-        f"Idle cash (equity not held long) earned {rate.describe()}, and the Sharpe and Sortino "
-        "ratios (and their differences) are of returns over that rate."
+        f"Idle cash (equity not held long) earned {rate.describe()}: the Sharpe and Sortino ratios "
+        "(and their differences) and the hit rate are of returns over that rate, every other figure of "
+        "the returns themselves."
     )
 
 
