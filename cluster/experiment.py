@@ -106,12 +106,14 @@ from raytrade.cluster.experiment_report import (
 from raytrade.cluster.options import (
     LocalPath,
     action_options,
+    cash_rate_option,
     path_option,
     spread_fraction_option,
     written_path_option,
 )
 from raytrade.cluster.run_reuse import StoreState, settle_run_dir, store_state
 from raytrade.envs.actions import ActionConfig, ActionMode
+from raytrade.envs.cash_rate import MAX_ANNUAL_RATE, CashRate
 from raytrade.envs.config import SimulatorConfig
 from raytrade.envs.cost_profile import with_spread_fraction
 from raytrade.envs.costs import CostConfig
@@ -242,6 +244,12 @@ class ExperimentOptions(BaseModel):
         description="share of the stored spread paid per side, in every search and the evaluation "
         "alike (None: the cost model's)",
     )
+    cash_rate: float | None = Field(
+        None,
+        ge=0,
+        le=MAX_ANNUAL_RATE,
+        description="annual rate idle cash earns in every search and the evaluation alike (None: 0 %)",
+    )
     seed: int = Field(0, description="search seed")
 
     def action_suffix(self) -> str:
@@ -251,7 +259,12 @@ class ExperimentOptions(BaseModel):
         parts += [f"tilt{self.max_tilt:g}"] if self.max_tilt != defaults.max_tilt else []
         parts += [f"band{self.no_trade_band:g}"] if self.no_trade_band != defaults.no_trade_band else []
         parts += [f"spread{self.spread_fraction:g}"] if self.spread_fraction is not None else []
+        parts += [f"cash{self.cash_rate:g}"] if self.cash_rate is not None else []
         return "".join("-" + p for p in parts)
+
+    def cash(self) -> CashRate:
+        """What idle cash earns in every search and the evaluation (0 % unless ``cash_rate``)."""
+        return CashRate(annual=self.cash_rate or 0.0)
 
     def costs(self) -> CostConfig:
         """The cost model every search trains with and the evaluation replays every policy with."""
@@ -287,6 +300,7 @@ class ExperimentOptions(BaseModel):
             else []
         )
         parts += ["--spread-fraction", repr(self.spread_fraction)] if self.spread_fraction is not None else []
+        parts += ["--cash-rate", repr(self.cash_rate)] if self.cash_rate is not None else []
         return shlex.join(parts)
 
 
@@ -556,6 +570,7 @@ def search_options(
         max_tilt=opts.max_tilt,
         no_trade_band=opts.no_trade_band,
         spread_fraction=opts.spread_fraction,
+        cash_rate=opts.cash_rate,
         train_fraction=fold.train_fraction,
         validation_fraction=fold.validation_fraction,
         seed=opts.seed,
@@ -824,7 +839,7 @@ def run_experiment(opts: ExperimentOptions, say: Callable[[str], None] = click.e
         scenarios=budget.scenarios,
         scenario_config=ScenarioConfig(draws=budget.scenario_draws),
         bootstrap=boot,
-        simulator=SimulatorConfig(costs=opts.costs()),
+        simulator=SimulatorConfig(costs=opts.costs(), cash_rate=opts.cash()),
     )
     names = [*BASELINES, *(f"registry:{n}" for n in handles)]
     plan = prepare(
@@ -990,6 +1005,7 @@ def _names(value: str | None) -> tuple[str, ...] | None:
 @click.option("--cvar-penalty", type=click.FloatRange(min=0), default=1.0, show_default=True)
 @action_options()
 @spread_fraction_option()
+@cash_rate_option()
 @click.option("--seed", type=int, default=0, show_default=True)
 @one_line_errors
 def experiment_command(
@@ -1004,6 +1020,7 @@ def experiment_command(
     max_tilt: float,
     no_trade_band: float,
     spread_fraction: float | None,
+    cash_rate: float | None,
     seed: int,
 ) -> None:
     """Train every family (base and enriched features) on walk-forward folds, choose a variant per fold
@@ -1021,6 +1038,7 @@ def experiment_command(
         max_tilt=max_tilt,
         no_trade_band=no_trade_band,
         spread_fraction=spread_fraction,
+        cash_rate=cash_rate,
         seed=seed,
     )
     doc = run_experiment(opts)

@@ -234,11 +234,24 @@ CAPS_FLAGS: tuple[str, ...] = (
 """``serve.caps.ExposureCaps``'s fields, one flag each (``--per-symbol-cap`` …) on serve and live."""
 
 
-def cash_rate_options() -> Callable[[F], F]:
-    """``--cash-rate`` (a constant annual rate, a fraction) and ``--cash-rates`` (a rate file,
-    ``envs.cash_rate``): what idle cash earns in the simulator and the Sharpe's risk-free rate.
-    :func:`cash_rate_of` turns the two into one ``CashRate``."""
+def cash_rate_option() -> Callable[[F], F]:
+    """``--cash-rate``: a constant annual rate idle cash earns in the simulator, a fraction, and the
+    ratios' risk-free rate."""
     from raytrade.envs.cash_rate import MAX_ANNUAL_RATE
+
+    return click.option(
+        "--cash-rate",
+        "cash_rate",
+        type=FiniteFloatRange(min=0.0, max=MAX_ANNUAL_RATE),
+        default=None,
+        help="Annual rate idle cash (equity not held long) earns, a fraction (0.04: 4 %); also the "
+        "Sharpe and Sortino ratios' risk-free rate (default: 0).",
+    )
+
+
+def cash_rate_options() -> Callable[[F], F]:
+    """:func:`cash_rate_option` and ``--cash-rates`` (a rate file, ``envs.cash_rate``), one or the
+    other. :func:`cash_rate_of` turns the two into one ``CashRate``."""
 
     def decorate(command: F) -> F:
         command = path_option(
@@ -249,14 +262,7 @@ def cash_rate_options() -> Callable[[F], F]:
             "(fractions) or date,annual_rate_pct (percent), each rate holding until the next; also the "
             "Sharpe and Sortino ratios' risk-free rate. Not with --cash-rate.",
         )(command)
-        return click.option(
-            "--cash-rate",
-            "cash_rate",
-            type=FiniteFloatRange(min=0.0, max=MAX_ANNUAL_RATE),
-            default=None,
-            help="Annual rate idle cash (equity not held long) earns, a fraction (0.04: 4 %); also the "
-            "Sharpe and Sortino ratios' risk-free rate (default: 0). Not with --cash-rates.",
-        )(command)
+        return cash_rate_option()(command)
 
     return decorate
 

@@ -68,6 +68,7 @@ from pydantic import BaseModel, ConfigDict, Field, computed_field
 from raytrade.cluster.errors import one_line_errors
 from raytrade.cluster.options import (
     action_options,
+    cash_rate_options,
     path_option,
     registry_option,
     spread_fraction_option,
@@ -85,6 +86,7 @@ from raytrade.cluster.run_file import (
 )
 from raytrade.envs.actions import ActionConfig, ActionMode
 from raytrade.envs.baseline_weights import BASELINE_FEATURES
+from raytrade.envs.cash_rate import MAX_ANNUAL_RATE, CashRate, load_cash_rate
 from raytrade.envs.costs import CostConfig
 from raytrade.envs.rewards import RewardConfig
 from raytrade.models.manifest import ExperienceWindow, Provenance, SearchObjective, TrainWindow
@@ -204,6 +206,15 @@ class TuneOptions(BaseModel):
         description="share of the stored spread paid per side (None: the cost model's or the profile's; "
         "a sensitivity knob for stores whose spreads are estimates)",
     )
+    cash_rate: float | None = Field(
+        None,
+        ge=0,
+        le=MAX_ANNUAL_RATE,
+        description="annual rate idle cash earns while training and scoring, a fraction (None: 0 %)",
+    )
+    cash_rates: Path | None = Field(
+        None, description="rate file (envs.cash_rate) idle cash earns by date while training and scoring"
+    )
     seed: int = Field(0, description="search and training seed")
     env_runners: int = Field(
         0,
@@ -283,13 +294,29 @@ class TuneOptions(BaseModel):
 
     def sim_overrides(self) -> dict[str, Any]:
         """Entries of the env config's ``sim`` these options set: ``costs`` from ``cost_profile`` and
-        ``spread_fraction``."""
+        ``spread_fraction``, ``cash_rate`` from ``cash_rate`` / ``cash_rates``."""
+        out: dict[str, Any] = {}
+        rate = self.cash_rate_config()
+        if rate is not None:
+            out["cash_rate"] = rate.model_dump(mode="json")
         if self.cost_profile is None and self.spread_fraction is None:
-            return {}
+            return out
         from raytrade.envs.cost_profile import cost_config_from_profile, with_spread_fraction
 
         costs = cost_config_from_profile(self.cost_profile) if self.cost_profile is not None else CostConfig()
-        return {"costs": with_spread_fraction(costs, self.spread_fraction).model_dump(mode="json")}
+        return {**out, "costs": with_spread_fraction(costs, self.spread_fraction).model_dump(mode="json")}
+
+    def cash_rate_config(self) -> CashRate | None:
+        """The ``CashRate`` of ``cash_rate`` / ``cash_rates`` (None: neither given, cash earns 0 %); a
+        bad rate file is an ``InputError`` naming the flag, the file and the line."""
+        if self.cash_rate is not None and self.cash_rates is not None:
+            raise InputError("give --cash-rate or --cash-rates, not both")
+        if self.cash_rates is not None:
+            try:
+                return load_cash_rate(self.cash_rates)
+            except (OSError, ValueError) as exc:
+                raise InputError(f"--cash-rates: {exc}") from None
+        return None if self.cash_rate is None else CashRate(annual=self.cash_rate)
 
     def split_fractions(self) -> dict[str, float]:
         """The ``ReplayDataConfig`` split fractions this search sets (empty: the store's defaults)."""
@@ -349,6 +376,8 @@ class TuneOptions(BaseModel):
         parts += ["--features", self.features] if self.features else []
         parts += ["--cost-profile", str(self.cost_profile.resolve())] if self.cost_profile else []
         parts += ["--spread-fraction", repr(self.spread_fraction)] if self.spread_fraction is not None else []
+        parts += ["--cash-rate", repr(self.cash_rate)] if self.cash_rate is not None else []
+        parts += ["--cash-rates", str(self.cash_rates.resolve())] if self.cash_rates else []
         for key, value in self.split_fractions().items():
             parts += [f"--{key.replace('_', '-')}", repr(value)]
         parts += ["--storage", location(self.storage), "--name", self.run_name()]
@@ -900,6 +929,8 @@ OFFLINE_FIXED: Final[dict[str, str]] = {
     "turnover_penalty": "the experience's rewards were recorded without a turnover penalty",
     "cost_profile": "the experience's rewards were recorded under the costs where it was logged",
     "spread_fraction": "the experience's rewards were recorded under the costs where it was logged",
+    "cash_rate": "the experience's rewards were recorded without interest on cash",
+    "cash_rates": "the experience's rewards were recorded without interest on cash",
 }
 """Options an offline spec must leave at their defaults, and why: the transitions it learns from were
 recorded under the default action mapping, reward and costs (``envs.experience``, ``serve.live``);
@@ -1444,6 +1475,7 @@ def run_tune(opts: TuneOptions, dashboard: bool = True) -> TuneOutcome:
     help="Cost profile from raytrade calibrate-costs (default: the loop's cost model).",
 )
 @spread_fraction_option()
+@cash_rate_options()
 @click.option(
     "--train-fraction",
     type=click.FloatRange(min=0, max=1, min_open=True, max_open=True),
@@ -1499,6 +1531,8 @@ def tune_command(
     turnover_penalty: float,
     cost_profile: Path | None,
     spread_fraction: float | None,
+    cash_rate: float | None,
+    cash_rates: Path | None,
     train_fraction: float | None,
     validation_fraction: float | None,
     max_failures: int,
@@ -1533,6 +1567,8 @@ def tune_command(
         turnover_penalty=turnover_penalty,
         cost_profile=cost_profile,
         spread_fraction=spread_fraction,
+        cash_rate=cash_rate,
+        cash_rates=cash_rates,
         train_fraction=train_fraction,
         validation_fraction=validation_fraction,
         max_failures=max_failures,

@@ -151,18 +151,6 @@ class PortfolioEnvConfig(BaseModel):
             )
         return self
 
-    @model_validator(mode="after")
-    def _no_cash_rate_in_training(self) -> PortfolioEnvConfig:
-        # the tuning objective, selection and the experiment's tables score raw returns: with cash
-        # earning a rate, a mostly-cash book would win on the yield alone
-        if not self.sim.cash_rate.is_zero:
-            raise ValueError(
-                f"sim.cash_rate ({self.sim.cash_rate.describe()}) is refused in an environment config: "
-                "training, tuning and selection do not score returns over a cash rate yet; give it to "
-                "raytrade evaluate or nightly (--cash-rate / --cash-rates)"
-            )
-        return self
-
 
 class GatedEnvConfig(PortfolioEnvConfig):
     """``env_config`` of ``raytrade/GatedSymbolEnv-v0``: per-symbol gate modes, sized by the policy's

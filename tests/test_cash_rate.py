@@ -198,13 +198,55 @@ def test_bars_past_the_rate_files_last_row_are_warned_about() -> None:
         CashRate(schedule=(RateStep(start="2020-01-01", annual=0.01),), through="2019-12-31")
 
 
-def test_an_environment_config_refuses_a_cash_rate_training_cannot_score() -> None:
-    from raytrade.envs.config import GatedEnvConfig, PortfolioEnvConfig
+def test_a_search_trains_and_scores_with_the_rate_it_is_given(synthetic_store: Path, tmp_path: Path) -> None:
+    from raytrade.cluster.select import market_of
+    from raytrade.cluster.tune import TuneOptions, check_offline_env
+    from raytrade.envs.config import env_config_from_dict
+    from raytrade.replay.errors import InputError
+    from raytrade.tune_specs import get_spec
 
-    for config in (PortfolioEnvConfig, GatedEnvConfig):
-        with pytest.raises(ValidationError, match=r"sim.cash_rate \(4.00%/year\) is refused"):
-            config.model_validate({"sim": {"cash_rate": {"annual": 0.04}}})
-    assert PortfolioEnvConfig.model_validate({"sim": {"cash_rate": {"annual": 0.0}}}).sim.cash_rate.is_zero
+    spec = get_spec("ppo")
+    opts = TuneOptions(spec="ppo", replay=synthetic_store, smoke=True, cash_rate=0.04)
+    env_config = opts.env_config(spec, opts.budget(spec))
+    sim = env_config_from_dict(env_config).sim  # the env, the objective's replays and select's alike
+    assert sim.cash_rate == CashRate(annual=0.04)
+    assert "--cash-rate 0.04" in opts.command()  # a resumed or submitted search keeps it
+    assert market_of(sim) != market_of(sim.model_copy(update={"cash_rate": CashRate()}))  # not compared
+    rates = tmp_path / "rates.csv"
+    rates.write_text("date,annual_rate_pct\n2000-01-03,5\n")
+    from_file = TuneOptions(spec="ppo", replay=synthetic_store, smoke=True, cash_rates=rates)
+    scheduled = env_config_from_dict(from_file.env_config(spec, from_file.budget(spec))).sim.cash_rate
+    assert (
+        scheduled.schedule == (RateStep(start="2000-01-03", annual=0.05),) and scheduled.source == "rates.csv"
+    )
+    both = TuneOptions(spec="ppo", replay=synthetic_store, cash_rate=0.04, cash_rates=rates)
+    with pytest.raises(InputError, match="give --cash-rate or --cash-rates, not both"):
+        both.env_config(spec, both.budget(spec))
+    rates.write_text("date,annual_rate_pct\n2000-01-03,five\n")
+    with pytest.raises(InputError, match="--cash-rates: .*line 2: annual_rate_pct 'five' is not a number"):
+        from_file.env_config(spec, from_file.budget(spec))
+    offline = TuneOptions(spec="bc", replay=synthetic_store, cash_rate=0.04)
+    with pytest.raises(
+        InputError, match="--cash-rate 0.04: spec 'bc' is offline and the experience's rewards"
+    ):
+        check_offline_env(offline, get_spec("bc"))
+
+
+def test_an_experiment_trains_and_evaluates_with_its_rate_in_folders_of_their_own(tmp_path: Path) -> None:
+    import pandas as pd
+
+    from raytrade.cluster.experiment import BUDGETS, ExperimentOptions, plan_folds, search_options
+
+    opts = ExperimentOptions(replay=tmp_path, out=tmp_path, budget="small", cash_rate=0.04)
+    assert opts.cash() == CashRate(annual=0.04)
+    fold = plan_folds(pd.date_range("2020-01-01", periods=600, freq="B", tz="UTC"), BUDGETS["smoke"], 252)[0][
+        0
+    ]
+    search = search_options(opts, opts.plan_budget(), "ppo", "base", fold)
+    assert search.cash_rate == 0.04 and search.name.endswith("-cash0.04-fold0")
+    assert ExperimentOptions(replay=tmp_path, out=tmp_path).cash().is_zero
+    assert opts.action_suffix() == "-cash0.04"  # never reuses a search trained at another rate
+    assert "--cash-rate 0.04" in opts.command()
 
 
 def test_the_ratios_over_a_per_period_rate_are_the_ratios_of_the_excess() -> None:

@@ -257,7 +257,7 @@ READ = {
     "serve": {"registry"},
     "simulate-experience": {"replay", "registry"},
     "summary": {"root"},
-    "tune": {"replay", "experience", "cost_profile", "registry"},
+    "tune": {"replay", "experience", "cost_profile", "registry", "cash_rates"},
 }
 
 
