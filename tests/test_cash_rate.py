@@ -335,3 +335,23 @@ def test_evaluate_takes_a_rate_or_a_rate_file_not_both(store: Path, tmp_path: Pa
 
     cash = read_report(tmp_path / "o" / "report.json").policies["cash"]
     assert cash.metrics.total_return is not None and cash.metrics.total_return > 0.0
+
+
+def test_a_training_env_in_cash_earns_its_configs_rate_and_is_rewarded_for_it() -> None:
+    """The gymnasium env built from a plain env_config dict (what RLlib hands it): a book kept in cash
+    (zero weights) grows by the rate every step, and the log-growth reward says so."""
+    from raytrade.envs.gym_envs import PortfolioEnv
+
+    config = {
+        "sim": {"episode_len": 20, "cash_rate": {"annual": 0.1}},
+        "data": {"kind": "synthetic", "n_steps": 60},
+    }
+    env = PortfolioEnv(config)
+    _, info = env.reset(seed=0)
+    equity, per_bar = info["equity"], 0.1 / env.data.periods_per_year
+    for _ in range(3):
+        _, reward, *_, info = env.step(np.zeros(env.action_space.shape, dtype=np.float32))
+        assert not info["target_weights"].any()
+        assert info["equity"] == pytest.approx(equity * (1 + per_bar), rel=1e-12)
+        assert reward == pytest.approx(math.log1p(per_bar), rel=1e-9)
+        equity = info["equity"]
