@@ -57,6 +57,8 @@ class Rollout:
     #                        at the end, included in the last step (None: marked to market, not closed)
     risk_free: np.ndarray | None = None  # [T-1] what idle cash earned over each step's bar (the
     #                        simulator's cash rate; None: 0), the Sharpe's risk-free return
+    interest: np.ndarray | None = None  # [B, T-1] currency: what each step's idle cash earned (in
+    #                        equity and returns, not in costs; None: not recorded)
 
     @property
     def exit_bps(self) -> np.ndarray:
@@ -111,6 +113,7 @@ def replay_policy(
     turnover = np.zeros((n_envs, steps))
     weights = np.zeros((n_envs, steps, data.n_assets))
     ruin_step = np.full(n_envs, -1, dtype=np.int64)
+    interest = np.zeros((n_envs, steps))
     previous = simulator.equity.copy()
     for k in range(steps):
         result = step(policy(simulator.observe()))
@@ -119,6 +122,7 @@ def replay_policy(
         returns[:, k] = np.where(live, result.equity / safe - 1.0, 0.0)
         turnover[:, k] = np.where(live, np.abs(result.traded_notional).sum(-1) / safe, 0.0)
         equity[:, k], costs[:, k], weights[:, k] = result.equity, result.costs, result.target_weights
+        interest[:, k] = result.interest
         ruin_step = np.where(result.ruined, k, ruin_step)
         previous = result.equity.copy()
         if result.terminated.all():  # every episode ruined: the rest is flat
@@ -135,6 +139,7 @@ def replay_policy(
         ruin_step,
         exit_costs,
         simulator.cash_return[1:],
+        interest,
     )
 
 

@@ -110,6 +110,7 @@ class StepResult(NamedTuple):
     terminated: np.ndarray  # [B] ruined (at this step or earlier; the episode is over)
     truncated: np.ndarray  # [B] end of the episode window
     ruined: np.ndarray  # [B] ruined at this step: liquidated at bar t + 1
+    interest: np.ndarray  # [B] currency: what idle cash earned this step (in equity, not in costs)
 
 
 class Trade(NamedTuple):
@@ -122,6 +123,7 @@ class Trade(NamedTuple):
     equity: np.ndarray  # [B] at close t + 1, after financing (0 or what remains after a ruin)
     costs: np.ndarray  # [B, 4] fee, spread, slippage, financing
     ruined: np.ndarray  # [B] ruined now or earlier (liquidated, flat)
+    interest: np.ndarray  # [B] currency: what idle cash earned (already in equity and cash)
 
 
 class ExitCost(NamedTuple):
@@ -439,7 +441,7 @@ class MarketSimulator:
         """Steps 1-4 for every episode (compiled): project onto the constraints (data <= t only;
         assets without a real bar at t or t + 1 inside their life are held), liquidate delistings,
         fill at open t + 1, charge costs, mark to close t + 1, finance, ruin."""
-        w_target, new_units, traded, cash, new_equity, costs, ruined = step_rows(
+        w_target, new_units, traded, cash, new_equity, costs, ruined, interest = step_rows(
             np.ascontiguousarray(target),
             np.ascontiguousarray(fill, dtype=bool) if fill is not None else self._no_lock,
             fill is not None,
@@ -463,7 +465,7 @@ class MarketSimulator:
             self._delisting_rates,
             self.cash_return,
         )
-        return Trade(w_target, traded, new_units, cash, new_equity, costs, ruined)
+        return Trade(w_target, traded, new_units, cash, new_equity, costs, ruined, interest)
 
     def _settle(self, trade: Trade, active: np.ndarray | None) -> StepResult:
         """Step 5: reward, kill switch, bookkeeping (only where ``active``, when given). The
@@ -541,6 +543,7 @@ class MarketSimulator:
             terminated=ruined,
             truncated=truncated,
             ruined=now_ruined,
+            interest=trade.interest,
         )
 
     def _multipliers(self, spread_mult: np.ndarray | float, slippage_mult: np.ndarray | float) -> np.ndarray:

@@ -195,7 +195,7 @@ def step_rows(  # pragma: no cover (compiled; covered through the simulator)
     last_bar: np.ndarray,
     delisting_rates: np.ndarray,
     cash_return: np.ndarray,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Steps 1-4 of the simulator for every episode ``i`` at its bar ``t[i]``: the current weights
     (``units * close[t] / equity``, the equity floored at ``tiny`` where ``floor_divisor``), the
     projected targets (:func:`_project_into`, with the locked mask where ``has_fill``), then
@@ -212,8 +212,8 @@ def step_rows(  # pragma: no cover (compiled; covered through the simulator)
     bar, ``market_data.last_listed_bar``: a position held there is delisted) and ``delisting_rates [4,
     N]`` (``simulator.delisting_rates``: what closing it there costs), and ``cash_return [T]`` (what
     idle cash earns over each bar, ``envs.cash_rate.cash_return_per_bar``). Returns ``(target weights [B, N],
-    new_units [B, N], traded notional [B, N], cash [B], equity [B], costs [B, 4], ruined [B])`` with
-    costs as (fee, spread, slippage, financing)."""
+    new_units [B, N], traded notional [B, N], cash [B], equity [B], costs [B, 4], ruined [B], interest
+    [B])`` with costs as (fee, spread, slippage, financing) and interest what idle cash earned."""
     b, n = units.shape
     w = np.zeros((b, n))
     locked = np.zeros((b, n), dtype=np.bool_)
@@ -291,7 +291,7 @@ def _fill_into(  # pragma: no cover (compiled; covered through the simulator)
     has_group: bool,
     consts: np.ndarray,
     cash_return: np.ndarray,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Steps 2-4 of every live episode ``i`` at bar ``ti = t[i]``: close delistings (``ti`` is the
     asset's last real bar, ``last_bar [N]``: no bar at ``ti + 1`` or after) at ``close[ti]``, paying
     :func:`envs.costs.exit_cost_parts` at ``delisting_rates [4, N]`` (their sale counts in the traded
@@ -314,8 +314,9 @@ def _fill_into(  # pragma: no cover (compiled; covered through the simulator)
     equity is floored at 0 and the episode is flagged.
 
     The loop over episodes is inside and every array is read by index (see :func:`_project_into`).
-    Returns ``(w, new_units, traded notional, cash, equity, costs [B, 4], ruined)``, costs as (fee,
-    spread, slippage, financing)."""
+    Returns ``(w, new_units, traded notional, cash, equity, costs [B, 4], ruined, interest [B])``,
+    costs as (fee, spread, slippage, financing), interest what idle cash earned (0 where ruined at the
+    open or earlier)."""
     b, n = units.shape
     new_units = np.empty((b, n))
     traded = np.zeros((b, n))
@@ -323,6 +324,7 @@ def _fill_into(  # pragma: no cover (compiled; covered through the simulator)
     equity_out = np.empty(b)
     costs = np.zeros((b, 4))
     ruined = np.zeros(b, dtype=np.bool_)
+    earned = np.zeros(b)
     held, want, lam, _, _, _ = _scratch(n)
     gone = np.empty(n, dtype=np.bool_)
     fin_rate, borrow_rate, free_leverage = consts[4], consts[5], consts[6]
@@ -436,6 +438,7 @@ def _fill_into(  # pragma: no cover (compiled; covered through the simulator)
         equity_close = equity_open - trade_cost + intrabar
         fin = financing_of(long, short, equity_close, fin_rate, borrow_rate, free_leverage)
         interest = cash_interest_of(long, equity_close, cash_return[t1])
+        earned[i] = interest
         costs[i, 0], costs[i, 1], costs[i, 2] = exit_fee + fee, exit_spread + spread, exit_slip + slip
         costs[i, 3] = fin
         equity_end = equity_close - fin + interest
@@ -446,7 +449,7 @@ def _fill_into(  # pragma: no cover (compiled; covered through the simulator)
             cash_out[i], equity_out[i], ruined[i] = out, out, True
             continue
         cash_out[i], equity_out[i] = cash_i - flow - trade_cost - fin + interest, equity_end
-    return w, new_units, traded, cash_out, equity_out, costs, ruined
+    return w, new_units, traded, cash_out, equity_out, costs, ruined, earned
 
 
 @numba.njit(cache=True, nogil=True)

@@ -178,4 +178,4 @@ class ReferenceSimulator(MarketSimulator):
         w_target = np.where(dead[:, None], 0.0, w_target)
         costs = np.stack([fee + exit_parts[0], spread + exit_parts[1], slip + exit_parts[2], fin], axis=-1)
         costs = costs * ~dead[:, None]
-        return Trade(w_target, traded, new_units, cash, equity_end, costs, bust | dead)
+        return Trade(w_target, traded, new_units, cash, equity_end, costs, bust | dead, interest * ~dead)

@@ -295,6 +295,11 @@ def test_the_evaluation_credits_cash_and_measures_the_ratios_over_it(store: Path
     assert cash.metrics.sharpe is None and cash.metrics.sortino is None  # no excess over the rate: no ratio
     assert cash.vs_benchmark.sharpe_diff.n_valid == 0  # on no resampled path either
     assert cash.metrics.hit_rate is None  # earning the rate is no hit
+    initial = report.config.simulator.initial_equity
+    assert cash.interest == pytest.approx(initial * cash.metrics.total_return, rel=1e-9)  # all of it
+    kelly_interest = report.policies["kelly_lite"].interest
+    assert kelly_interest is not None and kelly_interest > 0.0
+    assert all(p.interest == 0.0 for p in plain.policies.values())
     assert plain.policies["cash"].metrics.total_return == 0.0
     for name, entry in report.policies.items():
         assert entry.risk_free == pytest.approx([0.04 / ppy] * n, rel=1e-12)
@@ -310,6 +315,7 @@ def test_the_evaluation_credits_cash_and_measures_the_ratios_over_it(store: Path
     assert kl.total_return > kl_plain.total_return
     md = render_markdown("r", report_blocks(report, []))
     assert "earned 4.00%/year: the Sharpe and Sortino ratios" in md
+    assert "| policy | fee | spread | slippage | financing | total | interest earned |" in md
     assert "Cash earned 0 %" in render_markdown("r", report_blocks(plain, []))
     assert plain.policies["buy_and_hold"].risk_free == ()
 

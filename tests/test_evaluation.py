@@ -385,12 +385,13 @@ def test_report_json_keeps_its_key_names(report: EvaluationReport) -> None:
         "ruin_date",
         "exit_cost",
         "exit_cost_bps",
+        "interest",
         "ruined_runs",
     }
     assert doc["policies"]["cash"]["metrics"]["sharpe"] is None
     assert list(doc["policies"]["cash"]["costs"]) == ["fee", "spread", "slippage", "financing", "total"]
     fold_keys = {"name", "train", "test", "in_sample", "metrics", "costs", "ruined", "ruin_date"}
-    fold_keys |= {"exit_cost", "exit_cost_bps", "bars_stop"}
+    fold_keys |= {"exit_cost", "exit_cost_bps", "interest", "bars_stop"}
     assert set(doc["policies"]["cash"]["folds"][0]) == fold_keys
 
 

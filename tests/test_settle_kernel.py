@@ -81,6 +81,7 @@ class NumpySettle(MarketSimulator):
             terminated=ruined,
             truncated=truncated,
             ruined=now_ruined,
+            interest=trade.interest,
         )
 
 

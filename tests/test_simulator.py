@@ -406,7 +406,15 @@ def test_the_compiled_step_equals_the_numpy_statement_of_the_rules(seed: int) ->
             }
         active = rng.random(6) < 0.9 if k % 5 == 0 else None
         a, b = ref.step(target, active=active, **kw), sim.step(target, active=active, **kw)
-        for name in ("reward", "equity", "costs", "target_weights", "traded_notional", "log_growth"):
+        for name in (
+            "reward",
+            "equity",
+            "costs",
+            "target_weights",
+            "traded_notional",
+            "log_growth",
+            "interest",
+        ):
             np.testing.assert_allclose(getattr(b, name), getattr(a, name), rtol=1e-9, atol=1e-9, err_msg=name)
         for name in ("units", "cash", "equity", "episode_costs", "peak", "t", "steps"):
             got, want = getattr(sim, name), getattr(ref, name)

@@ -141,6 +141,11 @@ class RunReport(Document):
         description="that cost in bps of the equity it was charged to (pooled folds: summed); null "
         "before schema /4",
     )
+    interest: Number = Field(
+        None,
+        description="currency: what idle cash earned over the run at config.simulator.cash_rate, in the "
+        "returns and not in the costs (pooled folds: summed); null before schema /6",
+    )
 
 
 class RegimeReport(Document):
@@ -465,6 +470,7 @@ def run_report(series: RunSeries, periods_per_year: float) -> RunReport:
         ruin_date=ruin_date,
         exit_cost=_num(series.exit_cost),
         exit_cost_bps=_num(series.exit_bps),
+        interest=_num(series.interest),
     )
 
 

@@ -197,6 +197,7 @@ class RunSeries:
     #                         costs (pooled folds: summed over the folds)
     exit_bps: float = 0.0  # that cost in bps of the equity it was charged to (pooled: summed over folds)
     risk_free: np.ndarray | None = None  # [T] what idle cash earned over each step's bar (None: 0 %)
+    interest: float = 0.0  # currency: what idle cash earned over the run, in the returns (pooled: summed)
 
     @property
     def excess(self) -> np.ndarray:
@@ -547,6 +548,7 @@ def run_window(spec: PolicySpec, data: MarketData, seed: int, sim: SimulatorConf
         exit_cost=float(rollout.exit_costs[0].sum()),
         exit_bps=float(rollout.exit_bps[0]),
         risk_free=rollout.risk_free,
+        interest=0.0 if rollout.interest is None else float(rollout.interest[0].sum()),
     )
 
 
@@ -563,9 +565,9 @@ def pool(series: Sequence[RunSeries]) -> RunSeries:
     timestamps, returns, turnover, costs, regime = (
         np.concatenate(parts) for parts in zip(*(_fields(s) for s in series), strict=True)
     )
-    offset, ruin_bar, exit_cost, exit_bps = 0, None, 0.0, 0.0
+    offset, ruin_bar, exit_cost, exit_bps, interest = 0, None, 0.0, 0.0, 0.0
     for s in series:
-        exit_cost, exit_bps = exit_cost + s.exit_cost, exit_bps + s.exit_bps
+        exit_cost, exit_bps, interest = exit_cost + s.exit_cost, exit_bps + s.exit_bps, interest + s.interest
         if s.ruin_bar is not None:
             ruin_bar = offset + s.ruin_bar
             break
@@ -586,6 +588,7 @@ def pool(series: Sequence[RunSeries]) -> RunSeries:
         exit_cost=exit_cost,
         exit_bps=exit_bps,
         risk_free=risk_free,
+        interest=interest,
     )
 
 

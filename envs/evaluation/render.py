@@ -213,8 +213,15 @@ def _regimes(report: EvaluationReport, names: Sequence[str]) -> Block:
 
 
 def _costs(report: EvaluationReport, names: Sequence[str]) -> Block:
-    rows = tuple((n, *(_money(v) for _, v in report.policies[n].costs.components())) for n in names)
-    return Block("table", headers=("policy", *COST_COMPONENTS, "total"), rows=rows)
+    rows = tuple(
+        (
+            n,
+            *(_money(v) for _, v in report.policies[n].costs.components()),
+            _money(report.policies[n].interest),
+        )
+        for n in names
+    )
+    return Block("table", headers=("policy", *COST_COMPONENTS, "total", "interest earned"), rows=rows)
 
 
 def _folds(report: EvaluationReport, names: Sequence[str]) -> list[Block]:
@@ -335,7 +342,7 @@ def report_blocks(
         _seeds(report, names),
         Block("h2", "By regime"),
         _regimes(report, names),
-        Block("h2", "Costs by component"),
+        Block("h2", "Costs by component, and interest earned on idle cash (not a cost: in the returns)"),
         _costs(report, names),
     ]
     if report.mode == "walk_forward":
