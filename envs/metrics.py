@@ -513,7 +513,7 @@ def hit_rate(returns: ArrayLike, risk_free: ArrayLike = 0.0) -> float:
     """
     r = validate_returns(returns)
     rf = per_period_rate(risk_free, r.size, "risk_free")
-    if not (np.ndim(rf) == 0 and rf == 0.0):
+    if np.any(np.asarray(rf) != 0.0):  # cash at 0 % (a scalar or all-zero series): exact zeros are flat
         r = np.where(np.abs(r - rf) <= DISPERSION_ATOL, 0.0, r - rf)
     nonzero = int(np.count_nonzero(r))
     if nonzero == 0:

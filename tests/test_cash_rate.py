@@ -361,3 +361,8 @@ def test_a_training_env_in_cash_earns_its_configs_rate_and_is_rewarded_for_it() 
         assert info["equity"] == pytest.approx(equity * (1 + per_bar), rel=1e-12)
         assert reward == pytest.approx(math.log1p(per_bar), rel=1e-9)
         equity = info["equity"]
+
+
+def test_at_a_zero_rate_the_hit_rate_is_the_plain_one() -> None:
+    r = np.array([1e-13, -2e-3, 0.0, 4e-3])  # a tiny gain is a hit at 0 %, as before the cash rate
+    assert hit_rate(r, np.zeros(4)) == hit_rate(r) == pytest.approx(2 / 3)
