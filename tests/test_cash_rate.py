@@ -267,26 +267,17 @@ def test_the_ratios_over_a_per_period_rate_are_the_ratios_of_the_excess() -> Non
         sortino_ratio(r, PPY, np.where(np.arange(300) == 3, np.nan, rf))
 
 
-@pytest.fixture(scope="module")
-def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from raytrade.replay.ingest import ingest_frames
-    from raytrade.replay.sources.synthetic import generate
-
-    root = tmp_path_factory.mktemp("cash") / "store"
-    market = generate(n_symbols=5, years=2.0, seed=21)
-    ingest_frames(root, market.bars, market.macro, show_progress=False)
-    return root
-
-
-def test_the_evaluation_credits_cash_and_measures_the_ratios_over_it(store: Path, tmp_path: Path) -> None:
+def test_the_evaluation_credits_cash_and_measures_the_ratios_over_it(
+    synthetic_store: Path, tmp_path: Path
+) -> None:
     from raytrade.cluster.evaluate import run_evaluation
     from raytrade.envs.evaluation.document import read_report
     from raytrade.envs.evaluation.render import render_markdown, report_blocks
 
     names = ["cash", "buy_and_hold", "kelly_lite"]
     kw: dict[str, object] = {"scenarios": [], "seeds": 1, "bootstrap_samples": 50, "plots": False}
-    plain = run_evaluation(store, names, tmp_path / "plain", **kw)  # type: ignore[arg-type]
-    report = run_evaluation(store, names, tmp_path / "paid", cash_rate=CashRate(annual=0.04), **kw)  # type: ignore[arg-type]
+    plain = run_evaluation(synthetic_store, names, tmp_path / "plain", **kw)  # type: ignore[arg-type]
+    report = run_evaluation(synthetic_store, names, tmp_path / "paid", cash_rate=CashRate(annual=0.04), **kw)  # type: ignore[arg-type]
     assert read_report(tmp_path / "paid" / "report.json") == report
     assert report.report_schema == "raytrade.evaluation/6"
     ppy, cash = report.periods_per_year, report.policies["cash"]
@@ -320,12 +311,21 @@ def test_the_evaluation_credits_cash_and_measures_the_ratios_over_it(store: Path
     assert plain.policies["buy_and_hold"].risk_free == ()
 
 
-def test_evaluate_takes_a_rate_or_a_rate_file_not_both(store: Path, tmp_path: Path) -> None:
+def test_evaluate_takes_a_rate_or_a_rate_file_not_both(synthetic_store: Path, tmp_path: Path) -> None:
     from raytrade.cluster.evaluate import evaluate_command
 
     rates = tmp_path / "rates.csv"
     rates.write_text("date,annual_rate_pct\n2000-01-01,3\n2024-01-02,abc\n")
-    base = ["--replay", str(store), "--policies", "cash", "--scenarios", "", "--out", str(tmp_path / "o")]
+    base = [
+        "--replay",
+        str(synthetic_store),
+        "--policies",
+        "cash",
+        "--scenarios",
+        "",
+        "--out",
+        str(tmp_path / "o"),
+    ]
     both = CliRunner().invoke(evaluate_command, [*base, "--cash-rate", "0.03", "--cash-rates", str(rates)])
     assert both.exit_code == 2 and "give --cash-rate or --cash-rates, not both" in both.output
     bad = CliRunner().invoke(evaluate_command, [*base, "--cash-rates", str(rates)])
