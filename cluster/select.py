@@ -234,8 +234,11 @@ def window_of(data: MarketData) -> tuple[str, str, int, str]:
 
 
 def market_of(sim: SimulatorConfig) -> str:
-    """The simulator fields every candidate must share (``_MARKET_FIELDS``), as JSON."""
-    return sim.model_dump_json(include=set(_MARKET_FIELDS))
+    """The simulator fields every candidate must share (``_MARKET_FIELDS``), as JSON; of the cash rate
+    its rates, not where they were read from."""
+    include: dict[str, Any] = {field: True for field in _MARKET_FIELDS}
+    include["cash_rate"] = {"annual", "schedule"}
+    return sim.model_dump_json(include=include)
 
 
 def common_window(candidates: list[Candidate], root: Path) -> tuple[MarketData, SimulatorConfig]:

@@ -86,7 +86,7 @@ from raytrade.cluster.run_file import (
 )
 from raytrade.envs.actions import ActionConfig, ActionMode
 from raytrade.envs.baseline_weights import BASELINE_FEATURES
-from raytrade.envs.cash_rate import MAX_ANNUAL_RATE, CashRate, load_cash_rate
+from raytrade.envs.cash_rate import MAX_ANNUAL_RATE, CashRate, cash_return_per_bar, load_cash_rate
 from raytrade.envs.costs import CostConfig
 from raytrade.envs.rewards import RewardConfig
 from raytrade.models.manifest import ExperienceWindow, Provenance, SearchObjective, TrainWindow
@@ -1063,6 +1063,28 @@ def run_record(opts: TuneOptions, spec: TuneSpec, window: ExperienceWindow | Non
     )
 
 
+def check_cash_rate(opts: TuneOptions) -> None:
+    """Refuse (``InputError`` naming ``--cash-rates``, before Ray starts) a rate schedule that starts
+    after the first bar the training window's cash earns over: every trial's simulator would refuse
+    it, each after its worker had started."""
+    rate = opts.cash_rate_config()
+    if rate is None or not rate.schedule:
+        return
+    from raytrade.envs.replay_loader import load_market_data
+
+    data = load_market_data(
+        local_store(opts.replay),
+        "train",
+        train_fraction=opts.train_fraction or TRAIN_FRACTION,
+        validation_fraction=opts.validation_fraction or VALIDATION_FRACTION,
+        feature_columns=(),
+    )
+    try:
+        cash_return_per_bar(data.ts, rate, data.periods_per_year)
+    except ValueError as exc:
+        raise InputError(f"--cash-rates: {exc}") from None
+
+
 def refuse_other_inputs(opts: TuneOptions, run_dir: Path, recorded: RunFile) -> None:
     """Refuse (``InputError``, before Ray starts) to resume the search ``recorded`` at ``run_dir`` by
     other code or on other data than it started with (``cluster.run_reuse.why_inputs_differ``: the
@@ -1337,6 +1359,7 @@ def run_tune(opts: TuneOptions, dashboard: bool = True) -> TuneOutcome:
     window = check_experience(opts, spec)
     check_init_window(opts, spec)  # resumed too: the trials would keep scoring on the seen bars
     opts.sim_overrides()  # a bad cost profile is refused before Ray starts
+    check_cash_rate(opts)  # as is a rate file the training window starts before
     if not opts.resume:  # --init conflicts (features, action mapping) too, before anything is printed
         opts.env_config(spec, opts.budget(spec))
     run_dir, remote = opts.run_dir(), opts.run_location() if is_remote(opts.storage) else None

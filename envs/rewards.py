@@ -104,10 +104,14 @@ def compute_reward(
     dd: np.ndarray,
     state: RewardState,
     turnover: np.ndarray | None = None,
+    cash_log_growth: np.ndarray | float = 0.0,
 ) -> tuple[np.ndarray, RewardState]:
     """Reward for one step of every episode and the updated state; ``turnover [B]`` (``turnover_of``)
-    is required when ``cfg.turnover_penalty`` is set."""
-    reward, new_state = _base_reward(cfg, log_growth, dd, state)
+    is required when ``cfg.turnover_penalty`` is set. ``cash_log_growth`` (``[B]`` or a scalar) is the
+    log growth cash earned over the step (``envs.cash_rate``): the differential Sharpe ratio is of the
+    growth over it, as a Sharpe ratio is (a book in cash at a positive rate would otherwise have a
+    steady growth whose Sharpe, and reward, grow without bound)."""
+    reward, new_state = _base_reward(cfg, log_growth, dd, state, cash_log_growth)
     if cfg.turnover_penalty == 0:
         return reward, new_state
     if turnover is None:
@@ -116,7 +120,11 @@ def compute_reward(
 
 
 def _base_reward(
-    cfg: RewardConfig, log_growth: np.ndarray, dd: np.ndarray, state: RewardState
+    cfg: RewardConfig,
+    log_growth: np.ndarray,
+    dd: np.ndarray,
+    state: RewardState,
+    cash_log_growth: np.ndarray | float = 0.0,
 ) -> tuple[np.ndarray, RewardState]:
     g = log_growth
     if cfg.kind == "log_growth":
@@ -130,6 +138,7 @@ def _base_reward(
     if cfg.kind == "drawdown":
         penalty = np.maximum(dd - state.prev_dd, 0.0)
         return cfg.scale * (g - cfg.drawdown_lambda * penalty), state._replace(prev_dd=dd)
+    g = g - cash_log_growth  # the differential Sharpe ratio is of the growth over cash's
     a, b = state.ema_a, state.ema_b
     da, db = g - a, g * g - b
     var = b - a * a

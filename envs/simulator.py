@@ -256,6 +256,7 @@ class MarketSimulator:
             ]
         )
         self.cash_return = cash_return_per_bar(data.ts, cfg.cash_rate, data.periods_per_year)  # [T]
+        self._cash_earns = bool(self.cash_return.any())
         self._ruin = np.array([cfg.min_equity_fraction * cfg.initial_equity, cfg.maintenance_margin])
         group = self.limits.group if self.limits.group is not None else np.zeros(data.n_assets, bool)
         self._asset_flags = np.stack([self.limits.shortable, group]).astype(bool)  # [2, N]
@@ -510,7 +511,10 @@ class MarketSimulator:
         )
         log_growth = np.log(growth)
         turnover = turnover_of(trade.traded_notional, equity) if cfg.reward.turnover_penalty else None
-        reward, reward_state = compute_reward(cfg.reward, log_growth, dd, self.reward_state, turnover)
+        cash_growth = self._cash_log_growth() if cfg.reward.kind == "diff_sharpe" else 0.0
+        reward, reward_state = compute_reward(
+            cfg.reward, log_growth, dd, self.reward_state, turnover, cash_growth
+        )
         if cfg.reward.cost_overrun_lambda > 0:
             overrun = cost_overrun(trade.traded_notional, costs[:, :3].sum(-1), self._envelope_bps)
             weight = cfg.reward.scale * cfg.reward.cost_overrun_lambda
@@ -545,6 +549,15 @@ class MarketSimulator:
             ruined=now_ruined,
             interest=trade.interest,
         )
+
+    def _cash_log_growth(self) -> np.ndarray | float:
+        """``[B]``: the log growth cash earned over each episode's step (bar ``t + 1``'s rate), 0 at a
+        zero rate."""
+        if not self._cash_earns:
+            return 0.0
+        bar = np.minimum(self.t + 1, len(self.cash_return) - 1)
+        out: np.ndarray = np.log1p(self.cash_return[bar])
+        return out
 
     def _multipliers(self, spread_mult: np.ndarray | float, slippage_mult: np.ndarray | float) -> np.ndarray:
         """The (spread, slippage) cost multipliers (scalars or broadcastable to ``[B, N]``) as one
