@@ -7,16 +7,19 @@ Design decisions
   Short-sale proceeds earn nothing (a broker keeps them as collateral), so a short book earns only on
   the equity it leaves idle.
 * One bar earns ``annual / periods_per_year`` (the data's own bars per year: 252 for daily equities,
-  365 for daily crypto): a year of bars earns the annual rate, whatever the asset class.
-* The same per-bar series is the risk-free return of the evaluation's Sharpe and Sortino ratios, so
-  a policy holding only cash has an excess return of exactly 0 and a policy's ratio is no longer
-  flattered by the yield it ignores.
-* A schedule is a step function: each step's rate holds from its ``start`` date until the next
-  step's. Bars before the first step are refused rather than guessed (the rate of 2008 is not the
-  rate of 2010); a rate series file is CSV with a header ``date,annual_rate`` (fractions, 0.0525) or
-  ``date,annual_rate_pct`` (percent, 5.25, as published). A row whose rate is empty or ``.`` (a
-  holiday in FRED's files) keeps the previous rate. The file's last row is the last day it covers
-  (``CashRate.through``): bars more than a week later carry its last rate, and the evaluation warns.
+  365 for daily crypto), compounded bar by bar: a year in cash at 4 % returns 4.08 %, whatever the
+  asset class.
+* The same per-bar series is the risk-free return of the evaluation's Sharpe and Sortino ratios (and
+  the hit rate's bar), so a policy holding only cash has an excess return of 0 up to rounding (no
+  ratio: ``envs.metrics.DISPERSION_ATOL``) and a policy's ratio is no longer flattered by the yield it
+  ignores.
+* A schedule is a step function: each step's rate holds from its ``start`` date until the next step's.
+  A schedule starting after the first bar cash earns over (bar 1: no step ends on bar 0) is refused
+  rather than guessed (the rate of 2008 is not the rate of 2010); a rate series file is CSV with a
+  header ``date,annual_rate`` (fractions, 0.0525) or ``date,annual_rate_pct`` (percent, 5.25, as
+  published). A row whose rate is empty or ``.`` (a holiday in FRED's files) keeps the previous rate.
+  The file's last row is the last day it covers (``CashRate.through``): bars more than a week later
+  carry its last rate, and the evaluation warns.
 * The default is 0 % (no rate given): the figures then state it, and the README names the bias.
 """
 
