@@ -392,3 +392,43 @@ def test_the_differential_sharpe_reward_is_of_growth_over_cash() -> None:
     env.reset(seed=0)
     invested = [env.step(np.full(env.action_space.shape, 0.1, dtype=np.float32))[1] for _ in range(150)]
     assert max(abs(r) for r in invested) > 1e-3  # a book that holds something is still rewarded
+
+
+def test_a_model_trained_at_another_rate_than_the_evaluations_is_warned_about(
+    synthetic_store: Path, tmp_path: Path
+) -> None:
+    """A registry model whose training env paid 4 % on cash, replayed where cash earns 0 %: the report
+    and the console say so (its decisions assumed a yield the replay does not pay)."""
+    from types import SimpleNamespace
+
+    from raytrade.cluster.evaluate import run_evaluation
+    from raytrade.envs.config import PortfolioEnvConfig
+    from raytrade.envs.evaluation.policies import handle_cash_rate
+
+    class TrainedAt4:
+        path = tmp_path / "registry" / "cashy" / "1"
+        feature_columns = ("ret_1",)
+
+        def env_config(self) -> PortfolioEnvConfig:
+            return PortfolioEnvConfig.model_validate({"sim": {"cash_rate": {"annual": 0.04}}})
+
+        def policy(self, data: MarketData) -> object:
+            return lambda obs: np.zeros(obs.mask.shape)
+
+    assert handle_cash_rate(TrainedAt4()) == CashRate(annual=0.04)
+    assert handle_cash_rate(SimpleNamespace()) is None  # no training env config: nothing to compare
+
+    def loader(ref: str, registry: Path) -> TrainedAt4:
+        return TrainedAt4()
+
+    kw: dict[str, object] = {"scenarios": [], "seeds": 1, "bootstrap_samples": 10, "plots": False}
+    kw |= {"registry": tmp_path / "registry", "loader": loader, "in_sample": True}
+    at_zero = run_evaluation(synthetic_store, ["cash", "registry:cashy"], tmp_path / "a", **kw)  # type: ignore[arg-type]
+    said = [
+        w for w in at_zero.warnings if w.startswith("registry:cashy trained with idle cash earning 4.00%")
+    ]
+    assert len(said) == 1 and "this evaluation credits 0.00%/year" in said[0]
+    matched = run_evaluation(
+        synthetic_store, ["cash", "registry:cashy"], tmp_path / "b", cash_rate=CashRate(annual=0.04), **kw
+    )  # type: ignore[arg-type]
+    assert not [w for w in matched.warnings if "trained with idle cash" in w]

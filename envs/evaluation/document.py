@@ -55,6 +55,7 @@ from raytrade.envs.cash_rate import stale_rate
 from raytrade.envs.costs import COST_COMPONENTS, CostConfig
 from raytrade.envs.evaluation.harness import EvaluationConfig, EvaluationResult, PolicyResult, RunSeries
 from raytrade.envs.evaluation.insample import SampleCheck
+from raytrade.envs.evaluation.policies import PolicySpec
 from raytrade.envs.evaluation.stats import difference_ci, stationary_indices
 from raytrade.envs.market_data import MarketData, last_listed_bar
 from raytrade.envs.metrics import summarize
@@ -644,15 +645,29 @@ def build_report(result: EvaluationResult) -> EvaluationReport:
         },
         benchmark=cfg.benchmark,
         policies=policies,
-        warnings=data_warnings(policies[cfg.benchmark], ppy) + rate_warnings(cfg, bench_series.timestamps),
+        warnings=data_warnings(policies[cfg.benchmark], ppy)
+        + rate_warnings(cfg, bench_series.timestamps, plan.specs),
     )
 
 
-def rate_warnings(cfg: EvaluationConfig, timestamps: np.ndarray) -> tuple[str, ...]:
-    """The cash-rate schedule's warning, when the evaluated bars run past the file it was read from
-    (``envs.cash_rate.stale_rate``)."""
-    stale = stale_rate(cfg.simulator.cash_rate, timestamps[-1]) if len(timestamps) else None
-    return () if stale is None else (stale,)
+def rate_warnings(
+    cfg: EvaluationConfig, timestamps: np.ndarray, specs: Sequence[PolicySpec] = ()
+) -> tuple[str, ...]:
+    """The cash rate's warnings: the evaluated bars run past the file it was read from
+    (``envs.cash_rate.stale_rate``), and a registry model that trained with cash earning another rate
+    than this replay credits (its decisions assumed a yield this replay does not pay, or the reverse)."""
+    rate = cfg.simulator.cash_rate
+    stale = stale_rate(rate, timestamps[-1]) if len(timestamps) else None
+    lines = [] if stale is None else [stale]
+    for spec in specs:
+        trained = spec.cash_rate
+        if trained is not None and (trained.annual, trained.schedule) != (rate.annual, rate.schedule):
+            lines.append(
+                f"{spec.name} trained with idle cash earning {trained.describe()}, and this evaluation "
+                f"credits {rate.describe()}: pass the rate it trained with (--cash-rate / --cash-rates) to "
+                "judge it on the terms it learnt"
+            )
+    return tuple(lines)
 
 
 def bars_stop(data: MarketData) -> tuple[BarsStop, ...]:

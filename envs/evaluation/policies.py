@@ -52,6 +52,7 @@ from raytrade.envs.baseline_weights import (
 )
 from raytrade.envs.baseline_weights import inverse_vol_weights as inverse_vol_weights  # re-exported
 from raytrade.envs.baseline_weights import month_starts as month_starts  # re-exported
+from raytrade.envs.cash_rate import CashRate
 from raytrade.envs.evaluation.insample import UNKNOWN, TrainedOn
 from raytrade.envs.evaluation.kelly_lite import KellyLiteConfig
 from raytrade.envs.market_data import MarketData
@@ -84,6 +85,7 @@ class PolicySpec:
     manifest: str | None = None  # registry models: path of manifest.json
     trained_on: TrainedOnFn | None = None  # registry models: (store root, its sha256) -> what it saw
     universe: tuple[str, ...] | None = None  # registry models: the symbols it trained on (None: any)
+    cash_rate: CashRate | None = None  # registry models: what idle cash earned in training (None: unknown)
 
 
 BASELINES: Final[tuple[str, ...]] = ("cash", "buy_and_hold", "equal_weight", "inverse_vol", "kelly_lite")
@@ -221,6 +223,15 @@ def handle_universe(handle: Any) -> tuple[str, ...] | None:
     return None if symbols is None else tuple(str(s) for s in symbols)
 
 
+def handle_cash_rate(handle: Any) -> CashRate | None:
+    """What idle cash earned while a handle trained (its training env config's ``sim.cash_rate``);
+    None for a handle without a training env config."""
+    env_config = getattr(handle, "env_config", None)
+    sim = getattr(env_config(), "sim", None) if callable(env_config) else None
+    rate = getattr(sim, "cash_rate", None)
+    return rate if isinstance(rate, CashRate) else None
+
+
 def handle_baseline(handle: Any) -> tuple[tuple[str, ...], int]:
     """A tilt policy's baseline needs (``envs.baseline_weights``): the store columns it reads and the
     bars it looks back (``kelly_lite``'s sigma closes); ``((), 1)`` for an absolute policy or a
@@ -304,6 +315,7 @@ def registry_spec(
         manifest=None if path is None else str(Path(path) / "manifest.json"),
         trained_on=trained_on,
         universe=handle_universe(handle),
+        cash_rate=handle_cash_rate(handle),
     )
 
 
