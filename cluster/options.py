@@ -24,12 +24,15 @@ import math
 import os
 from collections.abc import Callable, Collection, Mapping
 from pathlib import Path
-from typing import Any, ClassVar, Final, Literal, TypeVar, get_args, get_origin
+from typing import TYPE_CHECKING, Any, ClassVar, Final, Literal, TypeVar, get_args, get_origin
 
 import annotated_types
 import click
 from pydantic import BaseModel
 from pydantic.fields import FieldInfo
+
+if TYPE_CHECKING:
+    from raytrade.envs.cash_rate import CashRate
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -267,18 +270,20 @@ def cash_rate_options() -> Callable[[F], F]:
     return decorate
 
 
-def cash_rate_of(rate: float | None, rates: Path | None) -> Any:
+def cash_rate_of(rate: float | None, rates: Path | None) -> CashRate | None:
     """The ``CashRate`` of ``--cash-rate`` / ``--cash-rates`` (None when neither is given); both, or a
-    file that is refused, is a usage error naming the flag."""
+    file that is refused, is an ``InputError`` (one line, exit 2) naming the flag, the file and the
+    line. The one reading of the two flags: every command that takes them calls it."""
     from raytrade.envs.cash_rate import CashRate, load_cash_rate
+    from raytrade.replay.errors import InputError
 
     if rate is not None and rates is not None:
-        raise click.UsageError("give --cash-rate or --cash-rates, not both")
+        raise InputError("give --cash-rate or --cash-rates, not both")
     if rates is not None:
         try:
             return load_cash_rate(rates)
         except (OSError, ValueError) as exc:
-            raise click.BadParameter(str(exc), param_hint="--cash-rates") from None
+            raise InputError(f"--cash-rates: {exc}") from None
     return None if rate is None else CashRate(annual=rate)
 
 

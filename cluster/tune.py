@@ -68,6 +68,7 @@ from pydantic import BaseModel, ConfigDict, Field, computed_field
 from raytrade.cluster.errors import one_line_errors
 from raytrade.cluster.options import (
     action_options,
+    cash_rate_of,
     cash_rate_options,
     path_option,
     registry_option,
@@ -86,7 +87,7 @@ from raytrade.cluster.run_file import (
 )
 from raytrade.envs.actions import ActionConfig, ActionMode
 from raytrade.envs.baseline_weights import BASELINE_FEATURES
-from raytrade.envs.cash_rate import MAX_ANNUAL_RATE, CashRate, cash_return_per_bar, load_cash_rate
+from raytrade.envs.cash_rate import MAX_ANNUAL_RATE, CashRate, cash_return_per_bar
 from raytrade.envs.costs import CostConfig
 from raytrade.envs.rewards import RewardConfig
 from raytrade.models.manifest import ExperienceWindow, Provenance, SearchObjective, TrainWindow
@@ -309,14 +310,7 @@ class TuneOptions(BaseModel):
     def cash_rate_config(self) -> CashRate | None:
         """The ``CashRate`` of ``cash_rate`` / ``cash_rates`` (None: neither given, cash earns 0 %); a
         bad rate file is an ``InputError`` naming the flag, the file and the line."""
-        if self.cash_rate is not None and self.cash_rates is not None:
-            raise InputError("give --cash-rate or --cash-rates, not both")
-        if self.cash_rates is not None:
-            try:
-                return load_cash_rate(self.cash_rates)
-            except (OSError, ValueError) as exc:
-                raise InputError(f"--cash-rates: {exc}") from None
-        return None if self.cash_rate is None else CashRate(annual=self.cash_rate)
+        return cash_rate_of(self.cash_rate, self.cash_rates)
 
     def split_fractions(self) -> dict[str, float]:
         """The ``ReplayDataConfig`` split fractions this search sets (empty: the store's defaults)."""
