@@ -32,6 +32,8 @@ from typing import Any, Final
 import click
 from pydantic import BaseModel, ConfigDict, Field
 
+from raytrade.envs.cash_rate import MAX_ANNUAL_RATE, CashRate
+
 DEMO_APP: Final = "raytrade-demo"
 DEMO_ROUTE: Final = "/raytrade-demo"
 
@@ -57,7 +59,7 @@ class DemoConfig(BaseModel):
     cash_rate: float = Field(
         0.04,
         ge=0,
-        le=0.5,
+        le=MAX_ANNUAL_RATE,
         description="annual rate idle cash earns in both evaluations (the ratios' risk-free)",
     )
     address: str | None = Field(None, description="Ray to connect to: auto, host:port; None: a local one")
@@ -116,7 +118,6 @@ def run_demo(out: Path, seed: int, config: DemoConfig | None = None) -> None:
 
     click.echo("[demo] 4/6 evaluation: baselines replayed over the test split, same simulator and costs")
     from raytrade.cluster.evaluate import run_evaluation
-    from raytrade.envs.cash_rate import CashRate
 
     report_dir = out / "report"
     report = run_evaluation(

@@ -651,7 +651,7 @@ def build_report(result: EvaluationResult) -> EvaluationReport:
 
 
 def rate_warnings(
-    cfg: EvaluationConfig, timestamps: np.ndarray, specs: Sequence[PolicySpec] = ()
+    cfg: EvaluationConfig, timestamps: np.ndarray, specs: Sequence[PolicySpec]
 ) -> tuple[str, ...]:
     """The cash rate's warnings: the evaluated bars run past the file it was read from
     (``envs.cash_rate.stale_rate``), and a registry model that trained with cash earning another rate
