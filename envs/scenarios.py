@@ -648,7 +648,7 @@ def apply_scenario(
     bars: a reopen after a hole is listed, with the hole's whole move); ``spread_bps``, both dollar
     volumes, ``regime_code``, ``forecast_fallback`` and the features not derived from prices are the
     drawn rows' values. An asset unlisted on a drawn row keeps its previous price (the simulator masks
-    it). ``ts`` becomes ``ts[0] + i * median(diff(ts))`` (a synthetic calendar). Its ``close_before``
+    it). ``ts`` is the window's own calendar (:func:`path_calendar`). Its ``close_before``
     (``kelly_lite``'s sigma history) is the source's bars before the first drawn row, scaled to join the
     path at ``close[0]``.
 
@@ -772,6 +772,17 @@ def _apply_crisis(
     return out, start
 
 
+def path_calendar(ts: np.ndarray, n_steps: int) -> np.ndarray:
+    """The dates of a bootstrap path of ``n_steps`` bars over the window ``ts``: the path's bar ``i``
+    on the window's bar ``i``, so what is dated (a cash rate schedule, the report's axis) is the
+    window's; past the window's end (a path longer than it), one median step a bar."""
+    if n_steps <= len(ts):
+        return np.asarray(ts[:n_steps]).copy()
+    step = np.median(np.diff(ts)) if len(ts) > 1 else np.timedelta64(1, "D")
+    extra = ts[-1] + np.arange(1, n_steps - len(ts) + 1) * step
+    return np.concatenate([ts, extra])
+
+
 def _apply_bootstrap(
     sc: BootstrapScenario, md: MarketData, rng: np.random.Generator, source: MarketData
 ) -> MarketData:
@@ -794,8 +805,7 @@ def _apply_bootstrap(
     gap = np.where(listed, source.open[src] / before, 1.0)
     close = md.close[0] * np.cumprod(growth, axis=0)
     prev_close = np.vstack([md.close[:1], close[:-1]])
-    step = np.median(np.diff(md.ts)) if md.n_steps > 1 else np.timedelta64(1, "D")
-    ts = md.ts[0] + np.arange(n_steps) * step
+    ts = path_calendar(md.ts, n_steps)
     # the path's history: the source bars before its first drawn row, scaled to join it at md.close[0]
     before_close, before_listed = bars_before_slice(source, int(src[0]))
     before_close = before_close * (md.close[0] / source.close[src[0] - 1])

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
+from datetime import date
 
 import numpy as np
+import pandas as pd
 import pydantic
 import pytest
 
@@ -386,3 +388,29 @@ def test_bootstrap_draws_from_a_longer_history_when_the_window_has_no_crisis() -
     assert out.n_steps == window.n_steps and out.ts[0] == window.ts[0]
     assert (out.regime_code == 2).all()
     assert np.isfinite(out.close).all() and (out.close > 0).all()
+
+
+def test_a_bootstrap_path_keeps_the_window_calendar_so_a_dated_cash_rate_is_the_windows() -> None:
+    """A path's bar ``i`` is on the window's bar ``i`` (weekends and holidays kept), not on a compressed
+    calendar of median steps: a rate schedule's later rates apply to the path's later bars, as they do
+    to the window's. A path longer than the window goes on one median step a bar."""
+    from dataclasses import replace
+
+    from raytrade.envs.cash_rate import CashRate, RateStep, cash_return_per_bar
+
+    md = make_market_data(t=400, n=5, seed=4)
+    weekdays = pd.bdate_range("2024-01-01", periods=md.n_steps).to_numpy().astype("datetime64[us]")
+    md = replace(md, ts=weekdays)
+    out = apply_scenario("bootstrap_crisis", md, np.random.default_rng(0))
+    assert np.array_equal(out.ts, md.ts)  # 400 weekdays span 559 days; the median step would give 400
+    switch = md.ts[300].astype("datetime64[D]").item()
+    steps = (RateStep(start=date(2023, 1, 1), annual=0.01), RateStep(start=switch, annual=0.05))
+    rate = CashRate(schedule=steps)
+    assert np.array_equal(cash_return_per_bar(out.ts, rate, 252), cash_return_per_bar(md.ts, rate, 252))
+    assert cash_return_per_bar(out.ts, rate, 252)[-1] == pytest.approx(0.05 / 252)
+
+    longer = ScenarioConfig(scenarios={"long": BootstrapScenario(regime=None, n_steps=450)})
+    long_path = apply_scenario("long", md, np.random.default_rng(1), longer)
+    assert np.array_equal(long_path.ts[: md.n_steps], md.ts)
+    past_end = np.diff(long_path.ts[md.n_steps - 1 :])
+    assert (past_end == np.timedelta64(1, "D")).all()  # the median step of weekdays
