@@ -7,7 +7,7 @@ import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import pytest
 from hypothesis import settings
@@ -67,6 +67,10 @@ def synthetic_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
+SMOKE_CASH_RATES: Final = "date,annual_rate_pct\n1990-01-01,4.5\n2018-07-01,3.0\n"
+"""The rate file of the ``distrl`` smoke search (``smoke_runs``): every other spec's earns 0 %."""
+
+
 @dataclass(frozen=True)
 class SmokeRun:
     """A finished ``raytrade tune --spec NAME --smoke`` run: its folder and what the command printed."""
@@ -95,6 +99,10 @@ def smoke_runs(
             # specs run one trial without wandb: the leaderboard's order and wandb's logging are
             # covered by ppo's run, the spec's own build and training by one trial
             args += [] if name == "ppo" else ["--no-wandb", "--num-samples", "1"]
+            if name == "distrl":  # one search whose idle cash earns a dated rate (SMOKE_CASH_RATES)
+                rates = storage / "cash-rates.csv"
+                rates.write_text(SMOKE_CASH_RATES)
+                args += ["--cash-rates", str(rates)]
             result = CliRunner().invoke(tune_command, args)
             if result.exception is not None and not isinstance(result.exception, SystemExit):
                 raise result.exception

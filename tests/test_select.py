@@ -853,3 +853,52 @@ def test_select_compares_two_families_and_promotes_the_winner(
     assert manifest.metrics["validation"]["objective"] == pytest.approx(
         selection.candidates[0].objective, rel=1e-9
     )
+
+
+@pytest.mark.slow
+@pytest.mark.ray
+def test_a_search_at_a_dated_cash_rate_is_rescored_over_it_and_never_compared_with_one_at_zero(
+    smoke_runs: Callable[[str], SmokeRun], tmp_path: Path
+) -> None:
+    """The session's ``distrl`` smoke search ran with ``--cash-rates`` (tests/conftest.py): its trials
+    trained with the file's rates, select re-scores its checkpoint to the search's own figure (over
+    the same rates), and refuses to rank it beside a search whose cash earned nothing."""
+    from datetime import date
+
+    from raytrade.envs.cash_rate import CashRate
+
+    run = smoke_runs("distrl").run_dir
+    rows = json.loads((run / LEADERBOARD_FILE).read_text())
+    env_config = json.loads((run / rows[0]["trial_dir"] / "params.json").read_text())["env_config"]
+    rate = CashRate.model_validate(env_config["sim"]["cash_rate"])
+    assert [s.start for s in rate.schedule] == [date(1990, 1, 1), date(2018, 7, 1)]
+    assert [s.annual for s in rate.schedule] == pytest.approx([0.045, 0.03])
+
+    # the search's validation Sharpe is over the rate: the replay of its checkpoint reproduces it over
+    # what cash earned on those bars (the file's second rate), and not over 0 %
+    from raytrade.cluster.promote import load_module
+    from raytrade.envs.metrics import summarize
+    from raytrade.tune_specs.objective import held_out_data, module_rollout
+
+    data = held_out_data(env_config, "validation")
+    rollout, sim = module_rollout(load_module(run / rows[0]["checkpoint"]), env_config, data)
+    assert sim.cash_rate == rate and rollout.risk_free is not None
+    assert rollout.risk_free == pytest.approx(0.03 / data.periods_per_year)
+    lines = (run / rows[0]["trial_dir"] / "result.json").read_text().splitlines()
+    searched = next(r for r in map(json.loads, lines) if r["training_iteration"] == rows[0]["iteration"])
+    periods = data.periods_per_year
+    over_rate = summarize(rollout.returns[0], periods, risk_free=rollout.risk_free)["sharpe"]
+    over_zero = summarize(rollout.returns[0], periods)["sharpe"]
+    assert searched["validation"]["sharpe"] == pytest.approx(over_rate, rel=1e-9)
+    assert abs(over_rate - over_zero) > 1e-6
+
+    out = tmp_path / "select"
+    result = _select(run, "--out", out, "--bootstrap-samples", "200")
+    assert result.exit_code == 0, result.output
+    (candidate,) = Selection.model_validate_json((out / "select.json").read_text()).candidates
+    assert candidate.objective == pytest.approx(candidate.search_objective, rel=1e-9)
+
+    mixed = _select(smoke_runs("ppo").run_dir, run, "--out", tmp_path / "mixed")
+    assert mixed.exit_code != 0
+    assert "different markets" in mixed.output and "cash_rate" in mixed.output
+    assert not (tmp_path / "mixed" / "select.json").exists()
