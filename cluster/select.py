@@ -427,6 +427,7 @@ def run_select(
         cvar_penalty=cvar_penalty,
         book_end=BOOK_END,
         bootstrap=boot,
+        cash_rate=sim.cash_rate,
         winner=rows[0].run,
         candidates=rows,
         claim=claim,
@@ -576,6 +577,17 @@ def rescored_note(selection: Selection) -> str | None:
     )
 
 
+def cash_sentence(selection: Selection) -> str:
+    """``select.md``'s sentence on what idle cash earned on the window (the Sharpe's risk-free rate)."""
+    rate = selection.cash_rate
+    if rate.is_zero:
+        return "Idle cash earned nothing on the window: the Sharpe ratios are of the returns themselves."
+    return (
+        f"Idle cash (equity not held long) earned {rate.describe()}, every candidate's and "
+        f"{selection.benchmark}'s alike: the Sharpe ratios and the claim's Sharpe difference are over it."
+    )
+
+
 def render_markdown(selection: Selection) -> str:
     """``select.md``: the window, the table and how to read it."""
     w, b = selection.window, selection.bootstrap
@@ -592,6 +604,8 @@ def render_markdown(selection: Selection) -> str:
         "",
         f"Window: {selection.window.split} {w.start:%Y-%m-%d}..{w.end:%Y-%m-%d}, {w.bars} bars, "
         f"{len(w.symbols)} symbols; store fingerprint `{w.store_sha256}` ({w.store_files} files).",
+        "",
+        f"{cash_sentence(selection)}",
         "",
         f"Objective: information ratio of the per-bar excess over {selection.benchmark} minus "
         f"{selection.cvar_penalty:g} x the loss of its worst 5 % of bars, max(0, -CVaR 5 %), net of "

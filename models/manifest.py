@@ -48,6 +48,7 @@ from typing import Any, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from raytrade.envs.cash_rate import CashRate
 from raytrade.envs.config import PortfolioEnvConfig, env_config_from_dict
 from raytrade.envs.evaluation.stats import BootstrapConfig
 from raytrade.replay.behaviour import BehaviourPolicy
@@ -348,6 +349,12 @@ class Selection(BaseModel):
         "end (BookEnd; absent: 'marked', a selection written before the objective closed it)",
     )
     bootstrap: BootstrapConfig
+    cash_rate: CashRate = Field(
+        default_factory=CashRate,
+        description="what idle cash earned on the window, every candidate's and the benchmark's alike: "
+        "the Sharpe ratios and the claim's Sharpe difference are over it (absent: 0 %, a selection "
+        "written before cash earned a rate)",
+    )
     winner: str = Field(description="run folder of the winning candidate")
     candidates: list[SelectionCandidate] = Field(min_length=1, description="best first")
     claim: SelectionClaim | None = Field(

@@ -696,6 +696,32 @@ def test_the_manifest_records_the_adjusted_claim_and_select_md_states_it() -> No
     assert "`raytrade evaluate --replay STORE --policies registry:NAME --split test --out DIR`" in md
 
 
+def test_the_selection_records_what_cash_earned_and_one_written_before_reads_and_signs_as_0() -> None:
+    """``select.json`` (and a promoted manifest's selection) records the window's cash rate and
+    ``select.md`` says the Sharpe ratios are over it; a selection written before the field reads 0 %,
+    and a manifest holding it signs without the field (its signature stays valid)."""
+    from raytrade.cluster.select import render_markdown
+    from raytrade.envs.cash_rate import CashRate
+    from raytrade.models.registry import canonical_manifest
+
+    before = _selection()
+    record = before.model_dump(mode="json")
+    del record["cash_rate"]
+    assert Selection.model_validate(record).cash_rate == CashRate()
+    assert "Idle cash earned nothing on the window" in render_markdown(before)
+    old = Manifest.model_validate(manifest_record(schema_version=2, selection=record))
+    assert "cash_rate" not in json.loads(canonical_manifest(old))["manifest"]["selection"]
+
+    at = before.model_copy(update={"cash_rate": CashRate(annual=0.04)})
+    assert Selection.model_validate_json(at.model_dump_json()).cash_rate.annual == 0.04
+    assert (
+        "Idle cash (equity not held long) earned 4.00%/year, every candidate's and equal_weight's "
+        "alike: the Sharpe ratios and the claim's Sharpe difference are over it." in render_markdown(at)
+    )
+    new = Manifest.model_validate(manifest_record(schema_version=2, selection=at.model_dump(mode="json")))
+    assert json.loads(canonical_manifest(new))["manifest"]["selection"]["cash_rate"]["annual"] == 0.04
+
+
 def test_a_claim_written_before_the_count_reads_as_adjusted_for_runs_only() -> None:
     from raytrade.cluster.select import claim_line, claim_record
 
@@ -895,8 +921,11 @@ def test_a_search_at_a_dated_cash_rate_is_rescored_over_it_and_never_compared_wi
     out = tmp_path / "select"
     result = _select(run, "--out", out, "--bootstrap-samples", "200")
     assert result.exit_code == 0, result.output
-    (candidate,) = Selection.model_validate_json((out / "select.json").read_text()).candidates
+    selection = Selection.model_validate_json((out / "select.json").read_text())
+    (candidate,) = selection.candidates
     assert candidate.objective == pytest.approx(candidate.search_objective, rel=1e-9)
+    assert selection.cash_rate == rate
+    assert f"earned {rate.describe()}" in (out / "select.md").read_text()
 
     mixed = _select(smoke_runs("ppo").run_dir, run, "--out", tmp_path / "mixed")
     assert mixed.exit_code != 0
