@@ -1100,6 +1100,46 @@ def refuse_other_inputs(opts: TuneOptions, run_dir: Path, recorded: RunFile) -> 
         )
 
 
+RESUME_IGNORES: Final = frozenset({"--env-runners"})
+"""Flags of a search's recorded command a resume may leave out (``--resume`` refuses them)."""
+
+
+def command_flags(command: str) -> dict[str, str]:
+    """The flags of a ``raytrade tune`` command line (:meth:`TuneOptions.command`) and their values
+    (``""`` for a switch such as ``--smoke``)."""
+    parts = shlex.split(command)[2:]  # past "raytrade tune"
+    flags: dict[str, str] = {}
+    for at, part in enumerate(parts):
+        if part.startswith("--"):
+            following = parts[at + 1] if at + 1 < len(parts) else "--"
+            flags[part] = "" if following.startswith("--") else following
+    return flags
+
+
+def refuse_other_options(opts: TuneOptions, run_dir: Path, recorded: RunFile) -> None:
+    """Refuse (``InputError``, before Ray starts) to resume the search ``recorded`` at ``run_dir`` with
+    options other than it started with (its run file's command): Tune restores a search's trials with
+    the configs they began with, so another ``--cash-rate``, cost profile, budget or seed would do
+    nothing while the command line said otherwise. ``RESUME_IGNORES`` aside."""
+    started, now = command_flags(recorded.command), command_flags(opts.command())
+
+    def said(flags: dict[str, str], flag: str) -> str:
+        return "not given" if flag not in flags else (flags[flag] or "given")
+
+    changed = [
+        f"{flag} now {said(now, flag)}, started {said(started, flag)}"
+        for flag in sorted((started.keys() | now.keys()) - RESUME_IGNORES)
+        if started.get(flag) != now.get(flag)
+    ]
+    if changed:
+        raise InputError(
+            f"{str(run_dir)!r} cannot be resumed with other options than it started with: "
+            f"{'; '.join(changed)}. A resumed search keeps its trials' configs, so they would do "
+            f"nothing; resume it with its own command: {recorded.command} --resume (or start a new "
+            "search: --name)"
+        )
+
+
 # ------------------------------------------------------------------------------ results
 
 
@@ -1377,6 +1417,7 @@ def run_tune(opts: TuneOptions, dashboard: bool = True) -> TuneOutcome:
                 "end): resuming would rank its checkpoints under two rules; start a new search (--name)"
             )
         refuse_other_inputs(opts, run_dir, recorded)
+        refuse_other_options(opts, run_dir, recorded)
     elif (run_dir / RUN_FILE).exists():
         raise InputError(f"experiment {str(run_dir)!r} exists: pass --resume, or --name for a new one")
     online_wandb_key(opts)  # refused before Ray starts; _wandb_setup reads it for the upload
