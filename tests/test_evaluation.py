@@ -363,7 +363,7 @@ def test_report_json_keeps_its_key_names(report: EvaluationReport) -> None:
         "policies",
         "warnings",
     ]
-    assert doc["schema"] == "raytrade.evaluation/6"
+    assert doc["schema"] == "raytrade.evaluation/7"
     assert set(doc["policies"]["cash"]) == {
         "kind",
         "stochastic",
@@ -391,7 +391,7 @@ def test_report_json_keeps_its_key_names(report: EvaluationReport) -> None:
     assert doc["policies"]["cash"]["metrics"]["sharpe"] is None
     assert list(doc["policies"]["cash"]["costs"]) == ["fee", "spread", "slippage", "financing", "total"]
     fold_keys = {"name", "train", "test", "in_sample", "metrics", "costs", "ruined", "ruin_date"}
-    fold_keys |= {"exit_cost", "exit_cost_bps", "interest", "bars_stop"}
+    fold_keys |= {"exit_cost", "exit_cost_bps", "interest", "bars_stop", "halted_at_end"}
     assert set(doc["policies"]["cash"]["folds"][0]) == fold_keys
 
 

@@ -229,7 +229,7 @@ def test_a_report_of_the_previous_schema_still_reads(store: Path, tmp_path: Path
 
     report = build_report(evaluate(_prepare(store, _manifest(store))))
     doc = json.loads(report_json(report))
-    assert doc["schema"] == "raytrade.evaluation/6" and doc["policies"][MODEL]["sample"] is not None
+    assert doc["schema"] == "raytrade.evaluation/7" and doc["policies"][MODEL]["sample"] is not None
     doc["schema"] = "raytrade.evaluation/2"  # written before the out-of-sample check
     for policy in doc["policies"].values():
         del policy["sample"]

@@ -53,7 +53,14 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from raytrade.envs.cash_rate import stale_rate
 from raytrade.envs.costs import COST_COMPONENTS, CostConfig
-from raytrade.envs.evaluation.harness import EvaluationConfig, EvaluationResult, PolicyResult, RunSeries
+from raytrade.envs.evaluation.edges import HaltAtEnd
+from raytrade.envs.evaluation.harness import (
+    EvaluationConfig,
+    EvaluationResult,
+    EvalWindow,
+    PolicyResult,
+    RunSeries,
+)
 from raytrade.envs.evaluation.insample import SampleCheck
 from raytrade.envs.evaluation.policies import PolicySpec
 from raytrade.envs.evaluation.stats import difference_ci, stationary_indices
@@ -62,8 +69,11 @@ from raytrade.envs.metrics import summarize
 from raytrade.envs.scenarios import Scenario
 from raytrade.replay.splits import TimeWindow
 
-REPORT_SCHEMA: Final = "raytrade.evaluation/6"
-"""Version of the report layout; bump it when a field changes meaning or is removed. 6: idle cash earns
+REPORT_SCHEMA: Final = "raytrade.evaluation/7"
+"""Version of the report layout; bump it when a field changes meaning or is removed. 7: each window
+lists the symbols halted over its end (``FoldReport.halted_at_end``, with the reopen's move), and
+``warnings`` names them and the large moves on a pooled fold's first bar (``envs.evaluation.edges``);
+no figure changed (a file before /7 reads with none listed). 6: idle cash earns
 ``config.simulator.cash_rate`` and the Sharpe and Sortino ratios (and their bootstrap differences) and
 the hit rate are of returns over it (a file before /6 reads with a rate of 0, what its figures used).
 5: a position whose symbol's bars stop inside a window is closed at its last close paying that exit's
@@ -263,6 +273,17 @@ class BarsStop(Document):
     last_date: str = Field(description="ISO date of its last real bar in the data")
 
 
+class HaltReport(Document):
+    """A symbol halted over its window's end (``envs.evaluation.edges.HaltAtEnd``)."""
+
+    symbol: str
+    last_date: str = Field(description="ISO date of its last real bar in the window")
+    reopen_date: str | None = Field(
+        description="ISO date of its first real bar after the window (None: not in the data loaded)"
+    )
+    move: Number = Field(description="that bar's open over the last real close, minus 1 (None: unknown)")
+
+
 class FoldReport(RunReport):
     """One walk-forward fold (or the single split): its test window and training window."""
 
@@ -279,6 +300,12 @@ class FoldReport(RunReport):
         (),
         description="symbols whose bars stop inside the window (a delisting, a feed that ends): a position "
         "still held was closed at that last close, paying the exit's costs (empty before schema /5)",
+    )
+    halted_at_end: tuple[HaltReport, ...] = Field(
+        (),
+        description="symbols with no bar over the window's last bars that trade again after it (a halt "
+        "outlasting the window): a position still held was valued and closed at its last close, which "
+        "nothing traded at, and the reopen's move is in no window (empty before schema /7)",
     )
 
 
@@ -375,6 +402,7 @@ class EvaluationReport(Document):
     """``report.json``: what was evaluated, how, and every policy's results."""
 
     report_schema: Literal[
+        "raytrade.evaluation/7",
         "raytrade.evaluation/6",
         "raytrade.evaluation/5",
         "raytrade.evaluation/4",
@@ -597,6 +625,7 @@ def build_report(result: EvaluationResult) -> EvaluationReport:
                     start=iso_dates(w.data.ts[:1])[0], end=iso_dates(w.data.ts[-1:])[0], n_bars=w.data.n_steps
                 ),
                 bars_stop=bars_stop(w.data),
+                halted_at_end=tuple(halt_report(h) for h in w.halted_at_end),
             )
             for w, run in zip(plan.windows, res.folds, strict=True)
         )
@@ -646,6 +675,7 @@ def build_report(result: EvaluationResult) -> EvaluationReport:
         benchmark=cfg.benchmark,
         policies=policies,
         warnings=data_warnings(policies[cfg.benchmark], ppy)
+        + edge_warnings(policies[cfg.benchmark].folds, plan.windows)
         + rate_warnings(cfg, bench_series.timestamps, plan.specs),
     )
 
@@ -679,6 +709,44 @@ def bars_stop(data: MarketData) -> tuple[BarsStop, ...]:
     return tuple(
         BarsStop(symbol=data.symbols[j], last_date=d) for j, d in zip(stops.tolist(), dates, strict=True)
     )
+
+
+def halt_report(halt: HaltAtEnd) -> HaltReport:
+    reopen = None if halt.reopen_date is None else iso_dates(np.array([halt.reopen_date]))[0]
+    return HaltReport(
+        symbol=halt.symbol,
+        last_date=iso_dates(np.array([halt.last_date]))[0],
+        reopen_date=reopen,
+        move=_num(halt.move) if halt.move is not None else None,
+    )
+
+
+def edge_warnings(folds: Sequence[FoldReport], windows: Sequence[EvalWindow]) -> tuple[str, ...]:
+    """The report's warnings on what the windows' edges hide (``envs.evaluation.edges``): the symbols
+    halted over a window's end, and the moves of at least ``FIRST_BAR_MOVE`` on the first bar of every
+    fold after the first (pooled folds hold nothing over it)."""
+    lines = []
+    for fold in folds:
+        for h in fold.halted_at_end:
+            reopen = (
+                "its reopen is after the data loaded"
+                if h.reopen_date is None or h.move is None
+                else f"it reopens {h.reopen_date} at {h.move:+.1%} from that close, a move in no window"
+            )
+            lines.append(
+                f"{h.symbol} is halted over the end of {fold.name} (last bar {h.last_date}): a position "
+                f"still held was valued and closed at that close, which nothing traded at; {reopen}"
+            )
+    for w in windows[1:]:
+        if w.first_bar_moves:
+            moves = ", ".join(f"{m.symbol} {m.move:+.1%}" for m in w.first_bar_moves)
+            day = iso_dates(w.data.ts[:1])[0]
+            lines.append(
+                f"{w.name} starts on {day}, a bar the pooled account holds nothing over (each fold starts "
+                f"flat and decides at its first close), and {moves} moved then: no policy's figures "
+                f"carry it"
+            )
+    return tuple(lines)
 
 
 def data_warnings(benchmark: PolicyReport, periods_per_year: int) -> tuple[str, ...]:

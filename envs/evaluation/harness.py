@@ -67,6 +67,7 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from raytrade.envs.config import SimulatorConfig
+from raytrade.envs.evaluation.edges import FirstBarMove, HaltAtEnd, first_bar_moves, halts_at_end
 from raytrade.envs.evaluation.insample import (
     SampleCheck,
     Span,
@@ -159,6 +160,8 @@ class EvalWindow:
     name: str
     data: MarketData
     train: TimeWindow | None = None
+    halted_at_end: tuple[HaltAtEnd, ...] = ()  # symbols halted over its end (envs.evaluation.edges)
+    first_bar_moves: tuple[FirstBarMove, ...] = ()  # large moves on its first bar, which nothing holds
 
 
 @dataclass(frozen=True)
@@ -286,6 +289,12 @@ def check_length(specs: Sequence[PolicySpec], window: str, data: MarketData) -> 
             f"window {window!r} has {data.n_steps} bars; {longest.name} needs at least {need} "
             f"(lookback {longest.lookback_bars} + {MIN_RETURNS} returns)"
         )
+
+
+def edged(name: str, data: MarketData, train: TimeWindow | None, source: MarketData) -> EvalWindow:
+    """The walk-forward window ``name`` with what its edges hide (``envs.evaluation.edges``; ``source``:
+    the data it was cut from)."""
+    return EvalWindow(name, data, train, halts_at_end(data, source), first_bar_moves(data))
 
 
 def slice_window(data: MarketData, window: TimeWindow) -> MarketData:
@@ -466,7 +475,10 @@ def prepare(
         everything = _load(store, "all", cfg, specs)
     windows: list[EvalWindow]
     if cfg.walk_forward is None:
-        windows = [EvalWindow(cfg.split, split_data)]
+        source = everything  # where the reopens of halts over the split's end are
+        if source is None and halts_at_end(split_data):
+            source = _load(store, "all", cfg, specs)
+        windows = [EvalWindow(cfg.split, split_data, None, halts_at_end(split_data, source))]
     else:
         assert everything is not None
         calendar = pd.DatetimeIndex(everything.ts).tz_localize("UTC")
@@ -483,7 +495,7 @@ def prepare(
             folds = walk_forward_folds(calendar, cfg.walk_forward, min_train, cfg.embargo_bars)
         except ValueError as exc:
             raise EvaluationInputError(f"--walk-forward {cfg.walk_forward}: {exc}") from None
-        windows = [EvalWindow(f.test.name, slice_window(everything, f.test), f.train) for f in folds]
+        windows = [edged(f.test.name, slice_window(everything, f.test), f.train, everything) for f in folds]
         for w in windows:
             check_length(specs, w.name, w.data)
     checks = _sample_checks(cfg, trained, windows, split_data, everything)
