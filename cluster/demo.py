@@ -117,7 +117,7 @@ def run_demo(out: Path, seed: int, config: DemoConfig | None = None) -> None:
         click.echo(f"  {name:<11}{window.start.date()} .. {window.end.date()}  ({window.n_bars} bars)")
 
     click.echo("[demo] 4/6 evaluation: baselines replayed over the test split, same simulator and costs")
-    from raytrade.cluster.evaluate import run_evaluation
+    from raytrade.cluster.evaluate import report_warnings, run_evaluation
 
     report_dir = out / "report"
     report = run_evaluation(
@@ -153,7 +153,7 @@ def run_demo(out: Path, seed: int, config: DemoConfig | None = None) -> None:
     )
     from raytrade.cluster.promote import promote
     from raytrade.cluster.settings import registry_hmac_key
-    from raytrade.cluster.tune import TuneOptions, format_leaderboard, run_tune
+    from raytrade.cluster.tune import TuneOptions, best_cash_line, format_leaderboard, run_tune
 
     runs, registry = out / "runs", out / "registry"
     shutil.rmtree(runs, ignore_errors=True)
@@ -166,10 +166,14 @@ def run_demo(out: Path, seed: int, config: DemoConfig | None = None) -> None:
         storage=runs,
         name="demo-ppo",
         wandb="disabled",
+        cash_rate=config.cash_rate,  # trained with cash earning what the evaluation below credits
     )
     with demo_ray(config):
         outcome = run_tune(options)
     click.echo(format_leaderboard(outcome.leaderboard))
+    cash = best_cash_line(outcome.leaderboard)
+    if cash is not None:
+        click.echo(f"warning: {cash}")
     version = promote(outcome.run_dir, "demo_ppo", registry, hmac_key=registry_hmac_key())
     click.echo(f"promoted to {version} (manifest.json beside the module)")
     model_report = run_evaluation(
@@ -186,6 +190,8 @@ def run_demo(out: Path, seed: int, config: DemoConfig | None = None) -> None:
     for name, entry in model_report.policies.items():
         m = entry.metrics
         click.echo(f"  {name:<20}{m.total_return:>9.2%}  sharpe {_num(m.sharpe)}  costs {m.costs_paid:,.0f}")
+    for line in report_warnings(model_report):
+        click.echo(f"warning: {line}")
     click.echo(f"model report: {out / 'report_model' / 'report.md'} (a smoke budget: expect no skill)")
 
     click.echo("[demo] 6/6 serve: demo_ppo on Ray Serve at 127.0.0.1, asked by the trading loop's client")

@@ -68,6 +68,14 @@ def test_the_demo_runs_every_stage_on_a_small_universe(
     assert manifest["name"] == "demo_ppo"
     model_report = json.loads((tmp_path / "report_model" / "report.json").read_text())
     assert sorted(model_report["policies"]) == sorted(["registry:demo_ppo", "equal_weight", "kelly_lite"])
+    # the model trained with cash earning the rate its evaluation credits: no warning that they differ
+    assert manifest["config"]["env_config"]["sim"]["cash_rate"]["annual"] == 0.04
+    assert not any("trained with idle cash earning" in w for w in model_report["warnings"])
+    assert all(f"warning: {line}" in out for line in model_report["warnings"])  # on the console too
+    from raytrade.tune_specs.selection import cash_line
+
+    held_cash = cash_line(leaderboard[0]["gross_exposure"])
+    assert (f"warning: best trial {leaderboard[0]['trial']} {held_cash}" in out) == (held_cash is not None)
     # 6 the served model answered from the store's last bar, and the demo's Serve is gone again
     last_day = f"{bars['ts'].max():%Y-%m-%d}"
     assert re.search(rf"demo_ppo@1 decided from the features of {last_day}: gross", out), out[-2000:]
