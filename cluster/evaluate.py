@@ -47,6 +47,7 @@ from raytrade.cluster.options import (
     path_option,
     written_path_option,
 )
+from raytrade.replay.errors import InputError
 
 if TYPE_CHECKING:
     from raytrade.envs.cash_rate import CashRate
@@ -232,22 +233,27 @@ def evaluate_command(
     cash_rates: Path | None,
 ) -> None:
     """Evaluate POLICIES on the replay store and write report.json / report.md / report.html to OUT."""
-    report = run_evaluation(
-        replay,
-        split_names(policies),
-        out,
-        split=split,
-        walk_forward=walk_forward,
-        seeds=seeds,
-        scenarios=None if scenarios is None else split_names(scenarios),
-        registry=registry,
-        bootstrap_samples=bootstrap_samples,
-        plots=not no_plots,
-        cost_profile=cost_profile,
-        in_sample=in_sample,
-        after_training=after_training,
-        cash_rate=cash_rate_of(cash_rate, cash_rates),
-    )
+    from raytrade.envs.evaluation.harness import CashRateCoverageError
+
+    try:
+        report = run_evaluation(
+            replay,
+            split_names(policies),
+            out,
+            split=split,
+            walk_forward=walk_forward,
+            seeds=seeds,
+            scenarios=None if scenarios is None else split_names(scenarios),
+            registry=registry,
+            bootstrap_samples=bootstrap_samples,
+            plots=not no_plots,
+            cost_profile=cost_profile,
+            in_sample=in_sample,
+            after_training=after_training,
+            cash_rate=cash_rate_of(cash_rate, cash_rates),
+        )
+    except CashRateCoverageError as exc:  # only a schedule can start late: name its flag
+        raise InputError(f"--cash-rates: {exc}") from None
     for line in report_warnings(report):
         click.echo(f"warning: {line}", err=True)
     rate = report.config.simulator.cash_rate

@@ -353,6 +353,20 @@ def test_evaluate_takes_a_rate_or_a_rate_file_not_both(synthetic_store: Path, tm
     cash = read_report(tmp_path / "o" / "report.json").policies["cash"]
     assert cash.metrics.total_return is not None and cash.metrics.total_return > 0.0
 
+    # a schedule starting after the first bar a window earns over: one line naming the flag, the
+    # window and that bar, before any replay; the walk-forward folds' windows are checked alike
+    rates.write_text("date,annual_rate_pct\n2019-12-30,3\n")
+    late = CliRunner().invoke(
+        evaluate_command, [*base, "--cash-rates", str(rates), "--out", str(tmp_path / "l")]
+    )
+    assert late.exit_code == 2 and late.output.startswith("error: --cash-rates: test: the cash_rate schedule")
+    assert "(rates.csv) starts 2019-12-30, after 2019-" in late.output and not (tmp_path / "l").exists()
+    folds = [*base, "--walk-forward", "2", "--cash-rates", str(rates), "--out", str(tmp_path / "w")]
+    late = CliRunner().invoke(evaluate_command, folds)
+    assert late.exit_code == 2 and late.output.startswith(
+        "error: --cash-rates: test_0: the cash_rate schedule"
+    )
+
 
 def test_a_training_env_in_cash_earns_its_configs_rate_and_is_rewarded_for_it() -> None:
     """The gymnasium env built from a plain env_config dict (what RLlib hands it): a book kept in cash

@@ -66,6 +66,7 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from raytrade.envs.cash_rate import CashRate, cash_return_per_bar
 from raytrade.envs.config import SimulatorConfig
 from raytrade.envs.evaluation.edges import FirstBarMove, HaltAtEnd, first_bar_moves, halts_at_end
 from raytrade.envs.evaluation.insample import (
@@ -97,6 +98,22 @@ DEFAULT_SCENARIOS: tuple[str, ...] = ("crisis_2008_like", "flash_crash", "vol_sp
 MIN_RETURNS = 2
 """Returns a window must yield after the longest lookback."""
 log = logging.getLogger(__name__)
+
+
+class CashRateCoverageError(EvaluationInputError):
+    """The cash rate's schedule starts after the first bar a window's cash earns over (names the
+    window and that bar): refused before any replay, never guessed."""
+
+
+def check_cash_rate_covers(rate: CashRate, windows: Sequence[EvalWindow]) -> None:
+    """Refuse (:class:`CashRateCoverageError`) a schedule that starts after the first bar cash earns
+    over in any of ``windows`` (``envs.cash_rate.cash_return_per_bar``'s rule); a stress draw keeps
+    its window's first dates (``envs.scenarios.path_calendar``)."""
+    for w in windows:
+        try:
+            cash_return_per_bar(w.data.ts, rate, w.data.periods_per_year)
+        except ValueError as exc:
+            raise CashRateCoverageError(f"{w.name}: {exc}") from None
 
 
 class InSampleError(EvaluationInputError):
@@ -498,6 +515,7 @@ def prepare(
         windows = [edged(f.test.name, slice_window(everything, f.test), f.train, everything) for f in folds]
         for w in windows:
             check_length(specs, w.name, w.data)
+    check_cash_rate_covers(cfg.simulator.cash_rate, windows)
     checks = _sample_checks(cfg, trained, windows, split_data, everything)
     in_sample = [c for c in checks.values() if c.in_sample]
     if in_sample and not cfg.in_sample:
