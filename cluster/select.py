@@ -55,6 +55,7 @@ Design decisions
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -82,6 +83,7 @@ from raytrade.cluster.run_file import (
 )
 from raytrade.cluster.select_behaviour import behaviour_lines, behaviour_policies, compare_with_behaviour
 from raytrade.cluster.settings import registry_hmac_key
+from raytrade.envs.cash_rate import rates_agree
 from raytrade.envs.config import SimulatorConfig, env_config_from_dict
 from raytrade.envs.evaluation.stats import BootstrapConfig, DifferenceCI
 from raytrade.envs.market_data import MarketData
@@ -233,34 +235,61 @@ def window_of(data: MarketData) -> tuple[str, str, int, str]:
     return start, end, int(data.n_steps), f"{len(data.symbols)} symbols #{digest}"
 
 
-def market_of(sim: SimulatorConfig) -> str:
-    """The simulator fields every candidate must share (``_MARKET_FIELDS``), as JSON; of the cash rate
-    its rates, not where they were read from."""
-    include: dict[str, Any] = {field: True for field in _MARKET_FIELDS}
-    include["cash_rate"] = {"annual", "schedule"}
-    return sim.model_dump_json(include=include)
+def market_of(sim: SimulatorConfig) -> dict[str, Any]:
+    """The simulator fields every candidate must share (``_MARKET_FIELDS`` but the cash rate, which
+    :func:`common_window` compares on the window's days), flattened to dotted keys."""
+    dumped = sim.model_dump(mode="json", include={f for f in _MARKET_FIELDS if f != "cash_rate"})
+    return _flat(dumped)
+
+
+def _flat(value: Any, prefix: str = "") -> dict[str, Any]:
+    if not isinstance(value, dict):
+        return {prefix: value}
+    return {k: v for key, item in value.items() for k, v in _flat(item, f"{prefix}{key}.").items()}
+
+
+def market_difference(candidates: list[Candidate], markets: dict[str, dict[str, Any]]) -> str:
+    """The market fields on which the candidates differ, each with every candidate's value."""
+    keys = sorted({k for m in markets.values() for k in m})
+    differing = [k for k in keys if len({json.dumps(m.get(k)) for m in markets.values()}) > 1]
+    return "; ".join(
+        f"{k.rstrip('.')}: " + ", ".join(f"{c.label} {markets[c.label].get(k)!r}" for c in candidates)
+        for k in differing
+    )
 
 
 def common_window(candidates: list[Candidate], root: Path) -> tuple[MarketData, SimulatorConfig]:
     """The validation window every candidate was scored on, and the simulator config of the first
-    (the benchmark's); refused when the windows or the markets differ."""
-    windows, markets, data = {}, {}, {}
+    (the benchmark's); refused when the windows or the markets differ, or when idle cash earned
+    another rate on one of the window's days (``envs.cash_rate.rates_agree``)."""
+    windows, markets, data, sims = {}, {}, {}, {}
     for c in candidates:
         env_config = c.env_config(root)
         data[c.label] = held_out_data(env_config, SPLIT)
         windows[c.label] = window_of(data[c.label])
-        markets[c.label] = market_of(env_config_from_dict(env_config, gated=c.gated).sim)
+        sims[c.label] = env_config_from_dict(env_config, gated=c.gated).sim
+        markets[c.label] = market_of(sims[c.label])
     if len(set(windows.values())) > 1:
         described = {k: f"{s}..{e} ({n} bars, {sym})" for k, (s, e, n, sym) in windows.items()}
         raise SelectionError(
             f"runs were scored on different {SPLIT} windows: {_listing(candidates, described)}"
         )
-    if len(set(markets.values())) > 1:
+    if len({json.dumps(m, sort_keys=True) for m in markets.values()}) > 1:
         raise SelectionError(
-            f"runs simulate different markets (costs, constraints, account): {_listing(candidates, markets)}"
+            "runs simulate different markets (costs, constraints, account): "
+            f"{market_difference(candidates, markets)}"
         )
     first = candidates[0]
-    return data[first.label], env_config_from_dict(first.env_config(root), gated=first.gated).sim
+    days = data[first.label].ts.astype("datetime64[D]").tolist()
+    start, end = days[min(1, len(days) - 1)], days[-1]  # the first day cash earns over, the last
+    rates = {c.label: sims[c.label].cash_rate for c in candidates}
+    if not all(rates_agree(rates[first.label], rate, start, end) for rate in rates.values()):
+        said = {k: r.describe() for k, r in rates.items()}
+        raise SelectionError(
+            f"runs credit idle cash different rates on the {SPLIT} window ({start}..{end}): "
+            f"{_listing(candidates, said)}; their Sharpe ratios are over different rates"
+        )
+    return data[first.label], sims[first.label]
 
 
 def _finite(value: float) -> float | None:

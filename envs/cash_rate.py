@@ -25,6 +25,7 @@ Design decisions
 
 from __future__ import annotations
 
+import bisect
 import csv
 import datetime as dt
 import math
@@ -33,7 +34,15 @@ import os
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-__all__ = ["CashRate", "RateStep", "cash_return_per_bar", "load_cash_rate", "stale_rate"]
+__all__ = [
+    "CashRate",
+    "RateStep",
+    "cash_return_per_bar",
+    "load_cash_rate",
+    "rate_on",
+    "rates_agree",
+    "stale_rate",
+]
 
 MAX_ANNUAL_RATE = 0.5
 """A cash rate above 50 %/year is taken for a unit mistake (percent given as a fraction). Below it the
@@ -120,6 +129,23 @@ def stale_rate(rate: CashRate, last_bar: np.datetime64) -> str | None:
         f"({rate.schedule[-1].annual:.2%}/year) is carried to the last bar, {last}: give rates through the "
         "window's end"
     )
+
+
+def rate_on(rate: CashRate, day: dt.date) -> float | None:
+    """The annual rate ``rate`` credits on ``day`` (None: before its schedule's first date)."""
+    if not rate.schedule:
+        return rate.annual
+    at = bisect.bisect_right([s.start for s in rate.schedule], day) - 1
+    return None if at < 0 else rate.schedule[at].annual
+
+
+def rates_agree(a: CashRate, b: CashRate, start: dt.date, end: dt.date) -> bool:
+    """Whether ``a`` and ``b`` credit the same rate on every day from ``start`` through ``end``: the
+    step functions compared at ``start`` and wherever either changes up to ``end``. A constant and a
+    schedule of that one rate agree, and so do a rate file and the same file with rows added after
+    ``end`` (kept current, as its stale warning asks); where they are read from does not matter."""
+    changes = sorted({s.start for s in (*a.schedule, *b.schedule) if start < s.start <= end})
+    return all(rate_on(a, day) == rate_on(b, day) for day in (start, *changes))
 
 
 def cash_return_per_bar(ts: np.ndarray, rate: CashRate, periods_per_year: float) -> np.ndarray:

@@ -198,6 +198,35 @@ def test_bars_past_the_rate_files_last_row_are_warned_about() -> None:
         CashRate(schedule=(RateStep(start="2020-01-01", annual=0.01),), through="2019-12-31")
 
 
+def test_two_rates_agree_when_they_credit_the_same_rate_on_every_day_of_the_window() -> None:
+    """``select`` and the evaluation's warning compare rates on the days that matter: a constant and
+    a one-row schedule of it agree, a file with rows added after the window agrees with the file
+    before them, the same rates from another file agree; a change inside the window, or a schedule
+    that starts inside it, does not."""
+    from datetime import date
+
+    from raytrade.envs.cash_rate import rate_on, rates_agree
+
+    start, end = date(2024, 1, 2), date(2024, 12, 31)
+    four = CashRate(annual=0.04)
+    filed = CashRate(
+        schedule=(RateStep(start="2000-01-03", annual=0.04),), source="a.csv", through="2024-12-31"
+    )
+    kept_current = CashRate(
+        schedule=(RateStep(start="2000-01-03", annual=0.04), RateStep(start="2025-02-01", annual=0.035)),
+        source="b.csv",
+    )
+    assert rates_agree(four, filed, start, end) and rates_agree(filed, kept_current, start, end)
+    assert not rates_agree(filed, kept_current, start, date(2025, 3, 1))  # the new row inside the window
+    moved = CashRate(
+        schedule=(RateStep(start="2000-01-03", annual=0.04), RateStep(start="2024-06-03", annual=0.05))
+    )
+    assert not rates_agree(four, moved, start, end) and rates_agree(four, moved, start, date(2024, 6, 2))
+    late = CashRate(schedule=(RateStep(start="2024-03-01", annual=0.04),))
+    assert rate_on(late, start) is None and not rates_agree(four, late, start, end)
+    assert rates_agree(CashRate(), CashRate(), start, end) and not rates_agree(CashRate(), four, start, end)
+
+
 def test_a_search_trains_and_scores_with_the_rate_it_is_given(synthetic_store: Path, tmp_path: Path) -> None:
     from raytrade.cluster.select import market_of
     from raytrade.cluster.tune import TuneOptions, check_cash_rate, check_offline_env
@@ -211,7 +240,7 @@ def test_a_search_trains_and_scores_with_the_rate_it_is_given(synthetic_store: P
     sim = env_config_from_dict(env_config).sim  # the env, the objective's replays and select's alike
     assert sim.cash_rate == CashRate(annual=0.04)
     assert "--cash-rate 0.04" in opts.command()  # a resumed or submitted search keeps it
-    assert market_of(sim) != market_of(sim.model_copy(update={"cash_rate": CashRate()}))  # not compared
+    assert market_of(sim) == market_of(sim.model_copy(update={"cash_rate": CashRate()}))  # by day instead
     rates = tmp_path / "rates.csv"
     rates.write_text("date,annual_rate_pct\n2000-01-03,5\n")
     from_file = TuneOptions(spec="ppo", replay=synthetic_store, smoke=True, cash_rates=rates)
@@ -233,9 +262,6 @@ def test_a_search_trains_and_scores_with_the_rate_it_is_given(synthetic_store: P
         check_cash_rate(late)  # run_tune's check before Ray starts: each trial would refuse it
     rates.write_text("date,annual_rate_pct\n2000-01-03,4\n")
     check_cash_rate(late)  # covers it
-    from_elsewhere = load_cash_rate(rates).model_copy(update={"source": "fred.csv", "through": None})
-    same_rates = [sim.model_copy(update={"cash_rate": r}) for r in (load_cash_rate(rates), from_elsewhere)]
-    assert market_of(same_rates[0]) == market_of(same_rates[1])  # the rates, not their file, are compared
     offline = TuneOptions(spec="bc", replay=synthetic_store, cash_rate=0.04)
     with pytest.raises(
         InputError, match="--cash-rate 0.04: spec 'bc' is offline and the experience's rewards"
@@ -446,3 +472,52 @@ def test_a_model_trained_at_another_rate_than_the_evaluations_is_warned_about(
         synthetic_store, ["cash", "registry:cashy"], tmp_path / "b", cash_rate=CashRate(annual=0.04), **kw
     )  # type: ignore[arg-type]
     assert not [w for w in matched.warnings if "trained with idle cash" in w]
+
+
+def test_a_rate_file_kept_current_since_the_model_trained_is_the_rate_it_trained_with(
+    synthetic_store: Path, tmp_path: Path
+) -> None:
+    """The rates are compared on the model's training window: rows added to the file after it (as the
+    stale warning asks) are no other rate, while a rate that changed inside it is."""
+    import pandas as pd
+
+    from raytrade.cluster.evaluate import run_evaluation
+    from raytrade.envs.config import PortfolioEnvConfig
+    from raytrade.envs.evaluation.insample import TrainedOn
+    from raytrade.replay.splits import TimeWindow
+
+    trained = CashRate(
+        schedule=(RateStep(start="2000-01-03", annual=0.04),), source="t.csv", through="2018-12-31"
+    )
+
+    class TrainedOnAFile:
+        path = tmp_path / "registry" / "filed" / "1"
+        feature_columns = ("ret_1",)
+
+        def env_config(self) -> PortfolioEnvConfig:
+            return PortfolioEnvConfig.model_validate({"sim": {"cash_rate": trained.model_dump(mode="json")}})
+
+        def policy(self, data: MarketData) -> object:
+            return lambda obs: np.zeros(obs.mask.shape)
+
+        def trained_on(self, root: str, sha256: str) -> TrainedOn:
+            start, end = (pd.Timestamp(d, tz="UTC") for d in ("2018-01-02", "2018-12-31"))
+            return TrainedOn(TimeWindow("train", start, end, 250), "its manifest")
+
+    def loader(ref: str, registry: Path) -> TrainedOnAFile:
+        return TrainedOnAFile()
+
+    kw: dict[str, object] = {"scenarios": [], "seeds": 1, "bootstrap_samples": 10, "plots": False}
+    kw |= {"registry": tmp_path / "registry", "loader": loader}
+    current = CashRate(
+        schedule=(*trained.schedule, RateStep(start="2019-06-03", annual=0.03)), source="t.csv"
+    )
+    kept = run_evaluation(
+        synthetic_store, ["cash", "registry:filed"], tmp_path / "a", cash_rate=current, **kw
+    )  # type: ignore[arg-type]
+    assert not [w for w in kept.warnings if "trained with idle cash" in w]
+    moved = CashRate(schedule=(*trained.schedule, RateStep(start="2018-06-01", annual=0.05)), source="t.csv")
+    other = run_evaluation(synthetic_store, ["cash", "registry:filed"], tmp_path / "b", cash_rate=moved, **kw)  # type: ignore[arg-type]
+    assert [
+        w for w in other.warnings if w.startswith("registry:filed trained with idle cash earning a schedule")
+    ]

@@ -289,6 +289,45 @@ def test_runs_scored_on_different_validation_windows_are_refused(
     assert not (tmp_path / "out").exists()
 
 
+def _with_sim(run: Path, sim: dict[str, Any]) -> Path:
+    """``run`` (a ``_crafted_run``) whose trial trained with the simulator fields ``sim``."""
+    params = json.loads((run / "t0" / "params.json").read_text())
+    params["env_config"]["sim"] = sim
+    (run / "t0" / "params.json").write_text(json.dumps(params))
+    return run
+
+
+def test_runs_on_different_markets_are_refused_naming_each_field_that_differs(
+    synthetic_store: Path, tmp_path: Path
+) -> None:
+    """One line naming the differing fields and every run's value, not two simulator configs to diff;
+    idle cash is compared on the window's days: the same rate from a constant and from a file is one
+    market, another rate is refused naming both."""
+    from raytrade.replay.fingerprint import data_fingerprint
+
+    sha, _ = data_fingerprint(synthetic_store)
+    a = _with_sim(_crafted_run(tmp_path / "a", synthetic_store, sha), {"costs": {"fee_bps_equity": 2.0}})
+    b = _with_sim(_crafted_run(tmp_path / "b", synthetic_store, sha), {"initial_equity": 50_000.0})
+    result = _select(a, b, "--out", tmp_path / "out")
+    assert result.exit_code == 2 and len(result.output.strip().splitlines()) == 1
+    assert result.output.strip() == (
+        "error: runs simulate different markets (costs, constraints, account): costs.fee_bps_equity: a 2.0, "
+        "b 5.0; initial_equity: a 100000.0, b 50000.0"
+    )
+    file_rate = {"schedule": [{"start": "2000-01-03", "annual": 0.04}], "source": "fred.csv"}
+    c = _with_sim(_crafted_run(tmp_path / "c", synthetic_store, sha), {"cash_rate": {"annual": 0.04}})
+    d = _with_sim(_crafted_run(tmp_path / "d", synthetic_store, sha), {"cash_rate": file_rate})
+    e = _with_sim(_crafted_run(tmp_path / "e", synthetic_store, sha), {"cash_rate": {"annual": 0.03}})
+    refused = " ".join(_select(c, e, "--out", tmp_path / "out").output.split())
+    assert refused.startswith("error: runs credit idle cash different rates on the validation window (")
+    assert refused.endswith("c: 4.00%/year; e: 3.00%/year; their Sharpe ratios are over different rates")
+    same = _select(
+        c, d, "--out", tmp_path / "out"
+    )  # past the market checks: the crafted checkpoint is absent
+    assert "different rates" not in same.output and "different markets" not in same.output
+    assert not (tmp_path / "out").exists()
+
+
 def test_runs_searched_on_different_stores_are_refused(synthetic_store: Path, tmp_path: Path) -> None:
     a = _crafted_run(tmp_path / "a", synthetic_store, "1" * 64)
     b = _crafted_run(tmp_path / "b", synthetic_store, "2" * 64)
@@ -929,5 +968,7 @@ def test_a_search_at_a_dated_cash_rate_is_rescored_over_it_and_never_compared_wi
 
     mixed = _select(smoke_runs("ppo").run_dir, run, "--out", tmp_path / "mixed")
     assert mixed.exit_code != 0
-    assert "different markets" in mixed.output and "cash_rate" in mixed.output
+    said = " ".join(mixed.output.split())
+    assert "runs credit idle cash different rates on the validation window" in said
+    assert "ppo-smoke: 0.00%/year; distrl-smoke: a schedule of 2 rates from cash-rates.csv" in said
     assert not (tmp_path / "mixed" / "select.json").exists()

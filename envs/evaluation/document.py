@@ -44,14 +44,15 @@ is reported as a ``RunReport`` (or a subclass of it) built by ``run_report``, so
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from datetime import date
 from pathlib import Path
 from typing import Final, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from raytrade.envs.cash_rate import stale_rate
+from raytrade.envs.cash_rate import CashRate, rates_agree, stale_rate
 from raytrade.envs.costs import COST_COMPONENTS, CostConfig
 from raytrade.envs.evaluation.edges import HaltAtEnd
 from raytrade.envs.evaluation.harness import (
@@ -676,28 +677,56 @@ def build_report(result: EvaluationResult) -> EvaluationReport:
         policies=policies,
         warnings=data_warnings(policies[cfg.benchmark], ppy)
         + edge_warnings(policies[cfg.benchmark].folds, plan.windows)
-        + rate_warnings(cfg, bench_series.timestamps, plan.specs),
+        + rate_warnings(cfg, bench_series.timestamps, plan.specs, plan.sample_checks),
     )
 
 
 def rate_warnings(
-    cfg: EvaluationConfig, timestamps: np.ndarray, specs: Sequence[PolicySpec]
+    cfg: EvaluationConfig,
+    timestamps: np.ndarray,
+    specs: Sequence[PolicySpec],
+    checks: Mapping[str, SampleCheck] | None = None,
 ) -> tuple[str, ...]:
     """The cash rate's warnings: the evaluated bars run past the file it was read from
     (``envs.cash_rate.stale_rate``), and a registry model that trained with cash earning another rate
-    than this replay credits (its decisions assumed a yield this replay does not pay, or the reverse)."""
+    than this replay credits (its decisions assumed a yield this replay does not pay, or the reverse).
+    The rates are compared day by day (``envs.cash_rate.rates_agree``) over the model's training and
+    validation window when ``checks`` knows it, else over the evaluated bars, from the first day both
+    rates cover: a rate file kept current (rows added since the model trained) is the same rate."""
     rate = cfg.simulator.cash_rate
     stale = stale_rate(rate, timestamps[-1]) if len(timestamps) else None
     lines = [] if stale is None else [stale]
+    evaluated = [(_day(timestamps[0]), _day(timestamps[-1]))] if len(timestamps) else []
     for spec in specs:
         trained = spec.cash_rate
-        if trained is not None and (trained.annual, trained.schedule) != (rate.annual, rate.schedule):
-            lines.append(
-                f"{spec.name} trained with idle cash earning {trained.describe()}, and this evaluation "
-                f"credits {rate.describe()}: pass the rate it trained with (--cash-rate / --cash-rates) to "
-                "judge it on the terms it learnt"
-            )
+        if trained is None:
+            continue
+        seen = None if checks is None or spec.name not in checks else checks[spec.name].trained_on
+        spans = list(evaluated)  # the training window first, when known
+        if seen is not None and seen.train is not None:
+            last = seen.validation or seen.train
+            spans.insert(0, (seen.train.start.date(), last.end.date()))
+        covered = [c for c in (_covered(trained, rate, *span) for span in spans) if c is not None]
+        if covered and rates_agree(trained, rate, *covered[0]):
+            continue
+        lines.append(
+            f"{spec.name} trained with idle cash earning {trained.describe()}, and this evaluation "
+            f"credits {rate.describe()}: pass the rate it trained with (--cash-rate / --cash-rates) to "
+            "judge it on the terms it learnt"
+        )
     return tuple(lines)
+
+
+def _day(ts: np.datetime64) -> date:
+    day: date = ts.astype("datetime64[D]").item()
+    return day
+
+
+def _covered(a: CashRate, b: CashRate, start: date, end: date) -> tuple[date, date] | None:
+    """``start..end`` from the first day both rates cover (a schedule: its first date), None when
+    nothing of it is left."""
+    first = max([start, *(r.schedule[0].start for r in (a, b) if r.schedule)])
+    return (first, end) if first <= end else None
 
 
 def bars_stop(data: MarketData) -> tuple[BarsStop, ...]:
