@@ -87,7 +87,7 @@ from raytrade.cluster.run_file import (
 )
 from raytrade.envs.actions import ActionConfig, ActionMode
 from raytrade.envs.baseline_weights import BASELINE_FEATURES
-from raytrade.envs.cash_rate import MAX_ANNUAL_RATE, CashRate, cash_return_per_bar
+from raytrade.envs.cash_rate import MAX_ANNUAL_RATE, CashRate, cash_return_per_bar, stale_rate
 from raytrade.envs.costs import CostConfig
 from raytrade.envs.rewards import RewardConfig
 from raytrade.models.manifest import ExperienceWindow, Provenance, SearchObjective, TrainWindow
@@ -143,6 +143,8 @@ PLOT_FILE = "validation_objective.png"
 _ACTION, _REWARD = ActionConfig.model_fields, RewardConfig.model_fields  # the flags' defaults, stated once
 if TYPE_CHECKING:
     from ray.rllib.algorithms.algorithm_config import AlgorithmConfig
+
+    from raytrade.envs.market_data import MarketData
 
 WandbMode = Literal["offline", "online", "disabled"]
 
@@ -1057,26 +1059,32 @@ def run_record(opts: TuneOptions, spec: TuneSpec, window: ExperienceWindow | Non
     )
 
 
-def check_cash_rate(opts: TuneOptions) -> None:
+def check_cash_rate(opts: TuneOptions) -> str | None:
     """Refuse (``InputError`` naming ``--cash-rates``, before Ray starts) a rate schedule that starts
     after the first bar the training window's cash earns over: every trial's simulator would refuse
-    it, each after its worker had started."""
+    it, each after its worker had started. Returns the warning when the schedule's file ends more
+    than a week before the validation window's last bar (``envs.cash_rate.stale_rate``: the bars after
+    it train and score on its last rate), else None."""
     rate = opts.cash_rate_config()
     if rate is None or not rate.schedule:
-        return
+        return None
     from raytrade.envs.replay_loader import load_market_data
 
-    data = load_market_data(
-        local_store(opts.replay),
-        "train",
-        train_fraction=opts.train_fraction or TRAIN_FRACTION,
-        validation_fraction=opts.validation_fraction or VALIDATION_FRACTION,
-        feature_columns=(),
-    )
+    def window(split: str) -> MarketData:
+        return load_market_data(
+            local_store(opts.replay),
+            split,
+            train_fraction=opts.train_fraction or TRAIN_FRACTION,
+            validation_fraction=opts.validation_fraction or VALIDATION_FRACTION,
+            feature_columns=(),
+        )
+
+    data = window("train")
     try:
         cash_return_per_bar(data.ts, rate, data.periods_per_year)
     except ValueError as exc:
         raise InputError(f"--cash-rates: {exc}") from None
+    return stale_rate(rate, window("validation").ts[-1])
 
 
 def refuse_other_inputs(opts: TuneOptions, run_dir: Path, recorded: RunFile) -> None:
@@ -1393,7 +1401,7 @@ def run_tune(opts: TuneOptions, dashboard: bool = True) -> TuneOutcome:
     window = check_experience(opts, spec)
     check_init_window(opts, spec)  # resumed too: the trials would keep scoring on the seen bars
     opts.sim_overrides()  # a bad cost profile is refused before Ray starts
-    check_cash_rate(opts)  # as is a rate file the training window starts before
+    stale = check_cash_rate(opts)  # as is a rate file the training window starts before
     if not opts.resume:  # --init conflicts (features, action mapping) too, before anything is printed
         opts.env_config(spec, opts.budget(spec))
     run_dir, remote = opts.run_dir(), opts.run_location() if is_remote(opts.storage) else None
@@ -1441,6 +1449,8 @@ def run_tune(opts: TuneOptions, dashboard: bool = True) -> TuneOutcome:
         click.echo(line)
     if window is not None:
         click.echo(experience_window_line(window))
+    if stale is not None:  # the trials train and score on the file's last rate past its end
+        click.echo(f"warning: {stale}")
     env = {**env, "RAY_AIR_NEW_OUTPUT": "0"}  # the table reporter of ``_reporter``
     if not opts.resume:
         record = run_record(opts, spec, window)

@@ -261,7 +261,10 @@ def test_a_search_trains_and_scores_with_the_rate_it_is_given(synthetic_store: P
     ):
         check_cash_rate(late)  # run_tune's check before Ray starts: each trial would refuse it
     rates.write_text("date,annual_rate_pct\n2000-01-03,4\n")
-    check_cash_rate(late)  # covers it
+    stale = check_cash_rate(late)  # covers it, but ends long before the validation window does
+    assert stale is not None and stale.startswith("the cash-rate schedule (rates.csv) ends 2000-01-03")
+    rates.write_text("date,annual_rate_pct\n2000-01-03,4\n2019-12-31,4\n")
+    assert check_cash_rate(late) is None
     offline = TuneOptions(spec="bc", replay=synthetic_store, cash_rate=0.04)
     with pytest.raises(
         InputError, match="--cash-rate 0.04: spec 'bc' is offline and the experience's rewards"

@@ -933,6 +933,7 @@ def test_a_search_at_a_dated_cash_rate_is_rescored_over_it_and_never_compared_wi
     from raytrade.envs.cash_rate import CashRate
 
     run = smoke_runs("distrl").run_dir
+    assert "warning: the cash-rate schedule (cash-rates.csv) ends 2018-07-01" in smoke_runs("distrl").output
     rows = json.loads((run / LEADERBOARD_FILE).read_text())
     env_config = json.loads((run / rows[0]["trial_dir"] / "params.json").read_text())["env_config"]
     rate = CashRate.model_validate(env_config["sim"]["cash_rate"])
