@@ -13,12 +13,16 @@ from typing import Any, TypeVar
 T = TypeVar("T")
 
 
-def quick_and_json_args(doc: str | None, argv: list[str] | None) -> argparse.Namespace:
+def quick_and_json_args(
+    doc: str | None, argv: list[str] | None, extra: Callable[[argparse.ArgumentParser], None] | None = None
+) -> argparse.Namespace:
     """The common command line of a benchmark: ``--json PATH`` (write the results) and ``--quick``
-    (a tiny budget, a smoke test)."""
+    (a tiny budget, a smoke test); ``extra`` adds a benchmark's own options (listed by ``--help``)."""
     parser = argparse.ArgumentParser(description=(doc or "").splitlines()[0])
     parser.add_argument("--json", type=Path, default=None, help="write the results here")
     parser.add_argument("--quick", action="store_true", help="tiny budget (smoke test)")
+    if extra is not None:
+        extra(parser)
     return parser.parse_args(argv)
 
 

@@ -46,6 +46,7 @@ same run are comparable: the clients share the machine with the proxy and the re
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import json
 import os
@@ -751,17 +752,20 @@ def _rows(out: dict[str, Any]) -> list[tuple[str, Any, str]]:
     return rows
 
 
+def _registry_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--registry",
+        type=Path,
+        default=None,
+        help="serve the models of this registry (built by an earlier run) instead of building them",
+    )
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     """``--registry PATH`` (this benchmark only): serve the models of PATH instead of building them."""
-    args = list(sys.argv[1:] if argv is None else argv)
-    registry = None
-    if "--registry" in args:
-        at = args.index("--registry")
-        registry = Path(args[at + 1])
-        del args[at : at + 2]
-    parsed = quick_and_json_args(__doc__, args)
+    parsed = quick_and_json_args(__doc__, argv, _registry_arg)
     os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
-    out = run(quick=parsed.quick, registry=registry)
+    out = run(quick=parsed.quick, registry=parsed.registry)
     print_table(
         f"policy service on 127.0.0.1, N={N_SYMBOLS}, one replica, vs a trivial deployment (floor)",
         _rows(out),

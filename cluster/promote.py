@@ -174,8 +174,9 @@ def promote(
 @registry_option(written=True)
 @one_line_errors
 def promote_command(run_dir: str, name: str, registry: str) -> None:
-    """Copy the best trial of RUN (module, connector state, manifest) to REGISTRY/NAME/VERSION
-    (with an HMAC of its file hashes when RAYTRADE_REGISTRY_HMAC_KEY is set)."""
+    """Copy the best trial of RUN (module, connector state, manifest) to REGISTRY/NAME/VERSION; the
+    manifest records every file's SHA-256 and, when RAYTRADE_REGISTRY_HMAC_KEY is set, is signed
+    whole (an HMAC over the manifest with those hashes)."""
     target = promote(run_dir, name, registry, hmac_key=registry_hmac_key())
     manifest = read_manifest(target)
     val = manifest.metrics["validation"]
