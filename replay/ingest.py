@@ -78,6 +78,7 @@ from tqdm.auto import tqdm
 
 from raytrade.replay.errors import InputError
 from raytrade.replay.features import FeatureConfig, build_features
+from raytrade.replay.lone_days import LoneEquityDays, lone_equity_days
 from raytrade.replay.loop_rules import coin_quote
 from raytrade.replay.reader import read_frame
 from raytrade.replay.restatement import (
@@ -150,6 +151,7 @@ class IngestResult:
     volume_revised: tuple[VolumeRevised, ...] = ()
     suspected_splits: tuple[SuspectedSplit, ...] = ()
     priced_in_coin: tuple[str, ...] = ()  # the bars' pairs quoted in a coin (replay.loop_rules.coin_quote)
+    lone_equity_days: tuple[LoneEquityDays, ...] = ()  # new equity bars on days no other equity has
 
     @property
     def not_stored_bars(self) -> int:
@@ -188,6 +190,7 @@ class IngestResult:
             *(v.message() for v in self.volume_revised),
             *(s.message() for s in self.suspected_splits),
             *(coin_priced_message(symbol) for symbol in self.priced_in_coin),
+            *(d.message() for d in self.lone_equity_days),
         ]
 
 
@@ -355,6 +358,7 @@ def ingest_frames(
             held = set(stored_bars["symbol"].astype(str)) if stored_bars is not None else set()
             refuse_mixed_daily_clocks(all_bars, origin, stored=held)
             splits = suspected_splits(stored_bars, bar_split.new)
+            lone_days = lone_equity_days(all_bars, bar_split.new)
             new_macro = macro_split.new if macro_split is not None else None
             macro_parts = [f for f in (stored_macro, new_macro) if f is not None and len(f)]
             all_macro = pd.concat(macro_parts, ignore_index=True) if macro_parts else None
@@ -395,6 +399,7 @@ def ingest_frames(
         volume_revised=bar_split.volume_revised,
         suspected_splits=splits,
         priced_in_coin=tuple(s for s in sorted(bars["symbol"].unique()) if coin_quote(s) is not None),
+        lone_equity_days=lone_days,
     )
 
 
