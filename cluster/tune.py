@@ -355,12 +355,7 @@ class TuneOptions(BaseModel):
         """The command that continues this search where it stopped: :meth:`command` with ``--resume``
         and the wandb mode it ran with, less ``--env-runners`` (a resumed search keeps the env
         runners it started with and refuses the flag)."""
-        parts = self._command_parts()
-        if "--env-runners" in parts:
-            at = parts.index("--env-runners")
-            del parts[at : at + 2]
-        wandb = {"online": ["--wandb"], "disabled": ["--no-wandb"], "offline": []}[self.wandb]
-        return shlex.join([*parts, *wandb, "--resume"])
+        return resuming(self._command_parts(), self.wandb)
 
     def _command_parts(self) -> list[str]:
         parts = ["raytrade", "tune", "--spec", self.spec, "--replay", location(self.replay)]
@@ -1108,8 +1103,24 @@ def refuse_other_inputs(opts: TuneOptions, run_dir: Path, recorded: RunFile) -> 
         )
 
 
-RESUME_IGNORES: Final = frozenset({"--env-runners"})
-"""Flags of a search's recorded command a resume may leave out (``--resume`` refuses them)."""
+RESUME_IGNORES: Final = frozenset({"--env-runners", "--storage"})
+"""Flags of a search's recorded command a resume may give otherwise: ``--env-runners`` (``--resume``
+refuses it) and ``--storage`` (a runs folder moved elsewhere resumes from its new place)."""
+
+
+def resuming(parts: list[str], wandb: WandbMode, storage: str | None = None) -> str:
+    """The command line that continues the search started by ``parts`` (a ``raytrade tune`` command's
+    words): less ``--env-runners`` (a resumed search keeps its env runners and refuses the flag), with
+    ``--storage`` set to ``storage`` when given (where the runs folder is now), the ``wandb`` mode
+    and ``--resume``."""
+    parts = list(parts)
+    if "--env-runners" in parts:
+        at = parts.index("--env-runners")
+        del parts[at : at + 2]
+    if storage is not None and "--storage" in parts:
+        parts[parts.index("--storage") + 1] = storage
+    flag = {"online": ["--wandb"], "disabled": ["--no-wandb"], "offline": []}[wandb]
+    return shlex.join([*parts, *flag, "--resume"])
 
 
 def command_flags(command: str) -> dict[str, str]:
@@ -1140,11 +1151,11 @@ def refuse_other_options(opts: TuneOptions, run_dir: Path, recorded: RunFile) ->
         if started.get(flag) != now.get(flag)
     ]
     if changed:
+        hint = resuming(shlex.split(recorded.command), opts.wandb, location(opts.storage))
         raise InputError(
             f"{str(run_dir)!r} cannot be resumed with other options than it started with: "
             f"{'; '.join(changed)}. A resumed search keeps its trials' configs, so they would do "
-            f"nothing; resume it with its own command: {recorded.command} --resume (or start a new "
-            "search: --name)"
+            f"nothing; resume it with its own command: {hint} (or start a new search: --name)"
         )
 
 

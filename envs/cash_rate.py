@@ -53,6 +53,10 @@ STALE_AFTER_DAYS = 7
 """A bar more than this many days after a rate file's last row gets a report warning (its last rate
 carried forward); a week spans a holiday or a late publication."""
 
+RATE_ATOL = 1e-12
+"""Annual rates closer than this are one rate (:func:`rates_agree`): 1e-12 a year is float rounding,
+the gap between a percent read from a file times 0.01 and the fraction typed for it."""
+
 _FROZEN = ConfigDict(frozen=True, extra="forbid")
 
 
@@ -145,7 +149,14 @@ def rates_agree(a: CashRate, b: CashRate, start: dt.date, end: dt.date) -> bool:
     schedule of that one rate agree, and so do a rate file and the same file with rows added after
     ``end`` (kept current, as its stale warning asks); where they are read from does not matter."""
     changes = sorted({s.start for s in (*a.schedule, *b.schedule) if start < s.start <= end})
-    return all(rate_on(a, day) == rate_on(b, day) for day in (start, *changes))
+    return all(_same(rate_on(a, day), rate_on(b, day)) for day in (start, *changes))
+
+
+def _same(x: float | None, y: float | None) -> bool:
+    """Two annual rates are one up to :data:`RATE_ATOL` (a file's 0.07 % reads 0.0007000000000000001)."""
+    if x is None or y is None:
+        return x is y
+    return math.isclose(x, y, rel_tol=0.0, abs_tol=RATE_ATOL)
 
 
 def cash_return_per_bar(ts: np.ndarray, rate: CashRate, periods_per_year: float) -> np.ndarray:

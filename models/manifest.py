@@ -352,8 +352,9 @@ class Selection(BaseModel):
     cash_rate: CashRate = Field(
         default_factory=CashRate,
         description="what idle cash earned on the window, every candidate's and the benchmark's alike: "
-        "the Sharpe ratios and the claim's Sharpe difference are over it (absent: 0 %, a selection "
-        "written before cash earned a rate)",
+        "the Sharpe ratios and the claim's Sharpe difference are over it (absent: read as 0 %, a "
+        "selection written before select recorded the rate; its runs' env configs hold the rate they "
+        "were searched at)",
     )
     winner: str = Field(description="run folder of the winning candidate")
     candidates: list[SelectionCandidate] = Field(min_length=1, description="best first")

@@ -8,11 +8,11 @@ bars, where a position is closed. A reviewer's Saturday row in one of seven stoc
 ingest.
 
 A day is named when one daily equity has a bar on it, no other equity has one, and at least
-:data:`NEIGHBOURS` other daily equities have a bar within :data:`NEAR` of it: they were trading then,
-so the missing bars are not a listing or a delisting of theirs. Crypto and intraday bars are not
-checked (crypto trades every day; intraday stamps differ by design). Stored as given, with a warning:
-an exchange holiday one listing keeps (a dual listing trading on a day the others' exchange is shut)
-is real, and only the user can tell.
+:data:`NEIGHBOURS` other daily equities have a bar in the :data:`NEAR` before it: they were trading
+then, so the missing bars are no listing of theirs (a day before their first bar is not named).
+Crypto and intraday bars are not checked (crypto trades every day; intraday stamps differ by
+design). Stored as given, with a warning: an exchange holiday one listing keeps (a dual listing
+trading on a day the others' exchange is shut) is real, and only the user can tell.
 """
 
 from __future__ import annotations
@@ -26,10 +26,10 @@ import pandas as pd
 from raytrade.replay.timeutil import DAY, bar_length
 
 NEIGHBOURS: Final = 2
-"""Other daily equities that must have a bar within :data:`NEAR` of a day for it to be named."""
+"""Other daily equities that must have a bar in the :data:`NEAR` before a day for it to be named."""
 
 NEAR: Final = pd.Timedelta(days=7)
-"""How close to the day those bars must be: a week spans a weekend and a holiday."""
+"""How close before the day those bars must be: a week spans a weekend and a holiday."""
 
 SHOWN: Final = 3
 """Days a warning lists before ``…``."""
@@ -47,7 +47,8 @@ class LoneEquityDays:
         more = f" and {len(self.days) - SHOWN} more" if len(self.days) > SHOWN else ""
         bars = "a bar" if len(self.days) == 1 else f"{len(self.days)} bars"
         return (
-            f"{self.symbol}: {bars} on {shown}{more}, a day no other equity has while they trade around it: "
+            f"{self.symbol}: {bars} on {shown}{more}, a day no other equity has though they traded the week "
+            "before: "
             "the simulator steps on every equity's days together, so there every other equity has no bar "
             "(a halt; past their last bar, the end of their data, where a position is closed); if the "
             "rows are stray, remove them and ingest into a fresh store (a new --out)"
@@ -80,8 +81,8 @@ def lone_equity_days(all_bars: pd.DataFrame, new: pd.DataFrame) -> tuple[LoneEqu
     found: dict[str, list[pd.Timestamp]] = {}
     for symbol, stamp in zip(fresh["symbol"].astype(str), pd.DatetimeIndex(fresh["ts"]), strict=True):
         lo = np.searchsorted(sorted_ts, (stamp - NEAR).value, side="left")
-        hi = np.searchsorted(sorted_ts, (stamp + NEAR).value, side="right")
-        around = set(sorted_names[lo:hi].tolist()) - {symbol}
+        hi = np.searchsorted(sorted_ts, stamp.value, side="left")
+        around = set(sorted_names[lo:hi].tolist()) - {symbol}  # bars before it: not before a listing
         if len(around) >= NEIGHBOURS:
             found.setdefault(symbol, []).append(stamp)
     return tuple(LoneEquityDays(s, tuple(sorted(days))) for s, days in sorted(found.items()))

@@ -225,6 +225,10 @@ def test_two_rates_agree_when_they_credit_the_same_rate_on_every_day_of_the_wind
     late = CashRate(schedule=(RateStep(start="2024-03-01", annual=0.04),))
     assert rate_on(late, start) is None and not rates_agree(four, late, start, end)
     assert rates_agree(CashRate(), CashRate(), start, end) and not rates_agree(CashRate(), four, start, end)
+    in_percent = CashRate(schedule=(RateStep(start="2000-01-03", annual=0.07 * 0.01),))  # a file's "0.07"
+    assert in_percent.schedule[0].annual != 0.0007 and rates_agree(
+        CashRate(annual=0.0007), in_percent, start, end
+    )
 
 
 def test_a_search_trains_and_scores_with_the_rate_it_is_given(synthetic_store: Path, tmp_path: Path) -> None:

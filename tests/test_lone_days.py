@@ -48,6 +48,9 @@ def test_a_saturday_bar_and_a_day_past_everyones_end_are_named_and_nothing_else(
     assert lone_equity_days(everything, new_only) == ()
     two = _bars({"AAA": rows["AAA"], "BBB": WEEKDAYS})  # one other equity: which one is odd is unknown
     assert lone_equity_days(two, two) == ()
+    older = pd.bdate_range("2026-02-16", "2026-03-18", tz="UTC")  # a longer history than the others'
+    early = _bars({"OLD": older, "BBB": WEEKDAYS, "CCC": WEEKDAYS, "DDD": WEEKDAYS})
+    assert lone_equity_days(early, early) == ()  # its days before the others list are no stray rows
 
 
 def test_ingest_warns_of_a_stray_saturday_row_naming_the_symbol_and_the_day(tmp_path: Path) -> None:

@@ -333,13 +333,23 @@ def test_a_search_is_not_resumed_with_other_options_than_it_started_with(
 ) -> None:
     """Tune restores a search's trials with the configs they began with: a resume with another
     ``--cash-rate`` (or none), budget or seed would do nothing while its command line said otherwise.
-    Refused before Ray starts, naming each flag, both values and the command to resume with; the
-    command it started with resumes (``--env-runners`` aside, which ``--resume`` refuses)."""
+    Refused before Ray starts, naming each flag, both values and the command to resume with; that
+    command (less ``--env-runners``, which ``--resume`` refuses) passes every check, and so does a
+    runs folder moved elsewhere (``--storage`` is where it is now)."""
+    import shlex
+    import shutil
+
     from raytrade.cluster import local_cluster
     from raytrade.cluster.run_file import read_run_file, write_run_file
-    from raytrade.cluster.tune import TuneOptions, command_flags, refuse_other_options, run_record
+    from raytrade.cluster.tune import TuneOptions, command_flags, run_record
 
-    monkeypatch.setattr(local_cluster, "init_ray", lambda *_, **__: pytest.fail("Ray started"))
+    class RayWouldStart(Exception):
+        pass
+
+    def no_ray(*_: Any, **__: Any) -> None:
+        raise RayWouldStart
+
+    monkeypatch.setattr(local_cluster, "init_ray", no_ray)
     args = [*_fault_args(synthetic_store, tmp_path / "runs", "rated"), "--cash-rate", "0.04"]
     started = TuneOptions(
         spec="ppo", replay=synthetic_store, smoke=True, storage=tmp_path / "runs", name="rated",
@@ -348,22 +358,28 @@ def test_a_search_is_not_resumed_with_other_options_than_it_started_with(
     run_dir = tmp_path / "runs" / "rated"
     write_run_file(run_dir, run_record(started, get_spec("ppo")))
     recorded = read_run_file(run_dir)
-    assert command_flags(recorded.command)["--cash-rate"] == "0.04" and "--smoke" in command_flags(
-        recorded.command
-    )
-    refuse_other_options(started.model_copy(update={"env_runners": None}), run_dir, recorded)  # no error
+    flags = command_flags(recorded.command)
+    assert flags["--cash-rate"] == "0.04" and flags["--smoke"] == "" and flags["--env-runners"] == "1"
 
     code, out = invoke([*args[:-1], "0.05", "--resume"])
     assert code == 2, out
     said = " ".join(out.split())
     assert f"{str(run_dir)!r} cannot be resumed with other options than it started with: " in said
     assert "--cash-rate now 0.05, started 0.04." in said
-    assert f"resume it with its own command: {recorded.command} --resume" in said
+    hint = said.split("resume it with its own command: ")[1].split(" (or start a new search")[0]
+    assert "--env-runners" not in hint and hint.endswith("--no-wandb --resume")
+    resumed = CliRunner().invoke(tune_command, shlex.split(hint)[2:])
+    assert isinstance(resumed.exception, RayWouldStart), resumed.output  # past every refusal
     code, out = invoke([*args[:-2], "--seed", "7", "--resume"])
     assert code == 2 and "--cash-rate now not given, started 0.04; --seed now 7, started 0" in " ".join(
         out.split()
     )
     assert read_run_file(run_dir) == recorded  # nothing rewritten
+
+    moved = tmp_path / "elsewhere"
+    shutil.copytree(tmp_path / "runs", moved)
+    again = CliRunner().invoke(tune_command, [*shlex.split(hint)[2:], "--storage", str(moved)])
+    assert isinstance(again.exception, RayWouldStart), again.output
 
 
 @pytest.mark.parametrize(

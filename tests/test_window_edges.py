@@ -8,6 +8,7 @@ the halts. Built by hand (no store), then once end to end through ``raytrade eva
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -19,7 +20,7 @@ from click.testing import CliRunner
 from raytrade.cluster.cli import main
 from raytrade.envs.config import SimulatorConfig
 from raytrade.envs.evaluation.document import build_report
-from raytrade.envs.evaluation.edges import FIRST_BAR_MOVE, first_bar_moves, halts_at_end
+from raytrade.envs.evaluation.edges import EDGE_MOVE, first_bar_moves, halts_at_end
 from raytrade.envs.evaluation.harness import (
     EvaluationConfig,
     EvaluationPlan,
@@ -83,7 +84,7 @@ def test_a_halt_over_a_windows_end_is_named_with_its_reopen_and_a_later_windows_
     assert (move.symbol, move.date) == ("BBB", data.ts[REOPEN])
     assert move.move == pytest.approx(data.close[REOPEN, 1] / data.close[HALT - 1, 1] - 1.0, rel=1e-12)
     assert first_bar_moves(second, threshold=abs(move.move) + 1e-9) == ()
-    assert abs(move.move) >= FIRST_BAR_MOVE
+    assert abs(move.move) >= EDGE_MOVE
 
 
 def test_the_report_lists_the_halt_and_warns_of_both_edges_and_a_plain_window_of_neither() -> None:
@@ -116,6 +117,12 @@ def test_the_report_lists_the_halt_and_warns_of_both_edges_and_a_plain_window_of
     ) in said
     assert "test_1 starts on 2025-01-23, a bar the pooled account holds nothing over" in said
     assert f"BBB {windows[1].first_bar_moves[0].move:+.1%} moved then" in said
+
+    small = windows[0].halted_at_end[0]  # the same halt reopening 5 % lower: listed, not warned of
+    quiet = (dataclasses.replace(windows[0], halted_at_end=(dataclasses.replace(small, move=-0.05),)),)
+    calm = build_report(evaluate(EvaluationPlan("mem", cfg, specs, quiet, data, {}, {}, "0" * 64, 0)))
+    assert calm.policies["p"].folds[0].halted_at_end[0].move == -0.05
+    assert not any("halted" in w for w in calm.warnings)
 
     plain = EvaluationPlan("mem", cfg, specs, (EvalWindow("test", data),), data, {}, {}, "0" * 64, 0)
     assert not any("halted" in w or "holds nothing" in w for w in build_report(evaluate(plain)).warnings)

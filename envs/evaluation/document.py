@@ -54,7 +54,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from raytrade.envs.cash_rate import CashRate, rates_agree, stale_rate
 from raytrade.envs.costs import COST_COMPONENTS, CostConfig
-from raytrade.envs.evaluation.edges import HaltAtEnd
+from raytrade.envs.evaluation.edges import EDGE_MOVE, HaltAtEnd
 from raytrade.envs.evaluation.harness import (
     EvaluationConfig,
     EvaluationResult,
@@ -752,11 +752,13 @@ def halt_report(halt: HaltAtEnd) -> HaltReport:
 
 def edge_warnings(folds: Sequence[FoldReport], windows: Sequence[EvalWindow]) -> tuple[str, ...]:
     """The report's warnings on what the windows' edges hide (``envs.evaluation.edges``): the symbols
-    halted over a window's end, and the moves of at least ``FIRST_BAR_MOVE`` on the first bar of every
+    halted over a window's end, and the moves of at least ``EDGE_MOVE`` on the first bar of every
     fold after the first (pooled folds hold nothing over it)."""
     lines = []
     for fold in folds:
         for h in fold.halted_at_end:
+            if h.move is not None and abs(h.move) < EDGE_MOVE:
+                continue  # listed in halted_at_end; a small reopen changes little
             reopen = (
                 "its reopen is after the data loaded"
                 if h.reopen_date is None or h.move is None

@@ -7,12 +7,13 @@ at its last (``envs.evaluation.harness.run_window``). Two moves of real data the
   again after it (``MarketData.listed_after``) is held at its last close to the end, then valued and
   closed at that close, which nothing traded at. The move at its reopen (the first price a book could
   have sold at) belongs to no window: a walk-forward fold ending inside a halt that reopens 40 % lower
-  reports the book as if it had sold before the halt. :func:`halts_at_end` names them, with the
-  reopen's date and move where the data holds it.
+  reports the book as if it had sold before the halt. :func:`halts_at_end` lists them, with the
+  reopen's date and move where the data holds it; the report warns of those that moved at least
+  :data:`EDGE_MOVE`, or whose reopen is unknown.
 * **A window's first bar.** Nothing is held over it (the book is flat until the first decision fills
   at the second bar's open), so walk-forward folds pooled into one account skip the bar where each
   fold starts, and its overnight gap. :func:`first_bar_moves` names the symbols that moved at least
-  :data:`FIRST_BAR_MOVE` there.
+  :data:`EDGE_MOVE` there.
 
 Both are facts of the data, the same for every policy; the report states them (its ``warnings``).
 """
@@ -27,10 +28,12 @@ import numpy as np
 from raytrade.envs.market_data import MarketData
 from raytrade.envs.scenarios import last_real_close
 
-FIRST_BAR_MOVE: Final = 0.10
-"""A move of a listed symbol on a window's first bar (close over its last real close) at least this
-large, up or down, is named in the report: the pooled account of walk-forward folds holds nothing
-over that bar."""
+EDGE_MOVE: Final = 0.10
+"""A move at a window's edge at least this large, up or down, is named in the report's warnings: a
+listed symbol's close on a window's first bar over its last real close (the pooled account of
+walk-forward folds holds nothing over that bar), and a halted symbol's reopen over its last close in
+the window (a halt whose reopen moved less, a bar missing on a thin name's last minute, is listed in
+``halted_at_end`` only; one whose reopen the data does not hold is named too)."""
 
 
 @dataclass(frozen=True)
@@ -46,7 +49,7 @@ class HaltAtEnd:
 
 @dataclass(frozen=True)
 class FirstBarMove:
-    """A symbol that moved at least :data:`FIRST_BAR_MOVE` on a window's first bar."""
+    """A symbol that moved at least :data:`EDGE_MOVE` on a window's first bar."""
 
     symbol: str
     date: np.datetime64
@@ -82,7 +85,7 @@ def halts_at_end(window: MarketData, source: MarketData | None = None) -> tuple[
     return tuple(out)
 
 
-def first_bar_moves(window: MarketData, threshold: float = FIRST_BAR_MOVE) -> tuple[FirstBarMove, ...]:
+def first_bar_moves(window: MarketData, threshold: float = EDGE_MOVE) -> tuple[FirstBarMove, ...]:
     """The symbols listed on ``window``'s first bar whose close there is at least ``threshold`` away
     from their last real close before the window (``window.close_before``; a symbol without one, a
     listing, moved from nothing and is not named)."""
