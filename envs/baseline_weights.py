@@ -81,9 +81,16 @@ def equal_weights(mask: np.ndarray) -> np.ndarray:
     return m / np.maximum(m.sum(-1, keepdims=True), 1.0)
 
 
+VOL_FLOOR: Final = 1e-8
+"""A per-bar volatility (``vol_20``) at or under this is rounding, no estimate: the returns of a price
+that never moved, or of a deterministic path (a stress scenario's shocked constant), have a standard
+deviation of 1e-17 or so, whose inverse would put the whole book in that asset. A real quiet asset
+(a stablecoin, a money-market fund) moves 1e-5 to 1e-3 a bar."""
+
+
 def inverse_vol_weights(vol: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """``1 / vol`` over listed assets with ``vol > 0``, normalised to sum 1 (zeros when none)."""
-    ok = mask & np.isfinite(vol) & (vol > 0)
+    """``1 / vol`` over listed assets with ``vol > VOL_FLOOR``, normalised to sum 1 (zeros when none)."""
+    ok = mask & np.isfinite(vol) & (vol > VOL_FLOOR)
     inv = np.where(ok, 1.0 / np.where(ok, vol, 1.0), 0.0)
     total = inv.sum(-1, keepdims=True)
     return np.where(total > 0, inv / np.where(total > 0, total, 1.0), 0.0)

@@ -7,6 +7,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
@@ -177,3 +178,16 @@ def test_kelly_lite_gross_cap_leaves_room_for_the_unlisted_holding() -> None:
     flags = AssetFlags(np.zeros(n, dtype=bool), np.zeros(n, dtype=bool), np.zeros(n, dtype=bool))
     weights = kelly_lite_decision(inputs, flags, KellyLiteConfig()).weights
     np.testing.assert_allclose(weights, np.where(listed, 0.7 / 9, 0.0), rtol=0, atol=1e-15)
+
+
+def test_inverse_vol_takes_a_rounding_level_volatility_for_no_estimate() -> None:
+    """A price that never moved, or a stress path's deterministic decline, has a ``vol_20`` of rounding
+    (1e-17): its inverse put 85-100 % of a reviewer's crisis book in such an asset. It gets nothing;
+    a quiet but real asset (1e-4 a bar) keeps its large inverse-vol share."""
+    from raytrade.envs.baseline_weights import VOL_FLOOR, inverse_vol_weights
+
+    mask = np.ones(3, dtype=bool)
+    w = inverse_vol_weights(np.array([1.3e-17, 0.02, 0.01]), mask)
+    assert w[0] == 0.0 and w[1:] == pytest.approx([1 / 3, 2 / 3])
+    quiet = inverse_vol_weights(np.array([1e-4, 0.02, 0.01]), mask)
+    assert quiet[0] == pytest.approx(1e4 / (1e4 + 50 + 100)) and VOL_FLOOR < 1e-4
