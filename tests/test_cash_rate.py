@@ -399,6 +399,21 @@ def test_evaluate_takes_a_rate_or_a_rate_file_not_both(synthetic_store: Path, tm
     assert late.exit_code == 2 and late.output.startswith(
         "error: --cash-rates: test_0: the cash_rate schedule"
     )
+    # the folds covered, the stress scenarios' window (the split, here all of the store) not: refused too
+    rates.write_text("date,annual_rate_pct\n2018-06-01,3\n")
+    stressed = [
+        *folds[:4],
+        "--scenarios",
+        "vol_spike",
+        *folds[6:],
+        "--split",
+        "all",
+        "--out",
+        str(tmp_path / "s"),
+    ]
+    late = CliRunner().invoke(evaluate_command, stressed)
+    assert late.exit_code == 2, late.output
+    assert late.output.startswith("error: --cash-rates: all (its stress scenarios): the cash_rate schedule")
 
 
 def test_a_training_env_in_cash_earns_its_configs_rate_and_is_rewarded_for_it() -> None:

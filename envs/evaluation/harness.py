@@ -515,7 +515,8 @@ def prepare(
         windows = [edged(f.test.name, slice_window(everything, f.test), f.train, everything) for f in folds]
         for w in windows:
             check_length(specs, w.name, w.data)
-    check_cash_rate_covers(cfg.simulator.cash_rate, windows)
+    stressed = [EvalWindow(f"{cfg.split} (its stress scenarios)", split_data)] if cfg.scenarios else []
+    check_cash_rate_covers(cfg.simulator.cash_rate, [*windows, *stressed])  # draws keep its dates
     checks = _sample_checks(cfg, trained, windows, split_data, everything)
     in_sample = [c for c in checks.values() if c.in_sample]
     if in_sample and not cfg.in_sample:
