@@ -414,6 +414,7 @@ def test_evaluate_takes_a_rate_or_a_rate_file_not_both(synthetic_store: Path, tm
     late = CliRunner().invoke(evaluate_command, stressed)
     assert late.exit_code == 2, late.output
     assert late.output.startswith("error: --cash-rates: all (its stress scenarios): the cash_rate schedule")
+    assert "or evaluate without stress scenarios (--scenarios '')" in " ".join(late.output.split())
 
 
 def test_a_training_env_in_cash_earns_its_configs_rate_and_is_rewarded_for_it() -> None:

@@ -752,8 +752,9 @@ def halt_report(halt: HaltAtEnd) -> HaltReport:
 
 def edge_warnings(folds: Sequence[FoldReport], windows: Sequence[EvalWindow]) -> tuple[str, ...]:
     """The report's warnings on what the windows' edges hide (``envs.evaluation.edges``): the symbols
-    halted over a window's end, and the moves of at least ``EDGE_MOVE`` on the first bar of every
-    fold after the first (pooled folds hold nothing over it)."""
+    halted over a window's end whose reopen moved at least ``EDGE_MOVE`` or is unknown, and the moves
+    of at least ``EDGE_MOVE`` on the first bar of every fold after the first (pooled folds hold
+    nothing over it)."""
     lines = []
     for fold in folds:
         for h in fold.halted_at_end:

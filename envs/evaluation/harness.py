@@ -515,8 +515,16 @@ def prepare(
         windows = [edged(f.test.name, slice_window(everything, f.test), f.train, everything) for f in folds]
         for w in windows:
             check_length(specs, w.name, w.data)
-    stressed = [EvalWindow(f"{cfg.split} (its stress scenarios)", split_data)] if cfg.scenarios else []
-    check_cash_rate_covers(cfg.simulator.cash_rate, [*windows, *stressed])  # draws keep its dates
+    check_cash_rate_covers(cfg.simulator.cash_rate, windows)
+    if cfg.scenarios:  # the draws keep the split's dates
+        try:
+            check_cash_rate_covers(
+                cfg.simulator.cash_rate, [EvalWindow(f"{cfg.split} (its stress scenarios)", split_data)]
+            )
+        except CashRateCoverageError as exc:
+            raise CashRateCoverageError(
+                f"{exc}; or evaluate without stress scenarios (--scenarios '')"
+            ) from None
     checks = _sample_checks(cfg, trained, windows, split_data, everything)
     in_sample = [c for c in checks.values() if c.in_sample]
     if in_sample and not cfg.in_sample:
