@@ -36,8 +36,9 @@ LAZY_COMMANDS: dict[str, LazyCommand] = {
     ),
     "promote": LazyCommand(
         "raytrade.cluster.promote:promote_command",
-        "Copy the best trial of RUN (module, connector state, manifest) to REGISTRY/NAME/VERSION "
-        "(with an HMAC of its file hashes when RAYTRADE_REGISTRY_HMAC_KEY is set).",
+        "Copy the best trial of RUN (module, connector state, manifest) to REGISTRY/NAME/VERSION; the "
+        "manifest records every file's SHA-256 and, when RAYTRADE_REGISTRY_HMAC_KEY is set, is signed "
+        "whole (an HMAC over the manifest with those hashes).",
     ),
     "select": LazyCommand(
         "raytrade.cluster.select:select_command",
