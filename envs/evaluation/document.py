@@ -685,14 +685,15 @@ def rate_warnings(
     cfg: EvaluationConfig,
     timestamps: np.ndarray,
     specs: Sequence[PolicySpec],
-    checks: Mapping[str, SampleCheck] | None = None,
+    checks: Mapping[str, SampleCheck],
 ) -> tuple[str, ...]:
     """The cash rate's warnings: the evaluated bars run past the file it was read from
     (``envs.cash_rate.stale_rate``), and a registry model that trained with cash earning another rate
     than this replay credits (its decisions assumed a yield this replay does not pay, or the reverse).
     The rates are compared day by day (``envs.cash_rate.rates_agree``) over the model's training and
-    validation window when ``checks`` knows it, else over the evaluated bars, from the first day both
-    rates cover: a rate file kept current (rows added since the model trained) is the same rate."""
+    validation window when ``checks`` (registry models by name) knows it, else over the evaluated bars,
+    from the first day both rates cover: a rate file kept current (rows added since the model trained)
+    is the same rate."""
     rate = cfg.simulator.cash_rate
     stale = stale_rate(rate, timestamps[-1]) if len(timestamps) else None
     lines = [] if stale is None else [stale]
@@ -701,7 +702,7 @@ def rate_warnings(
         trained = spec.cash_rate
         if trained is None:
             continue
-        seen = None if checks is None or spec.name not in checks else checks[spec.name].trained_on
+        seen = checks[spec.name].trained_on if spec.name in checks else None
         spans = list(evaluated)  # the training window first, when known
         if seen is not None and seen.train is not None:
             last = seen.validation or seen.train
