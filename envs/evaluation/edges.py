@@ -25,7 +25,7 @@ from typing import Final
 
 import numpy as np
 
-from raytrade.envs.market_data import MarketData
+from raytrade.envs.market_data import MarketData, last_listed_bar
 from raytrade.envs.scenarios import last_real_close
 
 EDGE_MOVE: Final = 0.10
@@ -64,11 +64,10 @@ def halts_at_end(window: MarketData, source: MarketData | None = None) -> tuple[
     if window.listed_after is None or window.n_steps == 0:
         return ()
     listed = np.asarray(window.listed, dtype=bool)
-    ever = listed.any(axis=0)
-    halted = np.flatnonzero(ever & ~listed[-1] & np.asarray(window.listed_after, dtype=bool))
+    last_row = last_listed_bar(listed)  # each symbol's last real bar in the window (-1: none)
+    halted = np.flatnonzero((last_row >= 0) & ~listed[-1] & np.asarray(window.listed_after, dtype=bool))
     if halted.size == 0:
         return ()
-    last_row = listed.shape[0] - 1 - np.argmax(listed[::-1], axis=0)  # each symbol's last real bar
     after = None
     if source is not None and source.symbols == window.symbols:
         start = int(np.searchsorted(source.ts, window.ts[-1], side="right"))
