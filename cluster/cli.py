@@ -215,6 +215,15 @@ def _parse_utc(value: str | None, name: str) -> datetime | None:
     "uniform split or dividend rescale is always re-based): keep the stored bars as they are and append "
     "its new ones, with a warning. Default: refuse the whole ingest.",
 )
+@click.option(
+    "--unquoted-spread-bps",
+    "unquoted_spread_bps",
+    type=click.FloatRange(min=0, max=10_000, min_open=True, max_open=True),
+    default=None,
+    help="Full spread in bps stated for every bar without a quote, in place of the high/low estimate "
+    "(which on daily bars of volatile names reads mostly volatility: README, Ingest). Recorded in the "
+    "store: later ingests use it; a different figure on a built store is refused.",
+)
 @one_line_errors
 def ingest(
     source: str,
@@ -230,9 +239,11 @@ def ingest(
     end: str | None,
     json_summary: bool,
     keep_stored_on_restatement: bool,
+    unquoted_spread_bps: float | None,
 ) -> None:
     """Ingest a source into the replay store at OUT and print what the store holds."""
     from raytrade.cluster.ingest import SourceRequest, ingest_source
+    from raytrade.replay.features.config import FeatureConfig
     from raytrade.replay.remote_store import store_mirror
     from raytrade.replay.summary import summarize_store
 
@@ -250,8 +261,9 @@ def ingest(
         keep_stored_on_restatement=keep_stored_on_restatement,
     )
     # a remote store (s3://…) is written through its local mirror, new files uploaded at the end
+    spread = {} if unquoted_spread_bps is None else {"unquoted_spread_bps": unquoted_spread_bps}
     with store_mirror(out) as root:
-        result = ingest_source(root, request, say=click.echo)
+        result = ingest_source(root, request, say=click.echo, config=FeatureConfig(**spread))
     for warning in result.warnings():
         click.echo(f"warning: {warning}", err=True)
     click.echo(result.summary_line())

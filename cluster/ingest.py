@@ -10,6 +10,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from raytrade.replay.errors import InputError
+from raytrade.replay.features.config import FeatureConfig
 from raytrade.replay.ingest import IngestResult
 
 SourceName = Literal["synthetic", "csv", "alpaca", "forecasts"]
@@ -39,9 +40,15 @@ class SourceRequest(BaseModel):
 
 
 def ingest_source(
-    out: Path, request: SourceRequest, say: Callable[[str], None] = print, show_progress: bool = True
+    out: Path,
+    request: SourceRequest,
+    say: Callable[[str], None] = print,
+    show_progress: bool = True,
+    config: FeatureConfig | None = None,
 ) -> IngestResult:
-    """Read ``request.source`` and append what is new to the store at ``out`` (see ``replay.ingest``)."""
+    """Read ``request.source`` and append what is new to the store at ``out`` (see ``replay.ingest``);
+    ``config``: the features' options (None: the defaults, or what the store records:
+    ``replay.feature_settings``)."""
     from raytrade.replay.ingest import import_forecasts, ingest_frames
 
     r = request
@@ -60,6 +67,7 @@ def ingest_source(
             origin="synthetic",
             show_progress=show_progress,
             keep_stored_on_restatement=keep,
+            config=config,
         )
     if r.source == "alpaca":
         from raytrade.cluster.settings import load_settings
@@ -92,6 +100,7 @@ def ingest_source(
             origin="alpaca",
             show_progress=show_progress,
             keep_stored_on_restatement=keep,
+            config=config,
             # daily crypto is on New York midnight when fetched with stocks, on Alpaca's day start alone
             check_against_store=refuse_second_crypto_clock if r.freq == "1d" else None,
         )
@@ -107,7 +116,8 @@ def ingest_source(
             origin=str(r.path),
             show_progress=show_progress,
             keep_stored_on_restatement=keep,
+            config=config,
         )
     from raytrade.replay.sources.forecast_file import read_forecast_file
 
-    return import_forecasts(out, read_forecast_file(r.path), origin=str(r.path), first_row=1)
+    return import_forecasts(out, read_forecast_file(r.path), origin=str(r.path), config=config, first_row=1)

@@ -77,6 +77,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from raytrade.replay.errors import InputError
+from raytrade.replay.feature_settings import store_feature_config
 from raytrade.replay.features import FeatureConfig, build_features
 from raytrade.replay.lone_days import LoneEquityDays, lone_equity_days
 from raytrade.replay.loop_rules import coin_quote
@@ -344,6 +345,7 @@ def ingest_frames(
             existing = [t for t in ("bars", "macro", "features") if (path / t).is_dir()]
             writer.open(*existing)
             recover_store(path, abandoned="bars" in existing)
+            config = store_feature_config(path, config)  # refused here, before anything is written
             stored_bars, stored_macro = _stored(path, "bars"), _stored(path, "macro")
             if check_against_store is not None:
                 check_against_store(stored_bars, bars)
@@ -510,6 +512,7 @@ def _import_valid_forecasts(
     with ReplayWriter(path) as writer:
         writer.open(*(t for t in ("bars", "features") if (path / t).is_dir()))
         recover_store(path, abandoned=True)  # under the locks: another ingest may be mid-swap
+        config = store_feature_config(path, config)
         bars = read_frame(path, "bars")
         unknown = sorted(set(forecasts["symbol"].astype(str)) - set(bars["symbol"].astype(str)))
         if unknown:

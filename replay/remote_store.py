@@ -32,8 +32,11 @@ from raytrade.replay.remote import (
     upload_tree,
 )
 
-STORE_FILE: Final = re.compile(r"[a-z_]+/year=\d+/part-[^/]+\.parquet|_quarantine/[a-z_]+/[^/.][^/]*\.jsonl")
-"""The files a store's state consists of (relative POSIX paths): committed parts and quarantine."""
+STORE_FILE: Final = re.compile(
+    r"[a-z_]+/year=\d+/part-[^/]+\.parquet|_quarantine/[a-z_]+/[^/.][^/]*\.jsonl|feature_settings\.json"
+)
+"""The files a store's state consists of (relative POSIX paths): committed parts, quarantine and the
+feature settings (``replay.feature_settings.SETTINGS_FILE``)."""
 
 
 def is_store_file(rel: str) -> bool:

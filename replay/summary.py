@@ -9,6 +9,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from raytrade.replay.feature_settings import read_feature_settings
 from raytrade.replay.reader import read_table, table_files
 from raytrade.replay.schema import FEATURE_GROUPS, TABLES
 
@@ -27,12 +28,14 @@ class StoreSummary:
     root: str
     tables: tuple[TableSummary, ...]
     feature_null_share: dict[str, float] = field(default_factory=dict)
+    unquoted_spread_bps: float | None = None  # the store's stated spread (replay.feature_settings)
 
     def as_dict(self) -> dict[str, object]:
         return {
             "root": self.root,
             "tables": {t.table: t.__dict__ for t in self.tables},
             "feature_null_share": self.feature_null_share,
+            "unquoted_spread_bps": self.unquoted_spread_bps,
         }
 
     def render(self) -> str:
@@ -50,6 +53,9 @@ class StoreSummary:
 
         lines = [f"replay store {self.root}", line(header), *(line(r) for r in rows)]
         if self.feature_null_share:
+            stated = self.unquoted_spread_bps
+            source = "the high/low estimate" if stated is None else f"stated, {stated:g} bps"
+            lines.append(f"spread on bars without a quote: {source}")
             lines.append("feature null share by group:")
             lines.extend(f"  {group:<16}{share:>7.1%}" for group, share in self.feature_null_share.items())
         return "\n".join(lines)
@@ -89,4 +95,5 @@ def summarize_store(root: str | os.PathLike[str]) -> StoreSummary:
     nulls: dict[str, float] = {}
     if any(t.table == "features" for t in tables):
         nulls = feature_null_share(read_table(path, "features"))
-    return StoreSummary(str(path), tables, nulls)
+    stated = read_feature_settings(path).unquoted_spread_bps if nulls else None
+    return StoreSummary(str(path), tables, nulls, stated)

@@ -20,6 +20,13 @@ class FeatureConfig(LoopRules):
     spread_estimator_window: int = Field(
         20, ge=1, description="bars averaged by the high/low spread estimator"
     )
+    unquoted_spread_bps: float | None = Field(
+        None,
+        gt=0,
+        lt=10_000,
+        description="full spread in bps stated for every bar without a quote, in place of the high/low "
+        "estimate (None: the estimate); a store records it (replay.feature_settings)",
+    )
     fill_prob_window: int = Field(20, ge=2, description="bars of the passive fill-probability estimate")
     regime_median_window: int = Field(
         252, ge=20, description="bars of the volatility median the regime compares to"

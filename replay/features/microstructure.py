@@ -12,6 +12,10 @@
   nothing (volume 0: ``Panel.traded``) is a hole to the estimator too (its flat bar would read as a
   spread of 0, a thin name looking cheap exactly when it is not); its own row carries the estimate of
   the symbol's last traded bar (NaN before the first one: no quote, the gate stays shut).
+  ``unquoted_spread_bps`` set (a stated spread): every bar without a quote has that spread instead of
+  the estimate. On daily bars of volatile names the estimate reads mostly volatility (the benchmark
+  ``benchmarks.spread_estimators``: about 23x a 5 bps spread at 3 % daily volatility), so a user who
+  knows their names' spreads states them.
 * ``depth_usd``: displayed notional at the touch, bid_size * bid + ask_size * ask.
 * ``imbalance``: (bid_size - ask_size) / (bid_size + ask_size), in [-1, 1].
 * ``book_slope``: half-spread in bps per $1M of displayed depth: what crossing the touch costs
@@ -57,10 +61,15 @@ def microstructure_group(panel: Panel, cfg: FeatureConfig) -> dict[str, pd.DataF
     mid = (bid + ask) / 2.0
     quoted_bps = ((ask - bid) / mid * 1e4).where(quoted)
     traded = panel.traded
-    pairs = corwin_schultz_bps(panel.raw["high"].where(traded), panel.raw["low"].where(traded))
-    estimated = carry_last_traded(
-        rolling_mean_over_bars(pairs, traded, cfg.spread_estimator_window), traded, panel.present
-    )
+    if cfg.unquoted_spread_bps is None:
+        pairs = corwin_schultz_bps(panel.raw["high"].where(traded), panel.raw["low"].where(traded))
+        estimated = carry_last_traded(
+            rolling_mean_over_bars(pairs, traded, cfg.spread_estimator_window), traded, panel.present
+        )
+    else:
+        estimated = pd.DataFrame(cfg.unquoted_spread_bps, index=bid.index, columns=bid.columns).where(
+            panel.present
+        )
     spread = quoted_bps.where(quoted, estimated)
     depth = (bid_size * bid + ask_size * ask).where(quoted)
     total_size = bid_size + ask_size
