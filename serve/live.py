@@ -126,7 +126,12 @@ Design decisions
   supersede cancel, which may fail too); the state file keeps it for the restart.
 * **Stale quotes are no quotes.** A quote older than ``LiveConfig.max_quote_age_hours`` (96 h: an
   equity's last quote over a long weekend) or, for crypto, ``max_crypto_quote_age_hours`` (2 h: crypto
-  quotes around the clock, so an old one is a broken feed) is dropped for the cycle, with a warning.
+  quotes around the clock, so an old one is a broken feed) is dropped for the cycle, with a warning;
+  so is one stamped more than five minutes after the loop's clock (``orders.QUOTE_CLOCK_SKEW_HOURS``:
+  a feed whose clock is wrong).
+* **Sized on what the account is worth now.** Orders are sized, and the loop's caps measured, with
+  the smaller of the broker's equity and the account marked at this cycle's quotes
+  (``orders.sizing_equity``): a broker equity still at yesterday's marks after a gap is not spent.
 * **One bad order is one bad order.** A rejected order is logged with the broker's message and the
   cycle goes on.
 * **Decisions become transitions one cycle later.** When the service returns the observation it
@@ -209,6 +214,7 @@ from raytrade.serve.orders import (
     OrderPlan,
     RestingOrder,
     plan_cycle,
+    sizing_equity,
     stale_quotes,
     tradeable_mid,
 )
@@ -240,6 +246,10 @@ def order_is_open(status: str) -> bool:
 
 
 # ------------------------------------------------------------------------------------ broker
+
+MARK_GAP_WARNING: Final = 0.005
+"""The account marked at the quotes this far (a fraction) under the broker's equity is logged: a
+smaller gap is the half spread of the positions (mids against last trades)."""
 
 
 class BrokerAccount(NamedTuple):
@@ -873,9 +883,12 @@ class LiveLoop:
         cfg = self.config
         stale = stale_quotes(quotes, now, cfg.max_quote_age_hours, cfg.max_crypto_quote_age_hours)
         if stale:  # an old quote would size an order or set a limit price: held as if unquoted
-            shown = ", ".join(f"{s} ({age:.0f} h)" for s, age in sorted(stale.items()))
+            shown = ", ".join(
+                f"{s} ({age:.0f} h old)" if age > 0 else f"{s} (stamped {-age * 60:.0f} min ahead of us)"
+                for s, age in sorted(stale.items())
+            )
             log.warning(
-                "quotes older than %g h (crypto: %g h), held this cycle: %s",
+                "quotes older than %g h (crypto: %g h) or stamped in the future, held this cycle: %s",
                 cfg.max_quote_age_hours,
                 cfg.max_crypto_quote_age_hours,
                 shown,
@@ -920,8 +933,23 @@ class LiveLoop:
         busy = {o.symbol for o in resting if o.symbol is not None}
         tradeable_quotes = {s: q for s, q in quotes.items() if s not in busy}
         values = {p.symbol: p.market_value for p in positions}
+        equity = sizing_equity(account.equity, account.cash, held, values, quotes)
+        if equity <= 0:  # nothing to size with: fail the cycle (the next one asks the broker again)
+            raise RuntimeError(
+                f"the account marked at this cycle's quotes has no usable equity ({equity:.2f}; the broker "
+                f"says {account.equity:.2f}): no order this cycle"
+            )
+        if equity < account.equity * (1.0 - MARK_GAP_WARNING):
+            log.warning(
+                "cycle %s: the account marked at this cycle's quotes is worth %.2f, the broker says %.2f: "
+                "orders are sized on %.2f",
+                cycle_id,
+                equity,
+                account.equity,
+                equity,
+            )
         planned = plan_cycle(
-            answer, account.equity, tradeable_quotes, held, cycle_id, self.config, volumes, values, resting
+            answer, equity, tradeable_quotes, held, cycle_id, self.config, volumes, values, resting
         )
         if listed is None:  # an order of ours the state does not know may rest: nothing goes on top of it
             unlisted = "not sent: the broker's open orders could not be listed"

@@ -67,6 +67,17 @@
   market value, the loop at the mid, and the gap is no trade. A target of 0 closes what is held.
   While the answer's kill switch is on, an order that would add to a position or open one is
   dropped with a note: the unwind only reduces, whatever the prices say.
+* The loop's own spread gate, again: a symbol whose quote is wider than the loop's cap
+  (``LoopRules.spread_cap_for``: 8 bps mega caps by ``dollar_volume``, 25 bps other stocks, 35 bps
+  crypto, the strictest stock cap where the volume is unknown; the service's gate, ``serve.caps``)
+  gets no new risk whatever the answer says (a service of another version, a misconfigured one):
+  its target may only move toward 0 from its current weight (a flip stops at 0), so a reduction, and
+  a cap that binds, still go out; the note names the spread and the cap. A market order there would
+  pay the whole half spread at once.
+* Sizing equity (:func:`sizing_equity`): the live loop sizes with the smaller of the broker's equity
+  and the account marked at this cycle's prices (cash plus each position at its mid, else at its
+  market value), so a stale equity (the broker's marks at yesterday's close while the quotes show a
+  gap) does not size orders, or measure caps, against money the account no longer has.
 * ``client_order_id`` is derived from the decision, so a resubmission of the same decision is a
   duplicate the broker refuses.
 """
@@ -85,7 +96,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from raytrade.envs.costs import CostConfig
 from raytrade.envs.gate_modes import LIMIT_GATE_MODES
 from raytrade.envs.kill_switch import KillSwitchConfig
-from raytrade.replay.loop_rules import coin_quote
+from raytrade.replay.loop_rules import LoopRules, coin_quote, over_cap
 from raytrade.replay.sources.alpaca import TopOfBook, is_crypto_symbol
 from raytrade.serve.caps import ExposureCaps, cap_targets
 from raytrade.serve.schemas import ActResponse, SymbolDecision
@@ -221,18 +232,26 @@ class OrderPlan(BaseModel):
 # ------------------------------------------------------------------------------------ planning
 
 
+QUOTE_CLOCK_SKEW_HOURS = 5.0 / 60.0
+"""How far after the loop's clock a quote may be stamped and still count (5 minutes: two clocks that
+disagree a little); one stamped later comes from a feed whose clock is wrong, and its prices too may
+be anything: it is held like a stale quote."""
+
+
 def stale_quotes(
     quotes: Mapping[str, TopOfBook], now: datetime, max_age_hours: float, max_crypto_age_hours: float
 ) -> dict[str, float]:
     """The symbols whose quote is older than their limit at ``now``, with their age in hours: a crypto
     symbol's limit is ``max_crypto_age_hours`` (it quotes around the clock, so an old quote is a broken
     feed), any other's ``max_age_hours`` (an equity's last quote is days old over a long weekend). A
-    quote stamped after ``now``, a clock ahead of ours, is not stale."""
+    quote stamped more than :data:`QUOTE_CLOCK_SKEW_HOURS` after ``now`` is in the result too, with
+    its (negative) age: a feed that far ahead has a broken clock."""
     ages = {s: (now - q.ts).total_seconds() / 3600.0 for s, q in quotes.items()}
     return {
         s: age
         for s, age in ages.items()
         if age > (max_crypto_age_hours if is_crypto_symbol(s) else max_age_hours)
+        or age < -QUOTE_CLOCK_SKEW_HOURS
     }
 
 
@@ -392,8 +411,9 @@ def plan_cycle(
     # exceed its cap by under one step)
     grow = {s: _round_down(lim.cap_qty, lim.step) * lim.mid / equity for s, lim in limits.items()}
     shrink = {s: lim.most * lim.mid / equity for s, lim in limits.items()}
+    gated = loop_spread_gates(quotes, list(answer.decisions), dollar_volume)
     targets = _capped_targets(
-        answer, equity, quotes, held_qty, cfg.caps, held_value or {}, resting, (grow, shrink)
+        answer, equity, quotes, held_qty, cfg.caps, held_value or {}, resting, (grow, shrink), gated
     )
     plans: list[OrderPlan] = []
     notes: dict[str, str] = {}
@@ -571,6 +591,51 @@ def _cap_note(
     return f"{symbol}: the {cap} holds this cycle's {side} to {sent:g} units; {rest}"
 
 
+def sizing_equity(
+    equity: float,
+    cash: float,
+    held_qty: Mapping[str, float],
+    held_value: Mapping[str, float],
+    quotes: Mapping[str, TopOfBook],
+) -> float:
+    """The equity orders are sized with: the smaller of the broker's ``equity`` and the account marked
+    at this cycle's prices, ``cash`` plus each position's signed units at its quote's mid (else its
+    broker market value, ``held_value``). A broker that still marks a position at yesterday's close
+    after a gap reports money the account no longer has; sized on it, the caps (fractions of equity)
+    would let orders add risk past them. A mark that is not finite (a position of unknown value) is no
+    evidence: the broker's equity stands."""
+    marked = cash
+    for symbol, qty in held_qty.items():
+        mid = tradeable_mid(quotes.get(symbol))
+        marked += qty * mid if mid is not None else float(held_value.get(symbol, math.nan))
+    return min(equity, marked) if math.isfinite(marked) else equity
+
+
+def loop_spread_gates(
+    quotes: Mapping[str, TopOfBook], symbols: Sequence[str], dollar_volume: Mapping[str, float] | None
+) -> dict[str, str]:
+    """The loop's own spread gate (module doc): per symbol of ``symbols`` whose tradeable quote is
+    wider than its cap (``LoopRules.spread_cap_for``; a missing, non-finite or negative dollar
+    volume is unknown: the strictest stock cap), why it gets no new risk."""
+    books = {s: b for s in symbols if (b := quotes.get(s)) is not None and _tradeable_book(b)}
+    if not books:
+        return {}
+    names = list(books)
+    volume = [_known_volume((dollar_volume or {}).get(s)) for s in names]
+    caps = LoopRules().spread_cap_for([is_crypto_symbol(s) for s in names], volume).tolist()
+    out = {}
+    for symbol, cap in zip(names, caps, strict=True):
+        book = books[symbol]
+        spread = (book.ask - book.bid) / (0.5 * (book.ask + book.bid)) * 1e4
+        if over_cap(spread, cap):
+            out[symbol] = f"spread {spread:.1f} bps > the loop's cap {cap:g} bps: no new risk"
+    return out
+
+
+def _known_volume(value: float | None) -> float:
+    return value if _non_negative(value) and value is not None else math.nan
+
+
 def _tradeable_book(book: TopOfBook | None) -> bool:
     return book is not None and 0 < book.bid <= book.ask
 
@@ -631,6 +696,7 @@ def _capped_targets(
     held_value: Mapping[str, float],
     resting: Sequence[RestingOrder] = (),
     reach: tuple[Mapping[str, float], Mapping[str, float]] | None = None,
+    gated: Mapping[str, str] | None = None,
 ) -> dict[str, tuple[float, float, str | None]]:
     """Per symbol that trades this cycle: its weight for this cycle, its target after the crypto
     long-only rule and the caps (``serve.caps.cap_targets`` over the whole account, with the resting
@@ -655,6 +721,11 @@ def _capped_targets(
         target[i] = d.target_weight if moves(d, held) else current[i]  # kept: only the caps move it
         if is_crypto_symbol(symbol) and d.target_weight < 0:
             target[i], notes[i] = 0.0, f"crypto cannot be shorted: target {d.target_weight:+.4f} -> 0"
+        if (why := (gated or {}).get(symbol)) is not None:  # toward 0 only; a flip stops at 0
+            held_back = 0.0 if target[i] * current[i] < 0 else current[i]
+            if target[i] * current[i] < 0 or abs(target[i]) > abs(current[i]):
+                gate = f"{why}: target {target[i]:+.4f} -> {held_back:+.4f}"
+                target[i], notes[i] = held_back, f"{notes[i]}; {gate}" if notes[i] else gate
     weight = dict(zip(symbols, current.tolist(), strict=True))  # signed, for the resting orders
     external = external_crypto = 0.0  # positions outside the answer: at the mid where quoted, else at
     for symbol, qty in held_qty.items():  # the broker's value; crypto ones also in external_crypto

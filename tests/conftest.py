@@ -221,15 +221,13 @@ def _live_account_locks_per_test(
 @pytest.fixture
 def fakes() -> Iterator[tuple[Any, Any]]:
     """Fakes of Alpaca's trading (cash $100k, 10 AAPL) and market-data APIs on 127.0.0.1, for the real
-    alpaca-py clients. The quotes are stamped with the real clock's time, so no cycle of the paper loop
-    (at ``T0`` of ``tests.live_doubles``, before it, or at the clock) takes them for stale."""
-    from datetime import UTC, datetime
-
+    alpaca-py clients. The quotes are stamped at ``T0`` of ``tests.live_doubles``, where the tests'
+    cycles run (a quote stamped after the loop's clock is held as a broken feed); a test that runs a
+    cycle at the real clock (``raytrade live --once``) stamps them again (``FakeAlpaca.stamp_quotes``)."""
     from tests.fake_alpaca import FakeAlpaca
     from tests.fake_alpaca_trading import FakeAlpacaTrading
+    from tests.live_doubles import T0
 
     with FakeAlpacaTrading(cash=100_000, positions={"AAPL": 10}) as trading, FakeAlpaca() as data:
-        stamp = datetime.now(UTC).isoformat().replace("+00:00", "Z")
-        for book in (*data.stock_quotes.values(), *data.crypto_orderbooks.values()):
-            book["t"] = stamp
+        data.stamp_quotes(T0)
         yield trading, data

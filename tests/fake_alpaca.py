@@ -25,7 +25,7 @@ import json
 import random
 import threading
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from typing import Any, Final
@@ -160,6 +160,13 @@ class FakeAlpaca:
     _server: ThreadingHTTPServer | None = None
     _thread: threading.Thread | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def stamp_quotes(self, when: datetime) -> None:
+        """Stamp every latest quote and order book at ``when`` (the time the loop under test reads
+        them: a quote stamped later than the loop's clock counts as a broken feed)."""
+        stamp = when.astimezone(UTC).isoformat().replace("+00:00", "Z")
+        for book in (*self.stock_quotes.values(), *self.crypto_orderbooks.values()):
+            book["t"] = stamp
 
     @property
     def url(self) -> str:

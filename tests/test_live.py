@@ -799,7 +799,7 @@ def test_a_quote_older_than_the_limit_is_no_quote(
         report = _loop(tmp_path, broker, policy).cycle(T0 + timedelta(hours=hours))
     assert [p.symbol for p in broker.submitted] == (["AAPL"] if traded else [])
     assert report.rejected == {}
-    assert ("AAPL (97 h)" in caplog.text) == (not traded)
+    assert ("AAPL (97 h old)" in caplog.text) == (not traded)
 
 
 def test_stale_quotes_measures_each_quotes_age_at_now() -> None:
@@ -826,7 +826,7 @@ def test_a_crypto_quote_has_its_own_shorter_age_limit(
     with caplog.at_level("WARNING"):
         _loop(tmp_path, broker, policy).cycle(T0 + timedelta(hours=hours))
     assert [p.symbol for p in broker.submitted] == traded
-    assert ("BTCUSD (3 h)" in caplog.text) == (hours == 3.0)
+    assert ("BTCUSD (3 h old)" in caplog.text) == (hours == 3.0)
     assert "AAPL (" not in caplog.text
 
 

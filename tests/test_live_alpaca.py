@@ -4,6 +4,7 @@ market-data APIs on 127.0.0.1, and ``raytrade live`` against a stub policy servi
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 
@@ -94,7 +95,9 @@ def test_wrong_keys_fail_with_one_line_and_never_show_the_secret(
 
 
 def _cli_environment(monkeypatch: pytest.MonkeyPatch, data: FakeAlpaca) -> str:
-    """The environment `raytrade live` reads (the fake's keys and data URL, a Serve token); the token."""
+    """The environment `raytrade live` reads (the fake's keys and data URL, a Serve token); the token.
+    The fake's quotes are stamped now: `raytrade live` cycles at the real clock."""
+    data.stamp_quotes(datetime.now(UTC))
     token = "serve-token-for-the-live-test-12345"
     monkeypatch.setenv("ALPACA_API_KEY", TEST_KEYS[0])
     monkeypatch.setenv("ALPACA_SECRET_KEY", TEST_KEYS[1])

@@ -10,7 +10,7 @@ import re
 import shutil
 import socket
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -195,9 +195,7 @@ def test_a_submit_is_never_retried_so_a_placed_order_is_never_read_as_refused(tm
     from tests.fake_alpaca import FakeAlpaca
 
     with _GatewayTimeoutAfterPlacing(cash=100_000, positions={"AAPL": 10}) as trading, FakeAlpaca() as data:
-        stamp = datetime.now(UTC).isoformat().replace("+00:00", "Z")
-        for book in data.stock_quotes.values():
-            book["t"] = stamp
+        data.stamp_quotes(T0)
         state = tmp_path / "state.json"
         loop = LiveLoop(_broker(trading, data), ScriptedPolicy(PASSIVE_MSFT), ["MSFT"], state, reset=True)
         first = loop.cycle(T0)

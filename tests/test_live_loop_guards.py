@@ -1,0 +1,126 @@
+"""The loop's own guards, whatever the service answers: its spread gate, sizing on the account marked at
+the quotes (not a stale broker equity), and quotes stamped ahead of its clock."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from raytrade.replay.sources.alpaca import TopOfBook
+from raytrade.serve.live import BrokerAccount, BrokerPosition, LiveLoop
+from raytrade.serve.orders import (
+    QUOTE_CLOCK_SKEW_HOURS,
+    loop_spread_gates,
+    plan_cycle,
+    sizing_equity,
+    stale_quotes,
+)
+from tests.live_doubles import T0, ScriptedPolicy
+from tests.test_live import FakeBroker
+from tests.test_live_orders import EQUITY, _answer, _book
+
+
+def test_a_wide_quote_gets_no_new_risk_from_the_planner_whatever_the_answer() -> None:
+    """A risk desk's case: the service (another version, misconfigured) answers ``aggressive`` for a
+    stock quoted 99/101 (200 bps); the loop used to send a market buy, paying 100 bps at once, again
+    every cycle. Now it holds: no order, and the note names the spread and the cap."""
+    quotes = {"AAPL": _book(99.0, 101.0)}
+    plan = plan_cycle(_answer({"AAPL": (0.1, 0.0, "aggressive")}), EQUITY, quotes, {}, "c1")
+    assert plan.orders == []
+    assert "spread 200.0 bps > the loop's cap 8 bps: no new risk" in plan.notes["AAPL"]
+
+
+def test_a_wide_quote_still_lets_a_position_shrink_and_a_flip_stops_at_zero() -> None:
+    quotes = {"AAPL": _book(99.0, 101.0)}
+    held = {"AAPL": 100.0}  # 0.1 of equity at the 100 mid
+    (cut,) = plan_cycle(_answer({"AAPL": (0.05, 0.1, "aggressive")}), EQUITY, quotes, held, "c1").orders
+    assert (cut.side, cut.qty) == ("sell", 50.0)
+    (close,) = plan_cycle(_answer({"AAPL": (-0.05, 0.1, "aggressive")}), EQUITY, quotes, held, "c1").orders
+    assert (close.side, close.qty, close.target_weight) == ("sell", 100.0, 0.0)
+    grow = plan_cycle(_answer({"AAPL": (0.14, 0.1, "aggressive")}), EQUITY, quotes, held, "c1")
+    assert grow.orders == [] and "no new risk" in grow.notes["AAPL"]
+
+
+@pytest.mark.parametrize(
+    ("symbol", "bid", "ask", "volume", "gated"),
+    [
+        ("AAPL", 99.95, 100.05, 2e9, True),  # 10 bps, a mega cap by volume: cap 8
+        ("AAPL", 99.95, 100.05, 5e8, False),  # 10 bps, another stock: cap 25
+        ("AAPL", 99.95, 100.05, None, True),  # volume unknown: the strictest stock cap, 8
+        ("AAPL", 99.95, 100.05, float("nan"), True),
+        ("BTCUSD", 99.85, 100.15, None, False),  # 30 bps, crypto: cap 35
+        ("BTCUSD", 99.8, 100.2, None, True),  # 40 bps
+        ("AAPL", 99.96, 100.04, 2e9, False),  # 8 bps exactly: at the cap is not over it
+    ],
+)
+def test_the_loops_spread_cap_is_the_contracts(
+    symbol: str, bid: float, ask: float, volume: float | None, gated: bool
+) -> None:
+    volumes = {} if volume is None else {symbol: volume}
+    gates = loop_spread_gates({symbol: _book(bid, ask)}, [symbol], volumes)
+    assert (symbol in gates) == gated
+
+
+def test_a_quote_stamped_ahead_of_the_loops_clock_is_held_like_a_stale_one() -> None:
+    """A feed with a broken clock stamped its quotes days ahead: never stale by age, they were
+    traded. Now one stamped more than the skew ahead is in the stale set (a negative age)."""
+
+    def book(ts_offset: timedelta) -> TopOfBook:
+        return TopOfBook(T0 + ts_offset, 99.99, 100.01, 100.0, 100.0)
+
+    skew = timedelta(hours=QUOTE_CLOCK_SKEW_HOURS)
+    quotes = {"AAPL": book(timedelta(days=5)), "MSFT": book(skew / 2), "BTCUSD": book(skew * 2)}
+    stale = stale_quotes(quotes, T0, 96.0, 2.0)
+    assert set(stale) == {"AAPL", "BTCUSD"} and stale["AAPL"] == pytest.approx(-120.0)
+
+
+def test_sizing_equity_is_the_smaller_of_the_brokers_and_the_account_at_the_quotes() -> None:
+    # 400 MSFT marked by the broker at $400 (equity $100k with cash -$60k); the quote says $240
+    quotes = {"MSFT": _book(239.9, 240.1)}
+    held, values = {"MSFT": 400.0}, {"MSFT": 160_000.0}
+    assert sizing_equity(100_000.0, -60_000.0, held, values, quotes) == pytest.approx(36_000.0)
+    # a rally the broker has not marked yet is not spent either: the broker's figure stands
+    assert sizing_equity(100_000.0, -60_000.0, held, values, {"MSFT": _book(499.9, 500.1)}) == 100_000.0
+    # unquoted: the broker's market value; unknown value: no evidence, the broker's equity
+    assert sizing_equity(100_000.0, -60_000.0, held, values, {}) == pytest.approx(100_000.0)
+    assert sizing_equity(100_000.0, -60_000.0, {"XYZ": 5.0}, {}, {}) == 100_000.0
+
+
+class _StaleEquityBroker(FakeBroker):
+    """Marks its positions (and so its equity) at ``marks`` (yesterday's closes) while its quotes show
+    today's prices: Alpaca's picture before the open after a gap."""
+
+    def __init__(self, cash: float, prices: dict[str, tuple[float, float]], marks: dict[str, float]):
+        super().__init__(cash, prices)
+        self.marks = marks
+
+    def account(self) -> BrokerAccount:
+        equity = self.cash + sum(q * self.marks[s] for s, q in self.qty.items())
+        return BrokerAccount(equity, self.cash, 2 * equity, None, "PA-TEST")
+
+    def positions(self) -> list[BrokerPosition]:
+        return [BrokerPosition(s, q, q * self.marks[s], self.marks[s]) for s, q in self.qty.items() if q]
+
+    def quotes(self, symbols: Sequence[str]) -> dict[str, TopOfBook]:
+        return {s: TopOfBook(T0, *self.prices[s], 100.0, 100.0) for s in symbols if s in self.prices}
+
+
+def test_a_stale_broker_equity_after_a_gap_does_not_size_orders_past_the_caps(tmp_path: Path) -> None:
+    """The risk desk's case: 400 MSFT at a $400 mark, cash -$60k (equity $100k by the broker), MSFT
+    quoted $240 after a -40 % gap: the account is worth $36k and MSFT alone is 2.67x it. The loop
+    sized on $100k and bought AAPL beside the MSFT sale. Now it sizes on $36k: over the gross cap,
+    nothing is added, and the MSFT sale is a quarter of the $36k."""
+    prices = {"AAPL": (99.99, 100.01), "MSFT": (239.9, 240.1), "BTCUSD": (49_990.0, 50_010.0)}
+    broker = _StaleEquityBroker(-60_000.0, prices, {"AAPL": 100.0, "MSFT": 400.0, "BTCUSD": 50_000.0})
+    broker.qty["MSFT"] = 400.0
+    policy = ScriptedPolicy(
+        {"AAPL": (0.1, "aggressive"), "MSFT": (0.15, "aggressive"), "BTCUSD": (0.0, "flat")}
+    )
+    state = tmp_path / "state.json"
+    LiveLoop(broker, policy, ["AAPL", "MSFT", "BTCUSD"], state, tmp_path / "store", reset=True).cycle(T0)
+    assert [p.symbol for p in broker.submitted if p.side == "buy"] == []
+    (sale,) = broker.submitted
+    assert sale.symbol == "MSFT" and sale.qty * 240.0 <= 0.25 * 36_000.0 + 240.0
