@@ -26,6 +26,7 @@ import click
 from raytrade.cluster.errors import one_line_errors
 from raytrade.cluster.options import caps_options, exposure_caps, registry_option
 from raytrade.replay.remote import location
+from raytrade.replay.timeutil import MAX_FEATURE_AGE_HOURS
 from raytrade.serve.batcher import DEFAULT_BUSY_WAIT_MS
 
 
@@ -45,7 +46,7 @@ from raytrade.serve.batcher import DEFAULT_BUSY_WAIT_MS
 @click.option(
     "--max-feature-age-hours",
     type=click.FloatRange(0),
-    default=96.0,
+    default=MAX_FEATURE_AGE_HOURS,
     show_default=True,
     help="Older features (hours since their bar closed) give a hold-everything answer (0: never stale, "
     "e.g. synthetic data).",

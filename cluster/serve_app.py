@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from raytrade.cluster.settings import load_settings, registry_key_reader
 from raytrade.models.registry_load import verify_version
+from raytrade.replay.timeutil import MAX_FEATURE_AGE_HOURS
 from raytrade.serve.app import HttpConfig, ServiceConfig, build_app
 from raytrade.serve.caps import ExposureCaps
 from raytrade.serve.decide import ServeConfig
@@ -30,7 +31,7 @@ class BuilderArgs(BaseModel):
     registry: str
     replicas: int = Field(1, ge=1)
     replica_cpus: float = Field(1.0, ge=0)
-    max_feature_age_hours: float = Field(96.0, ge=0, description="0: never stale")
+    max_feature_age_hours: float = Field(MAX_FEATURE_AGE_HOURS, ge=0, description="0: never stale")
     max_batch_size: int = Field(16, ge=1)
     batch_wait_ms: float = Field(ServiceConfig.model_fields["batch_wait_ms"].default, ge=0)
     busy_wait_ms: float = Field(ServiceConfig.model_fields["busy_wait_ms"].default, ge=0)

@@ -59,7 +59,10 @@ midnight, 23 to 25 h long across daylight-saving changes, counts as closed 25 h 
 the bar dollar volume ``dollar_volume_20`` (participation = filled notional / it, clipped at
 ``max_participation``, as the simulator clips it; its tier as ``envs.costs.liquidity_tier``), the
 per-bar volatility ``vol_20`` and, when the snapshot has no quote, ``spread_bps``. A decision before
-its symbol's first closed bar is left out and counted (``FillSample.dropped``), as is a fill row
+its symbol's first closed bar is left out and counted (``FillSample.dropped``), as is one whose
+latest closed bar closed more than ``replay.timeutil.MAX_FEATURE_AGE_HOURS`` (96 h) before it (the
+store not refreshed, or the symbol no longer trading: a year-old dollar volume, tier and volatility
+would be fitted as this fill's), and a fill row
 logged twice under one ``decision_id`` (the experience table's unique key,
 ``replay.schema.UNIQUE_KEYS``; the first logged is kept).
 
@@ -120,7 +123,7 @@ from raytrade.envs.gate_modes import LIMIT_GATE_MODES, MARKET_GATE_MODES
 from raytrade.replay.errors import InputError
 from raytrade.replay.reader import read_frame
 from raytrade.replay.schema import UNIQUE_KEYS
-from raytrade.replay.timeutil import bar_closed_at, bar_length
+from raytrade.replay.timeutil import MAX_FEATURE_AGE_HOURS, bar_closed_at, bar_length
 
 __all__ = [
     "FILL_SUFFIX",
@@ -168,6 +171,10 @@ _HUBER_STEPS = 200
 
 _DUPLICATE = "logged twice under one decision_id (the first kept)"
 _NO_CLOSED_BAR = "no features bar closed before the decision"
+_STALE_BAR = (
+    f"features stale: the latest bar closed more than {MAX_FEATURE_AGE_HOURS:g} h before the decision "
+    "(the store not refreshed, or the symbol no longer trading)"
+)
 _UNKNOWN_MODE = "gate_mode of the decision missing or unknown (market or limit order cannot be told)"
 _NO_FILL_TIME = (
     "fill time unknown (no latency_order_to_fill_ms, or 0: what builds before the null was logged wrote "
@@ -276,6 +283,7 @@ def logged_fills(root: str | os.PathLike[str]) -> FillSample:
         direction="backward",
     )
     drop(fills["closed_at"].isna(), _NO_CLOSED_BAR)
+    drop(fills["decided_at"] - fills["closed_at"] > pd.Timedelta(hours=MAX_FEATURE_AGE_HOURS), _STALE_BAR)
     spread = fills["snapshot_spread"].where(fills["snapshot_spread"] > 0, fills["spread_bps"])
     fills = fills.assign(spread=spread)
     drop(~(fills["dollar_volume_20"] > 0), "no dollar volume")

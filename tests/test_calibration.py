@@ -383,6 +383,38 @@ def test_a_decision_sees_only_the_features_of_bars_closed_before_it(tmp_path: Pa
     assert sample.spread_bps.tolist() == [11.0, 22.0, 44.0]
 
 
+def test_a_fill_whose_latest_closed_bar_is_stale_is_left_out_and_counted(tmp_path: Path) -> None:
+    """A reviewer logged fills months after the store's last bar (a nightly ingest that had stopped,
+    a symbol that no longer trades): each took the dollar volume, tier and volatility of a bar up to
+    a year old, and all were fitted. Now a fill more than 96 h after its latest closed bar is not."""
+    root = tmp_path / "store"
+    days = pd.date_range("2026-03-02", periods=3, freq="D", tz="UTC")
+    features = pd.DataFrame(
+        {
+            "symbol": "T1",
+            "ts": days,
+            "asset_class": "equity",
+            "close": 100.0,
+            "dollar_volume_20": 1e7,
+            "vol_20": 0.01,
+            "spread_bps": 10.0,
+        }
+    )
+    with ReplayWriter(root) as writer:
+        writer.append_features(features)
+    closed = days[-1] + pd.Timedelta(days=1)  # the last row's bar closes at the next midnight
+    _append_fill(root, "T1", closed + pd.Timedelta(hours=95), 3.0)  # within 96 h: kept
+    _append_fill(root, "T1", closed + pd.Timedelta(hours=97), 3.0)
+    _append_fill(root, "T1", closed + pd.Timedelta(days=300), 3.0)
+    sample = logged_fills(root)
+    (reason,) = sample.dropped
+    assert (
+        reason.startswith("features stale: the latest bar closed more than 96 h")
+        and sample.dropped[reason] == 2
+    )
+    assert list(sample.decision_id) == [f"c{closed + pd.Timedelta(hours=95):%Y%m%d%H%M}:T1:fill"]
+
+
 def test_a_decision_does_not_see_a_central_midnight_bar_before_its_real_close(tmp_path: Path) -> None:
     # Alpaca stamps daily crypto at midnight US Central: 23 h apart across the spring-forward Sunday
     # (2024-03-10), so a bar length of 23 h closed every bar an hour early. The bar opened 03-15 05:00

@@ -17,6 +17,7 @@ from raytrade.replay.experience import (
     read_transitions_frame,
     transitions_from_frame,
 )
+from raytrade.tune_specs import SPECS
 
 N_ASSETS = 4
 
@@ -501,3 +502,27 @@ def test_the_writer_refuses_an_observation_that_is_not_a_list_of_finite_numbers(
     assert "column 'observation'" in str(refused.value) and "expected a list of finite numbers" in str(
         refused.value
     )
+
+
+@pytest.mark.parametrize("name", sorted(SPECS))
+def test_every_value_a_spec_searches_passes_rllibs_validation(store: Path, name: str) -> None:
+    """``iql`` searched ``beta`` in {1, 3, 10}, and RLlib's IQL keeps MARWIL's check that ``beta`` is
+    at most 1: any trial that drew 3 or 10 ended the whole search with a ValueError. Every end of
+    every searched range and every choice, the others at their first value, must validate."""
+    from ray.tune.search.sample import Categorical, Domain
+
+    from raytrade.tune_specs import get_spec
+
+    spec = get_spec(name)
+    config = spec.algo_config(spec.env_config(str(store), spec.smoke), spec.smoke)
+    searched = {k: v for k, v in config.to_dict().items() if isinstance(v, Domain)}
+    assert searched, f"{name} searches nothing"
+
+    def first(domain: Domain) -> Any:
+        return domain.categories[0] if isinstance(domain, Categorical) else domain.lower
+
+    for key, domain in searched.items():
+        ends = domain.categories if isinstance(domain, Categorical) else [domain.lower, domain.upper]
+        for value in ends:
+            fixed = {k: first(d) for k, d in searched.items()} | {key: value}
+            config.copy(copy_frozen=False).update_from_dict(fixed).validate()
