@@ -4,9 +4,13 @@ table, the offline specs' input (``raytrade tune --spec bc --experience OUT``).
 The policy (``kelly_lite``, ``equal_weight`` or ``registry:NAME[@VERSION]``; ``envs.evaluation.
 policies``) replays the replay store's train split through the simulator with the offline specs'
 env config (observed features, train-split normaliser; ``tune_specs.offline``), one episode per
-``--episodes``; every episode is one append to ``OUT/experience`` (``replay.writer``: validated,
-atomic), so an interrupted run leaves whole episodes only. Rows follow the live loop's schema
-(``replay.schema.EXPERIENCE_SCHEMA``) plus the transition columns (``envs.experience``).
+``--episodes``; all the run's episodes are simulated first and written in one append to
+``OUT/experience`` (``replay.writer``: validated, atomic), so a run that fails stores nothing (its
+recording and behaviour record are removed too). Rows follow the live loop's schema
+(``replay.schema.EXPERIENCE_SCHEMA``) plus the transition columns (``envs.experience``). A registry
+policy runs on the universe it trained on (``envs.evaluation.universe``, as ``raytrade evaluate``
+runs it); bars of the recorded window that look like an unadjusted split are named in warnings
+(``replay.split_signature``).
 
 A registry policy is asked what its weights saw (``trained_on``, the rule ``raytrade evaluate``
 applies, ``models.training_window``) before any episode: offline specs clone it and are then scored
@@ -16,13 +20,13 @@ checkpoint was chosen on, ends after the train split the episodes are recorded o
 window is unknown is recorded with a warning, as ``raytrade evaluate`` evaluates it with one: its
 record says unknown, and so does every offline version trained on it, which evaluate then warns
 about in turn (refusing would stop recording with every older version). Each run's behaviour policy
-is written to ``OUT/behaviour/`` before its first episode (``replay.behaviour``); an offline search
+is written to ``OUT/behaviour/`` before its episodes are stored (``replay.behaviour``); an offline search
 records those of the transitions it reads, which widen its version's training window.
 
 Episodes are a pure function of the policy, features, noise, replay data and seed: a run that would
 store an episode the store already holds (the same arguments again: the default ``--seed 0``) is
 refused before it writes one, naming the earlier run (``replay.recordings``: every run's record is
-written to ``OUT/recordings/`` before its first episode); so are several episodes of a deterministic
+written to ``OUT/recordings/`` before its episodes are stored); so are several episodes of a deterministic
 policy without noise, which would be one episode stored several times.
 """
 
@@ -34,6 +38,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
+import numpy as np
+import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
 from raytrade.cluster.errors import one_line_errors
@@ -41,7 +47,8 @@ from raytrade.cluster.options import LocalPath, names_registry_policy, path_opti
 from raytrade.envs.evaluation.insample import TrainedOn
 
 if TYPE_CHECKING:
-    from raytrade.envs.evaluation.policies import TrainedOnFn
+    from raytrade.envs.evaluation.policies import PolicySpec, TrainedOnFn
+    from raytrade.envs.market_data import MarketData
 from raytrade.replay.behaviour import BehaviourPolicy, describe
 from raytrade.replay.errors import InputError
 from raytrade.replay.recordings import RecordedRun
@@ -81,6 +88,9 @@ class SimulateOutcome(BaseModel):
     policy_version: str
     behaviour: BehaviourPolicy | None = Field(None, description="a registry policy's record")
     warning: str | None = Field(None, description="why the record could not be checked (None: it was)")
+    suspected_splits: tuple[str, ...] = Field(
+        (), description="bars of the recorded window that look like an unadjusted split (warnings)"
+    )
 
 
 def behaviour_record(
@@ -155,7 +165,10 @@ def simulate_experience(opts: SimulateOptions) -> SimulateOutcome:
         columns = resolve_feature_groups(opts.features) if opts.features else OFFLINE_FEATURES
     except ValueError as exc:
         raise InputError(f"--features: {exc}") from None
-    data_cfg = {"kind": "replay", "root": str(opts.replay.resolve()), "split": "train"}
+    universe = model_universe(spec, opts.replay)
+    data_cfg: dict[str, Any] = {"kind": "replay", "root": str(opts.replay.resolve()), "split": "train"}
+    if universe is not None:
+        data_cfg["symbols"] = list(universe)
     version = (
         spec.name if spec.manifest is None else f"{spec.name.split('@')[0]}@{Path(spec.manifest).parent.name}"
     )
@@ -186,14 +199,13 @@ def simulate_experience(opts: SimulateOptions) -> SimulateOutcome:
         )
     )
     data = load_market_data(
-        opts.replay, "train", feature_columns=tuple(dict.fromkeys([*columns, *spec.feature_columns]))
+        opts.replay,
+        "train",
+        symbols=universe,
+        feature_columns=tuple(dict.fromkeys([*columns, *spec.feature_columns])),
     )
-    if behaviour is not None:  # before the first episode: no episode is stored without it
-        write_behaviour(opts.out, behaviour)
-    write_recording(opts.out, recording)
-    rows = 0
-    with ReplayWriter(opts.out) as writer:
-        for frame in simulate_episodes(
+    frames = list(  # every episode before any is written: a run that fails stores none of them
+        simulate_episodes(
             data,
             spec.make,
             env_cfg,
@@ -202,8 +214,18 @@ def simulate_experience(opts: SimulateOptions) -> SimulateOutcome:
             run_id=run_id,
             noise=opts.noise,
             seed=opts.seed,
-        ):
-            rows += writer.append_experience(frame).rows_written
+        )
+    )
+    written = [write_recording(opts.out, recording)]
+    if behaviour is not None:  # before the episodes: none is stored without it
+        written.append(write_behaviour(opts.out, behaviour))
+    try:
+        with ReplayWriter(opts.out) as writer:  # one commit: all the run's episodes, or none
+            rows = writer.append_experience(pd.concat(frames, ignore_index=True)).rows_written
+    except BaseException:
+        for path in written:  # a run that stored nothing is not recorded either
+            path.unlink(missing_ok=True)
+        raise
     return SimulateOutcome(
         run_id=run_id,
         episodes=opts.episodes,
@@ -211,6 +233,39 @@ def simulate_experience(opts: SimulateOptions) -> SimulateOutcome:
         policy_version=version,
         behaviour=behaviour,
         warning=None if behaviour is None else behaviour_warning(opts.policy, behaviour),
+        suspected_splits=window_splits(opts.replay, data),
+    )
+
+
+def model_universe(spec: PolicySpec, replay: Path) -> tuple[str, ...] | None:
+    """The symbols a registry version trained on (``manifest data.symbols``), checked against the
+    store as ``raytrade evaluate`` checks them (``envs.evaluation.universe``: a symbol the store lacks
+    is an ``InputError`` naming it); None for a baseline, which runs on every symbol."""
+    if spec.universe is None:
+        return None
+    from raytrade.envs.evaluation.universe import evaluation_universe
+    from raytrade.replay.reader import read_frame
+
+    stored = set(read_frame(replay, "bars", columns=["symbol"])["symbol"].astype(str))
+    return evaluation_universe([spec], None, stored, str(replay)).symbols
+
+
+def window_splits(replay: Path, data: MarketData) -> tuple[str, ...]:
+    """The warnings of the recorded window's bars (``data``'s symbols and dates) that look like a split
+    left unadjusted (``replay.split_signature``): ingest warned once, and an offline learner would
+    clone the fake move's reward (tens of standard deviations of the others) with no other word."""
+    from raytrade.replay.reader import read_frame
+    from raytrade.replay.split_signature import suspected_splits
+
+    bars = read_frame(
+        replay, "bars", symbols=list(data.symbols), columns=["symbol", "ts", "open", "close", "volume"]
+    )
+    stamps = pd.DatetimeIndex(bars["ts"]).tz_convert(None).as_unit("us")
+    window = (stamps >= pd.Timestamp(data.ts[0])) & (stamps <= pd.Timestamp(data.ts[-1]))
+    bars = bars[np.asarray(window) & (bars["volume"].to_numpy() > 0)]
+    return tuple(
+        f"{s.message()}; the experience recorded over it carries that move as a reward"
+        for s in suspected_splits(None, bars)
     )
 
 
@@ -315,8 +370,9 @@ def simulate_experience_command(
             behaviour_in_sample=behaviour_in_sample,
         )
     )
-    if outcome.warning is not None:
-        click.echo(f"warning: {outcome.warning}", err=True)
+    for warning in (outcome.warning, *outcome.suspected_splits):
+        if warning is not None:
+            click.echo(f"warning: {warning}", err=True)
     click.echo(
         f"wrote {outcome.rows} experience rows ({outcome.episodes} episodes of {outcome.policy_version}, "
         f"run {outcome.run_id}) to {out}"

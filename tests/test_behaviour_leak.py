@@ -265,3 +265,87 @@ def test_a_behaviour_policy_of_unknown_training_window_makes_the_offline_version
         _evaluate(store, _offline(store, unknown), "validation")
     assert f"{MODEL}: out-of-sample cannot be checked" in caplog.text
     assert f"learnt from experience recorded by {POLICY} (training window unknown" in caplog.text
+
+
+def _with_symbols(manifest: Manifest, symbols: list[str]) -> Manifest:
+    return manifest.model_copy(update={"data": manifest.data.model_copy(update={"symbols": symbols})})
+
+
+def test_a_registry_behaviour_policy_runs_on_its_own_universe_or_is_refused(
+    monkeypatch: pytest.MonkeyPatch, store: Path, tmp_path: Path
+) -> None:
+    """A reviewer recorded a version trained on five symbols on a store holding four of them: the
+    episodes ran on the store's symbols, a universe it never trained on (``raytrade evaluate``
+    refuses that). Now a symbol the store lacks is refused, naming it, and a version trained on
+    fewer symbols than the store holds is recorded on its own."""
+    fractions = {"train_fraction": 0.4, "validation_fraction": 0.1}
+    manifest = _manifest(store, **fractions)
+    stored = list(manifest.data.symbols or [])
+    out = tmp_path / "exp"
+    with pytest.raises(InputError, match=r"trained on symbol\(s\) ZZZ, which the store at .* does not hold"):
+        _simulate(monkeypatch, store, out, VersionHandle(_with_symbols(manifest, [*stored, "ZZZ"])))
+    assert not out.exists()
+    outcome = _simulate(monkeypatch, store, out, VersionHandle(_with_symbols(manifest, stored[:2])))
+    from raytrade.replay.reader import read_frame
+
+    recorded = read_frame(out, "experience", columns=["symbol"])["symbol"].astype(str)
+    assert outcome.rows > 0 and sorted(set(recorded)) == sorted(stored[:2])
+
+
+def test_a_run_that_fails_stores_no_episode_and_no_record(
+    monkeypatch: pytest.MonkeyPatch, store: Path, tmp_path: Path
+) -> None:
+    """A reviewer's run stopped on episode 1 (a refused reward): episode 0 stayed in the table and the
+    recording said two episodes, and offline searches read the orphan. Now the episodes are one
+    commit: a failure leaves no row, no recording and no behaviour record."""
+    from raytrade.replay.recordings import RECORDINGS_DIR
+    from raytrade.replay.writer import ReplayWriter
+
+    def refuse(self: ReplayWriter, frame: pd.DataFrame) -> Any:
+        raise InputError("experience: row 396, column 'reward': refused")
+
+    fractions = {"train_fraction": 0.4, "validation_fraction": 0.1}
+    out = tmp_path / "exp"
+    monkeypatch.setattr(ReplayWriter, "append_experience", refuse)
+    with pytest.raises(InputError, match="row 396"):
+        _simulate(monkeypatch, store, out, VersionHandle(_manifest(store, **fractions)))
+    assert not list((out / RECORDINGS_DIR).glob("*.json")) and read_behaviour(out) == {}
+    assert not (out / "experience").exists()
+
+
+def test_a_window_holding_an_unadjusted_split_is_named_when_its_experience_is_recorded(
+    tmp_path: Path,
+) -> None:
+    """A 4:1 split left unadjusted in one symbol's train bars became a +300 % reward nothing after
+    the ingest mentioned. Now simulate-experience names the bar."""
+    from raytrade.replay.ingest import ingest_frames
+    from raytrade.replay.sources.synthetic import generate
+
+    bars = generate(n_symbols=3, years=2.0, seed=3).bars
+    first = sorted(bars["symbol"].unique())[0]
+    day = sorted(bars.loc[bars["symbol"] == first, "ts"])[100]
+    after = (bars["symbol"] == first) & (bars["ts"] >= day)
+    for column in ("open", "high", "low", "close", "bid", "ask"):
+        if column in bars:
+            bars.loc[after, column] = bars.loc[after, column] / 4.0
+    bars.loc[after, "volume"] = bars.loc[after, "volume"] * 4.0
+    root = tmp_path / "store"
+    ingest_frames(root, bars, show_progress=False)
+    outcome = simulate_experience(SimulateOptions(policy="equal_weight", replay=root, out=tmp_path / "exp"))
+    (warning,) = outcome.suspected_splits
+    assert warning.startswith(f"{first}: the bar of {day.date()} looks like a 4:1 split left unadjusted")
+    assert warning.endswith("the experience recorded over it carries that move as a reward")
+    result = CliRunner().invoke(
+        __import__("raytrade.cluster.cli", fromlist=["main"]).main,
+        [
+            "simulate-experience",
+            "--policy",
+            "equal_weight",
+            "--replay",
+            str(root),
+            "--out",
+            str(tmp_path / "e2"),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert f"warning: {warning}" in result.output
