@@ -508,21 +508,23 @@ def _assemble(
 
     with np.errstate(over="ignore"):  # a float64 beyond float32's range becomes inf: refused below
         actions = column("action", np.float32).reshape(len(first), n)
-        rewards = column("reward", np.float32)[first]
-    finite = "not finite in float32"
-    bad = [  # (column, per step: refused, why), in the order they are reported
-        ("observation", ~np.isfinite(obs).all(axis=1), finite),
-        ("next_observation", ~np.isfinite(new_obs).all(axis=1), finite),
-        ("reward", ~np.isfinite(rewards), finite),
-        ("action", ~(np.abs(actions) <= MAX_ABS_ACTION).all(axis=1), "outside the action space [-1, 1]"),
-        ("reward", ~(np.abs(rewards) <= np.float32(MAX_ABS_REWARD)), _REWARD_BOUND),  # as stored
+        every_reward = column("reward", np.float32).reshape(len(first), n)
+        rewards = every_reward[:, 0]
+    finite, space = "not finite in float32", "outside the action space [-1, 1]"
+    older = "written before the store refused such values"
+    bad = [  # (column, per step: refused, what, why), in the order they are reported
+        ("observation", ~np.isfinite(obs).all(axis=1), finite, older),
+        ("next_observation", ~np.isfinite(new_obs).all(axis=1), finite, older),
+        ("reward", ~np.isfinite(rewards), finite, older),
+        ("action", ~(np.abs(actions) <= MAX_ABS_ACTION).all(axis=1), space, older),
+        ("reward", ~(np.abs(rewards) <= np.float32(MAX_ABS_REWARD)), _REWARD_BOUND, older),  # as stored
+        ("reward", ~(every_reward == rewards[:, None]).all(axis=1), *_REWARDS_DISAGREE),
     ]
-    for name, flags, what in bad:
+    for name, flags, what, why in bad:
         if flags.any():
             k = int(np.flatnonzero(flags)[0])
             raise ExperienceError(
-                f"experience column {name!r} is {what} in episode {episodes[k]!r} step {steps[k]} "
-                "(written before the store refused such values)"
+                f"experience column {name!r} is {what} in episode {episodes[k]!r} step {steps[k]} ({why})"
             )
     return {
         "eps_id": episodes.astype(object),
@@ -792,6 +794,13 @@ class WindowCount:
     @property
     def left_out(self) -> int:
         return self.before + self.after
+
+
+_REWARDS_DISAGREE: Final = (
+    "not the same on every asset's row of the step",
+    "one step has one reward, the portfolio's: rows that disagree were edited or corrupted, and the "
+    "learner would read asset 0's",
+)
 
 
 def window_count(root: str | os.PathLike[str], start: TimeLike, end: TimeLike) -> WindowCount:

@@ -167,6 +167,22 @@ def test_the_reader_refuses_values_an_older_writer_stored_that_float32_makes_inf
         transitions_from_table(table)
 
 
+def test_rows_of_one_step_whose_rewards_disagree_are_refused_naming_the_step() -> None:
+    """A reviewer edited one asset's reward of one step: the learner read asset 0's and said nothing.
+    One step has one reward, the portfolio's; rows that disagree are refused."""
+    frame = episode(steps=3)
+    frame.loc[(frame["step"] == 1) & (frame["asset_index"] == 1), "reward"] = 0.5
+    with pytest.raises(
+        ExperienceError,
+        match="'reward' is not the same on every asset's row of the step in episode 'e' step 1",
+    ):
+        transitions_from_table(pa.Table.from_pandas(frame, preserve_index=False))
+    frame = episode(steps=3)
+    frame.loc[(frame["step"] == 2) & (frame["asset_index"] == 0), "reward"] = 0.5  # asset 0 edited
+    with pytest.raises(ExperienceError, match="episode 'e' step 2"):
+        transitions_from_table(pa.Table.from_pandas(frame, preserve_index=False))
+
+
 # ------------------------------------------------------------------------------ one row per decision id
 
 
