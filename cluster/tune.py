@@ -855,6 +855,7 @@ def experience_window(opts: TuneOptions, spec: TuneSpec) -> ExperienceWindow:
         transitions=count.inside,
         left_out=count.left_out,
         reward_scale=reward_scale(count.reward_std),
+        reward_outlier=None if count.outlier is None else count.outlier.message(),
     )
 
 
@@ -1460,6 +1461,8 @@ def run_tune(opts: TuneOptions, dashboard: bool = True) -> TuneOutcome:
         click.echo(line)
     if window is not None:
         click.echo(experience_window_line(window))
+        if window.reward_outlier is not None:
+            click.echo(f"warning: offline experience: {window.reward_outlier}")
     if stale is not None:  # the trials train and score on the file's last rate past its end
         click.echo(f"warning: {stale}")
     env = {**env, "RAY_AIR_NEW_OUTPUT": "0"}  # the table reporter of ``_reporter``

@@ -110,6 +110,12 @@ class ExperienceWindow(BaseModel):
         "of the transitions in the window (1.0 when they do not vary; tune_specs.offline.reward_scale); "
         "None: recorded before rewards were scaled (the learner read them as logged)",
     )
+    reward_outlier: str | None = Field(
+        None,
+        description="the reward of the window farthest from the others, when more than "
+        "replay.experience.REWARD_OUTLIER_SCALES robust scales from their median (a bad bar, an "
+        "unadjusted split: it widens reward_scale and the learner clones it); None: none that far",
+    )
 
 
 class TrainWindow(BaseModel):

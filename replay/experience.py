@@ -777,6 +777,30 @@ def _span(start: TimeLike, end: TimeLike) -> str:
     return f"{lo or '...'} .. {hi or '...'}"
 
 
+REWARD_OUTLIER_SCALES: Final = 10.0
+"""A transition's reward this many robust scales (1.4826 x the median absolute deviation) from the
+window's median is named by ``raytrade tune``: one fake bar (an unadjusted split: +300 %) sets the
+rewards' standard deviation, so the divisor of every reward, and is cloned by the learner."""
+
+
+class RewardOutlier(NamedTuple):
+    """The window's reward farthest from its median, in robust scales."""
+
+    episode_id: str
+    step: int
+    ts: pd.Timestamp
+    reward: float
+    scales: float
+
+    def message(self) -> str:
+        return (
+            f"the reward of episode {self.episode_id!r} step {self.step} ({self.ts.date()}), "
+            f"{self.reward:+.4g}, is {self.scales:.0f} robust scales from the median of the window's "
+            "rewards: a bad bar or an unadjusted split there (raytrade simulate-experience names those) "
+            "sets the divisor of every reward and is learnt from as it is"
+        )
+
+
 @dataclass(frozen=True)
 class WindowCount:
     """Transitions (steps, not rows) of an experience store inside a window and on either side of it,
@@ -790,6 +814,7 @@ class WindowCount:
     first: pd.Timestamp | None
     last: pd.Timestamp | None
     reward_std: float = 0.0
+    outlier: RewardOutlier | None = None  # the farthest reward, when beyond REWARD_OUTLIER_SCALES
 
     @property
     def left_out(self) -> int:
@@ -815,8 +840,9 @@ def window_count(root: str | os.PathLike[str], start: TimeLike, end: TimeLike) -
     ts = steps["ts"]
     early = np.zeros(len(ts), bool) if start is None else (ts < as_utc(start, "start")).to_numpy()
     late = np.zeros(len(ts), bool) if end is None else (ts > as_utc(end, "end")).to_numpy()
-    rewards = steps["reward"].to_numpy(dtype=np.float64)[~(early | late)]
-    rewards = rewards[np.isfinite(rewards)]  # a step without a finite reward is refused by the read
+    inside = steps[~(early | late)]
+    inside = inside[np.isfinite(inside["reward"].to_numpy(dtype=np.float64))]  # else refused by the read
+    rewards = inside["reward"].to_numpy(dtype=np.float64)
     return WindowCount(
         inside=int(len(ts) - early.sum() - late.sum()),
         before=int(early.sum()),
@@ -824,7 +850,28 @@ def window_count(root: str | os.PathLike[str], start: TimeLike, end: TimeLike) -
         first=ts.min() if len(ts) else None,
         last=ts.max() if len(ts) else None,
         reward_std=float(np.std(rewards)) if rewards.size > 1 else 0.0,
+        outlier=_farthest_reward(inside),
     )
+
+
+def _farthest_reward(steps: pd.DataFrame) -> RewardOutlier | None:
+    """The reward of ``steps`` (columns ts, episode_id, step, reward) farthest from their median, when
+    more than :data:`REWARD_OUTLIER_SCALES` robust scales from it; None otherwise (or when the rewards
+    have no spread to measure by: half or more of them equal)."""
+    rewards = steps["reward"].to_numpy(dtype=np.float64)
+    if rewards.size < 2:
+        return None
+    centre = float(np.median(rewards))
+    scale = 1.4826 * float(np.median(np.abs(rewards - centre)))
+    if not scale > 0:
+        return None
+    k = int(np.argmax(np.abs(rewards - centre)))
+    scales = abs(rewards[k] - centre) / scale
+    if scales <= REWARD_OUTLIER_SCALES:
+        return None
+    row = steps.iloc[k]
+    when = pd.Timestamp(row["ts"])
+    return RewardOutlier(str(row["episode_id"]), int(row["step"]), when, float(rewards[k]), scales)
 
 
 def check_window(root: str | os.PathLike[str], start: TimeLike, end: TimeLike, window: str) -> WindowCount:

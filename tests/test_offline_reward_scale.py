@@ -152,6 +152,39 @@ def test_the_run_file_records_the_reward_scale_and_the_search_config_carries_it(
     )
 
 
+def test_a_reward_far_from_the_others_is_named_in_the_run_file(store: Path, tmp_path: Path) -> None:
+    """A reviewer's experience held one +15 % reward from an unadjusted split among rewards of std
+    0.4 %: it set the divisor of every reward and nothing said so. Now the run file (and the line
+    ``raytrade tune`` prints) names its episode, step and date; ordinary rewards name nothing."""
+    from raytrade.cluster.tune import TuneOptions, run_record
+    from raytrade.replay.writer import ReplayWriter
+    from raytrade.tune_specs import get_spec
+
+    frame = one_episode(store)
+    steps = frame["step"].to_numpy()
+    rng = np.random.default_rng(0)
+    per_step = rng.normal(0.0, 0.004, size=int(steps.max()) + 1)
+    ordinary = frame.assign(reward=per_step[steps])
+    windows = {}
+    for name, bad_step in (("clean", None), ("split", 40)):
+        rewards = per_step.copy()
+        if bad_step is not None:
+            rewards[bad_step] = 0.155
+        out = tmp_path / name
+        with ReplayWriter(out) as writer:
+            writer.append_experience(ordinary.assign(reward=rewards[steps]))
+        opts = TuneOptions(spec="cql", replay=store, experience=out, smoke=True, wandb="disabled")
+        seen = run_record(opts, get_spec("cql")).provenance.experience
+        assert seen is not None and seen.window is not None
+        windows[name] = seen.window
+    assert windows["clean"].reward_outlier is None
+    named = windows["split"].reward_outlier
+    day = frame.loc[frame["step"] == 40, "ts"].iloc[0]
+    assert named is not None and named.startswith(
+        f"the reward of episode 'x:0' step 40 ({day.date()}), +0.155"
+    )
+
+
 # ------------------------------------------------------------------------------ what is learnt
 
 UPDATES = 300
