@@ -327,9 +327,14 @@ def loop_universe(symbols: Sequence[str]) -> list[str]:
     universe that spells it otherwise is asked in its own spelling (:meth:`LiveLoop._servable`). A
     symbol given twice, in either spelling, is an ``InputError`` naming both: two entries would plan
     two orders. So is a pair quoted in a coin (``ETH/BTC``, ``replay.loop_rules.coin_quote``): the
-    loop sizes orders in the account's dollars from a pair's quotes, which for it are in the coin."""
+    loop sizes orders in the account's dollars from a pair's quotes, which for it are in the coin;
+    and a symbol not in capitals (``suiusd``), which no Alpaca symbol is."""
     seen: dict[str, str] = {}
     for given in symbols:
+        if given != given.upper():  # a lower-case pair passed here and failed in the first cycle
+            raise InputError(
+                f"symbols: {given!r} is not in capitals, as Alpaca spells every symbol ({given.upper()})"
+            )
         name = parse_symbol(given).name if "/" in given else given
         if (coin := coin_quote(given)) is not None:
             raise InputError(

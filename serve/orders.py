@@ -774,7 +774,8 @@ def _capped_targets(
         if hold_note is not None:
             note = f"{note}; {hold_note}" if note else hold_note
         if abs(aim - target[i]) > 1e-12:  # the order caps (reach) are noted by plan_cycle
-            limited = f"caps ({', '.join(capped.binding)}): target {target[i]:+.4f} -> {aim:+.4f}"
+            which = ", ".join(capped.binding) or "the order caps of this cycle"  # reach alone moved it
+            limited = f"caps ({which}): target {target[i]:+.4f} -> {aim:+.4f}"
             note = f"{note}; {limited}" if note else limited
         out[symbol] = (w, aim, note)
     return out

@@ -397,7 +397,9 @@ def test_a_pair_named_as_alpaca_spells_it_is_traded_in_the_stores_spelling(tmp_p
             "symbols: 'BTCUSD' and 'BTC/USD' are the same symbol (BTCUSD): name it once",
         ),
         (["AAPL", "AAPL"], "symbols: 'AAPL' and 'AAPL' are the same symbol (AAPL)"),
-        (["btc/usd"], "symbol='btc/usd' is not a valid Alpaca symbol"),
+        (["btc/usd"], "symbols: 'btc/usd' is not in capitals, as Alpaca spells every symbol (BTC/USD)"),
+        (["suiusd"], "symbols: 'suiusd' is not in capitals"),  # passed here, failed in the first cycle
+        (["aapl"], "symbols: 'aapl' is not in capitals"),
         # quoted in BTC: sized in dollars from ~0.05 a unit, it would order ~BTCUSD times too much
         (["AAPL", "ETH/BTC"], "symbols: 'ETH/BTC' is a pair quoted in BTC"),
         (["ETHBTC"], "symbols: 'ETHBTC' is a pair quoted in BTC"),
