@@ -15,7 +15,7 @@ from typing import Final, NamedTuple
 import click
 
 from raytrade.cluster.errors import one_line_errors
-from raytrade.cluster.options import path_argument, path_option, written_path_option
+from raytrade.cluster.options import FiniteFloatRange, path_argument, path_option, written_path_option
 
 
 class LazyCommand(NamedTuple):
@@ -218,7 +218,9 @@ def _parse_utc(value: str | None, name: str) -> datetime | None:
 @click.option(
     "--unquoted-spread-bps",
     "unquoted_spread_bps",
-    type=click.FloatRange(min=0, max=10_000, min_open=True, max_open=True),
+    # FeatureSettings.unquoted_spread_bps' bounds (a test holds them equal; importing it here would
+    # load pandas for every command's --help)
+    type=FiniteFloatRange(min=0, max=10_000, min_open=True, max_open=True),
     default=None,
     help="Full spread in bps stated for every bar without a quote, in place of the high/low estimate "
     "(which on daily bars of volatile names reads mostly volatility: README, Ingest). Recorded in the "

@@ -28,7 +28,7 @@ from typing import Final
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from raytrade.replay.errors import InputError, first_problem
-from raytrade.replay.features.config import FeatureConfig
+from raytrade.replay.features.config import MAX_STATED_SPREAD_BPS, FeatureConfig
 
 SETTINGS_FILE: Final = "feature_settings.json"
 FLAG: Final = "--unquoted-spread-bps"
@@ -40,7 +40,7 @@ class FeatureSettings(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     unquoted_spread_bps: float | None = Field(
-        None, gt=0, lt=10_000, description="FeatureConfig.unquoted_spread_bps the features were built with"
+        None, gt=0, lt=MAX_STATED_SPREAD_BPS, description="FeatureConfig.unquoted_spread_bps of the features"
     )
 
 

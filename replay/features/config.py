@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+from typing import Final
+
 from pydantic import ConfigDict, Field
 
 from raytrade.replay.features.recalibration import RecalibrationConfig
 from raytrade.replay.loop_rules import LoopRules
+
+MAX_STATED_SPREAD_BPS: Final = 10_000.0
+"""Upper bound (exclusive) of a stated spread: 100 % of the price; the simulator costs at most
+``envs.costs.CostConfig.max_spread_bps`` of any spread anyway."""
 
 
 class FeatureConfig(LoopRules):
@@ -23,7 +29,7 @@ class FeatureConfig(LoopRules):
     unquoted_spread_bps: float | None = Field(
         None,
         gt=0,
-        lt=10_000,
+        lt=MAX_STATED_SPREAD_BPS,
         description="full spread in bps stated for every bar without a quote, in place of the high/low "
         "estimate (None: the estimate); a store records it (replay.feature_settings)",
     )
