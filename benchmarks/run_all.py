@@ -22,6 +22,7 @@ BENCHMARKS: tuple[tuple[str, str, float, bool], ...] = (
     ("ppo_throughput", "ratio", 0.7, True),
     ("serve_latency", "act_p99_ms", 50.0, False),
     ("offline", "ratio", 0.5, True),
+    ("spread_estimators", "cs_over_truth_liquid", 2.0, False),
 )
 
 
