@@ -347,25 +347,26 @@ def _append_fill(
         writer.append_experience(pd.DataFrame(rows))
 
 
+def _three_daily_rows(
+    root: Path, dollar_volume: float | list[float], vol: float | list[float], spread: float | list[float]
+) -> pd.DatetimeIndex:
+    """Features of T1 on three daily rows stamped 00:00 UTC from 2026-03-02; their stamps."""
+    days = pd.date_range("2026-03-02", periods=3, freq="D", tz="UTC")
+    columns = {"dollar_volume_20": dollar_volume, "vol_20": vol, "spread_bps": spread}
+    features = pd.DataFrame({"symbol": "T1", "ts": days, "asset_class": "equity", "close": 100.0, **columns})
+    with ReplayWriter(root) as writer:
+        writer.append_features(features)
+    return days
+
+
 def test_a_decision_sees_only_the_features_of_bars_closed_before_it(tmp_path: Path) -> None:
     # daily rows are stamped 00:00 UTC and built from that day's whole bar: a decision at 13:00 UTC
     # on day D (before the open) has day D-1's volume, volatility and spread, as the simulator charges
     # a fill at open[t+1] with bar t's volume; a decision at D+1 00:00 has day D's (its bar closed)
     root = tmp_path / "store"
-    days = pd.date_range("2026-03-02", periods=3, freq="D", tz="UTC")
-    features = pd.DataFrame(
-        {
-            "symbol": "T1",
-            "ts": days,
-            "asset_class": "equity",
-            "close": 100.0,
-            "dollar_volume_20": [1e7, 2e7, 4e7],
-            "vol_20": [0.01, 0.02, 0.04],
-            "spread_bps": [11.0, 22.0, 44.0],
-        }
+    days = _three_daily_rows(
+        root, dollar_volume=[1e7, 2e7, 4e7], vol=[0.01, 0.02, 0.04], spread=[11.0, 22.0, 44.0]
     )
-    with ReplayWriter(root) as writer:
-        writer.append_features(features)
     _append_fill(root, "T1", days[0] + pd.Timedelta(hours=13), 3.0)  # no bar closed yet: left out
     _append_fill(root, "T1", days[1] + pd.Timedelta(hours=13), 3.0, spread=None)
     _append_fill(root, "T1", days[2] + pd.Timedelta(hours=13), 3.0, spread=None)
@@ -388,20 +389,7 @@ def test_a_fill_whose_latest_closed_bar_is_stale_is_left_out_and_counted(tmp_pat
     a symbol that no longer trades): each took the dollar volume, tier and volatility of a bar up to
     a year old, and all were fitted. Now a fill more than 96 h after its latest closed bar is not."""
     root = tmp_path / "store"
-    days = pd.date_range("2026-03-02", periods=3, freq="D", tz="UTC")
-    features = pd.DataFrame(
-        {
-            "symbol": "T1",
-            "ts": days,
-            "asset_class": "equity",
-            "close": 100.0,
-            "dollar_volume_20": 1e7,
-            "vol_20": 0.01,
-            "spread_bps": 10.0,
-        }
-    )
-    with ReplayWriter(root) as writer:
-        writer.append_features(features)
+    days = _three_daily_rows(root, dollar_volume=1e7, vol=0.01, spread=10.0)
     closed = days[-1] + pd.Timedelta(days=1)  # the last row's bar closes at the next midnight
     _append_fill(root, "T1", closed + pd.Timedelta(hours=95), 3.0)  # within 96 h: kept
     _append_fill(root, "T1", closed + pd.Timedelta(hours=97), 3.0)
