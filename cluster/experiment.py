@@ -121,6 +121,7 @@ from raytrade.envs.evaluation.document import Window
 from raytrade.envs.evaluation.stats import BootstrapConfig
 from raytrade.envs.scenarios import ScenarioConfig
 from raytrade.replay.errors import InputError
+from raytrade.replay.feature_settings import read_feature_settings, spread_text
 from raytrade.replay.splits import EMBARGO_BARS, TimeWindow, fractional_splits, walk_forward_folds
 from raytrade.tune_specs.objective import UNDEFINED_SCORE
 from raytrade.tune_specs.selection import RankedCandidate, rank_candidates
@@ -925,6 +926,7 @@ def run_experiment(opts: ExperimentOptions, say: Callable[[str], None] = click.e
         code_sha256=code_fingerprint(),
         budget=opts.budget,
         command=opts.command(),
+        spread_source=spread_text(read_feature_settings(opts.replay).unquoted_spread_bps),
         cvar_penalty=opts.cvar_penalty,
         embargo_bars=EMBARGO_BARS,
         periods_per_year=ppy,

@@ -224,6 +224,12 @@ class ExperimentDocument(Doc):
     )
     budget: str
     command: str
+    spread_source: str | None = Field(
+        None,
+        description="where the store's spreads on bars without a quote came from (replay.feature_settings."
+        "spread_text: 'stated, 5 bps' or 'the high/low estimate'); None: a document from before it was "
+        "recorded",
+    )
     cvar_penalty: float
     embargo_bars: int
     periods_per_year: int
@@ -621,7 +627,8 @@ def render_markdown(doc: ExperimentDocument, plots: Sequence[str]) -> str:
         f"Run {doc.created_at:%Y-%m-%d %H:%M} UTC, data sha256 `{doc.data_sha256[:16]}`, "
         + ("" if doc.code_sha256 is None else f"code sha256 `{doc.code_sha256[:16]}`, ")
         + f"{len(doc.folds)} walk-forward folds, embargo {doc.embargo_bars} bars, "
-        f"cvar_penalty {doc.cvar_penalty}. Command: `{doc.command}`",
+        f"cvar_penalty {doc.cvar_penalty}. Command: `{doc.command}`"
+        + ("" if doc.spread_source is None else f". Spreads on bars without a quote: {doc.spread_source}."),
         "",
         "## Outcome",
         "",

@@ -65,6 +65,12 @@ def _shown(value: float | None) -> str:
     return "the high/low estimate" if value is None else f"{value:g} bps"
 
 
+def spread_text(stated: float | None) -> str:
+    """Where spreads on bars without a quote come from, as reports print it: ``stated, 5 bps`` or
+    ``the high/low estimate`` (``stated``: the store's ``unquoted_spread_bps``)."""
+    return "the high/low estimate" if stated is None else f"stated, {stated:g} bps"
+
+
 def store_feature_config(root: str | os.PathLike[str], config: FeatureConfig | None) -> FeatureConfig:
     """``config`` (default ``FeatureConfig()``) as the store at ``root`` builds it: the recorded
     ``unquoted_spread_bps`` where ``config`` does not set it, an ``InputError`` where it sets another

@@ -9,7 +9,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from raytrade.replay.feature_settings import read_feature_settings
+from raytrade.replay.feature_settings import read_feature_settings, spread_text
 from raytrade.replay.reader import read_table, table_files
 from raytrade.replay.schema import FEATURE_GROUPS, TABLES
 
@@ -53,9 +53,7 @@ class StoreSummary:
 
         lines = [f"replay store {self.root}", line(header), *(line(r) for r in rows)]
         if self.feature_null_share:
-            stated = self.unquoted_spread_bps
-            source = "the high/low estimate" if stated is None else f"stated, {stated:g} bps"
-            lines.append(f"spread on bars without a quote: {source}")
+            lines.append(f"spread on bars without a quote: {spread_text(self.unquoted_spread_bps)}")
             lines.append("feature null share by group:")
             lines.extend(f"  {group:<16}{share:>7.1%}" for group, share in self.feature_null_share.items())
         return "\n".join(lines)

@@ -401,6 +401,13 @@ def test_the_published_real_data_experiment_is_a_nested_selection_document(name:
     assert ("--cash-rate 0.04" in doc.command) == name.endswith("cash0.04")
 
 
+def test_the_report_says_where_the_spreads_on_unquoted_bars_came_from() -> None:
+    doc = _document(Interval(estimate=-0.3, low=-0.9, high=0.2), {"ppo": 20.0}, 6.0)
+    stated = doc.model_copy(update={"spread_source": "stated, 5 bps"})
+    assert ". Spreads on bars without a quote: stated, 5 bps." in render_markdown(stated, [])
+    assert "Spreads on bars without a quote" not in render_markdown(doc, [])  # not recorded: not said
+
+
 def test_report_states_the_wall_time_against_the_budget_target_and_the_load() -> None:
     gap = Interval(estimate=-0.3, low=-0.9, high=0.2)
     on_time = wall_lines(_document(gap, {"ppo": 2000.0, "gnn": 100.0}, 600.0))  # 2700 s = 45 min
@@ -716,6 +723,7 @@ def test_smoke_experiment_names_the_code_and_the_store_it_ran_on(
 
     doc = read_experiment(smoke_experiment / "experiment.json")
     assert (doc.code_sha256, doc.data_sha256) == (code_fingerprint(), data_fingerprint(synthetic_store)[0])
+    assert doc.spread_source == "the high/low estimate"  # the synthetic store states none
     for run in sorted((smoke_experiment / "runs").glob("*-fold*")):
         assert (run / "raytrade_run.json").read_text().count(code_fingerprint()) == 1, run.name
 
