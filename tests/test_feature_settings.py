@@ -141,3 +141,21 @@ def test_the_ingest_flag_and_the_settings_field_agree() -> None:
     from raytrade.replay.feature_settings import FeatureSettings
 
     assert option_drift(ingest, FeatureSettings) == []
+
+
+def test_an_evaluation_report_says_where_the_spreads_came_from(tmp_path: Path) -> None:
+    from raytrade.cluster.evaluate import run_evaluation
+    from raytrade.envs.evaluation.render import render_markdown, report_blocks
+
+    kw: dict[str, object] = {"scenarios": [], "seeds": 1, "bootstrap_samples": 20, "plots": False}
+    for name, config, said in (
+        ("stated", STATED, "stated, 5 bps"),
+        ("estimated", None, "the high/low estimate"),
+    ):
+        root = tmp_path / name / "store"
+        ingest_frames(root, _bars(400), config=config, show_progress=False)
+        report = run_evaluation(root, ["cash"], tmp_path / name / "out", **kw)  # type: ignore[arg-type]
+        assert report.replay.spread_source == said
+        assert f"; spreads on bars without a quote: {said})" in render_markdown(
+            "r", report_blocks(report, [])
+        )

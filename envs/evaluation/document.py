@@ -397,6 +397,11 @@ class ReplaySource(Document):
     universe: str | None = Field(
         None, description="why these symbols: a registry model's trained universe, or the whole store"
     )
+    spread_source: str | None = Field(
+        None,
+        description="where the store's spreads on bars without a quote came from (replay.feature_settings."
+        "spread_text); None: a report from before it was recorded",
+    )
 
 
 class EvaluationReport(Document):
@@ -661,6 +666,7 @@ def build_report(result: EvaluationResult) -> EvaluationReport:
             symbols=tuple(data.symbols),
             asset_class=tuple(data.asset_class),
             universe=plan.universe,
+            spread_source=plan.spread_source,
         ),
         mode="split" if cfg.walk_forward is None else "walk_forward",
         split=cfg.split,

@@ -84,6 +84,7 @@ from raytrade.envs.evaluation.universe import evaluation_universe
 from raytrade.envs.market_data import MarketData, bars_before_slice, listed_after_slice
 from raytrade.envs.rollout import replay_policy
 from raytrade.envs.scenarios import ScenarioConfig, ScenarioDataError, row_regimes, scenario_draws
+from raytrade.replay.feature_settings import read_feature_settings, spread_text
 from raytrade.replay.fingerprint import data_fingerprint
 from raytrade.replay.schema import FEATURES_SCHEMA
 from raytrade.replay.splits import (
@@ -196,6 +197,7 @@ class EvaluationPlan:
     n_files: int
     sample_checks: dict[str, SampleCheck] = field(default_factory=dict)  # registry models by name
     universe: str = "every symbol of the store"  # why the windows hold their symbols (the report says)
+    spread_source: str = "the high/low estimate"  # the store's spreads on unquoted bars (the report says)
 
     @property
     def periods_per_year(self) -> int:
@@ -549,6 +551,7 @@ def prepare(
         except ScenarioDataError as exc:
             refused[name] = str(exc)
     return EvaluationPlan(
+        spread_source=spread_text(read_feature_settings(store).unquoted_spread_bps),
         root=str(root),
         config=cfg,
         specs=tuple(specs),

@@ -58,9 +58,11 @@ def _summary(report: EvaluationReport) -> Block:
     if dated:  # the bars every policy's returns are dated by (one window for all: the benchmark's)
         window += f" (returns dated {dated[0]} to {dated[-1]}, {len(dated)} bars)"
     universe = "" if replay.universe is None else f" ({', '.join(replay.symbols)}: {replay.universe})"
+    source = replay.spread_source
+    spreads = "" if source is None else f"; spreads on bars without a quote: {source}"
     return Block(
         "p",
-        f"Store {replay.root} (sha256 {replay.fingerprint_sha256[:16]}…, {replay.n_files} files), "
+        f"Store {replay.root} (sha256 {replay.fingerprint_sha256[:16]}…, {replay.n_files} files{spreads}), "
         f"{len(replay.symbols)} symbols{universe}, {report.mode.replace('_', '-')} evaluation{window}, "
         f"{report.periods_per_year} periods per year. Every policy ran through the same simulator "
         f"and cost model (fees {costs.fee_bps_equity}/{costs.fee_bps_crypto} bps "
