@@ -4,10 +4,12 @@ table, the offline specs' input (``raytrade tune --spec bc --experience OUT``).
 The policy (``kelly_lite``, ``equal_weight`` or ``registry:NAME[@VERSION]``; ``envs.evaluation.
 policies``) replays the replay store's train split through the simulator with the offline specs'
 env config (observed features, train-split normaliser; ``tune_specs.offline``), one episode per
-``--episodes``; all the run's episodes are simulated first and written in one append to
-``OUT/experience`` (``replay.writer``: validated, atomic), so a run that fails stores nothing (its
-recording and behaviour record are removed too). Rows follow the live loop's schema
-(``replay.schema.EXPERIENCE_SCHEMA``) plus the transition columns (``envs.experience``). A registry
+``--episodes``; each episode is checked as the table checks its rows and set aside (one in memory at
+a time) before any is appended to ``OUT/experience`` (``replay.writer``: validated, atomic, one
+commit an episode), so a run with a row the table refuses stores nothing and leaves no recording or
+behaviour record; an interrupted write leaves whole episodes, its recording counting them. Rows
+follow the live loop's schema (``replay.schema.EXPERIENCE_SCHEMA``) plus the transition columns
+(``envs.experience``). A registry
 policy runs on the universe it trained on (``envs.evaluation.universe``, as ``raytrade evaluate``
 runs it); bars of the recorded window that look like an unadjusted split are named in warnings
 (``replay.split_signature``).
@@ -32,8 +34,9 @@ policy without noise, which would be one episode stored several times.
 
 from __future__ import annotations
 
+import tempfile
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -141,10 +144,8 @@ def simulate_experience(opts: SimulateOptions) -> SimulateOutcome:
     from raytrade.envs.evaluation.policies import REGISTRY_PREFIX, resolve_policies
     from raytrade.envs.experience import simulate_episodes
     from raytrade.envs.replay_loader import load_market_data, resolve_feature_groups
-    from raytrade.replay.behaviour import write_behaviour
     from raytrade.replay.fingerprint import data_fingerprint
-    from raytrade.replay.recordings import refuse_repeat, write_recording
-    from raytrade.replay.writer import ReplayWriter
+    from raytrade.replay.recordings import refuse_repeat
     from raytrade.tune_specs.offline import OFFLINE_FEATURES, offline_env_config
     from raytrade.tune_specs.spec import train_normalizer
 
@@ -204,28 +205,21 @@ def simulate_experience(opts: SimulateOptions) -> SimulateOutcome:
         symbols=universe,
         feature_columns=tuple(dict.fromkeys([*columns, *spec.feature_columns])),
     )
-    frames = list(  # every episode before any is written: a run that fails stores none of them
-        simulate_episodes(
-            data,
-            spec.make,
-            env_cfg,
-            episodes=opts.episodes,
-            policy_version=version,
-            run_id=run_id,
-            noise=opts.noise,
-            seed=opts.seed,
+    with tempfile.TemporaryDirectory(prefix="raytrade-episodes-") as staging:
+        staged = _staged_episodes(
+            simulate_episodes(
+                data,
+                spec.make,
+                env_cfg,
+                episodes=opts.episodes,
+                policy_version=version,
+                run_id=run_id,
+                noise=opts.noise,
+                seed=opts.seed,
+            ),
+            Path(staging),
         )
-    )
-    written = [write_recording(opts.out, recording)]
-    if behaviour is not None:  # before the episodes: none is stored without it
-        written.append(write_behaviour(opts.out, behaviour))
-    try:
-        with ReplayWriter(opts.out) as writer:  # one commit: all the run's episodes, or none
-            rows = writer.append_experience(pd.concat(frames, ignore_index=True)).rows_written
-    except BaseException:
-        for path in written:  # a run that stored nothing is not recorded either
-            path.unlink(missing_ok=True)
-        raise
+        rows = _store_episodes(opts.out, staged, recording, behaviour)
     return SimulateOutcome(
         run_id=run_id,
         episodes=opts.episodes,
@@ -235,6 +229,55 @@ def simulate_experience(opts: SimulateOptions) -> SimulateOutcome:
         warning=None if behaviour is None else behaviour_warning(opts.policy, behaviour),
         suspected_splits=window_splits(opts.replay, data),
     )
+
+
+def _staged_episodes(frames: Iterable[pd.DataFrame], staging: Path) -> list[Path]:
+    """Each episode of ``frames`` checked as the experience table checks a row
+    (``replay.validation.conform``) and set aside in ``staging``, one at a time: a row the table
+    would refuse (a reward beyond ln 10, an action outside [-1, 1]) stops the run before any episode
+    is stored, and memory holds one episode, not the run."""
+    from raytrade.replay.validation import ReplayValidationError, conform
+
+    staged = []
+    for k, frame in enumerate(frames):
+        _, errors, _ = conform("experience", frame)
+        if errors:
+            raise ReplayValidationError(errors, origin=f"episode {k}")
+        path = staging / f"{k}.pkl"  # this process's own frames, read back by it below
+        frame.to_pickle(path)
+        staged.append(path)
+    return staged
+
+
+def _store_episodes(
+    out: Path, staged: Sequence[Path], recording: RecordedRun, behaviour: BehaviourPolicy | None
+) -> int:
+    """Append the ``staged`` episodes to ``out``'s experience (one commit each) after the run's
+    recording and behaviour record; the rows written. A failure before any episode is stored removes
+    both records; one after some (an interrupted write) leaves those whole episodes, the recording
+    rewritten to count them."""
+    from raytrade.replay.behaviour import write_behaviour
+    from raytrade.replay.recordings import write_recording
+    from raytrade.replay.writer import ReplayWriter
+
+    written: list[Path] = []
+    rows = episodes = 0
+    try:
+        written.append(write_recording(out, recording))
+        if behaviour is not None:  # before the episodes: none is stored without it
+            written.append(write_behaviour(out, behaviour))
+        with ReplayWriter(out) as writer:
+            for path in staged:
+                rows += writer.append_experience(pd.read_pickle(path)).rows_written
+                episodes += 1
+    except BaseException:
+        if episodes == 0:  # a run that stored nothing is not recorded either
+            for path in written:
+                path.unlink(missing_ok=True)
+        else:
+            write_recording(out, recording.model_copy(update={"episodes": episodes}))
+        raise
+    return rows
 
 
 def model_universe(spec: PolicySpec, replay: Path) -> tuple[str, ...] | None:

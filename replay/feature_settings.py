@@ -11,9 +11,10 @@ spreads:
 * a build that sets a different one (a stated spread on a store of estimates, or another figure) is
   refused with an ``InputError`` naming the flag and both values, nothing written: the stored rows
   would disagree with the new ones (ingest into a new store instead);
-* a store without the file was built with the estimate (the default), and so is a store whose
-  features table does not exist yet, whatever a file says (a first ingest that failed after writing
-  it binds nothing).
+* a store without the file was built with the estimate (the default). A store without committed
+  features binds nothing, whatever a file says: its first build writes the file when it sets a
+  spread and removes one left by a first ingest that failed (it would otherwise bind the build after
+  this one to a figure this one did not use).
 
 The file is part of the store: a remote store mirrors and uploads it with the tables
 (``replay.remote_store``).
@@ -48,11 +49,17 @@ def _settings_path(root: str | os.PathLike[str]) -> Path:
     return Path(root) / SETTINGS_FILE
 
 
+def _has_features(root: str | os.PathLike[str]) -> bool:
+    from raytrade.replay.reader import table_files
+
+    return (Path(root) / "features").is_dir() and bool(table_files(root, "features"))
+
+
 def read_feature_settings(root: str | os.PathLike[str]) -> FeatureSettings:
     """The settings the store at ``root`` records (the defaults when it records none, or has no
-    features yet); a file that is not a settings record is an ``InputError`` naming it."""
+    committed features yet); a file that is not a settings record is an ``InputError`` naming it."""
     path = _settings_path(root)
-    if not (Path(root) / "features").is_dir() or not path.is_file():
+    if not _has_features(root) or not path.is_file():
         return FeatureSettings()
     try:
         return FeatureSettings.model_validate_json(path.read_text())
@@ -78,10 +85,14 @@ def store_feature_config(root: str | os.PathLike[str], config: FeatureConfig | N
     call it under the store's writer lock, before the features are written."""
     cfg = config or FeatureConfig()
     recorded = read_feature_settings(root).unquoted_spread_bps
+    built = _has_features(root)
+    if not built and "unquoted_spread_bps" not in cfg.model_fields_set:
+        _settings_path(root).unlink(missing_ok=True)  # a failed first ingest's record binds nothing
+        return cfg.model_copy(update={"unquoted_spread_bps": None})
     if "unquoted_spread_bps" not in cfg.model_fields_set:
         return cfg.model_copy(update={"unquoted_spread_bps": recorded})
     given = cfg.unquoted_spread_bps
-    if (Path(root) / "features").is_dir():
+    if built:
         if given != recorded:
             raise InputError(
                 f"{FLAG}: the store at {root} has its spreads on bars without a quote from "

@@ -11,8 +11,8 @@ transitions twice.
 Design decisions
 ----------------
 * One JSON file per run under ``ROOT/recordings/`` (:data:`RECORDINGS_DIR`), written atomically
-  before the run's episodes are stored (all of them in one commit; the file is removed when that
-  commit fails), like the behaviour records (``replay.behaviour``), outside the
+  before the run's episodes are stored (removed when none could be; rewritten to count the
+  episodes stored when a write stops part-way), like the behaviour records (``replay.behaviour``), outside the
   fingerprinted ``experience`` table; no learner reads it.
 * Two runs repeat an episode when they share the policy version, features, noise and replay data
   fingerprint and their episode seeds overlap; with no noise and a deterministic policy the seed

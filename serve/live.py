@@ -132,6 +132,8 @@ Design decisions
 * **Sized on what the account is worth now.** Orders are sized, and the loop's caps measured, with
   the smaller of the broker's equity and the account marked at this cycle's quotes
   (``orders.sizing_equity``): a broker equity still at yesterday's marks after a gap is not spent.
+  An account worth nothing at the quotes sends only orders that reduce a position (sized on the
+  broker's figure), with an error line.
 * **One bad order is one bad order.** A rejected order is logged with the broker's message and the
   cycle goes on.
 * **Decisions become transitions one cycle later.** When the service returns the observation it
@@ -898,6 +900,14 @@ class LiveLoop:
                 cfg.max_crypto_quote_age_hours,
                 shown,
             )
+            ahead = [age for age in stale.values() if age < 0]
+            if quotes and len(ahead) == len(quotes):  # every feed ahead: the clock behind is ours
+                log.error(
+                    "every quote is stamped %.0f-%.0f min ahead of this machine's clock: its clock is "
+                    "probably behind (check its time sync); nothing trades until they agree",
+                    -max(ahead) * 60,
+                    -min(ahead) * 60,
+                )
             quotes = {s: q for s, q in quotes.items() if s not in stale}
         peak_before = state.peak_equity or account.equity
         peak = max(peak_before, account.equity)
@@ -938,13 +948,18 @@ class LiveLoop:
         busy = {o.symbol for o in resting if o.symbol is not None}
         tradeable_quotes = {s: q for s, q in quotes.items() if s not in busy}
         values = {p.symbol: p.market_value for p in positions}
-        equity = sizing_equity(account.equity, account.cash, held, values, quotes)
-        if equity <= 0:  # nothing to size with: fail the cycle (the next one asks the broker again)
-            raise RuntimeError(
-                f"the account marked at this cycle's quotes has no usable equity ({equity:.2f}; the broker "
-                f"says {account.equity:.2f}): no order this cycle"
+        equity = sizing_equity(account.equity, account.cash, held, values, quotes, volumes)
+        reduce_only = None
+        if equity <= 0:  # nothing to size new risk with: reductions only, sized on the broker's figure
+            reduce_only = f"the account is worth {equity:.2f} at this cycle's quotes"
+            log.error(
+                "cycle %s: %s (the broker says %.2f): only orders that reduce a position go out",
+                cycle_id,
+                reduce_only,
+                account.equity,
             )
-        if equity < account.equity * (1.0 - MARK_GAP_WARNING):
+            equity = account.equity
+        elif equity < account.equity * (1.0 - MARK_GAP_WARNING):
             log.warning(
                 "cycle %s: the account marked at this cycle's quotes is worth %.2f, the broker says %.2f: "
                 "orders are sized on %.2f",
@@ -954,7 +969,16 @@ class LiveLoop:
                 equity,
             )
         planned = plan_cycle(
-            answer, equity, tradeable_quotes, held, cycle_id, self.config, volumes, values, resting
+            answer,
+            equity,
+            tradeable_quotes,
+            held,
+            cycle_id,
+            self.config,
+            volumes,
+            values,
+            resting,
+            reduce_only,
         )
         if listed is None:  # an order of ours the state does not know may rest: nothing goes on top of it
             unlisted = "not sent: the broker's open orders could not be listed"

@@ -69,15 +69,17 @@
   dropped with a note: the unwind only reduces, whatever the prices say.
 * The loop's own spread gate, again: a symbol whose quote is wider than the loop's cap
   (``LoopRules.spread_cap_for``: 8 bps mega caps by ``dollar_volume``, 25 bps other stocks, 35 bps
-  crypto, the strictest stock cap where the volume is unknown; the service's gate, ``serve.caps``)
-  gets no new risk whatever the answer says (a service of another version, a misconfigured one):
-  its target may only move toward 0 from its current weight (a flip stops at 0), so a reduction, and
-  a cap that binds, still go out; the note names the spread and the cap. A market order there would
-  pay the whole half spread at once.
+  crypto, the strictest stock cap where the volume is unknown; the service's gate, ``serve.caps``,
+  which sees the same dollar volumes) is held this cycle whatever the answer says (a service of
+  another version, a misconfigured one), as the service holds it: no order, and its position is
+  valued at the broker's market value, not at the mid of a quote that wide (a pre-open 95 / 905 would
+  mark a $100 short at $500). The note names the spread and the cap. A market order there would pay
+  the half spread at once; the next cycle with a tradeable quote trades it.
 * Sizing equity (:func:`sizing_equity`): the live loop sizes with the smaller of the broker's equity
-  and the account marked at this cycle's prices (cash plus each position at its mid, else at its
-  market value), so a stale equity (the broker's marks at yesterday's close while the quotes show a
-  gap) does not size orders, or measure caps, against money the account no longer has.
+  and the account marked at this cycle's prices (cash plus each position at its mid where the quote
+  is tradeable and within the loop's cap, else at its market value), so a stale equity (the broker's
+  marks at yesterday's close while the quotes show a gap) does not size orders, or measure caps,
+  against money the account no longer has.
 * ``client_order_id`` is derived from the decision, so a resubmission of the same decision is a
   duplicate the broker refuses.
 """
@@ -386,6 +388,7 @@ def plan_cycle(
     dollar_volume: Mapping[str, float] | None = None,
     held_value: Mapping[str, float] | None = None,
     resting: Sequence[RestingOrder] = (),
+    reduce_only: str | None = None,
 ) -> CyclePlan:
     """The orders that move the account from its positions (``held_qty``, signed units) towards
     ``answer``'s target weights (pure; see the module doc for the rules), with the notes of the
@@ -396,9 +399,13 @@ def plan_cycle(
     are held and the worst case of their unfilled remainders comes out of the gross budget first (one
     of unknown size holds all new risk). A pair quoted in a coin (``ETHBTC``) is held as one without a
     quote: its quotes are in the coin, and the sizing here is in dollars (``live.loop_universe``
-    refuses to trade one; this holds one that reaches the planner anyway)."""
+    refuses to trade one; this holds one that reaches the planner anyway). ``reduce_only``: why no
+    order may add to a position this cycle (as under the kill switch), None when orders may."""
     cfg = cfg or LiveConfig()
     quotes = {s: q for s, q in quotes.items() if coin_quote(s) is None}
+    # a quote wider than the loop's cap neither trades nor marks: held, valued at its market value
+    gated = loop_spread_gates(quotes, list(answer.decisions), dollar_volume)
+    quotes = {s: q for s, q in quotes.items() if s not in gated}
     weights = [w for d in answer.decisions.values() for w in (d.target_weight, d.current_weight)]
     if answer.fallback or not all(math.isfinite(w) for w in weights):
         return CyclePlan([], {})  # a NaN would pass every cap (NaN > cap is False) and size a full order
@@ -411,15 +418,15 @@ def plan_cycle(
     # exceed its cap by under one step)
     grow = {s: _round_down(lim.cap_qty, lim.step) * lim.mid / equity for s, lim in limits.items()}
     shrink = {s: lim.most * lim.mid / equity for s, lim in limits.items()}
-    gated = loop_spread_gates(quotes, list(answer.decisions), dollar_volume)
     targets = _capped_targets(
-        answer, equity, quotes, held_qty, cfg.caps, held_value or {}, resting, (grow, shrink), gated
+        answer, equity, quotes, held_qty, cfg.caps, held_value or {}, resting, (grow, shrink)
     )
     plans: list[OrderPlan] = []
     notes: dict[str, str] = {}
     for symbol, d in answer.decisions.items():
         if symbol not in targets:
-            if (held_note := _loop_hold_note(symbol, d, held_qty, quotes, resting)) is not None:
+            held_note = _loop_hold_note(symbol, d, held_qty, quotes, resting, gated.get(symbol))
+            if held_note is not None:
                 notes[symbol] = held_note
             continue
         book = quotes[symbol]
@@ -442,10 +449,9 @@ def plan_cycle(
             if note is not None:
                 notes[symbol] = note
             continue
-        if answer.kill_switch_active and _grows(side, held):  # unwind only, whatever the prices say
-            kill = (
-                f"{symbol}: kill switch on: unwind only, a {side} of {qty:g} from {held:+g} would add to it"
-            )
+        why_reduce = "kill switch on" if answer.kill_switch_active else reduce_only
+        if why_reduce is not None and _grows(side, held):  # unwind only, whatever the prices say
+            kill = f"{symbol}: {why_reduce}: unwind only, a {side} of {qty:g} from {held:+g} would add to it"
             notes[symbol] = f"{kill}; {note}" if note else kill
             continue
         passive = d.gate_mode in LIMIT_GATE_MODES  # a limit at the near touch (envs.gate_modes)
@@ -487,10 +493,12 @@ def _loop_hold_note(
     held_qty: Mapping[str, float],
     quotes: Mapping[str, TopOfBook],
     resting: Sequence[RestingOrder],
+    gate: str | None = None,
 ) -> str | None:
     """Why the loop holds a symbol the answer would move (the service's own holds carry its
-    ``reason``): an earlier order of it may still fill, or it has no tradeable quote. None when the
-    answer does not move it (its target is its current weight, or the service holds it)."""
+    ``reason``): an earlier order of it may still fill, its quote is wider than the loop's cap
+    (``gate``, :func:`loop_spread_gates`), or it has no tradeable quote. None when the answer does
+    not move it (its target is its current weight, or the service holds it)."""
     if d.gate_mode == "hold" or not d.tradeable:
         return None
     labels = [o.label or "an order" for o in resting if o.symbol == symbol]
@@ -500,6 +508,8 @@ def _loop_hold_note(
         return None  # the answer does not move it
     elif (coin := coin_quote(symbol)) is not None:
         why = f"a pair quoted in {coin}: its quotes are in {coin}, the orders are sized in dollars"
+    elif gate is not None:
+        why = gate
     elif tradeable_mid(quotes.get(symbol)) is None:
         why = "no tradeable quote (missing, stale, crossed or one-sided)"
     else:
@@ -597,16 +607,20 @@ def sizing_equity(
     held_qty: Mapping[str, float],
     held_value: Mapping[str, float],
     quotes: Mapping[str, TopOfBook],
+    dollar_volume: Mapping[str, float] | None = None,
 ) -> float:
     """The equity orders are sized with: the smaller of the broker's ``equity`` and the account marked
-    at this cycle's prices, ``cash`` plus each position's signed units at its quote's mid (else its
-    broker market value, ``held_value``). A broker that still marks a position at yesterday's close
+    at this cycle's prices, ``cash`` plus each position's signed units at its quote's mid where the
+    quote is tradeable and within the loop's spread cap (:func:`loop_spread_gates`), else at its
+    broker market value (``held_value``). A broker that still marks a position at yesterday's close
     after a gap reports money the account no longer has; sized on it, the caps (fractions of equity)
     would let orders add risk past them. A mark that is not finite (a position of unknown value) is no
-    evidence: the broker's equity stands."""
+    evidence: the broker's equity stands. The result may be <= 0 (the account worth nothing at the
+    quotes): the caller decides what to do with no equity to size with."""
+    gated = loop_spread_gates(quotes, list(held_qty), dollar_volume)
     marked = cash
     for symbol, qty in held_qty.items():
-        mid = tradeable_mid(quotes.get(symbol))
+        mid = None if symbol in gated else tradeable_mid(quotes.get(symbol))
         marked += qty * mid if mid is not None else float(held_value.get(symbol, math.nan))
     return min(equity, marked) if math.isfinite(marked) else equity
 
@@ -628,7 +642,7 @@ def loop_spread_gates(
         book = books[symbol]
         spread = (book.ask - book.bid) / (0.5 * (book.ask + book.bid)) * 1e4
         if over_cap(spread, cap):
-            out[symbol] = f"spread {spread:.1f} bps > the loop's cap {cap:g} bps: no new risk"
+            out[symbol] = f"spread {spread:.1f} bps > the loop's cap {cap:g} bps"
     return out
 
 
@@ -696,7 +710,6 @@ def _capped_targets(
     held_value: Mapping[str, float],
     resting: Sequence[RestingOrder] = (),
     reach: tuple[Mapping[str, float], Mapping[str, float]] | None = None,
-    gated: Mapping[str, str] | None = None,
 ) -> dict[str, tuple[float, float, str | None]]:
     """Per symbol that trades this cycle: its weight for this cycle, its target after the crypto
     long-only rule and the caps (``serve.caps.cap_targets`` over the whole account, with the resting
@@ -713,19 +726,17 @@ def _capped_targets(
     for i, symbol in enumerate(symbols):
         d, mid = answer.decisions[symbol], prices.get(symbol)
         held = float(held_qty.get(symbol, 0.0))
+        value = float(held_value.get(symbol, math.nan))
         if mid is not None:
             current[i] = held * mid / equity
+        elif held != 0 and math.isfinite(value):  # the broker's value, over the equity sized with
+            current[i] = value / equity
         else:
             current[i] = d.current_weight if held != 0 else 0.0
         movable[i] = d.gate_mode != "hold" and d.tradeable and mid is not None and symbol not in busy
         target[i] = d.target_weight if moves(d, held) else current[i]  # kept: only the caps move it
         if is_crypto_symbol(symbol) and d.target_weight < 0:
             target[i], notes[i] = 0.0, f"crypto cannot be shorted: target {d.target_weight:+.4f} -> 0"
-        if (why := (gated or {}).get(symbol)) is not None:  # toward 0 only; a flip stops at 0
-            held_back = 0.0 if target[i] * current[i] < 0 else current[i]
-            if target[i] * current[i] < 0 or abs(target[i]) > abs(current[i]):
-                gate = f"{why}: target {target[i]:+.4f} -> {held_back:+.4f}"
-                target[i], notes[i] = held_back, f"{notes[i]}; {gate}" if notes[i] else gate
     weight = dict(zip(symbols, current.tolist(), strict=True))  # signed, for the resting orders
     external = external_crypto = 0.0  # positions outside the answer: at the mid where quoted, else at
     for symbol, qty in held_qty.items():  # the broker's value; crypto ones also in external_crypto

@@ -313,6 +313,54 @@ def test_a_run_that_fails_stores_no_episode_and_no_record(
     assert not (out / "experience").exists()
 
 
+def test_a_refused_row_in_a_later_episode_stores_nothing(
+    monkeypatch: pytest.MonkeyPatch, store: Path, tmp_path: Path
+) -> None:
+    """Episode 1 carries a reward the table refuses (beyond ln 10): episode 0 is not stored either."""
+    import raytrade.envs.experience as experience
+    from raytrade.replay.recordings import RECORDINGS_DIR
+    from raytrade.replay.validation import ReplayValidationError
+
+    honest = experience.simulate_episodes
+
+    def second_refused(*args: Any, **kwargs: Any) -> Any:
+        for k, frame in enumerate(honest(*args, **kwargs)):
+            yield frame.assign(reward=27.5) if k == 1 else frame
+
+    monkeypatch.setattr(experience, "simulate_episodes", second_refused)
+    out = tmp_path / "exp"
+    opts = SimulateOptions(policy="equal_weight", replay=store, out=out, episodes=2, noise=0.01)
+    with pytest.raises(ReplayValidationError, match="reward"):
+        simulate_experience(opts)
+    assert not (out / "experience").exists() and not list((out / RECORDINGS_DIR).glob("*.json"))
+
+
+def test_a_write_interrupted_after_an_episode_leaves_it_counted(
+    monkeypatch: pytest.MonkeyPatch, store: Path, tmp_path: Path
+) -> None:
+    from raytrade.replay.reader import read_frame
+    from raytrade.replay.recordings import read_recordings
+    from raytrade.replay.writer import ReplayWriter
+
+    honest = ReplayWriter.append_experience
+    calls: list[int] = []
+
+    def fails_second(self: ReplayWriter, frame: pd.DataFrame) -> Any:
+        calls.append(1)
+        if len(calls) == 2:
+            raise OSError("disk full")
+        return honest(self, frame)
+
+    monkeypatch.setattr(ReplayWriter, "append_experience", fails_second)
+    out = tmp_path / "exp"
+    opts = SimulateOptions(policy="equal_weight", replay=store, out=out, episodes=3, noise=0.01)
+    with pytest.raises(OSError, match="disk full"):
+        simulate_experience(opts)
+    (run,) = read_recordings(out)
+    assert run.episodes == 1
+    assert read_frame(out, "experience", columns=["episode_id"])["episode_id"].nunique() == 1
+
+
 def test_a_window_holding_an_unadjusted_split_is_named_when_its_experience_is_recorded(
     tmp_path: Path,
 ) -> None:

@@ -23,25 +23,35 @@ from tests.test_live import FakeBroker
 from tests.test_live_orders import EQUITY, _answer, _book
 
 
-def test_a_wide_quote_gets_no_new_risk_from_the_planner_whatever_the_answer() -> None:
+def test_a_wide_quote_gets_no_order_from_the_planner_whatever_the_answer() -> None:
     """A risk desk's case: the service (another version, misconfigured) answers ``aggressive`` for a
     stock quoted 99/101 (200 bps); the loop used to send a market buy, paying 100 bps at once, again
-    every cycle. Now it holds: no order, and the note names the spread and the cap."""
+    every cycle. Now it holds it, as the service's own gate would: no order, the note naming the
+    spread and the cap."""
     quotes = {"AAPL": _book(99.0, 101.0)}
     plan = plan_cycle(_answer({"AAPL": (0.1, 0.0, "aggressive")}), EQUITY, quotes, {}, "c1")
     assert plan.orders == []
-    assert "spread 200.0 bps > the loop's cap 8 bps: no new risk" in plan.notes["AAPL"]
+    assert plan.notes["AAPL"] == (
+        "AAPL: held this cycle, target +0.1000 not pursued: spread 200.0 bps > the loop's cap 8 bps"
+    )
 
 
-def test_a_wide_quote_still_lets_a_position_shrink_and_a_flip_stops_at_zero() -> None:
-    quotes = {"AAPL": _book(99.0, 101.0)}
-    held = {"AAPL": 100.0}  # 0.1 of equity at the 100 mid
-    (cut,) = plan_cycle(_answer({"AAPL": (0.05, 0.1, "aggressive")}), EQUITY, quotes, held, "c1").orders
-    assert (cut.side, cut.qty) == ("sell", 50.0)
-    (close,) = plan_cycle(_answer({"AAPL": (-0.05, 0.1, "aggressive")}), EQUITY, quotes, held, "c1").orders
-    assert (close.side, close.qty, close.target_weight) == ("sell", 100.0, 0.0)
-    grow = plan_cycle(_answer({"AAPL": (0.14, 0.1, "aggressive")}), EQUITY, quotes, held, "c1")
-    assert grow.orders == [] and "no new risk" in grow.notes["AAPL"]
+def test_a_wide_quote_holds_the_position_as_it_is_valued_at_its_market_value() -> None:
+    """Neither bought, sold nor flipped on a 99/101 quote (a reduction there pays the half spread at
+    once; the next cycle with a tradeable quote trades it), and its weight is the broker's market
+    value over equity, not the wide quote's mid: a short quoted 95/905 pre-open used to count as five
+    times its value against the gross cap and force sales of other names."""
+    held = {"AAPL": 100.0}
+    for target in (0.05, -0.05, 0.14, 0.0):
+        plan = plan_cycle(
+            _answer({"AAPL": (target, 0.1, "aggressive")}), EQUITY, {"AAPL": _book(99.0, 101.0)}, held, "c1"
+        )
+        assert plan.orders == [] and "spread 200.0 bps > the loop's cap 8 bps" in plan.notes["AAPL"]
+    quotes = {"XYZ": _book(95.0, 905.0), "AAPL": _book(99.99, 100.01)}
+    held, values = {"XYZ": -100.0, "AAPL": 150.0}, {"XYZ": -10_000.0, "AAPL": 15_000.0}
+    answer = _answer({"XYZ": (-0.1, -0.1, "aggressive"), "AAPL": (0.15, 0.15, "aggressive")})
+    plan = plan_cycle(answer, EQUITY, quotes, held, "c1", held_value=values)
+    assert plan.orders == []  # gross 0.25 at market value: no cap binds, nothing to sell
 
 
 @pytest.mark.parametrize(
@@ -79,9 +89,11 @@ def test_a_quote_stamped_ahead_of_the_loops_clock_is_held_like_a_stale_one() -> 
 
 def test_sizing_equity_is_the_smaller_of_the_brokers_and_the_account_at_the_quotes() -> None:
     # 400 MSFT marked by the broker at $400 (equity $100k with cash -$60k); the quote says $240
-    quotes = {"MSFT": _book(239.9, 240.1)}
+    quotes = {"MSFT": _book(239.95, 240.05)}
     held, values = {"MSFT": 400.0}, {"MSFT": 160_000.0}
     assert sizing_equity(100_000.0, -60_000.0, held, values, quotes) == pytest.approx(36_000.0)
+    # a quote wider than the loop's cap marks nothing: the broker's market value stands
+    assert sizing_equity(100_000.0, -60_000.0, held, values, {"MSFT": _book(200.0, 280.0)}) == 100_000.0
     # a rally the broker has not marked yet is not spent either: the broker's figure stands
     assert sizing_equity(100_000.0, -60_000.0, held, values, {"MSFT": _book(499.9, 500.1)}) == 100_000.0
     # unquoted: the broker's market value; unknown value: no evidence, the broker's equity
@@ -113,7 +125,7 @@ def test_a_stale_broker_equity_after_a_gap_does_not_size_orders_past_the_caps(tm
     quoted $240 after a -40 % gap: the account is worth $36k and MSFT alone is 2.67x it. The loop
     sized on $100k and bought AAPL beside the MSFT sale. Now it sizes on $36k: over the gross cap,
     nothing is added, and the MSFT sale is a quarter of the $36k."""
-    prices = {"AAPL": (99.99, 100.01), "MSFT": (239.9, 240.1), "BTCUSD": (49_990.0, 50_010.0)}
+    prices = {"AAPL": (99.99, 100.01), "MSFT": (239.95, 240.05), "BTCUSD": (49_990.0, 50_010.0)}
     broker = _StaleEquityBroker(-60_000.0, prices, {"AAPL": 100.0, "MSFT": 400.0, "BTCUSD": 50_000.0})
     broker.qty["MSFT"] = 400.0
     policy = ScriptedPolicy(
@@ -124,3 +136,34 @@ def test_a_stale_broker_equity_after_a_gap_does_not_size_orders_past_the_caps(tm
     assert [p.symbol for p in broker.submitted if p.side == "buy"] == []
     (sale,) = broker.submitted
     assert sale.symbol == "MSFT" and sale.qty * 240.0 <= 0.25 * 36_000.0 + 240.0
+
+
+def test_an_account_worth_nothing_at_the_quotes_only_reduces(tmp_path: Path) -> None:
+    """400 MSFT at a $400 mark on $100k of debt (the broker says $60k); MSFT quoted $200: the account is
+    worth -$20k. The cycle used to raise, every cycle, so not even the unwind went out. Now it sizes
+    on the broker's figure and sends only the orders that reduce a position."""
+    prices = {"AAPL": (99.99, 100.01), "MSFT": (199.95, 200.05), "BTCUSD": (49_990.0, 50_010.0)}
+    broker = _StaleEquityBroker(-100_000.0, prices, {"AAPL": 100.0, "MSFT": 400.0, "BTCUSD": 50_000.0})
+    broker.qty["MSFT"] = 400.0
+    targets = {"AAPL": (0.1, "aggressive"), "MSFT": (0.1, "aggressive"), "BTCUSD": (0.0, "flat")}
+    state = tmp_path / "state.json"
+    loop = LiveLoop(
+        broker, ScriptedPolicy(targets), ["AAPL", "MSFT", "BTCUSD"], state, tmp_path / "s", reset=True
+    )
+    loop.cycle(T0)
+    assert [(p.symbol, p.side) for p in broker.submitted] == [("MSFT", "sell")]
+
+
+def test_a_clock_behind_every_feed_is_named_as_ours(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Every quote stamped ahead is this machine's clock, not three broken feeds: said so, and held."""
+    broker = FakeBroker(
+        100_000.0, {"AAPL": (99.99, 100.01), "MSFT": (399.9, 400.1), "BTCUSD": (49_990.0, 50_010.0)}
+    )
+    targets = {"AAPL": (0.1, "aggressive"), "MSFT": (0.0, "flat"), "BTCUSD": (0.0, "flat")}
+    loop = LiveLoop(
+        broker, ScriptedPolicy(targets), ["AAPL", "MSFT", "BTCUSD"], tmp_path / "s.json", reset=True
+    )
+    with caplog.at_level("WARNING"):
+        loop.cycle(T0 - timedelta(minutes=10))  # the fake stamps its quotes at T0
+    assert broker.submitted == []
+    assert "every quote is stamped 10-10 min ahead of this machine's clock" in caplog.text

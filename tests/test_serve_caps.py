@@ -514,7 +514,9 @@ def test_repeated_cycles_never_walk_past_the_caps(data: st.DataObject, cycles: i
         answer = _answer({s: (data.draw(weights), data.draw(modes)) for s in symbols})
         mid = {s: 0.5 * (b.bid + b.ask) for s, b in books.items()}
         before = {s: held.get(s, 0.0) * mid[s] / EQUITY for s in symbols}
-        for plan in plan_orders(answer, EQUITY, books, held, f"c{cycle}", cfg):
+        # the broker's marks: a book wider than the loop's spread cap is held, valued at them
+        values = {s: q * mid[s] for s, q in held.items()}
+        for plan in plan_orders(answer, EQUITY, books, held, f"c{cycle}", cfg, held_value=values):
             held[plan.symbol] = held.get(plan.symbol, 0.0) + (plan.qty if plan.side == "buy" else -plan.qty)
         after = {s: held.get(s, 0.0) * mid[s] / EQUITY for s in symbols}
         w_before, w_after = np.array(list(before.values())), np.array(list(after.values()))
