@@ -855,14 +855,17 @@ def window_count(root: str | os.PathLike[str], start: TimeLike, end: TimeLike) -
 
 
 def _farthest_reward(steps: pd.DataFrame) -> RewardOutlier | None:
-    """The reward of ``steps`` (columns ts, episode_id, step, reward) farthest from their median, when
-    more than :data:`REWARD_OUTLIER_SCALES` robust scales from it; None otherwise (or when the rewards
-    have no spread to measure by: half or more of them equal)."""
+    """The reward of ``steps`` (columns ts, episode_id, step, reward) farthest from the median of the
+    rewards that are not 0, when more than :data:`REWARD_OUTLIER_SCALES` robust scales of those from
+    it; None otherwise (or when fewer than two moved, or those do not vary). A step of a book in cash
+    earns exactly 0: counted, half the steps in cash would make the scale 0 (no check at all) or, just
+    under half, a sliver (every ordinary day an outlier)."""
     rewards = steps["reward"].to_numpy(dtype=np.float64)
-    if rewards.size < 2:
+    moved = rewards[rewards != 0]
+    if moved.size < 2:
         return None
-    centre = float(np.median(rewards))
-    scale = 1.4826 * float(np.median(np.abs(rewards - centre)))
+    centre = float(np.median(moved))
+    scale = 1.4826 * float(np.median(np.abs(moved - centre)))
     if not scale > 0:
         return None
     k = int(np.argmax(np.abs(rewards - centre)))

@@ -17,12 +17,13 @@ import pandas as pd
 from raytrade.replay.errors import InputError
 
 DAY: Final = pd.Timedelta(days=1)
+"""A symbol's bars are daily when their ``bar_length`` is this; shorter: intraday."""
+
 MAX_FEATURE_AGE_HOURS: Final = 96.0
 """Features whose bar closed longer than this before a decision are stale: the store stopped updating
 or the symbol stopped trading. 96 h covers a closed market's longest ordinary gap (Friday's close to
 the Tuesday after a Monday holiday). The policy service refuses to decide on them
 (``--max-feature-age-hours``' default) and cost calibration fits no fill on them."""
-"""A symbol's bars are daily when their ``bar_length`` is this; shorter: intraday."""
 
 DAILY_SPACING: Final = pd.Timedelta(hours=20)
 """Bars whose smallest spacing is at least this are daily. Intraday timeframes (1m, 1h) are at most a

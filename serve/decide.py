@@ -105,7 +105,7 @@ from raytrade.envs.simulator import Observation, constrained_targets, exposure_l
 from raytrade.models.inference import broken_rows, trace_for_inference
 from raytrade.replay.errors import InputError
 from raytrade.replay.loop_rules import LoopRules, coin_quote, is_crypto_symbol
-from raytrade.replay.timeutil import series_closed_at
+from raytrade.replay.timeutil import MAX_FEATURE_AGE_HOURS, series_closed_at
 from raytrade.serve.caps import ExposureCaps, cap_targets, gate_reasons
 from raytrade.serve.fallback import hold_everything
 from raytrade.serve.schemas import ActRequest, ActResponse, AppliedCaps, KillSwitchRule, target_quantity
@@ -141,7 +141,7 @@ class ServeConfig(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     max_feature_age_hours: float | None = Field(
-        96.0,
+        MAX_FEATURE_AGE_HOURS,
         gt=0,
         description="features older than this (hours from the observed bar's close to as_of) give a "
         "hold-everything fallback (None: never stale)",

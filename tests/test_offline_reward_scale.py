@@ -152,10 +152,15 @@ def test_the_run_file_records_the_reward_scale_and_the_search_config_carries_it(
     )
 
 
-def test_a_reward_far_from_the_others_is_named_in_the_run_file(store: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("in_cash", [0.0, 0.49, 0.8])
+def test_a_reward_far_from_the_others_is_named_in_the_run_file(
+    store: Path, tmp_path: Path, in_cash: float
+) -> None:
     """A reviewer's experience held one +15 % reward from an unadjusted split among rewards of std
     0.4 %: it set the divisor of every reward and nothing said so. Now the run file (and the line
-    ``raytrade tune`` prints) names its episode, step and date; ordinary rewards name nothing."""
+    ``raytrade tune`` prints) names its episode, step and date; ordinary rewards name nothing, with
+    the book in cash (reward exactly 0) on none, just under half or most of the steps (a scale
+    measured over every reward was 0, or a sliver, there)."""
     from raytrade.cluster.tune import TuneOptions, run_record
     from raytrade.replay.writer import ReplayWriter
     from raytrade.tune_specs import get_spec
@@ -164,6 +169,7 @@ def test_a_reward_far_from_the_others_is_named_in_the_run_file(store: Path, tmp_
     steps = frame["step"].to_numpy()
     rng = np.random.default_rng(0)
     per_step = rng.normal(0.0, 0.004, size=int(steps.max()) + 1)
+    per_step[rng.random(per_step.size) < in_cash] = 0.0
     ordinary = frame.assign(reward=per_step[steps])
     windows = {}
     for name, bad_step in (("clean", None), ("split", 40)):
