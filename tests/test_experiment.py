@@ -389,12 +389,18 @@ def test_a_document_of_the_pooled_rule_still_reads_and_says_its_choice_saw_its_t
 
 
 @pytest.mark.parametrize(
-    "name", ["experiment-shared-daily", "experiment-shared-daily-1205", "experiment-shared-daily-cash0.04"]
+    "name",
+    [
+        "experiment-shared-daily",
+        "experiment-shared-daily-1205",
+        "experiment-shared-daily-cash0.04",
+        "experiment-shared-daily-spread5",
+    ],
 )
 def test_the_published_real_data_experiment_is_a_nested_selection_document(name: str) -> None:
     """results/experiment-shared-daily.json (the README's headline) was re-evaluated with the nested rule;
-    its 2026-12-05 reruns at 0 % and 4 % cash (the README's table) are nested documents of one command
-    but the rate."""
+    its 2026-12-05 reruns at 0 % and 4 % cash and at a stated 5 bps spread (the README's tables) are
+    nested documents of one command but the rate (the spread is the store's)."""
     doc = read_experiment(Path(__file__).parents[1] / "results" / f"{name}.json")
     assert doc.experiment_schema == "raytrade.experiment/2" and doc.nested
     assert "The claim is the row" in render_markdown(doc, [])
