@@ -854,21 +854,37 @@ def window_count(root: str | os.PathLike[str], start: TimeLike, end: TimeLike) -
     )
 
 
+REWARD_AT_REST: Final = 1e-9
+"""Rewards within this of one another are one value: a book at rest (in cash, or held flat) earns the
+same reward each step (0, or the cash rate's), up to float noise."""
+
+
+def _at_rest(rewards: np.ndarray) -> np.ndarray:
+    """Which ``rewards`` are the book at rest: within :data:`REWARD_AT_REST` of the most frequent value,
+    when that value repeats on more than 5 % of the steps (else none)."""
+    keys = np.round(rewards / REWARD_AT_REST)
+    values, counts = np.unique(keys, return_counts=True)
+    if counts.size == 0 or counts.max() <= max(1, 0.05 * rewards.size):
+        return np.zeros(rewards.size, dtype=bool)
+    return np.abs(keys - values[np.argmax(counts)]) <= 1
+
+
 def _farthest_reward(steps: pd.DataFrame) -> RewardOutlier | None:
     """The reward of ``steps`` (columns ts, episode_id, step, reward) farthest from the median of the
-    rewards that are not 0, when more than :data:`REWARD_OUTLIER_SCALES` robust scales of those from
-    it; None otherwise (or when fewer than two moved, or those do not vary). A step of a book in cash
-    earns exactly 0: counted, half the steps in cash would make the scale 0 (no check at all) or, just
-    under half, a sliver (every ordinary day an outlier)."""
+    rewards of the steps that moved (not at rest: :func:`_at_rest`), when more than
+    :data:`REWARD_OUTLIER_SCALES` robust scales of those from it; None otherwise (or when fewer than
+    two moved, or those do not vary). A book in cash earns the same reward every step (0, or the cash
+    rate's): counted, half the steps in cash made the scale 0 (no check at all) or, just under half, a
+    sliver (every ordinary day an outlier)."""
     rewards = steps["reward"].to_numpy(dtype=np.float64)
-    moved = rewards[rewards != 0]
+    moved = np.flatnonzero(~_at_rest(rewards))
     if moved.size < 2:
         return None
-    centre = float(np.median(moved))
-    scale = 1.4826 * float(np.median(np.abs(moved - centre)))
-    if not scale > 0:
+    centre = float(np.median(rewards[moved]))
+    scale = 1.4826 * float(np.median(np.abs(rewards[moved] - centre)))
+    if not scale > REWARD_AT_REST:
         return None
-    k = int(np.argmax(np.abs(rewards - centre)))
+    k = int(moved[np.argmax(np.abs(rewards[moved] - centre))])
     scales = abs(rewards[k] - centre) / scale
     if scales <= REWARD_OUTLIER_SCALES:
         return None

@@ -950,7 +950,7 @@ class LiveLoop:
         values = {p.symbol: p.market_value for p in positions}
         equity = sizing_equity(account.equity, account.cash, held, values, quotes, volumes)
         reduce_only = None
-        if equity <= 0:  # nothing to size new risk with: reductions only, sized on the broker's figure
+        if equity <= 0 < account.equity:  # no new risk: reductions only, sized on the broker's figure
             reduce_only = f"the account is worth {equity:.2f} at this cycle's quotes"
             log.error(
                 "cycle %s: %s (the broker says %.2f): only orders that reduce a position go out",
@@ -959,6 +959,8 @@ class LiveLoop:
                 account.equity,
             )
             equity = account.equity
+        elif equity <= 0:  # the broker says so too (its client refuses such an account before here)
+            raise RuntimeError(f"the account has no usable equity ({account.equity!r}): no order this cycle")
         elif equity < account.equity * (1.0 - MARK_GAP_WARNING):
             log.warning(
                 "cycle %s: the account marked at this cycle's quotes is worth %.2f, the broker says %.2f: "

@@ -404,7 +404,7 @@ def plan_cycle(
     cfg = cfg or LiveConfig()
     quotes = {s: q for s, q in quotes.items() if coin_quote(s) is None}
     # a quote wider than the loop's cap neither trades nor marks: held, valued at its market value
-    gated = loop_spread_gates(quotes, list(answer.decisions), dollar_volume)
+    gated = loop_spread_gates(quotes, list(dict.fromkeys([*answer.decisions, *held_qty])), dollar_volume)
     quotes = {s: q for s, q in quotes.items() if s not in gated}
     weights = [w for d in answer.decisions.values() for w in (d.target_weight, d.current_weight)]
     if answer.fallback or not all(math.isfinite(w) for w in weights):
@@ -426,8 +426,14 @@ def plan_cycle(
     for symbol, d in answer.decisions.items():
         if symbol not in targets:
             held_note = _loop_hold_note(symbol, d, held_qty, quotes, resting, gated.get(symbol))
-            if held_note is not None:
-                notes[symbol] = held_note
+            # the risk the gate keeps on the book is said, every cycle it stays
+            stuck = (
+                _gated_risk_note(symbol, gated[symbol], held_value or {}, equity, cfg, answer)
+                if symbol in gated
+                else None
+            )
+            if said := "; ".join(n for n in (held_note, stuck) if n is not None):
+                notes[symbol] = said
             continue
         book = quotes[symbol]
         cap, cap_qty, step, most, mid = limits[symbol]
@@ -515,6 +521,30 @@ def _loop_hold_note(
     else:
         return None
     return f"{symbol}: held this cycle, target {d.target_weight:+.4f} not pursued: {why}"
+
+
+def _gated_risk_note(
+    symbol: str,
+    gate: str,
+    held_value: Mapping[str, float],
+    equity: float,
+    cfg: LiveConfig,
+    answer: ActResponse,
+) -> str | None:
+    """What a symbol held by the loop's spread gate keeps on the book that the caps or the kill switch
+    would otherwise take off (None: nothing): a position over the per-symbol cap, or any position
+    while the kill switch unwinds. Both wait for a quote within the cap, as the service's gate waits."""
+    value = float(held_value.get(symbol, 0.0))
+    weight = value / equity if math.isfinite(value) and equity > 0 else 0.0
+    parts = []
+    if abs(weight) > cfg.caps.per_symbol_cap + 1e-12:
+        cap = cfg.caps.per_symbol_cap
+        parts.append(f"over the per-symbol cap ({weight:+.4f} of equity at its market value > {cap:g})")
+    if answer.kill_switch_active and weight != 0:
+        parts.append("not unwound by the kill switch")
+    if not parts:
+        return None
+    return f"{symbol}: {' and '.join(parts)} while {gate}: held until a quote within the cap"
 
 
 def _rounded_away_note(symbol: str, move: float, mid: float, step: float, short: bool) -> str:

@@ -167,3 +167,33 @@ def test_a_clock_behind_every_feed_is_named_as_ours(tmp_path: Path, caplog: pyte
         loop.cycle(T0 - timedelta(minutes=10))  # the fake stamps its quotes at T0
     assert broker.submitted == []
     assert "every quote is stamped 10-10 min ahead of this machine's clock" in caplog.text
+
+
+def test_a_wide_quoted_position_outside_the_answer_counts_at_its_market_value() -> None:
+    """A position outside the answer quoted 95/905 counted at the 500 mid against the gross cap (its
+    broker value: 1,100 a share), letting AAPL be bought past the cap; now at its market value."""
+    held, values = {"AAPL": 0.0, "ODD": 100.0}, {"ODD": 110_000.0}
+    answer = _answer({"AAPL": (0.15, 0.0, "aggressive")})
+    quoted = {"AAPL": _book(99.99, 100.01), "ODD": _book(95.0, 905.0)}
+    wide = plan_cycle(answer, EQUITY, quoted, held, "c1", held_value=values)
+    unquoted = plan_cycle(answer, EQUITY, {"AAPL": quoted["AAPL"]}, held, "c1", held_value=values)
+    assert [(p.symbol, p.qty) for p in wide.orders] == [(p.symbol, p.qty) for p in unquoted.orders]
+    assert [(p.symbol, p.qty) for p in wide.orders] == [("AAPL", 100.0)]  # 1.2 - 1.1 of gross left
+
+
+def test_a_held_wide_quoted_position_over_its_cap_or_under_the_kill_switch_is_said() -> None:
+    """The gate keeps a position the caps or the kill switch would cut; every cycle it stays, the note
+    says so, with its weight at market value."""
+    held, values = {"AAPL": 400.0}, {"AAPL": 40_000.0}
+    quotes = {"AAPL": _book(99.85, 100.15)}  # 30 bps: over the 8 bps cap of a stock of unknown volume
+    plan = plan_cycle(
+        _answer({"AAPL": (0.4, 0.4, "aggressive")}), EQUITY, quotes, held, "c1", held_value=values
+    )
+    assert plan.orders == []
+    assert plan.notes["AAPL"] == (
+        "AAPL: over the per-symbol cap (+0.4000 of equity at its market value > 0.15) while spread 30.0 bps "
+        "> the loop's cap 8 bps: held until a quote within the cap"
+    )
+    killed = _answer({"AAPL": (0.0, 0.1, "aggressive")}).model_copy(update={"kill_switch_active": True})
+    plan = plan_cycle(killed, EQUITY, quotes, {"AAPL": 100.0}, "c1", held_value={"AAPL": 10_000.0})
+    assert plan.orders == [] and "not unwound by the kill switch while spread 30.0 bps" in plan.notes["AAPL"]

@@ -152,15 +152,16 @@ def test_the_run_file_records_the_reward_scale_and_the_search_config_carries_it(
     )
 
 
-@pytest.mark.parametrize("in_cash", [0.0, 0.49, 0.8])
+@pytest.mark.parametrize(("in_cash", "at_rest"), [(0.0, 0.0), (0.49, 0.0), (0.8, 0.0), (0.6, 0.04 / 252)])
 def test_a_reward_far_from_the_others_is_named_in_the_run_file(
-    store: Path, tmp_path: Path, in_cash: float
+    store: Path, tmp_path: Path, in_cash: float, at_rest: float
 ) -> None:
     """A reviewer's experience held one +15 % reward from an unadjusted split among rewards of std
     0.4 %: it set the divisor of every reward and nothing said so. Now the run file (and the line
     ``raytrade tune`` prints) names its episode, step and date; ordinary rewards name nothing, with
     the book in cash (reward exactly 0) on none, just under half or most of the steps (a scale
-    measured over every reward was 0, or a sliver, there)."""
+    measured over every reward was 0, or a sliver, there), or with cash earning 4 % a year (the same
+    small reward every step in cash)."""
     from raytrade.cluster.tune import TuneOptions, run_record
     from raytrade.replay.writer import ReplayWriter
     from raytrade.tune_specs import get_spec
@@ -169,7 +170,7 @@ def test_a_reward_far_from_the_others_is_named_in_the_run_file(
     steps = frame["step"].to_numpy()
     rng = np.random.default_rng(0)
     per_step = rng.normal(0.0, 0.004, size=int(steps.max()) + 1)
-    per_step[rng.random(per_step.size) < in_cash] = 0.0
+    per_step[rng.random(per_step.size) < in_cash] = at_rest
     ordinary = frame.assign(reward=per_step[steps])
     windows = {}
     for name, bad_step in (("clean", None), ("split", 40)):
