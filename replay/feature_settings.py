@@ -13,11 +13,11 @@ spreads:
   would disagree with the new ones (ingest into a new store instead);
 * a store without the file was built with the estimate (the default). A store without committed
   features binds nothing, whatever a file says: its first build writes the file when it sets a
-  spread and removes one left by a first ingest that failed (it would otherwise bind the build after
-  this one to a figure this one did not use).
+  spread and rewrites one left by a first ingest that failed to what it uses (the leftover would
+  otherwise bind the build after this one to a figure this one did not use).
 
-The file is part of the store: a remote store mirrors and uploads it with the tables
-(``replay.remote_store``).
+The file is part of the store: a remote store mirrors and uploads it with the tables, and uploads it
+again when a build rewrote it (``replay.remote_store``).
 """
 
 from __future__ import annotations
@@ -87,8 +87,10 @@ def store_feature_config(root: str | os.PathLike[str], config: FeatureConfig | N
     recorded = read_feature_settings(root).unquoted_spread_bps
     built = _has_features(root)
     if not built and "unquoted_spread_bps" not in cfg.model_fields_set:
-        _settings_path(root).unlink(missing_ok=True)  # a failed first ingest's record binds nothing
-        return cfg.model_copy(update={"unquoted_spread_bps": None})
+        cfg = cfg.model_copy(update={"unquoted_spread_bps": None})
+        if _settings_path(root).is_file():  # a failed first ingest's: rewritten to what this build uses
+            _write(root, None)  # (not removed: a remote store's record is replaced, never deleted)
+        return cfg
     if "unquoted_spread_bps" not in cfg.model_fields_set:
         return cfg.model_copy(update={"unquoted_spread_bps": recorded})
     given = cfg.unquoted_spread_bps
@@ -100,9 +102,13 @@ def store_feature_config(root: str | os.PathLike[str], config: FeatureConfig | N
                 f"disagree with the new ones; ingest into a new store (or leave {FLAG} out)"
             )
         return cfg
+    _write(root, given)
+    return cfg
+
+
+def _write(root: str | os.PathLike[str], stated: float | None) -> None:
     from raytrade.replay.writer import write_file_atomically
 
     Path(root).mkdir(parents=True, exist_ok=True)
-    record = FeatureSettings(unquoted_spread_bps=given)
+    record = FeatureSettings(unquoted_spread_bps=stated)
     write_file_atomically(_settings_path(root), record.model_dump_json(indent=2).encode())
-    return cfg

@@ -17,11 +17,12 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Final
 
+from raytrade.replay.feature_settings import SETTINGS_FILE
 from raytrade.replay.remote import (
     RemoteError,
     download_tree,
@@ -62,13 +63,21 @@ def store_mirror(root: str | os.PathLike[str]) -> Iterator[Path]:
     uri = str(root)
     local = local_store(uri)
     before = {rel for rel in list_files(uri) if is_store_file(rel)}
+    settings = _read_bytes(local / SETTINGS_FILE)
     yield local
-    publish_store(local, uri, before)
+    rewritten = (SETTINGS_FILE,) if _read_bytes(local / SETTINGS_FILE) not in (None, settings) else ()
+    publish_store(local, uri, before, rewritten)
 
 
-def publish_store(local: Path, uri: str, before: set[str]) -> list[str]:
-    """Upload the store files of ``local`` that ``uri`` lacks, in commit order; ``before`` is what
-    the remote held when the mirror was taken. Returns the uploaded relative paths."""
+def _read_bytes(path: Path) -> bytes | None:
+    return path.read_bytes() if path.is_file() else None
+
+
+def publish_store(local: Path, uri: str, before: set[str], rewritten: Sequence[str] = ()) -> list[str]:
+    """Upload the store files of ``local`` that ``uri`` lacks, in commit order, and those of
+    ``rewritten`` the command changed in place (the feature settings record, rewritten by the first
+    features build of a store whose first ingest failed: ``replay.feature_settings``); ``before`` is
+    what the remote held when the mirror was taken. Returns the uploaded relative paths."""
     now = {rel for rel in list_files(uri) if is_store_file(rel)}
     added = sorted(now - before)
     if added:
@@ -83,6 +92,6 @@ def publish_store(local: Path, uri: str, before: set[str]) -> list[str]:
             f"this command removed stored file(s) of {redacted(uri)} locally (first: {removed[0]}); "
             "a remote store is append-only (import forecasts into a local store): nothing uploaded"
         )
-    new = [rel for rel, path in mine.items() if is_store_file(rel) and rel not in now]
+    new = [rel for rel, path in mine.items() if is_store_file(rel) and (rel not in now or rel in rewritten)]
     new.sort(key=lambda rel: (mine[rel].stat().st_mtime_ns, rel))
     return upload_tree(local, uri, files=new)

@@ -93,7 +93,8 @@ def test_a_first_ingest_that_failed_binds_nothing(tmp_path: Path) -> None:
 def test_a_refused_first_ingest_with_the_flag_does_not_switch_the_store_later(tmp_path: Path) -> None:
     """A reviewer's case: the first ingest with the flag was refused after writing the record; the
     rerun without the flag built estimates, and the next ingest read the leftover record and rebuilt
-    every row at 5 bps, unasked. Now the rerun's build removes it, and the store stays estimated."""
+    every row at 5 bps, unasked. Now the rerun's build rewrites it to what it used (not removed: a
+    remote store's record is replaced, never deleted), and the store stays estimated."""
     root = tmp_path / "store"
     bars = _bars(60)
     # a third stock on another daily clock (05:00 UTC): refused under the lock, after the record
@@ -102,7 +103,7 @@ def test_a_refused_first_ingest_with_the_flag_does_not_switch_the_store_later(tm
         ingest_frames(root, pd.concat([bars, odd]), config=STATED, show_progress=False)
     assert (root / SETTINGS_FILE).exists() and not (root / "features").exists()
     ingest_frames(root, bars[bars["ts"] < bars["ts"].unique()[40]], show_progress=False)
-    assert not (root / SETTINGS_FILE).exists()
+    assert json.loads((root / SETTINGS_FILE).read_text()) == {"unquoted_spread_bps": None}  # what it used
     ingest_frames(root, bars[bars["ts"] >= bars["ts"].unique()[40]], show_progress=False)
     features = read_frame(root, "features")
     assert not (features.loc[features["symbol"] == "AAA", "spread_bps"] == 5.0).any()

@@ -128,6 +128,31 @@ def test_a_store_file_removed_locally_refuses_the_upload(s3: LocalS3, bucket: st
     assert s3.keys(bucket) == ["store/features/year=2024/part-1.parquet"]
 
 
+def test_a_remote_stores_stated_spread_record_left_by_a_failed_first_upload_is_replaced(
+    s3: LocalS3, bucket: str, tmp_path: Path
+) -> None:
+    """An upload interrupted after the record and before the features left a remote store with a
+    record of 5 bps and no features. The next ingest without the flag builds estimates and rewrites
+    the record (it used to delete it locally, which the append-only upload refuses: a store stuck);
+    the upload replaces the remote's record, so the two agree; and a later ingest follows it."""
+    from raytrade.replay.feature_settings import SETTINGS_FILE, read_feature_settings
+    from raytrade.replay.ingest import ingest_frames
+    from tests.test_feature_settings import _bars
+
+    uri = s3.uri(bucket, "store")
+    upload_tree(_tree(tmp_path / "src", {SETTINGS_FILE: b'{"unquoted_spread_bps": 5.0}'}), uri)
+    bars = _bars(60)
+    days = bars["ts"].unique()
+    with store_mirror(uri) as root:
+        ingest_frames(root, bars[bars["ts"] < days[40]], show_progress=False)
+    fs, base = filesystem(uri)
+    with fs.open_input_stream(f"{base}/{SETTINGS_FILE}") as stream:
+        assert stream.read() == b'{\n  "unquoted_spread_bps": null\n}'
+    with store_mirror(uri) as root:
+        ingest_frames(root, bars[bars["ts"] >= days[40]], show_progress=False)
+        assert read_feature_settings(root).unquoted_spread_bps is None
+
+
 def test_ingest_tune_promote_and_serve_read_and_write_s3(
     ray_session: None, s3: LocalS3, bucket: str, tmp_path: Path
 ) -> None:
