@@ -660,7 +660,7 @@ def loop_spread_gates(
 ) -> dict[str, str]:
     """The loop's own spread gate (module doc): per symbol of ``symbols`` whose tradeable quote is
     wider than its cap (``LoopRules.spread_cap_for``; a missing, non-finite or negative dollar
-    volume is unknown: the strictest stock cap), why it gets no new risk."""
+    volume is unknown: the strictest stock cap), why the loop holds it this cycle."""
     books = {s: b for s in symbols if (b := quotes.get(s)) is not None and _tradeable_book(b)}
     if not books:
         return {}
