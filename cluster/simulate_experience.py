@@ -9,10 +9,9 @@ a time) before any is appended to ``OUT/experience`` (``replay.writer``: validat
 commit an episode), so a run with a row the table refuses stores nothing and leaves no recording or
 behaviour record; an interrupted write leaves whole episodes, its recording counting them. Rows
 follow the live loop's schema (``replay.schema.EXPERIENCE_SCHEMA``) plus the transition columns
-(``envs.experience``). A registry
-policy runs on the universe it trained on (``envs.evaluation.universe``, as ``raytrade evaluate``
-runs it); bars of the recorded window that look like an unadjusted split are named in warnings
-(``replay.split_signature``).
+(``envs.experience``). A registry policy runs on the universe it trained on
+(``envs.evaluation.universe``, as ``raytrade evaluate`` runs it); bars of the recorded window that
+look like an unadjusted split are named in warnings (``replay.split_signature``).
 
 A registry policy is asked what its weights saw (``trained_on``, the rule ``raytrade evaluate``
 applies, ``models.training_window``) before any episode: offline specs clone it and are then scored

@@ -75,7 +75,7 @@ def _shown(value: float | None) -> str:
 def spread_text(stated: float | None) -> str:
     """Where spreads on bars without a quote come from, as reports print it: ``stated, 5 bps`` or
     ``the high/low estimate`` (``stated``: the store's ``unquoted_spread_bps``)."""
-    return "the high/low estimate" if stated is None else f"stated, {stated:g} bps"
+    return _shown(stated) if stated is None else f"stated, {_shown(stated)}"
 
 
 def store_feature_config(root: str | os.PathLike[str], config: FeatureConfig | None) -> FeatureConfig:
