@@ -396,6 +396,7 @@ def test_a_document_of_the_pooled_rule_still_reads_and_says_its_choice_saw_its_t
         "experiment-shared-daily-cash0.04",
         "experiment-shared-daily-spread5",
         "experiment-shared-daily-spread5-seed1",
+        "experiment-shared-daily-spread5-seed2",
     ],
 )
 def test_the_published_real_data_experiment_is_a_nested_selection_document(name: str) -> None:
