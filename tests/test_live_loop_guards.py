@@ -197,3 +197,24 @@ def test_a_held_wide_quoted_position_over_its_cap_or_under_the_kill_switch_is_sa
     killed = _answer({"AAPL": (0.0, 0.1, "aggressive")}).model_copy(update={"kill_switch_active": True})
     plan = plan_cycle(killed, EQUITY, quotes, {"AAPL": 100.0}, "c1", held_value={"AAPL": 10_000.0})
     assert plan.orders == [] and "not unwound by the kill switch while spread 30.0 bps" in plan.notes["AAPL"]
+
+
+def test_reduce_only_drops_every_order_that_adds_and_keeps_those_that_reduce() -> None:
+    """The planner's side of the worthless-account case, with no cap binding: a buy from flat and an
+    addition are dropped naming why, a sale of a long and a flip's close go out."""
+    answer = _answer(
+        {
+            "AAPL": (0.05, 0.0, "aggressive"),
+            "MSFT": (0.08, 0.04, "aggressive"),
+            "NVDA": (-0.02, 0.02, "aggressive"),
+        }
+    )
+    quotes = {s: _book(99.99, 100.01) for s in ("AAPL", "MSFT", "NVDA")}
+    held = {"MSFT": 40.0, "NVDA": 20.0}
+    why = "the account is worth -20000.00 at this cycle's quotes"
+    plan = plan_cycle(answer, EQUITY, quotes, held, "c1", reduce_only=why)
+    assert [(p.symbol, p.side, p.qty) for p in plan.orders] == [("NVDA", "sell", 20.0)]
+    for symbol in ("AAPL", "MSFT"):
+        assert plan.notes[symbol].startswith(f"{symbol}: {why}: unwind only, a buy of")
+    free = plan_cycle(answer, EQUITY, quotes, held, "c1")
+    assert {p.symbol for p in free.orders} == {"AAPL", "MSFT", "NVDA"}  # without it, all three go
