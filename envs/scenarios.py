@@ -326,6 +326,7 @@ def inject_crisis(
     listed: npt.ArrayLike | None = None,
     loss: float | None = None,
     listed_after: npt.ArrayLike | None = None,
+    max_bar_vol: float | None = None,
 ) -> CrisisPrices:
     """Shock rows ``start .. start + length - 1`` of ``[T, N]`` price arrays.
 
@@ -357,10 +358,14 @@ def inject_crisis(
        measured over the assets whose span is the whole window; an asset with a shorter span gets
        ``f`` minus its mean over the span, so its ``z'`` sums to 0 over its span. Skipped
        (``w = 0``) when ``corr_target`` is None, below ``c0``, or fewer than 2 assets span the window;
-    3. volatility shock and trend: ``x' = m + vol_mult * sigma * z'``, so the window's standard
-       deviation becomes ``vol_mult`` times the original (in expectation when the factor is blended,
-       exactly otherwise) and, as ``z'`` sums to 0, the span's total log return is exactly
-       ``span length * m``:
+    3. volatility shock and trend: ``x' = m + g * sigma * z'``, so the window's standard deviation
+       becomes ``g`` times the original (in expectation when the factor is blended, exactly
+       otherwise) and, as ``z'`` sums to 0, the span's total log return is exactly
+       ``span length * m``. ``g`` is ``vol_mult``, or, with ``max_bar_vol`` (a ceiling on a bar's
+       standard deviation), ``min(vol_mult, max_bar_vol / sigma)`` but never below
+       ``min(vol_mult, 1)``: the shock raises no asset's volatility past the ceiling, and lowers none
+       that is already above it (a 6 % a day stock at 3x would be 18 % a day, and its window's
+       random-walk excursions, ±100 % and more, were rallies of the whole index inside a crash);
 
        * ``loss=None``: ``m = mu + drift`` (the span's own trend plus ``drift``, an extra log return
          per bar, ``-0.01`` ~ -1 %/bar);
@@ -402,6 +407,8 @@ def inject_crisis(
         raise ValueError(f"drift={drift!r} and loss={loss!r} are exclusive: loss sets the window's trend")
     if corr_target is not None and not -1.0 < corr_target < 1.0:
         raise ValueError(f"corr_target must be in (-1, 1) or None, got {corr_target!r}")
+    if max_bar_vol is not None and not (math.isfinite(max_bar_vol) and max_bar_vol > 0.0):
+        raise ValueError(f"max_bar_vol must be finite and > 0 or None, got {max_bar_vol!r}")
     lst = np.ones(o.shape, dtype=bool) if listed is None else np.asarray(listed, dtype=bool)
     if lst.shape != o.shape:
         raise ValueError(f"listed has shape {lst.shape}, expected {o.shape}")
@@ -434,7 +441,7 @@ def inject_crisis(
     z_new = math.sqrt(1.0 - weight) * z + math.sqrt(weight) * span_factor * (sigma > 0.0)
     span_sum = np.where(span, x, 0.0).sum(axis=0)
     trend = mu + drift if loss is None else np.minimum(span_sum, math.log1p(-loss)) / count
-    x_new = trend + vol_mult * sigma * z_new
+    x_new = trend + _vol_gain(sigma, vol_mult, max_bar_vol) * sigma * z_new
     delta = np.where(span, x_new - x, 0.0)
 
     k = np.ones((t_total, n_assets))
@@ -456,6 +463,15 @@ def inject_crisis(
         lo = _positive_2d(low, "low", o.shape)
         new_low = np.minimum(new_open, new_close) * lo / np.minimum(o, c)
     return CrisisPrices(open=new_open, close=new_close, spread_bps=new_spread, high=new_high, low=new_low)
+
+
+def _vol_gain(sigma: FloatArray, vol_mult: float, max_bar_vol: float | None) -> FloatArray:
+    """``[N]``: the factor each asset's window volatility is multiplied by (``inject_crisis`` step 3)."""
+    gain = np.full(sigma.shape, vol_mult)
+    if max_bar_vol is None:
+        return gain
+    to_ceiling = max_bar_vol / np.where(sigma > 0.0, sigma, np.inf)  # sigma 0: z' is 0, any gain
+    return np.maximum(np.minimum(gain, to_ceiling), min(vol_mult, 1.0))
 
 
 def _shock_span(listed: BoolArray, listed_after: BoolArray | None, start: int, length: int) -> BoolArray:
@@ -515,6 +531,13 @@ class CrisisScenario(BaseModel):
         None, gt=0.0, lt=1.0, description="equal-weight peak-to-trough loss (fraction) the window reaches"
     )
     vol_mult: float = Field(ge=0.0, description="window volatility multiplier")
+    max_vol: float | None = Field(
+        None,
+        gt=0.0,
+        allow_inf_nan=False,
+        description="annualised ceiling on an asset's window volatility: vol_mult raises none past it "
+        "and lowers none already above it (None: vol_mult for every asset)",
+    )
     corr_target: float | None = Field(None, gt=-1.0, lt=1.0, description="average pairwise corr")
     spread_mult: float = Field(1.0, ge=0.0, description="spread multiplier inside the window")
     drift: float = Field(0.0, description="extra log return per bar inside the window (loss=None only)")
@@ -549,22 +572,36 @@ Scenario = Annotated[CrisisScenario | BootstrapScenario, Field(discriminator="ki
 def _default_scenarios() -> dict[str, Scenario]:
     return {
         # Months of high, correlated volatility with a steady decline and wide spreads: the equal-weight
-        # book loses at least 30 % over 120 bars (about half a year) at 3x volatility. Each draw starts
-        # it elsewhere: the correlation factor is its only other randomness, and where the data's own
-        # correlation already exceeds the target there is none, so without a moving window its draws
-        # were one path (a reviewer's real store, 2026-12-05).
+        # book loses at least 30 % over 120 bars (about half a year) at 3x volatility, capped at 80 % a
+        # year (the VIX's 2008 peak): uncapped, a 6 %-a-day stock ran at 18 % a day and its random walk
+        # lifted the whole index +47 % above the window's eve in the median draw before the crash, +631 %
+        # in one (../shared/data/yahoo, 2026-12-05). Each draw starts it elsewhere: the correlation
+        # factor is its only other randomness, and where the data's own correlation already exceeds
+        # the target there is none, so without a moving window its draws were one path.
         "crisis_2008_like": CrisisScenario(
-            length=120, loss=0.30, vol_mult=3.0, corr_target=0.7, spread_mult=3.0, start_jitter=0.25
+            length=120,
+            loss=0.30,
+            vol_mult=3.0,
+            max_vol=0.8,
+            corr_target=0.7,
+            spread_mult=3.0,
+            start_jitter=0.25,
         ),
         # A sharp, highly correlated drop with very wide spreads: at least 10 % in 3 bars, no rebound,
-        # on a different day of the window in each draw (as above).
+        # on a different day of the window in each draw (as above); volatility capped at 150 % a year.
         "flash_crash": CrisisScenario(
-            length=3, loss=0.10, vol_mult=4.0, corr_target=0.9, spread_mult=10.0, start_jitter=0.25
+            length=3,
+            loss=0.10,
+            vol_mult=4.0,
+            max_vol=1.5,
+            corr_target=0.9,
+            spread_mult=10.0,
+            start_jitter=0.25,
         ),
-        # A month of doubled-plus volatility, correlation and trend unchanged (no stated loss). Nothing
-        # in the shock itself is random, so each draw places the month elsewhere in the window.
+        # A month of doubled-plus volatility up to 150 % a year, correlation and trend unchanged (no
+        # stated loss). Nothing in the shock itself is random, so each draw places the month elsewhere.
         "vol_spike": CrisisScenario(
-            length=20, vol_mult=2.5, spread_mult=2.0, regime_label=1, start_jitter=0.3
+            length=20, vol_mult=2.5, max_vol=1.5, spread_mult=2.0, regime_label=1, start_jitter=0.3
         ),
         # A path made only of historical crisis-regime rows.
         "bootstrap_crisis": BootstrapScenario(regime=2, block_len=10),
@@ -753,6 +790,7 @@ def _apply_crisis(
         listed=md.listed,
         loss=sc.loss,
         listed_after=md.listed_after,
+        max_bar_vol=None if sc.max_vol is None else sc.max_vol / math.sqrt(md.periods_per_year),
     )
     regime = md.regime_code.copy()
     if sc.regime_label is not None:
