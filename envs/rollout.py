@@ -59,6 +59,8 @@ class Rollout:
     #                        simulator's cash rate; None: 0), the Sharpe's risk-free return
     interest: np.ndarray | None = None  # [B, T-1] currency: what each step's idle cash earned (in
     #                        equity and returns, not in costs; None: not recorded)
+    kill_active: np.ndarray | None = None  # [B, T-1] bool: the drawdown kill switch was on at step
+    #                        k's decision, so the step could only shrink positions (None: not recorded)
 
     @property
     def exit_bps(self) -> np.ndarray:
@@ -114,8 +116,10 @@ def replay_policy(
     weights = np.zeros((n_envs, steps, data.n_assets))
     ruin_step = np.full(n_envs, -1, dtype=np.int64)
     interest = np.zeros((n_envs, steps))
+    kill_active = np.zeros((n_envs, steps), dtype=bool)
     previous = simulator.equity.copy()
     for k in range(steps):
+        kill_active[:, k] = simulator.kill.active
         result = step(policy(simulator.observe()))
         live = previous > 0  # a ruined account with nothing left stays at 0: its return is 0
         safe = np.where(live, previous, 1.0)
@@ -140,6 +144,7 @@ def replay_policy(
         exit_costs,
         simulator.cash_return[1:],
         interest,
+        kill_active,
     )
 
 

@@ -323,7 +323,7 @@ def test_the_evaluation_credits_cash_and_measures_the_ratios_over_it(
     plain = run_evaluation(synthetic_store, names, tmp_path / "plain", **kw)  # type: ignore[arg-type]
     report = run_evaluation(synthetic_store, names, tmp_path / "paid", cash_rate=CashRate(annual=0.04), **kw)  # type: ignore[arg-type]
     assert read_report(tmp_path / "paid" / "report.json") == report
-    assert report.report_schema == "raytrade.evaluation/7"
+    assert report.report_schema == "raytrade.evaluation/8"
     ppy, cash = report.periods_per_year, report.policies["cash"]
     n = len(cash.returns)
     assert cash.metrics.total_return == pytest.approx((1 + 0.04 / ppy) ** n - 1, rel=1e-9)

@@ -363,7 +363,7 @@ def test_report_json_keeps_its_key_names(report: EvaluationReport) -> None:
         "policies",
         "warnings",
     ]
-    assert doc["schema"] == "raytrade.evaluation/7"
+    assert doc["schema"] == "raytrade.evaluation/8"
     assert set(doc["policies"]["cash"]) == {
         "kind",
         "stochastic",
@@ -386,12 +386,15 @@ def test_report_json_keeps_its_key_names(report: EvaluationReport) -> None:
         "exit_cost",
         "exit_cost_bps",
         "interest",
+        "kill_switch_bars",
+        "kill_switch_from",
         "ruined_runs",
     }
     assert doc["policies"]["cash"]["metrics"]["sharpe"] is None
     assert list(doc["policies"]["cash"]["costs"]) == ["fee", "spread", "slippage", "financing", "total"]
     fold_keys = {"name", "train", "test", "in_sample", "metrics", "costs", "ruined", "ruin_date"}
     fold_keys |= {"exit_cost", "exit_cost_bps", "interest", "bars_stop", "halted_at_end"}
+    fold_keys |= {"kill_switch_bars", "kill_switch_from"}
     assert set(doc["policies"]["cash"]["folds"][0]) == fold_keys
 
 

@@ -388,7 +388,7 @@ def test_the_report_names_each_symbol_whose_bars_stop_and_a_window_too_short_to_
 
     assert report_warnings(report)[-2:] == [short, stops]  # the console prints them too
     again = EvaluationReport.model_validate_json(report_json(report))
-    assert again == report and again.report_schema == "raytrade.evaluation/7"
+    assert again == report and again.report_schema == "raytrade.evaluation/8"
 
 
 def test_a_long_window_whose_symbols_all_trade_to_its_end_carries_no_warning() -> None:

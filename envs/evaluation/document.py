@@ -65,12 +65,13 @@ from raytrade.envs.evaluation.harness import (
 from raytrade.envs.evaluation.insample import SampleCheck
 from raytrade.envs.evaluation.policies import PolicySpec
 from raytrade.envs.evaluation.stats import difference_ci, stationary_indices
+from raytrade.envs.kill_switch import KillSwitchConfig
 from raytrade.envs.market_data import MarketData, last_listed_bar
 from raytrade.envs.metrics import summarize
 from raytrade.envs.scenarios import Scenario
 from raytrade.replay.splits import TimeWindow
 
-REPORT_SCHEMA: Final = "raytrade.evaluation/7"
+REPORT_SCHEMA: Final = "raytrade.evaluation/8"
 """Version of the report layout; bump it when a field changes meaning or is removed. 7: each window
 lists the symbols halted over its end (``FoldReport.halted_at_end``, with the reopen's move), and
 ``warnings`` names them and the large moves on a pooled fold's first bar (``envs.evaluation.edges``);
@@ -157,6 +158,18 @@ class RunReport(Document):
         None,
         description="currency: what idle cash earned over the run at config.simulator.cash_rate, in the "
         "returns and not in the costs (pooled folds: summed); null before schema /6",
+    )
+    kill_switch_bars: int | None = Field(
+        None,
+        ge=0,
+        description="decisions taken with the drawdown kill switch on (config.simulator.kill_switch): "
+        "there the policy could only shrink positions, so these figures are the policy under the "
+        "account's rule (pooled folds: summed); null before schema /8",
+    )
+    kill_switch_from: str | None = Field(
+        None,
+        description="the first such step's bar, as in timestamps (the bar it earns at; it was decided "
+        "at the close before): null when there is none, or before schema /8",
     )
 
 
@@ -408,6 +421,7 @@ class EvaluationReport(Document):
     """``report.json``: what was evaluated, how, and every policy's results."""
 
     report_schema: Literal[
+        "raytrade.evaluation/8",
         "raytrade.evaluation/7",
         "raytrade.evaluation/6",
         "raytrade.evaluation/5",
@@ -506,7 +520,16 @@ def run_report(series: RunSeries, periods_per_year: float) -> RunReport:
         exit_cost=_num(series.exit_cost),
         exit_cost_bps=_num(series.exit_bps),
         interest=_num(series.interest),
+        kill_switch_bars=None if series.kill_active is None else int(series.kill_active.sum()),
+        kill_switch_from=_first_date(series.timestamps, series.kill_active),
     )
+
+
+def _first_date(timestamps: np.ndarray, flags: np.ndarray | None) -> str | None:
+    """ISO date of the first bar where ``flags`` is set (None: none, or nothing recorded)."""
+    if flags is None or not flags.any():
+        return None
+    return iso_dates(timestamps[[int(np.argmax(flags))]])[0]
 
 
 def regime_metrics(series: RunSeries, periods_per_year: float) -> Regimes:
@@ -682,6 +705,7 @@ def build_report(result: EvaluationResult) -> EvaluationReport:
         benchmark=cfg.benchmark,
         policies=policies,
         warnings=data_warnings(policies[cfg.benchmark], ppy)
+        + kill_switch_warnings(policies, cfg.benchmark, cfg.simulator.kill_switch)
         + edge_warnings(policies[cfg.benchmark].folds, plan.windows)
         + rate_warnings(cfg, bench_series.timestamps, plan.specs, plan.sample_checks),
     )
@@ -754,6 +778,37 @@ def halt_report(halt: HaltAtEnd) -> HaltReport:
         last_date=iso_dates(np.array([halt.last_date]))[0],
         reopen_date=reopen,
         move=_num(halt.move) if halt.move is not None else None,
+    )
+
+
+def kill_switch_warnings(
+    policies: Mapping[str, PolicyReport], benchmark: str, rule: KillSwitchConfig
+) -> tuple[str, ...]:
+    """One warning naming every policy whose main series decided bars with the drawdown kill switch
+    on: there it could only shrink positions, so a baseline is not its plain allocation (an
+    ``equal_weight`` rebalance half done: trimmed winners, losers left short of their weight).
+    Every policy runs under the same account rule, the loop's; the warning says where it bit."""
+    hit = [(name, p) for name, p in policies.items() if p.kill_switch_bars]
+    if not hit:
+        return ()
+    each = ", ".join(
+        f"{name}{' (the benchmark)' if name == benchmark else ''} {p.kill_switch_bars} "
+        f"from {p.kill_switch_from}"
+        for name, p in hit
+    )
+    release = [
+        *(
+            [f"its drawdown is back within {rule.release_drawdown:.0%}"]
+            if rule.release_drawdown is not None
+            else []
+        ),
+        *([f"after {rule.release_after_bars} bars"] if rule.release_after_bars is not None else []),
+    ]
+    return (
+        f"the drawdown kill switch (config.simulator.kill_switch: on at a {rule.trigger_drawdown:.0%} "
+        f"drawdown, off when {' or '.join(release) or 'never'}) was on for steps of {each}: there a "
+        "policy could only shrink positions, so those figures are the policy under the loop's account "
+        "rule, not its plain rule (a baseline's rebalance only half done)",
     )
 
 

@@ -220,6 +220,8 @@ class RunSeries:
     exit_bps: float = 0.0  # that cost in bps of the equity it was charged to (pooled: summed over folds)
     risk_free: np.ndarray | None = None  # [T] what idle cash earned over each step's bar (None: 0 %)
     interest: float = 0.0  # currency: what idle cash earned over the run, in the returns (pooled: summed)
+    kill_active: np.ndarray | None = None  # [T] bool: the kill switch was on at step k's decision
+    #                                        (only unwinds allowed; None: not recorded)
 
     @property
     def excess(self) -> np.ndarray:
@@ -591,6 +593,7 @@ def run_window(spec: PolicySpec, data: MarketData, seed: int, sim: SimulatorConf
         exit_bps=float(rollout.exit_bps[0]),
         risk_free=rollout.risk_free,
         interest=0.0 if rollout.interest is None else float(rollout.interest[0].sum()),
+        kill_active=None if rollout.kill_active is None else rollout.kill_active[0],
     )
 
 
@@ -615,10 +618,12 @@ def pool(series: Sequence[RunSeries]) -> RunSeries:
             break
         offset += len(s.returns)
     risk_free = np.concatenate([_risk_free(s) for s in series])
+    kill_active = np.concatenate([_kill_active(s) for s in series])
     if ruin_bar is not None:
         returns[ruin_bar + 1 :] = 0.0
         turnover[ruin_bar + 1 :] = 0.0
         costs[ruin_bar + 1 :] = 0.0
+        kill_active[ruin_bar + 1 :] = False
     return RunSeries(
         timestamps,
         returns,
@@ -631,7 +636,12 @@ def pool(series: Sequence[RunSeries]) -> RunSeries:
         exit_bps=exit_bps,
         risk_free=risk_free,
         interest=interest,
+        kill_active=kill_active,
     )
+
+
+def _kill_active(s: RunSeries) -> np.ndarray:
+    return np.zeros(len(s.returns), dtype=bool) if s.kill_active is None else s.kill_active
 
 
 def _fields(s: RunSeries) -> tuple[np.ndarray, ...]:
