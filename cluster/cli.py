@@ -150,7 +150,9 @@ class DropRLlibSelfDeprecation(logging.Filter):
 
 
 @click.group(cls=LazyGroup)
-@click.option("-v", "--verbose", is_flag=True, help="Log at INFO level.")
+@click.option(
+    "-v", "--verbose", is_flag=True, help="Log at INFO level, and show the traceback of an unexpected error."
+)
 def main(verbose: bool) -> None:
     """raytrade: replay store, market simulator, RL policies on Ray, and the Serve policy."""
     logging.basicConfig(

@@ -219,8 +219,12 @@ def live_command(
     from raytrade.serve.alpaca_broker import AlpacaBroker
     from raytrade.serve.client import ClientConfig, PolicyClient
     from raytrade.serve.guard import check_token
-    from raytrade.serve.live import LiveLoop, default_state_file
+    from raytrade.serve.live import LiveLoop, default_state_file, loop_universe
     from raytrade.serve.orders import LiveConfig
+
+    given = [s.strip() for s in symbols.split(",") if s.strip()] if symbols else None
+    if given is not None:  # a misspelt symbol is refused before any account or service is reached
+        loop_universe(given)
 
     settings = load_settings()
     if settings.serve_token is None:
@@ -240,9 +244,7 @@ def live_command(
         account_lock_dir=account_lock_dir.absolute() if account_lock_dir else None,
     )
     with PolicyClient(ClientConfig(base_url=serve_url), settings.serve_token) as client:
-        universe = (
-            [s.strip() for s in symbols.split(",") if s.strip()] if symbols else client.model()["symbols"]
-        )
+        universe = given or client.model()["symbols"]
         state_path = state_file.absolute() if state_file else default_state_file(broker.account().account_id)
         with LiveLoop(broker, client, universe, state_path, store, config, reset=reset) as loop:
             loop.start()

@@ -155,9 +155,23 @@ def write_leaderboard(run_dir: Path, rows: list[LeaderboardRow]) -> Path:
     return path
 
 
+def _missing_run(run_dir: Path) -> str:
+    """The error for a run folder that does not exist, naming the run ``raytrade tune`` most likely
+    wrote instead (a ``--smoke`` search's default name is the spec's plus ``-smoke``)."""
+    smoke = run_dir.with_name(f"{run_dir.name}-smoke")
+    hint = (
+        f"; a --smoke search writes {str(smoke)!r}, which exists"
+        if (smoke / LEADERBOARD_FILE).is_file()
+        else ": pass the folder `raytrade tune` printed (--storage/--name)"
+    )
+    return f"{str(run_dir)!r} does not exist{hint}"
+
+
 def read_leaderboard(run_dir: Path) -> list[LeaderboardRow]:
     """The rows of a run's ``leaderboard.json``, best first."""
     path = Path(run_dir) / LEADERBOARD_FILE
+    if not Path(run_dir).is_dir():
+        raise RunFileError(_missing_run(Path(run_dir)))
     if not path.is_file():
         raise RunFileError(f"{str(run_dir)!r} has no {LEADERBOARD_FILE}: did `raytrade tune` finish?")
     try:

@@ -19,6 +19,7 @@ exit status 2.
 from __future__ import annotations
 
 import os
+import signal
 import time
 
 import click
@@ -157,9 +158,16 @@ def serve_command(
     click.echo(f"serving {model} on http://{host}:{port}/v1/act (health: /v1/health)")
     if detach:
         return
+    # SIGTERM (a process manager's stop) ends as Ctrl-C does, not in the crash dump of the handler
+    # ray.init installs
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
         while True:
             time.sleep(3600)
     except KeyboardInterrupt:
         click.echo("shutting down")
         serve.shutdown()
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt

@@ -101,6 +101,28 @@ def test_an_unreadable_live_state_file_is_an_input_error_and_still_refuses_to_st
     assert state.read_text() == text
 
 
+def test_a_live_symbol_not_in_capitals_is_refused_before_any_broker_is_reached(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A new-user review: with the broker unreachable, `--symbols aapl` ended on the broker's
+    ConnectionError, never naming 'aapl' (the check ran in the loop, after the account call)."""
+    _no_settings_file(monkeypatch)
+    monkeypatch.setenv("ALPACA_API_KEY", TEST_KEYS[0])
+    monkeypatch.setenv("ALPACA_SECRET_KEY", TEST_KEYS[1])
+    monkeypatch.setenv("RAYTRADE_SERVE_TOKEN", "serve-token-for-the-live-test-12345")
+    with socket.socket() as closed:  # nothing listens: any call to it would be a ConnectionError
+        closed.bind(("127.0.0.1", 0))
+        nowhere = f"http://127.0.0.1:{closed.getsockname()[1]}"
+    args = ["live", "--paper", "--once", "--symbols", "AAPL,aapl", "--serve-url", nowhere]
+    args += ["--trading-url", nowhere, "--data-url", nowhere, "--state-file", str(tmp_path / "s.json")]
+    result = _run(args)
+    assert result.exit_code == 2
+    assert (
+        result.stderr == "error: symbols: 'aapl' is not in capitals, as Alpaca spells every symbol (AAPL)\n"
+    )
+    assert not (tmp_path / "s.json").exists()
+
+
 def test_a_registry_folder_that_does_not_exist_is_an_input_error(tmp_path: Path) -> None:
     missing = tmp_path / "noreg"
     result = _run(["registry", "migrate", "--registry", str(missing)])

@@ -68,6 +68,32 @@ def test_promote_cli_errors_are_one_line(tmp_path: Path) -> None:
     )
 
 
+def test_promote_and_select_name_a_run_folder_that_does_not_exist(tmp_path: Path) -> None:
+    """The README's `promote --run ray_results/ppo` after a `--smoke` search (which writes
+    `ray_results/ppo-smoke`) used to be told "has no leaderboard.json: did `raytrade tune` finish?"."""
+    from raytrade.cluster.select import select_command
+
+    missing = tmp_path / "ppo"
+    args = ["--run", str(missing), "--name", "x", "--registry", str(tmp_path / "reg")]
+    result = CliRunner().invoke(promote_command, args)
+    assert result.exit_code == 2
+    assert result.output.strip() == (
+        f"error: {str(missing)!r} does not exist: pass the folder `raytrade tune` printed (--storage/--name)"
+    )
+    smoke = tmp_path / "ppo-smoke"
+    smoke.mkdir()
+    (smoke / "leaderboard.json").write_text("[]")
+    for command, argv in (
+        (promote_command, args),
+        (select_command, [str(missing), "--out", str(tmp_path / "s")]),
+    ):
+        result = CliRunner().invoke(command, argv)
+        assert result.exit_code == 2, result.output
+        assert f"{str(missing)!r} does not exist; a --smoke search writes {str(smoke)!r}, which exists" in (
+            result.output
+        )
+
+
 @pytest.mark.slow
 @pytest.mark.ray
 def test_promote_and_load_round_trip(
