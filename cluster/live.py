@@ -222,8 +222,10 @@ def live_command(
     from raytrade.serve.live import LiveLoop, default_state_file, loop_universe
     from raytrade.serve.orders import LiveConfig
 
-    given = [s.strip() for s in symbols.split(",") if s.strip()] if symbols else None
+    given = None if symbols is None else [s.strip() for s in symbols.split(",") if s.strip()]
     if given is not None:  # a misspelt symbol is refused before any account or service is reached
+        if not given:
+            raise click.BadParameter(f"{symbols!r} names no symbol", param_hint="--symbols")
         loop_universe(given)
 
     settings = load_settings()
@@ -244,7 +246,7 @@ def live_command(
         account_lock_dir=account_lock_dir.absolute() if account_lock_dir else None,
     )
     with PolicyClient(ClientConfig(base_url=serve_url), settings.serve_token) as client:
-        universe = given or client.model()["symbols"]
+        universe = given if given is not None else client.model()["symbols"]
         state_path = state_file.absolute() if state_file else default_state_file(broker.account().account_id)
         with LiveLoop(broker, client, universe, state_path, store, config, reset=reset) as loop:
             loop.start()

@@ -84,6 +84,9 @@ def _data_section(env_config: dict[str, Any], run: RunFile) -> dict[str, Any]:
             "files": prov.data_files,
             "experience": experience,
             "train_window": None if prov.train_window is None else prov.train_window.model_dump(),
+            "validation_window": None
+            if prov.validation_window is None
+            else prov.validation_window.model_dump(),
         }
     return {"kind": data.get("kind"), "sha256": feature_spec_hash(data), "files": 0}
 

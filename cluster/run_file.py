@@ -156,8 +156,10 @@ def write_leaderboard(run_dir: Path, rows: list[LeaderboardRow]) -> Path:
 
 
 def _missing_run(run_dir: Path) -> str:
-    """The error for a run folder that does not exist, naming the run ``raytrade tune`` most likely
-    wrote instead (a ``--smoke`` search's default name is the spec's plus ``-smoke``)."""
+    """The error for a run folder that is not one: a file, or nothing, then naming the run ``raytrade
+    tune`` most likely wrote instead (a ``--smoke`` search's default name is the spec's plus ``-smoke``)."""
+    if run_dir.exists():
+        return f"{str(run_dir)!r} is not a folder: pass the run folder `raytrade tune` printed"
     smoke = run_dir.with_name(f"{run_dir.name}-smoke")
     hint = (
         f"; a --smoke search writes {str(smoke)!r}, which exists"

@@ -972,12 +972,13 @@ def provenance(
     experience: Path | None = None,
     window: ExperienceWindow | None = None,
     train_window: TrainWindow | None = None,
+    validation_window: TrainWindow | None = None,
 ) -> Provenance:
     """Code version and fingerprint (``models.registry.code_fingerprint``), library versions and the
     data fingerprint of ``replay``, as of now; with ``experience`` (an offline spec's experience
     store), its experience table's fingerprint too, and the ``window`` of it read and the behaviour
-    policies of the transitions in it (``replay.behaviour.behaviour_in_window``); ``train_window``:
-    the search's training window on ``replay``."""
+    policies of the transitions in it (``replay.behaviour.behaviour_in_window``); ``train_window`` and
+    ``validation_window``: the search's training and validation windows on ``replay``."""
     from raytrade.models.manifest import ExperienceFingerprint
     from raytrade.models.registry import code_fingerprint, code_version, library_versions
     from raytrade.replay.behaviour import behaviour_in_window
@@ -1004,20 +1005,21 @@ def provenance(
         data_files=n_files,
         experience=seen,
         train_window=train_window,
+        validation_window=validation_window,
     )
 
 
-def training_window(env_config: dict[str, Any]) -> TrainWindow | None:
-    """The first and last bar of ``env_config``'s train split (None: synthetic data). It covers the
-    ``--init`` version's lineage too: :func:`check_init_window` accepts only a version whose training
-    window ends at least the embargo before this search's validation window, i.e. no later than this
-    search's own training window ends."""
+def training_window(env_config: dict[str, Any], split: str = "train") -> TrainWindow | None:
+    """The first and last bar of ``env_config``'s ``split`` (None: synthetic data). The train split
+    covers the ``--init`` version's lineage too: :func:`check_init_window` accepts only a version whose
+    training window ends at least the embargo before this search's validation window, i.e. no later
+    than this search's own training window ends."""
     from raytrade.envs.config import ReplayDataConfig
     from raytrade.envs.replay_loader import split_calendar
 
     if env_config["data"].get("kind") != "replay":
         return None
-    data = ReplayDataConfig.model_validate({**env_config["data"], "split": "train"})
+    data = ReplayDataConfig.model_validate({**env_config["data"], "split": split})
     bars = split_calendar(data)
     return TrainWindow(start=bars[0].to_pydatetime(), end=bars[-1].to_pydatetime())
 
@@ -1051,6 +1053,7 @@ def run_record(opts: TuneOptions, spec: TuneSpec, window: ExperienceWindow | Non
             (opts.experience or local_store(opts.replay)) if offline else None,
             window if offline else None,
             training_window(env_config),
+            training_window(env_config, "validation"),
         ),
     )
 

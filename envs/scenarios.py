@@ -536,7 +536,8 @@ class CrisisScenario(BaseModel):
         gt=0.0,
         allow_inf_nan=False,
         description="annualised ceiling on an asset's window volatility: vol_mult raises none past it "
-        "and lowers none already above it (None: vol_mult for every asset)",
+        "and lowers none already above it, in expectation where corr_target blends in the common factor "
+        "(None: vol_mult for every asset)",
     )
     corr_target: float | None = Field(None, gt=-1.0, lt=1.0, description="average pairwise corr")
     spread_mult: float = Field(1.0, ge=0.0, description="spread multiplier inside the window")
@@ -572,12 +573,14 @@ Scenario = Annotated[CrisisScenario | BootstrapScenario, Field(discriminator="ki
 def _default_scenarios() -> dict[str, Scenario]:
     return {
         # Months of high, correlated volatility with a steady decline and wide spreads: the equal-weight
-        # book loses at least 30 % over 120 bars (about half a year) at 3x volatility, capped at 80 % a
-        # year (the VIX's 2008 peak): uncapped, a 6 %-a-day stock ran at 18 % a day and its random walk
-        # lifted the whole index +47 % above the window's eve in the median draw before the crash, +631 %
-        # in one (../shared/data/yahoo, 2026-12-05). Each draw starts it elsewhere: the correlation
-        # factor is its only other randomness, and where the data's own correlation already exceeds
-        # the target there is none, so without a moving window its draws were one path.
+        # index loses at least 30 % over 120 bars (about half a year) at 3x volatility, capped at 80 % a
+        # year per stock (the VIX's 2008 peak, an index's: single names, financials first, ran higher, so
+        # this is a stylised ceiling, not 2008's worst): uncapped, a 6 %-a-day stock ran at 18 % a day
+        # and its random walk lifted the whole index +47 % above the window's eve in the median draw
+        # before the crash, +631 % in one (../shared/data/yahoo, 2026-12-05). Each draw starts it
+        # elsewhere: the correlation factor is its only other randomness, and where the data's own
+        # correlation already exceeds the target there is none, so without a moving window its draws
+        # were one path.
         "crisis_2008_like": CrisisScenario(
             length=120,
             loss=0.30,

@@ -119,9 +119,11 @@ class ExperienceWindow(BaseModel):
 
 
 class TrainWindow(BaseModel):
-    """The first and last bar of a search's training window (its env config's train split on its store
-    as the search started): what a warm start from the version checks against its own validation
-    window (``tune_specs.init_weights.check_training_window``), whatever the store became since."""
+    """The first and last bar of one of a search's windows (its env config's train or validation split
+    on its store as the search started): a warm start from the version checks its training window
+    against its own validation window (``tune_specs.init_weights.check_training_window``), and an
+    evaluation checks both against the windows it scores (``models.training_window``), whatever the
+    store became since."""
 
     model_config = _DOC
 
@@ -171,6 +173,11 @@ class Provenance(BaseModel):
     train_window: TrainWindow | None = Field(
         None, description="replay data: the training window as the search started (None: older runs)"
     )
+    validation_window: TrainWindow | None = Field(
+        None,
+        description="replay data: the validation window as the search started, where checkpoints were "
+        "chosen (None: older runs)",
+    )
 
 
 class ManifestSource(BaseModel):
@@ -201,6 +208,11 @@ class ManifestData(BaseModel):
     )
     train_window: TrainWindow | None = Field(
         None, description="replay data: the training window as the search started (None: older versions)"
+    )
+    validation_window: TrainWindow | None = Field(
+        None,
+        description="replay data: the validation window as the search started, where its checkpoint was "
+        "chosen (None: older versions)",
     )
 
 

@@ -16,8 +16,10 @@ evaluate`` (``envs.evaluation.insample``, through ``PolicyHandle.trained_on``) b
   cloning a policy learns what it knew. A behaviour policy whose training window is unknown makes
   the offline version's unknown too.
 
-The validation window (where the version's checkpoint was chosen) is not recorded by the manifest:
-:func:`version_validation_window` recomputes it only on the store the version trained on, unchanged.
+The validation window (where the version's checkpoint was chosen, :func:`version_validation_window`)
+is recomputed on the store the version trained on, unchanged, else read from the manifest
+(``data.validation_window``, every search since 2026-12-05); an older version's on a changed store
+is unknown, and the evaluation says so (``envs.evaluation.insample``).
 """
 
 from __future__ import annotations
@@ -111,11 +113,17 @@ def _with_behaviour(
 
 
 def version_validation_window(manifest: Manifest, root: str, store_sha256: str) -> TimeWindow | None:
-    """The validation window the version's checkpoint was chosen on, recomputed on the store at
-    ``root`` when it has the fingerprint the version trained on; None otherwise (not recorded)."""
+    """The validation window the version's checkpoint was chosen on: recomputed on the store at
+    ``root`` when it has the fingerprint the version trained on, else as its manifest records it;
+    None when neither (synthetic data, or an older version on a changed store)."""
     data = manifest.env_config().data
-    if not isinstance(data, ReplayDataConfig) or manifest.data.sha256 != store_sha256:
+    if not isinstance(data, ReplayDataConfig):
         return None
+    if manifest.data.sha256 != store_sha256:
+        recorded = manifest.data.validation_window
+        if recorded is None:
+            return None
+        return TimeWindow("validation", _utc(recorded.start), _utc(recorded.end), 0)
     from raytrade.envs.replay_loader import split_calendar
 
     bars = split_calendar(data.model_copy(update={"root": root, "split": "validation"}))

@@ -123,6 +123,22 @@ def test_a_live_symbol_not_in_capitals_is_refused_before_any_broker_is_reached(
     assert not (tmp_path / "s.json").exists()
 
 
+@pytest.mark.parametrize("given", [",", " ", " , "])
+def test_live_symbols_that_name_no_symbol_are_refused_not_read_as_the_served_universe(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, given: str
+) -> None:
+    """A review of the up-front check: `--symbols ","` parsed to no symbol and fell back to every
+    symbol the service decides, the whole universe, instead of being refused."""
+    _no_settings_file(monkeypatch)
+    monkeypatch.setenv("ALPACA_API_KEY", TEST_KEYS[0])
+    monkeypatch.setenv("ALPACA_SECRET_KEY", TEST_KEYS[1])
+    monkeypatch.setenv("RAYTRADE_SERVE_TOKEN", "serve-token-for-the-live-test-12345")
+    args = ["live", "--paper", "--once", "--symbols", given, "--serve-url", "http://127.0.0.1:9"]
+    result = _run([*args, "--state-file", str(tmp_path / "s.json")])
+    assert result.exit_code == 2
+    assert f"Invalid value for --symbols: {given!r} names no symbol" in result.stderr
+
+
 def test_a_registry_folder_that_does_not_exist_is_an_input_error(tmp_path: Path) -> None:
     missing = tmp_path / "noreg"
     result = _run(["registry", "migrate", "--registry", str(missing)])

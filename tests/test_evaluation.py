@@ -362,6 +362,7 @@ def test_report_json_keeps_its_key_names(report: EvaluationReport) -> None:
         "benchmark",
         "policies",
         "warnings",
+        "large_moves",
     ]
     assert doc["schema"] == "raytrade.evaluation/8"
     assert set(doc["policies"]["cash"]) == {

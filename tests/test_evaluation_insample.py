@@ -100,7 +100,7 @@ def test_a_window_after_the_training_window_passes_and_flags_the_validation_over
         _split(store, "train", train_fraction=0.5),
         _split(store, "validation", train_fraction=0.5),
     )
-    assert sample is not None and sample.status == "out_of_sample" and sample.in_sample_windows == ()
+    assert sample is not None and sample.status == "selection_biased" and sample.in_sample_windows == ()
     assert (sample.train.start, sample.train.end, sample.train.n_bars) == (  # type: ignore[union-attr]
         str(train[0].date()),
         str(train[-1].date()),
@@ -109,7 +109,9 @@ def test_a_window_after_the_training_window_passes_and_flags_the_validation_over
     assert sample.validation is not None and sample.validation.start == str(validation[0].date())
     assert sample.validation_overlap == ("validation",)
     assert report.policies[MODEL].folds[0].train == sample.train  # the model's, not the fold's
-    assert "selection-biased" in render_markdown("r", report_blocks(report, []))
+    text = render_markdown("r", report_blocks(report, []))
+    assert "selection-biased" in text and f"| {MODEL} [SELECTION-BIASED] |" in text
+    assert report.policies[MODEL].selection_biased and report.ranked()[-1] == MODEL  # after the clean ones
     from raytrade.cluster.evaluate import report_warnings  # the console's warning lines say it too
 
     assert [w for w in report_warnings(report) if "kill switch" not in w] == [
@@ -238,3 +240,64 @@ def test_a_report_of_the_previous_schema_still_reads(store: Path, tmp_path: Path
     (tmp_path / "report.json").write_text(json.dumps(doc))
     old = read_report(tmp_path / "report.json")
     assert old.policies[MODEL].sample is None and not old.policies[MODEL].in_sample
+
+
+def _grown(manifest: Manifest, **recorded: pd.DatetimeIndex) -> Manifest:
+    """``manifest`` as if its store had changed since (another fingerprint), recording ``recorded``
+    (``train_window`` / ``validation_window``: first and last bar), as promote copies them."""
+    windows = {key: {"start": bars[0], "end": bars[-1]} for key, bars in recorded.items()}
+    data = manifest.data.model_dump() | {"sha256": "f" * 64} | windows
+    return manifest.model_copy(update={"data": type(manifest.data).model_validate(data)})
+
+
+def test_on_a_grown_store_the_recorded_validation_window_still_moves_the_folds(store: Path) -> None:
+    """A reviewer's case: the store grew after promote (another fingerprint), the validation window
+    could no longer be recomputed, and `--after-training` cut its first fold inside it, reported
+    out_of_sample with no warning. The manifest now records it; the folds start after it."""
+    train, validation, everything = _split(store, "train"), _split(store, "validation"), _split(store, "all")
+    manifest = _grown(_manifest(store), train_window=train, validation_window=validation)
+    plan = _prepare(store, manifest, walk_forward=3, after_training=True)
+    first = pd.Timestamp(plan.windows[0].data.ts[0], tz="UTC")
+    assert first == first_allowed_start(everything, validation[-1], EMBARGO_BARS)
+    report = build_report(evaluate(plan))
+    sample = report.policies[MODEL].sample
+    assert sample is not None and sample.status == "out_of_sample" and sample.warning is None
+    assert sample.validation is not None and sample.validation.end == str(validation[-1].date())
+    assert sample.how == "as its manifest records it"
+
+
+def test_on_a_grown_store_a_test_window_inside_the_recorded_validation_window_is_selection_biased(
+    store: Path,
+) -> None:
+    train = _split(store, "train", train_fraction=0.5, validation_fraction=0.4)
+    validation = _split(store, "validation", train_fraction=0.5, validation_fraction=0.4)
+    manifest = _grown(
+        _manifest(store, train_fraction=0.5, validation_fraction=0.4),
+        train_window=train,
+        validation_window=validation,
+    )
+    report = build_report(evaluate(_prepare(store, manifest)))  # the default test split: last 20 %
+    sample = report.policies[MODEL].sample
+    assert sample is not None and sample.status == "selection_biased"
+    assert sample.validation_overlap == ("test",)
+
+
+def test_an_older_version_whose_validation_window_is_unknown_is_evaluated_with_a_warning(
+    store: Path,
+) -> None:
+    """Recorded training window, no validation window (a version from before), store changed: the
+    folds can only start after the training window, so the report says they may be selection-biased."""
+    train = _split(store, "train")
+    manifest = _grown(_manifest(store), train_window=train)
+    report = build_report(evaluate(_prepare(store, manifest, walk_forward=3, after_training=True)))
+    sample = report.policies[MODEL].sample
+    assert sample is not None and sample.status == "out_of_sample" and sample.validation is None
+    assert sample.warning == (
+        f"{MODEL}: its validation window, on which its checkpoint was chosen, is unknown on this store (a "
+        "version from before manifests recorded it, on a store that changed since): windows after its "
+        "training window may overlap it, selection-biased"
+    )
+    from raytrade.cluster.evaluate import report_warnings
+
+    assert sample.warning in report_warnings(report)
+    assert f"**Warning:** {sample.warning}." in render_markdown("r", report_blocks(report, []))

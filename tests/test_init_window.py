@@ -156,15 +156,22 @@ def test_a_search_records_its_training_window_and_promote_copies_it(stores: tupl
     from raytrade.cluster.tune import provenance
     from raytrade.replay.remote import location
 
-    run = SimpleNamespace(replay=location(str(store)), provenance=provenance(store, train_window=recorded))
+    validation = training_window(env_config, "validation")  # where the checkpoints are chosen
+    assert validation is not None
+    expected_validation = _window(store, "validation", train_fraction=0.6, validation_fraction=0.2)
+    assert (pd.Timestamp(validation.start), pd.Timestamp(validation.end)) == (
+        expected_validation[0],
+        expected_validation[-1],
+    )
+    prov = provenance(store, train_window=recorded, validation_window=validation)
+    run = SimpleNamespace(replay=location(str(store)), provenance=prov)
     section = _data_section(env_config, run)  # type: ignore[arg-type]
     assert section["train_window"] == recorded.model_dump()
-    assert (
-        Manifest.model_validate(  # what promote writes reads back as the window the check uses
-            manifest_record(data={**section, "symbols": ["A", "B"]})
-        ).data.train_window
-        == recorded
-    )
+    assert section["validation_window"] == validation.model_dump()
+    data = Manifest.model_validate(  # what promote writes reads back as the windows the checks use
+        manifest_record(data={**section, "symbols": ["A", "B"]})
+    ).data
+    assert (data.train_window, data.validation_window) == (recorded, validation)
 
 
 def test_a_version_trained_on_synthetic_data_is_accepted(stores: tuple[Path, Path]) -> None:

@@ -25,6 +25,7 @@ from raytrade.envs.evaluation.render import render_markdown, report_blocks
 from raytrade.envs.kill_switch import KillSwitchConfig
 from raytrade.envs.market_data import MarketData
 from raytrade.envs.rollout import replay_policy
+from raytrade.envs.scenarios import ScenarioConfig, scenario_draws
 from raytrade.envs.simulator import Observation
 
 T = 160
@@ -54,10 +55,14 @@ def _crashing(t: int = T) -> MarketData:
     )
 
 
-def _report(data: MarketData, sim: SimulatorConfig) -> EvaluationReport:
+def _report(data: MarketData, sim: SimulatorConfig, stress: bool = False) -> EvaluationReport:
     specs = tuple(baseline_spec(n) for n in ("buy_and_hold", "equal_weight"))
-    cfg = EvaluationConfig(scenarios=(), seeds=(0,), simulator=sim)
-    plan = EvaluationPlan("mem", cfg, specs, (EvalWindow("test", data),), data, {}, {}, "0" * 64, 0)
+    scenarios = ("crisis_2008_like",) if stress else ()
+    cfg = EvaluationConfig(
+        scenarios=scenarios, seeds=(0,), simulator=sim, scenario_config=ScenarioConfig(draws=3)
+    )
+    draws = {name: scenario_draws(name, data, 5, cfg.scenario_config) for name in scenarios}
+    plan = EvaluationPlan("mem", cfg, specs, (EvalWindow("test", data),), data, draws, {}, "0" * 64, 0)
     return build_report(evaluate(plan))
 
 
@@ -148,3 +153,33 @@ def test_a_negative_count_is_refused() -> None:
     doc["policies"]["equal_weight"]["kill_switch_bars"] = -1
     with pytest.raises(ValueError, match="kill_switch_bars"):
         EvaluationReport.model_validate(doc)
+
+
+def test_stress_draws_the_switch_bit_are_named_too() -> None:
+    """A review of the change: a 30 % crisis trips a 20 % switch in nearly every draw, and the warning
+    looked at the main series only, so the crisis figures ran under the switch with no word."""
+    data = _crashing(t=400)
+    report = _report(data, SimulatorConfig(), stress=True)
+    draws = report.policies["equal_weight"].stress["crisis_2008_like"].draws
+    bars = [d.kill_switch_bars for d in draws if d.kill_switch_bars]
+    assert bars  # the crisis tripped it
+    (line,) = [w for w in report.warnings if "kill switch" in w]
+    assert (
+        f"equal_weight crisis_2008_like {len(bars)} of {len(draws)} draws ({min(bars)}-{max(bars)} steps)"
+        in line
+    )
+    assert "in stress draws of" in line
+
+
+def test_the_warning_states_the_rule_as_configured() -> None:
+    rule = KillSwitchConfig(trigger_drawdown=0.125, release_drawdown=None, release_after_bars=None)
+    report = _report(_crashing(), SimulatorConfig(kill_switch=rule))
+    (line,) = [w for w in report.warnings if "kill switch" in w]
+    assert "on at a 12.5% drawdown, off when never: it is never released) was on for steps of" in line
+
+
+def test_pooling_runs_that_recorded_no_switch_records_none() -> None:
+    n = 5
+    ts = np.arange(n).astype("datetime64[D]").astype("datetime64[us]")
+    run = RunSeries(ts, np.zeros(n), np.zeros(n), np.zeros((n, 4)), np.zeros(n))
+    assert pool([run, run]).kill_active is None

@@ -80,6 +80,13 @@ def test_promote_and_select_name_a_run_folder_that_does_not_exist(tmp_path: Path
     assert result.output.strip() == (
         f"error: {str(missing)!r} does not exist: pass the folder `raytrade tune` printed (--storage/--name)"
     )
+    afile = tmp_path / "afile"
+    afile.write_text("")
+    result = CliRunner().invoke(promote_command, ["--run", str(afile), "--name", "x"])
+    assert result.exit_code == 2
+    assert result.output.strip() == (
+        f"error: {str(afile)!r} is not a folder: pass the run folder `raytrade tune` printed"
+    )
     smoke = tmp_path / "ppo-smoke"
     smoke.mkdir()
     (smoke / "leaderboard.json").write_text("[]")

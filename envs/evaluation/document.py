@@ -63,6 +63,7 @@ from raytrade.envs.evaluation.harness import (
     RunSeries,
 )
 from raytrade.envs.evaluation.insample import SampleCheck
+from raytrade.envs.evaluation.moves import large_moves
 from raytrade.envs.evaluation.policies import PolicySpec
 from raytrade.envs.evaluation.stats import difference_ci, stationary_indices
 from raytrade.envs.kill_switch import KillSwitchConfig
@@ -72,7 +73,14 @@ from raytrade.envs.scenarios import Scenario
 from raytrade.replay.splits import TimeWindow
 
 REPORT_SCHEMA: Final = "raytrade.evaluation/8"
-"""Version of the report layout; bump it when a field changes meaning or is removed. 7: each window
+"""Version of the report layout; bump it when a field changes meaning or is removed. 8: each run says
+where the drawdown kill switch was on (``RunReport.kill_switch_bars`` / ``kill_switch_from``, and a
+warning), a registry model evaluated on bars its checkpoint was chosen on has the status
+``selection_biased`` (it was ``out_of_sample`` with ``validation_overlap``), and ``large_moves`` lists
+the windows' moves of ``envs.evaluation.moves.LARGE_MOVE`` or more; no figure changed (a file before
+/8 reads with null counts and no moves listed). The crisis scenarios' default definitions gained a
+volatility ceiling (``max_vol``) at the same time: each report's ``stress_scenarios`` records the
+definition its draws used. 7: each window
 lists the symbols halted over its end (``FoldReport.halted_at_end``, with the reopen's move), and
 ``warnings`` names them and the large moves on a pooled fold's first bar (``envs.evaluation.edges``);
 no figure changed (a file before /7 reads with none listed). 6: idle cash earns
@@ -323,13 +331,20 @@ class FoldReport(RunReport):
     )
 
 
+SampleStatus = Literal[
+    "out_of_sample", "selection_biased", "IN-SAMPLE", "unchecked", "synthetic", "walk_forward"
+]
+
+
 class SampleReport(Document):
     """A registry model's out-of-sample check (``envs.evaluation.insample``)."""
 
-    status: Literal["out_of_sample", "IN-SAMPLE", "unchecked", "synthetic", "walk_forward"] = Field(
+    status: SampleStatus = Field(
         description="IN-SAMPLE: evaluated on bars it trained on (--in-sample), never an out-of-sample "
-        "result; unchecked: its training window is unknown; synthetic: it trained on no store's bars; "
-        "walk_forward: fold models, each trained before its own test window (checked when planned)"
+        "result; selection_biased: windows overlap the validation window its checkpoint was chosen on "
+        "(schema /8 on; before, out_of_sample with validation_overlap); unchecked: its training window "
+        "is unknown; synthetic: it trained on no store's bars; walk_forward: fold models, each trained "
+        "before its own test window (checked when planned)"
     )
     train: Window | None = Field(description="the model's training window (None: unknown or synthetic)")
     how: str = Field(description="how the training window is known, or why it is not")
@@ -398,6 +413,11 @@ class PolicyReport(RunReport):
         """Evaluated on bars it trained on: its figures are no out-of-sample claim."""
         return self.sample is not None and self.sample.status == "IN-SAMPLE"
 
+    @property
+    def selection_biased(self) -> bool:
+        """Evaluated on bars its checkpoint was chosen on (``validation_overlap``): no clean claim either."""
+        return self.sample is not None and bool(self.sample.validation_overlap) and not self.in_sample
+
 
 class ReplaySource(Document):
     """The replay store evaluated: where, exactly which files (sha256 over bars and features)."""
@@ -414,6 +434,18 @@ class ReplaySource(Document):
         None,
         description="where the store's spreads on bars without a quote came from (replay.feature_settings."
         "spread_text); None: a report from before it was recorded",
+    )
+
+
+class LargeMoveReport(Document):
+    """A move of at least ``envs.evaluation.moves.LARGE_MOVE`` in an evaluated window (``large_moves``)."""
+
+    window: str = Field(description="the evaluated window (the split's name, or a walk-forward fold's)")
+    symbol: str
+    date: str = Field(description="ISO date of the bar of the move")
+    move: float = Field(description="the bar's close over the symbol's last real close before it, minus 1")
+    bars_missing: int = Field(
+        ge=0, description="bars between the two with no real bar of the symbol (a halt, a hole; 0: none)"
     )
 
 
@@ -443,6 +475,11 @@ class EvaluationReport(Document):
         description="what the figures cannot carry: a window too short to annualise, symbols whose bars "
         "stop inside a window, a cash-rate file that ends before the window (empty before schema /5)",
     )
+    large_moves: tuple[LargeMoveReport, ...] = Field(
+        (),
+        description="every move of at least envs.evaluation.moves.LARGE_MOVE in the evaluated windows, "
+        "in window and bar order: the events every policy lived through (empty before schema /8)",
+    )
 
     model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False, serialize_by_alias=True)
 
@@ -457,13 +494,13 @@ class EvaluationReport(Document):
         return self
 
     def ranked(self) -> list[str]:
-        """Policy names by Sharpe, best first; an undefined Sharpe last (ties keep report order), and
-        every IN-SAMPLE policy after all the others (its figures are no claim)."""
+        """Policy names by Sharpe, best first; an undefined Sharpe last (ties keep report order), then
+        every selection-biased policy, then every IN-SAMPLE one (their figures are no clean claim)."""
 
-        def key(name: str) -> tuple[bool, int, float]:
+        def key(name: str) -> tuple[bool, bool, int, float]:
             p = self.policies[name]
             s = p.metrics.sharpe
-            return (p.in_sample, *((1, 0.0) if s is None else (0, -s)))
+            return (p.in_sample, p.selection_biased, *((1, 0.0) if s is None else (0, -s)))
 
         return sorted(self.policies, key=key)
 
@@ -593,7 +630,7 @@ def _train_window(window: TimeWindow | None) -> Window | None:
 def sample_report(check: SampleCheck, in_sample_allowed: bool) -> SampleReport:
     """The report's view of a registry model's out-of-sample check."""
     seen = check.trained_on
-    status: Literal["out_of_sample", "IN-SAMPLE", "unchecked", "synthetic", "walk_forward"]
+    status: SampleStatus
     if not seen.known:
         status = "unchecked"
     elif seen.walk_forward:
@@ -603,6 +640,8 @@ def sample_report(check: SampleCheck, in_sample_allowed: bool) -> SampleReport:
     elif check.in_sample:
         assert in_sample_allowed  # prepare refuses in-sample windows without it
         status = "IN-SAMPLE"
+    elif check.validation_overlap:
+        status = "selection_biased"
     else:
         status = "out_of_sample"
     return SampleReport(
@@ -708,6 +747,17 @@ def build_report(result: EvaluationResult) -> EvaluationReport:
         + kill_switch_warnings(policies, cfg.benchmark, cfg.simulator.kill_switch)
         + edge_warnings(policies[cfg.benchmark].folds, plan.windows)
         + rate_warnings(cfg, bench_series.timestamps, plan.specs, plan.sample_checks),
+        large_moves=tuple(
+            LargeMoveReport(
+                window=w.name,
+                symbol=m.symbol,
+                date=iso_dates(np.array([m.date]))[0],
+                move=m.move,
+                bars_missing=m.bars_missing,
+            )
+            for w in plan.windows
+            for m in large_moves(w.data)
+        ),
     )
 
 
@@ -784,32 +834,55 @@ def halt_report(halt: HaltAtEnd) -> HaltReport:
 def kill_switch_warnings(
     policies: Mapping[str, PolicyReport], benchmark: str, rule: KillSwitchConfig
 ) -> tuple[str, ...]:
-    """One warning naming every policy whose main series decided bars with the drawdown kill switch
-    on: there it could only shrink positions, so a baseline is not its plain allocation (an
-    ``equal_weight`` rebalance half done: trimmed winners, losers left short of their weight).
+    """One warning naming every policy whose main series (first seed, pooled folds) or stress draws
+    decided bars with the drawdown kill switch on: there it could only shrink positions, so a
+    baseline is not its plain allocation (an ``equal_weight`` rebalance half done: trimmed winners,
+    losers left short of their weight), and a crisis draw's figures are the policy under the switch.
     Every policy runs under the same account rule, the loop's; the warning says where it bit."""
-    hit = [(name, p) for name, p in policies.items() if p.kill_switch_bars]
-    if not hit:
+    each = [
+        f"{name}{' (the benchmark)' if name == benchmark else ''} "
+        f"{p.kill_switch_bars} from {p.kill_switch_from}"
+        for name, p in policies.items()
+        if p.kill_switch_bars
+    ]
+    stressed = [line for line in (_stress_hits(name, p) for name, p in policies.items()) if line]
+    if not each and not stressed:
         return ()
-    each = ", ".join(
-        f"{name}{' (the benchmark)' if name == benchmark else ''} {p.kill_switch_bars} "
-        f"from {p.kill_switch_from}"
-        for name, p in hit
-    )
     release = [
         *(
-            [f"its drawdown is back within {rule.release_drawdown:.0%}"]
+            [f"its drawdown is back within {_pct(rule.release_drawdown)}"]
             if rule.release_drawdown is not None
             else []
         ),
         *([f"after {rule.release_after_bars} bars"] if rule.release_after_bars is not None else []),
     ]
+    where = [
+        *([f"for steps of {', '.join(each)}"] if each else []),
+        *([f"in stress draws of {'; '.join(stressed)}"] if stressed else []),
+    ]
     return (
-        f"the drawdown kill switch (config.simulator.kill_switch: on at a {rule.trigger_drawdown:.0%} "
-        f"drawdown, off when {' or '.join(release) or 'never'}) was on for steps of {each}: there a "
-        "policy could only shrink positions, so those figures are the policy under the loop's account "
-        "rule, not its plain rule (a baseline's rebalance only half done)",
+        f"the drawdown kill switch (config.simulator.kill_switch: on at a {_pct(rule.trigger_drawdown)} "
+        f"drawdown, off when {' or '.join(release) or 'never: it is never released'}) was on "
+        f"{' and '.join(where)}: there a policy could only shrink positions, so those figures are the "
+        "policy under the loop's account rule, not its plain rule (a baseline's rebalance only half done)",
     )
+
+
+def _stress_hits(name: str, policy: PolicyReport) -> str:
+    """``NAME SCENARIO K of N draws (A-B steps), ...`` for the scenarios whose draws the switch bit."""
+    parts = []
+    for scenario, stress in policy.stress.items():
+        bars = [d.kill_switch_bars for d in stress.draws if d.kill_switch_bars]
+        if bars:
+            parts.append(
+                f"{scenario} {len(bars)} of {len(stress.draws)} draws ({min(bars)}-{max(bars)} steps)"
+            )
+    return f"{name} {', '.join(parts)}" if parts else ""
+
+
+def _pct(fraction: float) -> str:
+    """A fraction as a percent without rounding a stated rule away (0.125: 12.5%)."""
+    return f"{fraction * 100:g}%"
 
 
 def edge_warnings(folds: Sequence[FoldReport], windows: Sequence[EvalWindow]) -> tuple[str, ...]:

@@ -618,12 +618,14 @@ def pool(series: Sequence[RunSeries]) -> RunSeries:
             break
         offset += len(s.returns)
     risk_free = np.concatenate([_risk_free(s) for s in series])
-    kill_active = np.concatenate([_kill_active(s) for s in series])
+    recorded = any(s.kill_active is not None for s in series)
+    kill_active = np.concatenate([_kill_active(s) for s in series]) if recorded else None
     if ruin_bar is not None:
         returns[ruin_bar + 1 :] = 0.0
         turnover[ruin_bar + 1 :] = 0.0
         costs[ruin_bar + 1 :] = 0.0
-        kill_active[ruin_bar + 1 :] = False
+        if kill_active is not None:
+            kill_active[ruin_bar + 1 :] = False
     return RunSeries(
         timestamps,
         returns,

@@ -20,9 +20,13 @@ Design decisions
   version that read every date, a handle that records none): evaluated, with a warning in the log
   and the report that out-of-sample cannot be checked. Refusing would stop every evaluation of an
   older version, which ``raytrade evaluate`` and the nightly documented as working.
-* **Validation window** (the checkpoint was chosen on it): known only when the store still has the
-  fingerprint the version trained on (the manifest records no validation window). An evaluated
-  window that overlaps it is flagged (selection-biased), not refused.
+* **Validation window** (the checkpoint was chosen on it): recomputed when the store still has the
+  fingerprint the version trained on, else as the manifest records it (every search since
+  2026-12-05). An evaluated window that overlaps it is not refused: the report's status says
+  ``selection_biased``, the policy is marked and ranked after the clean ones. A version whose
+  validation window is unknown (an older one on a grown store) is evaluated with a warning: a window
+  after its training window may hold the bars its checkpoint was chosen on (a reviewer's grown store
+  put a whole ``--after-training`` fold there, reported out of sample with no word).
 """
 
 from __future__ import annotations
@@ -81,11 +85,19 @@ class SampleCheck:
 
     @property
     def warning(self) -> str | None:
-        """Why out-of-sample could not be checked (None: it was)."""
-        if self.trained_on.known:
-            return None
-        why = self.trained_on.how
-        return f"{self.policy}: out-of-sample cannot be checked, its training window is unknown ({why})"
+        """Why out-of-sample could not be checked, or only in part (None: it was)."""
+        seen = self.trained_on
+        if not seen.known:
+            return (
+                f"{self.policy}: out-of-sample cannot be checked, its training window is unknown ({seen.how})"
+            )
+        if seen.train is not None and seen.validation is None and not seen.walk_forward:
+            return (
+                f"{self.policy}: its validation window, on which its checkpoint was chosen, is unknown on "
+                "this store (a version from before manifests recorded it, on a store that changed since): "
+                "windows after its training window may overlap it, selection-biased"
+            )
+        return None
 
 
 def _dates(start: pd.Timestamp, end: pd.Timestamp) -> str:

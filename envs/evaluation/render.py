@@ -23,6 +23,7 @@ from raytrade.envs.evaluation.document import (
     write_report_json,
 )
 from raytrade.envs.evaluation.harness import EvaluationResult
+from raytrade.envs.evaluation.moves import LARGE_MOVE
 from raytrade.envs.evaluation.plots import write_plots
 
 TITLE = "raytrade evaluation"
@@ -293,8 +294,12 @@ def _ruin(report: EvaluationReport, names: Sequence[str]) -> list[Block]:
 
 
 def _label(report: EvaluationReport, name: str) -> str:
-    """The policy's name, marked IN-SAMPLE where its figures came from bars it trained on."""
-    return f"{name} [IN-SAMPLE]" if report.policies[name].in_sample else name
+    """The policy's name, marked IN-SAMPLE where its figures came from bars it trained on, and
+    SELECTION-BIASED where from bars its checkpoint was chosen on."""
+    policy = report.policies[name]
+    if policy.in_sample:
+        return f"{name} [IN-SAMPLE]"
+    return f"{name} [SELECTION-BIASED]" if policy.selection_biased else name
 
 
 def _out_of_sample(report: EvaluationReport, names: Sequence[str]) -> list[Block]:
@@ -320,6 +325,41 @@ def _out_of_sample(report: EvaluationReport, names: Sequence[str]) -> list[Block
                 "selection-biased."
             )
     return [Block("p", line) for line in lines]
+
+
+MAX_MOVES_SHOWN = 30
+"""Rows of the large-moves table; the rest are in ``report.json`` (``large_moves``)."""
+
+
+def _large_moves(report: EvaluationReport) -> list[Block]:
+    """The evaluated windows' large moves, largest first (``EvaluationReport.large_moves``)."""
+    if not report.large_moves:
+        return []
+    moves = sorted(report.large_moves, key=lambda m: -abs(m.move))
+    shown = moves[:MAX_MOVES_SHOWN]
+    rows = tuple(
+        (
+            m.symbol,
+            m.date,
+            f"{m.move:+.1%}",
+            m.window,
+            "" if not m.bars_missing else f"after {m.bars_missing} bars",
+        )
+        for m in shown
+    )
+    more = len(moves) - len(shown)
+    text = (
+        f"{len(moves)} close-to-close moves of {LARGE_MOVE:.0%} or more in the evaluated windows (each "
+        "symbol's close over its last real close; after a halt or a hole, the whole move at the reopen). "
+        "Every policy lived through them; a result that rests on a few of them rests on little, and a "
+        "move the market did not make is an error of the data (an unadjusted split looks like one)."
+        + (f" The {more} smaller ones are in report.json (large_moves)." if more else "")
+    )
+    return [
+        Block("h2", "Large moves in the evaluated windows"),
+        Block("p", text),
+        Block("table", headers=("symbol", "bar", "move", "window", "halt or hole"), rows=rows),
+    ]
 
 
 def _warnings(report: EvaluationReport) -> list[Block]:
@@ -351,6 +391,7 @@ def report_blocks(
         blocks += _folds(report, names)
     if report.stress_scenarios:
         blocks += _stress(report, names)
+    blocks += _large_moves(report)
     blocks.append(Block("h2", "Plots"))
     blocks += [Block("img", text=p) for p in plots]
     if run_seconds is not None:
