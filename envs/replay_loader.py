@@ -49,9 +49,10 @@ import pandas as pd
 from raytrade.envs.config import ReplayDataConfig
 from raytrade.envs.market_data import BARS_BEFORE, MarketData, carry_close_through_holes
 from raytrade.envs.step_features import STEP_FEATURES, STEP_FORECAST_INPUTS, price_features, step_forecasts
+from raytrade.replay.bar_lengths import refuse_mixed_bar_lengths
 from raytrade.replay.errors import InputError
-from raytrade.replay.features.build import periods_per_year
 from raytrade.replay.features.config import FeatureConfig
+from raytrade.replay.features.wide import periods_per_year
 from raytrade.replay.reader import read_frame
 from raytrade.replay.remote_store import local_store
 from raytrade.replay.schema import FEATURES_SCHEMA
@@ -211,6 +212,7 @@ def load_market_data(
     if bars.empty:
         raise InputError(f"the store at {root} holds no bars")
     classes = bars.groupby("symbol")["asset_class"].first()
+    refuse_mixed_bar_lengths(bars)  # a store built before the rule
     calendar, stepped_class = market_calendar(bars), calendar_class(bars)
     refuse_mixed_daily_clocks(bars[bars["asset_class"] == stepped_class])
     if stepped_class == "equity":

@@ -76,6 +76,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
+from raytrade.replay.bar_lengths import refuse_mixed_bar_lengths
 from raytrade.replay.errors import InputError
 from raytrade.replay.feature_settings import store_feature_config
 from raytrade.replay.features import FeatureConfig, build_features
@@ -359,6 +360,7 @@ def ingest_frames(
             )
             held = set(stored_bars["symbol"].astype(str)) if stored_bars is not None else set()
             refuse_mixed_daily_clocks(all_bars, origin, stored=held)
+            refuse_mixed_bar_lengths(all_bars, origin, stored=held)
             splits = suspected_splits(stored_bars, bar_split.new)
             lone_days = lone_equity_days(all_bars, bar_split.new)
             new_macro = macro_split.new if macro_split is not None else None

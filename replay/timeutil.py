@@ -162,7 +162,7 @@ def refuse_mixed_daily_clocks(
         for symbol, ts in on_mixed.groupby(on_mixed["symbol"].astype(str), sort=True)["ts"]:
             by_clock.setdefault(times_of_day(ts), []).append(symbol)
         groups = "; ".join(
-            f"{_named(symbols, stored)} at {clock} UTC"
+            f"{named_symbols(symbols, stored)} at {clock} UTC"
             for clock, symbols in sorted(by_clock.items(), key=lambda item: -len(item[1]))
         )
         prefix = f"{origin}: refused, nothing written: " if origin else ""
@@ -175,7 +175,7 @@ def refuse_mixed_daily_clocks(
         )
 
 
-def _named(symbols: list[str], stored: Collection[str]) -> str:
+def named_symbols(symbols: list[str], stored: Collection[str]) -> str:
     """``'A', 'B' (in the store)``: at most five symbols, then how many more."""
     shown = [f"{s!r}" + (" (in the store)" if s in stored else "") for s in symbols[:5]]
     more = f" (+{len(symbols) - 5} more)" if len(symbols) > 5 else ""

@@ -397,6 +397,8 @@ def test_a_document_of_the_pooled_rule_still_reads_and_says_its_choice_saw_its_t
         "experiment-shared-daily-spread5",
         "experiment-shared-daily-spread5-seed1",
         "experiment-shared-daily-spread5-seed2",
+        "experiment-shared-daily-spread5-medium-ppo",
+        "experiment-shared-daily-spread5-medium-tiltband",
     ],
 )
 def test_the_published_real_data_experiment_is_a_nested_selection_document(name: str) -> None:

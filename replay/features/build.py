@@ -22,17 +22,8 @@ from raytrade.replay.features.recalibration import RECAL_COLUMNS, SOURCE_COLUMNS
 from raytrade.replay.features.regime import regime_group
 from raytrade.replay.features.returns import returns_group
 from raytrade.replay.features.risk import risk_group
-from raytrade.replay.features.wide import Panel, to_long, to_panel
+from raytrade.replay.features.wide import Panel, periods_per_year, to_long, to_panel
 from raytrade.replay.schema import FEATURES_SCHEMA
-
-
-def periods_per_year(index: pd.DatetimeIndex, asset_class: str) -> float:
-    """Bars per year of a calendar: days per year (252 equities / 365 crypto) x median bars per day."""
-    days = 365.0 if asset_class == "crypto" else 252.0
-    if len(index) < 2:
-        return days
-    per_day = pd.Series(1, index=index).groupby(index.normalize()).size().median()
-    return days * float(per_day)
 
 
 def forecast_features(

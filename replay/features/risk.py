@@ -6,7 +6,9 @@
 * ``concentration``: the symbol's share of the summed kelly_lite of its asset class at ts (0 when
   nothing is sized).
 * ``dd_trigger_state``: 0 normal, 1 reduce (drawdown <= ``dd_reduce``), 2 halt (<= ``dd_halt``).
-* ``financing_bps``: one bar's financing of 1x borrowed notional, annual rate / 252 (crypto / 365).
+* ``financing_bps``: one bar's financing of 1x borrowed notional, the annual rate over the panel's
+  bars per year (``features.wide.periods_per_year``: 252 or 365 days times its bars per day; it was
+  a day's on every intraday bar, 7x an hourly equity bar's).
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from raytrade.replay.features.config import FeatureConfig
-from raytrade.replay.features.wide import Panel
+from raytrade.replay.features.wide import Panel, periods_per_year
 
 
 def kelly_lite(edge: pd.DataFrame, sigma: pd.DataFrame, cfg: FeatureConfig) -> pd.DataFrame:
@@ -43,5 +45,7 @@ def risk_group(
         "leverage_cap": shape_frame(cfg.leverage_cap_crypto if crypto else cfg.leverage_cap_equity),
         "concentration": concentration,
         "dd_trigger_state": shape_frame(state).where(drawdown.notna()),
-        "financing_bps": shape_frame(cfg.financing_annual / (365.0 if crypto else 252.0) * 1e4),
+        "financing_bps": shape_frame(
+            cfg.financing_annual / periods_per_year(panel.index, panel.asset_class) * 1e4
+        ),
     }

@@ -134,3 +134,12 @@ def carry_last_traded(values: pd.DataFrame, traded: pd.DataFrame, present: pd.Da
     carried[last < 0] = np.nan
     carried[~present.to_numpy(dtype=bool)] = np.nan
     return pd.DataFrame(carried, index=values.index, columns=values.columns)
+
+
+def periods_per_year(index: pd.DatetimeIndex, asset_class: str) -> float:
+    """Bars per year of a calendar: days per year (252 equities / 365 crypto) x median bars per day."""
+    days = 365.0 if asset_class == "crypto" else 252.0
+    if len(index) < 2:
+        return days
+    per_day = pd.Series(1, index=index).groupby(index.normalize()).size().median()
+    return days * float(per_day)

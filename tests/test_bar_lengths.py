@@ -1,0 +1,124 @@
+"""One bar length per store (``replay.bar_lengths``), and a bar's financing in the store's own bars.
+
+An intraday review (2026-12-05) ingested and evaluated, without a word: a file stitching 60 daily bars
+to hourly ones (annualised as hours: 27.9 % a year reported for 168 %), and an hourly equity next to a
+daily one (the daily close shown at a 00:00 UTC label before the day's hourly bars: look-ahead)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from raytrade.envs.replay_loader import load_market_data
+from raytrade.replay import read_frame
+from raytrade.replay.bar_lengths import (
+    MIXED_RUN,
+    MixedBarLengthsError,
+    refuse_mixed_bar_lengths,
+    series_switch,
+)
+from raytrade.replay.features.config import FeatureConfig
+from tests.test_equity_clocks import _csv, ingest, plain, snapshot
+
+FEATURES = ("vol_20",)
+DAYS = pd.bdate_range("2024-01-02", periods=40)
+
+
+def session_hours(days: pd.DatetimeIndex) -> list[str]:
+    """Hourly equity bars on the clock hour, 10:00-16:00 New York (7 a bar day), with offsets."""
+    return [
+        (d + pd.Timedelta(hours=h)).tz_localize("America/New_York").isoformat()
+        for d in days
+        for h in range(10, 17)
+    ]
+
+
+def test_a_file_stitching_a_daily_history_to_hourly_bars_is_refused_at_ingest(tmp_path: Path) -> None:
+    stamps = [f"{d:%Y-%m-%d}T00:00:00+00:00" for d in DAYS[:20]] + session_hours(DAYS[20:])
+    _csv(tmp_path / "src" / "AAA.csv", stamps, 1)
+    _csv(tmp_path / "src" / "BBB.csv", session_hours(DAYS), 2)
+    code, output = ingest(tmp_path / "src", tmp_path / "store")
+    assert code == 2, output
+    assert (
+        "'AAA' holds bars of two lengths: 20 dates with one bar each (20 in a row from 2024-01-02)" in output
+    )
+    assert f"and 20 with several (20 in a row from {DAYS[20].date()})" in output
+    assert not (tmp_path / "store" / "bars").exists()
+
+
+def test_an_hourly_equity_next_to_a_daily_one_is_refused_and_the_store_kept(tmp_path: Path) -> None:
+    _csv(tmp_path / "first" / "AAA.csv", session_hours(DAYS), 1)
+    store = tmp_path / "store"
+    assert ingest(tmp_path / "first", store)[0] == 0
+    before = snapshot(store)
+    _csv(tmp_path / "second" / "BBB.csv", plain(DAYS), 2)
+    code, output = ingest(tmp_path / "second", store)
+    assert code == 2, output
+    assert "bars of 2 lengths in one store (1h: 'AAA' (in the store); daily: 'BBB')" in output
+    assert snapshot(store) == before
+
+
+def test_the_loader_refuses_a_store_an_older_ingest_wrote_with_two_lengths(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _csv(tmp_path / "src" / "AAA.csv", session_hours(DAYS), 1)
+    _csv(tmp_path / "src" / "BBB.csv", plain(DAYS), 2)
+    monkeypatch.setattr("raytrade.replay.ingest.refuse_mixed_bar_lengths", lambda *a, **k: None)
+    store = tmp_path / "store"
+    assert ingest(tmp_path / "src", store)[0] == 0  # as the code before the check did
+    with pytest.raises(MixedBarLengthsError, match=r"1h: 'AAA'; daily: 'BBB'"):
+        load_market_data(store, "all", feature_columns=FEATURES)
+    assert load_market_data(store, "all", symbols=["BBB"], feature_columns=FEATURES).n_steps == len(DAYS)
+
+
+def test_one_length_with_holidays_half_days_outages_and_daylight_saving_is_accepted() -> None:
+    """Hourly bars across the March change, a half-day (4 bars), a holiday and an outage day with
+    a single bar (fewer than a run of single-bar days), next to hourly crypto; daily equities next
+    to daily crypto: one length each."""
+    days = pd.bdate_range("2024-02-26", "2024-03-29").drop(pd.Timestamp("2024-03-15"))  # a holiday
+    hours = pd.DatetimeIndex(pd.to_datetime(session_hours(days), utc=True))
+    half_day = hours[(hours.normalize() != pd.Timestamp("2024-03-20", tz="UTC")) | (hours.hour < 18)]
+    outage = half_day[(half_day.normalize() != pd.Timestamp("2024-03-21", tz="UTC")) | (half_day.hour == 14)]
+    crypto = pd.date_range("2024-02-26", "2024-03-30", freq="h", tz="UTC")
+    frame = pd.concat(
+        [
+            pd.DataFrame({"symbol": "AAA", "ts": outage}),
+            pd.DataFrame({"symbol": "BBB", "ts": hours}),
+            pd.DataFrame({"symbol": "BTCUSD", "ts": crypto}),
+        ]
+    )
+    refuse_mixed_bar_lengths(frame)
+    assert series_switch(pd.DatetimeIndex(outage)) is None
+    daily = pd.concat(
+        [
+            pd.DataFrame({"symbol": "AAA", "ts": pd.DatetimeIndex(DAYS, tz="UTC")}),
+            pd.DataFrame({"symbol": "BTCUSD", "ts": pd.date_range(DAYS[0], DAYS[-1], freq="D", tz="UTC")}),
+        ]
+    )
+    refuse_mixed_bar_lengths(daily)
+
+
+def test_a_run_shorter_than_the_rule_is_one_length_and_the_run_itself_two() -> None:
+    hourly = pd.DatetimeIndex([pd.Timestamp(s) for s in session_hours(DAYS[MIXED_RUN - 1 :])]).tz_convert(
+        "UTC"
+    )
+    short = DAYS[: MIXED_RUN - 1].tz_localize("UTC").append(hourly)
+    assert series_switch(short) is None  # four single-bar days: an outage's week, not a daily history
+    long = DAYS[:MIXED_RUN].tz_localize("UTC").append(hourly[7:])
+    assert series_switch(long) is not None
+
+
+def test_an_hourly_bar_s_stored_financing_is_an_hour_s_not_a_day_s(tmp_path: Path) -> None:
+    """The stored ``financing_bps`` was a day's on every intraday bar (7x an hourly equity bar's);
+    the simulator's own financing already followed the bar length."""
+    _csv(tmp_path / "hourly" / "AAA.csv", session_hours(DAYS), 1)
+    _csv(tmp_path / "daily" / "AAA.csv", plain(DAYS), 1)
+    annual = FeatureConfig().financing_annual
+    for name, per_year in (("hourly", 252 * 7), ("daily", 252)):
+        store = tmp_path / f"{name}_store"
+        assert ingest(tmp_path / name, store)[0] == 0
+        stored = read_frame(store, "features", columns=["financing_bps"])["financing_bps"].to_numpy()
+        np.testing.assert_allclose(stored, annual / per_year * 1e4)
