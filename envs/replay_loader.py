@@ -380,18 +380,25 @@ def refuse_off_calendar_crypto(bars: pd.DataFrame, calendar: pd.DatetimeIndex) -
         )
     if _bars_per_day(calendar) == 1.0 and label_times != "00:00":
         fix = (
-            f"The equities' daily bars are stamped at {label_times} UTC (midnight of another zone, e.g. "
-            "New York, as Alpaca stamps them), not at 00:00 UTC of their session date, and daily crypto "
+            f"The equities' daily bars are stamped at {label_times} UTC (a local midnight, e.g. New York's "
+            "as Alpaca stamps them, or a session's close), not at 00:00 UTC of their session date, and "
+            "daily crypto "
             "is not stamped there: the two cannot share labels. Ingest the equities with plain session "
             "dates (the csv source labels a date 00:00 UTC) next to crypto at 00:00 UTC, or re-ingest "
             "from Alpaca into a new store fetching the stocks and the crypto together (its daily crypto "
             "is then built from hourly bars and stamped at New York midnight like the stocks')"
         )
-    else:
+    elif _bars_per_day(calendar) == 1.0:
         fix = (
             "Re-stamp the symbol's bars on the equities' clock and ingest it into a new store: a daily "
             "bar at 00:00 UTC of the date it opens (the bar's open in UTC, as the csv source labels a "
             "date), never shifted to an earlier label"
+        )
+    else:  # intraday labels: the crypto's bars start at other minutes than the equities'
+        fix = (
+            "Stamp the crypto's and the equities' intraday bars on one clock (each bar at its open, both "
+            "on the clock hour as Alpaca stamps them, or both at the half hour) and ingest them into a "
+            "new store; no bar is moved onto a label"
         )
     raise OffCalendarBarsError(
         f"crypto bars off the equity calendar's labels (stamped at {label_times} UTC) would be dropped "

@@ -65,8 +65,14 @@ def test_good_csv_ingests_bars_and_features(store: Path) -> None:
         (lambda t: t.replace("10.8,11.2", "nan,11.2"), "row 2, column 'close', value 'nan': missing or NaN"),
         (lambda t: t.replace("10.8,11.2", "-10.8,11.2"), "row 2, column 'close', value -10.8: must be > 0"),
         (lambda t: t.replace(",1200", ",-1200"), "row 2, column 'volume', value -1200.0: must be >= 0"),
-        (lambda t: t + "2024-01-04,10.6,10.9,10.1,10.8,900\n", "row 4, column 'ts'"),
-        (lambda t: t.replace("2024-01-03", "2024-01-05"), "row 3, column 'ts'"),
+        (  # the file's column and text, not the parsed UTC time
+            lambda t: t + "2024-01-04,10.6,10.9,10.1,10.8,900\n",
+            "row 4, column 'date', value '2024-02-04': duplicate of an earlier row",
+        ),
+        (
+            lambda t: t.replace("2024-01-03", "2024-01-05"),
+            "row 3, column 'date', value '2024-02-04': rows are not sorted by time",
+        ),
         (
             lambda t: t.replace("2024-01-03", "2024-13-03"),
             "row 2, column 'date', value '2024-13-03': unparsable",

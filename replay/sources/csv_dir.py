@@ -210,12 +210,19 @@ def read_symbol_file(path: Path) -> pd.DataFrame:
     out["source"] = "csv"
     valid, errors, _ = conform("bars", out)
     if errors:
-        shifted = [
-            RowError(e.table, (e.row + 1) if e.row is not None else None, e.column, e.value, e.reason)
-            for e in errors
-        ]
+        shifted = [_as_written(e, frame[time_col], time_name) for e in errors]
         raise ReplayValidationError(shifted, origin=str(path))
     return valid.to_pandas()
+
+
+def _as_written(error: RowError, raw_times: pd.Series, time_column: str) -> RowError:
+    """``error`` (a 0-based row of the parsed frame) as the file has it: its 1-based row, and for the
+    time column the file's own column name and text, not the UTC value parsed from it (a duplicate
+    across a daylight-saving fall-back is two rows of one UTC time written with two offsets)."""
+    row = None if error.row is None else error.row + 1
+    if error.column == "ts" and error.row is not None:
+        return RowError(error.table, row, time_column, raw_times.iloc[error.row], error.reason)
+    return RowError(error.table, row, error.column, error.value, error.reason)
 
 
 def read_csv_folder(folder: str | Path) -> pd.DataFrame:
