@@ -43,8 +43,9 @@ def test_a_file_stitching_a_daily_history_to_hourly_bars_is_refused_at_ingest(tm
     code, output = ingest(tmp_path / "src", tmp_path / "store")
     assert code == 2, output
     assert (
-        "'AAA' holds bars of two lengths: 20 dates with one bar each (20 in a row from 2024-01-02)" in output
+        "'AAA' holds bars of two lengths: 20 dates with one bar each (20 in a row from 2024-01-02," in output
     )
+    assert "stamped at 00:00 UTC)" in output
     assert f"and 20 with several (20 in a row from {DAYS[20].date()})" in output
     assert not (tmp_path / "store" / "bars").exists()
 
@@ -57,7 +58,10 @@ def test_an_hourly_equity_next_to_a_daily_one_is_refused_and_the_store_kept(tmp_
     _csv(tmp_path / "second" / "BBB.csv", plain(DAYS), 2)
     code, output = ingest(tmp_path / "second", store)
     assert code == 2, output
-    assert "bars of 2 lengths in one store (1h: 'AAA' (in the store); daily: 'BBB')" in output
+    assert (
+        "daily bars next to intraday ones in one store: 'BBB' daily (stamped at 00:00 UTC), 'AAA' (in"
+        in output
+    )
     assert snapshot(store) == before
 
 
@@ -69,7 +73,7 @@ def test_the_loader_refuses_a_store_an_older_ingest_wrote_with_two_lengths(
     monkeypatch.setattr("raytrade.replay.ingest.refuse_mixed_bar_lengths", lambda *a, **k: None)
     store = tmp_path / "store"
     assert ingest(tmp_path / "src", store)[0] == 0  # as the code before the check did
-    with pytest.raises(MixedBarLengthsError, match=r"1h: 'AAA'; daily: 'BBB'"):
+    with pytest.raises(MixedBarLengthsError, match=r"'BBB' daily \(stamped at 00:00 UTC\), 'AAA' intraday"):
         load_market_data(store, "all", feature_columns=FEATURES)
     assert load_market_data(store, "all", symbols=["BBB"], feature_columns=FEATURES).n_steps == len(DAYS)
 
@@ -85,17 +89,23 @@ def test_one_length_with_holidays_half_days_outages_and_daylight_saving_is_accep
     crypto = pd.date_range("2024-02-26", "2024-03-30", freq="h", tz="UTC")
     frame = pd.concat(
         [
-            pd.DataFrame({"symbol": "AAA", "ts": outage}),
-            pd.DataFrame({"symbol": "BBB", "ts": hours}),
-            pd.DataFrame({"symbol": "BTCUSD", "ts": crypto}),
+            pd.DataFrame({"symbol": "AAA", "ts": outage, "asset_class": "equity"}),
+            pd.DataFrame({"symbol": "BBB", "ts": hours, "asset_class": "equity"}),
+            pd.DataFrame({"symbol": "BTCUSD", "ts": crypto, "asset_class": "crypto"}),
         ]
     )
     refuse_mixed_bar_lengths(frame)
     assert series_switch(pd.DatetimeIndex(outage)) is None
     daily = pd.concat(
         [
-            pd.DataFrame({"symbol": "AAA", "ts": pd.DatetimeIndex(DAYS, tz="UTC")}),
-            pd.DataFrame({"symbol": "BTCUSD", "ts": pd.date_range(DAYS[0], DAYS[-1], freq="D", tz="UTC")}),
+            pd.DataFrame({"symbol": "AAA", "ts": pd.DatetimeIndex(DAYS, tz="UTC"), "asset_class": "equity"}),
+            pd.DataFrame(
+                {
+                    "symbol": "BTCUSD",
+                    "ts": pd.date_range(DAYS[0], DAYS[-1], freq="D", tz="UTC"),
+                    "asset_class": "crypto",
+                }
+            ),
         ]
     )
     refuse_mixed_bar_lengths(daily)
@@ -122,3 +132,38 @@ def test_an_hourly_bar_s_stored_financing_is_an_hour_s_not_a_day_s(tmp_path: Pat
         assert ingest(tmp_path / name, store)[0] == 0
         stored = read_frame(store, "features", columns=["financing_bps"])["financing_bps"].to_numpy()
         np.testing.assert_allclose(stored, annual / per_year * 1e4)
+
+
+def test_a_thin_hourly_name_with_one_bar_on_many_days_is_intraday_not_daily() -> None:
+    """Alpaca sends no bar for an hour without trades: a thin stock has weeks of one bar a day, at
+    the session's hours (here the opening hour, which its busier weeks trade too), and a very thin
+    one never more than one a day; neither is a daily series."""
+    busy = pd.DatetimeIndex(pd.to_datetime(session_hours(DAYS), utc=True))
+    hour_of = busy.hour
+    thin = busy[(busy.normalize() < busy.normalize()[0] + pd.Timedelta(days=14)) | (hour_of == hour_of.min())]
+    one_a_day = busy[busy.hour == 18]  # trades in one afternoon hour only, every day
+    assert series_switch(thin) is None
+    frame = pd.concat(
+        [
+            pd.DataFrame({"symbol": "BUSY", "ts": busy, "asset_class": "equity"}),
+            pd.DataFrame({"symbol": "THIN", "ts": thin, "asset_class": "equity"}),
+            pd.DataFrame({"symbol": "RARE", "ts": one_a_day, "asset_class": "equity"}),
+        ]
+    )
+    refuse_mixed_bar_lengths(frame)
+
+
+def test_a_crypto_series_with_a_daily_stretch_at_an_hour_its_hourly_days_trade_is_still_refused() -> None:
+    """The reviewer's BTCUSD: 60 daily bars at 00:00 UTC, then hourly bars around the clock (00:00
+    included): a coin trades every hour, so a week of one bar a day at one hour is a daily series."""
+    daily = pd.date_range("2024-01-01", periods=60, freq="D", tz="UTC")
+    hourly = pd.date_range("2024-03-01", "2024-03-10 23:00", freq="h", tz="UTC")
+    stamps = daily.append(hourly)
+    assert series_switch(stamps) is None  # as an equity (00:00 on its hourly days too): not told apart
+    why = series_switch(stamps, crypto=True)
+    assert (
+        why is not None and "60 dates with one bar each (60 in a row from 2024-01-01, stamped at 00:00" in why
+    )
+    frame = pd.DataFrame({"symbol": "BTCUSD", "ts": stamps, "asset_class": "crypto"})
+    with pytest.raises(MixedBarLengthsError, match="'BTCUSD' holds bars of two lengths"):
+        refuse_mixed_bar_lengths(frame)
