@@ -7,21 +7,31 @@ break both:
 * **In one series.** A file that stitches a daily history to recent hourly bars (a common vendor
   export) read as hourly: the median bars per date set the year, so the daily stretch was annualised
   as hours (a reviewer's BTCUSD: 27.9 % a year reported for 168 %) and every hourly bar paid a day's
-  financing. A series holds a daily stretch when it has a run of :data:`MIXED_RUN` consecutive dates
-  with one bar each, all at one time of day, and a run of as many dates with several bars, and that
-  time of day is one its days of several bars never use (a daily stamp, 00:00 UTC or a local
-  midnight, off the session's hours), or the symbol is crypto (it trades around the clock, so a week
-  of one bar a day at one hour is a daily series, not a thin one).
+  financing.
 * **Across symbols.** An hourly equity next to a daily one put a 00:00 UTC label before each day's
   hourly labels, at which the daily equity's close of that evening was already shown: a decision
-  there saw a price of the future, and each symbol had a hole at every label of the other. A symbol
-  with one bar a day is daily here when its stamps fall at times of day no intraday symbol of the
-  store uses.
+  there saw a price of the future, and each symbol had a hole at every label of the other.
 
-A thin intraday name is neither: Alpaca sends no bar for an hour without trades, so it may have a
-single bar on many days, but at the session's hours (those its busier days and the other intraday
-symbols use). Refused with one line naming the symbols and the dates; nothing is guessed
-(resampling is the user's call)."""
+Stamps alone cannot always tell a daily bar from the one bar a thin name traded that day (Alpaca
+sends no bar for an hour without trades), so the rule reads them as follows. A bar is **daily** when
+it is the only bar of its symbol on its date and it is stamped
+
+* at a daily stamp: 00:00 UTC (a date label, the csv source's) or midnight in New York (Alpaca's
+  daily bars, 04:00 or 05:00 UTC with daylight saving), or
+* for an equity, at a time of day no intraday equity of the store trades at (a session's close):
+  the class's *intraday clock* is every time of day (in New York, where a session keeps its hours
+  across daylight saving) stamped on a date where a symbol has several bars.
+
+A coin trades around the clock, so its one bar a day at another hour is a thin coin's. A symbol is
+refused when it holds :data:`MIXED_RUN` consecutive daily bars and any date of several bars (one
+series, two lengths; once a series is daily, even one date of several bars is wrong), or when it has
+only daily bars in a store whose symbols of its class have intraday ones (two lengths across symbols).
+One line names the symbol, the dates and the stamps; nothing is guessed (resampling is the user's
+call). Where stamps cannot tell, the rule refuses: a week of a thin name trading only at a daily
+stamp (a coin only at 00:00 UTC; an equity whose extended hours' last bar, 19:00 in New York, is
+stamped 00:00 UTC in winter, trading only then) reads as a daily history. Daily bars of one class
+next to intraday bars of the other are the loader's to refuse (``envs.replay_loader``: off the
+calendar's labels)."""
 
 from __future__ import annotations
 
@@ -35,12 +45,30 @@ from raytrade.replay.errors import InputError
 from raytrade.replay.timeutil import named_symbols, times_of_day
 
 MIXED_RUN: Final = 5
-"""Consecutive dates of one bar each, and consecutive dates of several, that make one series a daily
-stretch and an intraday one (:func:`series_switch`): a week of each."""
+"""Consecutive dates of one daily bar each that make a series daily (a week of a daily history):
+fewer is read as a thin intraday name's quiet days."""
+
+NEW_YORK: Final = "America/New_York"
+"""Where Alpaca's daily bars start their day (the store's other daily stamp besides 00:00 UTC)."""
 
 
 class MixedBarLengthsError(InputError):
     """Daily bars among intraday ones in one store (the message names them)."""
+
+
+def _minute_of_day(stamps: pd.DatetimeIndex) -> np.ndarray:
+    """Minutes since midnight in New York of each stamp: a session's hours are the same there all
+    year (in UTC they move an hour with daylight saving), and an integer is fast to compare."""
+    local = stamps.tz_convert(NEW_YORK)
+    return np.asarray(local.hour * 60 + local.minute, dtype=np.int64)
+
+
+def daily_stamps(stamps: pd.DatetimeIndex) -> np.ndarray:
+    """``[n]`` bool: stamped at 00:00 UTC or at midnight in New York (module docstring)."""
+    local = stamps.tz_convert(NEW_YORK)
+    at_utc_midnight = (stamps.hour == 0) & (stamps.minute == 0)
+    at_new_york_midnight = (local.hour == 0) & (local.minute == 0)
+    return np.asarray(at_utc_midnight | at_new_york_midnight, dtype=bool)
 
 
 def _longest_run(flags: np.ndarray) -> tuple[int, int]:
@@ -53,34 +81,50 @@ def _longest_run(flags: np.ndarray) -> tuple[int, int]:
     return best, start
 
 
-def _clock(stamps: pd.DatetimeIndex) -> np.ndarray:
-    """``HH:MM`` (UTC) of each stamp."""
-    return np.asarray(stamps.strftime("%H:%M"))
+class _Series:
+    """One symbol's stamps (UTC, sorted) by date: which dates hold one bar, which several."""
+
+    def __init__(self, stamps: pd.DatetimeIndex) -> None:
+        self.stamps = stamps
+        self.dates = stamps.normalize()
+        self.several = np.asarray(self.dates.duplicated(keep=False), dtype=bool)  # per stamp
+
+    def daily(self, crypto: bool, intraday_clock: set[int]) -> np.ndarray:
+        """``[n]`` bool: each stamp is a daily bar (module docstring)."""
+        daily = daily_stamps(self.stamps)
+        if not crypto:
+            daily |= ~np.isin(_minute_of_day(self.stamps), list(intraday_clock))
+        return daily & ~self.several
 
 
-def series_switch(stamps: pd.DatetimeIndex, crypto: bool = False) -> str | None:
-    """Why one symbol's stamps (UTC, sorted) hold a daily stretch and an intraday one (module
-    docstring), None when they do not."""
-    dates = stamps.normalize()
-    per_date = pd.Series(1, index=stamps).groupby(dates).size()
-    single = per_date.to_numpy() == 1
-    singles, first_single = _longest_run(single)
-    several, first_several = _longest_run(~single)
-    if singles < MIXED_RUN or several < MIXED_RUN:
+def series_switch(
+    stamps: pd.DatetimeIndex, crypto: bool = False, intraday_clock: set[int] | None = None
+) -> str | None:
+    """Why one symbol's stamps (UTC, sorted) hold a daily stretch and intraday dates (module
+    docstring), None when they do not. ``intraday_clock``: the class's intraday minutes of the day
+    (None: the series' own)."""
+    series = _Series(stamps)
+    if not series.several.any():
         return None
-    day = per_date.index
-    run_days = day[first_single : first_single + singles]
-    run_clock = _clock(stamps[dates.isin(run_days)])
-    if len(set(run_clock)) != 1:
-        return None  # one bar a day at varying hours: a thin intraday series
-    busy_clock = set(_clock(stamps[dates.isin(day[~single])]))
-    if run_clock[0] in busy_clock and not crypto:
-        return None  # at an hour its busier days trade too: thin, not daily
+    clock = set(_minute_of_day(stamps[series.several])) if intraday_clock is None else intraday_clock
+    daily = series.daily(crypto, clock)
+    run, first = _longest_run(_per_date(series, daily))
+    if run < MIXED_RUN:
+        return None
+    dates = series.dates.unique()
+    start = dates[first]
+    run_stamps = stamps[(series.dates >= start) & (series.dates <= dates[first + run - 1])]
+    several_dates = series.dates[series.several].unique()
     return (
-        f"{int(single.sum())} dates with one bar each ({singles} in a row from {day[first_single].date()}, "
-        f"stamped at {run_clock[0]} UTC) and {int((~single).sum())} with several ({several} in a row from "
-        f"{day[first_several].date()}): a daily history and intraday bars in one series"
+        f"{run} dates in a row with one daily bar each from {start.date()} (stamped at "
+        f"{times_of_day(run_stamps)} UTC) and {len(several_dates)} dates with several bars (first "
+        f"{several_dates[0].date()}): a daily history and intraday bars in one series"
     )
+
+
+def _per_date(series: _Series, daily: np.ndarray) -> np.ndarray:
+    """``[dates]`` bool: the date's one bar is daily (False on a date of several bars)."""
+    return np.asarray(pd.Series(daily).groupby(series.dates.to_numpy()).all().to_numpy(), dtype=bool)
 
 
 def refuse_mixed_bar_lengths(
@@ -90,12 +134,20 @@ def refuse_mixed_bar_lengths(
     ones, in one series or across symbols (module docstring). ``stored`` names symbols already in the
     store (marked in the message), ``origin`` prefixes it. Raises :class:`MixedBarLengthsError`."""
     prefix = f"{origin}: refused, nothing written: " if origin else ""
-    crypto = set(bars.loc[bars["asset_class"].astype(str) == "crypto", "symbol"].astype(str))
-    intraday_clock: set[str] = set()
-    one_a_day: dict[str, pd.DatetimeIndex] = {}
-    for symbol, ts in bars.groupby(bars["symbol"].astype(str), sort=True)["ts"]:
-        stamps = pd.DatetimeIndex(ts).sort_values()
-        why = series_switch(stamps, crypto=symbol in crypto)
+    classes = bars.groupby(bars["symbol"].astype(str))["asset_class"].first().astype(str)
+    series = {
+        symbol: _Series(pd.DatetimeIndex(ts).sort_values())
+        for symbol, ts in bars.groupby(bars["symbol"].astype(str), sort=True)["ts"]
+    }
+    clocks: dict[str, set[int]] = {}
+    for symbol, one in series.items():
+        if one.several.any():
+            clocks.setdefault(classes[symbol], set()).update(_minute_of_day(one.stamps[one.several]).tolist())
+    all_daily: dict[str, list[str]] = {}
+    for symbol, one in series.items():
+        crypto = classes[symbol] == "crypto"
+        clock = clocks.get(classes[symbol], set())
+        why = series_switch(one.stamps, crypto, clock)
         if why is not None:
             mark = " (in the store)" if symbol in stored else ""
             raise MixedBarLengthsError(
@@ -103,21 +155,15 @@ def refuse_mixed_bar_lengths(
                 "length (its year and a bar's financing follow from it): store the series at one "
                 "timeframe (resample it, or drop the stretch at the other)"
             )
-        dates = stamps.normalize()
-        several = dates.duplicated(keep=False)
-        if several.any():
-            intraday_clock |= set(_clock(stamps[several]))
-        elif len(stamps) > 1:
-            one_a_day[symbol] = stamps
-    daily = {s: t for s, t in one_a_day.items() if not set(_clock(t)) <= intraday_clock}
-    if not intraday_clock or not daily:
-        return
-    intraday = sorted(set(bars["symbol"].astype(str)) - set(one_a_day))
-    raise MixedBarLengthsError(
-        f"{prefix}daily bars next to intraday ones in one store: {named_symbols(sorted(daily), stored)} "
-        f"daily (stamped at {times_of_day(pd.DatetimeIndex(next(iter(daily.values()))))} UTC), "
-        f"{named_symbols(intraday, stored)} intraday. The simulator steps one calendar: a daily bar is "
-        "shown at a label hours before its close, and each symbol misses every label of the others. "
-        "Keep one timeframe per store (resample the intraday bars to daily, or ingest them into their "
-        "own store)"
-    )
+        if clock and len(one.stamps) > 1 and one.daily(crypto, clock).all():
+            all_daily.setdefault(classes[symbol], []).append(symbol)
+    for asset_class, daily in all_daily.items():
+        intraday = sorted(s for s, one in series.items() if classes[s] == asset_class and one.several.any())
+        stamped = times_of_day(series[daily[0]].stamps)
+        raise MixedBarLengthsError(
+            f"{prefix}daily bars next to intraday ones in one store: {named_symbols(daily, stored)} daily "
+            f"(stamped at {stamped} UTC), {named_symbols(intraday, stored)} intraday {asset_class}. The "
+            "simulator steps one calendar: a daily bar is shown at a label hours before its close, and "
+            "each symbol misses every label of the others. Keep one timeframe per store (resample the "
+            "intraday bars to daily, or ingest them into their own store)"
+        )

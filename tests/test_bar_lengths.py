@@ -43,10 +43,9 @@ def test_a_file_stitching_a_daily_history_to_hourly_bars_is_refused_at_ingest(tm
     code, output = ingest(tmp_path / "src", tmp_path / "store")
     assert code == 2, output
     assert (
-        "'AAA' holds bars of two lengths: 20 dates with one bar each (20 in a row from 2024-01-02," in output
+        "'AAA' holds bars of two lengths: 20 dates in a row with one daily bar each from 2024-01-02" in output
     )
-    assert "stamped at 00:00 UTC)" in output
-    assert f"and 20 with several (20 in a row from {DAYS[20].date()})" in output
+    assert f"(stamped at 00:00 UTC) and 20 dates with several bars (first {DAYS[20].date()})" in output
     assert not (tmp_path / "store" / "bars").exists()
 
 
@@ -153,17 +152,87 @@ def test_a_thin_hourly_name_with_one_bar_on_many_days_is_intraday_not_daily() ->
     refuse_mixed_bar_lengths(frame)
 
 
-def test_a_crypto_series_with_a_daily_stretch_at_an_hour_its_hourly_days_trade_is_still_refused() -> None:
-    """The reviewer's BTCUSD: 60 daily bars at 00:00 UTC, then hourly bars around the clock (00:00
-    included): a coin trades every hour, so a week of one bar a day at one hour is a daily series."""
-    daily = pd.date_range("2024-01-01", periods=60, freq="D", tz="UTC")
-    hourly = pd.date_range("2024-03-01", "2024-03-10 23:00", freq="h", tz="UTC")
-    stamps = daily.append(hourly)
-    assert series_switch(stamps) is None  # as an equity (00:00 on its hourly days too): not told apart
-    why = series_switch(stamps, crypto=True)
-    assert (
-        why is not None and "60 dates with one bar each (60 in a row from 2024-01-01, stamped at 00:00" in why
+def _frame(**series: tuple[pd.DatetimeIndex, str]) -> pd.DataFrame:
+    return pd.concat(
+        [pd.DataFrame({"symbol": name, "ts": ts, "asset_class": cls}) for name, (ts, cls) in series.items()]
     )
-    frame = pd.DataFrame({"symbol": "BTCUSD", "ts": stamps, "asset_class": "crypto"})
+
+
+def _new_york_midnights(days: pd.DatetimeIndex) -> pd.DatetimeIndex:
+    return pd.DatetimeIndex([d.tz_localize("America/New_York") for d in days]).tz_convert("UTC")
+
+
+def _hours(days: pd.DatetimeIndex) -> pd.DatetimeIndex:
+    return pd.DatetimeIndex(pd.to_datetime(session_hours(days), utc=True))
+
+
+def test_the_reviewer_s_btcusd_a_daily_history_then_hourly_bars_around_the_clock_is_refused() -> None:
+    """60 daily bars at 00:00 UTC, then hourly bars around the clock (00:00 included)."""
+    stamps = pd.date_range("2024-01-01", periods=60, freq="D", tz="UTC").append(
+        pd.date_range("2024-03-01", "2024-03-10 23:00", freq="h", tz="UTC")
+    )
+    why = series_switch(stamps, crypto=True)
+    assert why is not None and why.startswith("60 dates in a row with one daily bar each from 2024-01-01")
     with pytest.raises(MixedBarLengthsError, match="'BTCUSD' holds bars of two lengths"):
-        refuse_mixed_bar_lengths(frame)
+        refuse_mixed_bar_lengths(_frame(BTCUSD=(stamps, "crypto")))
+
+
+@pytest.mark.parametrize("cls", ["equity", "crypto"])
+def test_a_daily_history_at_new_york_midnight_across_daylight_saving_then_hourly_bars_is_refused(
+    cls: str,
+) -> None:
+    """A review: Alpaca stamps daily bars at New York midnight, 05:00 then 04:00 UTC after March; the
+    two clocks of one daily history read as a thin name's hours and went through."""
+    days = pd.bdate_range("2023-01-02", "2024-06-28")
+    if cls == "crypto":
+        days = pd.date_range("2023-01-01", "2024-06-30")
+    stamps = _new_york_midnights(days).append(_hours(pd.bdate_range("2024-07-01", periods=20)))
+    with pytest.raises(MixedBarLengthsError, match="stamped at 05:00/04:00 UTC|stamped at 04:00/05:00 UTC"):
+        refuse_mixed_bar_lengths(_frame(AAA=(stamps, cls)))
+
+
+def test_a_few_hourly_days_appended_to_a_daily_history_are_refused() -> None:
+    """Once a series is daily, one date of several bars is wrong: a review appended four hourly days
+    (fewer than a run) and the loader read the store as daily."""
+    stamps = pd.DatetimeIndex(DAYS, tz="UTC").append(_hours(pd.bdate_range("2024-03-01", periods=4)))
+    with pytest.raises(MixedBarLengthsError, match="and 4 dates with several bars"):
+        refuse_mixed_bar_lengths(_frame(AAA=(stamps, "equity")))
+
+
+def test_a_daily_coin_next_to_an_hourly_coin_is_refused_though_every_hour_is_on_the_clock() -> None:
+    hourly = pd.date_range("2024-01-01", "2024-02-29 23:00", freq="h", tz="UTC")
+    days = pd.date_range("2024-01-01", "2024-02-29")
+    for daily in (days.tz_localize("UTC"), _new_york_midnights(days)):
+        with pytest.raises(MixedBarLengthsError, match="'ETHUSD' daily .* 'BTCUSD' intraday crypto"):
+            refuse_mixed_bar_lengths(_frame(BTCUSD=(hourly, "crypto"), ETHUSD=(daily, "crypto")))
+
+
+def test_a_thin_equity_and_a_thin_coin_at_their_session_s_hours_are_accepted() -> None:
+    """A review: a stock busy in summer, then one bar a day at 15:00 New York (20:00 UTC in winter, an
+    hour a liquid name of the store trades), and a coin with six quiet days at 15:00 UTC, were refused
+    as daily histories."""
+    summer, winter = (
+        _hours(pd.bdate_range("2024-06-03", periods=30)),
+        _hours(pd.bdate_range("2024-12-02", periods=30)),
+    )
+    coin = pd.date_range("2024-01-01", "2024-01-20 23:00", freq="h", tz="UTC")
+    quiet_days = (coin >= pd.Timestamp("2024-01-08", tz="UTC")) & (
+        coin < pd.Timestamp("2024-01-14", tz="UTC")
+    )
+    refuse_mixed_bar_lengths(
+        _frame(
+            THIN=(summer.append(winter[winter.hour == 20]), "equity"),
+            LIQUID=(summer.append(winter), "equity"),
+            ALTUSD=(coin[~quiet_days | (coin.hour == 15)], "crypto"),
+        )
+    )
+
+
+def test_the_rule_is_quick_on_a_large_hourly_store() -> None:
+    import time
+
+    hours = _hours(pd.bdate_range("2023-01-02", periods=500))
+    frame = _frame(**{f"S{k:02d}": (hours, "equity") for k in range(50)})  # 175,000 bars
+    start = time.process_time()
+    refuse_mixed_bar_lengths(frame)
+    assert time.process_time() - start < 10.0  # about a second here

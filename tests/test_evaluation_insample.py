@@ -263,6 +263,7 @@ def test_on_a_grown_store_the_recorded_validation_window_still_moves_the_folds(s
     sample = report.policies[MODEL].sample
     assert sample is not None and sample.status == "out_of_sample" and sample.warning is None
     assert sample.validation is not None and sample.validation.end == str(validation[-1].date())
+    assert sample.validation.n_bars == len(validation)  # counted on the store: the manifest has dates only
     assert sample.how == "as its manifest records it"
 
 

@@ -400,7 +400,8 @@ def _sample_checks(
     everything: MarketData | None,
 ) -> dict[str, SampleCheck]:
     """``insample.check_windows`` of every registry model, on the whole store's calendar; the
-    training window's ``n_bars`` are counted on it."""
+    training and validation windows' ``n_bars`` are counted on it (a window read from a manifest
+    records its dates only)."""
     spans = _spans(cfg, windows, split_data)
     calendar = (
         pd.DatetimeIndex([]) if everything is None else pd.DatetimeIndex(everything.ts).tz_localize("UTC")
@@ -408,10 +409,15 @@ def _sample_checks(
     checks = {}
     for name, seen in trained.items():
         if seen.train is not None:
-            n = int(((calendar >= seen.train.start) & (calendar <= seen.train.end)).sum())
-            seen = replace(seen, train=replace(seen.train, n_bars=n))
+            seen = replace(seen, train=_counted(seen.train, calendar))
+        if seen.validation is not None:
+            seen = replace(seen, validation=_counted(seen.validation, calendar))
         checks[name] = check_windows(name, seen, spans, calendar, cfg.embargo_bars)
     return checks
+
+
+def _counted(window: TimeWindow, calendar: pd.DatetimeIndex) -> TimeWindow:
+    return replace(window, n_bars=int(((calendar >= window.start) & (calendar <= window.end)).sum()))
 
 
 def _after_training(calendar: pd.DatetimeIndex, trained: dict[str, TrainedOn], embargo: int) -> int | None:
