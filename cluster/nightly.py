@@ -77,7 +77,7 @@ from raytrade.replay.remote import is_remote
 
 if TYPE_CHECKING:
     from raytrade.envs.cash_rate import CashRate
-    from raytrade.envs.evaluation.document import EvaluationReport
+    from raytrade.envs.evaluation.document import EvaluationReport, PolicyReport
     from raytrade.envs.evaluation.policies import Loader
     from raytrade.replay.ingest import IngestResult
 
@@ -235,7 +235,9 @@ def results_section(
     links to the report and each model's manifest."""
     base = results.parent
     pol = report.policies
-    ranked = sorted(pol, key=lambda n: (pol[n].metrics.sharpe is None, -(pol[n].metrics.sharpe or 0)))
+    ranked = report.ranked()  # by Sharpe; selection-biased and in-sample models after the clean ones
+    bench = pol[report.benchmark]
+    first, last = (bench.timestamps[0], bench.timestamps[-1]) if bench.timestamps else ("-", "-")
     if ingested is None:
         ingest = "no source given, store unchanged"
     else:
@@ -250,6 +252,17 @@ def results_section(
         f"Universe: {len(report.replay.symbols)} symbols ({', '.join(report.replay.symbols)}), "
         f"{report.replay.universe or 'every symbol of the store'}.",
         "",
+        f"Evaluated: returns of {first}..{last} ({len(bench.returns)} bars).",
+        "",
+        *(
+            [
+                f"> **note:** this section is dated {date} and evaluates bars up to {last}, after its date "
+                "(a night re-run later with --replace): its figures are not what that night could have "
+                "seen.\n"
+            ]
+            if last[:10] > date
+            else []
+        ),
         *(f"> **ingest warning:** {w}\n" for w in (ingested.warnings() if ingested else [])),
         *(f"> **not evaluated:** {why}\n" for why in (left_out or {}).values()),
         *(f"> **warning:** {w}\n" for w in report_warnings(report)),
@@ -264,7 +277,7 @@ def results_section(
     for rank, name in enumerate(ranked, 1):
         m, d = pol[name].metrics, pol[name].vs_benchmark.sharpe_diff
         lines.append(
-            f"| {rank} | {name} | {_pct(m.total_return)} | {_f(m.sharpe)} | {_f(m.sortino)} | "
+            f"| {rank} | {report.label(name)} | {_pct(m.total_return)} | {_f(m.sharpe)} | {_f(m.sortino)} | "
             f"{_pct(m.max_drawdown)} | {_pct(m.cvar_5)} | {m.costs_paid or 0:,.0f} | "
             f"{_f(pol[name].exit_cost_bps)} | {_f(d.estimate)} [{_f(d.low)}, {_f(d.high)}] |"
         )
@@ -273,12 +286,22 @@ def results_section(
     models = [(n, p.manifest) for n, p in pol.items() if p.kind == "registry"]
     if models:
         lines.append("Models:")
-        lines += [f"- `{n}`: [manifest]({_link(Path(m), base)})" if m else f"- `{n}`" for n, m in models]
+        lines += [
+            f"- `{n}` ({_status(pol[n])}): [manifest]({_link(Path(m), base)})"
+            if m
+            else f"- `{n}` ({_status(pol[n])})"
+            for n, m in models
+        ]
     elif left_out:
         lines.append("Models: none evaluated (every registry model left out above; baselines only).")
     else:
         lines.append("Models: none in the registry (baselines only).")
     return "\n".join(lines) + "\n\n"
+
+
+def _status(policy: PolicyReport) -> str:
+    """A registry model's out-of-sample status as the report has it (``sample.status``)."""
+    return "status unknown" if policy.sample is None else policy.sample.status
 
 
 def run_nightly(
@@ -308,7 +331,7 @@ def run_nightly(
     and ``replace`` is False (nothing done). ``cash_rate``: what idle cash earns and the ratios'
     risk-free rate (``raytrade evaluate``'s; None: 0 %)."""
     from raytrade.envs.evaluation.harness import InSampleError
-    from raytrade.envs.evaluation.universe import ModelUniverseError
+    from raytrade.envs.evaluation.policies import RegistryModelError
 
     folder = registry_folder(registry)
     day = night(date)
@@ -342,8 +365,8 @@ def run_nightly(
             except InSampleError as exc:  # only registry models are ever in sample: the loop ends
                 # evaluate's ways forward (--in-sample, ...) are not nightly's
                 left_out |= {policy: f"in sample: {why}" for policy, why in exc.facts.items()}
-            except ModelUniverseError as exc:  # one model the store cannot hold with the others
-                if exc.policy in left_out or exc.policy not in policies:
+            except RegistryModelError as exc:  # one model that does not load, or the store cannot hold
+                if exc.policy in left_out or exc.policy not in policies:  # with the others
                     raise
                 left_out[exc.policy] = str(exc)
         for line in [*left_out.values(), *report_warnings(report)]:

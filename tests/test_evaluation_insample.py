@@ -302,3 +302,63 @@ def test_an_older_version_whose_validation_window_is_unknown_is_evaluated_with_a
 
     assert sample.warning in report_warnings(report)
     assert f"**Warning:** {sample.warning}." in render_markdown("r", report_blocks(report, []))
+
+
+def _night(store: Path, tmp_path: Path, loader: object, date: str = "2030-01-02") -> str:
+    from raytrade.cluster.nightly import run_nightly
+
+    registry = tmp_path / "registry"
+    (registry / "alpha" / "1").mkdir(parents=True, exist_ok=True)
+    (registry / "alpha" / "1" / "manifest.json").write_text("{}")
+    (registry / "alpha" / "latest").write_text("1\n")
+    results = tmp_path / "results.md"
+    run_nightly(
+        store,
+        registry,
+        reports=tmp_path / "reports",
+        results=results,
+        date=date,
+        baselines=["cash", "equal_weight"],
+        scenarios=[],
+        seeds=1,
+        bootstrap_samples=20,
+        plots=False,
+        loader=loader,  # type: ignore[arg-type]
+    )
+    return results.read_text()
+
+
+def test_the_nightly_marks_a_selection_biased_model_and_ranks_it_after_the_clean_policies(
+    store: Path, tmp_path: Path
+) -> None:
+    """An operator's review: the night's table ranked such a model by its Sharpe, unmarked, above the
+    baselines (only a warning line above it said so); report.md marked it and ranked it last."""
+    manifest = _manifest(store, train_fraction=0.5, validation_fraction=0.4)  # validation reaches the test
+    text = _night(store, tmp_path, lambda ref, registry: VersionHandle(manifest))
+    rows = [line for line in text.splitlines() if line.startswith("| ") and "rank" not in line]
+    assert rows[-1].startswith(f"| 3 | {MODEL} [SELECTION-BIASED] |")
+    assert f"- `{MODEL}` (selection_biased)" in text
+    test = _split(store, "test")
+    assert f"Evaluated: returns of {test[1].date()}..{test[-1].date()} ({len(test) - 1} bars)." in text
+    assert "> **note:**" not in text  # dated after its bars
+
+
+def test_the_nightly_leaves_out_a_model_that_does_not_load_and_evaluates_the_rest(
+    store: Path, tmp_path: Path
+) -> None:
+    """An operator's review: one byte changed in the latest version's checkpoint stopped the whole
+    night (exit 2, no section), after its ingest had written."""
+
+    def tampered(ref: str, registry: Path) -> object:
+        raise ValueError(f"{ref}: file 'module/module_state.pkl' does not match its sha256 in the manifest")
+
+    text = _night(store, tmp_path, tampered, date="2030-01-03")  # the store records each night it ran
+    assert (
+        f"> **not evaluated:** policy {MODEL}: alpha@1: file 'module/module_state.pkl' does not match" in text
+    )
+    assert "| equal_weight |" in text and MODEL + " |" not in text
+
+
+def test_a_section_dated_before_its_bars_says_so(store: Path, tmp_path: Path) -> None:
+    text = _night(store, tmp_path, lambda ref, registry: VersionHandle(_manifest(store)), date="2000-01-03")
+    assert "> **note:** this section is dated 2000-01-03 and evaluates bars up to" in text

@@ -504,6 +504,14 @@ class EvaluationReport(Document):
 
         return sorted(self.policies, key=key)
 
+    def label(self, name: str) -> str:
+        """The policy's name as every table shows it: marked IN-SAMPLE where its figures came from
+        bars it trained on, SELECTION-BIASED where from bars its checkpoint was chosen on."""
+        policy = self.policies[name]
+        if policy.in_sample:
+            return f"{name} [IN-SAMPLE]"
+        return f"{name} [SELECTION-BIASED]" if policy.selection_biased else name
+
 
 # --------------------------------------------------------------------------- numbers
 

@@ -112,7 +112,7 @@ def _leaderboard(report: EvaluationReport, names: Sequence[str]) -> Block:
         m = p.metrics
         rows.append(
             (
-                _label(report, n),
+                report.label(n),
                 _pct(m.total_return),
                 _pct(m.annual_return),
                 _pct(m.volatility),
@@ -140,7 +140,7 @@ def _comparisons(report: EvaluationReport, names: Sequence[str]) -> list[Block]:
         v = report.policies[n].vs_benchmark
         rows.append(
             (
-                _label(report, n),
+                report.label(n),
                 _f(v.sharpe_diff.estimate),
                 f"[{_f(v.sharpe_diff.low)}, {_f(v.sharpe_diff.high)}]",
                 _f(v.sortino_diff.estimate),
@@ -236,7 +236,7 @@ def _folds(report: EvaluationReport, names: Sequence[str]) -> list[Block]:
             headers=("policy", *(f"{f.name} {f.test.start}..{f.test.end}" for f in folds)),
             rows=tuple(
                 (
-                    _label(report, n),
+                    report.label(n),
                     *(
                         _f(f.metrics.sharpe) + (" IN-SAMPLE" if f.in_sample else "")
                         for f in report.policies[n].folds
@@ -291,15 +291,6 @@ def _ruin(report: EvaluationReport, names: Sequence[str]) -> list[Block]:
     if lines:
         lines.append("Metrics of a ruined run come from its series floored at -100 %, flat after the ruin.")
     return [Block("p", line) for line in lines]
-
-
-def _label(report: EvaluationReport, name: str) -> str:
-    """The policy's name, marked IN-SAMPLE where its figures came from bars it trained on, and
-    SELECTION-BIASED where from bars its checkpoint was chosen on."""
-    policy = report.policies[name]
-    if policy.in_sample:
-        return f"{name} [IN-SAMPLE]"
-    return f"{name} [SELECTION-BIASED]" if policy.selection_biased else name
 
 
 def _out_of_sample(report: EvaluationReport, names: Sequence[str]) -> list[Block]:
