@@ -282,7 +282,7 @@ def results_section(
             f"{_f(pol[name].exit_cost_bps)} | {_f(d.estimate)} [{_f(d.low)}, {_f(d.high)}] |"
         )
     links = " · ".join(f"[{k}]({_link(report_dir / f'report.{k}', base)})" for k in ("md", "html", "json"))
-    lines += ["", f"Report: {links}", ""]
+    lines += ["", *_large_moves_line(report), f"Report: {links}", ""]
     models = [(n, p.manifest) for n, p in pol.items() if p.kind == "registry"]
     if models:
         lines.append("Models:")
@@ -297,6 +297,20 @@ def results_section(
     else:
         lines.append("Models: none in the registry (baselines only).")
     return "\n".join(lines) + "\n\n"
+
+
+SECTION_MOVES = 5
+"""Large moves a night's section names (the report lists them all)."""
+
+
+def _large_moves_line(report: EvaluationReport) -> list[str]:
+    """The evaluated bars' largest moves (``EvaluationReport.large_moves``), a line and a blank."""
+    if not report.large_moves:
+        return []
+    moves = sorted(report.large_moves, key=lambda m: -abs(m.move))
+    named = ", ".join(f"{m.symbol} {m.move:+.1%} ({m.date})" for m in moves[:SECTION_MOVES])
+    more = f" (+{len(moves) - SECTION_MOVES} more in the report)" if len(moves) > SECTION_MOVES else ""
+    return [f"Large moves in the evaluated bars (every policy lived through them): {named}{more}.", ""]
 
 
 def _status(policy: PolicyReport) -> str:

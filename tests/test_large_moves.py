@@ -82,6 +82,14 @@ def test_the_report_lists_them_and_the_markdown_shows_them_largest_first() -> No
     assert "3 close-to-close moves of 20% or more" in section
     again = EvaluationReport.model_validate_json(report_json(report))
     assert again.large_moves == report.large_moves
+    from raytrade.cluster.nightly import _large_moves_line  # the night's section names them too
+
+    line = _large_moves_line(report)[0]
+    a, b, c = (str(data.ts[k])[:10] for k in (10, 12, 18))
+    assert line == (
+        "Large moves in the evaluated bars (every policy lived through them): "
+        f"A -40.0% ({a}), C -30.0% ({c}), B +25.0% ({b})."
+    )
 
 
 def test_a_long_list_is_cut_in_the_markdown_and_kept_whole_in_the_json() -> None:
@@ -104,3 +112,24 @@ def test_a_long_list_is_cut_in_the_markdown_and_kept_whole_in_the_json() -> None
     section = text.split("## Large moves in the evaluated windows")[1].split("## ")[0]
     assert section.count("| X |") == MAX_MOVES_SHOWN
     assert f"The {t - 1 - MAX_MOVES_SHOWN} smaller ones are in report.json (large_moves)." in section
+
+
+def test_a_halt_that_began_before_the_window_counts_its_bars_there_too() -> None:
+    """A review: a reopen whose last real close lies before the window counted only the window's
+    missing bars."""
+    t = 12
+    ts = np.busday_offset("2024-01-01", np.arange(t), roll="forward").astype("datetime64[us]")
+    close = np.full((t, 2), 100.0)
+    close[3:, 1] = 70.0  # the reopen, 30 % lower
+    listed = np.ones((t, 2), dtype=bool)
+    listed[:3, 1] = False  # halted over the window's first three bars
+    data = MarketData(
+        ts=ts, symbols=("A", "H"), asset_class=("equity",) * 2, open=close.copy(), close=close, listed=listed,
+        spread_bps=np.full((t, 2), 5.0), dollar_volume=np.full((t, 2), 1e8),
+        features=np.zeros((t, 2, 1), dtype=np.float32), feature_names=("ret_1",),
+        regime_code=np.zeros((t, 2), dtype=np.int8),
+        close_before=np.full((4, 2), 100.0),
+        listed_before=np.array([[True, True], [True, True], [True, False], [True, False]]),  # H halted here
+    )  # fmt: skip
+    (move,) = large_moves(data)
+    assert (move.symbol, round(move.move, 6), move.bars_missing) == ("H", -0.3, 5)

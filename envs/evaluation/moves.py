@@ -34,6 +34,17 @@ class LargeMove:
     bars_missing: int  # bars between the two without a real bar of the symbol (0: consecutive bars)
 
 
+def _bars_since_listed_before(window: MarketData) -> np.ndarray:
+    """``[N]``: bars each symbol went without a real bar at the end of ``listed_before`` (the bars
+    just before the window): a halt that began before it (all of them when it has none there)."""
+    if window.listed_before is None:
+        return np.zeros(window.n_assets, dtype=np.int64)
+    listed = np.asarray(window.listed_before, dtype=bool)
+    k = listed.shape[0]
+    last = np.where(listed.any(axis=0), k - 1 - np.argmax(listed[::-1], axis=0), -1)
+    return np.asarray(k - 1 - last, dtype=np.int64)
+
+
 def large_moves(window: MarketData, threshold: float = LARGE_MOVE) -> tuple[LargeMove, ...]:
     """Every move of ``window`` at least ``threshold`` in size after its first bar, in bar order
     (symbols in their column order within a bar)."""
@@ -43,6 +54,7 @@ def large_moves(window: MarketData, threshold: float = LARGE_MOVE) -> tuple[Larg
     listed = np.asarray(window.listed, dtype=bool)
     rows = np.where(listed, np.arange(listed.shape[0])[:, None], -1)
     last_before = np.vstack([np.full((1, listed.shape[1]), -1), np.maximum.accumulate(rows, axis=0)[:-1]])
+    before = _bars_since_listed_before(window)
     out = []
     for t, n in zip(*np.nonzero(big), strict=True):
         prev = int(last_before[t, n])  # -1: the last real bar is before the window (its close_before)
@@ -51,7 +63,7 @@ def large_moves(window: MarketData, threshold: float = LARGE_MOVE) -> tuple[Larg
                 symbol=window.symbols[n],
                 date=window.ts[t],
                 move=float(returns[t, n]),
-                bars_missing=int(t) - prev - 1 if prev >= 0 else int(t),
+                bars_missing=int(t) - prev - 1 if prev >= 0 else int(t) + int(before[n]),
             )
         )
     return tuple(out)
