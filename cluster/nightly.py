@@ -54,7 +54,7 @@ from __future__ import annotations
 
 import os
 import re
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -260,7 +260,7 @@ def results_section(
                 "(a night re-run later with --replace): its figures are not what that night could have "
                 "seen.\n"
             ]
-            if last[:10] > date
+            if _after(last, date)
             else []
         ),
         *(f"> **ingest warning:** {w}\n" for w in (ingested.warnings() if ingested else [])),
@@ -308,9 +308,19 @@ def _large_moves_line(report: EvaluationReport) -> list[str]:
     if not report.large_moves:
         return []
     moves = sorted(report.large_moves, key=lambda m: -abs(m.move))
-    named = ", ".join(f"{m.symbol} {m.move:+.1%} ({m.date})" for m in moves[:SECTION_MOVES])
+    named = ", ".join(
+        f"{m.symbol} {m.move:+.1%} ({m.date}"
+        + (f", after {m.bars_missing} bars without one)" if m.bars_missing else ")")
+        for m in moves[:SECTION_MOVES]
+    )
     more = f" (+{len(moves) - SECTION_MOVES} more in the report)" if len(moves) > SECTION_MOVES else ""
     return [f"Large moves in the evaluated bars (every policy lived through them): {named}{more}.", ""]
+
+
+def _after(last: str, date: str) -> bool:
+    """The evaluated bars run past the section's date: the last bar's UTC date is more than a day
+    after it (a day of slack: an evening bar in New York is stamped the next UTC date)."""
+    return datetime.fromisoformat(last[:10]) > datetime.fromisoformat(date) + timedelta(days=1)
 
 
 def _status(policy: PolicyReport) -> str:
@@ -345,7 +355,7 @@ def run_nightly(
     and ``replace`` is False (nothing done). ``cash_rate``: what idle cash earns and the ratios'
     risk-free rate (``raytrade evaluate``'s; None: 0 %)."""
     from raytrade.envs.evaluation.harness import InSampleError
-    from raytrade.envs.evaluation.policies import RegistryModelError
+    from raytrade.envs.evaluation.universe import ModelUniverseError
 
     folder = registry_folder(registry)
     day = night(date)
@@ -353,10 +363,17 @@ def run_nightly(
     with nightly_lock(replay):
         if not replace and night_done(replay, results, day) is not None:
             return None
+        # the registry first: a latest that names no version, a file that fails its hash or signature
+        # refuses the night before the ingest writes anything (it used to fail after it)
+        models = latest_refs(folder)
+        if loader is None:
+            from raytrade.cluster.registry_access import verify_under_key
+
+            for ref in models:
+                verify_under_key(ref, folder)
         ingested = reingest(replay, source, path, synthetic or {}, keep_stored_on_restatement)
         for warning in ingested.warnings() if ingested else []:
             click.echo(f"warning: {warning}", err=True)
-        models = latest_refs(folder)
         policies = [*(baselines or split_names(DEFAULT_POLICIES)), *(f"registry:{ref}" for ref in models)]
         report_dir = reports / day
         left_out: dict[str, str] = {}
@@ -379,8 +396,8 @@ def run_nightly(
             except InSampleError as exc:  # only registry models are ever in sample: the loop ends
                 # evaluate's ways forward (--in-sample, ...) are not nightly's
                 left_out |= {policy: f"in sample: {why}" for policy, why in exc.facts.items()}
-            except RegistryModelError as exc:  # one model that does not load, or the store cannot hold
-                if exc.policy in left_out or exc.policy not in policies:  # with the others
+            except ModelUniverseError as exc:  # one model the store cannot hold with the others
+                if exc.policy in left_out or exc.policy not in policies:
                     raise
                 left_out[exc.policy] = str(exc)
         for line in [*left_out.values(), *report_warnings(report)]:

@@ -16,22 +16,25 @@ Stamps alone cannot always tell a daily bar from the one bar a thin name traded 
 sends no bar for an hour without trades), so the rule reads them as follows. A bar is **daily** when
 it is the only bar of its symbol on its date and it is stamped
 
-* at a daily stamp: 00:00 UTC (a date label, the csv source's) or midnight in New York (Alpaca's
-  daily bars, 04:00 or 05:00 UTC with daylight saving), or
-* for an equity, at a time of day no intraday equity of the store trades at (a session's close):
-  the class's *intraday clock* is every time of day (in New York, where a session keeps its hours
-  across daylight saving) stamped on a date where a symbol has several bars.
+* at a daily stamp: 00:00 UTC (a date label, the csv source's), midnight in New York (Alpaca's
+  stocks, and the crypto day it builds next to them: 04:00 or 05:00 UTC with daylight saving) or in
+  US Central time (Alpaca's own daily crypto: 05:00 or 06:00 UTC), or
+* for an equity, at a time of day no intraday equity of the store trades at (a regular session's
+  close next to regular-hours bars; with extended hours every hour to 20:00 in New York is on the
+  clock, and a bar there cannot be told from a thin name's): the class's *intraday clock* is every
+  time of day (in New York, where a session keeps its hours across daylight saving) stamped on a
+  date where a symbol has several bars.
 
 A coin trades around the clock, so its one bar a day at another hour is a thin coin's. A symbol is
 refused when it holds :data:`MIXED_RUN` consecutive daily bars and any date of several bars (one
 series, two lengths; once a series is daily, even one date of several bars is wrong), or when it has
-only daily bars in a store whose symbols of its class have intraday ones (two lengths across symbols).
+only daily bars in a store with intraday bars of any class (two lengths across symbols). A daily
+series with two daily stamps on one date (a csv history at 00:00 UTC overlapping Alpaca's at New
+York midnight) is named as two daily clocks.
 One line names the symbol, the dates and the stamps; nothing is guessed (resampling is the user's
 call). Where stamps cannot tell, the rule refuses: a week of a thin name trading only at a daily
 stamp (a coin only at 00:00 UTC; an equity whose extended hours' last bar, 19:00 in New York, is
-stamped 00:00 UTC in winter, trading only then) reads as a daily history. Daily bars of one class
-next to intraday bars of the other are the loader's to refuse (``envs.replay_loader``: off the
-calendar's labels)."""
+stamped 00:00 UTC in winter, trading only then) reads as a daily history."""
 
 from __future__ import annotations
 
@@ -42,14 +45,11 @@ import numpy as np
 import pandas as pd
 
 from raytrade.replay.errors import InputError
-from raytrade.replay.timeutil import named_symbols, times_of_day
+from raytrade.replay.timeutil import NEW_YORK, US_CENTRAL, named_symbols, times_of_day
 
 MIXED_RUN: Final = 5
 """Consecutive dates of one daily bar each that make a series daily (a week of a daily history):
 fewer is read as a thin intraday name's quiet days."""
-
-NEW_YORK: Final = "America/New_York"
-"""Where Alpaca's daily bars start their day (the store's other daily stamp besides 00:00 UTC)."""
 
 
 class MixedBarLengthsError(InputError):
@@ -63,12 +63,13 @@ def _minute_of_day(stamps: pd.DatetimeIndex) -> np.ndarray:
     return np.asarray(local.hour * 60 + local.minute, dtype=np.int64)
 
 
-def daily_stamps(stamps: pd.DatetimeIndex) -> np.ndarray:
-    """``[n]`` bool: stamped at 00:00 UTC or at midnight in New York (module docstring)."""
-    local = stamps.tz_convert(NEW_YORK)
-    at_utc_midnight = (stamps.hour == 0) & (stamps.minute == 0)
-    at_new_york_midnight = (local.hour == 0) & (local.minute == 0)
-    return np.asarray(at_utc_midnight | at_new_york_midnight, dtype=bool)
+def _daily_stamps(stamps: pd.DatetimeIndex) -> np.ndarray:
+    """``[n]`` bool: stamped at midnight UTC, in New York or in US Central time (module docstring)."""
+    out = (stamps.hour == 0) & (stamps.minute == 0)
+    for zone in (NEW_YORK, US_CENTRAL):
+        local = stamps.tz_convert(zone)
+        out |= (local.hour == 0) & (local.minute == 0)
+    return np.asarray(out, dtype=bool)
 
 
 def _longest_run(flags: np.ndarray) -> tuple[int, int]:
@@ -91,7 +92,7 @@ class _Series:
 
     def daily(self, crypto: bool, intraday_clock: set[int]) -> np.ndarray:
         """``[n]`` bool: each stamp is a daily bar (module docstring)."""
-        daily = daily_stamps(self.stamps)
+        daily = _daily_stamps(self.stamps)
         if not crypto:
             daily |= ~np.isin(_minute_of_day(self.stamps), list(intraday_clock))
         return daily & ~self.several
@@ -115,11 +116,24 @@ def series_switch(
     start = dates[first]
     run_stamps = stamps[(series.dates >= start) & (series.dates <= dates[first + run - 1])]
     several_dates = series.dates[series.several].unique()
+    on_several = stamps[series.several]
+    if _daily_stamps(on_several).all():
+        return (
+            f"holds {_dates(len(several_dates))} with two daily stamps (first {several_dates[0].date()}, "
+            f"at {times_of_day(on_several)} UTC) in a daily series: two daily clocks (a history stamped "
+            "at 00:00 UTC overlapping one at a local midnight); keep one and re-ingest into a new store"
+        )
     return (
-        f"{run} dates in a row with one daily bar each from {start.date()} (stamped at "
-        f"{times_of_day(run_stamps)} UTC) and {len(several_dates)} dates with several bars (first "
-        f"{several_dates[0].date()}): a daily history and intraday bars in one series"
+        f"holds bars of two lengths: {run} dates in a row with one daily bar each from {start.date()} "
+        f"(stamped at {times_of_day(run_stamps)} UTC) and {_dates(len(several_dates))} with several bars "
+        f"(first {several_dates[0].date()}): a daily history and intraday bars in one series. The "
+        "simulator steps one bar length (its year and a bar's financing follow from it): store the "
+        "series at one timeframe (resample it, or drop the stretch at the other)"
     )
+
+
+def _dates(n: int) -> str:
+    return f"{n} date" if n == 1 else f"{n} dates"
 
 
 def _per_date(series: _Series, daily: np.ndarray) -> np.ndarray:
@@ -143,27 +157,24 @@ def refuse_mixed_bar_lengths(
     for symbol, one in series.items():
         if one.several.any():
             clocks.setdefault(classes[symbol], set()).update(_minute_of_day(one.stamps[one.several]).tolist())
-    all_daily: dict[str, list[str]] = {}
+    daily_symbols: list[str] = []
     for symbol, one in series.items():
         crypto = classes[symbol] == "crypto"
         clock = clocks.get(classes[symbol], set())
         why = series_switch(one.stamps, crypto, clock)
         if why is not None:
             mark = " (in the store)" if symbol in stored else ""
-            raise MixedBarLengthsError(
-                f"{prefix}{symbol!r}{mark} holds bars of two lengths: {why}. The simulator steps one bar "
-                "length (its year and a bar's financing follow from it): store the series at one "
-                "timeframe (resample it, or drop the stretch at the other)"
-            )
-        if clock and len(one.stamps) > 1 and one.daily(crypto, clock).all():
-            all_daily.setdefault(classes[symbol], []).append(symbol)
-    for asset_class, daily in all_daily.items():
-        intraday = sorted(s for s, one in series.items() if classes[s] == asset_class and one.several.any())
-        stamped = times_of_day(series[daily[0]].stamps)
-        raise MixedBarLengthsError(
-            f"{prefix}daily bars next to intraday ones in one store: {named_symbols(daily, stored)} daily "
-            f"(stamped at {stamped} UTC), {named_symbols(intraday, stored)} intraday {asset_class}. The "
-            "simulator steps one calendar: a daily bar is shown at a label hours before its close, and "
-            "each symbol misses every label of the others. Keep one timeframe per store (resample the "
-            "intraday bars to daily, or ingest them into their own store)"
-        )
+            raise MixedBarLengthsError(f"{prefix}{symbol!r}{mark} {why}")
+        if clocks and len(one.stamps) > 1 and one.daily(crypto, clock).all():
+            daily_symbols.append(symbol)
+    if not daily_symbols:
+        return
+    intraday = sorted(s for s, one in series.items() if one.several.any())
+    stamped = times_of_day(series[daily_symbols[0]].stamps)
+    raise MixedBarLengthsError(
+        f"{prefix}daily bars next to intraday ones in one store: {named_symbols(daily_symbols, stored)} "
+        f"daily (stamped at {stamped} UTC), {named_symbols(intraday, stored)} intraday. The simulator "
+        "steps one calendar: a daily bar is shown at a label hours before its close, or never on one, "
+        "and each symbol misses every label of the others. Keep one timeframe per store (resample the "
+        "intraday bars to daily, or ingest them into their own store)"
+    )

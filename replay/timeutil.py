@@ -10,11 +10,19 @@ from __future__ import annotations
 from collections.abc import Collection
 from datetime import datetime
 from typing import Final
+from zoneinfo import ZoneInfo
 
 import numpy as np
 import pandas as pd
 
 from raytrade.replay.errors import InputError
+
+NEW_YORK: Final = ZoneInfo("America/New_York")
+"""Where US stocks trade, and where Alpaca starts a stock's daily bar (and the crypto day it builds
+next to stocks, ``replay.sources.alpaca_daily``)."""
+
+US_CENTRAL: Final = ZoneInfo("America/Chicago")
+"""Where Alpaca starts its own daily crypto bar (a crypto-only fetch)."""
 
 DAY: Final = pd.Timedelta(days=1)
 """A symbol's bars are daily when their ``bar_length`` is this; shorter: intraday."""

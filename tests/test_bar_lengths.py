@@ -172,7 +172,9 @@ def test_the_reviewer_s_btcusd_a_daily_history_then_hourly_bars_around_the_clock
         pd.date_range("2024-03-01", "2024-03-10 23:00", freq="h", tz="UTC")
     )
     why = series_switch(stamps, crypto=True)
-    assert why is not None and why.startswith("60 dates in a row with one daily bar each from 2024-01-01")
+    assert why is not None and why.startswith(
+        "holds bars of two lengths: 60 dates in a row with one daily bar"
+    )
     with pytest.raises(MixedBarLengthsError, match="'BTCUSD' holds bars of two lengths"):
         refuse_mixed_bar_lengths(_frame(BTCUSD=(stamps, "crypto")))
 
@@ -203,7 +205,7 @@ def test_a_daily_coin_next_to_an_hourly_coin_is_refused_though_every_hour_is_on_
     hourly = pd.date_range("2024-01-01", "2024-02-29 23:00", freq="h", tz="UTC")
     days = pd.date_range("2024-01-01", "2024-02-29")
     for daily in (days.tz_localize("UTC"), _new_york_midnights(days)):
-        with pytest.raises(MixedBarLengthsError, match="'ETHUSD' daily .* 'BTCUSD' intraday crypto"):
+        with pytest.raises(MixedBarLengthsError, match="'ETHUSD' daily .* 'BTCUSD' intraday"):
             refuse_mixed_bar_lengths(_frame(BTCUSD=(hourly, "crypto"), ETHUSD=(daily, "crypto")))
 
 
@@ -236,3 +238,42 @@ def test_the_rule_is_quick_on_a_large_hourly_store() -> None:
     start = time.process_time()
     refuse_mixed_bar_lengths(frame)
     assert time.process_time() - start < 10.0  # about a second here
+
+
+def _central_midnights(days: pd.DatetimeIndex) -> pd.DatetimeIndex:
+    return pd.DatetimeIndex([d.tz_localize("America/Chicago") for d in days]).tz_convert("UTC")
+
+
+def test_alpaca_s_own_daily_crypto_at_us_central_midnight_is_daily() -> None:
+    """A review: Alpaca stamps a crypto-only fetch's daily bars at US Central midnight (05:00/06:00
+    UTC), which is 01:00 in New York: no daily stamp, read as a thin coin, so its daily history
+    before hourly bars, and a daily coin next to an hourly one, went through."""
+    days = pd.date_range("2024-01-01", "2024-04-30")
+    hourly = pd.date_range("2024-05-01", "2024-05-10 23:00", freq="h", tz="UTC")
+    with pytest.raises(MixedBarLengthsError, match="'BTCUSD' holds bars of two lengths: 121 dates in a row"):
+        refuse_mixed_bar_lengths(_frame(BTCUSD=(_central_midnights(days).append(hourly), "crypto")))
+    with pytest.raises(MixedBarLengthsError, match="'ETHUSD' daily"):
+        refuse_mixed_bar_lengths(
+            _frame(BTCUSD=(hourly, "crypto"), ETHUSD=(_central_midnights(days), "crypto"))
+        )
+
+
+def test_a_daily_coin_next_to_hourly_equities_is_refused() -> None:
+    """A review: daily BTC at 00:00 UTC next to hourly stocks passed this rule (the stocks' clock was
+    the only one, and a coin's is another class's) and the loader's off-label check alike."""
+    days = pd.bdate_range("2024-01-02", periods=30)
+    coin = pd.date_range(days[0], days[-1], freq="D", tz="UTC")
+    with pytest.raises(MixedBarLengthsError, match="'BTCUSD' daily .* 'AAA' intraday"):
+        refuse_mixed_bar_lengths(_frame(AAA=(_hours(days), "equity"), BTCUSD=(coin, "crypto")))
+
+
+def test_a_daily_series_with_two_daily_stamps_on_one_date_is_named_as_two_clocks() -> None:
+    """A csv history at 00:00 UTC overlapping an Alpaca one at New York midnight on one date: two daily
+    clocks, not "intraday bars" to resample."""
+    days = pd.bdate_range("2024-01-02", periods=30)
+    stamps = days.tz_localize("UTC").append(_new_york_midnights(days[-1:])).sort_values()
+    with pytest.raises(MixedBarLengthsError) as caught:
+        refuse_mixed_bar_lengths(_frame(AAPL=(stamps, "equity")))
+    message = str(caught.value)
+    assert "1 date with two daily stamps (first 2024-02-12, at 00:00/05:00 UTC) in a daily series" in message
+    assert "two daily clocks" in message and "resample" not in message

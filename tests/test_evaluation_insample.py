@@ -343,20 +343,32 @@ def test_the_nightly_marks_a_selection_biased_model_and_ranks_it_after_the_clean
     assert "> **note:**" not in text  # dated after its bars
 
 
-def test_the_nightly_leaves_out_a_model_that_does_not_load_and_evaluates_the_rest(
-    store: Path, tmp_path: Path
-) -> None:
-    """An operator's review: one byte changed in the latest version's checkpoint stopped the whole
-    night (exit 2, no section), after its ingest had written."""
+def test_a_broken_registry_refuses_the_night_before_the_ingest_writes(store: Path, tmp_path: Path) -> None:
+    """An operator's review: a registry problem (here a `latest` naming a pruned version; a file that
+    fails its hash is refused at the same point, tests/test_registry_key_entrypoints.py) stopped the
+    night after its ingest had written, and the retry's section then said "ingest: nothing new"."""
+    from raytrade.cluster.nightly import run_nightly
+    from raytrade.models.registry import RegistryError
 
-    def tampered(ref: str, registry: Path) -> object:
-        raise ValueError(f"{ref}: file 'module/module_state.pkl' does not match its sha256 in the manifest")
-
-    text = _night(store, tmp_path, tampered, date="2030-01-03")  # the store records each night it ran
-    assert (
-        f"> **not evaluated:** policy {MODEL}: alpha@1: file 'module/module_state.pkl' does not match" in text
-    )
-    assert "| equal_weight |" in text and MODEL + " |" not in text
+    registry = tmp_path / "registry"
+    (registry / "alpha" / "1").mkdir(parents=True)
+    (registry / "alpha" / "1" / "manifest.json").write_text("{}")
+    (registry / "alpha" / "latest").write_text("2\n")  # version 2 was pruned
+    before = {p: p.read_bytes() for p in store.rglob("*") if p.is_file()}
+    with pytest.raises(RegistryError, match="no version 2 of 'alpha'"):
+        run_nightly(
+            store,
+            registry,
+            source="synthetic",
+            synthetic={"n_symbols": 3, "years": 2.5, "seed": 3},
+            reports=tmp_path / "reports",
+            results=tmp_path / "results.md",
+            date="2030-01-04",
+        )
+    assert {p: p.read_bytes() for p in store.rglob("*") if p.is_file() and p.name != "nightly.lock"} == {
+        p: b for p, b in before.items() if p.name != "nightly.lock"
+    }
+    assert not (tmp_path / "results.md").exists()
 
 
 def test_a_section_dated_before_its_bars_says_so(store: Path, tmp_path: Path) -> None:

@@ -88,7 +88,7 @@ def test_the_report_lists_them_and_the_markdown_shows_them_largest_first() -> No
     a, b, c = (str(data.ts[k])[:10] for k in (10, 12, 18))
     assert line == (
         "Large moves in the evaluated bars (every policy lived through them): "
-        f"A -40.0% ({a}), C -30.0% ({c}), B +25.0% ({b})."
+        f"A -40.0% ({a}), C -30.0% ({c}, after 3 bars without one), B +25.0% ({b})."
     )
 
 

@@ -343,6 +343,8 @@ def test_a_nightly_on_a_store_another_one_holds_refuses_at_once_and_touches_noth
     holder = '{"pid": 4242, "host": "cron-1", "started": "2026-01-05T02:00:00+00:00"}'
     with open(store / LOCK_FILE, "a+") as held:
         fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        held.seek(0)
+        held.truncate()  # a copy of a store another test ran a nightly on holds that run's holder
         held.write(holder)
         held.flush()
         before = _files(store)

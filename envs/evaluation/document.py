@@ -627,7 +627,7 @@ def stress_report(draws: Sequence[RunSeries], periods_per_year: float) -> Stress
     return StressReport(n_draws=len(runs), summary=StressSummary.model_validate(summary), draws=runs)
 
 
-def _train_window(window: TimeWindow | None) -> Window | None:
+def _window_of(window: TimeWindow | None) -> Window | None:
     if window is None:
         return None
     return Window(
@@ -654,11 +654,11 @@ def sample_report(check: SampleCheck, in_sample_allowed: bool) -> SampleReport:
         status = "out_of_sample"
     return SampleReport(
         status=status,
-        train=_train_window(seen.train),
+        train=_window_of(seen.train),
         how=seen.how,
         first_allowed_start=None if check.first_allowed is None else check.first_allowed.date().isoformat(),
         in_sample_windows=check.in_sample,
-        validation=_train_window(seen.validation),
+        validation=_window_of(seen.validation),
         validation_overlap=check.validation_overlap,
         warning=check.warning,
     )
@@ -695,7 +695,7 @@ def build_report(result: EvaluationResult) -> EvaluationReport:
             FoldReport(
                 **dict(run_report(run, ppy)),
                 name=w.name,
-                train=_train_window(w.train) if check is None else _train_window(check.trained_on.train),
+                train=_window_of(w.train) if check is None else _window_of(check.trained_on.train),
                 in_sample=check is not None and w.name in check.in_sample,
                 test=Window(
                     start=iso_dates(w.data.ts[:1])[0], end=iso_dates(w.data.ts[-1:])[0], n_bars=w.data.n_steps

@@ -417,6 +417,7 @@ def _sample_checks(
 
 
 def _counted(window: TimeWindow, calendar: pd.DatetimeIndex) -> TimeWindow:
+    """``window`` with its ``n_bars`` counted on ``calendar`` (the store's)."""
     return replace(window, n_bars=int(((calendar >= window.start) & (calendar <= window.end)).sum()))
 
 

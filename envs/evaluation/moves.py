@@ -36,11 +36,14 @@ class LargeMove:
 
 def _bars_since_listed_before(window: MarketData) -> np.ndarray:
     """``[N]``: bars each symbol went without a real bar at the end of ``listed_before`` (the bars
-    just before the window): a halt that began before it (all of them when it has none there)."""
+    just before the window, at most ``market_data.BARS_BEFORE``): a halt that began before it, a lower
+    bound when it had no bar there at all."""
     if window.listed_before is None:
         return np.zeros(window.n_assets, dtype=np.int64)
     listed = np.asarray(window.listed_before, dtype=bool)
     k = listed.shape[0]
+    if k == 0:
+        return np.zeros(window.n_assets, dtype=np.int64)
     last = np.where(listed.any(axis=0), k - 1 - np.argmax(listed[::-1], axis=0), -1)
     return np.asarray(k - 1 - last, dtype=np.int64)
 

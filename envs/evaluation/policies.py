@@ -66,16 +66,6 @@ class EvaluationInputError(InputError):
     """Bad evaluation input (unknown policy, missing feature, too short a window); names what is wrong."""
 
 
-class RegistryModelError(EvaluationInputError):
-    """One registry model that cannot be evaluated (``policy``: its name as given): a version that
-    does not load (a file that fails its hash, a missing checkpoint), or, :class:`ModelUniverseError`,
-    one the store cannot hold with the others. ``raytrade nightly`` leaves it out of the night."""
-
-    def __init__(self, message: str, policy: str) -> None:
-        super().__init__(message)
-        self.policy = policy
-
-
 PolicyOutput = np.ndarray | Decision
 EvalPolicy = Callable[[Observation], PolicyOutput]
 PolicyFactory = Callable[[MarketData, int], EvalPolicy]
@@ -286,7 +276,7 @@ def registry_spec(
     try:
         handle: Any = loader(ref, registry=registry)
     except (ValueError, FileNotFoundError) as exc:
-        raise RegistryModelError(f"policy {REGISTRY_PREFIX}{ref}: {exc}", f"{REGISTRY_PREFIX}{ref}") from None
+        raise EvaluationInputError(f"policy {REGISTRY_PREFIX}{ref}: {exc}") from None
     columns = handle_feature_columns(handle, default_features)
     baseline_columns, baseline_lookback = handle_baseline(handle)
     gate_cols, gate_back = handle_gate(handle)

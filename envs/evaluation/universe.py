@@ -23,12 +23,16 @@ from __future__ import annotations
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
-from raytrade.envs.evaluation.policies import EvaluationInputError, PolicySpec, RegistryModelError
+from raytrade.envs.evaluation.policies import EvaluationInputError, PolicySpec
 
 
-class ModelUniverseError(RegistryModelError):
+class ModelUniverseError(EvaluationInputError):
     """A registry model that cannot be evaluated with the others on this store: ``policy`` (its name
     as given) trained on a symbol the store lacks, or on another universe than the first model's."""
+
+    def __init__(self, message: str, policy: str) -> None:
+        super().__init__(message)
+        self.policy = policy
 
 
 @dataclass(frozen=True)

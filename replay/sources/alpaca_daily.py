@@ -30,16 +30,14 @@ import math
 from collections.abc import Sequence
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Final, NamedTuple
-from zoneinfo import ZoneInfo
 
 import pandas as pd
 
 from raytrade.replay.errors import InputError
-from raytrade.replay.timeutil import DAY, bar_length, times_of_day
+from raytrade.replay.timeutil import DAY, NEW_YORK, bar_length, times_of_day
 
 logger = logging.getLogger(__name__)
 
-NEW_YORK: Final = ZoneInfo("America/New_York")
 HOUR: Final = timedelta(hours=1)
 
 
