@@ -225,6 +225,10 @@ def load_market_data(
     last_traded = bars.groupby("symbol")["ts"].max().reindex(order)
     listed_after = (last_traded > calendar[-1]).to_numpy(dtype=bool)
     bars = bars.assign(dollar_volume=bars["close"] * bars["volume"])
+    # assets stepped off their own calendar (crypto next to equities)
+    off_calendar = [s for s in order if classes[s] != stepped_class]
+    last_moved = last_bars_between_labels(bars, full_calendar, off_calendar)
+    bars = restamped(bars, last_moved)
     before = full_calendar[full_calendar < calendar[0]][-BARS_BEFORE:]
     close_before_raw = (
         bars[bars["ts"].isin(before)]
@@ -233,7 +237,6 @@ def load_market_data(
         .astype("float64")
     )
     # the closes of assets stepped off their own calendar, from the calendar's start (warm-up)
-    off_calendar = [s for s in order if classes[s] != stepped_class]
     history = full_calendar[full_calendar <= calendar[-1]]
     history_close = (
         bars[bars["ts"].isin(history) & bars["symbol"].isin(off_calendar)]
@@ -270,6 +273,7 @@ def load_market_data(
         end=calendar[-1],
         columns=["symbol", "ts", *wanted],
     )
+    feats = restamped(feats, last_moved)
     feats = feats[feats["ts"].isin(calendar)]
     spread = _costed_spread(wide(feats, "spread_bps").astype("float64"))
     dollar_volume = wide(feats, "dollar_volume_20").astype("float64").fillna(0.0)
@@ -335,6 +339,34 @@ def load_market_data(
 
 class OffCalendarBarsError(InputError):
     """Crypto bars stamped between the equity calendar's labels: loading would drop them silently."""
+
+
+def last_bars_between_labels(
+    bars: pd.DataFrame, calendar: pd.DatetimeIndex, symbols: list[str]
+) -> dict[str, tuple[pd.Timestamp, pd.Timestamp]]:
+    """``symbol -> (its last bar's stamp, the first label after it)`` for each of ``symbols`` (assets
+    stepped on another class's calendar: crypto next to equities) whose bars stop between two labels
+    of ``calendar``: a coin whose last bar is a Saturday. Stepped on the labels alone, its last listed
+    bar was the Friday's, and a holding was sold at Friday's close, a price from before the weekend
+    that ended it (a reviewer's −90 % last Saturday never reached the account). Its last bar belongs
+    on the next label, where the simulator sells what is held at that bar's close."""
+    out: dict[str, tuple[pd.Timestamp, pd.Timestamp]] = {}
+    last = bars[bars["symbol"].isin(symbols)].groupby("symbol")["ts"].max()
+    for symbol, stamp in last.items():
+        k = int(calendar.searchsorted(stamp))
+        if k < len(calendar) and calendar[k] != stamp:
+            out[str(symbol)] = (pd.Timestamp(stamp), pd.Timestamp(calendar[k]))
+    return out
+
+
+def restamped(frame: pd.DataFrame, moved: dict[str, tuple[pd.Timestamp, pd.Timestamp]]) -> pd.DataFrame:
+    """``frame`` (``symbol``, ``ts``) with each moved symbol's row at its old stamp on its new one."""
+    if not moved:
+        return frame
+    frame = frame.copy()
+    for symbol, (old, new) in moved.items():
+        frame.loc[(frame["symbol"] == symbol) & (frame["ts"] == old), "ts"] = new
+    return frame
 
 
 def refuse_off_calendar_crypto(bars: pd.DataFrame, calendar: pd.DatetimeIndex) -> None:
