@@ -21,7 +21,7 @@ from raytrade.replay.bar_lengths import (
     series_switch,
 )
 from raytrade.replay.features.config import FeatureConfig
-from tests.test_equity_clocks import _csv, ingest, plain, snapshot
+from tests.test_equity_clocks import _csv, ingest, plain, second_ingest_refused
 
 FEATURES = ("vol_20",)
 DAYS = pd.bdate_range("2024-01-02", periods=40)
@@ -50,18 +50,11 @@ def test_a_file_stitching_a_daily_history_to_hourly_bars_is_refused_at_ingest(tm
 
 
 def test_an_hourly_equity_next_to_a_daily_one_is_refused_and_the_store_kept(tmp_path: Path) -> None:
-    _csv(tmp_path / "first" / "AAA.csv", session_hours(DAYS), 1)
-    store = tmp_path / "store"
-    assert ingest(tmp_path / "first", store)[0] == 0
-    before = snapshot(store)
-    _csv(tmp_path / "second" / "BBB.csv", plain(DAYS), 2)
-    code, output = ingest(tmp_path / "second", store)
-    assert code == 2, output
+    output = second_ingest_refused(tmp_path, ("AAA", session_hours(DAYS)), ("BBB", plain(DAYS)))
     assert (
         "daily bars next to intraday ones in one store: 'BBB' daily (stamped at 00:00 UTC), 'AAA' (in"
         in output
     )
-    assert snapshot(store) == before
 
 
 def test_the_loader_refuses_a_store_an_older_ingest_wrote_with_two_lengths(

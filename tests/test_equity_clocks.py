@@ -67,16 +67,23 @@ def test_ingest_refuses_a_folder_of_equities_on_two_clocks(tmp_path: Path) -> No
     assert not (tmp_path / "store" / "bars").exists()
 
 
-def test_ingest_refuses_equities_on_another_clock_than_the_stores_and_writes_nothing(tmp_path: Path) -> None:
-    _csv(tmp_path / "first" / "APP.csv", plain(DAYS), 1)
+def second_ingest_refused(tmp_path: Path, first: tuple[str, list[str]], second: tuple[str, list[str]]) -> str:
+    """Ingest the symbol ``first`` (name, stamps) into a new store, then ``second`` into it: the
+    second is refused (exit 2) and the store left byte for byte as it was; returns the output."""
+    _csv(tmp_path / "first" / f"{first[0]}.csv", first[1], 1)
     store = tmp_path / "store"
     assert ingest(tmp_path / "first", store)[0] == 0
     before = snapshot(store)
-    _csv(tmp_path / "second" / "KGC.csv", new_york_midnight(DAYS), 2)
+    _csv(tmp_path / "second" / f"{second[0]}.csv", second[1], 2)
     code, output = ingest(tmp_path / "second", store)
     assert code == 2, output
-    assert "'APP' (in the store) at 00:00 UTC" in output and "'KGC' at 05:00 UTC" in output
     assert snapshot(store) == before
+    return output
+
+
+def test_ingest_refuses_equities_on_another_clock_than_the_stores_and_writes_nothing(tmp_path: Path) -> None:
+    output = second_ingest_refused(tmp_path, ("APP", plain(DAYS)), ("KGC", new_york_midnight(DAYS)))
+    assert "'APP' (in the store) at 00:00 UTC" in output and "'KGC' at 05:00 UTC" in output
 
 
 def test_loader_refuses_a_store_an_older_ingest_wrote_with_equities_on_two_clocks(
