@@ -260,7 +260,7 @@ def results_section(
                 "(a night re-run later with --replace): its figures are not what that night could have "
                 "seen.\n"
             ]
-            if _after(last, date)
+            if bench.timestamps and _after(last, date)
             else []
         ),
         *(f"> **ingest warning:** {w}\n" for w in (ingested.warnings() if ingested else [])),
