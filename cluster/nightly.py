@@ -307,7 +307,7 @@ def _large_moves_line(report: EvaluationReport) -> list[str]:
     """The evaluated bars' largest moves (``EvaluationReport.large_moves``), a line and a blank."""
     if not report.large_moves:
         return []
-    moves = sorted(report.large_moves, key=lambda m: -abs(m.move))
+    moves = report.largest_moves()
     named = ", ".join(
         f"{m.symbol} {m.move:+.1%} ({m.date}"
         + (f", after {m.bars_missing} bars without one)" if m.bars_missing else ")")

@@ -83,18 +83,25 @@ def _longest_run(flags: np.ndarray) -> tuple[int, int]:
 
 
 class _Series:
-    """One symbol's stamps (UTC, sorted) by date: which dates hold one bar, which several."""
+    """One symbol's stamps (UTC, sorted) by date: which dates hold one bar, which several, and each
+    stamp's time of day in New York and whether it is a daily stamp (each computed once)."""
 
     def __init__(self, stamps: pd.DatetimeIndex) -> None:
         self.stamps = stamps
         self.dates = stamps.normalize()
         self.several = np.asarray(self.dates.duplicated(keep=False), dtype=bool)  # per stamp
+        self.minutes = _minute_of_day(stamps)
+        self.daily_stamp = _daily_stamps(stamps)
+
+    def clock(self) -> set[int]:
+        """The New York minutes of the day stamped on its dates of several bars."""
+        return set(self.minutes[self.several].tolist())
 
     def daily(self, crypto: bool, intraday_clock: set[int]) -> np.ndarray:
         """``[n]`` bool: each stamp is a daily bar (module docstring)."""
-        daily = _daily_stamps(self.stamps)
+        daily = self.daily_stamp.copy()
         if not crypto:
-            daily |= ~np.isin(_minute_of_day(self.stamps), list(intraday_clock))
+            daily |= ~np.isin(self.minutes, list(intraday_clock))
         return daily & ~self.several
 
 
@@ -104,11 +111,15 @@ def series_switch(
     """Why one symbol's stamps (UTC, sorted) hold a daily stretch and intraday dates (module
     docstring), None when they do not. ``intraday_clock``: the class's intraday minutes of the day
     (None: the series' own)."""
-    series = _Series(stamps)
+    return _switch(_Series(stamps), crypto, intraday_clock)
+
+
+def _switch(series: _Series, crypto: bool, intraday_clock: set[int] | None) -> str | None:
+    """:func:`series_switch` of a series already split by date."""
     if not series.several.any():
         return None
-    clock = set(_minute_of_day(stamps[series.several])) if intraday_clock is None else intraday_clock
-    daily = series.daily(crypto, clock)
+    stamps = series.stamps
+    daily = series.daily(crypto, series.clock() if intraday_clock is None else intraday_clock)
     run, first = _longest_run(_per_date(series, daily))
     if run < MIXED_RUN:
         return None
@@ -117,7 +128,7 @@ def series_switch(
     run_stamps = stamps[(series.dates >= start) & (series.dates <= dates[first + run - 1])]
     several_dates = series.dates[series.several].unique()
     on_several = stamps[series.several]
-    if _daily_stamps(on_several).all():
+    if series.daily_stamp[series.several].all():
         return (
             f"holds {_dates(len(several_dates))} with two daily stamps (first {several_dates[0].date()}, "
             f"at {times_of_day(on_several)} UTC) in a daily series: two daily clocks (a history stamped "
@@ -156,12 +167,12 @@ def refuse_mixed_bar_lengths(
     clocks: dict[str, set[int]] = {}
     for symbol, one in series.items():
         if one.several.any():
-            clocks.setdefault(classes[symbol], set()).update(_minute_of_day(one.stamps[one.several]).tolist())
+            clocks.setdefault(classes[symbol], set()).update(one.clock())
     daily_symbols: list[str] = []
     for symbol, one in series.items():
         crypto = classes[symbol] == "crypto"
         clock = clocks.get(classes[symbol], set())
-        why = series_switch(one.stamps, crypto, clock)
+        why = _switch(one, crypto, clock)
         if why is not None:
             mark = " (in the store)" if symbol in stored else ""
             raise MixedBarLengthsError(f"{prefix}{symbol!r}{mark} {why}")

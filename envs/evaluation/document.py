@@ -504,6 +504,10 @@ class EvaluationReport(Document):
 
         return sorted(self.policies, key=key)
 
+    def largest_moves(self) -> list[LargeMoveReport]:
+        """``large_moves``, largest first (the report's table, the nightly's line)."""
+        return sorted(self.large_moves, key=lambda m: -abs(m.move))
+
     def label(self, name: str) -> str:
         """The policy's name as every table shows it: marked IN-SAMPLE where its figures came from
         bars it trained on, SELECTION-BIASED where from bars its checkpoint was chosen on."""

@@ -326,7 +326,7 @@ def _large_moves(report: EvaluationReport) -> list[Block]:
     """The evaluated windows' large moves, largest first (``EvaluationReport.large_moves``)."""
     if not report.large_moves:
         return []
-    moves = sorted(report.large_moves, key=lambda m: -abs(m.move))
+    moves = report.largest_moves()
     shown = moves[:MAX_MOVES_SHOWN]
     rows = tuple(
         (
