@@ -38,6 +38,12 @@ rerun from another folder used to evaluate and write the night again. ``--replac
 night and replaces that section in place (and ``REPORTS/DATE``, which it links to), and re-records
 it. ``--date`` must be ``YYYY-MM-DD``.
 
+A night that stops after its ingest (an evaluation error, a killed job) leaves its bars in the store,
+and its retry ingests nothing new: what it stored, and its ingest's warnings, are kept in
+``STORE/nightly-ingest.json`` (``cluster.nightly_record.PendingIngest``) until a section reports them,
+so the next section written says what entered the store since the last one, naming the run that
+stopped.
+
 One nightly per store at a time: the run holds an exclusive lock on ``STORE/nightly.lock`` from
 before it checks the record until it ends (``cluster.nightly_lock``), so a second one on the same
 store (a cron overlap, a retried job) is refused at once with one line naming the store, the lock
@@ -63,7 +69,13 @@ import click
 from raytrade.cluster.errors import one_line_errors
 from raytrade.cluster.evaluate import DEFAULT_POLICIES, report_warnings, run_evaluation, split_names
 from raytrade.cluster.nightly_lock import nightly_lock
-from raytrade.cluster.nightly_record import record_night, recorded_night
+from raytrade.cluster.nightly_record import (
+    PendingIngest,
+    read_pending_ingest,
+    record_night,
+    recorded_night,
+    write_pending_ingest,
+)
 from raytrade.cluster.options import (
     LocalPath,
     cash_rate_of,
@@ -226,13 +238,16 @@ def results_section(
     report: EvaluationReport,
     report_dir: Path,
     results: Path,
-    ingested: IngestResult | None,
+    ingested: PendingIngest | None,
     left_out: dict[str, str] | None = None,
+    carried: tuple[str, ...] = (),
 ) -> str:
-    """The dated markdown section: data (with the ingest's warnings: source bars it did not store),
-    the universe evaluated and why, the models left out because the split holds bars they trained on
-    (``left_out``: policy -> why) and those whose out-of-sample could not be checked, leaderboard,
-    links to the report and each model's manifest."""
+    """The dated markdown section: data (``ingested``: what the night's ingest stored and its
+    warnings, such as source bars it did not store, with those of the runs named by ``carried``, which
+    stopped before their section; None: no source and nothing carried), the universe evaluated and
+    why, the models left out because the split holds bars they trained on (``left_out``: policy ->
+    why) and those whose out-of-sample could not be checked, leaderboard, links to the report and
+    each model's manifest."""
     base = results.parent
     pol = report.policies
     ranked = report.ranked()  # by Sharpe; selection-biased and in-sample models after the clean ones
@@ -242,6 +257,10 @@ def results_section(
         ingest = "no source given, store unchanged"
     else:
         ingest = ", ".join(f"{k} +{v:,}" for k, v in ingested.appended.items() if v) or "nothing new"
+    if carried:
+        ingest += (
+            f" (with what the run of {', '.join(carried)} ingested: it stopped before writing its section)"
+        )
     lines = [
         _heading(date),
         "",
@@ -263,7 +282,7 @@ def results_section(
             if bench.timestamps and _after(last, date)
             else []
         ),
-        *(f"> **ingest warning:** {w}\n" for w in (ingested.warnings() if ingested else [])),
+        *(f"> **ingest warning:** {w}\n" for w in (ingested.warnings if ingested else ())),
         *(f"> **not evaluated:** {why}\n" for why in (left_out or {}).values()),
         *(f"> **warning:** {w}\n" for w in report_warnings(report)),
         "Every window ends flat: returns and costs include closing the book at its last close "
@@ -371,9 +390,16 @@ def run_nightly(
 
             for ref in models:
                 verify_under_key(ref, folder)
+        earlier = read_pending_ingest(replay)  # what a run that stopped before its section stored
         ingested = reingest(replay, source, path, synthetic or {}, keep_stored_on_restatement)
         for warning in ingested.warnings() if ingested else []:
             click.echo(f"warning: {warning}", err=True)
+        pending = earlier
+        if ingested is not None:
+            pending = earlier.plus(
+                PendingIngest(appended=ingested.appended, warnings=tuple(ingested.warnings()), runs=(day,))
+            )
+            write_pending_ingest(replay, pending)
         policies = [*(baselines or split_names(DEFAULT_POLICIES)), *(f"registry:{ref}" for ref in models)]
         report_dir = reports / day
         left_out: dict[str, str] = {}
@@ -402,7 +428,10 @@ def run_nightly(
                 left_out[exc.policy] = str(exc)
         for line in [*left_out.values(), *report_warnings(report)]:
             click.echo(f"warning: {line}", err=True)
-        write_section(results, day, results_section(day, report, report_dir, results, ingested, left_out))
+        shown = pending if ingested is not None or not earlier.empty else None
+        section = results_section(day, report, report_dir, results, shown, left_out, earlier.runs)
+        write_section(results, day, section)
+        write_pending_ingest(replay, PendingIngest())  # reported: the next section starts afresh
         record_night(replay, day, report_dir, results)
         return report_dir
 

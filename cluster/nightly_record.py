@@ -75,3 +75,61 @@ def record_night(store: Path, day: str, report_dir: Path, results: Path) -> None
     staging = path.with_name(f".{path.name}.tmp")
     staging.write_text(updated.model_dump_json(indent=2) + "\n")
     os.replace(staging, path)
+
+
+# ------------------------------------------------------- ingests that no section has reported yet
+
+PENDING_FILE: Final = "nightly-ingest.json"
+
+
+class PendingIngest(BaseModel):
+    """What nightly ingests stored, and warned about, since the last section was written:
+    ``STORE/nightly-ingest.json``. A night that fails after its ingest (an evaluation error, a killed
+    job) leaves its bars in the store; its retry ingests "nothing new", so without this record the
+    section would never say what entered the store, nor repeat the ingest's warnings (bars not
+    stored, restatements, suspected splits)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    record_schema: Literal["raytrade.nightly-ingest/1"] = "raytrade.nightly-ingest/1"
+    appended: dict[str, int] = Field(default_factory=dict, description="Rows appended per table.")
+    warnings: tuple[str, ...] = Field((), description="The ingests' warnings, first seen first.")
+    runs: tuple[str, ...] = Field((), description="The nights (YYYY-MM-DD) whose ingests these are.")
+
+    def plus(self, other: PendingIngest) -> PendingIngest:
+        """Both ingests: rows summed per table, each warning once, the nights in order."""
+        tables = {*self.appended, *other.appended}
+        return PendingIngest(
+            appended={t: self.appended.get(t, 0) + other.appended.get(t, 0) for t in sorted(tables)},
+            warnings=tuple(dict.fromkeys((*self.warnings, *other.warnings))),
+            runs=tuple(dict.fromkeys((*self.runs, *other.runs))),
+        )
+
+    @property
+    def empty(self) -> bool:
+        return not any(self.appended.values()) and not self.warnings
+
+
+def read_pending_ingest(store: Path) -> PendingIngest:
+    """The ingests no section has reported yet (none: an empty record)."""
+    path = store / PENDING_FILE
+    if not path.is_file():
+        return PendingIngest()
+    try:
+        return PendingIngest.model_validate_json(path.read_bytes())
+    except ValidationError as exc:
+        raise InputError(
+            f"{str(path)!r} is not a nightly ingest record ({first_problem(exc)}): move it aside "
+            "(the next section then reports only its own night's ingest)"
+        ) from None
+
+
+def write_pending_ingest(store: Path, pending: PendingIngest) -> None:
+    """Replace the record whole (temp file + rename); an empty one removes the file."""
+    path = store / PENDING_FILE
+    if pending.empty:
+        path.unlink(missing_ok=True)
+        return
+    staging = path.with_name(f".{path.name}.tmp")
+    staging.write_text(pending.model_dump_json(indent=2) + "\n")
+    os.replace(staging, path)

@@ -399,3 +399,62 @@ def test_a_nightly_without_a_source_refuses_a_store_that_does_not_exist(tmp_path
         f"error: --replay {str(tmp_path / 'none')!r}: no such store folder (give --source to ingest one)\n"
     )
     assert not (tmp_path / "none").exists()
+
+
+def test_a_night_that_stops_after_its_ingest_has_its_bars_and_warnings_in_the_next_section(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A night whose evaluation failed after its ingest left the bars in the store; the retry ingested
+    'nothing new' and its section said so, with none of the first ingest's warnings."""
+    import pandas as pd
+
+    import raytrade.cluster.nightly as nightly
+    from raytrade.cluster.nightly_record import PENDING_FILE
+    from raytrade.replay.ingest import ingest_frames
+    from raytrade.replay.sources.synthetic import generate
+
+    bars = generate(n_symbols=3, years=2.0, seed=4).bars
+    days = sorted(bars["ts"].unique())
+    folder = tmp_path / "csv"
+    folder.mkdir()
+    for symbol, rows in bars.groupby("symbol"):
+        rows.assign(Date=rows["ts"].dt.strftime("%Y-%m-%d"))[
+            ["Date", "open", "high", "low", "close", "volume"]
+        ].to_csv(folder / f"{symbol}.csv", index=False)
+    holed = bars["symbol"].eq("SYN001") & bars["ts"].isin(days[100:103])
+    stored = bars[~holed.to_numpy()]
+    ingest_frames(tmp_path / "store", stored[stored["ts"] < days[-20]], show_progress=False)
+    common: dict[str, Any] = dict(
+        source="csv",
+        path=folder,
+        reports=tmp_path / "reports",
+        results=tmp_path / "results.md",
+        baselines=["cash"],
+        scenarios=[],
+        seeds=1,
+        bootstrap_samples=10,
+        plots=False,
+    )
+    (tmp_path / "registry").mkdir()
+    real = nightly.run_evaluation
+
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("evaluation died")
+
+    monkeypatch.setattr(nightly, "run_evaluation", broken)
+    with pytest.raises(RuntimeError, match="evaluation died"):
+        run_nightly(tmp_path / "store", tmp_path / "registry", date="2025-01-02", **common)
+    assert (tmp_path / "store" / PENDING_FILE).is_file() and not (tmp_path / "results.md").exists()
+    monkeypatch.setattr(nightly, "run_evaluation", real)
+    run_nightly(tmp_path / "store", tmp_path / "registry", date="2025-01-03", **common)
+    text = (tmp_path / "results.md").read_text()
+    day = pd.Timestamp(days[100]).date()
+    assert "ingest: bars +60, features +60 (with what the run of 2025-01-02 ingested: it stopped" in text
+    first, second = (pd.Timestamp(days[i]).date() for i in (-21, -1))  # each run's last stored bar
+    for last_stored in (first, second):  # the failed run's warning, then the retry's
+        assert f"3 bars from {day} to " in text and f"older than its last stored bar ({last_stored})" in text
+    assert not (tmp_path / "store" / PENDING_FILE).exists()  # reported: the next night starts afresh
+    run_nightly(tmp_path / "store", tmp_path / "registry", date="2025-01-04", **common)
+    last = (tmp_path / "results.md").read_text().split("## 2025-01-04 nightly")[1]
+    assert "ingest: nothing new." in last and "with what the run" not in last
+    assert f"> **ingest warning:** SYN001: 3 bars from {day}" in last  # the csv still lacks them
