@@ -132,6 +132,8 @@ Design decisions
 * **Sized on what the account is worth now.** Orders are sized, and the loop's caps measured, with
   the smaller of the broker's equity and the account marked at this cycle's quotes
   (``orders.sizing_equity``): a broker equity still at yesterday's marks after a gap is not spent.
+  Where the marked account is worth over ``MARK_GAP_WARNING`` less, the request (equity, positions,
+  drawdown), the kill switch and the peak take it too (``_marked_account``).
   An account worth nothing at the quotes sends only orders that reduce a position (sized on the
   broker's figure), with an error line.
 * **One bad order is one bad order.** A rejected order is logged with the broker's message and the
@@ -215,6 +217,7 @@ from raytrade.serve.orders import (
     LiveConfig,
     OrderPlan,
     RestingOrder,
+    marked_book,
     plan_cycle,
     sizing_equity,
     stale_quotes,
@@ -909,8 +912,25 @@ class LiveLoop:
                     -min(ahead) * 60,
                 )
             quotes = {s: q for s, q in quotes.items() if s not in stale}
-        peak_before = state.peak_equity or account.equity
-        peak = max(peak_before, account.equity)
+        stored = _latest_dollar_volume(self.store, self.symbols, now) if self.store is not None else None
+        volumes = stored.volumes if stored is not None else {}
+        if stored is not None and (lag := store_lag(stored.last_closed, self.symbols, now)) is not None:
+            log.warning("%s: the store was not refreshed (its dollar volumes cap the orders)", lag)
+        # The drawdown, the kill switch and the policy see the account as it is worth now: after a gap
+        # the broker may still mark yesterday's close (a -40 % open left the switch off and let the
+        # cycle buy; it tripped a cycle later, once the broker re-marked).
+        seen, seen_positions = _marked_account(account, positions, quotes, volumes)
+        if seen is not account:
+            log.warning(
+                "cycle %s: the account marked at this cycle's quotes is worth %.2f, the broker says %.2f: "
+                "the drawdown, the kill switch and the orders take %.2f",
+                cycle_id,
+                seen.equity,
+                account.equity,
+                seen.equity,
+            )
+        peak_before = state.peak_equity or seen.equity
+        peak = max(peak_before, seen.equity)
         saved_switch = state.kill_switch
         if state.peak_equity is not None and peak > state.peak_equity:
             # A new high reaches the disk now, not only with the intents: a cycle that fails below
@@ -921,11 +941,7 @@ class LiveLoop:
             if saved_switch is not None and saved_switch.peak_equity is not None:
                 state.kill_switch = saved_switch.model_copy(update={"peak_equity": None})
             state.save(self.state_file)
-        stored = _latest_dollar_volume(self.store, self.symbols, now) if self.store is not None else None
-        volumes = stored.volumes if stored is not None else {}
-        if stored is not None and (lag := store_lag(stored.last_closed, self.symbols, now)) is not None:
-            log.warning("%s: the store was not refreshed (its dollar volumes cap the orders)", lag)
-        loop_state = _loop_state(account, positions, quotes, self.symbols, peak, volumes)
+        loop_state = _loop_state(seen, seen_positions, quotes, self.symbols, peak, volumes)
         request = request_from_loop(loop_state, as_of=now)
         if self.store is not None:  # transitions are logged only where experience is
             request = request.model_copy(update={"observation": True})
@@ -961,15 +977,6 @@ class LiveLoop:
             equity = account.equity
         elif equity <= 0:  # the broker says so too (its client refuses such an account before here)
             raise RuntimeError(f"the account has no usable equity ({account.equity!r}): no order this cycle")
-        elif equity < account.equity * (1.0 - MARK_GAP_WARNING):
-            log.warning(
-                "cycle %s: the account marked at this cycle's quotes is worth %.2f, the broker says %.2f: "
-                "orders are sized on %.2f",
-                cycle_id,
-                equity,
-                account.equity,
-                equity,
-            )
         planned = plan_cycle(
             answer,
             equity,
@@ -1129,6 +1136,12 @@ class LiveLoop:
             if switch.state is not None and not switch.state.active:
                 log.warning("kill switch: the service tripped it at this bar; the loop's rule had not")
             switch.tripped_by_service()
+        elif switch is not None and switch.state is not None and switch.state.active:
+            # the loop's switch is on and the answer says the service's is off: whatever its targets,
+            # this cycle only unwinds (serve.client's PolicyClient holds on such an answer; a policy
+            # that is not one is held to the same rule here)
+            log.warning("kill switch: on in the loop, off in the answer: only reductions go out")
+            asked = asked._replace(answer=asked.answer.model_copy(update={"kill_switch_active": True}))
         answer = _respelled(asked.answer, back)
         client_hold = answer.fallback and answer.model == FALLBACK_MODEL  # serve.client's outage hold
         return answer, switch, (answer.reason or FALLBACK_MODEL) if client_hold else None
@@ -1815,6 +1828,32 @@ def _latest_dollar_volume(store: Path, symbols: Sequence[str], now: datetime) ->
     return StoredVolumes(
         {str(k): float(v) for k, v in last.items() if v >= 0}, {str(k): v for k, v in stamps.items()}
     )
+
+
+def _marked_account(
+    account: BrokerAccount,
+    positions: Sequence[BrokerPosition],
+    quotes: Mapping[str, TopOfBook],
+    dollar_volume: Mapping[str, float],
+) -> tuple[BrokerAccount, Sequence[BrokerPosition]]:
+    """The account and positions the cycle decides on: the broker's, unless the account marked at
+    this cycle's quotes (``orders.marked_book``) is worth more than ``MARK_GAP_WARNING`` less, then
+    the marked account: its equity, and each position's value and price at its mid (one picture, so
+    the service's current weights are the marked values over the marked equity). An account worth
+    nothing at the quotes keeps the broker's picture: the request needs a positive equity, and the
+    cycle then sends only reductions (``cycle``)."""
+    held = {p.symbol: p.qty for p in positions}
+    values = {p.symbol: p.market_value for p in positions}
+    marked = marked_book(account.cash, held, values, quotes, dollar_volume)
+    if not (0 < marked.equity < account.equity * (1.0 - MARK_GAP_WARNING)):  # NaN: unknown, kept
+        return account, positions
+    repriced = [
+        p
+        if marked.values[p.symbol] == p.market_value or p.qty == 0
+        else p._replace(market_value=marked.values[p.symbol], current_price=marked.values[p.symbol] / p.qty)
+        for p in positions
+    ]
+    return account._replace(equity=marked.equity), repriced
 
 
 def _loop_state(

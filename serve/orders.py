@@ -631,6 +631,31 @@ def _cap_note(
     return f"{symbol}: the {cap} holds this cycle's {side} to {sent:g} units; {rest}"
 
 
+class MarkedBook(NamedTuple):
+    """The account marked at a cycle's quotes (:func:`marked_book`)."""
+
+    equity: float  # cash plus every value below; NaN where a value is unknown
+    values: dict[str, float]  # per held symbol, its signed value at the mid, else the broker's
+
+
+def marked_book(
+    cash: float,
+    held_qty: Mapping[str, float],
+    held_value: Mapping[str, float],
+    quotes: Mapping[str, TopOfBook],
+    dollar_volume: Mapping[str, float] | None = None,
+) -> MarkedBook:
+    """``cash`` plus each position's signed units at its quote's mid where the quote is tradeable and
+    within the loop's spread cap (:func:`loop_spread_gates`), else at its broker market value
+    (``held_value``; missing: NaN)."""
+    gated = loop_spread_gates(quotes, list(held_qty), dollar_volume)
+    values = {}
+    for symbol, qty in held_qty.items():
+        mid = None if symbol in gated else tradeable_mid(quotes.get(symbol))
+        values[symbol] = qty * mid if mid is not None else float(held_value.get(symbol, math.nan))
+    return MarkedBook(cash + sum(values.values()), values)
+
+
 def sizing_equity(
     equity: float,
     cash: float,
@@ -640,18 +665,12 @@ def sizing_equity(
     dollar_volume: Mapping[str, float] | None = None,
 ) -> float:
     """The equity orders are sized with: the smaller of the broker's ``equity`` and the account marked
-    at this cycle's prices, ``cash`` plus each position's signed units at its quote's mid where the
-    quote is tradeable and within the loop's spread cap (:func:`loop_spread_gates`), else at its
-    broker market value (``held_value``). A broker that still marks a position at yesterday's close
-    after a gap reports money the account no longer has; sized on it, the caps (fractions of equity)
-    would let orders add risk past them. A mark that is not finite (a position of unknown value) is no
-    evidence: the broker's equity stands. The result may be <= 0 (the account worth nothing at the
-    quotes): the caller decides what to do with no equity to size with."""
-    gated = loop_spread_gates(quotes, list(held_qty), dollar_volume)
-    marked = cash
-    for symbol, qty in held_qty.items():
-        mid = None if symbol in gated else tradeable_mid(quotes.get(symbol))
-        marked += qty * mid if mid is not None else float(held_value.get(symbol, math.nan))
+    at this cycle's prices (:func:`marked_book`). A broker that still marks a position at yesterday's
+    close after a gap reports money the account no longer has; sized on it, the caps (fractions of
+    equity) would let orders add risk past them. A mark that is not finite (a position of unknown
+    value) is no evidence: the broker's equity stands. The result may be <= 0 (the account worth
+    nothing at the quotes): the caller decides what to do with no equity to size with."""
+    marked = marked_book(cash, held_qty, held_value, quotes, dollar_volume).equity
     return min(equity, marked) if math.isfinite(marked) else equity
 
 

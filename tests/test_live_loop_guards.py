@@ -138,6 +138,37 @@ def test_a_stale_broker_equity_after_a_gap_does_not_size_orders_past_the_caps(tm
     assert sale.symbol == "MSFT" and sale.qty * 240.0 <= 0.25 * 36_000.0 + 240.0
 
 
+def test_a_gap_the_broker_has_not_marked_trips_the_kill_switch_at_once(tmp_path: Path) -> None:
+    """800 AAPL marked at $100 (the broker says $100k, the peak), AAPL quoted $50 after a -40 % gap:
+    the account is worth $60k. The drawdown and the switch used to take the broker's $100k: the switch
+    stayed off and the cycle bought MSFT; it tripped a cycle later, once the broker re-marked. Now the
+    request carries the marked account (a 40 % drawdown, AAPL at its mid) and the switch is on."""
+    prices = {"AAPL": (49.99, 50.01), "MSFT": (99.99, 100.01)}
+    broker = _StaleEquityBroker(20_000.0, prices, {"AAPL": 100.0, "MSFT": 100.0})
+    broker.qty["AAPL"] = 800.0
+    broker.history_peak = 100_000.0
+    policy = ScriptedPolicy({"AAPL": (0.4, "aggressive"), "MSFT": (0.1, "aggressive")})
+    LiveLoop(broker, policy, ["AAPL", "MSFT"], tmp_path / "state.json", None, reset=True).cycle(T0)
+    (request,) = policy.requests
+    assert request.account.equity == pytest.approx(60_000.0)
+    assert request.drawdown_pct == pytest.approx(-0.4)
+    assert request.kill_switch is not None and request.kill_switch.active
+    (aapl,) = request.positions
+    assert aapl.market_value == pytest.approx(40_000.0) and aapl.current_price == pytest.approx(50.0)
+    assert [p.side for p in broker.submitted] == ["sell"]  # the unwind only: nothing bought
+
+
+def test_a_mark_within_half_a_percent_keeps_the_brokers_account(tmp_path: Path) -> None:
+    """The mid differs from the broker's last price by a little every cycle: that is no gap."""
+    prices = {"AAPL": (99.69, 99.71), "MSFT": (99.99, 100.01)}
+    broker = _StaleEquityBroker(20_000.0, prices, {"AAPL": 100.0, "MSFT": 100.0})
+    broker.qty["AAPL"] = 800.0
+    policy = ScriptedPolicy({"AAPL": (0.8, "hold"), "MSFT": (0.0, "hold")})
+    LiveLoop(broker, policy, ["AAPL", "MSFT"], tmp_path / "state.json", None, reset=True).cycle(T0)
+    (request,) = policy.requests
+    assert request.account.equity == 100_000.0 and request.positions[0].market_value == 80_000.0
+
+
 def test_an_account_worth_nothing_at_the_quotes_only_reduces(tmp_path: Path) -> None:
     """400 MSFT at a $400 mark on $100k of debt (the broker says $60k); MSFT quoted $200: the account is
     worth -$20k. The cycle used to raise, every cycle, so not even the unwind went out. Now it sizes
