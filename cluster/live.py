@@ -241,11 +241,12 @@ def live_command(
         max_quote_age_hours=max_quote_age_hours,
         max_crypto_quote_age_hours=max_crypto_quote_age_hours,
         max_unreadable_order_cycles=max_unreadable_order_cycles,
-        caps=exposure_caps(caps),
+        caps=(held_to := exposure_caps(caps)),
         peak_lookback_days=peak_lookback_days,
         account_lock_dir=account_lock_dir.absolute() if account_lock_dir else None,
     )
-    with PolicyClient(ClientConfig(base_url=serve_url), settings.serve_token) as client:
+    # the client holds an answer past the loop's caps as inconsistent (serve.answer_check)
+    with PolicyClient(ClientConfig(base_url=serve_url, caps=held_to), settings.serve_token) as client:
         universe = given if given is not None else client.model()["symbols"]
         state_path = state_file.absolute() if state_file else default_state_file(broker.account().account_id)
         with LiveLoop(broker, client, universe, state_path, store, config, reset=reset) as loop:

@@ -108,6 +108,9 @@ from pydantic import (
 
 from raytrade.envs.kill_switch import KillSwitchConfig, KillSwitchState, update_kill_switch
 from raytrade.replay.credentials import check_secure_url, shown_url
+from raytrade.replay.loop_rules import LoopRules
+from raytrade.serve.answer_check import answer_breach
+from raytrade.serve.caps import ExposureCaps
 from raytrade.serve.fallback import hold_everything
 from raytrade.serve.kill_switch_rule import (
     REFUSED_COUNT,
@@ -185,6 +188,15 @@ class ClientConfig(BaseModel):
         description="a kill-switch rule of the caller's own, kept only when at least as strict as the "
         "one the served policy publishes (GET /v1/model: kill_switch; serve.kill_switch_rule), a looser "
         "one refused; None: the served rule, which act() advances each account's switch with",
+    )
+
+    caps: ExposureCaps = Field(
+        ExposureCaps(),
+        description="the exposure caps an answer must keep (serve.answer_check): one past them is held "
+        "as inconsistent; a service deployed with looser caps needs the same caps here",
+    )
+    loop_rules: LoopRules = Field(
+        LoopRules(), description="the loop's gates (spread caps) an answer must hold symbols by"
     )
 
     @field_validator("base_url")
@@ -653,7 +665,9 @@ class PolicyClient:
             first = exc.errors()[0]
             where = ".".join(str(p) for p in first["loc"]) or "body"
             return self._hold(request, f"malformed answer ({where}: {first['msg']})")
-        problem = _inconsistency(request, answer)
+        problem = _inconsistency(request, answer) or answer_breach(
+            request, answer, self.config.caps, self.config.loop_rules
+        )
         if problem is not None:
             return self._hold(request, f"answer inconsistent with the request: {problem}")
         return _without_idle_extras(request, answer)

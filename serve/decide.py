@@ -106,11 +106,12 @@ from raytrade.models.inference import broken_rows, trace_for_inference
 from raytrade.replay.errors import InputError
 from raytrade.replay.loop_rules import LoopRules, coin_quote, is_crypto_symbol
 from raytrade.replay.timeutil import MAX_FEATURE_AGE_HOURS, series_closed_at
+from raytrade.serve.answer_check import FLAT
 from raytrade.serve.caps import ExposureCaps, cap_targets, gate_reasons
 from raytrade.serve.fallback import hold_everything
 from raytrade.serve.schemas import ActRequest, ActResponse, AppliedCaps, KillSwitchRule, target_quantity
 
-_ZERO = 1e-9  # |weight| below this is flat
+_ZERO = FLAT  # |weight| below this is flat (the rule a client checks answers by)
 MAX_WARMED_BATCH = 32
 """The largest batch size :meth:`DecisionService.probe` warms (a larger batch runs the eager
 forward: the traces are closed after the warm-up)."""

@@ -964,7 +964,8 @@ def _act_bodies(symbols: list[str]) -> Any:
 def test_fuzzed_act_requests_never_get_a_5xx(service: DecisionService) -> None:
     from hypothesis import HealthCheck, given, settings
 
-    from raytrade.serve.schemas import ActResponse
+    from raytrade.serve.answer_check import answer_breach
+    from raytrade.serve.schemas import ActRequest, ActResponse
 
     statuses: dict[int, int] = {}
     with _client(service, max_as_of_skew_s=None) as client:
@@ -987,6 +988,9 @@ def test_fuzzed_act_requests_never_get_a_5xx(service: DecisionService) -> None:
                 answer = ActResponse.model_validate(r.json())
                 weights = [(d.target_weight, d.current_weight) for d in answer.decisions.values()]
                 assert np.isfinite(weights).all() and np.isfinite(answer.gross_exposure), weights
+                # and it keeps every rule a client holds an answer to (serve.answer_check)
+                request = ActRequest.model_validate_json(content)
+                assert answer_breach(request, answer, service.config.caps) is None, content[:300]
 
         started = time.monotonic()
         check()

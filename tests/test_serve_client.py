@@ -708,6 +708,10 @@ def test_a_first_call_whose_rule_read_and_act_fit_the_deadline_decides(
 
 
 def _answer_with(**changes: Any) -> bytes:
+    """:data:`ANSWER` with ``changes``; one with the kill switch on halves NVDA instead of growing it
+    (an answer that grows a position under the switch is held: ``serve.answer_check``)."""
+    if changes.get("kill_switch_active"):
+        changes = {"decisions__NVDA__target_weight": HELD["NVDA"] / 2, **changes}
     data = ANSWER.model_dump(mode="json")
     for path, value in changes.items():
         *parents, leaf = path.split("__")
@@ -743,6 +747,34 @@ def _answer_with(**changes: Any) -> bytes:
             Reply(body=_answer_with(as_of="2026-11-24T15:30:00Z")),
             "answer is for as_of 2026-11-24T15:30:00+00:00, the request for 2026-11-25T15:30:00+00:00",
         ),
+        # answers that keep the schema and break the service's own rules (serve.answer_check)
+        (
+            Reply(body=_answer_with(decisions__NVDA__target_weight=5.0)),
+            "decisions.NVDA.target_weight 5 is over the per-symbol cap 0.15",
+        ),
+        (
+            Reply(body=_answer_with(decisions__NVDA__target_qty=1e9)),
+            "decisions.NVDA.target_qty is 1e+09; the request's book and prices make it 53.9607",
+        ),
+        (Reply(body=_answer_with(decisions__NVDA__side="short")), "decisions.NVDA.side is 'short'"),
+        (
+            Reply(body=_answer_with(decisions__NVDA__current_weight=0.5)),
+            "decisions.NVDA.current_weight is 0.5; the request's positions make it 0.074128",
+        ),
+        (
+            Reply(body=_answer_with(kill_switch_active=True, decisions__NVDA__target_weight=0.1)),
+            "decisions.NVDA.target_weight 0.1 grows or flips 0.074128 under the kill switch",
+        ),
+        (
+            Reply(
+                body=_answer_with(
+                    decisions__AAPL__target_weight=0.05,
+                    decisions__AAPL__side="long",
+                    decisions__AAPL__tradeable=False,
+                )
+            ),
+            "decisions.AAPL.target_weight moves 0 -> 0.05 while the symbol is held (not tradeable)",
+        ),
     ],
     ids=[
         "garbage",
@@ -754,6 +786,12 @@ def _answer_with(**changes: Any) -> bytes:
         "404",
         "partial",
         "another-as_of",
+        "over-cap",
+        "wrong-qty",
+        "wrong-side",
+        "another-book",
+        "grows-under-kill-switch",
+        "moves-a-held-symbol",
     ],
 )
 def test_an_untrustworthy_answer_holds_without_retrying(

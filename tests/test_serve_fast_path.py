@@ -319,10 +319,12 @@ def test_answers_with_the_numpy_confidence_are_the_torch_ones(
 ) -> None:
     """Over about 90 random hostile requests in 20 batches of 1-8 (NaN features at some bars, held and
     blocked symbols, the kill switch active, equity 1.0): every answer equals the one the torch
-    confidence gave, the confidence within 1e-12 and everything else exactly (decision ids apart)."""
+    confidence gave, the confidence within 1e-12 and everything else exactly (decision ids apart),
+    and keeps every rule a client checks an answer by (``serve.answer_check``)."""
     import dataclasses
 
     from raytrade.serve import decide
+    from raytrade.serve.answer_check import answer_breach
 
     rng = np.random.default_rng(11)
     features = service.data.features.copy()
@@ -336,6 +338,8 @@ def test_answers_with_the_numpy_confidence_are_the_torch_ones(
     for _ in range(20):
         prepared = [hostile.prepare(_hostile_request(hostile, rng), now) for _ in range(rng.integers(1, 9))]
         got = hostile.decide_prepared(prepared)
+        for p, a in zip(prepared, got, strict=True):  # what a client holds an answer to, it keeps
+            assert answer_breach(p.request, a, hostile.config.caps, hostile.config.loop_rules) is None
         seen["fallback"] += sum(a.fallback for a in got)
         seen["kill"] += sum(a.kill_switch_active for a in got)
         seen["held"] += sum(not d.tradeable for a in got if not a.fallback for d in a.decisions.values())

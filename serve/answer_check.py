@@ -1,0 +1,105 @@
+"""What a caller holds an answer of ``POST /v1/act`` to before it acts on it: the service's own rules,
+checked from the request alone, so that a wrong or hostile service (a bug, a tampered registry, a
+proxy in between) cannot hand the trading loop more risk than the service itself would.
+
+:func:`answer_breach` returns the first rule an answer breaks, or None. The rules, per decision of
+a symbol the request names (weights as signed fractions of the request's equity; ``c`` the current
+weight from the request's positions, ``w`` the target):
+
+* ``current_weight`` is the request's (``position value / equity``): an answer computed for
+  another book is not an answer to this one;
+* a symbol the loop's gates hold (``serve.caps.gate_reasons`` on the request's row: blocked, no
+  quote, spread over its cap) or that the answer marks not ``tradeable`` keeps ``w = c``;
+* ``|w| <= per_symbol_cap``, unless the symbol is kept where it is (``w = c``);
+* ``sum |w| <= max(gross_limit, sum |c|)`` and the gross the answer adds (``serve.caps.added_gross``)
+  at most ``max_gross_add``;
+* crypto opens or grows no short (``w >= min(c, 0)``);
+* with the kill switch on (the answer's or the request's), no symbol grows or flips (``|w| <= |c|``,
+  the sign kept);
+* ``side`` is the sign of ``w`` (``flat`` below :data:`FLAT`) where ``w`` moves;
+* ``target_qty``, where given, is the units held for a symbol kept where it is, else ``w x equity /
+  price`` at the request's price (``ActRequest.reference_prices``).
+
+Each comparison allows :data:`TOLERANCE` of equity (or of the units) for float rounding. The caps are
+the caller's (``ExposureCaps``, the loop's by default): a service deployed with looser caps needs
+the same caps here, or every answer that uses them is refused. Pure functions, no I/O.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Final
+
+import numpy as np
+
+from raytrade.replay.loop_rules import LoopRules, is_crypto_symbol
+from raytrade.serve.caps import ExposureCaps, added_gross, gate_reasons
+from raytrade.serve.schemas import ActRequest, ActResponse, target_quantity
+
+TOLERANCE: Final = 1e-9
+"""Rounding allowed in each comparison, as a fraction of equity (weights) or of the units."""
+FLAT: Final = 1e-9
+"""A ``|target_weight|`` below this is flat (``serve.decide``'s rule)."""
+
+
+def _close(a: float, b: float) -> bool:
+    return abs(a - b) <= TOLERANCE * max(1.0, abs(a), abs(b))
+
+
+def answer_breach(
+    request: ActRequest, answer: ActResponse, caps: ExposureCaps, rules: LoopRules | None = None
+) -> str | None:
+    """The first rule of the module doc that ``answer`` breaks for ``request``, naming the decision
+    and the values, or None. Only the decisions of symbols the request names are checked (the
+    others are the service's idle holds, which the client drops)."""
+    symbols = [s for s in answer.decisions if s in request.analysis]
+    if not symbols:
+        return None
+    equity = request.account.equity
+    held_value: dict[str, float] = {}
+    for position in request.positions:
+        held_value[position.symbol] = held_value.get(position.symbol, 0.0) + position.signed_value()
+    crypto = np.array([is_crypto_symbol(s) for s in symbols])
+    gated = gate_reasons([request.analysis[s] for s in symbols], crypto, rules or LoopRules())
+    units = request.held_quantities()
+    prices = request.reference_prices(symbols)
+    kill = answer.kill_switch_active or (request.kill_switch is not None and request.kill_switch.active)
+    current = np.array([held_value.get(s, 0.0) / equity for s in symbols])
+    target = np.array([answer.decisions[s].target_weight for s in symbols])
+    for i, symbol in enumerate(symbols):
+        d, c, w = answer.decisions[symbol], float(current[i]), float(target[i])
+        where = f"decisions.{symbol}"
+        if not _close(d.current_weight, c):
+            return (
+                f"{where}.current_weight is {d.current_weight:.6g}; the request's positions make it {c:.6g}"
+            )
+        kept = _close(w, c)
+        if (gated[i] is not None or not d.tradeable) and not kept:
+            why = gated[i] or "not tradeable"
+            return f"{where}.target_weight moves {c:.6g} -> {w:.6g} while the symbol is held ({why})"
+        if abs(w) > caps.per_symbol_cap + TOLERANCE and not kept:
+            return f"{where}.target_weight {w:.6g} is over the per-symbol cap {caps.per_symbol_cap:g}"
+        if crypto[i] and w < min(c, 0.0) - TOLERANCE:
+            return f"{where}.target_weight {w:.6g} opens or grows a crypto short (current {c:.6g})"
+        if kill and (abs(w) > abs(c) + TOLERANCE or w * c < 0):
+            return f"{where}.target_weight {w:.6g} grows or flips {c:.6g} under the kill switch"
+        side = "flat" if abs(w) < FLAT else ("long" if w > 0 else "short")
+        if d.side != side and not kept:  # a hold keeps the position's side, whatever its value
+            return f"{where}.side is {d.side!r} for a target weight of {w:.6g}"
+        if d.target_qty is not None:
+            qty = units.get(symbol, 0.0) if kept else target_quantity(w, equity, prices[i])
+            if qty is None or not _close(d.target_qty, qty):
+                shown = "no quantity (no price)" if qty is None else f"{qty:.6g}"
+                return (
+                    f"{where}.target_qty is {d.target_qty:.6g}; the request's book and prices make it {shown}"
+                )
+    gross, before = float(np.abs(target).sum()), float(np.abs(current).sum())
+    if gross > max(caps.gross_limit, before) + TOLERANCE:
+        cap = caps.gross_limit
+        return f"gross {gross:.6g} of the decisions is over the gross cap {cap:g} (now {before:.6g})"
+    added = float(added_gross(target, current).sum())
+    if added > caps.max_gross_add + TOLERANCE * max(1.0, gross):
+        return f"the decisions add {added:.6g} of gross, over the basket throttle {caps.max_gross_add:g}"
+    if not math.isfinite(gross):  # pragma: no cover (non-finite targets are refused before)
+        return "non-finite targets"
+    return None

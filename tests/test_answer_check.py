@@ -1,0 +1,142 @@
+"""``serve.answer_check``: the rules a caller holds an answer to, each broken once by an answer that
+keeps the schema (exact messages), and kept by answers the service gives (``test_serve`` fuzzes
+``/v1/act`` and ``test_serve_fast_path`` decides hostile batches, both asserting no breach)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from raytrade.serve.answer_check import answer_breach
+from raytrade.serve.caps import ExposureCaps
+from raytrade.serve.schemas import ActRequest, ActResponse
+
+AS_OF = datetime(2026, 11, 25, 15, 30, tzinfo=UTC)
+QUOTE = {"bid_price": 99.99, "ask_price": 100.01}
+LOOSE = ExposureCaps(per_symbol_cap=1.0)  # per-symbol out of the way: the book-wide rules alone
+
+
+def _request(**analysis: dict[str, Any]) -> ActRequest:
+    return ActRequest.model_validate(
+        {
+            "account": {"equity": 1000.0},
+            "drawdown_pct": 0.0,
+            "positions": [{"symbol": "AAA", "qty": "2", "side": "long", "market_value": "200"}],
+            "analysis": analysis or {"AAA": QUOTE, "BBB": QUOTE, "CCCUSD": QUOTE},
+            "as_of": AS_OF.isoformat(),
+        }
+    )
+
+
+def _answer(targets: dict[str, float], kill: bool = False) -> ActResponse:
+    current = {"AAA": 0.2}
+    return ActResponse.model_validate(
+        {
+            "model": "m@1",
+            "model_version": 1,
+            "as_of": AS_OF,
+            "decisions": {
+                s: {
+                    "target_weight": w,
+                    "current_weight": current.get(s, 0.0),
+                    "side": "flat" if w == 0 else ("long" if w > 0 else "short"),
+                    "gate_mode": "aggressive",
+                    "confidence": 0.5,
+                    "tradeable": True,
+                }
+                for s, w in targets.items()
+            },
+            "gross_exposure": sum(abs(w) for w in targets.values()),
+            "kill_switch_active": kill,
+        }
+    )
+
+
+@pytest.mark.parametrize(
+    ("targets", "caps", "kill", "breach"),
+    [
+        ({"AAA": 0.2, "BBB": 0.1, "CCCUSD": 0.0}, ExposureCaps(), False, None),
+        (
+            {"AAA": 0.9, "BBB": 0.5, "CCCUSD": 0.0},
+            LOOSE,
+            False,
+            "gross 1.4 of the decisions is over the gross cap 1.2",
+        ),
+        (
+            {"AAA": 0.2, "BBB": 0.2, "CCCUSD": 0.1},
+            LOOSE,
+            False,
+            "the decisions add 0.3 of gross, over the basket throttle 0.25",
+        ),
+        # a flip's whole new side is new gross: 0.2 long -> 0.3 short adds 0.3, not 0.1
+        ({"AAA": -0.3, "BBB": 0.0, "CCCUSD": 0.0}, LOOSE, False, "the decisions add 0.3 of gross"),
+        (
+            {"AAA": 0.2, "BBB": 0.0, "CCCUSD": -0.01},
+            LOOSE,
+            False,
+            "decisions.CCCUSD.target_weight -0.01 opens or grows a crypto short",
+        ),
+        ({"AAA": 0.1, "BBB": 0.0, "CCCUSD": 0.0}, ExposureCaps(), True, None),
+        (
+            {"AAA": -0.1, "BBB": 0.0, "CCCUSD": 0.0},
+            ExposureCaps(),
+            True,
+            "decisions.AAA.target_weight -0.1 grows or flips 0.2 under the kill switch",
+        ),
+        (
+            {"AAA": 0.1, "BBB": 0.01, "CCCUSD": 0.0},
+            ExposureCaps(),
+            True,
+            "decisions.BBB.target_weight 0.01 grows or flips 0 under",
+        ),
+        ({"AAA": 0.2, "BBB": 0.15 + 1e-10, "CCCUSD": 0.0}, ExposureCaps(), False, None),
+    ],
+    ids=[
+        "kept",
+        "gross",
+        "throttle",
+        "flip-adds-its-new-side",
+        "crypto-short",
+        "unwind",
+        "kill-flip",
+        "kill-grow",
+        "rounding",
+    ],
+)
+def test_each_book_rule(
+    targets: dict[str, float], caps: ExposureCaps, kill: bool, breach: str | None
+) -> None:
+    got = answer_breach(_request(), _answer(targets, kill), caps)
+    assert got is None if breach is None else got is not None and got.startswith(breach), got
+
+
+def test_a_symbol_the_loops_gates_hold_keeps_its_weight_whatever_the_answer_says() -> None:
+    """The answer calls BBB tradeable; the request's row says it is blocked (or quotes it 40 bps wide)."""
+    for row, why in [
+        ({**QUOTE, "trade_blocked": True, "block_reason": "halted"}, "blocked by the trading loop: halted"),
+        ({"bid_price": 99.8, "ask_price": 100.2}, "spread 40.0 bps > cap 8 bps"),
+        ({"last_close": 100.0}, "no two-sided quote"),
+    ]:
+        request = _request(AAA=QUOTE, BBB=row)
+        got = answer_breach(request, _answer({"AAA": 0.2, "BBB": 0.05}), ExposureCaps())
+        assert got == f"decisions.BBB.target_weight moves 0 -> 0.05 while the symbol is held ({why})"
+        assert answer_breach(request, _answer({"AAA": 0.1, "BBB": 0.0}), ExposureCaps()) is None
+
+
+def test_a_held_symbols_quantity_is_the_units_held_and_a_moved_ones_its_weight_at_the_mid() -> None:
+    request = _request(AAA=QUOTE, BBB=QUOTE)
+    answer = _answer({"AAA": 0.2, "BBB": 0.1})
+    ok = {"AAA": 2.0, "BBB": 0.1 * 1000.0 / 100.0}
+    for symbol, qty in [("AAA", 2.0), ("BBB", 1.0)]:
+        decisions = {s: d.model_copy(update={"target_qty": ok[s]}) for s, d in answer.decisions.items()}
+        assert (
+            answer_breach(request, answer.model_copy(update={"decisions": decisions}), ExposureCaps()) is None
+        )
+        decisions[symbol] = decisions[symbol].model_copy(update={"target_qty": qty * 3})
+        got = answer_breach(request, answer.model_copy(update={"decisions": decisions}), ExposureCaps())
+        assert (
+            got
+            == f"decisions.{symbol}.target_qty is {qty * 3:g}; the request's book and prices make it {qty:g}"
+        )
