@@ -37,7 +37,11 @@ median). A fill whose arrival price is unknown is left out and counted
 latency of 0 (its fill time unknown, so whether it waited cannot be told; builds before the null was
 logged wrote 0 for a fill the broker gave no time for), a waited one with no ``bars`` row of the bar it
 filled in, and a waited
-one whose ``side`` is neither buy nor sell.
+one whose ``side`` is neither buy nor sell. So is every other fill row that cannot be fitted, each
+under its reason: no ``filled_qty`` > 0, no ``fill_price`` > 0 (the store refuses one at or below 0
+since 2026-12-05; an older row could crash the fit), an infinite ``slippage_bps``, a missing one
+(the loop logs none when the decision had no mid) on a fill that is not re-referenced to the open,
+and a fill whose ``symbol`` is not its decision row's.
 
 Only market orders are fitted: the profile's parameters are applied to the simulator's market orders
 (``envs.cost_profile``), and a passive order is a limit at the near touch (``envs.gate_modes``, the
@@ -182,6 +186,10 @@ _NO_FILL_TIME = (
 )
 _NO_FILL_BAR = "waited for the market to open, and no bars row of the bar it filled in (no arrival price)"
 _NO_SIDE = "waited for the market to open, and its side is neither buy nor sell"
+_NO_SLIPPAGE = (
+    "slippage_bps missing (no mid when decided) and no open to measure the fill from (it did not wait "
+    "for the open, or it is a limit order)"
+)
 
 
 class FillSample(NamedTuple):
@@ -236,7 +244,7 @@ def logged_fills(root: str | os.PathLike[str]) -> FillSample:
         ],
     ).sort_values("ts", kind="stable")
     is_fill = exp["decision_id"].str.endswith(FILL_SUFFIX)
-    fills = exp[is_fill & (exp["filled_qty"] > 0) & exp["fill_price"].notna() & exp["slippage_bps"].notna()]
+    fills = exp[is_fill]
     decisions = exp[~is_fill].drop_duplicates("decision_id").set_index("decision_id")
     fills = fills.assign(decision=fills["decision_id"].str.removesuffix(FILL_SUFFIX))
     dropped: dict[str, int] = {}
@@ -244,14 +252,22 @@ def logged_fills(root: str | os.PathLike[str]) -> FillSample:
     def drop(mask: pd.Series, reason: str) -> None:
         nonlocal fills
         if mask.any():
-            dropped[reason] = int(mask.sum())
+            dropped[reason] = int(mask.sum()) + dropped.get(reason, 0)
         fills = fills[~mask]
 
+    # every fill row is used or counted under a reason (a fill left out without a word biased the fit)
+    drop(~(fills["filled_qty"] > 0), "filled_qty missing or not > 0")
+    drop(~(fills["fill_price"] > 0), "fill_price missing or not > 0")
     drop(fills.duplicated(list(UNIQUE_KEYS["experience"]), keep="first"), _DUPLICATE)
-    drop(~np.isfinite(fills["slippage_bps"].to_numpy(np.float64)), "slippage_bps not finite")
+    slippage = fills["slippage_bps"].to_numpy(np.float64)
+    drop(np.isinf(slippage), "slippage_bps not finite")  # missing: re-measured below where it can be
     drop(~fills["decision"].isin(decisions.index), "no decision row")
+    decided_symbol = decisions["symbol"].reindex(fills["decision"]).to_numpy(object)
+    drop(fills["symbol"].to_numpy(object) != decided_symbol, "symbol differs from its decision's")
     mode = pd.Series(decisions["gate_mode"].reindex(fills["decision"]).to_numpy(object), index=fills.index)
     limit = mode.isin(LIMIT_GATE_MODES)
+    drop(limit & fills["slippage_bps"].isna(), _NO_SLIPPAGE)
+    mode, limit = mode.reindex(fills.index), limit.reindex(fills.index)
     passive = fills.loc[limit, "slippage_bps"].to_numpy(np.float64)
     apart = _Passive(len(passive), float(passive.mean()) if len(passive) else None)
     fills, mode = fills[~limit], mode[~limit]
@@ -299,6 +315,9 @@ def logged_fills(root: str | os.PathLike[str]) -> FillSample:
     sign = fills["side"].map({"buy": 1.0, "sell": -1.0})
     drop(pd.Series(fills.index.isin(opens.index), index=fills.index) & sign.isna(), _NO_SIDE)
     opens = opens.reindex(fills.index)
+    drop(opens.isna() & fills["slippage_bps"].isna(), _NO_SLIPPAGE)  # no mid, and no open to measure from
+    opens = opens.reindex(fills.index)
+    sign = sign.reindex(fills.index)
     rereferenced = opens.notna()
     arrival_cost = sign.reindex(fills.index) * (fills["fill_price"] / opens - 1.0) * 1e4
     # a fill that waited for the open crossed the opening spread, not the quote seen while the market

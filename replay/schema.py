@@ -264,7 +264,7 @@ POSITIVE_COLUMNS: Final[dict[str, tuple[str, ...]]] = {
     "forecasts": (),
     "macro": (),
     "features": ("close",),
-    "experience": (),
+    "experience": ("fill_price",),  # a fill at 0 or below is corruption (calibration divides by it)
 }
 NON_NEGATIVE_COLUMNS: Final[dict[str, tuple[str, ...]]] = {
     "bars": ("volume", "vwap", "trade_count", "bid", "ask", "bid_size", "ask_size"),

@@ -220,6 +220,30 @@ def _check_experience(frame: dict[str, pd.Series], out: _Collector) -> None:
     for column in TRANSITION_COLUMNS:
         missing = transition & frame[column].map(_missing).to_numpy(dtype=bool)
         out.flag(missing, column, frame[column], "missing (null or NaN) on a transition row")
+    # one step has one reward, the portfolio's, on each of its asset rows (the learner reads asset 0's,
+    # and the offline read refuses a step whose rows disagree): every row of such a step is refused,
+    # so no step is stored with rows missing
+    keys = ["episode_id", "step"]
+    steps = pd.DataFrame({"episode_id": frame["episode_id"], "step": frame["step"], "reward": reward})
+    counted = transition & ~out.bad  # a row refused already (a reward out of bounds) is its own error
+    steps = steps[counted].reset_index(drop=True)
+    distinct = steps.groupby(keys, sort=False, dropna=False)["reward"].transform("nunique").to_numpy()
+    disagree = np.zeros(len(reward), dtype=bool)
+    disagree[np.flatnonzero(counted)[distinct > 1]] = True
+    shown = np.full(len(reward), None, dtype=object)
+    if disagree.any():
+        rewards_of = {
+            key: ", ".join(f"{v:.6g}" for v in dict.fromkeys(group.tolist()))
+            for key, group in steps[distinct > 1].groupby(keys, sort=False)["reward"]
+        }
+        shown[disagree] = [rewards_of[key] for key in steps[distinct > 1][keys].itertuples(index=False)]
+    out.flag(
+        disagree,
+        "reward",
+        shown,
+        "the step's asset rows disagree on the reward (the values shown): one step has one reward, the "
+        "portfolio's, on every asset's row",
+    )
     keys = ["episode_id", "step", "asset_index"]
     twice = transition & pd.DataFrame({k: frame[k] for k in keys}).duplicated(keep="first").to_numpy()
     out.flag(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -25,6 +26,7 @@ from raytrade.envs.market_data import MarketData
 from raytrade.envs.rewards import RewardConfig
 from raytrade.envs.simulator import MarketSimulator
 from raytrade.replay.errors import InputError
+from raytrade.replay.validation import ReplayValidationError
 from raytrade.replay.writer import ReplayWriter
 
 TRUE_SPREAD_FRACTION = 0.7
@@ -638,3 +640,68 @@ def test_cost_overrun_reward_term_penalises_costs_above_the_projected_envelope()
     cost = 20_000 * (5 + 10 + 8 + 100 * np.sqrt(0.002)) * 1e-4
     assert off - on == pytest.approx((cost - 20_000 * 6e-4) / 100_000, rel=1e-9)
     assert RewardConfig().cost_overrun_lambda == 0.0  # off by default
+
+
+def test_every_fill_row_is_fitted_or_counted_under_its_reason(tmp_path: Path) -> None:
+    """A fill the live loop logged without a slippage (its decision had no mid) was left out without a
+    word; so were fills of no quantity; a fill filed under another symbol's decision was fitted with
+    that symbol's dollar volume. Each is counted now, under its reason."""
+    root = tmp_path / "store"
+    _store_with_fills(root, n_days=60)
+    base = {"policy_version": "p@1", "side": "buy", "target_weight": 0.1}
+    day = pd.Timestamp("2026-02-10 15:00", tz="UTC")
+    rows: list[dict[str, Any]] = []
+    for i, (symbol, fill_symbol, qty, slippage) in enumerate(
+        [("T1", "T1", 50.0, np.nan), ("T1", "T1", 0.0, 5.0), ("T1", "T2", 50.0, 5.0)]
+    ):
+        decided = day + pd.Timedelta(minutes=i)
+        state = json.dumps({"snapshot": {"spread_bps": 10.0}})
+        rows += [
+            {
+                **base,
+                "symbol": symbol,
+                "ts": decided,
+                "decision_id": f"h{i}:T1",
+                "state": state,
+                "gate_mode": "aggressive",
+            },
+            {
+                **base,
+                "symbol": fill_symbol,
+                "ts": decided + pd.Timedelta(hours=1),
+                "decision_id": f"h{i}:T1:fill",
+                "fill_price": 100.0,
+                "filled_qty": qty,
+                "slippage_bps": slippage,
+                "latency_order_to_fill_ms": 2000.0,
+            },
+        ]
+    with ReplayWriter(root) as writer:
+        writer.append_experience(pd.DataFrame(rows))
+    sample = logged_fills(root)
+    assert len(sample.slippage_bps) == 180
+    assert sample.dropped == {
+        "filled_qty missing or not > 0": 1,
+        "symbol differs from its decision's": 1,
+        "slippage_bps missing (no mid when decided) and no open to measure the fill from (it did not "
+        "wait for the open, or it is a limit order)": 1,
+    }
+
+
+@pytest.mark.parametrize("price", [0.0, -100.0])
+def test_the_store_refuses_a_fill_at_a_price_at_or_below_zero(tmp_path: Path, price: float) -> None:
+    """A negative price crashed the fit (SVD did not converge); a 0 was fitted as a fill of no notional."""
+    row = {
+        "symbol": "T1",
+        "ts": pd.Timestamp("2026-02-10 16:00", tz="UTC"),
+        "decision_id": "h:T1:fill",
+        "policy_version": "p@1",
+        "side": "buy",
+        "fill_price": price,
+        "filled_qty": 5.0,
+    }
+    with ReplayWriter(tmp_path) as writer, pytest.raises(ReplayValidationError) as refused:
+        writer.append_experience(pd.DataFrame([row]))
+    assert str(refused.value) == (
+        f"experience: row 0, column 'fill_price', value {price!r}: must be > 0 (decision 'h:T1:fill')"
+    )

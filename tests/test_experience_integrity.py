@@ -152,7 +152,7 @@ def test_the_writer_refuses_values_a_learner_cannot_read_naming_column_decision_
 def test_the_bounds_themselves_are_accepted(tmp_path: Path) -> None:
     frame = episode()
     frame["action"] = [1.0, -1.0, 1.0, -1.0]
-    frame["reward"] = [MAX_ABS_REWARD, -MAX_ABS_REWARD] * 2
+    frame["reward"] = [MAX_ABS_REWARD, MAX_ABS_REWARD, -MAX_ABS_REWARD, -MAX_ABS_REWARD]  # per step
     frame.at[0, "observation"] = [1e15, 0.5, 1.0]
     with ReplayWriter(tmp_path) as writer:
         assert writer.append_experience(frame).rows_written == 4
@@ -260,3 +260,17 @@ def test_cost_calibration_counts_a_fill_logged_twice_once(tmp_path: Path) -> Non
     sample = logged_fills(tmp_path)
     assert len(sample.slippage_bps) == 9  # 3 symbols x 3 days, not 18
     assert sample.dropped == {"logged twice under one decision_id (the first kept)": 9}
+
+
+def test_the_writer_refuses_every_row_of_a_step_whose_rewards_disagree(tmp_path: Path) -> None:
+    """A live step whose asset rows disagreed on the reward was stored, and every later offline search
+    on the store refused the whole table. The writer refuses the step, naming its rewards."""
+    frame = episode(steps=3)
+    frame.loc[(frame["step"] == 1) & (frame["asset_index"] == 1), "reward"] = 0.5
+    with ReplayWriter(tmp_path) as writer, pytest.raises(ReplayValidationError) as refused:
+        writer.append_experience(frame)
+    assert str(refused.value).startswith(
+        "experience: row 2, column 'reward', value '0.02, 0.5': the step's asset rows disagree on the "
+        "reward (the values shown)"
+    )
+    assert "(decision 'e:1:AAA', episode 'e' step 1) (and 1 more refused rows)" in str(refused.value)
