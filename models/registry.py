@@ -43,6 +43,7 @@ import json
 import logging
 import os
 import shutil
+import stat
 import subprocess
 import uuid
 from collections.abc import Mapping
@@ -141,8 +142,14 @@ def resolve(registry: str | os.PathLike[str], ref: str) -> Path:
     if number not in available:
         raise RegistryError(f"no version {number} of {name!r}; available: {', '.join(map(str, available))}")
     folder = root / name / str(number)
-    if not folder.resolve().is_relative_to(root.resolve()):  # a version folder linked out of the registry
+    real = folder.resolve()
+    if not real.is_relative_to(root.resolve()):  # a version folder linked out of the registry
         raise RegistryError(f"{name}@{number} ({str(folder)!r}) leads outside the registry {str(root)!r}")
+    if real != root.resolve() / name / str(number):  # linked to another version: its signature passes
+        raise RegistryError(
+            f"{name}@{number} ({str(folder)!r}) is a symbolic link (to {str(real)!r}): a version is a "
+            "folder of its own"
+        )
     return folder
 
 
@@ -244,23 +251,72 @@ def library_versions() -> dict[str, str]:
 # ------------------------------------------------------------------------------ file hashes
 
 
+def open_regular(path: Path) -> int:
+    """A read-only descriptor of ``path``, refused (``RegistryError``) unless it is a regular file
+    and no symbolic link: a registry version holds regular files only. Opened without following a
+    link and without blocking (a FIFO put in a version would block ``open`` for ever), then checked
+    on the descriptor itself, so what is checked is what is read."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError as exc:
+        if Path(path).is_symlink():
+            raise RegistryError(
+                f"{str(path)!r} is a symbolic link: a registry version holds regular files only"
+            ) from None
+        raise RegistryError(f"{str(path)!r} cannot be read ({exc.strerror})") from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise RegistryError(
+            f"{str(path)!r} is not a regular file: a registry version holds regular files only"
+        )
+    os.set_blocking(fd, True)
+    return fd
+
+
+def read_regular(path: Path) -> bytes:
+    """The bytes of the regular file ``path`` (:func:`open_regular`), read once."""
+    with os.fdopen(open_regular(path), "rb") as fh:
+        return fh.read()
+
+
 def file_sha256(path: Path) -> str:
-    """sha256 hex of one file's bytes."""
+    """sha256 hex of one file's bytes (a regular file, no link: :func:`open_regular`)."""
     digest = hashlib.sha256()
-    with open(path, "rb") as fh:
+    with os.fdopen(open_regular(path), "rb") as fh:
         for block in iter(lambda: fh.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
 
 
-def version_file_hashes(version_dir: Path) -> dict[str, str]:
-    """sha256 of every file of a version folder but ``manifest.json`` (POSIX paths relative to it)."""
+def version_entries(version_dir: Path) -> list[str]:
+    """Every regular file of a version folder but ``manifest.json`` (POSIX paths relative to it,
+    sorted). A symbolic link anywhere inside (to a file or a folder) and anything that is neither a
+    folder nor a regular file (a FIFO, a socket, a device) is refused (``RegistryError``, naming it):
+    a link is not hashed for what it will read later, and a folder link was not even listed, while
+    the loader followed it into a pickle."""
     root = Path(version_dir)
-    return {
-        p.relative_to(root).as_posix(): file_sha256(p)
-        for p in sorted(root.rglob("*"))
-        if p.is_file() and p.relative_to(root).as_posix() != MANIFEST
-    }
+    files = []
+    for here, dirs, names in os.walk(root, followlinks=False):
+        for entry in [*dirs, *names]:
+            path = Path(here) / entry
+            mode = os.lstat(path).st_mode
+            if stat.S_ISLNK(mode):
+                raise RegistryError(
+                    f"{str(path)!r} is a symbolic link: a registry version holds regular files only"
+                )
+            if not (stat.S_ISDIR(mode) or stat.S_ISREG(mode)):
+                raise RegistryError(
+                    f"{str(path)!r} is not a regular file: a registry version holds regular files only"
+                )
+        files += [(Path(here) / n).relative_to(root).as_posix() for n in names]
+    return sorted(f for f in files if f != MANIFEST)
+
+
+def version_file_hashes(version_dir: Path) -> dict[str, str]:
+    """sha256 of every file of a version folder but ``manifest.json`` (POSIX paths relative to it;
+    :func:`version_entries`' refusals first)."""
+    root = Path(version_dir)
+    return {rel: file_sha256(root / rel) for rel in version_entries(root)}
 
 
 def verify_files(version_dir: Path, manifest: Manifest) -> None:

@@ -12,12 +12,14 @@ use RLlib's default connectors, which carry no state; a policy trained with a st
 
 from __future__ import annotations
 
+import hashlib
 import os
 import pickle
+import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cached_property
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import numpy as np
@@ -34,9 +36,12 @@ from raytrade.models.registry import (
     CONNECTORS_DIR,
     DEFAULT_REGISTRY,
     MODULE_DIR,
+    RegistryError,
+    read_regular,
     resolve,
     verify_files,
     verify_mac,
+    version_entries,
 )
 from raytrade.models.registry_migrate import check_current_names
 
@@ -134,6 +139,28 @@ class VerifiedVersion:
     manifest: Manifest
 
 
+def verified_copy(version: VerifiedVersion, into: Path) -> None:
+    """Copy ``version``'s files into the new folder ``into``, each read once (a regular file, no
+    link: ``registry.read_regular``) and checked against its manifest sha256 as it is copied; the
+    loader then unpickles the copy. Hashing the registry's files and opening them again to unpickle
+    left a window in which a writer could swap a pickle in after its check (a race reproduced in nine
+    tries); the copy's bytes are the checked bytes. A version promoted before the manifest held
+    hashes is copied as it is (``verify_files`` warned already; a registry key refuses it)."""
+    folder, manifest = version.path, version.manifest
+    where = f"{manifest.name}@{manifest.version} ({str(folder)!r})"
+    listed = manifest.files if manifest.files is not None else dict.fromkeys(version_entries(folder))
+    for rel, digest in listed.items():
+        parts = PurePosixPath(rel).parts
+        if not parts or PurePosixPath(rel).is_absolute() or ".." in parts:
+            raise RegistryError(f"{where}: file {rel!r} listed in the manifest leads outside the version")
+        data = read_regular(folder / rel)
+        if digest is not None and hashlib.sha256(data).hexdigest() != digest:
+            raise RegistryError(f"{where}: file {rel!r} does not match its sha256 in the manifest")
+        target = into.joinpath(*parts)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(data)
+
+
 def verify_version(
     ref: str, registry: str | os.PathLike[str] = DEFAULT_REGISTRY, hmac_key: SecretStr | None = None
 ) -> VerifiedVersion:
@@ -164,13 +191,18 @@ def load(
     or signed by the old files-only scheme, is refused), the version's files are checked against its
     sha256s (``verify_files``) and its pickles are checked for module names from before the package
     rename (``registry_migrate.check_current_names``: a one-line error naming the migration command).
+    What is unpickled is a private copy of the version, each file checked as it is copied
+    (:func:`verified_copy`): a file swapped in the registry after its check is never read.
     """
     from ray.rllib.core.rl_module.rl_module import RLModule
 
     version = verify_version(ref, registry, hmac_key)
     folder, manifest = version.path, version.manifest
-    _check_connectors(folder)
-    module: Any = RLModule.from_checkpoint(folder / MODULE_DIR)
+    with tempfile.TemporaryDirectory(prefix="raytrade-load-") as private:
+        copy = Path(private) / "version"  # what is unpickled: the bytes that were checked
+        verified_copy(version, copy)
+        _check_connectors(copy)
+        module: Any = RLModule.from_checkpoint(copy / MODULE_DIR)
     module.eval()
     return PolicyHandle(
         name=folder.parent.name, version=int(folder.name), path=folder, manifest=manifest, module=module

@@ -508,8 +508,12 @@ class PolicyHolder:
 
     def configure(self, cfg: ServiceConfig) -> DecisionService:
         with self.loading:
+            # the sources as they were before the load: a promote landing during it changes them, and
+            # the next refresh reloads (read after the load, they named the new latest while the old
+            # version was served, and no refresh ever saw a change)
+            signature = _source_signature(cfg)
             service = self._load(cfg)
-            self._signature, self._failed = _source_signature(cfg), None
+            self._signature, self._failed = signature, None
             self.cfg, self.service = cfg, service
         log.info("serving %s", service.model_ref)
         return service

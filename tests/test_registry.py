@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import pickle
 from pathlib import Path
 from typing import Any
@@ -684,3 +685,86 @@ def test_the_registry_key_is_a_secret_setting_and_a_short_one_is_refused_without
         "RAYTRADE_REGISTRY_HMAC_KEY has 18 characters, fewer than 32: use a random one, "
         "e.g. python -c 'import secrets; print(secrets.token_urlsafe(32))'"
     )
+
+
+# ----------------------------------------------------- links, FIFOs and files swapped after their check
+
+
+def test_a_linked_folder_added_to_a_version_is_refused_before_its_pickle_is_read(tmp_path: Path) -> None:
+    """A folder link was not listed (so not hashed), while the loader's glob followed it into a pickle:
+    code ran under the registry key."""
+    from pydantic import SecretStr
+
+    from raytrade.models.registry import RegistryError
+    from raytrade.models.registry_load import load
+
+    folder = _promote_fake(tmp_path, KEY)
+    outside, marker = tmp_path / "outside" / "evil", tmp_path / "unpickled"
+    outside.mkdir(parents=True)
+    (outside / "state.pkl").write_bytes(pickle.dumps(_Touch(marker)))
+    (folder / "connectors" / "zz").symlink_to(outside, target_is_directory=True)
+    with pytest.raises(RegistryError) as info:
+        load("alpha", tmp_path / "registry", SecretStr(KEY))
+    assert str(info.value) == (
+        f"{str(folder / 'connectors' / 'zz')!r} is a symbolic link: a registry version holds regular "
+        "files only"
+    )
+    assert not marker.exists()
+
+
+def test_a_fifo_in_a_version_is_refused_instead_of_hanging_the_load(tmp_path: Path) -> None:
+    from pydantic import SecretStr
+
+    from raytrade.models.registry import RegistryError
+    from raytrade.models.registry_load import verify_version
+
+    folder = _promote_fake(tmp_path, KEY)
+    (folder / "connectors" / "zz").mkdir()
+    os.mkfifo(folder / "connectors" / "zz" / "state.pkl")
+    with pytest.raises(RegistryError, match="state.pkl' is not a regular file: a registry version holds"):
+        verify_version("alpha", tmp_path / "registry", SecretStr(KEY))
+
+
+def test_a_version_folder_linked_to_another_signed_version_is_refused(tmp_path: Path) -> None:
+    """alpha/3 -> 1 passed as alpha@1 under the key (the manifest's name and number are the target's),
+    and alpha/4 -> ../beta/1 served beta's policy as alpha@4."""
+    from raytrade.models.registry import RegistryError, resolve
+
+    folder = _promote_fake(tmp_path, KEY)
+    (folder.parent / "3").symlink_to(folder.name, target_is_directory=True)
+    with pytest.raises(RegistryError) as info:
+        resolve(tmp_path / "registry", "alpha@3")
+    assert str(info.value) == (
+        f"alpha@3 ({str(folder.parent / '3')!r}) is a symbolic link (to {str(folder.resolve())!r}): a "
+        "version is a folder of its own"
+    )
+
+
+def test_a_pickle_swapped_in_after_its_check_is_never_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The loader hashed the registry's files and opened them again to unpickle: a writer racing it got
+    its pickle run under the key (in nine tries). The loader reads a private copy, checked as copied."""
+    from pydantic import SecretStr
+
+    from raytrade.models import registry_load
+    from raytrade.models.registry import RegistryError
+
+    folder = _promote_fake(tmp_path, KEY)
+    marker = tmp_path / "unpickled"
+    checked = registry_load.verify_version
+
+    def swapped_after_the_check(*args: Any, **kwargs: Any) -> Any:
+        version = checked(*args, **kwargs)
+        state = folder / "connectors" / "env_to_module_connector" / "state.pkl"
+        state.write_bytes(pickle.dumps(_Touch(marker)))
+        return version
+
+    monkeypatch.setattr(registry_load, "verify_version", swapped_after_the_check)
+    with pytest.raises(RegistryError) as info:
+        registry_load.load("alpha", tmp_path / "registry", SecretStr(KEY))
+    assert str(info.value) == (
+        f"alpha@1 ({str(folder)!r}): file 'connectors/env_to_module_connector/state.pkl' does not match "
+        "its sha256 in the manifest"
+    )
+    assert not marker.exists()

@@ -1064,6 +1064,33 @@ def test_a_replica_follows_latest_and_keeps_serving_when_a_version_cannot_be_loa
     assert gc.get_freeze_count() > 0, "the loaded heap was not frozen"
 
 
+def test_a_promote_landing_while_a_replica_loads_is_followed(
+    registry: Path, ppo_smoke_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, unfrozen: None
+) -> None:
+    """The replica read its sources after the load: it served version 1 recorded as 2, and no refresh
+    ever saw a change until latest moved again."""
+    import shutil
+
+    from raytrade.serve.app import PolicyHolder, ServiceConfig
+
+    reg = tmp_path / "registry"
+    shutil.copytree(registry, reg)
+    holder = PolicyHolder()
+    real = PolicyHolder._load
+
+    def promoted_meanwhile(self: PolicyHolder, cfg: ServiceConfig, new_version: bool = False) -> Any:
+        service = real(self, cfg, new_version)
+        _promote(ppo_smoke_run, reg)  # lands after the load resolved latest
+        return service
+
+    monkeypatch.setattr(PolicyHolder, "_load", promoted_meanwhile)
+    first = holder.configure(ServiceConfig(model="alpha", registry=str(reg), decide=NEVER_STALE))
+    monkeypatch.setattr(PolicyHolder, "_load", real)
+    assert holder.refresh(), "the version promoted during the load is never followed"
+    _wait_idle(holder)
+    assert holder.service is not None and holder.service.handle.version == first.handle.version + 1
+
+
 def test_the_health_probes_signature_reads_a_manifest_once_per_stamp(
     registry: Path, synthetic_store: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
