@@ -15,7 +15,13 @@ from typing import Final, NamedTuple
 import click
 
 from raytrade.cluster.errors import one_line_errors
-from raytrade.cluster.options import FiniteFloatRange, path_argument, path_option, written_path_option
+from raytrade.cluster.options import (
+    FiniteFloatRange,
+    LocalPath,
+    path_argument,
+    path_option,
+    written_path_option,
+)
 
 
 class LazyCommand(NamedTuple):
@@ -202,9 +208,7 @@ def _parse_utc(value: str | None, name: str) -> datetime | None:
 @click.option(
     "--freq", type=click.Choice(["1d", "1h", "1m"]), default="1d", show_default=True, help="Bar length."
 )
-@path_option(
-    "--path", "path", type=click.Path(path_type=Path), help="csv: folder of CSVs; forecasts: the file."
-)
+@path_option("--path", "path", type=LocalPath(), help="csv: folder of CSVs; forecasts: the file.")
 @click.option("--symbols", help="alpaca: comma-separated symbols, e.g. AAPL,MSFT,BTCUSD.")
 @click.option("--start", help="alpaca: first date (UTC); synthetic: calendar start.")
 @click.option("--end", help="alpaca: last date (UTC, exclusive).")
@@ -276,7 +280,7 @@ def ingest(
 
 
 @main.command()
-@path_argument("root", type=click.Path(path_type=Path))
+@path_argument("root", type=LocalPath())
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 @one_line_errors
 def summary(root: Path, as_json: bool) -> None:
@@ -305,7 +309,7 @@ def serve_token_digest() -> None:
 
 
 @main.command()
-@written_path_option("--out", type=click.Path(path_type=Path), default=Path(".demo"), show_default=True)
+@written_path_option("--out", type=LocalPath(), default=Path(".demo"), show_default=True)
 @click.option("--seed", type=int, default=7, show_default=True)
 @click.option("--address", help="Run on an existing Ray cluster: auto (RAY_ADDRESS) or host:port.")
 @click.option("--no-dashboard", is_flag=True, help="Local Ray without its dashboard.")

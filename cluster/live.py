@@ -60,7 +60,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from raytrade.cluster.errors import one_line_errors
-from raytrade.cluster.options import caps_options, exposure_caps, written_path_option
+from raytrade.cluster.options import LocalPath, caps_options, exposure_caps, written_path_option
 
 if TYPE_CHECKING:
     from raytrade.serve.live import LiveLoop
@@ -90,18 +90,16 @@ class _Hours(click.FloatRange):
     help="Comma-separated part of the served model's universe to trade (default: all of it); a crypto "
     "pair as BTCUSD or BTC/USD.",
 )
-@written_path_option(
-    "--store", type=click.Path(path_type=Path), default=None, help="Replay store for the log."
-)
+@written_path_option("--store", type=LocalPath(), default=None, help="Replay store for the log.")
 @written_path_option(
     "--state-file",
-    type=click.Path(path_type=Path),
+    type=LocalPath(),
     default=None,
     help="Peak equity and open orders between cycles (default: ~/.raytrade/live/<account id>.json).",
 )
 @written_path_option(
     "--account-lock-dir",
-    type=click.Path(path_type=Path),
+    type=LocalPath(),
     default=None,
     help="Folder of the per-account locks: a second loop on the same account refuses to start, "
     "whatever its --state-file (default: ~/.raytrade/live/locks).",

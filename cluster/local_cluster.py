@@ -62,6 +62,7 @@ import click
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from raytrade.cluster.errors import one_line_errors
+from raytrade.cluster.options import LocalPath
 from raytrade.replay.errors import InputError
 
 if TYPE_CHECKING:
@@ -646,7 +647,7 @@ def cluster_group() -> None:
     show_default=True,
     help="Tries per node when `ray start` gives up while starting (a loaded machine).",
 )
-@click.option("--state-dir", type=click.Path(path_type=Path), help="Default: ~/.raytrade/cluster.")
+@click.option("--state-dir", type=LocalPath(), help="Default: ~/.raytrade/cluster.")
 @one_line_errors
 def up_command(
     workers: int,
@@ -675,7 +676,7 @@ def up_command(
 
 
 @cluster_group.command("down")
-@click.option("--state-dir", type=click.Path(path_type=Path), help="Default: ~/.raytrade/cluster.")
+@click.option("--state-dir", type=LocalPath(), help="Default: ~/.raytrade/cluster.")
 @one_line_errors
 def down_command(state_dir: Path | None) -> None:
     """Stop the nodes `raytrade cluster up` started (only those)."""
@@ -684,7 +685,7 @@ def down_command(state_dir: Path | None) -> None:
 
 
 @cluster_group.command("status")
-@click.option("--state-dir", type=click.Path(path_type=Path), help="Default: ~/.raytrade/cluster.")
+@click.option("--state-dir", type=LocalPath(), help="Default: ~/.raytrade/cluster.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 @one_line_errors
 def status_command(state_dir: Path | None, as_json: bool) -> None:

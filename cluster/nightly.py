@@ -447,7 +447,7 @@ def run_nightly(
     "--registry", required=True, help="Model registry folder (local; must exist, may hold no versions)."
 )
 @click.option("--source", type=click.Choice(["csv", "synthetic"]), help="Re-ingest this source first.")
-@path_option("--path", "path", type=click.Path(path_type=Path), help="csv: folder of CSVs.")
+@path_option("--path", "path", type=LocalPath(), help="csv: folder of CSVs.")
 @click.option("--seed", type=int, default=0, show_default=True, help="synthetic: random seed.")
 @click.option("--n-symbols", type=click.IntRange(min=1), default=20, show_default=True, help="synthetic.")
 @click.option("--n-crypto", type=click.IntRange(min=0), default=0, show_default=True, help="synthetic.")
@@ -461,14 +461,12 @@ def run_nightly(
 )
 @written_path_option(
     "--reports",
-    type=click.Path(path_type=Path),
+    type=LocalPath(),
     default=Path("reports/nightly"),
     show_default=True,
     help="Reports go to REPORTS/DATE.",
 )
-@written_path_option(
-    "--results", type=click.Path(path_type=Path), default=Path(RESULTS_FILE), show_default=True
-)
+@written_path_option("--results", type=LocalPath(), default=Path(RESULTS_FILE), show_default=True)
 @click.option("--date", help="Section date, YYYY-MM-DD (default: today, UTC).")
 @click.option(
     "--replace",

@@ -211,7 +211,10 @@ class LocalPath(click.ParamType):
         if isinstance(value, Path):
             return value
         if is_remote(str(value)):
-            command = f"`raytrade {ctx.info_name}`" if ctx is not None else "this command"
+            # the whole command: `raytrade cluster status`, not `raytrade status`
+            command = (
+                f"`raytrade {' '.join(ctx.command_path.split()[1:])}`" if ctx is not None else "this command"
+            )
             self.fail(f"{shown_url(str(value))} is a URI; {command} takes a local path", param, ctx)
         return Path(value)
 

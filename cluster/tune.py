@@ -67,6 +67,7 @@ from pydantic import BaseModel, ConfigDict, Field, computed_field
 
 from raytrade.cluster.errors import one_line_errors
 from raytrade.cluster.options import (
+    LocalPath,
     action_options,
     cash_rate_of,
     cash_rate_options,
@@ -1515,7 +1516,7 @@ def run_tune(opts: TuneOptions, dashboard: bool = True) -> TuneOutcome:
 @path_option("--replay", required=True, help="Replay store root (a folder or an s3://… URI).")
 @path_option(
     "--experience",
-    type=click.Path(path_type=Path),
+    type=LocalPath(),
     help="Offline specs: store whose experience table they learn from (default: --replay's).",
 )
 @click.option("--smoke", is_flag=True, help="Tiny budget (about a minute on 2 CPUs).")
@@ -1556,7 +1557,7 @@ def run_tune(opts: TuneOptions, dashboard: bool = True) -> TuneOutcome:
 )
 @path_option(
     "--cost-profile",
-    type=click.Path(path_type=Path),
+    type=LocalPath(),
     help="Cost profile from raytrade calibrate-costs (default: the loop's cost model).",
 )
 @spread_fraction_option()

@@ -132,6 +132,11 @@ def test_a_validation_error_never_echoes_what_may_be_a_secret() -> None:
     assert _check("account", {"size": -2}) == "error: _Account.size: Input should be greater than 0 (got -2)"
 
 
+def _command(args: list[str]) -> str:
+    """The command ``args`` run, as a usage error names it (a group's command with its group)."""
+    return " ".join(args[: 2 if args[0] == "cluster" else 1])
+
+
 @pytest.mark.parametrize(
     ("args", "expected"),
     [
@@ -148,7 +153,11 @@ def test_a_validation_error_never_echoes_what_may_be_a_secret() -> None:
             "s3://bucket/x is a URI; `raytrade nightly` takes a local path",
         ),
         *(
-            (args, f"s3://bucket/x is a URI; `raytrade {args[0]}` takes a local path")
+            (
+                args,
+                # the command path: `raytrade cluster status` for a group's command
+                f"s3://bucket/x is a URI; `raytrade {_command(args)}` takes a local path",
+            )
             for args in (
                 ["evaluate", "--replay", CREDENTIAL_URI, "--out", "report"],
                 ["evaluate", "--replay", "store", "--out", CREDENTIAL_URI],
@@ -156,6 +165,30 @@ def test_a_validation_error_never_echoes_what_may_be_a_secret() -> None:
                 ["experiment", "--replay", CREDENTIAL_URI, "--out", "exp"],
                 ["select", "run", "--replay", CREDENTIAL_URI],
                 ["simulate-experience", "--replay", CREDENTIAL_URI, "--out", "exp", "--policy", "kelly_lite"],
+                # every other local path (a click.Path made a folder named after the secret, and the
+                # nightly recorded it in the store's nightly.json)
+                ["nightly", "--replay", "store", "--registry", ".", "--reports", CREDENTIAL_URI],
+                ["nightly", "--replay", "store", "--registry", ".", "--results", CREDENTIAL_URI],
+                [
+                    "nightly",
+                    "--replay",
+                    "store",
+                    "--registry",
+                    ".",
+                    "--source",
+                    "csv",
+                    "--path",
+                    CREDENTIAL_URI,
+                ],
+                ["live", "--paper", "--store", CREDENTIAL_URI],
+                ["live", "--paper", "--state-file", CREDENTIAL_URI],
+                ["live", "--paper", "--account-lock-dir", CREDENTIAL_URI],
+                ["ingest", "--source", "csv", "--path", CREDENTIAL_URI, "--out", "store"],
+                ["summary", CREDENTIAL_URI],
+                ["demo", "--out", CREDENTIAL_URI],
+                ["tune", "--spec", "bc", "--replay", "store", "--experience", CREDENTIAL_URI],
+                ["tune", "--spec", "ppo", "--replay", "store", "--cost-profile", CREDENTIAL_URI],
+                ["cluster", "status", "--state-dir", CREDENTIAL_URI],
             )
         ),
     ],
