@@ -27,6 +27,7 @@ Design decisions
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import shutil
 import uuid
@@ -39,6 +40,8 @@ from pydantic import BeforeValidator
 
 from raytrade.replay.credentials import carries_credentials, shown_url
 from raytrade.replay.errors import InputError
+
+log = logging.getLogger(__name__)
 
 CACHE_ENV: Final = "RAYTRADE_CACHE_DIR"
 """Where mirrors of remote locations live (default ``~/.cache/raytrade/remote``)."""
@@ -157,11 +160,27 @@ def _open_output(fs: Any, path: str) -> Any:
     return fs.open_output_stream(path)
 
 
+def _partial_removed(fs: Any, path: str) -> None:
+    """Delete what an interrupted write left at ``path`` (best effort: the write's own error is the
+    one to raise). pyarrow closes, and so commits, an output stream whatever ends the ``with``: an
+    upload interrupted mid-file left a truncated object under its final name, which the next publish
+    took as present and every mirror then downloaded over a good copy."""
+    try:
+        fs.delete_file(path)
+    except Exception:
+        log.warning("could not remove the partial upload %s: remove it by hand", path)
+
+
 def write_bytes(uri: str, rel: str, data: bytes) -> None:
-    """Write ``data`` as the file ``rel`` under ``uri`` (one object; replaced if present)."""
+    """Write ``data`` as the file ``rel`` under ``uri`` (one object; replaced if present; removed
+    again when the write is interrupted)."""
     fs, base = filesystem(uri)
-    with _open_output(fs, f"{base}/{rel}") as stream:
-        stream.write(data)
+    try:
+        with _open_output(fs, f"{base}/{rel}") as stream:
+            stream.write(data)
+    except BaseException:
+        _partial_removed(fs, f"{base}/{rel}")
+        raise
 
 
 def delete_file(uri: str, rel: str) -> None:
@@ -247,7 +266,11 @@ def upload_tree(
         source = local / rel
         if skip_present and present.get(rel) == source.stat().st_size:
             continue
-        with open(source, "rb") as src, _open_output(fs, f"{base}/{rel}") as dst:
-            shutil.copyfileobj(src, dst, _BLOCK)
+        try:
+            with open(source, "rb") as src, _open_output(fs, f"{base}/{rel}") as dst:
+                shutil.copyfileobj(src, dst, _BLOCK)
+        except BaseException:  # Ctrl-C, a dropped connection: no truncated object left under its name
+            _partial_removed(fs, f"{base}/{rel}")
+            raise
         done.append(rel)
     return done

@@ -78,7 +78,8 @@ def publish_store(local: Path, uri: str, before: set[str], rewritten: Sequence[s
     ``rewritten`` the command changed in place (the feature settings record, rewritten by the first
     features build of a store whose first ingest failed: ``replay.feature_settings``); ``before`` is
     what the remote held when the mirror was taken. Returns the uploaded relative paths."""
-    now = {rel for rel in list_files(uri) if is_store_file(rel)}
+    listed = list_files(uri)
+    now = {rel for rel in listed if is_store_file(rel)}
     added = sorted(now - before)
     if added:
         raise RemoteError(
@@ -92,6 +93,11 @@ def publish_store(local: Path, uri: str, before: set[str], rewritten: Sequence[s
             f"this command removed stored file(s) of {redacted(uri)} locally (first: {removed[0]}); "
             "a remote store is append-only (import forecasts into a local store): nothing uploaded"
         )
-    new = [rel for rel, path in mine.items() if is_store_file(rel) and (rel not in now or rel in rewritten)]
+    # a file the remote holds at another size is a partial upload (a killed publish): sent again whole
+    new = [
+        rel
+        for rel, path in mine.items()
+        if is_store_file(rel) and (rel not in now or rel in rewritten or listed[rel] != path.stat().st_size)
+    ]
     new.sort(key=lambda rel: (mine[rel].stat().st_mtime_ns, rel))
     return upload_tree(local, uri, files=new)

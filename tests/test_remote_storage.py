@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -193,3 +194,39 @@ def test_ingest_tune_promote_and_serve_read_and_write_s3(
     for key in s3.keys(bucket):
         body = s3.body(bucket, key)
         assert SECRET_KEY.encode() not in body and ACCESS_KEY.encode() not in body, key
+
+
+def test_an_upload_interrupted_mid_file_leaves_no_object_under_its_name(
+    s3: LocalS3, bucket: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """pyarrow commits an S3 object when its stream closes, whatever closed it: Ctrl-C halfway through a
+    file left a truncated object under its final name, which the next publish took as present and
+    every mirror then downloaded over the writer's good copy."""
+    import shutil as real_shutil
+    import types
+
+    from raytrade.replay import remote
+
+    uri = s3.uri(bucket, "store")
+    local = _tree(tmp_path / "src", {"bars/year=2024/part-1.parquet": b"1" * 64, "f.json": b"{}" * 32})
+
+    def interrupted(src: Any, dst: Any, length: int = 0) -> None:
+        dst.write(src.read()[:10])
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(remote, "shutil", types.SimpleNamespace(copyfileobj=interrupted))
+    with pytest.raises(KeyboardInterrupt):
+        upload_tree(local, uri)
+    monkeypatch.setattr(remote, "shutil", real_shutil)
+    assert list_files(uri) == {}
+
+
+def test_a_store_file_the_remote_holds_at_another_size_is_sent_again(tmp_path: Path) -> None:
+    """A publish killed mid-file (no clean-up can run) leaves a short object: the next publish sends
+    the file again whole instead of taking it as present."""
+    uri = f"file://{tmp_path}/bucket/store"
+    rel = "bars/year=2024/part-1.parquet"
+    local = _tree(tmp_path / "src", {rel: b"1" * 64})
+    upload_tree(_tree(tmp_path / "killed", {rel: b"1" * 10}), uri)
+    assert publish_store(local, uri, before={rel}) == [rel]
+    assert list_files(uri) == {rel: 64}
