@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import secrets
 import shutil
@@ -67,6 +68,8 @@ from raytrade.replay.errors import InputError
 
 if TYPE_CHECKING:
     from raytrade.cluster.run_file import LeaderboardRow
+
+logger = logging.getLogger(__name__)
 
 STATE_FILE: Final = "cluster.json"
 TOKEN_FILE: Final = "token"
@@ -124,6 +127,11 @@ class NodeProcess(BaseModel):
     role: Literal["head", "worker"]
     pid: int
     log: Path
+    started: int | None = Field(
+        None,
+        description="the process's start time (clock ticks since boot, /proc/<pid>/stat), which tells "
+        "it from a later process given the same pid; None in records written before it was kept",
+    )
 
 
 class ClusterState(BaseModel):
@@ -249,14 +257,24 @@ def _alive(pid: int) -> bool:
     return stat is None or stat[0] != "Z"
 
 
-def _proc_stat(pid: int) -> tuple[str, int] | None:
-    """``(state, process group)`` of ``pid`` from ``/proc/<pid>/stat``; None where there is none."""
+def _proc_stat(pid: int) -> tuple[str, int, int] | None:
+    """``(state, process group, start time in clock ticks)`` of ``pid`` from ``/proc/<pid>/stat``;
+    None where there is none."""
     try:
         text = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return None
-    fields = text.rpartition(")")[2].split()  # after "pid (comm)": state ppid pgrp ...
-    return fields[0], int(fields[2])
+    fields = text.rpartition(")")[2].split()  # after "pid (comm)": state ppid pgrp ... starttime (20th)
+    return fields[0], int(fields[2]), int(fields[19])
+
+
+def _is_node(node: NodeProcess) -> bool:
+    """Whether ``node.pid`` is still the process this cluster started, not a later one given the same
+    pid (a record left by a cluster whose nodes died, then a reboot or many processes later): its start
+    time is the recorded one. A record written before start times were kept cannot tell: True (as
+    before), and so without ``/proc``."""
+    stat = _proc_stat(node.pid)
+    return node.started is None or stat is None or stat[2] == node.started
 
 
 # ------------------------------------------------------------------------------ start and stop
@@ -304,19 +322,26 @@ def _start_node(
     """Start one node in its own process group and wait until ``ray start`` says it is up."""
     with log.open("w") as out:
         proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
-    node = NodeProcess(role=role, pid=proc.pid, log=log)
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if STARTED_MARKER in log.read_text(errors="replace"):
-            return node
-        if proc.poll() is not None:
-            _stop_nodes((node,), grace_s=2.0)  # what it started before giving up
-            raise NodeStartError(
-                f"the {role} node exited with status {proc.returncode} while starting; see {log}"
-            )
-        time.sleep(0.5)
-    _stop_nodes((node,), grace_s=5.0)
-    raise LocalClusterError(f"the {role} node did not start within {timeout_s:.0f} s; see {log}")
+    stat = _proc_stat(proc.pid)
+    node = NodeProcess(role=role, pid=proc.pid, log=log, started=None if stat is None else stat[2])
+    try:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if STARTED_MARKER in log.read_text(errors="replace"):
+                return node
+            if proc.poll() is not None:
+                _stop_nodes((node,), grace_s=2.0)  # what it started before giving up
+                raise NodeStartError(
+                    f"the {role} node exited with status {proc.returncode} while starting; see {log}"
+                )
+            time.sleep(0.5)
+        _stop_nodes((node,), grace_s=5.0)
+        raise LocalClusterError(f"the {role} node did not start within {timeout_s:.0f} s; see {log}")
+    except (KeyboardInterrupt, SystemExit):
+        # Ctrl-C (or SIGTERM, see up_command) while it starts: its own session never gets the signal,
+        # and it is not recorded yet, so nothing else would ever stop it
+        _stop_nodes((node,), grace_s=5.0)
+        raise
 
 
 def _start_node_retrying(
@@ -344,7 +369,7 @@ def cluster_up(config: ClusterConfig, state_dir: Path) -> ClusterState:
     cluster whose head is still running (and stops the rest of one whose head died). A node that
     fails to start stops the nodes already started and removes the state file."""
     previous = read_state(state_dir)
-    if previous is not None and _alive(previous.nodes[0].pid):
+    if previous is not None and _alive(previous.nodes[0].pid) and _is_node(previous.nodes[0]):
         raise LocalClusterError(
             f"a local cluster is already up at {previous.address} "
             f"({state_dir / STATE_FILE}); run `raytrade cluster down` first"
@@ -404,6 +429,12 @@ def _stop_nodes(nodes: tuple[NodeProcess, ...], grace_s: float) -> list[int]:
     """SIGTERM each node's leader (workers first), wait up to ``grace_s``, then SIGKILL whatever is
     left in their process groups. Returns the pids that needed SIGKILL."""
     order = [n for n in nodes if n.role == "worker"] + [n for n in nodes if n.role == "head"]
+    others = [n for n in order if _alive(n.pid) and not _is_node(n)]
+    for node in others:  # its pid now belongs to another process: it and its group are left alone
+        logger.warning(
+            "the recorded %s node's pid %d is now another process's: not signalled", node.role, node.pid
+        )
+    order = [n for n in order if n not in others]
     for node in order:
         with contextlib.suppress(ProcessLookupError):
             os.kill(node.pid, signal.SIGTERM)
@@ -665,7 +696,12 @@ def up_command(
         start_timeout_s=start_timeout_s,
         start_attempts=start_attempts,
     )
-    state = cluster_up(config, state_dir or default_state_dir())
+    # SIGTERM (a killed terminal, a supervisor) stops `up` as Ctrl-C does: the node starting is stopped
+    previous = signal.signal(signal.SIGTERM, _interrupted)
+    try:
+        state = cluster_up(config, state_dir or default_state_dir())
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     click.echo(f"local cluster up: head + {workers} worker(s) at {state.address}")
     if state.dashboard_url:
         click.echo(f"dashboard: {state.dashboard_url} (it asks for the token in {state.token_file})")
@@ -673,6 +709,10 @@ def up_command(
     click.echo("  export " + " ".join(f"{k}={v}" for k, v in state.environment().items()))
     if state.dashboard_url:
         click.echo(f"  export RAY_API_SERVER_ADDRESS={state.dashboard_url}")
+
+
+def _interrupted(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
 
 
 @cluster_group.command("down")

@@ -505,10 +505,60 @@ def test_an_exited_unreaped_node_counts_as_stopped() -> None:
 
     proc = subprocess.Popen(["true"], start_new_session=True)
     deadline = time.monotonic() + 5
-    while (_proc_stat(proc.pid) or ("", 0))[0] != "Z" and time.monotonic() < deadline:
+    while (_proc_stat(proc.pid) or ("", 0, 0))[0] != "Z" and time.monotonic() < deadline:
         time.sleep(0.01)
     try:
-        assert _proc_stat(proc.pid) == ("Z", proc.pid)
+        assert (_proc_stat(proc.pid) or ())[:2] == ("Z", proc.pid)
         assert not _alive(proc.pid) and not _group_alive(proc.pid)
     finally:
         proc.wait(timeout=5)
+
+
+def test_a_recorded_pid_now_anothers_process_is_left_alone(tmp_path: Path) -> None:
+    """A cluster.json left by a cluster whose nodes died: its worker's pid now belonged to an unrelated
+    program, which `raytrade cluster down` (that `status` advises) SIGKILLed with its whole group."""
+    from raytrade.cluster.local_cluster import _proc_stat
+
+    proc = subprocess.Popen(["sleep", "60"], start_new_session=True)
+    try:
+        time.sleep(0.2)
+        stat = _proc_stat(proc.pid)
+        assert stat is not None
+        stranger = NodeProcess(role="worker", pid=proc.pid, log=tmp_path / "log", started=stat[2] - 1)
+        assert _stop_nodes((stranger,), grace_s=0.2) == []
+        assert proc.poll() is None, "another program's process was stopped"
+        ours = stranger.model_copy(update={"started": stat[2]})
+        _stop_nodes((ours,), grace_s=2.0)
+        assert proc.wait(timeout=5) is not None
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_a_node_starting_when_up_is_interrupted_is_stopped(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ctrl-C while a node started left it running in its own session, unrecorded: nothing stopped it."""
+    from raytrade.cluster import local_cluster
+
+    started: list[int] = []
+    real_popen = subprocess.Popen
+
+    def popen(*args: object, **kwargs: object) -> subprocess.Popen[bytes]:
+        proc = real_popen(*args, **kwargs)  # type: ignore[call-overload]
+        started.append(proc.pid)
+        return proc
+
+    def interrupted(seconds: float) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(local_cluster.subprocess, "Popen", popen)
+    monkeypatch.setattr(local_cluster.time, "sleep", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        local_cluster._start_node(["sleep", "60"], "head", tmp_path / "log", dict(os.environ), timeout_s=30)
+    monkeypatch.undo()
+    (pid,) = started
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and local_cluster._alive(pid):
+        time.sleep(0.05)
+    assert not local_cluster._alive(pid), "the node being started was left running"
