@@ -48,6 +48,7 @@ import zipfile
 from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
+from urllib.parse import urlsplit
 
 import click
 from pydantic import SecretStr
@@ -155,6 +156,27 @@ def resolve_address(address: str | None, environ: Mapping[str, str]) -> str:
     if not address.startswith(("http://", "https://")):
         raise SubmitError(f"--address {address!r} is not the dashboard's http(s):// URL")
     return address.rstrip("/")
+
+
+def check_token_transport(url: str, allow_plain_http: bool) -> None:
+    """Refuse (``SubmitError``) to send the cluster token in clear: plain ``http://`` is for a
+    loopback address (a local cluster, an SSH tunnel, ``kubectl port-forward``) unless
+    ``allow_plain_http`` says the network between here and the head is trusted."""
+    from raytrade.replay.credentials import UnsafeURLError, check_secure_url
+
+    if allow_plain_http:
+        return
+    try:
+        check_secure_url(url, field="--address")
+    except UnsafeURLError as exc:
+        host = urlsplit(url).hostname or "HEAD"
+        port = urlsplit(url).port or 8265
+        raise SubmitError(
+            f"{exc}: the cluster token would cross the network in clear. Tunnel it (`ssh -N -L "
+            f"{port}:127.0.0.1:{port} {host}` or `kubectl port-forward svc/<cluster>-head-svc {port}`, "
+            f"then --address http://127.0.0.1:{port}), put the dashboard behind https, or pass "
+            "--allow-plain-http on a network you trust"
+        ) from None
 
 
 def check_token(address: str, token: str, where: str, timeout_s: float = 10.0) -> None:
@@ -427,13 +449,22 @@ async def _stream(client: Any, job_id: str) -> None:
     "--address", help=f"Job API URL (default: $RAY_API_SERVER_ADDRESS, $RAY_ADDRESS, {DEFAULT_ADDRESS})."
 )
 @click.option("--follow", is_flag=True, help="Stream the job's logs until it ends; exit 1 if it failed.")
+@click.option(
+    "--allow-plain-http",
+    is_flag=True,
+    help="Send the cluster token over plain http:// to a host other than 127.0.0.1/localhost (refused "
+    "by default: tunnel it, or use https://).",
+)
 @click.argument("command", nargs=-1, type=click.UNPROCESSED, required=True)
 @one_line_errors
-def submit_command(address: str | None, follow: bool, command: tuple[str, ...]) -> None:
+def submit_command(
+    address: str | None, follow: bool, allow_plain_http: bool, command: tuple[str, ...]
+) -> None:
     """Run a raytrade command as a Ray job: raytrade submit -- raytrade tune --spec ppo ...
 
     The command's paths and URIs are read on the cluster, as given."""
     url = resolve_address(address, os.environ)
+    check_token_transport(url, allow_plain_http)
     token, where = read_token(os.environ, Path.home())
     check_token(url, token, where)
     client, job_id = submit(list(command), url, token)

@@ -339,3 +339,31 @@ def test_a_refused_token_is_one_line_naming_its_source(job_api: str) -> None:
         str(refused.value)
         == f"the cluster at {job_api} refused the token from RAY_AUTH_TOKEN_PATH=/t (HTTP 403)"
     )
+
+
+def test_the_token_goes_in_clear_only_to_a_loopback_address_unless_allowed() -> None:
+    """`raytrade submit` sent `Authorization: Bearer <token>` over plain http to any host."""
+    from raytrade.cluster.submit import check_token_transport
+
+    for url in ("https://ray.example:443", "http://127.0.0.1:8265", "http://localhost:8265"):
+        check_token_transport(url, allow_plain_http=False)
+    with pytest.raises(SubmitError) as refused:
+        check_token_transport("http://10.0.0.10:8265", allow_plain_http=False)
+    assert str(refused.value).startswith(
+        "--address='http://10.0.0.10:8265' must use https:// (plain http:// is allowed only for "
+        "127.0.0.1/localhost): the cluster token would cross the network in clear. Tunnel it (`ssh -N -L "
+        "8265:127.0.0.1:8265 10.0.0.10`"
+    )
+    check_token_transport("http://10.0.0.10:8265", allow_plain_http=True)
+
+
+def test_submit_refuses_a_plain_http_head_before_reading_the_token(monkeypatch: pytest.MonkeyPatch) -> None:
+    from click.testing import CliRunner
+
+    from raytrade.cluster.cli import main
+
+    monkeypatch.delenv("RAY_AUTH_TOKEN", raising=False)
+    result = CliRunner().invoke(
+        main, ["submit", "--address", "http://10.0.0.10:8265", "--", "raytrade", "demo"]
+    )
+    assert result.exit_code == 2 and "the cluster token would cross the network in clear" in result.output
