@@ -55,6 +55,7 @@ def answer_breach(
     symbols = [s for s in answer.decisions if s in request.analysis]
     if not symbols:
         return None
+    request = request.respelled(answer.decisions)  # as the service reads it (ActRequest.respelled)
     equity = request.account.equity
     held_value: dict[str, float] = {}
     for position in request.positions:

@@ -372,6 +372,7 @@ class DecisionService:
                 f"{release} (release_after_bars), so its state never counts that far; advance it with "
                 "the served rule (GET /v1/model: kill_switch)",
             )
+        request = request.respelled(self.universe)  # a pair held as BTC/USD is the universe's BTCUSD
         as_of = request.as_of or now
         bar = int(np.searchsorted(self._closed_us, _utc_us(as_of), side="right")) - 1  # closed by as_of
         if bar < 0:

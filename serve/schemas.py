@@ -14,7 +14,7 @@ holds every position where it is: no new risk.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from datetime import UTC, datetime
 from typing import Annotated, Any, Final, Literal
 from uuid import uuid4
@@ -31,6 +31,8 @@ from pydantic import (
 )
 from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import core_schema
+
+from raytrade.replay.loop_rules import is_crypto_symbol
 
 ACT_PATH: Final = "/v1/act"
 HEALTH_PATH: Final = "/v1/health"
@@ -314,16 +316,37 @@ class ActRequest(_Strict):
 
     @model_validator(mode="after")
     def _one_position_per_symbol(self) -> ActRequest:
-        seen: set[str] = set()
+        seen: dict[str, str] = {}
         for i, pos in enumerate(self.positions):
-            if pos.symbol in seen:
-                raise ValueError(f"positions[{i}].symbol {pos.symbol!r} appears twice")
-            seen.add(pos.symbol)
+            pair = _unslashed(pos.symbol)  # BTC/USD and BTCUSD are one pair
+            if pair in seen:
+                again = "appears twice" if seen[pair] == pos.symbol else f"is {seen[pair]!r} again"
+                raise ValueError(f"positions[{i}].symbol {pos.symbol!r} {again}")
+            seen[pair] = pos.symbol
         for symbol, row in self.analysis.items():  # a null trade_blocked reads as a block from here on
             if row.trade_blocked is None:
                 update = {"trade_blocked": True, "block_reason": row.blocked_reason()}
                 self.analysis[symbol] = row.model_copy(update=update)
         return self
+
+    def respelled(self, symbols: Collection[str]) -> ActRequest:
+        """This request with each position of a crypto pair that ``symbols`` spells the other way
+        (``BTC/USD`` for ``BTCUSD``, or back) renamed as ``symbols`` spells it; itself when none is.
+        The broker and a store ingested from CSV may spell a pair differently: read as written, a held
+        coin was a position outside the universe, its current weight 0, so the per-symbol cap let the
+        same coin be bought again past it."""
+        renamed: dict[str, str] = {}
+        for pos in self.positions:
+            if pos.symbol in symbols or not is_crypto_symbol(pos.symbol):
+                continue
+            pair = _unslashed(pos.symbol)
+            spelled = pair if pair in symbols else next((s for s in symbols if _unslashed(s) == pair), None)
+            if spelled is not None:
+                renamed[pos.symbol] = spelled
+        if not renamed:
+            return self
+        positions = [p.model_copy(update={"symbol": renamed.get(p.symbol, p.symbol)}) for p in self.positions]
+        return self.model_copy(update={"positions": positions})
 
     def held_quantities(self) -> dict[str, float]:
         """Per position's symbol, the signed units held (:meth:`Position.signed_qty`)."""
@@ -344,6 +367,11 @@ class ActRequest(_Strict):
             price = row.price() if row is not None else None
             prices.append(held.get(symbol) if price is None else price)
         return prices
+
+
+def _unslashed(symbol: str) -> str:
+    """A pair spelled ``BASE/QUOTE`` as ``BASEQUOTE`` (other symbols as they are)."""
+    return symbol.replace("/", "")
 
 
 def target_quantity(weight: float, equity: float, price: float | None) -> float | None:

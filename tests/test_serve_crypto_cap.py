@@ -136,6 +136,32 @@ def test_the_serving_crypto_cap_holds_whatever_the_training_config(service: Deci
     assert answer.caps is not None and answer.caps.binding == ["per_symbol_cap", "crypto_gross_cap"]
 
 
+def test_a_coin_held_under_its_slash_spelling_is_the_universes_coin(service: DecisionService) -> None:
+    """SYN005/USD held at 0.14 of equity was a position outside the universe (current weight 0), so the
+    per-symbol cap let SYN005USD be bought to 0.15 beside it: 0.29 in one coin."""
+    from raytrade.serve.answer_check import answer_breach
+    from raytrade.serve.caps import ExposureCaps
+
+    request = _request(service, [_position("SYN005/USD", 0.14, 140)])
+    answer = service.decide([request])[0]
+    d = answer.decisions["SYN005USD"]
+    assert answer.unmanaged == [] and d.current_weight == pytest.approx(0.14)
+    assert d.target_weight == pytest.approx(0.15) and d.target_qty == pytest.approx(0.15 * EQUITY / 100.0)
+    assert answer_breach(request, answer, ExposureCaps()) is None  # the client reads it the same way
+
+
+def test_one_pair_held_under_both_spellings_is_refused() -> None:
+    with pytest.raises(ValueError, match=r"positions\[1\].symbol 'BTC/USD' is 'BTCUSD' again"):
+        ActRequest.model_validate(
+            {
+                "account": {"equity": EQUITY},
+                "positions": [_position("BTCUSD", 0.1, 1), _position("BTC/USD", 0.1, 1)],
+                "drawdown_pct": 0.0,
+                "analysis": {"BTCUSD": {"bid_price": 99.99, "ask_price": 100.01}},
+            }
+        )
+
+
 # --------------------------------------------------------------------------------- held quantities
 
 
