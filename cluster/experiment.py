@@ -441,8 +441,10 @@ def selection_result(policies: Mapping[str, PolicyResult], chosen: Sequence[str]
     """The walk-forward selection as one evaluated policy, ``SELECTED``: fold ``k``'s run is
     ``policies[chosen[k]]``'s run on fold ``k``'s test window (every variant's models were replayed on
     every fold), chained as the harness chains folds (``harness.pool``: each fold from fresh equity,
-    the account stays ruined after a ruin); its stress runs are those of the last fold's choice, the
-    winner (the stress scenarios run on the last fold's test window, with the last fold's models)."""
+    the account stays ruined after a ruin); fold ``k``'s run started in the drawdown and kill-switch
+    state of that variant's own fold ``k - 1`` (``harness.run_folds``), not the selection's; its
+    stress runs are those of the last fold's choice, the winner (the stress scenarios run on the last
+    fold's test window, with the last fold's models)."""
     from dataclasses import replace
 
     from raytrade.envs.evaluation.harness import PolicyResult, pool

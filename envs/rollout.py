@@ -41,6 +41,18 @@ class Decision(NamedTuple):
 Policy = Callable[[Observation], "np.ndarray | Decision"]
 
 
+class AccountCarry(NamedTuple):
+    """What one account carries from the end of one window into the next when windows are chained as
+    one account (walk-forward folds pooled): its drawdown state, relative to its equity, since each
+    window restarts the simulator from fresh equity. Without it each fold restarted the drawdown
+    kill switch at its own start, so a drawdown across a fold boundary never tripped it."""
+
+    peak_ratio: float  # the account's running peak / its equity (>= 1): the observed drawdown
+    kill_peak_ratio: float  # the kill switch's peak / equity (a timed release restarts it lower)
+    kill_active: bool
+    kill_bars: int  # bars since the switch tripped (0 when off)
+
+
 @dataclass(frozen=True)
 class Rollout:
     """Per-step results of one replay (B episodes); step k is decided at bar k, earned at bar k + 1."""
@@ -61,6 +73,8 @@ class Rollout:
     #                        equity and returns, not in costs; None: not recorded)
     kill_active: np.ndarray | None = None  # [B, T-1] bool: the drawdown kill switch was on at step
     #                        k's decision, so the step could only shrink positions (None: not recorded)
+    carry: tuple[AccountCarry, ...] | None = None  # per episode, its state at the end (None: ruined
+    #                        or not recorded), for a next window of the same account
 
     @property
     def exit_bps(self) -> np.ndarray:
@@ -96,18 +110,26 @@ def replay_policy(
     n_envs: int = 1,
     make_step: Callable[[MarketSimulator], Callable[[Any], StepResult]] = decision_step,
     close_at_end: bool = False,
+    carry: AccountCarry | None = None,
 ) -> Rollout:
     """Step ``policy`` from the first bar of ``data`` to its last, in ``n_envs`` parallel episodes.
 
     ``make_step`` turns the policy's output into a simulator step: weights or ``Decision`` by
     default; the gated env's action decoder for gate actions. ``close_at_end``: close every book at
-    the last bar and charge it to the last step (module docstring).
+    the last bar and charge it to the last step (module docstring). ``carry``: the account's
+    drawdown and kill-switch state from the window before (:class:`AccountCarry`), set at the start;
+    the rollout's own end state is :attr:`Rollout.carry`.
     """
     steps = data.n_steps - 1
     base = sim or SimulatorConfig()
     cfg = base.model_copy(update={"episode_len": steps})
     simulator = MarketSimulator(data, cfg, n_envs=n_envs, seed=0)
     simulator.reset(starts=np.zeros(n_envs, dtype=np.int64))
+    if carry is not None:
+        simulator.peak[:] = simulator.equity * carry.peak_ratio
+        simulator.kill.peak[:] = simulator.equity * carry.kill_peak_ratio
+        simulator.kill.active[:] = carry.kill_active
+        simulator.kill.bars_active[:] = carry.kill_bars
     step = make_step(simulator)
     returns = np.zeros((n_envs, steps))
     equity = np.zeros((n_envs, steps))
@@ -145,6 +167,25 @@ def replay_policy(
         simulator.cash_return[1:],
         interest,
         kill_active,
+        _end_state(simulator, equity[:, -1] if steps else simulator.equity),
+    )
+
+
+def _end_state(simulator: MarketSimulator, equity: np.ndarray) -> tuple[AccountCarry, ...] | None:
+    """Each episode's :class:`AccountCarry` at ``equity [B]`` (after the exit, where the books were
+    closed: its cost is part of the drawdown the next window starts from); None when any episode
+    has nothing left (a ruined account is not carried on)."""
+    if not (equity > 0).all():
+        return None
+    kill = simulator.kill
+    return tuple(
+        AccountCarry(
+            peak_ratio=max(float(simulator.peak[b] / equity[b]), 1.0),
+            kill_peak_ratio=max(float(kill.peak[b] / equity[b]), 1.0),
+            kill_active=bool(kill.active[b]),
+            kill_bars=int(kill.bars_active[b]),
+        )
+        for b in range(len(equity))
     )
 
 

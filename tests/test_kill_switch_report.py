@@ -183,3 +183,48 @@ def test_pooling_runs_that_recorded_no_switch_records_none() -> None:
     ts = np.arange(n).astype("datetime64[D]").astype("datetime64[us]")
     run = RunSeries(ts, np.zeros(n), np.zeros(n), np.zeros((n, 4)), np.zeros(n))
     assert pool([run, run]).kill_active is None
+
+
+def test_a_drawdown_across_a_fold_boundary_trips_the_switch_of_the_pooled_account() -> None:
+    """A hostile-data review (2026-12-05): pooled walk-forward folds are one account under the loop's
+    rule, yet each fold restarted the switch at its own start, so an equal-weight book 21 % below its
+    fold-1 peak early in fold 2 never tripped it. Two folds: fold 1 falls about 15 %, fold 2 another 10 %
+    (the account 23.5 % down); neither alone reaches the 20 % trigger."""
+    from raytrade.envs.evaluation.harness import run_folds, run_window
+
+    t = 60
+    ts = np.busday_offset("2024-01-01", np.arange(2 * t), roll="forward").astype("datetime64[us]")
+    steps = np.ones((2 * t, 3))
+    steps[20:30] = 0.85 ** (1 / 10)  # fold 1: -15 %
+    steps[t + 10 : t + 20] = 0.90 ** (1 / 10)  # fold 2: -10 % more
+    close = 50.0 * np.cumprod(steps, axis=0)
+
+    def window(rows: slice) -> MarketData:
+        n = rows.stop - rows.start
+        return MarketData(
+            ts=ts[rows],
+            symbols=("AAA", "BBB", "CCC"),
+            asset_class=("equity",) * 3,
+            open=close[rows],
+            close=close[rows],
+            listed=np.ones((n, 3), dtype=bool),
+            spread_bps=np.zeros((n, 3)),
+            dollar_volume=np.full((n, 3), 5e9),
+            features=np.zeros((n, 3, 1), dtype=np.float32),
+            feature_names=("ret_1",),
+            regime_code=np.zeros((n, 3), dtype=np.int8),
+        )
+
+    folds = [window(slice(0, t)), window(slice(t, 2 * t))]
+    spec, sim = baseline_spec("buy_and_hold"), SimulatorConfig()
+    alone = run_window(spec, folds[1], 0, sim)
+    assert alone.kill_active is not None and not alone.kill_active.any()  # fold 2 alone: -10 %
+    first, second = run_folds(spec, folds, 0, sim)
+    assert first.kill_active is not None and not first.kill_active.any()  # fold 1: -15 %
+    assert first.carry is not None and first.carry.kill_peak_ratio == pytest.approx(1 / 0.85, rel=2e-3)
+    assert second.kill_active is not None and second.kill_active.any()  # the account: -23.5 %
+    trips = int(np.argmax(second.kill_active))
+    equity = np.cumprod(1.0 + np.concatenate([first.returns, second.returns]))
+    assert 1.0 - equity[t - 1 + trips - 1] / equity.max() >= 0.2 - 1e-9  # tripped at the trigger
+    pooled = pool((first, second))
+    assert pooled.kill_active is not None and pooled.kill_active.sum() == second.kill_active.sum()

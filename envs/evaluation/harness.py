@@ -82,7 +82,7 @@ from raytrade.envs.evaluation.policies import EvaluationInputError, Loader, Poli
 from raytrade.envs.evaluation.stats import BootstrapConfig
 from raytrade.envs.evaluation.universe import evaluation_universe
 from raytrade.envs.market_data import MarketData, bars_before_slice, listed_after_slice
-from raytrade.envs.rollout import replay_policy
+from raytrade.envs.rollout import AccountCarry, replay_policy
 from raytrade.envs.scenarios import ScenarioConfig, ScenarioDataError, row_regimes, scenario_draws
 from raytrade.replay.feature_settings import read_feature_settings, spread_text
 from raytrade.replay.fingerprint import data_fingerprint
@@ -222,6 +222,7 @@ class RunSeries:
     interest: float = 0.0  # currency: what idle cash earned over the run, in the returns (pooled: summed)
     kill_active: np.ndarray | None = None  # [T] bool: the kill switch was on at step k's decision
     #                                        (only unwinds allowed; None: not recorded)
+    carry: AccountCarry | None = None  # the account's drawdown state at the end, for the next fold
 
     @property
     def excess(self) -> np.ndarray:
@@ -583,9 +584,12 @@ def bar_regimes(data: MarketData) -> np.ndarray:
     return row_regimes(data.regime_code, np.where(data.listed, 0.0, np.nan))
 
 
-def run_window(spec: PolicySpec, data: MarketData, seed: int, sim: SimulatorConfig) -> RunSeries:
-    """Replay ``spec`` built for ``data`` with ``seed`` over the whole window (one episode)."""
-    rollout = replay_policy(data, spec.make(data, seed), sim, n_envs=1, close_at_end=True)
+def run_window(
+    spec: PolicySpec, data: MarketData, seed: int, sim: SimulatorConfig, carry: AccountCarry | None = None
+) -> RunSeries:
+    """Replay ``spec`` built for ``data`` with ``seed`` over the whole window (one episode), the
+    account starting in the drawdown state ``carry`` (the fold before's end; None: a fresh account)."""
+    rollout = replay_policy(data, spec.make(data, seed), sim, n_envs=1, close_at_end=True, carry=carry)
     ruin_step = int(rollout.ruin_step[0])
     assert rollout.exit_costs is not None  # close_at_end
     return RunSeries(
@@ -601,11 +605,29 @@ def run_window(spec: PolicySpec, data: MarketData, seed: int, sim: SimulatorConf
         risk_free=rollout.risk_free,
         interest=0.0 if rollout.interest is None else float(rollout.interest[0].sum()),
         kill_active=None if rollout.kill_active is None else rollout.kill_active[0],
+        carry=None if rollout.carry is None else rollout.carry[0],
     )
 
 
+def run_folds(
+    spec: PolicySpec, windows: Sequence[MarketData], seed: int, sim: SimulatorConfig
+) -> tuple[RunSeries, ...]:
+    """:func:`run_window` on each window in order, as one account: each fold starts from fresh
+    equity (flat, its book closed at the fold before's end) in the drawdown and kill-switch state the
+    fold before ended in (``envs.rollout.AccountCarry``), so the loop's rule sees the pooled account's
+    drawdown, not each fold's own (a 21 % drawdown across a fold boundary never tripped it)."""
+    runs: list[RunSeries] = []
+    carry: AccountCarry | None = None
+    for data in windows:
+        run = run_window(spec, data, seed, sim, carry)
+        runs.append(run)
+        carry = run.carry
+    return tuple(runs)
+
+
 def pool(series: Sequence[RunSeries]) -> RunSeries:
-    """Chain runs in order (walk-forward folds): each fold restarts from fresh equity.
+    """Chain runs in order (walk-forward folds, :func:`run_folds`): each fold restarts from fresh
+    equity, in the drawdown state the fold before ended in.
 
     The chain is one account: once a fold is ruined the pooled account stays ruined, so every later
     bar has return, turnover and costs 0 (the folds keep their own series); ``ruin_bar`` is the
@@ -646,6 +668,7 @@ def pool(series: Sequence[RunSeries]) -> RunSeries:
         risk_free=risk_free,
         interest=interest,
         kill_active=kill_active,
+        carry=None if ruin_bar is not None else series[-1].carry,
     )
 
 
@@ -668,7 +691,7 @@ def evaluate_policy(spec: PolicySpec, plan: EvaluationPlan) -> PolicyResult:
     by_seed: dict[int, RunSeries] = {}
     folds: tuple[RunSeries, ...] = ()
     for seed in seeds:
-        runs = tuple(run_window(spec, w.data, seed, cfg.simulator) for w in plan.windows)
+        runs = run_folds(spec, [w.data for w in plan.windows], seed, cfg.simulator)
         by_seed[seed] = pool(runs)
         if seed == seeds[0]:
             folds = runs
