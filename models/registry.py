@@ -45,6 +45,7 @@ import os
 import shutil
 import stat
 import subprocess
+import time
 import uuid
 from collections.abc import Mapping
 from pathlib import Path
@@ -477,6 +478,7 @@ def write_version(
     except ValidationError as exc:
         raise ManifestError(f"manifest of {name}@{number}: {first_error(exc)}") from None
     folder.mkdir(parents=True, exist_ok=True)
+    _remove_stale_staging(folder)
     # one staging folder per writer: concurrent promotes never share (or delete) each other's files
     staging = folder / f".staging-{os.getpid()}-{uuid.uuid4().hex}"
     try:
@@ -501,6 +503,25 @@ def write_version(
         )
     finally:
         shutil.rmtree(staging, ignore_errors=True)  # gone when claimed; a failed write leaves nothing
+
+
+STALE_STAGING_S: Final = 24 * 3600
+"""A staging folder untouched this long is a promote that was killed (SIGKILL, a lost node: its own
+clean-up never ran); the next promote of the name removes it. A promote takes minutes, and a pid
+cannot tell a writer on another machine of a shared registry from a dead one, so age decides."""
+
+
+def _remove_stale_staging(folder: Path, now: float | None = None) -> None:
+    """Remove the staging folders of ``folder`` (one model's) older than :data:`STALE_STAGING_S`."""
+    now = time.time() if now is None else now
+    for staging in folder.glob(".staging-*"):
+        try:
+            age = now - staging.lstat().st_mtime
+        except FileNotFoundError:  # claimed or removed meanwhile
+            continue
+        if age > STALE_STAGING_S and staging.is_dir() and not staging.is_symlink():
+            log.warning("removing %s, a promote's staging folder untouched for %.0f h", staging, age / 3600)
+            shutil.rmtree(staging, ignore_errors=True)
 
 
 def _next_number(registry: Path, name: str, after: int) -> int:

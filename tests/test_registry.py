@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import time
 from pathlib import Path
 from typing import Any
 
@@ -768,3 +769,24 @@ def test_a_pickle_swapped_in_after_its_check_is_never_read(
         "its sha256 in the manifest"
     )
     assert not marker.exists()
+
+
+def test_a_killed_promotes_staging_folder_is_removed_by_a_later_promote(tmp_path: Path) -> None:
+    """SIGKILL during a promote's copy left `.staging-<pid>-<uuid>` (46 MB in a review) for good: its
+    own clean-up never ran. A promote removes staging folders untouched for a day, and no younger one
+    (a promote running now, here or on another machine of a shared registry)."""
+    from raytrade.models.registry import STALE_STAGING_S
+
+    folder = _promote_fake(tmp_path, None).parent
+    stale, running = folder / ".staging-999999-dead", folder / ".staging-999998-live"
+    for staging in (stale, running):
+        (staging / "module").mkdir(parents=True)
+        (staging / "module" / "module_state.pt").write_bytes(b"half")
+    old = time.time() - STALE_STAGING_S - 60
+    os.utime(stale, (old, old))
+    _promote_fake(tmp_path / "again", None)  # another registry: nothing removed there
+    assert stale.exists()
+    from raytrade.models.registry import write_version
+
+    write_version(tmp_path / "registry", "alpha", _checkpoint(tmp_path / "second"), manifest_record())
+    assert not stale.exists() and running.exists()
