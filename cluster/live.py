@@ -215,6 +215,7 @@ def live_command(
         raise click.UsageError("live trading with real money is not enabled: pass --paper")
     from raytrade.cluster.settings import MissingCredentialsError, load_settings
     from raytrade.serve.alpaca_broker import AlpacaBroker
+    from raytrade.serve.caps import ExposureCaps, widest
     from raytrade.serve.client import ClientConfig, PolicyClient
     from raytrade.serve.guard import check_token
     from raytrade.serve.live import LiveLoop, default_state_file, loop_universe
@@ -243,8 +244,11 @@ def live_command(
         peak_lookback_days=peak_lookback_days,
         account_lock_dir=account_lock_dir.absolute() if account_lock_dir else None,
     )
-    # the client holds an answer past the loop's caps as inconsistent (serve.answer_check)
-    with PolicyClient(ClientConfig(base_url=serve_url, caps=held_to), settings.serve_token) as client:
+    # The client holds an answer past the service's caps as inconsistent (serve.answer_check); the
+    # loop's own caps, when tighter, are the planner's to apply (it trims an answer to them): an answer
+    # is checked against the looser of the two, or a tighter loop held every answer, reductions too.
+    checked = widest(held_to, ExposureCaps())
+    with PolicyClient(ClientConfig(base_url=serve_url, caps=checked), settings.serve_token) as client:
         universe = given if given is not None else client.model()["symbols"]
         state_path = state_file.absolute() if state_file else default_state_file(broker.account().account_id)
         with LiveLoop(broker, client, universe, state_path, store, config, reset=reset) as loop:

@@ -17,12 +17,15 @@ weight from the request's positions, ``w`` the target):
 * with the kill switch on (the answer's or the request's), no symbol grows or flips (``|w| <= |c|``,
   the sign kept);
 * ``side`` is the sign of ``w`` (``flat`` below :data:`FLAT`) where ``w`` moves;
-* ``target_qty``, where given, is the units held for a symbol kept where it is, else ``w x equity /
-  price`` at the request's price (``ActRequest.reference_prices``).
+* ``target_qty``, where given, is the units held for a symbol the answer holds (not ``tradeable``)
+  or whose ``w`` is exactly ``c``, else ``w x equity / price`` at the request's price
+  (``ActRequest.reference_prices``): the service's own rule.
 
 Each comparison allows :data:`TOLERANCE` of equity (or of the units) for float rounding. The caps are
-the caller's (``ExposureCaps``, the loop's by default): a service deployed with looser caps needs
-the same caps here, or every answer that uses them is refused. Pure functions, no I/O.
+the caller's (``ExposureCaps``, the service's defaults by default): a service deployed with looser
+caps needs the same caps here, or every answer that uses them is refused; a caller whose own caps are
+tighter than the service's trims the answer itself (``raytrade live``'s order planner) and checks it
+against the looser of the two (:func:`serve.caps.widest`). Pure functions, no I/O.
 """
 
 from __future__ import annotations
@@ -87,8 +90,11 @@ def answer_breach(
         side = "flat" if abs(w) < FLAT else ("long" if w > 0 else "short")
         if d.side != side and not kept:  # a hold keeps the position's side, whatever its value
             return f"{where}.side is {d.side!r} for a target weight of {w:.6g}"
-        if d.target_qty is not None:
-            qty = units.get(symbol, 0.0) if kept else target_quantity(w, equity, prices[i])
+        if d.target_qty is not None:  # the service's own rule: the units held where it holds the
+            # symbol or its target is exactly the current weight (a gross cap's rescale moves a weight
+            # left in place by an ulp, and the service then quotes the weight at the mid)
+            held_here = not d.tradeable or w == c
+            qty = units.get(symbol, 0.0) if held_here else target_quantity(w, equity, prices[i])
             if qty is None or not _close(d.target_qty, qty):
                 shown = "no quantity (no price)" if qty is None else f"{qty:.6g}"
                 return (

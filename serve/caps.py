@@ -105,6 +105,14 @@ class CappedTargets(NamedTuple):
     binding: tuple[CapName, ...]
 
 
+def widest(a: ExposureCaps, b: ExposureCaps) -> ExposureCaps:
+    """Each cap the larger of ``a``'s and ``b``'s: what an answer is checked against by a caller
+    that holds its account to ``a`` while the service it asks applies ``b``."""
+    return ExposureCaps.model_validate(
+        {name: max(getattr(a, name), getattr(b, name)) for name in ExposureCaps.model_fields}
+    )
+
+
 def gate_reason(row: SymbolSnapshot, is_crypto: bool, rules: LoopRules = _RULES) -> str | None:
     """Why the loop's gates hold the symbol of ``row`` (no new risk), or None when it may trade."""
     return gate_reasons([row], np.array([is_crypto]), rules)[0]

@@ -140,3 +140,31 @@ def test_a_held_symbols_quantity_is_the_units_held_and_a_moved_ones_its_weight_a
             got
             == f"decisions.{symbol}.target_qty is {qty * 3:g}; the request's book and prices make it {qty:g}"
         )
+
+
+def test_a_weight_a_gross_rescale_moved_by_an_ulp_is_quoted_at_the_mid_as_the_service_does() -> None:
+    """The service keeps the units held only where the target is exactly the current weight; a gross
+    cap's rescale moves a weight left in place by about 1e-16, and the service then quotes it at the
+    mid. The client expected the units held and held the whole answer."""
+    request = _request(AAA=QUOTE, BBB=QUOTE)
+    nudged = 0.2 - 1.1e-16
+    answer = _answer({"AAA": nudged, "BBB": 0.0})
+    decisions = {
+        "AAA": answer.decisions["AAA"].model_copy(update={"target_qty": nudged * 1000.0 / 100.0}),
+        "BBB": answer.decisions["BBB"].model_copy(update={"target_qty": 0.0}),
+    }
+    assert answer_breach(request, answer.model_copy(update={"decisions": decisions}), ExposureCaps()) is None
+
+
+def test_a_loop_with_tighter_caps_checks_answers_against_the_looser_of_its_own_and_the_services() -> None:
+    """Checked against `raytrade live --per-symbol-cap 0.1`, every answer of a service at its default
+    0.15 would be held (its reductions too): the loop's planner trims to its own caps, and the answer
+    is checked against the wider of the two."""
+    from raytrade.serve.caps import widest
+
+    tight = ExposureCaps(per_symbol_cap=0.1, max_gross_add=0.5)
+    checked = widest(tight, ExposureCaps())
+    assert (checked.per_symbol_cap, checked.max_gross_add, checked.gross_cap) == (0.15, 0.5, 1.2)
+    answer = _answer({"AAA": 0.15, "BBB": 0.15, "CCCUSD": 0.0})
+    assert answer_breach(_request(), answer, checked) is None
+    assert answer_breach(_request(), answer, tight) is not None
