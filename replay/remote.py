@@ -32,7 +32,7 @@ import os
 import shutil
 import uuid
 from collections.abc import Callable, Iterable, Sequence
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Annotated, Any, Final
 from urllib.parse import urlsplit, urlunsplit
 
@@ -213,6 +213,13 @@ def download_tree(
     local = Path(local_dir) if local_dir is not None else cache_dir(uri)
     local.mkdir(parents=True, exist_ok=True)
     remote = {rel: size for rel, size in list_files(uri).items() if include is None or include(rel)}
+    for rel in remote:  # an object store key may hold '..': written as named, it lands outside
+        parts = PurePosixPath(rel).parts
+        if not parts or PurePosixPath(rel).is_absolute() or any(part in ("..", ".") for part in parts):
+            raise RemoteError(
+                f"{redacted(uri)} holds an object named {rel!r}, which leads outside the mirror: "
+                "nothing downloaded (whoever wrote it could write files anywhere this machine lets us)"
+            )
     for rel, size in sorted(remote.items()):
         target = local / rel
         if (

@@ -230,3 +230,18 @@ def test_a_store_file_the_remote_holds_at_another_size_is_sent_again(tmp_path: P
     upload_tree(_tree(tmp_path / "killed", {rel: b"1" * 10}), uri)
     assert publish_store(local, uri, before={rel}) == [rel]
     assert list_files(uri) == {rel: 64}
+
+
+def test_a_remote_key_leading_outside_the_mirror_is_refused_before_anything_is_written(
+    s3: LocalS3, bucket: str, tmp_path: Path
+) -> None:
+    """An object store key may hold '..': a mirror wrote `store/../../escape` as named, outside itself
+    (whoever can write the bucket could write any file the reader can)."""
+    from raytrade.replay.remote import RemoteError
+
+    s3.client().put_object(Bucket=bucket, Key="store/bars/p.parquet", Body=b"1")
+    s3.client().put_object(Bucket=bucket, Key="store/../../escape", Body=b"owned")
+    mirror = tmp_path / "deep" / "mirror"
+    with pytest.raises(RemoteError, match=r"holds an object named '\.\./\.\./escape', which leads outside"):
+        download_tree(s3.uri(bucket, "store"), mirror)
+    assert not (tmp_path / "escape").exists() and not (mirror / "bars" / "p.parquet").exists()
