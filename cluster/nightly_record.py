@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Final, Literal
+from typing import Final, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -45,19 +45,33 @@ class NightLog(BaseModel):
     nights: dict[str, Night] = Field(default_factory=dict)
 
 
+Record = TypeVar("Record", bound=BaseModel)
+
+
+def _read_record(path: Path, model: type[Record], what: str, advice: str) -> Record:
+    """The record at ``path`` (``model()`` when there is none); ``InputError`` naming the file, what
+    it should be and ``advice`` when it is not one this code wrote."""
+    if not path.is_file():
+        return model()
+    try:
+        return model.model_validate_json(path.read_bytes())
+    except ValidationError as exc:
+        raise InputError(f"{str(path)!r} is not {what} ({first_problem(exc)}): {advice}") from None
+
+
+def _write_record(path: Path, record: BaseModel) -> None:
+    """Replace the record at ``path`` whole (temp file + rename)."""
+    staging = path.with_name(f".{path.name}.tmp")
+    staging.write_text(record.model_dump_json(indent=2) + "\n")
+    os.replace(staging, path)
+
+
 def read_nights(store: Path) -> NightLog:
     """The store's record (empty when it has none); ``InputError`` naming the file when it is not one
     this code wrote."""
-    path = store / NIGHTS_FILE
-    if not path.is_file():
-        return NightLog()
-    try:
-        return NightLog.model_validate_json(path.read_bytes())
-    except ValidationError as exc:
-        raise InputError(
-            f"{str(path)!r} is not a nightly record ({first_problem(exc)}): move it aside to evaluate "
-            "every night again"
-        ) from None
+    return _read_record(
+        store / NIGHTS_FILE, NightLog, "a nightly record", "move it aside to evaluate every night again"
+    )
 
 
 def recorded_night(store: Path, day: str) -> Night | None:
@@ -70,11 +84,7 @@ def record_night(store: Path, day: str, report_dir: Path, results: Path) -> None
     file, absolute; the file is replaced whole."""
     log = read_nights(store)
     night = Night(report=str(report_dir.resolve()), results=str(results.resolve()))
-    updated = log.model_copy(update={"nights": {**log.nights, day: night}})
-    path = store / NIGHTS_FILE
-    staging = path.with_name(f".{path.name}.tmp")
-    staging.write_text(updated.model_dump_json(indent=2) + "\n")
-    os.replace(staging, path)
+    _write_record(store / NIGHTS_FILE, log.model_copy(update={"nights": {**log.nights, day: night}}))
 
 
 # ------------------------------------------------------- ingests that no section has reported yet
@@ -112,16 +122,12 @@ class PendingIngest(BaseModel):
 
 def read_pending_ingest(store: Path) -> PendingIngest:
     """The ingests no section has reported yet (none: an empty record)."""
-    path = store / PENDING_FILE
-    if not path.is_file():
-        return PendingIngest()
-    try:
-        return PendingIngest.model_validate_json(path.read_bytes())
-    except ValidationError as exc:
-        raise InputError(
-            f"{str(path)!r} is not a nightly ingest record ({first_problem(exc)}): move it aside "
-            "(the next section then reports only its own night's ingest)"
-        ) from None
+    return _read_record(
+        store / PENDING_FILE,
+        PendingIngest,
+        "a nightly ingest record",
+        "move it aside (the next section then reports only its own night's ingest)",
+    )
 
 
 def write_pending_ingest(store: Path, pending: PendingIngest) -> None:
@@ -130,6 +136,4 @@ def write_pending_ingest(store: Path, pending: PendingIngest) -> None:
     if pending.empty:
         path.unlink(missing_ok=True)
         return
-    staging = path.with_name(f".{path.name}.tmp")
-    staging.write_text(pending.model_dump_json(indent=2) + "\n")
-    os.replace(staging, path)
+    _write_record(path, pending)
