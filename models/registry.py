@@ -274,10 +274,15 @@ def open_regular(path: Path) -> int:
     return fd
 
 
-def read_regular(path: Path) -> bytes:
-    """The bytes of the regular file ``path`` (:func:`open_regular`), read once."""
-    with os.fdopen(open_regular(path), "rb") as fh:
-        return fh.read()
+def copy_regular(path: Path, target: Path) -> str:
+    """Copy the regular file ``path`` (:func:`open_regular`) to ``target``, read once, in blocks;
+    returns the sha256 hex of the bytes copied."""
+    digest = hashlib.sha256()
+    with os.fdopen(open_regular(path), "rb") as src, open(target, "wb") as dst:
+        for block in iter(lambda: src.read(1 << 20), b""):
+            digest.update(block)
+            dst.write(block)
+    return digest.hexdigest()
 
 
 def file_sha256(path: Path) -> str:

@@ -12,7 +12,6 @@ use RLlib's default connectors, which carry no state; a policy trained with a st
 
 from __future__ import annotations
 
-import hashlib
 import os
 import pickle
 import tempfile
@@ -37,7 +36,7 @@ from raytrade.models.registry import (
     DEFAULT_REGISTRY,
     MODULE_DIR,
     RegistryError,
-    read_regular,
+    copy_regular,
     resolve,
     verify_files,
     verify_mac,
@@ -141,7 +140,7 @@ class VerifiedVersion:
 
 def verified_copy(version: VerifiedVersion, into: Path) -> None:
     """Copy ``version``'s files into the new folder ``into``, each read once (a regular file, no
-    link: ``registry.read_regular``) and checked against its manifest sha256 as it is copied; the
+    link: ``registry.copy_regular``, in blocks) and checked against its manifest sha256 as it is copied; the
     loader then unpickles the copy. Hashing the registry's files and opening them again to unpickle
     left a window in which a writer could swap a pickle in after its check (a race reproduced in nine
     tries); the copy's bytes are the checked bytes. A version promoted before the manifest held
@@ -153,12 +152,10 @@ def verified_copy(version: VerifiedVersion, into: Path) -> None:
         parts = PurePosixPath(rel).parts
         if not parts or PurePosixPath(rel).is_absolute() or ".." in parts:
             raise RegistryError(f"{where}: file {rel!r} listed in the manifest leads outside the version")
-        data = read_regular(folder / rel)
-        if digest is not None and hashlib.sha256(data).hexdigest() != digest:
-            raise RegistryError(f"{where}: file {rel!r} does not match its sha256 in the manifest")
         target = into.joinpath(*parts)
         target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_bytes(data)
+        if copy_regular(folder / rel, target) != digest and digest is not None:
+            raise RegistryError(f"{where}: file {rel!r} does not match its sha256 in the manifest")
 
 
 def verify_version(
