@@ -96,7 +96,7 @@ from raytrade.replay.restatement import (
 from raytrade.replay.sources.forecast_file import forecast_value_errors
 from raytrade.replay.split_signature import SuspectedSplit, suspected_splits
 from raytrade.replay.timeutil import refuse_mixed_daily_clocks
-from raytrade.replay.validation import ReplayValidationError, conform
+from raytrade.replay.validation import ReplayValidationError, RowError, conform
 from raytrade.replay.writer import ReplayWriter, write_file_atomically
 
 Progress = Callable[[str], None]
@@ -154,6 +154,7 @@ class IngestResult:
     suspected_splits: tuple[SuspectedSplit, ...] = ()
     priced_in_coin: tuple[str, ...] = ()  # the bars' pairs quoted in a coin (replay.loop_rules.coin_quote)
     lone_equity_days: tuple[LoneEquityDays, ...] = ()  # new equity bars on days no other equity has
+    unused_forecasts: tuple[str, ...] = ()  # imported forecast rows no feature reads (a horizon other than 1)
 
     @property
     def not_stored_bars(self) -> int:
@@ -193,6 +194,7 @@ class IngestResult:
             *(s.message() for s in self.suspected_splits),
             *(coin_priced_message(symbol) for symbol in self.priced_in_coin),
             *(d.message() for d in self.lone_equity_days),
+            *self.unused_forecasts,
         ]
 
 
@@ -519,6 +521,9 @@ def _import_valid_forecasts(
         unknown = sorted(set(forecasts["symbol"].astype(str)) - set(bars["symbol"].astype(str)))
         if unknown:
             raise ValueError(f"{origin}: forecasts for symbols not in the store: {unknown[:5]}")
+        off_clock = _off_clock_forecasts(forecasts, bars)
+        if off_clock:
+            raise ReplayValidationError(off_clock, origin=origin)
         result = writer.append("forecasts", forecasts)
         features = build_features(bars, _stored(path, "macro"), read_frame(path, "forecasts"), config)
         stored = _stored(path, "features")
@@ -533,9 +538,48 @@ def _import_valid_forecasts(
         finally:
             _discard_staged(path, staged)
     # the features table is rewritten whole, not appended to: reported as such (it read "features +N")
+    horizons = forecasts["horizon"].to_numpy()
+    unused = tuple(
+        f"{int((horizons == h).sum())} forecast rows of horizon {int(h)} stored: the features read horizon "
+        "1 only (the next bar's return), so no policy sees them"
+        for h in sorted(set(horizons.tolist()) - {1})
+    )
     return IngestResult(
         {"forecasts": result.rows_written},
         skipped_bars=0,
         features_changed=changed,
         features_rewritten=len(features),
+        unused_forecasts=unused,
     )
+
+
+def _off_clock_forecasts(forecasts: pd.DataFrame, bars: pd.DataFrame) -> list[RowError]:
+    """The forecast rows (row = position in ``forecasts``) stamped where their symbol has no bar though
+    its bars have passed that time: a forecast joins its bar by the exact stamp, so such a row (another
+    timezone, a time of day, a weekend) was stored and never read, and the features kept the baseline
+    forecaster's with no word. A row after the symbol's last bar is kept: its bar may come later."""
+    stamp = "datetime64[us, UTC]"
+    keys = pd.DataFrame(
+        {"symbol": forecasts["symbol"].astype(str).to_numpy(), "ts": forecasts["ts"].astype(stamp).to_numpy()}
+    )
+    stored = pd.DataFrame({"symbol": bars["symbol"].astype(str), "ts": bars["ts"].astype(stamp)})
+    on_bar = keys.merge(stored.drop_duplicates(), how="left", on=["symbol", "ts"], indicator=True)
+    last = stored.groupby("symbol")["ts"].max()
+    passed = keys["ts"].to_numpy() <= keys["symbol"].map(last).to_numpy()
+    off = np.flatnonzero((on_bar["_merge"] != "both").to_numpy() & passed)
+    errors = []
+    for i in off:
+        symbol, ts = keys["symbol"].iloc[i], pd.Timestamp(keys["ts"].iloc[i])
+        until = pd.Timestamp(last[symbol]).isoformat()
+        errors.append(
+            RowError(
+                "forecasts",
+                int(i),
+                "ts",
+                ts.isoformat(),
+                f"no {symbol} bar at this time, though its bars go on to {until}: a forecast joins its "
+                "bar by the exact stamp, so it would never be read (another timezone, a time of day, a "
+                "day without a bar?)",
+            )
+        )
+    return errors

@@ -103,6 +103,7 @@ def _import(store: Path, path: Path) -> tuple[int, str]:
         ({"horizon": 0}, "horizon", 0, "must be a whole number of bars >= 1"),
         ({"horizon": -5}, "horizon", -5, "must be a whole number of bars >= 1"),
         ({"horizon": 1.5}, "horizon", 1.5, "must be a whole number of bars >= 1"),
+        ({"skew": 1e300}, "skew", 1e300, "must lie in [-100, 100]"),  # it reached fc_skew whole
     ],
 )
 def test_impossible_quantile_forecasts_are_refused_and_nothing_is_written(
@@ -199,3 +200,50 @@ def test_a_store_holding_a_repeated_forecast_names_it(store: Path) -> None:
     named = re.escape(f"hold (symbol=SYN001, ts={ts.isoformat()}, source=x, horizon=1) 2 times")
     with pytest.raises(ValueError, match=named):
         build_features(read_frame(store, "bars"), None, twice)
+
+
+def _one_forecast(path: Path, ts: str, horizon: int = 1) -> Path:
+    pd.DataFrame(
+        {"symbol": ["SYN001"], "ts": [ts], "source": ["toto"], "horizon": [horizon],
+         "q05": [-0.02], "q25": [-0.01], "q50": [0.0], "q75": [0.01], "q95": [0.02]}
+    ).to_csv(path, index=False)  # fmt: skip
+    return path
+
+
+def test_a_forecast_off_its_symbols_clock_is_refused_and_one_after_its_bars_kept(
+    tmp_path: Path, store: Path
+) -> None:
+    """A forecast joins its bar by the exact stamp: one stamped at another time (a local midnight, a
+    time of day, a weekend) was stored, never read, and every policy saw the baseline forecaster."""
+    days = read_frame(store, "bars").query("symbol == 'SYN001'")["ts"]
+    day = days.iloc[10].strftime("%Y-%m-%d")
+    last = days.iloc[-1].isoformat()
+    before = _snapshot(store)
+    for ts, shown in [
+        (f"{day}T00:00:00-05:00", f"{day}T05:00:00+00:00"),
+        (f"{day}T16:00:00Z", f"{day}T16:00:00+00:00"),
+    ]:
+        code, output = _import(store, _one_forecast(tmp_path / "off.csv", ts))
+        assert code == 2, output
+        assert (
+            f"off.csv: forecasts: row 1, column 'ts', value '{shown}': no SYN001 bar at this time, though "
+            f"its bars go on to {last}: a forecast joins its bar by the exact stamp"
+        ) in " ".join(output.split())
+    code, output = _import(store, _one_forecast(tmp_path / "naive.csv", f"{day}T16:00:00"))
+    assert (
+        code == 2 and f"value '{day}T16:00:00': a time of day without a UTC offset (which clock?)" in output
+    )
+    assert _snapshot(store) == before
+    later = (days.iloc[-1] + pd.Timedelta(days=30)).strftime("%Y-%m-%d")  # its bar may come later
+    code, output = _import(store, _one_forecast(tmp_path / "later.csv", later))
+    assert code == 0, output
+
+
+def test_a_forecast_of_another_horizon_is_stored_with_a_warning(tmp_path: Path, store: Path) -> None:
+    day = read_frame(store, "bars").query("symbol == 'SYN001'")["ts"].iloc[10].strftime("%Y-%m-%d")
+    code, output = _import(store, _one_forecast(tmp_path / "h5.csv", day, horizon=5))
+    assert code == 0, output
+    assert (
+        "warning: 1 forecast rows of horizon 5 stored: the features read horizon 1 only (the next bar's "
+        "return), so no policy sees them"
+    ) in output

@@ -8,14 +8,15 @@ quantiles are the sample statistics. From quantiles alone: mean = q50, std = (q7
 (a normal's IQR), skew = Bowley's (q75 + q25 - 2 q50) / (q75 - q25). ``ts`` must carry a UTC offset
 or be a plain date (labelled 00:00 UTC, as the csv source does).
 
-Impossible values are refused (:func:`forecast_value_errors`), since they reach the features policies
-observe (``fc_q05``, ``fc_edge_bps``, the kelly gate): ``horizon`` must be a whole number of bars
->= 1; every return (``q05…q95``, ``mean``, each ``sample_k``) must lie in ``(-1, 10]``: a simple return
-cannot be at or below -100 %, and one above +1000 % is taken as percent units (``-3.0`` meant -3 %);
-``std`` must lie in ``[0, 10]``; quantiles must not decrease with their level (``q05 <= q25 <= … <=
-q95``). A refusal names the file, the row (1 = the first line after the header), the column and the
-value, and nothing is written. Percent units small enough to be plausible returns (``0.5`` for
-0.5 %) cannot be told apart and are not caught.
+Impossible values are refused (:func:`forecast_value_errors`), since they reach the features
+policies observe (``fc_q05``, ``fc_edge_bps``, the kelly gate): ``horizon`` must be a whole number
+of bars >= 1; every return (``q05…q95``, ``mean``, each ``sample_k``) must lie in ``(-1, 10]``: a
+simple return cannot be at or below -100 %, and one above +1000 % is taken as percent units
+(``-3.0`` meant -3 %); ``std`` must lie in ``[0, 10]``; a given ``skew`` in ``[-100, 100]``;
+quantiles must not decrease with their level (``q05 <= q25 <= … <= q95``); a ``ts`` with a time of
+day must carry its offset. A refusal names the file, the row (1 = the first line after the header),
+the column and the value, and nothing is written. Percent units small enough to be plausible returns
+(``0.5`` for 0.5 %) cannot be told apart and are not caught.
 """
 
 from __future__ import annotations
@@ -38,6 +39,12 @@ RETURN_FLOOR: Final[float] = -1.0
 """A forecast return must be above this (exclusive): a simple return cannot lose more than 100 %."""
 RETURN_CEILING: Final[float] = 10.0
 """A forecast return (and ``std``) must be at most this (+1000 %): above it, surely percent units."""
+SKEW_BOUND: Final[float] = 100.0
+"""A given ``skew`` must lie within +- this: a sample of n values has a skewness within about sqrt(n),
+and a larger figure (1e300 reached the features whole) is a broken file, not a forecast."""
+NAIVE_TIME: Final = r"\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?"
+"""A ``ts`` written with a time of day and no offset: refused (it was read as UTC, a 16:00 New York
+stamp as 12:00 New York)."""
 
 
 def read_forecast_file(path: str | Path) -> pd.DataFrame:
@@ -155,6 +162,21 @@ def forecast_value_errors(
     horizon = number("horizon")
     whole = np.isfinite(horizon) & (horizon >= 1) & (np.floor(horizon) == horizon)
     flag(~whole, "horizon", "must be a whole number of bars >= 1")
+    if "ts" in frame.columns and not pd.api.types.is_datetime64_any_dtype(frame["ts"]):  # text
+        text = frame["ts"].astype(str).str.strip()
+        flag(
+            text.str.fullmatch(NAIVE_TIME).to_numpy(dtype=bool),
+            "ts",
+            "a time of day without a UTC offset (which clock?): write it with Z or +HH:MM, or give a "
+            "plain date",
+        )
+    if "skew" in frame.columns and not samples:
+        skew = number("skew")  # missing: unknown (NaN), as a file without the column
+        flag(
+            np.isinf(skew) | (np.abs(skew) > SKEW_BOUND),
+            "skew",
+            f"must lie in [-{SKEW_BOUND:g}, {SKEW_BOUND:g}]",
+        )
     given = [c for c in ("mean",) if c in frame.columns]
     for column in list(samples) or [*given, *FORECAST_QUANTILE_COLUMNS]:
         values = number(column)
