@@ -174,16 +174,13 @@ def baseline_decision(
             min_move=_known(ctx.data, features, t, ctx.columns[3]) if len(ctx.columns) > 3 else None,
             w_now=w_now,
         )
-        decided = kelly_lite_decision(inputs, ctx.flags, ctx.kelly)
-        allocation = decided.weights + kept + np.where(decided.held, w_now, 0.0)
-        blocked = decided.held  # trade blocked: held as it is, no order (kelly_lite rule 8)
+        allocation = kelly_lite_decision(inputs, ctx.flags, ctx.kelly).weights + kept
     else:
         if ctx.name == "inverse_vol":
             tradeable = inverse_vol_weights(features[..., ctx.columns[0]].astype(np.float64), mask)
         else:
             tradeable = equal_weights(mask)
         allocation = within_budget(tradeable, np.ones(mask.shape[-1], dtype=bool), 1.0, kept) + kept
-        blocked = np.zeros(allocation.shape, dtype=bool)
     trade = ctx.rebalance[t] | np.asarray(first, dtype=bool)
-    hold = np.broadcast_to(~trade[:, None], allocation.shape) | blocked
+    hold = np.broadcast_to(~trade[:, None], allocation.shape).copy()
     return BaselineDecision(allocation, hold)
