@@ -93,7 +93,7 @@ def answer_breach(
         if d.target_qty is not None:  # the service's own rule: the units held where it holds the
             # symbol or its target is exactly the current weight (a gross cap's rescale moves a weight
             # left in place by an ulp, and the service then quotes the weight at the mid)
-            held_here = not d.tradeable or w == c
+            held_here = not d.tradeable or w == d.current_weight  # its echo, checked close to c above
             qty = units.get(symbol, 0.0) if held_here else target_quantity(w, equity, prices[i])
             if qty is None or not _close(d.target_qty, qty):
                 shown = "no quantity (no price)" if qty is None else f"{qty:.6g}"

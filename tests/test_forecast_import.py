@@ -239,6 +239,29 @@ def test_a_forecast_off_its_symbols_clock_is_refused_and_one_after_its_bars_kept
     assert code == 0, output
 
 
+def test_a_file_with_a_few_rows_off_the_clock_stores_the_rest_and_says_so(
+    tmp_path: Path, store: Path
+) -> None:
+    """A halted day or a holiday of the file's calendar: those rows are never read; refusing the whole
+    file for them lost the good ones."""
+    days = read_frame(store, "bars").query("symbol == 'SYN001'")["ts"]
+    good = [d.strftime("%Y-%m-%d") for d in days.iloc[10:13]]
+    weekend = (days.iloc[12] + pd.Timedelta(days=1)).strftime("%Y-%m-%d")
+    while pd.Timestamp(weekend, tz="UTC") in set(days):
+        weekend = (pd.Timestamp(weekend) + pd.Timedelta(days=1)).strftime("%Y-%m-%d")
+    frame = pd.concat(
+        [pd.read_csv(_one_forecast(tmp_path / f"{i}.csv", ts)) for i, ts in enumerate([*good, weekend])]
+    )
+    frame.to_csv(tmp_path / "mixed.csv", index=False)
+    code, output = _import(store, tmp_path / "mixed.csv")
+    assert code == 0, output
+    assert (
+        "warning: " in output
+        and "1 forecast rows NOT stored, stamped where their symbol has no bar" in output
+    )
+    assert len(read_frame(store, "forecasts")) == 3
+
+
 def test_a_forecast_of_another_horizon_is_stored_with_a_warning(tmp_path: Path, store: Path) -> None:
     day = read_frame(store, "bars").query("symbol == 'SYN001'")["ts"].iloc[10].strftime("%Y-%m-%d")
     code, output = _import(store, _one_forecast(tmp_path / "h5.csv", day, horizon=5))
