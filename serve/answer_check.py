@@ -2,7 +2,8 @@
 checked from the request alone, so that a wrong or hostile service (a bug, a tampered registry, a
 proxy in between) cannot hand the trading loop more risk than the service itself would.
 
-:func:`answer_breach` returns the first rule an answer breaks, or None. The rules, per decision of
+:func:`answer_breach` returns the first rule an answer breaks, or None; it runs after the client's
+own consistency check (``serve.client``: the symbols asked about, ``as_of``, finite numbers). The rules, per decision of
 a symbol the request names (weights as signed fractions of the request's equity; ``c`` the current
 weight from the request's positions, ``w`` the target):
 
@@ -30,7 +31,6 @@ against the looser of the two (:func:`serve.caps.widest`). Pure functions, no I/
 
 from __future__ import annotations
 
-import math
 from typing import Final
 
 import numpy as np
@@ -107,6 +107,4 @@ def answer_breach(
     added = float(added_gross(target, current).sum())
     if added > caps.max_gross_add + TOLERANCE * max(1.0, gross):
         return f"the decisions add {added:.6g} of gross, over the basket throttle {caps.max_gross_add:g}"
-    if not math.isfinite(gross):  # pragma: no cover (non-finite targets are refused before)
-        return "non-finite targets"
     return None
