@@ -3,9 +3,9 @@ checked from the request alone, so that a wrong or hostile service (a bug, a tam
 proxy in between) cannot hand the trading loop more risk than the service itself would.
 
 :func:`answer_breach` returns the first rule an answer breaks, or None; it runs after the client's
-own consistency check (``serve.client``: the symbols asked about, ``as_of``, finite numbers). The rules, per decision of
-a symbol the request names (weights as signed fractions of the request's equity; ``c`` the current
-weight from the request's positions, ``w`` the target):
+own consistency check (``serve.client``: the symbols asked about, ``as_of``, finite numbers). The
+rules, per decision of a symbol the request names (weights as signed fractions of the request's
+equity; ``c`` the current weight from the request's positions, ``w`` the target):
 
 * ``current_weight`` is the request's (``position value / equity``): an answer computed for
   another book is not an answer to this one;
