@@ -81,10 +81,13 @@ def band_hold(target: np.ndarray, w_now: np.ndarray, band: float) -> np.ndarray:
 
 def tilt_orders(cfg: ActionConfig, tilt: np.ndarray, w_now: np.ndarray, baseline: BaselineDecision) -> Orders:
     """Orders of a tilt ``[B, N]`` in weight units (clipped to ``±max_tilt``) around ``baseline``:
-    ``allocation + tilt``; held where the baseline holds and the tilt is 0, or inside the band."""
+    ``allocation + tilt``; held where the baseline holds and the tilt is 0, inside the band, and
+    wherever the baseline's symbol is locked (trade blocked), whatever the tilt."""
     bounded = np.clip(np.asarray(tilt, dtype=np.float64), -cfg.max_tilt, cfg.max_tilt)
     target = baseline.allocation + bounded
     hold = (baseline.hold & (bounded == 0)) | band_hold(target, w_now, cfg.no_trade_band)
+    if baseline.locked is not None:
+        hold = hold | baseline.locked
     return Orders(target, hold)
 
 

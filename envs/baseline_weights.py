@@ -11,13 +11,16 @@ the baseline" holds by construction and is tested end to end:
 * ``inverse_vol``: weights proportional to ``1 / vol_20`` over listed assets with a volatility
   estimate, summing to 1 (cash when none has one), on the same schedule.
 * ``kelly_lite``: the live loop's gates and sizing (``envs.evaluation.kelly_lite``), re-decided on
-  every bar (never holds), its sigma reading the closes before the window where the data carries
-  them (``MarketData.close_before``); with ``consensus_gate="adaptive"`` it also reads
-  ``fc_min_move_adaptive``, a missing value (the loader's 0) read as unknown (the gate stays shut).
+  every bar; a symbol the loop would mark trade blocked (no quote, the spread gate, consensus) is
+  held where it is (``locked``: no order, whatever a tilt around it says), its sigma reading the
+  closes before the window where the data carries them (``MarketData.close_before``); with
+  ``consensus_gate="adaptive"`` it also reads ``fc_min_move_adaptive``, a missing value (the
+  loader's 0) read as unknown (the gate stays shut).
 
 A decision is ``allocation`` (the weights the baseline would trade to at ``t``) plus ``hold`` (it sends
 no order at ``t``). ``allocation`` is defined on hold bars too (the schedule's target, not the drifted
-book), so a tilt around it stays bounded on every bar.
+book), so a tilt around it stays bounded on every bar; a ``locked`` symbol's is its drifted weight,
+and no tilt trades it.
 
 An asset held but not listed at ``t`` (a halt, a data hole) cannot trade: ``allocation`` keeps its
 current weight there and its exposure comes out of the baseline's budget (``envs.budget``, one rule for
@@ -56,11 +59,14 @@ BASELINE_FEATURES: Final[dict[str, tuple[str, ...]]] = {
 
 
 class BaselineDecision(NamedTuple):
-    """A baseline at bar ``t``: ``allocation [B, N]`` (weights it trades to) and ``hold [B, N]`` (no
-    order at ``t``: the position is kept exactly)."""
+    """A baseline at bar ``t``: ``allocation [B, N]`` (weights it trades to), ``hold [B, N]`` (no
+    order at ``t``: the position is kept exactly) and ``locked [B, N]`` (held because the symbol cannot
+    be traded at all: ``kelly_lite``'s trade-blocked symbols; a tilt around the baseline holds them
+    too, or a tilt could walk a blocked position away from its drifted weight bar after bar)."""
 
     allocation: np.ndarray
     hold: np.ndarray
+    locked: np.ndarray | None = None
 
     def weights(self, w_now: np.ndarray) -> np.ndarray:
         """The weights the baseline holds after ``t``'s decision: ``w_now`` where it holds."""
@@ -174,13 +180,16 @@ def baseline_decision(
             min_move=_known(ctx.data, features, t, ctx.columns[3]) if len(ctx.columns) > 3 else None,
             w_now=w_now,
         )
-        allocation = kelly_lite_decision(inputs, ctx.flags, ctx.kelly).weights + kept
+        decided = kelly_lite_decision(inputs, ctx.flags, ctx.kelly)
+        allocation = decided.weights + kept + np.where(decided.held, w_now, 0.0)
+        blocked = decided.held  # trade blocked: held as it is, no order (kelly_lite rule 8)
     else:
         if ctx.name == "inverse_vol":
             tradeable = inverse_vol_weights(features[..., ctx.columns[0]].astype(np.float64), mask)
         else:
             tradeable = equal_weights(mask)
         allocation = within_budget(tradeable, np.ones(mask.shape[-1], dtype=bool), 1.0, kept) + kept
+        blocked = np.zeros(allocation.shape, dtype=bool)
     trade = ctx.rebalance[t] | np.asarray(first, dtype=bool)
-    hold = np.broadcast_to(~trade[:, None], allocation.shape).copy()
-    return BaselineDecision(allocation, hold)
+    hold = np.broadcast_to(~trade[:, None], allocation.shape) | blocked
+    return BaselineDecision(allocation, hold, blocked)

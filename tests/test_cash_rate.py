@@ -344,10 +344,8 @@ def test_the_evaluation_credits_cash_and_measures_the_ratios_over_it(
             assert (value is None and not math.isfinite(again[key])) or value == again[key], (name, key)
     bh, bh_plain = report.policies["buy_and_hold"].metrics, plain.policies["buy_and_hold"].metrics
     assert bh.sharpe is not None and bh_plain.sharpe is not None and bh.sharpe < bh_plain.sharpe
-    # kelly_lite sits mostly in cash: its idle cash earned, so its return is higher than at 0 %
-    kl, kl_plain = report.policies["kelly_lite"].metrics, plain.policies["kelly_lite"].metrics
-    assert kl.total_return is not None and kl_plain.total_return is not None
-    assert kl.total_return > kl_plain.total_return
+    # kelly_lite's idle cash earned (kelly_interest above); its return is not compared with the 0 % run's:
+    # it holds its trade-blocked symbols as they drifted, so its trades follow its own equity path
     md = render_markdown("r", report_blocks(report, []))
     assert "earned 4.00%/year: the Sharpe and Sortino ratios" in md
     assert "| policy | fee | spread | slippage | financing | total | interest earned |" in md

@@ -189,12 +189,42 @@ def test_policy_reproduces_hand_worked_decisions_in_the_simulator() -> None:
         r = data.close[k - 5 : k + 1] / data.close[k - 6 : k] - 1
         sigma = r.std(axis=0, ddof=1)
         want = np.array([np.sign(fc[k, j]) * expected_kelly(fc[k, j], sigma[j]) for j in range(3)])
-        if k == 8:
-            want[0] = 0.0
         if k == 9:
-            want[2] = 0.0
-        if k == 10:
-            want[1] = 0.0
+            want[2] = 0.0  # the edge gate sizes it at 0: sold
+        held = {8: 0, 10: 1}.get(k)  # trade blocked (consensus at 8, the spread at 10): held, no order
+        if held is not None:
+            # the position as it is: last step's target, filled at this bar's open = its close, less
+            # the costs the book paid since (a hair)
+            assert sent[k, held] == pytest.approx(sent[k - 1, held], rel=2e-3)
+            want[held] = sent[k, held]
         np.testing.assert_allclose(sent[k], want, rtol=0, atol=1e-12)
-    assert (sent[8:11] == 0).sum() == 3
+    assert (sent[8:11] == 0).sum() == 1
     assert ((np.abs(sent[6:]) > 0) & (np.abs(sent[6:]) < 0.15)).sum() >= 4  # uncapped sizes too
+
+
+def test_a_trade_blocked_symbol_is_held_where_it_is_and_counts_against_the_caps() -> None:
+    """A review against the contract (2026-12-05): the replica sold a symbol whose gate closed (a
+    spread over its cap, no quote, consensus lost) and bought it back when the gate reopened; the loop
+    marks such a symbol trade_blocked, and a blocked symbol is not tradeable: it is held. The edge gate
+    still sizes at 0 (the loop's kelly fraction there)."""
+    inputs = _inputs([0.004, 0.004, 0.004, 0.001], [30.0, np.nan, 5.0, 5.0], ok=[True, True, False, True])
+    w_now = np.array([0.5, 0.4, 0.3, 0.1])
+    decided = kelly_lite_decision(inputs._replace(w_now=w_now), _flags(4), CFG)
+    np.testing.assert_array_equal(decided.held, [True, True, True, False])  # spread, no quote, consensus
+    assert decided.blocked[3] & EDGE and not decided.held[3] and decided.weights[3] == 0.0  # sold
+    np.testing.assert_array_equal(decided.weights[:3], 0.0)  # held: the caller keeps w_now, no order
+    # 1.2 gross already held by the three: nothing is left for a fourth that passes every gate
+    free = kelly_lite_decision(
+        _inputs([0.004] * 4, [30.0, np.nan, 5.0, 5.0], ok=[True, True, False, True])._replace(w_now=w_now),
+        _flags(4),
+        CFG,
+    )
+    assert free.weights[3] == 0.0
+
+
+def test_a_probe_trades_through_a_consensus_failure_but_not_through_a_closed_market() -> None:
+    w_now = np.array([0.002, 0.002, 0.002])
+    inputs = _inputs([0.004, 0.004, 0.004], [30.0, 5.0, np.nan], ok=[True, False, True])._replace(w_now=w_now)
+    decided = kelly_lite_decision(inputs, _flags(3, probe=(0, 1, 2)), CFG)
+    assert decided.held.tolist() == [True, False, True]  # spread over its cap, no quote: held
+    assert decided.weights[1] == CFG.probe_weight  # consensus lost: the probe still trades

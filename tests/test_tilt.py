@@ -279,3 +279,18 @@ def test_tune_options_put_the_action_mode_in_the_env_config(synthetic_store: Pat
     assert env_config["data"]["extra_features"] == ["fc_mean", "fc_consensus_ok", "spread_bps"]
     assert "--action-mode tilt:kelly_lite --max-tilt 0.05" in opts.command()
     PortfolioEnv({**env_config, "flat_obs": True})  # the store carries what the baseline reads
+
+
+def test_a_tilt_never_trades_a_symbol_the_baseline_locks() -> None:
+    """kelly_lite holds a trade-blocked symbol at its drifted weight; a tilt around that weight, sent
+    each bar, walked it 0.15 -> 0.55 in four bars (a review, 2026-12-05). A locked symbol is held
+    whatever the tilt; the others tilt as before."""
+    cfg = ActionConfig(mode="tilt:kelly_lite", max_tilt=0.1)
+    base = BaselineDecision(
+        allocation=np.array([[0.15, 0.05]]), hold=np.array([[True, False]]), locked=np.array([[True, False]])
+    )
+    out = tilt_orders(cfg, np.array([[0.1, 0.1]]), np.array([[0.15, 0.0]]), base)
+    assert out.hold.tolist() == [[True, False]]
+    np.testing.assert_allclose(out.target, [[0.25, 0.15]])  # the locked target is never filled
+    free = tilt_orders(cfg, np.array([[0.1, 0.1]]), np.array([[0.15, 0.0]]), base._replace(locked=None))
+    assert free.hold.tolist() == [[False, False]]

@@ -23,10 +23,19 @@ from data with timestamps ``<= t`` only:
    crypto is long-only;
 7. probe mode: a designated probe symbol that passes checks 1-2 and has a direction trades a tiny
    fixed ``probe_weight`` instead of its kelly size (edge and consensus are what the probe tests);
-8. exposure caps, by proportional scaling: crypto sleeve gross ``<=`` 1x (crypto unlevered), equity
+8. trade blocked: a listed symbol that fails check 1, 2 or 3 is what the loop marks
+   ``trade_blocked`` (the contract's UNIUSD: ``block_reason`` "spread 50.8bps > cap 35.0bps;
+   consensus"), and a blocked symbol is not tradeable: its position is held as it is, no order
+   (``KellyDecision.held``), as the service holds it. Before 2026-12-05 the replica sold it to 0, and
+   bought it back when the gate reopened (on the 30 real stocks, stated 5 bps, test split: -27.91 %,
+   now -17.67 %). The edge gate, 4, and an unknown sigma, 5, still size a symbol at 0 (the loop's
+   kelly fraction is 0 there); a probe symbol is held only by checks 1-2 (it trades through a
+   consensus failure: that is what a probe tests);
+9. exposure caps, by proportional scaling: crypto sleeve gross ``<=`` 1x (crypto unlevered), equity
    sleeve ``<=`` 2x (end-of-day leverage cap), then total gross ``<=`` 120 % (the loop's own sizing cap).
-   The weight held in an asset not listed at ``t`` (from ``KellyInputs.w_now``: it cannot trade) counts
-   against each cap it falls under (``envs.budget``), so the book stays inside them.
+   The weight held in an asset not listed at ``t`` or trade blocked (from ``KellyInputs.w_now``: it
+   cannot trade) counts against each cap it falls under (``envs.budget``), so the book stays inside
+   them.
 
 Sign conventions: weights are signed fractions of equity (``+0.1`` = long 10 % of equity);
 ``kelly`` is an unsigned fraction. Known simplifications: the loop's "probe after a losing trade"
@@ -60,6 +69,9 @@ CONSENSUS: Final = 8
 EDGE: Final = 16
 NO_SIGMA: Final = 32
 NO_SHORT: Final = 64
+TRADE_BLOCKED: Final = NO_QUOTE | SPREAD | CONSENSUS
+"""The checks whose failure the loop marks ``trade_blocked`` (no quote, the spread gate, consensus):
+such a symbol is held, never traded (rule 8)."""
 
 
 class KellyLiteConfig(LoopRules):
@@ -113,6 +125,7 @@ class KellyDecision(NamedTuple):
     weights: np.ndarray  # signed target weights after the exposure caps
     kelly: np.ndarray  # unsigned kelly fraction of the symbols that passed every gate (else 0)
     blocked: np.ndarray  # int bit flags of the failed checks (NOT_LISTED, NO_QUOTE, ...)
+    held: np.ndarray  # bool: listed and trade blocked (TRADE_BLOCKED): its position is kept, no order
 
 
 def asset_flags(symbols: Sequence[str], asset_class: Sequence[str], cfg: KellyLiteConfig) -> AssetFlags:
@@ -219,8 +232,15 @@ def kelly_lite_decision(inputs: KellyInputs, flags: AssetFlags, cfg: KellyLiteCo
     weights = np.where(flags.probe, np.where(probe_ok, direction * cfg.probe_weight, 0.0), weights)
     kelly = np.where(flags.probe, 0.0, kelly)
 
-    kept = np.zeros_like(weights) if inputs.w_now is None else kept_weights(inputs.w_now, listed)
+    # a probe trades through a consensus failure (the probe tests it), not through a closed market
+    untradeable = np.where(
+        np.asarray(flags.probe, dtype=bool), blocked & (NO_QUOTE | SPREAD), blocked & TRADE_BLOCKED
+    )
+    held = listed & (untradeable != 0)
+    weights = np.where(held, 0.0, weights)
+    w_now = np.zeros_like(weights) if inputs.w_now is None else np.asarray(inputs.w_now, dtype=np.float64)
+    kept = kept_weights(w_now, listed) + np.where(held, w_now, 0.0)
     weights = within_budget(weights, flags.is_crypto, cfg.leverage_cap_crypto, kept)
     weights = within_budget(weights, ~flags.is_crypto, cfg.leverage_cap_equity, kept)
     weights = within_budget(weights, np.ones(fc.shape[-1], dtype=bool), cfg.gross_cap, kept)
-    return KellyDecision(weights=weights, kelly=kelly, blocked=blocked)
+    return KellyDecision(weights=weights, kelly=kelly, blocked=blocked, held=held)

@@ -127,7 +127,8 @@ def _column(data: MarketData, name: str) -> int:
 def baseline_factory(name: str, kelly: KellyLiteConfig | None = None) -> PolicyFactory:
     """The policy of baseline ``name`` (``equal_weight``, ``inverse_vol``, ``kelly_lite``): the rule of
     ``envs.baseline_weights`` (shared with the env's tilt mode and serving) at each bar of the replay.
-    A baseline that never holds (``kelly_lite``) sends plain weights."""
+    A decision that holds nothing (``kelly_lite``'s, re-decided every bar, where no symbol is trade
+    blocked) is sent as plain weights."""
 
     def make(data: MarketData, seed: int) -> EvalPolicy:
         for column in BASELINE_FEATURES[name]:
@@ -137,7 +138,7 @@ def baseline_factory(name: str, kelly: KellyLiteConfig | None = None) -> PolicyF
         def policy(obs: Observation) -> PolicyOutput:
             t = step_index(obs, data)
             decided = baseline_decision(ctx, t, t == 0, obs.mask, obs.weights)
-            if ctx.rebalance.all():
+            if ctx.rebalance.all() and not decided.hold.any():
                 return decided.allocation
             return Decision(weights=decided.weights(obs.weights), hold=decided.hold)
 
