@@ -215,11 +215,12 @@ from raytrade.serve.orders import (
     CLIENT_ORDER_PREFIX,
     CyclePlan,
     LiveConfig,
+    MarkedBook,
     OrderPlan,
     RestingOrder,
+    equity_to_size,
     marked_book,
     plan_cycle,
-    sizing_equity,
     stale_quotes,
     tradeable_mid,
 )
@@ -919,7 +920,10 @@ class LiveLoop:
         # The drawdown, the kill switch and the policy see the account as it is worth now: after a gap
         # the broker may still mark yesterday's close (a -40 % open left the switch off and let the
         # cycle buy; it tripped a cycle later, once the broker re-marked).
-        seen, seen_positions = _marked_account(account, positions, quotes, volumes)
+        held = {p.symbol: p.qty for p in positions}
+        values = {p.symbol: p.market_value for p in positions}
+        marked = marked_book(account.cash, held, values, quotes, volumes)  # once a cycle: sizing reads it too
+        seen, seen_positions = _marked_account(account, positions, marked)
         if seen is not account:
             log.warning(
                 "cycle %s: the account marked at this cycle's quotes is worth %.2f, the broker says %.2f: "
@@ -948,7 +952,6 @@ class LiveLoop:
         # may raise: the state was saved above
         answer, switch, held_here = self._ask(request, saved_switch, peak_before)
         asked = time.perf_counter()
-        held = {p.symbol: p.qty for p in positions}
         # A symbol whose earlier order may still fill is held (a second order could double it), and
         # that order's unfilled remainder counts against the gross budget at its worst case.
         resting = _resting_orders(may_fill + _foreign_orders(open_orders or []), quotes, positions)
@@ -963,8 +966,7 @@ class LiveLoop:
                 )
         busy = {o.symbol for o in resting if o.symbol is not None}
         tradeable_quotes = {s: q for s, q in quotes.items() if s not in busy}
-        values = {p.symbol: p.market_value for p in positions}
-        equity = sizing_equity(account.equity, account.cash, held, values, quotes, volumes)
+        equity = equity_to_size(account.equity, marked)  # the book marked above, once a cycle
         reduce_only = None
         if equity <= 0 < account.equity:  # no new risk: reductions only, sized on the broker's figure
             reduce_only = f"the account is worth {equity:.2f} at this cycle's quotes"
@@ -1831,20 +1833,14 @@ def _latest_dollar_volume(store: Path, symbols: Sequence[str], now: datetime) ->
 
 
 def _marked_account(
-    account: BrokerAccount,
-    positions: Sequence[BrokerPosition],
-    quotes: Mapping[str, TopOfBook],
-    dollar_volume: Mapping[str, float],
+    account: BrokerAccount, positions: Sequence[BrokerPosition], marked: MarkedBook
 ) -> tuple[BrokerAccount, Sequence[BrokerPosition]]:
-    """The account and positions the cycle decides on: the broker's, unless the account marked at
+    """The account and positions the cycle decides on: the broker's, unless the account ``marked`` at
     this cycle's quotes (``orders.marked_book``) is worth more than ``MARK_GAP_WARNING`` less, then
     the marked account: its equity, and each position's value and price at its mid (one picture, so
     the service's current weights are the marked values over the marked equity). An account worth
     nothing at the quotes keeps the broker's picture: the request needs a positive equity, and the
     cycle then sends only reductions (``cycle``)."""
-    held = {p.symbol: p.qty for p in positions}
-    values = {p.symbol: p.market_value for p in positions}
-    marked = marked_book(account.cash, held, values, quotes, dollar_volume)
     if not (0 < marked.equity < account.equity * (1.0 - MARK_GAP_WARNING)):  # NaN: unknown, kept
         return account, positions
     repriced = [

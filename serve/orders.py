@@ -670,8 +670,13 @@ def sizing_equity(
     equity) would let orders add risk past them. A mark that is not finite (a position of unknown
     value) is no evidence: the broker's equity stands. The result may be <= 0 (the account worth
     nothing at the quotes): the caller decides what to do with no equity to size with."""
-    marked = marked_book(cash, held_qty, held_value, quotes, dollar_volume).equity
-    return min(equity, marked) if math.isfinite(marked) else equity
+    return equity_to_size(equity, marked_book(cash, held_qty, held_value, quotes, dollar_volume))
+
+
+def equity_to_size(equity: float, marked: MarkedBook) -> float:
+    """:func:`sizing_equity` of a book already marked: the smaller of ``equity`` and ``marked``'s, the
+    broker's where the mark is unknown (NaN)."""
+    return min(equity, marked.equity) if math.isfinite(marked.equity) else equity
 
 
 def loop_spread_gates(
