@@ -16,7 +16,9 @@ Design decisions
   the logged action is its target weights (the held assets' current weights), which is what the
   env's weight action can express. ``noise`` (std, in weight units) perturbs the policy's targets
   with a seeded Gaussian so that several episodes of a deterministic policy differ (offline RL
-  learns nothing about actions a dataset never shows); 0 logs the policy exactly.
+  learns nothing about actions a dataset never shows); 0 logs the policy exactly. A held or
+  unlisted symbol gets none: no order could trade it, so a jittered action there would be logged as
+  a choice that had no effect on the reward (its logged action is the policy's own).
 * The logged action is the target clipped to the action space ``[-1, 1]``; the simulator projects
   it onto the constraints as it does every env action (``target_weight`` is the projection).
 * Every row carries :func:`observation_spec` of the env config (observed columns, normaliser,
@@ -108,9 +110,12 @@ def simulate_episode(
         out = policy(ob)
         weights, hold = (out.weights, out.hold) if isinstance(out, Decision) else (out, None)
         target = np.asarray(weights, dtype=np.float64).reshape(1, n)
-        if noise > 0:
+        if noise > 0:  # exploration where an order can trade: not on a held or an unlisted symbol
             jitter = rng.normal(0.0, noise, target.shape)
-            target = target + (jitter if hold is None else np.where(hold, 0.0, jitter))
+            movable = ob.mask.reshape(1, n)
+            if hold is not None:
+                movable = movable & ~np.asarray(hold, dtype=bool).reshape(1, n)
+            target = target + np.where(movable, jitter, 0.0)
         action = np.clip(target, -1.0, 1.0)
         fill = None if hold is None else ~np.asarray(hold, dtype=bool).reshape(1, n)
         current = ob.weights.reshape(1, n)

@@ -274,3 +274,29 @@ def test_the_writer_refuses_every_row_of_a_step_whose_rewards_disagree(tmp_path:
         "reward (the values shown)"
     )
     assert "(decision 'e:1:AAA', episode 'e' step 1) (and 1 more refused rows)" in str(refused.value)
+
+
+def test_exploration_noise_leaves_unlisted_symbols_at_the_policys_action() -> None:
+    """``--noise`` jitters only what an order could trade: a symbol not yet listed (or gone) keeps
+    the policy's own action, so its logged action is not a choice that had no effect on the reward
+    (it was up to |0.195| on every unlisted row of a ragged store, where nothing ever traded)."""
+    from raytrade.envs.config import env_config_from_dict
+    from raytrade.envs.experience import simulate_episode
+    from raytrade.envs.synthetic_market import market_data_from_config
+
+    cfg = env_config_from_dict(
+        {"data": {"kind": "synthetic", "n_assets": 5, "n_steps": 120, "seed": 3, "ragged": True}}
+    )
+    data = market_data_from_config(cfg.data)
+    assert not data.listed.all()  # the store is ragged: some symbols list later (or leave)
+
+    def policy(ob: Any) -> np.ndarray:
+        return np.where(ob.mask, 0.1, 0.0)  # 0.1 on each listed symbol
+
+    rows = simulate_episode(data, policy, cfg, episode_id="e", policy_version="p", noise=0.05, seed=1)
+    listed = np.array([obs[-1] for obs in rows["observation"]]) > 0.5
+    action = rows["action"].to_numpy()
+    assert (~listed).sum() > 10 and listed.sum() > 100
+    np.testing.assert_array_equal(action[~listed], 0.0)  # the policy's 0, no jitter
+    assert np.abs(action[listed] - 0.1).max() > 0.02  # the listed ones are explored
+    np.testing.assert_array_equal(rows["target_weight"].to_numpy()[~listed], 0.0)
