@@ -111,8 +111,9 @@ def run_demo(out: Path, seed: int, config: DemoConfig | None = None) -> None:
     click.echo(f"Ray Data read {rows:,} feature rows (pandas: {pandas_rows:,})")
 
     click.echo("[demo] 3/6 splits with a 5-bar embargo")
-    bars = read_frame(store, "bars", columns=["ts", "asset_class"])
-    calendar = bars.loc[bars["asset_class"] == "equity", "ts"]  # the simulator steps on equity days
+    from raytrade.envs.replay_loader import market_calendar
+
+    calendar = market_calendar(read_frame(store, "bars", columns=["ts", "asset_class", "volume"]))
     for name, window in fractional_splits(calendar, 0.6, 0.2, embargo_bars=5).items():
         click.echo(f"  {name:<11}{window.start.date()} .. {window.end.date()}  ({window.n_bars} bars)")
 

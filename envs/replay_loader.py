@@ -146,8 +146,15 @@ def calendar_class(bars: pd.DataFrame) -> str:
 
 def market_calendar(bars: pd.DataFrame) -> pd.DatetimeIndex:
     """The calendar the simulator steps on: the sorted unique ``ts`` of the rows of ``bars`` (columns
-    ``ts``, ``asset_class``) of their :func:`calendar_class`."""
-    return pd.DatetimeIndex(np.unique(bars.loc[bars["asset_class"] == calendar_class(bars), "ts"]))
+    ``ts``, ``asset_class``, ``volume``) of their :func:`calendar_class` that traded (volume > 0).
+
+    A stamp where no bar of that class traded is no session: a source that exports every weekday
+    prints an exchange holiday as a flat bar at the last close with volume 0 for every symbol. As a
+    label it would be a step where nothing is listed, counted in every bar-based window (the kill
+    switch's release, the benchmark's month, ``periods_per_year``) and credited a bar of carry."""
+    traded = bars[bars["volume"] > 0]
+    stepped = traded["asset_class"] == calendar_class(bars)
+    return pd.DatetimeIndex(np.unique(traded.loc[stepped, "ts"]))
 
 
 def split_of(
@@ -171,7 +178,8 @@ def split_of(
 def split_calendar(cfg: ReplayDataConfig) -> pd.DatetimeIndex:
     """The bars of ``cfg.split`` of the store at ``cfg.root``: exactly the calendar
     :func:`load_market_data_from_config` steps on, read from the bars' timestamps alone."""
-    bars = read_frame(local_store(cfg.root), "bars", symbols=cfg.symbols, columns=["ts", "asset_class"])
+    columns = ["ts", "asset_class", "volume"]
+    bars = read_frame(local_store(cfg.root), "bars", symbols=cfg.symbols, columns=columns)
     if bars.empty:
         raise InputError(f"the store at {cfg.root} holds no bars")
     return split_of(

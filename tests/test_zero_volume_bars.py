@@ -154,3 +154,35 @@ def test_real_hims_zero_volume_bars_get_no_fill(tmp_path: Path) -> None:
         traded = step(policy(sim.observe())).traded_notional[0, j]
         fills_on_zero += int(traded != 0 and ts[k + 1] in zero)
     assert fills_on_zero == 0
+
+
+def test_a_stamp_where_no_bar_traded_is_no_step(tmp_path: Path) -> None:
+    """A source that exports every weekday prints an exchange holiday as a flat bar with volume 0 for
+    every symbol: no session, so no label. As one it was a step where nothing was listed, counted in
+    every bar window and credited a bar of carry (60 such labels in six years of real data took the
+    year to 261 labels). A stamp where one symbol traded stays a step (the others are holes there)."""
+    from raytrade.envs.config import ReplayDataConfig
+    from raytrade.envs.replay_loader import split_calendar
+    from raytrade.replay.ingest import ingest_frames
+    from raytrade.replay.sources.synthetic import generate
+
+    bars = generate(n_symbols=3, years=1.0, seed=7).bars.sort_values(["symbol", "ts"]).reset_index(drop=True)
+    stamps = pd.DatetimeIndex(np.unique(bars["ts"]))
+    holidays, half = stamps[[40, 41, 120]], stamps[200]
+    for symbol in bars["symbol"].unique():
+        for ts in [*holidays, half]:
+            if ts == half and symbol == "SYN000":
+                continue  # one symbol trades on this stamp
+            i = bars.index[(bars["symbol"] == symbol) & (bars["ts"] == ts)][0]
+            stale = float(bars.loc[i - 1, "close"])
+            bars.loc[i, ["open", "high", "low", "close", "vwap"]] = stale
+            bars.loc[i, "volume"] = 0.0
+    root = tmp_path / "store"
+    ingest_frames(root, bars, None, show_progress=False)
+    data = load_market_data(root, "all")
+    steps = pd.DatetimeIndex(data.ts).tz_localize("UTC")
+    assert not steps.isin(holidays).any()
+    assert half in steps and len(steps) == len(stamps) - len(holidays)
+    assert data.listed.any(axis=1).all()  # every step has a listed symbol
+    cfg = ReplayDataConfig(kind="replay", root=str(root), split="all")
+    assert split_calendar(cfg).equals(steps)  # the experiment's folds split the loader's calendar
