@@ -58,6 +58,10 @@ Design decisions
   before anything is written (``replay.timeutil.refuse_mixed_daily_clocks``, the rule the simulator's
   loader applies too): the calendar would hold two labels per session and every symbol a hole at
   every other one.
+* An equity whose new bars trade on weekends (at least 8 of them and 5 %: a 24/7 series under a name
+  that is no crypto pair the loop knows, ``SUIEUR``) is refused before anything is written
+  (``replay.weekend_bars``): as an equity it would be stepped, annualised, charged and allowed to be
+  shorted as one.
 * Imported forecasts change features already stored, so ``import_forecasts`` rebuilds the features
   table the same way.
 """
@@ -97,7 +101,9 @@ from raytrade.replay.restatement import (
 from raytrade.replay.sources.forecast_file import forecast_value_errors
 from raytrade.replay.split_signature import SuspectedSplit, suspected_splits
 from raytrade.replay.timeutil import refuse_mixed_daily_clocks
+from raytrade.replay.unstepped import UnsteppedCrypto, unstepped_crypto
 from raytrade.replay.validation import ReplayValidationError, RowError, conform
+from raytrade.replay.weekend_bars import refuse_weekend_equities
 from raytrade.replay.writer import ReplayWriter, write_file_atomically
 
 Progress = Callable[[str], None]
@@ -155,6 +161,7 @@ class IngestResult:
     suspected_splits: tuple[SuspectedSplit, ...] = ()
     priced_in_coin: tuple[str, ...] = ()  # the bars' pairs quoted in a coin (replay.loop_rules.coin_quote)
     lone_equity_days: tuple[LoneEquityDays, ...] = ()  # new equity bars on days no other equity has
+    unstepped_crypto: tuple[UnsteppedCrypto, ...] = ()  # new crypto bars outside the equities' sessions
     unused_forecasts: tuple[str, ...] = ()  # imported forecast rows no feature reads (a horizon other than 1)
 
     @property
@@ -195,6 +202,7 @@ class IngestResult:
             *(s.message() for s in self.suspected_splits),
             *(coin_priced_message(symbol) for symbol in self.priced_in_coin),
             *(d.message() for d in self.lone_equity_days),
+            *(u.message() for u in self.unstepped_crypto),
             *self.unused_forecasts,
         ]
 
@@ -364,8 +372,10 @@ def ingest_frames(
             held = set(stored_bars["symbol"].astype(str)) if stored_bars is not None else set()
             refuse_mixed_daily_clocks(all_bars, origin, stored=held)
             refuse_mixed_bar_lengths(all_bars, origin, stored=held)
+            refuse_weekend_equities(bar_split.new, origin)
             splits = suspected_splits(stored_bars, bar_split.new)
             lone_days = lone_equity_days(all_bars, bar_split.new)
+            unstepped = unstepped_crypto(all_bars, bar_split.new)
             new_macro = macro_split.new if macro_split is not None else None
             macro_parts = [f for f in (stored_macro, new_macro) if f is not None and len(f)]
             all_macro = pd.concat(macro_parts, ignore_index=True) if macro_parts else None
@@ -407,6 +417,7 @@ def ingest_frames(
         suspected_splits=splits,
         priced_in_coin=tuple(s for s in sorted(bars["symbol"].unique()) if coin_quote(s) is not None),
         lone_equity_days=lone_days,
+        unstepped_crypto=unstepped,
     )
 
 
