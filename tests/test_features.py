@@ -190,3 +190,24 @@ def test_ray_data_read_equals_pandas_read(synthetic_store: Path, ray_session: No
     via_ray = via_ray.astype({c: "float64" for c in arrow_doubles})
     assert len(via_pandas) > 300
     pd.testing.assert_frame_equal(via_ray, via_pandas, check_dtype=False)
+
+
+def test_a_crypto_only_store_has_volatility_proxies_and_loads_into_an_env(tmp_path: Path) -> None:
+    """With no equities the vix proxies came from nowhere: ``vix_level`` and ``vix_term`` had no value,
+    and every env (which observes them by default) refused the store. They are the coins' own now:
+    their median ``vol_20`` annualised at 365 bars a year."""
+    from raytrade.envs.synthetic_market import market_data_from_config
+    from raytrade.replay.ingest import ingest_frames
+
+    market = generate(n_symbols=1, years=2.0, seed=4, n_crypto=3)
+    coins = market.bars[market.bars["asset_class"] == "crypto"]
+    features = build_features(coins)
+    vol = features.pivot(index="ts", columns="symbol", values="vol_20").median(axis=1)
+    vix = features.groupby("ts")["vix_level"].first()
+    np.testing.assert_allclose(vix.dropna(), (vol * np.sqrt(365) * 100).loc[vix.dropna().index], rtol=1e-12)
+    assert vix.notna().mean() > 0.9
+    ingest_frames(tmp_path / "store", coins, None, show_progress=False)
+    data = market_data_from_config({"kind": "replay", "root": str(tmp_path / "store"), "split": "train"})
+    k = data.feature_names.index("vix_level")
+    assert data.periods_per_year == 365 and np.isfinite(data.features[:, :, k]).all()
+    assert (data.features[:, :, k] != 0).any()

@@ -87,9 +87,9 @@ def build_features(
     classes = [c for c in ("equity", "crypto") if (bars["asset_class"] == c).any()]
     for asset_class in classes:
         panel = to_panel(bars, asset_class)
-        if asset_class == "equity":
+        if asset_class == classes[0]:  # the equities' volatility, or a crypto-only store's own
             ret = returns_group(panel, cfg)
-            proxies = vol_proxies(ret["vol_20"], ret["vol_60"], periods_per_year(panel.index, "equity"))
+            proxies = vol_proxies(ret["vol_20"], ret["vol_60"], periods_per_year(panel.index, asset_class))
         frames.append(_panel_features(panel, cfg, series, proxies, forecasts))
     if not frames:
         return FEATURES_SCHEMA.empty_table().to_pandas()

@@ -2,7 +2,10 @@
 
 * ``vix_level``: the ``vix`` macro series as of each bar (last value with ts <= the bar's ts); where
   the store has no ``vix`` series, a proxy from the equities themselves: the cross-sectional median
-  of annualised ``vol_20`` x 100 (computed on the equity calendar, as-of joined to crypto).
+  of annualised ``vol_20`` x 100 (computed on the equity calendar, as-of joined to crypto). A
+  crypto-only store has no equities: its proxy is its coins' own (their median ``vol_20`` annualised
+  at 365 bars a year), so ``vix_level`` and ``vix_term`` exist and an env can observe them (without
+  it, no env could load such a store: the default features asked for columns with no values).
 * ``vix_term``: ``vix`` / ``vix_3m`` when both exist, else the proxy median(vol_20) / median(vol_60).
 * ``curve_slope``: the ``curve_slope`` series (percent) as of the bar; null without one.
 * ``sector_momentum``: mean ``ret_20`` of the symbols in the same correlation cluster at ts (computed
@@ -38,7 +41,8 @@ def macro_series(macro: pd.DataFrame | None) -> dict[str, pd.Series]:
 def vol_proxies(
     vol_short: pd.DataFrame, vol_long: pd.DataFrame, periods_per_year: float
 ) -> dict[str, pd.Series]:
-    """Volatility-index proxies from an equity panel: level and term ratio per calendar bar."""
+    """Volatility-index proxies from a panel (the equities'; a crypto-only store's coins): level and
+    term ratio per calendar bar."""
     short = vol_short.median(axis=1, skipna=True)
     long = vol_long.median(axis=1, skipna=True)
     return {"vix": short * np.sqrt(periods_per_year) * 100.0, "vix_term": short / long}
