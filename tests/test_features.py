@@ -25,7 +25,10 @@ def crafted_bars(
     frame = pd.DataFrame(
         {
             "symbol": symbol,
-            "ts": pd.date_range("2024-01-01", periods=n, freq="D", tz="UTC"),
+            # an equity's weekdays (an equity trading on weekends is refused at ingest), crypto's every day
+            "ts": pd.date_range(
+                "2024-01-01", periods=n, freq="B" if asset_class == "equity" else "D", tz="UTC"
+            ),
             "open": close,
             "high": close * 1.01,
             "low": close * 0.99,
