@@ -30,6 +30,12 @@ from raytrade.replay.remote import location
 from raytrade.replay.timeutil import MAX_FEATURE_AGE_HOURS
 from raytrade.serve.batcher import DEFAULT_BUSY_WAIT_MS
 
+DETACH_NEEDS_ADDRESS = (
+    "--detach deploys into a cluster that outlives this command, and RAY_ADDRESS names none: set it to "
+    "the cluster's host:port (`raytrade cluster up` prints the line to export); RAY_ADDRESS=auto takes "
+    "the cluster a `ray start` last recorded on this machine, whoever started it"
+)
+
 
 @click.command("serve")
 @click.option("--model", required=True, help="Registry reference NAME (follows latest) or NAME@VERSION.")
@@ -88,7 +94,10 @@ from raytrade.serve.batcher import DEFAULT_BUSY_WAIT_MS
     help="A request's as_of further than this from the server clock is a 422 (0: no limit).",
 )
 @click.option(
-    "--detach", is_flag=True, help="Deploy (or swap) and return instead of serving in the foreground."
+    "--detach",
+    is_flag=True,
+    help="Deploy (or swap) into the cluster RAY_ADDRESS names and return instead of serving in the "
+    "foreground.",
 )
 @click.option("--no-dashboard", is_flag=True, help="Start a local Ray without its dashboard.")
 @caps_options()
@@ -129,12 +138,15 @@ def serve_command(
     )
     from ray import serve
 
-    from raytrade.cluster.local_cluster import init_ray
+    from raytrade.cluster.local_cluster import LocalClusterError, init_ray
     from raytrade.serve.app import APP_NAME, HttpConfig, ServiceConfig, build_app
 
-    # --detach leaves the deployment running after this process exits: it needs a cluster that
-    # outlives it ("auto" finds the local one started with `ray start`, or fails saying there is none)
-    address = os.environ.get("RAY_ADDRESS") or ("auto" if detach else None)
+    # --detach leaves the deployment running after this process exits, in a cluster that outlives it:
+    # the one RAY_ADDRESS names, never one found by itself ("auto" attaches to the cluster a `ray
+    # start` last recorded on this machine, whoever started it: a colleague's, a test run's)
+    address = os.environ.get("RAY_ADDRESS") or None
+    if detach and address is None:
+        raise LocalClusterError(DETACH_NEEDS_ADDRESS)
     init_ray(address, dashboard=not no_dashboard)
     serve.start(http_options={"host": host, "port": port})
     config = ServiceConfig(

@@ -147,7 +147,9 @@ def test_a_registry_folder_that_does_not_exist_is_an_input_error(tmp_path: Path)
 
 
 def test_serve_detach_without_a_ray_cluster_says_how_to_start_one(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Ray's own text asks for an ``--address`` flag ``raytrade serve`` does not have."""
+    """Ray's own text asks for an ``--address`` flag ``raytrade serve`` does not have. Without
+    RAY_ADDRESS, --detach attaches nowhere: "auto" had found a test run's ``ray start`` cluster on a
+    shared machine and deployed the policy into it."""
     import ray
 
     import raytrade.models.registry_load as registry_load
@@ -165,6 +167,15 @@ def test_serve_detach_without_a_ray_cluster_says_how_to_start_one(monkeypatch: p
     monkeypatch.setattr(registry_load, "verify_version", lambda *args: None)  # no registry needed
     monkeypatch.setattr(ray, "init", no_cluster)
     monkeypatch.setattr(ray, "is_initialized", lambda: False)  # a suite's worker may run the session's Ray
+    result = _run(["serve", "--model", "ppo", "--detach"])
+    assert result.exit_code == 2
+    assert result.stderr == (
+        "error: --detach deploys into a cluster that outlives this command, and RAY_ADDRESS names none: "
+        "set it to the cluster's host:port (`raytrade cluster up` prints the line to export); "
+        "RAY_ADDRESS=auto takes the cluster a `ray start` last recorded on this machine, whoever "
+        "started it\n"
+    )
+    monkeypatch.setenv("RAY_ADDRESS", "auto")  # asked for: attaches where `ray start` recorded, or says none
     result = _run(["serve", "--model", "ppo", "--detach"])
     assert result.exit_code == 2
     assert result.stderr == (
