@@ -33,8 +33,9 @@ Design decisions
   --run DIR`` reads both and copies the training-time facts into the registry manifest.
 * A search stopped part way ends with the exact command that continues it
   (:meth:`TuneOptions.resume_command`: the reproducing command, its wandb mode and ``--resume``): Tune's
-  graceful stop on the first SIGINT through the unfinished-trials line, SIGTERM (``ray job stop``) and
-  a second SIGINT through :func:`resume_hint_on_stop`, which leaves Ray's own SIGTERM handlers in place.
+  graceful stop on the first SIGINT through the unfinished-trials line, SIGTERM (``ray job stop``)
+  through the same graceful stop (:func:`graceful_sigterm`) and the SIGTERM line, and a second SIGINT
+  or SIGTERM (or one before Tune's loop runs) through :func:`resume_hint_on_stop`.
 * Offline specs learn from logged transitions, so the env settings that would have changed them
   (action mapping, no-trade band, reward, costs) are refused unless at their defaults
   (:func:`check_offline_env`: fail closed, nothing is recomputed), and only the training window's
@@ -492,6 +493,44 @@ def resume_hint_on_stop(command: str, run_dir: Path) -> Iterator[None]:
             raise
         click.echo(stopped_line("SIGTERM", command, run_dir), err=True)
         raise
+
+
+@contextlib.contextmanager
+def graceful_sigterm() -> Iterator[list[int]]:
+    """Inside the block, a first SIGTERM stops the search as Tune's first SIGINT does: Tune's loop
+    saves the experiment's state and ``fit`` returns; the list yielded records the signal, so the
+    caller ends with the SIGTERM line (:func:`stopped_line`).
+
+    Ray's own driver handler raises ``SystemExit`` wherever the main thread is. Tune's loop spends its
+    time inside ``ray.wait``, and an exception raised there killed the driver: exit 134 (SIGABRT) after
+    Ray's C++ dump, no line and no saved state (reproduced with a smoke search stopped 3 s into its
+    loop). Tune installs its stop for SIGUSR1 when its loop starts; a SIGTERM before that, a second
+    one, or one where Tune installed nothing goes to the handler that was there (Ray's). Only on the
+    main thread (elsewhere a handler cannot be set; nothing changes)."""
+    import threading
+
+    received: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield received
+        return
+    previous = signal.getsignal(signal.SIGTERM)
+    usr1_before = signal.getsignal(signal.SIGUSR1)
+
+    def on_sigterm(signum: int, frame: Any) -> None:
+        received.append(signum)
+        tune_stop = signal.getsignal(signal.SIGUSR1)
+        if len(received) == 1 and callable(tune_stop) and tune_stop is not usr1_before:
+            tune_stop(signal.SIGUSR1, frame)  # Tune's graceful stop: fit returns
+            return
+        if callable(previous):
+            previous(signum, frame)
+        raise SystemExit(signum)
+
+    signal.signal(signal.SIGTERM, on_sigterm)
+    try:
+        yield received
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def stopped_line(signal_name: str, command: str, run_dir: Path) -> str:
@@ -1477,9 +1516,11 @@ def run_tune(opts: TuneOptions, dashboard: bool = True) -> TuneOutcome:
             click.echo(line)
         if remote is not None:
             upload_tree(run_dir, remote, files=[RUN_FILE])
-    with resume_hint_on_stop(opts.resume_command(), run_dir), _environment(env):
+    with resume_hint_on_stop(opts.resume_command(), run_dir), _environment(env), graceful_sigterm() as term:
         tuner = build_tuner(opts, spec, config, callbacks)
         results = tuner.fit()
+    if term:  # Tune stopped gracefully on it: its state is saved, the trials resume from checkpoints
+        raise click.ClickException(stopped_line("SIGTERM", opts.resume_command(), run_dir))
     if wandb_key is not None:
         upload_wandb_runs(run_dir, wandb_key)
     # A trial is finished when its last result says done (the stop rule or the scheduler ended it) or

@@ -109,3 +109,74 @@ def test_under_a_real_ray_driver_sigterm_prints_rays_dump_then_the_resume_line(t
     assert done.returncode != 0 and "the search went on" not in done.stdout, done.stderr[-2000:]
     assert line in done.stderr, done.stderr[-2000:]
     assert done.stderr.index("SIGTERM received") < done.stderr.index(line)
+
+
+def test_a_first_sigterm_stops_tunes_loop_gracefully_a_second_goes_to_the_handler_before() -> None:
+    """``graceful_sigterm``: a first SIGTERM, once Tune's loop has installed its SIGUSR1 stop, calls
+    that stop (``fit`` returns, its state saved) and records the signal; a second one goes to the
+    handler that was there (Ray's driver handler raises ``SystemExit``); so does one before Tune's
+    loop runs. The handlers are restored after the block."""
+    stops: list[int] = []
+
+    class Previous(Exception):
+        pass
+
+    def ray_handler(signum: int, frame: Any) -> None:
+        raise Previous(signum)
+
+    old_term, old_usr1 = signal.signal(signal.SIGTERM, ray_handler), signal.getsignal(signal.SIGUSR1)
+    try:
+        with tune.graceful_sigterm() as term, pytest.raises(Previous):
+            os.kill(os.getpid(), signal.SIGTERM)  # before Tune's loop: Ray's handler
+        assert term == [signal.SIGTERM]
+        assert signal.getsignal(signal.SIGTERM) is ray_handler  # restored
+        with tune.graceful_sigterm() as term:
+            signal.signal(signal.SIGUSR1, lambda signum, frame: stops.append(signum))  # Tune's loop starts
+            os.kill(os.getpid(), signal.SIGTERM)
+            assert stops == [signal.SIGUSR1] and term == [signal.SIGTERM]  # a graceful stop, no raise
+            with pytest.raises(Previous):
+                os.kill(os.getpid(), signal.SIGTERM)  # a second one: Ray's reaction
+        assert stops == [signal.SIGUSR1] and term == [signal.SIGTERM, signal.SIGTERM]
+        assert signal.getsignal(signal.SIGTERM) is ray_handler
+    finally:
+        signal.signal(signal.SIGTERM, old_term)
+        signal.signal(signal.SIGUSR1, old_usr1)
+
+
+WAIT_PROBE = textwrap.dedent(
+    """
+    import os, signal, threading, time
+
+    import ray
+
+    ray.init(address="local", num_cpus=1, include_dashboard=False, log_to_driver=False)
+    from raytrade.cluster.tune import graceful_sigterm
+
+    @ray.remote
+    def slow():
+        time.sleep(120)
+
+    stopped = threading.Event()
+    with graceful_sigterm() as term:
+        signal.signal(signal.SIGUSR1, lambda signum, frame: stopped.set())  # what Tune's loop installs
+        ref = slow.remote()
+        threading.Timer(2.0, os.kill, (os.getpid(), signal.SIGTERM)).start()
+        while not stopped.is_set():  # Tune's loop: its time is spent inside ray.wait
+            ray.wait([ref], timeout=0.1)
+    print(f"stopped gracefully: {term}", flush=True)
+    ray.shutdown()
+    """
+)
+
+
+@pytest.mark.ray
+def test_under_a_real_ray_driver_a_sigterm_inside_ray_wait_stops_the_loop(tmp_path: Path) -> None:
+    """Ray's driver handler raised ``SystemExit`` inside ``ray.wait``, where Tune's loop spends its
+    time, and the driver died with SIGABRT (exit 134) after Ray's dump: no resume line, no saved
+    state. Under ``graceful_sigterm`` the loop ends on its own stop, in a fresh local Ray."""
+    env = {**os.environ, "RAY_ENABLE_UV_RUN_RUNTIME_ENV": "0"}
+    done = subprocess.run(
+        [sys.executable, "-c", WAIT_PROBE], capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert f"stopped gracefully: [{int(signal.SIGTERM)}]" in done.stdout, done.stderr[-2000:]
