@@ -7,7 +7,8 @@ lookback, an unknown scenario) is refused with one ``error: …`` line and exit 
 replay runs or anything is written. A scenario the data cannot carry (too few crisis rows for the
 bootstrap's blocks, a split shorter than a crisis window) is not bad input: every other scenario and
 policy is evaluated, the report shows it as refused with the reason, the command prints one
-``scenario NAME refused: REASON`` line for it, and the exit status stays 0.
+``warning: scenario NAME refused: REASON`` line for it (stderr, with the report's other warnings),
+and the exit status stays 0.
 
 Out of sample: a registry model is refused (one ``error: …`` line naming the model, its training
 window, the windows and the first bar an out-of-sample window may start on) when any evaluated
@@ -256,13 +257,13 @@ def evaluate_command(
         raise InputError(f"--cash-rates: {exc}") from None
     for line in report_warnings(report):
         click.echo(f"warning: {line}", err=True)
+    for name, scenario in report.stress_scenarios.items():  # the rest ran: not an error, not silent
+        if scenario.refused is not None:
+            click.echo(f"warning: scenario {name} refused: {scenario.refused}", err=True)
     rate = report.config.simulator.cash_rate
     if not rate.is_zero:  # 0.14 as a fraction is 14 %: the range shows a unit mistake
         click.echo(f"idle cash earned {rate.describe()}; Sharpe and Sortino are over it")
     click.echo(f"wrote {out / 'report.json'}, {out / 'report.md'}, {out / 'report.html'}")
-    for name, scenario in report.stress_scenarios.items():
-        if scenario.refused is not None:
-            click.echo(f"scenario {name} refused: {scenario.refused}")
     for name, entry in report.policies.items():
         sharpe, total = entry.metrics.sharpe, entry.metrics.total_return
         click.echo(

@@ -163,7 +163,11 @@ def test_evaluate_completes_on_hostile_data_and_reports_refused_scenarios(
     args = ["evaluate", "--replay", str(hostile_store), "--out", str(out), "--bootstrap-samples", "50"]
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, result.output
-    refused_lines = [line for line in result.output.splitlines() if line.startswith("scenario ")]
+    refused_lines = [  # a warning line each (a scenario dropped without a word was easy to miss)
+        line.removeprefix("warning: ")
+        for line in result.output.splitlines()
+        if line.startswith("warning: scenario ")
+    ]
     assert [line.split(" refused: ")[0] for line in refused_lines] == [f"scenario {s}" for s in REFUSED]
 
     text = (out / "report.json").read_text()
