@@ -1672,6 +1672,12 @@ def tune_command(
     no_dashboard: bool,
 ) -> None:
     """Search SPEC's hyperparameters on REPLAY's train split, scored on its validation split."""
+    shares = (train_fraction or TRAIN_FRACTION, validation_fraction or VALIDATION_FRACTION)
+    if sum(shares) >= 1:  # refused by its flags, before anything (fractional_splits says it by its fields)
+        raise InputError(
+            f"--train-fraction {shares[0]:g} and --validation-fraction {shares[1]:g} leave no test window: "
+            f"their sum must be below 1 (defaults {TRAIN_FRACTION:g} and {VALIDATION_FRACTION:g})"
+        )
     if wandb_online and no_wandb:
         raise InputError("--wandb and --no-wandb exclude each other")
     opts = TuneOptions(
@@ -1718,8 +1724,13 @@ def tune_command(
     click.echo(format_placement(outcome.leaderboard))
     for warning in outcome.overfit_warnings:
         click.echo(warning, err=True)
-    if outcome.plot is not None:
-        click.echo(f"plot: {outcome.plot}")
+    if outcome.plot is not None:  # a remote search's plot is in its run folder there, not in the cache
+        plot = (
+            redacted(join(opts.run_location(), outcome.plot.name))
+            if is_remote(opts.storage)
+            else outcome.plot
+        )
+        click.echo(f"plot: {plot}")
     # offline searches only; select reads local run folders only: a remote search is judged once fetched
     judged = spec in OFFLINE_SPECS and not is_remote(opts.storage)
     hint = behaviour_hint(read_run_file(outcome.run_dir), str(outcome.run_dir)) if judged else None

@@ -228,3 +228,22 @@ def test_an_alpaca_ingest_without_its_window_names_the_missing_flag(tmp_path: Pa
     result = _run([*args, "--out", str(tmp_path / "store")])
     assert result.exit_code == 2
     assert result.stderr == "error: --source alpaca needs --symbols, --start and --end; --end not given\n"
+
+
+def test_tune_split_shares_that_leave_no_test_window_are_refused_by_their_flags(tmp_path: Path) -> None:
+    """The check used to come from ``fractional_splits``, naming its own fields and asking for a
+    traceback as a bug would; nothing is created either way."""
+    shares = ["--train-fraction", "0.9", "--validation-fraction", "0.2"]
+    result = _run(
+        ["tune", "--spec", "ppo", "--replay", str(tmp_path), "--storage", str(tmp_path / "runs"), *shares]
+    )
+    assert result.exit_code == 2
+    assert result.stderr == (
+        "error: --train-fraction 0.9 and --validation-fraction 0.2 leave no test window: their sum must "
+        "be below 1 (defaults 0.6 and 0.2)\n"
+    )
+    assert _run(["tune", "--spec", "ppo", "--replay", str(tmp_path), "--train-fraction", "0.85"]).stderr == (
+        "error: --train-fraction 0.85 and --validation-fraction 0.2 leave no test window: their sum must "
+        "be below 1 (defaults 0.6 and 0.2)\n"
+    )
+    assert not (tmp_path / "runs").exists()

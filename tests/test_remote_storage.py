@@ -182,6 +182,8 @@ def test_ingest_tune_promote_and_serve_read_and_write_s3(
     assert tuned.exit_code == 0, tuned.output
     runs = [k for k in s3.keys(bucket) if k.startswith("runs/r1/")]
     assert {"runs/r1/raytrade_run.json", "runs/r1/leaderboard.json"} <= set(runs)
+    assert "runs/r1/validation_objective.png" in runs  # and the plot line names it there, not the cache
+    assert f"plot: s3://{bucket}/runs/r1/validation_objective.png\n" in tuned.output  # without the query
     assert any("/checkpoint_" in k and k.endswith("/rl_module/default_policy/metadata.json") for k in runs)
 
     promoted = cli.invoke(main, ["promote", "--run", run, "--name", "alpha", "--registry", registry])
