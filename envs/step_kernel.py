@@ -310,8 +310,10 @@ def _fill_into(  # pragma: no cover (compiled; covered through the simulator)
     sleeve's gross, where ``has_group``) above both the gross before the fill and the gross of the
     full fill, every order fills the common ``min_j lam_j`` instead, so the book is a convex
     combination of where it was and where it was going. Ruin: equity at the open or at the close at
-    or below ``max(floor, margin * gross)`` liquidates every position at that price without cost;
-    equity is floored at 0 and the episode is flagged.
+    or below ``max(floor, margin * gross)`` liquidates every position at that price, each sale paying
+    what a full exit costs at the fill's rates (:func:`envs.costs.exit_cost_parts`; in ``costs``, not
+    in the traded notional: a forced sale, not a fill); equity is floored at 0 and the episode is
+    flagged.
 
     The loop over episodes is inside and every array is read by index (see :func:`_project_into`).
     Returns ``(w, new_units, traded notional, cash, equity, costs [B, 4], ruined, interest [B])``,
@@ -373,9 +375,23 @@ def _fill_into(  # pragma: no cover (compiled; covered through the simulator)
         equity_open = eq - exit_cost + gap
         if equity_open <= max(floor, margin * gross_open):  # bust at the open: liquidate there
             for j in range(n):
-                cash_i += held[j] * open_[t1, j]
+                sale = held[j] * open_[t1, j]
+                if sale != 0.0:  # a forced sale of all of it in one bar: the exit's rule at the fill rates
+                    f, s, sl = exit_cost_parts(
+                        abs(sale),
+                        fee_rate[j],
+                        rates[0, ti, j],
+                        rates[1, ti, j],
+                        rates[2, ti, j],
+                        rates[3, ti, j],
+                        impact_cap,
+                    )
+                    exit_fee += f
+                    exit_spread += s
+                    exit_slip += sl
+                cash_i += sale
                 new_units[i, j] = 0.0
-            out = max(equity_open, 0.0)
+            out = max(eq + gap - exit_fee - exit_spread - exit_slip, 0.0)
             costs[i, 0], costs[i, 1], costs[i, 2] = exit_fee, exit_spread, exit_slip
             cash_out[i], equity_out[i], ruined[i] = out, out, True
             continue
@@ -443,9 +459,25 @@ def _fill_into(  # pragma: no cover (compiled; covered through the simulator)
         costs[i, 3] = fin
         equity_end = equity_close - fin + interest
         if equity_end <= max(floor, margin * (long + short)):  # ruin at the close: liquidate there
+            liquidation = 0.0
             for j in range(n):
+                sale = new_units[i, j] * close[t1, j]
+                if sale != 0.0:  # a forced sale of all of it in one bar: the exit's rule at the fill rates
+                    f, s, sl = exit_cost_parts(
+                        abs(sale),
+                        fee_rate[j],
+                        rates[0, ti, j],
+                        rates[1, ti, j],
+                        rates[2, ti, j],
+                        rates[3, ti, j],
+                        impact_cap,
+                    )
+                    costs[i, 0] += f
+                    costs[i, 1] += s
+                    costs[i, 2] += sl
+                    liquidation += f + s + sl
                 new_units[i, j] = 0.0
-            out = max(equity_end, 0.0)
+            out = max(equity_end - liquidation, 0.0)
             cash_out[i], equity_out[i], ruined[i] = out, out, True
             continue
         cash_out[i], equity_out[i] = cash_i - flow - trade_cost - fin + interest, equity_end

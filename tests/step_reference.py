@@ -78,7 +78,10 @@ def participation_fill(
 
 class ReferenceSimulator(MarketSimulator):
     """``MarketSimulator`` with steps 1-4 in numpy, one array operation at a time (see the module doc);
-    validation, the reward and the bookkeeping are the simulator's own."""
+    validation, the reward and the bookkeeping are the simulator's own. ``liquidated`` [B]: the
+    notional a ruin sold in the last step (costed, not in the traded notional)."""
+
+    liquidated: np.ndarray
 
     def _trade(
         self,
@@ -152,7 +155,14 @@ class ReferenceSimulator(MarketSimulator):
         fee, spread, slip = tc.fee.sum(-1), tc.spread.sum(-1), tc.slippage.sum(-1)
         trade_cost = fee + spread + slip
         cash = cash - traded.sum(-1) - trade_cost
-        traded = traded + sold
+        # a bust at the open sells everything there, each sale paying a full exit at the fill's rates
+        liquidated = -units * open1 * bust_open[:, None]
+        liq = exit_costs_at_rates(np.abs(liquidated), rates_t, cfg.costs)
+        liq_parts = np.stack([liq.fee.sum(-1), liq.spread.sum(-1), liq.slippage.sum(-1)])
+        exit_parts = exit_parts + liq_parts
+        equity_open = equity_open - liq_parts.sum(0)
+        traded = traded + sold  # a liquidation is costed, not a fill: not in the traded notional
+        self.liquidated = np.abs(liquidated).sum(-1)
 
         # 4. mark to close t + 1, then one bar of carry on the closing exposure
         intrabar_pnl = (new_units * (close1 - open1)).sum(-1)
@@ -167,9 +177,15 @@ class ReferenceSimulator(MarketSimulator):
         equity_end = equity_close - fin + interest
         cash = cash - fin + interest
 
-        # 5. ruin at the close: liquidate at close t + 1, floor equity at 0; dead episodes stay as they were
+        # 5. ruin at the close: liquidate at close t + 1 paying a full exit at the fill's rates, floor
+        # equity at 0; dead episodes stay as they were
         bust_close = ~dead & ~bust_open & (equity_end <= np.maximum(floor, margin * (long + short)))
         bust = bust_open | bust_close
+        sale = -new_units * close1 * bust_close[:, None]
+        liq = exit_costs_at_rates(np.abs(sale), rates_t, cfg.costs)
+        exit_parts = exit_parts + np.stack([liq.fee.sum(-1), liq.spread.sum(-1), liq.slippage.sum(-1)])
+        equity_end = equity_end - (liq.fee + liq.spread + liq.slippage).sum(-1)
+        self.liquidated = self.liquidated + np.abs(sale).sum(-1)
         new_units = np.where(bust[:, None], 0.0, new_units)
         equity_end = np.where(bust, np.maximum(equity_end, 0.0), equity_end)
         cash = np.where(bust, equity_end, cash)

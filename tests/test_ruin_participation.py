@@ -163,6 +163,30 @@ def test_ruin_at_the_close_liquidates_and_keeps_what_remains() -> None:
     assert int(sim.ruin_bar[0]) == 2
 
 
+@pytest.mark.parametrize(
+    ("open2", "close2", "liquidated"),
+    [(100.0, 60.0, 200 * 60.0), (65.0, 65.0, 200 * 65.0)],  # ruin at the close; ruin at the open
+)
+def test_a_ruined_books_forced_sale_pays_a_full_exit(open2: float, close2: float, liquidated: float) -> None:
+    """The liquidation of a ruined account is a sale of the whole book in one bar: it pays the fee and
+    half the spread like any exit (it was free, flattering a levered book's ruin in a stress run),
+    in ``costs`` and not in the traded notional (a forced sale, not a fill). Fee 5 bps, spread 20 bps
+    (half paid), no slippage or impact."""
+    costs = {**FREE, "fee_bps_equity": 5.0}
+    data = dataclasses.replace(_crash_market(open2, close2), spread_bps=np.full((6, 1), 20.0))
+    sim = MarketSimulator(data, _cfg(4, costs, min_equity_fraction=0.0), n_envs=1, seed=0)
+    sim.start[:] = sim.t[:] = 0
+    sim.step(np.array([[2.0]]))  # 200 shares at 100, paying 20,000 x 15 bps = 30
+    assert float(sim.equity[0]) == pytest.approx(9_970.0, rel=1e-12)
+    res = sim.step(np.array([[2.0]]), fill=np.array([[False]]))
+    marked = 9_970.0 - 200 * (100.0 - min(open2, close2))  # the account at the ruin's price
+    assert bool(res.ruined[0]) and marked <= 0.25 * liquidated  # under the maintenance margin: ruin
+    assert float(res.equity[0]) == pytest.approx(marked - liquidated * 15e-4, rel=1e-12)
+    assert res.costs[0, :3].tolist() == pytest.approx([liquidated * 5e-4, liquidated * 10e-4, 0.0], rel=1e-12)
+    assert res.traded_notional[0, 0] == 0.0 and sim.units[0, 0] == 0.0
+    assert float(res.reward[0]) == pytest.approx(math.log(float(res.equity[0]) / 9_970.0), rel=1e-12)
+
+
 def test_a_ruined_episode_stays_flat_until_reset() -> None:
     sim = MarketSimulator(_crash_market(100.0, 60.0), _cfg(4, min_equity_fraction=0.0), n_envs=1, seed=0)
     sim.start[:] = sim.t[:] = 0
@@ -338,7 +362,9 @@ def test_returns_costs_fills_and_ruin_on_wild_paths(seed: int, gap_prob: float, 
         assert (returns[live] >= -1.0).all() and (res.equity >= 0).all()
         # costs <= the stated multiple of what was traded; fills <= the participation cap
         traded = np.abs(res.traded_notional)
-        assert (res.costs[:, :3].sum(-1) <= bound * traded.sum(-1) * (1 + 1e-9) + 1e-9).all()
+        # (a ruined account's forced sale of its whole book pays a full exit: costed, not a fill)
+        sold = traded.sum(-1) + ref.liquidated
+        assert (res.costs[:, :3].sum(-1) <= bound * sold * (1 + 1e-9) + 1e-9).all()
         held_value = np.abs(units_before * data.open[t + 1])  # the fill's units are u + (fill - u)
         fills = np.where(t[:, None] == last_listed_bar(data.listed), 0.0, traded)  # not a forced close
         assert (fills <= rates.fill_cap[t] * (1 + 1e-9) + 1e-12 * held_value).all()
