@@ -239,6 +239,36 @@ def test_a_forecast_off_its_symbols_clock_is_refused_and_one_after_its_bars_kept
     assert code == 0, output
 
 
+@pytest.mark.parametrize(
+    "ts",
+    ["2024-01-03T16", "20240103T160000", "2024-01-02T16:00:00.5", "01/02/2024 16:00", "2024-01-02 16:00 UTC"],
+)
+def test_a_time_of_day_without_an_offset_is_refused_in_any_form(tmp_path: Path, ts: str) -> None:
+    """Only the extended ISO form was refused: the basic form and an hour alone were read as UTC (a
+    16:00 New York stamp joined the bar of 12:00 New York's clock, or none)."""
+    from raytrade.replay.sources.forecast_file import read_forecast_file
+    from raytrade.replay.validation import ReplayValidationError
+
+    with pytest.raises(ReplayValidationError, match="a time of day without a UTC offset"):
+        read_forecast_file(_one_forecast(tmp_path / "f.csv", ts))
+
+
+@pytest.mark.parametrize(
+    ("ts", "read"),
+    [
+        ("2024-01-03T16:00:00-0500", "2024-01-03T21:00:00+00:00"),
+        ("2024-01-03T21:00Z", "2024-01-03T21:00:00+00:00"),
+        ("2024-01-03T16:00:00-05", "2024-01-03T21:00:00+00:00"),
+        ("2024-01-03", "2024-01-03T00:00:00+00:00"),
+        ("20240103", "2024-01-03T00:00:00+00:00"),
+    ],
+)
+def test_a_stamp_with_its_offset_or_a_plain_date_is_read(tmp_path: Path, ts: str, read: str) -> None:
+    from raytrade.replay.sources.forecast_file import read_forecast_file
+
+    assert read_forecast_file(_one_forecast(tmp_path / "f.csv", ts))["ts"].iloc[0].isoformat() == read
+
+
 def test_a_file_with_a_few_rows_off_the_clock_stores_the_rest_and_says_so(
     tmp_path: Path, store: Path
 ) -> None:

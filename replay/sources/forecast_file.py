@@ -42,9 +42,13 @@ RETURN_CEILING: Final[float] = 10.0
 SKEW_BOUND: Final[float] = 100.0
 """A given ``skew`` must lie within +- this: a sample of n values has a skewness within about sqrt(n),
 and a larger figure (1e300 reached the features whole) is a broken file, not a forecast."""
-NAIVE_TIME: Final = r"\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?"
-"""A ``ts`` written with a time of day and no offset: refused (it was read as UTC, a 16:00 New York
-stamp as 12:00 New York)."""
+TIME_OF_DAY: Final = r"\d{4}-?\d{2}-?\d{2}[Tt ]\d|\d{1,2}:\d{2}"
+"""A ``ts`` that carries a time of day: a date followed by one (``2024-01-02T16``), or ``HH:MM``."""
+OFFSET_AT_END: Final = r"(?:[Zz]|[+-]\d{2}(?::?\d{2})?)$"
+"""How a ``ts`` with a time of day ends when it says its clock: ``Z``, ``+HH``, ``+HH:MM``, ``-HHMM``.
+Anything else with a time of day is refused, whatever its form (``2024-01-02 16:00``, the basic
+``20240102T160000``, an hour alone ``2024-01-02T16``): it was read as UTC, a 16:00 New York stamp as
+12:00 New York."""
 
 
 def read_forecast_file(path: str | Path) -> pd.DataFrame:
@@ -165,7 +169,7 @@ def forecast_value_errors(
     if "ts" in frame.columns and not pd.api.types.is_datetime64_any_dtype(frame["ts"]):  # text
         text = frame["ts"].astype(str).str.strip()
         flag(
-            text.str.fullmatch(NAIVE_TIME).to_numpy(dtype=bool),
+            (text.str.contains(TIME_OF_DAY) & ~text.str.contains(OFFSET_AT_END)).to_numpy(dtype=bool),
             "ts",
             "a time of day without a UTC offset (which clock?): write it with Z or +HH:MM, or give a "
             "plain date",
