@@ -58,7 +58,7 @@ Design decisions
   before anything is written (``replay.timeutil.refuse_mixed_daily_clocks``, the rule the simulator's
   loader applies too): the calendar would hold two labels per session and every symbol a hole at
   every other one.
-* An equity whose new bars trade on weekends (at least 8 of them and 5 %: a 24/7 series under a name
+* An equity whose new bars trade on Saturdays and Sundays (4 of each at least, 5 %: a 24/7 series under a name
   that is no crypto pair the loop knows, ``SUIEUR``) is refused before anything is written
   (``replay.weekend_bars``): as an equity it would be stepped, annualised, charged and allowed to be
   shorted as one.

@@ -7,13 +7,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pytest
 from click.testing import CliRunner
 
 from raytrade.cluster.cli import main
-from raytrade.replay.weekend_bars import WeekendEquityError, refuse_weekend_equities, weekend_bars
+from raytrade.replay.weekend_bars import WeekendEquityError, refuse_weekend_equities, weekend_days
 
 DAYS = pd.date_range("2026-01-01", "2026-03-31", tz="UTC")  # every day: 24/7 daily bars at 00:00 UTC
 
@@ -22,44 +21,64 @@ def _frame(symbol: str, ts: pd.DatetimeIndex, asset_class: str = "equity") -> pd
     return pd.DataFrame({"symbol": symbol, "ts": ts, "asset_class": asset_class})
 
 
-def test_a_bar_is_a_weekend_bar_only_where_utc_and_new_york_agree() -> None:
+def test_weekend_days_are_read_by_utc_date() -> None:
     stamps = pd.Series(
-        pd.DatetimeIndex(
-            [
-                "2026-03-07 00:00",  # Saturday label at 00:00 UTC: Friday evening in New York
-                "2026-03-08 00:00",  # Sunday label: Saturday evening in New York
-                "2026-01-10 00:00",  # Saturday 00:00 UTC in winter: Friday's 19:00 extended-hours bar
-                "2026-03-09 00:00",  # Monday label: Sunday evening in New York
-                "2026-03-07 15:00",  # Saturday afternoon, both
-                "2026-03-06 21:00",  # Friday's close
-            ],
-            tz="UTC",
-        )
+        pd.DatetimeIndex(["2026-03-07 00:00", "2026-03-08 23:00", "2026-03-09 00:00"], tz="UTC")
     )
-    assert weekend_bars(stamps).tolist() == [False, True, False, False, True, False]
+    assert weekend_days(stamps).tolist() == [5, 6, -1]
 
 
 def test_a_daily_247_series_stored_as_an_equity_is_refused_naming_it() -> None:
     with pytest.raises(WeekendEquityError) as refused:
         refuse_weekend_equities(_frame("SUIEUR", DAYS), origin="csv")
     said = str(refused.value)
-    assert said.startswith("csv: refused, nothing written: 'SUIEUR': 13 of its 90 bars fall on a Saturday")
-    assert "2026-01-04T00:00:00+00:00" in said  # the first Sunday label
+    assert said.startswith(
+        "csv: refused, nothing written: 'SUIEUR': 13 of its 90 bars fall on a Saturday and 13 on a Sunday"
+    )
+    assert "the first 2026-01-03T00:00:00+00:00" in said  # the first Saturday
     assert "name it so (e.g. SUIUSD)" in said
 
 
 def test_an_hourly_247_series_is_refused_and_equities_and_crypto_on_their_days_pass() -> None:
     hours = pd.date_range("2026-03-02", "2026-03-16", freq="h", tz="UTC")
-    with pytest.raises(WeekendEquityError, match="'SOL': 87 of its 337 bars"):
+    with pytest.raises(
+        WeekendEquityError, match="'SOL': 48 of its 337 bars fall on a Saturday and 48 on a Sunday"
+    ):
         refuse_weekend_equities(_frame("SOL", hours))
     weekdays = pd.bdate_range("2026-01-01", "2026-03-31", tz="UTC")
     regular = pd.concat([_frame("AAA", weekdays), _frame("SUIUSDT", DAYS, "crypto")], ignore_index=True)
     refuse_weekend_equities(regular)  # an equity's weekdays and a crypto pair's every day
-    stray = weekdays.append(pd.DatetimeIndex(DAYS[DAYS.dayofweek == 6][:7])).sort_values()
-    refuse_weekend_equities(_frame("AAA", stray))  # 7 stray Sunday rows: lone_days' warning, not this
+    stray = weekdays.append(pd.DatetimeIndex(DAYS[DAYS.dayofweek >= 5][:7])).sort_values()
+    refuse_weekend_equities(_frame("AAA", stray))  # 7 stray weekend rows: lone_days' warning, not this
     few = pd.concat([_frame("AAA", weekdays), _frame("BBB", DAYS[-10:])], ignore_index=True)
-    refuse_weekend_equities(few)  # one weekend bar in a nightly batch: under the count
-    assert np.all(~weekend_bars(pd.Series(weekdays)))
+    refuse_weekend_equities(few)  # a weekend in a nightly batch: under the count
+
+
+@pytest.mark.parametrize(
+    ("tz", "days"),
+    [
+        ("Asia/Tokyo", pd.bdate_range("2026-01-05", "2026-03-31")),  # Monday's session: a UTC Sunday
+        ("Australia/Sydney", pd.bdate_range("2026-01-05", "2026-03-31")),
+        ("Europe/Berlin", pd.bdate_range("2026-01-05", "2026-03-31")),  # yfinance's local-midnight stamps
+        ("UTC", DAYS.tz_localize(None)[DAYS.dayofweek.isin([6, 0, 1, 2, 3])]),  # Tadawul: Sunday to Thursday
+    ],
+)
+def test_an_exchange_east_of_utc_or_trading_on_sundays_is_not_refused(
+    tz: str, days: pd.DatetimeIndex
+) -> None:
+    """Stamped at local midnight, a weekday exchange east of UTC puts Monday on a UTC Sunday; a
+    Sunday-to-Thursday exchange trades on Sundays. Neither has Saturdays: not a 24/7 series (the first
+    rule, a weekend in both UTC and New York, refused all four)."""
+    stamps = pd.DatetimeIndex([pd.Timestamp(d.date(), tz=tz) for d in days]).tz_convert("UTC")
+    assert (stamps.dayofweek == 6).sum() >= 8  # they do fall on Sundays
+    refuse_weekend_equities(_frame("7203", stamps))
+    friday_late = pd.DatetimeIndex(
+        [
+            d + pd.Timedelta(hours=24)
+            for d in pd.bdate_range("2026-01-02", "2026-03-27", freq="W-FRI", tz="UTC")
+        ]
+    )
+    refuse_weekend_equities(_frame("AAA", friday_late))  # Friday after-hours bars stamped Saturday 00:00 UTC
 
 
 def test_ingest_refuses_a_weekend_equity_and_writes_nothing(tmp_path: Path) -> None:
@@ -73,7 +92,7 @@ def test_ingest_refuses_a_weekend_equity_and_writes_nothing(tmp_path: Path) -> N
     out = tmp_path / "store"
     result = CliRunner().invoke(main, ["ingest", "--source", "csv", "--path", str(src), "--out", str(out)])
     assert result.exit_code != 0
-    assert "'SUIEUR': 13 of its 90 bars fall on a Saturday or Sunday" in result.output
+    assert "'SUIEUR': 13 of its 90 bars fall on a Saturday and 13 on a Sunday" in result.output
     assert not (out / "bars").exists() or not any((out / "bars").rglob("*.parquet"))
 
 
