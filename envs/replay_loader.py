@@ -140,8 +140,11 @@ def _numeric_feature(name: str) -> bool:
 
 
 def calendar_class(bars: pd.DataFrame) -> str:
-    """The asset class whose bars make the calendar (module docstring): equity when ``bars`` holds any."""
-    return "equity" if (bars["asset_class"] == "equity").any() else "crypto"
+    """The asset class whose bars make the calendar (module docstring): equity when ``bars`` (columns
+    ``asset_class``, ``volume``) holds an equity bar that traded. An equity-class series that never
+    trades (an index, a fund's NAV at volume 0) is no session calendar: a store of coins beside it
+    steps on the coins' days (it had no step at all, and the loader failed with an IndexError)."""
+    return "equity" if ((bars["asset_class"] == "equity") & (bars["volume"] > 0)).any() else "crypto"
 
 
 def market_calendar(bars: pd.DataFrame) -> pd.DatetimeIndex:
@@ -154,7 +157,10 @@ def market_calendar(bars: pd.DataFrame) -> pd.DatetimeIndex:
     switch's release, the benchmark's month, ``periods_per_year``) and credited a bar of carry."""
     traded = bars[bars["volume"] > 0]
     stepped = traded["asset_class"] == calendar_class(bars)
-    return pd.DatetimeIndex(np.unique(traded.loc[stepped, "ts"]))
+    calendar = pd.DatetimeIndex(np.unique(traded.loc[stepped, "ts"]))
+    if calendar.empty:
+        raise InputError(f"the store holds no bar that traded (volume > 0) among its {len(bars):,} bars")
+    return calendar
 
 
 def split_of(
