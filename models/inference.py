@@ -1,16 +1,16 @@
 """Inference helpers every layer above ``models`` shares: a module's deterministic decision for an
 env observation, and a module as a ``replay_policy`` policy.
 
-* A module with a ``weights(obs)`` method (the ``models`` catalog) is asked for its weights; RLlib's
-  default modules are decoded as their action distribution's deterministic sample, clipped to the
-  action space ``[-1, 1]``, which is what RLlib's ``NormalizeAndClipActions`` sends to the env.
+* A Box policy's decision is its action distribution's deterministic sample (the mean), clipped to
+  the action space ``[-1, 1]``: what RLlib's ``NormalizeAndClipActions`` sends to the env, and what
+  the env bands and projects. A catalog module's ``weights(obs)`` (that action projected onto its own
+  copy of the caps) is a diagnostic, not the decision (:func:`policy_output`).
 * Observations are built by the env's own encoder (``envs.gym_envs``), never a copy of it.
 * A tilt policy (``env_config.action.mode`` ``tilt:BASELINE``) acts in tilt units: its greedy action
   clipped to ``[-1, 1]`` goes through ``envs.actions`` around the baseline, as in the env.
 * :func:`policy_output` is that decision and the action distribution's inputs from *one*
-  ``forward_inference`` (serving needs both: the decision and its confidence); a weights module's
-  inference output carries its projected weights as ``Columns.ACTIONS`` (the catalog's modules do:
-  ``tests/test_models.py``), so no second forward is needed.
+  ``forward_inference`` (serving needs both: the decision and its confidence), read from the
+  distribution inputs, so no second forward is needed.
 * RLlib's ``forward_inference`` puts the whole module tree in eval mode on every call (a walk that
   sets the flag on each submodule). :func:`inference_forward` skips that walk when the caller shows
   that every layer is already in eval mode (``models.load`` sets it once; ``PolicyHandle`` checks
@@ -146,22 +146,10 @@ def gate_actions(module: Any, obs: Any) -> np.ndarray:
         return greedy_actions(module, dist_inputs)
 
 
-def deterministic_weights(module: Any, obs: Any) -> np.ndarray:
-    """Deterministic target weights ``[B, N]`` of ``module`` for a batch of env observations:
-    ``module.weights(obs)`` when the module has it, else the greedy action clipped to ``[-1, 1]``."""
-    import torch
-
-    if not hasattr(module, "weights"):
-        return np.clip(deterministic_actions(module, obs).astype(np.float64), -1.0, 1.0)
-    with torch.no_grad():
-        out = module.weights(to_tensor(obs))
-    return np.asarray(out.detach().cpu().numpy() if hasattr(out, "detach") else out, np.float64)
-
-
 def weights_action(module: Any, obs: Any, action: ActionConfig) -> np.ndarray:
-    """The deterministic Box action ``[B, N]`` a weights module sends the env under ``action``:
-    its weights (absolute mode), or its greedy action clipped to ``[-1, 1]`` (tilt modes: the tilt,
-    which the module's ``weights()`` would wrongly project as if it were weights)."""
+    """The deterministic Box action ``[B, N]`` a module sends the env under ``action``: its greedy
+    action clipped to ``[-1, 1]`` (weights in absolute mode, a tilt in tilt modes), which the env
+    bands and projects (:func:`policy_output`)."""
     return policy_output(module, obs, action).action
 
 
@@ -195,10 +183,16 @@ def policy_output(
     action distribution inputs, from one ``forward_inference`` (torch inference mode;
     :func:`inference_forward` with ``layers``).
 
-    The decision: a Box policy in absolute mode with ``weights()`` gives its projected weights (the
-    inference output's ``Columns.ACTIONS``; ``weights()`` itself for a module that does not put them
-    there); any other Box policy (tilt modes, RLlib's default modules) its greedy action clipped to
-    ``[-1, 1]``; any other action space its greedy action as is (the gated family's mode, side, size).
+    The decision: a Box policy's greedy action (the Gaussian's mean) clipped to ``[-1, 1]``, the
+    action the env receives for the mean, in every action mode; the simulator (a replay, a
+    validation score) or the service then applies the no-trade band to it and projects it onto the
+    full constraints once, as the env does. Until 2026-12-05 a weights module gave its ``weights()``
+    here, already projected onto its own copy of the caps (no kill switch, no crypto sleeve, no crypto
+    shorts), which were then projected again: under the kill switch or with crypto the book differed
+    from the env's (targets [0.2, 0.667, 0.667] for the env's [0.2, 0.8, 0.9]), and the no-trade band
+    compared projected weights where training compares the action (it held 96 % of asset-bars in
+    scoring and serving, 0 % in training, at a band of 0.01). Any other action space: its greedy
+    action as is (the gated family's mode, side, size).
     """
     import torch
     from ray.rllib.core.columns import Columns
@@ -209,11 +203,7 @@ def policy_output(
         inputs = out[Columns.ACTION_DIST_INPUTS]
         if not isinstance(module.action_space, gym.spaces.Box):
             decided = greedy_actions(module, inputs)
-        elif action.baseline is None and hasattr(module, "weights"):
-            weights = out.get(Columns.ACTIONS)
-            weights = module.weights(tensors) if weights is None else weights
-            decided = np.asarray(weights.cpu().numpy() if hasattr(weights, "cpu") else weights, np.float64)
-        else:
+        else:  # the env's action for the mean: clipped, then projected once by whoever trades it
             decided = np.clip(greedy_actions(module, inputs).astype(np.float64), -1.0, 1.0)
     return PolicyOutput(decided, inputs)
 
@@ -264,8 +254,8 @@ def module_policy(module: Any, data: MarketData, env_cfg: PortfolioEnvConfig) ->
     action = env_cfg.action
     if action.baseline is None and action.no_trade_band == 0:
 
-        def policy(ob: Observation) -> np.ndarray:
-            return deterministic_weights(module, observation_arrays(ob, data, env_cfg))
+        def policy(ob: Observation) -> np.ndarray:  # the action: the simulator projects it, as the env's
+            return weights_action(module, observation_arrays(ob, data, env_cfg), action)
 
         return policy
     from raytrade.envs.evaluation.policies import step_index

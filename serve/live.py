@@ -728,9 +728,12 @@ class PendingStep(NamedTuple):
     policy_version: str
     symbols: list[str]  # the answer's decisions: the policy's asset order
     observation: list[float]  # the flat env observation the policy acted on
-    actions: list[float]  # the answer's target weights, clipped to the action box [-1, 1]
-    equity: float
+    # what the book was sent to, clipped to the action box [-1, 1]: a submitted order's target, else
+    # the symbol's current weight (held, refused, no order under a step)
+    actions: list[float]
+    equity: float  # the account marked at the cycle's quotes
     observation_spec: str | None = None  # how the service encoded it (ActResponse.observation_spec)
+    bar: datetime | None = None  # the bar it observed (ActResponse.features_as_of)
 
 
 @dataclass(frozen=True)
@@ -785,6 +788,7 @@ class LiveLoop:
         self._episode_policy: tuple[str, str | None] | None = None  # (model, observation_spec) of it
         self._step = 0
         self._pending_step: PendingStep | None = None
+        self._served_spelling: dict[str, str] = {}  # the loop's spelling -> the service's (BTCUSD -> BTC/USD)
         self.cancel_confirm_s = CANCEL_CONFIRM_S  # how long a cycle waits to see its cancels done
         self._stored_ids = KeyCache()  # the experience table's decision ids, read once per file
         self._rule: LoopRule | None = None  # the last kill-switch rule read, and the model it was read for
@@ -1084,7 +1088,14 @@ class LiveLoop:
             if self.store is not None:
                 state.unlogged_rows = [r for r in state.unlogged_rows if is_provisional(r)]
             state.save(self.state_file)
-        self._log_transitions(now, cycle_id, answer, account.equity)
+        # what the book was sent to this cycle: each submitted order's target, None where an order's
+        # outcome is unknown; a symbol with no order (held, refused, under a step) keeps its weight
+        sent: dict[str, float | None] = {
+            p.symbol: p.target_weight for p in plans if p.decision_id in submitted
+        }
+        sent |= {p.symbol: None for p in plans if p.decision_id in uncertain}
+        # rewarded at the account marked at the quotes, as the observation and the switch read it
+        self._log_transitions(now, cycle_id, answer, seen.equity, sent)
         return CycleReport(
             cycle_id, answer, plans, submitted, rejected, fills_logged, uncertain, planned.notes, held_here
         )
@@ -1117,6 +1128,7 @@ class LiveLoop:
             answer = hold_everything(held.stamp(request), model=read.model, version=0, reason=reason)
             return answer, held, reason
         servable, back = spelled
+        self._served_spelling = {loop: served for served, loop in back.items()}
         switch: KillSwitchTracker | None = None
 
         def ask(rule: KillSwitchConfig) -> ActResponse | Refused:
@@ -1279,25 +1291,42 @@ class LiveLoop:
             )
         return KillSwitchTracker(rule, saved.caller_state(account_peak), saved.as_of)
 
-    def _log_transitions(self, now: datetime, cycle_id: str, answer: ActResponse, equity: float) -> None:
+    def _log_transitions(
+        self,
+        now: datetime,
+        cycle_id: str,
+        answer: ActResponse,
+        equity: float,
+        sent: Mapping[str, float | None],
+    ) -> None:
         """Log the previous decision's transition rows, after (and apart from) the cycle's fills and
         decisions: offline-RL bookkeeping must never cost an order or a fill record, so a failure
         here is logged, ends the episode's chain (the next decision starts afresh) and is not raised."""
         try:
-            rows = self._advance_episode(now, cycle_id, answer, equity)
+            rows = self._advance_episode(now, cycle_id, answer, equity, sent)
             self._log(rows)
         except Exception:
             self._pending_step = None
             log.exception("cycle %s: transition rows not logged", cycle_id)
 
     def _advance_episode(
-        self, now: datetime, cycle_id: str, answer: ActResponse, equity: float
+        self,
+        now: datetime,
+        cycle_id: str,
+        answer: ActResponse,
+        equity: float,
+        sent: Mapping[str, float | None] | None = None,
     ) -> list[dict[str, Any]]:
         """The previous decision's transition rows, completed by this answer's observation (none when
-        it cannot be completed: see the module docstring); this answer becomes the pending step."""
+        it cannot be completed: see the module docstring); this answer becomes the pending step, its
+        action per symbol what the book was sent to (``sent``: a submitted order's target; None, an
+        order whose outcome is unknown, makes it no transition; a symbol without an order keeps its
+        current weight). Symbols are in the served spelling (the store's, the learner's)."""
         last, self._pending_step = self._pending_step, None
         obs = answer.observation
         rows: list[dict[str, Any]] = []
+        served = [self._served_spelling.get(s, s) for s in answer.decisions]
+        bar = answer.features_as_of
         policy = (answer.model, answer.observation_spec)
         swapped = (
             self._episode_policy is not None
@@ -1306,27 +1335,42 @@ class LiveLoop:
             and policy != self._episode_policy  # also across a fallback, which clears the pending step
         )
         if last is not None:
-            same = list(answer.decisions) == last.symbols and not swapped
-            if obs is not None and same and equity > 0 and last.equity > 0:
+            same = served == last.symbols and not swapped
+            moved = bar is None or last.bar is None or bar > last.bar
+            if obs is not None and same and moved and equity > 0 and last.equity > 0:
                 rows = transition_rows(now, self._episode_id or "", last, obs, equity)
+            elif not moved:  # a cycle within the bar: the env's step is a bar, its reward a bar's
+                log.info(
+                    "decision %s: the next answer observes the same bar (%s): not logged as a transition",
+                    last.cycle_id,
+                    bar,
+                )
             else:
                 log.info("decision %s has no next observation: not logged as a transition", last.cycle_id)
         if swapped:  # another policy or encoding: its observations start an episode of their own
             log.info("the service now answers with %s: a new episode starts", answer.model)
             self._episode_id, self._step = None, 0
-        if obs is not None and not answer.fallback:
+        sent = sent or {}
+        unknown = [s for s in answer.decisions if s in sent and sent[s] is None]
+        if obs is not None and not answer.fallback and unknown:
+            log.info(
+                "decision %s: orders of unknown outcome (%s): not logged as a transition", cycle_id, unknown
+            )
+        elif obs is not None and not answer.fallback:
             self._episode_id = self._episode_id or f"live:{cycle_id}"
             self._episode_policy = policy
-            actions = [min(max(d.target_weight, -1.0), 1.0) for d in answer.decisions.values()]
+            executed = [sent.get(s, d.current_weight) for s, d in answer.decisions.items()]
+            actions = [min(max(float(w if w is not None else 0.0), -1.0), 1.0) for w in executed]
             self._pending_step = PendingStep(
                 cycle_id,
                 self._step,
                 answer.model,
-                list(answer.decisions),
+                served,
                 list(obs),
                 actions,
                 equity,
                 answer.observation_spec,
+                bar,
             )
             self._step += 1
         return rows

@@ -84,7 +84,9 @@ def test_a_live_session_reads_back_as_linked_transitions(tmp_path: Path) -> None
     assert tr["t"].tolist() == [0, 1]  # the third decision waits for a fourth cycle
     np.testing.assert_array_equal(tr["obs"], np.asarray(policy.observations[:2], np.float32))
     np.testing.assert_array_equal(tr["new_obs"], np.asarray(policy.observations[1:], np.float32))
-    np.testing.assert_array_equal(tr["actions"], np.array([[0.1, 0.0, -1.0]] * 2, np.float32))
+    # the action is what the book was sent to: AAPL's order; BTCUSD's -3 short went out as no order
+    # (crypto cannot be shorted), so its weight stayed 0 (it was logged as -1, the target clipped)
+    np.testing.assert_array_equal(tr["actions"], np.array([[0.1, 0.0, 0.0]] * 2, np.float32))
     expected = [math.log(equity[1] / equity[0]), math.log(equity[2] / equity[1])]
     np.testing.assert_allclose(tr["rewards"], np.asarray(expected, np.float32), rtol=0, atol=0)
     assert expected[1] > 0 and not tr["terminateds"].any() and not tr["truncateds"].any()
@@ -184,3 +186,51 @@ def test_a_failing_transition_never_costs_a_fill_or_decision_row(
     assert sorted(after["decision_id"]) == sorted(ok["decision_id"])
     # cycle 2 fails completing cycle 1's decision and ends the chain, so cycle 3 has none to complete
     assert sum("transition rows not logged" in r.getMessage() for r in caplog.records) == 1
+
+
+class DailyBarPolicy(ObservingPolicy):
+    """Answers observing the bar of the cycle's UTC day (``features_as_of``), as a daily policy does."""
+
+    def act(self, request: ActRequest, *, deadline: Deadline | None = None) -> ActResponse:
+        answer = super().act(request)
+        day = request.as_of.replace(hour=0, minute=0, second=0, microsecond=0)
+        return answer.model_copy(update={"features_as_of": day})
+
+
+def test_cycles_within_one_bar_are_not_transitions(tmp_path: Path) -> None:
+    """A loop cycling hourly on a daily policy logged each hour as an env step: an hour's reward
+    discounted as a day's. Only the decision whose next answer observes a new bar is a transition."""
+    policy = DailyBarPolicy()
+    broker = FakeBroker(100_000.0, dict(PRICES))
+    hours = [T0, T0 + timedelta(hours=1), T0 + timedelta(hours=2), T0 + timedelta(days=1)]
+    with _loop(tmp_path, broker, policy) as loop:
+        for now in hours:
+            loop.cycle(now)
+    tr = read_transitions_frame(tmp_path / "store", n_assets=N)
+    assert tr["t"].tolist() == [2]  # the third hour's decision, completed by the next day's answer
+    np.testing.assert_array_equal(tr["obs"][0], np.asarray(policy.observations[2], np.float32))
+    np.testing.assert_array_equal(tr["new_obs"][0], np.asarray(policy.observations[3], np.float32))
+
+
+def test_a_refused_order_is_logged_as_the_weight_the_book_kept(tmp_path: Path) -> None:
+    """The broker refused AAPL's order: the book stayed at 0, so the transition's action is 0, not
+    the 0.1 the service asked for (a learner would credit 0.1 with the reward of holding nothing)."""
+
+    class RefusingBroker(FakeBroker):
+        def submit(self, plan: Any) -> str:
+            if plan.symbol == "AAPL":
+                from raytrade.replay.sources.alpaca import SourceError
+
+                raise SourceError("403 forbidden: insufficient buying power", status=403)
+            return str(super().submit(plan))
+
+        def order_by_client_id(self, client_order_id: str) -> Any:
+            return None
+
+    policy = ObservingPolicy()
+    broker = RefusingBroker(100_000.0, dict(PRICES))
+    with _loop(tmp_path, broker, policy) as loop:
+        for day in range(2):
+            loop.cycle(T0 + timedelta(days=day))
+    tr = read_transitions_frame(tmp_path / "store", n_assets=N)
+    np.testing.assert_array_equal(tr["actions"], np.array([[0.0, 0.0, 0.0]], np.float32))
