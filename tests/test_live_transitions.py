@@ -234,3 +234,26 @@ def test_a_refused_order_is_logged_as_the_weight_the_book_kept(tmp_path: Path) -
             loop.cycle(T0 + timedelta(days=day))
     tr = read_transitions_frame(tmp_path / "store", n_assets=N)
     np.testing.assert_array_equal(tr["actions"], np.array([[0.0, 0.0, 0.0]], np.float32))
+
+
+def test_a_pair_the_universe_spells_otherwise_is_logged_in_the_served_spelling(tmp_path: Path) -> None:
+    """The store spells the pair ``BTC/USD``, the broker ``BTCUSD``: transitions were logged under the
+    broker's name, and the learner refused them as experience of another universe."""
+    from raytrade.serve.live import LiveLoop
+
+    universe = ["AAPL", "BTC/USD"]
+
+    class PairPolicy(ScriptedPolicy):
+        def act(self, request: ActRequest, *, deadline: Deadline | None = None) -> ActResponse:
+            answer = super().act(request)
+            k = float(len(self.requests))
+            obs = [k, 0.0, k, 1.0, 0.0, 0.0, 1.0, 1.0, 1.0, 0.0, 0.0, 0.0, 0.0]  # 2 x (F + 2) + 5
+            return answer.model_copy(update={"observation": obs, "observation_spec": SPEC})
+
+    policy = PairPolicy({"AAPL": (0.1, "aggressive"), "BTC/USD": (0.0, "flat")}, universe=universe)
+    broker = FakeBroker(100_000.0, dict(PRICES))
+    with LiveLoop(broker, policy, universe, tmp_path / "s.json", tmp_path / "store", reset=True) as loop:
+        for day in range(2):
+            loop.cycle(T0 + timedelta(days=day))
+    tr = read_transitions_frame(tmp_path / "store", n_assets=2, symbols=universe, observation_spec=SPEC)
+    assert tr["t"].tolist() == [0]
