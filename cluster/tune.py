@@ -501,6 +501,9 @@ def graceful_sigterm() -> Iterator[list[int]]:
     saves the experiment's state and ``fit`` returns; the list yielded records the signal, so the
     caller ends with the SIGTERM line (:func:`stopped_line`).
 
+    The command then prints the SIGTERM line and exits 143 (128 + SIGTERM), unless every trial had
+    finished (a SIGTERM after Tune's last result): then it writes the leaderboard as usual.
+
     Ray's own driver handler raises ``SystemExit`` wherever the main thread is. Tune's loop spends its
     time inside ``ray.wait``, and an exception raised there killed the driver: exit 134 (SIGABRT) after
     Ray's C++ dump, no line and no saved state (reproduced with a smoke search stopped 3 s into its
@@ -1519,14 +1522,16 @@ def run_tune(opts: TuneOptions, dashboard: bool = True) -> TuneOutcome:
     with resume_hint_on_stop(opts.resume_command(), run_dir), _environment(env), graceful_sigterm() as term:
         tuner = build_tuner(opts, spec, config, callbacks)
         results = tuner.fit()
-    if term:  # Tune stopped gracefully on it: its state is saved, the trials resume from checkpoints
-        raise click.ClickException(stopped_line("SIGTERM", opts.resume_command(), run_dir))
+    # A trial is finished when its last result says done (the stop rule or the scheduler ended it) or
+    # it failed. Tune's graceful stop (a first SIGINT, or SIGTERM through graceful_sigterm) stops the
+    # running trials too and counts them as terminated, so the trial status alone would take an
+    # interrupted search for a finished one. A SIGTERM after the last trial finished stops nothing.
+    unfinished = sum(1 for r in results if r.error is None and not (r.metrics or {}).get("done"))
+    if term and unfinished:  # Tune stopped gracefully on it: its state saved, the trials resume from it
+        click.echo(stopped_line("SIGTERM", opts.resume_command(), run_dir), err=True)
+        raise SystemExit(128 + signal.SIGTERM)  # a supervisor reads a SIGTERM's end: 143
     if wandb_key is not None:
         upload_wandb_runs(run_dir, wandb_key)
-    # A trial is finished when its last result says done (the stop rule or the scheduler ended it) or
-    # it failed. Tune's graceful stop on SIGINT stops the running trials too and counts them as
-    # terminated, so the trial status alone would take an interrupted search for a finished one.
-    unfinished = sum(1 for r in results if r.error is None and not (r.metrics or {}).get("done"))
     if unfinished:
         raise click.ClickException(
             f"search interrupted with {unfinished} of {len(results)} trials unfinished; "

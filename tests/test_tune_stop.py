@@ -180,3 +180,30 @@ def test_under_a_real_ray_driver_a_sigterm_inside_ray_wait_stops_the_loop(tmp_pa
     )
     assert done.returncode == 0, done.stderr[-2000:]
     assert f"stopped gracefully: [{int(signal.SIGTERM)}]" in done.stdout, done.stderr[-2000:]
+
+
+def test_a_search_tune_stopped_on_sigterm_prints_the_line_and_exits_143(
+    synthetic_store: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Through ``graceful_sigterm``: Tune's loop stops, ``fit`` returns with trials unfinished, and the
+    command ends with the SIGTERM line and a SIGTERM's exit status (128 + 15)."""
+    from types import SimpleNamespace
+
+    class Tuner:
+        def fit(self) -> Any:
+            signal.signal(signal.SIGUSR1, lambda signum, frame: None)  # Tune's loop installs its stop
+            os.kill(os.getpid(), signal.SIGTERM)  # as `ray job stop` does
+            return [SimpleNamespace(error=None, metrics={"done": False})]
+
+    monkeypatch.setattr(local_cluster, "init_ray", lambda *_, **__: True)
+    monkeypatch.setattr(tune, "build_tuner", lambda *_args, **_kwargs: Tuner())
+    old_usr1 = signal.getsignal(signal.SIGUSR1)
+    runs = tmp_path / "runs"
+    args = ["--spec", "ppo", "--replay", str(synthetic_store), "--smoke", "--storage", str(runs)]
+    try:
+        result = CliRunner().invoke(tune_command, [*args, "--name", "p", "--no-wandb"])
+    finally:
+        signal.signal(signal.SIGUSR1, old_usr1)
+    assert result.exit_code == 128 + signal.SIGTERM, result.output
+    assert "search stopped by SIGTERM; continue it with: " in result.output
+    assert f"--resume (run folder {runs / 'p'})" in result.output
