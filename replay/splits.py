@@ -16,6 +16,7 @@ from typing import Final
 import numpy as np
 import pandas as pd
 
+from raytrade.replay.errors import InputError
 from raytrade.replay.timeutil import as_utc
 
 TRAIN_FRACTION: Final = 0.6
@@ -59,8 +60,11 @@ def _calendar(timestamps: Sequence[pd.Timestamp] | pd.DatetimeIndex | np.ndarray
 
 def _window(name: str, cal: pd.DatetimeIndex, lo: int, hi: int) -> TimeWindow:
     """Window over ``cal[lo:hi]`` (hi exclusive)."""
-    if hi <= lo:
-        raise ValueError(f"split {name!r} would be empty (bars {lo}..{hi - 1} of {len(cal)})")
+    if hi <= lo:  # an input problem (shares or dates against a calendar too short), not a bug
+        raise InputError(
+            f"split {name!r} would be empty (bars {lo}..{hi - 1} of {len(cal)}): the store's calendar is "
+            "too short for these shares (--train-fraction, --validation-fraction) or dates and the embargoes"
+        )
     return TimeWindow(name, cal[lo], cal[hi - 1], hi - lo)
 
 

@@ -247,3 +247,18 @@ def test_tune_split_shares_that_leave_no_test_window_are_refused_by_their_flags(
         "be below 1 (defaults 0.6 and 0.2)\n"
     )
     assert not (tmp_path / "runs").exists()
+
+
+def test_tune_shares_a_short_store_cannot_split_are_an_input_error(
+    synthetic_store: Path, tmp_path: Path
+) -> None:
+    """Shares under 1 that leave the test split no bar on this store (the embargoes take them) were a
+    ``ValueError`` with a hint to rerun for a traceback, as a bug would be."""
+    shares = ["--train-fraction", "0.79", "--validation-fraction", "0.2"]
+    result = _run(
+        ["tune", "--spec", "ppo", "--replay", str(synthetic_store), "--storage", str(tmp_path), *shares]
+    )
+    assert result.exit_code == 2
+    assert result.stderr.startswith("error: split 'test' would be empty (bars ")
+    assert "too short for these shares (--train-fraction, --validation-fraction)" in result.stderr
+    assert "rerun with -v" not in result.stderr
