@@ -73,6 +73,12 @@ def _own_window(
         from raytrade.envs.replay_loader import split_calendar
 
         train = split_calendar(data.model_copy(update={"root": root, "split": "train"}))
+        recorded = manifest.data.train_window
+        if recorded is not None and (_utc(recorded.start) < train[0] or _utc(recorded.end) > train[-1]):
+            # the calendar rule changed since (stamps where nothing traded are no bars since 2026-12-05):
+            # the bars it trained on are the recorded ones, which the recomputation no longer covers
+            start, end = min(train[0], _utc(recorded.start)), max(train[-1], _utc(recorded.end))
+            return start, end, "recomputed on this store and widened to the window its manifest records"
         return train[0], train[-1], "recomputed on this store, which has the fingerprint it trained on"
     if manifest.data.train_window is not None:
         recorded = manifest.data.train_window
@@ -127,7 +133,11 @@ def version_validation_window(manifest: Manifest, root: str, store_sha256: str) 
     from raytrade.envs.replay_loader import split_calendar
 
     bars = split_calendar(data.model_copy(update={"root": root, "split": "validation"}))
-    return TimeWindow("validation", bars[0], bars[-1], len(bars))
+    start, end = bars[0], bars[-1]
+    recorded = manifest.data.validation_window
+    if recorded is not None:  # widened to the recorded one where the calendar rule has moved it (above)
+        start, end = min(start, _utc(recorded.start)), max(end, _utc(recorded.end))
+    return TimeWindow("validation", start, end, int(((bars >= start) & (bars <= end)).sum()))
 
 
 def trained_on(manifest: Manifest, root: str, store_sha256: str, label: str) -> TrainedOn:

@@ -243,3 +243,17 @@ def test_an_accepted_warm_start_ends_inside_the_searchs_own_recorded_window(
         return
     ancestor_end = _window(grown, "train", train_fraction=theirs, validation_fraction=0.1)[-1]
     assert ancestor_end <= pd.Timestamp(recorded.end)
+
+
+def test_a_recorded_window_the_recomputation_no_longer_covers_still_counts(stores: tuple[Path, Path]) -> None:
+    """Same store, same fingerprint, but a version recorded a training window its recomputation on
+    today's calendar does not cover (the calendar rule changed: stamps where nothing traded are no
+    bars since 2026-12-05, which moves fractional splits): what it trained on is the recorded window,
+    and a search whose validation bars it reaches is refused."""
+    store = stores[1]
+    all_bars, ours = _window(store, "all"), _window(store, "train")
+    later = all_bars[all_bars <= all_bars[len(ours) + 7]]  # 8 bars past our train split: into validation
+    manifest = _manifest(store, recorded=later, how="train_window")  # recorded; recomputed: ours
+    with pytest.raises(InitConflictError, match=r"recomputed on this store and widened to the window its"):
+        _check(store, manifest)
+    _check(store, _manifest(store, recorded=ours, how="train_window"))  # the same window: accepted
