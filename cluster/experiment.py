@@ -168,7 +168,7 @@ class ExperimentBudget(BaseModel):
 # of the spec's default batch (4000 env steps, 6 epochs, 252-bar episodes). A search of that size
 # took 80 s of tuning loop at a load of about 2 on this 2-core machine (most of it trial start-up),
 # so about 24 x 95 s + the evaluation: about 40 minutes idle. smoke: the spec's smoke batch, 1 trial
-# x 2 iterations per search, 2 folds, one stress scenario: the test suite's budget.
+# x 1 iteration per search, 2 folds, one stress scenario: the test suite's budget.
 _SMALL = ExperimentBudget(
     n_folds=3,
     validation_bars=126,

@@ -552,6 +552,24 @@ def claim_line(selection: Selection) -> str:
     )
 
 
+def runner_up_line(selection: Selection) -> str | None:
+    """The line beside the claim when the window cannot tell the winner from the runner-up (the
+    runner-up's paired interval against the winner reaches 0): the ranking then rests on a point
+    estimate within the noise, and the choice between them is a coin toss on these bars. None when
+    it tells them apart, or there is no runner-up."""
+    if len(selection.candidates) < 2:
+        return None
+    second = selection.candidates[1]
+    gap = second.vs_winner
+    if gap.high is not None and gap.high < 0:
+        return None
+    return (
+        f"the window cannot tell {Path(selection.winner).name} from the runner-up {Path(second.run).name} "
+        f"(trial {second.trial}): it trails by {_ci(gap)} (paired), so the choice rests on a point estimate "
+        "within the noise"
+    )
+
+
 def winner_cash_line(selection: Selection) -> str | None:
     """The line beside the claim when the winner held (almost) only cash on the window
     (``tune_specs.selection.cash_line``); None otherwise."""
@@ -628,6 +646,7 @@ def render_markdown(selection: Selection) -> str:
         f"Claim: {claim_line(selection)}.",
         "",
         *((f"{note}.", "") if (note := winner_cash_line(selection)) else ()),
+        *((f"Note: {tie}.", "") if (tie := runner_up_line(selection)) else ()),
         *behaviour_section(selection),
         in_sample_note(selection),
         "",
@@ -801,6 +820,9 @@ def select_command(
     cash = winner_cash_line(selection)
     if cash is not None:
         click.echo(f"warning: {cash}", err=True)
+    tie = runner_up_line(selection)
+    if tie is not None:  # and --promote promotes it all the same: say so first
+        click.echo(f"warning: {tie}", err=True)
     for line in behaviour_lines(selection):
         click.echo(f"warning: {line.text}" if line.warning else line.text, err=line.warning)
     if promote_name is not None:

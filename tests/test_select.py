@@ -27,7 +27,14 @@ from raytrade.cluster.run_file import (
 from raytrade.cluster.select import select_command
 from raytrade.envs.evaluation.stats import BootstrapConfig, stationary_indices
 from raytrade.envs.metrics import cvar, sharpe_ratio
-from raytrade.models.manifest import Manifest, Provenance, SearchObjective, Selection, manifest_json
+from raytrade.models.manifest import (
+    Manifest,
+    Provenance,
+    ScoreInterval,
+    SearchObjective,
+    Selection,
+    manifest_json,
+)
 from raytrade.tune_specs.objective import CHECKPOINT_SCORE, METRIC, UNDEFINED_SCORE, objective_paths
 from raytrade.tune_specs.selection import (
     beats,
@@ -973,3 +980,30 @@ def test_a_search_at_a_dated_cash_rate_is_rescored_over_it_and_never_compared_wi
     assert "runs credit idle cash different rates on the validation window" in said
     assert "ppo-smoke: 0.00%/year; distrl-smoke: a schedule of 2 rates from cash-rates.csv" in said
     assert not (tmp_path / "mixed" / "select.json").exists()
+
+
+def test_select_says_when_the_window_cannot_tell_the_winner_from_the_runner_up() -> None:
+    """The highest point estimate wins and ``--promote`` promotes it; where the runner-up's paired
+    interval against it reaches 0 the window cannot tell them apart, and ``select.md`` (and the
+    command's warning) now say so. A runner-up the window tells apart gets no such note."""
+    from raytrade.cluster.select import render_markdown, runner_up_line
+
+    apart = _selection()
+    assert apart.candidates[1].vs_winner.high is not None and apart.candidates[1].vs_winner.high < 0
+    assert runner_up_line(apart) is None and "cannot tell" not in render_markdown(apart)
+    winner, second = apart.candidates
+    close = second.model_copy(
+        update={
+            "run": "/runs/close",
+            "trial": "t3",
+            "vs_winner": ScoreInterval(estimate=-0.0002, low=-0.009, high=0.012, n_valid=100),
+        }
+    )
+    tie = apart.model_copy(update={"candidates": [winner, close]})
+    line = runner_up_line(tie)
+    assert line == (
+        "the window cannot tell good from the runner-up close (trial t3): it trails by [-0.009, 0.012] "
+        "(paired), so the choice rests on a point estimate within the noise"
+    )
+    assert f"Note: {line}." in render_markdown(tie)
+    assert runner_up_line(apart.model_copy(update={"candidates": [winner]})) is None
