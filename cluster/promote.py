@@ -48,6 +48,20 @@ def best_row(run_dir: Path) -> LeaderboardRow:
     return rows[0]
 
 
+def cloning_only(run_dir: Path, row: LeaderboardRow) -> str | None:
+    """The warning for a ``cql`` checkpoint of the first iteration: its actor's updates were all
+    behaviour cloning (``tune_specs.cql``: ``bc_iters`` is one iteration's updates), so what would be
+    promoted as CQL is a cloned behaviour policy beside a conservative critic it never followed.
+    None for anything else."""
+    if read_run_file(run_dir).spec != "cql" or row.iteration > 1:
+        return None
+    return (
+        f"trial {row.trial}'s best checkpoint is from iteration {row.iteration}, whose actor updates were "
+        "all behaviour cloning (CQL clones the logged actions for its first iteration's updates): it is "
+        "the behaviour policy cloned, not a CQL policy; train longer, or compare it with a bc search"
+    )
+
+
 def module_checkpoint(checkpoint: Path) -> Path:
     """The RLModule folder inside an Algorithm checkpoint."""
     return checkpoint / "learner_group" / "learner" / "rl_module" / MODULE_ID
@@ -163,6 +177,9 @@ def promote(
     recorded in the manifest. ``hmac_key``: the registry key (``models.registry.sign_manifest``)."""
     run_dir = fetch_run(run)
     row = best_row(run_dir)
+    cloned = cloning_only(run_dir, row)
+    if cloned is not None:  # promoted all the same: the user asked for this run's best
+        click.echo(f"warning: {cloned}", err=True)
     fetch_trial(run, run_dir, row)
     manifest, checkpoint = build_manifest(run_dir, row)
     manifest["source"]["run"] = location(run)

@@ -1007,3 +1007,27 @@ def test_select_says_when_the_window_cannot_tell_the_winner_from_the_runner_up()
     )
     assert f"Note: {line}." in render_markdown(tie)
     assert runner_up_line(apart.model_copy(update={"candidates": [winner]})) is None
+
+
+@pytest.mark.parametrize(
+    ("spec", "iteration", "warned"), [("cql", 1, True), ("cql", 2, False), ("ppo", 1, False)]
+)
+def test_a_cql_checkpoint_of_the_first_iteration_is_named_as_cloning(
+    tmp_path: Path, synthetic_store: Path, spec: str, iteration: int, warned: bool
+) -> None:
+    """CQL's first iteration's actor updates are all behaviour cloning (``bc_iters``: one iteration's
+    updates): a best checkpoint from it was promoted and served as "cql" without a word."""
+    from raytrade.cluster.promote import best_row, cloning_only
+
+    run = _crafted_run(tmp_path / "run", synthetic_store, "s" * 64)
+    record = read_run_file(run)
+    write_run_file(run, record.model_copy(update={"spec": spec}))
+    board = [r.model_copy(update={"iteration": iteration}) for r in read_leaderboard(run)]
+    write_leaderboard(run, board)
+    line = cloning_only(run, best_row(run))
+    assert (line is not None) == warned
+    if line is not None:
+        assert line.startswith(
+            f"trial t0's best checkpoint is from iteration {iteration}, whose actor updates"
+        )
+        assert "it is the behaviour policy cloned, not a CQL policy" in line
