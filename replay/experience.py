@@ -53,7 +53,7 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Final, NamedTuple
+from typing import TYPE_CHECKING, Any, Final, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -167,7 +167,11 @@ def transitions_from_frame(
 
 
 def first_rows(table: pa.Table) -> pa.Table:
-    """``table`` less the rows whose ``decision_id`` an earlier row has (with a warning naming one)."""
+    """``table`` less the rows whose ``decision_id`` an earlier row has (with a warning naming one): a
+    copy of the same transition (a store written before the writer refused repeats). A repeat that
+    disagrees with the first in any column read is refused (:class:`ExperienceError` naming the id,
+    the column and both values): which of two different transitions is the logged one cannot be
+    known, and keeping the first read would depend on file order."""
     n = table.num_rows
     ids = pa.table({"id": table.column("decision_id"), "row": pa.array(np.arange(n))})
     first = ids.group_by("id").aggregate([("row", "min")])
@@ -175,12 +179,29 @@ def first_rows(table: pa.Table) -> pa.Table:
         return table
     keep = np.sort(np.asarray(first.column("row_min").to_numpy()))
     dropped = np.setdiff1d(np.arange(n), keep)
+    kept_row = dict(zip(first.column("id").to_pylist(), first.column("row_min").to_pylist(), strict=True))
+    for row in dropped.tolist():
+        decision = table.column("decision_id")[row].as_py()
+        original = kept_row[decision]
+        for name in table.column_names:
+            a, b = table.column(name)[original].as_py(), table.column(name)[row].as_py()
+            if a != b and not (isinstance(a, float) and isinstance(b, float) and np.isnan(a) and np.isnan(b)):
+                raise ExperienceError(
+                    f"experience decision_id {decision!r} is stored twice with different {name!r}: "
+                    f"{_shown(a)} and {_shown(b)} (which transition was logged cannot be told; remove one)"
+                )
     log.warning(
         "experience: %d rows repeat a decision_id read before (e.g. %r) and are left out",
         dropped.size,
         table.column("decision_id")[int(dropped[0])].as_py(),
     )
     return table.take(pa.array(keep))
+
+
+def _shown(value: Any) -> str:
+    """A value for a message, a long list cut."""
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 class _Steps(NamedTuple):
@@ -706,6 +727,19 @@ def read_earlier(groups: list[list[Path]], row_filter: object) -> list[list[str]
     )
     for g, group_ids in enumerate(ids):
         drops[g] = [i for i in group_ids.to_pylist() if owner.get(i, g) < g]
+    # the repeats must be copies: their rows from every group, in group order, through first_rows,
+    # which refuses one that differs from the first (ExperienceError), as the pandas reader does
+    present = set(schema.names)
+    repeats = pa.array(list(owner), pa.string())
+    in_repeats = pc.field("decision_id").isin(repeats)
+    where = in_repeats if row_filter is None else (row_filter & in_repeats)
+    copies = [
+        ds.dataset([str(f) for f in group], schema=schema, format="parquet").to_table(
+            columns=[c for c in READ_COLUMNS if c in present], filter=where
+        )
+        for group in groups
+    ]
+    first_rows(pa.concat_tables(copies))
     log.warning("experience: %d decision ids are stored twice; their later rows are left out", len(owner))
     return drops
 

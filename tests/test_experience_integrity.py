@@ -300,3 +300,41 @@ def test_exploration_noise_leaves_unlisted_symbols_at_the_policys_action() -> No
     np.testing.assert_array_equal(action[~listed], 0.0)  # the policy's 0, no jitter
     assert np.abs(action[listed] - 0.1).max() > 0.02  # the listed ones are explored
     np.testing.assert_array_equal(rows["target_weight"].to_numpy()[~listed], 0.0)
+
+
+def test_a_decision_id_stored_twice_with_different_content_is_refused_naming_both(tmp_path: Path) -> None:
+    """A store from before the writer refused repeats may hold two different rows under one id: the
+    reader kept whichever it read first (file order) and a learner trained on it without a word."""
+    import pyarrow.parquet as pq
+
+    root = duplicated_store(tmp_path)
+    copy = next(f for f in table_files(root, "experience") if f.name.endswith("-copy.parquet"))
+    table = pq.read_table(copy)
+    reward = table.column("reward").to_pylist()
+    reward[0] = -0.9  # the first row's copy says another reward
+    pq.write_table(table.set_column(table.schema.get_field_index("reward"), "reward", [reward]), copy)
+    first_id = table.column("decision_id")[0].as_py()
+    with pytest.raises(
+        ExperienceError, match=rf"decision_id {first_id!r} is stored twice with different 'reward'"
+    ):
+        read_transitions_frame(root)
+
+
+def test_ray_data_read_tasks_refuse_a_repeat_that_differs_too(tmp_path: Path) -> None:
+    """The Ray Data path drops an id an earlier file group holds (``read_earlier``): it kept the first
+    group's row whatever the later one said."""
+    import pyarrow.parquet as pq
+
+    from raytrade.replay.experience import read_earlier
+    from raytrade.replay.reader import _row_filter
+
+    root = duplicated_store(tmp_path)
+    files = table_files(root, "experience")
+    assert [len(d) for d in read_earlier([[f] for f in files], _row_filter(None, None, None))] == [0, 4]
+    copy = next(f for f in files if f.name.endswith("-copy.parquet"))
+    table = pq.read_table(copy)
+    action = table.column("action").to_pylist()
+    action[1] = 0.9
+    pq.write_table(table.set_column(table.schema.get_field_index("action"), "action", [action]), copy)
+    with pytest.raises(ExperienceError, match="is stored twice with different 'action'"):
+        read_earlier([[f] for f in files], _row_filter(None, None, None))
