@@ -335,6 +335,7 @@ def transitions_from_table(
             f"observation space has {obs_dim} (logged with other features or assets)",
         }
         raise ExperienceError("experience column " + messages[first_check])
+    _refuse_broken_episodes(table, st)
     widths, dims = sorted(set(sizes.tolist())), sorted(set(flat_size.tolist()))
     if len(widths) != 1:
         raise ExperienceError(
@@ -345,6 +346,33 @@ def transitions_from_table(
     return _assemble(
         table, starts, widths[0], episodes=names[codes[starts]], steps=step[starts], zeroed_state=zeroed_state
     )
+
+
+def _refuse_broken_episodes(table: pa.Table, st: _Steps) -> None:
+    """Refuse an episode that goes on after a step that ended it (``terminal`` or ``truncated``: a
+    learner zeroes or cuts the bootstrap there, and the steps after it belong to no episode), or a
+    negative step number (:class:`ExperienceError` naming the episode and the steps)."""
+    starts = st.starts
+    step = st.step[starts]
+    episode = st.codes[starts]
+    if (step < 0).any():
+        k = int(np.flatnonzero(step < 0)[0])
+        raise ExperienceError(
+            f"experience column 'step' is {int(step[k])} in episode {str(st.names[episode[k]])!r}: "
+            "steps count from 0"
+        )
+    done = np.zeros(len(starts), bool)
+    for column in ("terminal", "truncated"):
+        values = table.column(column).to_numpy(zero_copy_only=False)[starts]
+        done |= np.asarray(pd.Series(values).fillna(False), dtype=bool)
+    goes_on = np.r_[episode[1:] == episode[:-1], False]
+    ended = np.flatnonzero(done & goes_on)
+    if ended.size:
+        k = int(ended[0])
+        raise ExperienceError(
+            f"experience: episode {str(st.names[episode[k]])!r} ends at step {int(step[k])} (terminal or "
+            f"truncated) and goes on at step {int(step[k + 1])}: its later steps belong to no episode"
+        )
 
 
 def _asset_message(episode: str, step: int, assets: list[int]) -> str:

@@ -338,3 +338,17 @@ def test_ray_data_read_tasks_refuse_a_repeat_that_differs_too(tmp_path: Path) ->
     pq.write_table(table.set_column(table.schema.get_field_index("action"), "action", [action]), copy)
     with pytest.raises(ExperienceError, match="is stored twice with different 'action'"):
         read_earlier([[f] for f in files], _row_filter(None, None, None))
+
+
+def test_an_episode_going_on_after_it_ended_or_a_negative_step_is_refused(tmp_path: Path) -> None:
+    """A terminal (or truncated) step followed by more steps of the same episode passed every check:
+    the learner cut the bootstrap there and read the later steps as the same episode."""
+    ended = episode(steps=3).assign(terminal=lambda f: f["step"] == 0)  # ends at step 0, goes on
+    with pytest.raises(
+        ExperienceError, match=r"episode 'e' ends at step 0 \(terminal or truncated\) and goes on"
+    ):
+        transitions_from_frame(ended)
+    negative = episode().assign(step=lambda f: f["step"] - 1)
+    with pytest.raises(ExperienceError, match="experience column 'step' is -1 in episode 'e'"):
+        transitions_from_frame(negative)
+    assert transitions_from_frame(episode(steps=3))["t"].tolist() == [0, 1, 2]  # truncated at its end only
