@@ -148,7 +148,9 @@ Design decisions
   with the next cycle's observation as ``next_observation`` and ``log(equity_next / equity)`` as the
   reward (the env's default reward, net log growth). The next observation is filled on the next
   cycle, not at read time, so each step's rows are written in one batch as the transition reader needs. One
-  loop object is one episode (``live:<first cycle id>``), its cycles the steps; ``terminal`` and
+  loop object's chain of transitions is one episode (``live:<first cycle id>``), its cycles the
+  steps; a decision that is no transition ends it, and the next transition starts one of its own
+  (``live:<cycle id>``, step 0), so an episode's steps are consecutive; ``terminal`` and
   ``truncated`` are false (an account does not end). A decision with no next observation (the
   session's last, one followed by a fallback answer, a change of the policy's universe or a
   non-positive equity) is not a transition; its decision row is logged as always. Nor is one whose
@@ -1347,6 +1349,8 @@ class LiveLoop:
                 )
             else:
                 log.info("decision %s has no next observation: not logged as a transition", last.cycle_id)
+            if not rows:  # a broken chain ends the episode: steps stay consecutive (returns read them so)
+                self._episode_id, self._step = None, 0
         if swapped:  # another policy or encoding: its observations start an episode of their own
             log.info("the service now answers with %s: a new episode starts", answer.model)
             self._episode_id, self._step = None, 0

@@ -96,7 +96,10 @@ def test_a_decision_followed_by_a_fallback_is_not_a_transition(tmp_path: Path) -
     policy = ObservingPolicy(fallback_on=1)  # cycle 2 falls back: no next observation for cycle 1
     _session(tmp_path, policy, cycles=4)
     tr = read_transitions_frame(tmp_path / "store", n_assets=N)
-    assert tr["t"].tolist() == [1]  # cycle 3 -> cycle 4 only
+    # cycle 3 -> cycle 4 only, step 0 of an episode of its own: the fallback broke the chain, and an
+    # episode's steps stay consecutive (a learner's returns read them in order)
+    third = T0 + timedelta(days=2)
+    assert tr["t"].tolist() == [0] and tr["eps_id"][0] == f"live:{third:%Y%m%dT%H%M%S%f}Z"
     np.testing.assert_array_equal(tr["obs"][0], np.asarray(policy.observations[1], np.float32))
 
 
@@ -207,7 +210,9 @@ def test_cycles_within_one_bar_are_not_transitions(tmp_path: Path) -> None:
         for now in hours:
             loop.cycle(now)
     tr = read_transitions_frame(tmp_path / "store", n_assets=N)
-    assert tr["t"].tolist() == [2]  # the third hour's decision, completed by the next day's answer
+    # the third hour's decision, completed by the next day's answer: step 0 of its own episode (the
+    # hours before it were no transitions, and an episode's steps stay consecutive)
+    assert tr["t"].tolist() == [0]
     np.testing.assert_array_equal(tr["obs"][0], np.asarray(policy.observations[2], np.float32))
     np.testing.assert_array_equal(tr["new_obs"][0], np.asarray(policy.observations[3], np.float32))
 
