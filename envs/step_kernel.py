@@ -271,6 +271,27 @@ def step_rows(  # pragma: no cover (compiled; covered through the simulator)
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
+def _liquidation_costs(  # pragma: no cover (compiled; covered through the simulator)
+    units: np.ndarray,
+    prices: np.ndarray,
+    fee_rate: np.ndarray,
+    rates: np.ndarray,
+    ti: int,
+    impact_cap: float,
+) -> tuple[float, float, float]:
+    """(fee, spread, slippage) of a ruined account's forced sale of ``units [N]`` at ``prices [N]``:
+    each position all at once, :func:`envs.costs.exit_cost_parts` at the fill's rates of bar ``ti``."""
+    fee, spread, slip = 0.0, 0.0, 0.0
+    for j in range(units.shape[0]):
+        sale = abs(units[j] * prices[j])
+        if sale != 0.0:
+            r = rates[:, ti, j]  # spread, slippage base, impact, fill cap
+            f, s, sl = exit_cost_parts(sale, fee_rate[j], r[0], r[1], r[2], r[3], impact_cap)
+            fee, spread, slip = fee + f, spread + s, slip + sl
+    return fee, spread, slip
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
 def _fill_into(  # pragma: no cover (compiled; covered through the simulator)
     t: np.ndarray,
     w: np.ndarray,
@@ -374,22 +395,10 @@ def _fill_into(  # pragma: no cover (compiled; covered through the simulator)
         cash_i -= exit_cost
         equity_open = eq - exit_cost + gap
         if equity_open <= max(floor, margin * gross_open):  # bust at the open: liquidate there
+            f, s, sl = _liquidation_costs(held, open_[t1], fee_rate, rates, ti, impact_cap)
+            exit_fee, exit_spread, exit_slip = exit_fee + f, exit_spread + s, exit_slip + sl
             for j in range(n):
-                sale = held[j] * open_[t1, j]
-                if sale != 0.0:  # a forced sale of all of it in one bar: the exit's rule at the fill rates
-                    f, s, sl = exit_cost_parts(
-                        abs(sale),
-                        fee_rate[j],
-                        rates[0, ti, j],
-                        rates[1, ti, j],
-                        rates[2, ti, j],
-                        rates[3, ti, j],
-                        impact_cap,
-                    )
-                    exit_fee += f
-                    exit_spread += s
-                    exit_slip += sl
-                cash_i += sale
+                cash_i += held[j] * open_[t1, j]
                 new_units[i, j] = 0.0
             out = max(eq + gap - exit_fee - exit_spread - exit_slip, 0.0)
             costs[i, 0], costs[i, 1], costs[i, 2] = exit_fee, exit_spread, exit_slip
@@ -459,25 +468,11 @@ def _fill_into(  # pragma: no cover (compiled; covered through the simulator)
         costs[i, 3] = fin
         equity_end = equity_close - fin + interest
         if equity_end <= max(floor, margin * (long + short)):  # ruin at the close: liquidate there
-            liquidation = 0.0
+            f, s, sl = _liquidation_costs(new_units[i], close[t1], fee_rate, rates, ti, impact_cap)
+            costs[i, 0], costs[i, 1], costs[i, 2] = costs[i, 0] + f, costs[i, 1] + s, costs[i, 2] + sl
             for j in range(n):
-                sale = new_units[i, j] * close[t1, j]
-                if sale != 0.0:  # a forced sale of all of it in one bar: the exit's rule at the fill rates
-                    f, s, sl = exit_cost_parts(
-                        abs(sale),
-                        fee_rate[j],
-                        rates[0, ti, j],
-                        rates[1, ti, j],
-                        rates[2, ti, j],
-                        rates[3, ti, j],
-                        impact_cap,
-                    )
-                    costs[i, 0] += f
-                    costs[i, 1] += s
-                    costs[i, 2] += sl
-                    liquidation += f + s + sl
                 new_units[i, j] = 0.0
-            out = max(equity_end - liquidation, 0.0)
+            out = max(equity_end - (f + s + sl), 0.0)
             cash_out[i], equity_out[i], ruined[i] = out, out, True
             continue
         cash_out[i], equity_out[i] = cash_i - flow - trade_cost - fin + interest, equity_end
