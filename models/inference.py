@@ -103,8 +103,15 @@ def deterministic_actions(module: Any, obs: Any) -> np.ndarray:
 
 def greedy_actions(module: Any, dist_inputs: Any) -> np.ndarray:
     """The deterministic sample ``[B, ...]`` of ``module``'s action distribution with inputs
-    ``dist_inputs`` (a ``forward_inference`` output's ``Columns.ACTION_DIST_INPUTS``)."""
-    dist = module.get_inference_action_dist_cls().from_logits(dist_inputs)
+    ``dist_inputs`` (a ``forward_inference`` output's ``Columns.ACTION_DIST_INPUTS``). A diagonal
+    Gaussian's is its mean, the first half of its inputs (RLlib's ``from_logits`` splits them into
+    mean and log std): read directly, without building the distribution (about 20 us a decision)."""
+    from ray.rllib.core.distribution.torch.torch_distribution import TorchDiagGaussian
+
+    cls = module.get_inference_action_dist_cls()
+    if cls is TorchDiagGaussian and hasattr(dist_inputs, "shape"):
+        return np.asarray(dist_inputs[..., : dist_inputs.shape[-1] // 2].cpu().numpy())
+    dist = cls.from_logits(dist_inputs)
     return np.asarray(dist.to_deterministic().sample().cpu().numpy())
 
 

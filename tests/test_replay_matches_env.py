@@ -63,3 +63,20 @@ def test_the_replay_holds_the_book_the_env_holds_for_the_mean_action(band: float
     assert replayed.kill_active.any()  # the path crosses the kill switch (and holds crypto)
     np.testing.assert_allclose(replayed.weights, trained.weights, rtol=0, atol=1e-9)
     np.testing.assert_allclose(replayed.equity, trained.equity, rtol=1e-12)
+
+
+@pytest.mark.parametrize("family", ["ppo_mlp", "gnn", "distributional"])
+def test_the_greedy_action_read_from_the_inputs_is_the_distributions_deterministic_sample(
+    family: str,
+) -> None:
+    """``greedy_actions`` reads a diagonal Gaussian's mean as the first half of its inputs instead of
+    building the distribution per decision: the same numbers."""
+    from raytrade.models.inference import greedy_actions
+
+    env = PortfolioEnv({"data": {"kind": "synthetic", "n_assets": 6, "n_steps": 300, "seed": 1}})
+    spec = rl_module_spec(family, {})
+    spec.observation_space, spec.action_space = env.observation_space, env.action_space
+    module = spec.build()
+    inputs = torch.randn(4, 12, generator=torch.Generator().manual_seed(2))
+    dist = module.get_inference_action_dist_cls().from_logits(inputs)
+    np.testing.assert_array_equal(greedy_actions(module, inputs), dist.to_deterministic().sample().numpy())
