@@ -1090,13 +1090,8 @@ class LiveLoop:
             if self.store is not None:
                 state.unlogged_rows = [r for r in state.unlogged_rows if is_provisional(r)]
             state.save(self.state_file)
-        # what the book was sent to this cycle: each submitted order's target, None where an order's
-        # outcome is unknown; a symbol with no order (held, refused, under a step) keeps its weight
-        sent: dict[str, float | None] = {
-            p.symbol: p.target_weight for p in plans if p.decision_id in submitted
-        }
-        sent |= {p.symbol: None for p in plans if p.decision_id in uncertain}
         # rewarded at the account marked at the quotes, as the observation and the switch read it
+        sent = _sent_weights(plans, submitted, uncertain, resting, positions, seen.equity)
         self._log_transitions(now, cycle_id, answer, seen.equity, sent)
         return CycleReport(
             cycle_id, answer, plans, submitted, rejected, fills_logged, uncertain, planned.notes, held_here
@@ -1309,6 +1304,7 @@ class LiveLoop:
             self._log(rows)
         except Exception:
             self._pending_step = None
+            self._episode_id, self._step = None, 0  # the chain is broken: the next starts its own
             log.exception("cycle %s: transition rows not logged", cycle_id)
 
     def _advance_episode(
@@ -1321,9 +1317,15 @@ class LiveLoop:
     ) -> list[dict[str, Any]]:
         """The previous decision's transition rows, completed by this answer's observation (none when
         it cannot be completed: see the module docstring); this answer becomes the pending step, its
-        action per symbol what the book was sent to (``sent``: a submitted order's target; None, an
-        order whose outcome is unknown, makes it no transition; a symbol without an order keeps its
-        current weight). Symbols are in the served spelling (the store's, the learner's)."""
+        action per symbol the weight the book was sent to (``sent``, :func:`_sent_weights`; None
+        there, an order of unknown outcome or size, makes it no transition; a symbol without an order
+        keeps its current weight). Symbols are in the served spelling (the store's, the learner's).
+
+        The env's step is a bar: a cycle whose answer observes the bar the pending decision observed
+        (``features_as_of``) completes nothing; the pending decision stays, its action now what this
+        cycle sent the book to (the bar's last intent), so the transition runs from the bar's first
+        cycle to the next bar's first, rewarded over that span. A decision that is no transition ends
+        the episode, so its steps stay consecutive (a learner's returns read them in order)."""
         last, self._pending_step = self._pending_step, None
         obs = answer.observation
         rows: list[dict[str, Any]] = []
@@ -1336,35 +1338,32 @@ class LiveLoop:
             and not answer.fallback  # a fallback answer is the service's, not another policy's
             and policy != self._episode_policy  # also across a fallback, which clears the pending step
         )
+        decided = obs is not None and not answer.fallback
+        actions = self._sent_actions(answer, sent or {}) if decided else None
+        same_bar = bar is not None and last is not None and last.bar is not None and bar <= last.bar
+        if last is not None and same_bar and decided and not swapped and served == last.symbols:
+            if actions is not None:  # no step yet: the bar's first decision waits, with this intent
+                self._pending_step = last._replace(actions=actions)
+                return rows
+            log.info("decision %s: orders of unknown outcome on its bar: not a transition", last.cycle_id)
+            self._episode_id, self._step = None, 0
+            return rows
         if last is not None:
             same = served == last.symbols and not swapped
-            moved = bar is None or last.bar is None or bar > last.bar
-            if obs is not None and same and moved and equity > 0 and last.equity > 0:
+            if obs is not None and same and equity > 0 and last.equity > 0:
                 rows = transition_rows(now, self._episode_id or "", last, obs, equity)
-            elif not moved:  # a cycle within the bar: the env's step is a bar, its reward a bar's
-                log.info(
-                    "decision %s: the next answer observes the same bar (%s): not logged as a transition",
-                    last.cycle_id,
-                    bar,
-                )
             else:
                 log.info("decision %s has no next observation: not logged as a transition", last.cycle_id)
-            if not rows:  # a broken chain ends the episode: steps stay consecutive (returns read them so)
-                self._episode_id, self._step = None, 0
-        if swapped:  # another policy or encoding: its observations start an episode of their own
-            log.info("the service now answers with %s: a new episode starts", answer.model)
+        if not rows or swapped:  # a broken chain (or another policy) ends the episode
+            if swapped:
+                log.info("the service now answers with %s: a new episode starts", answer.model)
             self._episode_id, self._step = None, 0
-        sent = sent or {}
-        unknown = [s for s in answer.decisions if s in sent and sent[s] is None]
-        if obs is not None and not answer.fallback and unknown:
-            log.info(
-                "decision %s: orders of unknown outcome (%s): not logged as a transition", cycle_id, unknown
-            )
-        elif obs is not None and not answer.fallback:
+        if decided and actions is None:
+            log.info("decision %s: orders of unknown outcome: not logged as a transition", cycle_id)
+            self._episode_id, self._step = None, 0
+        elif decided and obs is not None and actions is not None:
             self._episode_id = self._episode_id or f"live:{cycle_id}"
             self._episode_policy = policy
-            executed = [sent.get(s, d.current_weight) for s, d in answer.decisions.items()]
-            actions = [min(max(float(w if w is not None else 0.0), -1.0), 1.0) for w in executed]
             self._pending_step = PendingStep(
                 cycle_id,
                 self._step,
@@ -1378,6 +1377,15 @@ class LiveLoop:
             )
             self._step += 1
         return rows
+
+    @staticmethod
+    def _sent_actions(answer: ActResponse, sent: Mapping[str, float | None]) -> list[float] | None:
+        """Per decided symbol, the weight the book was sent to (``sent``; the current weight where
+        there is none), clipped to the action box; None when one of them is unknown."""
+        weights = [sent.get(s, d.current_weight) for s, d in answer.decisions.items()]
+        if any(w is None for w in weights):
+            return None
+        return [min(max(float(w), -1.0), 1.0) for w in weights if w is not None]
 
     def _sync_with_broker(self, state: LiveState, counting: bool = True) -> list[OrderState] | None:
         """Resolve ``planned`` orders by client id (adopted when the broker has them, dropped when it
@@ -1744,6 +1752,39 @@ def _foreign_orders(open_orders: Sequence[OrderState]) -> list[dict[str, Any]]:
         }
         _record_size(record, o)
         out.append(record)
+    return out
+
+
+def _sent_weights(
+    plans: Sequence[OrderPlan],
+    submitted: Mapping[str, str],
+    uncertain: Mapping[str, str],
+    resting: Sequence[RestingOrder],
+    positions: Sequence[BrokerPosition],
+    equity: float,
+) -> dict[str, float | None]:
+    """Per symbol with an order, the weight of ``equity`` its book was sent to this cycle: the held
+    units plus the order's (a submitted plan's, or a resting earlier order's remainder), at the order's
+    price. Not the plan's target: a long-to-short flip sends only the closing order, and a capped
+    order only part of the move. None where that cannot be known (an order whose submit outcome is
+    unknown, a resting order of unknown size or price). A symbol absent keeps its current weight."""
+    held = {p.symbol: p.qty for p in positions}
+    out: dict[str, float | None] = {}
+    for order in resting:
+        if order.symbol is None:
+            continue
+        qty, price = order.remaining_qty, order.reference_price
+        if order.side is None or qty is None or price is None or not (price > 0 and equity > 0):
+            out[order.symbol] = None
+            continue
+        signed = qty if order.side == "buy" else -qty
+        out[order.symbol] = (held.get(order.symbol, 0.0) + signed) * price / equity
+    for plan in plans:
+        if plan.decision_id in uncertain or not equity > 0:
+            out[plan.symbol] = None
+        elif plan.decision_id in submitted:
+            signed = plan.qty if plan.side == "buy" else -plan.qty
+            out[plan.symbol] = (held.get(plan.symbol, 0.0) + signed) * plan.mid / equity
     return out
 
 

@@ -86,7 +86,8 @@ def test_a_live_session_reads_back_as_linked_transitions(tmp_path: Path) -> None
     np.testing.assert_array_equal(tr["new_obs"], np.asarray(policy.observations[1:], np.float32))
     # the action is what the book was sent to: AAPL's order; BTCUSD's -3 short went out as no order
     # (crypto cannot be shorted), so its weight stayed 0 (it was logged as -1, the target clipped)
-    np.testing.assert_array_equal(tr["actions"], np.array([[0.1, 0.0, 0.0]] * 2, np.float32))
+    # (AAPL's weight the order reached, in whole shares: 0.1 within a share's worth)
+    np.testing.assert_allclose(tr["actions"], np.array([[0.1, 0.0, 0.0]] * 2, np.float32), atol=2e-3)
     expected = [math.log(equity[1] / equity[0]), math.log(equity[2] / equity[1])]
     np.testing.assert_allclose(tr["rewards"], np.asarray(expected, np.float32), rtol=0, atol=0)
     assert expected[1] > 0 and not tr["terminateds"].any() and not tr["truncateds"].any()
@@ -200,21 +201,28 @@ class DailyBarPolicy(ObservingPolicy):
         return answer.model_copy(update={"features_as_of": day})
 
 
-def test_cycles_within_one_bar_are_not_transitions(tmp_path: Path) -> None:
+def test_cycles_within_one_bar_are_one_transition_over_the_bar(tmp_path: Path) -> None:
     """A loop cycling hourly on a daily policy logged each hour as an env step: an hour's reward
-    discounted as a day's. Only the decision whose next answer observes a new bar is a transition."""
+    discounted as a day's. The env's step is a bar: the bar's first decision stays pending through
+    the later cycles on that bar (its action now their last intent) and is completed by the next
+    bar's first answer, rewarded over that span."""
     policy = DailyBarPolicy()
     broker = FakeBroker(100_000.0, dict(PRICES))
     hours = [T0, T0 + timedelta(hours=1), T0 + timedelta(hours=2), T0 + timedelta(days=1)]
+    equity = []
     with _loop(tmp_path, broker, policy) as loop:
-        for now in hours:
+        for k, now in enumerate(hours):
+            if k == 3:
+                bid, ask = PRICES["AAPL"]
+                broker.prices["AAPL"] = (bid * 1.02, ask * 1.02)  # the next day moves
+            equity.append(broker.account().equity)
             loop.cycle(now)
     tr = read_transitions_frame(tmp_path / "store", n_assets=N)
-    # the third hour's decision, completed by the next day's answer: step 0 of its own episode (the
-    # hours before it were no transitions, and an episode's steps stay consecutive)
-    assert tr["t"].tolist() == [0]
-    np.testing.assert_array_equal(tr["obs"][0], np.asarray(policy.observations[2], np.float32))
+    assert tr["t"].tolist() == [0]  # one transition, not three
+    np.testing.assert_array_equal(tr["obs"][0], np.asarray(policy.observations[0], np.float32))
     np.testing.assert_array_equal(tr["new_obs"][0], np.asarray(policy.observations[3], np.float32))
+    assert tr["rewards"][0] == pytest.approx(math.log(equity[3] / equity[0]), abs=1e-6)  # over the bar
+    assert tr["actions"][0][0] == pytest.approx(0.1, abs=2e-3)  # the bar's last intent: AAPL at 0.1
 
 
 def test_a_refused_order_is_logged_as_the_weight_the_book_kept(tmp_path: Path) -> None:
@@ -262,3 +270,70 @@ def test_a_pair_the_universe_spells_otherwise_is_logged_in_the_served_spelling(t
             loop.cycle(T0 + timedelta(days=day))
     tr = read_transitions_frame(tmp_path / "store", n_assets=2, symbols=universe, observation_spec=SPEC)
     assert tr["t"].tolist() == [0]
+
+
+def _bookkeeping_loop() -> Any:
+    """A LiveLoop with only its transition bookkeeping (no broker, policy or store)."""
+    from raytrade.serve.live import LiveLoop
+
+    loop = LiveLoop.__new__(LiveLoop)
+    loop._episode_id, loop._episode_policy, loop._step, loop._pending_step = None, None, 0, None
+    loop._served_spelling = {}
+    return loop
+
+
+def _answer(k: int, bar: Any) -> Any:
+    from types import SimpleNamespace
+
+    obs = [float(k), 0.0, float(k), 1.0, 0.0, 0.0, 1.0, 1.0, 1.0, 0.0, 0.0, 0.0, 0.1]
+    decisions = {s: SimpleNamespace(target_weight=0.1, current_weight=0.05) for s in ("AAPL", "BTCUSD")}
+    return SimpleNamespace(
+        observation=obs,
+        decisions=decisions,
+        features_as_of=bar,
+        model="m@1",
+        observation_spec="x",
+        fallback=False,
+    )
+
+
+def test_an_order_of_unknown_outcome_or_a_failed_log_ends_the_episode() -> None:
+    """No pending step after an order of unknown outcome, and a failed log: the next decision went on
+    in the same episode, one step further, its steps no longer consecutive transitions."""
+    loop = _bookkeeping_loop()
+    days = [T0 + timedelta(days=d) for d in range(5)]
+    logged: list[tuple[str, int]] = []
+    for k, sent in enumerate([{}, {}, {"AAPL": None}, {}, {}]):
+        rows = loop._advance_episode(days[k], f"c{k}", _answer(k, days[k]), 100.0 + k, sent)
+        logged += [(r["episode_id"], r["step"]) for r in rows if r["asset_index"] == 0]
+    assert logged == [("live:c0", 0), ("live:c0", 1), ("live:c3", 0)]  # c2 unknown: c3 starts afresh
+
+    loop, calls, kept = _bookkeeping_loop(), [0], []
+
+    def log_rows(rows: list[dict[str, Any]]) -> None:
+        calls[0] += 1
+        if calls[0] == 3:
+            raise OSError("store write failed")
+        kept.extend((r["episode_id"], r["step"]) for r in rows if r["asset_index"] == 0)
+
+    loop._log = log_rows
+    for k in range(5):
+        loop._log_transitions(days[k], f"c{k}", _answer(k, days[k]), 100.0 + k, {})
+    assert kept == [("live:c0", 0), ("live:c3", 0)]  # the failure at c2 broke the chain
+
+
+def test_a_flip_logs_the_closing_order_the_book_was_sent_to(tmp_path: Path) -> None:
+    """Long AAPL, the policy says -0.1: the loop sends only the closing order (a flip closes first), so
+    the book went to 0, and that is the action logged (it was the -0.1 short target)."""
+    policy = ObservingPolicy()
+    policy.targets = {"AAPL": (-0.1, "aggressive"), "MSFT": (0.0, "flat"), "BTCUSD": (0.0, "flat")}
+    broker = FakeBroker(90_000.0, dict(PRICES))
+    broker.qty["AAPL"] = 100.0
+    with _loop(tmp_path, broker, policy) as loop:
+        for day in range(2):
+            loop.cycle(T0 + timedelta(days=day))
+    tr = read_transitions_frame(
+        tmp_path / "store", n_assets=N, obs_dim=N * (F + 2) + 5, observation_spec=SPEC
+    )
+    assert tr["actions"][0].tolist() == [0.0, 0.0, 0.0]
+    assert tr["new_obs"][0][N * F] == 0.0  # the book's AAPL weight at the next cycle
