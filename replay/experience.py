@@ -180,22 +180,65 @@ def first_rows(table: pa.Table) -> pa.Table:
     keep = np.sort(np.asarray(first.column("row_min").to_numpy()))
     dropped = np.setdiff1d(np.arange(n), keep)
     kept_row = dict(zip(first.column("id").to_pylist(), first.column("row_min").to_pylist(), strict=True))
-    for row in dropped.tolist():
-        decision = table.column("decision_id")[row].as_py()
-        original = kept_row[decision]
-        for name in table.column_names:
-            a, b = table.column(name)[original].as_py(), table.column(name)[row].as_py()
-            if a != b and not (isinstance(a, float) and isinstance(b, float) and np.isnan(a) and np.isnan(b)):
-                raise ExperienceError(
-                    f"experience decision_id {decision!r} is stored twice with different {name!r}: "
-                    f"{_shown(a)} and {_shown(b)} (which transition was logged cannot be told; remove one)"
-                )
+    ids = table.column("decision_id").take(pa.array(dropped)).to_pylist()
+    original = np.array([kept_row[i] for i in ids], dtype=np.int64)
+    copies, firsts = table.take(pa.array(dropped)), table.take(pa.array(original))
+    for name in table.column_names:  # column by column, vectorised: a store written twice has many
+        differs = _differing(firsts.column(name), copies.column(name))
+        if differs.any():
+            k = int(np.flatnonzero(differs)[0])
+            a, b = firsts.column(name)[k].as_py(), copies.column(name)[k].as_py()
+            raise ExperienceError(
+                f"experience decision_id {ids[k]!r} is stored twice with different {name!r}: "
+                f"{_shown(a)} and {_shown(b)} (which transition was logged cannot be told; remove one)"
+            )
     log.warning(
         "experience: %d rows repeat a decision_id read before (e.g. %r) and are left out",
         dropped.size,
         table.column("decision_id")[int(dropped[0])].as_py(),
     )
     return table.take(pa.array(keep))
+
+
+def _differing(a: pa.ChunkedArray, b: pa.ChunkedArray) -> np.ndarray:
+    """bool per row: ``a`` and ``b`` (same type and length) hold different values; two nulls, or two
+    NaNs in the same place, are the same. A list column differs in a row where the lengths or any
+    element differ."""
+    if pa.types.is_list(a.type) or pa.types.is_large_list(a.type):
+        lengths_a = pc.list_value_length(a).to_numpy(zero_copy_only=False)
+        lengths_b = pc.list_value_length(b).to_numpy(zero_copy_only=False)
+        differs = ~_same(lengths_a, lengths_b)
+        if differs.all():
+            return differs
+        flat_a, flat_b = (
+            pc.list_flatten(a).to_numpy(zero_copy_only=False),
+            pc.list_flatten(b).to_numpy(zero_copy_only=False),
+        )
+        if len(flat_a) != len(flat_b):  # some lengths differ: compare the rows of equal length only
+            rows = np.flatnonzero(~differs)
+            return differs | np.isin(np.arange(len(differs)), rows[~_rows_equal(a, b, rows)])
+        unequal = ~_same(flat_a, flat_b)
+        owner = np.repeat(np.arange(len(lengths_a)), np.nan_to_num(lengths_a, nan=0).astype(np.int64))
+        return differs | np.bincount(owner[unequal], minlength=len(differs)).astype(bool)
+    return ~_same(a.to_numpy(zero_copy_only=False), b.to_numpy(zero_copy_only=False))
+
+
+def _same(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Elementwise equality where None == None and NaN == NaN."""
+    if np.issubdtype(x.dtype, np.number) and np.issubdtype(y.dtype, np.number):
+        with np.errstate(invalid="ignore"):
+            return np.asarray((x == y) | (np.isnan(x.astype(float)) & np.isnan(y.astype(float))), dtype=bool)
+    left, right = pd.Series(x, dtype=object), pd.Series(y, dtype=object)
+    return np.asarray(left.eq(right) | (left.isna() & right.isna()), dtype=bool)
+
+
+def _rows_equal(a: pa.ChunkedArray, b: pa.ChunkedArray, rows: np.ndarray) -> np.ndarray:
+    """bool per row of ``rows``: the list values of ``a`` and ``b`` there are equal (NaN == NaN)."""
+    out = np.empty(len(rows), dtype=bool)
+    for k, row in enumerate(rows.tolist()):
+        x, y = np.asarray(a[row].as_py(), dtype=object), np.asarray(b[row].as_py(), dtype=object)
+        out[k] = bool(_same(x, y).all())
+    return out
 
 
 def _shown(value: Any) -> str:
