@@ -48,10 +48,11 @@ layout: cash fraction, drawdown, kill-switch active, kill-switch bars, progress)
 
 
 class ProjectionConfig(BaseModel):
-    """Constraints of the deterministic ``weights()`` output (fractions of equity).
-
-    Should match the env's ``sim.constraints`` (the catalog copies them); the crypto sleeve cap is not
-    applied here because the observation does not say which assets are crypto (the env still does).
+    """Constraints of the ``weights()`` diagnostic (fractions of equity): the mean projected onto a
+    copy of the env's caps. It is not the decision: replays, scores and serving take the clipped mean
+    and project it once with the full constraints (``models.inference.policy_output``), which this
+    copy lacks (the crypto sleeve and no-short rule: the observation does not say which assets are
+    crypto; the kill switch's unwind bounds).
     """
 
     model_config = FROZEN
@@ -63,7 +64,7 @@ class ProjectionConfig(BaseModel):
 
 class ExplorationConfig(BaseModel):
     """How the Gaussian's exploration noise varies with risk and by asset (sampling only: the
-    deterministic ``weights()`` the objective scores and serving uses never sees it).
+    deterministic decision the objective scores and serving uses, the mean, never sees it).
 
     ``log_std_eff[b, i] = log_std + log(max(drawdown_floor, 1 - dd[b] / drawdown_scale))
     + log(probe_std_multiplier) * [i in probe_assets]`` (:func:`exploration_log_std`), ``dd`` the

@@ -62,10 +62,11 @@ class PolicyHandle:
 
     def act(self, observation: Any) -> np.ndarray:
         """The deterministic decision for an env observation (``[...]`` for one, ``[B, ...]`` for a
-        batch): target weights ``[N]`` for a weights policy (Box action space), the tilt in
-        ``[-1, 1]`` for a tilt policy (``env_config().action``: ``envs.actions`` maps it around the
-        baseline); for the gated family (``MultiDiscrete`` actions) the greedy gate action ``[2N]``
-        (mode, side per symbol), which the gated env sizes."""
+        batch): for a Box policy the Gaussian's mean clipped to ``[-1, 1]``, the action the env
+        bands and projects onto its constraints (target weights in absolute mode, a tilt that
+        ``envs.actions`` maps around the baseline in tilt modes); for the gated family
+        (``MultiDiscrete`` actions) the greedy gate action ``[2N]`` (mode, side per symbol), which
+        the gated env sizes."""
         single = _is_single(observation, self.module.observation_space)
         batch = _add_batch(observation) if single else observation
         out = self.act_with_inputs(batch).action
