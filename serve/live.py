@@ -791,6 +791,7 @@ class LiveLoop:
         self._step = 0
         self._pending_step: PendingStep | None = None
         self._served_spelling: dict[str, str] = {}  # the loop's spelling -> the service's (BTCUSD -> BTC/USD)
+        self._broken_bar: datetime | None = None  # the bar in which the transition chain last broke
         self.cancel_confirm_s = CANCEL_CONFIRM_S  # how long a cycle waits to see its cancels done
         self._stored_ids = KeyCache()  # the experience table's decision ids, read once per file
         self._rule: LoopRule | None = None  # the last kill-switch rule read, and the model it was read for
@@ -1091,7 +1092,7 @@ class LiveLoop:
                 state.unlogged_rows = [r for r in state.unlogged_rows if is_provisional(r)]
             state.save(self.state_file)
         # rewarded at the account marked at the quotes, as the observation and the switch read it
-        sent = _sent_weights(plans, submitted, uncertain, resting, positions, seen.equity)
+        sent = _sent_weights(plans, submitted, uncertain, resting, positions, quotes, seen.equity)
         self._log_transitions(now, cycle_id, answer, seen.equity, sent)
         return CycleReport(
             cycle_id, answer, plans, submitted, rejected, fills_logged, uncertain, planned.notes, held_here
@@ -1304,7 +1305,7 @@ class LiveLoop:
             self._log(rows)
         except Exception:
             self._pending_step = None
-            self._episode_id, self._step = None, 0  # the chain is broken: the next starts its own
+            self._end_episode(answer.features_as_of)  # the chain is broken: the next starts its own
             log.exception("cycle %s: transition rows not logged", cycle_id)
 
     def _advance_episode(
@@ -1346,24 +1347,29 @@ class LiveLoop:
                 self._pending_step = last._replace(actions=actions)
                 return rows
             log.info("decision %s: orders of unknown outcome on its bar: not a transition", last.cycle_id)
-            self._episode_id, self._step = None, 0
+            self._end_episode(bar)
             return rows
         if last is not None:
             same = served == last.symbols and not swapped
-            if obs is not None and same and equity > 0 and last.equity > 0:
+            if obs is not None and same and not same_bar and equity > 0 and last.equity > 0:
                 rows = transition_rows(now, self._episode_id or "", last, obs, equity)
             else:
                 log.info("decision %s has no next observation: not logged as a transition", last.cycle_id)
-        if not rows or swapped:  # a broken chain (or another policy) ends the episode
+        if (last is not None and not rows) or swapped:  # a broken chain (or another policy) ends it
             if swapped:
                 log.info("the service now answers with %s: a new episode starts", answer.model)
-            self._episode_id, self._step = None, 0
+            self._end_episode(bar if bar is not None else (last.bar if last is not None else None))
+        waits = bar is not None and self._broken_bar is not None and bar <= self._broken_bar
         if decided and actions is None:
             log.info("decision %s: orders of unknown outcome: not logged as a transition", cycle_id)
-            self._episode_id, self._step = None, 0
+            self._end_episode(bar)
+        elif decided and waits:  # the chain broke within this bar: a step from here spans part of it
+            log.info(
+                "decision %s: the chain broke within its bar: the next bar's decision starts one", cycle_id
+            )
         elif decided and obs is not None and actions is not None:
             self._episode_id = self._episode_id or f"live:{cycle_id}"
-            self._episode_policy = policy
+            self._episode_policy, self._broken_bar = policy, None
             self._pending_step = PendingStep(
                 cycle_id,
                 self._step,
@@ -1377,6 +1383,11 @@ class LiveLoop:
             )
             self._step += 1
         return rows
+
+    def _end_episode(self, bar: datetime | None) -> None:
+        """The chain of transitions is broken: the episode ends, and the next one starts at step 0 with
+        a decision on a bar after ``bar`` (one from within it would span part of a bar)."""
+        self._episode_id, self._step, self._broken_bar = None, 0, bar
 
     @staticmethod
     def _sent_actions(answer: ActResponse, sent: Mapping[str, float | None]) -> list[float] | None:
@@ -1761,30 +1772,41 @@ def _sent_weights(
     uncertain: Mapping[str, str],
     resting: Sequence[RestingOrder],
     positions: Sequence[BrokerPosition],
+    quotes: Mapping[str, TopOfBook],
     equity: float,
 ) -> dict[str, float | None]:
     """Per symbol with an order, the weight of ``equity`` its book was sent to this cycle: the held
-    units plus the order's (a submitted plan's, or a resting earlier order's remainder), at the order's
-    price. Not the plan's target: a long-to-short flip sends only the closing order, and a capped
-    order only part of the move. None where that cannot be known (an order whose submit outcome is
-    unknown, a resting order of unknown size or price). A symbol absent keeps its current weight."""
+    units plus the orders' (a submitted plan's, the remainders of every earlier order still resting,
+    the loop's or another's), at the symbol's mark (its tradeable mid, else its position's price; a
+    plan at the mid it was planned at). Not the plan's target: a long-to-short flip sends only the
+    closing order, and a capped order only part of the move. None where that cannot be known (an
+    order whose submit outcome is unknown, a resting order of unknown size, a symbol without a
+    price, no equity). A symbol absent keeps its current weight."""
     held = {p.symbol: p.qty for p in positions}
-    out: dict[str, float | None] = {}
+    position_price = {p.symbol: p.current_price for p in positions}
+    units: dict[str, float | None] = {}
+    price: dict[str, float | None] = {}
     for order in resting:
         if order.symbol is None:
             continue
-        qty, price = order.remaining_qty, order.reference_price
-        if order.side is None or qty is None or price is None or not (price > 0 and equity > 0):
-            out[order.symbol] = None
+        symbol, qty = order.symbol, order.remaining_qty
+        mark = tradeable_mid(quotes.get(symbol)) or position_price.get(symbol) or order.limit_price
+        price[symbol] = mark if mark is not None and mark > 0 else None
+        before = units.get(symbol, held.get(symbol, 0.0))
+        if order.side is None or qty is None or before is None:
+            units[symbol] = None
             continue
-        signed = qty if order.side == "buy" else -qty
-        out[order.symbol] = (held.get(order.symbol, 0.0) + signed) * price / equity
+        units[symbol] = before + (qty if order.side == "buy" else -qty)
     for plan in plans:
-        if plan.decision_id in uncertain or not equity > 0:
-            out[plan.symbol] = None
+        if plan.decision_id in uncertain:
+            units[plan.symbol] = None
         elif plan.decision_id in submitted:
             signed = plan.qty if plan.side == "buy" else -plan.qty
-            out[plan.symbol] = (held.get(plan.symbol, 0.0) + signed) * plan.mid / equity
+            units[plan.symbol], price[plan.symbol] = held.get(plan.symbol, 0.0) + signed, plan.mid
+    out: dict[str, float | None] = {}
+    for symbol, n in units.items():
+        mark = price.get(symbol)
+        out[symbol] = None if n is None or mark is None or not equity > 0 else n * mark / equity
     return out
 
 

@@ -212,6 +212,8 @@ def test_cycles_within_one_bar_are_one_transition_over_the_bar(tmp_path: Path) -
     equity = []
     with _loop(tmp_path, broker, policy) as loop:
         for k, now in enumerate(hours):
+            if k == 2:  # the bar's last cycle aims elsewhere: its intent is the action logged
+                policy.targets = {**policy.targets, "AAPL": (0.05, "aggressive")}
             if k == 3:
                 bid, ask = PRICES["AAPL"]
                 broker.prices["AAPL"] = (bid * 1.02, ask * 1.02)  # the next day moves
@@ -222,7 +224,7 @@ def test_cycles_within_one_bar_are_one_transition_over_the_bar(tmp_path: Path) -
     np.testing.assert_array_equal(tr["obs"][0], np.asarray(policy.observations[0], np.float32))
     np.testing.assert_array_equal(tr["new_obs"][0], np.asarray(policy.observations[3], np.float32))
     assert tr["rewards"][0] == pytest.approx(math.log(equity[3] / equity[0]), abs=1e-6)  # over the bar
-    assert tr["actions"][0][0] == pytest.approx(0.1, abs=2e-3)  # the bar's last intent: AAPL at 0.1
+    assert tr["actions"][0][0] == pytest.approx(0.05, abs=2e-3)  # the bar's last intent, not its first
 
 
 def test_a_refused_order_is_logged_as_the_weight_the_book_kept(tmp_path: Path) -> None:
@@ -278,7 +280,7 @@ def _bookkeeping_loop() -> Any:
 
     loop = LiveLoop.__new__(LiveLoop)
     loop._episode_id, loop._episode_policy, loop._step, loop._pending_step = None, None, 0, None
-    loop._served_spelling = {}
+    loop._served_spelling, loop._broken_bar = {}, None
     return loop
 
 
@@ -337,3 +339,38 @@ def test_a_flip_logs_the_closing_order_the_book_was_sent_to(tmp_path: Path) -> N
     )
     assert tr["actions"][0].tolist() == [0.0, 0.0, 0.0]
     assert tr["new_obs"][0][N * F] == 0.0  # the book's AAPL weight at the next cycle
+
+
+def test_after_a_break_within_a_bar_the_next_episode_starts_on_the_next_bar() -> None:
+    """An order of unknown outcome mid-bar ends the episode; a decision later on that bar started the
+    next one, and its transition spanned part of a bar (an hour's reward read as a day's)."""
+    loop = _bookkeeping_loop()
+    d0, d1, d2 = (T0 + timedelta(days=d) for d in range(3))
+    script = [(d0, {}), (d0, {"AAPL": None}), (d0, {}), (d1, {}), (d2, {})]
+    logged = []
+    for k, (bar, sent) in enumerate(script):
+        rows = loop._advance_episode(T0 + timedelta(hours=k), f"c{k}", _answer(k, bar), 100.0 + k, sent)
+        logged += [(r["episode_id"], r["step"], r["observation"][0]) for r in rows if r["asset_index"] == 0]
+    assert logged == [("live:c3", 0, 3.0)]  # c2 (same bar as the break) started nothing; c3 did
+
+
+def test_the_weight_sent_counts_every_resting_order_at_the_mark() -> None:
+    """Two orders resting on one symbol (a ladder, or the loop's and another's) both move the book;
+    only the last counted. The book is valued at the symbol's mark, not the resting orders' highest
+    reference price (a worst case for the gross budget)."""
+    from raytrade.replay.sources.alpaca import TopOfBook
+    from raytrade.serve.live import BrokerPosition, _sent_weights
+    from raytrade.serve.orders import RestingOrder
+
+    quotes = {"AAPL": TopOfBook(bid=99.9, ask=100.1, bid_size=1.0, ask_size=1.0, ts=T0)}
+    held = [BrokerPosition("AAPL", 100.0, 10_000.0, 100.0)]
+
+    def order(side: str, qty: float | None, price: float = 120.0) -> RestingOrder:
+        return RestingOrder(symbol="AAPL", side=side, remaining_qty=qty, reference_price=price)
+
+    ladder = _sent_weights([], {}, {}, [order("buy", 50.0), order("buy", 50.0)], held, quotes, 100_000.0)
+    assert ladder == {"AAPL": pytest.approx(0.2)}  # 200 shares at the 100 mid, not 150 at 120
+    mixed = _sent_weights([], {}, {}, [order("buy", 50.0), order("sell", 100.0)], held, quotes, 100_000.0)
+    assert mixed == {"AAPL": pytest.approx(0.05)}
+    unknown = _sent_weights([], {}, {}, [order("buy", None)], held, quotes, 100_000.0)
+    assert unknown == {"AAPL": None}
