@@ -214,9 +214,8 @@ def _differing(a: pa.ChunkedArray, b: pa.ChunkedArray) -> np.ndarray:
             pc.list_flatten(a).to_numpy(zero_copy_only=False),
             pc.list_flatten(b).to_numpy(zero_copy_only=False),
         )
-        if len(flat_a) != len(flat_b):  # some lengths differ: compare the rows of equal length only
-            rows = np.flatnonzero(~differs)
-            return differs | np.isin(np.arange(len(differs)), rows[~_rows_equal(a, b, rows)])
+        if len(flat_a) != len(flat_b):  # some rows differ in length: those rows differ (enough to refuse)
+            return differs
         unequal = ~_same(flat_a, flat_b)
         owner = np.repeat(np.arange(len(lengths_a)), np.nan_to_num(lengths_a, nan=0).astype(np.int64))
         return differs | np.bincount(owner[unequal], minlength=len(differs)).astype(bool)
@@ -230,15 +229,6 @@ def _same(x: np.ndarray, y: np.ndarray) -> np.ndarray:
             return np.asarray((x == y) | (np.isnan(x.astype(float)) & np.isnan(y.astype(float))), dtype=bool)
     left, right = pd.Series(x, dtype=object), pd.Series(y, dtype=object)
     return np.asarray(left.eq(right) | (left.isna() & right.isna()), dtype=bool)
-
-
-def _rows_equal(a: pa.ChunkedArray, b: pa.ChunkedArray, rows: np.ndarray) -> np.ndarray:
-    """bool per row of ``rows``: the list values of ``a`` and ``b`` there are equal (NaN == NaN)."""
-    out = np.empty(len(rows), dtype=bool)
-    for k, row in enumerate(rows.tolist()):
-        x, y = np.asarray(a[row].as_py(), dtype=object), np.asarray(b[row].as_py(), dtype=object)
-        out[k] = bool(_same(x, y).all())
-    return out
 
 
 def _shown(value: Any) -> str:
