@@ -730,8 +730,8 @@ class PendingStep(NamedTuple):
     policy_version: str
     symbols: list[str]  # the answer's decisions: the policy's asset order
     observation: list[float]  # the flat env observation the policy acted on
-    # what the book was sent to, clipped to the action box [-1, 1]: a submitted order's target, else
-    # the symbol's current weight (held, refused, no order under a step)
+    # the weight the book was sent to (_sent_weights), clipped to the action box [-1, 1]; the
+    # symbol's current weight where no order went out (held, refused, under a step)
     actions: list[float]
     equity: float  # the account marked at the cycle's quotes
     observation_spec: str | None = None  # how the service encoded it (ActResponse.observation_spec)
@@ -791,7 +791,7 @@ class LiveLoop:
         self._step = 0
         self._pending_step: PendingStep | None = None
         self._served_spelling: dict[str, str] = {}  # the loop's spelling -> the service's (BTCUSD -> BTC/USD)
-        self._broken_bar: datetime | None = None  # the bar in which the transition chain last broke
+        self._previous_bar: datetime | None = None  # the bar the previous cycle's answer observed
         self.cancel_confirm_s = CANCEL_CONFIRM_S  # how long a cycle waits to see its cancels done
         self._stored_ids = KeyCache()  # the experience table's decision ids, read once per file
         self._rule: LoopRule | None = None  # the last kill-switch rule read, and the model it was read for
@@ -1305,7 +1305,7 @@ class LiveLoop:
             self._log(rows)
         except Exception:
             self._pending_step = None
-            self._end_episode(answer.features_as_of)  # the chain is broken: the next starts its own
+            self._end_episode()  # the chain is broken: the next starts its own
             log.exception("cycle %s: transition rows not logged", cycle_id)
 
     def _advance_episode(
@@ -1332,6 +1332,9 @@ class LiveLoop:
         rows: list[dict[str, Any]] = []
         served = [self._served_spelling.get(s, s) for s in answer.decisions]
         bar = answer.features_as_of
+        # a step starts on its bar's first cycle: one from later on the bar would span part of it
+        first_of_bar = bar is None or self._previous_bar is None or bar > self._previous_bar
+        self._previous_bar = bar if bar is not None else self._previous_bar
         policy = (answer.model, answer.observation_spec)
         swapped = (
             self._episode_policy is not None
@@ -1347,7 +1350,7 @@ class LiveLoop:
                 self._pending_step = last._replace(actions=actions)
                 return rows
             log.info("decision %s: orders of unknown outcome on its bar: not a transition", last.cycle_id)
-            self._end_episode(bar)
+            self._end_episode()
             return rows
         if last is not None:
             same = served == last.symbols and not swapped
@@ -1358,18 +1361,17 @@ class LiveLoop:
         if (last is not None and not rows) or swapped:  # a broken chain (or another policy) ends it
             if swapped:
                 log.info("the service now answers with %s: a new episode starts", answer.model)
-            self._end_episode(bar if bar is not None else (last.bar if last is not None else None))
-        waits = bar is not None and self._broken_bar is not None and bar <= self._broken_bar
+            self._end_episode()
         if decided and actions is None:
             log.info("decision %s: orders of unknown outcome: not logged as a transition", cycle_id)
-            self._end_episode(bar)
-        elif decided and waits:  # the chain broke within this bar: a step from here spans part of it
+            self._end_episode()
+        elif decided and not first_of_bar:  # the chain broke within this bar: the next bar starts one
             log.info(
                 "decision %s: the chain broke within its bar: the next bar's decision starts one", cycle_id
             )
         elif decided and obs is not None and actions is not None:
             self._episode_id = self._episode_id or f"live:{cycle_id}"
-            self._episode_policy, self._broken_bar = policy, None
+            self._episode_policy = policy
             self._pending_step = PendingStep(
                 cycle_id,
                 self._step,
@@ -1384,10 +1386,10 @@ class LiveLoop:
             self._step += 1
         return rows
 
-    def _end_episode(self, bar: datetime | None) -> None:
-        """The chain of transitions is broken: the episode ends, and the next one starts at step 0 with
-        a decision on a bar after ``bar`` (one from within it would span part of a bar)."""
-        self._episode_id, self._step, self._broken_bar = None, 0, bar
+    def _end_episode(self) -> None:
+        """The chain of transitions is broken: the episode ends, and the next one starts at step 0 (on
+        a bar's first cycle: :meth:`_advance_episode`)."""
+        self._episode_id, self._step = None, 0
 
     @staticmethod
     def _sent_actions(answer: ActResponse, sent: Mapping[str, float | None]) -> list[float] | None:

@@ -280,7 +280,7 @@ def _bookkeeping_loop() -> Any:
 
     loop = LiveLoop.__new__(LiveLoop)
     loop._episode_id, loop._episode_policy, loop._step, loop._pending_step = None, None, 0, None
-    loop._served_spelling, loop._broken_bar = {}, None
+    loop._served_spelling, loop._previous_bar = {}, None
     return loop
 
 
@@ -374,3 +374,17 @@ def test_the_weight_sent_counts_every_resting_order_at_the_mark() -> None:
     assert mixed == {"AAPL": pytest.approx(0.05)}
     unknown = _sent_weights([], {}, {}, [order("buy", None)], held, quotes, 100_000.0)
     assert unknown == {"AAPL": None}
+
+
+def test_a_hot_swap_on_a_new_bar_starts_the_new_versions_episode_at_once() -> None:
+    """The swap ends the old version's episode; the swap cycle is its bar's first, so the new
+    version's decision there starts its episode (not the next bar's)."""
+    loop = _bookkeeping_loop()
+    days = [T0 + timedelta(days=d) for d in range(3)]
+    logged = []
+    for k, model in enumerate(["m@1", "m@2", "m@2"]):
+        answer = _answer(k, days[k])
+        answer.model = model
+        rows = loop._advance_episode(days[k], f"c{k}", answer, 100.0 + k, {})
+        logged += [(r["episode_id"], r["step"], r["policy_version"]) for r in rows if r["asset_index"] == 0]
+    assert logged == [("live:c1", 0, "m@2")]  # not c0 -> c1 across the swap
