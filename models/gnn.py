@@ -363,15 +363,12 @@ class GNNModule(TorchRLModule, ValueFunctionAPI, InferenceOnlyAPI):
     def _forward_inference(self, batch: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
         with torch.no_grad():
             traces: ShapeTraces | None = getattr(self, "_traces", None)
-            if traces is None:
+            if traces is None:  # no Columns.ACTIONS: the decision is the mean (ppo_mlp's outputs)
                 obs, scores, _ = self._encode(batch[Columns.OBS])
-                dist_inputs, mask = gaussian_dist_inputs(scores, self.log_std, obs.mask), obs.mask
+                dist_inputs = gaussian_dist_inputs(scores, self.log_std, obs.mask)
             else:
-                scores, dist_inputs, mask = traces(*obs_tensors(batch[Columns.OBS]))
-            return {
-                Columns.ACTION_DIST_INPUTS: dist_inputs,
-                Columns.ACTIONS: project_scores(scores, mask, self.cfg.projection),
-            }
+                _scores, dist_inputs, _mask = traces(*obs_tensors(batch[Columns.OBS]))
+            return {Columns.ACTION_DIST_INPUTS: dist_inputs}
 
     def _forward_train(self, batch: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
         obs, scores, emb = self._encode(batch[Columns.OBS])

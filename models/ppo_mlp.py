@@ -108,19 +108,19 @@ class ScorePolicy(nn.Module):
         obs, scores, _ = self(raw_obs)
         return project_scores(scores, obs.mask, projection)
 
-    def outputs(self, raw_obs: Any, projection: ProjectionConfig, kind: str) -> dict[str, Any]:
-        """The RLModule forward outputs: ``kind`` "exploration", "inference" (adds the projected
-        weights as actions) or "train" (adds the value embeddings)."""
+    def outputs(self, raw_obs: Any, kind: str) -> dict[str, Any]:
+        """The RLModule forward outputs: ``kind`` "exploration", "inference" or "train" (adds the
+        value embeddings). No ``Columns.ACTIONS``: the decision is the distribution's mean, which the
+        env (and RLlib's connector without exploration) bands and projects once; the projected
+        ``weights()`` are a diagnostic (``models.inference.policy_output``), not computed per call
+        (about 65 us a decision)."""
         traces: ShapeTraces | None = getattr(self, "_traces", None)
         if kind == "inference" and traces is not None and not torch.is_grad_enabled():
-            scores, dist_inputs, mask = traces(*obs_tensors(raw_obs))
-            actions = project_scores(scores, mask, projection)
-            return {Columns.ACTION_DIST_INPUTS: dist_inputs, Columns.ACTIONS: actions}
+            _scores, dist_inputs, _mask = traces(*obs_tensors(raw_obs))
+            return {Columns.ACTION_DIST_INPUTS: dist_inputs}
         obs, scores, emb = self(raw_obs)
         out: dict[str, Any] = {Columns.ACTION_DIST_INPUTS: self.dist_inputs(obs, scores)}
-        if kind == "inference":
-            out[Columns.ACTIONS] = project_scores(scores, obs.mask, projection)
-        elif kind == "train":
+        if kind == "train":
             out[Columns.EMBEDDINGS] = emb
         return out
 
@@ -150,14 +150,14 @@ class ScorePolicyForwards:
         return self.policy.trace(on)
 
     def _forward(self, batch: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
-        return self.policy.outputs(batch[Columns.OBS], self.cfg.projection, "exploration")
+        return self.policy.outputs(batch[Columns.OBS], "exploration")
 
     def _forward_inference(self, batch: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
         with torch.no_grad():
-            return self.policy.outputs(batch[Columns.OBS], self.cfg.projection, "inference")
+            return self.policy.outputs(batch[Columns.OBS], "inference")
 
     def _forward_train(self, batch: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
-        return self.policy.outputs(batch[Columns.OBS], self.cfg.projection, "train")
+        return self.policy.outputs(batch[Columns.OBS], "train")
 
 
 class PPOMLPModule(ScorePolicyForwards, TorchRLModule, ValueFunctionAPI, InferenceOnlyAPI):

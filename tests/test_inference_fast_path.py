@@ -133,10 +133,15 @@ def _ref_scores(module: Any, raw: Any) -> tuple[PortfolioObs, torch.Tensor, torc
 def _ref_outputs(module: Any, raw: Any) -> dict[str, torch.Tensor]:
     """``_forward_inference``'s outputs of a ``ppo_mlp``/``distributional``/``gnn`` module, stated plainly."""
     obs, scores, log_std = _ref_scores(module, raw)
-    return {
-        Columns.ACTION_DIST_INPUTS: _ref_gaussian(scores, log_std, obs.mask),
-        Columns.ACTIONS: _ref_project(scores, obs.mask, module.cfg.projection),
-    }
+    return {Columns.ACTION_DIST_INPUTS: _ref_gaussian(scores, log_std, obs.mask)}
+
+
+def _ref_weights(module: Any, raw: Any) -> torch.Tensor:
+    """``weights()`` of a ``ppo_mlp``/``distributional``/``gnn`` module (the projected mean), stated
+    plainly."""
+    with torch.no_grad():
+        obs, scores, _ = _ref_scores(module, raw)
+        return _ref_project(scores, obs.mask, module.cfg.projection)
 
 
 # ------------------------------------------------------------------------------ observations
@@ -177,9 +182,13 @@ def test_inference_outputs_equal_the_plain_statement(family: str, flat: bool, ba
     with torch.inference_mode():
         out = module._forward_inference({Columns.OBS: raw})
         ref = _ref_outputs(module, raw)
-    for key in (Columns.ACTION_DIST_INPUTS, Columns.ACTIONS):
+    assert set(out) == {Columns.ACTION_DIST_INPUTS}  # the decision is the mean: no projected actions
+    for key in (Columns.ACTION_DIST_INPUTS,):
         assert torch.isfinite(out[key]).all()
         assert torch.equal(out[key], ref[key]), key
+    with torch.inference_mode():  # the projected mean (a diagnostic now) is still the plain projection
+        weights = module.weights(raw)
+    assert torch.isfinite(weights).all() and torch.equal(weights, _ref_weights(module, raw))
 
 
 @pytest.mark.parametrize("family", ["ppo_mlp", "distributional"])

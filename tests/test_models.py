@@ -156,13 +156,25 @@ def test_weights_meet_constraints_and_masked_are_exactly_zero(family: str) -> No
 
 
 @pytest.mark.parametrize("family", WEIGHT_FAMILIES)
-def test_inference_actions_are_the_projected_weights(family: str) -> None:
+def test_inference_gives_the_distribution_and_no_projected_actions(family: str) -> None:
+    """The decision is the Gaussian's mean, which the env (and RLlib's connector without exploration)
+    bands and projects once: an inference output with projected weights as ``Columns.ACTIONS`` was
+    projected twice there, and cost about 65 us a decision nobody read. ``weights()`` is still the
+    projection of that mean."""
+    from raytrade.models.common import project_scores
+    from raytrade.models.inference import greedy_actions
+
     module = build(family)
     amplify_scores(module)
     obs = obs_batch(module.n_features)
     with torch.no_grad():
-        expected = module.weights(obs)
-    torch.testing.assert_close(module.forward_inference({Columns.OBS: obs})[Columns.ACTIONS], expected)
+        out = module.forward_inference({Columns.OBS: obs})
+        weights = module.weights(obs)
+    assert set(out) == {Columns.ACTION_DIST_INPUTS}
+    mean = torch.as_tensor(greedy_actions(module, out[Columns.ACTION_DIST_INPUTS]))
+    nf = N_ASSETS * module.n_features  # the flat layout: features, weights, listed flags, portfolio
+    listed = obs[:, nf + N_ASSETS : nf + 2 * N_ASSETS] > 0.5
+    torch.testing.assert_close(project_scores(mean, listed, module.cfg.projection), weights)
 
 
 @settings(max_examples=25)
