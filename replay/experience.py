@@ -169,19 +169,46 @@ def transitions_from_frame(
 def first_rows(table: pa.Table) -> pa.Table:
     """``table`` less the rows whose ``decision_id`` an earlier row has (with a warning naming one): a
     copy of the same transition (a store written before the writer refused repeats). A repeat that
-    disagrees with the first in any column read is refused (:class:`ExperienceError` naming the id,
-    the column and both values): which of two different transitions is the logged one cannot be
-    known, and keeping the first read would depend on file order."""
+    disagrees with the first in any column read is refused (:func:`refuse_differing_copies`)."""
+    found = _repeats(table)
+    if found is None:
+        return table
+    keep, dropped, original = found
+    _refuse_differing(table, dropped, original)
+    log.warning(
+        "experience: %d rows repeat a decision_id read before (e.g. %r) and are left out",
+        dropped.size,
+        table.column("decision_id")[int(dropped[0])].as_py(),
+    )
+    return table.take(pa.array(keep))
+
+
+def refuse_differing_copies(table: pa.Table) -> None:
+    """Raise :class:`ExperienceError` (naming the id, the column and both values) when a
+    ``decision_id`` of ``table`` repeats with different content: which of two different transitions
+    is the logged one cannot be known, and keeping the first read would depend on file order."""
+    found = _repeats(table)
+    if found is not None:
+        _refuse_differing(table, found[1], found[2])
+
+
+def _repeats(table: pa.Table) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """(rows kept: each id's first, rows repeating an earlier id, the kept row each repeats) of
+    ``table``; None when no id repeats."""
     n = table.num_rows
     ids = pa.table({"id": table.column("decision_id"), "row": pa.array(np.arange(n))})
     first = ids.group_by("id").aggregate([("row", "min")])
     if first.num_rows == n:
-        return table
+        return None
     keep = np.sort(np.asarray(first.column("row_min").to_numpy()))
     dropped = np.setdiff1d(np.arange(n), keep)
     kept_row = dict(zip(first.column("id").to_pylist(), first.column("row_min").to_pylist(), strict=True))
-    ids = table.column("decision_id").take(pa.array(dropped)).to_pylist()
-    original = np.array([kept_row[i] for i in ids], dtype=np.int64)
+    repeated = table.column("decision_id").take(pa.array(dropped)).to_pylist()
+    return keep, dropped, np.array([kept_row[i] for i in repeated], dtype=np.int64)
+
+
+def _refuse_differing(table: pa.Table, dropped: np.ndarray, original: np.ndarray) -> None:
+    """:func:`refuse_differing_copies` for the repeated rows ``dropped`` of the rows ``original``."""
     copies, firsts = table.take(pa.array(dropped)), table.take(pa.array(original))
     for name in table.column_names:  # column by column, vectorised: a store written twice has many
         differs = _differing(firsts.column(name), copies.column(name))
@@ -189,15 +216,10 @@ def first_rows(table: pa.Table) -> pa.Table:
             k = int(np.flatnonzero(differs)[0])
             a, b = firsts.column(name)[k].as_py(), copies.column(name)[k].as_py()
             raise ExperienceError(
-                f"experience decision_id {ids[k]!r} is stored twice with different {name!r}: "
-                f"{_shown(a)} and {_shown(b)} (which transition was logged cannot be told; remove one)"
+                f"experience decision_id {copies.column('decision_id')[k].as_py()!r} is stored twice with "
+                f"different {name!r}: {_shown(a)} and {_shown(b)} (which transition was logged cannot be "
+                "told; remove one)"
             )
-    log.warning(
-        "experience: %d rows repeat a decision_id read before (e.g. %r) and are left out",
-        dropped.size,
-        table.column("decision_id")[int(dropped[0])].as_py(),
-    )
-    return table.take(pa.array(keep))
 
 
 def _differing(a: pa.ChunkedArray, b: pa.ChunkedArray) -> np.ndarray:
@@ -788,8 +810,8 @@ def read_earlier(groups: list[list[Path]], row_filter: object) -> list[list[str]
     )
     for g, group_ids in enumerate(ids):
         drops[g] = [i for i in group_ids.to_pylist() if owner.get(i, g) < g]
-    # the repeats must be copies: their rows from every group, in group order, through first_rows,
-    # which refuses one that differs from the first (ExperienceError), as the pandas reader does
+    # the repeats must be copies: their rows from every group, in group order, refused where one
+    # differs from the first (ExperienceError), as the pandas reader refuses it
     present = set(schema.names)
     repeats = pa.array(list(owner), pa.string())
     in_repeats = pc.field("decision_id").isin(repeats)
@@ -800,7 +822,7 @@ def read_earlier(groups: list[list[Path]], row_filter: object) -> list[list[str]
         )
         for group in groups
     ]
-    first_rows(pa.concat_tables(copies))
+    refuse_differing_copies(pa.concat_tables(copies))
     log.warning("experience: %d decision ids are stored twice; their later rows are left out", len(owner))
     return drops
 
