@@ -24,7 +24,8 @@ Design decisions
   the price-derived features and the baseline forecaster's forecasts (with the gate and sizing read
   from them), rebuilt from the new prices by the ingest feature functions
   (``envs.stress_features``) so a policy and the ``kelly_lite`` baseline see the stressed market
-  they are scored on. Imported forecasts, macro and high/low based features keep their values.
+  they are scored on. The volatility index and sector momentum move with the rebuilt
+  volatility and returns; imported forecasts and high/low based features keep their values.
 * ``scenario_draws`` returns ``ScenarioConfig.draws`` draws with distinct seeds, a crisis with
   ``start_jitter`` at distinct starts while it has that many (``crisis_starts``): stress results are
   reported as a spread over draws.

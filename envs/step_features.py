@@ -60,8 +60,8 @@ import pandas as pd
 from raytrade.replay.features.build import forecast_features
 from raytrade.replay.features.config import FeatureConfig
 from raytrade.replay.features.recalibration import RECAL_COLUMNS
-from raytrade.replay.features.regime import regime_group
-from raytrade.replay.features.returns import returns_group
+from raytrade.replay.features.regime import cluster_frame, regime_group
+from raytrade.replay.features.returns import log_returns, returns_group
 from raytrade.replay.features.risk import risk_group
 from raytrade.replay.features.wide import PRICE_COLUMNS, Panel
 from raytrade.replay.schema import FEATURES_SCHEMA, FORECAST_QUANTILE_COLUMNS
@@ -133,6 +133,38 @@ def price_features(
     risk = risk_group(panel, config, no_forecast, no_forecast.astype(bool), regime["drawdown"])
     groups = {**ret, **regime, "dd_trigger_state": risk["dd_trigger_state"]}
     return {name: groups[name].to_numpy(dtype=np.float64) for name in PRICE_FEATURES}
+
+
+def sector_momentum(
+    close: np.ndarray,
+    listed: np.ndarray,
+    ts: np.ndarray,
+    symbols: tuple[str, ...],
+    asset_class: tuple[str, ...],
+    ret_20: np.ndarray,
+    config: FeatureConfig,
+) -> np.ndarray:
+    """``sector_momentum`` ``[T, N]`` as ingest computes it (``replay.features.build``): the mean
+    ``ret_20`` of the assets of one class in the same ``corr_cluster``, the clusters recomputed from
+    ``close`` where ``listed``, class by class, over these assets only; NaN where not clustered."""
+    out = np.full(close.shape, np.nan)
+    classes = np.asarray(asset_class)
+    for name in np.unique(classes):
+        cols = np.flatnonzero(classes == name)
+        panel = panel_of(close[:, cols], listed[:, cols], ts, tuple(symbols[j] for j in cols), str(name))
+        clusters = cluster_frame(log_returns(panel.filled("close")), panel.present, config).to_numpy()
+        returns = ret_20[:, cols]
+        known = np.isfinite(returns)
+        block = np.full(clusters.shape, np.nan)
+        for cluster in np.unique(clusters[np.isfinite(clusters)]):
+            members = clusters == cluster
+            counted = members & known
+            count = counted.sum(axis=1)
+            total = np.where(counted, returns, 0.0).sum(axis=1)
+            mean = np.where(count > 0, total / np.maximum(count, 1), np.nan)
+            block = np.where(members, mean[:, None], block)
+        out[:, cols] = block
+    return out
 
 
 def step_kelly(

@@ -41,12 +41,25 @@ Design decisions
   relaxes as the 20-bar window leaves the shock. Kept when ``vol_20`` is not observed.
   ``spread_bps`` is the scenario's (``envs.scenarios``: a crisis window multiplies it by
   ``spread_mult``; a bootstrap row carries its drawn row's).
+* Moved with the market: the volatility index, which ingest takes from a series ``MarketData`` does
+  not carry or from every equity of the store, so it cannot be rebuilt here: on each rebuilt row,
+  ``vix_level`` is multiplied by the median rebuilt ``vol_20`` over the median stored one, and
+  ``vix_term`` by the ratio of the median ``vol_20`` to the median ``vol_60``, rebuilt over stored
+  (medians over the listed equities; a crypto-only universe's coins), so a crash shows a volatility
+  index that rose with it. Where the store's ``vix`` is ingest's proxy (the median annualised
+  ``vol_20`` of the equities, no ``vix`` series) and the data holds every equity of the store, that is
+  the proxy ingest computes from the stressed closes; a real ``vix`` series is moved as much as the
+  stocks' volatility moved (a model: implied volatility following realised). Each needs the stored
+  ``vol_20`` observed (and ``vol_60`` for the term ratio), else it keeps its stored value; a missing
+  cell stays missing. ``sector_momentum`` (the mean ``ret_20`` of a correlation cluster) is rebuilt
+  from the stressed closes (:func:`envs.step_features.sector_momentum`: clusters and returns), over
+  the data's assets: what ingest computes where the data holds every asset of the store's class.
+  Before 2026-12-05 these kept their calm values through a crash.
 * Kept as they are (the row's stored value; for a bootstrap, the drawn row's): everything else.
   ``fc_recal_q*`` (walk-forward MLP fits on the stored quantiles, seconds per build, not redone per
   draw: they stay the recalibration of the unshocked forecast), ``concentration`` (a share of the
-  whole store's asset class, which the data may hold only part of), macro (``vix_*``) and
-  ``sector_momentum`` (a cross-asset cluster average) are market-wide or model outputs the scenario
-  does not model.
+  whole store's asset class, which the data may hold only part of) and ``curve_slope`` (a rates
+  series the scenario does not model).
 * Values go through the loader's own post-processing: its scale per column and NaN -> 0 (flagged in
   ``feature_missing``); a recomputed feature of a cell with no bar (``listed`` False: before the
   listing, after the delisting, a halt) is NaN, as ingest writes no row there, so a stressed halt
@@ -72,6 +85,7 @@ from raytrade.envs.step_features import (
     PRICE_FEATURES,
     baseline_forecast_features,
     price_features,
+    sector_momentum,
 )
 from raytrade.replay.features.config import FeatureConfig
 
@@ -108,7 +122,8 @@ def with_stressed_features(
     forecast_cols = [(k, name) for k, name in enumerate(names) if name in FORECAST_FEATURES]
     if baseline is None or not baseline.any():
         forecast_cols = []
-    if not (price_cols or forecast_cols) or from_row == data.n_steps:
+    momentum_col = [(names.index(name), name) for name in ("sector_momentum",) if name in names]
+    if not (price_cols or forecast_cols or momentum_col) or from_row == data.n_steps:
         return data
     if warmup is not None and warmup.symbols != data.symbols:
         raise ValueError("warmup must hold the same assets, in the same order, as data")
@@ -124,7 +139,7 @@ def with_stressed_features(
     skip = close.shape[0] - data.n_steps + from_row
     features = data.features.copy()
     missing = None if data.feature_missing is None else data.feature_missing.copy()
-    if price_cols:
+    if price_cols or momentum_col:
         values = price_features(close, listed, ts, data.symbols, cfg)
         if "atr_pct_14" in names and "vol_20" in names:
             stored = data.features[from_row:, :, names.index("vol_20")] / LOADER_SCALE.get("vol_20", 1.0)
@@ -134,6 +149,11 @@ def with_stressed_features(
             features[from_row:, :, names.index("atr_pct_14")] *= ratio
         rows = {k: np.where(listed, v, np.nan)[skip:] for k, v in values.items()}  # no bar: no value
         _write(features, missing, from_row, price_cols, rows, None)
+        _move_vix(data, features, from_row, rows)
+        if momentum_col:
+            ret_20 = np.where(listed, values["ret_20"], np.nan)
+            momentum = sector_momentum(close, listed, ts, data.symbols, data.asset_class, ret_20, cfg)
+            _write(features, missing, from_row, momentum_col, {"sector_momentum": momentum[skip:]}, None)
     if forecast_cols:
         spread = joined(None if warmup is None else _store_spread(warmup), _store_spread(data))
         volume = joined(None if warmup is None else warmup.dollar_volume, data.dollar_volume)
@@ -160,3 +180,50 @@ def _write(
         features[from_row:, :, k] = np.where(keep, features[from_row:, :, k], filled)
         if missing is not None:  # the rebuilt values' own gaps, as the loader flags them
             missing[from_row:, :, k] = np.where(keep, missing[from_row:, :, k], ~np.isfinite(scaled))
+
+
+def _stored(data: MarketData, name: str, from_row: int) -> np.ndarray | None:
+    """Column ``name`` of ``data`` on rows ``>= from_row`` in store units, NaN where missing; None
+    where ``data`` does not observe it."""
+    if name not in data.feature_names:
+        return None
+    k = data.feature_names.index(name)
+    values = data.features[from_row:, :, k].astype(np.float64) / LOADER_SCALE.get(name, 1.0)
+    if data.feature_missing is None:
+        return values
+    return np.where(data.feature_missing[from_row:, :, k], np.nan, values)
+
+
+def _row_median(values: np.ndarray, cells: np.ndarray) -> np.ndarray:
+    """Per row, the median of ``values`` over ``cells`` where finite; NaN for a row with none."""
+    usable = cells & np.isfinite(values)
+    out = np.full(values.shape[0], np.nan)
+    for t in np.flatnonzero(usable.any(axis=1)):
+        out[t] = np.median(values[t, usable[t]])
+    return out
+
+
+def _ratio(new: np.ndarray, old: np.ndarray) -> np.ndarray:
+    """``new / old`` where both are finite and positive, else 1 (no evidence: keep the stored value)."""
+    usable = np.isfinite(new) & np.isfinite(old) & (new > 0) & (old > 0)
+    return np.where(usable, new / np.where(usable, old, 1.0), 1.0)
+
+
+def _move_vix(data: MarketData, features: np.ndarray, from_row: int, rebuilt: dict[str, np.ndarray]) -> None:
+    """Move the observed ``vix_level`` and ``vix_term`` on rows ``>= from_row`` of ``features`` with
+    the rebuilt price features (store units, ``[rows, N]``), as the module's docstring states."""
+    names = data.feature_names
+    listed = np.asarray(data.listed[from_row:], dtype=bool)
+    equity = np.array([c == "equity" for c in data.asset_class])
+    reference = listed & (equity if equity.any() else np.ones_like(equity))[None, :]
+    vol_20 = _stored(data, "vol_20", from_row)
+    if vol_20 is not None:
+        new_short = _row_median(rebuilt["vol_20"], reference)
+        old_short = _row_median(vol_20, reference)
+        if "vix_level" in names:
+            features[from_row:, :, names.index("vix_level")] *= _ratio(new_short, old_short)[:, None]
+        vol_60 = _stored(data, "vol_60", from_row)
+        if "vix_term" in names and vol_60 is not None:
+            new_term = new_short / _row_median(rebuilt["vol_60"], reference)
+            old_term = old_short / _row_median(vol_60, reference)
+            features[from_row:, :, names.index("vix_term")] *= _ratio(new_term, old_term)[:, None]

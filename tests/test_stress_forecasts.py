@@ -62,10 +62,12 @@ def _wide(features: pd.DataFrame, name: str) -> np.ndarray:
     )
 
 
-def _loaded(close: np.ndarray, forecasts: pd.DataFrame | None = None) -> MarketData:
+def _loaded(
+    close: np.ndarray, forecasts: pd.DataFrame | None = None, columns: tuple[str, ...] = COLUMNS
+) -> MarketData:
     """The store ingest builds from ``close`` (and imported ``forecasts``), as the loader reads it."""
     feats = build_features(_bars(close), forecasts=forecasts)
-    values = np.stack([_wide(feats, c) * LOADER_SCALE.get(c, 1.0) for c in COLUMNS], axis=2)
+    values = np.stack([_wide(feats, c) * LOADER_SCALE.get(c, 1.0) for c in columns], axis=2)
     prev = np.vstack([close[:1], close[:-1]])
     return MarketData(
         ts=pd.date_range("2020-01-01", periods=T, freq="D").to_numpy().astype("datetime64[us]"),
@@ -77,7 +79,7 @@ def _loaded(close: np.ndarray, forecasts: pd.DataFrame | None = None) -> MarketD
         spread_bps=_wide(feats, "spread_bps"),
         dollar_volume=np.nan_to_num(_wide(feats, "dollar_volume_20")),
         features=np.nan_to_num(values).astype(np.float32),
-        feature_names=COLUMNS,
+        feature_names=columns,
         regime_code=np.zeros((T, N), dtype=np.int8),
         feature_missing=~np.isfinite(values),
         forecast_fallback=_wide(feats, "fc_fallback") == 1.0,

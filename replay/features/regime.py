@@ -46,7 +46,8 @@ def correlation_clusters(returns: np.ndarray, min_corr: float) -> np.ndarray:
     return np.array([order[label] for label in raw], dtype=np.int64)
 
 
-def _cluster_frame(r1: pd.DataFrame, present: pd.DataFrame, cfg: FeatureConfig) -> pd.DataFrame:
+def cluster_frame(r1: pd.DataFrame, present: pd.DataFrame, cfg: FeatureConfig) -> pd.DataFrame:
+    """``corr_cluster`` of one-bar log returns ``r1`` where ``present`` (the module's docstring)."""
     values = r1.to_numpy()
     alive = present.to_numpy()
     t, n = values.shape
@@ -92,5 +93,5 @@ def regime_group(panel: Panel, cfg: FeatureConfig, vol_short: pd.DataFrame) -> d
         "var_95_60": var95,
         "vol_regime": labels,
         "vol_regime_code": code,
-        "corr_cluster": _cluster_frame(r1, panel.present, cfg),
+        "corr_cluster": cluster_frame(r1, panel.present, cfg),
     }
