@@ -120,6 +120,11 @@ ENCODED_BARS_KEPT = 8
 """Bars whose encoded per-asset channels a service keeps (:meth:`DecisionService._bar_channels`)."""
 
 
+def _folded(symbol: str) -> str:
+    """``symbol`` in upper case without a pair's slash: two spellings of one ticker fold alike."""
+    return symbol.upper().replace("/", "")
+
+
 class RequestError(InputError):
     """A request the service cannot decide on (HTTP 422); ``loc`` names the field."""
 
@@ -209,6 +214,7 @@ class DecisionService:
         self._feat_idx = feature_index(data, self.env_cfg.feature_columns)
         self.observation_spec = observation_spec(self.env_cfg, data.feature_names)
         self._is_crypto = np.array([c == "crypto" for c in data.asset_class], dtype=bool)
+        self._folded = {_folded(s): s for s in data.symbols}  # a held symbol spelled otherwise
         misnamed = [s for s, c in zip(data.symbols, self._is_crypto, strict=True) if c != is_crypto_symbol(s)]
         if misnamed:  # the loop, its order planner and Alpaca tell crypto by the symbol alone
             raise ValueError(
@@ -386,10 +392,17 @@ class DecisionService:
         n = len(self.universe)
         w_now = np.zeros(n)
         external, external_crypto, unmanaged = 0.0, 0.0, []
-        for pos in request.positions:
+        for i, pos in enumerate(request.positions):
             weight = pos.signed_value() / equity
             if pos.symbol in self.universe:
                 w_now[self.universe[pos.symbol]] = weight
+            elif (spelled := self._folded.get(_folded(pos.symbol))) is not None:
+                raise RequestError(
+                    ("positions", i, "symbol"),
+                    f"{pos.symbol!r} is the universe's {spelled!r} spelled otherwise; send it as "
+                    f"{spelled!r} (read as another symbol, its position would not count toward "
+                    f"{spelled!r}'s caps)",
+                )
             else:
                 external += abs(weight)
                 external_crypto += abs(weight) if is_crypto_symbol(pos.symbol) else 0.0

@@ -14,6 +14,7 @@ holds every position where it is: no new risk.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Collection, Iterable
 from datetime import UTC, datetime
 from typing import Annotated, Any, Final, Literal
@@ -152,7 +153,11 @@ Positive = Annotated[float, RequestNumber(gt=0)]
 """A :data:`Number` that is also >= 0 / > 0."""
 MAX_KILL_BARS: Final = 1_000_000_000
 """``kill_switch.bars_active`` is at most this (a bound, so it fits the observation's int64)."""
-Symbol = Annotated[str, StringConstraints(min_length=1, max_length=MAX_SYMBOL_CHARS)]
+SYMBOL_PATTERN: Final = r"^[!-~]+$"
+"""A symbol is printable ASCII without spaces (BTC/USD, BRK.B): a ticker with a space, a control or
+zero-width character would read as another symbol than the one held, and its position as one
+outside the universe (its cap then unenforced)."""
+Symbol = Annotated[str, StringConstraints(min_length=1, max_length=MAX_SYMBOL_CHARS, pattern=SYMBOL_PATTERN)]
 
 
 class _Strict(BaseModel):
@@ -318,6 +323,11 @@ class ActRequest(_Strict):
     def _one_position_per_symbol(self) -> ActRequest:
         seen: dict[str, str] = {}
         for i, pos in enumerate(self.positions):
+            if pos.side == "long" and (pos.qty < 0 or pos.market_value < 0):  # a short read as a long
+                raise ValueError(
+                    f"positions[{i}] ({pos.symbol!r}) has side 'long' with qty {pos.qty:g} and market_value "
+                    f"{pos.market_value:g}: a long position's qty and market_value are >= 0"
+                )
             pair = _unslashed(pos.symbol)  # BTC/USD and BTCUSD are one pair
             if pair in seen:
                 again = "appears twice" if seen[pair] == pos.symbol else f"is {seen[pair]!r} again"
@@ -375,8 +385,12 @@ def _unslashed(symbol: str) -> str:
 
 
 def target_quantity(weight: float, equity: float, price: float | None) -> float | None:
-    """Units that hold ``weight`` of ``equity`` at ``price`` (signed; None without a price)."""
-    return None if price is None else weight * equity / price
+    """Units that hold ``weight`` of ``equity`` at ``price`` (signed; None without a price, or with
+    one too small to size with: the units would not be finite)."""
+    if price is None:
+        return None
+    units = weight * equity / price
+    return units if math.isfinite(units) else None
 
 
 class SymbolDecision(BaseModel):
@@ -388,7 +402,8 @@ class SymbolDecision(BaseModel):
     target_qty: float | None = Field(
         None,
         description="signed units for the target weight: target_weight x equity / price, price = the "
-        "quote's mid, else the last price; None when the request gave no price, and for a pair quoted in a "
+        "quote's mid, else the last price; None when the request gave no price (or one too small for finite "
+        "units), and for a pair quoted in a "
         "coin (ETHBTC: its prices are in BTC, not the account's dollars). A symbol the answer "
         "keeps where it is (held: gate_mode hold, a fallback; or its target weight is its current "
         "weight) has the signed units the request says are held (0 for none), whatever the price: "

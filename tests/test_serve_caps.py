@@ -664,7 +664,8 @@ def test_a_reduction_its_order_cap_cuts_short_frees_only_the_gross_it_frees(
 )
 def test_a_broker_number_sent_as_a_string_reads_as_float_reads_it(text: str) -> None:
     """Alpaca sends quantities and values as strings: pydantic-core's parsing must agree with float()."""
-    position = {"symbol": "A", "qty": text, "side": "long", "market_value": text, "current_price": "1"}
+    side = "short" if float(text.strip()) < 0 else "long"  # a long's signs are >= 0 (ActRequest refuses)
+    position = {"symbol": "A", "qty": text, "side": side, "market_value": text, "current_price": "1"}
     body = {"account": {"equity": "1000", "cash": text}, "positions": [position], "drawdown_pct": "0"}
     body["analysis"] = {"A": {"bid_price": text, "last_close": "2"}}
     request = ActRequest.model_validate_json(json.dumps(body))
