@@ -13,6 +13,16 @@ from typing import Any, TypeVar
 T = TypeVar("T")
 
 
+def quotes_at_close(service: Any) -> dict[str, dict[str, float]]:
+    """A 2 bps quote at each symbol's close on the served data's last bar (100 where it has none), as
+    a loop would send: inside the service's quote band, so every listed symbol is decided."""
+    closes = service.data.close[-1].tolist()
+    return {
+        s: {"bid_price": 0.9999 * c, "ask_price": 1.0001 * c}
+        for s, c in zip(service.data.symbols, [c if c > 0 else 100.0 for c in closes], strict=True)
+    }
+
+
 def quick_and_json_args(
     doc: str | None, argv: list[str] | None, extra: Callable[[argparse.ArgumentParser], None] | None = None
 ) -> argparse.Namespace:

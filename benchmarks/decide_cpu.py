@@ -38,6 +38,8 @@ from typing import Any
 if __package__ in (None, ""):  # run as a script path: make the repo root importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.common import quotes_at_close  # after the path fix above
+
 MODELS = ("ppo_mlp", "gnn")
 BATCHES = (1, 2, 4, 8)
 TOKEN = "decide-cpu-benchmark-token-0123456789"
@@ -80,7 +82,7 @@ class _Worker:
                 "account": {"equity": 100_000.0, "cash": 80_000.0},
                 "positions": [{"symbol": symbols[0], "qty": "10", "side": "long", "market_value": "20000"}],
                 "drawdown_pct": -0.02,
-                "analysis": {s: {"bid_price": 99.99, "ask_price": 100.01} for s in symbols},
+                "analysis": quotes_at_close(service),
                 "as_of": last,
             }
         ).encode()

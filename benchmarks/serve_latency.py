@@ -64,7 +64,7 @@ if __package__ in (None, ""):  # run as a script path: make the repo root import
 
 import numpy as np
 
-from benchmarks.common import print_table, quick_and_json_args, write_report
+from benchmarks.common import print_table, quick_and_json_args, quotes_at_close, write_report
 
 TOKEN = "benchmark-token-not-a-secret-0123456789"
 N_SYMBOLS = 32
@@ -603,7 +603,7 @@ def _request(service: Any) -> Any:
             "account": {"equity": 100_000.0, "cash": 80_000.0},
             "positions": [{"symbol": symbols[0], "qty": "10", "side": "long", "market_value": "20000"}],
             "drawdown_pct": -0.02,
-            "analysis": {s: {"bid_price": 99.99, "ask_price": 100.01} for s in symbols},
+            "analysis": quotes_at_close(service),
             "as_of": last,
         }
     )

@@ -1,7 +1,7 @@
 """``raytrade serve``: deploy a registry policy as the trading loop's HTTP endpoint (Ray Serve).
 
     raytrade serve --model NAME[@VERSION] [--registry DIR] [--host 127.0.0.1] [--port 8000]
-                   [--replicas 1] [--max-feature-age-hours 96] [--max-as-of-skew-s 900]
+                   [--replicas 1] [--max-feature-age-hours 96] [--max-quote-move 3] [--max-as-of-skew-s 900]
                    [--max-body-bytes 1048576] [--docs] [--detach]
 
 The bearer token comes from ``RAYTRADE_SERVE_TOKEN`` (or the settings file), at least 32 characters
@@ -29,6 +29,7 @@ from raytrade.cluster.options import caps_options, exposure_caps, registry_optio
 from raytrade.replay.remote import location
 from raytrade.replay.timeutil import MAX_FEATURE_AGE_HOURS
 from raytrade.serve.batcher import DEFAULT_BUSY_WAIT_MS
+from raytrade.serve.caps import MAX_QUOTE_MOVE
 
 DETACH_NEEDS_ADDRESS = (
     "--detach deploys into a cluster that outlives this command, and RAY_ADDRESS names none: set it to "
@@ -57,6 +58,14 @@ DETACH_NEEDS_ADDRESS = (
     show_default=True,
     help="Older features (hours since their bar closed) give a hold-everything answer (0: never stale, "
     "e.g. synthetic data).",
+)
+@click.option(
+    "--max-quote-move",
+    type=click.FloatRange(0),
+    default=MAX_QUOTE_MOVE,
+    show_default=True,
+    help="A quote whose mid is more than this many times the last close, or under one over it, holds "
+    "its symbol as a bad or stale quote (0: no band; otherwise above 1).",
 )
 @click.option(
     "--kill-drawdown", type=click.FloatRange(0, 1, min_open=True), default=None, help="Default: trained."
@@ -110,6 +119,7 @@ def serve_command(
     replicas: int,
     replica_cpus: float,
     max_feature_age_hours: float,
+    max_quote_move: float,
     kill_drawdown: float | None,
     max_batch_size: int,
     batch_wait_ms: float,
@@ -133,6 +143,7 @@ def serve_command(
     verify_version(model, registry, None if registry_key is None else registry_key())
     decide = ServeConfig(
         max_feature_age_hours=max_feature_age_hours or None,
+        max_quote_move=max_quote_move or None,
         kill_drawdown=kill_drawdown,
         caps=exposure_caps(caps),
     )

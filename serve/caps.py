@@ -118,6 +118,12 @@ def gate_reason(row: SymbolSnapshot, is_crypto: bool, rules: LoopRules = _RULES)
     return gate_reasons([row], np.array([is_crypto]), rules)[0]
 
 
+MAX_QUOTE_MOVE: Final = 3.0
+"""The quote band's default (``serve.decide.ServeConfig.max_quote_move``): a mid within a third and
+three times the last close (-67 % .. +200 %) is believed; real -40 % and +20 % days are well inside
+it, a quote off by a decimal place (1.00 for a $100 stock) is not."""
+
+
 def gate_reasons(
     rows: Sequence[SymbolSnapshot], is_crypto: np.ndarray, rules: LoopRules = _RULES
 ) -> list[str | None]:

@@ -107,9 +107,16 @@ from raytrade.replay.errors import InputError
 from raytrade.replay.loop_rules import LoopRules, coin_quote, is_crypto_symbol
 from raytrade.replay.timeutil import MAX_FEATURE_AGE_HOURS, series_closed_at
 from raytrade.serve.answer_check import FLAT
-from raytrade.serve.caps import ExposureCaps, cap_targets, gate_reasons
+from raytrade.serve.caps import MAX_QUOTE_MOVE, ExposureCaps, cap_targets, gate_reasons
 from raytrade.serve.fallback import hold_everything
-from raytrade.serve.schemas import ActRequest, ActResponse, AppliedCaps, KillSwitchRule, target_quantity
+from raytrade.serve.schemas import (
+    ActRequest,
+    ActResponse,
+    AppliedCaps,
+    KillSwitchRule,
+    SymbolSnapshot,
+    target_quantity,
+)
 
 _ZERO = FLAT  # |weight| below this is flat (the rule a client checks answers by)
 MAX_WARMED_BATCH = 32
@@ -154,6 +161,13 @@ class ServeConfig(BaseModel):
     )
     kill_drawdown: float | None = Field(
         None, gt=0, le=1, description="account drawdown that activates unwind-only (None: the trained one)"
+    )
+    max_quote_move: float | None = Field(
+        MAX_QUOTE_MOVE,
+        gt=1,
+        description="a quote whose mid is more than this many times, or less than one over it, the "
+        "observed bar's close holds its symbol (a bad or stale quote would size the order by a wrong "
+        "price; None: no band)",
     )
     loop_rules: LoopRules = Field(LoopRules(), description="the loop's gates (spread caps) held to")
     caps: ExposureCaps = Field(ExposureCaps(), description="hard exposure caps after the model")
@@ -421,10 +435,23 @@ class DecisionService:
                 hold[sym] = gate
             elif not listed[i]:
                 hold[sym] = f"no bar at {_utc(self._ts[bar]).date()}"
+            elif (far := self._quote_off(request.analysis[sym], i, bar)) is not None:
+                hold[sym] = far
             else:
                 tradeable[i] = True
         return Prepared(
             request, as_of, bar, w_now, tradeable, external, external_crypto, sorted(unmanaged), hold
+        )
+
+    def _quote_off(self, row: SymbolSnapshot, i: int, bar: int) -> str | None:
+        """Why asset ``i``'s quote is not believed: its mid outside ``max_quote_move`` times the close
+        of ``bar`` either way (ServeConfig); None when it is within, or there is no band."""
+        band, mid, close = self.config.max_quote_move, row.mid(), float(self.data.close[bar, i])
+        if band is None or mid is None or not close > 0 or close / band <= mid <= close * band:
+            return None
+        return (
+            f"quote mid {mid:.6g} is {mid / close:.3g}x the close {close:.6g} of "
+            f"{_utc(self._ts[bar]).date()}, outside the {band:g}x band: held as a bad or stale quote"
         )
 
     def _bar_time(self, bar: int) -> tuple[datetime, datetime]:

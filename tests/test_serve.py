@@ -29,7 +29,9 @@ from raytrade.serve.schemas import ActRequest
 from tests.conftest import SmokeRun
 
 TOKEN = "serve-token-for-tests-0123456789"
-NEVER_STALE = ServeConfig(max_feature_age_hours=None)
+# and no quote band: these tests quote every symbol at 100 whatever its synthetic close (the band has
+# its own tests, tests/test_serve_quote_band.py)
+NEVER_STALE = ServeConfig(max_feature_age_hours=None, max_quote_move=None)
 # Hard caps that never bind: the model's decision alone, to compare with the simulator's
 UNCAPPED = NEVER_STALE.model_copy(
     update={
@@ -876,6 +878,11 @@ def _act_bodies(symbols: list[str]) -> Any:
         st.booleans(),
     )
     symbol = st.one_of(st.sampled_from(symbols), st.text(max_size=40))
+    # a valid request's symbols: printable ASCII without spaces (the schema's SYMBOL_PATTERN)
+    ticker = st.one_of(
+        st.sampled_from(symbols),
+        st.text(st.characters(min_codepoint=33, max_codepoint=126), min_size=1, max_size=32),
+    )
     offsets = st.timedeltas(
         min_value=-timedelta(hours=23, minutes=59), max_value=timedelta(hours=23, minutes=59)
     )
@@ -928,12 +935,12 @@ def _act_bodies(symbols: list[str]) -> Any:
             "positions": st.lists(
                 st.fixed_dictionaries(
                     {
-                        "symbol": symbol,
+                        "symbol": ticker,
                         "qty": values,
                         "side": st.sampled_from(["long", "short"]),
                         "market_value": values,
                     }
-                ),
+                ).map(_long_signs),
                 max_size=5,
                 unique_by=lambda p: p["symbol"],
             ),
@@ -959,6 +966,13 @@ def _act_bodies(symbols: list[str]) -> Any:
     )
     body = st.one_of(valid, hostile)
     return st.one_of(body.map(lambda b: json.dumps(b).encode()), st.binary(max_size=200))
+
+
+def _long_signs(position: dict[str, Any]) -> dict[str, Any]:
+    """A valid position: a long's qty and market_value are >= 0 (a short's may have either sign)."""
+    if position["side"] != "long":
+        return position
+    return position | {"qty": abs(position["qty"]), "market_value": abs(position["market_value"])}
 
 
 def test_fuzzed_act_requests_never_get_a_5xx(service: DecisionService) -> None:

@@ -173,8 +173,11 @@ def test_a_requests_rows_are_gated_in_one_call_with_each_rows_own_cap() -> None:
 
 def test_prepare_names_each_held_symbols_reason(service: DecisionService) -> None:
     symbols = list(service.data.symbols)
-    analysis: dict[str, Any] = {s: {"bid_price": 99.99, "ask_price": 100.01} for s in symbols}
-    analysis[symbols[1]] = {"bid_price": 99.0, "ask_price": 101.0}  # 200 bps
+    close = service.data.close[-1]  # quoted at the last close: inside the quote band
+    analysis: dict[str, Any] = {
+        s: {"bid_price": 0.9999 * c, "ask_price": 1.0001 * c} for s, c in zip(symbols, close, strict=True)
+    }
+    analysis[symbols[1]] = {"bid_price": 0.99 * close[1], "ask_price": 1.01 * close[1]}  # 200 bps
     analysis[symbols[2]]["trade_blocked"] = True
     del analysis[symbols[3]]
     prepared = service.prepare(_request(service, analysis=analysis), service.closed_at(-1))
