@@ -69,8 +69,15 @@ def module_checkpoint(checkpoint: Path) -> Path:
 
 def trial_config(run_dir: Path, row: LeaderboardRow) -> dict[str, Any]:
     """RLlib's algorithm config (JSON) of the trial of ``row``: its ``env_config`` is what the policy
-    trained with."""
-    config: dict[str, Any] = json.loads((run_dir / row.trial_dir / "params.json").read_text())
+    trained with. One that is not a JSON object holding an ``env_config`` object is refused
+    (``InputError`` naming the file)."""
+    path = run_dir / row.trial_dir / "params.json"
+    try:
+        config = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise InputError(f"{str(path)!r} cannot be read as the trial's config: {exc}") from None
+    if not isinstance(config, dict) or not isinstance(config.get("env_config"), dict):
+        raise InputError(f"{str(path)!r} is not an RLlib trial config: it holds no 'env_config' object")
     return config
 
 

@@ -24,10 +24,14 @@ def fetch_run(run: str | os.PathLike[str]) -> Path:
 
 def fetch_trial(run: str | os.PathLike[str], run_dir: Path, row: LeaderboardRow) -> None:
     """Mirror ``row``'s ``params.json`` and checkpoint folder of the remote run ``run`` into
-    ``run_dir`` (nothing to do for a local run)."""
+    ``run_dir`` (nothing to do for a local run). The row's folders are relative paths inside the run
+    (:class:`LeaderboardRow` refuses others); each local copy is checked again to lie inside
+    ``run_dir`` before anything is written or deleted there (``download_tree``'s ``within``)."""
     if not is_remote(run) or row.checkpoint is None:
         return
     uri = str(run)
     trial = run_dir / row.trial_dir
-    download_tree(join(uri, row.trial_dir), trial, include="params.json".__eq__, refresh=True)
-    download_tree(join(uri, row.checkpoint), run_dir / row.checkpoint, refresh=True, exact=True)
+    download_tree(join(uri, row.trial_dir), trial, include="params.json".__eq__, refresh=True, within=run_dir)
+    download_tree(
+        join(uri, row.checkpoint), run_dir / row.checkpoint, refresh=True, exact=True, within=run_dir
+    )

@@ -25,18 +25,32 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import Any, Final
+from typing import Annotated, Any, Final
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from raytrade.models.manifest import Provenance, SearchObjective, first_error, newer_writer_line
 from raytrade.replay.errors import InputError
+from raytrade.replay.remote import leads_outside
 from raytrade.tune_specs.overfit import OverfitCheck
 from raytrade.tune_specs.spec import Budget
 
 RUN_FILE: Final = "raytrade_run.json"
 LEADERBOARD_FILE: Final = "leaderboard.json"
 _DOC = ConfigDict(frozen=True, extra="forbid", ser_json_inf_nan="constants")
+
+
+def _inside_run(rel: str) -> str:
+    """``rel`` unchanged when it names a folder inside the run (relative, no ``..``, not empty).
+    ``raytrade promote`` joins it onto the run folder (or its local mirror, which it makes hold
+    exactly the remote's files): any other value would read, write or delete outside the run."""
+    if leads_outside(rel):
+        raise ValueError(f"{rel!r} is not a relative path inside the run folder (absolute, '..' or empty)")
+    return rel
+
+
+RunRelativePath = Annotated[str, AfterValidator(_inside_run)]
+"""A folder of a run, relative to the run folder and inside it."""
 
 
 class RunFileError(InputError):
@@ -67,10 +81,12 @@ class LeaderboardRow(BaseModel):
     model_config = _DOC
 
     trial: str
-    trial_dir: str = Field(description="trial folder, relative to the run folder")
+    trial_dir: RunRelativePath = Field(description="trial folder, relative to the run folder")
     params: dict[str, Any] = Field(description="searched parameter path -> value")
     iteration: int = Field(ge=0, description="training iteration of the checkpoint (or last result)")
-    checkpoint: str | None = Field(description="checkpoint folder relative to the run; None: none left")
+    checkpoint: RunRelativePath | None = Field(
+        description="checkpoint folder relative to the run; None: none left"
+    )
     checkpoints_compared: int | None = Field(
         None,
         ge=0,

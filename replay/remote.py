@@ -192,6 +192,13 @@ def delete_file(uri: str, rel: str) -> None:
         fs.delete_file(f"{base}/{rel}")
 
 
+def leads_outside(rel: str) -> bool:
+    """True for a path that does not name something inside the folder it is relative to: empty (or
+    only ``.``), absolute, or holding a ``..`` component (POSIX separators)."""
+    path = PurePosixPath(rel)
+    return not path.parts or path.is_absolute() or ".." in path.parts
+
+
 def download_tree(
     uri: str,
     local_dir: Path | None = None,
@@ -200,6 +207,7 @@ def download_tree(
     refresh: bool = False,
     exact: bool = False,
     current: Callable[[str, Path], bool] | None = None,
+    within: Path | None = None,
 ) -> Path:
     """Mirror the files under ``uri`` (those ``include`` accepts) into ``local_dir`` (default
     :func:`cache_dir`); returns the folder.
@@ -208,14 +216,21 @@ def download_tree(
     the relative path and the local copy) says the copy is stale (e.g. its sha256 differs from the
     one a manifest records: a remote file replaced by one of the same size). With ``exact``, local
     files that ``include`` accepts and the remote lacks are deleted, so the mirror holds exactly the
-    remote's files (hidden and ``_``-prefixed files, e.g. a writer's lock, are left alone)."""
-    fs, base = filesystem(uri)
+    remote's files (hidden and ``_``-prefixed files, e.g. a writer's lock, are left alone).
+    ``within``: the mirror root that ``local_dir`` (a subfolder of a mirror, named by a document the
+    remote holds) must resolve inside; a ``local_dir`` outside it is refused (``RemoteError``) before
+    anything is listed, written or deleted."""
     local = Path(local_dir) if local_dir is not None else cache_dir(uri)
+    if within is not None and not local.resolve().is_relative_to(Path(within).resolve()):
+        raise RemoteError(
+            f"{str(local)!r} (the local copy of {redacted(uri)}) lies outside the mirror {str(within)!r}: "
+            "nothing downloaded or deleted"
+        )
+    fs, base = filesystem(uri)
     local.mkdir(parents=True, exist_ok=True)
     remote = {rel: size for rel, size in list_files(uri).items() if include is None or include(rel)}
     for rel in remote:  # an object store key may hold '..': written as named, it lands outside
-        parts = PurePosixPath(rel).parts
-        if not parts or PurePosixPath(rel).is_absolute() or any(part in ("..", ".") for part in parts):
+        if leads_outside(rel):
             raise RemoteError(
                 f"{redacted(uri)} holds an object named {rel!r}, which leads outside the mirror: "
                 "nothing downloaded (whoever wrote it could write files anywhere this machine lets us)"
