@@ -51,10 +51,13 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from raytrade.envs.cash_rate import CashRate
 from raytrade.envs.config import PortfolioEnvConfig, env_config_from_dict
 from raytrade.envs.evaluation.stats import BootstrapConfig
+from raytrade.models.regular_file import read_regular
 from raytrade.replay.behaviour import BehaviourPolicy
 from raytrade.replay.errors import InputError
 
 MANIFEST: Final = "manifest.json"
+MANIFEST_MAX_BYTES: Final = 16 * 1024 * 1024
+"""The largest ``manifest.json`` read (a manifest is a few KiB; a bigger one is refused unread)."""
 MANIFEST_SCHEMA_VERSION: Final = 2
 """The manifest schema this code writes (see the module docstring)."""
 MAC_SCHEME: Final = 2
@@ -503,7 +506,7 @@ def newer_writer_line(path: Path, exc: ValidationError, code_version: str | None
     )
 
 
-def _written_code_version(text: str) -> str | None:
+def _written_code_version(text: str | bytes) -> str | None:
     """The top-level ``code_version`` a manifest's text records, if it is JSON and has one."""
     try:
         document = json.loads(text)
@@ -517,12 +520,11 @@ def read_manifest(version_dir: str | Path) -> Manifest:
     """The ``manifest.json`` of a version folder; :class:`ManifestError` (one line naming the file
     and the first bad field) when it is missing or malformed; the writer and its ``code_version``
     when a newer raytrade wrote it (a field this checkout does not know: :func:`newer_writer_line`,
-    e.g. a policy service older than the promote step that wrote the version)."""
+    e.g. a policy service older than the promote step that wrote the version). Like every file of a
+    version, it must be a regular file, no symbolic link (``models.regular_file``: a FIFO never
+    blocks), of at most :data:`MANIFEST_MAX_BYTES`; anything else is refused unread."""
     path = Path(version_dir) / MANIFEST
-    try:
-        text = path.read_text()
-    except OSError as exc:
-        raise ManifestError(f"{str(path)!r}: cannot read the manifest ({exc.strerror})") from None
+    text = read_regular(path, MANIFEST_MAX_BYTES, ManifestError)
     try:
         return Manifest.model_validate_json(text)
     except ValidationError as exc:

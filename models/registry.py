@@ -54,6 +54,7 @@ from typing import Any, Final
 from pydantic import SecretStr, ValidationError
 
 from raytrade.envs.registry_ref import NAME_PATTERN, RegistryRefError, parse_registry_ref
+from raytrade.models import regular_file
 from raytrade.models.manifest import (
     MAC_SCHEME,
     MANIFEST,
@@ -100,6 +101,22 @@ def _is_number(text: str) -> bool:
     return text.isascii() and text.isdigit()
 
 
+def migration_backup(version_dir: Path) -> Path:
+    """Where ``raytrade registry migrate`` keeps a version's original folder while it swaps the
+    migrated copy in (``models.registry_migrate``): ``NAME/.N.pre-migration``."""
+    folder = Path(version_dir)
+    return folder.with_name(f".{folder.name}.pre-migration")
+
+
+def migrating_versions(registry: Path, name: str) -> list[int]:
+    """Numbers of ``name`` whose original sits in a :func:`migration_backup` folder (a migration in
+    its swap, or one interrupted there): taken, though ``versions`` does not list them."""
+    folder = Path(registry) / name
+    found = folder.glob(".*.pre-migration") if folder.is_dir() else []
+    numbers = (p.name.removeprefix(".").removesuffix(".pre-migration") for p in found if p.is_dir())
+    return sorted(int(n) for n in numbers if _is_number(n))
+
+
 def names(registry: Path) -> list[str]:
     """Policy names that hold at least one version."""
     root = Path(registry)
@@ -124,22 +141,29 @@ def resolve(registry: str | os.PathLike[str], ref: str) -> Path:
         raise RegistryError(str(exc)) from None
     name = parsed.name
     available = versions(root, name)
+    migrating = migrating_versions(root, name)
     if not available and not root.is_dir():
         what = "a file, not a folder" if root.exists() else "no such folder"
         raise RegistryError(
             f"no policy {name!r}: registry {str(root)!r} is not a folder ({what}; name the registry "
             "with --registry)"
         )
-    if not available:
+    if not available and not migrating:
         known = names(root)
         raise RegistryError(
             f"no policy {name!r} in registry {str(root)!r}; available: {', '.join(known) or 'none'}"
         )
     if parsed.version is None:
         latest = root / name / LATEST
-        number = _read_latest(latest) if latest.is_file() else available[-1]
+        number = _read_latest(latest) if latest.is_file() else max([*available, *migrating])
     else:
         number = parsed.version
+    if number not in available and number in migrating:
+        raise RegistryError(
+            f"{name}@{number} is being migrated, or its migration was interrupted (the original is in "
+            f"{str(migration_backup(root / name / str(number)))!r}): run `raytrade registry migrate "
+            f"--registry {root}` to restore it"
+        )
     if number not in available:
         raise RegistryError(f"no version {number} of {name!r}; available: {', '.join(map(str, available))}")
     folder = root / name / str(number)
@@ -254,24 +278,9 @@ def library_versions() -> dict[str, str]:
 
 def open_regular(path: Path) -> int:
     """A read-only descriptor of ``path``, refused (``RegistryError``) unless it is a regular file
-    and no symbolic link: a registry version holds regular files only. Opened without following a
-    link and without blocking (a FIFO put in a version would block ``open`` for ever), then checked
-    on the descriptor itself, so what is checked is what is read."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-    except OSError as exc:
-        if Path(path).is_symlink():
-            raise RegistryError(
-                f"{str(path)!r} is a symbolic link: a registry version holds regular files only"
-            ) from None
-        raise RegistryError(f"{str(path)!r} cannot be read ({exc.strerror})") from None
-    if not stat.S_ISREG(os.fstat(fd).st_mode):
-        os.close(fd)
-        raise RegistryError(
-            f"{str(path)!r} is not a regular file: a registry version holds regular files only"
-        )
-    os.set_blocking(fd, True)
-    return fd
+    and no symbolic link: a registry version holds regular files only
+    (:func:`models.regular_file.open_regular`: no link followed, a FIFO never blocks)."""
+    return regular_file.open_regular(path, RegistryError)
 
 
 def copy_regular(path: Path, target: Path) -> str:
@@ -530,7 +539,9 @@ def _remove_stale_staging(folder: Path, now: float | None = None) -> None:
 
 
 def _next_number(registry: Path, name: str, after: int) -> int:
-    return max([after, *versions(registry, name)]) + 1
+    """The number a new version of ``name`` takes: past every version, every version a migration has
+    moved aside (:func:`migrating_versions`: its number is still its own) and ``after``."""
+    return max([after, *versions(registry, name), *migrating_versions(registry, name)]) + 1
 
 
 def _claim(staging: Path, target: Path) -> bool:

@@ -12,12 +12,17 @@ top-level ``models`` folder on ``sys.path`` and builds a second copy of the clas
   refuses an old version with one line naming it and the migration command.
 * :func:`migrate_version` rewrites such a version: each affected pickle is loaded with an unpickler
   that maps ``<old>.x`` to ``raytrade.<old>.x`` and dumped again with ``ray.cloudpickle`` (what RLlib
-  writes). The work happens in a copy of the version folder; the manifest's sha256s are recomputed
-  when it records them; then the copy replaces the original by two renames, and the original is
-  deleted only after the new folder is in place. An interrupted migration is repaired by the next
-  run (:func:`_recover`). Loading executes pickles exactly as ``models.load`` would, so migrate only
-  versions you would load. A signed version is migrated only with the registry key: its signature
-  is checked first and the rewritten manifest signed again (without the key it is refused, unchanged).
+  writes). The version's files are checked against its manifest's sha256s first (a version changed
+  since promotion is refused, never re-hashed as migrated). The work happens in a copy of the version
+  folder; the manifest's sha256s are recomputed when it records them; then a marker beside the
+  folder records the copy's fingerprint, the copy replaces the original by two renames, and the
+  original is deleted only after the new folder is in place. Between the renames the number is held
+  by the original's backup (``models.registry.migrating_versions``: a promote never takes it). An
+  interrupted migration is repaired by the next run (:func:`_recover`): the original is put back, or
+  deleted only when the folder in its place is the marker's copy. Loading executes pickles exactly as
+  ``models.load`` would, so migrate only versions you would load. A signed version is migrated only
+  with the registry key: its signature is checked first and the rewritten manifest signed again
+  (without the key it is refused, unchanged).
 
 Versions signed by the first MAC scheme (``files_hmac``: name, number and file hashes, not the rest
 of the manifest) are refused by a loader holding the registry key. :func:`sign` re-signs them with
@@ -29,7 +34,9 @@ nothing shows they are what was promoted; promote them again with the key.
 
 from __future__ import annotations
 
+import hashlib
 import hmac
+import json
 import os
 import pickle
 import pickletools
@@ -40,20 +47,25 @@ from typing import Any, Final
 
 from pydantic import SecretStr
 
-from raytrade.models.manifest import Manifest, read_manifest
+from raytrade.models.manifest import MANIFEST, Manifest, read_manifest
 from raytrade.models.registry import (
     DEFAULT_REGISTRY,
     RegistryError,
+    file_sha256,
     files_mac,
+    migrating_versions,
+    migration_backup,
     names,
     resolve,
     sign_manifest,
     verify_files,
     verify_mac,
+    version_entries,
     version_file_hashes,
     versions,
     write_manifest,
 )
+from raytrade.models.regular_file import read_regular
 
 RENAMED_PACKAGES: Final = ("replay", "envs", "models", "tune_specs", "serve", "cluster")
 """Top-level package names of the folders before they moved under ``raytrade``."""
@@ -124,8 +136,11 @@ def module_refs(data: bytes) -> set[str]:
 
 
 def pickle_files(version_dir: Path) -> list[Path]:
-    """The pickles of a version folder (RLlib's ``*.pkl``: class/ctor args, module and connector state)."""
-    return sorted(p for p in Path(version_dir).rglob("*.pkl") if p.is_file())
+    """The pickles of a version folder (RLlib's ``*.pkl``: class/ctor args, module and connector
+    state). A symbolic link or special file anywhere in the folder is refused (``RegistryError``,
+    ``version_entries``): a linked pickle would be read, and rewritten, from outside the version."""
+    root = Path(version_dir)
+    return [root / rel for rel in version_entries(root) if rel.endswith(".pkl")]
 
 
 def legacy_refs(version_dir: Path) -> dict[Path, list[str]]:
@@ -173,31 +188,79 @@ def rewrite_pickle(src: Path, dst: Path) -> None:
         os.fsync(fh.fileno())
 
 
-def _staging(version_dir: Path) -> tuple[Path, Path]:
+MARKER_MAX_BYTES: Final = 256
+"""The largest migration marker read (it holds one sha256 hex)."""
+
+
+def _migration_paths(version_dir: Path) -> tuple[Path, Path, Path]:
+    """(staging copy, backup of the original, marker) of a version's migration, beside its folder.
+    The marker holds the :func:`version_fingerprint` of the migrated copy, written before the swap."""
     folder = Path(version_dir)
-    return folder.with_name(f".{folder.name}.migrating"), folder.with_name(f".{folder.name}.pre-migration")
+    staging = folder.with_name(f".{folder.name}.migrating")
+    return staging, migration_backup(folder), folder.with_name(f".{folder.name}.migrated")
+
+
+def version_fingerprint(version_dir: Path) -> str:
+    """sha256 (hex) of a version folder's ``manifest.json`` and of every other file's sha256 (regular
+    files only: ``version_entries``): equal only for folders holding the same bytes."""
+    folder = Path(version_dir)
+    record = {"manifest": file_sha256(folder / MANIFEST), "files": version_file_hashes(folder)}
+    return hashlib.sha256(json.dumps(record, sort_keys=True).encode()).hexdigest()
+
+
+def _is_migrated_copy(version_dir: Path, marker: Path) -> bool:
+    """True when ``version_dir`` is the copy the migration that wrote ``marker`` swapped in."""
+    if not os.path.lexists(marker):
+        return False
+    recorded = read_regular(marker, MARKER_MAX_BYTES, RegistryError).decode("ascii", "replace").strip()
+    return hmac.compare_digest(recorded, version_fingerprint(version_dir))
 
 
 def _recover(version_dir: Path) -> None:
-    """Finish or undo an interrupted swap: the original is restored if the version folder is gone."""
-    staging, backup = _staging(version_dir)
+    """Finish or undo an interrupted swap. The original (the backup) is restored when the version
+    folder is gone, and deleted only when the folder present is provably its migrated copy (the
+    marker's fingerprint); anything else there (a promote that took the number meanwhile) is refused
+    (``RegistryError``, one line) with both folders left as they are: the only copy of a version is
+    never deleted."""
+    folder = Path(version_dir)
+    staging, backup, marker = _migration_paths(folder)
     if backup.is_dir():
-        if Path(version_dir).is_dir():
-            shutil.rmtree(backup)  # the new folder is in place; the original only remained
+        if not os.path.lexists(folder):
+            backup.rename(folder)  # interrupted between the renames: put the original back
+        elif _is_migrated_copy(folder, marker):
+            shutil.rmtree(backup)  # the migrated copy is in place; the original only remained
         else:
-            backup.rename(version_dir)  # interrupted between the renames: put the original back
+            raise RegistryError(
+                f"{folder.parent.name}@{folder.name}: an interrupted migration left the original in "
+                f"{str(backup)!r}, and {str(folder)!r} holds another version (not its migrated copy): "
+                "nothing deleted; move one of them to a free number by hand"
+            )
     shutil.rmtree(staging, ignore_errors=True)
+    marker.unlink(missing_ok=True)
+
+
+def _write_marker(marker: Path, fingerprint: str) -> None:
+    """Write the migration marker (fsynced: it must exist before the swap it vouches for)."""
+    with open(marker, "w") as fh:
+        fh.write(f"{fingerprint}\n")
+        fh.flush()
+        os.fsync(fh.fileno())
 
 
 def migrate_version(version_dir: Path, key: SecretStr | None = None) -> list[str]:
     """Rewrite a version's old-name pickles; returns their paths relative to the version (empty when
     nothing needed it). A manifest that does not validate is refused first (``ManifestError`` naming
     the file and the field), whether or not the pickles need rewriting: a version no loader accepts
-    is never reported up to date. The manifest's ``files`` sha256s are recomputed when it has them; a
-    signed version needs the registry ``key``: its signature is checked before and made again after."""
+    is never reported up to date. Its files are then checked against the manifest's sha256s
+    (``verify_files``, ``RegistryError`` naming the file) before any pickle is read, and the copy that
+    is unpickled is checked again: a file changed after promotion is never unpickled, nor re-hashed
+    into the manifest as if it were the promoted one. The manifest's ``files`` sha256s are recomputed
+    when it has them; a signed version needs the registry ``key``: its signature is checked before and
+    made again after."""
     folder = Path(version_dir)
     _recover(folder)
     manifest = read_manifest(folder)
+    verify_files(folder, manifest)
     old = legacy_refs(folder)
     if not old:
         return []
@@ -209,12 +272,15 @@ def migrate_version(version_dir: Path, key: SecretStr | None = None) -> list[str
                 "(RAYTRADE_REGISTRY_HMAC_KEY) so it is signed again, or promote it again"
             )
         check_signed(folder, manifest, key)
-    staging, backup = _staging(folder)
-    shutil.copytree(folder, staging)
+    staging, backup, marker = _migration_paths(folder)
+    shutil.rmtree(staging, ignore_errors=True)
+    shutil.copytree(folder, staging, symlinks=True)
+    if manifest.files is not None:
+        verify_files(staging, manifest)  # the copy is what is unpickled and re-hashed
     for path in old:
         rel = path.relative_to(folder)
         tmp = staging / rel.with_name(f".{rel.name}.tmp")
-        rewrite_pickle(path, tmp)
+        rewrite_pickle(staging / rel, tmp)
         tmp.replace(staging / rel)
     left = legacy_refs(staging)
     if left:
@@ -225,9 +291,11 @@ def migrate_version(version_dir: Path, key: SecretStr | None = None) -> list[str
     if manifest.files is not None:
         rehashed = manifest.model_copy(update={"files": version_file_hashes(staging)})
         write_manifest(staging, sign_manifest(rehashed, key) if signed and key is not None else rehashed)
-    folder.rename(backup)
+    _write_marker(marker, version_fingerprint(staging))
+    folder.rename(backup)  # from here until the next rename the number is taken by the backup alone
     staging.rename(folder)
     shutil.rmtree(backup)
+    marker.unlink()
     return [str(p.relative_to(folder)) for p in old]
 
 
@@ -302,10 +370,9 @@ def versions_to_migrate(registry: Path, ref: str | None) -> Iterator[Path]:
 def recover_interrupted(registry: Path) -> None:
     """Repair every version folder an interrupted migration left renamed away (see :func:`_recover`)."""
     root = Path(registry)
-    for backup in sorted(root.glob("*/.*.pre-migration")) if root.is_dir() else []:
-        number = backup.name.removeprefix(".").removesuffix(".pre-migration")
-        if number.isdigit():
-            _recover(backup.parent / number)
+    for name in sorted(p.name for p in root.iterdir() if p.is_dir()) if root.is_dir() else []:
+        for number in migrating_versions(root, name):
+            _recover(root / name / str(number))
 
 
 def migrate(registry: Path, ref: str | None = None, key: SecretStr | None = None) -> dict[str, list[str]]:

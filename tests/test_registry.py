@@ -790,3 +790,52 @@ def test_a_killed_promotes_staging_folder_is_removed_by_a_later_promote(tmp_path
 
     write_version(tmp_path / "registry", "alpha", _checkpoint(tmp_path / "second"), manifest_record())
     assert not stale.exists() and running.exists()
+
+
+@pytest.mark.parametrize("kind", ["fifo", "link outside the version"])
+def test_a_manifest_that_is_no_regular_file_is_refused_without_reading_it(tmp_path: Path, kind: str) -> None:
+    """``manifest.json`` was read first, following links and blocking on a FIFO: a FIFO hung the
+    load (and the service's health check), /dev/zero exhausted memory, a file outside the version was
+    read as its manifest."""
+    import signal
+
+    from pydantic import SecretStr
+
+    from raytrade.models.manifest import ManifestError
+    from raytrade.models.registry_load import verify_version
+
+    folder = _promote_fake(tmp_path, KEY)
+    manifest = folder / "manifest.json"
+    outside = tmp_path / "outside.json"
+    outside.write_text(manifest.read_text())
+    manifest.unlink()
+    if kind == "fifo":
+        os.mkfifo(manifest)
+    else:
+        manifest.symlink_to(outside)  # or /dev/zero: memory exhausted (not run here, for the old code's sake)
+    what = "is not a regular file" if kind == "fifo" else "is a symbolic link"
+
+    def hung(*_: Any) -> None:
+        raise TimeoutError("reading manifest.json blocked")
+
+    previous = signal.signal(signal.SIGALRM, hung)
+    signal.alarm(10)
+    try:
+        with pytest.raises(ManifestError) as info:
+            verify_version("alpha", tmp_path / "registry", SecretStr(KEY))
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+    assert str(info.value) == f"{str(manifest)!r} {what}: a registry version holds regular files only"
+
+
+def test_a_manifest_larger_than_the_bound_is_refused_unread(tmp_path: Path) -> None:
+    from raytrade.models.manifest import MANIFEST_MAX_BYTES, ManifestError, read_manifest
+
+    (tmp_path / "manifest.json").write_bytes(b" " * (MANIFEST_MAX_BYTES + 1))
+    with pytest.raises(ManifestError) as info:
+        read_manifest(tmp_path)
+    assert str(info.value) == (
+        f"{str(tmp_path / 'manifest.json')!r} holds {MANIFEST_MAX_BYTES + 1} bytes, more than the "
+        f"{MANIFEST_MAX_BYTES} allowed"
+    )

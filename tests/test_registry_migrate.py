@@ -198,3 +198,127 @@ def test_promoted_version_with_old_names_loads_after_migration(ppo_smoke_run: Pa
     assert type(migrated.module) is PPOMLPModule
     obs = np.random.default_rng(0).normal(size=(4, *fresh.module.observation_space.shape)).astype(np.float32)
     np.testing.assert_array_equal(migrated.act(obs), fresh.act(obs))
+
+
+# ------------------------------------------- what migrate must never do: bless, follow, reuse, delete
+
+
+def _files(folder: Path) -> dict[Path, bytes]:
+    return {p.relative_to(folder): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+
+
+def test_migrate_refuses_a_version_whose_files_changed_since_promotion(tmp_path: Path) -> None:
+    """Migrate re-hashed the version's files into its manifest without checking them first: a file
+    changed after promotion (refused by every loader) loaded after the migration."""
+    folder = _legacy_version(tmp_path, with_hashes=True)
+    (folder / "module" / "weights.pkl").write_bytes(pickle.dumps({"w": [9.0, 9.0]}))  # tampered
+    before = _files(folder)
+    result = CliRunner().invoke(main, ["registry", "migrate", "--registry", str(tmp_path), "alpha@1"])
+    assert result.exit_code == 2, result.output
+    assert result.output.splitlines() == [
+        f"error: alpha@1 ({str(folder)!r}): file 'module/weights.pkl' does not match its sha256 in the "
+        "manifest"
+    ]
+    assert _files(folder) == before
+    assert sorted(p.name for p in (tmp_path / "alpha").iterdir()) == ["1", "latest"]
+
+
+def test_migrate_refuses_a_pickle_linked_out_of_the_version(tmp_path: Path) -> None:
+    """A version without file hashes: a ``*.pkl`` link was followed, its target unpickled and
+    rewritten into the version."""
+    folder = _legacy_version(tmp_path, with_hashes=False)
+    outside = tmp_path / "outside.pkl"
+    legacy_dump({"class": RegistryRef}, outside, RegistryRef)
+    (folder / "module" / "linked.pkl").symlink_to(outside)
+    before = outside.read_bytes()
+    result = CliRunner().invoke(main, ["registry", "migrate", "--registry", str(tmp_path), "alpha@1"])
+    assert result.exit_code == 2, result.output
+    assert result.output.splitlines() == [
+        f"error: {str(folder / 'module' / 'linked.pkl')!r} is a symbolic link: a registry version holds "
+        "regular files only"
+    ]
+    assert (folder / "module" / "linked.pkl").is_symlink() and outside.read_bytes() == before
+    assert b"envs.registry_ref" in (folder / "module" / "x.pkl").read_bytes()
+
+
+def test_a_migration_killed_between_its_renames_keeps_its_number_and_the_original(tmp_path: Path) -> None:
+    """Killed with the original moved aside: the number looked free, a promote took it, and the next
+    migrate took the promoted folder for the migrated copy and deleted the original."""
+    from raytrade.models.registry import resolve, write_version
+    from tests.test_registry import _checkpoint
+
+    registry = tmp_path / "registry"
+    folder = _legacy_version(registry, with_hashes=True)
+    original = read_manifest(folder).params
+    folder.rename(folder.with_name(".1.pre-migration"))  # SIGKILL between the two renames
+    with pytest.raises(ValueError) as info:
+        resolve(registry, "alpha")
+    assert str(info.value) == (
+        f"alpha@1 is being migrated, or its migration was interrupted (the original is in "
+        f"{str(registry / 'alpha' / '.1.pre-migration')!r}): run `raytrade registry migrate --registry "
+        f"{registry}` to restore it"
+    )
+    promoted = write_version(registry, "alpha", _checkpoint(tmp_path), manifest_record(params={"p": 2}))
+    assert promoted.name == "2"
+    assert migrate(registry) == {"alpha@1": ["module/x.pkl"], "alpha@2": []}
+    assert read_manifest(registry / "alpha" / "1").params == original
+    assert read_manifest(registry / "alpha" / "2").params == {"p": 2}
+    assert resolve(registry, "alpha") == registry / "alpha" / "2"
+
+
+def test_recovery_never_deletes_an_original_beside_a_folder_that_is_not_its_migrated_copy(
+    tmp_path: Path,
+) -> None:
+    """A registry an older raytrade left: the backup of version 1 and, in its place, another
+    promote's version 1. Neither is deleted."""
+    folder = _legacy_version(tmp_path, with_hashes=True)
+    backup = folder.with_name(".1.pre-migration")
+    folder.rename(backup)
+    folder.mkdir()
+    (folder / "module").mkdir()
+    (folder / "module" / "weights.pkl").write_bytes(pickle.dumps({"w": [3.0]}))
+    write_manifest(
+        folder,
+        Manifest.model_validate(manifest_record(params={"p": 2})).model_copy(
+            update={"files": version_file_hashes(folder)}
+        ),
+    )
+    before = _files(tmp_path / "alpha")
+    result = CliRunner().invoke(main, ["registry", "migrate", "--registry", str(tmp_path)])
+    assert result.exit_code == 2, result.output
+    assert result.output.splitlines() == [
+        f"error: alpha@1: an interrupted migration left the original in {str(backup)!r}, and "
+        f"{str(folder)!r} holds another version (not its migrated copy): nothing deleted; move one of "
+        "them to a free number by hand"
+    ]
+    assert _files(tmp_path / "alpha") == before
+
+
+def test_a_migration_killed_after_its_swap_is_finished_by_the_next_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import shutil
+
+    from raytrade.models import registry_migrate
+
+    folder = _legacy_version(tmp_path, with_hashes=True)
+    rmtree = shutil.rmtree
+
+    def killed(path: Any, *args: Any, **kwargs: Any) -> None:
+        if str(path).endswith(".pre-migration"):
+            raise KeyboardInterrupt  # SIGKILL after the swap, before the original was deleted
+        rmtree(path, *args, **kwargs)
+
+    monkeypatch.setattr(registry_migrate.shutil, "rmtree", killed)
+    with pytest.raises(KeyboardInterrupt):
+        migrate(tmp_path)
+    monkeypatch.setattr(registry_migrate.shutil, "rmtree", rmtree)
+    assert sorted(p.name for p in (tmp_path / "alpha").iterdir()) == [
+        ".1.migrated",
+        ".1.pre-migration",
+        "1",
+        "latest",
+    ]
+    assert migrate(tmp_path) == {"alpha@1": []}
+    assert sorted(p.name for p in (tmp_path / "alpha").iterdir()) == ["1", "latest"]
+    verify_files(folder, read_manifest(folder))
