@@ -48,6 +48,21 @@ def best_row(run_dir: Path) -> LeaderboardRow:
     return rows[0]
 
 
+def check_compared(row: LeaderboardRow, selection: Selection, run: str | Path) -> None:
+    """Refuse (``InputError``, one line) to promote ``row`` under ``selection`` unless it is the
+    checkpoint the selection compared (its winner's trial, checkpoint and iteration): the leaderboard
+    is read again at promotion, and one rewritten since would promote what no comparison looked at."""
+    winner = selection.candidates[0]
+    compared = (winner.trial, winner.checkpoint, winner.iteration)
+    if (row.trial, row.checkpoint, row.iteration) != compared:
+        raise InputError(
+            f"the leaderboard of {str(run)!r} changed since the selection: its best checkpoint is now "
+            f"{row.checkpoint!r} (trial {row.trial}, iteration {row.iteration}), the selection compared "
+            f"{winner.checkpoint!r} (trial {winner.trial}, iteration {winner.iteration}); nothing promoted, "
+            "select again"
+        )
+
+
 def cloning_only(run_dir: Path, row: LeaderboardRow) -> str | None:
     """The warning for a ``cql`` checkpoint of the first iteration: its actor's updates were all
     behaviour cloning (``tune_specs.cql``: ``bc_iters`` is one iteration's updates), so what would be
@@ -181,9 +196,12 @@ def promote(
     ``models.registry_remote``).
 
     ``selection``: the comparison across searches that chose this run (``raytrade select``),
-    recorded in the manifest. ``hmac_key``: the registry key (``models.registry.sign_manifest``)."""
+    recorded in the manifest; the run's best row must still be the checkpoint it compared
+    (:func:`check_compared`). ``hmac_key``: the registry key (``models.registry.sign_manifest``)."""
     run_dir = fetch_run(run)
     row = best_row(run_dir)
+    if selection is not None:
+        check_compared(row, selection, run)
     cloned = cloning_only(run_dir, row)
     if cloned is not None:  # promoted all the same: the user asked for this run's best
         click.echo(f"warning: {cloned}", err=True)

@@ -152,3 +152,23 @@ def test_a_trial_config_without_env_config_is_refused_in_one_line(tmp_path: Path
         f"{str(tmp_path / 't0' / 'params.json')!r} is not an RLlib trial config: it holds no "
         "'env_config' object"
     )
+
+
+def test_select_promote_refuses_a_leaderboard_rewritten_after_the_comparison(tmp_path: Path) -> None:
+    """``select --promote`` read the winner's leaderboard again at promotion and promoted its best
+    row, whatever it had become since the comparison."""
+    from raytrade.cluster.promote import promote
+    from raytrade.models.manifest import Selection, SelectionCandidate
+    from raytrade.replay.errors import InputError
+
+    run = _run(tmp_path / "run", _row(trial="t1", checkpoint="t1/checkpoint_000009", iteration=9))
+    compared = SelectionCandidate.model_construct(trial="t0", checkpoint="t0/checkpoint_000001", iteration=1)
+    selection = Selection.model_construct(candidates=[compared], winner=str(run))
+    with pytest.raises(InputError) as info:
+        promote(run, "alpha", tmp_path / "registry", selection=selection)
+    assert str(info.value) == (
+        f"the leaderboard of {str(run)!r} changed since the selection: its best checkpoint is now "
+        "'t1/checkpoint_000009' (trial t1, iteration 9), the selection compared 't0/checkpoint_000001' "
+        "(trial t0, iteration 1); nothing promoted, select again"
+    )
+    assert not (tmp_path / "registry").exists()
