@@ -147,14 +147,33 @@ def read_token(environ: Mapping[str, str], home: Path) -> tuple[str, str]:
 
 
 def resolve_address(address: str | None, environ: Mapping[str, str]) -> str:
-    """The job API URL: ``--address``, else ``RAY_API_SERVER_ADDRESS``, else an ``http(s)://``
-    ``RAY_ADDRESS``, else the local default; ``auto`` means the same search."""
+    """The job API URL: ``--address``, else ``RAY_API_SERVER_ADDRESS``, else ``RAY_ADDRESS``, else
+    (neither set) the local default; ``auto`` means the same search.
+
+    The first of those that is set must be the dashboard's ``http(s)://host:port`` URL: a GCS address
+    (``RAY_ADDRESS=127.0.0.1:6379``, the first line ``raytrade cluster up`` prints) is refused, never
+    replaced by the default, which would send the cluster token to whatever listens on 8265."""
+    shown = f"--address={address!r}"
     if address in (None, "auto"):
-        candidates = [environ.get(name, "") for name in ADDRESS_ENVS]
-        address = next((c for c in candidates if c.startswith(("http://", "https://"))), DEFAULT_ADDRESS)
+        named = [(name, environ.get(name, "").strip()) for name in ADDRESS_ENVS]
+        source, address = next(((n, v) for n, v in named if v), ("default", DEFAULT_ADDRESS))
+        shown = f"{source}={address!r}"
+        if not address.startswith(("http://", "https://")):
+            raise SubmitError(
+                f"{shown} is not the dashboard's http(s):// URL that submit sends the "
+                "token to: set RAY_API_SERVER_ADDRESS to the dashboard URL (the `export "
+                "RAY_API_SERVER_ADDRESS=...` line `raytrade cluster up` prints) or pass --address"
+            )
     assert address is not None
     if not address.startswith(("http://", "https://")):
         raise SubmitError(f"--address {address!r} is not the dashboard's http(s):// URL")
+    parts = urlsplit(address)
+    try:
+        _ = parts.port  # urllib raises ValueError for a port that is no number in 0-65535
+    except ValueError:
+        raise SubmitError(f"{shown} has no valid port (a number, 1-65535)") from None
+    if not parts.hostname:
+        raise SubmitError(f"{shown} names no host")
     return address.rstrip("/")
 
 
@@ -338,7 +357,11 @@ def check_entrypoint(command: Sequence[str], secrets: Mapping[str, str]) -> None
                 "shown here), which the job's entrypoint would store in the cluster: give the cluster "
                 "its own credentials (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, or the node's role)"
             )
-    leaked = _carried(shlex.join(command), secrets)
+    # each argument as given (a quote inside a secret is rewritten by the shell quoting of the
+    # joined line), then the joined line (a secret split over two arguments)
+    leaked = sorted(
+        {k for text in [*command, shlex.join(command), " ".join(command)] for k in _carried(text, secrets)}
+    )
     if leaked:
         raise SubmitError(
             f"the command carries the value of {leaked}, which the job's entrypoint would store"

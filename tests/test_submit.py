@@ -97,9 +97,64 @@ def test_the_address_is_the_flag_then_the_environment_then_the_local_default() -
     env = {"RAY_API_SERVER_ADDRESS": "http://head:8265/", "RAY_ADDRESS": "http://other:8265"}
     assert resolve_address("https://ray.example:443", env) == "https://ray.example:443"
     assert resolve_address(None, env) == "http://head:8265"
-    assert resolve_address("auto", {"RAY_ADDRESS": "10.0.0.1:6379"}) == "http://127.0.0.1:8265"
+    assert resolve_address(None, {"RAY_ADDRESS": "http://other:8265"}) == "http://other:8265"
+    assert resolve_address("auto", {}) == "http://127.0.0.1:8265"
     with pytest.raises(SubmitError, match="--address '10.0.0.1:6379' is not the dashboard's"):
         resolve_address("10.0.0.1:6379", {})
+
+
+@pytest.mark.parametrize("value", ["127.0.0.1:48283", "auto", "ray://head:10001"])
+def test_a_ray_address_that_is_no_dashboard_url_is_refused_not_replaced_by_the_default(value: str) -> None:
+    """RAY_ADDRESS=127.0.0.1:GCS_PORT (the first line `raytrade cluster up` prints) was silently
+    replaced by http://127.0.0.1:8265, and the token went to whatever listened there."""
+    for address in (None, "auto"):
+        with pytest.raises(SubmitError) as refused:
+            resolve_address(address, {"RAY_ADDRESS": value})
+        assert str(refused.value) == (
+            f"RAY_ADDRESS={value!r} is not the dashboard's http(s):// URL that submit sends the token to: "
+            "set RAY_API_SERVER_ADDRESS to the dashboard URL (the `export RAY_API_SERVER_ADDRESS=...` "
+            "line `raytrade cluster up` prints) or pass --address"
+        )
+    both = {"RAY_API_SERVER_ADDRESS": "http://127.0.0.1:9000", "RAY_ADDRESS": value}
+    assert resolve_address(None, both) == "http://127.0.0.1:9000"
+
+
+def test_submit_with_a_gcs_ray_address_sends_the_token_nowhere(
+    monkeypatch: pytest.MonkeyPatch, recording_api: tuple[str, list[str | None]]
+) -> None:
+    from click.testing import CliRunner
+
+    from raytrade.cluster import submit as submit_module
+    from raytrade.cluster.cli import main
+
+    url, seen = recording_api
+    monkeypatch.setattr(submit_module, "DEFAULT_ADDRESS", url)  # stands in for whatever holds 8265
+    monkeypatch.delenv("RAY_API_SERVER_ADDRESS", raising=False)
+    monkeypatch.setenv("RAY_ADDRESS", "127.0.0.1:48283")
+    monkeypatch.setenv("RAY_AUTH_TOKEN", "a" * 64)
+    result = CliRunner().invoke(main, ["submit", "--", "raytrade", "demo"])
+    assert result.exit_code == 2, result.output
+    assert result.output.count("\n") == 1 and result.output.startswith("error: RAY_ADDRESS='127.0.0.1:48283'")
+    assert seen == []
+
+
+@pytest.mark.parametrize(
+    ("address", "message"),
+    [
+        ("http://127.0.0.1:notaport", "error: --address='http://127.0.0.1:notaport' has no valid port"),
+        ("http://127.0.0.1:99999", "error: --address='http://127.0.0.1:99999' has no valid port"),
+        ("http://:8265", "error: --address='http://:8265' names no host"),
+    ],
+)
+def test_a_malformed_address_is_one_line_naming_the_option(address: str, message: str) -> None:
+    """A non-numeric port ended in http.client.InvalidURL's traceback."""
+    from click.testing import CliRunner
+
+    from raytrade.cluster.cli import main
+
+    result = CliRunner().invoke(main, ["submit", "--address", address, "--", "raytrade", "demo"])
+    assert result.exit_code == 2 and result.output.count("\n") == 1, result.output
+    assert result.output.startswith(message)
 
 
 def test_the_logs_command_follows_the_job_with_token_auth() -> None:
@@ -237,6 +292,19 @@ def test_a_command_with_the_value_of_a_known_secret_is_refused_naming_only_the_v
     check_entrypoint(plain, secrets)  # passes: NAME@VERSION is not a credential
 
 
+@pytest.mark.parametrize(
+    "secret", ["it's-a-long-serve-token-0123", 'say "hi" token 0123456789', "a b\\c$d`e"]
+)
+def test_a_known_secret_with_shell_quoting_characters_is_found_in_the_command(secret: str) -> None:
+    """The secret was looked for in shlex.join(command) only, where a ' becomes '"'"'."""
+    secrets = known_secrets({"RAYTRADE_SERVE_TOKEN": secret}, None)
+    with pytest.raises(SubmitError, match=r"\['RAYTRADE_SERVE_TOKEN'\]") as refused:
+        check_entrypoint(["raytrade", "tune", "--name", secret], secrets)
+    assert secret not in str(refused.value)
+    with pytest.raises(SubmitError, match=r"\['RAYTRADE_SERVE_TOKEN'\]"):
+        check_entrypoint(["raytrade", "tune", "--name", f"x{secret}y"], secrets)
+
+
 def test_a_variable_that_names_where_a_secret_is_kept_is_not_itself_a_secret(tmp_path: Path) -> None:
     """RAY_AUTH_TOKEN_PATH=/etc/raytrade/ray_auth_token is the path the shipped launcher config names:
     its value counted as a secret, so submit refused its own wheel. The file's content is the secret."""
@@ -311,6 +379,30 @@ def test_submit_refuses_a_credential_in_the_command_before_anything_is_sent(
         with pytest.raises(SubmitError):
             submit_module.submit(command, "http://127.0.0.1:1", "token", say=lambda _: None)
     assert sent == []
+
+
+class _Record(http.server.BaseHTTPRequestHandler):
+    seen: list[str | None]
+
+    def do_GET(self) -> None:
+        self.seen.append(self.headers.get("Authorization"))
+        self.send_response(200)
+        self.end_headers()
+        self.wfile.write(b"{}")
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def recording_api() -> Iterator[tuple[str, list[str | None]]]:
+    """A job API stand-in that records the Authorization header of every request."""
+    seen: list[str | None] = []
+    handler = type("_Recording", (_Record,), {"seen": seen})
+    server = http.server.HTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_port}", seen
+    server.shutdown()
 
 
 class _Refuse(http.server.BaseHTTPRequestHandler):
