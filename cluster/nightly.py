@@ -44,6 +44,14 @@ and its retry ingests nothing new: what it stored, and its ingest's warnings, ar
 so the next section written says what entered the store since the last one, naming the run that
 stopped.
 
+Stores sharing one results file and reports folder (the defaults are relative paths): the section
+names its store absolutely, and a night whose date has another store's section in ``--results`` or
+another store's ``REPORTS/DATE/report.json`` is refused in one line, ``--replace`` included
+(:func:`check_night_owner`): the second store's night used to be "already done", or with
+``--replace`` overwrote the first's while the first store's record still pointed at it. A section
+whose ``Store`` line is relative (written before) counts as the running store's. The results file
+has its own lock (``cluster.nightly_lock.results_lock``), held from that check to the record.
+
 One nightly per store at a time: the run holds an exclusive lock on ``STORE/nightly.lock`` from
 before it checks the record until it ends (``cluster.nightly_lock``), so a second one on the same
 store (a cron overlap, a retried job) is refused at once with one line naming the store, the lock
@@ -58,6 +66,8 @@ a relative ``--registry`` and ``--path`` it reads (``cluster.options.PathOption`
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import re
 from datetime import UTC, datetime, timedelta
@@ -68,7 +78,7 @@ import click
 
 from raytrade.cluster.errors import one_line_errors
 from raytrade.cluster.evaluate import DEFAULT_POLICIES, report_warnings, run_evaluation, split_names
-from raytrade.cluster.nightly_lock import nightly_lock
+from raytrade.cluster.nightly_lock import nightly_lock, results_lock
 from raytrade.cluster.nightly_record import (
     PendingIngest,
     read_pending_ingest,
@@ -150,6 +160,56 @@ def _section_span(text: str, day: str) -> tuple[int, int] | None:
 def reported(results: Path, day: str) -> bool:
     """Whether ``results`` already holds ``day``'s section."""
     return results.is_file() and _section_span(results.read_text(), day) is not None
+
+
+class NightOwnerError(InputError):
+    """The results file's section, or the report folder, for the night is another store's."""
+
+
+_STORE_LINE = re.compile(r"^Store `([^`]+)` \(sha256", flags=re.MULTILINE)
+
+
+def section_store(text: str, day: str) -> Path | None:
+    """The store whose night ``day``'s section in ``text`` reports (its ``Store `…``` line), when
+    that names it absolutely; None without a section, or for a section written before nightly named
+    stores absolutely (a relative root cannot be told from another folder's: such a section is
+    taken as this store's, as it always was)."""
+    span = _section_span(text, day)
+    found = None if span is None else _STORE_LINE.search(text, span[0], span[1])
+    if found is None or not Path(found.group(1)).is_absolute():
+        return None
+    return Path(found.group(1))
+
+
+def report_store(report_dir: Path) -> Path | None:
+    """The store the report in ``report_dir`` evaluated (``report.json``'s ``replay.root``), when it
+    names it absolutely; None when there is no readable report or its root is relative."""
+    try:
+        root = json.loads((report_dir / "report.json").read_text())["replay"]["root"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return Path(root) if isinstance(root, str) and Path(root).is_absolute() else None
+
+
+def check_night_owner(replay: Path, results: Path, report_dir: Path, day: str) -> None:
+    """Refuse (``NightOwnerError``, one line naming the option and the value) a night whose section in
+    ``results`` or whose ``report_dir`` belongs to another store: two stores sharing the default
+    ``--results`` and ``--reports`` on one date would otherwise see the first's night as done, or with
+    ``--replace`` overwrite it while the first store's record still points at it."""
+    mine = replay.resolve()
+    owner = section_store(results.read_text(), day) if results.is_file() else None
+    if owner is not None and owner != mine:
+        raise NightOwnerError(
+            f"--results {str(results)!r}: its section '{_heading(day)}' is the night of the store "
+            f"{owner}, not of --replay {str(mine)!r}: give each store its own --results and --reports "
+            "(nothing done)"
+        )
+    owner = report_store(report_dir)
+    if owner is not None and owner != mine:
+        raise NightOwnerError(
+            f"--reports {str(report_dir.parent)!r}: {report_dir} holds the night of the store {owner}, "
+            f"not of --replay {str(mine)!r}: give each store its own --results and --reports (nothing done)"
+        )
 
 
 def night_done(replay: Path, results: Path, day: str) -> str | None:
@@ -379,7 +439,13 @@ def run_nightly(
     folder = registry_folder(registry)
     day = night(date)
     store_folder(replay, source)
-    with nightly_lock(replay):
+    replay = replay.resolve()  # sections and reports name their store absolutely (check_night_owner)
+    report_dir = reports / day
+    with nightly_lock(replay), contextlib.ExitStack() as held:
+        if not replace and recorded_night(replay, day) is not None:
+            return None  # before the results lock: a rerun from another folder creates nothing there
+        held.enter_context(results_lock(results))  # other stores' nightlies may share the results
+        check_night_owner(replay, results, report_dir, day)
         if not replace and night_done(replay, results, day) is not None:
             return None
         # the registry first: a latest that names no version, a file that fails its hash or signature
@@ -401,7 +467,6 @@ def run_nightly(
             )
             write_pending_ingest(replay, pending)
         policies = [*(baselines or split_names(DEFAULT_POLICIES)), *(f"registry:{ref}" for ref in models)]
-        report_dir = reports / day
         left_out: dict[str, str] = {}
         while True:
             try:

@@ -68,14 +68,38 @@ def nightly_lock(store: Path) -> Iterator[Path]:
     lock file. ``NightlyBusyError`` at once, naming the store, the lock file and its holder, when
     another process holds it."""
     path = store / LOCK_FILE
+    with _held(path, f"the store {store} is in use by another nightly"):
+        yield path
+
+
+def results_lock_file(results: Path) -> Path:
+    """The lock beside a results file: ``.NAME.lock`` in its folder."""
+    return results.with_name(f".{results.name}.lock")
+
+
+@contextmanager
+def results_lock(results: Path) -> Iterator[Path]:
+    """Hold the exclusive lock of the results file ``results`` (its folder made when missing) for the
+    ``with`` block: nightlies of different stores may share one results file and reports folder, which
+    the store's lock does not cover. ``NightlyBusyError`` at once when another nightly holds it."""
+    results.parent.mkdir(parents=True, exist_ok=True)
+    path = results_lock_file(results)
+    with _held(path, f"the results file {results} is in use by another nightly"):
+        yield path
+
+
+@contextmanager
+def _held(path: Path, busy: str) -> Iterator[None]:
+    """An exclusive non-blocking ``flock`` on ``path`` with this process as its holder; refused with
+    ``busy``, the holder and the lock file when another process holds it."""
     with open(path, "a+") as handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             handle.seek(0)
             raise NightlyBusyError(
-                f"the store {store} is in use by another nightly ({described(handle.read())}; lock "
-                f"{path}): nothing done; run it again once that one has ended"
+                f"{busy} ({described(handle.read())}; lock {path}): nothing done; run it again once "
+                "that one has ended"
             ) from None
         try:
             holder = LockHolder(
@@ -85,6 +109,6 @@ def nightly_lock(store: Path) -> Iterator[Path]:
             handle.truncate()
             handle.write(holder.model_dump_json())
             handle.flush()
-            yield path
+            yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)

@@ -458,3 +458,62 @@ def test_a_night_that_stops_after_its_ingest_has_its_bars_and_warnings_in_the_ne
     last = (tmp_path / "results.md").read_text().split("## 2025-01-04 nightly")[1]
     assert "ingest: nothing new." in last and "with what the run" not in last
     assert f"> **ingest warning:** SYN001: 3 bars from {day}" in last  # the csv still lacks them
+
+
+# ------------------------------------------------------------------ stores sharing a results file
+
+
+def test_a_second_store_on_the_same_results_and_date_is_refused_and_the_first_kept(
+    store: Path, tmp_path: Path
+) -> None:
+    """Two stores sharing the default --results and --reports on one date: the second printed
+    "already holds the section ...: nothing done" (exit 0) and never ran; with --replace it
+    overwrote the first store's section and report while the first store's record pointed at them."""
+    assert _night(store, tmp_path, "--date", "2026-01-05").exit_code == 0
+    other = Path(shutil.copytree(store, tmp_path / "other"))
+    (other / NIGHTS_FILE).unlink()
+    results, report = tmp_path / "results.md", tmp_path / "reports" / "2026-01-05" / "report.json"
+    before = (results.read_bytes(), report.read_bytes())
+    for extra in ((), ("--replace",)):
+        again = _night(other, tmp_path, "--date", "2026-01-05", *extra)
+        assert again.exit_code == 2, again.output
+        assert again.output == (
+            f"error: --results {str(results)!r}: its section '## 2026-01-05 nightly' is the night of the "
+            f"store {store.resolve()}, not of --replay {str(other.resolve())!r}: give each store its own "
+            "--results and --reports (nothing done)\n"
+        )
+    assert (results.read_bytes(), report.read_bytes()) == before
+    assert not (other / NIGHTS_FILE).exists()
+    own_results = _night(other, tmp_path, "--date", "2026-01-05", "--results", str(tmp_path / "o.md"))
+    assert own_results.exit_code == 2 and own_results.output.startswith(
+        f"error: --reports {str(tmp_path / 'reports')!r}: {report.parent} holds the night of the store "
+    )
+    assert report.read_bytes() == before[1]
+
+
+def test_a_section_that_names_its_store_relatively_is_still_read_as_this_stores(
+    store: Path, tmp_path: Path
+) -> None:
+    """Results written before sections named their store absolutely still stop a rerun."""
+    assert _night(store, tmp_path, "--date", "2026-01-05").exit_code == 0
+    (store / NIGHTS_FILE).unlink()
+    results = tmp_path / "results.md"
+    results.write_text(results.read_text().replace(f"Store `{store.resolve()}`", "Store `store`"))
+    report = tmp_path / "reports" / "2026-01-05" / "report.json"
+    document = json.loads(report.read_text())
+    document["replay"]["root"] = "store"
+    report.write_text(json.dumps(document))
+    again = _night(store, tmp_path, "--date", "2026-01-05")
+    assert again.exit_code == 0 and "already holds the section '## 2026-01-05 nightly'" in again.output
+
+
+def test_a_nightly_refuses_at_once_while_another_holds_the_results_file(store: Path, tmp_path: Path) -> None:
+    from raytrade.cluster.nightly_lock import results_lock_file
+
+    results = tmp_path / "results.md"
+    with open(results_lock_file(results), "a+") as held:
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        busy = _night(store, tmp_path, "--date", "2026-01-05")
+    assert busy.exit_code == 2
+    assert busy.output.startswith(f"error: the results file {results} is in use by another nightly (")
+    assert not results.exists() and not (tmp_path / "reports").exists()
