@@ -42,6 +42,7 @@ Design decisions
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import logging
 import os
@@ -54,7 +55,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Final, Literal
@@ -64,7 +65,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from raytrade.cluster.errors import one_line_errors
 from raytrade.cluster.options import LocalPath
-from raytrade.replay.errors import InputError
+from raytrade.replay.errors import InputError, first_problem
 
 if TYPE_CHECKING:
     from raytrade.cluster.run_file import LeaderboardRow
@@ -73,6 +74,7 @@ logger = logging.getLogger(__name__)
 
 STATE_FILE: Final = "cluster.json"
 TOKEN_FILE: Final = "token"
+UP_LOCK_FILE: Final = "up.lock"
 HOST: Final = "127.0.0.1"
 STARTED_MARKER: Final = "Ray runtime started."
 NODE_ID_SHOWN: Final = 12  # hex digits of a node id that status and the tune summary print
@@ -235,7 +237,10 @@ def read_state(state_dir: Path) -> ClusterState | None:
     try:
         return ClusterState.model_validate_json(path.read_text())
     except ValidationError as exc:
-        raise LocalClusterError(f"{str(path)!r} is not a local cluster state file: {exc}") from None
+        raise LocalClusterError(
+            f"{str(path)!r} is not a local cluster state file ({first_problem(exc)}): `raytrade "
+            "cluster down` cannot read it either; stop any Ray node it names, then delete it"
+        ) from None
 
 
 def _write_state(state_dir: Path, state: ClusterState) -> None:
@@ -368,6 +373,43 @@ def cluster_up(config: ClusterConfig, state_dir: Path) -> ClusterState:
     Each node is recorded in the state file as soon as it is up. Refuses when the state file names a
     cluster whose head is still running (and stops the rest of one whose head died). A node that
     fails to start stops the nodes already started and removes the state file."""
+    state_dir = _state_folder(state_dir)
+    with _up_lock(state_dir):
+        return _cluster_up_locked(config, state_dir)
+
+
+def _state_folder(state_dir: Path) -> Path:
+    """``state_dir`` absolute (the nodes get the token by its path, and the printed export line must
+    hold wherever it is pasted), made (0700) when missing; a file there is refused in one line."""
+    state_dir = state_dir.expanduser().resolve()
+    if state_dir.exists() and not state_dir.is_dir():
+        raise LocalClusterError(f"--state-dir {str(state_dir)!r} is a file, not a folder")
+    state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    return state_dir
+
+
+@contextlib.contextmanager
+def _up_lock(state_dir: Path) -> Iterator[None]:
+    """An exclusive ``flock`` on ``STATE_DIR/up.lock`` for a whole ``up``, from reading the state to
+    its last write: two ``up`` on one state dir both found no cluster, both started one, and the
+    second's state file orphaned the first's nodes. The second is refused at once; the kernel drops
+    the lock when the process ends, so none is ever stale."""
+    path = state_dir / UP_LOCK_FILE
+    with open(path, "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise LocalClusterError(
+                f"another `raytrade cluster up` is starting a cluster in {state_dir} (lock {path}): "
+                "nothing done; `raytrade cluster status` once it has finished"
+            ) from None
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _cluster_up_locked(config: ClusterConfig, state_dir: Path) -> ClusterState:
     previous = read_state(state_dir)
     if previous is not None and _alive(previous.nodes[0].pid) and _is_node(previous.nodes[0]):
         raise LocalClusterError(

@@ -26,6 +26,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 import pytest
@@ -562,3 +563,82 @@ def test_a_node_starting_when_up_is_interrupted_is_stopped(
     while time.monotonic() < deadline and local_cluster._alive(pid):
         time.sleep(0.05)
     assert not local_cluster._alive(pid), "the node being started was left running"
+
+
+def _fake_start(
+    argv: list[str], role: str, log: Path, env: dict[str, str], timeout_s: float, attempts: int
+) -> NodeProcess:
+    proc = subprocess.Popen(["sleep", "30"], start_new_session=True)
+    return NodeProcess(role=role, pid=proc.pid, log=log)  # type: ignore[arg-type]
+
+
+def test_a_relative_state_dir_gives_the_nodes_and_the_export_line_an_absolute_token_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`up --state-dir rel` handed the nodes RAY_AUTH_TOKEN_PATH=rel/token and printed it."""
+    from click.testing import CliRunner
+
+    from raytrade.cluster import local_cluster
+
+    envs: list[dict[str, str]] = []
+
+    def start(argv: list[str], role: str, log: Path, env: dict[str, str], *rest: Any) -> NodeProcess:
+        envs.append(env)
+        return _fake_start(argv, role, log, env, *rest)
+
+    monkeypatch.setattr(local_cluster, "_start_node_retrying", start)
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(local_cluster.cluster_group, ["up", "--workers", "0", "--state-dir", "rel"])
+    state = read_state(tmp_path / "rel")
+    assert state is not None
+    try:
+        assert result.exit_code == 0, result.output
+        token = tmp_path.resolve() / "rel" / "token"
+        assert [env["RAY_AUTH_TOKEN_PATH"] for env in envs] == [str(token)]
+        assert state.token_file == token and f"RAY_AUTH_TOKEN_PATH={token}\n" in result.output
+    finally:
+        _stop_nodes(state.nodes, grace_s=0.5)
+        shutil.rmtree(state.temp_dir, ignore_errors=True)
+
+
+def test_a_second_up_on_a_state_dir_an_up_holds_refuses_and_starts_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two `up` at once both found no cluster and both started one; the first was orphaned."""
+    import fcntl
+
+    from raytrade.cluster import local_cluster
+
+    started: list[str] = []
+    monkeypatch.setattr(local_cluster, "_start_node_retrying", lambda *a: started.append("node"))
+    with open(tmp_path / local_cluster.UP_LOCK_FILE, "a+") as held:
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)  # the first `up`, still starting its nodes
+        with pytest.raises(LocalClusterError) as refused:
+            local_cluster.cluster_up(ClusterConfig(workers=0), tmp_path)
+    assert str(refused.value) == (
+        f"another `raytrade cluster up` is starting a cluster in {tmp_path.resolve()} (lock "
+        f"{tmp_path.resolve() / 'up.lock'}): nothing done; `raytrade cluster status` once it has finished"
+    )
+    assert started == [] and read_state(tmp_path) is None
+
+
+def test_a_state_dir_that_is_a_file_is_one_line(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from raytrade.cluster.local_cluster import cluster_group
+
+    (tmp_path / "afile").write_text("")
+    result = CliRunner().invoke(cluster_group, ["up", "--state-dir", str(tmp_path / "afile")])
+    assert result.exit_code == 2
+    assert result.output == f"error: --state-dir {str(tmp_path / 'afile')!r} is a file, not a folder\n"
+
+
+def test_a_malformed_state_file_says_which_file_and_how_to_clear_it(tmp_path: Path) -> None:
+    from raytrade.cluster.local_cluster import STATE_FILE
+
+    (tmp_path / STATE_FILE).write_text('{"address": 1}')
+    with pytest.raises(LocalClusterError) as refused:
+        read_state(tmp_path)
+    message = str(refused.value)
+    assert message.startswith(f"{str(tmp_path / STATE_FILE)!r} is not a local cluster state file (")
+    assert message.endswith("stop any Ray node it names, then delete it") and "\n" not in message
