@@ -234,6 +234,10 @@ def test_the_image_build_context_holds_no_secret_environment_or_data() -> None:
         "cluster/.venv/lib/x.py",
         ".git/config",
         "registry/a/1/x",
+        "store/bars/year=2024/part-0.parquet",
+        "data/daily/AAPL.csv",
+        "select/select.json",
+        "mystore/bars/year=2024/part-0.parquet",
     ]:
         assert _docker_excluded(patterns, path), path
     copied = re.findall(r"^COPY (?:--\S+ )*(.+) \S+$", (CONFIGS / "Dockerfile").read_text(), re.M)

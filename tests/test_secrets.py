@@ -90,6 +90,7 @@ def test_rayignore_keeps_secrets_state_and_environments_out_of_job_uploads() -> 
         "data/daily/AAPL.csv",
         "reports/nightly/2026-01-05/report.json",
         "select/select.json",
+        "mystore/bars/year=2024/part-0.parquet",
     ):
         assert ignored(ROOT / path), path
     for path in ("serve/app.py", "cluster/configs/rayservice.yaml", "pyproject.toml", "README.md"):
@@ -119,6 +120,21 @@ SECRET_FILES = (
     "server.pfx",
     "tls.key",
     "ca.pem",
+    # common names the list missed (each was uploaded by `ray job submit --working-dir .`)
+    "api_key.txt",
+    "alpaca_keys.json",
+    "wandb_api_key.txt",
+    "secret.txt",
+    "alpaca.secret.json",
+    "gcp-key.json",
+    "service-account.json",
+    "credentials.ini",
+    "aws_credentials",
+    "db_password.yaml",
+    ".boto",
+    ".wandb.netrc",
+    "tls.crt",
+    "cluster/configs/client.crt",
 )
 
 
