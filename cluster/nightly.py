@@ -98,6 +98,7 @@ from raytrade.replay.errors import InputError
 from raytrade.replay.remote import is_remote
 
 if TYPE_CHECKING:
+    from raytrade.cluster.ingest import SourceRequest
     from raytrade.envs.cash_rate import CashRate
     from raytrade.envs.evaluation.document import EvaluationReport, PolicyReport
     from raytrade.envs.evaluation.policies import Loader
@@ -250,19 +251,16 @@ def latest_refs(registry: Path) -> list[str]:
     return [f"{name}@{resolve(registry, name).name}" for name in names(registry)]
 
 
-def reingest(
-    replay: Path,
-    source: str | None,
-    path: Path | None,
-    synthetic: dict[str, Any],
-    keep_stored_on_restatement: bool = False,
-) -> IngestResult | None:
-    """Ingest ``source`` into ``replay`` incrementally (None: no source)."""
-    from raytrade.cluster.ingest import SourceRequest, ingest_source
+def source_request(
+    source: str | None, path: Path | None, synthetic: dict[str, Any], keep_stored_on_restatement: bool
+) -> SourceRequest | None:
+    """The ingest ``source`` asks for, validated (None: no source): bad input (``--years nan``) is
+    refused before the night creates its store folder or lock."""
+    from raytrade.cluster.ingest import SourceRequest
 
     if source is None:
         return None
-    request = SourceRequest.model_validate(
+    return SourceRequest.model_validate(
         {
             "source": source,
             "path": path,
@@ -270,6 +268,14 @@ def reingest(
             "keep_stored_on_restatement": keep_stored_on_restatement,
         }
     )
+
+
+def reingest(replay: Path, request: SourceRequest | None) -> IngestResult | None:
+    """Ingest ``request``'s source into ``replay`` incrementally (None: no source)."""
+    from raytrade.cluster.ingest import ingest_source
+
+    if request is None:
+        return None
     return ingest_source(replay, request, say=lambda _: None, show_progress=False)
 
 
@@ -438,6 +444,7 @@ def run_nightly(
 
     folder = registry_folder(registry)
     day = night(date)
+    request = source_request(source, path, synthetic or {}, keep_stored_on_restatement)
     store_folder(replay, source)
     replay = replay.resolve()  # sections and reports name their store absolutely (check_night_owner)
     report_dir = reports / day
@@ -457,7 +464,7 @@ def run_nightly(
             for ref in models:
                 verify_under_key(ref, folder)
         earlier = read_pending_ingest(replay)  # what a run that stopped before its section stored
-        ingested = reingest(replay, source, path, synthetic or {}, keep_stored_on_restatement)
+        ingested = reingest(replay, request)
         for warning in ingested.warnings() if ingested else []:
             click.echo(f"warning: {warning}", err=True)
         pending = earlier

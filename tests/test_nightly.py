@@ -517,3 +517,13 @@ def test_a_nightly_refuses_at_once_while_another_holds_the_results_file(store: P
     assert busy.exit_code == 2
     assert busy.output.startswith(f"error: the results file {results} is in use by another nightly (")
     assert not results.exists() and not (tmp_path / "reports").exists()
+
+
+def test_a_nightly_refused_for_bad_source_input_creates_no_store_folder_or_lock(tmp_path: Path) -> None:
+    """`--years nan` was refused only after the --replay folder and its nightly.lock were made."""
+    (tmp_path / "registry").mkdir()
+    args = ["--replay", str(tmp_path / "store"), "--registry", str(tmp_path / "registry")]
+    result = CliRunner().invoke(nightly_command, [*args, "--source", "synthetic", "--years", "nan"])
+    assert result.exit_code == 2 and result.output.startswith("error: ") and "years" in result.output
+    assert result.output.count("\n") == 1
+    assert not (tmp_path / "store").exists()
