@@ -179,7 +179,7 @@ def section_store(text: str, day: str) -> Path | None:
     found = None if span is None else _STORE_LINE.search(text, span[0], span[1])
     if found is None or not Path(found.group(1)).is_absolute():
         return None
-    return Path(found.group(1))
+    return Path(found.group(1)).resolve()  # as the running store is named: through its links
 
 
 def report_store(report_dir: Path) -> Path | None:
@@ -189,7 +189,7 @@ def report_store(report_dir: Path) -> Path | None:
         root = json.loads((report_dir / "report.json").read_text())["replay"]["root"]
     except (OSError, ValueError, KeyError, TypeError):
         return None
-    return Path(root) if isinstance(root, str) and Path(root).is_absolute() else None
+    return Path(root).resolve() if isinstance(root, str) and Path(root).is_absolute() else None
 
 
 def check_night_owner(replay: Path, results: Path, report_dir: Path, day: str) -> None:

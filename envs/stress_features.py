@@ -204,9 +204,13 @@ def _row_median(values: np.ndarray, cells: np.ndarray) -> np.ndarray:
 
 
 def _ratio(new: np.ndarray, old: np.ndarray) -> np.ndarray:
-    """``new / old`` where both are finite and positive, else 1 (no evidence: keep the stored value)."""
+    """``new / old`` per row where both are finite and positive; a row without them (a weekend of a
+    mixed calendar, where no equity trades) carries the last row's ratio forward, as ingest carries
+    the index forward to crypto's rows; 1 before any (no evidence: keep the stored value)."""
     usable = np.isfinite(new) & np.isfinite(old) & (new > 0) & (old > 0)
-    return np.where(usable, new / np.where(usable, old, 1.0), 1.0)
+    last = np.maximum.accumulate(np.where(usable, np.arange(len(usable)), -1))
+    ratio = np.where(usable, new / np.where(usable, old, 1.0), 1.0)
+    return np.where(last >= 0, ratio[np.maximum(last, 0)], 1.0)
 
 
 def _move_vix(data: MarketData, features: np.ndarray, from_row: int, rebuilt: dict[str, np.ndarray]) -> None:

@@ -451,7 +451,8 @@ class DecisionService:
             return None
         return (
             f"quote mid {mid:.6g} is {mid / close:.3g}x the close {close:.6g} of "
-            f"{_utc(self._ts[bar]).date()}, outside the {band:g}x band: held as a bad or stale quote"
+            f"{_utc(self._ts[bar]).date()}, outside the {band:g}x band: held as a bad or stale quote "
+            "(or a split since that bar: held until the store has a bar after it)"
         )
 
     def _bar_time(self, bar: int) -> tuple[datetime, datetime]:

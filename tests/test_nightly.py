@@ -527,3 +527,19 @@ def test_a_nightly_refused_for_bad_source_input_creates_no_store_folder_or_lock(
     assert result.exit_code == 2 and result.output.startswith("error: ") and "years" in result.output
     assert result.output.count("\n") == 1
     assert not (tmp_path / "store").exists()
+
+
+def test_a_store_named_through_a_link_is_the_same_store(store: Path, tmp_path: Path) -> None:
+    """A section and report that name the store through a symbolic link (as typed, before runs
+    resolved it) belong to it: ``--replace`` of that night was refused as another store's."""
+    link = tmp_path / "link"
+    link.symlink_to(store)
+    assert _night(link, tmp_path, "--date", "2026-01-05").exit_code == 0
+    results = tmp_path / "results.md"
+    results.write_text(results.read_text().replace(f"Store `{store.resolve()}`", f"Store `{link}`"))
+    report = tmp_path / "reports" / "2026-01-05" / "report.json"
+    document = json.loads(report.read_text())
+    document["replay"]["root"] = str(link)
+    report.write_text(json.dumps(document))
+    again = _night(store, tmp_path, "--date", "2026-01-05", "--replace")
+    assert again.exit_code == 0, again.output

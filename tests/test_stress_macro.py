@@ -11,7 +11,7 @@ import numpy as np
 from raytrade.envs.market_data import MarketData
 from raytrade.envs.replay_loader import _SCALED as LOADER_SCALE
 from raytrade.envs.step_features import sector_momentum
-from raytrade.envs.stress_features import with_stressed_features
+from raytrade.envs.stress_features import _move_vix, with_stressed_features
 from raytrade.replay.features import FeatureConfig
 from tests.test_stress_forecasts import CRASH, SHOCKED, WINDOW, T, _crashed, _loaded, _rally, _rows
 
@@ -103,3 +103,29 @@ def test_sector_momentum_never_mixes_asset_classes() -> None:
     assert clustered[-30:].all()
     np.testing.assert_allclose(out[clustered, 0], ret_20[clustered, :2].mean(axis=1))
     np.testing.assert_allclose(out[clustered, 2], ret_20[clustered, 2:].mean(axis=1))
+
+
+def test_a_weekend_without_equities_carries_the_stressed_index_forward() -> None:
+    """A mixed universe's weekend rows have no listed equity to measure the volatility on: the
+    index carries Friday's move (ingest as-of joins the equities' index to crypto's rows); before,
+    it snapped back to its calm stored value there, a sawtooth through a crash."""
+    names = ("vol_20", "vol_60", "vix_level")
+    t, n = 8, 3
+    listed = np.ones((t, n), dtype=bool)
+    listed[5:7, :2] = False  # Saturday, Sunday: the coin trades, the equities do not
+    features = np.zeros((t, n, 3), dtype=np.float32)
+    missing = np.zeros((t, n, 3), dtype=bool)
+    features[:, :, :2], features[:, :, 2] = 0.01, np.float32(16.0 * LOADER_SCALE["vix_level"])
+    missing[5:7, :2, :2] = True
+    close = np.full((t, n), 100.0)
+    ts = np.arange(t).astype("datetime64[D]").astype("datetime64[us]")
+    data = MarketData(
+        ts=ts, symbols=("A", "B", "X/USD"), asset_class=("equity", "equity", "crypto"), open=close,
+        close=close, listed=listed, spread_bps=np.full((t, n), 5.0), dollar_volume=np.full((t, n), 1e8),
+        features=features, feature_names=names, regime_code=np.zeros((t, n), dtype=np.int8),
+        feature_missing=missing,
+    )  # fmt: skip
+    rebuilt = {"vol_20": np.where(listed, 0.02, np.nan), "vol_60": np.where(listed, 0.01, np.nan)}
+    out = features.copy()
+    _move_vix(data, out, 0, rebuilt)  # every equity's 20-bar volatility doubled
+    np.testing.assert_allclose(out[:, :, 2] / LOADER_SCALE["vix_level"], 32.0, rtol=1e-6)
