@@ -241,7 +241,8 @@ def test_a_served_zero_tilt_returns_the_baselines_weights() -> None:
     service = DecisionService(handle, data, ServeConfig(max_feature_age_hours=None, caps=caps))
     bar = 31  # 2020-02-01: a month start, where inverse_vol rebalances
     as_of = service.closed_at(bar)  # the earliest as_of that observes the bar
-    analysis = {s: {"bid_price": 99.99, "ask_price": 100.01, "spread_bps": 2.0} for s in data.symbols}
+    quotes = zip(data.symbols, data.close[bar].tolist(), strict=True)  # at the close: inside the quote band
+    analysis = {s: {"bid_price": 0.9999 * c, "ask_price": 1.0001 * c, "spread_bps": 2.0} for s, c in quotes}
     request = ActRequest.model_validate(
         {
             "account": {"equity": 100_000.0},
