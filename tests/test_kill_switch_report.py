@@ -228,3 +228,38 @@ def test_a_drawdown_across_a_fold_boundary_trips_the_switch_of_the_pooled_accoun
     assert 1.0 - equity[t - 1 + trips - 1] / equity.max() >= 0.2 - 1e-9  # tripped at the trigger
     pooled = pool((first, second))
     assert pooled.kill_active is not None and pooled.kill_active.sum() == second.kill_active.sum()
+
+
+def test_buy_and_hold_starting_a_fold_under_the_carried_switch_buys_once_it_is_released() -> None:
+    """The experiment of 2026-12-05 (30 real stocks, stated 5 bps): buy_and_hold's fold 1 ended with
+    the switch on, so its fold 2 started flat under it, its one buy refused, and it sat the whole
+    year in cash (total return 0.00 %, turnover 0). Fold 1 falls 30 % over its last bars; fold 2
+    rises."""
+    from raytrade.envs.evaluation.harness import run_folds
+
+    t = 60
+    ts = np.busday_offset("2024-01-01", np.arange(2 * t), roll="forward").astype("datetime64[us]")
+    steps = np.full((2 * t, 3), 1.002)
+    steps[t - 12 : t - 4] = 0.70 ** (1 / 8)  # fold 1: -30 % near its end, the switch on at the end
+    close = 50.0 * np.cumprod(steps, axis=0)
+
+    def window(rows: slice) -> MarketData:
+        n = rows.stop - rows.start
+        return MarketData(
+            ts=ts[rows], symbols=("AAA", "BBB", "CCC"), asset_class=("equity",) * 3, open=close[rows],
+            close=close[rows], listed=np.ones((n, 3), dtype=bool), spread_bps=np.zeros((n, 3)),
+            dollar_volume=np.full((n, 3), 5e9), features=np.zeros((n, 3, 1), dtype=np.float32),
+            feature_names=("ret_1",), regime_code=np.zeros((n, 3), dtype=np.int8),
+        )  # fmt: skip
+
+    first, second = run_folds(
+        baseline_spec("buy_and_hold"), [window(slice(0, t)), window(slice(t, 2 * t))], 0, SimulatorConfig()
+    )
+    assert first.kill_active is not None and first.kill_active[-1]  # fold 1 ends under the switch
+    assert second.kill_active is not None and second.kill_active[0]  # carried into fold 2
+    released = int(np.argmin(second.kill_active))
+    assert 0 < released < len(second.kill_active) - 5
+    assert second.turnover[:released].sum() == 0.0  # no buying while it is on
+    assert second.turnover[released] > 0.9  # bought the whole book at the first step it could
+    assert (second.turnover[released + 1 : -1] == 0.0).all()  # then held (the last step closes the book)
+    assert np.prod(1.0 + second.returns) - 1.0 > 0.05  # and earned fold 2's rise

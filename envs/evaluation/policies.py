@@ -111,8 +111,13 @@ def cash_policy(data: MarketData, seed: int) -> EvalPolicy:
 
 
 def buy_and_hold_policy(data: MarketData, seed: int) -> EvalPolicy:
+    """Equal weights bought on the first bar, then held; a book still flat after it (the buy refused:
+    a walk-forward fold that starts under the kill switch the fold before left on) buys at the first
+    bar it can. Before, such a fold never bought and sat a whole year in cash."""
+
     def policy(obs: Observation) -> PolicyOutput:
-        return _scheduled(obs, step_index(obs, data) == 0, equal_weights(obs.mask))
+        flat = ~np.any(obs.weights != 0.0, axis=1)
+        return _scheduled(obs, (step_index(obs, data) == 0) | flat, equal_weights(obs.mask))
 
     return policy
 
