@@ -12,8 +12,10 @@ equity; ``c`` the current weight from the request's positions, ``w`` the target)
 * a symbol the loop's gates hold (``serve.caps.gate_reasons`` on the request's row: blocked, no
   quote, spread over its cap) or that the answer marks not ``tradeable`` keeps ``w = c``;
 * ``|w| <= per_symbol_cap``, unless the symbol is kept where it is (``w = c``);
-* ``sum |w| <= max(gross_limit, sum |c|)`` and the gross the answer adds (``serve.caps.added_gross``)
-  at most ``max_gross_add``;
+* ``sum |w| + e <= max(gross_limit, sum |c| + e)``, ``e`` the gross of the positions outside the
+  decisions (the service takes it out of the budget), the same over crypto alone against
+  ``crypto_gross_cap`` (``e`` the crypto held outside), and the gross the answer adds
+  (``serve.caps.added_gross``) at most ``max_gross_add``;
 * crypto opens or grows no short (``w >= min(c, 0)``);
 * with the kill switch on (the answer's or the request's), no symbol grows or flips (``|w| <= |c|``,
   the sign kept);
@@ -47,6 +49,20 @@ FLAT: Final = 1e-9
 
 def _close(a: float, b: float) -> bool:
     return abs(a - b) <= TOLERANCE * max(1.0, abs(a), abs(b))
+
+
+def _gross_breach(
+    target: np.ndarray, current: np.ndarray, outside: float, cap: float, what: str, cap_name: str
+) -> str | None:
+    """The service's gross rule (``serve.caps.cap_targets``, steps 3 and 4) over a set of decisions:
+    with the positions ``outside`` them (held outside the decisions, their gross as a fraction of
+    equity) the targets' gross is at most ``cap``, or at most what it is now where the book is already
+    over it; None when it holds."""
+    gross, before = float(np.abs(target).sum()), float(np.abs(current).sum())
+    if gross + outside <= max(cap, before + outside) + TOLERANCE:
+        return None
+    held = f" and {outside:.6g} held outside them" if outside > 0 else ""
+    return f"{what} {gross:.6g} of the decisions{held} is over the {cap_name} {cap:g} (now {before:.6g})"
 
 
 def answer_breach(
@@ -100,10 +116,19 @@ def answer_breach(
                 return (
                     f"{where}.target_qty is {d.target_qty:.6g}; the request's book and prices make it {shown}"
                 )
-    gross, before = float(np.abs(target).sum()), float(np.abs(current).sum())
-    if gross > max(caps.gross_limit, before) + TOLERANCE:
-        cap = caps.gross_limit
-        return f"gross {gross:.6g} of the decisions is over the gross cap {cap:g} (now {before:.6g})"
+    named = set(symbols)
+    outside = [abs(p.signed_value()) / equity for p in request.positions if p.symbol not in named]
+    outside_crypto = [
+        abs(p.signed_value()) / equity
+        for p in request.positions
+        if p.symbol not in named and is_crypto_symbol(p.symbol)
+    ]
+    breach = _gross_breach(target, current, sum(outside), caps.gross_limit, "gross", "gross cap")
+    crypto_book = (target[crypto], current[crypto], sum(outside_crypto), caps.crypto_gross_cap)
+    breach = breach or _gross_breach(*crypto_book, "crypto gross", "crypto gross cap")
+    if breach is not None:
+        return breach
+    gross = float(np.abs(target).sum())
     added = float(added_gross(target, current).sum())
     if added > caps.max_gross_add + TOLERANCE * max(1.0, gross):
         return f"the decisions add {added:.6g} of gross, over the basket throttle {caps.max_gross_add:g}"

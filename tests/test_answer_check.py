@@ -168,3 +168,94 @@ def test_a_loop_with_tighter_caps_checks_answers_against_the_looser_of_its_own_a
     answer = _answer({"AAA": 0.15, "BBB": 0.15, "CCCUSD": 0.0})
     assert answer_breach(_request(), answer, checked) is None
     assert answer_breach(_request(), answer, tight) is not None
+
+
+def _book(positions: list[tuple[str, float]], symbols: tuple[str, ...]) -> ActRequest:
+    """A 1,000 equity request holding ``positions`` (symbol, value), quoting ``symbols``."""
+    return ActRequest.model_validate(
+        {
+            "account": {"equity": 1000.0},
+            "drawdown_pct": 0.0,
+            "positions": [
+                {"symbol": s, "qty": "1", "side": "long", "market_value": str(v)} for s, v in positions
+            ],
+            "analysis": dict.fromkeys(symbols, QUOTE),
+            "as_of": AS_OF.isoformat(),
+        }
+    )
+
+
+WIDE = ExposureCaps(per_symbol_cap=1.0, gross_cap=2.0, leverage_cap=2.0, max_gross_add=2.0)
+"""Every cap but the one under test out of the way."""
+GROSS = ExposureCaps(per_symbol_cap=1.0, max_gross_add=2.0)
+"""The gross cap (1.2) alone."""
+
+
+@pytest.mark.parametrize(
+    ("positions", "targets", "caps", "breach"),
+    [
+        # the decisions alone are within 1.2; with the 0.9 held outside them they are not
+        (
+            [("ZZZ", 900.0)],
+            {"AAA": 0.2, "BBB": 0.3},
+            GROSS,
+            "gross 0.5 of the decisions and 0.9 held outside them is over the gross cap 1.2",
+        ),
+        ([("ZZZ", 900.0)], {"AAA": 0.2, "BBB": 0.1}, GROSS, None),
+        # crypto unlevered: 1.2 of coins, within every other cap
+        (
+            [],
+            {"CCCUSD": 0.6, "DDDUSD": 0.6},
+            WIDE,
+            "crypto gross 1.2 of the decisions is over the crypto gross cap 1",
+        ),
+        ([], {"CCCUSD": 0.5, "DDDUSD": 0.5}, WIDE, None),
+        # a coin held outside the decisions takes its share of the crypto budget
+        (
+            [("BTC/USD", 950.0)],
+            {"CCCUSD": 0.1},
+            WIDE,
+            "crypto gross 0.1 of the decisions and 0.95 held outside them is over the crypto gross cap 1",
+        ),
+        ([("BTC/USD", 950.0)], {"CCCUSD": 0.05}, WIDE, None),
+        # an account already over the cap may keep what it has, never add
+        ([("BTC/USD", 1100.0)], {"CCCUSD": 0.0}, WIDE, None),
+    ],
+    ids=[
+        "outside-gross",
+        "outside-gross-ok",
+        "crypto",
+        "crypto-ok",
+        "outside-crypto",
+        "outside-crypto-ok",
+        "over-keeps",
+    ],
+)
+def test_positions_outside_the_decisions_and_crypto_count_toward_the_caps(
+    positions: list[tuple[str, float]], targets: dict[str, float], caps: ExposureCaps, breach: str | None
+) -> None:
+    """Before, a service's answer that spent the gross budget the positions outside its decisions
+    already used, or put 1.2 of equity in coins, passed the client's check (the service itself keeps
+    both rules: ``serve.caps.cap_targets``)."""
+    request = _book(positions, tuple(targets))
+    answer = ActResponse.model_validate(
+        {
+            "model": "m@1",
+            "model_version": 1,
+            "as_of": AS_OF,
+            "decisions": {
+                s: {
+                    "target_weight": w,
+                    "current_weight": 0.0,
+                    "side": "flat" if w == 0 else "long",
+                    "gate_mode": "aggressive",
+                    "confidence": 0.5,
+                    "tradeable": True,
+                }
+                for s, w in targets.items()
+            },
+            "gross_exposure": sum(abs(w) for w in targets.values()),
+        }
+    )
+    got = answer_breach(request, answer, caps)
+    assert got is None if breach is None else got is not None and got.startswith(breach), got
