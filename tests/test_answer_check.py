@@ -30,8 +30,10 @@ def _request(**analysis: dict[str, Any]) -> ActRequest:
     )
 
 
-def _answer(targets: dict[str, float], kill: bool = False) -> ActResponse:
-    current = {"AAA": 0.2}
+def _answer(
+    targets: dict[str, float], kill: bool = False, current: dict[str, float] | None = None
+) -> ActResponse:
+    current = {"AAA": 0.2} if current is None else current
     return ActResponse.model_validate(
         {
             "model": "m@1",
@@ -238,24 +240,6 @@ def test_positions_outside_the_decisions_and_crypto_count_toward_the_caps(
     already used, or put 1.2 of equity in coins, passed the client's check (the service itself keeps
     both rules: ``serve.caps.cap_targets``)."""
     request = _book(positions, tuple(targets))
-    answer = ActResponse.model_validate(
-        {
-            "model": "m@1",
-            "model_version": 1,
-            "as_of": AS_OF,
-            "decisions": {
-                s: {
-                    "target_weight": w,
-                    "current_weight": 0.0,
-                    "side": "flat" if w == 0 else "long",
-                    "gate_mode": "aggressive",
-                    "confidence": 0.5,
-                    "tradeable": True,
-                }
-                for s, w in targets.items()
-            },
-            "gross_exposure": sum(abs(w) for w in targets.values()),
-        }
-    )
+    answer = _answer(targets, current={})
     got = answer_breach(request, answer, caps)
     assert got is None if breach is None else got is not None and got.startswith(breach), got

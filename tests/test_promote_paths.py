@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -17,11 +16,11 @@ from raytrade.cluster.cli import main
 from raytrade.cluster.run_file import (
     LEADERBOARD_FILE,
     LeaderboardRow,
-    RunFile,
     RunFileError,
     read_leaderboard,
+    write_run_file,
 )
-from raytrade.models.manifest import Provenance, SearchObjective
+from tests.run_files import smoke_run_file
 
 OUTSIDE = ["../../victim", "/etc", "", ".", "a/../../b", "t0/../.."]
 
@@ -50,29 +49,7 @@ def _run(folder: Path, row: dict[str, Any]) -> Path:
     """A run folder holding a run file, one trial's (empty) params.json and a one-row leaderboard."""
     (folder / "t0").mkdir(parents=True)
     (folder / "t0" / "params.json").write_text("{}")
-    from raytrade.cluster.run_file import write_run_file
-    from raytrade.tune_specs.spec import ON_POLICY_SMOKE
-
-    provenance = Provenance(
-        started_at=datetime(2026, 1, 2, tzinfo=UTC),
-        code_version="x",
-        libraries={},
-        data_sha256="d" * 64,
-        data_files=2,
-    )
-    record = RunFile(
-        spec="ppo",
-        family="ppo_mlp",
-        replay="/data/store",
-        budget=ON_POLICY_SMOKE,
-        objective=SearchObjective(metric="validation/objective", mode="max", cvar_penalty=1.0),
-        searched=[],
-        required_features=["ret_1"],
-        seed=0,
-        command="raytrade tune --spec ppo",
-        provenance=provenance,
-    )
-    write_run_file(folder, record)
+    write_run_file(folder, smoke_run_file("/data/store", "x", "d" * 64))
     (folder / LEADERBOARD_FILE).write_text(json.dumps([row]))
     return folder
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Callable
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +16,6 @@ from raytrade.cluster.run_file import (
     LEADERBOARD_FILE,
     RUN_FILE,
     LeaderboardRow,
-    RunFile,
     checkpoints_compared,
     read_leaderboard,
     read_run_file,
@@ -29,9 +27,7 @@ from raytrade.envs.evaluation.stats import BootstrapConfig, stationary_indices
 from raytrade.envs.metrics import cvar, sharpe_ratio
 from raytrade.models.manifest import (
     Manifest,
-    Provenance,
     ScoreInterval,
-    SearchObjective,
     Selection,
     manifest_json,
 )
@@ -46,6 +42,7 @@ from raytrade.tune_specs.selection import (
 )
 from raytrade.tune_specs.spec import ON_POLICY_SMOKE
 from tests.conftest import SmokeRun
+from tests.run_files import smoke_run_file
 from tests.test_registry import manifest_record
 
 BOOT = BootstrapConfig(samples=200, block_len=5.0, seed=1)
@@ -212,28 +209,7 @@ def _crafted_run(
     whose checkpoint is never loaded: the refusals come first. One leaderboard row per entry of
     ``compared`` (that trial's ``checkpoints_compared``), the first the best; ``None`` entries write
     the row as an older raytrade did, without the count."""
-    provenance = Provenance(
-        started_at=datetime(2026, 1, 2, tzinfo=UTC),
-        code_version="abc",
-        libraries={},
-        data_sha256=sha,
-        data_files=2,
-    )
-    write_run_file(
-        folder,
-        RunFile(
-            spec="ppo",
-            family="ppo_mlp",
-            replay=str(store.resolve()),
-            budget=ON_POLICY_SMOKE,
-            objective=SearchObjective(metric="validation/objective", mode="max", cvar_penalty=1.0),
-            searched=[],
-            required_features=["ret_1"],
-            seed=0,
-            command="raytrade tune --spec ppo",
-            provenance=provenance,
-        ),
-    )
+    write_run_file(folder, smoke_run_file(str(store.resolve()), "abc", sha))
     scores = dict.fromkeys(("sharpe", "sortino", "cvar_5", "total_return"), 0.1)
     rows = [
         LeaderboardRow(
