@@ -22,6 +22,7 @@ submit is never retried (:meth:`AlpacaBroker.submit`).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 from urllib.parse import urlsplit
 
@@ -39,6 +40,10 @@ from raytrade.serve.live import BrokerAccount, BrokerPosition, OrderNotFound, Or
 from raytrade.serve.orders import OrderPlan
 
 PAPER_TRADING_HOST: Final = "paper-api.alpaca.markets"
+ORDERS_PAGE: Final = 500
+"""The most orders Alpaca answers in one listing (``GET /v2/orders``'s ``limit``)."""
+MOST_OPEN_ORDERS: Final = 20_000
+"""More open orders than this and the listing is refused (the loop sends nothing that cycle)."""
 PAPER_ACCOUNT_PREFIX: Final = "PA"
 """Alpaca's paper account numbers start with it (live ones do not)."""
 
@@ -231,12 +236,46 @@ class AlpacaBroker:
         return _order_state(o)
 
     def open_orders(self) -> list[OrderState]:
+        """Every open order, page by page (:data:`ORDERS_PAGE` a page, newest first, each page ending
+        where the one before ended). Alpaca answers at most 500 orders a listing and says nothing of the
+        rest: read once, the oldest orders of a larger book were missing, and the loop ordered beside a
+        resting order it could not see. A listing that cannot page on (a whole page of orders
+        submitted within one microsecond, or more than :data:`MOST_OPEN_ORDERS`) raises
+        :class:`SourceError`: the loop then sends no order this cycle."""
+        from alpaca.common.enums import Sort
         from alpaca.trading.enums import QueryOrderStatus
         from alpaca.trading.requests import GetOrdersRequest
 
-        with alpaca_call("open orders"):
-            orders: Any = self._client.get_orders(GetOrdersRequest(status=QueryOrderStatus.OPEN, limit=500))
-        return [_order_state(o) for o in orders]
+        seen: dict[str, Any] = {}
+        until = None
+        while True:
+            with alpaca_call("open orders"):
+                page: Any = self._client.get_orders(
+                    GetOrdersRequest(
+                        status=QueryOrderStatus.OPEN, limit=ORDERS_PAGE, direction=Sort.DESC, until=until
+                    )
+                )
+            fresh = [o for o in page if str(o.id) not in seen]
+            seen.update((str(o.id), o) for o in fresh)
+            if len(page) < ORDERS_PAGE:
+                return [_order_state(o) for o in seen.values()]
+            if not fresh:
+                raise SourceError(
+                    f"alpaca open orders: more than {ORDERS_PAGE} open orders were submitted within one "
+                    "microsecond; the listing cannot page past them"
+                )
+            if len(seen) > MOST_OPEN_ORDERS:
+                raise SourceError(f"alpaca open orders: more than {MOST_OPEN_ORDERS:,} open orders")
+            until = min(_submitted(o) for o in page) + timedelta(microseconds=1)
+
+
+def _submitted(o: Any) -> datetime:
+    """When the order was submitted (Alpaca pages its listing by it), else created; an order with
+    neither cannot be paged past: :class:`SourceError`."""
+    when = o.submitted_at or o.created_at
+    if when is None:
+        raise SourceError(f"alpaca open orders: order {o.id} has no submission time; the listing cannot page")
+    return when if when.tzinfo is not None else when.replace(tzinfo=UTC)
 
 
 def _order_state(o: Any) -> OrderState:
