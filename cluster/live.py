@@ -46,8 +46,8 @@ a pending order Alpaca cannot read (not a 404) on
 along), a hot swap to a kill-switch rule the configured one is looser than, a served model that
 decides none of the loop's symbols (checked at the first ``GET /v1/model`` the loop can read), and the
 policy service refusing the token (401/403: rotated on the service; the loop reads it once, at start).
-Quotes older than ``--max-quote-age-hours`` (equities) or ``--max-crypto-quote-age-hours`` (crypto)
-hold their symbol for the cycle.
+Quotes older than ``--max-quote-age-hours`` (equities; ``--max-open-quote-age-minutes`` while the
+market is open) or ``--max-crypto-quote-age-hours`` (crypto) hold their symbol for the cycle.
 """
 
 from __future__ import annotations
@@ -66,19 +66,18 @@ if TYPE_CHECKING:
     from raytrade.serve.live import LiveLoop
 
 
-class _Hours(click.FloatRange):
-    """A finite number of hours > 0 (click's ``FloatRange`` lets NaN through: ``nan <= 0`` is false)."""
+class _Duration(click.FloatRange):
+    """A finite number of ``unit`` > 0 (click's ``FloatRange`` lets NaN through: ``nan <= 0`` is false)."""
 
-    name = "hours"
-
-    def __init__(self) -> None:
+    def __init__(self, unit: str) -> None:
         super().__init__(min=0, min_open=True)
+        self.name = self.unit = unit
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
-        hours = super().convert(value, param, ctx)
-        if not math.isfinite(hours):
-            self.fail(f"{value!r} is not a finite number of hours > 0", param, ctx)
-        return hours
+        amount = super().convert(value, param, ctx)
+        if not math.isfinite(amount):
+            self.fail(f"{value!r} is not a finite number of {self.unit} > 0", param, ctx)
+        return amount
 
 
 @click.command("live")
@@ -149,15 +148,23 @@ class _Hours(click.FloatRange):
 @click.option("--fractional", is_flag=True, help="Trade fractional equity shares.")
 @click.option(
     "--max-quote-age-hours",
-    type=_Hours(),
+    type=_Duration("hours"),
     default=96.0,
     show_default=True,
     help="A quote older than this (its own timestamp) is no quote: the symbol is held this cycle "
     "(96 h spans a long weekend of a closed market). Crypto has its own limit.",
 )
 @click.option(
+    "--max-open-quote-age-minutes",
+    type=_Duration("minutes"),
+    default=30.0,
+    show_default=True,
+    help="While the equity market is open (Alpaca's clock), an equity quote older than this is no "
+    "quote: a stock halted for news keeps its pre-halt quote. A clock that cannot be read counts as open.",
+)
+@click.option(
     "--max-crypto-quote-age-hours",
-    type=_Hours(),
+    type=_Duration("hours"),
     default=2.0,
     show_default=True,
     help="The same for crypto symbols: crypto quotes around the clock, so a quote hours old means the "
@@ -203,6 +210,7 @@ def live_command(
     max_participation: float,
     fractional: bool,
     max_quote_age_hours: float,
+    max_open_quote_age_minutes: float,
     max_crypto_quote_age_hours: float,
     max_unreadable_order_cycles: int,
     max_failed_cycles: int,
@@ -238,6 +246,7 @@ def live_command(
         max_participation=max_participation,
         fractional=fractional,
         max_quote_age_hours=max_quote_age_hours,
+        max_open_quote_age_minutes=max_open_quote_age_minutes,
         max_crypto_quote_age_hours=max_crypto_quote_age_hours,
         max_unreadable_order_cycles=max_unreadable_order_cycles,
         caps=(held_to := exposure_caps(caps)),

@@ -235,6 +235,13 @@ class AlpacaBroker:
             raise
         return _order_state(o)
 
+    def market_open(self) -> bool:
+        with alpaca_call("clock"):
+            clock: Any = self._client.get_clock()
+        if not isinstance(clock.is_open, bool):
+            raise SourceError(f"alpaca clock: is_open={clock.is_open!r} is not a boolean")
+        return clock.is_open
+
     def open_orders(self) -> list[OrderState]:
         """Every open order, page by page (:data:`ORDERS_PAGE` a page, newest first, each page ending
         where the one before ended). Alpaca answers at most 500 orders a listing and says nothing of the

@@ -128,7 +128,10 @@ Design decisions
   equity's last quote over a long weekend) or, for crypto, ``max_crypto_quote_age_hours`` (2 h: crypto
   quotes around the clock, so an old one is a broken feed) is dropped for the cycle, with a warning;
   so is one stamped more than five minutes after the loop's clock (``orders.QUOTE_CLOCK_SKEW_HOURS``:
-  a feed whose clock is wrong).
+  a feed whose clock is wrong). While the equity market is open (:meth:`Broker.market_open`, read each
+  cycle; a clock that cannot be read counts as open), an equity quote older than
+  ``max_open_quote_age_minutes`` (30) is stale too: a stock halted for news keeps its pre-halt quote,
+  and an order sized on it rests until the reopen and fills at whatever price that brings.
 * **Sized on what the account is worth now.** Orders are sized, and the loop's caps measured, with
   the smaller of the broker's equity and the account marked at this cycle's quotes
   (``orders.sizing_equity``): a broker equity still at yesterday's marks after a gap is not spent.
@@ -325,6 +328,10 @@ class Broker(Protocol):
     def peak_equity(self, days: int) -> float | None:
         """The highest end-of-day equity the broker reports over the last ``days`` days, or None when
         it reports no history (a new account)."""
+        ...
+
+    def market_open(self) -> bool:
+        """Whether the equity market is open now (the broker's clock)."""
         ...
 
 
@@ -899,15 +906,18 @@ class LiveLoop:
         positions = self.broker.positions()
         quotes = self.broker.quotes(self.symbols)
         cfg = self.config
-        stale = stale_quotes(quotes, now, cfg.max_quote_age_hours, cfg.max_crypto_quote_age_hours)
+        open_limit = self._open_quote_age_hours()
+        stale = stale_quotes(quotes, now, cfg.max_quote_age_hours, cfg.max_crypto_quote_age_hours, open_limit)
         if stale:  # an old quote would size an order or set a limit price: held as if unquoted
             shown = ", ".join(
-                f"{s} ({age:.0f} h old)" if age > 0 else f"{s} (stamped {-age * 60:.0f} min ahead of us)"
+                f"{s} ({_age_text(age)} old)" if age > 0 else f"{s} (stamped {-age * 60:.0f} min ahead of us)"
                 for s, age in sorted(stale.items())
             )
             log.warning(
-                "quotes older than %g h (crypto: %g h) or stamped in the future, held this cycle: %s",
-                cfg.max_quote_age_hours,
+                "quotes older than %s (crypto: %g h) or stamped in the future, held this cycle: %s",
+                f"{cfg.max_quote_age_hours:g} h"
+                if open_limit is None
+                else f"{open_limit * 60:g} min (market open)",
                 cfg.max_crypto_quote_age_hours,
                 shown,
             )
@@ -1467,6 +1477,18 @@ class LiveLoop:
         state.pending = kept
         return list(open_orders)
 
+    def _open_quote_age_hours(self) -> float | None:
+        """The equity quotes' age limit while the market is open, in hours, or None when the broker's
+        clock says it is closed. A clock that cannot be read counts as open: the stricter limit."""
+        try:
+            is_open = self.broker.market_open()
+        except Exception as exc:
+            log.warning(
+                "cannot read the market clock: %s; equity quotes are held to the open market's limit", exc
+            )
+            is_open = True
+        return self.config.max_open_quote_age_minutes / 60.0 if is_open else None
+
     def _cancel(self, still_open: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Cancel the earlier cycles' orders that still rest: this cycle's decision supersedes them
         (and a resting order would hold shares or buying power the new one needs). They stay pending,
@@ -1739,6 +1761,10 @@ def _number(value: Any) -> float | None:
     except (ValueError, OverflowError):  # text that is no number; an integer beyond a float
         return None
     return number if math.isfinite(number) else None
+
+
+def _age_text(hours: float) -> str:
+    return f"{hours:.0f} h" if hours >= 1 else f"{hours * 60:.0f} min"
 
 
 def _foreign_orders(open_orders: Sequence[OrderState]) -> list[dict[str, Any]]:

@@ -144,6 +144,15 @@ class LiveConfig(BaseModel):
         "cycle (96 h spans a long weekend of a closed market; a halted or delisted symbol's last quote "
         "is older); crypto has its own limit",
     )
+    max_open_quote_age_minutes: float = Field(
+        30.0,
+        gt=0,
+        allow_inf_nan=False,
+        description="while the equity market is open (the broker's clock), an equity quote older than "
+        "this is no quote: the symbol is held this cycle (a stock halted for news keeps its last quote "
+        "from before the halt, hours old; an order sized on it rests until the halt lifts and fills at "
+        "the reopen's price). A clock that cannot be read counts as open",
+    )
     max_crypto_quote_age_hours: float = Field(
         2.0,
         gt=0,
@@ -241,18 +250,24 @@ be anything: it is held like a stale quote."""
 
 
 def stale_quotes(
-    quotes: Mapping[str, TopOfBook], now: datetime, max_age_hours: float, max_crypto_age_hours: float
+    quotes: Mapping[str, TopOfBook],
+    now: datetime,
+    max_age_hours: float,
+    max_crypto_age_hours: float,
+    max_open_age_hours: float | None = None,
 ) -> dict[str, float]:
     """The symbols whose quote is older than their limit at ``now``, with their age in hours: a crypto
     symbol's limit is ``max_crypto_age_hours`` (it quotes around the clock, so an old quote is a broken
-    feed), any other's ``max_age_hours`` (an equity's last quote is days old over a long weekend). A
-    quote stamped more than :data:`QUOTE_CLOCK_SKEW_HOURS` after ``now`` is in the result too, with
-    its (negative) age: a feed that far ahead has a broken clock."""
+    feed), any other's ``max_age_hours`` (an equity's last quote is days old over a long weekend), or
+    ``max_open_age_hours`` where that is given and smaller (the equity market is open: a quote hours
+    old is a halted stock's). A quote stamped more than :data:`QUOTE_CLOCK_SKEW_HOURS` after ``now`` is
+    in the result too, with its (negative) age: a feed that far ahead has a broken clock."""
+    equity_limit = max_age_hours if max_open_age_hours is None else min(max_age_hours, max_open_age_hours)
     ages = {s: (now - q.ts).total_seconds() / 3600.0 for s, q in quotes.items()}
     return {
         s: age
         for s, age in ages.items()
-        if age > (max_crypto_age_hours if is_crypto_symbol(s) else max_age_hours)
+        if age > (max_crypto_age_hours if is_crypto_symbol(s) else equity_limit)
         or age < -QUOTE_CLOCK_SKEW_HOURS
     }
 

@@ -5,6 +5,7 @@ appends ``/v2`` to the URL itself (``alpaca/common/rest.py``). It serves, on ``1
 port, the JSON shapes ``alpaca/trading/models.py`` parses:
 
 * ``GET /v2/account``                               -> ``TradeAccount``
+* ``GET /v2/clock`` -> ``Clock`` (``is_open`` from :attr:`FakeAlpacaTrading.market_is_open`)
 * ``GET /v2/positions``, ``GET /v2/positions/{sym}``  -> ``[Position]``, ``Position``
 * ``POST /v2/orders``                               -> ``Order`` (market or limit; ``qty`` or ``notional``)
 * ``GET /v2/orders`` (``status`` open/closed/all, ``limit``, ``direction``, ``symbols``, ``side``,
@@ -51,7 +52,7 @@ import threading
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import ROUND_DOWN, Decimal, InvalidOperation
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
@@ -176,6 +177,9 @@ class FakeAlpacaTrading:
         self._last_equity = self.equity() if last_equity is None else _decimal(last_equity, "last_equity")
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
+        self.market_is_open = False
+        """What ``GET /v2/clock`` answers for ``is_open`` (closed unless a test opens it: the loop then
+        holds equity quotes older than its open-market limit)."""
         self.equity_history: list[float | None] = []
         """Daily closing equity ``GET /v2/account/portfolio/history`` reports, oldest first (Alpaca
         pads days before the account existed with 0 and may send null)."""
@@ -340,6 +344,13 @@ class FakeAlpacaTrading:
                 "profit_loss_pct": [0.0] * days,
                 "base_value": float(self._last_equity),
                 "timeframe": query.get("timeframe", "1D"),
+            }
+        if (method, path) == ("GET", "/v2/clock"):
+            return 200, {
+                "timestamp": _ts(self.now),
+                "is_open": self.market_is_open,
+                "next_open": _ts(self.now + timedelta(hours=1)),
+                "next_close": _ts(self.now + timedelta(hours=2)),
             }
         if (method, path) == ("GET", "/v2/positions"):
             return 200, [self._position_json(s) for s in sorted(self._positions)]

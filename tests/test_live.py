@@ -44,6 +44,7 @@ class FakeBroker:
         self.client_ids: dict[str, str] = {}  # client_order_id -> order id
         self.sides: dict[str, tuple[str, str, str]] = {}  # order id -> (symbol, side, client id)
         self.history_peak: float | None = None
+        self.is_open = False  # the market clock: closed unless a test opens it
 
     def _mid(self, s: str) -> float:
         bid, ask = self.prices[s]
@@ -98,6 +99,9 @@ class FakeBroker:
 
     def peak_equity(self, days: int) -> float | None:
         return self.history_peak
+
+    def market_open(self) -> bool:
+        return self.is_open
 
     def cancel(self, order_id: str) -> None:
         o = self.orders[order_id]
@@ -802,6 +806,52 @@ def test_a_quote_older_than_the_limit_is_no_quote(
     assert [p.symbol for p in broker.submitted] == (["AAPL"] if traded else [])
     assert report.rejected == {}
     assert ("AAPL (97 h old)" in caplog.text) == (not traded)
+
+
+@pytest.mark.parametrize(
+    ("clock", "minutes", "traded"),
+    [
+        ("open", 20, ["AAPL", "BTCUSD"]),
+        ("open", 45, ["BTCUSD"]),  # a stock halted for news keeps its pre-halt quote
+        ("closed", 45, ["AAPL", "BTCUSD"]),  # after the close an equity's quote is the close's
+        ("unreadable", 45, ["BTCUSD"]),  # a clock that cannot be read counts as open
+    ],
+)
+def test_an_equity_quote_minutes_old_is_stale_while_the_market_is_open(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, clock: str, minutes: int, traded: list[str]
+) -> None:
+    """Quotes stamped ``T0`` read ``minutes`` later. Before, any equity quote under 96 h old sized
+    orders, market open or not: one from before a halt did, hours into it."""
+
+    class Clocked(FakeBroker):
+        def market_open(self) -> bool:
+            if clock == "unreadable":
+                raise RuntimeError("HTTP 500 on GET /v2/clock")
+            return clock == "open"
+
+    broker = Clocked(100_000.0, PRICES)
+    policy = ScriptedPolicy(
+        {"AAPL": (0.1, "aggressive"), "MSFT": (0.0, "flat"), "BTCUSD": (0.05, "aggressive")}
+    )
+    with caplog.at_level("WARNING"):
+        _loop(tmp_path, broker, policy).cycle(T0 + timedelta(minutes=minutes))
+    assert sorted(p.symbol for p in broker.submitted) == traded
+    assert ("AAPL (45 min old)" in caplog.text) == ("AAPL" not in traded)
+    assert ("cannot read the market clock" in caplog.text) == (clock == "unreadable")
+
+
+def test_the_alpaca_broker_reads_the_market_clock() -> None:
+    from raytrade.cluster.settings import Settings
+    from raytrade.serve.alpaca_broker import AlpacaBroker
+    from tests.fake_alpaca import TEST_KEYS
+    from tests.fake_alpaca_trading import FakeAlpacaTrading
+
+    with FakeAlpacaTrading() as trading:
+        settings = Settings(alpaca_api_key=TEST_KEYS[0], alpaca_secret_key=TEST_KEYS[1])
+        broker = AlpacaBroker(settings.alpaca_access(), trading_url=trading.url)
+        assert broker.market_open() is False
+        trading.market_is_open = True
+        assert broker.market_open() is True
 
 
 def test_stale_quotes_measures_each_quotes_age_at_now() -> None:
