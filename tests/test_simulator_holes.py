@@ -241,3 +241,16 @@ def test_the_loader_and_a_window_slice_know_which_assets_trade_after_them(tmp_pa
     first_half = slice_window(everything, TimeWindow("h1", ts[0], ts[len(ts) // 3], 0))
     assert first_half.listed_after is not None and first_half.listed_after.tolist() == [True, True, True]
     MarketSimulator(train, SimulatorConfig(episode_len=20))
+
+
+def test_buy_and_hold_stays_in_cash_once_everything_it_bought_has_delisted() -> None:
+    """S0 is bought on the first bar and delists after bar 4; S1 lists at bar 6 and doubles. Before,
+    the book left flat by the delisting counted as a refused first buy and bought S1 (a reviewer's
+    three-stock store: +98.8 % where the rule, cash after the delistings, gives +38.1 %)."""
+    listed = np.zeros((T, 2), dtype=bool)
+    listed[:5, 0] = listed[6:, 1] = True
+    px = np.full((T, 2), 100.0)
+    px[6:, 1] = np.linspace(100.0, 200.0, T - 6)
+    total, last = _total(_market(listed, px, listed_after=np.zeros(2, dtype=bool)))
+    assert -5e-3 < total <= 0.0  # S0 flat, then cash: only its costs (S1 would have given +50 %)
+    np.testing.assert_array_equal(last, [0.0, 0.0])

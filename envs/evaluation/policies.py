@@ -15,7 +15,8 @@ Baselines (all long-only, gross 1):
 
 * ``cash``: hold nothing.
 * ``buy_and_hold``: equal weight over the listed assets on the first bar, then never an order
-  (assets listed later are never bought; delisted ones become cash).
+  (assets listed later are never bought; delisted ones become cash); a book that has held nothing
+  yet, its first buy refused, buys at the first bar it can.
 * ``equal_weight``: 1/n of equity in each listed asset on the first bar and the first bar of every
   calendar month; otherwise hold.
 * ``inverse_vol``: weights proportional to ``1 / vol_20`` over listed assets with a volatility
@@ -111,13 +112,18 @@ def cash_policy(data: MarketData, seed: int) -> EvalPolicy:
 
 
 def buy_and_hold_policy(data: MarketData, seed: int) -> EvalPolicy:
-    """Equal weights bought on the first bar, then held; a book still flat after it (the buy refused:
-    a walk-forward fold that starts under the kill switch the fold before left on) buys at the first
-    bar it can. Before, such a fold never bought and sat a whole year in cash."""
+    """Equal weights bought on the first bar, then held; a book that has held nothing yet (the buy
+    refused: a walk-forward fold that starts under the kill switch the fold before left on) buys at
+    the first bar it can. Before, such a fold never bought and sat a whole year in cash. A book that
+    held something and is flat again (everything it bought delisted) stays in cash: it bought once."""
+    bought: np.ndarray | None = None  # [B]: held something since the replay's first bar
 
     def policy(obs: Observation) -> PolicyOutput:
-        flat = ~np.any(obs.weights != 0.0, axis=1)
-        return _scheduled(obs, (step_index(obs, data) == 0) | flat, equal_weights(obs.mask))
+        nonlocal bought
+        held = np.any(obs.weights != 0.0, axis=1)
+        first = step_index(obs, data) == 0  # a replay (a seed, a scenario path) starts again
+        bought = held | (~first & (bought if bought is not None and bought.shape == held.shape else held))
+        return _scheduled(obs, ~bought, equal_weights(obs.mask))
 
     return policy
 
