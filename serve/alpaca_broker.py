@@ -14,6 +14,14 @@ read checks the account is a paper one (Alpaca's paper account numbers start wit
 loop can send an order, and :meth:`AlpacaBroker.submit` refuses until such a check has passed.
 Live trading is not offered.
 
+What Alpaca allows on each traded asset (tradable, fractionable, shortable and easy to borrow, a
+crypto pair's minimum order and quantity increment) is read with the trading client
+(:meth:`AlpacaBroker.assets`: ``get_asset`` per equity, one ``get_all_assets`` of the crypto class
+for the pairs, so no pair's slash goes into a URL path) and kept for ``asset_max_age_s`` (an hour by
+default: the flags change seldom, and an order a change catches in between is refused as it was
+before they were read); an entry past that age is read again, and one that cannot be read is left
+out (the loop holds that symbol).
+
 A hung call must not hang the loop: every HTTP request of the trading client has a timeout
 (``timeout_s``; alpaca-py sets none), and alpaca-py's own retries (429/504) stay bounded; an order's
 submit is never retried (:meth:`AlpacaBroker.submit`).
@@ -21,6 +29,9 @@ submit is never retried (:meth:`AlpacaBroker.submit`).
 
 from __future__ import annotations
 
+import logging
+import math
+import time
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
@@ -34,10 +45,13 @@ from raytrade.replay.sources.alpaca import (
     alpaca_call,
     bound_http,
     fetch_top_of_book,
+    is_crypto_symbol,
     parse_symbol,
 )
 from raytrade.serve.live import BrokerAccount, BrokerPosition, OrderNotFound, OrderState
-from raytrade.serve.orders import OrderPlan
+from raytrade.serve.orders import AssetFlags, OrderPlan
+
+log = logging.getLogger("raytrade.live")
 
 PAPER_TRADING_HOST: Final = "paper-api.alpaca.markets"
 ORDERS_PAGE: Final = 500
@@ -46,6 +60,8 @@ MOST_OPEN_ORDERS: Final = 20_000
 """More open orders than this and the listing is refused (the loop sends nothing that cycle)."""
 PAPER_ACCOUNT_PREFIX: Final = "PA"
 """Alpaca's paper account numbers start with it (live ones do not)."""
+ASSET_MAX_AGE_S: Final = 3600.0
+"""How long :class:`AlpacaBroker` keeps an asset's flags before it reads them again, seconds."""
 
 
 class NotPaperError(InputError):
@@ -104,6 +120,30 @@ def _enum_text(value: Any) -> str:
     return str(getattr(value, "value", value))
 
 
+def asset_flags(asset: Any) -> AssetFlags:
+    """One of Alpaca's assets (alpaca-py's ``Asset``) as :class:`serve.orders.AssetFlags`: an inactive
+    asset is not tradable. A crypto quantity (``min_order_size``, ``min_trade_increment``) that is
+    not a positive number is :class:`SourceError` (an increment of 0 or NaN cannot size an order;
+    the loop holds the symbol rather than guess); a ``min_order_size`` of 0 is no minimum."""
+
+    def quantity(name: str) -> float | None:
+        value = _float(getattr(asset, name, None))
+        if value == 0 and name == "min_order_size":
+            return None
+        if value is not None and not (math.isfinite(value) and value > 0):
+            raise SourceError(f"alpaca asset {asset.symbol}: {name}={value!r} is not a positive number")
+        return value
+
+    return AssetFlags(
+        tradable=bool(asset.tradable) and _enum_text(asset.status) == "active",
+        fractionable=bool(asset.fractionable),
+        shortable=bool(asset.shortable),
+        easy_to_borrow=bool(asset.easy_to_borrow),
+        min_order_size=quantity("min_order_size"),
+        min_trade_increment=quantity("min_trade_increment"),
+    )
+
+
 class AlpacaBroker:
     """:class:`serve.live.Broker` over an Alpaca **paper** account."""
 
@@ -113,6 +153,7 @@ class AlpacaBroker:
         trading_url: str | None = None,
         data_url: str | None = None,
         timeout_s: float = 15.0,
+        asset_max_age_s: float = ASSET_MAX_AGE_S,
     ):
         from alpaca.trading.client import TradingClient
 
@@ -134,6 +175,9 @@ class AlpacaBroker:
         check_paper_trading_url(used, field="the client's base URL")
         bound_http(self._client, timeout_s)
         self._paper_checked = False
+        self.asset_max_age_s = asset_max_age_s
+        """An asset's flags older than this (seconds) are read again (:meth:`assets`)."""
+        self._assets: dict[str, tuple[AssetFlags, float]] = {}  # symbol -> (flags, time.monotonic() read)
 
     def __repr__(self) -> str:
         return "AlpacaBroker(paper=True)"
@@ -179,6 +223,59 @@ class AlpacaBroker:
         # Alpaca pads days before the account existed with zeros (and may send nulls): not equity.
         seen = [float(e) for e in (history.get("equity") or []) if e is not None and float(e) > 0]
         return max(seen) if seen else None
+
+    def assets(self, symbols: Sequence[str]) -> dict[str, AssetFlags]:
+        """The flags of ``symbols`` (the store's spelling) Alpaca answers for, from the cache where read
+        less than ``asset_max_age_s`` ago, else read again: ``get_asset`` per equity, one
+        ``get_all_assets`` of the crypto class for all the pairs. A symbol whose read fails (an error,
+        a 404, an answer that does not parse) is left out, logged: the loop holds it."""
+        now = time.monotonic()
+        due = [
+            s
+            for s in dict.fromkeys(symbols)
+            if s not in self._assets or now - self._assets[s][1] >= self.asset_max_age_s
+        ]
+        for symbol in due:  # past its age an entry is no answer, whether the read below works or not
+            self._assets.pop(symbol, None)
+        pairs = [s for s in due if is_crypto_symbol(s)]
+        if pairs:
+            self._read_pairs(pairs, now)
+        for symbol in due:
+            if symbol not in pairs:
+                self._read_equity(symbol, now)
+        return {s: self._assets[s][0] for s in symbols if s in self._assets}
+
+    def _read_equity(self, symbol: str, now: float) -> None:
+        try:
+            with alpaca_call("asset", [symbol]):
+                asset: Any = self._client.get_asset(symbol)
+            if str(asset.symbol) != symbol:
+                raise SourceError(f"alpaca asset {symbol}: the answer is {asset.symbol!r}'s")
+            self._assets[symbol] = (asset_flags(asset), now)
+        except (SourceError, ValueError) as exc:  # ValueError: an answer alpaca-py's model refuses
+            log.warning("asset flags of %s could not be read: %s", symbol, " ".join(str(exc).split())[:300])
+
+    def _read_pairs(self, pairs: Sequence[str], now: float) -> None:
+        from alpaca.trading.enums import AssetClass
+        from alpaca.trading.requests import GetAssetsRequest
+
+        try:
+            with alpaca_call("crypto assets", pairs):
+                listed: Any = self._client.get_all_assets(GetAssetsRequest(asset_class=AssetClass.CRYPTO))
+        except (SourceError, ValueError) as exc:
+            shown = " ".join(str(exc).split())[:300]
+            log.warning("asset flags of %s could not be read: %s", ", ".join(pairs), shown)
+            return
+        for asset in listed:
+            name = str(asset.symbol).replace("/", "")  # Alpaca spells a pair BTC/USD, the store BTCUSD
+            if name not in pairs:
+                continue
+            try:
+                self._assets[name] = (asset_flags(asset), now)
+            except SourceError as exc:
+                log.warning("asset flags of %s could not be read: %s", name, exc)
+        if missing := [s for s in pairs if s not in self._assets]:
+            log.warning("asset flags of %s could not be read: Alpaca lists no such pair", ", ".join(missing))
 
     def submit(self, plan: OrderPlan) -> str:
         from alpaca.trading.enums import OrderSide, TimeInForce

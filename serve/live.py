@@ -141,6 +141,13 @@ Design decisions
   broker's figure), with an error line.
 * **One bad order is one bad order.** A rejected order is logged with the broker's message and the
   cycle goes on.
+* **Only orders the broker takes.** Each cycle reads the broker's flags of its symbols
+  (:meth:`Broker.assets`: Alpaca's assets, cached by ``serve.alpaca_broker.AlpacaBroker``), and the
+  planner keeps to them (``serve.orders``): no order on an asset the broker does not trade, whole
+  shares of one it does not trade in fractions, no short opened or grown where it will not lend the
+  shares, crypto in its pair's increment and not under its minimum order. Alpaca refuses such an
+  order, every cycle: a position over its cap was never cut. A symbol whose flags cannot be read is
+  held for the cycle, logged and noted, except for an order that closes its whole position.
 * **Decisions become transitions one cycle later.** When the service returns the observation it
   acted on (``ActResponse.observation``: the flat env observation), the decision is kept in memory
   and, on the next cycle, logged as one transition row per symbol of the policy's universe
@@ -218,6 +225,7 @@ from raytrade.serve.kill_switch_rule import (
 )
 from raytrade.serve.orders import (
     CLIENT_ORDER_PREFIX,
+    AssetFlags,
     CyclePlan,
     LiveConfig,
     MarkedBook,
@@ -332,6 +340,12 @@ class Broker(Protocol):
 
     def market_open(self) -> bool:
         """Whether the equity market is open now (the broker's clock)."""
+        ...
+
+    def assets(self, symbols: Sequence[str]) -> dict[str, AssetFlags]:
+        """The broker's flags of each of ``symbols`` (the store's spelling) it could read; one missing
+        from the answer is unknown, and the loop holds it for the cycle but for a full exit. A
+        :class:`replay.sources.alpaca.SourceError` makes every symbol unknown."""
         ...
 
 
@@ -905,6 +919,7 @@ class LiveLoop:
         account = self.broker.account()
         positions = self.broker.positions()
         quotes = self.broker.quotes(self.symbols)
+        assets = self._asset_flags()
         cfg = self.config
         open_limit = self._open_quote_age_hours()
         stale = stale_quotes(quotes, now, cfg.max_quote_age_hours, cfg.max_crypto_quote_age_hours, open_limit)
@@ -1007,6 +1022,7 @@ class LiveLoop:
             values,
             resting,
             reduce_only,
+            assets,
         )
         if listed is None:  # an order of ours the state does not know may rest: nothing goes on top of it
             unlisted = "not sent: the broker's open orders could not be listed"
@@ -1107,6 +1123,23 @@ class LiveLoop:
         return CycleReport(
             cycle_id, answer, plans, submitted, rejected, fills_logged, uncertain, planned.notes, held_here
         )
+
+    def _asset_flags(self) -> dict[str, AssetFlags]:
+        """The broker's flags of the loop's symbols (:meth:`Broker.assets`); those it could not read are
+        missing, logged: the planner holds each this cycle but for a full exit (fail closed: a symbol is
+        never sized on a guess of its flags). A read that fails as a whole leaves every one missing."""
+        try:
+            flags = dict(self.broker.assets(self.symbols))
+        except SourceError as exc:
+            log.warning(
+                "asset flags could not be read (%s): every symbol is held this cycle but for a full exit", exc
+            )
+            return {}
+        if missing := [s for s in self.symbols if s not in flags]:
+            log.warning(
+                "asset flags of %s could not be read: held this cycle but for a full exit", ", ".join(missing)
+            )
+        return flags
 
     def _ask(
         self, request: ActRequest, saved: SavedKillSwitch | None, account_peak: float

@@ -37,6 +37,19 @@
   adds to it. A buy that would cross from short to long is a flip: it covers to flat (the exact
   short, whole shares when the short is) and the long opens next cycle from a flat position.
   Equity orders are ``day``, crypto ``gtc``.
+* The broker's asset flags (``assets``: :class:`AssetFlags` per symbol, Alpaca's ``GET
+  /v2/assets``) hold what Alpaca would refuse every cycle: a symbol that is not ``tradable`` sends no
+  order (held, noted); an equity that is not ``fractionable`` trades whole shares even with
+  ``fractional``; an equity Alpaca will not sell short (not ``shortable``, or not
+  ``easy_to_borrow``: Alpaca opens shorts only in easy-to-borrow assets) has its target held at
+  ``max(target, min(current, 0))`` (noted): no short opens and none grows, a long closes to 0 and a
+  short held may still be covered; a crypto order is in multiples of the pair's
+  ``min_trade_increment`` (the smallest such multiple at or above ``crypto_qty_step``) and one below
+  its ``min_order_size`` is not sent (noted), unless it closes the whole position. Fail closed: a
+  symbol whose flags are missing from ``assets`` (the broker could not read them) is held this
+  cycle (noted), except for an order that closes the whole position toward a target of 0 (it sells
+  or covers exactly what is held, so no step or short flag is guessed). ``assets`` None (a caller
+  without a broker) applies none of this: the steps of ``LiveConfig`` alone.
 * Hard caps, again: the targets are held to ``LiveConfig.caps`` by ``serve.caps.cap_targets`` (the
   service's own implementation) against the account's actual holdings at the mid, so repeated cycles
   cannot walk past the per-symbol, gross, leverage or crypto caps, nor add more gross per cycle than
@@ -180,6 +193,30 @@ class LiveConfig(BaseModel):
         "refuses to start (serve.kill_switch_rule); it is also the rule kept on when the served one is "
         "disabled",
     )
+
+
+class AssetFlags(NamedTuple):
+    """What the broker allows on one asset (Alpaca's ``GET /v2/assets/{symbol}``; the live loop's
+    ``Broker.assets``): any order at all (``tradable``), an equity in fractions of a share
+    (``fractionable``), a short sale (``shortable``, and ``easy_to_borrow``: Alpaca opens shorts only
+    in easy-to-borrow assets); for a crypto pair, the fewest units one order may have
+    (``min_order_size``) and its quantity step (``min_trade_increment``), None where the broker states
+    none. The defaults allow everything (a test double's broker)."""
+
+    tradable: bool = True
+    fractionable: bool = True
+    shortable: bool = True
+    easy_to_borrow: bool = True
+    min_order_size: float | None = None
+    min_trade_increment: float | None = None
+
+    def why_no_short(self) -> str | None:
+        """Why the broker will not open or add to a short of this asset, or None when it will."""
+        if not self.shortable:
+            return "not shortable at the broker"
+        if not self.easy_to_borrow:
+            return "hard to borrow at the broker (Alpaca shorts only easy-to-borrow assets)"
+        return None
 
 
 class RestingOrder(BaseModel):
@@ -328,13 +365,15 @@ def _most_reduced(held: float, cap_qty: float, step: float, whole_short: bool) -
 
 class _OrderLimits(NamedTuple):
     """One symbol's order limits this cycle, at its ``mid``: its order cap, that cap in units, its
-    order step, and the most one order may take off its position (:func:`_most_reduced`)."""
+    order step, the most one order may take off its position (:func:`_most_reduced`), and its lot
+    (:func:`_lot`)."""
 
     cap: _TradeCap
     cap_qty: float
     step: float
     most: float
     mid: float
+    lot: _Lot
 
 
 def _order_limits(
@@ -344,12 +383,12 @@ def _order_limits(
     equity: float,
     cfg: LiveConfig,
     dollar_volume: Mapping[str, float] | None,
+    lot: _Lot,
 ) -> _OrderLimits:
     cap = _trade_cap(symbol, equity, cfg, dollar_volume)
-    cap_qty, step = cap.notional / mid, _step(symbol, cfg)
-    return _OrderLimits(
-        cap, cap_qty, step, _most_reduced(held, cap_qty, step, _whole_short(symbol, held, cfg)), mid
-    )
+    cap_qty, step = cap.notional / mid, lot.step
+    whole_short = _whole_short(symbol, held, lot.fractional)
+    return _OrderLimits(cap, cap_qty, step, _most_reduced(held, cap_qty, step, whole_short), mid, lot)
 
 
 def _whole_share_cover(held: float, delta: float) -> float:
@@ -359,10 +398,29 @@ def _whole_share_cover(held: float, delta: float) -> float:
     return max(round(_round_down(held + delta, 1.0) - held, 9), 0.0)
 
 
-def _step(symbol: str, cfg: LiveConfig) -> float:
+class _Lot(NamedTuple):
+    """How one symbol's orders are sized: its quantity ``step``, whether an equity trades in fractions
+    of a share (``fractional``), and the fewest units one order may have (``min_qty``; 0: no least)."""
+
+    step: float
+    fractional: bool
+    min_qty: float
+
+
+def _lot(symbol: str, cfg: LiveConfig, flags: AssetFlags | None) -> _Lot:
+    """``symbol``'s lot under ``cfg`` and the broker's ``flags`` (None: none known, ``cfg`` alone): an
+    equity in ``fractional_qty_step`` when ``cfg.fractional`` and the asset is fractionable, else in
+    whole shares; crypto in ``crypto_qty_step`` raised to a multiple of the pair's
+    ``min_trade_increment``, no order under its ``min_order_size``."""
     if is_crypto_symbol(symbol):
-        return cfg.crypto_qty_step
-    return cfg.fractional_qty_step if cfg.fractional else 1.0
+        step = cfg.crypto_qty_step
+        increment = None if flags is None else flags.min_trade_increment
+        if increment is not None:
+            step = _round_up(step, increment)
+        least = None if flags is None else flags.min_order_size
+        return _Lot(step, True, least or 0.0)
+    fractional = cfg.fractional and (flags is None or flags.fractionable)
+    return _Lot(cfg.fractional_qty_step if fractional else 1.0, fractional, 0.0)
 
 
 class CyclePlan(NamedTuple):
@@ -385,11 +443,12 @@ def plan_orders(
     dollar_volume: Mapping[str, float] | None = None,
     held_value: Mapping[str, float] | None = None,
     resting: Sequence[RestingOrder] = (),
+    assets: Mapping[str, AssetFlags] | None = None,
 ) -> list[OrderPlan]:
     """The orders of :func:`plan_cycle` (the same arguments), without the notes of the symbols that
     send none."""
     return plan_cycle(
-        answer, equity, quotes, held_qty, cycle_id, cfg, dollar_volume, held_value, resting
+        answer, equity, quotes, held_qty, cycle_id, cfg, dollar_volume, held_value, resting, None, assets
     ).orders
 
 
@@ -404,6 +463,7 @@ def plan_cycle(
     held_value: Mapping[str, float] | None = None,
     resting: Sequence[RestingOrder] = (),
     reduce_only: str | None = None,
+    assets: Mapping[str, AssetFlags] | None = None,
 ) -> CyclePlan:
     """The orders that move the account from its positions (``held_qty``, signed units) towards
     ``answer``'s target weights (pure; see the module doc for the rules), with the notes of the
@@ -415,7 +475,9 @@ def plan_cycle(
     of unknown size holds all new risk). A pair quoted in a coin (``ETHBTC``) is held as one without a
     quote: its quotes are in the coin, and the sizing here is in dollars (``live.loop_universe``
     refuses to trade one; this holds one that reaches the planner anyway). ``reduce_only``: why no
-    order may add to a position this cycle (as under the kill switch), None when orders may."""
+    order may add to a position this cycle (as under the kill switch), None when orders may.
+    ``assets``: the broker's flags per symbol (module doc: a symbol missing from it is held but for a
+    full exit); None: none known, the steps of ``cfg`` alone."""
     cfg = cfg or LiveConfig()
     quotes = {s: q for s, q in quotes.items() if coin_quote(s) is None}
     # a quote wider than the loop's cap neither trades nor marks: held, valued at its market value
@@ -424,8 +486,24 @@ def plan_cycle(
     weights = [w for d in answer.decisions.values() for w in (d.target_weight, d.current_weight)]
     if answer.fallback or not all(math.isfinite(w) for w in weights):
         return CyclePlan([], {})  # a NaN would pass every cap (NaN > cap is False) and size a full order
+    flags = {s: None if assets is None else assets.get(s) for s in answer.decisions}
+    asset_holds = _asset_holds(answer, held_qty, assets)
+    unread = {s for s, f in flags.items() if assets is not None and f is None}  # only a full exit goes
+    no_short = {
+        s: why
+        for s, f in flags.items()
+        if f is not None and not is_crypto_symbol(s) and (why := f.why_no_short())
+    }
     limits = {
-        symbol: _order_limits(symbol, mid, float(held_qty.get(symbol, 0.0)), equity, cfg, dollar_volume)
+        symbol: _order_limits(
+            symbol,
+            mid,
+            float(held_qty.get(symbol, 0.0)),
+            equity,
+            cfg,
+            dollar_volume,
+            _lot(symbol, cfg, flags[symbol]),
+        )
         for symbol in answer.decisions
         if (mid := tradeable_mid(quotes.get(symbol))) is not None
     }
@@ -434,32 +512,62 @@ def plan_cycle(
     grow = {s: _round_down(lim.cap_qty, lim.step) * lim.mid / equity for s, lim in limits.items()}
     shrink = {s: lim.most * lim.mid / equity for s, lim in limits.items()}
     targets = _capped_targets(
-        answer, equity, quotes, held_qty, cfg.caps, held_value or {}, resting, (grow, shrink)
+        answer,
+        equity,
+        quotes,
+        held_qty,
+        cfg.caps,
+        held_value or {},
+        resting,
+        (grow, shrink),
+        _AssetRules(frozenset(asset_holds), no_short),
     )
     plans: list[OrderPlan] = []
     notes: dict[str, str] = {}
     for symbol, d in answer.decisions.items():
         if symbol not in targets:
-            held_note = _loop_hold_note(symbol, d, held_qty, quotes, resting, gated.get(symbol))
-            # the risk the gate keeps on the book is said, every cycle it stays
-            stuck = (
-                _gated_risk_note(symbol, gated[symbol], held_value or {}, equity, cfg, answer)
+            why_held = gated.get(symbol) or asset_holds.get(symbol)
+            held_note = _loop_hold_note(symbol, d, held_qty, quotes, resting, why_held)
+            # the risk the gate (or the asset's flags) keeps on the book is said, every cycle it stays
+            until = (
+                "a quote within the cap"
                 if symbol in gated
+                else "its flags can be read"
+                if symbol in unread
+                else "the broker trades it"
+            )
+            stuck = (
+                _gated_risk_note(symbol, why_held, held_value or {}, equity, cfg, answer, until)
+                if why_held is not None
                 else None
             )
             if said := "; ".join(n for n in (held_note, stuck) if n is not None):
                 notes[symbol] = said
             continue
         book = quotes[symbol]
-        cap, cap_qty, step, most, mid = limits[symbol]
+        cap, cap_qty, step, most, mid, lot = limits[symbol]
         crypto = is_crypto_symbol(symbol)
         target, aim, note = targets[symbol]
         held = float(held_qty.get(symbol, 0.0))
-        side, qty, closing, flip = _sized(held, target * equity / mid, mid, cap_qty, most, step, crypto, cfg)
+        side, qty, closing, flip = _sized(
+            held, target * equity / mid, mid, cap_qty, most, step, crypto, cfg, lot.fractional
+        )
         if flip is not None:
             note = f"{note}; {flip}" if note else flip
         if qty > 0 and qty * mid < cfg.min_trade_notional and not closing:
             qty = 0.0  # dust
+        if 0 < qty < lot.min_qty and not closing:
+            least = (
+                f"{symbol}: a {side} of {qty:g} units is below the broker's minimum order size "
+                f"({lot.min_qty:g}): not sent"
+            )
+            note, qty = (f"{note}; {least}" if note else least), 0.0
+        if symbol in unread and qty > 0 and not (closing and qty == abs(held)):
+            unknown = (
+                f"{symbol}: its asset flags could not be read from the broker: only a full exit goes out, "
+                f"not a {side} of {qty:g} from {held:+g}"
+            )
+            note, qty = (f"{note}; {unknown}" if note else unknown), 0.0
         capped = _cap_note(symbol, held, aim * equity / mid, qty, cap_qty, cap.text, mid, step)
         if capped is not None:
             note = f"{note}; {capped}" if note else capped
@@ -518,8 +626,9 @@ def _loop_hold_note(
 ) -> str | None:
     """Why the loop holds a symbol the answer would move (the service's own holds carry its
     ``reason``): an earlier order of it may still fill, its quote is wider than the loop's cap
-    (``gate``, :func:`loop_spread_gates`), or it has no tradeable quote. None when the answer does
-    not move it (its target is its current weight, or the service holds it)."""
+    (``gate``, :func:`loop_spread_gates`) or its asset flags hold it (``gate`` too,
+    :func:`_asset_holds`), or it has no tradeable quote. None when the answer does not move it (its
+    target is its current weight, or the service holds it)."""
     if d.gate_mode == "hold" or not d.tradeable:
         return None
     labels = [o.label or "an order" for o in resting if o.symbol == symbol]
@@ -545,10 +654,12 @@ def _gated_risk_note(
     equity: float,
     cfg: LiveConfig,
     answer: ActResponse,
+    until: str = "a quote within the cap",
 ) -> str | None:
-    """What a symbol held by the loop's spread gate keeps on the book that the caps or the kill switch
-    would otherwise take off (None: nothing): a position over the per-symbol cap, or any position
-    while the kill switch unwinds. Both wait for a quote within the cap, as the service's gate waits."""
+    """What a symbol held by the loop's spread gate (or by its asset flags: ``gate`` says why, ``until``
+    what it waits for) keeps on the book that the caps or the kill switch would otherwise take off
+    (None: nothing): a position over the per-symbol cap, or any position while the kill switch
+    unwinds. Both wait for a quote within the cap, as the service's gate waits."""
     value = float(held_value.get(symbol, 0.0))
     weight = value / equity if math.isfinite(value) and equity > 0 else 0.0
     parts = []
@@ -559,7 +670,26 @@ def _gated_risk_note(
         parts.append("not unwound by the kill switch")
     if not parts:
         return None
-    return f"{symbol}: {' and '.join(parts)} while {gate}: held until a quote within the cap"
+    return f"{symbol}: {' and '.join(parts)} while {gate}: held until {until}"
+
+
+def _asset_holds(
+    answer: ActResponse, held_qty: Mapping[str, float], assets: Mapping[str, AssetFlags] | None
+) -> dict[str, str]:
+    """Per symbol of the answer that its asset flags hold this cycle, why: the broker does not trade it,
+    or its flags are missing from ``assets`` and the answer is no full exit (a target of 0 with a
+    position: that one is planned, and sent only if it closes the whole position). None of them when
+    ``assets`` is None."""
+    if assets is None:
+        return {}
+    out = {}
+    for symbol, d in answer.decisions.items():
+        flags = assets.get(symbol)
+        if flags is None and not (d.target_weight == 0 and float(held_qty.get(symbol, 0.0)) != 0):
+            out[symbol] = "its asset flags could not be read from the broker (only a full exit goes out)"
+        elif flags is not None and not flags.tradable:
+            out[symbol] = "the broker does not trade the asset (tradable=false)"
+    return out
 
 
 def _rounded_away_note(symbol: str, move: float, mid: float, step: float, short: bool) -> str:
@@ -570,9 +700,10 @@ def _rounded_away_note(symbol: str, move: float, mid: float, step: float, short:
     return f"{symbol}: the {move:+g} units ({value}) to its target are less than {unit}: no order"
 
 
-def _whole_short(symbol: str, held: float, cfg: LiveConfig) -> bool:
-    """A fractional-mode equity short: a buy that covers part of it must leave a whole-share short."""
-    return held < 0 and cfg.fractional and not is_crypto_symbol(symbol)
+def _whole_short(symbol: str, held: float, fractional: bool) -> bool:
+    """A short of an equity traded in fractions: a buy that covers part of it must leave a whole-share
+    short."""
+    return held < 0 and fractional and not is_crypto_symbol(symbol)
 
 
 def _grows(side: OrderSide, held: float) -> bool:
@@ -589,11 +720,12 @@ def _sized(
     step: float,
     crypto: bool,
     cfg: LiveConfig,
+    fractional: bool,
 ) -> tuple[OrderSide, float, bool, str | None]:
     """One symbol's order toward ``target_qty`` from ``held`` (units): its side, its quantity (0: none;
     the caller drops dust that does not close), whether it closes the position, and the note of a
     flip. ``cap_qty``: one order's cap in units; ``most``: the most a reduction may take off
-    (:func:`_most_reduced`)."""
+    (:func:`_most_reduced`); ``fractional``: the equity trades in fractions of a share."""
     want = target_qty - held
     side: OrderSide = "buy" if want > 0 else "sell"
     if want == 0 or (abs(want) * mid < cfg.min_trade_notional and not (target_qty == 0 and held != 0)):
@@ -610,7 +742,7 @@ def _sized(
         step = 1.0
     if closing:
         qty = abs(held)
-    elif side == "buy" and held < 0 and cfg.fractional and not crypto:  # a partial cover
+    elif side == "buy" and held < 0 and fractional and not crypto:  # a partial cover
         qty = min(_whole_share_cover(held, want), most)
     elif abs(new_qty) < abs(held) and (held > 0) == (new_qty > 0):  # a reduction: never less of it
         qty = min(_round_up(abs(want), step), most)
@@ -770,6 +902,14 @@ def resting_exposure(
     return RestingExposure(added, tuple(unknown))
 
 
+class _AssetRules(NamedTuple):
+    """What the asset flags change in :func:`_capped_targets`: the symbols they hold (not moved), and
+    per equity the broker will not sell short, why."""
+
+    held: frozenset[str] = frozenset()
+    no_short: Mapping[str, str] = {}
+
+
 def _capped_targets(
     answer: ActResponse,
     equity: float,
@@ -779,14 +919,17 @@ def _capped_targets(
     held_value: Mapping[str, float],
     resting: Sequence[RestingOrder] = (),
     reach: tuple[Mapping[str, float], Mapping[str, float]] | None = None,
+    rules: _AssetRules | None = None,
 ) -> dict[str, tuple[float, float, str | None]]:
     """Per symbol that trades this cycle: its weight for this cycle, its target after the crypto
-    long-only rule and the caps (``serve.caps.cap_targets`` over the whole account, with the resting
-    orders' worst case out of the gross budget: see the module doc), and a note. ``reach``: per
-    symbol, the most its weight can move this cycle away from 0 and toward it (one order's cap; a
-    reduction may exceed it by under one step, :func:`_most_reduced`); this cycle's weights are
-    held within it, and a reduction it cuts short frees only the gross it really frees."""
-    busy = {o.symbol for o in resting if o.symbol is not None}
+    long-only rule, the short rule of its asset flags (``rules``: no short opens or grows) and the
+    caps (``serve.caps.cap_targets`` over the whole account, with the resting orders' worst case out
+    of the gross budget: see the module doc), and a note. ``reach``: per symbol, the most its weight
+    can move this cycle away from 0 and toward it (one order's cap; a reduction may exceed it by under
+    one step, :func:`_most_reduced`); this cycle's weights are held within it, and a reduction it cuts
+    short frees only the gross it really frees."""
+    rules = rules or _AssetRules()
+    busy = {o.symbol for o in resting if o.symbol is not None} | rules.held
     symbols = list(answer.decisions)
     target, current = np.zeros(len(symbols)), np.zeros(len(symbols))
     movable = np.zeros(len(symbols), dtype=bool)
@@ -806,6 +949,9 @@ def _capped_targets(
         target[i] = d.target_weight if moves(d, held) else current[i]  # kept: only the caps move it
         if is_crypto_symbol(symbol) and d.target_weight < 0:
             target[i], notes[i] = 0.0, f"crypto cannot be shorted: target {d.target_weight:+.4f} -> 0"
+        elif (why := rules.no_short.get(symbol)) is not None and target[i] < min(current[i], 0.0):
+            was, target[i] = target[i], min(current[i], 0.0)  # no short opens, none grows
+            notes[i] = f"{symbol} {why}: no short opens or grows: target {was:+.4f} -> {target[i]:+.4f}"
     weight = dict(zip(symbols, current.tolist(), strict=True))  # signed, for the resting orders
     external = external_crypto = 0.0  # positions outside the answer: at the mid where quoted, else at
     for symbol, qty in held_qty.items():  # the broker's value; crypto ones also in external_crypto

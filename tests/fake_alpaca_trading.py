@@ -12,6 +12,8 @@ port, the JSON shapes ``alpaca/trading/models.py`` parses:
   ``after``, ``until``; both bounds exclusive)       -> ``[Order]``
 * ``GET /v2/orders/{id}``, ``GET /v2/orders:by_client_order_id`` -> ``Order``
 * ``DELETE /v2/orders/{id}`` -> 204; ``DELETE /v2/orders`` -> 207 ``[{id, status, body}]``
+* ``GET /v2/assets`` (``status``, ``asset_class``, ``exchange``) -> ``[Asset]``;
+  ``GET /v2/assets/{sym}`` (either spelling of a pair: ``BTCUSD``, ``BTC/USD``) -> ``Asset``
 
 Design decisions:
 
@@ -37,6 +39,15 @@ Design decisions:
   crypto cannot go short (403/40310000 "insufficient balance"); opening a short while a buy is open,
   or a long while a sell is open, is 403; a buy to open beyond buying power is 403 "insufficient
   buying power".
+* Assets. Every symbol of the book is an asset, active, tradable and fractionable; an equity is
+  shortable and easy to borrow, a pair is not (and has a ``min_order_size`` and ``min_trade_increment``
+  of 1e-9, which never bind here). ``set_asset()`` changes a symbol's flags, and the orders follow
+  them, as Alpaca's do: an order on an asset that is not tradable (or not active) is 422/42210000
+  'asset "X" is not tradable'; a fractional qty or a notional on an equity that is not fractionable
+  422/42210000 'asset "X" is not fractionable'; a sale that opens or adds to a short of an equity
+  that is not shortable, or not easy to borrow, 422/42210000 'asset "X" cannot be sold short'; a
+  crypto qty under the pair's ``min_order_size`` or off its ``min_trade_increment`` 422/40010001,
+  unless it sells the whole position.
 * Keys: every endpoint needs ``APCA-API-KEY-ID``/``APCA-API-SECRET-KEY`` equal to ``keys``; otherwise
   401 ``{"code": 40110000, "message": "request is not authorized"}``, which is what Alpaca's trading API
   answers to an unknown key (its market-data API answers 403, see ``tests.fake_alpaca``).
@@ -76,6 +87,10 @@ FAKE_NOW: Final[datetime] = datetime(2024, 1, 4, 15, 0, tzinfo=UTC)
 _NS: Final[uuid.UUID] = uuid.UUID("6f0e7a52-55b1-4d3c-9a43-5d2f6c1f7a10")
 _QTY_STEP: Final[Decimal] = Decimal("1e-9")
 _OPEN: Final[frozenset[str]] = frozenset({"new"})
+_ASSET_FLAGS: Final[frozenset[str]] = frozenset(
+    {"tradable", "marginable", "shortable", "easy_to_borrow", "fractionable"}
+)
+_ASSET_QUANTITIES: Final[frozenset[str]] = frozenset({"min_order_size", "min_trade_increment"})
 _TIFS: Final[dict[bool, frozenset[str]]] = {
     False: frozenset({"day", "gtc", "ioc"}),
     True: frozenset({"gtc", "ioc"}),
@@ -175,6 +190,7 @@ class FakeAlpacaTrading:
             if qty != 0:
                 self._positions[known] = (qty, self._mid(known))
         self._last_equity = self.equity() if last_equity is None else _decimal(last_equity, "last_equity")
+        self._asset_changes: dict[str, dict[str, Any]] = {}  # symbol -> what set_asset() changed
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
         self.market_is_open = False
@@ -223,6 +239,26 @@ class FakeAlpacaTrading:
             raise ValueError(f"crypto symbol {symbol!r} must be BASE/QUOTE")
         with self._lock:
             self._quotes[symbol] = (b, a)
+
+    def set_asset(self, symbol: str, **changes: bool | str | float | None) -> None:
+        """Change the asset flags of ``symbol`` (either spelling of a pair): ``tradable``,
+        ``marginable``, ``shortable``, ``easy_to_borrow``, ``fractionable`` (bools), ``status``
+        (``"active"``/``"inactive"``), ``min_order_size`` and ``min_trade_increment`` (numbers, None:
+        none); the orders on it follow them (module doc)."""
+        with self._lock:
+            sym = self._symbol(symbol)
+            if sym is None:
+                raise ValueError(f"set_asset: {symbol!r} is not in the quote book {sorted(self._quotes)}")
+            for name, value in changes.items():
+                if name in _ASSET_FLAGS and not isinstance(value, bool):
+                    raise ValueError(f"set_asset: {name} must be true or false, got {value!r}")
+                if name == "status" and value not in ("active", "inactive"):
+                    raise ValueError(f"set_asset: status must be active or inactive, got {value!r}")
+                if name in _ASSET_QUANTITIES and value is not None:
+                    changes[name] = _decimal(value, name)
+                if name not in _ASSET_FLAGS | _ASSET_QUANTITIES | {"status"}:
+                    raise ValueError(f"set_asset: the fake has no asset field {name!r}")
+            self._asset_changes.setdefault(sym, {}).update(changes)
 
     def fill_open_orders(self, symbol: str | None = None) -> list[str]:
         """Fill every open order (of ``symbol``, either spelling) at its limit price; ids, oldest first."""
@@ -360,6 +396,13 @@ class FakeAlpacaTrading:
                 if sym.replace("/", "") == wanted:
                     return 200, self._position_json(sym)
             raise _Reject(404, 40410000, "position does not exist")
+        if (method, path) == ("GET", "/v2/assets"):
+            return 200, self._list_assets(query)
+        if method == "GET" and path.startswith("/v2/assets/"):
+            sym = self._symbol(path.removeprefix("/v2/assets/"))
+            if sym is None:
+                raise _Reject(404, 40410000, "asset not found")
+            return 200, self._asset_json(sym)
         if (method, path) == ("POST", "/v2/orders"):
             return 200, self._order_json(self._submit(body))
         if (method, path) == ("GET", "/v2/orders"):
@@ -433,9 +476,18 @@ class FakeAlpacaTrading:
                 raise _Reject(422, 40010001, f"notional {notional} buys no {sym} at {touch}")
         assert qty is not None
         fractional = notional is not None or qty != qty.to_integral_value()
+        asset = self._asset(sym)
+        if not asset["tradable"] or asset["status"] != "active":
+            raise _Reject(422, 42210000, f'asset "{raw_symbol}" is not tradable')
+        if not crypto and fractional and not asset["fractionable"]:
+            raise _Reject(422, 42210000, f'asset "{raw_symbol}" is not fractionable')
         if not crypto and fractional and tif != "day":
             raise _Reject(422, 42210000, "fractional orders must be DAY orders")
+        if crypto and notional is None:
+            self._check_crypto_qty(sym, side, qty, asset)
         intent = self._check_position(sym, crypto, side, qty, fractional)
+        if intent == "sell_to_open" and not (asset["shortable"] and asset["easy_to_borrow"]):
+            raise _Reject(422, 42210000, f'asset "{raw_symbol}" cannot be sold short')
         if intent == "buy_to_open":
             cost = notional if notional is not None else qty * (limit_price or ask)
             power = self._buying_power()
@@ -471,6 +523,17 @@ class FakeAlpacaTrading:
         elif tif == "ioc":
             self._cancel(order)
         return order
+
+    def _check_crypto_qty(self, sym: str, side: str, qty: Decimal, asset: dict[str, Any]) -> None:
+        """A pair's least order and quantity increment; a sale of the whole position is exempt."""
+        held = self._positions.get(sym, (Decimal(0), Decimal(0)))[0]
+        if side == "sell" and qty == held:
+            return
+        least, step = asset["min_order_size"], asset["min_trade_increment"]
+        if least is not None and qty < least:
+            raise _Reject(422, 40010001, f"qty {_fmt(qty)} is under the minimum order size {_fmt(least)}")
+        if step is not None and qty % step != 0:
+            raise _Reject(422, 40010001, f"qty {_fmt(qty)} is not a multiple of the increment {_fmt(step)}")
 
     def _check_position(self, sym: str, crypto: bool, side: str, qty: Decimal, fractional: bool) -> str:
         """Alpaca's position rules for a new order; returns its position intent."""
@@ -555,7 +618,49 @@ class FakeAlpacaTrading:
         rows.sort(key=lambda o: o.created_at)  # stable: submission order within one timestamp
         return (rows[::-1] if direction == "desc" else rows)[:limit]
 
+    def _asset(self, sym: str) -> dict[str, Any]:
+        """``sym``'s flags: the defaults of its class (module doc), then what ``set_asset`` changed."""
+        crypto = "/" in sym
+        base: dict[str, Any] = {
+            "status": "active",
+            "tradable": True,
+            "marginable": not crypto,
+            "shortable": not crypto,
+            "easy_to_borrow": not crypto,
+            "fractionable": True,
+            "min_order_size": _QTY_STEP if crypto else None,
+            "min_trade_increment": _QTY_STEP if crypto else None,
+        }
+        return {**base, **self._asset_changes.get(sym, {})}
+
+    def _list_assets(self, query: dict[str, str]) -> list[dict[str, Any]]:
+        rows = [self._asset_json(s) for s in sorted(self._quotes)]
+        for key in ("status", "asset_class", "exchange"):
+            if key in query:
+                field_name = "class" if key == "asset_class" else key
+                rows = [r for r in rows if r[field_name] == query[key]]
+        return rows
+
     # -- JSON --------------------------------------------------------------------------------
+
+    def _asset_json(self, sym: str) -> dict[str, Any]:
+        """Alpaca's asset object (``alpaca.trading.models.Asset``): a pair spelled ``BTC/USD``."""
+        crypto, flags = "/" in sym, self._asset(sym)
+        out = {
+            "id": str(uuid.uuid5(_NS, sym)),
+            "class": "crypto" if crypto else "us_equity",
+            "exchange": "CRYPTO" if crypto else "NASDAQ",
+            "symbol": sym,
+            "name": f"{sym} pair" if crypto else f"{sym} common stock",
+            **{k: v for k, v in flags.items() if k not in _ASSET_QUANTITIES},
+            "maintenance_margin_requirement": 100 if crypto else 30,
+            "attributes": [],
+        }
+        if crypto:  # Alpaca's numbers as strings; a pair also has a price increment
+            for name in _ASSET_QUANTITIES:
+                out[name] = None if flags[name] is None else _fmt(flags[name])
+            out["price_increment"] = "0.01"
+        return out
 
     def _symbol(self, symbol: str) -> str | None:
         if symbol in self._quotes:

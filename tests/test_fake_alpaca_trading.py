@@ -285,3 +285,61 @@ def test_order_requests_are_recorded_with_their_body(fake: FakeAlpacaTrading, cl
         "client_order_id": "rec-1",
         "limit_price": 150.0,
     }
+
+
+def test_assets_parse_in_alpacas_shape(fake: FakeAlpacaTrading, client: TradingClient) -> None:
+    from alpaca.trading.enums import AssetClass
+    from alpaca.trading.requests import GetAssetsRequest
+
+    aapl: Any = client.get_asset("AAPL")
+    assert (aapl.symbol, aapl.asset_class, aapl.tradable, aapl.fractionable) == (
+        "AAPL",
+        "us_equity",
+        True,
+        True,
+    )
+    assert (aapl.shortable, aapl.easy_to_borrow, aapl.min_order_size) == (True, True, None)
+    for spelling in ("BTCUSD", "BTC/USD"):
+        btc: Any = client.get_asset(spelling)
+        assert (btc.symbol, btc.asset_class, btc.shortable) == ("BTC/USD", "crypto", False)
+        assert (btc.min_order_size, btc.min_trade_increment) == (1e-9, 1e-9)
+    fake.set_asset("BTCUSD", min_trade_increment="0.0001", tradable=False)
+    pairs: Any = client.get_all_assets(GetAssetsRequest(asset_class=AssetClass.CRYPTO))
+    by_symbol = {a.symbol: a for a in pairs}
+    assert sorted(by_symbol) == sorted(s for s in fake._quotes if "/" in s)
+    assert (by_symbol["BTC/USD"].min_trade_increment, by_symbol["BTC/USD"].tradable) == (0.0001, False)
+    assert _api_error(client.get_asset, "NOPE").status_code == 404
+
+
+@pytest.mark.parametrize(
+    ("flags", "order", "message"),
+    [
+        ({"tradable": False}, ("AAPL", OrderSide.SELL, 1), 'asset "AAPL" is not tradable'),
+        ({"status": "inactive"}, ("AAPL", OrderSide.BUY, 1), 'asset "AAPL" is not tradable'),
+        ({"fractionable": False}, ("AAPL", OrderSide.SELL, 0.5), 'asset "AAPL" is not fractionable'),
+        ({"shortable": False}, ("MSFT", OrderSide.SELL, 1), 'asset "MSFT" cannot be sold short'),
+        ({"easy_to_borrow": False}, ("MSFT", OrderSide.SELL, 1), 'asset "MSFT" cannot be sold short'),
+    ],
+    ids=["untradable", "inactive", "not-fractionable", "not-shortable", "hard-to-borrow"],
+)
+def test_orders_follow_the_asset_flags(
+    fake: FakeAlpacaTrading,
+    client: TradingClient,
+    flags: dict[str, Any],
+    order: tuple[str, OrderSide, float],
+    message: str,
+) -> None:
+    fake.set_asset(order[0], **flags)
+    err = _api_error(client.submit_order, _market(*order))
+    assert (err.status_code, err.code, err.message) == (422, 42210000, message)
+    client.submit_order(_market("AAPL" if order[0] == "MSFT" else "MSFT", OrderSide.BUY, 1))  # others trade
+
+
+def test_a_crypto_qty_follows_the_pairs_minimum_and_increment_but_a_whole_close_passes(
+    fake: FakeAlpacaTrading, client: TradingClient
+) -> None:
+    fake.set_asset("BTC/USD", min_order_size="0.6", min_trade_increment="0.0001")
+    assert _api_error(client.submit_order, _market("BTC/USD", OrderSide.BUY, 0.1)).code == 40010001  # < 0.6
+    assert _api_error(client.submit_order, _market("BTC/USD", OrderSide.BUY, 0.60005)).code == 40010001
+    client.submit_order(_market("BTC/USD", OrderSide.SELL, 0.5))  # the whole 0.5 held, under the minimum
+    assert fake.position_qty("BTC/USD") == 0

@@ -25,7 +25,7 @@ from raytrade.serve.live import (
     UniverseError,
     order_is_open,
 )
-from raytrade.serve.orders import LiveConfig, OrderPlan
+from raytrade.serve.orders import AssetFlags, LiveConfig, OrderPlan
 from raytrade.serve.schemas import CallerKillSwitch
 from tests.live_doubles import ScriptedPolicy
 
@@ -45,6 +45,7 @@ class FakeBroker:
         self.sides: dict[str, tuple[str, str, str]] = {}  # order id -> (symbol, side, client id)
         self.history_peak: float | None = None
         self.is_open = False  # the market clock: closed unless a test opens it
+        self.flags: dict[str, AssetFlags] = {}
 
     def _mid(self, s: str) -> float:
         bid, ask = self.prices[s]
@@ -102,6 +103,10 @@ class FakeBroker:
 
     def market_open(self) -> bool:
         return self.is_open
+
+    def assets(self, symbols: Sequence[str]) -> dict[str, AssetFlags]:
+        """Every asset tradable, fractionable and shortable (``flags`` overrides one symbol's)."""
+        return {s: self.flags.get(s, AssetFlags()) for s in symbols}
 
     def cancel(self, order_id: str) -> None:
         o = self.orders[order_id]
