@@ -16,8 +16,9 @@ Live trading is not offered.
 
 What Alpaca allows on each traded asset (tradable, fractionable, shortable and easy to borrow, a
 crypto pair's minimum order and quantity increment) is read with the trading client
-(:meth:`AlpacaBroker.assets`: ``get_asset`` per equity, one ``get_all_assets`` of the crypto class
-for the pairs, so no pair's slash goes into a URL path) and kept for ``asset_max_age_s`` (an hour by
+(:meth:`AlpacaBroker.assets`: ``get_asset`` per equity, or one ``get_all_assets`` of the equity
+class when more than :data:`ASSET_READS_ONE_BY_ONE` are due, and one of the crypto class for the
+pairs, so no pair's slash goes into a URL path) and kept for ``asset_max_age_s`` (an hour by
 default: the flags change seldom, and an order a change catches in between is refused as it was
 before they were read); an entry past that age is read again, and one that cannot be read is left
 out (the loop holds that symbol).
@@ -60,6 +61,10 @@ MOST_OPEN_ORDERS: Final = 20_000
 """More open orders than this and the listing is refused (the loop sends nothing that cycle)."""
 PAPER_ACCOUNT_PREFIX: Final = "PA"
 """Alpaca's paper account numbers start with it (live ones do not)."""
+ASSET_READS_ONE_BY_ONE: Final = 20
+"""Up to this many equities' flags are read one ``GET /v2/assets/{symbol}`` each; more, from one
+listing of every US equity (Alpaca limits a key to 200 requests a minute: a 500-name book read one
+by one would pass it on the loop's first cycle, and every hour after)."""
 ASSET_MAX_AGE_S: Final = 3600.0
 """How long :class:`AlpacaBroker` keeps an asset's flags before it reads them again, seconds."""
 
@@ -118,6 +123,12 @@ def broker_position(pos: Any) -> BrokerPosition:
 
 def _enum_text(value: Any) -> str:
     return str(getattr(value, "value", value))
+
+
+def _few(symbols: Sequence[str], shown: int = 10) -> str:
+    """``symbols`` for a log line: the first ``shown`` and how many more."""
+    more = len(symbols) - shown
+    return ", ".join(symbols[:shown]) + (f" and {more} more" if more > 0 else "")
 
 
 def asset_flags(asset: Any) -> AssetFlags:
@@ -226,7 +237,8 @@ class AlpacaBroker:
 
     def assets(self, symbols: Sequence[str]) -> dict[str, AssetFlags]:
         """The flags of ``symbols`` (the store's spelling) Alpaca answers for, from the cache where read
-        less than ``asset_max_age_s`` ago, else read again: ``get_asset`` per equity, one
+        less than ``asset_max_age_s`` ago, else read again: ``get_asset`` per equity (one
+        ``get_all_assets`` of the equity class for more than :data:`ASSET_READS_ONE_BY_ONE`), one
         ``get_all_assets`` of the crypto class for all the pairs. A symbol whose read fails (an error,
         a 404, an answer that does not parse) is left out, logged: the loop holds it."""
         now = time.monotonic()
@@ -238,10 +250,13 @@ class AlpacaBroker:
         for symbol in due:  # past its age an entry is no answer, whether the read below works or not
             self._assets.pop(symbol, None)
         pairs = [s for s in due if is_crypto_symbol(s)]
+        equities = [s for s in due if s not in pairs]
         if pairs:
-            self._read_pairs(pairs, now)
-        for symbol in due:
-            if symbol not in pairs:
+            self._read_listing("crypto", pairs, now)
+        if len(equities) > ASSET_READS_ONE_BY_ONE:  # one listing: a read each would pass the rate limit
+            self._read_listing("us_equity", equities, now)
+        else:
+            for symbol in equities:
                 self._read_equity(symbol, now)
         return {s: self._assets[s][0] for s in symbols if s in self._assets}
 
@@ -255,27 +270,32 @@ class AlpacaBroker:
         except (SourceError, ValueError) as exc:  # ValueError: an answer alpaca-py's model refuses
             log.warning("asset flags of %s could not be read: %s", symbol, " ".join(str(exc).split())[:300])
 
-    def _read_pairs(self, pairs: Sequence[str], now: float) -> None:
+    def _read_listing(self, asset_class: str, wanted: Sequence[str], now: float) -> None:
+        """The flags of ``wanted`` from one listing of Alpaca's ``asset_class`` assets (``crypto``:
+        Alpaca spells a pair ``BTC/USD``, the store ``BTCUSD``)."""
         from alpaca.trading.enums import AssetClass
         from alpaca.trading.requests import GetAssetsRequest
 
         try:
-            with alpaca_call("crypto assets", pairs):
-                listed: Any = self._client.get_all_assets(GetAssetsRequest(asset_class=AssetClass.CRYPTO))
+            with alpaca_call(f"{asset_class} assets", list(wanted)):
+                listed: Any = self._client.get_all_assets(
+                    GetAssetsRequest(asset_class=AssetClass(asset_class))
+                )
         except (SourceError, ValueError) as exc:
             shown = " ".join(str(exc).split())[:300]
-            log.warning("asset flags of %s could not be read: %s", ", ".join(pairs), shown)
+            log.warning("asset flags of %s could not be read: %s", _few(wanted), shown)
             return
+        keep = set(wanted)
         for asset in listed:
-            name = str(asset.symbol).replace("/", "")  # Alpaca spells a pair BTC/USD, the store BTCUSD
-            if name not in pairs:
+            name = str(asset.symbol).replace("/", "")
+            if name not in keep:
                 continue
             try:
                 self._assets[name] = (asset_flags(asset), now)
             except SourceError as exc:
                 log.warning("asset flags of %s could not be read: %s", name, exc)
-        if missing := [s for s in pairs if s not in self._assets]:
-            log.warning("asset flags of %s could not be read: Alpaca lists no such pair", ", ".join(missing))
+        if missing := [s for s in wanted if s not in self._assets]:
+            log.warning("asset flags of %s could not be read: Alpaca lists no such asset", _few(missing))
 
     def submit(self, plan: OrderPlan) -> str:
         from alpaca.trading.enums import OrderSide, TimeInForce

@@ -244,3 +244,33 @@ def test_the_flags_are_read_once_then_again_after_their_age(tmp_path: Path) -> N
         report = loop.cycle(T0 + timedelta(minutes=20))
         assert "the broker does not trade the asset" in report.notes["AAPL"]
         assert [p.symbol for p in report.plans] == ["BTCUSD"]
+
+
+def test_a_large_book_reads_its_equities_flags_in_one_listing() -> None:
+    """A 500-name book read one ``GET /v2/assets/{symbol}`` each passes Alpaca's 200 requests a minute
+    on the first cycle (and every hour after); past ``ASSET_READS_ONE_BY_ONE`` equities it is one
+    listing of the class, with each symbol's flags as read one by one."""
+    from raytrade.serve.alpaca_broker import ASSET_READS_ONE_BY_ONE
+
+    names = [f"S{i:03d}" for i in range(ASSET_READS_ONE_BY_ONE + 5)]
+    book = {name: (10.0, 10.02) for name in names} | {"BTC/USD": (44189.5, 44190.5)}
+    with FakeAlpacaTrading(quotes=book) as trading:
+        trading.set_asset("S007", fractionable=False)
+        trading.set_asset("S011", tradable=False)
+        settings = Settings(alpaca_api_key=TEST_KEYS[0], alpaca_secret_key=TEST_KEYS[1])
+        broker = AlpacaBroker(settings.alpaca_access(), trading_url=trading.url)
+        few = broker.assets(names[:ASSET_READS_ONE_BY_ONE])
+        flags = AlpacaBroker(settings.alpaca_access(), trading_url=trading.url).assets(
+            [*names, "BTCUSD", "NOPE"]
+        )
+    assert set(flags) == {*names, "BTCUSD"}  # NOPE: no such asset, left out (held)
+    assert {s: flags[s] for s in few} == few  # the same flags either way
+    assert not flags["S007"].fractionable and not flags["S011"].tradable and flags["S000"].fractionable
+    reads = [
+        (r.path, r.query.get("asset_class")) for r in trading.requests if r.path.startswith("/v2/assets")
+    ]
+    assert len(reads) == ASSET_READS_ONE_BY_ONE + 2  # one by one, then one listing per class
+    assert reads[-2:] in (
+        [("/v2/assets", "crypto"), ("/v2/assets", "us_equity")],
+        [("/v2/assets", "us_equity"), ("/v2/assets", "crypto")],
+    )
