@@ -633,19 +633,29 @@ def pool(series: Sequence[RunSeries]) -> RunSeries:
     bar has return, turnover and costs 0 (the folds keep their own series); ``ruin_bar`` is the
     ruin's index in the chained series. ``exit_cost`` / ``exit_bps`` sum the folds' exits up to the
     ruined fold (a ruined fold's is 0).
+
+    Amounts in currency (``costs``, ``exit_cost``, ``interest``) are the account's: each fold's are
+    scaled by what the pooled account had grown to at the fold's start, since the fold itself ran
+    from fresh equity. Summed as they were, a pooled account that grew 3.5x over three folds
+    reported 42 % less in costs than it paid (its returns were the account's all along).
     """
     if len(series) == 1:
         return series[0]
-    timestamps, returns, turnover, costs, regime = (
+    timestamps, returns, turnover, _, regime = (
         np.concatenate(parts) for parts in zip(*(_fields(s) for s in series), strict=True)
     )
+    growth, scaled = 1.0, []
     offset, ruin_bar, exit_cost, exit_bps, interest = 0, None, 0.0, 0.0, 0.0
     for s in series:
-        exit_cost, exit_bps, interest = exit_cost + s.exit_cost, exit_bps + s.exit_bps, interest + s.interest
+        scaled.append(s.costs * growth)
+        exit_cost, exit_bps = exit_cost + s.exit_cost * growth, exit_bps + s.exit_bps
+        interest += s.interest * growth
+        growth *= float(np.prod(1.0 + s.returns))
         if s.ruin_bar is not None:
             ruin_bar = offset + s.ruin_bar
             break
         offset += len(s.returns)
+    costs = np.concatenate([*scaled, *(s.costs * 0.0 for s in series[len(scaled) :])])
     risk_free = np.concatenate([_risk_free(s) for s in series])
     recorded = any(s.kill_active is not None for s in series)
     kill_active = np.concatenate([_kill_active(s) for s in series]) if recorded else None
