@@ -70,7 +70,7 @@ def _summary(report: EvaluationReport) -> Block:
         f"equity/crypto, half-spread, tiered slippage with square-root impact, financing "
         f"{costs.financing_rate_annual:.2%} a year above 1x). Every window ends by closing the book at "
         "its last close with that cost model: returns and costs include the exit, and 'exit bps' "
-        "says what it cost, in bps of the final equity (summed over folds). "
+        "says what it cost, in bps of the equity at the last close before it (summed over folds). "
         + _cash_line(cfg.simulator.cash_rate),
     )
 
