@@ -23,6 +23,8 @@ default: the flags change seldom, and an order a change catches in between is re
 before they were read); an entry past that age is read again, and one that cannot be read is left
 out (the loop holds that symbol).
 
+Every trading request waits its turn under Alpaca's rate limit (:data:`TRADING_REQUESTS_PER_MINUTE`,
+:class:`replay.pacing.RequestPacer`): a 500-name book's cycle ran into 429s and held what they refused.
 A hung call must not hang the loop: every HTTP request of the trading client has a timeout
 (``timeout_s``; alpaca-py sets none), and alpaca-py's own retries (429/504) stay bounded; an order's
 submit is never retried (:meth:`AlpacaBroker.submit`).
@@ -40,6 +42,7 @@ from urllib.parse import urlsplit
 
 from raytrade.replay.credentials import LOOPBACK_HOSTS, AlpacaAccess, check_secure_url, shown_url
 from raytrade.replay.errors import InputError
+from raytrade.replay.pacing import RequestPacer
 from raytrade.replay.sources.alpaca import (
     SourceError,
     TopOfBook,
@@ -61,6 +64,10 @@ MOST_OPEN_ORDERS: Final = 20_000
 """More open orders than this and the listing is refused (the loop sends nothing that cycle)."""
 PAPER_ACCOUNT_PREFIX: Final = "PA"
 """Alpaca's paper account numbers start with it (live ones do not)."""
+TRADING_REQUESTS_PER_MINUTE: Final = 180
+"""The most trading requests :class:`AlpacaBroker` starts in a minute, waiting rather than sending
+more: Alpaca allows 200 a minute per account and answers a 429 past it (the margin is for another
+client of the same account, e.g. a dashboard)."""
 ASSET_READS_ONE_BY_ONE: Final = 20
 """Up to this many equities' flags are read one ``GET /v2/assets/{symbol}`` each; more, from one
 listing of every US equity (Alpaca limits a key to 200 requests a minute: a 500-name book read one
@@ -165,6 +172,7 @@ class AlpacaBroker:
         data_url: str | None = None,
         timeout_s: float = 15.0,
         asset_max_age_s: float = ASSET_MAX_AGE_S,
+        requests_per_minute: int = TRADING_REQUESTS_PER_MINUTE,
     ):
         from alpaca.trading.client import TradingClient
 
@@ -184,7 +192,9 @@ class AlpacaBroker:
         # alpaca-py keeps its default as a ``BaseURL`` enum, whose str() is the member's name
         used = _enum_text(getattr(self._client, "_base_url", ""))
         check_paper_trading_url(used, field="the client's base URL")
-        bound_http(self._client, timeout_s)
+        self.pacer = RequestPacer(requests_per_minute, 60.0, name="alpaca trading requests")
+        """Every trading request waits its turn under Alpaca's rate limit (``replay.pacing``)."""
+        bound_http(self._client, timeout_s, self.pacer)
         self._paper_checked = False
         self.asset_max_age_s = asset_max_age_s
         """An asset's flags older than this (seconds) are read again (:meth:`assets`)."""

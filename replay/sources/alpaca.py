@@ -65,6 +65,7 @@ from raytrade.replay.credentials import AlpacaAccess, check_secure_url
 from raytrade.replay.errors import InputError
 from raytrade.replay.loop_rules import is_crypto_symbol as is_crypto_symbol  # the loop's rule, re-exported
 from raytrade.replay.loop_rules import pair_quote
+from raytrade.replay.pacing import RequestPacer
 from raytrade.replay.schema import BARS_SCHEMA
 from raytrade.replay.sources.alpaca_daily import BarRow, new_york_daily, new_york_hours
 from raytrade.replay.timeutil import bar_closed_at, bar_open_until
@@ -311,10 +312,11 @@ def fetch_top_of_book(
     return {s.name: books[s.alpaca] for s in parsed if s.alpaca in books}
 
 
-def bound_http(client: _Client, timeout_s: float) -> _Client:
+def bound_http(client: _Client, timeout_s: float, pacer: RequestPacer | None = None) -> _Client:
     """``client`` (an alpaca-py REST client) with a timeout on every request of its ``requests``
     session (alpaca-py passes none, so a hung server would hang the caller) and its own 429/504
-    retries kept at 2, 1 s apart."""
+    retries kept at 2, 1 s apart; with ``pacer``, every request (retries included) waits its turn
+    (:class:`replay.pacing.RequestPacer`)."""
     from requests import PreparedRequest, Response
     from requests.adapters import HTTPAdapter
 
@@ -331,6 +333,8 @@ def bound_http(client: _Client, timeout_s: float) -> _Client:
             cert: str | tuple[str, str] | None = None,
             proxies: dict[str, str] | None = None,
         ) -> Response:
+            if pacer is not None:
+                pacer.wait()
             return super().send(
                 request, stream, timeout_s if timeout is None else timeout, verify, cert, proxies
             )
