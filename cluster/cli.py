@@ -222,6 +222,15 @@ def _parse_utc(value: str | None, name: str) -> datetime | None:
     "its new ones, with a warning. Default: refuse the whole ingest.",
 )
 @click.option(
+    "--drop-bad-prints",
+    "drop_bad_prints",
+    is_flag=True,
+    help="A new bar with a bad print (an open more than 3x off both the previous close and its own "
+    "close, or a run of up to 5 closes more than 3x off the closes around it, which agree): leave it "
+    "out (a hole: a position is held through it), each named in a warning. Default: refuse the whole "
+    "ingest (README, Ingest).",
+)
+@click.option(
     "--unquoted-spread-bps",
     "unquoted_spread_bps",
     # FeatureSettings.unquoted_spread_bps' bounds (a test holds them equal; importing it here would
@@ -247,6 +256,7 @@ def ingest(
     end: str | None,
     json_summary: bool,
     keep_stored_on_restatement: bool,
+    drop_bad_prints: bool,
     unquoted_spread_bps: float | None,
 ) -> None:
     """Ingest a source into the replay store at OUT and print what the store holds."""
@@ -267,6 +277,7 @@ def ingest(
         n_crypto=n_crypto,
         years=years,
         keep_stored_on_restatement=keep_stored_on_restatement,
+        drop_bad_prints=drop_bad_prints,
     )
     # a remote store (s3://…) is written through its local mirror, new files uploaded at the end
     spread = {} if unquoted_spread_bps is None else {"unquoted_spread_bps": unquoted_spread_bps}

@@ -37,6 +37,12 @@ class SourceRequest(BaseModel):
         "corrected print; a uniform split or dividend rescale is always re-based): keep the stored bars "
         "as they are and append its new ones with a warning, instead of refusing the whole ingest",
     )
+    drop_bad_prints: bool = Field(
+        False,
+        description="a new bar with a bad print (an open, or a close that reverts, more than 3x off its "
+        "neighbours: replay.bad_prints): leave it out (a hole) with a warning, instead of refusing the "
+        "whole ingest",
+    )
 
 
 def ingest_source(
@@ -67,6 +73,7 @@ def ingest_source(
             origin="synthetic",
             show_progress=show_progress,
             keep_stored_on_restatement=keep,
+            drop_bad_prints=r.drop_bad_prints,
             config=config,
         )
     if r.source == "alpaca":
@@ -100,6 +107,7 @@ def ingest_source(
             origin="alpaca",
             show_progress=show_progress,
             keep_stored_on_restatement=keep,
+            drop_bad_prints=r.drop_bad_prints,
             config=config,
             # daily crypto is on New York midnight when fetched with stocks, on Alpaca's day start alone
             check_against_store=refuse_second_crypto_clock if r.freq == "1d" else None,
@@ -116,6 +124,7 @@ def ingest_source(
             origin=str(r.path),
             show_progress=show_progress,
             keep_stored_on_restatement=keep,
+            drop_bad_prints=r.drop_bad_prints,
             config=config,
         )
     from raytrade.replay.sources.forecast_file import read_forecast_file

@@ -53,6 +53,15 @@ Design decisions
   volume near ``k`` times (``replay.split_signature``) -- and each one found is reported in
   ``IngestResult.suspected_splits`` (a warning). The bar is stored as given: a true crash of that
   size exists, and the rule cannot be sure.
+* Every new bar is checked for a *bad print* (``replay.bad_prints``): an open more than 3x off both
+  the previous close and its own close, or a run of up to 5 closes more than 3x off both the closes
+  around it while those agree (a spike that reverts). The ingest is refused before anything is
+  written, naming the symbol, the date, the column, the value and the rule; with
+  ``drop_bad_prints`` those bars are left out (holes) and reported instead. New bars that show the
+  store's last bar was such a spike always refuse it: a stored bar cannot be dropped.
+* A new bar after a gap of more than a year of bars in its symbol (a halt, or a ticker reused) and
+  one whose close moved more than 10x not as a split (a unit change?) are stored with a warning
+  (``replay.odd_moves``).
 * Daily bars of one asset class stamped at different times of day on the same dates (the store's and
   the source's together: equities dated 00:00 UTC next to equities at New York midnight) are refused
   before anything is written (``replay.timeutil.refuse_mixed_daily_clocks``, the rule the simulator's
@@ -81,12 +90,14 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
+from raytrade.replay.bad_prints import BadPrint, find_bad_prints, refuse_bad_prints, without_bad_prints
 from raytrade.replay.bar_lengths import refuse_mixed_bar_lengths
 from raytrade.replay.errors import InputError
 from raytrade.replay.feature_settings import store_feature_config
 from raytrade.replay.features import FeatureConfig, build_features
 from raytrade.replay.lone_days import LoneEquityDays, lone_equity_days
 from raytrade.replay.loop_rules import coin_quote
+from raytrade.replay.odd_moves import BigMove, LongGap, big_moves, long_gaps
 from raytrade.replay.reader import read_frame
 from raytrade.replay.restatement import (
     COMPARED,
@@ -163,6 +174,9 @@ class IngestResult:
     lone_equity_days: tuple[LoneEquityDays, ...] = ()  # new equity bars on days no other equity has
     unstepped_crypto: tuple[UnsteppedCrypto, ...] = ()  # new crypto bars outside the equities' sessions
     unused_forecasts: tuple[str, ...] = ()  # imported forecast rows no feature reads (a horizon other than 1)
+    dropped_bad_prints: tuple[BadPrint, ...] = ()  # new bars left out as bad prints (drop_bad_prints)
+    long_gaps: tuple[LongGap, ...] = ()  # new bars after a gap of over a year of bars in their symbol
+    big_moves: tuple[BigMove, ...] = ()  # new bars whose close moved over 10x, not as a split
 
     @property
     def not_stored_bars(self) -> int:
@@ -186,6 +200,8 @@ class IngestResult:
             parts.append(
                 f"bars that look like an unadjusted split, stored as given: {len(self.suspected_splits):,}"
             )
+        if self.dropped_bad_prints:
+            parts.append(f"bad prints NOT stored (--drop-bad-prints): {len(self.dropped_bad_prints):,}")
         if self.features_rewritten:
             parts.append(
                 f"features table rewritten ({self.features_rewritten:,} rows; {self.features_changed:,} "
@@ -200,6 +216,9 @@ class IngestResult:
             *(r.message() for r in self.restated),
             *(v.message() for v in self.volume_revised),
             *(s.message() for s in self.suspected_splits),
+            *(p.dropped() for p in self.dropped_bad_prints),
+            *(g.message() for g in self.long_gaps),
+            *(m.message() for m in self.big_moves),
             *(coin_priced_message(symbol) for symbol in self.priced_in_coin),
             *(d.message() for d in self.lone_equity_days),
             *(u.message() for u in self.unstepped_crypto),
@@ -330,6 +349,7 @@ def ingest_frames(
     show_progress: bool = True,
     keep_stored_on_restatement: bool = False,
     check_against_store: StoreCheck | None = None,
+    drop_bad_prints: bool = False,
 ) -> IngestResult:
     """Validate ``bars`` (and ``macro``), append what is new, bring the features table up to date
     (module docstring: appended, or rewritten when stored rows changed).
@@ -343,7 +363,13 @@ def ingest_frames(
     A source that restates stored rows otherwise is refused with an ``InputError`` before anything is
     written; ``keep_stored_on_restatement``: keep the stored rows as they are, append the restated
     symbols' new rows on their basis and report them in ``IngestResult.restated`` instead (module
-    docstring)."""
+    docstring).
+
+    A new bar with a bad print (``replay.bad_prints``: an open or a reverting close more than 3x off
+    its neighbours) refuses the ingest with an ``InputError`` before anything is written;
+    ``drop_bad_prints``: leave those bars out instead (holes) and report them in
+    ``IngestResult.dropped_bad_prints``. A stored bar the new bars show was such a spike always
+    refuses it (the store is append-only)."""
     path = Path(root)
     # closed on an error too, so the progress line does not swallow the error's line
     with tqdm(total=4, desc="ingest", unit="stage", disable=not show_progress, leave=False) as stages:
@@ -366,16 +392,19 @@ def ingest_frames(
             restated = bar_split.restated + (macro_split.restated if macro_split else ())
             if restated and not keep_stored_on_restatement:
                 raise InputError(restatement_refusal(restated, origin))
-            all_bars = pd.concat(
-                [f for f in (stored_bars, bar_split.new) if f is not None], ignore_index=True
-            )
+            bad_prints = find_bad_prints(stored_bars, bar_split.new)
+            refuse_bad_prints(bad_prints, origin, drop=drop_bad_prints)
+            new_bars = without_bad_prints(bar_split.new, bad_prints)
+            all_bars = pd.concat([f for f in (stored_bars, new_bars) if f is not None], ignore_index=True)
             held = set(stored_bars["symbol"].astype(str)) if stored_bars is not None else set()
             refuse_mixed_daily_clocks(all_bars, origin, stored=held)
             refuse_mixed_bar_lengths(all_bars, origin, stored=held)
-            refuse_weekend_equities(bar_split.new, origin)
-            splits = suspected_splits(stored_bars, bar_split.new)
-            lone_days = lone_equity_days(all_bars, bar_split.new)
-            unstepped = unstepped_crypto(all_bars, bar_split.new)
+            refuse_weekend_equities(new_bars, origin)
+            splits = suspected_splits(stored_bars, new_bars)
+            gaps = long_gaps(all_bars, stored_bars, new_bars)
+            moves = big_moves(stored_bars, new_bars, ((s.symbol, s.ts) for s in splits))
+            lone_days = lone_equity_days(all_bars, new_bars)
+            unstepped = unstepped_crypto(all_bars, new_bars)
             new_macro = macro_split.new if macro_split is not None else None
             macro_parts = [f for f in (stored_macro, new_macro) if f is not None and len(f)]
             all_macro = pd.concat(macro_parts, ignore_index=True) if macro_parts else None
@@ -391,8 +420,8 @@ def ingest_frames(
             # a rewrite is staged before any bar is written: a failure there leaves the store as it was
             staged = _stage_features(path, plan.full) if plan is not None and plan.full is not None else None
             try:
-                if len(bar_split.new):
-                    appended["bars"] = writer.append_bars(bar_split.new).rows_written
+                if len(new_bars):
+                    appended["bars"] = writer.append_bars(new_bars).rows_written
                 if new_macro is not None and len(new_macro):
                     appended["macro"] = writer.append("macro", new_macro).rows_written
                 if staged is not None:
@@ -418,6 +447,9 @@ def ingest_frames(
         priced_in_coin=tuple(s for s in sorted(bars["symbol"].unique()) if coin_quote(s) is not None),
         lone_equity_days=lone_days,
         unstepped_crypto=unstepped,
+        dropped_bad_prints=bad_prints,
+        long_gaps=gaps,
+        big_moves=moves,
     )
 
 

@@ -246,6 +246,16 @@ Real bars stay well inside: a -40 % day is ln 0.6 = -0.51, the same at the 2x gr
 -1.61, a crypto pair doubling ln 2 = 0.69, and the simulator rewards a ruin 0. Equity x10 or /10 in
 one bar is not a bar; a value beyond it is a unit error (a percent, a scaled reward) or corruption,
 which an offline learner would fit as the signal (its square, a critic's loss, dominates)."""
+MAX_PRICE: Final = 1e9
+"""Largest bar price the store accepts (open, high, low, close, vwap, bid, ask): the dearest share
+trades under $1e6; a price beyond it is a unit error or corruption (a bar at 1e300 overflowed every
+evaluation of the store)."""
+MIN_PRICE: Final = 1e-12
+"""Smallest positive bar price the store accepts: the cheapest coins quoted in dollars trade above
+1e-9; one at 1e-300 is corruption (its returns overflow)."""
+MAX_VOLUME: Final = 1e18
+"""Largest bar size the store accepts (volume, trade_count, bid and ask size): a coin priced near
+1e-9 trades about 1e16 units a day; a volume of 1e307 overflowed the dollar volume to inf."""
 MAX_ABS_ACTION: Final = 1.0
 """The env's action space is ``Box(-1, 1)`` in every action mode (``envs.actions``: absolute target
 weights, or tilts in units of ``max_tilt``): a logged action outside it is not one the env can take."""

@@ -7,7 +7,8 @@ and one ``RowError`` per refused row (the first problem found in that row). Batc
 
 Checks, in order: types (numbers parse, timestamps are timezone-aware), finiteness (no inf; NaN only
 in nullable columns; a float32 list value within float32's range), signs (prices > 0,
-sizes/volumes >= 0), OHLC coherence for bars, the experience table's bounds (``|action| <= 1``,
+sizes/volumes >= 0), sane bounds for bars (prices within [``MIN_PRICE``, ``MAX_PRICE``], sizes at most
+``MAX_VOLUME``: ``replay.schema``), OHLC coherence for bars, the experience table's bounds (``|action| <= 1``,
 ``replay.schema.MAX_ABS_REWARD``, ``MAX_ABS_OBSERVATION``) and its transition rows (a row with an
 ``episode_id``: every ``TRANSITION_COLUMNS`` value present, NaN counting as missing, and one row per
 (``episode_id``, ``step``, ``asset_index``)); an experience reason names the decision id, and on a
@@ -32,6 +33,9 @@ from raytrade.replay.schema import (
     MAX_ABS_ACTION,
     MAX_ABS_OBSERVATION,
     MAX_ABS_REWARD,
+    MAX_PRICE,
+    MAX_VOLUME,
+    MIN_PRICE,
     NON_NEGATIVE_COLUMNS,
     POSITIVE_COLUMNS,
     TRANSITION_COLUMNS,
@@ -187,6 +191,24 @@ def _check_signs(table: str, frame: dict[str, pd.Series], out: _Collector) -> No
         if column in frame:
             arr = frame[column].to_numpy(dtype="float64")
             out.flag(~np.isnan(arr) & (arr < 0), column, arr, "must be >= 0")
+
+
+_BAR_PRICES: Final = ("open", "high", "low", "close", "vwap", "bid", "ask")
+_BAR_SIZES: Final = ("volume", "trade_count", "bid_size", "ask_size")
+
+
+def _check_bar_bounds(frame: dict[str, pd.Series], out: _Collector) -> None:
+    """Prices within [``MIN_PRICE``, ``MAX_PRICE``] (a zero quote, allowed by the signs, aside) and
+    sizes at most ``MAX_VOLUME`` (``replay.schema``): beyond them a value is a unit error or
+    corruption, whose returns and dollar volumes overflow."""
+    for column in _BAR_PRICES:
+        arr = frame[column].to_numpy(dtype="float64")
+        above = f"above {MAX_PRICE:g}: not a price (a unit error or corruption)"
+        out.flag(arr > MAX_PRICE, column, arr, above)
+        out.flag((arr > 0) & (arr < MIN_PRICE), column, arr, f"below {MIN_PRICE:g}: not a price (corruption)")
+    for column in _BAR_SIZES:
+        arr = frame[column].to_numpy(dtype="float64")
+        out.flag(arr > MAX_VOLUME, column, arr, f"above {MAX_VOLUME:g}: not a traded size (corruption)")
 
 
 def _check_ohlc(frame: dict[str, pd.Series], out: _Collector) -> None:
@@ -356,6 +378,7 @@ def conform(table: str, frame: pd.DataFrame) -> tuple[pa.Table, list[RowError], 
             converted[field.name] = raw
     _check_signs(table, converted, out)
     if table == "bars":
+        _check_bar_bounds(converted, out)
         _check_ohlc(converted, out)
     if table == "experience":
         _check_experience(converted, out)

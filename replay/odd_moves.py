@@ -1,0 +1,159 @@
+"""New bars stored with a warning: a long gap inside a symbol's life, a close move of more than 10x.
+
+Neither is refused: a long halt and a real 10x day exist, and nothing is lost by keeping the bar and
+saying so. Both are judged against the symbol's previous bar (stored, or the one before it in the
+batch), so each is named once, by the ingest that brings the later bar.
+
+* **long gap**: more than ``LONG_GAP_BARS`` (252, a year of sessions) bars of the store's calendar
+  between two bars of one symbol. The simulator reads it as a halt: a position is held through it and
+  books the whole move at the reopen. When another issuer reused the ticker (a relisting years later
+  at five times the price), that is a profit or loss nobody could have had. The bars between are
+  counted on the store's calendar (the stamps of the symbol's asset class, after the ingest), and for
+  daily bars at least the NYSE sessions between (equities) or the days (crypto), so a store of one
+  symbol sees its gap too.
+* **big move**: a close more than ``BIG_MOVE`` (10x) times, or less than a tenth of, the previous
+  close, on a bar ``replay.split_signature`` does not suspect as a split: a price unit change (pence to
+  pounds: /100 on unchanged volume), a spike on the newest bar (``replay.bad_prints`` cannot judge it
+  before the next bar), a split on a volume that did not move.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Final
+
+import numpy as np
+import pandas as pd
+
+from raytrade.replay.bad_prints import when
+from raytrade.replay.exchange_calendar import nyse_holidays
+
+LONG_GAP_BARS: Final[int] = 252
+"""A gap inside a symbol's life longer than this many bars of the calendar is named."""
+
+BIG_MOVE: Final[float] = 10.0
+"""A close-to-close move by more than this factor (either way) not suspected as a split is named."""
+
+_DAILY: Final = pd.Timedelta(hours=20)  # bars at least this far apart (median) are daily
+
+
+@dataclass(frozen=True)
+class LongGap:
+    """``symbol`` has no bar for ``bars`` bars of the calendar between ``previous`` and ``ts``."""
+
+    symbol: str
+    previous: pd.Timestamp
+    ts: pd.Timestamp
+    bars: int
+    close_ratio: float
+
+    def message(self) -> str:
+        return (
+            f"{self.symbol}: no bar for {self.bars:,} bars between {when(self.previous)} and {when(self.ts)} "
+            f"(then the close is {self.close_ratio:.4g}x the last one before): read as a halt: a position is "
+            "held through it; if another issuer reused the ticker, give them separate files/symbols"
+        )
+
+
+@dataclass(frozen=True)
+class BigMove:
+    """``symbol``'s close at ``ts`` is ``close_ratio`` times the previous bar's (at ``previous``)."""
+
+    symbol: str
+    previous: pd.Timestamp
+    ts: pd.Timestamp
+    close_ratio: float
+    volume_ratio: float
+
+    def message(self) -> str:
+        return (
+            f"{self.symbol}: the close of {when(self.ts)} is {self.close_ratio:.4g}x the previous bar's "
+            f"({when(self.previous)}; volume {self.volume_ratio:.4g}x), not the signature of a split: a "
+            "unit change or a bad print? check the source; stored as given"
+        )
+
+
+def _previous_bars(stored: pd.DataFrame | None, new: pd.DataFrame) -> pd.DataFrame:
+    """``new``'s bars with their symbol's previous bar (stored or new) as ``prev_*`` columns, only
+    the rows of ``new`` kept."""
+    columns = ["symbol", "ts", "close", "volume", "asset_class"]
+    parts = [new[columns].assign(_new=True)]
+    if stored is not None and len(stored):
+        held = stored[stored["symbol"].isin(new["symbol"].unique())]
+        last = held.sort_values("ts").groupby("symbol", observed=True).tail(1)
+        parts.insert(0, last[columns].assign(_new=False))
+    bars = pd.concat(parts, ignore_index=True)
+    bars["symbol"] = bars["symbol"].astype(str)
+    bars = bars.sort_values(["symbol", "ts"], kind="stable", ignore_index=True)
+    before = bars.groupby("symbol", sort=False)[["ts", "close", "volume"]].shift(1)
+    bars = bars.assign(prev_ts=before["ts"], prev_close=before["close"], prev_volume=before["volume"])
+    return bars[bars["_new"].to_numpy(bool) & bars["prev_ts"].notna().to_numpy()].reset_index(drop=True)
+
+
+def _nanos(stamps: pd.Series) -> np.ndarray:
+    """UTC stamps as int64 nanoseconds (one unit whatever the column's)."""
+    return pd.DatetimeIndex(stamps).as_unit("ns").asi8
+
+
+def _daily(bars: pd.DataFrame, symbol: str) -> bool:
+    """Are ``symbol``'s bars daily (a median spacing of 20 h or more)?"""
+    spacing = bars.loc[bars["symbol"] == symbol, "ts"].sort_values().diff().median()
+    return bool(pd.notna(spacing) and spacing >= _DAILY)
+
+
+def long_gaps(all_bars: pd.DataFrame, stored: pd.DataFrame | None, new: pd.DataFrame) -> tuple[LongGap, ...]:
+    """The gaps of more than ``LONG_GAP_BARS`` bars that end on a bar of ``new`` (module docstring);
+    ``all_bars``: the store's bars after the ingest (its calendar)."""
+    if new.empty:
+        return ()
+    pairs = _previous_bars(stored, new)
+    calendars = {
+        str(c): np.unique(_nanos(rows["ts"])) for c, rows in all_bars.groupby("asset_class", observed=True)
+    }
+    out = []
+    for (symbol, asset_class), rows in pairs.groupby(["symbol", "asset_class"], sort=True, observed=True):
+        calendar = calendars[str(asset_class)]
+        prev, ts = _nanos(rows["prev_ts"]), _nanos(rows["ts"])
+        between = np.searchsorted(calendar, ts, "left") - np.searchsorted(calendar, prev, "right")
+        first, last = (t.astype("datetime64[ns]").astype("datetime64[D]") for t in (prev, ts))
+        # sessions (days for crypto) between: a daily symbol alone in its class counts its gap too; a
+        # gap of fewer than LONG_GAP_BARS days cannot count more of them, so the spacing is not read
+        if (last - first).astype(int).max() > LONG_GAP_BARS and _daily(all_bars, str(symbol)):
+            if asset_class == "crypto":
+                days = (last - first).astype(int) - 1
+            else:
+                days = np.busday_count(first + 1, last, holidays=nyse_holidays())
+            between = np.maximum(between, days)
+        for i in np.flatnonzero(between > LONG_GAP_BARS):
+            out.append(
+                LongGap(
+                    str(symbol),
+                    pd.Timestamp(rows["prev_ts"].iat[i]),
+                    pd.Timestamp(rows["ts"].iat[i]),
+                    int(between[i]),
+                    float(rows["close"].iat[i] / rows["prev_close"].iat[i]),
+                )
+            )
+    return tuple(out)
+
+
+def big_moves(
+    stored: pd.DataFrame | None, new: pd.DataFrame, splits: Iterable[tuple[str, pd.Timestamp]]
+) -> tuple[BigMove, ...]:
+    """The bars of ``new`` whose close moved more than ``BIG_MOVE`` times against the previous bar,
+    except the ``(symbol, ts)`` in ``splits`` (suspected splits: warned of already)."""
+    if new.empty:
+        return ()
+    pairs = _previous_bars(stored, new)
+    ratio = pairs["close"].to_numpy(float) / pairs["prev_close"].to_numpy(float)
+    named = set(splits)
+    out = []
+    for i in np.flatnonzero((ratio > BIG_MOVE) | (ratio < 1 / BIG_MOVE)):
+        key = (str(pairs["symbol"].iat[i]), pd.Timestamp(pairs["ts"].iat[i]))
+        if key in named:
+            continue
+        with np.errstate(divide="ignore", invalid="ignore"):
+            volume = float(np.float64(pairs["volume"].iat[i]) / np.float64(pairs["prev_volume"].iat[i]))
+        out.append(BigMove(key[0], pd.Timestamp(pairs["prev_ts"].iat[i]), key[1], float(ratio[i]), volume))
+    return tuple(out)
