@@ -22,7 +22,8 @@ Calendar rule (explicit, so equities and crypto are never silently aligned):
 
 A symbol is crypto when its name ends in USD, USDT or USDC (``BTCUSD``, ``SUIUSDT``), is a pair
 quoted in BTC or ETH longer than any listed ticker (``ETHBTC``; ``GBTC`` is an equity), or the file
-sits under a folder named ``crypto`` (``replay.loop_rules.is_crypto_symbol``); otherwise it is an
+sits in a folder named ``crypto`` below the folder read (``replay.loop_rules.is_crypto_symbol``;
+a ``crypto`` folder above it, ``--path /tmp/crypto/yahoo``, says nothing); otherwise it is an
 equity.
 
 Every file is validated in full before anything is returned: a bad file raises
@@ -58,8 +59,13 @@ class SourceFolderError(InputError):
     """The folder itself is unusable (missing, empty); one line, no row detail."""
 
 
-def asset_class_of(symbol: str, path: Path) -> str:
-    if "crypto" in (p.lower() for p in path.parts[:-1]) or is_crypto_symbol(symbol):
+def asset_class_of(symbol: str, path: Path, root: Path | None = None) -> str:
+    """``crypto`` for a crypto symbol or a file in a folder named ``crypto`` below ``root`` (the
+    folder ingested, ``--path``; None: any folder of ``path``), else ``equity``. Folders above
+    ``root`` are the user's own layout and say nothing of the files (``/tmp/crypto/yahoo`` holds
+    equities)."""
+    folders = (path.relative_to(root) if root is not None else path).parts[:-1]
+    if "crypto" in (p.lower() for p in folders) or is_crypto_symbol(symbol):
         return "crypto"
     return "equity"
 
@@ -164,8 +170,9 @@ def _refuse_ambiguous_columns(columns: pd.Index, path: Path) -> None:
         )
 
 
-def read_symbol_file(path: Path) -> pd.DataFrame:
-    """One CSV file as validated bars rows (``BARS_SCHEMA`` columns); raises naming file/row/column."""
+def read_symbol_file(path: Path, root: Path | None = None) -> pd.DataFrame:
+    """One CSV file as validated bars rows (``BARS_SCHEMA`` columns); raises naming file/row/column.
+    ``root``: the folder ingested, which ``path`` is under (``asset_class_of``)."""
     try:
         frame = pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""])
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
@@ -204,7 +211,7 @@ def read_symbol_file(path: Path) -> pd.DataFrame:
     for name in REQUIRED + OPTIONAL:
         if name in by_name:
             out[name] = frame[by_name[name]]
-    out["asset_class"] = asset_class = asset_class_of(symbol, path)
+    out["asset_class"] = asset_class = asset_class_of(symbol, path, root)
     if asset_class == "crypto":
         _refuse_off_midnight_daily(out["ts"], frame[time_col], str(time_col), path)
     out["source"] = "csv"
@@ -233,7 +240,7 @@ def read_csv_folder(folder: str | Path) -> pd.DataFrame:
     files = sorted(p for p in root.rglob("*") if p.suffix.lower() == ".csv" and p.is_file())
     if not files:
         raise SourceFolderError(f"no .csv files under {root}")
-    frames = [read_symbol_file(p) for p in files]
+    frames = [read_symbol_file(p, root) for p in files]
     seen: dict[str, Path] = {}
     for path, frame in zip(files, frames, strict=True):
         sym = str(frame["symbol"].iloc[0]) if len(frame) else path.stem.upper()
