@@ -28,3 +28,12 @@ def test_a_crypto_folder_below_path_still_makes_its_files_crypto(tmp_path: Path)
     assert code == 0, out
     classes = read_frame(tmp_path / "store", "bars").groupby("symbol")["asset_class"].first()
     assert classes.to_dict() == {"KGC": "equity", "SUI": "crypto"}
+
+
+def test_path_naming_a_crypto_folder_makes_its_files_crypto(tmp_path: Path) -> None:
+    """``--path ../shared/data/crypto``: the folder ingested is itself the crypto folder."""
+    coin = walk("SUI").assign(ts=pd.date_range("2024-01-01", periods=len(DAYS), freq="D", tz="UTC"))
+    folder = write_csv(tmp_path / "data" / "crypto", coin)
+    code, out = ingest(folder, tmp_path / "store")
+    assert code == 0, out
+    assert set(read_frame(tmp_path / "store", "bars")["asset_class"]) == {"crypto"}

@@ -22,7 +22,7 @@ Calendar rule (explicit, so equities and crypto are never silently aligned):
 
 A symbol is crypto when its name ends in USD, USDT or USDC (``BTCUSD``, ``SUIUSDT``), is a pair
 quoted in BTC or ETH longer than any listed ticker (``ETHBTC``; ``GBTC`` is an equity), or the file
-sits in a folder named ``crypto`` below the folder read (``replay.loop_rules.is_crypto_symbol``;
+sits in a folder named ``crypto`` at or below the folder read (``replay.loop_rules.is_crypto_symbol``;
 a ``crypto`` folder above it, ``--path /tmp/crypto/yahoo``, says nothing); otherwise it is an
 equity.
 
@@ -60,11 +60,11 @@ class SourceFolderError(InputError):
 
 
 def asset_class_of(symbol: str, path: Path, root: Path | None = None) -> str:
-    """``crypto`` for a crypto symbol or a file in a folder named ``crypto`` below ``root`` (the
-    folder ingested, ``--path``; None: any folder of ``path``), else ``equity``. Folders above
-    ``root`` are the user's own layout and say nothing of the files (``/tmp/crypto/yahoo`` holds
-    equities)."""
-    folders = (path.relative_to(root) if root is not None else path).parts[:-1]
+    """``crypto`` for a crypto symbol or a file in a folder named ``crypto`` at or below ``root`` (the
+    folder ingested, ``--path``, itself included: ``--path data/crypto``; None: any folder of
+    ``path``), else ``equity``. Folders above ``root`` are the user's own layout and say nothing of
+    the files (``/tmp/crypto/yahoo`` holds equities)."""
+    folders = (path.relative_to(root.parent) if root is not None else path).parts[:-1]
     if "crypto" in (p.lower() for p in folders) or is_crypto_symbol(symbol):
         return "crypto"
     return "equity"
