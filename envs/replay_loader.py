@@ -157,7 +157,9 @@ def market_calendar(bars: pd.DataFrame) -> pd.DatetimeIndex:
     switch's release, the benchmark's month, ``periods_per_year``) and credited a bar of carry."""
     traded = bars[bars["volume"] > 0]
     stepped = traded["asset_class"] == calendar_class(bars)
-    calendar = pd.DatetimeIndex(np.unique(traded.loc[stepped, "ts"]))
+    # Series.unique keeps the datetime dtype; np.unique on tz-aware stamps sorted Python objects
+    # (5.8 s for a 520-symbol, ten-year store, on every load)
+    calendar = pd.DatetimeIndex(traded.loc[stepped, "ts"].unique()).sort_values()
     if calendar.empty:
         raise InputError(f"the store holds no bar that traded (volume > 0) among its {len(bars):,} bars")
     return calendar

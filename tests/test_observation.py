@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -269,3 +270,35 @@ def test_channels_encoded_one_row_at_a_time_are_the_batchs(flat: bool, with_gate
         g, w = (got, want) if key is None else (got[key], want[key])
         assert g.dtype == w.dtype and g.shape == w.shape
         assert np.array_equal(g, w, equal_nan=True), key
+
+
+def test_a_fitted_normaliser_is_kept_until_the_stores_files_change(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A search's driver builds its env config several times before Ray starts; each fit loaded the
+    train split again (a 520-symbol, ten-year store: 12-15 s each, three times)."""
+    import os
+
+    import raytrade.envs.synthetic_market as synthetic_market
+    from raytrade.replay.ingest import ingest_frames
+    from raytrade.replay.reader import table_files
+    from raytrade.replay.sources.synthetic import generate
+
+    market = generate(n_symbols=4, years=2.0, seed=5, n_crypto=0)
+    ingest_frames(tmp_path / "s", market.bars, market.macro, show_progress=False)
+    loads = []
+    real = synthetic_market.market_data_from_config
+
+    def counted(cfg: Any) -> Any:
+        loads.append(cfg)
+        return real(cfg)
+
+    monkeypatch.setattr(synthetic_market, "market_data_from_config", counted)
+    data = {"kind": "replay", "root": str(tmp_path / "s"), "split": "train"}
+    first = train_normalizer(data, DEFAULT_FEATURES)
+    assert train_normalizer(dict(data), DEFAULT_FEATURES) == first and len(loads) == 1
+    train_normalizer(data, DEFAULT_FEATURES[:3])  # other columns: another fit
+    assert len(loads) == 2
+    stamp = table_files(tmp_path / "s", "features")[0]
+    os.utime(stamp, ns=(stamp.stat().st_atime_ns, stamp.stat().st_mtime_ns + 10**9))  # a rewrite
+    assert train_normalizer(data, DEFAULT_FEATURES) == first and len(loads) == 3

@@ -65,6 +65,7 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+from tqdm import tqdm
 
 from raytrade.envs.cash_rate import CashRate, cash_return_per_bar
 from raytrade.envs.config import SimulatorConfig
@@ -553,7 +554,9 @@ def prepare(
     history = _history(store, cfg, specs, split_data)
     draws: dict[str, tuple[MarketData, ...]] = {}
     refused: dict[str, str] = {}
-    for k, name in enumerate(cfg.scenarios):
+    # the stress paths rebuild each draw's features: minutes for a large store (a terminal sees a bar)
+    shown = tqdm(cfg.scenarios, desc="stress scenarios", unit="scenario", disable=None, leave=False)
+    for k, name in enumerate(shown):
         try:
             draws[name] = scenario_draws(
                 name, split_data, [cfg.scenario_seed, k], cfg.scenario_config, history
@@ -714,4 +717,5 @@ def evaluate_policy(spec: PolicySpec, plan: EvaluationPlan) -> PolicyResult:
 
 def evaluate(plan: EvaluationPlan) -> EvaluationResult:
     """Replay every policy of ``plan`` (see ``evaluate_policy``)."""
-    return EvaluationResult(plan, {spec.name: evaluate_policy(spec, plan) for spec in plan.specs})
+    specs = tqdm(plan.specs, desc="evaluate", unit="policy", disable=None, leave=False)  # a bar on a terminal
+    return EvaluationResult(plan, {spec.name: evaluate_policy(spec, plan) for spec in specs})
