@@ -97,7 +97,7 @@ from raytrade.replay.feature_settings import store_feature_config
 from raytrade.replay.features import FeatureConfig, build_features
 from raytrade.replay.lone_days import LoneEquityDays, lone_equity_days
 from raytrade.replay.loop_rules import coin_quote
-from raytrade.replay.odd_moves import BigMove, LongGap, big_moves, long_gaps
+from raytrade.replay.odd_moves import BigMove, LongGap, TwinSymbols, big_moves, long_gaps, twin_symbols
 from raytrade.replay.reader import read_frame
 from raytrade.replay.restatement import (
     COMPARED,
@@ -177,6 +177,7 @@ class IngestResult:
     dropped_bad_prints: tuple[BadPrint, ...] = ()  # new bars left out as bad prints (drop_bad_prints)
     long_gaps: tuple[LongGap, ...] = ()  # new bars after a gap of over a year of bars in their symbol
     big_moves: tuple[BigMove, ...] = ()  # new bars whose close moved over 10x, not as a split
+    twins: tuple[TwinSymbols, ...] = ()  # pairs of symbols closing alike (one instrument, two names?)
 
     @property
     def not_stored_bars(self) -> int:
@@ -219,6 +220,7 @@ class IngestResult:
             *(p.dropped() for p in self.dropped_bad_prints),
             *(g.message() for g in self.long_gaps),
             *(m.message() for m in self.big_moves),
+            *(t.message() for t in self.twins),
             *(coin_priced_message(symbol) for symbol in self.priced_in_coin),
             *(d.message() for d in self.lone_equity_days),
             *(u.message() for u in self.unstepped_crypto),
@@ -403,6 +405,7 @@ def ingest_frames(
             splits = suspected_splits(stored_bars, new_bars)
             gaps = long_gaps(all_bars, stored_bars, new_bars)
             moves = big_moves(stored_bars, new_bars, ((s.symbol, s.ts) for s in splits))
+            twins = twin_symbols(all_bars, new_bars)
             lone_days = lone_equity_days(all_bars, new_bars)
             unstepped = unstepped_crypto(all_bars, new_bars)
             new_macro = macro_split.new if macro_split is not None else None
@@ -450,6 +453,7 @@ def ingest_frames(
         dropped_bad_prints=bad_prints,
         long_gaps=gaps,
         big_moves=moves,
+        twins=twins,
     )
 
 

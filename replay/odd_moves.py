@@ -157,3 +157,64 @@ def big_moves(
             volume = float(np.float64(pairs["volume"].iat[i]) / np.float64(pairs["prev_volume"].iat[i]))
         out.append(BigMove(key[0], pd.Timestamp(pairs["prev_ts"].iat[i]), key[1], float(ratio[i]), volume))
     return tuple(out)
+
+
+TWIN_SHARE: Final[float] = 0.9
+"""Two symbols are twins when they closed at the same price on this share of the bars they share."""
+
+TWIN_MIN_BARS: Final[int] = 20
+"""...and on at least this many bars (two names closing alike on a few bars is chance)."""
+
+
+@dataclass(frozen=True)
+class TwinSymbols:
+    """``symbol`` and ``twin`` closed at the same price on ``same`` of the ``shared`` bars (stamps)
+    they both have."""
+
+    symbol: str
+    twin: str
+    same: int
+    shared: int
+
+    def message(self) -> str:
+        return (
+            f"{self.symbol} and {self.twin} closed at the same price on {self.same:,} of the {self.shared:,} "
+            "bars they share: one instrument under two names (an old ticker's file kept beside the new "
+            "one's)? Each gets its own share of every book, so together they pass the per-symbol cap; "
+            "keep one; stored as given"
+        )
+
+
+def twin_symbols(all_bars: pd.DataFrame, new: pd.DataFrame) -> tuple[TwinSymbols, ...]:
+    """The pairs of symbols of ``all_bars`` (the store after the ingest) that closed alike on at least
+    ``TWIN_SHARE`` of their shared bars and ``TWIN_MIN_BARS`` of them, named when the new bars hold
+    one such close of the pair (so each ingest that adds to a twin names it again)."""
+    if new.empty or all_bars["symbol"].nunique() < 2:
+        return ()
+    bars = all_bars[["symbol", "ts", "close"]].assign(symbol=all_bars["symbol"].astype(str))
+    code, names = pd.factorize(bars["symbol"])
+    closes = bars.assign(code=code, key=np.round(bars["close"].to_numpy(float), 10))
+    alike = closes[closes.duplicated(["ts", "key"], keep=False)]
+    if alike.empty:
+        return ()
+    # every pair of symbols closing at the same price on the same stamp (a group of k: k(k-1)/2)
+    left = alike[["ts", "key", "code"]]
+    pairs = left.merge(left, on=["ts", "key"], suffixes=("", "_twin"))
+    pairs = pairs[pairs["code"] < pairs["code_twin"]]
+    same = pairs.groupby(["code", "code_twin"]).size()
+    same = same[same >= TWIN_MIN_BARS]
+    if same.empty:
+        return ()
+    fresh = set(zip(new["symbol"].astype(str), pd.DatetimeIndex(new["ts"]).asi8, strict=True))
+    stamps = {c: set(pd.DatetimeIndex(rows["ts"]).asi8) for c, rows in bars.assign(code=code).groupby("code")}
+    out = []
+    for (a, b), count in same.items():
+        shared = len(stamps[a] & stamps[b])
+        if count < TWIN_SHARE * shared:
+            continue
+        mine = pairs[(pairs["code"] == a) & (pairs["code_twin"] == b)]
+        stamps_alike = pd.DatetimeIndex(mine["ts"]).asi8
+        if not any((names[a], t) in fresh or (names[b], t) in fresh for t in stamps_alike):
+            continue
+        out.append(TwinSymbols(str(names[a]), str(names[b]), int(count), shared))
+    return tuple(sorted(out, key=lambda t: (t.symbol, t.twin)))
