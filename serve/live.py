@@ -183,9 +183,9 @@ import math
 import os
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from functools import partial
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, Final, NamedTuple, Protocol
@@ -344,7 +344,7 @@ class Broker(Protocol):
 
     def assets(self, symbols: Sequence[str]) -> dict[str, AssetFlags]:
         """The broker's flags of each of ``symbols`` (the store's spelling) it could read; one missing
-        from the answer is unknown, and the loop holds it for the cycle but for a full exit. A
+        from the answer is unknown, and the loop holds it for the cycle but for a reduction. A
         :class:`replay.sources.alpaca.SourceError` makes every symbol unknown."""
         ...
 
@@ -814,6 +814,7 @@ class LiveLoop:
         self._served_spelling: dict[str, str] = {}  # the loop's spelling -> the service's (BTCUSD -> BTC/USD)
         self._previous_bar: datetime | None = None  # the bar the previous cycle's answer observed
         self.cancel_confirm_s = CANCEL_CONFIRM_S  # how long a cycle waits to see its cancels done
+        self.monotonic: Callable[[], float] = time.monotonic  # the cycle's clock after its start (tests)
         self._stored_ids = KeyCache()  # the experience table's decision ids, read once per file
         self._rule: LoopRule | None = None  # the last kill-switch rule read, and the model it was read for
         self._served: ServedUniverse | None = None  # the universe of the last GET /v1/model read
@@ -896,6 +897,11 @@ class LiveLoop:
         if not self._started:
             self.start()
         now = (now or datetime.now(UTC)).astimezone(UTC)
+        started = self.monotonic()
+
+        def clock() -> datetime:  # the cycle's time now, in whole seconds: its paced requests take minutes
+            return now + timedelta(seconds=math.floor(self.monotonic() - started))
+
         cycle_id = now.strftime("%Y%m%dT%H%M%S%fZ")
         state = LiveState.load(self.state_file)
         open_orders = self._sync_with_broker(state)
@@ -919,10 +925,16 @@ class LiveLoop:
         account = self.broker.account()
         positions = self.broker.positions()
         quotes = self.broker.quotes(self.symbols)
+        # Quotes are aged, and the policy asked, as of when they were read: the sync and the cancels
+        # before them (three paced requests a resting order) can take minutes. Aged at the cycle's
+        # start, a 33-minute-old quote read four minutes in passed the 30-minute limit, and fresh ones
+        # read six minutes in were "stamped ahead of this machine's clock" and held, every other cycle.
+        read_at = clock()
         assets = self._asset_flags()
         cfg = self.config
         open_limit = self._open_quote_age_hours()
-        stale = stale_quotes(quotes, now, cfg.max_quote_age_hours, cfg.max_crypto_quote_age_hours, open_limit)
+        limits = (cfg.max_quote_age_hours, cfg.max_crypto_quote_age_hours, open_limit)
+        stale = stale_quotes(quotes, read_at, *limits)
         if stale:  # an old quote would size an order or set a limit price: held as if unquoted
             shown = ", ".join(
                 f"{s} ({_age_text(age)} old)" if age > 0 else f"{s} (stamped {-age * 60:.0f} min ahead of us)"
@@ -947,7 +959,7 @@ class LiveLoop:
             quotes = {s: q for s, q in quotes.items() if s not in stale}
         stored = _latest_dollar_volume(self.store, self.symbols, now) if self.store is not None else None
         volumes = stored.volumes if stored is not None else {}
-        if stored is not None and (lag := store_lag(stored.last_closed, self.symbols, now)) is not None:
+        if stored is not None and (lag := store_lag(stored.last_closed, self.symbols, read_at)) is not None:
             log.warning("%s: the store was not refreshed (its dollar volumes cap the orders)", lag)
         # The drawdown, the kill switch and the policy see the account as it is worth now: after a gap
         # the broker may still mark yesterday's close (a -40 % open left the switch off and let the
@@ -978,7 +990,7 @@ class LiveLoop:
                 state.kill_switch = saved_switch.model_copy(update={"peak_equity": None})
             state.save(self.state_file)
         loop_state = _loop_state(seen, seen_positions, quotes, self.symbols, peak, volumes)
-        request = request_from_loop(loop_state, as_of=now)
+        request = request_from_loop(loop_state, as_of=read_at)
         if self.store is not None:  # transitions are logged only where experience is
             request = request.model_copy(update={"observation": True})
         # may raise: the state was saved above
@@ -1058,6 +1070,10 @@ class LiveLoop:
         uncertain: dict[str, str] = {}
         latency: dict[str, float] = {}
         for plan in plans:
+            if (aged := _aged_out(plan.symbol, quotes, clock(), limits)) is not None:
+                rejected[plan.decision_id] = aged  # the submits before it took that long (paced)
+                log.warning("order %s not sent: %s", plan.decision_id, aged)
+                continue
             try:
                 order_id = self.broker.submit(plan)
             except Exception as exc:  # one refused order must not stop the others
@@ -1126,18 +1142,18 @@ class LiveLoop:
 
     def _asset_flags(self) -> dict[str, AssetFlags]:
         """The broker's flags of the loop's symbols (:meth:`Broker.assets`); those it could not read are
-        missing, logged: the planner holds each this cycle but for a full exit (fail closed: a symbol is
+        missing, logged: the planner holds each this cycle but for a reduction (fail closed: a symbol is
         never sized on a guess of its flags). A read that fails as a whole leaves every one missing."""
         try:
             flags = dict(self.broker.assets(self.symbols))
         except SourceError as exc:
             log.warning(
-                "asset flags could not be read (%s): every symbol is held this cycle but for a full exit", exc
+                "asset flags could not be read (%s): every symbol is held this cycle but for a reduction", exc
             )
             return {}
         if missing := [s for s in self.symbols if s not in flags]:
             log.warning(
-                "asset flags of %s could not be read: held this cycle but for a full exit", ", ".join(missing)
+                "asset flags of %s could not be read: held this cycle but for a reduction", ", ".join(missing)
             )
         return flags
 
@@ -1794,6 +1810,21 @@ def _number(value: Any) -> float | None:
     except (ValueError, OverflowError):  # text that is no number; an integer beyond a float
         return None
     return number if math.isfinite(number) else None
+
+
+def _aged_out(
+    symbol: str,
+    quotes: Mapping[str, TopOfBook],
+    at: datetime,
+    limits: tuple[float, float, float | None],
+) -> str | None:
+    """Why an order for ``symbol`` must not go out at ``at``: its quote, fresh when read, is past its
+    age limit by now (``limits``: :func:`serve.orders.stale_quotes`'); None when it may."""
+    quote = quotes.get(symbol)
+    if quote is None or not (aged := stale_quotes({symbol: quote}, at, *limits)):
+        return None
+    age = _age_text(aged[symbol])
+    return f"its quote is {age} old by now, past its limit (the cycle's requests took that long)"
 
 
 def _age_text(hours: float) -> str:

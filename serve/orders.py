@@ -46,10 +46,12 @@
   short held may still be covered; a crypto order is in multiples of the pair's
   ``min_trade_increment`` (the smallest such multiple at or above ``crypto_qty_step``) and one below
   its ``min_order_size`` is not sent (noted), unless it closes the whole position. Fail closed: a
-  symbol whose flags are missing from ``assets`` (the broker could not read them) is held this
-  cycle (noted), except for an order that closes the whole position toward a target of 0 (it sells
-  or covers exactly what is held, so no step or short flag is guessed). ``assets`` None (a caller
-  without a broker) applies none of this: the steps of ``LiveConfig`` alone.
+  symbol whose flags are missing from ``assets`` (the broker could not read them) adds no risk this
+  cycle (noted): only an order that reduces its position toward 0 without crossing it goes out, in
+  whole shares (crypto: ``crypto_qty_step``), so no fractional or short flag is guessed; a kill-switch
+  unwind larger than one order's cap still comes down by that cap each cycle (only a whole exit went
+  out before: a 400-share unwind capped at 250 sent nothing while the flags could not be read).
+  ``assets`` None (a caller without a broker) applies none of this: the steps of ``LiveConfig`` alone.
 * Hard caps, again: the targets are held to ``LiveConfig.caps`` by ``serve.caps.cap_targets`` (the
   service's own implementation) against the account's actual holdings at the mid, so repeated cycles
   cannot walk past the per-symbol, gross, leverage or crypto caps, nor add more gross per cycle than
@@ -407,11 +409,11 @@ class _Lot(NamedTuple):
     min_qty: float
 
 
-def _lot(symbol: str, cfg: LiveConfig, flags: AssetFlags | None) -> _Lot:
+def _lot(symbol: str, cfg: LiveConfig, flags: AssetFlags | None, unread: bool = False) -> _Lot:
     """``symbol``'s lot under ``cfg`` and the broker's ``flags`` (None: none known, ``cfg`` alone): an
-    equity in ``fractional_qty_step`` when ``cfg.fractional`` and the asset is fractionable, else in
-    whole shares; crypto in ``crypto_qty_step`` raised to a multiple of the pair's
-    ``min_trade_increment``, no order under its ``min_order_size``."""
+    equity in ``fractional_qty_step`` when ``cfg.fractional`` and the asset is fractionable (not when
+    its flags could not be read, ``unread``), else in whole shares; crypto in ``crypto_qty_step``
+    raised to a multiple of the pair's ``min_trade_increment``, no order under its ``min_order_size``."""
     if is_crypto_symbol(symbol):
         step = cfg.crypto_qty_step
         increment = None if flags is None else flags.min_trade_increment
@@ -419,7 +421,7 @@ def _lot(symbol: str, cfg: LiveConfig, flags: AssetFlags | None) -> _Lot:
             step = _round_up(step, increment)
         least = None if flags is None else flags.min_order_size
         return _Lot(step, True, least or 0.0)
-    fractional = cfg.fractional and (flags is None or flags.fractionable)
+    fractional = cfg.fractional and not unread and (flags is None or flags.fractionable)
     return _Lot(cfg.fractional_qty_step if fractional else 1.0, fractional, 0.0)
 
 
@@ -477,7 +479,7 @@ def plan_cycle(
     refuses to trade one; this holds one that reaches the planner anyway). ``reduce_only``: why no
     order may add to a position this cycle (as under the kill switch), None when orders may.
     ``assets``: the broker's flags per symbol (module doc: a symbol missing from it is held but for a
-    full exit); None: none known, the steps of ``cfg`` alone."""
+    reduction); None: none known, the steps of ``cfg`` alone."""
     cfg = cfg or LiveConfig()
     quotes = {s: q for s, q in quotes.items() if coin_quote(s) is None}
     # a quote wider than the loop's cap neither trades nor marks: held, valued at its market value
@@ -488,7 +490,7 @@ def plan_cycle(
         return CyclePlan([], {})  # a NaN would pass every cap (NaN > cap is False) and size a full order
     flags = {s: None if assets is None else assets.get(s) for s in answer.decisions}
     asset_holds = _asset_holds(answer, held_qty, assets)
-    unread = {s for s, f in flags.items() if assets is not None and f is None}  # only a full exit goes
+    unread = {s for s, f in flags.items() if assets is not None and f is None}  # only a reduction goes
     no_short = {
         s: why
         for s, f in flags.items()
@@ -502,7 +504,7 @@ def plan_cycle(
             equity,
             cfg,
             dollar_volume,
-            _lot(symbol, cfg, flags[symbol]),
+            _lot(symbol, cfg, flags[symbol], symbol in unread),
         )
         for symbol in answer.decisions
         if (mid := tradeable_mid(quotes.get(symbol))) is not None
@@ -562,9 +564,10 @@ def plan_cycle(
                 f"({lot.min_qty:g}): not sent"
             )
             note, qty = (f"{note}; {least}" if note else least), 0.0
-        if symbol in unread and qty > 0 and not (closing and qty == abs(held)):
+        reduces = (side == "sell" and 0 < qty <= held) or (side == "buy" and 0 < qty <= -held)
+        if symbol in unread and qty > 0 and not reduces:
             unknown = (
-                f"{symbol}: its asset flags could not be read from the broker: only a full exit goes out, "
+                f"{symbol}: its asset flags could not be read from the broker: only a reduction goes out, "
                 f"not a {side} of {qty:g} from {held:+g}"
             )
             note, qty = (f"{note}; {unknown}" if note else unknown), 0.0
@@ -677,16 +680,19 @@ def _asset_holds(
     answer: ActResponse, held_qty: Mapping[str, float], assets: Mapping[str, AssetFlags] | None
 ) -> dict[str, str]:
     """Per symbol of the answer that its asset flags hold this cycle, why: the broker does not trade it,
-    or its flags are missing from ``assets`` and the answer is no full exit (a target of 0 with a
-    position: that one is planned, and sent only if it closes the whole position). None of them when
+    or its flags are missing from ``assets`` and the answer does not reduce the position toward 0 (a
+    reduction is planned, and sent only as one: whole shares, never past 0). None of them when
     ``assets`` is None."""
     if assets is None:
         return {}
     out = {}
     for symbol, d in answer.decisions.items():
         flags = assets.get(symbol)
-        if flags is None and not (d.target_weight == 0 and float(held_qty.get(symbol, 0.0)) != 0):
-            out[symbol] = "its asset flags could not be read from the broker (only a full exit goes out)"
+        held = float(held_qty.get(symbol, 0.0))
+        # to 0 or past it (the order goes to 0 at most), or nearer it on the same side
+        reduces = held != 0 and (d.target_weight * held <= 0 or abs(d.target_weight) < abs(d.current_weight))
+        if flags is None and not reduces:
+            out[symbol] = "its asset flags could not be read from the broker (only a reduction goes out)"
         elif flags is not None and not flags.tradable:
             out[symbol] = "the broker does not trade the asset (tradable=false)"
     return out

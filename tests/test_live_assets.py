@@ -213,19 +213,38 @@ def test_flags_that_cannot_be_read_hold_the_symbol_but_let_a_full_exit_out(tmp_p
         assert trading.position_qty("AAPL") == 0
 
 
-def test_flags_that_cannot_be_read_let_no_exit_out_that_is_not_whole(tmp_path: Path) -> None:
-    """100 AAPL (18191.50 of equity 28191.50) to a target of 0 while AAPL's asset cannot be read (a
-    404): the order cap (25 %: 38.7 shares) allows part of the exit only, and that part is not sent:
-    only an order that closes the whole position goes out on unknown flags."""
-    with _paper(tmp_path, {"AAPL": (0.0, "flat")}, cash=10_000, positions={"AAPL": 100}) as (
+@pytest.mark.parametrize("target", [0.0, 0.05])
+def test_flags_that_cannot_be_read_still_let_a_reduction_out_in_whole_shares(
+    tmp_path: Path, target: float
+) -> None:
+    """100 AAPL (18191.50 of equity 28191.50) to a target of 0 (or 5 %) while AAPL's asset cannot be
+    read (a 404): the order cap (25 %: 38.7 shares) allows part of the way; that part goes out, in
+    whole shares. As first written only an order closing the whole position went out, so a position
+    larger than one order's cap (a kill-switch unwind) never came down while the flags failed."""
+    with _paper(
+        tmp_path, {"AAPL": (target, "flat")}, cash=10_000, positions={"AAPL": 100}, fractional=True
+    ) as (
         loop,
         trading,
         _,
     ):
         trading.fail("/v2/assets/AAPL", 404, times=None, method="GET")
+        loop.cycle(T0)
+        assert _sent(trading) == [("AAPL", "sell", Decimal(38))] and trading.position_qty("AAPL") == 62
+
+
+def test_flags_that_cannot_be_read_let_no_short_grow_nor_a_long_flip(tmp_path: Path) -> None:
+    """AAPL held long to a short target, MSFT short to a larger short: unknown flags let the long
+    close toward 0 (never past it) and the short not grow."""
+    targets = {"AAPL": (-0.05, "flat"), "MSFT": (-0.2, "flat")}
+    with _paper(tmp_path, targets, positions={"AAPL": 10, "MSFT": -10}) as (loop, trading, _):
+        trading.fail("/v2/assets", 500, times=None, method="GET")
+        trading.fail("/v2/assets/AAPL", 500, times=None, method="GET")
+        trading.fail("/v2/assets/MSFT", 500, times=None, method="GET")
         report = loop.cycle(T0)
-        assert _sent(trading) == [] and trading.position_qty("AAPL") == 100
-        assert "only a full exit goes out, not a sell of 38 from +100" in report.notes["AAPL"]
+        assert _sent(trading) == [("AAPL", "sell", Decimal(10))]  # to flat, no short opened
+        assert "asset flags could not be read" in report.notes["MSFT"]
+        assert trading.position_qty("AAPL") == 0 and trading.position_qty("MSFT") == -10
 
 
 def test_the_flags_are_read_once_then_again_after_their_age(tmp_path: Path) -> None:
