@@ -225,8 +225,8 @@ def _parse_utc(value: str | None, name: str) -> datetime | None:
     "--drop-bad-prints",
     "drop_bad_prints",
     is_flag=True,
-    help="A new bar with a bad print (an open more than 3x off both the previous close and its own "
-    "close, or a run of up to 5 closes more than 3x off the closes around it, which agree): leave it "
+    help="A new bar with a bad print (an open more than 5x off both the previous close and its own "
+    "close, or a run of up to 5 closes more than 5x off the closes around it, which agree): leave it "
     "out (a hole: a position is held through it), each named in a warning. Default: refuse the whole "
     "ingest (README, Ingest).",
 )

@@ -39,7 +39,7 @@ class SourceRequest(BaseModel):
     )
     drop_bad_prints: bool = Field(
         False,
-        description="a new bar with a bad print (an open, or a close that reverts, more than 3x off its "
+        description="a new bar with a bad print (an open, or a close that reverts, more than 5x off its "
         "neighbours: replay.bad_prints): leave it out (a hole) with a warning, instead of refusing the "
         "whole ingest",
     )

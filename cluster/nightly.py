@@ -252,7 +252,11 @@ def latest_refs(registry: Path) -> list[str]:
 
 
 def source_request(
-    source: str | None, path: Path | None, synthetic: dict[str, Any], keep_stored_on_restatement: bool
+    source: str | None,
+    path: Path | None,
+    synthetic: dict[str, Any],
+    keep_stored_on_restatement: bool,
+    drop_bad_prints: bool = False,
 ) -> SourceRequest | None:
     """The ingest ``source`` asks for, validated (None: no source): bad input (``--years nan``) is
     refused before the night creates its store folder or lock."""
@@ -266,6 +270,7 @@ def source_request(
             "path": path,
             **synthetic,
             "keep_stored_on_restatement": keep_stored_on_restatement,
+            "drop_bad_prints": drop_bad_prints,
         }
     )
 
@@ -421,6 +426,7 @@ def run_nightly(
     path: Path | None = None,
     synthetic: dict[str, Any] | None = None,
     keep_stored_on_restatement: bool = False,
+    drop_bad_prints: bool = False,
     reports: Path = Path("reports/nightly"),
     results: Path = Path(RESULTS_FILE),
     date: str | None = None,
@@ -444,7 +450,7 @@ def run_nightly(
 
     folder = registry_folder(registry)
     day = night(date)
-    request = source_request(source, path, synthetic or {}, keep_stored_on_restatement)
+    request = source_request(source, path, synthetic or {}, keep_stored_on_restatement, drop_bad_prints)
     store_folder(replay, source)
     replay = replay.resolve()  # sections and reports name their store absolutely (check_night_owner)
     report_dir = reports / day
@@ -531,6 +537,13 @@ def run_nightly(
     "a uniform split or dividend rescale is always re-based): keep them as they are and append its new "
     "bars, with a warning (default: refuse the ingest, evaluate nothing).",
 )
+@click.option(
+    "--drop-bad-prints",
+    is_flag=True,
+    help="A new bar with a bad print (an open, or a close that reverts, far off its neighbours: "
+    "replay.bad_prints): leave it out (a hole) with a warning, every night the source still has it "
+    "(default: refuse the ingest, evaluate nothing).",
+)
 @written_path_option(
     "--reports",
     type=LocalPath(),
@@ -564,6 +577,7 @@ def nightly_command(
     n_crypto: int,
     years: float,
     keep_stored_on_restatement: bool,
+    drop_bad_prints: bool,
     reports: Path,
     results: Path,
     date: str | None,
@@ -588,6 +602,7 @@ def nightly_command(
         path=path,
         synthetic=synthetic,
         keep_stored_on_restatement=keep_stored_on_restatement,
+        drop_bad_prints=drop_bad_prints,
         reports=reports,
         results=results,
         date=day,

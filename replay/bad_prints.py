@@ -4,12 +4,14 @@ A vendor's decimal error, a print at 0.01, an open that lost a digit: the bar is
 (high >= open, close >= low), so row validation passes it, and the simulator, which sizes and
 fills at the open, books it as a profit of thousands of percent (one KGC open at 0.01 turned a
 +46 % ``equal_weight`` into +28,628 %). A bar's price is a *bad print* when, with ``F`` =
-``BAD_PRINT_FACTOR`` (3, the serving quote band's factor: a real -67 % or +200 % bar is inside it):
+``BAD_PRINT_FACTOR`` (5: a vendor's decimal error is 10x or more, while a low-float runner opening
+3.5x after a halt, a crypto micro-cap's 4x pump and dump, a sub-penny stock's tick from 0.0001 to
+0.0004 and back are real prints, refused at 3x by this rule's first version):
 
 * **open rule**: its open is more than ``F`` times off *both* the previous close and its own close,
   the same way (``open > F * max(previous close, close)`` or ``open < min(previous close, close) /
   F``). A real gap moves the open away from the previous close, and the close follows it: a -40 %
-  gap, a 3x opening jump that holds, a reverse split opening at ten times the price are all near
+  gap, a 5x opening jump that holds, a reverse split opening at ten times the price are all near
   their own close. The previous close is the symbol's last close that is no bad print itself.
 * **spike rule**: a run of 1 to ``MAX_SPIKE_RUN`` (5) consecutive closes, each more than ``F`` times
   off both the close just before the run and the close just after it, while those two agree within
@@ -19,8 +21,10 @@ fills at the open, books it as a profit of thousands of percent (one KGC open at
 What the rules cannot judge: a symbol's first bar has no previous close (open rule) and no close
 before it (spike rule); the *newest* bar of what is ingested has no close after it, so a spike on
 it is not seen until the next bar arrives (``find_bad_prints`` then reports it as ``stored`` when
-it was stored by an earlier ingest: the store is append-only, so it must be re-ingested from the
-source). A bad high or low alone is not judged (the simulator fills at the open).
+it was stored by an earlier ingest: the store is append-only, so the ingest stores the new bars and
+warns, naming the stored bar; refusing, as first written, stopped every later nightly for good, a
+real spike the rule misjudged included). A bad high or low alone is not judged (the simulator fills
+at the open).
 
 ``find_bad_prints`` is a pure function of the store's last bars and the new bars; ``replay.ingest``
 refuses a batch with a bad print (or drops those bars when asked) before anything is written.
@@ -36,9 +40,10 @@ import pandas as pd
 
 from raytrade.replay.errors import InputError
 
-BAD_PRINT_FACTOR: Final[float] = 3.0
-"""How far (a factor, either way) a price must be from its neighbours to be a bad print; the serving
-quote band's factor too (``serve.caps.MAX_QUOTE_MOVE``)."""
+BAD_PRINT_FACTOR: Final[float] = 5.0
+"""How far (a factor, either way) a price must be from its neighbours to be a bad print (the module
+doc says why 5; the serving quote band, ``serve.caps.MAX_QUOTE_MOVE``, holds a symbol at 3x: it costs
+a cycle, not a refused ingest)."""
 
 REVERT_AGREEMENT: Final[float] = 1.5
 """The spike rule: the closes before and after a run agree within this factor (the move reverts)."""
@@ -66,7 +71,7 @@ class BadPrint:
 
     def rule(self) -> str:
         """What was found, with the figures, e.g. ``open 0.01 is 0.00066x the previous close 15.07
-        (2025-06-02) and 0.00065x its own close 15.46: more than 3x off both, the same way``."""
+        (2025-06-02) and 0.00065x its own close 15.46: more than 5x off both, the same way``."""
         before = f"{self.value / self.before:.3g}x"
         against = f"{self.value / self.against:.3g}x"
         if self.column == "open":
@@ -95,13 +100,13 @@ class BadPrint:
             "hole, and the simulator holds a position through it"
         )
 
-    def stored_refusal(self) -> str:
-        """The line an ingest refuses with when the new bars show a stored bar was a spike."""
+    def stored_warning(self) -> str:
+        """The warning of an ingest whose new bars show a stored bar was a spike (the new bars stored)."""
         return (
             f"{self.symbol} {when(self.ts)}: the STORED bar's {self.rule()}: the new bars show it was a "
-            "bad print, and the store is append-only (it cannot drop a stored bar); nothing stored. "
-            "Re-ingest the symbol's history from the source into a fresh store (a new --out), with the "
-            "bar fixed or with --drop-bad-prints"
+            "bad print, or a real spike the rule misjudges; the store is append-only and keeps it, so "
+            "evaluations and training read it. To leave it out, ingest the whole source into a fresh "
+            "store (a new --out) with the bar fixed or with --drop-bad-prints"
         )
 
 
@@ -195,13 +200,13 @@ def find_bad_prints(stored: pd.DataFrame | None, new: pd.DataFrame) -> tuple[Bad
 
 
 def refuse_bad_prints(prints: tuple[BadPrint, ...], origin: str, drop: bool) -> None:
-    """Raise ``InputError`` (one line: ``origin``, the first bad print and how many more) for a stored
-    bar the new bars show was a spike, always; for a new bad print unless ``drop``."""
-    refused = [p for p in prints if p.stored] or ([] if drop else list(prints))
+    """Raise ``InputError`` (one line: ``origin``, the first bad print and how many more) for a new bad
+    print unless ``drop``; a stored one (``stored``) is the ingest's warning, never a refusal."""
+    refused = [] if drop else [p for p in prints if not p.stored]
     if not refused:
         return
     first = refused[0]
-    line = first.stored_refusal() if first.stored else first.refusal()
+    line = first.refusal()
     more = f" (and {len(refused) - 1} more bad prints)" if len(refused) > 1 else ""
     raise InputError(f"{origin}: {line}{more}")
 

@@ -53,12 +53,13 @@ Design decisions
   volume near ``k`` times (``replay.split_signature``) -- and each one found is reported in
   ``IngestResult.suspected_splits`` (a warning). The bar is stored as given: a true crash of that
   size exists, and the rule cannot be sure.
-* Every new bar is checked for a *bad print* (``replay.bad_prints``): an open more than 3x off both
-  the previous close and its own close, or a run of up to 5 closes more than 3x off both the closes
+* Every new bar is checked for a *bad print* (``replay.bad_prints``): an open more than 5x off both
+  the previous close and its own close, or a run of up to 5 closes more than 5x off both the closes
   around it while those agree (a spike that reverts). The ingest is refused before anything is
   written, naming the symbol, the date, the column, the value and the rule; with
   ``drop_bad_prints`` those bars are left out (holes) and reported instead. New bars that show the
-  store's last bar was such a spike always refuse it: a stored bar cannot be dropped.
+  store's last bar was such a spike are stored with a warning naming it: a stored bar cannot be
+  dropped, and refusing stopped every later ingest for good.
 * A new bar after a gap of more than a year of bars in its symbol (a halt, or a ticker reused) and
   one whose close moved more than 10x not as a split (a unit change?) are stored with a warning
   (``replay.odd_moves``).
@@ -175,6 +176,7 @@ class IngestResult:
     unstepped_crypto: tuple[UnsteppedCrypto, ...] = ()  # new crypto bars outside the equities' sessions
     unused_forecasts: tuple[str, ...] = ()  # imported forecast rows no feature reads (a horizon other than 1)
     dropped_bad_prints: tuple[BadPrint, ...] = ()  # new bars left out as bad prints (drop_bad_prints)
+    stored_bad_prints: tuple[BadPrint, ...] = ()  # stored bars the new ones show were spikes (kept)
     long_gaps: tuple[LongGap, ...] = ()  # new bars after a gap of over a year of bars in their symbol
     big_moves: tuple[BigMove, ...] = ()  # new bars whose close moved over 10x, not as a split
     twins: tuple[TwinSymbols, ...] = ()  # pairs of symbols closing alike (one instrument, two names?)
@@ -218,6 +220,7 @@ class IngestResult:
             *(v.message() for v in self.volume_revised),
             *(s.message() for s in self.suspected_splits),
             *(p.dropped() for p in self.dropped_bad_prints),
+            *(p.stored_warning() for p in self.stored_bad_prints),
             *(g.message() for g in self.long_gaps),
             *(m.message() for m in self.big_moves),
             *(t.message() for t in self.twins),
@@ -367,11 +370,11 @@ def ingest_frames(
     symbols' new rows on their basis and report them in ``IngestResult.restated`` instead (module
     docstring).
 
-    A new bar with a bad print (``replay.bad_prints``: an open or a reverting close more than 3x off
+    A new bar with a bad print (``replay.bad_prints``: an open or a reverting close more than 5x off
     its neighbours) refuses the ingest with an ``InputError`` before anything is written;
     ``drop_bad_prints``: leave those bars out instead (holes) and report them in
-    ``IngestResult.dropped_bad_prints``. A stored bar the new bars show was such a spike always
-    refuses it (the store is append-only)."""
+    ``IngestResult.dropped_bad_prints``. A stored bar the new bars show was such a spike is named in
+    ``IngestResult.stored_bad_prints`` (a warning; the store is append-only)."""
     path = Path(root)
     # closed on an error too, so the progress line does not swallow the error's line
     with tqdm(total=4, desc="ingest", unit="stage", disable=not show_progress, leave=False) as stages:
@@ -450,7 +453,8 @@ def ingest_frames(
         priced_in_coin=tuple(s for s in sorted(bars["symbol"].unique()) if coin_quote(s) is not None),
         lone_equity_days=lone_days,
         unstepped_crypto=unstepped,
-        dropped_bad_prints=bad_prints,
+        dropped_bad_prints=tuple(p for p in bad_prints if not p.stored),
+        stored_bad_prints=tuple(p for p in bad_prints if p.stored),
         long_gaps=gaps,
         big_moves=moves,
         twins=twins,

@@ -5,12 +5,13 @@ saying so. Both are judged against the symbol's previous bar (stored, or the one
 batch), so each is named once, by the ingest that brings the later bar.
 
 * **long gap**: more than ``LONG_GAP_BARS`` (252, a year of sessions) bars of the store's calendar
-  between two bars of one symbol. The simulator reads it as a halt: a position is held through it and
-  books the whole move at the reopen. When another issuer reused the ticker (a relisting years later
-  at five times the price), that is a profit or loss nobody could have had. The bars between are
-  counted on the store's calendar (the stamps of the symbol's asset class, after the ingest), and for
-  daily bars at least the NYSE sessions between (equities) or the days (crypto), so a store of one
-  symbol sees its gap too.
+  between two bars of one symbol, over more than as many days (on minute bars 252 bars are a few
+  hours: a thin name's quiet session was named). The simulator reads it as a halt: a position is
+  held through it and books the whole move at the reopen. When another issuer reused the ticker (a
+  relisting years later at five times the price), that is a profit or loss nobody could have had.
+  The bars between are counted on the store's calendar (the stamps of the symbol's asset class,
+  after the ingest), and for daily bars at least the NYSE sessions between (equities) or the days
+  (crypto), so a store of one symbol sees its gap too.
 * **big move**: a close more than ``BIG_MOVE`` (10x) times, or less than a tenth of, the previous
   close, on a bar ``replay.split_signature`` does not suspect as a split: a price unit change (pence to
   pounds: /100 on unchanged volume), a spike on the newest bar (``replay.bad_prints`` cannot judge it
@@ -125,7 +126,9 @@ def long_gaps(all_bars: pd.DataFrame, stored: pd.DataFrame | None, new: pd.DataF
             else:
                 days = np.busday_count(first + 1, last, holidays=nyse_holidays())
             between = np.maximum(between, days)
-        for i in np.flatnonzero(between > LONG_GAP_BARS):
+        # and more than that many days: on intraday bars 252 bars are hours, a quiet name's session off
+        span_days = (last - first).astype(int)
+        for i in np.flatnonzero((between > LONG_GAP_BARS) & (span_days > LONG_GAP_BARS)):
             out.append(
                 LongGap(
                     str(symbol),
@@ -165,6 +168,14 @@ TWIN_SHARE: Final[float] = 0.9
 TWIN_MIN_BARS: Final[int] = 20
 """...and on at least this many bars (two names closing alike on a few bars is chance)."""
 
+TWIN_MIN_PRICES: Final[int] = 10
+"""...at this many different prices at least: two stablecoins at 1.0000, two shells at 0.0001 close
+alike every bar without being one instrument."""
+
+TWIN_CROWD: Final[int] = 8
+"""A price more symbols than this share on one bar (a SPAC universe pinned at $10) is no evidence of
+twins, and its pairs (k(k-1)/2 of them) are not counted: 520 names near $10 took 19 s and 1.9 GB."""
+
 
 @dataclass(frozen=True)
 class TwinSymbols:
@@ -187,14 +198,17 @@ class TwinSymbols:
 
 def twin_symbols(all_bars: pd.DataFrame, new: pd.DataFrame) -> tuple[TwinSymbols, ...]:
     """The pairs of symbols of ``all_bars`` (the store after the ingest) that closed alike on at least
-    ``TWIN_SHARE`` of their shared bars and ``TWIN_MIN_BARS`` of them, named when the new bars hold
-    one such close of the pair (so each ingest that adds to a twin names it again)."""
+    ``TWIN_SHARE`` of their shared bars and ``TWIN_MIN_BARS`` of them, at ``TWIN_MIN_PRICES``
+    different prices or more (prices more than ``TWIN_CROWD`` symbols share on a bar not counted),
+    named when the new bars hold one such close of the pair (so each ingest that adds to a twin names
+    it again)."""
     if new.empty or all_bars["symbol"].nunique() < 2:
         return ()
     bars = all_bars[["symbol", "ts", "close"]].assign(symbol=all_bars["symbol"].astype(str))
     code, names = pd.factorize(bars["symbol"])
     closes = bars.assign(code=code, key=np.round(bars["close"].to_numpy(float), 10))
     alike = closes[closes.duplicated(["ts", "key"], keep=False)]
+    alike = alike[alike.groupby(["ts", "key"])["code"].transform("size") <= TWIN_CROWD]
     if alike.empty:
         return ()
     # every pair of symbols closing at the same price on the same stamp (a group of k: k(k-1)/2)
@@ -213,6 +227,8 @@ def twin_symbols(all_bars: pd.DataFrame, new: pd.DataFrame) -> tuple[TwinSymbols
         if count < TWIN_SHARE * shared:
             continue
         mine = pairs[(pairs["code"] == a) & (pairs["code_twin"] == b)]
+        if mine["key"].nunique() < TWIN_MIN_PRICES:
+            continue
         stamps_alike = pd.DatetimeIndex(mine["ts"]).asi8
         if not any((names[a], t) in fresh or (names[b], t) in fresh for t in stamps_alike):
             continue

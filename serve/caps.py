@@ -42,7 +42,6 @@ from typing import Final, NamedTuple
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from raytrade.replay.bad_prints import BAD_PRINT_FACTOR
 from raytrade.replay.loop_rules import LoopRules, over_cap
 from raytrade.serve.schemas import AppliedCaps, CapName, SymbolSnapshot
 
@@ -119,11 +118,12 @@ def gate_reason(row: SymbolSnapshot, is_crypto: bool, rules: LoopRules = _RULES)
     return gate_reasons([row], np.array([is_crypto]), rules)[0]
 
 
-MAX_QUOTE_MOVE: Final = BAD_PRINT_FACTOR
+MAX_QUOTE_MOVE: Final = 3.0
 """The quote band's default (``serve.decide.ServeConfig.max_quote_move``): a mid within a third and
 three times the last close (-67 % .. +200 %) is believed; real -40 % and +20 % days are well inside
-it, a quote off by a decimal place (1.00 for a $100 stock) is not. The factor ingest judges a bad
-print by (``replay.bad_prints.BAD_PRINT_FACTOR``): one fact."""
+it, a quote off by a decimal place (1.00 for a $100 stock) is not. Stricter than ingest's bad-print
+factor (``replay.bad_prints.BAD_PRINT_FACTOR``, 5): a band holds a symbol for a cycle, a bad print
+refuses a whole ingest."""
 
 
 def gate_reasons(

@@ -28,7 +28,7 @@ def test_a_spike_close_is_found_with_the_closes_around_it() -> None:
     assert found == (BadPrint("AAA", DAYS[2], "close", 1000.0, 10.0, DAYS[1], 11.0, DAYS[3]),)
     assert found[0].rule() == (
         "close 1000 is 100x the close before 10 (2024-06-04) and 90.9x the close after 11 (2024-06-06), "
-        "which agree within 1.5x: a spike of more than 3x that reverts (spike rule)"
+        "which agree within 1.5x: a spike of more than 5x that reverts (spike rule)"
     )
 
 
@@ -66,8 +66,10 @@ def test_a_run_longer_than_five_closes_is_not_a_spike() -> None:
     assert find_bad_prints(None, run_of(6)) == ()
 
 
-def test_the_quote_band_and_the_ingest_rule_share_one_factor() -> None:
-    assert MAX_QUOTE_MOVE == BAD_PRINT_FACTOR == 3.0
+def test_the_quote_band_is_stricter_than_the_ingest_rule() -> None:
+    """A band holds a symbol for a cycle; a bad print refuses a whole ingest (at 3x, real runners,
+    pumps and sub-penny ticks were refused)."""
+    assert MAX_QUOTE_MOVE == 3.0 and BAD_PRINT_FACTOR == 5.0
 
 
 @pytest.mark.parametrize("split_at", [None, 700], ids=["at-once", "in-two-parts"])
@@ -87,3 +89,17 @@ def test_synthetic_markets_give_no_bad_print_gap_or_big_move() -> None:
         assert find_bad_prints(None, market) == ()
         assert long_gaps(market, None, market) == ()
         assert big_moves(None, market, ()) == ()
+
+
+def test_a_thin_names_quiet_session_on_minute_bars_is_no_long_gap() -> None:
+    """On minute bars 252 bars are hours: a name without a trade for one session was warned of as a
+    gap "if another issuer reused the ticker". The gap must span more than 252 days too."""
+    sessions = [
+        pd.Timestamp(d, tz="UTC") + pd.Timedelta(hours=14, minutes=30)
+        for d in pd.bdate_range("2024-06-03", periods=3)
+    ]
+    minutes = pd.DatetimeIndex([s + pd.Timedelta(minutes=m) for s in sessions for m in range(390)])
+    busy = pd.DataFrame({"symbol": "SPY", "ts": minutes, "close": 500.0, "asset_class": "equity"})
+    thin = busy[busy["ts"].dt.date != sessions[1].date()].assign(symbol="ILQ", close=2.0)  # no trade day 2
+    bars = pd.concat([busy, thin], ignore_index=True).assign(volume=100.0)
+    assert long_gaps(bars, None, bars) == ()

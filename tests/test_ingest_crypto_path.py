@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pandas as pd
+import pytest
 
 from raytrade.replay import read_frame
 from tests.test_ingest_bad_prints import DAYS, ingest, walk, write_csv
@@ -35,5 +36,18 @@ def test_path_naming_a_crypto_folder_makes_its_files_crypto(tmp_path: Path) -> N
     coin = walk("SUI").assign(ts=pd.date_range("2024-01-01", periods=len(DAYS), freq="D", tz="UTC"))
     folder = write_csv(tmp_path / "data" / "crypto", coin)
     code, out = ingest(folder, tmp_path / "store")
+    assert code == 0, out
+    assert set(read_frame(tmp_path / "store", "bars")["asset_class"]) == {"crypto"}
+
+
+def test_path_dot_inside_a_crypto_folder_makes_its_files_crypto(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``cd data/crypto && raytrade ingest --path .``: ``Path('.').parent`` is ``.``, so the folder's
+    name was never seen and a coin not named like a pair was refused for its weekends."""
+    coin = walk("SUI").assign(ts=pd.date_range("2024-01-01", periods=len(DAYS), freq="D", tz="UTC"))
+    folder = write_csv(tmp_path / "data" / "crypto", coin)
+    monkeypatch.chdir(folder)
+    code, out = ingest(Path("."), tmp_path / "store")
     assert code == 0, out
     assert set(read_frame(tmp_path / "store", "bars")["asset_class"]) == {"crypto"}

@@ -6,6 +6,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
+
+from raytrade.replay.odd_moves import twin_symbols
 from tests.test_ingest_bad_prints import DAYS, ingest, walk, warnings, write_csv
 
 
@@ -32,3 +36,27 @@ def test_names_that_close_alike_now_and_then_are_not_twins(tmp_path: Path) -> No
     code, out = ingest(folder, tmp_path / "store")
     assert code == 0, out
     assert not [w for w in warnings(out) if "closed at the same price" in w]
+
+
+def test_names_pinned_at_a_few_prices_are_not_twins() -> None:
+    """Two stablecoins at 1.0000 (a tick either way), or shells at 0.0001, close alike every bar
+    without being one instrument; nor are names that many others share a price with (a SPAC
+    universe pinned near $10), whose pairs also made the check quadratic."""
+    days = pd.date_range("2024-01-01", periods=200, freq="D", tz="UTC")
+    rng = np.random.default_rng(0)
+    rows = [
+        pd.DataFrame({"symbol": name, "ts": days, "close": 1.0 + 0.0001 * rng.integers(-1, 2, len(days))})
+        for name in ("USDCUSDT", "FDUSDUSDT")
+    ]
+    pinned = 10.0 + 0.01 * rng.integers(0, 16, len(days))  # 16 prices, shared by 12 names every bar
+    rows += [pd.DataFrame({"symbol": f"SPAC{i}", "ts": days, "close": pinned}) for i in range(12)]
+    both = pd.concat(rows, ignore_index=True)
+    assert twin_symbols(both, both) == ()
+
+
+def test_twins_at_varied_prices_are_still_named() -> None:
+    days = pd.date_range("2024-01-01", periods=200, freq="D", tz="UTC")
+    close = 20.0 * np.exp(np.cumsum(np.random.default_rng(1).normal(0, 0.02, len(days))))
+    both = pd.concat([pd.DataFrame({"symbol": s, "ts": days, "close": close}) for s in ("OLD", "NEW")])
+    (twin,) = twin_symbols(both, both)
+    assert {twin.symbol, twin.twin} == {"OLD", "NEW"} and (twin.same, twin.shared) == (200, 200)

@@ -64,6 +64,8 @@ def asset_class_of(symbol: str, path: Path, root: Path | None = None) -> str:
     folder ingested, ``--path``, itself included: ``--path data/crypto``; None: any folder of
     ``path``), else ``equity``. Folders above ``root`` are the user's own layout and say nothing of
     the files (``/tmp/crypto/yahoo`` holds equities)."""
+    if root is not None:  # absolute, so that --path . in a crypto folder names it (Path('.').parent is '.')
+        path, root = path.absolute(), root.absolute()
     folders = (path.relative_to(root.parent) if root is not None else path).parts[:-1]
     if "crypto" in (p.lower() for p in folders) or is_crypto_symbol(symbol):
         return "crypto"
