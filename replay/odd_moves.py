@@ -200,15 +200,20 @@ def twin_symbols(all_bars: pd.DataFrame, new: pd.DataFrame) -> tuple[TwinSymbols
     """The pairs of symbols of ``all_bars`` (the store after the ingest) that closed alike on at least
     ``TWIN_SHARE`` of their shared bars and ``TWIN_MIN_BARS`` of them, at ``TWIN_MIN_PRICES``
     different prices or more (prices more than ``TWIN_CROWD`` symbols share on a bar not counted),
-    named when the new bars hold one such close of the pair (so each ingest that adds to a twin names
-    it again)."""
+    named when the new bars add to either (so each ingest that adds to a twin names it again, whatever
+    the new bar's close: a crowd's price on the night left a pair unnamed)."""
     if new.empty or all_bars["symbol"].nunique() < 2:
         return ()
     bars = all_bars[["symbol", "ts", "close"]].assign(symbol=all_bars["symbol"].astype(str))
     code, names = pd.factorize(bars["symbol"])
     closes = bars.assign(code=code, key=np.round(bars["close"].to_numpy(float), 10))
     alike = closes[closes.duplicated(["ts", "key"], keep=False)]
-    alike = alike[alike.groupby(["ts", "key"])["code"].transform("size") <= TWIN_CROWD]
+    crowded = alike.groupby(["ts", "key"])["code"].transform("size") > TWIN_CROWD
+    crowds = {
+        c: set(zip(pd.DatetimeIndex(r["ts"]).asi8, r["key"], strict=True))
+        for c, r in alike[crowded].groupby("code")
+    }
+    alike = alike[~crowded]
     if alike.empty:
         return ()
     # every pair of symbols closing at the same price on the same stamp (a group of k: k(k-1)/2)
@@ -219,18 +224,18 @@ def twin_symbols(all_bars: pd.DataFrame, new: pd.DataFrame) -> tuple[TwinSymbols
     same = same[same >= TWIN_MIN_BARS]
     if same.empty:
         return ()
-    fresh = set(zip(new["symbol"].astype(str), pd.DatetimeIndex(new["ts"]).asi8, strict=True))
+    fresh = set(new["symbol"].astype(str))
     stamps = {c: set(pd.DatetimeIndex(rows["ts"]).asi8) for c, rows in bars.assign(code=code).groupby("code")}
     out = []
     for (a, b), count in same.items():
-        shared = len(stamps[a] & stamps[b])
+        # a bar both closed at a crowd's price is neither evidence nor counter-evidence: not shared
+        shared = len(stamps[a] & stamps[b]) - len(crowds.get(a, set()) & crowds.get(b, set()))
         if count < TWIN_SHARE * shared:
             continue
         mine = pairs[(pairs["code"] == a) & (pairs["code_twin"] == b)]
         if mine["key"].nunique() < TWIN_MIN_PRICES:
             continue
-        stamps_alike = pd.DatetimeIndex(mine["ts"]).asi8
-        if not any((names[a], t) in fresh or (names[b], t) in fresh for t in stamps_alike):
+        if names[a] not in fresh and names[b] not in fresh:
             continue
         out.append(TwinSymbols(str(names[a]), str(names[b]), int(count), shared))
     return tuple(sorted(out, key=lambda t: (t.symbol, t.twin)))

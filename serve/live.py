@@ -957,7 +957,7 @@ class LiveLoop:
                     -min(ahead) * 60,
                 )
             quotes = {s: q for s, q in quotes.items() if s not in stale}
-        stored = _latest_dollar_volume(self.store, self.symbols, now) if self.store is not None else None
+        stored = _latest_dollar_volume(self.store, self.symbols, read_at) if self.store is not None else None
         volumes = stored.volumes if stored is not None else {}
         if stored is not None and (lag := store_lag(stored.last_closed, self.symbols, read_at)) is not None:
             log.warning("%s: the store was not refreshed (its dollar volumes cap the orders)", lag)
@@ -1074,6 +1074,8 @@ class LiveLoop:
                 rejected[plan.decision_id] = aged  # the submits before it took that long (paced)
                 log.warning("order %s not sent: %s", plan.decision_id, aged)
                 continue
+            # sent now, minutes into a paced cycle: its fill's latency counts from here
+            intents[plan.decision_id]["submitted_at"] = clock().isoformat()
             try:
                 order_id = self.broker.submit(plan)
             except Exception as exc:  # one refused order must not stop the others

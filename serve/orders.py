@@ -48,7 +48,8 @@
   its ``min_order_size`` is not sent (noted), unless it closes the whole position. Fail closed: a
   symbol whose flags are missing from ``assets`` (the broker could not read them) adds no risk this
   cycle (noted): only an order that reduces its position toward 0 without crossing it goes out, in
-  whole shares (crypto: ``crypto_qty_step``), so no fractional or short flag is guessed; a kill-switch
+  whole shares, so no fractional or short flag is guessed (a crypto pair: only an order closing the
+  whole position, its quantity increment being unknown: a part was refused off it); a kill-switch
   unwind larger than one order's cap still comes down by that cap each cycle (only a whole exit went
   out before: a 400-share unwind capped at 250 sent nothing while the flags could not be read).
   ``assets`` None (a caller without a broker) applies none of this: the steps of ``LiveConfig`` alone.
@@ -565,6 +566,8 @@ def plan_cycle(
             )
             note, qty = (f"{note}; {least}" if note else least), 0.0
         reduces = (side == "sell" and 0 < qty <= held) or (side == "buy" and 0 < qty <= -held)
+        if crypto and symbol in unread:  # a pair's increment unknown: only the whole position is sure
+            reduces = closing and qty == abs(held)
         if symbol in unread and qty > 0 and not reduces:
             unknown = (
                 f"{symbol}: its asset flags could not be read from the broker: only a reduction goes out, "

@@ -51,3 +51,18 @@ def test_path_dot_inside_a_crypto_folder_makes_its_files_crypto(
     code, out = ingest(Path("."), tmp_path / "store")
     assert code == 0, out
     assert set(read_frame(tmp_path / "store", "bars")["asset_class"]) == {"crypto"}
+
+
+def test_path_dot_in_a_folder_linked_as_crypto_makes_its_files_crypto(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``crypto`` a link to ``real_coins``: ``os.getcwd()`` names the target, so the link's name was
+    lost; the shell's ``$PWD`` keeps it."""
+    coin = walk("SUI").assign(ts=pd.date_range("2024-01-01", periods=len(DAYS), freq="D", tz="UTC"))
+    write_csv(tmp_path / "real_coins", coin)
+    (tmp_path / "crypto").symlink_to(tmp_path / "real_coins")
+    monkeypatch.chdir(tmp_path / "crypto")
+    monkeypatch.setenv("PWD", str(tmp_path / "crypto"))
+    code, out = ingest(Path("."), tmp_path / "store")
+    assert code == 0, out
+    assert set(read_frame(tmp_path / "store", "bars")["asset_class"]) == {"crypto"}

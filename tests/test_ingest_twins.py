@@ -60,3 +60,22 @@ def test_twins_at_varied_prices_are_still_named() -> None:
     both = pd.concat([pd.DataFrame({"symbol": s, "ts": days, "close": close}) for s in ("OLD", "NEW")])
     (twin,) = twin_symbols(both, both)
     assert {twin.symbol, twin.twin} == {"OLD", "NEW"} and (twin.same, twin.shared) == (200, 200)
+
+
+def test_a_duplicate_in_a_crowded_universe_is_still_named() -> None:
+    """20 SPACs at 10.00 on most days; S00W is S00 on every bar. The crowd's bars were left out of the
+    matches but not of the bars shared, so the pair matched on a third of them and was not named."""
+    days = pd.bdate_range("2024-01-02", periods=120, tz="UTC")
+    rng = np.random.default_rng(1)
+    spacs = {
+        f"S{i:02d}": np.where(
+            rng.random(len(days)) < 0.7, 10.0, np.round(10 + rng.integers(1, 40, len(days)) / 100, 2)
+        )
+        for i in range(20)
+    }
+    spacs["S00W"] = spacs["S00"].copy()
+    bars = pd.concat(
+        [pd.DataFrame({"symbol": s, "ts": days, "close": c}) for s, c in spacs.items()], ignore_index=True
+    )
+    (twin,) = twin_symbols(bars, bars[bars["ts"] == days[-1]])
+    assert {twin.symbol, twin.twin} == {"S00", "S00W"} and twin.same == twin.shared

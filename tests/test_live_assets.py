@@ -293,3 +293,17 @@ def test_a_large_book_reads_its_equities_flags_in_one_listing() -> None:
         [("/v2/assets", "crypto"), ("/v2/assets", "us_equity")],
         [("/v2/assets", "us_equity"), ("/v2/assets", "crypto")],
     )
+
+
+def test_flags_that_cannot_be_read_hold_a_part_of_a_crypto_position(tmp_path: Path) -> None:
+    """BTC/USD trades in steps of 0.0001; with its flags unreadable the increment is unknown, so a
+    part of the position (0.589443 of 1.0) was sent off it and refused every cycle. Only a whole
+    exit goes out for a pair whose flags cannot be read."""
+    flags = {"BTC/USD": {"min_trade_increment": "0.0001", "min_order_size": "0.0001"}}
+    with _paper(
+        tmp_path, {"BTCUSD": (0.3, "aggressive")}, cash=60_000, positions={"BTC/USD": 1.0}, assets=flags
+    ) as (loop, trading, _):
+        trading.fail("/v2/assets", 500, times=None, method="GET")
+        report = loop.cycle(T0)
+        assert _sent(trading) == [] and _refused(report) == []
+        assert "asset flags could not be read" in report.notes["BTCUSD"]

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from raytrade.replay import read_frame
 from raytrade.replay.sources.alpaca import TopOfBook
 from raytrade.serve.live import BrokerPosition, LiveLoop
 from raytrade.serve.orders import OrderPlan
@@ -103,3 +104,24 @@ def test_an_order_whose_quote_aged_past_its_limit_during_the_submits_is_not_sent
     assert len(broker.submitted) == 1 and len(report.submitted) == 1
     (why,) = report.rejected.values()
     assert "its quote is 31 min old by now, past its limit" in why
+
+
+def test_a_fills_latency_counts_from_its_submit_not_from_the_cycles_start(tmp_path: Path) -> None:
+    """Six minutes of paced sync, then a submit the broker fills a second later: the fill row said
+    361,000 ms (counted from the cycle's start)."""
+
+    class Fills(_Slow):
+        def submit(self, plan: OrderPlan) -> str:
+            order_id = super().submit(plan)
+            filled = T0 + timedelta(seconds=self.clock.seconds + 1)  # a second after it arrived
+            self.orders[order_id] = self.orders[order_id]._replace(filled_at=filled)
+            return order_id
+
+    broker = Fills(_Clock(), T0 + timedelta(minutes=6), sync_s=360.0)
+    loop = _paced(tmp_path, broker, market_open=False)
+    loop.cycle(T0)
+    broker.stamp = T0 + timedelta(minutes=70)
+    loop.cycle(T0 + timedelta(minutes=60))
+    rows = read_frame(tmp_path / "store", "experience")
+    fills = rows[rows["decision_id"].str.endswith(":fill")]
+    assert len(fills) == 2 and (fills["latency_order_to_fill_ms"] == 1000.0).all()

@@ -34,6 +34,7 @@ header), the column and the value.
 from __future__ import annotations
 
 import logging
+import os
 import re
 from pathlib import Path
 from typing import Final
@@ -59,13 +60,25 @@ class SourceFolderError(InputError):
     """The folder itself is unusable (missing, empty); one line, no row detail."""
 
 
+def _logical(path: Path) -> Path:
+    """``path`` made absolute against the shell's working folder as the user named it (``$PWD``, a
+    link's name kept) where that is the working folder, else ``os.getcwd()``'s (the link resolved: a
+    folder linked as ``crypto`` lost its name)."""
+    if path.is_absolute():
+        return path
+    shell = os.environ.get("PWD")
+    if shell and Path(shell).is_absolute() and os.path.samefile(shell, os.getcwd()):
+        return Path(shell) / path
+    return path.absolute()
+
+
 def asset_class_of(symbol: str, path: Path, root: Path | None = None) -> str:
     """``crypto`` for a crypto symbol or a file in a folder named ``crypto`` at or below ``root`` (the
     folder ingested, ``--path``, itself included: ``--path data/crypto``; None: any folder of
     ``path``), else ``equity``. Folders above ``root`` are the user's own layout and say nothing of
     the files (``/tmp/crypto/yahoo`` holds equities)."""
     if root is not None:  # absolute, so that --path . in a crypto folder names it (Path('.').parent is '.')
-        path, root = path.absolute(), root.absolute()
+        path, root = _logical(path), _logical(root)
     folders = (path.relative_to(root.parent) if root is not None else path).parts[:-1]
     if "crypto" in (p.lower() for p in folders) or is_crypto_symbol(symbol):
         return "crypto"
