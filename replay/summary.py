@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 from raytrade.replay.feature_settings import read_feature_settings, spread_text
 from raytrade.replay.reader import read_table, table_files
@@ -87,11 +88,34 @@ def feature_null_share(features: pa.Table) -> dict[str, float]:
     return out
 
 
+def _counted_nulls(root: Path) -> dict[str, float] | None:
+    """:func:`feature_null_share` from the parquet footers' null counts, without reading a value (a
+    520-symbol, ten-year store: 1.3 GB and 6 s read whole); None where a file lacks a column or its
+    statistics (the table is read then)."""
+    rows, nulls = 0, {c: 0 for columns in FEATURE_GROUPS.values() for c in columns}
+    for file in table_files(root, "features"):
+        meta = pq.ParquetFile(file).metadata
+        at = {meta.schema.column(j).path: j for j in range(meta.num_columns)}
+        for g in range(meta.num_row_groups):
+            group = meta.row_group(g)
+            rows += group.num_rows
+            for column in nulls:
+                stats = group.column(at[column]).statistics if column in at else None
+                if stats is None or not stats.has_null_count:
+                    return None
+                nulls[column] += stats.null_count
+    return {
+        name: (sum(nulls[c] for c in columns) / (rows * len(columns)) if rows else 0.0)
+        for name, columns in FEATURE_GROUPS.items()
+    }
+
+
 def summarize_store(root: str | os.PathLike[str]) -> StoreSummary:
     path = Path(root)
     tables = tuple(s for t in TABLES if (s := _table_summary(path, t)) is not None)
     nulls: dict[str, float] = {}
     if any(t.table == "features" for t in tables):
-        nulls = feature_null_share(read_table(path, "features"))
+        counted = _counted_nulls(path)
+        nulls = counted if counted is not None else feature_null_share(read_table(path, "features"))
     stated = read_feature_settings(path).unquoted_spread_bps if nulls else None
     return StoreSummary(str(path), tables, nulls, stated)
