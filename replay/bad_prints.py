@@ -39,6 +39,7 @@ import numpy as np
 import pandas as pd
 
 from raytrade.replay.errors import InputError
+from raytrade.replay.neighbours import with_stored_tail
 
 BAD_PRINT_FACTOR: Final[float] = 5.0
 """How far (a factor, either way) a price must be from its neighbours to be a bad print (the module
@@ -124,16 +125,8 @@ def find_bad_prints(stored: pd.DataFrame | None, new: pd.DataFrame) -> tuple[Bad
     symbol and ts."""
     if new.empty:
         return ()
-    columns = ["symbol", "ts", "open", "close"]
-    parts = [new[columns].assign(_new=True)]
-    if stored is not None and len(stored):
-        held = stored[stored["symbol"].isin(new["symbol"].unique())]
-        # a run of MAX_SPIKE_RUN stored closes and the close before it are all a new bar can reach
-        tail = held.sort_values("ts").groupby("symbol", observed=True).tail(MAX_SPIKE_RUN + 1)
-        parts.insert(0, tail[columns].assign(_new=False))
-    bars = pd.concat(parts, ignore_index=True)
-    bars["symbol"] = bars["symbol"].astype(str)
-    bars = bars.sort_values(["symbol", "ts"], kind="stable", ignore_index=True)
+    # a run of MAX_SPIKE_RUN stored closes and the close before it are all a new bar can reach
+    bars = with_stored_tail(stored, new, ["symbol", "ts", "open", "close"], MAX_SPIKE_RUN + 1)
     symbol = bars["symbol"].to_numpy()
     close = bars["close"].to_numpy(float)
     is_new = bars["_new"].to_numpy(bool)

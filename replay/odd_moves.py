@@ -29,6 +29,7 @@ import pandas as pd
 
 from raytrade.replay.bad_prints import when
 from raytrade.replay.exchange_calendar import nyse_holidays
+from raytrade.replay.neighbours import with_stored_tail
 
 LONG_GAP_BARS: Final[int] = 252
 """A gap inside a symbol's life longer than this many bars of the calendar is named."""
@@ -78,15 +79,7 @@ class BigMove:
 def _previous_bars(stored: pd.DataFrame | None, new: pd.DataFrame) -> pd.DataFrame:
     """``new``'s bars with their symbol's previous bar (stored or new) as ``prev_*`` columns, only
     the rows of ``new`` kept."""
-    columns = ["symbol", "ts", "close", "volume", "asset_class"]
-    parts = [new[columns].assign(_new=True)]
-    if stored is not None and len(stored):
-        held = stored[stored["symbol"].isin(new["symbol"].unique())]
-        last = held.sort_values("ts").groupby("symbol", observed=True).tail(1)
-        parts.insert(0, last[columns].assign(_new=False))
-    bars = pd.concat(parts, ignore_index=True)
-    bars["symbol"] = bars["symbol"].astype(str)
-    bars = bars.sort_values(["symbol", "ts"], kind="stable", ignore_index=True)
+    bars = with_stored_tail(stored, new, ["symbol", "ts", "close", "volume", "asset_class"])
     before = bars.groupby("symbol", sort=False)[["ts", "close", "volume"]].shift(1)
     bars = bars.assign(prev_ts=before["ts"], prev_close=before["close"], prev_volume=before["volume"])
     return bars[bars["_new"].to_numpy(bool) & bars["prev_ts"].notna().to_numpy()].reset_index(drop=True)

@@ -31,6 +31,8 @@ from typing import Final
 import numpy as np
 import pandas as pd
 
+from raytrade.replay.neighbours import with_stored_tail
+
 COMMON_SPLITS: Final[tuple[tuple[int, int], ...]] = (
     *((k, 1) for k in (2, 3, 4, 5, 6, 7, 8, 10, 15, 20, 25, 30, 40, 50, 100)),
     (3, 2),
@@ -82,15 +84,7 @@ def suspected_splits(stored: pd.DataFrame | None, new: pd.DataFrame) -> tuple[Su
     ``new``. Ordered by symbol and ts (module docstring)."""
     if new.empty:
         return ()
-    columns = ["symbol", "ts", "open", "close", "volume"]
-    parts = [new[columns].assign(_new=True)]
-    if stored is not None and len(stored):
-        last = stored[stored["symbol"].isin(new["symbol"].unique())]
-        last = last.sort_values("ts").groupby("symbol", observed=True).tail(1)
-        parts.insert(0, last[columns].assign(_new=False))
-    bars = pd.concat(parts, ignore_index=True)
-    bars["symbol"] = bars["symbol"].astype(str)
-    bars = bars.sort_values(["symbol", "ts"], kind="stable", ignore_index=True)
+    bars = with_stored_tail(stored, new, ["symbol", "ts", "open", "close", "volume"])
     before = bars.groupby("symbol", sort=False).shift(1)
     with np.errstate(divide="ignore", invalid="ignore"):
         close = np.log(bars["close"].to_numpy(float) / before["close"].to_numpy(float))
