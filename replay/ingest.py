@@ -61,7 +61,7 @@ Design decisions
   store's last bar was such a spike are stored with a warning naming it: a stored bar cannot be
   dropped, and refusing stopped every later ingest for good.
 * A new bar after a gap of more than a year of bars in its symbol (a halt, or a ticker reused) and
-  one whose close moved more than 10x not as a split (a unit change?) are stored with a warning
+  one whose close moved more than 5x not as a split (a unit change?) are stored with a warning
   (``replay.odd_moves``).
 * Daily bars of one asset class stamped at different times of day on the same dates (the store's and
   the source's together: equities dated 00:00 UTC next to equities at New York midnight) are refused
@@ -178,7 +178,7 @@ class IngestResult:
     dropped_bad_prints: tuple[BadPrint, ...] = ()  # new bars left out as bad prints (drop_bad_prints)
     stored_bad_prints: tuple[BadPrint, ...] = ()  # stored bars the new ones show were spikes (kept)
     long_gaps: tuple[LongGap, ...] = ()  # new bars after a gap of over a year of bars in their symbol
-    big_moves: tuple[BigMove, ...] = ()  # new bars whose close moved over 10x, not as a split
+    big_moves: tuple[BigMove, ...] = ()  # new bars whose close moved over 5x, not as a split
     twins: tuple[TwinSymbols, ...] = ()  # pairs of symbols closing alike (one instrument, two names?)
 
     @property

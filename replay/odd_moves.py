@@ -1,6 +1,6 @@
-"""New bars stored with a warning: a long gap inside a symbol's life, a close move of more than 10x.
+"""New bars stored with a warning: a long gap inside a symbol's life, a close move of more than 5x.
 
-Neither is refused: a long halt and a real 10x day exist, and nothing is lost by keeping the bar and
+Neither is refused: a long halt and a real 5x day exist, and nothing is lost by keeping the bar and
 saying so. Both are judged against the symbol's previous bar (stored, or the one before it in the
 batch), so each is named once, by the ingest that brings the later bar.
 
@@ -12,7 +12,7 @@ batch), so each is named once, by the ingest that brings the later bar.
   The bars between are counted on the store's calendar (the stamps of the symbol's asset class,
   after the ingest), and for daily bars at least the NYSE sessions between (equities) or the days
   (crypto), so a store of one symbol sees its gap too.
-* **big move**: a close more than ``BIG_MOVE`` (10x) times, or less than a tenth of, the previous
+* **big move**: a close more than ``BIG_MOVE`` (5x) times, or less than a fifth of, the previous
   close, on a bar ``replay.split_signature`` does not suspect as a split: a price unit change (pence to
   pounds: /100 on unchanged volume), a spike on the newest bar (``replay.bad_prints`` cannot judge it
   before the next bar), a split on a volume that did not move.
@@ -27,15 +27,18 @@ from typing import Final
 import numpy as np
 import pandas as pd
 
-from raytrade.replay.bad_prints import when
+from raytrade.replay.bad_prints import BAD_PRINT_FACTOR, when
 from raytrade.replay.exchange_calendar import nyse_holidays
 from raytrade.replay.neighbours import with_stored_tail
 
 LONG_GAP_BARS: Final[int] = 252
 """A gap inside a symbol's life longer than this many bars of the calendar is named."""
 
-BIG_MOVE: Final[float] = 10.0
-"""A close-to-close move by more than this factor (either way) not suspected as a split is named."""
+BIG_MOVE: Final[float] = BAD_PRINT_FACTOR
+"""A close-to-close move by more than this factor (either way) not suspected as a split is named: the
+bad-print factor, so a move as large as a bad print is said where that rule cannot judge it (the
+newest bar, a move that does not revert). At 10x, as first written, moves of 5x to 10x (a 10:1 split
+whose volume the source did not restate moves its close a little under 10x) passed in silence."""
 
 _DAILY: Final = pd.Timedelta(hours=20)  # bars at least this far apart (median) are daily
 

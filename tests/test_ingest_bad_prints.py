@@ -1,7 +1,7 @@
 """Dirty prices at ingest: a bad open or a close that spikes and reverts refuses the ingest (one line:
 symbol, date, column, value, rule; nothing stored), or ``--drop-bad-prints`` leaves those bars out
 with a warning each; a stored bar the new bars show was a spike refuses even then; absurd prices and
-volumes are refused as malformed rows; a long gap and a 10x move are warned of; real moves pass."""
+volumes are refused as malformed rows; a long gap and a 5x move are warned of; real moves pass."""
 
 from __future__ import annotations
 
@@ -233,14 +233,15 @@ def test_a_price_unit_change_on_unchanged_volume_is_warned(tmp_path: Path) -> No
 
 
 def _relisted(gap_sessions: int) -> pd.DataFrame:
-    """A year of bars, no bar for ``gap_sessions`` NYSE sessions, then a year at 5x the price: another
-    issuer under the ticker (the reviewer's KGC: 753 sessions, then +598 % at the reopen)."""
+    """A year of bars, no bar for ``gap_sessions`` NYSE sessions, then a year at 4x the price: another
+    issuer under the ticker (the reviewer's KGC: 753 sessions, then +598 % at the reopen; 4x here keeps
+    the reopen under the big-move warning's 5x, so the gap's warning is the one said)."""
     from raytrade.replay.exchange_calendar import nyse_holidays
 
     sessions = pd.bdate_range("2020-01-02", "2026-12-31", tz="UTC", freq="C", holidays=nyse_holidays())
     days = sessions[:252].append(sessions[252 + gap_sessions : 2 * 252 + gap_sessions])
     noise = np.exp(np.cumsum(np.random.default_rng(4).normal(0.0, 0.02, len(days))))
-    close = np.r_[np.full(252, 15.0), np.full(252, 75.0)] * noise
+    close = np.r_[np.full(252, 15.0), np.full(252, 60.0)] * noise
     frame = pd.DataFrame({"symbol": "KGC", "ts": days, "open": close, "close": close, "volume": 1e6})
     return _coherent(frame.assign(asset_class="equity", source="csv"))
 
@@ -323,3 +324,16 @@ def test_nightly_takes_drop_bad_prints_to_its_ingest(tmp_path: Path, monkeypatch
     assert seen["drop_bad_prints"] is True
     request = nightly.source_request("csv", tmp_path, {}, False, drop_bad_prints=True)
     assert request is not None and request.drop_bad_prints
+
+
+def test_a_split_on_unchanged_volume_is_warned_by_its_move(tmp_path: Path) -> None:
+    """A 10:1 split the source did not adjust, its volume not restated: not a split's signature, and its
+    close moves a little under 10x, so the big-move warning at 10x (as first written) let it pass in
+    silence; at the bad-print factor (5x) it is named."""
+    bars = walk()
+    bars.loc[EVENT:, ["open", "close"]] /= 10
+    code, out = ingest(write_csv(tmp_path / "src", _coherent(bars)), tmp_path / "store")
+    assert code == 0, out
+    (warned,) = warnings(out)
+    assert warned.startswith("warning: KGC: the close of 2024-06-03 is 0.")
+    assert "not the signature of a split: a unit change or a bad print?" in warned
