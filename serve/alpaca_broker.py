@@ -216,12 +216,15 @@ class AlpacaBroker:
         equity = _float(a.equity)
         if equity is None or equity <= 0:
             raise RuntimeError(f"Alpaca account has no usable equity ({a.equity!r})")
+        flags = ("account_blocked", "trading_blocked", "trade_suspended_by_user")
+        blocked = [flag for flag in flags if getattr(a, flag, False) is not False]  # None or junk: blocked
         return BrokerAccount(
             equity=equity,
             cash=_float(a.cash) or 0.0,
             buying_power=_float(a.buying_power) or 0.0,
             last_equity=_float(a.last_equity),
             account_id=str(a.id),
+            blocked=", ".join(blocked) or None,
         )
 
     def positions(self) -> list[BrokerPosition]:

@@ -277,6 +277,7 @@ class BrokerAccount(NamedTuple):
     buying_power: float
     last_equity: float | None
     account_id: str = ""
+    blocked: str | None = None  # why the broker takes no order on the account now (None: it does)
 
 
 class BrokerPosition(NamedTuple):
@@ -1036,10 +1037,24 @@ class LiveLoop:
             reduce_only,
             assets,
         )
-        if listed is None:  # an order of ours the state does not know may rest: nothing goes on top of it
-            unlisted = "not sent: the broker's open orders could not be listed"
+        # An order of ours the state does not know may rest (the listing failed): nothing goes on top
+        # of it. An account the broker blocks would refuse every order, every cycle: none is sent.
+        unsent = (
+            "not sent: the broker's open orders could not be listed"
+            if listed is None
+            else f"not sent: the broker blocks orders on the account ({account.blocked})"
+            if account.blocked
+            else None
+        )
+        if account.blocked:
+            log.error(
+                "cycle %s: the broker blocks orders on the account (%s): no order is sent",
+                cycle_id,
+                account.blocked,
+            )
+        if unsent is not None:
             notes = {
-                p.symbol: f"{p.symbol}: {p.side} {p.qty:g} {unlisted}" + (f"; {p.note}" if p.note else "")
+                p.symbol: f"{p.symbol}: {p.side} {p.qty:g} {unsent}" + (f"; {p.note}" if p.note else "")
                 for p in planned.orders
             }
             planned = CyclePlan([], {**planned.notes, **notes})

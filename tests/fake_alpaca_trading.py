@@ -193,6 +193,9 @@ class FakeAlpacaTrading:
         self._asset_changes: dict[str, dict[str, Any]] = {}  # symbol -> what set_asset() changed
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
+        self.account_flags: dict[str, bool] = {}
+        """``GET /v2/account``'s ``trading_blocked``, ``account_blocked`` and ``trade_suspended_by_user``
+        (False unless a test sets one)."""
         self.market_is_open = False
         """What ``GET /v2/clock`` answers for ``is_open`` (closed unless a test opens it: the loop then
         holds equity quotes older than its open-market limit)."""
@@ -699,11 +702,11 @@ class FakeAlpacaTrading:
             "pending_transfer_in": "0",
             "portfolio_value": _fmt(equity),
             "pattern_day_trader": False,
-            "trading_blocked": False,
+            "trading_blocked": self.account_flags.get("trading_blocked", False),
             "transfers_blocked": False,
-            "account_blocked": False,
+            "account_blocked": self.account_flags.get("account_blocked", False),
             "created_at": _ts(datetime(2024, 1, 2, tzinfo=UTC)),
-            "trade_suspended_by_user": False,
+            "trade_suspended_by_user": self.account_flags.get("trade_suspended_by_user", False),
             "multiplier": "1",
             "shorting_enabled": True,
             "equity": _fmt(equity),
