@@ -146,8 +146,9 @@ Design decisions
   planner keeps to them (``serve.orders``): no order on an asset the broker does not trade, whole
   shares of one it does not trade in fractions, no short opened or grown where it will not lend the
   shares, crypto in its pair's increment and not under its minimum order. Alpaca refuses such an
-  order, every cycle: a position over its cap was never cut. A symbol whose flags cannot be read is
-  held for the cycle, logged and noted, except for an order that closes its whole position.
+  order, every cycle: a position over its cap was never cut. A symbol whose flags cannot be read adds
+  no risk that cycle, logged and noted: only a reduction toward 0 goes out, in whole shares (a crypto
+  pair: its whole position).
 * **Decisions become transitions one cycle later.** When the service returns the observation it
   acted on (``ActResponse.observation``: the flat env observation), the decision is kept in memory
   and, on the next cycle, logged as one transition row per symbol of the policy's universe
