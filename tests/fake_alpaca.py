@@ -40,6 +40,14 @@ CRYPTO_BOOKS_PATH: Final[str] = "/v1beta3/crypto/us/latest/orderbooks"
 TEST_KEYS: Final[tuple[str, str]] = ("PKTESTKEYID0000000000", "test-secret-DO-NOT-LEAK-1234567890")
 
 
+def use_fake_alpaca(monkeypatch: Any, data_url: str) -> None:
+    """The environment a ``raytrade`` command reads Alpaca's keys and data URL from, set for one test
+    (``monkeypatch``: pytest's) to the test keys and the fake at ``data_url``."""
+    monkeypatch.setenv("ALPACA_API_KEY", TEST_KEYS[0])
+    monkeypatch.setenv("ALPACA_SECRET_KEY", TEST_KEYS[1])
+    monkeypatch.setenv("ALPACA_DATA_URL", data_url)
+
+
 def _bar(t: str, o: float, h: float, low: float, c: float, v: float, n: int | None, vw: float | None) -> dict:
     return {"t": t, "o": o, "h": h, "l": low, "c": c, "v": v, "n": n, "vw": vw}
 

@@ -268,14 +268,12 @@ def test_the_alpaca_source_goes_through_the_same_check(
 ) -> None:
     """Every source ends in the one ingest path: a BTCUSD open that lost a digit refuses an Alpaca
     ingest (real alpaca-py client, fake server on 127.0.0.1)."""
-    from tests.fake_alpaca import TEST_KEYS, FakeAlpaca
+    from tests.fake_alpaca import FakeAlpaca, use_fake_alpaca
 
     with FakeAlpaca() as fake:
         bar = fake.crypto_bars["BTC/USD"][1]  # 2024-01-03: open 45010.75 after a close of 45010.75
         bar["o"] = bar["l"] = 4501.0
-        monkeypatch.setenv("ALPACA_API_KEY", TEST_KEYS[0])
-        monkeypatch.setenv("ALPACA_SECRET_KEY", TEST_KEYS[1])
-        monkeypatch.setenv("ALPACA_DATA_URL", fake.url)
+        use_fake_alpaca(monkeypatch, fake.url)
         code, out = run(
             "ingest", "--source", "alpaca", "--symbols", "BTCUSD", "--start", "2024-01-01",
             "--end", "2024-01-05", "--out", str(tmp_path / "store"),

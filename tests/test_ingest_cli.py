@@ -193,12 +193,10 @@ def test_a_batch_of_only_new_symbols_joins_an_existing_store(tmp_path: Path, sto
 
 
 def test_alpaca_ingest_against_fake_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from tests.fake_alpaca import TEST_KEYS, FakeAlpaca
+    from tests.fake_alpaca import TEST_KEYS, FakeAlpaca, use_fake_alpaca
 
     with FakeAlpaca() as fake:
-        monkeypatch.setenv("ALPACA_API_KEY", TEST_KEYS[0])
-        monkeypatch.setenv("ALPACA_SECRET_KEY", TEST_KEYS[1])
-        monkeypatch.setenv("ALPACA_DATA_URL", fake.url)
+        use_fake_alpaca(monkeypatch, fake.url)
         code, out = run(
             "ingest", "--source", "alpaca", "--symbols", "AAPL,MSFT,BTCUSD", "--start", "2024-01-01",
             "--end", "2024-01-05", "--out", str(tmp_path / "store"),
