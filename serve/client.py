@@ -51,11 +51,17 @@ Contract
   (``ActRequest.kill_switch``) and the answer applies the trained rule with its hysteresis.
   :class:`KillSwitchTracker` keeps one account's switch and advances it with the simulator's own
   ``envs.kill_switch.update_kill_switch`` (the rule is not restated here) once per new bar, a bar being
-  the request's ``as_of`` (the client's clock when it has none: each such call is a new bar): a later
-  ``as_of`` advances it with the request's equity, the same ``as_of`` again (a retry) redoes that bar's
-  one advance from the state before it, an earlier one (a clock set back) sends the latest state
-  unadvanced. A first request starts it from what it says: the peak its ``drawdown_pct`` implies, off,
-  then advanced, so a drawdown at the trigger turns it on. :meth:`PolicyClient.act` sends a request
+  the one the service observed (``ActResponse.features_as_of``): a later ``as_of`` (the client's clock
+  when a request has none) advances it with the request's equity, and the answer settles it
+  (:meth:`KillSwitchTracker.settle`): an answer that observed the bar the switch was last advanced at
+  (a daily policy asked on a weekend or a holiday, or more often than once a bar) undoes the advance
+  and the request is asked again with the switch as it was, so the timed release comes after the
+  trained number of the model's bars, not of calls (counted by calls, a loop cycling daily released it
+  after 13 sessions instead of 20); an answer without a bar (a fallback) keeps the advance. The same
+  ``as_of`` again (a retry) redoes that bar's one advance from the state before it, an earlier one (a
+  clock set back) sends the latest state unadvanced. A first request starts it from what it says: the
+  peak its ``drawdown_pct`` implies, off, then advanced, so a drawdown at the trigger turns it on.
+  :meth:`PolicyClient.act` sends a request
   that carries a state as it is (``raytrade live`` keeps its own, persisted) and stamps one that
   carries none with its account's tracker (``account``), advanced with the rule the served policy was
   trained with, exactly as ``raytrade live`` does (:func:`read_loop_rule`,
@@ -246,12 +252,16 @@ class KillSwitchTracker:
         rule: KillSwitchConfig | None,
         state: CallerKillSwitch | None = None,
         bar: datetime | None = None,
+        served_bar: datetime | None = None,
     ):
         if bar is not None and state is None:
             raise ValueError(f"bar={bar.isoformat()} without a state: nothing was advanced at it")
         self.rule = rule
         self._state, self._bar = state, bar
         self._start: KillSwitchState | None = None  # the state before bar ``_bar`` (None: not known)
+        self._served_bar = served_bar
+        # what the last advance replaced (state, bar, start), while an answer may still undo it
+        self._before: tuple[CallerKillSwitch | None, datetime | None, KillSwitchState | None] | None = None
 
     @property
     def state(self) -> CallerKillSwitch | None:
@@ -261,8 +271,8 @@ class KillSwitchTracker:
     def copy(self) -> KillSwitchTracker:
         """An independent copy (the same rule, state, bar and state before the bar): a caller advances
         the copy and keeps it only once the bar's answer is taken."""
-        twin = KillSwitchTracker(self.rule, self._state, self._bar)
-        twin._start = self._start
+        twin = KillSwitchTracker(self.rule, self._state, self._bar, self._served_bar)
+        twin._start, twin._before = self._start, self._before
         return twin
 
     @property
@@ -270,11 +280,18 @@ class KillSwitchTracker:
         """The ``as_of`` of the last bar the switch was advanced at."""
         return self._bar
 
+    @property
+    def served_bar(self) -> datetime | None:
+        """The bar the service observed (``ActResponse.features_as_of``) when the switch was last
+        advanced (:meth:`settle`); None until an answer said."""
+        return self._served_bar
+
     def stamp(self, request: ActRequest, now: datetime | None = None) -> ActRequest:
         """``request`` carrying the switch at its bar (``request.as_of``, else ``now``, else the
         clock), advanced once per new bar (module doc)."""
         bar = request.as_of or now or datetime.now(UTC)
         if self._bar is None or bar > self._bar:
+            self._before = (self._state, self._bar, self._start)
             self._start = self._start_from(request) if self._state is None else _as_arrays(self._state)
             self._state, self._bar = self._advance(self._start, request), bar
         elif bar == self._bar and self._start is not None:  # a retry: the bar's one advance, redone
@@ -285,6 +302,25 @@ class KillSwitchTracker:
                 bar.isoformat(),
                 self._bar.isoformat(),
             )
+        return request.model_copy(update={"kill_switch": self._state})
+
+    def settle(self, request: ActRequest, answer: ActResponse) -> ActRequest | None:
+        """Keep or undo the advance :meth:`stamp` made for ``request``, now ``answer`` says which bar
+        the service observed. A bar is the *served* bar: an answer that observed a bar newer than the
+        one the switch was last advanced at (or says none: a fallback) keeps the advance, its bar
+        recorded (:attr:`served_bar`), and this returns None. An answer that observed that bar again (a
+        daily policy asked on a Saturday, a holiday, or by a loop cycling more often than its bars) did
+        not see a new bar: the advance is undone and this returns ``request`` carrying the switch as
+        it was, to ask again with. Counted by calls, the switch's 20-bar release came after 13
+        sessions of a loop cycling daily. A request with no advance to settle (a retry) returns None."""
+        bar = answer.features_as_of
+        if self._before is None or bar is None:
+            return None
+        if self._served_bar is None or bar > self._served_bar:
+            self._served_bar, self._before = bar, None
+            return None
+        self._state, self._bar, self._start = self._before
+        self._before = None
         return request.model_copy(update={"kill_switch": self._state})
 
     def tripped_by_service(self) -> None:
@@ -595,7 +631,11 @@ class PolicyClient:
             tracker.rule = rule
             stamped = tracker.stamp(request, bar)
             try:
-                return self._decide(stamped, deadline)
+                answer = self._decide(stamped, deadline)
+                if (again := tracker.settle(stamped, answer)) is not None:  # not a new bar: unadvanced
+                    stamped = again
+                    answer = self._decide(stamped, deadline)
+                return answer
             except ServiceRequestError as exc:
                 if REFUSED_COUNT not in exc.fields:
                     raise

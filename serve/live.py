@@ -16,8 +16,12 @@ Design decisions
   restarted on an account already in drawdown still sees that drawdown. A file with a non-finite
   number or a peak that is not positive is unreadable, refused like malformed JSON (``reset`` or not).
 * **Kill switch.** The loop carries the drawdown kill switch the service applies (replicas keep no
-  state): each cycle is a bar, at which ``serve.client.KillSwitchTracker`` advances it with the rule the
-  served policy was trained with, and the request carries it. :meth:`LiveLoop.start` reads that rule
+  state): each cycle whose answer observes a new bar (``features_as_of``) advances it, by
+  ``serve.client.KillSwitchTracker``, with the rule the served policy was trained with, and the request
+  carries it. A cycle whose answer observes the bar the switch was last advanced at (a weekend's or a
+  holiday's cycle, or a loop cycling more often than the policy's bars) asks again with the switch as it
+  was (``KillSwitchTracker.settle``): counted by cycles, a loop cycling daily released the 20-bar switch
+  after 13 sessions. :meth:`LiveLoop.start` reads that rule
   from ``GET /v1/model`` (``serve.client.served_kill_switch``) before anything is ordered and
   ``serve.kill_switch_rule.loop_rule`` settles it against ``LiveConfig.kill_switch`` (unset: the served
   rule; a configured rule looser on any parameter is refused, naming both
@@ -39,7 +43,8 @@ Design decisions
   refused again (or under the same rule) holds the cycle; a refused rule stops the loop before it orders
   anything. A held cycle saves no switch, so the next cycle advances the saved one with the rule it
   reads: a loop is never stuck on a refused count. The state file keeps the switch (``kill_switch``:
-  active, bars since it tripped, the cycle's time, the rule it was advanced with), so a restart does not
+  active, bars since it tripped, the cycle's time, the rule it was advanced with, the bar it observed
+  then), so a restart does not
   disarm a tripped switch. One advanced under another rule (or recorded without one, by an earlier
   version) loads and is advanced with the current rule from its state: a count past the current
   ``release_after_bars`` releases at the next cycle, as the current rule would have. Its peak is the
@@ -462,9 +467,14 @@ class SavedKillSwitch(BaseModel):
     peak_equity: float | None = Field(
         None, gt=0, description="the switch's peak when a timed release restarted it below the file's"
     )
-    as_of: AwareDatetime = Field(description="the cycle (bar) it was last advanced at")
+    as_of: AwareDatetime = Field(description="the cycle it was last advanced at")
     rule: KillSwitchConfig | None = Field(
         None, description="the rule it was advanced with; None in a file of an earlier version"
+    )
+    bar: AwareDatetime | None = Field(
+        None,
+        description="the bar the service observed when it was last advanced (features_as_of): a cycle "
+        "whose answer observes it again does not advance it; None in a file of an earlier version",
     )
 
     def caller_state(self, account_peak: float) -> CallerKillSwitch:
@@ -480,7 +490,12 @@ class SavedKillSwitch(BaseModel):
             raise ValueError("the kill switch was not advanced: nothing to save")
         peak = None if state.peak_equity == account_peak else state.peak_equity
         return cls(
-            active=state.active, bars_active=state.bars_active, peak_equity=peak, as_of=bar, rule=tracker.rule
+            active=state.active,
+            bars_active=state.bars_active,
+            peak_equity=peak,
+            as_of=bar,
+            rule=tracker.rule,
+            bar=tracker.served_bar,
         )
 
 
@@ -1211,6 +1226,9 @@ class LiveLoop:
             switch = self._kill_switch(saved, account_peak, rule)  # this bar's advance, (re)done
             stamped = switch.stamp(servable)
             answer = self._act(stamped, deadline)
+            if answer is not None and (again := switch.settle(stamped, answer)) is not None:
+                stamped = again  # the answer observed the bar the switch was advanced at: not a new bar
+                answer = self._act(stamped, deadline)
             if answer is None:
                 return Refused(stamped.kill_switch.bars_active if stamped.kill_switch is not None else None)
             return answer
@@ -1364,7 +1382,7 @@ class LiveLoop:
             return KillSwitchTracker(
                 rule, CallerKillSwitch(active=False, bars_active=0, peak_equity=account_peak)
             )
-        return KillSwitchTracker(rule, saved.caller_state(account_peak), saved.as_of)
+        return KillSwitchTracker(rule, saved.caller_state(account_peak), saved.as_of, saved.bar)
 
     def _log_transitions(
         self,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import threading
+from collections.abc import Callable
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler
 from typing import Any
@@ -41,8 +42,11 @@ class ScriptedPolicy:
         kill_switch: KillSwitchConfig | None = None,
         served: str = "alpha@2",
         universe: list[str] | None = None,
+        observed_bar: Callable[[datetime], datetime | None] | None = None,
     ):
         self.targets, self.fallback = targets, fallback
+        self.observed_bar = observed_bar
+        """The bar an answer at ``as_of`` observed (``features_as_of``; None: not said)."""
         self.universe = universe if universe is not None else sorted({*SERVED_UNIVERSE, *targets})
         self.kill_switch = kill_switch or KillSwitchConfig()
         self.served = served
@@ -89,10 +93,12 @@ class ScriptedPolicy:
             )
             for s, (t, mode) in self.targets.items()
         }
+        as_of = request.as_of or T0
         return ActResponse(
             model=self.served,
             model_version=int(self.served.rsplit("@", 1)[1]),
-            as_of=request.as_of or T0,
+            as_of=as_of,
+            features_as_of=None if self.observed_bar is None else self.observed_bar(as_of),
             decisions=decisions,
             gross_exposure=0.0,
         )

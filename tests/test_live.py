@@ -286,6 +286,7 @@ def test_a_restart_keeps_a_tripped_kill_switch(tmp_path: Path) -> None:
         "peak_equity": None,
         "as_of": "2026-11-25T14:30:00Z",
         "rule": KillSwitchConfig().model_dump(),  # the served rule it was advanced with
+        "bar": None,  # the bar the answer observed: this double's answers say none
     }
     broker.cash = 81_000.0  # 19 % down: under the trigger, not back within the release drawdown
     with _loop(tmp_path, broker, policy, reset=False) as restarted:
@@ -320,7 +321,7 @@ def test_a_timed_release_keeps_the_switchs_own_peak_until_the_accounts_peak_is_i
         broker.cash = cash
         with LiveLoop(broker, policy, ["AAPL"], state_file, reset=day == 0) as loop:
             loop.cycle(T0 + timedelta(days=day))  # a restart every cycle
-        saved.append({k: v for k, v in _saved_switch(tmp_path).items() if k not in ("as_of", "rule")})
+        saved.append({k: v for k, v in _saved_switch(tmp_path).items() if k not in ("as_of", "rule", "bar")})
     assert [r.drawdown_pct for r in policy.requests][-2:] == [pytest.approx(-0.24), 0.0]  # the account's peak
     assert saved == [
         {"active": False, "bars_active": 0, "peak_equity": None},

@@ -4,16 +4,19 @@ read it."""
 
 from __future__ import annotations
 
+import itertools
 import json
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from pydantic import SecretStr
 
 from raytrade.envs.kill_switch import KillSwitchConfig
 from raytrade.replay import read_frame
+from raytrade.replay.exchange_calendar import nyse_holidays, trading_days_between
 from raytrade.serve.client import (
     FALLBACK_MODEL,
     ClientConfig,
@@ -499,3 +502,65 @@ def test_a_cycle_with_none_of_its_symbols_served_still_advances_the_switch(tmp_p
     assert _switches(policy)[-1] == (True, 1, 100_000.0)
     saved = json.loads((tmp_path / "state.json").read_text())["kill_switch"]
     assert (saved["active"], saved["bars_active"]) == (True, 1)
+
+
+def _last_session(as_of: datetime) -> datetime:
+    """The NYSE session whose daily bar (closed at the next UTC midnight) is the newest closed by
+    ``as_of``: the bar a daily policy's answer observes."""
+    day = np.busday_offset(
+        np.datetime64(as_of.date() - timedelta(days=1)), 0, roll="backward", holidays=nyse_holidays()
+    )
+    return datetime.fromisoformat(str(day)).replace(tzinfo=UTC)
+
+
+def test_the_switch_counts_the_bars_the_policy_observed_not_the_loops_daily_cycles(tmp_path: Path) -> None:
+    """A daily cycle at 15:00 UTC, seven days a week (the loop's default), the account 25 % down from
+    Friday 2025-01-17 on. The service observes the last NYSE session's bar: the weekends and
+    Martin Luther King Day bring none. Counted by cycles the switch released on Thursday 2025-02-06,
+    13 sessions after the trip; the policy's 20 bars end with the bar of Friday 2025-02-14."""
+    policy = ScriptedPolicy({"AAPL": (0.0, "flat")}, observed_bar=_last_session)
+    start = datetime(2025, 1, 16, 15, tzinfo=UTC)  # a Thursday
+    broker = FakeBroker(100_000.0, PRICES)
+    taken: list[tuple[datetime, bool, int]] = []
+    with LiveLoop(broker, policy, ["AAPL"], tmp_path / "state.json", reset=True) as loop:
+        for day in range(33):
+            broker.cash = 100_000.0 if day == 0 else 75_000.0
+            loop.cycle(start + timedelta(days=day))
+            saved = LiveState.load(tmp_path / "state.json").kill_switch
+            assert saved is not None
+            taken.append((start + timedelta(days=day), saved.active, saved.bars_active))
+    tripped = [when for when, active, bars in taken if active and bars == 0]
+    assert tripped[0].date().isoformat() == "2025-01-17"  # observing Thursday's bar
+    released = next(when for when, active, _ in taken if when > tripped[0] and not active)
+    assert released.date().isoformat() == "2025-02-15"  # the first cycle observing Friday 02-14's bar
+    assert _last_session(released).date().isoformat() == "2025-02-14"
+    assert trading_days_between(_last_session(tripped[0]).date(), _last_session(released).date()) == 20
+    # a cycle that observes the bar of the one before it sends the switch as it was
+    for (before, _, bars_before), (when, active, bars) in itertools.pairwise(taken):
+        if active and _last_session(when) == _last_session(before):
+            assert bars == bars_before, when
+    saved = LiveState.load(tmp_path / "state.json").kill_switch
+    assert saved is not None and saved.bar == _last_session(start + timedelta(days=32))
+
+
+def test_a_saved_switch_remembers_the_bar_it_observed_across_a_restart(tmp_path: Path) -> None:
+    """Saturday's cycle (the service still on Friday's bar) advanced, then restarted on Sunday: Sunday's
+    cycle observes that bar again and sends the switch as Saturday saved it."""
+    policy = ScriptedPolicy({"AAPL": (0.0, "flat")}, observed_bar=_last_session)
+    saturday = datetime(2025, 1, 18, 15, tzinfo=UTC)
+    broker = FakeBroker(75_000.0, PRICES)
+    state = tmp_path / "state.json"
+    LiveState(peak_equity=100_000.0).save(state)
+    with LiveLoop(broker, policy, ["AAPL"], state) as loop:
+        loop.cycle(saturday)
+    after_saturday = LiveState.load(state).kill_switch
+    assert after_saturday is not None and after_saturday.bar is not None
+    assert after_saturday.bar.date().isoformat() == "2025-01-17"
+    with LiveLoop(broker, policy, ["AAPL"], state) as loop:
+        loop.cycle(saturday + timedelta(days=1))
+    after_sunday = LiveState.load(state).kill_switch
+    assert after_sunday is not None
+    assert after_sunday.active == after_saturday.active
+    assert after_sunday.bars_active == after_saturday.bars_active
+    assert policy.requests[-1].kill_switch is not None
+    assert policy.requests[-1].kill_switch.bars_active == after_saturday.bars_active

@@ -440,8 +440,11 @@ DAY = timedelta(days=1)
 
 
 def _at(days: int, **changes: Any) -> bytes:
-    """:data:`ANSWER` (with ``changes``) for the bar ``days`` after :data:`AS_OF`."""
-    return _answer_with(as_of=(AS_OF + days * DAY).isoformat(), **changes)
+    """:data:`ANSWER` (with ``changes``) for the bar ``days`` after :data:`AS_OF`: asked then, observing
+    the bar ``days`` after :data:`ANSWER`'s."""
+    assert ANSWER.features_as_of is not None
+    observed = (ANSWER.features_as_of + days * DAY).isoformat()
+    return _answer_with(**{"as_of": (AS_OF + days * DAY).isoformat(), "features_as_of": observed, **changes})
 
 
 def _sent_switches(fake: FakePolicyService) -> list[CallerKillSwitch | None]:

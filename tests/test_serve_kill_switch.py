@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from datetime import datetime
+from datetime import datetime, timedelta
 from http.server import BaseHTTPRequestHandler
 from typing import Any
 
@@ -180,6 +180,26 @@ def test_a_retried_bar_does_not_advance_the_count(
     b1, b2, b3 = _bars(service, 3)
     _through_the_client(url, service, [PEAK * 0.79] * 4, [b1, b2, b2, b3])  # bar 2 asked twice
     assert [r.kill_switch.bars_active for r in received[first:] if r.kill_switch is not None] == [0, 1, 1, 2]
+
+
+def test_calls_that_observe_the_same_bar_do_not_advance_the_count(
+    service: DecisionService, served: tuple[str, list[ActRequest]]
+) -> None:
+    """Asked hourly on a daily policy: the answers at b1 + 1 h and + 2 h observe b1 again, so each
+    advance is undone and the request asked again with the switch as it was; the count moves once per
+    bar the service observed (it moved once per call: 0, 1, 2, 3, 4, 5)."""
+    url, received = served
+    first = len(received)
+    b1, b2, b3 = _bars(service, 3)
+    hour = timedelta(hours=1)
+    asked = [b1, b1 + hour, b1 + 2 * hour, b2, b2 + hour, b3]
+    answers = _through_the_client(url, service, [PEAK * 0.79] * 6, asked)
+    seen = [a.features_as_of for a in answers]
+    assert seen[0] == seen[1] == seen[2] != seen[3] == seen[4] != seen[5], seen
+    counts = [r.kill_switch.bars_active for r in received[first:] if r.kill_switch is not None]
+    # each later call within a bar: the advanced count asked, then the count as it was
+    assert counts == [0, 1, 0, 1, 0, 1, 2, 1, 2]
+    assert all(a.kill_switch_active for a in answers)
 
 
 def test_the_observations_kill_features_are_the_simulators_for_the_same_state(
