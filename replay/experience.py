@@ -11,7 +11,10 @@ Design decisions
 * All rows of one step share one ``ts`` and are appended in one batch, so they lie in one file
   (the writer writes one file per batch and year). :func:`read_transitions` therefore assembles
   whole files in Ray Data tasks (consecutive files up to ``READ_ROWS_PER_TASK`` rows per task):
-  streaming, no shuffle, nothing read into the driver.
+  streaming, nothing read into the driver. A learner reads them shuffled (``shuffle_seed``): each
+  task's transitions in a seeded random order and the tasks' blocks too, since each task assembles
+  its rows in (episode, step) order, and a learner fed them so saw one episode's consecutive days in
+  every minibatch and, past a few hundred thousand rows, never reached the window's later years.
   :func:`transitions_from_table` is the assembly, vectorised over steps (one sort, per-step flags
   from ``reduceat``, the list columns flattened once): a Python loop over steps ran at about 2,000
   transitions/s and was the whole cost of feeding an offline learner; :func:`transitions_from_frame`
@@ -706,11 +709,15 @@ def read_transitions_frame(
     observation_spec: str | None = None,
     reward_scale: float = 1.0,
     zeroed_state: Sequence[int] = (),
+    shuffle_seed: int | None = None,
 ) -> dict[str, np.ndarray]:
     """The pandas path: every transition of the store at ``root`` read at once (small data only),
-    rewards divided by ``reward_scale`` as :func:`read_transitions` divides them."""
+    rewards divided by ``reward_scale`` as :func:`read_transitions` divides them, in (episode, step)
+    order, or with ``shuffle_seed`` in the random order its one read task would give them."""
     table = read_table(root, "experience", start=start, end=end, columns=list(READ_COLUMNS))
     transitions = transitions_from_table(table, n_assets, obs_dim, symbols, observation_spec, zeroed_state)
+    if shuffle_seed is not None:
+        transitions = shuffled(transitions, np.random.default_rng(json.loads(_task_seed(shuffle_seed, 0))))
     return transitions if reward_scale == 1.0 else scale_rewards(transitions, reward_scale)
 
 
@@ -724,14 +731,18 @@ def read_transitions(
     observation_spec: str | None = None,
     reward_scale: float = 1.0,
     zeroed_state: Sequence[int] = (),
+    shuffle_seed: int | None = None,
 ) -> ray.data.Dataset:
     """The transitions of the store at ``root`` dated ``[start, end]`` (inclusive; None: unbounded)
     as a lazy ``ray.data.Dataset`` (columns ``OUTPUT_COLUMNS``): one read-and-assemble task per group
     of committed files of at most ``READ_ROWS_PER_TASK`` rows (see the module docstring; the checks of
     :func:`transitions_from_table`, a decision id read in an earlier group left out, ``zeroed_state``
     as there), every reward divided by ``reward_scale`` (:func:`scale_rewards`; 1.0: as logged).
-    Row order is not guaranteed; an empty table is refused (nothing to learn from); a window holding
-    no transition is for the caller to refuse beforehand (:func:`check_window`, it reads the dates)."""
+    With ``shuffle_seed`` each task's transitions come in a random order drawn from it and the task's
+    index, and the tasks' blocks in a random order drawn from it (a learner's minibatches); without,
+    each task's in (episode, step) order and the order of the tasks is not guaranteed. An empty table
+    is refused (nothing to learn from); a window holding no transition is for the caller to refuse
+    beforehand (:func:`check_window`, it reads the dates)."""
     import ray.data
 
     from raytrade.replay.reader import _check_version, _row_filter
@@ -762,11 +773,17 @@ def read_transitions(
     groups = read_groups([f for f in files if rows[f]], rows, READ_ROWS_PER_TASK)
     drops = read_earlier(groups, row_filter)
     items = [  # drop as JSON text: one column type whether a group drops ids or not
-        {"paths": [str(f) for f in group], "drop": json.dumps(drop)}
-        for group, drop in zip(groups, drops, strict=True)
+        {"paths": [str(f) for f in group], "drop": json.dumps(drop), "shuffle": _task_seed(shuffle_seed, i)}
+        for i, (group, drop) in enumerate(zip(groups, drops, strict=True))
     ]
     paths = ray.data.from_items(items, override_num_blocks=len(items))
-    return paths.map_batches(task, batch_size=1, batch_format="pyarrow", num_cpus=READ_CPUS)
+    read = paths.map_batches(task, batch_size=1, batch_format="pyarrow", num_cpus=READ_CPUS)
+    return read if shuffle_seed is None else read.randomize_block_order(seed=shuffle_seed)
+
+
+def _task_seed(seed: int | None, task: int) -> str:
+    """A read task's shuffle seed as text (one column type whether set or not): ``""`` for none."""
+    return "" if seed is None else json.dumps([seed, task])
 
 
 def read_groups(files: list[Path], rows: Mapping[Path, int], rows_per_group: int) -> list[list[Path]]:
@@ -851,7 +868,16 @@ def _file_transitions(
     if drop:
         table = table.filter(pc.invert(pc.is_in(table.column("decision_id"), value_set=pa.array(drop))))
     transitions = transitions_from_table(table, n_assets, obs_dim, symbols, observation_spec, zeroed_state)
+    seeds = batch.column("shuffle").to_pylist() if "shuffle" in names else []  # type: ignore[attr-defined]
+    if seeds and seeds[0]:
+        transitions = shuffled(transitions, np.random.default_rng(json.loads(seeds[0])))
     return transitions if reward_scale == 1.0 else scale_rewards(transitions, reward_scale)
+
+
+def shuffled(transitions: dict[str, np.ndarray], rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """``transitions`` (columns of one length) with their rows in a random order drawn from ``rng``."""
+    order = rng.permutation(len(next(iter(transitions.values()))))
+    return {name: column[order] for name, column in transitions.items()}
 
 
 def _transition_rows(path: Path) -> int:

@@ -395,6 +395,37 @@ def test_ray_data_feeds_the_learner_the_rows_rllibs_pre_learner_made(
         np.testing.assert_array_equal(got[key], values, err_msg=key)
 
 
+def first_minibatch(config: Any) -> dict[str, np.ndarray]:
+    """The first minibatch a learner draws from ``ExperienceData(config)``, as RLlib draws it
+    (``iter_batches`` with the data's ``iter_batches_kwargs``)."""
+    from raytrade.tune_specs.offline import ExperienceData
+
+    data = ExperienceData(config)
+    size = config.train_batch_size_per_learner
+    return dict(next(iter(data.data.iter_batches(batch_size=size, **data.iter_batches_kwargs))))
+
+
+@pytest.mark.ray
+def test_a_learners_minibatch_draws_from_every_episode_and_across_the_window(
+    ray_session: None, store: Path, experience: Path
+) -> None:
+    """Read in (episode, step) order, a learner's first minibatch was the first episode's first 128
+    consecutive days, the next one its next 128: each update fitted one stretch of one episode."""
+    config = offline_config(store, experience, "bc").training(train_batch_size_per_learner=128)
+    batch = first_minibatch(config)
+    steps = read_transitions_frame(experience, n_assets=N_ASSETS)["t"]
+    episodes = {str(e) for e in batch["eps_id"]}
+    assert len(batch["t"]) == 128 and len(episodes) == 2, episodes
+    # spread over the whole window: from its first fifth to its last
+    assert batch["t"].min() < steps.max() / 5 and batch["t"].max() > steps.max() * 4 / 5
+    assert not np.all(np.diff(batch["t"]) == 1)
+    again = first_minibatch(config)  # one order per seed
+    np.testing.assert_array_equal(again["t"], batch["t"])
+    np.testing.assert_array_equal(again["eps_id"], batch["eps_id"])
+    other = first_minibatch(config.debugging(seed=7))
+    assert not np.array_equal(other["t"], batch["t"])
+
+
 def offline_algorithm(spec_name: str, store: Path, experience: Path, updates: int, **fixed: Any) -> Any:
     """The spec's config (validation scoring included) on ``experience``, with the searched values
     fixed and ``updates`` learner updates of 128 transitions per iteration, built in-process."""

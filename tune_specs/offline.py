@@ -128,6 +128,9 @@ class ExperienceData(OfflineData):
         root = experience_root(config.input_)
         self.path = Path(root)
         self.data_read_batch_size = config.input_read_batch_size
+        self.seed = 0 if config.seed is None else int(config.seed)
+        """Draws the order the transitions are read in (``replay.experience.read_transitions``) and the
+        minibatches from the read-ahead buffer: one order per seed."""
         self.materialize_data = config.materialize_data
         self.materialize_mapped_data = config.materialize_mapped_data
         self.data_is_mapped = False
@@ -159,6 +162,7 @@ class ExperienceData(OfflineData):
             observation_spec=layout.observation_spec,
             reward_scale=scale,
             zeroed_state=(PROGRESS_SLOT,),  # the env encodes 0 there; rows recorded before did not
+            shuffle_seed=self.seed,  # minibatches of transitions from anywhere in the window
         )
         if self.materialize_data:
             self.data = self.data.materialize()
@@ -170,6 +174,13 @@ class ExperienceData(OfflineData):
         self.locality_hints = None
         self.learner_handles = None
         self.module_spec = None
+
+    @property
+    def default_iter_batches_kwargs(self) -> dict[str, Any]:
+        """RLlib's, and each minibatch drawn from :data:`SHUFFLE_BUFFER_ROWS` rows read ahead (mixing the
+        read tasks' blocks, each shuffled within)."""
+        shuffle = {"local_shuffle_buffer_size": SHUFFLE_BUFFER_ROWS, "local_shuffle_seed": self.seed}
+        return dict(super().default_iter_batches_kwargs) | shuffle
 
     def sample(
         self,
@@ -213,6 +224,10 @@ class ExperienceData(OfflineData):
         )
         return copies_columns(self.config, module, connector)
 
+
+SHUFFLE_BUFFER_ROWS: Final = 4_096
+"""Transitions a learner reads ahead and draws each minibatch from at random (Ray Data's local
+shuffle buffer): 16 default minibatches, about 20 MB at 32 symbols."""
 
 COLUMN_CONNECTORS: Final = frozenset(
     {
