@@ -908,7 +908,18 @@ class LiveLoop:
         return count
 
     def cycle(self, now: datetime | None = None) -> CycleReport:
-        """Reconcile the previous cycles' orders with the broker, decide, submit, save, log."""
+        """Reconcile the previous cycles' orders with the broker, decide, submit, save, log. A cycle
+        that raises ends the episode of transitions: the decision waiting for its next observation
+        would otherwise be completed by a later cycle's, its reward spanning the bars in between (an
+        account unreadable for five days logged one step of six days)."""
+        try:
+            return self._cycle(now)
+        except BaseException:
+            self._pending_step = None
+            self._end_episode()
+            raise
+
+    def _cycle(self, now: datetime | None) -> CycleReport:
         from raytrade.serve.client import request_from_loop
 
         if not self._started:
@@ -1447,7 +1458,17 @@ class LiveLoop:
             log.info("decision %s: orders of unknown outcome on its bar: not a transition", last.cycle_id)
             self._end_episode()
             return rows
-        if last is not None:
+        skipped = None if last is None or same_bar else bars_skipped(last.bar, bar, served)
+        if last is not None and skipped:
+            log.info(
+                "decision %s observed the bar of %s, the next answer the bar of %s, %d bars missed in "
+                "between: not logged as a transition (a step is one bar)",
+                last.cycle_id,
+                last.bar,
+                bar,
+                skipped,
+            )
+        elif last is not None:
             same = served == last.symbols and not swapped
             if obs is not None and same and not same_bar and equity > 0 and last.equity > 0:
                 rows = transition_rows(now, self._episode_id or "", last, obs, equity)
@@ -2037,6 +2058,24 @@ def store_lag(last_closed: Mapping[str, pd.Timestamp], symbols: Sequence[str], n
         f"the store's newest closed bar lags as_of {at.isoformat()} for {len(lagging)} of {len(symbols)} "
         f"symbols: {shown}"
     )
+
+
+DAILY_BARS: Final = timedelta(hours=20)
+"""Two bars at least this far apart are daily bars (:func:`bars_skipped`); closer, intraday ones."""
+
+
+def bars_skipped(first: datetime | None, then: datetime | None, symbols: Sequence[str]) -> int:
+    """How many daily bars lie strictly between the bars ``first`` and ``then`` that a universe of
+    ``symbols`` steps on: NYSE sessions when it holds an equity (a store with equities steps on their
+    sessions), calendar days for crypto pairs alone. 0 when they are consecutive, when either is
+    unknown or when they are intraday (closer than :data:`DAILY_BARS`: their calendar is not known here).
+    A later bar that is no session (a synthetic calendar's holiday) counts as the next one."""
+    if first is None or then is None or then - first < DAILY_BARS:
+        return 0
+    start, end = first.astimezone(UTC).date(), then.astimezone(UTC).date()
+    if all(is_crypto_symbol(s) for s in symbols):
+        return max((end - start).days - 1, 0)
+    return max(trading_days_between(start + timedelta(days=1), end + timedelta(days=1)) - 1, 0)
 
 
 def _latest_dollar_volume(store: Path, symbols: Sequence[str], now: datetime) -> StoredVolumes | None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -390,3 +390,57 @@ def test_a_hot_swap_on_a_new_bar_starts_the_new_versions_episode_at_once() -> No
         rows = loop._advance_episode(days[k], f"c{k}", answer, 100.0 + k, {})
         logged += [(r["episode_id"], r["step"], r["policy_version"]) for r in rows if r["asset_index"] == 0]
     assert logged == [("live:c1", 0, "m@2")]  # not c0 -> c1 across the swap
+
+
+def test_a_cycle_that_raises_ends_the_episode(tmp_path: Path) -> None:
+    """The broker's account unreadable on days 2-6 (each cycle raises): day 1's decision waited and day
+    7's answer completed it, one step of six days in the same episode. Now day 7 starts an episode."""
+    policy = ObservingPolicy()
+    broker = FakeBroker(100_000.0, dict(PRICES))
+    read_account = broker.account
+    down = {"on": False}
+
+    def account() -> Any:
+        if down["on"]:
+            raise RuntimeError("broker unreachable")
+        return read_account()
+
+    broker.account = account  # type: ignore[method-assign]
+    with _loop(tmp_path, broker, policy) as loop:
+        for day in range(9):
+            down["on"] = 2 <= day <= 6
+            try:
+                loop.cycle(T0 + timedelta(days=day))
+            except RuntimeError:
+                assert down["on"]
+    tr = read_transitions_frame(tmp_path / "store", n_assets=N)
+    episodes = list(tr["eps_id"])
+    assert list(tr["t"]) == [0, 0] and len(set(episodes)) == 2, (episodes, list(tr["t"]))
+    # each spans one day: the first from day 0's decision, the second from day 7's
+    assert [o[0] for o in tr["obs"]] == [1.0, 3.0] and [o[0] for o in tr["new_obs"]] == [2.0, 4.0]
+
+
+def test_an_answer_bars_after_the_pending_decisions_is_no_transition() -> None:
+    """The nightly ingest failed for two nights: the service answered on Tuesday's bar until it caught up
+    on Friday's. Tuesday's decision is not completed by Friday's answer (a reward of three bars logged
+    as one step); Friday's starts an episode, and Monday's completes it (the weekend is no bar)."""
+    loop = _bookkeeping_loop()
+    day = {d: datetime(2025, 3, d, tzinfo=UTC) for d in (3, 4, 7, 10)}  # Mon, Tue, Fri, next Mon
+    script = [(3, 3), (4, 4), (5, 4), (6, 4), (7, 7), (10, 10)]  # (the cycle's day, the bar observed)
+    logged: list[tuple[str, int, float]] = []
+    for k, (cycle_day, bar_day) in enumerate(script):
+        when = datetime(2025, 3, cycle_day, 15, tzinfo=UTC)
+        rows = loop._advance_episode(when, f"c{k}", _answer(k, day[bar_day]), 100.0 + k, {})
+        logged += [(r["episode_id"], r["step"], r["observation"][0]) for r in rows if r["asset_index"] == 0]
+    assert logged == [("live:c0", 0, 0.0), ("live:c4", 0, 4.0)]
+
+
+def test_bars_skipped_counts_the_universes_sessions() -> None:
+    from raytrade.serve.live import bars_skipped
+
+    friday, monday = datetime(2025, 1, 17, tzinfo=UTC), datetime(2025, 1, 21, tzinfo=UTC)  # MLK Day between
+    assert bars_skipped(friday, monday, ["AAPL", "BTCUSD"]) == 0  # the next NYSE session
+    assert bars_skipped(friday, monday, ["BTCUSD"]) == 3  # a pair alone steps on every day
+    assert bars_skipped(friday, monday + timedelta(days=1), ["AAPL"]) == 1
+    assert bars_skipped(friday, friday + timedelta(hours=5), ["AAPL"]) == 0  # intraday: not counted
+    assert bars_skipped(None, monday, ["AAPL"]) == 0
