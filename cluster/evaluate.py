@@ -236,6 +236,8 @@ def evaluate_command(
     """Evaluate POLICIES on the replay store and write report.json / report.md / report.html to OUT."""
     from raytrade.envs.evaluation.harness import CashRateCoverageError
 
+    if after_training and walk_forward is None:  # the config's own refusal names its fields, not flags
+        raise InputError("--after-training cuts the --walk-forward folds: give --walk-forward K too")
     try:
         report = run_evaluation(
             replay,

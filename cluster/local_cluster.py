@@ -168,6 +168,25 @@ def no_cluster_message(address: str) -> str:
     )
 
 
+CONNECT_TIMEOUT_S: Final = 5.0
+"""How long :func:`answers` waits for a Ray address to accept a connection."""
+
+
+def answers(address: str, timeout_s: float = CONNECT_TIMEOUT_S) -> bool:
+    """Whether something accepts a TCP connection at ``address`` (``host:port``, or ``ray://host:port``)
+    within ``timeout_s``; True for any other form (``auto``: Ray finds the address itself). A stopped
+    cluster's address (the ``RAY_ADDRESS`` exported before ``raytrade cluster down``) made ``ray.init``
+    retry for minutes, printing only "Failed to connect to GCS", instead of failing in one line."""
+    host, sep, port = address.removeprefix("ray://").rpartition(":")
+    if not sep or not host or not port.isdigit():
+        return True
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s):
+            return True
+    except OSError:
+        return False
+
+
 def init_ray(address: str | None, *, dashboard: bool, num_cpus: int | None = None) -> bool:
     """Connect an entrypoint to Ray, unless this process already is: to the cluster at ``address``
     (``auto``, ``host:port``), else to ``$RAY_ADDRESS`` when set (a Ray job's entrypoint has it), else
@@ -184,6 +203,8 @@ def init_ray(address: str | None, *, dashboard: bool, num_cpus: int | None = Non
     os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
     address = address or os.environ.get("RAY_ADDRESS") or None
     if address is not None:
+        if not answers(address):  # Ray retries a dead address for minutes, printing only its retries
+            raise LocalClusterError(no_cluster_message(address))
         try:
             context = ray.init(address=address, log_to_driver=False)
         except ConnectionError:

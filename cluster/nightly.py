@@ -357,7 +357,8 @@ def results_section(
         *(f"> **not evaluated:** {why}\n" for why in (left_out or {}).values()),
         *(f"> **warning:** {w}\n" for w in report_warnings(report)),
         "Every window ends flat: returns and costs include closing the book at its last close "
-        "(`exit bps`, of the final equity); sections dated before 2026-12-04 were marked to market.",
+        "(`exit bps`, of the equity at the last close before the exit); sections dated before 2026-12-04 "
+        "were marked to market.",
         "",
         _cash_sentence(report),
         "",

@@ -548,3 +548,14 @@ def test_a_rate_file_kept_current_since_the_model_trained_is_the_rate_it_trained
     assert [
         w for w in other.warnings if w.startswith("registry:filed trained with idle cash earning a schedule")
     ]
+
+
+def test_after_training_without_walk_forward_names_the_flags(synthetic_store: Path, tmp_path: Path) -> None:
+    """It named the config's fields ("after_training ... needs walk_forward"), not the flags to give."""
+    from raytrade.cluster.evaluate import evaluate_command
+
+    args = ["--replay", str(synthetic_store), "--policies", "cash", "--out", str(tmp_path / "o")]
+    lone = CliRunner().invoke(evaluate_command, [*args, "--after-training"])
+    assert lone.exit_code == 2, lone.output
+    assert "--after-training cuts the --walk-forward folds: give --walk-forward K too" in lone.output
+    assert not (tmp_path / "o").exists()

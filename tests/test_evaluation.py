@@ -144,6 +144,7 @@ def test_report_metrics_recompute_from_its_returns(store: Path, tmp_path: Path) 
     )
     on_disk = read_report(tmp_path / "r" / "report.json")
     assert on_disk == report
+    assert "## Plots" not in (tmp_path / "r" / "report.md").read_text()  # none drawn: no empty section
     ppy = on_disk.periods_per_year
     for name, entry in on_disk.policies.items():
         assert len(entry.timestamps) == len(entry.returns)

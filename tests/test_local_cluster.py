@@ -295,6 +295,7 @@ def test_a_local_ray_starts_with_its_dashboard_unless_asked_not_to(
 ) -> None:
     import ray
 
+    from raytrade.cluster import local_cluster
     from raytrade.cluster.local_cluster import init_ray
 
     calls: list[dict[str, object]] = []
@@ -308,6 +309,7 @@ def test_a_local_ray_starts_with_its_dashboard_unless_asked_not_to(
 
     monkeypatch.setattr(ray, "is_initialized", lambda: False)
     monkeypatch.setattr(ray, "init", fake_init)
+    monkeypatch.setattr(local_cluster, "answers", lambda address: True)  # what ray.init is asked, here
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
     assert init_ray(None, dashboard=True, num_cpus=2)
     assert "Ray dashboard: http://127.0.0.1:8265" in capsys.readouterr().out
@@ -323,6 +325,35 @@ def test_a_local_ray_starts_with_its_dashboard_unless_asked_not_to(
         {"address": "auto", "log_to_driver": False},
         {"address": "10.0.0.5:6379", "log_to_driver": False},
     ]
+
+
+@pytest.mark.timeout(30)
+def test_an_address_where_nothing_answers_fails_in_one_line_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The RAY_ADDRESS of a cluster since stopped: ray.init retried it for minutes, printing only
+    "Failed to connect to GCS"; now one line, without asking Ray."""
+    import socket
+
+    import ray
+
+    from raytrade.cluster.local_cluster import answers, init_ray
+
+    with socket.socket() as probe:  # a port nothing listens on once this closes
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(ray, "init", lambda **kw: pytest.fail(f"ray.init asked: {kw}"))
+    monkeypatch.setenv("RAY_ADDRESS", f"127.0.0.1:{port}")
+    started = time.monotonic()
+    with pytest.raises(LocalClusterError, match=f"none answered at '127.0.0.1:{port}'.*raytrade cluster up"):
+        init_ray(None, dashboard=False)
+    assert time.monotonic() - started < 10
+    with pytest.raises(LocalClusterError, match=f"none answered at 'ray://127.0.0.1:{port}'"):
+        init_ray(f"ray://127.0.0.1:{port}", dashboard=False)
+    with socket.socket() as listening:
+        listening.bind(("127.0.0.1", 0))
+        listening.listen()
+        assert answers(f"127.0.0.1:{listening.getsockname()[1]}")
+    assert answers("auto")  # Ray finds that one itself
 
 
 def test_up_refuses_while_the_recorded_head_runs(tmp_path: Path) -> None:

@@ -383,8 +383,9 @@ def report_blocks(
     if report.stress_scenarios:
         blocks += _stress(report, names)
     blocks += _large_moves(report)
-    blocks.append(Block("h2", "Plots"))
-    blocks += [Block("img", text=p) for p in plots]
+    if plots:  # --no-plots: no empty section
+        blocks.append(Block("h2", "Plots"))
+        blocks += [Block("img", text=p) for p in plots]
     if run_seconds is not None:
         blocks.append(Block("p", f"Run time {run_seconds:.1f} s."))
     return blocks
