@@ -1,7 +1,8 @@
 """``raytrade serve``: deploy a registry policy as the trading loop's HTTP endpoint (Ray Serve).
 
     raytrade serve --model NAME[@VERSION] [--registry DIR] [--host 127.0.0.1] [--port 8000]
-                   [--replicas 1] [--max-feature-age-hours 96] [--max-quote-move 3] [--max-as-of-skew-s 900]
+                   [--replicas 1] [--max-feature-age-hours 96] [--max-missed-bars 1] [--max-quote-move 3]
+                   [--max-as-of-skew-s 900]
                    [--max-body-bytes 1048576] [--docs] [--detach]
 
 The bearer token comes from ``RAYTRADE_SERVE_TOKEN`` (or the settings file), at least 32 characters
@@ -27,7 +28,7 @@ import click
 from raytrade.cluster.errors import one_line_errors
 from raytrade.cluster.options import caps_options, exposure_caps, registry_option
 from raytrade.replay.remote import location
-from raytrade.replay.timeutil import MAX_FEATURE_AGE_HOURS
+from raytrade.replay.timeutil import MAX_FEATURE_AGE_HOURS, MAX_MISSED_BARS
 from raytrade.serve.batcher import DEFAULT_BUSY_WAIT_MS
 from raytrade.serve.caps import MAX_QUOTE_MOVE
 
@@ -57,7 +58,15 @@ DETACH_NEEDS_ADDRESS = (
     default=MAX_FEATURE_AGE_HOURS,
     show_default=True,
     help="Older features (hours since their bar closed) give a hold-everything answer (0: never stale, "
-    "e.g. synthetic data).",
+    "e.g. synthetic data; --max-missed-bars is then not checked either).",
+)
+@click.option(
+    "--max-missed-bars",
+    type=click.IntRange(0),
+    default=MAX_MISSED_BARS,
+    show_default=True,
+    help="Daily data: features of a bar after which more of the universe's bars closed (NYSE sessions "
+    "with an equity, days for crypto alone) give a hold-everything answer too.",
 )
 @click.option(
     "--max-quote-move",
@@ -119,6 +128,7 @@ def serve_command(
     replicas: int,
     replica_cpus: float,
     max_feature_age_hours: float,
+    max_missed_bars: int,
     max_quote_move: float,
     kill_drawdown: float | None,
     max_batch_size: int,
@@ -143,6 +153,7 @@ def serve_command(
     verify_version(model, registry, None if registry_key is None else registry_key())
     decide = ServeConfig(
         max_feature_age_hours=max_feature_age_hours or None,
+        max_missed_bars=max_missed_bars,
         max_quote_move=max_quote_move or None,
         kill_drawdown=kill_drawdown,
         caps=exposure_caps(caps),

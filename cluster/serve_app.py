@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from raytrade.cluster.settings import load_settings, registry_key_reader
 from raytrade.models.registry_load import verify_version
-from raytrade.replay.timeutil import MAX_FEATURE_AGE_HOURS
+from raytrade.replay.timeutil import MAX_FEATURE_AGE_HOURS, MAX_MISSED_BARS
 from raytrade.serve.app import HttpConfig, ServiceConfig, build_app
 from raytrade.serve.caps import MAX_QUOTE_MOVE, ExposureCaps
 from raytrade.serve.decide import ServeConfig
@@ -32,6 +32,7 @@ class BuilderArgs(BaseModel):
     replicas: int = Field(1, ge=1)
     replica_cpus: float = Field(1.0, ge=0)
     max_feature_age_hours: float = Field(MAX_FEATURE_AGE_HOURS, ge=0, description="0: never stale")
+    max_missed_bars: int = Field(MAX_MISSED_BARS, ge=0)
     max_quote_move: float = Field(MAX_QUOTE_MOVE, ge=0, description="0: no quote band (else above 1)")
     max_batch_size: int = Field(16, ge=1)
     batch_wait_ms: float = Field(ServiceConfig.model_fields["batch_wait_ms"].default, ge=0)
@@ -66,6 +67,7 @@ def app_builder(args: dict[str, str]) -> Any:
         registry=parsed.registry,
         decide=ServeConfig(
             max_feature_age_hours=parsed.max_feature_age_hours or None,
+            max_missed_bars=parsed.max_missed_bars,
             max_quote_move=parsed.max_quote_move or None,
             caps=parsed.caps,
         ),

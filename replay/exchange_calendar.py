@@ -17,7 +17,7 @@ side of a trading day, which for a staleness warning means one warning too many,
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import date, timedelta
 from functools import lru_cache
 from typing import Final
 
@@ -87,3 +87,14 @@ def trading_days_between(start: date, end: date) -> int:
     how many sessions the market held from ``start``'s on, before ``end``'s. Negative when ``end``
     is before ``start``."""
     return int(np.busday_count(start, end, holidays=nyse_holidays()))
+
+
+def daily_bars_between(first: date, then: date, crypto_only: bool) -> int:
+    """The daily bars a universe steps on strictly between the days ``first`` and ``then``: NYSE
+    trading days when it holds an equity (a store with equities steps on their sessions), calendar
+    days for crypto pairs alone (their bars never pause). 0 when ``then`` is not two days after
+    ``first``. A store whose newest bar is Friday's, read on the Tuesday after a Monday holiday, has
+    missed none; read on Thursday, two (Tuesday's and Wednesday's)."""
+    if crypto_only:
+        return max((then - first).days - 1, 0)
+    return max(trading_days_between(first + timedelta(days=1), then), 0)

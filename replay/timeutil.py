@@ -33,6 +33,12 @@ or the symbol stopped trading. 96 h covers a closed market's longest ordinary ga
 the Tuesday after a Monday holiday). The policy service refuses to decide on them
 (``--max-feature-age-hours``' default) and cost calibration fits no fill on them."""
 
+MAX_MISSED_BARS: Final = 1
+"""On daily data, features of a bar that more of the universe's bars closed after (NYSE sessions with
+an equity, days for crypto alone: ``replay.exchange_calendar.daily_bars_between``) are stale too: 96
+hours let a store three sessions behind decide in mid-week. One missed bar passes (a nightly that has
+not run yet). The policy service's ``--max-missed-bars`` default."""
+
 DAILY_SPACING: Final = pd.Timedelta(hours=20)
 """Bars whose smallest spacing is at least this are daily. Intraday timeframes (1m, 1h) are at most a
 few hours apart; daily bars stamped at a local midnight (Alpaca: New York for stocks, US Central for

@@ -104,8 +104,9 @@ from raytrade.envs.normalization import MISSING_CHANNEL
 from raytrade.envs.simulator import Observation, constrained_targets, exposure_limits
 from raytrade.models.inference import broken_rows, trace_for_inference
 from raytrade.replay.errors import InputError
+from raytrade.replay.exchange_calendar import daily_bars_between
 from raytrade.replay.loop_rules import LoopRules, coin_quote, is_crypto_symbol
-from raytrade.replay.timeutil import MAX_FEATURE_AGE_HOURS, series_closed_at
+from raytrade.replay.timeutil import DAILY_SPACING, MAX_FEATURE_AGE_HOURS, MAX_MISSED_BARS, series_closed_at
 from raytrade.serve.answer_check import FLAT
 from raytrade.serve.caps import MAX_QUOTE_MOVE, ExposureCaps, cap_targets, gate_reasons
 from raytrade.serve.fallback import hold_everything
@@ -158,6 +159,14 @@ class ServeConfig(BaseModel):
         gt=0,
         description="features older than this (hours from the observed bar's close to as_of) give a "
         "hold-everything fallback (None: never stale)",
+    )
+    max_missed_bars: int | None = Field(
+        MAX_MISSED_BARS,
+        ge=0,
+        description="daily data: features of a bar that more of the universe's bars (NYSE sessions with "
+        "an equity, days for crypto alone) have closed after, before as_of, give a hold-everything "
+        "fallback, as stale as max_feature_age_hours says (None: not checked; nor while "
+        "max_feature_age_hours is None)",
     )
     kill_drawdown: float | None = Field(
         None, gt=0, le=1, description="account drawdown that activates unwind-only (None: the trained one)"
@@ -248,6 +257,8 @@ class DecisionService:
         self._kill_trigger = self.config.kill_drawdown or (ks.trigger_drawdown if ks.enabled else None)
         self._kill_release_bars = ks.release_after_bars
         self._ts = data.ts.astype("datetime64[us]")
+        self._daily = len(self._ts) < 2 or bool(np.diff(self._ts).min() >= np.timedelta64(DAILY_SPACING))
+        self._crypto_only = bool(self._is_crypto.all())
         # when each bar has surely closed, in microseconds since the epoch: the bar look-up (module doc)
         self._closed_us = bar_close_times(self._ts).astype(np.int64)
         self._bar_times: dict[int, tuple[datetime, datetime]] = {}
@@ -465,7 +476,9 @@ class DecisionService:
 
     def _stale_reason(self, p: Prepared) -> str | None:
         """Why ``p``'s features are too old to decide on (``max_feature_age_hours``), measured from
-        the bar's close (module doc); None when they are fresh enough."""
+        the bar's close (module doc), or, on daily data, by the universe's bars closed since
+        (``max_missed_bars``: 96 hours let a store three sessions behind decide midweek); None when
+        they are fresh enough."""
         limit = self.config.max_feature_age_hours
         if limit is None:
             return None
@@ -475,6 +488,17 @@ class DecisionService:
             return (
                 f"features are from the bar of {bar_time.isoformat()}, closed at {closed.isoformat()}, "
                 f"{age_h:.1f} h old, over the limit of {limit:g} h: holding"
+            )
+        most = self.config.max_missed_bars
+        if most is None or not self._daily:
+            return None
+        missed = daily_bars_between(bar_time.date(), p.as_of.astimezone(UTC).date(), self._crypto_only)
+        if missed > most:
+            unit = "days" if self._crypto_only else "NYSE sessions"
+            return (
+                f"features are from the bar of {bar_time.date().isoformat()}, and {missed} {unit} closed "
+                f"after it before {p.as_of.isoformat()} (the store stopped updating?), over the limit of "
+                f"{most} (max_missed_bars): holding"
             )
         return None
 

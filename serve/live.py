@@ -202,7 +202,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StrictBool, St
 
 from raytrade.envs.kill_switch import KillSwitchConfig
 from raytrade.replay.errors import InputError, first_problem
-from raytrade.replay.exchange_calendar import trading_days_between
+from raytrade.replay.exchange_calendar import daily_bars_between, trading_days_between
 from raytrade.replay.loop_rules import coin_quote, is_crypto_symbol
 from raytrade.replay.sources.alpaca import SourceError, TopOfBook, parse_symbol
 from raytrade.replay.stored_keys import KeyCache
@@ -2068,14 +2068,12 @@ def bars_skipped(first: datetime | None, then: datetime | None, symbols: Sequenc
     """How many daily bars lie strictly between the bars ``first`` and ``then`` that a universe of
     ``symbols`` steps on: NYSE sessions when it holds an equity (a store with equities steps on their
     sessions), calendar days for crypto pairs alone. 0 when they are consecutive, when either is
-    unknown or when they are intraday (closer than :data:`DAILY_BARS`: their calendar is not known here).
-    A later bar that is no session (a synthetic calendar's holiday) counts as the next one."""
+    unknown or when they are intraday (closer than :data:`DAILY_BARS`: their calendar is not known here)
+    (``replay.exchange_calendar.daily_bars_between``)."""
     if first is None or then is None or then - first < DAILY_BARS:
         return 0
-    start, end = first.astimezone(UTC).date(), then.astimezone(UTC).date()
-    if all(is_crypto_symbol(s) for s in symbols):
-        return max((end - start).days - 1, 0)
-    return max(trading_days_between(start + timedelta(days=1), end + timedelta(days=1)) - 1, 0)
+    crypto_only = all(is_crypto_symbol(s) for s in symbols)
+    return daily_bars_between(first.astimezone(UTC).date(), then.astimezone(UTC).date(), crypto_only)
 
 
 def _latest_dollar_volume(store: Path, symbols: Sequence[str], now: datetime) -> StoredVolumes | None:

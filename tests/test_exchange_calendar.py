@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import date, timedelta
 
 from raytrade.replay.exchange_calendar import trading_days_between
 
@@ -19,3 +19,14 @@ def test_the_nyse_calendar_closes_on_its_observed_holidays_only() -> None:
     assert trading_days_between(date(2026, 4, 2), date(2026, 4, 6)) == 1
     # a whole year: 2026 has 251 sessions
     assert trading_days_between(date(2026, 1, 1), date(2027, 1, 1)) == 251
+
+
+def test_daily_bars_between_counts_the_universes_bars_strictly_between() -> None:
+    from raytrade.replay.exchange_calendar import daily_bars_between
+
+    friday, tuesday = date(2025, 1, 17), date(2025, 1, 21)  # Martin Luther King Day between
+    assert daily_bars_between(friday, tuesday, crypto_only=False) == 0  # nothing missed
+    assert daily_bars_between(friday, tuesday + timedelta(days=2), crypto_only=False) == 2  # Tue, Wed
+    assert daily_bars_between(friday, tuesday, crypto_only=True) == 3  # Sat, Sun, Mon
+    assert daily_bars_between(friday, friday, crypto_only=True) == 0
+    assert daily_bars_between(tuesday, friday, crypto_only=False) == 0  # backwards: none

@@ -301,6 +301,32 @@ def test_stale_features_hold_every_position(service: DecisionService) -> None:
     assert not fresh.fallback
 
 
+def test_features_sessions_behind_hold_though_within_the_hours(service: DecisionService) -> None:
+    """The 96-hour limit let a store three sessions behind decide in mid-week (Monday's bar on Friday
+    night); on daily data more than one of the universe's bars missed is stale too."""
+    from raytrade.replay.exchange_calendar import daily_bars_between
+
+    sessions = DecisionService(service.handle, service.data, ServeConfig(max_feature_age_hours=1e6))
+    unchecked = DecisionService(
+        service.handle, service.data, ServeConfig(max_feature_age_hours=1e6, max_missed_bars=None)
+    )
+    last = service.closed_at(-1)
+    bar_day = _utc(service.data.ts[-1]).date()
+    seen = set()
+    for days in range(1, 9):
+        as_of = last.replace(hour=15) + timedelta(days=days)
+        missed = daily_bars_between(bar_day, as_of.date(), crypto_only=False)
+        request = _request(service).model_copy(update={"as_of": as_of})
+        answer = sessions.decide([request])[0]
+        assert answer.fallback == (missed > 1), (as_of, missed, answer.reason)
+        if answer.fallback:
+            assert f"and {missed} NYSE sessions closed after it" in (answer.reason or "")
+            assert "max_missed_bars" in (answer.reason or "")
+        assert not unchecked.decide([request])[0].fallback
+        seen.add(missed > 1)
+    assert seen == {False, True}
+
+
 class NaNActions:
     """A loaded handle whose every action is NaN (a corrupt checkpoint)."""
 
