@@ -11,6 +11,13 @@ are never read as one figure. What the policy was
 trained with (code version, library versions, data fingerprint) is copied from the run file, which
 ``raytrade tune`` wrote when the search started: the store may have grown since, and the manifest
 must name the data the weights were trained on. ``created_at`` is the promotion time.
+
+An offline run whose behaviour policies saw bars of the validation or test split
+(``models.training_window.behaviour_in_sample``, the rule ``raytrade tune`` warns by) learnt what
+those policies knew: its metrics there are in sample. The manifest records them
+(``metrics_in_sample``, naming each policy and split) and the command warns, naming the run and the
+policy; it promotes all the same (the user asked for this run), and ``raytrade evaluate`` refuses
+those splits as in sample.
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+import numpy as np
 from pydantic import SecretStr
 
 from raytrade.cluster.errors import one_line_errors
@@ -30,9 +38,15 @@ from raytrade.cluster.remote_run import fetch_run, fetch_trial
 from raytrade.cluster.run_file import LeaderboardRow, RunFile, read_leaderboard, read_run_file
 from raytrade.cluster.settings import registry_hmac_key
 from raytrade.models.catalog import flops_per_decision
-from raytrade.models.manifest import MANIFEST_SCHEMA_VERSION, Selection, read_manifest
+from raytrade.models.manifest import (
+    MANIFEST_SCHEMA_VERSION,
+    BehaviourInSample,
+    Selection,
+    read_manifest,
+)
 from raytrade.models.registry import feature_spec_hash
 from raytrade.models.registry_remote import write_version_at
+from raytrade.models.training_window import behaviour_in_sample, in_sample_sentence
 from raytrade.replay.errors import InputError
 from raytrade.replay.remote import is_remote, join, location
 from raytrade.tune_specs.objective import BOOK_END, ObjectiveConfig, held_out_data, score_module
@@ -143,6 +157,7 @@ def build_manifest(run_dir: Path, row: LeaderboardRow) -> tuple[dict[str, Any], 
     validation = held_out_data(env_config, "validation")
     gated = config.get("env") == GATED_ENV_ID
     metrics = {"validation": score_module(module, env_config, objective, gated=gated)}
+    seen = behaviour_in_sample(run.provenance.experience, utc_time(validation.ts[-1]))
     if env_config["data"].get("kind") == "replay":
         test = objective.model_copy(update={"split": "test"})
         metrics["test"] = score_module(module, env_config, test, gated=gated)
@@ -178,6 +193,7 @@ def build_manifest(run_dir: Path, row: LeaderboardRow) -> tuple[dict[str, Any], 
         "metrics": metrics,
         "metrics_book_end": BOOK_END,
         "search_metrics": row.model_dump(include={"objective", "sharpe", "sortino", "cvar_5"}),
+        "metrics_in_sample": [b.model_dump(mode="json") for b in seen] or None,
         "command": run.command,
         "reproduce": f"{run.command}  # then promote trial {row.trial}",
     }
@@ -207,6 +223,13 @@ def promote(
         click.echo(f"warning: {cloned}", err=True)
     fetch_trial(run, run_dir, row)
     manifest, checkpoint = build_manifest(run_dir, row)
+    for seen in manifest["metrics_in_sample"] or []:  # promoted all the same, as above
+        sentence = in_sample_sentence(BehaviourInSample.model_validate(seen))
+        click.echo(
+            f"warning: {location(run)} trial {row.trial}: IN-SAMPLE: {sentence}; the manifest records it "
+            "(metrics_in_sample)",
+            err=True,
+        )
     manifest["source"]["run"] = location(run)
     if selection is not None:
         manifest["selection"] = selection.model_dump(mode="json")
@@ -234,3 +257,9 @@ def promote_command(run_dir: str, name: str, registry: str) -> None:
 
 def _score(value: float | None) -> str:
     return "undefined" if value is None or not math.isfinite(value) else f"{value:.3f}"
+
+
+def utc_time(ts: np.datetime64) -> datetime:
+    """A bar's stamp (``MarketData.ts``) as an aware UTC datetime."""
+    seconds = ts.astype("datetime64[us]").astype(np.int64) / 1e6
+    return datetime.fromtimestamp(seconds, tz=UTC)

@@ -32,6 +32,12 @@ Design decisions
   bootstrap, "not distinguishable" when the interval holds 0); a winner whose mean gross exposure on
   the window is below ``tune_specs.selection.CASH_GROSS_EXPOSURE`` gets one line beside the claim
   (its score is cash's). Both are in ``select.md`` and printed (``warning:`` unless above it).
+  An offline candidate whose behaviour policies saw bars of this window or of the test split
+  (``models.training_window.behaviour_in_sample``, the rule ``raytrade tune`` warns by) learnt what
+  they knew: one ``IN-SAMPLE`` line per policy, naming the candidate, the policy and the splits, in
+  ``select.md`` and printed as ``warning:``, recorded in ``select.json``
+  (``SelectionCandidate.behaviour_in_sample``); ``select.md`` then no longer calls the test split
+  unseen for it (:func:`in_sample_note`).
 * **Promotion.** ``--promote NAME`` promotes the winner's run through ``cluster.promote.promote``
   (``raytrade promote``'s code path, which re-scores the same checkpoint on validation and test),
   with the comparison recorded in the manifest's ``selection``. The winner is promoted whatever its
@@ -58,7 +64,6 @@ import hashlib
 import json
 import math
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final
 
@@ -73,7 +78,7 @@ from raytrade.cluster.options import (
     registry_option,
     written_path_option,
 )
-from raytrade.cluster.promote import best_row, load_module, promote, trial_config
+from raytrade.cluster.promote import best_row, load_module, promote, trial_config, utc_time
 from raytrade.cluster.run_file import (
     LeaderboardRow,
     RunFile,
@@ -89,12 +94,14 @@ from raytrade.envs.evaluation.stats import BootstrapConfig, DifferenceCI
 from raytrade.envs.market_data import MarketData
 from raytrade.models.manifest import (
     BehaviourComparison,
+    BehaviourInSample,
     ScoreInterval,
     Selection,
     SelectionCandidate,
     SelectionClaim,
     SelectionWindow,
 )
+from raytrade.models.training_window import behaviour_in_sample, in_sample_sentence
 from raytrade.replay.errors import InputError
 from raytrade.tune_specs.objective import (
     BOOK_END,
@@ -358,9 +365,11 @@ def _record(
     ranked: RankedCandidate,
     metrics: dict[str, float],
     behaviour: tuple[list[BehaviourComparison] | None, str | None] = (None, None),
+    seen: list[BehaviourInSample] | None = None,
 ) -> SelectionCandidate:
     """The document of candidate ``c``: its ranking, what it held and paid on the window, and an
-    offline candidate's ``behaviour`` (its comparisons with its behaviour policies, or why none)."""
+    offline candidate's ``behaviour`` (its comparisons with its behaviour policies, or why none) and
+    the behaviour policies that ``seen`` the held-out bars (``models.training_window``)."""
     assert c.row.checkpoint is not None  # best_row keeps rows with a checkpoint
     return SelectionCandidate(
         run=str(c.run_dir),
@@ -378,6 +387,7 @@ def _record(
         **{k: _finite(metrics[k]) for k in ("excess_return", "gross_exposure", "turnover", "costs")},
         vs_behaviour=behaviour[0],
         behaviour_unknown=behaviour[1],
+        behaviour_in_sample=seen or None,
     )
 
 
@@ -440,11 +450,21 @@ def run_select(
         bench.risk_free,  # the common window's sim: every candidate's cash earned this
     )
     by_label = {c.label: c for c in candidates}
-    rows = [_record(by_label[r.name], r, metrics[r.name], behaviour[r.name]) for r in ranked]
+    validation_end = utc_time(data.ts[-1])
+    rows = [
+        _record(
+            by_label[r.name],
+            r,
+            metrics[r.name],
+            behaviour[r.name],
+            behaviour_in_sample(by_label[r.name].run.provenance.experience, validation_end),
+        )
+        for r in ranked
+    ]
     window = SelectionWindow(
         split=SPLIT,
-        start=_utc(data.ts[0]),
-        end=_utc(data.ts[-1]),
+        start=utc_time(data.ts[0]),
+        end=utc_time(data.ts[-1]),
         bars=data.n_steps,
         symbols=list(data.symbols),
         store_sha256=sha,
@@ -464,11 +484,6 @@ def run_select(
     )
     write_outputs(selection, out)
     return selection
-
-
-def _utc(ts: np.datetime64) -> datetime:
-    seconds = ts.astype("datetime64[us]").astype(np.int64) / 1e6
-    return datetime.fromtimestamp(seconds, tz=UTC)
 
 
 # ------------------------------------------------------------------------------ outputs
@@ -591,13 +606,51 @@ def behaviour_section(selection: Selection) -> list[str]:
     return [head, "", *(f"- {line.text}" for line in lines), ""]
 
 
+def behaviour_in_sample_lines(selection: Selection) -> list[str]:
+    """One line per offline candidate and behaviour policy that saw bars of this window or of the test
+    split (``models.training_window.behaviour_in_sample``), best candidate first: its scores there are
+    in sample whatever the adjustment, which counts choices, not what the weights learnt from."""
+    return [
+        f"{Path(c.run).name}: IN-SAMPLE: {in_sample_sentence(seen)}"
+        for c in selection.candidates
+        for seen in c.behaviour_in_sample or []
+    ]
+
+
+def _test_seen(selection: Selection) -> list[str]:
+    """The candidates whose behaviour policies saw the test split's bars (or whose sight is unknown)."""
+    return [
+        Path(c.run).name
+        for c in selection.candidates
+        if any("test" in seen.splits for seen in c.behaviour_in_sample or [])
+    ]
+
+
 def in_sample_note(selection: Selection) -> str:
-    """``select.md``'s reminder that the claim is on the window the checkpoints were chosen on."""
-    return (
+    """``select.md``'s reminder that the claim is on the window the checkpoints were chosen on, and
+    that the test split is the out-of-sample check of every candidate but those whose behaviour
+    policies saw its bars (:func:`behaviour_in_sample_lines`)."""
+    note = (
         f"The claim is judged on the {selection.window.split} window the checkpoints were chosen on "
         "(each search picked its checkpoint on it, and select picked among those), so it is not an "
-        "out-of-sample result; the adjustment is for every checkpoint compared there. The "
-        "out-of-sample check is the test split, which no search looked at: `raytrade evaluate --replay "
+        "out-of-sample result; the adjustment is for every checkpoint compared there."
+    )
+    seen = _test_seen(selection)
+    if len(seen) == len(selection.candidates):
+        return (
+            f"{note} There is no out-of-sample check on this store: the behaviour policies of "
+            f"{', '.join(seen)} saw the test split's bars (or what they saw is unknown), so their test "
+            "scores are in sample too (`raytrade evaluate` refuses them as in sample)."
+        )
+    which = "which no search looked at"
+    if seen:
+        which = (
+            f"which no search looked at, except through the experience of {', '.join(seen)}: their "
+            "behaviour policies saw its bars (or what they saw is unknown), so their test scores are in "
+            "sample too and `raytrade evaluate` refuses them as in sample"
+        )
+    return (
+        f"{note} The out-of-sample check is the test split, {which}: `raytrade evaluate --replay "
         "STORE --policies registry:NAME --split test --out DIR` once promoted (promotion also records "
         "the test objective in the manifest's metrics)."
     )
@@ -648,6 +701,8 @@ def render_markdown(selection: Selection) -> str:
         *((f"{note}.", "") if (note := winner_cash_line(selection)) else ()),
         *((f"Note: {tie}.", "") if (tie := runner_up_line(selection)) else ()),
         *behaviour_section(selection),
+        *(f"Warning: {line}." for line in behaviour_in_sample_lines(selection)),
+        *([""] if behaviour_in_sample_lines(selection) else []),
         in_sample_note(selection),
         "",
         f"Window: {selection.window.split} {w.start:%Y-%m-%d}..{w.end:%Y-%m-%d}, {w.bars} bars, "
@@ -825,6 +880,8 @@ def select_command(
         click.echo(f"warning: {tie}", err=True)
     for line in behaviour_lines(selection):
         click.echo(f"warning: {line.text}" if line.warning else line.text, err=line.warning)
+    for text in behaviour_in_sample_lines(selection):
+        click.echo(f"warning: {text}", err=True)
     if promote_name is not None:
         key = registry_hmac_key()
         target = promote(Path(selection.winner), promote_name, registry, selection=selection, hmac_key=key)

@@ -94,7 +94,7 @@ from raytrade.envs.costs import CostConfig
 from raytrade.envs.rewards import RewardConfig
 from raytrade.models.manifest import ExperienceWindow, Provenance, SearchObjective, TrainWindow
 from raytrade.models.registry import DEFAULT_REGISTRY
-from raytrade.replay.behaviour import describe
+from raytrade.replay.behaviour import describe, splits_seen
 from raytrade.replay.errors import InputError
 from raytrade.replay.remote import (
     Location,
@@ -928,7 +928,8 @@ def behaviour_lines(provenance: Provenance) -> list[str]:
                 f"warning: offline experience recorded by {describe(b)}: the training window of this "
                 "search's versions is unknown (raytrade evaluate cannot check them out of sample)"
             )
-        elif b.seen_until is not None and b.seen_until > window.train_end:
+        elif splits_seen(b, window.train_end, None):
+            assert b.seen_until is not None  # a known record that saw bars after the window
             lines.append(
                 f"warning: offline experience recorded by {describe(b)}, which saw bars after this "
                 f"search's training window ({window.train_end.date()}): its validation scores are in "

@@ -298,6 +298,23 @@ class BehaviourComparison(BaseModel):
         return self
 
 
+class BehaviourInSample(BaseModel):
+    """A behaviour policy of an offline run's experience that saw bars of its held-out splits
+    (``replay.behaviour.splits_seen``): the run learnt what that policy knew, so its scores on those
+    splits are in sample, whatever window its own learner read."""
+
+    model_config = _DOC
+
+    policy: str = Field(description="the behaviour policy (NAME@VERSION) as described where recorded")
+    described: str = Field(description="replay.behaviour.describe of its record: its windows and how known")
+    seen_until: datetime | None = Field(
+        description="the last bar its weights saw or were chosen on (UTC); None: unknown"
+    )
+    splits: list[Literal["validation", "test"]] = Field(
+        min_length=1, description="the held-out splits whose bars it saw: scores there are in sample"
+    )
+
+
 class SelectionCandidate(ManifestSource):
     """One search's best checkpoint (where it came from, as a version's source), replayed on the
     selection window."""
@@ -329,6 +346,11 @@ class SelectionCandidate(ManifestSource):
     )
     behaviour_unknown: str | None = Field(
         None, description="an offline candidate whose behaviour policies could not be read: why"
+    )
+    behaviour_in_sample: list[BehaviourInSample] | None = Field(
+        None,
+        description="an offline candidate's behaviour policies that saw bars of this window or the test "
+        "split (None: none did, an online candidate, or a selection written before)",
     )
 
 
@@ -443,6 +465,11 @@ class Manifest(BaseModel):
         "version promoted before the objective closed it); search_metrics' rule is objective.book_end",
     )
     search_metrics: Scores = Field(description="the scores the search recorded for the checkpoint")
+    metrics_in_sample: list[BehaviourInSample] | None = Field(
+        None,
+        description="an offline version's behaviour policies that saw bars of the splits of metrics: its "
+        "metrics on those splits are in sample, not out-of-sample results (None: none did)",
+    )
     command: str = Field(description="the raytrade tune command of the search")
     reproduce: str
     files: dict[str, str] | None = Field(

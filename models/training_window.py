@@ -20,18 +20,24 @@ The validation window (where the version's checkpoint was chosen, :func:`version
 is recomputed on the store the version trained on, unchanged, else read from the manifest
 (``data.validation_window``, every search since 2026-12-05); an older version's on a changed store
 is unknown, and the evaluation says so (``envs.evaluation.insample``).
+
+An offline run's held-out scores (its search's validation scores, ``raytrade select``'s ranking and
+claim, ``raytrade promote``'s metrics) are in sample on the splits its behaviour policies saw
+(:func:`behaviour_in_sample`, by ``replay.behaviour.splits_seen``, the rule ``raytrade tune`` warns
+by): the commands that report those scores say so, naming the run and the policy.
 """
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 import pandas as pd
 
 from raytrade.envs.config import ReplayDataConfig
 from raytrade.envs.evaluation.insample import TrainedOn
-from raytrade.models.manifest import Manifest
-from raytrade.replay.behaviour import BehaviourPolicy, describe
+from raytrade.models.manifest import BehaviourInSample, ExperienceFingerprint, Manifest
+from raytrade.replay.behaviour import BehaviourPolicy, describe, splits_seen
 from raytrade.replay.errors import InputError
 from raytrade.replay.splits import TimeWindow
 
@@ -152,3 +158,43 @@ def trained_on(manifest: Manifest, root: str, store_sha256: str, label: str) -> 
     start, end, how = window
     validation = version_validation_window(manifest, root, store_sha256)
     return TrainedOn(TimeWindow("train", start, end, 0), how, validation=validation)
+
+
+def behaviour_in_sample(
+    experience: ExperienceFingerprint | None, validation_end: datetime | None
+) -> list[BehaviourInSample]:
+    """The behaviour policies of an offline run's ``experience`` (its run file's or manifest's) that
+    saw bars of its validation split (ending ``validation_end``; None: unknown) or its test split
+    (``replay.behaviour.splits_seen``); empty for an online run or one older than the records."""
+    window = None if experience is None else experience.window
+    if experience is None or window is None:
+        return []
+    found = []
+    for b in experience.behaviour or []:
+        splits = splits_seen(b, window.train_end, validation_end)
+        if splits:
+            found.append(
+                BehaviourInSample(
+                    policy=b.policy_version,
+                    described=describe(b),
+                    seen_until=b.seen_until if b.known else None,
+                    splits=list(splits),
+                )
+            )
+    return found
+
+
+def in_sample_sentence(seen: BehaviourInSample) -> str:
+    """``its behaviour policy NAME (...) saw ...: its SPLITS scores are in sample``, for a message
+    that begins with the run's or version's name."""
+    splits = " and ".join(seen.splits)
+    if seen.seen_until is None:
+        return (
+            f"what its behaviour policy {seen.described} saw is unknown: its {splits} scores cannot be "
+            "shown out of sample"
+        )
+    return (
+        f"its behaviour policy {seen.described} saw bars through {seen.seen_until.date()}, of its {splits} "
+        f"split{'s' if len(seen.splits) > 1 else ''}: its {splits} scores are in sample (it learnt what "
+        "that policy knew), not out-of-sample results"
+    )

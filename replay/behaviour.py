@@ -142,6 +142,36 @@ def behaviour_in_window(
     return tuple(found)
 
 
+HELD_OUT_SPLITS: Final = ("validation", "test")
+"""The splits an offline search's scores are read on after its training window: its checkpoints are
+chosen on validation; test is the out-of-sample check (``raytrade promote``, ``raytrade evaluate``)."""
+
+
+def splits_seen(
+    record: BehaviourPolicy, train_end: datetime, validation_end: datetime | None
+) -> tuple[str, ...]:
+    """The held-out splits (:data:`HELD_OUT_SPLITS`) of an offline search whose training window ends
+    at ``train_end`` and whose validation window ends at ``validation_end`` (None: unknown) that its
+    behaviour policy ``record`` saw: the learner learns what that policy knew, so its scores there are
+    in sample. The one rule ``raytrade tune``, ``select`` and ``promote`` apply (``envs.evaluation.
+    insample``'s, on the record's dates: a split is in sample when the policy saw any bar after the
+    split before it ended, the embargo between them included):
+
+    * none when the policy saw no bar after ``train_end`` (or no bar of a store);
+    * validation when it saw bars after ``train_end`` up to ``validation_end``;
+    * validation and test when it saw bars after ``validation_end``, when ``validation_end`` is
+      unknown, or when what it saw is unknown (``known`` false: nothing can be shown out of sample).
+    """
+    if not record.known:
+        return HELD_OUT_SPLITS
+    seen = record.seen_until
+    if seen is None or seen <= train_end:
+        return ()
+    if validation_end is not None and seen <= validation_end:
+        return HELD_OUT_SPLITS[:1]
+    return HELD_OUT_SPLITS
+
+
 def describe(record: BehaviourPolicy) -> str:
     """``NAME@V (trained on A .. B[, validation to C]; how)`` for a message."""
     if not record.known and record.train_end is None:

@@ -23,6 +23,7 @@ from raytrade.models.manifest import (
     ScoreInterval,
     Selection,
 )
+from raytrade.replay.behaviour import BehaviourPolicy
 from raytrade.tune_specs.selection import cash_line, holds_cash, rank_candidates, versus_baseline
 from tests.test_select import BOOT, _crafted_run, _planted
 
@@ -298,3 +299,137 @@ def test_an_offline_leaderboard_names_its_behaviour_policies_and_the_command_tha
         _crafted_run(tmp_path / "ppo", synthetic_store, data_fingerprint(synthetic_store)[0])
     )
     assert behaviour_hint(online, "/runs/ppo") is None
+
+
+# ---------------------------------------------------------------- behaviour policies that saw held-out bars
+
+
+def _split_days(store: Path, split: str) -> tuple[datetime, datetime]:
+    from raytrade.envs.config import ReplayDataConfig
+    from raytrade.envs.replay_loader import split_calendar
+
+    bars = split_calendar(ReplayDataConfig(root=str(store.resolve()), split=split))
+    return bars[0].to_pydatetime(), bars[-1].to_pydatetime()
+
+
+def _seeing_run(folder: Path, store: Path, experience: Path, seen_split: str) -> tuple[Path, BehaviourPolicy]:
+    """An offline ``bc`` run that read its train split's transitions, recorded by a registry policy
+    trained on the train split and chosen on bars through the end of ``seen_split``'s window
+    (``simulate-experience --behaviour-in-sample``)."""
+    run_dir = _offline_run(folder, store, experience)
+    run = read_run_file(run_dir)
+    (train_start, train_end), (_, seen_end) = _split_days(store, "train"), _split_days(store, seen_split)
+    record = BehaviourPolicy(
+        run_id="sim:registry:ppo80@1:0:abcd",
+        policy_version="ppo80@1",
+        known=True,
+        how="recomputed on this store",
+        train_start=train_start,
+        train_end=train_end,
+        validation_end=seen_end,
+        in_sample=True,
+    )
+    experience_fp = run.provenance.experience
+    assert experience_fp is not None and experience_fp.window is not None
+    window = experience_fp.window.model_copy(update={"train_start": train_start, "train_end": train_end})
+    seen = experience_fp.model_copy(update={"window": window, "behaviour": [record]})
+    provenance = run.provenance.model_copy(update={"experience": seen})
+    write_run_file(run_dir, run.model_copy(update={"provenance": provenance}))
+    return run_dir, record
+
+
+@pytest.mark.parametrize(
+    ("seen_split", "splits"), [("test", ["validation", "test"]), ("validation", ["validation"])]
+)
+def test_select_says_a_candidate_whose_behaviour_policy_saw_the_held_out_bars_is_in_sample(
+    synthetic_store: Path,
+    recorded: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    seen_split: str,
+    splits: list[str],
+) -> None:
+    """select ranked such a candidate on validation with no word and wrote that the test split was
+    one "which no search looked at" (repro: /tmp/h37c/repro_insample_behaviour.sh)."""
+    from raytrade.envs.evaluation.policies import equal_weight_policy
+    from raytrade.models.manifest import BehaviourInSample
+    from raytrade.replay.behaviour import describe
+
+    run, record = _seeing_run(tmp_path / "bc", synthetic_store, recorded, seen_split)
+    online = _crafted_run(tmp_path / "ppo", synthetic_store, read_run_file(run).provenance.data_sha256)
+    result = _select(monkeypatch, equal_weight_policy, run, online, "--out", tmp_path / "out")
+    assert result.exit_code == 0, result.output
+    selection = Selection.model_validate_json((tmp_path / "out" / "select.json").read_text())
+    by_name = {Path(c.run).name: c for c in selection.candidates}
+    seen_until = _split_days(synthetic_store, seen_split)[1]
+    assert by_name["bc"].behaviour_in_sample == [
+        BehaviourInSample(policy="ppo80@1", described=describe(record), seen_until=seen_until, splits=splits)
+    ]
+    assert by_name["ppo"].behaviour_in_sample is None
+    named = " and ".join(splits)
+    line = (
+        f"bc: IN-SAMPLE: its behaviour policy {describe(record)} saw bars through {seen_until.date()}, of "
+        f"its {named} split{'s' if len(splits) > 1 else ''}: its {named} scores are in sample (it learnt "
+        "what that policy knew), not out-of-sample results"
+    )
+    assert f"warning: {line}" in result.output.splitlines()
+    md = (tmp_path / "out" / "select.md").read_text()
+    assert f"Warning: {line}." in md.splitlines()
+    if "test" in splits:
+        assert "which no search looked at, except through the experience of bc: their behaviour " in md
+    else:
+        assert "The out-of-sample check is the test split, which no search looked at: `raytrade" in md
+
+
+def test_select_of_only_such_candidates_says_there_is_no_out_of_sample_check(
+    synthetic_store: Path, recorded: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from raytrade.envs.evaluation.policies import equal_weight_policy
+
+    run, _ = _seeing_run(tmp_path / "bc", synthetic_store, recorded, "test")
+    result = _select(monkeypatch, equal_weight_policy, run, "--out", tmp_path / "out")
+    assert result.exit_code == 0, result.output
+    md = (tmp_path / "out" / "select.md").read_text()
+    assert "which no search looked at" not in md
+    assert (
+        "There is no out-of-sample check on this store: the behaviour policies of bc saw the test "
+        "split's bars (or what they saw is unknown), so their test scores are in sample too"
+    ) in md
+
+
+def test_promote_records_and_warns_that_an_offline_runs_metrics_are_in_sample(
+    synthetic_store: Path,
+    recorded: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """promote wrote metrics.test of such a run with no word (repro_insample_behaviour.sh)."""
+    import raytrade.cluster.promote as promote_module
+    from raytrade.models.manifest import BehaviourInSample
+    from raytrade.replay.behaviour import describe
+
+    run, record = _seeing_run(tmp_path / "bc", synthetic_store, recorded, "test")
+    written: dict[str, Any] = {}
+    monkeypatch.setattr(promote_module, "load_module", lambda path: None)
+    monkeypatch.setattr(promote_module, "score_module", lambda *a, **k: {"objective": 0.5})
+    monkeypatch.setattr(promote_module, "flops_per_decision", lambda *a: 0)
+    monkeypatch.setattr(
+        promote_module,
+        "write_version_at",
+        lambda registry, name, ckpt, manifest, *a: written.update(manifest),
+    )
+    promote_module.promote(run, "bcin", tmp_path / "registry")
+    seen_until = _split_days(synthetic_store, "test")[1]
+    expected = BehaviourInSample(
+        policy="ppo80@1", described=describe(record), seen_until=seen_until, splits=["validation", "test"]
+    )
+    assert written["metrics_in_sample"] == [expected.model_dump(mode="json")]
+    assert set(written["metrics"]) == {"validation", "test"}
+    warning = (
+        f"warning: {run} trial t0: IN-SAMPLE: its behaviour policy {describe(record)} saw bars through "
+        f"{seen_until.date()}, of its validation and test splits: its validation and test scores are in "
+        "sample (it learnt what that policy knew), not out-of-sample results; the manifest records it "
+        "(metrics_in_sample)"
+    )
+    assert warning in capsys.readouterr().err.splitlines()
