@@ -29,7 +29,8 @@ Design decisions
   ``equal_weight``, the benchmark at 0) in ``--out``; the table is printed.
 * **Offline candidates and cash.** An offline candidate is also compared with each behaviour policy
   of the experience its search read (``cluster.select_behaviour``: its objective minus theirs, paired
-  bootstrap, "not distinguishable" when the interval holds 0); a winner whose mean gross exposure on
+  bootstrap at the claim's Bonferroni-adjusted level for the same N, "not distinguishable" when the
+  interval holds 0); a winner whose mean gross exposure on
   the window is below ``tune_specs.selection.CASH_GROSS_EXPOSURE`` gets one line beside the claim
   (its score is cash's). Both are in ``select.md`` and printed (``warning:`` unless above it).
   An offline candidate whose behaviour policies saw bars of this window or of the test split
@@ -436,7 +437,7 @@ def run_select(
         if policies is not None:
             compared = compare_with_behaviour(
                 policies, returns[c.label], bench.returns[0], data, c.env_config(root), SPLIT, own_sim,
-                cvar_penalty, boot,
+                cvar_penalty, boot, claim_candidates(candidates),
             )  # fmt: skip
         behaviour[c.label] = (compared, unknown)
     ranked = rank_candidates(returns, bench.returns[0], data.periods_per_year, cvar_penalty, boot)
@@ -601,7 +602,9 @@ def behaviour_section(selection: Selection) -> list[str]:
         return []
     head = (
         "Behaviour policies (did an offline candidate learn beyond the policy that recorded its "
-        "experience? its objective minus that policy's, replayed on this window, paired bootstrap):"
+        "experience? its objective minus that policy's, replayed on this window, paired bootstrap, "
+        "Bonferroni-adjusted as the claim: each candidate is the best of the checkpoints its search "
+        "compared on this window):"
     )
     return [head, "", *(f"- {line.text}" for line in lines), ""]
 

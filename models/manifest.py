@@ -290,6 +290,21 @@ class BehaviourComparison(BaseModel):
         "(tune_specs.selection.versus_baseline); None: not replayed, see not_run",
     )
     not_run: str | None = Field(None, description="why it was not replayed (None: it was)")
+    level: float | None = Field(
+        None,
+        gt=0,
+        lt=1,
+        description="two-sided level of difference's interval: the winner's claim's Bonferroni-adjusted "
+        "level for adjusted_for checkpoints, or the nominal bootstrap.level when adjusted_for is None "
+        "(None: a selection written before, nominal)",
+    )
+    adjusted_for: int | None = Field(
+        None,
+        ge=1,
+        description="the checkpoints compared on the window that the interval is adjusted for (the "
+        "claim's N); None: unknown (a leaderboard without the count) or a selection written before, and "
+        "then no verdict 'above' is made",
+    )
 
     @model_validator(mode="after")
     def _either(self) -> BehaviourComparison:

@@ -91,6 +91,84 @@ def test_a_registry_behaviour_policy_is_named_without_a_number() -> None:
     )
 
 
+def test_best_of_n_no_skill_checkpoints_are_rarely_above_their_behaviour_policy(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Each search's candidate is its best of N checkpoints on the window it is judged on: read at the
+    nominal 95 % level, the best of 16 no-skill tilts of the behaviour policy (equal_weight, also the
+    benchmark) was "above its behaviour policy" in 41 of 60 searches (/tmp/h37c/bestofn.py); adjusted
+    as the claim is, for the 16 checkpoints compared, in 15."""
+    from types import SimpleNamespace
+
+    import raytrade.cluster.select_behaviour as select_behaviour
+    from raytrade.envs.evaluation.stats import BootstrapConfig
+    from raytrade.tune_specs.objective import score_of
+
+    rng = np.random.default_rng(0)
+    boot = BootstrapConfig(samples=400)
+    data = SimpleNamespace(periods_per_year=252)
+    above, n = 0, 16
+    for _ in range(60):
+        bench = rng.normal(3e-4, 0.01, 100)
+        tilts = [bench + rng.normal(0, 0.002, 100) for _ in range(n)]
+        best = max(tilts, key=lambda c: score_of(c - bench, 252, 1.0))
+        monkeypatch.setattr(select_behaviour, "baseline_returns", lambda *_, b=bench: b)
+        (b,) = select_behaviour.compare_with_behaviour(
+            {"equal_weight": 1},
+            best,
+            bench,
+            data,
+            {},
+            "validation",
+            None,
+            1.0,
+            boot,
+            n,  # type: ignore[arg-type]
+        )
+        assert (b.level, b.adjusted_for) == (pytest.approx(1 - 0.05 / n), n)
+        above += select_behaviour.learnt_beyond(b)
+    # 41 of 60 at the nominal level; 15 adjusted: not 5 %, as the percentile bootstrap's tails are thin
+    # on a 100-bar window of ~10 blocks (6 of 60 on 250 bars; README, select_behaviour's docstring)
+    assert above <= 15
+
+
+def test_the_adjusted_difference_of_one_checkpoint_is_the_nominal_paired_one() -> None:
+    """N = 1 on enough paths is no adjustment: the level and the interval of ``versus_baseline``."""
+    from raytrade.envs.evaluation.stats import BootstrapConfig
+    from raytrade.tune_specs.selection import adjusted_versus_baseline
+
+    s, boot = _planted(), BootstrapConfig(samples=1000, seed=2)
+    args = (s["good"], s["bad"], s["bench"], 252, 1.0, boot)
+    assert adjusted_versus_baseline(*args, 1) == (0.95, versus_baseline(*args))
+    level, wide = adjusted_versus_baseline(*args, 16)
+    nominal = versus_baseline(*args)
+    assert level == pytest.approx(1 - 0.05 / 16) and wide.n_valid == 6400
+    assert wide.low < nominal.low and wide.high > nominal.high
+
+
+def test_an_interval_not_adjusted_for_the_checkpoints_compared_claims_nothing_above() -> None:
+    """A selection whose N is unknown (a leaderboard without the count) compares at the nominal level
+    and makes no verdict 'above' (fail closed); one adjusted for N says so."""
+    from raytrade.cluster.select_behaviour import comparison_line, learnt_beyond
+    from raytrade.models.manifest import SelectionCandidate
+
+    candidate = SelectionCandidate.model_construct(run="/runs/bc")
+    above = ScoreInterval(estimate=0.4, low=0.1, high=0.7, n_valid=400)
+    unknown = BehaviourComparison(policy="equal_weight", runs=1, objective=0.0, difference=above, level=0.95)
+    assert not learnt_beyond(unknown)
+    assert comparison_line(candidate, unknown, 0.95) == (
+        "bc: not judged above its behaviour policy equal_weight (no adjusted interval): objective minus "
+        "equal_weight's 0.400 [0.100, 0.700] (95% CI, not adjusted: the checkpoints compared on this "
+        "window are unknown)"
+    )
+    adjusted = unknown.model_copy(update={"level": 1 - 0.05 / 16, "adjusted_for": 16})
+    assert learnt_beyond(adjusted)
+    assert comparison_line(candidate, adjusted, 0.95) == (
+        "bc: above its behaviour policy equal_weight: objective minus equal_weight's 0.400 [0.100, 0.700] "
+        "(99.69% CI, Bonferroni: 95% adjusted for the 16 checkpoints compared on this window, as the claim)"
+    )
+
+
 def test_the_leaderboard_says_when_its_best_trial_with_a_checkpoint_holds_cash() -> None:
     from raytrade.cluster.tune import best_cash_line
 
@@ -178,12 +256,15 @@ def test_bc_that_clones_equal_weight_is_not_distinguishable_from_its_behaviour_p
             policy="equal_weight",
             runs=1,
             objective=0.0,
-            difference=ScoreInterval(estimate=0.0, low=0.0, high=0.0, n_valid=50),
+            difference=ScoreInterval(estimate=0.0, low=0.0, high=0.0, n_valid=400),
+            level=0.95,
+            adjusted_for=1,
         )
-    ]
+    ]  # at the claim's level for its 1 checkpoint compared, on the claim's 400 paths (not 50)
     line = (
         "bc: not distinguishable from its behaviour policy equal_weight: objective minus equal_weight's "
-        "0.000 [0.000, 0.000] (95% CI)"
+        "0.000 [0.000, 0.000] (95.00% CI, Bonferroni: 95% adjusted for the 1 checkpoint compared on this "
+        "window, as the claim)"
     )
     assert f"- {line}" in (tmp_path / "out" / "select.md").read_text().splitlines()
     assert f"warning: {line}" in result.output.splitlines()
