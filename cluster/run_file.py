@@ -29,7 +29,7 @@ from typing import Annotated, Any, Final
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
-from raytrade.models.manifest import Provenance, SearchObjective, first_error, newer_writer_line
+from raytrade.models.manifest import Manifest, Provenance, SearchObjective, first_error, newer_writer_line
 from raytrade.replay.errors import InputError
 from raytrade.replay.remote import leads_outside
 from raytrade.tune_specs.overfit import OverfitCheck
@@ -209,3 +209,29 @@ def checkpoints_compared(rows: list[LeaderboardRow]) -> int | None:
     if not counts or any(c is None for c in counts):
         return None
     return sum(c for c in counts if c is not None)
+
+
+def compared_with_init(run: RunFile, own: int | None) -> int | None:
+    """Every checkpoint compared on the validation window of ``run`` to reach its best: its own
+    leaderboard's ``own`` (:func:`checkpoints_compared`) plus those its ``--init`` version was chosen
+    among on the same window (``Provenance.init_validation``); None when either is unknown."""
+    init = run.provenance.init_validation
+    if own is None or init is None:
+        return own
+    return None if init.checkpoints_compared is None else own + init.checkpoints_compared
+
+
+def version_checkpoints_compared(manifest: Manifest) -> int | None:
+    """How many checkpoints were compared on its validation window to choose the version of
+    ``manifest``: its selection's N (``raytrade select --promote``: every run's, counted in
+    checkpoints), else its source run's leaderboard with that run's own ``--init`` ones
+    (:func:`compared_with_init`) while the run folder is readable here; None otherwise (a remote or
+    deleted run, an older leaderboard)."""
+    selection = manifest.selection
+    if selection is not None and selection.claim is not None and selection.claim.counted == "checkpoints":
+        return selection.claim.candidates
+    source = Path(manifest.source.run)
+    try:
+        return compared_with_init(read_run_file(source), checkpoints_compared(read_leaderboard(source)))
+    except RunFileError:
+        return None

@@ -51,7 +51,10 @@ Design decisions
   the winner (:func:`claim_candidates`): each run's candidate is already its search's best checkpoint
   by the same validation objective, so N sums each run's leaderboard count
   (``cluster.run_file.checkpoints_compared``: every trial's checkpoints with a finite score); the
-  choice among the runs' candidates is among those checkpoints and adds none. Bonferroni over many
+  choice among the runs' candidates is among those checkpoints and adds none. A run started with
+  ``--init`` from a version whose checkpoint was chosen on this same window adds that version's
+  checkpoints (its run file's ``provenance.init_validation``, ``cluster.run_file.compared_with_init``);
+  when they were not recorded the claim is refused as for an older leaderboard. Bonferroni over many
   correlated checkpoints is conservative; it is kept because it is honest without modelling their
   correlation. A run whose leaderboard does not record the count (an older run) gets no claim at all
   (``Selection.claim_refused`` naming it), never a claim adjusted for fewer comparisons than were
@@ -84,6 +87,7 @@ from raytrade.cluster.run_file import (
     LeaderboardRow,
     RunFile,
     checkpoints_compared,
+    compared_with_init,
     read_leaderboard,
     read_run_file,
 )
@@ -188,7 +192,8 @@ def load_candidates(run_dirs: list[Path]) -> list[Candidate]:
                 f"run {str(run_dir)!r}: its leaderboard names checkpoint {row.checkpoint!r} but counts 0 "
                 "checkpoints_compared"
             )
-        candidates.append(Candidate(run_dir, read_run_file(run_dir), row, config, compared))
+        run = read_run_file(run_dir)
+        candidates.append(Candidate(run_dir, run, row, config, compared_with_init(run, compared)))
     names = [c.label for c in candidates]
     if len(set(names)) != len(names):
         raise SelectionError(f"run folders must have distinct names, got {names}")
@@ -316,8 +321,24 @@ def claim_candidates(candidates: list[Candidate]) -> int | None:
     return None if any(n is None for n in counts) else sum(n for n in counts if n is not None)
 
 
+def _uncounted_init(c: Candidate) -> str | None:
+    """The ``--init`` version of ``c``'s run when it was chosen on this window among checkpoints not
+    recorded (``Provenance.init_validation``); None otherwise."""
+    init = c.run.provenance.init_validation
+    return init.version if init is not None and init.checkpoints_compared is None else None
+
+
 def claim_refusal(candidates: list[Candidate]) -> str:
-    """Why no claim is made: the runs whose leaderboards do not count their compared checkpoints."""
+    """Why no claim is made: the runs whose leaderboards do not count their compared checkpoints, or
+    whose ``--init`` version was chosen on this window among checkpoints not counted."""
+    inits = [(c, version) for c in candidates if (version := _uncounted_init(c)) is not None]
+    if inits:
+        named = "; ".join(f"run {str(c.run_dir)!r} started from {version} (--init)" for c, version in inits)
+        return (
+            f"{named}, whose checkpoint was chosen on this {SPLIT} window among checkpoints not recorded, "
+            "so the winner's interval cannot be adjusted for that choice; judge the winner out of sample "
+            "with `raytrade evaluate --split test`"
+        )
     unknown = [repr(str(c.run_dir)) for c in candidates if c.compared is None]
     whose = f"run {unknown[0]}" if len(unknown) == 1 else f"runs {', '.join(unknown)}"
     return (

@@ -84,6 +84,7 @@ from raytrade.cluster.run_file import (
     LeaderboardRow,
     RunFile,
     read_run_file,
+    version_checkpoints_compared,
     write_leaderboard,
     write_run_file,
 )
@@ -92,7 +93,13 @@ from raytrade.envs.baseline_weights import BASELINE_FEATURES
 from raytrade.envs.cash_rate import MAX_ANNUAL_RATE, CashRate, cash_return_per_bar, stale_rate
 from raytrade.envs.costs import CostConfig
 from raytrade.envs.rewards import RewardConfig
-from raytrade.models.manifest import ExperienceWindow, Provenance, SearchObjective, TrainWindow
+from raytrade.models.manifest import (
+    ExperienceWindow,
+    InitValidation,
+    Provenance,
+    SearchObjective,
+    TrainWindow,
+)
 from raytrade.models.registry import DEFAULT_REGISTRY
 from raytrade.replay.behaviour import describe, splits_seen
 from raytrade.replay.errors import InputError
@@ -115,6 +122,8 @@ from raytrade.tune_specs.init_weights import (
     adopt_env_config,
     check_training_window,
     resolve_init,
+    validation_overlap,
+    validation_overlap_line,
     with_init_weights,
 )
 from raytrade.tune_specs.objective import (
@@ -958,6 +967,35 @@ def check_init_window(opts: TuneOptions, spec: TuneSpec) -> None:
         raise InputError(f"--init {version.label} on --replay {location(opts.replay)}: {exc}") from None
 
 
+def init_validation(opts: TuneOptions, spec: TuneSpec) -> InitValidation | None:
+    """The ``--init`` version, when its checkpoint was chosen on a window overlapping this search's
+    validation window (``tune_specs.init_weights.validation_overlap``: warned, recorded in the run
+    file, counted by ``raytrade select``), with how many checkpoints were compared to choose it
+    (``cluster.run_file.version_checkpoints_compared``); None otherwise."""
+    from raytrade.replay.fingerprint import data_fingerprint
+
+    version = opts.init_version()
+    if version is None:
+        return None
+    manifest = version.manifest()
+    data = opts.env_config(spec, opts.budget(spec))["data"]
+    window = validation_overlap(data, manifest, data_fingerprint(local_store(opts.replay))[0])
+    if window is None:
+        return None
+    return InitValidation(
+        version=version.label,
+        validation_window=TrainWindow(start=window[0].to_pydatetime(), end=window[1].to_pydatetime()),
+        checkpoints_compared=version_checkpoints_compared(manifest),
+    )
+
+
+def init_validation_warning(init: InitValidation) -> str:
+    """The ``warning:`` line of :func:`init_validation`."""
+    window = init.validation_window
+    line = validation_overlap_line(init.version, window.start, window.end, init.checkpoints_compared)
+    return f"warning: {line}"
+
+
 OFFLINE_FIXED: Final[dict[str, str]] = {
     "action_mode": "the experience logs absolute target weights, which a tilt would read as tilts "
     "around its baseline",
@@ -1068,9 +1106,15 @@ def training_window(env_config: dict[str, Any], split: str = "train") -> TrainWi
     return TrainWindow(start=bars[0].to_pydatetime(), end=bars[-1].to_pydatetime())
 
 
-def run_record(opts: TuneOptions, spec: TuneSpec, window: ExperienceWindow | None = None) -> RunFile:
+def run_record(
+    opts: TuneOptions,
+    spec: TuneSpec,
+    window: ExperienceWindow | None = None,
+    init: InitValidation | None = None,
+) -> RunFile:
     """The run file of a new search: what it searches and what it depends on at this moment (an
-    offline spec: its experience's ``window``, computed here when not given)."""
+    offline spec: its experience's ``window``, computed here when not given; ``init``: its ``--init``
+    version chosen on its validation window, :func:`init_validation`)."""
     offline = spec.name in OFFLINE_SPECS
     if offline and window is None:
         window = experience_window(opts, spec)
@@ -1098,7 +1142,7 @@ def run_record(opts: TuneOptions, spec: TuneSpec, window: ExperienceWindow | Non
             window if offline else None,
             training_window(env_config),
             training_window(env_config, "validation"),
-        ),
+        ).model_copy(update={"init_validation": init}),
     )
 
 
@@ -1459,6 +1503,9 @@ def run_tune(opts: TuneOptions, dashboard: bool = True) -> TuneOutcome:
     check_replay(local_store(opts.replay), spec, opts.feature_columns(spec), opts.split_fractions())
     window = check_experience(opts, spec)
     check_init_window(opts, spec)  # resumed too: the trials would keep scoring on the seen bars
+    init = init_validation(opts, spec)
+    if init is not None:  # warned, recorded and counted by select, not refused (tune_specs.init_weights)
+        click.echo(init_validation_warning(init))
     opts.sim_overrides()  # a bad cost profile is refused before Ray starts
     stale = check_cash_rate(opts)  # as is a rate file the training window starts before
     if not opts.resume:  # --init conflicts (features, action mapping) too, before anything is printed
@@ -1514,7 +1561,7 @@ def run_tune(opts: TuneOptions, dashboard: bool = True) -> TuneOutcome:
         click.echo(f"warning: {stale}")
     env = {**env, "RAY_AIR_NEW_OUTPUT": "0"}  # the table reporter of ``_reporter``
     if not opts.resume:
-        record = run_record(opts, spec, window)
+        record = run_record(opts, spec, window, init)
         write_run_file(run_dir, record)
         for line in behaviour_lines(record.provenance):
             click.echo(line)

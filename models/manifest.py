@@ -155,6 +155,24 @@ class ExperienceFingerprint(BaseModel):
     )
 
 
+class InitValidation(BaseModel):
+    """The ``--init`` version of a search whose checkpoint was chosen on this search's validation window
+    (``tune_specs.init_weights.validation_overlap``): the search starts from the best of that version's
+    comparisons on the bars it is scored on, so a claim about its winner must count them too
+    (``raytrade select``'s Bonferroni N)."""
+
+    model_config = _DOC
+
+    version: str = Field(description="registry:NAME@VERSION the search started from")
+    validation_window: TrainWindow = Field(description="the window its checkpoint was chosen on (UTC)")
+    checkpoints_compared: int | None = Field(
+        None,
+        ge=1,
+        description="checkpoints compared on that window to choose it (its selection's N, else its "
+        "search's leaderboard, its own --init's included); None: not recorded or not reachable",
+    )
+
+
 class Provenance(BaseModel):
     """What a training run depended on, recorded when the run started (``raytrade tune``)."""
 
@@ -180,6 +198,11 @@ class Provenance(BaseModel):
         None,
         description="replay data: the validation window as the search started, where checkpoints were "
         "chosen (None: older runs)",
+    )
+    init_validation: InitValidation | None = Field(
+        None,
+        description="--init from a version whose checkpoint was chosen on this validation window (None: "
+        "no --init, one chosen elsewhere, or a run older than the field)",
     )
 
 

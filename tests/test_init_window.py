@@ -257,3 +257,89 @@ def test_a_recorded_window_the_recomputation_no_longer_covers_still_counts(store
     with pytest.raises(InitConflictError, match=r"recomputed on this store and widened to the window its"):
         _check(store, manifest)
     _check(store, _manifest(store, recorded=ours, how="train_window"))  # the same window: accepted
+
+
+# ------------------------------------------------------------------------ chosen on our validation window
+
+
+def test_a_version_chosen_on_this_searchs_validation_window_is_named_with_that_window(
+    stores: tuple[Path, Path],
+) -> None:
+    """A version searched with the same fractions chose its checkpoint on this search's validation
+    bars (its training window is accepted: it ends the embargo before them); one whose validation
+    window ends before ours begins did not."""
+    from raytrade.tune_specs.init_weights import validation_overlap
+
+    store = stores[1]
+    sha = data_fingerprint(store)[0]
+    validation = _window(store, "validation")
+    same = _manifest(store)
+    _check(store, same)  # accepted by the training-window rule: the defect let it pass silently
+    assert validation_overlap(_data(store), same, sha) == (validation[0], validation[-1])
+    earlier = _manifest(store, train_fraction=0.3, validation_fraction=0.1)
+    assert validation_overlap(_data(store), earlier, sha) is None
+
+
+def test_tune_warns_naming_the_version_and_the_window_it_was_chosen_on(
+    stores: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``tune --init`` from a version chosen on the new search's validation window went ahead with
+    no word (/tmp/h37c/repro_init.sh); it warns before Ray starts (``run_record`` records what
+    ``init_validation`` returns in the run file)."""
+    from click.testing import CliRunner
+
+    from raytrade.cluster import local_cluster
+    from raytrade.cluster.tune import TuneOptions, get_spec, init_validation, tune_command
+    from raytrade.models.manifest import manifest_json
+
+    def no_ray(*_: Any, **__: Any) -> None:
+        raise AssertionError("Ray started")
+
+    monkeypatch.setattr(local_cluster, "init_ray", no_ray)
+    store, registry, storage = stores[1], tmp_path / "registry", tmp_path / "runs"
+    (registry / "alpha" / "1").mkdir(parents=True)
+    (registry / "alpha" / "1" / "manifest.json").write_text(manifest_json(_manifest(store)))
+    args = ["--spec", "ppo", "--replay", str(store), "--smoke", "--no-wandb", "--storage", str(storage)]
+    init_args = ["--init", "registry:alpha", "--registry", str(registry)]
+    result = CliRunner().invoke(tune_command, [*args, *init_args])  # (then stops: the version has no module)
+    validation = _window(store, "validation")
+    assert (
+        f"warning: --init registry:alpha@1: its checkpoint was chosen on {_dates(validation)}, which "
+        "overlaps this search's validation window: this search's validation scores start from the best "
+        "of that choice on the same bars (selection-biased, not out of sample); how many checkpoints "
+        "were compared to choose it is not recorded, so select makes no claim about this search's winner"
+    ) in result.output.splitlines()
+    opts = TuneOptions(spec="ppo", replay=store, smoke=True, init="registry:alpha@1", registry=registry)
+    init = init_validation(opts, get_spec("ppo"))
+    assert init is not None
+    assert (init.version, init.checkpoints_compared) == ("registry:alpha@1", None)  # /runs/ppo: absent
+    assert (pd.Timestamp(init.validation_window.start), pd.Timestamp(init.validation_window.end)) == (
+        validation[0],
+        validation[-1],
+    )
+
+
+def test_the_checkpoints_a_version_was_chosen_among_are_its_selections_else_its_runs(
+    stores: tuple[Path, Path], tmp_path: Path
+) -> None:
+    from raytrade.cluster.run_file import read_run_file, version_checkpoints_compared, write_run_file
+    from raytrade.models.manifest import InitValidation, TrainWindow
+    from tests.test_select import _crafted_run
+
+    store = stores[1]
+    run = _crafted_run(tmp_path / "run", store, data_fingerprint(store)[0], compared=(3, 2))
+    manifest = _manifest(store)
+    at = lambda folder: manifest.model_copy(  # noqa: E731
+        update={"source": manifest.source.model_copy(update={"run": str(folder)})}
+    )
+    assert version_checkpoints_compared(at(run)) == 5
+    assert version_checkpoints_compared(at(tmp_path / "deleted")) is None
+    window = TrainWindow(start=pd.Timestamp("2020-01-01", tz="UTC"), end=pd.Timestamp("2020-03-01", tz="UTC"))
+    record = read_run_file(run)
+    for inherited, total in ((7, 12), (None, None)):  # the run itself started from a version chosen there
+        init = InitValidation(
+            version="registry:beta@2", validation_window=window, checkpoints_compared=inherited
+        )
+        provenance = record.provenance.model_copy(update={"init_validation": init})
+        write_run_file(run, record.model_copy(update={"provenance": provenance}))
+        assert version_checkpoints_compared(at(run)) == total

@@ -514,3 +514,39 @@ def test_promote_records_and_warns_that_an_offline_runs_metrics_are_in_sample(
         "(metrics_in_sample)"
     )
     assert warning in capsys.readouterr().err.splitlines()
+
+
+@pytest.mark.parametrize("inherited", [10, None])
+def test_the_claim_counts_the_checkpoints_an_init_version_was_chosen_among_on_the_window(
+    synthetic_store: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, inherited: int | None
+) -> None:
+    """A search started with ``--init`` from a version chosen on the same validation window starts
+    from the best of that version's comparisons there: select's N counted only the fine-tune's own
+    checkpoints (/tmp/h37c/repro_init.sh). It adds the version's; unknown, no claim is made."""
+    from raytrade.envs.evaluation.policies import equal_weight_policy
+    from raytrade.models.manifest import InitValidation, TrainWindow
+    from raytrade.replay.fingerprint import data_fingerprint
+
+    run = _crafted_run(tmp_path / "ppo", synthetic_store, data_fingerprint(synthetic_store)[0], compared=(2,))
+    record = read_run_file(run)
+    start, end = _split_days(synthetic_store, "validation")
+    init = InitValidation(
+        version="registry:bcx@1",
+        validation_window=TrainWindow(start=start, end=end),
+        checkpoints_compared=inherited,
+    )
+    provenance = record.provenance.model_copy(update={"init_validation": init})
+    write_run_file(run, record.model_copy(update={"provenance": provenance}))
+    result = _select(monkeypatch, equal_weight_policy, run, "--out", tmp_path / "out")
+    assert result.exit_code == 0, result.output
+    selection = Selection.model_validate_json((tmp_path / "out" / "select.json").read_text())
+    if inherited is not None:
+        assert selection.claim is not None and selection.claim.candidates == 12
+        assert selection.candidates[0].checkpoints_compared == 12
+        return
+    assert selection.claim is None
+    assert selection.claim_refused == (
+        f"run {str(run.resolve())!r} started from registry:bcx@1 (--init), whose checkpoint was chosen on "
+        "this validation window among checkpoints not recorded, so the winner's interval cannot be "
+        "adjusted for that choice; judge the winner out of sample with `raytrade evaluate --split test`"
+    )

@@ -11,6 +11,18 @@ Design decisions
   (:func:`adopt_env_config`); a ``--features`` or action flag that says otherwise is refused, naming
   both. Its module's architecture (``model_config``: widths, depth, projection) is adopted too; the
   exploration options stay this search's.
+* **Chosen on this search's validation window: warned and counted, not refused**
+  (:func:`validation_overlap`). A version promoted from a search with the same splits had its
+  checkpoint chosen as the best of many on the very bars this search is scored on. That is selection
+  bias, not look-ahead: its weights never trained on those bars (its training window is checked
+  above and refused when it reaches them), so the rule is ``raytrade evaluate``'s for a window that
+  overlaps a version's validation window (``envs.evaluation.insample``: marked selection-biased, not
+  refused), not ``simulate-experience``'s refusal (there the version's actions become a new
+  learner's training data). Refusing would also stop the documented use of ``--init``: fine-tuning a
+  promoted version on the store it was searched on. So ``raytrade tune`` prints a ``warning:`` line
+  naming the version and the window, and records it in the run file
+  (``Provenance.init_validation``, with the checkpoints compared to choose it), and ``raytrade
+  select`` adds those to the N of its claim.
 * **Compatible or refused, before any trial starts** (:func:`check_compatible`): the version's
   module class must be the spec's (an offline ``bc``/``marwil`` version qualifies when it holds a
   ``ppo_mlp`` module), and its observation and action spaces must equal those of the env the trial
@@ -35,6 +47,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Mapping
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -49,7 +62,11 @@ from raytrade.envs.evaluation.policies import REGISTRY_PREFIX
 from raytrade.models.common import RLLIB_AUTO_KEYS
 from raytrade.models.manifest import Manifest, read_manifest
 from raytrade.models.registry import resolve
-from raytrade.models.training_window import TrainingWindowUnknown, version_training_window
+from raytrade.models.training_window import (
+    TrainingWindowUnknown,
+    version_training_window,
+    version_validation_window,
+)
 from raytrade.replay.errors import InputError
 from raytrade.replay.remote import location
 from raytrade.tune_specs.exploration import module_model_config, module_spec, with_model_config
@@ -183,6 +200,43 @@ def check_training_window(data: Mapping[str, Any], manifest: Manifest, store_sha
         f"{label}'s training window {_dates(start, end)} ({how}) {where}: its weights and normaliser saw "
         "bars this search scores on; start from a version trained on earlier bars (or from scratch), "
         f"or move this search's validation window later (its train_fraction is {ours.train_fraction})"
+    )
+
+
+def validation_overlap(
+    data: Mapping[str, Any], manifest: Manifest, store_sha256: str
+) -> tuple[pd.Timestamp, pd.Timestamp] | None:
+    """(first bar, last bar) of the validation window the version (``manifest``) chose its checkpoint
+    on when it overlaps this search's validation window (``data``: this search's replay data config,
+    ``store_sha256``: its store's fingerprint now); None when it does not, or when it cannot be placed
+    (synthetic data, an older version on a changed store). See the module docstring."""
+    from raytrade.envs.replay_loader import split_calendar
+
+    if data.get("kind") != "replay":
+        return None
+    ours = ReplayDataConfig.model_validate(data)
+    theirs = version_validation_window(manifest, ours.root, store_sha256)
+    if theirs is None:
+        return None
+    validation = split_calendar(ours.model_copy(update={"split": "validation"}))
+    if theirs.end < validation[0] or theirs.start > validation[-1]:
+        return None
+    return theirs.start, theirs.end
+
+
+def validation_overlap_line(label: str, start: datetime, end: datetime, compared: int | None) -> str:
+    """The ``warning:`` text of :func:`validation_overlap` for the version ``label`` (its validation
+    window ``start`` .. ``end``, chosen among ``compared`` checkpoints, None: unknown)."""
+    counted = (
+        f"select counts its {compared} checkpoints compared there in the N of its claim"
+        if compared is not None
+        else "how many checkpoints were compared to choose it is not recorded, so select makes no claim "
+        "about this search's winner"
+    )
+    return (
+        f"--init {label}: its checkpoint was chosen on {start.date()} .. {end.date()}, which overlaps "
+        "this search's validation window: this search's validation scores start from the best of that "
+        f"choice on the same bars (selection-biased, not out of sample); {counted}"
     )
 
 
