@@ -17,7 +17,8 @@ side of a trading day, which for a staleness warning means one warning too many,
 
 from __future__ import annotations
 
-from datetime import date, timedelta
+import math
+from datetime import date, datetime, timedelta
 from functools import lru_cache
 from typing import Final
 
@@ -98,3 +99,13 @@ def daily_bars_between(first: date, then: date, crypto_only: bool) -> int:
     if crypto_only:
         return max((then - first).days - 1, 0)
     return max(trading_days_between(first + timedelta(days=1), then), 0)
+
+
+def bars_closed_since(bar_day: date, closed: datetime, as_of: datetime, crypto_only: bool) -> int:
+    """How many of the universe's daily bars after the bar of ``bar_day`` (closed at ``closed``) have
+    closed by ``as_of``: each later bar closes a whole day after the one before it, so the bars of
+    the days up to ``bar_day`` + the whole days from ``closed`` to ``as_of`` (:func:`daily_bars_between`).
+    Counted from the bar's own close, not the UTC date of ``as_of``: a crypto bar stamped 06:00 UTC is
+    open until 06:00 the next day, and a date count called it missed from midnight on."""
+    later = math.floor((as_of - closed) / timedelta(days=1))
+    return daily_bars_between(bar_day, bar_day + timedelta(days=later + 1), crypto_only)

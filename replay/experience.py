@@ -12,7 +12,7 @@ Design decisions
   (the writer writes one file per batch and year). :func:`read_transitions` therefore assembles
   whole files in Ray Data tasks (consecutive files up to ``READ_ROWS_PER_TASK`` rows per task):
   streaming, nothing read into the driver. A learner reads them shuffled (``shuffle_seed``): each
-  task's transitions in a seeded random order and the tasks' blocks too, since each task assembles
+  task's transitions in a seeded random order and the tasks in a seeded order too, since each task assembles
   its rows in (episode, step) order, and a learner fed them so saw one episode's consecutive days in
   every minibatch and, past a few hundred thousand rows, never reached the window's later years.
   :func:`transitions_from_table` is the assembly, vectorised over steps (one sort, per-step flags
@@ -739,7 +739,8 @@ def read_transitions(
     :func:`transitions_from_table`, a decision id read in an earlier group left out, ``zeroed_state``
     as there), every reward divided by ``reward_scale`` (:func:`scale_rewards`; 1.0: as logged).
     With ``shuffle_seed`` each task's transitions come in a random order drawn from it and the task's
-    index, and the tasks' blocks in a random order drawn from it (a learner's minibatches); without,
+    index, and the tasks in a random order drawn from it, that order kept (a learner's minibatches);
+    without,
     each task's in (episode, step) order and the order of the tasks is not guaranteed. An empty table
     is refused (nothing to learn from); a window holding no transition is for the caller to refuse
     beforehand (:func:`check_window`, it reads the dates)."""
@@ -776,9 +777,14 @@ def read_transitions(
         {"paths": [str(f) for f in group], "drop": json.dumps(drop), "shuffle": _task_seed(shuffle_seed, i)}
         for i, (group, drop) in enumerate(zip(groups, drops, strict=True))
     ]
+    if shuffle_seed is not None:  # the tasks in a seeded order (randomize_block_order is all-to-all:
+        # every task would finish, the whole window in the object store, before a learner's first row)
+        items = [items[i] for i in np.random.default_rng(shuffle_seed).permutation(len(items))]
     paths = ray.data.from_items(items, override_num_blocks=len(items))
     read = paths.map_batches(task, batch_size=1, batch_format="pyarrow", num_cpus=READ_CPUS)
-    return read if shuffle_seed is None else read.randomize_block_order(seed=shuffle_seed)
+    if shuffle_seed is not None:  # Ray Data emits blocks as tasks finish unless told to keep order
+        read.context.execution_options.preserve_order = True
+    return read
 
 
 def _task_seed(seed: int | None, task: int) -> str:

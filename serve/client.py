@@ -57,7 +57,9 @@ Contract
   (a daily policy asked on a weekend or a holiday, or more often than once a bar) undoes the advance
   and the request is asked again with the switch as it was, so the timed release comes after the
   trained number of the model's bars, not of calls (counted by calls, a loop cycling daily released it
-  after 13 sessions instead of 20); an answer without a bar (a fallback) keeps the advance. The same
+  after 13 sessions instead of 20); a hold without a bar (stale features, an outage) undoes it too,
+  without asking again, and an advance under a rule that releases sooner than the count as it was
+  (a hot swap) is kept. The same
   ``as_of`` again (a retry) redoes that bar's one advance from the state before it, an earlier one (a
   clock set back) sends the latest state unadvanced. A first request starts it from what it says: the
   peak its ``drawdown_pct`` implies, off, then advanced, so a drawdown at the trigger turns it on.
@@ -78,7 +80,8 @@ Contract
   unavailable: the served kill-switch rule is unknown (...)`` and so on, the switch reported as it
   was), without advancing the account's switch:
   the next call reads the rule again. An outage of ``POST /v1/act`` under a known rule holds and keeps
-  the bar's advance. An answer whose switch is off while the request's state says on (a service that
+  the bar's advance until an answer has said a bar (then it is undone: :meth:`KillSwitchTracker.settle`).
+  An answer whose switch is off while the request's state says on (a service that
   ignored the state) is held; one whose switch is on while the state says off (a service stricter than
   the rule it publishes) trips the tracker's switch at that bar, so its hysteresis follows.
 * **Secrets.** The token is a ``SecretStr``; its value is read only to build the ``Authorization``
@@ -307,21 +310,47 @@ class KillSwitchTracker:
     def settle(self, request: ActRequest, answer: ActResponse) -> ActRequest | None:
         """Keep or undo the advance :meth:`stamp` made for ``request``, now ``answer`` says which bar
         the service observed. A bar is the *served* bar: an answer that observed a bar newer than the
-        one the switch was last advanced at (or says none: a fallback) keeps the advance, its bar
+        one the switch was last advanced at keeps the advance, its bar
         recorded (:attr:`served_bar`), and this returns None. An answer that observed that bar again (a
         daily policy asked on a Saturday, a holiday, or by a loop cycling more often than its bars) did
         not see a new bar: the advance is undone and this returns ``request`` carrying the switch as
         it was, to ask again with. Counted by calls, the switch's 20-bar release came after 13
-        sessions of a loop cycling daily. A request with no advance to settle (a retry) returns None."""
+        sessions of a loop cycling daily. A hold that says no bar (a stale store's, an outage's) undoes
+        the advance too, without asking again (it holds whatever the switch says): counted per call, a
+        stale store's hourly holds released a tripped switch in 19 hours. Kept all the same: an answer
+        that is no hold and says no bar (a service of an earlier version), a hold before any answer
+        said a bar (the first request's advance, a trip included), and an advance under a rule
+        that releases sooner than the count as it was (the service would refuse that count). A request
+        with no advance to settle (a retry) returns None."""
         bar = answer.features_as_of
-        if self._before is None or bar is None:
+        if self._before is None:
             return None
-        if self._served_bar is None or bar > self._served_bar:
+        if bar is None and (not answer.fallback or self._served_bar is None):
+            # an answer that does not say (a service of an earlier version), or a hold before any bar
+            # was seen (the first request's trip is kept): counted as before
+            self._before = None
+            return None
+        if bar is not None and (self._served_bar is None or bar > self._served_bar):
             self._served_bar, self._before = bar, None
+            return None
+        if self._refused_as_it_was():  # a new rule releases sooner: its advance stands, as before
+            self._before = None
             return None
         self._state, self._bar, self._start = self._before
         self._before = None
+        if bar is None:  # a hold (stale features, an outage): it holds whatever the switch says
+            return None
         return request.model_copy(update={"kill_switch": self._state})
+
+    def _refused_as_it_was(self) -> bool:
+        """Whether the switch as it was before the advance counts to the rule's ``release_after_bars``
+        or past it (a hot swap to a rule that releases sooner): the service refuses that count, so the
+        advance under the new rule (which releases it) is kept rather than undone."""
+        before = self._before[0] if self._before is not None else None
+        rule = self.rule
+        if before is None or rule is None or not rule.enabled or rule.release_after_bars is None:
+            return False
+        return before.active and before.bars_active >= rule.release_after_bars
 
     def tripped_by_service(self) -> None:
         """The service answered this bar with its switch on while :attr:`state` says off: its rule is

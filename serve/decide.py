@@ -104,9 +104,14 @@ from raytrade.envs.normalization import MISSING_CHANNEL
 from raytrade.envs.simulator import Observation, constrained_targets, exposure_limits
 from raytrade.models.inference import broken_rows, trace_for_inference
 from raytrade.replay.errors import InputError
-from raytrade.replay.exchange_calendar import daily_bars_between
+from raytrade.replay.exchange_calendar import bars_closed_since
 from raytrade.replay.loop_rules import LoopRules, coin_quote, is_crypto_symbol
-from raytrade.replay.timeutil import DAILY_SPACING, MAX_FEATURE_AGE_HOURS, MAX_MISSED_BARS, series_closed_at
+from raytrade.replay.timeutil import (
+    LONGEST_INTRADAY_BAR,
+    MAX_FEATURE_AGE_HOURS,
+    MAX_MISSED_BARS,
+    series_closed_at,
+)
 from raytrade.serve.answer_check import FLAT
 from raytrade.serve.caps import MAX_QUOTE_MOVE, ExposureCaps, cap_targets, gate_reasons
 from raytrade.serve.fallback import hold_everything
@@ -257,7 +262,10 @@ class DecisionService:
         self._kill_trigger = self.config.kill_drawdown or (ks.trigger_drawdown if ks.enabled else None)
         self._kill_release_bars = ks.release_after_bars
         self._ts = data.ts.astype("datetime64[us]")
-        self._daily = len(self._ts) < 2 or bool(np.diff(self._ts).min() >= np.timedelta64(DAILY_SPACING))
+        # daily as series_closed_at reads it (a store whose clock changes has 19 h between two days)
+        self._daily = len(self._ts) < 2 or bool(
+            np.diff(self._ts).min() >= np.timedelta64(LONGEST_INTRADAY_BAR)
+        )
         self._crypto_only = bool(self._is_crypto.all())
         # when each bar has surely closed, in microseconds since the epoch: the bar look-up (module doc)
         self._closed_us = bar_close_times(self._ts).astype(np.int64)
@@ -492,7 +500,7 @@ class DecisionService:
         most = self.config.max_missed_bars
         if most is None or not self._daily:
             return None
-        missed = daily_bars_between(bar_time.date(), p.as_of.astimezone(UTC).date(), self._crypto_only)
+        missed = bars_closed_since(bar_time.date(), closed, p.as_of, self._crypto_only)
         if missed > most:
             unit = "days" if self._crypto_only else "NYSE sessions"
             return (

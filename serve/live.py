@@ -32,7 +32,8 @@ Design decisions
   ``total_deadline_s``, taken after the broker's reads): the rule read, the act, and a re-read and a
   redo after a swap (below) each get what is left of it, so a cycle waits for the service no longer than
   that, and never acts on a rule read longer ago. One it cuts ends as the client ends it: on the act, an
-  outage hold that keeps the bar's advance (saved, as after any outage); on a rule read, a hold for want
+  outage hold (its advance kept until an answer has said a bar, then undone: ``KillSwitchTracker.settle``);
+  on a rule read, a hold for want
   of the rule (below). A rule that cannot be read (the service down, an answer without a complete, valid
   one, a read the deadline cut) holds the cycle, as an outage does, with the reason (which of the two)
   logged and on the decision rows, which report the saved switch, not advanced. A swap between the read
@@ -206,6 +207,7 @@ from raytrade.replay.exchange_calendar import daily_bars_between, trading_days_b
 from raytrade.replay.loop_rules import coin_quote, is_crypto_symbol
 from raytrade.replay.sources.alpaca import SourceError, TopOfBook, parse_symbol
 from raytrade.replay.stored_keys import KeyCache
+from raytrade.replay.timeutil import LONGEST_INTRADAY_BAR
 from raytrade.serve.decision_rows import (
     PROVISIONAL,
     bounded_rows,
@@ -2060,8 +2062,9 @@ def store_lag(last_closed: Mapping[str, pd.Timestamp], symbols: Sequence[str], n
     )
 
 
-DAILY_BARS: Final = timedelta(hours=20)
-"""Two bars at least this far apart are daily bars (:func:`bars_skipped`); closer, intraday ones."""
+DAILY_BARS: Final = LONGEST_INTRADAY_BAR.to_pytimedelta()
+"""Two bars at least this far apart are daily bars (:func:`bars_skipped`; ``series_closed_at``'s rule: a
+store whose clock changes has 19 h between two days); closer, intraday ones."""
 
 
 def bars_skipped(first: datetime | None, then: datetime | None, symbols: Sequence[str]) -> int:

@@ -30,3 +30,24 @@ def test_daily_bars_between_counts_the_universes_bars_strictly_between() -> None
     assert daily_bars_between(friday, tuesday, crypto_only=True) == 3  # Sat, Sun, Mon
     assert daily_bars_between(friday, friday, crypto_only=True) == 0
     assert daily_bars_between(tuesday, friday, crypto_only=False) == 0  # backwards: none
+
+
+def test_bars_closed_since_counts_from_the_bars_own_close() -> None:
+    """A crypto bar stamped 06:00 UTC (Alpaca's US Central midnight) closes at 06:00 the next day: at
+    03:00 UTC on Dec 5 one later bar (Dec 3's) has closed, not two (a count by the UTC date said two
+    and held a store that was one bar behind)."""
+    from datetime import UTC, datetime
+
+    from raytrade.replay.exchange_calendar import bars_closed_since
+
+    stamp = datetime(2025, 12, 2, 6, tzinfo=UTC)
+    closed = stamp + timedelta(days=1)
+    assert (
+        bars_closed_since(stamp.date(), closed, datetime(2025, 12, 5, 3, tzinfo=UTC), crypto_only=True) == 1
+    )
+    assert (
+        bars_closed_since(stamp.date(), closed, datetime(2025, 12, 5, 6, tzinfo=UTC), crypto_only=True) == 2
+    )
+    # a date label (closed at the next midnight) read on Friday night: Tue, Wed, Thu closed (Jul 4 not)
+    label, at = date(2025, 6, 30), datetime(2025, 7, 4, 23, 30, tzinfo=UTC)
+    assert bars_closed_since(label, datetime(2025, 7, 1, tzinfo=UTC), at, crypto_only=False) == 3

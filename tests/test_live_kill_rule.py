@@ -564,3 +564,42 @@ def test_a_saved_switch_remembers_the_bar_it_observed_across_a_restart(tmp_path:
     assert after_sunday.bars_active == after_saturday.bars_active
     assert policy.requests[-1].kill_switch is not None
     assert policy.requests[-1].kill_switch.bars_active == after_saturday.bars_active
+
+
+def test_holds_without_a_bar_do_not_advance_the_switch(tmp_path: Path) -> None:
+    """Every cycle answered by a hold that says no bar (a stale store's, an outage's): counted per
+    cycle, 20 hourly cycles released a tripped switch and restarted its peak at the drawdown."""
+    policy = ScriptedPolicy({"AAPL": (0.0, "flat")}, fallback=True)
+    state = tmp_path / "state.json"
+    t0 = datetime(2025, 1, 21, 15, tzinfo=UTC)
+    friday = datetime(2025, 1, 17, tzinfo=UTC)
+    tripped = SavedKillSwitch(active=True, bars_active=3, as_of=t0, rule=KillSwitchConfig(), bar=friday)
+    LiveState(peak_equity=100_000.0, kill_switch=tripped).save(state)
+    with LiveLoop(FakeBroker(75_000.0, PRICES), policy, ["AAPL"], state) as loop:
+        for hour in range(1, 22):
+            loop.cycle(t0 + timedelta(hours=hour))
+    saved = LiveState.load(state).kill_switch
+    assert saved is not None
+    assert (saved.active, saved.bars_active, saved.peak_equity, saved.bar) == (True, 3, None, friday)
+
+
+def test_a_swap_to_a_shorter_release_on_a_bar_seen_before_releases_instead_of_being_refused(
+    tmp_path: Path,
+) -> None:
+    """The saved switch on at 15 bars; the new version releases after 10, and Saturday's answers still
+    observe Friday's bar. Undone, the advance re-sent 15, which the new service refuses every cycle
+    (held without it, counted failed); the new rule's release stands, as it did before."""
+    friday = datetime(2025, 1, 17, tzinfo=UTC)
+    policy = ScriptedPolicy({"AAPL": (0.0, "flat")}, observed_bar=lambda as_of: friday)
+    state = tmp_path / "state.json"
+    saved = SavedKillSwitch(
+        active=True, bars_active=15, as_of=friday + timedelta(hours=15), rule=KillSwitchConfig(), bar=friday
+    )
+    LiveState(peak_equity=100_000.0, kill_switch=saved).save(state)
+    policy.kill_switch = KillSwitchConfig(release_after_bars=10)
+    policy.served = "beta@3"
+    with LiveLoop(FakeBroker(75_000.0, PRICES), policy, ["AAPL"], state) as loop:
+        report = loop.cycle(datetime(2025, 1, 18, 15, tzinfo=UTC))
+    assert report.held_without_service is None and report.answer.model == "beta@3"
+    after = LiveState.load(state).kill_switch
+    assert after is not None and (after.active, after.bars_active) == (False, 0)

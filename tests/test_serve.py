@@ -3,6 +3,7 @@ Ray Serve deployment over HTTP on 127.0.0.1 (auth, 422s, batching, hot swap with
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import json
 import re
@@ -325,6 +326,20 @@ def test_features_sessions_behind_hold_though_within_the_hours(service: Decision
         assert not unchecked.decide([request])[0].fallback
         seen.add(missed > 1)
     assert seen == {False, True}
+
+
+def test_a_store_whose_clock_changes_is_still_daily_to_the_missed_bars_rule(service: DecisionService) -> None:
+    """05:00 UTC stamps, then a 00:00 UTC date label (19 h apart once), which serving's bar look-up
+    calls daily: the missed-bars rule was off on it (20 h apart was its test) and decided on features
+    of a store several sessions behind."""
+    ts = service.data.ts.astype("datetime64[us]").copy()
+    ts[:-1] += np.timedelta64(5, "h")
+    shifted = DecisionService(
+        service.handle, dataclasses.replace(service.data, ts=ts), ServeConfig(max_feature_age_hours=1e6)
+    )
+    as_of = shifted.closed_at(-1) + timedelta(days=6, hours=12)  # at least 3 sessions closed since
+    answer = shifted.decide([_request(service).model_copy(update={"as_of": as_of})])[0]
+    assert answer.fallback and "max_missed_bars" in (answer.reason or ""), answer.reason
 
 
 class NaNActions:
