@@ -55,7 +55,7 @@ Design decisions
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Final, NamedTuple
 
 import numpy as np
@@ -321,12 +321,8 @@ def versus_baseline(
     with ``baseline`` in the winner's place. A path where either score is undefined is dropped; a
     baseline identical to ``benchmark`` scores 0 on every path, so the interval is then ``vs_benchmark``."""
     bench, excess = _excess_pair(returns, baseline, benchmark)
-    idx = _indices(bench.size, bootstrap)
-    score = {n: score_of(e, periods_per_year, cvar_penalty) for n, e in excess.items()}
-    paths = {n: objective_paths(e[idx], periods_per_year, cvar_penalty) for n, e in excess.items()}
-    return percentile_ci(
-        score["returns"] - score["baseline"], paths["returns"] - paths["baseline"], bootstrap.level
-    )
+    chunks = [_indices(bench.size, bootstrap)]
+    return _difference_ci(excess, chunks, bootstrap.level, periods_per_year, cvar_penalty)
 
 
 def adjusted_versus_baseline(
@@ -344,9 +340,23 @@ def adjusted_versus_baseline(
     :func:`claim_samples` paths from the bootstrap's seed), as :func:`benchmark_claim` reads its own."""
     bench, excess = _excess_pair(returns, baseline, benchmark)
     level = claim_level(bootstrap.level, n_candidates)
+    chunks = _claim_indices(bench.size, bootstrap, level)
+    return level, _difference_ci(excess, chunks, level, periods_per_year, cvar_penalty)
+
+
+def _difference_ci(
+    excess: dict[str, np.ndarray],
+    chunks: Iterable[np.ndarray],
+    level: float,
+    periods_per_year: float,
+    cvar_penalty: float,
+) -> DifferenceCI:
+    """The objective of ``excess['returns']`` minus that of ``excess['baseline']``, with its paired
+    percentile interval at ``level`` over the resampling indices in ``chunks``."""
     score = {n: score_of(e, periods_per_year, cvar_penalty) for n, e in excess.items()}
-    paths: list[np.ndarray] = []
-    for idx in _claim_indices(bench.size, bootstrap, level):
-        ours, theirs = (objective_paths(excess[n][idx], periods_per_year, cvar_penalty) for n in excess)
-        paths.append(ours - theirs)
-    return level, percentile_ci(score["returns"] - score["baseline"], np.concatenate(paths), level)
+    paths = [
+        objective_paths(excess["returns"][idx], periods_per_year, cvar_penalty)
+        - objective_paths(excess["baseline"][idx], periods_per_year, cvar_penalty)
+        for idx in chunks
+    ]
+    return percentile_ci(score["returns"] - score["baseline"], np.concatenate(paths), level)
